@@ -1,0 +1,38 @@
+# radtrace developer and CI entry points. `make check` and `make test` are exactly what CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.radtrace-installed
+
+.PHONY: setup check test test-unit run bench clean
+
+setup: $(STAMP)
+
+# pip >= 25.1 reads [dependency-groups]; torch is pinned in pyproject.toml so pip takes the local CPU wheel.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip>=25.1"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e . --group dev
+	touch $@
+
+check: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-unit: setup
+	$(BIN)/python -m pytest -m unit
+
+# The main job on embedded defaults (SQLite, embedded broker, everything under ./var).
+run: setup
+	$(BIN)/radtrace serve
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""``python -m radtrace`` runs the CLI."""
+
+from radtrace.cli import main
+
+main()

@@ -1,0 +1,239 @@
+"""The ``radtrace`` command. Thin: parse arguments, load settings, call into the packages.
+
+Exit codes: 0 success, 1 the work failed, 2 bad usage or configuration, 3 the command is not
+available in this build.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from radtrace import __version__
+from radtrace.config import Settings, load_settings, masked_settings
+from radtrace.errors import ConfigError, RadtraceError
+from radtrace.logging import configure_logging
+from radtrace.preflight import failed_checks, run_preflight
+
+__all__ = ["app", "main"]
+
+log = logging.getLogger(__name__)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_AVAILABLE = 3
+
+app = typer.Typer(
+    name="radtrace",
+    help="Draft chest X-ray reports from a reasoning VLM, with an immutable audit trail.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Show and check the configuration.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify and query the audit log.", no_args_is_help=True)
+model_app = typer.Typer(help="Inspect, build and run models.", no_args_is_help=True)
+db_app = typer.Typer(help="Create and migrate the work database.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(audit_app, name="audit")
+app.add_typer(model_app, name="model")
+app.add_typer(db_app, name="db")
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    err.print(f"[bold red]radtrace:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _not_available(command: str, issue: str) -> NoReturn:
+    _fail(f"'{command}' is not available in radtrace {__version__} yet ({issue}).", EXIT_NOT_AVAILABLE)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings = ctx.obj
+    if not isinstance(settings, Settings):  # pragma: no cover - the callback always sets it
+        raise RuntimeError("settings were not loaded")
+    return settings
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"radtrace {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML settings file (RADTRACE_* variables override it)."),
+    ] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json (overrides logging.format).")] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    overrides: dict[str, Any] = {}
+    if log_format or log_level:
+        overrides["logging"] = {
+            key: value for key, value in (("format", log_format), ("level", log_level and log_level.upper())) if value
+        }
+    try:
+        settings = load_settings(config, **overrides)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    configure_logging(settings.logging.format, settings.logging.level)
+    ctx.obj = settings
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a readable tree.")] = False,
+) -> None:
+    """Print the effective configuration (defaults + file + environment), secrets masked."""
+    shown = masked_settings(_settings(ctx))
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+        return
+    table = Table("setting", "value", title="radtrace effective configuration", title_justify="left")
+    for key, value in _flatten(shown):
+        table.add_row(key, value)
+    out.print(table)
+
+
+def _flatten(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(node, dict) and node:
+        rows: list[tuple[str, str]] = []
+        for key, value in node.items():
+            rows.extend(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return rows
+    return [(prefix, json.dumps(node, ensure_ascii=False) if not isinstance(node, str) else node)]
+
+
+# --- services ----------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run every component on this machine (embedded defaults: SQLite, embedded broker).
+
+    This build runs the start-up checks that every service shares: settings, data directories,
+    free disk space and model weights. The listener, worker and dispatcher join as they are built.
+    """
+    checks = run_preflight(_settings(ctx))
+    colour = {"ok": "green", "warning": "yellow", "failed": "red"}
+    table = Table("check", "result", "detail", title="radtrace serve: start-up checks", title_justify="left")
+    for check in checks:
+        table.add_row(check.name, f"[{colour[check.status]}]{check.status}[/]", escape(check.detail))
+    out.print(table)
+    if failed_checks(checks):
+        _fail("start-up checks failed; see the table above")
+    out.print("Start-up checks passed. Services not built yet in this version: listener, worker, dispatcher, QA API.")
+
+
+@app.command()
+def listen(ctx: typer.Context) -> None:
+    """Run the DICOM listener (C-ECHO / C-STORE SCP) alone."""
+    _not_available("radtrace listen", "the DICOM listener issue")
+
+
+@app.command()
+def worker(ctx: typer.Context) -> None:
+    """Run a Celery worker that owns one GPU."""
+    _not_available("radtrace worker", "the worker pipeline issue")
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders to send.")],
+) -> None:
+    """Send DICOM files to a peer by C-STORE (operator and test tool)."""
+    _not_available("radtrace send", "the DICOM listener issue")
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context) -> None:
+    """Walk the audit hash chain and report the first broken row."""
+    _not_available("radtrace audit verify", "the store and audit issue")
+
+
+@audit_app.command("query")
+def audit_query(ctx: typer.Context) -> None:
+    """Query audit events for QA."""
+    _not_available("radtrace audit query", "the store and audit issue")
+
+
+# --- model -------------------------------------------------------------------------------------
+
+
+@model_app.command("make-tiny")
+def model_make_tiny(
+    directory: Annotated[Path, typer.Argument(help="Directory to write the tiny model into.")],
+    seed: Annotated[int, typer.Option(help="Seed for the random weights and tokenizer.")] = 0,
+) -> None:
+    """Build a tiny, randomly initialised Qwen2.5-VL model offline (for tests; not for clinical use)."""
+    from radtrace.testing.tiny_model import build_tiny_model
+
+    with err.status(f"building tiny Qwen2.5-VL model in {directory} …"):
+        try:
+            path = build_tiny_model(directory, seed=seed)
+        except (OSError, RadtraceError) as exc:
+            _fail(f"could not build the tiny model: {exc}")
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    out.print(f"tiny model written to {path} ({size / 1024:.0f} KiB). Random weights: not for clinical use.")
+
+
+@model_app.command("info")
+def model_info(ctx: typer.Context) -> None:
+    """Show which model, profile and backend the settings select."""
+    settings = _settings(ctx)
+    shown = masked_settings(settings)["model"]
+    table = Table("setting", "value", title="model", title_justify="left")
+    for key, value in _flatten(shown):
+        table.add_row(key, value)
+    out.print(table)
+
+
+@model_app.command("read")
+def model_read(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="A DICOM file or study folder.")]) -> None:
+    """Read one study with the configured model and print the reasoning and findings."""
+    _not_available("radtrace model read", "the model issue")
+
+
+# --- db ----------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the work and audit tables to the latest revision."""
+    _not_available("radtrace db upgrade", "the store and audit issue")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Show the database's migration revision."""
+    _not_available("radtrace db current", "the store and audit issue")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,192 @@
+"""Logging for radtrace's entry points: text or JSON, and never a patient identifier.
+
+Library modules only call ``logging.getLogger(__name__)``. Entry points (the CLI) call
+:func:`configure_logging` once. Every handler it installs carries a :class:`PatientDataFilter`, which
+runs *after* the message is formatted, so patient names, IDs and birth dates are removed whatever
+reached the log call: a pydicom dataset, a pynetdicom dump, an HL7 PID segment, an exception text or a
+value registered with :func:`redacting`. Log lines identify a study by :func:`study_key`, a hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import json
+import logging
+import re
+import sys
+import traceback
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, Any, Final
+
+from pydicom.dataset import Dataset
+
+__all__ = [
+    "JsonFormatter",
+    "PatientDataFilter",
+    "configure_logging",
+    "redact_text",
+    "redacting",
+    "study_key",
+]
+
+REDACTED: Final = "<redacted>"
+
+# Keywords and names of patient-identifying attributes (Patient module, group 0010).
+_PATIENT_WORDS = (
+    r"PatientName|PatientID|PatientBirthDate|PatientBirthTime|OtherPatientIDs|OtherPatientNames|"
+    r"OtherPatientIDsSequence|PatientAddress|PatientMotherBirthName|PatientTelephoneNumbers|IssuerOfPatientID|"
+    r"Patient's Name|Patient ID|Patient's Birth Date|Patient's Birth Time|Other Patient IDs|Other Patient Names|"
+    r"Patient's Address|Patient's Mother's Birth Name|patient_name|patient_id|birth_date"
+)
+_PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
+    # pydicom / dcmdump dataset lines: "(0010,0010) Patient's Name   PN: 'DOE^JOHN'" or "(0010,0010) PN [DOE^JOHN]"
+    (
+        re.compile(r"(\(0010,\s?[0-9A-Fa-f]{4}\)[^\n]*?)(?:[A-Z]{2}:\s*|[A-Z]{2}\s+)(\[[^\]\n]*\]|'[^'\n]*'|[^\n]*)"),
+        rf"\1{REDACTED}",
+    ),
+    # keyword=value / keyword: value / "keyword": "value"
+    (
+        re.compile(rf"(\"?\b(?:{_PATIENT_WORDS})\"?\s*[:=]\s*)(\"[^\"\n]*\"|'[^'\n]*'|[^,;\s\n}}\]]+)", re.IGNORECASE),
+        rf"\1{REDACTED}",
+    ),
+    # HL7 v2 PID segment: keep the segment id, drop every field
+    (re.compile(r"(^|[\r\n]|\\r|\s)PID\|[^\r\n]*"), rf"\1PID|{REDACTED}"),
+)
+
+_registered_values: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "radtrace_redacted_values", default=frozenset()
+)
+
+
+def study_key(study_instance_uid: str) -> str:
+    """A short, stable, non-reversible key for a study, the only study reference allowed in logs."""
+    return hashlib.sha256(study_instance_uid.encode("utf-8")).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def redacting(*values: object) -> Iterator[None]:
+    """Within this block (and its thread / task context), also scrub these exact values from logs.
+
+    Used where a step holds a patient's identifiers (e.g. while handling one instance) so that
+    even free text mentioning them, such as a library's error message, is scrubbed.
+    """
+    words = {str(value).strip() for value in values if value is not None and len(str(value).strip()) >= 2}
+    for word in list(words):
+        words.update(part for part in re.split(r"[\^=]", word) if len(part) >= 2)  # PN components
+    token = _registered_values.set(_registered_values.get() | frozenset(words))
+    try:
+        yield
+    finally:
+        _registered_values.reset(token)
+
+
+def redact_text(text: str) -> str:
+    """Remove patient identifiers from a piece of text (a formatted log message or traceback)."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    for value in sorted(_registered_values.get(), key=len, reverse=True):
+        text = re.sub(re.escape(value), REDACTED, text, flags=re.IGNORECASE)
+    return text
+
+
+def _dataset_values(args: object) -> set[str]:
+    """Patient identifiers held by any pydicom dataset among the log call's arguments."""
+    candidates = args if isinstance(args, tuple) else (args,)
+    found: set[str] = set()
+    for arg in candidates:
+        if isinstance(arg, Dataset):
+            for keyword in (
+                "PatientName",
+                "PatientID",
+                "PatientBirthDate",
+                "OtherPatientIDs",
+                "OtherPatientNames",
+            ):
+                value = getattr(arg, keyword, None)
+                if value:
+                    found.add(str(value))
+    return found
+
+
+class PatientDataFilter(logging.Filter):
+    """Handler filter that formats each record's message, then scrubs patient identifiers from it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        extra_values = _dataset_values(record.args)
+        with redacting(*extra_values):
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string must not lose the line, nor leak its arguments
+                message = f"{record.msg!s} <unformattable arguments>"
+            record.msg = redact_text(message)
+            record.args = None
+            # Another handler may already have cached an unredacted exc_text: always rebuild it.
+            if record.exc_info:
+                record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            if record.exc_text:
+                record.exc_text = redact_text(record.exc_text)
+            record.exc_info = None
+            if record.stack_info:
+                record.stack_info = redact_text(record.stack_info)
+        return True
+
+
+_STANDARD_ATTRS: Final = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, extras, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.process,
+            "thread": record.threadName,
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _quiet_libraries() -> None:
+    # pynetdicom logs full C-STORE/C-FIND identifiers (patient data) at DEBUG unless told not to.
+    from pynetdicom import _config as pynetdicom_config
+
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+    for name in ("pynetdicom", "celery", "kombu", "urllib3", "httpx", "filelock", "transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def configure_logging(fmt: str = "text", level: str = "INFO", stream: IO[str] | None = None) -> logging.Handler:
+    """Install radtrace's single root handler (text or JSON) with the patient-data filter.
+
+    Call only from entry points. Replaces handlers a previous call installed, so it is safe to
+    call twice. Returns the handler (tests attach to its stream).
+    """
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(PatientDataFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_radtrace", False)]:
+        root.removeHandler(old)
+    handler._radtrace = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    _quiet_libraries()
+    logging.captureWarnings(True)
+    return handler

@@ -1,0 +1,1 @@
+"""Image preparation, model profiles, inference backends and model identity (no networking, no reports)."""

@@ -1,0 +1,83 @@
+"""Start-up checks shared by every long-running radtrace service.
+
+Each check is a plain value; the CLI prints them and refuses to start on a failed *required* one.
+A missing model is a warning here (the listener and dispatcher run without it); the worker treats
+it as fatal.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from radtrace.config import Settings
+
+__all__ = ["Check", "failed_checks", "run_preflight"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one start-up check."""
+
+    name: str
+    status: Literal["ok", "warning", "failed"]
+    detail: str
+
+
+def _writable_directory(name: str, directory: Path) -> Check:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".radtrace-write-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        return Check(name, "failed", f"{directory}: {exc.strerror or exc}")
+    return Check(name, "ok", str(directory.resolve()))
+
+
+def _free_space(settings: Settings) -> Check:
+    try:
+        free = shutil.disk_usage(settings.data_dir).free
+    except OSError as exc:
+        return Check("free disk space", "failed", f"{settings.data_dir}: {exc.strerror or exc}")
+    need = settings.listener.min_free_bytes
+    detail = f"{free / 1024**3:.1f} GiB free; listener.min_free_bytes is {need / 1024**3:.1f} GiB"
+    return Check("free disk space", "ok" if free >= need else "failed", detail)
+
+
+def _model_weights(settings: Settings) -> Check:
+    path = settings.model.path
+    if path is not None:
+        if (path / "config.json").is_file():
+            return Check("model weights", "ok", f"{path}")
+        return Check("model weights", "warning", f"model.path {path} has no config.json")
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(settings.model.repo_id, "config.json", revision=settings.model.revision)
+    if isinstance(cached, str):
+        return Check("model weights", "ok", f"{settings.model.repo_id} in the local Hugging Face cache")
+    return Check(
+        "model weights",
+        "warning",
+        f"{settings.model.repo_id} is not in the local cache and model.path is not set; "
+        "inference will not start until the weights are provided",
+    )
+
+
+def run_preflight(settings: Settings) -> list[Check]:
+    """Run every start-up check, creating the data directories on the way."""
+    checks = [Check("settings", "ok", "loaded and valid")]
+    checks += [
+        _writable_directory("data directory", settings.data_dir),
+        _writable_directory("spool", settings.spool_dir),
+        _writable_directory("quarantine", settings.quarantine_dir),
+    ]
+    checks += [_free_space(settings), _model_weights(settings)]
+    return checks
+
+
+def failed_checks(checks: list[Check]) -> list[Check]:
+    """The checks that must stop a service from starting."""
+    return [check for check in checks if check.status == "failed"]

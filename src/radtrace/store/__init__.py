@@ -1,0 +1,1 @@
+"""SQLAlchemy engine and sessions, the work tables and their Alembic migrations (no business rules)."""

@@ -1,0 +1,67 @@
+"""Fixtures shared by every test tier.
+
+Real services, never mocks: ``postgres_url`` is a fresh database on the local PostgreSQL,
+``redis_namespace`` a private key prefix on the local Redis; both servers are started if down.
+``settings`` is an embedded-defaults configuration rooted in the test's own temporary directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from radtrace.config import Settings, load_settings
+from radtrace.testing.services import (
+    RedisNamespace,
+    free_port,
+    temporary_postgres_database,
+    temporary_redis_namespace,
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's RADTRACE_* variables or reaches a model hub."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("RADTRACE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Embedded-default settings with every file under this test's temporary directory."""
+    return load_settings(data_dir=tmp_path / "radtrace")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """SQLAlchemy URL of a new, empty PostgreSQL database, dropped after the test."""
+    with temporary_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_namespace() -> Iterator[RedisNamespace]:
+    """The local Redis with a key prefix private to this test, cleaned up afterwards."""
+    with temporary_redis_namespace() as namespace:
+        yield namespace
+
+
+@pytest.fixture
+def listener_port() -> int:
+    """A free TCP port on 127.0.0.1 for a listener started by the test."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2.5-VL built offline once per test session (see radtrace.testing.tiny_model)."""
+    from radtrace.testing.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

@@ -1,0 +1,102 @@
+"""The ``radtrace`` command as an operator meets it: real process, real exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from radtrace import __version__
+
+pytestmark = pytest.mark.unit
+
+
+def radtrace(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "radtrace", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_version() -> None:
+    result = radtrace("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"radtrace {__version__}"
+
+
+def test_config_show_prints_effective_settings_with_secrets_masked(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text('[listener]\nae_title = "RT_NIGHT"\n[audit]\ncheckpoint_key = "top-secret-key"\n', encoding="utf-8")
+    result = radtrace(
+        "--config",
+        str(config),
+        "config",
+        "show",
+        "--json",
+        env={"RADTRACE_STORE__URL": "postgresql+psycopg://rt:pg-password@db/rt", "RADTRACE_DATA_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["listener"]["ae_title"] == "RT_NIGHT"
+    assert shown["store"]["effective_url"] == "postgresql+psycopg://rt:***@db/rt"
+    assert "top-secret-key" not in result.stdout
+    assert "pg-password" not in result.stdout
+
+
+def test_config_show_table_lists_every_section(tmp_path: Path) -> None:
+    result = radtrace("config", "show", env={"RADTRACE_DATA_DIR": str(tmp_path), "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    for section in ("listener.", "store.", "broker.", "model.", "reporting.", "dispatch.", "audit.", "api."):
+        assert section in result.stdout
+
+
+def test_invalid_setting_fails_at_start_naming_it() -> None:
+    result = radtrace("config", "show", env={"RADTRACE_LISTENER__MAX_ASSOCIATIONS": "0"})
+    assert result.returncode == 2
+    assert "listener.max_associations" in result.stderr
+    assert "RADTRACE_LISTENER__MAX_ASSOCIATIONS" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_runs_start_up_checks_and_creates_the_data_directories(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = radtrace("serve", env={"RADTRACE_DATA_DIR": str(data), "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert (data / "spool").is_dir()
+    assert (data / "quarantine").is_dir()
+    assert "free disk space" in result.stdout
+
+
+def test_serve_refuses_to_start_when_the_data_directory_is_unusable(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("", encoding="utf-8")
+    result = radtrace("serve", env={"RADTRACE_DATA_DIR": str(blocker), "COLUMNS": "200"})
+    assert result.returncode == 1
+    assert "failed" in result.stdout
+    assert "start-up checks failed" in result.stderr
+
+
+def test_serve_refuses_to_start_below_the_free_space_threshold(tmp_path: Path) -> None:
+    result = radtrace(
+        "serve",
+        env={"RADTRACE_DATA_DIR": str(tmp_path), "RADTRACE_LISTENER__MIN_FREE_BYTES": str(2**62), "COLUMNS": "200"},
+    )
+    assert result.returncode == 1
+    assert "free disk space" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["listen"], ["worker"], ["db", "upgrade"], ["audit", "verify"]])
+def test_commands_not_built_yet_say_so_with_their_own_exit_code(command: list[str]) -> None:
+    result = radtrace(*command)
+    assert result.returncode == 3
+    assert "not available" in result.stderr

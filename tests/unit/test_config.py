@@ -1,0 +1,116 @@
+"""The settings tree: sources and their priority, validation naming the setting, masking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from radtrace.config import load_settings, masked_settings
+from radtrace.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_are_the_embedded_setup(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    assert settings.store_url == f"sqlite:///{(tmp_path / 'radtrace.db').resolve()}"
+    assert settings.broker_url.startswith("sqla+sqlite:///")
+    assert settings.spool_dir == tmp_path / "spool"
+    assert settings.model.profile == "nv-reason-cxr"
+    assert settings.model.max_pixels == 476 * 476
+    assert settings.reporting.hl7_result_status == "P"
+
+
+def test_environment_overrides_toml_file_which_overrides_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "radtrace.toml"
+    config.write_text(
+        """
+        [listener]
+        port = 104
+        settle_seconds = 20
+        [[dispatch.pacs]]
+        ae_title = "ORTHANC"
+        host = "10.0.0.5"
+        port = 4242
+        """,
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("RADTRACE_LISTENER__SETTLE_SECONDS", "3.5")
+    settings = load_settings(config)
+    assert settings.listener.port == 104  # from the file
+    assert settings.listener.settle_seconds == 3.5  # the environment wins over the file
+    assert settings.listener.ae_title == "RADTRACE"  # default kept beside file values
+    assert settings.dispatch.pacs[0].ae_title == "ORTHANC"
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("RADTRACE_LISTENER__PORT", "70000", "listener.port"),
+        ("RADTRACE_LISTENER__AE_TITLE", "A_VERY_LONG_AE_TITLE_X", "listener.ae_title"),
+        ("RADTRACE_REPORTING__HL7_RESULT_STATUS", "F", "reporting.hl7_result_status"),
+        ("RADTRACE_MODEL__DEVICE", "tpu", "model.device"),
+        ("RADTRACE_MODEL__PROFILE", "gpt", "model.profile"),
+    ],
+)
+def test_invalid_value_fails_naming_setting_and_variable(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert named in str(caught.value)
+    assert env in str(caught.value)
+
+
+def test_final_hl7_status_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RADTRACE_REPORTING__HL7_RESULT_STATUS", "F")
+    with pytest.raises(ConfigError, match="unverified drafts"):
+        load_settings()
+
+
+def test_unknown_key_in_file_is_an_error_not_silently_ignored(tmp_path: Path) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text("[listener]\nsettle_secnds = 5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"listener\.settle_secnds"):
+        load_settings(config)
+
+
+def test_missing_and_malformed_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[listener\nport = ", encoding="utf-8")
+    with pytest.raises(ConfigError, match="invalid configuration"):
+        load_settings(broken)
+
+
+def test_tls_needs_certificate_and_key() -> None:
+    with pytest.raises(ConfigError, match=r"listener\.tls"):
+        load_settings(listener={"tls": {"enabled": True}})
+
+
+def test_secrets_and_url_passwords_are_masked() -> None:
+    settings = load_settings(
+        store={"url": "postgresql+psycopg://radtrace:s3cr3t-pw@db.example:5432/radtrace"},
+        broker={"url": "redis://:br0ker-pw@redis.example:6379/0"},
+        audit={"checkpoint_key": "hmac-key-value"},
+        model={"backend": "vllm", "vllm_url": "http://gpu:8000", "vllm_api_key": "sk-live-123"},
+    )
+    shown = json.dumps(masked_settings(settings))
+    for secret in ("s3cr3t-pw", "br0ker-pw", "hmac-key-value", "sk-live-123"):
+        assert secret not in shown
+    assert "radtrace:***@db.example" in shown
+    # the real values are still there for the code that needs them
+    assert settings.audit.checkpoint_key is not None
+    assert settings.audit.checkpoint_key.get_secret_value() == "hmac-key-value"
+
+
+def test_settings_are_immutable(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.listener.port = 104  # type: ignore[misc]

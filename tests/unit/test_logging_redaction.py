@@ -1,0 +1,125 @@
+"""Patient names, IDs and birth dates never reach a log line, whatever form they arrive in."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from pydicom.dataset import Dataset
+
+from radtrace.logging import configure_logging, redacting, study_key
+
+pytestmark = pytest.mark.unit
+
+NAME = "Müller^Hans^Peter"
+PATIENT_ID = "PID-8812734"
+BIRTH_DATE = "19561103"
+PHI = (NAME, "Müller", "Hans", PATIENT_ID, BIRTH_DATE)
+
+
+def _patient_dataset() -> Dataset:
+    ds = Dataset()
+    ds.PatientName = NAME
+    ds.PatientID = PATIENT_ID
+    ds.PatientBirthDate = BIRTH_DATE
+    ds.PatientSex = "M"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.2"
+    ds.Modality = "DX"
+    return ds
+
+
+@pytest.fixture(params=["text", "json"])
+def captured(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = configure_logging(request.param, "DEBUG", stream=stream)
+    yield stream
+    logging.getLogger().removeHandler(handler)
+
+
+def _assert_clean(output: str) -> None:
+    assert output.strip(), "nothing was logged: the test would prove nothing"
+    for value in PHI:
+        assert value not in output, f"{value!r} leaked into: {output}"
+
+
+def test_dataset_passed_as_argument_is_scrubbed(captured: io.StringIO) -> None:
+    logging.getLogger("radtrace.test").info("received instance %s", _patient_dataset())
+    output = captured.getvalue()
+    _assert_clean(output)
+    assert "1.2.826.0.1.3680043.8.498.2" in output  # the non-identifying content is still there
+
+
+def test_keyword_value_forms_are_scrubbed(captured: io.StringIO) -> None:
+    log = logging.getLogger("radtrace.test")
+    log.warning(f"PatientName={NAME} PatientID={PATIENT_ID} PatientBirthDate={BIRTH_DATE}")  # noqa: G004
+    log.warning("payload %s", json.dumps({"patient_name": NAME, "patient_id": PATIENT_ID, "birth_date": BIRTH_DATE}))
+    log.warning("Patient's Name: '%s', Patient ID: %s", NAME, PATIENT_ID)
+    _assert_clean(captured.getvalue())
+
+
+def test_dcmdump_style_lines_are_scrubbed(captured: io.StringIO) -> None:
+    dump = (
+        f"(0010,0010) PN [{NAME}]                       #  18, 1 PatientName\n"
+        f"(0010,0020) LO [{PATIENT_ID}]                 #  12, 1 PatientID\n"
+        f"(0010,0030) DA [{BIRTH_DATE}]                 #   8, 1 PatientBirthDate\n"
+        "(0008,0060) CS [DX]                            #   2, 1 Modality"
+    )
+    logging.getLogger("pynetdicom.dsutils").error("dataset:\n%s", dump)
+    output = captured.getvalue()
+    _assert_clean(output)
+    assert "[DX]" in output
+
+
+def test_hl7_pid_segment_is_scrubbed(captured: io.StringIO) -> None:
+    message = f"MSH|^~\\&|RADTRACE|X|RIS|Y|20261123||ORU^R01|1|P|2.5.1\rPID|1||{PATIENT_ID}^^^HOSP||{NAME}||{BIRTH_DATE}|M"
+    logging.getLogger("radtrace.reporting").info("sending %s", message)
+    output = captured.getvalue()
+    _assert_clean(output)
+    assert "ORU^R01" in output
+
+
+def test_exception_text_is_scrubbed_for_registered_values(captured: io.StringIO) -> None:
+    ds = _patient_dataset()
+    with redacting(ds.PatientName, ds.PatientID, ds.PatientBirthDate):
+        try:
+            raise ValueError(f"cannot parse name {NAME} for {PATIENT_ID} born {BIRTH_DATE}")
+        except ValueError:
+            logging.getLogger("radtrace.test").exception("instance rejected")
+    output = captured.getvalue()
+    _assert_clean(output)
+    assert "ValueError" in output  # the traceback itself is kept
+
+
+def test_study_key_is_stable_and_not_the_uid() -> None:
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    assert study_key(uid) == study_key(uid)
+    assert study_key(uid) != study_key(uid + "1")
+    assert uid not in study_key(uid)
+    assert len(study_key(uid)) == 16
+
+
+def test_json_lines_are_valid_and_carry_extras() -> None:
+    stream = io.StringIO()
+    handler = configure_logging("json", "INFO", stream=stream)
+    try:
+        logging.getLogger("radtrace.test").info("queued %s", "revision 2", extra={"study": study_key("1.2.3")})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    entry = json.loads(stream.getvalue().strip())
+    assert entry["message"] == "queued revision 2"
+    assert entry["level"] == "INFO"
+    assert entry["study"] == study_key("1.2.3")
+    assert entry["time"].endswith("+00:00")
+
+
+def test_pynetdicom_identifier_logging_is_turned_off() -> None:
+    from pynetdicom import _config
+
+    handler = configure_logging("text", "INFO", stream=io.StringIO())
+    logging.getLogger().removeHandler(handler)
+    assert _config.LOG_REQUEST_IDENTIFIERS is False
+    assert _config.LOG_RESPONSE_IDENTIFIERS is False
