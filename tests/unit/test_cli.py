@@ -36,7 +36,9 @@ def test_version() -> None:
 
 def test_config_show_prints_effective_settings_with_secrets_masked(tmp_path: Path) -> None:
     config = tmp_path / "site.toml"
-    config.write_text('[listener]\nae_title = "RT_NIGHT"\n[audit]\ncheckpoint_key = "top-secret-key"\n', encoding="utf-8")
+    config.write_text(
+        '[listener]\nae_title = "RT_NIGHT"\n[audit]\ncheckpoint_key = "top-secret-key"\n', encoding="utf-8"
+    )
     result = radtrace(
         "--config",
         str(config),

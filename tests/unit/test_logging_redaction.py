@@ -75,7 +75,9 @@ def test_dcmdump_style_lines_are_scrubbed(captured: io.StringIO) -> None:
 
 
 def test_hl7_pid_segment_is_scrubbed(captured: io.StringIO) -> None:
-    message = f"MSH|^~\\&|RADTRACE|X|RIS|Y|20261123||ORU^R01|1|P|2.5.1\rPID|1||{PATIENT_ID}^^^HOSP||{NAME}||{BIRTH_DATE}|M"
+    msh = "MSH|^~\\&|RADTRACE|X|RIS|Y|20261123||ORU^R01|1|P|2.5.1"
+    pid = f"PID|1||{PATIENT_ID}^^^HOSP||{NAME}||{BIRTH_DATE}|M"
+    message = f"{msh}\r{pid}"
     logging.getLogger("radtrace.reporting").info("sending %s", message)
     output = captured.getvalue()
     _assert_clean(output)
