@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from radtrace import __version__
-from radtrace.config import Settings, load_settings, masked_settings
+from radtrace.config import Settings, load_settings, masked_settings, settings_reference
 from radtrace.errors import ConfigError, RadtraceError
 from radtrace.logging import configure_logging
 from radtrace.preflight import failed_checks, run_preflight
@@ -114,6 +114,12 @@ def config_show(
     for key, value in _flatten(shown):
         table.add_row(key, value)
     out.print(table)
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print every setting with its environment variable, type, default and meaning (Markdown)."""
+    typer.echo(settings_reference(), nl=False)
 
 
 def _flatten(node: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ its environment variable; secrets (tokens, keys, passwords inside URLs) are mask
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,7 @@ from pydantic_settings import (
 
 from radtrace.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "masked_settings"]
+__all__ = ["Settings", "load_settings", "masked_settings", "settings_reference"]
 
 ENV_PREFIX = "RADTRACE_"
 ENV_NESTED_DELIMITER = "__"
@@ -55,7 +56,7 @@ class _Section(BaseModel):
 class CallerRule(_Section):
     """One allowed calling AE, optionally pinned to a source address or network."""
 
-    ae_title: str
+    ae_title: str = Field(description="calling AE title")
     host: str | None = Field(default=None, description="IP address or CIDR network the AE must call from")
 
     _ae = field_validator("ae_title")(_check_ae_title)
@@ -71,11 +72,11 @@ class CallerRule(_Section):
 class TlsSettings(_Section):
     """TLS for DICOM associations (DICOM PS3.15 Annex B); off unless a certificate is given."""
 
-    enabled: bool = False
-    certificate: Path | None = None
-    private_key: Path | None = None
-    ca_bundle: Path | None = None
-    require_client_certificate: bool = False
+    enabled: bool = Field(default=False, description="accept only TLS associations")
+    certificate: Path | None = Field(default=None, description="server certificate (PEM)")
+    private_key: Path | None = Field(default=None, description="server private key (PEM)")
+    ca_bundle: Path | None = Field(default=None, description="CA certificates that client certificates must chain to")
+    require_client_certificate: bool = Field(default=False, description="mutual TLS: refuse clients without one")
 
     @model_validator(mode="after")
     def _complete(self) -> TlsSettings:
@@ -89,25 +90,29 @@ class TlsSettings(_Section):
 class ListenerSettings(_Section):
     """The DICOM C-STORE/C-ECHO SCP that the PACS routes studies to."""
 
-    ae_title: str = "RADTRACE"
-    host: str = "0.0.0.0"  # noqa: S104 - a DICOM node is reached from the PACS, not only from localhost
-    port: int = Field(default=11112, ge=1, le=65535)
-    allowed_callers: list[CallerRule] = Field(default_factory=list)
+    ae_title: str = Field(default="RADTRACE", description="our AE title; callers must address it when check_called_ae")
+    host: str = Field(default="0.0.0.0", description="address to listen on (the PACS must reach it)")  # noqa: S104
+    port: int = Field(default=11112, ge=1, le=65535, description="DICOM port (104 is the well-known one)")
+    allowed_callers: list[CallerRule] = Field(
+        default_factory=list, description="calling AE titles (optionally with source network) allowed to associate"
+    )
     accept_unknown_callers: bool = Field(
         default=False,
         description="accept any calling AE; for a first setup only, every association is audited",
     )
-    check_called_ae: bool = True
-    max_associations: int = Field(default=10, ge=1, le=1000)
-    acse_timeout_s: float = Field(default=30.0, gt=0)
-    dimse_timeout_s: float = Field(default=60.0, gt=0)
-    network_timeout_s: float = Field(default=60.0, gt=0)
+    check_called_ae: bool = Field(default=True, description="reject associations addressed to another AE title")
+    max_associations: int = Field(default=10, ge=1, le=1000, description="concurrent associations before refusing")
+    acse_timeout_s: float = Field(default=30.0, gt=0, description="association negotiation timeout")
+    dimse_timeout_s: float = Field(default=60.0, gt=0, description="timeout waiting for a DIMSE message")
+    network_timeout_s: float = Field(default=60.0, gt=0, description="idle connection timeout")
     max_pdu_bytes: int = Field(default=0, ge=0, description="0 means unlimited")
     settle_seconds: float = Field(
         default=10.0, gt=0, description="study is complete after this long with no new instance"
     )
     min_free_bytes: int = Field(default=2 * 1024**3, ge=0, description="below this free space, refuse with 0xA700")
-    non_chest_policy: Literal["accept-and-skip", "reject"] = "accept-and-skip"
+    non_chest_policy: Literal["accept-and-skip", "reject"] = Field(
+        default="accept-and-skip", description="misrouted non-chest data: store and skip with an audit entry, or refuse"
+    )
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
     _ae = field_validator("ae_title")(_check_ae_title)
@@ -117,40 +122,50 @@ class StoreSettings(_Section):
     """The work database (studies, revisions, instances, jobs, outbox) and the audit tables."""
 
     url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under data_dir")
-    echo_sql: bool = False
-    pool_size: int = Field(default=5, ge=1, le=100)
-    connect_timeout_s: float = Field(default=10.0, gt=0)
+    echo_sql: bool = Field(default=False, description="log every SQL statement (debugging only)")
+    pool_size: int = Field(default=5, ge=1, le=100, description="connections per process (PostgreSQL)")
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="give up connecting after this long")
 
 
 class BrokerSettings(_Section):
     """The Celery broker: a doorbell only, the database holds the truth."""
 
     url: str | None = Field(default=None, description="Celery broker URL; default embedded SQLite under data_dir")
-    gpu_queue: str = "radtrace.gpu"
-    dispatch_queue: str = "radtrace.dispatch"
-    visibility_timeout_s: int = Field(default=3600, ge=60)
-    reconcile_interval_s: float = Field(default=30.0, gt=0)
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    gpu_queue: str = Field(default="radtrace.gpu", description="queue consumed by GPU workers (inference)")
+    dispatch_queue: str = Field(default="radtrace.dispatch", description="queue consumed by dispatchers (CPU)")
+    visibility_timeout_s: int = Field(
+        default=3600, ge=60, description="an unacknowledged message is redelivered after this long (Redis)"
+    )
+    reconcile_interval_s: float = Field(
+        default=30.0, gt=0, description="how often overdue rows are found and their doorbell rung again"
+    )
+    max_attempts: int = Field(default=3, ge=1, le=20, description="processing attempts before a study is failed")
 
 
 class ModelSettings(_Section):
     """Which reasoning VLM reads the images, where its weights are, and how it generates."""
 
-    profile: Literal["nv-reason-cxr", "deepmedix-r1"] = "nv-reason-cxr"
-    backend: Literal["transformers", "vllm", "onnxruntime"] = "transformers"
+    profile: Literal["nv-reason-cxr", "deepmedix-r1"] = Field(
+        default="nv-reason-cxr", description="prompt, image budget, parser and labels of the model family"
+    )
+    backend: Literal["transformers", "vllm", "onnxruntime"] = Field(
+        default="transformers", description="what runs the model: in-process transformers, a vLLM server, ONNX Runtime"
+    )
     path: Path | None = Field(default=None, description="local directory with the weights")
     repo_id: str = Field(default="nvidia/NV-Reason-CXR-3B", description="looked up in the local HF cache only")
-    revision: str | None = None
+    revision: str | None = Field(default=None, description="model revision (commit) recorded in the audit")
     allow_download: bool = Field(default=False, description="never download at run time unless explicitly allowed")
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    max_new_tokens: int = Field(default=2048, ge=1, le=32768)
-    min_pixels: int = Field(default=128 * 128, ge=28 * 28)
-    max_pixels: int = Field(default=476 * 476, ge=28 * 28)
-    batch_size: int = Field(default=1, ge=1, le=64)
-    vllm_url: str | None = None
-    vllm_api_key: SecretStr | None = None
-    request_timeout_s: float = Field(default=300.0, gt=0)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="auto is bfloat16 on CUDA, float32 on CPU (float16 overflows in Qwen2.5-VL)"
+    )
+    max_new_tokens: int = Field(default=2048, ge=1, le=32768, description="generation budget; hitting it = truncated")
+    min_pixels: int = Field(default=128 * 128, ge=28 * 28, description="smallest image area the processor sees")
+    max_pixels: int = Field(default=476 * 476, ge=28 * 28, description="largest image area the processor sees")
+    batch_size: int = Field(default=1, ge=1, le=64, description="studies per generate call")
+    vllm_url: str | None = Field(default=None, description="base URL of a vLLM OpenAI-compatible server")
+    vllm_api_key: SecretStr | None = Field(default=None, description="bearer token for the vLLM server")
+    request_timeout_s: float = Field(default=300.0, gt=0, description="give up on one model request after this long")
 
     @model_validator(mode="after")
     def _pixels(self) -> ModelSettings:
@@ -164,16 +179,20 @@ class ModelSettings(_Section):
 class ReportingSettings(_Section):
     """How drafts are written: SR flavour, HL7 identities and result status, FHIR status."""
 
-    sr_flavour: Literal["comprehensive-3d", "comprehensive"] = "comprehensive-3d"
-    institution_name: str = "radtrace"
+    sr_flavour: Literal["comprehensive-3d", "comprehensive"] = Field(
+        default="comprehensive-3d", description="SR SOP class; Comprehensive SR for PACS that refuse 3D SR"
+    )
+    institution_name: str = Field(default="radtrace", description="institution named in the SR equipment module")
     hl7_result_status: Literal["P", "R"] = Field(
         default="P", description="P (preliminary) or R (unverified); F (final) is never allowed for a draft"
     )
-    sending_application: str = "RADTRACE"
-    sending_facility: str = "RADTRACE"
-    receiving_application: str = "RIS"
-    receiving_facility: str = "HOSPITAL"
-    fhir_status: Literal["preliminary", "registered", "partial"] = "preliminary"
+    sending_application: str = Field(default="RADTRACE", description="HL7 MSH-3")
+    sending_facility: str = Field(default="RADTRACE", description="HL7 MSH-4")
+    receiving_application: str = Field(default="RIS", description="HL7 MSH-5")
+    receiving_facility: str = Field(default="HOSPITAL", description="HL7 MSH-6")
+    fhir_status: Literal["preliminary", "registered", "partial"] = Field(
+        default="preliminary", description="FHIR DiagnosticReport.status; never final"
+    )
 
     @field_validator("hl7_result_status", mode="before")
     @classmethod
@@ -186,10 +205,10 @@ class ReportingSettings(_Section):
 class DicomDestination(_Section):
     """A PACS (or other archive) that receives the SR by C-STORE."""
 
-    ae_title: str
-    host: str
-    port: int = Field(ge=1, le=65535)
-    tls: bool = False
+    ae_title: str = Field(description="the destination's AE title")
+    host: str = Field(description="host name or address")
+    port: int = Field(ge=1, le=65535, description="DICOM port")
+    tls: bool = Field(default=False, description="use TLS for this association")
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -197,21 +216,21 @@ class DicomDestination(_Section):
 class MllpDestination(_Section):
     """A RIS interface engine receiving the HL7 ORU over MLLP."""
 
-    host: str
-    port: int = Field(ge=1, le=65535)
-    timeout_s: float = Field(default=30.0, gt=0)
+    host: str = Field(description="host name or address")
+    port: int = Field(ge=1, le=65535, description="MLLP port")
+    timeout_s: float = Field(default=30.0, gt=0, description="wait this long for the ACK")
 
 
 class DispatchSettings(_Section):
     """Where finished drafts go and how hard radtrace tries."""
 
-    calling_ae_title: str = "RADTRACE"
-    pacs: list[DicomDestination] = Field(default_factory=list)
-    ris: MllpDestination | None = None
-    file_drop_dir: Path | None = None
-    max_attempts: int = Field(default=8, ge=1, le=100)
-    backoff_initial_s: float = Field(default=5.0, gt=0)
-    backoff_max_s: float = Field(default=600.0, gt=0)
+    calling_ae_title: str = Field(default="RADTRACE", description="our AE title when sending SRs")
+    pacs: list[DicomDestination] = Field(default_factory=list, description="PACS that receive the SR by C-STORE")
+    ris: MllpDestination | None = Field(default=None, description="RIS receiving the HL7 ORU over MLLP")
+    file_drop_dir: Path | None = Field(default=None, description="also write SR, HL7 and FHIR files here")
+    max_attempts: int = Field(default=8, ge=1, le=100, description="delivery attempts before dispatch_failed")
+    backoff_initial_s: float = Field(default=5.0, gt=0, description="first retry delay; doubles each attempt")
+    backoff_max_s: float = Field(default=600.0, gt=0, description="longest retry delay")
 
     _ae = field_validator("calling_ae_title")(_check_ae_title)
 
@@ -223,14 +242,14 @@ class AuditSettings(_Section):
         default=None,
         description="HMAC key for signed checkpoints; required by 'audit checkpoint', no default",
     )
-    checkpoint_dir: Path | None = None
+    checkpoint_dir: Path | None = Field(default=None, description="where signed checkpoints are written")
 
 
 class ApiSettings(_Section):
     """The read-only QA HTTP API."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", description="address the QA API listens on")
+    port: int = Field(default=8080, ge=1, le=65535, description="QA API port")
     bootstrap_admin_token: SecretStr | None = Field(
         default=None, description="creates an admin token at first start when set; no default"
     )
@@ -239,8 +258,8 @@ class ApiSettings(_Section):
 class LoggingSettings(_Section):
     """Log format and level; handlers are configured only by entry points."""
 
-    format: Literal["text", "json"] = "text"
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = Field(default="text", description="text for people, json for log shippers")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="minimum level logged")
 
 
 class Settings(BaseSettings):
@@ -370,3 +389,48 @@ def _mask_urls(node: Any) -> Any:
     if isinstance(node, str):
         return _mask_url_password(node)
     return node
+
+
+def settings_reference() -> str:
+    """A Markdown table of every setting: name, environment variable, type, default, description.
+
+    ``docs/configuration.md`` is this text; a test keeps the two identical.
+    """
+    lines = [
+        "# radtrace settings reference",
+        "",
+        "Generated by `radtrace config reference` from `src/radtrace/config.py`; do not edit by hand.",
+        "Set a value in the TOML file given with `--config` (sections as below) or with the environment variable;",
+        "the variable wins. Lists and tables are given to environment variables as JSON.",
+        "",
+        "| setting | environment variable | type | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    lines += _reference_rows(Settings, ())
+    return "\n".join(lines) + "\n"
+
+
+def _reference_rows(model: type[BaseModel], prefix: tuple[str, ...]) -> list[str]:
+    rows: list[str] = []
+    for name, field in model.model_fields.items():
+        path = (*prefix, name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += _reference_rows(annotation, path)
+            continue
+        if field.default_factory is not None:
+            default: Any = field.default_factory()  # type: ignore[call-arg]
+        else:
+            default = field.default
+        if isinstance(default, SecretStr):
+            shown_default = "(secret)"
+        elif default is None:
+            shown_default = "—"
+        else:
+            shown_default = f"`{json.dumps(default, default=str)}`"
+        type_name = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("radtrace.config.", "")
+        type_name = re.sub(r"<class '([\w.]+)'>", r"\1", type_name).replace("|", "or")
+        env = ENV_PREFIX + ENV_NESTED_DELIMITER.join(path).upper()
+        description = (field.description or "").replace("|", "or")
+        rows.append(f"| `{'.'.join(path)}` | `{env}` | {type_name} | {shown_default} | {description} |")
+    return rows

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from radtrace.config import load_settings, masked_settings
+from radtrace.config import load_settings, masked_settings, settings_reference
 from radtrace.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -114,3 +114,15 @@ def test_settings_are_immutable(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path)
     with pytest.raises(ValueError, match="frozen"):
         settings.listener.port = 104  # type: ignore[misc]
+
+
+def test_configuration_reference_in_docs_is_current() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    reference = settings_reference()
+    assert docs.read_text(encoding="utf-8") == reference, "run: radtrace config reference > docs/configuration.md"
+    for env in ("RADTRACE_LISTENER__SETTLE_SECONDS", "RADTRACE_STORE__URL", "RADTRACE_AUDIT__CHECKPOINT_KEY"):
+        assert f"`{env}`" in reference
+    # every setting is explained to the operator
+    rows = [line for line in reference.splitlines() if line.startswith("| `")]
+    assert rows
+    assert all(not line.rstrip().endswith("|  |") for line in rows)
