@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from radtrace.config import Settings, load_settings
+from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
 from radtrace.testing.services import (
     RedisNamespace,
     free_port,
@@ -65,3 +67,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from radtrace.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL, once for SQLite (the embedded default) and once for the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'radtrace.db'}"
+    else:
+        with temporary_postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    """A migrated work + audit database on SQLite and on PostgreSQL."""
+    migrated = Store.from_url(database_url)
+    upgrade(migrated)
+    yield migrated
+    migrated.dispose()

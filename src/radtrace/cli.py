@@ -6,14 +6,18 @@ available in this build.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from radtrace import __version__
@@ -21,6 +25,9 @@ from radtrace.config import Settings, load_settings, masked_settings, settings_r
 from radtrace.errors import ConfigError, RadtraceError
 from radtrace.logging import configure_logging
 from radtrace.preflight import failed_checks, run_preflight
+
+if TYPE_CHECKING:
+    from radtrace.store.engine import Store
 
 __all__ = ["app", "main"]
 
@@ -177,9 +184,51 @@ def send(
 
 
 @audit_app.command("verify")
-def audit_verify(ctx: typer.Context) -> None:
-    """Walk the audit hash chain and report the first broken row."""
-    _not_available("radtrace audit verify", "the store and audit issue")
+def audit_verify(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Signed checkpoint file to check the chain against (needs the key).")
+    ] = None,
+) -> None:
+    """Walk the audit hash chain in constant memory and report the first broken row (exit 1 if broken)."""
+    from radtrace.audit.operations import local_operator, verify_audit_log
+
+    settings = _settings(ctx)
+    key = settings.audit.checkpoint_key
+    with _store(settings) as store, _row_progress("verifying audit chain") as advance:
+        result = verify_audit_log(
+            store,
+            local_operator(),
+            checkpoint_file=checkpoint,
+            checkpoint_key=key.get_secret_value().encode() if key else None,
+            progress=advance,
+        )
+    out.print(f"checked {result.rows_checked} events; head seq {result.head_seq}, hash {result.head_hash}")
+    if result.first_break is not None:
+        _fail(f"audit chain broken at seq {result.first_break.seq}: {result.first_break.problem}")
+    if result.checkpoint_problem is not None:
+        _fail(f"checkpoint does not match: {result.checkpoint_problem}")
+    out.print("[green]audit chain valid[/]" + (f" and matches checkpoint {checkpoint}" if checkpoint else ""))
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    ctx: typer.Context,
+    output: Annotated[Path | None, typer.Option(help="File to write; default audit.checkpoint_dir.")] = None,
+) -> None:
+    """Write an HMAC-signed checkpoint (seq, hash) of the chain's head, to keep outside the database."""
+    from radtrace.audit.operations import checkpoint_audit_log, local_operator
+
+    settings = _settings(ctx)
+    key = settings.audit.checkpoint_key
+    if key is None:
+        _fail("audit.checkpoint_key is not set (RADTRACE_AUDIT__CHECKPOINT_KEY); it has no default", EXIT_USAGE)
+    if output is None:
+        directory = settings.audit.checkpoint_dir or settings.data_dir / "checkpoints"
+        output = directory / f"audit-checkpoint-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    with _store(settings) as store:
+        written = checkpoint_audit_log(store, local_operator(), key.get_secret_value().encode(), output)
+    out.print(f"checkpoint of seq {written.seq} ({written.hash}) written to {output}; keep a copy off this host")
 
 
 @audit_app.command("query")
@@ -229,15 +278,59 @@ def model_read(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="A 
 
 
 @db_app.command("upgrade")
-def db_upgrade(ctx: typer.Context) -> None:
-    """Create or migrate the work and audit tables to the latest revision."""
-    _not_available("radtrace db upgrade", "the store and audit issue")
+def db_upgrade(
+    ctx: typer.Context,
+    app_role: Annotated[
+        str | None, typer.Option(help="PostgreSQL: also create this login role, INSERT/SELECT only on the audit log.")
+    ] = None,
+) -> None:
+    """Create or migrate the work and audit tables to the latest revision (safe to repeat)."""
+    from radtrace.store.migrate import upgrade
+
+    with _store(_settings(ctx)) as store, err.status("migrating the database …"):
+        revision = upgrade(store, app_role=app_role)
+    out.print(f"database at revision {revision}")
 
 
 @db_app.command("current")
 def db_current(ctx: typer.Context) -> None:
-    """Show the database's migration revision."""
-    _not_available("radtrace db current", "the store and audit issue")
+    """Show the database's migration revision and whether it is the newest (exit 1 if not)."""
+    from radtrace.store.migrate import current_revision, head_revision
+
+    with _store(_settings(ctx)) as store:
+        current = current_revision(store)
+    head = head_revision()
+    out.print(f"database revision: {current or 'none (empty database)'}; newest: {head}")
+    if current != head:
+        _fail("the database is not at the newest revision; run 'radtrace db upgrade'")
+
+
+@contextlib.contextmanager
+def _store(settings: Settings) -> Iterator[Store]:
+    """The work database, with database errors turned into a clear message and exit code 1."""
+    from radtrace.store.engine import Store
+
+    store: Store | None = None
+    try:
+        store = Store.from_url(
+            settings.store_url, pool_size=settings.store.pool_size, connect_timeout_s=settings.store.connect_timeout_s
+        )
+        yield store
+    except RadtraceError as exc:
+        _fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
+    finally:
+        if store is not None:
+            store.dispose()
+
+
+@contextlib.contextmanager
+def _row_progress(description: str) -> Iterator[Callable[[int], None]]:
+    """A progress line on stderr counting rows; yields the callback that advances it."""
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"), console=err
+    ) as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda done: progress.update(task, completed=done)
 
 
 def main() -> None:

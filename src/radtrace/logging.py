@@ -165,7 +165,7 @@ def _quiet_libraries() -> None:
 
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
-    for name in ("pynetdicom", "celery", "kombu", "urllib3", "httpx", "filelock", "transformers"):
+    for name in ("pynetdicom", "celery", "kombu", "urllib3", "httpx", "filelock", "transformers", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from radtrace import __version__
+from tests_support import radtrace
 
 pytestmark = pytest.mark.unit
-
-
-def radtrace(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "radtrace", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_version() -> None:
@@ -97,7 +82,7 @@ def test_serve_refuses_to_start_below_the_free_space_threshold(tmp_path: Path) -
     assert "free disk space" in result.stdout
 
 
-@pytest.mark.parametrize("command", [["listen"], ["worker"], ["db", "upgrade"], ["audit", "verify"]])
+@pytest.mark.parametrize("command", [["listen"], ["worker"], ["send", "x.dcm"], ["model", "read", "x.dcm"]])
 def test_commands_not_built_yet_say_so_with_their_own_exit_code(command: list[str]) -> None:
     result = radtrace(*command)
     assert result.returncode == 3

@@ -1,0 +1,192 @@
+"""The hash chain: each row's canonical form, its SHA-256, streaming verification and signed checkpoints.
+
+A row's hash covers every column but ``hash`` itself, including ``prev_hash``, so editing, deleting,
+reordering or inserting a row breaks the chain at that row. Someone who can rewrite *and rehash* the
+whole tail defeats any in-database chain; a checkpoint (seq, hash) signed with an HMAC key kept
+outside the database detects that too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from radtrace.audit.events import canonical_json
+from radtrace.audit.schema import AuditEventRow
+from radtrace.errors import PermanentError
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store, is_postgresql, translate_db_error
+
+__all__ = [
+    "GENESIS_HASH",
+    "HASHED_COLUMNS",
+    "ChainBreak",
+    "Checkpoint",
+    "Verification",
+    "read_checkpoint",
+    "row_hash",
+    "verify_chain",
+    "write_checkpoint",
+]
+
+GENESIS_HASH: Final = "0" * 64
+HASHED_COLUMNS: Final = (
+    "seq", "recorded_at", "event_type", "dicom_event_id", "outcome", "actor_ae", "actor_host", "actor_user",
+    "actor_process", "study_uid", "accession", "patient_id", "model_name", "model_version", "labels", "payload",
+    "prev_hash",
+)  # fmt: skip
+VERIFY_BATCH_ROWS: Final = 10_000
+
+
+def _timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def row_hash(values: sa.RowMapping | Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a row's canonical form: the hashed columns as canonical JSON."""
+    canonical = {name: values[name] for name in HASHED_COLUMNS}
+    canonical["recorded_at"] = _timestamp(values["recorded_at"])
+    return hashlib.sha256(canonical_json(canonical).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first row at which the chain does not hold, and why."""
+
+    seq: int
+    problem: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of walking the chain."""
+
+    rows_checked: int
+    head_seq: int
+    head_hash: str
+    first_break: ChainBreak | None
+    checkpoint_problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the chain and (if given) the checkpoint both hold."""
+        return self.first_break is None and self.checkpoint_problem is None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement that row ``seq`` had hash ``hash`` at ``created_at``."""
+
+    seq: int
+    hash: str
+    created_at: str
+
+    def signature(self, key: bytes) -> str:
+        """HMAC-SHA256 over the checkpoint's canonical form."""
+        message = canonical_json({"seq": self.seq, "hash": self.hash, "created_at": self.created_at})
+        return hmac.new(key, message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def verify_chain(
+    store: Store,
+    *,
+    checkpoint: Checkpoint | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Verification:
+    """Walk the audit table in ``seq`` order in constant memory and report the first broken row.
+
+    Checks, per row: ``seq`` follows the previous one with no gap; ``prev_hash`` equals the
+    previous row's hash; the stored hash equals the recomputed one. With ``checkpoint``, also checks
+    that the row it names still carries the signed hash.
+    """
+    table = AuditEventRow.__table__
+    columns = [table.c[name] for name in (*HASHED_COLUMNS, "hash")]
+    query = sa.select(*columns).order_by(table.c.seq)
+    expected_seq, previous_hash, checked = 1, GENESIS_HASH, 0
+    first_break: ChainBreak | None = None
+    checkpoint_hash: str | None = None
+    try:
+        with store.engine.connect() as connection:
+            options: dict[str, Any] = {"yield_per": VERIFY_BATCH_ROWS}
+            if is_postgresql(store.engine):
+                options["stream_results"] = True  # server-side cursor: constant memory
+            result = connection.execution_options(**options).execute(query)
+            for row in result.mappings():
+                checked += 1
+                seq = row["seq"]
+                if first_break is None:
+                    first_break = _check_row(row, expected_seq, previous_hash)
+                if checkpoint is not None and seq == checkpoint.seq:
+                    checkpoint_hash = row["hash"]
+                expected_seq, previous_hash = seq + 1, row["hash"]
+                if progress is not None and checked % VERIFY_BATCH_ROWS == 0:
+                    progress(checked)
+    except sa.exc.SQLAlchemyError as exc:
+        raise translate_db_error(exc, "verifying the audit chain") from exc
+    checkpoint_problem = None
+    if checkpoint is not None:
+        if checkpoint_hash is None:
+            checkpoint_problem = f"row {checkpoint.seq} named by the checkpoint no longer exists"
+        elif checkpoint_hash != checkpoint.hash:
+            checkpoint_problem = (
+                f"row {checkpoint.seq} has hash {checkpoint_hash[:16]}…, the signed checkpoint says "
+                f"{checkpoint.hash[:16]}…: the chain was rewritten after the checkpoint"
+            )
+    return Verification(checked, expected_seq - 1, previous_hash, first_break, checkpoint_problem)
+
+
+def _check_row(row: sa.RowMapping | Mapping[str, Any], expected_seq: int, previous_hash: str) -> ChainBreak | None:
+    seq = row["seq"]
+    if seq != expected_seq:
+        gap = (
+            f"row {expected_seq} is missing"
+            if seq == expected_seq + 1
+            else f"rows {expected_seq} to {seq - 1} are missing"
+        )
+        return ChainBreak(expected_seq, f"sequence gap: {gap}")
+    if row["prev_hash"] != previous_hash:
+        return ChainBreak(seq, "prev_hash does not match the previous row's hash (row removed or reordered)")
+    if row_hash(row) != row["hash"]:
+        return ChainBreak(seq, "content does not match its hash (row edited)")
+    return None
+
+
+def write_checkpoint(store: Store, key: bytes, path: Path) -> Checkpoint:
+    """Sign the current head (seq, hash) with ``key`` and write it to ``path`` as JSON."""
+    table = AuditEventRow.__table__
+    with store.session("reading the audit head") as session:
+        head = session.execute(sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)).first()
+    seq, head_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+    checkpoint = Checkpoint(seq=seq, hash=head_hash, created_at=_timestamp(utc_now()))
+    document = {
+        "radtrace_audit_checkpoint": 1,
+        "seq": checkpoint.seq,
+        "hash": checkpoint.hash,
+        "created_at": checkpoint.created_at,
+        "hmac_sha256": checkpoint.signature(key),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return checkpoint
+
+
+def read_checkpoint(path: Path, key: bytes) -> Checkpoint:
+    """Read a checkpoint file and check its signature; a forged or damaged one is refused."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        checkpoint = Checkpoint(seq=int(document["seq"]), hash=str(document["hash"]),
+                                created_at=str(document["created_at"]))  # fmt: skip
+        signature = str(document["hmac_sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PermanentError(f"checkpoint {path} is unreadable: {exc}") from exc
+    if not hmac.compare_digest(signature, checkpoint.signature(key)):
+        raise PermanentError(f"checkpoint {path} has an invalid signature (wrong key or edited file)")
+    return checkpoint

@@ -1,0 +1,145 @@
+"""Engines and sessions for the work database: SQLite (WAL) by default, PostgreSQL in production.
+
+Every database error that leaves this module is a radtrace error: an unreachable or busy database
+is :class:`~radtrace.errors.StoreUnavailableError` (retryable), anything else a
+:class:`~radtrace.errors.PermanentError` naming the operation. Nothing else in radtrace catches
+SQLAlchemy exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import Session
+
+from radtrace.errors import ConfigError, PermanentError, StoreUnavailableError
+
+__all__ = ["Store", "create_store_engine", "is_postgresql", "is_sqlite", "translate_db_error"]
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def is_sqlite(target: Engine | sa.Connection | URL | str) -> bool:
+    """Whether an engine, connection or URL points at SQLite."""
+    return _backend(target) == "sqlite"
+
+
+def is_postgresql(target: Engine | sa.Connection | URL | str) -> bool:
+    """Whether an engine, connection or URL points at PostgreSQL."""
+    return _backend(target) == "postgresql"
+
+
+def _backend(target: Engine | sa.Connection | URL | str) -> str:
+    if isinstance(target, Engine | sa.Connection):
+        return str(target.dialect.name)
+    return (make_url(target) if isinstance(target, str) else target).get_backend_name()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Python's sqlite3 opens transactions lazily; radtrace issues BEGIN itself (see _sqlite_begin) so
+    # that audit appends can take the write lock up front with BEGIN IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a committed row survives power loss, which the listener promises before answering success.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    mode = conn.info.pop("radtrace_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+    conn.info["radtrace_write_locked"] = mode == "IMMEDIATE"
+
+
+def create_store_engine(url: str, *, pool_size: int = 5, connect_timeout_s: float = 10.0, echo: bool = False) -> Engine:
+    """Create the engine for ``url`` with radtrace's per-dialect settings.
+
+    SQLite: WAL, ``synchronous=FULL``, foreign keys on, a busy timeout, explicit BEGIN. The
+    directory of the file is created. PostgreSQL: psycopg 3, pre-ping, a bounded connect timeout.
+    """
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"store.url is not a valid SQLAlchemy URL: {exc}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(
+            parsed,
+            echo=echo,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": max(1, int(connect_timeout_s))},
+        )
+    raise ConfigError(f"store.url: unsupported database '{backend}' (use sqlite or postgresql)")
+
+
+def translate_db_error(exc: sa.exc.SQLAlchemyError, doing: str) -> Exception:
+    """Map a SQLAlchemy error to radtrace's tree: unreachable/busy → retryable, the rest permanent."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError):
+        original = getattr(exc, "orig", None)
+        detail = str(original or exc).strip().splitlines()[0] if str(original or exc).strip() else type(exc).__name__
+        return StoreUnavailableError(f"database unavailable while {doing}: {detail}")
+    # The driver's first line names the constraint or trigger; later lines (DETAIL) may quote row values.
+    first_line = str(getattr(exc, "orig", None) or "").strip().splitlines()[:1]
+    detail = f": {first_line[0]}" if first_line else ""
+    return PermanentError(f"database error while {doing} ({type(exc).__name__}){detail}")
+
+
+class Store:
+    """The engine plus a session factory: the one way code opens transactions on the work database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, **engine_options: Any) -> Store:
+        """A store on ``url`` (see :func:`create_store_engine` for the options)."""
+        return cls(create_store_engine(url, **engine_options))
+
+    @contextlib.contextmanager
+    def session(self, doing: str = "using the database", *, immediate: bool = False) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back on error, errors translated.
+
+        ``immediate`` takes SQLite's write lock at BEGIN (``BEGIN IMMEDIATE``) so a read-then-write
+        sequence (the audit chain's head) cannot interleave with another process; PostgreSQL code
+        takes an advisory lock for the same purpose and ignores the flag.
+        """
+        try:
+            with self.engine.connect() as connection:
+                if immediate and is_sqlite(self.engine):
+                    connection.info["radtrace_begin"] = "IMMEDIATE"
+                with connection.begin():
+                    session = Session(bind=connection, expire_on_commit=False, autoflush=True)
+                    try:
+                        yield session
+                        session.flush()
+                    finally:
+                        session.close()
+        except sa.exc.SQLAlchemyError as exc:
+            raise translate_db_error(exc, doing) from exc
+
+    def dispose(self) -> None:
+        """Close every pooled connection (tests, forks, shutdown)."""
+        self.engine.dispose()

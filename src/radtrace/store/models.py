@@ -1,0 +1,190 @@
+"""The work tables: the single source of truth for every study, revision, instance, job and message.
+
+A Celery message carries only the IDs of these rows (DESIGN.md, principle 1). State names follow the
+study lifecycle contract::
+
+    receiving → queued → processing → reported → dispatched      or  skipped(reason) / failed(reason)
+
+This module holds the shape of the data, not the rules for moving between states; those live in
+the packages that own each step.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from radtrace.store.base import Base, UtcDateTime, utc_now
+
+__all__ = [
+    "Instance",
+    "Job",
+    "JobState",
+    "OutboxMessage",
+    "OutboxState",
+    "Revision",
+    "RevisionState",
+    "Study",
+]
+
+UID = sa.String(64)  # DICOM UI VR: at most 64 characters
+SHA256_HEX = sa.String(64)
+
+
+class RevisionState(enum.StrEnum):
+    """Where one revision of a study is in its lifecycle."""
+
+    RECEIVING = "receiving"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    REPORTED = "reported"
+    DISPATCHED = "dispatched"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether nothing more will happen to the revision without an operator."""
+        return self in {RevisionState.DISPATCHED, RevisionState.SKIPPED, RevisionState.FAILED}
+
+
+class JobState(enum.StrEnum):
+    """One attempt at one step."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
+
+
+class OutboxState(enum.StrEnum):
+    """Delivery state of one outbound message to one destination."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+def _enum(enum_type: type[enum.StrEnum], name: str) -> sa.Enum:
+    # Stored as short strings with a CHECK constraint: readable in SQL and portable to SQLite.
+    return sa.Enum(
+        enum_type,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class Study(Base):
+    """One DICOM study as radtrace knows it. Its state is that of its latest revision."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_uid: Mapped[str] = mapped_column(UID, unique=True)
+    study_key: Mapped[str] = mapped_column(sa.String(16), index=True, doc="hashed key, the only one used in logs")
+    accession: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    last_instance_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    revisions: Mapped[list[Revision]] = relationship(back_populates="study", order_by="Revision.number")
+    instances: Mapped[list[Instance]] = relationship(back_populates="study")
+
+
+class Revision(Base):
+    """A set of instances processed together. Instances arriving after a revision was queued open the next one."""
+
+    __tablename__ = "revisions"
+    __table_args__ = (sa.UniqueConstraint("study_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(sa.ForeignKey("studies.id"), index=True)
+    number: Mapped[int] = mapped_column(doc="1 for the first revision of a study")
+    state: Mapped[RevisionState] = mapped_column(
+        _enum(RevisionState, "revision_state"), default=RevisionState.RECEIVING, index=True
+    )
+    reason: Mapped[str | None] = mapped_column(sa.Text, doc="why it was skipped or failed")
+    attempts: Mapped[int] = mapped_column(default=0)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
+    sr_sop_instance_uid: Mapped[str | None] = mapped_column(UID)
+
+    study: Mapped[Study] = relationship(back_populates="revisions")
+    instances: Mapped[list[Instance]] = relationship(back_populates="revision")
+    jobs: Mapped[list[Job]] = relationship(back_populates="revision")
+    outbox: Mapped[list[OutboxMessage]] = relationship(back_populates="revision")
+
+
+class Instance(Base):
+    """One received SOP instance as spooled: where it is, what it is, and its bytes' hash."""
+
+    __tablename__ = "instances"
+    __table_args__ = (sa.UniqueConstraint("sop_instance_uid", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(sa.ForeignKey("studies.id"), index=True)
+    revision_id: Mapped[int] = mapped_column(sa.ForeignKey("revisions.id"), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID)
+    version: Mapped[int] = mapped_column(default=1, doc="a different object under the same SOP UID is version 2…")
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    series_uid: Mapped[str | None] = mapped_column(UID)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    path: Mapped[str] = mapped_column(sa.Text, doc="relative to the spool directory")
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(SHA256_HEX, index=True)
+    calling_ae: Mapped[str | None] = mapped_column(sa.String(16))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+    study: Mapped[Study] = relationship(back_populates="instances")
+    revision: Mapped[Revision] = relationship(back_populates="instances")
+
+
+class Job(Base):
+    """One attempt at one step for one revision (process or dispatch), for retries and timelines."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    revision_id: Mapped[int] = mapped_column(sa.ForeignKey("revisions.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    attempt: Mapped[int]
+    state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"), default=JobState.RUNNING)
+    worker: Mapped[str | None] = mapped_column(sa.String(255))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+
+    revision: Mapped[Revision] = relationship(back_populates="jobs")
+
+
+class OutboxMessage(Base):
+    """One report to deliver to one destination; delivered only when the peer confirmed receipt."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (sa.UniqueConstraint("revision_id", "kind", "destination"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    revision_id: Mapped[int] = mapped_column(sa.ForeignKey("revisions.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16), doc="sr, hl7, fhir or file")
+    destination: Mapped[str] = mapped_column(sa.String(255))
+    payload_path: Mapped[str] = mapped_column(sa.Text)
+    payload_sha256: Mapped[str] = mapped_column(SHA256_HEX)
+    state: Mapped[OutboxState] = mapped_column(
+        _enum(OutboxState, "outbox_state"), default=OutboxState.PENDING, index=True
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, index=True)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    revision: Mapped[Revision] = relationship(back_populates="outbox")

@@ -1,0 +1,79 @@
+"""`radtrace db` and `radtrace audit verify/checkpoint` as an operator runs them, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.store.engine import Store, is_postgresql
+from tests_support import radtrace
+
+pytestmark = pytest.mark.integration
+
+
+def test_upgrade_verify_checkpoint_and_detect_tampering(database_url: str, tmp_path: Path) -> None:
+    env = {
+        "RADTRACE_DATA_DIR": str(tmp_path / "var"),
+        "RADTRACE_STORE__URL": database_url,
+        "RADTRACE_AUDIT__CHECKPOINT_KEY": "night-shift-key",
+    }
+    assert radtrace("db", "current", env=env).returncode == 1  # empty database: not at the newest revision
+    upgraded = radtrace("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "revision 0001" in upgraded.stdout
+    assert radtrace("db", "current", env=env).returncode == 0
+
+    store = Store.from_url(database_url)
+    AuditRecorder(store).record_many(
+        [AuditEvent(EventType.INSTANCE_RECEIVED, Actor(ae_title="PACS1"), study_uid=f"1.2.3.{n}") for n in range(20)]
+    )
+    verified = radtrace("audit", "verify", env=env)
+    assert verified.returncode == 0, verified.stderr
+    assert "audit chain valid" in verified.stdout
+
+    checkpoint = tmp_path / "cp.json"
+    taken = radtrace("audit", "checkpoint", "--output", str(checkpoint), env=env)
+    assert taken.returncode == 0, taken.stderr
+    assert json.loads(checkpoint.read_text(encoding="utf-8"))["seq"] == 21  # 20 events + the verification
+
+    with store.engine.connect() as connection:  # a superuser edits row 12 behind radtrace's back
+        if is_postgresql(store.engine):
+            connection.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER ALL")
+        else:
+            connection.exec_driver_sql("DROP TRIGGER audit_events_no_update")
+        connection.exec_driver_sql("UPDATE audit_events SET study_uid = '9.9.9' WHERE seq = 12")
+        connection.commit()
+    broken = radtrace("audit", "verify", "--checkpoint", str(checkpoint), env=env)
+    assert broken.returncode == 1
+    assert "broken at seq 12" in broken.stderr
+
+    # both verifications and the checkpoint were themselves audited, the failure as a security alert
+    with store.engine.connect() as connection:
+        kinds = connection.execute(sa.text("SELECT event_type, outcome FROM audit_events WHERE seq > 20 ORDER BY seq"))
+        assert [tuple(row) for row in kinds] == [
+            ("audit_verified", "success"),
+            ("audit_checkpointed", "success"),
+            ("audit_verified", "serious_failure"),
+            ("tamper_detected", "major_failure"),
+        ]
+    store.dispose()
+
+
+def test_checkpoint_without_a_key_is_a_clear_usage_error(tmp_path: Path) -> None:
+    result = radtrace("audit", "checkpoint", env={"RADTRACE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "RADTRACE_AUDIT__CHECKPOINT_KEY" in result.stderr
+
+
+def test_a_database_that_is_down_is_a_clear_error_and_non_zero_exit(tmp_path: Path) -> None:
+    env = {"RADTRACE_DATA_DIR": str(tmp_path), "RADTRACE_STORE__URL": "postgresql://postgres@127.0.0.1:1/radtrace"}
+    for command in (("db", "upgrade"), ("audit", "verify")):
+        result = radtrace(*command, env=env)
+        assert result.returncode == 1
+        assert "database unavailable" in result.stderr
+        assert "Traceback" not in result.stderr
