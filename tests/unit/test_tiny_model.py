@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from radtrace.model.loading import (
     LoadedVLM,
@@ -26,6 +26,7 @@ from radtrace.model.loading import (
     resolve_checkpoint,
     set_pixel_budget,
 )
+from radtrace.testing.phantom import chest_phantom
 from radtrace.testing.tiny_model import TINY_MARKER_FILE, build_tiny_model
 
 pytestmark = pytest.mark.unit
@@ -44,14 +45,8 @@ def tiny_vlm(tiny_model_dir: Path) -> Iterator[LoadedVLM]:
 
 
 def chest_like_image(size: int) -> Image.Image:
-    """A grayscale radiograph-ish picture (gradient, two lung fields, a heart shadow) as RGB."""
-    ramp = np.linspace(40, 200, size)
-    picture = Image.fromarray(((ramp[:, None] + ramp[None, ::-1]) / 2).astype(np.uint8))
-    draw = ImageDraw.Draw(picture)
-    draw.ellipse((size * 0.12, size * 0.15, size * 0.45, size * 0.85), fill=30)
-    draw.ellipse((size * 0.55, size * 0.15, size * 0.88, size * 0.85), fill=30)
-    draw.ellipse((size * 0.40, size * 0.45, size * 0.70, size * 0.80), fill=170)
-    return picture.convert("RGB")
+    """The factory's chest phantom at ``size`` x ``size``, as an 8-bit RGB picture."""
+    return Image.fromarray(np.round(chest_phantom(size, size, "PA") * 255).astype(np.uint8)).convert("RGB")
 
 
 def chat_inputs(processor: Any, image: Image.Image) -> Any:
