@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,21 +40,40 @@ __all__ = [
 GENESIS_HASH: Final = "0" * 64
 HASHED_COLUMNS: Final = (
     "seq", "recorded_at", "event_type", "dicom_event_id", "outcome", "actor_ae", "actor_host", "actor_user",
-    "actor_process", "study_uid", "accession", "patient_id", "model_name", "model_version", "labels", "payload",
-    "prev_hash",
+    "actor_process", "study_uid", "accession", "patient_id", "model_name", "model_version", "labels", "prev_hash",
+    "payload",
 )  # fmt: skip
+_RECORDED_AT: Final = HASHED_COLUMNS.index("recorded_at")
+_PREV_HASH: Final = HASHED_COLUMNS.index("prev_hash")
+_PAYLOAD: Final = HASHED_COLUMNS.index("payload")
+_HASH: Final = len(HASHED_COLUMNS)  # the stored hash follows the hashed columns in verify's query
 VERIFY_BATCH_ROWS: Final = 10_000
 
 
+_HEADER_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _timestamp(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    return (value if value.tzinfo is UTC else value.astimezone(UTC)).isoformat(timespec="microseconds")
 
 
 def row_hash(values: sa.RowMapping | Mapping[str, Any]) -> str:
-    """SHA-256 (hex) of a row's canonical form: the hashed columns as canonical JSON."""
-    canonical = {name: values[name] for name in HASHED_COLUMNS}
-    canonical["recorded_at"] = _timestamp(values["recorded_at"])
-    return hashlib.sha256(canonical_json(canonical).encode("utf-8")).hexdigest()
+    """SHA-256 (hex) of a row's canonical form (see :func:`_hash_columns`)."""
+    return _hash_columns([values[name] for name in HASHED_COLUMNS])
+
+
+def _hash_columns(columns: Sequence[Any]) -> str:
+    """Hash the hashed columns given in ``HASHED_COLUMNS`` order.
+
+    The canonical form is a JSON array of every hashed column but the payload (time as ISO 8601 UTC
+    with microseconds), a newline, then the payload's stored canonical JSON text. The payload is
+    hashed as stored rather than re-encoded inside the header; it cannot contain a raw newline (JSON
+    escapes them), so the split is unambiguous.
+    """
+    header = list(columns[:_PAYLOAD])
+    header[_RECORDED_AT] = _timestamp(header[_RECORDED_AT])
+    canonical = f"{_HEADER_ENCODER.encode(header)}\n{columns[_PAYLOAD]}"
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -119,14 +138,14 @@ def verify_chain(
             if is_postgresql(store.engine):
                 options["stream_results"] = True  # server-side cursor: constant memory
             result = connection.execution_options(**options).execute(query)
-            for row in result.mappings():
+            for row in result:
                 checked += 1
-                seq = row["seq"]
+                seq = row[0]
                 if first_break is None:
                     first_break = _check_row(row, expected_seq, previous_hash)
                 if checkpoint is not None and seq == checkpoint.seq:
-                    checkpoint_hash = row["hash"]
-                expected_seq, previous_hash = seq + 1, row["hash"]
+                    checkpoint_hash = row[_HASH]
+                expected_seq, previous_hash = seq + 1, row[_HASH]
                 if progress is not None and checked % VERIFY_BATCH_ROWS == 0:
                     progress(checked)
     except sa.exc.SQLAlchemyError as exc:
@@ -143,8 +162,8 @@ def verify_chain(
     return Verification(checked, expected_seq - 1, previous_hash, first_break, checkpoint_problem)
 
 
-def _check_row(row: sa.RowMapping | Mapping[str, Any], expected_seq: int, previous_hash: str) -> ChainBreak | None:
-    seq = row["seq"]
+def _check_row(row: Sequence[Any], expected_seq: int, previous_hash: str) -> ChainBreak | None:
+    seq = row[0]
     if seq != expected_seq:
         gap = (
             f"row {expected_seq} is missing"
@@ -152,9 +171,9 @@ def _check_row(row: sa.RowMapping | Mapping[str, Any], expected_seq: int, previo
             else f"rows {expected_seq} to {seq - 1} are missing"
         )
         return ChainBreak(expected_seq, f"sequence gap: {gap}")
-    if row["prev_hash"] != previous_hash:
+    if row[_PREV_HASH] != previous_hash:
         return ChainBreak(seq, "prev_hash does not match the previous row's hash (row removed or reordered)")
-    if row_hash(row) != row["hash"]:
+    if _hash_columns(row) != row[_HASH]:
         return ChainBreak(seq, "content does not match its hash (row edited)")
     return None
 

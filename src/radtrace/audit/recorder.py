@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -30,6 +30,9 @@ __all__ = ["AuditRecorder", "RecordedEvent"]
 
 # A fixed 63-bit key for pg_advisory_xact_lock, derived from a name so it is recognisable.
 AUDIT_LOCK_KEY: Final = int.from_bytes(hashlib.sha256(b"radtrace.audit_events").digest()[:8], "big") >> 1
+
+
+_AUDIT_TABLE: Final = cast(sa.Table, AuditEventRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class AuditRecorder:
 
     def _append(self, session: Session, events: Sequence[AuditEvent]) -> list[RecordedEvent]:
         self._lock(session)
-        table = AuditEventRow.__table__
+        table = _AUDIT_TABLE
         head = session.execute(sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)).first()
         seq, previous_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
         rows: list[dict[str, Any]] = []
@@ -71,7 +74,7 @@ class AuditRecorder:
             values = self._row_values(event, seq, previous_hash)
             values["hash"] = previous_hash = row_hash(values)
             rows.append(values)
-        session.execute(sa.insert(AuditEventRow), rows)
+        session.execute(sa.insert(_AUDIT_TABLE), rows)  # core insert: no ORM unit of work
         return [RecordedEvent(row["seq"], row["hash"]) for row in rows]
 
     def _lock(self, session: Session) -> None:
