@@ -66,6 +66,29 @@ def _model_weights(settings: Settings) -> Check:
     )
 
 
+def _database(settings: Settings) -> Check:
+    """The work database is reachable and at the newest schema; the embedded SQLite one is migrated here."""
+    from radtrace.errors import RadtraceError
+    from radtrace.store.engine import Store, is_sqlite
+    from radtrace.store.migrate import current_revision, head_revision, upgrade
+
+    try:
+        store = Store.from_url(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
+    except RadtraceError as exc:
+        return Check("database", "failed", exc.reason)
+    try:
+        if is_sqlite(store.engine):
+            return Check("database", "ok", f"SQLite at schema {upgrade(store)} ({store.engine.url.database})")
+        current, head = current_revision(store), head_revision()
+        if current != head:
+            return Check("database", "failed", f"schema {current or 'empty'}, newest {head}: run 'radtrace db upgrade'")
+        return Check("database", "ok", f"{store.engine.url.get_backend_name()} at schema {current}")
+    except RadtraceError as exc:
+        return Check("database", "failed", exc.reason)
+    finally:
+        store.dispose()
+
+
 def run_preflight(settings: Settings) -> list[Check]:
     """Run every start-up check, creating the data directories on the way."""
     checks = [Check("settings", "ok", "loaded and valid")]
@@ -74,7 +97,7 @@ def run_preflight(settings: Settings) -> list[Check]:
         _writable_directory("spool", settings.spool_dir),
         _writable_directory("quarantine", settings.quarantine_dir),
     ]
-    checks += [_free_space(settings), _model_weights(settings)]
+    checks += [_free_space(settings), _database(settings), _model_weights(settings)]
     return checks
 
 

@@ -61,7 +61,9 @@ def test_serve_runs_start_up_checks_and_creates_the_data_directories(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert (data / "spool").is_dir()
     assert (data / "quarantine").is_dir()
+    assert (data / "radtrace.db").is_file()  # the embedded database is created and migrated
     assert "free disk space" in result.stdout
+    assert "SQLite at schema 0001" in result.stdout
 
 
 def test_serve_refuses_to_start_when_the_data_directory_is_unusable(tmp_path: Path) -> None:
@@ -87,3 +89,13 @@ def test_commands_not_built_yet_say_so_with_their_own_exit_code(command: list[st
     result = radtrace(*command)
     assert result.returncode == 3
     assert "not available" in result.stderr
+
+
+def test_make_tiny_builds_a_model_the_loader_accepts(tmp_path: Path) -> None:
+    from radtrace.model.loading import load_vlm
+
+    result = radtrace("model", "make-tiny", str(tmp_path / "tiny"), "--seed", "7")
+    assert result.returncode == 0, result.stderr
+    assert "not for clinical use" in result.stdout
+    loaded = load_vlm(tmp_path / "tiny", device="cpu")
+    assert loaded.model.config.model_type == "qwen2_5_vl"
