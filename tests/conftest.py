@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +22,9 @@ from radtrace.testing.services import (
     temporary_postgres_database,
     temporary_redis_namespace,
 )
+
+if TYPE_CHECKING:
+    from radtrace.model.loading import LoadedVLM
 
 
 @pytest.fixture(autouse=True)
@@ -67,6 +71,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from radtrace.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tiny_model_dir: Path) -> Iterator[LoadedVLM]:
+    """The tiny model loaded once per session on the CPU, offline, through the production loader."""
+    from radtrace.model.loading import load_vlm
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TRANSFORMERS_OFFLINE", "1")
+        yield load_vlm(tiny_model_dir, device="cpu")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,6 @@ pytestmark = pytest.mark.unit
 
 PROMPT = "Find abnormalities and support devices."
 MERGED_PATCH = 28  # 14 px patches, merged 2 x 2 into one visual token
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(tiny_model_dir: Path) -> Iterator[LoadedVLM]:
-    """The tiny model loaded once for this module, on the CPU, offline."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("TRANSFORMERS_OFFLINE", "1")
-        yield load_vlm(tiny_model_dir, device="cpu")
 
 
 def chest_like_image(size: int) -> Image.Image:

@@ -7,7 +7,6 @@ it proves the harness end to end. radtrace's own image preparation belongs to th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from radtrace.model.loading import LoadedVLM, load_vlm
+from radtrace.model.loading import LoadedVLM
 from radtrace.testing.phantom import render_chest
 from radtrace.testing.studies import VALID_VARIANTS, StudySpec, make_image
 
@@ -28,14 +27,6 @@ PROMPT = "Find abnormalities and support devices."
 REAL = Path(__file__).resolve().parents[1] / "data" / "real-cxr"
 NIH_FILM = REAL / "nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm"
 FUJI_FILM = REAL / "fuji-cr-chest-pa-mono1-10bit-no-filemeta.dcm"
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(tiny_model_dir: Path) -> Iterator[LoadedVLM]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("TRANSFORMERS_OFFLINE", "1")
-        yield load_vlm(tiny_model_dir, device="cpu")
 
 
 def displayed(ds: Dataset) -> np.ndarray:
