@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -39,6 +39,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_AVAILABLE = 3
 
+QueryFormat = Literal["table", "json", "csv"]
+TimelineFormat = Literal["table", "json"]
+
 app = typer.Typer(
     name="radtrace",
     help="Draft chest X-ray reports from a reasoning VLM, with an immutable audit trail.",
@@ -54,6 +57,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(audit_app, name="audit")
 app.add_typer(model_app, name="model")
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(help="Create, list and revoke QA API tokens.", no_args_is_help=True)
+audit_app.add_typer(token_app, name="token")
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -156,7 +161,10 @@ def serve(ctx: typer.Context) -> None:
     out.print(table)
     if failed_checks(checks):
         _fail("start-up checks failed; see the table above")
-    out.print("Start-up checks passed. Services not built yet in this version: listener, worker, dispatcher, QA API.")
+    out.print(
+        "Start-up checks passed. Not yet run by serve in this version: listener, worker, dispatcher; "
+        "the QA API runs with 'radtrace api'."
+    )
 
 
 @app.command()
@@ -232,9 +240,144 @@ def audit_checkpoint(
 
 
 @audit_app.command("query")
-def audit_query(ctx: typer.Context) -> None:
-    """Query audit events for QA."""
-    _not_available("radtrace audit query", "the store and audit issue")
+def audit_query(
+    ctx: typer.Context,
+    study_uid: Annotated[str | None, typer.Option(help="Study Instance UID.")] = None,
+    accession: Annotated[str | None, typer.Option(help="Accession number.")] = None,
+    patient_id: Annotated[str | None, typer.Option(help="Patient ID (the lookup is itself audited with it).")] = None,
+    since: Annotated[str | None, typer.Option(help="Recorded at or after, ISO 8601 with zone.")] = None,
+    until: Annotated[str | None, typer.Option(help="Recorded before, ISO 8601 with zone.")] = None,
+    event_type: Annotated[str | None, typer.Option(help="One event type, e.g. inference_completed.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Model name.")] = None,
+    model_version: Annotated[str | None, typer.Option(help="Model version.")] = None,
+    label: Annotated[str | None, typer.Option(help="One finding label, matched exactly.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="success, minor_failure, serious_failure, major_failure.")] = None,
+    limit: Annotated[int, typer.Option(help="Events per page, 1-1000.")] = 100,
+    after_seq: Annotated[int, typer.Option(help="Only events after this seq (the previous page's cursor).")] = 0,
+    output_format: Annotated[QueryFormat, typer.Option("--format", help="How to print the page.")] = "table",
+) -> None:
+    """Query audit events for QA, oldest first, one page at a time. The query itself is recorded."""
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.presentation import csv_chunks, page_json, page_table
+    from radtrace.audit.queries import AuditQuery, QueryError, run_query
+
+    try:
+        query = AuditQuery.parse(
+            study_uid=study_uid, accession=accession, patient_id=patient_id, since=since, until=until,
+            event_type=event_type, model_name=model_name, model_version=model_version, label=label,
+            outcome=outcome, limit=limit, after_seq=after_seq,
+        )  # fmt: skip
+    except QueryError as exc:
+        _fail(exc.reason, EXIT_USAGE)
+    with _store(_settings(ctx)) as store:
+        page = run_query(store, query, local_operator())
+    if output_format == "json":
+        typer.echo(page_json(page))
+    elif output_format == "csv":
+        for chunk in csv_chunks(page.events):
+            typer.echo(chunk, nl=False)
+    else:
+        out.print(page_table(page))
+
+
+@audit_app.command("timeline")
+def audit_timeline(
+    ctx: typer.Context,
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID.")],
+    output_format: Annotated[TimelineFormat, typer.Option("--format", help="How to print it.")] = "table",
+) -> None:
+    """One study's events with the time between them and each stage's duration (exit 1 if it has none)."""
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.presentation import timeline_json, timeline_renderable
+    from radtrace.audit.queries import QueryError, study_timeline
+
+    with _store(_settings(ctx)) as store:
+        try:
+            timeline = study_timeline(store, study_uid, local_operator())
+        except QueryError as exc:
+            _fail(exc.reason, EXIT_USAGE)
+    if not timeline.entries:
+        _fail(f"no audit event names study {study_uid}")
+    if output_format == "json":
+        typer.echo(timeline_json(timeline))
+    else:
+        out.print(timeline_renderable(timeline))
+
+
+@token_app.command("create")
+def audit_token_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who or what uses the token; recorded as the user of every query.")],
+    role: Annotated[Literal["qa", "admin"], typer.Option(help="qa reads; admin also verifies and exports.")],
+) -> None:
+    """Create a QA API token and print its secret on stdout, once: only its SHA-256 is kept."""
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.tokens import TokenError, create_token
+
+    with _store(_settings(ctx)) as store:
+        try:
+            issued = create_token(store, name, role, local_operator())
+        except TokenError as exc:
+            _fail(exc.reason, EXIT_USAGE)
+    err.print(f"{role} token {escape(name)!r} created; it is shown only this once:", highlight=False)
+    typer.echo(issued.secret)
+
+
+@token_app.command("list")
+def audit_token_list(ctx: typer.Context) -> None:
+    """List the QA API tokens (names, roles, dates; never secrets)."""
+    from radtrace.audit.tokens import list_tokens
+
+    with _store(_settings(ctx)) as store:
+        tokens = list_tokens(store)
+    table = Table("name", "role", "created (UTC)", "revoked (UTC)", title="QA API tokens", title_justify="left")
+    for token in tokens:
+        revoked = f"{token.revoked_at:%Y-%m-%d %H:%M:%S}" if token.revoked_at else ""
+        table.add_row(escape(token.name), token.role.value, f"{token.created_at:%Y-%m-%d %H:%M:%S}", revoked)
+    out.print(table)
+
+
+@token_app.command("revoke")
+def audit_token_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+    """Revoke a QA API token at once; requests with it get 401 from then on."""
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.tokens import TokenError, revoke_token
+
+    with _store(_settings(ctx)) as store:
+        try:
+            token = revoke_token(store, name, local_operator())
+        except TokenError as exc:
+            _fail(exc.reason, EXIT_USAGE)
+    out.print(f"token {escape(name)!r} revoked at {token.revoked_at:%Y-%m-%d %H:%M:%S} UTC", highlight=False)
+
+
+# --- QA API ------------------------------------------------------------------------------------
+
+
+@app.command()
+def api(ctx: typer.Context) -> None:
+    """Run the read-only QA HTTP API on api.host:api.port (OpenAPI documentation at /docs).
+
+    With api.bootstrap_admin_token set, an admin token with that secret is created first if missing.
+    """
+    import uvicorn
+
+    from radtrace.audit.api import create_api
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.tokens import ensure_bootstrap_admin
+
+    settings = _settings(ctx)
+    with _store(settings) as store:
+        bootstrap = settings.api.bootstrap_admin_token
+        if bootstrap is not None:
+            token = ensure_bootstrap_admin(store, bootstrap.get_secret_value(), local_operator())
+            log.info("bootstrap admin token is %r", token.name)
+        log.info("QA API on http://%s:%d (documentation at /docs)", settings.api.host, settings.api.port)
+        # log_config=None: uvicorn logs through radtrace's handler; its access log is off because it
+        # prints query strings (patient IDs); the API logs requests by route template instead.
+        uvicorn.run(
+            create_api(store), host=settings.api.host, port=settings.api.port, log_config=None, access_log=False
+        )
 
 
 # --- model -------------------------------------------------------------------------------------

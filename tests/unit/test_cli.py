@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from radtrace import __version__
+from radtrace.store.migrate import head_revision
 from tests_support import radtrace
 
 pytestmark = pytest.mark.unit
@@ -63,7 +64,7 @@ def test_serve_runs_start_up_checks_and_creates_the_data_directories(tmp_path: P
     assert (data / "quarantine").is_dir()
     assert (data / "radtrace.db").is_file()  # the embedded database is created and migrated
     assert "free disk space" in result.stdout
-    assert "SQLite at schema 0001" in result.stdout
+    assert f"SQLite at schema {head_revision()}" in result.stdout
 
 
 def test_serve_refuses_to_start_when_the_data_directory_is_unusable(tmp_path: Path) -> None:

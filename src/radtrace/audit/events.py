@@ -71,6 +71,8 @@ class EventType(enum.StrEnum):
     AUDIT_CHECKPOINTED = "audit_checkpointed"
     TAMPER_DETECTED = "tamper_detected"
     API_AUTHENTICATION_FAILED = "api_authentication_failed"
+    API_TOKEN_CREATED = "api_token_created"
+    API_TOKEN_REVOKED = "api_token_revoked"
 
     @property
     def dicom(self) -> DicomAuditEvent:
@@ -103,6 +105,9 @@ _DICOM_EVENT: Final[Mapping[EventType, DicomAuditEvent]] = {
     EventType.AUDIT_CHECKPOINTED: AUDIT_LOG_USED,
     EventType.TAMPER_DETECTED: SECURITY_ALERT,
     EventType.API_AUTHENTICATION_FAILED: USER_AUTHENTICATION,
+    # Security Alert, type "User Security Attributes Changed" (DCM 110136): who may use the API changed.
+    EventType.API_TOKEN_CREATED: SECURITY_ALERT,
+    EventType.API_TOKEN_REVOKED: SECURITY_ALERT,
 }
 
 

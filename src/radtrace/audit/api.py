@@ -1,0 +1,282 @@
+"""The read-only QA HTTP API: audit events, study timelines, chain verification and CSV export.
+
+:func:`create_api` builds a FastAPI application around the store it is given; nothing is global.
+Every route except ``/healthz`` and the OpenAPI documents (``/docs``, ``/openapi.json``) needs a
+bearer token made with ``radtrace audit token create``: role ``qa`` reads events and timelines,
+``admin`` also verifies the chain and exports. Every use is recorded in the audit log naming the
+token (as the actor's user) and the client's address; a failed authentication is recorded as
+``api_authentication_failed``, never with the token that was presented.
+
+Status codes: 200 done; 401 no token or an unknown or revoked one (with ``WWW-Authenticate:
+Bearer``); 403 the token's role does not allow the route; 404 no audit event names that study;
+422 invalid parameters; 503 the database is unavailable (or not migrated).
+
+The routes are plain ``def`` functions: FastAPI runs them in its thread pool, where the
+synchronous SQLAlchemy engine belongs. The access log names route templates, never paths or query
+strings, which may hold study UIDs and patient IDs (``radtrace api`` turns uvicorn's own off).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from radtrace import __version__
+from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+from radtrace.audit.operations import verify_audit_log
+from radtrace.audit.presentation import csv_chunks
+from radtrace.audit.queries import (
+    AuditFilter,
+    AuditQuery,
+    QueryError,
+    QueryPage,
+    Timeline,
+    export_records,
+    run_query,
+    study_timeline,
+)
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.audit.tokens import AuthenticationError, Role, TokenInfo, authenticate
+from radtrace.errors import RadtraceError, StoreUnavailableError
+from radtrace.store.engine import Store
+from radtrace.store.migrate import current_revision, head_revision
+
+__all__ = ["Caller", "Health", "VerificationReport", "create_api"]
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S: Final = "30"
+DESCRIPTION: Final = (
+    "Every route but /healthz needs a bearer token from `radtrace audit token create NAME --role qa|admin`: "
+    "`qa` reads events and timelines, `admin` also verifies the hash chain and exports CSV. Every use is "
+    "itself recorded in the audit log, naming the token and the client's address."
+)
+
+
+class Problem(BaseModel):
+    """Why a request failed."""
+
+    detail: str
+
+
+_PROBLEMS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": Problem, "description": "no bearer token, or an unknown or revoked one"},
+    403: {"model": Problem, "description": "the token's role does not allow this"},
+    503: {"model": Problem, "description": "the database is unavailable"},
+}
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiToken",
+    description="a token from 'radtrace audit token create NAME --role qa|admin'",
+)
+router = APIRouter()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated request: the token used and the audit actor it stands for."""
+
+    token: TokenInfo
+    actor: Actor
+
+
+@dataclass(frozen=True)
+class Health:
+    """The service can reach its database and the schema is the one it needs."""
+
+    status: str
+    schema_revision: str
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """The result of walking the hash chain (see ``radtrace audit verify``)."""
+
+    ok: bool
+    rows_checked: int
+    head_seq: int
+    head_hash: str
+    first_break_seq: int | None
+    first_break_problem: str | None
+
+
+def _store(request: Request) -> Store:
+    store = request.app.state.store
+    if not isinstance(store, Store):  # pragma: no cover - create_api always sets it
+        raise RuntimeError("the QA API was built without a store")
+    return store
+
+
+StoreDep = Annotated[Store, Depends(_store)]
+
+
+def _authenticated(
+    request: Request,
+    store: StoreDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    host = request.client.host if request.client else None
+    token_name: str | None = None
+    if credentials is None:
+        reason = "no bearer token"
+    else:
+        try:
+            token = authenticate(store, credentials.credentials)
+        except AuthenticationError as exc:
+            reason, token_name = exc.reason, exc.token_name
+        else:
+            return Caller(token, Actor(user=token.name, host=host))
+    payload: dict[str, Any] = {"reason": reason, "method": request.method, "path": request.url.path}
+    if token_name is not None:
+        payload["token_name"] = token_name
+    AuditRecorder(store).record(
+        AuditEvent(EventType.API_AUTHENTICATION_FAILED, Actor(host=host), Outcome.MINOR_FAILURE, payload=payload)
+    )
+    challenge = 'Bearer realm="radtrace"' + ("" if credentials is None else ', error="invalid_token"')
+    raise HTTPException(401, detail=f"authentication failed: {reason}", headers={"WWW-Authenticate": challenge})
+
+
+def _role(needed: Role) -> Callable[[Caller], Caller]:
+    def check(caller: Annotated[Caller, Depends(_authenticated)]) -> Caller:
+        if not caller.token.role.allows(needed):
+            raise HTTPException(
+                403, detail=f"this needs the {needed} role; token {caller.token.name!r} has {caller.token.role}"
+            )
+        return caller
+
+    return check
+
+
+QaCaller = Annotated[Caller, Depends(_role(Role.QA))]
+AdminCaller = Annotated[Caller, Depends(_role(Role.ADMIN))]
+
+
+@router.get("/healthz", tags=["service"], responses={503: _PROBLEMS[503]})
+def healthz(store: StoreDep) -> Health:
+    """Whether the database answers and is migrated (no token needed; records nothing)."""
+    current, needed = current_revision(store), head_revision()
+    if current != needed:
+        raise HTTPException(
+            503, detail=f"database schema is at {current or 'none'}, needs {needed}: run 'radtrace db upgrade'"
+        )
+    return Health("ok", current)
+
+
+@router.get("/v1/events", tags=["audit"], responses=_PROBLEMS)
+def list_events(query: Annotated[AuditQuery, Query()], caller: QaCaller, store: StoreDep) -> QueryPage:
+    """Audit events matching every given filter, in seq order, one page at a time.
+
+    Pass the page's ``next_after_seq`` as ``after_seq`` to get the next page; it is ``null`` on the
+    last one. Paging stays stable while new events are appended. The query is itself recorded.
+    """
+    return run_query(store, query, caller.actor)
+
+
+@router.get(
+    "/v1/studies/{study_uid}/timeline",
+    tags=["audit"],
+    responses={**_PROBLEMS, 404: {"model": Problem, "description": "no audit event names this study"}},
+)
+def get_timeline(
+    study_uid: Annotated[str, Path(min_length=1, max_length=64, description="Study Instance UID")],
+    caller: QaCaller,
+    store: StoreDep,
+) -> Timeline:
+    """Every event of one study with the time since the previous and the first, and the stage durations."""
+    timeline = study_timeline(store, study_uid, caller.actor)
+    if not timeline.entries:
+        raise HTTPException(404, detail="no audit event names this study")
+    return timeline
+
+
+@router.get("/v1/verify", tags=["admin"], responses=_PROBLEMS)
+def verify(caller: AdminCaller, store: StoreDep) -> VerificationReport:
+    """Walk the whole hash chain and report the first broken row (admin only; recorded, and alerts if broken)."""
+    result = verify_audit_log(store, caller.actor)
+    broken = result.first_break
+    return VerificationReport(
+        ok=result.ok,
+        rows_checked=result.rows_checked,
+        head_seq=result.head_seq,
+        head_hash=result.head_hash,
+        first_break_seq=broken.seq if broken else None,
+        first_break_problem=broken.problem if broken else None,
+    )
+
+
+@router.get(
+    "/v1/export.csv",
+    tags=["admin"],
+    response_class=StreamingResponse,
+    responses={**_PROBLEMS, 200: {"content": {"text/csv": {}}, "description": "header line, then one event a line"}},
+)
+def export_csv(filters: Annotated[AuditFilter, Query()], caller: AdminCaller, store: StoreDep) -> StreamingResponse:
+    """Every event matching the filters as CSV, streamed (admin only; the export is recorded first)."""
+    records = export_records(store, filters, caller.actor)
+    return StreamingResponse(
+        csv_chunks(records),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="radtrace-audit.csv"'},
+    )
+
+
+def _reason(exc: Exception) -> str:
+    return exc.reason if isinstance(exc, RadtraceError) else "internal error"
+
+
+def _route(request: Request) -> str:
+    # The route's template (/v1/studies/{study_uid}/timeline), never the path or query string, which
+    # carry study UIDs and patient IDs that must not reach a log line.
+    return str(getattr(request.scope.get("route"), "path", "(no route)"))
+
+
+async def _on_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("QA API %s %s: %s", request.method, _route(request), _reason(exc))
+    return JSONResponse({"detail": _reason(exc)}, status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+
+
+async def _on_query_error(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": _reason(exc)}, status_code=422)
+
+
+async def _on_radtrace_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("QA API %s %s failed: %s", request.method, _route(request), _reason(exc))
+    return JSONResponse({"detail": _reason(exc)}, status_code=500)
+
+
+async def _access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """One log line per request, naming the route template instead of the path (see ``_route``)."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    client = request.client.host if request.client else "-"
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    log.info("%s %s %s -> %d (%.0f ms)", client, request.method, _route(request), response.status_code, elapsed_ms)
+    return response
+
+
+def create_api(store: Store) -> FastAPI:
+    """The QA API over ``store``; serve it with any ASGI server (``radtrace api`` uses uvicorn)."""
+    app = FastAPI(
+        title="radtrace QA API",
+        version=__version__,
+        summary="Read-only access to radtrace's hash-chained audit log.",
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.store = store
+    app.include_router(router)
+    app.middleware("http")(_access_log)
+    app.add_exception_handler(StoreUnavailableError, _on_store_unavailable)
+    app.add_exception_handler(QueryError, _on_query_error)
+    app.add_exception_handler(RadtraceError, _on_radtrace_error)
+    return app

@@ -1,0 +1,178 @@
+"""How QA results look: rich tables for people, JSON and CSV for tools. Shared by the CLI and the HTTP API.
+
+JSON is the same document the API returns (one pydantic serialisation of the result dataclasses).
+CSV has one header line and one line per event, every stored column, labels joined with commas
+(a label never contains one) and the payload as compact JSON; it is written in chunks so that an
+export can be streamed.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pydantic import TypeAdapter
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from radtrace.audit.events import canonical_json
+from radtrace.audit.queries import AuditRecord, QueryPage, Timeline
+
+__all__ = [
+    "CSV_COLUMNS",
+    "csv_chunks",
+    "page_json",
+    "page_table",
+    "timeline_json",
+    "timeline_renderable",
+]
+
+CSV_COLUMNS: Final = tuple(field.name for field in fields(AuditRecord))
+CSV_ROWS_PER_CHUNK: Final = 500
+
+
+@functools.cache
+def _adapter(kind: type[Any]) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
+
+
+def page_json(page: QueryPage) -> str:
+    """The page as one JSON document: the query, its events and ``next_after_seq``."""
+    return _adapter(QueryPage).dump_json(page, indent=2).decode("utf-8")
+
+
+def timeline_json(timeline: Timeline) -> str:
+    """The timeline as one JSON document: entries with their durations, and the stages."""
+    return _adapter(Timeline).dump_json(timeline, indent=2).decode("utf-8")
+
+
+def _csv_value(name: str, value: Any) -> str | int:
+    if value is None:
+        return ""
+    if name == "recorded_at":
+        return _iso(value)
+    if name == "labels":
+        return ",".join(value)
+    if name == "payload":
+        return canonical_json(value)
+    if isinstance(value, int):
+        return value
+    return str(value)
+
+
+def csv_chunks(records: Iterable[AuditRecord], *, rows_per_chunk: int = CSV_ROWS_PER_CHUNK) -> Iterator[str]:
+    """CSV text (RFC 4180): the header, then the events, yielded ``rows_per_chunk`` lines at a time."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    pending = 0
+    for record in records:
+        writer.writerow([_csv_value(name, getattr(record, name)) for name in CSV_COLUMNS])
+        pending += 1
+        if pending >= rows_per_chunk:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            pending = 0
+    yield buffer.getvalue()
+
+
+def _iso(value: datetime) -> str:
+    # The same form as the JSON documents: UTC with a "Z".
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _when(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
+    if seconds < 60:
+        return f"{sign}{seconds:.3f} s"
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{sign}{hours} h {minutes:02d} min {rest:04.1f} s" if hours else f"{sign}{minutes} min {rest:04.1f} s"
+
+
+def _actor(record: AuditRecord) -> str:
+    who = record.actor_user or record.actor_ae or record.actor_process
+    return f"{who}@{record.actor_host}" if record.actor_host else who
+
+
+def _model(record: AuditRecord) -> str:
+    return " ".join(part for part in (record.model_name, record.model_version) if part)
+
+
+def _cells(*values: str | None) -> list[Text]:
+    # Text, not markup: an accession or AE title from a hostile peer must not be read as rich markup.
+    return [Text(value or "") for value in values]
+
+
+def page_table(page: QueryPage) -> Table:
+    """A table of the page's events (the payload and hashes are in the JSON and CSV formats)."""
+    table = Table(
+        "seq", "recorded (UTC)", "event", "outcome", "actor", "study", "accession", "model", "labels",
+        title=f"audit events ({len(page.events)})", title_justify="left",
+    )  # fmt: skip
+    for record in page.events:
+        table.add_row(
+            *_cells(
+                str(record.seq),
+                _when(record.recorded_at),
+                record.event_type,
+                record.outcome,
+                _actor(record),
+                record.study_uid,
+                record.accession,
+                _model(record),
+                ", ".join(record.labels),
+            )
+        )
+    if page.next_after_seq is not None:
+        table.caption = f"more events: --after-seq {page.next_after_seq}"
+    return table
+
+
+def timeline_renderable(timeline: Timeline) -> RenderableType:
+    """The study's events with the time since the previous and the first one, then its stage durations."""
+    events = Table(
+        "seq", "recorded (UTC)", "+previous", "+first", "event", "outcome", "actor", "model", "labels",
+        title=Text(f"timeline of study {timeline.study_uid} ({len(timeline.entries)} events)"), title_justify="left",
+    )  # fmt: skip
+    for entry in timeline.entries:
+        record = entry.event
+        events.add_row(
+            *_cells(
+                str(record.seq),
+                _when(record.recorded_at),
+                _duration(entry.seconds_since_previous),
+                _duration(entry.seconds_since_first),
+                record.event_type,
+                record.outcome,
+                _actor(record),
+                _model(record),
+                ", ".join(record.labels),
+            )
+        )
+    if not timeline.stages:
+        return events
+    stages = Table("stage", "from", "to", "duration", title="stages", title_justify="left")
+    for stage in timeline.stages:
+        stages.add_row(
+            *_cells(
+                stage.name,
+                f"{stage.from_event} (seq {stage.from_seq})",
+                f"{stage.to_event} (seq {stage.to_seq})",
+                _duration(stage.seconds),
+            )
+        )
+    return Group(events, stages)

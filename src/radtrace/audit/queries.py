@@ -1,0 +1,336 @@
+"""QA queries over the audit log: typed filters, stable keyset pages, and every query itself audited.
+
+A query is an :class:`AuditQuery` (filters plus a page: ``limit`` rows after ``after_seq``). Pages
+are keyed on ``seq``, which only grows, so paging with ``next_after_seq`` neither repeats nor skips
+an event while new ones are appended. Whoever asks is recorded as an ``audit_queried`` event
+(an export as ``audit_exported``) with the filters used; a query by patient ID carries that ID in
+the event's own ``patient_id`` column, so "who looked up this patient" is itself a query.
+
+A study's timeline lists its events with the time between them and the duration of each stage of
+the study lifecycle (DESIGN.md): received, queued once settled, inference started and completed,
+report created, delivered. A stage runs from the first event that opens it to the first later event
+that closes it, so it describes the study's first pass; later revisions still appear as entries.
+
+The same SQL runs on SQLite and PostgreSQL: plain comparisons, and a substring position (not LIKE,
+whose case rules differ between the two) for the one-label match.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Annotated, Any, Final, Self
+
+import sqlalchemy as sa
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.audit.schema import AuditEventRow
+from radtrace.errors import PermanentError
+from radtrace.store.engine import Store, is_postgresql
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "STAGES",
+    "AuditFilter",
+    "AuditQuery",
+    "AuditRecord",
+    "QueryError",
+    "QueryPage",
+    "StageDuration",
+    "Timeline",
+    "TimelineEntry",
+    "build_timeline",
+    "describe_validation_error",
+    "export_records",
+    "run_query",
+    "study_timeline",
+]
+
+DEFAULT_LIMIT: Final = 100
+MAX_LIMIT: Final = 1000
+EXPORT_BATCH_ROWS: Final = 1000
+
+_Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+_Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=r"^[^,]+$")]
+
+
+class QueryError(PermanentError):
+    """A QA query's filters are invalid; the message names each filter and what is wrong with it."""
+
+
+def describe_validation_error(exc: ValidationError, what: str = "audit query") -> str:
+    """One readable line per invalid filter, e.g. ``event_type: Input should be 'a', 'b' or 'c' (got 'x')``."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "string_pattern_mismatch" and where == "label":
+            message = "a label never contains a comma; give one label"
+        elif error["type"] == "timezone_aware":
+            message = "needs a time zone, e.g. 2025-03-01T08:00:00Z or 2025-03-01T09:00:00+01:00"
+        given = error.get("input")
+        shown = f" (got {given!r})" if where and not isinstance(given, dict) else ""
+        problems.append(f"{where}: {message}{shown}" if where else message)
+    return f"invalid {what}: " + "; ".join(problems)
+
+
+class AuditFilter(BaseModel):
+    """Which audit events to select. Every filter is optional; the given ones must all hold.
+
+    Times are timezone-aware ISO 8601 (``2025-03-01T08:00:00Z``); the range is half-open,
+    ``since <= recorded_at < until``. Text filters match exactly (case included).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    study_uid: _Identifier | None = Field(default=None, description="Study Instance UID")
+    accession: _Identifier | None = Field(default=None, description="accession number")
+    patient_id: _Identifier | None = Field(
+        default=None, description="patient ID; the query is recorded with it, so looking a patient up is audited"
+    )
+    since: AwareDatetime | None = Field(default=None, description="recorded at or after this time (with a zone)")
+    until: AwareDatetime | None = Field(default=None, description="recorded before this time (with a zone)")
+    event_type: EventType | None = Field(default=None, description="one event type")
+    model_name: _Name | None = Field(default=None, description="model name, e.g. NV-Reason-CXR-3B")
+    model_version: _Name | None = Field(default=None, description="model version (revision)")
+    label: _Label | None = Field(
+        default=None, description="one finding label, matched exactly ('Effusion' does not match 'Pleural Effusion')"
+    )
+    outcome: Outcome | None = Field(default=None, description="event outcome")
+
+    @model_validator(mode="after")
+    def _time_range(self) -> Self:
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError(f"since ({self.since.isoformat()}) is after until ({self.until.isoformat()})")
+        return self
+
+    @classmethod
+    def parse(cls, **values: object) -> Self:
+        """Build from loosely typed input (CLI strings); ``None`` means "not given". Raises :class:`QueryError`."""
+        try:
+            return cls(**{name: value for name, value in values.items() if value is not None})
+        except ValidationError as exc:
+            raise QueryError(describe_validation_error(exc)) from exc
+
+    def recorded_filters(self) -> dict[str, Any]:
+        """The given filters as JSON data for the audit payload (the patient ID has its own column)."""
+        return self.model_dump(mode="json", exclude_none=True, exclude={"patient_id"})
+
+
+class AuditQuery(AuditFilter):
+    """Filters plus one page: at most ``limit`` events with ``seq`` greater than ``after_seq``, in seq order."""
+
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="events per page")
+    after_seq: int = Field(default=0, ge=0, description="keyset cursor: the previous page's next_after_seq")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One recorded audit event as read back: the stored columns, labels split, payload parsed."""
+
+    seq: int
+    recorded_at: datetime
+    event_type: str
+    dicom_event_id: str
+    outcome: str
+    actor_ae: str | None
+    actor_host: str | None
+    actor_user: str | None
+    actor_process: str
+    study_uid: str | None
+    accession: str | None
+    patient_id: str | None
+    model_name: str | None
+    model_version: str | None
+    labels: tuple[str, ...]
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def from_row(cls, row: sa.RowMapping | Mapping[str, Any]) -> AuditRecord:
+        """Build from an ``audit_events`` row."""
+        values = {field.name: row[field.name] for field in fields(cls)}
+        values["labels"] = tuple(label for label in (row["labels"] or "").split(",") if label)
+        values["payload"] = json.loads(row["payload"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class QueryPage:
+    """One page of a query; ``next_after_seq`` is the cursor of the next page, ``None`` when this is the last."""
+
+    query: AuditQuery
+    events: tuple[AuditRecord, ...]
+    next_after_seq: int | None
+
+
+def _has_label(store: Store, column: sa.ColumnElement[Any], label: str) -> sa.ColumnElement[bool]:
+    # Rows store ",A,B,"; ",label," occurs only for that exact label. LIKE would need its %/_ escaped
+    # and ignores ASCII case on SQLite but not on PostgreSQL; a substring position is literal and
+    # case-sensitive on both.
+    needle = f",{label},"
+    position = sa.func.strpos(column, needle) if is_postgresql(store.engine) else sa.func.instr(column, needle)
+    return position > 0
+
+
+def _select(store: Store, selection: AuditFilter) -> sa.Select[Any]:
+    table = AuditEventRow.__table__
+    conditions: list[sa.ColumnElement[bool]] = []
+    for name in ("study_uid", "accession", "patient_id", "model_name", "model_version", "event_type", "outcome"):
+        value = getattr(selection, name)
+        if value is not None:
+            conditions.append(table.c[name] == str(value))
+    if selection.since is not None:
+        conditions.append(table.c.recorded_at >= selection.since)
+    if selection.until is not None:
+        conditions.append(table.c.recorded_at < selection.until)
+    if selection.label is not None:
+        conditions.append(_has_label(store, table.c.labels, selection.label))
+    return sa.select(table).where(*conditions).order_by(table.c.seq)
+
+
+def run_query(store: Store, query: AuditQuery, asked_by: Actor) -> QueryPage:
+    """Read one page of matching events and record that ``asked_by`` ran this query.
+
+    The page is returned only once the ``audit_queried`` event is committed: no one reads the log
+    without leaving a trace.
+    """
+    table = AuditEventRow.__table__
+    statement = _select(store, query).where(table.c.seq > query.after_seq).limit(query.limit + 1)
+    with store.session("querying the audit log") as session:
+        rows = session.execute(statement).mappings().all()
+    events = tuple(AuditRecord.from_row(row) for row in rows[: query.limit])
+    next_after_seq = events[-1].seq if len(rows) > query.limit else None
+    payload = {
+        "view": "events",
+        "filters": query.recorded_filters(),
+        "returned": len(events),
+        "next_after_seq": next_after_seq,
+    }
+    AuditRecorder(store).record(
+        AuditEvent(EventType.AUDIT_QUERIED, asked_by, patient_id=query.patient_id, payload=payload)
+    )
+    return QueryPage(query, events, next_after_seq)
+
+
+def export_records(store: Store, selection: AuditFilter, asked_by: Actor) -> Iterator[AuditRecord]:
+    """Record an ``audit_exported`` event, then return an iterator over every matching event before it.
+
+    The iterator reads in keyset batches of :data:`EXPORT_BATCH_ROWS`, each in its own short
+    transaction, so an export of millions of rows uses constant memory and holds no lock while the
+    client reads. Events appended after the export began are not part of it.
+    """
+    recorded = AuditRecorder(store).record(
+        AuditEvent(
+            EventType.AUDIT_EXPORTED,
+            asked_by,
+            patient_id=selection.patient_id,
+            payload={"view": "export", "filters": selection.recorded_filters()},
+        )
+    )
+    return _batches(store, selection, before_seq=recorded.seq)
+
+
+def _batches(store: Store, selection: AuditFilter, *, before_seq: int) -> Iterator[AuditRecord]:
+    table = AuditEventRow.__table__
+    statement = _select(store, selection).where(table.c.seq < before_seq).limit(EXPORT_BATCH_ROWS)
+    cursor = 0
+    while True:
+        with store.session("exporting the audit log") as session:
+            rows = session.execute(statement.where(table.c.seq > cursor)).mappings().all()
+        for row in rows:
+            yield AuditRecord.from_row(row)
+        if len(rows) < EXPORT_BATCH_ROWS:
+            return
+        cursor = rows[-1]["seq"]
+
+
+# --- one study's timeline ------------------------------------------------------------------------
+
+STAGES: Final[tuple[tuple[str, EventType, EventType], ...]] = (
+    ("receive_to_queue", EventType.INSTANCE_RECEIVED, EventType.STUDY_QUEUED),  # transfer plus settle time
+    ("queue_wait", EventType.STUDY_QUEUED, EventType.INFERENCE_STARTED),  # waiting for a GPU worker
+    ("inference", EventType.INFERENCE_STARTED, EventType.INFERENCE_COMPLETED),
+    ("report", EventType.INFERENCE_COMPLETED, EventType.REPORT_CREATED),
+    ("dispatch", EventType.REPORT_CREATED, EventType.DISPATCH_DELIVERED),
+    ("total", EventType.INSTANCE_RECEIVED, EventType.DISPATCH_DELIVERED),
+)
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One event of the study with the seconds since the previous event (``None`` for the first) and the first."""
+
+    event: AuditRecord
+    seconds_since_previous: float | None
+    seconds_since_first: float
+
+
+@dataclass(frozen=True)
+class StageDuration:
+    """How long one named stage took, between the two events that bound it."""
+
+    name: str
+    from_event: str
+    to_event: str
+    from_seq: int
+    to_seq: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Every audit event of one study in seq order, with the stage durations its events allow."""
+
+    study_uid: str
+    entries: tuple[TimelineEntry, ...]
+    stages: tuple[StageDuration, ...]
+
+
+def study_timeline(store: Store, study_uid: str, asked_by: Actor) -> Timeline:
+    """Build the timeline of ``study_uid`` and record that ``asked_by`` read it.
+
+    Raises :class:`QueryError` for an empty or over-long UID. A study with no events gives an
+    empty timeline (the lookup is recorded all the same).
+    """
+    selection = AuditFilter.parse(study_uid=study_uid)
+    with store.session("reading a study's audit events") as session:
+        rows = session.execute(_select(store, selection)).mappings().all()
+    events = [AuditRecord.from_row(row) for row in rows]
+    timeline = build_timeline(str(selection.study_uid), events)
+    payload = {"view": "timeline", "study_uid": timeline.study_uid, "returned": len(events)}
+    AuditRecorder(store).record(AuditEvent(EventType.AUDIT_QUERIED, asked_by, payload=payload))
+    return timeline
+
+
+def build_timeline(study_uid: str, events: list[AuditRecord]) -> Timeline:
+    """The timeline of already-read events (pure: no database, nothing recorded)."""
+    entries: list[TimelineEntry] = []
+    for index, event in enumerate(events):
+        since_previous = None
+        if index > 0:
+            since_previous = (event.recorded_at - events[index - 1].recorded_at).total_seconds()
+        since_first = (event.recorded_at - events[0].recorded_at).total_seconds()
+        entries.append(TimelineEntry(event, since_previous, since_first))
+    return Timeline(study_uid, tuple(entries), _stages(events))
+
+
+def _stages(events: list[AuditRecord]) -> tuple[StageDuration, ...]:
+    stages: list[StageDuration] = []
+    for name, opened_by, closed_by in STAGES:
+        start = next((event for event in events if event.event_type == opened_by.value), None)
+        if start is None:
+            continue
+        end = next((e for e in events if e.seq > start.seq and e.event_type == closed_by.value), None)
+        if end is None:
+            continue
+        seconds = (end.recorded_at - start.recorded_at).total_seconds()
+        stages.append(StageDuration(name, opened_by.value, closed_by.value, start.seq, end.seq, seconds))
+    return tuple(stages)
