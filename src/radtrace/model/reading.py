@@ -79,6 +79,10 @@ class SourceImage(_Frozen):
     preparation: tuple[dict[str, Any], ...] = Field(
         default=(), description="ordered steps and their parameters (modality LUT, VOI, inversion, resize …)"
     )
+    role: Literal["frontal", "lateral"] | None = Field(default=None, description="why the model was shown it")
+    view_flags: tuple[str, ...] = Field(
+        default=(), description="'ap' (heart and mediastinum overstated), 'portable', 'view-from-description'"
+    )
 
 
 class BoundingBox(_Frozen):

@@ -1,0 +1,143 @@
+"""Inference throughput of the model package: readings/s and generated tokens/s, batch 1 against batched.
+
+Without ``--model`` this builds and runs the TINY random test model (0.35 M parameters) on the CPU: the
+figures then measure radtrace's own overhead (DICOM decode, preparation, processor, parse) around a model that
+costs almost nothing, not clinical throughput. Point ``--model`` at a real checkpoint on a GPU node for that.
+
+Rows: radtrace end to end (Part 10 bytes to a parsed Reading) at batch 1 and batched, and the peer: plain
+``model.generate`` from already-prepared pictures with no parsing, at the same batch sizes. With
+``--vllm-url`` the vLLM client backend is measured too (its batches are concurrent requests).
+
+    .venv/bin/python bench/inference.py [--studies 24] [--batch 8] [--max-new-tokens 64] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+
+from radtrace.config import load_settings
+from radtrace.model.reader import StudyReader
+from radtrace.model.reading import Reading
+from radtrace.model.study import StudyImage, StudyInput, study_image
+from radtrace.testing.studies import ImageSpec, StudySpec, make_image
+
+
+def _studies(count: int) -> list[list[StudyImage]]:
+    studies = []
+    for seed in range(count):
+        buffer = BytesIO()
+        spec = ImageSpec(rows=1024 + 16 * (seed % 4), columns=896, bits_stored=12)
+        make_image(StudySpec(seed=seed), spec).save_as(buffer, enforce_file_format=True)
+        studies.append([study_image(buffer.getvalue())])
+    return studies
+
+
+def _timed(work: Callable[[], list[Reading] | int]) -> tuple[float, list[Reading] | int]:
+    started = time.perf_counter()
+    result = work()
+    return time.perf_counter() - started, result
+
+
+def _radtrace_row(reader: StudyReader, studies: list[list[StudyImage]]) -> tuple[float, int]:
+    seconds, outcomes = _timed(lambda: [r for r in reader.read_many(studies) if isinstance(r, Reading)])
+    assert isinstance(outcomes, list)
+    assert len(outcomes) == len(studies)
+    return seconds, sum(reading.tokens.generated for reading in outcomes)
+
+
+def _peer_row(reader: StudyReader, inputs: list[StudyInput], batch: int, max_new_tokens: int) -> tuple[float, int]:
+    """Plain transformers: processor + generate on prepared pictures, nothing decoded or parsed."""
+    import torch
+
+    from radtrace.model.backends.transformers import TransformersBackend
+
+    backend = reader.backend
+    assert isinstance(backend, TransformersBackend)
+    processor, model = backend.vlm.processor, backend.vlm.model
+    prompt = processor.apply_chat_template(reader.profile.messages(1), add_generation_prompt=True, tokenize=False)
+
+    def run() -> int:
+        generated = 0
+        for start in range(0, len(inputs), batch):
+            chunk = inputs[start : start + batch]
+            encoded = processor(
+                images=[item.pictures[0].image() for item in chunk],
+                text=[prompt] * len(chunk),
+                padding=True,
+                return_tensors="pt",
+            ).to(backend.vlm.device)
+            with torch.inference_mode():
+                output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False)
+            generated += int((output[:, encoded["input_ids"].shape[1] :] != processor.tokenizer.pad_token_id).sum())
+        return generated
+
+    seconds, generated = _timed(run)
+    assert isinstance(generated, int)
+    return seconds, generated
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=24)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint directory (default: the tiny model)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--vllm-url", default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir = args.model
+        if model_dir is None:
+            from radtrace.testing.tiny_model import build_tiny_model
+
+            model_dir = build_tiny_model(Path(scratch) / "tiny")
+            what = "TINY random test model (0.35 M parameters): radtrace overhead, not clinical throughput"
+        else:
+            what = str(model_dir)
+        studies = _studies(args.studies)
+        rows: list[tuple[str, int, float, int]] = []
+        for batch in (1, args.batch):
+            settings = load_settings(
+                model={"path": model_dir, "device": args.device, "max_new_tokens": args.max_new_tokens,
+                       "batch_size": batch}
+            )  # fmt: skip
+            reader = StudyReader(settings.model)
+            reader.read(studies[0])  # load and warm up
+            seconds, tokens = _radtrace_row(reader, studies)
+            rows.append(("radtrace transformers (DICOM to Reading)", batch, seconds, tokens))
+            inputs = [item for item in (reader.prepare(study) for study in studies) if isinstance(item, StudyInput)]
+            seconds, tokens = _peer_row(reader, inputs, batch, args.max_new_tokens)
+            rows.append(("peer: plain model.generate (prepared)", batch, seconds, tokens))
+        if args.vllm_url:
+            for batch in (1, args.batch):
+                settings = load_settings(
+                    model={"backend": "vllm", "vllm_url": args.vllm_url, "max_new_tokens": args.max_new_tokens,
+                           "batch_size": batch}
+                )  # fmt: skip
+                reader = StudyReader(settings.model)
+                reader.read(studies[0])
+                seconds, tokens = _radtrace_row(reader, studies)
+                rows.append(("radtrace vllm client", batch, seconds, tokens))
+        device = reader.backend.identity(reader.profile).device if not args.vllm_url else "server"
+
+    print(f"model: {what}")
+    print(f"device: {device}; {args.studies} studies, max_new_tokens {args.max_new_tokens}")
+    print(f"{'path':<42} {'batch':>5} {'readings/s':>11} {'gen tokens/s':>13} {'tokens/reading':>15}")
+    for name, batch, seconds, tokens in rows:
+        print(
+            f"{name:<42} {batch:>5} {args.studies / seconds:>11.1f} {tokens / seconds:>13.0f} "
+            f"{tokens / args.studies:>15.1f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

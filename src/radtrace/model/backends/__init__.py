@@ -1,0 +1,1 @@
+"""Inference backends behind :class:`radtrace.model.backends.base.Backend` (transformers, vLLM; ONNX Runtime later)."""

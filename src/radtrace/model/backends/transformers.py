@@ -1,0 +1,187 @@
+"""In-process generation with transformers (``AutoModelForImageTextToText``), greedy, left-padded batches.
+
+The model is loaded once per process and per (source, dtype, device, pixel budget) through
+:func:`radtrace.model.loading.load_vlm`: a local directory or the Hugging Face cache, no download unless the
+settings allow it. bf16 on CUDA, float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from radtrace.errors import ModelError, ModelLoadError
+from radtrace.model.backends.base import Backend, Generation
+from radtrace.model.identity import weights_sha256
+from radtrace.model.loading import DType, LoadedVLM, load_vlm
+from radtrace.model.profiles.base import Profile
+from radtrace.model.reading import ModelIdentity
+from radtrace.model.study import StudyInput
+from radtrace.testing.tiny_model import TINY_MARKER_FILE
+
+__all__ = ["TransformersBackend", "load_once"]
+
+logger = logging.getLogger(__name__)
+
+_loaded: dict[tuple[Any, ...], LoadedVLM] = {}
+_load_lock = threading.Lock()
+
+
+def load_once(
+    source: Path | str,
+    *,
+    dtype: DType,
+    device: str,
+    min_pixels: int,
+    max_pixels: int,
+    allow_download: bool = False,
+    revision: str | None = None,
+) -> LoadedVLM:
+    """:func:`load_vlm`, memoised for the process: a worker loads its model once.
+
+    Raises:
+        ModelLoadError: as :func:`load_vlm`, and for a malformed dtype or device.
+    """
+    key = (str(source), dtype, device, min_pixels, max_pixels, revision)
+    with _load_lock:
+        if key not in _loaded:
+            try:
+                _loaded[key] = load_vlm(
+                    source,
+                    dtype=dtype,
+                    device=device,
+                    min_pixels=min_pixels,
+                    max_pixels=max_pixels,
+                    allow_download=allow_download,
+                    revision=revision,
+                )
+            except ValueError as exc:
+                raise ModelLoadError(f"cannot load the model: {exc}") from exc
+        return _loaded[key]
+
+
+class TransformersBackend(Backend):
+    """Generate with a loaded Qwen2.5-VL-class model."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        vlm: LoadedVLM,
+        *,
+        source: str,
+        max_new_tokens: int,
+        revision: str | None = None,
+        hash_cache_file: Path | None = None,
+    ) -> None:
+        self.vlm = vlm
+        self.source = source
+        self.max_new_tokens = max_new_tokens
+        self.revision = revision
+        self._hash_cache_file = hash_cache_file
+        self._weights_sha256: str | None = None
+
+    def identity(self, profile: Profile) -> ModelIdentity:
+        """See :meth:`Backend.identity`; the weights hash is computed on first use (and cached)."""
+        if self._weights_sha256 is None:
+            self._weights_sha256 = weights_sha256(self.vlm.directory, cache_file=self._hash_cache_file)
+        size = self.vlm.processor.image_processor.size
+        return ModelIdentity(
+            profile=profile.name,
+            profile_version=profile.version,
+            backend="transformers",
+            model_name=_model_name(self.vlm.directory, profile),
+            source=self.source,
+            revision=self.revision,
+            weights_sha256=self._weights_sha256,
+            dtype=self.vlm.dtype,
+            device=self.vlm.device,
+            prompt=profile.prompt,
+            generation={
+                "max_new_tokens": self.max_new_tokens,
+                "do_sample": False,
+                "min_pixels": int(size.shortest_edge),
+                "max_pixels": int(size.longest_edge),
+                "image_processor": self.vlm.image_backend,
+            },
+        )
+
+    def generate(self, studies: Sequence[StudyInput], profile: Profile) -> list[Generation]:
+        """One left-padded, greedy ``generate`` call for all ``studies``."""
+        import torch
+
+        processor: Any = self.vlm.processor
+        model: Any = self.vlm.model
+        texts = [
+            processor.apply_chat_template(
+                profile.messages(len(study.pictures)), add_generation_prompt=True, tokenize=False
+            )
+            for study in studies
+        ]
+        pictures = [picture.image() for study in studies for picture in study.pictures]
+        inputs = processor(images=pictures, text=texts, padding=True, return_tensors="pt").to(self.vlm.device)
+        config = _greedy(model.generation_config, self.max_new_tokens)
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                output = model.generate(**inputs, generation_config=config)
+        except torch.OutOfMemoryError as exc:
+            raise ModelError(f"out of memory generating a batch of {len(studies)}") from exc
+        except RuntimeError as exc:
+            raise ModelError(f"generation failed: {exc}") from exc
+        share = (time.perf_counter() - started) / len(studies)
+
+        prompt_length = inputs["input_ids"].shape[1]
+        stops = _stop_ids(config)
+        generations = []
+        for row in range(len(studies)):
+            new = output[row, prompt_length:].tolist()
+            end = next((i for i, token in enumerate(new) if token in stops), None)
+            produced = new if end is None else new[: end + 1]
+            generations.append(
+                Generation(
+                    text=processor.decode(produced, skip_special_tokens=True),
+                    prompt_tokens=int(inputs["attention_mask"][row].sum()),
+                    image_tokens=int((inputs["input_ids"][row] == processor.image_token_id).sum()),
+                    generated_tokens=len(produced),
+                    hit_token_limit=end is None and len(new) >= self.max_new_tokens,
+                    generate_s=share,
+                )
+            )
+        return generations
+
+
+def _greedy(base: Any, max_new_tokens: int) -> Any:
+    """The checkpoint's generation config made greedy, without its sampling knobs (which would warn)."""
+    config = copy.deepcopy(base)
+    config.do_sample = False
+    config.max_new_tokens = max_new_tokens
+    config.num_beams = 1
+    for knob in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
+        if hasattr(config, knob):
+            setattr(config, knob, None)
+    return config
+
+
+def _stop_ids(config: Any) -> set[int]:
+    ids = config.eos_token_id
+    stops = set(ids) if isinstance(ids, list) else ({ids} if ids is not None else set())
+    if config.pad_token_id is not None:
+        stops.add(config.pad_token_id)
+    return stops
+
+
+def _model_name(directory: Path, profile: Profile) -> str:
+    marker = directory / TINY_MARKER_FILE
+    if marker.is_file():
+        try:
+            return f"{json.loads(marker.read_text(encoding='utf-8'))['name']} (random weights, not for clinical use)"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "radtrace tiny test model (random weights, not for clinical use)"
+    return profile.model_name

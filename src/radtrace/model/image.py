@@ -1,0 +1,341 @@
+"""DICOM pixels to the picture a vision-language model is shown, with every step recorded.
+
+The chain follows the DICOM grayscale pipeline (PS3.4 Annex N, PS3.3 C.11):
+
+1. decode the stored pixels of the first frame, whatever the transfer syntax (pydicom with GDCM,
+   CharLS, OpenJPEG and the RLE plugins);
+2. Modality LUT: Modality LUT Sequence, else Rescale Slope/Intercept (PS3.3 C.11.1);
+3. VOI: an explicit VOI LUT Sequence (indexed by integers, so the modality output is rounded first), else the
+   first window with its VOI LUT Function, LINEAR, LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1.2-3), else the
+   full range of the modality output;
+4. inversion for MONOCHROME1 (or a Presentation LUT Shape of INVERSE), so that air is dark;
+5. 8 bits, then gray to RGB;
+6. resize keeping the aspect ratio to a pixel budget, in multiples of the model's merged patch (28 px for
+   Qwen2.5-VL), so that the processor's own resize is the identity and a model coordinate maps back to the
+   source image by one scale factor per axis.
+
+Each step appends a plain-data dict (JSON-ready) to :attr:`PreparedPicture.steps`; these go into
+:class:`radtrace.model.reading.SourceImage.preparation` and so into the audit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+
+from radtrace.errors import DicomInputError
+
+__all__ = [
+    "MERGED_PATCH",
+    "PreparedPicture",
+    "apply_window",
+    "budget_size",
+    "display_values",
+    "prepare_picture",
+    "to_source_pixels",
+]
+
+#: Qwen2.5-VL: 14 px patches merged 2 x 2 into one visual token.
+MERGED_PATCH: Final = 28
+_MAX_ASPECT: Final = 200  # Qwen's processor refuses more extreme shapes
+
+FloatImage = NDArray[np.float64]
+Step = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PreparedPicture:
+    """An 8-bit RGB picture ready for the processor, and how it was made from the source pixels."""
+
+    pixels: NDArray[np.uint8]  # (rows, columns, 3)
+    source_rows: int
+    source_columns: int
+    steps: tuple[Step, ...]
+
+    @property
+    def rows(self) -> int:
+        """Height of the picture given to the model."""
+        return int(self.pixels.shape[0])
+
+    @property
+    def columns(self) -> int:
+        """Width of the picture given to the model."""
+        return int(self.pixels.shape[1])
+
+    def image(self) -> Any:
+        """The picture as a PIL image (RGB)."""
+        from PIL import Image
+
+        return Image.fromarray(self.pixels)
+
+
+def prepare_picture(ds: Dataset, *, min_pixels: int, max_pixels: int, factor: int = MERGED_PATCH) -> PreparedPicture:
+    """Turn a DICOM image into an RGB picture within ``min_pixels``..``max_pixels`` (see the module doc).
+
+    Raises:
+        DicomInputError: no pixel data, a transfer syntax no installed decoder handles, corrupt pixel data,
+            or a shape the model cannot take.
+    """
+    gray, steps = display_values(ds)
+    eight_bit = np.rint(gray * 255.0).astype(np.uint8)
+    steps.append({"step": "to_8bit", "scale": 255, "rounding": "nearest"})
+    rows, columns = eight_bit.shape
+    target_rows, target_columns = budget_size(
+        rows, columns, min_pixels=min_pixels, max_pixels=max_pixels, factor=factor
+    )
+    if (target_rows, target_columns) != (rows, columns):
+        from PIL import Image
+
+        resized = Image.fromarray(eight_bit).resize((target_columns, target_rows), Image.Resampling.BICUBIC)
+        eight_bit = np.asarray(resized, dtype=np.uint8)
+    steps.append(
+        {
+            "step": "resize",
+            "from": [rows, columns],
+            "to": [target_rows, target_columns],
+            "resample": "bicubic",
+            "min_pixels": min_pixels,
+            "max_pixels": max_pixels,
+            "multiple_of": factor,
+        }
+    )
+    rgb = np.repeat(eight_bit[:, :, np.newaxis], 3, axis=2)
+    steps.append({"step": "rgb", "from": "gray", "channels": 3})
+    return PreparedPicture(pixels=rgb, source_rows=rows, source_columns=columns, steps=tuple(steps))
+
+
+def display_values(ds: Dataset) -> tuple[FloatImage, list[Step]]:
+    """Stored pixels to display values in [0, 1] (0 = black, air), with the steps taken.
+
+    Raises:
+        DicomInputError: as for :func:`prepare_picture`.
+    """
+    stored, steps = _decode(ds)
+    if stored.ndim == 3:  # colour (secondary capture): pydicom already gives RGB; show its luminance
+        gray = stored[..., 0] * 0.299 + stored[..., 1] * 0.587 + stored[..., 2] * 0.114
+        top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
+        steps.append({"step": "luminance", "weights": [0.299, 0.587, 0.114], "scale": top})
+        return np.clip(gray / top, 0.0, 1.0), steps
+
+    values, modality_step = _modality_lut(stored, ds)
+    steps.append(modality_step)
+    display, voi_step = _voi(values, ds)
+    steps.append(voi_step)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+    # In the DX IOD, INVERSE accompanies MONOCHROME1 and restates the same inversion: invert once.
+    invert = photometric == "MONOCHROME1" or shape == "INVERSE"
+    if invert:
+        display = 1.0 - display
+    steps.append(
+        {"step": "inversion", "applied": invert, "photometric": photometric, "presentation_lut_shape": shape or None}
+    )
+    return display, steps
+
+
+def apply_window(values: FloatImage, center: float, width: float, function: str = "LINEAR") -> FloatImage:
+    """A VOI window per PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT) and C.11.2.1.3.1 (SIGMOID), onto [0, 1].
+
+    Raises:
+        DicomInputError: a width the function does not allow (LINEAR needs >= 1, the others > 0) or an
+            unknown function.
+    """
+    function = function.strip().upper() or "LINEAR"
+    if function == "LINEAR":
+        if width < 1:
+            raise DicomInputError(f"window width {width} is below 1 for LINEAR")
+        low = center - 0.5 - (width - 1) / 2
+        high = center - 0.5 + (width - 1) / 2
+        scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) if width > 1 else np.zeros_like(values)
+        out = np.where(values <= low, 0.0, np.where(values > high, 1.0, scaled))
+    elif function == "LINEAR_EXACT":
+        if width <= 0:
+            raise DicomInputError(f"window width {width} is not positive for LINEAR_EXACT")
+        out = np.where(
+            values <= center - width / 2,
+            0.0,
+            np.where(values > center + width / 2, 1.0, (values - center) / width + 0.5),
+        )
+    elif function == "SIGMOID":
+        if width <= 0:
+            raise DicomInputError(f"window width {width} is not positive for SIGMOID")
+        out = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - center) / width, -700.0, 700.0)))
+    else:
+        raise DicomInputError(f"unknown VOI LUT Function {function!r}")
+    return np.clip(np.asarray(out, dtype=np.float64), 0.0, 1.0)
+
+
+def budget_size(
+    rows: int, columns: int, *, min_pixels: int, max_pixels: int, factor: int = MERGED_PATCH
+) -> tuple[int, int]:
+    """The (rows, columns) to resize to: aspect kept, each a multiple of ``factor``, area within the budget.
+
+    The rule is Qwen2-VL's ``smart_resize``, so the processor leaves a picture of this size as it is.
+
+    Raises:
+        DicomInputError: an aspect ratio above 200 or an image smaller than one patch.
+    """
+    if min(rows, columns) < 1 or max(rows, columns) / min(rows, columns) > _MAX_ASPECT:
+        raise DicomInputError(f"image of {rows} x {columns} pixels has an aspect ratio the model cannot take")
+    if min_pixels > max_pixels or max_pixels < factor * factor:
+        raise ValueError(f"pixel budget {min_pixels}..{max_pixels} is impossible with {factor} px patches")
+    height = max(factor, round(rows / factor) * factor)
+    width = max(factor, round(columns / factor) * factor)
+    if height * width > max_pixels:
+        beta = math.sqrt(rows * columns / max_pixels)
+        height = max(factor, math.floor(rows / beta / factor) * factor)
+        width = max(factor, math.floor(columns / beta / factor) * factor)
+    elif height * width < min_pixels:
+        beta = math.sqrt(min_pixels / (rows * columns))
+        height = math.ceil(rows * beta / factor) * factor
+        width = math.ceil(columns * beta / factor) * factor
+    return height, width
+
+
+def to_source_pixels(
+    box: tuple[float, float, float, float], *, model_size: tuple[int, int], source_size: tuple[int, int]
+) -> tuple[float, float, float, float]:
+    """Map ``(x_min, y_min, x_max, y_max)`` on the model's picture back to source pixels, ordered and clipped.
+
+    ``model_size`` and ``source_size`` are ``(rows, columns)``.
+    """
+    model_rows, model_columns = model_size
+    rows, columns = source_size
+    sx, sy = columns / model_columns, rows / model_rows
+    x0, x1 = sorted((box[0] * sx, box[2] * sx))
+    y0, y1 = sorted((box[1] * sy, box[3] * sy))
+    return (
+        min(max(x0, 0.0), float(columns)),
+        min(max(y0, 0.0), float(rows)),
+        min(max(x1, 0.0), float(columns)),
+        min(max(y1, 0.0), float(rows)),
+    )
+
+
+def _decode(ds: Dataset) -> tuple[NDArray[Any], list[Step]]:
+    if "PixelData" not in ds:
+        raise DicomInputError("the instance has no pixel data")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # decoders raise anything from RuntimeError to their own types
+        raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown transfer syntax'}): {exc}") from exc
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if frames > 1:
+        pixels = pixels[0]
+    if pixels.ndim != (3 if samples > 1 else 2):
+        raise DicomInputError(f"unexpected pixel array shape {pixels.shape}")
+    step: Step = {
+        "step": "decode",
+        "transfer_syntax": str(syntax) if syntax else None,
+        "frame": 0,
+        "frames": frames,
+        "rows": int(pixels.shape[0]),
+        "columns": int(pixels.shape[1]),
+        "bits_stored": int(ds.get("BitsStored", 0) or 0),
+        "pixel_representation": int(ds.get("PixelRepresentation", 0) or 0),
+    }
+    return pixels, [step]
+
+
+def _modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels.processing import apply_modality_lut
+
+        item = ds.ModalityLUTSequence[0]
+        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64), {
+            "step": "modality_lut",
+            "kind": "lut",
+            "descriptor": [int(v) for v in item.LUTDescriptor],
+            "type": str(item.get("ModalityLUTType", "")),
+        }
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    values = stored.astype(np.float64)
+    if (slope, intercept) != (1.0, 0.0):
+        values = values * slope + intercept
+    return values, {"step": "modality_lut", "kind": "rescale", "slope": slope, "intercept": intercept}
+
+
+def _voi(values: FloatImage, ds: Dataset) -> tuple[FloatImage, Step]:
+    if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
+        return _explicit_voi_lut(values, ds.VOILUTSequence[0])
+    centers, widths = _window_values(ds)
+    if centers and widths:
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        center, width = centers[0], widths[0]
+        explanation = ds.get("WindowCenterWidthExplanation")
+        if explanation is not None and not isinstance(explanation, str):
+            explanation = explanation[0] if len(explanation) else None
+        return apply_window(values, center, width, function), {
+            "step": "voi",
+            "kind": "window",
+            "function": function,
+            "center": center,
+            "width": width,
+            "explanation": str(explanation) if explanation else None,
+            "windows_available": len(centers),
+        }
+    low, high = float(values.min()), float(values.max())
+    span = high - low
+    display = (values - low) / span if span > 0 else np.zeros_like(values)
+    return display, {"step": "voi", "kind": "full_range", "low": low, "high": high}
+
+
+def _explicit_voi_lut(values: FloatImage, item: Dataset) -> tuple[FloatImage, Step]:
+    try:
+        entries, first, bits = (int(v) for v in item.LUTDescriptor)
+        table = np.asarray(_lut_data(item), dtype=np.float64)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DicomInputError(f"malformed VOI LUT Sequence: {exc}") from exc
+    entries = entries or 65536
+    if table.size == 0:
+        raise DicomInputError("VOI LUT Sequence has no LUT Data")
+    table = table[:entries]
+    # The LUT is indexed by integer input values (PS3.3 C.11.2.1.1): round the modality output first,
+    # then clamp below the first mapped value to the first entry and above the last to the last.
+    index = np.clip(np.rint(values).astype(np.int64) - first, 0, table.size - 1)
+    top = float(2**bits - 1) if 8 <= bits <= 16 else float(table.max() or 1.0)
+    if table.max() > top:  # descriptors that understate the output depth exist; trust the data
+        top = float(2 ** math.ceil(math.log2(table.max() + 1)) - 1)
+    return np.clip(table[index] / top, 0.0, 1.0), {
+        "step": "voi",
+        "kind": "lut",
+        "entries": int(table.size),
+        "first_mapped": first,
+        "bits": bits,
+        "explanation": str(item.get("LUTExplanation", "")) or None,
+        "input_rounding": "nearest",
+    }
+
+
+def _lut_data(item: Dataset) -> Any:
+    data = item.get("LUTData")
+    if data is None:
+        return []
+    value = data if not hasattr(data, "value") else data.value
+    if isinstance(value, bytes):
+        return np.frombuffer(value, dtype="<u2")
+    if isinstance(value, int | float):
+        return [value]
+    return list(value)
+
+
+def _window_values(ds: Dataset) -> tuple[list[float], list[float]]:
+    def listed(keyword: str) -> list[float]:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            return []
+        items = list(value) if not isinstance(value, str | int | float) and hasattr(value, "__iter__") else [value]
+        return [float(v) for v in items]
+
+    try:
+        return listed("WindowCenter"), listed("WindowWidth")
+    except (TypeError, ValueError) as exc:
+        raise DicomInputError(f"malformed window values: {exc}") from exc

@@ -1,0 +1,132 @@
+"""How ``radtrace model info`` and ``radtrace model read`` show things (rich renderables and plain data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from radtrace.config import ModelSettings
+from radtrace.errors import ModelLoadError
+from radtrace.model.identity import weight_files, weights_sha256
+from radtrace.model.loading import resolve_checkpoint
+from radtrace.model.profiles import get_profile
+from radtrace.model.reader import effective_budget
+from radtrace.model.reading import Reading
+from radtrace.testing.tiny_model import TINY_MARKER_FILE
+
+__all__ = ["model_overview", "overview_table", "reading_view"]
+
+
+def model_overview(
+    settings: ModelSettings, *, hash_weights: bool = False, cache_file: Path | None = None
+) -> dict[str, Any]:
+    """What the settings select, as plain data: profile, budget, backend and where the weights are."""
+    profile = get_profile(settings.profile)
+    budget = effective_budget(settings, profile)
+    overview: dict[str, Any] = {
+        "profile": profile.name,
+        "profile_version": profile.version,
+        "model_name": profile.model_name,
+        "prompt": profile.prompt,
+        "labels": len(profile.labels),
+        "takes_lateral": profile.takes_lateral,
+        "backend": settings.backend,
+        "min_pixels": budget.min_pixels,
+        "max_pixels": budget.max_pixels,
+        "max_new_tokens": budget.max_new_tokens,
+        "batch_size": settings.batch_size,
+        "device": settings.device,
+        "dtype": settings.dtype,
+    }
+    if settings.backend == "vllm":
+        overview["source"] = settings.vllm_url
+        overview["vllm_model"] = settings.vllm_model or "(the server's only model)"
+        return overview
+    source: Path | str = settings.path if settings.path is not None else settings.repo_id
+    overview["source"] = str(source)
+    overview["revision"] = settings.revision
+    try:
+        directory = resolve_checkpoint(
+            source, allow_download=False, revision=settings.revision if settings.path is None else None
+        )
+    except (ModelLoadError, ValueError) as exc:
+        overview["available"] = False
+        overview["problem"] = str(exc)
+        return overview
+    files = weight_files(directory)
+    overview["available"] = bool(files)
+    overview["directory"] = str(directory)
+    overview["weight_files"] = len(files)
+    overview["weight_bytes"] = sum(path.stat().st_size for path in files)
+    overview["tiny_test_model"] = (directory / TINY_MARKER_FILE).is_file()
+    if hash_weights:
+        overview["weights_sha256"] = weights_sha256(directory, cache_file=cache_file)
+    return overview
+
+
+def overview_table(overview: dict[str, Any]) -> Table:
+    """:func:`model_overview` as a two-column table."""
+    table = Table("item", "value", title="model", title_justify="left")
+    for key, value in overview.items():
+        shown = json.dumps(value) if isinstance(value, bool) or value is None else str(value)
+        table.add_row(key, escape(shown))
+    return table
+
+
+def reading_view(reading: Reading) -> RenderableType:
+    """A reading for a person: chosen image, reasoning by section, findings, conclusions, tokens and timings."""
+    parts: list[RenderableType] = []
+    images = Table("role", "view", "SOP Instance UID", "source px", "model px", "flags", title="images shown")
+    for image in reading.images:
+        images.add_row(
+            image.role or "-",
+            image.view or "?",
+            image.sop_instance_uid,
+            f"{image.rows} x {image.columns}",
+            f"{image.model_rows} x {image.model_columns}",
+            ", ".join(image.view_flags) or "-",
+        )
+    parts.append(images)
+    if reading.flags:
+        flags = ", ".join(sorted(flag.value for flag in reading.flags))
+        parts.append(Text(f"flags: {flags}", style="bold yellow"))
+    reasoning = Table("section", "reasoning", title="reasoning", show_lines=True)
+    for step in reading.reasoning:
+        reasoning.add_row(step.section, escape(step.text))
+    if not reading.reasoning:
+        reasoning.add_row("-", escape(_clip(reading.raw_text, 600)) or "(no text)")
+    parts.append(reasoning)
+    findings = Table("label", "status", "boxes (source px)", "evidence", title="findings")
+    for finding in reading.findings:
+        boxes = "; ".join(f"[{b.x_min:.0f}, {b.y_min:.0f}, {b.x_max:.0f}, {b.y_max:.0f}]" for b in finding.boxes)
+        findings.add_row(finding.label, finding.status.value, boxes or "-", escape(_clip(finding.evidence or "", 160)))
+    if not reading.findings:
+        findings.add_row("-", "-", "-", "(none parsed)")
+    parts.append(findings)
+    conclusions = Table.grid(padding=(0, 2))
+    conclusions.add_row("answer", escape(", ".join(reading.answer_labels)) or "-")
+    conclusions.add_row("impression", escape(reading.impression or "-"))
+    conclusions.add_row("differential", escape(", ".join(reading.differential)) or "-")
+    identity = reading.identity
+    described = (
+        f"{identity.profile} v{identity.profile_version}, {identity.backend}, {identity.device}, {identity.dtype}"
+    )
+    conclusions.add_row("model", escape(f"{identity.model_name} ({described})"))
+    tokens, timings = reading.tokens, reading.timings
+    conclusions.add_row("tokens", f"prompt {tokens.prompt} (image {tokens.image}), generated {tokens.generated}")
+    conclusions.add_row(
+        "timings",
+        f"prepare {timings.prepare_s:.3f} s, generate {timings.generate_s:.3f} s, parse {timings.parse_s:.4f} s",
+    )
+    parts.append(conclusions)
+    return Group(*parts)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,148 @@
+"""The model package's front door: settings in, a :class:`Reading` (or a skip) out for a study.
+
+:class:`StudyReader` holds one profile and one backend for the life of a process (the worker's model is
+loaded once). ``read`` takes a study's images; ``read_many`` reads several in batches of
+``model.batch_size``. Skips (no frontal chest image) are outcomes, not errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from radtrace.config import ModelSettings
+from radtrace.errors import ModelLoadError
+from radtrace.model.backends.base import Backend
+from radtrace.model.profiles import Profile, get_profile
+from radtrace.model.reading import Reading
+from radtrace.model.study import Skipped, StudyImage, StudyInput, prepare_study
+
+__all__ = ["Budget", "StudyReader", "build_backend", "effective_budget"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The pixel and token budget a reading runs under."""
+
+    min_pixels: int
+    max_pixels: int
+    max_new_tokens: int
+
+
+def effective_budget(settings: ModelSettings, profile: Profile) -> Budget:
+    """The profile's budget, with each value the settings set explicitly taking its place."""
+    chosen = settings.model_fields_set
+    return Budget(
+        min_pixels=settings.min_pixels if "min_pixels" in chosen else profile.min_pixels,
+        max_pixels=settings.max_pixels if "max_pixels" in chosen else profile.max_pixels,
+        max_new_tokens=settings.max_new_tokens if "max_new_tokens" in chosen else profile.max_new_tokens,
+    )
+
+
+def build_backend(settings: ModelSettings, profile: Profile, *, hash_cache_file: Path | None = None) -> Backend:
+    """The backend the settings select, ready to read (the transformers model is loaded here).
+
+    Raises:
+        ModelLoadError: weights missing or unloadable, or a backend not available yet (onnxruntime).
+    """
+    budget = effective_budget(settings, profile)
+    if settings.backend == "transformers":
+        from radtrace.model.backends.transformers import TransformersBackend, load_once
+
+        source: Path | str = settings.path if settings.path is not None else settings.repo_id
+        if settings.dtype == "float16":
+            raise ModelLoadError("dtype float16 overflows in Qwen2.5-VL (it generates '!!!!'); use bfloat16 or auto")
+        vlm = load_once(
+            source,
+            dtype=settings.dtype,
+            device=settings.device,
+            min_pixels=budget.min_pixels,
+            max_pixels=budget.max_pixels,
+            allow_download=settings.allow_download,
+            revision=settings.revision if settings.path is None else None,
+        )
+        return TransformersBackend(
+            vlm,
+            source=str(source),
+            max_new_tokens=budget.max_new_tokens,
+            revision=settings.revision,
+            hash_cache_file=hash_cache_file,
+        )
+    if settings.backend == "vllm":
+        from radtrace.model.backends.vllm import VllmBackend
+
+        if settings.vllm_url is None:  # the settings validator requires it; settings built unvalidated may not
+            raise ModelLoadError("backend 'vllm' needs model.vllm_url")
+        key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key is not None else None
+        return VllmBackend(
+            settings.vllm_url,
+            max_new_tokens=budget.max_new_tokens,
+            min_pixels=budget.min_pixels,
+            max_pixels=budget.max_pixels,
+            model=settings.vllm_model,
+            api_key=key,
+            timeout_s=settings.request_timeout_s,
+            revision=settings.revision,
+            max_concurrency=settings.batch_size,
+        )
+    # The seam for ONNX Runtime (onnxruntime-genai with exported vision/embedding/decoder models).
+    raise ModelLoadError(f"the {settings.backend} backend is not available yet; use transformers or vllm")
+
+
+class StudyReader:
+    """One profile and one backend, reading studies."""
+
+    def __init__(self, settings: ModelSettings, *, backend: Backend | None = None, data_dir: Path | None = None):
+        self.settings = settings
+        self.profile = get_profile(settings.profile)
+        self.budget = effective_budget(settings, self.profile)
+        cache = data_dir / "cache" / "weights-sha256.json" if data_dir is not None else None
+        self._backend = backend
+        self._hash_cache_file = cache
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, built (and the model loaded) on first use."""
+        if self._backend is None:
+            self._backend = build_backend(self.settings, self.profile, hash_cache_file=self._hash_cache_file)
+        return self._backend
+
+    def close(self) -> None:
+        """Release the backend's connections, if it was built."""
+        if self._backend is not None:
+            self._backend.close()
+
+    def prepare(self, images: Sequence[StudyImage]) -> StudyInput | Skipped:
+        """Choose and prepare a study's pictures under this reader's budget."""
+        return prepare_study(
+            images,
+            min_pixels=self.budget.min_pixels,
+            max_pixels=self.budget.max_pixels,
+            want_lateral=self.profile.takes_lateral,
+        )
+
+    def read(self, images: Sequence[StudyImage]) -> Reading | Skipped:
+        """Read one study.
+
+        Raises:
+            DicomInputError: the frontal image cannot be decoded.
+            ModelError, PeerUnavailableError: transient inference failures.
+            ModelLoadError, ModelRequestError: permanent ones.
+        """
+        return self.read_many([images])[0]
+
+    def read_many(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped]:
+        """Read several studies, ``batch_size`` per generate call; outcomes in order."""
+        prepared = [self.prepare(images) for images in studies]
+        outcomes: dict[int, Reading | Skipped] = {
+            i: item for i, item in enumerate(prepared) if isinstance(item, Skipped)
+        }
+        pending = [(i, item) for i, item in enumerate(prepared) if isinstance(item, StudyInput)]
+        size = self.settings.batch_size
+        for start in range(0, len(pending), size):
+            chunk = pending[start : start + size]
+            readings = self.backend.read_batch([item for _, item in chunk], self.profile)
+            for (index, _), reading in zip(chunk, readings, strict=True):
+                outcomes[index] = reading
+        return [outcomes[index] for index in range(len(prepared))]

@@ -1,0 +1,164 @@
+"""Which images of a study the model is shown: one frontal chest image, and a lateral where a profile takes one.
+
+A view is read from, in order of trust: the View Code Sequence (0054,0220, CID 4010 codes or meanings), View
+Position (0018,5101), then free-text descriptions (series, protocol, acquisition processing, image comments).
+PA is preferred over AP; an AP (or portable/supine) image is used when it is the only frontal one and flagged,
+because heart size and mediastinal width are overstated on AP films. Images of another body part are never used.
+With no frontal image the outcome is the skip reason :data:`NO_FRONTAL`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from pydicom.dataset import Dataset
+
+__all__ = ["NO_FRONTAL", "ViewChoice", "ViewReading", "choose_views", "read_view"]
+
+NO_FRONTAL: Final = "no frontal chest image"
+
+Projection = Literal["PA", "AP", "LL", "RL", "LATERAL"]
+Role = Literal["frontal", "lateral"]
+
+# CID 4010 "DX View" (SNOMED CT, and the retired SRT codes older modalities still send).
+_VIEW_CODES: Final[dict[str, Projection]] = {
+    "272479007": "PA",
+    "R-10214": "PA",
+    "399348003": "AP",
+    "R-10206": "AP",
+    "399173006": "LL",
+    "R-10236": "LL",
+    "399198007": "RL",
+    "R-10232": "RL",
+    "399067008": "LATERAL",
+    "R-10230": "LATERAL",
+}
+_VIEW_POSITIONS: Final[dict[str, Projection]] = {
+    "PA": "PA",
+    "AP": "AP",
+    "LL": "LL",
+    "RL": "RL",
+    "LAT": "LATERAL",
+    "LATERAL": "LATERAL",
+    "LATERAL LEFT": "LL",
+    "LATERAL RIGHT": "RL",
+}
+_TEXT_PATTERNS: Final[tuple[tuple[re.Pattern[str], Projection], ...]] = (
+    (re.compile(r"\bPOSTERO[- ]?ANTERIOR\b|\bPA\b"), "PA"),
+    (re.compile(r"\bANTERO[- ]?POSTERIOR\b|\bAP\b|\bPORTABLE\b|\bSUPINE\b|\bBEDSIDE\b"), "AP"),
+    (re.compile(r"\bLEFT LAT(ERAL)?\b|\bLAT(ERAL)? LEFT\b|\bLL\b"), "LL"),
+    (re.compile(r"\bRIGHT LAT(ERAL)?\b|\bLAT(ERAL)? RIGHT\b|\bRL\b"), "RL"),
+    (re.compile(r"\bLAT(ERAL)?\b"), "LATERAL"),
+)
+_TEXT_KEYWORDS: Final = ("SeriesDescription", "ProtocolName", "AcquisitionDeviceProcessingDescription", "ImageComments")
+_PORTABLE: Final = re.compile(r"\bPORTABLE\b|\bSUPINE\b|\bBEDSIDE\b|\bMOBILE\b")
+_CHEST_PARTS: Final = frozenset({"CHEST", "THORAX", "LUNG", "TORSO", "CHEST_TO_PELVIS"})
+
+
+@dataclass(frozen=True)
+class ViewReading:
+    """What one image's header says about its view."""
+
+    projection: Projection | None
+    source: Literal["view_code", "view_position", "description"] | None
+    chest: bool
+    portable: bool
+
+    @property
+    def role(self) -> Role | None:
+        """Frontal (PA, AP), lateral (LL, RL, lateral) or unknown."""
+        if self.projection in ("PA", "AP"):
+            return "frontal"
+        return None if self.projection is None else "lateral"
+
+
+@dataclass(frozen=True)
+class ViewChoice:
+    """The images chosen from a study (indexes into the sequence given) and why."""
+
+    frontal: int | None
+    lateral: int | None
+    views: tuple[ViewReading, ...]
+    flags: tuple[str, ...]
+    """``ap`` (frontal is AP), ``portable``, ``view-from-description`` (no coded or positional view)."""
+
+    @property
+    def skip_reason(self) -> str | None:
+        """:data:`NO_FRONTAL` when there is nothing to read, else ``None``."""
+        return NO_FRONTAL if self.frontal is None else None
+
+
+def read_view(ds: Dataset) -> ViewReading:
+    """Classify one image's view from its header (see the module doc for the order)."""
+    body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    chest = not body_part or body_part in _CHEST_PARTS
+    texts = " ".join(str(ds.get(keyword, "") or "") for keyword in _TEXT_KEYWORDS).upper()
+    portable = bool(_PORTABLE.search(texts))
+    coded = _from_view_code(ds)
+    if coded is not None:
+        return ViewReading(coded, "view_code", chest, portable)
+    position = str(ds.get("ViewPosition", "") or "").strip().upper()
+    if position in _VIEW_POSITIONS:
+        return ViewReading(_VIEW_POSITIONS[position], "view_position", chest, portable)
+    for pattern, projection in _TEXT_PATTERNS:
+        if pattern.search(texts):
+            return ViewReading(projection, "description", chest, portable)
+    return ViewReading(None, None, chest, portable)
+
+
+def choose_views(datasets: Sequence[Dataset], *, want_lateral: bool = False) -> ViewChoice:
+    """Choose the frontal image (PA before AP) and, if ``want_lateral``, a lateral one.
+
+    Among images of the same projection the larger image wins (a thumbnail or a For Processing duplicate
+    is usually smaller or later), then the earlier instance.
+    """
+    views = tuple(read_view(ds) for ds in datasets)
+
+    def best(projections: tuple[Projection, ...]) -> int | None:
+        candidates = [
+            i
+            for i, view in enumerate(views)
+            if view.chest and view.projection in projections and _has_pixels(datasets[i])
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda i: (projections.index(views[i].projection or "PA"), -_area(datasets[i]), i))
+
+    frontal = best(("PA", "AP"))
+    lateral = best(("LL", "RL", "LATERAL")) if want_lateral and frontal is not None else None
+    flags: list[str] = []
+    if frontal is not None:
+        chosen = views[frontal]
+        if chosen.projection == "AP":
+            flags.append("ap")
+        if chosen.portable:
+            flags.append("portable")
+        if chosen.source == "description":
+            flags.append("view-from-description")
+    return ViewChoice(frontal=frontal, lateral=lateral, views=views, flags=tuple(flags))
+
+
+def _from_view_code(ds: Dataset) -> Projection | None:
+    sequence = ds.get("ViewCodeSequence")
+    if not sequence:
+        return None
+    item = sequence[0]
+    value = str(item.get("CodeValue", "") or "").strip()
+    if value in _VIEW_CODES:
+        return _VIEW_CODES[value]
+    meaning = str(item.get("CodeMeaning", "") or "").strip().upper()
+    for pattern, projection in _TEXT_PATTERNS:
+        if pattern.search(meaning):
+            return projection
+    return None
+
+
+def _has_pixels(ds: Dataset) -> bool:
+    return "PixelData" in ds or "FloatPixelData" in ds
+
+
+def _area(ds: Dataset) -> int:
+    return int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
