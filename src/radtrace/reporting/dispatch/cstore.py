@@ -1,0 +1,109 @@
+"""C-STORE SCU: send the SR to a PACS, and count it delivered only on a success or warning status.
+
+Status classes (PS3.4 B.2.3, PS3.7 C): ``0000`` success; ``B000``/``B006``/``B007`` warnings, stored
+(the warning is returned so it can be recorded); ``A7xx`` out of resources, retryable; ``A9xx``
+data set does not match the SOP class, ``Cxxx`` cannot understand, ``0122`` SOP class not supported
+and ``0124`` not authorised are permanent; any other failure, a missing response, an association
+that is refused, aborted or cannot be opened are retryable. Every pynetdicom error leaves as a
+radtrace error.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any, Final
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom import _config as pynetdicom_config
+
+from radtrace.config import DicomDestination
+from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
+
+__all__ = ["StoreResult", "describe_destination", "store_instance"]
+
+log = logging.getLogger(__name__)
+
+_WARNINGS: Final = {0xB000, 0xB006, 0xB007}
+_PERMANENT: Final = {0x0122, 0x0124}
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """A stored instance: the status the peer answered, and its warning if it was one."""
+
+    status: int
+    warning: str | None = None
+
+
+def describe_destination(destination: DicomDestination) -> str:
+    """``AE@host:port``: how a PACS destination is named in the outbox, audit and errors."""
+    return f"{destination.ae_title}@{destination.host}:{destination.port}"
+
+
+def _classify(status: int, comment: str, where: str) -> StoreResult:
+    detail = f"status 0x{status:04X}" + (f" ({comment})" if comment else "")
+    if status == 0x0000:
+        return StoreResult(status)
+    if status in _WARNINGS:
+        log.warning("PACS %s stored the SR with a warning: %s", where, detail)
+        return StoreResult(status, warning=detail)
+    if status in _PERMANENT or 0xA900 <= status <= 0xA9FF or 0xC000 <= status <= 0xCFFF:
+        raise DispatchRejectedError(f"{where} refused the SR: {detail}")
+    raise DispatchError(f"{where} did not store the SR: {detail}")
+
+
+def store_instance(
+    payload: bytes,
+    destination: DicomDestination,
+    *,
+    calling_ae_title: str,
+    timeout_s: float = 30.0,
+) -> StoreResult:
+    """Send one Part 10 file by C-STORE and return the peer's (success or warning) status."""
+    # Never log identifiers (patient names, IDs) from DIMSE messages.
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+    where = describe_destination(destination)
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(payload))
+    except (InvalidDicomError, ValueError, EOFError) as exc:
+        raise DispatchRejectedError(f"the payload for {where} is not a readable DICOM file: {exc}") from exc
+
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = timeout_s
+    ae.dimse_timeout = timeout_s
+    ae.network_timeout = timeout_s
+    ae.connection_timeout = timeout_s
+    ae.add_requested_context(dataset.SOPClassUID, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    options: dict[str, Any] = {"ae_title": destination.ae_title}
+    if destination.tls:
+        options["tls_args"] = (ssl.create_default_context(ssl.Purpose.SERVER_AUTH), destination.host)
+    try:
+        assoc = ae.associate(destination.host, destination.port, **options)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise PeerUnavailableError(f"cannot associate with {where}: {exc}") from exc
+    if not assoc.is_established:
+        if assoc.is_rejected:
+            raise PeerUnavailableError(f"{where} rejected the association")
+        raise PeerUnavailableError(f"no association with {where} (refused, aborted or timed out)")
+    try:
+        if not any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.accepted_contexts):
+            raise DispatchRejectedError(
+                f"{where} does not accept SOP class {dataset.SOPClassUID} (try reporting.sr_flavour=comprehensive)"
+            )
+        try:
+            response = assoc.send_c_store(dataset)
+        except (OSError, RuntimeError, ValueError, AttributeError) as exc:
+            raise DispatchError(f"C-STORE to {where} failed: {exc}") from exc
+        if "Status" not in response:
+            raise DispatchError(f"no C-STORE response from {where} (timeout or abort)")
+        return _classify(int(response.Status), str(response.get("ErrorComment", "") or ""), where)
+    finally:
+        if assoc.is_established:
+            assoc.release()

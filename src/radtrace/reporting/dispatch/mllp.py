@@ -1,0 +1,122 @@
+"""MLLP client: send one HL7 v2 message and check its ACK (HL7 v2.5.1 Appendix C, MLLP release 1).
+
+Framing is ``0x0B <message> 0x1C 0x0D``. The ACK's MSA-2 must equal the message's MSH-10; then MSA-1
+decides: ``AA``/``CA`` delivered; ``AE``/``CE`` an error on the receiver's side that may pass (retry);
+``AR``/``CR`` rejected for good. No answer within the timeout, a refused or dropped connection, an ACK
+for another message or one that cannot be read are all retryable: the outbox sends the same bytes
+again, so the receiver sees the same control ID and can discard the duplicate.
+
+This module is a thin edge: every socket error leaves it as a radtrace error.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
+
+__all__ = ["END_BLOCK", "START_BLOCK", "Ack", "frame", "message_control_id", "parse_ack", "send_message"]
+
+log = logging.getLogger(__name__)
+
+START_BLOCK: Final = b"\x0b"
+END_BLOCK: Final = b"\x1c\x0d"
+MAX_ACK_BYTES: Final = 1024 * 1024
+_ACCEPTED: Final = {"AA", "CA"}
+_RETRY: Final = {"AE", "CE"}
+_REJECTED: Final = {"AR", "CR"}
+
+
+@dataclass(frozen=True)
+class Ack:
+    """What the receiver answered: MSA-1 code, MSA-2 control ID, MSA-3 / ERR text."""
+
+    code: str
+    control_id: str
+    text: str
+
+
+def frame(message: bytes) -> bytes:
+    """Wrap a message in MLLP start and end blocks."""
+    return START_BLOCK + message + END_BLOCK
+
+
+def _segments(message: str) -> list[list[str]]:
+    lines = message.replace("\r\n", "\r").replace("\n", "\r").split("\r")
+    return [line.split(line[3]) if len(line) > 3 else [line] for line in lines if line.strip()]
+
+
+def message_control_id(message: bytes) -> str:
+    """MSH-10 of an ER7 message (the field separator is MSH's fourth character)."""
+    segments = _segments(message.decode("utf-8", errors="replace"))
+    if not segments or segments[0][0] != "MSH" or len(segments[0]) < 10:
+        raise DispatchRejectedError("outbound HL7 message has no MSH-10 control ID")
+    return segments[0][9]  # MSH-1 is the separator itself, so MSH-10 is index 9
+
+
+def parse_ack(data: bytes) -> Ack:
+    """Read MSA (and ERR) from an ACK. Raises :class:`DispatchError` if there is no MSA."""
+    segments = _segments(data.decode("utf-8", errors="replace"))
+    msa = next((s for s in segments if s[0] == "MSA"), None)
+    if msa is None or len(msa) < 3:
+        raise DispatchError("the ACK has no MSA segment with a code and control ID")
+    text = msa[3] if len(msa) > 3 else ""
+    err = next((s for s in segments if s[0] == "ERR"), None)
+    if err is not None and not text:
+        text = "|".join(err[1:])
+    return Ack(code=msa[1].strip().upper(), control_id=msa[2].strip(), text=text[:200])
+
+
+def _read_block(sock: socket.socket, deadline: float) -> bytes:
+    buffer = b""
+    while END_BLOCK not in buffer:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        sock.settimeout(remaining)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("connection closed before the ACK was complete")
+        buffer += chunk
+        if len(buffer) > MAX_ACK_BYTES:
+            raise DispatchError("the ACK is larger than 1 MiB")
+    start = buffer.find(START_BLOCK)
+    return buffer[start + 1 if start >= 0 else 0 : buffer.index(END_BLOCK)]
+
+
+def send_message(message: bytes, host: str, port: int, *, timeout_s: float) -> Ack:
+    """Send one message and return its positive ACK.
+
+    Raises :class:`PeerUnavailableError` (cannot connect, connection dropped), :class:`DispatchError`
+    (no ACK in time, AE/CE, an ACK for another control ID, an unreadable ACK) or
+    :class:`DispatchRejectedError` (AR/CR).
+    """
+    control_id = message_control_id(message)
+    where = f"{host}:{port}"
+    deadline = time.monotonic() + timeout_s
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(frame(message))
+            reply = _read_block(sock, deadline)
+    except TimeoutError as exc:
+        raise DispatchError(f"no ACK from {where} within {timeout_s:g} s") from exc
+    except ConnectionRefusedError as exc:
+        raise PeerUnavailableError(f"MLLP connection to {where} refused") from exc
+    except OSError as exc:
+        raise PeerUnavailableError(f"MLLP connection to {where} failed: {exc.strerror or exc}") from exc
+    ack = parse_ack(reply)
+    if ack.control_id != control_id:
+        raise DispatchError(f"ACK from {where} is for control ID {ack.control_id!r}, not {control_id!r}")
+    if ack.code in _ACCEPTED:
+        log.info("HL7 message %s accepted by %s (%s)", control_id, where, ack.code)
+        return ack
+    if ack.code in _REJECTED:
+        raise DispatchRejectedError(f"{where} rejected the message ({ack.code}): {ack.text}".rstrip(": "))
+    if ack.code in _RETRY:
+        raise DispatchError(f"{where} answered {ack.code}: {ack.text}".rstrip(": "))
+    raise DispatchError(f"{where} answered an unknown acknowledgment code {ack.code!r}")

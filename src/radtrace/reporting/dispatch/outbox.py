@@ -1,0 +1,411 @@
+"""The outbox: every report to every destination is a row, delivered with bounded, audited retries.
+
+``enqueue`` stores each payload once (content-addressed files under the payload folder, their SHA-256
+in the row) and inserts one ``outbox`` row per (revision, kind, destination); enqueuing again changes
+nothing. ``deliver(outbox_id)`` makes one attempt if the row is pending and due:
+
+1. *claim*: one conditional UPDATE raises ``attempts`` and pushes ``next_attempt_at`` past a lease,
+   only if nobody else did so first; a concurrent dispatcher (or a doorbell rung twice) finds the row
+   not due and does nothing, so one attempt is in flight per row at a time. ``dispatch_attempted`` is
+   audited in the same transaction;
+2. *send*, outside any transaction, through the sender for the row's kind (C-STORE, MLLP, file drop);
+3. *record*: delivered (``dispatch_delivered``), or a retry scheduled with exponential backoff
+   (``dispatch_retry_scheduled``), or failed for good after a permanent error or ``max_attempts``
+   (``dispatch_failed`` with the reason, visible to QA; never silent).
+
+If the process dies between claim and record, the lease expires and the row is tried again: delivery
+is at-least-once, and the payload is byte-identical each time (same SR UIDs, same HL7 control ID) so
+peers can recognise a repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Final, Protocol
+
+import pydicom
+import sqlalchemy as sa
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.config import DispatchSettings
+from radtrace.errors import ConfigError, DispatchRejectedError, RadtraceError, is_retryable
+from radtrace.reporting.dispatch.cstore import describe_destination, store_instance
+from radtrace.reporting.dispatch.filedrop import drop_file
+from radtrace.reporting.dispatch.mllp import send_message
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store
+from radtrace.store.models import OutboxMessage, OutboxState, Revision, Study
+
+__all__ = [
+    "KIND_FHIR",
+    "KIND_FILE",
+    "KIND_GSPS",
+    "KIND_HL7",
+    "KIND_SR",
+    "Delivery",
+    "Outbox",
+    "PlannedDelivery",
+    "ReportFiles",
+    "Sender",
+    "default_senders",
+    "planned_deliveries",
+]
+
+log = logging.getLogger(__name__)
+
+KIND_SR: Final = "sr"
+KIND_GSPS: Final = "gsps"
+KIND_HL7: Final = "hl7"
+KIND_FHIR: Final = "fhir"
+KIND_FILE: Final = "file"
+_SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json"}
+LEASE_MARGIN_S: Final = 60.0
+
+
+class Sender(Protocol):
+    """Delivers one payload to one destination; returns a note to keep (e.g. a DICOM warning) or None.
+
+    Raises a retryable radtrace error when a later attempt may succeed, a permanent one otherwise.
+    """
+
+    def __call__(self, destination: str, payload: bytes) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The built reports of one revision, as bytes."""
+
+    sr_sop_instance_uid: str
+    sr: bytes
+    hl7: bytes | None = None
+    fhir: bytes | None = None
+    gsps: bytes | None = None
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    """One payload for one destination."""
+
+    kind: str
+    destination: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one ``deliver`` call did."""
+
+    outbox_id: int
+    state: OutboxState
+    attempted: bool
+    attempts: int
+    error: str | None = None
+
+
+def planned_deliveries(settings: DispatchSettings, reports: ReportFiles) -> list[PlannedDelivery]:
+    """Every (kind, destination, payload) the settings ask for: each PACS, the RIS, the file drop."""
+    planned = [PlannedDelivery(KIND_SR, describe_destination(pacs), reports.sr) for pacs in settings.pacs]
+    if reports.gsps is not None:
+        planned += [PlannedDelivery(KIND_GSPS, describe_destination(pacs), reports.gsps) for pacs in settings.pacs]
+    if settings.ris is not None and reports.hl7 is not None:
+        planned.append(PlannedDelivery(KIND_HL7, f"{settings.ris.host}:{settings.ris.port}", reports.hl7))
+    if settings.file_drop_dir is not None:
+        stem = settings.file_drop_dir / reports.sr_sop_instance_uid  # a UID: no patient data in names
+        planned.append(PlannedDelivery(KIND_FILE, f"{stem}.dcm", reports.sr))
+        if reports.hl7 is not None:
+            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.hl7", reports.hl7))
+        if reports.fhir is not None:
+            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.fhir.json", reports.fhir))
+        if reports.gsps is not None:
+            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.gsps.dcm", reports.gsps))
+    return planned
+
+
+def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
+    """The production senders for each kind, bound to the configured destinations."""
+    pacs = {describe_destination(destination): destination for destination in settings.pacs}
+
+    def send_sr(destination: str, payload: bytes) -> str | None:  # the SR, or the GSPS
+        if destination not in pacs:
+            raise ConfigError(f"PACS destination {destination} is no longer configured (dispatch.pacs)")
+        return store_instance(payload, pacs[destination], calling_ae_title=settings.calling_ae_title).warning
+
+    def send_hl7(destination: str, payload: bytes) -> str | None:
+        ris = settings.ris
+        if ris is None or destination != f"{ris.host}:{ris.port}":
+            raise ConfigError(f"RIS destination {destination} is no longer configured (dispatch.ris)")
+        ack = send_message(payload, ris.host, ris.port, timeout_s=ris.timeout_s)
+        return None if ack.code == "AA" else f"ACK {ack.code}"
+
+    def send_file(destination: str, payload: bytes) -> str | None:
+        drop_file(payload, Path(destination))
+        return None
+
+    return {KIND_SR: send_sr, KIND_GSPS: send_sr, KIND_HL7: send_hl7, KIND_FILE: send_file}
+
+
+class Outbox:
+    """Enqueues and delivers outbound reports; the only writer of ``outbox`` rows."""
+
+    def __init__(
+        self,
+        store: Store,
+        recorder: AuditRecorder,
+        settings: DispatchSettings,
+        payload_dir: Path,
+        *,
+        senders: Mapping[str, Sender] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        actor: Actor | None = None,
+        lease_s: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.settings = settings
+        self.payload_dir = payload_dir
+        self.senders = dict(senders) if senders is not None else default_senders(settings)
+        self.clock = clock
+        self.actor = actor or Actor()
+        self.lease = timedelta(seconds=lease_s)
+
+    # --- enqueue -------------------------------------------------------------------------------
+
+    def _store_payload(self, payload: bytes, kind: str, destination: str) -> tuple[str, str]:
+        digest = hashlib.sha256(payload).hexdigest()
+        suffix = _SUFFIX.get(kind) or "".join(Path(destination).suffixes[-2:]) or ".bin"
+        relative = f"{digest[:2]}/{digest}{suffix}"
+        path = self.payload_dir / relative
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            drop_file(payload, path)
+        return relative, digest
+
+    def enqueue(
+        self,
+        revision_id: int,
+        deliveries: Sequence[PlannedDelivery],
+        *,
+        sr_sop_instance_uid: str | None = None,
+        model_name: str | None = None,
+        model_version: str | None = None,
+    ) -> list[int]:
+        """Store the payloads and add one pending row per delivery (existing rows are kept as they are).
+
+        Records ``report_created`` naming the SR and each payload's SHA-256. Returns the row IDs.
+        """
+        stored = [(d, *self._store_payload(d.payload, d.kind, d.destination)) for d in deliveries]
+        with self.store.session("enqueueing reports", immediate=True) as session:
+            revision = session.get(Revision, revision_id)
+            if revision is None:
+                raise DispatchRejectedError(f"revision {revision_id} does not exist")
+            ids: list[int] = []
+            for delivery, relative, digest in stored:
+                row = session.scalar(
+                    sa.select(OutboxMessage).where(
+                        OutboxMessage.revision_id == revision_id,
+                        OutboxMessage.kind == delivery.kind,
+                        OutboxMessage.destination == delivery.destination,
+                    )
+                )
+                if row is None:
+                    row = OutboxMessage(
+                        revision_id=revision_id,
+                        kind=delivery.kind,
+                        destination=delivery.destination,
+                        payload_path=relative,
+                        payload_sha256=digest,
+                        state=OutboxState.PENDING,
+                        attempts=0,
+                        next_attempt_at=self.clock(),
+                    )
+                    session.add(row)
+                    session.flush()
+                ids.append(row.id)
+            if sr_sop_instance_uid is not None:
+                revision.sr_sop_instance_uid = sr_sop_instance_uid
+            study = revision.study
+            self.recorder.record(
+                AuditEvent(
+                    EventType.REPORT_CREATED,
+                    self.actor,
+                    study_uid=study.study_uid,
+                    accession=study.accession,
+                    model_name=model_name,
+                    model_version=model_version,
+                    payload={
+                        "revision": revision.number,
+                        "sr_sop_instance_uid": sr_sop_instance_uid,
+                        "outbox": [
+                            {"id": i, "kind": d.kind, "destination": d.destination, "sha256": digest}
+                            for i, (d, _, digest) in zip(ids, stored, strict=True)
+                        ],
+                    },
+                ),
+                session=session,
+            )
+        return ids
+
+    def earlier_srs(self, revision_id: int) -> list[Dataset]:
+        """The SRs enqueued for the study's earlier revisions (for Predecessor Documents), oldest first.
+
+        Read from the stored payloads (whatever their destination), one per SOP Instance UID.
+        """
+        with self.store.session("finding earlier SRs") as session:
+            revision = session.get(Revision, revision_id)
+            if revision is None:
+                raise DispatchRejectedError(f"revision {revision_id} does not exist")
+            rows = session.execute(
+                sa.select(OutboxMessage.payload_path, OutboxMessage.payload_sha256)
+                .join(Revision, OutboxMessage.revision_id == Revision.id)
+                .where(
+                    Revision.study_id == revision.study_id,
+                    Revision.number < revision.number,
+                    OutboxMessage.payload_path.like("%.dcm"),
+                    OutboxMessage.kind != KIND_GSPS,
+                )
+                .order_by(Revision.number, OutboxMessage.id)
+            ).all()
+        found: dict[str, Dataset] = {}
+        for path in dict.fromkeys(path for path, _ in rows):  # one file per payload; order kept
+            try:
+                dataset = pydicom.dcmread(self.payload_dir / path, stop_before_pixels=True)
+            except (OSError, InvalidDicomError) as exc:
+                raise DispatchRejectedError(f"earlier SR payload {path} cannot be read: {exc}") from exc
+            if str(dataset.get("Modality", "")) == "SR":
+                found.setdefault(str(dataset.SOPInstanceUID), dataset)
+        return list(found.values())
+
+    # --- deliver -------------------------------------------------------------------------------
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Delay before the next attempt after ``attempts`` failed ones: doubling, capped."""
+        seconds = self.settings.backoff_initial_s * 2 ** max(0, attempts - 1)
+        return timedelta(seconds=min(seconds, self.settings.backoff_max_s))
+
+    def due(self) -> list[int]:
+        """IDs of pending rows whose next attempt is due, oldest first."""
+        with self.store.session("listing due outbox rows") as session:
+            rows = session.scalars(
+                sa.select(OutboxMessage.id)
+                .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at <= self.clock())
+                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            )
+            return list(rows)
+
+    def deliver_due(self) -> list[Delivery]:
+        """One attempt for every due row (what a dispatcher's reconcile loop runs)."""
+        return [self.deliver(outbox_id) for outbox_id in self.due()]
+
+    def _event(
+        self, row: OutboxMessage, study: Study, kind: EventType, outcome: Outcome, **details: object
+    ) -> AuditEvent:
+        payload: dict[str, object] = {
+            "outbox_id": row.id,
+            "kind": row.kind,
+            "destination": row.destination,
+            "attempt": row.attempts,
+            "payload_sha256": row.payload_sha256,
+        }
+        payload.update({key: value for key, value in details.items() if value is not None})
+        return AuditEvent(
+            kind, self.actor, outcome, study_uid=study.study_uid, accession=study.accession, payload=payload
+        )
+
+    def _claim(self, outbox_id: int) -> tuple[OutboxMessage, Study] | Delivery:
+        now = self.clock()
+        with self.store.session("claiming an outbox row", immediate=True) as session:
+            row = session.get(OutboxMessage, outbox_id)
+            if row is None:
+                raise DispatchRejectedError(f"outbox row {outbox_id} does not exist")
+            if row.state is not OutboxState.PENDING or row.next_attempt_at > now:
+                return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts)
+            claimed = session.execute(
+                sa.update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == outbox_id,
+                    OutboxMessage.state == OutboxState.PENDING,
+                    OutboxMessage.attempts == row.attempts,
+                    OutboxMessage.next_attempt_at <= now,
+                )
+                .values(attempts=row.attempts + 1, next_attempt_at=now + self.lease)
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]  # someone else claimed it first
+                return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts)
+            session.refresh(row)
+            study = row.revision.study
+            self.recorder.record(
+                self._event(row, study, EventType.DISPATCH_ATTEMPTED, Outcome.SUCCESS), session=session
+            )
+            return row, study
+
+    def _payload(self, row: OutboxMessage) -> bytes:
+        path = self.payload_dir / row.payload_path
+        try:
+            payload = path.read_bytes()
+        except OSError as exc:
+            raise DispatchRejectedError(f"payload file {row.payload_path} cannot be read: {exc.strerror}") from exc
+        if hashlib.sha256(payload).hexdigest() != row.payload_sha256:
+            raise DispatchRejectedError(f"payload file {row.payload_path} does not match its recorded SHA-256")
+        return payload
+
+    def deliver(self, outbox_id: int) -> Delivery:
+        """Make one attempt for one row if it is pending and due (see the module docstring)."""
+        claimed = self._claim(outbox_id)
+        if isinstance(claimed, Delivery):
+            return claimed
+        row, _ = claimed
+        note: str | None = None
+        error: RadtraceError | None = None
+        try:
+            sender = self.senders.get(row.kind)
+            if sender is None:
+                raise ConfigError(f"no sender for outbox kind {row.kind!r}")
+            note = sender(row.destination, self._payload(row))
+        except RadtraceError as exc:
+            error = exc
+        except Exception as exc:  # a bug in a sender must not leave the row claimed and unexplained
+            log.exception("unexpected error delivering outbox row %s", outbox_id)
+            error = DispatchRejectedError(f"unexpected {type(exc).__name__}: {exc}")
+        return self._record(outbox_id, note, error)
+
+    def _record(self, outbox_id: int, note: str | None, error: RadtraceError | None) -> Delivery:
+        now = self.clock()
+        with self.store.session("recording a delivery attempt", immediate=True) as session:
+            row = session.get(OutboxMessage, outbox_id)
+            assert row is not None  # claimed a moment ago; rows are never deleted
+            study = row.revision.study
+            if error is None:
+                row.state, row.delivered_at, row.last_error = OutboxState.DELIVERED, now, note
+                event = self._event(row, study, EventType.DISPATCH_DELIVERED, Outcome.SUCCESS, note=note)
+            elif is_retryable(error) and row.attempts < self.settings.max_attempts:
+                row.next_attempt_at, row.last_error = now + self.backoff(row.attempts), error.reason
+                event = self._event(
+                    row,
+                    study,
+                    EventType.DISPATCH_RETRY_SCHEDULED,
+                    Outcome.MINOR_FAILURE,
+                    error=error.reason,
+                    next_attempt_at=row.next_attempt_at.isoformat(),
+                )
+            else:
+                reason = (
+                    error.reason
+                    if not is_retryable(error)
+                    else f"gave up after {row.attempts} attempts: {error.reason}"
+                )
+                row.state, row.last_error = OutboxState.FAILED, reason
+                event = self._event(row, study, EventType.DISPATCH_FAILED, Outcome.SERIOUS_FAILURE, error=reason)
+            self.recorder.record(event, session=session)
+            log.info("outbox %s %s %s: %s (attempt %d)", outbox_id, row.kind, row.destination, row.state, row.attempts)
+            return Delivery(
+                outbox_id, row.state, attempted=True, attempts=row.attempts, error=row.last_error if error else None
+            )

@@ -1,0 +1,316 @@
+"""The HL7 v2.5.1 ORU^R01 draft result, built with hl7apy (STRICT validation).
+
+Segments: MSH, PID, PV1, ORC, OBR, NTE (the AI-draft notice and the model), then OBX:
+
+* per finding (sub-ID ``n``): a CWE OBX coding the finding (OBX-3) and its presence (OBX-5: Present /
+  Absent / Indeterminate, SNOMED CT); an NM OBX with the model's confidence where known; CWE OBX per
+  support device type named in the reasoning;
+* the impression, the model's flags, and the reasoning trace as TX OBX lines (one OBX-3 code per
+  section; long text split over many OBX so that no OBX-5 exceeds 199 characters);
+* the SHA-256 of the trace, the Study Instance UID and the SR's SOP Instance UID as ST OBX.
+
+Result status (OBR-25, OBX-11) comes from settings: ``P`` by default, ``R`` allowed, ``F`` never. All
+text is escaped (``\\ | ^ & ~`` and line breaks; hl7apy does not escape assigned strings), and the
+message is ``UNICODE UTF-8`` (MSH-18). Concatenating the unescaped OBX-5 values of one OBX-3/OBX-4
+gives the original text back exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
+from hl7apy.exceptions import HL7apyException
+from pydicom.dataset import Dataset
+
+from radtrace.config import ReportingSettings
+from radtrace.errors import ReportError
+from radtrace.model.reading import FindingStatus, Reading
+from radtrace.reporting import codes
+from radtrace.reporting.codes import Code
+from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, reasoning_sha256
+
+__all__ = [
+    "MAX_OBX_VALUE",
+    "OruMessage",
+    "build_oru",
+    "control_id_for",
+    "escape",
+    "split_text",
+    "unescape",
+]
+
+MAX_OBX_VALUE: Final = 199  # hl7apy STRICT caps OBX-5; longer text goes over several OBX
+LINE_TARGET: Final = 80  # raw characters per TX line, for readers that show one OBX per line
+STUDY_UID: Final = Code("110180", "DCM", "Study Instance UID", "DICOM PS3.16")
+SR_UID: Final = codes.local_code("RT-SR-UID", "SR SOP Instance UID")
+_PRESENCE: Final = {
+    FindingStatus.PRESENT: codes.PRESENT,
+    FindingStatus.ABSENT: codes.ABSENT,
+    FindingStatus.UNCERTAIN: codes.INDETERMINATE,
+}
+_ESCAPES: Final = {
+    "\\": "\\E\\",
+    "|": "\\F\\",
+    "^": "\\S\\",
+    "&": "\\T\\",
+    "~": "\\R\\",
+    "\r": "\\X0D\\",
+    "\n": "\\X0A\\",
+}
+# hl7apy re-escapes any backslash that does not start an E/F/S/T/R/H/N sequence, which would break the
+# hex escapes for line breaks. They are built as private-use placeholders and swapped in after to_er7().
+_LF_PLACEHOLDER: Final = "\ue000"
+_CR_PLACEHOLDER: Final = "\ue001"
+_PLACEHOLDERS: Final = {"\n": _LF_PLACEHOLDER, "\r": _CR_PLACEHOLDER}
+_UNESCAPES: Final = {"E": "\\", "F": "|", "S": "^", "T": "&", "R": "~"}
+_ESCAPE_SEQUENCE: Final = re.compile(r"\\(E|F|S|T|R|X[0-9A-Fa-f]+)\\")
+
+
+def escape(text: str) -> str:
+    """Escape HL7 delimiters and line breaks (HL7 v2.5.1 section 2.7.4 and 2.7.5)."""
+    return "".join(_ESCAPES.get(char, char) for char in text)
+
+
+def _esc(text: str) -> str:
+    # What is assigned to hl7apy: escape() with line breaks as placeholders (see _LF_PLACEHOLDER). The
+    # placeholders themselves, should a text contain them, become U+FFFD.
+    cleaned = text.replace(_LF_PLACEHOLDER, "\ufffd").replace(_CR_PLACEHOLDER, "\ufffd")
+    return "".join(_PLACEHOLDERS.get(char) or _ESCAPES.get(char, char) for char in cleaned)
+
+
+def _restore_line_breaks(er7: str) -> str:
+    return er7.replace(_LF_PLACEHOLDER, _ESCAPES["\n"]).replace(_CR_PLACEHOLDER, _ESCAPES["\r"])
+
+
+def unescape(text: str) -> str:
+    """Undo :func:`escape` (what a receiver does with a field's value)."""
+
+    def replace(match: re.Match[str]) -> str:
+        sequence = match.group(1)
+        if sequence[0] == "X":
+            return bytes.fromhex(sequence[1:]).decode("utf-8")
+        return _UNESCAPES[sequence]
+
+    return _ESCAPE_SEQUENCE.sub(replace, text)
+
+
+def split_text(text: str, *, target: int = LINE_TARGET, limit: int = MAX_OBX_VALUE) -> list[str]:
+    """Split ``text`` into pieces whose concatenation is ``text``: about ``target`` characters each,
+    broken after whitespace where possible, and each at most ``limit`` characters once escaped."""
+    pieces: list[str] = []
+    current = ""
+    for token in re.findall(r"\S+\s*|\s+", text):
+        while token:
+            room = min(target - len(current), limit - len(escape(current)))
+            fits = len(token) <= room and len(escape(current + token)) <= limit
+            if fits:
+                current += token
+                token = ""
+            elif current:
+                pieces.append(current)
+                current = ""
+            else:  # one token longer than a line: cut it
+                cut = 1
+                while cut < len(token) and len(token[: cut + 1]) <= target and len(escape(token[: cut + 1])) <= limit:
+                    cut += 1
+                pieces.append(token[:cut])
+                token = token[cut:]
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def control_id_for(sr_sop_instance_uid: str) -> str:
+    """A message control ID (MSH-10, ST 20) fixed by the SR it reports: retries and re-runs reuse it."""
+    return "RT" + hashlib.sha256(sr_sop_instance_uid.encode()).hexdigest()[:18].upper()
+
+
+@dataclass(frozen=True)
+class OruMessage:
+    """An ORU^R01 message: its ER7 text (segments separated by CR) and its control ID."""
+
+    text: str
+    control_id: str
+
+    def encode(self) -> bytes:
+        """The bytes sent over MLLP (UTF-8, as MSH-18 declares)."""
+        return self.text.encode("utf-8")
+
+
+def _cwe(code: Code) -> str:
+    return "^".join(_esc(part) for part in (code.value, code.meaning, code.hl7_system))
+
+
+def _hl7_datetime(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
+
+
+def _study_datetime(source: Dataset) -> str:
+    date = str(source.get("StudyDate", "") or "")
+    time = str(source.get("StudyTime", "") or "").split(".")[0]
+    return (date + time)[:14] if re.fullmatch(r"\d{8}", date) else ""
+
+
+def _person_name(source: Dataset) -> str:
+    # DICOM PN family^given^middle^prefix^suffix → HL7 XPN family^given^middle^suffix^prefix.
+    parts = (str(source.get("PatientName", "") or "").split("=")[0].split("^") + [""] * 5)[:5]
+    family, given, middle, prefix, suffix = parts
+    return "^".join(_esc(part) for part in (family, given, middle, suffix, prefix)).rstrip("^")
+
+
+def _patient_id(source: Dataset) -> str:
+    identifier = _esc(str(source.get("PatientID", "") or ""))
+    issuer = _esc(str(source.get("IssuerOfPatientID", "") or ""))
+    return f"{identifier}^^^{issuer}" if issuer else identifier
+
+
+class _Observations:
+    """Appends OBX segments (with their OBSERVATION groups), numbering OBX-1."""
+
+    def __init__(self, order: Any, status: str) -> None:
+        self.order = order
+        self.status = status
+        self.count = 0
+
+    def add(self, value_type: str, identifier: Code, value: str, sub_id: str = "", units: str = "") -> None:
+        self.count += 1
+        obx = self.order.add_group("ORU_R01_OBSERVATION").obx
+        obx.obx_1 = str(self.count)
+        obx.obx_2 = value_type
+        obx.obx_3 = _cwe(identifier)
+        if sub_id:
+            obx.obx_4 = sub_id
+        obx.obx_5 = value
+        if units:
+            obx.obx_6 = units
+        obx.obx_11 = self.status
+
+    def text(self, identifier: Code, text: str, sub_id: str = "") -> None:
+        for piece in split_text(text):
+            self.add("TX", identifier, _esc(piece), sub_id)
+
+
+def _findings(reading: Reading, obx: _Observations) -> None:
+    for index, finding in enumerate(reading.findings, 1):
+        sub_id = str(index)
+        obx.add("CWE", codes.finding_code(finding.label).code, _cwe(_PRESENCE[finding.status]), sub_id)
+        if finding.confidence is not None:
+            obx.add("NM", codes.CONFIDENCE, f"{finding.confidence:.6g}", sub_id, "1^no units^UCUM")
+        if finding.label.casefold() == "support devices" and finding.status is not FindingStatus.ABSENT:
+            text = finding.evidence or " ".join(s.text for s in reading.reasoning if s.section == "devices")
+            for device in codes.device_codes(text):
+                obx.add("CWE", codes.DEVICE, _cwe(device), sub_id)
+
+
+def _narrative(reading: Reading, obx: _Observations, study_uid: str, sr_sop_instance_uid: str) -> None:
+    if reading.impression and reading.impression.strip():
+        obx.text(codes.IMPRESSION, reading.impression)
+    if reading.flags:
+        obx.text(codes.READING_FLAGS, ", ".join(sorted(flag.value for flag in reading.flags)))
+    for index, step in enumerate(reading.reasoning, 1):
+        if step.text:
+            obx.text(codes.reasoning_code(step.section), step.text, sub_id=f"R{index}")
+    if not reading.reasoning and reading.raw_text.strip():
+        obx.text(codes.RAW_OUTPUT, reading.raw_text)
+    obx.add("ST", codes.REASONING_SHA256, reasoning_sha256(reading))
+    obx.add("ST", STUDY_UID, study_uid)
+    obx.add("ST", SR_UID, sr_sop_instance_uid)
+
+
+def build_oru(
+    reading: Reading,
+    source: Dataset,
+    *,
+    settings: ReportingSettings,
+    sr_sop_instance_uid: str,
+    control_id: str | None = None,
+    created_at: datetime | None = None,
+) -> OruMessage:
+    """Build the ORU^R01 for one reading; ``source`` is the image whose patient and study it reports.
+
+    Raises :class:`ReportError` if the result status would be ``F`` or the message fails hl7apy's
+    STRICT validation.
+    """
+    status = settings.hl7_result_status
+    if status not in ("P", "R"):  # the setting refuses F already; a draft must never claim final
+        raise ReportError(f"HL7 result status {status!r} is not allowed for a draft")
+    when = created_at or datetime.now(UTC)
+    control = control_id or control_id_for(sr_sop_instance_uid)
+    accession = _esc(str(source.get("AccessionNumber", "") or ""))
+    study_uid = str(source.StudyInstanceUID)
+    try:
+        message = Message("ORU_R01", version="2.5.1", validation_level=VALIDATION_LEVEL.STRICT)
+        msh = message.msh
+        msh.msh_3 = _esc(settings.sending_application)
+        msh.msh_4 = _esc(settings.sending_facility)
+        msh.msh_5 = _esc(settings.receiving_application)
+        msh.msh_6 = _esc(settings.receiving_facility)
+        msh.msh_7 = _hl7_datetime(when)
+        msh.msh_9 = "ORU^R01^ORU_R01"
+        msh.msh_10 = control
+        msh.msh_11 = "P"
+        msh.msh_12 = "2.5.1"
+        msh.msh_18 = "UNICODE UTF-8"
+
+        result = message.add_group("ORU_R01_PATIENT_RESULT")
+        patient = result.add_group("ORU_R01_PATIENT")
+        patient.pid.pid_1 = "1"
+        patient.pid.pid_3 = _patient_id(source)
+        patient.pid.pid_5 = _person_name(source) or '""'
+        if source.get("PatientBirthDate"):
+            patient.pid.pid_7 = str(source.PatientBirthDate)
+        if source.get("PatientSex") in ("F", "M", "O"):
+            patient.pid.pid_8 = str(source.PatientSex)
+        patient.add_group("ORU_R01_VISIT").pv1.pv1_2 = "U"  # patient class unknown to radtrace
+
+        order = result.add_group("ORU_R01_ORDER_OBSERVATION")
+        order.orc.orc_1 = "RE"  # observations to follow
+        if accession:
+            order.orc.orc_3 = accession
+        obr = order.obr
+        obr.obr_1 = "1"
+        if accession:
+            obr.obr_3 = accession
+            obr.obr_18 = accession
+        obr.obr_4 = _cwe(codes.CHEST_XRAY)
+        study_time = _study_datetime(source)
+        if study_time:
+            obr.obr_7 = study_time
+        obr.obr_22 = _hl7_datetime(when)
+        obr.obr_24 = "RAD"
+        obr.obr_25 = status
+        identity = reading.identity
+        notes = [
+            DRAFT_NOTICE_TEXT,
+            f"Model: {identity.model_name} {identity.revision or ''} (profile {identity.profile} "
+            f"{identity.profile_version}); codes {codes.CODE_TABLE_VERSION}",
+        ]
+        for number, note in enumerate(notes, 1):
+            nte = order.add_segment("NTE")
+            nte.nte_1 = str(number)
+            nte.nte_2 = "L"
+            nte.nte_3 = _esc(note)
+
+        observations = _Observations(order, status)
+        _findings(reading, observations)
+        _narrative(reading, observations, study_uid, sr_sop_instance_uid)
+        message.validate()
+        text = _restore_line_breaks(message.to_er7()) + "\r"  # every segment ends with CR, the last one too
+    except HL7apyException as exc:
+        raise ReportError(f"HL7 ORU could not be built: {exc}") from exc
+    return OruMessage(text=text, control_id=control)
+
+
+def observation_texts(segments: Iterator[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
+    """Join (OBX-3 code, OBX-4 sub-ID, unescaped OBX-5) triples into one text per code and sub-ID."""
+    joined: dict[tuple[str, str], str] = {}
+    for code, sub_id, value in segments:
+        joined[(code, sub_id)] = joined.get((code, sub_id), "") + value
+    return joined
