@@ -169,23 +169,152 @@ def serve(ctx: typer.Context) -> None:
 
 @app.command()
 def listen(ctx: typer.Context) -> None:
-    """Run the DICOM listener (C-ECHO / C-STORE SCP) alone."""
-    _not_available("radtrace listen", "the DICOM listener issue")
+    """Run the DICOM listener (C-ECHO / C-STORE SCP) alone, until SIGTERM or Ctrl-C.
+
+    Runs the start-up checks first (the embedded SQLite database is migrated; an out-of-date
+    PostgreSQL schema is refused), then listener.processes processes sharing listener.port.
+    """
+    from radtrace.dicom_listener.service import run_listener_processes
+
+    settings = _settings(ctx)
+    failed = failed_checks(run_preflight(settings))
+    if failed:
+        _fail("; ".join(f"{check.name}: {check.detail}" for check in failed))
+    try:
+        code = run_listener_processes(settings)
+    except RadtraceError as exc:
+        _fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
-def worker(ctx: typer.Context) -> None:
-    """Run a Celery worker that owns one GPU."""
-    _not_available("radtrace worker", "the worker pipeline issue")
+def worker(
+    ctx: typer.Context,
+    gpu: Annotated[int | None, typer.Option("--gpu", help="The GPU index this worker owns (one per GPU).")] = None,
+    queues: Annotated[
+        str, typer.Option("--queues", help="Comma-separated roles to take: gpu (inference), dispatch (deliveries).")
+    ] = "gpu,dispatch",
+    concurrency: Annotated[int, typer.Option(help="Threads of a dispatch-only worker.", min=1, max=64)] = 4,
+    reconcile: Annotated[bool, typer.Option(help="Re-ring overdue rows (at start and periodically).")] = True,
+) -> None:
+    """Run a Celery worker: inference (one GPU, model loaded once) and/or report delivery, until SIGTERM.
+
+    Runs the start-up checks first (the embedded SQLite database is migrated; an out-of-date
+    PostgreSQL schema is refused).
+    """
+    from radtrace.worker.service import queue_names, run_worker
+
+    settings = _settings(ctx)
+    roles = [role.strip() for role in queues.split(",") if role.strip()]
+    try:
+        queue_names(settings, roles)
+    except ConfigError as exc:
+        _fail(exc.reason, EXIT_USAGE)
+    failed = failed_checks(run_preflight(settings))
+    if failed:
+        _fail("; ".join(f"{check.name}: {check.detail}" for check in failed))
+    try:
+        run_worker(settings, roles=roles, gpu=gpu, concurrency=concurrency, reconcile=reconcile)
+    except RadtraceError as exc:
+        _fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    broker: Annotated[bool, typer.Option(help="Also ask the broker for its queue depths.")] = True,
+) -> None:
+    """Show revisions per state, outbox deliveries, queue depths, the oldest waiting and failures with reasons."""
+    from radtrace.worker.status import collect_status
+
+    settings = _settings(ctx)
+    with _store(settings) as store:
+        try:
+            report = collect_status(settings, store, with_queues=broker)
+        except RadtraceError as exc:
+            _fail(exc.reason)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    table = Table("state", "studies", "revisions", title="studies (by latest revision)", title_justify="left")
+    for state, count in report.revisions.items():
+        table.add_row(state, str(report.studies[state]), str(count))
+    out.print(table)
+    table = Table("state", "deliveries", title="outbox", title_justify="left")
+    for state, count in report.outbox.items():
+        table.add_row(state, str(count))
+    out.print(table)
+    if broker:
+        table = Table("queue", "messages", title="broker queues", title_justify="left")
+        for queue, depth in report.queues.items():
+            table.add_row(queue, "unreachable" if depth is None else str(depth))
+        out.print(table)
+    oldest = report.oldest_waiting
+    if oldest is None:
+        out.print("oldest waiting: none")
+    else:
+        out.print(
+            f"oldest waiting: study {oldest.study_key} revision {oldest.revision} {oldest.state.value} "
+            f"for {oldest.waiting_s:.0f} s",
+            highlight=False,
+        )
+    if report.failed:
+        table = Table("study", "revision", "attempts", "finished", "reason", title="failed", title_justify="left")
+        for failed_revision in report.failed:
+            finished = failed_revision.finished_at.isoformat(timespec="seconds") if failed_revision.finished_at else ""
+            table.add_row(
+                failed_revision.study_key, str(failed_revision.revision), str(failed_revision.attempts), finished,
+                escape(failed_revision.reason or ""),
+            )  # fmt: skip
+        out.print(table)
 
 
 @app.command()
 def send(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders to send.")],
+    host: Annotated[str, typer.Option(help="The peer's host.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="The peer's port; default listener.port.")] = None,
+    called_ae: Annotated[str | None, typer.Option(help="The peer's AE title; default listener.ae_title.")] = None,
+    calling_ae: Annotated[str | None, typer.Option(help="Our AE title; default dispatch.calling_ae_title.")] = None,
 ) -> None:
-    """Send DICOM files to a peer by C-STORE (operator and test tool)."""
-    _not_available("radtrace send", "the DICOM listener issue")
+    """Send DICOM files to a peer by C-STORE (operator and test tool); exit 1 unless all succeed.
+
+    Files go as they are on disk, in their own transfer syntax, over one association.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+
+    from radtrace.dicom_listener.scu import collect_files, send_files, summarise
+
+    settings = _settings(ctx)
+    files = collect_files(paths)
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing or not files:
+        _fail(f"no such file: {', '.join(missing)}" if missing else "no files to send", EXIT_USAGE)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err,
+    ) as progress:  # fmt: skip
+        task = progress.add_task(f"C-STORE to {called_ae or settings.listener.ae_title}", total=len(files))
+        try:
+            results = send_files(
+                files, host, port or settings.listener.port,
+                called_ae=called_ae or settings.listener.ae_title,
+                calling_ae=calling_ae or settings.dispatch.calling_ae_title,
+                progress=lambda _result: progress.advance(task),
+            )  # fmt: skip
+        except RadtraceError as exc:
+            _fail(exc.reason)
+    table = Table("status", "files", title="C-STORE results", title_justify="left")
+    for status, count in sorted(summarise(results).items()):
+        table.add_row(status, str(count))
+    out.print(table)
+    for failed in (r for r in results if not r.ok):
+        err.print(f"{escape(str(failed.path))}: {failed.note or 'failed'}", highlight=False)
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_FAILED)
 
 
 # --- audit -------------------------------------------------------------------------------------
@@ -401,20 +530,56 @@ def model_make_tiny(
 
 
 @model_app.command("info")
-def model_info(ctx: typer.Context) -> None:
-    """Show which model, profile and backend the settings select."""
+def model_info(
+    ctx: typer.Context,
+    hash_weights: Annotated[bool, typer.Option("--hash", help="Also compute the weights' sha256 (cached).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show which model, profile and backend the settings select, and whether the weights are here."""
+    from radtrace.model.presentation import model_overview, overview_table
+
     settings = _settings(ctx)
-    shown = masked_settings(settings)["model"]
-    table = Table("setting", "value", title="model", title_justify="left")
-    for key, value in _flatten(shown):
+    overview = model_overview(
+        settings.model, hash_weights=hash_weights, cache_file=settings.data_dir / "cache" / "weights-sha256.json"
+    )
+    if as_json:
+        typer.echo(json.dumps({"overview": overview, "settings": masked_settings(settings)["model"]}, indent=2))
+        return
+    out.print(overview_table(overview))
+    table = Table("setting", "value", title="model settings", title_justify="left")
+    for key, value in _flatten(masked_settings(settings)["model"]):
         table.add_row(key, value)
     out.print(table)
 
 
 @model_app.command("read")
-def model_read(ctx: typer.Context, path: Annotated[Path, typer.Argument(help="A DICOM file or study folder.")]) -> None:
+def model_read(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A DICOM file or study folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reading as JSON.")] = False,
+) -> None:
     """Read one study with the configured model and print the reasoning and findings."""
-    _not_available("radtrace model read", "the model issue")
+    from radtrace.model.presentation import reading_view
+    from radtrace.model.reader import StudyReader
+    from radtrace.model.study import Skipped, load_study_images
+
+    settings = _settings(ctx)
+    try:
+        images = load_study_images(path)
+        with err.status("reading the study …"):
+            outcome = StudyReader(settings.model, data_dir=settings.data_dir).read(images)
+    except RadtraceError as exc:
+        _fail(exc.reason, EXIT_FAILED)
+    if isinstance(outcome, Skipped):
+        if as_json:
+            typer.echo(json.dumps({"skipped": outcome.reason}))
+        else:
+            out.print(f"skipped: {outcome.reason}", highlight=False)
+        return
+    if as_json:
+        typer.echo(outcome.to_json())
+    else:
+        out.print(reading_view(outcome))
 
 
 # --- db ----------------------------------------------------------------------------------------

@@ -110,6 +110,15 @@ class ListenerSettings(_Section):
         default=10.0, gt=0, description="study is complete after this long with no new instance"
     )
     min_free_bytes: int = Field(default=2 * 1024**3, ge=0, description="below this free space, refuse with 0xA700")
+    processes: int = Field(
+        default=1, ge=1, le=64, description="listener processes sharing the port (SO_REUSEPORT), one per CPU core"
+    )
+    fsync: bool = Field(
+        default=True, description="fsync each instance before answering success; off only to compare with peers"
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Prometheus metrics port (process N uses port + N); off when unset"
+    )
     non_chest_policy: Literal["accept-and-skip", "reject"] = Field(
         default="accept-and-skip", description="misrouted non-chest data: store and skip with an audit entry, or refuse"
     )
@@ -131,6 +140,9 @@ class BrokerSettings(_Section):
     """The Celery broker: a doorbell only, the database holds the truth."""
 
     url: str | None = Field(default=None, description="Celery broker URL; default embedded SQLite under data_dir")
+    key_prefix: str = Field(
+        default="", description="prefix of every broker key in Redis (several installations sharing one Redis)"
+    )
     gpu_queue: str = Field(default="radtrace.gpu", description="queue consumed by GPU workers (inference)")
     dispatch_queue: str = Field(default="radtrace.dispatch", description="queue consumed by dispatchers (CPU)")
     visibility_timeout_s: int = Field(
@@ -140,6 +152,19 @@ class BrokerSettings(_Section):
         default=30.0, gt=0, description="how often overdue rows are found and their doorbell rung again"
     )
     max_attempts: int = Field(default=3, ge=1, le=20, description="processing attempts before a study is failed")
+    retry_backoff_initial_s: float = Field(
+        default=10.0, gt=0, description="delay before the first retry of a retryable failure; doubles each attempt"
+    )
+    retry_backoff_max_s: float = Field(default=600.0, gt=0, description="longest delay between processing attempts")
+    claim_timeout_s: float = Field(
+        default=900.0, gt=0, description="a worker's claim on a revision expires after this long (worker lost)"
+    )
+    overdue_after_s: float = Field(
+        default=60.0, ge=0, description="a queued revision or due outbox row waiting this long is rung again"
+    )
+    embedded_polling_interval_s: float = Field(
+        default=0.1, gt=0, le=10, description="how often workers poll the embedded SQLite broker"
+    )
 
 
 class ModelSettings(_Section):
@@ -163,8 +188,13 @@ class ModelSettings(_Section):
     min_pixels: int = Field(default=128 * 128, ge=28 * 28, description="smallest image area the processor sees")
     max_pixels: int = Field(default=476 * 476, ge=28 * 28, description="largest image area the processor sees")
     batch_size: int = Field(default=1, ge=1, le=64, description="studies per generate call")
+    accept_unknown_view: bool = Field(
+        default=True,
+        description="read a chest image whose view is recorded nowhere when no frontal one is known (flagged)",
+    )
     vllm_url: str | None = Field(default=None, description="base URL of a vLLM OpenAI-compatible server")
     vllm_api_key: SecretStr | None = Field(default=None, description="bearer token for the vLLM server")
+    vllm_model: str | None = Field(default=None, description="model name served by vLLM; default: its only model")
     request_timeout_s: float = Field(default=300.0, gt=0, description="give up on one model request after this long")
 
     @model_validator(mode="after")
@@ -192,6 +222,9 @@ class ReportingSettings(_Section):
     receiving_facility: str = Field(default="HOSPITAL", description="HL7 MSH-6")
     fhir_status: Literal["preliminary", "registered", "partial"] = Field(
         default="preliminary", description="FHIR DiagnosticReport.status; never final"
+    )
+    gsps: bool = Field(
+        default=False, description="also send a GSPS drawing the model's boxes, for viewers that do not render SR"
     )
 
     @field_validator("hl7_result_status", mode="before")

@@ -21,6 +21,7 @@ __all__ = [
     "PeerUnavailableError",
     "PermanentError",
     "RadtraceError",
+    "ReportError",
     "RetryableError",
     "StoreUnavailableError",
     "is_retryable",
@@ -98,3 +99,11 @@ def is_retryable(exc: BaseException) -> bool:
     reason instead of looping through retries forever.
     """
     return isinstance(exc, RadtraceError) and exc.retryable
+
+
+class ReportError(PermanentError):
+    """A report (SR, HL7, FHIR) cannot be built from the reading and sources given (e.g. a missing image)."""
+
+
+class ModelRequestError(PermanentError):
+    """A model server refused a request for good (bad request, unknown model, not authorised)."""

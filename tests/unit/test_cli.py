@@ -85,13 +85,6 @@ def test_serve_refuses_to_start_below_the_free_space_threshold(tmp_path: Path) -
     assert "free disk space" in result.stdout
 
 
-@pytest.mark.parametrize("command", [["listen"], ["worker"], ["send", "x.dcm"], ["model", "read", "x.dcm"]])
-def test_commands_not_built_yet_say_so_with_their_own_exit_code(command: list[str]) -> None:
-    result = radtrace(*command)
-    assert result.returncode == 3
-    assert "not available" in result.stderr
-
-
 def test_make_tiny_builds_a_model_the_loader_accepts(tmp_path: Path) -> None:
     from radtrace.model.loading import load_vlm
 

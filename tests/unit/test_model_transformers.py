@@ -180,6 +180,12 @@ def test_real_films_from_disk(reader: StudyReader) -> None:
     assert reading.images[0].view == "PA"
     assert (reading.images[0].model_rows, reading.images[0].model_columns) == (448, 448)
     assert reading.images[0].preparation[3]["applied"] is True  # MONOCHROME1 inverted
-    # the NIH film records no view anywhere (only "Cardiomegaly" as its study description): not read
+    # the NIH film records no view anywhere (only "Cardiomegaly" as its study description): read, and flagged
     nih = load_study_images(real / "nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm")
-    assert reader.read(nih) == Skipped(NO_FRONTAL)
+    nih_reading = reader.read(nih)
+    assert isinstance(nih_reading, Reading)
+    assert nih_reading.images[0].view is None
+    assert "view-unknown" in nih_reading.images[0].view_flags
+    # a site that wants only films with a recorded frontal view turns that off
+    strict = StudyReader(reader.settings.model_copy(update={"accept_unknown_view": False}), backend=reader.backend)
+    assert strict.read(nih) == Skipped(NO_FRONTAL)

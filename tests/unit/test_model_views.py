@@ -88,6 +88,19 @@ def test_no_frontal_chest_image_is_a_skip(images: list[ImageSpec]) -> None:
     assert choice.skip_reason == NO_FRONTAL == "no frontal chest image"
 
 
+def test_a_chest_image_with_no_recorded_view_is_read_only_when_allowed_and_flagged() -> None:
+    study = make_study(images=[ImageSpec(view="PA", view_source="none")])
+    del study[0].SeriesDescription
+    assert choose_views(study).frontal is None
+    choice = choose_views(study, accept_unknown_view=True)
+    assert (choice.frontal, choice.flags) == (0, ("view-unknown",))
+    # a known lateral is never taken for a frontal, nor is an unknown view of another body part
+    laterals = make_study(images=[ImageSpec(view="LL"), ImageSpec(view="PA", body_part="HAND", view_source="none")])
+    for ds in laterals:
+        del ds.SeriesDescription
+    assert choose_views(laterals, accept_unknown_view=True).frontal is None
+
+
 def test_larger_image_wins_among_equal_views() -> None:
     study = make_study(images=[ImageSpec(rows=128, columns=128), ImageSpec(rows=512, columns=416)])
     assert choose_views(study).frontal == 1

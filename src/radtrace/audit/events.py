@@ -65,6 +65,7 @@ class EventType(enum.StrEnum):
     DISPATCH_ATTEMPTED = "dispatch_attempted"
     DISPATCH_DELIVERED = "dispatch_delivered"
     DISPATCH_FAILED = "dispatch_failed"
+    DISPATCH_RETRY_SCHEDULED = "dispatch_retry_scheduled"
     AUDIT_QUERIED = "audit_queried"
     AUDIT_VERIFIED = "audit_verified"
     AUDIT_EXPORTED = "audit_exported"
@@ -99,6 +100,7 @@ _DICOM_EVENT: Final[Mapping[EventType, DicomAuditEvent]] = {
     EventType.DISPATCH_ATTEMPTED: INSTANCES_TRANSFERRED,
     EventType.DISPATCH_DELIVERED: INSTANCES_TRANSFERRED,
     EventType.DISPATCH_FAILED: INSTANCES_TRANSFERRED,
+    EventType.DISPATCH_RETRY_SCHEDULED: INSTANCES_TRANSFERRED,
     EventType.AUDIT_QUERIED: AUDIT_LOG_USED,
     EventType.AUDIT_VERIFIED: AUDIT_LOG_USED,
     EventType.AUDIT_EXPORTED: EXPORT,

@@ -120,6 +120,7 @@ class StudyReader:
             min_pixels=self.budget.min_pixels,
             max_pixels=self.budget.max_pixels,
             want_lateral=self.profile.takes_lateral,
+            accept_unknown_view=self.settings.accept_unknown_view,
         )
 
     def read(self, images: Sequence[StudyImage]) -> Reading | Skipped:

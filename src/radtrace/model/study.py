@@ -54,7 +54,12 @@ class Skipped:
 
 
 def prepare_study(
-    images: Sequence[StudyImage], *, min_pixels: int, max_pixels: int, want_lateral: bool = False
+    images: Sequence[StudyImage],
+    *,
+    min_pixels: int,
+    max_pixels: int,
+    want_lateral: bool = False,
+    accept_unknown_view: bool = False,
 ) -> StudyInput | Skipped:
     """Choose the views and prepare their pictures within the pixel budget.
 
@@ -62,7 +67,9 @@ def prepare_study(
         DicomInputError: the chosen frontal image cannot be decoded (a lateral that cannot is left out).
     """
     started = time.perf_counter()
-    choice = choose_views([image.dataset for image in images], want_lateral=want_lateral)
+    choice = choose_views(
+        [image.dataset for image in images], want_lateral=want_lateral, accept_unknown_view=accept_unknown_view
+    )
     if choice.frontal is None:
         return Skipped(choice.skip_reason or "no frontal chest image")
     pictures: list[PreparedPicture] = []

@@ -83,7 +83,8 @@ class ViewChoice:
     lateral: int | None
     views: tuple[ViewReading, ...]
     flags: tuple[str, ...]
-    """``ap`` (frontal is AP), ``portable``, ``view-from-description`` (no coded or positional view)."""
+    """``ap`` (frontal is AP), ``portable``, ``view-from-description`` (no coded or positional view),
+    ``view-unknown`` (no view recorded anywhere; read because ``accept_unknown_view`` was set)."""
 
     @property
     def skip_reason(self) -> str | None:
@@ -109,11 +110,15 @@ def read_view(ds: Dataset) -> ViewReading:
     return ViewReading(None, None, chest, portable)
 
 
-def choose_views(datasets: Sequence[Dataset], *, want_lateral: bool = False) -> ViewChoice:
+def choose_views(
+    datasets: Sequence[Dataset], *, want_lateral: bool = False, accept_unknown_view: bool = False
+) -> ViewChoice:
     """Choose the frontal image (PA before AP) and, if ``want_lateral``, a lateral one.
 
     Among images of the same projection the larger image wins (a thumbnail or a For Processing duplicate
-    is usually smaller or later), then the earlier instance.
+    is usually smaller or later), then the earlier instance. With ``accept_unknown_view``, a study with no
+    recognised frontal image but a chest image whose view is recorded nowhere reads that image, flagged
+    ``view-unknown``: many archives strip the view, and the model itself refuses a non-frontal picture.
     """
     views = tuple(read_view(ds) for ds in datasets)
 
@@ -128,8 +133,15 @@ def choose_views(datasets: Sequence[Dataset], *, want_lateral: bool = False) -> 
         return min(candidates, key=lambda i: (projections.index(views[i].projection or "PA"), -_area(datasets[i]), i))
 
     frontal = best(("PA", "AP"))
-    lateral = best(("LL", "RL", "LATERAL")) if want_lateral and frontal is not None else None
     flags: list[str] = []
+    if frontal is None and accept_unknown_view:
+        unknown = [
+            i for i, view in enumerate(views) if view.chest and view.projection is None and _has_pixels(datasets[i])
+        ]
+        if unknown:
+            frontal = min(unknown, key=lambda i: (-_area(datasets[i]), i))
+            flags.append("view-unknown")
+    lateral = best(("LL", "RL", "LATERAL")) if want_lateral and frontal is not None else None
     if frontal is not None:
         chosen = views[frontal]
         if chosen.projection == "AP":

@@ -89,6 +89,7 @@ class Study(Base):
     study_uid: Mapped[str] = mapped_column(UID, unique=True)
     study_key: Mapped[str] = mapped_column(sa.String(16), index=True, doc="hashed key, the only one used in logs")
     accession: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    study_description: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
     last_instance_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
@@ -117,6 +118,10 @@ class Revision(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
     sr_sop_instance_uid: Mapped[str | None] = mapped_column(UID)
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(255), doc="the worker processing it")
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, doc="after this another worker may take it")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, doc="a retry of a queued revision is due")
+    rung_at: Mapped[datetime | None] = mapped_column(UtcDateTime, doc="the reconciler last rang its doorbell")
 
     study: Mapped[Study] = relationship(back_populates="revisions")
     instances: Mapped[list[Instance]] = relationship(back_populates="revision")
@@ -138,6 +143,8 @@ class Instance(Base):
     sop_class_uid: Mapped[str] = mapped_column(UID)
     series_uid: Mapped[str | None] = mapped_column(UID)
     transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    modality: Mapped[str | None] = mapped_column(sa.String(16))
+    body_part: Mapped[str | None] = mapped_column(sa.String(16), doc="Body Part Examined as sent")
     path: Mapped[str] = mapped_column(sa.Text, doc="relative to the spool directory")
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     sha256: Mapped[str] = mapped_column(SHA256_HEX, index=True)

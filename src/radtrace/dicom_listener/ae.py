@@ -1,0 +1,176 @@
+"""The listener's Application Entity: Verification and Storage SCP, policy, TLS, and its lifetime.
+
+:class:`Listener` wires the pieces: the spool, the handlers, the completion timer and a pynetdicom
+server on ``listener.host:listener.port``. pynetdicom streams each received dataset straight to a
+file (``STORE_RECV_CHUNKED_DATASET``): nothing is decoded on the hot path but the header, and large
+instances never sit in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import tempfile
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+from pynetdicom import AE, _config
+from pynetdicom.transport import ThreadedAssociationServer
+
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.config import Settings, TlsSettings
+from radtrace.dicom_listener.completion import CompletionTimer
+from radtrace.dicom_listener.contexts import supported_contexts
+from radtrace.dicom_listener.handlers import ListenerHandlers
+from radtrace.dicom_listener.metrics import ListenerMetrics
+from radtrace.dicom_listener.spool import Spool
+from radtrace.dicom_listener.transport import ListenerServer
+from radtrace.errors import ConfigError, RadtraceError
+from radtrace.store.engine import Store
+
+__all__ = ["Listener", "build_ae", "quiet_pynetdicom", "server_ssl_context"]
+
+log = logging.getLogger(__name__)
+
+
+def quiet_pynetdicom() -> None:
+    """Never log C-STORE identifiers (patient data), and stream received datasets to files."""
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+    _config.STORE_RECV_CHUNKED_DATASET = True
+
+
+def server_ssl_context(tls: TlsSettings) -> ssl.SSLContext | None:
+    """The TLS server context for ``listener.tls`` (PS3.15 B.1/B.9 profile: TLS 1.2+), or ``None`` when off."""
+    if not tls.enabled:
+        return None
+    if tls.certificate is None or tls.private_key is None:  # pragma: no cover - the settings refuse this
+        raise ConfigError("listener.tls.enabled needs certificate and private_key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.certificate, tls.private_key)
+        if tls.ca_bundle is not None:
+            context.load_verify_locations(tls.ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"listener.tls: cannot load certificate, key or CA bundle: {exc}") from exc
+    context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_certificate else ssl.CERT_OPTIONAL
+    if tls.ca_bundle is None:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def build_ae(settings: Settings) -> AE:
+    """The AE with our title, contexts, limits and timeouts (policy checks are done by the handlers)."""
+    listener = settings.listener
+    ae = AE(ae_title=listener.ae_title)
+    ae.supported_contexts = supported_contexts(listener.non_chest_policy)
+    ae.maximum_associations = listener.max_associations
+    ae.maximum_pdu_size = listener.max_pdu_bytes
+    ae.acse_timeout = listener.acse_timeout_s
+    ae.dimse_timeout = listener.dimse_timeout_s
+    ae.network_timeout = listener.network_timeout_s
+    ae.require_called_aet = False  # checked, and audited, by the handlers' policy
+    ae.require_calling_aet = []
+    return ae
+
+
+class Listener:
+    """A running listener: ``with Listener(settings, store): ...`` or :meth:`serve_forever`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        free_bytes: Callable[[], int] | None = None,
+        metrics: ListenerMetrics | None = None,
+        redirect_tempdir: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.spool = Spool(settings.spool_dir, settings.quarantine_dir, fsync=settings.listener.fsync)
+        self.metrics = metrics or ListenerMetrics()
+        self.recorder = AuditRecorder(store)
+        self.actor = Actor(ae_title=settings.listener.ae_title)
+        self.timer = CompletionTimer(store, self.recorder, settings.listener.settle_seconds, actor=self.actor)
+        self.handlers = ListenerHandlers(
+            settings.listener,
+            store,
+            self.spool,
+            metrics=self.metrics,
+            free_bytes=free_bytes or self.spool.free_bytes,
+            on_instance=self.timer.poke,
+        )
+        self.redirect_tempdir = redirect_tempdir
+        self._server: ThreadedAssociationServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually listened on."""
+        if self._server is None:
+            raise RuntimeError("the listener is not running")
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Prepare the spool, start the completion timer and the DICOM server (non-blocking)."""
+        quiet_pynetdicom()
+        self.spool.prepare()
+        if self.redirect_tempdir:
+            # pynetdicom streams into tempfile's directory: on the spool's file system, staging is a rename.
+            tempfile.tempdir = str(self.spool.incoming)
+        listener = self.settings.listener
+        ae = build_ae(self.settings)
+        try:
+            server = ae.make_server(
+                (listener.host, listener.port),
+                evt_handlers=self.handlers.bindings(),
+                ssl_context=server_ssl_context(listener.tls),
+                server_class=ListenerServer,
+            )
+        except OSError as exc:
+            raise ConfigError(f"listener: cannot listen on {listener.host}:{listener.port}: {exc.strerror}") from exc
+        ae._servers.append(server)  # as AE.start_server does: server.shutdown() unregisters it
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="radtrace-listener", daemon=True)
+        self._thread.start()
+        self.timer.start()
+        self._audit(EventType.APPLICATION_STARTED, self.port)
+        log.info("DICOM listener %s on %s:%d", listener.ae_title, listener.host, self.port)
+
+    def stop(self) -> None:
+        """Stop accepting, let the timer finish, record the stop."""
+        if self._server is not None:
+            port = self.port
+            self._server.shutdown()
+            self._server = None
+            self.timer.stop()
+            self._audit(EventType.APPLICATION_STOPPED, port)
+        self._stopped.set()
+
+    def serve_forever(self) -> None:
+        """Start and block until :meth:`stop` is called (e.g. from a signal handler)."""
+        self.start()
+        self._stopped.wait()
+
+    def _audit(self, event_type: EventType, port: int) -> None:
+        try:
+            self.recorder.record(
+                AuditEvent(event_type, self.actor, payload={"component": "dicom_listener", "port": port})
+            )
+        except RadtraceError as exc:
+            log.error("could not record %s: %s", event_type.value, exc.reason)
+
+    def __enter__(self) -> Listener:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,222 @@
+"""Study completion: a study is complete after ``settle_seconds`` with no new instance.
+
+DICOM has no end-of-study signal, so completion is a guess; the guess is made from the database
+alone, so it survives restarts: :func:`due_revisions` is a pure function over the open (receiving)
+revisions and the time; :func:`complete_due` applies it in one transaction per revision, re-checking
+under the study's lock that nothing arrived meanwhile; :class:`CompletionTimer` is the thin loop that
+calls it when the next revision is due or when a new instance arrives. A listener killed mid-study
+finds the study's receiving revision at start and completes it when it is due.
+
+A completed revision is ``queued`` for the model or ``skipped(reason)`` by :mod:`.filtering`, with
+an audit event either way. (The broker doorbell is rung by the worker's reconciler, which finds
+queued rows; the row is the truth.)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.dicom_listener.filtering import FilterRule, InstanceFacts, decide
+from radtrace.dicom_listener.ingest import lock_study
+from radtrace.errors import RadtraceError
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store
+from radtrace.store.models import Instance, Revision, RevisionState, Study
+
+__all__ = ["CompletedRevision", "CompletionTimer", "OpenRevision", "complete_due", "due_revisions", "next_due_at"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OpenRevision:
+    """A revision still receiving, and when its study last got a new instance."""
+
+    revision_id: int
+    last_instance_at: datetime | None
+    opened_at: datetime
+
+
+@dataclass(frozen=True)
+class CompletedRevision:
+    """What completion did to one revision."""
+
+    revision_id: int
+    study_key: str
+    state: RevisionState
+    reason: str | None
+
+
+def _quiet_since(revision: OpenRevision) -> datetime:
+    return revision.last_instance_at or revision.opened_at
+
+
+def due_revisions(open_revisions: Sequence[OpenRevision], now: datetime, settle_seconds: float) -> list[int]:
+    """IDs of the revisions whose study has had no new instance for ``settle_seconds`` at ``now``."""
+    settle = timedelta(seconds=settle_seconds)
+    return [r.revision_id for r in open_revisions if now - _quiet_since(r) >= settle]
+
+
+def next_due_at(open_revisions: Sequence[OpenRevision], settle_seconds: float) -> datetime | None:
+    """When the earliest open revision becomes due, or ``None`` when none is open."""
+    if not open_revisions:
+        return None
+    return min(_quiet_since(r) for r in open_revisions) + timedelta(seconds=settle_seconds)
+
+
+def open_revisions(store: Store) -> list[OpenRevision]:
+    """Every revision in ``receiving`` with its study's last-instance time."""
+    with store.session("finding studies still receiving") as session:
+        rows = session.execute(
+            sa.select(Revision.id, Study.last_instance_at, Revision.opened_at)
+            .join(Study, Study.id == Revision.study_id)
+            .where(Revision.state == RevisionState.RECEIVING)
+        ).all()
+    return [OpenRevision(row[0], row[1], row[2]) for row in rows]
+
+
+def complete_due(
+    store: Store,
+    recorder: AuditRecorder,
+    settle_seconds: float,
+    *,
+    now: datetime | None = None,
+    actor: Actor | None = None,
+    rule: FilterRule | None = None,
+) -> list[CompletedRevision]:
+    """Queue or skip every revision due at ``now``; each in its own transaction with its audit event."""
+    now = now or utc_now()
+    done: list[CompletedRevision] = []
+    for revision_id in due_revisions(open_revisions(store), now, settle_seconds):
+        completed = _complete_one(store, recorder, revision_id, now, settle_seconds, actor or Actor(), rule)
+        if completed is not None:
+            done.append(completed)
+    return done
+
+
+def _complete_one(
+    store: Store,
+    recorder: AuditRecorder,
+    revision_id: int,
+    now: datetime,
+    settle_seconds: float,
+    actor: Actor,
+    rule: FilterRule | None,
+) -> CompletedRevision | None:
+    with store.session("completing a study", immediate=True) as session:
+        revision = session.get_one(Revision, revision_id)
+        study = session.get_one(Study, revision.study_id)
+        lock_study(session, study.study_uid)
+        session.refresh(revision)
+        session.refresh(study)
+        still_open = OpenRevision(revision.id, study.last_instance_at, revision.opened_at)
+        if revision.state is not RevisionState.RECEIVING or not due_revisions([still_open], now, settle_seconds):
+            return None  # an instance arrived meanwhile, or another listener completed it
+        facts = [
+            InstanceFacts(row[0], row[1], row[2])
+            for row in session.execute(
+                sa.select(Instance.sop_class_uid, Instance.modality, Instance.body_part).where(
+                    Instance.revision_id == revision.id
+                )
+            )
+        ]
+        decision = decide(facts, study.study_description, rule)
+        payload = {"revision": revision.number, "instances": len(facts)}
+        if decision.queue:
+            revision.state = RevisionState.QUEUED
+            revision.queued_at = now
+            event = AuditEvent(
+                EventType.STUDY_QUEUED, actor, study_uid=study.study_uid, accession=study.accession, payload=payload
+            )
+        else:
+            revision.state = RevisionState.SKIPPED
+            revision.reason = decision.reason
+            revision.finished_at = now
+            event = AuditEvent(
+                EventType.STUDY_SKIPPED,
+                actor,
+                study_uid=study.study_uid,
+                accession=study.accession,
+                payload=payload | {"reason": decision.reason},
+            )
+        recorder.record(event, session=session)
+        log.info("study %s revision %d %s", study.study_key, revision.number, revision.state.value)
+        return CompletedRevision(revision.id, study.study_key, revision.state, decision.reason)
+
+
+class CompletionTimer:
+    """A daemon thread that completes due revisions: at the next due time, on :meth:`poke`, at start.
+
+    Its only state is the database's, so a restart rebuilds every pending timer.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        recorder: AuditRecorder,
+        settle_seconds: float,
+        *,
+        actor: Actor | None = None,
+        on_completed: Callable[[CompletedRevision], None] | None = None,
+        max_sleep_s: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.settle_seconds = settle_seconds
+        self.actor = actor or Actor()
+        self.on_completed = on_completed
+        self.max_sleep_s = max_sleep_s
+        self._wake = threading.Event()
+        self._next_wake = 0.0  # time.monotonic() of the loop's next planned run
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="radtrace-completion", daemon=True)
+
+    def start(self) -> None:
+        """Start the loop (it first completes whatever became due while no listener ran)."""
+        self._thread.start()
+
+    def poke(self) -> None:
+        """A new instance arrived: wake the loop if it would otherwise sleep past this study's due time.
+
+        New instances only push due times later, so during a burst this is almost always a no-op.
+        """
+        if self._next_wake > time.monotonic() + self.settle_seconds:
+            self._next_wake = 0.0
+            self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and wait for it."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._next_wake = float("inf")  # a poke while the database is read makes the wait below return
+            sleep_s = self.max_sleep_s
+            try:
+                for completed in complete_due(self.store, self.recorder, self.settle_seconds, actor=self.actor):
+                    if self.on_completed is not None:
+                        self.on_completed(completed)
+                due_at = next_due_at(open_revisions(self.store), self.settle_seconds)
+                if due_at is not None:
+                    sleep_s = min(sleep_s, max(0.05, (due_at - utc_now()).total_seconds() + 0.01))
+            except RadtraceError as exc:  # database down: try again shortly, never die
+                log.warning("study completion failed, retrying: %s", exc.reason)
+                sleep_s = min(sleep_s, 2.0)
+            except Exception:
+                log.exception("study completion failed unexpectedly, retrying")
+                sleep_s = min(sleep_s, 2.0)
+            self._next_wake = time.monotonic() + sleep_s
+            self._wake.wait(sleep_s)
+            self._wake.clear()

@@ -1,0 +1,266 @@
+"""pynetdicom event handlers: thin adapters from DICOM events to the listener's pure rules and store.
+
+A handler never raises: every failure becomes a DICOM status (or an A-ASSOCIATE-RJ) and, where the
+database is reachable, an audit event. Log lines name studies by their hashed key only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+
+from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.config import ListenerSettings
+from radtrace.dicom_listener.headers import ReceivedHeader, read_header
+from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
+from radtrace.dicom_listener.metrics import ListenerMetrics
+from radtrace.dicom_listener.policy import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_MISSING_IDENTIFIERS,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_PROCESSING_FAILURE,
+    STATUS_SUCCESS,
+    AssociationRequest,
+    check_association,
+    has_room,
+)
+from radtrace.dicom_listener.spool import Spool, StagedFile
+from radtrace.errors import DicomInputError, RadtraceError
+from radtrace.logging import study_key
+from radtrace.store.engine import Store
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
+__all__ = ["ListenerHandlers"]
+
+log = logging.getLogger(__name__)
+
+
+def _status(code: int, comment: str | None = None) -> Dataset:
+    status = Dataset()
+    status.Status = code
+    if comment:
+        status.ErrorComment = comment[:64]  # LO
+    return status
+
+
+def _actor(assoc: Association) -> Actor:
+    return Actor(ae_title=str(assoc.requestor.ae_title).strip() or None, host=assoc.requestor.address or None)
+
+
+class ListenerHandlers:
+    """The listener's handlers, bound to its store, spool, settings and metrics."""
+
+    def __init__(
+        self,
+        settings: ListenerSettings,
+        store: Store,
+        spool: Spool,
+        *,
+        metrics: ListenerMetrics,
+        free_bytes: Callable[[], int],
+        on_instance: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.recorder = AuditRecorder(store)
+        self.spool = spool
+        self.metrics = metrics
+        self.free_bytes = free_bytes
+        self.on_instance = on_instance
+
+    def bindings(self) -> list[evt.EventHandlerType]:
+        """The ``evt_handlers`` list for ``AE.start_server``."""
+        return [
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_ACCEPTED, self.on_accepted),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_ABORTED, self.on_connection_lost),
+            (evt.EVT_CONN_CLOSE, self.on_connection_lost),
+        ]
+
+    # --- association ----------------------------------------------------------------------------
+
+    def on_requested(self, event: evt.Event) -> None:
+        """Apply the association policy to an A-ASSOCIATE-RQ; reject (and audit) when it says so."""
+        assoc = event.assoc
+        try:
+            primitive = assoc.requestor.primitive
+            calling = str(getattr(primitive, "calling_ae_title", "") or "").strip()
+            called = str(getattr(primitive, "called_ae_title", "") or "").strip()
+            request = AssociationRequest(
+                calling_ae=calling,
+                called_ae=called,
+                peer_host=str(assoc.requestor.address),
+                active_associations=sum(1 for a in assoc.ae.active_associations if a.is_acceptor),
+                free_bytes=self.free_bytes(),
+            )
+            rejection = check_association(request, self.settings)
+        except Exception:
+            log.exception("association policy failed; rejecting")
+            assoc.acse.send_reject(2, 3, 1)
+            assoc.kill()
+            return
+        if rejection is None:
+            self.metrics.associations.labels(result="accepted").inc()
+            return
+        self.metrics.associations.labels(result="rejected").inc()
+        self.metrics.rejections.labels(reason=rejection.reason).inc()
+        log.warning(
+            "rejected association from %r at %s to %r: %s", calling, request.peer_host, called, rejection.reason
+        )
+        assoc.acse.send_reject(rejection.result, rejection.source, rejection.diagnostic)
+        self._audit(
+            AuditEvent(
+                EventType.ASSOCIATION_REJECTED,
+                Actor(ae_title=calling or None, host=request.peer_host),
+                outcome=Outcome.MINOR_FAILURE,
+                payload={
+                    "reason": rejection.reason,
+                    "called_ae": called,
+                    "result": rejection.result,
+                    "source": rejection.source,
+                    "diagnostic": rejection.diagnostic,
+                },
+            )
+        )
+        assoc.kill()
+
+    def on_accepted(self, event: evt.Event) -> None:
+        """Audit presentation contexts refused at negotiation (a SOP class or transfer syntax we do not take)."""
+        refused = event.assoc.rejected_contexts
+        if not refused:
+            return
+        self.metrics.rejections.labels(reason="presentation context refused").inc(len(refused))
+        self._audit(
+            AuditEvent(
+                EventType.INSTANCE_REJECTED,
+                _actor(event.assoc),
+                outcome=Outcome.MINOR_FAILURE,
+                payload={
+                    "reason": "presentation contexts refused at negotiation",
+                    # PS3.8 Table 9-18: 3 abstract syntax not supported, 4 transfer syntaxes not supported
+                    "contexts": [
+                        {"sop_class_uid": str(cx.abstract_syntax), "result": cx.result} for cx in refused[:32]
+                    ],
+                    "refused": len(refused),
+                },
+            )
+        )
+
+    def on_connection_lost(self, event: evt.Event) -> None:
+        """Drop the partial file of a C-STORE cut off mid-dataset (pynetdicom leaves it open on disk)."""
+        message = getattr(getattr(event.assoc, "dimse", None), "message", None)
+        partial = getattr(message, "_data_set_file", None)
+        if partial is None:
+            return
+        try:
+            partial.close()
+            Path(partial.name).unlink(missing_ok=True)
+            log.warning("association ended mid-transfer; the partial instance was discarded")
+        except OSError as exc:
+            log.warning("could not remove a partial transfer: %s", exc.strerror)
+
+    def on_echo(self, event: evt.Event) -> int:
+        """C-ECHO: success (the association policy already admitted the caller)."""
+        self.metrics.echoes.inc()
+        return STATUS_SUCCESS
+
+    # --- C-STORE --------------------------------------------------------------------------------
+
+    def on_store(self, event: evt.Event) -> Dataset | int:
+        """C-STORE: stage, parse, record; success only once the instance and its row are durable."""
+        actor = _actor(event.assoc)
+        staged: StagedFile | None = None
+        try:
+            received = Path(event.dataset_path)
+            if not has_room(self.free_bytes(), self.settings):
+                received.unlink(missing_ok=True)
+                self._audit(
+                    AuditEvent(
+                        EventType.INSTANCE_REJECTED,
+                        actor,
+                        outcome=Outcome.MINOR_FAILURE,
+                        payload={"reason": "spool disk nearly full", "sop_instance_uid": self._requested_sop(event)},
+                    )
+                )
+                return self._answer(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk nearly full")
+            staged = self.spool.stage_file(received)
+            self.metrics.bytes.inc(staged.size)
+            try:
+                header = self._check(read_header(staged.path), event)
+            except DicomInputError as exc:
+                return self._quarantine(staged, exc, actor, event)
+            result = record_instance(self.store, self.recorder, self.spool, staged, header, actor)
+            staged = None
+            self.metrics.instances.labels(outcome=result.outcome.value).inc()
+            if result.outcome is not IngestOutcome.DUPLICATE:
+                self.on_instance()
+            log.debug(
+                "study %s: instance %s (revision %d)",
+                study_key(header.study_uid),
+                result.outcome,
+                result.revision_number,
+            )
+            return self._answer(STATUS_SUCCESS)
+        except RadtraceError as exc:
+            log.error("could not record a received instance: %s", exc.reason)
+            self.metrics.instances.labels(outcome="failed").inc()
+            return self._answer(STATUS_PROCESSING_FAILURE, exc.reason)
+        except Exception as exc:
+            log.exception("unexpected failure handling C-STORE")
+            self.metrics.instances.labels(outcome="failed").inc()
+            return self._answer(STATUS_PROCESSING_FAILURE, f"internal error ({type(exc).__name__})")
+        finally:
+            if staged is not None:
+                self.spool.discard(staged)
+
+    @staticmethod
+    def _requested_sop(event: evt.Event) -> str:
+        return str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
+
+    def _check(self, header: ReceivedHeader, event: evt.Event) -> ReceivedHeader:
+        requested = self._requested_sop(event)
+        if requested and requested != header.sop_instance_uid:
+            raise DicomInputError("SOP Instance UID in the dataset differs from the C-STORE request")
+        return header
+
+    def _quarantine(self, staged: StagedFile, exc: DicomInputError, actor: Actor, event: evt.Event) -> Dataset:
+        where = self.spool.quarantine(staged, exc.reason)
+        self.metrics.instances.labels(outcome="quarantined").inc()
+        log.warning("quarantined an unusable instance as %s: %s", where.name, exc.reason)
+        self._audit(
+            AuditEvent(
+                EventType.INSTANCE_QUARANTINED,
+                actor,
+                outcome=Outcome.SERIOUS_FAILURE,
+                payload={
+                    "reason": exc.reason,
+                    "sop_instance_uid": self._requested_sop(event),
+                    "sha256": staged.sha256,
+                    "size_bytes": staged.size,
+                    "quarantine_file": where.name,
+                },
+            )
+        )
+        identifiers = "UID" in exc.reason
+        status = STATUS_MISSING_IDENTIFIERS if identifiers else STATUS_CANNOT_UNDERSTAND
+        return self._answer(status, exc.reason)
+
+    def _answer(self, code: int, comment: str | None = None) -> Dataset:
+        self.metrics.status(code)
+        return _status(code, comment)
+
+    def _audit(self, event: AuditEvent) -> None:
+        try:
+            self.recorder.record(event)
+        except RadtraceError as exc:  # the DICOM answer stands; the log says the audit row is missing
+            log.error("could not record audit event %s: %s", event.type.value, exc.reason)

@@ -1,0 +1,114 @@
+"""Who may associate, and when the listener must refuse work: pure decisions over plain values.
+
+Association rejections follow PS3.8 9.3.4 (A-ASSOCIATE-RJ): *result* 1 permanent / 2 transient,
+*source* 1 service user / 3 service provider (presentation related), and the diagnostic. The
+pynetdicom handler in :mod:`radtrace.dicom_listener.handlers` only gathers the request's facts,
+asks :func:`check_association` and sends what it returns.
+
+C-STORE statuses are from PS3.4 B.2.3 (Storage Service Class) and PS3.7 C.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from radtrace.config import CallerRule, ListenerSettings
+
+__all__ = [
+    "STATUS_CANNOT_UNDERSTAND",
+    "STATUS_MISSING_IDENTIFIERS",
+    "STATUS_OUT_OF_RESOURCES",
+    "STATUS_PROCESSING_FAILURE",
+    "STATUS_SUCCESS",
+    "AssociationRequest",
+    "Rejection",
+    "caller_allowed",
+    "check_association",
+    "has_room",
+]
+
+STATUS_SUCCESS: Final = 0x0000
+#: Refused: Out of Resources (PS3.4 B.2.3): low disk; the sender should retry later.
+STATUS_OUT_OF_RESOURCES: Final = 0xA700
+#: Error: Cannot Understand (0xCxxx): the dataset could not be parsed; it is quarantined.
+STATUS_CANNOT_UNDERSTAND: Final = 0xC210
+#: Error: Cannot Understand: a type 1 identifier (Study/SOP Instance UID) is missing or does not match.
+STATUS_MISSING_IDENTIFIERS: Final = 0xC211
+#: Failure: Processing Failure (PS3.7 C.4.2): radtrace could not record the instance (e.g. database down).
+STATUS_PROCESSING_FAILURE: Final = 0x0110
+
+# (result, source, diagnostic) triples, PS3.8 Table 9-21
+PERMANENT: Final = 1
+TRANSIENT: Final = 2
+SERVICE_USER: Final = 1
+SERVICE_PROVIDER_PRESENTATION: Final = 3
+CALLING_AE_NOT_RECOGNIZED: Final = 3
+CALLED_AE_NOT_RECOGNIZED: Final = 7
+TEMPORARY_CONGESTION: Final = 1
+LOCAL_LIMIT_EXCEEDED: Final = 2
+
+
+@dataclass(frozen=True)
+class AssociationRequest:
+    """The facts of an A-ASSOCIATE-RQ that the policy looks at."""
+
+    calling_ae: str
+    called_ae: str
+    peer_host: str
+    active_associations: int
+    """Associations this listener holds as acceptor, this one included."""
+    free_bytes: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An A-ASSOCIATE-RJ to send, with a short reason for the audit log."""
+
+    result: int
+    source: int
+    diagnostic: int
+    reason: str
+
+
+def caller_allowed(calling_ae: str, peer_host: str, rules: Sequence[CallerRule]) -> bool:
+    """Whether a rule admits this calling AE from this address (a rule without ``host`` admits any)."""
+    title = calling_ae.strip()
+    for rule in rules:
+        if rule.ae_title != title:
+            continue
+        if rule.host is None:
+            return True
+        try:
+            if ipaddress.ip_address(peer_host) in ipaddress.ip_network(rule.host, strict=False):
+                return True
+        except ValueError:  # the peer address is not an IP address (should not happen over TCP)
+            continue
+    return False
+
+
+def has_room(free_bytes: int, settings: ListenerSettings) -> bool:
+    """Whether the spool's file system has more than ``min_free_bytes`` free."""
+    return free_bytes >= settings.min_free_bytes
+
+
+def check_association(request: AssociationRequest, settings: ListenerSettings) -> Rejection | None:
+    """The rejection to send for this request, or ``None`` to go on with negotiation.
+
+    Checked in order: calling AE (and its source address), called AE, concurrent associations, disk.
+    """
+    if not settings.accept_unknown_callers and not caller_allowed(
+        request.calling_ae, request.peer_host, settings.allowed_callers
+    ):
+        return Rejection(PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED, "calling AE title not allowed")
+    if settings.check_called_ae and request.called_ae.strip() != settings.ae_title:
+        return Rejection(PERMANENT, SERVICE_USER, CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours")
+    if request.active_associations > settings.max_associations:
+        return Rejection(
+            TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED, "too many concurrent associations"
+        )
+    if not has_room(request.free_bytes, settings):
+        return Rejection(TRANSIENT, SERVICE_PROVIDER_PRESENTATION, TEMPORARY_CONGESTION, "spool disk nearly full")
+    return None

@@ -1,0 +1,89 @@
+"""``radtrace listen``: run the listener until SIGTERM/SIGINT, in one or several processes.
+
+With ``listener.processes`` > 1 the parent forks that many children before opening any database
+connection or thread; each binds the same port with ``SO_REUSEPORT`` and runs its own listener and
+completion timer (completing a revision re-checks its state under the study's lock, so two timers
+never complete one twice). The parent forwards signals and exits when the children have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from prometheus_client import start_http_server
+
+from radtrace.config import Settings
+from radtrace.dicom_listener.ae import Listener
+from radtrace.dicom_listener.metrics import ListenerMetrics
+from radtrace.store.engine import Store
+
+__all__ = ["run_listener", "run_listener_processes"]
+
+log = logging.getLogger(__name__)
+
+
+def run_listener(settings: Settings, index: int = 0) -> None:
+    """Run one listener process until SIGTERM or SIGINT (blocking)."""
+    store = Store.from_url(
+        settings.store_url, pool_size=settings.store.pool_size, connect_timeout_s=settings.store.connect_timeout_s
+    )
+    metrics = ListenerMetrics()
+    if settings.listener.metrics_port is not None:
+        start_http_server(settings.listener.metrics_port + index, registry=metrics.registry)
+    listener = Listener(settings, store, metrics=metrics, redirect_tempdir=True)
+    stopping = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("listener stopping on signal %d", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    listener.start()
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        listener.stop()
+        store.dispose()
+
+
+def run_listener_processes(settings: Settings) -> int:
+    """Run ``listener.processes`` listener processes sharing the port; returns an exit status."""
+    count = settings.listener.processes
+    if count == 1:
+        run_listener(settings)
+        return 0
+    children: list[int] = []
+    for index in range(count):
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                run_listener(settings, index)
+            except BaseException:
+                log.exception("listener process %d failed", index)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        children.append(pid)
+
+    def _forward(signum: int, _frame: FrameType | None) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, _forward)
+    signal.signal(signal.SIGINT, _forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status) if status else 0)
+    return 1 if worst else 0

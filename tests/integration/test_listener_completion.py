@@ -1,0 +1,71 @@
+"""Study completion with a real listener: settle, queue or skip, next revision, timers rebuilt on restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from listener_support import audit_types, listener_settings, rows, running
+from radtrace.dicom_listener.dcmtk import storescu
+from radtrace.store.engine import Store
+from radtrace.store.models import Revision, RevisionState
+from radtrace.testing.broken import BrokenKind, broken_instance
+from radtrace.testing.studies import ImageSpec, StudySpec, make_image, write_study
+
+pytestmark = pytest.mark.integration
+
+SETTLE_S = 0.6
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not met in time")
+        time.sleep(0.05)
+
+
+def states(store: Store) -> list[tuple[int, RevisionState, str | None]]:
+    return sorted((r.number, r.state, r.reason) for r in rows(store, Revision))
+
+
+def test_a_settled_study_is_queued_and_later_instances_open_the_next_revision(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    settings = listener_settings(tmp_path, listener_port, settle_seconds=SETTLE_S)
+    spec = StudySpec(study_uid="1.2.826.0.1.3680043.8.498.5")
+    first = write_study([make_image(spec, ImageSpec(), 1, 1)], tmp_path / "a")
+    late = write_study([make_image(spec, ImageSpec(view="LL"), 1, 2)], tmp_path / "b")
+    with running(settings, store):
+        assert storescu(first, listener_port).returncode == 0
+        assert states(store) == [(1, RevisionState.RECEIVING, None)]
+        wait_for(lambda: states(store) == [(1, RevisionState.QUEUED, None)])
+        assert storescu(late, listener_port).returncode == 0
+        wait_for(lambda: states(store) == [(1, RevisionState.QUEUED, None), (2, RevisionState.QUEUED, None)])
+    assert audit_types(store).count("study_queued") == 2
+
+
+def test_a_misrouted_knee_is_stored_and_skipped_with_a_reason(tmp_path: Path, store: Store, listener_port: int) -> None:
+    settings = listener_settings(tmp_path, listener_port, settle_seconds=SETTLE_S)
+    path = tmp_path / "knee.dcm"
+    path.write_bytes(broken_instance(BrokenKind.NON_CHEST_BODY_PART))
+    with running(settings, store):
+        assert storescu([path], listener_port).returncode == 0
+        wait_for(lambda: states(store)[0][1] is RevisionState.SKIPPED)
+    assert states(store) == [(1, RevisionState.SKIPPED, "not a chest radiograph (body part KNEE)")]
+    assert "study_skipped" in audit_types(store)
+
+
+def test_a_study_left_receiving_by_a_stopped_listener_completes_after_restart(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    settings = listener_settings(tmp_path, listener_port, settle_seconds=1.5)
+    files = write_study([make_image(StudySpec(), ImageSpec(), 1, 1)], tmp_path / "in")
+    with running(settings, store):
+        assert storescu(files, listener_port).returncode == 0
+    assert states(store) == [(1, RevisionState.RECEIVING, None)]  # stopped before it settled
+    with running(settings, store):
+        wait_for(lambda: states(store) == [(1, RevisionState.QUEUED, None)])

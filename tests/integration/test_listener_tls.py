@@ -1,0 +1,63 @@
+"""TLS associations (PS3.15 Annex B): server certificate, and optional client-certificate verification."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from listener_support import listener_settings, running
+from radtrace.dicom_listener.dcmtk import echoscu
+from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
+
+pytestmark = pytest.mark.integration
+
+
+def make_pki(directory: Path) -> dict[str, Path]:
+    """A throw-away CA that signed a server (CN localhost) and a client certificate, with openssl."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        name: directory / name for name in ("ca.key", "ca.pem", "server.key", "server.pem", "client.key", "client.pem")
+    }
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=radtrace test CA",
+        "-keyout", str(files["ca.key"]), "-out", str(files["ca.pem"]))  # fmt: skip
+    for who in ("server", "client"):
+        csr = directory / f"{who}.csr"
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={'localhost' if who == 'server' else 'PACS'}",
+            "-keyout", str(files[f"{who}.key"]), "-out", str(csr))  # fmt: skip
+        run("x509", "-req", "-in", str(csr), "-CA", str(files["ca.pem"]), "-CAkey", str(files["ca.key"]),
+            "-CAcreateserial", "-days", "2", "-out", str(files[f"{who}.pem"]))  # fmt: skip
+    return files
+
+
+def test_tls_listener_with_client_certificates(tmp_path: Path, listener_port: int) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tls = {
+        "enabled": True,
+        "certificate": str(pki["server.pem"]),
+        "private_key": str(pki["server.key"]),
+        "ca_bundle": str(pki["ca.pem"]),
+        "require_client_certificate": True,
+    }
+    config = listener_settings(tmp_path, listener_port, tls=tls, acse_timeout_s=1.0)
+    store = Store.from_url(config.store_url)
+    upgrade(store)
+    with running(config, store), socket.create_connection(("127.0.0.1", listener_port)):
+        # A client that connects and says nothing holds up others for the ACSE timeout at most.
+        mutual = echoscu(
+            listener_port,
+            options=["+tls", str(pki["client.key"]), str(pki["client.pem"]), "+cf", str(pki["ca.pem"])],
+        )
+        anonymous = echoscu(listener_port, options=["+tla", "+cf", str(pki["ca.pem"])])
+        plain = echoscu(listener_port, timeout=60)
+    store.dispose()
+    assert mutual.returncode == 0, mutual.stderr
+    assert anonymous.returncode != 0
+    assert plain.returncode != 0
