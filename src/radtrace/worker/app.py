@@ -1,0 +1,122 @@
+"""The Celery app factory: Redis in production, an embedded SQLite broker on one machine.
+
+The broker is a doorbell, never the truth (DESIGN.md, principle 1): messages carry IDs only, as JSON;
+a message lost with Redis or with a killed worker is rung again by the reconciler from the rows.
+
+* Redis (``broker.url = redis://…``): every key under ``broker.key_prefix``; an unacknowledged
+  message comes back after ``broker.visibility_timeout_s``.
+* Embedded (the default, ``sqla+sqlite:///<data_dir>/broker.db``): kombu's SQLAlchemy transport on
+  one SQLite file, no server. It polls; the interval is a class attribute of the transport, because
+  kombu hands ``broker_transport_options`` to ``create_engine`` (a ``polling_interval`` there crashes),
+  so the app uses a subclass with ``broker.embedded_polling_interval_s`` set on it.
+
+Queues: ``broker.gpu_queue`` (inference; prefetch 1, ``acks_late``, ``reject_on_worker_lost``) and
+``broker.dispatch_queue`` (deliveries). Task names are explicit (:mod:`radtrace.worker.tasks`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Final
+
+from celery import Celery
+from kombu.entity import Exchange
+from kombu.entity import Queue as BrokerQueue
+
+from radtrace.config import Settings
+
+__all__ = ["DISPATCH_TASK", "PROCESS_TASK", "create_app", "is_embedded_broker"]
+
+log = logging.getLogger(__name__)
+
+PROCESS_TASK: Final = "radtrace.process_study"
+DISPATCH_TASK: Final = "radtrace.dispatch"
+_EMBEDDED_SCHEME: Final = "sqla+"
+
+
+def is_embedded_broker(settings: Settings) -> bool:
+    """Whether the broker is the embedded SQLAlchemy (SQLite) transport rather than a server."""
+    return settings.broker_url.startswith(_EMBEDDED_SCHEME)
+
+
+def _embedded_transport(polling_interval_s: float) -> type[Any]:
+    import warnings
+
+    import sqlalchemy as sa
+    from kombu.transport.sqlalchemy import Channel, Transport
+    from kombu.transport.sqlalchemy.models import Message, Queue
+
+    # kombu's Queue.messages relationship uses lazy="noload", deprecated in SQLAlchemy 2.1: the warning fires
+    # when the mappers are configured, on the first send. Define kombu's two classes (as its Channel does,
+    # default table names) and configure them here, once, with that one warning silenced.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*noload.*", category=sa.exc.SADeprecationWarning)
+        define: Any = Channel._declarative_cls  # uses no instance state
+        define(None, "Queue", Queue, {"__tablename__": "kombu_queue"})
+        define(None, "Message", Message, {"__tablename__": "kombu_message"})
+        sa.orm.configure_mappers()
+    return type("EmbeddedTransport", (Transport,), {"polling_interval": polling_interval_s})
+
+
+def _queue(name: str) -> Any:
+    # Each queue its own direct exchange and routing key: sharing the default exchange and key would copy
+    # every message into both queues.
+    return BrokerQueue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+
+
+def create_app(settings: Settings, *, with_tasks: bool = True) -> Celery:
+    """A Celery app for ``settings``; with ``with_tasks`` the worker's tasks are registered on it.
+
+    Senders (the doorbell) need no tasks: they send by name.
+    """
+    broker = settings.broker
+    app = Celery("radtrace", set_as_current=False)
+    transport_options: dict[str, Any] = {}
+    url = settings.broker_url
+    conf: dict[str, Any] = {}
+    if is_embedded_broker(settings):
+        url = url[len(_EMBEDDED_SCHEME) :]
+        if url.startswith("sqlite:///"):  # kombu cannot create the file's directory
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        conf["broker_transport"] = _embedded_transport(broker.embedded_polling_interval_s)
+    else:
+        transport_options.update(
+            visibility_timeout=broker.visibility_timeout_s,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+        )
+        if broker.key_prefix:
+            transport_options["global_keyprefix"] = broker.key_prefix
+    conf.update(
+        broker_url=url,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_default_queue=broker.gpu_queue,
+        task_queues=[_queue(broker.gpu_queue), _queue(broker.dispatch_queue)],
+        task_routes={
+            PROCESS_TASK: {"queue": broker.gpu_queue},
+            DISPATCH_TASK: {"queue": broker.dispatch_queue},
+        },
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        timezone="UTC",
+        enable_utc=True,
+    )
+    app.conf.update(conf)
+    if with_tasks:
+        from radtrace.worker.tasks import register_tasks
+
+        register_tasks(app, settings)
+    return app

@@ -1,0 +1,58 @@
+"""The doorbell: tell a worker that a row is ready. Ringing is best effort; the row is the truth.
+
+``ring_process`` is what the listener calls after it committed a revision as ``queued``;
+``ring_dispatch`` is rung for each outbox row. A broker that is down makes a ring return ``False``
+(logged), never an error for the caller: the reconciler finds the overdue row and rings again.
+Messages carry IDs only. Ringing twice is harmless: the pipeline claims rows, so a duplicate is a
+no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from typing import Any
+
+from radtrace.config import Settings
+from radtrace.worker.app import DISPATCH_TASK, PROCESS_TASK, create_app
+
+__all__ = ["ring_dispatch", "ring_process"]
+
+log = logging.getLogger(__name__)
+
+_apps: dict[tuple[str, str, str, str, float], Any] = {}
+_apps_lock = threading.Lock()
+
+
+def _sender(settings: Settings) -> Any:
+    broker = settings.broker
+    key = (settings.broker_url, broker.key_prefix, broker.gpu_queue, broker.dispatch_queue,
+           broker.embedded_polling_interval_s)  # fmt: skip
+    with _apps_lock:
+        app = _apps.get(key)
+        if app is None:
+            app = _apps[key] = create_app(settings, with_tasks=False)
+        return app
+
+
+def _ring(settings: Settings, task: str, args: list[Any], queue: str, at: datetime | None) -> bool:
+    try:
+        _sender(settings).send_task(task, args=args, queue=queue, eta=at)
+    except Exception as exc:  # kombu/redis raise many types; none may reach the caller
+        log.warning("doorbell %s %s not rung (%s: %s); the reconciler rings again", task, args, type(exc).__name__, exc)
+        return False
+    return True
+
+
+def ring_process(settings: Settings, study_uid: str, revision: int, *, at: datetime | None = None) -> bool:
+    """Ask a GPU worker to process revision number ``revision`` of ``study_uid`` (at ``at``, or now).
+
+    Returns whether the broker took the message.
+    """
+    return _ring(settings, PROCESS_TASK, [study_uid, revision], settings.broker.gpu_queue, at)
+
+
+def ring_dispatch(settings: Settings, outbox_id: int, *, at: datetime | None = None) -> bool:
+    """Ask a dispatcher to attempt delivery of outbox row ``outbox_id`` (at ``at``, or now)."""
+    return _ring(settings, DISPATCH_TASK, [outbox_id], settings.broker.dispatch_queue, at)

@@ -1,0 +1,212 @@
+"""The reconciler: find rows whose doorbell was lost and ring it again. A Redis flush loses nothing.
+
+Overdue means (:func:`revision_overdue`, :func:`outbox_overdue`, pure):
+
+* a ``queued`` revision due for ``broker.overdue_after_s`` (since it was queued, its retry fell due,
+  or the reconciler last rang it) with no worker on it;
+* a ``processing`` revision whose claim expired (its worker died): ringing lets a worker take it over;
+* a ``pending`` outbox row due for ``broker.overdue_after_s`` (a claimed row is pushed a lease ahead,
+  so a dispatcher that died mid-send is found too);
+* a ``reported`` revision with outbox rows none of which is pending, for ``overdue_after_s``: the
+  dispatcher died between delivering and settling; a ``dispatch`` ring for one row settles it.
+
+Ringing twice is harmless (the pipeline claims). The start-up pass rings everything due at once
+(``overdue_after`` 0); later passes run every ``broker.reconcile_interval_s``. With the embedded broker
+the reconciler also deletes messages delivered long ago (kombu's SQL transport never does).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from radtrace.config import Settings
+from radtrace.errors import RadtraceError
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store
+from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
+from radtrace.worker import doorbell
+
+__all__ = ["Reconciler", "Reconciliation", "outbox_overdue", "revision_overdue"]
+
+log = logging.getLogger(__name__)
+
+BROKER_KEEP = timedelta(hours=1)
+BROKER_PURGE_EVERY_S = 600.0
+
+
+def revision_overdue(
+    state: RevisionState,
+    *,
+    now: datetime,
+    after: timedelta,
+    queued_at: datetime | None = None,
+    next_attempt_at: datetime | None = None,
+    claim_expires_at: datetime | None = None,
+    rung_at: datetime | None = None,
+) -> bool:
+    """Whether a revision's doorbell must be rung again (pure; see the module docstring)."""
+    if state is RevisionState.QUEUED:
+        since = max((t for t in (queued_at, next_attempt_at, rung_at) if t is not None), default=None)
+        return since is None or since + after <= now
+    if state is RevisionState.PROCESSING:
+        if claim_expires_at is None:
+            return rung_at is None or rung_at + after <= now
+        return claim_expires_at <= now and (rung_at is None or rung_at + after <= now or rung_at < claim_expires_at)
+    return False
+
+
+def outbox_overdue(state: OutboxState, next_attempt_at: datetime, *, now: datetime, after: timedelta) -> bool:
+    """Whether an outbox row's doorbell must be rung again (pure)."""
+    return state is OutboxState.PENDING and next_attempt_at + after <= now
+
+
+@dataclass
+class Reconciliation:
+    """What one pass rang."""
+
+    processes: list[tuple[str, int]] = field(default_factory=list)
+    dispatches: list[int] = field(default_factory=list)
+    settles: list[int] = field(default_factory=list)
+    not_rung: int = 0
+
+
+class Reconciler:
+    """Finds overdue rows and rings their doorbells; one per worker process, or in ``serve``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        ring_process: Callable[[str, int], bool] | None = None,
+        ring_dispatch: Callable[[int], bool] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ring_process = ring_process or (lambda uid, number: doorbell.ring_process(settings, uid, number))
+        self.ring_dispatch = ring_dispatch or (lambda outbox_id: doorbell.ring_dispatch(settings, outbox_id))
+        self.clock = clock
+
+    def run_once(self, *, overdue_after_s: float | None = None) -> Reconciliation:
+        """One pass: ring every overdue row; ``overdue_after_s`` overrides the setting (0 at start-up)."""
+        now = self.clock()
+        after = timedelta(seconds=self.settings.broker.overdue_after_s if overdue_after_s is None else overdue_after_s)
+        done = Reconciliation()
+        with self.store.session("finding overdue revisions") as session:
+            revisions = session.execute(
+                sa.select(
+                    Revision.id,
+                    Study.study_uid,
+                    Revision.number,
+                    Revision.state,
+                    Revision.queued_at,
+                    Revision.next_attempt_at,
+                    Revision.claim_expires_at,
+                    Revision.rung_at,
+                )
+                .join(Study, Revision.study_id == Study.id)
+                .where(Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]))
+                .order_by(Revision.queued_at, Revision.id)
+            ).all()
+            pending = session.execute(
+                sa.select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.next_attempt_at)
+                .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at <= now - after)
+                .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            ).all()
+            unsettled = session.execute(
+                sa.select(sa.func.min(OutboxMessage.id))
+                .join(Revision, OutboxMessage.revision_id == Revision.id)
+                .where(Revision.state == RevisionState.REPORTED, Revision.reported_at <= now - after)
+                .group_by(Revision.id)
+                .having(sa.func.sum(sa.case((OutboxMessage.state == OutboxState.PENDING, 1), else_=0)) == 0)
+            ).all()
+        rung: list[int] = []
+        for rev_id, study_uid, number, state, queued_at, next_attempt_at, claim_expires_at, rung_at in revisions:
+            if revision_overdue(
+                state, now=now, after=after, queued_at=queued_at, next_attempt_at=next_attempt_at,
+                claim_expires_at=claim_expires_at, rung_at=rung_at,
+            ):  # fmt: skip
+                if self.ring_process(study_uid, number):
+                    rung.append(rev_id)
+                    done.processes.append((study_uid, number))
+                else:
+                    done.not_rung += 1
+        for outbox_id, outbox_state, next_attempt_at in pending:
+            if outbox_overdue(outbox_state, next_attempt_at, now=now, after=after):
+                if self.ring_dispatch(outbox_id):
+                    done.dispatches.append(outbox_id)
+                else:
+                    done.not_rung += 1
+        for (outbox_id,) in unsettled:
+            if self.ring_dispatch(outbox_id):
+                done.settles.append(outbox_id)
+            else:
+                done.not_rung += 1
+        if rung:
+            with self.store.session("noting rung doorbells") as session:
+                session.execute(sa.update(Revision).where(Revision.id.in_(rung)).values(rung_at=now))
+        if done.processes or done.dispatches or done.settles or done.not_rung:
+            log.info(
+                "reconciler rang %d revisions, %d deliveries, %d settles (%d not rung: broker down?)",
+                len(done.processes), len(done.dispatches), len(done.settles), done.not_rung,
+            )  # fmt: skip
+        return done
+
+    def purge_embedded_broker(self, *, older_than: timedelta = BROKER_KEEP) -> int:
+        """Delete messages the embedded broker handed out more than ``older_than`` ago; returns how many.
+
+        kombu's SQLAlchemy transport marks a message invisible when it delivers it and never deletes it, so
+        ``broker.db`` would grow for ever. Redis deletes acknowledged messages itself: nothing to do there.
+        """
+        from radtrace.worker.app import is_embedded_broker
+
+        if not is_embedded_broker(self.settings):
+            return 0
+        url = self.settings.broker_url.removeprefix("sqla+")
+        engine = sa.create_engine(url)
+        # kombu stamps the delivery time in local time, without a zone
+        cutoff = datetime.now() - older_than
+        try:
+            with engine.begin() as connection:
+                if not sa.inspect(connection).has_table("kombu_message"):
+                    return 0
+                deleted = connection.execute(
+                    sa.text("DELETE FROM kombu_message WHERE visible = :no AND timestamp < :cutoff"),
+                    {"no": False, "cutoff": cutoff},
+                )
+                return int(deleted.rowcount)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("embedded broker not purged: %s", exc)
+            return 0
+        finally:
+            engine.dispose()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """A start-up pass, then one every ``broker.reconcile_interval_s`` until ``stop`` is set."""
+        overdue_after: float | None = 0.0
+        last_purge: float | None = None
+        while not stop.is_set():
+            try:
+                self.run_once(overdue_after_s=overdue_after)
+                if last_purge is None or time.monotonic() - last_purge > BROKER_PURGE_EVERY_S:
+                    self.purge_embedded_broker()
+                    last_purge = time.monotonic()
+                overdue_after = None
+            except RadtraceError as exc:  # the database is down: try again next interval
+                log.warning("reconciler pass failed: %s", exc.reason)
+            stop.wait(self.settings.broker.reconcile_interval_s)
+
+    def start(self) -> tuple[threading.Thread, threading.Event]:
+        """Run :meth:`run_forever` in a daemon thread; set the event to stop it."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run_forever, args=(stop,), name="radtrace-reconciler", daemon=True)
+        thread.start()
+        return thread, stop

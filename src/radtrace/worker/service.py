@@ -1,0 +1,72 @@
+"""``radtrace worker``: one Celery worker process, with the reconciler beside it.
+
+A worker that takes the GPU queue owns one GPU (``--gpu N`` sets ``CUDA_VISIBLE_DEVICES``), loads the
+model once before taking work and runs the *solo* pool: one study at a time, prefetch 1. A worker on
+the dispatch queue alone runs a thread pool. The reconciler runs in a daemon thread of every worker:
+its start-up pass rings everything due, later passes what is overdue (duplicates are harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+
+from radtrace.config import Settings
+from radtrace.errors import ConfigError
+
+__all__ = ["QUEUE_ROLES", "queue_names", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+QUEUE_ROLES = ("gpu", "dispatch")
+
+
+def queue_names(settings: Settings, roles: Sequence[str]) -> list[str]:
+    """The broker queue names for ``roles`` (``gpu``, ``dispatch``; ``io`` is an alias of ``dispatch``)."""
+    names = {"gpu": settings.broker.gpu_queue, "dispatch": settings.broker.dispatch_queue,
+             "io": settings.broker.dispatch_queue}  # fmt: skip
+    unknown = [role for role in roles if role not in names]
+    if unknown or not roles:
+        raise ConfigError(f"--queues must name gpu and/or dispatch, not {', '.join(unknown) or 'nothing'}")
+    return list(dict.fromkeys(names[role] for role in roles))
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    roles: Sequence[str] = QUEUE_ROLES,
+    gpu: int | None = None,
+    concurrency: int = 4,
+    reconcile: bool = True,
+) -> None:
+    """Run a worker until SIGTERM (Celery's warm shutdown finishes the study in hand)."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before torch is imported: cuda:0 is this GPU
+    from radtrace.worker.app import create_app
+    from radtrace.worker.reconciler import Reconciler
+    from radtrace.worker.tasks import WorkerRuntime
+
+    queues = queue_names(settings, roles)
+    app = create_app(settings)
+    runtime: WorkerRuntime = app.conf.radtrace_runtime
+    takes_gpu = settings.broker.gpu_queue in queues
+    if takes_gpu:
+        runtime.warm()
+    if reconcile:
+        Reconciler(settings, runtime.pipeline.store).start()
+    name = f"radtrace-{'gpu' if takes_gpu else 'dispatch'}{'' if gpu is None else gpu}@{socket.gethostname()}"
+    argv = [
+        "worker",
+        f"--queues={','.join(queues)}",
+        f"--pool={'solo' if takes_gpu else 'threads'}",
+        f"--concurrency={1 if takes_gpu else concurrency}",
+        f"--hostname={name}-{os.getpid()}",
+        f"--loglevel={settings.logging.level}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    log.info("worker %s taking %s", name, ", ".join(queues))
+    app.worker_main(argv)

@@ -1,0 +1,99 @@
+"""Thin Celery tasks: IDs in, one pipeline call, ring what comes next. No logic lives here.
+
+``process_study(study_uid, revision)`` on the GPU queue and ``dispatch(outbox_id)`` on the dispatch
+queue; both ``acks_late`` with ``reject_on_worker_lost``. The pipeline's retries are in the database
+(``next_attempt_at``); the task only re-rings at that time. An unreachable database (the one error
+the pipeline lets through) is retried here with backoff, a bounded number of times; after that the
+reconciler rings again once the row is overdue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+
+from radtrace.config import Settings
+from radtrace.errors import RadtraceError, RetryableError
+from radtrace.worker.app import DISPATCH_TASK, PROCESS_TASK
+from radtrace.worker.doorbell import ring_dispatch, ring_process
+from radtrace.worker.pipeline import Result, StudyPipeline, retry_delay
+
+__all__ = ["WorkerRuntime", "register_tasks"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRuntime:
+    """What one worker process holds for its life: the store and the pipeline (with the model)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pipeline: StudyPipeline | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pipeline(self) -> StudyPipeline:
+        """The pipeline, built on first use (the model itself loads on the first reading)."""
+        with self._lock:
+            if self._pipeline is None:
+                from radtrace.model.reader import StudyReader
+                from radtrace.store.engine import Store
+
+                store = Store.from_url(
+                    self.settings.store_url,
+                    pool_size=self.settings.store.pool_size,
+                    connect_timeout_s=self.settings.store.connect_timeout_s,
+                )
+                reader = StudyReader(self.settings.model, data_dir=self.settings.data_dir)
+                self._pipeline = StudyPipeline(self.settings, store, reader)
+            return self._pipeline
+
+    def warm(self) -> None:
+        """Load the model now, before taking work (GPU workers)."""
+        reader = self.pipeline.reader
+        backend = getattr(reader, "backend", None)  # StudyReader builds (loads) it on first access
+        log.info("model ready: %s", type(backend).__name__)
+
+
+def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | None = None) -> WorkerRuntime:
+    """Register ``process_study`` and ``dispatch`` on ``app``; returns the runtime they use."""
+    held = runtime or WorkerRuntime(settings)
+    app.conf.radtrace_runtime = held
+    max_retries = settings.broker.max_attempts
+
+    options: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True,
+                               "max_retries": max_retries}  # fmt: skip
+
+    def process_study(self: Any, study_uid: str, revision: int) -> str:
+        try:
+            result = held.pipeline.process(study_uid, revision)
+        except RetryableError as exc:
+            countdown = retry_delay(settings.broker, self.request.retries + 1).total_seconds()
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        for outbox_id in result.outbox_ids:
+            ring_dispatch(settings, outbox_id)
+        if result.result is Result.RETRY and result.retry_at is not None:
+            ring_process(settings, study_uid, revision, at=result.retry_at)
+        if result.next_revision is not None:
+            ring_process(settings, study_uid, result.next_revision)
+        return result.result.value
+
+    def dispatch(self: Any, outbox_id: int) -> str:
+        try:
+            result = held.pipeline.dispatch(outbox_id)
+        except RetryableError as exc:
+            countdown = retry_delay(settings.broker, self.request.retries + 1).total_seconds()
+            raise self.retry(exc=exc, countdown=countdown) from exc
+        except RadtraceError as exc:  # e.g. no such row: nothing to deliver, nothing to retry
+            log.warning("dispatch %s refused: %s", outbox_id, exc.reason)
+            return "refused"
+        if result.retry_at is not None and result.delivery.attempted:
+            ring_dispatch(settings, outbox_id, at=result.retry_at)
+        return result.delivery.state.value
+
+    app.task(name=PROCESS_TASK, **options)(process_study)
+    app.task(name=DISPATCH_TASK, **options)(dispatch)
+    return held

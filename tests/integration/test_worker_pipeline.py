@@ -1,0 +1,301 @@
+"""The study pipeline on SQLite and PostgreSQL with the tiny model: a queued revision becomes a delivered draft,
+once, whatever runs twice, races, dies or fails."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pydicom
+import pytest
+import sqlalchemy as sa
+
+from radtrace.audit.chain import verify_chain
+from radtrace.config import Settings
+from radtrace.errors import ModelError
+from radtrace.model.reader import StudyReader
+from radtrace.model.reading import Reading
+from radtrace.model.study import Skipped, StudyImage
+from radtrace.reporting.dispatch.outbox import KIND_FILE
+from radtrace.store.engine import Store
+from radtrace.store.models import Job, JobState, OutboxState, Revision, RevisionState
+from radtrace.testing.studies import ImageSpec, StudySpec, make_study
+from radtrace.worker.pipeline import Result, StudyPipeline, payload_dir
+from worker_support import audit_events, outbox_rows, revision_row, spool_study, worker_settings
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class FailingReader:
+    """A model that fails the same way every time (e.g. out of GPU memory)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+    def read(self, images: Sequence[StudyImage]) -> Reading | Skipped:
+        self.calls += 1
+        raise self.error
+
+
+@pytest.fixture
+def wsettings(tmp_path: Path, store: Store, tiny_model_dir: Path) -> Settings:
+    return worker_settings(tmp_path, str(store.engine.url.render_as_string(hide_password=False)), tiny_model_dir)
+
+
+@pytest.fixture
+def reader(wsettings: Settings) -> StudyReader:
+    return StudyReader(wsettings.model, data_dir=wsettings.data_dir)
+
+
+def _types(store: Store) -> list[str]:
+    return [kind for kind, _, _ in audit_events(store)]
+
+
+def test_a_queued_revision_is_read_reported_and_delivered_once(
+    wsettings: Settings, store: Store, reader: StudyReader, tmp_path: Path
+) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study())
+    pipeline = StudyPipeline(wsettings, store, reader, worker="w1")
+
+    result = pipeline.process(study_uid, number)
+
+    assert result.result is Result.REPORTED
+    rev = revision_row(store, study_uid)
+    assert (rev.state, rev.attempts, rev.claimed_by, rev.reason) == (RevisionState.REPORTED, 1, None, None)
+    assert rev.reported_at is not None
+    assert rev.sr_sop_instance_uid
+    rows = outbox_rows(store)
+    assert sorted(row.destination.rsplit(".", 1)[-1] for row in rows) == ["dcm", "hl7", "json"]
+    assert {row.kind for row in rows} == {KIND_FILE}
+    assert list(result.outbox_ids) == [row.id for row in rows]
+    assert _types(store) == ["inference_started", "inference_completed", "report_created"]
+    completed = audit_events(store)[1][2]
+    assert completed["revision"] == 1
+    assert completed["raw_output"]
+    assert completed["prompt"] == "Find abnormalities and support devices."
+    assert completed["identity"]["weights_sha256"]
+    spooled = {row.sha256 for row in _instances(store)}
+    assert {item["sha256"] for item in completed["inputs"]} <= spooled
+    assert completed["inputs"][0]["role"] == "frontal"
+
+    # running it again (a doorbell rung twice, a redelivered message) changes nothing
+    again = pipeline.process(study_uid, number)
+    assert again.result is Result.NOT_CLAIMED
+    assert [row.id for row in outbox_rows(store)] == [row.id for row in rows]
+    assert len(audit_events(store)) == 3
+
+    for outbox_id in result.outbox_ids:
+        assert pipeline.dispatch(outbox_id).delivery.state is OutboxState.DELIVERED
+    rev = revision_row(store, study_uid)
+    assert rev.state is RevisionState.DISPATCHED
+    assert rev.finished_at is not None
+    sr = pydicom.dcmread(tmp_path / "drop" / f"{rev.sr_sop_instance_uid}.dcm")
+    assert sr.StudyInstanceUID == study_uid
+    assert sr.VerificationFlag == "UNVERIFIED"
+    delivered = len(audit_events(store))
+    for outbox_id in result.outbox_ids:  # and dispatching again does nothing
+        assert pipeline.dispatch(outbox_id).delivery.attempted is False
+    assert len(audit_events(store)) == delivered
+    assert revision_row(store, study_uid).state is RevisionState.DISPATCHED
+    assert verify_chain(store).ok
+
+
+def test_two_workers_racing_for_one_revision_read_it_once(
+    wsettings: Settings, store: Store, reader: StudyReader
+) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study())
+    workers = [StudyPipeline(wsettings, store, reader, worker=f"w{i}") for i in (1, 2)]
+    start = threading.Barrier(2)
+    results: list[Result] = []
+
+    def run(pipeline: StudyPipeline) -> None:
+        start.wait(timeout=10)
+        results.append(pipeline.process(study_uid, number).result)
+
+    threads = [threading.Thread(target=run, args=(worker,)) for worker in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results) == sorted([Result.REPORTED, Result.NOT_CLAIMED])
+    assert _types(store).count("inference_completed") == 1
+    assert revision_row(store, study_uid).attempts == 1
+
+
+def test_a_stale_claim_is_taken_over_and_a_live_one_is_left_alone(
+    wsettings: Settings, store: Store, reader: StudyReader
+) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study())
+    clock = Clock()
+    _set(store, study_uid, state=RevisionState.PROCESSING, attempts=1, claimed_by="dead-worker",
+         claim_expires_at=clock.now + timedelta(seconds=30))  # fmt: skip
+    pipeline = StudyPipeline(wsettings, store, reader, worker="w2", clock=clock)
+
+    assert pipeline.process(study_uid, number).result is Result.NOT_CLAIMED
+    assert revision_row(store, study_uid).claimed_by == "dead-worker"
+
+    clock.advance(31)
+    assert pipeline.process(study_uid, number).result is Result.REPORTED
+    rev = revision_row(store, study_uid)
+    assert (rev.state, rev.attempts, rev.claimed_by) == (RevisionState.REPORTED, 2, None)
+    started = [payload for kind, _, payload in audit_events(store) if kind == "inference_started"]
+    assert started == [{"revision": 1, "attempt": 2, "worker": "w2", "taken_over_from": "dead-worker"}]
+
+
+def test_a_worker_lost_on_the_last_attempt_ends_failed(wsettings: Settings, store: Store, reader: StudyReader) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study())
+    clock = Clock()
+    _set(store, study_uid, state=RevisionState.PROCESSING, attempts=wsettings.broker.max_attempts,
+         claimed_by="dead-worker", claim_expires_at=clock.now - timedelta(seconds=1))  # fmt: skip
+    result = StudyPipeline(wsettings, store, reader, worker="w2", clock=clock).process(study_uid, number)
+    assert result.result is Result.FAILED
+    rev = revision_row(store, study_uid)
+    assert rev.state is RevisionState.FAILED
+    assert rev.reason == "gave up after 3 attempts: the worker was lost (claim expired)"
+    assert "study_failed" in _types(store)
+    assert "inference_completed" not in _types(store)
+
+
+def test_a_study_without_a_frontal_image_is_skipped_with_its_reason(
+    wsettings: Settings, store: Store, reader: StudyReader
+) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study(StudySpec(seed=3), [ImageSpec(view="LL")]))
+    result = StudyPipeline(wsettings, store, reader).process(study_uid, number)
+    assert (result.result, result.reason) == (Result.SKIPPED, "no frontal chest image")
+    rev = revision_row(store, study_uid)
+    assert (rev.state, rev.reason) == (RevisionState.SKIPPED, "no frontal chest image")
+    assert outbox_rows(store) == []
+    assert _types(store) == ["inference_started", "study_skipped"]
+
+
+def test_an_unreadable_spooled_file_fails_the_revision_at_once(
+    wsettings: Settings, store: Store, reader: StudyReader
+) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study(StudySpec(seed=4), [ImageSpec(view="PA")]))
+    [instance] = _instances(store)
+    (wsettings.spool_dir / instance.path).write_bytes(b"not dicom at all")
+    result = StudyPipeline(wsettings, store, reader).process(study_uid, number)
+    assert result.result is Result.FAILED
+    rev = revision_row(store, study_uid)
+    assert rev.state is RevisionState.FAILED
+    assert rev.attempts == 1
+    assert rev.reason is not None
+    assert "does not match its recorded SHA-256" in rev.reason
+    events = audit_events(store)
+    assert [(kind, outcome) for kind, outcome, _ in events] == [
+        ("inference_started", "success"),
+        ("inference_failed", "serious_failure"),
+        ("study_failed", "serious_failure"),
+    ]
+    assert events[2][2]["reason"] == rev.reason
+
+
+def test_a_retryable_error_is_retried_with_backoff_then_fails_after_max_attempts(
+    wsettings: Settings, store: Store
+) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study())
+    clock = Clock()
+    failing = FailingReader(ModelError("CUDA out of memory"))
+    pipeline = StudyPipeline(wsettings, store, failing, clock=clock)
+
+    first = pipeline.process(study_uid, number)
+    assert first.result is Result.RETRY
+    assert first.retry_at == clock.now + timedelta(seconds=0.2)
+    rev = revision_row(store, study_uid)
+    assert (rev.state, rev.attempts, rev.next_attempt_at) == (RevisionState.QUEUED, 1, first.retry_at)
+    assert pipeline.process(study_uid, number).result is Result.NOT_CLAIMED  # not due yet: no attempt spent
+    assert failing.calls == 1
+
+    clock.advance(0.2)
+    second = pipeline.process(study_uid, number)
+    assert second.result is Result.RETRY
+    assert second.retry_at == clock.now + timedelta(seconds=0.4)
+    clock.advance(0.4)
+    third = pipeline.process(study_uid, number)
+    assert third.result is Result.FAILED
+    assert failing.calls == 3
+    rev = revision_row(store, study_uid)
+    assert (rev.state, rev.attempts) == (RevisionState.FAILED, 3)
+    assert rev.reason == "gave up after 3 attempts: CUDA out of memory"
+    failures = [(outcome, payload["attempt"]) for kind, outcome, payload in audit_events(store)
+                if kind == "inference_failed"]  # fmt: skip
+    assert failures == [("minor_failure", 1), ("minor_failure", 2), ("serious_failure", 3)]
+    assert _types(store)[-1] == "study_failed"
+    with store.session() as session:
+        jobs = session.scalars(sa.select(Job.state).order_by(Job.attempt)).all()
+    assert jobs == [JobState.RETRYING, JobState.RETRYING, JobState.FAILED]
+
+
+def _set(store: Store, study_uid: str, **values: object) -> None:
+    rev = revision_row(store, study_uid)
+    with store.session() as session:
+        session.execute(sa.update(Revision).where(Revision.id == rev.id).values(**values))
+
+
+def _instances(store: Store) -> list[sa.Row[tuple[str, str]]]:
+    from radtrace.store.models import Instance
+
+    with store.session() as session:
+        return list(session.execute(sa.select(Instance.path, Instance.sha256)).all())
+
+
+def test_a_worker_lost_after_enqueueing_is_finished_without_a_second_reading(
+    wsettings: Settings, store: Store, reader: StudyReader
+) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study())
+    clock = Clock()
+    pipeline = StudyPipeline(wsettings, store, reader, worker="w1", clock=clock)
+    first = pipeline.process(study_uid, number)
+    # as if w1 died between writing the outbox rows and setting the state
+    _set(store, study_uid, state=RevisionState.PROCESSING, claimed_by="w1", claim_expires_at=clock.now)
+    events = len(audit_events(store))
+
+    again = StudyPipeline(wsettings, store, reader, worker="w2", clock=clock).process(study_uid, number)
+
+    assert again.result is Result.REPORTED
+    assert again.outbox_ids == first.outbox_ids
+    assert [kind for kind, _, _ in audit_events(store)[events:]] == ["inference_started"]
+    assert revision_row(store, study_uid).state is RevisionState.REPORTED
+
+
+def test_a_later_revision_waits_for_the_earlier_and_names_its_sr_as_predecessor(
+    wsettings: Settings, store: Store, reader: StudyReader
+) -> None:
+    pa, lateral = make_study(StudySpec(seed=21))
+    study_uid, _ = spool_study(wsettings, store, [pa])
+    spool_study(wsettings, store, [lateral], number=2)  # arrived after revision 1 was queued
+    pipeline = StudyPipeline(wsettings, store, reader)
+
+    waiting = pipeline.process(study_uid, 2)
+    assert (waiting.result, waiting.reason) == (Result.NOT_CLAIMED, "waiting for revision 1")
+    assert revision_row(store, study_uid, 2).attempts == 0
+
+    first = pipeline.process(study_uid, 1)
+    assert (first.result, first.next_revision) == (Result.REPORTED, 2)
+    second = pipeline.process(study_uid, 2)
+    assert second.result is Result.REPORTED
+    first_sr = revision_row(store, study_uid, 1).sr_sop_instance_uid
+    [sr_row] = [row for row in outbox_rows(store) if row.id in second.outbox_ids and row.destination.endswith(".dcm")]
+    sr = pydicom.dcmread(payload_dir(wsettings) / sr_row.payload_path)
+    assert sr.SOPInstanceUID != first_sr
+    referenced = [
+        item.ReferencedSOPInstanceUID
+        for study in sr.PredecessorDocumentsSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    ]
+    assert referenced == [first_sr]

@@ -1,0 +1,90 @@
+"""The reconciler finds, on SQLite and PostgreSQL, exactly the rows whose doorbell must ring again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from radtrace.store.engine import Store
+from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
+from radtrace.worker.reconciler import Reconciler
+from radtrace.worker.status import collect_status
+from worker_support import worker_settings
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+AGO = NOW - timedelta(minutes=10)
+
+
+def _revision(session: sa.orm.Session, name: str, state: RevisionState, **values: object) -> Revision:
+    study = Study(study_uid=f"1.2.3.{sum(map(ord, name))}.{len(name)}", study_key=name[:16].ljust(16, "k"))
+    revision = Revision(study=study, number=1, state=state, **({"queued_at": AGO, "opened_at": AGO} | values))
+    session.add_all([study, revision])
+    session.flush()
+    return revision
+
+
+def _outbox(session: sa.orm.Session, revision: Revision, state: OutboxState, due: datetime, kind: str = "sr") -> int:
+    row = OutboxMessage(revision_id=revision.id, kind=kind, destination="PACS@h:104", payload_path="x.dcm",
+                        payload_sha256="0" * 64, state=state, next_attempt_at=due)  # fmt: skip
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def test_a_pass_rings_what_is_overdue_once_per_period(store: Store, tmp_path: Path) -> None:
+    settings = worker_settings(tmp_path, "sqlite://", Path("unused"), broker={"overdue_after_s": 60})
+    with store.session() as session:
+        queued = _revision(session, "queued", RevisionState.QUEUED)
+        fresh = _revision(session, "fresh", RevisionState.QUEUED, queued_at=NOW - timedelta(seconds=5))
+        _revision(session, "backing-off", RevisionState.QUEUED, next_attempt_at=NOW + timedelta(seconds=30))
+        lost = _revision(session, "lost", RevisionState.PROCESSING, claimed_by="w", claim_expires_at=NOW)
+        _revision(session, "busy", RevisionState.PROCESSING, claimed_by="w", claim_expires_at=NOW + timedelta(1))
+        _revision(session, "failed", RevisionState.FAILED, reason="bad", finished_at=AGO)
+        reported = _revision(session, "reported", RevisionState.REPORTED, reported_at=AGO)
+        pending = _outbox(session, reported, OutboxState.PENDING, AGO)
+        _outbox(session, reported, OutboxState.PENDING, NOW + timedelta(seconds=300), kind="hl7")  # leased
+        settled = _revision(session, "unsettled", RevisionState.REPORTED, reported_at=AGO)
+        first_row = _outbox(session, settled, OutboxState.DELIVERED, AGO)
+        _outbox(session, settled, OutboxState.DELIVERED, AGO, kind="hl7")
+        uids = {rev.id: rev.study.study_uid for rev in (queued, lost, fresh)}
+
+    processes: list[tuple[str, int]] = []
+    dispatches: list[int] = []
+
+    def ring_process(uid: str, number: int) -> bool:
+        processes.append((uid, number))
+        return True
+
+    def ring_dispatch(outbox_id: int) -> bool:
+        dispatches.append(outbox_id)
+        return True
+
+    reconciler = Reconciler(settings, store, ring_process=ring_process, ring_dispatch=ring_dispatch, clock=lambda: NOW)
+    done = reconciler.run_once()
+    assert sorted(processes) == sorted([(uids[queued.id], 1), (uids[lost.id], 1)])
+    assert sorted(dispatches) == sorted([pending, first_row])
+    assert done.settles == [first_row]
+
+    processes.clear()
+    dispatches.clear()
+    reconciler.run_once()  # rung a moment ago: not again until overdue_after_s has passed
+    assert processes == []
+
+    later = Reconciler(settings, store, ring_process=ring_process, ring_dispatch=ring_dispatch,
+                       clock=lambda: NOW + timedelta(seconds=61))  # fmt: skip
+    later.run_once()  # now the fresh one is overdue too; the one backing off is not yet
+    assert sorted(processes) == sorted([(uids[queued.id], 1), (uids[lost.id], 1), (uids[fresh.id], 1)])
+
+    status = collect_status(settings, store, with_queues=False, now=NOW)
+    assert status.studies == status.revisions  # one revision per study here
+    assert status.revisions["queued"] == 3
+    assert status.revisions["processing"] == 2
+    assert status.outbox == {"pending": 2, "delivered": 2, "failed": 0}
+    assert status.oldest_waiting is not None
+    assert status.oldest_waiting.waiting_s == 600
+    assert [(f.study_key, f.reason) for f in status.failed] == [("failedkkkkkkkkkk", "bad")]

@@ -1,0 +1,162 @@
+"""Helpers for the worker tests: settings with the tiny model, and a study spooled with its rows."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydicom.dataset import Dataset
+
+from radtrace.audit.schema import AuditEventRow
+from radtrace.config import Settings, load_settings
+from radtrace.logging import study_key
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store
+from radtrace.store.models import Instance, OutboxMessage, Revision, RevisionState, Study
+from radtrace.testing.studies import write_study
+
+
+def worker_settings(tmp_path: Path, database_url: str, tiny_model_dir: Path, **overrides: Any) -> Settings:
+    """Embedded settings on ``database_url`` with the tiny model on the CPU and a file-drop destination."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "radtrace",
+        "store": {"url": database_url},
+        "model": {"path": tiny_model_dir, "device": "cpu", "max_new_tokens": 48},
+        "dispatch": {"file_drop_dir": tmp_path / "drop"},
+        "broker": {"retry_backoff_initial_s": 0.2, "retry_backoff_max_s": 1.0},
+    }
+    for key, value in overrides.items():
+        values[key] = {**values[key], **value} if isinstance(values.get(key), dict) else value
+    (tmp_path / "drop").mkdir(exist_ok=True)
+    return load_settings(**values)
+
+
+def spool_study(
+    settings: Settings,
+    store: Store,
+    datasets: Sequence[Dataset],
+    state: RevisionState = RevisionState.QUEUED,
+    number: int = 1,
+) -> tuple[str, int]:
+    """Write ``datasets`` to the spool and add the Study (unless it exists), Revision and Instance rows, as the
+    listener would; returns (study UID, revision number)."""
+    study_uid = str(datasets[0].StudyInstanceUID)
+    paths = write_study(datasets, settings.spool_dir / study_uid)
+    with store.session() as session:
+        study = session.scalar(sa.select(Study).where(Study.study_uid == study_uid)) or Study(
+            study_uid=study_uid, study_key=study_key(study_uid), accession=str(datasets[0].AccessionNumber)
+        )
+        revision = Revision(study=study, number=number, state=state, queued_at=utc_now())
+        session.add_all([study, revision])
+        session.flush()
+        for ds, path in zip(datasets, paths, strict=True):
+            data = path.read_bytes()
+            session.add(
+                Instance(
+                    study_id=study.id,
+                    revision_id=revision.id,
+                    sop_instance_uid=str(ds.SOPInstanceUID),
+                    sop_class_uid=str(ds.SOPClassUID),
+                    transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+                    path=str(path.relative_to(settings.spool_dir)),
+                    size_bytes=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(),
+                )
+            )
+    return study_uid, number
+
+
+def revision_row(store: Store, study_uid: str, number: int = 1) -> Revision:
+    """The revision as stored now."""
+    with store.session() as session:
+        found = session.scalar(
+            sa.select(Revision).join(Study).where(Study.study_uid == study_uid, Revision.number == number)
+        )
+        assert found is not None
+        return found
+
+
+def outbox_rows(store: Store) -> list[OutboxMessage]:
+    """Every outbox row, by ID."""
+    with store.session() as session:
+        return list(session.scalars(sa.select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+def audit_events(store: Store) -> list[tuple[str, str, dict[str, Any]]]:
+    """(event type, outcome, payload) of every audit row, in order."""
+    with store.session() as session:
+        rows = session.execute(
+            sa.select(AuditEventRow.event_type, AuditEventRow.outcome, AuditEventRow.payload).order_by(
+                AuditEventRow.seq
+            )
+        )
+        return [(kind, outcome, json.loads(payload)) for kind, outcome, payload in rows]
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """``RADTRACE_*`` variables that give a subprocess the same settings (the parts the worker tests set)."""
+    env = {
+        "RADTRACE_DATA_DIR": str(settings.data_dir),
+        "RADTRACE_STORE__URL": settings.store_url,
+        "RADTRACE_MODEL__PATH": str(settings.model.path),
+        "RADTRACE_MODEL__DEVICE": settings.model.device,
+        "RADTRACE_MODEL__MAX_NEW_TOKENS": str(settings.model.max_new_tokens),
+        "RADTRACE_DISPATCH__FILE_DROP_DIR": str(settings.dispatch.file_drop_dir),
+        "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    for name, value in settings.broker.model_dump(mode="json").items():
+        if value is not None:
+            env[f"RADTRACE_BROKER__{name.upper()}"] = str(value)
+    return env
+
+
+@contextlib.contextmanager
+def running_worker(settings: Settings, *args: str, log_file: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``radtrace worker`` in a subprocess with ``settings``; stopped (SIGTERM, then SIGKILL) afterwards."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
+    environment.update(worker_env(settings))
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "radtrace", "worker", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+
+
+def wait_for_state(
+    store: Store, study_uid: str, states: set[RevisionState], *, timeout: float, log_file: Path | None = None
+) -> Revision:
+    """Poll the revision until it is in one of ``states``; fail with the worker's log after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rev = revision_row(store, study_uid)
+        if rev.state in states:
+            return rev
+        if time.monotonic() > deadline:
+            log = log_file.read_text(errors="replace")[-4000:] if log_file and log_file.exists() else ""
+            raise AssertionError(f"revision still {rev.state} after {timeout} s; worker log:\n{log}")
+        time.sleep(0.2)
