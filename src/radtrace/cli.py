@@ -148,12 +148,16 @@ def _flatten(node: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 @app.command()
 def serve(ctx: typer.Context) -> None:
-    """Run every component on this machine (embedded defaults: SQLite, embedded broker).
+    """Run the whole service on this machine until SIGTERM or Ctrl-C (embedded defaults: SQLite, embedded broker).
 
-    This build runs the start-up checks that every service shares: settings, data directories,
-    free disk space and model weights. The listener, worker and dispatcher join as they are built.
+    After the start-up checks: the DICOM listener, one inference worker, one dispatcher (with the
+    reconciler) and the QA API, as supervised child processes logging to stderr; one that dies is
+    restarted with backoff. Without model weights the worker waits for them; studies stay queued.
     """
-    checks = run_preflight(_settings(ctx))
+    from radtrace.supervisor import run_serve
+
+    settings = _settings(ctx)
+    checks = run_preflight(settings)
     colour = {"ok": "green", "warning": "yellow", "failed": "red"}
     table = Table("check", "result", "detail", title="radtrace serve: start-up checks", title_justify="left")
     for check in checks:
@@ -161,10 +165,13 @@ def serve(ctx: typer.Context) -> None:
     out.print(table)
     if failed_checks(checks):
         _fail("start-up checks failed; see the table above")
-    out.print(
-        "Start-up checks passed. Not yet run by serve in this version: listener, worker, dispatcher; "
-        "the QA API runs with 'radtrace api'."
-    )
+    # The children load the same settings: the same config file, environment and logging options.
+    config = ctx.find_root().params.get("config")
+    root_args = ["--config", str(config)] if config is not None else []
+    root_args += ["--log-format", settings.logging.format, "--log-level", settings.logging.level]
+    code = run_serve(settings, root_args=root_args)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -14,7 +14,7 @@ from typing import Literal
 
 from radtrace.config import Settings
 
-__all__ = ["Check", "failed_checks", "run_preflight"]
+__all__ = ["Check", "check_model_weights", "failed_checks", "run_preflight"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ def _free_space(settings: Settings) -> Check:
     return Check("free disk space", "ok" if free >= need else "failed", detail)
 
 
-def _model_weights(settings: Settings) -> Check:
+def check_model_weights(settings: Settings) -> Check:
+    """Whether the configured model's weights are here: ``ok``, or a ``warning`` saying what is missing."""
     path = settings.model.path
     if path is not None:
         if (path / "config.json").is_file():
@@ -97,7 +98,7 @@ def run_preflight(settings: Settings) -> list[Check]:
         _writable_directory("spool", settings.spool_dir),
         _writable_directory("quarantine", settings.quarantine_dir),
     ]
-    checks += [_free_space(settings), _database(settings), _model_weights(settings)]
+    checks += [_free_space(settings), _database(settings), check_model_weights(settings)]
     return checks
 
 

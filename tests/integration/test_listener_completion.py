@@ -69,3 +69,19 @@ def test_a_study_left_receiving_by_a_stopped_listener_completes_after_restart(
     assert states(store) == [(1, RevisionState.RECEIVING, None)]  # stopped before it settled
     with running(settings, store):
         wait_for(lambda: states(store) == [(1, RevisionState.QUEUED, None)])
+
+
+def test_a_queued_study_rings_the_doorbell_once_its_row_is_committed(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    from radtrace.worker.status import queue_depths
+
+    settings = listener_settings(tmp_path, listener_port, settle_seconds=SETTLE_S)
+    files = write_study([make_image(StudySpec(), ImageSpec(), 1, 1)], tmp_path / "in")
+    with running(settings, store):
+        assert storescu(files, listener_port).returncode == 0
+        wait_for(lambda: states(store) == [(1, RevisionState.QUEUED, None)])
+        wait_for(lambda: queue_depths(settings)[settings.broker.gpu_queue] == 1)
+    assert queue_depths(settings)[settings.broker.dispatch_queue] == 0
+    queued = rows(store, Revision)[0]
+    assert queued.queued_at is not None  # the reconciler measures "overdue" from it

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from radtrace import __version__
-from radtrace.store.migrate import head_revision
 from tests_support import radtrace
 
 pytestmark = pytest.mark.unit
@@ -54,17 +53,6 @@ def test_invalid_setting_fails_at_start_naming_it() -> None:
     assert "listener.max_associations" in result.stderr
     assert "RADTRACE_LISTENER__MAX_ASSOCIATIONS" in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_serve_runs_start_up_checks_and_creates_the_data_directories(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    result = radtrace("serve", env={"RADTRACE_DATA_DIR": str(data), "COLUMNS": "200"})
-    assert result.returncode == 0, result.stderr
-    assert (data / "spool").is_dir()
-    assert (data / "quarantine").is_dir()
-    assert (data / "radtrace.db").is_file()  # the embedded database is created and migrated
-    assert "free disk space" in result.stdout
-    assert f"SQLite at schema {head_revision()}" in result.stdout
 
 
 def test_serve_refuses_to_start_when_the_data_directory_is_unusable(tmp_path: Path) -> None:

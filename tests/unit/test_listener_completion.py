@@ -28,3 +28,17 @@ def test_next_due_time_is_the_earliest_and_none_without_open_revisions() -> None
     assert next_due_at([], 10) is None
     revisions = [OpenRevision(1, T0 + timedelta(seconds=5), T0), OpenRevision(2, T0, T0)]
     assert next_due_at(revisions, 10) == T0 + timedelta(seconds=10)
+
+
+def test_the_listener_imports_neither_torch_nor_the_model() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, radtrace.dicom_listener.service, radtrace.worker.doorbell\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers'}"
+        " or m.startswith('radtrace.model'))\n"
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

@@ -96,7 +96,9 @@ class Listener:
         self.metrics = metrics or ListenerMetrics()
         self.recorder = AuditRecorder(store)
         self.actor = Actor(ae_title=settings.listener.ae_title)
-        self.timer = CompletionTimer(store, self.recorder, settings.listener.settle_seconds, actor=self.actor)
+        self.timer = CompletionTimer(
+            store, self.recorder, settings.listener.settle_seconds, actor=self.actor, doorbell=settings
+        )
         self.handlers = ListenerHandlers(
             settings.listener,
             store,

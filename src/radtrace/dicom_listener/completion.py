@@ -8,8 +8,9 @@ calls it when the next revision is due or when a new instance arrives. A listene
 finds the study's receiving revision at start and completes it when it is due.
 
 A completed revision is ``queued`` for the model or ``skipped(reason)`` by :mod:`.filtering`, with
-an audit event either way. (The broker doorbell is rung by the worker's reconciler, which finds
-queued rows; the row is the truth.)
+an audit event either way. Once a revision's ``queued`` row is committed, the broker doorbell is rung
+(:func:`radtrace.worker.doorbell.ring_process`, best effort, never raises); a ring that does not reach
+the broker is rung again by the worker's reconciler, which finds queued rows: the row is the truth.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import sqlalchemy as sa
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
+from radtrace.config import Settings
 from radtrace.dicom_listener.filtering import FilterRule, InstanceFacts, decide
 from radtrace.dicom_listener.ingest import lock_study
 from radtrace.errors import RadtraceError
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, Revision, RevisionState, Study
+from radtrace.worker.doorbell import ring_process
 
 __all__ = ["CompletedRevision", "CompletionTimer", "OpenRevision", "complete_due", "due_revisions", "next_due_at"]
 
@@ -54,6 +57,8 @@ class CompletedRevision:
     study_key: str
     state: RevisionState
     reason: str | None
+    study_uid: str
+    number: int
 
 
 def _quiet_since(revision: OpenRevision) -> datetime:
@@ -92,14 +97,22 @@ def complete_due(
     now: datetime | None = None,
     actor: Actor | None = None,
     rule: FilterRule | None = None,
+    doorbell: Settings | None = None,
 ) -> list[CompletedRevision]:
-    """Queue or skip every revision due at ``now``; each in its own transaction with its audit event."""
+    """Queue or skip every revision due at ``now``; each in its own transaction with its audit event.
+
+    With ``doorbell`` (the settings naming the broker), each queued revision's doorbell is rung right
+    after its transaction commits, so a worker starts at once instead of at the reconciler's next pass.
+    """
     now = now or utc_now()
     done: list[CompletedRevision] = []
     for revision_id in due_revisions(open_revisions(store), now, settle_seconds):
         completed = _complete_one(store, recorder, revision_id, now, settle_seconds, actor or Actor(), rule)
-        if completed is not None:
-            done.append(completed)
+        if completed is None:
+            continue
+        if doorbell is not None and completed.state is RevisionState.QUEUED:
+            ring_process(doorbell, completed.study_uid, completed.number)  # never raises; False: reconciler rings
+        done.append(completed)
     return done
 
 
@@ -150,7 +163,9 @@ def _complete_one(
             )
         recorder.record(event, session=session)
         log.info("study %s revision %d %s", study.study_key, revision.number, revision.state.value)
-        return CompletedRevision(revision.id, study.study_key, revision.state, decision.reason)
+        return CompletedRevision(
+            revision.id, study.study_key, revision.state, decision.reason, study.study_uid, revision.number
+        )
 
 
 class CompletionTimer:
@@ -168,8 +183,10 @@ class CompletionTimer:
         actor: Actor | None = None,
         on_completed: Callable[[CompletedRevision], None] | None = None,
         max_sleep_s: float = 30.0,
+        doorbell: Settings | None = None,
     ) -> None:
         self.store = store
+        self.doorbell = doorbell
         self.recorder = recorder
         self.settle_seconds = settle_seconds
         self.actor = actor or Actor()
@@ -205,7 +222,9 @@ class CompletionTimer:
             self._next_wake = float("inf")  # a poke while the database is read makes the wait below return
             sleep_s = self.max_sleep_s
             try:
-                for completed in complete_due(self.store, self.recorder, self.settle_seconds, actor=self.actor):
+                for completed in complete_due(
+                    self.store, self.recorder, self.settle_seconds, actor=self.actor, doorbell=self.doorbell
+                ):
                     if self.on_completed is not None:
                         self.on_completed(completed)
                 due_at = next_due_at(open_revisions(self.store), self.settle_seconds)

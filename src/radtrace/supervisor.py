@@ -1,0 +1,225 @@
+"""``radtrace serve``: every component on one machine, as child processes of one supervisor.
+
+The children are the ordinary commands (``radtrace listen``, ``radtrace worker``, ``radtrace api``),
+started with the parent's settings (same config file, same ``RADTRACE_*`` environment, same logging
+options) and logging to the parent's stderr:
+
+* ``listener``: the DICOM listener; it rings the doorbell when a study is queued.
+* ``worker``: one inference worker on the GPU queue (solo pool: one study at a time, model loaded once).
+* ``dispatcher``: one delivery worker on the dispatch queue; the reconciler runs in it (one per service).
+* ``api``: the read-only QA API on ``api.host:api.port``.
+
+Supervision: a child that exits unexpectedly is logged and restarted with exponential backoff (1 s,
+doubling to 60 s; reset once it has run for a minute). A child that exits with status 2 refused its
+configuration (for example its port is taken): restarting cannot help, so the supervisor stops the
+others and exits 2. SIGTERM or SIGINT stops every child with SIGTERM (a worker finishes the study in
+hand), waits up to ``stop_timeout_s``, then kills what is left; the supervisor then exits 0.
+
+Without model weights the worker is not started: the listener keeps accepting and studies wait in
+``queued`` (the row is the truth). The supervisor says so and checks again periodically; the worker
+starts as soon as the weights are there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from radtrace.config import Settings
+from radtrace.preflight import check_model_weights
+
+__all__ = ["Component", "Supervisor", "describe", "run_serve", "serve_components"]
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2  # the children's "bad usage or configuration" (radtrace.cli)
+BACKOFF_INITIAL_S = 1.0
+BACKOFF_MAX_S = 60.0
+HEALTHY_AFTER_S = 60.0
+WEIGHTS_RECHECK_S = 10.0
+POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Component:
+    """One child: its name in the logs, the ``radtrace`` subcommand that runs it, and whether it needs the model."""
+
+    name: str
+    command: tuple[str, ...]
+    needs_model: bool = False
+
+
+def serve_components() -> list[Component]:
+    """The children of ``radtrace serve``, in start order."""
+    return [
+        Component("listener", ("listen",)),
+        Component("worker", ("worker", "--queues=gpu", "--no-reconcile"), needs_model=True),
+        Component("dispatcher", ("worker", "--queues=dispatch", "--concurrency=4", "--reconcile")),
+        Component("api", ("api",)),
+    ]
+
+
+@dataclass
+class _Child:
+    component: Component
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float = 0.0  # time.monotonic() at which to (re)start it
+    backoff_s: float = BACKOFF_INITIAL_S
+    restarts: int = 0
+    waiting_for_weights: bool = False
+    weights_checked_at: float = 0.0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Linux: the child gets SIGTERM if the supervisor dies without stopping it (kill -9)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops the children of ``radtrace serve`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        components: Sequence[Component],
+        *,
+        root_args: Sequence[str] = (),
+        stop_timeout_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.children = [_Child(component) for component in components]
+        self.root_args = list(root_args)
+        self.stop_timeout_s = stop_timeout_s
+        self._stopping = threading.Event()
+
+    def _weights_ready(self) -> tuple[bool, str]:
+        check = check_model_weights(self.settings)
+        return check.status == "ok", check.detail
+
+    def _argv(self, component: Component) -> list[str]:
+        return [sys.executable, "-m", "radtrace", *self.root_args, *component.command]
+
+    def _start(self, child: _Child, now: float) -> None:
+        if child.component.needs_model:
+            if child.waiting_for_weights and now - child.weights_checked_at < WEIGHTS_RECHECK_S:
+                return
+            child.weights_checked_at = now
+            ready, detail = self._weights_ready()
+            if not ready:
+                if not child.waiting_for_weights:
+                    log.warning(
+                        "inference is waiting for model weights (%s): the %s is not started; studies are received "
+                        "and wait in 'queued'. Set RADTRACE_MODEL__PATH to the weights' directory (a demo with "
+                        "random weights: 'radtrace model make-tiny var/tiny-model', then "
+                        "RADTRACE_MODEL__PATH=var/tiny-model); checking again every %.0f s",
+                        detail, child.component.name, WEIGHTS_RECHECK_S,
+                    )  # fmt: skip
+                child.waiting_for_weights = True
+                return
+            if child.waiting_for_weights:
+                log.info("model weights found (%s): starting the %s", detail, child.component.name)
+            child.waiting_for_weights = False
+        child.process = subprocess.Popen(
+            self._argv(child.component),
+            stdin=subprocess.DEVNULL,
+            process_group=0,  # Ctrl-C reaches the supervisor only; it stops the children in order
+            preexec_fn=_die_with_parent,  # the supervisor starts no threads
+        )
+        child.started_at = now
+        log.info("started %s (pid %d): radtrace %s", child.component.name, child.process.pid,
+                 " ".join(child.component.command))  # fmt: skip
+
+    def _on_exit(self, child: _Child, code: int, now: float) -> int | None:
+        """Handle a child that exited by itself; returns an exit status when the whole service must stop."""
+        name = child.component.name
+        child.process = None
+        if code == EXIT_CONFIG:
+            log.error("%s refused its configuration (exit %d); stopping radtrace serve", name, code)
+            return EXIT_CONFIG
+        if now - child.started_at >= HEALTHY_AFTER_S:
+            child.backoff_s = BACKOFF_INITIAL_S
+        child.restarts += 1
+        child.restart_at = now + child.backoff_s
+        log.error("%s exited unexpectedly (status %d); restart %d in %.0f s", name, code, child.restarts,
+                  child.backoff_s)  # fmt: skip
+        child.backoff_s = min(child.backoff_s * 2, BACKOFF_MAX_S)
+        return None
+
+    def request_stop(self, signum: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
+        """Ask :meth:`run` to stop every child and return (signal-handler signature)."""
+        if not self._stopping.is_set():
+            log.info("stopping every component on signal %d", signum)
+        self._stopping.set()
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT (exit status 0) or a child refuses its configuration (2). Blocking."""
+        previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        status = 0
+        try:
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                for child in self.children:
+                    if child.process is None:
+                        if now >= child.restart_at:
+                            self._start(child, now)
+                        continue
+                    code = child.process.poll()
+                    if code is not None:
+                        failed = self._on_exit(child, code, now)
+                        if failed is not None:
+                            status = failed
+                            self._stopping.set()
+                            break
+                self._stopping.wait(POLL_S)
+        finally:
+            self._stop_children()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return status
+
+    def _stop_children(self) -> None:
+        running = [child.process for child in self.children if child.process is not None]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout_s
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop within %.0f s; killing it", process.pid, self.stop_timeout_s)
+                process.kill()
+                process.wait(timeout=10)
+        for child in self.children:
+            child.process = None
+        log.info("radtrace serve stopped")
+
+
+def describe(settings: Settings) -> str:
+    """One line saying where the service listens and keeps its files."""
+    listener, api = settings.listener, settings.api
+    return (
+        f"DICOM listener {listener.ae_title} on {listener.host}:{listener.port}; "
+        f"QA API on http://{api.host}:{api.port}; data in {Path(settings.data_dir).resolve()}"
+    )
+
+
+def run_serve(settings: Settings, *, root_args: Sequence[str] = ()) -> int:
+    """Run every component under one :class:`Supervisor`; returns the exit status."""
+    log.info("radtrace serve (pid %d): %s", os.getpid(), describe(settings))
+    return Supervisor(settings, serve_components(), root_args=root_args).run()

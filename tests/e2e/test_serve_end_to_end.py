@@ -1,0 +1,90 @@
+"""``radtrace serve`` as a user runs it: a study in by DICOM, an SR and an HL7 message out, the audit complete.
+
+One command starts the listener, the inference worker (the tiny model on the CPU), the dispatcher and the
+QA API on embedded defaults; dcmtk's storescu plays the PACS, an MLLP receiver the RIS.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from mllp_support import mllp_receiver
+from radtrace.dicom_listener.dcmtk import storescu
+from radtrace.testing.services import free_port
+from radtrace.testing.studies import make_study, write_study
+from serve_support import alive, running_serve, wait_until
+from tests_support import radtrace
+
+pytestmark = pytest.mark.e2e
+
+STAGES = ["instance_received", "study_queued", "inference_started", "inference_completed", "report_created",
+          "dispatch_delivered"]  # fmt: skip
+
+
+def _in_order(events: list[str], wanted: list[str]) -> bool:
+    remaining = iter(events)
+    return all(any(event == step for event in remaining) for step in wanted)
+
+
+def test_serve_takes_a_study_from_dicom_to_sr_and_hl7_and_stops_cleanly(tmp_path: Path, tiny_model_dir: Path) -> None:
+    started = time.monotonic()
+    listener_port, api_port = free_port(), free_port()
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    study = make_study()
+    study_uid = str(study[0].StudyInstanceUID)
+    files = write_study(study, tmp_path / "study")
+    with mllp_receiver() as ris:
+        env = {
+            "RADTRACE_DATA_DIR": str(tmp_path / "radtrace"),
+            "RADTRACE_LISTENER__HOST": "127.0.0.1",
+            "RADTRACE_LISTENER__PORT": str(listener_port),
+            "RADTRACE_LISTENER__SETTLE_SECONDS": "1",
+            "RADTRACE_LISTENER__ALLOWED_CALLERS": json.dumps([{"ae_title": "PACS"}]),
+            "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
+            "RADTRACE_API__PORT": str(api_port),
+            "RADTRACE_MODEL__PATH": str(tiny_model_dir),
+            "RADTRACE_MODEL__DEVICE": "cpu",
+            "RADTRACE_MODEL__MAX_NEW_TOKENS": "48",
+            "RADTRACE_DISPATCH__FILE_DROP_DIR": str(drop),
+            "RADTRACE_DISPATCH__RIS": json.dumps({"host": ris.host, "port": ris.port}),
+        }
+        cli_env = {
+            k: env[k] for k in ("RADTRACE_DATA_DIR", "RADTRACE_MODEL__PATH", "RADTRACE_LISTENER__MIN_FREE_BYTES")
+        }
+        log_file = tmp_path / "serve.log"
+        with running_serve(env, log_file, listener_port=listener_port) as serve:
+            sent = storescu(files, listener_port)
+            assert sent.returncode == 0, sent.stderr
+
+            def reports_dropped() -> bool:
+                serve.note_children()
+                return bool(list(drop.glob("*.dcm"))) and bool(list(drop.glob("*.hl7"))) and bool(ris.received)
+
+            wait_until(reports_dropped, 90, "SR and HL7 in the file drop, HL7 at the RIS", log_file)
+
+            def dispatched() -> bool:
+                result = radtrace("status", "--json", "--no-broker", env=cli_env)
+                assert result.returncode == 0, result.stderr
+                return bool(json.loads(result.stdout)["revisions"].get("dispatched") == 1)
+
+            wait_until(dispatched, 30, "the revision dispatched", log_file)
+            assert len(serve.note_children()) >= 4  # listener, worker, dispatcher, API
+
+            verify = radtrace("audit", "verify", env=cli_env)
+            assert verify.returncode == 0, verify.stdout + verify.stderr
+            timeline = radtrace("audit", "timeline", study_uid, "--format", "json", env=cli_env)
+            assert timeline.returncode == 0, timeline.stderr
+            events = [entry["event"]["event_type"] for entry in json.loads(timeline.stdout)["entries"]]
+            assert _in_order(events, STAGES), events
+
+            stopping = time.monotonic()
+            assert serve.stop(timeout=30) == 0
+            assert time.monotonic() - stopping < 30
+            left = [pid for pid in serve.seen if alive(pid)]
+            assert left == [], f"processes left behind after SIGTERM: {left}"
+    assert time.monotonic() - started < 90

@@ -1,0 +1,118 @@
+"""Helpers for tests of ``radtrace serve`` (not fixtures): run it in a subprocess, find and reap its children."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from radtrace.dicom_listener.dcmtk import echoscu
+
+__all__ = ["RunningServe", "alive", "descendants", "running_serve", "wait_until"]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, log_file: Path | None = None) -> None:
+    """Poll ``condition`` until true; fail with the service's log after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            log = log_file.read_text(errors="replace")[-6000:] if log_file and log_file.exists() else ""
+            raise AssertionError(f"{what}: not within {timeout} s; radtrace serve log:\n{log}")
+        time.sleep(0.2)
+
+
+def _parent_pids() -> dict[int, int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])  # the field after state
+    return parents
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    parents = _parent_pids()
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@dataclass
+class RunningServe:
+    """A ``radtrace serve`` subprocess and every process it was seen to start."""
+
+    process: subprocess.Popen[bytes]
+    log_file: Path
+    seen: set[int] = field(default_factory=set)
+
+    def note_children(self) -> set[int]:
+        """Record (and return) the processes below serve now."""
+        now = descendants(self.process.pid)
+        self.seen |= now
+        return now
+
+    def stop(self, timeout: float) -> int:
+        """SIGTERM serve and wait up to ``timeout`` s for it; returns its exit status."""
+        self.note_children()
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def running_serve(env: dict[str, str], log_file: Path, *, listener_port: int) -> Iterator[RunningServe]:
+    """``radtrace serve`` with ``env`` (added to ours, without our RADTRACE_* variables), its listener answering
+    C-ECHO; afterwards it and every process it started are stopped, killed if need be (even when the test failed)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
+    environment.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"} | env)
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "radtrace", "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
+        )
+        serve = RunningServe(process, log_file)
+        try:
+            wait_until(
+                lambda: process.poll() is None and echoscu(listener_port, timeout=10).returncode == 0,
+                60,
+                "the listener answering C-ECHO",
+                log_file,
+            )
+            serve.note_children()
+            yield serve
+        finally:
+            if process.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    serve.stop(timeout=30)
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+            for pid in serve.seen | descendants(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    if alive(pid):
+                        os.kill(pid, signal.SIGKILL)
