@@ -50,9 +50,6 @@ _HASH: Final = len(HASHED_COLUMNS)  # the stored hash follows the hashed columns
 VERIFY_BATCH_ROWS: Final = 10_000
 
 
-_HEADER_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
 def _timestamp(value: datetime) -> str:
     return (value if value.tzinfo is UTC else value.astimezone(UTC)).isoformat(timespec="microseconds")
 
@@ -65,14 +62,23 @@ def row_hash(values: sa.RowMapping | Mapping[str, Any]) -> str:
 def _hash_columns(columns: Sequence[Any]) -> str:
     """Hash the hashed columns given in ``HASHED_COLUMNS`` order.
 
-    The canonical form is a JSON array of every hashed column but the payload (time as ISO 8601 UTC
-    with microseconds), a newline, then the payload's stored canonical JSON text. The payload is
-    hashed as stored rather than re-encoded inside the header; it cannot contain a raw newline (JSON
-    escapes them), so the split is unambiguous.
+    The canonical form encodes each column but the payload as a netstring-like field, ``<length>:<text>``
+    (``~`` for NULL; the time as ISO 8601 UTC with microseconds; integers in decimal), joined by ``,``;
+    then a newline and the payload's stored canonical JSON text, hashed as stored rather than re-encoded.
+    Every field carries its own length, so no value can be read as another (and this is several times
+    cheaper per row than encoding the header as JSON, which verification speed depends on).
     """
-    header = list(columns[:_PAYLOAD])
-    header[_RECORDED_AT] = _timestamp(header[_RECORDED_AT])
-    canonical = f"{_HEADER_ENCODER.encode(header)}\n{columns[_PAYLOAD]}"
+    fields = []
+    for index in range(_PAYLOAD):
+        value = columns[index]
+        if value is None:
+            fields.append("~")
+            continue
+        # verify_chain has the database render the time canonically already (a str); rows read
+        # through the ORM carry a datetime.
+        text = _timestamp(value) if isinstance(value, datetime) else str(value)
+        fields.append(f"{len(text)}:{text}")
+    canonical = ",".join(fields) + "\n" + columns[_PAYLOAD]
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -127,7 +133,8 @@ def verify_chain(
     that the row it names still carries the signed hash.
     """
     table = AuditEventRow.__table__
-    columns = [table.c[name] for name in (*HASHED_COLUMNS, "hash")]
+    columns: list[sa.ColumnElement[Any]] = [table.c[name] for name in (*HASHED_COLUMNS, "hash")]
+    columns[_RECORDED_AT] = _canonical_time_sql(store, table.c.recorded_at)
     query = sa.select(*columns).order_by(table.c.seq)
     expected_seq, previous_hash, checked = 1, GENESIS_HASH, 0
     first_break: ChainBreak | None = None
@@ -160,6 +167,19 @@ def verify_chain(
                 f"{checkpoint.hash[:16]}…: the chain was rewritten after the checkpoint"
             )
     return Verification(checked, expected_seq - 1, previous_hash, first_break, checkpoint_problem)
+
+
+def _canonical_time_sql(store: Store, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """``recorded_at`` rendered by the database exactly as :func:`_timestamp` would (ISO 8601, UTC, µs).
+
+    Parsing a timestamp per row and formatting it again is a large share of verification's cost.
+    """
+    if is_postgresql(store.engine):
+        return sa.func.to_char(
+            sa.func.timezone("UTC", column), sa.literal_column('\'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"\'')
+        )
+    # SQLAlchemy stores SQLite DATETIME as 'YYYY-MM-DD HH:MM:SS.ffffff' (always six fraction digits), in UTC here.
+    return sa.func.replace(sa.type_coerce(column, sa.String), " ", "T").concat("+00:00")
 
 
 def _check_row(row: Sequence[Any], expected_seq: int, previous_hash: str) -> ChainBreak | None:
