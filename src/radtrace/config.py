@@ -16,7 +16,7 @@ import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -306,6 +306,8 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
+    _config_file: ClassVar[Path | None] = None
+
     data_dir: Path = Field(default=Path("var"), description="spool, SQLite files and caches live under here")
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -347,8 +349,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # No .env file: configuration comes from the environment or an explicit --config file.
-        return (init_settings, env_settings, file_secret_settings)
+        # No .env file: configuration comes from the environment or an explicit --config file, which
+        # load_settings names by subclassing with _config_file set (the file is chosen at run time).
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._config_file))
+        return (*sources, file_secret_settings)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -359,24 +365,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} does not exist or is not a file")
-
-    class _FromFile(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-            if config_file is not None:
-                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
-            return (*sources, file_secret_settings)
+    from_file: type[Settings] = type("_FromFile", (Settings,), {"_config_file": config_file})
 
     try:
-        loaded = _FromFile(**overrides)
+        loaded = from_file(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc)) from exc
     except ValueError as exc:  # e.g. malformed TOML or an env value that is not valid JSON
