@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from radtrace.durable import fsync_directory
 from radtrace.errors import DicomInputError
 
 __all__ = ["Spool", "StagedFile", "check_uid"]
@@ -42,14 +43,6 @@ def check_uid(value: object, what: str) -> str:
     if not text or len(text) > 64 or not _UID.match(text):
         raise DicomInputError(f"{what} is missing or not a valid UID")
     return text
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -130,9 +123,9 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         os.replace(staged.path, target)
         if self.fsync:
-            _fsync_dir(directory)
+            fsync_directory(directory)
             if created:
-                _fsync_dir(directory.parent)
+                fsync_directory(directory.parent)
         return target
 
     def discard(self, staged: StagedFile) -> None:

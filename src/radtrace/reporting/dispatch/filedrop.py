@@ -10,6 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from radtrace.durable import fsync_directory
 from radtrace.errors import DispatchError, DispatchRejectedError
 
 __all__ = ["drop_file"]
@@ -34,11 +35,7 @@ def drop_file(payload: bytes, target: Path) -> Path:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        directory = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(folder)
     except OSError as exc:
         raise DispatchError(f"cannot write {target.name} into {folder}: {exc.strerror or exc}") from exc
     return target
