@@ -204,6 +204,9 @@ def worker(
     ] = "gpu,dispatch",
     concurrency: Annotated[int, typer.Option(help="Threads of a dispatch-only worker.", min=1, max=64)] = 4,
     reconcile: Annotated[bool, typer.Option(help="Re-ring overdue rows (at start and periodically).")] = True,
+    metrics_offset: Annotated[
+        int, typer.Option(help="Serve metrics on broker.metrics_port plus this (several workers on one host).", min=0)
+    ] = 0,
 ) -> None:
     """Run a Celery worker: inference (one GPU, model loaded once) and/or report delivery, until SIGTERM.
 
@@ -222,7 +225,9 @@ def worker(
     if failed:
         _fail("; ".join(f"{check.name}: {check.detail}" for check in failed))
     try:
-        run_worker(settings, roles=roles, gpu=gpu, concurrency=concurrency, reconcile=reconcile)
+        run_worker(
+            settings, roles=roles, gpu=gpu, concurrency=concurrency, reconcile=reconcile, metrics_offset=metrics_offset
+        )
     except RadtraceError as exc:
         _fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
 

@@ -165,6 +165,10 @@ class BrokerSettings(_Section):
     embedded_polling_interval_s: float = Field(
         default=0.1, gt=0, le=10, description="how often workers poll the embedded SQLite broker"
     )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Prometheus metrics port of a worker (plus its --metrics-offset); off when unset",
+    )  # fmt: skip
 
 
 class ModelSettings(_Section):

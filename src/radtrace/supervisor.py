@@ -7,6 +7,7 @@ options) and logging to the parent's stderr:
 * ``listener``: the DICOM listener; it rings the doorbell when a study is queued.
 * ``worker``: one inference worker on the GPU queue (solo pool: one study at a time, model loaded once).
 * ``dispatcher``: one delivery worker on the dispatch queue; the reconciler runs in it (one per service).
+  With ``broker.metrics_port`` set, the worker serves its metrics on that port and the dispatcher on the next.
 * ``api``: the read-only QA API on ``api.host:api.port``.
 
 Supervision: a child that exits unexpectedly is logged and restarted with exponential backoff (1 s,
@@ -65,7 +66,9 @@ def serve_components() -> list[Component]:
     return [
         Component("listener", ("listen",)),
         Component("worker", ("worker", "--queues=gpu", "--no-reconcile"), needs_model=True),
-        Component("dispatcher", ("worker", "--queues=dispatch", "--concurrency=4", "--reconcile")),
+        Component(
+            "dispatcher", ("worker", "--queues=dispatch", "--concurrency=4", "--reconcile", "--metrics-offset=1")
+        ),
         Component("api", ("api",)),
     ]
 

@@ -4,7 +4,8 @@ once, whatever runs twice, races, dies or fails."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -156,6 +157,43 @@ def test_a_stale_claim_is_taken_over_and_a_live_one_is_left_alone(
     assert started == [{"revision": 1, "attempt": 2, "worker": "w2", "taken_over_from": "dead-worker"}]
 
 
+class SlowReader:
+    """The real reader, slower than the claim timeout (a long generation on a busy GPU)."""
+
+    def __init__(self, reader: StudyReader, seconds: float, during: Callable[[], None]) -> None:
+        self.reader, self.seconds, self.during = reader, seconds, during
+
+    def read(self, images: Sequence[StudyImage]) -> Reading | Skipped:
+        time.sleep(self.seconds)
+        self.during()  # while the reading is still going on
+        return self.reader.read(images)
+
+
+def test_a_reading_longer_than_the_claim_timeout_keeps_its_claim(
+    tmp_path: Path, store: Store, reader: StudyReader, tiny_model_dir: Path
+) -> None:
+    url = str(store.engine.url.render_as_string(hide_password=False))
+    wsettings = worker_settings(tmp_path, url, tiny_model_dir, broker={"claim_timeout_s": 0.6})
+    study_uid, number = spool_study(wsettings, store, make_study())
+    other = StudyPipeline(wsettings, store, reader, worker="w2")
+    tried: list[Result] = []
+
+    def another_worker_tries() -> None:
+        tried.append(other.process(study_uid, number).result)
+        rev = revision_row(store, study_uid)
+        assert rev.claimed_by == "w1"
+        assert rev.claim_expires_at is not None
+        assert rev.claim_expires_at > datetime.now(UTC)
+
+    slow = StudyPipeline(wsettings, store, SlowReader(reader, 2.0, another_worker_tries), worker="w1")
+    assert slow.process(study_uid, number).result is Result.REPORTED
+
+    assert tried == [Result.NOT_CLAIMED]  # 2 s into a 0.6 s claim, the heartbeat kept it
+    rev = revision_row(store, study_uid)
+    assert (rev.state, rev.attempts, rev.claimed_by) == (RevisionState.REPORTED, 1, None)
+    assert _types(store).count("inference_started") == 1
+
+
 def test_a_worker_lost_on_the_last_attempt_ends_failed(wsettings: Settings, store: Store, reader: StudyReader) -> None:
     study_uid, number = spool_study(wsettings, store, make_study())
     clock = Clock()
@@ -299,3 +337,45 @@ def test_a_later_revision_waits_for_the_earlier_and_names_its_sr_as_predecessor(
         for item in series.ReferencedSOPSequence
     ]
     assert referenced == [first_sr]
+
+
+def test_stage_latencies_and_queue_depths_are_exposed_for_prometheus(
+    wsettings: Settings, store: Store, reader: StudyReader
+) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from radtrace.worker.metrics import STAGES, QueueDepthCollector, WorkerMetrics
+
+    metrics = WorkerMetrics()
+    metrics.registry.register(QueueDepthCollector(wsettings, store))
+    study_uid, number = spool_study(wsettings, store, make_study())
+    pipeline = StudyPipeline(wsettings, store, reader, worker="w1", observer=metrics)
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = generate_latest(metrics.registry).decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    before = scrape()
+    assert before[("radtrace_revisions", (("state", "queued"),))] == 1
+    assert before[("radtrace_store_up", ())] == 1
+    assert before[("radtrace_oldest_waiting_seconds", ())] >= 0
+
+    result = pipeline.process(study_uid, number)
+    for outbox_id in result.outbox_ids:
+        pipeline.dispatch(outbox_id)
+
+    after = scrape()
+    counts = {stage: after[("radtrace_stage_seconds_count", (("stage", stage),))] for stage in STAGES}
+    assert counts == dict.fromkeys(STAGES, 1.0)
+    sums = {stage: after[("radtrace_stage_seconds_sum", (("stage", stage),))] for stage in STAGES}
+    assert sums["read"] > 0
+    assert sums["total"] >= sums["deliver"]
+    assert after[("radtrace_revisions", (("state", "dispatched"),))] == 1
+    assert after[("radtrace_revisions", (("state", "queued"),))] == 0
+    assert after[("radtrace_outbox_messages", (("state", "delivered"),))] == 3
+    assert after[("radtrace_revisions_finished_total", (("state", "dispatched"),))] == 1

@@ -15,6 +15,10 @@ The database is the truth and every step is safe to run twice (DESIGN.md, princi
    UID is derived from the study and revision, so a second run adds nothing);
 4. ``reported``, only if the claim is still ours.
 
+While a worker holds a claim it renews it every third of ``broker.claim_timeout_s`` (the heartbeat), so an
+inference longer than the timeout is not taken over; a worker that dies stops renewing and its claim
+expires ``claim_timeout_s`` later at most.
+
 A retryable error puts the revision back to ``queued`` with ``next_attempt_at`` after an exponential
 backoff, until ``max_attempts``; a permanent one (or the last attempt) ends ``failed(reason)``. Both are
 audited (``inference_failed``, and ``study_failed`` for the end). :meth:`StudyPipeline.dispatch` makes
@@ -24,13 +28,16 @@ one delivery attempt and moves the revision to ``dispatched`` once every outbox 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,6 +64,7 @@ __all__ = [
     "ProcessResult",
     "Reader",
     "Result",
+    "StageObserver",
     "StudyPipeline",
     "claim_decision",
     "payload_dir",
@@ -74,6 +82,22 @@ class Reader(Protocol):
     """What the pipeline needs of the model: :class:`radtrace.model.reader.StudyReader` is one."""
 
     def read(self, images: Sequence[StudyImage]) -> Reading | Skipped: ...
+
+
+class StageObserver(Protocol):
+    """Where stage latencies go: :class:`radtrace.worker.metrics.WorkerMetrics` is one."""
+
+    def observe(self, stage: str, seconds: float) -> None: ...
+
+    def finished_in(self, state: str) -> None: ...
+
+
+class _Unobserved:
+    def observe(self, stage: str, seconds: float) -> None:
+        pass
+
+    def finished_in(self, state: str) -> None:
+        pass
 
 
 class Result(enum.StrEnum):
@@ -142,6 +166,11 @@ def claim_decision(
     return "done"
 
 
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    """Seconds from ``start`` to ``end``; None when either is unknown."""
+    return None if start is None or end is None else (end - start).total_seconds()
+
+
 def retry_delay(settings: BrokerSettings, attempts: int) -> timedelta:
     """Delay before the next attempt after ``attempts`` failed ones: doubling from the initial, capped."""
     seconds = settings.retry_backoff_initial_s * 2 ** max(0, attempts - 1)
@@ -160,10 +189,12 @@ class StudyPipeline:
         outbox: Outbox | None = None,
         worker: str | None = None,
         clock: Callable[[], datetime] = utc_now,
+        observer: StageObserver | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.reader = reader
+        self.observer: StageObserver = observer or _Unobserved()
         self.worker = worker or worker_name()
         self.actor = Actor(process=f"radtrace-worker@{self.worker}")
         self.recorder = AuditRecorder(store, self.actor)
@@ -180,20 +211,79 @@ class StudyPipeline:
         if isinstance(claimed, ProcessResult):
             return claimed
         try:
-            outbox_ids = self._existing_outbox(claimed.revision_id)
-            if not outbox_ids:  # an earlier attempt that died after enqueueing needs no second reading
-                images, sources = self._images(claimed.revision_id)
-                outcome = self.reader.read(images)
-                if isinstance(outcome, Skipped):
-                    return self._finish(claimed, RevisionState.SKIPPED, reason=outcome.reason)
-                self._record_reading(claimed, outcome)
-                outbox_ids = self._enqueue(claimed, outcome, sources)
+            with self._claim_kept_alive(claimed):
+                outcome, read_done = self._read_and_enqueue(claimed)
         except RadtraceError as exc:
             return self._failed_attempt(claimed, exc)
         except Exception as exc:  # a bug must end in failed(reason), not a claim nobody explains
             log.exception("unexpected error processing revision %s", claimed.revision_id)
             return self._failed_attempt(claimed, RadtraceError(f"unexpected {type(exc).__name__}: {exc}"))
-        return self._finish(claimed, RevisionState.REPORTED, outbox_ids=outbox_ids)
+        if isinstance(outcome, Skipped):
+            return self._finish(claimed, RevisionState.SKIPPED, reason=outcome.reason)
+        result = self._finish(claimed, RevisionState.REPORTED, outbox_ids=outcome)
+        if result.result is Result.REPORTED:
+            self.observer.observe("report", time.monotonic() - read_done)
+        return result
+
+    def _read_and_enqueue(self, claimed: _Claim) -> tuple[list[int] | Skipped, float]:
+        """Read the revision's images and write its drafts to the outbox: the outbox row IDs (or the skip), and
+        when the reading ended (``time.monotonic()``)."""
+        outbox_ids = self._existing_outbox(claimed.revision_id)
+        if not outbox_ids:  # an earlier attempt that died after enqueueing needs no second reading
+            images, sources = self._images(claimed.revision_id)
+            started = time.monotonic()
+            outcome = self.reader.read(images)
+            read_done = time.monotonic()
+            self.observer.observe("read", read_done - started)
+            if isinstance(outcome, Skipped):
+                return outcome, read_done
+            self._record_reading(claimed, outcome)
+            return self._enqueue(claimed, outcome, sources), read_done
+        return outbox_ids, time.monotonic()
+
+    @contextlib.contextmanager
+    def _claim_kept_alive(self, claim: _Claim) -> Iterator[None]:
+        """Renew the claim every third of ``claim_timeout_s`` while the body runs (the heartbeat)."""
+        stop = threading.Event()
+        interval = self.settings.broker.claim_timeout_s / 3
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    if not self._renew_claim(claim):
+                        log.warning("revision %s: claim lost while processing", claim.revision_id)
+                        return
+                except RadtraceError as exc:  # the database is away: the claim may lapse, the finish will tell
+                    log.warning("revision %s: claim not renewed: %s", claim.revision_id, exc.reason)
+
+        thread = threading.Thread(target=beat, name=f"radtrace-claim-{claim.revision_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _renew_claim(self, claim: _Claim) -> bool:
+        """Push our claim's expiry ``claim_timeout_s`` ahead; False when the claim is no longer ours."""
+        now = self.clock()
+        with self.store.session("renewing a claim", immediate=True) as session:
+            renewed = session.execute(
+                sa.update(Revision)
+                .where(*self._ours(claim))
+                .values(claim_expires_at=now + timedelta(seconds=self.settings.broker.claim_timeout_s))
+                .execution_options(synchronize_session=False)
+            )
+            return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _ours(self, claim: _Claim) -> tuple[sa.ColumnElement[bool], ...]:
+        """The conditions under which the revision is still claimed by this attempt of this worker."""
+        return (
+            Revision.id == claim.revision_id,
+            Revision.state == RevisionState.PROCESSING,
+            Revision.claimed_by == self.worker,
+            Revision.attempts == claim.attempt,
+        )
 
     def _claim(self, study_uid: str, number: int) -> _Claim | ProcessResult:
         now = self.clock()
@@ -235,6 +325,9 @@ class StudyPipeline:
             if taken.rowcount != 1:  # type: ignore[attr-defined]  # another worker claimed it first
                 return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
             attempt = rev.attempts + 1
+            waited: dict[str, float | None] = {"start": _seconds(rev.next_attempt_at or rev.queued_at, now)}
+            if attempt == 1:
+                waited["complete"] = _seconds(self._last_received(session, rev.id), rev.queued_at)
             if decision == "take-over":
                 self._close_lost_jobs(session, rev.id, now)
             job = Job(revision_id=rev.id, kind=JOB_KIND, attempt=attempt, state=JobState.RUNNING, worker=self.worker)
@@ -250,10 +343,21 @@ class StudyPipeline:
                 ),
                 session=session,
             )
+        self._observe(waited)
         if decision == "take-over" and attempt > self.settings.broker.max_attempts:
             reason = f"gave up after {attempt - 1} attempts: the worker was lost (claim expired)"
             return self._failed_attempt(claim, RadtraceError(reason), final=True)
         return claim
+
+    def _observe(self, durations: dict[str, float | None]) -> None:
+        for stage, seconds in durations.items():
+            if seconds is not None:
+                self.observer.observe(stage, seconds)
+
+    @staticmethod
+    def _last_received(session: Session, revision_id: int) -> datetime | None:
+        """When the revision's last instance arrived."""
+        return session.scalar(sa.select(sa.func.max(Instance.received_at)).where(Instance.revision_id == revision_id))
 
     def _close_lost_jobs(self, session: Session, revision_id: int, now: datetime) -> None:
         session.execute(
@@ -337,12 +441,7 @@ class StudyPipeline:
         """Apply ``values`` to the revision only while our claim holds; False when it was lost."""
         released = session.execute(
             sa.update(Revision)
-            .where(
-                Revision.id == claim.revision_id,
-                Revision.state == RevisionState.PROCESSING,
-                Revision.claimed_by == self.worker,
-                Revision.attempts == claim.attempt,
-            )
+            .where(*self._ours(claim))
             .values(claimed_by=None, claim_expires_at=None, updated_at=now, **values)
             .execution_options(synchronize_session=False)
         )
@@ -367,6 +466,8 @@ class StudyPipeline:
                 self.recorder.record(self._event(claim, EventType.STUDY_SKIPPED, reason=reason), session=session)
             following = self._next_revision(session, claim)
         log.info("revision %s %s (attempt %d)", claim.revision_id, state, claim.attempt)
+        if state.is_final:
+            self.observer.finished_in(state.value)
         result = Result.REPORTED if state is RevisionState.REPORTED else Result.SKIPPED
         return ProcessResult(result, state, reason, outbox_ids=tuple(outbox_ids), next_revision=following)
 
@@ -407,6 +508,7 @@ class StudyPipeline:
         log.warning("revision %s attempt %d failed (%s): %s", claim.revision_id, claim.attempt, values["state"], reason)
         if retry:
             return ProcessResult(Result.RETRY, RevisionState.QUEUED, reason, retry_at)
+        self.observer.finished_in(RevisionState.FAILED.value)
         return ProcessResult(Result.FAILED, RevisionState.FAILED, reason, next_revision=following)
 
     def _next_revision(self, session: Session, claim: _Claim) -> int | None:
@@ -471,6 +573,7 @@ class StudyPipeline:
                 return None
             if rev.state is not RevisionState.REPORTED:
                 return rev.state
+            durations: dict[str, float | None] = {}
             rows = session.execute(
                 sa.select(OutboxMessage.kind, OutboxMessage.destination, OutboxMessage.state, OutboxMessage.last_error)
                 .where(OutboxMessage.revision_id == rev.id)
@@ -491,4 +594,9 @@ class StudyPipeline:
                 )
             else:
                 rev.state, rev.finished_at = RevisionState.DISPATCHED, now
-            return rev.state
+                durations = {"deliver": _seconds(rev.reported_at, now),
+                             "total": _seconds(self._last_received(session, rev.id), now)}  # fmt: skip
+            state = rev.state
+        self._observe(durations)
+        self.observer.finished_in(state.value)
+        return state

@@ -40,8 +40,12 @@ def run_worker(
     gpu: int | None = None,
     concurrency: int = 4,
     reconcile: bool = True,
+    metrics_offset: int = 0,
 ) -> None:
-    """Run a worker until SIGTERM (Celery's warm shutdown finishes the study in hand)."""
+    """Run a worker until SIGTERM (Celery's warm shutdown finishes the study in hand).
+
+    With ``broker.metrics_port`` set, its Prometheus metrics are on that port plus ``metrics_offset``.
+    """
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before torch is imported: cuda:0 is this GPU
     from radtrace.worker.app import create_app
@@ -56,6 +60,10 @@ def run_worker(
         runtime.warm()
     if reconcile:
         Reconciler(settings, runtime.pipeline.store).start()
+    if settings.broker.metrics_port is not None:
+        from radtrace.worker.metrics import serve_metrics
+
+        serve_metrics(settings, runtime.pipeline.store, runtime.metrics, settings.broker.metrics_port + metrics_offset)
     name = f"radtrace-{'gpu' if takes_gpu else 'dispatch'}{'' if gpu is None else gpu}@{socket.gethostname()}"
     argv = [
         "worker",

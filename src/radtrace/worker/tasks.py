@@ -19,6 +19,7 @@ from radtrace.config import Settings
 from radtrace.errors import RadtraceError, RetryableError
 from radtrace.worker.app import DISPATCH_TASK, PROCESS_TASK
 from radtrace.worker.doorbell import ring_dispatch, ring_process
+from radtrace.worker.metrics import WorkerMetrics
 from radtrace.worker.pipeline import Result, StudyPipeline, retry_delay
 
 __all__ = ["WorkerRuntime", "register_tasks"]
@@ -31,6 +32,7 @@ class WorkerRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.metrics = WorkerMetrics()
         self._pipeline: StudyPipeline | None = None
         self._lock = threading.Lock()
 
@@ -48,7 +50,7 @@ class WorkerRuntime:
                     connect_timeout_s=self.settings.store.connect_timeout_s,
                 )
                 reader = StudyReader(self.settings.model, data_dir=self.settings.data_dir)
-                self._pipeline = StudyPipeline(self.settings, store, reader)
+                self._pipeline = StudyPipeline(self.settings, store, reader, observer=self.metrics)
             return self._pipeline
 
     def warm(self) -> None:

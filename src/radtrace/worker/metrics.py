@@ -1,0 +1,111 @@
+"""Prometheus metrics of a worker: stage latencies it observes, and the service's queue depths on each scrape.
+
+Stages (seconds, one histogram labelled by ``stage``), following one revision through the service:
+
+* ``complete``: its last instance received → queued (the settle time, plus the completion timer's delay);
+* ``start``: queued (or its retry due) → claimed by a worker (doorbell, broker and waiting for a GPU);
+* ``read``: the model's reading (image preparation and generation);
+* ``report``: the reading done → ``reported`` (SR, HL7 and FHIR built, outbox rows written);
+* ``deliver``: ``reported`` → every destination confirmed (``dispatched``);
+* ``total``: last instance received → ``dispatched``.
+
+Queue depths are read when Prometheus scrapes, from the database (revisions and outbox rows per state,
+the oldest waiting) and the broker (messages per queue), through :func:`radtrace.worker.status.collect_status`,
+the same figures ``radtrace status`` prints. Each worker process has a registry of its own (no global state).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from radtrace.config import Settings
+from radtrace.errors import RadtraceError
+from radtrace.store.engine import Store
+
+__all__ = ["STAGES", "QueueDepthCollector", "WorkerMetrics", "serve_metrics"]
+
+log = logging.getLogger(__name__)
+
+STAGES: Final = ("complete", "start", "read", "report", "deliver", "total")
+_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class WorkerMetrics:
+    """Stage latencies and finished revisions, observed by the pipeline through :meth:`observe`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.stage_seconds = Histogram(
+            "radtrace_stage_seconds", "Time a revision spent in each stage", ["stage"], buckets=_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.finished = Counter(
+            "radtrace_revisions_finished", "Revisions that reached a final state, by state", ["state"],
+            registry=self.registry,
+        )  # fmt: skip
+
+    def observe(self, stage: str, seconds: float) -> None:
+        """Record ``seconds`` spent in ``stage`` (one of :data:`STAGES`); a negative figure (clock skew) is 0."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
+        self.stage_seconds.labels(stage=stage).observe(max(0.0, seconds))
+
+    def finished_in(self, state: str) -> None:
+        """Count one revision that reached the final ``state``."""
+        self.finished.labels(state=state).inc()
+
+
+class QueueDepthCollector(Collector):
+    """Queue depths and waiting work, read at scrape time (``radtrace status``'s figures)."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        from radtrace.worker.status import collect_status
+
+        up = GaugeMetricFamily("radtrace_store_up", "Whether the work database answered the scrape")
+        try:
+            status = collect_status(self.settings, self.store)
+        except RadtraceError as exc:  # the database is down: say so in the scrape rather than fail it
+            log.warning("queue depths not collected: %s", exc.reason)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        revisions = GaugeMetricFamily("radtrace_revisions", "Revisions per state", labels=["state"])
+        for state, count in status.revisions.items():
+            revisions.add_metric([state], count)
+        yield revisions
+        outbox = GaugeMetricFamily("radtrace_outbox_messages", "Outbound messages per state", labels=["state"])
+        for state, count in status.outbox.items():
+            outbox.add_metric([state], count)
+        yield outbox
+        queues = GaugeMetricFamily(
+            "radtrace_broker_queue_messages", "Doorbells waiting in each broker queue (absent: unreachable)",
+            labels=["queue"],
+        )  # fmt: skip
+        for name, depth in status.queues.items():
+            if depth is not None:
+                queues.add_metric([name], depth)
+        yield queues
+        oldest = GaugeMetricFamily(
+            "radtrace_oldest_waiting_seconds", "Age of the revision waiting longest in a non-final state"
+        )
+        oldest.add_metric([], status.oldest_waiting.waiting_s if status.oldest_waiting else 0.0)
+        yield oldest
+
+
+def serve_metrics(settings: Settings, store: Store, metrics: WorkerMetrics, port: int) -> None:
+    """Expose ``metrics`` and the queue depths on ``port`` (a daemon thread)."""
+    metrics.registry.register(QueueDepthCollector(settings, store))
+    start_http_server(port, registry=metrics.registry)
+    log.info("worker metrics on port %d", port)
