@@ -87,6 +87,47 @@ class TlsSettings(_Section):
         return self
 
 
+def _check_pattern(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+    return value
+
+
+class RoutingSettings(_Section):
+    """Which completed studies go to the model, and which of them are read first (STAT).
+
+    A study goes to the model when one of its instances is a CR/DX radiograph whose Modality is in
+    ``modalities`` and whose Body Part Examined is in ``chest_body_parts`` (or, when no instance records a
+    body part, whose Study Description matches ``chest_description``); the rest end ``skipped(reason)``.
+    A queued study is STAT when an instance's Requested Procedure Priority (0040,1003) is in
+    ``stat_requested_priorities``, it was sent by an AE in ``stat_calling_ae_titles``, or its Study
+    Description matches ``stat_description``. Matching ignores case.
+    """
+
+    modalities: list[str] = Field(default=["CR", "DX"], description="modalities read by the model")
+    chest_body_parts: list[str] = Field(
+        default=["CHEST", "THORAX", "LUNG", "RIBS"], description="Body Part Examined values that mean the chest"
+    )
+    chest_description: str = Field(
+        default=r"\b(CHEST|THORAX|THORACIC|CXR|LUNGS?|TORAX)\b",
+        description="regular expression on the Study Description, used when no instance records a body part",
+    )
+    stat_requested_priorities: list[str] = Field(
+        default=["STAT"], description="Requested Procedure Priority values (STAT, HIGH, …) that make a study STAT"
+    )
+    stat_calling_ae_titles: list[str] = Field(
+        default_factory=list, description="calling AE titles whose studies are all STAT (e.g. the emergency room)"
+    )
+    stat_description: str | None = Field(
+        default=r"\bSTAT\b", description="regular expression on the Study Description that makes a study STAT"
+    )
+
+    _patterns = field_validator("chest_description", "stat_description")(_check_pattern)
+
+
 class ListenerSettings(_Section):
     """The DICOM C-STORE/C-ECHO SCP that the PACS routes studies to."""
 
@@ -123,6 +164,7 @@ class ListenerSettings(_Section):
         default="accept-and-skip", description="misrouted non-chest data: store and skip with an audit entry, or refuse"
     )
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -144,6 +186,9 @@ class BrokerSettings(_Section):
         default="", description="prefix of every broker key in Redis (several installations sharing one Redis)"
     )
     gpu_queue: str = Field(default="radtrace.gpu", description="queue consumed by GPU workers (inference)")
+    stat_queue: str = Field(
+        default="radtrace.gpu.stat", description="queue of STAT studies, which GPU workers take before gpu_queue"
+    )
     dispatch_queue: str = Field(default="radtrace.dispatch", description="queue consumed by dispatchers (CPU)")
     visibility_timeout_s: int = Field(
         default=3600, ge=60, description="an unacknowledged message is redelivered after this long (Redis)"

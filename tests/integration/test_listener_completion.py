@@ -85,3 +85,42 @@ def test_a_queued_study_rings_the_doorbell_once_its_row_is_committed(
     assert queue_depths(settings)[settings.broker.dispatch_queue] == 0
     queued = rows(store, Revision)[0]
     assert queued.queued_at is not None  # the reconciler measures "overdue" from it
+
+
+def test_a_stat_request_marks_the_revision_stat_and_the_routing_rule_comes_from_settings(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    from pydicom.dataset import Dataset
+
+    from radtrace.store.models import Instance, Priority
+
+    settings = listener_settings(
+        tmp_path, listener_port, settle_seconds=SETTLE_S, routing={"chest_body_parts": ["CHEST"]}
+    )
+    stat_image = make_image(StudySpec(study_uid="1.2.826.0.1.3680043.8.498.61"), ImageSpec(), 1, 1)
+    request = Dataset()
+    request.RequestedProcedurePriority = "STAT"
+    stat_image.RequestAttributesSequence = [request]
+    routine_image = make_image(StudySpec(study_uid="1.2.826.0.1.3680043.8.498.62"), ImageSpec(), 1, 1)
+    ribs_image = make_image(StudySpec(study_uid="1.2.826.0.1.3680043.8.498.63"), ImageSpec(), 1, 1)
+    ribs_image.BodyPartExamined = "RIBS"  # a chest part by default, not by this site's rule
+    files = [*write_study([stat_image], tmp_path / "stat"), *write_study([routine_image], tmp_path / "routine"),
+             *write_study([ribs_image], tmp_path / "ribs")]  # fmt: skip
+    with running(settings, store):
+        assert storescu(files, listener_port).returncode == 0
+        wait_for(lambda: all(r.state is not RevisionState.RECEIVING for r in rows(store, Revision)))
+    by_study = {r.study.study_uid[-2:]: r for r in _revisions_with_studies(store)}
+    assert (by_study["61"].state, by_study["61"].priority) == (RevisionState.QUEUED, Priority.STAT)
+    assert (by_study["62"].state, by_study["62"].priority) == (RevisionState.QUEUED, Priority.ROUTINE)
+    assert (by_study["63"].state, by_study["63"].reason) == (
+        RevisionState.SKIPPED, "not a chest radiograph (body part RIBS)"
+    )  # fmt: skip
+    assert sorted(i.requested_priority or "" for i in rows(store, Instance)) == ["", "", "STAT"]
+
+
+def _revisions_with_studies(store: Store) -> list[Revision]:
+    import sqlalchemy as sa
+    from sqlalchemy.orm import joinedload
+
+    with store.session() as session:
+        return list(session.scalars(sa.select(Revision).options(joinedload(Revision.study))).all())

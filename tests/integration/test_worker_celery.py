@@ -52,7 +52,9 @@ def test_the_embedded_broker_carries_a_study_to_its_sr_without_redis(
     study_uid, number = spool_study(settings, sqlite_store, make_study())
     assert ring_process(settings, study_uid, number)
     assert ring_dispatch(settings, 999)  # no such row: the worker must shrug it off
-    assert queue_depths(settings) == {settings.broker.gpu_queue: 1, settings.broker.dispatch_queue: 1}
+    assert queue_depths(settings) == {
+        settings.broker.stat_queue: 0, settings.broker.gpu_queue: 1, settings.broker.dispatch_queue: 1
+    }  # fmt: skip
 
     log_file = tmp_path / "worker.log"
     with running_worker(settings, "--no-reconcile", log_file=log_file):
@@ -68,7 +70,8 @@ def test_the_embedded_broker_carries_a_study_to_its_sr_without_redis(
     status = json.loads(shown.stdout)
     assert status["studies"]["dispatched"] == status["revisions"]["dispatched"] == 1
     assert status["outbox"] == {"pending": 0, "delivered": 3, "failed": 0}
-    assert status["queues"] == {settings.broker.gpu_queue: 0, settings.broker.dispatch_queue: 0}
+    assert status["queues"] == {settings.broker.stat_queue: 0, settings.broker.gpu_queue: 0,
+                                settings.broker.dispatch_queue: 0}  # fmt: skip
     assert status["oldest_waiting"] is None
 
 
@@ -131,3 +134,35 @@ def test_a_doorbell_with_the_broker_down_returns_false_at_once_instead_of_failin
     assert ring_process(settings, "1.2.3", 1) is False
     assert ring_dispatch(settings, 1) is False
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("broker", ["embedded", "redis"])
+def test_a_stat_study_rung_after_a_routine_one_is_read_first(
+    tmp_path: Path, sqlite_store: Store, redis_namespace: RedisNamespace, tiny_model_dir: Path, broker: str
+) -> None:
+    import sqlalchemy as sa
+
+    from radtrace.store.models import Priority, Revision
+    from worker_support import revision_row
+
+    options = {"url": redis_namespace.url, "key_prefix": redis_namespace.prefix} if broker == "redis" else {}
+    settings = worker_settings(tmp_path, str(sqlite_store.engine.url), tiny_model_dir, broker=options)
+    routine = spool_study(settings, sqlite_store, make_study(StudySpec(seed=21)))[0]
+    stat = spool_study(settings, sqlite_store, make_study(StudySpec(seed=22)))[0]
+    with sqlite_store.session() as session:
+        session.execute(sa.update(Revision).where(Revision.id == revision_row(sqlite_store, stat).id)
+                        .values(priority=Priority.STAT))  # fmt: skip
+    assert ring_process(settings, routine, 1)
+    assert ring_process(settings, stat, 1, priority=Priority.STAT)
+    depths = queue_depths(settings)
+    assert (depths[settings.broker.stat_queue], depths[settings.broker.gpu_queue]) == (1, 1)
+
+    log_file = tmp_path / "worker.log"
+    with running_worker(settings, "--no-reconcile", log_file=log_file):
+        _assert_delivered(settings, sqlite_store, stat, log_file)
+        _assert_delivered(settings, sqlite_store, routine, log_file)
+    stat_started = revision_row(sqlite_store, stat).started_at
+    routine_started = revision_row(sqlite_store, routine).started_at
+    assert stat_started is not None
+    assert routine_started is not None
+    assert stat_started < routine_started

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
+from radtrace.store.models import OutboxMessage, OutboxState, Priority, Revision, RevisionState, Study
 from radtrace.worker.reconciler import Reconciler
 from radtrace.worker.status import collect_status
 from worker_support import worker_settings
@@ -56,7 +56,7 @@ def test_a_pass_rings_what_is_overdue_once_per_period(store: Store, tmp_path: Pa
     processes: list[tuple[str, int]] = []
     dispatches: list[int] = []
 
-    def ring_process(uid: str, number: int) -> bool:
+    def ring_process(uid: str, number: int, priority: Priority) -> bool:
         processes.append((uid, number))
         return True
 

@@ -104,7 +104,8 @@ def test_the_app_takes_json_only_acks_late_prefetches_one_and_routes_each_task_t
     assert conf.task_routes[PROCESS_TASK] == {"queue": settings.broker.gpu_queue}
     assert conf.task_routes[DISPATCH_TASK] == {"queue": settings.broker.dispatch_queue}
     queues = {queue.name: (queue.exchange.name, queue.routing_key) for queue in conf.task_queues}
-    assert queues == {name: (name, name) for name in (settings.broker.gpu_queue, settings.broker.dispatch_queue)}
+    names = (settings.broker.stat_queue, settings.broker.gpu_queue, settings.broker.dispatch_queue)
+    assert queues == {name: (name, name) for name in names}
     assert {PROCESS_TASK, DISPATCH_TASK} <= set(app.tasks)
     assert app.tasks[PROCESS_TASK].acks_late is True
 
@@ -118,7 +119,7 @@ def test_redis_keys_live_under_the_configured_prefix(tmp_path: Path) -> None:
 
 def test_queue_roles() -> None:
     settings = load_settings()
-    assert queue_names(settings, ["gpu"]) == ["radtrace.gpu"]
+    assert queue_names(settings, ["gpu"]) == ["radtrace.gpu.stat", "radtrace.gpu"]
     assert queue_names(settings, ["io", "dispatch"]) == ["radtrace.dispatch"]
     with pytest.raises(ConfigError, match="bogus"):
         queue_names(settings, ["gpu", "bogus"])

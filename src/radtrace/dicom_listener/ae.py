@@ -23,6 +23,7 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings, TlsSettings
 from radtrace.dicom_listener.completion import CompletionTimer
 from radtrace.dicom_listener.contexts import supported_contexts
+from radtrace.dicom_listener.filtering import FilterRule
 from radtrace.dicom_listener.handlers import ListenerHandlers
 from radtrace.dicom_listener.metrics import ListenerMetrics
 from radtrace.dicom_listener.spool import Spool
@@ -97,7 +98,12 @@ class Listener:
         self.recorder = AuditRecorder(store)
         self.actor = Actor(ae_title=settings.listener.ae_title)
         self.timer = CompletionTimer(
-            store, self.recorder, settings.listener.settle_seconds, actor=self.actor, doorbell=settings
+            store,
+            self.recorder,
+            settings.listener.settle_seconds,
+            actor=self.actor,
+            doorbell=settings,
+            rule=FilterRule.from_settings(settings.listener.routing),
         )
         self.handlers = ListenerHandlers(
             settings.listener,

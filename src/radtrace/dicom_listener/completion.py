@@ -32,7 +32,7 @@ from radtrace.dicom_listener.ingest import lock_study
 from radtrace.errors import RadtraceError
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, Revision, RevisionState, Study
+from radtrace.store.models import Instance, Priority, Revision, RevisionState, Study
 from radtrace.worker.doorbell import ring_process
 
 __all__ = ["CompletedRevision", "CompletionTimer", "OpenRevision", "complete_due", "due_revisions", "next_due_at"]
@@ -59,6 +59,7 @@ class CompletedRevision:
     reason: str | None
     study_uid: str
     number: int
+    priority: Priority = Priority.ROUTINE
 
 
 def _quiet_since(revision: OpenRevision) -> datetime:
@@ -111,7 +112,8 @@ def complete_due(
         if completed is None:
             continue
         if doorbell is not None and completed.state is RevisionState.QUEUED:
-            ring_process(doorbell, completed.study_uid, completed.number)  # never raises; False: reconciler rings
+            # never raises; False: the reconciler rings
+            ring_process(doorbell, completed.study_uid, completed.number, priority=completed.priority)
         done.append(completed)
     return done
 
@@ -135,20 +137,29 @@ def _complete_one(
         if revision.state is not RevisionState.RECEIVING or not due_revisions([still_open], now, settle_seconds):
             return None  # an instance arrived meanwhile, or another listener completed it
         facts = [
-            InstanceFacts(row[0], row[1], row[2])
+            InstanceFacts(*row)
             for row in session.execute(
-                sa.select(Instance.sop_class_uid, Instance.modality, Instance.body_part).where(
-                    Instance.revision_id == revision.id
-                )
+                sa.select(
+                    Instance.sop_class_uid,
+                    Instance.modality,
+                    Instance.body_part,
+                    Instance.requested_priority,
+                    Instance.calling_ae,
+                ).where(Instance.revision_id == revision.id)
             )
         ]
         decision = decide(facts, study.study_description, rule)
-        payload = {"revision": revision.number, "instances": len(facts)}
+        payload: dict[str, object] = {"revision": revision.number, "instances": len(facts)}
         if decision.queue:
             revision.state = RevisionState.QUEUED
             revision.queued_at = now
+            revision.priority = decision.priority
             event = AuditEvent(
-                EventType.STUDY_QUEUED, actor, study_uid=study.study_uid, accession=study.accession, payload=payload
+                EventType.STUDY_QUEUED,
+                actor,
+                study_uid=study.study_uid,
+                accession=study.accession,
+                payload=payload | {"priority": decision.priority.value},
             )
         else:
             revision.state = RevisionState.SKIPPED
@@ -164,8 +175,9 @@ def _complete_one(
         recorder.record(event, session=session)
         log.info("study %s revision %d %s", study.study_key, revision.number, revision.state.value)
         return CompletedRevision(
-            revision.id, study.study_key, revision.state, decision.reason, study.study_uid, revision.number
-        )
+            revision.id, study.study_key, revision.state, decision.reason, study.study_uid, revision.number,
+            decision.priority,
+        )  # fmt: skip
 
 
 class CompletionTimer:
@@ -184,8 +196,10 @@ class CompletionTimer:
         on_completed: Callable[[CompletedRevision], None] | None = None,
         max_sleep_s: float = 30.0,
         doorbell: Settings | None = None,
+        rule: FilterRule | None = None,
     ) -> None:
         self.store = store
+        self.rule = rule
         self.doorbell = doorbell
         self.recorder = recorder
         self.settle_seconds = settle_seconds
@@ -223,8 +237,9 @@ class CompletionTimer:
             sleep_s = self.max_sleep_s
             try:
                 for completed in complete_due(
-                    self.store, self.recorder, self.settle_seconds, actor=self.actor, doorbell=self.doorbell
-                ):
+                    self.store, self.recorder, self.settle_seconds, actor=self.actor, doorbell=self.doorbell,
+                    rule=self.rule,
+                ):  # fmt: skip
                     if self.on_completed is not None:
                         self.on_completed(completed)
                 due_at = next_due_at(open_revisions(self.store), self.settle_seconds)

@@ -1,9 +1,11 @@
-"""Which studies go to the model: chest radiographs (CR/DX) only; the rest are ``skipped(reason)``.
+"""Which studies go to the model: chest radiographs (CR/DX) only; the rest are ``skipped(reason)``. And which
+of those are read first: STAT ones.
 
 A pure rule over what the listener recorded for each instance (SOP class, modality, Body Part
-Examined) and the study's description. A PACS routes by rules of its own, and those misroute: a knee
-DX, a CT of the chest, a secondary capture. Those are stored (nothing received is thrown away) and
-their revision is skipped with a reason a person can read.
+Examined, Requested Procedure Priority, calling AE) and the study's description, built from
+``listener.routing``. A PACS routes by rules of its own, and those misroute: a knee DX, a CT of the
+chest, a secondary capture. Those are stored (nothing received is thrown away) and their revision is
+skipped with a reason a person can read.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from radtrace.config import RoutingSettings
 from radtrace.dicom_listener.contexts import RADIOGRAPH_SOP_CLASSES
+from radtrace.store.models import Priority
 
-__all__ = ["Decision", "FilterRule", "InstanceFacts", "decide"]
+__all__ = ["Decision", "FilterRule", "InstanceFacts", "decide", "priority_of"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,12 @@ class InstanceFacts:
     sop_class_uid: str
     modality: str | None
     body_part: str | None
+    requested_priority: str | None = None
+    calling_ae: str | None = None
+
+
+def _upper(values: Sequence[str]) -> frozenset[str]:
+    return frozenset(value.strip().upper() for value in values)
 
 
 @dataclass(frozen=True)
@@ -35,8 +45,23 @@ class FilterRule:
     chest_body_parts: frozenset[str] = frozenset({"CHEST", "THORAX", "LUNG", "RIBS"})
     # Used only when no instance records a body part: words in the Study Description.
     chest_description: re.Pattern[str] = field(
-        default_factory=lambda: re.compile(r"\b(CHEST|THORAX|THORACIC|CXR|LUNGS?|TORAX)\b", re.IGNORECASE)
+        default_factory=lambda: re.compile(RoutingSettings().chest_description, re.IGNORECASE)
     )
+    stat_priorities: frozenset[str] = frozenset({"STAT"})
+    stat_calling_aes: frozenset[str] = frozenset()
+    stat_description: re.Pattern[str] | None = field(default_factory=lambda: re.compile(r"\bSTAT\b", re.IGNORECASE))
+
+    @classmethod
+    def from_settings(cls, routing: RoutingSettings) -> FilterRule:
+        """The rule ``listener.routing`` describes."""
+        return cls(
+            modalities=_upper(routing.modalities),
+            chest_body_parts=_upper(routing.chest_body_parts),
+            chest_description=re.compile(routing.chest_description, re.IGNORECASE),
+            stat_priorities=_upper(routing.stat_requested_priorities),
+            stat_calling_aes=_upper(routing.stat_calling_ae_titles),
+            stat_description=re.compile(routing.stat_description, re.IGNORECASE) if routing.stat_description else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -45,6 +70,7 @@ class Decision:
 
     queue: bool
     reason: str | None = None
+    priority: Priority = Priority.ROUTINE
 
 
 def decide(
@@ -54,7 +80,8 @@ def decide(
 
     It does when at least one instance is a CR/DX radiograph IOD with modality CR or DX and is of
     the chest: Body Part Examined names the chest, or, when no radiograph records a body part, the
-    Study Description does.
+    Study Description does. A queued study is STAT when any instance or the description says so
+    (:func:`priority_of`).
     """
     rule = rule or FilterRule()
     if not instances:
@@ -66,10 +93,22 @@ def decide(
         modalities = sorted({(i.modality or "unknown").upper() for i in instances})
         return Decision(False, f"no CR/DX radiograph (modality {', '.join(modalities)})")
     parts = {(i.body_part or "").strip().upper() for i in radiographs} - {""}
-    if parts & rule.chest_body_parts:
-        return Decision(True)
+    if parts & rule.chest_body_parts or (
+        not parts and study_description and rule.chest_description.search(study_description)
+    ):
+        return Decision(True, priority=priority_of(instances, study_description, rule))
     if parts:
         return Decision(False, f"not a chest radiograph (body part {', '.join(sorted(parts))})")
-    if study_description and rule.chest_description.search(study_description):
-        return Decision(True)
     return Decision(False, "not a chest radiograph (no body part, description does not name the chest)")
+
+
+def priority_of(instances: Sequence[InstanceFacts], study_description: str | None, rule: FilterRule) -> Priority:
+    """STAT when an instance's Requested Procedure Priority or calling AE, or the Study Description, says so."""
+    for instance in instances:
+        if (instance.requested_priority or "").strip().upper() in rule.stat_priorities:
+            return Priority.STAT
+        if (instance.calling_ae or "").strip().upper() in rule.stat_calling_aes:
+            return Priority.STAT
+    if study_description and rule.stat_description is not None and rule.stat_description.search(study_description):
+        return Priority.STAT
+    return Priority.ROUTINE

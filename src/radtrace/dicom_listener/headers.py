@@ -40,6 +40,18 @@ class ReceivedHeader:
     body_part: str | None
     accession: str | None
     study_description: str | None
+    requested_priority: str | None = None
+
+
+def _requested_priority(ds: object) -> str | None:
+    """Requested Procedure Priority (0040,1003): top level, or in the first Request Attributes item (images)."""
+    value = getattr(ds, "RequestedProcedurePriority", None)
+    if value is None:
+        for item in getattr(ds, "RequestAttributesSequence", None) or ():
+            value = getattr(item, "RequestedProcedurePriority", None)
+            if value is not None:
+                break
+    return _text(value, 16)
 
 
 def _text(value: object, limit: int) -> str | None:
@@ -85,4 +97,5 @@ def read_header(path: Path) -> ReceivedHeader:
         body_part=_text(ds.get("BodyPartExamined"), 16),
         accession=_text(ds.get("AccessionNumber"), 64),
         study_description=_text(ds.get("StudyDescription"), 64),
+        requested_priority=_requested_priority(ds),
     )

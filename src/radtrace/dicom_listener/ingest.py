@@ -150,6 +150,7 @@ def record_instance(
                     transfer_syntax_uid=header.transfer_syntax_uid,
                     modality=header.modality,
                     body_part=header.body_part,
+                    requested_priority=header.requested_priority,
                     path=relative.as_posix(),
                     size_bytes=staged.size,
                     sha256=staged.sha256,

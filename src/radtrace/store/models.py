@@ -25,6 +25,7 @@ __all__ = [
     "JobState",
     "OutboxMessage",
     "OutboxState",
+    "Priority",
     "Revision",
     "RevisionState",
     "Study",
@@ -49,6 +50,13 @@ class RevisionState(enum.StrEnum):
     def is_final(self) -> bool:
         """Whether nothing more will happen to the revision without an operator."""
         return self in {RevisionState.DISPATCHED, RevisionState.SKIPPED, RevisionState.FAILED}
+
+
+class Priority(enum.StrEnum):
+    """How urgently a revision is read: STAT ones go before routine ones."""
+
+    ROUTINE = "routine"
+    STAT = "stat"
 
 
 class JobState(enum.StrEnum):
@@ -122,6 +130,9 @@ class Revision(Base):
     claim_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, doc="after this another worker may take it")
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, doc="a retry of a queued revision is due")
     rung_at: Mapped[datetime | None] = mapped_column(UtcDateTime, doc="the reconciler last rang its doorbell")
+    priority: Mapped[Priority] = mapped_column(
+        _enum(Priority, "revision_priority"), default=Priority.ROUTINE, server_default=Priority.ROUTINE.value
+    )
 
     study: Mapped[Study] = relationship(back_populates="revisions")
     instances: Mapped[list[Instance]] = relationship(back_populates="revision")
@@ -145,6 +156,7 @@ class Instance(Base):
     transfer_syntax_uid: Mapped[str] = mapped_column(UID)
     modality: Mapped[str | None] = mapped_column(sa.String(16))
     body_part: Mapped[str | None] = mapped_column(sa.String(16), doc="Body Part Examined as sent")
+    requested_priority: Mapped[str | None] = mapped_column(sa.String(16), doc="Requested Procedure Priority as sent")
     path: Mapped[str] = mapped_column(sa.Text, doc="relative to the spool directory")
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     sha256: Mapped[str] = mapped_column(SHA256_HEX, index=True)

@@ -12,6 +12,12 @@ a message lost with Redis or with a killed worker is rung again by the reconcile
 
 Queues: ``broker.gpu_queue`` (inference; prefetch 1, ``acks_late``, ``reject_on_worker_lost``) and
 ``broker.dispatch_queue`` (deliveries). Task names are explicit (:mod:`radtrace.worker.tasks`).
+
+STAT studies are rung on ``broker.stat_queue``, which GPU workers consume before ``broker.gpu_queue``:
+Redis pops the queues in the order given (``queue_order_strategy = priority``), so a waiting STAT
+doorbell is taken first. The embedded broker takes queues in turn; there the worker's own look for
+waiting STAT revisions in the database (:meth:`~radtrace.worker.pipeline.StudyPipeline.waiting_stat`)
+puts them first.
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ def create_app(settings: Settings, *, with_tasks: bool = True) -> Celery:
             visibility_timeout=broker.visibility_timeout_s,
             socket_connect_timeout=5,
             socket_timeout=30,
+            queue_order_strategy="priority",  # the queues in the order the worker names them: STAT first
         )
         if broker.key_prefix:
             transport_options["global_keyprefix"] = broker.key_prefix
@@ -104,7 +111,7 @@ def create_app(settings: Settings, *, with_tasks: bool = True) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_default_queue=broker.gpu_queue,
-        task_queues=[_queue(broker.gpu_queue), _queue(broker.dispatch_queue)],
+        task_queues=[_queue(broker.stat_queue), _queue(broker.gpu_queue), _queue(broker.dispatch_queue)],
         task_routes={
             PROCESS_TASK: {"queue": broker.gpu_queue},
             DISPATCH_TASK: {"queue": broker.dispatch_queue},

@@ -4,7 +4,8 @@
 ``ring_dispatch`` is rung for each outbox row. A broker that is down makes a ring return ``False``
 (logged), never an error for the caller: the reconciler finds the overdue row and rings again.
 Messages carry IDs only. Ringing twice is harmless: the pipeline claims rows, so a duplicate is a
-no-op.
+no-op. A STAT revision is rung on ``broker.stat_queue``, which GPU workers take first (see
+:mod:`radtrace.worker.app`).
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ from datetime import datetime
 from typing import Any
 
 from radtrace.config import Settings
+from radtrace.store.models import Priority
 from radtrace.worker.app import DISPATCH_TASK, PROCESS_TASK, create_app
 
 __all__ = ["ring_dispatch", "ring_process"]
 
 log = logging.getLogger(__name__)
 
-_apps: dict[tuple[str, str, str, str, float], Any] = {}
+_apps: dict[tuple[str, str, str, str, str, float], Any] = {}
 _apps_lock = threading.Lock()
 
 
 def _sender(settings: Settings) -> Any:
     broker = settings.broker
-    key = (settings.broker_url, broker.key_prefix, broker.gpu_queue, broker.dispatch_queue,
+    key = (settings.broker_url, broker.key_prefix, broker.stat_queue, broker.gpu_queue, broker.dispatch_queue,
            broker.embedded_polling_interval_s)  # fmt: skip
     with _apps_lock:
         app = _apps.get(key)
@@ -45,12 +47,20 @@ def _ring(settings: Settings, task: str, args: list[Any], queue: str, at: dateti
     return True
 
 
-def ring_process(settings: Settings, study_uid: str, revision: int, *, at: datetime | None = None) -> bool:
+def ring_process(
+    settings: Settings,
+    study_uid: str,
+    revision: int,
+    *,
+    at: datetime | None = None,
+    priority: Priority = Priority.ROUTINE,
+) -> bool:
     """Ask a GPU worker to process revision number ``revision`` of ``study_uid`` (at ``at``, or now).
 
     Returns whether the broker took the message.
     """
-    return _ring(settings, PROCESS_TASK, [study_uid, revision], settings.broker.gpu_queue, at)
+    queue = settings.broker.stat_queue if priority is Priority.STAT else settings.broker.gpu_queue
+    return _ring(settings, PROCESS_TASK, [study_uid, revision], queue, at)
 
 
 def ring_dispatch(settings: Settings, outbox_id: int, *, at: datetime | None = None) -> bool:

@@ -56,7 +56,17 @@ from radtrace.reporting.dispatch.outbox import Delivery, Outbox, planned_deliver
 from radtrace.reporting.drafts import build_drafts
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, Job, JobState, OutboxMessage, OutboxState, Revision, RevisionState, Study
+from radtrace.store.models import (
+    Instance,
+    Job,
+    JobState,
+    OutboxMessage,
+    OutboxState,
+    Priority,
+    Revision,
+    RevisionState,
+    Study,
+)
 
 __all__ = [
     "ClaimDecision",
@@ -204,6 +214,28 @@ class StudyPipeline:
         )
 
     # --- process -------------------------------------------------------------------------------
+
+    def waiting_stat(self, besides: tuple[str, int]) -> tuple[str, int] | None:
+        """The STAT revision queued longest and due now, other than ``besides``: (study UID, number), or None.
+
+        A worker reads it before the revision its doorbell named, so STAT studies jump the queue on any
+        broker (the embedded one has no message priorities).
+        """
+        now = self.clock()
+        with self.store.session("looking for STAT revisions") as session:
+            row = session.execute(
+                sa.select(Study.study_uid, Revision.number)
+                .join(Study, Revision.study_id == Study.id)
+                .where(
+                    Revision.state == RevisionState.QUEUED,
+                    Revision.priority == Priority.STAT,
+                    sa.or_(Revision.next_attempt_at.is_(None), Revision.next_attempt_at <= now),
+                    sa.not_(sa.and_(Study.study_uid == besides[0], Revision.number == besides[1])),
+                )
+                .order_by(Revision.queued_at, Revision.id)
+                .limit(1)
+            ).first()
+        return None if row is None else (row[0], row[1])
 
     def process(self, study_uid: str, revision: int) -> ProcessResult:
         """Process one revision if it is ours to process (see the module docstring)."""

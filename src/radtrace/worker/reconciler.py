@@ -30,7 +30,7 @@ from radtrace.config import Settings
 from radtrace.errors import RadtraceError
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
+from radtrace.store.models import OutboxMessage, OutboxState, Priority, Revision, RevisionState, Study
 from radtrace.worker import doorbell
 
 __all__ = ["Reconciler", "Reconciliation", "outbox_overdue", "revision_overdue"]
@@ -85,13 +85,15 @@ class Reconciler:
         settings: Settings,
         store: Store,
         *,
-        ring_process: Callable[[str, int], bool] | None = None,
+        ring_process: Callable[[str, int, Priority], bool] | None = None,
         ring_dispatch: Callable[[int], bool] | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.ring_process = ring_process or (lambda uid, number: doorbell.ring_process(settings, uid, number))
+        self.ring_process = ring_process or (
+            lambda uid, number, priority: doorbell.ring_process(settings, uid, number, priority=priority)
+        )
         self.ring_dispatch = ring_dispatch or (lambda outbox_id: doorbell.ring_dispatch(settings, outbox_id))
         self.clock = clock
 
@@ -111,10 +113,11 @@ class Reconciler:
                     Revision.next_attempt_at,
                     Revision.claim_expires_at,
                     Revision.rung_at,
+                    Revision.priority,
                 )
                 .join(Study, Revision.study_id == Study.id)
                 .where(Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]))
-                .order_by(Revision.queued_at, Revision.id)
+                .order_by(sa.case((Revision.priority == Priority.STAT, 0), else_=1), Revision.queued_at, Revision.id)
             ).all()
             pending = session.execute(
                 sa.select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.next_attempt_at)
@@ -129,12 +132,22 @@ class Reconciler:
                 .having(sa.func.sum(sa.case((OutboxMessage.state == OutboxState.PENDING, 1), else_=0)) == 0)
             ).all()
         rung: list[int] = []
-        for rev_id, study_uid, number, state, queued_at, next_attempt_at, claim_expires_at, rung_at in revisions:
+        for (
+            rev_id,
+            study_uid,
+            number,
+            state,
+            queued_at,
+            next_attempt_at,
+            claim_expires_at,
+            rung_at,
+            priority,
+        ) in revisions:
             if revision_overdue(
                 state, now=now, after=after, queued_at=queued_at, next_attempt_at=next_attempt_at,
                 claim_expires_at=claim_expires_at, rung_at=rung_at,
             ):  # fmt: skip
-                if self.ring_process(study_uid, number):
+                if self.ring_process(study_uid, number, priority):
                     rung.append(rev_id)
                     done.processes.append((study_uid, number))
                 else:

@@ -24,13 +24,15 @@ QUEUE_ROLES = ("gpu", "dispatch")
 
 
 def queue_names(settings: Settings, roles: Sequence[str]) -> list[str]:
-    """The broker queue names for ``roles`` (``gpu``, ``dispatch``; ``io`` is an alias of ``dispatch``)."""
-    names = {"gpu": settings.broker.gpu_queue, "dispatch": settings.broker.dispatch_queue,
-             "io": settings.broker.dispatch_queue}  # fmt: skip
+    """The broker queue names for ``roles`` (``gpu``, ``dispatch``; ``io`` is an alias of ``dispatch``), in the
+    order they are taken: ``gpu`` is the STAT queue, then the routine one."""
+    broker = settings.broker
+    names = {"gpu": [broker.stat_queue, broker.gpu_queue], "dispatch": [broker.dispatch_queue],
+             "io": [broker.dispatch_queue]}  # fmt: skip
     unknown = [role for role in roles if role not in names]
     if unknown or not roles:
         raise ConfigError(f"--queues must name gpu and/or dispatch, not {', '.join(unknown) or 'nothing'}")
-    return list(dict.fromkeys(names[role] for role in roles))
+    return list(dict.fromkeys(name for role in roles for name in names[role]))
 
 
 def run_worker(

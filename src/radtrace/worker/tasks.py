@@ -69,19 +69,26 @@ def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | Non
     options: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True,
                                "max_retries": max_retries}  # fmt: skip
 
-    def process_study(self: Any, study_uid: str, revision: int) -> str:
-        try:
-            result = held.pipeline.process(study_uid, revision)
-        except RetryableError as exc:
-            countdown = retry_delay(settings.broker, self.request.retries + 1).total_seconds()
-            raise self.retry(exc=exc, countdown=countdown) from exc
+    def process_and_ring(study_uid: str, revision: int) -> Result:
+        result = held.pipeline.process(study_uid, revision)
         for outbox_id in result.outbox_ids:
             ring_dispatch(settings, outbox_id)
         if result.result is Result.RETRY and result.retry_at is not None:
             ring_process(settings, study_uid, revision, at=result.retry_at)
         if result.next_revision is not None:
             ring_process(settings, study_uid, result.next_revision)
-        return result.result.value
+        return result.result
+
+    def process_study(self: Any, study_uid: str, revision: int) -> str:
+        try:
+            stat = held.pipeline.waiting_stat(besides=(study_uid, revision))
+            if stat is not None:  # one waiting STAT study first, whatever this doorbell named
+                log.info("a STAT revision goes first")
+                process_and_ring(*stat)
+            return process_and_ring(study_uid, revision).value
+        except RetryableError as exc:
+            countdown = retry_delay(settings.broker, self.request.retries + 1).total_seconds()
+            raise self.retry(exc=exc, countdown=countdown) from exc
 
     def dispatch(self: Any, outbox_id: int) -> str:
         try:
