@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("audit.py", "inference.py", "ingest.py")
+BENCHMARKS = ("audit.py", "inference.py", "ingest.py", "pipeline.py")
 
 
 def main() -> int:
