@@ -208,7 +208,7 @@ class BrokerSettings(_Section):
         default=60.0, ge=0, description="a queued revision or due outbox row waiting this long is rung again"
     )
     embedded_polling_interval_s: float = Field(
-        default=0.1, gt=0, le=10, description="how often workers poll the embedded SQLite broker"
+        default=0.02, gt=0, le=10, description="how often workers poll the embedded SQLite broker"
     )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535,

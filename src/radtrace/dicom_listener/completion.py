@@ -244,7 +244,8 @@ class CompletionTimer:
                         self.on_completed(completed)
                 due_at = next_due_at(open_revisions(self.store), self.settle_seconds)
                 if due_at is not None:
-                    sleep_s = min(sleep_s, max(0.05, (due_at - utc_now()).total_seconds() + 0.01))
+                    # a short floor: a study whose last image came just after its first is due a moment later
+                    sleep_s = min(sleep_s, max(0.005, (due_at - utc_now()).total_seconds() + 0.002))
             except RadtraceError as exc:  # database down: try again shortly, never die
                 log.warning("study completion failed, retrying: %s", exc.reason)
                 sleep_s = min(sleep_s, 2.0)

@@ -10,8 +10,10 @@ radtrace error.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any, Final
@@ -58,6 +60,15 @@ def _classify(status: int, comment: str, where: str) -> StoreResult:
     raise DispatchError(f"{where} did not store the SR: {detail}")
 
 
+def _no_delay(assoc: Any) -> None:
+    """Turn Nagle off on the association's socket: the C-STORE's last PDU must not wait for a delayed ACK
+    (about 33 ms per SR against dcmtk's storescp; pynetdicom leaves it on)."""
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def store_instance(
     payload: bytes,
     destination: DicomDestination,
@@ -92,6 +103,7 @@ def store_instance(
         if assoc.is_rejected:
             raise PeerUnavailableError(f"{where} rejected the association")
         raise PeerUnavailableError(f"no association with {where} (refused, aborted or timed out)")
+    _no_delay(assoc)
     try:
         if not any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.accepted_contexts):
             raise DispatchRejectedError(
