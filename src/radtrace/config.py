@@ -202,7 +202,10 @@ class BrokerSettings(_Section):
     )
     retry_backoff_max_s: float = Field(default=600.0, gt=0, description="longest delay between processing attempts")
     claim_timeout_s: float = Field(
-        default=900.0, gt=0, description="a worker's claim on a revision expires after this long (worker lost)"
+        default=120.0,
+        gt=0,
+        description="a worker's claim lapses this long after its last renewal (renewed every third of it while "
+        "the worker lives), and another worker takes the revision over",
     )
     overdue_after_s: float = Field(
         default=60.0, ge=0, description="a queued revision or due outbox row waiting this long is rung again"

@@ -194,6 +194,20 @@ def test_a_reading_longer_than_the_claim_timeout_keeps_its_claim(
     assert _types(store).count("inference_started") == 1
 
 
+def test_a_claim_its_own_worker_could_not_release_is_retried_at_once_not_after_the_timeout(
+    wsettings: Settings, store: Store, reader: StudyReader
+) -> None:
+    # The database went down while w1 recorded a failure: the claim stayed, live for 900 s.
+    study_uid, number = spool_study(wsettings, store, make_study())
+    _set(store, study_uid, state=RevisionState.PROCESSING, attempts=1, claimed_by="w1",
+         claim_expires_at=datetime.now(UTC) + timedelta(seconds=900))  # fmt: skip
+    assert StudyPipeline(wsettings, store, reader, worker="w2").process(study_uid, number).result is Result.NOT_CLAIMED
+
+    assert StudyPipeline(wsettings, store, reader, worker="w1").process(study_uid, number).result is Result.REPORTED
+    rev = revision_row(store, study_uid)
+    assert (rev.state, rev.attempts, rev.claimed_by) == (RevisionState.REPORTED, 2, None)
+
+
 def test_a_worker_lost_on_the_last_attempt_ends_failed(wsettings: Settings, store: Store, reader: StudyReader) -> None:
     study_uid, number = spool_study(wsettings, store, make_study())
     clock = Clock()

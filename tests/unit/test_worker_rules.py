@@ -44,6 +44,12 @@ def test_claim_decision(
     assert claim_decision(state, claim_expires_at, next_attempt_at, NOW) == decision
 
 
+def test_a_worker_that_finds_its_own_live_claim_takes_it_over_at_once() -> None:
+    # its earlier attempt died without releasing the claim (the database went away mid-failure)
+    assert claim_decision(RevisionState.PROCESSING, NOW + 900 * S, None, NOW, ours=True) == "take-over"
+    assert claim_decision(RevisionState.REPORTED, None, None, NOW, ours=True) == "done"
+
+
 def test_retry_delay_doubles_from_the_initial_and_is_capped() -> None:
     settings = BrokerSettings(retry_backoff_initial_s=10, retry_backoff_max_s=60)
     assert [retry_delay(settings, n).total_seconds() for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]

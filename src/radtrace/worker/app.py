@@ -62,7 +62,31 @@ def _embedded_transport(polling_interval_s: float) -> type[Any]:
         define(None, "Queue", Queue, {"__tablename__": "kombu_queue"})
         define(None, "Message", Message, {"__tablename__": "kombu_message"})
         sa.orm.configure_mappers()
-    return type("EmbeddedTransport", (Transport,), {"polling_interval": polling_interval_s})
+
+    kombu_engine: Any = Channel._engine_from_config
+
+    def engine_from_config(channel: Any) -> Any:
+        engine = kombu_engine(channel)
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _broker_pragmas)
+        return engine
+
+    channel = type("EmbeddedChannel", (Channel,), {"_engine_from_config": engine_from_config})
+    return type("EmbeddedTransport", (Transport,), {"polling_interval": polling_interval_s, "Channel": channel})
+
+
+def _broker_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL and NORMAL sync for broker.db: a commit costs ~5 ms instead of ~16 ms in the rollback journal.
+
+    The broker is a doorbell: a message lost with the last transactions before a power cut is rung
+    again by the reconciler from the work database, which keeps its full durability.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
 
 
 def _queue(name: str) -> Any:

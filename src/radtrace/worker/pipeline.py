@@ -164,13 +164,23 @@ def payload_dir(settings: Settings) -> Path:
 
 
 def claim_decision(
-    state: RevisionState, claim_expires_at: datetime | None, next_attempt_at: datetime | None, now: datetime
+    state: RevisionState,
+    claim_expires_at: datetime | None,
+    next_attempt_at: datetime | None,
+    now: datetime,
+    *,
+    ours: bool = False,
 ) -> ClaimDecision:
-    """Whether a worker may take a revision now (pure)."""
+    """Whether a worker may take a revision now (pure).
+
+    ``ours``: the live claim is this worker's own. A worker processes one revision at a time, so finding its
+    own claim means an earlier attempt of its died without releasing it (the database went away while it
+    recorded the failure): take it over now rather than wait ``claim_timeout_s`` for it to lapse.
+    """
     if state is RevisionState.QUEUED:
         return "claim" if next_attempt_at is None or next_attempt_at <= now else "not-due"
     if state is RevisionState.PROCESSING:
-        return "take-over" if claim_expires_at is None or claim_expires_at <= now else "busy"
+        return "take-over" if ours or claim_expires_at is None or claim_expires_at <= now else "busy"
     if state is RevisionState.RECEIVING:
         return "not-due"
     return "done"
@@ -328,7 +338,9 @@ class StudyPipeline:
             if row is None:
                 return ProcessResult(Result.MISSING)
             rev, study = row[0], row[1]
-            decision = claim_decision(rev.state, rev.claim_expires_at, rev.next_attempt_at, now)
+            decision = claim_decision(
+                rev.state, rev.claim_expires_at, rev.next_attempt_at, now, ours=rev.claimed_by == self.worker
+            )
             if decision not in ("claim", "take-over"):
                 return ProcessResult(Result.NOT_CLAIMED, rev.state, rev.reason, rev.next_attempt_at)
             earlier = session.scalar(
