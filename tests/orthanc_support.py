@@ -1,7 +1,15 @@
-"""A real Orthanc (the Debian package) for tests: started on free ports, storage in a temporary folder."""
+"""A real Orthanc (the Debian package) for tests: started on free ports, storage in a temporary folder.
+
+Optionally it plays the routing PACS: with ``forward_to_port`` its built-in Lua scripting
+(:data:`AUTO_FORWARD_LUA`) sends each study, once it is stable, to radtrace's listener by C-STORE,
+every instance once and never the SRs (radtrace's own SR coming back must not loop). Starting it
+again on the same ``directory`` and ports keeps what it stored: stopping and restarting it is "the
+PACS was down for a while".
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -12,10 +20,37 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pydicom
+from pydicom.dataset import FileDataset
 
 from radtrace.testing.services import free_port
 
 ORTHANC = "/usr/sbin/Orthanc"
+
+#: Orthanc Lua: on a stable study, C-STORE its non-SR instances not yet forwarded to the modality "radtrace".
+AUTO_FORWARD_LUA = """
+forwarded = {}
+
+function OnStableStudy(studyId, tags, metadata)
+  local pending = {}
+  for _, series in ipairs(ParseJson(RestApiGet('/studies/' .. studyId .. '/series'))) do
+    if series['MainDicomTags']['Modality'] ~= 'SR' then
+      for _, instance in ipairs(series['Instances']) do
+        if forwarded[instance] == nil then
+          table.insert(pending, instance)
+        end
+      end
+    end
+  end
+  if #pending > 0 then
+    RestApiPost('/modalities/radtrace/store', DumpJson(pending, true))
+    for _, instance in ipairs(pending) do
+      forwarded[instance] = true
+    end
+    print('forwarded ' .. #pending .. ' instances of study ' .. studyId .. ' to radtrace')
+  end
+end
+"""
 
 
 @dataclass(frozen=True)
@@ -43,14 +78,51 @@ class Orthanc:
         response.raise_for_status()
         return response.json()
 
+    def study_instances(self, study_uid: str, modality: str | None = None) -> list[str]:
+        """Orthanc IDs of the study's instances (of one modality, e.g. ``SR``), in no particular order."""
+        query = {"Level": "Study", "Query": {"StudyInstanceUID": study_uid}}
+        response = httpx.post(f"{self.url}/tools/find", json=query, timeout=10)
+        response.raise_for_status()
+        found: list[str] = []
+        for study_id in response.json():
+            series_list = self.get(f"/studies/{study_id}/series")
+            assert isinstance(series_list, list)
+            for series in series_list:
+                if modality is None or series["MainDicomTags"].get("Modality") == modality:
+                    found.extend(series["Instances"])
+        return found
+
+    def dataset(self, instance_id: str) -> FileDataset:
+        """The stored instance's Part 10 file, read with pydicom."""
+        response = httpx.get(f"{self.url}/instances/{instance_id}/file", timeout=30)
+        response.raise_for_status()
+        return pydicom.dcmread(io.BytesIO(response.content))
+
+    def srs(self, study_uid: str) -> list[FileDataset]:
+        """Every SR Orthanc holds in the study."""
+        return [self.dataset(instance_id) for instance_id in self.study_instances(study_uid, "SR")]
+
 
 @contextmanager
-def running_orthanc(directory: Path, calling_ae_title: str = "RADTRACE") -> Iterator[Orthanc]:
-    """Start Orthanc with a JSON configuration under ``directory``; stop it afterwards."""
+def running_orthanc(
+    directory: Path,
+    calling_ae_title: str = "RADTRACE",
+    *,
+    forward_to_port: int | None = None,
+    dicom_port: int | None = None,
+    http_port: int | None = None,
+) -> Iterator[Orthanc]:
+    """Start Orthanc with a JSON configuration under ``directory``; stop it afterwards.
+
+    ``calling_ae_title`` is radtrace's AE title (the modality "radtrace"); with ``forward_to_port`` Orthanc
+    auto-forwards stable studies to that port (:data:`AUTO_FORWARD_LUA`). Give the ports of an earlier run
+    to restart the same PACS.
+    """
     if shutil.which(ORTHANC) is None:
         raise RuntimeError(f"{ORTHANC} not found: apt-get install orthanc")
-    orthanc = Orthanc("ORTHANC", free_port(), free_port())
-    config = {
+    directory.mkdir(parents=True, exist_ok=True)
+    orthanc = Orthanc("ORTHANC", dicom_port or free_port(), http_port or free_port())
+    config: dict[str, object] = {
         "Name": "radtrace-test",
         "StorageDirectory": str(directory / "storage"),
         "IndexDirectory": str(directory / "index"),
@@ -63,13 +135,17 @@ def running_orthanc(directory: Path, calling_ae_title: str = "RADTRACE") -> Iter
         "DicomServerEnabled": True,
         "DicomAlwaysAllowStore": True,
         "DicomCheckCalledAet": True,
-        "DicomModalities": {"radtrace": [calling_ae_title, "127.0.0.1", free_port()]},
+        "DicomModalities": {"radtrace": [calling_ae_title, "127.0.0.1", forward_to_port or free_port()]},
         "Plugins": [],
         "StableAge": 1,
     }
+    if forward_to_port is not None:
+        script = directory / "auto-forward.lua"
+        script.write_text(AUTO_FORWARD_LUA)
+        config["LuaScripts"] = [str(script)]
     path = directory / "orthanc.json"
     path.write_text(json.dumps(config))
-    log = (directory / "orthanc.log").open("wb")
+    log = (directory / "orthanc.log").open("ab")
     process = subprocess.Popen([ORTHANC, str(path)], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30

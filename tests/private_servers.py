@@ -1,0 +1,185 @@
+"""Private PostgreSQL and Redis servers for fault tests that stop, restart or flush them.
+
+The machine's shared servers (127.0.0.1:5432, :6379) serve every other test running at the same time,
+so a test that takes its database or broker down gets its own: a PostgreSQL cluster made with
+``initdb`` in a fresh directory owned by ``postgres`` (PostgreSQL refuses to run as root), and a
+``redis-server`` without persistence, each on a free port. ``stop`` and ``start`` keep the data
+directory and the port, as a real restart does; the context managers always stop them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from radtrace.testing.services import free_port
+
+__all__ = ["PrivatePostgres", "PrivateRedis", "private_postgres", "private_redis"]
+
+PG_USER = "postgres"
+
+
+def _pg_bin(name: str) -> str:
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if not versions:
+        raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql")
+    return str(versions[-1] / name)
+
+
+def _as_postgres(*command: str) -> list[str]:
+    """Run as the postgres user when we are root (PostgreSQL will not run as root)."""
+    return ["runuser", "-u", PG_USER, "--", *command] if os.geteuid() == 0 else list(command)
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} within {timeout} s")
+        time.sleep(0.1)
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL cluster of our own: ``url(name)`` for a database on it; ``stop``/``start`` restart it."""
+
+    directory: Path
+    port: int
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    def url(self, database: str = "radtrace") -> str:
+        return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{database}"
+
+    def ready(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(f"postgresql://{PG_USER}@127.0.0.1:{self.port}/postgres", connect_timeout=2) as c:
+                c.execute("SELECT 1")
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def _pg_ctl(self, *args: str) -> None:
+        command = _as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data_dir), *args)
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._pg_ctl("-o", options, "-l", str(self.directory / "postgres.log"), "-w", "-t", "30", "start")
+        _wait(self.ready, "PostgreSQL did not accept connections")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast`` ends every session; ``immediate`` is a crash)."""
+        self._pg_ctl("-m", mode, "-w", "-t", "30", "stop")
+
+    def create_database(self, name: str = "radtrace") -> str:
+        import psycopg
+
+        with psycopg.connect(f"postgresql://{PG_USER}@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """initdb a cluster in a new directory owned by postgres, run it on a free port; remove it afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="radtrace-pg-", dir="/tmp"))
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(PG_USER)
+        os.chown(directory, user.pw_uid, user.pw_gid)
+    server = PrivatePostgres(directory, free_port())
+    try:
+        init = subprocess.run(
+            _as_postgres(_pg_bin("initdb"), "-D", str(server.data_dir), "-A", "trust", "-U", PG_USER, "-E", "UTF8"),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if init.returncode != 0:
+            raise RuntimeError(f"initdb failed: {init.stdout}{init.stderr}")
+        server.start()
+        yield server
+    finally:
+        if (server.data_dir / "postmaster.pid").exists():
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                server.stop("immediate")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of our own (no persistence): ``stop``/``start`` restart it on the same port, empty."""
+
+    directory: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def ready(self) -> bool:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def start(self) -> None:
+        log = (self.directory / "redis.log").open("ab")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--dir", str(self.directory)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        _wait(self.ready, "Redis did not answer PING")
+
+    def stop(self) -> None:
+        """Kill the server: without persistence every key, every queued message, is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+    def flush(self) -> None:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def private_redis(directory: Path) -> Iterator[PrivateRedis]:
+    """redis-server on a free port with its files under ``directory``; killed afterwards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    server = PrivateRedis(directory, free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
