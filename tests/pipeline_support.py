@@ -23,13 +23,13 @@ import sqlalchemy as sa
 from pipeline_invariants import RevisionSeen, revisions
 from radtrace.dicom_listener.dcmtk import echoscu
 from radtrace.testing.services import free_port
-from serve_support import RunningServe, alive, descendants, wait_until
+from serve_support import RunningServe, alive, descendants, tiny_service_env, wait_until
 from tests_support import radtrace
 
 __all__ = ["CALLERS", "Service", "running_service", "service_env"]
 
 #: The listener admits the routing PACS (Orthanc) and dcmtk's storescu playing one.
-CALLERS = [{"ae_title": "ORTHANC"}, {"ae_title": "PACS"}]
+CALLERS = ("ORTHANC", "PACS")
 
 #: How each child of ``radtrace serve`` shows in its command line.
 CHILDREN = {"listener": " listen", "worker": "--queues=gpu", "dispatcher": "--queues=dispatch", "api": " api"}
@@ -48,8 +48,10 @@ def service_env(
     **overrides: str,
 ) -> dict[str, str]:
     """``RADTRACE_*`` variables for the whole service; ``overrides`` are further variables (full names)."""
-    env = {
-        "RADTRACE_DATA_DIR": str(data_dir),
+    env = tiny_service_env(
+        data_dir, listener_port=listener_port, model_dir=model_dir, api_port=free_port(), callers=CALLERS
+    )
+    env |= {
         "RADTRACE_STORE__URL": store_url,
         "RADTRACE_STORE__CONNECT_TIMEOUT_S": "3",
         "RADTRACE_BROKER__URL": broker_url,
@@ -60,15 +62,6 @@ def service_env(
         "RADTRACE_BROKER__RETRY_BACKOFF_INITIAL_S": "0.5",
         "RADTRACE_BROKER__RETRY_BACKOFF_MAX_S": "2",
         "RADTRACE_BROKER__MAX_ATTEMPTS": "5",
-        "RADTRACE_LISTENER__HOST": "127.0.0.1",
-        "RADTRACE_LISTENER__PORT": str(listener_port),
-        "RADTRACE_LISTENER__SETTLE_SECONDS": "1",
-        "RADTRACE_LISTENER__ALLOWED_CALLERS": json.dumps(CALLERS),
-        "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
-        "RADTRACE_API__PORT": str(free_port()),
-        "RADTRACE_MODEL__PATH": str(model_dir),
-        "RADTRACE_MODEL__DEVICE": "cpu",
-        "RADTRACE_MODEL__MAX_NEW_TOKENS": "48",
         "RADTRACE_DISPATCH__BACKOFF_INITIAL_S": "0.5",
         "RADTRACE_DISPATCH__BACKOFF_MAX_S": "2",
         "RADTRACE_DISPATCH__MAX_ATTEMPTS": "40",  # outlasts a destination down for half a minute

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from radtrace.dicom_listener.dcmtk import echoscu
 
-__all__ = ["RunningServe", "alive", "descendants", "running_serve", "wait_until"]
+__all__ = ["RunningServe", "alive", "descendants", "running_serve", "tiny_service_env", "wait_until"]
+
+
+def tiny_service_env(
+    data_dir: Path, *, listener_port: int, model_dir: Path, api_port: int, callers: Sequence[str] = ("PACS",)
+) -> dict[str, str]:
+    """``RADTRACE_*`` variables every whole-service test sets: its data directory, a listener on 127.0.0.1 that
+    admits ``callers`` and settles a study in 1 s, the QA API's port, and the tiny model on the CPU."""
+    return {
+        "RADTRACE_DATA_DIR": str(data_dir),
+        "RADTRACE_LISTENER__HOST": "127.0.0.1",
+        "RADTRACE_LISTENER__PORT": str(listener_port),
+        "RADTRACE_LISTENER__SETTLE_SECONDS": "1",
+        "RADTRACE_LISTENER__ALLOWED_CALLERS": json.dumps([{"ae_title": title} for title in callers]),
+        "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
+        "RADTRACE_API__PORT": str(api_port),
+        "RADTRACE_MODEL__PATH": str(model_dir),
+        "RADTRACE_MODEL__DEVICE": "cpu",
+        "RADTRACE_MODEL__MAX_NEW_TOKENS": "48",
+    }
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, log_file: Path | None = None) -> None:

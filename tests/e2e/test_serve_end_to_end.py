@@ -16,7 +16,7 @@ from mllp_support import mllp_receiver
 from radtrace.dicom_listener.dcmtk import storescu
 from radtrace.testing.services import free_port
 from radtrace.testing.studies import make_study, write_study
-from serve_support import alive, running_serve, wait_until
+from serve_support import alive, running_serve, tiny_service_env, wait_until
 from tests_support import radtrace
 
 pytestmark = pytest.mark.e2e
@@ -39,17 +39,9 @@ def test_serve_takes_a_study_from_dicom_to_sr_and_hl7_and_stops_cleanly(tmp_path
     study_uid = str(study[0].StudyInstanceUID)
     files = write_study(study, tmp_path / "study")
     with mllp_receiver() as ris:
-        env = {
-            "RADTRACE_DATA_DIR": str(tmp_path / "radtrace"),
-            "RADTRACE_LISTENER__HOST": "127.0.0.1",
-            "RADTRACE_LISTENER__PORT": str(listener_port),
-            "RADTRACE_LISTENER__SETTLE_SECONDS": "1",
-            "RADTRACE_LISTENER__ALLOWED_CALLERS": json.dumps([{"ae_title": "PACS"}]),
-            "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
-            "RADTRACE_API__PORT": str(api_port),
-            "RADTRACE_MODEL__PATH": str(tiny_model_dir),
-            "RADTRACE_MODEL__DEVICE": "cpu",
-            "RADTRACE_MODEL__MAX_NEW_TOKENS": "48",
+        env = tiny_service_env(
+            tmp_path / "radtrace", listener_port=listener_port, model_dir=tiny_model_dir, api_port=api_port
+        ) | {
             "RADTRACE_DISPATCH__FILE_DROP_DIR": str(drop),
             "RADTRACE_DISPATCH__RIS": json.dumps({"host": ris.host, "port": ris.port}),
         }

@@ -25,7 +25,7 @@ from radtrace.config import load_settings
 from radtrace.dicom_listener.dcmtk import echoscu, storescu
 from radtrace.testing.services import RedisNamespace, free_port
 from radtrace.testing.studies import make_study, write_study
-from serve_support import alive, descendants, wait_until
+from serve_support import alive, descendants, tiny_service_env, wait_until
 from tests_support import radtrace
 
 pytestmark = pytest.mark.integration
@@ -106,18 +106,11 @@ def test_the_systemd_units_commands_take_a_study_from_dicom_to_a_dispatched_sr(
     assert unit_environment["RADTRACE_DATA_DIR"] == "/var/lib/radtrace"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
     env.update(unit_environment)
-    env.update({  # what /etc/radtrace/radtrace.env would say on a test host
-        "RADTRACE_DATA_DIR": str(tmp_path / "radtrace"),
+    # what /etc/radtrace/radtrace.env would say on a test host
+    env |= tiny_service_env(tmp_path / "radtrace", listener_port=listener_port, model_dir=tiny_model_dir,
+                            api_port=api_port)  # fmt: skip
+    env.update({
         "HF_HOME": str(tmp_path / "hf"),
-        "RADTRACE_LISTENER__HOST": "127.0.0.1",
-        "RADTRACE_LISTENER__PORT": str(listener_port),
-        "RADTRACE_LISTENER__SETTLE_SECONDS": "1",
-        "RADTRACE_LISTENER__ALLOWED_CALLERS": json.dumps([{"ae_title": "PACS"}]),
-        "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
-        "RADTRACE_API__PORT": str(api_port),
-        "RADTRACE_MODEL__PATH": str(tiny_model_dir),
-        "RADTRACE_MODEL__DEVICE": "cpu",
-        "RADTRACE_MODEL__MAX_NEW_TOKENS": "48",
         "RADTRACE_BROKER__RECONCILE_INTERVAL_S": "2",
         "RADTRACE_DISPATCH__FILE_DROP_DIR": str(drop),
     })  # fmt: skip
