@@ -25,6 +25,34 @@ STAGES = ["instance_received", "study_queued", "inference_started", "inference_c
           "dispatch_delivered"]  # fmt: skip
 
 
+def _two_free_ports() -> int:
+    """A port P with P + 1 free too (the worker's and the dispatcher's metrics)."""
+    import socket
+
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """Samples of a Prometheus endpoint, keyed by name and labels as written."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
 def _in_order(events: list[str], wanted: list[str]) -> bool:
     remaining = iter(events)
     return all(any(event == step for event in remaining) for step in wanted)
@@ -32,7 +60,7 @@ def _in_order(events: list[str], wanted: list[str]) -> bool:
 
 def test_serve_takes_a_study_from_dicom_to_sr_and_hl7_and_stops_cleanly(tmp_path: Path, tiny_model_dir: Path) -> None:
     started = time.monotonic()
-    listener_port, api_port = free_port(), free_port()
+    listener_port, api_port, metrics_port = free_port(), free_port(), _two_free_ports()
     drop = tmp_path / "drop"
     drop.mkdir()
     study = make_study()
@@ -44,6 +72,7 @@ def test_serve_takes_a_study_from_dicom_to_sr_and_hl7_and_stops_cleanly(tmp_path
         ) | {
             "RADTRACE_DISPATCH__FILE_DROP_DIR": str(drop),
             "RADTRACE_DISPATCH__RIS": json.dumps({"host": ris.host, "port": ris.port}),
+            "RADTRACE_BROKER__METRICS_PORT": str(metrics_port),  # the worker's; the dispatcher's is the next
         }
         cli_env = {
             k: env[k] for k in ("RADTRACE_DATA_DIR", "RADTRACE_MODEL__PATH", "RADTRACE_LISTENER__MIN_FREE_BYTES")
@@ -73,6 +102,16 @@ def test_serve_takes_a_study_from_dicom_to_sr_and_hl7_and_stops_cleanly(tmp_path
             assert timeline.returncode == 0, timeline.stderr
             events = [entry["event"]["event_type"] for entry in json.loads(timeline.stdout)["entries"]]
             assert _in_order(events, STAGES), events
+
+            # Prometheus: the worker timed the reading, the dispatcher the delivery; both show the queue depths
+            worker, dispatcher = _scrape(metrics_port), _scrape(metrics_port + 1)
+            assert worker['radtrace_stage_seconds_count{stage="read"}'] == 1
+            assert worker['radtrace_stage_seconds_count{stage="start"}'] == 1
+            assert dispatcher['radtrace_stage_seconds_count{stage="deliver"}'] == 1
+            assert dispatcher['radtrace_stage_seconds_count{stage="total"}'] == 1
+            for scraped in (worker, dispatcher):
+                assert scraped['radtrace_revisions{state="dispatched"}'] == 1
+                assert scraped['radtrace_broker_queue_messages{queue="radtrace.gpu"}'] == 0
 
             stopping = time.monotonic()
             assert serve.stop(timeout=30) == 0
