@@ -396,12 +396,21 @@ def audit_query(
     limit: Annotated[int, typer.Option(help="Events per page, 1-1000.")] = 100,
     after_seq: Annotated[int, typer.Option(help="Only events after this seq (the previous page's cursor).")] = 0,
     output_format: Annotated[QueryFormat, typer.Option("--format", help="How to print the page.")] = "table",
+    timeline: Annotated[
+        bool, typer.Option("--timeline", help="With --study-uid: the study's timeline (as `audit timeline`).")
+    ] = False,
 ) -> None:
     """Query audit events for QA, oldest first, one page at a time. The query itself is recorded."""
     from radtrace.audit.operations import local_operator
     from radtrace.audit.presentation import csv_chunks, page_json, page_table
     from radtrace.audit.queries import AuditQuery, QueryError, run_query
 
+    if timeline:
+        others = [accession, patient_id, since, until, event_type, model_name, model_version, label, outcome]
+        if study_uid is None or any(value is not None for value in others) or output_format == "csv":
+            _fail("--timeline takes --study-uid and --format table or json, and no other filter", EXIT_USAGE)
+        _print_timeline(ctx, study_uid, output_format)
+        return
     try:
         query = AuditQuery.parse(
             study_uid=study_uid, accession=accession, patient_id=patient_id, since=since, until=until,
@@ -428,6 +437,10 @@ def audit_timeline(
     output_format: Annotated[TimelineFormat, typer.Option("--format", help="How to print it.")] = "table",
 ) -> None:
     """One study's events with the time between them and each stage's duration (exit 1 if it has none)."""
+    _print_timeline(ctx, study_uid, output_format)
+
+
+def _print_timeline(ctx: typer.Context, study_uid: str, output_format: str) -> None:
     from radtrace.audit.operations import local_operator
     from radtrace.audit.presentation import timeline_json, timeline_renderable
     from radtrace.audit.queries import QueryError, study_timeline

@@ -60,6 +60,12 @@ def test_query_in_each_format_a_timeline_and_a_bad_filter(seeded_env: tuple[Stor
     timeline = radtrace("audit", "timeline", STUDY_A, "--format", "json", env=env)
     assert timeline.returncode == 0, timeline.stderr
     assert {stage["name"]: stage["seconds"] for stage in json.loads(timeline.stdout)["stages"]}["total"] == 62.5
+    as_query = radtrace("audit", "query", "--study-uid", STUDY_A, "--timeline", "--format", "json", env=env)
+    assert as_query.returncode == 0, as_query.stderr
+    assert json.loads(as_query.stdout) == json.loads(timeline.stdout)
+    mixed = radtrace("audit", "query", "--study-uid", STUDY_A, "--timeline", "--label", "Edema", env=env)
+    assert mixed.returncode == 2
+    assert "--timeline takes --study-uid" in mixed.stderr
 
     bad = radtrace("audit", "query", "--event-type", "inference_done", "--since", "yesterday", env=env)
     assert bad.returncode == 2
@@ -72,7 +78,7 @@ def test_query_in_each_format_a_timeline_and_a_bad_filter(seeded_env: tuple[Stor
             sa.text("SELECT actor_user, payload FROM audit_events WHERE event_type = 'audit_queried' ORDER BY seq")
         )
         views = [(user, json.loads(payload)["view"]) for user, payload in asked]
-    assert [view for _, view in views] == ["events", "events", "events", "timeline"]  # the bad one never ran
+    assert [view for _, view in views] == ["events", "events", "events", "timeline", "timeline"]  # not the bad ones
     assert all(user for user, _ in views)
     store.dispose()
 
