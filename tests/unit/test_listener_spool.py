@@ -63,3 +63,30 @@ def test_a_deflated_dataset_is_read_from_its_inflated_bytes(tmp_path: Path) -> N
     ds.save_as(path, enforce_file_format=True)
     assert path.stat().st_size < 200_000  # really deflated: positions in the file are not dataset offsets
     assert read_header(path).transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+
+
+@pytest.mark.parametrize(
+    ("top_level", "in_request", "expected"),
+    [(None, None, None), ("STAT", None, "STAT"), (None, ["", "HIGH"], "HIGH"), ("ROUTINE", ["STAT"], "ROUTINE")],
+)
+def test_the_requested_procedure_priority_is_read_from_the_top_level_or_the_request_attributes(
+    tmp_path: Path, top_level: str | None, in_request: list[str] | None, expected: str | None
+) -> None:
+    from pydicom.dataset import Dataset
+
+    from radtrace.testing.studies import ImageSpec, StudySpec, make_image
+
+    ds = make_image(StudySpec(), ImageSpec())
+    if top_level is not None:
+        ds.RequestedProcedurePriority = top_level
+    if in_request is not None:
+        items = []
+        for value in in_request:
+            item = Dataset()
+            if value:
+                item.RequestedProcedurePriority = value
+            items.append(item)
+        ds.RequestAttributesSequence = items
+    path = tmp_path / "image.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert read_header(path).requested_priority == expected

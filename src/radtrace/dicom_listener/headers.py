@@ -44,13 +44,18 @@ class ReceivedHeader:
 
 
 def _requested_priority(ds: object) -> str | None:
-    """Requested Procedure Priority (0040,1003): top level, or in the first Request Attributes item (images)."""
-    value = getattr(ds, "RequestedProcedurePriority", None)
-    if value is None:
+    """Requested Procedure Priority (0040,1003): top level, or in a Request Attributes item (images).
+
+    Only a routing hint: a malformed nested value is treated as absent rather than failing the instance.
+    """
+    try:
+        value = getattr(ds, "RequestedProcedurePriority", None)
         for item in getattr(ds, "RequestAttributesSequence", None) or ():
-            value = getattr(item, "RequestedProcedurePriority", None)
             if value is not None:
                 break
+            value = getattr(item, "RequestedProcedurePriority", None)
+    except Exception:  # pydicom raises many types for a malformed nested element
+        return None
     return _text(value, 16)
 
 
