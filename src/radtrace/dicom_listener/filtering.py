@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from radtrace.config import RoutingSettings
 from radtrace.dicom_listener.contexts import RADIOGRAPH_SOP_CLASSES
@@ -38,18 +38,20 @@ def _upper(values: Sequence[str]) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class FilterRule:
-    """What counts as a chest radiograph. The defaults follow PS3.16 CID 4031 (CHEST) and common descriptions."""
+    """What counts as a chest radiograph, and what makes it STAT: ``listener.routing`` made ready to match.
 
-    modalities: frozenset[str] = frozenset({"CR", "DX"})
-    sop_classes: frozenset[str] = RADIOGRAPH_SOP_CLASSES
-    chest_body_parts: frozenset[str] = frozenset({"CHEST", "THORAX", "LUNG", "RIBS"})
+    Its defaults are those of :class:`radtrace.config.RoutingSettings` (PS3.16 CID 4031 CHEST and common
+    descriptions): :meth:`default`.
+    """
+
+    modalities: frozenset[str]
+    chest_body_parts: frozenset[str]
     # Used only when no instance records a body part: words in the Study Description.
-    chest_description: re.Pattern[str] = field(
-        default_factory=lambda: re.compile(RoutingSettings().chest_description, re.IGNORECASE)
-    )
-    stat_priorities: frozenset[str] = frozenset({"STAT"})
-    stat_calling_aes: frozenset[str] = frozenset()
-    stat_description: re.Pattern[str] | None = field(default_factory=lambda: re.compile(r"\bSTAT\b", re.IGNORECASE))
+    chest_description: re.Pattern[str]
+    stat_priorities: frozenset[str]
+    stat_calling_aes: frozenset[str]
+    stat_description: re.Pattern[str] | None
+    sop_classes: frozenset[str] = RADIOGRAPH_SOP_CLASSES
 
     @classmethod
     def from_settings(cls, routing: RoutingSettings) -> FilterRule:
@@ -62,6 +64,11 @@ class FilterRule:
             stat_calling_aes=_upper(routing.stat_calling_ae_titles),
             stat_description=re.compile(routing.stat_description, re.IGNORECASE) if routing.stat_description else None,
         )
+
+    @classmethod
+    def default(cls) -> FilterRule:
+        """The rule of the default settings."""
+        return cls.from_settings(RoutingSettings())
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ def decide(
     Study Description does. A queued study is STAT when any instance or the description says so
     (:func:`priority_of`).
     """
-    rule = rule or FilterRule()
+    rule = rule or FilterRule.default()
     if not instances:
         return Decision(False, "no instances")
     radiographs = [
