@@ -12,8 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +19,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from pipeline_invariants import RevisionSeen, revisions
-from radtrace.dicom_listener.dcmtk import echoscu
 from radtrace.testing.services import free_port
-from serve_support import RunningServe, alive, descendants, tiny_service_env, wait_until
+from serve_support import RunningServe, running_serve, tiny_service_env, wait_until
 from tests_support import radtrace
 
 __all__ = ["CALLERS", "Service", "running_service", "service_env"]
@@ -148,36 +145,8 @@ def running_service(env: dict[str, str], log_file: Path, *, config: Path | None 
     """
     upgraded = radtrace("db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
-    environment.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"} | env)
-    root_args = ["--config", str(config)] if config is not None else []
     port = int(env["RADTRACE_LISTENER__PORT"])
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "radtrace", *root_args, "serve"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            start_new_session=True,
-        )
-        service = Service(RunningServe(process, log_file), env, log_file)
-        try:
-            wait_until(
-                lambda: process.poll() is None and echoscu(port, timeout=10).returncode == 0,
-                90,
-                "the listener answering C-ECHO",
-                log_file,
-            )
-            service.child("worker")
-            yield service
-        finally:
-            if process.poll() is None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    service.serve.stop(timeout=30)
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
-            for pid in service.serve.seen | descendants(process.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    if alive(pid):
-                        os.kill(pid, signal.SIGKILL)
+    with running_serve(env, log_file, listener_port=port, config=config, ready_timeout=90) as serve:
+        service = Service(serve, env, log_file)
+        service.child("worker")
+        yield service

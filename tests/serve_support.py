@@ -102,14 +102,23 @@ class RunningServe:
 
 
 @contextlib.contextmanager
-def running_serve(env: dict[str, str], log_file: Path, *, listener_port: int) -> Iterator[RunningServe]:
-    """``radtrace serve`` with ``env`` (added to ours, without our RADTRACE_* variables), its listener answering
-    C-ECHO; afterwards it and every process it started are stopped, killed if need be (even when the test failed)."""
+def running_serve(
+    env: dict[str, str],
+    log_file: Path,
+    *,
+    listener_port: int,
+    config: Path | None = None,
+    ready_timeout: float = 60,
+) -> Iterator[RunningServe]:
+    """``radtrace [--config CONFIG] serve`` with ``env`` (added to ours, without our RADTRACE_* variables), its
+    listener answering C-ECHO within ``ready_timeout`` s; afterwards it and every process it started are stopped,
+    killed if need be (even when the test failed)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
     environment.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"} | env)
+    root_args = ["--config", str(config)] if config is not None else []
     with log_file.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "radtrace", "serve"],
+            [sys.executable, "-m", "radtrace", *root_args, "serve"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environment,
@@ -119,7 +128,7 @@ def running_serve(env: dict[str, str], log_file: Path, *, listener_port: int) ->
         try:
             wait_until(
                 lambda: process.poll() is None and echoscu(listener_port, timeout=10).returncode == 0,
-                60,
+                ready_timeout,
                 "the listener answering C-ECHO",
                 log_file,
             )
