@@ -52,7 +52,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,7 +63,7 @@ from rich.console import Console
 from rich.table import Table
 
 from radtrace.dicom_listener.dcmtk import dcmtk_env, echoscu, storescu
-from radtrace.testing.services import free_port
+from radtrace.testing.services import free_port, temporary_postgres_database, temporary_redis_namespace
 from radtrace.testing.studies import StudySpec, make_study, write_study
 
 TARGET_MS = 300.0
@@ -166,49 +165,6 @@ def pacs(directory: Path) -> Iterator[int]:
             30, "storescp answering C-ECHO", log_file,
         )  # fmt: skip
         yield port
-
-
-# --- throwaway production backends ---------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def throwaway_database(server_url: str | None) -> Iterator[str | None]:
-    """A new PostgreSQL database on the server of ``server_url`` (its database name is ignored), dropped after."""
-    if server_url is None:
-        yield None
-        return
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(server_url)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    name = f"radtrace_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextlib.contextmanager
-def throwaway_prefix(broker_url: str | None) -> Iterator[str | None]:
-    """A Redis key prefix used by this run only; its keys are deleted afterwards."""
-    if broker_url is None:
-        yield None
-        return
-    import redis
-
-    prefix = f"radtrace-bench-{uuid.uuid4().hex[:12]}:"
-    try:
-        yield prefix
-    finally:
-        client = redis.Redis.from_url(broker_url)
-        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 # --- the measured run --------------------------------------------------------------------------
@@ -529,10 +485,18 @@ def main() -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="radtrace-bench-pipeline-") as workspace,
-        throwaway_database(args.store_url) as store_url,
-        throwaway_prefix(args.broker_url) as prefix,
+        (
+            temporary_postgres_database("radtrace_bench", server_url=args.store_url)
+            if args.store_url
+            else contextlib.nullcontext(None)
+        ) as store_url,
+        (
+            temporary_redis_namespace("radtrace-bench", url=args.broker_url)
+            if args.broker_url
+            else contextlib.nullcontext(None)
+        ) as namespace,
     ):
-        args.store_url, args.key_prefix = store_url, prefix
+        args.store_url, args.key_prefix = store_url, namespace.prefix if namespace else None
         measured, shape = measure(args, Path(workspace), console)
 
     rows = summarise(measured, args.settle)

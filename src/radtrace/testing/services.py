@@ -125,16 +125,22 @@ def ensure_redis() -> str:
 
 
 @contextlib.contextmanager
-def temporary_postgres_database(prefix: str = "radtrace_test") -> Iterator[str]:
-    """Create a fresh, empty database and yield its SQLAlchemy URL; drop it (forcibly) afterwards."""
-    import psycopg
+def temporary_postgres_database(prefix: str = "radtrace_test", server_url: str | None = None) -> Iterator[str]:
+    """Create a fresh, empty database and yield its SQLAlchemy URL; drop it (forcibly) afterwards.
 
-    admin_url = ensure_postgres()
+    On the server of ``server_url`` (any database URL of it; its database name is ignored), else on the local
+    one, started if need be.
+    """
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(server_url or ensure_postgres())
+    admin_url = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+psycopg://{POSTGRES_USER}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+        yield server.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -153,11 +159,12 @@ class RedisNamespace:
 
 
 @contextlib.contextmanager
-def temporary_redis_namespace(prefix: str = "radtrace-test") -> Iterator[RedisNamespace]:
-    """Yield a unique key prefix on the real Redis; delete every key under it afterwards."""
+def temporary_redis_namespace(prefix: str = "radtrace-test", url: str | None = None) -> Iterator[RedisNamespace]:
+    """Yield a unique key prefix on the Redis at ``url`` (else the local one, started if need be); delete every
+    key under it afterwards."""
     import redis
 
-    url = ensure_redis()
+    url = url or ensure_redis()
     namespace = RedisNamespace(url=url, prefix=f"{prefix}-{uuid.uuid4().hex[:12]}:")
     try:
         yield namespace
