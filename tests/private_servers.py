@@ -16,12 +16,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from radtrace.testing.services import free_port
+from serve_support import wait_until
 
 __all__ = ["PrivatePostgres", "PrivateRedis", "private_postgres", "private_redis"]
 
@@ -38,14 +38,6 @@ def _pg_bin(name: str) -> str:
 def _as_postgres(*command: str) -> list[str]:
     """Run as the postgres user when we are root (PostgreSQL will not run as root)."""
     return ["runuser", "-u", PG_USER, "--", *command] if os.geteuid() == 0 else list(command)
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} within {timeout} s")
-        time.sleep(0.1)
 
 
 @dataclass
@@ -81,7 +73,7 @@ class PrivatePostgres:
     def start(self) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._pg_ctl("-o", options, "-l", str(self.directory / "postgres.log"), "-w", "-t", "30", "start")
-        _wait(self.ready, "PostgreSQL did not accept connections")
+        wait_until(self.ready, 30, "PostgreSQL accepting connections")
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast`` ends every session; ``immediate`` is a crash)."""
@@ -154,7 +146,7 @@ class PrivateRedis:
             stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
-        _wait(self.ready, "Redis did not answer PING")
+        wait_until(self.ready, 30, "Redis answering PING")
 
     def stop(self) -> None:
         """Kill the server: without persistence every key, every queued message, is gone."""
