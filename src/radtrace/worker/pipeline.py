@@ -263,13 +263,13 @@ class StudyPipeline:
         if isinstance(outcome, Skipped):
             return self._finish(claimed, RevisionState.SKIPPED, reason=outcome.reason)
         result = self._finish(claimed, RevisionState.REPORTED, outbox_ids=outcome)
-        if result.result is Result.REPORTED:
+        if result.result is Result.REPORTED and read_done is not None:
             self.observer.observe("report", time.monotonic() - read_done)
         return result
 
-    def _read_and_enqueue(self, claimed: _Claim) -> tuple[list[int] | Skipped, float]:
+    def _read_and_enqueue(self, claimed: _Claim) -> tuple[list[int] | Skipped, float | None]:
         """Read the revision's images and write its drafts to the outbox: the outbox row IDs (or the skip), and
-        when the reading ended (``time.monotonic()``)."""
+        when the reading ended (``time.monotonic()``; None when an earlier attempt had already enqueued)."""
         outbox_ids = self._existing_outbox(claimed.revision_id)
         if not outbox_ids:  # an earlier attempt that died after enqueueing needs no second reading
             images, sources = self._images(claimed.revision_id)
@@ -281,7 +281,7 @@ class StudyPipeline:
                 return outcome, read_done
             self._record_reading(claimed, outcome)
             return self._enqueue(claimed, outcome, sources), read_done
-        return outbox_ids, time.monotonic()
+        return outbox_ids, None
 
     @contextlib.contextmanager
     def _claim_kept_alive(self, claim: _Claim) -> Iterator[None]:
