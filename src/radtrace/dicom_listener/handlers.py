@@ -31,6 +31,7 @@ from radtrace.dicom_listener.policy import (
     has_room,
 )
 from radtrace.dicom_listener.spool import Spool, StagedFile
+from radtrace.dicom_listener.transport import close_fast_path, take_received
 from radtrace.errors import DicomInputError, RadtraceError
 from radtrace.logging import study_key
 from radtrace.store.engine import Store
@@ -158,6 +159,7 @@ class ListenerHandlers:
 
     def on_connection_lost(self, event: evt.Event) -> None:
         """Drop the partial file of a C-STORE cut off mid-dataset (pynetdicom leaves it open on disk)."""
+        close_fast_path(event.assoc)
         message = getattr(getattr(event.assoc, "dimse", None), "message", None)
         partial = getattr(message, "_data_set_file", None)
         if partial is None:
@@ -193,7 +195,8 @@ class ListenerHandlers:
                     )
                 )
                 return self._answer(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk nearly full")
-            staged = self.spool.stage_file(received)
+            written = take_received(event.assoc, received)
+            staged = self.spool.stage_file(received, sha256=written.sha256 if written else None)
             self.metrics.bytes.inc(staged.size)
             try:
                 header = self._check(read_header(staged.path), event)

@@ -80,8 +80,12 @@ class Spool:
         """Free space on the spool's file system."""
         return shutil.disk_usage(self.root).free
 
-    def stage_file(self, source: Path) -> StagedFile:
-        """Take a received file into ``.incoming`` (moved when on the same file system), hash and fsync it."""
+    def stage_file(self, source: Path, *, sha256: str | None = None) -> StagedFile:
+        """Take a received file into ``.incoming`` (moved when on the same file system), hash and fsync it.
+
+        ``sha256``: the file's hash, when the receiver computed it as it wrote the file; it is then
+        not read back (a copy across file systems is still hashed as it is read).
+        """
         target = self.incoming / f"{uuid.uuid4().hex}.part"
         try:
             os.rename(source, target)
@@ -89,7 +93,13 @@ class Spool:
             if exc.errno != errno.EXDEV:
                 raise
             shutil.copyfile(source, target)
-        return self._seal(target)
+            sha256 = None
+        if sha256 is None:
+            return self._seal(target)
+        with open(target, "rb") as handle:
+            if self.fsync:
+                os.fsync(handle.fileno())
+            return StagedFile(target, sha256, os.fstat(handle.fileno()).st_size)
 
     def stage_bytes(self, data: bytes) -> StagedFile:
         """Write received bytes into ``.incoming``, fsynced."""

@@ -5,21 +5,47 @@ pynetdicom 3.0 reads each PDU in 4 KiB ``recv`` calls, appending to a growing ``
 cost. :class:`ListenerServer` hands each association a socket that reads a whole PDU with
 ``recv_into`` a buffer of its final size, and binds with ``SO_REUSEPORT`` so that several listener
 processes can share one port (pynetdicom holds the GIL; processes are how it uses several cores).
+
+Data set fragments of a C-STORE take a shorter way still (:class:`DatasetFastPathDUL`): straight
+from the PDU buffer into the file pynetdicom streams the data set to, hashed as they are written,
+without building PDU objects or passing through the state machine (which, for a P-DATA-TF in
+Sta6, only forwards it to DIMSE). The handler then has the file's SHA-256 without reading it back.
+Everything else (command sets, any other PDU or state) goes through pynetdicom unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import queue
 import select
 import socket
 import ssl
-from typing import TYPE_CHECKING
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, cast
 
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
-__all__ = ["READY_WAIT_S", "ListenerServer", "WholePduSocket"]
+__all__ = [
+    "READY_WAIT_S",
+    "DatasetFastPathDUL",
+    "ListenerServer",
+    "ReceivedFile",
+    "WholePduSocket",
+    "close_fast_path",
+    "take_received",
+]
+
+log = logging.getLogger(__name__)
 
 #: Longest wait for incoming data per DUL loop; outgoing answers wait at most this long too.
 READY_WAIT_S = 0.001
@@ -68,6 +94,226 @@ class WholePduSocket(AssociationSocket):
         return buffer
 
 
+_PDU_HEADER: Final = struct.Struct(">BBL")
+_PDV_LENGTH: Final = struct.Struct(">L")
+_P_DATA_TF: Final = 0x04
+_KNOWN_PDU_TYPES: Final = frozenset(range(0x01, 0x08))
+_COMMAND: Final = 0x01  # message control header bits (PS3.8 E.2)
+_LAST: Final = 0x02
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    """The SHA-256 and size of a data set file as the fast path wrote it."""
+
+    sha256: str
+    size: int
+
+
+class _Hasher:
+    """A thread that hashes data set fragments while the DUL thread goes on receiving.
+
+    One per association, started with its first data set; :meth:`close` (at connection close)
+    ends it. ``hashlib`` releases the GIL while it hashes, so this runs on a second core.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, memoryview] | threading.Event | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def update(self, digest: Any, chunk: memoryview) -> None:
+        """Queue ``chunk`` for ``digest`` (the chunk's buffer must not change until :meth:`wait`)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="radtrace-hasher", daemon=True)
+            self._thread.start()
+        self._queue.put((digest, chunk))
+
+    def wait(self) -> None:
+        """Return once every chunk queued so far has been hashed."""
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
+    def close(self) -> None:
+        """Stop the thread once it has hashed what is queued."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, threading.Event):
+                item.set()
+            else:
+                item[0].update(item[1])
+
+
+class _Stream:
+    """The data set file of the C-STORE being received, and the hash of what was written to it."""
+
+    __slots__ = ("digest", "file", "hasher", "path", "size")
+
+    def __init__(self, message: Any, hasher: _Hasher) -> None:
+        self.path = Path(message._data_set_path)
+        self.file = message._data_set_file.file  # the BufferedWriter under NamedTemporaryFile's wrapper
+        self.file.flush()
+        self.size = self.file.tell()
+        self.hasher = hasher
+        # pynetdicom has written the preamble and file meta: they are part of the file and of its hash.
+        self.digest = hashlib.sha256(os.pread(self.file.fileno(), self.size, 0))
+
+    def write(self, chunk: memoryview) -> None:
+        self.file.write(chunk)
+        self.hasher.update(self.digest, chunk)
+        self.size += len(chunk)
+
+    def finish(self) -> ReceivedFile:
+        """Flush the file and wait for its hash."""
+        self.file.flush()
+        self.hasher.wait()
+        return ReceivedFile(self.digest.hexdigest(), self.size)
+
+
+def _pdv_items(body: bytearray) -> list[tuple[int, int, int, int]] | None:
+    """``(context id, control header, start, end)`` of each PDV in a P-DATA-TF body, ``None`` if malformed."""
+    items = []
+    offset, end = 0, len(body)
+    while offset < end:
+        if offset + 6 > end:
+            return None
+        (length,) = _PDV_LENGTH.unpack_from(body, offset)
+        if length < 2 or offset + 4 + length > end:
+            return None
+        items.append((body[offset + 4], body[offset + 5], offset + 6, offset + 4 + length))
+        offset += 4 + length
+    return items or None
+
+
+class DatasetFastPathDUL(DULServiceProvider):
+    """pynetdicom's DUL, with data set fragments of a streamed C-STORE written without decoding.
+
+    Applies only in Sta6 (association established) with no event pending, to a well-formed
+    P-DATA-TF whose data set fragments belong to a C-STORE being streamed to a file
+    (``STORE_RECV_CHUNKED_DATASET``). There the state machine would run DT-2 (stay in Sta6 and hand
+    the PDVs to DIMSE), which is what this does, minus the copies. ``EVT_DATA_RECV`` and
+    ``EVT_PDU_RECV`` are not triggered for such PDUs; the listener binds neither.
+    """
+
+    _stream: _Stream | None
+    hasher: _Hasher
+    received: dict[str, ReceivedFile]
+
+    @classmethod
+    def adopt(cls, dul: DULServiceProvider) -> DatasetFastPathDUL:
+        """Turn an association's DUL, not yet started, into this class (same object and state)."""
+        dul.__class__ = cls
+        fast = cast("DatasetFastPathDUL", dul)
+        fast._stream = None
+        fast.hasher = _Hasher()
+        fast.received = {}
+        fast._run_loop_delay = 0  # WholePduSocket.ready does the waiting
+        return fast
+
+    def _read_pdu_data(self) -> None:
+        """As pynetdicom's: read one PDU and queue its event, or stream it (see the class docstring).
+
+        While a data set is being streamed, the next PDU is read at once when it is already
+        arriving and nothing waits to be sent, rather than after a turn of the DUL loop.
+        """
+        sock = cast("WholePduSocket", self.socket)
+        while True:
+            received = self._read_one(sock)
+            if received is None:
+                return
+            header, body = received
+            if not (
+                header[0] == _P_DATA_TF
+                and self.state_machine.current_state == "Sta6"
+                and self.event_queue.empty()
+                and self._stream_pdvs(body)
+            ):
+                break
+            if self._stream is None or not self.to_provider_queue.empty() or not sock.ready:
+                return
+        try:
+            pdu, event = self._decode_pdu(header + body)
+        except Exception:
+            log.exception("unable to decode the received PDU")
+            self.event_queue.put("Evt19")  # invalid PDU
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+
+    def _read_one(self, sock: WholePduSocket) -> tuple[bytearray, bytearray] | None:
+        """One PDU's header and body; ``None`` when the event saying why not has been queued."""
+        try:
+            header = sock.recv(6)
+            if len(header) < 6:
+                self.event_queue.put("Evt17")  # transport connection closed
+                return None
+            pdu_type, _, length = _PDU_HEADER.unpack(header)
+            if pdu_type not in _KNOWN_PDU_TYPES:
+                log.error("unknown PDU type 0x%02X received", pdu_type)
+                self.event_queue.put("Evt19")  # unrecognised PDU
+                return None
+            body = sock.recv(length)
+        except (OSError, TimeoutError):
+            log.error("connection closed before the entire PDU was received")
+            self.event_queue.put("Evt17")
+            return None
+        if len(body) != length:
+            log.error("the received PDU is shorter than expected (%d of %d bytes)", len(body), length)
+            self.event_queue.put("Evt17")
+            return None
+        return header, body
+
+    def _stream_pdvs(self, body: bytearray) -> bool:
+        """Hand a P-DATA-TF's PDVs to DIMSE, writing data set fragments straight to their file."""
+        items = _pdv_items(body)
+        if items is None:
+            return False  # the normal path decodes it, fails and aborts (Evt19)
+        dimse = self.assoc.dimse
+        view = memoryview(body)
+        try:
+            for context_id, control, start, end in items:
+                message: Any = dimse.message
+                if control & _COMMAND or getattr(message, "_data_set_file", None) is None:
+                    self._deliver(context_id, bytes(view[start - 1 : end]))
+                    continue
+                stream = self._stream
+                if stream is None or stream.path != Path(message._data_set_path):
+                    stream = self._stream = _Stream(message, self.hasher)
+                stream.write(view[start:end])
+                if control & _LAST:
+                    self.received[str(stream.path)] = stream.finish()
+                    self._stream = None
+                    self._deliver(context_id, bytes((control,)))  # an empty last fragment: DIMSE completes
+        finally:
+            view.release()
+        return True
+
+    def _deliver(self, context_id: int, pdv: bytes) -> None:
+        primitive = P_DATA()
+        # pynetdicom's setter wants [ID, PDV] lists (its annotation says tuples)
+        primitive.presentation_data_value_list = [cast("tuple[int, bytes]", [context_id, pdv])]
+        self.assoc.dimse.receive_primitive(primitive)
+
+
+def take_received(assoc: Association, path: Path) -> ReceivedFile | None:
+    """The fast path's record of the file at ``path`` (removed from the association), if it wrote it."""
+    received = getattr(assoc.dul, "received", None)
+    return received.pop(str(path), None) if received is not None else None
+
+
+def close_fast_path(assoc: Association) -> None:
+    """End the association's hashing thread (at connection close)."""
+    hasher = getattr(assoc.dul, "hasher", None)
+    if hasher is not None:
+        hasher.close()
+
+
 class _RequestHandler(RequestHandler):
     def _create_association(self) -> Association:
         assoc = super()._create_association()
@@ -75,7 +321,7 @@ class _RequestHandler(RequestHandler):
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Same object and state, faster recv: the socket was just created and has read nothing yet.
         assoc.dul.socket.__class__ = WholePduSocket
-        assoc.dul._run_loop_delay = 0  # WholePduSocket.ready does the waiting
+        DatasetFastPathDUL.adopt(assoc.dul)
         return assoc
 
 
