@@ -15,6 +15,7 @@ Everything else (command sets, any other PDU or state) goes through pynetdicom u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -24,6 +25,7 @@ import socket
 import ssl
 import struct
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -47,8 +49,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Longest wait for incoming data per DUL loop; outgoing answers wait at most this long too.
-READY_WAIT_S = 0.001
+#: Longest wait for incoming data per DUL loop. Something to send wakes it at once (:class:`_Wake`);
+#: the wait bounds how late the DUL notices its timers and being stopped.
+READY_WAIT_S = 0.02
 #: Bytes read from the socket at most per system call.
 _READ_AHEAD: Final = 1024 * 1024
 
@@ -85,12 +88,17 @@ class WholePduSocket(AssociationSocket):
             return True
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
+        wake = getattr(self.assoc.dul, "wake", None)
         try:
-            readable, _, _ = select.select([sock], [], [], READY_WAIT_S)
+            if wake is None:
+                return bool(select.select([sock], [], [], READY_WAIT_S)[0])
+            readable, _, _ = select.select([sock, wake.reader], [], [], READY_WAIT_S)
         except (OSError, ValueError):
             self.event_queue.put("Evt17")  # transport connection closed
             return False
-        return bool(readable)
+        if wake.reader in readable:
+            wake.drain()
+        return sock in readable
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read exactly ``nr_bytes``, or what arrived before the peer closed (as pynetdicom's does)."""
@@ -146,6 +154,75 @@ class ReceivedFile:
 
     sha256: str
     size: int
+
+
+class _Wake:
+    """A socket pair that wakes the DUL thread from its wait for data when there is something to send."""
+
+    def __init__(self) -> None:
+        self.reader, self._writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self._writer.setblocking(False)
+
+    def ring(self) -> None:
+        """Wake the DUL thread (a wake already pending is enough)."""
+        with contextlib.suppress(OSError):  # full: a wake is pending; closed: the association is gone
+            self._writer.send(b"\0")
+
+    def drain(self) -> None:
+        """Take the pending wakes."""
+        with contextlib.suppress(OSError):
+            while self.reader.recv(4096):
+                pass
+
+    def close(self) -> None:
+        self.reader.close()
+        self._writer.close()
+
+
+#: Longest the association thread idles between checks of release, abort and timers.
+REACTOR_IDLE_S: Final = 0.02
+
+
+class _ReactorGate(threading.Event):
+    """The association reactor's pause checkpoint, which also holds the reactor until there is work.
+
+    pynetdicom's acceptor loop sleeps 1 ms and then waits on this event (set unless the reactor is
+    paused), a thousand turns a second. Here the wait also lasts until :meth:`poke` (a DIMSE message
+    or an ACSE primitive has arrived) or :data:`REACTOR_IDLE_S`. It never returns while cleared:
+    a thread that paused the reactor still has it paused.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set()
+        self._work = threading.Event()
+
+    def poke(self) -> None:
+        """Something arrived for the reactor."""
+        self._work.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set, then until poked (or the idle time passes) while still set."""
+        while True:
+            if not super().wait(timeout):
+                return False
+            self._work.wait(REACTOR_IDLE_S)
+            self._work.clear()  # the reactor checks its queues after this: nothing put before is missed
+            if self.is_set():
+                return True
+
+
+class _PokingQueue(queue.Queue[Any]):
+    """A queue that pokes the association reactor on each put."""
+
+    def __init__(self, gate: _ReactorGate) -> None:
+        super().__init__()
+        self._gate = gate
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._gate.poke()
 
 
 class _Hasher:
@@ -243,6 +320,7 @@ class DatasetFastPathDUL(DULServiceProvider):
     _stream: _Stream | None
     hasher: _Hasher
     received: dict[str, ReceivedFile]
+    wake: _Wake
 
     @classmethod
     def adopt(cls, dul: DULServiceProvider) -> DatasetFastPathDUL:
@@ -252,8 +330,20 @@ class DatasetFastPathDUL(DULServiceProvider):
         fast._stream = None
         fast.hasher = _Hasher()
         fast.received = {}
+        fast.wake = _Wake()
+        weakref.finalize(fast, fast.wake.close)  # once the association and its threads are gone
         fast._run_loop_delay = 0  # WholePduSocket.ready does the waiting
         return fast
+
+    def send_pdu(self, primitive: Any) -> None:
+        """Queue a primitive to send, as pynetdicom's, and wake the DUL thread to send it now."""
+        super().send_pdu(primitive)
+        self.wake.ring()
+
+    def kill_dul(self) -> None:
+        """Stop the DUL thread, woken so that it stops now."""
+        super().kill_dul()
+        self.wake.ring()
 
     def _read_pdu_data(self) -> None:
         """As pynetdicom's: read one PDU and queue its event, or stream it (see the class docstring).
@@ -361,6 +451,11 @@ class _RequestHandler(RequestHandler):
         # Same object and state, faster recv: the socket was just created and has read nothing yet.
         WholePduSocket.adopt(cast(AssociationSocket, assoc.dul.socket))
         DatasetFastPathDUL.adopt(assoc.dul)
+        # The reactor waits for work instead of polling: what it reads arrives through these queues.
+        gate = _ReactorGate()
+        assoc._reactor_checkpoint = gate
+        assoc.dimse.msg_queue = _PokingQueue(gate)
+        assoc.dul.to_user_queue = _PokingQueue(gate)
         return assoc
 
 
