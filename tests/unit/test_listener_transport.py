@@ -1,11 +1,28 @@
-"""The fast path's pure pieces: splitting a P-DATA-TF body into PDVs, and hashing on a thread of its own."""
+"""The receive path's pieces: PDV splitting, the hashing thread, read-ahead, and the threads' wake-ups."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
+import select
+import socket
 import struct
+import threading
+import time
+from types import SimpleNamespace
 
-from radtrace.dicom_listener.transport import _Hasher, _pdv_items
+from pynetdicom.transport import AssociationSocket
+
+from radtrace.dicom_listener.transport import (
+    _READ_AHEAD,
+    REACTOR_IDLE_S,
+    WholePduSocket,
+    _Hasher,
+    _pdv_items,
+    _ReactorGate,
+    _Wake,
+)
 
 
 def _pdv(context_id: int, control: int, data: bytes) -> bytes:
@@ -46,3 +63,59 @@ def test_the_hasher_hashes_chunks_in_order_and_stops_when_closed() -> None:
     thread.join(5)
     assert not thread.is_alive()
     hasher.wait()  # nothing queued, no thread: returns at once
+
+
+def test_the_read_ahead_socket_returns_exactly_what_was_sent_however_it_is_asked_for() -> None:
+    payload = os.urandom(3 * _READ_AHEAD + 12345)
+    ours, theirs = socket.socketpair()
+    sender = threading.Thread(target=lambda: (theirs.sendall(payload), theirs.close()))
+    sender.start()
+    assoc = SimpleNamespace(dul=SimpleNamespace(event_queue=queue.Queue()))  # what the socket touches
+    fast = WholePduSocket.adopt(AssociationSocket(assoc, client_socket=ours))  # type: ignore[arg-type]
+    # PDU headers, bodies below and above the read-ahead size, and a read past the end of the data.
+    sizes = [6, 131072, 6, 1, _READ_AHEAD + 7, 2 * _READ_AHEAD, len(payload)]
+    received = bytearray()
+    for size in sizes:
+        chunk = fast.recv(size)
+        received += chunk
+        if len(chunk) < size:
+            break
+    sender.join(5)
+    ours.close()
+    assert bytes(received) == payload
+    assert len(chunk) < size  # the peer closed: what there was, as pynetdicom's recv returns
+
+
+def test_the_reactor_gate_waits_for_a_poke_and_never_lets_a_paused_reactor_run() -> None:
+    gate = _ReactorGate()
+    started = time.monotonic()
+    assert gate.wait() is True  # no work: returns after the idle time
+    assert time.monotonic() - started >= REACTOR_IDLE_S * 0.9
+    gate.poke()
+    started = time.monotonic()
+    assert gate.wait() is True
+    assert time.monotonic() - started < REACTOR_IDLE_S  # work waiting: at once
+
+    gate.clear()  # another thread pauses the reactor
+    returned = threading.Event()
+    waiter = threading.Thread(target=lambda: (gate.wait(), returned.set()))
+    waiter.start()
+    gate.poke()
+    assert not returned.wait(3 * REACTOR_IDLE_S)  # poked, but paused: it stays put
+    gate.set()
+    assert returned.wait(5)
+    waiter.join(5)
+
+
+def test_a_wake_rings_the_reader_and_draining_silences_it() -> None:
+    wake = _Wake()
+    try:
+        assert select.select([wake.reader], [], [], 0)[0] == []
+        wake.ring()
+        wake.ring()
+        assert select.select([wake.reader], [], [], 1)[0] == [wake.reader]
+        wake.drain()
+        assert select.select([wake.reader], [], [], 0)[0] == []
+    finally:
+        wake.close()
+    wake.ring()  # closed: ignored, the association is gone
