@@ -9,9 +9,13 @@ spool file's.
 from __future__ import annotations
 
 import hashlib
+import struct
+import time
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
+from pynetdicom import AE
 
 from listener_support import dataset_bytes, listener_settings, rows, running
 from radtrace.dicom_listener.dcmtk import storescu
@@ -57,3 +61,26 @@ def test_data_sets_in_many_small_pdus_are_kept_and_hashed_without_reading_them_b
         assert instance.sha256 == hashlib.sha256(data).hexdigest()
         assert instance.size_bytes == len(data)
         assert dataset_bytes(spooled) in sources
+
+
+def test_a_malformed_p_data_pdu_aborts_the_association_and_the_next_one_is_served(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    settings = listener_settings(tmp_path, listener_port)
+    [image] = write_study(make_study(images=[ImageSpec(rows=256, columns=256)]), tmp_path / "in")
+    peer = AE(ae_title="PACS")
+    peer.add_requested_context(str(dcmread(image, stop_before_pixels=True).SOPClassUID))
+    with running(settings, store):
+        assoc = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE")
+        assert assoc.is_established
+        # A P-DATA-TF whose one PDV says it is 100 bytes long in a PDU of 10: the fast path leaves it
+        # to pynetdicom, which cannot decode it either and aborts.
+        malformed = b"\x04\x00" + struct.pack(">L", 10) + struct.pack(">L", 100) + b"\x01\x03abcd"
+        assoc.dul.socket.socket.sendall(malformed)  # type: ignore[union-attr]
+        deadline = time.monotonic() + 10
+        while not assoc.is_aborted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert assoc.is_aborted
+        [sent] = send_files([image], "127.0.0.1", listener_port, calling_ae="PACS", called_ae="RADTRACE")
+    assert sent.status == 0x0000
+    assert len(rows(store, Instance)) == 1
