@@ -16,7 +16,7 @@ Before the first run, as much page cache as one run fills is written and dropped
 machine the first write to never-touched guest memory is several times slower, and without this
 whichever receiver runs first pays for it.
 
-    .venv/bin/python bench/ingest.py [--instances 100] [--runs 3] [--parallel 4] [--processes 2]
+    .venv/bin/python bench/ingest.py [--instances 200] [--runs 3] [--parallel 4] [--processes 2]
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def send(files: Sequence[Path], port: int, parallel: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instances", type=int, default=100, help="instances per run (the issue's figure: 200)")
+    parser.add_argument("--instances", type=int, default=200, help="instances per run")
     parser.add_argument("--size", type=int, default=2048, help="image rows and columns")
     parser.add_argument("--runs", type=int, default=3, help="runs per configuration; the median is shown")
     parser.add_argument("--parallel", type=int, default=4, help="associations at once in the parallel case")
