@@ -195,8 +195,7 @@ class ListenerHandlers:
                     )
                 )
                 return self._answer(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk nearly full")
-            written = take_received(event.assoc, received)
-            staged = self.spool.stage_file(received, sha256=written.sha256 if written else None)
+            staged = self.spool.stage_file(received, digest=take_received(event.assoc, received))
             self.metrics.bytes.inc(staged.size)
             try:
                 header = self._check(read_header(staged.path), event)

@@ -25,7 +25,7 @@ from typing import Final
 from radtrace.durable import fsync_directory
 from radtrace.errors import DicomInputError
 
-__all__ = ["Spool", "StagedFile", "check_uid"]
+__all__ = ["FileDigest", "Spool", "StagedFile", "check_uid"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,14 @@ def check_uid(value: object, what: str) -> str:
     if not text or len(text) > 64 or not _UID.match(text):
         raise DicomInputError(f"{what} is missing or not a valid UID")
     return text
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """A file's SHA-256 and size, taken by whoever wrote it."""
+
+    sha256: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -80,11 +88,11 @@ class Spool:
         """Free space on the spool's file system."""
         return shutil.disk_usage(self.root).free
 
-    def stage_file(self, source: Path, *, sha256: str | None = None) -> StagedFile:
+    def stage_file(self, source: Path, *, digest: FileDigest | None = None) -> StagedFile:
         """Take a received file into ``.incoming`` (moved when on the same file system), hash and fsync it.
 
-        ``sha256``: the file's hash, when the receiver computed it as it wrote the file; it is then
-        not read back (a copy across file systems is still hashed as it is read).
+        ``digest``: the file's hash and size, when the receiver took them as it wrote the file; it is
+        then not read back (a copy across file systems is still hashed as it is read).
         """
         target = self.incoming / f"{uuid.uuid4().hex}.part"
         try:
@@ -93,13 +101,13 @@ class Spool:
             if exc.errno != errno.EXDEV:
                 raise
             shutil.copyfile(source, target)
-            sha256 = None
-        if sha256 is None:
+            digest = None
+        if digest is None:
             return self._seal(target)
-        with open(target, "rb") as handle:
-            if self.fsync:
+        if self.fsync:
+            with open(target, "rb") as handle:
                 os.fsync(handle.fileno())
-            return StagedFile(target, sha256, os.fstat(handle.fileno()).st_size)
+        return StagedFile(target, digest.sha256, digest.size)
 
     def stage_bytes(self, data: bytes) -> StagedFile:
         """Write received bytes into ``.incoming``, fsynced."""

@@ -2,9 +2,10 @@
 
 pynetdicom 3.0 reads each PDU in 4 KiB ``recv`` calls, appending to a growing ``bytearray``: for an
 8 MB instance that is some 2,000 system calls and reallocations, the larger part of the receive
-cost. :class:`ListenerServer` hands each association a socket that reads a whole PDU with
-``recv_into`` a buffer of its final size, and binds with ``SO_REUSEPORT`` so that several listener
+cost. :class:`ListenerServer` hands each association a socket that reads ahead up to 1 MiB per
+``recv_into`` (:class:`WholePduSocket`), and binds with ``SO_REUSEPORT`` so that several listener
 processes can share one port (pynetdicom holds the GIL; processes are how it uses several cores).
+Its DUL and association threads wait for work instead of polling every millisecond.
 
 Data set fragments of a C-STORE take a shorter way still (:class:`DatasetFastPathDUL`): straight
 from the PDU buffer into the file pynetdicom streams the data set to, hashed as they are written,
@@ -26,13 +27,14 @@ import ssl
 import struct
 import threading
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from radtrace.dicom_listener.spool import FileDigest
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -41,7 +43,6 @@ __all__ = [
     "READY_WAIT_S",
     "DatasetFastPathDUL",
     "ListenerServer",
-    "ReceivedFile",
     "WholePduSocket",
     "close_fast_path",
     "take_received",
@@ -146,14 +147,6 @@ _P_DATA_TF: Final = 0x04
 _KNOWN_PDU_TYPES: Final = frozenset(range(0x01, 0x08))
 _COMMAND: Final = 0x01  # message control header bits (PS3.8 E.2)
 _LAST: Final = 0x02
-
-
-@dataclass(frozen=True)
-class ReceivedFile:
-    """The SHA-256 and size of a data set file as the fast path wrote it."""
-
-    sha256: str
-    size: int
 
 
 class _Wake:
@@ -285,11 +278,11 @@ class _Stream:
         self.hasher.update(self.digest, chunk)
         self.size += len(chunk)
 
-    def finish(self) -> ReceivedFile:
+    def finish(self) -> FileDigest:
         """Flush the file and wait for its hash."""
         self.file.flush()
         self.hasher.wait()
-        return ReceivedFile(self.digest.hexdigest(), self.size)
+        return FileDigest(self.digest.hexdigest(), self.size)
 
 
 def _pdv_items(body: bytearray) -> list[tuple[int, int, int, int]] | None:
@@ -319,7 +312,7 @@ class DatasetFastPathDUL(DULServiceProvider):
 
     _stream: _Stream | None
     hasher: _Hasher
-    received: dict[str, ReceivedFile]
+    received: dict[str, FileDigest]
     wake: _Wake
 
     @classmethod
@@ -430,7 +423,7 @@ class DatasetFastPathDUL(DULServiceProvider):
         self.assoc.dimse.receive_primitive(primitive)
 
 
-def take_received(assoc: Association, path: Path) -> ReceivedFile | None:
+def take_received(assoc: Association, path: Path) -> FileDigest | None:
     """The fast path's record of the file at ``path`` (removed from the association), if it wrote it."""
     received = getattr(assoc.dul, "received", None)
     return received.pop(str(path), None) if received is not None else None
