@@ -8,18 +8,30 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.association import Association
 
 from radtrace.config import Settings, load_settings
 from radtrace.dicom_listener.ae import Listener
 from radtrace.store.engine import Store
 
-__all__ = ["audit_payloads", "audit_types", "dataset_bytes", "listener_settings", "rows", "running"]
+__all__ = ["associate", "audit_payloads", "audit_types", "dataset_bytes", "listener_settings", "rows", "running"]
 
 
 def listener_settings(tmp_path: Path, port: int, **listener: Any) -> Settings:
     """Settings for a listener on 127.0.0.1:port that admits the calling AE 'PACS'."""
     options: dict[str, Any] = {"host": "127.0.0.1", "port": port, "allowed_callers": [{"ae_title": "PACS"}]}
     return load_settings(data_dir=tmp_path / "radtrace", listener=options | listener)
+
+
+def associate(image: Path, port: int) -> Association:
+    """A pynetdicom association from 'PACS' to the listener on 127.0.0.1:port, proposing ``image``'s SOP class."""
+    peer = AE(ae_title="PACS")
+    peer.add_requested_context(str(dcmread(image, stop_before_pixels=True).SOPClassUID))
+    assoc = peer.associate("127.0.0.1", port, ae_title="RADTRACE")
+    assert assoc.is_established
+    return assoc
 
 
 @contextlib.contextmanager

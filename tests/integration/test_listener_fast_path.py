@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import time
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
-from pynetdicom import AE
 
-from listener_support import dataset_bytes, listener_settings, rows, running
+from listener_support import associate, dataset_bytes, listener_settings, rows, running
 from radtrace.dicom_listener.dcmtk import storescu
 from radtrace.dicom_listener.scu import send_files
 from radtrace.dicom_listener.spool import Spool, StagedFile
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study, write_study
+from serve_support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -68,19 +66,13 @@ def test_a_malformed_p_data_pdu_aborts_the_association_and_the_next_one_is_serve
 ) -> None:
     settings = listener_settings(tmp_path, listener_port)
     [image] = write_study(make_study(images=[ImageSpec(rows=256, columns=256)]), tmp_path / "in")
-    peer = AE(ae_title="PACS")
-    peer.add_requested_context(str(dcmread(image, stop_before_pixels=True).SOPClassUID))
     with running(settings, store):
-        assoc = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE")
-        assert assoc.is_established
+        assoc = associate(image, listener_port)
         # A P-DATA-TF whose one PDV says it is 100 bytes long in a PDU of 10: the fast path leaves it
         # to pynetdicom, which cannot decode it either and aborts.
         malformed = b"\x04\x00" + struct.pack(">L", 10) + struct.pack(">L", 100) + b"\x01\x03abcd"
         assoc.dul.socket.socket.sendall(malformed)  # type: ignore[union-attr]
-        deadline = time.monotonic() + 10
-        while not assoc.is_aborted and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert assoc.is_aborted
+        wait_until(lambda: assoc.is_aborted, 10, "the listener aborting the association")
         [sent] = send_files([image], "127.0.0.1", listener_port, calling_ae="PACS", called_ae="RADTRACE")
     assert sent.status == 0x0000
     assert len(rows(store, Instance)) == 1

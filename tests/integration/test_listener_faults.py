@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from pydicom import dcmread
 
-from listener_support import audit_payloads, audit_types, listener_settings, rows, running
+from listener_support import associate, audit_payloads, audit_types, listener_settings, rows, running
 from radtrace.dicom_listener.dcmtk import echoscu, storescu
 from radtrace.dicom_listener.policy import (
     STATUS_CANNOT_UNDERSTAND,
@@ -173,16 +173,13 @@ def test_an_unsupported_transfer_syntax_is_refused_at_negotiation(
 
 
 def test_a_transfer_cut_off_midway_leaves_nothing_visible(tmp_path: Path, store: Store, listener_port: int) -> None:
-    from pynetdicom import AE, _config
+    from pynetdicom import _config
     from pynetdicom.pdu_primitives import P_DATA
 
     settings = listener_settings(tmp_path, listener_port, max_pdu_bytes=16384)
     [image] = write_study(make_study(images=[ImageSpec(rows=1024, columns=1024)]), tmp_path / "in")
-    peer = AE(ae_title="PACS")
-    peer.add_requested_context(str(dcmread(image, stop_before_pixels=True).SOPClassUID))
     with running(settings, store):
-        assoc = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE")
-        assert assoc.is_established
+        assoc = associate(image, listener_port)
         send_pdu = assoc.dul.send_pdu
         sent = [0]
 
