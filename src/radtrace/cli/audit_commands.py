@@ -1,0 +1,189 @@
+"""``radtrace audit verify|checkpoint|query|timeline`` and ``radtrace audit token create|list|revoke``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from radtrace.cli.common import EXIT_USAGE, audit_app, err, fail, open_store, out, row_progress, settings_of, token_app
+
+QueryFormat = Literal["table", "json", "csv"]
+TimelineFormat = Literal["table", "json"]
+
+
+@audit_app.command("verify")
+def audit_verify(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Signed checkpoint file to check the chain against (needs the key).")
+    ] = None,
+) -> None:
+    """Walk the audit hash chain in constant memory and report the first broken row (exit 1 if broken)."""
+    from radtrace.audit.operations import local_operator, verify_audit_log
+
+    settings = settings_of(ctx)
+    key = settings.audit.checkpoint_key
+    with open_store(settings) as store, row_progress("verifying audit chain") as advance:
+        result = verify_audit_log(
+            store,
+            local_operator(),
+            checkpoint_file=checkpoint,
+            checkpoint_key=key.get_secret_value().encode() if key else None,
+            progress=advance,
+        )
+    out.print(f"checked {result.rows_checked} events; head seq {result.head_seq}, hash {result.head_hash}")
+    if result.first_break is not None:
+        fail(f"audit chain broken at seq {result.first_break.seq}: {result.first_break.problem}")
+    if result.checkpoint_problem is not None:
+        fail(f"checkpoint does not match: {result.checkpoint_problem}")
+    out.print("[green]audit chain valid[/]" + (f" and matches checkpoint {checkpoint}" if checkpoint else ""))
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    ctx: typer.Context,
+    output: Annotated[Path | None, typer.Option(help="File to write; default audit.checkpoint_dir.")] = None,
+) -> None:
+    """Write an HMAC-signed checkpoint (seq, hash) of the chain's head, to keep outside the database."""
+    from radtrace.audit.operations import checkpoint_audit_log, local_operator
+
+    settings = settings_of(ctx)
+    key = settings.audit.checkpoint_key
+    if key is None:
+        fail("audit.checkpoint_key is not set (RADTRACE_AUDIT__CHECKPOINT_KEY); it has no default", EXIT_USAGE)
+    if output is None:
+        directory = settings.audit.checkpoint_dir or settings.data_dir / "checkpoints"
+        output = directory / f"audit-checkpoint-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    with open_store(settings) as store:
+        written = checkpoint_audit_log(store, local_operator(), key.get_secret_value().encode(), output)
+    out.print(f"checkpoint of seq {written.seq} ({written.hash}) written to {output}; keep a copy off this host")
+
+
+@audit_app.command("query")
+def audit_query(
+    ctx: typer.Context,
+    study_uid: Annotated[str | None, typer.Option(help="Study Instance UID.")] = None,
+    accession: Annotated[str | None, typer.Option(help="Accession number.")] = None,
+    patient_id: Annotated[str | None, typer.Option(help="Patient ID (the lookup is itself audited with it).")] = None,
+    since: Annotated[str | None, typer.Option(help="Recorded at or after, ISO 8601 with zone.")] = None,
+    until: Annotated[str | None, typer.Option(help="Recorded before, ISO 8601 with zone.")] = None,
+    event_type: Annotated[str | None, typer.Option(help="One event type, e.g. inference_completed.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Model name.")] = None,
+    model_version: Annotated[str | None, typer.Option(help="Model version.")] = None,
+    label: Annotated[str | None, typer.Option(help="One finding label, matched exactly.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="success, minor_failure, serious_failure, major_failure.")] = None,
+    limit: Annotated[int, typer.Option(help="Events per page, 1-1000.")] = 100,
+    after_seq: Annotated[int, typer.Option(help="Only events after this seq (the previous page's cursor).")] = 0,
+    output_format: Annotated[QueryFormat, typer.Option("--format", help="How to print the page.")] = "table",
+    timeline: Annotated[
+        bool, typer.Option("--timeline", help="With --study-uid: the study's timeline (as `audit timeline`).")
+    ] = False,
+) -> None:
+    """Query audit events for QA, oldest first, one page at a time. The query itself is recorded."""
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.presentation import csv_chunks, page_json, page_table
+    from radtrace.audit.queries import AuditQuery, QueryError, run_query
+
+    if timeline:
+        others = [accession, patient_id, since, until, event_type, model_name, model_version, label, outcome]
+        if study_uid is None or any(value is not None for value in others) or output_format == "csv":
+            fail("--timeline takes --study-uid and --format table or json, and no other filter", EXIT_USAGE)
+        _print_timeline(ctx, study_uid, output_format)
+        return
+    try:
+        query = AuditQuery.parse(
+            study_uid=study_uid, accession=accession, patient_id=patient_id, since=since, until=until,
+            event_type=event_type, model_name=model_name, model_version=model_version, label=label,
+            outcome=outcome, limit=limit, after_seq=after_seq,
+        )  # fmt: skip
+    except QueryError as exc:
+        fail(exc.reason, EXIT_USAGE)
+    with open_store(settings_of(ctx)) as store:
+        page = run_query(store, query, local_operator())
+    if output_format == "json":
+        typer.echo(page_json(page))
+    elif output_format == "csv":
+        for chunk in csv_chunks(page.events):
+            typer.echo(chunk, nl=False)
+    else:
+        out.print(page_table(page))
+
+
+@audit_app.command("timeline")
+def audit_timeline(
+    ctx: typer.Context,
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID.")],
+    output_format: Annotated[TimelineFormat, typer.Option("--format", help="How to print it.")] = "table",
+) -> None:
+    """One study's events with the time between them and each stage's duration (exit 1 if it has none)."""
+    _print_timeline(ctx, study_uid, output_format)
+
+
+def _print_timeline(ctx: typer.Context, study_uid: str, output_format: str) -> None:
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.presentation import timeline_json, timeline_renderable
+    from radtrace.audit.queries import QueryError, study_timeline
+
+    with open_store(settings_of(ctx)) as store:
+        try:
+            timeline = study_timeline(store, study_uid, local_operator())
+        except QueryError as exc:
+            fail(exc.reason, EXIT_USAGE)
+    if not timeline.entries:
+        fail(f"no audit event names study {study_uid}")
+    if output_format == "json":
+        typer.echo(timeline_json(timeline))
+    else:
+        out.print(timeline_renderable(timeline))
+
+
+@token_app.command("create")
+def audit_token_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who or what uses the token; recorded as the user of every query.")],
+    role: Annotated[Literal["qa", "admin"], typer.Option(help="qa reads; admin also verifies and exports.")],
+) -> None:
+    """Create a QA API token and print its secret on stdout, once: only its SHA-256 is kept."""
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.tokens import TokenError, create_token
+
+    with open_store(settings_of(ctx)) as store:
+        try:
+            issued = create_token(store, name, role, local_operator())
+        except TokenError as exc:
+            fail(exc.reason, EXIT_USAGE)
+    err.print(f"{role} token {escape(name)!r} created; it is shown only this once:", highlight=False)
+    typer.echo(issued.secret)
+
+
+@token_app.command("list")
+def audit_token_list(ctx: typer.Context) -> None:
+    """List the QA API tokens (names, roles, dates; never secrets)."""
+    from radtrace.audit.tokens import list_tokens
+
+    with open_store(settings_of(ctx)) as store:
+        tokens = list_tokens(store)
+    table = Table("name", "role", "created (UTC)", "revoked (UTC)", title="QA API tokens", title_justify="left")
+    for token in tokens:
+        revoked = f"{token.revoked_at:%Y-%m-%d %H:%M:%S}" if token.revoked_at else ""
+        table.add_row(escape(token.name), token.role.value, f"{token.created_at:%Y-%m-%d %H:%M:%S}", revoked)
+    out.print(table)
+
+
+@token_app.command("revoke")
+def audit_token_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+    """Revoke a QA API token at once; requests with it get 401 from then on."""
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.tokens import TokenError, revoke_token
+
+    with open_store(settings_of(ctx)) as store:
+        try:
+            token = revoke_token(store, name, local_operator())
+        except TokenError as exc:
+            fail(exc.reason, EXIT_USAGE)
+    out.print(f"token {escape(name)!r} revoked at {token.revoked_at:%Y-%m-%d %H:%M:%S} UTC", highlight=False)

@@ -1,0 +1,154 @@
+"""What every ``radtrace`` command shares: the Typer apps, the root options, consoles, exit codes, the store.
+
+Exit codes (the README's table): 0 success, 1 the work failed (a study, a delivery, a check), 2 bad usage or
+configuration (including a port or data directory another radtrace already holds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn
+
+from radtrace import __version__
+from radtrace.config import Settings, load_settings
+from radtrace.errors import ConfigError, RadtraceError
+from radtrace.logging import configure_logging
+
+if TYPE_CHECKING:
+    from radtrace.store.engine import Store
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "app",
+    "audit_app",
+    "config_app",
+    "db_app",
+    "err",
+    "fail",
+    "flatten",
+    "model_app",
+    "open_store",
+    "out",
+    "row_progress",
+    "settings_of",
+    "token_app",
+]
+
+log = logging.getLogger(__name__)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+app = typer.Typer(
+    name="radtrace",
+    help="Draft chest X-ray reports from a reasoning VLM, with an immutable audit trail.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Show and check the configuration.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify and query the audit log.", no_args_is_help=True)
+model_app = typer.Typer(help="Inspect, build and run models.", no_args_is_help=True)
+db_app = typer.Typer(help="Create and migrate the work database.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(audit_app, name="audit")
+app.add_typer(model_app, name="model")
+app.add_typer(db_app, name="db")
+token_app = typer.Typer(help="Create, list and revoke QA API tokens.", no_args_is_help=True)
+audit_app.add_typer(token_app, name="token")
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print ``message`` on stderr and exit with ``code``."""
+    err.print(f"[bold red]radtrace:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings the root callback loaded."""
+    settings = ctx.find_root().obj
+    if not isinstance(settings, Settings):  # pragma: no cover - the callback always sets it
+        raise RuntimeError("settings were not loaded")
+    return settings
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"radtrace {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML settings file (RADTRACE_* variables override it)."),
+    ] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json (overrides logging.format).")] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    overrides: dict[str, Any] = {}
+    if log_format or log_level:
+        overrides["logging"] = {
+            key: value for key, value in (("format", log_format), ("level", log_level and log_level.upper())) if value
+        }
+    try:
+        settings = load_settings(config, **overrides)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    configure_logging(settings.logging.format, settings.logging.level)
+    ctx.obj = settings
+
+
+def flatten(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """A nested settings dump as (dotted name, shown value) rows."""
+    if isinstance(node, dict) and node:
+        rows: list[tuple[str, str]] = []
+        for key, value in node.items():
+            rows.extend(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return rows
+    return [(prefix, json.dumps(node, ensure_ascii=False) if not isinstance(node, str) else node)]
+
+
+@contextlib.contextmanager
+def open_store(settings: Settings) -> Iterator[Store]:
+    """The work database, with database errors turned into a clear message and exit code 1."""
+    from radtrace.store.engine import Store
+
+    store: Store | None = None
+    try:
+        store = Store.from_url(
+            settings.store_url, pool_size=settings.store.pool_size, connect_timeout_s=settings.store.connect_timeout_s
+        )
+        yield store
+    except RadtraceError as exc:
+        fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
+    finally:
+        if store is not None:
+            store.dispose()
+
+
+@contextlib.contextmanager
+def row_progress(description: str) -> Iterator[Callable[[int], None]]:
+    """A progress line on stderr counting rows; yields the callback that advances it."""
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"), console=err
+    ) as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda done: progress.update(task, completed=done)

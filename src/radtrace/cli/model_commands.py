@@ -1,0 +1,84 @@
+"""``radtrace model make-tiny|info|read``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from radtrace.cli.common import EXIT_FAILED, err, fail, flatten, model_app, out, settings_of
+from radtrace.config import masked_settings
+from radtrace.errors import RadtraceError
+
+
+@model_app.command("make-tiny")
+def model_make_tiny(
+    directory: Annotated[Path, typer.Argument(help="Directory to write the tiny model into.")],
+    seed: Annotated[int, typer.Option(help="Seed for the random weights and tokenizer.")] = 0,
+) -> None:
+    """Build a tiny, randomly initialised Qwen2.5-VL model offline (for tests; not for clinical use)."""
+    from radtrace.testing.tiny_model import build_tiny_model
+
+    with err.status(f"building tiny Qwen2.5-VL model in {directory} …"):
+        try:
+            path = build_tiny_model(directory, seed=seed)
+        except (OSError, RadtraceError) as exc:
+            fail(f"could not build the tiny model: {exc}")
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    out.print(f"tiny model written to {path} ({size / 1024:.0f} KiB). Random weights: not for clinical use.")
+
+
+@model_app.command("info")
+def model_info(
+    ctx: typer.Context,
+    hash_weights: Annotated[bool, typer.Option("--hash", help="Also compute the weights' sha256 (cached).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show which model, profile and backend the settings select, and whether the weights are here."""
+    from radtrace.model.presentation import model_overview, overview_table
+
+    settings = settings_of(ctx)
+    overview = model_overview(
+        settings.model, hash_weights=hash_weights, cache_file=settings.data_dir / "cache" / "weights-sha256.json"
+    )
+    if as_json:
+        typer.echo(json.dumps({"overview": overview, "settings": masked_settings(settings)["model"]}, indent=2))
+        return
+    out.print(overview_table(overview))
+    table = Table("setting", "value", title="model settings", title_justify="left")
+    for key, value in flatten(masked_settings(settings)["model"]):
+        table.add_row(key, value)
+    out.print(table)
+
+
+@model_app.command("read")
+def model_read(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A DICOM file or study folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reading as JSON.")] = False,
+) -> None:
+    """Read one study with the configured model and print the reasoning and findings."""
+    from radtrace.model.presentation import reading_view
+    from radtrace.model.reader import StudyReader
+    from radtrace.model.study import Skipped, load_study_images
+
+    settings = settings_of(ctx)
+    try:
+        images = load_study_images(path)
+        with err.status("reading the study …"):
+            outcome = StudyReader(settings.model, data_dir=settings.data_dir).read(images)
+    except RadtraceError as exc:
+        fail(exc.reason, EXIT_FAILED)
+    if isinstance(outcome, Skipped):
+        if as_json:
+            typer.echo(json.dumps({"skipped": outcome.reason}))
+        else:
+            out.print(f"skipped: {outcome.reason}", highlight=False)
+        return
+    if as_json:
+        typer.echo(outcome.to_json())
+    else:
+        out.print(reading_view(outcome))

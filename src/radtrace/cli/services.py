@@ -1,0 +1,179 @@
+"""The long-running commands: ``serve``, ``listen``, ``worker``, ``api``; and ``send`` (a C-STORE client)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, err, fail, open_store, out, settings_of
+from radtrace.errors import ConfigError, RadtraceError
+from radtrace.preflight import failed_checks, run_preflight
+
+log = logging.getLogger(__name__)
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run the whole service on this machine until SIGTERM or Ctrl-C (embedded defaults: SQLite, embedded broker).
+
+    After the start-up checks: the DICOM listener, one inference worker, one dispatcher (with the
+    reconciler) and the QA API, as supervised child processes logging to stderr; one that dies is
+    restarted with backoff. Without model weights the worker waits for them; studies stay queued.
+    """
+    from radtrace.supervisor import run_serve
+
+    settings = settings_of(ctx)
+    checks = run_preflight(settings)
+    colour = {"ok": "green", "warning": "yellow", "failed": "red"}
+    table = Table("check", "result", "detail", title="radtrace serve: start-up checks", title_justify="left")
+    for check in checks:
+        table.add_row(check.name, f"[{colour[check.status]}]{check.status}[/]", escape(check.detail))
+    out.print(table)
+    if failed_checks(checks):
+        fail("start-up checks failed; see the table above")
+    # The children load the same settings: the same config file, environment and logging options.
+    config = ctx.find_root().params.get("config")
+    root_args = ["--config", str(config)] if config is not None else []
+    root_args += ["--log-format", settings.logging.format, "--log-level", settings.logging.level]
+    code = run_serve(settings, root_args=root_args)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def listen(ctx: typer.Context) -> None:
+    """Run the DICOM listener (C-ECHO / C-STORE SCP) alone, until SIGTERM or Ctrl-C.
+
+    Runs the start-up checks first (the embedded SQLite database is migrated; an out-of-date
+    PostgreSQL schema is refused), then listener.processes processes sharing listener.port.
+    """
+    from radtrace.dicom_listener.service import run_listener_processes
+
+    settings = settings_of(ctx)
+    failed = failed_checks(run_preflight(settings))
+    if failed:
+        fail("; ".join(f"{check.name}: {check.detail}" for check in failed))
+    try:
+        code = run_listener_processes(settings)
+    except RadtraceError as exc:
+        fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    gpu: Annotated[int | None, typer.Option("--gpu", help="The GPU index this worker owns (one per GPU).")] = None,
+    queues: Annotated[
+        str, typer.Option("--queues", help="Comma-separated roles to take: gpu (inference), dispatch (deliveries).")
+    ] = "gpu,dispatch",
+    concurrency: Annotated[int, typer.Option(help="Threads of a dispatch-only worker.", min=1, max=64)] = 4,
+    reconcile: Annotated[bool, typer.Option(help="Re-ring overdue rows (at start and periodically).")] = True,
+    metrics_offset: Annotated[
+        int, typer.Option(help="Serve metrics on broker.metrics_port plus this (several workers on one host).", min=0)
+    ] = 0,
+) -> None:
+    """Run a Celery worker: inference (one GPU, model loaded once) and/or report delivery, until SIGTERM.
+
+    Runs the start-up checks first (the embedded SQLite database is migrated; an out-of-date
+    PostgreSQL schema is refused).
+    """
+    from radtrace.worker.service import queue_names, run_worker
+
+    settings = settings_of(ctx)
+    roles = [role.strip() for role in queues.split(",") if role.strip()]
+    try:
+        queue_names(settings, roles)
+    except ConfigError as exc:
+        fail(exc.reason, EXIT_USAGE)
+    failed = failed_checks(run_preflight(settings))
+    if failed:
+        fail("; ".join(f"{check.name}: {check.detail}" for check in failed))
+    try:
+        run_worker(
+            settings, roles=roles, gpu=gpu, concurrency=concurrency, reconcile=reconcile, metrics_offset=metrics_offset
+        )
+    except RadtraceError as exc:
+        fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders to send.")],
+    host: Annotated[str, typer.Option(help="The peer's host.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="The peer's port; default listener.port.")] = None,
+    called_ae: Annotated[str | None, typer.Option(help="The peer's AE title; default listener.ae_title.")] = None,
+    calling_ae: Annotated[str | None, typer.Option(help="Our AE title; default dispatch.calling_ae_title.")] = None,
+) -> None:
+    """Send DICOM files to a peer by C-STORE (operator and test tool); exit 1 unless all succeed.
+
+    Files go as they are on disk, in their own transfer syntax, over one association.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+
+    from radtrace.dicom_listener.scu import collect_files, send_files, summarise
+
+    settings = settings_of(ctx)
+    files = collect_files(paths)
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing or not files:
+        fail(f"no such file: {', '.join(missing)}" if missing else "no files to send", EXIT_USAGE)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err,
+    ) as progress:  # fmt: skip
+        task = progress.add_task(f"C-STORE to {called_ae or settings.listener.ae_title}", total=len(files))
+        try:
+            results = send_files(
+                files, host, port or settings.listener.port,
+                called_ae=called_ae or settings.listener.ae_title,
+                calling_ae=calling_ae or settings.dispatch.calling_ae_title,
+                progress=lambda _result: progress.advance(task),
+            )  # fmt: skip
+        except RadtraceError as exc:
+            fail(exc.reason)
+    table = Table("status", "files", title="C-STORE results", title_justify="left")
+    for status, count in sorted(summarise(results).items()):
+        table.add_row(status, str(count))
+    out.print(table)
+    for failed in (r for r in results if not r.ok):
+        err.print(f"{escape(str(failed.path))}: {failed.note or 'failed'}", highlight=False)
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+# --- QA API ------------------------------------------------------------------------------------
+
+
+@app.command()
+def api(ctx: typer.Context) -> None:
+    """Run the read-only QA HTTP API on api.host:api.port (OpenAPI documentation at /docs).
+
+    With api.bootstrap_admin_token set, an admin token with that secret is created first if missing.
+    """
+    import uvicorn
+
+    from radtrace.audit.api import create_api
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.tokens import ensure_bootstrap_admin
+
+    settings = settings_of(ctx)
+    with open_store(settings) as store:
+        bootstrap = settings.api.bootstrap_admin_token
+        if bootstrap is not None:
+            token = ensure_bootstrap_admin(store, bootstrap.get_secret_value(), local_operator())
+            log.info("bootstrap admin token is %r", token.name)
+        log.info("QA API on http://%s:%d (documentation at /docs)", settings.api.host, settings.api.port)
+        # log_config=None: uvicorn logs through radtrace's handler; its access log is off because it
+        # prints query strings (patient IDs); the API logs requests by route template instead.
+        uvicorn.run(
+            create_api(store), host=settings.api.host, port=settings.api.port, log_config=None, access_log=False
+        )
