@@ -9,6 +9,16 @@ Rows: radtrace end to end (Part 10 bytes to a parsed Reading) at batch 1 and bat
 ``--vllm-url`` the vLLM client backend is measured too (its batches are concurrent requests).
 
     .venv/bin/python bench/inference.py [--studies 24] [--batch 8] [--max-new-tokens 64] [--model DIR]
+
+``--full-size`` builds, on the GPU and without any download, a randomly initialised model of the published
+Qwen2.5-VL-3B architecture (NV-Reason-CXR-3B's), forces every trace to ``--max-new-tokens`` (default 768; min =
+max, so random weights cost what a real reasoning trace does) and prints, for each of ``--batches`` (1, 8, 32,
+64): studies/s, generated tokens/s and peak GPU memory for the worker path (Part 10 bytes to a Reading through
+``StudyReader.read_many``) and, in the same run, for a bare ``model.generate`` peer on prepared inputs; then how
+often the greedy tokens of a study differ between batch 1 and a larger batch. ``--tiny-config`` keeps that path
+(real vocabulary, forced length) with the tiny model's layers, to test the script on a CPU in seconds:
+
+    python bench/inference.py --full-size [--batches 1,8,32,64] [--max-new-tokens 768] [--out table.md]
 """
 
 from __future__ import annotations
@@ -84,14 +94,32 @@ def _peer_row(reader: StudyReader, inputs: list[StudyInput], batch: int, max_new
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full-size", action="store_true", help="random model of the real 3B architecture")
+    parser.add_argument("--tiny-config", action="store_true", help="with --full-size: tiny layers, for CPU tests")
+    parser.add_argument("--batches", default="1,8,32,64", help="with --full-size: batch sizes, comma-separated")
+    parser.add_argument("--cache", choices=("dynamic", "static"), default="dynamic",
+                        help="with --full-size: KV cache (static compiles the decoding step on CUDA)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None, help="with --full-size: also write the table here")
     parser.add_argument("--studies", type=int, default=24)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="64; 768 with --full-size")
     parser.add_argument("--model", type=Path, default=None, help="checkpoint directory (default: the tiny model)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--vllm-url", default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.full_size:
+        from full_size import run_full_size
+
+        return run_full_size(
+            batches=[int(b) for b in args.batches.split(",")],
+            max_new_tokens=args.max_new_tokens or 768,
+            tiny_config=args.tiny_config,
+            device=args.device,
+            cache=args.cache,
+            out=args.out,
+        )
+    args.max_new_tokens = args.max_new_tokens or 64
 
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model

@@ -32,6 +32,7 @@ __all__ = [
     "ImageBackend",
     "LoadedVLM",
     "ModelLoadError",
+    "current_image_backend",
     "load_model",
     "load_processor",
     "load_vlm",
@@ -119,7 +120,7 @@ def load_vlm(
         directory=directory,
         dtype=resolved_dtype,
         device=resolved_device,
-        image_backend=_image_backend(),
+        image_backend=current_image_backend(),
     )
 
 
@@ -183,7 +184,7 @@ def load_processor(
     """
     directory = resolve_checkpoint(source, allow_download=allow_download, cache_dir=cache_dir, revision=revision)
     _require_files(directory, _PROCESSOR_FILES)
-    backend = _image_backend()
+    backend = current_image_backend()
     try:
         if backend == "torchvision":
             from transformers import AutoProcessor
@@ -321,7 +322,8 @@ def resolve_dtype(dtype: DType, device: str) -> Literal["bfloat16", "float32"]:
     raise ValueError(f"dtype must be 'auto', 'bfloat16' or 'float32', got {dtype!r}")
 
 
-def _image_backend() -> ImageBackend:
+def current_image_backend() -> ImageBackend:
+    """Which image processors transformers can use here: torchvision's where it imports, else PIL's."""
     from transformers.utils.import_utils import is_torchvision_available
 
     return "torchvision" if is_torchvision_available() else "pil"

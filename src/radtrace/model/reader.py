@@ -7,12 +7,14 @@ loaded once). ``read`` takes a study's images; ``read_many`` reads several in ba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from radtrace.config import ModelSettings
-from radtrace.errors import ModelLoadError
+from radtrace.errors import ModelLoadError, RadtraceError
 from radtrace.model.backends.base import Backend
 from radtrace.model.profiles import Profile, get_profile
 from radtrace.model.reading import Reading
@@ -100,6 +102,7 @@ class StudyReader:
         cache = data_dir / "cache" / "weights-sha256.json" if data_dir is not None else None
         self._backend = backend
         self._hash_cache_file = cache
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def backend(self) -> Backend:
@@ -112,6 +115,9 @@ class StudyReader:
         """Release the backend's connections, if it was built."""
         if self._backend is not None:
             self._backend.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def prepare(self, images: Sequence[StudyImage]) -> StudyInput | Skipped:
         """Choose and prepare a study's pictures under this reader's budget."""
@@ -134,16 +140,72 @@ class StudyReader:
         return self.read_many([images])[0]
 
     def read_many(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped]:
-        """Read several studies, ``batch_size`` per generate call; outcomes in order."""
-        prepared = [self.prepare(images) for images in studies]
-        outcomes: dict[int, Reading | Skipped] = {
-            i: item for i, item in enumerate(prepared) if isinstance(item, Skipped)
-        }
-        pending = [(i, item) for i, item in enumerate(prepared) if isinstance(item, StudyInput)]
-        size = self.settings.batch_size
-        for start in range(0, len(pending), size):
-            chunk = pending[start : start + size]
-            readings = self.backend.read_batch([item for _, item in chunk], self.profile)
-            for (index, _), reading in zip(chunk, readings, strict=True):
+        """Read several studies, ``batch_size`` per generate call; outcomes in order.
+
+        Pictures are prepared on a thread pool (decoding and resizing release the GIL), so the next batch is
+        prepared while the model generates the current one.
+
+        Raises:
+            DicomInputError: a study's frontal image cannot be decoded (raised once the others are read;
+                :meth:`read_prepared` keeps every study's outcome instead).
+        """
+        outcomes = self.read_prepared(self.prepare_each(studies))
+        for outcome in outcomes:
+            if isinstance(outcome, RadtraceError):
+                raise outcome
+        return [outcome for outcome in outcomes if not isinstance(outcome, RadtraceError)]
+
+    def prepare_each(self, studies: Sequence[Sequence[StudyImage]]) -> Iterator[StudyInput | Skipped | RadtraceError]:
+        """Prepare each study on the thread pool, in order; a study that cannot be prepared yields its error."""
+        if len(studies) == 1:  # no thread hop for the common single study
+            yield _outcome(self.prepare, studies[0])
+            return
+        pool = self._pool()
+        futures = [pool.submit(_outcome, self.prepare, images) for images in studies]
+        for future in futures:
+            yield future.result()
+
+    def read_prepared(
+        self, prepared: Iterable[StudyInput | Skipped | RadtraceError]
+    ) -> list[Reading | Skipped | RadtraceError]:
+        """Generate for the prepared studies, ``batch_size`` per call; skips and errors pass through in order.
+
+        ``prepared`` may be a lazy iterator (:meth:`prepare_each`): a batch is generated as soon as it is full,
+        while the pool prepares the next.
+        """
+        outcomes: dict[int, Reading | Skipped | RadtraceError] = {}
+        batch: list[tuple[int, StudyInput]] = []
+        count = 0
+
+        def generate() -> None:
+            readings = self.backend.read_batch([item for _, item in batch], self.profile)
+            for (index, _), reading in zip(batch, readings, strict=True):
                 outcomes[index] = reading
-        return [outcomes[index] for index in range(len(prepared))]
+            batch.clear()
+
+        for index, item in enumerate(prepared):
+            count += 1
+            if isinstance(item, StudyInput):
+                batch.append((index, item))
+                if len(batch) >= self.settings.batch_size:
+                    generate()
+            else:
+                outcomes[index] = item
+        if batch:
+            generate()
+        return [outcomes[index] for index in range(count)]
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            workers = max(1, min(self.settings.batch_size, os.cpu_count() or 1, 16))
+            self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="radtrace-prepare")
+        return self._executor
+
+
+def _outcome(
+    prepare: Callable[[Sequence[StudyImage]], StudyInput | Skipped], images: Sequence[StudyImage]
+) -> StudyInput | Skipped | RadtraceError:
+    try:
+        return prepare(images)
+    except RadtraceError as exc:
+        return exc

@@ -148,6 +148,7 @@ class Timings(_Frozen):
     prepare_s: float = Field(ge=0.0)
     generate_s: float = Field(ge=0.0)
     parse_s: float = Field(ge=0.0)
+    batch_size: int = Field(default=1, ge=1, description="studies in the generate call this reading was part of")
 
 
 class Reading(_Frozen):

@@ -101,6 +101,31 @@ _CLIP_MEAN: Final = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD: Final = (0.26862954, 0.26130258, 0.27577711)
 
 
+# The tiny model's dimensions: about 0.35 M parameters (the vocabulary is the trained tokenizer's).
+TINY_TEXT_CONFIG: Final[dict[str, Any]] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    # mrope_section splits head_dim / 2 = 8 rotary frequencies over (time, height, width).
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+}
+TINY_VISION_CONFIG: Final[dict[str, Any]] = {
+    "depth": 2,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_heads": 4,
+    "out_hidden_size": 64,
+    "fullatt_block_indexes": [1],
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 112,
+}
+
+
 def build_tiny_model(directory: Path, *, seed: int = 0) -> Path:
     """Build a tiny random Qwen2.5-VL checkpoint with tokenizer and processor files in ``directory``.
 
@@ -111,69 +136,83 @@ def build_tiny_model(directory: Path, *, seed: int = 0) -> Path:
         ``directory``, ready for :func:`radtrace.model.loading.load_vlm`.
     """
     import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tokenizer()
-    token_id = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
-
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 4096,
-            # mrope_section splits head_dim / 2 = 8 rotary frequencies over (time, height, width).
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
-            "bos_token_id": token_id["<|endoftext|>"],
-            "eos_token_id": token_id["<|im_end|>"],
-            "pad_token_id": token_id["<|endoftext|>"],
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_heads": 4,
-            "out_hidden_size": 64,
-            "fullatt_block_indexes": [1],
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "window_size": 112,
-        },
-        image_token_id=token_id["<|image_pad|>"],
-        video_token_id=token_id["<|video_pad|>"],
-        vision_start_token_id=token_id["<|vision_start|>"],
-        vision_end_token_id=token_id["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
-
+    token_id = write_processor_files(directory)
+    config = qwen2_5_vl_config(token_id, TINY_TEXT_CONFIG, TINY_VISION_CONFIG, vocab_size=max(token_id.values()) + 1)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
-    # Greedy by default, and end on <|im_end|> like the chat models do.
-    model.generation_config.do_sample = False
-    model.generation_config.eos_token_id = [token_id["<|im_end|>"], token_id["<|endoftext|>"]]
-    model.generation_config.pad_token_id = token_id["<|endoftext|>"]
-    model.generation_config.bos_token_id = token_id["<|endoftext|>"]
+    make_greedy(model, token_id)
     model.save_pretrained(directory)
+    write_marker(
+        directory,
+        name="radtrace-tiny-qwen2_5_vl",
+        seed=seed,
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+    return directory
 
+
+def write_processor_files(directory: Path) -> dict[str, int]:
+    """Write the trained tokenizer, chat template and image processor settings; return the special token ids."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer()
     tokenizer.save_pretrained(directory)
     (directory / "preprocessor_config.json").write_text(
         json.dumps(_preprocessor_config(), indent=2) + "\n", encoding="utf-8"
     )
+    return {token: int(tokenizer.convert_tokens_to_ids(token)) for token in QWEN_SPECIAL_TOKENS}
+
+
+def qwen2_5_vl_config(
+    token_id: dict[str, int],
+    text: dict[str, Any],
+    vision: dict[str, Any],
+    *,
+    vocab_size: int,
+    tie_word_embeddings: bool = False,
+) -> Any:
+    """A ``Qwen2_5_VLConfig`` of the given dimensions whose special token ids are the tokenizer's."""
+    from transformers import Qwen2_5_VLConfig
+
+    return Qwen2_5_VLConfig(
+        text_config={
+            **text,
+            "vocab_size": vocab_size,
+            "bos_token_id": token_id["<|endoftext|>"],
+            "eos_token_id": token_id["<|im_end|>"],
+            "pad_token_id": token_id["<|endoftext|>"],
+            "tie_word_embeddings": tie_word_embeddings,
+        },
+        vision_config=vision,
+        image_token_id=token_id["<|image_pad|>"],
+        video_token_id=token_id["<|video_pad|>"],
+        vision_start_token_id=token_id["<|vision_start|>"],
+        vision_end_token_id=token_id["<|vision_end|>"],
+        tie_word_embeddings=tie_word_embeddings,
+    )
+
+
+def make_greedy(model: Any, token_id: dict[str, int]) -> None:
+    """Greedy by default, and end on <|im_end|> like the chat models do."""
+    model.generation_config.do_sample = False
+    model.generation_config.eos_token_id = [token_id["<|im_end|>"], token_id["<|endoftext|>"]]
+    model.generation_config.pad_token_id = token_id["<|endoftext|>"]
+    model.generation_config.bos_token_id = token_id["<|endoftext|>"]
+
+
+def write_marker(directory: Path, *, name: str, seed: int, parameters: int) -> None:
+    """The marker that says the weights are random and not for clinical use."""
     marker = {
-        "name": "radtrace-tiny-qwen2_5_vl",
+        "name": name,
         "seed": seed,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": parameters,
         "random_weights": True,
         "clinical_use": False,
-        "note": "Randomly initialised toy model for software tests. Its output is noise. Not for clinical use.",
+        "note": "Randomly initialised model for software tests and benchmarks. Its output is noise. "
+        "Not for clinical use.",
     }
     (directory / TINY_MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    return directory
 
 
 def _train_tokenizer() -> Any:

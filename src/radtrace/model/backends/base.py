@@ -33,6 +33,8 @@ class Generation:
     hit_token_limit: bool
     generate_s: float
     """Seconds of the generate call; a batched call's time is shared equally among its studies."""
+    batch_size: int = 1
+    """Studies in the generate call (greedy output may differ in the last bits between batch sizes)."""
 
 
 class Backend(ABC):
@@ -90,5 +92,10 @@ def assemble(study: StudyInput, generation: Generation, profile: Profile, identi
         tokens=TokenCounts(
             prompt=generation.prompt_tokens, image=generation.image_tokens, generated=generation.generated_tokens
         ),
-        timings=Timings(prepare_s=study.prepare_s, generate_s=generation.generate_s, parse_s=parse_s),
+        timings=Timings(
+            prepare_s=study.prepare_s,
+            generate_s=generation.generate_s,
+            parse_s=parse_s,
+            batch_size=generation.batch_size,
+        ),
     )

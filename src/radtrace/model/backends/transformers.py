@@ -77,12 +77,18 @@ class TransformersBackend(Backend):
         *,
         source: str,
         max_new_tokens: int,
+        min_new_tokens: int = 0,
+        cache_implementation: str | None = None,
         revision: str | None = None,
         hash_cache_file: Path | None = None,
     ) -> None:
         self.vlm = vlm
         self.source = source
         self.max_new_tokens = max_new_tokens
+        # Benchmarks force the trace length (min = max) so that random weights cost what a real trace does.
+        self.min_new_tokens = min_new_tokens
+        # "static" preallocates the KV cache; on CUDA transformers then compiles the decoding step.
+        self.cache_implementation = cache_implementation
         self.revision = revision
         self._hash_cache_file = hash_cache_file
         self._weights_sha256: str | None = None
@@ -105,7 +111,10 @@ class TransformersBackend(Backend):
             prompt=profile.prompt,
             generation={
                 "max_new_tokens": self.max_new_tokens,
+                **({"min_new_tokens": self.min_new_tokens} if self.min_new_tokens else {}),
+                **({"cache_implementation": self.cache_implementation} if self.cache_implementation else {}),
                 "do_sample": False,
+                "attn_implementation": getattr(self.vlm.model.config, "_attn_implementation", None),
                 "min_pixels": int(size.shortest_edge),
                 "max_pixels": int(size.longest_edge),
                 "image_processor": self.vlm.image_backend,
@@ -126,7 +135,9 @@ class TransformersBackend(Backend):
         ]
         pictures = [picture.image() for study in studies for picture in study.pictures]
         inputs = processor(images=pictures, text=texts, padding=True, return_tensors="pt").to(self.vlm.device)
-        config = _greedy(model.generation_config, self.max_new_tokens)
+        config = _greedy(model.generation_config, self.max_new_tokens, self.min_new_tokens)
+        if self.cache_implementation is not None:
+            config.cache_implementation = self.cache_implementation
         started = time.perf_counter()
         try:
             with torch.inference_mode():
@@ -152,16 +163,19 @@ class TransformersBackend(Backend):
                     generated_tokens=len(produced),
                     hit_token_limit=end is None and len(new) >= self.max_new_tokens,
                     generate_s=share,
+                    batch_size=len(studies),
                 )
             )
         return generations
 
 
-def _greedy(base: Any, max_new_tokens: int) -> Any:
+def _greedy(base: Any, max_new_tokens: int, min_new_tokens: int = 0) -> Any:
     """The checkpoint's generation config made greedy, without its sampling knobs (which would warn)."""
     config = copy.deepcopy(base)
     config.do_sample = False
     config.max_new_tokens = max_new_tokens
+    if min_new_tokens:
+        config.min_new_tokens = min_new_tokens
     config.num_beams = 1
     for knob in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
         if hasattr(config, knob):
