@@ -62,6 +62,10 @@ class EventType(enum.StrEnum):
     INFERENCE_COMPLETED = "inference_completed"
     INFERENCE_FAILED = "inference_failed"
     REPORT_CREATED = "report_created"
+    REPORT_FAILED = "report_failed"
+    DRAFT_ACCESSED = "draft_accessed"
+    DRAFT_EXPORTED = "draft_exported"
+    STUDY_RETRIED = "study_retried"
     DISPATCH_ATTEMPTED = "dispatch_attempted"
     DISPATCH_DELIVERED = "dispatch_delivered"
     DISPATCH_FAILED = "dispatch_failed"
@@ -97,6 +101,10 @@ _DICOM_EVENT: Final[Mapping[EventType, DicomAuditEvent]] = {
     EventType.INFERENCE_COMPLETED: INSTANCES_ACCESSED,
     EventType.INFERENCE_FAILED: INSTANCES_ACCESSED,
     EventType.REPORT_CREATED: INSTANCES_ACCESSED,
+    EventType.REPORT_FAILED: INSTANCES_ACCESSED,
+    EventType.DRAFT_ACCESSED: INSTANCES_ACCESSED,
+    EventType.DRAFT_EXPORTED: EXPORT,
+    EventType.STUDY_RETRIED: INSTANCES_ACCESSED,
     EventType.DISPATCH_ATTEMPTED: INSTANCES_TRANSFERRED,
     EventType.DISPATCH_DELIVERED: INSTANCES_TRANSFERRED,
     EventType.DISPATCH_FAILED: INSTANCES_TRANSFERRED,

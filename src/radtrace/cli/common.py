@@ -127,10 +127,22 @@ def flatten(node: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def open_store(settings: Settings) -> Iterator[Store]:
-    """The work database, with database errors turned into a clear message and exit code 1."""
-    from radtrace.store.engine import Store
+def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
+    """The work database, with database errors turned into a clear message and exit code 1.
 
+    An embedded SQLite database that does not exist is refused (exit 1, naming the data directory) unless
+    ``create``: a command run from the wrong folder must not leave an empty database behind.
+    """
+    from radtrace.store.engine import Store, is_sqlite
+
+    if not create and is_sqlite(settings.store_url) and not settings.store.url:
+        database = settings.data_dir / "radtrace.db"
+        if not database.is_file():
+            fail(
+                f"no radtrace database at {database.resolve()} (data_dir {settings.data_dir.resolve()}): "
+                "start the service there first ('radtrace serve' or 'radtrace db upgrade'), or point "
+                "RADTRACE_DATA_DIR (or data_dir in the --config file) at the data directory in use"
+            )
     store: Store | None = None
     try:
         store = Store.from_url(

@@ -19,7 +19,7 @@ def db_upgrade(
     """Create or migrate the work and audit tables to the latest revision (safe to repeat)."""
     from radtrace.store.migrate import upgrade
 
-    with open_store(settings_of(ctx)) as store, err.status("migrating the database …"):
+    with open_store(settings_of(ctx), create=True) as store, err.status("migrating the database …"):
         revision = upgrade(store, app_role=app_role)
     out.print(f"database at revision {revision}")
 

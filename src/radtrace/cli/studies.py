@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from radtrace.cli.common import app, fail, open_store, out, settings_of
+from radtrace.audit.events import AuditEvent, EventType
+from radtrace.cli.common import EXIT_USAGE, app, fail, open_store, out, settings_of
+from radtrace.config import Settings
 from radtrace.errors import RadtraceError
+
+if TYPE_CHECKING:
+    from radtrace.reporting.draft_store import DraftView
 
 
 @app.command()
@@ -62,3 +71,126 @@ def status(
                 escape(failed_revision.reason or ""),
             )  # fmt: skip
         out.print(table)
+
+
+# --- drafts ------------------------------------------------------------------------------------
+
+drafts_app = typer.Typer(help="List, read and export the kept drafts (SR, HL7, FHIR).", no_args_is_help=True)
+app.add_typer(drafts_app, name="drafts")
+
+
+def _record_draft_use(settings: Settings, kind: EventType, study_uid: str, revision: int, **details: Any) -> None:
+    """Audit a person reading or exporting a draft (when the work database exists)."""
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.recorder import AuditRecorder
+
+    with open_store(settings) as store:
+        AuditRecorder(store).record(
+            AuditEvent(kind, local_operator(), study_uid=study_uid, payload={"revision": revision, **details})
+        )
+
+
+@drafts_app.command("list")
+def drafts_list(
+    ctx: typer.Context,
+    study_uid: Annotated[str | None, typer.Argument(help="Only this Study Instance UID.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the kept drafts, newest first, with the folder of each."""
+    from radtrace.reporting.draft_store import drafts_root, list_drafts
+
+    settings = settings_of(ctx)
+    root = drafts_root(settings)
+    try:
+        kept = list_drafts(root, study_uid)
+    except RadtraceError as exc:
+        fail(exc.reason, EXIT_USAGE)
+    if as_json:
+        typer.echo(json.dumps([draft.as_json() for draft in kept], indent=2))
+        return
+    if not kept:
+        out.print(f"no drafts kept under {root}", highlight=False)
+        return
+    table = Table("study", "revision", "written", "files", title=f"drafts under {root}", title_justify="left")
+    for draft in kept:
+        folder = draft.files["sr"].parent
+        names = ", ".join(path.name for path in draft.files.values())
+        table.add_row(draft.study_uid, str(draft.revision), f"{draft.modified:%Y-%m-%d %H:%M:%S}", f"{folder}/ {names}")
+    out.print(table)
+
+
+@drafts_app.command("show")
+def drafts_show(
+    ctx: typer.Context,
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID.")],
+    revision: Annotated[int | None, typer.Option(help="Revision number; default the newest kept.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Print a kept draft as a reviewer reads it: findings, impression and the model's reasoning (audited)."""
+    from radtrace.reporting.draft_store import drafts_root, read_draft
+
+    settings = settings_of(ctx)
+    try:
+        view = read_draft(drafts_root(settings), study_uid, revision)
+    except RadtraceError as exc:
+        fail(exc.reason)
+    _record_draft_use(settings, EventType.DRAFT_ACCESSED, view.study_uid, view.revision, via="cli")
+    if as_json:
+        typer.echo(json.dumps(view.as_json(), indent=2, ensure_ascii=False))
+        return
+    out.print(draft_renderable(view))
+
+
+def draft_renderable(view: DraftView) -> Group:
+    """A kept draft as text for a terminal."""
+    lines: list[Any] = [
+        Text(f"Draft report: study {view.study_uid}, revision {view.revision}", style="bold"),
+        Text(
+            f"accession {view.accession or '—'} · SR {view.sr_sop_instance_uid} · written {view.content_datetime}"
+            f" · {view.completion} / {view.verification}"
+        ),
+    ]
+    if view.observer:
+        lines.append(Text(f"model: {view.observer}"))
+    lines += [Text(notice, style="bold yellow") for notice in view.notices]
+    table = Table("finding", "presence", "confidence", "devices", title="Findings", title_justify="left")
+    for finding in view.findings:
+        confidence = "" if finding.confidence is None else f"{finding.confidence:.2f}"
+        table.add_row(escape(finding.label), finding.presence, confidence, escape(", ".join(finding.devices)))
+    lines += [Text(""), table if view.findings else Text("Findings: none recorded")]
+    lines += [Text(""), Text("Impression", style="bold"), Text(view.impression or "—")]
+    lines += [Text(""), Text("Reasoning", style="bold")]
+    lines += [Text.assemble((f"{section}: ", "italic"), text) for section, text in view.reasoning] or [Text("—")]
+    lines += [Text(""), Text("Files: " + ", ".join(str(path) for path in view.files.values()), style="dim")]
+    return Group(*lines)
+
+
+@drafts_app.command("export")
+def drafts_export(
+    ctx: typer.Context,
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to copy the draft files into (created).")],
+    revision: Annotated[int | None, typer.Option(help="Revision number; default the newest kept.")] = None,
+) -> None:
+    """Copy a kept draft's files (sr.dcm, oru.hl7, report.fhir.json …) into a folder (audited)."""
+    from radtrace.reporting.draft_store import drafts_root, list_drafts
+
+    settings = settings_of(ctx)
+    try:
+        kept = [d for d in list_drafts(drafts_root(settings), study_uid) if revision in (None, d.revision)]
+    except RadtraceError as exc:
+        fail(exc.reason, EXIT_USAGE)
+    if not kept:
+        fail(f"no draft is kept for study {study_uid}" + (f" revision {revision}" if revision else ""))
+    draft = max(kept, key=lambda d: d.revision)
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+        written = [Path(shutil.copy2(path, to / path.name)) for path in draft.files.values()]
+    except OSError as exc:
+        fail(f"could not export to {to}: {exc.strerror or exc}")
+    _record_draft_use(
+        settings, EventType.DRAFT_EXPORTED, study_uid, draft.revision, via="cli", to=str(to.resolve()),
+        files=[path.name for path in written],
+    )  # fmt: skip
+    for path in written:
+        out.print(str(path), highlight=False)

@@ -52,8 +52,8 @@ from radtrace.config import BrokerSettings, Settings
 from radtrace.errors import DicomInputError, RadtraceError, is_retryable
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.model.study import Skipped, StudyImage, study_image
-from radtrace.reporting.dispatch.outbox import Delivery, Outbox, planned_deliveries
-from radtrace.reporting.drafts import build_drafts
+from radtrace.reporting.dispatch.outbox import Delivery, Outbox
+from radtrace.reporting.draft_store import build_keep_and_enqueue
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import (
@@ -465,21 +465,11 @@ class StudyPipeline:
         )
 
     def _enqueue(self, claim: _Claim, reading: Reading, sources: list[Any]) -> list[int]:
-        drafts = build_drafts(
-            reading,
-            sources,
-            settings=self.settings.reporting,
-            revision=claim.number,
-            predecessors=self.outbox.earlier_srs(claim.revision_id),
-        )
-        identity = reading.identity
-        return self.outbox.enqueue(
-            claim.revision_id,
-            planned_deliveries(self.settings.dispatch, drafts),
-            sr_sop_instance_uid=drafts.sr_sop_instance_uid,
-            model_name=identity.model_name,
-            model_version=identity.revision or identity.weights_sha256,
-        )
+        # Drafts are kept under <data_dir>/drafts whether or not a destination is configured (issue 15).
+        return build_keep_and_enqueue(
+            self.settings, self.outbox, revision_id=claim.revision_id, study_uid=claim.study_uid,
+            revision=claim.number, reading=reading, sources=sources,
+        )  # fmt: skip
 
     def _release(self, session: Session, claim: _Claim, now: datetime, **values: Any) -> bool:
         """Apply ``values`` to the revision only while our claim holds; False when it was lost."""

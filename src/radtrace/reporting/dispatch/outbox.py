@@ -196,10 +196,12 @@ class Outbox:
         sr_sop_instance_uid: str | None = None,
         model_name: str | None = None,
         model_version: str | None = None,
+        drafts: Sequence[Mapping[str, str]] = (),
     ) -> list[int]:
         """Store the payloads and add one pending row per delivery (existing rows are kept as they are).
 
-        Records ``report_created`` naming the SR and each payload's SHA-256. Returns the row IDs.
+        Records ``report_created`` naming the SR, each payload's SHA-256 and the kept ``drafts`` (kind, path
+        under the drafts folder, SHA-256; see :mod:`radtrace.reporting.draft_store`). Returns the row IDs.
         """
         stored = [(d, *self._store_payload(d.payload, d.kind, d.destination)) for d in deliveries]
         with self.store.session("enqueueing reports", immediate=True) as session:
@@ -243,6 +245,7 @@ class Outbox:
                     payload={
                         "revision": revision.number,
                         "sr_sop_instance_uid": sr_sop_instance_uid,
+                        "drafts": [dict(draft) for draft in drafts],
                         "outbox": [
                             {"id": i, "kind": d.kind, "destination": d.destination, "sha256": digest}
                             for i, (d, _, digest) in zip(ids, stored, strict=True)

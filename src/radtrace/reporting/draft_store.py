@@ -1,0 +1,326 @@
+"""Every draft is kept: the SR, HL7 ORU, FHIR Bundle (and GSPS) of each revision, under the data directory.
+
+Layout: ``<data_dir>/drafts/<Study Instance UID>/<revision>/`` holding ``sr.dcm``, ``oru.hl7``,
+``report.fhir.json`` and, when built, ``gsps.dcm``. A Study Instance UID is digits and dots, so no patient
+data reaches a file name. Each file is written to a temporary name, fsynced, renamed and its directory
+fsynced (:mod:`radtrace.durable`) before ``report_created`` is recorded with its path and SHA-256, whether
+or not any destination is configured: a site with no PACS, RIS or file drop still has its drafts.
+
+A later attempt of the same revision replaces the files atomically (its ``report_created`` names the new
+hashes). :func:`read_draft` reads a kept draft back into findings, impression and reasoning for
+``radtrace drafts show`` and the QA API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from radtrace.durable import fsync_directory
+from radtrace.errors import ReportError
+
+if TYPE_CHECKING:
+    from radtrace.config import Settings
+    from radtrace.model.reading import Reading
+    from radtrace.reporting.dispatch.outbox import Outbox, ReportFiles
+
+__all__ = [
+    "DRAFT_FILES",
+    "DraftFinding",
+    "DraftRevision",
+    "DraftView",
+    "KeptDraft",
+    "build_keep_and_enqueue",
+    "drafts_root",
+    "keep_drafts",
+    "list_drafts",
+    "read_draft",
+]
+
+# kind -> file name inside <study>/<revision>/
+DRAFT_FILES: Final = {"sr": "sr.dcm", "hl7": "oru.hl7", "fhir": "report.fhir.json", "gsps": "gsps.dcm"}
+_UID: Final = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class KeptDraft:
+    """One stored draft file: its kind, path (relative to the drafts root) and SHA-256."""
+
+    kind: str
+    path: str
+    sha256: str
+
+    def as_json(self) -> dict[str, str]:
+        """The form recorded in ``report_created``."""
+        return {"kind": self.kind, "path": self.path, "sha256": self.sha256}
+
+
+def drafts_root(settings: Settings) -> Path:
+    """Where drafts are kept: ``<data_dir>/drafts``."""
+    return settings.data_dir / "drafts"
+
+
+def _study_dir(root: Path, study_uid: str) -> Path:
+    if not _UID.match(study_uid) or len(study_uid) > 64:
+        raise ReportError(f"not a DICOM UID: {study_uid!r}")
+    return root / study_uid
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that it survives power loss once this returns."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, fsyncing each parent that gained an entry."""
+    missing: list[Path] = []
+    probe = directory
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+        fsync_directory(created.parent)
+
+
+def keep_drafts(root: Path, study_uid: str, revision: int, files: ReportFiles) -> list[KeptDraft]:
+    """Store one revision's drafts durably under ``root``; returns each file's relative path and SHA-256."""
+    directory = _study_dir(root, study_uid) / str(revision)
+    try:
+        _make_dirs(directory)
+        payloads = {"sr": files.sr, "hl7": files.hl7, "fhir": files.fhir, "gsps": files.gsps}
+        kept: list[KeptDraft] = []
+        for kind, payload in payloads.items():
+            if payload is None:
+                continue
+            path = directory / DRAFT_FILES[kind]
+            _write_durably(path, payload)
+            kept.append(KeptDraft(kind, path.relative_to(root).as_posix(), hashlib.sha256(payload).hexdigest()))
+        fsync_directory(directory)
+    except OSError as exc:
+        raise ReportError(f"drafts could not be stored under {directory}: {exc.strerror or exc}") from exc
+    return kept
+
+
+def build_keep_and_enqueue(
+    settings: Settings,
+    outbox: Outbox,
+    *,
+    revision_id: int,
+    study_uid: str,
+    revision: int,
+    reading: Reading,
+    sources: Sequence[Any],
+) -> list[int]:
+    """What the worker does after a reading: build the drafts, keep them, and queue their deliveries.
+
+    ``report_created`` (recorded by the outbox) names the kept files with their SHA-256 under ``drafts``,
+    and the planned deliveries (none when no destination is configured) under ``outbox``.
+    """
+    from radtrace.reporting.dispatch.outbox import planned_deliveries
+    from radtrace.reporting.drafts import build_drafts
+
+    drafts = build_drafts(
+        reading,
+        sources,
+        settings=settings.reporting,
+        revision=revision,
+        predecessors=outbox.earlier_srs(revision_id),
+    )
+    kept = keep_drafts(drafts_root(settings), study_uid, revision, drafts)
+    identity = reading.identity
+    return outbox.enqueue(
+        revision_id,
+        planned_deliveries(settings.dispatch, drafts),
+        sr_sop_instance_uid=drafts.sr_sop_instance_uid,
+        model_name=identity.model_name,
+        model_version=identity.revision or identity.weights_sha256,
+        drafts=[draft.as_json() for draft in kept],
+    )
+
+
+# --- reading drafts back ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DraftRevision:
+    """One kept revision of one study: which files are there."""
+
+    study_uid: str
+    revision: int
+    files: dict[str, Path]
+    modified: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain data for ``--json`` and the API."""
+        return {
+            "study_uid": self.study_uid,
+            "revision": self.revision,
+            "files": {kind: str(path) for kind, path in self.files.items()},
+            "modified": self.modified.isoformat(timespec="seconds"),
+        }
+
+
+@dataclass(frozen=True)
+class DraftFinding:
+    """One finding of a kept SR."""
+
+    label: str
+    presence: str
+    confidence: float | None = None
+    devices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DraftView:
+    """A kept draft read back from its SR: what a person reviewing it reads."""
+
+    study_uid: str
+    revision: int
+    sr_sop_instance_uid: str
+    accession: str | None
+    content_datetime: str | None
+    completion: str | None
+    verification: str | None
+    observer: str | None
+    findings: tuple[DraftFinding, ...]
+    notices: tuple[str, ...]
+    impression: str | None
+    reasoning: tuple[tuple[str, str], ...]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain data for ``--json`` and the API."""
+        return {
+            "study_uid": self.study_uid,
+            "revision": self.revision,
+            "sr_sop_instance_uid": self.sr_sop_instance_uid,
+            "accession": self.accession,
+            "content_datetime": self.content_datetime,
+            "completion": self.completion,
+            "verification": self.verification,
+            "observer": self.observer,
+            "notices": list(self.notices),
+            "findings": [
+                {"label": f.label, "presence": f.presence, "confidence": f.confidence, "devices": list(f.devices)}
+                for f in self.findings
+            ],
+            "impression": self.impression,
+            "reasoning": [{"section": section, "text": text} for section, text in self.reasoning],
+            "files": {kind: str(path) for kind, path in self.files.items()},
+        }
+
+
+def list_drafts(root: Path, study_uid: str | None = None) -> list[DraftRevision]:
+    """The kept revisions, newest first; only ``study_uid``'s when given (empty when none is kept)."""
+    if study_uid is not None:
+        studies = [_study_dir(root, study_uid)]
+    else:
+        studies = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    found: list[DraftRevision] = []
+    for study in studies:
+        if not study.is_dir():
+            continue
+        for directory in study.iterdir():
+            if not directory.name.isdigit():
+                continue
+            files = {kind: directory / name for kind, name in DRAFT_FILES.items() if (directory / name).is_file()}
+            if "sr" not in files:
+                continue
+            modified = datetime.fromtimestamp(files["sr"].stat().st_mtime).astimezone()
+            found.append(DraftRevision(study.name, int(directory.name), files, modified))
+    return sorted(found, key=lambda d: (d.modified, d.revision), reverse=True)
+
+
+def _meaning(item: Dataset, keyword: str) -> str:
+    sequence = item.get(keyword)
+    return str(sequence[0].CodeMeaning) if sequence else ""
+
+
+def _number(item: Dataset) -> float | None:
+    measured = item.get("MeasuredValueSequence")
+    return float(measured[0].NumericValue) if measured else None
+
+
+def _finding(group: Dataset) -> DraftFinding:
+    label = presence = ""
+    confidence: float | None = None
+    devices: list[str] = []
+    for item in group.get("ContentSequence", []):
+        name = _meaning(item, "ConceptNameCodeSequence")
+        if item.ValueType == "TEXT" and name == "Tracking Identifier":
+            label = label or str(item.TextValue).split(" #")[0]
+        elif item.ValueType == "CODE" and name == "Finding" and not label:
+            label = _meaning(item, "ConceptCodeSequence")
+        elif item.ValueType == "CODE" and name == "Presence of property":
+            presence = _meaning(item, "ConceptCodeSequence")
+        elif item.ValueType == "CODE" and name == "Device":
+            devices.append(_meaning(item, "ConceptCodeSequence"))
+        elif item.ValueType == "NUM" and name == "Model confidence":
+            confidence = _number(item)
+    return DraftFinding(label, presence, confidence, tuple(devices))
+
+
+def read_draft(root: Path, study_uid: str, revision: int | None = None) -> DraftView:
+    """Read a kept draft (the newest revision unless ``revision`` is given) back from its SR.
+
+    Raises :class:`ReportError` when none is kept or the SR cannot be read.
+    """
+    kept = list_drafts(root, study_uid)
+    if revision is not None:
+        kept = [d for d in kept if d.revision == revision]
+    if not kept:
+        which = f"revision {revision} of study" if revision is not None else "study"
+        raise ReportError(f"no draft is kept for {which} {study_uid} under {root}")
+    draft = max(kept, key=lambda d: d.revision)
+    try:
+        sr = pydicom.dcmread(io.BytesIO(draft.files["sr"].read_bytes()))
+    except (OSError, InvalidDicomError) as exc:
+        raise ReportError(f"the kept SR {draft.files['sr']} cannot be read: {exc}") from exc
+    findings: list[DraftFinding] = []
+    texts: list[tuple[str, str]] = []
+    observer: str | None = None
+    for item in sr.get("ContentSequence", []):
+        name = _meaning(item, "ConceptNameCodeSequence")
+        if item.ValueType == "TEXT" and name == "Device Observer Model Name":
+            observer = str(item.TextValue)
+        elif item.ValueType == "CONTAINER" and name == "Imaging Measurements":
+            findings += [_finding(group) for group in item.get("ContentSequence", [])]
+        elif item.ValueType == "CONTAINER" and name == "Qualitative Evaluations":
+            texts += [
+                (_meaning(text, "ConceptNameCodeSequence"), str(text.TextValue))
+                for text in item.get("ContentSequence", [])
+                if text.ValueType == "TEXT"
+            ]
+    prefix = "Model reasoning: "
+    return DraftView(
+        study_uid=draft.study_uid,
+        revision=draft.revision,
+        sr_sop_instance_uid=str(sr.SOPInstanceUID),
+        accession=str(sr.get("AccessionNumber", "")) or None,
+        content_datetime=f"{sr.get('ContentDate', '')} {sr.get('ContentTime', '')}".strip() or None,
+        completion=str(sr.get("CompletionFlag", "")) or None,
+        verification=str(sr.get("VerificationFlag", "")) or None,
+        observer=observer,
+        findings=tuple(findings),
+        notices=tuple(text for name, text in texts if name.lower().endswith("notice")),
+        impression=next((text for name, text in texts if name == "Impression"), None),
+        reasoning=tuple((name.removeprefix(prefix), text) for name, text in texts if name.startswith(prefix)),
+        files=dict(draft.files),
+    )

@@ -1,0 +1,105 @@
+"""Drafts are always kept: with no destination configured, the worker stores SR, HL7 and FHIR under
+<data_dir>/drafts, names them with their SHA-256 in report_created, and `radtrace drafts` reads them back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from hl7apy.parser import parse_message
+
+from radtrace.config import Settings, load_settings
+from radtrace.model.reader import StudyReader
+from radtrace.reporting.draft_store import DRAFT_FILES, drafts_root, read_draft
+from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
+from radtrace.testing.studies import make_study
+from radtrace.worker.pipeline import Result, StudyPipeline
+from tests_support import radtrace
+from worker_support import audit_events, outbox_rows, spool_study
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def no_destinations(tmp_path: Path, tiny_model_dir: Path) -> Settings:
+    return load_settings(
+        data_dir=tmp_path / "data",
+        model={"path": tiny_model_dir, "device": "cpu", "max_new_tokens": 48},
+    )
+
+
+@pytest.fixture
+def sqlite_store(no_destinations: Settings) -> Iterator[Store]:
+    no_destinations.data_dir.mkdir(parents=True)
+    store = Store.from_url(no_destinations.store_url)
+    upgrade(store)
+    yield store
+    store.dispose()
+
+
+def test_with_no_destination_the_drafts_are_kept_hashed_audited_and_readable(
+    no_destinations: Settings, sqlite_store: Store, tmp_path: Path
+) -> None:
+    settings = no_destinations
+    study_uid, number = spool_study(settings, sqlite_store, make_study())
+    reader = StudyReader(settings.model, data_dir=settings.data_dir)
+
+    result = StudyPipeline(settings, sqlite_store, reader, worker="w1").process(study_uid, number)
+
+    assert result.result is Result.REPORTED
+    assert outbox_rows(sqlite_store) == []  # nothing to deliver ...
+    folder = drafts_root(settings) / study_uid / "1"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [DRAFT_FILES["sr"], DRAFT_FILES["hl7"], DRAFT_FILES["fhir"]]
+    )  # ... yet every draft is kept, and no temporary file is left
+    created = [payload for kind, _, payload in audit_events(sqlite_store) if kind == "report_created"]
+    assert len(created) == 1
+    recorded = {item["kind"]: item for item in created[0]["drafts"]}
+    assert set(recorded) == {"sr", "hl7", "fhir"}
+    for item in recorded.values():
+        path = drafts_root(settings) / item["path"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"]
+    sr = pydicom.dcmread(folder / "sr.dcm")
+    assert sr.StudyInstanceUID == study_uid
+    assert str(sr.SOPInstanceUID) == created[0]["sr_sop_instance_uid"]
+    assert parse_message((folder / "oru.hl7").read_text().replace("\n", "\r"), find_groups=False).msh
+
+    view = read_draft(drafts_root(settings), study_uid)
+    assert (view.study_uid, view.revision, view.sr_sop_instance_uid) == (study_uid, 1, str(sr.SOPInstanceUID))
+    assert view.verification == "UNVERIFIED"
+    assert any("not verified" in notice.lower() for notice in view.notices)
+
+    # the CLI reads the same folder from the settings alone, and each use is audited
+    env = {"RADTRACE_DATA_DIR": str(settings.data_dir), "RADTRACE_LISTENER__MIN_FREE_BYTES": "0"}
+    listed = radtrace("drafts", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert study_uid in listed.stdout
+    shown = radtrace("drafts", "show", study_uid, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "Impression" in shown.stdout
+    assert "Reasoning" in shown.stdout
+    assert str(sr.SOPInstanceUID) in shown.stdout
+    exported = radtrace("drafts", "export", study_uid, "--to", str(tmp_path / "out"), env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "out" / "sr.dcm").read_bytes() == (folder / "sr.dcm").read_bytes()
+    kinds = [kind for kind, _, _ in audit_events(sqlite_store)]
+    assert kinds[-2:] == ["draft_accessed", "draft_exported"]
+
+    missing = radtrace("drafts", "show", "1.2.3.4", env=env)
+    assert missing.returncode == 1
+    assert "no draft is kept" in missing.stderr
+
+
+def test_a_read_only_command_never_creates_a_database(tmp_path: Path) -> None:
+    env = {"RADTRACE_DATA_DIR": str(tmp_path / "elsewhere")}
+    result = radtrace("status", "--no-broker", env=env)
+    assert result.returncode == 1
+    assert "no radtrace database at" in result.stderr
+    assert str(tmp_path / "elsewhere") in result.stderr
+    assert not (tmp_path / "elsewhere" / "radtrace.db").exists()
+    assert not os.path.exists(tmp_path / "elsewhere")
