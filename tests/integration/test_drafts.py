@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from fastapi.testclient import TestClient
 from hl7apy.parser import parse_message
 
+from radtrace.audit.api import create_api
+from radtrace.audit.events import Actor
+from radtrace.audit.tokens import create_token
 from radtrace.config import Settings, load_settings
 from radtrace.model.reader import StudyReader
 from radtrace.reporting.draft_store import DRAFT_FILES, drafts_root, read_draft
@@ -93,6 +97,24 @@ def test_with_no_destination_the_drafts_are_kept_hashed_audited_and_readable(
     missing = radtrace("drafts", "show", "1.2.3.4", env=env)
     assert missing.returncode == 1
     assert "no draft is kept" in missing.stderr
+
+    # the QA API serves them to a token holder, and records each use with the token's name
+    secret = create_token(sqlite_store, "qa.reviewer", "qa", Actor(user="admin")).secret
+    with TestClient(create_api(sqlite_store, drafts_dir=drafts_root(settings))) as client:
+        base = f"/v1/studies/{study_uid}/drafts"
+        assert client.get(base).status_code == 401
+        headers = {"Authorization": f"Bearer {secret}"}
+        assert [d["revision"] for d in client.get(base, headers=headers).json()] == [1]
+        body = client.get(f"{base}/1", headers=headers).json()
+        assert body["sr_sop_instance_uid"] == str(sr.SOPInstanceUID)
+        assert body["verification"] == "UNVERIFIED"
+        download = client.get(f"{base}/1/sr", headers=headers)
+        assert download.status_code == 200
+        assert download.content == (folder / "sr.dcm").read_bytes()
+        assert client.get(f"{base}/2", headers=headers).status_code == 404
+        assert client.get("/v1/studies/1.2.3/drafts", headers=headers).status_code == 404
+    used = [(kind, payload) for kind, _, payload in audit_events(sqlite_store)][-2:]
+    assert [(kind, payload["via"]) for kind, payload in used] == [("draft_accessed", "api"), ("draft_exported", "api")]
 
 
 def test_a_read_only_command_never_creates_a_database(tmp_path: Path) -> None:

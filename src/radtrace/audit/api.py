@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path as FsPath
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
@@ -45,7 +46,8 @@ from radtrace.audit.queries import (
 )
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.tokens import AuthenticationError, Role, TokenInfo, authenticate
-from radtrace.errors import RadtraceError, StoreUnavailableError
+from radtrace.errors import RadtraceError, ReportError, StoreUnavailableError
+from radtrace.reporting.draft_store import list_drafts, read_draft
 from radtrace.store.engine import Store
 from radtrace.store.migrate import current_revision, head_revision
 
@@ -197,6 +199,75 @@ def get_timeline(
     return timeline
 
 
+def _drafts_dir(request: Request) -> FsPath:
+    drafts = request.app.state.drafts_dir
+    if not isinstance(drafts, FsPath):
+        raise HTTPException(404, detail="this API was started without a drafts folder")
+    return drafts
+
+
+DraftsDep = Annotated[FsPath, Depends(_drafts_dir)]
+StudyUid = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9.]+$", description="Study Instance UID")]
+_NO_DRAFT: Final[dict[int | str, dict[str, Any]]] = {
+    404: {"model": Problem, "description": "no draft is kept for this study (or revision)"}
+}
+
+
+def _record_draft_use(store: Store, caller: Caller, kind: EventType, study_uid: str, **details: Any) -> None:
+    AuditRecorder(store).record(AuditEvent(kind, caller.actor, study_uid=study_uid, payload={"via": "api", **details}))
+
+
+@router.get("/v1/studies/{study_uid}/drafts", tags=["drafts"], responses={**_PROBLEMS, **_NO_DRAFT})
+def list_study_drafts(study_uid: StudyUid, caller: QaCaller, drafts: DraftsDep) -> list[dict[str, Any]]:
+    """The kept revisions of one study's draft, newest first (file paths on the server)."""
+    kept = list_drafts(drafts, study_uid)
+    if not kept:
+        raise HTTPException(404, detail="no draft is kept for this study")
+    return [draft.as_json() for draft in kept]
+
+
+@router.get("/v1/studies/{study_uid}/drafts/{revision}", tags=["drafts"], responses={**_PROBLEMS, **_NO_DRAFT})
+def get_study_draft(
+    study_uid: StudyUid, revision: Annotated[int, Path(ge=1)], caller: QaCaller, store: StoreDep, drafts: DraftsDep
+) -> dict[str, Any]:
+    """One kept draft read back from its SR: findings, impression, reasoning (recorded as draft_accessed)."""
+    try:
+        view = read_draft(drafts, study_uid, revision)
+    except ReportError as exc:
+        raise HTTPException(404, detail=exc.reason) from exc
+    _record_draft_use(store, caller, EventType.DRAFT_ACCESSED, study_uid, revision=revision)
+    return view.as_json()
+
+
+@router.get(
+    "/v1/studies/{study_uid}/drafts/{revision}/{kind}",
+    tags=["drafts"],
+    response_class=Response,
+    responses={**_PROBLEMS, **_NO_DRAFT, 200: {"description": "the file as kept (DICOM, HL7 v2 or FHIR JSON)"}},
+)
+def download_study_draft(
+    study_uid: StudyUid,
+    revision: Annotated[int, Path(ge=1)],
+    kind: Annotated[str, Path(pattern="^(sr|hl7|fhir|gsps)$", description="sr, hl7, fhir or gsps")],
+    caller: QaCaller,
+    store: StoreDep,
+    drafts: DraftsDep,
+) -> Response:
+    """One kept draft file, byte for byte (recorded as draft_exported)."""
+    kept = [draft for draft in list_drafts(drafts, study_uid) if draft.revision == revision]
+    if not kept or kind not in kept[0].files:
+        raise HTTPException(404, detail=f"no {kind} draft is kept for this study and revision")
+    path = kept[0].files[kind]
+    _record_draft_use(store, caller, EventType.DRAFT_EXPORTED, study_uid, revision=revision, files=[path.name])
+    media = {"sr": "application/dicom", "gsps": "application/dicom", "hl7": "x-application/hl7-v2+er7",
+             "fhir": "application/fhir+json"}  # fmt: skip
+    return Response(
+        path.read_bytes(),
+        media_type=media[kind],
+        headers={"Content-Disposition": f'attachment; filename="{path.name}"'},
+    )
+
+
 @router.get("/v1/verify", tags=["admin"], responses=_PROBLEMS)
 def verify(caller: AdminCaller, store: StoreDep) -> VerificationReport:
     """Walk the whole hash chain and report the first broken row (admin only; recorded, and alerts if broken)."""
@@ -262,8 +333,8 @@ async def _access_log(request: Request, call_next: Callable[[Request], Awaitable
     return response
 
 
-def create_api(store: Store) -> FastAPI:
-    """The QA API over ``store``; serve it with any ASGI server (``radtrace api`` uses uvicorn)."""
+def create_api(store: Store, *, drafts_dir: FsPath | None = None) -> FastAPI:
+    """The QA API over ``store`` (and the kept drafts in ``drafts_dir``); serve it with any ASGI server."""
     app = FastAPI(
         title="radtrace QA API",
         version=__version__,
@@ -274,6 +345,7 @@ def create_api(store: Store) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.store = store
+    app.state.drafts_dir = drafts_dir
     app.include_router(router)
     app.middleware("http")(_access_log)
     app.add_exception_handler(StoreUnavailableError, _on_store_unavailable)

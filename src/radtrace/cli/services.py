@@ -164,6 +164,7 @@ def api(ctx: typer.Context) -> None:
     from radtrace.audit.api import create_api
     from radtrace.audit.operations import local_operator
     from radtrace.audit.tokens import ensure_bootstrap_admin
+    from radtrace.reporting.draft_store import drafts_root
 
     settings = settings_of(ctx)
     with open_store(settings) as store:
@@ -174,6 +175,5 @@ def api(ctx: typer.Context) -> None:
         log.info("QA API on http://%s:%d (documentation at /docs)", settings.api.host, settings.api.port)
         # log_config=None: uvicorn logs through radtrace's handler; its access log is off because it
         # prints query strings (patient IDs); the API logs requests by route template instead.
-        uvicorn.run(
-            create_api(store), host=settings.api.host, port=settings.api.port, log_config=None, access_log=False
-        )
+        application = create_api(store, drafts_dir=drafts_root(settings))
+        uvicorn.run(application, host=settings.api.host, port=settings.api.port, log_config=None, access_log=False)
