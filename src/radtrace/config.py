@@ -146,7 +146,46 @@ class ListenerSettings(_Section):
     acse_timeout_s: float = Field(default=30.0, gt=0, description="association negotiation timeout")
     dimse_timeout_s: float = Field(default=60.0, gt=0, description="timeout waiting for a DIMSE message")
     network_timeout_s: float = Field(default=60.0, gt=0, description="idle connection timeout")
-    max_pdu_bytes: int = Field(default=0, ge=0, description="0 means unlimited")
+    max_pdu_bytes: int = Field(
+        default=4 * 1024**2,
+        ge=4096,
+        le=64 * 1024**2,
+        description="largest P-DATA-TF PDU accepted (advertised at negotiation); a peer sending more is aborted",
+    )
+    max_buffered_bytes: int = Field(
+        default=256 * 1024**2,
+        ge=1024**2,
+        description="PDU bytes all connections together may hold in memory; a connection that would pass it is aborted",
+    )
+    negotiation_timeout_s: float = Field(
+        default=10.0, gt=0, description="wall-clock limit from TCP connect to an established association"
+    )
+    min_transfer_rate_bytes_s: int = Field(
+        default=64 * 1024,
+        ge=1,
+        description="a PDU must arrive within pdu_grace_s plus its length at this rate, else the peer is cut off",
+    )
+    pdu_grace_s: float = Field(
+        default=5.0, gt=0, description="time every PDU may take on top of its length at the rate"
+    )
+    max_association_s: float = Field(default=3600.0, gt=0, description="wall-clock limit of one whole association")
+    max_half_open_per_source: int = Field(
+        default=32, ge=1, description="connections one source address may have open before its association is agreed"
+    )
+    max_half_open: int = Field(
+        default=512, ge=1, description="connections from all sources together before their association is agreed"
+    )
+    max_image_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="largest image accepted: rows x columns x samples x frames, from the header and the codestream",
+    )
+    refusal_audit_interval_s: float = Field(
+        default=60.0, gt=0, description="refused associations are audited once per source and reason per interval"
+    )
+    metrics_host: str | None = Field(
+        default=None, description="address the listener's metrics port binds to; default: listener.host"
+    )
     settle_seconds: float = Field(
         default=10.0, gt=0, description="study is complete after this long with no new instance"
     )
@@ -167,6 +206,11 @@ class ListenerSettings(_Section):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     _ae = field_validator("ae_title")(_check_ae_title)
+
+    @property
+    def metrics_bind_host(self) -> str:
+        """Where every metrics port binds: ``metrics_host``, else where the listener binds."""
+        return self.metrics_host or self.host
 
 
 class StoreSettings(_Section):

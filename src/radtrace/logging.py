@@ -5,6 +5,11 @@ Library modules only call ``logging.getLogger(__name__)``. Entry points (the CLI
 runs *after* the message is formatted, so patient names, IDs and birth dates are removed whatever
 reached the log call: a pydicom dataset, a pynetdicom dump, an HL7 PID segment, an exception text or a
 value registered with :func:`redacting`. Log lines identify a study by :func:`study_key`, a hash.
+
+Much of what is logged comes from a peer (AE titles, UIDs, element values, PDU bytes, pynetdicom's and
+pydicom's warnings about them): the same filter escapes every control character in the message as
+``\\xNN`` (:func:`escape`), so that a newline or NUL in a calling AE title cannot forge a log line,
+in text and JSON formats alike.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ __all__ = [
     "JsonFormatter",
     "PatientDataFilter",
     "configure_logging",
+    "escape",
     "redact_text",
     "redacting",
     "study_key",
@@ -59,6 +65,27 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
 _registered_values: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
     "radtrace_redacted_values", default=frozenset()
 )
+
+
+# C0 controls, DEL, C1 controls and the Unicode line and paragraph separators.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_NEWLINE: Final = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _hex(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape(value: object) -> str:
+    """``value`` as text with every control character written ``\\xNN``: one line, nothing hidden.
+
+    For any peer-supplied string (AE title, UID, element value, PDU bytes) before it is logged; the
+    log filter applies it to every message as well.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("ascii", "backslashreplace")  # raw bytes: anything not ASCII as \\xNN
+    return _CONTROL.sub(_hex, str(value))
 
 
 def study_key(study_instance_uid: str) -> str:
@@ -121,13 +148,13 @@ class PatientDataFilter(logging.Filter):
                 message = record.getMessage()
             except Exception:  # a bad format string must not lose the line, nor leak its arguments
                 message = f"{record.msg!s} <unformattable arguments>"
-            record.msg = redact_text(message)
+            record.msg = escape(redact_text(message))
             record.args = None
             # Another handler may already have cached an unredacted exc_text: always rebuild it.
             if record.exc_info:
                 record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-            if record.exc_text:
-                record.exc_text = redact_text(record.exc_text)
+            if record.exc_text:  # a traceback keeps its lines; other controls are escaped
+                record.exc_text = _CONTROL_BUT_NEWLINE.sub(_hex, redact_text(record.exc_text))
             record.exc_info = None
             if record.stack_info:
                 record.stack_info = redact_text(record.stack_info)
@@ -151,7 +178,9 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+                entry[key] = escape(value) if isinstance(value, str) else value
+                if not isinstance(value, (str, int, float, bool, type(None))):
+                    entry[key] = escape(repr(value))
         if record.exc_text:
             entry["exception"] = record.exc_text
         elif record.exc_info:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -12,6 +13,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+import pytest
 from pynetdicom.transport import AssociationSocket
 
 from radtrace.dicom_listener.transport import (
@@ -119,3 +121,38 @@ def test_a_wake_rings_the_reader_and_draining_silences_it() -> None:
     finally:
         wake.close()
     wake.ring()  # closed: ignored, the association is gone
+
+
+def test_a_claimed_length_is_never_allocated_before_its_bytes_arrive() -> None:
+    from radtrace.dicom_listener.admission import BufferBudget
+    from radtrace.dicom_listener.transport import PduRefusedError
+
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b"x" * 1000)
+    theirs.close()
+    assoc = SimpleNamespace(dul=SimpleNamespace(event_queue=queue.Queue()))
+    fast = WholePduSocket.adopt(AssociationSocket(assoc, client_socket=ours))  # type: ignore[arg-type]
+    fast.budget = BufferBudget(256 * 1024)
+    got = fast.recv(4 * 1024**3)  # a 4 GiB claim: what arrived, in a buffer the size of what arrived
+    assert bytes(got) == b"x" * 1000
+    assert fast.budget.peak <= 64 * 1024  # never more than one read-ahead's worth for 1000 bytes
+    fast.give_back()
+    assert fast.budget.held == 0
+    ours.close()
+
+    ours, theirs = socket.socketpair()
+
+    def send_more_than_the_budget() -> None:
+        with theirs, contextlib.suppress(OSError):  # the reader gives up before the end
+            theirs.sendall(b"y" * (2 * 1024 * 1024))
+
+    sender = threading.Thread(target=send_more_than_the_budget)
+    sender.start()
+    fast = WholePduSocket.adopt(AssociationSocket(assoc, client_socket=ours))  # type: ignore[arg-type]
+    fast.budget = BufferBudget(1024 * 1024)
+    try:
+        with pytest.raises(PduRefusedError, match="budget"):
+            fast.recv(2 * 1024 * 1024)
+    finally:
+        ours.close()
+        sender.join(5)

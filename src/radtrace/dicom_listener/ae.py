@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import cast
 
 from pynetdicom import AE, _config
 from pynetdicom.transport import ThreadedAssociationServer
@@ -21,6 +22,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings, TlsSettings
+from radtrace.dicom_listener.admission import Admission, Watchdog
 from radtrace.dicom_listener.completion import CompletionTimer
 from radtrace.dicom_listener.contexts import supported_contexts
 from radtrace.dicom_listener.filtering import FilterRule
@@ -69,7 +71,9 @@ def build_ae(settings: Settings) -> AE:
     listener = settings.listener
     ae = AE(ae_title=listener.ae_title)
     ae.supported_contexts = supported_contexts(listener.non_chest_policy)
-    ae.maximum_associations = listener.max_associations
+    # Slots are counted by the handlers over admitted associations only (see admission.py):
+    # pynetdicom's own count includes every connection still negotiating, so it must never bind.
+    ae.maximum_associations = listener.max_associations + listener.max_half_open + 1
     ae.maximum_pdu_size = listener.max_pdu_bytes
     ae.acse_timeout = listener.acse_timeout_s
     ae.dimse_timeout = listener.dimse_timeout_s
@@ -105,6 +109,8 @@ class Listener:
             doorbell=settings,
             rule=FilterRule.from_settings(settings.listener.routing),
         )
+        self.admission = Admission(settings.listener)
+        self.watchdog: Watchdog | None = None
         self.handlers = ListenerHandlers(
             settings.listener,
             store,
@@ -112,6 +118,7 @@ class Listener:
             metrics=self.metrics,
             free_bytes=free_bytes or self.spool.free_bytes,
             on_instance=self.timer.poke,
+            admission=self.admission,
         )
         self.redirect_tempdir = redirect_tempdir
         self._server: ThreadedAssociationServer | None = None
@@ -135,15 +142,22 @@ class Listener:
         listener = self.settings.listener
         ae = build_ae(self.settings)
         try:
-            server = ae.make_server(
-                (listener.host, listener.port),
-                evt_handlers=self.handlers.bindings(),
-                ssl_context=server_ssl_context(listener.tls),
-                server_class=ListenerServer,
+            server = cast(
+                "ListenerServer",
+                ae.make_server(
+                    (listener.host, listener.port),
+                    evt_handlers=self.handlers.bindings(),
+                    ssl_context=server_ssl_context(listener.tls),
+                    server_class=ListenerServer,
+                ),
             )
         except OSError as exc:
             raise ConfigError(f"listener: cannot listen on {listener.host}:{listener.port}: {exc.strerror}") from exc
         ae._servers.append(server)  # as AE.start_server does: server.shutdown() unregisters it
+        server.admission = self.admission
+        server.on_refused = self.handlers.on_connection_refused
+        self.watchdog = Watchdog(self.admission, on_sweep=self.handlers.refusals.flush)
+        self.watchdog.start()
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="radtrace-listener", daemon=True)
         self._thread.start()
@@ -157,6 +171,11 @@ class Listener:
             port = self.port
             self._server.shutdown()
             self._server = None
+            if self.watchdog is not None:
+                self.watchdog.stop()
+            for connection in self.admission.connections:  # nothing outlives the listener
+                connection.shut()
+            self.handlers.refusals.flush(force=True)
             self.timer.stop()
             self._audit(EventType.APPLICATION_STOPPED, port)
         self._stopped.set()

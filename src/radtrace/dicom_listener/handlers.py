@@ -17,6 +17,7 @@ from pynetdicom import evt
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ListenerSettings
+from radtrace.dicom_listener.admission import Admission, Connection
 from radtrace.dicom_listener.headers import ReceivedHeader, read_header
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
 from radtrace.dicom_listener.metrics import ListenerMetrics
@@ -30,10 +31,11 @@ from radtrace.dicom_listener.policy import (
     check_association,
     has_room,
 )
+from radtrace.dicom_listener.refusals import RefusalAudit
 from radtrace.dicom_listener.spool import Spool, StagedFile
 from radtrace.dicom_listener.transport import close_fast_path, take_received
 from radtrace.errors import DicomInputError, RadtraceError
-from radtrace.logging import study_key
+from radtrace.logging import escape, study_key
 from radtrace.store.engine import Store
 
 if TYPE_CHECKING:
@@ -52,6 +54,11 @@ def _status(code: int, comment: str | None = None) -> Dataset:
     return status
 
 
+def _connection(assoc: Association) -> Connection | None:
+    connection = getattr(assoc, "radtrace_connection", None)
+    return connection if isinstance(connection, Connection) else None
+
+
 def _actor(assoc: Association) -> Actor:
     return Actor(ae_title=str(assoc.requestor.ae_title).strip() or None, host=assoc.requestor.address or None)
 
@@ -68,10 +75,13 @@ class ListenerHandlers:
         metrics: ListenerMetrics,
         free_bytes: Callable[[], int],
         on_instance: Callable[[], None] = lambda: None,
+        admission: Admission | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.recorder = AuditRecorder(store)
+        self.admission = admission or Admission(settings)
+        self.refusals = RefusalAudit(self._audit_many, settings.refusal_audit_interval_s)
         self.spool = spool
         self.metrics = metrics
         self.free_bytes = free_bytes
@@ -91,8 +101,12 @@ class ListenerHandlers:
     # --- association ----------------------------------------------------------------------------
 
     def on_requested(self, event: evt.Event) -> None:
-        """Apply the association policy to an A-ASSOCIATE-RQ; reject (and audit) when it says so."""
+        """Apply the association policy to an A-ASSOCIATE-RQ; reject (and audit) when it says so.
+
+        Only here does a connection take an association slot: half-open ones never hold one.
+        """
         assoc = event.assoc
+        connection = _connection(assoc) or Connection(host=str(assoc.requestor.address), opened_at=0.0)
         try:
             primitive = assoc.requestor.primitive
             calling = str(getattr(primitive, "calling_ae_title", "") or "").strip()
@@ -101,42 +115,51 @@ class ListenerHandlers:
                 calling_ae=calling,
                 called_ae=called,
                 peer_host=str(assoc.requestor.address),
-                active_associations=sum(1 for a in assoc.ae.active_associations if a.is_acceptor),
+                active_associations=self.admission.admit(connection),
                 free_bytes=self.free_bytes(),
             )
             rejection = check_association(request, self.settings)
-        except Exception:
-            log.exception("association policy failed; rejecting")
+        except Exception as exc:
+            log.error("association policy failed (%s); rejecting", type(exc).__name__)
+            self.admission.release(connection)
             assoc.acse.send_reject(2, 3, 1)
             assoc.kill()
             return
         if rejection is None:
             self.metrics.associations.labels(result="accepted").inc()
             return
+        self.admission.release(connection)
         self.metrics.associations.labels(result="rejected").inc()
         self.metrics.rejections.labels(reason=rejection.reason).inc()
         log.warning(
-            "rejected association from %r at %s to %r: %s", calling, request.peer_host, called, rejection.reason
+            "rejected association from %s at %s to %s: %s",
+            escape(repr(calling)),
+            escape(request.peer_host),
+            escape(repr(called)),
+            rejection.reason,
         )
         assoc.acse.send_reject(rejection.result, rejection.source, rejection.diagnostic)
-        self._audit(
-            AuditEvent(
-                EventType.ASSOCIATION_REJECTED,
-                Actor(ae_title=calling or None, host=request.peer_host),
-                outcome=Outcome.MINOR_FAILURE,
-                payload={
-                    "reason": rejection.reason,
-                    "called_ae": called,
-                    "result": rejection.result,
-                    "source": rejection.source,
-                    "diagnostic": rejection.diagnostic,
-                },
-            )
+        self.refusals.refused(
+            request.peer_host,
+            rejection.reason,
+            calling_ae=calling or None,
+            called_ae=called,
+            result=rejection.result,
+            source=rejection.source,
+            diagnostic=rejection.diagnostic,
         )
         assoc.kill()
 
+    def on_connection_refused(self, host: str, reason: str) -> None:
+        """A connection closed before any PDU (half-open limits): counted and audited in aggregate."""
+        self.metrics.rejections.labels(reason=reason).inc()
+        self.refusals.refused(host, reason)
+
     def on_accepted(self, event: evt.Event) -> None:
         """Audit presentation contexts refused at negotiation (a SOP class or transfer syntax we do not take)."""
+        connection = _connection(event.assoc)
+        if connection is not None and connection.established_at is None:
+            connection.established_at = self.admission.clock()
         refused = event.assoc.rejected_contexts
         if not refused:
             return
@@ -158,7 +181,8 @@ class ListenerHandlers:
         )
 
     def on_connection_lost(self, event: evt.Event) -> None:
-        """Drop the partial file of a C-STORE cut off mid-dataset (pynetdicom leaves it open on disk)."""
+        """Free the slot at once; drop the partial file of a C-STORE cut off mid-dataset (left open by pynetdicom)."""
+        self.admission.release(_connection(event.assoc))
         close_fast_path(event.assoc)
         message = getattr(getattr(event.assoc, "dimse", None), "message", None)
         partial = getattr(message, "_data_set_file", None)
@@ -260,6 +284,9 @@ class ListenerHandlers:
     def _answer(self, code: int, comment: str | None = None) -> Dataset:
         self.metrics.status(code)
         return _status(code, comment)
+
+    def _audit_many(self, events: list[AuditEvent]) -> None:
+        self.recorder.record_many(events)
 
     def _audit(self, event: AuditEvent) -> None:
         try:

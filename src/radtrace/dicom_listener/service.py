@@ -35,7 +35,10 @@ def run_listener(settings: Settings, index: int = 0) -> None:
     )
     metrics = ListenerMetrics()
     if settings.listener.metrics_port is not None:
-        start_http_server(settings.listener.metrics_port + index, registry=metrics.registry)
+        # Unauthenticated: bound where the listener is (or listener.metrics_host), never wider by default.
+        start_http_server(
+            settings.listener.metrics_port + index, addr=settings.listener.metrics_bind_host, registry=metrics.registry
+        )
     listener = Listener(settings, store, metrics=metrics, redirect_tempdir=True)
     stopping = threading.Event()
 

@@ -12,6 +12,13 @@ from the PDU buffer into the file pynetdicom streams the data set to, hashed as 
 without building PDU objects or passing through the state machine (which, for a P-DATA-TF in
 Sta6, only forwards it to DIMSE). The handler then has the file's SHA-256 without reading it back.
 Everything else (command sets, any other PDU or state) goes through pynetdicom unchanged.
+
+Every PDU length is a peer's claim: no buffer is sized by it. A PDU is refused (the peer aborted)
+when it claims more than radtrace negotiated (``listener.max_pdu_bytes`` for a P-DATA-TF, 64 KiB for
+anything else, the A-ASSOCIATE-RQ included); what is accepted is read into a buffer that grows
+with the bytes that actually arrive, each growth taken from the listener's
+:class:`~radtrace.dicom_listener.admission.BufferBudget`. Connections are admitted, timed and cut
+off by :mod:`radtrace.dicom_listener.admission`.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -34,15 +42,19 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from radtrace.dicom_listener.admission import Admission, BufferBudget, Connection
 from radtrace.dicom_listener.spool import FileDigest
+from radtrace.logging import escape
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
 
 __all__ = [
+    "MAX_CONTROL_PDU",
     "READY_WAIT_S",
     "DatasetFastPathDUL",
     "ListenerServer",
+    "PduRefusedError",
     "WholePduSocket",
     "close_fast_path",
     "take_received",
@@ -53,8 +65,20 @@ log = logging.getLogger(__name__)
 #: Longest wait for incoming data per DUL loop. Something to send wakes it at once (:class:`_Wake`);
 #: the wait bounds how late the DUL notices its timers and being stopped.
 READY_WAIT_S = 0.02
-#: Bytes read from the socket at most per system call.
+#: Bytes read from the socket at most per system call, once the association is established.
 _READ_AHEAD: Final = 1024 * 1024
+#: The read-ahead of a connection still negotiating: a stranger costs little memory.
+_FIRST_READ_AHEAD: Final = 64 * 1024
+#: Largest PDU other than a P-DATA-TF (an A-ASSOCIATE-RQ with every context and item stays far below).
+MAX_CONTROL_PDU: Final = 64 * 1024
+
+
+class PduRefusedError(Exception):
+    """A PDU that may not be read: larger than negotiated, or past the listener's memory budget."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class WholePduSocket(AssociationSocket):
@@ -75,9 +99,39 @@ class WholePduSocket(AssociationSocket):
         """Turn a new association's socket, which has read nothing yet, into this class."""
         sock.__class__ = cls
         fast = cast("WholePduSocket", sock)
-        fast._ahead = bytearray(_READ_AHEAD)
+        fast._ahead = bytearray(_FIRST_READ_AHEAD)
         fast._ahead_start = fast._ahead_end = 0
+        fast.budget = None
+        fast.held = 0
         return fast
+
+    budget: BufferBudget | None
+    """Where the bytes of a PDU body being read are taken from (``None``: unbounded, for tests)."""
+    held: int
+    """Bytes taken from :attr:`budget` for the PDU being read; :meth:`give_back` returns them."""
+
+    def widen(self) -> None:
+        """Read ahead the full :data:`_READ_AHEAD` from now on (the association is established)."""
+        if len(self._ahead) < _READ_AHEAD:
+            wider = bytearray(_READ_AHEAD)
+            pending = self._ahead_end - self._ahead_start
+            wider[:pending] = self._ahead[self._ahead_start : self._ahead_end]
+            self._ahead, self._ahead_start, self._ahead_end = wider, 0, pending
+
+    def give_back(self) -> None:
+        """Return the budget taken for the last PDU body."""
+        if self.held and self.budget is not None:
+            self.budget.give_back(self.held)
+        self.held = 0
+
+    def _grow(self, buffer: bytearray, size: int) -> None:
+        """Extend ``buffer`` to ``size`` bytes, taking the growth from the budget."""
+        more = size - len(buffer)
+        if self.budget is not None:
+            if not self.budget.take(more):
+                raise PduRefusedError(f"listener buffer budget of {self.budget.limit} bytes reached")
+            self.held += more
+        buffer.extend(bytes(more))
 
     @property
     def ready(self) -> bool:
@@ -111,15 +165,25 @@ class WholePduSocket(AssociationSocket):
             self._ahead_start = start + nr_bytes
             with memoryview(self._ahead) as ahead:
                 return bytearray(ahead[start : start + nr_bytes])
-        buffer = bytearray(nr_bytes)
+        # Never sized by the claim: the buffer grows (doubling) with what has arrived.
+        ahead_size = len(self._ahead)
+        buffer = bytearray()
+        self._grow(buffer, min(nr_bytes, max(self._ahead_end - start, ahead_size)))
         view = memoryview(buffer)
         try:
             read = self._take(view)
             while read < nr_bytes:
-                if nr_bytes - read >= _READ_AHEAD:  # a large remainder goes straight into place
-                    got = sock.recv_into(view[read:], nr_bytes - read)
+                if read == len(buffer):
+                    view.release()
+                    self._grow(buffer, min(nr_bytes, 2 * len(buffer)))
+                    view = memoryview(buffer)
+                    if got := self._take(view[read:]):  # read-ahead left over after filling the smaller buffer
+                        read += got
+                        continue
+                if len(buffer) - read >= ahead_size:  # a large remainder goes straight into place
+                    got = sock.recv_into(view[read:], len(buffer) - read)
                 else:
-                    got = sock.recv_into(self._ahead, _READ_AHEAD)
+                    got = sock.recv_into(self._ahead, ahead_size)
                     self._ahead_start, self._ahead_end = 0, got
                     got = self._take(view[read:])
                 if not got:
@@ -127,7 +191,7 @@ class WholePduSocket(AssociationSocket):
                 read += got
         finally:
             view.release()
-        if read < nr_bytes:
+        if read < len(buffer):
             del buffer[read:]
         return buffer
 
@@ -324,6 +388,8 @@ class DatasetFastPathDUL(DULServiceProvider):
         fast.hasher = _Hasher()
         fast.received = {}
         fast.wake = _Wake()
+        fast.connection = None
+        fast.admission = None
         weakref.finalize(fast, fast.wake.close)  # once the association and its threads are gone
         fast._run_loop_delay = 0  # WholePduSocket.ready does the waiting
         return fast
@@ -345,31 +411,71 @@ class DatasetFastPathDUL(DULServiceProvider):
         arriving and nothing waits to be sent, rather than after a turn of the DUL loop.
         """
         sock = cast("WholePduSocket", self.socket)
-        while True:
-            received = self._read_one(sock)
-            if received is None:
-                return
-            header, body = received
-            if not (
-                header[0] == _P_DATA_TF
-                and self.state_machine.current_state == "Sta6"
-                and self.event_queue.empty()
-                and self._stream_pdvs(body)
-            ):
-                break
-            if self._stream is None or not self.to_provider_queue.empty() or not sock.ready:
-                return
+        connection = self.connection
         try:
-            pdu, event = self._decode_pdu(header + body)
-        except Exception:
-            log.exception("unable to decode the received PDU")
-            self.event_queue.put("Evt19")  # invalid PDU
-            return
-        self.event_queue.put(event)
-        self._recv_pdu.put(pdu)
+            while True:
+                received = self._read_one(sock, connection)
+                if received is None:
+                    return
+                header, body = received
+                if not (
+                    header[0] == _P_DATA_TF
+                    and self.state_machine.current_state == "Sta6"
+                    and self.event_queue.empty()
+                    and self._stream_pdvs(body)
+                ):
+                    break
+                sock.give_back()
+                if self._stream is None or not self.to_provider_queue.empty() or not sock.ready:
+                    return
+            try:
+                pdu, event = self._decode_pdu(header + body)
+            except Exception as exc:  # one line with the reason: the bytes are the peer's, not our bug
+                log.error(
+                    "undecodable PDU (type 0x%02X, %d bytes) from %s: %s: %s",
+                    header[0],
+                    len(body),
+                    self._peer(),
+                    type(exc).__name__,
+                    escape(str(exc)[:200]),
+                )
+                self.event_queue.put("Evt19")  # invalid PDU
+                return
+            self.event_queue.put(event)
+            self._recv_pdu.put(pdu)
+        finally:
+            sock.give_back()
+            if connection is not None:
+                connection.pdu_ends()
 
-    def _read_one(self, sock: WholePduSocket) -> tuple[bytearray, bytearray] | None:
+    connection: Connection | None
+    """The admission record of this association's connection (``None`` outside a listener)."""
+    admission: Admission | None
+
+    def _peer(self) -> str:
+        return escape(getattr(self.assoc.requestor, "address", "") or "?")
+
+    def _limit(self, pdu_type: int) -> int:
+        """The most body bytes a PDU of this type may claim here."""
+        if pdu_type == _P_DATA_TF and self.state_machine.current_state != "Sta2":
+            return int(self.assoc.ae.maximum_pdu_size) or _READ_AHEAD
+        return MAX_CONTROL_PDU
+
+    def _refuse(self, reason: str) -> None:
+        """Abort the association (A-ABORT, then the socket is shut) and free its slot now."""
+        log.warning("aborted the association with %s: %s", self._peer(), reason)
+        self.event_queue.put("Evt19")  # invalid PDU: A-ABORT
+        if self.connection is not None and self.admission is not None:
+            self.admission.abort(self.connection, reason)
+
+    def _read_one(
+        self, sock: WholePduSocket, connection: Connection | None = None
+    ) -> tuple[bytearray, bytearray] | None:
         """One PDU's header and body; ``None`` when the event saying why not has been queued."""
+        if connection is not None:
+            connection.pdu_begins(time.monotonic(), 6)
+            if self.state_machine.current_state != "Sta2":
+                sock.widen()
         try:
             header = sock.recv(6)
             if len(header) < 6:
@@ -377,16 +483,24 @@ class DatasetFastPathDUL(DULServiceProvider):
                 return None
             pdu_type, _, length = _PDU_HEADER.unpack(header)
             if pdu_type not in _KNOWN_PDU_TYPES:
-                log.error("unknown PDU type 0x%02X received", pdu_type)
-                self.event_queue.put("Evt19")  # unrecognised PDU
+                self._refuse(f"unknown PDU type 0x{pdu_type:02X}")
                 return None
+            limit = self._limit(pdu_type)
+            if length > limit:
+                self._refuse(f"PDU of type 0x{pdu_type:02X} claims {length} bytes, more than the {limit} allowed")
+                return None
+            if connection is not None:
+                connection.pdu_expected = 6 + length
             body = sock.recv(length)
+        except PduRefusedError as exc:
+            self._refuse(exc.reason)
+            return None
         except (OSError, TimeoutError):
-            log.error("connection closed before the entire PDU was received")
+            log.info("connection from %s closed before the entire PDU was received", self._peer())
             self.event_queue.put("Evt17")
             return None
         if len(body) != length:
-            log.error("the received PDU is shorter than expected (%d of %d bytes)", len(body), length)
+            log.info("connection from %s closed mid-PDU (%d of %d bytes)", self._peer(), len(body), length)
             self.event_queue.put("Evt17")
             return None
         return header, body
@@ -442,8 +556,19 @@ class _RequestHandler(RequestHandler):
         # Answers are small and must not wait for a delayed ACK (Nagle), as dcmtk's TCP_NODELAY=1 does.
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Same object and state, faster recv: the socket was just created and has read nothing yet.
-        WholePduSocket.adopt(cast(AssociationSocket, assoc.dul.socket))
-        DatasetFastPathDUL.adopt(assoc.dul)
+        sock = WholePduSocket.adopt(cast(AssociationSocket, assoc.dul.socket))
+        dul = DatasetFastPathDUL.adopt(assoc.dul)
+        server = cast("ListenerServer", self.server)
+        admission = getattr(server, "admission", None)
+        if admission is not None:
+            connection = server.take_connection(self.request)
+            if connection is not None:
+                connection.sock = self.request
+                connection.assoc = assoc
+                setattr(assoc, "radtrace_connection", connection)  # noqa: B010 - read back by the handlers
+                dul.connection = connection
+            dul.admission = admission
+            sock.budget = admission.budget
         # The reactor waits for work instead of polling: what it reads arrives through these queues.
         gate = _ReactorGate()
         assoc._reactor_checkpoint = gate
@@ -457,6 +582,32 @@ class ListenerServer(ThreadedAssociationServer):
 
     The kernel spreads incoming connections over the sockets of the processes sharing the port.
     """
+
+    admission: Admission | None = None
+    """Set by the listener before serving: half-open limits, deadlines, the buffer budget."""
+
+    def take_connection(self, request: Any) -> Connection | None:
+        """The admission record :meth:`verify_request` made for this accepted socket."""
+        with self._pending_lock:
+            return self._pending.pop(id(request), None)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Admit the connection as half-open, or close it at once (per-source and total limits)."""
+        if self.admission is None:
+            return True
+        host = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+        opened = self.admission.open(host)
+        if isinstance(opened, str):
+            on_refused = self.on_refused
+            if on_refused is not None:
+                on_refused(host, opened)
+            return False
+        with self._pending_lock:
+            self._pending[id(request)] = opened
+        return True
+
+    on_refused: Any = None
+    """Called with (source address, reason) for a connection refused before any PDU (the audit aggregates)."""
 
     def server_bind(self) -> None:
         """Set ``SO_REUSEPORT`` before pynetdicom's own bind (which sets ``SO_REUSEADDR``)."""
@@ -486,4 +637,6 @@ class ListenerServer(ThreadedAssociationServer):
     def server_activate(self) -> None:
         """Use the faster per-association socket, then listen."""
         self.RequestHandlerClass = _RequestHandler
+        self._pending: dict[int, Connection] = {}
+        self._pending_lock = threading.Lock()
         super().server_activate()

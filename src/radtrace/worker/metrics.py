@@ -107,5 +107,6 @@ class QueueDepthCollector(Collector):
 def serve_metrics(settings: Settings, store: Store, metrics: WorkerMetrics, port: int) -> None:
     """Expose ``metrics`` and the queue depths on ``port`` (a daemon thread)."""
     metrics.registry.register(QueueDepthCollector(settings, store))
-    start_http_server(port, registry=metrics.registry)
-    log.info("worker metrics on port %d", port)
+    host = settings.listener.metrics_bind_host  # unauthenticated: only as exposed as the listener
+    start_http_server(port, addr=host, registry=metrics.registry)
+    log.info("worker metrics on %s:%d", host, port)

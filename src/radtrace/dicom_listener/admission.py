@@ -1,0 +1,241 @@
+"""Who holds the listener's connections, and for how long: admission, deadlines and the memory budget.
+
+A TCP connection is *half-open* until its A-ASSOCIATE-RQ has passed the association policy; only
+then does it take one of ``listener.max_associations`` slots (:meth:`Admission.admit`). Half-open
+connections are bounded per source address and in total, and each must reach an established
+association within ``negotiation_timeout_s`` of connecting, whatever it sends. Inside an
+association, each PDU must arrive within ``pdu_grace_s`` plus its length at
+``min_transfer_rate_bytes_s``, and the whole association within ``max_association_s``. A
+connection past a deadline is cut off (its socket shut down, which ends pynetdicom's threads) and
+frees its slot at once.
+
+:class:`BufferBudget` bounds the PDU bytes all connections hold in memory together
+(``max_buffered_bytes``). :meth:`Admission.overdue` is a pure decision over the connections' clocks;
+the :class:`Watchdog` thread applies it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from radtrace.config import ListenerSettings
+from radtrace.logging import escape
+
+__all__ = ["Admission", "BufferBudget", "Connection", "Watchdog"]
+
+log = logging.getLogger(__name__)
+
+#: How often the watchdog looks at the connections' clocks.
+WATCHDOG_INTERVAL_S: Final = 0.25
+#: How long a connection that is being aborted may take to say so before its socket is shut.
+ABORT_GRACE_S: Final = 1.0
+
+
+class BufferBudget:
+    """A count of PDU bytes held in memory by all connections, refused past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    @property
+    def held(self) -> int:
+        """Bytes taken and not yet given back."""
+        return self._held
+
+    def take(self, count: int) -> bool:
+        """Take ``count`` bytes if the limit allows; whether it did."""
+        with self._lock:
+            if self._held + count > self.limit:
+                return False
+            self._held += count
+            self.peak = max(self.peak, self._held)
+            return True
+
+    def give_back(self, count: int) -> None:
+        """Return bytes taken with :meth:`take`."""
+        with self._lock:
+            self._held = max(0, self._held - count)
+
+
+@dataclass(eq=False)
+class Connection:
+    """One accepted TCP connection and its clocks (monotonic seconds)."""
+
+    host: str
+    opened_at: float
+    sock: socket.socket | None = None
+    assoc: Any = None
+    admitted: bool = False
+    established_at: float | None = None
+    pdu_started_at: float | None = None
+    pdu_expected: int = 0
+    closing_since: float | None = None
+    cut_reason: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def pdu_begins(self, now: float, expected: int) -> None:
+        """A PDU has started to arrive; ``expected`` bytes of it (header included) so far announced."""
+        self.pdu_started_at = now
+        self.pdu_expected = expected
+
+    def pdu_ends(self) -> None:
+        """The PDU was read whole (or the read gave up)."""
+        self.pdu_started_at = None
+        self.pdu_expected = 0
+
+    def shut(self) -> None:
+        """Shut the socket both ways: pynetdicom's reads end and its threads close the association."""
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class Admission:
+    """The listener's connections: half-open limits, association slots, deadlines."""
+
+    def __init__(self, settings: ListenerSettings, *, clock: Any = time.monotonic) -> None:
+        self.settings = settings
+        self.budget = BufferBudget(settings.max_buffered_bytes)
+        self.clock = clock
+        self._connections: set[Connection] = set()
+        self._lock = threading.Lock()
+
+    # --- connection lifetime ------------------------------------------------------------------
+
+    def open(self, host: str) -> Connection | str:
+        """Register a new connection from ``host``, or say why it is refused."""
+        with self._lock:
+            half_open = [c for c in self._connections if not c.admitted and c.closing_since is None]
+            if len(half_open) >= self.settings.max_half_open:
+                return "too many connections waiting to associate"
+            if sum(1 for c in half_open if c.host == host) >= self.settings.max_half_open_per_source:
+                return "too many connections waiting to associate from this source"
+            connection = Connection(host=host, opened_at=self.clock())
+            self._connections.add(connection)
+            return connection
+
+    def admit(self, connection: Connection) -> int:
+        """Give ``connection`` an association slot; the slots now taken, this one included.
+
+        The caller refuses (and calls :meth:`release`) when that is more than ``max_associations``.
+        """
+        with self._lock:
+            self._connections.add(connection)
+            connection.admitted = True
+            return sum(1 for c in self._connections if c.admitted and c.closing_since is None)
+
+    def release(self, connection: Connection | None) -> None:
+        """The connection is closed or being closed: it holds no slot and no half-open place from now."""
+        if connection is None:
+            return
+        with self._lock:
+            if connection.closing_since is None:
+                connection.closing_since = self.clock()
+            self._connections.discard(connection)
+
+    def abort(self, connection: Connection, reason: str) -> None:
+        """Free the connection's slot now and shut its socket after :data:`ABORT_GRACE_S` (for an A-ABORT to go)."""
+        with self._lock:
+            connection.cut_reason = connection.cut_reason or reason
+            if connection.closing_since is None:
+                connection.closing_since = self.clock()
+
+    @property
+    def connections(self) -> list[Connection]:
+        """A snapshot of the connections."""
+        with self._lock:
+            return list(self._connections)
+
+    def slots_taken(self) -> int:
+        """Associations admitted and not closing."""
+        with self._lock:
+            return sum(1 for c in self._connections if c.admitted and c.closing_since is None)
+
+    def half_open_by_source(self) -> Counter[str]:
+        """Half-open connections per source address."""
+        with self._lock:
+            return Counter(c.host for c in self._connections if not c.admitted and c.closing_since is None)
+
+    # --- deadlines ------------------------------------------------------------------------------
+
+    def overdue(self, connection: Connection, now: float) -> str | None:
+        """Why ``connection`` must be cut off now, or ``None`` (a pure decision over its clocks)."""
+        settings = self.settings
+        if connection.closing_since is not None:
+            return "aborted" if now - connection.closing_since >= ABORT_GRACE_S else None
+        if connection.established_at is None:
+            if now - connection.opened_at > settings.negotiation_timeout_s:
+                return f"association not established within {settings.negotiation_timeout_s:g} s"
+            return None
+        if now - connection.established_at > settings.max_association_s:
+            return f"association lasted longer than {settings.max_association_s:g} s"
+        started = connection.pdu_started_at
+        if started is not None:
+            allowed = settings.pdu_grace_s + connection.pdu_expected / settings.min_transfer_rate_bytes_s
+            if now - started > allowed:
+                return f"PDU slower than {settings.min_transfer_rate_bytes_s} bytes/s"
+        return None
+
+    def sweep(self) -> list[tuple[Connection, str]]:
+        """Cut off every overdue connection and forget closed ones; what was cut and why."""
+        now = self.clock()
+        cut = []
+        for connection in self.connections:
+            assoc = connection.assoc
+            if assoc is not None and connection.established_at is None and assoc.is_established:
+                connection.established_at = now
+            if assoc is not None and not assoc.is_alive() and connection.opened_at < now - ABORT_GRACE_S:
+                self.release(connection)  # its threads ended without our handlers hearing of it
+                continue
+            reason = self.overdue(connection, now)
+            if reason is None:
+                continue
+            if reason == "aborted":
+                reason = connection.cut_reason or reason
+                self.release(connection)
+            else:
+                self.abort(connection, reason)
+                self.release(connection)
+            connection.shut()
+            cut.append((connection, reason))
+        return cut
+
+
+class Watchdog:
+    """A thread that applies :meth:`Admission.sweep` every :data:`WATCHDOG_INTERVAL_S`."""
+
+    def __init__(self, admission: Admission, *, on_sweep: Callable[[], None] = lambda: None) -> None:
+        self.admission = admission
+        self._on_sweep = on_sweep
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="radtrace-listener-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(WATCHDOG_INTERVAL_S):
+            try:
+                for connection, reason in self.admission.sweep():
+                    if reason != "aborted":
+                        log.warning("cut off a connection from %s: %s", escape(connection.host), reason)
+                self._on_sweep()
+            except Exception:  # the watchdog must outlive any one connection's oddity
+                log.exception("listener watchdog failed a sweep")

@@ -1,0 +1,103 @@
+"""Refused associations in the audit log, aggregated so that strangers cannot grow it without bound.
+
+The first refusal of a (source address, reason) pair in an interval is recorded at once, with its
+details; the others in the same interval are only counted, and one more event with their count
+(``"aggregated": true``) is written when the interval ends (at the next refusal or the listener's
+next :meth:`RefusalAudit.flush`). At most :data:`MAX_KEYS` pairs are told apart per interval;
+past that, refusals are counted under the source ``"*"``. A flood of any size thus costs at most
+two rows per pair per interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+
+__all__ = ["MAX_KEYS", "RefusalAudit"]
+
+log = logging.getLogger(__name__)
+
+#: Distinct (source, reason) pairs told apart per interval.
+MAX_KEYS: Final = 256
+
+
+@dataclass
+class _Pending:
+    first_at: float
+    calling_ae: str | None
+    count: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class RefusalAudit:
+    """Decides which refusals become audit events; ``write`` records them (never raises into the caller)."""
+
+    def __init__(
+        self,
+        write: Callable[[list[AuditEvent]], None],
+        interval_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._write = write
+        self.interval_s = interval_s
+        self._clock = clock
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._lock = threading.Lock()
+
+    def refused(self, host: str, reason: str, *, calling_ae: str | None = None, **details: Any) -> None:
+        """One refusal from ``host`` for ``reason`` (details go into the first event of the interval)."""
+        now = self._clock()
+        events = self._due(now)
+        with self._lock:
+            key = (host, reason)
+            if key not in self._pending and len(self._pending) >= MAX_KEYS:
+                key = ("*", reason)
+            entry = self._pending.get(key)
+            if entry is None:
+                self._pending[key] = _Pending(first_at=now, calling_ae=calling_ae)
+                events.append(_event(key, calling_ae, 1, aggregated=False, details=details))
+            else:
+                entry.count += 1
+        self._record(events)
+
+    def flush(self, *, force: bool = False) -> None:
+        """Write the counts of intervals that have ended (all of them with ``force``, e.g. at stop)."""
+        self._record(self._due(self._clock(), force=force))
+
+    def _due(self, now: float, *, force: bool = False) -> list[AuditEvent]:
+        events = []
+        with self._lock:
+            for key, entry in list(self._pending.items()):
+                if force or now - entry.first_at >= self.interval_s:
+                    del self._pending[key]
+                    if entry.count:
+                        events.append(_event(key, entry.calling_ae, entry.count, aggregated=True, details={}))
+        return events
+
+    def _record(self, events: list[AuditEvent]) -> None:
+        if not events:
+            return
+        try:
+            self._write(events)
+        except Exception as exc:  # the refusal stands; the log says the audit row is missing
+            log.error("could not record %d refusal audit event(s): %s", len(events), type(exc).__name__)
+
+
+def _event(
+    key: tuple[str, str], calling_ae: str | None, count: int, *, aggregated: bool, details: dict[str, Any]
+) -> AuditEvent:
+    host, reason = key
+    payload: dict[str, Any] = {"reason": reason, "count": count, "aggregated": aggregated, **details}
+    return AuditEvent(
+        EventType.ASSOCIATION_REJECTED,
+        Actor(ae_title=None if aggregated else calling_ae or None, host=host),
+        outcome=Outcome.MINOR_FAILURE,
+        payload=payload,
+    )

@@ -1,0 +1,171 @@
+"""Hostile peers on 127.0.0.1: huge PDU claims, drip feeders, half-open floods, slow associations."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+
+from listener_support import listener_settings, running
+from radtrace.dicom_listener.ae import Listener
+from radtrace.dicom_listener.dcmtk import echoscu
+from radtrace.store.engine import Store
+
+pytestmark = pytest.mark.integration
+
+ABORT = 0x07
+
+
+def _connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    """Whether the listener closed ``sock`` within ``seconds``, and what it sent before."""
+    sock.settimeout(seconds)
+    received = b""
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return True, received
+            received += chunk
+    except TimeoutError:
+        return False, received
+    except ConnectionResetError:
+        return True, received
+    return False, received
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def test_a_pdu_claiming_4_gib_is_aborted_at_its_header_without_allocating_it(
+    tmp_path: Path, store: Store, listener_port: int, sockets: list[socket.socket]
+) -> None:
+    settings = listener_settings(tmp_path, listener_port)
+    with running(settings, store) as listener:
+        for pdu_type in (0x01, 0x04):  # an A-ASSOCIATE-RQ, and a P-DATA-TF before any association
+            sock = _connect(listener_port)
+            sockets.append(sock)
+            sock.sendall(struct.pack(">BBL", pdu_type, 0, 0xFFFFFFFF) + b"\x00" * 100)
+            closed, answer = _closed_within(sock, 5)
+            assert closed
+            assert answer[:1] == bytes((ABORT,))  # A-ABORT, then the listener closes
+        assert listener.admission.budget.peak < 1024 * 1024
+        assert echoscu(listener_port).returncode == 0
+
+
+def test_drip_feeders_hold_no_slot_and_are_cut_off_at_the_negotiation_deadline(
+    tmp_path: Path, store: Store, listener_port: int, sockets: list[socket.socket]
+) -> None:
+    settings = listener_settings(tmp_path, listener_port, max_associations=1, negotiation_timeout_s=1.5)
+    with running(settings, store):
+        for _ in range(4):
+            sock = _connect(listener_port)
+            sock.sendall(b"\x01")  # the first byte of an A-ASSOCIATE-RQ, and nothing more for now
+            sockets.append(sock)
+        started = time.monotonic()
+        assert echoscu(listener_port).returncode == 0  # the only slot is free: drips do not hold it
+        assert time.monotonic() - started < 2
+        for sock in sockets:
+            sock.sendall(b"\x00")  # still dripping: a wall-clock deadline, not an idle timer
+        for sock in sockets:
+            assert _closed_within(sock, 3)[0]
+        assert time.monotonic() - started < 4
+
+
+def test_half_open_connections_are_limited_per_source(
+    tmp_path: Path, store: Store, listener_port: int, sockets: list[socket.socket]
+) -> None:
+    settings = listener_settings(tmp_path, listener_port, max_half_open_per_source=3)
+    with running(settings, store) as listener:
+        sockets.extend(_connect(listener_port, "127.0.0.2") for _ in range(3))
+        fourth = _connect(listener_port, "127.0.0.2")
+        sockets.append(fourth)
+        assert _closed_within(fourth, 3)[0]  # over the limit: closed before any PDU
+        assert listener.admission.half_open_by_source()["127.0.0.2"] == 3
+        assert echoscu(listener_port).returncode == 0  # another source is not affected
+
+
+def test_an_aborted_association_frees_its_slot_at_once(
+    tmp_path: Path, store: Store, listener_port: int, sockets: list[socket.socket]
+) -> None:
+    settings = listener_settings(tmp_path, listener_port, max_associations=1)
+    peer = AE(ae_title="PACS")
+    peer.add_requested_context("1.2.840.10008.1.1")
+    with running(settings, store) as listener:
+        assoc = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE")
+        assert assoc.is_established
+        raw = assoc.dul.socket.socket
+        assert raw is not None
+        raw.sendall(struct.pack(">BBL", 0x04, 0, 8) + b"\xff" * 8)  # a malformed P-DATA-TF: aborted
+        deadline = time.monotonic() + 3
+        while listener.admission.slots_taken() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert listener.admission.slots_taken() == 0
+        started = time.monotonic()
+        assert echoscu(listener_port).returncode == 0
+        assert time.monotonic() - started < 2
+        assoc.abort()
+
+
+def test_a_pdu_dripped_inside_an_association_is_cut_off(
+    tmp_path: Path, store: Store, listener_port: int, sockets: list[socket.socket]
+) -> None:
+    settings = listener_settings(
+        tmp_path, listener_port, max_associations=1, pdu_grace_s=1.0, min_transfer_rate_bytes_s=1000
+    )
+    peer = AE(ae_title="PACS")
+    peer.add_requested_context("1.2.840.10008.1.1")
+    with running(settings, store) as listener:
+        assoc = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE")
+        assert assoc.is_established
+        raw = assoc.dul.socket.socket
+        assert raw is not None
+        raw.sendall(struct.pack(">BBL", 0x04, 0, 1000) + b"\x00" * 16)  # allowed 1 s + 1 s; 16 bytes come
+        started = time.monotonic()
+        while listener.admission.slots_taken() and time.monotonic() - started < 6:
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        assert listener.admission.slots_taken() == 0
+        assert 1.5 < elapsed < 4
+        assert echoscu(listener_port).returncode == 0
+        assoc.abort()
+
+
+def test_refusals_from_one_source_are_audited_once_per_interval_with_a_count(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    settings = listener_settings(tmp_path, listener_port)
+    with Listener(settings, store) as listener:
+        for _ in range(12):
+            echoscu(listener_port, calling="STRANGER")
+        rows = [e for e in _rejections(store)]
+        assert len(rows) == 1  # the first, at once; the rest are counted
+        listener.handlers.refusals.flush(force=True)
+    rows = _rejections(store)
+    assert [row["count"] for row in rows] == [1, 11]
+
+
+def _rejections(store: Store) -> list[dict[str, object]]:
+    import json
+
+    import sqlalchemy as sa
+
+    with store.engine.connect() as connection:
+        query = sa.text("SELECT payload FROM audit_events WHERE event_type = 'association_rejected' ORDER BY seq")
+        return [json.loads(row[0]) for row in connection.execute(query)]
