@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,8 @@ def test_openapi_documents_the_routes_and_the_bearer_scheme(api: Api) -> None:
     document = api.client.get("/openapi.json").json()
     assert set(document["paths"]) == {
         "/healthz", "/v1/events", "/v1/studies/{study_uid}/timeline", "/v1/verify", "/v1/export.csv",
+        "/v1/studies/{study_uid}/drafts", "/v1/studies/{study_uid}/drafts/{revision}",
+        "/v1/studies/{study_uid}/drafts/{revision}/{kind}",
     }  # fmt: skip
     (scheme,) = document["components"]["securitySchemes"].values()
     assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
@@ -199,7 +202,14 @@ def test_openapi_documents_the_routes_and_the_bearer_scheme(api: Api) -> None:
     assert "security" not in document["paths"]["/healthz"]["get"]
     parameters = {p["name"] for p in document["paths"]["/v1/events"]["get"]["parameters"]}
     assert {"study_uid", "patient_id", "since", "until", "event_type", "label", "limit", "after_seq"} <= parameters
-    assert api.client.get("/docs").status_code == 200
+    page = api.client.get("/docs")
+    assert page.status_code == 200
+    # every script and style of the documentation page is served by the API itself: it works offline
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert any(asset.endswith("swagger-ui-bundle.js") for asset in assets)
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        assert api.client.get(asset).status_code == 200, asset
 
 
 def test_healthz_needs_no_token(api: Api) -> None:

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from radtrace import __version__
@@ -335,10 +336,12 @@ async def _access_log(request: Request, call_next: Callable[[Request], Awaitable
 
 def create_api(store: Store, *, drafts_dir: FsPath | None = None) -> FastAPI:
     """The QA API over ``store`` (and the kept drafts in ``drafts_dir``); serve it with any ASGI server."""
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI's scripts and styles from its package (under /static-offline-docs):
+    # /docs must work on a hospital network with no route to a CDN.
+    app = FastAPIOffline(
         title="radtrace QA API",
         version=__version__,
-        summary="Read-only access to radtrace's hash-chained audit log.",
+        summary="Read-only access to radtrace's hash-chained audit log and the kept drafts.",
         description=DESCRIPTION,
         docs_url="/docs",
         redoc_url=None,
