@@ -2,7 +2,9 @@
 
 Files are sent as they are on disk (``STORE_SEND_CHUNKED_DATASET``: the dataset bytes after the file
 meta go out unchanged, streamed, in their own transfer syntax), one association for all of them,
-with one presentation context per SOP class and transfer syntax found. Each file's DICOM status is
+with one presentation context per SOP class and transfer syntax found (a compressed film is proposed in
+its own syntax; a data set stored without file meta, as old CR files are, is sent in the syntax of its
+encoding). Each file's DICOM status is
 kept; a file refused at negotiation or unreadable is reported as such, never as a success.
 """
 
@@ -15,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
@@ -58,8 +62,31 @@ def _file_identity(path: Path) -> tuple[str, str]:
     try:
         meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
         return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
-    except (InvalidDicomError, AttributeError, OSError, ValueError) as exc:
+    except InvalidDicomError:
+        return _bare_identity(path)
+    except (AttributeError, OSError, ValueError) as exc:
         raise DicomInputError(f"not a DICOM file with file meta ({type(exc).__name__})") from exc
+
+
+def _bare_dataset(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
+    """A data set stored without preamble or file meta (old CR files): its transfer syntax from its encoding."""
+    try:
+        ds = dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
+        implicit, little = ds.original_encoding
+        sop_class = str(ds.SOPClassUID)
+    except (InvalidDicomError, AttributeError, OSError, ValueError, TypeError) as exc:
+        raise DicomInputError(f"not a DICOM file ({type(exc).__name__})") from exc
+    syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(str(ds.get("SOPInstanceUID", "")))
+    ds.file_meta.TransferSyntaxUID = syntax
+    return ds
+
+
+def _bare_identity(path: Path) -> tuple[str, str]:
+    meta = _bare_dataset(path, stop_before_pixels=True).file_meta
+    return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
 
 
 def send_files(
@@ -106,7 +133,9 @@ def send_files(
                     elif not assoc.is_established:
                         results[path] = SendResult(path, None, "association lost")
                     else:
-                        response = assoc.send_c_store(path)
+                        with path.open("rb") as handle:  # no "DICM" at 128: sent as its data set
+                            has_meta = handle.read(132)[128:] == b"DICM"
+                        response = assoc.send_c_store(path if has_meta else _bare_dataset(path))
                         status = int(response.Status) if "Status" in response else None
                         comment = str(response.get("ErrorComment", "")) if status is not None else "no response"
                         results[path] = SendResult(path, status, comment)
