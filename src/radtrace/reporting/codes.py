@@ -211,6 +211,7 @@ RAW_OUTPUT: Final = local_code("RT-RAW", "Model raw output")
 RAW_OUTPUT_SHA256: Final = local_code("RT-RAW-SHA256", "SHA-256 of the model's raw output (UTF-8)")
 DRAFT_NOTICE: Final = local_code("RT-DRAFT", "AI draft notice")
 READING_FLAGS: Final = local_code("RT-FLAGS", "Model output flags")
+HEADER_NOTES: Final = local_code("RT-HDR", "Source header attributes omitted or normalised")
 NOT_ASSESSED: Final = local_code("RT-F-NA", "No finding assessed (model output without findings)")
 CONFIDENCE: Final = local_code("RT-CONF", "Model confidence")
 

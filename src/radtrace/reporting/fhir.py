@@ -26,7 +26,9 @@ from radtrace.errors import ReportError
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
-from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, reasoning_sha256, sr_uids
+from radtrace.reporting.header import SourceHeader, read_header
+from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, HEADER_NORMALISED, output_flags, reasoning_sha256, sr_uids
+from radtrace.reporting.text import fhir_text
 
 __all__ = ["build_fhir_bundle"]
 
@@ -48,35 +50,40 @@ def _concept(code: Code, *also: Code | None) -> dict[str, Any]:
     return {"coding": [_coding(c) for c in (code, *also) if c is not None], "text": code.meaning}
 
 
-def _fhir_date(value: str) -> str | None:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else None
-
-
-def _study_datetime(source: Dataset) -> str | None:
-    date = _fhir_date(str(source.get("StudyDate", "") or ""))
-    time = str(source.get("StudyTime", "") or "").split(".")[0]
-    if date is None:
+def _study_datetime(header: SourceHeader) -> str | None:
+    if header.study_date is None:
         return None
-    offset = str(source.get("TimezoneOffsetFromUTC", "") or "")
-    if len(time) >= 6 and time[:6].isdigit() and len(offset) == 5 and offset[0] in "+-":
-        return f"{date}T{time[:2]}:{time[2:4]}:{time[4:6]}{offset[:3]}:{offset[3:]}"
+    date = header.study_date.isoformat()
+    offset = header.timezone_offset
+    if header.study_time is not None and offset:
+        return f"{date}T{header.study_time.strftime('%H:%M:%S')}{offset[:3]}:{offset[3:]}"
     return date  # a FHIR dateTime with a time needs a zone; DICOM times without one stay a date
 
 
-def _patient(source: Dataset) -> dict[str, Any]:
+def _patient(header: SourceHeader) -> dict[str, Any]:
+    """The Patient: every value of Patient ID as an identifier, every value of Patient Name as a name."""
     patient: dict[str, Any] = {"resourceType": "Patient"}
-    if source.get("PatientID"):
-        patient["identifier"] = [{"value": str(source.PatientID)}]
-    name = str(source.get("PatientName", "") or "").split("=")[0]
-    if name:
-        family, given, *rest = [*name.split("^"), ""]
-        patient["name"] = [{"family": family or None, "given": [g for g in (given, *rest[:1]) if g] or None}]
-    birth = _fhir_date(str(source.get("PatientBirthDate", "") or ""))
-    if birth:
-        patient["birthDate"] = birth
-    if source.get("PatientSex") in _GENDER:
-        patient["gender"] = _GENDER[str(source.PatientSex)]
+    issuer = header.issuer_of_patient_id
+    assigner = {"assigner": {"display": _text(issuer)}} if issuer else {}
+    if header.patient_ids:
+        patient["identifier"] = [{"value": _text(value), **assigner} for value in header.patient_ids]
+    names = []
+    for value in header.patient_names:
+        family, given, *rest = [*_text(value).split("=")[0].split("^"), ""]
+        given_names = [name for name in (given, *rest[:1]) if name.strip()]
+        if family.strip() or given_names:
+            names.append({"family": family.strip() or None, "given": given_names or None})
+    if names:
+        patient["name"] = names
+    if header.birth_date:
+        patient["birthDate"] = header.birth_date.isoformat()
+    if header.sex in _GENDER:
+        patient["gender"] = _GENDER[header.sex]
     return patient
+
+
+def _text(value: str) -> str:
+    return fhir_text(value).text
 
 
 def build_fhir_bundle(
@@ -91,7 +98,8 @@ def build_fhir_bundle(
     status = settings.fhir_status
     if status not in _OBSERVATION_STATUS:  # the setting refuses "final"; a draft must never claim it
         raise ReportError(f"FHIR status {status!r} is not allowed for a draft")
-    study_uid = str(source.StudyInstanceUID)
+    header = read_header(source)
+    study_uid = header.study_instance_uid
     uids = sr_uids(study_uid, revision, reading.identity)
 
     def urn(*parts: str) -> str:
@@ -99,7 +107,9 @@ def build_fhir_bundle(
 
     when = (created_at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     study_ref = {"type": "ImagingStudy", "identifier": {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{study_uid}"}}
-    effective = _study_datetime(source)
+    effective = _study_datetime(header)
+    model_texts = [reading.impression or "", reading.reasoning_text, *(f.evidence or "" for f in reading.findings)]
+    sanitised = any(fhir_text(text).changed for text in model_texts)
     identity = reading.identity
     patient_url, device_url, report_url = urn("patient"), urn("device"), urn("report")
 
@@ -147,10 +157,12 @@ def build_fhir_bundle(
                 }
             ]
         if finding.evidence:
-            observation["note"] = [{"text": finding.evidence}]
+            observation["note"] = [{"text": _text(finding.evidence)}]
         observations.append((urn("observation", str(index)), observation))
 
-    trace = reading.reasoning_text
+    trace = _text(reading.reasoning_text)
+    flags = output_flags(reading, sanitised=sanitised, extra=[HEADER_NORMALISED] if header.notes else [])
+    impression = _text(reading.impression) if reading.impression else None
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "identifier": [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uids.sop_instance_uid}"}],
@@ -167,15 +179,17 @@ def build_fhir_bundle(
         "issued": when,
         "imagingStudy": [study_ref],
         "result": [{"reference": url} for url, _ in observations],
-        "conclusion": "\n".join(part for part in (DRAFT_NOTICE_TEXT, reading.impression, _flags(reading)) if part),
+        "conclusion": "\n".join(
+            part for part in (DRAFT_NOTICE_TEXT, impression, flags and f"Model output flags: {flags}") if part
+        ),
     }
     if effective:
         report["effectiveDateTime"] = effective
-    if str(source.get("AccessionNumber", "") or ""):
+    if header.accession_number:
         report["identifier"].append(
             {
                 "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
-                "value": str(source.AccessionNumber),
+                "value": _text(header.accession_number),
             }
         )
     if trace:
@@ -191,7 +205,7 @@ def build_fhir_bundle(
     entries = [
         (report_url, report),
         *observations,
-        (patient_url, _patient(source)),
+        (patient_url, _patient(header)),
         (device_url, {k: v for k, v in device.items() if v is not None}),
     ]
     bundle = {
@@ -206,9 +220,3 @@ def build_fhir_bundle(
     except ValidationError as exc:
         raise ReportError(f"FHIR bundle failed validation: {exc.error_count()} error(s)") from exc
     return json.dumps(json.loads(validated.model_dump_json(exclude_none=True)), ensure_ascii=False, indent=1)
-
-
-def _flags(reading: Reading) -> str | None:
-    if not reading.flags:
-        return None
-    return "Model output flags: " + ", ".join(sorted(flag.value for flag in reading.flags))

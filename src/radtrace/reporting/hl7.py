@@ -10,16 +10,20 @@ Segments: MSH, PID, PV1, ORC, OBR, NTE (the AI-draft notice and the model), then
 * the SHA-256 of the trace, the Study Instance UID and the SR's SOP Instance UID as ST OBX.
 
 Result status (OBR-25, OBX-11) comes from settings: ``P`` by default, ``R`` allowed, ``F`` never. All
-text is escaped (``\\ | ^ & ~`` and line breaks; hl7apy does not escape assigned strings), and the
-message is ``UNICODE UTF-8`` (MSH-18). Concatenating the unescaped OBX-5 values of one OBX-3/OBX-4
-gives the original text back exactly.
+text goes through :func:`radtrace.reporting.text.hl7_escape` (``\\ | ^ & ~`` and every control character
+as ``\\Xhh\\``; hl7apy does not escape assigned strings), and the message is ``UNICODE UTF-8`` (MSH-18).
+Concatenating the unescaped OBX-5 values of one OBX-3/OBX-4 gives the text back exactly (lone
+surrogates, which UTF-8 cannot carry, become U+FFFD and the flags say ``text-sanitised``). Patient and
+study attributes come from :func:`radtrace.reporting.header.read_header`: each value of a multi-valued
+Patient ID or Patient Name is one repetition of PID-3 / PID-5; what a field cannot hold is omitted and
+listed in a header-notes OBX, never shortened.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -34,7 +38,9 @@ from radtrace.errors import ReportError
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
-from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, reasoning_sha256
+from radtrace.reporting.header import HeaderNote, SourceHeader, read_header
+from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, HEADER_NORMALISED, output_flags, reasoning_sha256
+from radtrace.reporting.text import hl7_escape, hl7_text
 
 __all__ = [
     "MAX_OBX_VALUE",
@@ -55,42 +61,30 @@ _PRESENCE: Final = {
     FindingStatus.ABSENT: codes.ABSENT,
     FindingStatus.UNCERTAIN: codes.INDETERMINATE,
 }
-_ESCAPES: Final = {
-    "\\": "\\E\\",
-    "|": "\\F\\",
-    "^": "\\S\\",
-    "&": "\\T\\",
-    "~": "\\R\\",
-    "\r": "\\X0D\\",
-    "\n": "\\X0A\\",
-}
-# hl7apy re-escapes any backslash that does not start an E/F/S/T/R/H/N sequence, which would break the
-# hex escapes for line breaks. They are built as private-use placeholders and swapped in after to_er7().
-_LF_PLACEHOLDER: Final = "\ue000"
-_CR_PLACEHOLDER: Final = "\ue001"
-_PLACEHOLDERS: Final = {"\n": _LF_PLACEHOLDER, "\r": _CR_PLACEHOLDER}
 _UNESCAPES: Final = {"E": "\\", "F": "|", "S": "^", "T": "&", "R": "~"}
 _ESCAPE_SEQUENCE: Final = re.compile(r"\\(E|F|S|T|R|X[0-9A-Fa-f]+)\\")
+# hl7apy re-escapes any backslash that does not start an E/F/S/T/R/H/N sequence, which would break the
+# hex escapes (\Xhh\). They are built around a private-use stand-in, swapped for the backslash after
+# to_er7(); text.hl7_escape hex-escapes the stand-in itself wherever a text holds it, so none is lost.
+_HEX: Final = "\ue000"
 
 
 def escape(text: str) -> str:
-    """Escape HL7 delimiters and line breaks (HL7 v2.5.1 section 2.7.4 and 2.7.5)."""
-    return "".join(_ESCAPES.get(char, char) for char in text)
+    """Escape HL7 delimiters and every control character (HL7 v2.5.1 section 2.7.4, 2.7.5)."""
+    return hl7_escape(text)
 
 
 def _esc(text: str) -> str:
-    # What is assigned to hl7apy: escape() with line breaks as placeholders (see _LF_PLACEHOLDER). The
-    # placeholders themselves, should a text contain them, become U+FFFD.
-    cleaned = text.replace(_LF_PLACEHOLDER, "\ufffd").replace(_CR_PLACEHOLDER, "\ufffd")
-    return "".join(_PLACEHOLDERS.get(char) or _ESCAPES.get(char, char) for char in cleaned)
+    # What is assigned to hl7apy: escape() with the stand-in around hex sequences (see _HEX).
+    return hl7_escape(text, hex_escape=_HEX)
 
 
-def _restore_line_breaks(er7: str) -> str:
-    return er7.replace(_LF_PLACEHOLDER, _ESCAPES["\n"]).replace(_CR_PLACEHOLDER, _ESCAPES["\r"])
+def _restore_hex_escapes(er7: str) -> str:
+    return er7.replace(_HEX, "\\")
 
 
 def unescape(text: str) -> str:
-    """Undo :func:`escape` (what a receiver does with a field's value)."""
+    """Undo :func:`escape` (what a receiver does with a field's value; hex is UTF-8, as MSH-18 declares)."""
 
     def replace(match: re.Match[str]) -> str:
         sequence = match.group(1)
@@ -152,23 +146,48 @@ def _hl7_datetime(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
 
 
-def _study_datetime(source: Dataset) -> str:
-    date = str(source.get("StudyDate", "") or "")
-    time = str(source.get("StudyTime", "") or "").split(".")[0]
-    return (date + time)[:14] if re.fullmatch(r"\d{8}", date) else ""
+def _study_datetime(header: SourceHeader) -> str:
+    if header.study_date is None:
+        return ""
+    moment = header.study_date.strftime("%Y%m%d")
+    return moment + header.study_time.strftime("%H%M%S") if header.study_time else moment
 
 
-def _person_name(source: Dataset) -> str:
-    # DICOM PN family^given^middle^prefix^suffix → HL7 XPN family^given^middle^suffix^prefix.
-    parts = (str(source.get("PatientName", "") or "").split("=")[0].split("^") + [""] * 5)[:5]
-    family, given, middle, prefix, suffix = parts
-    return "^".join(_esc(part) for part in (family, given, middle, suffix, prefix)).rstrip("^")
+def _person_names(header: SourceHeader) -> list[str]:
+    """Each value of Patient Name as an XPN: DICOM PN family^given^middle^prefix^suffix → HL7
+    family^given^middle^suffix^prefix (alphabetic group only)."""
+    names = []
+    for value in header.patient_names:
+        parts = (value.split("=")[0].split("^") + [""] * 5)[:5]
+        family, given, middle, prefix, suffix = parts
+        name = "^".join(_esc(part.strip(" ")) for part in (family, given, middle, suffix, prefix)).rstrip("^")
+        if name:
+            names.append(name)
+    return names
 
 
-def _patient_id(source: Dataset) -> str:
-    identifier = _esc(str(source.get("PatientID", "") or ""))
-    issuer = _esc(str(source.get("IssuerOfPatientID", "") or ""))
-    return f"{identifier}^^^{issuer}" if issuer else identifier
+def _patient_ids(header: SourceHeader, *, issuer: bool = True) -> list[str]:
+    """Each value of Patient ID as one CX repetition of PID-3, with the issuer (CX.4) on each."""
+    authority = _esc(header.issuer_of_patient_id) if issuer else ""
+    return [f"{_esc(value)}^^^{authority}" if authority else _esc(value) for value in header.patient_ids]
+
+
+def _assign(segment: Any, name: str, values: Sequence[str], keyword: str, notes: list[HeaderNote]) -> bool:
+    """Set field ``name`` to ``values`` (repetitions); a value the field cannot hold (hl7apy STRICT:
+    too long for its data type) leaves the field empty and records why: never a shortened identifier."""
+    if not values:
+        return False
+    try:
+        setattr(segment, name, values[0])
+        for value in values[1:]:
+            segment.add_field(name).value = value
+    except HL7apyException:
+        for field in list(getattr(segment, name)):
+            segment.remove(field)
+        field_name = name.upper().replace("_", "-")
+        notes.append(HeaderNote(keyword, f"too long for {field_name}; omitted from the HL7 message"))
+        return False
+    return True
 
 
 class _Observations:
@@ -209,11 +228,18 @@ def _findings(reading: Reading, obx: _Observations) -> None:
                 obx.add("CWE", codes.DEVICE, _cwe(device), sub_id)
 
 
-def _narrative(reading: Reading, obx: _Observations, study_uid: str, sr_sop_instance_uid: str) -> None:
+def _narrative(
+    reading: Reading, obx: _Observations, study_uid: str, sr_sop_instance_uid: str, notes: Sequence[HeaderNote]
+) -> None:
+    texts = [reading.impression or "", *(step.text for step in reading.reasoning), reading.raw_text]
+    sanitised = any(hl7_text(text).changed for text in (*texts, *(f.label for f in reading.findings)))
     if reading.impression and reading.impression.strip():
         obx.text(codes.IMPRESSION, reading.impression)
-    if reading.flags:
-        obx.text(codes.READING_FLAGS, ", ".join(sorted(flag.value for flag in reading.flags)))
+    flags = output_flags(reading, sanitised=sanitised, extra=[HEADER_NORMALISED] if notes else [])
+    if flags:
+        obx.text(codes.READING_FLAGS, flags)
+    if notes:
+        obx.text(codes.HEADER_NOTES, "\n".join(str(note) for note in notes))
     for index, step in enumerate(reading.reasoning, 1):
         if step.text:
             obx.text(codes.reasoning_code(step.section), step.text, sub_id=f"R{index}")
@@ -243,8 +269,10 @@ def build_oru(
         raise ReportError(f"HL7 result status {status!r} is not allowed for a draft")
     when = created_at or datetime.now(UTC)
     control = control_id or control_id_for(sr_sop_instance_uid)
-    accession = _esc(str(source.get("AccessionNumber", "") or ""))
-    study_uid = str(source.StudyInstanceUID)
+    header = read_header(source)
+    header_notes = list(header.notes)
+    accession = _esc(header.accession_number)
+    study_uid = header.study_instance_uid
     try:
         message = Message("ORU_R01", version="2.5.1", validation_level=VALIDATION_LEVEL.STRICT)
         msh = message.msh
@@ -261,26 +289,30 @@ def build_oru(
 
         result = message.add_group("ORU_R01_PATIENT_RESULT")
         patient = result.add_group("ORU_R01_PATIENT")
-        patient.pid.pid_1 = "1"
-        patient.pid.pid_3 = _patient_id(source)
-        patient.pid.pid_5 = _person_name(source) or '""'
-        if source.get("PatientBirthDate"):
-            patient.pid.pid_7 = str(source.PatientBirthDate)
-        if source.get("PatientSex") in ("F", "M", "O"):
-            patient.pid.pid_8 = str(source.PatientSex)
+        pid = patient.pid
+        pid.pid_1 = "1"
+        if not _assign(pid, "pid_3", _patient_ids(header), "PatientID", header_notes) and not (
+            header.issuer_of_patient_id
+            and _assign(pid, "pid_3", _patient_ids(header, issuer=False), "IssuerOfPatientID", header_notes)
+        ):
+            pid.pid_3 = '""'  # required: an explicit null, never a made-up identifier
+        if not _assign(pid, "pid_5", _person_names(header), "PatientName", header_notes):
+            pid.pid_5 = '""'
+        if header.birth_date:
+            pid.pid_7 = header.birth_date.strftime("%Y%m%d")
+        if header.sex:
+            pid.pid_8 = header.sex
         patient.add_group("ORU_R01_VISIT").pv1.pv1_2 = "U"  # patient class unknown to radtrace
 
         order = result.add_group("ORU_R01_ORDER_OBSERVATION")
         order.orc.orc_1 = "RE"  # observations to follow
-        if accession:
-            order.orc.orc_3 = accession
         obr = order.obr
         obr.obr_1 = "1"
-        if accession:
+        if accession and _assign(order.orc, "orc_3", [accession], "AccessionNumber", header_notes):
             obr.obr_3 = accession
             obr.obr_18 = accession
         obr.obr_4 = _cwe(codes.CHEST_XRAY)
-        study_time = _study_datetime(source)
+        study_time = _study_datetime(header)
         if study_time:
             obr.obr_7 = study_time
         obr.obr_22 = _hl7_datetime(when)
@@ -300,9 +332,9 @@ def build_oru(
 
         observations = _Observations(order, status)
         _findings(reading, observations)
-        _narrative(reading, observations, study_uid, sr_sop_instance_uid)
+        _narrative(reading, observations, study_uid, sr_sop_instance_uid, list(dict.fromkeys(header_notes)))
         message.validate()
-        text = _restore_line_breaks(message.to_er7()) + "\r"  # every segment ends with CR, the last one too
+        text = _restore_hex_escapes(message.to_er7()) + "\r"  # every segment ends with CR, the last one too
     except HL7apyException as exc:
         raise ReportError(f"HL7 ORU could not be built: {exc}") from exc
     return OruMessage(text=text, control_id=control)

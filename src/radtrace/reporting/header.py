@@ -1,0 +1,183 @@
+"""The source image's header as plain, checked values: what every output copies about the patient and study.
+
+Real headers hold what the IODs make optional, leave out, or get wrong: a Patient ID with a backslash
+(two values), a Study Date written ``2025-03-14`` or ``1995.07.20``, no Series Instance UID, no Study ID,
+no birth date, over-long values. :func:`read_header` reads each attribute once, never raises, and keeps
+what is usable: dates and times in the old or ISO forms become dates and times, anything else unusable
+is dropped, and each such decision becomes a :class:`HeaderNote` (tag, keyword, what was done — never
+the value, so notes may be logged). The SR, the HL7 message and the FHIR Bundle are all rendered from
+one :class:`SourceHeader`, each through its own text-safety function (:mod:`radtrace.reporting.text`).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+from datetime import date, time
+from typing import Any, Final
+
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+__all__ = ["HeaderNote", "SourceHeader", "is_uid", "read_header", "values_of"]
+
+_UID: Final = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_DATE_FORMS: Final = (
+    re.compile(r"(\d{4})(\d{2})(\d{2})"),  # DA
+    re.compile(r"(\d{4})[-.](\d{2})[-.](\d{2})"),  # ISO 8601, and ACR-NEMA's 1995.07.20
+)
+_TIME: Final = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
+_AGE: Final = re.compile(r"\d{3}[DWMY]")
+_SEX: Final = frozenset({"M", "F", "O"})
+
+
+@dataclass(frozen=True)
+class HeaderNote:
+    """One attribute of the source header that the outputs omit or normalise, and why (no values)."""
+
+    keyword: str
+    problem: str
+
+    def __str__(self) -> str:
+        tag = tag_for_keyword(self.keyword)
+        where = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) " if tag is not None else ""
+        return f"{where}{self.keyword}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class SourceHeader:
+    """Patient and study attributes of the first image the model was shown, as usable values."""
+
+    study_instance_uid: str
+    patient_ids: tuple[str, ...] = ()
+    issuer_of_patient_id: str = ""
+    patient_names: tuple[str, ...] = ()
+    birth_date: date | None = None
+    sex: str = ""
+    age: str = ""
+    study_date: date | None = None
+    study_time: time | None = None
+    accession_number: str = ""
+    study_id: str = ""
+    study_description: str = ""
+    referring_physician: str = ""
+    timezone_offset: str = ""
+    notes: tuple[HeaderNote, ...] = field(default=())
+
+
+def is_uid(value: str) -> bool:
+    """A valid UID (PS3.5 9.1): digits and dots, no leading zeros in a component, at most 64 characters."""
+    return len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
+def values_of(ds: Dataset, keyword: str) -> tuple[str, ...] | None:
+    """The attribute's values as text (empty: absent or empty); None when pydicom cannot read it."""
+    try:
+        with warnings.catch_warnings():  # pydicom warns about invalid values it still returns: judged here
+            warnings.simplefilter("ignore")
+            value: Any = ds.get(keyword)
+    except Exception:  # a raw element pydicom cannot convert: unreadable, whatever the reason
+        return None
+    if value is None or value == "":
+        return ()
+    items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    texts = tuple(str(item).strip(" \x00") for item in items)
+    return tuple(text for text in texts if text)
+
+
+class _Reader:
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        self.notes: list[HeaderNote] = []
+
+    def note(self, keyword: str, problem: str) -> None:
+        self.notes.append(HeaderNote(keyword, problem))
+
+    def values(self, keyword: str) -> tuple[str, ...]:
+        values = values_of(self.ds, keyword)
+        if values is None:
+            self.note(keyword, "unreadable; omitted")
+            return ()
+        return values
+
+    def single(self, keyword: str) -> str:
+        values = self.values(keyword)
+        if len(values) > 1:
+            self.note(keyword, f"{len(values)} values where one is allowed; the first kept")
+        return values[0] if values else ""
+
+    def date(self, keyword: str) -> date | None:
+        text = self.single(keyword)
+        if not text:
+            return None
+        for number, form in enumerate(_DATE_FORMS):
+            match = form.fullmatch(text)
+            if match:
+                try:
+                    parsed = date(*(int(part) for part in match.groups()))
+                except ValueError:
+                    break
+                if number:
+                    self.note(keyword, "not in DICOM DA form; read as a date")
+                return parsed
+        self.note(keyword, "not a valid date; omitted")
+        return None
+
+    def time(self, keyword: str) -> time | None:
+        text = self.single(keyword)
+        if not text:
+            return None
+        match = _TIME.fullmatch(text)
+        if match:
+            hour, minute, second, fraction = match.groups()
+            try:
+                parsed = time(
+                    int(hour), int(minute or 0), min(int(second or 0), 59), int((fraction or "0").ljust(6, "0"))
+                )
+            except ValueError:
+                parsed = None
+            if parsed is not None:
+                if ":" in text:
+                    self.note(keyword, "not in DICOM TM form; read as a time")
+                return parsed
+        self.note(keyword, "not a valid time; omitted")
+        return None
+
+    def coded(self, keyword: str, allowed: frozenset[str] | re.Pattern[str]) -> str:
+        text = self.single(keyword)
+        valid = text in allowed if isinstance(allowed, frozenset) else allowed.fullmatch(text) is not None
+        if text and not valid:
+            self.note(keyword, "not a defined value; omitted")
+            return ""
+        return text
+
+
+def read_header(ds: Dataset) -> SourceHeader:
+    """Read the patient and study attributes of ``ds`` as checked values, noting what was omitted or read
+    leniently. Never raises (the Study Instance UID is a key attribute the listener has checked)."""
+    reader = _Reader(ds)
+    patient_ids = reader.values("PatientID")
+    if len(patient_ids) > 1:
+        reader.note("PatientID", f"{len(patient_ids)} values where one is allowed; all kept as separate identifiers")
+    names = reader.values("PatientName")
+    if len(names) > 1:
+        reader.note("PatientName", f"{len(names)} values where one is allowed")
+    header = SourceHeader(
+        study_instance_uid=str(ds.StudyInstanceUID),
+        patient_ids=patient_ids,
+        issuer_of_patient_id=reader.single("IssuerOfPatientID"),
+        patient_names=names,
+        birth_date=reader.date("PatientBirthDate"),
+        sex=reader.coded("PatientSex", _SEX),
+        age=reader.coded("PatientAge", _AGE),
+        study_date=reader.date("StudyDate"),
+        study_time=reader.time("StudyTime"),
+        accession_number=reader.single("AccessionNumber"),
+        study_id=reader.single("StudyID"),
+        study_description=reader.single("StudyDescription"),
+        referring_physician=reader.single("ReferringPhysicianName"),
+        timezone_offset=reader.coded("TimezoneOffsetFromUTC", re.compile(r"[+-]\d{4}")),
+    )
+    return replace(header, notes=tuple(reader.notes))
