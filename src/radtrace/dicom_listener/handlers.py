@@ -30,6 +30,7 @@ from radtrace.dicom_listener.policy import (
     AssociationRequest,
     check_association,
     has_room,
+    how_to_allow,
 )
 from radtrace.dicom_listener.refusals import RefusalAudit
 from radtrace.dicom_listener.spool import Spool, StagedFile
@@ -132,11 +133,12 @@ class ListenerHandlers:
         self.metrics.associations.labels(result="rejected").inc()
         self.metrics.rejections.labels(reason=rejection.reason).inc()
         log.warning(
-            "rejected association from %s at %s to %s: %s",
+            "rejected association from %s at %s to %s: %s; %s",
             escape(repr(calling)),
             escape(request.peer_host),
             escape(repr(called)),
             rejection.reason,
+            escape(how_to_allow(rejection, request, self.settings)),
         )
         assoc.acse.send_reject(rejection.result, rejection.source, rejection.diagnostic)
         self.refusals.refused(

@@ -11,6 +11,7 @@ C-STORE statuses are from PS3.4 B.2.3 (Storage Service Class) and PS3.7 C.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -19,9 +20,12 @@ from radtrace.config import CallerRule, ListenerSettings
 
 __all__ = [
     "STATUS_CANNOT_UNDERSTAND",
+    "STATUS_IMAGE_TOO_LARGE",
     "STATUS_MISSING_IDENTIFIERS",
     "STATUS_OUT_OF_RESOURCES",
+    "STATUS_PIXEL_MISMATCH",
     "STATUS_PROCESSING_FAILURE",
+    "STATUS_SOP_CLASS_MISMATCH",
     "STATUS_SUCCESS",
     "AssociationRequest",
     "Rejection",
@@ -39,6 +43,12 @@ STATUS_CANNOT_UNDERSTAND: Final = 0xC210
 STATUS_MISSING_IDENTIFIERS: Final = 0xC211
 #: Failure: Processing Failure (PS3.7 C.4.2): radtrace could not record the instance (e.g. database down).
 STATUS_PROCESSING_FAILURE: Final = 0x0110
+#: Error: Data Set Does Not Match SOP Class (PS3.4 B.2.3): its SOP Class UID is not the context's abstract syntax.
+STATUS_SOP_CLASS_MISMATCH: Final = 0xA900
+#: Error: Cannot Understand: the image is larger than ``listener.max_image_pixels`` (header or codestream).
+STATUS_IMAGE_TOO_LARGE: Final = 0xC212
+#: Error: Cannot Understand: the compressed codestream declares another size than the header, or none.
+STATUS_PIXEL_MISMATCH: Final = 0xC213
 
 # (result, source, diagnostic) triples, PS3.8 Table 9-21
 PERMANENT: Final = 1
@@ -87,6 +97,22 @@ def caller_allowed(calling_ae: str, peer_host: str, rules: Sequence[CallerRule])
         except ValueError:  # the peer address is not an IP address (should not happen over TCP)
             continue
     return False
+
+
+def how_to_allow(rejection: Rejection, request: AssociationRequest, settings: ListenerSettings) -> str:
+    """The setting that would have admitted this request, for the refusal's log line (no patient data in it)."""
+    if rejection.diagnostic == CALLING_AE_NOT_RECOGNIZED:
+        rule = json.dumps([{"ae_title": request.calling_ae.strip(), "host": request.peer_host}])
+        return (
+            f"to allow it, add the caller to listener.allowed_callers "
+            f"(RADTRACE_LISTENER__ALLOWED_CALLERS='{rule}', or [[listener.allowed_callers]] in the config file)"
+        )
+    if rejection.diagnostic == CALLED_AE_NOT_RECOGNIZED:
+        called = settings.ae_title
+        return f"the caller must address listener.ae_title {called!r} (or set listener.check_called_ae = false)"
+    if rejection.diagnostic == LOCAL_LIMIT_EXCEEDED:
+        return f"listener.max_associations is {settings.max_associations}"
+    return f"listener.min_free_bytes is {settings.min_free_bytes}"
 
 
 def has_room(free_bytes: int, settings: ListenerSettings) -> bool:
