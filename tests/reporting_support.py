@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
 
 from radtrace.model.reading import (
     REASONING_SECTIONS,
@@ -194,3 +199,51 @@ def sr_cases() -> dict[str, tuple[Reading, list[Dataset]]]:
         ),
         "long-trace": (reading(ds, reasoning=long_reasoning()), ds),
     }
+
+
+REAL_FILMS = Path(__file__).resolve().parent / "data" / "real-cxr"
+REAL_FILM_SHA256 = {  # first 16 hex characters, as tests/data/real-cxr/README.md lists them
+    "nema-rg1-cr-chest-pa-mono1-j2k-lossy.dcm": "744d01372fdda4e2",
+    "nema-rg1-cr-chest-pa-mono1-jpegls-near-lossless.dcm": "e04e2bdd3b433d7f",
+    "nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm": "2b2ee2ae9fdbcc13",
+    "fuji-cr-chest-pa-mono1-10bit-no-filemeta.dcm": "ee3da313f01d2b50",
+    "canine-dx-thorax-lateral-mono1-small.dcm": "602dbefe9f5d17d8",
+}
+
+
+def real_film(name: str) -> Dataset:
+    """One of the real films, header only (the fuji film has no File Meta: read with ``force``)."""
+    return dcmread(REAL_FILMS / name, force=True, stop_before_pixels=True)
+
+
+# Every control character (C0, DEL, C1), the HL7 delimiters, ESC, lone surrogates, the private-use stand-in the
+# HL7 builder uses for hex escapes, an escape-looking sequence, and a few non-Latin characters.
+SPECIAL_CHARACTERS = (
+    [chr(code) for code in range(0x20)]
+    + [chr(code) for code in range(0x7F, 0xA0)]
+    + list("\\|^&~=")
+    + ["\ud800", "\udbff", "\udc00", "\udfff", "\ue000", "\\X0D\\", "\\E\\", "Ü", "胸", "😀", " "]
+)
+
+
+def hostile_header_study() -> list[Dataset]:
+    """The PA + lateral study with the header faults of issue 13 on the PA (the image the model is shown):
+    two Patient IDs, two Patient Names, an ISO Study Date, a ``:`` Study Time, no Series Instance UID, Study ID
+    or birth date, an over-long Accession Number, Issuer and Institution Name, a Frame of Reference UID with a
+    leading-zero component, no Imager Pixel Spacing or Patient Orientation."""
+    datasets = source_study()
+    pa = datasets[0]
+    with warnings.catch_warnings():  # pydicom warns about each invalid value it is given: that is the point
+        warnings.simplefilter("ignore")
+        pa.PatientID = MultiValue(str, ["ID-0001", "ID|0002^x"])
+        pa.PatientName = MultiValue(PersonName, ["Doe^John", "Smith^Jane^^Dr"])
+        pa.StudyDate = "2025-03-14"
+        pa.StudyTime = "10:15:30"
+        pa.AccessionNumber = "ACC" + "9" * 17
+        pa.IssuerOfPatientID = "HOSPITAL-" + "X" * 30
+        pa.InstitutionName = "An institution whose name runs well past the sixty-four characters LO allows"
+        pa.FrameOfReferenceUID = "1.2.826.0.1.03"
+        for keyword in ("SeriesInstanceUID", "StudyID", "PatientBirthDate", "ImagerPixelSpacing", "PatientOrientation"):
+            if keyword in pa:
+                delattr(pa, keyword)
+    return datasets

@@ -102,8 +102,8 @@ def split_text(text: str, *, target: int = LINE_TARGET, limit: int = MAX_OBX_VAL
     current = ""
     for token in re.findall(r"\S+\s*|\s+", text):
         while token:
-            room = min(target - len(current), limit - len(escape(current)))
-            fits = len(token) <= room and len(escape(current + token)) <= limit
+            room = min(target - len(current), limit - len(_esc(current)))
+            fits = len(token) <= room and len(_esc(current + token)) <= limit
             if fits:
                 current += token
                 token = ""
@@ -112,7 +112,7 @@ def split_text(text: str, *, target: int = LINE_TARGET, limit: int = MAX_OBX_VAL
                 current = ""
             else:  # one token longer than a line: cut it
                 cut = 1
-                while cut < len(token) and len(token[: cut + 1]) <= target and len(escape(token[: cut + 1])) <= limit:
+                while cut < len(token) and len(token[: cut + 1]) <= target and len(_esc(token[: cut + 1])) <= limit:
                     cut += 1
                 pieces.append(token[:cut])
                 token = token[cut:]
