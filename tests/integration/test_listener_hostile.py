@@ -169,3 +169,86 @@ def _rejections(store: Store) -> list[dict[str, object]]:
     with store.engine.connect() as connection:
         query = sa.text("SELECT payload FROM audit_events WHERE event_type = 'association_rejected' ORDER BY seq")
         return [json.loads(row[0]) for row in connection.execute(query)]
+
+
+def _statuses(files: list[Path], port: int) -> list[int | None]:
+    from radtrace.dicom_listener.scu import send_files
+
+    return [r.status for r in send_files(files, "127.0.0.1", port, calling_ae="PACS", called_ae="RADTRACE")]
+
+
+def test_decompression_bombs_and_lying_codestreams_are_refused_at_receive(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    from radtrace.dicom_listener.policy import STATUS_IMAGE_TOO_LARGE, STATUS_PIXEL_MISMATCH
+    from radtrace.testing.bombs import j2k_bomb
+
+    settings = listener_settings(tmp_path, listener_port)
+    bomb = j2k_bomb(tmp_path / "bomb")  # 65535 x 65535 in the header and the codestream
+    liar = j2k_bomb(tmp_path / "liar", size=128, header_matches=False)  # the header says 64 x 64
+    honest = j2k_bomb(tmp_path / "honest", size=64)
+    with running(settings, store):
+        statuses = _statuses([bomb, liar, honest], listener_port)
+    assert statuses == [STATUS_IMAGE_TOO_LARGE, STATUS_PIXEL_MISMATCH, 0x0000]
+    quarantined = sorted(p.read_text() for p in settings.quarantine_dir.glob("*.reason.txt"))
+    assert any("listener.max_image_pixels" in reason for reason in quarantined)
+
+
+def test_a_data_set_of_another_sop_class_than_its_context_is_refused(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    from pydicom import dcmread
+    from pydicom.uid import ComputedRadiographyImageStorage
+
+    from radtrace.dicom_listener.policy import STATUS_SOP_CLASS_MISMATCH
+    from radtrace.testing.studies import ImageSpec, make_study, write_study
+
+    settings = listener_settings(tmp_path, listener_port)
+    [dx] = write_study(make_study(images=[ImageSpec(modality="DX", rows=64, columns=64)]), tmp_path / "dx")
+    ds = dcmread(dx)
+    ds.file_meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage  # offered under CR, a DX inside
+    ds.save_as(dx)
+    with running(settings, store):
+        assert _statuses([dx], listener_port) == [STATUS_SOP_CLASS_MISMATCH]
+
+
+def test_a_disk_filling_up_mid_transfer_answers_out_of_resources_and_serving_goes_on(
+    tmp_path: Path, store: Store, listener_port: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    from radtrace.dicom_listener import transport
+    from radtrace.dicom_listener.policy import STATUS_OUT_OF_RESOURCES
+    from radtrace.testing.studies import ImageSpec, make_study, write_study
+
+    class FullDisk:
+        """The data set file, on a file system with 64 KiB left."""
+
+        def __init__(self, real: object) -> None:
+            self.real, self.written = real, 0
+
+        def write(self, chunk: memoryview) -> None:
+            if self.written + len(chunk) > 64 * 1024:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.written += len(chunk)
+            self.real.write(chunk)  # type: ignore[attr-defined]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+    partials: list[Path] = []
+    original = transport._Stream.__init__
+
+    def fill_up_first(stream: transport._Stream, message: object, hasher: transport._Hasher) -> None:
+        original(stream, message, hasher)
+        if not partials:
+            stream.file = FullDisk(stream.file)
+        partials.append(stream.path)
+
+    monkeypatch.setattr(transport._Stream, "__init__", fill_up_first)
+    settings = listener_settings(tmp_path, listener_port)
+    files = write_study(make_study(images=[ImageSpec(rows=512, columns=512), ImageSpec()]), tmp_path / "study")
+    with running(settings, store), caplog.at_level("WARNING"):
+        assert _statuses(files, listener_port) == [STATUS_OUT_OF_RESOURCES, 0x0000]
+    assert not partials[0].exists()  # the partial file is gone
+    assert "spool disk full while receiving an instance" in caplog.text

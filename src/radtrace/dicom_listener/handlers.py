@@ -21,11 +21,15 @@ from radtrace.dicom_listener.admission import Admission, Connection
 from radtrace.dicom_listener.headers import ReceivedHeader, read_header
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
 from radtrace.dicom_listener.metrics import ListenerMetrics
+from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, PixelMismatchError, check_file
 from radtrace.dicom_listener.policy import (
     STATUS_CANNOT_UNDERSTAND,
+    STATUS_IMAGE_TOO_LARGE,
     STATUS_MISSING_IDENTIFIERS,
     STATUS_OUT_OF_RESOURCES,
+    STATUS_PIXEL_MISMATCH,
     STATUS_PROCESSING_FAILURE,
+    STATUS_SOP_CLASS_MISMATCH,
     STATUS_SUCCESS,
     AssociationRequest,
     check_association,
@@ -33,7 +37,7 @@ from radtrace.dicom_listener.policy import (
     how_to_allow,
 )
 from radtrace.dicom_listener.refusals import RefusalAudit
-from radtrace.dicom_listener.spool import Spool, StagedFile
+from radtrace.dicom_listener.spool import Spool, StagedFile, out_of_space
 from radtrace.dicom_listener.transport import close_fast_path, take_received
 from radtrace.errors import DicomInputError, RadtraceError
 from radtrace.logging import escape, study_key
@@ -53,6 +57,17 @@ def _status(code: int, comment: str | None = None) -> Dataset:
     if comment:
         status.ErrorComment = comment[:64]  # LO
     return status
+
+
+class SopClassMismatchError(DicomInputError):
+    """The data set's SOP Class UID is not the abstract syntax of the presentation context it came on."""
+
+
+_STATUS_OF: dict[type[DicomInputError], int] = {
+    SopClassMismatchError: STATUS_SOP_CLASS_MISMATCH,
+    ImageTooLargeError: STATUS_IMAGE_TOO_LARGE,
+    PixelMismatchError: STATUS_PIXEL_MISMATCH,
+}
 
 
 def _connection(assoc: Association) -> Connection | None:
@@ -210,8 +225,14 @@ class ListenerHandlers:
         staged: StagedFile | None = None
         try:
             received = Path(event.dataset_path)
-            if not has_room(self.free_bytes(), self.settings):
+            free = self.free_bytes()
+            if not has_room(free, self.settings):
                 received.unlink(missing_ok=True)
+                log.warning(
+                    "refused an instance with 0xA700: %d bytes free on the spool, listener.min_free_bytes is %d",
+                    free,
+                    self.settings.min_free_bytes,
+                )
                 self._audit(
                     AuditEvent(
                         EventType.INSTANCE_REJECTED,
@@ -221,10 +242,13 @@ class ListenerHandlers:
                     )
                 )
                 return self._answer(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk nearly full")
-            staged = self.spool.stage_file(received, digest=take_received(event.assoc, received))
+            digest = take_received(event.assoc, received)
+            if digest is not None and digest.error is not None:
+                return self._out_of_space(received, digest.error, actor, event)
+            staged = self.spool.stage_file(received, digest=digest)
             self.metrics.bytes.inc(staged.size)
             try:
-                header = self._check(read_header(staged.path), event)
+                header = self._check(read_header(staged.path), event, staged.path)
             except DicomInputError as exc:
                 return self._quarantine(staged, exc, actor, event)
             result = record_instance(self.store, self.recorder, self.spool, staged, header, actor)
@@ -239,6 +263,12 @@ class ListenerHandlers:
                 result.revision_number,
             )
             return self._answer(STATUS_SUCCESS)
+        except OSError as exc:
+            if not out_of_space(exc):
+                log.error("could not store a received instance: %s", exc.strerror or type(exc).__name__)
+                self.metrics.instances.labels(outcome="failed").inc()
+                return self._answer(STATUS_PROCESSING_FAILURE, f"internal error ({type(exc).__name__})")
+            return self._out_of_space(Path(event.dataset_path), exc, actor, event)
         except RadtraceError as exc:
             log.error("could not record a received instance: %s", exc.reason)
             self.metrics.instances.labels(outcome="failed").inc()
@@ -255,11 +285,33 @@ class ListenerHandlers:
     def _requested_sop(event: evt.Event) -> str:
         return str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
 
-    def _check(self, header: ReceivedHeader, event: evt.Event) -> ReceivedHeader:
+    def _check(self, header: ReceivedHeader, event: evt.Event, path: Path) -> ReceivedHeader:
         requested = self._requested_sop(event)
         if requested and requested != header.sop_instance_uid:
             raise DicomInputError("SOP Instance UID in the dataset differs from the C-STORE request")
+        context = getattr(getattr(event, "context", None), "abstract_syntax", None)
+        if context is not None and str(context) != header.sop_class_uid:
+            raise SopClassMismatchError("SOP Class UID in the dataset differs from the presentation context")
+        check_file(path, self.settings.max_image_pixels)  # before anything decodes it
         return header
+
+    def _out_of_space(self, received: Path, exc: OSError, actor: Actor, event: evt.Event) -> Dataset:
+        """The spool filled up while the instance arrived: A700, the partial file removed, serving goes on."""
+        received.unlink(missing_ok=True)
+        self.metrics.instances.labels(outcome="failed").inc()
+        log.warning(
+            "spool disk full while receiving an instance (%s): answered 0xA700, partial file removed",
+            exc.strerror or type(exc).__name__,
+        )
+        self._audit(
+            AuditEvent(
+                EventType.INSTANCE_REJECTED,
+                actor,
+                outcome=Outcome.MINOR_FAILURE,
+                payload={"reason": "spool disk full during transfer", "sop_instance_uid": self._requested_sop(event)},
+            )
+        )
+        return self._answer(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk full")
 
     def _quarantine(self, staged: StagedFile, exc: DicomInputError, actor: Actor, event: evt.Event) -> Dataset:
         where = self.spool.quarantine(staged, exc.reason)
@@ -280,7 +332,7 @@ class ListenerHandlers:
             )
         )
         identifiers = "UID" in exc.reason
-        status = STATUS_MISSING_IDENTIFIERS if identifiers else STATUS_CANNOT_UNDERSTAND
+        status = _STATUS_OF.get(type(exc)) or (STATUS_MISSING_IDENTIFIERS if identifiers else STATUS_CANNOT_UNDERSTAND)
         return self._answer(status, exc.reason)
 
     def _answer(self, code: int, comment: str | None = None) -> Dataset:

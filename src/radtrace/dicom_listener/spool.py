@@ -25,13 +25,18 @@ from typing import Final
 from radtrace.durable import fsync_directory
 from radtrace.errors import DicomInputError
 
-__all__ = ["FileDigest", "Spool", "StagedFile", "check_uid"]
+__all__ = ["FileDigest", "Spool", "StagedFile", "check_uid", "out_of_space"]
 
 log = logging.getLogger(__name__)
 
 INCOMING: Final = ".incoming"
 _CHUNK: Final = 1024 * 1024
 _UID: Final = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+def out_of_space(exc: OSError) -> bool:
+    """Whether a failed write means the file system (or the user's quota) is full."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def check_uid(value: object, what: str) -> str:
@@ -47,10 +52,11 @@ def check_uid(value: object, what: str) -> str:
 
 @dataclass(frozen=True)
 class FileDigest:
-    """A file's SHA-256 and size, taken by whoever wrote it."""
+    """A file's SHA-256 and size, taken by whoever wrote it; ``error`` when writing it failed (e.g. disk full)."""
 
     sha256: str
     size: int
+    error: OSError | None = None
 
 
 @dataclass(frozen=True)

@@ -325,28 +325,49 @@ class _Hasher:
 class _Stream:
     """The data set file of the C-STORE being received, and the hash of what was written to it."""
 
-    __slots__ = ("digest", "file", "hasher", "message", "path", "size")
+    __slots__ = ("digest", "error", "file", "hasher", "message", "path", "size")
 
     def __init__(self, message: Any, hasher: _Hasher) -> None:
         self.message = message  # the DIMSE message being received (pynetdicom makes one per message)
         self.path = Path(message._data_set_path)
         self.file = message._data_set_file.file  # the BufferedWriter under NamedTemporaryFile's wrapper
-        self.file.flush()
-        self.size = self.file.tell()
         self.hasher = hasher
+        self.error: OSError | None = None
+        try:
+            self.file.flush()
+        except OSError as exc:
+            self._failed(exc)
+        self.size = self.file.tell()
         # pynetdicom has written the preamble and file meta: they are part of the file and of its hash.
         self.digest = hashlib.sha256(os.pread(self.file.fileno(), self.size, 0))
 
     def write(self, chunk: memoryview) -> None:
-        self.file.write(chunk)
+        """Write a fragment; after a failed write (disk full) the rest of the data set is read and dropped."""
+        if self.error is not None:
+            return
+        try:
+            self.file.write(chunk)
+        except OSError as exc:
+            self._failed(exc)
+            return
         self.hasher.update(self.digest, chunk)
         self.size += len(chunk)
 
+    def _failed(self, exc: OSError) -> None:
+        self.error = exc
+        log.warning("could not write a received data set (%s): the rest of it is dropped", exc.strerror or exc)
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.file.fileno(), 0)  # give the space back now; the handler removes the file
+
     def finish(self) -> FileDigest:
-        """Flush the file and wait for its hash."""
-        self.file.flush()
+        """Flush the file and wait for its hash (the digest carries the write error, if any)."""
+        if self.error is None:
+            try:
+                self.file.flush()
+            except OSError as exc:
+                self._failed(exc)
         self.hasher.wait()
-        return FileDigest(self.digest.hexdigest(), self.size)
+        return FileDigest(self.digest.hexdigest(), self.size, self.error)
 
 
 def _pdv_items(body: bytearray) -> list[tuple[int, int, int, int]] | None:

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
+from radtrace.dicom_listener.pixel_budget import PixelMismatchError, check_dataset
 from radtrace.errors import DicomInputError
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
 
 #: Qwen2.5-VL: 14 px patches merged 2 x 2 into one visual token.
 MERGED_PATCH: Final = 28
+#: Largest source image decoded (rows x columns x samples x frames), as ``listener.max_image_pixels``' default.
+MAX_SOURCE_PIXELS: Final = 50_000_000
 _MAX_ASPECT: Final = 200  # Qwen's processor refuses more extreme shapes
 
 FloatImage = NDArray[np.float64]
@@ -74,14 +77,22 @@ class PreparedPicture:
         return Image.fromarray(self.pixels)
 
 
-def prepare_picture(ds: Dataset, *, min_pixels: int, max_pixels: int, factor: int = MERGED_PATCH) -> PreparedPicture:
+def prepare_picture(
+    ds: Dataset,
+    *,
+    min_pixels: int,
+    max_pixels: int,
+    factor: int = MERGED_PATCH,
+    max_source_pixels: int = MAX_SOURCE_PIXELS,
+) -> PreparedPicture:
     """Turn a DICOM image into an RGB picture within ``min_pixels``..``max_pixels`` (see the module doc).
 
     Raises:
         DicomInputError: no pixel data, a transfer syntax no installed decoder handles, corrupt pixel data,
-            or a shape the model cannot take.
+            or a shape the model cannot take; an image over ``max_source_pixels`` (header or codestream),
+            checked before decoding.
     """
-    gray, steps = display_values(ds)
+    gray, steps = display_values(ds, max_source_pixels=max_source_pixels)
     eight_bit = np.rint(gray * 255.0).astype(np.uint8)
     steps.append({"step": "to_8bit", "scale": 255, "rounding": "nearest"})
     rows, columns = eight_bit.shape
@@ -109,13 +120,13 @@ def prepare_picture(ds: Dataset, *, min_pixels: int, max_pixels: int, factor: in
     return PreparedPicture(pixels=rgb, source_rows=rows, source_columns=columns, steps=tuple(steps))
 
 
-def display_values(ds: Dataset) -> tuple[FloatImage, list[Step]]:
+def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[FloatImage, list[Step]]:
     """Stored pixels to display values in [0, 1] (0 = black, air), with the steps taken.
 
     Raises:
         DicomInputError: as for :func:`prepare_picture`.
     """
-    stored, steps = _decode(ds)
+    stored, steps = _decode(ds, max_source_pixels)
     if stored.ndim == 3:  # colour (secondary capture): pydicom already gives RGB; show its luminance
         gray = stored[..., 0] * 0.299 + stored[..., 1] * 0.587 + stored[..., 2] * 0.114
         top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
@@ -217,10 +228,14 @@ def to_source_pixels(
     )
 
 
-def _decode(ds: Dataset) -> tuple[NDArray[Any], list[Step]]:
+def _decode(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[NDArray[Any], list[Step]]:
     if "PixelData" not in ds:
         raise DicomInputError("the instance has no pixel data")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        check_dataset(ds, max_source_pixels)  # a decoder believes the codestream's size: a bomb stops here
+    except PixelMismatchError as exc:
+        raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown'}): {exc.reason}") from exc
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # decoders raise anything from RuntimeError to their own types
