@@ -12,9 +12,13 @@ its environment variable; secrets (tokens, keys, passwords inside URLs) are mask
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
+import os
 import re
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -269,8 +273,14 @@ class ModelSettings(_Section):
     profile: Literal["nv-reason-cxr", "deepmedix-r1"] = Field(
         default="nv-reason-cxr", description="prompt, image budget, parser and labels of the model family"
     )
-    backend: Literal["transformers", "vllm", "onnxruntime"] = Field(
-        default="transformers", description="what runs the model: in-process transformers, a vLLM server, ONNX Runtime"
+    backend: Literal["transformers", "vllm", "onnxruntime", "demo"] = Field(
+        default="transformers",
+        description="what runs the model: in-process transformers, a vLLM server, ONNX Runtime, or demo (recorded "
+        "model texts replayed, needs model.demo)",
+    )
+    demo: bool = Field(
+        default=False,
+        description="allow the demo backend: recorded model texts, every draft marked DEMO - NOT A MODEL READING",
     )
     path: Path | None = Field(default=None, description="local directory with the weights")
     repo_id: str = Field(default="nvidia/NV-Reason-CXR-3B", description="looked up in the local HF cache only")
@@ -299,6 +309,10 @@ class ModelSettings(_Section):
             raise ValueError("min_pixels must not exceed max_pixels")
         if self.backend == "vllm" and not self.vllm_url:
             raise ValueError("backend 'vllm' needs vllm_url")
+        if (self.backend == "demo") != self.demo:
+            raise ValueError(
+                "backend 'demo' replays recorded texts and needs demo = true; demo = true needs backend 'demo'"
+            )
         return self
 
 
@@ -404,7 +418,11 @@ class Settings(BaseSettings):
 
     _config_file: ClassVar[Path | None] = None
 
-    data_dir: Path = Field(default=Path("var"), description="spool, SQLite files and caches live under here")
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="spool, SQLite files, drafts and caches live under here; a relative path is taken from the "
+        "current directory once, at start",
+    )
     listener: ListenerSettings = Field(default_factory=ListenerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
@@ -414,6 +432,12 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Resolved once: every child of 'serve' and every later command names the same folder.
+        return value.expanduser().absolute()
 
     # --- derived locations (embedded defaults) -----------------------------------------------
     @property
@@ -461,18 +485,87 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} does not exist or is not a file")
+    _check_environment(os.environ)
+    if config_file is not None:
+        _check_config_file(config_file)
     from_file: type[Settings] = type("_FromFile", (Settings,), {"_config_file": config_file})
 
     try:
         loaded = from_file(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe_validation_error(exc)) from exc
+        raise ConfigError(_describe_validation_error(exc, config_file)) from exc
     except ValueError as exc:  # e.g. malformed TOML or an env value that is not valid JSON
         raise ConfigError(f"invalid configuration: {exc}") from exc
     return loaded
 
 
-def _describe_validation_error(exc: ValidationError) -> str:
+#: RADTRACE_* variables that are not settings: build arguments of deploy/ and switches of bench/ and tests/.
+NOT_SETTINGS = frozenset({
+    "RADTRACE_CPU_IMAGE", "RADTRACE_GPU_IMAGE", "RADTRACE_WHEELS", "RADTRACE_FULL_ABLATION",
+    "RADTRACE_ABLATION_SEED", "RADTRACE_GPU_STATIC_TIMEOUT", "RADTRACE_GPU_STATIC_ROW",
+})  # fmt: skip
+
+
+def _setting_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], bool]:
+    """Every setting and section, as a path, mapped to whether it is a section (a model of its own)."""
+    paths: dict[tuple[str, ...], bool] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        paths[(*prefix, name)] = section
+        if section:
+            paths.update(_setting_paths(annotation, (*prefix, name)))  # type: ignore[arg-type]
+    return paths
+
+
+def _nearest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse a ``RADTRACE_*`` variable that names no setting (a typo would otherwise be ignored silently)."""
+    known = [ENV_PREFIX + ENV_NESTED_DELIMITER.join(path).upper() for path in _setting_paths(Settings)]
+    unknown = [
+        name for name in sorted(environ)
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known and name.upper() not in NOT_SETTINGS
+    ]  # fmt: skip
+    if unknown:
+        lines = [f"  {name}: no such setting{_nearest(name.upper(), known)}" for name in unknown]
+        raise ConfigError(
+            "unknown environment variable(s) (RADTRACE_ + section + '__' + name, e.g. RADTRACE_LISTENER__PORT; "
+            "'radtrace config reference' lists them all):\n" + "\n".join(lines)
+        )
+
+
+def _check_config_file(config_file: Path) -> None:
+    """Refuse a config file that is not TOML or has a key that names no setting, naming the file."""
+    try:
+        with config_file.open("rb") as handle:
+            document = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {config_file} cannot be read: {exc.strerror or exc}") from exc
+    paths = _setting_paths(Settings)
+    known = [".".join(path) for path in paths]
+    unknown: list[str] = []
+
+    def walk(node: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
+        for key, value in node.items():
+            path = (*prefix, key)
+            if path not in paths:
+                unknown.append(".".join(path))
+            elif paths[path] and isinstance(value, Mapping):
+                walk(value, path)
+
+    walk(document, ())
+    if unknown:
+        lines = [f"  {key}: no such setting{_nearest(key, known)}" for key in unknown]
+        raise ConfigError(f"unknown key(s) in config file {config_file}:\n" + "\n".join(lines))
+
+
+def _describe_validation_error(exc: ValidationError, config_file: Path | None = None) -> str:
     lines = ["invalid configuration:"]
     for error in exc.errors():
         dotted = ".".join(str(part) for part in error["loc"])
@@ -480,7 +573,10 @@ def _describe_validation_error(exc: ValidationError) -> str:
         env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(top_level).upper()
         given = error.get("input")
         shown = "" if isinstance(given, dict) or error["type"] == "missing" else f" (got {given!r})"
-        lines.append(f"  {dotted}: {error['msg']}{shown} [env {env_name}]")
+        source = f"env {env_name}"
+        if env_name not in {name.upper() for name in os.environ} and config_file is not None:
+            source = f"config file {config_file}"
+        lines.append(f"  {dotted}: {error['msg']}{shown} [{source}]")
     return "\n".join(lines)
 
 

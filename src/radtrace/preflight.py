@@ -47,8 +47,33 @@ def _free_space(settings: Settings) -> Check:
     return Check("free disk space", "ok" if free >= need else "failed", detail)
 
 
+def _vllm_server(settings: Settings) -> Check:
+    """A vLLM backend needs its server to answer (``GET /v1/models``), not weights on this machine."""
+    import httpx
+
+    url = f"{(settings.model.vllm_url or '').rstrip('/')}/v1/models"
+    key = settings.model.vllm_api_key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=3.0)
+    except httpx.HTTPError as exc:
+        return Check("model server", "warning", f"vLLM at {settings.model.vllm_url} does not answer ({exc}); "
+                     "inference waits for it (model.vllm_url)")  # fmt: skip
+    if response.status_code != 200:
+        return Check("model server", "warning", f"vLLM at {url} answered HTTP {response.status_code}")
+    served = [str(m.get("id")) for m in response.json().get("data", []) if isinstance(m, dict)]
+    return Check("model server", "ok", f"vLLM at {settings.model.vllm_url} serves {', '.join(served) or 'no model'}")
+
+
 def check_model_weights(settings: Settings) -> Check:
-    """Whether the configured model's weights are here: ``ok``, or a ``warning`` saying what is missing."""
+    """Whether the configured backend can read: ``ok``, or a ``warning`` saying what is missing.
+
+    transformers needs the weights here; vLLM a server that answers; the demo backend nothing.
+    """
+    if settings.model.backend == "demo":
+        return Check("model", "ok", "DEMO: recorded model texts replayed; every draft is marked as a demo")
+    if settings.model.backend == "vllm":
+        return _vllm_server(settings)
     path = settings.model.path
     if path is not None:
         if (path / "config.json").is_file():

@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
+import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -40,7 +43,7 @@ from types import FrameType
 from radtrace.config import Settings
 from radtrace.preflight import check_model_weights
 
-__all__ = ["Component", "Supervisor", "describe", "run_serve", "serve_components"]
+__all__ = ["Component", "Supervisor", "describe", "next_steps", "run_serve", "serve_components"]
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +106,10 @@ class Supervisor:
         *,
         root_args: Sequence[str] = (),
         stop_timeout_s: float = 30.0,
+        on_started: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_started = on_started
         self.children = [_Child(component) for component in components]
         self.root_args = list(root_args)
         self.stop_timeout_s = stop_timeout_s
@@ -188,6 +193,9 @@ class Supervisor:
                             status = failed
                             self._stopping.set()
                             break
+                if self.on_started is not None and not self._stopping.is_set():
+                    self.on_started()  # once: after the first pass started every child (or found it waiting)
+                    self.on_started = None
                 self._stopping.wait(POLL_S)
         finally:
             self._stop_children()
@@ -218,11 +226,82 @@ def describe(settings: Settings) -> str:
     listener, api = settings.listener, settings.api
     return (
         f"DICOM listener {listener.ae_title} on {listener.host}:{listener.port}; "
-        f"QA API on http://{api.host}:{api.port}; data in {Path(settings.data_dir).resolve()}"
+        f"QA API on http://{api.host}:{api.port}; data in {Path(settings.data_dir).absolute()}"
     )
 
 
-def run_serve(settings: Settings, *, root_args: Sequence[str] = ()) -> int:
-    """Run every component under one :class:`Supervisor`; returns the exit status."""
+SAMPLE_FILM = Path("tests/data/real-cxr/nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm")
+LOCAL_CALLER = "RADTRACE-SEND"
+
+
+def _local_caller(settings: Settings) -> str | None:
+    """An AE title that ``radtrace send`` on this machine may call with, or None when none is admitted."""
+    listener = settings.listener
+    if listener.accept_unknown_callers:
+        return LOCAL_CALLER
+    for rule in listener.allowed_callers:
+        if rule.host is None or ipaddress.ip_address("127.0.0.1") in ipaddress.ip_network(rule.host, strict=False):
+            return rule.ae_title
+    return None
+
+
+def next_steps(settings: Settings, *, config: Path | None = None, cwd: Path | None = None) -> list[str]:
+    """What ``radtrace serve`` prints once it has started: who may send, where drafts go, what to run next."""
+    cwd = cwd or Path.cwd()
+    listener, dispatch = settings.listener, settings.dispatch
+    data_dir = Path(settings.data_dir).absolute()
+    prefix = "radtrace"
+    if config is not None:
+        prefix = f"radtrace --config {shlex.quote(str(config))}"
+    elif data_dir != (cwd / "var").absolute():
+        prefix = f"RADTRACE_DATA_DIR={shlex.quote(str(data_dir))} radtrace"
+    steps = [f"Data directory: {data_dir}"]
+    if listener.accept_unknown_callers:
+        steps.append("Callers allowed: ANY calling AE (listener.accept_unknown_callers = true; first setup only)")
+    elif listener.allowed_callers:
+        shown = ", ".join(
+            f"{rule.ae_title}" + (f" from {rule.host}" if rule.host else "") for rule in listener.allowed_callers
+        )
+        steps.append(f"Callers allowed (listener.allowed_callers): {shown}")
+    else:
+        example = json.dumps([{"ae_title": LOCAL_CALLER, "host": "127.0.0.1"}])
+        steps.append(
+            "Callers allowed: NONE - every association is refused until listener.allowed_callers is set, e.g. "
+            f"RADTRACE_LISTENER__ALLOWED_CALLERS='{example}' (or [[listener.allowed_callers]] in the config file)"
+        )
+    destinations = [f"PACS {pacs.ae_title}@{pacs.host}:{pacs.port}" for pacs in dispatch.pacs]
+    if dispatch.ris is not None:
+        destinations.append(f"RIS {dispatch.ris.host}:{dispatch.ris.port} (HL7 over MLLP)")
+    if dispatch.file_drop_dir is not None:
+        destinations.append(f"file drop {Path(dispatch.file_drop_dir).absolute()}")
+    steps.append(f"Drafts (SR, HL7, FHIR) are kept in {data_dir / 'drafts'}/<Study UID>/<revision>/")
+    steps.append(
+        "Delivered to: " + "; ".join(destinations)
+        if destinations
+        else "Delivered to: nowhere else (no dispatch.pacs, dispatch.ris or dispatch.file_drop_dir set)"
+    )
+    if settings.model.demo:
+        steps.append("Model: DEMO replay of recorded model texts - every draft is marked DEMO - NOT A MODEL READING")
+    caller = _local_caller(settings)
+    film = shlex.quote(str(SAMPLE_FILM)) if (cwd / SAMPLE_FILM).is_file() else "PATH/TO/CHEST-XRAY.dcm"
+    if caller is not None:
+        steps.append(
+            f"Send a test study: {prefix} send --port {listener.port} --called-ae {shlex.quote(listener.ae_title)} "
+            f"--calling-ae {shlex.quote(caller)} {film}"
+        )
+    else:
+        steps.append("Send a test study: first allow a caller (above), then: radtrace send --calling-ae AE PATH")
+    steps.append(f"Follow it: {prefix} status; then read the draft: {prefix} drafts show <Study UID>")
+    steps.append(f"QA API: http://{settings.api.host}:{settings.api.port}/docs")
+    return steps
+
+
+def run_serve(
+    settings: Settings, *, root_args: Sequence[str] = (), on_started: Callable[[], None] | None = None
+) -> int:
+    """Run every component under one :class:`Supervisor`; returns the exit status.
+
+    ``on_started`` is called once every child has been started (``serve`` prints :func:`next_steps` there).
+    """
     log.info("radtrace serve (pid %d): %s", os.getpid(), describe(settings))
-    return Supervisor(settings, serve_components(), root_args=root_args).run()
+    return Supervisor(settings, serve_components(), root_args=root_args, on_started=on_started).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,36 @@ def test_missing_and_malformed_files_are_clear_errors(tmp_path: Path) -> None:
         load_settings(tmp_path / "absent.toml")
     broken = tmp_path / "broken.toml"
     broken.write_text("[listener\nport = ", encoding="utf-8")
-    with pytest.raises(ConfigError, match="invalid configuration"):
+    with pytest.raises(ConfigError, match=f"config file {re.escape(str(broken))} is not valid TOML"):
         load_settings(broken)
+
+
+def test_a_misspelled_variable_is_an_error_that_suggests_the_right_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    for wrong, meant in (("RADTRACE_LISTNER__PORT", "RADTRACE_LISTENER__PORT"),
+                         ("RADTRACE_LISTENER_PORT", "RADTRACE_LISTENER__PORT")):  # fmt: skip
+        monkeypatch.setenv(wrong, "104")
+        with pytest.raises(ConfigError, match=f"{wrong}: no such setting; did you mean {meant}"):
+            load_settings()
+        monkeypatch.delenv(wrong)
+    monkeypatch.setenv("radtrace_listener__port", "104")  # names are not case-sensitive, as pydantic reads them
+    assert load_settings().listener.port == 104
+
+
+def test_an_unknown_key_in_the_file_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "radtrace.toml"
+    config.write_text("[listener]\nprot = 104\n[model]\nbackend = 'vllm'\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"unknown key\(s\) in config file {re.escape(str(config))}") as raised:
+        load_settings(config)
+    assert "listener.prot: no such setting; did you mean listener.port?" in raised.value.reason
+    config.write_text("[model]\nbackend = 'vllm'\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"config file {re.escape(str(config))}"):  # a bad value names the file
+        load_settings(config)
+
+
+def test_the_data_directory_is_made_absolute_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().data_dir == tmp_path / "var"
+    assert load_settings(data_dir="elsewhere/data").data_dir == tmp_path / "elsewhere" / "data"
 
 
 def test_tls_needs_certificate_and_key() -> None:

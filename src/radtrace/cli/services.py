@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.panel import Panel
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
@@ -26,7 +29,7 @@ def serve(ctx: typer.Context) -> None:
     reconciler) and the QA API, as supervised child processes logging to stderr; one that dies is
     restarted with backoff. Without model weights the worker waits for them; studies stay queued.
     """
-    from radtrace.supervisor import run_serve
+    from radtrace.supervisor import next_steps, run_serve
 
     settings = settings_of(ctx)
     checks = run_preflight(settings)
@@ -41,7 +44,12 @@ def serve(ctx: typer.Context) -> None:
     config = ctx.find_root().params.get("config")
     root_args = ["--config", str(config)] if config is not None else []
     root_args += ["--log-format", settings.logging.format, "--log-level", settings.logging.level]
-    code = run_serve(settings, root_args=root_args)
+
+    def what_next() -> None:
+        lines = next_steps(settings, config=config)
+        out.print(Panel("\n".join(escape(line) for line in lines), title="radtrace serve: what next", expand=False))
+
+    code = run_serve(settings, root_args=root_args, on_started=what_next)
     if code:
         raise typer.Exit(code)
 
@@ -96,12 +104,25 @@ def worker(
     failed = failed_checks(run_preflight(settings))
     if failed:
         fail("; ".join(f"{check.name}: {check.detail}" for check in failed))
+    _quiet_celery_root_warning()
     try:
         run_worker(
             settings, roles=roles, gpu=gpu, concurrency=concurrency, reconcile=reconcile, metrics_offset=metrics_offset
         )
     except RadtraceError as exc:
         fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
+
+
+def _quiet_celery_root_warning() -> None:
+    """Celery warns on every start as root (the usual container user); say it once, in our words, instead.
+
+    Celery's concern is pickle: a root worker that unpickles broker messages runs whatever the broker holds.
+    radtrace's workers accept JSON only (radtrace.worker.app), and Celery itself refuses pickle as root.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    log.info("worker running as root; it accepts JSON messages only (run it as a service user where you can)")
+    warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges")
 
 
 @app.command()

@@ -49,6 +49,10 @@ def build_backend(settings: ModelSettings, profile: Profile, *, hash_cache_file:
         ModelLoadError: weights missing or unloadable, or a backend not available yet (onnxruntime).
     """
     budget = effective_budget(settings, profile)
+    if settings.backend == "demo":
+        from radtrace.model.backends.demo import DemoBackend
+
+        return DemoBackend(enabled=settings.demo)
     if settings.backend == "transformers":
         from radtrace.model.backends.transformers import TransformersBackend, load_once
 

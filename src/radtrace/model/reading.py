@@ -123,7 +123,7 @@ class ModelIdentity(_Frozen):
 
     profile: str = Field(description="e.g. nv-reason-cxr")
     profile_version: str
-    backend: Literal["transformers", "vllm", "onnxruntime"]
+    backend: Literal["transformers", "vllm", "onnxruntime", "demo"]
     model_name: str = Field(description="e.g. NV-Reason-CXR-3B")
     source: str = Field(description="local path or repository id the weights came from")
     revision: str | None = None

@@ -19,7 +19,7 @@ from radtrace.model.study import StudyInput
 
 __all__ = ["Backend", "BackendName", "Generation"]
 
-BackendName = Literal["transformers", "vllm", "onnxruntime"]
+BackendName = Literal["transformers", "vllm", "onnxruntime", "demo"]
 
 
 @dataclass(frozen=True)

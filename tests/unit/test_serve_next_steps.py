@@ -1,0 +1,51 @@
+"""What `radtrace serve` prints once started: who may send (or the exact setting when nobody may), where the
+drafts go, and a command that sends a test study and is admitted by the settings as they are."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from radtrace.config import load_settings
+from radtrace.dicom_listener.policy import AssociationRequest, check_association
+from radtrace.supervisor import SAMPLE_FILM, next_steps
+
+pytestmark = pytest.mark.unit
+
+
+def _line(steps: list[str], start: str) -> str:
+    return next(step for step in steps if step.startswith(start))
+
+
+def test_with_no_caller_allowed_it_says_so_and_gives_the_setting(tmp_path: Path) -> None:
+    steps = next_steps(load_settings(data_dir=tmp_path / "var"), cwd=tmp_path)
+    callers = _line(steps, "Callers allowed")
+    assert "NONE" in callers
+    value = callers.split("RADTRACE_LISTENER__ALLOWED_CALLERS='", 1)[1].split("'", 1)[0]
+    assert load_settings(listener={"allowed_callers": json.loads(value)}).listener.allowed_callers
+    assert _line(steps, "Drafts").startswith(f"Drafts (SR, HL7, FHIR) are kept in {tmp_path / 'var' / 'drafts'}")
+    assert "nowhere else" in _line(steps, "Delivered to")
+
+
+def test_the_send_command_it_prints_is_admitted_and_names_the_data_directory(tmp_path: Path) -> None:
+    (tmp_path / SAMPLE_FILM).parent.mkdir(parents=True)
+    (tmp_path / SAMPLE_FILM).write_bytes(b"")
+    settings = load_settings(
+        data_dir=tmp_path / "elsewhere",
+        listener={"port": 11999, "allowed_callers": [{"ae_title": "RADTRACE-SEND", "host": "127.0.0.1"}]},
+        dispatch={"file_drop_dir": tmp_path / "drop"},
+    )
+    steps = next_steps(settings, cwd=tmp_path)
+    send = shlex.split(_line(steps, "Send a test study: ").removeprefix("Send a test study: "))
+    assert send[0] == f"RADTRACE_DATA_DIR={tmp_path / 'elsewhere'}"
+    assert send[1:3] == ["radtrace", "send"]
+    options = dict(zip(send[3:-1:2], send[4:-1:2], strict=True))
+    assert options["--port"] == "11999"
+    assert send[-1] == str(SAMPLE_FILM)
+    request = AssociationRequest(options["--calling-ae"], options["--called-ae"], "127.0.0.1", 1, 10**12)
+    assert check_association(request, settings.listener) is None
+    assert f"file drop {tmp_path / 'drop'}" in _line(steps, "Delivered to")
+    assert "drafts show" in _line(steps, "Follow it")
