@@ -131,6 +131,20 @@ def test_superuser_edit_is_named_by_verify(store: Store) -> None:
     assert "edited" in result.first_break.problem
 
 
+def test_an_edited_row_whose_own_hash_was_recomputed_is_the_one_named(store: Store) -> None:
+    AuditRecorder(store).record_many([_event(n) for n in range(10)])
+    _superuser_sql(store, "UPDATE audit_events SET outcome = 'major_failure' WHERE seq = 5")
+    with store.engine.connect() as connection:
+        table = AuditEventRow.__table__
+        row = connection.execute(sa.select(table).where(table.c.seq == 5)).mappings().one()
+        connection.execute(sa.text("UPDATE audit_events SET hash = :h WHERE seq = 5"), {"h": row_hash(row)})
+        connection.commit()
+    result = verify_chain(store)
+    assert result.first_break is not None
+    assert result.first_break.seq == 5  # not row 6, which is intact and still points at row 5's former hash
+    assert "hash recomputed" in result.first_break.problem
+
+
 def test_superuser_delete_is_named_by_verify(store: Store) -> None:
     AuditRecorder(store).record_many([_event(n) for n in range(10)])
     _superuser_sql(store, "DELETE FROM audit_events WHERE seq = 7")

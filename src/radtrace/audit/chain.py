@@ -191,9 +191,18 @@ def _check_row(row: Sequence[Any], expected_seq: int, previous_hash: str) -> Cha
             else f"rows {expected_seq} to {seq - 1} are missing"
         )
         return ChainBreak(expected_seq, f"sequence gap: {gap}")
+    content_ok = _hash_columns(row) == row[_HASH]
     if row[_PREV_HASH] != previous_hash:
+        if content_ok and seq > 1:
+            # This row is intact and still chained to the hash the previous row had when this one was
+            # written: the previous row changed since, and its own hash was recomputed to hide it.
+            return ChainBreak(
+                seq - 1,
+                f"row edited and its hash recomputed: row {seq} is chained to its former hash "
+                "(or rows were removed or reordered here)",
+            )
         return ChainBreak(seq, "prev_hash does not match the previous row's hash (row removed or reordered)")
-    if _hash_columns(row) != row[_HASH]:
+    if not content_ok:
         return ChainBreak(seq, "content does not match its hash (row edited)")
     return None
 
