@@ -125,3 +125,24 @@ def test_pynetdicom_identifier_logging_is_turned_off() -> None:
     logging.getLogger().removeHandler(handler)
     assert _config.LOG_REQUEST_IDENTIFIERS is False
     assert _config.LOG_RESPONSE_IDENTIFIERS is False
+
+
+def test_a_peer_string_with_control_characters_cannot_forge_a_log_line(captured: io.StringIO) -> None:
+    import warnings
+
+    forged = "PACS\n2026-12-04 12:00:00,000 INFO    radtrace: admitted\x00\x1b[2J"
+    logging.getLogger("pynetdicom.acse").warning("Calling AE title %s not recognised", forged)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logging.captureWarnings(False)  # pytest replaced the hook configure_logging installed: install it again
+        logging.captureWarnings(True)
+        warnings.warn("Invalid value for VR UI: '1.2\r\n3'", UserWarning, stacklevel=1)  # as pydicom words it
+        logging.captureWarnings(False)
+    lines = captured.getvalue().splitlines()
+    assert len(lines) == 2, lines  # one line per record, whatever the peer sent
+    if lines[0].startswith("{"):
+        lines = [json.loads(line)["message"] for line in lines]
+    assert "PACS\\x0a2026-12-04" in lines[0]
+    assert "\\x00\\x1b[2J" in lines[0]
+    assert "1.2\\x0d\\x0a3" in lines[1]
+    assert "\x00" not in captured.getvalue()
