@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 from hl7apy.parser import parse_message
 
 from radtrace.audit.api import create_api
-from radtrace.audit.events import Actor
+from radtrace.audit.events import Actor, EventType
 from radtrace.audit.tokens import create_token
 from radtrace.config import Settings, load_settings
+from radtrace.errors import ModelError, ReportError
 from radtrace.model.reader import StudyReader
-from radtrace.reporting.draft_store import DRAFT_FILES, drafts_root, read_draft
+from radtrace.reporting.draft_store import DRAFT_FILES, drafts_root, failure_event_type, read_draft
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.testing.studies import make_study
@@ -125,3 +126,9 @@ def test_a_read_only_command_never_creates_a_database(tmp_path: Path) -> None:
     assert str(tmp_path / "elsewhere") in result.stderr
     assert not (tmp_path / "elsewhere" / "radtrace.db").exists()
     assert not os.path.exists(tmp_path / "elsewhere")
+
+
+def test_a_draft_that_cannot_be_built_is_a_report_failure_not_an_inference_failure() -> None:
+    assert failure_event_type(ReportError("HL7 ORU could not be built")) is EventType.REPORT_FAILED
+    assert failure_event_type(ModelError("CUDA out of memory")) is EventType.INFERENCE_FAILED
+    assert EventType.REPORT_FAILED.value == "report_failed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +21,7 @@ from radtrace.errors import RadtraceError
 
 if TYPE_CHECKING:
     from radtrace.reporting.draft_store import DraftView
+    from radtrace.worker.status import FailedRevision
 
 
 @app.command()
@@ -58,19 +60,94 @@ def status(
         out.print("oldest waiting: none")
     else:
         out.print(
-            f"oldest waiting: study {oldest.study_key} revision {oldest.revision} {oldest.state.value} "
-            f"for {oldest.waiting_s:.0f} s",
+            f"oldest waiting: study {oldest.study_uid or oldest.study_key} revision {oldest.revision} "
+            f"{oldest.state.value} for {oldest.waiting_s:.0f} s",
             highlight=False,
         )
-    if report.failed:
-        table = Table("study", "revision", "attempts", "finished", "reason", title="failed", title_justify="left")
-        for failed_revision in report.failed:
-            finished = failed_revision.finished_at.isoformat(timespec="seconds") if failed_revision.finished_at else ""
-            table.add_row(
-                failed_revision.study_key, str(failed_revision.revision), str(failed_revision.attempts), finished,
-                escape(failed_revision.reason or ""),
-            )  # fmt: skip
-        out.print(table)
+    for title, revisions in (("failed", report.failed), ("skipped", report.skipped)):
+        if revisions:
+            out.print(_ended_table(title, revisions))
+
+
+def _ended_table(title: str, revisions: list[FailedRevision]) -> Group:
+    """Failed or skipped revisions by Study UID and accession, each with its whole reason, wrapped."""
+    width = max(40, out.width - 4)
+    lines: list[Any] = [
+        Text(f"{title} (newest first; details: radtrace study show UID; again: radtrace study retry UID)", "bold")
+    ]
+    for revision in revisions:
+        finished = f" · finished {revision.finished_at:%Y-%m-%d %H:%M:%S} UTC" if revision.finished_at else ""
+        lines.append(Text(revision.study_uid, "cyan", no_wrap=True, overflow="ignore"))
+        lines.append(
+            Text(
+                f"    accession {revision.accession or '—'} · revision {revision.revision} · {revision.state.value}"
+                f" · {revision.attempts} attempt(s){finished}"
+            )
+        )
+        reason = textwrap.fill(
+            revision.reason or "(no reason recorded)", width, initial_indent="    reason: ", subsequent_indent="    "
+        )
+        lines.append(Text(reason, no_wrap=True, overflow="ignore"))
+    return Group(*lines)
+
+
+# --- study -------------------------------------------------------------------------------------
+
+study_app = typer.Typer(help="Show one study's revisions, or retry a failed or skipped one.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("show")
+def study_show(
+    ctx: typer.Context,
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """A study's revisions: state, full reason, attempts, instances, SR and deliveries (exit 1 if unknown)."""
+    from radtrace.worker.status import study_detail
+
+    with open_store(settings_of(ctx)) as store:
+        detail = study_detail(store, study_uid)
+    if detail is None:
+        fail(f"no study {study_uid} was received (radtrace status lists failed and skipped ones)")
+    if as_json:
+        typer.echo(json.dumps(detail.as_json(), indent=2))
+        return
+    out.print(
+        f"study {detail.study_uid} · accession {detail.accession or '—'} · key {detail.study_key}", highlight=False
+    )
+    table = Table("rev", "state", "attempts", "instances", "opened (UTC)", "SR", "deliveries", "reason")
+    for rev in detail.revisions:
+        deliveries = "\n".join(f"{name}: {state}" for name, state in rev.deliveries.items()) or "none (drafts kept)"
+        table.add_row(
+            str(rev.number), rev.state.value, str(rev.attempts), str(rev.instances),
+            f"{rev.opened_at:%Y-%m-%d %H:%M:%S}", rev.sr_sop_instance_uid or "", escape(deliveries),
+            escape(rev.reason or ""),
+        )  # fmt: skip
+    table.columns[-1].overflow = "fold"
+    out.print(table)
+
+
+@study_app.command("retry")
+def study_retry(
+    ctx: typer.Context,
+    study_uid: Annotated[str, typer.Argument(help="Study Instance UID.")],
+    revision: Annotated[int | None, typer.Option(help="Revision number; default the latest failed or skipped.")] = None,
+) -> None:
+    """Queue a failed or skipped revision again as a new attempt (audited as study_retried)."""
+    from radtrace.audit.operations import local_operator
+    from radtrace.worker.doorbell import ring_process
+    from radtrace.worker.status import StudyNotRetriableError, retry_revision
+
+    settings = settings_of(ctx)
+    with open_store(settings) as store:
+        try:
+            number, previous = retry_revision(store, study_uid, revision, local_operator())
+        except StudyNotRetriableError as exc:
+            fail(exc.reason)
+    rung = ring_process(settings, study_uid, number)
+    note = "" if rung else " (the broker did not answer: the reconciler will pick it up)"
+    out.print(f"revision {number} of study {study_uid} was {previous.value}; queued again{note}", highlight=False)
 
 
 # --- drafts ------------------------------------------------------------------------------------

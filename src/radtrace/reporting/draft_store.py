@@ -27,6 +27,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from radtrace.audit.events import EventType
 from radtrace.durable import fsync_directory
 from radtrace.errors import ReportError
 
@@ -43,6 +44,7 @@ __all__ = [
     "KeptDraft",
     "build_keep_and_enqueue",
     "drafts_root",
+    "failure_event_type",
     "keep_drafts",
     "list_drafts",
     "read_draft",
@@ -136,13 +138,15 @@ def build_keep_and_enqueue(
     from radtrace.reporting.dispatch.outbox import planned_deliveries
     from radtrace.reporting.drafts import build_drafts
 
-    drafts = build_drafts(
-        reading,
-        sources,
-        settings=settings.reporting,
-        revision=revision,
-        predecessors=outbox.earlier_srs(revision_id),
-    )
+    predecessors = outbox.earlier_srs(revision_id)
+    try:
+        drafts = build_drafts(
+            reading, sources, settings=settings.reporting, revision=revision, predecessors=predecessors
+        )
+    except ReportError:
+        raise
+    except Exception as exc:  # a library's own error while building: the reading is fine, the draft is not
+        raise ReportError(f"the drafts could not be built: {type(exc).__name__}: {exc}") from exc
     kept = keep_drafts(drafts_root(settings), study_uid, revision, drafts)
     identity = reading.identity
     return outbox.enqueue(
@@ -153,6 +157,12 @@ def build_keep_and_enqueue(
         model_version=identity.revision or identity.weights_sha256,
         drafts=[draft.as_json() for draft in kept],
     )
+
+
+def failure_event_type(error: BaseException) -> EventType:
+    """What a failed processing attempt is audited as: ``report_failed`` when the drafts could not be built
+    (the model's reading was recorded), ``inference_failed`` when reading itself failed."""
+    return EventType.REPORT_FAILED if isinstance(error, ReportError) else EventType.INFERENCE_FAILED
 
 
 # --- reading drafts back ---------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """What ``radtrace status`` shows: revisions per state, queue depths, the oldest waiting, failures with reasons.
 
-Read from the database (the truth) plus the broker's queue lengths (the doorbells waiting). Studies are
-named by their hashed key and revision number, never by patient data.
+Read from the database (the truth) plus the broker's queue lengths (the doorbells waiting). Failed and
+skipped revisions are named by Study Instance UID and accession (what an operator looks a study up by),
+with their full reason; ``radtrace study show UID`` and ``radtrace study retry UID`` take the UID.
+:func:`retry_revision` opens a new attempt of a failed or skipped revision, audited as ``study_retried``.
 """
 
 from __future__ import annotations
@@ -11,18 +13,38 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
+from radtrace.errors import PermanentError
 from radtrace.store.base import UtcDateTime, utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
 
-__all__ = ["FailedRevision", "ServiceStatus", "WaitingRevision", "collect_status", "queue_depths"]
+__all__ = [
+    "FailedRevision",
+    "RevisionDetail",
+    "ServiceStatus",
+    "StudyDetail",
+    "StudyNotRetriableError",
+    "WaitingRevision",
+    "collect_status",
+    "queue_depths",
+    "retry_revision",
+    "study_detail",
+]
 
 log = logging.getLogger(__name__)
 
 _KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis default; step 0 is the queue's own list
 _WAITING = (RevisionState.RECEIVING, RevisionState.QUEUED, RevisionState.PROCESSING, RevisionState.REPORTED)
+_RETRIABLE = (RevisionState.FAILED, RevisionState.SKIPPED)
+
+
+class StudyNotRetriableError(PermanentError):
+    """``radtrace study retry`` named no study, or a revision that is not failed or skipped."""
 
 
 @dataclass(frozen=True)
@@ -34,17 +56,34 @@ class WaitingRevision:
     state: RevisionState
     since: datetime
     waiting_s: float
+    study_uid: str = ""
 
 
 @dataclass(frozen=True)
 class FailedRevision:
-    """A failed revision and why."""
+    """A failed (or skipped) revision and why."""
 
     study_key: str
     revision: int
     reason: str | None
     attempts: int
     finished_at: datetime | None
+    study_uid: str = ""
+    accession: str | None = None
+    state: RevisionState = RevisionState.FAILED
+
+    def as_json(self) -> dict[str, object]:
+        """Plain JSON data."""
+        return {
+            "study_uid": self.study_uid,
+            "accession": self.accession,
+            "study_key": self.study_key,
+            "revision": self.revision,
+            "state": self.state.value,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -57,6 +96,7 @@ class ServiceStatus:
     queues: dict[str, int | None]
     oldest_waiting: WaitingRevision | None
     failed: list[FailedRevision] = field(default_factory=list)
+    skipped: list[FailedRevision] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
         """Plain JSON data."""
@@ -70,21 +110,14 @@ class ServiceStatus:
             if oldest is None
             else {
                 "study_key": oldest.study_key,
+                "study_uid": oldest.study_uid,
                 "revision": oldest.revision,
                 "state": oldest.state.value,
                 "since": oldest.since.isoformat(),
                 "waiting_s": round(oldest.waiting_s, 3),
             },
-            "failed": [
-                {
-                    "study_key": f.study_key,
-                    "revision": f.revision,
-                    "reason": f.reason,
-                    "attempts": f.attempts,
-                    "finished_at": f.finished_at.isoformat() if f.finished_at else None,
-                }
-                for f in self.failed
-            ],
+            "failed": [f.as_json() for f in self.failed],
+            "skipped": [f.as_json() for f in self.skipped],
         }
 
 
@@ -160,23 +193,149 @@ def collect_status(
             outbox[OutboxState(delivery_state).value] = int(count)
         since = sa.func.coalesce(Revision.queued_at, Revision.opened_at, type_=UtcDateTime())
         oldest_row = session.execute(
-            sa.select(Study.study_key, Revision.number, Revision.state, since)
+            sa.select(Study.study_key, Revision.number, Revision.state, since, Study.study_uid)
             .join(Study, Revision.study_id == Study.id)
             .where(Revision.state.in_(_WAITING))
             .order_by(since, Revision.id)
             .limit(1)
         ).first()
-        failed_rows = session.execute(
-            sa.select(Study.study_key, Revision.number, Revision.reason, Revision.attempts, Revision.finished_at)
-            .join(Study, Revision.study_id == Study.id)
-            .where(Revision.state == RevisionState.FAILED)
-            .order_by(Revision.finished_at.desc(), Revision.id.desc())
-            .limit(failed_limit)
-        ).all()
+        failed = _ended(session, RevisionState.FAILED, failed_limit)
+        skipped = _ended(session, RevisionState.SKIPPED, failed_limit)
     oldest = None
     if oldest_row is not None:
-        key, number, state, started = oldest_row
-        oldest = WaitingRevision(key, number, RevisionState(state), started, (now - started).total_seconds())
-    failed = [FailedRevision(key, number, reason, attempts, at) for key, number, reason, attempts, at in failed_rows]
+        key, number, state, started, uid = oldest_row
+        oldest = WaitingRevision(key, number, RevisionState(state), started, (now - started).total_seconds(), uid)
     queues = queue_depths(settings) if with_queues else {}
-    return ServiceStatus(studies, revisions, outbox, queues, oldest, failed)
+    return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped)
+
+
+def _ended(session: Session, state: RevisionState, limit: int, study_uid: str | None = None) -> list[FailedRevision]:
+    """The latest revisions in ``state`` (of one study when ``study_uid``), newest first."""
+    query = (
+        sa.select(Study.study_key, Revision.number, Revision.reason, Revision.attempts, Revision.finished_at,
+                  Study.study_uid, Study.accession, Revision.state)
+        .join(Study, Revision.study_id == Study.id)
+        .where(Revision.state == state)
+        .order_by(Revision.finished_at.desc(), Revision.id.desc())
+        .limit(limit)
+    )  # fmt: skip
+    if study_uid is not None:
+        query = query.where(Study.study_uid == study_uid)
+    return [FailedRevision(*row[:7], state=RevisionState(row[7])) for row in session.execute(query)]
+
+
+# --- one study -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RevisionDetail:
+    """One revision of a study as ``radtrace study show`` prints it."""
+
+    number: int
+    state: RevisionState
+    reason: str | None
+    attempts: int
+    instances: int
+    opened_at: datetime
+    finished_at: datetime | None
+    sr_sop_instance_uid: str | None
+    deliveries: dict[str, str]  # "kind destination" -> state
+
+    def as_json(self) -> dict[str, object]:
+        """Plain JSON data."""
+        return {
+            "revision": self.number,
+            "state": self.state.value,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "instances": self.instances,
+            "opened_at": self.opened_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "sr_sop_instance_uid": self.sr_sop_instance_uid,
+            "deliveries": self.deliveries,
+        }
+
+
+@dataclass(frozen=True)
+class StudyDetail:
+    """A study and its revisions, oldest first."""
+
+    study_uid: str
+    study_key: str
+    accession: str | None
+    revisions: list[RevisionDetail]
+
+    def as_json(self) -> dict[str, object]:
+        """Plain JSON data."""
+        return {
+            "study_uid": self.study_uid,
+            "study_key": self.study_key,
+            "accession": self.accession,
+            "revisions": [revision.as_json() for revision in self.revisions],
+        }
+
+
+def study_detail(store: Store, study_uid: str) -> StudyDetail | None:
+    """A study's revisions with their states, reasons and deliveries; None when no study has that UID."""
+    with store.session("reading a study") as session:
+        study = session.scalar(sa.select(Study).where(Study.study_uid == study_uid))
+        if study is None:
+            return None
+        revisions = []
+        for rev in sorted(study.revisions, key=lambda r: r.number):
+            deliveries = {f"{row.kind} {row.destination}": OutboxState(row.state).value for row in rev.outbox}
+            revisions.append(
+                RevisionDetail(
+                    rev.number, RevisionState(rev.state), rev.reason, rev.attempts, len(rev.instances),
+                    rev.opened_at, rev.finished_at, rev.sr_sop_instance_uid, deliveries,
+                )
+            )  # fmt: skip
+        return StudyDetail(study.study_uid, study.study_key, study.accession, revisions)
+
+
+def retry_revision(store: Store, study_uid: str, number: int | None, actor: Actor) -> tuple[int, RevisionState]:
+    """Queue a failed or skipped revision again (the latest such one unless ``number``), as a new attempt.
+
+    Its attempt count starts again (the earlier jobs stay in ``jobs``), and ``study_retried`` records who
+    asked and what the revision had ended with. Returns (revision number, the state it had).
+
+    Raises:
+        StudyNotRetriableError: no such study or revision, or one that is not failed or skipped.
+    """
+    now = utc_now()
+    with store.session("retrying a revision", immediate=True) as session:
+        query = (
+            sa.select(Revision, Study).join(Study, Revision.study_id == Study.id).where(Study.study_uid == study_uid)
+        )
+        if number is not None:
+            query = query.where(Revision.number == number)
+        else:
+            query = query.where(Revision.state.in_(_RETRIABLE)).order_by(Revision.number.desc()).limit(1)
+        row = session.execute(query).first()
+        if row is None:
+            which = f"revision {number} of study" if number is not None else "failed or skipped revision of study"
+            raise StudyNotRetriableError(f"no {which} {study_uid}")
+        rev, study = row[0], row[1]
+        previous = RevisionState(rev.state)
+        if previous not in _RETRIABLE:
+            raise StudyNotRetriableError(
+                f"revision {rev.number} of study {study_uid} is {previous.value}: only failed or skipped ones retry"
+            )
+        changed = session.execute(
+            sa.update(Revision)
+            .where(Revision.id == rev.id, Revision.state == previous)
+            .values(state=RevisionState.QUEUED, reason=None, attempts=0, next_attempt_at=None, claimed_by=None,
+                    claim_expires_at=None, finished_at=None, queued_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
+        if changed.rowcount != 1:  # type: ignore[attr-defined]
+            raise StudyNotRetriableError(f"revision {rev.number} of study {study_uid} changed meanwhile; try again")
+        AuditRecorder(store, actor).record(
+            AuditEvent(
+                EventType.STUDY_RETRIED, actor, study_uid=study.study_uid, accession=study.accession,
+                payload={"revision": rev.number, "previous_state": previous.value, "previous_reason": rev.reason,
+                         "previous_attempts": rev.attempts},
+            ),
+            session=session,
+        )  # fmt: skip
+        return rev.number, previous
