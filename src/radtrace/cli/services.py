@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import warnings
@@ -62,15 +63,21 @@ def listen(ctx: typer.Context) -> None:
     PostgreSQL schema is refused), then listener.processes processes sharing listener.port.
     """
     from radtrace.dicom_listener.service import run_listener_processes
+    from radtrace.listener_lock import listener_locks
 
     settings = settings_of(ctx)
     failed = failed_checks(run_preflight(settings))
     if failed:
         fail("; ".join(f"{check.name}: {check.detail}" for check in failed))
     try:
-        code = run_listener_processes(settings)
+        with listener_locks(settings):
+            code = run_listener_processes(settings)
     except RadtraceError as exc:
         fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        fail(f"port {settings.listener.port} is already in use (listener.port, RADTRACE_LISTENER__PORT)", EXIT_USAGE)
     if code:
         raise typer.Exit(code)
 
