@@ -6,20 +6,45 @@ The one warning accepted is dciodvfy not knowing radtrace's private coding schem
 ``99RADTRACE`` (private schemes are allowed by PS3.3 8.2 and are declared in the Coding Scheme
 Identification Sequence). dsrdump (dcmtk) must render the document, TEMPLATE 1500 and all, without an
 error, and show the impression and the whole reasoning trace in UTF-8.
+
+The same holds for an SR on each real film in tests/data/real-cxr (their headers lack Type 3 attributes
+highdicom would read), on a header with the faults of issue 13, and on a sample of arbitrary model text
+(every C0/C1 control, lone surrogates); and the audit keeps the raw model output exactly as it came.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom.dataset import Dataset
 
+from radtrace.audit.chain import verify_chain
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ReportingSettings
+from radtrace.model.reading import Finding, FindingStatus, ReasoningStep
 from radtrace.reporting.gsps import build_gsps
 from radtrace.reporting.sr import build_sr, sr_bytes
-from reporting_support import sr_cases
+from radtrace.store.engine import Store
+from reporting_support import (
+    REAL_FILM_SHA256,
+    REAL_FILMS,
+    SPECIAL_CHARACTERS,
+    hostile_header_study,
+    reading,
+    real_film,
+    source_study,
+    sr_cases,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +100,78 @@ def test_gsps_passes_dciodvfy(name: str, tmp_path: Path) -> None:
     verified = subprocess.run([_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60, check=False)
     lines = (verified.stdout + verified.stderr).splitlines()
     assert [line.strip() for line in lines if "Error" in line or "Warning" in line] == []
+
+
+# Source headers that lack Study Date / Study ID / Patient ID make dciodvfy note that the SR cannot go into a
+# DICOMDIR: a warning about the source, not an SR error.
+DICOMDIR_WARNING = "Warning - Missing attribute or value that would be needed to build DICOMDIR"
+
+
+def _dciodvfy(sr: Dataset, path: Path) -> tuple[list[str], list[str]]:
+    """(errors, warnings other than the private coding scheme and DICOMDIR ones) of dciodvfy on ``sr``."""
+    path.write_bytes(sr_bytes(sr))
+    verified = subprocess.run([_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60, check=False)
+    lines = [line.strip() for line in (verified.stdout + verified.stderr).splitlines()]
+    errors = [line for line in lines if "Error" in line]
+    warnings = [
+        line for line in lines if "Warning" in line and not line.startswith((PRIVATE_SCHEME_WARNING, DICOMDIR_WARNING))
+    ]
+    return errors, warnings
+
+
+@pytest.mark.parametrize("name", sorted(REAL_FILM_SHA256))
+def test_an_sr_on_each_real_film_passes_dciodvfy(name: str, tmp_path: Path) -> None:
+    assert hashlib.sha256((REAL_FILMS / name).read_bytes()).hexdigest()[:16] == REAL_FILM_SHA256[name]
+    film = real_film(name)
+    sr = build_sr(reading([film]), [film], settings=ReportingSettings(), revision=1)
+    assert _dciodvfy(sr, tmp_path / "sr.dcm") == ([], [])
+    library = [item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "111028"]
+    assert len(library) == 1  # the image library lists the film, with or without its Type 3 descriptors
+
+
+def test_an_sr_on_a_hostile_header_passes_dciodvfy(tmp_path: Path) -> None:
+    datasets = hostile_header_study()
+    sr = build_sr(reading(datasets), datasets, settings=ReportingSettings(), revision=1)
+    assert _dciodvfy(sr, tmp_path / "sr.dcm") == ([], [])
+
+
+hostile_text = st.lists(
+    st.one_of(st.sampled_from(SPECIAL_CHARACTERS), st.characters(codec=None)), min_size=1, max_size=300
+).map("".join)
+
+
+@settings(max_examples=5, deadline=None)
+@given(
+    impression=hostile_text,
+    reasoning=hostile_text,
+    label=hostile_text.map(lambda text: text.encode("utf-8", "replace").decode("utf-8")),  # a Finding refuses them
+)
+def test_srs_of_arbitrary_model_text_pass_dciodvfy(impression: str, reasoning: str, label: str) -> None:
+    sources = source_study()
+    read = reading(
+        sources,
+        impression=impression + "x",  # never whitespace only: the item is written
+        reasoning=(ReasoningStep(section="lungs", text=reasoning + "y"),),
+        findings=[Finding(label=label + "z", status=FindingStatus.PRESENT)],
+    )
+    sr = build_sr(read, sources, settings=ReportingSettings(), revision=1)
+    with tempfile.TemporaryDirectory() as directory:
+        assert _dciodvfy(sr, Path(directory) / "sr.dcm") == ([], [])
+
+
+def test_the_audit_keeps_the_raw_model_output_bytes_exact(store: Store) -> None:
+    # Everything an output must change (controls, delimiters, the HL7 stand-in) is kept as it came.
+    raw = "".join(chr(code) for code in range(0xA0)) + "\\|^&~\ue000 Ü 胸 😀 </answer>"
+    recorded = AuditRecorder(store).record(
+        AuditEvent(
+            type=EventType.INFERENCE_COMPLETED,
+            actor=Actor(process="test"),
+            study_uid="1.2.826.0.1.3680043.8.498.1",
+            payload={"raw_output": raw},
+        )
+    )
+    with store.session() as session:
+        payload = session.execute(sa.text("SELECT payload FROM audit_events WHERE seq = :seq"), {"seq": recorded.seq})
+        stored = json.loads(payload.scalar_one())["raw_output"]
+    assert stored.encode("utf-8") == raw.encode("utf-8")
+    assert verify_chain(store).ok

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from radtrace.reporting.text import dicom_text
+
 __all__ = [
     "CODE_TABLE_VERSION",
     "DEVICE_CODES",
@@ -173,9 +175,9 @@ def finding_code(label: str) -> FindingCode:
     known = FINDING_CODES.get(label.strip().casefold())
     if known is not None:
         return known
-    return FindingCode(
-        label, local_code(f"RT-X-{_slug(label)}", label.strip() or "Unnamed finding"), note="label not in the table"
-    )
+    # The model's label is the meaning: made safe once, for the strictest place it goes (SR Code Meaning, LO).
+    meaning = dicom_text(label.strip(), "LO").text or "Unnamed finding"
+    return FindingCode(label, local_code(f"RT-X-{_slug(label)}", meaning), note="label not in the table")
 
 
 _NEGATED: Final = re.compile(r"\b(no|not|without|removed|absent|resolved)\b", re.I)

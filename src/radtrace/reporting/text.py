@@ -3,12 +3,13 @@
 Model text, patient names, identifiers and any other peer-supplied string pass through exactly one of
 these before they are written into an output:
 
-* :func:`dicom_text` — DICOM PS3.5 6.2: the text VRs ``UT`` ``LT`` ``ST`` may hold the control characters
-  TAB, LF, FF and CR; ``LO`` ``SH`` ``PN`` (and ``UC``) hold none, and ``LO`` ``SH`` may not hold the value
-  delimiter ``\\``. ESC is allowed only to announce an ISO 2022 code extension; radtrace writes UTF-8
-  (``ISO_IR 192``), which has none, so ESC is not allowed either. Every other C0 control, DEL and every C1
-  control (U+0080 to U+009F) is replaced by U+FFFD, as is a lone surrogate (which UTF-8 cannot encode), and
-  the text is cut to the VR's maximum length in characters where it has one.
+* :func:`dicom_text` — DICOM PS3.5 6.2: the text VRs ``UT`` ``LT`` ``ST`` may hold the control
+  characters LF, FF and CR (a TAB becomes a space); ``LO`` ``SH`` ``PN`` (and ``UC``) hold none, and
+  ``LO`` ``SH`` may not hold the value delimiter ``\\``. ESC is allowed only to announce an ISO 2022 code
+  extension; radtrace writes UTF-8 (``ISO_IR 192``), which has none, so ESC is not allowed either. Every
+  other C0 control, DEL and every C1 control (U+0080 to U+009F) is replaced by U+FFFD, as is a lone
+  surrogate (which UTF-8 cannot encode), and the text is cut to the VR's maximum length (counted in UTF-8
+  bytes) where it has one.
 * :func:`hl7_escape` — HL7 v2.5.1 section 2.7: ``\\ | ^ & ~`` as ``\\E\\ \\F\\ \\S\\ \\T\\ \\R\\`` and every
   control character (C0, DEL, C1) as ``\\Xhh…\\``, the hex of its UTF-8 bytes, so no raw CR, LF, VT or FS
   (the MLLP frame bytes) ever stands inside a field. Escaping is lossless; only lone surrogates are
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 __all__ = [
-    "DICOM_MAX_CHARS",
+    "DICOM_MAX_BYTES",
     "REPLACEMENT",
     "TEXT_SANITISED",
     "DicomTextVR",
@@ -46,14 +47,15 @@ TEXT_SANITISED: Final = "text-sanitised"
 
 DicomTextVR = Literal["UT", "LT", "ST", "UC", "LO", "SH", "PN"]
 
-DICOM_MAX_CHARS: Final[dict[str, int]] = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240, "PN": 64}
-"""PS3.5 table 6.2-1 maximum lengths, in characters (PN: per component group)."""
+DICOM_MAX_BYTES: Final[dict[str, int]] = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240, "PN": 64}
+"""PS3.5 table 6.2-1 maximum lengths (PN: per component group), applied to the UTF-8 bytes, as dciodvfy
+measures them: never longer than the standard's characters, and valid for a byte-counting reader too."""
 
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _C0_C1: Final = "\x00-\x1f\x7f-\x9f"
 # Characters each VR cannot hold. UT/LT/ST: controls other than TAB LF FF CR. The others: every control,
 # and for LO/SH/UC the value delimiter too (PN keeps '^' and '=' as its component and group delimiters).
-_TEXT_FORBIDDEN: Final = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")  # keeps TAB LF FF CR
+_TEXT_FORBIDDEN: Final = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")  # keeps LF FF CR (TAB: see below)
 _NAME_FORBIDDEN: Final = re.compile(f"[{_C0_C1}\\\\]")
 _FORBIDDEN: Final = {
     "UT": _TEXT_FORBIDDEN,
@@ -89,16 +91,26 @@ def dicom_text(text: str, vr: DicomTextVR) -> SafeText:
     spaces, which DICOM does not keep, are not counted as a change."""
     surrogates = without_lone_surrogates(text)
     cleaned, count = _FORBIDDEN[vr].subn(REPLACEMENT, surrogates.text)
+    if vr in ("UT", "LT", "ST"):
+        # TAB is a DICOM control character (PS3.5 6.1.3), but the text VRs list only CR, LF, FF and ESC, and
+        # dciodvfy refuses it: it becomes a space, the nearest thing a reader sees.
+        cleaned, tabs = cleaned.replace("\t", " "), cleaned.count("\t")
+        count += tabs
     cut = False
     if vr == "PN":  # at most 3 component groups of at most 5 components, 64 characters each
         groups = cleaned.split("=")
-        kept = ["^".join(group.split("^")[:5])[: DICOM_MAX_CHARS["PN"]] for group in groups[:3]]
+        kept = [_cut("^".join(group.split("^")[:5]), DICOM_MAX_BYTES["PN"]) for group in groups[:3]]
         cut = kept != groups
         cleaned = "=".join(kept)
-    elif vr in DICOM_MAX_CHARS and len(cleaned) > DICOM_MAX_CHARS[vr]:
-        cleaned, cut = cleaned[: DICOM_MAX_CHARS[vr]], True
+    elif vr in DICOM_MAX_BYTES and len(cleaned.encode("utf-8")) > DICOM_MAX_BYTES[vr]:
+        cleaned, cut = _cut(cleaned, DICOM_MAX_BYTES[vr]), True
     cleaned = cleaned.strip(" ") if vr in ("LO", "SH", "PN", "UC") else cleaned.rstrip(" ")
     return SafeText(cleaned, surrogates.changed or count > 0 or cut)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, at a character boundary."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
 def fits_dicom(value: str, vr: DicomTextVR) -> bool:
