@@ -27,9 +27,15 @@ test: setup
 test-unit: setup
 	$(BIN)/python -m pytest -m unit
 
-# The main job on embedded defaults (SQLite, embedded broker, everything under ./var).
+# The whole service on embedded defaults: SQLite, embedded broker, everything under ./var, every draft kept in
+# var/drafts. `radtrace send` from this machine is allowed in (calling AE RADTRACE-SEND from 127.0.0.1) unless
+# RADTRACE_LISTENER__ALLOWED_CALLERS says otherwise. `make run DEMO=1`: no weights needed, recorded model texts
+# are replayed and every draft says "DEMO – NOT A MODEL READING".
+RUN_CALLERS := [{"ae_title": "RADTRACE-SEND", "host": "127.0.0.1"}]
+DEMO_ENV := $(if $(DEMO),RADTRACE_MODEL__BACKEND=demo RADTRACE_MODEL__DEMO=true)
 run: setup
-	$(BIN)/radtrace serve
+	RADTRACE_LISTENER__ALLOWED_CALLERS=$${RADTRACE_LISTENER__ALLOWED_CALLERS:-'$(RUN_CALLERS)'} $(DEMO_ENV) \
+		$(BIN)/radtrace serve
 
 bench: setup
 	$(BIN)/python bench/run_all.py

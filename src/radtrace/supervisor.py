@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -230,7 +231,8 @@ def describe(settings: Settings) -> str:
     )
 
 
-SAMPLE_FILM = Path("tests/data/real-cxr/nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm")
+# A real chest film (Fuji CR, PA, CHEST, stored without file meta) that ships with the repository's tests.
+SAMPLE_FILM = Path("tests/data/real-cxr/fuji-cr-chest-pa-mono1-10bit-no-filemeta.dcm")
 LOCAL_CALLER = "RADTRACE-SEND"
 
 
@@ -245,16 +247,27 @@ def _local_caller(settings: Settings) -> str | None:
     return None
 
 
+def _program(cwd: Path) -> str:
+    """How to run ``radtrace`` from another terminal: the name when it is on PATH, else this venv's script."""
+    script = Path(sys.executable).parent / "radtrace"
+    found = shutil.which("radtrace")
+    if not script.is_file() or (found is not None and Path(found).absolute() == script.absolute()):
+        return "radtrace"
+    with contextlib.suppress(ValueError):
+        return str(script.absolute().relative_to(cwd.absolute()))
+    return str(script)
+
+
 def next_steps(settings: Settings, *, config: Path | None = None, cwd: Path | None = None) -> list[str]:
     """What ``radtrace serve`` prints once it has started: who may send, where drafts go, what to run next."""
     cwd = cwd or Path.cwd()
     listener, dispatch = settings.listener, settings.dispatch
     data_dir = Path(settings.data_dir).absolute()
-    prefix = "radtrace"
+    prefix = shlex.quote(_program(cwd))
     if config is not None:
-        prefix = f"radtrace --config {shlex.quote(str(config))}"
+        prefix = f"{prefix} --config {shlex.quote(str(config))}"
     elif data_dir != (cwd / "var").absolute():
-        prefix = f"RADTRACE_DATA_DIR={shlex.quote(str(data_dir))} radtrace"
+        prefix = f"RADTRACE_DATA_DIR={shlex.quote(str(data_dir))} {prefix}"
     steps = [f"Data directory: {data_dir}"]
     if listener.accept_unknown_callers:
         steps.append("Callers allowed: ANY calling AE (listener.accept_unknown_callers = true; first setup only)")
@@ -290,7 +303,7 @@ def next_steps(settings: Settings, *, config: Path | None = None, cwd: Path | No
             f"--calling-ae {shlex.quote(caller)} {film}"
         )
     else:
-        steps.append("Send a test study: first allow a caller (above), then: radtrace send --calling-ae AE PATH")
+        steps.append(f"Send a test study: first allow a caller (above), then: {prefix} send --calling-ae AE PATH")
     steps.append(f"Follow it: {prefix} status; then read the draft: {prefix} drafts show <Study UID>")
     steps.append(f"QA API: http://{settings.api.host}:{settings.api.port}/docs")
     return steps

@@ -41,7 +41,8 @@ def test_the_send_command_it_prints_is_admitted_and_names_the_data_directory(tmp
     steps = next_steps(settings, cwd=tmp_path)
     send = shlex.split(_line(steps, "Send a test study: ").removeprefix("Send a test study: "))
     assert send[0] == f"RADTRACE_DATA_DIR={tmp_path / 'elsewhere'}"
-    assert send[1:3] == ["radtrace", "send"]
+    assert Path(send[1]).name == "radtrace"  # on PATH, or this environment's script
+    assert send[2] == "send"
     options = dict(zip(send[3:-1:2], send[4:-1:2], strict=True))
     assert options["--port"] == "11999"
     assert send[-1] == str(SAMPLE_FILM)

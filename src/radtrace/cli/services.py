@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.panel import Panel
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
@@ -46,9 +45,11 @@ def serve(ctx: typer.Context) -> None:
     root_args = ["--config", str(config)] if config is not None else []
     root_args += ["--log-format", settings.logging.format, "--log-level", settings.logging.level]
 
-    def what_next() -> None:
-        lines = next_steps(settings, config=config)
-        out.print(Panel("\n".join(escape(line) for line in lines), title="radtrace serve: what next", expand=False))
+    def what_next() -> None:  # one unwrapped line each: the commands must copy whole
+        out.rule("radtrace serve: what next")
+        for line in next_steps(settings, config=config):
+            out.print(line, soft_wrap=True, highlight=False, markup=False)
+        out.rule()
 
     code = run_serve(settings, root_args=root_args, on_started=what_next)
     if code:

@@ -188,12 +188,13 @@ def drafts_list(
     if not kept:
         out.print(f"no drafts kept under {root}", highlight=False)
         return
-    table = Table("study", "revision", "written", "files", title=f"drafts under {root}", title_justify="left")
+    out.print(f"drafts under {root}/<Study UID>/<revision>/ (newest first; read one: radtrace drafts show UID)")
     for draft in kept:
-        folder = draft.files["sr"].parent
         names = ", ".join(path.name for path in draft.files.values())
-        table.add_row(draft.study_uid, str(draft.revision), f"{draft.modified:%Y-%m-%d %H:%M:%S}", f"{folder}/ {names}")
-    out.print(table)
+        out.print(f"{draft.study_uid}", soft_wrap=True, highlight=False, markup=False)
+        out.print(
+            f"    revision {draft.revision} · written {draft.modified:%Y-%m-%d %H:%M:%S} · {names}", highlight=False
+        )
 
 
 @drafts_app.command("show")
@@ -237,9 +238,16 @@ def draft_renderable(view: DraftView) -> Group:
     lines += [Text(""), table if view.findings else Text("Findings: none recorded")]
     lines += [Text(""), Text("Impression", style="bold"), Text(view.impression or "—")]
     lines += [Text(""), Text("Reasoning", style="bold")]
-    lines += [Text.assemble((f"{section}: ", "italic"), text) for section, text in view.reasoning] or [Text("—")]
+    lines += [_step(section, text) for section, text in view.reasoning] or [Text("—")]
     lines += [Text(""), Text("Files: " + ", ".join(str(path) for path in view.files.values()), style="dim")]
     return Group(*lines)
+
+
+def _step(section: str, text: str) -> Text:
+    """A reasoning step, headed by its section unless the model's text already names it."""
+    if section.lower() in text[:60].lower():
+        return Text(text)
+    return Text.assemble((f"{section}: ", "italic"), text)
 
 
 @drafts_app.command("export")

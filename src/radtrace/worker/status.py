@@ -195,7 +195,18 @@ def collect_status(
         oldest_row = session.execute(
             sa.select(Study.study_key, Revision.number, Revision.state, since, Study.study_uid)
             .join(Study, Revision.study_id == Study.id)
-            .where(Revision.state.in_(_WAITING))
+            .where(
+                sa.or_(
+                    Revision.state.in_(_WAITING[:3]),
+                    # reported and still delivering; with no destination a reported draft waits for nothing
+                    sa.and_(
+                        Revision.state == RevisionState.REPORTED,
+                        sa.exists().where(
+                            OutboxMessage.revision_id == Revision.id, OutboxMessage.state == OutboxState.PENDING
+                        ),
+                    ),
+                )
+            )
             .order_by(since, Revision.id)
             .limit(1)
         ).first()
