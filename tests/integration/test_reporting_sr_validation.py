@@ -31,7 +31,7 @@ from radtrace.audit.chain import verify_chain
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ReportingSettings
-from radtrace.model.reading import Finding, FindingStatus, ReasoningStep
+from radtrace.model.reading import BoundingBox, Finding, FindingStatus, ReasoningStep
 from radtrace.reporting.gsps import build_gsps
 from radtrace.reporting.sr import build_sr, sr_bytes
 from radtrace.store.engine import Store
@@ -127,6 +127,16 @@ def test_an_sr_on_each_real_film_passes_dciodvfy(name: str, tmp_path: Path) -> N
     assert _dciodvfy(sr, tmp_path / "sr.dcm") == ([], [])
     library = [item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "111028"]
     assert len(library) == 1  # the image library lists the film, with or without its Type 3 descriptors
+
+
+@pytest.mark.parametrize("name", sorted(REAL_FILM_SHA256))
+def test_a_gsps_on_each_real_film_passes_dciodvfy(name: str, tmp_path: Path) -> None:
+    film = real_film(name)
+    box = BoundingBox(sop_instance_uid=str(film.SOPInstanceUID), x_min=2.0, y_min=3.0, x_max=20.0, y_max=30.0)
+    read = reading([film], findings=[Finding(label="Lung Lesion", status=FindingStatus.PRESENT, boxes=(box,))])
+    gsps = build_gsps(read, [film], settings=ReportingSettings(gsps=True), revision=1)
+    assert gsps is not None
+    assert _dciodvfy(gsps, tmp_path / "gsps.dcm") == ([], [])
 
 
 def test_an_sr_on_a_hostile_header_passes_dciodvfy(tmp_path: Path) -> None:

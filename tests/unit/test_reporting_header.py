@@ -47,11 +47,15 @@ def test_a_hostile_header_still_gives_all_three_drafts_with_what_was_normalised_
     read = reading(datasets)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no pydicom or highdicom warning on the way out either
-        files = build_drafts(read, datasets, settings=ReportingSettings(), revision=1, created_at=WHEN)
+        files = build_drafts(read, datasets, settings=ReportingSettings(gsps=True), revision=1, created_at=WHEN)
 
+    assert files.gsps is not None  # the reading has a box: the GSPS is built from the checked header too
     with config.strict_reading():
         sr = dcmread(io.BytesIO(files.sr))
         _ = [element.value for element in sr.iterall()]
+        gsps = dcmread(io.BytesIO(files.gsps))
+        _ = [element.value for element in gsps.iterall()]
+    assert (gsps.PatientID, gsps.StudyDate, gsps.AccessionNumber) == ("", "20250314", "")
     assert sr.PatientID == ""  # two values: none chosen as *the* ID
     assert [item.PatientID for item in sr.OtherPatientIDsSequence] == ["ID-0001", "ID|0002^x"]
     assert str(sr.PatientName) == "Doe^John"

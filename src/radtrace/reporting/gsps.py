@@ -21,7 +21,8 @@ from radtrace.config import ReportingSettings
 from radtrace.errors import ReportError
 from radtrace.model.reading import BoundingBox, FindingStatus, Reading
 from radtrace.reporting import codes
-from radtrace.reporting.sr import MANUFACTURER, UTF8, model_key
+from radtrace.reporting.sr import MANUFACTURER, UTF8, checked_references, model_key, with_checked_header
+from radtrace.reporting.text import dicom_text
 
 __all__ = ["GSPS_SERIES_DESCRIPTION", "build_gsps"]
 
@@ -51,6 +52,13 @@ def build_gsps(
     missing = {box.sop_instance_uid for _, box in boxes} - set(images)
     if missing:
         raise ReportError(f"{len(missing)} image(s) with boxes are not among the source datasets")
+    # Patient, study and series as the SR has them: checked, never the source's raw header (real films lack
+    # Type 2 attributes highdicom reads, or hold values it refuses).
+    first_shown = images.get(reading.images[0].sop_instance_uid) or images[boxes[0][1].sop_instance_uid]
+    references, _ = checked_references(
+        first_shown, [images[uid] for uid in dict.fromkeys(b.sop_instance_uid for _, b in boxes)]
+    )
+    images = {uid: with_checked_header(images[uid], reference) for uid, reference in references.items()}
     layer = hd.pr.GraphicLayer(layer_name=LAYER, order=1, description="radtrace AI draft findings, not verified")
     by_image: dict[str, list[tuple[str, BoundingBox]]] = {}
     for label, box in boxes:
@@ -69,7 +77,7 @@ def build_gsps(
             )
             texts.append(
                 hd.pr.TextObject(
-                    text_value=f"{codes.finding_code(label).label} (AI draft)"[:64],
+                    text_value=dicom_text(f"{codes.finding_code(label).label} (AI draft)", "LO").text,
                     units=hd.pr.AnnotationUnitsValues.PIXEL,
                     anchor_point=(box.x_min, box.y_min),
                     anchor_point_visible=False,
@@ -114,9 +122,10 @@ def build_gsps(
     ):
         if keyword in gsps:
             gsps[keyword].value = value
-    # General Series Laterality is Type 2C on a paired body part: naming the (unpaired) body part of the
-    # source images lets validators see that it is not required.
-    gsps.BodyPartExamined = str(images[boxes[0][1].sop_instance_uid].get("BodyPartExamined", "") or "CHEST")
+    # General Series Laterality is Type 2C on a paired body part: naming the (unpaired) body part lets
+    # validators see that it is not required. radtrace reads chest films only; sources say CHEST, or
+    # nothing, or a term that is not a defined one (THORAX), which a validator cannot judge.
+    gsps.BodyPartExamined = "CHEST"
     for item in gsps.get("ContributingEquipmentSequence", []):
         item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S+0000")
     return gsps

@@ -32,6 +32,7 @@ from typing import Any, Final
 import highdicom as hd
 import numpy as np
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -48,11 +49,13 @@ __all__ = [
     "SR_SERIES_NUMBER",
     "SrUids",
     "build_sr",
+    "checked_references",
     "model_key",
     "output_flags",
     "reasoning_sha256",
     "sr_bytes",
     "sr_uids",
+    "with_checked_header",
 ]
 
 SERIES_DESCRIPTION: Final = "AI DRAFT - NOT VERIFIED - radtrace"
@@ -65,6 +68,26 @@ UTF8: Final = "ISO_IR 192"
 HEADER_NORMALISED: Final = "header-normalised"
 _PROJECTION: Final = frozenset({"CR", "DX", "IO", "MG", "PX", "RF", "RG", "XA"})  # highdicom's TID 1603 set
 _ORIENTATION: Final = re.compile(r"[AFHLPR]{1,16}")
+_PIXEL_DATA: Final = 0x7FE00010
+# General Study and Patient Study attributes outside group 0010 (which is the Patient module's).
+_STUDY: Final = frozenset(
+    {
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "IssuerOfAccessionNumberSequence",
+        "ReferringPhysicianName",
+        "ReferringPhysicianIdentificationSequence",
+        "StudyDescription",
+        "StudyID",
+        "PhysiciansOfRecord",
+        "NameOfPhysiciansReadingStudy",
+        "ReferencedStudySequence",
+        "ProcedureCodeSequence",
+        "RequestingService",
+        "ConsultingPhysicianName",
+    }
+)
 _EQUIPMENT: Final[dict[str, DicomTextVR]] = {
     "Manufacturer": "LO",
     "ManufacturerModelName": "LO",
@@ -353,6 +376,34 @@ def _reference(ds: Dataset, notes: list[HeaderNote]) -> Dataset:
     return ref
 
 
+def checked_references(first_shown: Dataset, sources: Sequence[Dataset]) -> tuple[dict[str, Dataset], list[HeaderNote]]:
+    """What the SR (and the GSPS) may take from each source image: a minimal checked copy per image
+    (:func:`_reference`), each with the patient and study attributes of ``first_shown`` as checked values,
+    and the notes on what was omitted or normalised (one per attribute and problem)."""
+    header = read_header(first_shown)
+    notes = list(header.notes)
+    images = {str(ds.SOPInstanceUID): _reference(ds, notes) for ds in sources}
+    for ref in images.values():
+        _patient_and_study(ref, header, notes)
+    return images, list(dict.fromkeys(notes))
+
+
+def with_checked_header(ds: Dataset, reference: Dataset) -> Dataset:
+    """``ds`` (pixel data left out) with its Patient and General Study attributes and Series Instance UID
+    replaced by those of its checked ``reference``: for builders that need the image's pixel description
+    and LUTs as well (GSPS). Raw elements are carried over unread."""
+    replaced = {element.tag for element in reference if element.tag.group == 0x0010 or element.keyword in _STUDY}
+    copy = Dataset()
+    for element in ds.elements():
+        keyword = keyword_for_tag(element.tag)
+        if element.tag.group == 0x0010 or keyword in _STUDY or element.tag == _PIXEL_DATA:
+            continue
+        copy[element.tag] = element
+    for tag in replaced | {reference["SeriesInstanceUID"].tag}:
+        copy[tag] = reference[tag]
+    return copy
+
+
 def _positive_decimal(value: str) -> bool:
     try:
         number = float(value)
@@ -442,11 +493,7 @@ def build_sr(
         raise ReportError("the images the model was shown belong to more than one study")
     study_uid = studies.pop()
     uids = sr_uids(study_uid, revision, reading.identity)
-    header = read_header(shown[0])
-    notes = list(header.notes)
-    images = {uid: _reference(originals[uid], notes) for uid in dict.fromkeys(needed)}
-    _patient_and_study(images[needed[0]], header, notes)
-    notes = list(dict.fromkeys(notes))  # one note per attribute and problem, however many images share it
+    images, notes = checked_references(shown[0], [originals[uid] for uid in dict.fromkeys(needed)])
 
     groups = _Groups(reading, images, uids.sop_instance_uid)
     report = hd.sr.MeasurementReport(
