@@ -14,6 +14,8 @@ from datetime import UTC, date, datetime, time
 
 import hl7
 import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
 from pydicom import config, dcmread
 from pydicom.dataset import Dataset
 
@@ -133,5 +135,9 @@ def test_every_real_film_gives_all_three_drafts(name: str) -> None:
         sr = dcmread(io.BytesIO(files.sr))
         _ = [element.value for element in sr.iterall()]
     assert sr.StudyInstanceUID == film.StudyInstanceUID
-    assert hl7.parse(files.hl7.decode("utf-8")).segment("PID")
+    text = files.hl7.decode("utf-8")
+    parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
+    assert [str(s[5]) for s in hl7.parse(text).segments("OBX") if str(s[3][0][0]) == "110180"] == [
+        film.StudyInstanceUID
+    ]
     assert json.loads(files.fhir)["resourceType"] == "Bundle"

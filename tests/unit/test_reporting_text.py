@@ -307,7 +307,7 @@ patient_id = (
 )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(ids=st.lists(patient_id, min_size=1, max_size=4, unique=True))
 def test_patient_id_values_round_trip_as_pid3_repetitions_and_fhir_identifiers(ids: list[str]) -> None:
     sources = [ds.copy() for ds in SOURCES]
