@@ -43,6 +43,8 @@ class Row:
     seconds: float
     generated_tokens: int
     peak_gpu_gib: float | None
+    stages: str = ""
+    """The worker path's own split: seconds preparing, generating and parsing, summed over its readings."""
 
     @property
     def studies_per_s(self) -> float:
@@ -100,14 +102,26 @@ def _worker_row(reader: StudyReader, studies: list[list[StudyImage]], batch: int
     assert len(readings) == len(studies), "every synthetic frontal study must be read"
     assert all(reading.timings.batch_size == min(batch, len(studies)) for reading in readings)
     generated = sum(reading.tokens.generated for reading in readings)
-    return Row("worker path (DICOM bytes to Reading)", batch, len(studies), seconds, generated, gpu.peak_gib())
+    stages = "prepare {:.1f} / generate {:.1f} / parse {:.1f}".format(
+        *(
+            sum(getattr(reading.timings, stage) for reading in readings)
+            for stage in ("prepare_s", "generate_s", "parse_s")
+        )
+    )
+    return Row("worker path (DICOM bytes to Reading)", batch, len(studies), seconds, generated, gpu.peak_gib(), stages)
 
 
 def _peer_row(
     backend: TransformersBackend, reader: StudyReader, inputs: list[StudyInput], batch: int, gpu: _Gpu
 ) -> tuple[Row, list[list[int]]]:
-    """Bare transformers on prepared pictures: processor and generate, nothing decoded or parsed."""
+    """Bare transformers on prepared pictures: processor and generate, nothing decoded or parsed.
+
+    It generates with the backend's own generation config, so the two rows differ only by what the worker path
+    adds around generate.
+    """
     import torch
+
+    from radtrace.model.backends.transformers import greedy_config
 
     processor, model = backend.vlm.processor, backend.vlm.model
     prompt = processor.apply_chat_template(reader.profile.messages(1), add_generation_prompt=True, tokenize=False)
@@ -122,13 +136,7 @@ def _peer_row(
             return_tensors="pt",
         ).to(backend.vlm.device)  # fmt: skip
         with torch.inference_mode():
-            output = model.generate(
-                **encoded,
-                max_new_tokens=backend.max_new_tokens,
-                min_new_tokens=backend.min_new_tokens,
-                do_sample=False,
-                cache_implementation=backend.cache_implementation,
-            )
+            output = model.generate(**encoded, generation_config=greedy_config(backend))
         tokens.extend(output[:, encoded["input_ids"].shape[1] :].tolist())
     gpu.sync()
     seconds = time.perf_counter() - started
@@ -174,7 +182,9 @@ def run_full_size(
         studies = _studies(max(max(batches), _SINGLE_STUDIES))
         make_s = time.perf_counter() - made
 
-        warm = TransformersBackend(vlm, source="random", max_new_tokens=8, min_new_tokens=8, cache_implementation=static)
+        warm = TransformersBackend(
+            vlm, source="random", max_new_tokens=8, min_new_tokens=8, cache_implementation=static
+        )
         warm_settings = load_settings(model={"device": vlm.device, "batch_size": 2})
         StudyReader(warm_settings.model, backend=warm).read_many(studies[:2])  # kernels, allocator, processor
 
@@ -218,9 +228,7 @@ def run_full_size(
     if out is not None:
         out.write_text(text + "\n", encoding="utf-8")
         out.with_suffix(".json").write_text(
-            json.dumps(
-                {"rows": [asdict(row) for row in rows], "divergence": divergence, "header": header}, indent=1
-            ),
+            json.dumps({"rows": [asdict(row) for row in rows], "divergence": divergence, "header": header}, indent=1),
             encoding="utf-8",
         )
     return 0
@@ -236,14 +244,15 @@ def _print_row(row: Row) -> None:
 def _table(rows: list[Row]) -> list[str]:
     baseline = {row.path: row.studies_per_s for row in rows if row.batch == 1}
     lines = [
-        f"| {'path':<38} | batch | studies | {'s':>6} | studies/s | gen tokens/s | × batch 1 | peak GPU GiB |",
-        f"|{'-' * 40}|------:|--------:|-------:|----------:|-------------:|----------:|-------------:|",
+        f"| {'path':<38} | batch | studies | {'s':>6} | studies/s | gen tokens/s | x batch 1 | peak GPU GiB | "
+        "worker stages, s |",
+        f"|{'-' * 40}|------:|--------:|-------:|----------:|-------------:|----------:|-------------:|---|",
     ]
     for row in rows:
         speedup = row.studies_per_s / baseline[row.path] if row.path in baseline else float("nan")
         peak = f"{row.peak_gpu_gib:.1f}" if row.peak_gpu_gib is not None else "-"
         lines.append(
             f"| {row.path:<38} | {row.batch:>5} | {row.studies:>7} | {row.seconds:>6.1f} | {row.studies_per_s:>9.2f} "
-            f"| {row.tokens_per_s:>12.0f} | {speedup:>9.1f} | {peak:>12} |"
+            f"| {row.tokens_per_s:>12.0f} | {speedup:>9.1f} | {peak:>12} | {row.stages} |"
         )
     return lines

@@ -7,6 +7,7 @@ singly and in left-padded batches. The tiny model's output is noise, so its read
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from io import BytesIO
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from radtrace.config import load_settings
-from radtrace.errors import ModelLoadError
+from radtrace.errors import DicomInputError, ModelLoadError
 from radtrace.model.reader import StudyReader
 from radtrace.model.reading import Reading, ReadingFlag
 from radtrace.model.study import Skipped, StudyImage, StudyInput, study_image
@@ -189,3 +190,46 @@ def test_real_films_from_disk(reader: StudyReader) -> None:
     # a site that wants only films with a recorded frontal view turns that off
     strict = StudyReader(reader.settings.model_copy(update={"accept_unknown_view": False}), backend=reader.backend)
     assert strict.read(nih) == Skipped(NO_FRONTAL)
+
+
+def test_batch_of_eight_reads_exactly_as_eight_single_reads(tiny_model_dir: Path) -> None:
+    """Greedy output at batch 8 equals batch 1 in float32 on the CPU, for studies of eight different sizes
+    (left padding of prompts with different image token counts); each reading records its batch size."""
+    studies = [[part10(ImageSpec(rows=200 + 90 * i, columns=640 - 40 * i), seed=i)] for i in range(8)]
+    outcomes = {}
+    for batch in (1, 8):
+        settings = load_settings(
+            model={"path": tiny_model_dir, "device": "cpu", "dtype": "float32", "max_new_tokens": 12,
+                   "batch_size": batch}
+        )  # fmt: skip
+        reader = StudyReader(settings.model)
+        outcomes[batch] = reader.read_many(studies)
+        reader.close()
+    single, batched = outcomes[1], outcomes[8]
+    assert all(isinstance(r, Reading) for r in single + batched)
+    assert len({r.tokens.image for r in single}) > 1  # the prompts really differ in length
+    assert [r.raw_text for r in batched] == [r.raw_text for r in single]  # type: ignore[union-attr]
+    assert [r.tokens for r in batched] == [r.tokens for r in single]  # type: ignore[union-attr]
+    assert {r.timings.batch_size for r in single} == {1}  # type: ignore[union-attr]
+    assert {r.timings.batch_size for r in batched} == {8}  # type: ignore[union-attr]
+    assert all(r.identity.dtype == "float32" and r.identity.backend == "transformers" for r in batched)  # type: ignore[union-attr]
+
+
+def test_read_many_keeps_a_bad_study_to_itself(reader: StudyReader) -> None:
+    """One undecodable study among good ones: read_prepared keeps every other study's reading."""
+    good = part10(VALID_VARIANTS["dx-pa"])
+    broken = study_image(_truncated_pixels(good))
+    outcomes = reader.read_prepared(reader.prepare_each([[good], [broken], [good]]))
+    assert isinstance(outcomes[0], Reading)
+    assert isinstance(outcomes[1], DicomInputError)
+    assert isinstance(outcomes[2], Reading)
+    with pytest.raises(DicomInputError):
+        reader.read_many([[good], [broken]])
+
+
+def _truncated_pixels(image: StudyImage) -> bytes:
+    dataset = copy.deepcopy(image.dataset)  # a shallow copy shares its elements with the original
+    dataset.PixelData = dataset.PixelData[: len(dataset.PixelData) // 3]
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

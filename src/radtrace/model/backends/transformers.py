@@ -25,7 +25,7 @@ from radtrace.model.reading import ModelIdentity
 from radtrace.model.study import StudyInput
 from radtrace.testing.tiny_model import TINY_MARKER_FILE
 
-__all__ = ["TransformersBackend", "load_once"]
+__all__ = ["TransformersBackend", "greedy_config", "load_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,9 +135,7 @@ class TransformersBackend(Backend):
         ]
         pictures = [picture.image() for study in studies for picture in study.pictures]
         inputs = processor(images=pictures, text=texts, padding=True, return_tensors="pt").to(self.vlm.device)
-        config = _greedy(model.generation_config, self.max_new_tokens, self.min_new_tokens)
-        if self.cache_implementation is not None:
-            config.cache_implementation = self.cache_implementation
+        config = greedy_config(self)
         started = time.perf_counter()
         try:
             with torch.inference_mode():
@@ -169,13 +167,16 @@ class TransformersBackend(Backend):
         return generations
 
 
-def _greedy(base: Any, max_new_tokens: int, min_new_tokens: int = 0) -> Any:
-    """The checkpoint's generation config made greedy, without its sampling knobs (which would warn)."""
-    config = copy.deepcopy(base)
+def greedy_config(backend: TransformersBackend) -> Any:
+    """The checkpoint's generation config made greedy, without its sampling knobs (which would warn), with the
+    backend's token budget and KV cache."""
+    config = copy.deepcopy(backend.vlm.model.generation_config)
     config.do_sample = False
-    config.max_new_tokens = max_new_tokens
-    if min_new_tokens:
-        config.min_new_tokens = min_new_tokens
+    config.max_new_tokens = backend.max_new_tokens
+    if backend.min_new_tokens:
+        config.min_new_tokens = backend.min_new_tokens
+    if backend.cache_implementation is not None:
+        config.cache_implementation = backend.cache_implementation
     config.num_beams = 1
     for knob in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
         if hasattr(config, knob):
