@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
@@ -213,6 +214,10 @@ _COMMAND: Final = 0x01  # message control header bits (PS3.8 E.2)
 _LAST: Final = 0x02
 
 
+#: Events made from a primitive the local user queued to send (PS3.8 9.2, Table 9-6).
+_LOCAL_PRIMITIVE_EVENTS: Final = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+
+
 class _Wake:
     """A socket pair that wakes the DUL thread from its wait for data when there is something to send."""
 
@@ -280,6 +285,33 @@ class _PokingQueue(queue.Queue[Any]):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
         self._gate.poke()
+
+
+class _UserQueue(_PokingQueue):
+    """The DUL-to-association queue, whose blocking ``get`` gives up once the DUL thread has ended.
+
+    pynetdicom's acceptor waits up to the ACSE timeout for an A-ASSOCIATE indication, even when the
+    DUL has already aborted the connection (an invalid first PDU): for a flood of such connections
+    that is a thread and its buffers per connection for 30 s. Here the wait ends with the DUL.
+    """
+
+    def __init__(self, gate: _ReactorGate, dul: DULServiceProvider) -> None:
+        super().__init__(gate)
+        self._dul = weakref.ref(dul)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if not block:
+            return super().get(False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = REACTOR_IDLE_S * 5 if deadline is None else min(REACTOR_IDLE_S * 5, deadline - time.monotonic())
+            try:
+                return super().get(True, max(left, 0.0))
+            except queue.Empty:
+                dul = self._dul()
+                ended = dul is None or (dul.ident is not None and not dul.is_alive())  # started, and over
+                if ended or (deadline is not None and time.monotonic() >= deadline):
+                    raise
 
 
 class _Hasher:
@@ -413,7 +445,36 @@ class DatasetFastPathDUL(DULServiceProvider):
         fast.admission = None
         weakref.finalize(fast, fast.wake.close)  # once the association and its threads are gone
         fast._run_loop_delay = 0  # WholePduSocket.ready does the waiting
+        fast._guard_state_machine()
         return fast
+
+    def _guard_state_machine(self) -> None:
+        """Survive an event the state machine has no transition for, instead of losing the DUL thread.
+
+        pynetdicom raises from its reactor loop, outside any handler, when for instance the local
+        A-ASSOCIATE-AC comes after a peer's invalid PDU already moved the machine to Sta13: the DUL
+        thread dies and the association, its socket and its buffers stay behind for good. Here the
+        event is dropped and the connection shut, so the machine closes it the usual way (Evt17).
+        """
+        machine = self.state_machine
+        do_action = machine.do_action
+
+        def guarded(event: str) -> None:
+            try:
+                do_action(event)
+            except InvalidEventError:
+                if event in _LOCAL_PRIMITIVE_EVENTS:  # its primitive waits in the queue: drop it too, or it recurs
+                    with contextlib.suppress(queue.Empty):
+                        self.to_provider_queue.get_nowait()
+                log.info(
+                    "dropped %s in %s and closed the connection with %s", event, machine.current_state, self._peer()
+                )
+                sock = getattr(self.socket, "socket", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+        machine.do_action = guarded  # type: ignore[method-assign]
 
     def send_pdu(self, primitive: Any) -> None:
         """Queue a primitive to send, as pynetdicom's, and wake the DUL thread to send it now."""
@@ -460,7 +521,7 @@ class DatasetFastPathDUL(DULServiceProvider):
                     type(exc).__name__,
                     escape(str(exc)[:200]),
                 )
-                self.event_queue.put("Evt19")  # invalid PDU
+                self._refuse(None)
                 return
             self.event_queue.put(event)
             self._recv_pdu.put(pdu)
@@ -482,12 +543,13 @@ class DatasetFastPathDUL(DULServiceProvider):
             return int(self.assoc.ae.maximum_pdu_size) or _READ_AHEAD
         return MAX_CONTROL_PDU
 
-    def _refuse(self, reason: str) -> None:
+    def _refuse(self, reason: str | None) -> None:
         """Abort the association (A-ABORT, then the socket is shut) and free its slot now."""
-        log.warning("aborted the association with %s: %s", self._peer(), reason)
+        if reason is not None:
+            log.warning("aborted the association with %s: %s", self._peer(), reason)
         self.event_queue.put("Evt19")  # invalid PDU: A-ABORT
         if self.connection is not None and self.admission is not None:
-            self.admission.abort(self.connection, reason)
+            self.admission.abort(self.connection, reason or "undecodable PDU")
 
     def _read_one(
         self, sock: WholePduSocket, connection: Connection | None = None
@@ -495,7 +557,7 @@ class DatasetFastPathDUL(DULServiceProvider):
         """One PDU's header and body; ``None`` when the event saying why not has been queued."""
         if connection is not None:
             connection.pdu_begins(time.monotonic(), 6)
-            if self.state_machine.current_state != "Sta2":
+            if self.state_machine.current_state == "Sta6":  # established: data sets may come
                 sock.widen()
         try:
             header = sock.recv(6)
@@ -594,7 +656,7 @@ class _RequestHandler(RequestHandler):
         gate = _ReactorGate()
         assoc._reactor_checkpoint = gate
         assoc.dimse.msg_queue = _PokingQueue(gate)
-        assoc.dul.to_user_queue = _PokingQueue(gate)
+        assoc.dul.to_user_queue = _UserQueue(gate, assoc.dul)
         return assoc
 
 
