@@ -32,6 +32,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +45,7 @@ from types import FrameType
 from radtrace.config import Settings
 from radtrace.preflight import check_model_weights
 
-__all__ = ["Component", "Supervisor", "describe", "next_steps", "run_serve", "serve_components"]
+__all__ = ["Component", "Supervisor", "describe", "next_steps", "run_serve", "serve_components", "wait_for_listener"]
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,19 @@ def _local_caller(settings: Settings) -> str | None:
         if rule.host is None or ipaddress.ip_address("127.0.0.1") in ipaddress.ip_network(rule.host, strict=False):
             return rule.ae_title
     return None
+
+
+def wait_for_listener(settings: Settings, *, timeout_s: float) -> bool:
+    """Wait until the DICOM listener accepts connections (True), or ``timeout_s`` passes (False)."""
+    host = settings.listener.host
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host  # noqa: S104
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection((target, settings.listener.port), timeout=1):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def _program(cwd: Path) -> str:

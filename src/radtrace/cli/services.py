@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +30,7 @@ def serve(ctx: typer.Context) -> None:
     reconciler) and the QA API, as supervised child processes logging to stderr; one that dies is
     restarted with backoff. Without model weights the worker waits for them; studies stay queued.
     """
-    from radtrace.supervisor import next_steps, run_serve
+    from radtrace.supervisor import next_steps, run_serve, wait_for_listener
 
     settings = settings_of(ctx)
     checks = run_preflight(settings)
@@ -45,13 +46,18 @@ def serve(ctx: typer.Context) -> None:
     root_args = ["--config", str(config)] if config is not None else []
     root_args += ["--log-format", settings.logging.format, "--log-level", settings.logging.level]
 
-    def what_next() -> None:  # one unwrapped line each: the commands must copy whole
+    def what_next() -> None:  # once the listener answers; one unwrapped line each: the commands must copy whole
+        if not wait_for_listener(settings, timeout_s=120):
+            log.warning("the DICOM listener does not answer on port %d yet; see its log", settings.listener.port)
         out.rule("radtrace serve: what next")
         for line in next_steps(settings, config=config):
             out.print(line, soft_wrap=True, highlight=False, markup=False)
         out.rule()
 
-    code = run_serve(settings, root_args=root_args, on_started=what_next)
+    def start_what_next() -> None:
+        threading.Thread(target=what_next, name="radtrace-what-next", daemon=True).start()
+
+    code = run_serve(settings, root_args=root_args, on_started=start_what_next)
     if code:
         raise typer.Exit(code)
 
