@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,7 +142,7 @@ def sr_cases() -> dict[str, tuple[Reading, list[Dataset]]]:
 
     ds = source_study()
     pa, lateral = (str(d.SOPInstanceUID) for d in ds)
-    latin1 = [d.copy() for d in ds]
+    latin1 = [copy.deepcopy(d) for d in ds]  # Dataset.copy() would share the elements with the other cases
     for d in latin1:
         d.SpecificCharacterSet = "ISO_IR 100"  # the source's charset must not leak into the SR (FINDINGS.md)
     many = [

@@ -18,13 +18,14 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from pydicom import config, dcmread
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from radtrace.config import ReportingSettings
 from radtrace.reporting import codes
 from radtrace.reporting.drafts import build_drafts
 from radtrace.reporting.header import read_header
 from radtrace.reporting.sr import HEADER_NORMALISED
-from reporting_support import REAL_FILM_SHA256, hostile_header_study, reading, real_film
+from reporting_support import REAL_FILM_SHA256, hostile_header_study, reading, real_film, source_study
 
 pytestmark = pytest.mark.unit
 
@@ -141,3 +142,28 @@ def test_every_real_film_gives_all_three_drafts(name: str) -> None:
         film.StudyInstanceUID
     ]
     assert json.loads(files.fhir)["resourceType"] == "Bundle"
+
+
+@pytest.mark.parametrize(
+    ("ids", "issuer", "pid3", "note"),
+    [
+        (["A1", "B" * 300], "", '""', "(0010,0020) PatientID: too long for PID-3"),
+        (["C" * 25], "I" * 40, "C" * 25, "(0010,0021) IssuerOfPatientID: too long for PID-3 CX.4"),
+    ],
+)
+def test_a_value_hl7_cannot_hold_is_omitted_and_said_never_shortened(
+    ids: list[str], issuer: str, pid3: str, note: str
+) -> None:
+    datasets = source_study()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        datasets[0].PatientID = MultiValue(str, ids) if len(ids) > 1 else ids[0]
+        datasets[0].IssuerOfPatientID = issuer
+        datasets[0].PatientName = "N" * 300 + "^Given"
+    files = build_drafts(reading(datasets), datasets, settings=ReportingSettings(), revision=1, created_at=WHEN)
+    message = hl7.parse(files.hl7.decode("utf-8"))
+    assert str(message.segment("PID")[3]) == pid3
+    assert str(message.segment("PID")[5]) == '""'
+    notes = "".join(message.unescape(str(s[5])) for s in message.segments("OBX") if str(s[3][0][0]) == "RT-HDR")
+    assert note in notes
+    assert "(0010,0010) PatientName: too long for PID-5; omitted from the HL7 message" in notes

@@ -15,10 +15,12 @@ dciodvfy runs on a sample of these SRs in tests/integration/test_reporting_sr_va
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import re
 import string
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +38,7 @@ from pydicom.multival import MultiValue
 from radtrace.config import ReportingSettings
 from radtrace.model.reading import Finding, FindingStatus, Reading, ReasoningStep
 from radtrace.reporting import codes
+from radtrace.reporting.drafts import build_drafts
 from radtrace.reporting.fhir import build_fhir_bundle
 from radtrace.reporting.hl7 import build_oru
 from radtrace.reporting.sr import build_sr, sr_bytes
@@ -310,7 +313,7 @@ patient_id = (
 @settings(max_examples=10, deadline=None)
 @given(ids=st.lists(patient_id, min_size=1, max_size=4, unique=True))
 def test_patient_id_values_round_trip_as_pid3_repetitions_and_fhir_identifiers(ids: list[str]) -> None:
-    sources = [ds.copy() for ds in SOURCES]
+    sources = [copy.deepcopy(ds) for ds in SOURCES]  # Dataset.copy() shares its elements
     sources[0].PatientID = MultiValue(str, ids) if len(ids) > 1 else ids[0]
     read = reading(sources)
     oru = build_oru(read, sources[0], settings=ReportingSettings(), sr_sop_instance_uid=SR_UID, created_at=WHEN)
@@ -330,3 +333,21 @@ def test_patient_id_values_round_trip_as_pid3_repetitions_and_fhir_identifiers(i
     else:  # none of the values is chosen as *the* ID; each is kept
         assert sr.PatientID == ""
         assert [item.PatientID for item in sr.OtherPatientIDsSequence] == ids
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    name=st.lists(st.one_of(st.sampled_from([*SPECIAL_CHARACTERS, "^", "=", "N" * 70]), st.characters()), max_size=40)
+)
+def test_any_patient_name_gives_all_three_drafts_without_a_warning(name: list[str]) -> None:
+    sources = [copy.deepcopy(ds) for ds in SOURCES]  # Dataset.copy() shares its elements
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sources[0].PatientName = "".join(name).encode("utf-8", "replace").decode("utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither pydicom nor highdicom finds anything to warn about
+        files = build_drafts(reading(sources), sources, settings=ReportingSettings(), revision=1, created_at=WHEN)
+    _strict_read(files.sr)
+    _assert_no_raw_control_in_a_field(files.hl7.decode("utf-8"))
+    parse_message(files.hl7.decode("utf-8"), validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
+    assert json.loads(files.fhir)["resourceType"] == "Bundle"

@@ -172,9 +172,9 @@ def _patient_ids(header: SourceHeader, *, issuer: bool = True) -> list[str]:
     return [f"{_esc(value)}^^^{authority}" if authority else _esc(value) for value in header.patient_ids]
 
 
-def _assign(segment: Any, name: str, values: Sequence[str], keyword: str, notes: list[HeaderNote]) -> bool:
-    """Set field ``name`` to ``values`` (repetitions); a value the field cannot hold (hl7apy STRICT:
-    too long for its data type) leaves the field empty and records why: never a shortened identifier."""
+def _assign(segment: Any, name: str, values: Sequence[str]) -> bool:
+    """Set field ``name`` to ``values`` (repetitions); False, with the field left empty, when there are
+    none or the field cannot hold one (hl7apy STRICT: too long for its data type). Never shortens."""
     if not values:
         return False
     try:
@@ -182,12 +182,14 @@ def _assign(segment: Any, name: str, values: Sequence[str], keyword: str, notes:
         for value in values[1:]:
             segment.add_field(name).value = value
     except HL7apyException:
-        for field in list(getattr(segment, name)):
-            segment.remove(field)
-        field_name = name.upper().replace("_", "-")
-        notes.append(HeaderNote(keyword, f"too long for {field_name}; omitted from the HL7 message"))
+        for field in list(segment.children.get(name)):  # the repetitions set before the one refused
+            segment.children.remove(field)
         return False
     return True
+
+
+def _omitted(keyword: str, field: str) -> HeaderNote:
+    return HeaderNote(keyword, f"too long for {field}; omitted from the HL7 message")
 
 
 class _Observations:
@@ -291,12 +293,17 @@ def build_oru(
         patient = result.add_group("ORU_R01_PATIENT")
         pid = patient.pid
         pid.pid_1 = "1"
-        if not _assign(pid, "pid_3", _patient_ids(header), "PatientID", header_notes) and not (
-            header.issuer_of_patient_id
-            and _assign(pid, "pid_3", _patient_ids(header, issuer=False), "IssuerOfPatientID", header_notes)
-        ):
+        if _assign(pid, "pid_3", _patient_ids(header)):
+            pass
+        elif header.issuer_of_patient_id and _assign(pid, "pid_3", _patient_ids(header, issuer=False)):
+            header_notes.append(_omitted("IssuerOfPatientID", "PID-3 CX.4"))
+        else:
+            if header.patient_ids:
+                header_notes.append(_omitted("PatientID", "PID-3"))
             pid.pid_3 = '""'  # required: an explicit null, never a made-up identifier
-        if not _assign(pid, "pid_5", _person_names(header), "PatientName", header_notes):
+        if not _assign(pid, "pid_5", _person_names(header)):
+            if header.patient_names:
+                header_notes.append(_omitted("PatientName", "PID-5"))
             pid.pid_5 = '""'
         if header.birth_date:
             pid.pid_7 = header.birth_date.strftime("%Y%m%d")
@@ -308,7 +315,9 @@ def build_oru(
         order.orc.orc_1 = "RE"  # observations to follow
         obr = order.obr
         obr.obr_1 = "1"
-        if accession and _assign(order.orc, "orc_3", [accession], "AccessionNumber", header_notes):
+        if accession and not _assign(order.orc, "orc_3", [accession]):
+            header_notes.append(_omitted("AccessionNumber", "ORC-3"))
+        elif accession:
             obr.obr_3 = accession
             obr.obr_18 = accession
         obr.obr_4 = _cwe(codes.CHEST_XRAY)

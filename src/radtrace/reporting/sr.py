@@ -42,7 +42,7 @@ from radtrace.model.reading import Finding, FindingStatus, ModelIdentity, Readin
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
 from radtrace.reporting.header import HeaderNote, SourceHeader, is_uid, read_header, values_of
-from radtrace.reporting.text import TEXT_SANITISED, DicomTextVR, dicom_text, fits_dicom
+from radtrace.reporting.text import DICOM_MAX_BYTES, TEXT_SANITISED, DicomTextVR, dicom_text, fits_dicom
 
 __all__ = [
     "SERIES_DESCRIPTION",
@@ -427,8 +427,13 @@ def _person(value: str, keyword: str, notes: list[HeaderNote]) -> str:
         notes.append(HeaderNote(keyword, "characters or lengths PN does not allow; normalised"))
     # A name of one component is the family name; the explicit caret says so (PS3.5 6.2.1.2) instead of
     # leaving readers to guess at the retired free-text form.
-    family = safe.text.split("=")[0]
-    return safe.text.replace(family, family + "^", 1) if family and "^" not in family else safe.text
+    family, *groups = safe.text.split("=")
+    if family and "^" not in family:
+        room = family.encode("utf-8")[: DICOM_MAX_BYTES["PN"] - 1].decode("utf-8", "ignore")  # the caret fits
+        if room != family:
+            notes.append(HeaderNote(keyword, "characters or lengths PN does not allow; normalised"))
+        return "=".join([room + "^", *groups])
+    return safe.text
 
 
 def _patient_and_study(ref: Dataset, header: SourceHeader, notes: list[HeaderNote]) -> None:
