@@ -94,5 +94,5 @@ def test_a_child_refusing_its_configuration_stops_serve_with_status_2(tmp_path: 
         env = serve_env(tmp_path, listener_port, RADTRACE_MODEL__PATH=str(tmp_path / "no-weights"))
         result = radtrace("serve", env=env, timeout=90)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "cannot listen on" in result.stderr
+    assert f"port {listener_port} is already in use by another program" in result.stderr
     assert "listener refused its configuration (exit 2); stopping radtrace serve" in result.stderr
