@@ -41,6 +41,8 @@ class ReceivedHeader:
     accession: str | None
     study_description: str | None
     requested_priority: str | None = None
+    patient_id: str | None = None  # for the audit event only (QA searches by it); never logged
+    patient_id_issuer: str | None = None
 
 
 def _requested_priority(ds: object) -> str | None:
@@ -103,4 +105,6 @@ def read_header(path: Path) -> ReceivedHeader:
         accession=_text(ds.get("AccessionNumber"), 64),
         study_description=_text(ds.get("StudyDescription"), 64),
         requested_priority=_requested_priority(ds),
+        patient_id=_text(ds.get("PatientID"), 64),
+        patient_id_issuer=_text(ds.get("IssuerOfPatientID"), 64),
     )

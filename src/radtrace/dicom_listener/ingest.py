@@ -195,9 +195,16 @@ def record_instance(
             extra: dict[str, Any] = {"version": version, "revision": revision_number}
             if earlier:
                 extra["replaces_sha256"] = earlier[0].sha256
+            if header.patient_id_issuer:  # the ID is in the event's patient_id column, where QA searches it
+                extra["patient_id_issuer"] = header.patient_id_issuer
             recorder.record(
                 AuditEvent(
-                    event_type, actor, study_uid=header.study_uid, accession=header.accession, payload=payload | extra
+                    event_type,
+                    actor,
+                    study_uid=header.study_uid,
+                    accession=header.accession,
+                    patient_id=header.patient_id,
+                    payload=payload | extra,
                 ),
                 session=session,
             )
