@@ -30,6 +30,7 @@ wall clock; file mtimes have the kernel's coarse clock granularity (a few ms).
 
     .venv/bin/python bench/pipeline.py [--studies 50] [--warmup 2] [--settle 1] [--max-new-tokens 48] [--json] \
         [--log serve.log] [--env NAME=VALUE ...]
+    .venv/bin/python bench/pipeline.py --burst 64 [--batch 8]     # N studies at once, batch 1 against batched
     .venv/bin/python bench/pipeline.py --store-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres \
         --broker-url redis://127.0.0.1:6379/0
 
@@ -475,6 +476,8 @@ def main() -> int:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra service setting")
     parser.add_argument("--log", type=Path, default=None, help="keep radtrace serve's log in this file")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON (the table goes to stderr)")
+    parser.add_argument("--burst", type=int, default=0, metavar="N", help="instead: N studies at once (bench/burst.py)")
+    parser.add_argument("--batch", type=int, default=8, help="with --burst: the batched model.batch_size")
     args = parser.parse_args()
     if args.studies < 1:
         parser.error("--studies must be at least 1")
@@ -482,6 +485,12 @@ def main() -> int:
     console = Console(stderr=args.json)
     if not console.is_terminal:
         console.width = 160
+    if args.burst:
+        from burst import run_burst
+
+        args.store_url = args.broker_url = None
+        with tempfile.TemporaryDirectory(prefix="radtrace-bench-burst-") as workspace:
+            return run_burst(args, Path(workspace), console)
 
     with (
         tempfile.TemporaryDirectory(prefix="radtrace-bench-pipeline-") as workspace,

@@ -1,0 +1,85 @@
+"""``bench/pipeline.py --burst N``: N studies arriving at once through ``radtrace serve``, batch 1 against batched.
+
+The same N synthetic two-image studies (PA + lateral, 12-bit DX) are sent in one ``storescu`` association to a
+fresh ``radtrace serve`` (embedded defaults, TINY model on the CPU, dcmtk ``storescp`` as the PACS), once with
+``model.batch_size = 1`` and once with ``--batch`` (8): the figure is the wall time from the first byte sent to
+the N-th SR stored at the PACS (its file's mtime), after one warm-up study each. The peer is the same service at
+batch 1, in the same run. With the tiny model the reading costs little, so what batching saves here is mostly
+the per-study work around the model (claims, doorbells, broker round trips, preparation on one thread); on a GPU
+the generate call dominates and batching is worth far more (``bench/inference.py --full-size``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import CALLING_AE, _file_count, _serve_env, _wait_until, child, pacs, prepare_studies
+from radtrace.dicom_listener.dcmtk import echoscu, storescu
+from radtrace.testing.studies import StudySpec, make_study, write_study
+from radtrace.testing.tiny_model import build_tiny_model
+
+
+def _newest_mtime(directory: Path) -> float:
+    with os.scandir(directory) as entries:
+        return max(entry.stat().st_mtime for entry in entries if entry.is_file())
+
+
+def _one_run(args: argparse.Namespace, root: Path, model_dir: Path, files: list[Path], warm: list[Path], batch: int
+             ) -> float:  # fmt: skip
+    """Seconds from the burst's first byte to its last SR stored at the PACS, at ``batch``."""
+    from radtrace.testing.services import free_port
+
+    with pacs(root / "pacs") as pacs_port:
+        ports = {"listener": free_port(), "api": free_port(), "pacs": pacs_port}
+        env = _serve_env(args, root, model_dir, ports) | {"RADTRACE_MODEL__BATCH_SIZE": str(batch)}
+        log_file = root / "serve.log"
+        with child([sys.executable, "-m", "radtrace", "serve"], env, log_file) as serve:
+            _wait_until(
+                lambda: serve.process.poll() is None and echoscu(ports["listener"], timeout=10).returncode == 0,
+                90, "radtrace serve answering C-ECHO", log_file,
+            )  # fmt: skip
+            if storescu(warm, ports["listener"], calling=CALLING_AE).returncode != 0:
+                raise RuntimeError("storescu of the warm-up study failed")
+            _wait_until(lambda: _file_count(root / "pacs") >= 1, 180, "the warm-up SR at the PACS", log_file)
+            started = time.time()
+            sent = storescu(files, ports["listener"], calling=CALLING_AE, timeout=600)
+            if sent.returncode != 0:
+                raise RuntimeError(f"storescu of the burst failed: {sent.stderr[-800:]}")
+            serve.note_descendants()
+            expected = 1 + args.burst
+            _wait_until(lambda: _file_count(root / "pacs") >= expected, 900, f"{args.burst} SRs at the PACS", log_file)
+            held = _file_count(root / "pacs")
+            kinds = sorted({entry.name.split(".", 1)[0] for entry in os.scandir(root / "pacs")})
+            if kinds != ["SR3"] or held != expected:  # storescp names a Comprehensive 3D SR "SR3.<SOP UID>"
+                raise RuntimeError(f"the PACS holds {held} files of kinds {kinds}, not {expected} SRs")
+            return _newest_mtime(root / "pacs") - started
+
+
+def run_burst(args: argparse.Namespace, workspace: Path, console: Console) -> int:
+    """Measure the burst at batch 1 and at ``args.batch``; print the table."""
+    with console.status("building the tiny model and the studies …"):
+        model_dir = build_tiny_model(workspace / "tiny-model")
+        studies = prepare_studies(workspace / "studies", args.burst)
+        warm = write_study(make_study(StudySpec(seed=99_999)), workspace / "warm")
+    files = [path for study in studies for path in study.files]
+    seconds: dict[int, float] = {}
+    for batch in dict.fromkeys((1, args.batch)):
+        with console.status(f"{args.burst} studies at once, model.batch_size {batch} …"):
+            seconds[batch] = _one_run(args, workspace / f"batch-{batch}", model_dir, files, warm, batch)
+
+    table = Table(title=f"burst: {args.burst} studies at once through radtrace serve (embedded), TINY model on CPU, "
+                        f"settle {args.settle:g} s, max_new_tokens {args.max_new_tokens}")  # fmt: skip
+    for column in ("model.batch_size", "burst → last SR at PACS, s", "studies/s", "x batch 1"):
+        table.add_column(column, justify="right")
+    for batch, wall in seconds.items():
+        table.add_row(str(batch), f"{wall:.1f}", f"{args.burst / wall:.2f}", f"{seconds[1] / wall:.2f}")
+    console.print(table)
+    console.print("peer: the same service and burst at model.batch_size 1, in the same run")
+    return 0
