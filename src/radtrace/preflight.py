@@ -8,6 +8,7 @@ it as fatal.
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -115,6 +116,27 @@ def _database(settings: Settings) -> Check:
         store.dispose()
 
 
+def _embedded_broker(settings: Settings) -> Check | None:
+    """Create the embedded broker's tables once, here: children creating them at the same moment race
+    ("table kombu_queue already exists") and a worker then reports its broker connection lost."""
+    from radtrace.worker.app import create_app, is_embedded_broker
+
+    if not is_embedded_broker(settings):
+        return None
+    problem = ""
+    for _attempt in range(3):  # processes started together (systemd units) may still race here: try again
+        try:
+            with create_app(settings, with_tasks=False).connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1)
+                _ = connection.default_channel.session  # creates the kombu tables
+        except Exception as exc:  # kombu and SQLAlchemy raise many types; the check only reports
+            problem = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.2)
+            continue
+        return Check("embedded broker", "ok", settings.broker_url.removeprefix("sqla+sqlite:///"))
+    return Check("embedded broker", "failed", f"{settings.broker_url}: {problem}")
+
+
 def run_preflight(settings: Settings) -> list[Check]:
     """Run every start-up check, creating the data directories on the way."""
     checks = [Check("settings", "ok", "loaded and valid")]
@@ -123,7 +145,11 @@ def run_preflight(settings: Settings) -> list[Check]:
         _writable_directory("spool", settings.spool_dir),
         _writable_directory("quarantine", settings.quarantine_dir),
     ]
-    checks += [_free_space(settings), _database(settings), check_model_weights(settings)]
+    checks += [_free_space(settings), _database(settings)]
+    broker = _embedded_broker(settings)
+    if broker is not None:
+        checks.append(broker)
+    checks.append(check_model_weights(settings))
     return checks
 
 

@@ -51,6 +51,10 @@ class Output:
         with self.lock:
             return next((line for line in self.lines if line.startswith(prefix)), None)
 
+    def text(self) -> str:
+        with self.lock:
+            return "\n".join(self.lines)
+
     def tail(self) -> str:
         with self.lock:
             return "\n".join(self.lines[-60:])
@@ -152,3 +156,6 @@ def test_from_make_run_to_an_opened_draft_in_under_two_minutes(
     assert "UNVERIFIED" in shown.stdout
     print(f"\nnewcomer run: make run DEMO=1 → opened draft in {elapsed:.1f} s (budget {BUDGET_S:.0f} s)")
     assert elapsed < BUDGET_S
+    # and nothing on the way that would send a newcomer looking for a fault that is not there
+    for alarming in ("Traceback", "superuser privileges", "Connection to broker lost", "ERROR"):
+        assert alarming not in output.text(), alarming
