@@ -38,6 +38,8 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
+from pynetdicom import evt
+from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu_primitives import P_DATA
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 #: Longest wait for incoming data per DUL loop. Something to send wakes it at once (:class:`_Wake`);
 #: the wait bounds how late the DUL notices its timers and being stopped.
 READY_WAIT_S = 0.02
+#: The same wait for a connection that has not sent its A-ASSOCIATE-RQ yet.
+HALF_OPEN_WAIT_S: Final = 0.5
 #: Bytes read from the socket at most per system call, once the association is established.
 _READ_AHEAD: Final = 1024 * 1024
 #: The read-ahead of a connection still negotiating: a stranger costs little memory.
@@ -144,11 +148,16 @@ class WholePduSocket(AssociationSocket):
             return True
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
-        wake = getattr(self.assoc.dul, "wake", None)
+        dul = self.assoc.dul
+        wake = getattr(dul, "wake", None)
+        # Awaiting an A-ASSOCIATE-RQ there are no timers to watch, and being stopped rings the wake:
+        # hundreds of half-open connections then cost a few wake-ups a second each, not fifty.
+        machine = getattr(dul, "state_machine", None)
+        wait = HALF_OPEN_WAIT_S if getattr(machine, "current_state", None) == "Sta2" else READY_WAIT_S
         try:
             if wake is None:
-                return bool(select.select([sock], [], [], READY_WAIT_S)[0])
-            readable, _, _ = select.select([sock, wake.reader], [], [], READY_WAIT_S)
+                return bool(select.select([sock], [], [], wait)[0])
+            readable, _, _ = select.select([sock, wake.reader], [], [], wait)
         except (OSError, ValueError):
             self.event_queue.put("Evt17")  # transport connection closed
             return False
@@ -304,7 +313,7 @@ class _UserQueue(_PokingQueue):
             return super().get(False)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = REACTOR_IDLE_S * 5 if deadline is None else min(REACTOR_IDLE_S * 5, deadline - time.monotonic())
+            left = HALF_OPEN_WAIT_S if deadline is None else min(HALF_OPEN_WAIT_S, deadline - time.monotonic())
             try:
                 return super().get(True, max(left, 0.0))
             except queue.Empty:
@@ -634,8 +643,38 @@ def close_fast_path(assoc: Association) -> None:
 
 
 class _RequestHandler(RequestHandler):
+    def _base_association(self) -> Association:
+        """pynetdicom 3.0's ``_create_association``, less its ``deepcopy`` of the supported contexts.
+
+        That copy (171 storage classes x 12 transfer syntaxes) cost ~30 ms of CPU per connection,
+        before a byte was read: a flood of connections then starved every other thread of the GIL.
+        Negotiation only reads the supported contexts (it builds new ones for its answer), so each
+        association gets a shallow copy of the list.
+        """
+        from pynetdicom.association import Association
+
+        assoc = Association(self.ae, MODE_ACCEPTOR)
+        assoc._server = self.server
+        sock = AssociationSocket(assoc, client_socket=self.request)
+        assoc.set_socket(sock)
+        acceptor = assoc.acceptor
+        acceptor.maximum_length = self.ae.maximum_pdu_size
+        acceptor.ae_title = self.server.ae_title
+        acceptor.address_info = self.local
+        acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        acceptor.implementation_version_name = self.ae.implementation_version_name
+        acceptor.supported_contexts = list(self.server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event in self.server._handlers:
+            if event.is_intervention and self.server._handlers[event]:
+                assoc.bind(event, *self.server._handlers[event])
+            elif isinstance(event, evt.NotificationEvent):
+                for handler in cast("list[tuple[Any, Any]]", self.server._handlers[event]):
+                    assoc.bind(event, handler[0], handler[1])
+        return assoc
+
     def _create_association(self) -> Association:
-        assoc = super()._create_association()
+        assoc = self._base_association()
         # Answers are small and must not wait for a delayed ACK (Nagle), as dcmtk's TCP_NODELAY=1 does.
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Same object and state, faster recv: the socket was just created and has read nothing yet.
@@ -668,6 +707,10 @@ class ListenerServer(ThreadedAssociationServer):
 
     admission: Admission | None = None
     """Set by the listener before serving: half-open limits, deadlines, the buffer budget."""
+
+    #: The kernel's queue of connections not yet accepted (socketserver's default is 5): a burst of
+    #: connections, hostile or not, is accepted and judged rather than dropped before it is seen.
+    request_queue_size = 256
 
     def take_connection(self, request: Any) -> Connection | None:
         """The admission record :meth:`verify_request` made for this accepted socket."""
