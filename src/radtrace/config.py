@@ -293,7 +293,17 @@ class ModelSettings(_Section):
     max_new_tokens: int = Field(default=2048, ge=1, le=32768, description="generation budget; hitting it = truncated")
     min_pixels: int = Field(default=128 * 128, ge=28 * 28, description="smallest image area the processor sees")
     max_pixels: int = Field(default=476 * 476, ge=28 * 28, description="largest image area the processor sees")
-    batch_size: int = Field(default=1, ge=1, le=64, description="studies per generate call")
+    batch_size: int = Field(
+        default=1, ge=1, le=64, description="studies a GPU worker claims and reads in one generate call"
+    )
+    batch_wait_ms: int = Field(
+        default=20, ge=0, le=1000, description="with fewer due studies than batch_size, look once more after this long"
+    )
+    kv_cache: Literal["dynamic", "static"] = Field(
+        default="dynamic",
+        description="transformers KV cache: static preallocates it and, on CUDA, compiles the decoding step "
+        "(minutes of compilation per batch shape at start; measure with bench/inference.py --full-size --cache)",
+    )
     accept_unknown_view: bool = Field(
         default=True,
         description="read a chest image whose view is recorded nowhere when no frontal one is known (flagged)",
@@ -302,6 +312,12 @@ class ModelSettings(_Section):
     vllm_api_key: SecretStr | None = Field(default=None, description="bearer token for the vLLM server")
     vllm_model: str | None = Field(default=None, description="model name served by vLLM; default: its only model")
     request_timeout_s: float = Field(default=300.0, gt=0, description="give up on one model request after this long")
+    worker_memory_limit_bytes: int | None = Field(
+        default=None,
+        ge=256 * 1024**2,
+        description="address-space ceiling (RLIMIT_AS) of a worker process: an image bomb fails its study, not the "
+        "host; unset where CUDA runs (it reserves large address ranges)",
+    )
 
     @model_validator(mode="after")
     def _pixels(self) -> ModelSettings:
@@ -398,6 +414,30 @@ class ApiSettings(_Section):
     )
 
 
+class ConsoleSettings(_Section):
+    """The review console (web pages under /console of the QA API process): logins, sessions, worklist."""
+
+    enabled: bool = Field(default=True, description="serve the console under /console next to the QA API")
+    idle_timeout_s: int = Field(default=900, ge=60, le=86400, description="a session idle this long is ended")
+    max_failed_logins: int = Field(default=5, ge=1, le=100, description="failed logins in a row that lock an account")
+    lockout_s: int = Field(default=900, ge=0, description="how long a locked account stays locked (0: until unlocked)")
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        default="auto", description="Secure session cookie: auto = when the request came over TLS"
+    )
+    trusted_user_header: str | None = Field(
+        default=None,
+        description="header naming the signed-in user, set by an OIDC/SAML proxy in front (off by default; see "
+        "docs/ui.md)",
+    )
+    trusted_proxies: list[str] = Field(
+        default=["127.0.0.1", "::1"], description="client addresses allowed to send trusted_user_header"
+    )
+    page_size: int = Field(default=50, ge=10, le=500, description="worklist rows per page")
+    sync_interval_s: float = Field(
+        default=2.0, ge=0, description="newly reported revisions are added to the worklist at most this often"
+    )
+
+
 class LoggingSettings(_Section):
     """Log format and level; handlers are configured only by entry points."""
 
@@ -431,6 +471,7 @@ class Settings(BaseSettings):
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @field_validator("data_dir")

@@ -15,13 +15,13 @@ import sqlalchemy as sa
 
 from radtrace.audit.chain import verify_chain
 from radtrace.config import Settings
-from radtrace.errors import ModelError
+from radtrace.errors import ModelError, RadtraceError
 from radtrace.model.reader import StudyReader
 from radtrace.model.reading import Reading
 from radtrace.model.study import Skipped, StudyImage
 from radtrace.reporting.dispatch.outbox import KIND_FILE
 from radtrace.store.engine import Store
-from radtrace.store.models import Job, JobState, OutboxState, Revision, RevisionState
+from radtrace.store.models import Instance, Job, JobState, OutboxState, Priority, Revision, RevisionState, Study
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study
 from radtrace.worker.pipeline import Result, StudyPipeline, payload_dir
 from worker_support import audit_events, outbox_rows, revision_row, spool_study, worker_settings
@@ -47,7 +47,7 @@ class FailingReader:
         self.error = error
         self.calls = 0
 
-    def read(self, images: Sequence[StudyImage]) -> Reading | Skipped:
+    def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
         self.calls += 1
         raise self.error
 
@@ -163,10 +163,10 @@ class SlowReader:
     def __init__(self, reader: StudyReader, seconds: float, during: Callable[[], None]) -> None:
         self.reader, self.seconds, self.during = reader, seconds, during
 
-    def read(self, images: Sequence[StudyImage]) -> Reading | Skipped:
+    def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
         time.sleep(self.seconds)
         self.during()  # while the reading is still going on
-        return self.reader.read(images)
+        return self.reader.read_each(studies)
 
 
 def test_a_reading_longer_than_the_claim_timeout_keeps_its_claim(
@@ -393,3 +393,116 @@ def test_stage_latencies_and_queue_depths_are_exposed_for_prometheus(
     assert after[("radtrace_revisions", (("state", "queued"),))] == 0
     assert after[("radtrace_outbox_messages", (("state", "delivered"),))] == 3
     assert after[("radtrace_revisions_finished_total", (("state", "dispatched"),))] == 1
+
+
+def _queue(wsettings: Settings, store: Store, count: int, *, seed: int = 40) -> list[str]:
+    """``count`` one-image frontal studies queued in this order (oldest first)."""
+    uids = []
+    for i in range(count):
+        uid, _ = spool_study(wsettings, store, make_study(StudySpec(seed=seed + i), [ImageSpec(view="PA")]))
+        uids.append(uid)
+        time.sleep(0.002)  # distinct queued_at: oldest first is an order, not a tie
+    return uids
+
+
+def test_a_batch_claims_the_named_revision_then_stat_then_oldest_and_records_each(
+    tmp_path: Path, store: Store, tiny_model_dir: Path
+) -> None:
+    url = str(store.engine.url.render_as_string(hide_password=False))
+    wsettings = worker_settings(tmp_path, url, tiny_model_dir, model={"batch_size": 3, "batch_wait_ms": 0})
+    uids = _queue(wsettings, store, 5)
+    _set(store, uids[4], priority=Priority.STAT)
+    reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
+    pipeline = StudyPipeline(wsettings, store, reader, worker="gpu0")
+
+    results = pipeline.process_batch(uids[2], 1)
+
+    # the named one first, then the STAT one, then the oldest; one batched read of three
+    assert [key for key, _ in results] == [(uids[2], 1), (uids[4], 1), (uids[0], 1)]
+    assert all(result.result is Result.REPORTED for _, result in results)
+    assert reader.batches == [3]
+    for uid in (uids[2], uids[4], uids[0]):
+        rev = revision_row(store, uid)
+        assert (rev.state, rev.attempts, rev.claimed_by) == (RevisionState.REPORTED, 1, None)
+    for uid in (uids[1], uids[3]):  # not in this batch: still queued, unclaimed
+        assert revision_row(store, uid).state is RevisionState.QUEUED
+    completed = [payload for kind, _, payload in audit_events(store) if kind == "inference_completed"]
+    assert len(completed) == 3
+    assert {payload["reading"]["timings"]["batch_size"] for payload in completed} == {3}
+    assert {payload["identity"]["dtype"] for payload in completed} == {"float32"}
+    assert {len(result.outbox_ids) for _, result in results} == {3}  # SR, HL7, FHIR each
+    assert verify_chain(store).ok
+
+    # the next doorbell takes the rest; a batch with nothing more due reads just the named one
+    rest = pipeline.process_batch(uids[1], 1)
+    assert [key for key, _ in rest] == [(uids[1], 1), (uids[3], 1)]
+    assert reader.batches == [3, 2]
+    assert pipeline.process_batch(uids[1], 1)[0][1].result is Result.NOT_CLAIMED
+
+
+def test_a_study_that_fails_in_a_batch_fails_alone(tmp_path: Path, store: Store, tiny_model_dir: Path) -> None:
+    url = str(store.engine.url.render_as_string(hide_password=False))
+    wsettings = worker_settings(tmp_path, url, tiny_model_dir, model={"batch_size": 4, "batch_wait_ms": 0})
+    uids = _queue(wsettings, store, 3, seed=60)
+    with store.session() as session:  # the middle study's file changed on disk after it was accepted
+        path = session.scalar(
+            sa.select(Instance.path).join(Study, Instance.study_id == Study.id).where(Study.study_uid == uids[1])
+        )
+    (wsettings.spool_dir / str(path)).write_bytes(b"not dicom at all")
+    reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
+
+    results = dict(StudyPipeline(wsettings, store, reader).process_batch(uids[0], 1))
+
+    assert results[(uids[0], 1)].result is Result.REPORTED
+    assert results[(uids[2], 1)].result is Result.REPORTED
+    assert results[(uids[1], 1)].result is Result.FAILED
+    assert "does not match its recorded SHA-256" in str(revision_row(store, uids[1]).reason)
+    assert reader.batches == [2]  # the two readable studies were still read together
+
+
+def test_a_batch_the_model_cannot_read_whole_is_read_one_study_at_a_time(
+    tmp_path: Path, store: Store, tiny_model_dir: Path
+) -> None:
+    url = str(store.engine.url.render_as_string(hide_password=False))
+    wsettings = worker_settings(tmp_path, url, tiny_model_dir, model={"batch_size": 4, "batch_wait_ms": 0})
+    uids = _queue(wsettings, store, 3, seed=70)
+    reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir), fail_above=1)
+
+    results = StudyPipeline(wsettings, store, reader).process_batch(uids[0], 1)
+
+    assert [result.result for _, result in results] == [Result.REPORTED] * 3
+    assert reader.batches == [3, 1, 1, 1]  # out of memory at 3, then each alone
+    events = audit_events(store)
+    assert [kind for kind, _, _ in events].count("inference_failed") == 0
+
+
+def test_a_shallow_queue_waits_once_for_a_batch_then_reads_what_it_has(
+    tmp_path: Path, store: Store, tiny_model_dir: Path
+) -> None:
+    url = str(store.engine.url.render_as_string(hide_password=False))
+    wsettings = worker_settings(tmp_path, url, tiny_model_dir, model={"batch_size": 8, "batch_wait_ms": 300})
+    [first] = _queue(wsettings, store, 1, seed=80)
+    late: list[str] = []
+    arrival = threading.Timer(0.1, lambda: late.extend(_queue(wsettings, store, 1, seed=81)))
+    arrival.start()
+    reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
+    started = time.monotonic()
+    results = StudyPipeline(wsettings, store, reader).process_batch(first, 1)
+    arrival.join()
+    assert [key for key, _ in results] == [(first, 1), (late[0], 1)]  # the study that came during the wait
+    assert reader.batches == [2]
+    assert time.monotonic() - started < 60
+
+
+class CountingReader:
+    """The real reader, counting the size of each batched call; optionally out of memory above a size."""
+
+    def __init__(self, reader: StudyReader, *, fail_above: int | None = None) -> None:
+        self.reader, self.fail_above = reader, fail_above
+        self.batches: list[int] = []
+
+    def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
+        self.batches.append(len(studies))
+        if self.fail_above is not None and len(studies) > self.fail_above:
+            raise ModelError(f"out of memory generating a batch of {len(studies)}")
+        return self.reader.read_each(studies)

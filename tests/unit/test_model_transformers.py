@@ -233,3 +233,19 @@ def _truncated_pixels(image: StudyImage) -> bytes:
     buffer = BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def test_a_static_kv_cache_reads_as_the_dynamic_one(tiny_model_dir: Path, reader: StudyReader) -> None:
+    """model.kv_cache = static reaches generate (recorded in the identity) and changes no greedy token."""
+    settings = load_settings(
+        model={"path": tiny_model_dir, "device": "cpu", "max_new_tokens": MAX_NEW_TOKENS, "kv_cache": "static"}
+    )
+    static = StudyReader(settings.model)
+    image = part10(VALID_VARIANTS["dx-pa"])
+    with_static, with_dynamic = static.read([image]), reader.read([image])
+    assert isinstance(with_static, Reading)
+    assert isinstance(with_dynamic, Reading)
+    assert with_static.identity.generation["cache_implementation"] == "static"
+    assert "cache_implementation" not in with_dynamic.identity.generation
+    assert with_static.raw_text == with_dynamic.raw_text
+    assert with_static.tokens == with_dynamic.tokens

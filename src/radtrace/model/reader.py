@@ -72,6 +72,7 @@ def build_backend(settings: ModelSettings, profile: Profile, *, hash_cache_file:
             vlm,
             source=str(source),
             max_new_tokens=budget.max_new_tokens,
+            cache_implementation="static" if settings.kv_cache == "static" else None,
             revision=settings.revision,
             hash_cache_file=hash_cache_file,
         )
@@ -153,11 +154,19 @@ class StudyReader:
             DicomInputError: a study's frontal image cannot be decoded (raised once the others are read;
                 :meth:`read_prepared` keeps every study's outcome instead).
         """
-        outcomes = self.read_prepared(self.prepare_each(studies))
+        outcomes = self.read_each(studies)
         for outcome in outcomes:
             if isinstance(outcome, RadtraceError):
                 raise outcome
         return [outcome for outcome in outcomes if not isinstance(outcome, RadtraceError)]
+
+    def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
+        """Read several studies, ``batch_size`` per generate call, each study's outcome or error in order.
+
+        A study that cannot be prepared (undecodable pixels) yields its error and the others are read; an error
+        of a generate call (out of memory, a server away) is raised for the caller to decide.
+        """
+        return self.read_prepared(self.prepare_each(studies))
 
     def prepare_each(self, studies: Sequence[Sequence[StudyImage]]) -> Iterator[StudyInput | Skipped | RadtraceError]:
         """Prepare each study on the thread pool, in order; a study that cannot be prepared yields its error."""

@@ -15,9 +15,13 @@ The database is the truth and every step is safe to run twice (DESIGN.md, princi
    UID is derived from the study and revision, so a second run adds nothing);
 4. ``reported``, only if the claim is still ours.
 
-While a worker holds a claim it renews it every third of ``broker.claim_timeout_s`` (the heartbeat), so an
-inference longer than the timeout is not taken over; a worker that dies stops renewing and its claim
-expires ``claim_timeout_s`` later at most.
+While a worker holds claims it renews them every third of ``broker.claim_timeout_s`` (one heartbeat for all,
+:mod:`radtrace.worker.claims`), so an inference longer than the timeout is not taken over; a worker that dies
+stops renewing and its claims expire ``claim_timeout_s`` later at most.
+
+A GPU worker reads in batches (:meth:`StudyPipeline.process_batch`): with the revision its doorbell named it
+claims up to ``model.batch_size - 1`` other due ones (STAT first, then oldest), reads them in one batched call
+(pictures prepared on a thread pool), and records, finishes or fails each revision on its own.
 
 A retryable error puts the revision back to ``queued`` with ``next_attempt_at`` after an exponential
 backoff, until ``max_attempts``; a permanent one (or the last attempt) ends ``failed(reason)``. Both are
@@ -28,31 +32,29 @@ one delivery attempt and moves the revision to ``dispatched`` once every outbox 
 
 from __future__ import annotations
 
-import contextlib
 import enum
+import functools
 import hashlib
 import json
 import logging
-import os
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
-from radtrace.config import BrokerSettings, Settings
+from radtrace.config import Settings
 from radtrace.errors import DicomInputError, RadtraceError, is_retryable
+from radtrace.logging import study_key
 from radtrace.model.reading import FindingStatus, Reading
-from radtrace.model.study import Skipped, StudyImage, study_image
-from radtrace.reporting.dispatch.outbox import Delivery, Outbox
+from radtrace.model.study import Skipped, StudyImage, identity_conflict, study_image
+from radtrace.reporting.dispatch.outbox import Outbox
 from radtrace.reporting.draft_store import build_keep_and_enqueue
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
@@ -61,12 +63,25 @@ from radtrace.store.models import (
     Job,
     JobState,
     OutboxMessage,
-    OutboxState,
     Priority,
     Revision,
     RevisionState,
     Study,
 )
+from radtrace.worker.claims import (
+    Claim,
+    ClaimDecision,
+    claim_decision,
+    claim_event,
+    claims_kept_alive,
+    due_revisions,
+    held_by,
+    last_received,
+    retry_delay,
+    seconds_between,
+    worker_name,
+)
+from radtrace.worker.settlement import Deliveries, DispatchResult, StageObserver
 
 __all__ = [
     "ClaimDecision",
@@ -84,22 +99,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 JOB_KIND = "process"
-ClaimDecision = Literal["claim", "take-over", "not-due", "busy", "done"]
 
 
 class Reader(Protocol):
     """What the pipeline needs of the model: :class:`radtrace.model.reader.StudyReader` is one."""
 
-    def read(self, images: Sequence[StudyImage]) -> Reading | Skipped: ...
-
-
-class StageObserver(Protocol):
-    """Where stage latencies go: :class:`radtrace.worker.metrics.WorkerMetrics` is one."""
-
-    def observe(self, stage: str, seconds: float) -> None: ...
-
-    def finished_in(self, state: str) -> None: ...
+    def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
+        """Read several studies in as few batched calls as the model allows; one outcome per study, in order.
+        A study that cannot be read yields its error; an error of the whole call (the model) is raised."""
+        ...
 
 
 class _Unobserved:
@@ -133,68 +144,9 @@ class ProcessResult:
     next_revision: int | None = None  # a later revision of the study that waited for this one
 
 
-@dataclass(frozen=True)
-class DispatchResult:
-    """One ``dispatch`` call: the delivery attempt, the revision's state after it, and when to ring again."""
-
-    delivery: Delivery
-    revision_state: RevisionState | None
-    retry_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class _Claim:
-    revision_id: int
-    study_uid: str
-    accession: str | None
-    number: int
-    attempt: int
-    job_id: int
-    study_id: int
-
-
-def worker_name() -> str:
-    """This process as a claim holder: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def payload_dir(settings: Settings) -> Path:
     """Where the outbox keeps its payload files (content-addressed)."""
     return settings.data_dir / "outbox"
-
-
-def claim_decision(
-    state: RevisionState,
-    claim_expires_at: datetime | None,
-    next_attempt_at: datetime | None,
-    now: datetime,
-    *,
-    ours: bool = False,
-) -> ClaimDecision:
-    """Whether a worker may take a revision now (pure).
-
-    ``ours``: the live claim is this worker's own. A worker processes one revision at a time, so finding its
-    own claim means an earlier attempt of its died without releasing it (the database went away while it
-    recorded the failure): take it over now rather than wait ``claim_timeout_s`` for it to lapse.
-    """
-    if state is RevisionState.QUEUED:
-        return "claim" if next_attempt_at is None or next_attempt_at <= now else "not-due"
-    if state is RevisionState.PROCESSING:
-        return "take-over" if ours or claim_expires_at is None or claim_expires_at <= now else "busy"
-    if state is RevisionState.RECEIVING:
-        return "not-due"
-    return "done"
-
-
-def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    """Seconds from ``start`` to ``end``; None when either is unknown."""
-    return None if start is None or end is None else (end - start).total_seconds()
-
-
-def retry_delay(settings: BrokerSettings, attempts: int) -> timedelta:
-    """Delay before the next attempt after ``attempts`` failed ones: doubling from the initial, capped."""
-    seconds = settings.retry_backoff_initial_s * 2 ** max(0, attempts - 1)
-    return timedelta(seconds=min(seconds, settings.retry_backoff_max_s))
 
 
 class StudyPipeline:
@@ -222,6 +174,7 @@ class StudyPipeline:
         self.outbox = outbox or Outbox(
             store, self.recorder, settings.dispatch, payload_dir(settings), clock=clock, actor=self.actor
         )
+        self.deliveries = Deliveries(store, self.outbox, self.recorder, self.observer, clock)
 
     # --- process -------------------------------------------------------------------------------
 
@@ -249,85 +202,160 @@ class StudyPipeline:
 
     def process(self, study_uid: str, revision: int) -> ProcessResult:
         """Process one revision if it is ours to process (see the module docstring)."""
-        claimed = self._claim(study_uid, revision)
-        if isinstance(claimed, ProcessResult):
-            return claimed
+        return self.process_batch(study_uid, revision, size=1)[0][1]
+
+    def process_batch(
+        self, study_uid: str, revision: int, *, size: int | None = None
+    ) -> list[tuple[tuple[str, int], ProcessResult]]:
+        """Process the named revision and up to ``size - 1`` (``model.batch_size``) other due ones, read together.
+
+        The named revision comes first in the result (whether or not it could be claimed), then each other
+        revision taken. The others are taken STAT first, then oldest, each with the same conditional claim; when
+        fewer are due than the batch holds, the worker looks once more after ``model.batch_wait_ms`` and then
+        reads what it has. Each revision is recorded, finished, skipped or failed on its own: one that fails is
+        retried alone, and a batch the model cannot read as a whole (out of memory) is read one study at a time.
+        """
+        size = self.settings.model.batch_size if size is None else size
+        first = self._claim(study_uid, revision)
+        results: list[tuple[tuple[str, int], ProcessResult | Claim]] = [((study_uid, revision), first)]
+        claims = [first] if isinstance(first, Claim) else []
+        if size > 1:
+            self._claim_more(claims, results, size)
+        finished = dict(zip(claims, self._process_claims(claims), strict=True))
+        return [(key, finished[item] if isinstance(item, Claim) else item) for key, item in results]
+
+    def _claim_more(
+        self, claims: list[Claim], results: list[tuple[tuple[str, int], ProcessResult | Claim]], size: int
+    ) -> None:
+        """Fill ``claims`` (and ``results``) with due revisions up to ``size``, waiting once for a shallow queue."""
+        for wait in (False, True):
+            if wait:
+                if len(claims) >= size or self.settings.model.batch_wait_ms == 0:
+                    return
+                time.sleep(self.settings.model.batch_wait_ms / 1000)
+            tried = {key for key, _ in results}
+            for key in due_revisions(self.store, self.clock(), limit=2 * size, besides=[c.revision_id for c in claims]):
+                if len(claims) >= size:
+                    return
+                if key in tried:
+                    continue
+                taken = self._claim(*key)
+                if isinstance(taken, Claim):  # one lost to another worker is simply not ours: no result
+                    claims.append(taken)
+                    results.append((key, taken))
+
+    def _process_claims(self, claims: Sequence[Claim]) -> list[ProcessResult]:
+        """Read the claimed revisions together, then record and finish each on its own; results in order."""
+        if not claims:
+            return []
+        outcomes: list[list[int] | Skipped | RadtraceError] = []
+        read_done: list[float | None] = []
+        interval = self.settings.broker.claim_timeout_s / 3
+        with claims_kept_alive(claims, self._renew_claim, interval):
+            inputs = [self._gather(claim) for claim in claims]
+            readings = self._read_all([item for item in inputs if isinstance(item, tuple)])
+            done = time.monotonic()
+            for claim, item in zip(claims, inputs, strict=True):
+                if not isinstance(item, tuple):  # enqueued by an earlier attempt, a conflict, or unreadable
+                    outcomes.append(item)
+                    read_done.append(None)
+                    continue
+                outcome = readings.pop(0)
+                read_done.append(done)
+                if isinstance(outcome, Reading):
+                    record = functools.partial(self._record_and_enqueue, claim, outcome, item[1])
+                    outcomes.append(self._guarded(claim, record))
+                else:
+                    outcomes.append(outcome)
+        return [self._settle_attempt(c, o, d) for c, o, d in zip(claims, outcomes, read_done, strict=True)]
+
+    def _gather(self, claim: Claim) -> tuple[list[StudyImage], list[Any]] | list[int] | Skipped | RadtraceError:
+        """What one claimed revision needs read: its images and source datasets; or, when it needs no reading,
+        its existing outbox rows (an earlier attempt died after enqueueing), a skip, or the error."""
+
+        def gather() -> tuple[list[StudyImage], list[Any]] | list[int] | Skipped:
+            outbox_ids = self._existing_outbox(claim.revision_id)
+            if outbox_ids:
+                return outbox_ids
+            images, sources = self._images(claim.revision_id)
+            if (conflict := identity_conflict(images)) is not None:  # two patients' images: never read together
+                log.warning("study %s revision %d: %s; not read", study_key(claim.study_uid), claim.number,
+                            conflict.reason)  # fmt: skip
+                self.recorder.record(self._event(claim, EventType.PATIENT_IDENTITY_CONFLICT, Outcome.SERIOUS_FAILURE,
+                                                 reason=conflict.reason, identities=conflict.identities))  # fmt: skip
+                return conflict
+            return images, sources
+
+        return self._guarded(claim, gather)
+
+    def _read_all(self, gathered: list[tuple[list[StudyImage], list[Any]]]) -> list[Reading | Skipped | RadtraceError]:
+        """Read every gathered study, batched; when the batch as a whole fails (the model), each study alone."""
+        if not gathered:
+            return []
+        studies = [images for images, _ in gathered]
+        started = time.monotonic()
         try:
-            with self._claim_kept_alive(claimed):
-                outcome, read_done = self._read_and_enqueue(claimed)
+            outcomes = self.reader.read_each(studies)
         except RadtraceError as exc:
-            return self._failed_attempt(claimed, exc)
+            if len(studies) == 1:
+                outcomes = [exc]
+            else:
+                log.warning("a batch of %d failed as a whole (%s); reading each study alone", len(studies), exc.reason)
+                outcomes = [self._read_alone(images) for images in studies]
         except Exception as exc:  # a bug must end in failed(reason), not a claim nobody explains
-            log.exception("unexpected error processing revision %s", claimed.revision_id)
-            return self._failed_attempt(claimed, RadtraceError(f"unexpected {type(exc).__name__}: {exc}"))
+            log.exception("unexpected error reading a batch of %d", len(studies))
+            outcomes = [RadtraceError(f"unexpected {type(exc).__name__}: {exc}")] * len(studies)
+        elapsed = time.monotonic() - started
+        for _ in studies:
+            self.observer.observe("read", elapsed)
+        return outcomes
+
+    def _read_alone(self, images: list[StudyImage]) -> Reading | Skipped | RadtraceError:
+        try:
+            return self.reader.read_each([images])[0]
+        except RadtraceError as exc:
+            return exc
+
+    def _guarded(self, claim: Claim, work: Callable[[], _T]) -> _T | RadtraceError:
+        """``work()``, with a failure turned into the error that ends this claim's attempt (and no other's)."""
+        try:
+            return work()
+        except RadtraceError as exc:
+            return exc
+        except Exception as exc:  # a bug must end in failed(reason), not a claim nobody explains
+            log.exception("unexpected error processing revision %s", claim.revision_id)
+            return RadtraceError(f"unexpected {type(exc).__name__}: {exc}")
+
+    def _record_and_enqueue(self, claim: Claim, reading: Reading, sources: list[Any]) -> list[int]:
+        self._record_reading(claim, reading)
+        return self._enqueue(claim, reading, sources)
+
+    def _settle_attempt(
+        self, claim: Claim, outcome: list[int] | Skipped | RadtraceError, read_done: float | None
+    ) -> ProcessResult:
+        """Finish one claimed revision from its outcome: reported, skipped, or a failed attempt."""
+        if isinstance(outcome, RadtraceError):
+            return self._failed_attempt(claim, outcome)
         if isinstance(outcome, Skipped):
-            return self._finish(claimed, RevisionState.SKIPPED, reason=outcome.reason)
-        result = self._finish(claimed, RevisionState.REPORTED, outbox_ids=outcome)
+            return self._finish(claim, RevisionState.SKIPPED, reason=outcome.reason)
+        result = self._finish(claim, RevisionState.REPORTED, outbox_ids=outcome)
         if result.result is Result.REPORTED and read_done is not None:
             self.observer.observe("report", time.monotonic() - read_done)
         return result
 
-    def _read_and_enqueue(self, claimed: _Claim) -> tuple[list[int] | Skipped, float | None]:
-        """Read the revision's images and write its drafts to the outbox: the outbox row IDs (or the skip), and
-        when the reading ended (``time.monotonic()``; None when an earlier attempt had already enqueued)."""
-        outbox_ids = self._existing_outbox(claimed.revision_id)
-        if not outbox_ids:  # an earlier attempt that died after enqueueing needs no second reading
-            images, sources = self._images(claimed.revision_id)
-            started = time.monotonic()
-            outcome = self.reader.read(images)
-            read_done = time.monotonic()
-            self.observer.observe("read", read_done - started)
-            if isinstance(outcome, Skipped):
-                return outcome, read_done
-            self._record_reading(claimed, outcome)
-            return self._enqueue(claimed, outcome, sources), read_done
-        return outbox_ids, None
-
-    @contextlib.contextmanager
-    def _claim_kept_alive(self, claim: _Claim) -> Iterator[None]:
-        """Renew the claim every third of ``claim_timeout_s`` while the body runs (the heartbeat)."""
-        stop = threading.Event()
-        interval = self.settings.broker.claim_timeout_s / 3
-
-        def beat() -> None:
-            while not stop.wait(interval):
-                try:
-                    if not self._renew_claim(claim):
-                        log.warning("revision %s: claim lost while processing", claim.revision_id)
-                        return
-                except RadtraceError as exc:  # the database is away: the claim may lapse, the finish will tell
-                    log.warning("revision %s: claim not renewed: %s", claim.revision_id, exc.reason)
-
-        thread = threading.Thread(target=beat, name=f"radtrace-claim-{claim.revision_id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-    def _renew_claim(self, claim: _Claim) -> bool:
+    def _renew_claim(self, claim: Claim) -> bool:
         """Push our claim's expiry ``claim_timeout_s`` ahead; False when the claim is no longer ours."""
         now = self.clock()
         with self.store.session("renewing a claim", immediate=True) as session:
             renewed = session.execute(
                 sa.update(Revision)
-                .where(*self._ours(claim))
+                .where(*held_by(claim, self.worker))
                 .values(claim_expires_at=now + timedelta(seconds=self.settings.broker.claim_timeout_s))
                 .execution_options(synchronize_session=False)
             )
             return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
 
-    def _ours(self, claim: _Claim) -> tuple[sa.ColumnElement[bool], ...]:
-        """The conditions under which the revision is still claimed by this attempt of this worker."""
-        return (
-            Revision.id == claim.revision_id,
-            Revision.state == RevisionState.PROCESSING,
-            Revision.claimed_by == self.worker,
-            Revision.attempts == claim.attempt,
-        )
-
-    def _claim(self, study_uid: str, number: int) -> _Claim | ProcessResult:
+    def _claim(self, study_uid: str, number: int) -> Claim | ProcessResult:
         now = self.clock()
         with self.store.session("claiming a revision", immediate=True) as session:
             row = session.execute(
@@ -369,15 +397,15 @@ class StudyPipeline:
             if taken.rowcount != 1:  # type: ignore[attr-defined]  # another worker claimed it first
                 return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
             attempt = rev.attempts + 1
-            waited: dict[str, float | None] = {"start": _seconds(rev.next_attempt_at or rev.queued_at, now)}
+            waited: dict[str, float | None] = {"start": seconds_between(rev.next_attempt_at or rev.queued_at, now)}
             if attempt == 1:
-                waited["complete"] = _seconds(self._last_received(session, rev.id), rev.queued_at)
+                waited["complete"] = seconds_between(last_received(session, rev.id), rev.queued_at)
             if decision == "take-over":
                 self._close_lost_jobs(session, rev.id, now)
             job = Job(revision_id=rev.id, kind=JOB_KIND, attempt=attempt, state=JobState.RUNNING, worker=self.worker)
             session.add(job)
             session.flush()
-            claim = _Claim(rev.id, study.study_uid, study.accession, rev.number, attempt, job.id, study.id)
+            claim = Claim(rev.id, study.study_uid, study.accession, rev.number, attempt, job.id, study.id)
             self.recorder.record(
                 self._event(
                     claim,
@@ -397,11 +425,6 @@ class StudyPipeline:
         for stage, seconds in durations.items():
             if seconds is not None:
                 self.observer.observe(stage, seconds)
-
-    @staticmethod
-    def _last_received(session: Session, revision_id: int) -> datetime | None:
-        """When the revision's last instance arrived."""
-        return session.scalar(sa.select(sa.func.max(Instance.received_at)).where(Instance.revision_id == revision_id))
 
     def _close_lost_jobs(self, session: Session, revision_id: int, now: datetime) -> None:
         session.execute(
@@ -443,7 +466,7 @@ class StudyPipeline:
             images.append(study_image(data))
         return images, [image.dataset for image in images]
 
-    def _record_reading(self, claim: _Claim, reading: Reading) -> None:
+    def _record_reading(self, claim: Claim, reading: Reading) -> None:
         identity = reading.identity
         present = [f.label for f in reading.findings if f.status is FindingStatus.PRESENT]
         self.recorder.record(
@@ -464,30 +487,30 @@ class StudyPipeline:
             )
         )
 
-    def _enqueue(self, claim: _Claim, reading: Reading, sources: list[Any]) -> list[int]:
+    def _enqueue(self, claim: Claim, reading: Reading, sources: list[Any]) -> list[int]:
         # Drafts are kept under <data_dir>/drafts whether or not a destination is configured (issue 15).
         return build_keep_and_enqueue(
             self.settings, self.outbox, revision_id=claim.revision_id, study_uid=claim.study_uid,
             revision=claim.number, reading=reading, sources=sources,
         )  # fmt: skip
 
-    def _release(self, session: Session, claim: _Claim, now: datetime, **values: Any) -> bool:
+    def _release(self, session: Session, claim: Claim, now: datetime, **values: Any) -> bool:
         """Apply ``values`` to the revision only while our claim holds; False when it was lost."""
         released = session.execute(
             sa.update(Revision)
-            .where(*self._ours(claim))
+            .where(*held_by(claim, self.worker))
             .values(claimed_by=None, claim_expires_at=None, updated_at=now, **values)
             .execution_options(synchronize_session=False)
         )
         return bool(released.rowcount == 1)  # type: ignore[attr-defined]
 
-    def _job_done(self, session: Session, claim: _Claim, state: JobState, now: datetime, error: str | None) -> None:
+    def _job_done(self, session: Session, claim: Claim, state: JobState, now: datetime, error: str | None) -> None:
         job = session.get(Job, claim.job_id)
         if job is not None:
             job.state, job.finished_at, job.error = state, now, error
 
     def _finish(
-        self, claim: _Claim, state: RevisionState, *, reason: str | None = None, outbox_ids: Sequence[int] = ()
+        self, claim: Claim, state: RevisionState, *, reason: str | None = None, outbox_ids: Sequence[int] = ()
     ) -> ProcessResult:
         now = self.clock()
         stamps: dict[str, Any] = {"reported_at": now} if state is RevisionState.REPORTED else {"finished_at": now}
@@ -505,7 +528,7 @@ class StudyPipeline:
         result = Result.REPORTED if state is RevisionState.REPORTED else Result.SKIPPED
         return ProcessResult(result, state, reason, outbox_ids=tuple(outbox_ids), next_revision=following)
 
-    def _failed_attempt(self, claim: _Claim, error: RadtraceError, *, final: bool = False) -> ProcessResult:
+    def _failed_attempt(self, claim: Claim, error: RadtraceError, *, final: bool = False) -> ProcessResult:
         now = self.clock()
         max_attempts = self.settings.broker.max_attempts
         retry = not final and is_retryable(error) and claim.attempt < max_attempts
@@ -545,7 +568,7 @@ class StudyPipeline:
         self.observer.finished_in(RevisionState.FAILED.value)
         return ProcessResult(Result.FAILED, RevisionState.FAILED, reason, next_revision=following)
 
-    def _next_revision(self, session: Session, claim: _Claim) -> int | None:
+    def _next_revision(self, session: Session, claim: Claim) -> int | None:
         """The study's next queued revision, which waited for this one to finish."""
         found = session.scalar(
             sa.select(sa.func.min(Revision.number)).where(
@@ -556,81 +579,15 @@ class StudyPipeline:
         )
         return int(found) if found is not None else None
 
-    def _event(
-        self,
-        claim: _Claim,
-        kind: EventType,
-        outcome: Outcome = Outcome.SUCCESS,
-        *,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        labels: Sequence[str] = (),
-        **details: Any,
-    ) -> AuditEvent:
-        payload = {"revision": claim.number, "attempt": claim.attempt}
-        payload.update({key: value for key, value in details.items() if value is not None})
-        return AuditEvent(
-            kind,
-            self.actor,
-            outcome,
-            study_uid=claim.study_uid,
-            accession=claim.accession,
-            model_name=model_name,
-            model_version=model_version,
-            labels=tuple(label for label in labels if "," not in label),
-            payload=payload,
-        )
+    def _event(self, claim: Claim, kind: EventType, outcome: Outcome = Outcome.SUCCESS, **details: Any) -> AuditEvent:
+        return claim_event(self.actor, claim, kind, outcome, **details)
 
     # --- dispatch ------------------------------------------------------------------------------
 
     def dispatch(self, outbox_id: int) -> DispatchResult:
         """One delivery attempt for one outbox row (if due), then settle its revision's state."""
-        delivery = self.outbox.deliver(outbox_id)
-        state = self.settle(outbox_id)
-        retry_at = None
-        if delivery.state is OutboxState.PENDING:
-            with self.store.session("reading an outbox row") as session:
-                retry_at = session.scalar(sa.select(OutboxMessage.next_attempt_at).where(OutboxMessage.id == outbox_id))
-        return DispatchResult(delivery, state, retry_at)
+        return self.deliveries.dispatch(outbox_id)
 
     def settle(self, outbox_id: int) -> RevisionState | None:
-        """``reported`` → ``dispatched`` once every row of the revision is delivered, or ``failed`` when a row
-        failed for good and none is pending. Returns the revision's state."""
-        now = self.clock()
-        with self.store.session("settling a revision", immediate=True) as session:
-            rev = session.scalar(
-                sa.select(Revision)
-                .join(OutboxMessage, OutboxMessage.revision_id == Revision.id)
-                .where(OutboxMessage.id == outbox_id)
-            )
-            if rev is None:
-                return None
-            if rev.state is not RevisionState.REPORTED:
-                return rev.state
-            durations: dict[str, float | None] = {}
-            rows = session.execute(
-                sa.select(OutboxMessage.kind, OutboxMessage.destination, OutboxMessage.state, OutboxMessage.last_error)
-                .where(OutboxMessage.revision_id == rev.id)
-                .order_by(OutboxMessage.id)
-            ).all()
-            if any(row.state is OutboxState.PENDING for row in rows):
-                return rev.state
-            failed = [row for row in rows if row.state is OutboxState.FAILED]
-            if failed:
-                reason = "; ".join(f"delivery to {r.kind} {r.destination} failed: {r.last_error}" for r in failed)
-                rev.state, rev.reason, rev.finished_at = RevisionState.FAILED, reason, now
-                claim = _Claim(
-                    rev.id, rev.study.study_uid, rev.study.accession, rev.number, rev.attempts, 0, rev.study_id
-                )
-                self.recorder.record(
-                    self._event(claim, EventType.STUDY_FAILED, Outcome.SERIOUS_FAILURE, reason=reason),
-                    session=session,
-                )
-            else:
-                rev.state, rev.finished_at = RevisionState.DISPATCHED, now
-                durations = {"deliver": _seconds(rev.reported_at, now),
-                             "total": _seconds(self._last_received(session, rev.id), now)}  # fmt: skip
-            state = rev.state
-        self._observe(durations)
-        self.observer.finished_in(state.value)
-        return state
+        """See :meth:`Deliveries.settle`."""
+        return self.deliveries.settle(outbox_id)

@@ -70,14 +70,16 @@ def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | Non
                                "max_retries": max_retries}  # fmt: skip
 
     def process_and_ring(study_uid: str, revision: int) -> Result:
-        result = held.pipeline.process(study_uid, revision)
-        for outbox_id in result.outbox_ids:
-            ring_dispatch(settings, outbox_id)
-        if result.result is Result.RETRY and result.retry_at is not None:
-            ring_process(settings, study_uid, revision, at=result.retry_at)
-        if result.next_revision is not None:
-            ring_process(settings, study_uid, result.next_revision)
-        return result.result
+        """Process the named revision with a batch of other due ones; ring what each needs next."""
+        results = held.pipeline.process_batch(study_uid, revision)
+        for (uid, number), result in results:
+            for outbox_id in result.outbox_ids:
+                ring_dispatch(settings, outbox_id)
+            if result.result is Result.RETRY and result.retry_at is not None:
+                ring_process(settings, uid, number, at=result.retry_at)
+            if result.next_revision is not None:
+                ring_process(settings, uid, result.next_revision)
+        return results[0][1].result
 
     def process_study(self: Any, study_uid: str, revision: int) -> str:
         try:

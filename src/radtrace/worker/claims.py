@@ -1,0 +1,188 @@
+"""Claims on revisions: who may take one, which are due, and the heartbeat that keeps a worker's claims alive.
+
+A claim is the conditional UPDATE that moves a revision ``queued → processing`` under this worker's name with an
+expiry (:class:`radtrace.worker.pipeline.StudyPipeline` takes it). A GPU worker reading a batch holds several at
+once; one heartbeat thread renews all of them every third of ``broker.claim_timeout_s``, so a reading longer
+than the timeout is not taken over, and a worker that dies stops renewing: its claims lapse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+from radtrace.config import BrokerSettings
+from radtrace.errors import RadtraceError
+from radtrace.store.engine import Store
+from radtrace.store.models import Instance, Priority, Revision, RevisionState, Study
+
+__all__ = [
+    "Claim",
+    "ClaimDecision",
+    "claim_decision",
+    "claim_event",
+    "claims_kept_alive",
+    "due_revisions",
+    "held_by",
+    "last_received",
+    "retry_delay",
+    "seconds_between",
+    "worker_name",
+]
+
+log = logging.getLogger(__name__)
+
+ClaimDecision = Literal["claim", "take-over", "not-due", "busy", "done"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One attempt at one revision, held by this worker."""
+
+    revision_id: int
+    study_uid: str
+    accession: str | None
+    number: int
+    attempt: int
+    job_id: int
+    study_id: int
+
+
+def worker_name() -> str:
+    """This process as a claim holder: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_decision(
+    state: RevisionState,
+    claim_expires_at: datetime | None,
+    next_attempt_at: datetime | None,
+    now: datetime,
+    *,
+    ours: bool = False,
+) -> ClaimDecision:
+    """Whether a worker may take a revision now (pure).
+
+    ``ours``: the live claim is this worker's own. A worker takes revisions only while it holds none (one
+    batch at a time), so finding its own claim means an earlier attempt of its died without releasing it (the
+    database went away while it recorded the failure): take it over now rather than wait ``claim_timeout_s``.
+    """
+    if state is RevisionState.QUEUED:
+        return "claim" if next_attempt_at is None or next_attempt_at <= now else "not-due"
+    if state is RevisionState.PROCESSING:
+        return "take-over" if ours or claim_expires_at is None or claim_expires_at <= now else "busy"
+    if state is RevisionState.RECEIVING:
+        return "not-due"
+    return "done"
+
+
+def retry_delay(settings: BrokerSettings, attempts: int) -> timedelta:
+    """Delay before the next attempt after ``attempts`` failed ones: doubling from the initial, capped."""
+    seconds = settings.retry_backoff_initial_s * 2 ** max(0, attempts - 1)
+    return timedelta(seconds=min(seconds, settings.retry_backoff_max_s))
+
+
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    """Seconds from ``start`` to ``end``; None when either is unknown."""
+    return None if start is None or end is None else (end - start).total_seconds()
+
+
+def held_by(claim: Claim, worker: str) -> tuple[sa.ColumnElement[bool], ...]:
+    """The conditions under which the revision is still claimed by this attempt of ``worker``."""
+    return (
+        Revision.id == claim.revision_id,
+        Revision.state == RevisionState.PROCESSING,
+        Revision.claimed_by == worker,
+        Revision.attempts == claim.attempt,
+    )
+
+
+def due_revisions(store: Store, now: datetime, *, limit: int, besides: Sequence[int] = ()) -> list[tuple[str, int]]:
+    """Up to ``limit`` queued revisions due now, STAT first, then oldest: (study UID, number).
+
+    Candidates only: taking one is still the conditional UPDATE, which another worker may win.
+    """
+    if limit <= 0:
+        return []
+    with store.session("looking for due revisions") as session:
+        rows = session.execute(
+            sa.select(Study.study_uid, Revision.number)
+            .join(Study, Revision.study_id == Study.id)
+            .where(
+                Revision.state == RevisionState.QUEUED,
+                sa.or_(Revision.next_attempt_at.is_(None), Revision.next_attempt_at <= now),
+                Revision.id.not_in(list(besides)) if besides else sa.true(),
+            )
+            .order_by(sa.case((Revision.priority == Priority.STAT, 0), else_=1), Revision.queued_at, Revision.id)
+            .limit(limit)
+        ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+@contextlib.contextmanager
+def claims_kept_alive(claims: Sequence[Claim], renew: Callable[[Claim], bool], interval_s: float) -> Iterator[None]:
+    """Renew every claim in ``claims`` each ``interval_s`` on one thread while the body runs (the heartbeat).
+
+    A claim found lost (``renew`` returned False) is not renewed again; a database that is away is only logged:
+    the claims may lapse, and finishing them will tell.
+    """
+    stop = threading.Event()
+    alive = list(claims)
+
+    def beat() -> None:
+        while alive and not stop.wait(interval_s):
+            for claim in list(alive):
+                try:
+                    if not renew(claim):
+                        log.warning("revision %s: claim lost while processing", claim.revision_id)
+                        alive.remove(claim)
+                except RadtraceError as exc:
+                    log.warning("revision %s: claim not renewed: %s", claim.revision_id, exc.reason)
+
+    first = claims[0].revision_id if claims else 0
+    thread = threading.Thread(target=beat, name=f"radtrace-claims-{first}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def claim_event(
+    actor: Actor, claim: Claim, kind: EventType, outcome: Outcome = Outcome.SUCCESS, **details: Any
+) -> AuditEvent:
+    """An audit event about one attempt at one revision; ``model_name``, ``model_version`` and ``labels`` go to
+    their columns, other non-None details to the payload beside the revision number and attempt."""
+    model_name = details.pop("model_name", None)
+    model_version = details.pop("model_version", None)
+    labels = details.pop("labels", ())
+    payload = {"revision": claim.number, "attempt": claim.attempt}
+    payload.update({key: value for key, value in details.items() if value is not None})
+    return AuditEvent(
+        kind,
+        actor,
+        outcome,
+        study_uid=claim.study_uid,
+        accession=claim.accession,
+        model_name=model_name,
+        model_version=model_version,
+        labels=tuple(label for label in labels if "," not in label),
+        payload=payload,
+    )
+
+
+def last_received(session: Session, revision_id: int) -> datetime | None:
+    """When the revision's last instance arrived."""
+    return session.scalar(sa.select(sa.func.max(Instance.received_at)).where(Instance.revision_id == revision_id))

@@ -1,0 +1,112 @@
+"""Deliveries: one attempt per outbox row, and the revision's state once its rows are settled.
+
+``reported → dispatched`` once every outbox row of a revision is delivered, or ``failed(reason)`` when one failed
+for good and none is pending. The outbox (:mod:`radtrace.reporting.dispatch.outbox`) makes the attempts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from radtrace.audit.events import Actor, EventType, Outcome
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.reporting.dispatch.outbox import Delivery, Outbox
+from radtrace.store.engine import Store
+from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
+from radtrace.worker.claims import Claim, claim_event, last_received, seconds_between
+
+__all__ = ["Deliveries", "DispatchResult", "StageObserver"]
+
+
+class StageObserver(Protocol):
+    """Where stage latencies go: :class:`radtrace.worker.metrics.WorkerMetrics` is one."""
+
+    def observe(self, stage: str, seconds: float) -> None: ...
+
+    def finished_in(self, state: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """One ``dispatch`` call: the delivery attempt, the revision's state after it, and when to ring again."""
+
+    delivery: Delivery
+    revision_state: RevisionState | None
+    retry_at: datetime | None = None
+
+
+class Deliveries:
+    """Delivery attempts and their settlement, for the worker's dispatch queue."""
+
+    def __init__(
+        self,
+        store: Store,
+        outbox: Outbox,
+        recorder: AuditRecorder,
+        observer: StageObserver,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store, self.outbox, self.recorder, self.observer, self.clock = store, outbox, recorder, observer, clock
+
+    @property
+    def actor(self) -> Actor:
+        return self.recorder.default_actor
+
+    def dispatch(self, outbox_id: int) -> DispatchResult:
+        """One delivery attempt for one outbox row (if due), then settle its revision's state."""
+        delivery = self.outbox.deliver(outbox_id)
+        state = self.settle(outbox_id)
+        retry_at = None
+        if delivery.state is OutboxState.PENDING:
+            with self.store.session("reading an outbox row") as session:
+                retry_at = session.scalar(sa.select(OutboxMessage.next_attempt_at).where(OutboxMessage.id == outbox_id))
+        return DispatchResult(delivery, state, retry_at)
+
+    def settle(self, outbox_id: int) -> RevisionState | None:
+        """``reported`` → ``dispatched`` once every row of the revision is delivered, or ``failed`` when a row
+        failed for good and none is pending. Returns the revision's state."""
+        now = self.clock()
+        with self.store.session("settling a revision", immediate=True) as session:
+            rev = session.scalar(
+                sa.select(Revision)
+                .join(OutboxMessage, OutboxMessage.revision_id == Revision.id)
+                .where(OutboxMessage.id == outbox_id)
+            )
+            if rev is None:
+                return None
+            if rev.state is not RevisionState.REPORTED:
+                return rev.state
+            durations: dict[str, float | None] = {}
+            rows = session.execute(
+                sa.select(OutboxMessage.kind, OutboxMessage.destination, OutboxMessage.state, OutboxMessage.last_error)
+                .where(OutboxMessage.revision_id == rev.id)
+                .order_by(OutboxMessage.id)
+            ).all()
+            if any(row.state is OutboxState.PENDING for row in rows):
+                return rev.state
+            failed = [row for row in rows if row.state is OutboxState.FAILED]
+            if failed:
+                reason = "; ".join(f"delivery to {r.kind} {r.destination} failed: {r.last_error}" for r in failed)
+                rev.state, rev.reason, rev.finished_at = RevisionState.FAILED, reason, now
+                claim = Claim(
+                    rev.id, rev.study.study_uid, rev.study.accession, rev.number, rev.attempts, 0, rev.study_id
+                )
+                self.recorder.record(
+                    claim_event(self.actor, claim, EventType.STUDY_FAILED, Outcome.SERIOUS_FAILURE, reason=reason),
+                    session=session,
+                )
+            else:
+                rev.state, rev.finished_at = RevisionState.DISPATCHED, now
+                durations = {"deliver": seconds_between(rev.reported_at, now),
+                             "total": seconds_between(last_received(session, rev.id), now)}  # fmt: skip
+            state = rev.state
+        for stage, seconds in durations.items():
+            if seconds is not None:
+                self.observer.observe(stage, seconds)
+        self.observer.finished_in(state.value)
+        return state
