@@ -506,3 +506,22 @@ class CountingReader:
         if self.fail_above is not None and len(studies) > self.fail_above:
             raise ModelError(f"out of memory generating a batch of {len(studies)}")
         return self.reader.read_each(studies)
+
+
+def test_drafts_that_cannot_be_built_fail_the_study_as_report_failed_not_inference_failed(
+    wsettings: Settings, store: Store, reader: StudyReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import radtrace.reporting.drafts as drafts
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AttributeError("'FileDataset' object has no attribute 'ImagerPixelSpacing'")
+
+    monkeypatch.setattr(drafts, "build_drafts", broken)
+    study_uid, number = spool_study(wsettings, store, make_study(StudySpec(seed=90), [ImageSpec(view="PA")]))
+    result = StudyPipeline(wsettings, store, reader).process(study_uid, number)
+    assert result.result is Result.FAILED  # permanent: building again from the same reading fails again
+    rev = revision_row(store, study_uid)
+    assert rev.state is RevisionState.FAILED
+    assert "the drafts could not be built: AttributeError" in str(rev.reason)
+    kinds = _types(store)
+    assert kinds == ["inference_started", "inference_completed", "report_failed", "study_failed"]

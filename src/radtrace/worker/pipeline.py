@@ -55,7 +55,7 @@ from radtrace.logging import study_key
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.model.study import Skipped, StudyImage, identity_conflict, study_image
 from radtrace.reporting.dispatch.outbox import Outbox
-from radtrace.reporting.draft_store import build_keep_and_enqueue
+from radtrace.reporting.draft_store import build_keep_and_enqueue, failure_event_type
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import (
@@ -550,7 +550,7 @@ class StudyPipeline:
             events = [
                 self._event(
                     claim,
-                    EventType.INFERENCE_FAILED,
+                    failure_event_type(error),  # report_failed when the drafts could not be built
                     Outcome.MINOR_FAILURE if retry else Outcome.SERIOUS_FAILURE,
                     error=error.reason,
                     retryable=is_retryable(error),
