@@ -50,6 +50,9 @@ def run_worker(
     """
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before torch is imported: cuda:0 is this GPU
+    from radtrace.limits import apply_memory_ceiling
+
+    apply_memory_ceiling(settings.model.worker_memory_limit_bytes)  # one bomb fails one study, not the host
     from radtrace.worker.app import create_app
     from radtrace.worker.reconciler import Reconciler
     from radtrace.worker.tasks import WorkerRuntime
