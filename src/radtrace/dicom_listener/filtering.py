@@ -4,8 +4,12 @@ of those are read first: STAT ones.
 A pure rule over what the listener recorded for each instance (SOP class, modality, Body Part
 Examined, Requested Procedure Priority, calling AE) and the study's description, built from
 ``listener.routing``. A PACS routes by rules of its own, and those misroute: a knee DX, a CT of the
-chest, a secondary capture. Those are stored (nothing received is thrown away) and their revision is
+chest, a screenshot. Those are stored (nothing received is thrown away) and their revision is
 skipped with a reason a person can read.
+
+A Secondary Capture image whose Modality is CR or DX is a radiograph that was digitised or converted
+(archives hold many such chest films, e.g. the NIH ChestX-ray14 set): it counts as a radiograph here, and the
+worker flags its reading ``secondary-capture``. A Secondary Capture of any other modality is skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from radtrace.config import RoutingSettings
+from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES
 from radtrace.dicom_listener.contexts import RADIOGRAPH_SOP_CLASSES
 from radtrace.store.models import Priority
 
@@ -51,7 +56,7 @@ class FilterRule:
     stat_priorities: frozenset[str]
     stat_calling_aes: frozenset[str]
     stat_description: re.Pattern[str] | None
-    sop_classes: frozenset[str] = RADIOGRAPH_SOP_CLASSES
+    sop_classes: frozenset[str] = RADIOGRAPH_SOP_CLASSES | SECONDARY_CAPTURE_SOP_CLASSES
 
     @classmethod
     def from_settings(cls, routing: RoutingSettings) -> FilterRule:
@@ -85,8 +90,8 @@ def decide(
 ) -> Decision:
     """Whether a study (one revision's instances) goes to the model.
 
-    It does when at least one instance is a CR/DX radiograph IOD with modality CR or DX and is of
-    the chest: Body Part Examined names the chest, or, when no radiograph records a body part, the
+    It does when at least one instance is a CR/DX radiograph IOD (or a Secondary Capture) with modality
+    CR or DX and is of the chest: Body Part Examined names the chest, or, when no radiograph records a body part, the
     Study Description does. A queued study is STAT when any instance or the description says so
     (:func:`priority_of`).
     """
@@ -98,6 +103,8 @@ def decide(
     ]
     if not radiographs:
         modalities = sorted({(i.modality or "unknown").upper() for i in instances})
+        if all(i.sop_class_uid in SECONDARY_CAPTURE_SOP_CLASSES for i in instances):
+            return Decision(False, f"secondary capture, not a radiograph (modality {', '.join(modalities)})")
         return Decision(False, f"no CR/DX radiograph (modality {', '.join(modalities)})")
     parts = {(i.body_part or "").strip().upper() for i in radiographs} - {""}
     if parts & rule.chest_body_parts or (

@@ -1,9 +1,18 @@
-"""Read what the listener needs from a received file, and refuse what cannot be parsed.
+"""Read what the listener needs from a received file: refuse only what is unusable, record every deviation.
 
-Only the header is decoded: values larger than a few KiB (the pixel data) are skipped, but their
-lengths are checked against the file, so a truncated transfer is caught without reading it. Every
-other element is converted, so a malformed value (a wrong VR or length) fails here rather than in
-the worker. Any failure is a :class:`~radtrace.errors.DicomInputError` with a patient-free reason.
+Only the header is decoded: values larger than a few KiB (the pixel data) are skipped, but their lengths are
+checked against the file, so a truncated transfer is caught without reading it. Every other top-level element
+is converted and checked against its VR and VM. What happens next is the attribute table's
+(:mod:`radtrace.dicom_listener.attributes`):
+
+- a *key* attribute (SOP Class and Instance UID, Study and Series Instance UID, the pixel description a decoder
+  needs) that is missing or unusable refuses the instance: :class:`~radtrace.errors.DicomInputError` whose reason,
+  the C-STORE status comment, names the element, e.g. ``(0020,000D) Study Instance UID: not a valid UID``;
+- any other problem is a :class:`~radtrace.dicom_listener.attributes.Deviation` (tag, keyword, problem, never
+  the value) on the :class:`ReceivedHeader`: the instance is accepted and the deviation is recorded.
+
+A file that is not DICOM, or is truncated, is refused as before. pydicom's warnings about invalid values are
+silenced here (they quote values, i.e. patient data): the deviations say the same, without the values.
 """
 
 from __future__ import annotations
@@ -11,13 +20,27 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_has_tag, dictionary_VM
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian, UncompressedTransferSyntaxes
 
+from radtrace.dicom_listener.attributes import (
+    ATTRIBUTES,
+    MAX_DEVIATIONS,
+    Deviation,
+    by_keyword,
+    format_tag,
+    problem_of,
+    value_length,
+    vr_problem,
+)
 from radtrace.dicom_listener.spool import check_uid
 from radtrace.errors import DicomInputError
 
@@ -25,11 +48,14 @@ __all__ = ["ReceivedHeader", "read_header"]
 
 _DEFER_BYTES: Final = 4096
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
+_TABLE_TAGS: Final = frozenset(int(a.tag) for a in ATTRIBUTES)
+_CHECKED_VRS: Final = frozenset({"AS", "CS", "DA", "DS", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI", "US"})
+_PIXEL_DATA: Final = 0x7FE00010
 
 
 @dataclass(frozen=True)
 class ReceivedHeader:
-    """The identifiers and routing facts of one received instance."""
+    """The identifiers and routing facts of one received instance, and what was wrong with its header."""
 
     study_uid: str
     sop_instance_uid: str
@@ -41,70 +67,137 @@ class ReceivedHeader:
     accession: str | None
     study_description: str | None
     requested_priority: str | None = None
+    deviations: tuple[Deviation, ...] = ()
     patient_id: str | None = None  # for the audit event only (QA searches by it); never logged
     patient_id_issuer: str | None = None
 
+    def deviations_json(self) -> list[dict[str, str]] | None:
+        """The deviations as kept on the instance row and in the audit event; None when there are none."""
+        return [d.as_json() for d in self.deviations] or None
 
-def _requested_priority(ds: object) -> str | None:
+
+def _requested_priority(ds: Dataset) -> str | None:
     """Requested Procedure Priority (0040,1003): top level, or in a Request Attributes item (images).
 
     Only a routing hint: a malformed nested value is treated as absent rather than failing the instance.
     """
     try:
-        value = getattr(ds, "RequestedProcedurePriority", None)
-        for item in getattr(ds, "RequestAttributesSequence", None) or ():
+        value = ds.get("RequestedProcedurePriority")
+        for item in ds.get("RequestAttributesSequence") or ():
             if value is not None:
                 break
-            value = getattr(item, "RequestedProcedurePriority", None)
+            value = item.get("RequestedProcedurePriority")
     except Exception:  # pydicom raises many types for a malformed nested element
         return None
     return _text(value, 16)
 
 
-def _text(value: object, limit: int) -> str | None:
+def _text(value: Any, limit: int) -> str | None:
+    """A routing value as text: the first of several values, stripped, cut to ``limit`` characters."""
+    if isinstance(value, MultiValue | list | tuple):
+        value = value[0] if len(value) else None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
     text = str(value).strip() if value is not None else ""
     return text[:limit] or None
 
 
-def read_header(path: Path) -> ReceivedHeader:
-    """Parse a Part 10 file's header; :class:`DicomInputError` if it is not a complete, parsable dataset."""
+def _parse(path: Path) -> tuple[Dataset, dict[int, str]]:
+    """The dataset with every small element converted, and the elements that could not be: ``{tag: problem}``."""
     size = path.stat().st_size
+    unparsable: dict[int, str] = {}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # pydicom warns about many malformations instead of raising
-            ds = dcmread(path, defer_size=_DEFER_BYTES)
-            if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-                # Inflated in memory by pydicom: positions are not file offsets, and nothing is deferred.
-                ds = dcmread(path)
-            for tag in list(ds.keys()):
-                raw = ds.get_item(tag, keep_deferred=True)
-                if isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, _UNDEFINED_LENGTH):
-                    if raw.value_tell is None or raw.value_tell + raw.length > size:
-                        raise DicomInputError(f"dataset is truncated inside element {tag}")
-                else:
-                    ds[tag]  # converting the value is the check
-            meta = ds.file_meta
+        ds = dcmread(path, defer_size=_DEFER_BYTES)
+        if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            # Inflated in memory by pydicom: positions are not file offsets, and nothing is deferred.
+            ds = dcmread(path)
+        for tag in list(ds.keys()):
+            raw = ds.get_item(tag, keep_deferred=True)
+            if isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, _UNDEFINED_LENGTH):
+                if raw.value_tell is None or raw.value_tell + raw.length > size:
+                    raise DicomInputError(f"dataset is truncated inside element {format_tag(tag)}")
+                continue
+            try:
+                ds[tag]  # converting the value is the check
+            except Exception as exc:  # a value pydicom cannot convert: a wrong VR or length
+                unparsable[int(tag)] = f"cannot be parsed ({type(exc).__name__})"
+                del ds[tag]
+        ds.file_meta  # noqa: B018  # a file without a meta group fails here, not later
     except DicomInputError:
         raise
     except (InvalidDicomError, EOFError) as exc:
         raise DicomInputError(f"not a DICOM dataset: {type(exc).__name__}") from exc
     except Exception as exc:  # pydicom raises many types for malformed input; all mean the same here
         raise DicomInputError(f"dataset cannot be parsed ({type(exc).__name__})") from exc
-    study_uid = check_uid(ds.get("StudyInstanceUID"), "Study Instance UID")
-    sop_uid = check_uid(ds.get("SOPInstanceUID"), "SOP Instance UID")
-    sop_class = check_uid(ds.get("SOPClassUID") or meta.get("MediaStorageSOPClassUID"), "SOP Class UID")
-    series = ds.get("SeriesInstanceUID")
-    return ReceivedHeader(
-        study_uid=study_uid,
-        sop_instance_uid=sop_uid,
-        sop_class_uid=sop_class,
-        series_uid=check_uid(series, "Series Instance UID") if series else None,
-        transfer_syntax_uid=check_uid(meta.get("TransferSyntaxUID"), "Transfer Syntax UID"),
-        modality=_text(ds.get("Modality"), 16),
-        body_part=_text(ds.get("BodyPartExamined"), 16),
-        accession=_text(ds.get("AccessionNumber"), 64),
-        study_description=_text(ds.get("StudyDescription"), 64),
-        requested_priority=_requested_priority(ds),
-        patient_id=_text(ds.get("PatientID"), 64),
-        patient_id_issuer=_text(ds.get("IssuerOfPatientID"), 64),
-    )
+    return ds, unparsable
+
+
+def _other_deviations(ds: Dataset) -> list[Deviation]:
+    """VR and VM problems of the top-level elements the table does not list (kept, never refused)."""
+    found = []
+    for key in sorted(ds.keys()):  # top level only (nested items are not read); keys: no deferred value is loaded
+        tag = int(key)
+        element = ds.get_item(key, keep_deferred=True)
+        if tag in _TABLE_TAGS or isinstance(element, RawDataElement) or BaseTag(tag).is_private:
+            continue  # a RawDataElement here is a deferred (large) value: not read
+        if element.VR not in _CHECKED_VRS:
+            continue
+        if element.value is None or element.value == "":
+            continue
+        vm = dictionary_VM(tag) if dictionary_has_tag(tag) else "1-n"
+        problem = vr_problem(element.VR, element.value, vm)
+        if problem is not None:
+            found.append(Deviation(format_tag(tag), element.keyword or "unknown", problem))
+    return found
+
+
+def _decodable(ds: Dataset) -> bool:
+    return all(problem_of(ds, by_keyword(k)) is None for k in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"))
+
+
+def _pixel_data_problem(ds: Dataset, size: int) -> str | None:
+    """Native pixel data shorter than Rows x Columns x Samples x Bits Allocated cannot be decoded."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if size == 0xFFFFFFFF or syntax not in UncompressedTransferSyntaxes:
+        return None
+    frames = int(float(ds.get("NumberOfFrames", 1) or 1))
+    bits = int(ds.BitsAllocated) * int(ds.Rows) * int(ds.Columns) * int(ds.SamplesPerPixel) * frames
+    return "too short for Rows x Columns x Bits" if size * 8 < bits else None
+
+
+def read_header(path: Path) -> ReceivedHeader:
+    """Parse a Part 10 file's header; :class:`DicomInputError` naming the element when it cannot be accepted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns, quoting values, about every invalid one
+        ds, unparsable = _parse(path)
+        meta = ds.file_meta
+        found: list[Deviation] = []
+        for attribute in ATTRIBUTES:
+            tag = int(attribute.tag)
+            problem = unparsable.pop(tag, None) if tag in unparsable else problem_of(ds, attribute)
+            if problem is None and attribute.keyword == "PixelData" and tag in ds and _decodable(ds):
+                problem = _pixel_data_problem(ds, value_length(ds, tag))
+            if problem is None:
+                continue
+            deviation = Deviation(format_tag(tag), attribute.keyword, problem)
+            if attribute.key:
+                raise DicomInputError(deviation.comment())
+            found.append(deviation)
+        found.extend(Deviation(format_tag(t), "unknown", p) for t, p in unparsable.items())
+        found.extend(_other_deviations(ds))
+        series = ds.get("SeriesInstanceUID")
+        return ReceivedHeader(
+            study_uid=check_uid(ds.get("StudyInstanceUID"), "Study Instance UID"),
+            sop_instance_uid=check_uid(ds.get("SOPInstanceUID"), "SOP Instance UID"),
+            sop_class_uid=check_uid(ds.get("SOPClassUID"), "SOP Class UID"),
+            series_uid=check_uid(series, "Series Instance UID") if series else None,
+            transfer_syntax_uid=check_uid(meta.get("TransferSyntaxUID"), "Transfer Syntax UID"),
+            modality=_text(ds.get("Modality"), 16),
+            body_part=_text(ds.get("BodyPartExamined"), 16),
+            accession=_text(ds.get("AccessionNumber"), 64),
+            study_description=_text(ds.get("StudyDescription"), 64),
+            requested_priority=_requested_priority(ds),
+            deviations=tuple(found[:MAX_DEVIATIONS]),
+            patient_id=_text(ds.get("PatientID"), 64),
+            patient_id_issuer=_text(ds.get("IssuerOfPatientID"), 64),
+        )

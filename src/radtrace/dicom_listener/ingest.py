@@ -183,6 +183,7 @@ def record_instance(
                     modality=header.modality,
                     body_part=header.body_part,
                     requested_priority=header.requested_priority,
+                    deviations=header.deviations_json(),
                     path=relative.as_posix(),
                     size_bytes=staged.size,
                     sha256=staged.sha256,
@@ -193,6 +194,8 @@ def record_instance(
             outcome = IngestOutcome.NEW_VERSION if earlier else IngestOutcome.RECEIVED
             event_type = EventType.INSTANCE_NEW_VERSION if earlier else EventType.INSTANCE_RECEIVED
             extra: dict[str, Any] = {"version": version, "revision": revision_number}
+            if header.deviations:
+                extra["deviations"] = header.deviations_json()
             if earlier:
                 extra["replaces_sha256"] = earlier[0].sha256
             if header.patient_id_issuer:  # the ID is in the event's patient_id column, where QA searches it

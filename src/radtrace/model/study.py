@@ -2,6 +2,13 @@
 
 :func:`prepare_study` is pure over datasets (plus their file hashes); :func:`load_study_images` is the thin
 file-reading edge used by the CLI and the worker.
+
+Before anything is read, a study whose images name more than one patient (Patient ID with its issuer,
+:func:`identity_conflict`) is skipped: a draft must never mix two patients' images. The model then works on a
+copy of each header whose optional attributes are made usable (:func:`radtrace.dicom_listener.attributes.
+normalised`: an invalid window or LUT is dropped, a view code string is upper-cased); what was changed is the
+first preparation step recorded for the image. A Secondary Capture radiograph read as the frontal image is
+flagged ``secondary-capture``: it was digitised or converted, not acquired, and may have lost resolution.
 """
 
 from __future__ import annotations
@@ -13,20 +20,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Final
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ImplicitVRLittleEndian
 
+from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, normalised
 from radtrace.errors import DicomInputError
 from radtrace.model.image import PreparedPicture, prepare_picture
 from radtrace.model.reading import SourceImage
 from radtrace.model.views import choose_views
 
-__all__ = ["Skipped", "StudyImage", "StudyInput", "load_study_images", "prepare_study", "study_image"]
+__all__ = [
+    "PATIENT_IDENTITY_CONFLICT",
+    "SECONDARY_CAPTURE",
+    "IdentityConflict",
+    "Skipped",
+    "StudyImage",
+    "StudyInput",
+    "identity_conflict",
+    "load_study_images",
+    "prepare_study",
+    "study_image",
+]
 
 logger = logging.getLogger(__name__)
+
+#: The skip reason of a study whose images name more than one patient.
+PATIENT_IDENTITY_CONFLICT: Final = "patient identity conflict"
+#: The view flag of a frontal image stored as Secondary Capture (digitised or converted film).
+SECONDARY_CAPTURE: Final = "secondary-capture"
 
 
 @dataclass(frozen=True)
@@ -53,6 +78,44 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class IdentityConflict(Skipped):
+    """A skip because the images name more than one patient: how many identities (never the IDs)."""
+
+    identities: int = 2
+
+
+def _identity(ds: Dataset) -> tuple[str, str]:
+    """(Patient ID, Issuer of Patient ID) as sent, several values kept joined as they were on the wire."""
+
+    def text(keyword: str) -> str:
+        value = ds.get(keyword)
+        if value is None:
+            return ""
+        if isinstance(value, str | bytes):
+            return (value.decode("latin-1") if isinstance(value, bytes) else value).strip()
+        return "\\".join(str(v).strip() for v in value)  # several values: an identity of its own
+
+    return text("PatientID"), text("IssuerOfPatientID")
+
+
+def identity_conflict(images: Sequence[StudyImage]) -> IdentityConflict | None:
+    """An :class:`IdentityConflict` when the images name more than one patient, else None.
+
+    Two images name different patients when their Patient IDs differ (an absent or empty ID differs from any
+    other), or when the IDs agree and both carry an issuer and the issuers differ. A Patient ID with several
+    values (a backslash) names more than one patient by itself.
+    """
+    identities = {_identity(image.dataset) for image in images}
+    ids = {patient_id for patient_id, _ in identities}
+    issuers_by_id = {pid: {issuer for p, issuer in identities if p == pid} - {""} for pid in ids}
+    several_values = any("\\" in patient_id for patient_id in ids)
+    if len(ids) <= 1 and all(len(issuers) <= 1 for issuers in issuers_by_id.values()) and not several_values:
+        return None
+    count = len(identities) + sum(patient_id.count("\\") for patient_id in ids)
+    return IdentityConflict(PATIENT_IDENTITY_CONFLICT, identities=max(2, count))
+
+
 def prepare_study(
     images: Sequence[StudyImage],
     *,
@@ -67,9 +130,11 @@ def prepare_study(
         DicomInputError: the chosen frontal image cannot be decoded (a lateral that cannot is left out).
     """
     started = time.perf_counter()
-    choice = choose_views(
-        [image.dataset for image in images], want_lateral=want_lateral, accept_unknown_view=accept_unknown_view
-    )
+    conflict = identity_conflict(images)
+    if conflict is not None:
+        return conflict
+    working = [normalised(image.dataset, "model") for image in images]
+    choice = choose_views([ds for ds, _ in working], want_lateral=want_lateral, accept_unknown_view=accept_unknown_view)
     if choice.frontal is None:
         return Skipped(choice.skip_reason or "no frontal chest image")
     pictures: list[PreparedPicture] = []
@@ -78,14 +143,19 @@ def prepare_study(
         if index is None:
             continue
         image = images[index]
+        dataset, normalisations = working[index]
         try:
-            picture = prepare_picture(image.dataset, min_pixels=min_pixels, max_pixels=max_pixels)
+            picture = prepare_picture(dataset, min_pixels=min_pixels, max_pixels=max_pixels)
         except DicomInputError:
             if role == "frontal":
                 raise
             logger.warning("the lateral image cannot be prepared; reading the frontal alone", exc_info=True)
             continue
         view = choice.views[index]
+        flags = choice.flags if role == "frontal" else ()
+        if role == "frontal" and str(dataset.get("SOPClassUID", "")) in SECONDARY_CAPTURE_SOP_CLASSES:
+            flags = (*flags, SECONDARY_CAPTURE)
+        header_step = ({"step": "header", "normalised": normalisations},) if normalisations else ()
         sources.append(
             SourceImage(
                 sop_instance_uid=str(image.dataset.get("SOPInstanceUID", "")),
@@ -96,9 +166,9 @@ def prepare_study(
                 columns=picture.source_columns,
                 model_rows=picture.rows,
                 model_columns=picture.columns,
-                preparation=picture.steps,
+                preparation=header_step + picture.steps,
                 role=role,
-                view_flags=choice.flags if role == "frontal" else (),
+                view_flags=flags,
             )
         )
         pictures.append(picture)
@@ -126,7 +196,19 @@ def study_image(data: bytes) -> StudyImage:
             dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     except Exception as exc:
         raise DicomInputError(f"not a readable DICOM file: {exc}") from exc
+    _drop_unparsable(dataset)
     return StudyImage(dataset=dataset, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _drop_unparsable(dataset: Dataset) -> None:
+    """Remove the top-level elements no reader can convert (a wrong VR or length): the listener accepted the
+    instance and recorded each as a deviation; here they would fail whatever touches them."""
+    for tag in list(dataset.keys()):
+        try:
+            dataset[tag]
+        except Exception:  # pydicom raises many types for a value it cannot convert
+            logger.debug("dropping unparsable element %s", tag)
+            del dataset[tag]
 
 
 def load_study_images(path: Path) -> list[StudyImage]:

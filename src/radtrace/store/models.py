@@ -157,6 +157,10 @@ class Instance(Base):
     modality: Mapped[str | None] = mapped_column(sa.String(16))
     body_part: Mapped[str | None] = mapped_column(sa.String(16), doc="Body Part Examined as sent")
     requested_priority: Mapped[str | None] = mapped_column(sa.String(16), doc="Requested Procedure Priority as sent")
+    deviations: Mapped[list[dict[str, str]] | None] = mapped_column(
+        sa.JSON(none_as_null=True),
+        doc="header deviations it was accepted with: [{tag, keyword, problem}], never values",
+    )
     path: Mapped[str] = mapped_column(sa.Text, doc="relative to the spool directory")
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     sha256: Mapped[str] = mapped_column(SHA256_HEX, index=True)

@@ -1,0 +1,473 @@
+"""The one table of the DICOM attributes radtrace reads, and what it does when one is unusable.
+
+Every attribute of the Patient, General Study, General Series, CR/DX/SC image and pixel modules (and the
+VOI LUT, Modality LUT and Presentation LUT attributes of those IODs) that the listener, the model or the
+reporting code reads is a row of :data:`ATTRIBUTES`. Its tag, VR and VM come from pydicom's copy of the
+PS3.6 data dictionary, so the table cannot disagree with the standard on them. Each row says:
+
+- ``key``: the instance is refused (a DICOM failure status whose comment names the element) when the value is
+  missing or unusable. Only identifiers a stored instance cannot exist without and the pixel description a
+  decoder needs are key.
+- otherwise the instance is accepted, the problem is recorded as a *deviation* on the instance row and in its
+  audit event, and the worker *normalises* its working copy of the header (:func:`normalised`): a value invalid
+  for its VR is dropped (Type 3) or emptied (Type 2), a missing Type 2 attribute is added empty, extra values of
+  a single-valued text attribute are dropped, over-long text is cut to the VR's length, control characters the
+  VR does not allow are removed, a code string is upper-cased. The spooled file is never changed.
+
+The ablation suite (``tests/integration/test_ablation.py``) derives its variants from this table, and the
+conformance statement's input section is checked against it (``tests/unit/test_attribute_table.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from pydicom.datadict import dictionary_description, dictionary_VM, dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag, Tag
+
+__all__ = [
+    "ATTRIBUTES",
+    "IMAGE_SOP_CLASSES",
+    "MAX_DEVIATIONS",
+    "SECONDARY_CAPTURE_SOP_CLASSES",
+    "Attribute",
+    "Deviation",
+    "by_keyword",
+    "deviations",
+    "format_tag",
+    "normalised",
+    "problem_of",
+    "value_length",
+    "vr_problem",
+]
+
+Module = Literal[
+    "Patient",
+    "General Study",
+    "General Series",
+    "General Equipment",
+    "Frame of Reference",
+    "SOP Common",
+    "Image",
+    "Image Pixel",
+    "VOI LUT",
+    "Modality LUT",
+    "Presentation LUT",
+]
+Reader = Literal["listener", "model", "reporting", "worker"]
+
+#: Secondary Capture Image, Multi-frame Grayscale Byte and Word SC Image (PS3.4 B.5): read when CR or DX.
+SECONDARY_CAPTURE_SOP_CLASSES: Final = frozenset(
+    {"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.2", "1.2.840.10008.5.1.4.1.1.7.3"}
+)
+#: The image classes the model may read (CR, DX for presentation and processing, and Secondary Capture):
+#: for these, pixel data and its description are key.
+IMAGE_SOP_CLASSES: Final = SECONDARY_CAPTURE_SOP_CLASSES | {
+    "1.2.840.10008.5.1.4.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.1.1",
+}
+
+#: At most this many deviations are kept per instance (a hostile header cannot grow the row without bound).
+MAX_DEVIATIONS: Final = 32
+
+# PS3.5 6.2: the longest value each VR allows, in characters (None: no limit that matters here).
+_MAX_CHARS: Final[dict[str, int]] = {
+    "AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64, "LT": 10240, "PN": 64,
+    "SH": 16, "ST": 1024, "TM": 14, "UI": 64,
+}  # fmt: skip
+_TEXT_VRS: Final = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+_MULTILINE_VRS: Final = frozenset({"LT", "ST", "UT"})  # may hold CR, LF, FF and TAB (PS3.5 6.1.3)
+_PATTERNS: Final[dict[str, re.Pattern[str]]] = {
+    "AS": re.compile(r"\d{3}[DWMY]"),
+    "CS": re.compile(r"[A-Z0-9 _]*"),
+    "DA": re.compile(r"\d{8}"),
+    "DS": re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"),
+    "IS": re.compile(r"[+-]?\d+"),
+    "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"),
+    "UI": re.compile(r"(0|[1-9]\d*)(\.(0|[1-9]\d*))*"),
+}
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")  # ESC (0x1b) switches ISO 2022 sets
+_SHORT_CONTROL: Final = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One attribute radtrace reads: where it is defined, who reads it, and what an unusable value costs."""
+
+    keyword: str
+    module: Module
+    type: Literal["1", "1C", "2", "3"]
+    """Its type in the CR / DX IOD (the stricter of the two)."""
+    read_by: tuple[Reader, ...]
+    key: bool = False
+    allowed: frozenset[str] = frozenset()
+    """Enumerated values; another value is unusable."""
+    ablate: bool = True
+    """False for an attribute a peer cannot change (the transfer syntax comes from the negotiated context)."""
+    note: str = ""
+    kinds: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def tag(self) -> BaseTag:
+        """The attribute's tag (PS3.6)."""
+        found = tag_for_keyword(self.keyword)
+        assert found is not None, self.keyword
+        return Tag(found)
+
+    @property
+    def vr(self) -> str:
+        """The attribute's VR (PS3.6); for US or SS the first one."""
+        return dictionary_VR(self.tag).split(" or ")[0]
+
+    @property
+    def vm(self) -> str:
+        """The attribute's VM (PS3.6), e.g. ``1``, ``2``, ``1-n``."""
+        return dictionary_VM(self.tag)
+
+    @property
+    def name(self) -> str:
+        """The attribute's name (PS3.6)."""
+        return dictionary_description(self.tag)
+
+    @property
+    def handling(self) -> str:
+        """What an unusable value leads to, in the words of the conformance statement."""
+        return "refused" if self.key else "accepted, recorded, normalised"
+
+
+def _a(keyword: str, module: Module, type_: Literal["1", "1C", "2", "3"], *read_by: Reader, **kw: Any) -> Attribute:
+    return Attribute(keyword, module, type_, tuple(read_by), **kw)
+
+
+_PHOTOMETRIC: Final = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR"}
+)
+
+#: Every attribute radtrace reads, by module. Changing a row changes the listener, the worker's normalisation,
+#: the ablation suite and (through its test) the conformance statement together.
+ATTRIBUTES: Final[tuple[Attribute, ...]] = (
+    # Patient (PS3.3 C.7.1.1)
+    _a("PatientName", "Patient", "2", "reporting"),
+    _a("PatientID", "Patient", "2", "worker", "reporting", note="with its issuer, the patient identity"),
+    _a("IssuerOfPatientID", "Patient", "3", "worker", "reporting"),
+    _a("PatientBirthDate", "Patient", "2", "reporting"),
+    _a("PatientSex", "Patient", "2", "reporting", allowed=frozenset({"M", "F", "O"})),
+    _a("PatientAge", "Patient", "3", "reporting"),
+    # General Study (C.7.2.1)
+    _a("StudyInstanceUID", "General Study", "1", "listener", "worker", "reporting", key=True),
+    _a("StudyDate", "General Study", "2", "reporting"),
+    _a("StudyTime", "General Study", "2", "reporting"),
+    _a("ReferringPhysicianName", "General Study", "2", "reporting"),
+    _a("StudyID", "General Study", "2", "reporting"),
+    _a("AccessionNumber", "General Study", "2", "listener", "reporting"),
+    _a("StudyDescription", "General Study", "3", "listener", note="routing: names the chest when no body part does"),
+    _a("RequestedProcedurePriority", "General Study", "3", "listener", note="routing: STAT"),
+    _a("RequestAttributesSequence", "General Series", "3", "listener", note="routing: its items' priority"),
+    # General Series (C.7.3.1), CR Series (C.8.1.1), DX Positioning (C.8.11.5)
+    _a("Modality", "General Series", "1", "listener", note="routing: CR or DX is read"),
+    _a("SeriesInstanceUID", "General Series", "1", "listener", "reporting", key=True),
+    _a("SeriesDescription", "General Series", "3", "model", note="view, when no coded or positional one"),
+    _a("ProtocolName", "General Series", "3", "model", note="view, when no coded or positional one"),
+    _a("BodyPartExamined", "General Series", "2", "listener", "model", note="routing: chest"),
+    _a("ViewPosition", "General Series", "2", "model", note="view (PA, AP, LL…)"),
+    # General Equipment, Frame of Reference: validated only (real headers break these most often)
+    _a("InstitutionName", "General Equipment", "3", "listener", note="validated only"),
+    _a("FrameOfReferenceUID", "Frame of Reference", "3", "listener", note="validated only"),
+    # SOP Common (C.12.1)
+    _a("SOPClassUID", "SOP Common", "1", "listener", "worker", "reporting", key=True),
+    _a("SOPInstanceUID", "SOP Common", "1", "listener", "worker", "reporting", key=True),
+    _a("SpecificCharacterSet", "SOP Common", "1C", "listener", "worker", note="decodes every text value"),
+    _a("TimezoneOffsetFromUTC", "SOP Common", "3", "reporting"),
+    # General / CR / DX Image (C.7.6.1, C.8.1.2, C.8.11.3)
+    _a("PatientOrientation", "Image", "2", "reporting"),
+    _a("ImageComments", "Image", "3", "model", note="view, when no coded or positional one"),
+    _a("AcquisitionDeviceProcessingDescription", "Image", "3", "model", note="view, when no other"),
+    _a("ViewCodeSequence", "Image", "3", "model", note="view (CID 4010)"),
+    _a("ImagerPixelSpacing", "Image", "3", "reporting"),
+    # Image Pixel (C.7.6.3): what a decoder needs
+    _a("SamplesPerPixel", "Image Pixel", "1", "model", key=True, allowed=frozenset({"1", "3"})),
+    _a("PhotometricInterpretation", "Image Pixel", "1", "model", key=True, allowed=_PHOTOMETRIC),
+    _a("Rows", "Image Pixel", "1", "model", key=True),
+    _a("Columns", "Image Pixel", "1", "model", key=True),
+    _a("BitsAllocated", "Image Pixel", "1", "model", key=True, allowed=frozenset({"1", "8", "16", "32"})),
+    _a("BitsStored", "Image Pixel", "1", "model", key=True),
+    _a("HighBit", "Image Pixel", "1", "model", note="decoders derive it from Bits Stored"),
+    _a("PixelRepresentation", "Image Pixel", "1", "model", key=True, allowed=frozenset({"0", "1"})),
+    _a("NumberOfFrames", "Image Pixel", "1C", "model", key=True, note="key when present: the first frame is read"),
+    _a("PixelData", "Image Pixel", "1", "model", key=True),
+    _a("TransferSyntaxUID", "Image Pixel", "1", "listener", "model", key=True, ablate=False,
+       note="from the negotiated presentation context, not from the data set"),
+    # Modality LUT (C.11.1), VOI LUT (C.11.2), Presentation LUT (C.11.6 / DX C.8.11.3)
+    _a("RescaleIntercept", "Modality LUT", "1C", "model"),
+    _a("RescaleSlope", "Modality LUT", "1C", "model"),
+    _a("ModalityLUTSequence", "Modality LUT", "1C", "model"),
+    _a("WindowCenter", "VOI LUT", "1C", "model"),
+    _a("WindowWidth", "VOI LUT", "1C", "model"),
+    _a("WindowCenterWidthExplanation", "VOI LUT", "3", "model"),
+    _a("VOILUTFunction", "VOI LUT", "3", "model", allowed=frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"})),
+    _a("VOILUTSequence", "VOI LUT", "1C", "model"),
+    _a("PresentationLUTShape", "Presentation LUT", "1C", "model", allowed=frozenset({"IDENTITY", "INVERSE"})),
+)  # fmt: skip
+
+_BY_KEYWORD: Final = {attribute.keyword: attribute for attribute in ATTRIBUTES}
+_NONZERO: Final = frozenset({"Rows", "Columns", "BitsStored", "BitsAllocated", "SamplesPerPixel"})
+_PIXEL_KEYS: Final = frozenset(a.keyword for a in ATTRIBUTES if a.key and a.module == "Image Pixel")
+
+
+def by_keyword(keyword: str) -> Attribute:
+    """The table's row for ``keyword``."""
+    return _BY_KEYWORD[keyword]
+
+
+def format_tag(tag: int) -> str:
+    """``(GGGG,EEEE)``, as the standard writes a tag."""
+    value = Tag(tag)
+    return f"({value.group:04X},{value.element:04X})"
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One attribute that is missing or not valid for its VR, as recorded with the instance (no value in it)."""
+
+    tag: str
+    keyword: str
+    problem: str
+
+    def as_json(self) -> dict[str, str]:
+        """The plain-data form kept on the instance row and in the audit event."""
+        return {"tag": self.tag, "keyword": self.keyword, "problem": self.problem}
+
+    def comment(self) -> str:
+        """``(0020,000D) Study Instance UID: not a valid UID``: the status comment of a refusal."""
+        name = dictionary_description(Tag(int(self.tag[1:5], 16), int(self.tag[6:10], 16))) or self.keyword
+        return f"{self.tag} {name}: {self.problem}"
+
+
+def _values(value: Any) -> list[Any]:
+    if isinstance(value, MultiValue | list | tuple):
+        return list(value)
+    return [] if value is None or value == "" else [value]
+
+
+def _vm_allows(vm: str, count: int) -> bool:
+    if count <= 1:
+        return True
+    if "-" not in vm:
+        return count == int(vm)
+    low, high = vm.split("-")
+    if high.endswith("n"):
+        step = int(high[:-1] or 1)
+        return count >= int(low) and (count - int(low)) % step == 0 if step > 1 else count >= int(low)
+    return int(low) <= count <= int(high)
+
+
+def vr_problem(vr: str, value: Any, vm: str = "1") -> str | None:
+    """Why ``value`` is not a valid ``vr`` value with multiplicity ``vm``, or None. Never quotes the value."""
+    values = _values(value)
+    if not _vm_allows(vm, len(values)):
+        return f"{len(values)} values where {vm} allowed"
+    if vr in ("US", "SS", "UL", "SL", "FL", "FD"):
+        if any(not isinstance(v, int | float) for v in values):
+            return f"not a valid {vr} value"
+        return None
+    for item in values:
+        if isinstance(item, bytes):
+            return f"not a valid {vr} value"
+        text = str(item)
+        stripped = text.rstrip(" \x00") if vr != "UI" else text.rstrip("\x00")
+        limit = _MAX_CHARS.get(vr)
+        pattern = _PATTERNS.get(vr)
+        if vr in ("DA", "TM", "AS") and pattern is not None and not pattern.fullmatch(stripped):
+            return f"not a valid {vr} value"  # a wrong format says more than its length
+        if vr == "PN":
+            if any(len(group) > 64 for group in stripped.split("=")):
+                return "longer than 64 characters (VR PN)"
+            if any(group.count("^") > 4 for group in stripped.split("=")):
+                return "more than 5 name components (VR PN)"
+        elif limit is not None and len(stripped) > limit:
+            return f"longer than {limit} characters (VR {vr})"
+        if pattern is not None and not pattern.fullmatch(stripped.strip() if vr in ("DS", "IS", "CS") else stripped):
+            return "not a valid UID" if vr == "UI" else f"not a valid {vr} value"
+        if vr in _TEXT_VRS:
+            control = _CONTROL if vr in _MULTILINE_VRS else _SHORT_CONTROL
+            if control.search(stripped):
+                return f"control characters not allowed in VR {vr}"
+    return None
+
+
+def value_length(ds: Dataset, tag: int) -> int:
+    """The length in bytes of an element's value, without loading a deferred one."""
+    element = ds.get_item(tag, keep_deferred=True)
+    if isinstance(element, RawDataElement):
+        return 0 if element.length == 0xFFFFFFFF and element.value == b"" else int(element.length)
+    value = element.value if element is not None else None
+    return len(value) if isinstance(value, bytes | str | list | Sequence) else (0 if value is None else 1)
+
+
+def problem_of(ds: Dataset, attribute: Attribute) -> str | None:
+    """What is wrong with ``attribute`` in ``ds`` (``missing``, ``empty``, a VR or VM problem), or None.
+
+    ``missing`` and ``empty`` are problems only where they matter: for a Type 1 attribute, or for the pixel
+    description of an instance that has pixel data.
+    """
+    if attribute.keyword == "TransferSyntaxUID":
+        present = "TransferSyntaxUID" in getattr(ds, "file_meta", Dataset())
+        value = ds.file_meta.get("TransferSyntaxUID") if present else None
+    elif attribute.keyword == "PixelData":  # never loaded here: the listener reads headers only
+        if attribute.tag not in ds:
+            return "missing" if str(ds.get("SOPClassUID", "")) in IMAGE_SOP_CLASSES else None
+        return "empty" if value_length(ds, attribute.tag) == 0 else None
+    else:
+        present = attribute.tag in ds
+        value = ds[attribute.tag].value if present else None
+    if attribute.keyword in _PIXEL_KEYS and attribute.keyword != "PixelData" and "PixelData" not in ds:
+        return None  # no pixels, nothing to decode (a misrouted SR, a KO): the study is skipped, not refused
+    if attribute.keyword == "NumberOfFrames" and not present:
+        return None
+    if not present:
+        return "missing" if attribute.type == "1" else None
+    if value is None or value == "" or (isinstance(value, Sequence | bytes) and len(value) == 0):
+        return "empty" if attribute.type in ("1", "1C") else None
+    if attribute.vr == "SQ":
+        return None
+    problem = vr_problem(attribute.vr, value, attribute.vm)
+    if problem is not None:
+        return problem
+    values = [str(v).strip() for v in _values(value)]
+    if attribute.allowed and any(v.upper() not in attribute.allowed for v in values):
+        return "not one of the defined values"
+    if attribute.keyword in _NONZERO and any(int(v) == 0 for v in values):
+        return "zero"
+    if attribute.keyword == "NumberOfFrames" and any(int(float(v)) < 1 for v in values):
+        return "below 1"
+    if attribute.keyword == "BitsStored" and int(values[0]) > int(ds.get("BitsAllocated", 0) or 0):
+        return "more than Bits Allocated"
+    return None
+
+
+def deviations(ds: Dataset, problems: Iterable[tuple[int, str]] = ()) -> Iterator[Deviation]:
+    """Every table attribute with a problem, then each extra ``(tag, problem)``."""
+    for attribute in ATTRIBUTES:
+        problem = problem_of(ds, attribute)
+        if problem is not None:
+            yield Deviation(format_tag(attribute.tag), attribute.keyword, problem)
+    for tag, problem in problems:
+        yield Deviation(format_tag(tag), _keyword(tag), problem)
+
+
+def _keyword(tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or ("private" if Tag(tag).is_private else "unknown")
+
+
+def _clean_text(vr: str, text: str) -> str:
+    control = _CONTROL if vr in _MULTILINE_VRS else _SHORT_CONTROL
+    text = control.sub("", text)
+    limit = _MAX_CHARS.get(vr)
+    if vr == "PN":
+        groups = [g[:64] for g in text.split("=")]
+        groups = ["^".join(g.split("^")[:5]) for g in groups]
+        return "=".join(groups)
+    return text[:limit] if limit is not None else text
+
+
+def normalised(ds: Dataset, reader: Reader = "model") -> tuple[Dataset, list[str]]:
+    """A working copy of ``ds`` whose optional attributes read by ``reader`` are usable, and what was done.
+
+    See the module docstring for the rules. ``ds`` itself is not changed (its elements are shared, never
+    modified: a changed one is replaced in the copy). Key attributes are left alone: an instance whose key
+    attribute is unusable never got past the listener.
+    """
+    working = Dataset()
+    meta = getattr(ds, "file_meta", None)
+    working.file_meta = meta if meta is not None else FileMetaDataset()
+    for element in ds:
+        working.add(element)
+    done: list[str] = []
+    for attribute in ATTRIBUTES:
+        if attribute.key or reader not in attribute.read_by or attribute.tag not in working:
+            continue
+        tag, element = attribute.tag, working[attribute.tag]
+        if attribute.vr == "SQ":
+            if not element.value or not _usable_items(attribute.keyword, element.value):
+                del working[tag]
+                done.append(f"{attribute.keyword}: dropped (empty or unusable items)")
+            continue
+        problem = problem_of(working, attribute)
+        if problem is None:
+            continue
+        values = _values(element.value)
+        if attribute.vr in _TEXT_VRS or attribute.vr == "CS":
+            if not _vm_allows(attribute.vm, len(values)):
+                values = values[:1]
+            if attribute.vr == "CS":
+                values = [str(v).strip().upper() for v in values]
+            else:
+                values = [_clean_text(attribute.vr, str(v)) for v in values]
+            working[tag] = DataElement(tag, element.VR, values[0] if len(values) == 1 else values)
+            if problem_of(working, attribute) is None:
+                done.append(f"{attribute.keyword}: {problem}; cleaned")
+                continue
+        if attribute.type == "2":
+            working[tag] = DataElement(tag, element.VR, None)
+            done.append(f"{attribute.keyword}: {problem}; emptied")
+        else:
+            del working[tag]
+            done.append(f"{attribute.keyword}: {problem}; dropped")
+    return working, done
+
+
+def _usable_items(keyword: str, items: Sequence) -> bool:
+    """Whether a LUT or code sequence's first item holds what its reader needs."""
+    item = items[0]
+    if keyword in ("VOILUTSequence", "ModalityLUTSequence"):
+        descriptor = item.get("LUTDescriptor")
+        return descriptor is not None and len(_values(descriptor)) == 3 and item.get("LUTData") is not None
+    if keyword == "ViewCodeSequence":
+        return bool(item.get("CodeValue") or item.get("CodeMeaning"))
+    return True
+
+
+_READERS: Final[dict[str, str]] = {
+    "listener": "listener",
+    "model": "model (view, pixels)",
+    "reporting": "SR / HL7 / FHIR",
+    "worker": "worker",
+}
+
+
+def conformance_table() -> str:
+    """The attribute table as the conformance statement prints it (Markdown), generated from :data:`ATTRIBUTES`."""
+    lines = [
+        "| Attribute | Tag | VR | VM | Module | Read by | Unusable value |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for a in ATTRIBUTES:
+        readers = ", ".join(_READERS[r] for r in a.read_by)
+        if a.key:
+            outcome = "**refused**"
+        elif "model" in a.read_by:
+            outcome = "accepted, recorded; normalised for the model"
+        elif "reporting" in a.read_by:
+            outcome = "accepted, recorded; the outputs omit or normalise it"
+        else:
+            outcome = "accepted, recorded"
+        if a.allowed:
+            outcome += f" (allowed: {', '.join(sorted(a.allowed))})"
+        if a.note:
+            outcome += f"; {a.note}"
+        lines.append(f"| {a.name} | {format_tag(a.tag)} | {a.vr} | {a.vm} | {a.module} | {readers} | {outcome} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m radtrace.dicom_listener.attributes: the table for docs/conformance.md
+    print(conformance_table())
