@@ -58,6 +58,7 @@ class EventType(enum.StrEnum):
     STUDY_QUEUED = "study_queued"
     STUDY_SKIPPED = "study_skipped"
     STUDY_FAILED = "study_failed"
+    PATIENT_IDENTITY_CONFLICT = "patient_identity_conflict"
     INFERENCE_STARTED = "inference_started"
     INFERENCE_COMPLETED = "inference_completed"
     INFERENCE_FAILED = "inference_failed"
@@ -97,6 +98,8 @@ _DICOM_EVENT: Final[Mapping[EventType, DicomAuditEvent]] = {
     EventType.STUDY_QUEUED: INSTANCES_ACCESSED,
     EventType.STUDY_SKIPPED: INSTANCES_ACCESSED,
     EventType.STUDY_FAILED: INSTANCES_ACCESSED,
+    # Security Alert: images of more than one patient under one study, never read together.
+    EventType.PATIENT_IDENTITY_CONFLICT: SECURITY_ALERT,
     EventType.INFERENCE_STARTED: INSTANCES_ACCESSED,
     EventType.INFERENCE_COMPLETED: INSTANCES_ACCESSED,
     EventType.INFERENCE_FAILED: INSTANCES_ACCESSED,
