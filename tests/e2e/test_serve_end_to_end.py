@@ -15,7 +15,7 @@ import pytest
 from mllp_support import mllp_receiver
 from radtrace.dicom_listener.dcmtk import storescu
 from radtrace.testing.services import free_port
-from radtrace.testing.studies import make_study, write_study
+from radtrace.testing.studies import StudySpec, make_study, write_study
 from serve_support import alive, running_serve, tiny_service_env, wait_until
 from tests_support import radtrace
 
@@ -119,3 +119,39 @@ def test_serve_takes_a_study_from_dicom_to_sr_and_hl7_and_stops_cleanly(tmp_path
             left = [pid for pid in serve.seen if alive(pid)]
             assert left == [], f"processes left behind after SIGTERM: {left}"
     assert time.monotonic() - started < 90
+
+
+def test_serve_reads_studies_that_arrive_together_in_one_batch(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Four studies sent at once, ``model.batch_size`` 4: the worker claims them together and reads them in one
+    generate call (the inference events record batch size 4); every one is reported and delivered."""
+    listener_port, api_port = free_port(), free_port()
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    studies = [make_study(StudySpec(seed=200 + i)) for i in range(4)]
+    files = [path for i, study in enumerate(studies) for path in write_study(study, tmp_path / f"study{i}")]
+    env = tiny_service_env(
+        tmp_path / "radtrace", listener_port=listener_port, model_dir=tiny_model_dir, api_port=api_port
+    ) | {
+        "RADTRACE_DISPATCH__FILE_DROP_DIR": str(drop),
+        "RADTRACE_MODEL__BATCH_SIZE": "4",
+        "RADTRACE_MODEL__BATCH_WAIT_MS": "1000",  # the four settle within a second of each other
+    }
+    cli_env = {k: env[k] for k in ("RADTRACE_DATA_DIR", "RADTRACE_MODEL__PATH", "RADTRACE_LISTENER__MIN_FREE_BYTES")}
+    log_file = tmp_path / "serve.log"
+    with running_serve(env, log_file, listener_port=listener_port):
+        sent = storescu(files, listener_port)
+        assert sent.returncode == 0, sent.stderr
+
+        def all_dispatched() -> bool:
+            result = radtrace("status", "--json", "--no-broker", env=cli_env)
+            assert result.returncode == 0, result.stderr
+            return bool(json.loads(result.stdout)["revisions"].get("dispatched") == 4)
+
+        wait_until(all_dispatched, 120, "four revisions dispatched", log_file)
+        query = radtrace("audit", "query", "--event-type", "inference_completed", "--format", "json", env=cli_env)
+        assert query.returncode == 0, query.stderr
+        completed = json.loads(query.stdout)
+    sizes = [event["payload"]["reading"]["timings"]["batch_size"] for event in completed["events"]]
+    assert len(sizes) == 4
+    assert max(sizes) > 1, sizes  # at least some were read together
+    assert len(list(drop.glob("*.dcm"))) >= 4
