@@ -154,6 +154,9 @@ class WholePduSocket(AssociationSocket):
         # hundreds of half-open connections then cost a few wake-ups a second each, not fifty.
         machine = getattr(dul, "state_machine", None)
         wait = HALF_OPEN_WAIT_S if getattr(machine, "current_state", None) == "Sta2" else READY_WAIT_S
+        events = getattr(dul, "event_queue", None)
+        if events is not None and not events.empty():
+            wait = 0.0  # an event is waiting for this thread (e.g. the RQ read before Evt5 moved it to Sta2)
         try:
             if wake is None:
                 return bool(select.select([sock], [], [], wait)[0])
