@@ -104,3 +104,9 @@ def test_escape_writes_control_characters_as_hex() -> None:
     assert escape(b"\x01\x7fok\xc3") == "\\x01\\x7fok\\xc3"
     assert escape("a\u2028b") == "a\\u2028b"
     assert escape("1.2.840.10008") == "1.2.840.10008"
+
+
+def test_metrics_bind_where_the_listener_binds_unless_told_otherwise() -> None:
+    assert _settings(host="127.0.0.1").metrics_bind_host == "127.0.0.1"
+    assert _settings(host="127.0.0.1", metrics_host="10.1.2.3").metrics_bind_host == "10.1.2.3"
+    assert ListenerSettings().metrics_bind_host == ListenerSettings().host
