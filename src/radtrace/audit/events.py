@@ -79,6 +79,15 @@ class EventType(enum.StrEnum):
     API_AUTHENTICATION_FAILED = "api_authentication_failed"
     API_TOKEN_CREATED = "api_token_created"
     API_TOKEN_REVOKED = "api_token_revoked"
+    CONSOLE_LOGIN = "console_login"
+    CONSOLE_LOGIN_FAILED = "console_login_failed"
+    CONSOLE_LOGOUT = "console_logout"
+    CONSOLE_USER_CREATED = "console_user_created"
+    CONSOLE_USER_LOCKED = "console_user_locked"
+    STUDY_OPENED = "study_opened"
+    IMAGE_VIEWED = "image_viewed"
+    FINDING_ASSESSED = "finding_assessed"
+    DRAFT_ASSESSED = "draft_assessed"
 
     @property
     def dicom(self) -> DicomAuditEvent:
@@ -121,6 +130,18 @@ _DICOM_EVENT: Final[Mapping[EventType, DicomAuditEvent]] = {
     # Security Alert, type "User Security Attributes Changed" (DCM 110136): who may use the API changed.
     EventType.API_TOKEN_CREATED: SECURITY_ALERT,
     EventType.API_TOKEN_REVOKED: SECURITY_ALERT,
+    # The review console: User Authentication (DCM 110114) for logins, failed logins and logouts; Security
+    # Alert for account changes and lockouts; DICOM Instances Accessed (DCM 110103) when a person sees a
+    # study's data or images, and when they record an assessment of its draft (Event Action Code C).
+    EventType.CONSOLE_LOGIN: USER_AUTHENTICATION,
+    EventType.CONSOLE_LOGIN_FAILED: USER_AUTHENTICATION,
+    EventType.CONSOLE_LOGOUT: USER_AUTHENTICATION,
+    EventType.CONSOLE_USER_CREATED: SECURITY_ALERT,
+    EventType.CONSOLE_USER_LOCKED: SECURITY_ALERT,
+    EventType.STUDY_OPENED: INSTANCES_ACCESSED,
+    EventType.IMAGE_VIEWED: INSTANCES_ACCESSED,
+    EventType.FINDING_ASSESSED: INSTANCES_ACCESSED,
+    EventType.DRAFT_ASSESSED: INSTANCES_ACCESSED,
 }
 
 

@@ -17,6 +17,9 @@ from radtrace.cli import (  # noqa: F401
     studies,
 )
 from radtrace.cli.common import app
+from radtrace.console.commands import user_app
+
+app.add_typer(user_app, name="user")
 
 __all__ = ["app", "main"]
 

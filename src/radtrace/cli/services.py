@@ -211,4 +211,9 @@ def api(ctx: typer.Context) -> None:
         # log_config=None: uvicorn logs through radtrace's handler; its access log is off because it
         # prints query strings (patient IDs); the API logs requests by route template instead.
         application = create_api(store, drafts_dir=drafts_root(settings))
+        if settings.console.enabled:
+            from radtrace.console.web import mount_console
+
+            mount_console(application, store, settings)
+            log.info("review console on http://%s:%d/console", settings.api.host, settings.api.port)
         uvicorn.run(application, host=settings.api.host, port=settings.api.port, log_config=None, access_log=False)

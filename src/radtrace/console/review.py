@@ -1,0 +1,349 @@
+"""What a radiologist reviews and decides: one revision's reading, and the append-only decisions about it.
+
+:func:`load_review` gathers a revision's reading (from ``inference_completed``), the findings with the
+sentences of the reasoning that concern each, the kept draft, the revisions before it, and the decisions
+recorded so far. Decisions are audit events only (``finding_assessed``, ``draft_assessed``): a changed mind
+is a new event naming the one it supersedes, never an edit. The latest event per finding (and for the draft)
+is the current decision. ``review_items`` mirrors the latest draft decision for the worklist.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.audit.schema import AuditEventRow
+from radtrace.console.schema import ReviewItem
+from radtrace.console.worklist import FLAG_LABELS, reading_for_revision
+from radtrace.errors import PermanentError
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store
+from radtrace.store.models import Instance, Revision, Study
+
+__all__ = [
+    "DRAFT_REASONS",
+    "Decision",
+    "DecisionError",
+    "FindingDecision",
+    "FindingReview",
+    "StudyReview",
+    "decide_draft",
+    "decide_finding",
+    "evidence_sentences",
+    "image_path",
+    "load_review",
+]
+
+MAX_COMMENT: Final = 2000
+
+
+class FindingDecision(enum.StrEnum):
+    """A radiologist's verdict on one finding."""
+
+    ACCEPT = "accept"
+    REJECT = "reject"
+    MODIFY = "modify"
+
+
+class DraftDecision(enum.StrEnum):
+    """A radiologist's verdict on the whole draft."""
+
+    ACCEPT = "accept"
+    REJECT = "reject"
+
+
+#: Coded reasons for a whole-draft decision (local codes, scheme RADTRACE; see docs/ui.md).
+DRAFT_REASONS: Final[Mapping[str, str]] = {
+    "RT-A1": "Agrees with my reading",
+    "RT-A2": "Agrees after minor corrections to findings",
+    "RT-R1": "Clinically significant finding missed",
+    "RT-R2": "Finding reported that is not there",
+    "RT-R3": "Image quality or view not suitable for the model",
+    "RT-R4": "Wrong patient, study or body part",
+    "RT-R5": "Reasoning does not support the conclusion",
+    "RT-O1": "Other (see comment)",
+}
+
+
+class DecisionError(PermanentError):
+    """A decision that cannot be recorded (unknown finding, bad value, not a radiologist)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One recorded decision (an audit event)."""
+
+    seq: int
+    user: str | None
+    at: datetime
+    verdict: str
+    status: str | None = None
+    reason: str | None = None
+    comment: str | None = None
+    supersedes: int | None = None
+
+    @property
+    def wording(self) -> str:
+        """How the page says it: accepted, rejected, changed to absent."""
+        if self.verdict == "modify":
+            return f"changed to {self.status}"
+        return f"{self.verdict}ed"
+
+
+@dataclass(frozen=True)
+class FindingReview:
+    """One finding as the study page shows it."""
+
+    label: str
+    status: str
+    confidence: float | None
+    evidence: tuple[str, ...]
+    boxes: tuple[Mapping[str, Any], ...]
+    decision: Decision | None
+    history: tuple[Decision, ...] = ()
+
+
+@dataclass(frozen=True)
+class StudyReview:
+    """Everything the study page shows about one revision."""
+
+    study_uid: str
+    revision: int
+    accession: str | None
+    item: ReviewItem | None
+    reading: Mapping[str, Any]
+    identity: Mapping[str, Any]
+    findings: tuple[FindingReview, ...]
+    reasoning: tuple[tuple[str, str], ...]
+    impression: str | None
+    flags: tuple[str, ...]
+    images: tuple[Mapping[str, Any], ...]
+    timings: Mapping[str, Any]
+    revisions: tuple[tuple[int, str, datetime | None], ...]
+    draft_decision: Decision | None
+    draft_history: tuple[Decision, ...] = field(default=())
+
+    @property
+    def flag_labels(self) -> tuple[str, ...]:
+        """The flags as the page words them."""
+        return tuple(FLAG_LABELS.get(flag, flag) for flag in self.flags)
+
+
+_SENTENCE: Final = re.compile(r"[^.!?\n]+[.!?]?")
+_ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
+    "Pleural Effusion": ("effusion",),
+    "Enlarged Cardiomediastinum": ("cardiomediastin", "mediastin"),
+    "Cardiomegaly": ("cardiomegaly", "heart size", "cardiac silhouette", "enlarged heart"),
+    "Lung Opacity": ("opacit",),
+    "Lung Lesion": ("lesion", "nodule", "mass"),
+    "Support Devices": ("device", "tube", "catheter", "line", "pacemaker", "wire"),
+    "Pneumothorax": ("pneumothora",),
+    "Atelectasis": ("atelecta",),
+    "Consolidation": ("consolidat",),
+    "Pneumonia": ("pneumonia",),
+    "Edema": ("edema", "oedema"),
+    "Fracture": ("fracture",),
+    "Pleural Other": ("pleural thickening", "pleural plaque"),
+}
+
+
+def evidence_sentences(label: str, reasoning: Sequence[tuple[str, str]], given: str | None) -> tuple[str, ...]:
+    """The sentences of the reasoning that concern ``label``: the parser's evidence first, then any naming it."""
+    words = (label.lower(), *_ALIASES.get(label, ()))
+    found: list[str] = []
+    if given and given.strip():
+        found.append(given.strip())
+    for _section, text in reasoning:
+        for match in _SENTENCE.finditer(text):
+            sentence = match.group(0).strip()
+            if sentence and any(word in sentence.lower() for word in words) and sentence not in found:
+                found.append(sentence)
+    return tuple(found[:6])
+
+
+def _decisions(store: Store, study_uid: str, revision: int) -> tuple[dict[str, list[Decision]], list[Decision]]:
+    table = AuditEventRow
+    per_finding: dict[str, list[Decision]] = {}
+    draft: list[Decision] = []
+    with store.session("reading decisions") as session:
+        rows = session.execute(
+            sa.select(table.seq, table.actor_user, table.recorded_at, table.event_type, table.payload)
+            .where(
+                table.study_uid == study_uid,
+                table.event_type.in_([EventType.FINDING_ASSESSED.value, EventType.DRAFT_ASSESSED.value]),
+            )
+            .order_by(table.seq)
+        ).all()
+    for seq, user, at, kind, text in rows:
+        payload = json.loads(text)
+        if payload.get("revision") != revision:
+            continue
+        decision = Decision(
+            seq=seq,
+            user=user,
+            at=at,
+            verdict=str(payload.get("decision")),
+            status=payload.get("status"),
+            reason=payload.get("reason_code"),
+            comment=payload.get("comment"),
+            supersedes=payload.get("supersedes"),
+        )
+        if kind == EventType.DRAFT_ASSESSED.value:
+            draft.append(decision)
+        else:
+            per_finding.setdefault(str(payload.get("finding")), []).append(decision)
+    return per_finding, draft
+
+
+def _latest(decisions: Sequence[Decision]) -> Decision | None:
+    return decisions[-1] if decisions else None
+
+
+def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | None:
+    """The study page's content for one revision, or None when no reading of it is recorded."""
+    with store.session("reading a study for review") as session:
+        payload = reading_for_revision(session, study_uid, revision)
+        if payload is None:
+            return None
+        item = session.scalar(
+            sa.select(ReviewItem).where(ReviewItem.study_uid == study_uid, ReviewItem.revision == revision)
+        )
+        study = session.scalar(sa.select(Study).where(Study.study_uid == study_uid))
+        revisions = (
+            session.execute(
+                sa.select(Revision.number, Revision.state, Revision.reported_at)
+                .where(Revision.study_id == study.id)
+                .order_by(Revision.number)
+            ).all()
+            if study is not None
+            else []
+        )
+    reading: Mapping[str, Any] = payload["reading"]
+    reasoning = tuple((str(step.get("section")), str(step.get("text"))) for step in reading.get("reasoning", []))
+    per_finding, draft = _decisions(store, study_uid, revision)
+    findings = tuple(
+        FindingReview(
+            label=str(f["label"]),
+            status=str(f["status"]),
+            confidence=f.get("confidence"),
+            evidence=evidence_sentences(str(f["label"]), reasoning, f.get("evidence")),
+            boxes=tuple(f.get("boxes") or ()),
+            decision=_latest(per_finding.get(str(f["label"]), [])),
+            history=tuple(per_finding.get(str(f["label"]), ())),
+        )
+        for f in reading.get("findings", [])
+    )
+    flags = tuple(item.flags.split(",")) if item is not None and item.flags else tuple(reading.get("flags", []))
+    return StudyReview(
+        study_uid=study_uid,
+        revision=revision,
+        accession=study.accession if study is not None else None,
+        item=item,
+        reading=reading,
+        identity=reading.get("identity") or {},
+        findings=findings,
+        reasoning=reasoning,
+        impression=reading.get("impression"),
+        flags=flags,
+        images=tuple(reading.get("images") or ()),
+        timings=reading.get("timings") or {},
+        revisions=tuple((number, str(state), at) for number, state, at in revisions),
+        draft_decision=draft[-1] if draft else None,
+        draft_history=tuple(draft),
+    )
+
+
+def _comment(comment: str | None) -> str | None:
+    text = (comment or "").strip()
+    if len(text) > MAX_COMMENT:
+        raise DecisionError(f"a comment is at most {MAX_COMMENT} characters")
+    return text or None
+
+
+def decide_finding(
+    store: Store, review: StudyReview, actor: Actor, label: str, verdict: str, status: str | None,
+    comment: str | None,
+) -> int:  # fmt: skip
+    """Record one finding's decision (``finding_assessed``); returns its audit seq."""
+    finding = next((f for f in review.findings if f.label == label), None)
+    if finding is None:
+        raise DecisionError(f"the draft has no finding {label!r}")
+    try:
+        chosen = FindingDecision(verdict)
+    except ValueError as exc:
+        raise DecisionError(f"a finding decision is accept, reject or modify, not {verdict!r}") from exc
+    new_status: str | None = None
+    if chosen is FindingDecision.MODIFY:
+        if status not in {"present", "absent", "uncertain"}:
+            raise DecisionError("modify needs the corrected status: present, absent or uncertain")
+        new_status = status
+    payload: dict[str, Any] = {
+        "revision": review.revision,
+        "finding": label,
+        "model_status": finding.status,
+        "decision": chosen.value,
+        "status": new_status,
+        "comment": _comment(comment),
+        "supersedes": finding.decision.seq if finding.decision else None,
+        "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
+    }
+    event = AuditEvent(EventType.FINDING_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
+                       labels=(label,) if "," not in label else (), payload=payload)  # fmt: skip
+    return AuditRecorder(store).record(event).seq
+
+
+def decide_draft(
+    store: Store, review: StudyReview, actor: Actor, verdict: str, reason_code: str, comment: str | None
+) -> int:
+    """Record the whole draft's decision (``draft_assessed``) and mirror it on the worklist; returns its seq."""
+    try:
+        chosen = DraftDecision(verdict)
+    except ValueError as exc:
+        raise DecisionError(f"a draft decision is accept or reject, not {verdict!r}") from exc
+    if reason_code not in DRAFT_REASONS:
+        raise DecisionError(f"unknown reason code {reason_code!r}")
+    payload: dict[str, Any] = {
+        "revision": review.revision,
+        "decision": chosen.value,
+        "reason_code": reason_code,
+        "reason_scheme": "RADTRACE",
+        "reason_meaning": DRAFT_REASONS[reason_code],
+        "comment": _comment(comment),
+        "supersedes": review.draft_decision.seq if review.draft_decision else None,
+        "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
+        "findings": {f.label: (f.decision.verdict if f.decision else None) for f in review.findings},
+    }
+    now = utc_now()
+    with store.session("recording a draft decision", immediate=True) as session:
+        recorded = AuditRecorder(store).record(
+            AuditEvent(EventType.DRAFT_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
+                       payload=payload),
+            session=session,
+        )  # fmt: skip
+        session.execute(
+            sa.update(ReviewItem)
+            .where(ReviewItem.study_uid == review.study_uid, ReviewItem.revision == review.revision)
+            .values(assessed=True, decision=f"{chosen.value}ed", decided_by=actor.user, decided_at=now)
+        )
+    return recorded.seq
+
+
+def image_path(store: Store, study_uid: str, sop_instance_uid: str) -> str | None:
+    """Where a study's image is spooled (relative to the spool directory), newest version."""
+    with store.session("finding a spooled image") as session:
+        return session.scalar(
+            sa.select(Instance.path)
+            .join(Study, Instance.study_id == Study.id)
+            .where(Study.study_uid == study_uid, Instance.sop_instance_uid == sop_instance_uid)
+            .order_by(Instance.version.desc())
+            .limit(1)
+        )

@@ -1,0 +1,87 @@
+"""The console's tables: accounts, sessions, and the worklist's projection of reported revisions.
+
+``console_users`` keeps each account's role and argon2 hash (never a password) and its run of failed logins;
+``console_sessions`` keeps the SHA-256 of each session cookie (never the cookie) with its CSRF token.
+``review_items`` is a projection, one row per reported revision, built from the work tables, the reading
+recorded in ``inference_completed`` and the spooled header: it exists so the worklist pages through 50,000
+studies on an index instead of decoding audit payloads. Decisions themselves are audit events; a row's
+``assessed`` columns only mirror the latest whole-draft decision for sorting and filtering.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from radtrace.store.base import Base, UtcDateTime, utc_now
+
+__all__ = ["ConsoleSession", "ConsoleUser", "ReviewItem"]
+
+
+class ConsoleUser(Base):
+    """One person who signs in to the console: radiologist, qa or admin."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255), doc="argon2id; NULL: trusted-header only")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    failed_logins: Mapped[int] = mapped_column(default=0, doc="failed logins since the last success")
+    locked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ConsoleSession(Base):
+    """One signed-in browser: the cookie's SHA-256, its CSRF token and when it was last used."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("console_users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(sa.String(64))
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ReviewItem(Base):
+    """One reported revision as the worklist shows it (a projection; see the module doc)."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        # The worklist's orders: STAT first (rank 0), then oldest; one index per filter.
+        sa.Index("ix_review_items_queue", "superseded", "assessed", "rank", "reported_at", "revision_id"),
+        sa.Index("ix_review_items_all", "superseded", "rank", "reported_at", "revision_id"),
+        sa.Index("ix_review_items_flagged", "superseded", "flagged", "assessed", "rank", "reported_at", "revision_id"),
+        sa.Index("ix_review_items_mine", "opened_by", "superseded", "rank", "reported_at", "revision_id"),
+    )
+
+    revision_id: Mapped[int] = mapped_column(sa.ForeignKey("revisions.id"), primary_key=True, autoincrement=False)
+    study_uid: Mapped[str] = mapped_column(sa.String(64), index=True)
+    revision: Mapped[int]
+    rank: Mapped[int] = mapped_column(doc="0 STAT, 1 routine")
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    superseded: Mapped[bool] = mapped_column(default=False, doc="a later revision of the study is reported")
+    patient_name: Mapped[str | None] = mapped_column(sa.String(255))
+    patient_id: Mapped[str | None] = mapped_column(sa.String(64))
+    patient_age: Mapped[str | None] = mapped_column(sa.String(8))
+    patient_sex: Mapped[str | None] = mapped_column(sa.String(8))
+    accession: Mapped[str | None] = mapped_column(sa.String(64))
+    study_date: Mapped[str | None] = mapped_column(sa.String(8))
+    view: Mapped[str | None] = mapped_column(sa.String(16))
+    findings: Mapped[str] = mapped_column(sa.String(1024), default="", doc="present labels, comma-separated")
+    flags: Mapped[str] = mapped_column(sa.String(255), default="", doc="comma-separated")
+    flagged: Mapped[bool] = mapped_column(default=False)
+    model_name: Mapped[str | None] = mapped_column(sa.String(255))
+    sr_sop_instance_uid: Mapped[str | None] = mapped_column(sa.String(64))
+    opened_by: Mapped[str | None] = mapped_column(sa.String(64), doc="the radiologist who first opened it")
+    assessed: Mapped[bool] = mapped_column(default=False)
+    decision: Mapped[str | None] = mapped_column(sa.String(16), doc="accepted or rejected (latest draft decision)")
+    decided_by: Mapped[str | None] = mapped_column(sa.String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

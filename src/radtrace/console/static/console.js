@@ -1,0 +1,125 @@
+// radtrace review console: keyboard shortcuts, window/level and zoom, evidence highlighting.
+// Everything works without this script (plain forms and links); it only adds speed.
+"use strict";
+(function () {
+  const $ = (sel, root) => (root || document).querySelector(sel);
+  const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+  const typing = (el) => el && /^(INPUT|SELECT|TEXTAREA)$/.test(el.tagName);
+
+  // --- selection of rows (worklist rows, or findings on the study page) ---
+  let rows = [];
+  let current = -1;
+  function select(index) {
+    if (!rows.length) return;
+    current = Math.max(0, Math.min(rows.length - 1, index));
+    rows.forEach((row, i) => row.classList.toggle("selected", i === current));
+    rows[current].scrollIntoView({ block: "nearest" });
+    highlight(rows[current].dataset.label, rows[current].dataset.index);
+  }
+  function highlight(label, index) {
+    $$(".sentence").forEach((s) => {
+      const labels = (s.dataset.findings || "").split("|");
+      s.classList.toggle("highlight", !!label && labels.includes(label));
+    });
+    $$(".box").forEach((b) => b.classList.toggle("focus", b.dataset.finding === String(index)));
+  }
+
+  // --- images: prepared / original, window/level (brightness/contrast of the 8-bit picture), zoom ---
+  function setupViewer(figure) {
+    const img = $("img", figure), canvas = $(".canvas", figure);
+    const level = $(".level", figure), win = $(".window", figure), zoom = $(".zoom", figure);
+    function apply() {
+      const contrast = 10000 / Number(win.value) / 100;
+      const brightness = 1 + Number(level.value) / 100;
+      img.style.filter = "brightness(" + brightness + ") contrast(" + contrast + ")";
+      canvas.style.width = Number(zoom.value) + "%";
+    }
+    [level, win, zoom].forEach((input) => input.addEventListener("input", apply));
+    $(".reset", figure).addEventListener("click", () => { level.value = 0; win.value = 100; zoom.value = 100; apply(); });
+    $$(".mode", figure).forEach((button) => button.addEventListener("click", () => showMode(figure, button.dataset.mode)));
+    $$(".box", figure).forEach((box) => {
+      box.style.left = 100 * Number(box.dataset.x) + "%";
+      box.style.top = 100 * Number(box.dataset.y) + "%";
+      box.style.width = 100 * Number(box.dataset.w) + "%";
+      box.style.height = 100 * Number(box.dataset.h) + "%";
+    });
+    // Drag with the right button held: horizontal = window, vertical = level (as PACS viewers do).
+    let drag = null;
+    canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+    canvas.addEventListener("mousedown", (e) => { if (e.button === 2) drag = { x: e.clientX, y: e.clientY, w: +win.value, l: +level.value }; });
+    window.addEventListener("mouseup", () => { drag = null; });
+    window.addEventListener("mousemove", (e) => {
+      if (!drag) return;
+      win.value = drag.w + (e.clientX - drag.x) / 2; level.value = drag.l - (e.clientY - drag.y) / 3; apply();
+    });
+    apply();
+  }
+  function showMode(figure, mode) {
+    const img = $("img", figure);
+    img.src = figure.dataset[mode];
+    img.alt = mode === "original" ? "original image" : "image as the model read it";
+    $$(".mode", figure).forEach((b) => b.classList.toggle("active", b.dataset.mode === mode));
+  }
+  function zoomAll(delta) {
+    $$(".viewer .zoom").forEach((z) => { z.value = Number(z.value) + delta; z.dispatchEvent(new Event("input")); });
+  }
+
+  function clickIn(row, selector) { const el = row && $(selector, row); if (el) el.click(); }
+
+  function onKey(e) {
+    const help = $("#help");
+    if (e.key === "Escape") { if (typing(document.activeElement)) document.activeElement.blur(); if (help) help.hidden = true; return; }
+    if (typing(document.activeElement) || e.ctrlKey || e.metaKey || e.altKey) return;
+    const row = rows[current];
+    const study = document.body.classList.contains("study");
+    switch (e.key) {
+      case "?": if (help) help.hidden = !help.hidden; break;
+      case "j": select(current + 1); break;
+      case "k": select(current - 1); break;
+      case "Enter": if (!study && row) window.location = row.dataset.href; else return; break;
+      case "n": { const next = $("#next-study") || $("#start"); if (next) next.click(); else return; break; }
+      case "a": if (study) clickIn(row, "button.accept"); else return; break;
+      case "r": if (study) clickIn(row, "button.reject"); else return; break;
+      case "m": if (study && row) { const s = $("select.status", row); if (s) { s.focus(); s.dataset.pending = "modify"; } } else return; break;
+      case "c": if (study && row) { const c = $("input.comment", row); if (c) c.focus(); } else return; break;
+      case "A": case "R": {
+        const form = $("#draft-form"); if (!form) return;
+        form.dataset.pending = e.key === "A" ? "accept" : "reject";
+        const reason = $("#draft-reason");
+        if (e.key === "R" && reason.value.startsWith("RT-A")) reason.value = "RT-R1";
+        if (e.key === "A" && !reason.value.startsWith("RT-A")) reason.value = "RT-A1";
+        reason.focus(); break;
+      }
+      case "o": case "p": $$(".viewer").forEach((f) => showMode(f, e.key === "o" ? "original" : "prepared")); break;
+      case "+": case "=": zoomAll(50); break;
+      case "-": zoomAll(-50); break;
+      case "0": $$(".viewer .reset").forEach((b) => b.click()); break;
+      default: return;
+    }
+    e.preventDefault();
+  }
+
+  // Enter in a finding's comment or status field, or in the draft's reason, submits the pending decision.
+  function onFieldKey(e) {
+    if (e.key !== "Enter") return;
+    const field = e.target;
+    const draft = field.closest("#draft-form");
+    if (draft && draft.dataset.pending) { e.preventDefault(); $("button[value=" + draft.dataset.pending + "]", draft).click(); return; }
+    const form = field.closest(".finding-form");
+    if (!form) return;
+    e.preventDefault();
+    const pending = field.dataset.pending || (field.classList.contains("comment") ? "reject" : "modify");
+    $("button[value=" + pending + "]", form).click();
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    rows = $$("#worklist tr.row").concat($$("#findings tr.finding-row"));
+    $$(".viewer").forEach(setupViewer);
+    $$("#worklist tr.row").forEach((row, i) => row.addEventListener("click", (e) => { if (e.target.tagName !== "A") { select(i); } }));
+    $$("#findings tr.finding-row").forEach((row, i) => row.addEventListener("focusin", () => select(i)));
+    $$(".finding-form input, .finding-form select, #draft-form select, #draft-form input").forEach((f) => f.addEventListener("keydown", onFieldKey));
+    document.addEventListener("keydown", onKey);
+    const focus = new URLSearchParams(window.location.search).get("focus");
+    if (rows.length) select(focus !== null ? Number(focus) + (document.body.classList.contains("study") ? 0 : 0) : 0);
+  });
+})();

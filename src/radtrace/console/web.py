@@ -1,0 +1,444 @@
+"""The console's pages: login, worklist, study review, images and decisions, served under ``/console``.
+
+:func:`mount_console` adds them to the QA API's application, so ``radtrace serve`` (and ``radtrace api``)
+serve the console with no further setting. Pages are rendered on the server (Jinja2, autoescaped); the CSS and
+the script for keyboard shortcuts and window/level ship in this package (``/console/static``), never from a
+CDN. Every state change is a POST carrying the session's CSRF token (the login form a double-submit token);
+a request without it is refused with 403 and changes nothing. The session cookie is HttpOnly,
+SameSite=Strict, and Secure when the request came over TLS (``console.cookie_secure``).
+
+Routes are ``async`` only to read form bodies; database and image work runs in the thread pool.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Final
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from radtrace import __version__
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.config import Settings
+from radtrace.console.accounts import (
+    LoginFailed,
+    SignedIn,
+    end_session,
+    log_in,
+    resume_session,
+    start_session,
+)
+from radtrace.console.review import (
+    DRAFT_REASONS,
+    DecisionError,
+    StudyReview,
+    decide_draft,
+    decide_finding,
+    image_path,
+    load_review,
+)
+from radtrace.console.worklist import (
+    FLAG_LABELS,
+    WorklistFilter,
+    mark_opened,
+    next_study,
+    now,
+    sync_review_items,
+    worklist_page,
+)
+from radtrace.errors import RadtraceError
+from radtrace.store.engine import Store
+
+__all__ = ["SESSION_COOKIE", "mount_console"]
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "/console"
+SESSION_COOKIE: Final = "radtrace_session"
+LOGIN_CSRF_COOKIE: Final = "radtrace_login_csrf"
+MAX_FORM_BYTES: Final = 16 * 1024
+_STATIC: Final = Path(__file__).with_name("static")
+_SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+StudyUid = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9.]+$")]
+RevisionNumber = Annotated[int, PathParam(ge=1)]
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+@dataclass
+class ConsoleState:
+    """What the pages need, kept on ``app.state.console``."""
+
+    store: Store
+    settings: Settings
+    templates: Environment
+    last_sync: float = 0.0
+
+
+class _LoginRequiredError(Exception):
+    """The request has no live session: send the browser to the login page."""
+
+
+def _state(request: Request) -> ConsoleState:
+    state = request.app.state.console
+    if not isinstance(state, ConsoleState):  # pragma: no cover - mount_console always sets it
+        raise RuntimeError("the console was not mounted")
+    return state
+
+
+StateDep = Annotated[ConsoleState, Depends(_state)]
+
+
+def _host(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _secure(request: Request, state: ConsoleState) -> bool:
+    mode = state.settings.console.cookie_secure
+    return mode == "always" or (mode == "auto" and request.url.scheme == "https")
+
+
+def _set_session_cookie(response: Response, request: Request, state: ConsoleState, cookie: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request, state),
+        path=PREFIX,
+    )
+
+
+def _signed_in(request: Request, state: StateDep) -> SignedIn:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    found = resume_session(state.store, cookie, state.settings.console) if cookie else None
+    if found is not None:
+        return found
+    header = state.settings.console.trusted_user_header
+    if header and _host(request) in state.settings.console.trusted_proxies and request.headers.get(header):
+        started = start_session(state.store, request.headers[header].strip(), host=_host(request),
+                                method=f"trusted-header {header}")  # fmt: skip
+        if isinstance(started, SignedIn):
+            request.state.new_session_cookie = started.cookie
+            return started
+    raise _LoginRequiredError
+
+
+UserDep = Annotated[SignedIn, Depends(_signed_in)]
+
+
+def _actor(request: Request, user: SignedIn) -> Actor:
+    return Actor(user=user.account.name, host=_host(request))
+
+
+def _page(request: Request, state: ConsoleState, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = state.templates.get_template(template).render(
+        prefix=PREFIX, version=__version__, flag_labels=FLAG_LABELS, **context
+    )
+    response = HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
+    cookie = getattr(request.state, "new_session_cookie", None)
+    if cookie:
+        _set_session_cookie(response, request, state, cookie)
+    return response
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303, headers=_SECURITY_HEADERS)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise HTTPException(413, detail="form too large")
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=32)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(400, detail="unreadable form") from exc
+    return {name: values[-1] for name, values in fields.items()}
+
+
+def _check_csrf(expected: str | None, form: dict[str, str]) -> None:
+    given = form.get("csrf_token", "")
+    if not expected or not given or not hmac.compare_digest(expected.encode(), given.encode()):
+        raise HTTPException(403, detail="missing or wrong CSRF token: reload the page and try again")
+
+
+# --- login -----------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    """The console starts at the worklist."""
+    return _redirect(f"{PREFIX}/worklist")
+
+
+@router.get("/login")
+def login_page(request: Request, state: StateDep, failed: bool = False) -> HTMLResponse:
+    """The sign-in form, with a fresh double-submit CSRF token."""
+    token = secrets.token_urlsafe(32)
+    response = _page(request, state, "login.html", 401 if failed else 200, csrf_token=token, failed=failed,
+                     user=None)  # fmt: skip
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request, state),
+                        path=f"{PREFIX}/login")  # fmt: skip
+    return response
+
+
+@router.post("/login")
+async def login(request: Request, state: StateDep) -> Response:
+    """Check the name and password; on success start a session and go to the worklist."""
+    form = await _form(request)
+    _check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), form)
+    name, password = form.get("username", "").strip(), form.get("password", "")
+    result = await run_in_threadpool(log_in, state.store, name, password, state.settings.console, host=_host(request))
+    if isinstance(result, LoginFailed) or result.cookie is None:
+        return _redirect(f"{PREFIX}/login?failed=1")
+    response = _redirect(f"{PREFIX}/worklist")
+    _set_session_cookie(response, request, state, result.cookie)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path=f"{PREFIX}/login")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, state: StateDep, user: UserDep) -> Response:
+    """End the session (recorded) and forget the cookie."""
+    form = await _form(request)
+    _check_csrf(user.csrf_token, form)
+    await run_in_threadpool(end_session, state.store, user, host=_host(request))
+    response = _redirect(f"{PREFIX}/login")
+    response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+    return response
+
+
+# --- worklist --------------------------------------------------------------------------------
+
+
+def _sync(state: ConsoleState) -> None:
+    import time
+
+    if time.monotonic() - state.last_sync >= state.settings.console.sync_interval_s:
+        state.last_sync = time.monotonic()
+        sync_review_items(state.store, state.settings.spool_dir)
+
+
+@router.get("/worklist")
+def worklist(
+    request: Request,
+    state: StateDep,
+    user: UserDep,
+    show: Annotated[WorklistFilter, Query(alias="filter")] = WorklistFilter.UNASSESSED,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> HTMLResponse:
+    """Drafts waiting for a radiologist: STAT first, then the oldest."""
+    _sync(state)
+    listed = worklist_page(state.store, show, user.account.name, page, state.settings.console.page_size)
+    return _page(request, state, "worklist.html", user=user, page=listed, show=show.value,
+                 filters=[f.value for f in WorklistFilter], now=now())  # fmt: skip
+
+
+@router.get("/next")
+def next_one(
+    state: StateDep,
+    user: UserDep,
+    study: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9.]+$")] = None,
+    revision: Annotated[int | None, Query(ge=1)] = None,
+) -> RedirectResponse:
+    """The next unassessed study in worklist order (the worklist when none is left)."""
+    _sync(state)
+    after = (study, revision) if study is not None and revision is not None else None
+    found = next_study(state.store, user.account.name, after)
+    if found is None:
+        return _redirect(f"{PREFIX}/worklist")
+    return _redirect(f"{PREFIX}/studies/{found[0]}/{found[1]}")
+
+
+# --- study -----------------------------------------------------------------------------------
+
+
+def _review_or_404(state: ConsoleState, study_uid: str, revision: int) -> StudyReview:
+    review = load_review(state.store, study_uid, revision)
+    if review is None:
+        raise HTTPException(404, detail="no reading of this study revision is recorded")
+    return review
+
+
+def _sentences(review: StudyReview) -> list[tuple[str, list[tuple[str, list[str]]]]]:
+    """Each reasoning section as sentences, each naming the findings it is evidence for."""
+    import re
+
+    by_sentence: dict[str, list[str]] = {}
+    for finding in review.findings:
+        for sentence in finding.evidence:
+            by_sentence.setdefault(sentence, []).append(finding.label)
+    sections = []
+    for section, text in review.reasoning:
+        parts = [match.group(0) for match in re.finditer(r"[^.!?\n]+[.!?]?\s*|\n+", text)]
+        sections.append((section, [(part, by_sentence.get(part.strip(), [])) for part in parts]))
+    return sections
+
+
+@router.get("/studies/{study_uid}/{revision}")
+def study_page(
+    request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
+) -> HTMLResponse:
+    """One draft: images, findings with evidence, reasoning, impression, flags, model; decisions."""
+    review = _review_or_404(state, study_uid, revision)
+    AuditRecorder(state.store).record(
+        AuditEvent(EventType.STUDY_OPENED, _actor(request, user), study_uid=study_uid, accession=review.accession,
+                   payload={"revision": revision, "via": "console", "role": user.account.role.value})
+    )  # fmt: skip
+    if user.account.role.may_decide:
+        mark_opened(state.store, study_uid, revision, user.account.name)
+    return _page(request, state, "study.html", user=user, review=review, sections=_sentences(review),
+                 reasons=DRAFT_REASONS, may_decide=user.account.role.may_decide)  # fmt: skip
+
+
+def _png(pixels: Any) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _render_image(state: ConsoleState, relative: str, kind: str) -> bytes:
+    import numpy as np
+    import pydicom
+
+    from radtrace.model.image import display_values, prepare_picture
+
+    ds = pydicom.dcmread(state.settings.spool_dir / relative)
+    if kind == "prepared":
+        model = state.settings.model
+        return _png(prepare_picture(ds, min_pixels=model.min_pixels, max_pixels=model.max_pixels).pixels)
+    values, _steps = display_values(ds)
+    return _png(np.rint(values * 255.0).astype(np.uint8))
+
+
+@router.get("/studies/{study_uid}/{revision}/images/{sop_uid}/{kind}.png")
+def study_image(
+    request: Request,
+    study_uid: StudyUid,
+    revision: RevisionNumber,
+    sop_uid: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9.]+$")],
+    kind: Annotated[str, PathParam(pattern="^(prepared|original)$")],
+    state: StateDep,
+    user: UserDep,
+) -> Response:
+    """An image the model read: ``prepared`` as the model saw it, ``original`` at full resolution (8-bit)."""
+    review = _review_or_404(state, study_uid, revision)
+    if sop_uid not in {str(image.get("sop_instance_uid")) for image in review.images}:
+        raise HTTPException(404, detail="the model did not read this image")
+    relative = image_path(state.store, study_uid, sop_uid)
+    if relative is None:
+        raise HTTPException(404, detail="the image is no longer in the spool")
+    try:
+        data = _render_image(state, relative, kind)
+    except (OSError, RadtraceError) as exc:
+        log.warning("console: image could not be rendered: %s", type(exc).__name__)
+        raise HTTPException(404, detail="the image could not be read from the spool") from exc
+    AuditRecorder(state.store).record(
+        AuditEvent(EventType.IMAGE_VIEWED, _actor(request, user), study_uid=study_uid, accession=review.accession,
+                   payload={"revision": revision, "sop_instance_uid": sop_uid, "rendering": kind})
+    )  # fmt: skip
+    return Response(data, media_type="image/png", headers={**_SECURITY_HEADERS, "Cache-Control": "private, no-store"})
+
+
+def _decider(user: SignedIn) -> None:
+    if not user.account.role.may_decide:
+        raise HTTPException(403, detail=f"only a radiologist records decisions; you are signed in as "
+                                        f"{user.account.role.value}")  # fmt: skip
+
+
+@router.post("/studies/{study_uid}/{revision}/findings")
+async def finding_decision(
+    request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
+) -> Response:
+    """Accept, reject or modify one finding (a new audit event; a later one supersedes it)."""
+    form = await _form(request)
+    _check_csrf(user.csrf_token, form)
+    _decider(user)
+    review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
+    label = form.get("label", "")
+    try:
+        await run_in_threadpool(decide_finding, state.store, review, _actor(request, user), label,
+                                form.get("decision", ""), form.get("status") or None, form.get("comment"))  # fmt: skip
+    except DecisionError as exc:
+        raise HTTPException(422, detail=exc.reason) from exc
+    # The next finding is selected after a decision, so the keyboard path is j-less: a, a, r, a …
+    index = next((i for i, f in enumerate(review.findings) if f.label == label), 0)
+    index = min(index + 1, max(0, len(review.findings) - 1))
+    return _redirect(f"{PREFIX}/studies/{study_uid}/{revision}?focus={index}#finding-{index}")
+
+
+@router.post("/studies/{study_uid}/{revision}/draft")
+async def draft_decision(
+    request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
+) -> Response:
+    """Accept or reject the whole draft with a coded reason (a new audit event)."""
+    form = await _form(request)
+    _check_csrf(user.csrf_token, form)
+    _decider(user)
+    review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
+    try:
+        await run_in_threadpool(decide_draft, state.store, review, _actor(request, user), form.get("decision", ""),
+                                form.get("reason", ""), form.get("comment"))  # fmt: skip
+    except DecisionError as exc:
+        raise HTTPException(422, detail=exc.reason) from exc
+    if form.get("then") == "next":
+        return _redirect(f"{PREFIX}/next?study={quote(study_uid)}&revision={revision}")
+    return _redirect(f"{PREFIX}/studies/{study_uid}/{revision}#draft")
+
+
+# --- wiring ----------------------------------------------------------------------------------
+
+
+async def _on_needs_login(request: Request, exc: Exception) -> Response:
+    if request.method == "GET":
+        return _redirect(f"{PREFIX}/login")
+    return HTMLResponse("sign in first", status_code=401, headers=_SECURITY_HEADERS)
+
+
+def templates() -> Environment:
+    """The console's Jinja2 environment (HTML autoescaped)."""
+    environment = Environment(
+        loader=PackageLoader("radtrace.console", "templates"),
+        autoescape=select_autoescape(["html"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["waiting"] = _waiting
+    return environment
+
+
+def _waiting(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d}" if hours < 48 else f"{hours // 24} d"
+
+
+def mount_console(app: FastAPI, store: Store, settings: Settings) -> None:
+    """Serve the console under ``/console`` of ``app`` (the QA API), with its static files."""
+    app.state.console = ConsoleState(store, settings, templates())
+    app.include_router(router)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=_STATIC), name="console-static")
+    app.add_exception_handler(_LoginRequiredError, _on_needs_login)

@@ -1,0 +1,327 @@
+"""The worklist: reported revisions waiting for a radiologist, STAT first then oldest, one page at a time.
+
+:func:`sync_review_items` adds a row to ``review_items`` for every newly reported (or dispatched) revision:
+patient, age/sex, accession and study date from the spooled header of the image the model read, the present
+findings, flags and model from the reading recorded in ``inference_completed``. It is idempotent and
+bounded per call; the pages call it at most every ``console.sync_interval_s``. :func:`worklist_page` reads
+only ``review_items``, on one index per filter, so the time of a page does not grow with the table.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import pydicom
+import sqlalchemy as sa
+from pydicom.errors import InvalidDicomError
+from sqlalchemy.orm import Session
+
+from radtrace.audit.events import EventType
+from radtrace.audit.schema import AuditEventRow
+from radtrace.console.schema import ReviewItem
+from radtrace.reporting.text import hl7_text
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store
+from radtrace.store.models import Instance, Priority, Revision, RevisionState, Study
+
+__all__ = [
+    "FLAG_LABELS",
+    "WorklistFilter",
+    "WorklistPage",
+    "WorklistRow",
+    "mark_opened",
+    "next_study",
+    "reading_flags",
+    "reading_for_revision",
+    "sync_review_items",
+    "worklist_page",
+]
+
+log = logging.getLogger(__name__)
+
+SECONDARY_CAPTURE_PREFIX: Final = "1.2.840.10008.5.1.4.1.1.7"
+#: flag -> what the worklist says
+FLAG_LABELS: Final = {
+    "refused": "model refused",
+    "truncated": "truncated",
+    "unparsed": "unparsed",
+    "view-unknown": "view unknown",
+    "ap-portable": "AP / portable",
+    "secondary-capture": "secondary capture",
+    "text-sanitised": "text sanitised",
+}
+_HEADER_TAGS: Final = ["PatientName", "PatientID", "PatientAge", "PatientSex", "StudyDate", "PatientBirthDate"]
+
+
+class WorklistFilter(enum.StrEnum):
+    """Which revisions a worklist page lists."""
+
+    UNASSESSED = "unassessed"
+    ALL = "all"
+    MINE = "mine"
+    FLAGGED = "flagged"
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    """One line of the worklist."""
+
+    study_uid: str
+    revision: int
+    stat: bool
+    reported_at: datetime
+    patient_name: str | None
+    patient_id: str | None
+    patient_age: str | None
+    patient_sex: str | None
+    accession: str | None
+    study_date: str | None
+    view: str | None
+    findings: tuple[str, ...]
+    flags: tuple[str, ...]
+    decision: str | None
+    decided_by: str | None
+    opened_by: str | None
+
+    def waiting_s(self, now: datetime) -> float:
+        """Seconds since the draft was reported."""
+        return max(0.0, (now - self.reported_at).total_seconds())
+
+
+@dataclass(frozen=True)
+class WorklistPage:
+    """One page of rows, the total matching, and where this page is."""
+
+    rows: tuple[WorklistRow, ...]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        """How many pages the filter has (at least 1)."""
+        return max(1, -(-self.total // self.page_size))
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(",") if part)
+
+
+def _conditions(which: WorklistFilter, user: str) -> list[sa.ColumnElement[bool]]:
+    item = ReviewItem
+    if which is WorklistFilter.ALL:
+        return [item.superseded.is_(False)]
+    if which is WorklistFilter.MINE:
+        return [item.opened_by == user, item.superseded.is_(False)]
+    if which is WorklistFilter.FLAGGED:
+        return [item.superseded.is_(False), item.flagged.is_(True), item.assessed.is_(False)]
+    return [item.superseded.is_(False), item.assessed.is_(False)]
+
+
+def worklist_page(store: Store, which: WorklistFilter, user: str, page: int, page_size: int) -> WorklistPage:
+    """One page of the worklist: STAT first, then the oldest report; ``page`` counts from 1."""
+    page = max(1, page)
+    where = _conditions(which, user)
+    order = (ReviewItem.rank, ReviewItem.reported_at, ReviewItem.revision_id)
+    with store.session("reading the worklist") as session:
+        total = session.scalar(sa.select(sa.func.count()).select_from(ReviewItem).where(*where)) or 0
+        items = session.scalars(
+            sa.select(ReviewItem).where(*where).order_by(*order).offset((page - 1) * page_size).limit(page_size)
+        ).all()
+        rows = tuple(_row(item) for item in items)
+    return WorklistPage(rows, int(total), page, page_size)
+
+
+def _row(item: ReviewItem) -> WorklistRow:
+    return WorklistRow(
+        study_uid=item.study_uid,
+        revision=item.revision,
+        stat=item.rank == 0,
+        reported_at=item.reported_at,
+        patient_name=item.patient_name,
+        patient_id=item.patient_id,
+        patient_age=item.patient_age,
+        patient_sex=item.patient_sex,
+        accession=item.accession,
+        study_date=item.study_date,
+        view=item.view,
+        findings=_split(item.findings),
+        flags=_split(item.flags),
+        decision=item.decision,
+        decided_by=item.decided_by,
+        opened_by=item.opened_by,
+    )
+
+
+def next_study(store: Store, user: str, after: tuple[str, int] | None) -> tuple[str, int] | None:
+    """The first unassessed revision in worklist order that nobody else has opened, skipping ``after``."""
+    where = [*_conditions(WorklistFilter.UNASSESSED, user),
+             sa.or_(ReviewItem.opened_by.is_(None), ReviewItem.opened_by == user)]  # fmt: skip
+    if after is not None:
+        where.append(sa.not_(sa.and_(ReviewItem.study_uid == after[0], ReviewItem.revision == after[1])))
+    with store.session("finding the next study") as session:
+        found = session.execute(
+            sa.select(ReviewItem.study_uid, ReviewItem.revision)
+            .where(*where)
+            .order_by(ReviewItem.rank, ReviewItem.reported_at, ReviewItem.revision_id)
+            .limit(1)
+        ).first()
+    return (found[0], found[1]) if found else None
+
+
+# --- building the projection ------------------------------------------------------------------
+
+
+def reading_for_revision(session: Session, study_uid: str, revision: int) -> Mapping[str, Any] | None:
+    """The ``inference_completed`` payload of one revision (its latest attempt), or None."""
+    table = AuditEventRow
+    payloads = session.scalars(
+        sa.select(table.payload)
+        .where(table.study_uid == study_uid, table.event_type == EventType.INFERENCE_COMPLETED.value)
+        .order_by(table.seq.desc())
+    )
+    for text in payloads:
+        payload = json.loads(text)
+        if payload.get("revision") == revision and isinstance(payload.get("reading"), dict):
+            return dict(payload)
+    return None
+
+
+def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list[str]:
+    """The worklist's flags for a reading: the model's own, view unknown, AP/portable, SC, text sanitised."""
+    flags = {str(flag) for flag in reading.get("flags", [])}
+    images = reading.get("images") or [{}]
+    frontal = next((image for image in images if image.get("role") == "frontal"), images[0])
+    if not frontal.get("view"):
+        flags.add("view-unknown")
+    if {"ap", "portable"} & set(frontal.get("view_flags") or ()):
+        flags.add("ap-portable")
+    if (sop_class_uid or frontal.get("sop_class_uid") or "").startswith(SECONDARY_CAPTURE_PREFIX):
+        flags.add("secondary-capture")
+    texts = [step.get("text", "") for step in reading.get("reasoning", [])]
+    texts += [reading.get("impression") or ""] + [f.get("label", "") for f in reading.get("findings", [])]
+    if any(hl7_text(text).changed for text in texts):
+        flags.add("text-sanitised")
+    return sorted(flags)
+
+
+def _header(spool_dir: Path, relative: str | None) -> dict[str, str | None]:
+    values: dict[str, str | None] = dict.fromkeys(_HEADER_TAGS)
+    if relative is None:
+        return values
+    try:
+        ds = pydicom.dcmread(spool_dir / relative, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except (OSError, InvalidDicomError, ValueError) as exc:
+        log.warning("worklist: header of a spooled image unreadable: %s", type(exc).__name__)
+        return values
+    for keyword in _HEADER_TAGS:
+        value = ds.get(keyword)
+        values[keyword] = str(value).strip() or None if value is not None else None
+    return values
+
+
+def _age(header: Mapping[str, str | None]) -> str | None:
+    age = header.get("PatientAge")
+    if age:
+        return age[:8]
+    born, seen = header.get("PatientBirthDate"), header.get("StudyDate")
+    if born and seen and len(born) == 8 and len(seen) == 8 and born.isdigit() and seen.isdigit():
+        years = int(seen[:4]) - int(born[:4]) - ((seen[4:]) < (born[4:]))
+        return f"{years:03d}Y" if 0 <= years < 200 else None
+    return None
+
+
+def _item(session: Session, spool_dir: Path, revision: Revision, study: Study) -> ReviewItem:
+    payload = reading_for_revision(session, study.study_uid, revision.number) or {}
+    reading: Mapping[str, Any] = payload.get("reading") or {}
+    images: Sequence[Mapping[str, Any]] = reading.get("images") or []
+    frontal = next((image for image in images if image.get("role") == "frontal"), images[0] if images else {})
+    sop = frontal.get("sop_instance_uid")
+    instance = None
+    if sop:
+        instance = session.execute(
+            sa.select(Instance.path, Instance.sop_class_uid)
+            .where(Instance.study_id == study.id, Instance.sop_instance_uid == sop)
+            .order_by(Instance.version.desc())
+            .limit(1)
+        ).first()
+    header = _header(spool_dir, instance[0] if instance else None)
+    flags = reading_flags(reading, instance[1] if instance else None) if reading else ["unparsed"]
+    present = [f["label"] for f in reading.get("findings", []) if f.get("status") == "present"]
+    identity = reading.get("identity") or {}
+    return ReviewItem(
+        revision_id=revision.id,
+        study_uid=study.study_uid,
+        revision=revision.number,
+        rank=0 if revision.priority is Priority.STAT else 1,
+        reported_at=revision.reported_at or revision.updated_at,
+        superseded=False,
+        patient_name=(header["PatientName"] or "")[:255] or None,
+        patient_id=(header["PatientID"] or "")[:64] or None,
+        patient_age=_age(header),
+        patient_sex=(header["PatientSex"] or "")[:8] or None,
+        accession=study.accession,
+        study_date=(header["StudyDate"] or "")[:8] or None,
+        view=(str(frontal.get("view") or "") or None),
+        findings=",".join(label.replace(",", " ") for label in present)[:1024],
+        flags=",".join(flags)[:255],
+        flagged=bool(flags),
+        model_name=identity.get("model_name"),
+        sr_sop_instance_uid=revision.sr_sop_instance_uid,
+        assessed=False,
+    )
+
+
+def sync_review_items(store: Store, spool_dir: Path, *, limit: int = 500) -> int:
+    """Add the worklist rows of reported revisions that have none yet (at most ``limit``); returns how many."""
+    missing = (
+        sa.select(Revision, Study)
+        .join(Study, Revision.study_id == Study.id)
+        .outerjoin(ReviewItem, ReviewItem.revision_id == Revision.id)
+        .where(
+            Revision.state.in_([RevisionState.REPORTED, RevisionState.DISPATCHED]),
+            ReviewItem.revision_id.is_(None),
+        )
+        .order_by(Revision.id)
+        .limit(limit)
+    )
+    with store.session("adding reported revisions to the worklist") as session:
+        found = session.execute(missing).all()
+        for revision, study in found:
+            item = _item(session, spool_dir, revision, study)
+            later = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(ReviewItem)
+                .where(ReviewItem.study_uid == study.study_uid, ReviewItem.revision > revision.number)
+            )
+            item.superseded = bool(later)
+            session.add(item)
+            session.flush()
+            session.execute(
+                sa.update(ReviewItem)
+                .where(ReviewItem.study_uid == study.study_uid, ReviewItem.revision < revision.number)
+                .values(superseded=True)
+            )
+    return len(found)
+
+
+def mark_opened(store: Store, study_uid: str, revision: int, user: str) -> None:
+    """The first radiologist to open a revision has it on their "mine" list."""
+    with store.session("marking a study opened") as session:
+        session.execute(
+            sa.update(ReviewItem)
+            .where(ReviewItem.study_uid == study_uid, ReviewItem.revision == revision, ReviewItem.opened_by.is_(None))
+            .values(opened_by=user)
+        )
+
+
+def now() -> datetime:
+    """The time waiting times are measured to."""
+    return utc_now()

@@ -1,0 +1,101 @@
+"""Helpers for the console tests: reported studies made by the real pipeline (demo backend), users, a client.
+
+:func:`reported_study` spools a generated study and runs :class:`StudyPipeline` on it with the demo backend
+(recorded model texts, no weights), so the reading in ``inference_completed``, the kept draft and the spool are
+exactly what a worker leaves. :func:`sign_in` logs in through the login form like a browser does.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from radtrace.audit.api import create_api
+from radtrace.audit.events import Actor
+from radtrace.config import Settings, load_settings
+from radtrace.console.accounts import create_user
+from radtrace.console.web import mount_console
+from radtrace.model.reader import StudyReader
+from radtrace.reporting.draft_store import drafts_root
+from radtrace.store.engine import Store
+from radtrace.store.models import Priority, Revision, RevisionState, Study
+from radtrace.testing.studies import ImageSpec, StudySpec, make_study
+from radtrace.worker.pipeline import Result, StudyPipeline
+from worker_support import spool_study
+
+OPERATOR = Actor(user="root", host="radtrace-host")
+PASSWORD = "correct horse battery"
+
+
+def console_settings(tmp_path: Path, store: Store, profile: str = "nv-reason-cxr", **console: Any) -> Settings:
+    """Embedded settings on ``store`` with the demo backend and the console's sync on every request."""
+    return load_settings(
+        data_dir=tmp_path / "radtrace",
+        store={"url": store.engine.url.render_as_string(hide_password=False)},
+        model={"backend": "demo", "demo": True, "profile": profile, "device": "cpu"},
+        console={"sync_interval_s": 0, **console},
+    )
+
+
+def reported_study(
+    settings: Settings,
+    store: Store,
+    reader: StudyReader,
+    *,
+    seed: int,
+    stat: bool = False,
+    age_s: float = 0.0,
+    image: ImageSpec | None = None,
+    name: str = "TEST^PATIENT",
+) -> str:
+    """A study read by the pipeline (demo backend) and reported ``age_s`` ago; returns its Study UID."""
+    spec = StudySpec(patient_name=name, patient_id=f"RT{seed:07d}", accession=f"ACC{seed:06d}", seed=seed)
+    datasets = make_study(spec, [image or ImageSpec()])
+    study_uid, number = spool_study(settings, store, datasets)
+    with store.session() as session:
+        revision = session.scalar(sa.select(Revision).join(Study).where(Study.study_uid == study_uid))
+        assert revision is not None
+        revision.priority = Priority.STAT if stat else Priority.ROUTINE
+    result = StudyPipeline(settings, store, reader, worker="console-test").process(study_uid, number)
+    assert result.result is Result.REPORTED, result
+    with store.session() as session:
+        revision = session.scalar(sa.select(Revision).join(Study).where(Study.study_uid == study_uid))
+        assert revision is not None
+        assert revision.state is RevisionState.REPORTED
+        assert revision.reported_at
+        revision.reported_at -= timedelta(seconds=age_s)
+    return study_uid
+
+
+def console_client(store: Store, settings: Settings) -> TestClient:
+    """A client on the QA API with the console mounted, as ``radtrace api`` serves it."""
+    app = create_api(store, drafts_dir=drafts_root(settings))
+    mount_console(app, store, settings)
+    return TestClient(app, base_url="http://testserver")
+
+
+def add_user(store: Store, name: str, role: str) -> None:
+    """A console account with :data:`PASSWORD`."""
+    create_user(store, name, role, PASSWORD, OPERATOR)
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+def sign_in(client: TestClient, name: str, password: str = PASSWORD) -> Any:
+    """Log in through the form (with its double-submit token); returns the final response."""
+    form = client.get("/console/login")
+    return client.post(
+        "/console/login",
+        data={"username": name, "password": password, "csrf_token": csrf_of(form.text)},
+        follow_redirects=True,
+    )
