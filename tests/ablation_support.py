@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -39,7 +40,7 @@ from radtrace.reporting.draft_store import DRAFT_FILES, drafts_root
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
-from radtrace.worker.pipeline import Result, StudyPipeline
+from radtrace.worker.pipeline import ProcessResult, Result, StudyPipeline
 
 __all__ = ["AblationHarness", "Outcome", "Tally"]
 
@@ -88,6 +89,8 @@ class AblationHarness:
                 "max_new_tokens": 8,
                 "min_pixels": 56 * 56,
                 "max_pixels": 112 * 112,
+                "batch_size": 8,
+                "batch_wait_ms": 0,
             },
         )
         self.settings.data_dir.mkdir(parents=True)
@@ -110,7 +113,11 @@ class AblationHarness:
         self.store.dispose()
 
     def run(self, datasets: list[Dataset]) -> Outcome:
-        """Send, complete, process and check one variant study.
+        """Send, complete, process and check one variant study."""
+        return self.run_many([("variant", datasets)])["variant"]
+
+    def run_many(self, studies: Sequence[tuple[str, list[Dataset]]]) -> dict[str, Outcome]:
+        """Send, complete, process (read as one batch, as a GPU worker does) and check several variant studies.
 
         pydicom warns (UserWarning) about every invalid value it converts; production logs those warnings, the
         test suite turns warnings into errors. A variant is invalid on purpose, so they are ignored here, as
@@ -118,10 +125,41 @@ class AblationHarness:
         """
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return self._run(datasets)
+            return self._run_many(studies)
 
-    def _run(self, datasets: list[Dataset]) -> Outcome:
-        study_uid = None
+    def _run_many(self, studies: Sequence[tuple[str, list[Dataset]]]) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        sent: dict[str, str] = {}  # study UID -> variant name
+        for name, datasets in studies:
+            received = self._send(datasets)
+            if isinstance(received, Outcome):
+                outcomes[name] = received
+            else:
+                sent[received] = name
+        queued: dict[tuple[str, int], str] = {}
+        for completed in complete_due(self.store, self.recorder, 0.0, now=utc_now() + timedelta(seconds=1)):
+            name = sent.pop(completed.study_uid, None)
+            if name is None:
+                continue
+            if completed.reason is not None:
+                outcomes[name] = Outcome("skipped", completed.reason)
+            else:
+                queued[(completed.study_uid, completed.number)] = name
+        for name in sent.values():
+            outcomes[name] = Outcome("unexpected", "the study was not completed")
+        if queued:
+            first = next(iter(queued))
+            for key, result in self.pipeline.process_batch(*first, size=len(queued)):
+                name = queued.pop(key, None)
+                if name is not None:
+                    outcomes[name] = self._outcome(key, result)
+        for name in queued.values():
+            outcomes[name] = Outcome("unexpected", "the revision was queued but never processed")
+        return outcomes
+
+    def _send(self, datasets: list[Dataset]) -> str | Outcome:
+        """The listener's path for each instance: its study UID once all are recorded, or the refusal."""
+        study_uid = ""
         for ds in datasets:
             buffer = io.BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
@@ -136,19 +174,14 @@ class AblationHarness:
                 return Outcome("refused", comment)
             record_instance(self.store, self.recorder, self.spool, staged, header, self.actor)
             study_uid = header.study_uid
-        assert study_uid is not None
-        completed = complete_due(self.store, self.recorder, 0.0, now=utc_now() + timedelta(seconds=1))
-        mine = [c for c in completed if c.study_uid == study_uid]
-        if len(mine) != 1:
-            return Outcome("unexpected", f"completion gave {len(mine)} revisions")
-        if mine[0].reason is not None:
-            return Outcome("skipped", mine[0].reason)
-        result = self.pipeline.process(study_uid, mine[0].number)
+        return study_uid
+
+    def _outcome(self, key: tuple[str, int], result: ProcessResult) -> Outcome:
         if result.result is Result.SKIPPED:
             return Outcome("skipped", result.reason or "")
         if result.result is not Result.REPORTED:
             return Outcome("failed", f"{result.result}: {result.reason}")
-        return Outcome("draft", problems=self._check_drafts(study_uid, mine[0].number))
+        return Outcome("draft", problems=self._check_drafts(*key))
 
     def _check_drafts(self, study_uid: str, revision: int) -> list[str]:
         folder = drafts_root(self.settings) / study_uid / str(revision)

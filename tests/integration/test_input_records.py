@@ -110,3 +110,19 @@ def test_a_study_of_two_patients_is_skipped_with_a_warning_and_a_security_event_
     assert events["patient_identity_conflict"][1]["identities"] == 2
     assert events["study_skipped"][1]["reason"] == "patient identity conflict"
     assert "inference_completed" not in events
+
+
+def test_a_secondary_capture_chest_film_is_read_and_its_reading_flagged(
+    tmp_path: Path, store: Store, tiny_model_dir: Path
+) -> None:
+    settings = worker_settings(tmp_path, store.engine.url.render_as_string(hide_password=False), tiny_model_dir)
+    [film] = FACTORY_SOURCES["factory-sc"]()
+    study_uid, number = spool_study(settings, store, [film])
+    reader = StudyReader(settings.model, data_dir=settings.data_dir)
+
+    result = StudyPipeline(settings, store, reader, worker="w1").process(study_uid, number)
+
+    assert result.result is Result.REPORTED
+    [reading] = [payload["reading"] for kind, _, payload in audit_events(store) if kind == "inference_completed"]
+    assert reading["images"][0]["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.7"
+    assert "secondary-capture" in reading["images"][0]["view_flags"]

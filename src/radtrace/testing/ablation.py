@@ -27,7 +27,12 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
-from pydicom.uid import ImplicitVRLittleEndian, UncompressedTransferSyntaxes, generate_uid
+from pydicom.uid import (
+    ImplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+    UncompressedTransferSyntaxes,
+    generate_uid,
+)
 
 from radtrace.dicom_listener.attributes import ATTRIBUTES, Attribute
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study
@@ -68,13 +73,24 @@ def _as_received(datasets: list[Dataset]) -> list[Dataset]:
     return received
 
 
-#: Factory studies (small images, so a variant reads fast): a DX PA + LL study and a CR PA (MONOCHROME1).
+def _secondary_capture(ds: Dataset) -> Dataset:
+    """The DX image stored as Secondary Capture with Modality DX, as archives hold digitised chest films."""
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.ConversionType = "WSD"  # SC Equipment module (PS3.3 C.8.6.1): workstation
+    return ds
+
+
+#: Factory studies (small images, so a variant reads fast): a DX PA + LL study, a DX PA stored as Secondary
+#: Capture, and a CR PA (MONOCHROME1).
 FACTORY_SOURCES: Final[dict[str, Source]] = {
     "factory-dx": lambda: _as_received(
         make_study(
             StudySpec(seed=13),
             [ImageSpec(view="PA", rows=160, columns=128), ImageSpec(view="LL", rows=160, columns=128)],
         )
+    ),
+    "factory-sc": lambda: _as_received(
+        [_secondary_capture(make_study(StudySpec(seed=15), [ImageSpec(view="PA", rows=160, columns=128)])[0])]
     ),
     "factory-cr": lambda: _as_received(
         make_study(
