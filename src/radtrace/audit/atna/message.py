@@ -1,0 +1,355 @@
+"""One audit row as a DICOM audit message: the XML of PS3.15 Annex A.5, validated against A.5.1.1.
+
+Pure: an :class:`~radtrace.audit.queries.AuditRecord` and the :class:`AuditSource` in, XML bytes out. The
+message's shape follows the event's DICOM type (:attr:`radtrace.audit.events.EventType.dicom`):
+
+* Event Identification (A.5.2, A.5.3): the Event ID (CID 400), the Event Action Code, the time the row was
+  recorded, the outcome (0/4/8/12) and, for failures, the recorded reason. Every message also carries the exact
+  radtrace event type as an Event Type Code in the local scheme ``99RADTRACE``; the standard Event Type Codes
+  are added where the event has one (Application Start/Stop, CID 401; Login/Logout, CID 425).
+* Active Participants (A.5.2.1): the person or peer that caused the event (user name, or the peer's AE title in
+  ``AlternativeUserID`` as ``AETITLES=...`` with its network access point), and the radtrace process that
+  recorded it. Roles (CID 402): Application, Source, Destination where the event type implies them.
+* Audit Source (A.5.2.2): the configured source ID and enterprise site, type 4 (application server process).
+* Participant Objects (A.5.2.4): the study (Study Instance UID, 110180, with its accession number), the patient
+  (Patient ID, where the row or its payload carries one), the query (for audit-log queries: the filters,
+  base64), and the audit log record itself (its ``seq`` and hash), so a repository can recognise a duplicate.
+
+The schema text we carry (A.5.1.1) requires a Participant Object Name or Query on every participant object.
+radtrace does not hold patient names, so the name repeats the object's identifier.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import UTC
+from functools import cache
+from importlib import resources
+from typing import Any, Final
+
+from lxml import etree
+
+from radtrace.audit.events import (
+    APPLICATION_ACTIVITY,
+    AUDIT_LOG_USED,
+    EXPORT,
+    INSTANCES_ACCESSED,
+    INSTANCES_TRANSFERRED,
+    QUERY,
+    SECURITY_ALERT,
+    USER_AUTHENTICATION,
+    EventType,
+    Outcome,
+    canonical_json,
+)
+from radtrace.audit.queries import AuditRecord
+from radtrace.errors import PermanentError
+
+__all__ = [
+    "AuditMessageInvalidError",
+    "AuditSource",
+    "audit_message_xml",
+    "build_audit_message",
+    "validate_audit_message",
+]
+
+LOCAL_SCHEME: Final = "99RADTRACE"
+MAX_DESCRIPTION_CHARS: Final = 1024
+
+# A.5.1: the Event Action Code by DICOM event type, with radtrace-specific overrides below.
+_ACTION_BY_DICOM: Final = {
+    APPLICATION_ACTIVITY.code: "E",
+    AUDIT_LOG_USED.code: "R",
+    INSTANCES_ACCESSED.code: "R",
+    INSTANCES_TRANSFERRED.code: "R",
+    EXPORT.code: "R",
+    QUERY.code: "E",
+    SECURITY_ALERT.code: "E",
+    USER_AUTHENTICATION.code: "E",
+}
+_ACTION_OVERRIDE: Final = {
+    EventType.INSTANCE_RECEIVED: "C",  # stored: created here
+    EventType.INSTANCE_NEW_VERSION: "U",
+    EventType.INSTANCE_REJECTED: "C",
+    EventType.INSTANCE_QUARANTINED: "C",
+    EventType.REPORT_CREATED: "C",
+    EventType.FINDING_ASSESSED: "C",
+    EventType.DRAFT_ASSESSED: "C",
+}
+# Event Type Codes from the standard where radtrace's event has a unique one: (code, scheme, meaning).
+_STANDARD_TYPE_CODE: Final = {
+    EventType.APPLICATION_STARTED: ("110120", "DCM", "Application Start"),
+    EventType.APPLICATION_STOPPED: ("110121", "DCM", "Application Stop"),
+    EventType.CONSOLE_LOGIN: ("110122", "DCM", "Login"),
+    EventType.CONSOLE_LOGIN_FAILED: ("110122", "DCM", "Login"),
+    EventType.API_AUTHENTICATION_FAILED: ("110122", "DCM", "Login"),
+    EventType.CONSOLE_LOGOUT: ("110123", "DCM", "Logout"),
+}
+_INCOMING: Final = frozenset(
+    {
+        EventType.INSTANCE_RECEIVED,
+        EventType.INSTANCE_DUPLICATE,
+        EventType.INSTANCE_NEW_VERSION,
+        EventType.INSTANCE_REJECTED,
+        EventType.INSTANCE_QUARANTINED,
+    }
+)
+_OUTGOING: Final = frozenset(
+    {
+        EventType.DISPATCH_ATTEMPTED,
+        EventType.DISPATCH_DELIVERED,
+        EventType.DISPATCH_FAILED,
+        EventType.DISPATCH_RETRY_SCHEDULED,
+    }
+)
+_ROLE_APPLICATION: Final = ("110150", "DCM", "Application")
+_ROLE_LAUNCHER: Final = ("110151", "DCM", "Application Launcher")
+_ROLE_DESTINATION: Final = ("110152", "DCM", "Destination Role ID")
+_ROLE_SOURCE: Final = ("110153", "DCM", "Source Role ID")
+# XML 1.0 forbids these code points; peer-supplied strings (AE titles, reasons) may contain them.
+_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+class AuditMessageInvalidError(PermanentError):
+    """A built audit message failed the PS3.15 A.5.1 schema: a defect in the builder, never retried."""
+
+
+@dataclass(frozen=True)
+class AuditSource:
+    """Who reports the events (A.5.2.2): the Audit Source ID and the optional Enterprise Site ID."""
+
+    source_id: str
+    enterprise_site_id: str | None = None
+    host: str | None = None  # the network access point of the radtrace process (default: source_id)
+
+
+def _clean(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
+
+
+def _token(text: str) -> str:
+    return " ".join(_clean(text).split())
+
+
+def _coded(parent: etree._Element, tag: str, code: tuple[str, str, str]) -> etree._Element:
+    return etree.SubElement(parent, tag, {"csd-code": code[0], "codeSystemName": code[1], "originalText": code[2]})
+
+
+def _access_point(host: str) -> tuple[str, str]:
+    """(NetworkAccessPointID, NetworkAccessPointTypeCode): 2 for an IP address, 1 for a machine name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _token(host), "1"
+    return host, "2"
+
+
+def _event_type(record: AuditRecord) -> EventType | None:
+    try:
+        return EventType(record.event_type)
+    except ValueError:  # a row written by a newer radtrace: still forwarded, with the stored DICOM event ID
+        return None
+
+
+def _participant(
+    root: etree._Element,
+    user_id: str,
+    *,
+    requestor: bool,
+    alternative: str | None = None,
+    host: str | None = None,
+    role: tuple[str, str, str] | None = None,
+) -> None:
+    element = etree.SubElement(
+        root, "ActiveParticipant", {"UserID": _clean(user_id), "UserIsRequestor": "true" if requestor else "false"}
+    )
+    if alternative:
+        element.set("AlternativeUserID", _clean(alternative))
+    if host:
+        point, kind = _access_point(host)
+        element.set("NetworkAccessPointID", point)
+        element.set("NetworkAccessPointTypeCode", kind)
+    if role is not None:
+        _coded(element, "RoleIDCode", role)
+
+
+def _object(
+    root: etree._Element,
+    object_id: str,
+    id_type: tuple[str, str, str],
+    *,
+    type_code: str,
+    role: str,
+    name: str | None = None,
+    query: bytes | None = None,
+    details: dict[str, str] | None = None,
+    accession: str | None = None,
+) -> None:
+    element = etree.SubElement(
+        root,
+        "ParticipantObjectIdentification",
+        {
+            "ParticipantObjectID": _token(object_id),
+            "ParticipantObjectTypeCode": type_code,
+            "ParticipantObjectTypeCodeRole": role,
+        },
+    )
+    _coded(element, "ParticipantObjectIDTypeCode", id_type)
+    if query is not None:
+        etree.SubElement(element, "ParticipantObjectQuery").text = base64.b64encode(query).decode("ascii")
+    else:
+        etree.SubElement(element, "ParticipantObjectName").text = _token(name or object_id)
+    for key, value in (details or {}).items():
+        etree.SubElement(
+            element,
+            "ParticipantObjectDetail",
+            {"type": key, "value": base64.b64encode(value.encode("utf-8")).decode("ascii")},
+        )
+    if accession:
+        description = etree.SubElement(element, "ParticipantObjectDescription")
+        etree.SubElement(description, "Accession", {"Number": _token(accession)})
+
+
+def _patient_id(record: AuditRecord) -> str | None:
+    if record.patient_id:
+        return record.patient_id
+    filters = record.payload.get("filters")
+    for holder in (record.payload, filters if isinstance(filters, dict) else {}):
+        value = holder.get("patient_id")
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def _description(record: AuditRecord) -> str | None:
+    if record.outcome == Outcome.SUCCESS.value:
+        return None
+    for key in ("reason", "error", "problem", "status"):
+        value: Any = record.payload.get(key)
+        if isinstance(value, str | int) and str(value).strip():
+            return _clean(str(value))[:MAX_DESCRIPTION_CHARS]
+    return None
+
+
+def build_audit_message(record: AuditRecord, source: AuditSource) -> etree._Element:
+    """The PS3.15 A.5 ``AuditMessage`` element for one recorded audit event (not yet validated)."""
+    event_type = _event_type(record)
+    dicom = event_type.dicom if event_type is not None else None
+    event_code = (dicom.code, "DCM", dicom.meaning) if dicom else (record.dicom_event_id, "DCM", record.dicom_event_id)
+    root = etree.Element("AuditMessage")
+
+    identification = etree.SubElement(
+        root,
+        "EventIdentification",
+        {
+            "EventActionCode": _ACTION_OVERRIDE.get(event_type, _ACTION_BY_DICOM.get(event_code[0], "E"))
+            if event_type is not None
+            else _ACTION_BY_DICOM.get(event_code[0], "E"),
+            "EventDateTime": record.recorded_at.astimezone(UTC).isoformat(),
+            "EventOutcomeIndicator": str(Outcome(record.outcome).dicom_code),
+        },
+    )
+    _coded(identification, "EventID", event_code)
+    if event_type in _STANDARD_TYPE_CODE:
+        _coded(identification, "EventTypeCode", _STANDARD_TYPE_CODE[event_type])
+    _coded(identification, "EventTypeCode", (record.event_type, LOCAL_SCHEME, record.event_type.replace("_", " ")))
+    description = _description(record)
+    if description:
+        etree.SubElement(identification, "EventOutcomeDescription").text = description
+
+    # Active participants: who caused it (if anyone outside radtrace), and the radtrace process.
+    external = record.actor_user or record.actor_ae or None
+    peer_role = _ROLE_SOURCE if event_type in _INCOMING else _ROLE_DESTINATION if event_type in _OUTGOING else None
+    if record.actor_user and event_type in (EventType.APPLICATION_STARTED, EventType.APPLICATION_STOPPED):
+        peer_role = _ROLE_LAUNCHER
+    if external:
+        _participant(
+            root,
+            record.actor_user or record.actor_ae or "",
+            requestor=True,
+            alternative=f"AETITLES={record.actor_ae}" if record.actor_ae else None,
+            host=record.actor_host,
+            role=peer_role,
+        )
+    elif record.actor_host:  # a peer known only by its address (e.g. an association refused before its AE title)
+        _participant(root, record.actor_host, requestor=True, host=record.actor_host, role=peer_role)
+    own_role = _ROLE_DESTINATION if event_type in _INCOMING else _ROLE_SOURCE if event_type in _OUTGOING else None
+    if dicom is APPLICATION_ACTIVITY:
+        own_role = _ROLE_APPLICATION
+    _participant(
+        root,
+        record.actor_process,
+        requestor=not (external or record.actor_host),
+        host=source.host or source.source_id,
+        role=own_role,
+    )
+
+    audit_source = etree.SubElement(root, "AuditSourceIdentification", {"AuditSourceID": _token(source.source_id)})
+    if source.enterprise_site_id:
+        audit_source.set("AuditEnterpriseSiteID", _token(source.enterprise_site_id))
+    etree.SubElement(audit_source, "AuditSourceTypeCode", {"csd-code": "4"})
+
+    if record.study_uid:
+        _object(
+            root,
+            record.study_uid,
+            ("110180", "DCM", "Study Instance UID"),
+            type_code="2",
+            role="3",
+            accession=record.accession,
+        )
+    patient_id = _patient_id(record)
+    if patient_id:
+        _object(root, patient_id, ("2", "RFC-3881", "Patient Number"), type_code="1", role="1")
+    if dicom in (AUDIT_LOG_USED, EXPORT) and event_type in (
+        EventType.AUDIT_QUERIED,
+        EventType.AUDIT_EXPORTED,
+        EventType.AUDIT_VERIFIED,
+        EventType.AUDIT_CHECKPOINTED,
+    ):
+        filters = record.payload.get("filters")
+        _object(
+            root,
+            "radtrace audit log",
+            ("12", "RFC-3881", "URI"),
+            type_code="2",
+            role="24" if filters is not None else "13",
+            name="Security Audit Log",
+            query=canonical_json(filters).encode("utf-8") if filters is not None else None,
+        )
+    # The audit record itself: its place in the hash chain, so that a repeat is recognisable as one.
+    _object(
+        root,
+        f"urn:radtrace:audit:{record.seq}",
+        ("12", "RFC-3881", "URI"),
+        type_code="2",
+        role="13",
+        name="radtrace audit record",
+        details={"seq": str(record.seq), "hash": record.hash},
+    )
+    return root
+
+
+@cache
+def _schema() -> etree.RelaxNG:
+    text = resources.files("radtrace.audit.atna").joinpath("audit-message.rng").read_bytes()
+    return etree.RelaxNG(etree.fromstring(text))
+
+
+def validate_audit_message(message: etree._Element | bytes) -> None:
+    """Raise :class:`AuditMessageInvalidError` unless ``message`` is valid against PS3.15 A.5.1.1."""
+    element = etree.fromstring(message) if isinstance(message, bytes) else message
+    schema = _schema()
+    if not schema.validate(element):
+        error = schema.error_log.last_error
+        raise AuditMessageInvalidError(f"audit message fails the DICOM audit schema: {error.message if error else '?'}")
+
+
+def audit_message_xml(record: AuditRecord, source: AuditSource) -> bytes:
+    """The validated A.5 audit message for ``record``, as UTF-8 XML on one line, without a declaration."""
+    element = build_audit_message(record, source)
+    validate_audit_message(element)
+    return etree.tostring(element, encoding="utf-8")
