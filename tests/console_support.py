@@ -7,7 +7,11 @@ exactly what a worker leaves. :func:`sign_in` logs in through the login form lik
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -99,3 +103,28 @@ def sign_in(client: TestClient, name: str, password: str = PASSWORD) -> Any:
         data={"username": name, "password": password, "csrf_token": csrf_of(form.text)},
         follow_redirects=True,
     )
+
+
+@contextlib.contextmanager
+def serving(store: Store, settings: Settings) -> Iterator[str]:
+    """The QA API with the console on a free local port, served by uvicorn in a thread; yields its base URL."""
+    import uvicorn
+
+    from radtrace.testing.services import free_port
+
+    app = create_api(store, drafts_dir=drafts_root(settings))
+    mount_console(app, store, settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, name="console-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the console server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -320,6 +320,11 @@ def next_steps(settings: Settings, *, config: Path | None = None, cwd: Path | No
         steps.append(f"Send a test study: first allow a caller (above), then: {prefix} send --calling-ae AE PATH")
     steps.append(f"Follow it: {prefix} status; then read the draft: {prefix} drafts show <Study UID>")
     steps.append(f"QA API: http://{settings.api.host}:{settings.api.port}/docs")
+    if settings.console.enabled:
+        steps.append(
+            f"Review console: http://{settings.api.host}:{settings.api.port}/console "
+            f"(first: {prefix} user create NAME --role radiologist)"
+        )
     return steps
 
 

@@ -1,0 +1,211 @@
+"""The review console in a real browser: Debian's Chromium driven by Playwright against uvicorn on a local port.
+
+Four studies read by the real pipeline (demo backend; one DeepMedix-style reading with boxes, one AP film) wait
+in the worklist. A radiologist signs in, checks the order and the filters, takes the first study with the
+keyboard alone (accept a finding, reject another with a comment, accept the draft, change their mind, next
+study) and signs out; a qa user can read but not decide; a POST without the CSRF token is refused. The audit
+log is checked after each. Screenshots of the worklist and the study page are written to ``tmp_path``, and to
+``docs/`` when ``CONSOLE_SCREENSHOTS=docs`` (how docs/ui.md's pictures are made).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from console_support import PASSWORD, add_user, console_settings, reported_study, serving
+from radtrace.audit.chain import verify_chain
+from radtrace.audit.schema import AuditEventRow
+from radtrace.model.reader import StudyReader
+from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
+from radtrace.testing.studies import ImageSpec
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed"),
+]
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+Page = playwright_sync.Page
+expect = playwright_sync.expect
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@dataclass
+class Site:
+    url: str
+    store: Store
+    studies: dict[str, str]
+
+    def events(self, *types: str) -> list[tuple[str, str | None, dict[str, object]]]:
+        table = AuditEventRow
+        with self.store.session() as session:
+            rows = session.execute(
+                sa.select(table.event_type, table.actor_user, table.payload)
+                .where(table.event_type.in_(types))
+                .order_by(table.seq)
+            ).all()
+        return [(kind, user, json.loads(payload)) for kind, user, payload in rows]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("console-browser")
+    store = Store.from_url(f"sqlite:///{root / 'radtrace.db'}")
+    upgrade(store)
+    plain = console_settings(root, store)
+    boxes = console_settings(root, store, profile="deepmedix-r1")
+    studies = {
+        "stat": reported_study(boxes, store, StudyReader(boxes.model, data_dir=boxes.data_dir), seed=31, stat=True,
+                               age_s=30, name="DOE^JANE"),
+    }  # fmt: skip
+    reader = StudyReader(plain.model, data_dir=plain.data_dir)
+    studies["oldest"] = reported_study(plain, store, reader, seed=32, age_s=7200, name="ROE^RICHARD")
+    studies["ap"] = reported_study(plain, store, reader, seed=33, age_s=3600, image=ImageSpec(view="AP"),
+                                   name="POE^EDGAR")  # fmt: skip
+    studies["newest"] = reported_study(plain, store, reader, seed=34, age_s=600, name="LOE^LUCY")
+    add_user(store, "dr.keys", "radiologist")
+    add_user(store, "qa.quinn", "qa")
+    with serving(store, plain) as url:
+        yield Site(url, store, studies)
+    store.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_sync.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1360, "height": 860})  # type: ignore[attr-defined]
+    context.set_default_timeout(10_000)
+    yield context.new_page()
+    context.close()
+
+
+def _sign_in(page: Page, site: Site, name: str) -> None:
+    page.goto(f"{site.url}/console/worklist")
+    expect(page).to_have_url(f"{site.url}/console/login")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("who")).to_contain_text(name)
+
+
+def _screenshot(page: Page, tmp_path: Path, name: str) -> None:
+    shot = tmp_path / name
+    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("CONSOLE_SCREENSHOTS") == "docs":  # a 256-colour palette keeps the repository small
+        from PIL import Image
+
+        with Image.open(shot) as picture:
+            picture.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(DOCS / name, optimize=True)
+
+
+def _patients(page: Page) -> list[str]:
+    return [text.strip() for text in page.locator("#worklist tbody tr.row td:nth-child(2) a").all_inner_texts()]
+
+
+def test_worklist_lists_stat_first_then_oldest_and_filters(page: Page, site: Site, tmp_path: Path) -> None:
+    _sign_in(page, site, "dr.keys")
+    assert _patients(page) == ["DOE JANE", "ROE RICHARD", "POE EDGAR", "LOE LUCY"]
+    first = page.locator("#worklist tbody tr.row").first
+    expect(first).to_contain_text("STAT")
+    expect(page.locator("#worklist tbody tr.row").nth(2)).to_contain_text("AP / portable")
+    expect(page.get_by_test_id("total")).to_have_text("4 drafts")
+    _screenshot(page, tmp_path, "ui-worklist.png")
+    page.locator("a[data-filter=flagged]").click()
+    assert _patients(page) == ["POE EDGAR"]
+    page.locator("a[data-filter=mine]").click()
+    assert _patients(page) == []
+    page.locator("a[data-filter=all]").click()
+    assert len(_patients(page)) == 4
+    # j moves the selection, Enter opens it
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("patient")).to_contain_text("ROE RICHARD")
+
+
+def test_a_radiologist_reviews_a_study_with_the_keyboard_alone(page: Page, site: Site, tmp_path: Path) -> None:
+    _sign_in(page, site, "dr.keys")
+    page.keyboard.press("n")  # start reading: the STAT study
+    expect(page.get_by_test_id("patient")).to_contain_text("DOE JANE")
+    expect(page.locator(".box").first).to_be_attached()  # the DeepMedix boxes are drawn on the image
+    rows = page.locator("#findings tr.finding-row")
+    first_label = rows.nth(0).get_attribute("data-label")
+    second_label = rows.nth(1).get_attribute("data-label")
+    expect(rows.nth(0)).to_have_class(re.compile(r"\bselected\b"))
+    page.keyboard.press("a")  # accept the selected finding; the next one is selected after the reload
+    expect(page.get_by_test_id("decision-0")).to_contain_text("accepted by dr.keys")
+    expect(rows.nth(1)).to_have_class(re.compile(r"\bselected\b"))
+    page.keyboard.press("c")  # comment on it, Enter rejects
+    page.keyboard.type("no opacity there")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("decision-1")).to_contain_text("rejected by dr.keys: “no opacity there”")
+    # evidence: the sentences of the reasoning that concern the selected finding are highlighted
+    expect(page.locator(".sentence.highlight").first).to_be_visible()
+    page.keyboard.press("o")  # the original at full resolution
+    expect(page.locator(".viewer img").first).to_have_attribute("src", re.compile(r"original\.png$"))
+    page.keyboard.press("+")
+    page.keyboard.press("Shift+A")  # whole draft: accept with the default reason
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("draft-decision")).to_contain_text("accepted by dr.keys: RT-A1")
+    page.evaluate("window.scrollTo(0, 0)")
+    _screenshot(page, tmp_path, "ui-study.png")
+    page.keyboard.press("Shift+R")  # a changed mind: reject, reason "missed finding"
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("draft-decision")).to_contain_text("rejected by dr.keys: RT-R1")
+    expect(page.get_by_test_id("draft-decision")).to_contain_text("1 earlier, superseded")
+    page.keyboard.press("n")  # next study: the oldest routine one
+    expect(page.get_by_test_id("patient")).to_contain_text("ROE RICHARD")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(f"{site.url}/console/login")
+
+    decided = [(kind, user, p) for kind, user, p in site.events("finding_assessed", "draft_assessed")
+               if p.get("revision") == 1]  # fmt: skip
+    assert [(kind, user, p.get("finding"), p["decision"], p.get("comment")) for kind, user, p in decided] == [
+        ("finding_assessed", "dr.keys", first_label, "accept", None),
+        ("finding_assessed", "dr.keys", second_label, "reject", "no opacity there"),
+        ("draft_assessed", "dr.keys", None, "accept", None),
+        ("draft_assessed", "dr.keys", None, "reject", None),
+    ]
+    assert decided[3][2]["supersedes"] is not None
+    viewed = {p["rendering"] for kind, user, p in site.events("image_viewed") if user == "dr.keys"}
+    assert viewed == {"prepared", "original"}
+    kinds = [kind for kind, user, _ in site.events("console_login", "study_opened", "console_logout")
+             if user == "dr.keys"]  # fmt: skip
+    assert kinds[-3:] == ["study_opened", "study_opened", "console_logout"]
+    assert verify_chain(site.store).ok
+
+
+def test_qa_reads_but_cannot_decide_and_a_post_without_csrf_is_refused(page: Page, site: Site) -> None:
+    _sign_in(page, site, "qa.quinn")
+    page.goto(f"{site.url}/console/studies/{site.studies['newest']}/1")
+    expect(page.get_by_test_id("patient")).to_contain_text("LOE LUCY")
+    expect(page.locator(".note")).to_contain_text("only radiologists record decisions")
+    assert page.locator(".finding-form").count() == 0
+    page.keyboard.press("a")  # the shortcut finds no form to submit
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    url = f"{site.url}/console/studies/{site.studies['newest']}/1/draft"
+    refused = page.request.post(url, form={"csrf_token": token, "decision": "accept", "reason": "RT-A1"})
+    assert refused.status == 403
+    assert "only a radiologist" in refused.text()
+    no_token = page.request.post(url, form={"decision": "accept", "reason": "RT-A1"})
+    assert no_token.status == 403
+    assert "CSRF" in no_token.text()
+    assert not [user for _, user, _ in site.events("finding_assessed", "draft_assessed") if user == "qa.quinn"]
