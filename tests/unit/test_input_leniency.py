@@ -168,3 +168,14 @@ def test_the_model_reads_a_copy_whose_unusable_window_is_dropped_and_the_file_is
     assert any(line.startswith("WindowWidth: not a valid DS value") for line in steps[0]["normalised"])
     assert next(s for s in steps if s["step"] == "voi")["kind"] == "full_range"
     assert "WindowWidth" in ds  # the received header itself is not changed
+
+
+def test_encapsulated_pixel_data_without_a_frame_is_refused_and_a_real_j2k_film_is_not(tmp_path: Path) -> None:
+    film = FILMS / "nema-rg1-cr-chest-pa-mono1-j2k-lossy.dcm"
+    assert read_header(film).deviations is not None  # the real film is accepted as it is
+    [ds] = load_film(film)
+    changed = apply_change([ds], by_keyword("PixelData"), "empty", "unit/j2k/empty")
+    assert changed is not None
+    with pytest.raises(DicomInputError) as caught:
+        read_header(_written(changed[0], tmp_path))
+    assert caught.value.reason == "(7FE0,0010) Pixel Data: encapsulated without any frame"

@@ -304,10 +304,12 @@ def vr_problem(vr: str, value: Any, vm: str = "1") -> str | None:
 
 
 def value_length(ds: Dataset, tag: int) -> int:
-    """The length in bytes of an element's value, without loading a deferred one."""
+    """The length in bytes of an element's value, without loading a deferred one (0xFFFFFFFF: undefined)."""
     element = ds.get_item(tag, keep_deferred=True)
     if isinstance(element, RawDataElement):
-        return 0 if element.length == 0xFFFFFFFF and element.value == b"" else int(element.length)
+        return int(element.length)
+    if element is not None and element.is_undefined_length:
+        return 0xFFFFFFFF
     value = element.value if element is not None else None
     return len(value) if isinstance(value, bytes | str | list | Sequence) else (0 if value is None else 1)
 

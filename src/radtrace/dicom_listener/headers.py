@@ -51,6 +51,7 @@ _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
 _TABLE_TAGS: Final = frozenset(int(a.tag) for a in ATTRIBUTES)
 _CHECKED_VRS: Final = frozenset({"AS", "CS", "DA", "DS", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI", "US"})
 _PIXEL_DATA: Final = 0x7FE00010
+_ITEM: Final = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian
 
 
 @dataclass(frozen=True)
@@ -155,14 +156,35 @@ def _decodable(ds: Dataset) -> bool:
     return all(problem_of(ds, by_keyword(k)) is None for k in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"))
 
 
-def _pixel_data_problem(ds: Dataset, size: int) -> str | None:
-    """Native pixel data shorter than Rows x Columns x Samples x Bits Allocated cannot be decoded."""
+def _pixel_data_problem(ds: Dataset, path: Path) -> str | None:
+    """Pixel data no decoder can take, found from its length and (encapsulated) its first two item tags.
+
+    Native pixel data shorter than Rows x Columns x Samples x Bits Allocated; encapsulated pixel data with a
+    defined length, or whose Basic Offset Table is not followed by a fragment (no frame at all).
+    """
     syntax = ds.file_meta.get("TransferSyntaxUID")
-    if size == 0xFFFFFFFF or syntax not in UncompressedTransferSyntaxes:
-        return None
-    frames = int(float(ds.get("NumberOfFrames", 1) or 1))
-    bits = int(ds.BitsAllocated) * int(ds.Rows) * int(ds.Columns) * int(ds.SamplesPerPixel) * frames
-    return "too short for Rows x Columns x Bits" if size * 8 < bits else None
+    element = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    size = value_length(ds, _PIXEL_DATA)
+    if syntax in UncompressedTransferSyntaxes or syntax == DeflatedExplicitVRLittleEndian:
+        frames = int(float(ds.get("NumberOfFrames", 1) or 1))
+        bits = int(ds.BitsAllocated) * int(ds.Rows) * int(ds.Columns) * int(ds.SamplesPerPixel) * frames
+        return "too short for Rows x Columns x Bits" if size != _UNDEFINED_LENGTH and size * 8 < bits else None
+    if size != _UNDEFINED_LENGTH:
+        return "encapsulated with a defined length"
+    if isinstance(element, RawDataElement) and element.value is None and element.value_tell is not None:
+        with path.open("rb") as handle:  # deferred: read the two item headers, never the frames
+            handle.seek(element.value_tell)
+            first = handle.read(8)
+            if len(first) < 8 or first[:4] != _ITEM:
+                return "encapsulated without a Basic Offset Table item"
+            handle.seek(int.from_bytes(first[4:], "little"), 1)
+            second = handle.read(4)
+    else:
+        data = bytes(element.value or b"")
+        if data[:4] != _ITEM or len(data) < 8:
+            return "encapsulated without a Basic Offset Table item"
+        second = data[8 + int.from_bytes(data[4:8], "little") :][:4]
+    return None if second == _ITEM else "encapsulated without any frame"
 
 
 def read_header(path: Path) -> ReceivedHeader:
@@ -176,7 +198,7 @@ def read_header(path: Path) -> ReceivedHeader:
             tag = int(attribute.tag)
             problem = unparsable.pop(tag, None) if tag in unparsable else problem_of(ds, attribute)
             if problem is None and attribute.keyword == "PixelData" and tag in ds and _decodable(ds):
-                problem = _pixel_data_problem(ds, value_length(ds, tag))
+                problem = _pixel_data_problem(ds, path)
             if problem is None:
                 continue
             deviation = Deviation(format_tag(tag), attribute.keyword, problem)

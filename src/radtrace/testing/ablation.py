@@ -127,6 +127,7 @@ _NON_ASCII: Final = {
     "non-ascii-utf8": ("ISO_IR 192", "utf-8", "Müller^Zoë=山田^太郎 Ж"),
     "non-ascii-latin1": ("ISO_IR 100", "latin-1", "Müller^Zoë Ñandú ß"),
 }
+_EMPTY_BOT: Final = b"\xfe\xff\x00\xe0\x00\x00\x00\x00"
 _BINARY_VRS: Final = frozenset({"US", "SS", "UL", "OB", "OW", "OB or OW"})
 
 
@@ -231,6 +232,11 @@ def apply_change(datasets: list[Dataset], attribute: Attribute, kind: str, name:
         if kind == "empty":
             if attribute.vr == "SQ":
                 setattr(ds, attribute.keyword, DicomSequence())
+            elif (
+                attribute.keyword == "PixelData" and ds.file_meta.TransferSyntaxUID not in UncompressedTransferSyntaxes
+            ):
+                # encapsulated: an empty Basic Offset Table and no frame (pydicom cannot write a zero length here)
+                ds[tag] = RawDataElement(Tag(tag), "OB", 0xFFFFFFFF, _EMPTY_BOT, 0, implicit, True)
             else:
                 ds[tag] = _raw(tag, _wire_vr(ds, attribute), b"", implicit)
             continue
