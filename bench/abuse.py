@@ -62,7 +62,8 @@ class Storescp:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = port
         self.process = subprocess.Popen(
-            ["storescp", "--aetitle", "RADTRACE", "--output-directory", str(directory), str(port)],
+            # +xa: every transfer syntax it knows, as radtrace accepts (by default it takes uncompressed only)
+            ["storescp", "+xa", "--aetitle", "RADTRACE", "--output-directory", str(directory), str(port)],
             env=dcmtk_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -196,7 +197,9 @@ def main() -> None:
                 results["storescp"]["drips"] = f"{_fmt_s(took)} ({held} drips open)"
             else:
                 status = store_files([bomb], peer.port)[bomb]
-                results["storescp"]["bomb"] = "no status" if status is None else f"0x{status:04X} (stored)"
+                stored = sum(1 for _ in (work / "storescp-bomb").iterdir())
+                answer = "no status" if status is None else f"0x{status:04X}"
+                results["storescp"]["bomb"] = f"{answer} ({stored} file stored)"
         finally:
             peer.close()
 
