@@ -9,10 +9,11 @@ PS3.6 data dictionary, so the table cannot disagree with the standard on them. E
   missing or unusable. Only identifiers a stored instance cannot exist without and the pixel description a
   decoder needs are key.
 - otherwise the instance is accepted, the problem is recorded as a *deviation* on the instance row and in its
-  audit event, and the worker *normalises* its working copy of the header (:func:`normalised`): a value invalid
-  for its VR is dropped (Type 3) or emptied (Type 2), a missing Type 2 attribute is added empty, extra values of
-  a single-valued text attribute are dropped, over-long text is cut to the VR's length, control characters the
-  VR does not allow are removed, a code string is upper-cased. The spooled file is never changed.
+  audit event, and the worker makes its own working copy of the header usable for the model (:func:`normalised`:
+  a value invalid for its VR is dropped, or emptied for a Type 2 attribute; extra values of a single-valued
+  attribute are dropped; over-long text is cut to the VR's length; control characters the VR does not allow are
+  removed; a code string is upper-cased). Patient and study attributes are made safe by the reporting code, for
+  each output. The spooled file is never changed.
 
 The ablation suite (``tests/integration/test_ablation.py``) derives its variants from this table, and the
 conformance statement's input section is checked against it (``tests/unit/test_attribute_table.py``).
