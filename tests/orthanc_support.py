@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pydicom
 from pydicom.dataset import FileDataset
+from pydicom.uid import BasicTextSRStorage
 
 from radtrace.testing.services import free_port
 
@@ -99,8 +100,14 @@ class Orthanc:
         return pydicom.dcmread(io.BytesIO(response.content))
 
     def srs(self, study_uid: str) -> list[FileDataset]:
-        """Every SR Orthanc holds in the study."""
-        return [self.dataset(instance_id) for instance_id in self.study_instances(study_uid, "SR")]
+        """Every SR draft (not the companion Basic Text SRs) Orthanc holds in the study."""
+        held = [self.dataset(instance_id) for instance_id in self.study_instances(study_uid, "SR")]
+        return [ds for ds in held if ds.SOPClassUID != BasicTextSRStorage]
+
+    def companions(self, study_uid: str) -> list[FileDataset]:
+        """Every companion document (Basic Text SR) Orthanc holds in the study."""
+        held = [self.dataset(instance_id) for instance_id in self.study_instances(study_uid, "SR")]
+        return [ds for ds in held if ds.SOPClassUID == BasicTextSRStorage]
 
 
 @contextmanager

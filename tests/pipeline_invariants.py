@@ -4,7 +4,8 @@
    revision of its own study, and no object (SOP Instance UID + bytes) was accepted twice as new.
 2. Every revision is final: ``dispatched``, or ``skipped`` / ``failed`` with a reason; nothing is left
    pending in the outbox or running in the jobs table.
-3. The PACS holds exactly one SR per dispatched revision, in the study, and no SR radtrace does not know.
+3. The PACS holds exactly one SR per dispatched revision, in the study, and no SR radtrace does not know;
+   beside each, exactly one companion document (Basic Text SR) naming it.
 4. ``radtrace audit verify`` exits 0.
 
 :func:`check_invariants` asserts all of them and returns what it saw, for the test's own assertions.
@@ -137,6 +138,19 @@ def _check_pacs(pacs: Orthanc, seen: list[RevisionSeen]) -> dict[str, Dataset]:
             problems.append(f"{study_uid}: a dispatched revision has no SR UID")
         strangers = set(held) - set(expected)
         problems += [f"{study_uid}: SR {uid} at the PACS belongs to no dispatched revision" for uid in strangers]
+        # each dispatched SR has exactly one companion document beside it, naming it (reporting.companion_document)
+        companions = collections.Counter(
+            str(item.ReferencedSOPInstanceUID)
+            for ds in pacs.companions(study_uid)
+            for content in ds.ContentSequence
+            if content.ValueType == "COMPOSITE"
+            for item in content.ReferencedSOPSequence
+        )
+        problems += [
+            f"{study_uid}: {companions[uid]} companion documents for SR {uid} at the PACS, not 1"
+            for uid in set(expected) | set(companions)
+            if companions[uid] != 1
+        ]
     assert not problems, "; ".join(problems)
     return srs
 

@@ -352,6 +352,11 @@ class ReportingSettings(_Section):
     gsps: bool = Field(
         default=False, description="also send a GSPS drawing the model's boxes, for viewers that do not render SR"
     )
+    companion_document: bool = Field(
+        default=True,
+        description="also send a Basic Text SR of each draft (notice, impression, findings, flags, reasoning) that "
+        "every viewer shows, referencing the TID 1500 SR",
+    )
 
     @field_validator("hl7_result_status", mode="before")
     @classmethod

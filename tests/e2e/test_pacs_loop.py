@@ -66,7 +66,7 @@ def test_orthanc_routes_a_study_to_radtrace_and_holds_its_sr_in_the_same_study(
             assert revision.state is RevisionState.DISPATCHED, revision.reason
             assert sorted(revision.instances) == sorted(str(ds.SOPInstanceUID) for ds in study)
 
-            # Orthanc's study now holds the images and radtrace's SR, one series more than it was sent
+            # Orthanc's study now holds the images, radtrace's SR and its companion: two series more than it was sent
             [sr] = pacs.srs(study_uid)
             assert sr.SOPInstanceUID == revision.sr_sop_instance_uid
             assert (sr.StudyInstanceUID, sr.PatientID) == (study_uid, study[0].PatientID)
@@ -80,10 +80,15 @@ def test_orthanc_routes_a_study_to_radtrace_and_holds_its_sr_in_the_same_study(
             }
             assert evidence <= {str(ds.SOPInstanceUID) for ds in study}
             assert evidence
-            [sr_id] = pacs.study_instances(study_uid, "SR")
+            [sr_id] = pacs.find_instance(str(sr.SOPInstanceUID))
             orthanc_study = pacs.get(f"/instances/{sr_id}/study")
             assert isinstance(orthanc_study, dict)
-            assert len(orthanc_study["Series"]) == len({ds.SeriesInstanceUID for ds in study}) + 1
+            # the SR's series and the companion document's (a Basic Text SR every viewer shows, naming the SR)
+            assert len(orthanc_study["Series"]) == len({ds.SeriesInstanceUID for ds in study}) + 2
+            [companion] = pacs.companions(study_uid)
+            assert companion.VerificationFlag == "UNVERIFIED"
+            [reference] = [item for item in companion.ContentSequence if item.ValueType == "COMPOSITE"]
+            assert reference.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sr.SOPInstanceUID
 
             # the HL7 draft reached the RIS, preliminary, naming the study and the SR
             [message] = ris.received

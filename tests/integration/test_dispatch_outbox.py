@@ -24,6 +24,7 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import DicomDestination, DispatchSettings, MllpDestination, ReportingSettings
 from radtrace.reporting.dispatch.outbox import (
+    KIND_COMPANION,
     KIND_FILE,
     KIND_GSPS,
     KIND_HL7,
@@ -345,9 +346,15 @@ def test_default_senders_deliver_to_a_real_orthanc_and_an_independent_ris(
         gsps_study = orthanc.get(f"/instances/{gsps_id}/study")
         assert isinstance(gsps_study, dict)
         assert gsps_study["ID"] == study["ID"]
+        assert drafts.companion is not None  # the Basic Text SR every viewer shows, on by default
+        companion_uid = pydicom.dcmread(io.BytesIO(drafts.companion)).SOPInstanceUID
+        [companion_id] = orthanc.find_instance(str(companion_uid))
+        companion_study = orthanc.get(f"/instances/{companion_id}/study")
+        assert isinstance(companion_study, dict)
+        assert companion_study["ID"] == study["ID"]
     assert ris.control_ids == [control_id_for(drafts.sr_sop_instance_uid)]
     delivered = [e for e in _events(store) if e[0] == "dispatch_delivered"]
-    assert sorted(e[2]["kind"] for e in delivered) == [KIND_GSPS, KIND_HL7, KIND_SR]
+    assert sorted(e[2]["kind"] for e in delivered) == [KIND_COMPANION, KIND_GSPS, KIND_HL7, KIND_SR]
 
 
 def test_a_later_revision_finds_the_earlier_sr_as_its_predecessor(

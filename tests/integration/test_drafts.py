@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,12 +61,12 @@ def test_with_no_destination_the_drafts_are_kept_hashed_audited_and_readable(
     assert outbox_rows(sqlite_store) == []  # nothing to deliver ...
     folder = drafts_root(settings) / study_uid / "1"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [DRAFT_FILES["sr"], DRAFT_FILES["hl7"], DRAFT_FILES["fhir"]]
+        [DRAFT_FILES["sr"], DRAFT_FILES["hl7"], DRAFT_FILES["fhir"], DRAFT_FILES["companion"]]
     )  # ... yet every draft is kept, and no temporary file is left
     created = [payload for kind, _, payload in audit_events(sqlite_store) if kind == "report_created"]
     assert len(created) == 1
     recorded = {item["kind"]: item for item in created[0]["drafts"]}
-    assert set(recorded) == {"sr", "hl7", "fhir"}
+    assert set(recorded) == {"sr", "hl7", "fhir", "companion"}
     for item in recorded.values():
         path = drafts_root(settings) / item["path"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"]
@@ -112,10 +113,17 @@ def test_with_no_destination_the_drafts_are_kept_hashed_audited_and_readable(
         download = client.get(f"{base}/1/sr", headers=headers)
         assert download.status_code == 200
         assert download.content == (folder / "sr.dcm").read_bytes()
+        companion = client.get(f"{base}/1/companion", headers=headers)
+        assert companion.status_code == 200
+        assert pydicom.dcmread(io.BytesIO(companion.content)).StudyInstanceUID == study_uid
         assert client.get(f"{base}/2", headers=headers).status_code == 404
         assert client.get("/v1/studies/1.2.3/drafts", headers=headers).status_code == 404
-    used = [(kind, payload) for kind, _, payload in audit_events(sqlite_store)][-2:]
-    assert [(kind, payload["via"]) for kind, payload in used] == [("draft_accessed", "api"), ("draft_exported", "api")]
+    used = [(kind, payload) for kind, _, payload in audit_events(sqlite_store)][-3:]
+    assert [(kind, payload["via"]) for kind, payload in used] == [
+        ("draft_accessed", "api"),
+        ("draft_exported", "api"),
+        ("draft_exported", "api"),  # the companion document
+    ]
 
 
 def test_a_read_only_command_never_creates_a_database(tmp_path: Path) -> None:

@@ -80,7 +80,10 @@ def test_a_queued_revision_is_read_reported_and_delivered_once(
     assert rev.reported_at is not None
     assert rev.sr_sop_instance_uid
     rows = outbox_rows(store)
-    assert sorted(row.destination.rsplit(".", 1)[-1] for row in rows) == ["dcm", "hl7", "json"]
+    drop = tmp_path / "drop" / (rev.sr_sop_instance_uid or "")
+    assert sorted(row.destination for row in rows) == [
+        f"{drop}{suffix}" for suffix in (".companion.dcm", ".dcm", ".fhir.json", ".hl7")
+    ]
     assert {row.kind for row in rows} == {KIND_FILE}
     assert list(result.outbox_ids) == [row.id for row in rows]
     assert _types(store) == ["inference_started", "inference_completed", "report_created"]
@@ -341,7 +344,13 @@ def test_a_later_revision_waits_for_the_earlier_and_names_its_sr_as_predecessor(
     second = pipeline.process(study_uid, 2)
     assert second.result is Result.REPORTED
     first_sr = revision_row(store, study_uid, 1).sr_sop_instance_uid
-    [sr_row] = [row for row in outbox_rows(store) if row.id in second.outbox_ids and row.destination.endswith(".dcm")]
+    [sr_row] = [
+        row
+        for row in outbox_rows(store)
+        if row.id in second.outbox_ids
+        and row.destination.endswith(".dcm")
+        and not row.destination.endswith(".companion.dcm")
+    ]
     sr = pydicom.dcmread(payload_dir(wsettings) / sr_row.payload_path)
     assert sr.SOPInstanceUID != first_sr
     referenced = [
@@ -391,7 +400,7 @@ def test_stage_latencies_and_queue_depths_are_exposed_for_prometheus(
     assert sums["total"] >= sums["deliver"]
     assert after[("radtrace_revisions", (("state", "dispatched"),))] == 1
     assert after[("radtrace_revisions", (("state", "queued"),))] == 0
-    assert after[("radtrace_outbox_messages", (("state", "delivered"),))] == 3
+    assert after[("radtrace_outbox_messages", (("state", "delivered"),))] == 4  # SR, companion, HL7, FHIR
     assert after[("radtrace_revisions_finished_total", (("state", "dispatched"),))] == 1
 
 
@@ -430,7 +439,7 @@ def test_a_batch_claims_the_named_revision_then_stat_then_oldest_and_records_eac
     assert len(completed) == 3
     assert {payload["reading"]["timings"]["batch_size"] for payload in completed} == {3}
     assert {payload["identity"]["dtype"] for payload in completed} == {"float32"}
-    assert {len(result.outbox_ids) for _, result in results} == {3}  # SR, HL7, FHIR each
+    assert {len(result.outbox_ids) for _, result in results} == {4}  # SR, companion, HL7, FHIR each
     assert verify_chain(store).ok
 
     # the next doorbell takes the rest; a batch with nothing more due reads just the named one

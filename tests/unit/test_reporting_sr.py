@@ -37,9 +37,11 @@ def read_strict(data: bytes) -> Dataset:
 
 
 def texts(ds: Dataset) -> dict[str, str]:
-    """TEXT items of the Qualitative Evaluations container, by concept meaning."""
+    """TEXT items at the root (the notice, the impression) and in the Qualitative Evaluations container."""
     container = next(item for item in ds.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "C0034375")
-    return {item.ConceptNameCodeSequence[0].CodeMeaning: item.TextValue for item in container.ContentSequence}
+    lead = [item for item in ds.ContentSequence if item.ValueType == "TEXT" and item.RelationshipType == "CONTAINS"]
+    items = [*lead, *container.ContentSequence]
+    return {item.ConceptNameCodeSequence[0].CodeMeaning: item.TextValue for item in items}
 
 
 def built(name: str, **kwargs: object) -> tuple[bytes, Dataset]:

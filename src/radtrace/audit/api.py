@@ -249,7 +249,9 @@ def get_study_draft(
 def download_study_draft(
     study_uid: StudyUid,
     revision: Annotated[int, Path(ge=1)],
-    kind: Annotated[str, Path(pattern="^(sr|hl7|fhir|gsps)$", description="sr, hl7, fhir or gsps")],
+    kind: Annotated[
+        str, Path(pattern="^(sr|hl7|fhir|gsps|companion)$", description="sr, hl7, fhir, gsps or companion")
+    ],
     caller: QaCaller,
     store: StoreDep,
     drafts: DraftsDep,
@@ -260,8 +262,8 @@ def download_study_draft(
         raise HTTPException(404, detail=f"no {kind} draft is kept for this study and revision")
     path = kept[0].files[kind]
     _record_draft_use(store, caller, EventType.DRAFT_EXPORTED, study_uid, revision=revision, files=[path.name])
-    media = {"sr": "application/dicom", "gsps": "application/dicom", "hl7": "x-application/hl7-v2+er7",
-             "fhir": "application/fhir+json"}  # fmt: skip
+    media = {"sr": "application/dicom", "gsps": "application/dicom", "companion": "application/dicom",
+             "hl7": "x-application/hl7-v2+er7", "fhir": "application/fhir+json"}  # fmt: skip
     return Response(
         path.read_bytes(),
         media_type=media[kind],

@@ -1,10 +1,11 @@
 """Every draft is kept: the SR, HL7 ORU, FHIR Bundle (and GSPS) of each revision, under the data directory.
 
 Layout: ``<data_dir>/drafts/<Study Instance UID>/<revision>/`` holding ``sr.dcm``, ``oru.hl7``,
-``report.fhir.json`` and, when built, ``gsps.dcm``. A Study Instance UID is digits and dots, so no patient
-data reaches a file name. Each file is written to a temporary name, fsynced, renamed and its directory
-fsynced (:mod:`radtrace.durable`) before ``report_created`` is recorded with its path and SHA-256, whether
-or not any destination is configured: a site with no PACS, RIS or file drop still has its drafts.
+``report.fhir.json`` and, when built, ``gsps.dcm`` and ``companion.dcm`` (the Basic Text SR). A Study
+Instance UID is digits and dots, so no patient data reaches a file name. Each file is written to a
+temporary name, fsynced, renamed and its directory fsynced (:mod:`radtrace.durable`) before
+``report_created`` is recorded with its path and SHA-256, whether or not any destination is configured:
+a site with no PACS, RIS or file drop still has its drafts.
 
 A later attempt of the same revision replaces the files atomically (its ``report_created`` names the new
 hashes). :func:`read_draft` reads a kept draft back into findings, impression and reasoning for
@@ -51,7 +52,13 @@ __all__ = [
 ]
 
 # kind -> file name inside <study>/<revision>/
-DRAFT_FILES: Final = {"sr": "sr.dcm", "hl7": "oru.hl7", "fhir": "report.fhir.json", "gsps": "gsps.dcm"}
+DRAFT_FILES: Final = {
+    "sr": "sr.dcm",
+    "hl7": "oru.hl7",
+    "fhir": "report.fhir.json",
+    "gsps": "gsps.dcm",
+    "companion": "companion.dcm",
+}
 _UID: Final = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -106,7 +113,13 @@ def keep_drafts(root: Path, study_uid: str, revision: int, files: ReportFiles) -
     directory = _study_dir(root, study_uid) / str(revision)
     try:
         _make_dirs(directory)
-        payloads = {"sr": files.sr, "hl7": files.hl7, "fhir": files.fhir, "gsps": files.gsps}
+        payloads = {
+            "sr": files.sr,
+            "hl7": files.hl7,
+            "fhir": files.fhir,
+            "gsps": files.gsps,
+            "companion": files.companion,
+        }
         kept: list[KeptDraft] = []
         for kind, payload in payloads.items():
             if payload is None:
@@ -310,6 +323,8 @@ def read_draft(root: Path, study_uid: str, revision: int | None = None) -> Draft
         name = _meaning(item, "ConceptNameCodeSequence")
         if item.ValueType == "TEXT" and name == "Device Observer Model Name":
             observer = str(item.TextValue)
+        elif item.ValueType == "TEXT" and item.RelationshipType == "CONTAINS":  # the notice, the impression
+            texts.append((name, str(item.TextValue)))
         elif item.ValueType == "CONTAINER" and name == "Imaging Measurements":
             findings += [_finding(group) for group in item.get("ContentSequence", [])]
         elif item.ValueType == "CONTAINER" and name == "Qualitative Evaluations":

@@ -1,5 +1,6 @@
-"""All drafts of one reading at once: the SR, the HL7 ORU that names it, the FHIR Bundle, and the GSPS
-when ``reporting.gsps`` is on and the reading has boxes.
+"""All drafts of one reading at once: the SR, the HL7 ORU that names it, the FHIR Bundle, the GSPS
+when ``reporting.gsps`` is on and the reading has boxes, and the companion Basic Text SR when
+``reporting.companion_document`` is on (the default).
 
 This is what the worker calls after inference; the result goes to
 :meth:`radtrace.reporting.dispatch.outbox.Outbox.enqueue` through
@@ -15,6 +16,7 @@ from pydicom.dataset import Dataset
 
 from radtrace.config import ReportingSettings
 from radtrace.model.reading import Reading
+from radtrace.reporting.companion import build_companion, is_companion
 from radtrace.reporting.dispatch.outbox import ReportFiles
 from radtrace.reporting.fhir import build_fhir_bundle
 from radtrace.reporting.gsps import build_gsps
@@ -33,10 +35,25 @@ def build_drafts(
     predecessors: Sequence[Dataset] = (),
     created_at: datetime | None = None,
 ) -> ReportFiles:
-    """Build the SR, the ORU^R01 and the FHIR Bundle of one reading (pure: no I/O, no network)."""
+    """Build the SR, the ORU^R01 and the FHIR Bundle of one reading (pure: no I/O, no network).
+
+    ``predecessors`` are the study's earlier SR documents: the TID 1500 ones are the SR's predecessors,
+    the companion documents (Basic Text SR) the companion's.
+    """
     when = created_at or datetime.now(UTC)
-    sr = build_sr(
-        reading, sources, settings=settings, revision=revision, predecessors=predecessors, content_datetime=when
+    drafts = [ds for ds in predecessors if not is_companion(ds)]
+    sr = build_sr(reading, sources, settings=settings, revision=revision, predecessors=drafts, content_datetime=when)
+    companion = (
+        build_companion(
+            reading,
+            sr,
+            settings=settings,
+            revision=revision,
+            predecessors=[ds for ds in predecessors if is_companion(ds)],
+            content_datetime=when,
+        )
+        if settings.companion_document
+        else None
     )
     first_shown = next(ds for ds in sources if ds.SOPInstanceUID == reading.images[0].sop_instance_uid)
     oru = build_oru(
@@ -54,4 +71,5 @@ def build_drafts(
         hl7=oru.encode(),
         fhir=fhir.encode("utf-8"),
         gsps=sr_bytes(gsps) if gsps is not None else None,
+        companion=sr_bytes(companion) if companion is not None else None,
     )

@@ -5,13 +5,17 @@ Structure (PS3.16 TID 1500 "Measurement Report", built with highdicom):
 * observation context (TID 1002): the model as a *device* observer with a stable Device Observer UID,
   its name, version and profile;
 * procedure reported: Plain chest X-ray (SCT 399208008);
+* then, as extension items so that a viewer rendering the tree in order shows them first: the AI-draft
+  notice and the impression, each a TEXT labelled by its concept name;
 * image library: the source images the model was shown;
-* imaging measurements: one group per finding, TID 1501 (no box) or TID 1410 (one per box, the box as a
-  closed SCOORD POLYLINE in the source image's pixels); each with the coded finding (Finding Type), its
-  presence (Present / Absent / Indeterminate), the model's confidence when known, device types for
-  support devices, and TID 4019 algorithm identification;
-* qualitative evaluations (TID 1500 row 12, UMLS C0034375): the AI-draft notice, the model's flags, the
-  impression, the reasoning trace as one TEXT item per section, and the SHA-256 of the trace.
+* imaging measurements: present findings first, then uncertain, then absent; one group per finding,
+  TID 1501 (no box) or TID 1410 (one per box, the box as a closed SCOORD POLYLINE in the source image's
+  pixels); each with the coded finding (Finding Type), its presence (Present / Absent / Indeterminate),
+  the model's confidence when known, device types for support devices, and TID 4019 algorithm
+  identification;
+* qualitative evaluations (TID 1500 row 12, UMLS C0034375): the model's flags, the source header notes,
+  the reasoning trace as one TEXT item per section ("Model reasoning: <section>"), and the SHA-256 of the
+  trace and of the raw output.
 
 The document is COMPLETE + UNVERIFIED + PRELIMINARY, UTF-8 (``ISO_IR 192``), in the source study, in a
 new series described as an unverified AI draft. Series, instance and device UIDs are derived from
@@ -103,6 +107,8 @@ _PRESENCE_VALUE: Final = {
     FindingStatus.ABSENT: codes.ABSENT,
     FindingStatus.UNCERTAIN: codes.INDETERMINATE,
 }
+_READING_ORDER: Final = {FindingStatus.PRESENT: 0, FindingStatus.UNCERTAIN: 1, FindingStatus.ABSENT: 2}
+_LEAD_BEFORE: Final = frozenset({"111028", "126010"})  # Image Library, Imaging Measurements
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,10 @@ class _Groups:
 
     def build(self) -> list[Any]:
         groups: list[Any] = []
-        for index, finding in enumerate(self.reading.findings, 1):
+        # Present findings first, then uncertain, then absent (a radiologist's reading order); a finding keeps
+        # its index in the reading, so its tracking UIDs do not depend on the order.
+        numbered = sorted(enumerate(self.reading.findings, 1), key=lambda pair: _READING_ORDER[pair[1].status])
+        for index, finding in numbered:
             groups += self._finding_groups(index, finding)
         if not groups:
             # TID 1500 needs one group; a refused or unparsed reading says that nothing was assessed.
@@ -296,21 +305,26 @@ class _Groups:
         return groups
 
 
-def _narrative(reading: Reading, notes: Sequence[HeaderNote], label_sanitised: bool) -> hd.sr.ContainerContentItem:
+def _narrative(
+    reading: Reading, notes: Sequence[HeaderNote], label_sanitised: bool
+) -> tuple[list[hd.sr.TextContentItem], hd.sr.ContainerContentItem]:
+    """(the lead: the draft notice and the labelled impression, which open the document; the Qualitative
+    Evaluations container: flags, header notes, the reasoning labelled by section, the hashes)."""
     container = hd.sr.ContainerContentItem(
         name=_QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
     changed: list[bool] = [label_sanitised] if label_sanitised else []
     texts: list[tuple[Code, str]] = []
+    lead = [_text(codes.DRAFT_NOTICE, DRAFT_NOTICE_TEXT)]
     if reading.impression and reading.impression.strip():
-        texts.append((codes.IMPRESSION, _safe(reading.impression, "UT", changed)))
+        lead.append(_text(codes.IMPRESSION, _safe(reading.impression, "UT", changed)))
     for step in reading.reasoning:
         if step.text.strip():
             texts.append((codes.reasoning_code(step.section), _safe(step.text, "UT", changed)))
     if not reading.reasoning and reading.raw_text.strip():
         # Nothing parsed (refused, unparsed): the model's own words are what a reviewer must see.
         texts.append((codes.RAW_OUTPUT, _safe(reading.raw_text, "UT", changed)))
-    items = [_text(codes.DRAFT_NOTICE, DRAFT_NOTICE_TEXT)]
+    items = []
     flags = output_flags(reading, sanitised=bool(changed), extra=[HEADER_NORMALISED] if notes else [])
     if flags:
         items.append(_text(codes.READING_FLAGS, flags))
@@ -320,7 +334,7 @@ def _narrative(reading: Reading, notes: Sequence[HeaderNote], label_sanitised: b
     items.append(_text(codes.REASONING_SHA256, reasoning_sha256(reading)))
     items.append(_text(codes.RAW_OUTPUT_SHA256, text_sha256(reading.raw_text)))
     container.ContentSequence = hd.sr.ContentSequence(items)
-    return container
+    return lead, container
 
 
 def _first(ds: Dataset, keyword: str) -> str:
@@ -507,7 +521,20 @@ def build_sr(
         imaging_measurements=groups.build(),
         referenced_images=[images[image.sop_instance_uid] for image in reading.images],
     )
-    report[0].ContentSequence.append(_narrative(reading, notes, bool(groups.sanitised)))
+    lead, evaluations = _narrative(reading, notes, bool(groups.sanitised))
+    # TID 1500 rows keep their order (evaluations last); the notice and the impression are extension items
+    # placed after Procedure Reported so that a viewer rendering the tree in order shows them first.
+    content = report[0].ContentSequence
+    at = next(
+        (n for n, item in enumerate(content) if item.ConceptNameCodeSequence[0].CodeValue in _LEAD_BEFORE),
+        len(content),
+    )
+    for offset, item in enumerate(lead):
+        content.insert(at + offset, item)
+    content.append(evaluations)
+    # SEPARATE: renderers (dsr2html, Weasis) label each item by its concept name ("Impression", "Model
+    # reasoning: lungs") instead of running the texts together as one unlabelled paragraph.
+    report[0].ContinuityOfContent = evaluations.ContinuityOfContent = "SEPARATE"
 
     when = (content_datetime or datetime.now(UTC)).astimezone(UTC)
     kwargs: dict[str, Any] = {

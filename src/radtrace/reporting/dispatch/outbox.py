@@ -45,6 +45,7 @@ from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, Study
 
 __all__ = [
+    "KIND_COMPANION",
     "KIND_FHIR",
     "KIND_FILE",
     "KIND_GSPS",
@@ -63,10 +64,11 @@ log = logging.getLogger(__name__)
 
 KIND_SR: Final = "sr"
 KIND_GSPS: Final = "gsps"
+KIND_COMPANION: Final = "companion"  # the Basic Text SR beside the TID 1500 SR (radtrace.reporting.companion)
 KIND_HL7: Final = "hl7"
 KIND_FHIR: Final = "fhir"
 KIND_FILE: Final = "file"
-_SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json"}
+_SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_COMPANION: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json"}
 LEASE_MARGIN_S: Final = 60.0
 
 
@@ -88,6 +90,7 @@ class ReportFiles:
     hl7: bytes | None = None
     fhir: bytes | None = None
     gsps: bytes | None = None
+    companion: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,10 @@ def planned_deliveries(settings: DispatchSettings, reports: ReportFiles) -> list
     planned = [PlannedDelivery(KIND_SR, describe_destination(pacs), reports.sr) for pacs in settings.pacs]
     if reports.gsps is not None:
         planned += [PlannedDelivery(KIND_GSPS, describe_destination(pacs), reports.gsps) for pacs in settings.pacs]
+    if reports.companion is not None:
+        planned += [
+            PlannedDelivery(KIND_COMPANION, describe_destination(pacs), reports.companion) for pacs in settings.pacs
+        ]
     if settings.ris is not None and reports.hl7 is not None:
         planned.append(PlannedDelivery(KIND_HL7, f"{settings.ris.host}:{settings.ris.port}", reports.hl7))
     if settings.file_drop_dir is not None:
@@ -126,6 +133,8 @@ def planned_deliveries(settings: DispatchSettings, reports: ReportFiles) -> list
             planned.append(PlannedDelivery(KIND_FILE, f"{stem}.fhir.json", reports.fhir))
         if reports.gsps is not None:
             planned.append(PlannedDelivery(KIND_FILE, f"{stem}.gsps.dcm", reports.gsps))
+        if reports.companion is not None:
+            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.companion.dcm", reports.companion))
     return planned
 
 
@@ -133,7 +142,7 @@ def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
     """The production senders for each kind, bound to the configured destinations."""
     pacs = {describe_destination(destination): destination for destination in settings.pacs}
 
-    def send_sr(destination: str, payload: bytes) -> str | None:  # the SR, or the GSPS
+    def send_sr(destination: str, payload: bytes) -> str | None:  # the SR, the GSPS or the companion
         if destination not in pacs:
             raise ConfigError(f"PACS destination {destination} is no longer configured (dispatch.pacs)")
         return store_instance(payload, pacs[destination], calling_ae_title=settings.calling_ae_title).warning
@@ -149,7 +158,7 @@ def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
         drop_file(payload, Path(destination))
         return None
 
-    return {KIND_SR: send_sr, KIND_GSPS: send_sr, KIND_HL7: send_hl7, KIND_FILE: send_file}
+    return {KIND_SR: send_sr, KIND_GSPS: send_sr, KIND_COMPANION: send_sr, KIND_HL7: send_hl7, KIND_FILE: send_file}
 
 
 class Outbox:
@@ -259,7 +268,9 @@ class Outbox:
     def earlier_srs(self, revision_id: int) -> list[Dataset]:
         """The SRs enqueued for the study's earlier revisions (for Predecessor Documents), oldest first.
 
-        Read from the stored payloads (whatever their destination), one per SOP Instance UID.
+        Read from the stored payloads (whatever their destination), one per SOP Instance UID: TID 1500
+        drafts and companion documents alike (:func:`radtrace.reporting.drafts.build_drafts` tells them
+        apart by SOP Class).
         """
         with self.store.session("finding earlier SRs") as session:
             revision = session.get(Revision, revision_id)
