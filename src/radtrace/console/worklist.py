@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
-from radtrace.reporting.text import hl7_text
+from radtrace.reporting.text import dicom_text, fhir_text
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, Priority, Revision, RevisionState, Study
@@ -207,7 +207,8 @@ def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list
         flags.add("secondary-capture")
     texts = [step.get("text", "") for step in reading.get("reasoning", [])]
     texts += [reading.get("impression") or ""] + [f.get("label", "") for f in reading.get("findings", [])]
-    if any(hl7_text(text).changed for text in texts):
+    # As the drafts do: a text the SR (UT) or FHIR had to change to carry it means the draft reads differently.
+    if any(dicom_text(text, "UT").changed or fhir_text(text).changed for text in texts):
         flags.add("text-sanitised")
     return sorted(flags)
 
