@@ -8,6 +8,7 @@ cookies and the audit rows.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -314,3 +315,42 @@ def test_user_create_generates_a_password_shown_once(console: Console, database_
     assert stored.startswith("$argon2id$")
     assert password not in stored
     assert [json.loads(row.payload)["user"] for row in console.events("console_user_created")] == ["dr.jon"]
+
+
+def test_radtrace_api_serves_the_console_with_no_further_setting(tmp_path: Path) -> None:
+    """``radtrace serve`` runs ``radtrace api`` as its child: the console comes with it, from the package."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from radtrace.testing.services import free_port
+
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")},
+        "RADTRACE_DATA_DIR": str(tmp_path / "radtrace"),
+        "RADTRACE_API__PORT": str(port),
+    }
+    assert radtrace("db", "upgrade", env={"RADTRACE_DATA_DIR": env["RADTRACE_DATA_DIR"]}).returncode == 0
+    with subprocess.Popen([sys.executable, "-m", "radtrace", "api"], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as process:  # fmt: skip
+        try:
+            deadline, login = time.monotonic() + 30, None
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    login = httpx.get(f"http://127.0.0.1:{port}/console/login", timeout=2)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            assert login is not None, "radtrace api did not answer"
+            assert login.status_code == 200
+            assert 'name="csrf_token"' in login.text
+            css = httpx.get(f"http://127.0.0.1:{port}/console/static/console.css", timeout=2)
+            assert css.status_code == 200
+            assert "text/css" in css.headers["content-type"]
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
