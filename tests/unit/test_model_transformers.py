@@ -249,3 +249,12 @@ def test_a_static_kv_cache_reads_as_the_dynamic_one(tiny_model_dir: Path, reader
     assert "cache_implementation" not in with_dynamic.identity.generation
     assert with_static.raw_text == with_dynamic.raw_text
     assert with_static.tokens == with_dynamic.tokens
+
+
+def test_the_worker_decodes_no_image_over_the_listeners_pixel_budget(tiny_model_dir: Path) -> None:
+    """``listener.max_image_pixels`` reaches the worker's decoder: an image over it fails before decoding."""
+    settings = load_settings(model={"path": tiny_model_dir, "device": "cpu"}, listener={"max_image_pixels": 100_000})
+    small = StudyReader(settings.model, max_source_pixels=settings.listener.max_image_pixels)
+    with pytest.raises(DicomInputError, match=r"exceeds listener\.max_image_pixels \(100000\)"):
+        small.prepare([part10(ImageSpec(rows=512, columns=512))])
+    assert isinstance(small.prepare([part10(ImageSpec(rows=256, columns=256))]), StudyInput)

@@ -16,6 +16,7 @@ from pathlib import Path
 from radtrace.config import ModelSettings
 from radtrace.errors import ModelLoadError, RadtraceError
 from radtrace.model.backends.base import Backend
+from radtrace.model.image import MAX_SOURCE_PIXELS
 from radtrace.model.profiles import Profile, get_profile
 from radtrace.model.reading import Reading
 from radtrace.model.study import Skipped, StudyImage, StudyInput, prepare_study
@@ -100,7 +101,14 @@ def build_backend(settings: ModelSettings, profile: Profile, *, hash_cache_file:
 class StudyReader:
     """One profile and one backend, reading studies."""
 
-    def __init__(self, settings: ModelSettings, *, backend: Backend | None = None, data_dir: Path | None = None):
+    def __init__(
+        self,
+        settings: ModelSettings,
+        *,
+        backend: Backend | None = None,
+        data_dir: Path | None = None,
+        max_source_pixels: int = MAX_SOURCE_PIXELS,
+    ):
         self.settings = settings
         self.profile = get_profile(settings.profile)
         self.budget = effective_budget(settings, self.profile)
@@ -108,6 +116,7 @@ class StudyReader:
         self._backend = backend
         self._hash_cache_file = cache
         self._executor: ThreadPoolExecutor | None = None
+        self.max_source_pixels = max_source_pixels  # listener.max_image_pixels: no larger image is decoded
 
     @property
     def backend(self) -> Backend:
@@ -132,6 +141,7 @@ class StudyReader:
             max_pixels=self.budget.max_pixels,
             want_lateral=self.profile.takes_lateral,
             accept_unknown_view=self.settings.accept_unknown_view,
+            max_source_pixels=self.max_source_pixels,
         )
 
     def read(self, images: Sequence[StudyImage]) -> Reading | Skipped:

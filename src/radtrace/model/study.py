@@ -29,7 +29,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, normalised
 from radtrace.errors import DicomInputError
-from radtrace.model.image import PreparedPicture, prepare_picture
+from radtrace.model.image import MAX_SOURCE_PIXELS, PreparedPicture, prepare_picture
 from radtrace.model.reading import SourceImage
 from radtrace.model.views import choose_views
 
@@ -123,6 +123,7 @@ def prepare_study(
     max_pixels: int,
     want_lateral: bool = False,
     accept_unknown_view: bool = False,
+    max_source_pixels: int = MAX_SOURCE_PIXELS,
 ) -> StudyInput | Skipped:
     """Choose the views and prepare their pictures within the pixel budget.
 
@@ -145,7 +146,9 @@ def prepare_study(
         image = images[index]
         dataset, normalisations = working[index]
         try:
-            picture = prepare_picture(dataset, min_pixels=min_pixels, max_pixels=max_pixels)
+            picture = prepare_picture(
+                dataset, min_pixels=min_pixels, max_pixels=max_pixels, max_source_pixels=max_source_pixels
+            )
         except DicomInputError:
             if role == "frontal":
                 raise

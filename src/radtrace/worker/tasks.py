@@ -49,7 +49,11 @@ class WorkerRuntime:
                     pool_size=self.settings.store.pool_size,
                     connect_timeout_s=self.settings.store.connect_timeout_s,
                 )
-                reader = StudyReader(self.settings.model, data_dir=self.settings.data_dir)
+                reader = StudyReader(
+                    self.settings.model,
+                    data_dir=self.settings.data_dir,
+                    max_source_pixels=self.settings.listener.max_image_pixels,
+                )
                 self._pipeline = StudyPipeline(self.settings, store, reader, observer=self.metrics)
             return self._pipeline
 
