@@ -409,6 +409,45 @@ class AuditSettings(_Section):
     checkpoint_dir: Path | None = Field(default=None, description="where signed checkpoints are written")
 
 
+class AtnaSettings(_Section):
+    """Forwarding the audit trail to an audit record repository (IHE ATNA: DICOM PS3.15 A.5 over syslog)."""
+
+    enabled: bool = Field(default=False, description="run the forwarder ('radtrace audit forward', and under serve)")
+    transport: Literal["tls", "udp", "tcp"] = Field(
+        default="tls", description="tls: RFC 5425 (port 6514); udp: RFC 5426; tcp: plain octet-counted, tests only"
+    )
+    host: str | None = Field(default=None, description="the repository's syslog host; required when enabled")
+    port: int = Field(default=6514, ge=1, le=65535, description="the repository's syslog port")
+    ca_bundle: Path | None = Field(default=None, description="CAs the repository's certificate must chain to (TLS)")
+    server_name: str | None = Field(default=None, description="name checked in the repository's certificate (host)")
+    certificate: Path | None = Field(default=None, description="client certificate (PEM), if the repository asks")
+    private_key: Path | None = Field(default=None, description="client certificate's private key (PEM)")
+    audit_source_id: str | None = Field(default=None, description="Audit Source ID in messages; default host name")
+    enterprise_site_id: str | None = Field(default=None, description="Audit Enterprise Site ID in messages")
+    cursor_file: Path | None = Field(
+        default=None, description="last forwarded seq (fsynced); default <data_dir>/atna/cursor.json"
+    )
+    batch_size: int = Field(default=500, ge=1, le=10000, description="audit rows read and sent per write")
+    poll_interval_s: float = Field(default=1.0, gt=0, description="how often an idle forwarder looks for new rows")
+    settle_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="sent rows count as delivered once the connection outlived them by this long (syslog has no "
+        "acknowledgement); rows resent after a failure are at most this window",
+    )
+    backoff_initial_s: float = Field(default=1.0, gt=0, description="first reconnect delay; doubles each failure")
+    backoff_max_s: float = Field(default=60.0, gt=0, description="longest reconnect delay")
+    metrics_port: int | None = Field(default=None, ge=1, le=65535, description="Prometheus metrics of the forwarder")
+
+    @model_validator(mode="after")
+    def _complete(self) -> AtnaSettings:
+        if self.enabled and not self.host:
+            raise ValueError("atna is enabled but host is not set")
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("atna client certificate and private_key go together")
+        return self
+
+
 class ApiSettings(_Section):
     """The read-only QA HTTP API."""
 
@@ -475,6 +514,7 @@ class Settings(BaseSettings):
     reporting: ReportingSettings = Field(default_factory=ReportingSettings)
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    atna: AtnaSettings = Field(default_factory=AtnaSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

@@ -9,6 +9,7 @@ options) and logging to the parent's stderr:
 * ``dispatcher``: one delivery worker on the dispatch queue; the reconciler runs in it (one per service).
   With ``broker.metrics_port`` set, the worker serves its metrics on that port and the dispatcher on the next.
 * ``api``: the read-only QA API on ``api.host:api.port``.
+* ``atna`` (only with ``atna.enabled``): ``radtrace audit forward``, the audit trail to the audit record repository.
 
 Supervision: a child that exits unexpectedly is logged and restarted with exponential backoff (1 s,
 doubling to 60 s; reset once it has run for a minute). A child that exits with status 2 refused its
@@ -336,4 +337,7 @@ def run_serve(
     ``on_started`` is called once every child has been started (``serve`` prints :func:`next_steps` there).
     """
     log.info("radtrace serve (pid %d): %s", os.getpid(), describe(settings))
-    return Supervisor(settings, serve_components(), root_args=root_args, on_started=on_started).run()
+    components = serve_components()
+    if settings.atna.enabled:  # the audit trail to the hospital's audit record repository (radtrace.audit.atna)
+        components.append(Component("atna", ("audit", "forward")))
+    return Supervisor(settings, components, root_args=root_args, on_started=on_started).run()

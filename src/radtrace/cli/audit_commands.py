@@ -114,6 +114,75 @@ def audit_query(
         out.print(page_table(page))
 
 
+@audit_app.command("export")
+def audit_export(
+    ctx: typer.Context,
+    output_format: Annotated[
+        Literal["atna-xml", "jsonl"], typer.Option("--format", help="atna-xml: PS3.15 A.5 messages; jsonl: rows.")
+    ],
+    output: Annotated[Path | None, typer.Option(help="File to write (default: standard output).")] = None,
+    study_uid: Annotated[str | None, typer.Option(help="Study Instance UID.")] = None,
+    since: Annotated[str | None, typer.Option(help="Recorded at or after, ISO 8601 with zone.")] = None,
+    until: Annotated[str | None, typer.Option(help="Recorded before, ISO 8601 with zone.")] = None,
+    event_type: Annotated[str | None, typer.Option(help="One event type, e.g. inference_completed.")] = None,
+) -> None:
+    """Export audit events, one per line, for sites that collect audit trails by file (the export is recorded)."""
+    import socket
+    import sys
+
+    from radtrace.audit.atna.export import write_export
+    from radtrace.audit.atna.message import AuditSource
+    from radtrace.audit.operations import local_operator
+    from radtrace.audit.queries import AuditFilter, QueryError, export_records
+
+    settings = settings_of(ctx)
+    try:
+        selection = AuditFilter.parse(study_uid=study_uid, since=since, until=until, event_type=event_type)
+    except QueryError as exc:
+        fail(exc.reason, EXIT_USAGE)
+    host = socket.gethostname()
+    source = AuditSource(settings.atna.audit_source_id or host, settings.atna.enterprise_site_id, host=host)
+    with open_store(settings) as store:
+        records = export_records(store, selection, local_operator())
+        if output is None:
+            written = write_export(records, output_format, source, sys.stdout.buffer)
+        else:
+            with output.open("wb") as handle:
+                written = write_export(records, output_format, source, handle)
+    err.print(f"exported {written} audit events as {output_format}" + (f" to {output}" if output else ""))
+
+
+@audit_app.command("forward")
+def audit_forward(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Stop once every event recorded so far is delivered.")] = False,
+) -> None:
+    """Send the audit log to the audit record repository (IHE ATNA, settings atna.*): in order, at least once."""
+    import signal
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from radtrace.audit.atna.forwarder import forwarder_from_settings
+    from radtrace.errors import RadtraceError
+
+    settings = settings_of(ctx)
+    if not settings.atna.host:
+        fail("atna.host is not set (RADTRACE_ATNA__HOST): there is no repository to forward to", EXIT_USAGE)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with open_store(settings) as store:
+        try:
+            forwarder = forwarder_from_settings(store, settings)
+            if settings.atna.metrics_port is not None:
+                start_http_server(settings.atna.metrics_port, registry=forwarder.metrics.registry)
+            forwarder.run(stop, until_caught_up=once)
+        except RadtraceError as exc:
+            fail(exc.reason, EXIT_USAGE if not exc.retryable else 1)
+    err.print(f"audit events delivered up to seq {forwarder.cursor.seq}")
+
+
 @audit_app.command("timeline")
 def audit_timeline(
     ctx: typer.Context,

@@ -1,0 +1,273 @@
+"""The ATNA forwarder: every audit row, in ``seq`` order, to the audit record repository, at least once.
+
+Delivery contract:
+
+* **In order, no gap.** Rows are read by ``seq`` (gap-free, assigned under the recorder's lock, so a row is
+  visible only after every earlier one). After any failure the forwarder resends from the durable cursor.
+* **Durable cursor.** A small JSON file (default ``<data_dir>/atna/cursor.json``: the last *settled* seq and
+  its hash) written to a temporary name, fsynced, renamed, directory fsynced. Nothing else is kept across restarts.
+* **When a row counts as delivered.** Syslog over TLS has no application acknowledgement. A batch is written,
+  then the forwarder waits until the repository's TCP stack acknowledged every byte (Linux SIOCOUTQ reaches 0);
+  the batch *settles* once the connection has stayed up ``settle_s`` longer (a receiver that dies loses what
+  sat unread in its socket, and its death shows as a closed connection). Only settled rows move the cursor.
+  So a receiver or forwarder crash resends at most the unsettled window: duplicates, each recognisable by the
+  ``seq`` in its structured data and in the message, never a gap.
+* **Repository down.** Reconnects with exponential backoff (``backoff_initial_s`` doubling to ``backoff_max_s``);
+  the backlog (head seq minus cursor) is exported as the gauge ``radtrace_atna_backlog_events``.
+
+UDP has no acknowledgement at all: rows settle as soon as they are sent (best effort, RFC 5426).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from radtrace.audit.atna.message import AuditSource, audit_message_xml
+from radtrace.audit.atna.syslog import (
+    StreamTransport,
+    SyslogHeader,
+    SyslogTransport,
+    UdpTransport,
+    frame,
+    tls_context,
+)
+from radtrace.audit.events import Outcome
+from radtrace.audit.queries import AuditRecord
+from radtrace.audit.schema import AuditEventRow
+from radtrace.config import AtnaSettings, Settings
+from radtrace.durable import fsync_directory
+from radtrace.errors import ConfigError, RetryableError
+from radtrace.store.engine import Store
+
+__all__ = ["AtnaForwarder", "AtnaMetrics", "Cursor", "CursorFile", "forwarder_from_settings", "transport_for"]
+
+log = logging.getLogger(__name__)
+
+_AUDIT_TABLE: Final = cast(sa.Table, AuditEventRow.__table__)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The last settled row: its seq and hash (0 and "" before the first)."""
+
+    seq: int = 0
+    hash: str = ""
+
+
+class CursorFile:
+    """The forwarder's durable cursor: written atomically and fsynced before it is relied on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> Cursor:
+        """The stored cursor, or the start of the log if there is none yet."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return Cursor()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"ATNA cursor file {self.path} is unreadable: {exc}") from exc
+        return Cursor(int(data["seq"]), str(data.get("hash", "")))
+
+    def write(self, cursor: Cursor) -> None:
+        """Replace the cursor durably (temporary file, fsync, rename, directory fsync)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f".{self.path.name}.tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump({"seq": cursor.seq, "hash": cursor.hash}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+        fsync_directory(self.path.parent)
+
+
+class AtnaMetrics:
+    """The forwarder's Prometheus metrics, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.backlog = Gauge(
+            "radtrace_atna_backlog_events",
+            "Audit events recorded but not yet settled at the audit record repository",
+            registry=self.registry,
+        )
+        self.forwarded_seq = Gauge(
+            "radtrace_atna_forwarded_seq", "The last settled audit seq (the durable cursor)", registry=self.registry
+        )
+        self.sent = Counter(
+            "radtrace_atna_sent_events", "Audit messages written, resends included", registry=self.registry
+        )
+        self.failures = Counter(
+            "radtrace_atna_connection_failures",
+            "Connections to the repository that failed or broke",
+            registry=self.registry,
+        )
+
+
+def transport_for(settings: AtnaSettings) -> SyslogTransport:
+    """The transport the settings name (TLS by default)."""
+    if not settings.host:
+        raise ConfigError("atna.host is not set (RADTRACE_ATNA__HOST)")
+    if settings.transport == "udp":
+        return UdpTransport(settings.host, settings.port)
+    context = (
+        tls_context(settings.ca_bundle, settings.certificate, settings.private_key)
+        if settings.transport == "tls"
+        else None
+    )
+    return StreamTransport(settings.host, settings.port, context, server_name=settings.server_name)
+
+
+class AtnaForwarder:
+    """Walks the audit log behind a durable cursor and sends each row as an ATNA syslog message."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: AtnaSettings,
+        cursor_file: CursorFile,
+        transport: SyslogTransport,
+        source: AuditSource,
+        *,
+        metrics: AtnaMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.cursor_file = cursor_file
+        self.transport = transport
+        self.source = source
+        self.metrics = metrics or AtnaMetrics()
+        self.clock = clock
+        self.header = SyslogHeader(hostname=source.host or source.source_id, procid=str(os.getpid()))
+        self.cursor = cursor_file.read()
+        self._connected = False
+        self._next_seq = self.cursor.seq + 1
+        self._unsettled: deque[tuple[Cursor, float]] = deque()  # (last row of a batch, when it was acknowledged)
+
+    # --- one pass ---------------------------------------------------------------------------------
+    def _rows(self) -> list[AuditRecord]:
+        statement = (
+            sa.select(_AUDIT_TABLE)
+            .where(_AUDIT_TABLE.c.seq >= self._next_seq)
+            .order_by(_AUDIT_TABLE.c.seq)
+            .limit(self.settings.batch_size)
+        )
+        with self.store.session("reading audit events to forward") as session:
+            rows = session.execute(statement).mappings().all()
+        return [AuditRecord.from_row(row) for row in rows]
+
+    def _head(self) -> int:
+        with self.store.session("reading the audit head") as session:
+            head = session.execute(sa.select(sa.func.max(_AUDIT_TABLE.c.seq))).scalar()
+        return int(head or 0)
+
+    def _message(self, record: AuditRecord) -> bytes:
+        return frame(
+            self.header,
+            audit_message_xml(record, self.source),
+            seq=record.seq,
+            row_hash=record.hash,
+            timestamp=record.recorded_at,
+            failure=record.outcome != Outcome.SUCCESS.value,
+        )
+
+    def _connect(self) -> None:
+        self.transport.connect()
+        self._connected = True
+        # Resend everything not settled: what the dead connection may have dropped.
+        self._unsettled.clear()
+        self._next_seq = self.cursor.seq + 1
+
+    def _settle(self, *, everything: bool = False) -> None:
+        now = self.clock()
+        settled: Cursor | None = None
+        while self._unsettled and (everything or now - self._unsettled[0][1] >= self.settings.settle_s):
+            settled = self._unsettled.popleft()[0]
+        if settled is not None:
+            self.cursor_file.write(settled)
+            self.cursor = settled
+            self.metrics.forwarded_seq.set(settled.seq)
+
+    def step(self) -> int:
+        """Connect if needed, send one batch, settle what the connection has outlived; rows sent (0: idle).
+
+        Raises :class:`RetryableError` when the repository is unreachable or the connection broke.
+        """
+        if not self._connected:
+            self._connect()
+        if not self.transport.alive():
+            raise RetryableError("the ATNA repository closed the connection")
+        self._settle()
+        rows = self._rows()
+        if rows:
+            if rows[0].seq != self._next_seq:
+                raise ConfigError(
+                    f"audit seq {self._next_seq} is missing (next is {rows[0].seq}): the audit log is not the one "
+                    f"the ATNA cursor {self.cursor_file.path} belongs to"
+                )
+            self.transport.send([self._message(record) for record in rows])
+            self.metrics.sent.inc(len(rows))
+            last = rows[-1]
+            self._unsettled.append((Cursor(last.seq, last.hash), self.clock()))
+            self._next_seq = last.seq + 1
+            if not self.transport.acknowledged:
+                self._settle(everything=True)
+        self.metrics.backlog.set(max(0, self._head() - self.cursor.seq))
+        return len(rows)
+
+    def _check_cursor(self) -> None:
+        head = self._head()
+        if self.cursor.seq > head:
+            raise ConfigError(
+                f"the ATNA cursor {self.cursor_file.path} is at seq {self.cursor.seq} but the audit log ends at "
+                f"{head}: wrong database, or the log was replaced"
+            )
+
+    def run(self, stop: threading.Event, *, until_caught_up: bool = False) -> None:
+        """Forward until ``stop`` is set: sends, idles ``poll_interval_s`` when caught up, backs off on failure.
+
+        ``until_caught_up``: return once every row recorded so far is settled (``radtrace audit forward --once``).
+        """
+        self._check_cursor()
+        delay = self.settings.backoff_initial_s
+        while not stop.is_set():
+            try:
+                sent = self.step()
+            except RetryableError as exc:
+                self._connected = False
+                self.transport.close()
+                self.metrics.failures.inc()
+                log.warning("ATNA forwarding paused (%s); retrying in %.1f s", exc.reason, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, self.settings.backoff_max_s)
+                continue
+            delay = self.settings.backoff_initial_s
+            if not sent:
+                if until_caught_up and not self._unsettled:
+                    break
+                stop.wait(self.settings.poll_interval_s)
+        self.transport.close()
+
+
+def forwarder_from_settings(store: Store, settings: Settings, **kwargs: Any) -> AtnaForwarder:
+    """An :class:`AtnaForwarder` for ``settings.atna`` (its transport, cursor file and audit source)."""
+    atna = settings.atna
+    host = socket.gethostname()
+    source = AuditSource(atna.audit_source_id or host, atna.enterprise_site_id, host=host)
+    cursor = CursorFile(atna.cursor_file or settings.data_dir / "atna" / "cursor.json")
+    return AtnaForwarder(store, atna, cursor, transport_for(atna), source, **kwargs)

@@ -1,0 +1,232 @@
+"""Syslog for audit messages: RFC 5424 framing, sent over TLS (RFC 5425) or UDP (RFC 5426).
+
+IHE ATNA (ITI TF-2, Record Audit Event) carries each DICOM audit message as the MSG of one RFC 5424 syslog
+message, facility 10 (security/authorization), MSGID ``IHE+RFC-3881``. radtrace adds one structured data
+element, ``[radtrace@32473 seq="…" hash="…"]``, naming the audit row, so a repository (or a person) can
+recognise a message sent twice. (32473 is the private enterprise number RFC 5612 reserves for documentation;
+a site that registers its own can change :data:`SD_ID`.)
+
+Over a stream (TLS, or plain TCP for tests) every message is octet-counted (RFC 5425 section 4.3:
+``MSG-LEN SP SYSLOG-MSG``); over UDP each datagram holds one message, no count (RFC 5426 section 3.1).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import fcntl
+import logging
+import re
+import select
+import socket
+import ssl
+import termios
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Protocol
+
+from radtrace.errors import PermanentError, RetryableError
+
+__all__ = [
+    "SD_ID",
+    "StreamTransport",
+    "SyslogHeader",
+    "SyslogTransport",
+    "SyslogUnavailableError",
+    "UdpTransport",
+    "frame",
+    "octet_counted",
+    "tls_context",
+]
+
+log = logging.getLogger(__name__)
+
+SD_ID: Final = "radtrace@32473"
+MSGID: Final = "IHE+RFC-3881"
+FACILITY_AUTH: Final = 10  # security/authorization messages (RFC 5424 table 1), as IHE ATNA asks
+SEVERITY_NOTICE: Final = 5
+SEVERITY_WARNING: Final = 4
+BOM: Final = b"\xef\xbb\xbf"  # RFC 5424 MSG-UTF8 begins with a byte order mark
+MAX_UDP_PAYLOAD: Final = 65507
+_PRINTUSASCII: Final = re.compile(r"[^\x21-\x7e]")
+
+
+class SyslogUnavailableError(RetryableError):
+    """The repository cannot be reached, refused us, or the connection broke: retried with backoff."""
+
+
+@dataclass(frozen=True)
+class SyslogHeader:
+    """The constant part of the RFC 5424 header: HOSTNAME, APP-NAME, PROCID (each PRINTUSASCII, bounded)."""
+
+    hostname: str
+    app_name: str = "radtrace"
+    procid: str = "-"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hostname", _PRINTUSASCII.sub("_", self.hostname)[:255] or "-")
+        object.__setattr__(self, "app_name", _PRINTUSASCII.sub("_", self.app_name)[:48] or "-")
+        object.__setattr__(self, "procid", _PRINTUSASCII.sub("_", self.procid)[:128] or "-")
+
+
+def frame(
+    header: SyslogHeader, message: bytes, *, seq: int, row_hash: str, timestamp: datetime, failure: bool
+) -> bytes:
+    """One RFC 5424 SYSLOG-MSG carrying ``message`` (UTF-8 XML): the row's seq and hash in structured data."""
+    severity = SEVERITY_WARNING if failure else SEVERITY_NOTICE
+    stamp = timestamp.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    # seq is an integer and the hash hex: nothing in them needs RFC 5424 PARAM-VALUE escaping.
+    structured = f'[{SD_ID} seq="{seq}" hash="{row_hash}"]'
+    head = f"<{FACILITY_AUTH * 8 + severity}>1 {stamp} {header.hostname} {header.app_name} {header.procid} {MSGID} "
+    return f"{head}{structured} ".encode("ascii") + BOM + message
+
+
+def octet_counted(syslog_message: bytes) -> bytes:
+    """RFC 5425 section 4.3 (and RFC 6587 3.4.1) framing: ``MSG-LEN SP SYSLOG-MSG``."""
+    return b"%d %s" % (len(syslog_message), syslog_message)
+
+
+class SyslogTransport(Protocol):
+    """Where framed messages go. ``send`` returns once the peer's TCP stack has acknowledged every byte."""
+
+    acknowledged: bool  # False for UDP: nothing tells us a datagram arrived
+
+    def connect(self) -> None: ...
+    def send(self, messages: Sequence[bytes]) -> None: ...
+    def alive(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+def tls_context(ca_bundle: Path | None, certificate: Path | None, private_key: Path | None) -> ssl.SSLContext:
+    """A client context (TLS 1.2+, server certificate verified; RFC 5425 section 5) with an optional client cert."""
+    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certificate is not None and private_key is not None:
+        try:
+            context.load_cert_chain(str(certificate), str(private_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise PermanentError(f"cannot load the ATNA client certificate {certificate}: {exc}") from exc
+    return context
+
+
+def _unacknowledged_bytes(sock: socket.socket) -> int:
+    """Bytes written but not yet acknowledged by the peer (Linux SIOCOUTQ); 0 where the ioctl is missing."""
+    buffer = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buffer, True)
+    except OSError:
+        return 0
+    return buffer[0]
+
+
+class StreamTransport:
+    """Octet-counted syslog over TLS (RFC 5425) or, with ``context=None``, plain TCP."""
+
+    acknowledged = True
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext | None,
+        *,
+        server_name: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.host, self.port, self.context = host, port, context
+        self.server_name = server_name or host
+        self.timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+
+    def connect(self) -> None:
+        """Open the connection (and the TLS session); :class:`SyslogUnavailableError` if that fails."""
+        self.close()
+        try:
+            raw = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = self.context.wrap_socket(raw, server_hostname=self.server_name) if self.context else raw
+        except ssl.SSLCertVerificationError as exc:
+            raise SyslogUnavailableError(f"ATNA repository {self.host}:{self.port} certificate refused: {exc}") from exc
+        except OSError as exc:
+            raise SyslogUnavailableError(f"ATNA repository {self.host}:{self.port} unreachable: {exc}") from exc
+        self._sock = sock
+
+    def send(self, messages: Sequence[bytes]) -> None:
+        """Write the messages octet-counted, then wait until the peer's TCP stack acknowledged all of them."""
+        if self._sock is None:
+            raise SyslogUnavailableError("not connected")
+        sock = self._sock
+        try:
+            sock.sendall(b"".join(octet_counted(message) for message in messages))
+            deadline = time.monotonic() + self.timeout_s
+            while _unacknowledged_bytes(sock) > 0:
+                if time.monotonic() > deadline or not self.alive():
+                    raise SyslogUnavailableError(f"ATNA repository {self.host}:{self.port} stopped acknowledging")
+                time.sleep(0.0005)
+        except OSError as exc:
+            self.close()
+            raise SyslogUnavailableError(f"ATNA repository {self.host}:{self.port}: {exc}") from exc
+
+    def alive(self) -> bool:
+        """False once the peer closed or reset the connection (a syslog receiver never sends us data)."""
+        if self._sock is None:
+            return False
+        try:
+            readable, _, failed = select.select([self._sock], [], [self._sock], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable and not failed
+
+    def close(self) -> None:
+        """Close the connection, if open."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+
+class UdpTransport:
+    """One datagram per message (RFC 5426). Nothing acknowledges a datagram: delivery is best effort."""
+
+    acknowledged = False
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._sock: socket.socket | None = None
+
+    def connect(self) -> None:
+        """Resolve the peer and open the socket."""
+        self.close()
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
+            sock = socket.socket(family, kind, proto)
+            sock.connect(address)
+        except OSError as exc:
+            raise SyslogUnavailableError(f"ATNA repository {self.host}:{self.port} unreachable: {exc}") from exc
+        self._sock = sock
+
+    def send(self, messages: Sequence[bytes]) -> None:
+        """Send each message as one datagram; a message larger than a datagram can carry is refused."""
+        if self._sock is None:
+            raise SyslogUnavailableError("not connected")
+        for message in messages:
+            if len(message) > MAX_UDP_PAYLOAD:
+                raise PermanentError(f"audit message of {len(message)} bytes does not fit a UDP datagram; use TLS")
+            try:
+                self._sock.send(message)
+            except OSError as exc:
+                self.close()
+                raise SyslogUnavailableError(f"ATNA repository {self.host}:{self.port}: {exc}") from exc
+
+    def alive(self) -> bool:
+        """A UDP socket is alive while open."""
+        return self._sock is not None
+
+    def close(self) -> None:
+        """Close the socket, if open."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -1,0 +1,201 @@
+"""A real rsyslog as the audit record repository: TLS (gtls driver) with throw-away certificates, its own config.
+
+``make_pki`` builds a CA, a server certificate for localhost/127.0.0.1 and a client certificate with the
+``cryptography`` package. :class:`Rsyslog` runs ``rsyslogd -n`` on a free port with a config in a temporary
+folder: imtcp (octet-counted RFC 5425 framing over TLS, client certificates checked), direct queues (a message is
+in the file before the next is read from the socket) and one line per message in ``received.log``:
+the structured data, a tab, the JSON-escaped MSG.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+def make_pki(directory: Path) -> Pki:
+    """A CA that signed a server certificate (localhost, 127.0.0.1) and a client certificate."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("radtrace test CA"))
+        .issuer_name(_name("radtrace test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = Pki(*(directory / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")))
+    paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+
+    def leaf(common_name: str, usage: x509.ObjectIdentifier, cert_path: Path, key_path: Path) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        )
+        cert_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        _write_key(key, key_path)
+
+    leaf("localhost", ExtendedKeyUsageOID.SERVER_AUTH, paths.server_cert, paths.server_key)
+    leaf("radtrace-client", ExtendedKeyUsageOID.CLIENT_AUTH, paths.client_cert, paths.client_key)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as rsyslog wrote it: the structured data and the MSG (BOM removed)."""
+
+    structured_data: str
+    msg: str
+
+    @property
+    def seq(self) -> int:
+        return int(self.structured_data.split('seq="', 1)[1].split('"', 1)[0])
+
+
+class Rsyslog:
+    """rsyslogd in the foreground with its own config; TLS unless ``tls`` is False (plain imtcp)."""
+
+    def __init__(self, directory: Path, port: int, pki: Pki | None) -> None:
+        self.directory, self.port, self.pki = directory, port, pki
+        self.output = directory / "received.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "work").mkdir(exist_ok=True)
+        self.config = directory / "rsyslog.conf"
+        self.config.write_text(self._config(), encoding="utf-8")
+
+    def _config(self) -> str:
+        tls_globals = ""
+        driver = ""
+        if self.pki is not None:
+            tls_globals = (
+                f'  defaultNetstreamDriverCAFile="{self.pki.ca}"\n'
+                f'  defaultNetstreamDriverCertFile="{self.pki.server_cert}"\n'
+                f'  defaultNetstreamDriverKeyFile="{self.pki.server_key}"\n'
+            )
+            # x509/certvalid: the client must present a certificate signed by the CA (mutual TLS).
+            driver = ' streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid"'
+        return f"""
+global(
+  workDirectory="{self.directory / "work"}"
+  maxMessageSize="256k"
+  parser.escapeControlCharactersOnReceive="off"
+{tls_globals})
+main_queue(queue.type="Direct")
+module(load="imtcp"{driver})
+input(type="imtcp" address="127.0.0.1" port="{self.port}")
+template(name="atna" type="list") {{
+  property(name="structured-data")
+  constant(value="\\t")
+  property(name="msg" format="json")
+  constant(value="\\n")
+}}
+action(type="omfile" file="{self.output}" template="atna" flushOnTXEnd="on" asyncWriting="off")
+"""
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start rsyslogd and wait until it accepts connections."""
+        with (self.directory / "rsyslogd.stderr").open("ab") as stderr:
+            self.process = subprocess.Popen(
+                [RSYSLOGD, "-n", "-f", str(self.config), "-i", str(self.directory / "rsyslogd.pid")],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rsyslogd exited: {(self.directory / 'rsyslogd.stderr').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("rsyslogd did not start listening")
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a shutdown."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        (self.directory / "rsyslogd.pid").unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        (self.directory / "rsyslogd.pid").unlink(missing_ok=True)
+
+    def received(self) -> list[Received]:
+        """Every message written so far, in file order."""
+        if not self.output.exists():
+            return []
+        messages = []
+        for line in self.output.read_text(encoding="utf-8").splitlines():
+            structured, _, escaped = line.partition("\t")
+            msg = json.loads(f'"{escaped}"')
+            messages.append(Received(structured, msg.removeprefix("\ufeff")))
+        return messages
