@@ -33,9 +33,11 @@ __all__ = [
     "DRAFT_REASONS",
     "Decision",
     "DecisionError",
+    "DraftDecision",
     "FindingDecision",
     "FindingReview",
     "StudyReview",
+    "check_draft_decision",
     "decide_draft",
     "decide_finding",
     "evidence_sentences",
@@ -90,6 +92,7 @@ class Decision:
     reason: str | None = None
     comment: str | None = None
     supersedes: int | None = None
+    assessment_sr: str | None = None
 
     @property
     def wording(self) -> str:
@@ -196,6 +199,7 @@ def _decisions(store: Store, study_uid: str, revision: int) -> tuple[dict[str, l
             reason=payload.get("reason_code"),
             comment=payload.get("comment"),
             supersedes=payload.get("supersedes"),
+            assessment_sr=(payload.get("assessment_sr") or {}).get("sop_instance_uid"),
         )
         if kind == EventType.DRAFT_ASSESSED.value:
             draft.append(decision)
@@ -301,16 +305,30 @@ def decide_finding(
     return AuditRecorder(store).record(event).seq
 
 
-def decide_draft(
-    store: Store, review: StudyReview, actor: Actor, verdict: str, reason_code: str, comment: str | None
-) -> int:
-    """Record the whole draft's decision (``draft_assessed``) and mirror it on the worklist; returns its seq."""
+def check_draft_decision(verdict: str, reason_code: str, comment: str | None) -> None:
+    """Refuse a whole-draft decision that cannot be recorded, before anything is built for it."""
     try:
-        chosen = DraftDecision(verdict)
+        DraftDecision(verdict)
     except ValueError as exc:
         raise DecisionError(f"a draft decision is accept or reject, not {verdict!r}") from exc
     if reason_code not in DRAFT_REASONS:
         raise DecisionError(f"unknown reason code {reason_code!r}")
+    _comment(comment)
+
+
+def decide_draft(
+    store: Store,
+    review: StudyReview,
+    actor: Actor,
+    verdict: str,
+    reason_code: str,
+    comment: str | None,
+    assessment_sr: Mapping[str, str] | None = None,
+) -> int:
+    """Record the whole draft's decision (``draft_assessed``, naming its assessment SR when one was kept) and
+    mirror it on the worklist; returns its seq."""
+    check_draft_decision(verdict, reason_code, comment)
+    chosen = DraftDecision(verdict)
     payload: dict[str, Any] = {
         "revision": review.revision,
         "decision": chosen.value,
@@ -321,6 +339,7 @@ def decide_draft(
         "supersedes": review.draft_decision.seq if review.draft_decision else None,
         "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
         "findings": {f.label: (f.decision.verdict if f.decision else None) for f in review.findings},
+        "assessment_sr": dict(assessment_sr) if assessment_sr else None,
     }
     now = utc_now()
     with store.session("recording a draft decision", immediate=True) as session:

@@ -44,6 +44,7 @@ from radtrace.console.review import (
     DRAFT_REASONS,
     DecisionError,
     StudyReview,
+    check_draft_decision,
     decide_draft,
     decide_finding,
     image_path,
@@ -397,14 +398,72 @@ async def draft_decision(
     _check_csrf(user.csrf_token, form)
     _decider(user)
     review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
+    verdict, reason, comment = form.get("decision", ""), form.get("reason", ""), form.get("comment")
     try:
-        await run_in_threadpool(decide_draft, state.store, review, _actor(request, user), form.get("decision", ""),
-                                form.get("reason", ""), form.get("comment"))  # fmt: skip
+        check_draft_decision(verdict, reason, comment)
+        kept = await run_in_threadpool(_assessment_sr, state, review, user.account.name, verdict, reason, comment)
+        await run_in_threadpool(decide_draft, state.store, review, _actor(request, user), verdict, reason, comment,
+                                kept)  # fmt: skip
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
     if form.get("then") == "next":
         return _redirect(f"{PREFIX}/next?study={quote(study_uid)}&revision={revision}")
     return _redirect(f"{PREFIX}/studies/{study_uid}/{revision}#draft")
+
+
+def _assessments_root(state: ConsoleState) -> Path:
+    return state.settings.data_dir / "assessments"
+
+
+def _assessment_sr(
+    state: ConsoleState, review: StudyReview, observer: str, verdict: str, reason: str, comment: str | None
+) -> dict[str, str] | None:
+    """Build and keep the assessment SR of this decision set; None (logged) when the AI SR is not kept."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from radtrace.console.assessment import FindingAssessment, build_assessment_sr, keep_assessment
+    from radtrace.reporting.draft_store import drafts_root, list_drafts
+
+    kept = [d for d in list_drafts(drafts_root(state.settings), review.study_uid) if d.revision == review.revision]
+    if not kept:
+        log.warning("console: no kept draft SR for this revision; the decision is recorded without assessment SR")
+        return None
+    ai_sr = pydicom.dcmread(kept[0].files["sr"])
+    findings = [
+        FindingAssessment(f.label, f.status, f.decision.verdict, f.decision.status, f.decision.comment)
+        for f in review.findings
+        if f.decision is not None
+    ]
+    sop_uid = str(generate_uid())
+    sr = build_assessment_sr(
+        ai_sr, observer=observer, verdict=verdict, reason=(reason, DRAFT_REASONS[reason]), comment=comment,
+        findings=findings, sop_instance_uid=sop_uid, when=now(), institution=state.settings.reporting.institution_name,
+    )  # fmt: skip
+    root = _assessments_root(state)
+    path, sha256 = keep_assessment(root, review.study_uid, review.revision, sr)
+    return {"sop_instance_uid": sop_uid, "path": path.relative_to(root).as_posix(), "sha256": sha256}
+
+
+@router.get("/studies/{study_uid}/{revision}/assessments/{sop_uid}.dcm")
+def assessment_file(
+    request: Request,
+    study_uid: StudyUid,
+    revision: RevisionNumber,
+    sop_uid: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9.]+$")],
+    state: StateDep,
+    user: UserDep,
+) -> Response:
+    """A kept assessment SR, byte for byte (recorded as ``draft_exported``)."""
+    path = _assessments_root(state) / study_uid / str(revision) / f"{sop_uid}.dcm"
+    if not path.is_file():
+        raise HTTPException(404, detail="no such assessment SR is kept")
+    AuditRecorder(state.store).record(
+        AuditEvent(EventType.DRAFT_EXPORTED, _actor(request, user), study_uid=study_uid,
+                   payload={"via": "console", "revision": revision, "assessment_sr": sop_uid})
+    )  # fmt: skip
+    disposition = {"Content-Disposition": f'attachment; filename="{sop_uid}.dcm"'}
+    return Response(path.read_bytes(), media_type="application/dicom", headers={**_SECURITY_HEADERS, **disposition})
 
 
 # --- wiring ----------------------------------------------------------------------------------

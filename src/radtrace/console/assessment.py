@@ -1,0 +1,209 @@
+"""The assessment SR: a radiologist's decisions on one draft, as a DICOM SR in the same study as the AI SR.
+
+Shaped after IHE Radiology's AI Result Assessment (AIRA): a new SR instance that references the AI result it
+assesses (its SOP Instance UID, as a COMPOSITE item and in the evidence) and each assessed finding by the Tracking
+Unique Identifier the AI SR gave it, never editing the AI SR. The supplement's own template and codes could not be
+checked against its text here, so the concept names and values are local codes (coding scheme designator
+``99RADTRACE``, documented in docs/conformance.md and docs/ui.md), except the DICOM ones listed in
+:data:`DCM_CODES`. Comprehensive SR, COMPLETE, UNVERIFIED (a person recorded it, nobody signed it), UTF-8; the person
+observer is the radiologist. Built from plain values; :func:`tracking_uids` reads the AI SR's findings back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+import highdicom as hd
+from highdicom.sr import CodedConcept
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import UID, generate_uid
+
+from radtrace import __version__
+from radtrace.durable import fsync_directory
+from radtrace.errors import ReportError
+from radtrace.reporting.text import dicom_text
+
+__all__ = [
+    "LOCAL_SCHEME",
+    "FindingAssessment",
+    "build_assessment_sr",
+    "keep_assessment",
+    "tracking_uids",
+]
+
+LOCAL_SCHEME: Final = "99RADTRACE"
+_ROOT: Final = CodedConcept("RTA-0", LOCAL_SCHEME, "AI result assessment")
+_ASSESSED_RESULT: Final = CodedConcept("RTA-1", LOCAL_SCHEME, "Assessed AI result")
+_DRAFT_ASSESSMENT: Final = CodedConcept("RTA-2", LOCAL_SCHEME, "Assessment of the AI result set")
+_REASON: Final = CodedConcept("RTA-3", LOCAL_SCHEME, "Reason for assessment")
+_FINDING_ASSESSMENT: Final = CodedConcept("RTA-4", LOCAL_SCHEME, "AI finding assessment")
+_ASSESSMENT: Final = CodedConcept("RTA-5", LOCAL_SCHEME, "Assessment")
+_CORRECTED_PRESENCE: Final = CodedConcept("RTA-6", LOCAL_SCHEME, "Corrected presence")
+_MODEL_PRESENCE: Final = CodedConcept("RTA-7", LOCAL_SCHEME, "AI presence")
+_COMMENT: Final = CodedConcept("121106", "DCM", "Comment")
+_TRACKING_UID: Final = CodedConcept("112040", "DCM", "Tracking Unique Identifier")
+_TRACKING_ID: Final = CodedConcept("112039", "DCM", "Tracking Identifier")
+VERDICTS: Final[Mapping[str, CodedConcept]] = {
+    "accept": CodedConcept("RTA-V1", LOCAL_SCHEME, "Accepted"),
+    "reject": CodedConcept("RTA-V2", LOCAL_SCHEME, "Rejected"),
+    "modify": CodedConcept("RTA-V3", LOCAL_SCHEME, "Modified"),
+}
+PRESENCE: Final[Mapping[str, CodedConcept]] = {
+    "present": CodedConcept("RTA-P1", LOCAL_SCHEME, "Present"),
+    "absent": CodedConcept("RTA-P2", LOCAL_SCHEME, "Absent"),
+    "uncertain": CodedConcept("RTA-P3", LOCAL_SCHEME, "Uncertain"),
+}
+#: The DICOM (DCM) codes used, verified against PS3.16 Annex D: Comment, Tracking Identifier, Tracking UID.
+DCM_CODES: Final = (_COMMENT, _TRACKING_ID, _TRACKING_UID)
+_CONTAINS: Final = hd.sr.RelationshipTypeValues.CONTAINS
+_HAS_PROPERTIES: Final = hd.sr.RelationshipTypeValues.HAS_PROPERTIES
+_HAS_CONCEPT_MOD: Final = hd.sr.RelationshipTypeValues.HAS_CONCEPT_MOD
+
+
+@dataclass(frozen=True)
+class FindingAssessment:
+    """A radiologist's current decision on one finding of the draft."""
+
+    label: str
+    model_status: str
+    verdict: str
+    status: str | None = None
+    comment: str | None = None
+
+
+def _meaning(item: Dataset, keyword: str) -> str:
+    sequence = item.get(keyword)
+    return str(sequence[0].CodeMeaning) if sequence else ""
+
+
+def tracking_uids(ai_sr: Dataset) -> dict[str, list[str]]:
+    """Each finding label of a radtrace AI SR and the Tracking Unique Identifiers of its measurement groups."""
+    found: dict[str, list[str]] = {}
+    for item in ai_sr.get("ContentSequence", []):
+        if item.ValueType != "CONTAINER" or _meaning(item, "ConceptNameCodeSequence") != "Imaging Measurements":
+            continue
+        for group in item.get("ContentSequence", []):
+            label, uid = None, None
+            for entry in group.get("ContentSequence", []):
+                name = _meaning(entry, "ConceptNameCodeSequence")
+                if entry.ValueType == "TEXT" and name == "Tracking Identifier":
+                    label = str(entry.TextValue).split(" #")[0]
+                elif entry.ValueType == "UIDREF" and name == "Tracking Unique Identifier":
+                    uid = str(entry.UID)
+            if label and uid:
+                found.setdefault(label, []).append(uid)
+    return found
+
+
+def _text(name: CodedConcept, value: str, relationship: hd.sr.RelationshipTypeValues) -> hd.sr.TextContentItem:
+    return hd.sr.TextContentItem(name=name, value=dicom_text(value, "UT").text, relationship_type=relationship)
+
+
+def _finding(assessment: FindingAssessment, uids: Sequence[str]) -> hd.sr.ContainerContentItem:
+    container = hd.sr.ContainerContentItem(name=_FINDING_ASSESSMENT, relationship_type=_CONTAINS)
+    items: list[hd.sr.ContentItem] = [_text(_TRACKING_ID, assessment.label[:64], _HAS_PROPERTIES)]
+    items += [hd.sr.UIDRefContentItem(name=_TRACKING_UID, value=uid, relationship_type=_HAS_PROPERTIES) for uid in uids]
+    if assessment.model_status in PRESENCE:
+        items.append(hd.sr.CodeContentItem(name=_MODEL_PRESENCE, value=PRESENCE[assessment.model_status],
+                                           relationship_type=_HAS_PROPERTIES))  # fmt: skip
+    items.append(hd.sr.CodeContentItem(name=_ASSESSMENT, value=VERDICTS[assessment.verdict],
+                                       relationship_type=_CONTAINS))  # fmt: skip
+    if assessment.verdict == "modify" and assessment.status is not None and assessment.status in PRESENCE:
+        items.append(hd.sr.CodeContentItem(name=_CORRECTED_PRESENCE, value=PRESENCE[assessment.status],
+                                           relationship_type=_CONTAINS))  # fmt: skip
+    if assessment.comment:
+        items.append(_text(_COMMENT, assessment.comment, _CONTAINS))
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
+
+
+def build_assessment_sr(
+    ai_sr: Dataset,
+    *,
+    observer: str,
+    verdict: str,
+    reason: tuple[str, str],
+    comment: str | None,
+    findings: Sequence[FindingAssessment],
+    sop_instance_uid: str,
+    when: datetime,
+    institution: str,
+) -> Dataset:
+    """The assessment SR of one decision set (see the module doc); ``reason`` is (code, meaning)."""
+    uids = tracking_uids(ai_sr)
+    observer_context = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Person,
+        # A console user name is one component (family name): the trailing caret says so (PS3.5 6.2.1.2).
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+            name=f"{dicom_text(observer.replace('^', ' '), 'PN').text[:63] or 'unknown'}^"
+        ),
+    )
+    items: list[hd.sr.ContentItem] = [*observer_context]
+    items.append(hd.sr.CompositeContentItem(
+        name=_ASSESSED_RESULT, referenced_sop_class_uid=str(ai_sr.SOPClassUID),
+        referenced_sop_instance_uid=str(ai_sr.SOPInstanceUID), relationship_type=_CONTAINS,
+    ))  # fmt: skip
+    items.append(hd.sr.CodeContentItem(name=_DRAFT_ASSESSMENT, value=VERDICTS[verdict], relationship_type=_CONTAINS))
+    items.append(hd.sr.CodeContentItem(name=_REASON, value=CodedConcept(reason[0], LOCAL_SCHEME, reason[1]),
+                                       relationship_type=_CONTAINS))  # fmt: skip
+    if comment:
+        items.append(_text(_COMMENT, comment, _CONTAINS))
+    items += [_finding(finding, uids.get(finding.label, [])) for finding in findings]
+    root = hd.sr.ContainerContentItem(name=_ROOT)
+    root.ContentSequence = hd.sr.ContentSequence(items)
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[ai_sr],
+        content=root,
+        series_instance_uid=generate_uid(entropy_srcs=[sop_instance_uid, "series"]),
+        series_number=9902,
+        sop_instance_uid=UID(sop_instance_uid),
+        instance_number=1,
+        manufacturer="radtrace",
+        manufacturer_model_name="radtrace review console",
+        software_versions=__version__,
+        institution_name=institution,
+        is_complete=True,
+        is_verified=False,
+        series_description="AI result assessment (radtrace)",
+        content_date=when.date(),
+        content_time=when.time().replace(tzinfo=None),
+    )
+    sr.SpecificCharacterSet = "ISO_IR 192"
+    scheme = Dataset()  # PS3.16 8.2: a private coding scheme is identified in the instance that uses it
+    scheme.CodingSchemeDesignator = LOCAL_SCHEME
+    scheme.CodingSchemeName = "radtrace local codes for AI result assessment"
+    scheme.CodingSchemeResponsibleOrganization = "radtrace"
+    sr.CodingSchemeIdentificationSequence = [scheme]
+    return sr
+
+
+def keep_assessment(root: Path, study_uid: str, revision: int, sr: Dataset) -> tuple[Path, str]:
+    """Write an assessment SR durably under ``root/<study>/<revision>/<SOP UID>.dcm``; returns (path, SHA-256)."""
+    directory = root / study_uid / str(revision)
+    buffer = io.BytesIO()
+    sr.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    path = directory / f"{sr.SOPInstanceUID}.dcm"
+    try:
+        for parent in (root, root / study_uid, directory):
+            if not parent.is_dir():
+                parent.mkdir()
+                fsync_directory(parent.parent)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        fsync_directory(directory)
+    except OSError as exc:
+        raise ReportError(f"the assessment SR could not be stored under {directory}: {exc.strerror or exc}") from exc
+    return path, hashlib.sha256(data).hexdigest()
