@@ -15,7 +15,9 @@ from __future__ import annotations
 import hmac
 import io
 import logging
+import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -232,8 +234,6 @@ async def logout(request: Request, state: StateDep, user: UserDep) -> Response:
 
 
 def _sync(state: ConsoleState) -> None:
-    import time
-
     if time.monotonic() - state.last_sync >= state.settings.console.sync_interval_s:
         state.last_sync = time.monotonic()
         sync_review_items(state.store, state.settings.spool_dir)
@@ -282,8 +282,6 @@ def _review_or_404(state: ConsoleState, study_uid: str, revision: int) -> StudyR
 
 def _sentences(review: StudyReview) -> list[tuple[str, list[tuple[str, list[str]]]]]:
     """Each reasoning section as sentences, each naming the findings it is evidence for."""
-    import re
-
     by_sentence: dict[str, list[str]] = {}
     for finding in review.findings:
         for sentence in finding.evidence:
@@ -300,6 +298,7 @@ def study_page(
     request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
 ) -> HTMLResponse:
     """One draft: images, findings with evidence, reasoning, impression, flags, model; decisions."""
+    _sync(state)  # a link to a revision reported a moment ago shows its worklist details too
     review = _review_or_404(state, study_uid, revision)
     AuditRecorder(state.store).record(
         AuditEvent(EventType.STUDY_OPENED, _actor(request, user), study_uid=study_uid, accession=review.accession,
