@@ -448,6 +448,22 @@ class AtnaSettings(_Section):
         return self
 
 
+class QaSettings(_Section):
+    """The drift and failure rules exported as Prometheus metrics (radtrace.qa.metrics)."""
+
+    baseline_days: int = Field(
+        default=28, ge=1, le=366, description="days before the monitored ones whose label rates set the control limits"
+    )
+    monitored_days: int = Field(default=14, ge=1, le=366, description="recent days (UTC) checked against the baseline")
+    drift_run_days: int = Field(
+        default=7,
+        ge=1,
+        le=366,
+        description="a label drifts when its daily rate stays outside its limits this many days in a row",
+    )
+    refresh_s: float = Field(default=60.0, ge=1.0, description="the rules are recomputed at most this often")
+
+
 class ApiSettings(_Section):
     """The read-only QA HTTP API."""
 
@@ -517,6 +533,7 @@ class Settings(BaseSettings):
     atna: AtnaSettings = Field(default_factory=AtnaSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    qa: QaSettings = Field(default_factory=QaSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @field_validator("data_dir")

@@ -11,7 +11,8 @@ Stages (seconds, one histogram labelled by ``stage``), following one revision th
 
 Queue depths are read when Prometheus scrapes, from the database (revisions and outbox rows per state,
 the oldest waiting) and the broker (messages per queue), through :func:`radtrace.worker.status.collect_status`,
-the same figures ``radtrace status`` prints. Each worker process has a registry of its own (no global state).
+the same figures ``radtrace status`` prints. The QA drift and failure rules (:mod:`radtrace.qa.metrics`) are
+served beside them. Each worker process has a registry of its own (no global state).
 """
 
 from __future__ import annotations
@@ -105,8 +106,11 @@ class QueueDepthCollector(Collector):
 
 
 def serve_metrics(settings: Settings, store: Store, metrics: WorkerMetrics, port: int) -> None:
-    """Expose ``metrics`` and the queue depths on ``port`` (a daemon thread)."""
+    """Expose ``metrics``, the queue depths and the QA drift and failure rules on ``port`` (a daemon thread)."""
+    from radtrace.qa.metrics import QaRuleCollector
+
     metrics.registry.register(QueueDepthCollector(settings, store))
+    metrics.registry.register(QaRuleCollector(settings, store))
     host = settings.listener.metrics_bind_host  # unauthenticated: only as exposed as the listener
     start_http_server(port, addr=host, registry=metrics.registry)
     log.info("worker metrics on %s:%d", host, port)
