@@ -90,10 +90,16 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser: object) -> Iterator[Page]:
+    """A fresh browser tab; afterwards, no console error (a CSP violation, a failed asset) may have occurred."""
     context = browser.new_context(viewport={"width": 1360, "height": 860})  # type: ignore[attr-defined]
     context.set_default_timeout(10_000)
-    yield context.new_page()
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
     context.close()
+    assert [e for e in errors if "status of 403" not in e] == []  # 403: the refusals the qa test provokes
 
 
 def _sign_in(page: Page, site: Site, name: str) -> None:
@@ -165,6 +171,7 @@ def test_a_radiologist_reviews_a_study_with_the_keyboard_alone(page: Page, site:
     page.keyboard.press("Shift+A")  # whole draft: accept with the default reason
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("draft-decision")).to_contain_text("accepted by dr.keys: RT-A1")
+    expect(page.locator("#assessment-sr")).to_be_visible()  # the assessment SR of this decision is kept
     page.evaluate("window.scrollTo(0, 0)")
     _screenshot(page, tmp_path, "ui-study.png")
     page.keyboard.press("Shift+R")  # a changed mind: reject, reason "missed finding"
