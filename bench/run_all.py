@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("audit.py", "inference.py", "ingest.py", "pipeline.py")
+BENCHMARKS = ("atna.py", "audit.py", "inference.py", "ingest.py", "pipeline.py")
 
 
 def main() -> int:

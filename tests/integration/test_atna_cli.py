@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from atna_support import Pki, Rsyslog, free_port, make_pki
 from radtrace.audit.atna.forwarder import CursorFile
 from radtrace.audit.atna.message import validate_audit_message
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
+from radtrace.testing.atna import Pki, Rsyslog, free_port, make_pki
 from tests_support import radtrace
 
 pytestmark = pytest.mark.integration
@@ -92,13 +92,15 @@ def test_forwarder_process_killed_mid_stream_resumes_from_its_cursor_without_a_g
             stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 30
-        while len(receiver.received()) < 1000 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        cursor = CursorFile(data_dir / "atna" / "cursor.json")
+        # Mid-stream: some rows settled (the cursor moved), more sent and not yet settled.
+        while (receiver.count_lines() < 1000 or cursor.read().seq == 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
         assert process.stderr is not None
         process.stderr.close()
-        killed_at = CursorFile(data_dir / "atna" / "cursor.json").read().seq
+        killed_at = cursor.read().seq
         assert 0 < killed_at < total
 
         resumed = subprocess.run(

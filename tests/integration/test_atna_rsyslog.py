@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from atna_support import Pki, Rsyslog, free_port, make_pki
 from radtrace.audit.atna.forwarder import AtnaForwarder, AtnaMetrics, CursorFile, transport_for
 from radtrace.audit.atna.message import AuditSource, validate_audit_message
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
@@ -20,6 +19,7 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import AtnaSettings
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
+from radtrace.testing.atna import Pki, Rsyslog, free_port, make_pki
 
 pytestmark = pytest.mark.integration
 
@@ -166,14 +166,15 @@ def test_receiver_and_forwarder_killed_mid_stream_leave_no_gap_and_duplicates_ar
     cursor = CursorFile(tmp_path / "atna" / "cursor.json")
     running = Running(sqlite_store, settings, cursor)
     # 1. The repository crashes mid-stream (SIGKILL) and stays down while the log grows.
-    wait_for(lambda: len(rsyslog.received()) > 400)
+    wait_for(lambda: rsyslog.count_lines() > 400 and cursor.read().seq > 0)
     rsyslog.kill()
+    first_cursor = cursor.read().seq
     record_events(sqlite_store, 200)
     time.sleep(1.0)
     assert running.metrics.backlog._value.get() > 0
     rsyslog.start()
     # 2. The forwarder is stopped mid-stream, losing its unsettled window, and a new one takes over.
-    wait_for(lambda: len(rsyslog.received()) > 1500)
+    wait_for(lambda: len(rsyslog.received()) > 1500 and cursor.read().seq > first_cursor)
     running.stop()
     running = Running(sqlite_store, settings, cursor)
     try:
@@ -197,7 +198,10 @@ def test_receiver_and_forwarder_killed_mid_stream_leave_no_gap_and_duplicates_ar
     # Duplicates come only from resending the unsettled window after each of the two failures.
     runs = [seq for i, seq in enumerate(duplicates) if i == 0 or duplicates[i - 1] != seq - 1]
     assert len(runs) <= 2
-    assert len(duplicates) <= 2 * 600, f"{len(duplicates)} duplicates"
+    # Each window is what was sent in the last settle_s (0.3 s) before a failure: a fraction of the stream, which
+    # the rate of this machine sets; never a replay from the start.
+    assert len(duplicates) < total // 2, f"{len(duplicates)} duplicates"
+    assert min(duplicates, default=total) > first_cursor  # settled rows are never sent again
     print(
         f"outage test: {len(received)} messages for {total + 200} events, "
         f"{len(duplicates)} duplicates in {len(runs)} runs"

@@ -77,11 +77,11 @@ class CursorFile:
         """The stored cursor, or the start of the log if there is none yet."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
+            return Cursor(int(data["seq"]), str(data.get("hash", "")))
         except FileNotFoundError:
             return Cursor()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"ATNA cursor file {self.path} is unreadable: {exc}") from exc
-        return Cursor(int(data["seq"]), str(data.get("hash", "")))
 
     def write(self, cursor: Cursor) -> None:
         """Replace the cursor durably (temporary file, fsync, rename, directory fsync)."""

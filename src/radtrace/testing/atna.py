@@ -1,4 +1,4 @@
-"""A real rsyslog as the audit record repository: TLS (gtls driver) with throw-away certificates, its own config.
+"""A real rsyslog as an audit record repository for the ATNA tests and bench/atna.py: TLS with throw-away certificates.
 
 ``make_pki`` builds a CA, a server certificate for localhost/127.0.0.1 and a client certificate with the
 ``cryptography`` package. :class:`Rsyslog` runs ``rsyslogd -n`` on a free port with a config in a temporary
@@ -113,12 +113,13 @@ class Received:
 
 
 class Rsyslog:
-    """rsyslogd in the foreground with its own config; TLS unless ``tls`` is False (plain imtcp)."""
+    """rsyslogd in the foreground with its own config: TLS unless ``pki`` is None, plus an optional plain port."""
 
-    def __init__(self, directory: Path, port: int, pki: Pki | None) -> None:
-        self.directory, self.port, self.pki = directory, port, pki
+    def __init__(self, directory: Path, port: int, pki: Pki | None, *, plain_port: int | None = None) -> None:
+        self.directory, self.port, self.pki, self.plain_port = directory, port, pki, plain_port
         self.output = directory / "received.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._counted_bytes = self._counted_lines = 0
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "work").mkdir(exist_ok=True)
         self.config = directory / "rsyslog.conf"
@@ -135,6 +136,12 @@ class Rsyslog:
             )
             # x509/certvalid: the client must present a certificate signed by the CA (mutual TLS).
             driver = ' streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid"'
+        plain = ""
+        if self.plain_port is not None:  # a second, unencrypted listener (for peers that cannot speak TLS)
+            plain = (
+                'module(load="imptcp")\n'
+                f'input(type="imptcp" address="127.0.0.1" port="{self.plain_port}" supportOctetCountedFraming="on")\n'
+            )
         return f"""
 global(
   workDirectory="{self.directory / "work"}"
@@ -144,7 +151,7 @@ global(
 main_queue(queue.type="Direct")
 module(load="imtcp"{driver})
 input(type="imtcp" address="127.0.0.1" port="{self.port}")
-template(name="atna" type="list") {{
+{plain}template(name="atna" type="list") {{
   property(name="structured-data")
   constant(value="\\t")
   property(name="msg" format="json")
@@ -188,6 +195,17 @@ action(type="omfile" file="{self.output}" template="atna" flushOnTXEnd="on" asyn
                 self.process.kill()
                 self.process.wait(10)
         (self.directory / "rsyslogd.pid").unlink(missing_ok=True)
+
+    def count_lines(self) -> int:
+        """Messages written so far (counts newlines incrementally, cheap to call often)."""
+        if not self.output.exists():
+            return 0
+        with self.output.open("rb") as handle:
+            handle.seek(self._counted_bytes)
+            chunk = handle.read()
+        self._counted_bytes += len(chunk)
+        self._counted_lines += chunk.count(b"\n")
+        return self._counted_lines
 
     def received(self) -> list[Received]:
         """Every message written so far, in file order."""
