@@ -354,3 +354,14 @@ def test_radtrace_api_serves_the_console_with_no_further_setting(tmp_path: Path)
         finally:
             process.terminate()
             process.wait(timeout=20)
+
+
+def test_patient_data_and_model_text_are_escaped_in_the_pages(console: Console) -> None:
+    study_uid = console.study(51, name="EVIL^<script>alert(1)</script>")
+    add_user(console.store, "dr.esc", "radiologist")
+    with console.client() as client:
+        sign_in(client, "dr.esc")
+        for url in ("/console/worklist", f"/console/studies/{study_uid}/1"):
+            page = client.get(url).text
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+            assert "<script>alert" not in page
