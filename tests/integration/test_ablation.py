@@ -127,6 +127,7 @@ def test_every_attribute_changed_every_way_ends_in_a_draft_a_reasoned_skip_or_a_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.skipif(os.environ.get("RADTRACE_FULL_ABLATION") != "1", reason="set RADTRACE_FULL_ABLATION=1")
 def test_the_full_matrix_of_sources_attributes_and_changes(harness: AblationHarness) -> None:
     applicable = (
