@@ -122,3 +122,10 @@ def test_forwarder_process_killed_mid_stream_resumes_from_its_cursor_without_a_g
     assert sent_before >= killed_at
     assert seqs == list(range(1, sent_before + 1)) + list(range(killed_at + 1, total + 1))
     print(f"forwarder killed at cursor {killed_at}: {sent_before - killed_at} duplicates, no gap")
+
+
+def test_forward_without_a_repository_is_a_usage_error(tmp_path: Path) -> None:
+    data_dir = seeded_data_dir(tmp_path, 1)
+    result = radtrace("audit", "forward", "--once", env={"RADTRACE_DATA_DIR": str(data_dir)})
+    assert result.returncode == 2
+    assert "atna.host is not set" in result.stderr

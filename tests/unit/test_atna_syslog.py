@@ -71,3 +71,37 @@ def test_cursor_file_round_trips_and_refuses_garbage(tmp_path: Path) -> None:
     cursor.path.write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         cursor.read()
+
+
+def test_atna_settings_need_a_host_when_enabled_and_a_key_with_the_certificate(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from radtrace.config import AtnaSettings
+
+    assert AtnaSettings().enabled is False  # off by default
+    with pytest.raises(ValidationError, match="host is not set"):
+        AtnaSettings(enabled=True)
+    with pytest.raises(ValidationError, match="go together"):
+        AtnaSettings(host="arr.example.org", certificate=tmp_path / "client.pem")
+
+
+def test_serve_runs_the_forwarder_as_a_child_only_when_atna_is_enabled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from radtrace import supervisor
+    from radtrace.config import load_settings
+
+    started: list[list[str]] = []
+
+    class Recorder:
+        def __init__(self, settings: object, components: list[supervisor.Component], **_: object) -> None:
+            started.append([component.name for component in components])
+
+        def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(supervisor, "Supervisor", Recorder)
+    supervisor.run_serve(load_settings(data_dir=tmp_path))
+    supervisor.run_serve(load_settings(data_dir=tmp_path, atna={"enabled": True, "host": "arr.example.org"}))
+    assert started == [["listener", "worker", "dispatcher", "api"], ["listener", "worker", "dispatcher", "api", "atna"]]
+    assert supervisor.serve_components() == supervisor.serve_components()  # the default list is never modified
