@@ -365,3 +365,29 @@ def test_patient_data_and_model_text_are_escaped_in_the_pages(console: Console) 
             page = client.get(url).text
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
             assert "<script>alert" not in page
+
+
+def test_the_agreement_page_counts_current_decisions_only(console: Console) -> None:
+    first, second = console.study(61), console.study(62)
+    add_user(console.store, "dr.agree", "radiologist")
+    add_user(console.store, "qa.agree", "qa")
+    with console.client() as client:
+        sign_in(client, "dr.agree")
+        label = re.findall(r'name="label" value="([^"]+)"', client.get(f"/console/studies/{first}/1").text)[0]
+        assert _decide(client, first, "findings", label=label, decision="accept") == 303
+        assert _decide(client, first, "findings", label=label, decision="reject", comment="changed my mind") == 303
+        assert _decide(client, first, "draft", decision="accept", reason="RT-A2") == 303
+        assert _decide(client, second, "draft", decision="reject", reason="RT-R2") == 303
+    with console.client() as client:
+        sign_in(client, "qa.agree")
+        page = client.get("/console/agreement").text
+
+    def counts(row_label: str) -> list[str]:
+        row = re.search(rf'<tr data-label="{re.escape(row_label)}">(.*?)</tr>', page, re.S)
+        assert row is not None, row_label
+        return re.findall(r'<td class="num[^"]*">([^<]*)</td>', row.group(1))
+
+    assert counts("whole draft") == ["2", "1", "0", "1", "50%"]
+    assert counts(label) == ["1", "0", "0", "1", "0%"]  # the superseded accept is not counted
+    assert "RT-A2" in page
+    assert "Finding reported that is not there" in page

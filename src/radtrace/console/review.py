@@ -31,12 +31,14 @@ from radtrace.store.models import Instance, Revision, Study
 
 __all__ = [
     "DRAFT_REASONS",
+    "Agreement",
     "Decision",
     "DecisionError",
     "DraftDecision",
     "FindingDecision",
     "FindingReview",
     "StudyReview",
+    "agreement",
     "check_draft_decision",
     "decide_draft",
     "decide_finding",
@@ -366,3 +368,52 @@ def image_path(store: Store, study_uid: str, sop_instance_uid: str) -> str | Non
             .order_by(Instance.version.desc())
             .limit(1)
         )
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How radiologists' current decisions on one finding label (or on whole drafts) are spread."""
+
+    label: str
+    accept: int = 0
+    reject: int = 0
+    modify: int = 0
+
+    @property
+    def total(self) -> int:
+        """Decisions counted."""
+        return self.accept + self.reject + self.modify
+
+    @property
+    def accepted_share(self) -> float | None:
+        """Accepted as a share of all decisions (None when there are none)."""
+        return self.accept / self.total if self.total else None
+
+
+def agreement(store: Store) -> tuple[tuple[Agreement, ...], Agreement, dict[str, int]]:
+    """Per finding label and for whole drafts, the current decisions (a superseded one is not counted), and the
+    whole-draft reasons used; read from the audit log (``finding_assessed``, ``draft_assessed``)."""
+    table = AuditEventRow
+    latest: dict[tuple[str, int, str], tuple[str, str | None]] = {}
+    with store.session("counting decisions") as session:
+        rows = session.execute(
+            sa.select(table.study_uid, table.event_type, table.payload)
+            .where(table.event_type.in_([EventType.FINDING_ASSESSED.value, EventType.DRAFT_ASSESSED.value]))
+            .order_by(table.seq)
+        )
+        for study_uid, kind, text in rows:
+            payload = json.loads(text)
+            label = str(payload.get("finding")) if kind == EventType.FINDING_ASSESSED.value else ""
+            key = (str(study_uid), int(payload.get("revision") or 0), label)
+            latest[key] = (str(payload.get("decision")), payload.get("reason_code"))  # later events win
+    counts: dict[str, dict[str, int]] = {}
+    reasons: dict[str, int] = {}
+    for (_study, _revision, label), (verdict, reason) in latest.items():
+        per = counts.setdefault(label, {"accept": 0, "reject": 0, "modify": 0})
+        if verdict in per:
+            per[verdict] += 1
+        if not label and reason:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    drafts = counts.pop("", {"accept": 0, "reject": 0, "modify": 0})
+    findings = tuple(Agreement(label, **per) for label, per in sorted(counts.items()))
+    return findings, Agreement("whole draft", **drafts), dict(sorted(reasons.items()))

@@ -46,6 +46,7 @@ from radtrace.console.review import (
     DRAFT_REASONS,
     DecisionError,
     StudyReview,
+    agreement,
     check_draft_decision,
     decide_draft,
     decide_finding,
@@ -268,6 +269,14 @@ def next_one(
     if found is None:
         return _redirect(f"{PREFIX}/worklist")
     return _redirect(f"{PREFIX}/studies/{found[0]}/{found[1]}")
+
+
+@router.get("/agreement")
+def agreement_page(request: Request, state: StateDep, user: UserDep) -> HTMLResponse:
+    """How often radiologists accept, reject or modify each finding and whole drafts (current decisions only)."""
+    findings, drafts, reasons = agreement(state.store)
+    return _page(request, state, "agreement.html", user=user, findings=findings, drafts=drafts, reasons=reasons,
+                 reason_meanings=DRAFT_REASONS)  # fmt: skip
 
 
 # --- study -----------------------------------------------------------------------------------
