@@ -115,8 +115,11 @@ class Received:
 class Rsyslog:
     """rsyslogd in the foreground with its own config: TLS unless ``pki`` is None, plus an optional plain port."""
 
-    def __init__(self, directory: Path, port: int, pki: Pki | None, *, plain_port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int, pki: Pki | None, *, plain_port: int | None = None, driver: str = "gtls"
+    ) -> None:
         self.directory, self.port, self.pki, self.plain_port = directory, port, pki, plain_port
+        self.driver = driver  # gtls (GnuTLS) or ossl (OpenSSL: sends TLS 1.3 session tickets after the handshake)
         self.output = directory / "received.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._counted_bytes = self._counted_lines = 0
@@ -135,7 +138,7 @@ class Rsyslog:
                 f'  defaultNetstreamDriverKeyFile="{self.pki.server_key}"\n'
             )
             # x509/certvalid: the client must present a certificate signed by the CA (mutual TLS).
-            driver = ' streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid"'
+            driver = f' streamDriver.name="{self.driver}" streamDriver.mode="1" streamDriver.authMode="x509/certvalid"'
         plain = ""
         if self.plain_port is not None:  # a second, unencrypted listener (for peers that cannot speak TLS)
             plain = (

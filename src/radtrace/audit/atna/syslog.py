@@ -171,14 +171,34 @@ class StreamTransport:
             raise SyslogUnavailableError(f"ATNA repository {self.host}:{self.port}: {exc}") from exc
 
     def alive(self) -> bool:
-        """False once the peer closed or reset the connection (a syslog receiver never sends us data)."""
-        if self._sock is None:
+        """False once the peer closed or reset the connection.
+
+        A syslog receiver sends no application data, but a TLS 1.3 server does send records after the handshake
+        (NewSessionTicket, e.g. OpenSSL-based receivers): readable is not closed. Whatever is readable is read
+        without blocking; only an orderly close (no bytes) or an error means the connection is gone.
+        """
+        sock = self._sock
+        if sock is None:
             return False
         try:
-            readable, _, failed = select.select([self._sock], [], [self._sock], 0)
+            readable, _, failed = select.select([sock], [], [sock], 0)
         except (OSError, ValueError):
             return False
-        return not readable and not failed
+        if failed:
+            return False
+        if not readable:
+            return True
+        try:
+            sock.setblocking(False)
+            data = sock.recv(4096)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return True  # only TLS records without application data (session tickets)
+        except OSError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.timeout_s)
+        return bool(data)
 
     def close(self) -> None:
         """Close the connection, if open."""
