@@ -124,12 +124,12 @@ def wait_for(condition: object, timeout_s: float = 20.0) -> None:
 
 
 def test_every_event_type_arrives_over_mutual_tls_and_validates(
-    tmp_path: Path, sqlite_store: Store, any_rsyslog: Rsyslog, pki: Pki
+    tmp_path: Path, store: Store, any_rsyslog: Rsyslog, pki: Pki
 ) -> None:
-    rsyslog = any_rsyslog
-    record_events(sqlite_store, len(EventType))
+    rsyslog = any_rsyslog  # on SQLite and PostgreSQL (the store fixture), with both TLS drivers
+    record_events(store, len(EventType))
     cursor = CursorFile(tmp_path / "atna" / "cursor.json")
-    running = Running(sqlite_store, settings_for(rsyslog, pki), cursor)
+    running = Running(store, settings_for(rsyslog, pki), cursor)
     try:
         wait_for(lambda: cursor.read().seq == len(EventType))
         time.sleep(0.5)  # idle polls on the open connection
