@@ -146,3 +146,21 @@ def test_the_schema_rejects_a_message_missing_what_a5_requires() -> None:
     broken.find("EventIdentification").set("EventOutcomeIndicator", "3")
     with pytest.raises(AuditMessageInvalidError):
         validate_audit_message(etree.tostring(broken))
+
+
+@pytest.mark.parametrize(
+    ("event_type", "code"),
+    [
+        (EventType.ASSOCIATION_REJECTED, "110126"),
+        (EventType.API_TOKEN_CREATED, "110137"),
+        (EventType.CONSOLE_USER_LOCKED, "110137"),
+        (EventType.CONSOLE_LOGOUT, "110123"),
+        (EventType.APPLICATION_STOPPED, "110121"),
+    ],
+)
+def test_standard_event_type_codes_come_before_the_local_one(event_type: EventType, code: str) -> None:
+    message = build_audit_message(record(event_type), SOURCE)
+    codes = [
+        (c.get("csd-code"), c.get("codeSystemName")) for c in message.iterfind("EventIdentification/EventTypeCode")
+    ]
+    assert codes == [(code, "DCM"), (event_type.value, "99RADTRACE")]

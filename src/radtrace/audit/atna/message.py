@@ -6,7 +6,8 @@ message's shape follows the event's DICOM type (:attr:`radtrace.audit.events.Eve
 * Event Identification (A.5.2, A.5.3): the Event ID (CID 400), the Event Action Code, the time the row was
   recorded, the outcome (0/4/8/12) and, for failures, the recorded reason. Every message also carries the exact
   radtrace event type as an Event Type Code in the local scheme ``99RADTRACE``; the standard Event Type Codes
-  are added where the event has one (Application Start/Stop, CID 401; Login/Logout, CID 425).
+  are added where the event has one (Application Start/Stop, CID 401; Login/Logout, CID 425; Security Alert
+  types, CID 403).
 * Active Participants (A.5.2.1): the person or peer that caused the event (user name, or the peer's AE title in
   ``AlternativeUserID`` as ``AETITLES=...`` with its network access point), and the radtrace process that
   recorded it. Roles (CID 402): Application, Source, Destination where the event type implies them.
@@ -87,6 +88,13 @@ _STANDARD_TYPE_CODE: Final = {
     EventType.CONSOLE_LOGIN_FAILED: ("110122", "DCM", "Login"),
     EventType.API_AUTHENTICATION_FAILED: ("110122", "DCM", "Login"),
     EventType.CONSOLE_LOGOUT: ("110123", "DCM", "Logout"),
+    # Security Alert type codes (CID 403): a refused association failed node authentication; who may use the
+    # API or the console changed. Identity conflicts and tamper findings have no fitting CID 403 code: local only.
+    EventType.ASSOCIATION_REJECTED: ("110126", "DCM", "Node Authentication"),
+    EventType.API_TOKEN_CREATED: ("110137", "DCM", "User Security Attributes Changed"),
+    EventType.API_TOKEN_REVOKED: ("110137", "DCM", "User Security Attributes Changed"),
+    EventType.CONSOLE_USER_CREATED: ("110137", "DCM", "User Security Attributes Changed"),
+    EventType.CONSOLE_USER_LOCKED: ("110137", "DCM", "User Security Attributes Changed"),
 }
 _INCOMING: Final = frozenset(
     {
