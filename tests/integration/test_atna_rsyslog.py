@@ -219,3 +219,33 @@ def test_receiver_and_forwarder_killed_mid_stream_leave_no_gap_and_duplicates_ar
         f"outage test: {len(received)} messages for {total + 200} events, "
         f"{len(duplicates)} duplicates in {len(runs)} runs"
     )
+
+
+def test_udp_delivers_each_message_as_one_datagram(tmp_path: Path, sqlite_store: Store, pki: Pki) -> None:
+    receiver = Rsyslog(tmp_path / "rsyslog-udp", free_port(), pki, udp_port=free_udp_port())
+    receiver.start()
+    try:
+        record_events(sqlite_store, 30)
+        assert receiver.udp_port is not None
+        settings = settings_for(receiver, pki, transport="udp", port=receiver.udp_port)
+        cursor = CursorFile(tmp_path / "atna" / "cursor.json")
+        running = Running(sqlite_store, settings, cursor)
+        try:
+            wait_for(lambda: cursor.read().seq == 30 and receiver.count_lines() == 30)
+        finally:
+            running.stop()
+        received = receiver.received()
+    finally:
+        receiver.stop()
+    # Loopback does not drop datagrams at this rate; on a real network UDP is best effort (docs/operations.md).
+    assert [message.seq for message in received] == list(range(1, 31))
+    for message in received:
+        validate_audit_message(message.msg.encode("utf-8"))
+
+
+def free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

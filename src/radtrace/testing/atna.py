@@ -100,6 +100,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _udp_port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True  # rsyslog's imudp has it
+    return False
+
+
 @dataclass(frozen=True)
 class Received:
     """One message as rsyslog wrote it: the structured data and the MSG (BOM removed)."""
@@ -116,9 +125,17 @@ class Rsyslog:
     """rsyslogd in the foreground with its own config: TLS unless ``pki`` is None, plus an optional plain port."""
 
     def __init__(
-        self, directory: Path, port: int, pki: Pki | None, *, plain_port: int | None = None, driver: str = "gtls"
+        self,
+        directory: Path,
+        port: int,
+        pki: Pki | None,
+        *,
+        plain_port: int | None = None,
+        udp_port: int | None = None,
+        driver: str = "gtls",
     ) -> None:
         self.directory, self.port, self.pki, self.plain_port = directory, port, pki, plain_port
+        self.udp_port = udp_port
         self.driver = driver  # gtls (GnuTLS) or ossl (OpenSSL: sends TLS 1.3 session tickets after the handshake)
         self.output = directory / "received.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -145,6 +162,8 @@ class Rsyslog:
                 'module(load="imptcp")\n'
                 f'input(type="imptcp" address="127.0.0.1" port="{self.plain_port}" supportOctetCountedFraming="on")\n'
             )
+        if self.udp_port is not None:  # RFC 5426: one message per datagram
+            plain += f'module(load="imudp")\ninput(type="imudp" address="127.0.0.1" port="{self.udp_port}")\n'
         return f"""
 global(
   workDirectory="{self.directory / "work"}"
@@ -177,9 +196,12 @@ action(type="omfile" file="{self.output}" template="atna" flushOnTXEnd="on" asyn
                 raise RuntimeError(f"rsyslogd exited: {(self.directory / 'rsyslogd.stderr').read_text()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
             except OSError:
                 time.sleep(0.05)
+                continue
+            if self.udp_port is None or _udp_port_taken(self.udp_port):
+                return
+            time.sleep(0.05)
         raise RuntimeError("rsyslogd did not start listening")
 
     def kill(self) -> None:
