@@ -29,7 +29,7 @@ STUDIES = 50_000
 TARGET_MS = 300.0
 
 
-def _median_ms(call: Callable[[], object], repeat: int = 9) -> float:
+def _median_ms(call: Callable[[], object], repeat: int = 7) -> float:
     call()  # warm: first use of a statement, a template, a page of the index
     times = []
     for _ in range(repeat):

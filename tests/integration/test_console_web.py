@@ -35,6 +35,7 @@ from radtrace.console.accounts import unlock_user
 from radtrace.console.schema import ConsoleSession
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
 from radtrace.testing.studies import ImageSpec
 from tests_support import radtrace
 
@@ -299,8 +300,14 @@ def test_a_trusted_proxy_header_signs_in_only_from_a_trusted_address(console: Co
     assert json.loads(logins[0].payload)["method"] == "trusted-header X-Remote-User"
 
 
-def test_user_create_generates_a_password_shown_once(console: Console, database_url: str) -> None:
-    env = {"RADTRACE_DATA_DIR": str(console.tmp_path / "cli"), "RADTRACE_STORE__URL": database_url}
+def test_user_create_generates_a_password_shown_once(tmp_path: Path) -> None:
+    # The command, once (on SQLite): the accounts code under it runs on both databases in the tests above.
+    database_url = f"sqlite:///{tmp_path / 'cli.db'}"
+    store = Store.from_url(database_url)
+    upgrade(store)
+    settings = console_settings(tmp_path, store)
+    console = Console(store, settings, StudyReader(settings.model, data_dir=settings.data_dir), tmp_path)
+    env = {"RADTRACE_DATA_DIR": str(tmp_path / "cli"), "RADTRACE_STORE__URL": database_url}
     created = radtrace("user", "create", "dr.jon", "--role", "radiologist", "--generate-password", env=env)
     assert created.returncode == 0, created.stderr
     password = created.stdout.strip()
