@@ -20,15 +20,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import CALLING_AE, _file_count, _serve_env, _wait_until, child, pacs, prepare_studies
+from pipeline import CALLING_AE, DRAFT_SR_PREFIXES, _serve_env, _sr_count, _wait_until, child, pacs, prepare_studies
 from radtrace.dicom_listener.dcmtk import echoscu, storescu
 from radtrace.testing.studies import StudySpec, make_study, write_study
 from radtrace.testing.tiny_model import build_tiny_model
 
 
 def _newest_mtime(directory: Path) -> float:
+    """When the last draft SR arrived."""
     with os.scandir(directory) as entries:
-        return max(entry.stat().st_mtime for entry in entries if entry.is_file())
+        return max(entry.stat().st_mtime for entry in entries if entry.name.startswith(DRAFT_SR_PREFIXES))
 
 
 def _one_run(args: argparse.Namespace, root: Path, model_dir: Path, files: list[Path], warm: list[Path], batch: int
@@ -47,18 +48,16 @@ def _one_run(args: argparse.Namespace, root: Path, model_dir: Path, files: list[
             )  # fmt: skip
             if storescu(warm, ports["listener"], calling=CALLING_AE).returncode != 0:
                 raise RuntimeError("storescu of the warm-up study failed")
-            _wait_until(lambda: _file_count(root / "pacs") >= 1, 180, "the warm-up SR at the PACS", log_file)
+            _wait_until(lambda: _sr_count(root / "pacs") >= 1, 180, "the warm-up SR at the PACS", log_file)
             started = time.time()
             sent = storescu(files, ports["listener"], calling=CALLING_AE, timeout=600)
             if sent.returncode != 0:
                 raise RuntimeError(f"storescu of the burst failed: {sent.stderr[-800:]}")
             serve.note_descendants()
             expected = 1 + args.burst
-            _wait_until(lambda: _file_count(root / "pacs") >= expected, 900, f"{args.burst} SRs at the PACS", log_file)
-            held = _file_count(root / "pacs")
-            kinds = sorted({entry.name.split(".", 1)[0] for entry in os.scandir(root / "pacs")})
-            if kinds != ["SR3"] or held != expected:  # storescp names a Comprehensive 3D SR "SR3.<SOP UID>"
-                raise RuntimeError(f"the PACS holds {held} files of kinds {kinds}, not {expected} SRs")
+            _wait_until(lambda: _sr_count(root / "pacs") >= expected, 900, f"{args.burst} SRs at the PACS", log_file)
+            if (held := _sr_count(root / "pacs")) != expected:
+                raise RuntimeError(f"the PACS holds {held} draft SRs, not {expected}")
             return _newest_mtime(root / "pacs") - started
 
 

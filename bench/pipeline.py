@@ -216,9 +216,15 @@ def prepare_studies(directory: Path, count: int) -> list[Prepared]:
     return prepared
 
 
-def _file_count(directory: Path) -> int:
+# storescp names each file after its SOP class: "SR3." a Comprehensive 3D SR, "SRc." a Comprehensive SR (the
+# TID 1500 drafts), "SRt." a Basic Text SR (the companion document, which is not counted).
+DRAFT_SR_PREFIXES = ("SR3.", "SRc.")
+
+
+def _sr_count(directory: Path) -> int:
+    """The TID 1500 draft SRs a storescp PACS holds in ``directory``."""
     with os.scandir(directory) as entries:
-        return sum(1 for entry in entries if entry.is_file())
+        return sum(1 for entry in entries if entry.is_file() and entry.name.startswith(DRAFT_SR_PREFIXES))
 
 
 def send_sequentially(
@@ -227,14 +233,14 @@ def send_sequentially(
     """Send each study, wait until its SR is stored at the PACS, pause ``gap_s``; returns storescu wall times."""
     walls = []
     for study in studies:
-        before = _file_count(pacs_dir)
+        before = _sr_count(pacs_dir)
         started = time.perf_counter()
         sent = storescu(study.files, port, calling=CALLING_AE)
         walls.append(time.perf_counter() - started)
         if sent.returncode != 0:
             raise RuntimeError(f"storescu into radtrace failed: {sent.stderr[-800:]}")
         serve.note_descendants()
-        arrived = functools.partial(lambda n: _file_count(pacs_dir) > n, before)
+        arrived = functools.partial(lambda n: _sr_count(pacs_dir) > n, before)
         _wait_until(arrived, 120, f"the SR of {study.study_uid} at the PACS", log_file)
         time.sleep(gap_s)
     return walls
