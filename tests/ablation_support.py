@@ -68,7 +68,8 @@ class Tally:
     def add(self, name: str, outcome: Outcome) -> None:
         self.run += 1
         self.counts[outcome.kind] = self.counts.get(outcome.kind, 0) + 1
-        if outcome.kind in ("failed", "unexpected") or outcome.problems:
+        reasonless = outcome.kind in ("skipped", "refused") and not outcome.detail.strip()
+        if outcome.kind in ("failed", "unexpected") or outcome.problems or reasonless:
             self.bad.append(f"{name}: {outcome.kind}: {outcome.detail} {outcome.problems}")
 
     def line(self) -> str:
