@@ -12,12 +12,13 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
@@ -326,9 +327,13 @@ def decide_draft(
     reason_code: str,
     comment: str | None,
     assessment_sr: Mapping[str, str] | None = None,
+    add_outbox_rows: Callable[[Session, int], list[dict[str, object]]] | None = None,
 ) -> int:
     """Record the whole draft's decision (``draft_assessed``, naming its assessment SR when one was kept) and
-    mirror it on the worklist; returns its seq."""
+    mirror it on the worklist; returns its seq.
+
+    ``add_outbox_rows(session, revision_id)`` queues the assessment SR for the PACS in the same transaction
+    (:meth:`radtrace.reporting.dispatch.outbox.Outbox.add_assessments`); the event names the rows (``outbox``)."""
     check_draft_decision(verdict, reason_code, comment)
     chosen = DraftDecision(verdict)
     payload: dict[str, Any] = {
@@ -345,6 +350,14 @@ def decide_draft(
     }
     now = utc_now()
     with store.session("recording a draft decision", immediate=True) as session:
+        if add_outbox_rows is not None:
+            revision_id = session.scalar(
+                sa.select(Revision.id).join(Study).where(Study.study_uid == review.study_uid,
+                                                         Revision.number == review.revision)
+            )  # fmt: skip
+            if revision_id is None:
+                raise DecisionError("this revision no longer exists")
+            payload["outbox"] = add_outbox_rows(session, revision_id)
         recorded = AuditRecorder(store).record(
             AuditEvent(EventType.DRAFT_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
                        payload=payload),

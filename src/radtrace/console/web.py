@@ -18,6 +18,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -28,6 +29,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from radtrace import __version__
@@ -95,6 +97,8 @@ class ConsoleState:
     settings: Settings
     templates: Environment
     last_sync: float = 0.0
+    #: Rings the dispatcher for an outbox row (``radtrace.worker.doorbell.ring_dispatch`` unless a test sets one).
+    ring_dispatch: Callable[[int], bool] | None = None
 
 
 class _LoginRequiredError(Exception):
@@ -410,10 +414,14 @@ async def draft_decision(
     try:
         check_draft_decision(verdict, reason, comment)
         kept = await run_in_threadpool(_assessment_sr, state, review, user.account.name, verdict, reason, comment)
+        queued: list[int] = []
+        add_rows = _outbox_rows(state, kept, queued) if kept else None
         await run_in_threadpool(decide_draft, state.store, review, _actor(request, user), verdict, reason, comment,
-                                kept)  # fmt: skip
+                                kept, add_rows)  # fmt: skip
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
+    if queued:
+        await run_in_threadpool(_ring, state, queued)
     if form.get("then") == "next":
         return _redirect(f"{PREFIX}/next?study={quote(study_uid)}&revision={revision}")
     return _redirect(f"{PREFIX}/studies/{study_uid}/{revision}#draft")
@@ -451,6 +459,40 @@ def _assessment_sr(
     root = _assessments_root(state)
     path, sha256 = keep_assessment(root, review.study_uid, review.revision, sr)
     return {"sop_instance_uid": sop_uid, "path": path.relative_to(root).as_posix(), "sha256": sha256}
+
+
+def _outbox_rows(
+    state: ConsoleState, kept: dict[str, str], queued: list[int]
+) -> Callable[[Session, int], list[dict[str, object]]]:
+    """What queues a kept assessment SR for each PACS inside the decision's transaction (row IDs go to ``queued``)."""
+    from radtrace.reporting.dispatch.outbox import Outbox
+    from radtrace.worker.pipeline import payload_dir
+
+    def add(session: Session, revision_id: int) -> list[dict[str, object]]:
+        settings = state.settings
+        outbox = Outbox(state.store, AuditRecorder(state.store), settings.dispatch, payload_dir(settings))
+        try:
+            payload = (_assessments_root(state) / kept["path"]).read_bytes()
+        except OSError as exc:
+            raise DecisionError(f"the kept assessment SR cannot be read: {exc.strerror}") from exc
+        rows = outbox.add_assessments(session, revision_id, kept["sop_instance_uid"], payload)
+        queued.extend(int(str(row["id"])) for row in rows)
+        return rows
+
+    return add
+
+
+def _ring(state: ConsoleState, outbox_ids: list[int]) -> None:
+    """Ring the dispatcher once per queued row, after the commit; best effort (the reconciler rings again)."""
+    ring = state.ring_dispatch
+    if ring is None:
+        from radtrace.worker.doorbell import ring_dispatch
+
+        def ring(outbox_id: int) -> bool:
+            return ring_dispatch(state.settings, outbox_id)
+
+    for outbox_id in outbox_ids:
+        ring(outbox_id)
 
 
 @router.get("/studies/{study_uid}/{revision}/assessments/{sop_uid}.dcm")

@@ -193,12 +193,16 @@ class OutboxMessage(Base):
     """One report to deliver to one destination; delivered only when the peer confirmed receipt."""
 
     __tablename__ = "outbox"
-    __table_args__ = (sa.UniqueConstraint("revision_id", "kind", "destination"),)
+    __table_args__ = (sa.UniqueConstraint("revision_id", "kind", "destination", "document_uid"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     revision_id: Mapped[int] = mapped_column(sa.ForeignKey("revisions.id"), index=True)
-    kind: Mapped[str] = mapped_column(sa.String(16), doc="sr, hl7, fhir or file")
+    kind: Mapped[str] = mapped_column(sa.String(16), doc="sr, gsps, companion, hl7, fhir, file or assessment")
     destination: Mapped[str] = mapped_column(sa.String(255))
+    document_uid: Mapped[str] = mapped_column(
+        sa.String(64), default="", server_default="",
+        doc="the SOP Instance UID of an assessment SR (several per revision); empty for the revision's draft",
+    )  # fmt: skip
     payload_path: Mapped[str] = mapped_column(sa.Text)
     payload_sha256: Mapped[str] = mapped_column(SHA256_HEX)
     state: Mapped[OutboxState] = mapped_column(

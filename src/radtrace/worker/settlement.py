@@ -1,7 +1,9 @@
 """Deliveries: one attempt per outbox row, and the revision's state once its rows are settled.
 
 ``reported → dispatched`` once every outbox row of a revision is delivered, or ``failed(reason)`` when one failed
-for good and none is pending. The outbox (:mod:`radtrace.reporting.dispatch.outbox`) makes the attempts.
+for good and none is pending. Only the draft's rows count: a radiologist's assessment SRs (``assessment`` rows)
+are delivered the same way but never change the revision's state. The outbox
+(:mod:`radtrace.reporting.dispatch.outbox`) makes the attempts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sqlalchemy as sa
 
 from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
-from radtrace.reporting.dispatch.outbox import Delivery, Outbox
+from radtrace.reporting.dispatch.outbox import KIND_ASSESSMENT, Delivery, Outbox
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
 from radtrace.worker.claims import Claim, claim_event, last_received, seconds_between
@@ -84,10 +86,10 @@ class Deliveries:
             durations: dict[str, float | None] = {}
             rows = session.execute(
                 sa.select(OutboxMessage.kind, OutboxMessage.destination, OutboxMessage.state, OutboxMessage.last_error)
-                .where(OutboxMessage.revision_id == rev.id)
+                .where(OutboxMessage.revision_id == rev.id, OutboxMessage.kind != KIND_ASSESSMENT)
                 .order_by(OutboxMessage.id)
             ).all()
-            if any(row.state is OutboxState.PENDING for row in rows):
+            if not rows or any(row.state is OutboxState.PENDING for row in rows):
                 return rev.state
             failed = [row for row in rows if row.state is OutboxState.FAILED]
             if failed:

@@ -2,7 +2,10 @@
 
 ``enqueue`` stores each payload once (content-addressed files under the payload folder, their SHA-256
 in the row) and inserts one ``outbox`` row per (revision, kind, destination); enqueuing again changes
-nothing. ``deliver(outbox_id)`` makes one attempt if the row is pending and due:
+nothing. ``add_assessments`` does the same for a radiologist's assessment SR, one row per PACS and
+document (a revision has many; each is its own SR, never an edit of an earlier one), inside the caller's
+transaction so that the decision's audit event and its rows are committed together.
+``deliver(outbox_id)`` makes one attempt if the row is pending and due:
 
 1. *claim*: one conditional UPDATE raises ``attempts`` and pushes ``next_attempt_at`` past a lease,
    only if nobody else did so first; a concurrent dispatcher (or a doorbell rung twice) finds the row
@@ -32,6 +35,7 @@ import pydicom
 import sqlalchemy as sa
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
@@ -45,6 +49,7 @@ from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, Study
 
 __all__ = [
+    "KIND_ASSESSMENT",
     "KIND_COMPANION",
     "KIND_FHIR",
     "KIND_FILE",
@@ -68,7 +73,11 @@ KIND_COMPANION: Final = "companion"  # the Basic Text SR beside the TID 1500 SR 
 KIND_HL7: Final = "hl7"
 KIND_FHIR: Final = "fhir"
 KIND_FILE: Final = "file"
-_SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_COMPANION: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json"}
+#: A radiologist's assessment SR (radtrace.console.assessment): not part of the revision's draft, so it neither
+#: records ``report_created`` nor counts when settlement decides the revision's dispatched/failed state.
+KIND_ASSESSMENT: Final = "assessment"
+_SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_COMPANION: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json",
+                  KIND_ASSESSMENT: ".dcm"}  # fmt: skip
 LEASE_MARGIN_S: Final = 60.0
 
 
@@ -158,7 +167,8 @@ def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
         drop_file(payload, Path(destination))
         return None
 
-    return {KIND_SR: send_sr, KIND_GSPS: send_sr, KIND_COMPANION: send_sr, KIND_HL7: send_hl7, KIND_FILE: send_file}
+    return {KIND_SR: send_sr, KIND_GSPS: send_sr, KIND_COMPANION: send_sr, KIND_ASSESSMENT: send_sr,
+            KIND_HL7: send_hl7, KIND_FILE: send_file}  # fmt: skip
 
 
 class Outbox:
@@ -224,6 +234,7 @@ class Outbox:
                         OutboxMessage.revision_id == revision_id,
                         OutboxMessage.kind == delivery.kind,
                         OutboxMessage.destination == delivery.destination,
+                        OutboxMessage.document_uid == "",
                     )
                 )
                 if row is None:
@@ -265,6 +276,48 @@ class Outbox:
             )
         return ids
 
+    def add_assessments(
+        self, session: Session, revision_id: int, document_uid: str, payload: bytes
+    ) -> list[dict[str, object]]:
+        """Store an assessment SR and add one pending row per configured PACS, in ``session`` (the caller's
+        transaction, which records the decision's audit event naming these rows: no ``report_created``).
+
+        Keyed by (revision, PACS, ``document_uid``): adding the same SR again adds nothing and returns the rows
+        it has. Returns ``{"id", "kind", "destination", "sha256"}`` per row (none when no PACS is configured).
+        """
+        if not document_uid or len(document_uid) > 64:
+            raise DispatchRejectedError("an assessment SR needs its SOP Instance UID (at most 64 characters)")
+        if session.get(Revision, revision_id) is None:
+            raise DispatchRejectedError(f"revision {revision_id} does not exist")
+        rows: list[dict[str, object]] = []
+        for pacs in self.settings.pacs:
+            destination = describe_destination(pacs)
+            relative, digest = self._store_payload(payload, KIND_ASSESSMENT, destination)
+            row = session.scalar(
+                sa.select(OutboxMessage).where(
+                    OutboxMessage.revision_id == revision_id,
+                    OutboxMessage.kind == KIND_ASSESSMENT,
+                    OutboxMessage.destination == destination,
+                    OutboxMessage.document_uid == document_uid,
+                )
+            )
+            if row is None:
+                row = OutboxMessage(
+                    revision_id=revision_id,
+                    kind=KIND_ASSESSMENT,
+                    destination=destination,
+                    document_uid=document_uid,
+                    payload_path=relative,
+                    payload_sha256=digest,
+                    state=OutboxState.PENDING,
+                    attempts=0,
+                    next_attempt_at=self.clock(),
+                )
+                session.add(row)
+                session.flush()
+            rows.append({"id": row.id, "kind": row.kind, "destination": row.destination, "sha256": row.payload_sha256})
+        return rows
+
     def earlier_srs(self, revision_id: int) -> list[Dataset]:
         """The SRs enqueued for the study's earlier revisions (for Predecessor Documents), oldest first.
 
@@ -283,7 +336,7 @@ class Outbox:
                     Revision.study_id == revision.study_id,
                     Revision.number < revision.number,
                     OutboxMessage.payload_path.like("%.dcm"),
-                    OutboxMessage.kind != KIND_GSPS,
+                    OutboxMessage.kind.not_in([KIND_GSPS, KIND_ASSESSMENT]),  # not drafts: never predecessors
                 )
                 .order_by(Revision.number, OutboxMessage.id)
             ).all()
