@@ -4,6 +4,7 @@ revision's dispatched/failed state is its draft's alone; and the SR arrives in a
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pydicom
 import pytest
+import redis
 import sqlalchemy as sa
 from alembic import command
 from pydicom import config as pydicom_config
@@ -31,20 +33,22 @@ from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.migrate import _config
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
-from radtrace.testing.services import free_port
+from radtrace.testing.services import RedisNamespace, free_port
+from radtrace.worker.app import DISPATCH_TASK
 from radtrace.worker.pipeline import StudyPipeline, payload_dir
 from radtrace.worker.settlement import Deliveries
 
 pytestmark = pytest.mark.integration
 
 
-def _settings(tmp_path: Path, store: Store, pacs_port: int, ae_title: str = "PACS") -> Settings:
+def _settings(tmp_path: Path, store: Store, pacs_port: int, ae_title: str = "PACS", **extra: Any) -> Settings:
     return load_settings(
         data_dir=tmp_path / "radtrace",
         store={"url": store.engine.url.render_as_string(hide_password=False)},
         model={"backend": "demo", "demo": True, "profile": "deepmedix-r1", "device": "cpu"},
         console={"sync_interval_s": 0},
         dispatch={"pacs": [{"ae_title": ae_title, "host": "127.0.0.1", "port": pacs_port}]},
+        **extra,
     )
 
 
@@ -333,3 +337,24 @@ def test_the_assessment_sr_arrives_in_a_real_orthanc_in_the_study_and_validates(
             assert _dciodvfy_errors(path) == []
         delivered = [e for e in _events(store, "dispatch_delivered") if e["kind"] == KIND_ASSESSMENT]
         assert sorted(e["outbox_id"] for e in delivered) == sorted(rung)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_console_rings_the_real_dispatch_doorbell_for_each_queued_assessment(
+    store: Store, tmp_path: Path, reader: StudyReader, redis_namespace: RedisNamespace
+) -> None:
+    broker = {"url": redis_namespace.url, "key_prefix": redis_namespace.prefix}
+    settings = _settings(tmp_path, store, free_port(), broker=broker)
+    study_uid = reported_study(settings, store, reader, seed=75)
+    add_user(store, "dr.bell", "radiologist")
+    with console_client(store, settings) as client:
+        sign_in(client, "dr.bell")
+        _decide(client, study_uid, [("accept", "RT-A2")])
+    [row] = _rows(store, KIND_ASSESSMENT)
+    queue = redis.Redis.from_url(redis_namespace.url)
+    messages = queue.lrange(redis_namespace.key(settings.broker.dispatch_queue), 0, -1)
+    assert len(messages) == 1
+    message = json.loads(messages[0])
+    assert message["headers"]["task"] == DISPATCH_TASK
+    args, _, _ = json.loads(base64.b64decode(message["body"]))
+    assert args == [row.id]
