@@ -37,6 +37,8 @@ pytestmark = pytest.mark.integration
 
 FILMS = Path(__file__).resolve().parents[1] / "data" / "real-cxr"
 SOURCES = FACTORY_SOURCES | film_sources(FILMS)
+# Read at collection: the suite's autouse fixture removes every RADTRACE_* variable before a test runs.
+SEED = int(os.environ.get("RADTRACE_ABLATION_SEED", "20261204"))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,7 @@ def test_the_sources_include_the_real_films() -> None:
 def test_every_attribute_changed_every_way_ends_in_a_draft_a_reasoned_skip_or_a_named_refusal(
     harness: AblationHarness,
 ) -> None:
-    seed = int(os.environ.get("RADTRACE_ABLATION_SEED", "20261204"))
+    seed = SEED
     chosen, inapplicable = _applicable_sample(seed)
     applied = {(v.keyword, v.kind) for v in chosen}
     tally = _run_all(harness, ((v, changed) for v in chosen if (changed := _changed(v)) is not None))
