@@ -104,8 +104,9 @@ class RoutingSettings(_Section):
     """Which completed studies go to the model, and which of them are read first (STAT).
 
     A study goes to the model when one of its instances is a CR/DX radiograph whose Modality is in
-    ``modalities`` and whose Body Part Examined is in ``chest_body_parts`` (or, when no instance records a
-    body part, whose Study Description matches ``chest_description``); the rest end ``skipped(reason)``.
+    ``modalities`` and whose Body Part Examined is in ``chest_body_parts``, or, when no instance records a
+    body part, whose Study Description matches ``chest_description`` or names no other part of the body
+    (``other_anatomy_description``: real archives hold chest films with neither); the rest end ``skipped(reason)``.
     A queued study is STAT when an instance's Requested Procedure Priority (0040,1003) is in
     ``stat_requested_priorities``, it was sent by an AE in ``stat_calling_ae_titles``, or its Study
     Description matches ``stat_description``. Matching ignores case.
@@ -119,6 +120,14 @@ class RoutingSettings(_Section):
         default=r"\b(CHEST|THORAX|THORACIC|CXR|LUNGS?|TORAX)\b",
         description="regular expression on the Study Description, used when no instance records a body part",
     )
+    other_anatomy_description: str | None = Field(
+        default=r"\b(HAND|FINGERS?|WRIST|FOREARM|ELBOW|HUMERUS|SHOULDER|CLAVICLE|SKULL|HEAD|FACE|SINUS(ES)?|"
+        r"C-?SPINE|CERVICAL|L-?SPINE|LUMBAR|SPINE|PELVIS|HIPS?|FEMUR|KNEES?|TIBIA|FIBULA|ANKLE|FOOT|FEET|TOES?|"
+        r"ABDOMEN|ABDOMINAL|KUB|MAMMO\w*|BREAST|DENTAL|EXTREMITY)\b",
+        description="regular expression on the Study Description naming another part of the body: with no body part "
+        "recorded and a description that names neither the chest nor this, the study is read (the model refuses "
+        "what is not a chest film)",
+    )
     stat_requested_priorities: list[str] = Field(
         default=["STAT"], description="Requested Procedure Priority values (STAT, HIGH, …) that make a study STAT"
     )
@@ -129,7 +138,7 @@ class RoutingSettings(_Section):
         default=r"\bSTAT\b", description="regular expression on the Study Description that makes a study STAT"
     )
 
-    _patterns = field_validator("chest_description", "stat_description")(_check_pattern)
+    _patterns = field_validator("chest_description", "other_anatomy_description", "stat_description")(_check_pattern)
 
 
 class ListenerSettings(_Section):
@@ -495,6 +504,11 @@ class ConsoleSettings(_Section):
     page_size: int = Field(default=50, ge=10, le=500, description="worklist rows per page")
     sync_interval_s: float = Field(
         default=2.0, ge=0, description="newly reported revisions are added to the worklist at most this often"
+    )
+    assessment_hl7: bool = Field(
+        default=False,
+        description="also send each assessment to dispatch.ris as an HL7 ORU^R01 (result status "
+        "reporting.hl7_result_status: P or R, never F); the assessment SR goes to every PACS either way",
     )
 
 

@@ -24,7 +24,12 @@ def test_a_chest_dx_is_queued_even_beside_a_secondary_capture() -> None:
     [
         ([InstanceFacts(str(CTImageStorage), "CT", "CHEST")], "CT CHEST", "no CR/DX radiograph (modality CT)"),
         ([InstanceFacts(DX, "DX", "KNEE")], "XR CHEST", "not a chest radiograph (body part KNEE)"),
-        ([InstanceFacts(DX, "DX", None)], "XR HAND", "not a chest radiograph (no body part, description"),
+        ([InstanceFacts(DX, "DX", None)], "XR HAND", "not a chest radiograph (no body part, description names HAND)"),
+        (
+            [InstanceFacts(DX, "DX", None)],
+            "Knee 2 views",
+            "not a chest radiograph (no body part, description names KNEE",
+        ),
         ([], None, "no instances"),
     ],
 )
@@ -40,6 +45,13 @@ def test_everything_else_is_skipped_with_a_readable_reason(
 @pytest.mark.parametrize("description", ["XR CHEST PA AND LATERAL", "Thorax 2 Ebenen", "CXR portable", "RX TORAX"])
 def test_without_a_body_part_the_description_decides(description: str) -> None:
     assert decide([InstanceFacts(DX, "DX", "")], description).queue
+
+
+@pytest.mark.parametrize("description", ["Cardiomegaly", "", None, "Portable AP 1 view"])
+def test_a_radiograph_whose_anatomy_is_stated_nowhere_is_read(description: str | None) -> None:
+    """Real archives hold chest films with no body part and a description that names no anatomy (NIH ChestX-ray14:
+    "Cardiomegaly"); they are read, and the model refuses a film that is not of the chest."""
+    assert decide([InstanceFacts(DX, "DX", None)], description).queue
 
 
 def test_the_routing_settings_change_what_goes_to_the_model() -> None:

@@ -53,6 +53,9 @@ class FilterRule:
     chest_body_parts: frozenset[str]
     # Used only when no instance records a body part: words in the Study Description.
     chest_description: re.Pattern[str]
+    # Used only when no instance records a body part and the description does not name the chest: words that
+    # name another part of the body. A study whose description names neither is read.
+    other_anatomy_description: re.Pattern[str] | None
     stat_priorities: frozenset[str]
     stat_calling_aes: frozenset[str]
     stat_description: re.Pattern[str] | None
@@ -65,6 +68,11 @@ class FilterRule:
             modalities=_upper(routing.modalities),
             chest_body_parts=_upper(routing.chest_body_parts),
             chest_description=re.compile(routing.chest_description, re.IGNORECASE),
+            other_anatomy_description=(
+                re.compile(routing.other_anatomy_description, re.IGNORECASE)
+                if routing.other_anatomy_description
+                else None
+            ),
             stat_priorities=_upper(routing.stat_requested_priorities),
             stat_calling_aes=_upper(routing.stat_calling_ae_titles),
             stat_description=re.compile(routing.stat_description, re.IGNORECASE) if routing.stat_description else None,
@@ -92,8 +100,8 @@ def decide(
 
     It does when at least one instance is a CR/DX radiograph IOD (or a Secondary Capture) with modality
     CR or DX and is of the chest: Body Part Examined names the chest, or, when no radiograph records a body part, the
-    Study Description does. A queued study is STAT when any instance or the description says so
-    (:func:`priority_of`).
+    Study Description names the chest or no other part of the body. A queued study is STAT when any instance or the
+    description says so (:func:`priority_of`).
     """
     rule = rule or FilterRule.default()
     if not instances:
@@ -107,13 +115,17 @@ def decide(
             return Decision(False, f"secondary capture, not a radiograph (modality {', '.join(modalities)})")
         return Decision(False, f"no CR/DX radiograph (modality {', '.join(modalities)})")
     parts = {(i.body_part or "").strip().upper() for i in radiographs} - {""}
-    if parts & rule.chest_body_parts or (
-        not parts and study_description and rule.chest_description.search(study_description)
-    ):
+    if parts & rule.chest_body_parts:
         return Decision(True, priority=priority_of(instances, study_description, rule))
     if parts:
         return Decision(False, f"not a chest radiograph (body part {', '.join(sorted(parts))})")
-    return Decision(False, "not a chest radiograph (no body part, description does not name the chest)")
+    description = study_description or ""
+    if rule.chest_description.search(description):
+        return Decision(True, priority=priority_of(instances, study_description, rule))
+    other = rule.other_anatomy_description.search(description) if rule.other_anatomy_description else None
+    if other is None:  # anatomy stated nowhere (e.g. NIH ChestX-ray14 films): the model refuses a non-chest film
+        return Decision(True, priority=priority_of(instances, study_description, rule))
+    return Decision(False, f"not a chest radiograph (no body part, description names {other.group(0).upper()})")
 
 
 def priority_of(instances: Sequence[InstanceFacts], study_description: str | None, rule: FilterRule) -> Priority:
