@@ -19,16 +19,23 @@ import pytest
 import redis
 import sqlalchemy as sa
 from alembic import command
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
 from pydicom import config as pydicom_config
+from pydicom.dataset import Dataset
 
 from console_support import add_user, console_client, csrf_of, reported_study, sign_in
+from mllp_support import mllp_receiver
 from orthanc_support import running_orthanc
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
-from radtrace.config import Settings, load_settings
-from radtrace.errors import DispatchRejectedError, PermanentError
+from radtrace.config import ReportingSettings, Settings, load_settings
+from radtrace.console.assessment import build_assessment_oru
+from radtrace.errors import DispatchRejectedError, PermanentError, ReportError
 from radtrace.model.reader import StudyReader
-from radtrace.reporting.dispatch.outbox import KIND_ASSESSMENT, Outbox, Sender
+from radtrace.reporting.codes import finding_code as finding_codes
+from radtrace.reporting.dispatch.outbox import KIND_ASSESSMENT, KIND_ASSESSMENT_HL7, Outbox, Sender
+from radtrace.reporting.hl7 import SR_UID, control_id_for, unescape
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.migrate import _config
@@ -46,9 +53,14 @@ def _settings(tmp_path: Path, store: Store, pacs_port: int, ae_title: str = "PAC
         data_dir=tmp_path / "radtrace",
         store={"url": store.engine.url.render_as_string(hide_password=False)},
         model={"backend": "demo", "demo": True, "profile": "deepmedix-r1", "device": "cpu"},
-        console={"sync_interval_s": 0},
-        dispatch={"pacs": [{"ae_title": ae_title, "host": "127.0.0.1", "port": pacs_port}]},
-        **extra,
+        **{
+            "console": {"sync_interval_s": 0},
+            **extra,
+            "dispatch": {
+                "pacs": [{"ae_title": ae_title, "host": "127.0.0.1", "port": pacs_port}],
+                **extra.get("dispatch", {}),
+            },
+        },
     )
 
 
@@ -358,3 +370,68 @@ def test_the_console_rings_the_real_dispatch_doorbell_for_each_queued_assessment
     assert message["headers"]["task"] == DISPATCH_TASK
     args, _, _ = json.loads(base64.b64decode(message["body"]))
     assert args == [row.id]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_with_assessment_hl7_the_ris_also_gets_the_assessment_as_an_oru_never_final(
+    store: Store, tmp_path: Path, reader: StudyReader
+) -> None:
+    comment = "pleura fine | not ^ & a ~ \\ effusion"
+    with mllp_receiver(["AA"]) as ris:
+        ris_setting = {"host": ris.host, "port": ris.port}
+        settings = _settings(
+            tmp_path, store, free_port(), dispatch={"ris": ris_setting}, reporting={"hl7_result_status": "R"},
+            console={"sync_interval_s": 0, "assessment_hl7": True},
+        )  # fmt: skip
+        study_uid = reported_study(settings, store, reader, seed=76)
+        add_user(store, "dr.ris", "radiologist")
+        with console_client(store, settings) as client:
+            client.app.state.console.ring_dispatch = lambda outbox_id: True
+            sign_in(client, "dr.ris")
+            base = f"/console/studies/{study_uid}/1"
+            page = client.get(base).text
+            token = csrf_of(page)
+            label = re.findall(r'name="label" value="([^"]+)"', page)[0]
+            modified = {"label": label, "decision": "modify", "status": "absent", "comment": comment}
+            client.post(f"{base}/findings", data={"csrf_token": token, **modified})
+            client.post(f"{base}/draft", data={"csrf_token": token, "decision": "reject", "reason": "RT-R2"})
+        [decision] = _events(store, "draft_assessed")
+        sr_uid = decision["assessment_sr"]["sop_instance_uid"]
+        rows = {row.kind: row for row in _rows(store) if row.document_uid}
+        assert set(rows) == {KIND_ASSESSMENT, KIND_ASSESSMENT_HL7}
+        assert rows[KIND_ASSESSMENT_HL7].destination == f"{ris.host}:{ris.port}"
+        assert sorted(r["kind"] for r in decision["outbox"]) == [KIND_ASSESSMENT, KIND_ASSESSMENT_HL7]
+        pipeline = StudyPipeline(settings, store, reader, worker="dispatcher")
+        result = pipeline.dispatch(rows[KIND_ASSESSMENT_HL7].id)
+    assert result.delivery.state is OutboxState.DELIVERED
+    assert result.revision_state is RevisionState.REPORTED  # the draft's own rows decide that
+    [message] = ris.received
+    assert ris.control_ids == [control_id_for(sr_uid)]
+    text = str(message)
+    parsed = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    parsed.validate()  # hl7apy STRICT, as the draft's ORU
+    obr = message.segment("OBR")
+    assert str(obr[25]) == "R"
+    segments = [s for s in message if str(s[0]) == "OBX"]
+    assert {str(s[11]) for s in segments} == {"R"}  # preliminary-class status on every observation, never F
+    values = {(str(s[3]).split("^")[0], str(s[4])): str(s[5]) for s in segments}
+    assert values[("RTA-2", "")] == "RTA-V2^Rejected^99RADTRACE"
+    assert values[("RTA-3", "")] == "RT-R2^Finding reported that is not there^99RADTRACE"
+    finding_code = finding_codes(label).code.value
+    assert values[(finding_code, "1")].startswith("RTA-V3^Modified")
+    assert values[("RTA-6", "1")] == "RTA-P2^Absent^99RADTRACE"
+    assert unescape(values[("121106", "1")]) == comment
+    assert values[("RTA-8", "")] == sr_uid
+    ai_sr_uid = _revision(store, study_uid).sr_sop_instance_uid
+    assert values[(SR_UID.value, "")] == ai_sr_uid
+    assert values[("110180", "")] == study_uid
+    assert "dr.ris" in str(message.segments("NTE")[0][3])
+
+
+def test_an_assessment_oru_refuses_final_status(tmp_path: Path) -> None:
+    ai_sr = Dataset()
+    ai_sr.SOPInstanceUID, ai_sr.StudyInstanceUID, ai_sr.PatientID = "1.2.3", "1.2.4", "P1"
+    final = ReportingSettings.model_construct(**{**ReportingSettings().model_dump(), "hl7_result_status": "F"})
+    with pytest.raises(ReportError, match="'F' is not allowed"):
+        build_assessment_oru(ai_sr, observer="dr", verdict="accept", reason=("RT-A1", "Agree"), comment=None,
+                             findings=[], sop_instance_uid="1.2.5", settings=final, when=utc_now())  # fmt: skip

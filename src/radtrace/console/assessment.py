@@ -7,6 +7,7 @@ checked against its text here, so the concept names and values are local codes (
 ``99RADTRACE``, documented in docs/conformance.md and docs/ui.md), except the DICOM ones listed in
 :data:`DCM_CODES`. Comprehensive SR, COMPLETE, UNVERIFIED (a person recorded it, nobody signed it), UTF-8; the person
 observer is the radiologist. Built from plain values; :func:`tracking_uids` reads the AI SR's findings back.
+:func:`build_assessment_oru` says the same as an HL7 ORU^R01 for the RIS (optional: ``console.assessment_hl7``).
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import UID, generate_uid
 
 from radtrace import __version__
+from radtrace.config import ReportingSettings
 from radtrace.durable import fsync_directory
 from radtrace.errors import ReportError
+from radtrace.reporting import codes as report_codes
+from radtrace.reporting.hl7 import SR_UID, STUDY_UID, Observation, OruMessage, build_observation_oru, control_id_for
 from radtrace.reporting.text import dicom_text
 
 __all__ = [
     "LOCAL_SCHEME",
     "FindingAssessment",
+    "build_assessment_oru",
     "build_assessment_sr",
     "keep_assessment",
     "tracking_uids",
@@ -51,6 +56,7 @@ _MODEL_PRESENCE: Final = CodedConcept("RTA-7", LOCAL_SCHEME, "AI presence")
 _COMMENT: Final = CodedConcept("121106", "DCM", "Comment")
 _TRACKING_UID: Final = CodedConcept("112040", "DCM", "Tracking Unique Identifier")
 _TRACKING_ID: Final = CodedConcept("112039", "DCM", "Tracking Identifier")
+_ASSESSMENT_SR_UID: Final = CodedConcept("RTA-8", LOCAL_SCHEME, "Assessment SR SOP Instance UID")  # HL7 only
 VERDICTS: Final[Mapping[str, CodedConcept]] = {
     "accept": CodedConcept("RTA-V1", LOCAL_SCHEME, "Accepted"),
     "reject": CodedConcept("RTA-V2", LOCAL_SCHEME, "Rejected"),
@@ -207,3 +213,54 @@ def keep_assessment(root: Path, study_uid: str, revision: int, sr: Dataset) -> t
     except OSError as exc:
         raise ReportError(f"the assessment SR could not be stored under {directory}: {exc.strerror or exc}") from exc
     return path, hashlib.sha256(data).hexdigest()
+
+
+def _code(concept: CodedConcept) -> report_codes.Code:
+    source = report_codes.LOCAL if concept.scheme_designator == LOCAL_SCHEME else "DICOM PS3.16"
+    return report_codes.Code(concept.value, concept.scheme_designator, concept.meaning, source)
+
+
+def build_assessment_oru(
+    ai_sr: Dataset,
+    *,
+    observer: str,
+    verdict: str,
+    reason: tuple[str, str],
+    comment: str | None,
+    findings: Sequence[FindingAssessment],
+    sop_instance_uid: str,
+    settings: ReportingSettings,
+    when: datetime,
+) -> OruMessage:
+    """The assessment SR ``sop_instance_uid`` as an ORU^R01 about the AI SR's patient and study: the draft verdict
+    and reason (local codes, as in the SR), the comment, per assessed finding (OBX-4 = its position) the finding's
+    code with the verdict as value, the corrected presence, the comment and the AI SR's Tracking UIDs, then the
+    AI SR's, the study's and the assessment SR's UIDs. Result status ``reporting.hl7_result_status`` (never F); the
+    control ID is fixed by the assessment SR, so a resend is recognisable."""
+    uids = tracking_uids(ai_sr)
+    items = [
+        Observation("CWE", _code(_DRAFT_ASSESSMENT), _code(VERDICTS[verdict])),
+        Observation("CWE", _code(_REASON), report_codes.local_code(reason[0], reason[1])),
+    ]
+    if comment:
+        items.append(Observation("TX", _code(_COMMENT), comment))
+    for index, finding in enumerate(findings, 1):
+        sub_id = str(index)
+        items.append(Observation("CWE", report_codes.finding_code(finding.label).code,
+                                 _code(VERDICTS[finding.verdict]), sub_id))  # fmt: skip
+        if finding.verdict == "modify" and finding.status is not None and finding.status in PRESENCE:
+            items.append(Observation("CWE", _code(_CORRECTED_PRESENCE), _code(PRESENCE[finding.status]), sub_id))
+        if finding.comment:
+            items.append(Observation("TX", _code(_COMMENT), finding.comment, sub_id))
+        items += [Observation("ST", _code(_TRACKING_UID), uid, sub_id) for uid in uids.get(finding.label, [])]
+    items += [
+        Observation("ST", SR_UID, str(ai_sr.SOPInstanceUID)),
+        Observation("ST", STUDY_UID, str(ai_sr.StudyInstanceUID)),
+        Observation("ST", _code(_ASSESSMENT_SR_UID), sop_instance_uid),
+    ]
+    notes = [
+        f"Assessment of an AI draft by {observer} in the radtrace review console; not a signed report.",
+        "Codes: radtrace local codes (99RADTRACE) for the assessment, as in the assessment SR.",
+    ]
+    return build_observation_oru(ai_sr, items, settings=settings, control_id=control_id_for(sop_instance_uid),
+                                 notes=notes, created_at=when)  # fmt: skip

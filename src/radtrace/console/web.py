@@ -64,7 +64,7 @@ from radtrace.console.worklist import (
     sync_review_items,
     worklist_page,
 )
-from radtrace.errors import RadtraceError
+from radtrace.errors import RadtraceError, ReportError
 from radtrace.store.engine import Store
 
 __all__ = ["SESSION_COOKIE", "mount_console"]
@@ -413,9 +413,10 @@ async def draft_decision(
     verdict, reason, comment = form.get("decision", ""), form.get("reason", ""), form.get("comment")
     try:
         check_draft_decision(verdict, reason, comment)
-        kept = await run_in_threadpool(_assessment_sr, state, review, user.account.name, verdict, reason, comment)
+        built = await run_in_threadpool(_assessment_sr, state, review, user.account.name, verdict, reason, comment)
+        kept, hl7 = built if built else (None, None)
         queued: list[int] = []
-        add_rows = _outbox_rows(state, kept, queued) if kept else None
+        add_rows = _outbox_rows(state, kept, hl7, queued) if kept else None
         await run_in_threadpool(decide_draft, state.store, review, _actor(request, user), verdict, reason, comment,
                                 kept, add_rows)  # fmt: skip
     except DecisionError as exc:
@@ -433,12 +434,18 @@ def _assessments_root(state: ConsoleState) -> Path:
 
 def _assessment_sr(
     state: ConsoleState, review: StudyReview, observer: str, verdict: str, reason: str, comment: str | None
-) -> dict[str, str] | None:
-    """Build and keep the assessment SR of this decision set; None (logged) when the AI SR is not kept."""
+) -> tuple[dict[str, str], bytes | None] | None:
+    """Build and keep the assessment SR of this decision set, and its ORU when ``console.assessment_hl7`` and a
+    RIS are set; None (logged) when the AI SR is not kept."""
     import pydicom
     from pydicom.uid import generate_uid
 
-    from radtrace.console.assessment import FindingAssessment, build_assessment_sr, keep_assessment
+    from radtrace.console.assessment import (
+        FindingAssessment,
+        build_assessment_oru,
+        build_assessment_sr,
+        keep_assessment,
+    )
     from radtrace.reporting.draft_store import drafts_root, list_drafts
 
     kept = [d for d in list_drafts(drafts_root(state.settings), review.study_uid) if d.revision == review.revision]
@@ -452,19 +459,30 @@ def _assessment_sr(
         if f.decision is not None
     ]
     sop_uid = str(generate_uid())
+    settings, when, coded = state.settings, now(), (reason, DRAFT_REASONS[reason])
     sr = build_assessment_sr(
-        ai_sr, observer=observer, verdict=verdict, reason=(reason, DRAFT_REASONS[reason]), comment=comment,
-        findings=findings, sop_instance_uid=sop_uid, when=now(), institution=state.settings.reporting.institution_name,
+        ai_sr, observer=observer, verdict=verdict, reason=coded, comment=comment, findings=findings,
+        sop_instance_uid=sop_uid, when=when, institution=settings.reporting.institution_name,
     )  # fmt: skip
+    hl7 = None
+    if settings.console.assessment_hl7 and settings.dispatch.ris is not None:
+        try:
+            hl7 = build_assessment_oru(
+                ai_sr, observer=observer, verdict=verdict, reason=coded, comment=comment, findings=findings,
+                sop_instance_uid=sop_uid, when=when, settings=settings.reporting,
+            ).encode()  # fmt: skip
+        except ReportError as exc:  # the SR still goes to the PACS; the RIS misses this one, and the log says so
+            log.warning("console: the assessment ORU could not be built (%s); the SR is sent without it", exc.reason)
     root = _assessments_root(state)
     path, sha256 = keep_assessment(root, review.study_uid, review.revision, sr)
-    return {"sop_instance_uid": sop_uid, "path": path.relative_to(root).as_posix(), "sha256": sha256}
+    return {"sop_instance_uid": sop_uid, "path": path.relative_to(root).as_posix(), "sha256": sha256}, hl7
 
 
 def _outbox_rows(
-    state: ConsoleState, kept: dict[str, str], queued: list[int]
+    state: ConsoleState, kept: dict[str, str], hl7: bytes | None, queued: list[int]
 ) -> Callable[[Session, int], list[dict[str, object]]]:
-    """What queues a kept assessment SR for each PACS inside the decision's transaction (row IDs go to ``queued``)."""
+    """What queues a kept assessment SR for each PACS (and its ORU for the RIS) inside the decision's transaction
+    (row IDs go to ``queued``)."""
     from radtrace.reporting.dispatch.outbox import Outbox
     from radtrace.worker.pipeline import payload_dir
 
@@ -475,7 +493,7 @@ def _outbox_rows(
             payload = (_assessments_root(state) / kept["path"]).read_bytes()
         except OSError as exc:
             raise DecisionError(f"the kept assessment SR cannot be read: {exc.strerror}") from exc
-        rows = outbox.add_assessments(session, revision_id, kept["sop_instance_uid"], payload)
+        rows = outbox.add_assessments(session, revision_id, kept["sop_instance_uid"], payload, hl7)
         queued.extend(int(str(row["id"])) for row in rows)
         return rows
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
@@ -44,7 +44,9 @@ from radtrace.reporting.text import hl7_escape, hl7_text
 
 __all__ = [
     "MAX_OBX_VALUE",
+    "Observation",
     "OruMessage",
+    "build_observation_oru",
     "build_oru",
     "control_id_for",
     "escape",
@@ -252,29 +254,22 @@ def _narrative(
     obx.add("ST", SR_UID, sr_sop_instance_uid)
 
 
-def build_oru(
-    reading: Reading,
+def _oru(
     source: Dataset,
-    *,
     settings: ReportingSettings,
-    sr_sop_instance_uid: str,
-    control_id: str | None = None,
-    created_at: datetime | None = None,
+    control: str,
+    when: datetime,
+    notes: Sequence[str],
+    observe: Callable[[_Observations, SourceHeader, list[HeaderNote]], None],
 ) -> OruMessage:
-    """Build the ORU^R01 for one reading; ``source`` is the image whose patient and study it reports.
-
-    Raises :class:`ReportError` if the result status would be ``F`` or the message fails hl7apy's
-    STRICT validation.
-    """
+    """An ORU^R01 (MSH, PID, PV1, ORC, OBR, NTE ``notes``) about ``source``'s patient and study, its OBX segments
+    added by ``observe``; STRICT-validated. Raises :class:`ReportError` for result status F or an invalid message."""
     status = settings.hl7_result_status
     if status not in ("P", "R"):  # the setting refuses F already; a draft must never claim final
         raise ReportError(f"HL7 result status {status!r} is not allowed for a draft")
-    when = created_at or datetime.now(UTC)
-    control = control_id or control_id_for(sr_sop_instance_uid)
     header = read_header(source)
     header_notes = list(header.notes)
     accession = _esc(header.accession_number)
-    study_uid = header.study_instance_uid
     try:
         message = Message("ORU_R01", version="2.5.1", validation_level=VALIDATION_LEVEL.STRICT)
         msh = message.msh
@@ -327,26 +322,85 @@ def build_oru(
         obr.obr_22 = _hl7_datetime(when)
         obr.obr_24 = "RAD"
         obr.obr_25 = status
-        identity = reading.identity
-        notes = [
-            DRAFT_NOTICE_TEXT,
-            f"Model: {identity.model_name} {identity.revision or ''} (profile {identity.profile} "
-            f"{identity.profile_version}); codes {codes.CODE_TABLE_VERSION}",
-        ]
         for number, note in enumerate(notes, 1):
             nte = order.add_segment("NTE")
             nte.nte_1 = str(number)
             nte.nte_2 = "L"
             nte.nte_3 = _esc(note)
 
-        observations = _Observations(order, status)
-        _findings(reading, observations)
-        _narrative(reading, observations, study_uid, sr_sop_instance_uid, list(dict.fromkeys(header_notes)))
+        observe(_Observations(order, status), header, list(dict.fromkeys(header_notes)))
         message.validate()
         text = _restore_hex_escapes(message.to_er7()) + "\r"  # every segment ends with CR, the last one too
     except HL7apyException as exc:
         raise ReportError(f"HL7 ORU could not be built: {exc}") from exc
     return OruMessage(text=text, control_id=control)
+
+
+def build_oru(
+    reading: Reading,
+    source: Dataset,
+    *,
+    settings: ReportingSettings,
+    sr_sop_instance_uid: str,
+    control_id: str | None = None,
+    created_at: datetime | None = None,
+) -> OruMessage:
+    """Build the ORU^R01 for one reading; ``source`` is the image whose patient and study it reports.
+
+    Raises :class:`ReportError` if the result status would be ``F`` or the message fails hl7apy's
+    STRICT validation.
+    """
+    identity = reading.identity
+    notes = [
+        DRAFT_NOTICE_TEXT,
+        f"Model: {identity.model_name} {identity.revision or ''} (profile {identity.profile} "
+        f"{identity.profile_version}); codes {codes.CODE_TABLE_VERSION}",
+    ]
+
+    def observe(observations: _Observations, header: SourceHeader, header_notes: list[HeaderNote]) -> None:
+        _findings(reading, observations)
+        _narrative(reading, observations, header.study_instance_uid, sr_sop_instance_uid, header_notes)
+
+    control = control_id or control_id_for(sr_sop_instance_uid)
+    return _oru(source, settings, control, created_at or datetime.now(UTC), notes, observe)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One observation of :func:`build_observation_oru`: a CWE (``value`` a :class:`Code`), a TX (text, split over
+    as many OBX as it needs) or an ST (short text), with an optional OBX-4 sub-ID grouping observations."""
+
+    value_type: Literal["CWE", "TX", "ST"]
+    identifier: Code
+    value: Code | str
+    sub_id: str = ""
+
+
+def build_observation_oru(
+    source: Dataset,
+    observations: Sequence[Observation],
+    *,
+    settings: ReportingSettings,
+    control_id: str,
+    notes: Sequence[str],
+    created_at: datetime | None = None,
+) -> OruMessage:
+    """An ORU^R01 about ``source``'s patient and study carrying ``observations`` (e.g. a radiologist's assessment
+    of a draft: :mod:`radtrace.console.assessment`), with the same header, result status rule (P or R, never F)
+    and escaping as the draft's; NTE ``notes`` say what it is."""
+
+    def observe(obx: _Observations, header: SourceHeader, header_notes: list[HeaderNote]) -> None:
+        for item in observations:
+            if isinstance(item.value, Code):
+                obx.add("CWE", item.identifier, _cwe(item.value), item.sub_id)
+            elif item.value_type == "TX":
+                obx.text(item.identifier, item.value, item.sub_id)
+            else:
+                obx.add(item.value_type, item.identifier, _esc(item.value), item.sub_id)
+        if header_notes:
+            obx.text(codes.HEADER_NOTES, "\n".join(str(note) for note in header_notes))
+
+    return _oru(source, settings, control_id, created_at or datetime.now(UTC), notes, observe)
 
 
 def observation_texts(segments: Iterator[tuple[str, str, str]]) -> dict[tuple[str, str], str]:

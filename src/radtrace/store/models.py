@@ -197,7 +197,7 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     revision_id: Mapped[int] = mapped_column(sa.ForeignKey("revisions.id"), index=True)
-    kind: Mapped[str] = mapped_column(sa.String(16), doc="sr, gsps, companion, hl7, fhir, file or assessment")
+    kind: Mapped[str] = mapped_column(sa.String(16), doc="see radtrace.reporting.dispatch.outbox KIND_*")
     destination: Mapped[str] = mapped_column(sa.String(255))
     document_uid: Mapped[str] = mapped_column(
         sa.String(64), default="", server_default="",

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError
-from radtrace.reporting.dispatch.outbox import KIND_ASSESSMENT
+from radtrace.reporting.dispatch.outbox import ASSESSMENT_KINDS
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Priority, Revision, RevisionState, Study
@@ -131,7 +131,7 @@ class Reconciler:
                 .where(
                     Revision.state == RevisionState.REPORTED,
                     Revision.reported_at <= now - after,
-                    OutboxMessage.kind != KIND_ASSESSMENT,  # settlement counts the draft's rows only
+                    OutboxMessage.kind.not_in(ASSESSMENT_KINDS),  # settlement counts the draft's rows only
                 )
                 .group_by(Revision.id)
                 .having(sa.func.sum(sa.case((OutboxMessage.state == OutboxState.PENDING, 1), else_=0)) == 0)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
-from radtrace.reporting.dispatch.outbox import KIND_ASSESSMENT, Delivery, Outbox
+from radtrace.reporting.dispatch.outbox import ASSESSMENT_KINDS, Delivery, Outbox
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
 from radtrace.worker.claims import Claim, claim_event, last_received, seconds_between
@@ -86,7 +86,7 @@ class Deliveries:
             durations: dict[str, float | None] = {}
             rows = session.execute(
                 sa.select(OutboxMessage.kind, OutboxMessage.destination, OutboxMessage.state, OutboxMessage.last_error)
-                .where(OutboxMessage.revision_id == rev.id, OutboxMessage.kind != KIND_ASSESSMENT)
+                .where(OutboxMessage.revision_id == rev.id, OutboxMessage.kind.not_in(ASSESSMENT_KINDS))
                 .order_by(OutboxMessage.id)
             ).all()
             if not rows or any(row.state is OutboxState.PENDING for row in rows):

@@ -49,7 +49,9 @@ from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, Study
 
 __all__ = [
+    "ASSESSMENT_KINDS",
     "KIND_ASSESSMENT",
+    "KIND_ASSESSMENT_HL7",
     "KIND_COMPANION",
     "KIND_FHIR",
     "KIND_FILE",
@@ -76,8 +78,11 @@ KIND_FILE: Final = "file"
 #: A radiologist's assessment SR (radtrace.console.assessment): not part of the revision's draft, so it neither
 #: records ``report_created`` nor counts when settlement decides the revision's dispatched/failed state.
 KIND_ASSESSMENT: Final = "assessment"
+KIND_ASSESSMENT_HL7: Final = "assessment-hl7"  # the same assessment as an ORU for the RIS (console.assessment_hl7)
+#: The kinds that carry a radiologist's assessment, not the revision's draft.
+ASSESSMENT_KINDS: Final = (KIND_ASSESSMENT, KIND_ASSESSMENT_HL7)
 _SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_COMPANION: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json",
-                  KIND_ASSESSMENT: ".dcm"}  # fmt: skip
+                  KIND_ASSESSMENT: ".dcm", KIND_ASSESSMENT_HL7: ".hl7"}  # fmt: skip
 LEASE_MARGIN_S: Final = 60.0
 
 
@@ -158,7 +163,7 @@ def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
 
     def send_hl7(destination: str, payload: bytes) -> str | None:
         ris = settings.ris
-        if ris is None or destination != f"{ris.host}:{ris.port}":
+        if ris is None or destination != f"{ris.host}:{ris.port}":  # the draft's ORU or an assessment's
             raise ConfigError(f"RIS destination {destination} is no longer configured (dispatch.ris)")
         ack = send_message(payload, ris.host, ris.port, timeout_s=ris.timeout_s)
         return None if ack.code == "AA" else f"ACK {ack.code}"
@@ -168,7 +173,7 @@ def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
         return None
 
     return {KIND_SR: send_sr, KIND_GSPS: send_sr, KIND_COMPANION: send_sr, KIND_ASSESSMENT: send_sr,
-            KIND_HL7: send_hl7, KIND_FILE: send_file}  # fmt: skip
+            KIND_HL7: send_hl7, KIND_ASSESSMENT_HL7: send_hl7, KIND_FILE: send_file}  # fmt: skip
 
 
 class Outbox:
@@ -277,26 +282,30 @@ class Outbox:
         return ids
 
     def add_assessments(
-        self, session: Session, revision_id: int, document_uid: str, payload: bytes
+        self, session: Session, revision_id: int, document_uid: str, payload: bytes, hl7: bytes | None = None
     ) -> list[dict[str, object]]:
-        """Store an assessment SR and add one pending row per configured PACS, in ``session`` (the caller's
-        transaction, which records the decision's audit event naming these rows: no ``report_created``).
+        """Store an assessment SR and add one pending row per configured PACS (and, given ``hl7``, one for the RIS
+        with that ORU), in ``session``: the caller's transaction, which records the decision's audit event naming
+        these rows (no ``report_created``).
 
-        Keyed by (revision, PACS, ``document_uid``): adding the same SR again adds nothing and returns the rows
-        it has. Returns ``{"id", "kind", "destination", "sha256"}`` per row (none when no PACS is configured).
+        Keyed by (revision, kind, destination, ``document_uid``): adding the same SR again adds nothing and
+        returns the rows it has. Returns ``{"id", "kind", "destination", "sha256"}`` per row (none when no
+        destination is configured).
         """
         if not document_uid or len(document_uid) > 64:
             raise DispatchRejectedError("an assessment SR needs its SOP Instance UID (at most 64 characters)")
         if session.get(Revision, revision_id) is None:
             raise DispatchRejectedError(f"revision {revision_id} does not exist")
+        planned = [(KIND_ASSESSMENT, describe_destination(pacs), payload) for pacs in self.settings.pacs]
+        if hl7 is not None and self.settings.ris is not None:
+            planned.append((KIND_ASSESSMENT_HL7, f"{self.settings.ris.host}:{self.settings.ris.port}", hl7))
         rows: list[dict[str, object]] = []
-        for pacs in self.settings.pacs:
-            destination = describe_destination(pacs)
-            relative, digest = self._store_payload(payload, KIND_ASSESSMENT, destination)
+        for kind, destination, data in planned:
+            relative, digest = self._store_payload(data, kind, destination)
             row = session.scalar(
                 sa.select(OutboxMessage).where(
                     OutboxMessage.revision_id == revision_id,
-                    OutboxMessage.kind == KIND_ASSESSMENT,
+                    OutboxMessage.kind == kind,
                     OutboxMessage.destination == destination,
                     OutboxMessage.document_uid == document_uid,
                 )
@@ -304,7 +313,7 @@ class Outbox:
             if row is None:
                 row = OutboxMessage(
                     revision_id=revision_id,
-                    kind=KIND_ASSESSMENT,
+                    kind=kind,
                     destination=destination,
                     document_uid=document_uid,
                     payload_path=relative,
