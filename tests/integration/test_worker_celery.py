@@ -62,7 +62,8 @@ def test_the_embedded_broker_carries_a_study_to_its_sr_without_redis(
 
     # kombu's SQL transport keeps delivered messages; the reconciler deletes them
     reconciler = Reconciler(settings, sqlite_store)
-    assert reconciler.purge_embedded_broker(older_than=timedelta(0)) == 5  # 1 process, 1 bogus + 3 dispatches
+    assert reconciler.purge_embedded_broker(older_than=timedelta(0)) == 6  # 1 process, 1 bogus + 4 dispatches (SR,
+    # companion document, HL7, FHIR to the file drop)
     assert reconciler.purge_embedded_broker(older_than=timedelta(0)) == 0
 
     shown = radtrace("status", "--json", env=worker_env(settings))
