@@ -8,8 +8,6 @@ import base64
 import io
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ from radtrace.testing.services import RedisNamespace, free_port
 from radtrace.worker.app import DISPATCH_TASK
 from radtrace.worker.pipeline import StudyPipeline, payload_dir
 from radtrace.worker.settlement import Deliveries
+from tests_support import dciodvfy_errors
 
 pytestmark = pytest.mark.integration
 
@@ -299,13 +298,6 @@ def test_migration_0007_keeps_one_draft_row_per_destination_and_allows_many_asse
         store.dispose()
 
 
-def _dciodvfy_errors(path: Path) -> list[str]:
-    tool = shutil.which("dciodvfy")
-    assert tool, "dciodvfy (dicom3tools) is installed in CI"
-    result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60, check=False)
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
-
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_assessment_sr_arrives_in_a_real_orthanc_in_the_study_and_validates(
     store: Store, tmp_path: Path, reader: StudyReader
@@ -346,7 +338,7 @@ def test_the_assessment_sr_arrives_in_a_real_orthanc_in_the_study_and_validates(
             assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ai_sr.SOPInstanceUID
             path = tmp_path / f"{uid}.dcm"
             path.write_bytes(received)
-            assert _dciodvfy_errors(path) == []
+            assert dciodvfy_errors(path) == []
         delivered = [e for e in _events(store, "dispatch_delivered") if e["kind"] == KIND_ASSESSMENT]
         assert sorted(e["outbox_id"] for e in delivered) == sorted(rung)
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pydicom
@@ -21,6 +19,7 @@ from radtrace.console.assessment import LOCAL_SCHEME, tracking_uids
 from radtrace.model.reader import StudyReader
 from radtrace.reporting.draft_store import drafts_root, list_drafts
 from radtrace.store.engine import Store
+from tests_support import dciodvfy_errors
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +34,6 @@ def _items(dataset: pydicom.Dataset) -> list[pydicom.Dataset]:
 
 def _name(item: pydicom.Dataset) -> str:
     return str(item.ConceptNameCodeSequence[0].CodeMeaning)
-
-
-def _dciodvfy_errors(path: Path) -> list[str]:
-    tool = shutil.which("dciodvfy")
-    assert tool, "dciodvfy (dicom3tools) is installed in CI"
-    result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60, check=False)
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
 
 
 def test_a_draft_decision_leaves_a_valid_assessment_sr_referencing_the_ai_sr_and_its_findings(
@@ -79,7 +71,7 @@ def test_a_draft_decision_leaves_a_valid_assessment_sr_referencing_the_ai_sr_and
         assert download.status_code == 200
     path = settings.data_dir / "assessments" / kept[1]["path"]
     assert download.content == path.read_bytes()
-    assert _dciodvfy_errors(path) == []
+    assert dciodvfy_errors(path) == []
     with pydicom_config.strict_reading():
         sr = pydicom.dcmread(io.BytesIO(path.read_bytes()))
     assert (sr.StudyInstanceUID, sr.PatientID, sr.AccessionNumber) == (
