@@ -169,7 +169,10 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a("ReferringPhysicianName", "General Study", "2", "reporting"),
     _a("StudyID", "General Study", "2", "reporting"),
     _a("AccessionNumber", "General Study", "2", "listener", "reporting"),
-    _a("StudyDescription", "General Study", "3", "listener", note="routing: names the chest when no body part does"),
+    _a(
+        "StudyDescription", "General Study", "3", "listener",
+        note="routing: names the chest, or another part, when no body part does",
+    ),  # fmt: skip
     _a("RequestedProcedurePriority", "General Study", "3", "listener", note="routing: STAT"),
     _a("RequestAttributesSequence", "General Series", "3", "listener", note="routing: its items' priority"),
     # General Series (C.7.3.1), CR Series (C.8.1.1), DX Positioning (C.8.11.5)
