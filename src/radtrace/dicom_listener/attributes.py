@@ -172,7 +172,7 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a(
         "StudyDescription", "General Study", "3", "listener",
         note="routing: names the chest, or another part, when no body part does",
-    ),  # fmt: skip
+    ),
     _a("RequestedProcedurePriority", "General Study", "3", "listener", note="routing: STAT"),
     _a("RequestAttributesSequence", "General Series", "3", "listener", note="routing: its items' priority"),
     # General Series (C.7.3.1), CR Series (C.8.1.1), DX Positioning (C.8.11.5)
