@@ -135,10 +135,14 @@ def send_files(
                     else:
                         with path.open("rb") as handle:  # no "DICM" at 128: sent as its data set
                             has_meta = handle.read(132)[128:] == b"DICM"
-                        response = assoc.send_c_store(path if has_meta else _bare_dataset(path))
-                        status = int(response.Status) if "Status" in response else None
-                        comment = str(response.get("ErrorComment", "")) if status is not None else "no response"
-                        results[path] = SendResult(path, status, comment)
+                        try:
+                            response = assoc.send_c_store(path if has_meta else _bare_dataset(path))
+                        except RuntimeError:  # the peer went away between the check above and the send
+                            results[path] = SendResult(path, None, "association lost")
+                        else:
+                            status = int(response.Status) if "Status" in response else None
+                            comment = str(response.get("ErrorComment", "")) if status is not None else "no response"
+                            results[path] = SendResult(path, status, comment)
                     if progress is not None:
                         progress(results[path])
             finally:
