@@ -22,8 +22,8 @@ from rich.table import Table
 
 from pipeline import CALLING_AE, DRAFT_SR_PREFIXES, _serve_env, _sr_count, _wait_until, child, pacs, prepare_studies
 from radtrace.dicom_listener.dcmtk import echoscu, storescu
+from radtrace.model.tiny_model import build_tiny_model
 from radtrace.testing.studies import StudySpec, make_study, write_study
-from radtrace.testing.tiny_model import build_tiny_model
 
 
 def _newest_mtime(directory: Path) -> float:

@@ -124,7 +124,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model
         if model_dir is None:
-            from radtrace.testing.tiny_model import build_tiny_model
+            from radtrace.model.tiny_model import build_tiny_model
 
             model_dir = build_tiny_model(Path(scratch) / "tiny")
             what = "TINY random test model (0.35 M parameters): radtrace overhead, not clinical throughput"

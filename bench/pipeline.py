@@ -425,7 +425,7 @@ def _serve_env(args: argparse.Namespace, root: Path, model_dir: Path, ports: dic
 
 
 def measure(args: argparse.Namespace, root: Path, console: Console) -> tuple[list[Measured], str]:
-    from radtrace.testing.tiny_model import build_tiny_model
+    from radtrace.model.tiny_model import build_tiny_model
 
     with console.status("building the tiny model and the studies …"):
         model_dir = build_tiny_model(root / "tiny-model")

@@ -67,8 +67,8 @@ def listener_port() -> int:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Qwen2.5-VL built offline once per test session (see radtrace.testing.tiny_model)."""
-    from radtrace.testing.tiny_model import build_tiny_model
+    """A tiny random Qwen2.5-VL built offline once per test session (see radtrace.model.tiny_model)."""
+    from radtrace.model.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 

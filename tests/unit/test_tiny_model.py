@@ -25,8 +25,8 @@ from radtrace.model.loading import (
     resolve_checkpoint,
     set_pixel_budget,
 )
+from radtrace.model.tiny_model import TINY_MARKER_FILE, build_tiny_model
 from radtrace.testing.phantom import chest_phantom
-from radtrace.testing.tiny_model import TINY_MARKER_FILE, build_tiny_model
 
 pytestmark = pytest.mark.unit
 

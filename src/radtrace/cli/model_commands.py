@@ -20,7 +20,7 @@ def model_make_tiny(
     seed: Annotated[int, typer.Option(help="Seed for the random weights and tokenizer.")] = 0,
 ) -> None:
     """Build a tiny, randomly initialised Qwen2.5-VL model offline (for tests; not for clinical use)."""
-    from radtrace.testing.tiny_model import build_tiny_model
+    from radtrace.model.tiny_model import build_tiny_model
 
     with err.status(f"building tiny Qwen2.5-VL model in {directory} …"):
         try:

@@ -1,7 +1,7 @@
 """Load a Qwen2.5-VL-class vision-language model and its processor from local files.
 
 One path serves the production model (NV-Reason-CXR-3B) and the tiny test model
-(:func:`radtrace.testing.tiny_model.build_tiny_model`). A source is a checkpoint directory or a repository id
+(:func:`radtrace.model.tiny_model.build_tiny_model`). A source is a checkpoint directory or a repository id
 already in the Hugging Face cache; nothing is downloaded unless ``allow_download=True``.
 
 The processor path depends on whether transformers can use torchvision:

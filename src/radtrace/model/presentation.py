@@ -18,7 +18,7 @@ from radtrace.model.loading import resolve_checkpoint
 from radtrace.model.profiles import get_profile
 from radtrace.model.reader import effective_budget
 from radtrace.model.reading import Reading
-from radtrace.testing.tiny_model import TINY_MARKER_FILE
+from radtrace.model.tiny_model import TINY_MARKER_FILE
 
 __all__ = ["model_overview", "overview_table", "reading_view"]
 

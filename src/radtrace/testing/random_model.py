@@ -22,7 +22,7 @@ from radtrace.model.loading import (
     resolve_device,
     resolve_dtype,
 )
-from radtrace.testing.tiny_model import (
+from radtrace.model.tiny_model import (
     TINY_TEXT_CONFIG,
     TINY_VISION_CONFIG,
     make_greedy,

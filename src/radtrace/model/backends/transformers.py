@@ -23,7 +23,7 @@ from radtrace.model.loading import DType, LoadedVLM, load_vlm
 from radtrace.model.profiles.base import Profile
 from radtrace.model.reading import ModelIdentity
 from radtrace.model.study import StudyInput
-from radtrace.testing.tiny_model import TINY_MARKER_FILE
+from radtrace.model.tiny_model import TINY_MARKER_FILE
 
 __all__ = ["TransformersBackend", "greedy_config", "load_once"]
 
