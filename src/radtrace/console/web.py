@@ -565,7 +565,11 @@ def _waiting(seconds: float) -> str:
 
 def mount_console(app: FastAPI, store: Store, settings: Settings) -> None:
     """Serve the console under ``/console`` of ``app`` (the QA API), with its static files."""
+    from radtrace.console import dashboard, explorer  # they use this module's page helpers
+
     app.state.console = ConsoleState(store, settings, templates())
     app.include_router(router)
+    app.include_router(dashboard.router)
+    app.include_router(explorer.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=_STATIC), name="console-static")
     app.add_exception_handler(_LoginRequiredError, _on_needs_login)
