@@ -303,7 +303,10 @@ class ModelSettings(_Section):
     min_pixels: int = Field(default=128 * 128, ge=28 * 28, description="smallest image area the processor sees")
     max_pixels: int = Field(default=476 * 476, ge=28 * 28, description="largest image area the processor sees")
     batch_size: int = Field(
-        default=1, ge=1, le=64, description="studies a GPU worker claims and reads in one generate call"
+        default=1,
+        ge=1,
+        le=256,
+        description="studies a GPU worker claims and reads in one generate call (sizing: docs/operations.md)",
     )
     batch_wait_ms: int = Field(
         default=20, ge=0, le=1000, description="with fewer due studies than batch_size, look once more after this long"
