@@ -1,0 +1,457 @@
+"""Charts drawn on the server as inline SVG: time series with control limits, bars, and a stage timeline.
+
+Small on purpose: the console's charts are a handful of lines, bars and bands, and a plotting library would bring
+a JavaScript bundle (which the console's Content Security Policy and "no CDN" rule keep out) or a large dependency
+for what is a few dozen lines of geometry. Each function returns one ``<svg>`` element as :class:`~markupsafe.Markup`
+for a Jinja template; every piece of text in it (titles, labels, tooltips) is XML-escaped here, so a label taken
+from data cannot inject markup. Colours are presentation attributes that ``console.css`` may override by class
+(``chart-…``); no ``style`` attribute is used, which the CSP (``style-src 'self'``) would block.
+
+* :func:`time_series_svg` — one or more series over ordered periods, with an optional band per period (a p-chart's
+  control limits), a centre line, a target line, and flagged points drawn as larger red markers;
+* :func:`bar_chart_svg` — stacked vertical bars per period (volume), one colour per stack;
+* :func:`horizontal_bars_svg` — one bar per row with an optional interval whisker and target line (latency per
+  stage, agreement shares);
+* :func:`stage_timeline_svg` — one study's stages as a Gantt-like chart (label, start offset, duration, seconds).
+
+Every chart carries ``role="img"``, a ``<title>`` and a ``<desc>`` for screen readers; the numbers themselves are
+offered as CSV next to each chart by the pages that draw them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+from xml.sax.saxutils import escape, quoteattr
+
+from markupsafe import Markup
+
+__all__ = [
+    "PALETTE",
+    "Band",
+    "Series",
+    "Stage",
+    "bar_chart_svg",
+    "horizontal_bars_svg",
+    "percent",
+    "stage_timeline_svg",
+    "time_series_svg",
+]
+
+#: Okabe-Ito colours, distinguishable with the common colour-vision deficiencies.
+PALETTE: Final = ("#56b4e9", "#e69f00", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#999999")
+FLAG_COLOUR: Final = "#ff5a4f"
+TEXT_COLOUR: Final = "#c9d1d9"
+GRID_COLOUR: Final = "#3a424d"
+BAND_COLOUR: Final = "#4cc38a"
+TARGET_COLOUR: Final = "#e3b341"
+FONT: Final = 11
+_MARGIN_LEFT: Final = 52
+_MARGIN_RIGHT: Final = 12
+_MARGIN_TOP: Final = 26
+_MARGIN_BOTTOM: Final = 34
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line: a value (or None for a gap) per x position, and which positions are flagged."""
+
+    name: str
+    values: Sequence[float | None]
+    flagged: Sequence[bool] = ()
+
+
+@dataclass(frozen=True)
+class Band:
+    """A shaded band per x position (``lower[i]`` to ``upper[i]``, None where there is none) and its centre."""
+
+    lower: Sequence[float | None]
+    upper: Sequence[float | None]
+    centre: float | None = None
+    name: str = "control limits"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of one study: what it is, when it started (seconds after the first event), how long it took."""
+
+    label: str
+    start_s: float
+    duration_s: float
+
+
+def _text(value: object) -> str:
+    return escape(str(value))
+
+
+def _attr(value: object) -> str:
+    return quoteattr(str(value))
+
+
+def _num(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _nice_max(value: float) -> float:
+    """A round upper end for an axis at or above ``value`` (1, 2, 2.5 or 5 times a power of ten)."""
+    if value <= 0 or not math.isfinite(value):
+        return 1.0
+    power = 10.0 ** math.floor(math.log10(value))
+    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if value <= step * power + 1e-12:
+            return step * power
+    return 10 * power  # pragma: no cover - the loop always returns
+
+
+def _open(width: int, height: int, title: str, description: str, css_class: str) -> list[str]:
+    ident = f"chart-{next(_ids)}"  # unique on a page: several charts may share a title
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart {css_class}" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-labelledby="{ident}-t {ident}-d">',
+        f'<title id="{ident}-t">{_text(title)}</title>',
+        f'<desc id="{ident}-d">{_text(description)}</desc>',
+        f'<text class="chart-title" x="{_MARGIN_LEFT}" y="15" font-size="{FONT + 1}" fill="{TEXT_COLOUR}">'
+        f"{_text(title)}</text>",
+    ]
+
+
+def _empty(parts: list[str], width: int, height: int, message: str) -> Markup:
+    parts.append(
+        f'<text class="chart-empty" x="{width / 2:.1f}" y="{height / 2:.1f}" text-anchor="middle" '
+        f'font-size="{FONT}" fill="{TEXT_COLOUR}">{_text(message)}</text>'
+    )
+    return _close(parts)
+
+
+def _close(parts: list[str]) -> Markup:
+    parts.append("</svg>")
+    # Safe: every text and attribute value from the caller went through _text/_attr; the rest is our own markup.
+    return Markup("".join(parts))  # noqa: S704
+
+
+def _y_axis(
+    parts: list[str], top: float, bottom: float, left: float, right: float, y_max: float, fmt: Callable[[float], str]
+) -> Callable[[float], float]:
+    def y(value: float) -> float:
+        return bottom - (bottom - top) * (min(max(value, 0.0), y_max) / y_max)
+
+    for i in range(5):
+        value = y_max * i / 4
+        at = y(value)
+        parts.append(
+            f'<line class="chart-grid" x1="{left:.1f}" x2="{right:.1f}" y1="{at:.1f}" y2="{at:.1f}" '
+            f'stroke="{GRID_COLOUR}" stroke-width="1"/>'
+            f'<text class="chart-axis" x="{left - 4:.1f}" y="{at + 4:.1f}" text-anchor="end" font-size="{FONT}" '
+            f'fill="{TEXT_COLOUR}">{_text(fmt(value))}</text>'
+        )
+    return y
+
+
+def _x_labels(parts: list[str], labels: Sequence[str], x: Callable[[int], float], baseline: float) -> None:
+    if not labels:
+        return
+    step = max(1, math.ceil(len(labels) / 10))  # at most about ten labels, the last one always shown
+    shown = set(range(0, len(labels), step)) | {len(labels) - 1}
+    if len(labels) - 1 - max(shown - {len(labels) - 1}, default=-step) < step / 2:
+        shown.discard(max(shown - {len(labels) - 1}, default=-1))
+    for i in sorted(shown):
+        parts.append(
+            f'<text class="chart-axis" x="{x(i):.1f}" y="{baseline + 14:.1f}" text-anchor="middle" '
+            f'font-size="{FONT}" fill="{TEXT_COLOUR}">{_text(labels[i])}</text>'
+        )
+
+
+def _legend(parts: list[str], entries: Sequence[tuple[str, str]], y: float, left: float) -> None:
+    x = left
+    for name, colour in entries:
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y - 8:.1f}" width="10" height="10" fill="{colour}"/>'
+            f'<text class="chart-legend" x="{x + 14:.1f}" y="{y + 1:.1f}" font-size="{FONT}" fill="{TEXT_COLOUR}">'
+            f"{_text(name)}</text>"
+        )
+        x += 24 + 6.5 * len(name)
+
+
+def percent(value: float) -> str:
+    """An axis/tooltip format: a share as a whole percentage (``0.25`` → ``25%``)."""
+    return f"{value * 100:.0f}%"
+
+
+def time_series_svg(
+    labels: Sequence[str],
+    series: Sequence[Series],
+    *,
+    title: str,
+    band: Band | None = None,
+    target: float | None = None,
+    target_name: str = "target",
+    y_format: Callable[[float], str] = _num,
+    y_max: float | None = None,
+    width: int = 640,
+    height: int = 220,
+    css_class: str = "chart-series",
+) -> Markup:
+    """Lines over ordered periods (``labels``, e.g. dates), each point titled with its value; flagged points are
+    drawn larger, in red, with class ``chart-flag``. ``band`` shades per-period limits and draws its centre dashed;
+    ``target`` draws a horizontal line. ``y_max`` fixes the axis top (else a round value above the data)."""
+    description = f"{len(labels)} periods; series: " + ", ".join(s.name for s in series)
+    parts = _open(width, height, title, description, css_class)
+    values = [v for s in series for v in s.values if v is not None]
+    if not labels or not values:
+        return _empty(parts, width, height, "no data in this period")
+    left, right, top, bottom = _MARGIN_LEFT, width - _MARGIN_RIGHT, _MARGIN_TOP, height - _MARGIN_BOTTOM
+    extra = [target or 0.0] + ([u for u in band.upper if u is not None] if band else [])
+    top_value = y_max if y_max is not None else _nice_max(max(values + extra) * 1.05)
+    y = _y_axis(parts, top, bottom, left, right, top_value, y_format)
+    count = len(labels)
+
+    def x(i: int) -> float:
+        return left + (right - left) * ((i + 0.5) / count)
+
+    if band is not None:
+        _band(parts, band, x, y, count, y_format)
+    if target is not None:
+        parts.append(
+            f'<line class="chart-target" x1="{left}" x2="{right}" y1="{y(target):.1f}" y2="{y(target):.1f}" '
+            f'stroke="{TARGET_COLOUR}" stroke-width="1.5" stroke-dasharray="6 3"><title>{_text(target_name)}: '
+            f"{_text(y_format(target))}</title></line>"
+        )
+    for n, line in enumerate(series):
+        colour = PALETTE[n % len(PALETTE)]
+        _polyline(parts, line, x, y, colour, n)
+        for i, value in enumerate(line.values[:count]):
+            if value is None:
+                continue
+            flagged = i < len(line.flagged) and line.flagged[i]
+            parts.append(
+                f'<circle class="{"chart-flag" if flagged else "chart-point"}" cx="{x(i):.1f}" cy="{y(value):.1f}" '
+                f'r="{4 if flagged else 2.2}" fill="{FLAG_COLOUR if flagged else colour}">'
+                f"<title>{_text(line.name)}, {_text(labels[i])}: {_text(y_format(value))}"
+                f"{' (flagged)' if flagged else ''}</title></circle>"
+            )
+    _x_labels(parts, labels, x, bottom)
+    legend = [(s.name, PALETTE[n % len(PALETTE)]) for n, s in enumerate(series)]
+    if band is not None:
+        legend.append((band.name, BAND_COLOUR))
+    if target is not None:
+        legend.append((target_name, TARGET_COLOUR))
+    _legend(parts, legend, height - 5, left)
+    return _close(parts)
+
+
+def _band(
+    parts: list[str],
+    band: Band,
+    x: Callable[[int], float],
+    y: Callable[[float], float],
+    count: int,
+    fmt: Callable[[float], str],
+) -> None:
+    half = (x(1) - x(0)) / 2 if count > 1 else 10.0
+    for i in range(min(count, len(band.lower), len(band.upper))):
+        low, high = band.lower[i], band.upper[i]
+        if low is None or high is None:
+            continue
+        parts.append(
+            f'<rect class="chart-band" x="{x(i) - half:.1f}" y="{y(high):.1f}" width="{2 * half:.1f}" '
+            f'height="{max(0.0, y(low) - y(high)):.1f}" fill="{BAND_COLOUR}" fill-opacity="0.18">'
+            f"<title>{_text(band.name)}: {_text(fmt(low))} to {_text(fmt(high))}</title></rect>"
+        )
+    if band.centre is not None:
+        parts.append(
+            f'<line class="chart-centre" x1="{x(0) - half:.1f}" x2="{x(count - 1) + half:.1f}" '
+            f'y1="{y(band.centre):.1f}" y2="{y(band.centre):.1f}" stroke="{BAND_COLOUR}" stroke-width="1" '
+            f'stroke-dasharray="3 3"><title>baseline: {_text(fmt(band.centre))}</title></line>'
+        )
+
+
+def _polyline(
+    parts: list[str], line: Series, x: Callable[[int], float], y: Callable[[float], float], colour: str, n: int
+) -> None:
+    runs: list[list[str]] = [[]]
+    for i, value in enumerate(line.values):
+        if value is None:
+            runs.append([])  # a period without data breaks the line
+        else:
+            runs[-1].append(f"{x(i):.1f},{y(value):.1f}")
+    for run in runs:
+        if len(run) > 1:
+            parts.append(
+                f'<polyline class="chart-line chart-line-{n}" points="{" ".join(run)}" fill="none" '
+                f'stroke="{colour}" stroke-width="1.6"/>'
+            )
+
+
+def bar_chart_svg(
+    labels: Sequence[str],
+    stacks: Mapping[str, Sequence[float]],
+    *,
+    title: str,
+    y_format: Callable[[float], str] = _num,
+    width: int = 640,
+    height: int = 220,
+    css_class: str = "chart-bars",
+) -> Markup:
+    """Stacked vertical bars, one per period (``labels``), one colour per stack (in ``stacks``' order); each
+    segment titled with its stack, period and value."""
+    description = f"{len(labels)} periods; stacked: " + ", ".join(stacks)
+    parts = _open(width, height, title, description, css_class)
+    totals = [sum(values[i] for values in stacks.values() if i < len(values)) for i in range(len(labels))]
+    if not labels or not any(totals):
+        return _empty(parts, width, height, "no data in this period")
+    left, right, top, bottom = _MARGIN_LEFT, width - _MARGIN_RIGHT, _MARGIN_TOP, height - _MARGIN_BOTTOM
+    y = _y_axis(parts, top, bottom, left, right, _nice_max(max(totals) * 1.05), y_format)
+    slot = (right - left) / len(labels)
+    bar = max(1.0, slot * 0.72)
+
+    def x(i: int) -> float:
+        return left + slot * (i + 0.5)
+
+    for i, label in enumerate(labels):
+        base = 0.0
+        for n, (name, values) in enumerate(stacks.items()):
+            value = values[i] if i < len(values) else 0.0
+            if value <= 0:
+                continue
+            parts.append(
+                f'<rect class="chart-bar chart-bar-{n}" x="{x(i) - bar / 2:.1f}" y="{y(base + value):.1f}" '
+                f'width="{bar:.1f}" height="{max(0.5, y(base) - y(base + value)):.1f}" '
+                f'fill="{PALETTE[n % len(PALETTE)]}"><title>{_text(name)}, {_text(label)}: '
+                f"{_text(y_format(value))}</title></rect>"
+            )
+            base += value
+    _x_labels(parts, labels, x, bottom)
+    _legend(parts, [(name, PALETTE[n % len(PALETTE)]) for n, name in enumerate(stacks)], height - 5, left)
+    return _close(parts)
+
+
+def horizontal_bars_svg(
+    rows: Sequence[tuple[str, float, float | None, float | None]],
+    *,
+    title: str,
+    x_format: Callable[[float], str] = _num,
+    x_max: float | None = None,
+    target: float | None = None,
+    target_name: str = "target",
+    width: int = 640,
+    row_height: int = 20,
+    label_width: int = 150,
+    flagged: Sequence[bool] = (),
+    css_class: str = "chart-hbars",
+) -> Markup:
+    """One horizontal bar per row ``(label, value, low, high)``: ``low``/``high`` (both or neither) draw an
+    interval whisker (a confidence interval, or p50 → p95); ``target`` a vertical line; flagged rows in red."""
+    height = _MARGIN_TOP + row_height * max(1, len(rows)) + 22
+    parts = _open(width, height, title, f"{len(rows)} rows", css_class)
+    if not rows:
+        return _empty(parts, width, height, "no data in this period")
+    left, right = label_width, width - 60
+    ends = [max(v, h or 0.0) for _, v, _, h in rows] + [target or 0.0]
+    top_value = x_max if x_max is not None else _nice_max(max(ends) * 1.05)
+
+    def x(value: float) -> float:
+        return left + (right - left) * (min(max(value, 0.0), top_value) / top_value)
+
+    for i in range(5):
+        at = x(top_value * i / 4)
+        parts.append(
+            f'<line class="chart-grid" x1="{at:.1f}" x2="{at:.1f}" y1="{_MARGIN_TOP - 4}" '
+            f'y2="{height - 18}" stroke="{GRID_COLOUR}" stroke-width="1"/>'
+            f'<text class="chart-axis" x="{at:.1f}" y="{height - 6}" text-anchor="middle" font-size="{FONT}" '
+            f'fill="{TEXT_COLOUR}">{_text(x_format(top_value * i / 4))}</text>'
+        )
+    for i, (label, value, low, high) in enumerate(rows):
+        top = _MARGIN_TOP + i * row_height
+        middle = top + row_height / 2
+        is_flagged = i < len(flagged) and flagged[i]
+        colour = FLAG_COLOUR if is_flagged else PALETTE[0]
+        has_interval = low is not None and high is not None
+        interval = f" ({_text(x_format(low or 0.0))} to {_text(x_format(high or 0.0))})" if has_interval else ""
+        parts.append(
+            f'<text class="chart-axis" x="{left - 6}" y="{middle + 4:.1f}" text-anchor="end" font-size="{FONT}" '
+            f'fill="{TEXT_COLOUR}">{_text(label)}</text>'
+            f'<rect class="{"chart-flag" if is_flagged else "chart-bar chart-bar-0"}" x="{left}" '
+            f'y="{top + 3:.1f}" width="{max(0.5, x(value) - left):.1f}" height="{row_height - 6}" fill="{colour}">'
+            f"<title>{_text(label)}: {_text(x_format(value))}{interval}</title></rect>"
+            f'<text class="chart-value" x="{x(max(value, high or 0.0)) + 4:.1f}" y="{middle + 4:.1f}" '
+            f'font-size="{FONT}" fill="{TEXT_COLOUR}">{_text(x_format(value))}</text>'
+        )
+        if low is not None and high is not None:
+            parts.append(
+                f'<line class="chart-whisker" x1="{x(low):.1f}" x2="{x(high):.1f}" y1="{middle:.1f}" '
+                f'y2="{middle:.1f}" stroke="{TEXT_COLOUR}" stroke-width="1.5"/>'
+                f'<line class="chart-whisker" x1="{x(low):.1f}" x2="{x(low):.1f}" y1="{middle - 4:.1f}" '
+                f'y2="{middle + 4:.1f}" stroke="{TEXT_COLOUR}" stroke-width="1.5"/>'
+                f'<line class="chart-whisker" x1="{x(high):.1f}" x2="{x(high):.1f}" y1="{middle - 4:.1f}" '
+                f'y2="{middle + 4:.1f}" stroke="{TEXT_COLOUR}" stroke-width="1.5"/>'
+            )
+    if target is not None:
+        parts.append(
+            f'<line class="chart-target" x1="{x(target):.1f}" x2="{x(target):.1f}" y1="{_MARGIN_TOP - 4}" '
+            f'y2="{height - 18}" stroke="{TARGET_COLOUR}" stroke-width="1.5" stroke-dasharray="6 3">'
+            f"<title>{_text(target_name)}: {_text(x_format(target))}</title></line>"
+        )
+    return _close(parts)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def stage_timeline_svg(
+    stages: Sequence[Stage],
+    *,
+    title: str = "Stages",
+    width: int = 640,
+    row_height: int = 22,
+    label_width: int = 130,
+    css_class: str = "chart-timeline",
+) -> Markup:
+    """One study's stages as horizontal bars on a common time axis (seconds from its first event): each bar starts
+    at ``start_s`` and lasts ``duration_s``, titled and labelled with its duration. Stages are drawn in the order
+    given (e.g. :data:`radtrace.audit.queries.STAGES`' order); negative times are treated as 0."""
+    height = _MARGIN_TOP + row_height * max(1, len(stages)) + 22
+    parts = _open(width, height, title, f"{len(stages)} stages", css_class)
+    if not stages:
+        return _empty(parts, width, height, "no stage recorded")
+    left, right = label_width, width - 70
+    end = max(max(0.0, s.start_s) + max(0.0, s.duration_s) for s in stages)
+    top_value = _nice_max(end) if end > 0 else 1.0
+
+    def x(value: float) -> float:
+        return left + (right - left) * (max(0.0, value) / top_value)
+
+    for i in range(5):
+        at = x(top_value * i / 4)
+        parts.append(
+            f'<line class="chart-grid" x1="{at:.1f}" x2="{at:.1f}" y1="{_MARGIN_TOP - 4}" y2="{height - 18}" '
+            f'stroke="{GRID_COLOUR}" stroke-width="1"/>'
+            f'<text class="chart-axis" x="{at:.1f}" y="{height - 6}" text-anchor="middle" font-size="{FONT}" '
+            f'fill="{TEXT_COLOUR}">{_text(_duration(top_value * i / 4))}</text>'
+        )
+    for i, stage in enumerate(stages):
+        top = _MARGIN_TOP + i * row_height
+        start, duration = max(0.0, stage.start_s), max(0.0, stage.duration_s)
+        colour = PALETTE[i % len(PALETTE)]
+        parts.append(
+            f'<g class="chart-stage" data-stage={_attr(stage.label)}>'
+            f'<text class="chart-axis" x="{left - 6}" y="{top + row_height / 2 + 4:.1f}" text-anchor="end" '
+            f'font-size="{FONT}" fill="{TEXT_COLOUR}">{_text(stage.label)}</text>'
+            f'<rect class="chart-bar chart-bar-{i % len(PALETTE)}" x="{x(start):.1f}" y="{top + 3:.1f}" '
+            f'width="{max(1.0, x(start + duration) - x(start)):.1f}" height="{row_height - 6}" fill="{colour}">'
+            f"<title>{_text(stage.label)}: {_text(_duration(duration))}, from {_text(_duration(start))}</title>"
+            f"</rect>"
+            f'<text class="chart-value" x="{x(start + duration) + 4:.1f}" y="{top + row_height / 2 + 4:.1f}" '
+            f'font-size="{FONT}" fill="{TEXT_COLOUR}">{_text(_duration(duration))}</text></g>'
+        )
+    return _close(parts)
