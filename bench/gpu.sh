@@ -9,10 +9,11 @@
 #   bench/gpu.sh --fetch-wheels            # here: download the cp312 manylinux wheels into .whl/
 #   bench/gpu.sh [ARGS…]                   # on the GPU node: install them under /tmp, run, write the table
 #
-# ARGS go to `bench/inference.py --full-size` (e.g. --batches 1,8 --max-new-tokens 64; --tiny-config
-# --device cpu tests this script on a CPU). The table goes to stdout and to $OUT (or bench-results/) as
-# full-size.md and .json; with time left (RADTRACE_GPU_STATIC_ROW=1, the default on CUDA) a second run measures
-# batch 64 with a static, compiled KV cache, bounded by RADTRACE_GPU_STATIC_TIMEOUT seconds.
+# ARGS go to `bench/full_size.py` (the same run as `bench/inference.py --full-size`, e.g. --batches 1,8
+# --max-new-tokens 64; --tiny-config --device cpu tests this script on a CPU). The table goes to stdout and to
+# $OUT (or bench-results/) as full-size.md and .json, rewritten after every row, so a run cut short still leaves
+# its rows. RADTRACE_GPU_STATIC_ROW=1 adds a second run at batch 64 with a static, compiled KV cache, bounded by
+# RADTRACE_GPU_STATIC_TIMEOUT seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -55,13 +56,22 @@ if torch.cuda.is_available():
     print(torch.cuda.get_device_name(0))
 EOF
 
-"$PYTHON" bench/inference.py --full-size --out "$results/full-size.md" "$@"
+cuda=$("$PYTHON" -c 'import torch; print(int(torch.cuda.is_available()))')
+# On a GPU, by default: batch 1 (one study), then the largest batches first, so that a device lent for minutes
+# measures what matters before its budget runs out; bare generate beside the worker at 1, 256 and 64; batch 64
+# once more with cuDNN allowed in SDPA (the per-shape planning cost that the first run's worker rows paid).
+# A row that would end past RADTRACE_GPU_BUDGET_S seconds is skipped and said so. ARGS override all of this.
+defaults=()
+if [[ $cuda == 1 ]]; then
+  defaults=(--batches 1,256,64,128,32,8 --peer-batches 1,256,64 --single-studies 1 --cudnn-ab 64
+    --budget-s "${RADTRACE_GPU_BUDGET_S:-400}")
+fi
+"$PYTHON" bench/full_size.py --out "$results/full-size.md" "${defaults[@]}" "$@"
 echo "main table: $((SECONDS - started)) s"
 
-cuda=$("$PYTHON" -c 'import torch; print(int(torch.cuda.is_available()))')
-if [[ ${RADTRACE_GPU_STATIC_ROW:-$cuda} == 1 ]]; then
+if [[ ${RADTRACE_GPU_STATIC_ROW:-0} == 1 ]]; then
   # torch.compile of the decoding step can take minutes; a row that runs out of time is reported as such.
-  timeout "${RADTRACE_GPU_STATIC_TIMEOUT:-200}" "$PYTHON" bench/inference.py --full-size --batches 64 \
+  timeout "${RADTRACE_GPU_STATIC_TIMEOUT:-200}" "$PYTHON" bench/full_size.py --batches 64 \
     --cache static --out "$results/full-size-static.md" "$@" \
     || echo "static-cache row: not finished within ${RADTRACE_GPU_STATIC_TIMEOUT:-200} s (exit $?)"
 fi

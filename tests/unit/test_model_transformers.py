@@ -258,3 +258,28 @@ def test_the_worker_decodes_no_image_over_the_listeners_pixel_budget(tiny_model_
     with pytest.raises(DicomInputError, match=r"exceeds listener\.max_image_pixels \(100000\)"):
         small.prepare([part10(ImageSpec(rows=512, columns=512))])
     assert isinstance(small.prepare([part10(ImageSpec(rows=256, columns=256))]), StudyInput)
+
+
+def test_on_cuda_the_backend_takes_cudnn_out_of_sdpa_and_records_it(reader: StudyReader) -> None:
+    """cuDNN plans every new attention shape (a decoding step is one): the backend turns it off on CUDA, process-
+    wide, records that in the identity, and a benchmark can turn it back on. Nothing changes on the CPU."""
+    import dataclasses
+
+    import torch
+
+    from radtrace.model.backends.transformers import TransformersBackend
+
+    loaded = reader.backend
+    assert isinstance(loaded, TransformersBackend)
+    assert "cudnn_attention" not in loaded.identity(reader.profile).generation
+    on_cuda = dataclasses.replace(loaded.vlm, device="cuda:0")  # only the device name is read here
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        backend = TransformersBackend(on_cuda, source="tiny", max_new_tokens=4)
+        backend._weights_sha256 = "0" * 64  # no hashing of weights in this test
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert backend.identity(reader.profile).generation["cudnn_attention"] is False
+        TransformersBackend(on_cuda, source="tiny", max_new_tokens=4, cudnn_attention=True)
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)

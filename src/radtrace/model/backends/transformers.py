@@ -81,6 +81,7 @@ class TransformersBackend(Backend):
         cache_implementation: str | None = None,
         revision: str | None = None,
         hash_cache_file: Path | None = None,
+        cudnn_attention: bool = False,
     ) -> None:
         self.vlm = vlm
         self.source = source
@@ -92,6 +93,10 @@ class TransformersBackend(Backend):
         self.revision = revision
         self._hash_cache_file = hash_cache_file
         self._weights_sha256: str | None = None
+        self.cudnn_attention: bool | None = None
+        if vlm.device.startswith("cuda"):
+            self.cudnn_attention = cudnn_attention
+            _choose_cudnn_attention(cudnn_attention)
 
     def identity(self, profile: Profile) -> ModelIdentity:
         """See :meth:`Backend.identity`; the weights hash is computed on first use (and cached)."""
@@ -115,6 +120,7 @@ class TransformersBackend(Backend):
                 **({"cache_implementation": self.cache_implementation} if self.cache_implementation else {}),
                 "do_sample": False,
                 "attn_implementation": getattr(self.vlm.model.config, "_attn_implementation", None),
+                **({"cudnn_attention": self.cudnn_attention} if self.cudnn_attention is not None else {}),
                 "min_pixels": int(size.shortest_edge),
                 "max_pixels": int(size.longest_edge),
                 "image_processor": self.vlm.image_backend,
@@ -182,6 +188,20 @@ def greedy_config(backend: TransformersBackend) -> Any:
         if hasattr(config, knob):
             setattr(config, knob, None)
     return config
+
+
+def _choose_cudnn_attention(enabled: bool) -> None:
+    """Allow or forbid cuDNN among PyTorch's SDPA kernels (process-wide; the worker owns its GPU).
+
+    Left-padded batches reach SDPA with an explicit mask, which PyTorch 2.11 hands to cuDNN first on recent GPUs,
+    and cuDNN builds an execution plan for every new shape. Decoding with a growing KV cache has a new shape at
+    every step, so the first pass over a (batch, length) range pays for one plan per token: the first H200 run
+    measured the worker path at half the speed of the same generate repeated on the same shapes. Without cuDNN,
+    SDPA takes the memory-efficient kernel, which plans nothing.
+    """
+    import torch
+
+    torch.backends.cuda.enable_cudnn_sdp(enabled)
 
 
 def _stop_ids(config: Any) -> set[int]:
