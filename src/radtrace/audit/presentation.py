@@ -35,6 +35,7 @@ __all__ = [
 
 CSV_COLUMNS: Final = tuple(field.name for field in fields(AuditRecord))
 CSV_ROWS_PER_CHUNK: Final = 500
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
 @functools.cache
@@ -66,14 +67,27 @@ def _csv_value(name: str, value: Any) -> str | int:
     return str(value)
 
 
-def csv_chunks(records: Iterable[AuditRecord], *, rows_per_chunk: int = CSV_ROWS_PER_CHUNK) -> Iterator[str]:
-    """CSV text (RFC 4180): the header, then the events, yielded ``rows_per_chunk`` lines at a time."""
+def _formula_safe(value: str | int) -> str | int:
+    # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"); a leading
+    # apostrophe makes it text. Accession numbers, AE titles and payloads come from peers and can start so.
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
+def csv_chunks(
+    records: Iterable[AuditRecord], *, rows_per_chunk: int = CSV_ROWS_PER_CHUNK, formula_safe: bool = False
+) -> Iterator[str]:
+    """CSV text (RFC 4180): the header, then the events, yielded ``rows_per_chunk`` lines at a time.
+
+    With ``formula_safe``, a text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
+    carriage return first) is prefixed with an apostrophe, for files meant to be opened in a spreadsheet.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     pending = 0
     for record in records:
-        writer.writerow([_csv_value(name, getattr(record, name)) for name in CSV_COLUMNS])
+        row = [_csv_value(name, getattr(record, name)) for name in CSV_COLUMNS]
+        writer.writerow([_formula_safe(value) for value in row] if formula_safe else row)
         pending += 1
         if pending >= rows_per_chunk:
             yield buffer.getvalue()

@@ -103,6 +103,9 @@ class AuditFilter(BaseModel):
         default=None, description="one finding label, matched exactly ('Effusion' does not match 'Pleural Effusion')"
     )
     outcome: Outcome | None = Field(default=None, description="event outcome")
+    actor: _Name | None = Field(
+        default=None, description="the user who acted, matched exactly (a console user or an API token's name)"
+    )
 
     @model_validator(mode="after")
     def _time_range(self) -> Self:
@@ -187,6 +190,8 @@ def _select(store: Store, selection: AuditFilter) -> sa.Select[Any]:
         value = getattr(selection, name)
         if value is not None:
             conditions.append(table.c[name] == str(value))
+    if selection.actor is not None:
+        conditions.append(table.c.actor_user == selection.actor)
     if selection.since is not None:
         conditions.append(table.c.recorded_at >= selection.since)
     if selection.until is not None:

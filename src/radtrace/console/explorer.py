@@ -1,7 +1,390 @@
-"""Placeholder: the QA explorer pages are being built (issue #17)."""
+"""The audit explorer (console, ``qa`` and ``admin``): the audit query as a form, study timelines, verify, CSV.
+
+Everything here runs the audit package's own code, so the console, the CLI and the QA API answer alike and
+record alike: a page of events is :func:`~radtrace.audit.queries.run_query` (an ``audit_queried`` event naming
+the console user), a study's timeline :func:`~radtrace.audit.queries.study_timeline`, verification
+:func:`~radtrace.audit.operations.verify_audit_log` (``audit_verified``, and ``tamper_detected`` when broken) and
+the CSV export :func:`~radtrace.audit.queries.export_records` (``audit_exported``, recorded before the first byte).
+
+Pages are keyset-paged on ``seq`` as the API is (``after_seq``; at most :data:`MAX_PAGE_SIZE` events a page).
+Times in the form are UTC (a ``datetime-local`` field has no zone); a time given with a zone in the URL is kept.
+A filter that does not parse gets a 400 page naming the filter and the problem.
+
+Verification (``admin``) runs in a background thread of this process, one at a time, so a long walk over
+millions of rows neither blocks the event loop nor runs twice; the page polls ``/console/audit/verify/progress``
+(console.js) and shows the result when it ends. The CSV export (``admin``, as the API's) is streamed, and every
+text cell a spreadsheet would run as a formula is prefixed with an apostrophe.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import urlencode
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+
+from radtrace.audit.chain import Verification
+from radtrace.audit.events import Actor, EventType, Outcome, canonical_json
+from radtrace.audit.operations import verify_audit_log
+from radtrace.audit.presentation import csv_chunks
+from radtrace.audit.queries import (
+    STAGES,
+    AuditFilter,
+    AuditQuery,
+    AuditRecord,
+    QueryError,
+    Timeline,
+    export_records,
+    run_query,
+    study_timeline,
+)
+from radtrace.audit.schema import AuditEventRow
+from radtrace.console.accounts import ConsoleRole, SignedIn
+from radtrace.console.web import (
+    _SECURITY_HEADERS,
+    PREFIX,
+    ConsoleState,
+    StateDep,
+    UserDep,
+    _actor,
+    _check_csrf,
+    _form,
+    _page,
+    _redirect,
+)
+from radtrace.errors import RadtraceError
+from radtrace.store.engine import Store
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "VerifyRun", "router"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE: Final = 50
+MAX_PAGE_SIZE: Final = 200
+PAGE_SIZES: Final = (25, 50, 100, 200)
+PAYLOAD_SHOWN_CHARS: Final = 2000
+#: The form's filters, in the order shown; each is a field of :class:`AuditFilter`.
+FILTERS: Final = (
+    "since", "until", "event_type", "outcome", "study_uid", "accession", "patient_id", "actor", "model_name",
+    "model_version", "label",
+)  # fmt: skip
+#: How the chart names the stages of :data:`radtrace.audit.queries.STAGES`.
+STAGE_NAMES: Final = {
+    "receive_to_queue": "received → queued", "queue_wait": "queued → read", "inference": "model reading",
+    "report": "read → report", "dispatch": "report → delivered", "total": "received → delivered",
+}  # fmt: skip
+_NAIVE_TIME: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$")
+_UID: Final = re.compile(r"^[0-9.]{1,64}$")
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+def _reader(user: SignedIn) -> None:
+    if user.account.role not in (ConsoleRole.QA, ConsoleRole.ADMIN):
+        raise HTTPException(403, detail=f"the audit explorer is for qa and admin; you are signed in as "
+                                        f"{user.account.role.value}")  # fmt: skip
+
+
+def _admin(user: SignedIn, what: str) -> None:
+    if user.account.role is not ConsoleRole.ADMIN:
+        raise HTTPException(403, detail=f"only an admin may {what}; you are signed in as {user.account.role.value}")
+
+
+# --- the query form --------------------------------------------------------------------------
+
+
+def _given(request: Request) -> dict[str, str]:
+    """The filters the request gives (blank fields are "not given"), as typed."""
+    given = {}
+    for name in FILTERS:
+        value = request.query_params.get(name, "").strip()
+        if value:
+            given[name] = value
+    return given
+
+
+def _as_utc(value: str) -> str:
+    # A datetime-local field sends "2025-03-03T08:00" with no zone: the form says UTC, so it is UTC.
+    return f"{value}Z" if _NAIVE_TIME.match(value) else value
+
+
+def _selection(given: dict[str, str]) -> dict[str, str]:
+    return {name: _as_utc(value) if name in ("since", "until") else value for name, value in given.items()}
+
+
+def _query(request: Request, given: dict[str, str]) -> AuditQuery:
+    """The page the request asks for; raises :class:`QueryError` naming each bad value."""
+    limit = request.query_params.get("limit", "").strip() or str(DEFAULT_PAGE_SIZE)
+    after_seq = request.query_params.get("after_seq", "").strip() or "0"
+    if limit.isdigit() and int(limit) > MAX_PAGE_SIZE:
+        raise QueryError(f"invalid audit query: limit: at most {MAX_PAGE_SIZE} events a page (got {limit!r})")
+    return AuditQuery.parse(**_selection(given), limit=limit, after_seq=after_seq)
+
+
+def _form_values(query: AuditFilter) -> dict[str, str]:
+    """The parsed filters as the form shows them (times as UTC for the datetime-local fields)."""
+    values = {}
+    for name in FILTERS:
+        value = getattr(query, name)
+        if isinstance(value, datetime):
+            values[name] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        elif value is not None:
+            values[name] = str(value)
+    return values
+
+
+def _link(path: str, values: dict[str, str], **extra: str | int) -> str:
+    return f"{PREFIX}{path}?" + urlencode({**values, **{name: str(value) for name, value in extra.items()}})
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One event as the results table shows it."""
+
+    event: AuditRecord
+    actor: str
+    model: str
+    payload: str
+    timeline_url: str | None
+
+
+def _row(event: AuditRecord) -> EventRow:
+    who = event.actor_user or event.actor_ae or event.actor_process
+    payload = canonical_json(event.payload) if event.payload else ""
+    if len(payload) > PAYLOAD_SHOWN_CHARS:
+        payload = payload[:PAYLOAD_SHOWN_CHARS] + " … (the CSV export has it whole)"
+    uid = event.study_uid
+    return EventRow(
+        event,
+        f"{who}@{event.actor_host}" if event.actor_host else who,
+        " ".join(part for part in (event.model_name, event.model_version) if part),
+        payload,
+        f"{PREFIX}/audit/studies/{uid}" if uid and _UID.match(uid) else None,
+    )
+
+
+def _explorer(request: Request, state: ConsoleState, user: SignedIn, status: int = 200, **context: Any) -> HTMLResponse:
+    return _page(request, state, "audit.html", status, user=user, filters=FILTERS, page_sizes=PAGE_SIZES,
+                 event_types=[t.value for t in EventType], outcomes=[o.value for o in Outcome],
+                 is_admin=user.account.role is ConsoleRole.ADMIN, **context)  # fmt: skip
+
+
+@router.get("/audit")
+def explorer_page(request: Request, state: StateDep, user: UserDep) -> HTMLResponse:
+    """One page of audit events matching the form's filters, oldest first (the query is recorded)."""
+    _reader(user)
+    given = _given(request)
+    try:
+        query = _query(request, given)
+    except QueryError as exc:
+        return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
+                         rows=None)  # fmt: skip
+    page = run_query(state.store, query, _actor(request, user))
+    values = _form_values(query)
+    kept = {**values, "limit": str(query.limit)}
+    return _explorer(
+        request, state, user, values=values, limit=query.limit, rows=[_row(e) for e in page.events],
+        after_seq=query.after_seq,
+        first_url=_link("/audit", kept) if query.after_seq else None,
+        next_url=_link("/audit", kept, after_seq=page.next_after_seq) if page.next_after_seq is not None else None,
+        export_url=_link("/audit/export.csv", values),
+    )  # fmt: skip
+
+
+# --- one study's timeline --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageRow:
+    """A stage of the lifecycle as the page lists it: measured, or why not."""
+
+    name: str
+    from_event: str
+    to_event: str
+    seconds: float | None
+
+
+def _stage_rows(timeline: Timeline) -> list[StageRow]:
+    measured = {stage.name: stage for stage in timeline.stages}
+    rows = []
+    for name, opened_by, closed_by in STAGES:
+        stage = measured.get(name)
+        rows.append(StageRow(name, opened_by.value, closed_by.value, stage.seconds if stage else None))
+    return rows
+
+
+def _problem(request: Request, state: ConsoleState, user: SignedIn, status: int, title: str, reason: str) -> Response:
+    return _page(request, state, "audit_problem.html", status, user=user, title=title, reason=reason)
+
+
+@router.get("/audit/studies/{study_uid}")
+def timeline_page(request: Request, study_uid: str, state: StateDep, user: UserDep) -> Response:
+    """Every audit event of one study, its stages as a chart and a table (the lookup is recorded)."""
+    _reader(user)
+    if not _UID.match(study_uid):
+        return _problem(request, state, user, 400, "Not a Study Instance UID",
+                        "a Study Instance UID is 1 to 64 digits and dots")  # fmt: skip
+    try:
+        timeline = study_timeline(state.store, study_uid, _actor(request, user))
+    except QueryError as exc:
+        return _problem(request, state, user, 400, "Not a Study Instance UID", exc.reason)
+    if not timeline.entries:
+        return _problem(request, state, user, 404, "No such study in the audit log",
+                        "no audit event names this study")  # fmt: skip
+    return _page(request, state, "audit_timeline.html", user=user, timeline=timeline,
+                 rows=[(entry, _row(entry.event)) for entry in timeline.entries], stages=_stage_rows(timeline),
+                 chart=_chart(timeline))  # fmt: skip
+
+
+def _chart(timeline: Timeline) -> str:
+    """The measured stages as bars on the study's time axis (SVG from the console's chart module); "" if none."""
+    from radtrace.console.charts import Stage, stage_timeline_svg
+
+    if not timeline.stages:
+        return ""
+    since_first = {entry.event.seq: entry.seconds_since_first for entry in timeline.entries}
+    bars = [
+        Stage(STAGE_NAMES.get(stage.name, stage.name), since_first[stage.from_seq], stage.seconds)
+        for stage in timeline.stages
+    ]
+    return str(stage_timeline_svg(bars, title=f"Stages of study {timeline.study_uid}", label_width=150))
+
+
+# --- CSV export ------------------------------------------------------------------------------
+
+
+@router.get("/audit/export.csv")
+def export_page(request: Request, state: StateDep, user: UserDep) -> Response:
+    """Every event matching the form's filters as CSV, streamed (admin; recorded before the first byte)."""
+    _reader(user)
+    _admin(user, "export the audit log")
+    given = _given(request)
+    try:
+        selection = AuditFilter.parse(**_selection(given))
+    except QueryError as exc:
+        return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
+                         rows=None)  # fmt: skip
+    records = export_records(state.store, selection, _actor(request, user))
+    headers = {**_SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="radtrace-audit.csv"'}
+    return StreamingResponse(csv_chunks(records, formula_safe=True), media_type="text/csv; charset=utf-8",
+                             headers=headers)  # fmt: skip
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyRun:
+    """One walk of the chain started from the console: who, when, how far, and how it ended."""
+
+    started_by: str
+    started_at: datetime
+    total: int = 0
+    checked: int = 0
+    finished_at: datetime | None = None
+    result: Verification | None = None
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def running(self) -> bool:
+        """Whether the walk is still going."""
+        return not self.done.is_set()
+
+    def as_json(self) -> dict[str, Any]:
+        """What the progress poll returns."""
+        return {"running": self.running, "checked": self.checked, "total": self.total}
+
+
+class Verifier:
+    """At most one verification at a time per console process, in a thread of its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.current: VerifyRun | None = None
+
+    def start(self, store: Store, actor: Actor) -> tuple[VerifyRun, bool]:
+        """Start a walk unless one is running; returns the run to show and whether this call started it."""
+        with self._lock:
+            if self.current is not None and self.current.running:
+                return self.current, False
+            run = VerifyRun(started_by=actor.user or "?", started_at=datetime.now(UTC))
+            self.current = run
+        threading.Thread(target=self._walk, args=(store, actor, run), name="console-audit-verify", daemon=True).start()
+        return run, True
+
+    @staticmethod
+    def _walk(store: Store, actor: Actor, run: VerifyRun) -> None:
+        def advance(checked: int) -> None:
+            run.checked = checked
+
+        try:
+            table = AuditEventRow.__table__
+            with store.session("reading the audit head") as session:
+                run.total = int(session.scalar(sa.select(sa.func.max(table.c.seq))) or 0)
+            run.result = verify_audit_log(store, actor, progress=advance)
+            run.checked = run.result.rows_checked
+        except RadtraceError as exc:
+            run.error = exc.reason
+            log.warning("console: audit verification failed: %s", exc.reason)
+        except Exception:  # the page must say it ended, whatever went wrong
+            run.error = "internal error (see the service's log)"
+            log.exception("console: audit verification failed")
+        finally:
+            run.finished_at = datetime.now(UTC)
+            run.done.set()
+
+
+_VERIFIERS_LOCK: Final = threading.Lock()
+
+
+def _verifier(request: Request) -> Verifier:
+    with _VERIFIERS_LOCK:
+        verifier = getattr(request.app.state, "audit_verifier", None)
+        if not isinstance(verifier, Verifier):
+            verifier = Verifier()
+            request.app.state.audit_verifier = verifier
+        return verifier
+
+
+def _verify_page(request: Request, state: ConsoleState, user: SignedIn, run: VerifyRun | None,
+                 status: int = 200, busy: bool = False) -> HTMLResponse:  # fmt: skip
+    return _page(request, state, "audit_verify.html", status, user=user, run=run, busy=busy)
+
+
+@router.get("/audit/verify")
+def verify_page(request: Request, state: StateDep, user: UserDep) -> HTMLResponse:
+    """The last verification started here: its progress while it runs, then its result; a button to start one."""
+    _reader(user)
+    _admin(user, "verify the audit chain")
+    return _verify_page(request, state, user, _verifier(request).current)
+
+
+@router.post("/audit/verify")
+async def verify_start(request: Request, state: StateDep, user: UserDep) -> Response:
+    """Start walking the hash chain (admin; recorded with its outcome); 409 while another walk is running."""
+    form = await _form(request)
+    _check_csrf(user.csrf_token, form)
+    _reader(user)
+    _admin(user, "verify the audit chain")
+    run, started = _verifier(request).start(state.store, _actor(request, user))
+    if not started:
+        return _verify_page(request, state, user, run, 409, busy=True)
+    return _redirect(f"{PREFIX}/audit/verify")
+
+
+@router.get("/audit/verify/progress")
+def verify_progress(request: Request, user: UserDep) -> JSONResponse:
+    """How far the current walk is (polled by console.js)."""
+    _reader(user)
+    _admin(user, "verify the audit chain")
+    run = _verifier(request).current
+    body = run.as_json() if run is not None else {"running": False, "checked": 0, "total": 0}
+    return JSONResponse(body, headers=_SECURITY_HEADERS)

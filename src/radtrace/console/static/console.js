@@ -123,3 +123,28 @@
     if (rows.length) select(focus !== null ? Number(focus) + (document.body.classList.contains("study") ? 0 : 0) : 0);
   });
 })();
+
+// --- audit explorer: follow a chain verification (the page itself says how to reload without scripts) ---
+(function () {
+  "use strict";
+  function follow(bar) {
+    const count = document.getElementById("verify-count");
+    function poll() {
+      fetch(bar.dataset.poll, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then((response) => { if (!response.ok) throw new Error("status " + response.status); return response.json(); })
+        .then((state) => {
+          if (!state.running) { window.location.reload(); return; }
+          bar.max = Math.max(state.total, 1);
+          bar.value = Math.min(state.checked, bar.max);
+          if (count) count.textContent = state.checked + " of " + (state.total || "?") + " events checked";
+          window.setTimeout(poll, 400);
+        })
+        .catch(() => window.setTimeout(poll, 2000));
+    }
+    window.setTimeout(poll, 200);
+  }
+  document.addEventListener("DOMContentLoaded", () => {
+    const bar = document.querySelector("#verify-progress[data-poll]");
+    if (bar) follow(bar);
+  });
+})();
