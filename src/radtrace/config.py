@@ -291,7 +291,10 @@ class ModelSettings(_Section):
         default=False,
         description="allow the demo backend: recorded model texts, every draft marked DEMO - NOT A MODEL READING",
     )
-    path: Path | None = Field(default=None, description="local directory with the weights")
+    path: Path | None = Field(
+        default=None,
+        description="local directory with the weights; backend onnxruntime: what 'radtrace model export-onnx' wrote",
+    )
     repo_id: str = Field(default="nvidia/NV-Reason-CXR-3B", description="looked up in the local HF cache only")
     revision: str | None = Field(default=None, description="model revision (commit) recorded in the audit")
     allow_download: bool = Field(default=False, description="never download at run time unless explicitly allowed")
@@ -320,6 +323,9 @@ class ModelSettings(_Section):
         default=True,
         description="read a chest image whose view is recorded nowhere when no frontal one is known (flagged)",
     )
+    onnx_threads: int = Field(
+        default=0, ge=0, le=256, description="backend onnxruntime: intra-op CPU threads (0: one per physical core)"
+    )
     vllm_url: str | None = Field(default=None, description="base URL of a vLLM OpenAI-compatible server")
     vllm_api_key: SecretStr | None = Field(default=None, description="bearer token for the vLLM server")
     vllm_model: str | None = Field(default=None, description="model name served by vLLM; default: its only model")
@@ -337,6 +343,8 @@ class ModelSettings(_Section):
             raise ValueError("min_pixels must not exceed max_pixels")
         if self.backend == "vllm" and not self.vllm_url:
             raise ValueError("backend 'vllm' needs vllm_url")
+        if self.backend == "onnxruntime" and self.path is None:
+            raise ValueError("backend 'onnxruntime' needs path: the directory written by 'radtrace model export-onnx'")
         if (self.backend == "demo") != self.demo:
             raise ValueError(
                 "backend 'demo' replays recorded texts and needs demo = true; demo = true needs backend 'demo'"

@@ -1,4 +1,4 @@
-"""``radtrace model make-tiny|info|read``."""
+"""``radtrace model make-tiny|export-onnx|info|read``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,30 @@ def model_make_tiny(
             fail(f"could not build the tiny model: {exc}")
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     out.print(f"tiny model written to {path} ({size / 1024:.0f} KiB). Random weights: not for clinical use.")
+
+
+@model_app.command("export-onnx")
+def model_export_onnx(
+    source: Annotated[Path, typer.Argument(help="Checkpoint directory (Qwen2.5-VL class) to export.")],
+    destination: Annotated[Path, typer.Argument(help="Empty directory (or an earlier export) to write into.")],
+    int4: Annotated[bool, typer.Option("--int4", help="Quantize the text decoder's weights to 4 bits.")] = False,
+) -> None:
+    """Export a checkpoint to ONNX (vision, embedding, decoder with KV cache) for backend 'onnxruntime'."""
+    from radtrace.model.onnx.export import export_onnx
+
+    with err.status(f"exporting {source} to ONNX in {destination} …"):
+        try:
+            manifest = export_onnx(source, destination, int4=int4)
+        except (OSError, RadtraceError) as exc:
+            fail(f"could not export the model: {exc}")
+    size = sum(f.stat().st_size for f in destination.iterdir() if f.is_file())
+    out.print(
+        f"ONNX export ({manifest['dtype']}, opset {manifest['opset']}) written to {destination} "
+        f'({size / 1024**2:.1f} MiB); use it with model.backend = "onnxruntime" and model.path = {destination}',
+        highlight=False,
+    )
+    for graph, difference in manifest["max_abs_difference_to_torch"].items():
+        out.print(f"  {graph}: largest difference to torch on the tracing inputs {difference:.2e}", highlight=False)
 
 
 @model_app.command("info")

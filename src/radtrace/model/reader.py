@@ -47,7 +47,7 @@ def build_backend(settings: ModelSettings, profile: Profile, *, hash_cache_file:
     """The backend the settings select, ready to read (the transformers model is loaded here).
 
     Raises:
-        ModelLoadError: weights missing or unloadable, or a backend not available yet (onnxruntime).
+        ModelLoadError: weights or ONNX export missing, changed or unloadable.
     """
     budget = effective_budget(settings, profile)
     if settings.backend == "demo":
@@ -94,8 +94,21 @@ def build_backend(settings: ModelSettings, profile: Profile, *, hash_cache_file:
             revision=settings.revision,
             max_concurrency=settings.batch_size,
         )
-    # The seam for ONNX Runtime (onnxruntime-genai with exported vision/embedding/decoder models).
-    raise ModelLoadError(f"the {settings.backend} backend is not available yet; use transformers or vllm")
+    if settings.backend == "onnxruntime":
+        from radtrace.model.backends.onnxruntime import OnnxRuntimeBackend, load_export
+
+        if settings.path is None:  # the settings validator requires it; settings built unvalidated may not
+            raise ModelLoadError(
+                "backend 'onnxruntime' needs model.path: the directory of 'radtrace model export-onnx'"
+            )
+        export = load_export(
+            settings.path,
+            threads=settings.onnx_threads,
+            min_pixels=budget.min_pixels,
+            max_pixels=budget.max_pixels,
+        )
+        return OnnxRuntimeBackend(export, max_new_tokens=budget.max_new_tokens, revision=settings.revision)
+    raise ModelLoadError(f"unknown model backend {settings.backend!r}")
 
 
 class StudyReader:
