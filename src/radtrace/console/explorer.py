@@ -206,6 +206,7 @@ class StageRow:
     """A stage of the lifecycle as the page lists it: measured, or why not."""
 
     name: str
+    label: str
     from_event: str
     to_event: str
     seconds: float | None
@@ -216,7 +217,8 @@ def _stage_rows(timeline: Timeline) -> list[StageRow]:
     rows = []
     for name, opened_by, closed_by in STAGES:
         stage = measured.get(name)
-        rows.append(StageRow(name, opened_by.value, closed_by.value, stage.seconds if stage else None))
+        rows.append(StageRow(name, STAGE_NAMES.get(name, name), opened_by.value, closed_by.value,
+                             stage.seconds if stage else None))  # fmt: skip
     return rows
 
 
@@ -254,7 +256,7 @@ def _chart(timeline: Timeline) -> str:
         Stage(STAGE_NAMES.get(stage.name, stage.name), since_first[stage.from_seq], stage.seconds)
         for stage in timeline.stages
     ]
-    return str(stage_timeline_svg(bars, title=f"Stages of study {timeline.study_uid}", label_width=150))
+    return str(stage_timeline_svg(bars, title=f"Stages of study {timeline.study_uid}", width=960, label_width=160))
 
 
 # --- CSV export ------------------------------------------------------------------------------
