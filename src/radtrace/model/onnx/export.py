@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Final
 
@@ -117,17 +118,7 @@ def export_onnx(source: Path, destination: Path, *, int4: bool = False) -> dict[
             traced = Path(scratch) / f"{name}.onnx"
             logger.info("exporting the %s graph", name)
             try:
-                torch.onnx.export(
-                    module.eval(),
-                    args,
-                    str(traced),
-                    dynamo=False,
-                    opset_version=OPSET,
-                    input_names=inputs,
-                    output_names=outputs,
-                    dynamic_axes=axes,
-                    do_constant_folding=True,
-                )
+                _trace(module, args, traced, inputs, outputs, axes)
             except (RuntimeError, ValueError, TypeError) as exc:
                 raise ExportError(f"tracing the {name} graph failed: {exc}") from exc
             proto = onnx.load(str(traced))
@@ -182,6 +173,31 @@ def export_onnx(source: Path, destination: Path, *, int4: bool = False) -> dict[
     }
     (destination / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def _trace(
+    module: Any, args: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str], axes: dict[str, Any]
+) -> None:
+    import torch
+    from torch.jit._trace import TracerWarning
+
+    with warnings.catch_warnings():
+        # The tracer is chosen on purpose (see the module docstring): it and its helpers warn that they are
+        # legacy, and its TracerWarnings are about sizes read as constants, where the graphs take index arrays.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=TracerWarning)
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
 
 
 def _vision_example(dims: dict[str, int]) -> tuple[tuple[Any, ...], list[str], list[str], dict[str, Any]]:
