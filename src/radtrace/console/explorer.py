@@ -134,7 +134,8 @@ def _form_values(query: AuditFilter) -> dict[str, str]:
     for name in FILTERS:
         value = getattr(query, name)
         if isinstance(value, datetime):
-            values[name] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            values[name] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f" if value.microsecond else
+                                                          "%Y-%m-%dT%H:%M:%S")  # fmt: skip
         elif value is not None:
             values[name] = str(value)
     return values

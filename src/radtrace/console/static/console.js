@@ -131,9 +131,14 @@
     const count = document.getElementById("verify-count");
     function poll() {
       fetch(bar.dataset.poll, { credentials: "same-origin", headers: { Accept: "application/json" } })
-        .then((response) => { if (!response.ok) throw new Error("status " + response.status); return response.json(); })
+        .then((response) => {
+          // signed out or refused: the page itself (a GET, never a re-sent POST) says why
+          if (response.status >= 400 && response.status < 500) return { running: false };
+          if (!response.ok) throw new Error("status " + response.status);
+          return response.json();
+        })
         .then((state) => {
-          if (!state.running) { window.location.reload(); return; }
+          if (!state.running) { window.location.assign(window.location.pathname); return; }
           bar.max = Math.max(state.total, 1);
           bar.value = Math.min(state.checked, bar.max);
           if (count) count.textContent = state.checked + " of " + (state.total || "?") + " events checked";
