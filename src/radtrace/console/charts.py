@@ -96,15 +96,29 @@ def _num(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
-def _nice_max(value: float) -> float:
-    """A round upper end for an axis at or above ``value`` (1, 2, 2.5 or 5 times a power of ten)."""
-    if value <= 0 or not math.isfinite(value):
-        return 1.0
+def _nice_step(value: float) -> float:
+    """The smallest of 1, 2, 2.5 or 5 times a power of ten at or above ``value``."""
     power = 10.0 ** math.floor(math.log10(value))
-    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
-        if value <= step * power + 1e-12:
-            return step * power
-    return 10 * power  # pragma: no cover - the loop always returns
+    return next(step * power for step in (1.0, 2.0, 2.5, 5.0, 10.0) if value <= step * power * (1 + 1e-9))
+
+
+def _ticks(value: float) -> list[float]:
+    """Round axis ticks from 0 to at or above ``value``: at most six, a round step apart."""
+    if value <= 0 or not math.isfinite(value):
+        return [0.0, 0.25, 0.5, 0.75, 1.0]
+    step = _nice_step(value / 5)
+    return [step * i for i in range(math.ceil(value / step - 1e-9) + 1)]
+
+
+def _axis_ticks(top: float) -> list[float]:
+    """The ticks of an axis ending at ``top``: round ones when ``top`` is round, else quarters."""
+    ticks = _ticks(top)
+    return ticks if ticks[-1] == top else [top * i / 4 for i in range(5)]
+
+
+def _nice_max(value: float) -> float:
+    """A round upper end for an axis at or above ``value``."""
+    return _ticks(value)[-1]
 
 
 def _open(width: int, height: int, title: str, description: str, css_class: str) -> list[str]:
@@ -139,8 +153,7 @@ def _y_axis(
     def y(value: float) -> float:
         return bottom - (bottom - top) * (min(max(value, 0.0), y_max) / y_max)
 
-    for i in range(5):
-        value = y_max * i / 4
+    for value in _axis_ticks(y_max):
         at = y(value)
         parts.append(
             f'<line class="chart-grid" x1="{left:.1f}" x2="{right:.1f}" y1="{at:.1f}" y2="{at:.1f}" '
@@ -151,29 +164,45 @@ def _y_axis(
     return y
 
 
-def _x_labels(parts: list[str], labels: Sequence[str], x: Callable[[int], float], baseline: float) -> None:
+def _x_labels(parts: list[str], labels: Sequence[str], x: Callable[[int], float], baseline: float, room: float) -> None:
+    """Period labels under the axis, as many as fit ``room`` pixels (about 48 each), the last one always."""
     if not labels:
         return
-    step = max(1, math.ceil(len(labels) / 10))  # at most about ten labels, the last one always shown
-    shown = set(range(0, len(labels), step)) | {len(labels) - 1}
-    if len(labels) - 1 - max(shown - {len(labels) - 1}, default=-step) < step / 2:
-        shown.discard(max(shown - {len(labels) - 1}, default=-1))
-    for i in sorted(shown):
+    fit = max(2, int(room // 48))
+    step = max(1, math.ceil(len(labels) / fit))
+    shown = list(range(0, len(labels), step))
+    if shown[-1] != len(labels) - 1:
+        if len(labels) - 1 - shown[-1] < step * 0.8 and len(shown) > 1:
+            shown.pop()  # too close to the last label: make room for it
+        shown.append(len(labels) - 1)
+    for i in shown:
         parts.append(
             f'<text class="chart-axis" x="{x(i):.1f}" y="{baseline + 14:.1f}" text-anchor="middle" '
             f'font-size="{FONT}" fill="{TEXT_COLOUR}">{_text(labels[i])}</text>'
         )
 
 
-def _legend(parts: list[str], entries: Sequence[tuple[str, str]], y: float, left: float) -> None:
-    x = left
+def _legend_rows(entries: Sequence[tuple[str, str]], width: int, left: float) -> list[tuple[str, str, float, int]]:
+    """Where each legend entry goes: (name, colour, x, row), wrapping at the chart's right edge."""
+    placed = []
+    x, row = left, 0
     for name, colour in entries:
+        span = 26 + 7.0 * len(name)
+        if x > left and x + span > width:
+            x, row = left, row + 1
+        placed.append((name, colour, x, row))
+        x += span
+    return placed
+
+
+def _legend(parts: list[str], placed: Sequence[tuple[str, str, float, int]], y: float) -> None:
+    for name, colour, x, row in placed:
+        at = y + 14 * row
         parts.append(
-            f'<rect x="{x:.1f}" y="{y - 8:.1f}" width="10" height="10" fill="{colour}"/>'
-            f'<text class="chart-legend" x="{x + 14:.1f}" y="{y + 1:.1f}" font-size="{FONT}" fill="{TEXT_COLOUR}">'
+            f'<rect x="{x:.1f}" y="{at - 8:.1f}" width="10" height="10" fill="{colour}"/>'
+            f'<text class="chart-legend" x="{x + 14:.1f}" y="{at + 1:.1f}" font-size="{FONT}" fill="{TEXT_COLOUR}">'
             f"{_text(name)}</text>"
         )
-        x += 24 + 6.5 * len(name)
 
 
 def percent(value: float) -> str:
@@ -199,11 +228,19 @@ def time_series_svg(
     drawn larger, in red, with class ``chart-flag``. ``band`` shades per-period limits and draws its centre dashed;
     ``target`` draws a horizontal line. ``y_max`` fixes the axis top (else a round value above the data)."""
     description = f"{len(labels)} periods; series: " + ", ".join(s.name for s in series)
+    entries = [(s.name, PALETTE[n % len(PALETTE)]) for n, s in enumerate(series)]
+    if band is not None:
+        entries.append((band.name, BAND_COLOUR))
+    if target is not None:
+        entries.append((target_name, TARGET_COLOUR))
+    legend = _legend_rows(entries, width, _MARGIN_LEFT)
+    plot_bottom = height - _MARGIN_BOTTOM
+    height += 14 * (legend[-1][3] if legend else 0)
     parts = _open(width, height, title, description, css_class)
     values = [v for s in series for v in s.values if v is not None]
     if not labels or not values:
         return _empty(parts, width, height, "no data in this period")
-    left, right, top, bottom = _MARGIN_LEFT, width - _MARGIN_RIGHT, _MARGIN_TOP, height - _MARGIN_BOTTOM
+    left, right, top, bottom = _MARGIN_LEFT, width - _MARGIN_RIGHT, _MARGIN_TOP, plot_bottom
     extra = [target or 0.0] + ([u for u in band.upper if u is not None] if band else [])
     top_value = y_max if y_max is not None else _nice_max(max(values + extra) * 1.05)
     y = _y_axis(parts, top, bottom, left, right, top_value, y_format)
@@ -233,13 +270,8 @@ def time_series_svg(
                 f"<title>{_text(line.name)}, {_text(labels[i])}: {_text(y_format(value))}"
                 f"{' (flagged)' if flagged else ''}</title></circle>"
             )
-    _x_labels(parts, labels, x, bottom)
-    legend = [(s.name, PALETTE[n % len(PALETTE)]) for n, s in enumerate(series)]
-    if band is not None:
-        legend.append((band.name, BAND_COLOUR))
-    if target is not None:
-        legend.append((target_name, TARGET_COLOUR))
-    _legend(parts, legend, height - 5, left)
+    _x_labels(parts, labels, x, bottom, right - left)
+    _legend(parts, legend, plot_bottom + _MARGIN_BOTTOM - 5)
     return _close(parts)
 
 
@@ -292,18 +324,23 @@ def bar_chart_svg(
     *,
     title: str,
     y_format: Callable[[float], str] = _num,
+    colours: Mapping[str, str] | None = None,
     width: int = 640,
     height: int = 220,
     css_class: str = "chart-bars",
 ) -> Markup:
-    """Stacked vertical bars, one per period (``labels``), one colour per stack (in ``stacks``' order); each
-    segment titled with its stack, period and value."""
+    """Stacked vertical bars, one per period (``labels``), one colour per stack (``colours``, else the palette in
+    ``stacks``' order); each segment titled with its stack, period and value."""
+    chosen = {name: (colours or {}).get(name, PALETTE[n % len(PALETTE)]) for n, name in enumerate(stacks)}
     description = f"{len(labels)} periods; stacked: " + ", ".join(stacks)
+    legend = _legend_rows(list(chosen.items()), width, _MARGIN_LEFT)
+    plot_bottom = height - _MARGIN_BOTTOM
+    height += 14 * (legend[-1][3] if legend else 0)
     parts = _open(width, height, title, description, css_class)
     totals = [sum(values[i] for values in stacks.values() if i < len(values)) for i in range(len(labels))]
     if not labels or not any(totals):
         return _empty(parts, width, height, "no data in this period")
-    left, right, top, bottom = _MARGIN_LEFT, width - _MARGIN_RIGHT, _MARGIN_TOP, height - _MARGIN_BOTTOM
+    left, right, top, bottom = _MARGIN_LEFT, width - _MARGIN_RIGHT, _MARGIN_TOP, plot_bottom
     y = _y_axis(parts, top, bottom, left, right, _nice_max(max(totals) * 1.05), y_format)
     slot = (right - left) / len(labels)
     bar = max(1.0, slot * 0.72)
@@ -320,13 +357,27 @@ def bar_chart_svg(
             parts.append(
                 f'<rect class="chart-bar chart-bar-{n}" x="{x(i) - bar / 2:.1f}" y="{y(base + value):.1f}" '
                 f'width="{bar:.1f}" height="{max(0.5, y(base) - y(base + value)):.1f}" '
-                f'fill="{PALETTE[n % len(PALETTE)]}"><title>{_text(name)}, {_text(label)}: '
+                f'fill="{chosen[name]}"><title>{_text(name)}, {_text(label)}: '
                 f"{_text(y_format(value))}</title></rect>"
             )
             base += value
-    _x_labels(parts, labels, x, bottom)
-    _legend(parts, [(name, PALETTE[n % len(PALETTE)]) for n, name in enumerate(stacks)], height - 5, left)
+    _x_labels(parts, labels, x, bottom, right - left)
+    _legend(parts, legend, plot_bottom + _MARGIN_BOTTOM - 5)
     return _close(parts)
+
+
+def _x_grid(
+    parts: list[str], x: Callable[[float], float], top_value: float, height: int, fmt: Callable[[float], str]
+) -> None:
+    """The vertical grid lines and their values under a horizontal chart."""
+    for value in _axis_ticks(top_value):
+        at = x(value)
+        parts.append(
+            f'<line class="chart-grid" x1="{at:.1f}" x2="{at:.1f}" y1="{_MARGIN_TOP - 4}" y2="{height - 18}" '
+            f'stroke="{GRID_COLOUR}" stroke-width="1"/>'
+            f'<text class="chart-axis" x="{at:.1f}" y="{height - 6}" text-anchor="middle" font-size="{FONT}" '
+            f'fill="{TEXT_COLOUR}">{_text(fmt(value))}</text>'
+        )
 
 
 def horizontal_bars_svg(
@@ -356,14 +407,7 @@ def horizontal_bars_svg(
     def x(value: float) -> float:
         return left + (right - left) * (min(max(value, 0.0), top_value) / top_value)
 
-    for i in range(5):
-        at = x(top_value * i / 4)
-        parts.append(
-            f'<line class="chart-grid" x1="{at:.1f}" x2="{at:.1f}" y1="{_MARGIN_TOP - 4}" '
-            f'y2="{height - 18}" stroke="{GRID_COLOUR}" stroke-width="1"/>'
-            f'<text class="chart-axis" x="{at:.1f}" y="{height - 6}" text-anchor="middle" font-size="{FONT}" '
-            f'fill="{TEXT_COLOUR}">{_text(x_format(top_value * i / 4))}</text>'
-        )
+    _x_grid(parts, x, top_value, height, x_format)
     for i, (label, value, low, high) in enumerate(rows):
         top = _MARGIN_TOP + i * row_height
         middle = top + row_height / 2
@@ -431,14 +475,7 @@ def stage_timeline_svg(
     def x(value: float) -> float:
         return left + (right - left) * (max(0.0, value) / top_value)
 
-    for i in range(5):
-        at = x(top_value * i / 4)
-        parts.append(
-            f'<line class="chart-grid" x1="{at:.1f}" x2="{at:.1f}" y1="{_MARGIN_TOP - 4}" y2="{height - 18}" '
-            f'stroke="{GRID_COLOUR}" stroke-width="1"/>'
-            f'<text class="chart-axis" x="{at:.1f}" y="{height - 6}" text-anchor="middle" font-size="{FONT}" '
-            f'fill="{TEXT_COLOUR}">{_text(_duration(top_value * i / 4))}</text>'
-        )
+    _x_grid(parts, x, top_value, height, _duration)
     for i, stage in enumerate(stages):
         top = _MARGIN_TOP + i * row_height
         start, duration = max(0.0, stage.start_s), max(0.0, stage.duration_s)

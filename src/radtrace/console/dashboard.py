@@ -1,7 +1,386 @@
-"""Placeholder: the QA dashboard pages are being built (issue #17)."""
+"""The QA dashboard (console, ``qa`` and ``admin``): volume, latency, agreement and drift over a chosen period.
+
+``GET /console/dashboard?from=YYYY-MM-DD&to=YYYY-MM-DD&period=day|week`` draws every figure of
+:mod:`radtrace.console.dashboard_figures` for the days ``from`` to ``to`` (inclusive, UTC; default the last 30
+days) by day or by ISO week. Label drift uses the ``qa`` settings that the Prometheus rules use
+(``qa.baseline_days`` before the window set the control limits; a label drifts when its daily rate stays
+outside its 95 % limits on one side for ``qa.drift_run_days`` days), so the page and the site's alerting agree.
+
+Every chart's numbers download as CSV from ``/console/dashboard/<chart>.csv`` with the same parameters; a text
+cell that a spreadsheet would run as a formula (``= + - @``, tab, CR) is prefixed with an apostrophe. The studies
+behind an agreement figure are listed at ``/console/dashboard/agreement`` (label and decision), each linked to
+its study page. Viewing the dashboard and listing studies are recorded as ``audit_queried``, a CSV download as
+``audit_exported`` (``view: dashboard``), naming the console user, like every other use of the console.
+
+radtrace keeps no site per study: the page says it shows a single site.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import csv
+import io
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, Response
+from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
+
+from radtrace.audit.events import AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.console.charts import (
+    Band,
+    Series,
+    bar_chart_svg,
+    horizontal_bars_svg,
+    percent,
+    time_series_svg,
+)
+from radtrace.console.dashboard_figures import (
+    LATENCY_STAGES,
+    MIX_NOT_RECORDED,
+    WHOLE_DRAFT,
+    Figures,
+    Window,
+    agreement_studies,
+    read_figures,
+    top_values,
+)
+from radtrace.console.web import _SECURITY_HEADERS, PREFIX, ConsoleState, StateDep, UserDep, _actor, _page, _sync
+from radtrace.qa.agreement import DECISIONS
+from radtrace.qa.drift import DriftAlert
+
+__all__ = ["CHARTS", "DEFAULT_DAYS", "MAX_DAYS", "router"]
+
+DEFAULT_DAYS: Final = 30
+MAX_DAYS: Final = 366
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+CHARTS: Final = ("volume", "queue", "latency", "agreement", "prevalence", "failures", "mix", "rates", "models")
+DECISION_NAMES: Final = {"accept": "accepted", "reject": "rejected", "modify": "modified"}
+VOLUME_COLOURS: Final = {"read": "#56b4e9", "skipped": "#e69f00", "failed": "#ff5a4f"}
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+FromDate = Annotated[date | None, Query(alias="from", description="first day shown (UTC), YYYY-MM-DD")]
+ToDate = Annotated[date | None, Query(alias="to", description="last day shown (UTC), YYYY-MM-DD")]
+Granularity = Annotated[Literal["day", "week"], Query(description="one point per day or per ISO week")]
+
+
+def _qa(user: Any) -> None:
+    if user.account.role.value not in ("qa", "admin"):
+        raise HTTPException(403, detail=f"the dashboard is for qa and admin users; you are signed in as "
+                                        f"{user.account.role.value}")  # fmt: skip
+
+
+def _window(state: ConsoleState, first: date | None, last: date | None, period: str) -> Window:
+    today = datetime.now(UTC).date()
+    last = last or today
+    first = first or last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise HTTPException(422, detail=f"from ({first}) is after to ({last})")
+    if (last - first).days + 1 > MAX_DAYS:
+        raise HTTPException(422, detail=f"at most {MAX_DAYS} days at a time; {first} to {last} is "
+                                        f"{(last - first).days + 1}")  # fmt: skip
+    rules = state.settings.qa
+    return Window(first, last, "week" if period == "week" else "day", rules.baseline_days, rules.drift_run_days)
+
+
+def _record(request: Request, state: ConsoleState, user: Any, kind: EventType, **payload: Any) -> None:
+    AuditRecorder(state.store).record(
+        AuditEvent(kind, _actor(request, user), payload={"via": "console", "view": "dashboard", **payload})
+    )
+
+
+def _params(window: Window) -> dict[str, str]:
+    return {"from": window.first.isoformat(), "to": window.last.isoformat(), "period": window.period}
+
+
+@router.get("/dashboard")
+def dashboard_page(
+    request: Request, state: StateDep, user: UserDep, first: FromDate = None, last: ToDate = None,
+    period: Granularity = "day",
+) -> HTMLResponse:  # fmt: skip
+    """The dashboard for the chosen days (default the last 30), by day or week."""
+    _qa(user)
+    window = _window(state, first, last, period)
+    _sync(state)  # the worklist's projection carries the views and flags counted here
+    figures = read_figures(state.store, window, datetime.now(UTC))
+    _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window))
+    return _page(request, state, "dashboard.html", user=user, f=figures, window=window, params=_params(window),
+                 charts=_charts(figures), alerts=_alerts(figures), stage_names=LATENCY_STAGES,
+                 decisions=DECISION_NAMES, not_recorded=MIX_NOT_RECORDED, whole_draft=WHOLE_DRAFT)  # fmt: skip
+
+
+@router.get("/dashboard/agreement")
+def agreement_cell(
+    request: Request, state: StateDep, user: UserDep,
+    label: Annotated[str, Query(min_length=1, max_length=255)],
+    decision: Annotated[Literal["accept", "reject", "modify"], Query()],
+    first: FromDate = None, last: ToDate = None, period: Granularity = "day",
+) -> HTMLResponse:  # fmt: skip
+    """The studies behind one agreement figure: whose findings of ``label`` got ``decision`` in the window."""
+    _qa(user)
+    window = _window(state, first, last, period)
+    studies = agreement_studies(state.store, window, label, decision)
+    _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window), label=label, decision=decision,
+            returned=len(studies))  # fmt: skip
+    return _page(request, state, "dashboard_studies.html", user=user, window=window, params=_params(window),
+                 label=label, decision=DECISION_NAMES[decision], studies=studies)  # fmt: skip
+
+
+@router.get("/dashboard/{chart}.csv")
+async def chart_csv(
+    request: Request, state: StateDep, user: UserDep,
+    chart: Annotated[str, PathParam(max_length=32)],
+    first: FromDate = None, last: ToDate = None, period: Granularity = "day",
+) -> Response:  # fmt: skip
+    """One chart's numbers as CSV (text cells formula-safe)."""
+    _qa(user)
+    if chart not in CHARTS:
+        raise HTTPException(404, detail=f"no chart {chart!r}; the charts are: {', '.join(CHARTS)}")
+    window = _window(state, first, last, period)
+    figures = await run_in_threadpool(read_figures, state.store, window, datetime.now(UTC))
+    rows = _TABLES[chart](figures)
+    await run_in_threadpool(_record, request, state, user, EventType.AUDIT_EXPORTED, chart=chart, rows=len(rows) - 1,
+                            **_params(window))  # fmt: skip
+    name = f"radtrace-{chart}-{window.first}-{window.last}-{window.period}.csv"
+    return Response(_csv(rows), media_type="text/csv; charset=utf-8",
+                    headers={**_SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+
+
+# --- CSV ---------------------------------------------------------------------------------------------------------
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return round(value, 6)
+    text = value if isinstance(value, str) else str(value) if isinstance(value, date) else value
+    # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection"): make it text.
+    return f"'{text}" if isinstance(text, str) and text.startswith(_FORMULA_STARTS) else text
+
+
+def _csv(rows: Iterable[Sequence[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    for row in rows:
+        writer.writerow([_cell(value) for value in row])
+    return buffer.getvalue()
+
+
+def _rate(count: int, total: int) -> float | None:
+    return count / total if total else None
+
+
+def _volume_rows(f: Figures) -> list[list[object]]:
+    skip, fail = [r for r, _ in f.skip_reasons()], [r for r, _ in f.failure_reasons()]
+    header: list[object] = ["period", "received", "read", "skipped", "failed", "delivered"]
+    header += [f"skipped: {r}" for r in skip] + [f"failed: {r}" for r in fail]
+    rows = [header]
+    for p in f.periods:
+        skipped, failed = f.skipped.get(p, Counter()), f.failed.get(p, Counter())
+        rows.append([p, f.received.get(p, 0), f.read.get(p, 0), sum(skipped.values()), sum(failed.values()),
+                     f.delivered.get(p, 0), *(skipped[r] for r in skip), *(failed[r] for r in fail)])  # fmt: skip
+    return rows
+
+
+def _queue_rows(f: Figures) -> list[list[object]]:
+    q = f.queue
+    return [["receiving", "queued", "processing", "oldest_wait_s"], [q.receiving, q.queued, q.processing,
+                                                                       q.oldest_wait_s]]  # fmt: skip
+
+
+def _latency_rows(f: Figures) -> list[list[object]]:
+    rows: list[list[object]] = [["period", "stage", "studies", "p50_s", "p95_s", "target_s", "over_target_share"]]
+    for s in f.latencies:
+        over = s.over_target.rate if s.over_target else None
+        rows.append(["whole window", s.stage, s.count, s.p50, s.p95, s.target_s, over])
+    target = next((s.target_s for s in f.latencies if s.stage == "total"), None)
+    for p in f.periods:
+        if p in f.total_latency:
+            p50, p95, n = f.total_latency[p]
+            rows.append([p, "total", n, p50, p95, target, None])
+    return rows
+
+
+def _agreement_rows(f: Figures) -> list[list[object]]:
+    rows: list[list[object]] = [["label", "decisions"]]
+    for name in DECISIONS:
+        shown = DECISION_NAMES[name]
+        rows[0] += [shown, f"{shown}_share", f"{shown}_ci95_low", f"{shown}_ci95_high"]
+    for a in f.agreement:
+        row: list[object] = [a.label, a.total]
+        for share in (a.accepted, a.rejected, a.modified):
+            row += [share.count, share.rate, share.low, share.high]
+        rows.append(row)
+    return rows
+
+
+def _prevalence_rows(f: Figures) -> list[list[object]]:
+    drifting = _drift_periods(f)
+    rows: list[list[object]] = [["period", "label", "present", "read", "rate", "baseline", "lower_limit",
+                                 "upper_limit", "outside", "drift_alert"]]  # fmt: skip
+    for label, points in f.prevalence.items():
+        for point in points:
+            rows.append([point.start, label, point.count, point.total, point.rate, point.centre, point.lower,
+                         point.upper, point.side or "", (label, point.start) in drifting])  # fmt: skip
+    return rows
+
+
+def _failure_rows(f: Figures) -> list[list[object]]:
+    bursts = {b.start for b in f.bursts}
+    base = f.baseline_failures
+    rows: list[list[object]] = [["period", "failed", "ended", "rate", "baseline_rate", "burst"]]
+    for p in f.failures:
+        rows.append([p.start, p.count, p.total, _rate(p.count, p.total), base.rate if base else None,
+                     p.start in bursts])  # fmt: skip
+    return rows
+
+
+def _mix_rows(f: Figures) -> list[list[object]]:
+    rows: list[list[object]] = [["period", "attribute", "value", "count"]]
+    for attribute, per_period in f.mix.items():
+        for p in sorted(per_period):
+            rows += [[p, attribute, value, count] for value, count in sorted(per_period[p].items())]
+    return rows
+
+
+def _rates_rows(f: Figures) -> list[list[object]]:
+    rows: list[list[object]] = [["period", "read", "refused", "refused_rate", "sanitised", "sanitised_rate"]]
+    for p in f.periods:
+        refused, sanitised = f.refused.get(p), f.sanitised.get(p)
+        if refused and sanitised:
+            rows.append([p, refused.total, refused.count, refused.rate, sanitised.count, sanitised.rate])
+    return rows
+
+
+def _model_rows(f: Figures) -> list[list[object]]:
+    rows: list[list[object]] = [["period", "model", "readings"]]
+    for p in sorted(f.models):
+        rows += [[p, model, count] for model, count in sorted(f.models[p].items())]
+    return rows
+
+
+_TABLES: Final[dict[str, Callable[[Figures], list[list[object]]]]] = {
+    "volume": _volume_rows, "queue": _queue_rows, "latency": _latency_rows, "agreement": _agreement_rows,
+    "prevalence": _prevalence_rows, "failures": _failure_rows, "mix": _mix_rows, "rates": _rates_rows,
+    "models": _model_rows,
+}  # fmt: skip
+
+
+# --- charts ------------------------------------------------------------------------------------------------------
+
+
+def _drift_periods(f: Figures) -> set[tuple[str, date]]:
+    """(label, period start) of every period a drift alert covers (weeks that hold an alert's days)."""
+    covered = set()
+    for alert in f.drift:
+        for p in f.periods:
+            end = p + timedelta(days=6 if f.window.period == "week" else 0)
+            if p <= alert.last and end >= alert.first:
+                covered.add((alert.label, p))
+    return covered
+
+
+def _label(p: date, period: str) -> str:
+    return p.strftime("%d %b") if period == "day" else f"wk {p.strftime('%d %b')}"
+
+
+def _alerts(f: Figures) -> dict[str, list[DriftAlert]]:
+    by_label: dict[str, list[DriftAlert]] = {}
+    for alert in f.drift:
+        by_label.setdefault(alert.label, []).append(alert)
+    return by_label
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def _charts(f: Figures) -> dict[str, Any]:
+    labels = [_label(p, f.window.period) for p in f.periods]
+    charts: dict[str, Any] = {}
+    charts["volume"] = bar_chart_svg(labels, {
+        "read": [float(f.read.get(p, 0)) for p in f.periods],
+        "skipped": [float(sum(f.skipped.get(p, Counter()).values())) for p in f.periods],
+        "failed": [float(sum(f.failed.get(p, Counter()).values())) for p in f.periods],
+    }, title="Studies read, skipped and failed", colours=VOLUME_COLOURS)  # fmt: skip
+    target = next((s.target_s for s in f.latencies if s.stage == "total"), None)
+    charts["latency"] = time_series_svg(
+        labels,
+        [Series("p50", [f.total_latency[p][0] if p in f.total_latency else None for p in f.periods]),
+         Series("p95", [f.total_latency[p][1] if p in f.total_latency else None for p in f.periods],
+                flagged=[p in f.total_latency and target is not None and f.total_latency[p][1] > target
+                         for p in f.periods])],
+        title="Last image → SR at the PACS", target=target, y_format=_seconds,
+    )  # fmt: skip
+    charts["stages"] = horizontal_bars_svg(
+        [(LATENCY_STAGES.get(s.stage, s.stage), s.p95, s.p50, s.p95) for s in f.latencies],
+        title="p95 per stage (whisker from p50)", x_format=_seconds, label_width=190,
+        flagged=[s.target_s is not None and s.p95 > s.target_s for s in f.latencies],
+    )  # fmt: skip
+    charts["agreement"] = horizontal_bars_svg(
+        [(a.label, a.accepted.rate or 0.0, a.accepted.low, a.accepted.high) for a in f.agreement if a.total],
+        title="Share accepted, with its 95 % interval", x_format=percent, x_max=1.0,
+    )  # fmt: skip
+    drifting = _drift_periods(f)
+    charts["prevalence"] = {
+        label: time_series_svg(
+            labels,
+            [Series(label, [p.rate for p in points], flagged=[(label, p.start) in drifting for p in points])],
+            band=Band([p.lower if p.total else None for p in points], [p.upper if p.total else None for p in points],
+                      points[0].centre if points else None, "95 % limits"),
+            title=label, y_format=percent, width=460, height=180,
+        )
+        for label, points in f.prevalence.items()
+    }  # fmt: skip
+    bursts = {b.start for b in f.bursts}
+    base = f.baseline_failures
+    charts["failures"] = time_series_svg(
+        labels,
+        [Series("failed share", [_rate(p.count, p.total) for p in f.failures],
+                flagged=[p.start in bursts for p in f.failures])],
+        title="Failed of read + failed", y_format=percent,
+        target=base.high if base else None, target_name="baseline (upper 95 % bound)",
+    )  # fmt: skip
+    charts["rates"] = time_series_svg(
+        labels,
+        [Series("refused", [f.refused[p].rate if p in f.refused else None for p in f.periods]),
+         Series("text sanitised", [f.sanitised[p].rate if p in f.sanitised else None for p in f.periods])],
+        title="Refusals and sanitised texts, share of readings", y_format=percent,
+    )  # fmt: skip
+    charts["mix"] = {
+        name: _mix_chart(labels, f.periods, per_period, name, uid_names=name in ("transfer syntax", "SOP class"))
+        for name, per_period in f.mix.items()
+    }
+    charts["models"] = _mix_chart(labels, f.periods, f.models, "Model versions")
+    return charts
+
+
+def _uid_name(value: str) -> str:
+    """A UID's name where pydicom knows it (a transfer syntax, a SOP class), else the UID."""
+    from pydicom.uid import UID
+
+    try:
+        return UID(value).name or value
+    except ValueError:
+        return value
+
+
+def _mix_chart(
+    labels: list[str], periods: list[date], per_period: dict[date, Counter[str]], title: str, uid_names: bool = False
+) -> Markup:
+    top = top_values(per_period, 5)
+    stacks = {value: [float(per_period.get(p, Counter())[value]) for p in periods] for value in top}
+    others = [float(sum(per_period.get(p, Counter()).values()) - sum(s[i] for s in stacks.values()))
+              for i, p in enumerate(periods)]  # fmt: skip
+    if uid_names:
+        stacks = {_uid_name(value): values for value, values in stacks.items()}
+    if any(others):
+        stacks["other"] = others
+    return bar_chart_svg(labels, stacks, title=title, width=460, height=200)

@@ -1,0 +1,517 @@
+"""The QA dashboard's figures, read with SQL aggregates and turned into :mod:`radtrace.qa` statistics.
+
+Every query groups by UTC day in the database (SQLite and PostgreSQL alike) and returns counts, never events:
+the dashboard over a million audit events reads a few thousand aggregate rows. Weeks are folded from days here
+(:func:`radtrace.qa.drift.period_start`), so both granularities share one set of queries. Where each figure
+comes from:
+
+* **volume** — the work tables: revisions opened (received), reported (read), skipped and failed (with their
+  ``reason``), and draft SRs delivered (``outbox`` rows of kind ``sr``); the queue now (``queued`` and
+  ``processing`` revisions, oldest first);
+* **latency** — per revision read in the window, the instants the pipeline writes in the same transactions as the
+  audit timeline's events: last image received (``instances``), queued, first claim, reported, first draft SR
+  delivered to a PACS. The stages: *settle* (last image → queued), *queue wait*, *read and report* (the model's
+  reading plus building the drafts), *dispatch* (→ SR at the PACS), and *total* (last image → SR at the PACS);
+  p50/p95 by :func:`radtrace.qa.operations.stage_latencies`;
+* **agreement** — ``finding_assessed`` and ``draft_assessed`` audit events recorded in the window, the last
+  decision on each (study, revision, label) only, as :func:`radtrace.qa.agreement.agreement_by_label` counts;
+  shares with Wilson 95 % intervals (:class:`radtrace.qa.intervals.Proportion`);
+* **drift** — ``inference_completed`` events (their ``labels`` column: the labels found present) per day, in the
+  window and the baseline before it, through :func:`radtrace.qa.drift.drift_alerts`; failures per day (revisions
+  failed / failed + read) through :func:`radtrace.qa.drift.failure_bursts`;
+* **input mix** — ``instances`` per day by transfer syntax, modality, body part, SOP class and sending AE; the
+  reading's frontal view position from the worklist's projection (``review_items.view``);
+* **outcome rates** — refusals and sanitised texts from the reading's flags (``review_items.flags``);
+* **model versions** — ``inference_completed`` per day by model name and version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from radtrace.audit.events import EventType
+from radtrace.audit.schema import AuditEventRow
+from radtrace.console.schema import ReviewItem
+from radtrace.qa.agreement import DECISIONS, LabelAgreement
+from radtrace.qa.drift import (
+    ChartPoint,
+    DriftAlert,
+    FailureBurst,
+    Period,
+    PeriodCount,
+    drift_alerts,
+    failure_bursts,
+    period_start,
+)
+from radtrace.qa.intervals import Proportion, percentile
+from radtrace.qa.operations import LatencySummary, stage_latencies
+from radtrace.store.engine import Store, is_postgresql
+from radtrace.store.models import Instance, OutboxMessage, Revision, RevisionState
+
+__all__ = [
+    "LATENCY_STAGES",
+    "LATENCY_TARGETS_S",
+    "WHOLE_DRAFT",
+    "Figures",
+    "Queue",
+    "Window",
+    "agreement_studies",
+    "read_figures",
+]
+
+#: The latency stages, in pipeline order, and how the dashboard names them.
+LATENCY_STAGES: Final = {
+    "settle": "last image → queued",
+    "queue_wait": "queued → claimed",
+    "read_and_report": "model reading + drafts",
+    "dispatch": "drafts → SR at PACS",
+    "total": "last image → SR at PACS",
+}
+#: Targets drawn against each stage's p95 (seconds). The listener waits ``listener.settle_seconds`` (10 s by
+#: default) after the last image before queuing; a GPU worker reads a film in well under a minute; a PACS
+#: answers a C-STORE in seconds. The whole path from the last image to the SR in the PACS should stay under
+#: five minutes, so the draft is there before a radiologist opens the study.
+LATENCY_TARGETS_S: Final = {"settle": 30.0, "queue_wait": 60.0, "read_and_report": 120.0, "dispatch": 60.0,
+                            "total": 300.0}  # fmt: skip
+WHOLE_DRAFT: Final = "(whole draft)"
+MIX_ATTRIBUTES: Final = ("view position", "transfer syntax", "modality", "body part", "SOP class", "sending AE")
+#: What the dashboard cannot count, because radtrace does not keep it per image in its tables.
+MIX_NOT_RECORDED: Final = ("manufacturer", "manufacturer's model name", "pixel spacing",
+                           "photometric interpretation")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Window:
+    """The days shown (``first`` to ``last``, inclusive, UTC), their granularity, and the baseline before them."""
+
+    first: date
+    last: date
+    period: Period = "day"
+    baseline_days: int = 28
+    drift_run: int = 7
+
+    @property
+    def start(self) -> date:
+        """The first day counted: ``first``, or the Monday of its week."""
+        return period_start(self.first, self.period)
+
+    @property
+    def baseline(self) -> tuple[date, date]:
+        """The baseline's first and last day: ``baseline_days`` (whole weeks for weekly periods) before ``start``."""
+        days = self.baseline_days if self.period == "day" else 7 * math.ceil(self.baseline_days / 7)
+        return self.start - timedelta(days=days), self.start - timedelta(days=1)
+
+    def periods(self) -> list[date]:
+        """Every period start from ``start`` to ``last``."""
+        step = 1 if self.period == "day" else 7
+        count = (self.last - self.start).days // step + 1
+        return [self.start + timedelta(days=step * i) for i in range(count)]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Work waiting now: revisions per state and the oldest one's wait (seconds)."""
+
+    receiving: int
+    queued: int
+    processing: int
+    oldest_wait_s: float | None
+
+
+@dataclass
+class Figures:
+    """Everything the dashboard draws, per period start (``periods``)."""
+
+    window: Window
+    periods: list[date]
+    received: dict[date, int] = field(default_factory=dict)
+    read: dict[date, int] = field(default_factory=dict)
+    skipped: dict[date, Counter[str]] = field(default_factory=dict)
+    failed: dict[date, Counter[str]] = field(default_factory=dict)
+    delivered: dict[date, int] = field(default_factory=dict)
+    queue: Queue = Queue(0, 0, 0, None)
+    latencies: list[LatencySummary] = field(default_factory=list)
+    #: Per period: p50 and p95 of the whole path (last image → SR at the PACS), and how many studies.
+    total_latency: dict[date, tuple[float, float, int]] = field(default_factory=dict)
+    agreement: list[LabelAgreement] = field(default_factory=list)
+    prevalence: dict[str, list[ChartPoint]] = field(default_factory=dict)
+    drift: list[DriftAlert] = field(default_factory=list)
+    failures: list[PeriodCount] = field(default_factory=list)
+    bursts: list[FailureBurst] = field(default_factory=list)
+    baseline_failures: Proportion | None = None
+    mix: dict[str, dict[date, Counter[str]]] = field(default_factory=dict)
+    refused: dict[date, Proportion] = field(default_factory=dict)
+    sanitised: dict[date, Proportion] = field(default_factory=dict)
+    models: dict[date, Counter[str]] = field(default_factory=dict)
+
+    def skip_reasons(self) -> list[tuple[str, int]]:
+        """Every skip reason in the window with its count, most frequent first."""
+        return sum(self.skipped.values(), Counter[str]()).most_common()
+
+    def failure_reasons(self) -> list[tuple[str, int]]:
+        """Every failure reason in the window with its count, most frequent first."""
+        return sum(self.failed.values(), Counter[str]()).most_common()
+
+
+# --- SQL that reads the same on SQLite and PostgreSQL --------------------------------------------------------
+
+
+def _day(store: Store, column: Any) -> sa.ColumnElement[str]:
+    """The UTC day of a timestamp column as ``YYYY-MM-DD`` text (SQLite keeps UTC text; PostgreSQL timestamptz)."""
+    if is_postgresql(store.engine):
+        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
+    return sa.func.substr(column, 1, 10)
+
+
+def _seconds(store: Store, later: Any, earlier: Any) -> sa.ColumnElement[float]:
+    if is_postgresql(store.engine):
+        return sa.cast(sa.func.extract("epoch", later - earlier), sa.Float)
+    return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
+
+
+def _json_text(store: Store, column: Any, key: str) -> sa.ColumnElement[str]:
+    if is_postgresql(store.engine):
+        return sa.func.json_extract_path_text(sa.cast(column, postgresql.JSON), key)
+    return sa.cast(sa.func.json_extract(column, f"$.{key}"), sa.String)
+
+
+def _has_item(store: Store, column: Any, item: str) -> sa.ColumnElement[bool]:
+    """Whether a comma-separated column holds ``item`` exactly (case-sensitive on both databases)."""
+    padded = sa.literal(",") + column + sa.literal(",")
+    needle = f",{item},"
+    position = sa.func.strpos(padded, needle) if is_postgresql(store.engine) else sa.func.instr(padded, needle)
+    return position > 0
+
+
+def _within(column: Any, first: date, last: date) -> sa.ColumnElement[bool]:
+    return sa.and_(column >= _midnight(first), column < _midnight(last + timedelta(days=1)))
+
+
+def _as_date(text: str) -> date:
+    return date.fromisoformat(text)
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+
+
+def read_figures(store: Store, window: Window, now: datetime) -> Figures:
+    """Every figure of the dashboard for ``window`` (see the module doc); ``now`` dates the queue's waits."""
+    figures = Figures(window, window.periods())
+    fold = _folder(window)
+    with store.session("reading the QA dashboard") as session:
+        _volume(session, store, window, figures, fold)
+        figures.queue = _queue(session, now)
+        _latencies(session, store, window, figures, fold)
+        figures.agreement = _agreement(session, store, window)
+        _drift(session, store, window, figures, fold)
+        _mix(session, store, window, figures, fold)
+        _rates(session, store, window, figures, fold)
+        for day, name, version, count in session.execute(
+            sa.select(_day(store, AuditEventRow.recorded_at), AuditEventRow.model_name, AuditEventRow.model_version,
+                      sa.func.count())
+            .where(AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value,
+                   _within(AuditEventRow.recorded_at, window.start, window.last))
+            .group_by(sa.literal_column("1"), AuditEventRow.model_name, AuditEventRow.model_version)
+        ):  # fmt: skip
+            model = f"{name or '(unnamed)'} {version or ''}".strip()
+            figures.models.setdefault(fold(day), Counter())[model] += count
+    return figures
+
+
+def _folder(window: Window) -> Any:
+    def fold(day: str | date) -> date:
+        return period_start(_as_date(day) if isinstance(day, str) else day, window.period)
+
+    return fold
+
+
+def _count_by_day(session: Any, store: Store, column: Any, first: date, last: date, *where: Any) -> dict[str, int]:
+    rows = session.execute(
+        sa.select(_day(store, column), sa.func.count())
+        .where(_within(column, first, last), *where)
+        .group_by(sa.literal_column("1"))
+    )
+    return {str(day): int(count) for day, count in rows}
+
+
+def _volume(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
+    first, last = window.start, window.last
+    for day, count in _count_by_day(session, store, Revision.opened_at, first, last).items():
+        figures.received[fold(day)] = figures.received.get(fold(day), 0) + count
+    base_first = window.baseline[0]
+    read_by_day = _count_by_day(session, store, Revision.reported_at, base_first, last)
+    for day, count in read_by_day.items():
+        if _as_date(day) >= first:
+            figures.read[fold(day)] = figures.read.get(fold(day), 0) + count
+    failed_by_day: dict[str, int] = {}
+    for state, target in ((RevisionState.SKIPPED, figures.skipped), (RevisionState.FAILED, figures.failed)):
+        rows = session.execute(
+            sa.select(_day(store, Revision.finished_at), Revision.reason, sa.func.count())
+            .where(Revision.state == state, _within(Revision.finished_at, base_first, last))
+            .group_by(sa.literal_column("1"), Revision.reason)
+        )
+        for day, reason, count in rows:
+            if state is RevisionState.FAILED:
+                failed_by_day[day] = failed_by_day.get(day, 0) + count
+            if _as_date(day) >= first:
+                target.setdefault(fold(day), Counter())[reason or "(no reason recorded)"] += count
+    delivered = session.execute(
+        sa.select(_day(store, OutboxMessage.delivered_at), sa.func.count(sa.distinct(OutboxMessage.revision_id)))
+        .where(OutboxMessage.kind == "sr", OutboxMessage.state == "delivered",
+               _within(OutboxMessage.delivered_at, first, last))
+        .group_by(sa.literal_column("1"))
+    )  # fmt: skip
+    for day, count in delivered:
+        figures.delivered[fold(day)] = figures.delivered.get(fold(day), 0) + count
+    _failures(window, figures, fold, read_by_day, failed_by_day)
+
+
+def _failures(window: Window, figures: Figures, fold: Any, read: Mapping[str, int], failed: Mapping[str, int]) -> None:
+    """Failure share per period (failed of read + failed) against the baseline's, and the bursts."""
+    per_period: dict[date, list[int]] = {}
+    for day in set(read) | set(failed):
+        counts = per_period.setdefault(fold(day), [0, 0])
+        counts[0] += failed.get(day, 0)
+        counts[1] += failed.get(day, 0) + read.get(day, 0)
+    base_first, base_last = window.baseline
+    baseline = [PeriodCount(p, c, t) for p, (c, t) in per_period.items() if base_first <= p <= base_last]
+    figures.failures = [PeriodCount(p, *per_period.get(p, [0, 0])) for p in figures.periods]
+    if sum(p.total for p in baseline):
+        figures.bursts = failure_bursts(figures.failures, baseline)
+        figures.baseline_failures = Proportion.of(sum(p.count for p in baseline), sum(p.total for p in baseline))
+
+
+def _queue(session: Any, now: datetime) -> Queue:
+    waiting = (RevisionState.RECEIVING, RevisionState.QUEUED, RevisionState.PROCESSING)
+    rows = session.execute(
+        sa.select(Revision.state, sa.func.count(), sa.func.min(sa.func.coalesce(Revision.queued_at,
+                                                                                 Revision.opened_at)))
+        .where(Revision.state.in_(waiting))
+        .group_by(Revision.state)
+    ).all()  # fmt: skip
+    counts = {RevisionState(state): int(count) for state, count, _ in rows}
+    oldest = [
+        _aware(at) for state, _, at in rows if at is not None and RevisionState(state) is not RevisionState.RECEIVING
+    ]
+    return Queue(
+        counts.get(RevisionState.RECEIVING, 0),
+        counts.get(RevisionState.QUEUED, 0),
+        counts.get(RevisionState.PROCESSING, 0),
+        max(0.0, (now - min(oldest)).total_seconds()) if oldest else None,
+    )
+
+
+def _aware(value: datetime | str) -> datetime:
+    # min() over a UtcDateTime column comes back untyped on SQLite (text), typed on PostgreSQL.
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _latencies(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
+    last_image = (
+        sa.select(sa.func.max(Instance.received_at)).where(Instance.revision_id == Revision.id).scalar_subquery()
+    )
+    delivered = (
+        sa.select(sa.func.min(OutboxMessage.delivered_at))
+        .where(OutboxMessage.revision_id == Revision.id, OutboxMessage.kind == "sr",
+               OutboxMessage.state == "delivered")
+        .scalar_subquery()
+    )  # fmt: skip
+    rows = session.execute(
+        sa.select(
+            _day(store, Revision.reported_at),
+            _seconds(store, Revision.queued_at, last_image),
+            _seconds(store, Revision.started_at, Revision.queued_at),
+            _seconds(store, Revision.reported_at, Revision.started_at),
+            _seconds(store, delivered, Revision.reported_at),
+            _seconds(store, delivered, last_image),
+        ).where(_within(Revision.reported_at, window.start, window.last))
+    )
+    names = list(LATENCY_STAGES)
+    durations: list[tuple[str, float]] = []
+    totals: dict[date, list[float]] = {}
+    for day, *values in rows:
+        durations += [(names[i], float(value)) for i, value in enumerate(values) if value is not None]
+        if values[-1] is not None:
+            totals.setdefault(fold(day), []).append(float(values[-1]))
+    summaries = {s.stage: s for s in stage_latencies(durations, LATENCY_TARGETS_S)}
+    figures.latencies = [summaries[name] for name in names if name in summaries]
+    figures.total_latency = {
+        start: (percentile(values, 50), percentile(values, 95), len(values)) for start, values in totals.items()
+    }
+
+
+def _latest_decisions(store: Store, window: Window, kind: EventType, by_label: bool) -> Any:
+    """The seq of the last decision on each (study, revision[, label]) recorded in the window."""
+    table = AuditEventRow
+    keys = [table.study_uid, _json_text(store, table.payload, "revision")] + ([table.labels] if by_label else [])
+    return (
+        sa.select(sa.func.max(table.seq))
+        .where(table.event_type == kind.value, _within(table.recorded_at, window.start, window.last))
+        .group_by(*keys)
+    )
+
+
+def _agreement(session: Any, store: Store, window: Window) -> list[LabelAgreement]:
+    table = AuditEventRow
+    counts: dict[str, Counter[str]] = {}
+    for kind, by_label in ((EventType.FINDING_ASSESSED, True), (EventType.DRAFT_ASSESSED, False)):
+        decision = _json_text(store, table.payload, "decision")
+        label = table.labels if by_label else sa.literal(WHOLE_DRAFT)
+        rows = session.execute(
+            sa.select(label, decision, sa.func.count())
+            .where(table.seq.in_(_latest_decisions(store, window, kind, by_label)))
+            .group_by(sa.literal_column("1"), sa.literal_column("2"))
+        )
+        for name, verdict, count in rows:
+            shown = (name or "").strip(",") or "(unlabelled)"
+            counts.setdefault(shown, Counter())[str(verdict)] += count
+    result = []
+    for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n)):
+        per = counts[name]
+        total = sum(per[d] for d in DECISIONS)
+        result.append(
+            LabelAgreement(name, total, Proportion.of(per["accept"], total), Proportion.of(per["reject"], total),
+                           Proportion.of(per["modify"], total))
+        )  # fmt: skip
+    return result
+
+
+def agreement_studies(
+    store: Store, window: Window, label: str, decision: str, limit: int = 500
+) -> list[tuple[str, int, datetime, str | None]]:
+    """The studies behind one agreement cell: (study UID, revision, decided at, by whom), newest first."""
+    table = AuditEventRow
+    whole = label == WHOLE_DRAFT
+    kind = EventType.DRAFT_ASSESSED if whole else EventType.FINDING_ASSESSED
+    conditions = [table.seq.in_(_latest_decisions(store, window, kind, not whole)),
+                  _json_text(store, table.payload, "decision") == decision]  # fmt: skip
+    if not whole:
+        conditions.append(table.labels == f",{label},")
+    with store.session("listing the studies behind an agreement figure") as session:
+        rows = session.execute(
+            sa.select(table.study_uid, _json_text(store, table.payload, "revision"), table.recorded_at,
+                      table.actor_user)
+            .where(*conditions)
+            .order_by(table.seq.desc())
+            .limit(limit)
+        ).all()  # fmt: skip
+    return [(str(uid), int(revision or 0), at, user) for uid, revision, at, user in rows]
+
+
+def _drift(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
+    """Label prevalence p-charts per period; the drift rule always on days (as the Prometheus rule), so a weekly
+    chart alerts on the same evidence as a daily one."""
+    table = AuditEventRow
+    base_first, base_last = window.baseline
+    rows = session.execute(
+        sa.select(_day(store, table.recorded_at), table.labels, sa.func.count())
+        .where(table.event_type == EventType.INFERENCE_COMPLETED.value,
+               _within(table.recorded_at, base_first, window.last))
+        .group_by(sa.literal_column("1"), table.labels)
+    )  # fmt: skip
+    totals: dict[date, int] = {}
+    present: dict[str, dict[date, int]] = {}
+    for text, labels, count in rows:
+        day = _as_date(text)
+        totals[day] = totals.get(day, 0) + count
+        for label in {part for part in (labels or "").split(",") if part}:
+            per_label = present.setdefault(label, {})
+            per_label[day] = per_label.get(day, 0) + count
+    for offset in range((window.last - window.start).days + 1):  # a day without readings still has a place
+        totals.setdefault(window.start + timedelta(days=offset), 0)
+    monitored = (window.start, window.last)
+    charts, figures.drift = drift_alerts(
+        totals, present, baseline=(base_first, base_last), monitored=monitored, run=window.drift_run
+    )
+    if window.period == "day":
+        figures.prevalence = charts
+        return
+    weekly: dict[date, int] = {}
+    for day, count in totals.items():
+        weekly[fold(day)] = weekly.get(fold(day), 0) + count
+    weekly_present: dict[str, dict[date, int]] = {}
+    for label, per_day in present.items():
+        per_week = weekly_present.setdefault(label, {})
+        for day, count in per_day.items():
+            per_week[fold(day)] = per_week.get(fold(day), 0) + count
+    figures.prevalence, _ = drift_alerts(
+        weekly, weekly_present, baseline=(base_first, base_last), monitored=monitored, run=window.drift_run
+    )
+
+
+def _mix(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
+    first, last = window.start, window.last
+    columns = {
+        "transfer syntax": Instance.transfer_syntax_uid,
+        "modality": Instance.modality,
+        "body part": Instance.body_part,
+        "SOP class": Instance.sop_class_uid,
+        "sending AE": Instance.calling_ae,
+    }
+    rows = session.execute(
+        sa.select(_day(store, Instance.received_at), *columns.values(), sa.func.count())
+        .where(_within(Instance.received_at, first, last))
+        .group_by(*(sa.literal_column(str(i)) for i in range(1, len(columns) + 2)))
+    )  # fmt: skip
+    figures.mix = {name: {} for name in MIX_ATTRIBUTES}
+    for day, *values, count in rows:
+        for name, value in zip(columns, values, strict=True):
+            figures.mix[name].setdefault(fold(day), Counter())[value or "(none)"] += count
+    views = session.execute(
+        sa.select(_day(store, ReviewItem.reported_at), ReviewItem.view, sa.func.count())
+        .where(_within(ReviewItem.reported_at, first, last))
+        .group_by(sa.literal_column("1"), ReviewItem.view)
+    )
+    for day, view, count in views:
+        figures.mix["view position"].setdefault(fold(day), Counter())[view or "(none)"] += count
+
+
+def _rates(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
+    flags = ReviewItem.flags
+    rows = session.execute(
+        sa.select(
+            _day(store, ReviewItem.reported_at),
+            sa.func.count(),
+            sa.func.sum(sa.case((_has_item(store, flags, "refused"), 1), else_=0)),
+            sa.func.sum(sa.case((_has_item(store, flags, "text-sanitised"), 1), else_=0)),
+        )
+        .where(_within(ReviewItem.reported_at, window.start, window.last))
+        .group_by(sa.literal_column("1"))
+    )
+    per_period: dict[date, list[int]] = {}
+    for day, total, refused, sanitised in rows:
+        counts = per_period.setdefault(fold(day), [0, 0, 0])
+        counts[0] += int(total)
+        counts[1] += int(refused or 0)
+        counts[2] += int(sanitised or 0)
+    for start, (total, refused, sanitised) in per_period.items():
+        figures.refused[start] = Proportion.of(refused, total)
+        figures.sanitised[start] = Proportion.of(sanitised, total)
+
+
+def top_values(per_period: Mapping[date, Counter[str]], most: int = 6) -> list[str]:
+    """The ``most`` most frequent values over all periods (the rest are drawn as "other")."""
+    total: Counter[str] = Counter()
+    for counter in per_period.values():
+        total.update(counter)
+    return [value for value, _ in total.most_common(most)]
+
+
+def shares(values: Iterable[int]) -> list[float]:
+    """Each value as a share of their sum (zeros when the sum is 0)."""
+    listed = list(values)
+    whole = sum(listed)
+    return [v / whole if whole else 0.0 for v in listed]
