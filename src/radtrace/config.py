@@ -630,7 +630,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 #: RADTRACE_* variables that are not settings: build arguments of deploy/ and switches of bench/ and tests/.
 NOT_SETTINGS = frozenset({
     "RADTRACE_CPU_IMAGE", "RADTRACE_GPU_IMAGE", "RADTRACE_WHEELS", "RADTRACE_FULL_ABLATION",
-    "RADTRACE_ABLATION_SEED", "RADTRACE_GPU_STATIC_TIMEOUT", "RADTRACE_GPU_STATIC_ROW",
+    "RADTRACE_ABLATION_SEED", "RADTRACE_GPU_STATIC_TIMEOUT", "RADTRACE_GPU_STATIC_ROW", "RADTRACE_GPU_BUDGET_S",
 })  # fmt: skip
 
 

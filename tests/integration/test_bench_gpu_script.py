@@ -27,6 +27,7 @@ def test_gpu_script_writes_the_full_size_table(tmp_path: Path) -> None:
         "OUT": str(tmp_path),
         "RADTRACE_WHEELS": str(tmp_path / "no-wheels"),  # this machine has the packages; no cp312 wheels here
         "RADTRACE_GPU_STATIC_ROW": "0",
+        "RADTRACE_GPU_BUDGET_S": "300",  # read on a GPU only; every variable gpu.sh documents must pass the settings
     }
     done = subprocess.run(
         ["bash", "bench/gpu.sh", "--tiny-config", "--device", "cpu", "--batches", "1,4", "--max-new-tokens", "5"],
