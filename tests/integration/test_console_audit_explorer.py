@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from audit_support import STUDY_A, STUDY_B, T0, Seeded, seed_audit_log
 from console_support import add_user, console_client, console_settings, csrf_of, sign_in
 from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.presentation import defuse_formula
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console import explorer
@@ -340,3 +341,21 @@ def test_a_second_verify_while_one_runs_is_refused_and_progress_is_reported(
         assert admin.app.state.audit_verifier.current.done.wait(30)  # type: ignore[attr-defined]
         assert 'data-state="ok"' in admin.get("/console/audit/verify").text
     assert len(site.events("audit_verified")) == 1
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+33 1 23", "'+33 1 23"),
+        ("-2", "'-2"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("ACC-1=2", "ACC-1=2"),
+        ("", ""),
+        (-2, -2),
+    ],
+)
+def test_a_cell_a_spreadsheet_would_run_is_made_text(cell: str | int, written: str | int) -> None:
+    assert defuse_formula(cell) == written

@@ -27,6 +27,7 @@ from radtrace.audit.queries import AuditRecord, QueryPage, Timeline
 __all__ = [
     "CSV_COLUMNS",
     "csv_chunks",
+    "defuse_formula",
     "page_json",
     "page_table",
     "timeline_json",
@@ -67,9 +68,10 @@ def _csv_value(name: str, value: Any) -> str | int:
     return str(value)
 
 
-def _formula_safe(value: str | int) -> str | int:
-    # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection"); a leading
-    # apostrophe makes it text. Accession numbers, AE titles and payloads come from peers and can start so.
+def defuse_formula(value: str | int) -> str | int:
+    """A CSV cell a spreadsheet will not run: text starting with ``=``, ``+``, ``-``, ``@``, tab or CR gets a
+    leading apostrophe (OWASP "CSV injection"); anything else is returned as is."""
+    # Accession numbers, AE titles and payloads come from peers and can start so.
     return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
@@ -87,7 +89,7 @@ def csv_chunks(
     pending = 0
     for record in records:
         row = [_csv_value(name, getattr(record, name)) for name in CSV_COLUMNS]
-        writer.writerow([_formula_safe(value) for value in row] if formula_safe else row)
+        writer.writerow([defuse_formula(value) for value in row] if formula_safe else row)
         pending += 1
         if pending >= rows_per_chunk:
             yield buffer.getvalue()
