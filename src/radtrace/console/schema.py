@@ -17,7 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from radtrace.store.base import Base, UtcDateTime, utc_now
 
-__all__ = ["ConsoleSession", "ConsoleUser", "ReviewItem"]
+__all__ = ["ConsoleSession", "ConsoleUser", "QaDecision", "ReviewItem"]
 
 
 class ConsoleUser(Base):
@@ -60,6 +60,7 @@ class ReviewItem(Base):
         sa.Index("ix_review_items_all", "superseded", "rank", "reported_at", "revision_id"),
         sa.Index("ix_review_items_flagged", "superseded", "flagged", "assessed", "rank", "reported_at", "revision_id"),
         sa.Index("ix_review_items_mine", "opened_by", "superseded", "rank", "reported_at", "revision_id"),
+        sa.Index("ix_review_items_reported_at", "reported_at", "view", "flags"),  # the QA dashboard's, per day
     )
 
     revision_id: Mapped[int] = mapped_column(sa.ForeignKey("revisions.id"), primary_key=True, autoincrement=False)
@@ -85,3 +86,19 @@ class ReviewItem(Base):
     decision: Mapped[str | None] = mapped_column(sa.String(16), doc="accepted or rejected (latest draft decision)")
     decided_by: Mapped[str | None] = mapped_column(sa.String(64))
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class QaDecision(Base):
+    """One assessment event (``finding_assessed``, ``draft_assessed``) as the QA dashboard counts it: a projection
+    of the audit row's payload kept in step by :func:`radtrace.console.dashboard_figures.sync_decisions`, so the
+    dashboard counts decisions by label and day on an index instead of decoding a million payloads."""
+
+    __tablename__ = "qa_decisions"
+    __table_args__ = (sa.Index("ix_qa_decisions_recorded_at", "recorded_at", "label", "decision"),)
+
+    seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False, doc="the audit event's")
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    study_uid: Mapped[str] = mapped_column(sa.String(64))
+    revision: Mapped[int]
+    label: Mapped[str] = mapped_column(sa.String(255), doc="the finding's label; empty for a whole-draft decision")
+    decision: Mapped[str] = mapped_column(sa.String(16), doc="accept, reject or modify")

@@ -109,7 +109,10 @@ class Revision(Base):
     """A set of instances processed together. Instances arriving after a revision was queued open the next one."""
 
     __tablename__ = "revisions"
-    __table_args__ = (sa.UniqueConstraint("study_id", "number"),)
+    __table_args__ = (
+        sa.UniqueConstraint("study_id", "number"),
+        sa.Index("ix_revisions_state_finished_at", "state", "finished_at"),  # the QA dashboard's skips and failures
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(sa.ForeignKey("studies.id"), index=True)
@@ -119,10 +122,10 @@ class Revision(Base):
     )
     reason: Mapped[str | None] = mapped_column(sa.Text, doc="why it was skipped or failed")
     attempts: Mapped[int] = mapped_column(default=0)
-    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, index=True)
     queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, onupdate=utc_now)
     sr_sop_instance_uid: Mapped[str | None] = mapped_column(UID)
@@ -144,7 +147,20 @@ class Instance(Base):
     """One received SOP instance as spooled: where it is, what it is, and its bytes' hash."""
 
     __tablename__ = "instances"
-    __table_args__ = (sa.UniqueConstraint("sop_instance_uid", "version"),)
+    __table_args__ = (
+        sa.UniqueConstraint("sop_instance_uid", "version"),
+        # The QA dashboard: a revision's last image (index-only), and the input mix per day.
+        sa.Index("ix_instances_revision_received", "revision_id", "received_at"),
+        sa.Index(
+            "ix_instances_received_mix",
+            "received_at",
+            "transfer_syntax_uid",
+            "modality",
+            "body_part",
+            "sop_class_uid",
+            "calling_ae",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(sa.ForeignKey("studies.id"), index=True)
@@ -193,7 +209,12 @@ class OutboxMessage(Base):
     """One report to deliver to one destination; delivered only when the peer confirmed receipt."""
 
     __tablename__ = "outbox"
-    __table_args__ = (sa.UniqueConstraint("revision_id", "kind", "destination", "document_uid"),)
+    __table_args__ = (
+        sa.UniqueConstraint("revision_id", "kind", "destination", "document_uid"),
+        # The QA dashboard: when a revision's draft SR first reached a PACS, and deliveries per day.
+        sa.Index("ix_outbox_revision_delivered", "revision_id", "kind", "state", "delivered_at"),
+        sa.Index("ix_outbox_kind_delivered", "kind", "state", "delivered_at", "revision_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     revision_id: Mapped[int] = mapped_column(sa.ForeignKey("revisions.id"), index=True)
