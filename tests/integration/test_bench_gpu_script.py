@@ -48,3 +48,18 @@ def test_gpu_script_writes_the_full_size_table(tmp_path: Path) -> None:
     divergence = json.loads((tmp_path / "full-size.json").read_text(encoding="utf-8"))["divergence"]
     assert divergence == {"4": {"compared": 2, "differing": 0, "first_difference_at": []}}
     assert "bench/gpu.sh:" in done.stdout
+
+
+def test_the_step_timing_script_measures_every_configuration(tmp_path: Path) -> None:
+    """bench/gpu_steps.py, the per-step probe for a GPU session, runs through every configuration on the CPU."""
+    done = subprocess.run(
+        [sys.executable, "bench/gpu_steps.py", "--tiny-config", "--device", "cpu", "--tokens", "4", "--divide", "128",
+         "--budget-s", "120", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (tmp_path / "steps.md").read_text(encoding="utf-8").splitlines()
+    rows = [line for line in lines if line.startswith("| ")]
+    measured = [row.split("|")[2].strip() for row in rows[1:]]
+    assert measured == ["dynamic", "static", "gqa", "dynamic", "dynamic", "static+compile"]
+    assert not any("failed" in row or "skipped" in row for row in rows)
