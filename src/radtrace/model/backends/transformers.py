@@ -195,9 +195,9 @@ def _choose_cudnn_attention(enabled: bool) -> None:
 
     Left-padded batches reach SDPA with an explicit mask, which PyTorch 2.11 hands to cuDNN first on recent GPUs,
     and cuDNN builds an execution plan for every new shape. Decoding with a growing KV cache has a new shape at
-    every step, so the first pass over a (batch, length) range pays for one plan per token: the first H200 run
-    measured the worker path at half the speed of the same generate repeated on the same shapes. Without cuDNN,
-    SDPA takes the memory-efficient kernel, which plans nothing.
+    every step, so the first pass over a (batch, length) range pays for one plan per token. On an H200, a batch of
+    64 read at 0.90 studies/s with cuDNN allowed and at 1.94 without it (bench/gpu.sh, docs/operations.md).
+    Without cuDNN, SDPA takes the memory-efficient kernel, which plans nothing.
     """
     import torch
 
