@@ -210,3 +210,50 @@ def test_csv_cells_cannot_become_formulas_and_every_use_is_audited(site: Site) -
     exported = [payload for user, payload in site.events("audit_exported") if user == "qa.dash"]
     assert [payload["chart"] for payload in exported][-2:] == ["mix", "queue"]
     assert all(payload["via"] == "console" and payload["view"] == "dashboard" for payload in exported)
+
+
+def test_migration_0008_copies_the_decisions_already_recorded(database_url: str) -> None:
+    from alembic import command
+
+    from radtrace.audit.events import Actor, AuditEvent, EventType
+    from radtrace.audit.recorder import AuditRecorder
+    from radtrace.console.dashboard_figures import sync_decisions
+    from radtrace.console.schema import QaDecision
+    from radtrace.store.migrate import _config
+
+    store = Store.from_url(database_url)
+    try:
+        with store.engine.connect() as connection:
+            command.upgrade(_config(connection), "0007")
+            connection.commit()
+        actor = Actor(user="dr.before")
+
+        def decide(label: str | None, decision: str) -> AuditEvent:
+            if label is None:
+                return AuditEvent(EventType.DRAFT_ASSESSED, actor, study_uid="1.2.3",
+                                  payload={"revision": 2, "decision": decision, "reason_code": "AGREE"})  # fmt: skip
+            return AuditEvent(EventType.FINDING_ASSESSED, actor, study_uid="1.2.3", labels=(label,),
+                              payload={"revision": 2, "finding": label, "decision": decision})  # fmt: skip
+
+        recorder = AuditRecorder(store)
+        recorder.record(decide("Edema", "reject"))
+        recorder.record(decide("Edema", "accept"))
+        recorder.record(decide(None, "accept"))
+        upgrade(store)
+        recorder.record(decide("Pleural Effusion", "modify"))  # after the migration: copied on the next view
+        assert sync_decisions(store) == 1
+        assert sync_decisions(store) == 0
+        with store.session() as session:
+            rows = session.execute(
+                sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label, QaDecision.decision).order_by(
+                    QaDecision.seq
+                )
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            ("1.2.3", 2, "Edema", "reject"),
+            ("1.2.3", 2, "Edema", "accept"),
+            ("1.2.3", 2, "", "accept"),
+            ("1.2.3", 2, "Pleural Effusion", "modify"),
+        ]
+    finally:
+        store.dispose()

@@ -367,9 +367,10 @@ def _uid_name(value: str) -> str:
     from pydicom.uid import UID
 
     try:
-        return UID(value).name or value
+        name = UID(value).name or value
     except ValueError:
-        return value
+        name = value
+    return name if len(name) <= 48 else name[:47] + "…"  # a legend entry, not the record: the CSV keeps the UID
 
 
 def _mix_chart(

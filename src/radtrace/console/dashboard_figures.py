@@ -394,8 +394,9 @@ def sync_decisions(store: Store) -> int:
         ).where(*conditions)
         insert = postgresql.insert if is_postgresql(store.engine) else sqlite.insert
         columns = ["seq", "recorded_at", "study_uid", "revision", "label", "decision"]
-        result = session.execute(insert(QaDecision).from_select(columns, source).on_conflict_do_nothing())
-        return int(getattr(result, "rowcount", 0) or 0)
+        statement = insert(QaDecision).from_select(columns, source).on_conflict_do_nothing()
+        # RETURNING counts the rows copied on both databases (psycopg reports no rowcount for this statement).
+        return len(session.execute(statement.returning(QaDecision.seq)).all())
 
 
 def _latest_decisions(window: Window, whole_draft: bool) -> Any:
