@@ -61,7 +61,9 @@ def source_study(study: StudySpec = STUDY) -> list[Dataset]:
     )
 
 
-def shown(datasets: Sequence[Dataset]) -> tuple[SourceImage, ...]:
+def shown(
+    datasets: Sequence[Dataset], *, view: str = "PA", view_flags: tuple[str, ...] = ()
+) -> tuple[SourceImage, ...]:
     """The first dataset as the image the model was shown."""
     ds = datasets[0]
     return (
@@ -69,7 +71,8 @@ def shown(datasets: Sequence[Dataset]) -> tuple[SourceImage, ...]:
             sop_instance_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
             sha256="1" * 64,
-            view="PA",
+            view=view,
+            view_flags=view_flags,
             rows=int(ds.Rows),
             columns=int(ds.Columns),
             model_rows=476,
@@ -87,6 +90,7 @@ def reading(
     flags: frozenset[ReadingFlag] = frozenset(),
     raw_text: str | None = None,
     identity: ModelIdentity = IDENTITY,
+    images: tuple[SourceImage, ...] | None = None,
 ) -> Reading:
     """A reading of ``datasets`` (shown: the first image); the default is a typical abnormal one with a box."""
     sop = str(datasets[0].SOPInstanceUID)
@@ -112,7 +116,7 @@ def reading(
         impression=impression,
         raw_text=raw_text if raw_text is not None else f"<think>{text}</think><answer>Atelectasis</answer>",
         flags=flags,
-        images=shown(datasets),
+        images=images if images is not None else shown(datasets),
         identity=identity,
         tokens=TokenCounts(prompt=20, image=289, generated=400),
         timings=Timings(prepare_s=0.1, generate_s=2.0, parse_s=0.01),
@@ -199,6 +203,7 @@ def sr_cases() -> dict[str, tuple[Reading, list[Dataset]]]:
             latin1,
         ),
         "long-trace": (reading(ds, reasoning=long_reasoning()), ds),
+        "ap-portable": (reading(ds, images=shown(ds, view="AP", view_flags=("ap", "portable"))), ds),
     }
 
 

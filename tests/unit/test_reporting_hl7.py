@@ -25,7 +25,7 @@ from radtrace.reporting.hl7 import (
     split_text,
     unescape,
 )
-from radtrace.reporting.sr import reasoning_sha256
+from radtrace.reporting.sr import image_notes, reasoning_sha256
 from reporting_support import STUDY, source_study, sr_cases
 
 pytestmark = pytest.mark.unit
@@ -84,6 +84,8 @@ def _expected(reading: Reading) -> dict[tuple[str, str], str]:
         expected[(codes.IMPRESSION.value, "")] = reading.impression
     expected[(codes.REASONING_SHA256.value, "")] = reasoning_sha256(reading)
     expected[("RT-SR-UID", "")] = SR_UID
+    if taken := image_notes(reading):
+        expected[(codes.IMAGE_NOTES.value, "")] = taken
     for n, finding in enumerate(reading.findings, 1):
         presence = {"present": "52101004", "absent": "272519000", "uncertain": "82334004"}[finding.status]
         expected[(codes.finding_code(finding.label).code.value, str(n))] = presence

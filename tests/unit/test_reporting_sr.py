@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from radtrace.config import ReportingSettings
 from radtrace.errors import ReportError
 from radtrace.model.reading import BoundingBox, Finding, FindingStatus
 from radtrace.reporting import codes
-from radtrace.reporting.sr import SERIES_DESCRIPTION, build_sr, reasoning_sha256, sr_bytes
+from radtrace.reporting.companion import build_companion
+from radtrace.reporting.fhir import build_fhir_bundle
+from radtrace.reporting.sr import SERIES_DESCRIPTION, build_sr, image_notes, reasoning_sha256, sr_bytes
 from reporting_support import IDENTITY, NON_ASCII_IMPRESSION, reading, source_study, sr_cases
 
 pytestmark = pytest.mark.unit
@@ -211,6 +214,24 @@ def test_refused_reading_says_nothing_was_assessed_and_keeps_the_models_words() 
     report = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(data))).content
     [group] = report.get_image_measurement_groups()
     assert group.finding_type.value == codes.NOT_ASSESSED.value
+
+
+def test_an_ap_portable_film_is_said_so_next_to_the_flags_in_every_output() -> None:
+    """A heart on an AP bedside film looks larger: the reader of any output must know how the film was taken."""
+    expected = (
+        "image (AP): AP projection: the heart and mediastinum look larger than on a PA film; portable (bedside) film"
+    )
+    reading, sources = sr_cases()["ap-portable"]
+    assert image_notes(reading) == expected
+    _, ds = built("ap-portable")
+    assert texts(ds)["How the images read were taken"] == expected
+    assert "How the images read were taken" not in texts(built("typical")[1])
+    bundle = json.loads(build_fhir_bundle(reading, sources[0], settings=SETTINGS, revision=1, created_at=WHEN))
+    [report] = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert report["conclusion"].endswith(expected)
+    companion = build_companion(reading, ds, settings=SETTINGS, revision=1, content_datetime=WHEN)
+    shown = [item.TextValue for item in companion.ContentSequence if item.ValueType == "TEXT"]
+    assert expected in shown
 
 
 def test_truncated_reading_is_flagged() -> None:

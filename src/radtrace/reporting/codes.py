@@ -214,6 +214,7 @@ RAW_OUTPUT_SHA256: Final = local_code("RT-RAW-SHA256", "SHA-256 of the model's r
 DRAFT_NOTICE: Final = local_code("RT-DRAFT", "AI draft notice")
 READING_FLAGS: Final = local_code("RT-FLAGS", "Model output flags")
 HEADER_NOTES: Final = local_code("RT-HDR", "Source header attributes omitted or normalised")
+IMAGE_NOTES: Final = local_code("RT-IMG", "How the images read were taken")
 NOT_ASSESSED: Final = local_code("RT-F-NA", "No finding assessed (model output without findings)")
 CONFIDENCE: Final = local_code("RT-CONF", "Model confidence")
 

@@ -79,7 +79,7 @@ _STATUS_WORD: Final = {
     FindingStatus.ABSENT: "absent",
 }
 # TEXT items of the TID 1500 SR the companion repeats, by code value, in the order they are shown.
-_FLAGS_AND_NOTES: Final = (codes.READING_FLAGS.value, codes.HEADER_NOTES.value)
+_FLAGS_AND_NOTES: Final = (codes.READING_FLAGS.value, codes.IMAGE_NOTES.value, codes.HEADER_NOTES.value)
 
 
 def companion_uids(sr: Dataset) -> tuple[str, str]:

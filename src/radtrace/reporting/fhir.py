@@ -27,7 +27,14 @@ from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
 from radtrace.reporting.header import SourceHeader, read_header
-from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, HEADER_NORMALISED, output_flags, reasoning_sha256, sr_uids
+from radtrace.reporting.sr import (
+    DRAFT_NOTICE_TEXT,
+    HEADER_NORMALISED,
+    image_notes,
+    output_flags,
+    reasoning_sha256,
+    sr_uids,
+)
 from radtrace.reporting.text import fhir_text
 
 __all__ = ["build_fhir_bundle"]
@@ -180,7 +187,9 @@ def build_fhir_bundle(
         "imagingStudy": [study_ref],
         "result": [{"reference": url} for url, _ in observations],
         "conclusion": "\n".join(
-            part for part in (DRAFT_NOTICE_TEXT, impression, flags and f"Model output flags: {flags}") if part
+            part
+            for part in (DRAFT_NOTICE_TEXT, impression, flags and f"Model output flags: {flags}", image_notes(reading))
+            if part
         ),
     }
     if effective:

@@ -39,7 +39,7 @@ from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
 from radtrace.reporting.header import HeaderNote, SourceHeader, read_header
-from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, HEADER_NORMALISED, output_flags, reasoning_sha256
+from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, HEADER_NORMALISED, image_notes, output_flags, reasoning_sha256
 from radtrace.reporting.text import hl7_escape, hl7_text
 
 __all__ = [
@@ -242,6 +242,8 @@ def _narrative(
     flags = output_flags(reading, sanitised=sanitised, extra=[HEADER_NORMALISED] if notes else [])
     if flags:
         obx.text(codes.READING_FLAGS, flags)
+    if taken := image_notes(reading):
+        obx.text(codes.IMAGE_NOTES, taken)
     if notes:
         obx.text(codes.HEADER_NOTES, "\n".join(str(note) for note in notes))
     for index, step in enumerate(reading.reasoning, 1):

@@ -55,6 +55,7 @@ __all__ = [
     "build_sr",
     "checked_references",
     "model_key",
+    "image_notes",
     "output_flags",
     "reasoning_sha256",
     "sr_bytes",
@@ -159,6 +160,28 @@ def output_flags(reading: Reading, *, sanitised: bool, extra: Sequence[str] = ()
     if sanitised:
         flags.add(TEXT_SANITISED)
     return ", ".join(sorted(flags))
+
+
+# What each view flag of a source image means for whoever reads the draft (model.views, model.study).
+_VIEW_FLAG_NOTES: Final = {
+    "ap": "AP projection: the heart and mediastinum look larger than on a PA film",
+    "portable": "portable (bedside) film",
+    "view-from-description": "view taken from the series or image description, not from a coded view",
+    "view-unknown": "view recorded nowhere: read as a frontal film",
+    "secondary-capture": "secondary capture (a digitised or screen-captured film)",
+}
+
+
+def image_notes(reading: Reading) -> str:
+    """How the images the model read were taken, one line per image with any view flag ('' when none):
+    an AP or portable film changes what the heart's size means, a view guessed from text may be wrong."""
+    lines = []
+    for image in reading.images:
+        if image.view_flags:
+            notes = "; ".join(_VIEW_FLAG_NOTES.get(flag, flag) for flag in image.view_flags)
+            which = f"{image.role} image" if image.role else "image"
+            lines.append(f"{which} ({image.view or 'view unknown'}): {notes}")
+    return "\n".join(lines)
 
 
 def _concept(code: Code) -> hd.sr.CodedConcept:
@@ -328,6 +351,8 @@ def _narrative(
     flags = output_flags(reading, sanitised=bool(changed), extra=[HEADER_NORMALISED] if notes else [])
     if flags:
         items.append(_text(codes.READING_FLAGS, flags))
+    if taken := image_notes(reading):
+        items.append(_text(codes.IMAGE_NOTES, taken))
     if notes:
         items.append(_text(codes.HEADER_NOTES, "\n".join(str(note) for note in notes)))
     items += [_text(code, text) for code, text in texts]
