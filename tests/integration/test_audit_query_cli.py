@@ -80,7 +80,26 @@ def test_query_in_each_format_a_timeline_and_a_bad_filter(seeded_env: tuple[Stor
         views = [(user, json.loads(payload)["view"]) for user, payload in asked]
     assert [view for _, view in views] == ["events", "events", "events", "timeline", "timeline"]  # not the bad ones
     assert all(user for user, _ in views)
+
+    # --actor: what one user did (here the operator who ran the queries above)
+    mine = radtrace(
+        "audit", "query", "--actor", views[0][0], "--event-type", "audit_queried", "--format", "json", env=env
+    )
+    assert mine.returncode == 0, mine.stderr
+    assert [event["seq"] for event in json.loads(mine.stdout)["events"]] == asked_seqs(store)[:5]
+    nobody = radtrace("audit", "query", "--actor", "nobody-here", "--format", "json", env=env)
+    assert nobody.returncode == 0, nobody.stderr
+    assert json.loads(nobody.stdout)["events"] == []
     store.dispose()
+
+
+def asked_seqs(store: Store) -> list[int]:
+    """Seqs of the audit_queried events, oldest first."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT seq FROM audit_events WHERE event_type = 'audit_queried' ORDER BY seq")
+        )
+        return [seq for (seq,) in rows]
 
 
 def test_token_create_list_and_revoke(seeded_env: tuple[Store, dict[str, str]]) -> None:

@@ -77,6 +77,7 @@ def audit_query(
     model_version: Annotated[str | None, typer.Option(help="Model version.")] = None,
     label: Annotated[str | None, typer.Option(help="One finding label, matched exactly.")] = None,
     outcome: Annotated[str | None, typer.Option(help="success, minor_failure, serious_failure, major_failure.")] = None,
+    actor: Annotated[str | None, typer.Option(help="The user who acted (console user or API token name).")] = None,
     limit: Annotated[int, typer.Option(help="Events per page, 1-1000.")] = 100,
     after_seq: Annotated[int, typer.Option(help="Only events after this seq (the previous page's cursor).")] = 0,
     output_format: Annotated[QueryFormat, typer.Option("--format", help="How to print the page.")] = "table",
@@ -90,7 +91,7 @@ def audit_query(
     from radtrace.audit.queries import AuditQuery, QueryError, run_query
 
     if timeline:
-        others = [accession, patient_id, since, until, event_type, model_name, model_version, label, outcome]
+        others = [accession, patient_id, since, until, event_type, model_name, model_version, label, outcome, actor]
         if study_uid is None or any(value is not None for value in others) or output_format == "csv":
             fail("--timeline takes --study-uid and --format table or json, and no other filter", EXIT_USAGE)
         _print_timeline(ctx, study_uid, output_format)
@@ -99,7 +100,7 @@ def audit_query(
         query = AuditQuery.parse(
             study_uid=study_uid, accession=accession, patient_id=patient_id, since=since, until=until,
             event_type=event_type, model_name=model_name, model_version=model_version, label=label,
-            outcome=outcome, limit=limit, after_seq=after_seq,
+            outcome=outcome, actor=actor, limit=limit, after_seq=after_seq,
         )  # fmt: skip
     except QueryError as exc:
         fail(exc.reason, EXIT_USAGE)
