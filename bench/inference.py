@@ -19,6 +19,15 @@ often the greedy tokens of a study differ between batch 1 and a larger batch. ``
 (real vocabulary, forced length) with the tiny model's layers, to test the script on a CPU in seconds:
 
     python bench/inference.py --full-size [--batches 1,8,32,64] [--max-new-tokens 768] [--out table.md]
+
+``--backend onnxruntime`` exports the model (``radtrace model export-onnx``'s code, float32 and int4) and adds,
+in the same run and on the same studies, the ONNX Runtime backend's rows next to the transformers rows, with
+how many readings have the same text as transformers'. ``--mid-size`` builds, instead of the tiny model, a
+random Qwen2.5-VL of a middle size that a 2-core CPU machine can run (about 0.33 B parameters: text hidden 1024,
+12 layers, 16 heads, 2 KV heads, MLP 2816, the real 151,936-token vocabulary, tied embeddings; vision tower of
+8 blocks, hidden 640, 10 heads, MLP 1708), so the figures weigh the layers and not only radtrace's overhead:
+
+    python bench/inference.py --backend onnxruntime [--mid-size] [--studies 8] [--batch 4] [--max-new-tokens 32]
 """
 
 from __future__ import annotations
@@ -30,12 +39,54 @@ import time
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
+from typing import Any, Final
 
 from radtrace.config import load_settings
 from radtrace.model.reader import StudyReader
 from radtrace.model.reading import Reading
 from radtrace.model.study import StudyImage, StudyInput, study_image
 from radtrace.testing.studies import ImageSpec, StudySpec, make_image
+
+MID_SIZE_TEXT: Final[dict[str, Any]] = {
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [8, 12, 12]},
+}
+MID_SIZE_VISION: Final[dict[str, Any]] = {
+    "depth": 8,
+    "hidden_size": 640,
+    "intermediate_size": 1708,
+    "num_heads": 10,
+    "out_hidden_size": 1024,
+    "fullatt_block_indexes": [3, 7],
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 112,
+}
+
+
+def _mid_size_checkpoint(directory: Path) -> Path:
+    """A random Qwen2.5-VL of the middle size above, saved as a checkpoint next to the tiny model's tokenizer."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from radtrace.model.tiny_model import make_greedy, qwen2_5_vl_config, write_marker, write_processor_files
+
+    token_id = write_processor_files(directory)
+    config = qwen2_5_vl_config(token_id, MID_SIZE_TEXT, MID_SIZE_VISION, vocab_size=151936, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    make_greedy(model, token_id)
+    model.save_pretrained(directory)
+    parameters = sum(p.numel() for p in model.parameters())
+    write_marker(directory, name="radtrace-mid-size-qwen2_5_vl", seed=0, parameters=parameters)
+    return directory
 
 
 def _studies(count: int) -> list[list[StudyImage]]:
@@ -54,11 +105,44 @@ def _timed(work: Callable[[], list[Reading] | int]) -> tuple[float, list[Reading
     return time.perf_counter() - started, result
 
 
-def _radtrace_row(reader: StudyReader, studies: list[list[StudyImage]]) -> tuple[float, int]:
+def _radtrace_row(
+    reader: StudyReader, studies: list[list[StudyImage]], texts: list[str] | None = None
+) -> tuple[float, int]:
     seconds, outcomes = _timed(lambda: [r for r in reader.read_many(studies) if isinstance(r, Reading)])
     assert isinstance(outcomes, list)
     assert len(outcomes) == len(studies)
+    if texts is not None:
+        texts[:] = [reading.raw_text for reading in outcomes]
     return seconds, sum(reading.tokens.generated for reading in outcomes)
+
+
+def _onnx_rows(
+    model_dir: Path,
+    scratch: Path,
+    studies: list[list[StudyImage]],
+    args: argparse.Namespace,
+    texts: dict[tuple[str, int], list[str]],
+) -> list[tuple[str, int, float, int]]:
+    """Export float32 and int4, then read the same studies with the ONNX Runtime backend at both batch sizes."""
+    from radtrace.model.onnx.export import export_onnx
+
+    rows: list[tuple[str, int, float, int]] = []
+    for kind in ("float32", "int4"):
+        started = time.perf_counter()
+        export_onnx(model_dir, scratch / f"onnx-{kind}", int4=kind == "int4")
+        print(f"export-onnx {kind}: {time.perf_counter() - started:.1f} s")
+        for batch in (1, args.batch):
+            settings = load_settings(
+                model={"path": scratch / f"onnx-{kind}", "backend": "onnxruntime",
+                       "max_new_tokens": args.max_new_tokens, "batch_size": batch}
+            )  # fmt: skip
+            reader = StudyReader(settings.model)
+            reader.read(studies[0])  # load and warm up
+            seconds, tokens = _radtrace_row(reader, studies, texts.setdefault((kind, batch), []))
+            rows.append((f"radtrace onnxruntime {kind} (DICOM to Reading)", batch, seconds, tokens))
+            same = sum(a == b for a, b in zip(texts[(kind, batch)], texts[("transformers", batch)], strict=True))
+            print(f"onnxruntime {kind}, batch {batch}: text identical to transformers' in {same}/{len(studies)}")
+    return rows
 
 
 def _peer_row(reader: StudyReader, inputs: list[StudyInput], batch: int, max_new_tokens: int) -> tuple[float, int]:
@@ -106,6 +190,9 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None, help="checkpoint directory (default: the tiny model)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--vllm-url", default=None)
+    parser.add_argument("--backend", choices=("transformers", "onnxruntime"), default="transformers",
+                        help="onnxruntime: also export the model and measure ONNX Runtime (CPU)")  # fmt: skip
+    parser.add_argument("--mid-size", action="store_true", help="a random ~0.33 B Qwen2.5-VL instead of the tiny one")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.full_size:
@@ -123,7 +210,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model
-        if model_dir is None:
+        if model_dir is None and args.mid_size:
+            model_dir = _mid_size_checkpoint(Path(scratch) / "mid")
+            what = "MID-SIZE random Qwen2.5-VL (~0.33 B parameters, real vocabulary): layers weigh, output is noise"
+        elif model_dir is None:
             from radtrace.model.tiny_model import build_tiny_model
 
             model_dir = build_tiny_model(Path(scratch) / "tiny")
@@ -132,6 +222,7 @@ def main() -> int:
             what = str(model_dir)
         studies = _studies(args.studies)
         rows: list[tuple[str, int, float, int]] = []
+        texts: dict[tuple[str, int], list[str]] = {}
         for batch in (1, args.batch):
             settings = load_settings(
                 model={"path": model_dir, "device": args.device, "max_new_tokens": args.max_new_tokens,
@@ -139,11 +230,13 @@ def main() -> int:
             )  # fmt: skip
             reader = StudyReader(settings.model)
             reader.read(studies[0])  # load and warm up
-            seconds, tokens = _radtrace_row(reader, studies)
+            seconds, tokens = _radtrace_row(reader, studies, texts.setdefault(("transformers", batch), []))
             rows.append(("radtrace transformers (DICOM to Reading)", batch, seconds, tokens))
             inputs = [item for item in (reader.prepare(study) for study in studies) if isinstance(item, StudyInput)]
             seconds, tokens = _peer_row(reader, inputs, batch, args.max_new_tokens)
             rows.append(("peer: plain model.generate (prepared)", batch, seconds, tokens))
+        if args.backend == "onnxruntime":
+            rows += _onnx_rows(model_dir, Path(scratch), studies, args, texts)
         if args.vllm_url:
             for batch in (1, args.batch):
                 settings = load_settings(
@@ -158,10 +251,10 @@ def main() -> int:
 
     print(f"model: {what}")
     print(f"device: {device}; {args.studies} studies, max_new_tokens {args.max_new_tokens}")
-    print(f"{'path':<42} {'batch':>5} {'readings/s':>11} {'gen tokens/s':>13} {'tokens/reading':>15}")
+    print(f"{'path':<50} {'batch':>5} {'readings/s':>11} {'gen tokens/s':>13} {'tokens/reading':>15}")
     for name, batch, seconds, tokens in rows:
         print(
-            f"{name:<42} {batch:>5} {args.studies / seconds:>11.1f} {tokens / seconds:>13.0f} "
+            f"{name:<50} {batch:>5} {args.studies / seconds:>11.2f} {tokens / seconds:>13.0f} "
             f"{tokens / args.studies:>15.1f}"
         )
     return 0

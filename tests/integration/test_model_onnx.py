@@ -93,6 +93,12 @@ def studies(readers: dict[str, StudyReader]) -> list[StudyInput]:
     return prepared  # type: ignore[return-value]
 
 
+@pytest.fixture(scope="module")
+def float32_readings(readers: dict[str, StudyReader], studies: list[StudyInput]) -> list[Reading]:
+    """The float32 export's readings of every study, in one batch."""
+    return readers["float32"].backend.read_batch(studies, readers["float32"].profile)
+
+
 def _tokens(readers: dict[str, StudyReader], studies: list[StudyInput], eos: list[int] | None = None) -> dict[str, Any]:
     """Greedy token ids of one left-padded batch from transformers' generate and from the ONNX backend."""
     import torch
@@ -164,10 +170,12 @@ def test_a_stop_token_ends_each_row_where_transformers_ends_it(
     assert min(ended) == 3
 
 
-def test_readings_equal_batched_and_one_by_one(readers: dict[str, StudyReader], studies: list[StudyInput]) -> None:
+def test_readings_equal_batched_and_one_by_one(
+    readers: dict[str, StudyReader], studies: list[StudyInput], float32_readings: list[Reading]
+) -> None:
     transformers = readers["transformers"].backend.read_batch(studies, readers["transformers"].profile)
     onnx = readers["float32"].backend
-    batched = onnx.read_batch(studies, readers["float32"].profile)
+    batched = float32_readings
     alone = [onnx.read(study, readers["float32"].profile) for study in studies[:6]]
     for expected, got in zip(transformers, batched, strict=True):
         assert (got.raw_text, got.tokens, got.flags, got.images) == (
@@ -218,8 +226,10 @@ def test_identity_names_the_source_weights_and_the_onnx_files(
     assert manifest["quantization"]["method"] == "MatMulNBits"
 
 
-def test_int4_agreement_with_float32_is_measured(readers: dict[str, StudyReader], studies: list[StudyInput]) -> None:
-    full = readers["float32"].backend.read_batch(studies, readers["float32"].profile)
+def test_int4_agreement_with_float32_is_measured(
+    readers: dict[str, StudyReader], studies: list[StudyInput], float32_readings: list[Reading]
+) -> None:
+    full = float32_readings
     int4 = readers["int4"].backend.read_batch(studies, readers["int4"].profile)
     same_labels = sum(a.answer_labels == b.answer_labels for a, b in zip(full, int4, strict=True))
     same_text = sum(a.raw_text == b.raw_text for a, b in zip(full, int4, strict=True))
