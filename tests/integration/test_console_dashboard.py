@@ -245,15 +245,26 @@ def test_migration_0008_copies_the_decisions_already_recorded(database_url: str)
         assert sync_decisions(store) == 0
         with store.session() as session:
             rows = session.execute(
-                sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label, QaDecision.decision).order_by(
-                    QaDecision.seq
-                )
+                sa.select(
+                    QaDecision.study_uid,
+                    QaDecision.revision,
+                    QaDecision.label,
+                    QaDecision.decision,
+                    QaDecision.superseded,
+                ).order_by(QaDecision.seq)
             ).all()
         assert [tuple(row) for row in rows] == [
-            ("1.2.3", 2, "Edema", "reject"),
-            ("1.2.3", 2, "Edema", "accept"),
-            ("1.2.3", 2, "", "accept"),
-            ("1.2.3", 2, "Pleural Effusion", "modify"),
+            ("1.2.3", 2, "Edema", "reject", True),  # replaced by the next one
+            ("1.2.3", 2, "Edema", "accept", False),
+            ("1.2.3", 2, "", "accept", False),
+            ("1.2.3", 2, "Pleural Effusion", "modify", False),
         ]
+        recorder.record(decide("Pleural Effusion", "accept"))  # a change of mind after the migration
+        assert sync_decisions(store) == 1
+        with store.session() as session:
+            current = session.execute(
+                sa.select(QaDecision.label, QaDecision.decision).where(~QaDecision.superseded).order_by(QaDecision.seq)
+            ).all()
+        assert [tuple(row) for row in current] == [("Edema", "accept"), ("", "accept"), ("Pleural Effusion", "accept")]
     finally:
         store.dispose()

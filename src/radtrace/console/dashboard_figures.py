@@ -13,9 +13,10 @@ comes from:
   delivered to a PACS. The stages: *settle* (last image → queued), *queue wait*, *read and report* (the model's
   reading plus building the drafts), *dispatch* (→ SR at the PACS), and *total* (last image → SR at the PACS);
   p50/p95 by :func:`radtrace.qa.operations.stage_latencies`;
-* **agreement** — ``finding_assessed`` and ``draft_assessed`` audit events recorded in the window, the last
-  decision on each (study, revision, label) only, as :func:`radtrace.qa.agreement.agreement_by_label` counts;
-  shares with Wilson 95 % intervals (:class:`radtrace.qa.intervals.Proportion`);
+* **agreement** — ``finding_assessed`` and ``draft_assessed`` audit events recorded in the window that no later
+  decision on the same (study, revision, label) replaced (copied into ``qa_decisions`` by :func:`sync_decisions`),
+  counted as :func:`radtrace.qa.agreement.agreement_by_label` counts; shares with Wilson 95 % intervals
+  (:class:`radtrace.qa.intervals.Proportion`);
 * **drift** — ``inference_completed`` events (their ``labels`` column: the labels found present) per day, in the
   window and the baseline before it, through :func:`radtrace.qa.drift.drift_alerts`; failures per day (revisions
   failed / failed + read) through :func:`radtrace.qa.drift.failure_bursts`;
@@ -29,13 +30,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
@@ -86,6 +89,8 @@ WHOLE_DRAFT: Final = "(whole draft)"
 #: Latency percentiles over more studies than this come from an evenly spread sample of about this many (every
 #: k-th revision by ID): p95's standard error at 10,000 is about 0.2 percentile points, and the query stays fast.
 LATENCY_SAMPLE: Final = 10_000
+#: How many of the dashboard's independent reads run at once (each on its own connection).
+READERS: Final = 4
 MIX_ATTRIBUTES: Final = ("view position", "transfer syntax", "modality", "body part", "SOP class", "sending AE")
 #: What the dashboard cannot count, because radtrace does not keep it per image in its tables.
 MIX_NOT_RECORDED: Final = ("manufacturer", "manufacturer's model name", "pixel spacing",
@@ -213,28 +218,54 @@ def _as_date(text: str) -> date:
 
 
 def read_figures(store: Store, window: Window, now: datetime) -> Figures:
-    """Every figure of the dashboard for ``window`` (see the module doc); ``now`` dates the queue's waits."""
+    """Every figure of the dashboard for ``window`` (see the module doc); ``now`` dates the queue's waits.
+
+    The sections are independent reads, so they run side by side, each in its own session (SQLite in WAL mode
+    and PostgreSQL both serve concurrent readers; the database does the work, with the GIL released)."""
     figures = Figures(window, window.periods())
     fold = _folder(window)
     sync_decisions(store)
-    with store.session("reading the QA dashboard") as session:
-        _volume(session, store, window, figures, fold)
+
+    def section(read: Callable[[Any], None]) -> Callable[[], None]:
+        def run() -> None:
+            with store.session("reading the QA dashboard") as session:
+                read(session)
+
+        return run
+
+    def queue(session: Any) -> None:
         figures.queue = _queue(session, now)
-        _latencies(session, store, window, figures, fold)
+
+    def agreement(session: Any) -> None:
         figures.agreement = _agreement(session, store, window)
-        _drift(session, store, window, figures, fold)
-        _mix(session, store, window, figures, fold)
-        _rates(session, store, window, figures, fold)
-        for day, name, version, count in session.execute(
-            sa.select(_day(store, AuditEventRow.recorded_at), AuditEventRow.model_name, AuditEventRow.model_version,
-                      sa.func.count())
-            .where(AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value,
-                   _within(AuditEventRow.recorded_at, window.start, window.last))
-            .group_by(sa.literal_column("1"), AuditEventRow.model_name, AuditEventRow.model_version)
-        ):  # fmt: skip
-            model = f"{name or '(unnamed)'} {version or ''}".strip()
-            figures.models.setdefault(fold(day), Counter())[model] += count
+
+    sections = [
+        lambda session: _mix(session, store, window, figures, fold),
+        lambda session: _volume(session, store, window, figures, fold),
+        lambda session: _latencies(session, store, window, figures, fold),
+        agreement,
+        lambda session: _drift(session, store, window, figures, fold),
+        lambda session: _rates(session, store, window, figures, fold),
+        lambda session: _models(session, store, window, figures, fold),
+        queue,
+    ]
+    with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="qa-dashboard") as pool:
+        for done in [pool.submit(section(read)) for read in sections]:
+            done.result()  # re-raises a section's error here
     return figures
+
+
+def _models(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
+    rows = session.execute(
+        sa.select(_day(store, AuditEventRow.recorded_at), AuditEventRow.model_name, AuditEventRow.model_version,
+                  sa.func.count())
+        .where(AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value,
+               _within(AuditEventRow.recorded_at, window.start, window.last))
+        .group_by(sa.literal_column("1"), AuditEventRow.model_name, AuditEventRow.model_version)
+    )  # fmt: skip
+    for day, name, version, count in rows:
+        model = f"{name or '(unnamed)'} {version or ''}".strip()
+        figures.models.setdefault(fold(day), Counter())[model] += count
 
 
 def _folder(window: Window) -> Any:
@@ -396,19 +427,41 @@ def sync_decisions(store: Store) -> int:
         columns = ["seq", "recorded_at", "study_uid", "revision", "label", "decision"]
         statement = insert(QaDecision).from_select(columns, source).on_conflict_do_nothing()
         # RETURNING counts the rows copied on both databases (psycopg reports no rowcount for this statement).
-        return len(session.execute(statement.returning(QaDecision.seq)).all())
+        copied = len(session.execute(statement.returning(QaDecision.seq)).all())
+        if copied:
+            _supersede(session, last_seq or 0)
+        return copied
 
 
-def _latest_decisions(window: Window, whole_draft: bool) -> Any:
-    """The seq of the last decision on each (study, revision, label) recorded in the window."""
-    return (
-        sa.select(sa.func.max(QaDecision.seq))
+def _supersede(session: Any, after_seq: int) -> None:
+    """Mark every decision that a decision copied after ``after_seq`` replaces (same study, revision and label)."""
+    later = aliased(QaDecision)
+    new = sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label).where(QaDecision.seq > after_seq)
+    newest = (
+        sa.select(sa.func.max(later.seq))
+        .where(later.study_uid == QaDecision.study_uid, later.revision == QaDecision.revision,
+               later.label == QaDecision.label)
+        .scalar_subquery()
+    )  # fmt: skip
+    session.execute(
+        sa.update(QaDecision)
         .where(
-            _within(QaDecision.recorded_at, window.start, window.last),
-            (QaDecision.label == "") if whole_draft else (QaDecision.label != ""),
+            ~QaDecision.superseded,
+            sa.tuple_(QaDecision.study_uid, QaDecision.revision, QaDecision.label).in_(new),
+            QaDecision.seq < newest,
         )
-        .group_by(QaDecision.study_uid, QaDecision.revision, QaDecision.label)
+        .values(superseded=True)
+        .execution_options(synchronize_session=False)
     )
+
+
+def _current_decisions(window: Window, whole_draft: bool) -> list[sa.ColumnElement[bool]]:
+    """Decisions recorded in the window that no later one replaced (the agreement page's "current decisions")."""
+    return [
+        _within(QaDecision.recorded_at, window.start, window.last),
+        ~QaDecision.superseded,
+        (QaDecision.label == "") if whole_draft else (QaDecision.label != ""),
+    ]
 
 
 def _agreement(session: Any, store: Store, window: Window) -> list[LabelAgreement]:
@@ -416,7 +469,7 @@ def _agreement(session: Any, store: Store, window: Window) -> list[LabelAgreemen
     for whole_draft in (False, True):
         rows = session.execute(
             sa.select(QaDecision.label, QaDecision.decision, sa.func.count())
-            .where(QaDecision.seq.in_(_latest_decisions(window, whole_draft)))
+            .where(*_current_decisions(window, whole_draft))
             .group_by(QaDecision.label, QaDecision.decision)
         )
         for name, verdict, count in rows:
@@ -443,7 +496,7 @@ def agreement_studies(
             sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.recorded_at, AuditEventRow.actor_user)
             .join(AuditEventRow, AuditEventRow.seq == QaDecision.seq)
             .where(
-                QaDecision.seq.in_(_latest_decisions(window, whole)),
+                *_current_decisions(window, whole),
                 QaDecision.decision == decision,
                 QaDecision.label == ("" if whole else label),
             )

@@ -94,7 +94,10 @@ class QaDecision(Base):
     dashboard counts decisions by label and day on an index instead of decoding a million payloads."""
 
     __tablename__ = "qa_decisions"
-    __table_args__ = (sa.Index("ix_qa_decisions_recorded_at", "recorded_at", "label", "decision"),)
+    __table_args__ = (
+        sa.Index("ix_qa_decisions_recorded_at", "recorded_at", "superseded", "label", "decision"),
+        sa.Index("ix_qa_decisions_key", "study_uid", "revision", "label", "seq"),
+    )
 
     seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False, doc="the audit event's")
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -102,3 +105,6 @@ class QaDecision(Base):
     revision: Mapped[int]
     label: Mapped[str] = mapped_column(sa.String(255), doc="the finding's label; empty for a whole-draft decision")
     decision: Mapped[str] = mapped_column(sa.String(16), doc="accept, reject or modify")
+    superseded: Mapped[bool] = mapped_column(
+        default=False, server_default=sa.false(), doc="a later decision on the same study, revision and label exists"
+    )

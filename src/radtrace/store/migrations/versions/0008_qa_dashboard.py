@@ -53,6 +53,13 @@ _BACKFILL_POSTGRESQL = _BACKFILL.format(
     decision="(payload::json ->> 'decision')",
 )  # fmt: skip
 
+# A decision with a later one on the same study, revision and label no longer counts.
+_SUPERSEDE = """
+UPDATE qa_decisions SET superseded = TRUE
+WHERE seq < (SELECT MAX(later.seq) FROM qa_decisions later WHERE later.study_uid = qa_decisions.study_uid
+             AND later.revision = qa_decisions.revision AND later.label = qa_decisions.label)
+"""
+
 
 def upgrade() -> None:
     for name, table, columns in _INDEXES:
@@ -65,13 +72,17 @@ def upgrade() -> None:
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("label", sa.String(length=255), nullable=False),
         sa.Column("decision", sa.String(length=16), nullable=False),
+        sa.Column("superseded", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_qa_decisions")),
     )
-    op.create_index("ix_qa_decisions_recorded_at", "qa_decisions", ["recorded_at", "label", "decision"])
+    op.create_index("ix_qa_decisions_recorded_at", "qa_decisions", ["recorded_at", "superseded", "label", "decision"])
+    op.create_index("ix_qa_decisions_key", "qa_decisions", ["study_uid", "revision", "label", "seq"])
     op.execute(_BACKFILL_POSTGRESQL if op.get_bind().dialect.name == "postgresql" else _BACKFILL_SQLITE)
+    op.execute(_SUPERSEDE)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_qa_decisions_key", table_name="qa_decisions")
     op.drop_index("ix_qa_decisions_recorded_at", table_name="qa_decisions")
     op.drop_table("qa_decisions")
     for name, table, _ in reversed(_INDEXES):
