@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -603,10 +603,3 @@ def top_values(per_period: Mapping[date, Counter[str]], most: int = 6) -> list[s
     for counter in per_period.values():
         total.update(counter)
     return [value for value, _ in total.most_common(most)]
-
-
-def shares(values: Iterable[int]) -> list[float]:
-    """Each value as a share of their sum (zeros when the sum is 0)."""
-    listed = list(values)
-    whole = sum(listed)
-    return [v / whole if whole else 0.0 for v in listed]
