@@ -16,6 +16,7 @@ manifest is written.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import logging
 import shutil
@@ -125,6 +126,11 @@ def export_onnx(source: Path, destination: Path, *, int4: bool = False) -> dict[
             if name == "decoder" and int4:
                 proto = _quantize_int4(proto)
             _save(proto, destination / f"{name}.onnx")
+            del proto  # a copy of the weights: gone before the check session loads another (3B: 12 GB each)
+            for stale in Path(scratch).iterdir():  # the traced graph, and a large one's weights in files of their own
+                if stale.is_file():
+                    stale.unlink()
+            gc.collect()
             expected = module(*args)
             expected = expected if isinstance(expected, tuple) else (expected,)
             checks[name] = _check(destination / f"{name}.onnx", inputs, args, expected)
