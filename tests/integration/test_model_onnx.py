@@ -283,3 +283,11 @@ def _first_difference(expected: list[int], got: list[int]) -> int:
     return next(
         (i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b), min(len(expected), len(got))
     )
+
+
+def test_export_refuses_a_directory_holding_something_else(tiny_model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not an export")
+    result = CliRunner().invoke(app, ["model", "export-onnx", str(tiny_model_dir), str(tmp_path)])
+    assert result.exit_code != 0
+    assert "not empty and holds no earlier export" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
