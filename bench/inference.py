@@ -176,6 +176,24 @@ def _peer_row(reader: StudyReader, inputs: list[StudyInput], batch: int, max_new
     return seconds, generated
 
 
+def _phases(model_dir: Path, scratch: Path, studies: list[list[StudyImage]], max_new_tokens: int) -> None:
+    """Per study at batch 1: the time to the first token (prefill) and each further token (decode step)."""
+    print(f"{'backend':<22} {'prefill s/study':>16} {'decode ms/token':>16}")
+    for name, model in (
+        ("transformers", {"path": model_dir}),
+        ("onnxruntime float32", {"path": scratch / "onnx-float32", "backend": "onnxruntime"}),
+        ("onnxruntime int4", {"path": scratch / "onnx-int4", "backend": "onnxruntime"}),
+    ):
+        per_study = []
+        for tokens in (1, max_new_tokens):
+            reader = StudyReader(load_settings(model={**model, "max_new_tokens": tokens}).model)
+            reader.read(studies[0])  # load and warm up
+            seconds, _ = _timed(lambda reader=reader: [reader.read(study) for study in studies[1:]])  # type: ignore[misc]
+            per_study.append(seconds / max(1, len(studies) - 1))
+        step_ms = 1000 * (per_study[1] - per_study[0]) / max(1, max_new_tokens - 1)
+        print(f"{name:<22} {per_study[0]:>16.2f} {step_ms:>16.1f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full-size", action="store_true", help="random model of the real 3B architecture")
@@ -193,6 +211,8 @@ def main() -> int:
     parser.add_argument("--backend", choices=("transformers", "onnxruntime"), default="transformers",
                         help="onnxruntime: also export the model and measure ONNX Runtime (CPU)")  # fmt: skip
     parser.add_argument("--mid-size", action="store_true", help="a random ~0.33 B Qwen2.5-VL instead of the tiny one")
+    parser.add_argument("--phases", action="store_true",
+                        help="with --backend onnxruntime: prefill s/study and decode ms/token at batch 1")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.full_size:
@@ -237,6 +257,8 @@ def main() -> int:
             rows.append(("peer: plain model.generate (prepared)", batch, seconds, tokens))
         if args.backend == "onnxruntime":
             rows += _onnx_rows(model_dir, Path(scratch), studies, args, texts)
+            if args.phases:
+                _phases(model_dir, Path(scratch), studies, args.max_new_tokens)
         if args.vllm_url:
             for batch in (1, args.batch):
                 settings = load_settings(
