@@ -27,6 +27,7 @@ from qa_support import DRIFT_LABEL, PREVALENCE, START, synthetic_history
 from radtrace.audit.chain import GENESIS_HASH, row_hash
 from radtrace.audit.events import EventType, canonical_json
 from radtrace.audit.schema import AuditEventRow
+from radtrace.console.dashboard_figures import sync_decisions
 from radtrace.console.schema import ReviewItem
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, OutboxMessage, Revision, Study
@@ -360,6 +361,7 @@ def _insert(
     for chunk in _chunks(rows):
         with store.session("seeding") as session:
             session.execute(sa.insert(AuditEventRow), chunk)
+    sync_decisions(store)  # as migration 0008's backfill leaves a database recorded before it
     with store.engine.connect() as connection:  # fresh planner statistics, as a live database would have
         if connection.dialect.name == "postgresql":
             for table in ("studies", "revisions", "instances", "outbox"):
@@ -367,4 +369,7 @@ def _insert(
                 connection.execute(sa.text(setval))  # the four names above, not input
         connection.execute(sa.text("ANALYZE"))
         connection.commit()
+    if store.engine.dialect.name == "postgresql":  # autovacuum's work: the visibility map index-only scans need
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(sa.text("VACUUM"))
     return len(rows)
