@@ -14,9 +14,14 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-__all__ = ["WEIGHT_PATTERNS", "weight_files", "weights_sha256"]
+from radtrace.model.tiny_model import TINY_MARKER_FILE
+
+if TYPE_CHECKING:
+    from radtrace.model.profiles.base import Profile
+
+__all__ = ["WEIGHT_PATTERNS", "model_name_of", "weight_files", "weights_sha256"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +95,15 @@ def _write_cache(cache_file: Path, entries: dict[str, str]) -> None:
         temporary.replace(cache_file)
     except OSError as exc:  # a read-only data dir costs a re-hash next time, nothing more
         logger.warning("cannot write the weights hash cache %s: %s", cache_file, exc)
+
+
+def model_name_of(directory: Path, profile: Profile) -> str:
+    """The model's name in a reading's identity, the same for every backend: the profile's, or the tiny random
+    model's own name with a warning when the checkpoint (or export) carries the tiny model's marker."""
+    marker = directory / TINY_MARKER_FILE
+    if marker.is_file():
+        try:
+            return f"{json.loads(marker.read_text(encoding='utf-8'))['name']} (random weights, not for clinical use)"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "radtrace tiny test model (random weights, not for clinical use)"
+    return profile.model_name

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from radtrace.errors import ModelError, ModelLoadError, ModelRequestError
 from radtrace.model.backends.base import Backend, Generation
-from radtrace.model.backends.transformers import _model_name  # one naming of the tiny model for every backend
+from radtrace.model.identity import model_name_of
 from radtrace.model.onnx.manifest import GRAPHS, read_manifest
 from radtrace.model.onnx.positions import attention_bias, decode_positions, rope_index, vision_index
 from radtrace.model.profiles.base import Profile
@@ -125,7 +125,7 @@ class OnnxRuntimeBackend(Backend):
             profile=profile.name,
             profile_version=profile.version,
             backend="onnxruntime",
-            model_name=_model_name(self.export.directory, profile),
+            model_name=model_name_of(self.export.directory, profile),
             source=str(self.export.directory),
             revision=self.revision,
             weights_sha256=manifest.get("source_weights_sha256"),

@@ -8,7 +8,6 @@ settings allow it. bf16 on CUDA, float32 on CPU.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import threading
 import time
@@ -18,12 +17,11 @@ from typing import Any
 
 from radtrace.errors import ModelError, ModelLoadError
 from radtrace.model.backends.base import Backend, Generation
-from radtrace.model.identity import weights_sha256
+from radtrace.model.identity import model_name_of, weights_sha256
 from radtrace.model.loading import DType, LoadedVLM, load_vlm
 from radtrace.model.profiles.base import Profile
 from radtrace.model.reading import ModelIdentity
 from radtrace.model.study import StudyInput
-from radtrace.model.tiny_model import TINY_MARKER_FILE
 
 __all__ = ["TransformersBackend", "greedy_config", "load_once"]
 
@@ -107,7 +105,7 @@ class TransformersBackend(Backend):
             profile=profile.name,
             profile_version=profile.version,
             backend="transformers",
-            model_name=_model_name(self.vlm.directory, profile),
+            model_name=model_name_of(self.vlm.directory, profile),
             source=self.source,
             revision=self.revision,
             weights_sha256=self._weights_sha256,
@@ -210,13 +208,3 @@ def _stop_ids(config: Any) -> set[int]:
     if config.pad_token_id is not None:
         stops.add(config.pad_token_id)
     return stops
-
-
-def _model_name(directory: Path, profile: Profile) -> str:
-    marker = directory / TINY_MARKER_FILE
-    if marker.is_file():
-        try:
-            return f"{json.loads(marker.read_text(encoding='utf-8'))['name']} (random weights, not for clinical use)"
-        except (OSError, ValueError, KeyError, TypeError):
-            return "radtrace tiny test model (random weights, not for clinical use)"
-    return profile.model_name
