@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from console_support import PASSWORD, add_user, console_settings, serving
+from browser_support import chromium, screenshot, sign_in, tab
+from console_support import add_user, console_settings, serving
 from dashboard_support import Seeded, seed_history
 from qa_support import PREVALENCE
 from radtrace.store.engine import Store
@@ -34,7 +34,6 @@ pytestmark = [
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Page = playwright_sync.Page
 expect = playwright_sync.expect
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @dataclass
@@ -58,47 +57,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def page(browser: object) -> Iterator[Page]:
-    """A fresh tab; afterwards no console error (a CSP violation, a failed asset) may have occurred."""
-    context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)  # type: ignore[attr-defined]
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    yield tab
-    context.close()
-    assert errors == []
-
-
-def _sign_in(page: Page, site: Site, name: str) -> None:
-    page.goto(f"{site.url}/console/login")
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.keyboard.press("Enter")
-    expect(page.get_by_test_id("who")).to_contain_text(name)
-
-
-def _screenshot(page: Page, tmp_path: Path, name: str, *, full_page: bool = False, clip: object = None) -> None:
-    shot = tmp_path / name
-    page.screenshot(path=str(shot), full_page=full_page, clip=clip)  # type: ignore[arg-type]
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("CONSOLE_SCREENSHOTS") == "docs":  # a 256-colour palette keeps the repository small
-        from PIL import Image
-
-        with Image.open(shot) as picture:
-            picture.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(DOCS / name, optimize=True)
+    with tab(browser) as opened:
+        yield opened
 
 
 def test_the_planted_drift_and_burst_are_flagged_and_nothing_else(page: Page, site: Site, tmp_path: Path) -> None:
-    _sign_in(page, site, "qa.quinn")
+    sign_in(page, site.url, "qa.quinn")
     page.get_by_role("link", name="Dashboard").click()
     expect(page.get_by_role("heading", name="QA dashboard")).to_be_visible()
     drift = page.get_by_test_id("drift-alerts")
@@ -120,11 +90,11 @@ def test_the_planted_drift_and_burst_are_flagged_and_nothing_else(page: Page, si
             assert flagged == 0, label
     failures = page.locator("#drift figure").filter(has_text="Failed of read + failed")
     expect(failures.locator("circle.chart-flag")).to_have_count(1)
-    _screenshot(page, tmp_path, "ui-dashboard.png")
+    screenshot(page, tmp_path, "ui-dashboard.png")
     box = page.locator("#drift .small-multiples").first.bounding_box()
     assert box is not None
     top = box["y"] + float(page.evaluate("window.scrollY")) - 60
-    _screenshot(page, tmp_path, "ui-dashboard-drift.png", full_page=True,
+    screenshot(page, tmp_path, "ui-dashboard-drift.png", full_page=True,
                 clip={"x": 0, "y": top, "width": 1360, "height": min(box["height"] + 70, 900)})  # fmt: skip
 
     page.get_by_label("by").select_option("week")
@@ -135,7 +105,7 @@ def test_the_planted_drift_and_burst_are_flagged_and_nothing_else(page: Page, si
 
 
 def test_a_chart_downloads_its_numbers_and_a_count_leads_to_its_studies(page: Page, site: Site, tmp_path: Path) -> None:
-    _sign_in(page, site, "qa.quinn")
+    sign_in(page, site.url, "qa.quinn")
     page.goto(f"{site.url}/console/dashboard")
     with page.expect_download() as download:
         page.locator('a[data-csv="prevalence"]').click()
@@ -151,7 +121,7 @@ def test_a_chart_downloads_its_numbers_and_a_count_leads_to_its_studies(page: Pa
     box = page.locator("#agreement").bounding_box()  # in the viewport: add the scroll for the page's coordinates
     assert box is not None
     top = box["y"] + float(page.evaluate("window.scrollY"))
-    _screenshot(page, tmp_path, "ui-dashboard-agreement.png", full_page=True,
+    screenshot(page, tmp_path, "ui-dashboard-agreement.png", full_page=True,
                 clip={"x": 0, "y": top, "width": 1360, "height": min(box["height"], 700)})  # fmt: skip
     rejected.click()
     expect(page.get_by_role("heading", name=f"{site.seeded.drift_label}: rejected")).to_be_visible()
@@ -161,7 +131,7 @@ def test_a_chart_downloads_its_numbers_and_a_count_leads_to_its_studies(page: Pa
 
 
 def test_a_radiologist_has_no_dashboard(page: Page, site: Site) -> None:
-    _sign_in(page, site, "dr.keys")
+    sign_in(page, site.url, "dr.keys")
     expect(page.get_by_role("link", name="Dashboard")).to_have_count(0)
     for url in ("/console/dashboard", "/console/dashboard/volume.csv"):
         answer = page.request.get(f"{site.url}{url}")  # with the tab's session cookie

@@ -1,0 +1,76 @@
+"""What the console's browser tests share: Debian's Chromium under Playwright, a checked tab, sign-in, screenshots.
+
+Playwright for Python drives the distribution's ``chromium`` (``playwright install`` cannot download browsers
+here). :func:`chromium` launches it once; :func:`tab` opens a fresh context and, when the block ends, fails on any
+console error the page raised (a CSP violation, a failed asset) except those the test says it provokes;
+:func:`sign_in` goes through the login form; :func:`screenshot` writes a picture to the test's directory, and to
+``docs/`` as a 256-colour PNG when ``CONSOLE_SCREENSHOTS=docs`` (how docs/ui.md's pictures are made).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from console_support import PASSWORD
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, launched headless through Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@contextlib.contextmanager
+def tab(browser: Any, *, height: int = 900, timeout_ms: int = 15_000, allowed: tuple[str, ...] = ()) -> Iterator[Any]:
+    """A fresh tab (1360 by ``height`` pixels, downloads accepted); afterwards no console error may have occurred
+    but those containing one of ``allowed`` (e.g. ``"status of 403"`` for a refusal the test provokes)."""
+    context = browser.new_context(viewport={"width": 1360, "height": height}, accept_downloads=True)
+    context.set_default_timeout(timeout_ms)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert [e for e in errors if not any(a in e for a in allowed)] == []
+
+
+def sign_in(page: Any, url: str, name: str) -> None:
+    """Sign in through the login form and wait for the signed-in page."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/console/login")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("who")).to_contain_text(name)
+
+
+def screenshot(page: Any, directory: Path, name: str, **options: Any) -> Path:
+    """A screenshot of ``page`` (Playwright's ``options``: full_page, clip, …) into ``directory``, and into docs/
+    when ``CONSOLE_SCREENSHOTS=docs``."""
+    shot = directory / name
+    page.screenshot(path=str(shot), **options)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("CONSOLE_SCREENSHOTS") == "docs":  # a 256-colour palette keeps the repository small
+        from PIL import Image
+
+        with Image.open(shot) as picture:
+            picture.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(DOCS / name, optimize=True)
+    return shot
