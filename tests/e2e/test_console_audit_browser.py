@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,7 +23,8 @@ import pytest
 import sqlalchemy as sa
 
 from audit_support import PACS, STUDY_A, T0, frozen_clock, seed_audit_log
-from console_support import PASSWORD, add_user, console_settings, serving
+from browser_support import chromium, screenshot, sign_in, tab
+from console_support import add_user, console_settings, serving
 from radtrace.audit import chain
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
@@ -41,7 +41,6 @@ pytestmark = [
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Page = playwright_sync.Page
 expect = playwright_sync.expect
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 BIG_STUDY = "1.2.826.0.1.3680043.8.498.2001"
 BIG_STUDY_IMAGES = 40
 
@@ -86,44 +85,25 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def page(browser: object) -> Iterator[Page]:
-    """A fresh browser tab; afterwards, no console error (a CSP violation, a failed asset) may have occurred."""
-    context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)  # type: ignore[attr-defined]
-    context.set_default_timeout(10_000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    yield tab
-    context.close()
-    assert [e for e in errors if "status of 400" not in e] == []  # 400: the bad filter the qa test gives
+    """A fresh browser tab; afterwards, no console error but the 400 of the bad filter the qa test gives."""
+    with tab(browser, timeout_ms=10_000, allowed=("status of 400",)) as opened:
+        yield opened
 
 
 def _sign_in(page: Page, site: Site, name: str) -> None:
     page.goto(f"{site.url}/console/audit")
     expect(page).to_have_url(f"{site.url}/console/login")
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.keyboard.press("Enter")
-    expect(page.get_by_test_id("who")).to_contain_text(name)
+    sign_in(page, site.url, name)
 
 
 def _screenshot(page: Page, tmp_path: Path, name: str) -> None:
-    shot = tmp_path / name
-    page.screenshot(path=str(shot), full_page=False)
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("CONSOLE_SCREENSHOTS") == "docs":  # a 256-colour palette keeps the repository small
-        from PIL import Image
-
-        with Image.open(shot) as picture:
-            picture.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(DOCS / name, optimize=True)
+    screenshot(page, tmp_path, name, full_page=False)
 
 
 def _seqs(page: Page) -> list[int]:

@@ -11,7 +11,6 @@ log is checked after each. Screenshots of the worklist and the study page are wr
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -21,7 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from console_support import PASSWORD, add_user, console_settings, reported_study, serving
+from browser_support import chromium, screenshot, sign_in, tab
+from console_support import add_user, console_settings, reported_study, serving
 from radtrace.audit.chain import verify_chain
 from radtrace.audit.schema import AuditEventRow
 from radtrace.model.reader import StudyReader
@@ -37,7 +37,6 @@ pytestmark = [
 playwright_sync = pytest.importorskip("playwright.sync_api")
 Page = playwright_sync.Page
 expect = playwright_sync.expect
-DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @dataclass
@@ -82,45 +81,26 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def page(browser: object) -> Iterator[Page]:
-    """A fresh browser tab; afterwards, no console error (a CSP violation, a failed asset) may have occurred."""
-    context = browser.new_context(viewport={"width": 1360, "height": 860})  # type: ignore[attr-defined]
-    context.set_default_timeout(10_000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    tab.on("pageerror", lambda error: errors.append(str(error)))
-    yield tab
-    context.close()
-    assert [e for e in errors if "status of 403" not in e] == []  # 403: the refusals the qa test provokes
+    """A fresh browser tab; afterwards, no console error but the 403s of the refusals the qa test provokes."""
+    with tab(browser, height=860, timeout_ms=10_000, allowed=("status of 403",)) as opened:
+        yield opened
 
 
 def _sign_in(page: Page, site: Site, name: str) -> None:
     page.goto(f"{site.url}/console/worklist")
     expect(page).to_have_url(f"{site.url}/console/login")
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.keyboard.press("Enter")
-    expect(page.get_by_test_id("who")).to_contain_text(name)
+    sign_in(page, site.url, name)
 
 
 def _screenshot(page: Page, tmp_path: Path, name: str) -> None:
-    shot = tmp_path / name
     page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
-    page.screenshot(path=str(shot))
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("CONSOLE_SCREENSHOTS") == "docs":  # a 256-colour palette keeps the repository small
-        from PIL import Image
-
-        with Image.open(shot) as picture:
-            picture.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(DOCS / name, optimize=True)
+    screenshot(page, tmp_path, name)
 
 
 def _patients(page: Page) -> list[str]:
