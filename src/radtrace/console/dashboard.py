@@ -31,6 +31,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from radtrace.audit.events import AuditEvent, EventType
+from radtrace.audit.presentation import defuse_formula
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.console.charts import (
     Band,
@@ -58,7 +59,6 @@ __all__ = ["CHARTS", "DEFAULT_DAYS", "MAX_DAYS", "router"]
 
 DEFAULT_DAYS: Final = 30
 MAX_DAYS: Final = 366
-_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 CHARTS: Final = ("volume", "queue", "latency", "agreement", "prevalence", "failures", "mix", "rates", "models")
 DECISION_NAMES: Final = {"accept": "accepted", "reject": "rejected", "modify": "modified"}
 VOLUME_COLOURS: Final = {"read": "#56b4e9", "skipped": "#e69f00", "failed": "#ff5a4f"}
@@ -160,9 +160,10 @@ def _cell(value: object) -> object:
         return ""
     if isinstance(value, float):
         return round(value, 6)
-    text = value if isinstance(value, str) else str(value) if isinstance(value, date) else value
-    # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection"): make it text.
-    return f"'{text}" if isinstance(text, str) and text.startswith(_FORMULA_STARTS) else text
+    if isinstance(value, date):
+        return str(value)
+    # A label or reason starting with = + - @ would run as a spreadsheet formula: the audit export's guard.
+    return defuse_formula(value) if isinstance(value, str) else value
 
 
 def _csv(rows: Iterable[Sequence[object]]) -> str:
