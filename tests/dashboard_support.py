@@ -35,6 +35,8 @@ from radtrace.store.models import Instance, OutboxMessage, Revision, Study
 SKIP_REASONS = ("no frontal chest image (lateral only)", "not a chest radiograph (body part: HAND)")
 TRANSFER_SYNTAXES = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.90")
 SENDERS = ("DX_ROOM1", "DX_ROOM2", "CR_WARD")
+#: (manufacturer, model, row spacing in mm) of the seeded images: the input mix the dashboard counts.
+DETECTORS = (("Acme Imaging", "DR-500", 0.139), ("Borealis", "Flat 43", 0.148), ("Acme Imaging", "DR-700", 0.1))
 MODEL = ("NV-Reason-CXR-3B", "rev-2026-10")
 DECISIONS = (("accept", 0.80), ("reject", 0.12), ("modify", 0.08))
 BATCH = 20_000
@@ -179,6 +181,15 @@ def _study(
             "sha256": hashlib.sha256(sop.encode()).hexdigest(),
             "calling_ae": rng.choice(SENDERS),
             "received_at": received,
+            # drawn from the study's number, not the generator, so the other figures' draws stay as they were
+            **dict(
+                zip(
+                    ("manufacturer", "manufacturer_model", "pixel_spacing_mm"),
+                    DETECTORS[study_id % len(DETECTORS)],
+                    strict=True,
+                )
+            ),
+            "photometric": "MONOCHROME1" if study_id % 5 == 0 else "MONOCHROME2",
         }
     )
     events.append(

@@ -268,3 +268,22 @@ def test_migration_0008_copies_the_decisions_already_recorded(database_url: str)
         assert [tuple(row) for row in current] == [("Edema", "accept"), ("", "accept"), ("Pleural Effusion", "accept")]
     finally:
         store.dispose()
+
+
+NONE = "(none)"
+
+
+def test_the_input_mix_counts_each_images_detector_photometric_and_spacing(site: Site) -> None:
+    """Manufacturer, model, photometric interpretation and pixel spacing come per image received, as modality does."""
+    rows = list(csv.DictReader(io.StringIO(site.clients["qa"].get("/console/dashboard/mix.csv").text)))
+    by_attribute: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts = by_attribute.setdefault(row["attribute"], {})
+        counts[row["value"]] = counts.get(row["value"], 0) + int(row["count"])
+    images = sum(by_attribute["modality"].values())  # another test adds an image with none of them: "(none)"
+    assert set(by_attribute["manufacturer"]) - {NONE} == {"Acme Imaging", "Borealis"}
+    assert set(by_attribute["manufacturer's model name"]) - {NONE} == {"DR-500", "DR-700", "Flat 43"}
+    assert set(by_attribute["pixel spacing (mm)"]) - {NONE} == {"0.139", "0.148", "0.1"}
+    assert set(by_attribute["photometric interpretation"]) - {NONE} == {"MONOCHROME1", "MONOCHROME2"}
+    for attribute in ("manufacturer", "manufacturer's model name", "pixel spacing (mm)", "photometric interpretation"):
+        assert sum(by_attribute[attribute].values()) == images, attribute

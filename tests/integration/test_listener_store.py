@@ -42,6 +42,11 @@ def test_a_study_sent_with_storescu_is_spooled_recorded_and_audited(
         assert dataset_bytes(spooled) == dataset_bytes(source)  # stored as received
         assert stored.size_bytes == spooled.stat().st_size
         assert (stored.modality, stored.body_part, stored.calling_ae) == ("DX", "CHEST", "PACS")
+        header = dcmread(source, stop_before_pixels=True)  # the input mix QA watches, as sent
+        assert (stored.manufacturer, stored.manufacturer_model, stored.photometric) == (
+            header.Manufacturer, header.ManufacturerModelName, header.PhotometricInterpretation,
+        )  # fmt: skip
+        assert stored.pixel_spacing_mm == pytest.approx(float(header.ImagerPixelSpacing[0]), abs=1e-4)
     assert not list((settings.spool_dir / ".incoming").iterdir())
     [study] = rows(store, Study)
     assert study.study_description == "XR CHEST PA AND LATERAL"

@@ -43,7 +43,6 @@ from radtrace.console.charts import (
 )
 from radtrace.console.dashboard_figures import (
     LATENCY_STAGES,
-    MIX_NOT_RECORDED,
     WHOLE_DRAFT,
     Figures,
     Window,
@@ -112,7 +111,7 @@ def dashboard_page(
     _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window))
     return _page(request, state, "dashboard.html", user=user, f=figures, window=window, params=_params(window),
                  charts=_charts(figures), alerts=_alerts(figures), stage_names=LATENCY_STAGES,
-                 decisions=DECISION_NAMES, not_recorded=MIX_NOT_RECORDED, whole_draft=WHOLE_DRAFT)  # fmt: skip
+                 decisions=DECISION_NAMES, whole_draft=WHOLE_DRAFT)  # fmt: skip
 
 
 @router.get("/dashboard/agreement")

@@ -91,10 +91,10 @@ WHOLE_DRAFT: Final = "(whole draft)"
 LATENCY_SAMPLE: Final = 10_000
 #: How many of the dashboard's independent reads run at once (each on its own connection).
 READERS: Final = 4
-MIX_ATTRIBUTES: Final = ("view position", "transfer syntax", "modality", "body part", "SOP class", "sending AE")
-#: What the dashboard cannot count, because radtrace does not keep it per image in its tables.
-MIX_NOT_RECORDED: Final = ("manufacturer", "manufacturer's model name", "pixel spacing",
-                           "photometric interpretation")  # fmt: skip
+MIX_ATTRIBUTES: Final = (
+    "view position", "manufacturer", "manufacturer's model name", "pixel spacing (mm)", "photometric interpretation",
+    "transfer syntax", "modality", "body part", "SOP class", "sending AE",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -555,6 +555,10 @@ def _mix(session: Any, store: Store, window: Window, figures: Figures, fold: Any
         "body part": Instance.body_part,
         "SOP class": Instance.sop_class_uid,
         "sending AE": Instance.calling_ae,
+        "manufacturer": Instance.manufacturer,
+        "manufacturer's model name": Instance.manufacturer_model,
+        "pixel spacing (mm)": Instance.pixel_spacing_mm,
+        "photometric interpretation": Instance.photometric,
     }
     rows = session.execute(
         sa.select(_day(store, Instance.received_at), *columns.values(), sa.func.count())
@@ -564,7 +568,8 @@ def _mix(session: Any, store: Store, window: Window, figures: Figures, fold: Any
     figures.mix = {name: {} for name in MIX_ATTRIBUTES}
     for day, *values, count in rows:
         for name, value in zip(columns, values, strict=True):
-            figures.mix[name].setdefault(fold(day), Counter())[value or "(none)"] += count
+            shown = f"{value:g}" if isinstance(value, float) else value
+            figures.mix[name].setdefault(fold(day), Counter())[shown or "(none)"] += count
     views = session.execute(
         sa.select(_day(store, ReviewItem.reported_at), ReviewItem.view, sa.func.count())
         .where(_within(ReviewItem.reported_at, first, last))

@@ -71,6 +71,10 @@ class ReceivedHeader:
     deviations: tuple[Deviation, ...] = ()
     patient_id: str | None = None  # for the audit event only (QA searches by it); never logged
     patient_id_issuer: str | None = None
+    manufacturer: str | None = None
+    manufacturer_model: str | None = None
+    photometric: str | None = None
+    pixel_spacing_mm: float | None = None
 
     def deviations_json(self) -> list[dict[str, str]] | None:
         """The deviations as kept on the instance row and in the audit event; None when there are none."""
@@ -91,6 +95,21 @@ def _requested_priority(ds: Dataset) -> str | None:
     except Exception:  # pydicom raises many types for a malformed nested element
         return None
     return _text(value, 16)
+
+
+def _spacing_mm(ds: Dataset) -> float | None:
+    """The row spacing in mm, from Imager Pixel Spacing (the detector's) or else Pixel Spacing; None when neither
+    holds a plausible number (a deviation of its own is reported by the attribute table, not here)."""
+    for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
+        try:
+            value = ds.get(keyword)
+            first = value[0] if isinstance(value, MultiValue | list | tuple) else value
+            spacing = float(first) if first is not None and str(first).strip() else None
+        except (TypeError, ValueError, IndexError):
+            continue
+        if spacing is not None and 0.0 < spacing < 10.0:
+            return round(spacing, 4)
+    return None
 
 
 def _text(value: Any, limit: int) -> str | None:
@@ -222,4 +241,8 @@ def read_header(path: Path) -> ReceivedHeader:
             deviations=tuple(found[:MAX_DEVIATIONS]),
             patient_id=_text(ds.get("PatientID"), 64),
             patient_id_issuer=_text(ds.get("IssuerOfPatientID"), 64),
+            manufacturer=_text(ds.get("Manufacturer"), 64),
+            manufacturer_model=_text(ds.get("ManufacturerModelName"), 64),
+            photometric=_text(ds.get("PhotometricInterpretation"), 16),
+            pixel_spacing_mm=_spacing_mm(ds),
         )

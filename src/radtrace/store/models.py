@@ -159,6 +159,10 @@ class Instance(Base):
             "body_part",
             "sop_class_uid",
             "calling_ae",
+            "manufacturer",
+            "manufacturer_model",
+            "photometric",
+            "pixel_spacing_mm",
         ),
     )
 
@@ -173,6 +177,13 @@ class Instance(Base):
     modality: Mapped[str | None] = mapped_column(sa.String(16))
     body_part: Mapped[str | None] = mapped_column(sa.String(16), doc="Body Part Examined as sent")
     requested_priority: Mapped[str | None] = mapped_column(sa.String(16), doc="Requested Procedure Priority as sent")
+    # The input mix QA watches for drift (radtrace.console.dashboard), as sent; NULL before migration 0009.
+    manufacturer: Mapped[str | None] = mapped_column(sa.String(64), doc="Manufacturer (0008,0070)")
+    manufacturer_model: Mapped[str | None] = mapped_column(sa.String(64), doc="Manufacturer's Model Name (0008,1090)")
+    photometric: Mapped[str | None] = mapped_column(sa.String(16), doc="Photometric Interpretation (0028,0004)")
+    pixel_spacing_mm: Mapped[float | None] = mapped_column(
+        sa.Float, doc="row spacing in mm: Imager Pixel Spacing (0018,1164), else Pixel Spacing (0028,0030)"
+    )
     deviations: Mapped[list[dict[str, str]] | None] = mapped_column(
         sa.JSON(none_as_null=True),
         doc="header deviations it was accepted with: [{tag, keyword, problem}], never values",
