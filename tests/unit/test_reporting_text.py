@@ -351,3 +351,15 @@ def test_any_patient_name_gives_all_three_drafts_without_a_warning(name: list[st
     _assert_no_raw_control_in_a_field(files.hl7.decode("utf-8"))
     parse_message(files.hl7.decode("utf-8"), validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
     assert json.loads(files.fhir)["resourceType"] == "Bundle"
+
+
+@pytest.mark.parametrize("name", ["=\x01", "=山田", "Smith=山田", "=山田=やまだ"])
+def test_a_name_with_only_an_ideographic_or_phonetic_group_is_still_a_family_name(name: str) -> None:
+    """Found by the property test above: a name whose alphabetic group is empty had no caret anywhere."""
+    sources = [copy.deepcopy(ds) for ds in SOURCES]
+    sources[0].PatientName = name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        files = build_drafts(reading(sources), sources, settings=ReportingSettings(), revision=1, created_at=WHEN)
+    written = str(_strict_read(files.sr).PatientName)
+    assert all(group.endswith("^") for group in written.split("=") if group)

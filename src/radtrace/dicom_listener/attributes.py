@@ -184,6 +184,8 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a("ViewPosition", "General Series", "2", "model", note="view (PA, AP, LL…)"),
     # General Equipment, Frame of Reference: validated only (real headers break these most often)
     _a("InstitutionName", "General Equipment", "3", "listener", note="validated only"),
+    _a("Manufacturer", "General Equipment", "2", "listener", note="input mix (QA dashboard)"),
+    _a("ManufacturerModelName", "General Equipment", "3", "listener", note="input mix (QA dashboard)"),
     _a("FrameOfReferenceUID", "Frame of Reference", "3", "listener", note="validated only"),
     # SOP Common (C.12.1)
     _a("SOPClassUID", "SOP Common", "1", "listener", "worker", "reporting", key=True),
@@ -195,10 +197,11 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a("ImageComments", "Image", "3", "model", note="view, when no coded or positional one"),
     _a("AcquisitionDeviceProcessingDescription", "Image", "3", "model", note="view, when no other"),
     _a("ViewCodeSequence", "Image", "3", "model", note="view (CID 4010)"),
-    _a("ImagerPixelSpacing", "Image", "3", "reporting"),
+    _a("ImagerPixelSpacing", "Image", "3", "listener", "reporting", note="input mix: the detector's spacing"),
+    _a("PixelSpacing", "Image", "3", "listener", note="input mix, when no Imager Pixel Spacing"),
     # Image Pixel (C.7.6.3): what a decoder needs
     _a("SamplesPerPixel", "Image Pixel", "1", "model", key=True, allowed=frozenset({"1", "3"})),
-    _a("PhotometricInterpretation", "Image Pixel", "1", "model", key=True, allowed=_PHOTOMETRIC),
+    _a("PhotometricInterpretation", "Image Pixel", "1", "listener", "model", key=True, allowed=_PHOTOMETRIC),
     _a("Rows", "Image Pixel", "1", "model", key=True),
     _a("Columns", "Image Pixel", "1", "model", key=True),
     _a("BitsAllocated", "Image Pixel", "1", "model", key=True, allowed=frozenset({"1", "8", "16", "32"})),

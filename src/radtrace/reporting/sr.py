@@ -464,15 +464,18 @@ def _person(value: str, keyword: str, notes: list[HeaderNote]) -> str:
     safe = dicom_text(value, "PN")
     if safe.changed:
         notes.append(HeaderNote(keyword, "characters or lengths PN does not allow; normalised"))
-    # A name of one component is the family name; the explicit caret says so (PS3.5 6.2.1.2) instead of
-    # leaving readers to guess at the retired free-text form.
-    family, *groups = safe.text.split("=")
-    if family and "^" not in family:
-        room = family.encode("utf-8")[: DICOM_MAX_BYTES["PN"] - 1].decode("utf-8", "ignore")  # the caret fits
-        if room != family:
-            notes.append(HeaderNote(keyword, "characters or lengths PN does not allow; normalised"))
-        return "=".join([room + "^", *groups])
-    return safe.text
+    # A group of one component is the family name; the explicit caret says so (PS3.5 6.2.1.2) instead of
+    # leaving readers to guess at the retired free-text form. Each group: a name may carry only an ideographic
+    # or phonetic group ("=山田").
+    groups = []
+    for group in safe.text.split("="):
+        if group and "^" not in group:
+            room = group.encode("utf-8")[: DICOM_MAX_BYTES["PN"] - 1].decode("utf-8", "ignore")  # the caret fits
+            if room != group and not safe.changed:
+                notes.append(HeaderNote(keyword, "characters or lengths PN does not allow; normalised"))
+            group = room + "^"
+        groups.append(group)
+    return "=".join(groups)
 
 
 def _patient_and_study(ref: Dataset, header: SourceHeader, notes: list[HeaderNote]) -> None:
