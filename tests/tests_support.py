@@ -8,6 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from pydicom.dataset import Dataset
+
+# dciodvfy warnings that every radtrace SR draws and that are not faults: radtrace's private coding scheme, and (for
+# sources lacking Study Date / Study ID / Patient ID) that the SR cannot go into a DICOMDIR.
+PRIVATE_SCHEME_WARNING = "Warning - Unrecognized defined term <99RADTRACE> for value 1 of attribute <Coding Scheme"
+DICOMDIR_WARNING = "Warning - Missing attribute or value that would be needed to build DICOMDIR"
+
 
 def radtrace(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real command in a subprocess, without the caller's RADTRACE_* variables."""
@@ -29,3 +37,33 @@ def dciodvfy_errors(path: Path) -> list[str]:
     assert found is not None, "dciodvfy (Debian package dicom3tools) is not installed"
     result = subprocess.run([found, str(path)], capture_output=True, text=True, timeout=60, check=False)
     return [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+def dicom_tool(name: str) -> str:
+    """The path of a dicom3tools or dcmtk command; the test fails (it does not skip) when it is not installed."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found on PATH (apt-get install dicom3tools dcmtk)")
+    return path
+
+
+def dciodvfy_lines(path: Path) -> list[str]:
+    """Every line ``dciodvfy`` prints for the DICOM file at ``path``, stripped."""
+    verified = subprocess.run(
+        [dicom_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    return [line.strip() for line in (verified.stdout + verified.stderr).splitlines()]
+
+
+def sr_dciodvfy(ds: Dataset, path: Path) -> tuple[list[str], list[str]]:
+    """(errors, warnings other than the private coding scheme and DICOMDIR ones) of dciodvfy on ``ds``, written
+    to ``path``."""
+    from radtrace.reporting.sr import sr_bytes
+
+    path.write_bytes(sr_bytes(ds))
+    lines = dciodvfy_lines(path)
+    errors = [line for line in lines if "Error" in line]
+    warnings = [
+        line for line in lines if "Warning" in line and not line.startswith((PRIVATE_SCHEME_WARNING, DICOMDIR_WARNING))
+    ]
+    return errors, warnings

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,7 +19,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydicom.dataset import Dataset
 
 from radtrace.config import ReportingSettings
 from radtrace.model.reading import Finding, FindingStatus, ReasoningStep
@@ -35,36 +33,16 @@ from reporting_support import (
     source_study,
     sr_cases,
 )
+from tests_support import dicom_tool, sr_dciodvfy
 
 pytestmark = pytest.mark.integration
 
 CASES = sr_cases()
-PRIVATE_SCHEME_WARNING = "Warning - Unrecognized defined term <99RADTRACE> for value 1 of attribute <Coding Scheme"
-DICOMDIR_WARNING = "Warning - Missing attribute or value that would be needed to build DICOMDIR"
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found on PATH (apt-get install dicom3tools dcmtk)")
-    return path
-
-
-def _dciodvfy(ds: Dataset, path: Path) -> tuple[list[str], list[str]]:
-    """(errors, warnings other than the private coding scheme and DICOMDIR ones) of dciodvfy on ``ds``."""
-    path.write_bytes(sr_bytes(ds))
-    verified = subprocess.run([_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60, check=False)
-    lines = [line.strip() for line in (verified.stdout + verified.stderr).splitlines()]
-    errors = [line for line in lines if "Error" in line]
-    warnings = [
-        line for line in lines if "Warning" in line and not line.startswith((PRIVATE_SCHEME_WARNING, DICOMDIR_WARNING))
-    ]
-    return errors, warnings
 
 
 def _rendered(path: Path) -> str:
     """dsr2html's page as plain text (tags dropped, whitespace collapsed)."""
-    done = subprocess.run([_tool("dsr2html"), str(path)], capture_output=True, timeout=60, check=False)
+    done = subprocess.run([dicom_tool("dsr2html"), str(path)], capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr.decode()
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", done.stdout.decode("utf-8"))))
 
@@ -77,8 +55,10 @@ def test_companion_passes_dciodvfy_and_renders_with_dsrdump(name: str, flavour: 
     sr = build_sr(case, sources, settings=config, revision=1)
     companion = build_companion(case, sr, settings=config, revision=1)
     path = tmp_path / "companion.dcm"
-    assert _dciodvfy(companion, path) == ([], [])
-    dumped = subprocess.run([_tool("dsrdump"), "+U8", "+Pl", str(path)], capture_output=True, timeout=60, check=False)
+    assert sr_dciodvfy(companion, path) == ([], [])
+    dumped = subprocess.run(
+        [dicom_tool("dsrdump"), "+U8", "+Pl", str(path)], capture_output=True, timeout=60, check=False
+    )
     text, errors = dumped.stdout.decode("utf-8"), dumped.stderr.decode("utf-8")
     assert dumped.returncode == 0, errors
     assert [line for line in errors.splitlines() if line.startswith(("E:", "F:"))] == []
@@ -133,7 +113,7 @@ def test_a_companion_on_each_real_film_passes_dciodvfy(name: str, tmp_path: Path
     film = real_film(name)
     case = reading([film])
     sr = build_sr(case, [film], settings=ReportingSettings(), revision=1)
-    assert _dciodvfy(build_companion(case, sr, settings=ReportingSettings(), revision=1), tmp_path / "c.dcm") == (
+    assert sr_dciodvfy(build_companion(case, sr, settings=ReportingSettings(), revision=1), tmp_path / "c.dcm") == (
         [],
         [],
     )
@@ -144,7 +124,7 @@ def test_a_companion_on_a_hostile_header_passes_dciodvfy(tmp_path: Path) -> None
     case = reading(datasets)
     sr = build_sr(case, datasets, settings=ReportingSettings(), revision=1)
     companion = build_companion(case, sr, settings=ReportingSettings(), revision=1)
-    assert _dciodvfy(companion, tmp_path / "c.dcm") == ([], [])
+    assert sr_dciodvfy(companion, tmp_path / "c.dcm") == ([], [])
     assert companion.PatientID == sr.PatientID == ""  # two Patient IDs: none chosen, as in the SR
     assert companion.OtherPatientIDsSequence == sr.OtherPatientIDsSequence
 
@@ -171,4 +151,4 @@ def test_companions_of_arbitrary_model_text_pass_dciodvfy(impression: str, reaso
     sr = build_sr(case, sources, settings=ReportingSettings(), revision=1)
     companion = build_companion(case, sr, settings=ReportingSettings(), revision=1)
     with tempfile.TemporaryDirectory() as directory:
-        assert _dciodvfy(companion, Path(directory) / "c.dcm") == ([], [])
+        assert sr_dciodvfy(companion, Path(directory) / "c.dcm") == ([], [])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -25,7 +24,6 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydicom.dataset import Dataset
 
 from radtrace.audit.chain import verify_chain
 from radtrace.audit.events import Actor, AuditEvent, EventType
@@ -45,18 +43,11 @@ from reporting_support import (
     source_study,
     sr_cases,
 )
+from tests_support import PRIVATE_SCHEME_WARNING, dciodvfy_lines, dicom_tool, sr_dciodvfy
 
 pytestmark = pytest.mark.integration
 
 CASES = sr_cases()
-PRIVATE_SCHEME_WARNING = "Warning - Unrecognized defined term <99RADTRACE> for value 1 of attribute <Coding Scheme"
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found on PATH (apt-get install dicom3tools dcmtk)")
-    return path
 
 
 @pytest.mark.parametrize("flavour", ["comprehensive-3d", "comprehensive"])
@@ -66,16 +57,11 @@ def test_sr_passes_dciodvfy_and_renders_with_dsrdump(name: str, flavour: str, tm
     path = tmp_path / f"{name}.dcm"
     path.write_bytes(sr_bytes(build_sr(reading, sources, settings=ReportingSettings(sr_flavour=flavour), revision=1)))
 
-    verified = subprocess.run([_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60, check=False)
-    findings = [
-        line.strip()
-        for line in (verified.stdout + verified.stderr).splitlines()
-        if "Error" in line or "Warning" in line
-    ]
+    findings = [line for line in dciodvfy_lines(path) if "Error" in line or "Warning" in line]
     assert [line for line in findings if not line.startswith(PRIVATE_SCHEME_WARNING)] == []
 
     dumped = subprocess.run(
-        [_tool("dsrdump"), "+U8", "+Pl", "+Pt", str(path)], capture_output=True, timeout=60, check=False
+        [dicom_tool("dsrdump"), "+U8", "+Pl", "+Pt", str(path)], capture_output=True, timeout=60, check=False
     )
     text, errors = dumped.stdout.decode("utf-8"), dumped.stderr.decode("utf-8")
     assert dumped.returncode == 0, errors
@@ -97,26 +83,7 @@ def test_gsps_passes_dciodvfy(name: str, tmp_path: Path) -> None:
     assert gsps is not None
     path = tmp_path / f"{name}-gsps.dcm"
     path.write_bytes(sr_bytes(gsps))
-    verified = subprocess.run([_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60, check=False)
-    lines = (verified.stdout + verified.stderr).splitlines()
-    assert [line.strip() for line in lines if "Error" in line or "Warning" in line] == []
-
-
-# Source headers that lack Study Date / Study ID / Patient ID make dciodvfy note that the SR cannot go into a
-# DICOMDIR: a warning about the source, not an SR error.
-DICOMDIR_WARNING = "Warning - Missing attribute or value that would be needed to build DICOMDIR"
-
-
-def _dciodvfy(sr: Dataset, path: Path) -> tuple[list[str], list[str]]:
-    """(errors, warnings other than the private coding scheme and DICOMDIR ones) of dciodvfy on ``sr``."""
-    path.write_bytes(sr_bytes(sr))
-    verified = subprocess.run([_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60, check=False)
-    lines = [line.strip() for line in (verified.stdout + verified.stderr).splitlines()]
-    errors = [line for line in lines if "Error" in line]
-    warnings = [
-        line for line in lines if "Warning" in line and not line.startswith((PRIVATE_SCHEME_WARNING, DICOMDIR_WARNING))
-    ]
-    return errors, warnings
+    assert [line for line in dciodvfy_lines(path) if "Error" in line or "Warning" in line] == []
 
 
 @pytest.mark.parametrize("name", sorted(REAL_FILM_SHA256))
@@ -124,7 +91,7 @@ def test_an_sr_on_each_real_film_passes_dciodvfy(name: str, tmp_path: Path) -> N
     assert hashlib.sha256((REAL_FILMS / name).read_bytes()).hexdigest()[:16] == REAL_FILM_SHA256[name]
     film = real_film(name)
     sr = build_sr(reading([film]), [film], settings=ReportingSettings(), revision=1)
-    assert _dciodvfy(sr, tmp_path / "sr.dcm") == ([], [])
+    assert sr_dciodvfy(sr, tmp_path / "sr.dcm") == ([], [])
     library = [item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "111028"]
     assert len(library) == 1  # the image library lists the film, with or without its Type 3 descriptors
 
@@ -136,13 +103,13 @@ def test_a_gsps_on_each_real_film_passes_dciodvfy(name: str, tmp_path: Path) -> 
     read = reading([film], findings=[Finding(label="Lung Lesion", status=FindingStatus.PRESENT, boxes=(box,))])
     gsps = build_gsps(read, [film], settings=ReportingSettings(gsps=True), revision=1)
     assert gsps is not None
-    assert _dciodvfy(gsps, tmp_path / "gsps.dcm") == ([], [])
+    assert sr_dciodvfy(gsps, tmp_path / "gsps.dcm") == ([], [])
 
 
 def test_an_sr_on_a_hostile_header_passes_dciodvfy(tmp_path: Path) -> None:
     datasets = hostile_header_study()
     sr = build_sr(reading(datasets), datasets, settings=ReportingSettings(), revision=1)
-    assert _dciodvfy(sr, tmp_path / "sr.dcm") == ([], [])
+    assert sr_dciodvfy(sr, tmp_path / "sr.dcm") == ([], [])
 
 
 hostile_text = st.lists(
@@ -166,7 +133,7 @@ def test_srs_of_arbitrary_model_text_pass_dciodvfy(impression: str, reasoning: s
     )
     sr = build_sr(read, sources, settings=ReportingSettings(), revision=1)
     with tempfile.TemporaryDirectory() as directory:
-        assert _dciodvfy(sr, Path(directory) / "sr.dcm") == ([], [])
+        assert sr_dciodvfy(sr, Path(directory) / "sr.dcm") == ([], [])
 
 
 def test_the_audit_keeps_the_raw_model_output_bytes_exact(store: Store) -> None:
