@@ -13,7 +13,6 @@ tests/integration/test_console_dashboard_scale.py`` (``-k sqlite`` or ``-k postg
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from console_support import add_user, console_client, console_settings, sign_in
+from console_support import add_user, console_client, console_settings, median_ms, sign_in
 from dashboard_support import seed_history
 from radtrace.audit.schema import AuditEventRow
 from radtrace.store.engine import Store
@@ -40,14 +39,8 @@ TARGET_MS = 1000.0
 LONGEST_MS = 2000.0
 
 
-def _median_ms(call: Callable[[], object], repeat: int = 5) -> float:
-    call()  # warm: first use of a statement, a template, the pages of the indexes
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+def median(call: Callable[[], object]) -> float:
+    return median_ms(call, repeat=5)
 
 
 def test_a_million_audit_events_render_in_under_a_second(store: Store, tmp_path: Path) -> None:
@@ -75,10 +68,10 @@ def test_a_million_audit_events_render_in_under_a_second(store: Store, tmp_path:
         assert f'data-label="{seeded.drift_label}"' in page.split('data-testid="drift-alerts"')[1].split("</div>")[0]
         longest = f"?from={today - timedelta(days=89)}&to={today}"
         figures = {
-            "dashboard, last 30 days by day": _median_ms(get("/console/dashboard")),
-            "dashboard, last 30 days by week": _median_ms(get("/console/dashboard?period=week")),
-            "dashboard, 90 days by day": _median_ms(get(f"/console/dashboard{longest}")),
-            "prevalence CSV, last 30 days": _median_ms(get("/console/dashboard/prevalence.csv")),
+            "dashboard, last 30 days by day": median(get("/console/dashboard")),
+            "dashboard, last 30 days by week": median(get("/console/dashboard?period=week")),
+            "dashboard, 90 days by day": median(get(f"/console/dashboard{longest}")),
+            "prevalence CSV, last 30 days": median(get("/console/dashboard/prevalence.csv")),
         }
     print(f"\n{store.engine.dialect.name}: {events} events, {seeded.studies} studies ({seeding_s:.0f} s to seed)")
     print("median server time per request")
