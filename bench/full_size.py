@@ -215,7 +215,6 @@ def run_full_size(
         warmed = time.perf_counter()
         warm_settings = load_settings(model={"device": vlm.device, "batch_size": max(batches)})
         StudyReader(warm_settings.model, backend=backend_for(warmup_tokens)).read_many(studies[: max(batches)])
-        backend = backend_for(max_new_tokens)  # the warm-up's backend set the process-wide attention choice too
         warm_s = time.perf_counter() - warmed
 
         header = [
