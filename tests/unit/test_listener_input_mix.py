@@ -6,7 +6,10 @@ import warnings
 from pathlib import Path
 
 import pytest
+from pydicom.datadict import dictionary_VR, keyword_dict
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 from radtrace.dicom_listener.headers import read_header
 from radtrace.testing.studies import ImageSpec, StudySpec, make_image
@@ -22,6 +25,9 @@ def _header(tmp_path: Path, change: dict[str, object]) -> tuple[Dataset, float |
         for keyword, value in change.items():
             if value is None:
                 delattr(ds, keyword) if keyword in ds else None
+            elif isinstance(value, bytes):  # as a peer sent it, not a value pydicom would accept
+                tag = Tag(keyword_dict[keyword])
+                ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, True, True)
             else:
                 setattr(ds, keyword, value)
         ds.save_as(path, enforce_file_format=True)
@@ -36,6 +42,7 @@ def _header(tmp_path: Path, change: dict[str, object]) -> tuple[Dataset, float |
         ({"ImagerPixelSpacing": None, "PixelSpacing": None}, None),
         ({"ImagerPixelSpacing": ["0", "0"], "PixelSpacing": None}, None),  # not a spacing
         ({"ImagerPixelSpacing": ["250", "250"], "PixelSpacing": None}, None),  # 25 cm a pixel: not plausible
+        ({"ImagerPixelSpacing": b"abc\\abc", "PixelSpacing": ["0.2", "0.2"]}, 0.2),  # unreadable: the next one
     ],
 )
 def test_the_row_spacing_is_the_detectors_else_the_images_and_only_when_plausible(
