@@ -19,11 +19,15 @@ from pydicom.dataset import Dataset
 
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings, load_settings
+from radtrace.errors import ModelError, RadtraceError
 from radtrace.logging import study_key
+from radtrace.model.reader import StudyReader
+from radtrace.model.reading import Reading
+from radtrace.model.study import Skipped, StudyImage
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, OutboxMessage, Revision, RevisionState, Study
-from radtrace.testing.studies import write_study
+from radtrace.testing.studies import ImageSpec, StudySpec, make_study, write_study
 
 
 def worker_settings(tmp_path: Path, database_url: str, tiny_model_dir: Path, **overrides: Any) -> Settings:
@@ -160,3 +164,27 @@ def wait_for_state(
             log = log_file.read_text(errors="replace")[-4000:] if log_file and log_file.exists() else ""
             raise AssertionError(f"revision still {rev.state} after {timeout} s; worker log:\n{log}")
         time.sleep(0.2)
+
+
+def queue_studies(wsettings: Settings, store: Store, count: int, *, seed: int = 40) -> list[str]:
+    """``count`` one-image frontal studies queued in this order (oldest first)."""
+    uids = []
+    for i in range(count):
+        uid, _ = spool_study(wsettings, store, make_study(StudySpec(seed=seed + i), [ImageSpec(view="PA")]))
+        uids.append(uid)
+        time.sleep(0.002)  # distinct queued_at: oldest first is an order, not a tie
+    return uids
+
+
+class CountingReader:
+    """The real reader, counting the size of each batched call; optionally out of memory above a size."""
+
+    def __init__(self, reader: StudyReader, *, fail_above: int | None = None) -> None:
+        self.reader, self.fail_above = reader, fail_above
+        self.batches: list[int] = []
+
+    def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
+        self.batches.append(len(studies))
+        if self.fail_above is not None and len(studies) > self.fail_above:
+            raise ModelError(f"out of memory generating a batch of {len(studies)}")
+        return self.reader.read_each(studies)

@@ -2,4 +2,5 @@
 
 from radtrace.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned process (the worker's draft pool) imports this module as __mp_main__
+    main()

@@ -314,6 +314,13 @@ class ModelSettings(_Section):
     batch_wait_ms: int = Field(
         default=20, ge=0, le=1000, description="with fewer due studies than batch_size, look once more after this long"
     )
+    draft_processes: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="processes building a GPU worker's drafts while it reads the next batch "
+        "(0: the worker builds them itself, between batches)",
+    )
     kv_cache: Literal["dynamic", "static"] = Field(
         default="dynamic",
         description="transformers KV cache: static preallocates it and, on CUDA, compiles the decoding step "

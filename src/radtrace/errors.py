@@ -105,5 +105,10 @@ class ReportError(PermanentError):
     """A report (SR, HL7, FHIR) cannot be built from the reading and sources given (e.g. a missing image)."""
 
 
+class DraftProcessLostError(RetryableError):
+    """The process building a revision's drafts died (killed, out of memory) before it finished: the attempt is
+    retried, the reading with it."""
+
+
 class ModelRequestError(PermanentError):
     """A model server refused a request for good (bad request, unknown model, not authorised)."""

@@ -24,7 +24,15 @@ from radtrace.store.engine import Store
 from radtrace.store.models import Instance, Job, JobState, OutboxState, Priority, Revision, RevisionState, Study
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study
 from radtrace.worker.pipeline import Result, StudyPipeline, payload_dir
-from worker_support import audit_events, outbox_rows, revision_row, spool_study, worker_settings
+from worker_support import (
+    CountingReader,
+    audit_events,
+    outbox_rows,
+    queue_studies,
+    revision_row,
+    spool_study,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -404,22 +412,12 @@ def test_stage_latencies_and_queue_depths_are_exposed_for_prometheus(
     assert after[("radtrace_revisions_finished_total", (("state", "dispatched"),))] == 1
 
 
-def _queue(wsettings: Settings, store: Store, count: int, *, seed: int = 40) -> list[str]:
-    """``count`` one-image frontal studies queued in this order (oldest first)."""
-    uids = []
-    for i in range(count):
-        uid, _ = spool_study(wsettings, store, make_study(StudySpec(seed=seed + i), [ImageSpec(view="PA")]))
-        uids.append(uid)
-        time.sleep(0.002)  # distinct queued_at: oldest first is an order, not a tie
-    return uids
-
-
 def test_a_batch_claims_the_named_revision_then_stat_then_oldest_and_records_each(
     tmp_path: Path, store: Store, tiny_model_dir: Path
 ) -> None:
     url = str(store.engine.url.render_as_string(hide_password=False))
     wsettings = worker_settings(tmp_path, url, tiny_model_dir, model={"batch_size": 3, "batch_wait_ms": 0})
-    uids = _queue(wsettings, store, 5)
+    uids = queue_studies(wsettings, store, 5)
     _set(store, uids[4], priority=Priority.STAT)
     reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
     pipeline = StudyPipeline(wsettings, store, reader, worker="gpu0")
@@ -452,7 +450,7 @@ def test_a_batch_claims_the_named_revision_then_stat_then_oldest_and_records_eac
 def test_a_study_that_fails_in_a_batch_fails_alone(tmp_path: Path, store: Store, tiny_model_dir: Path) -> None:
     url = str(store.engine.url.render_as_string(hide_password=False))
     wsettings = worker_settings(tmp_path, url, tiny_model_dir, model={"batch_size": 4, "batch_wait_ms": 0})
-    uids = _queue(wsettings, store, 3, seed=60)
+    uids = queue_studies(wsettings, store, 3, seed=60)
     with store.session() as session:  # the middle study's file changed on disk after it was accepted
         path = session.scalar(
             sa.select(Instance.path).join(Study, Instance.study_id == Study.id).where(Study.study_uid == uids[1])
@@ -474,7 +472,7 @@ def test_a_batch_the_model_cannot_read_whole_is_read_one_study_at_a_time(
 ) -> None:
     url = str(store.engine.url.render_as_string(hide_password=False))
     wsettings = worker_settings(tmp_path, url, tiny_model_dir, model={"batch_size": 4, "batch_wait_ms": 0})
-    uids = _queue(wsettings, store, 3, seed=70)
+    uids = queue_studies(wsettings, store, 3, seed=70)
     reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir), fail_above=1)
 
     results = StudyPipeline(wsettings, store, reader).process_batch(uids[0], 1)
@@ -490,9 +488,9 @@ def test_a_shallow_queue_waits_once_for_a_batch_then_reads_what_it_has(
 ) -> None:
     url = str(store.engine.url.render_as_string(hide_password=False))
     wsettings = worker_settings(tmp_path, url, tiny_model_dir, model={"batch_size": 8, "batch_wait_ms": 300})
-    [first] = _queue(wsettings, store, 1, seed=80)
+    [first] = queue_studies(wsettings, store, 1, seed=80)
     late: list[str] = []
-    arrival = threading.Timer(0.1, lambda: late.extend(_queue(wsettings, store, 1, seed=81)))
+    arrival = threading.Timer(0.1, lambda: late.extend(queue_studies(wsettings, store, 1, seed=81)))
     arrival.start()
     reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
     started = time.monotonic()
@@ -501,20 +499,6 @@ def test_a_shallow_queue_waits_once_for_a_batch_then_reads_what_it_has(
     assert [key for key, _ in results] == [(first, 1), (late[0], 1)]  # the study that came during the wait
     assert reader.batches == [2]
     assert time.monotonic() - started < 60
-
-
-class CountingReader:
-    """The real reader, counting the size of each batched call; optionally out of memory above a size."""
-
-    def __init__(self, reader: StudyReader, *, fail_above: int | None = None) -> None:
-        self.reader, self.fail_above = reader, fail_above
-        self.batches: list[int] = []
-
-    def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
-        self.batches.append(len(studies))
-        if self.fail_above is not None and len(studies) > self.fail_above:
-            raise ModelError(f"out of memory generating a batch of {len(studies)}")
-        return self.reader.read_each(studies)
 
 
 def test_drafts_that_cannot_be_built_fail_the_study_as_report_failed_not_inference_failed(

@@ -30,21 +30,24 @@ from pydicom.errors import InvalidDicomError
 
 from radtrace.audit.events import EventType
 from radtrace.durable import fsync_directory
-from radtrace.errors import ReportError
+from radtrace.errors import DraftProcessLostError, ReportError
 
 if TYPE_CHECKING:
-    from radtrace.config import Settings
+    from radtrace.config import ReportingSettings, Settings
     from radtrace.model.reading import Reading
     from radtrace.reporting.dispatch.outbox import Outbox, ReportFiles
 
 __all__ = [
     "DRAFT_FILES",
+    "BuiltDrafts",
     "DraftFinding",
     "DraftRevision",
     "DraftView",
     "KeptDraft",
+    "build_and_keep",
     "build_keep_and_enqueue",
     "drafts_root",
+    "enqueue_built",
     "failure_event_type",
     "keep_drafts",
     "list_drafts",
@@ -133,6 +136,56 @@ def keep_drafts(root: Path, study_uid: str, revision: int, files: ReportFiles) -
     return kept
 
 
+@dataclass(frozen=True)
+class BuiltDrafts:
+    """One revision's drafts, built and kept: the files (for the outbox) and where each is kept."""
+
+    files: ReportFiles
+    kept: tuple[KeptDraft, ...]
+
+
+def build_and_keep(
+    reporting: ReportingSettings,
+    root: Path,
+    *,
+    study_uid: str,
+    revision: int,
+    reading: Reading,
+    sources: Sequence[Any],
+    predecessors: Sequence[Dataset],
+) -> BuiltDrafts:
+    """Build one reading's drafts and keep them durably under ``root``: no database, so it can run in another
+    process (:mod:`radtrace.worker.drafting`). A library's own error while building is a :class:`ReportError`:
+    the reading is fine, the draft is not."""
+    from radtrace.reporting.drafts import build_drafts
+
+    try:
+        drafts = build_drafts(reading, sources, settings=reporting, revision=revision, predecessors=predecessors)
+    except ReportError:
+        raise
+    except Exception as exc:
+        raise ReportError(f"the drafts could not be built: {type(exc).__name__}: {exc}") from exc
+    return BuiltDrafts(drafts, tuple(keep_drafts(root, study_uid, revision, drafts)))
+
+
+def enqueue_built(settings: Settings, outbox: Outbox, revision_id: int, reading: Reading, built: BuiltDrafts
+                  ) -> list[int]:  # fmt: skip
+    """Queue the deliveries of built drafts; ``report_created`` (recorded by the outbox) names the kept files
+    with their SHA-256 under ``drafts``, and the planned deliveries (none when no destination is configured)
+    under ``outbox``."""
+    from radtrace.reporting.dispatch.outbox import planned_deliveries
+
+    identity = reading.identity
+    return outbox.enqueue(
+        revision_id,
+        planned_deliveries(settings.dispatch, built.files),
+        sr_sop_instance_uid=built.files.sr_sop_instance_uid,
+        model_name=identity.model_name,
+        model_version=identity.revision or identity.weights_sha256,
+        drafts=[draft.as_json() for draft in built.kept],
+    )
+
+
 def build_keep_and_enqueue(
     settings: Settings,
     outbox: Outbox,
@@ -143,39 +196,19 @@ def build_keep_and_enqueue(
     reading: Reading,
     sources: Sequence[Any],
 ) -> list[int]:
-    """What the worker does after a reading: build the drafts, keep them, and queue their deliveries.
-
-    ``report_created`` (recorded by the outbox) names the kept files with their SHA-256 under ``drafts``,
-    and the planned deliveries (none when no destination is configured) under ``outbox``.
-    """
-    from radtrace.reporting.dispatch.outbox import planned_deliveries
-    from radtrace.reporting.drafts import build_drafts
-
-    predecessors = outbox.earlier_srs(revision_id)
-    try:
-        drafts = build_drafts(
-            reading, sources, settings=settings.reporting, revision=revision, predecessors=predecessors
-        )
-    except ReportError:
-        raise
-    except Exception as exc:  # a library's own error while building: the reading is fine, the draft is not
-        raise ReportError(f"the drafts could not be built: {type(exc).__name__}: {exc}") from exc
-    kept = keep_drafts(drafts_root(settings), study_uid, revision, drafts)
-    identity = reading.identity
-    return outbox.enqueue(
-        revision_id,
-        planned_deliveries(settings.dispatch, drafts),
-        sr_sop_instance_uid=drafts.sr_sop_instance_uid,
-        model_name=identity.model_name,
-        model_version=identity.revision or identity.weights_sha256,
-        drafts=[draft.as_json() for draft in kept],
-    )
+    """What the worker does after a reading, in one thread: build the drafts, keep them, queue their deliveries."""
+    built = build_and_keep(
+        settings.reporting, drafts_root(settings), study_uid=study_uid, revision=revision, reading=reading,
+        sources=sources, predecessors=outbox.earlier_srs(revision_id),
+    )  # fmt: skip
+    return enqueue_built(settings, outbox, revision_id, reading, built)
 
 
 def failure_event_type(error: BaseException) -> EventType:
-    """What a failed processing attempt is audited as: ``report_failed`` when the drafts could not be built
-    (the model's reading was recorded), ``inference_failed`` when reading itself failed."""
-    return EventType.REPORT_FAILED if isinstance(error, ReportError) else EventType.INFERENCE_FAILED
+    """What a failed processing attempt is audited as: ``report_failed`` when the drafts could not be built or
+    their process died (the model's reading was recorded), ``inference_failed`` when reading itself failed."""
+    drafting = isinstance(error, ReportError | DraftProcessLostError)
+    return EventType.REPORT_FAILED if drafting else EventType.INFERENCE_FAILED
 
 
 # --- reading drafts back ---------------------------------------------------------------------------

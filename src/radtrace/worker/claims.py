@@ -30,6 +30,7 @@ from radtrace.store.models import Instance, Priority, Revision, RevisionState, S
 __all__ = [
     "Claim",
     "ClaimDecision",
+    "Heartbeat",
     "claim_decision",
     "claim_event",
     "claims_kept_alive",
@@ -130,31 +131,53 @@ def due_revisions(store: Store, now: datetime, *, limit: int, besides: Sequence[
     return [(row[0], row[1]) for row in rows]
 
 
+class Heartbeat:
+    """The claims one heartbeat renews; a pipelined worker adds the next batch's while the last one's drafts build."""
+
+    def __init__(self, claims: Sequence[Claim]) -> None:
+        self._alive = list(claims)
+        self._lock = threading.Lock()
+
+    def add(self, claims: Sequence[Claim]) -> None:
+        """Renew these too, from the next beat on."""
+        with self._lock:
+            self._alive.extend(claims)
+
+    def beat(self, renew: Callable[[Claim], bool]) -> None:
+        """Renew every claim once; one found lost is not renewed again."""
+        with self._lock:
+            claims = list(self._alive)
+        for claim in claims:
+            try:
+                if not renew(claim):
+                    log.warning("revision %s: claim lost while processing", claim.revision_id)
+                    with self._lock:
+                        self._alive.remove(claim)
+            except RadtraceError as exc:
+                log.warning("revision %s: claim not renewed: %s", claim.revision_id, exc.reason)
+
+
 @contextlib.contextmanager
-def claims_kept_alive(claims: Sequence[Claim], renew: Callable[[Claim], bool], interval_s: float) -> Iterator[None]:
-    """Renew every claim in ``claims`` each ``interval_s`` on one thread while the body runs (the heartbeat).
+def claims_kept_alive(claims: Sequence[Claim], renew: Callable[[Claim], bool], interval_s: float
+                      ) -> Iterator[Heartbeat]:  # fmt: skip
+    """Renew every claim in ``claims`` (and those added to the yielded :class:`Heartbeat`) each ``interval_s`` on
+    one thread while the body runs.
 
     A claim found lost (``renew`` returned False) is not renewed again; a database that is away is only logged:
     the claims may lapse, and finishing them will tell.
     """
     stop = threading.Event()
-    alive = list(claims)
+    heartbeat = Heartbeat(claims)
 
     def beat() -> None:
-        while alive and not stop.wait(interval_s):
-            for claim in list(alive):
-                try:
-                    if not renew(claim):
-                        log.warning("revision %s: claim lost while processing", claim.revision_id)
-                        alive.remove(claim)
-                except RadtraceError as exc:
-                    log.warning("revision %s: claim not renewed: %s", claim.revision_id, exc.reason)
+        while not stop.wait(interval_s):
+            heartbeat.beat(renew)
 
     first = claims[0].revision_id if claims else 0
     thread = threading.Thread(target=beat, name=f"radtrace-claims-{first}", daemon=True)
     thread.start()
     try:
-        yield
+        yield heartbeat
     finally:
         stop.set()
         thread.join()

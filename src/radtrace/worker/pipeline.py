@@ -2,18 +2,14 @@
 
 The database is the truth and every step is safe to run twice (DESIGN.md, principles 1-2):
 
-1. *claim* (one conditional UPDATE): ``queued`` (and due) → ``processing`` with ``claimed_by`` and
-   ``claim_expires_at``, ``attempts`` + 1, a ``jobs`` row and ``inference_started`` in the same
-   transaction. A revision already ``processing`` under a live claim, or past ``processing``, is left
-   alone; one whose claim expired (its worker died) is taken over, and that lost attempt counts, so a
-   study that kills its worker ends ``failed`` after ``broker.max_attempts``. A later revision waits
-   until the study's earlier ones are past ``processing`` (its SR names theirs as predecessors); the
-   result of the earlier one says which revision to ring next;
+1. *claim* the revision (:mod:`radtrace.worker.attempts`: one conditional UPDATE, a lost worker's claim is
+   taken over, a later revision waits for the study's earlier ones);
 2. select the revision's images from the spool, ``model.read`` them: a skip ends ``skipped(reason)``;
    a reading is audited as ``inference_completed`` (model identity, input hashes, prompt, raw output);
-3. build SR, HL7 and FHIR and write the outbox rows (``Outbox.enqueue`` keeps existing rows, and the SR
-   UID is derived from the study and revision, so a second run adds nothing);
-4. ``reported``, only if the claim is still ours.
+3. build and keep the SR, companion, HL7 and FHIR (:mod:`radtrace.worker.drafting`: in the worker's thread,
+   or in draft processes while the worker reads the next batch) and write the outbox rows (``Outbox.enqueue``
+   keeps existing rows, and the SR UID is derived from the study and revision, so a second run adds nothing);
+4. ``reported``, only if the claim is still ours; a failed attempt is retried or ends ``failed(reason)``.
 
 While a worker holds claims it renews them every third of ``broker.claim_timeout_s`` (one heartbeat for all,
 :mod:`radtrace.worker.claims`), so an inference longer than the timeout is not taken over; a worker that dies
@@ -21,66 +17,53 @@ stops renewing and its claims expire ``claim_timeout_s`` later at most.
 
 A GPU worker reads in batches (:meth:`StudyPipeline.process_batch`): with the revision its doorbell named it
 claims up to ``model.batch_size - 1`` other due ones (STAT first, then oldest), reads them in one batched call
-(pictures prepared on a thread pool), and records, finishes or fails each revision on its own.
+(pictures prepared on a thread pool), and records, finishes or fails each revision on its own. With draft
+processes (``model.draft_processes``) it does not wait for a batch's drafts: while they build it claims and
+reads the next batch of due revisions, and finishes the previous one after that read, until none is due.
 
-A retryable error puts the revision back to ``queued`` with ``next_attempt_at`` after an exponential
-backoff, until ``max_attempts``; a permanent one (or the last attempt) ends ``failed(reason)``. Both are
-audited (``inference_failed``, and ``study_failed`` for the end). :meth:`StudyPipeline.dispatch` makes
-one delivery attempt and moves the revision to ``dispatched`` once every outbox row is delivered (or
-``failed`` when one failed for good).
+:meth:`StudyPipeline.dispatch` makes one delivery attempt and moves the revision to ``dispatched`` once every
+outbox row is delivered (or ``failed`` when one failed for good).
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
-from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
-from radtrace.errors import DicomInputError, RadtraceError, is_retryable
+from radtrace.errors import DicomInputError, RadtraceError
 from radtrace.logging import study_key
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.model.study import Skipped, StudyImage, identity_conflict, study_image
 from radtrace.reporting.dispatch.outbox import Outbox
-from radtrace.reporting.draft_store import build_keep_and_enqueue, failure_event_type
+from radtrace.reporting.draft_store import BuiltDrafts, enqueue_built
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import (
-    Instance,
-    Job,
-    JobState,
-    OutboxMessage,
-    Priority,
-    Revision,
-    RevisionState,
-    Study,
-)
+from radtrace.store.models import Instance, OutboxMessage, Priority, Revision, RevisionState, Study
+from radtrace.worker.attempts import ProcessResult, Result, RevisionAttempts
 from radtrace.worker.claims import (
     Claim,
     ClaimDecision,
     claim_decision,
-    claim_event,
     claims_kept_alive,
     due_revisions,
-    held_by,
-    last_received,
     retry_delay,
-    seconds_between,
     worker_name,
 )
+from radtrace.worker.drafting import Drafter, DraftJob, InlineDrafter, drafts_of, headers_only
 from radtrace.worker.settlement import Deliveries, DispatchResult, StageObserver
 
 __all__ = [
@@ -101,7 +84,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-JOB_KIND = "process"
+Key = tuple[str, int]  # (Study Instance UID, revision number)
+OnResult = Callable[[Key, ProcessResult], None]
 
 
 class Reader(Protocol):
@@ -121,27 +105,14 @@ class _Unobserved:
         pass
 
 
-class Result(enum.StrEnum):
-    """What one ``process`` call did."""
-
-    REPORTED = "reported"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    RETRY = "retry"  # back to queued; ring again at ``retry_at``
-    NOT_CLAIMED = "not-claimed"  # someone else holds it, it is not due, or it is already done
-    MISSING = "missing"  # no such revision
-
-
 @dataclass(frozen=True)
-class ProcessResult:
-    """The outcome of one ``process`` call, and what the caller should ring next."""
+class _InHand:
+    """One claimed revision after its batch was read: what it is waiting for, or how its attempt ends."""
 
-    result: Result
-    state: RevisionState | None = None
-    reason: str | None = None
-    retry_at: datetime | None = None
-    outbox_ids: tuple[int, ...] = ()
-    next_revision: int | None = None  # a later revision of the study that waited for this one
+    claim: Claim
+    outcome: Future[BuiltDrafts] | list[int] | Skipped | RadtraceError
+    reading: Reading | None = None
+    read_done: float | None = None
 
 
 def payload_dir(settings: Settings) -> Path:
@@ -162,6 +133,8 @@ class StudyPipeline:
         worker: str | None = None,
         clock: Callable[[], datetime] = utc_now,
         observer: StageObserver | None = None,
+        drafter: Drafter | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -175,6 +148,10 @@ class StudyPipeline:
             store, self.recorder, settings.dispatch, payload_dir(settings), clock=clock, actor=self.actor
         )
         self.deliveries = Deliveries(store, self.outbox, self.recorder, self.observer, clock)
+        self.attempts = RevisionAttempts(settings, store, self.recorder, actor=self.actor, worker=self.worker,
+                                         clock=clock, observer=self.observer)  # fmt: skip
+        self.drafter: Drafter = drafter or InlineDrafter(settings)
+        self.stopping = stopping  # the worker is shutting down: take no further batch
 
     # --- process -------------------------------------------------------------------------------
 
@@ -205,8 +182,8 @@ class StudyPipeline:
         return self.process_batch(study_uid, revision, size=1)[0][1]
 
     def process_batch(
-        self, study_uid: str, revision: int, *, size: int | None = None
-    ) -> list[tuple[tuple[str, int], ProcessResult]]:
+        self, study_uid: str, revision: int, *, size: int | None = None, on_result: OnResult | None = None
+    ) -> list[tuple[Key, ProcessResult]]:
         """Process the named revision and up to ``size - 1`` (``model.batch_size``) other due ones, read together.
 
         The named revision comes first in the result (whether or not it could be claimed), then each other
@@ -214,60 +191,116 @@ class StudyPipeline:
         fewer are due than the batch holds, the worker looks once more after ``model.batch_wait_ms`` and then
         reads what it has. Each revision is recorded, finished, skipped or failed on its own: one that fails is
         retried alone, and a batch the model cannot read as a whole (out of memory) is read one study at a time.
+
+        With a drafter that overlaps (draft processes), the drafts of one batch build while the next batch of
+        due revisions is claimed and read, for as long as revisions are due, the worker is not stopping, and
+        half of ``broker.visibility_timeout_s`` has not passed (so the broker does not hand this doorbell to
+        another worker). ``on_result`` hears each revision's result as soon as it is settled.
         """
         size = self.settings.model.batch_size if size is None else size
-        first = self._claim(study_uid, revision)
-        results: list[tuple[tuple[str, int], ProcessResult | Claim]] = [((study_uid, revision), first)]
-        claims = [first] if isinstance(first, Claim) else []
-        if size > 1:
-            self._claim_more(claims, results, size)
-        finished = dict(zip(claims, self._process_claims(claims), strict=True))
-        return [(key, finished[item] if isinstance(item, Claim) else item) for key, item in results]
+        results: list[tuple[Key, ProcessResult]] = []
 
-    def _claim_more(
-        self, claims: list[Claim], results: list[tuple[tuple[str, int], ProcessResult | Claim]], size: int
-    ) -> None:
-        """Fill ``claims`` (and ``results``) with due revisions up to ``size``, waiting once for a shallow queue."""
+        def settled(key: Key, result: ProcessResult) -> None:
+            results.append((key, result))
+            if on_result is not None:
+                on_result(key, result)
+
+        first = self.attempts.claim(study_uid, revision)
+        claims = [first] if isinstance(first, Claim) else []
+        tried = {(study_uid, revision)}
+        if not isinstance(first, Claim):
+            settled((study_uid, revision), first)
+        if size > 1:
+            self._claim_more(claims, tried, size, settled)
+        if not claims:
+            return results
+        deadline = time.monotonic() + self.settings.broker.visibility_timeout_s / 2
+        with claims_kept_alive(claims, self.attempts.renew, self.settings.broker.claim_timeout_s / 3) as heartbeat:
+            in_hand = self._read_and_submit(claims)
+            while self.drafter.overlaps and not self.stopping() and time.monotonic() < deadline:
+                following: list[Claim] = []
+                self._claim_more(following, tried, size, settled)
+                if not following:
+                    break
+                heartbeat.add(following)
+                next_in_hand = self._read_and_submit(following)  # the model reads while the drafts build
+                self._settle(in_hand, settled)
+                in_hand = next_in_hand
+            self._settle(in_hand, settled)
+        results.sort(key=lambda item: item[0] != (study_uid, revision))  # the named revision first
+        return results
+
+    def _claim_more(self, claims: list[Claim], tried: set[Key], size: int, settled: OnResult) -> None:
+        """Fill ``claims`` with due revisions up to ``size``, waiting once for a shallow queue; ``tried`` grows
+        by each one tried. One lost to another worker is simply not ours (no result); one that ended on being
+        claimed (taken over once too often: failed) is settled."""
         for wait in (False, True):
             if wait:
                 if len(claims) >= size or self.settings.model.batch_wait_ms == 0:
                     return
                 time.sleep(self.settings.model.batch_wait_ms / 1000)
-            tried = {key for key, _ in results}
             for key in due_revisions(self.store, self.clock(), limit=2 * size, besides=[c.revision_id for c in claims]):
                 if len(claims) >= size:
                     return
                 if key in tried:
                     continue
-                taken = self._claim(*key)
-                if isinstance(taken, Claim):  # one lost to another worker is simply not ours: no result
+                tried.add(key)
+                taken = self.attempts.claim(*key)
+                if isinstance(taken, Claim):
                     claims.append(taken)
-                    results.append((key, taken))
+                elif taken.result is Result.FAILED:
+                    settled(key, taken)
 
-    def _process_claims(self, claims: Sequence[Claim]) -> list[ProcessResult]:
-        """Read the claimed revisions together, then record and finish each on its own; results in order."""
-        if not claims:
-            return []
-        outcomes: list[list[int] | Skipped | RadtraceError] = []
-        read_done: list[float | None] = []
-        interval = self.settings.broker.claim_timeout_s / 3
-        with claims_kept_alive(claims, self._renew_claim, interval):
-            inputs = [self._gather(claim) for claim in claims]
-            readings = self._read_all([item for item in inputs if isinstance(item, tuple)])
-            done = time.monotonic()
-            for claim, item in zip(claims, inputs, strict=True):
-                if not isinstance(item, tuple):  # enqueued by an earlier attempt, a conflict, or unreadable
-                    outcomes.append(item)
-                    read_done.append(None)
-                    continue
-                outcome = readings.pop(0)
-                read_done.append(done)
-                if isinstance(outcome, Reading):
-                    record = functools.partial(self._record_and_enqueue, claim, outcome, item[1])
-                    outcomes.append(self._guarded(claim, record))
-                else:
-                    outcomes.append(outcome)
-        return [self._settle_attempt(c, o, d) for c, o, d in zip(claims, outcomes, read_done, strict=True)]
+    def _read_and_submit(self, claims: Sequence[Claim]) -> list[_InHand]:
+        """Read the claimed revisions together; record each reading and hand it to the drafter."""
+        inputs = [self._gather(claim) for claim in claims]
+        readings = self._read_all([item for item in inputs if isinstance(item, tuple)])
+        done = time.monotonic()
+        in_hand: list[_InHand] = []
+        for claim, item in zip(claims, inputs, strict=True):
+            if not isinstance(item, tuple):  # enqueued by an earlier attempt, a conflict, or unreadable
+                in_hand.append(_InHand(claim, item))
+                continue
+            outcome = readings.pop(0)
+            if isinstance(outcome, Reading):
+                submit = functools.partial(self._record_and_submit, claim, outcome, item[1])
+                in_hand.append(_InHand(claim, self._guarded(claim, submit), outcome, done))
+            else:
+                in_hand.append(_InHand(claim, outcome, None, done))
+        return in_hand
+
+    def _record_and_submit(self, claim: Claim, reading: Reading, sources: list[Any]) -> Future[BuiltDrafts]:
+        self._record_reading(claim, reading)
+        # Drafts are kept under <data_dir>/drafts whether or not a destination is configured (issue 15).
+        job = DraftJob(claim.study_uid, claim.number, reading, [headers_only(ds) for ds in sources],
+                       self.outbox.earlier_srs(claim.revision_id))  # fmt: skip
+        return self.drafter.submit(job)
+
+    def _settle(self, in_hand: Sequence[_InHand], settled: OnResult) -> None:
+        """End each revision's attempt once its drafts are built: enqueue their deliveries and finish it."""
+        for item in in_hand:
+            outcome = item.outcome
+            if isinstance(outcome, Future):
+                enqueue = functools.partial(self._enqueue_built, item.claim, item.reading, outcome)
+                outcome = self._guarded(item.claim, enqueue)
+            settled((item.claim.study_uid, item.claim.number), self._end_attempt(item.claim, outcome, item.read_done))
+
+    def _enqueue_built(self, claim: Claim, reading: Reading | None, built: Future[BuiltDrafts]) -> list[int]:
+        assert reading is not None  # drafts are built from a reading
+        return enqueue_built(self.settings, self.outbox, claim.revision_id, reading, drafts_of(built))
+
+    def _end_attempt(
+        self, claim: Claim, outcome: list[int] | Skipped | RadtraceError, read_done: float | None
+    ) -> ProcessResult:
+        """Finish one claimed revision from its outcome: reported, skipped, or a failed attempt."""
+        if isinstance(outcome, RadtraceError):
+            return self.attempts.failed(claim, outcome)
+        if isinstance(outcome, Skipped):
+            return self.attempts.finish(claim, RevisionState.SKIPPED, reason=outcome.reason)
+        result = self.attempts.finish(claim, RevisionState.REPORTED, outbox_ids=outcome)
+        if result.result is Result.REPORTED and read_done is not None:
+            self.observer.observe("report", time.monotonic() - read_done)
+        return result
 
     def _gather(self, claim: Claim) -> tuple[list[StudyImage], list[Any]] | list[int] | Skipped | RadtraceError:
         """What one claimed revision needs read: its images and source datasets; or, when it needs no reading,
@@ -281,8 +314,10 @@ class StudyPipeline:
             if (conflict := identity_conflict(images)) is not None:  # two patients' images: never read together
                 log.warning("study %s revision %d: %s; not read", study_key(claim.study_uid), claim.number,
                             conflict.reason)  # fmt: skip
-                self.recorder.record(self._event(claim, EventType.PATIENT_IDENTITY_CONFLICT, Outcome.SERIOUS_FAILURE,
-                                                 reason=conflict.reason, identities=conflict.identities))  # fmt: skip
+                self.recorder.record(self.attempts.event(
+                    claim, EventType.PATIENT_IDENTITY_CONFLICT, Outcome.SERIOUS_FAILURE, reason=conflict.reason,
+                    identities=conflict.identities,
+                ))  # fmt: skip
                 return conflict
             return images, sources
 
@@ -326,114 +361,6 @@ class StudyPipeline:
             log.exception("unexpected error processing revision %s", claim.revision_id)
             return RadtraceError(f"unexpected {type(exc).__name__}: {exc}")
 
-    def _record_and_enqueue(self, claim: Claim, reading: Reading, sources: list[Any]) -> list[int]:
-        self._record_reading(claim, reading)
-        return self._enqueue(claim, reading, sources)
-
-    def _settle_attempt(
-        self, claim: Claim, outcome: list[int] | Skipped | RadtraceError, read_done: float | None
-    ) -> ProcessResult:
-        """Finish one claimed revision from its outcome: reported, skipped, or a failed attempt."""
-        if isinstance(outcome, RadtraceError):
-            return self._failed_attempt(claim, outcome)
-        if isinstance(outcome, Skipped):
-            return self._finish(claim, RevisionState.SKIPPED, reason=outcome.reason)
-        result = self._finish(claim, RevisionState.REPORTED, outbox_ids=outcome)
-        if result.result is Result.REPORTED and read_done is not None:
-            self.observer.observe("report", time.monotonic() - read_done)
-        return result
-
-    def _renew_claim(self, claim: Claim) -> bool:
-        """Push our claim's expiry ``claim_timeout_s`` ahead; False when the claim is no longer ours."""
-        now = self.clock()
-        with self.store.session("renewing a claim", immediate=True) as session:
-            renewed = session.execute(
-                sa.update(Revision)
-                .where(*held_by(claim, self.worker))
-                .values(claim_expires_at=now + timedelta(seconds=self.settings.broker.claim_timeout_s))
-                .execution_options(synchronize_session=False)
-            )
-            return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
-
-    def _claim(self, study_uid: str, number: int) -> Claim | ProcessResult:
-        now = self.clock()
-        with self.store.session("claiming a revision", immediate=True) as session:
-            row = session.execute(
-                sa.select(Revision, Study)
-                .join(Study, Revision.study_id == Study.id)
-                .where(Study.study_uid == study_uid, Revision.number == number)
-            ).first()
-            if row is None:
-                return ProcessResult(Result.MISSING)
-            rev, study = row[0], row[1]
-            decision = claim_decision(
-                rev.state, rev.claim_expires_at, rev.next_attempt_at, now, ours=rev.claimed_by == self.worker
-            )
-            if decision not in ("claim", "take-over"):
-                return ProcessResult(Result.NOT_CLAIMED, rev.state, rev.reason, rev.next_attempt_at)
-            earlier = session.scalar(
-                sa.select(sa.func.min(Revision.number)).where(
-                    Revision.study_id == rev.study_id,
-                    Revision.number < rev.number,
-                    Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
-                )
-            )
-            if earlier is not None:  # its SR must exist first: this one names it as predecessor
-                return ProcessResult(Result.NOT_CLAIMED, rev.state, f"waiting for revision {earlier}")
-            taken = session.execute(
-                sa.update(Revision)
-                .where(Revision.id == rev.id, Revision.state == rev.state, Revision.attempts == rev.attempts)
-                .values(
-                    state=RevisionState.PROCESSING,
-                    attempts=rev.attempts + 1,
-                    claimed_by=self.worker,
-                    claim_expires_at=now + timedelta(seconds=self.settings.broker.claim_timeout_s),
-                    next_attempt_at=None,
-                    started_at=rev.started_at or now,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if taken.rowcount != 1:  # type: ignore[attr-defined]  # another worker claimed it first
-                return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
-            attempt = rev.attempts + 1
-            waited: dict[str, float | None] = {"start": seconds_between(rev.next_attempt_at or rev.queued_at, now)}
-            if attempt == 1:
-                waited["complete"] = seconds_between(last_received(session, rev.id), rev.queued_at)
-            if decision == "take-over":
-                self._close_lost_jobs(session, rev.id, now)
-            job = Job(revision_id=rev.id, kind=JOB_KIND, attempt=attempt, state=JobState.RUNNING, worker=self.worker)
-            session.add(job)
-            session.flush()
-            claim = Claim(rev.id, study.study_uid, study.accession, rev.number, attempt, job.id, study.id)
-            self.recorder.record(
-                self._event(
-                    claim,
-                    EventType.INFERENCE_STARTED,
-                    worker=self.worker,
-                    taken_over_from=rev.claimed_by if decision == "take-over" else None,
-                ),
-                session=session,
-            )
-        self._observe(waited)
-        if decision == "take-over" and attempt > self.settings.broker.max_attempts:
-            reason = f"gave up after {attempt - 1} attempts: the worker was lost (claim expired)"
-            return self._failed_attempt(claim, RadtraceError(reason), final=True)
-        return claim
-
-    def _observe(self, durations: dict[str, float | None]) -> None:
-        for stage, seconds in durations.items():
-            if seconds is not None:
-                self.observer.observe(stage, seconds)
-
-    def _close_lost_jobs(self, session: Session, revision_id: int, now: datetime) -> None:
-        session.execute(
-            sa.update(Job)
-            .where(Job.revision_id == revision_id, Job.kind == JOB_KIND, Job.state == JobState.RUNNING)
-            .values(state=JobState.FAILED, finished_at=now, error="worker lost: claim expired")
-            .execution_options(synchronize_session=False)
-        )
-
     def _existing_outbox(self, revision_id: int) -> list[int]:
         with self.store.session("reading the outbox") as session:
             rows = session.scalars(
@@ -470,7 +397,7 @@ class StudyPipeline:
         identity = reading.identity
         present = [f.label for f in reading.findings if f.status is FindingStatus.PRESENT]
         self.recorder.record(
-            self._event(
+            self.attempts.event(
                 claim,
                 EventType.INFERENCE_COMPLETED,
                 model_name=identity.model_name,
@@ -486,101 +413,6 @@ class StudyPipeline:
                 reading=json.loads(reading.to_json()),
             )
         )
-
-    def _enqueue(self, claim: Claim, reading: Reading, sources: list[Any]) -> list[int]:
-        # Drafts are kept under <data_dir>/drafts whether or not a destination is configured (issue 15).
-        return build_keep_and_enqueue(
-            self.settings, self.outbox, revision_id=claim.revision_id, study_uid=claim.study_uid,
-            revision=claim.number, reading=reading, sources=sources,
-        )  # fmt: skip
-
-    def _release(self, session: Session, claim: Claim, now: datetime, **values: Any) -> bool:
-        """Apply ``values`` to the revision only while our claim holds; False when it was lost."""
-        released = session.execute(
-            sa.update(Revision)
-            .where(*held_by(claim, self.worker))
-            .values(claimed_by=None, claim_expires_at=None, updated_at=now, **values)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(released.rowcount == 1)  # type: ignore[attr-defined]
-
-    def _job_done(self, session: Session, claim: Claim, state: JobState, now: datetime, error: str | None) -> None:
-        job = session.get(Job, claim.job_id)
-        if job is not None:
-            job.state, job.finished_at, job.error = state, now, error
-
-    def _finish(
-        self, claim: Claim, state: RevisionState, *, reason: str | None = None, outbox_ids: Sequence[int] = ()
-    ) -> ProcessResult:
-        now = self.clock()
-        stamps: dict[str, Any] = {"reported_at": now} if state is RevisionState.REPORTED else {"finished_at": now}
-        with self.store.session("finishing a revision", immediate=True) as session:
-            if not self._release(session, claim, now, state=state, reason=reason, **stamps):
-                log.warning("revision %s: claim lost before finishing; leaving it to its new holder", claim.revision_id)
-                return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
-            self._job_done(session, claim, JobState.SUCCEEDED, now, None)
-            if state is RevisionState.SKIPPED:
-                self.recorder.record(self._event(claim, EventType.STUDY_SKIPPED, reason=reason), session=session)
-            following = self._next_revision(session, claim)
-        log.info("revision %s %s (attempt %d)", claim.revision_id, state, claim.attempt)
-        if state.is_final:
-            self.observer.finished_in(state.value)
-        result = Result.REPORTED if state is RevisionState.REPORTED else Result.SKIPPED
-        return ProcessResult(result, state, reason, outbox_ids=tuple(outbox_ids), next_revision=following)
-
-    def _failed_attempt(self, claim: Claim, error: RadtraceError, *, final: bool = False) -> ProcessResult:
-        now = self.clock()
-        max_attempts = self.settings.broker.max_attempts
-        retry = not final and is_retryable(error) and claim.attempt < max_attempts
-        if retry:
-            retry_at = now + retry_delay(self.settings.broker, claim.attempt)
-            values: dict[str, Any] = {"state": RevisionState.QUEUED, "next_attempt_at": retry_at}
-            reason = error.reason
-        else:
-            retry_at = None
-            reason = error.reason
-            if is_retryable(error):
-                reason = f"gave up after {claim.attempt} attempts: {error.reason}"
-            values = {"state": RevisionState.FAILED, "reason": reason, "finished_at": now}
-        with self.store.session("recording a failed attempt", immediate=True) as session:
-            if not self._release(session, claim, now, **values):
-                log.warning("revision %s: claim lost before recording a failure", claim.revision_id)
-                return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
-            self._job_done(session, claim, JobState.RETRYING if retry else JobState.FAILED, now, error.reason)
-            events = [
-                self._event(
-                    claim,
-                    failure_event_type(error),  # report_failed when the drafts could not be built
-                    Outcome.MINOR_FAILURE if retry else Outcome.SERIOUS_FAILURE,
-                    error=error.reason,
-                    retryable=is_retryable(error),
-                    next_attempt_at=retry_at.isoformat() if retry_at else None,
-                )
-            ]
-            following = None
-            if not retry:
-                events.append(self._event(claim, EventType.STUDY_FAILED, Outcome.SERIOUS_FAILURE, reason=reason))
-                following = self._next_revision(session, claim)
-            self.recorder.record_many(events, session=session)
-        log.warning("revision %s attempt %d failed (%s): %s", claim.revision_id, claim.attempt, values["state"], reason)
-        if retry:
-            return ProcessResult(Result.RETRY, RevisionState.QUEUED, reason, retry_at)
-        self.observer.finished_in(RevisionState.FAILED.value)
-        return ProcessResult(Result.FAILED, RevisionState.FAILED, reason, next_revision=following)
-
-    def _next_revision(self, session: Session, claim: Claim) -> int | None:
-        """The study's next queued revision, which waited for this one to finish."""
-        found = session.scalar(
-            sa.select(sa.func.min(Revision.number)).where(
-                Revision.study_id == claim.study_id,
-                Revision.number > claim.number,
-                Revision.state == RevisionState.QUEUED,
-            )
-        )
-        return int(found) if found is not None else None
-
-    def _event(self, claim: Claim, kind: EventType, outcome: Outcome = Outcome.SUCCESS, **details: Any) -> AuditEvent:
-        return claim_event(self.actor, claim, kind, outcome, **details)
 
     # --- dispatch ------------------------------------------------------------------------------
 

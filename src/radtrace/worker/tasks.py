@@ -14,13 +14,14 @@ import threading
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_shutting_down
 
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError, RetryableError
 from radtrace.worker.app import DISPATCH_TASK, PROCESS_TASK
 from radtrace.worker.doorbell import ring_dispatch, ring_process
 from radtrace.worker.metrics import WorkerMetrics
-from radtrace.worker.pipeline import Result, StudyPipeline, retry_delay
+from radtrace.worker.pipeline import ProcessResult, Result, StudyPipeline, retry_delay
 
 __all__ = ["WorkerRuntime", "register_tasks"]
 
@@ -33,6 +34,7 @@ class WorkerRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = WorkerMetrics()
+        self.stopping = threading.Event()  # set on the worker's warm shutdown: finish what is in hand, take no more
         self._pipeline: StudyPipeline | None = None
         self._lock = threading.Lock()
 
@@ -43,6 +45,7 @@ class WorkerRuntime:
             if self._pipeline is None:
                 from radtrace.model.reader import StudyReader
                 from radtrace.store.engine import Store
+                from radtrace.worker.drafting import drafter_for
 
                 store = Store.from_url(
                     self.settings.store_url,
@@ -54,7 +57,10 @@ class WorkerRuntime:
                     data_dir=self.settings.data_dir,
                     max_source_pixels=self.settings.listener.max_image_pixels,
                 )
-                self._pipeline = StudyPipeline(self.settings, store, reader, observer=self.metrics)
+                self._pipeline = StudyPipeline(
+                    self.settings, store, reader, observer=self.metrics, drafter=drafter_for(self.settings),
+                    stopping=self.stopping.is_set,
+                )  # fmt: skip
             return self._pipeline
 
     def warm(self) -> None:
@@ -73,17 +79,20 @@ def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | Non
     options: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True,
                                "max_retries": max_retries}  # fmt: skip
 
+    def ring_next(key: tuple[str, int], result: ProcessResult) -> None:
+        """Ring what one settled revision needs next: its deliveries, its retry, the study's next revision."""
+        uid, number = key
+        for outbox_id in result.outbox_ids:
+            ring_dispatch(settings, outbox_id)
+        if result.result is Result.RETRY and result.retry_at is not None:
+            ring_process(settings, uid, number, at=result.retry_at)
+        if result.next_revision is not None:
+            ring_process(settings, uid, result.next_revision)
+
     def process_and_ring(study_uid: str, revision: int) -> Result:
-        """Process the named revision with a batch of other due ones; ring what each needs next."""
-        results = held.pipeline.process_batch(study_uid, revision)
-        for (uid, number), result in results:
-            for outbox_id in result.outbox_ids:
-                ring_dispatch(settings, outbox_id)
-            if result.result is Result.RETRY and result.retry_at is not None:
-                ring_process(settings, uid, number, at=result.retry_at)
-            if result.next_revision is not None:
-                ring_process(settings, uid, result.next_revision)
-        return results[0][1].result
+        """Process the named revision with a batch of other due ones (and, with draft processes, the batches
+        due after it); ring what each needs next as soon as it is settled."""
+        return held.pipeline.process_batch(study_uid, revision, on_result=ring_next)[0][1].result
 
     def process_study(self: Any, study_uid: str, revision: int) -> str:
         try:
@@ -109,6 +118,10 @@ def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | Non
             ring_dispatch(settings, outbox_id, at=result.retry_at)
         return result.delivery.state.value
 
+    def stop_taking_batches(**_: Any) -> None:
+        held.stopping.set()
+
+    worker_shutting_down.connect(stop_taking_batches, weak=False)
     app.task(name=PROCESS_TASK, **options)(process_study)
     app.task(name=DISPATCH_TASK, **options)(dispatch)
     return held

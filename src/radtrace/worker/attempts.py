@@ -1,0 +1,276 @@
+"""One attempt at one revision: claim it, keep the claim, and end it reported, skipped, retried or failed.
+
+*Claim* (one conditional UPDATE): ``queued`` (and due) → ``processing`` with ``claimed_by`` and
+``claim_expires_at``, ``attempts`` + 1, a ``jobs`` row and ``inference_started`` in the same transaction. A
+revision already ``processing`` under a live claim, or past ``processing``, is left alone; one whose claim
+expired (its worker died) is taken over, and that lost attempt counts, so a study that kills its worker ends
+``failed`` after ``broker.max_attempts``. A later revision waits until the study's earlier ones are past
+``processing`` (its SR names theirs as predecessors); the end of the earlier one says which revision to ring next.
+
+*End*: ``reported`` or ``skipped`` (:meth:`RevisionAttempts.finish`), or a failed attempt
+(:meth:`RevisionAttempts.failed`): a retryable error puts the revision back to ``queued`` with
+``next_attempt_at`` after an exponential backoff, until ``max_attempts``; a permanent one (or the last
+attempt) ends ``failed(reason)``. Both are audited (``inference_failed`` or ``report_failed``, and
+``study_failed`` for the end). Every end applies only while the claim is still ours.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.config import Settings
+from radtrace.errors import RadtraceError, is_retryable
+from radtrace.reporting.draft_store import failure_event_type
+from radtrace.store.engine import Store
+from radtrace.store.models import Job, JobState, Revision, RevisionState, Study
+from radtrace.worker.claims import (
+    Claim,
+    claim_decision,
+    claim_event,
+    held_by,
+    last_received,
+    retry_delay,
+    seconds_between,
+)
+from radtrace.worker.settlement import StageObserver
+
+__all__ = ["JOB_KIND", "ProcessResult", "Result", "RevisionAttempts"]
+
+log = logging.getLogger(__name__)
+
+JOB_KIND = "process"
+
+
+class Result(enum.StrEnum):
+    """What one ``process`` call did."""
+
+    REPORTED = "reported"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    RETRY = "retry"  # back to queued; ring again at ``retry_at``
+    NOT_CLAIMED = "not-claimed"  # someone else holds it, it is not due, or it is already done
+    MISSING = "missing"  # no such revision
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """The outcome of one ``process`` call, and what the caller should ring next."""
+
+    result: Result
+    state: RevisionState | None = None
+    reason: str | None = None
+    retry_at: datetime | None = None
+    outbox_ids: tuple[int, ...] = ()
+    next_revision: int | None = None  # a later revision of the study that waited for this one
+
+
+class RevisionAttempts:
+    """Claims, renews and ends attempts for one worker (named ``worker`` in ``claimed_by``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        recorder: AuditRecorder,
+        *,
+        actor: Actor,
+        worker: str,
+        clock: Callable[[], datetime],
+        observer: StageObserver,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.recorder = recorder
+        self.actor = actor
+        self.worker = worker
+        self.clock = clock
+        self.observer = observer
+
+    def renew(self, claim: Claim) -> bool:
+        """Push our claim's expiry ``claim_timeout_s`` ahead; False when the claim is no longer ours."""
+        now = self.clock()
+        with self.store.session("renewing a claim", immediate=True) as session:
+            renewed = session.execute(
+                sa.update(Revision)
+                .where(*held_by(claim, self.worker))
+                .values(claim_expires_at=now + timedelta(seconds=self.settings.broker.claim_timeout_s))
+                .execution_options(synchronize_session=False)
+            )
+            return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
+
+    def claim(self, study_uid: str, number: int) -> Claim | ProcessResult:
+        now = self.clock()
+        with self.store.session("claiming a revision", immediate=True) as session:
+            row = session.execute(
+                sa.select(Revision, Study)
+                .join(Study, Revision.study_id == Study.id)
+                .where(Study.study_uid == study_uid, Revision.number == number)
+            ).first()
+            if row is None:
+                return ProcessResult(Result.MISSING)
+            rev, study = row[0], row[1]
+            decision = claim_decision(
+                rev.state, rev.claim_expires_at, rev.next_attempt_at, now, ours=rev.claimed_by == self.worker
+            )
+            if decision not in ("claim", "take-over"):
+                return ProcessResult(Result.NOT_CLAIMED, rev.state, rev.reason, rev.next_attempt_at)
+            earlier = session.scalar(
+                sa.select(sa.func.min(Revision.number)).where(
+                    Revision.study_id == rev.study_id,
+                    Revision.number < rev.number,
+                    Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
+                )
+            )
+            if earlier is not None:  # its SR must exist first: this one names it as predecessor
+                return ProcessResult(Result.NOT_CLAIMED, rev.state, f"waiting for revision {earlier}")
+            taken = session.execute(
+                sa.update(Revision)
+                .where(Revision.id == rev.id, Revision.state == rev.state, Revision.attempts == rev.attempts)
+                .values(
+                    state=RevisionState.PROCESSING,
+                    attempts=rev.attempts + 1,
+                    claimed_by=self.worker,
+                    claim_expires_at=now + timedelta(seconds=self.settings.broker.claim_timeout_s),
+                    next_attempt_at=None,
+                    started_at=rev.started_at or now,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]  # another worker claimed it first
+                return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
+            attempt = rev.attempts + 1
+            waited: dict[str, float | None] = {"start": seconds_between(rev.next_attempt_at or rev.queued_at, now)}
+            if attempt == 1:
+                waited["complete"] = seconds_between(last_received(session, rev.id), rev.queued_at)
+            if decision == "take-over":
+                self._close_lost_jobs(session, rev.id, now)
+            job = Job(revision_id=rev.id, kind=JOB_KIND, attempt=attempt, state=JobState.RUNNING, worker=self.worker)
+            session.add(job)
+            session.flush()
+            claim = Claim(rev.id, study.study_uid, study.accession, rev.number, attempt, job.id, study.id)
+            self.recorder.record(
+                self.event(
+                    claim,
+                    EventType.INFERENCE_STARTED,
+                    worker=self.worker,
+                    taken_over_from=rev.claimed_by if decision == "take-over" else None,
+                ),
+                session=session,
+            )
+        self._observe(waited)
+        if decision == "take-over" and attempt > self.settings.broker.max_attempts:
+            reason = f"gave up after {attempt - 1} attempts: the worker was lost (claim expired)"
+            return self.failed(claim, RadtraceError(reason), final=True)
+        return claim
+
+    def _observe(self, durations: dict[str, float | None]) -> None:
+        for stage, seconds in durations.items():
+            if seconds is not None:
+                self.observer.observe(stage, seconds)
+
+    def _close_lost_jobs(self, session: Session, revision_id: int, now: datetime) -> None:
+        session.execute(
+            sa.update(Job)
+            .where(Job.revision_id == revision_id, Job.kind == JOB_KIND, Job.state == JobState.RUNNING)
+            .values(state=JobState.FAILED, finished_at=now, error="worker lost: claim expired")
+            .execution_options(synchronize_session=False)
+        )
+
+    def _release(self, session: Session, claim: Claim, now: datetime, **values: Any) -> bool:
+        """Apply ``values`` to the revision only while our claim holds; False when it was lost."""
+        released = session.execute(
+            sa.update(Revision)
+            .where(*held_by(claim, self.worker))
+            .values(claimed_by=None, claim_expires_at=None, updated_at=now, **values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(released.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _job_done(self, session: Session, claim: Claim, state: JobState, now: datetime, error: str | None) -> None:
+        job = session.get(Job, claim.job_id)
+        if job is not None:
+            job.state, job.finished_at, job.error = state, now, error
+
+    def finish(
+        self, claim: Claim, state: RevisionState, *, reason: str | None = None, outbox_ids: Sequence[int] = ()
+    ) -> ProcessResult:
+        now = self.clock()
+        stamps: dict[str, Any] = {"reported_at": now} if state is RevisionState.REPORTED else {"finished_at": now}
+        with self.store.session("finishing a revision", immediate=True) as session:
+            if not self._release(session, claim, now, state=state, reason=reason, **stamps):
+                log.warning("revision %s: claim lost before finishing; leaving it to its new holder", claim.revision_id)
+                return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
+            self._job_done(session, claim, JobState.SUCCEEDED, now, None)
+            if state is RevisionState.SKIPPED:
+                self.recorder.record(self.event(claim, EventType.STUDY_SKIPPED, reason=reason), session=session)
+            following = self._next_revision(session, claim)
+        log.info("revision %s %s (attempt %d)", claim.revision_id, state, claim.attempt)
+        if state.is_final:
+            self.observer.finished_in(state.value)
+        result = Result.REPORTED if state is RevisionState.REPORTED else Result.SKIPPED
+        return ProcessResult(result, state, reason, outbox_ids=tuple(outbox_ids), next_revision=following)
+
+    def failed(self, claim: Claim, error: RadtraceError, *, final: bool = False) -> ProcessResult:
+        now = self.clock()
+        max_attempts = self.settings.broker.max_attempts
+        retry = not final and is_retryable(error) and claim.attempt < max_attempts
+        if retry:
+            retry_at = now + retry_delay(self.settings.broker, claim.attempt)
+            values: dict[str, Any] = {"state": RevisionState.QUEUED, "next_attempt_at": retry_at}
+            reason = error.reason
+        else:
+            retry_at = None
+            reason = error.reason
+            if is_retryable(error):
+                reason = f"gave up after {claim.attempt} attempts: {error.reason}"
+            values = {"state": RevisionState.FAILED, "reason": reason, "finished_at": now}
+        with self.store.session("recording a failed attempt", immediate=True) as session:
+            if not self._release(session, claim, now, **values):
+                log.warning("revision %s: claim lost before recording a failure", claim.revision_id)
+                return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
+            self._job_done(session, claim, JobState.RETRYING if retry else JobState.FAILED, now, error.reason)
+            events = [
+                self.event(
+                    claim,
+                    failure_event_type(error),  # report_failed when the drafts could not be built
+                    Outcome.MINOR_FAILURE if retry else Outcome.SERIOUS_FAILURE,
+                    error=error.reason,
+                    retryable=is_retryable(error),
+                    next_attempt_at=retry_at.isoformat() if retry_at else None,
+                )
+            ]
+            following = None
+            if not retry:
+                events.append(self.event(claim, EventType.STUDY_FAILED, Outcome.SERIOUS_FAILURE, reason=reason))
+                following = self._next_revision(session, claim)
+            self.recorder.record_many(events, session=session)
+        log.warning("revision %s attempt %d failed (%s): %s", claim.revision_id, claim.attempt, values["state"], reason)
+        if retry:
+            return ProcessResult(Result.RETRY, RevisionState.QUEUED, reason, retry_at)
+        self.observer.finished_in(RevisionState.FAILED.value)
+        return ProcessResult(Result.FAILED, RevisionState.FAILED, reason, next_revision=following)
+
+    def _next_revision(self, session: Session, claim: Claim) -> int | None:
+        """The study's next queued revision, which waited for this one to finish."""
+        found = session.scalar(
+            sa.select(sa.func.min(Revision.number)).where(
+                Revision.study_id == claim.study_id,
+                Revision.number > claim.number,
+                Revision.state == RevisionState.QUEUED,
+            )
+        )
+        return int(found) if found is not None else None
+
+    def event(self, claim: Claim, kind: EventType, outcome: Outcome = Outcome.SUCCESS, **details: Any) -> AuditEvent:
+        return claim_event(self.actor, claim, kind, outcome, **details)
