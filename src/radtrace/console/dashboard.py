@@ -50,7 +50,16 @@ from radtrace.console.dashboard_figures import (
     read_figures,
     top_values,
 )
-from radtrace.console.web import _SECURITY_HEADERS, PREFIX, ConsoleState, StateDep, UserDep, _actor, _page, _sync
+from radtrace.console.pages import (
+    PREFIX,
+    SECURITY_HEADERS,
+    ConsoleState,
+    StateDep,
+    UserDep,
+    render_page,
+    request_actor,
+    sync_worklist,
+)
 from radtrace.qa.agreement import DECISIONS
 from radtrace.qa.drift import DriftAlert
 
@@ -90,7 +99,7 @@ def _window(state: ConsoleState, first: date | None, last: date | None, period: 
 
 def _record(request: Request, state: ConsoleState, user: Any, kind: EventType, **payload: Any) -> None:
     AuditRecorder(state.store).record(
-        AuditEvent(kind, _actor(request, user), payload={"via": "console", "view": "dashboard", **payload})
+        AuditEvent(kind, request_actor(request, user), payload={"via": "console", "view": "dashboard", **payload})
     )
 
 
@@ -106,12 +115,12 @@ def dashboard_page(
     """The dashboard for the chosen days (default the last 30), by day or week."""
     _qa(user)
     window = _window(state, first, last, period)
-    _sync(state)  # the worklist's projection carries the views and flags counted here
+    sync_worklist(state)  # the worklist's projection carries the views and flags counted here
     figures = read_figures(state.store, window, datetime.now(UTC))
     _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window))
-    return _page(request, state, "dashboard.html", user=user, f=figures, window=window, params=_params(window),
-                 charts=_charts(figures), alerts=_alerts(figures), stage_names=LATENCY_STAGES,
-                 decisions=DECISION_NAMES, whole_draft=WHOLE_DRAFT)  # fmt: skip
+    return render_page(request, state, "dashboard.html", user=user, f=figures, window=window, params=_params(window),
+                       charts=_charts(figures), alerts=_alerts(figures), stage_names=LATENCY_STAGES,
+                       decisions=DECISION_NAMES, whole_draft=WHOLE_DRAFT)  # fmt: skip
 
 
 @router.get("/dashboard/agreement")
@@ -127,8 +136,8 @@ def agreement_cell(
     studies = agreement_studies(state.store, window, label, decision)
     _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window), label=label, decision=decision,
             returned=len(studies))  # fmt: skip
-    return _page(request, state, "dashboard_studies.html", user=user, window=window, params=_params(window),
-                 label=label, decision=DECISION_NAMES[decision], studies=studies)  # fmt: skip
+    return render_page(request, state, "dashboard_studies.html", user=user, window=window, params=_params(window),
+                       label=label, decision=DECISION_NAMES[decision], studies=studies)  # fmt: skip
 
 
 @router.get("/dashboard/{chart}.csv")
@@ -148,7 +157,7 @@ async def chart_csv(
                             **_params(window))  # fmt: skip
     name = f"radtrace-{chart}-{window.first}-{window.last}-{window.period}.csv"
     return Response(_csv(rows), media_type="text/csv; charset=utf-8",
-                    headers={**_SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+                    headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
 
 
 # --- CSV ---------------------------------------------------------------------------------------------------------

@@ -47,17 +47,17 @@ from radtrace.audit.queries import (
 )
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.accounts import ConsoleRole, SignedIn
-from radtrace.console.web import (
-    _SECURITY_HEADERS,
+from radtrace.console.pages import (
     PREFIX,
+    SECURITY_HEADERS,
     ConsoleState,
     StateDep,
     UserDep,
-    _actor,
-    _check_csrf,
-    _form,
-    _page,
-    _redirect,
+    check_csrf,
+    read_form,
+    redirect,
+    render_page,
+    request_actor,
 )
 from radtrace.errors import RadtraceError
 from radtrace.store.engine import Store
@@ -172,9 +172,9 @@ def _row(event: AuditRecord) -> EventRow:
 
 
 def _explorer(request: Request, state: ConsoleState, user: SignedIn, status: int = 200, **context: Any) -> HTMLResponse:
-    return _page(request, state, "audit.html", status, user=user, filters=FILTERS, page_sizes=PAGE_SIZES,
-                 event_types=[t.value for t in EventType], outcomes=[o.value for o in Outcome],
-                 is_admin=user.account.role is ConsoleRole.ADMIN, **context)  # fmt: skip
+    return render_page(request, state, "audit.html", status, user=user, filters=FILTERS, page_sizes=PAGE_SIZES,
+                       event_types=[t.value for t in EventType], outcomes=[o.value for o in Outcome],
+                       is_admin=user.account.role is ConsoleRole.ADMIN, **context)  # fmt: skip
 
 
 @router.get("/audit")
@@ -187,7 +187,7 @@ def explorer_page(request: Request, state: StateDep, user: UserDep) -> HTMLRespo
     except QueryError as exc:
         return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
                          rows=None)  # fmt: skip
-    page = run_query(state.store, query, _actor(request, user))
+    page = run_query(state.store, query, request_actor(request, user))
     values = _form_values(query)
     kept = {**values, "limit": str(query.limit)}
     return _explorer(
@@ -224,7 +224,7 @@ def _stage_rows(timeline: Timeline) -> list[StageRow]:
 
 
 def _problem(request: Request, state: ConsoleState, user: SignedIn, status: int, title: str, reason: str) -> Response:
-    return _page(request, state, "audit_problem.html", status, user=user, title=title, reason=reason)
+    return render_page(request, state, "audit_problem.html", status, user=user, title=title, reason=reason)
 
 
 @router.get("/audit/studies/{study_uid}")
@@ -235,15 +235,15 @@ def timeline_page(request: Request, study_uid: str, state: StateDep, user: UserD
         return _problem(request, state, user, 400, "Not a Study Instance UID",
                         "a Study Instance UID is 1 to 64 digits and dots")  # fmt: skip
     try:
-        timeline = study_timeline(state.store, study_uid, _actor(request, user))
+        timeline = study_timeline(state.store, study_uid, request_actor(request, user))
     except QueryError as exc:
         return _problem(request, state, user, 400, "Not a Study Instance UID", exc.reason)
     if not timeline.entries:
         return _problem(request, state, user, 404, "No such study in the audit log",
                         "no audit event names this study")  # fmt: skip
-    return _page(request, state, "audit_timeline.html", user=user, timeline=timeline,
-                 rows=[(entry, _row(entry.event)) for entry in timeline.entries], stages=_stage_rows(timeline),
-                 chart=_chart(timeline))  # fmt: skip
+    return render_page(request, state, "audit_timeline.html", user=user, timeline=timeline,
+                       rows=[(entry, _row(entry.event)) for entry in timeline.entries], stages=_stage_rows(timeline),
+                       chart=_chart(timeline))  # fmt: skip
 
 
 def _chart(timeline: Timeline) -> str:
@@ -274,8 +274,8 @@ def export_page(request: Request, state: StateDep, user: UserDep) -> Response:
     except QueryError as exc:
         return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
                          rows=None)  # fmt: skip
-    records = export_records(state.store, selection, _actor(request, user))
-    headers = {**_SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="radtrace-audit.csv"'}
+    records = export_records(state.store, selection, request_actor(request, user))
+    headers = {**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="radtrace-audit.csv"'}
     return StreamingResponse(csv_chunks(records, formula_safe=True), media_type="text/csv; charset=utf-8",
                              headers=headers)  # fmt: skip
 
@@ -359,7 +359,7 @@ def _verifier(request: Request) -> Verifier:
 
 def _verify_page(request: Request, state: ConsoleState, user: SignedIn, run: VerifyRun | None,
                  status: int = 200, busy: bool = False) -> HTMLResponse:  # fmt: skip
-    return _page(request, state, "audit_verify.html", status, user=user, run=run, busy=busy)
+    return render_page(request, state, "audit_verify.html", status, user=user, run=run, busy=busy)
 
 
 @router.get("/audit/verify")
@@ -373,14 +373,14 @@ def verify_page(request: Request, state: StateDep, user: UserDep) -> HTMLRespons
 @router.post("/audit/verify")
 async def verify_start(request: Request, state: StateDep, user: UserDep) -> Response:
     """Start walking the hash chain (admin; recorded with its outcome); 409 while another walk is running."""
-    form = await _form(request)
-    _check_csrf(user.csrf_token, form)
+    form = await read_form(request)
+    check_csrf(user.csrf_token, form)
     _reader(user)
     _admin(user, "verify the audit chain")
-    run, started = _verifier(request).start(state.store, _actor(request, user))
+    run, started = _verifier(request).start(state.store, request_actor(request, user))
     if not started:
         return _verify_page(request, state, user, run, 409, busy=True)
-    return _redirect(f"{PREFIX}/audit/verify")
+    return redirect(f"{PREFIX}/audit/verify")
 
 
 @router.get("/audit/verify/progress")
@@ -390,4 +390,4 @@ def verify_progress(request: Request, user: UserDep) -> JSONResponse:
     _admin(user, "verify the audit chain")
     run = _verifier(request).current
     body = run.as_json() if run is not None else {"running": False, "checked": 0, "total": 0}
-    return JSONResponse(body, headers=_SECURITY_HEADERS)
+    return JSONResponse(body, headers=SECURITY_HEADERS)

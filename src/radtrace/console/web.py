@@ -12,19 +12,16 @@ Routes are ``async`` only to read form bodies; database and image work runs in t
 
 from __future__ import annotations
 
-import hmac
 import io
 import logging
 import re
 import secrets
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -32,17 +29,28 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from radtrace import __version__
-from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.events import AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
-from radtrace.console.accounts import (
-    LoginFailed,
-    SignedIn,
-    end_session,
-    log_in,
-    resume_session,
-    start_session,
+from radtrace.console import dashboard, explorer
+from radtrace.console.accounts import LoginFailed, SignedIn, end_session, log_in
+from radtrace.console.pages import (
+    PREFIX,
+    SECURITY_HEADERS,
+    SESSION_COOKIE,
+    ConsoleState,
+    LoginRequiredError,
+    StateDep,
+    UserDep,
+    check_csrf,
+    client_host,
+    read_form,
+    redirect,
+    render_page,
+    request_actor,
+    secure_cookies,
+    set_session_cookie,
+    sync_worklist,
 )
 from radtrace.console.review import (
     DRAFT_REASONS,
@@ -56,12 +64,10 @@ from radtrace.console.review import (
     load_review,
 )
 from radtrace.console.worklist import (
-    FLAG_LABELS,
     WorklistFilter,
     mark_opened,
     next_study,
     now,
-    sync_review_items,
     worklist_page,
 )
 from radtrace.errors import RadtraceError, ReportError
@@ -71,122 +77,12 @@ __all__ = ["SESSION_COOKIE", "mount_console"]
 
 log = logging.getLogger(__name__)
 
-PREFIX: Final = "/console"
-SESSION_COOKIE: Final = "radtrace_session"
 LOGIN_CSRF_COOKIE: Final = "radtrace_login_csrf"
-MAX_FORM_BYTES: Final = 16 * 1024
 _STATIC: Final = Path(__file__).with_name("static")
-_SECURITY_HEADERS: Final = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 StudyUid = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9.]+$")]
 RevisionNumber = Annotated[int, PathParam(ge=1)]
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-
-
-@dataclass
-class ConsoleState:
-    """What the pages need, kept on ``app.state.console``."""
-
-    store: Store
-    settings: Settings
-    templates: Environment
-    last_sync: float = 0.0
-    #: Rings the dispatcher for an outbox row (``radtrace.worker.doorbell.ring_dispatch`` unless a test sets one).
-    ring_dispatch: Callable[[int], bool] | None = None
-
-
-class _LoginRequiredError(Exception):
-    """The request has no live session: send the browser to the login page."""
-
-
-def _state(request: Request) -> ConsoleState:
-    state = request.app.state.console
-    if not isinstance(state, ConsoleState):  # pragma: no cover - mount_console always sets it
-        raise RuntimeError("the console was not mounted")
-    return state
-
-
-StateDep = Annotated[ConsoleState, Depends(_state)]
-
-
-def _host(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-def _secure(request: Request, state: ConsoleState) -> bool:
-    mode = state.settings.console.cookie_secure
-    return mode == "always" or (mode == "auto" and request.url.scheme == "https")
-
-
-def _set_session_cookie(response: Response, request: Request, state: ConsoleState, cookie: str) -> None:
-    response.set_cookie(
-        SESSION_COOKIE,
-        cookie,
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request, state),
-        path=PREFIX,
-    )
-
-
-def _signed_in(request: Request, state: StateDep) -> SignedIn:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    found = resume_session(state.store, cookie, state.settings.console) if cookie else None
-    if found is not None:
-        return found
-    header = state.settings.console.trusted_user_header
-    if header and _host(request) in state.settings.console.trusted_proxies and request.headers.get(header):
-        started = start_session(state.store, request.headers[header].strip(), host=_host(request),
-                                method=f"trusted-header {header}")  # fmt: skip
-        if isinstance(started, SignedIn):
-            request.state.new_session_cookie = started.cookie
-            return started
-    raise _LoginRequiredError
-
-
-UserDep = Annotated[SignedIn, Depends(_signed_in)]
-
-
-def _actor(request: Request, user: SignedIn) -> Actor:
-    return Actor(user=user.account.name, host=_host(request))
-
-
-def _page(request: Request, state: ConsoleState, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    html = state.templates.get_template(template).render(
-        prefix=PREFIX, version=__version__, flag_labels=FLAG_LABELS, **context
-    )
-    response = HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
-    cookie = getattr(request.state, "new_session_cookie", None)
-    if cookie:
-        _set_session_cookie(response, request, state, cookie)
-    return response
-
-
-def _redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303, headers=_SECURITY_HEADERS)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise HTTPException(413, detail="form too large")
-    try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=32)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise HTTPException(400, detail="unreadable form") from exc
-    return {name: values[-1] for name, values in fields.items()}
-
-
-def _check_csrf(expected: str | None, form: dict[str, str]) -> None:
-    given = form.get("csrf_token", "")
-    if not expected or not given or not hmac.compare_digest(expected.encode(), given.encode()):
-        raise HTTPException(403, detail="missing or wrong CSRF token: reload the page and try again")
 
 
 # --- login -----------------------------------------------------------------------------------
@@ -195,31 +91,33 @@ def _check_csrf(expected: str | None, form: dict[str, str]) -> None:
 @router.get("/")
 def home() -> RedirectResponse:
     """The console starts at the worklist."""
-    return _redirect(f"{PREFIX}/worklist")
+    return redirect(f"{PREFIX}/worklist")
 
 
 @router.get("/login")
 def login_page(request: Request, state: StateDep, failed: bool = False) -> HTMLResponse:
     """The sign-in form, with a fresh double-submit CSRF token."""
     token = secrets.token_urlsafe(32)
-    response = _page(request, state, "login.html", 401 if failed else 200, csrf_token=token, failed=failed,
-                     user=None)  # fmt: skip
-    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request, state),
-                        path=f"{PREFIX}/login")  # fmt: skip
+    response = render_page(request, state, "login.html", 401 if failed else 200, csrf_token=token, failed=failed,
+                           user=None)  # fmt: skip
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
+                        secure=secure_cookies(request, state), path=f"{PREFIX}/login")  # fmt: skip
     return response
 
 
 @router.post("/login")
 async def login(request: Request, state: StateDep) -> Response:
     """Check the name and password; on success start a session and go to the worklist."""
-    form = await _form(request)
-    _check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), form)
+    form = await read_form(request)
+    check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), form)
     name, password = form.get("username", "").strip(), form.get("password", "")
-    result = await run_in_threadpool(log_in, state.store, name, password, state.settings.console, host=_host(request))
+    result = await run_in_threadpool(
+        log_in, state.store, name, password, state.settings.console, host=client_host(request)
+    )
     if isinstance(result, LoginFailed) or result.cookie is None:
-        return _redirect(f"{PREFIX}/login?failed=1")
-    response = _redirect(f"{PREFIX}/worklist")
-    _set_session_cookie(response, request, state, result.cookie)
+        return redirect(f"{PREFIX}/login?failed=1")
+    response = redirect(f"{PREFIX}/worklist")
+    set_session_cookie(response, request, state, result.cookie)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path=f"{PREFIX}/login")
     return response
 
@@ -227,21 +125,15 @@ async def login(request: Request, state: StateDep) -> Response:
 @router.post("/logout")
 async def logout(request: Request, state: StateDep, user: UserDep) -> Response:
     """End the session (recorded) and forget the cookie."""
-    form = await _form(request)
-    _check_csrf(user.csrf_token, form)
-    await run_in_threadpool(end_session, state.store, user, host=_host(request))
-    response = _redirect(f"{PREFIX}/login")
+    form = await read_form(request)
+    check_csrf(user.csrf_token, form)
+    await run_in_threadpool(end_session, state.store, user, host=client_host(request))
+    response = redirect(f"{PREFIX}/login")
     response.delete_cookie(SESSION_COOKIE, path=PREFIX)
     return response
 
 
 # --- worklist --------------------------------------------------------------------------------
-
-
-def _sync(state: ConsoleState) -> None:
-    if time.monotonic() - state.last_sync >= state.settings.console.sync_interval_s:
-        state.last_sync = time.monotonic()
-        sync_review_items(state.store, state.settings.spool_dir)
 
 
 @router.get("/worklist")
@@ -253,10 +145,10 @@ def worklist(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> HTMLResponse:
     """Drafts waiting for a radiologist: STAT first, then the oldest."""
-    _sync(state)
+    sync_worklist(state)
     listed = worklist_page(state.store, show, user.account.name, page, state.settings.console.page_size)
-    return _page(request, state, "worklist.html", user=user, page=listed, show=show.value,
-                 filters=[f.value for f in WorklistFilter], now=now())  # fmt: skip
+    return render_page(request, state, "worklist.html", user=user, page=listed, show=show.value,
+                       filters=[f.value for f in WorklistFilter], now=now())  # fmt: skip
 
 
 @router.get("/next")
@@ -267,20 +159,20 @@ def next_one(
     revision: Annotated[int | None, Query(ge=1)] = None,
 ) -> RedirectResponse:
     """The next unassessed study in worklist order (the worklist when none is left)."""
-    _sync(state)
+    sync_worklist(state)
     after = (study, revision) if study is not None and revision is not None else None
     found = next_study(state.store, user.account.name, after)
     if found is None:
-        return _redirect(f"{PREFIX}/worklist")
-    return _redirect(f"{PREFIX}/studies/{found[0]}/{found[1]}")
+        return redirect(f"{PREFIX}/worklist")
+    return redirect(f"{PREFIX}/studies/{found[0]}/{found[1]}")
 
 
 @router.get("/agreement")
 def agreement_page(request: Request, state: StateDep, user: UserDep) -> HTMLResponse:
     """How often radiologists accept, reject or modify each finding and whole drafts (current decisions only)."""
     findings, drafts, reasons = agreement(state.store)
-    return _page(request, state, "agreement.html", user=user, findings=findings, drafts=drafts, reasons=reasons,
-                 reason_meanings=DRAFT_REASONS)  # fmt: skip
+    return render_page(request, state, "agreement.html", user=user, findings=findings, drafts=drafts,
+                       reasons=reasons, reason_meanings=DRAFT_REASONS)  # fmt: skip
 
 
 # --- study -----------------------------------------------------------------------------------
@@ -311,16 +203,17 @@ def study_page(
     request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
 ) -> HTMLResponse:
     """One draft: images, findings with evidence, reasoning, impression, flags, model; decisions."""
-    _sync(state)  # a link to a revision reported a moment ago shows its worklist details too
+    sync_worklist(state)  # a link to a revision reported a moment ago shows its worklist details too
     review = _review_or_404(state, study_uid, revision)
     AuditRecorder(state.store).record(
-        AuditEvent(EventType.STUDY_OPENED, _actor(request, user), study_uid=study_uid, accession=review.accession,
+        AuditEvent(EventType.STUDY_OPENED, request_actor(request, user), study_uid=study_uid,
+                   accession=review.accession,
                    payload={"revision": revision, "via": "console", "role": user.account.role.value})
     )  # fmt: skip
     if user.account.role.may_decide:
         mark_opened(state.store, study_uid, revision, user.account.name)
-    return _page(request, state, "study.html", user=user, review=review, sections=_sentences(review),
-                 reasons=DRAFT_REASONS, may_decide=user.account.role.may_decide)  # fmt: skip
+    return render_page(request, state, "study.html", user=user, review=review, sections=_sentences(review),
+                       reasons=DRAFT_REASONS, may_decide=user.account.role.may_decide)  # fmt: skip
 
 
 def _png(pixels: Any) -> bytes:
@@ -368,10 +261,11 @@ def study_image(
         log.warning("console: image could not be rendered: %s", type(exc).__name__)
         raise HTTPException(404, detail="the image could not be read from the spool") from exc
     AuditRecorder(state.store).record(
-        AuditEvent(EventType.IMAGE_VIEWED, _actor(request, user), study_uid=study_uid, accession=review.accession,
+        AuditEvent(EventType.IMAGE_VIEWED, request_actor(request, user), study_uid=study_uid,
+                   accession=review.accession,
                    payload={"revision": revision, "sop_instance_uid": sop_uid, "rendering": kind})
     )  # fmt: skip
-    return Response(data, media_type="image/png", headers={**_SECURITY_HEADERS, "Cache-Control": "private, no-store"})
+    return Response(data, media_type="image/png", headers={**SECURITY_HEADERS, "Cache-Control": "private, no-store"})
 
 
 def _decider(user: SignedIn) -> None:
@@ -385,20 +279,20 @@ async def finding_decision(
     request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
 ) -> Response:
     """Accept, reject or modify one finding (a new audit event; a later one supersedes it)."""
-    form = await _form(request)
-    _check_csrf(user.csrf_token, form)
+    form = await read_form(request)
+    check_csrf(user.csrf_token, form)
     _decider(user)
     review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
     label = form.get("label", "")
     try:
-        await run_in_threadpool(decide_finding, state.store, review, _actor(request, user), label,
+        await run_in_threadpool(decide_finding, state.store, review, request_actor(request, user), label,
                                 form.get("decision", ""), form.get("status") or None, form.get("comment"))  # fmt: skip
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
     # The next finding is selected after a decision, so the keyboard path is j-less: a, a, r, a …
     index = next((i for i, f in enumerate(review.findings) if f.label == label), 0)
     index = min(index + 1, max(0, len(review.findings) - 1))
-    return _redirect(f"{PREFIX}/studies/{study_uid}/{revision}?focus={index}#finding-{index}")
+    return redirect(f"{PREFIX}/studies/{study_uid}/{revision}?focus={index}#finding-{index}")
 
 
 @router.post("/studies/{study_uid}/{revision}/draft")
@@ -406,8 +300,8 @@ async def draft_decision(
     request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
 ) -> Response:
     """Accept or reject the whole draft with a coded reason (a new audit event)."""
-    form = await _form(request)
-    _check_csrf(user.csrf_token, form)
+    form = await read_form(request)
+    check_csrf(user.csrf_token, form)
     _decider(user)
     review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
     verdict, reason, comment = form.get("decision", ""), form.get("reason", ""), form.get("comment")
@@ -417,15 +311,15 @@ async def draft_decision(
         kept, hl7 = built if built else (None, None)
         queued: list[int] = []
         add_rows = _outbox_rows(state, kept, hl7, queued) if kept else None
-        await run_in_threadpool(decide_draft, state.store, review, _actor(request, user), verdict, reason, comment,
-                                kept, add_rows)  # fmt: skip
+        await run_in_threadpool(decide_draft, state.store, review, request_actor(request, user), verdict, reason,
+                                comment, kept, add_rows)  # fmt: skip
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
     if queued:
         await run_in_threadpool(_ring, state, queued)
     if form.get("then") == "next":
-        return _redirect(f"{PREFIX}/next?study={quote(study_uid)}&revision={revision}")
-    return _redirect(f"{PREFIX}/studies/{study_uid}/{revision}#draft")
+        return redirect(f"{PREFIX}/next?study={quote(study_uid)}&revision={revision}")
+    return redirect(f"{PREFIX}/studies/{study_uid}/{revision}#draft")
 
 
 def _assessments_root(state: ConsoleState) -> Path:
@@ -527,11 +421,11 @@ def assessment_file(
     if not path.is_file():
         raise HTTPException(404, detail="no such assessment SR is kept")
     AuditRecorder(state.store).record(
-        AuditEvent(EventType.DRAFT_EXPORTED, _actor(request, user), study_uid=study_uid,
+        AuditEvent(EventType.DRAFT_EXPORTED, request_actor(request, user), study_uid=study_uid,
                    payload={"via": "console", "revision": revision, "assessment_sr": sop_uid})
     )  # fmt: skip
     disposition = {"Content-Disposition": f'attachment; filename="{sop_uid}.dcm"'}
-    return Response(path.read_bytes(), media_type="application/dicom", headers={**_SECURITY_HEADERS, **disposition})
+    return Response(path.read_bytes(), media_type="application/dicom", headers={**SECURITY_HEADERS, **disposition})
 
 
 # --- wiring ----------------------------------------------------------------------------------
@@ -539,8 +433,8 @@ def assessment_file(
 
 async def _on_needs_login(request: Request, exc: Exception) -> Response:
     if request.method == "GET":
-        return _redirect(f"{PREFIX}/login")
-    return HTMLResponse("sign in first", status_code=401, headers=_SECURITY_HEADERS)
+        return redirect(f"{PREFIX}/login")
+    return HTMLResponse("sign in first", status_code=401, headers=SECURITY_HEADERS)
 
 
 def templates() -> Environment:
@@ -565,11 +459,9 @@ def _waiting(seconds: float) -> str:
 
 def mount_console(app: FastAPI, store: Store, settings: Settings) -> None:
     """Serve the console under ``/console`` of ``app`` (the QA API), with its static files."""
-    from radtrace.console import dashboard, explorer  # they use this module's page helpers
-
     app.state.console = ConsoleState(store, settings, templates())
     app.include_router(router)
     app.include_router(dashboard.router)
     app.include_router(explorer.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=_STATIC), name="console-static")
-    app.add_exception_handler(_LoginRequiredError, _on_needs_login)
+    app.add_exception_handler(LoginRequiredError, _on_needs_login)

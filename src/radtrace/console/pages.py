@@ -1,0 +1,183 @@
+"""What every console page shares: the mount point, the security headers, the request's state and signed-in user,
+rendering a template, redirects, reading a form, the CSRF check and the worklist's sync.
+
+:mod:`.web` (login, worklist, study review), :mod:`.dashboard` and :mod:`.explorer` build their routes from these.
+A page is rendered with :data:`SECURITY_HEADERS` and, when a trusted proxy's header started the session on this
+request, sets the new session cookie. A request without a live session raises :class:`LoginRequiredError`, which
+:func:`radtrace.console.web.mount_console` turns into the login page.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+from urllib.parse import parse_qs
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment
+
+from radtrace import __version__
+from radtrace.audit.events import Actor
+from radtrace.config import Settings
+from radtrace.console.accounts import SignedIn, resume_session, start_session
+from radtrace.console.worklist import FLAG_LABELS, sync_review_items
+from radtrace.store.engine import Store
+
+__all__ = [
+    "MAX_FORM_BYTES",
+    "PREFIX",
+    "SECURITY_HEADERS",
+    "SESSION_COOKIE",
+    "ConsoleState",
+    "LoginRequiredError",
+    "StateDep",
+    "UserDep",
+    "check_csrf",
+    "client_host",
+    "console_state",
+    "read_form",
+    "redirect",
+    "render_page",
+    "request_actor",
+    "secure_cookies",
+    "set_session_cookie",
+    "signed_in_user",
+    "sync_worklist",
+]
+
+PREFIX: Final = "/console"
+SESSION_COOKIE: Final = "radtrace_session"
+MAX_FORM_BYTES: Final = 16 * 1024
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass
+class ConsoleState:
+    """What the pages need, kept on ``app.state.console``."""
+
+    store: Store
+    settings: Settings
+    templates: Environment
+    last_sync: float = 0.0
+    #: Rings the dispatcher for an outbox row (``radtrace.worker.doorbell.ring_dispatch`` unless a test sets one).
+    ring_dispatch: Callable[[int], bool] | None = None
+
+
+class LoginRequiredError(Exception):
+    """The request has no live session: send the browser to the login page."""
+
+
+def console_state(request: Request) -> ConsoleState:
+    """The console's state on the application (a FastAPI dependency: :data:`StateDep`)."""
+    state = request.app.state.console
+    if not isinstance(state, ConsoleState):  # pragma: no cover - mount_console always sets it
+        raise RuntimeError("the console was not mounted")
+    return state
+
+
+StateDep = Annotated[ConsoleState, Depends(console_state)]
+
+
+def client_host(request: Request) -> str | None:
+    """The address the request came from, when known."""
+    return request.client.host if request.client else None
+
+
+def secure_cookies(request: Request, state: ConsoleState) -> bool:
+    """Whether cookies set on this response are marked Secure (``console.cookie_secure``; ``auto``: over TLS)."""
+    mode = state.settings.console.cookie_secure
+    return mode == "always" or (mode == "auto" and request.url.scheme == "https")
+
+
+def set_session_cookie(response: Response, request: Request, state: ConsoleState, cookie: str) -> None:
+    """Set the session cookie on ``response``: HttpOnly, SameSite=Strict, scoped to :data:`PREFIX`."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookies(request, state),
+        path=PREFIX,
+    )
+
+
+def signed_in_user(request: Request, state: StateDep) -> SignedIn:
+    """The session of the request's cookie, or one started from a trusted proxy's user header (a FastAPI
+    dependency: :data:`UserDep`); raises :class:`LoginRequiredError` when there is neither."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    found = resume_session(state.store, cookie, state.settings.console) if cookie else None
+    if found is not None:
+        return found
+    header = state.settings.console.trusted_user_header
+    if header and client_host(request) in state.settings.console.trusted_proxies and request.headers.get(header):
+        started = start_session(state.store, request.headers[header].strip(), host=client_host(request),
+                                method=f"trusted-header {header}")  # fmt: skip
+        if isinstance(started, SignedIn):
+            request.state.new_session_cookie = started.cookie
+            return started
+    raise LoginRequiredError
+
+
+UserDep = Annotated[SignedIn, Depends(signed_in_user)]
+
+
+def request_actor(request: Request, user: SignedIn) -> Actor:
+    """Who did it, for the audit log: the signed-in account and the request's host."""
+    return Actor(user=user.account.name, host=client_host(request))
+
+
+def render_page(
+    request: Request, state: ConsoleState, template: str, status: int = 200, **context: Any
+) -> HTMLResponse:
+    """``template`` rendered with ``context`` (and the prefix, version and flag labels every page uses), with the
+    security headers and, when this request started a session, its cookie."""
+    html = state.templates.get_template(template).render(
+        prefix=PREFIX, version=__version__, flag_labels=FLAG_LABELS, **context
+    )
+    response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+    cookie = getattr(request.state, "new_session_cookie", None)
+    if cookie:
+        set_session_cookie(response, request, state, cookie)
+    return response
+
+
+def redirect(url: str) -> RedirectResponse:
+    """A 303 See Other to ``url`` (a POST is followed by a GET), with the security headers."""
+    return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The request's URL-encoded form, the last value of each field; 413 above :data:`MAX_FORM_BYTES`, 400 when
+    it cannot be read."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise HTTPException(413, detail="form too large")
+    try:
+        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=32)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(400, detail="unreadable form") from exc
+    return {name: values[-1] for name, values in fields.items()}
+
+
+def check_csrf(expected: str | None, form: dict[str, str]) -> None:
+    """Refuse (403) a form whose ``csrf_token`` is missing or is not ``expected`` (compared in constant time)."""
+    given = form.get("csrf_token", "")
+    if not expected or not given or not hmac.compare_digest(expected.encode(), given.encode()):
+        raise HTTPException(403, detail="missing or wrong CSRF token: reload the page and try again")
+
+
+def sync_worklist(state: ConsoleState) -> None:
+    """Bring the worklist's projection up to date, at most every ``console.sync_interval_s``."""
+    if time.monotonic() - state.last_sync >= state.settings.console.sync_interval_s:
+        state.last_sync = time.monotonic()
+        sync_review_items(state.store, state.settings.spool_dir)
