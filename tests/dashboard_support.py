@@ -27,7 +27,7 @@ from qa_support import DRIFT_LABEL, PREVALENCE, START, synthetic_history
 from radtrace.audit.chain import GENESIS_HASH, row_hash
 from radtrace.audit.events import EventType, canonical_json
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console.dashboard_figures import sync_decisions
+from radtrace.console.dashboard_agreement import sync_decisions
 from radtrace.console.schema import ReviewItem
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, OutboxMessage, Revision, Study

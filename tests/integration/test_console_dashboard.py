@@ -217,7 +217,7 @@ def test_migration_0008_copies_the_decisions_already_recorded(database_url: str)
 
     from radtrace.audit.events import Actor, AuditEvent, EventType
     from radtrace.audit.recorder import AuditRecorder
-    from radtrace.console.dashboard_figures import sync_decisions
+    from radtrace.console.dashboard_agreement import sync_decisions
     from radtrace.console.schema import QaDecision
     from radtrace.store.migrate import _config
 

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from radtrace.console.dashboard import _csv
-from radtrace.console.dashboard_figures import Window
+from radtrace.console.dashboard_queries import Window
 
 
 def test_a_daily_window_has_its_baseline_days_just_before_it() -> None:

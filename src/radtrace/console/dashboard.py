@@ -41,15 +41,9 @@ from radtrace.console.charts import (
     percent,
     time_series_svg,
 )
-from radtrace.console.dashboard_figures import (
-    LATENCY_STAGES,
-    WHOLE_DRAFT,
-    Figures,
-    Window,
-    agreement_studies,
-    read_figures,
-    top_values,
-)
+from radtrace.console.dashboard_agreement import WHOLE_DRAFT, agreement_studies
+from radtrace.console.dashboard_figures import LATENCY_STAGES, Figures, read_figures, top_values
+from radtrace.console.dashboard_queries import Window
 from radtrace.console.pages import (
     PREFIX,
     SECURITY_HEADERS,

@@ -14,9 +14,10 @@ comes from:
   reading plus building the drafts), *dispatch* (→ SR at the PACS), and *total* (last image → SR at the PACS);
   p50/p95 by :func:`radtrace.qa.operations.stage_latencies`;
 * **agreement** — ``finding_assessed`` and ``draft_assessed`` audit events recorded in the window that no later
-  decision on the same (study, revision, label) replaced (copied into ``qa_decisions`` by :func:`sync_decisions`),
-  counted as :func:`radtrace.qa.agreement.agreement_by_label` counts; shares with Wilson 95 % intervals
-  (:class:`radtrace.qa.intervals.Proportion`);
+  decision on the same (study, revision, label) replaced (copied into ``qa_decisions`` by
+  :func:`~radtrace.console.dashboard_agreement.sync_decisions`), counted as
+  :func:`radtrace.qa.agreement.agreement_by_label` counts; shares with Wilson 95 % intervals
+  (:class:`radtrace.qa.intervals.Proportion`), read by :mod:`.dashboard_agreement`;
 * **drift** — ``inference_completed`` events (their ``labels`` column: the labels found present) per day, in the
   window and the baseline before it, through :func:`radtrace.qa.drift.drift_alerts`; failures per day (revisions
   failed / failed + read) through :func:`radtrace.qa.drift.failure_bursts`;
@@ -33,22 +34,21 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import aliased
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console.schema import QaDecision, ReviewItem
-from radtrace.qa.agreement import DECISIONS, LabelAgreement
+from radtrace.console.dashboard_agreement import read_agreement, sync_decisions
+from radtrace.console.dashboard_queries import Window, as_date, aware, has_item, seconds_between, utc_day, within
+from radtrace.console.schema import ReviewItem
+from radtrace.qa.agreement import LabelAgreement
 from radtrace.qa.drift import (
     ChartPoint,
     DriftAlert,
     FailureBurst,
-    Period,
     PeriodCount,
     drift_alerts,
     failure_bursts,
@@ -56,19 +56,15 @@ from radtrace.qa.drift import (
 )
 from radtrace.qa.intervals import Proportion, percentile
 from radtrace.qa.operations import LatencySummary, stage_latencies
-from radtrace.store.engine import Store, is_postgresql
+from radtrace.store.engine import Store
 from radtrace.store.models import Instance, OutboxMessage, Revision, RevisionState
 
 __all__ = [
     "LATENCY_STAGES",
     "LATENCY_TARGETS_S",
-    "WHOLE_DRAFT",
     "Figures",
     "Queue",
-    "Window",
-    "agreement_studies",
     "read_figures",
-    "sync_decisions",
 ]
 
 #: The latency stages, in pipeline order, and how the dashboard names them.
@@ -85,7 +81,6 @@ LATENCY_STAGES: Final = {
 #: five minutes, so the draft is there before a radiologist opens the study.
 LATENCY_TARGETS_S: Final = {"settle": 30.0, "queue_wait": 60.0, "read_and_report": 120.0, "dispatch": 60.0,
                             "total": 300.0}  # fmt: skip
-WHOLE_DRAFT: Final = "(whole draft)"
 #: Latency percentiles over more studies than this come from an evenly spread sample of about this many (every
 #: k-th revision by ID): p95's standard error at 10,000 is about 0.2 percentile points, and the query stays fast.
 LATENCY_SAMPLE: Final = 10_000
@@ -95,38 +90,6 @@ MIX_ATTRIBUTES: Final = (
     "view position", "manufacturer", "manufacturer's model name", "pixel spacing (mm)", "photometric interpretation",
     "transfer syntax", "modality", "body part", "SOP class", "sending AE",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Window:
-    """The days shown (``first`` to ``last``, inclusive, UTC), their granularity, and the baseline before them."""
-
-    first: date
-    last: date
-    period: Period = "day"
-    baseline_days: int = 28
-    drift_run: int = 7
-
-    @property
-    def start(self) -> date:
-        """The first day counted: ``first``, or the Monday of its week."""
-        return period_start(self.first, self.period)
-
-    @property
-    def baseline(self) -> tuple[date, date]:
-        """The baseline's first and last day: ``baseline_days`` (whole weeks for weekly periods) before ``start``."""
-        days = self.baseline_days if self.period == "day" else 7 * math.ceil(self.baseline_days / 7)
-        return self.start - timedelta(days=days), self.start - timedelta(days=1)
-
-    def periods(self) -> list[date]:
-        """Every period start from ``start`` to ``last``."""
-        step = 1 if self.period == "day" else 7
-        count = (self.last - self.start).days // step + 1
-        return [self.start + timedelta(days=step * i) for i in range(count)]
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -176,44 +139,6 @@ class Figures:
         return sum(self.failed.values(), Counter[str]()).most_common()
 
 
-# --- SQL that reads the same on SQLite and PostgreSQL --------------------------------------------------------
-
-
-def _day(store: Store, column: Any) -> sa.ColumnElement[str]:
-    """The UTC day of a timestamp column as ``YYYY-MM-DD`` text (SQLite keeps UTC text; PostgreSQL timestamptz)."""
-    if is_postgresql(store.engine):
-        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
-    return sa.func.substr(column, 1, 10)
-
-
-def _seconds(store: Store, later: Any, earlier: Any) -> sa.ColumnElement[float]:
-    if is_postgresql(store.engine):
-        return sa.cast(sa.func.extract("epoch", later - earlier), sa.Float)
-    return (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
-
-
-def _json_text(store: Store, column: Any, key: str) -> sa.ColumnElement[str]:
-    if is_postgresql(store.engine):
-        return sa.func.json_extract_path_text(sa.cast(column, postgresql.JSON), key)
-    return sa.cast(sa.func.json_extract(column, f"$.{key}"), sa.String)
-
-
-def _has_item(store: Store, column: Any, item: str) -> sa.ColumnElement[bool]:
-    """Whether a comma-separated column holds ``item`` exactly (case-sensitive on both databases)."""
-    padded = sa.literal(",") + column + sa.literal(",")
-    needle = f",{item},"
-    position = sa.func.strpos(padded, needle) if is_postgresql(store.engine) else sa.func.instr(padded, needle)
-    return position > 0
-
-
-def _within(column: Any, first: date, last: date) -> sa.ColumnElement[bool]:
-    return sa.and_(column >= _midnight(first), column < _midnight(last + timedelta(days=1)))
-
-
-def _as_date(text: str) -> date:
-    return date.fromisoformat(text)
-
-
 # --- reading ---------------------------------------------------------------------------------------------------
 
 
@@ -237,7 +162,7 @@ def read_figures(store: Store, window: Window, now: datetime) -> Figures:
         figures.queue = _queue(session, now)
 
     def agreement(session: Any) -> None:
-        figures.agreement = _agreement(session, store, window)
+        figures.agreement = read_agreement(session, window)
 
     sections = [
         lambda session: _mix(session, store, window, figures, fold),
@@ -257,10 +182,10 @@ def read_figures(store: Store, window: Window, now: datetime) -> Figures:
 
 def _models(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
     rows = session.execute(
-        sa.select(_day(store, AuditEventRow.recorded_at), AuditEventRow.model_name, AuditEventRow.model_version,
+        sa.select(utc_day(store, AuditEventRow.recorded_at), AuditEventRow.model_name, AuditEventRow.model_version,
                   sa.func.count())
         .where(AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value,
-               _within(AuditEventRow.recorded_at, window.start, window.last))
+               within(AuditEventRow.recorded_at, window.start, window.last))
         .group_by(sa.literal_column("1"), AuditEventRow.model_name, AuditEventRow.model_version)
     )  # fmt: skip
     for day, name, version, count in rows:
@@ -270,15 +195,15 @@ def _models(session: Any, store: Store, window: Window, figures: Figures, fold: 
 
 def _folder(window: Window) -> Any:
     def fold(day: str | date) -> date:
-        return period_start(_as_date(day) if isinstance(day, str) else day, window.period)
+        return period_start(as_date(day) if isinstance(day, str) else day, window.period)
 
     return fold
 
 
 def _count_by_day(session: Any, store: Store, column: Any, first: date, last: date, *where: Any) -> dict[str, int]:
     rows = session.execute(
-        sa.select(_day(store, column), sa.func.count())
-        .where(_within(column, first, last), *where)
+        sa.select(utc_day(store, column), sa.func.count())
+        .where(within(column, first, last), *where)
         .group_by(sa.literal_column("1"))
     )
     return {str(day): int(count) for day, count in rows}
@@ -291,24 +216,24 @@ def _volume(session: Any, store: Store, window: Window, figures: Figures, fold: 
     base_first = window.baseline[0]
     read_by_day = _count_by_day(session, store, Revision.reported_at, base_first, last)
     for day, count in read_by_day.items():
-        if _as_date(day) >= first:
+        if as_date(day) >= first:
             figures.read[fold(day)] = figures.read.get(fold(day), 0) + count
     failed_by_day: dict[str, int] = {}
     for state, target in ((RevisionState.SKIPPED, figures.skipped), (RevisionState.FAILED, figures.failed)):
         rows = session.execute(
-            sa.select(_day(store, Revision.finished_at), Revision.reason, sa.func.count())
-            .where(Revision.state == state, _within(Revision.finished_at, base_first, last))
+            sa.select(utc_day(store, Revision.finished_at), Revision.reason, sa.func.count())
+            .where(Revision.state == state, within(Revision.finished_at, base_first, last))
             .group_by(sa.literal_column("1"), Revision.reason)
         )
         for day, reason, count in rows:
             if state is RevisionState.FAILED:
                 failed_by_day[day] = failed_by_day.get(day, 0) + count
-            if _as_date(day) >= first:
+            if as_date(day) >= first:
                 target.setdefault(fold(day), Counter())[reason or "(no reason recorded)"] += count
     delivered = session.execute(
-        sa.select(_day(store, OutboxMessage.delivered_at), sa.func.count(sa.distinct(OutboxMessage.revision_id)))
+        sa.select(utc_day(store, OutboxMessage.delivered_at), sa.func.count(sa.distinct(OutboxMessage.revision_id)))
         .where(OutboxMessage.kind == "sr", OutboxMessage.state == "delivered",
-               _within(OutboxMessage.delivered_at, first, last))
+               within(OutboxMessage.delivered_at, first, last))
         .group_by(sa.literal_column("1"))
     )  # fmt: skip
     for day, count in delivered:
@@ -341,7 +266,7 @@ def _queue(session: Any, now: datetime) -> Queue:
     ).all()  # fmt: skip
     counts = {RevisionState(state): int(count) for state, count, _ in rows}
     oldest = [
-        _aware(at) for state, _, at in rows if at is not None and RevisionState(state) is not RevisionState.RECEIVING
+        aware(at) for state, _, at in rows if at is not None and RevisionState(state) is not RevisionState.RECEIVING
     ]
     return Queue(
         counts.get(RevisionState.RECEIVING, 0),
@@ -349,12 +274,6 @@ def _queue(session: Any, now: datetime) -> Queue:
         counts.get(RevisionState.PROCESSING, 0),
         max(0.0, (now - min(oldest)).total_seconds()) if oldest else None,
     )
-
-
-def _aware(value: datetime | str) -> datetime:
-    # min() over a UtcDateTime column comes back untyped on SQLite (text), typed on PostgreSQL.
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _latencies(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
@@ -367,19 +286,19 @@ def _latencies(session: Any, store: Store, window: Window, figures: Figures, fol
                OutboxMessage.state == "delivered")
         .scalar_subquery()
     )  # fmt: skip
-    in_window = _within(Revision.reported_at, window.start, window.last)
+    in_window = within(Revision.reported_at, window.start, window.last)
     read = int(session.scalar(sa.select(sa.func.count()).select_from(Revision).where(in_window)) or 0)
     every = math.ceil(read / LATENCY_SAMPLE) if read > LATENCY_SAMPLE else 1
     sampled = [in_window] if every == 1 else [in_window, Revision.id % every == 0]
     figures.latency_sample = (read, every)
     rows = session.execute(
         sa.select(
-            _day(store, Revision.reported_at),
-            _seconds(store, Revision.queued_at, last_image),
-            _seconds(store, Revision.started_at, Revision.queued_at),
-            _seconds(store, Revision.reported_at, Revision.started_at),
-            _seconds(store, delivered, Revision.reported_at),
-            _seconds(store, delivered, last_image),
+            utc_day(store, Revision.reported_at),
+            seconds_between(store, Revision.queued_at, last_image),
+            seconds_between(store, Revision.started_at, Revision.queued_at),
+            seconds_between(store, Revision.reported_at, Revision.started_at),
+            seconds_between(store, delivered, Revision.reported_at),
+            seconds_between(store, delivered, last_image),
         ).where(*sampled)
     )
     names = list(LATENCY_STAGES)
@@ -396,131 +315,21 @@ def _latencies(session: Any, store: Store, window: Window, figures: Figures, fol
     }
 
 
-def sync_decisions(store: Store) -> int:
-    """Copy the assessment events recorded since the last copy into ``qa_decisions`` (label, revision and decision
-    from each payload); returns how many. Safe to run concurrently: a row already copied is skipped."""
-    table = AuditEventRow
-    with store.session("copying assessment events for the QA dashboard") as session:
-        last_seq, last_at = session.execute(
-            sa.select(sa.func.max(QaDecision.seq), sa.func.max(QaDecision.recorded_at))
-        ).one()
-        conditions: list[sa.ColumnElement[bool]] = [
-            table.event_type.in_([EventType.FINDING_ASSESSED.value, EventType.DRAFT_ASSESSED.value])
-        ]
-        if last_seq is not None:
-            # seq and recorded_at grow together (both set under the audit lock); the minute's margin covers a clock
-            # step back, the seq test keeps it exact.
-            conditions += [table.recorded_at >= _aware(last_at) - timedelta(minutes=1), table.seq > last_seq]
-        label = sa.case(
-            (table.event_type == EventType.DRAFT_ASSESSED.value, sa.literal("")),
-            else_=sa.func.substr(sa.func.coalesce(_json_text(store, table.payload, "finding"), ""), 1, 255),
-        )
-        source = sa.select(
-            table.seq,
-            table.recorded_at,
-            sa.func.coalesce(table.study_uid, ""),
-            sa.cast(sa.func.coalesce(_json_text(store, table.payload, "revision"), "0"), sa.Integer),
-            label,
-            sa.func.substr(sa.func.coalesce(_json_text(store, table.payload, "decision"), ""), 1, 16),
-        ).where(*conditions)
-        insert = postgresql.insert if is_postgresql(store.engine) else sqlite.insert
-        columns = ["seq", "recorded_at", "study_uid", "revision", "label", "decision"]
-        statement = insert(QaDecision).from_select(columns, source).on_conflict_do_nothing()
-        # RETURNING counts the rows copied on both databases (psycopg reports no rowcount for this statement).
-        copied = len(session.execute(statement.returning(QaDecision.seq)).all())
-        if copied:
-            _supersede(session, last_seq or 0)
-        return copied
-
-
-def _supersede(session: Any, after_seq: int) -> None:
-    """Mark every decision that a decision copied after ``after_seq`` replaces (same study, revision and label)."""
-    later = aliased(QaDecision)
-    new = sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label).where(QaDecision.seq > after_seq)
-    newest = (
-        sa.select(sa.func.max(later.seq))
-        .where(later.study_uid == QaDecision.study_uid, later.revision == QaDecision.revision,
-               later.label == QaDecision.label)
-        .scalar_subquery()
-    )  # fmt: skip
-    session.execute(
-        sa.update(QaDecision)
-        .where(
-            ~QaDecision.superseded,
-            sa.tuple_(QaDecision.study_uid, QaDecision.revision, QaDecision.label).in_(new),
-            QaDecision.seq < newest,
-        )
-        .values(superseded=True)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _current_decisions(window: Window, whole_draft: bool) -> list[sa.ColumnElement[bool]]:
-    """Decisions recorded in the window that no later one replaced (the agreement page's "current decisions")."""
-    return [
-        _within(QaDecision.recorded_at, window.start, window.last),
-        ~QaDecision.superseded,
-        (QaDecision.label == "") if whole_draft else (QaDecision.label != ""),
-    ]
-
-
-def _agreement(session: Any, store: Store, window: Window) -> list[LabelAgreement]:
-    counts: dict[str, Counter[str]] = {}
-    for whole_draft in (False, True):
-        rows = session.execute(
-            sa.select(QaDecision.label, QaDecision.decision, sa.func.count())
-            .where(*_current_decisions(window, whole_draft))
-            .group_by(QaDecision.label, QaDecision.decision)
-        )
-        for name, verdict, count in rows:
-            counts.setdefault(name or WHOLE_DRAFT, Counter())[str(verdict)] += count
-    result = []
-    for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n)):
-        per = counts[name]
-        total = sum(per[d] for d in DECISIONS)
-        result.append(
-            LabelAgreement(name, total, Proportion.of(per["accept"], total), Proportion.of(per["reject"], total),
-                           Proportion.of(per["modify"], total))
-        )  # fmt: skip
-    return result
-
-
-def agreement_studies(
-    store: Store, window: Window, label: str, decision: str, limit: int = 500
-) -> list[tuple[str, int, datetime, str | None]]:
-    """The studies behind one agreement cell: (study UID, revision, decided at, by whom), newest first."""
-    sync_decisions(store)
-    whole = label == WHOLE_DRAFT
-    with store.session("listing the studies behind an agreement figure") as session:
-        rows = session.execute(
-            sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.recorded_at, AuditEventRow.actor_user)
-            .join(AuditEventRow, AuditEventRow.seq == QaDecision.seq)
-            .where(
-                *_current_decisions(window, whole),
-                QaDecision.decision == decision,
-                QaDecision.label == ("" if whole else label),
-            )
-            .order_by(QaDecision.seq.desc())
-            .limit(limit)
-        ).all()
-    return [(str(uid), int(revision), at, user) for uid, revision, at, user in rows]
-
-
 def _drift(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
     """Label prevalence p-charts per period; the drift rule always on days (as the Prometheus rule), so a weekly
     chart alerts on the same evidence as a daily one."""
     table = AuditEventRow
     base_first, base_last = window.baseline
     rows = session.execute(
-        sa.select(_day(store, table.recorded_at), table.labels, sa.func.count())
+        sa.select(utc_day(store, table.recorded_at), table.labels, sa.func.count())
         .where(table.event_type == EventType.INFERENCE_COMPLETED.value,
-               _within(table.recorded_at, base_first, window.last))
+               within(table.recorded_at, base_first, window.last))
         .group_by(sa.literal_column("1"), table.labels)
     )  # fmt: skip
     totals: dict[date, int] = {}
     present: dict[str, dict[date, int]] = {}
     for text, labels, count in rows:
-        day = _as_date(text)
+        day = as_date(text)
         totals[day] = totals.get(day, 0) + count
         for label in {part for part in (labels or "").split(",") if part}:
             per_label = present.setdefault(label, {})
@@ -561,8 +370,8 @@ def _mix(session: Any, store: Store, window: Window, figures: Figures, fold: Any
         "photometric interpretation": Instance.photometric,
     }
     rows = session.execute(
-        sa.select(_day(store, Instance.received_at), *columns.values(), sa.func.count())
-        .where(_within(Instance.received_at, first, last))
+        sa.select(utc_day(store, Instance.received_at), *columns.values(), sa.func.count())
+        .where(within(Instance.received_at, first, last))
         .group_by(*(sa.literal_column(str(i)) for i in range(1, len(columns) + 2)))
     )  # fmt: skip
     figures.mix = {name: {} for name in MIX_ATTRIBUTES}
@@ -571,8 +380,8 @@ def _mix(session: Any, store: Store, window: Window, figures: Figures, fold: Any
             shown = f"{value:g}" if isinstance(value, float) else value
             figures.mix[name].setdefault(fold(day), Counter())[shown or "(none)"] += count
     views = session.execute(
-        sa.select(_day(store, ReviewItem.reported_at), ReviewItem.view, sa.func.count())
-        .where(_within(ReviewItem.reported_at, first, last))
+        sa.select(utc_day(store, ReviewItem.reported_at), ReviewItem.view, sa.func.count())
+        .where(within(ReviewItem.reported_at, first, last))
         .group_by(sa.literal_column("1"), ReviewItem.view)
     )
     for day, view, count in views:
@@ -583,12 +392,12 @@ def _rates(session: Any, store: Store, window: Window, figures: Figures, fold: A
     flags = ReviewItem.flags
     rows = session.execute(
         sa.select(
-            _day(store, ReviewItem.reported_at),
+            utc_day(store, ReviewItem.reported_at),
             sa.func.count(),
-            sa.func.sum(sa.case((_has_item(store, flags, "refused"), 1), else_=0)),
-            sa.func.sum(sa.case((_has_item(store, flags, "text-sanitised"), 1), else_=0)),
+            sa.func.sum(sa.case((has_item(store, flags, "refused"), 1), else_=0)),
+            sa.func.sum(sa.case((has_item(store, flags, "text-sanitised"), 1), else_=0)),
         )
-        .where(_within(ReviewItem.reported_at, window.start, window.last))
+        .where(within(ReviewItem.reported_at, window.start, window.last))
         .group_by(sa.literal_column("1"))
     )
     per_period: dict[date, list[int]] = {}

@@ -90,8 +90,8 @@ class ReviewItem(Base):
 
 class QaDecision(Base):
     """One assessment event (``finding_assessed``, ``draft_assessed``) as the QA dashboard counts it: a projection
-    of the audit row's payload kept in step by :func:`radtrace.console.dashboard_figures.sync_decisions`, so the
-    dashboard counts decisions by label and day on an index instead of decoding a million payloads."""
+    of the audit row's payload kept in step by :func:`radtrace.console.dashboard_agreement.sync_decisions`, so
+    the dashboard counts decisions by label and day on an index instead of decoding a million payloads."""
 
     __tablename__ = "qa_decisions"
     __table_args__ = (

@@ -36,7 +36,7 @@ _INDEXES = (
 )  # fmt: skip
 
 
-# The assessment events recorded so far (later ones are copied by radtrace.console.dashboard_figures.sync_decisions).
+# The assessment events recorded so far (later ones are copied by radtrace.console.dashboard_agreement.sync_decisions).
 _BACKFILL = """
 INSERT INTO qa_decisions (seq, recorded_at, study_uid, revision, label, decision)
 SELECT seq, recorded_at, COALESCE(study_uid, ''), CAST(COALESCE({revision}, '0') AS INTEGER),
