@@ -1,7 +1,10 @@
 """What the console's browser tests share: Debian's Chromium under Playwright, a checked tab, sign-in, screenshots.
 
 Playwright for Python drives the distribution's ``chromium`` (``playwright install`` cannot download browsers
-here). :func:`chromium` launches it once; :func:`tab` opens a fresh context and, when the block ends, fails on any
+here). A module importing this one is skipped when Playwright is not installed, and marks itself
+:data:`needs_chromium` (skipped without the ``chromium`` package); it uses Playwright's :data:`Page` and
+:data:`expect` from here. :func:`chromium` launches the browser (once per test module: the ``browser`` fixture of
+tests/e2e/conftest.py); :func:`tab` opens a fresh context and, when the block ends, fails on any
 console error the page raised (a CSP violation, a failed asset) except those the test says it provokes;
 :func:`sign_in` goes through the login form; :func:`screenshot` writes a picture to the test's directory, and to
 ``docs/`` as a 256-colour PNG when ``CONSOLE_SCREENSHOTS=docs`` (how docs/ui.md's pictures are made).
@@ -16,17 +19,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from console_support import PASSWORD
 
+playwright_sync = pytest.importorskip("playwright.sync_api")
+Page = playwright_sync.Page
+expect = playwright_sync.expect
+#: Every browser test module's skip mark (with ``pytest.mark.e2e`` in its ``pytestmark``).
+needs_chromium = pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="Debian's chromium package is not installed"
+)
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 @contextlib.contextmanager
 def chromium() -> Iterator[Any]:
     """Debian's Chromium, launched headless through Playwright."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
+    with playwright_sync.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
         try:
             yield launched
@@ -53,8 +63,6 @@ def tab(browser: Any, *, height: int = 900, timeout_ms: int = 15_000, allowed: t
 
 def sign_in(page: Any, url: str, name: str) -> None:
     """Sign in through the login form and wait for the signed-in page."""
-    from playwright.sync_api import expect
-
     page.goto(f"{url}/console/login")
     page.get_by_label("User name").fill(name)
     page.get_by_label("Password").fill(PASSWORD)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit_support import PACS, STUDY_A, T0, frozen_clock, seed_audit_log
-from browser_support import chromium, screenshot, sign_in, tab
+from browser_support import Page, expect, needs_chromium, screenshot, sign_in, tab
 from console_support import add_user, console_settings, serving
 from radtrace.audit import chain
 from radtrace.audit.events import Actor, AuditEvent, EventType
@@ -33,14 +32,7 @@ from radtrace.console import explorer
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed"),
-]
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
-Page = playwright_sync.Page
-expect = playwright_sync.expect
+pytestmark = [pytest.mark.e2e, needs_chromium]
 BIG_STUDY = "1.2.826.0.1.3680043.8.498.2001"
 BIG_STUDY_IMAGES = 40
 
@@ -81,12 +73,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with serving(store, console_settings(root, store)) as url:
         yield Site(url, store, received)
     store.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from browser_support import chromium, screenshot, sign_in, tab
+from browser_support import Page, expect, needs_chromium, screenshot, sign_in, tab
 from console_support import add_user, console_settings, reported_study, serving
 from radtrace.audit.chain import verify_chain
 from radtrace.audit.schema import AuditEventRow
@@ -29,14 +28,7 @@ from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.testing.studies import ImageSpec
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed"),
-]
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
-Page = playwright_sync.Page
-expect = playwright_sync.expect
+pytestmark = [pytest.mark.e2e, needs_chromium]
 
 
 @dataclass
@@ -77,12 +69,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with serving(store, plain) as url:
         yield Site(url, store, studies)
     store.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -12,28 +12,20 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from browser_support import chromium, screenshot, sign_in, tab
+from browser_support import Page, expect, needs_chromium, screenshot, sign_in, tab
 from console_support import add_user, console_settings, serving
 from dashboard_support import Seeded, seed_history
 from qa_support import PREVALENCE
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed"),
-]
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
-Page = playwright_sync.Page
-expect = playwright_sync.expect
+pytestmark = [pytest.mark.e2e, needs_chromium]
 
 
 @dataclass
@@ -53,12 +45,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with serving(store, console_settings(root, store)) as url:
         yield Site(url, seeded)
     store.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture
