@@ -70,28 +70,37 @@ class GatedExecutor(ThreadPoolExecutor):
 
 
 class RecordingReader:
-    """The real reader; opens ``gate`` on its ``open_on``-th batched call and records each call's size."""
+    """The real reader; opens ``gate`` on its ``open_on``-th batched call and records each call's size. Then, still
+    inside that call, it waits (up to 30 s) until ``settled()`` counts ``expect`` revisions: the previous batch is
+    finished while this one is being read, not after."""
 
-    def __init__(self, reader: StudyReader, gate: threading.Event, open_on: int) -> None:
-        self.reader, self.gate, self.open_on = reader, gate, open_on
+    def __init__(self, reader: StudyReader, gate: threading.Event, open_on: int, settled: Callable[[], int],
+                 expect: int) -> None:  # fmt: skip
+        self.reader, self.gate, self.open_on, self.settled, self.expect = reader, gate, open_on, settled, expect
         self.batches: list[int] = []
+        self.settled_during_read: int | None = None
 
     def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
         self.batches.append(len(studies))
         if len(self.batches) == self.open_on:
             self.gate.set()
+            deadline = time.monotonic() + 30
+            while self.settled() < self.expect and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.settled_during_read = self.settled()
         return self.reader.read_each(studies)
 
 
-def test_the_next_batch_is_read_while_the_last_ones_drafts_build(
+def test_the_next_batch_is_read_while_the_last_ones_drafts_build_and_it_is_finished_meanwhile(
     tmp_path: Path, store: Store, tiny_model_dir: Path
 ) -> None:
     wsettings = _settings(tmp_path, store, tiny_model_dir, batch_size=2)
     uids = queue_studies(wsettings, store, 5, seed=300)
     gate = threading.Event()
-    reader = RecordingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir), gate, open_on=2)
-    drafter = PoolDrafter(wsettings, 2, executor=lambda: GatedExecutor(gate))
     heard: list[tuple[tuple[str, int], Result]] = []
+    reader = RecordingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir), gate, open_on=2,
+                             settled=lambda: len(heard), expect=2)  # fmt: skip
+    drafter = PoolDrafter(wsettings, 2, executor=lambda: GatedExecutor(gate))
     pipeline = StudyPipeline(wsettings, store, reader, worker="gpu0", drafter=drafter)
 
     try:
@@ -99,8 +108,10 @@ def test_the_next_batch_is_read_while_the_last_ones_drafts_build(
     finally:
         drafter.close()
 
-    # one doorbell: three batches, each read before the previous one's drafts were built
+    # one doorbell: three batches, each read before the previous one's drafts were built, and the first batch
+    # finished (and heard) while the second one was being read
     assert reader.batches == [2, 2, 1]
+    assert reader.settled_during_read == 2
     assert results[0][0] == (uids[0], 1)
     assert sorted(key for key, _ in results) == sorted((uid, 1) for uid in uids)
     assert heard == [(key, result.result) for key, result in results]  # each heard once, as it was settled

@@ -143,6 +143,12 @@ class Heartbeat:
         with self._lock:
             self._alive.extend(claims)
 
+    def drop(self, claim: Claim) -> None:
+        """Stop renewing ``claim`` (its attempt is ending)."""
+        with self._lock:
+            if claim in self._alive:
+                self._alive.remove(claim)
+
     def beat(self, renew: Callable[[Claim], bool]) -> None:
         """Renew every claim once; one found lost is not renewed again."""
         with self._lock:
@@ -150,9 +156,11 @@ class Heartbeat:
         for claim in claims:
             try:
                 if not renew(claim):
-                    log.warning("revision %s: claim lost while processing", claim.revision_id)
                     with self._lock:
-                        self._alive.remove(claim)
+                        if claim not in self._alive:  # its attempt ended meanwhile: released, not lost
+                            continue
+                    log.warning("revision %s: claim lost while processing", claim.revision_id)
+                    self.drop(claim)
             except RadtraceError as exc:
                 log.warning("revision %s: claim not renewed: %s", claim.revision_id, exc.reason)
 

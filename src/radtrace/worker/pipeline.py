@@ -33,7 +33,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +57,7 @@ from radtrace.worker.attempts import ProcessResult, Result, RevisionAttempts
 from radtrace.worker.claims import (
     Claim,
     ClaimDecision,
+    Heartbeat,
     claim_decision,
     claims_kept_alive,
     due_revisions,
@@ -195,7 +196,8 @@ class StudyPipeline:
         With a drafter that overlaps (draft processes), the drafts of one batch build while the next batch of
         due revisions is claimed and read, for as long as revisions are due, the worker is not stopping, and
         half of ``broker.visibility_timeout_s`` has not passed (so the broker does not hand this doorbell to
-        another worker). ``on_result`` hears each revision's result as soon as it is settled.
+        another worker); each batch is finished on a thread as its drafts come back, while the next one is read.
+        ``on_result`` hears each revision's result as soon as it is settled (from that thread too).
         """
         size = self.settings.model.batch_size if size is None else size
         results: list[tuple[Key, ProcessResult]] = []
@@ -215,7 +217,12 @@ class StudyPipeline:
         if not claims:
             return results
         deadline = time.monotonic() + self.settings.broker.visibility_timeout_s / 2
-        with claims_kept_alive(claims, self.attempts.renew, self.settings.broker.claim_timeout_s / 3) as heartbeat:
+        interval = self.settings.broker.claim_timeout_s / 3
+        with (
+            claims_kept_alive(claims, self.attempts.renew, interval) as heartbeat,
+            ThreadPoolExecutor(1, thread_name_prefix="radtrace-finish") as finisher,
+        ):
+            finishing: list[Future[None]] = []
             in_hand = self._read_and_submit(claims)
             while self.drafter.overlaps and not self.stopping() and time.monotonic() < deadline:
                 following: list[Claim] = []
@@ -223,10 +230,12 @@ class StudyPipeline:
                 if not following:
                     break
                 heartbeat.add(following)
-                next_in_hand = self._read_and_submit(following)  # the model reads while the drafts build
-                self._settle(in_hand, settled)
-                in_hand = next_in_hand
-            self._settle(in_hand, settled)
+                # the batch in hand is finished as its drafts come back, while the model reads the next one
+                finishing.append(finisher.submit(self._settle, in_hand, settled, heartbeat))
+                in_hand = self._read_and_submit(following)
+            self._settle(in_hand, settled, heartbeat)
+            for finished in finishing:
+                finished.result()  # an error of the store reaches the task, as in the worker's own thread
         results.sort(key=lambda item: item[0] != (study_uid, revision))  # the named revision first
         return results
 
@@ -276,13 +285,15 @@ class StudyPipeline:
                        self.outbox.earlier_srs(claim.revision_id))  # fmt: skip
         return self.drafter.submit(job)
 
-    def _settle(self, in_hand: Sequence[_InHand], settled: OnResult) -> None:
-        """End each revision's attempt once its drafts are built: enqueue their deliveries and finish it."""
+    def _settle(self, in_hand: Sequence[_InHand], settled: OnResult, heartbeat: Heartbeat) -> None:
+        """End each revision's attempt once its drafts are built: enqueue their deliveries and finish it (its
+        claim is renewed until then)."""
         for item in in_hand:
             outcome = item.outcome
             if isinstance(outcome, Future):
                 enqueue = functools.partial(self._enqueue_built, item.claim, item.reading, outcome)
                 outcome = self._guarded(item.claim, enqueue)
+            heartbeat.drop(item.claim)
             settled((item.claim.study_uid, item.claim.number), self._end_attempt(item.claim, outcome, item.read_done))
 
     def _enqueue_built(self, claim: Claim, reading: Reading | None, built: Future[BuiltDrafts]) -> list[int]:
