@@ -1,12 +1,14 @@
 """``bench/pipeline.py --burst N``: N studies arriving at once through ``radtrace serve``, batch 1 against batched.
 
 The same N synthetic two-image studies (PA + lateral, 12-bit DX) are sent in one ``storescu`` association to a
-fresh ``radtrace serve`` (embedded defaults, TINY model on the CPU, dcmtk ``storescp`` as the PACS), once with
-``model.batch_size = 1`` and once with ``--batch`` (8): the figure is the wall time from the first byte sent to
-the N-th SR stored at the PACS (its file's mtime), after one warm-up study each. The peer is the same service at
-batch 1, in the same run. With the tiny model the reading costs little, so what batching saves here is mostly
-the per-study work around the model (claims, doorbells, broker round trips, preparation on one thread); on a GPU
-the generate call dominates and batching is worth far more (``bench/inference.py --full-size``).
+fresh ``radtrace serve`` (embedded defaults, TINY model on the CPU, dcmtk ``storescp`` as the PACS), with
+``model.batch_size = 1`` and with ``--batch`` (8), each with the drafts built in the worker's own thread
+(``model.draft_processes = 0``) and in ``--draft-processes`` (1) processes beside it: the figure is the wall time
+from the first byte sent to the N-th SR stored at the PACS (its file's mtime), after one warm-up study each. The
+peers are the same service at batch 1 and without draft processes, in the same run. With the tiny model and short
+traces the reading costs little and the drafts (about 0.15 s of CPU a study) dominate; ``--max-new-tokens`` sets
+the trace length (a real reasoning trace is about 768 tokens). On a GPU the generate call dominates and batching
+is worth far more (``bench/inference.py --full-size``).
 """
 
 from __future__ import annotations
@@ -32,14 +34,17 @@ def _newest_mtime(directory: Path) -> float:
         return max(entry.stat().st_mtime for entry in entries if entry.name.startswith(DRAFT_SR_PREFIXES))
 
 
-def _one_run(args: argparse.Namespace, root: Path, model_dir: Path, files: list[Path], warm: list[Path], batch: int
-             ) -> float:  # fmt: skip
-    """Seconds from the burst's first byte to its last SR stored at the PACS, at ``batch``."""
+def _one_run(args: argparse.Namespace, root: Path, model_dir: Path, files: list[Path], warm: list[Path], batch: int,
+             draft_processes: int) -> float:  # fmt: skip
+    """Seconds from the burst's first byte to its last SR stored at the PACS, at ``batch`` and ``draft_processes``."""
     from radtrace.testing.services import free_port
 
     with pacs(root / "pacs") as pacs_port:
         ports = {"listener": free_port(), "api": free_port(), "pacs": pacs_port}
-        env = _serve_env(args, root, model_dir, ports) | {"RADTRACE_MODEL__BATCH_SIZE": str(batch)}
+        env = _serve_env(args, root, model_dir, ports) | {
+            "RADTRACE_MODEL__BATCH_SIZE": str(batch),
+            "RADTRACE_MODEL__DRAFT_PROCESSES": str(draft_processes),
+        }
         log_file = root / "serve.log"
         with child([sys.executable, "-m", "radtrace", "serve"], env, log_file) as serve:
             _wait_until(
@@ -62,23 +67,29 @@ def _one_run(args: argparse.Namespace, root: Path, model_dir: Path, files: list[
 
 
 def run_burst(args: argparse.Namespace, workspace: Path, console: Console) -> int:
-    """Measure the burst at batch 1 and at ``args.batch``; print the table."""
+    """Measure the burst at batch 1 and at ``args.batch``, each with drafts built in the worker's own thread
+    (``model.draft_processes = 0``, the service before draft processes) and in ``args.draft_processes``
+    processes beside it; print the table."""
     with console.status("building the tiny model and the studies …"):
         model_dir = build_tiny_model(workspace / "tiny-model")
         studies = prepare_studies(workspace / "studies", args.burst)
         warm = write_study(make_study(StudySpec(seed=99_999)), workspace / "warm")
     files = [path for study in studies for path in study.files]
-    seconds: dict[int, float] = {}
-    for batch in dict.fromkeys((1, args.batch)):
-        with console.status(f"{args.burst} studies at once, model.batch_size {batch} …"):
-            seconds[batch] = _one_run(args, workspace / f"batch-{batch}", model_dir, files, warm, batch)
+    seconds: dict[tuple[int, int], float] = {}
+    for drafts in dict.fromkeys((0, args.draft_processes)):
+        for batch in dict.fromkeys((1, args.batch)):
+            with console.status(f"{args.burst} studies at once, model.batch_size {batch}, {drafts} draft processes …"):
+                root = workspace / f"batch-{batch}-drafts-{drafts}"
+                seconds[batch, drafts] = _one_run(args, root, model_dir, files, warm, batch, drafts)
 
     table = Table(title=f"burst: {args.burst} studies at once through radtrace serve (embedded), TINY model on CPU, "
                         f"settle {args.settle:g} s, max_new_tokens {args.max_new_tokens}")  # fmt: skip
-    for column in ("model.batch_size", "burst → last SR at PACS, s", "studies/s", "x batch 1"):
+    for column in ("model.batch_size", "model.draft_processes", "burst → last SR at PACS, s", "studies/s",
+                   "x batch 1", "x batch 1, no draft processes"):  # fmt: skip
         table.add_column(column, justify="right")
-    for batch, wall in seconds.items():
-        table.add_row(str(batch), f"{wall:.1f}", f"{args.burst / wall:.2f}", f"{seconds[1] / wall:.2f}")
+    for (batch, drafts), wall in seconds.items():
+        table.add_row(str(batch), str(drafts), f"{wall:.1f}", f"{args.burst / wall:.2f}",
+                      f"{seconds[1, drafts] / wall:.2f}", f"{seconds[1, 0] / wall:.2f}")  # fmt: skip
     console.print(table)
-    console.print("peer: the same service and burst at model.batch_size 1, in the same run")
+    console.print("peers: the same service and burst at batch size 1, and with no draft processes, in the same run")
     return 0

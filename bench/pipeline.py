@@ -30,7 +30,8 @@ wall clock; file mtimes have the kernel's coarse clock granularity (a few ms).
 
     .venv/bin/python bench/pipeline.py [--studies 50] [--warmup 2] [--settle 1] [--max-new-tokens 48] [--json] \
         [--log serve.log] [--env NAME=VALUE ...]
-    .venv/bin/python bench/pipeline.py --burst 64 [--batch 8]     # N studies at once, batch 1 against batched
+    .venv/bin/python bench/pipeline.py --burst 64 [--batch 8] [--draft-processes 1]   # N studies at once: batch 1
+                                                                     # against batched, without and with draft processes
     .venv/bin/python bench/pipeline.py --store-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres \
         --broker-url redis://127.0.0.1:6379/0
 
@@ -484,6 +485,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON (the table goes to stderr)")
     parser.add_argument("--burst", type=int, default=0, metavar="N", help="instead: N studies at once (bench/burst.py)")
     parser.add_argument("--batch", type=int, default=8, help="with --burst: the batched model.batch_size")
+    parser.add_argument("--draft-processes", type=int, default=1,
+                        help="with --burst: model.draft_processes of the rows beside the ones with none")  # fmt: skip
     args = parser.parse_args()
     if args.studies < 1:
         parser.error("--studies must be at least 1")
