@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from radtrace.dicom_listener.dcmtk import echoscu, storescu
 from radtrace.store.models import Job, OutboxMessage, RevisionState
 from radtrace.testing.services import RedisNamespace, free_port
 from radtrace.testing.studies import ImageSpec, StudySpec, make_image, make_study, write_study
-from serve_support import alive, wait_until
+from serve_support import alive, descendants, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -111,6 +112,61 @@ def test_worker_killed_mid_inference_is_taken_over_and_the_study_still_gets_one_
             assert "claim expired" in str(jobs[0][1])
             observed = check_invariants(service.store_url, pacs, service.env, accepted=_uids(study), ris=ris)
             assert len(observed.srs) == 1
+
+
+def _draft_processes(worker: int) -> list[int]:
+    """The worker's spawned draft processes (``model.draft_processes``)."""
+    found = []
+    for pid in descendants(worker):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def test_draft_processes_killed_again_and_again_lose_no_study_and_leave_the_worker_up(
+    tmp_path: Path, tiny_model_dir: Path, postgres_url: str, redis_namespace: RedisNamespace
+) -> None:
+    """kill -9 every draft process the GPU worker starts, four times, while six studies go through in batches of
+    two: each study ends dispatched with one SR, the worker itself is never restarted."""
+    studies = [make_study(StudySpec(seed=150 + i)) for i in range(6)]
+    port = free_port()
+    with mllp_receiver() as ris, running_orthanc(tmp_path / "orthanc") as pacs:
+        env = _env(tmp_path, tiny_model_dir, postgres_url, redis_namespace.url, redis_namespace.prefix, port, pacs,
+                   ris.port, RADTRACE_MODEL__BATCH_SIZE="2", RADTRACE_MODEL__DRAFT_PROCESSES="1",
+                   RADTRACE_BROKER__MAX_ATTEMPTS="10")  # fmt: skip
+        with running_service(env, tmp_path / "serve.log") as service:
+            worker = service.child("worker")
+            killed: list[int] = []
+            stop = threading.Event()
+
+            def kill_draft_processes() -> None:
+                while len(killed) < 4 and not stop.wait(0.1):
+                    for pid in _draft_processes(worker):
+                        if pid not in killed:
+                            os.kill(pid, signal.SIGKILL)
+                            killed.append(pid)
+
+            killer = threading.Thread(target=kill_draft_processes, daemon=True)
+            killer.start()
+            try:
+                _send([path for i, study in enumerate(studies) for path in write_study(study, tmp_path / f"s{i}")],
+                      port)  # fmt: skip
+                for study in studies:
+                    [revision] = service.wait_settled(str(study[0].StudyInstanceUID), timeout=180)
+                    assert revision.state is RevisionState.DISPATCHED, revision.reason
+            finally:
+                stop.set()
+                killer.join()
+            assert killed, "no draft process was ever seen under the worker"
+            # the first pool dies while it starts, with the first batch's drafts in it: those studies were retried
+            assert max(revision.attempts for revision in service.revisions()) >= 2
+            assert service.child("worker") == worker  # a draft process's death never took the worker down
+            accepted = sorted(uid for study in studies for uid in _uids(study))
+            observed = check_invariants(service.store_url, pacs, service.env, accepted=accepted, ris=ris)
+            assert len(observed.srs) == 6
 
 
 def _store(assoc: Association, ds: Dataset) -> bool:

@@ -97,7 +97,7 @@ class InlineDrafter:
         future: Future[BuiltDrafts] = Future()
         try:
             future.set_result(_build(self.reporting, self.root, job))
-        except BaseException as exc:  # the caller's future.result() raises it, as a pool's would
+        except Exception as exc:  # the caller's future.result() raises it, as a pool's would
             future.set_exception(exc)
         return future
 
