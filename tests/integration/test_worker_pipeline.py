@@ -483,6 +483,25 @@ def test_a_batch_the_model_cannot_read_whole_is_read_one_study_at_a_time(
     assert [kind for kind, _, _ in events].count("inference_failed") == 0
 
 
+def test_a_doorbell_for_a_revision_already_done_does_not_wait_for_a_batch(
+    tmp_path: Path, store: Store, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a worker drained the queue, the doorbells of the revisions it read are no-ops: no batch to fill, so
+    no ``batch_wait_ms`` wait each."""
+    url = str(store.engine.url.render_as_string(hide_password=False))
+    wsettings = worker_settings(tmp_path, url, tiny_model_dir, model={"batch_size": 8, "batch_wait_ms": 1000})
+    [done] = queue_studies(wsettings, store, 1, seed=90)
+    pipeline = StudyPipeline(wsettings, store, StudyReader(wsettings.model, data_dir=wsettings.data_dir))
+    assert pipeline.process(done, 1).result is Result.REPORTED
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+
+    [(key, result)] = pipeline.process_batch(done, 1)
+
+    assert (key, result.result) == ((done, 1), Result.NOT_CLAIMED)
+    assert waits == []
+
+
 def test_a_shallow_queue_waits_once_for_a_batch_then_reads_what_it_has(
     tmp_path: Path, store: Store, tiny_model_dir: Path
 ) -> None:

@@ -240,13 +240,13 @@ class StudyPipeline:
         return results
 
     def _claim_more(self, claims: list[Claim], tried: set[Key], size: int, settled: OnResult) -> None:
-        """Fill ``claims`` with due revisions up to ``size``, waiting once for a shallow queue; ``tried`` grows
-        by each one tried. One lost to another worker is simply not ours (no result); one that ended on being
-        claimed (taken over once too often: failed) is settled."""
+        """Fill ``claims`` with due revisions up to ``size``, waiting once for a shallow queue when a batch has begun;
+        ``tried`` grows by each one tried. One lost to another worker is simply not ours (no result); one that ended
+        on being claimed (taken over once too often: failed) is settled."""
         for wait in (False, True):
             if wait:
-                if len(claims) >= size or self.settings.model.batch_wait_ms == 0:
-                    return
+                if not claims or len(claims) >= size or self.settings.model.batch_wait_ms == 0:
+                    return  # no batch to fill (a doorbell for a revision already done), or a full one
                 time.sleep(self.settings.model.batch_wait_ms / 1000)
             for key in due_revisions(self.store, self.clock(), limit=2 * size, besides=[c.revision_id for c in claims]):
                 if len(claims) >= size:
