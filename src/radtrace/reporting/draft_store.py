@@ -45,7 +45,6 @@ __all__ = [
     "DraftView",
     "KeptDraft",
     "build_and_keep",
-    "build_keep_and_enqueue",
     "drafts_root",
     "enqueue_built",
     "failure_event_type",
@@ -184,24 +183,6 @@ def enqueue_built(settings: Settings, outbox: Outbox, revision_id: int, reading:
         model_version=identity.revision or identity.weights_sha256,
         drafts=[draft.as_json() for draft in built.kept],
     )
-
-
-def build_keep_and_enqueue(
-    settings: Settings,
-    outbox: Outbox,
-    *,
-    revision_id: int,
-    study_uid: str,
-    revision: int,
-    reading: Reading,
-    sources: Sequence[Any],
-) -> list[int]:
-    """What the worker does after a reading, in one thread: build the drafts, keep them, queue their deliveries."""
-    built = build_and_keep(
-        settings.reporting, drafts_root(settings), study_uid=study_uid, revision=revision, reading=reading,
-        sources=sources, predecessors=outbox.earlier_srs(revision_id),
-    )  # fmt: skip
-    return enqueue_built(settings, outbox, revision_id, reading, built)
 
 
 def failure_event_type(error: BaseException) -> EventType:

@@ -143,11 +143,13 @@ class Heartbeat:
         with self._lock:
             self._alive.extend(claims)
 
-    def drop(self, claim: Claim) -> None:
-        """Stop renewing ``claim`` (its attempt is ending)."""
+    def drop(self, claim: Claim) -> bool:
+        """Stop renewing ``claim`` (its attempt is ending, or it was lost); False when it was not renewed anyway."""
         with self._lock:
-            if claim in self._alive:
-                self._alive.remove(claim)
+            if claim not in self._alive:
+                return False
+            self._alive.remove(claim)
+            return True
 
     def beat(self, renew: Callable[[Claim], bool]) -> None:
         """Renew every claim once; one found lost is not renewed again."""
@@ -155,12 +157,8 @@ class Heartbeat:
             claims = list(self._alive)
         for claim in claims:
             try:
-                if not renew(claim):
-                    with self._lock:
-                        if claim not in self._alive:  # its attempt ended meanwhile: released, not lost
-                            continue
+                if not renew(claim) and self.drop(claim):  # not dropped meanwhile (its attempt ended): lost
                     log.warning("revision %s: claim lost while processing", claim.revision_id)
-                    self.drop(claim)
             except RadtraceError as exc:
                 log.warning("revision %s: claim not renewed: %s", claim.revision_id, exc.reason)
 
