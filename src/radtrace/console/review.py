@@ -21,21 +21,23 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
-from radtrace.audit.recorder import AuditRecorder
+from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
 from radtrace.console.worklist import FLAG_LABELS, reading_for_revision
 from radtrace.errors import PermanentError
 from radtrace.store.base import utc_now
-from radtrace.store.engine import Store
-from radtrace.store.models import Instance, Revision, Study
+from radtrace.store.engine import Store, is_postgresql
+from radtrace.store.models import Instance, Revision, RevisionState, Study
 
 __all__ = [
     "DRAFT_REASONS",
     "Agreement",
     "Decision",
+    "DecisionConflictError",
     "DecisionError",
     "DraftDecision",
+    "Expected",
     "FindingDecision",
     "FindingReview",
     "StudyReview",
@@ -46,6 +48,7 @@ __all__ = [
     "evidence_sentences",
     "image_path",
     "load_review",
+    "repeated_draft_decision",
 ]
 
 MAX_COMMENT: Final = 2000
@@ -81,6 +84,19 @@ DRAFT_REASONS: Final[Mapping[str, str]] = {
 
 class DecisionError(PermanentError):
     """A decision that cannot be recorded (unknown finding, bad value, not a radiologist)."""
+
+
+class DecisionConflictError(DecisionError):
+    """A decision made on a page that no longer shows the current state: someone recorded another decision since
+    the page was loaded, or a later revision of the study has been read."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The decision a page showed as current when it was loaded (its seq; None: no decision yet). A decision sent
+    from that page is recorded only while it is still the current one (optimistic concurrency)."""
+
+    seq: int | None
 
 
 @dataclass(frozen=True)
@@ -137,6 +153,8 @@ class StudyReview:
     revisions: tuple[tuple[int, str, datetime | None], ...]
     draft_decision: Decision | None
     draft_history: tuple[Decision, ...] = field(default=())
+    #: a later revision of the study that has been read (its draft replaces this one); None when this is the latest
+    superseded_by: int | None = None
 
     @property
     def flag_labels(self) -> tuple[str, ...]:
@@ -177,18 +195,22 @@ def evidence_sentences(label: str, reasoning: Sequence[tuple[str, str]], given: 
 
 
 def _decisions(store: Store, study_uid: str, revision: int) -> tuple[dict[str, list[Decision]], list[Decision]]:
+    with store.session("reading decisions") as session:
+        return _decisions_in(session, study_uid, revision)
+
+
+def _decisions_in(session: Session, study_uid: str, revision: int) -> tuple[dict[str, list[Decision]], list[Decision]]:
     table = AuditEventRow
     per_finding: dict[str, list[Decision]] = {}
     draft: list[Decision] = []
-    with store.session("reading decisions") as session:
-        rows = session.execute(
-            sa.select(table.seq, table.actor_user, table.recorded_at, table.event_type, table.payload)
-            .where(
-                table.study_uid == study_uid,
-                table.event_type.in_([EventType.FINDING_ASSESSED.value, EventType.DRAFT_ASSESSED.value]),
-            )
-            .order_by(table.seq)
-        ).all()
+    rows = session.execute(
+        sa.select(table.seq, table.actor_user, table.recorded_at, table.event_type, table.payload)
+        .where(
+            table.study_uid == study_uid,
+            table.event_type.in_([EventType.FINDING_ASSESSED.value, EventType.DRAFT_ASSESSED.value]),
+        )
+        .order_by(table.seq)
+    ).all()
     for seq, user, at, kind, text in rows:
         payload = json.loads(text)
         if payload.get("revision") != revision:
@@ -250,6 +272,7 @@ def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | No
         for f in reading.get("findings", [])
     )
     flags = tuple(item.flags.split(",")) if item is not None and item.flags else tuple(reading.get("flags", []))
+    read_later = [number for number, state, _at in revisions if number > revision and state in _READ_STATES]
     return StudyReview(
         study_uid=study_uid,
         revision=revision,
@@ -266,6 +289,7 @@ def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | No
         revisions=tuple((number, str(state), at) for number, state, at in revisions),
         draft_decision=draft[-1] if draft else None,
         draft_history=tuple(draft),
+        superseded_by=max(read_later) if read_later else None,
     )
 
 
@@ -276,11 +300,58 @@ def _comment(comment: str | None) -> str | None:
     return text or None
 
 
+_READ_STATES: Final = (RevisionState.REPORTED, RevisionState.DISPATCHED)
+
+
+def _lock_decisions(session: Session) -> None:
+    """Serialise decisions for the rest of the transaction: SQLite's write lock is held since BEGIN IMMEDIATE;
+    on PostgreSQL the audit chain's advisory lock (re-entrant, taken again by the recorder)."""
+    if is_postgresql(session.get_bind()):
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+
+
+def _check_revision(session: Session, review: StudyReview) -> None:
+    later = session.scalar(
+        sa.select(sa.func.max(Revision.number))
+        .join(Study)
+        .where(Study.study_uid == review.study_uid, Revision.number > review.revision,
+               Revision.state.in_(_READ_STATES))
+    )  # fmt: skip
+    if later is not None:
+        raise DecisionConflictError(
+            f"revision {later} of this study has been read since this page was loaded; decisions on revision "
+            f"{review.revision} are closed. Open revision {later} and decide there."
+        )
+
+
+def _check_current(
+    current: Decision | None, expected: Expected | None, actor: Actor, same: Callable[[Decision], bool], what: str
+) -> Decision | None:
+    """None when a decision sent from a page that showed ``expected`` may be recorded; the current decision when
+    it is this very decision already recorded from that page (a double submit: nothing more to record); raises
+    :class:`DecisionConflictError` when someone decided since the page was loaded."""
+    if expected is None or (current.seq if current else None) == expected.seq:
+        return None
+    if current is None:  # the page named a decision this revision does not have (a page of another study?)
+        raise DecisionConflictError(f"the decision this page showed for {what} is not recorded; reload the page")
+    if current.user == actor.user and current.supersedes == expected.seq and same(current):
+        return current
+    raise DecisionConflictError(
+        f"{current.user or 'someone'} recorded “{current.wording}” for {what} at {current.at:%Y-%m-%d %H:%M:%S} UTC, "
+        "after this page was loaded. Nothing was recorded from this page: reload it to see the current decisions, "
+        "then decide again."
+    )
+
+
 def decide_finding(
     store: Store, review: StudyReview, actor: Actor, label: str, verdict: str, status: str | None,
-    comment: str | None,
+    comment: str | None, expected: Expected | None = None,
 ) -> int:  # fmt: skip
-    """Record one finding's decision (``finding_assessed``); returns its audit seq."""
+    """Record one finding's decision (``finding_assessed``); returns its audit seq.
+
+    With ``expected`` (what the page showed), a decision recorded since is a :class:`DecisionConflictError`, and
+    the same decision sent twice from one page is recorded once (its seq is returned). A revision superseded by a
+    later read one takes no decisions."""
     finding = next((f for f in review.findings if f.label == label), None)
     if finding is None:
         raise DecisionError(f"the draft has no finding {label!r}")
@@ -293,19 +364,28 @@ def decide_finding(
         if status not in {"present", "absent", "uncertain"}:
             raise DecisionError("modify needs the corrected status: present, absent or uncertain")
         new_status = status
-    payload: dict[str, Any] = {
-        "revision": review.revision,
-        "finding": label,
-        "model_status": finding.status,
-        "decision": chosen.value,
-        "status": new_status,
-        "comment": _comment(comment),
-        "supersedes": finding.decision.seq if finding.decision else None,
-        "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
-    }
-    event = AuditEvent(EventType.FINDING_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
-                       labels=(label,) if "," not in label else (), payload=payload)  # fmt: skip
-    return AuditRecorder(store).record(event).seq
+    text = _comment(comment)
+    with store.session("recording a finding decision", immediate=True) as session:
+        _lock_decisions(session)
+        _check_revision(session, review)
+        current = _latest(_decisions_in(session, review.study_uid, review.revision)[0].get(label, []))
+        repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.status, d.comment) ==
+                                  (chosen.value, new_status, text), label)  # fmt: skip
+        if repeated is not None:
+            return repeated.seq
+        payload: dict[str, Any] = {
+            "revision": review.revision,
+            "finding": label,
+            "model_status": finding.status,
+            "decision": chosen.value,
+            "status": new_status,
+            "comment": text,
+            "supersedes": current.seq if current else None,
+            "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
+        }
+        event = AuditEvent(EventType.FINDING_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
+                           labels=(label,) if "," not in label else (), payload=payload)  # fmt: skip
+        return AuditRecorder(store).record(event, session=session).seq
 
 
 def check_draft_decision(verdict: str, reason_code: str, comment: str | None) -> None:
@@ -319,6 +399,32 @@ def check_draft_decision(verdict: str, reason_code: str, comment: str | None) ->
     _comment(comment)
 
 
+def _current_draft(
+    session: Session, review: StudyReview, actor: Actor, chosen: DraftDecision, reason_code: str, text: str | None,
+    expected: Expected | None,
+) -> tuple[Decision | None, Decision | None]:  # fmt: skip
+    """The current draft decision, and the same one when this decision is a repeat (see :func:`_check_current`)."""
+    _lock_decisions(session)
+    _check_revision(session, review)
+    current = _latest(_decisions_in(session, review.study_uid, review.revision)[1])
+    repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.reason, d.comment) ==
+                              (chosen.value, reason_code, text), "the whole draft")  # fmt: skip
+    return current, repeated
+
+
+def repeated_draft_decision(
+    store: Store, review: StudyReview, actor: Actor, verdict: str, reason_code: str, comment: str | None,
+    expected: Expected | None,
+) -> int | None:  # fmt: skip
+    """Before anything is built for a whole-draft decision: its seq when it is already recorded from the same page
+    (a double submit), None when it may be recorded; :class:`DecisionConflictError` when it may not."""
+    check_draft_decision(verdict, reason_code, comment)
+    with store.session("checking a draft decision", immediate=True) as session:
+        _current, repeated = _current_draft(session, review, actor, DraftDecision(verdict), reason_code,
+                                            _comment(comment), expected)  # fmt: skip
+    return repeated.seq if repeated else None
+
+
 def decide_draft(
     store: Store,
     review: StudyReview,
@@ -328,21 +434,24 @@ def decide_draft(
     comment: str | None,
     assessment_sr: Mapping[str, str] | None = None,
     add_outbox_rows: Callable[[Session, int], list[dict[str, object]]] | None = None,
+    expected: Expected | None = None,
 ) -> int:
     """Record the whole draft's decision (``draft_assessed``, naming its assessment SR when one was kept) and
     mirror it on the worklist; returns its seq.
 
     ``add_outbox_rows(session, revision_id)`` queues the assessment SR for the PACS in the same transaction
-    (:meth:`radtrace.reporting.dispatch.outbox.Outbox.add_assessments`); the event names the rows (``outbox``)."""
+    (:meth:`radtrace.reporting.dispatch.outbox.Outbox.add_assessments`); the event names the rows (``outbox``).
+    ``expected`` works as for :func:`decide_finding` (a repeat queues nothing more)."""
     check_draft_decision(verdict, reason_code, comment)
     chosen = DraftDecision(verdict)
+    text = _comment(comment)
     payload: dict[str, Any] = {
         "revision": review.revision,
         "decision": chosen.value,
         "reason_code": reason_code,
         "reason_scheme": "RADTRACE",
         "reason_meaning": DRAFT_REASONS[reason_code],
-        "comment": _comment(comment),
+        "comment": text,
         "supersedes": review.draft_decision.seq if review.draft_decision else None,
         "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
         "findings": {f.label: (f.decision.verdict if f.decision else None) for f in review.findings},
@@ -350,6 +459,10 @@ def decide_draft(
     }
     now = utc_now()
     with store.session("recording a draft decision", immediate=True) as session:
+        current, repeated = _current_draft(session, review, actor, chosen, reason_code, text, expected)
+        if repeated is not None:
+            return repeated.seq
+        payload["supersedes"] = current.seq if current else None
         if add_outbox_rows is not None:
             revision_id = session.scalar(
                 sa.select(Revision.id).join(Study).where(Study.study_uid == review.study_uid,

@@ -54,7 +54,9 @@ from radtrace.console.pages import (
 )
 from radtrace.console.review import (
     DRAFT_REASONS,
+    DecisionConflictError,
     DecisionError,
+    Expected,
     StudyReview,
     agreement,
     check_draft_decision,
@@ -62,6 +64,7 @@ from radtrace.console.review import (
     decide_finding,
     image_path,
     load_review,
+    repeated_draft_decision,
 )
 from radtrace.console.worklist import (
     WorklistFilter,
@@ -213,7 +216,8 @@ def study_page(
     if user.account.role.may_decide:
         mark_opened(state.store, study_uid, revision, user.account.name)
     return render_page(request, state, "study.html", user=user, review=review, sections=_sentences(review),
-                       reasons=DRAFT_REASONS, may_decide=user.account.role.may_decide)  # fmt: skip
+                       reasons=DRAFT_REASONS,
+                       may_decide=user.account.role.may_decide and review.superseded_by is None)  # fmt: skip
 
 
 def _png(pixels: Any) -> bytes:
@@ -268,6 +272,25 @@ def study_image(
     return Response(data, media_type="image/png", headers={**SECURITY_HEADERS, "Cache-Control": "private, no-store"})
 
 
+def _expected(form: dict[str, str]) -> Expected | None:
+    """The decision the page showed as current (its ``seen`` field: empty for none); None when the form has no
+    such field (a client that does not ask for the check)."""
+    seen = form.get("seen")
+    if seen is None:
+        return None
+    if seen == "":
+        return Expected(None)
+    if not seen.isdigit() or len(seen) > 18:
+        raise HTTPException(422, detail="the form's seen field is empty or the number of the decision it showed")
+    return Expected(int(seen))
+
+
+def _conflict(request: Request, state: ConsoleState, user: SignedIn, review: StudyReview, reason: str) -> Response:
+    """409: the decision was made on a page that is out of date; nothing was recorded."""
+    log.info("console: a decision from an out-of-date page was refused (409)")
+    return render_page(request, state, "conflict.html", 409, user=user, review=review, reason=reason)
+
+
 def _decider(user: SignedIn) -> None:
     if not user.account.role.may_decide:
         raise HTTPException(403, detail=f"only a radiologist records decisions; you are signed in as "
@@ -286,7 +309,10 @@ async def finding_decision(
     label = form.get("label", "")
     try:
         await run_in_threadpool(decide_finding, state.store, review, request_actor(request, user), label,
-                                form.get("decision", ""), form.get("status") or None, form.get("comment"))  # fmt: skip
+                                form.get("decision", ""), form.get("status") or None, form.get("comment"),
+                                _expected(form))  # fmt: skip
+    except DecisionConflictError as exc:
+        return _conflict(request, state, user, review, exc.reason)
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
     # The next finding is selected after a decision, so the keyboard path is j-less: a, a, r, a …
@@ -305,14 +331,22 @@ async def draft_decision(
     _decider(user)
     review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
     verdict, reason, comment = form.get("decision", ""), form.get("reason", ""), form.get("comment")
+    expected, actor = _expected(form), request_actor(request, user)
+    queued: list[int] = []
     try:
         check_draft_decision(verdict, reason, comment)
-        built = await run_in_threadpool(_assessment_sr, state, review, user.account.name, verdict, reason, comment)
-        kept, hl7 = built if built else (None, None)
-        queued: list[int] = []
-        add_rows = _outbox_rows(state, kept, hl7, queued) if kept else None
-        await run_in_threadpool(decide_draft, state.store, review, request_actor(request, user), verdict, reason,
-                                comment, kept, add_rows)  # fmt: skip
+        # Refused or repeated before an assessment SR is built for it (and checked again as it is recorded).
+        repeated = await run_in_threadpool(repeated_draft_decision, state.store, review, actor, verdict, reason,
+                                           comment, expected)  # fmt: skip
+        if repeated is None:
+            built = await run_in_threadpool(_assessment_sr, state, review, user.account.name, verdict, reason,
+                                            comment)  # fmt: skip
+            kept, hl7 = built if built else (None, None)
+            add_rows = _outbox_rows(state, kept, hl7, queued) if kept else None
+            await run_in_threadpool(decide_draft, state.store, review, actor, verdict, reason, comment, kept,
+                                    add_rows, expected)  # fmt: skip
+    except DecisionConflictError as exc:
+        return _conflict(request, state, user, review, exc.reason)
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
     if queued:

@@ -1,0 +1,165 @@
+"""Two radiologists on one study, double submits and stale pages: a decision made on a page that no longer shows
+the current state is refused with 409 and a reason, never recorded over what the user did not see.
+
+Studies are read by the real pipeline with the demo backend (console_support); checked through the pages and the
+audit rows, as in test_console_web.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in
+from radtrace.audit.schema import AuditEventRow
+from radtrace.config import Settings
+from radtrace.model.reader import StudyReader
+from radtrace.store.engine import Store
+from radtrace.store.models import Revision, RevisionState, Study
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(store: Store, tmp_path: Path) -> Settings:
+    return console_settings(tmp_path, store)
+
+
+def _study(store: Store, settings: Settings, seed: int) -> str:
+    return reported_study(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), seed=seed)
+
+
+def _decisions(store: Store) -> list[tuple[str, str | None, dict[str, object]]]:
+    table = AuditEventRow
+    with store.session() as session:
+        rows = session.execute(
+            sa.select(table.event_type, table.actor_user, table.payload)
+            .where(table.event_type.in_(["finding_assessed", "draft_assessed"]))
+            .order_by(table.seq)
+        ).all()
+    return [(kind, user, json.loads(payload)) for kind, user, payload in rows]
+
+
+def _finding_form(page: str, index: int) -> dict[str, str]:
+    """The hidden fields of the ``index``-th finding's form, as the browser would send them."""
+    forms = re.findall(r'<form method="post" action="[^"]+/findings" class="finding-form">(.*?)</form>', page, re.S)
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', forms[index]))
+
+
+def _draft_form(page: str) -> dict[str, str]:
+    form = re.search(r'id="draft-form">(.*?)</form>', page, re.S)
+    assert form is not None
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(1)))
+
+
+def _signed_in(store: Store, settings: Settings, name: str) -> TestClient:
+    add_user(store, name, "radiologist")
+    client = console_client(store, settings)
+    sign_in(client, name)
+    return client
+
+
+def test_a_second_radiologist_on_a_stale_page_gets_a_conflict_not_a_silent_overwrite(
+    store: Store, settings: Settings
+) -> None:
+    study_uid = _study(store, settings, 71)
+    url = f"/console/studies/{study_uid}/1"
+    with _signed_in(store, settings, "dr.one") as one, _signed_in(store, settings, "dr.two") as two:
+        page_one, page_two = one.get(url).text, two.get(url).text  # both open the study
+        accepted = one.post(f"{url}/findings", data={**_finding_form(page_one, 0), "decision": "accept"},
+                            follow_redirects=False)  # fmt: skip
+        assert accepted.status_code == 303
+        late = two.post(f"{url}/findings", data={**_finding_form(page_two, 0), "decision": "reject"},
+                        follow_redirects=False)  # fmt: skip
+        assert late.status_code == 409
+        assert "dr.one" in late.text
+        assert "accepted" in late.text
+        assert "reload" in late.text.lower()
+        assert f'href="{url}' in late.text  # a way back to the current page
+        # reloaded, the second radiologist sees the first one's decision and may supersede it knowingly
+        fresh = two.get(url).text
+        assert "accepted by dr.one" in fresh
+        again = two.post(f"{url}/findings", data={**_finding_form(fresh, 0), "decision": "reject"},
+                         follow_redirects=False)  # fmt: skip
+        assert again.status_code == 303
+        # the whole draft: the same
+        draft_one, draft_two = one.get(url).text, two.get(url).text
+        form = {"decision": "accept", "reason": "RT-A1"}
+        assert (
+            one.post(f"{url}/draft", data={**_draft_form(draft_one), **form}, follow_redirects=False).status_code == 303
+        )
+        late = two.post(f"{url}/draft", data={**_draft_form(draft_two), "decision": "reject", "reason": "RT-R1"},
+                        follow_redirects=False)  # fmt: skip
+        assert late.status_code == 409
+        assert "dr.one" in late.text
+    kinds = [(kind, user, payload["decision"]) for kind, user, payload in _decisions(store)]
+    assert kinds == [
+        ("finding_assessed", "dr.one", "accept"),
+        ("finding_assessed", "dr.two", "reject"),
+        ("draft_assessed", "dr.one", "accept"),
+    ]
+
+
+def test_a_double_submit_records_one_decision_and_both_answers_lead_to_the_study(
+    store: Store, settings: Settings
+) -> None:
+    study_uid = _study(store, settings, 72)
+    url = f"/console/studies/{study_uid}/1"
+    with _signed_in(store, settings, "dr.dbl") as client:
+        page = client.get(url).text
+        finding = {**_finding_form(page, 1), "decision": "modify", "status": "absent", "comment": "not seen"}
+        answers = [client.post(f"{url}/findings", data=finding, follow_redirects=False) for _ in range(2)]
+        assert [a.status_code for a in answers] == [303, 303]
+        assert answers[0].headers["location"] == answers[1].headers["location"]
+        draft = {**_draft_form(page), "decision": "reject", "reason": "RT-R2"}
+        answers = [client.post(f"{url}/draft", data=draft, follow_redirects=False) for _ in range(2)]
+        assert [a.status_code for a in answers] == [303, 303]
+        # a different decision from the same stale page is a changed mind made blind: refused
+        other = client.post(f"{url}/findings", data={**finding, "decision": "accept"}, follow_redirects=False)
+        assert other.status_code == 409
+    assert [(kind, payload["decision"]) for kind, _user, payload in _decisions(store)] == [
+        ("finding_assessed", "modify"),
+        ("draft_assessed", "reject"),
+    ]
+
+
+def test_a_page_of_an_earlier_revision_cannot_decide_once_the_study_is_read_again(
+    store: Store, settings: Settings
+) -> None:
+    study_uid = _study(store, settings, 73)
+    url = f"/console/studies/{study_uid}/1"
+    with _signed_in(store, settings, "dr.old") as client:
+        page = client.get(url).text
+        with store.session() as session:  # new images came; the study was read again as revision 2
+            study = session.scalar(sa.select(Study).where(Study.study_uid == study_uid))
+            assert study is not None
+            session.add(Revision(study=study, number=2, state=RevisionState.REPORTED))
+        stale = client.post(f"{url}/findings", data={**_finding_form(page, 0), "decision": "accept"},
+                            follow_redirects=False)  # fmt: skip
+        assert stale.status_code == 409
+        assert "revision 2" in stale.text
+        stale = client.post(f"{url}/draft", data={**_draft_form(page), "decision": "accept", "reason": "RT-A1"},
+                            follow_redirects=False)  # fmt: skip
+        assert stale.status_code == 409
+        reopened = client.get(url).text
+        assert "revision 2" in reopened
+        assert 'class="finding-form"' not in reopened
+    assert _decisions(store) == []
+
+
+def test_a_malformed_seen_field_is_refused_with_a_reason(store: Store, settings: Settings) -> None:
+    study_uid = _study(store, settings, 74)
+    url = f"/console/studies/{study_uid}/1"
+    with _signed_in(store, settings, "dr.bad") as client:
+        page = client.get(url).text
+        form = {**_finding_form(page, 0), "decision": "accept", "seen": "1; drop table"}
+        answer = client.post(f"{url}/findings", data=form, follow_redirects=False)
+        assert answer.status_code == 422
+        assert "seen" in answer.text
+        assert csrf_of(page)
+    assert _decisions(store) == []
