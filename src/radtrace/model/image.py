@@ -7,7 +7,8 @@ The chain follows the DICOM grayscale pipeline (PS3.4 Annex N, PS3.3 C.11):
 2. Modality LUT: Modality LUT Sequence, else Rescale Slope/Intercept (PS3.3 C.11.1);
 3. VOI: an explicit VOI LUT Sequence (indexed by integers, so the modality output is rounded first), else the
    first window with its VOI LUT Function, LINEAR, LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1.2-3), else the
-   full range of the modality output;
+   full range of the modality output; a VOI its function refuses (a LINEAR width below 1) or that leaves the
+   picture nearly blank is passed over, recorded, for the next one (an image of one value is refused);
 4. inversion for MONOCHROME1 (or a Presentation LUT Shape of INVERSE), so that air is dark;
 5. 8 bits, then gray to RGB;
 6. resize keeping the aspect ratio to a pixel budget, in multiples of the model's merged patch (28 px for
@@ -46,6 +47,11 @@ MERGED_PATCH: Final = 28
 #: Largest source image decoded (rows x columns x samples x frames), as ``listener.max_image_pixels``' default.
 MAX_SOURCE_PIXELS: Final = 50_000_000
 _MAX_ASPECT: Final = 200  # Qwen's processor refuses more extreme shapes
+#: A VOI (window or LUT) that leaves fewer pixels than this between black and white shows the model a blank
+#: picture: the next one is used (the films' own windows leave more than half; an absurd one almost none).
+MIN_VISIBLE: Final = 0.10
+#: ... or fewer gray levels than this (the films' own windows give well over a hundred).
+MIN_GRAY_LEVELS: Final = 16
 
 FloatImage = NDArray[np.float64]
 Step = dict[str, Any]
@@ -279,16 +285,38 @@ def _modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
 
 
 def _voi(values: FloatImage, ds: Dataset) -> tuple[FloatImage, Step]:
+    """The first usable VOI of the header (LUT, then each window in order), else the full range.
+
+    A VOI is unusable when its function refuses its width, or when it leaves fewer than
+    :data:`MIN_VISIBLE` of the pixels between black and white or fewer than :data:`MIN_GRAY_LEVELS` gray levels
+    (a window far outside the data or far too wide, a LUT that covers none of it): a viewer's user would pick
+    another window; the model cannot, so it is given the next one. What was passed over is recorded under
+    ``rejected``.
+    """
+    rejected: list[Step] = []
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
-        return _explicit_voi_lut(values, ds.VOILUTSequence[0])
+        display, step = _explicit_voi_lut(values, ds.VOILUTSequence[0])
+        blank = _blankness(display, values, most_levels=int(step["entries"]))
+        if blank is None:
+            return display, step
+        rejected.append({"kind": "lut", "why": blank})
     centers, widths = _window_values(ds)
-    if centers and widths:
-        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-        center, width = centers[0], widths[0]
-        explanation = ds.get("WindowCenterWidthExplanation")
-        if explanation is not None and not isinstance(explanation, str):
-            explanation = explanation[0] if len(explanation) else None
-        return apply_window(values, center, width, function), {
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    explanations = ds.get("WindowCenterWidthExplanation")
+    if explanations is not None and isinstance(explanations, str):
+        explanations = [explanations]
+    for index, (center, width) in enumerate(zip(centers, widths, strict=False)):
+        try:
+            display = apply_window(values, center, width, function)
+        except DicomInputError as exc:
+            rejected.append({"kind": "window", "center": center, "width": width, "why": exc.reason})
+            continue
+        blank = _blankness(display, values)
+        if blank is not None:
+            rejected.append({"kind": "window", "center": center, "width": width, "why": blank})
+            continue
+        explanation = explanations[index] if explanations is not None and index < len(explanations) else None
+        step: Step = {
             "step": "voi",
             "kind": "window",
             "function": function,
@@ -297,10 +325,41 @@ def _voi(values: FloatImage, ds: Dataset) -> tuple[FloatImage, Step]:
             "explanation": str(explanation) if explanation else None,
             "windows_available": len(centers),
         }
+        if index:
+            step["window_index"] = index
+        if rejected:
+            step["rejected"] = rejected
+        return display, step
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        raise DicomInputError("every pixel holds the same value: the image shows nothing to read")
+    step = {"step": "voi", "kind": "full_range", "low": low, "high": high}
+    if rejected:
+        step["rejected"] = rejected
+    return (values - low) / (high - low), step
+
+
+def _levels(display: FloatImage) -> NDArray[np.int64]:
+    """How many pixels hold each of the 256 gray levels once ``display`` is in 8 bits."""
+    return np.bincount(np.rint(display * 255.0).astype(np.int64).ravel(), minlength=256)
+
+
+def _blankness(display: FloatImage, values: FloatImage, most_levels: int | None = None) -> str | None:
+    """Why ``display`` (a VOI of ``values``) is a nearly blank picture once in 8 bits, or None: too few pixels
+    between black and white, or fewer gray levels than the full range of ``values`` gives (up to
+    :data:`MIN_GRAY_LEVELS`; ``most_levels``: a LUT's entries), e.g. a window so wide that all is one gray."""
+    counts = _levels(display)
+    visible = float(counts[1:255].sum() / max(display.size, 1))
+    if visible < MIN_VISIBLE:
+        return f"leaves {visible:.1%} of the pixels between black and white (under {MIN_VISIBLE:.0%})"
+    levels = int(np.count_nonzero(counts))
+    if levels >= MIN_GRAY_LEVELS:
+        return None
     low, high = float(values.min()), float(values.max())
     span = high - low
-    display = (values - low) / span if span > 0 else np.zeros_like(values)
-    return display, {"step": "voi", "kind": "full_range", "low": low, "high": high}
+    possible = int(np.count_nonzero(_levels((values - low) / span))) if span > 0 else 1
+    needed = min(MIN_GRAY_LEVELS, possible, most_levels or MIN_GRAY_LEVELS)
+    return f"leaves {levels} gray levels (under {needed})" if levels < needed else None
 
 
 def _explicit_voi_lut(values: FloatImage, item: Dataset) -> tuple[FloatImage, Step]:

@@ -1,0 +1,102 @@
+"""Variants of the real films in tests/data/real-cxr through the model's image path (model/image.py, model/views.py).
+
+Each case derives a variant from a real film in memory (the file on disk is never changed) and compares the picture
+the model is shown with the picture of the film as it is: what a radiologist's viewer would show must be what the
+model sees, or the study must end with a reason that names the problem. Found by the real-input exploration
+(notes/report-realinput.md): before the fixes, an unusable window width failed the study and an absurd window
+gave the model a blank picture.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from radtrace.errors import DicomInputError
+from radtrace.model.image import prepare_picture
+from radtrace.model.study import study_image
+
+pytestmark = pytest.mark.unit
+
+REAL = Path(__file__).resolve().parents[1] / "data" / "real-cxr"
+FUJI = "fuji-cr-chest-pa-mono1-10bit-no-filemeta.dcm"  # CR, MONOCHROME1, 10 bit, WC 550 / WW 1024
+NIH = "nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm"  # SC with Modality DX, MONOCHROME2, 8 bit, no window
+BUDGET = {"min_pixels": 128 * 128, "max_pixels": 476 * 476}
+
+
+def film(name: str) -> Dataset:
+    return study_image((REAL / name).read_bytes()).dataset
+
+
+def gray(ds: Dataset) -> np.ndarray:
+    return prepare_picture(ds, **BUDGET).pixels[:, :, 0].astype(float)
+
+
+def without_window(ds: Dataset) -> Dataset:
+    plain = copy.deepcopy(ds)
+    for keyword in ("WindowCenter", "WindowWidth", "VOILUTFunction", "WindowCenterWidthExplanation"):
+        plain.pop(keyword, None)
+    return plain
+
+
+@pytest.mark.parametrize("width", [0, -5, 0.5])
+def test_a_window_width_linear_cannot_use_falls_back_to_the_full_range_instead_of_failing(width: float) -> None:
+    ds = film(FUJI)
+    ds.WindowCenter, ds.WindowWidth = 100, width
+    picture = prepare_picture(ds, **BUDGET)
+    expected = gray(without_window(ds))
+    assert np.abs(picture.pixels[:, :, 0].astype(float) - expected).max() <= 1
+    voi = next(step for step in picture.steps if step["step"] == "voi")
+    assert voi["kind"] == "full_range"
+    assert voi["rejected"][0]["width"] == width
+    assert "below 1" in voi["rejected"][0]["why"]
+
+
+def test_an_unusable_first_window_gives_way_to_the_next_one() -> None:
+    ds = film(FUJI)
+    ds.WindowCenter, ds.WindowWidth = [100, 550], [0, 1024]
+    expected = gray(film(FUJI))  # the film's own window, 550 / 1024
+    picture = prepare_picture(ds, **BUDGET)
+    assert np.abs(picture.pixels[:, :, 0].astype(float) - expected).max() <= 1
+    voi = next(step for step in picture.steps if step["step"] == "voi")
+    assert (voi["kind"], voi["center"], voi["width"], voi["window_index"]) == ("window", 550.0, 1024.0, 1)
+
+
+@pytest.mark.parametrize(
+    ("center", "width"),
+    [(1e7, 100), (-50000, 2), (0, 1e9), (2000, 10)],
+    ids=["far-above", "far-below-narrow", "absurdly-wide", "beyond-the-data"],
+)
+def test_a_window_that_leaves_the_film_blank_is_not_what_the_model_is_shown(center: float, width: float) -> None:
+    for name in (FUJI, NIH):
+        ds = film(name)
+        ds.WindowCenter, ds.WindowWidth = center, width
+        picture = gray(ds)
+        reference = gray(without_window(ds))
+        assert picture.std() > 20, name  # a picture, not a flat field
+        assert np.corrcoef(picture.ravel(), reference.ravel())[0, 1] > 0.99, name
+
+
+def test_a_voi_lut_that_covers_none_of_the_film_falls_back_to_its_window() -> None:
+    ds = film(FUJI)  # stored values 0..979
+    item = Dataset()
+    item.LUTDescriptor = [256, 4000, 16]  # maps 4000..4255 only: every pixel clamps to the first entry
+    item.add_new(0x00283006, "US", [int(v) for v in np.linspace(0, 65535, 256)])
+    ds.VOILUTSequence = Sequence([item])
+    picture = prepare_picture(ds, **BUDGET)
+    assert np.abs(picture.pixels[:, :, 0].astype(float) - gray(film(FUJI))).max() <= 1
+    voi = next(step for step in picture.steps if step["step"] == "voi")
+    assert voi["kind"] == "window"
+    assert voi["rejected"][0]["kind"] == "lut"
+
+
+def test_a_film_whose_pixels_all_hold_one_value_is_refused_with_a_reason() -> None:
+    ds = film(FUJI)
+    ds.PixelData = np.full((ds.Rows, ds.Columns), 300, dtype=np.uint16).tobytes()
+    with pytest.raises(DicomInputError, match="same value"):
+        prepare_picture(without_window(ds), **BUDGET)
