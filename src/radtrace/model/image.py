@@ -295,10 +295,10 @@ def _voi(values: FloatImage, ds: Dataset) -> tuple[FloatImage, Step]:
     """
     rejected: list[Step] = []
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
-        display, step = _explicit_voi_lut(values, ds.VOILUTSequence[0])
-        blank = _blankness(display, values, most_levels=int(step["entries"]))
+        display, lut_step = _explicit_voi_lut(values, ds.VOILUTSequence[0])
+        blank = _blankness(display, values, most_levels=int(lut_step["entries"]))
         if blank is None:
-            return display, step
+            return display, lut_step
         rejected.append({"kind": "lut", "why": blank})
     centers, widths = _window_values(ds)
     function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
