@@ -164,6 +164,7 @@ def test_admin_verifies_the_chain(api: Api) -> None:
     report = api.client.get("/v1/verify", headers=api.admin).json()
     assert report["ok"] is True
     assert report["first_break_seq"] is None
+    assert "rows removed from the end" in report["not_checked"]  # a valid chain does not prove an intact tail
     assert report["rows_checked"] == report["head_seq"] == len(api.seeded) + 2  # + two token creations
     (verified,) = api.rows("audit_verified")
     assert verified["actor_user"] == "audit.lead"

@@ -32,6 +32,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from radtrace import __version__
+from radtrace.audit.chain import TAIL_NOT_CHECKED
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.operations import verify_audit_log
 from radtrace.audit.presentation import csv_chunks
@@ -109,6 +110,7 @@ class VerificationReport:
     head_hash: str
     first_break_seq: int | None
     first_break_problem: str | None
+    not_checked: str = TAIL_NOT_CHECKED
 
 
 def _store(request: Request) -> Store:

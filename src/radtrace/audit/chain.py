@@ -28,6 +28,7 @@ from radtrace.store.engine import Store, is_postgresql, translate_db_error
 __all__ = [
     "GENESIS_HASH",
     "HASHED_COLUMNS",
+    "TAIL_NOT_CHECKED",
     "ChainBreak",
     "Checkpoint",
     "Verification",
@@ -48,6 +49,10 @@ _PREV_HASH: Final = HASHED_COLUMNS.index("prev_hash")
 _PAYLOAD: Final = HASHED_COLUMNS.index("payload")
 _HASH: Final = len(HASHED_COLUMNS)  # the stored hash follows the hashed columns in verify's query
 VERIFY_BATCH_ROWS: Final = 10_000
+TAIL_NOT_CHECKED: Final = (
+    "rows removed from the end leave a valid, shorter chain: only a signed checkpoint kept off the host "
+    "(radtrace audit verify --checkpoint FILE) shows them"
+)
 
 
 def _timestamp(value: datetime) -> str:
@@ -136,7 +141,7 @@ def verify_chain(
     columns: list[sa.ColumnElement[Any]] = [table.c[name] for name in (*HASHED_COLUMNS, "hash")]
     columns[_RECORDED_AT] = _canonical_time_sql(store, table.c.recorded_at)
     query = sa.select(*columns).order_by(table.c.seq)
-    expected_seq, previous_hash, checked = 1, GENESIS_HASH, 0
+    expected_seq, previous_hash, previous_prev_hash, checked = 1, GENESIS_HASH, None, 0
     first_break: ChainBreak | None = None
     checkpoint_hash: str | None = None
     try:
@@ -149,10 +154,10 @@ def verify_chain(
                 checked += 1
                 seq = row[0]
                 if first_break is None:
-                    first_break = _check_row(row, expected_seq, previous_hash)
+                    first_break = _check_row(row, expected_seq, previous_hash, previous_prev_hash)
                 if checkpoint is not None and seq == checkpoint.seq:
                     checkpoint_hash = row[_HASH]
-                expected_seq, previous_hash = seq + 1, row[_HASH]
+                expected_seq, previous_hash, previous_prev_hash = seq + 1, row[_HASH], row[_PREV_HASH]
                 if progress is not None and checked % VERIFY_BATCH_ROWS == 0:
                     progress(checked)
     except sa.exc.SQLAlchemyError as exc:
@@ -182,8 +187,12 @@ def _canonical_time_sql(store: Store, column: sa.ColumnElement[Any]) -> sa.Colum
     return sa.func.replace(sa.type_coerce(column, sa.String), " ", "T").concat("+00:00")
 
 
-def _check_row(row: Sequence[Any], expected_seq: int, previous_hash: str) -> ChainBreak | None:
+def _check_row(
+    row: Sequence[Any], expected_seq: int, previous_hash: str, previous_prev_hash: str | None
+) -> ChainBreak | None:
     seq = row[0]
+    if seq < expected_seq:  # only a row before seq 1 can sort here (seq is the primary key)
+        return ChainBreak(seq, f"row {seq} precedes row 1, the first row of the chain (row inserted)")
     if seq != expected_seq:
         gap = (
             f"row {expected_seq} is missing"
@@ -193,6 +202,13 @@ def _check_row(row: Sequence[Any], expected_seq: int, previous_hash: str) -> Cha
         return ChainBreak(expected_seq, f"sequence gap: {gap}")
     content_ok = _hash_columns(row) == row[_HASH]
     if row[_PREV_HASH] != previous_hash:
+        if seq > 1 and row[_PREV_HASH] == previous_prev_hash:
+            # This row and the previous one chain onto the same predecessor: the previous row was slipped
+            # in between them (and the rows after it renumbered), whatever hash it was given.
+            return ChainBreak(
+                seq - 1,
+                f"row inserted: rows {seq - 1} and {seq} both chain to the row before {seq - 1}",
+            )
         if content_ok and seq > 1:
             # This row is intact and still chained to the hash the previous row had when this one was
             # written: the previous row changed since, and its own hash was recomputed to hide it.

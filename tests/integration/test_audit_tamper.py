@@ -1,0 +1,159 @@
+"""An attacker with database rights edits the audit log; `radtrace audit verify` names the first bad row.
+
+Each case switches the append-only triggers off (as a superuser can), tampers, and checks both the chain walk
+and the command QA staff run: a non-zero exit and a message naming the first bad sequence number.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from radtrace.audit.chain import row_hash, verify_chain
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.audit.schema import AuditEventRow
+from radtrace.store.engine import Store, is_postgresql
+from tests_support import radtrace
+
+pytestmark = pytest.mark.integration
+
+ROWS = 10
+
+
+def _fill(store: Store) -> None:
+    AuditRecorder(store).record_many(
+        [AuditEvent(EventType.INSTANCE_RECEIVED, Actor(ae_title="PACS1"), study_uid=f"1.2.3.{n}") for n in range(ROWS)]
+    )
+
+
+def _as_superuser(store: Store, *statements: str) -> None:
+    with store.engine.connect() as connection:
+        if is_postgresql(store.engine):
+            connection.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER ALL")
+        else:
+            connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_update")
+            connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_delete")
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+        connection.commit()
+
+
+def _rows(store: Store) -> list[dict[str, object]]:
+    table = AuditEventRow.__table__
+    with store.engine.connect() as connection:
+        return [dict(row) for row in connection.execute(sa.select(table).order_by(table.c.seq)).mappings()]
+
+
+def _insert_forged(store: Store, seq: int, prev_hash: str, **changes: object) -> None:
+    """A row made up by the attacker, with a hash computed exactly as radtrace computes one."""
+    template = _rows(store)[0] | {"seq": seq, "prev_hash": prev_hash, "actor_ae": "FORGER"} | changes
+    template["hash"] = row_hash(template)
+    with store.engine.connect() as connection:
+        connection.execute(sa.insert(AuditEventRow).values(**template))
+        connection.commit()
+
+
+def _cli_verify(store: Store, tmp_path: Path) -> tuple[int, str]:
+    env = {
+        "RADTRACE_DATA_DIR": str(tmp_path / "var"),
+        "RADTRACE_STORE__URL": store.engine.url.render_as_string(hide_password=False),
+    }
+    result = radtrace("audit", "verify", env=env)
+    return result.returncode, result.stdout + result.stderr
+
+
+# Rows 5 onwards moved up by one, in two steps so that no intermediate seq collides with a primary key.
+MAKE_ROOM_AT_5 = (
+    "UPDATE audit_events SET seq = seq + 1000000 WHERE seq >= 5",
+    "UPDATE audit_events SET seq = seq - 1000000 + 1 WHERE seq >= 1000000",
+)
+
+
+def test_a_changed_timestamp_is_named(store: Store, tmp_path: Path) -> None:
+    _fill(store)
+    moved = _rows(store)[4]["recorded_at"]
+    assert isinstance(moved, datetime)
+    _as_superuser(store)
+    with store.engine.connect() as connection:
+        connection.execute(
+            sa.update(AuditEventRow).where(AuditEventRow.seq == 5).values(recorded_at=moved - timedelta(days=365))
+        )
+        connection.commit()
+    result = verify_chain(store)
+    assert result.first_break is not None
+    assert result.first_break.seq == 5
+    code, output = _cli_verify(store, tmp_path)
+    assert code == 1
+    assert "broken at seq 5" in output
+
+
+def test_two_rows_swapped_are_named_at_the_first_of_them(store: Store, tmp_path: Path) -> None:
+    _fill(store)
+    _as_superuser(
+        store,
+        "UPDATE audit_events SET seq = -4 WHERE seq = 4",
+        "UPDATE audit_events SET seq = 4 WHERE seq = 6",
+        "UPDATE audit_events SET seq = 6 WHERE seq = -4",
+    )
+    result = verify_chain(store)
+    assert result.first_break is not None
+    assert result.first_break.seq == 4, result
+    code, output = _cli_verify(store, tmp_path)
+    assert code == 1
+    assert "broken at seq 4" in output
+
+
+def test_a_forged_row_slipped_into_the_middle_is_the_row_named(store: Store, tmp_path: Path) -> None:
+    _fill(store)
+    _as_superuser(store, *MAKE_ROOM_AT_5)
+    _insert_forged(store, 5, prev_hash=str(_rows(store)[3]["hash"]))  # chained onto row 4, hash recomputed
+    result = verify_chain(store)
+    assert result.first_break is not None
+    assert result.first_break.seq == 5, result  # the forged row, not the genuine row after it
+    assert "inserted" in result.first_break.problem
+    code, output = _cli_verify(store, tmp_path)
+    assert code == 1
+    assert "broken at seq 5" in output
+
+
+def test_a_forged_row_before_the_first_is_named_plainly(store: Store, tmp_path: Path) -> None:
+    _fill(store)
+    _as_superuser(store)
+    _insert_forged(store, 0, prev_hash="0" * 64)
+    result = verify_chain(store)
+    assert result.first_break is not None
+    assert result.first_break.seq == 0, result
+    assert "to -1" not in result.first_break.problem
+    code, output = _cli_verify(store, tmp_path)
+    assert code == 1
+    assert "broken at seq 0" in output
+
+
+def test_deleting_the_head_rows_is_named(store: Store, tmp_path: Path) -> None:
+    _fill(store)
+    _as_superuser(store, "DELETE FROM audit_events WHERE seq <= 3")
+    result = verify_chain(store)
+    assert result.first_break is not None
+    assert result.first_break.seq == 1
+    assert "rows 1 to 3 are missing" in result.first_break.problem
+    code, output = _cli_verify(store, tmp_path)
+    assert code == 1
+    assert "broken at seq 1" in output
+
+
+def test_verify_does_not_claim_a_truncated_tail_is_intact(store: Store, tmp_path: Path) -> None:
+    """Rows deleted from the end leave a valid, shorter chain: only an anchor kept elsewhere shows it.
+
+    Without one, the command must say what it could not check rather than call the log intact.
+    """
+    _fill(store)
+    _as_superuser(store, "DELETE FROM audit_events WHERE seq > 7")
+    assert verify_chain(store).first_break is None  # the in-database chain alone cannot tell
+    code, output = _cli_verify(store, tmp_path)
+    assert code == 0
+    assert "rows removed from the end" in output
+    assert "--checkpoint" in output
