@@ -19,7 +19,7 @@ from pydicom.sequence import Sequence
 
 from radtrace.errors import DicomInputError
 from radtrace.model.image import prepare_picture
-from radtrace.model.study import study_image
+from radtrace.model.study import Skipped, StudyImage, prepare_study, study_image
 
 pytestmark = pytest.mark.unit
 
@@ -100,3 +100,42 @@ def test_a_film_whose_pixels_all_hold_one_value_is_refused_with_a_reason() -> No
     ds.PixelData = np.full((ds.Rows, ds.Columns), 300, dtype=np.uint16).tobytes()
     with pytest.raises(DicomInputError, match="same value"):
         prepare_picture(without_window(ds), **BUDGET)
+
+
+def cropped(ds: Dataset, rows: int, columns: int) -> Dataset:
+    small = copy.deepcopy(ds)
+    small.PixelData = np.ascontiguousarray(ds.pixel_array[:rows, :columns]).tobytes()
+    small.Rows, small.Columns = rows, columns
+    return small
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(1, 1), (8, 8), (4, 400), (20, 440)])
+def test_a_film_too_small_to_read_is_skipped_with_a_reason_not_upscaled_into_a_draft(rows: int, columns: int) -> None:
+    small = cropped(film(FUJI), rows, columns)
+    outcome = prepare_study([StudyImage(small, "0" * 64)], **BUDGET, accept_unknown_view=True)
+    assert isinstance(outcome, Skipped)
+    assert outcome.reason == "no frontal chest image large enough to read"
+
+
+def test_a_thumbnail_beside_the_film_is_never_chosen() -> None:
+    ds = film(FUJI)
+    thumbnail = cropped(ds, 8, 8)
+    thumbnail.SOPInstanceUID = ds.SOPInstanceUID + ".1"
+    outcome = prepare_study([StudyImage(thumbnail, "1" * 64), StudyImage(ds, "0" * 64)], **BUDGET)
+    assert not isinstance(outcome, Skipped)
+    assert outcome.sources[0].rows == ds.Rows
+
+
+@pytest.mark.parametrize("body_part", ["TORAX", "PECHO", "RIBS", "CHEST PA", "CHEST_PA", "PA CHEST"])
+def test_chest_body_parts_real_archives_send_are_read(body_part: str) -> None:
+    ds = film(FUJI)
+    ds.BodyPartExamined = body_part
+    outcome = prepare_study([StudyImage(ds, "0" * 64)], **BUDGET)
+    assert not isinstance(outcome, Skipped), body_part
+
+
+@pytest.mark.parametrize("body_part", ["ABDOMEN", "KNEE", "SKULL"])
+def test_another_body_part_is_still_not_read_as_a_chest(body_part: str) -> None:
+    ds = film(FUJI)
+    ds.BodyPartExamined = body_part
+    assert prepare_study([StudyImage(ds, "0" * 64)], **BUDGET) == Skipped("no frontal chest image")

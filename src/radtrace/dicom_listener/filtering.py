@@ -99,9 +99,9 @@ def decide(
     """Whether a study (one revision's instances) goes to the model.
 
     It does when at least one instance is a CR/DX radiograph IOD (or a Secondary Capture) with modality
-    CR or DX and is of the chest: Body Part Examined names the chest, or, when no radiograph records a body part, the
-    Study Description names the chest or no other part of the body. A queued study is STAT when any instance or the
-    description says so (:func:`priority_of`).
+    CR or DX and is of the chest: Body Part Examined names the chest (is, or has as a word, a chest body part),
+    or, when no radiograph records a body part, the Study Description names the chest or no other part of the body.
+    A queued study is STAT when any instance or the description says so (:func:`priority_of`).
     """
     rule = rule or FilterRule.default()
     if not instances:
@@ -115,7 +115,7 @@ def decide(
             return Decision(False, f"secondary capture, not a radiograph (modality {', '.join(modalities)})")
         return Decision(False, f"no CR/DX radiograph (modality {', '.join(modalities)})")
     parts = {(i.body_part or "").strip().upper() for i in radiographs} - {""}
-    if parts & rule.chest_body_parts:
+    if any(_names_chest(part, rule.chest_body_parts) for part in parts):
         return Decision(True, priority=priority_of(instances, study_description, rule))
     if parts:
         return Decision(False, f"not a chest radiograph (body part {', '.join(sorted(parts))})")
@@ -126,6 +126,11 @@ def decide(
     if other is None:  # anatomy stated nowhere (e.g. NIH ChestX-ray14 films): the model refuses a non-chest film
         return Decision(True, priority=priority_of(instances, study_description, rule))
     return Decision(False, f"not a chest radiograph (no body part, description names {other.group(0).upper()})")
+
+
+def _names_chest(body_part: str, chest_body_parts: frozenset[str]) -> bool:
+    """Whether a Body Part Examined value is, or has as one of its words (``CHEST PA``, ``CHEST_PA``), a chest part."""
+    return body_part in chest_body_parts or not chest_body_parts.isdisjoint(re.split(r"[\s_]+", body_part))
 
 
 def priority_of(instances: Sequence[InstanceFacts], study_description: str | None, rule: FilterRule) -> Priority:

@@ -5,6 +5,12 @@ Position (0018,5101), then free-text descriptions (series, protocol, acquisition
 PA is preferred over AP; an AP (or portable/supine) image is used when it is the only frontal one and flagged,
 because heart size and mediastinal width are overstated on AP films. Images of another body part are never used.
 With no frontal image the outcome is the skip reason :data:`NO_FRONTAL`.
+
+Body Part Examined names the chest when one of its words (split at spaces and underscores) is a chest word:
+CHEST, THORAX, LUNG, RIBS (the routing's defaults), TORSO, and the Spanish and Portuguese TORAX and PECHO that
+Iberian and Latin American archives send (e.g. ``CHEST PA``, ``CHEST_TO_PELVIS``, ``TORAX``). An image smaller
+than :data:`MIN_READABLE_SIDE` on a side (an icon, a thumbnail, a cropped scout) is never chosen: upscaled to the
+model's picture it would read as a film; a study with nothing larger is skipped with :data:`TOO_SMALL`.
 """
 
 from __future__ import annotations
@@ -16,9 +22,13 @@ from typing import Final, Literal
 
 from pydicom.dataset import Dataset
 
-__all__ = ["NO_FRONTAL", "ViewChoice", "ViewReading", "choose_views", "read_view"]
+__all__ = ["MIN_READABLE_SIDE", "NO_FRONTAL", "TOO_SMALL", "ViewChoice", "ViewReading", "choose_views", "read_view"]
 
 NO_FRONTAL: Final = "no frontal chest image"
+#: The skip reason of a study whose only frontal chest images are smaller than :data:`MIN_READABLE_SIDE`.
+TOO_SMALL: Final = "no frontal chest image large enough to read"
+#: Fewest pixels on an image's shorter side for it to be read (the model's smallest picture is 56 px a side).
+MIN_READABLE_SIDE: Final = 32
 
 Projection = Literal["PA", "AP", "LL", "RL", "LATERAL"]
 Role = Literal["frontal", "lateral"]
@@ -55,7 +65,8 @@ _TEXT_PATTERNS: Final[tuple[tuple[re.Pattern[str], Projection], ...]] = (
 )
 _TEXT_KEYWORDS: Final = ("SeriesDescription", "ProtocolName", "AcquisitionDeviceProcessingDescription", "ImageComments")
 _PORTABLE: Final = re.compile(r"\bPORTABLE\b|\bSUPINE\b|\bBEDSIDE\b|\bMOBILE\b")
-_CHEST_PARTS: Final = frozenset({"CHEST", "THORAX", "LUNG", "TORSO", "CHEST_TO_PELVIS"})
+_CHEST_WORDS: Final = frozenset({"CHEST", "THORAX", "LUNG", "LUNGS", "RIBS", "TORSO", "TORAX", "PECHO"})
+_WORD_BREAK: Final = re.compile(r"[\s_]+")
 
 
 @dataclass(frozen=True)
@@ -85,17 +96,21 @@ class ViewChoice:
     flags: tuple[str, ...]
     """``ap`` (frontal is AP), ``portable``, ``view-from-description`` (no coded or positional view),
     ``view-unknown`` (no view recorded anywhere; read because ``accept_unknown_view`` was set)."""
+    too_small: bool = False
+    """No frontal image was chosen, but there was one (or, read as unknown, a chest image) too small to read."""
 
     @property
     def skip_reason(self) -> str | None:
-        """:data:`NO_FRONTAL` when there is nothing to read, else ``None``."""
-        return NO_FRONTAL if self.frontal is None else None
+        """:data:`NO_FRONTAL` (or :data:`TOO_SMALL`) when there is nothing to read, else ``None``."""
+        if self.frontal is not None:
+            return None
+        return TOO_SMALL if self.too_small else NO_FRONTAL
 
 
 def read_view(ds: Dataset) -> ViewReading:
     """Classify one image's view from its header (see the module doc for the order)."""
     body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
-    chest = not body_part or body_part in _CHEST_PARTS
+    chest = not body_part or not _CHEST_WORDS.isdisjoint(_WORD_BREAK.split(body_part))
     texts = " ".join(str(ds.get(keyword, "") or "") for keyword in _TEXT_KEYWORDS).upper()
     portable = bool(_PORTABLE.search(texts))
     coded = _from_view_code(ds)
@@ -122,11 +137,12 @@ def choose_views(
     """
     views = tuple(read_view(ds) for ds in datasets)
 
+    def readable(i: int) -> bool:
+        return _has_pixels(datasets[i]) and _shorter_side(datasets[i]) >= MIN_READABLE_SIDE
+
     def best(projections: tuple[Projection, ...]) -> int | None:
         candidates = [
-            i
-            for i, view in enumerate(views)
-            if view.chest and view.projection in projections and _has_pixels(datasets[i])
+            i for i, view in enumerate(views) if view.chest and view.projection in projections and readable(i)
         ]
         if not candidates:
             return None
@@ -135,9 +151,7 @@ def choose_views(
     frontal = best(("PA", "AP"))
     flags: list[str] = []
     if frontal is None and accept_unknown_view:
-        unknown = [
-            i for i, view in enumerate(views) if view.chest and view.projection is None and _has_pixels(datasets[i])
-        ]
+        unknown = [i for i, view in enumerate(views) if view.chest and view.projection is None and readable(i)]
         if unknown:
             frontal = min(unknown, key=lambda i: (-_area(datasets[i]), i))
             flags.append("view-unknown")
@@ -150,7 +164,14 @@ def choose_views(
             flags.append("portable")
         if chosen.source == "description":
             flags.append("view-from-description")
-    return ViewChoice(frontal=frontal, lateral=lateral, views=views, flags=tuple(flags))
+    too_small = frontal is None and any(
+        view.chest
+        and (view.role == "frontal" or (accept_unknown_view and view.projection is None))
+        and _has_pixels(datasets[i])
+        and not readable(i)
+        for i, view in enumerate(views)
+    )
+    return ViewChoice(frontal=frontal, lateral=lateral, views=views, flags=tuple(flags), too_small=too_small)
 
 
 def _from_view_code(ds: Dataset) -> Projection | None:
@@ -170,6 +191,13 @@ def _from_view_code(ds: Dataset) -> Projection | None:
 
 def _has_pixels(ds: Dataset) -> bool:
     return "PixelData" in ds or "FloatPixelData" in ds
+
+
+def _shorter_side(ds: Dataset) -> int:
+    try:
+        return min(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _area(ds: Dataset) -> int:
