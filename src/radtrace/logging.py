@@ -9,7 +9,10 @@ value registered with :func:`redacting`. Log lines identify a study by :func:`st
 Much of what is logged comes from a peer (AE titles, UIDs, element values, PDU bytes, pynetdicom's and
 pydicom's warnings about them): the same filter escapes every control character in the message as
 ``\\xNN`` (:func:`escape`), so that a newline or NUL in a calling AE title cannot forge a log line,
-in text and JSON formats alike.
+in text and JSON formats alike. The same holds for an exception's message and notes inside a traceback
+(a traceback keeps its own lines, none of which a peer writes), for ``extra`` values (scrubbed too; an
+extra named like a patient attribute is dropped), and for bidirectional controls. A message, extra or
+exception message longer than :data:`MAX_MESSAGE_CHARS` is cut, saying how much was left out.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from datetime import UTC, datetime
 from typing import IO, Any, Final
 
 from pydicom.dataset import Dataset
+from pydicom.valuerep import PersonName
 
 __all__ = [
     "JsonFormatter",
@@ -53,9 +57,11 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
         re.compile(r"(\(0010,\s?[0-9A-Fa-f]{4}\)[^\n]*?)(?:[A-Z]{2}:\s*|[A-Z]{2}\s+)(\[[^\]\n]*\]|'[^'\n]*'|[^\n]*)"),
         rf"\1{REDACTED}",
     ),
-    # keyword=value / keyword: value / "keyword": "value"
+    # keyword=value / keyword: value / "keyword": "value" / 'keyword': 'value' (a dict's repr)
     (
-        re.compile(rf"(\"?\b(?:{_PATIENT_WORDS})\"?\s*[:=]\s*)(\"[^\"\n]*\"|'[^'\n]*'|[^,;\s\n}}\]]+)", re.IGNORECASE),
+        re.compile(
+            rf"([\"']?\b(?:{_PATIENT_WORDS})[\"']?\s*[:=]\s*)(\"[^\"\n]*\"|'[^'\n]*'|[^,;\s\n}}\]]+)", re.IGNORECASE
+        ),
         rf"\1{REDACTED}",
     ),
     # HL7 v2 PID segment: keep the segment id, drop every field
@@ -67,9 +73,14 @@ _registered_values: contextvars.ContextVar[frozenset[str]] = contextvars.Context
 )
 
 
-# C0 controls, DEL, C1 controls and the Unicode line and paragraph separators.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROL_BUT_NEWLINE: Final = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 controls, DEL, C1 controls, the Unicode line and paragraph separators, and the bidirectional controls
+# (which make a line read as something else than it holds: U+202E turns the rest of it around).
+_BIDI: Final = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL: Final = re.compile(rf"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
+_CONTROL_BUT_NEWLINE: Final = re.compile(rf"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
+# A record's message, an extra's value and an exception's message are cut to this many characters (before
+# escaping): a peer's megabyte-long value must not become a megabyte-long log line.
+MAX_MESSAGE_CHARS: Final = 8_000
 
 
 def _hex(match: re.Match[str]) -> str:
@@ -120,11 +131,13 @@ def redact_text(text: str) -> str:
 
 
 def _dataset_values(args: object) -> set[str]:
-    """Patient identifiers held by any pydicom dataset among the log call's arguments."""
+    """Patient identifiers held by any pydicom dataset or person name among the log call's arguments."""
     candidates = args if isinstance(args, tuple) else (args,)
     found: set[str] = set()
     for arg in candidates:
-        if isinstance(arg, Dataset):
+        if isinstance(arg, PersonName):  # an element value passed on its own: PN is always a person's name
+            found.add(str(arg))
+        elif isinstance(arg, Dataset):
             for keyword in (
                 "PatientName",
                 "PatientID",
@@ -138,6 +151,52 @@ def _dataset_values(args: object) -> set[str]:
     return found
 
 
+def _bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def _one_line(text: str) -> str:
+    """Patient values removed, cut to a bounded length, every control character escaped."""
+    return escape(_bounded(redact_text(text)))
+
+
+_PATIENT_KEY: Final = re.compile(rf"^(?:{_PATIENT_WORDS})$", re.IGNORECASE)
+
+
+def _format_exception(exc_info: tuple[type[BaseException], BaseException, Any]) -> str:
+    """The traceback, with every exception's message and notes on one escaped line each.
+
+    A traceback's own lines come from our code; an exception's message often echoes a peer's bytes (a NAK's
+    text, an element value). Escaped before formatting, no message can add a line that reads as a record.
+    """
+    exception = traceback.TracebackException(*exc_info, compact=True)
+    seen: set[int] = set()
+    pending = [exception]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        # TracebackException keeps the message as _str (3.11 to 3.13) and the notes as __notes__.
+        if isinstance(getattr(current, "_str", None), str):
+            current._str = _one_line(current._str)  # type: ignore[attr-defined]
+        notes = getattr(current, "__notes__", None)
+        if isinstance(notes, list):
+            current.__notes__ = [_one_line(str(note)) for note in notes]
+        for attribute in ("msg", "text"):  # a SyntaxError's message and offending text
+            value = getattr(current, attribute, None)
+            if isinstance(value, str):
+                setattr(current, attribute, _one_line(value))
+        pending.extend(
+            chained
+            for chained in (current.__cause__, current.__context__, *(current.exceptions or ()))
+            if chained is not None
+        )
+    return "".join(exception.format()).rstrip()
+
+
 class PatientDataFilter(logging.Filter):
     """Handler filter that formats each record's message, then scrubs patient identifiers from it."""
 
@@ -148,16 +207,25 @@ class PatientDataFilter(logging.Filter):
                 message = record.getMessage()
             except Exception:  # a bad format string must not lose the line, nor leak its arguments
                 message = f"{record.msg!s} <unformattable arguments>"
-            record.msg = escape(redact_text(message))
+            record.msg = _one_line(message)
             record.args = None
             # Another handler may already have cached an unredacted exc_text: always rebuild it.
-            if record.exc_info:
-                record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = _format_exception(record.exc_info)
+            elif record.exc_text:
+                record.exc_text = _bounded(record.exc_text, 4 * MAX_MESSAGE_CHARS)
             if record.exc_text:  # a traceback keeps its lines; other controls are escaped
                 record.exc_text = _CONTROL_BUT_NEWLINE.sub(_hex, redact_text(record.exc_text))
             record.exc_info = None
             if record.stack_info:
                 record.stack_info = redact_text(record.stack_info)
+            for key, value in list(vars(record).items()):  # extras (the JSON format writes them out)
+                if key in _STANDARD_ATTRS or key.startswith("_"):
+                    continue
+                if _PATIENT_KEY.match(key):
+                    setattr(record, key, REDACTED)
+                elif isinstance(value, str) or not isinstance(value, (int, float, bool, type(None))):
+                    setattr(record, key, _one_line(value if isinstance(value, str) else repr(value)))
         return True
 
 
