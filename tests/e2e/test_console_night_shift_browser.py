@@ -1,0 +1,162 @@
+"""A night shift in a real browser (Debian's Chromium under Playwright, uvicorn on a local port): a study whose
+reading carries a 20,000-character reasoning token and hostile text (HTML/JS, right-to-left overrides, CRLF), a
+double-clicked decision, the browser's back button, and two radiologists deciding the same finding from two tabs.
+
+The hostile reading is recorded as the worker records one (a later ``inference_completed`` of the same revision),
+so the pages show it exactly as they would show a model's output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from browser_support import Page, expect, needs_chromium, sign_in, tab
+from console_support import add_user, console_settings, reported_study, serving
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.audit.schema import AuditEventRow
+from radtrace.model.reader import StudyReader
+from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
+
+pytestmark = [pytest.mark.e2e, needs_chromium]
+
+HOSTILE_LABEL = "<script>alert('label')</script>"
+RLO = "\u202e"
+
+
+@dataclass
+class Site:
+    url: str
+    store: Store
+    studies: dict[str, str]
+
+    def decisions(self, study_uid: str) -> list[tuple[str | None, dict[str, Any]]]:
+        table = AuditEventRow
+        with self.store.session() as session:
+            rows = session.execute(
+                sa.select(table.actor_user, table.payload)
+                .where(table.study_uid == study_uid, table.event_type.in_(["finding_assessed", "draft_assessed"]))
+                .order_by(table.seq)
+            ).all()
+        return [(user, json.loads(payload)) for user, payload in rows]
+
+
+def _hostile_reading(store: Store, study_uid: str) -> None:
+    """Record a second reading of revision 1 with a 20k-character token and hostile text in every field."""
+    with store.session() as session:
+        text = session.scalar(
+            sa.select(AuditEventRow.payload).where(
+                AuditEventRow.study_uid == study_uid, AuditEventRow.event_type == "inference_completed"
+            )
+        )
+    assert text is not None
+    payload = json.loads(text)
+    reading = payload["reading"]
+    reading["reasoning"] = [
+        {"section": "image quality", "text": "Image quality: adequate. " + "A" * 20_000 + ". Effusion seen.\r\nCR"},
+        {"section": "lungs", "text": "The lungs show a small opacity near the hilum. " * 400},
+        *reading["reasoning"][1:],
+    ]
+    reading["findings"][0]["label"] = HOSTILE_LABEL
+    reading["findings"][1]["evidence"] = f"{RLO}override in the evidence"
+    reading["impression"] = "שלום עולם <b>not bold</b>\r\nsecond line " + "B" * 3000
+    AuditRecorder(store).record(
+        AuditEvent(EventType.INFERENCE_COMPLETED, Actor(user="worker"), study_uid=study_uid, payload=payload)
+    )
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("console-night")
+    store = Store.from_url(f"sqlite:///{root / 'radtrace.db'}")
+    upgrade(store)
+    settings = console_settings(root, store)
+    reader = StudyReader(settings.model, data_dir=settings.data_dir)
+    studies = {
+        "hostile": reported_study(settings, store, reader, seed=81, name=f"EVIL^<img src=x onerror=alert(1)>{RLO}"),
+        "double": reported_study(settings, store, reader, seed=82, name="DOUBLE^DORA"),
+        "shared": reported_study(settings, store, reader, seed=83, name="SHARED^SAM"),
+    }
+    _hostile_reading(store, studies["hostile"])
+    for name in ("dr.night", "dr.day"):
+        add_user(store, name, "radiologist")
+    with serving(store, settings) as url:
+        yield Site(url, store, studies)
+    store.dispose()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    """A tab in which no dialog may open (an injected script would open one); 409 is the conflict test's."""
+    with tab(browser, height=900, timeout_ms=10_000, allowed=("status of 409",)) as opened:
+        dialogs: list[str] = []
+        opened.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        yield opened
+        assert dialogs == []
+
+
+def test_hostile_and_very_long_text_is_inert_and_the_study_stays_usable(page: Page, site: Site) -> None:
+    sign_in(page, site.url, "dr.night")
+    expect(page.locator("#worklist")).to_contain_text("<img src=x onerror=alert(1)>")
+    page.goto(f"{site.url}/console/studies/{site.studies['hostile']}/1")
+    expect(page.get_by_test_id("patient")).to_contain_text("<img src=x onerror=alert(1)>")
+    expect(page.locator("#finding-0 td.label")).to_have_text(HOSTILE_LABEL)
+    expect(page.get_by_test_id("impression")).to_contain_text("<b>not bold</b>")
+    # the page does not grow sideways: the 20k-character token and the long impression wrap
+    width, viewport = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert width <= viewport, f"the page is {width} px wide in a {viewport} px window"
+    accept = page.locator("#finding-0 button.accept").bounding_box()
+    assert accept is not None
+    assert accept["x"] >= 0
+    assert accept["x"] + accept["width"] <= viewport
+    # a right-to-left override in one piece of model text does not reorder the text around it
+    isolated = page.locator("#finding-1 td.evidence q").first.evaluate("q => getComputedStyle(q).unicodeBidi")
+    assert isolated in ("isolate", "isolate-override", "plaintext")
+    page.keyboard.press("a")  # the hostile finding can be decided like any other
+    expect(page.get_by_test_id("decision-0")).to_contain_text("accepted by dr.night")
+    assert [(user, p["finding"]) for user, p in site.decisions(site.studies["hostile"])] == [
+        ("dr.night", HOSTILE_LABEL)
+    ]
+
+
+def test_a_double_clicked_decision_is_recorded_once_and_back_shows_it(page: Page, site: Site) -> None:
+    study_uid = site.studies["double"]
+    sign_in(page, site.url, "dr.night")
+    page.goto(f"{site.url}/console/studies/{study_uid}/1")
+    page.locator("#finding-0 button.accept").dblclick()
+    expect(page.get_by_test_id("decision-0")).to_contain_text("accepted by dr.night")
+    page.go_back()  # the page before the submit is fetched again (no-store): it shows the decision too
+    expect(page.get_by_test_id("decision-0")).to_contain_text("accepted by dr.night")
+    page.locator("#finding-0 button.reject").click()  # from that page, a changed mind is recorded
+    expect(page.get_by_test_id("decision-0")).to_contain_text("rejected by dr.night")
+    decided = [(p["finding"] is not None, p["decision"]) for _user, p in site.decisions(study_uid)]
+    assert decided == [(True, "accept"), (True, "reject")]
+
+
+def test_two_radiologists_on_one_finding_the_second_is_told_not_overwritten(browser: Any, site: Site) -> None:
+    study_uid = site.studies["shared"]
+    url = f"{site.url}/console/studies/{study_uid}/1"
+    with tab(browser, allowed=("status of 409",)) as night, tab(browser, allowed=("status of 409",)) as day:
+        sign_in(night, site.url, "dr.night")
+        sign_in(day, site.url, "dr.day")
+        night.goto(url)
+        day.goto(url)
+        night.locator("#finding-0 button.accept").click()
+        expect(night.get_by_test_id("decision-0")).to_contain_text("accepted by dr.night")
+        day.locator("#finding-0 button.reject").click()
+        expect(day.locator("#conflict-reason")).to_contain_text("dr.night recorded “accepted”")
+        day.locator("#reload-study").click()
+        expect(day.get_by_test_id("decision-0")).to_contain_text("accepted by dr.night")
+        day.keyboard.press("r")
+        expect(day.get_by_test_id("decision-0")).to_contain_text("rejected by dr.day")
+    assert [(user, p["decision"]) for user, p in site.decisions(study_uid)] == [
+        ("dr.night", "accept"),
+        ("dr.day", "reject"),
+    ]
