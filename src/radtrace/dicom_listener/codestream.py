@@ -9,7 +9,7 @@ first fragment of encapsulated Pixel Data (PS3.5 A.4):
   ``ihdr`` box;
 - JPEG (ITU-T T.81 B.2.2) and JPEG-LS (ITU-T T.87 C.2.2): the first start-of-frame marker
   (``FFC0``-``FFCF`` but DHT ``C4``, JPG ``C8`` and DAC ``CC``; ``FFF7`` for JPEG-LS): ``Y`` lines,
-  ``X`` samples per line, ``Nf`` components.
+  ``X`` samples per line, ``Nf`` components, and ``P``, the sample precision in bits.
 
 RLE (PS3.5 G) declares no size: the header's Rows and Columns are all there is.
 """
@@ -17,7 +17,7 @@ RLE (PS3.5 G) declares no size: the header's Rows and Columns are all there is.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
@@ -47,6 +47,8 @@ class CodestreamSize:
     rows: int
     columns: int
     components: int
+    precision: int | None = field(default=None, compare=False)
+    """Bits per sample of a JPEG or JPEG-LS frame header (``P``); None for JPEG 2000."""
 
     @property
     def samples(self) -> int:
@@ -131,11 +133,11 @@ def _sof(data: bytes) -> CodestreamSize:
         if marker in _SOF_MARKERS:
             if offset + 8 > end:
                 break
-            _, lines, samples, components = struct.unpack_from(">BHHB", data, offset + 2)
+            precision, lines, samples, components = struct.unpack_from(">BHHB", data, offset + 2)
             if lines == 0:  # the line count comes later in a DNL marker: nothing to check it against now
                 raise SizeError("JPEG frame header defers its number of lines (DNL)")
             if samples == 0 or components == 0:
                 raise SizeError("JPEG frame header declares an empty image")
-            return CodestreamSize(rows=lines, columns=samples, components=components)
+            return CodestreamSize(rows=lines, columns=samples, components=components, precision=precision)
         offset += length
     raise SizeError("JPEG frame header is missing or truncated")

@@ -1,5 +1,8 @@
 """The pixel budget: the largest image radtrace will let anything decode, checked before decoding.
 
+Also refused before decoding: a 12-bit JPEG Extended codestream when no installed decoder reads one
+(:class:`UndecodableError`): accepted, it would only fail the study later, where the sender never hears of it.
+
 An image's size is Rows x Columns x Samples per Pixel x Number of Frames, as the header declares
 it and, for JPEG, JPEG-LS and JPEG 2000, as the first fragment's codestream declares it
 (:mod:`radtrace.dicom_listener.codestream`). The listener refuses an instance over
@@ -30,7 +33,15 @@ from pydicom.uid import (
 from radtrace.dicom_listener.codestream import ITEM_TAG, SizeError, codestream_size, first_fragment
 from radtrace.errors import DicomInputError
 
-__all__ = ["CODESTREAM_SYNTAXES", "ImageTooLargeError", "PixelMismatchError", "check_dataset", "check_file", "judge"]
+__all__ = [
+    "CODESTREAM_SYNTAXES",
+    "ImageTooLargeError",
+    "PixelMismatchError",
+    "UndecodableError",
+    "check_dataset",
+    "check_file",
+    "judge",
+]
 
 #: Transfer syntaxes whose codestream declares its own size (JPEG 2000 lossless is JPEG2000 + "0").
 CODESTREAM_SYNTAXES: Final = frozenset(
@@ -55,6 +66,25 @@ class ImageTooLargeError(DicomInputError):
 
 class PixelMismatchError(DicomInputError):
     """The codestream declares another size than the header, or none that can be read."""
+
+
+class UndecodableError(DicomInputError):
+    """No decoder installed here can decode the codestream (a 12-bit JPEG Extended one without libjpeg)."""
+
+
+#: JPEG processes 2 and 4 (PS3.5 A.4.1): 8-bit samples decode with Pillow or GDCM; 12-bit ones only with
+#: pylibjpeg-libjpeg (GPL, deliberately not a dependency): GDCM's and Pillow's plugins refuse them.
+_DCT_SYNTAXES: Final = frozenset({str(JPEGBaseline8Bit), str(JPEGExtended12Bit)})
+
+
+def _decodes_12_bit_jpeg() -> bool:
+    """Whether an installed pydicom plugin decodes 12-bit JPEG Extended (only pylibjpeg with libjpeg does)."""
+    try:
+        from pydicom.pixels.decoders.base import get_decoder
+
+        return "pylibjpeg" in get_decoder(JPEGExtended12Bit).available_plugins
+    except Exception:  # no such decoder at all: nothing decodes it
+        return False
 
 
 def _count(value: Any, default: int | None) -> int | None:
@@ -99,6 +129,11 @@ def judge(
         )
     if (rows, columns) != (size.rows, size.columns):
         raise PixelMismatchError(f"codestream declares {size.rows} x {size.columns}, the header {rows} x {columns}")
+    if transfer_syntax in _DCT_SYNTAXES and (size.precision or 8) > 8 and not _decodes_12_bit_jpeg():
+        raise UndecodableError(
+            f"(7FE0,0010) Pixel Data: {size.precision}-bit JPEG Extended, which no decoder installed here reads; "
+            "send it uncompressed, JPEG lossless, JPEG-LS or JPEG 2000"
+        )
 
 
 def _judge_dataset(ds: Dataset, pixel_head: bytes | None, max_pixels: int) -> None:

@@ -1,0 +1,107 @@
+"""Real films re-encoded the way PACS send them, through a running listener (C-STORE over 127.0.0.1).
+
+Each file is derived from a film in tests/data/real-cxr with dcmtk (dcmconv, dcmcjpeg, dcmcjpls, dcmcrle), as a
+PACS transcodes before sending. Every transfer syntax the listener negotiates is answered 0x0000 and the stored
+file's hash is the one its row records, except a 12-bit JPEG Extended film, which nothing installed here can
+decode: it is refused at receive with a status whose comment names the Pixel Data element, quarantined and
+audited, instead of being accepted and failing the study later (found by the real-input exploration,
+notes/report-realinput.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from listener_support import audit_payloads, listener_settings, rows, running
+from radtrace.dicom_listener.policy import STATUS_CANNOT_UNDERSTAND
+from radtrace.dicom_listener.scu import send_files
+from radtrace.store.engine import Store
+from radtrace.store.models import Instance
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("dcmcjpeg") is None, reason="dcmtk is not installed"),
+]
+
+REAL = Path(__file__).resolve().parents[1] / "data" / "real-cxr"
+FUJI = REAL / "fuji-cr-chest-pa-mono1-10bit-no-filemeta.dcm"  # 10 bit, no File Meta: made Part 10 first
+NIH = REAL / "nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm"
+
+#: dcmtk tool and options per transfer syntax a PACS sends.
+ENCODINGS = {
+    "explicit-le": ("dcmconv", "+te"),
+    "implicit-le": ("dcmconv", "+ti"),
+    "deflate": ("dcmconv", "+td"),
+    "jpeg-lossless-sv1": ("dcmcjpeg", "+e1"),
+    "jpeg-lossless-p14": ("dcmcjpeg", "+el"),
+    "jpeg-ls-lossless": ("dcmcjpls", "+el"),
+    "jpeg-ls-near": ("dcmcjpls", "+en"),
+    "rle": ("dcmcrle",),
+}
+
+
+def _part10(source: Path, target: Path) -> Path:
+    """The film as a Part 10 file under new UIDs (the Fuji film has no File Meta)."""
+    ds = pydicom.dcmread(source, force=True)
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(ds, keyword, generate_uid())
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for tag in [element.tag for element in ds if element.tag.element == 0]:  # legacy group lengths
+        del ds[tag]
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+def _encoded(source: Path, folder: Path, name: str, *command: str) -> Path:
+    base = _part10(source, folder / f"{name}.base.dcm")
+    target = folder / f"{name}.dcm"
+    subprocess.run([*command, str(base), str(target)], check=True, capture_output=True, timeout=60)
+    return target
+
+
+def test_every_transfer_syntax_a_pacs_sends_of_a_real_film_is_stored_as_sent(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    files = [_encoded(FUJI, tmp_path, name, *command) for name, command in ENCODINGS.items()]
+    files.append(_encoded(NIH, tmp_path, "jpeg-baseline-8bit", "dcmcjpeg", "+eb"))
+    settings = listener_settings(tmp_path, listener_port)
+    with running(settings, store):
+        results = send_files(files, "127.0.0.1", listener_port, calling_ae="PACS", called_ae="RADTRACE")
+    assert [r.status for r in results] == [0x0000] * len(files), [(r.path.name, r.status, r.note) for r in results]
+    stored = {row.sop_instance_uid: row for row in rows(store, Instance)}
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        row = stored[str(ds.SOPInstanceUID)]
+        assert row.transfer_syntax_uid == str(ds.file_meta.TransferSyntaxUID)
+        spooled = (settings.spool_dir / row.path).read_bytes()
+        assert hashlib.sha256(spooled).hexdigest() == row.sha256
+
+
+def test_a_12_bit_jpeg_extended_film_no_decoder_here_can_read_is_refused_naming_pixel_data(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    twelve_bit = _encoded(FUJI, tmp_path, "jpeg-extended-12bit", "dcmcjpeg", "+ee")
+    assert pydicom.dcmread(twelve_bit).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.51"
+    eight_bit = _encoded(NIH, tmp_path, "jpeg-extended-8bit", "dcmcjpeg", "+ee")  # 8-bit process 2/4: decodable
+    settings = listener_settings(tmp_path, listener_port)
+    with running(settings, store):
+        results = send_files(
+            [twelve_bit, eight_bit], "127.0.0.1", listener_port, calling_ae="PACS", called_ae="RADTRACE"
+        )
+    assert [r.status for r in results] == [STATUS_CANNOT_UNDERSTAND, 0x0000], [(r.status, r.note) for r in results]
+    assert (results[0].note or "").startswith("(7FE0,0010) Pixel Data: 12-bit JPEG")
+    [quarantined] = [json.loads(p) for p in audit_payloads(store, "instance_quarantined")]
+    assert "12-bit JPEG" in quarantined["reason"]
+    assert len(rows(store, Instance)) == 1  # only the 8-bit film was recorded
