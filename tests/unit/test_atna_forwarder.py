@@ -99,7 +99,7 @@ def test_a_long_outage_backs_off_to_the_cap_then_delivers_everything_in_order(st
 
 def test_a_restart_resends_only_what_follows_the_cursor(store: Store, tmp_path: Path) -> None:
     cursor = CursorFile(tmp_path / "cursor.json")
-    cursor.write(Cursor(100, "whatever"))
+    cursor.write(Cursor(100, row_hashes(store)[100]))
     repository = ScriptedRepository(down_for=0)
     AtnaForwarder(store, settings(), cursor, repository, AuditSource("s")).run(RecordingStop(), until_caught_up=True)
     assert seqs(repository.received) == list(range(101, 121))
@@ -113,3 +113,47 @@ def test_a_cursor_ahead_of_the_log_is_refused_not_skipped(store: Store, tmp_path
     with pytest.raises(ConfigError, match="ends at 120"):
         forwarder.run(RecordingStop(), until_caught_up=True)
     assert repository.received == []
+
+
+def row_hashes(store: Store) -> dict[int, str]:
+    with store.engine.connect() as connection:
+        return dict(connection.exec_driver_sql("SELECT seq, hash FROM audit_events").all())  # type: ignore[arg-type]
+
+
+def truncate_and_refill(store: Store, *, after: int, new_rows: int) -> None:
+    """A database superuser deletes the tail, then radtrace appends new events onto the shorter chain."""
+    with store.engine.connect() as connection:
+        connection.exec_driver_sql("DROP TRIGGER audit_events_no_delete")
+        connection.exec_driver_sql(f"DELETE FROM audit_events WHERE seq > {int(after)}")  # noqa: S608
+        connection.commit()
+    AuditRecorder(store).record_many(
+        [AuditEvent(EventType.STUDY_QUEUED, Actor(process="p"), study_uid=f"9.9.{n}") for n in range(new_rows)]
+    )
+
+
+@pytest.mark.parametrize("new_rows", [10, 15])
+def test_a_forwarded_tail_deleted_and_refilled_is_refused_at_start(store: Store, tmp_path: Path, new_rows: int) -> None:
+    """The repository holds rows 111-120; the log now has other rows under those numbers: the cursor's hash shows it."""
+    cursor = CursorFile(tmp_path / "cursor.json")
+    AtnaForwarder(store, settings(), cursor, ScriptedRepository(0), AuditSource("s")).run(
+        RecordingStop(), until_caught_up=True
+    )
+    assert cursor.read() == Cursor(120, row_hashes(store)[120])
+    truncate_and_refill(store, after=110, new_rows=new_rows)
+    repository = ScriptedRepository(down_for=0)
+    forwarder = AtnaForwarder(store, settings(), cursor, repository, AuditSource("s"))
+    with pytest.raises(ConfigError, match="seq 120"):
+        forwarder.run(RecordingStop(), until_caught_up=True)
+    assert repository.received == []
+
+
+def test_a_tail_rewritten_while_forwarding_is_refused_not_sent(store: Store, tmp_path: Path) -> None:
+    repository = ScriptedRepository(down_for=0)
+    forwarder = AtnaForwarder(
+        store, settings(batch_size=200), CursorFile(tmp_path / "cursor.json"), repository, AuditSource("s")
+    )
+    assert forwarder.step() == 120
+    truncate_and_refill(store, after=110, new_rows=15)  # rows 111-125 now: 121-125 chain onto a new row 120
+    with pytest.raises(ConfigError, match="seq 121"):
+        forwarder.step()
+    assert seqs(repository.received) == list(range(1, 121))

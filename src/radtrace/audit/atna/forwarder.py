@@ -12,6 +12,9 @@ Delivery contract:
   sat unread in its socket, and its death shows as a closed connection). Only settled rows move the cursor.
   So a receiver or forwarder crash resends at most the unsettled window: duplicates, each recognisable by the
   ``seq`` in its structured data and in the message, never a gap.
+* **Anchored.** Each row must chain onto the hash of the row sent before it (the cursor's after a restart): a
+  tail deleted, or rewritten under the same numbers, after it was forwarded stops the forwarder with an error
+  naming the seq, rather than sending a second history the repository would hold beside the first.
 * **Repository down.** Reconnects with exponential backoff (``backoff_initial_s`` doubling to ``backoff_max_s``);
   the backlog (head seq minus cursor) is exported as the gauge ``radtrace_atna_backlog_events``.
 
@@ -44,6 +47,7 @@ from radtrace.audit.atna.syslog import (
     frame,
     tls_context,
 )
+from radtrace.audit.chain import GENESIS_HASH
 from radtrace.audit.events import Outcome
 from radtrace.audit.queries import AuditRecord
 from radtrace.audit.schema import AuditEventRow
@@ -157,6 +161,7 @@ class AtnaForwarder:
         self.cursor = cursor_file.read()
         self._connected = False
         self._next_seq = self.cursor.seq + 1
+        self._last_hash = self._cursor_hash()  # what the next row's prev_hash must be
         self._unsettled: deque[tuple[Cursor, float]] = deque()  # (last row of a batch, when it was acknowledged)
 
     # --- one pass ---------------------------------------------------------------------------------
@@ -192,6 +197,29 @@ class AtnaForwarder:
         # Resend everything not settled: what the dead connection may have dropped.
         self._unsettled.clear()
         self._next_seq = self.cursor.seq + 1
+        self._last_hash = self._cursor_hash()
+
+    def _cursor_hash(self) -> str | None:
+        """The hash the row after the cursor chains onto (``None``: unknown, a cursor written without one)."""
+        if self.cursor.seq == 0:
+            return GENESIS_HASH
+        return self.cursor.hash or None
+
+    def _check_chained(self, rows: list[AuditRecord]) -> None:
+        """Refuse rows that do not chain onto what was already sent: the log was rewritten after forwarding.
+
+        The repository holds the forwarded rows and their hashes: it is the anchor that shows a tail deleted
+        (and refilled under the same numbers) after it left, which the chain in the database alone cannot.
+        """
+        expected = self._last_hash
+        for record in rows:
+            if expected is not None and record.prev_hash != expected:
+                raise ConfigError(
+                    f"audit seq {record.seq} does not chain onto seq {record.seq - 1} as forwarded to the "
+                    "repository: the audit log was rewritten or its tail deleted after it was sent (possible "
+                    "tampering; run radtrace audit verify and compare with the repository)"
+                )
+            expected = record.hash
 
     def _settle(self, *, everything: bool = False) -> None:
         now = self.clock()
@@ -220,11 +248,13 @@ class AtnaForwarder:
                     f"audit seq {self._next_seq} is missing (next is {rows[0].seq}): the audit log is not the one "
                     f"the ATNA cursor {self.cursor_file.path} belongs to"
                 )
+            self._check_chained(rows)
             self.transport.send([self._message(record) for record in rows])
             self.metrics.sent.inc(len(rows))
             last = rows[-1]
             self._unsettled.append((Cursor(last.seq, last.hash), self.clock()))
             self._next_seq = last.seq + 1
+            self._last_hash = last.hash
             if not self.transport.acknowledged:
                 self._settle(everything=True)
         self.metrics.backlog.set(max(0, self._head() - self.cursor.seq))
@@ -237,6 +267,18 @@ class AtnaForwarder:
                 f"the ATNA cursor {self.cursor_file.path} is at seq {self.cursor.seq} but the audit log ends at "
                 f"{head}: wrong database, or the log was replaced"
             )
+        if self.cursor.seq and self.cursor.hash:
+            with self.store.session("reading the audit row at the ATNA cursor") as session:
+                stored = session.execute(
+                    sa.select(_AUDIT_TABLE.c.hash).where(_AUDIT_TABLE.c.seq == self.cursor.seq)
+                ).scalar()
+            if stored != self.cursor.hash:
+                raise ConfigError(
+                    f"audit seq {self.cursor.seq} has hash {str(stored)[:16]}..., but the row forwarded to the "
+                    f"repository under that seq had {self.cursor.hash[:16]}... (ATNA cursor "
+                    f"{self.cursor_file.path}): the audit log was rewritten or its tail deleted and refilled "
+                    "after it was sent (possible tampering), or this is another database"
+                )
 
     def run(self, stop: threading.Event, *, until_caught_up: bool = False) -> None:
         """Forward until ``stop`` is set: sends, idles ``poll_interval_s`` when caught up, backs off on failure.
