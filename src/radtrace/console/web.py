@@ -67,7 +67,11 @@ from radtrace.console.review import (
     repeated_draft_decision,
 )
 from radtrace.console.worklist import (
+    FailedRow,
     WorklistFilter,
+    WorklistPage,
+    failed_count,
+    failed_page,
     mark_opened,
     next_study,
     now,
@@ -149,9 +153,16 @@ def worklist(
 ) -> HTMLResponse:
     """Drafts waiting for a radiologist: STAT first, then the oldest."""
     sync_worklist(state)
-    listed = worklist_page(state.store, show, user.account.name, page, state.settings.console.page_size)
-    return render_page(request, state, "worklist.html", user=user, page=listed, show=show.value,
-                       filters=[f.value for f in WorklistFilter], now=now())  # fmt: skip
+    size = state.settings.console.page_size
+    failed: tuple[FailedRow, ...] = ()
+    if show is WorklistFilter.FAILED:
+        failed, total = failed_page(state.store, state.settings.spool_dir, page, size)
+        listed = WorklistPage((), total, page, size)
+    else:
+        listed = worklist_page(state.store, show, user.account.name, page, size)
+    return render_page(request, state, "worklist.html", user=user, page=listed, show=show.value, failed=failed,
+                       failed_total=failed_count(state.store), filters=[f.value for f in WorklistFilter],
+                       now=now())  # fmt: skip
 
 
 @router.get("/next")

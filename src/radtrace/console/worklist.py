@@ -21,7 +21,7 @@ from typing import Any, Final
 import pydicom
 import sqlalchemy as sa
 from pydicom.errors import InvalidDicomError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
@@ -33,9 +33,12 @@ from radtrace.store.models import Instance, Priority, Revision, RevisionState, S
 
 __all__ = [
     "FLAG_LABELS",
+    "FailedRow",
     "WorklistFilter",
     "WorklistPage",
     "WorklistRow",
+    "failed_count",
+    "failed_page",
     "mark_opened",
     "next_study",
     "reading_flags",
@@ -67,6 +70,9 @@ class WorklistFilter(enum.StrEnum):
     ALL = "all"
     MINE = "mine"
     FLAGGED = "flagged"
+    #: revisions the worker gave up on (state ``failed``) that no later revision replaces: not drafts, but a
+    #: radiologist must know the study waits for a reading by hand
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,61 @@ def _row(item: ReviewItem) -> WorklistRow:
         decided_by=item.decided_by,
         opened_by=item.opened_by,
     )
+
+
+@dataclass(frozen=True)
+class FailedRow:
+    """One revision the worker could not read, as the worklist's ``failed`` filter lists it."""
+
+    study_uid: str
+    revision: int
+    stat: bool
+    finished_at: datetime | None
+    reason: str | None
+    accession: str | None
+    patient_name: str | None
+    patient_id: str | None
+
+
+def _failed_where() -> list[sa.ColumnElement[bool]]:
+    later = aliased(Revision)
+    return [
+        Revision.state == RevisionState.FAILED,
+        ~sa.exists().where(later.study_id == Revision.study_id, later.number > Revision.number),
+    ]
+
+
+def failed_count(store: Store) -> int:
+    """How many revisions are failed with no later revision of their study (on the state index)."""
+    with store.session("counting failed studies") as session:
+        return int(session.scalar(sa.select(sa.func.count()).select_from(Revision).where(*_failed_where())) or 0)
+
+
+def failed_page(store: Store, spool_dir: Path, page: int, page_size: int) -> tuple[tuple[FailedRow, ...], int]:
+    """One page of failed revisions (newest failure first) with patient and reason, and how many there are."""
+    page = max(1, page)
+    with store.session("reading failed studies") as session:
+        total = session.scalar(sa.select(sa.func.count()).select_from(Revision).where(*_failed_where())) or 0
+        found = session.execute(
+            sa.select(Revision, Study)
+            .join(Study, Revision.study_id == Study.id)
+            .where(*_failed_where())
+            .order_by(Revision.finished_at.desc(), Revision.id.desc())
+            .offset((page - 1) * page_size)
+            .limit(page_size)
+        ).all()
+        rows = []
+        for revision, study in found:
+            path = session.scalar(
+                sa.select(Instance.path).where(Instance.revision_id == revision.id).order_by(Instance.id).limit(1)
+            )
+            header = _header(spool_dir, path)
+            rows.append(FailedRow(
+                study_uid=study.study_uid, revision=revision.number, stat=revision.priority is Priority.STAT,
+                finished_at=revision.finished_at, reason=revision.reason, accession=study.accession,
+                patient_name=header["PatientName"], patient_id=header["PatientID"],
+            ))  # fmt: skip
+    return tuple(rows), int(total)
 
 
 def next_study(store: Store, user: str, after: tuple[str, int] | None) -> tuple[str, int] | None:
