@@ -11,18 +11,26 @@ notes/report-realinput.md).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
+import struct
 import subprocess
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import generate_uid
 
 from listener_support import audit_payloads, listener_settings, rows, running
-from radtrace.dicom_listener.policy import STATUS_CANNOT_UNDERSTAND
+from radtrace.dicom_listener.headers import read_header
+from radtrace.dicom_listener.policy import STATUS_CANNOT_UNDERSTAND, STATUS_IMAGE_TOO_LARGE
 from radtrace.dicom_listener.scu import send_files
+from radtrace.errors import DicomInputError
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance
 
@@ -105,3 +113,49 @@ def test_a_12_bit_jpeg_extended_film_no_decoder_here_can_read_is_refused_naming_
     [quarantined] = [json.loads(p) for p in audit_payloads(store, "instance_quarantined")]
     assert "12-bit JPEG" in quarantined["reason"]
     assert len(rows(store, Instance)) == 1  # only the 8-bit film was recorded
+
+
+def _deflate_bomb(source: Path, target: Path, inflated_bytes: int) -> Path:
+    """The film's header, deflated (1.2.840.10008.1.2.1.99), with a Pixel Data of ``inflated_bytes`` zeros: a file
+    of a few hundred KiB that inflates to that size. Rows and Columns stay the film's, so nothing looks too large."""
+    ds = pydicom.dcmread(_part10(source, target.with_suffix(".base.dcm")))
+    del ds.PixelData
+    body = io.BytesIO()
+    writer = DicomFileLike(body)
+    writer.is_little_endian, writer.is_implicit_VR = True, False
+    write_dataset(writer, ds)
+    head = body.getvalue() + struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, inflated_bytes)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [deflater.compress(head)]
+    zeros = b"\x00" * (1 << 20)
+    parts.extend(deflater.compress(zeros) for _ in range(inflated_bytes >> 20))
+    parts.append(deflater.flush())
+    meta = io.BytesIO()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    meta_writer = DicomFileLike(meta)
+    write_file_meta_info(meta_writer, ds.file_meta)
+    target.write_bytes(b"\x00" * 128 + b"DICM" + meta.getvalue() + b"".join(parts))
+    return target
+
+
+def test_a_deflated_data_set_that_inflates_beyond_the_pixel_budget_is_refused_without_inflating_it(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    settings = listener_settings(tmp_path, listener_port, max_image_pixels=1_000_000)  # inflates to at most ~68 MiB
+    bomb = _deflate_bomb(FUJI, tmp_path / "bomb.dcm", 256 << 20)
+    assert bomb.stat().st_size < 1 << 20  # < 1 MiB on the wire, 256 MiB inflated
+    honest = _encoded(FUJI, tmp_path, "deflate", "dcmconv", "+td")
+    tracemalloc.start()
+    try:
+        with pytest.raises(DicomInputError, match=r"^\(0002,0010\) Transfer Syntax UID: deflated data set inflates"):
+            read_header(bomb, max_inflated_bytes=64 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak  # counted as it streams, never held
+    with running(settings, store):
+        results = send_files([bomb, honest], "127.0.0.1", listener_port, calling_ae="PACS", called_ae="RADTRACE")
+    assert [r.status for r in results] == [STATUS_IMAGE_TOO_LARGE, 0x0000], [(r.status, r.note) for r in results]
+    assert results[0].note.startswith("(0002,0010) Transfer Syntax UID")
+    [quarantined] = [json.loads(p) for p in audit_payloads(store, "instance_quarantined")]
+    assert "inflates" in quarantined["reason"]

@@ -18,7 +18,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ListenerSettings
 from radtrace.dicom_listener.admission import Admission, Connection
-from radtrace.dicom_listener.headers import ReceivedHeader, read_header
+from radtrace.dicom_listener.headers import ReceivedHeader, inflation_limit, read_header
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
 from radtrace.dicom_listener.metrics import ListenerMetrics
 from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, PixelMismatchError, check_file
@@ -248,7 +248,11 @@ class ListenerHandlers:
             staged = self.spool.stage_file(received, digest=digest)
             self.metrics.bytes.inc(staged.size)
             try:
-                header = self._check(read_header(staged.path), event, staged.path)
+                header = self._check(
+                    read_header(staged.path, max_inflated_bytes=inflation_limit(self.settings.max_image_pixels)),
+                    event,
+                    staged.path,
+                )
             except DicomInputError as exc:
                 return self._quarantine(staged, exc, actor, event)
             result = record_instance(self.store, self.recorder, self.spool, staged, header, actor)

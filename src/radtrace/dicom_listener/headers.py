@@ -18,6 +18,7 @@ silenced here (they quote values, i.e. patient data): the deviations say the sam
 from __future__ import annotations
 
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -27,6 +28,7 @@ from pydicom.datadict import dictionary_has_tag, dictionary_VM
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, UncompressedTransferSyntaxes
@@ -41,10 +43,11 @@ from radtrace.dicom_listener.attributes import (
     value_length,
     vr_problem,
 )
+from radtrace.dicom_listener.pixel_budget import ImageTooLargeError
 from radtrace.dicom_listener.spool import check_uid
 from radtrace.errors import DicomInputError
 
-__all__ = ["ReceivedHeader", "read_header"]
+__all__ = ["DEFAULT_MAX_INFLATED_BYTES", "ReceivedHeader", "inflation_limit", "read_header"]
 
 _DEFER_BYTES: Final = 4096
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
@@ -52,6 +55,19 @@ _TABLE_TAGS: Final = frozenset(int(a.tag) for a in ATTRIBUTES)
 _CHECKED_VRS: Final = frozenset({"AS", "CS", "DA", "DS", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UI", "US"})
 _PIXEL_DATA: Final = 0x7FE00010
 _ITEM: Final = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian
+_LONG_LENGTH_VRS: Final = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_INFLATE_CHUNK: Final = 1 << 20
+
+
+def inflation_limit(max_image_pixels: int) -> int:
+    """The most a deflated data set may inflate to: its largest image (4 bytes a sample at most) and 64 MiB more."""
+    return 4 * max_image_pixels + (64 << 20)
+
+
+#: :func:`inflation_limit` of ``listener.max_image_pixels``' default.
+DEFAULT_MAX_INFLATED_BYTES: Final = inflation_limit(50_000_000)
 
 
 @dataclass(frozen=True)
@@ -122,15 +138,53 @@ def _text(value: Any, limit: int) -> str | None:
     return text[:limit] or None
 
 
-def _parse(path: Path) -> tuple[Dataset, dict[int, str]]:
+def _check_inflated_size(path: Path, limit: int) -> None:
+    """Refuse a deflated data set that inflates beyond ``limit`` bytes, counted as it streams (never held): a few
+    hundred KiB of deflate can declare gigabytes, and pydicom inflates the whole data set in memory at once."""
+    with path.open("rb") as handle:
+        head = handle.read(132)
+        offset = 132 if head[128:132] == b"DICM" else 0
+        handle.seek(offset)
+        while True:  # the file meta group, explicit VR little endian (PS3.10 7.1): skip it element by element
+            element = handle.read(8)
+            if len(element) < 8 or element[:2] != b"\x02\x00":
+                break
+            if element[4:6] in _LONG_LENGTH_VRS:
+                length = int.from_bytes(handle.read(4), "little")
+                offset += 12 + length
+            else:
+                length = int.from_bytes(element[6:8], "little")
+                offset += 8 + length
+            handle.seek(offset)
+        handle.seek(offset)
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        inflated = 0
+        while not inflater.eof:
+            data = inflater.unconsumed_tail or handle.read(_INFLATE_CHUNK)
+            if not data:
+                break
+            try:
+                inflated += len(inflater.decompress(data, _INFLATE_CHUNK))
+            except zlib.error:
+                return  # not a deflate stream: the parser says what is wrong with it
+            if inflated > limit:
+                raise ImageTooLargeError(
+                    f"(0002,0010) Transfer Syntax UID: deflated data set inflates beyond {limit} bytes "
+                    "(listener.max_image_pixels)"
+                )
+
+
+def _parse(path: Path, max_inflated_bytes: int) -> tuple[Dataset, dict[int, str]]:
     """The dataset with every small element converted, and the elements that could not be: ``{tag: problem}``."""
     size = path.stat().st_size
     unparsable: dict[int, str] = {}
     try:
-        ds = dcmread(path, defer_size=_DEFER_BYTES)
-        if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-            # Inflated in memory by pydicom: positions are not file offsets, and nothing is deferred.
+        if read_file_meta_info(path).get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            # Inflated in memory by pydicom (even to defer): positions are not file offsets, nothing is deferred.
+            _check_inflated_size(path, max_inflated_bytes)
             ds = dcmread(path)
+        else:
+            ds = dcmread(path, defer_size=_DEFER_BYTES)
         for tag in list(ds.keys()):
             raw = ds.get_item(tag, keep_deferred=True)
             if isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, _UNDEFINED_LENGTH):
@@ -206,11 +260,14 @@ def _pixel_data_problem(ds: Dataset, path: Path) -> str | None:
     return None if second == _ITEM else "encapsulated without any frame"
 
 
-def read_header(path: Path) -> ReceivedHeader:
-    """Parse a Part 10 file's header; :class:`DicomInputError` naming the element when it cannot be accepted."""
+def read_header(path: Path, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> ReceivedHeader:
+    """Parse a Part 10 file's header; :class:`DicomInputError` naming the element when it cannot be accepted.
+
+    A deflated data set that inflates beyond ``max_inflated_bytes`` is refused before pydicom inflates it.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns, quoting values, about every invalid one
-        ds, unparsable = _parse(path)
+        ds, unparsable = _parse(path, max_inflated_bytes)
         meta = ds.file_meta
         found: list[Deviation] = []
         for attribute in ATTRIBUTES:
