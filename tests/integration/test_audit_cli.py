@@ -78,3 +78,41 @@ def test_a_database_that_is_down_is_a_clear_error_and_non_zero_exit(tmp_path: Pa
         assert result.returncode == 1
         assert "database unavailable" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_an_output_that_cannot_be_written_is_a_clear_error_and_records_no_export(tmp_path: Path) -> None:
+    env = {
+        "RADTRACE_DATA_DIR": str(tmp_path / "var"),
+        "RADTRACE_STORE__URL": f"sqlite:///{tmp_path / 'radtrace.db'}",
+        "RADTRACE_AUDIT__CHECKPOINT_KEY": "night-shift-key",
+    }
+    assert radtrace("db", "upgrade", env=env).returncode == 0
+    store = Store.from_url(env["RADTRACE_STORE__URL"])
+    AuditRecorder(store).record(AuditEvent(EventType.INSTANCE_RECEIVED, Actor(ae_title="PACS1"), study_uid="1.2.3"))
+    for unwritable in (tmp_path / "no" / "such" / "dir" / "x.jsonl", tmp_path):  # a missing folder, a folder
+        exported = radtrace("audit", "export", "--format", "jsonl", "--output", str(unwritable), env=env)
+        assert exported.returncode == 2, exported.stderr
+        assert "Traceback" not in exported.stderr
+        assert f"cannot write {unwritable}" in exported.stderr
+    blocked = tmp_path / "a-file"
+    blocked.write_text("", encoding="utf-8")
+    taken = radtrace("audit", "checkpoint", "--output", str(blocked / "cp.json"), env=env)  # parent is a file
+    assert taken.returncode == 1, taken.stderr
+    assert "Traceback" not in taken.stderr
+    assert "cannot write checkpoint" in taken.stderr
+    with store.engine.connect() as connection:
+        kinds = connection.execute(sa.text("SELECT event_type FROM audit_events ORDER BY seq")).scalars().all()
+    assert kinds == ["instance_received"]  # nothing was exported or checkpointed, and nothing claims it was
+    store.dispose()
+
+
+def test_an_empty_range_exports_nothing_and_says_so(tmp_path: Path) -> None:
+    env = {"RADTRACE_DATA_DIR": str(tmp_path / "var"), "RADTRACE_STORE__URL": f"sqlite:///{tmp_path / 'r.db'}"}
+    assert radtrace("db", "upgrade", env=env).returncode == 0
+    output = tmp_path / "export.jsonl"
+    exported = radtrace(
+        "audit", "export", "--format", "jsonl", "--since", "2999-01-01T00:00:00Z", "--output", str(output), env=env
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert output.read_bytes() == b""
+    assert "exported 0 audit events" in exported.stderr

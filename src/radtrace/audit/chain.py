@@ -237,8 +237,11 @@ def write_checkpoint(store: Store, key: bytes, path: Path) -> Checkpoint:
         "created_at": checkpoint.created_at,
         "hmac_sha256": checkpoint.signature(key),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise PermanentError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
     return checkpoint
 
 

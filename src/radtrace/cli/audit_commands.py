@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -151,13 +152,19 @@ def audit_export(
         fail(exc.reason, EXIT_USAGE)
     host = socket.gethostname()
     source = AuditSource(settings.atna.audit_source_id or host, settings.atna.enterprise_site_id, host=host)
-    with open_store(settings) as store:
+    # Opened before the export is recorded: an output that cannot be written leaves no "exported" event.
+    try:
+        handle = sys.stdout.buffer if output is None else output.open("wb")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}", EXIT_USAGE)
+    with open_store(settings) as store, contextlib.ExitStack() as closing:
+        if output is not None:
+            closing.enter_context(handle)
         records = export_records(store, selection, local_operator())
-        if output is None:
-            written = write_export(records, output_format, source, sys.stdout.buffer)
-        else:
-            with output.open("wb") as handle:
-                written = write_export(records, output_format, source, handle)
+        try:
+            written = write_export(records, output_format, source, handle)
+        except OSError as exc:  # e.g. the disk filled up: the file is incomplete
+            fail(f"export to {output or 'standard output'} failed, the output is incomplete: {exc.strerror or exc}")
     err.print(f"exported {written} audit events as {output_format}" + (f" to {output}" if output else ""))
 
 
