@@ -176,10 +176,14 @@ def test_latency_and_agreement_cells_lead_to_their_studies(site: Site) -> None:
         ("?from=2026-03-02&to=2026-03-01", 422, "from (2026-03-02) is after to (2026-03-01)"),
         ("?from=2024-01-01&to=2026-01-01", 422, "at most 366 days"),
         ("?period=month", 422, "'day' or 'week'"),
+        # the window's baseline or its last period would leave the calendar: a reason, not a 500
+        ("?from=0001-01-01&to=0001-01-05", 422, "between 1970-01-01 and 9998-12-31"),
+        ("?from=9999-12-25&to=9999-12-31&period=week", 422, "between 1970-01-01 and 9998-12-31"),
     ],
 )
 def test_bad_parameters_are_refused_with_a_reason(site: Site, query: str, status: int, reason: str) -> None:
-    for url in (f"/console/dashboard{query}", f"/console/dashboard/volume.csv{query}"):
+    cell = f"/console/dashboard/agreement?label=Edema&decision=accept&{query[1:]}"
+    for url in (f"/console/dashboard{query}", f"/console/dashboard/volume.csv{query}", cell):
         answer = site.clients["qa"].get(url)
         assert answer.status_code == status
         assert reason in answer.text

@@ -61,6 +61,9 @@ __all__ = ["CHARTS", "DEFAULT_DAYS", "MAX_DAYS", "router"]
 
 DEFAULT_DAYS: Final = 30
 MAX_DAYS: Final = 366
+#: The days a window may show: the baseline before ``from`` and the period after ``to`` stay in the calendar.
+EARLIEST: Final = date(1970, 1, 1)
+LATEST: Final = date(9998, 12, 31)
 CHARTS: Final = ("volume", "queue", "latency", "agreement", "prevalence", "failures", "mix", "rates", "models")
 DECISION_NAMES: Final = {"accept": "accepted", "reject": "rejected", "modify": "modified"}
 VOLUME_COLOURS: Final = {"read": "#56b4e9", "skipped": "#e69f00", "failed": "#ff5a4f"}
@@ -81,7 +84,11 @@ def _qa(user: Any) -> None:
 def _window(state: ConsoleState, first: date | None, last: date | None, period: str) -> Window:
     today = datetime.now(UTC).date()
     last = last or today
+    if not EARLIEST <= last <= LATEST:  # checked before any date arithmetic that could leave the calendar
+        raise HTTPException(422, detail=f"to ({last}) must lie between {EARLIEST} and {LATEST}")
     first = first or last - timedelta(days=DEFAULT_DAYS - 1)
+    if not EARLIEST <= first <= LATEST:
+        raise HTTPException(422, detail=f"from ({first}) must lie between {EARLIEST} and {LATEST}")
     if first > last:
         raise HTTPException(422, detail=f"from ({first}) is after to ({last})")
     if (last - first).days + 1 > MAX_DAYS:
