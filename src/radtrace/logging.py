@@ -64,6 +64,18 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
         ),
         rf"\1{REDACTED}",
     ),
+    # pydicom quoting a value it finds invalid ("Invalid value for VR DA: '19561103x'.", "Unable to convert
+    # '...' to 'DA' object"): for the VRs that hold names, dates, ages and free text, the value goes.
+    (
+        re.compile(r"(Invalid value for VR (?:PN|DA|DT|TM|AS|LO|SH|LT|ST|UT|UC): )(?:'[^'\n]*'|\"[^\"\n]*\"|\S+)"),
+        rf"\1{REDACTED}",
+    ),
+    (
+        re.compile(r"(Unable to convert (?:non-conformant value )?)'[^'\n]*'( to '(?:DA|DT|TM)' object)"),
+        rf"\1{REDACTED}\2",
+    ),
+    # highdicom's check of a person name quotes the name
+    (re.compile(r'(The string ")[^"\n]*(" is unlikely to represent the intended person name)'), rf"\1{REDACTED}\2"),
     # HL7 v2 PID segment: keep the segment id, drop every field
     (re.compile(r"(^|[\r\n]|\\r|\s)PID\|[^\r\n]*"), rf"\1PID|{REDACTED}"),
 )

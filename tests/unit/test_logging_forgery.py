@@ -111,3 +111,29 @@ def test_patient_values_in_extras_and_mapping_reprs_are_redacted(captured: io.St
         assert value not in output, f"{value!r} leaked into: {output}"
     assert "DX" in output  # what identifies no one is kept
     assert len(output.splitlines()) == 2
+
+
+def test_values_quoted_by_pydicom_and_highdicom_warnings_are_redacted(captured: io.StringIO) -> None:
+    """pydicom and highdicom warn (and pydicom also logs) quoting the value they find invalid: a birth date, a name."""
+    import warnings
+
+    from highdicom.valuerep import check_person_name
+    from pydicom import config as pydicom_config
+    from pydicom.dataelem import DataElement
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logging.captureWarnings(False)  # pytest replaced the hook configure_logging installed: install it again
+        logging.captureWarnings(True)
+        try:
+            # pydicom in its WARN mode (its default for reading) logs and warns with the value it found invalid
+            DataElement(0x00100030, "DA", "19561303x", validation_mode=pydicom_config.WARN)
+            single_component_name = "Mueller"
+            check_person_name(single_component_name)  # as highdicom checks a name while building an SR
+        finally:
+            logging.captureWarnings(False)
+    output = captured.getvalue()
+    assert "VR DA" in output  # the warning was logged, so its value would have shown
+    assert "unlikely to represent the intended person name" in output
+    for value in ("19561303x", "Mueller"):
+        assert value not in output, f"{value!r} leaked into: {output}"
