@@ -139,3 +139,10 @@ def test_another_body_part_is_still_not_read_as_a_chest(body_part: str) -> None:
     ds = film(FUJI)
     ds.BodyPartExamined = body_part
     assert prepare_study([StudyImage(ds, "0" * 64)], **BUDGET) == Skipped("no frontal chest image")
+
+
+def test_pixel_data_longer_than_its_header_declares_is_read_as_the_declared_frame() -> None:
+    ds = film(FUJI)
+    expected = gray(ds)
+    ds.PixelData = bytes(ds.PixelData) + b"\x00" * (3 * ds.Rows * ds.Columns * 2 + 10)  # trailing data, no frame count
+    assert np.abs(gray(ds) - expected).max() == 0

@@ -22,12 +22,14 @@ Each step appends a plain-data dict (JSON-ready) to :attr:`PreparedPicture.steps
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import pixel_array
 
 from radtrace.dicom_listener.pixel_budget import PixelMismatchError, check_dataset
 from radtrace.errors import DicomInputError
@@ -243,13 +245,15 @@ def _decode(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[ND
     except PixelMismatchError as exc:
         raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown'}): {exc.reason}") from exc
     try:
-        pixels = ds.pixel_array
+        # The first frame only: a multi-frame image is not decoded whole, and pixel data longer than the header
+        # declares (trailing bytes a modality left) is not read as extra frames.
+        with warnings.catch_warnings(record=True) as caught:  # about lengths and padding, never values
+            warnings.simplefilter("always", UserWarning)
+            pixels = pixel_array(ds, index=0, allow_excess_frames=False)
     except Exception as exc:  # decoders raise anything from RuntimeError to their own types
         raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown transfer syntax'}): {exc}") from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        pixels = pixels[0]
     if pixels.ndim != (3 if samples > 1 else 2):
         raise DicomInputError(f"unexpected pixel array shape {pixels.shape}")
     step: Step = {
@@ -262,6 +266,8 @@ def _decode(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[ND
         "bits_stored": int(ds.get("BitsStored", 0) or 0),
         "pixel_representation": int(ds.get("PixelRepresentation", 0) or 0),
     }
+    if caught:
+        step["decoder_warnings"] = [str(w.message)[:200] for w in caught[:4]]
     return pixels, [step]
 
 
