@@ -67,13 +67,16 @@ def _study_datetime(header: SourceHeader) -> str | None:
     return date  # a FHIR dateTime with a time needs a zone; DICOM times without one stay a date
 
 
-def _patient(header: SourceHeader) -> dict[str, Any]:
-    """The Patient: every value of Patient ID as an identifier, every value of Patient Name as a name."""
+def _patient(header: SourceHeader) -> tuple[dict[str, Any], bool]:
+    """The Patient: every value of Patient ID as an identifier, every value of Patient Name as a name; and
+    whether an identifier (or its issuer) had to be left out because FHIR cannot carry it unchanged."""
     patient: dict[str, Any] = {"resourceType": "Patient"}
-    issuer = header.issuer_of_patient_id
-    assigner = {"assigner": {"display": _text(issuer)}} if issuer else {}
-    if header.patient_ids:
-        patient["identifier"] = [{"value": _text(value), **assigner} for value in header.patient_ids]
+    issuer = _identifier(header.issuer_of_patient_id)
+    assigner = {"assigner": {"display": issuer}} if issuer else {}
+    ids = [value for value in (_identifier(value) for value in header.patient_ids) if value]
+    if ids:
+        patient["identifier"] = [{"value": value, **assigner} for value in ids]
+    omitted = len(ids) < len(header.patient_ids) or bool(header.issuer_of_patient_id and not issuer)
     names = []
     for value in header.patient_names:
         family, given, *rest = [*_text(value).split("=")[0].split("^"), ""]
@@ -86,11 +89,24 @@ def _patient(header: SourceHeader) -> dict[str, Any]:
         patient["birthDate"] = header.birth_date.isoformat()
     if header.sex in _GENDER:
         patient["gender"] = _GENDER[header.sex]
-    return patient
+    return patient, omitted
 
 
 def _text(value: str) -> str:
     return fhir_text(value).text
+
+
+def _blank(value: str) -> bool:
+    """Whether a FHIR ``string`` cannot hold ``value``: empty or only whitespace (Unicode's, U+3000 and U+2028
+    included: fhir.resources' ``[ \\r\\n\\t\\S]+`` refuses them, and with them the whole Bundle)."""
+    return not value.strip()
+
+
+def _identifier(value: str) -> str:
+    """``value`` as an identifier's text, or '' when FHIR cannot carry it unchanged: an identifier is copied
+    exactly or left out (as in the SR), never altered."""
+    safe = fhir_text(value)
+    return "" if safe.changed or _blank(safe.text) else safe.text
 
 
 def build_fhir_bundle(
@@ -163,12 +179,16 @@ def build_fhir_bundle(
                     },
                 }
             ]
-        if finding.evidence:
+        if finding.evidence and not _blank(_text(finding.evidence)):
             observation["note"] = [{"text": _text(finding.evidence)}]
         observations.append((urn("observation", str(index)), observation))
 
     trace = _text(reading.reasoning_text)
-    flags = output_flags(reading, sanitised=sanitised, extra=[HEADER_NORMALISED] if header.notes else [])
+    patient, identifier_omitted = _patient(header)
+    accession = _identifier(header.accession_number)
+    identifier_omitted |= bool(header.accession_number and not accession)
+    normalised = bool(header.notes) or identifier_omitted
+    flags = output_flags(reading, sanitised=sanitised, extra=[HEADER_NORMALISED] if normalised else [])
     impression = _text(reading.impression) if reading.impression else None
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
@@ -194,11 +214,11 @@ def build_fhir_bundle(
     }
     if effective:
         report["effectiveDateTime"] = effective
-    if header.accession_number:
+    if accession:
         report["identifier"].append(
             {
                 "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
-                "value": _text(header.accession_number),
+                "value": accession,
             }
         )
     if trace:
@@ -214,7 +234,7 @@ def build_fhir_bundle(
     entries = [
         (report_url, report),
         *observations,
-        (patient_url, _patient(header)),
+        (patient_url, patient),
         (device_url, {k: v for k, v in device.items() if v is not None}),
     ]
     bundle = {
