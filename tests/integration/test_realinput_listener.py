@@ -28,6 +28,7 @@ from pydicom.uid import generate_uid
 
 from listener_support import audit_payloads, listener_settings, rows, running
 from radtrace.dicom_listener.headers import read_header
+from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, check_file
 from radtrace.dicom_listener.policy import STATUS_CANNOT_UNDERSTAND, STATUS_IMAGE_TOO_LARGE
 from radtrace.dicom_listener.scu import send_files
 from radtrace.errors import DicomInputError
@@ -159,3 +160,13 @@ def test_a_deflated_data_set_that_inflates_beyond_the_pixel_budget_is_refused_wi
     assert results[0].note.startswith("(0002,0010) Transfer Syntax UID")
     [quarantined] = [json.loads(p) for p in audit_payloads(store, "instance_quarantined")]
     assert "inflates" in quarantined["reason"]
+
+
+def test_an_instance_far_larger_than_its_image_needs_is_refused_before_anything_reads_it(tmp_path: Path) -> None:
+    film = pydicom.dcmread(_part10(FUJI, tmp_path / "film.dcm"))
+    film.PixelData = bytes(film.PixelData) + b"\x00" * (80 << 20)  # 80 MiB of trailing bytes on a 440 x 440 film
+    padded = tmp_path / "padded.dcm"
+    film.save_as(padded, enforce_file_format=True)
+    with pytest.raises(ImageTooLargeError, match=r"^\(7FE0,0010\) Pixel Data: the instance is \d+ bytes"):
+        check_file(padded, 1_000_000)  # an image of 10^6 samples needs at most 4 MB: 68 MiB allowed
+    check_file(padded, 50_000_000)  # the default budget allows it; the worker reads the declared frame

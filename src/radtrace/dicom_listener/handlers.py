@@ -18,10 +18,15 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ListenerSettings
 from radtrace.dicom_listener.admission import Admission, Connection
-from radtrace.dicom_listener.headers import ReceivedHeader, inflation_limit, read_header
+from radtrace.dicom_listener.headers import ReceivedHeader, read_header
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
 from radtrace.dicom_listener.metrics import ListenerMetrics
-from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, PixelMismatchError, check_file
+from radtrace.dicom_listener.pixel_budget import (
+    ImageTooLargeError,
+    PixelMismatchError,
+    check_file,
+    instance_byte_limit,
+)
 from radtrace.dicom_listener.policy import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_IMAGE_TOO_LARGE,
@@ -249,7 +254,7 @@ class ListenerHandlers:
             self.metrics.bytes.inc(staged.size)
             try:
                 header = self._check(
-                    read_header(staged.path, max_inflated_bytes=inflation_limit(self.settings.max_image_pixels)),
+                    read_header(staged.path, max_inflated_bytes=instance_byte_limit(self.settings.max_image_pixels)),
                     event,
                     staged.path,
                 )

@@ -43,11 +43,11 @@ from radtrace.dicom_listener.attributes import (
     value_length,
     vr_problem,
 )
-from radtrace.dicom_listener.pixel_budget import ImageTooLargeError
+from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, instance_byte_limit
 from radtrace.dicom_listener.spool import check_uid
 from radtrace.errors import DicomInputError
 
-__all__ = ["DEFAULT_MAX_INFLATED_BYTES", "ReceivedHeader", "inflation_limit", "read_header"]
+__all__ = ["DEFAULT_MAX_INFLATED_BYTES", "ReceivedHeader", "read_header"]
 
 _DEFER_BYTES: Final = 4096
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
@@ -60,14 +60,9 @@ _LONG_LENGTH_VRS: Final = frozenset(
 )
 _INFLATE_CHUNK: Final = 1 << 20
 
-
-def inflation_limit(max_image_pixels: int) -> int:
-    """The most a deflated data set may inflate to: its largest image (4 bytes a sample at most) and 64 MiB more."""
-    return 4 * max_image_pixels + (64 << 20)
-
-
-#: :func:`inflation_limit` of ``listener.max_image_pixels``' default.
-DEFAULT_MAX_INFLATED_BYTES: Final = inflation_limit(50_000_000)
+#: The most a deflated data set may inflate to by default: :func:`~radtrace.dicom_listener.pixel_budget.
+#: instance_byte_limit` of ``listener.max_image_pixels``' default.
+DEFAULT_MAX_INFLATED_BYTES: Final = instance_byte_limit(50_000_000)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ __all__ = [
     "UndecodableError",
     "check_dataset",
     "check_file",
+    "instance_byte_limit",
     "judge",
 ]
 
@@ -149,8 +150,22 @@ def _judge_dataset(ds: Dataset, pixel_head: bytes | None, max_pixels: int) -> No
     )
 
 
+def instance_byte_limit(max_pixels: int) -> int:
+    """The most bytes an instance (or a deflated one, inflated) may hold: its largest image at 4 bytes a sample,
+    and 64 MiB for everything else. Beyond it, nothing of the image is worth what reading it would cost."""
+    return 4 * max_pixels + (64 << 20)
+
+
 def check_file(path: Path, max_pixels: int) -> None:
-    """:func:`judge` a received Part 10 file, reading its header and its first fragment's first bytes only."""
+    """:func:`judge` a received Part 10 file, reading its header and its first fragment's first bytes only; and
+    refuse a file larger than :func:`instance_byte_limit` (pixel data far longer than its image, or any padding),
+    which the worker would otherwise read whole."""
+    size = path.stat().st_size
+    if size > instance_byte_limit(max_pixels):
+        raise ImageTooLargeError(
+            f"(7FE0,0010) Pixel Data: the instance is {size} bytes, more than an image within "
+            f"listener.max_image_pixels ({max_pixels}) needs"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid values are the header reader's to report
         try:
