@@ -6,6 +6,7 @@ and the command QA staff run: a non-zero exit and a message naming the first bad
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -157,3 +158,30 @@ def test_verify_does_not_claim_a_truncated_tail_is_intact(store: Store, tmp_path
     assert code == 0
     assert "rows removed from the end" in output
     assert "--checkpoint" in output
+
+
+def test_a_row_whose_payload_is_no_longer_json_does_not_stop_query_or_export(store: Store, tmp_path: Path) -> None:
+    """QA must still read and export a tampered log, to investigate it: the bad row is shown, raw, not a crash."""
+    _fill(store)
+    _as_superuser(
+        store,
+        "UPDATE audit_events SET payload = 'not json {' WHERE seq = 3",
+        "UPDATE audit_events SET payload = '[1, 2]' WHERE seq = 4",
+    )
+    env = {
+        "RADTRACE_DATA_DIR": str(tmp_path / "var"),
+        "RADTRACE_STORE__URL": store.engine.url.render_as_string(hide_password=False),
+    }
+    queried = radtrace("audit", "query", "--format", "json", env=env)
+    assert queried.returncode == 0, queried.stderr
+    events = json.loads(queried.stdout)["events"]
+    assert [event["seq"] for event in events] == list(range(1, ROWS + 1))
+    assert events[2]["payload"] == {"unreadable_payload": "not json {"}
+    assert events[3]["payload"] == {"unreadable_payload": "[1, 2]"}
+    for earlier_uses, output_format in enumerate(("jsonl", "atna-xml"), start=1):  # the query, then an export
+        exported = radtrace("audit", "export", "--format", output_format, env=env)
+        assert exported.returncode == 0, exported.stderr
+        assert len(exported.stdout.splitlines()) == ROWS + earlier_uses
+    code, output = _cli_verify(store, tmp_path)
+    assert code == 1
+    assert "broken at seq 3" in output

@@ -161,8 +161,20 @@ class AuditRecord:
         """Build from an ``audit_events`` row."""
         values = {field.name: row[field.name] for field in fields(cls)}
         values["labels"] = tuple(label for label in (row["labels"] or "").split(",") if label)
-        values["payload"] = json.loads(row["payload"])
+        values["payload"] = _payload(row["payload"])
         return cls(**values)
+
+
+def _payload(stored: str) -> dict[str, Any]:
+    """The stored payload parsed; one that is no longer a JSON object (an edited row) comes back raw.
+
+    ``audit verify`` names such a row; querying and exporting must still show it, and every row after it.
+    """
+    try:
+        parsed = json.loads(stored)
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"unreadable_payload": stored}
 
 
 @dataclass(frozen=True)
