@@ -9,6 +9,7 @@ import logging
 import re
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,9 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 
 from listener_support import listener_settings, running
+from radtrace.errors import DispatchError
 from radtrace.logging import configure_logging
+from radtrace.reporting.dispatch.mllp import END_BLOCK, frame, send_message
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.testing.studies import ImageSpec, StudySpec, make_image
@@ -141,3 +144,45 @@ def test_a_hostile_peer_cannot_forge_a_listener_log_line_nor_put_a_patient_value
     assert "rejected association" in output
     assert "quarantined" in output
     assert "undecodable PDU" in output
+
+
+def _nak_once(text: bytes) -> tuple[int, threading.Thread]:
+    """A RIS on a free port that answers the first message with an AE NAK carrying ``text`` in MSA-3."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        with server, server.accept()[0] as connection:
+            received = b""
+            while END_BLOCK not in received:
+                received += connection.recv(65536)
+            ack = b"MSH|^~\\&|RIS|H|RADTRACE|H|20261204||ACK|A1|P|2.5.1\rMSA|AE|CTRL-1|" + text + b"\r"
+            connection.sendall(frame(ack))
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return port, thread
+
+
+def test_a_nak_text_from_the_ris_cannot_forge_a_worker_log_line(captured: io.StringIO) -> None:
+    """The RIS's NAK text travels in the dispatch error: in the worker's warning and in Celery's traceback.
+
+    (CR and LF end a segment, so MSA-3 cannot hold them; every other line breaker and ESC can.)
+    """
+    text = f"bad message\u2028{FORGED}\x1b[2J\x85{FORGED}\x0c{FORGED}\x1c{FORGED}".encode()
+    port, ris = _nak_once(text)
+    message = b"MSH|^~\\&|RADTRACE|H|RIS|H|20261204||ORU^R01|CTRL-1|P|2.5.1\rPID|1||" + PATIENT_ID.encode() + b"\r"
+    with pytest.raises(DispatchError) as raised:
+        send_message(message, "127.0.0.1", port, timeout_s=5)
+    ris.join(5)
+    assert "\u2028" in raised.value.reason  # the peer's characters did reach the error
+    logging.getLogger("radtrace.worker.tasks").warning("dispatch %s refused: %s", 7, raised.value.reason)
+    # Celery's worker logs a task that failed for good this way (celery.app.trace), traceback included
+    logging.getLogger("celery.app.trace").error(
+        "Task %s[%s] raised unexpected: %r", "radtrace.dispatch", "t-1", raised.value, exc_info=raised.value
+    )
+    output = captured.getvalue()
+    assert output.count("answered AE") >= 2
+    assert not [line for line in output.splitlines() if line.startswith(FORGED[:23])], output
+    assert not [line for line in output.splitlines() if RECORD_START.match(line) and "admitted" in line[:80]]
+    assert RAW_CONTROLS.search(output) is None
