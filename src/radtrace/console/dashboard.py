@@ -50,6 +50,7 @@ from radtrace.console.pages import (
     ConsoleState,
     StateDep,
     UserDep,
+    control_character_problem,
     render_page,
     request_actor,
     sync_worklist,
@@ -133,6 +134,9 @@ def agreement_cell(
 ) -> HTMLResponse:  # fmt: skip
     """The studies behind one agreement figure: whose findings of ``label`` got ``decision`` in the window."""
     _qa(user)
+    problem = control_character_problem({"label": label})
+    if problem:
+        raise HTTPException(400, detail=problem)
     window = _window(state, first, last, period)
     studies = agreement_studies(state.store, window, label, decision)
     _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window), label=label, decision=decision,

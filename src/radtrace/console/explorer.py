@@ -54,6 +54,7 @@ from radtrace.console.pages import (
     StateDep,
     UserDep,
     check_csrf,
+    control_character_problem,
     read_form,
     redirect,
     render_page,
@@ -125,7 +126,14 @@ def _query(request: Request, given: dict[str, str]) -> AuditQuery:
     after_seq = request.query_params.get("after_seq", "").strip() or "0"
     if limit.isdigit() and int(limit) > MAX_PAGE_SIZE:
         raise QueryError(f"invalid audit query: limit: at most {MAX_PAGE_SIZE} events a page (got {limit!r})")
+    _check_characters(given)
     return AuditQuery.parse(**_selection(given), limit=limit, after_seq=after_seq)
+
+
+def _check_characters(given: dict[str, str]) -> None:
+    problem = control_character_problem(given)
+    if problem:
+        raise QueryError(f"invalid audit query: {problem}")
 
 
 def _form_values(query: AuditFilter) -> dict[str, str]:
@@ -270,6 +278,7 @@ def export_page(request: Request, state: StateDep, user: UserDep) -> Response:
     _admin(user, "export the audit log")
     given = _given(request)
     try:
+        _check_characters(given)
         selection = AuditFilter.parse(**_selection(given))
     except QueryError as exc:
         return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,

@@ -10,6 +10,7 @@ request, sets the new session cookie. A request without a live session raises :c
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ __all__ = [
     "check_csrf",
     "client_host",
     "console_state",
+    "control_character_problem",
     "read_form",
     "redirect",
     "render_page",
@@ -49,6 +51,8 @@ __all__ = [
     "sync_worklist",
 ]
 
+#: C0 controls but tab, LF and CR, and DEL: never in a name, a code or a filter (PostgreSQL refuses NUL outright).
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 PREFIX: Final = "/console"
 SESSION_COOKIE: Final = "radtrace_session"
 MAX_FORM_BYTES: Final = 16 * 1024
@@ -181,3 +185,11 @@ def sync_worklist(state: ConsoleState) -> None:
     if time.monotonic() - state.last_sync >= state.settings.console.sync_interval_s:
         state.last_sync = time.monotonic()
         sync_review_items(state.store, state.settings.spool_dir)
+
+
+def control_character_problem(fields: dict[str, str]) -> str | None:
+    """Why these form or query fields cannot be used (a control character in one, named), or None."""
+    bad = [name for name, value in fields.items() if _CONTROL.search(value)]
+    if not bad:
+        return None
+    return f"{', '.join(sorted(bad))}: control characters (such as NUL) are not allowed"

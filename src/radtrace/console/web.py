@@ -44,6 +44,7 @@ from radtrace.console.pages import (
     UserDep,
     check_csrf,
     client_host,
+    control_character_problem,
     read_form,
     redirect,
     render_page,
@@ -118,6 +119,9 @@ async def login(request: Request, state: StateDep) -> Response:
     form = await read_form(request)
     check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), form)
     name, password = form.get("username", "").strip(), form.get("password", "")
+    problem = control_character_problem({"username": name})
+    if problem:
+        raise HTTPException(400, detail=problem)
     result = await run_in_threadpool(
         log_in, state.store, name, password, state.settings.console, host=client_host(request)
     )
