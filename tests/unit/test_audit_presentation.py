@@ -123,3 +123,19 @@ def test_admin_may_do_what_qa_may_but_not_the_reverse() -> None:
     assert Role.ADMIN.allows(Role.ADMIN)
     assert Role.QA.allows(Role.QA)
     assert not Role.QA.allows(Role.ADMIN)
+
+
+def test_tables_show_a_peers_control_characters_escaped_not_sent_to_the_terminal() -> None:
+    """An AE title, host or accession holding ESC sequences, BEL or a newline cannot drive the QA terminal."""
+    hostile = "EV\x1b[2J\x1b]0;pwned\x07\nIL\u202e"
+    record = _record(1, "instance_received", 0, actor_ae=hostile[:16], actor_host=hostile, accession=hostile)
+    page = QueryPage(AuditQuery(), (record,), None)
+    timeline = build_timeline("1.2.3", [record])
+    for renderable in (page_table(page), timeline_renderable(timeline)):
+        console = Console(file=io.StringIO(), width=400, force_terminal=False, color_system=None)
+        console.print(renderable)
+        output = console.file.getvalue()  # type: ignore[attr-defined]
+        for char in "\x1b\x07\u202e":
+            assert char not in output, f"raw {char!r} in: {output!r}"
+        assert "EV\\x1b[2J" in output  # shown, escaped
+        assert len([line for line in output.splitlines() if "IL" in line]) == 1, output  # one line per row

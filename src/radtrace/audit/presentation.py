@@ -23,6 +23,7 @@ from rich.text import Text
 
 from radtrace.audit.events import canonical_json
 from radtrace.audit.queries import AuditRecord, QueryPage, Timeline
+from radtrace.logging import escape
 
 __all__ = [
     "CSV_COLUMNS",
@@ -129,8 +130,9 @@ def _model(record: AuditRecord) -> str:
 
 
 def _cells(*values: str | None) -> list[Text]:
-    # Text, not markup: an accession or AE title from a hostile peer must not be read as rich markup.
-    return [Text(value or "") for value in values]
+    # Text, not markup: an accession or AE title from a hostile peer must not be read as rich markup. Its
+    # control characters are shown escaped (as in the log): rich passes ESC through, and a newline splits the row.
+    return [Text(escape(value or "")) for value in values]
 
 
 def page_table(page: QueryPage) -> Table:
