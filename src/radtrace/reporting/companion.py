@@ -49,6 +49,7 @@ from radtrace.reporting.sr import (
     MANUFACTURER,
     UTF8,
     _observation_context,
+    lo_value,
     sr_uids,
 )
 from radtrace.reporting.text import dicom_text
@@ -212,10 +213,10 @@ def build_companion(
             is_complete=True,
             is_final=False,
             is_verified=False,
-            institution_name=settings.institution_name,
+            institution_name=lo_value(settings.institution_name),
             previous_versions=[p for p in predecessors if str(p.SOPInstanceUID) != sop_uid] or None,
             series_description=COMPANION_SERIES_DESCRIPTION,
-            manufacturer_model_name=reading.identity.model_name[:64],
+            manufacturer_model_name=lo_value(reading.identity.model_name),
             software_versions=f"radtrace codes {codes.CODE_TABLE_VERSION}",
             content_date=when.date(),
             content_time=when.time().replace(microsecond=0),

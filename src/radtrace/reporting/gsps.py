@@ -21,7 +21,7 @@ from radtrace.config import ReportingSettings
 from radtrace.errors import ReportError
 from radtrace.model.reading import BoundingBox, FindingStatus, Reading
 from radtrace.reporting import codes
-from radtrace.reporting.sr import MANUFACTURER, UTF8, checked_references, model_key, with_checked_header
+from radtrace.reporting.sr import MANUFACTURER, UTF8, checked_references, lo_value, model_key, with_checked_header
 from radtrace.reporting.text import dicom_text
 
 __all__ = ["GSPS_SERIES_DESCRIPTION", "build_gsps"]
@@ -100,14 +100,14 @@ def build_gsps(
             sop_instance_uid=str(generate_uid(entropy_srcs=["radtrace-gsps", study_uid, str(revision), *key])),
             instance_number=revision,
             manufacturer=MANUFACTURER,
-            manufacturer_model_name=identity.model_name[:64],
+            manufacturer_model_name=lo_value(identity.model_name) or MANUFACTURER,
             software_versions=f"radtrace codes {codes.CODE_TABLE_VERSION}",
             device_serial_number=(identity.weights_sha256 or identity.revision or "unknown")[:64],
             content_label=LAYER,
             content_description="AI draft boxes, not verified by a radiologist",
             graphic_annotations=annotations,
             graphic_layers=[layer],
-            institution_name=settings.institution_name,
+            institution_name=lo_value(settings.institution_name),
             series_description=GSPS_SERIES_DESCRIPTION,
             specific_character_set=UTF8,
         )

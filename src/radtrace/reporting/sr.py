@@ -46,7 +46,7 @@ from radtrace.model.reading import Finding, FindingStatus, ModelIdentity, Readin
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
 from radtrace.reporting.header import HeaderNote, SourceHeader, is_uid, read_header, values_of
-from radtrace.reporting.text import DICOM_MAX_BYTES, TEXT_SANITISED, DicomTextVR, dicom_text, fits_dicom
+from radtrace.reporting.text import DICOM_MAX_BYTES, TEXT_SANITISED, DicomTextVR, cut_utf8, dicom_text, fits_dicom
 
 __all__ = [
     "SERIES_DESCRIPTION",
@@ -55,6 +55,7 @@ __all__ = [
     "build_sr",
     "checked_references",
     "image_notes",
+    "lo_value",
     "model_key",
     "output_flags",
     "reasoning_sha256",
@@ -182,6 +183,12 @@ def image_notes(reading: Reading) -> str:
             which = f"{image.role} image" if image.role else "image"
             lines.append(f"{which} ({image.view or 'view unknown'}): {notes}")
     return "\n".join(lines)
+
+
+def lo_value(value: str) -> str | None:
+    """A configured or model-given name (institution, model) as an LO value: characters LO allows, at most 64
+    bytes, no value delimiter (a backslash would make two values); None when nothing is left."""
+    return dicom_text(value, "LO").text or None
 
 
 def _concept(code: Code) -> hd.sr.CodedConcept:
@@ -461,21 +468,34 @@ def _identifier(ref: Dataset, keyword: str, value: str, vr: DicomTextVR, notes: 
 
 
 def _person(value: str, keyword: str, notes: list[HeaderNote]) -> str:
+    """``value`` as a PN the SR can carry: characters PN allows, each group a family name at least, and the whole
+    value at most 64 bytes. PS3.5 allows 64 characters per component group, but dciodvfy (and receivers that size
+    a column for a name) measure the value as a whole: later groups that do not fit are left out (phonetic before
+    ideographic; never the only group that names the person), and what is left is cut. Each change is noted."""
     safe = dicom_text(value, "PN")
-    if safe.changed:
-        notes.append(HeaderNote(keyword, "characters or lengths PN does not allow; normalised"))
+    changed = safe.changed
     # A group of one component is the family name; the explicit caret says so (PS3.5 6.2.1.2) instead of
     # leaving readers to guess at the retired free-text form. Each group: a name may carry only an ideographic
     # or phonetic group ("=山田").
-    groups = []
-    for group in safe.text.split("="):
-        if group and "^" not in group:
-            room = group.encode("utf-8")[: DICOM_MAX_BYTES["PN"] - 1].decode("utf-8", "ignore")  # the caret fits
-            if room != group and not safe.changed:
-                notes.append(HeaderNote(keyword, "characters or lengths PN does not allow; normalised"))
-            group = room + "^"
-        groups.append(group)
+    groups = [group + "^" if group and "^" not in group else group for group in safe.text.split("=")]
+    limit = DICOM_MAX_BYTES["PN"]
+    while len(groups) > 1 and (_pn_bytes(groups) > limit or not groups[-1]) and any(groups[:-1]):
+        changed |= bool(groups.pop())
+    if _pn_bytes(groups) > limit:
+        last = groups.pop()
+        room = limit - _pn_bytes(groups) - (1 if groups else 0)
+        cut = cut_utf8(last, room)
+        if "^" not in cut:  # the cut took the family name's caret: keep it
+            cut = cut_utf8(last, room - 1).rstrip("^") + "^"
+        groups.append(cut)
+        changed = True
+    if changed:
+        notes.append(HeaderNote(keyword, "characters or lengths PN does not allow; normalised"))
     return "=".join(groups)
+
+
+def _pn_bytes(groups: Sequence[str]) -> int:
+    return len("=".join(groups).encode("utf-8"))
 
 
 def _patient_and_study(ref: Dataset, header: SourceHeader, notes: list[HeaderNote]) -> None:
@@ -576,11 +596,11 @@ def build_sr(
         "is_complete": True,
         "is_final": False,
         "is_verified": False,
-        "institution_name": settings.institution_name,
+        "institution_name": lo_value(settings.institution_name),
         # An SR never lists itself (a re-run of the same revision with the same model has the same UID).
         "previous_versions": [p for p in predecessors if str(p.SOPInstanceUID) != uids.sop_instance_uid] or None,
         "series_description": SERIES_DESCRIPTION,
-        "manufacturer_model_name": reading.identity.model_name[:64],
+        "manufacturer_model_name": lo_value(reading.identity.model_name),
         "software_versions": f"radtrace codes {codes.CODE_TABLE_VERSION}",
         "content_date": when.date(),
         "content_time": when.time().replace(microsecond=0),

@@ -33,6 +33,7 @@ __all__ = [
     "TEXT_SANITISED",
     "DicomTextVR",
     "SafeText",
+    "cut_utf8",
     "dicom_text",
     "fhir_text",
     "fits_dicom",
@@ -99,18 +100,18 @@ def dicom_text(text: str, vr: DicomTextVR) -> SafeText:
     cut = False
     if vr == "PN":  # at most 3 component groups of at most 5 components, 64 characters each
         groups = cleaned.split("=")
-        kept = [_cut("^".join(group.split("^")[:5]), DICOM_MAX_BYTES["PN"]) for group in groups[:3]]
+        kept = [cut_utf8("^".join(group.split("^")[:5]), DICOM_MAX_BYTES["PN"]) for group in groups[:3]]
         cut = kept != groups
         cleaned = "=".join(kept)
     elif vr in DICOM_MAX_BYTES and len(cleaned.encode("utf-8")) > DICOM_MAX_BYTES[vr]:
-        cleaned, cut = _cut(cleaned, DICOM_MAX_BYTES[vr]), True
+        cleaned, cut = cut_utf8(cleaned, DICOM_MAX_BYTES[vr]), True
     cleaned = cleaned.strip(" ") if vr in ("LO", "SH", "PN", "UC") else cleaned.rstrip(" ")
     return SafeText(cleaned, surrogates.changed or count > 0 or cut)
 
 
-def _cut(text: str, limit: int) -> str:
+def cut_utf8(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` UTF-8 bytes, at a character boundary."""
-    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+    return text.encode("utf-8")[: max(limit, 0)].decode("utf-8", "ignore")
 
 
 def fits_dicom(value: str, vr: DicomTextVR) -> bool:
