@@ -13,6 +13,7 @@ from rich.text import Text
 
 from radtrace.config import ModelSettings
 from radtrace.errors import ModelLoadError
+from radtrace.logging import escape as escape_controls
 from radtrace.model.identity import weight_files, weights_sha256
 from radtrace.model.loading import resolve_checkpoint
 from radtrace.model.profiles import get_profile
@@ -75,7 +76,7 @@ def overview_table(overview: dict[str, Any]) -> Table:
     table = Table("item", "value", title="model", title_justify="left")
     for key, value in overview.items():
         shown = json.dumps(value) if isinstance(value, bool) or value is None else str(value)
-        table.add_row(key, escape(shown))
+        table.add_row(key, _shown(shown))
     return table
 
 
@@ -85,12 +86,12 @@ def reading_view(reading: Reading) -> RenderableType:
     images = Table("role", "view", "SOP Instance UID", "source px", "model px", "flags", title="images shown")
     for image in reading.images:
         images.add_row(
-            image.role or "-",
-            image.view or "?",
-            image.sop_instance_uid,
+            _shown(image.role or "-"),
+            _shown(image.view or "?"),
+            _shown(image.sop_instance_uid),
             f"{image.rows} x {image.columns}",
             f"{image.model_rows} x {image.model_columns}",
-            ", ".join(image.view_flags) or "-",
+            _shown(", ".join(image.view_flags) or "-"),
         )
     parts.append(images)
     if reading.flags:
@@ -98,26 +99,28 @@ def reading_view(reading: Reading) -> RenderableType:
         parts.append(Text(f"flags: {flags}", style="bold yellow"))
     reasoning = Table("section", "reasoning", title="reasoning", show_lines=True)
     for step in reading.reasoning:
-        reasoning.add_row(step.section, escape(step.text))
+        reasoning.add_row(_shown(step.section), _shown(step.text))
     if not reading.reasoning:
-        reasoning.add_row("-", escape(_clip(reading.raw_text, 600)) or "(no text)")
+        reasoning.add_row("-", _shown(_clip(reading.raw_text, 600)) or "(no text)")
     parts.append(reasoning)
     findings = Table("label", "status", "boxes (source px)", "evidence", title="findings")
     for finding in reading.findings:
         boxes = "; ".join(f"[{b.x_min:.0f}, {b.y_min:.0f}, {b.x_max:.0f}, {b.y_max:.0f}]" for b in finding.boxes)
-        findings.add_row(finding.label, finding.status.value, boxes or "-", escape(_clip(finding.evidence or "", 160)))
+        findings.add_row(
+            _shown(finding.label), finding.status.value, boxes or "-", _shown(_clip(finding.evidence or "", 160))
+        )
     if not reading.findings:
         findings.add_row("-", "-", "-", "(none parsed)")
     parts.append(findings)
     conclusions = Table.grid(padding=(0, 2))
-    conclusions.add_row("answer", escape(", ".join(reading.answer_labels)) or "-")
-    conclusions.add_row("impression", escape(reading.impression or "-"))
-    conclusions.add_row("differential", escape(", ".join(reading.differential)) or "-")
+    conclusions.add_row("answer", _shown(", ".join(reading.answer_labels)) or "-")
+    conclusions.add_row("impression", _shown(reading.impression or "-"))
+    conclusions.add_row("differential", _shown(", ".join(reading.differential)) or "-")
     identity = reading.identity
     described = (
         f"{identity.profile} v{identity.profile_version}, {identity.backend}, {identity.device}, {identity.dtype}"
     )
-    conclusions.add_row("model", escape(f"{identity.model_name} ({described})"))
+    conclusions.add_row("model", _shown(f"{identity.model_name} ({described})"))
     tokens, timings = reading.tokens, reading.timings
     conclusions.add_row("tokens", f"prompt {tokens.prompt} (image {tokens.image}), generated {tokens.generated}")
     conclusions.add_row(
@@ -126,6 +129,13 @@ def reading_view(reading: Reading) -> RenderableType:
     )
     parts.append(conclusions)
     return Group(*parts)
+
+
+def _shown(text: str) -> str:
+    """Model (or header) text for the terminal: rich markup escaped, and every control character but the line
+    break written ``\\xNN``, as log lines write them; rich passes ESC, C1 and the bidirectional controls through,
+    and a model's ``ESC ]0;…`` or ``ESC [2J`` would retitle or clear the terminal."""
+    return escape("\n".join(escape_controls(line) for line in text.split("\n")))
 
 
 def _clip(text: str, limit: int) -> str:
