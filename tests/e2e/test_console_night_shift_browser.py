@@ -9,6 +9,7 @@ so the pages show it exactly as they would show a model's output.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -160,3 +161,11 @@ def test_two_radiologists_on_one_finding_the_second_is_told_not_overwritten(brow
         ("dr.night", "accept"),
         ("dr.day", "reject"),
     ]
+
+
+def test_a_hand_edited_focus_in_the_address_does_not_break_the_keyboard(page: Page, site: Site) -> None:
+    sign_in(page, site.url, "dr.day")
+    page.goto(f"{site.url}/console/studies/{site.studies['hostile']}/1?focus=abc")
+    expect(page.locator("#finding-0")).to_have_class(re.compile(r"\bselected\b"))
+    page.keyboard.press("j")
+    expect(page.locator("#finding-1")).to_have_class(re.compile(r"\bselected\b"))

@@ -10,7 +10,7 @@
   let rows = [];
   let current = -1;
   function select(index) {
-    if (!rows.length) return;
+    if (!rows.length || !Number.isFinite(index)) return;
     current = Math.max(0, Math.min(rows.length - 1, index));
     rows.forEach((row, i) => row.classList.toggle("selected", i === current));
     rows[current].scrollIntoView({ block: "nearest" });
@@ -119,8 +119,9 @@
     $$("#findings tr.finding-row").forEach((row, i) => row.addEventListener("focusin", () => select(i)));
     $$(".finding-form input, .finding-form select, #draft-form select, #draft-form input").forEach((f) => f.addEventListener("keydown", onFieldKey));
     document.addEventListener("keydown", onKey);
-    const focus = new URLSearchParams(window.location.search).get("focus");
-    if (rows.length) select(focus !== null ? Number(focus) + (document.body.classList.contains("study") ? 0 : 0) : 0);
+    // ?focus=N selects the N-th row (after a decision: the next finding); anything else selects the first.
+    const focus = Number.parseInt(new URLSearchParams(window.location.search).get("focus") || "0", 10);
+    if (rows.length) select(Number.isInteger(focus) ? focus : 0);
   });
 })();
 
