@@ -146,3 +146,17 @@ def test_pixel_data_longer_than_its_header_declares_is_read_as_the_declared_fram
     expected = gray(ds)
     ds.PixelData = bytes(ds.PixelData) + b"\x00" * (3 * ds.Rows * ds.Columns * 2 + 10)  # trailing data, no frame count
     assert np.abs(gray(ds) - expected).max() == 0
+
+
+def test_a_burned_in_marker_at_full_scale_does_not_flatten_a_film_without_a_window() -> None:
+    ds = without_window(film(FUJI))  # stored 0..979
+    reference = gray(ds)
+    stored = ds.pixel_array.astype(np.uint16)
+    stored[10:30, 10:50] = 65535  # an "R" marker (0.4 % of the film) burned in at the top of a 16-bit range
+    ds.BitsStored, ds.HighBit = 16, 15
+    ds.PixelData = stored.tobytes()
+    picture = gray(ds)
+    outside = np.ones_like(picture, dtype=bool)
+    outside[:50, :80] = False
+    assert picture.std() > 20
+    assert np.corrcoef(picture[outside], reference[outside])[0, 1] > 0.99

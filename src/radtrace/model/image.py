@@ -8,7 +8,8 @@ The chain follows the DICOM grayscale pipeline (PS3.4 Annex N, PS3.3 C.11):
 3. VOI: an explicit VOI LUT Sequence (indexed by integers, so the modality output is rounded first), else the
    first window with its VOI LUT Function, LINEAR, LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1.2-3), else the
    full range of the modality output; a VOI its function refuses (a LINEAR width below 1) or that leaves the
-   picture nearly blank is passed over, recorded, for the next one (an image of one value is refused);
+   picture nearly blank is passed over, recorded, for the next one (an image of one value is refused); a full
+   range held by a few outliers is replaced by the 1-99 percentile range;
 4. inversion for MONOCHROME1 (or a Presentation LUT Shape of INVERSE), so that air is dark;
 5. 8 bits, then gray to RGB;
 6. resize keeping the aspect ratio to a pixel budget, in multiples of the model's merged patch (28 px for
@@ -54,6 +55,9 @@ _MAX_ASPECT: Final = 200  # Qwen's processor refuses more extreme shapes
 MIN_VISIBLE: Final = 0.10
 #: ... or fewer gray levels than this (the films' own windows give well over a hundred).
 MIN_GRAY_LEVELS: Final = 16
+#: With no usable VOI, a full range that gives fewer than :data:`MIN_GRAY_LEVELS` levels (a burned-in marker at full
+#: scale, a few hot pixels) is replaced by the range between these percentiles of the modality output.
+ROBUST_PERCENTILES: Final = (1.0, 99.0)
 
 FloatImage = NDArray[np.float64]
 Step = dict[str, Any]
@@ -339,10 +343,26 @@ def _voi(values: FloatImage, ds: Dataset) -> tuple[FloatImage, Step]:
     low, high = float(values.min()), float(values.max())
     if high <= low:
         raise DicomInputError("every pixel holds the same value: the image shows nothing to read")
+    display = (values - low) / (high - low)
     step = {"step": "voi", "kind": "full_range", "low": low, "high": high}
+    levels = int(np.count_nonzero(_levels(display)))
+    if levels < MIN_GRAY_LEVELS:  # a few outliers (a marker burned in at full scale) hold the range
+        robust_low, robust_high = (float(v) for v in np.percentile(values, ROBUST_PERCENTILES))
+        if robust_high > robust_low:
+            robust = np.clip((values - robust_low) / (robust_high - robust_low), 0.0, 1.0)
+            if int(np.count_nonzero(_levels(robust))) > levels:
+                display = robust
+                step = {
+                    "step": "voi",
+                    "kind": "percentile_range",
+                    "percentiles": list(ROBUST_PERCENTILES),
+                    "low": robust_low,
+                    "high": robust_high,
+                    "full_range": [low, high],
+                }
     if rejected:
         step["rejected"] = rejected
-    return (values - low) / (high - low), step
+    return display, step
 
 
 def _levels(display: FloatImage) -> NDArray[np.int64]:
