@@ -2,10 +2,10 @@
 
 Each file is derived from a film in tests/data/real-cxr with dcmtk (dcmconv, dcmcjpeg, dcmcjpls, dcmcrle), as a
 PACS transcodes before sending. Every transfer syntax the listener negotiates is answered 0x0000 and the stored
-file's hash is the one its row records, except a 12-bit JPEG Extended film, which nothing installed here can
-decode: it is refused at receive with a status whose comment names the Pixel Data element, quarantined and
-audited, instead of being accepted and failing the study later (found by the real-input exploration,
-notes/report-realinput.md).
+file's hash is the one its row records, a 12-bit JPEG Extended film included (radtrace's GDCM plugin decodes it:
+tests/integration/test_decoders_jpeg12.py). Where no decoder could read that film, it would be refused at receive
+with a status whose comment names the Pixel Data element, quarantined and audited, instead of being accepted and
+failing the study later (found by the real-input exploration).
 """
 
 from __future__ import annotations
@@ -98,11 +98,24 @@ def test_every_transfer_syntax_a_pacs_sends_of_a_real_film_is_stored_as_sent(
         assert hashlib.sha256(spooled).hexdigest() == row.sha256
 
 
-def test_a_12_bit_jpeg_extended_film_no_decoder_here_can_read_is_refused_naming_pixel_data(
-    tmp_path: Path, store: Store, listener_port: int
-) -> None:
+def test_a_12_bit_jpeg_extended_film_is_accepted_as_sent(tmp_path: Path, store: Store, listener_port: int) -> None:
     twelve_bit = _encoded(FUJI, tmp_path, "jpeg-extended-12bit", "dcmcjpeg", "+ee")
     assert pydicom.dcmread(twelve_bit).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.51"
+    settings = listener_settings(tmp_path, listener_port)
+    with running(settings, store):
+        results = send_files([twelve_bit], "127.0.0.1", listener_port, calling_ae="PACS", called_ae="RADTRACE")
+    assert [r.status for r in results] == [0x0000], [(r.status, r.note) for r in results]
+    [row] = rows(store, Instance)
+    spooled = (settings.spool_dir / row.path).read_bytes()
+    assert hashlib.sha256(spooled).hexdigest() == row.sha256
+    assert pydicom.dcmread(io.BytesIO(spooled)).PixelData == pydicom.dcmread(twelve_bit).PixelData
+
+
+def test_a_12_bit_jpeg_extended_film_no_decoder_here_can_read_is_refused_naming_pixel_data(
+    tmp_path: Path, store: Store, listener_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("radtrace.dicom_listener.pixel_budget.decodes_12_bit", lambda: False)  # GDCM missing
+    twelve_bit = _encoded(FUJI, tmp_path, "jpeg-extended-12bit", "dcmcjpeg", "+ee")
     eight_bit = _encoded(NIH, tmp_path, "jpeg-extended-8bit", "dcmcjpeg", "+ee")  # 8-bit process 2/4: decodable
     settings = listener_settings(tmp_path, listener_port)
     with running(settings, store):

@@ -1,7 +1,9 @@
 """The pixel budget: the largest image radtrace will let anything decode, checked before decoding.
 
-Also refused before decoding: a 12-bit JPEG Extended codestream when no installed decoder reads one
+Also refused before decoding: a 12-bit JPEG Extended codestream when no decoder here reads one
 (:class:`UndecodableError`): accepted, it would only fail the study later, where the sender never hears of it.
+radtrace's own GDCM plugin (:mod:`radtrace.decoders`) reads them wherever GDCM is installed, as it is with
+radtrace; asking registers it, so the worker decodes them after this check.
 
 An image's size is Rows x Columns x Samples per Pixel x Number of Frames, as the header declares
 it and, for JPEG, JPEG-LS and JPEG 2000, as the first fragment's codestream declares it
@@ -30,6 +32,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 
+from radtrace.decoders import decodes_12_bit
 from radtrace.dicom_listener.codestream import ITEM_TAG, SizeError, codestream_size, first_fragment
 from radtrace.errors import DicomInputError
 
@@ -70,22 +73,12 @@ class PixelMismatchError(DicomInputError):
 
 
 class UndecodableError(DicomInputError):
-    """No decoder installed here can decode the codestream (a 12-bit JPEG Extended one without libjpeg)."""
+    """No decoder installed here can decode the codestream (a 12-bit JPEG Extended one without GDCM)."""
 
 
-#: JPEG processes 2 and 4 (PS3.5 A.4.1): 8-bit samples decode with Pillow or GDCM; 12-bit ones only with
-#: pylibjpeg-libjpeg (GPL, deliberately not a dependency): GDCM's and Pillow's plugins refuse them.
+#: JPEG processes 2 and 4 (PS3.5 A.4.1): 8-bit samples decode with Pillow or GDCM through pydicom's plugins;
+#: 12-bit ones with radtrace's GDCM plugin (pydicom's own refuse them, pylibjpeg-libjpeg is GPL and absent).
 _DCT_SYNTAXES: Final = frozenset({str(JPEGBaseline8Bit), str(JPEGExtended12Bit)})
-
-
-def _decodes_12_bit_jpeg() -> bool:
-    """Whether an installed pydicom plugin decodes 12-bit JPEG Extended (only pylibjpeg with libjpeg does)."""
-    try:
-        from pydicom.pixels.decoders.base import get_decoder
-
-        return "pylibjpeg" in get_decoder(JPEGExtended12Bit).available_plugins
-    except Exception:  # no such decoder at all: nothing decodes it
-        return False
 
 
 def _count(value: Any, default: int | None) -> int | None:
@@ -130,7 +123,7 @@ def judge(
         )
     if (rows, columns) != (size.rows, size.columns):
         raise PixelMismatchError(f"codestream declares {size.rows} x {size.columns}, the header {rows} x {columns}")
-    if transfer_syntax in _DCT_SYNTAXES and (size.precision or 8) > 8 and not _decodes_12_bit_jpeg():
+    if transfer_syntax in _DCT_SYNTAXES and (size.precision or 8) > 8 and not decodes_12_bit():
         raise UndecodableError(
             f"(7FE0,0010) Pixel Data: {size.precision}-bit JPEG Extended, which no decoder installed here reads; "
             "send it uncompressed, JPEG lossless, JPEG-LS or JPEG 2000"
