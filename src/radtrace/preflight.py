@@ -7,7 +7,9 @@ it as fatal.
 
 from __future__ import annotations
 
+import errno
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Literal
 
 from radtrace.config import Settings
 
-__all__ = ["Check", "check_model_weights", "failed_checks", "run_preflight"]
+__all__ = ["Check", "api_bind_problem", "check_model_weights", "check_ports", "failed_checks", "run_preflight"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class Check:
     name: str
     status: Literal["ok", "warning", "failed"]
     detail: str
+    config_error: bool = False
+    """A failure the configuration must change for (a port or data directory already held): exit 2, not 1."""
 
 
 def _writable_directory(name: str, directory: Path) -> Check:
@@ -135,6 +139,54 @@ def _embedded_broker(settings: Settings) -> Check | None:
             continue
         return Check("embedded broker", "ok", settings.broker_url.removeprefix("sqla+sqlite:///"))
     return Check("embedded broker", "failed", f"{settings.broker_url}: {problem}")
+
+
+def _listener_free(settings: Settings) -> Check:
+    """No other radtrace listener holds the data directory or the port, and no other program the port.
+
+    The listener takes these locks itself when it starts; ``serve`` asks first, so that it refuses before it starts
+    any child (and prints no "what next" pointing at another instance's listener).
+    """
+    from radtrace.listener_lock import ListenerLockError, listener_locks
+
+    try:
+        with listener_locks(settings):
+            pass
+    except ListenerLockError as exc:
+        return Check("DICOM listener port", "failed", exc.reason, config_error=True)
+    except OSError as exc:
+        return Check("DICOM listener port", "failed", f"{settings.data_dir}: {exc.strerror or exc}")
+    return Check("DICOM listener port", "ok", f"{settings.listener.host}:{settings.listener.port}")
+
+
+def _api_port_free(settings: Settings) -> Check:
+    """The QA API's address can be bound (the same options uvicorn binds with)."""
+    host, port = settings.api.host, settings.api.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        return Check("QA API port", "failed", api_bind_problem(host, port, exc), config_error=True)
+    return Check("QA API port", "ok", f"{host}:{port}")
+
+
+def api_bind_problem(host: str, port: int, exc: OSError) -> str:
+    """Why the QA API cannot listen on ``host:port``, naming the settings to change."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is already in use by another program (api.port, RADTRACE_API__PORT): "
+            "choose a free port or stop that program"
+        )
+    if exc.errno == errno.EACCES:
+        return f"port {port} needs privileges this user lacks (api.port, RADTRACE_API__PORT): use a port above 1023"
+    return f"cannot listen on {host}:{port} (api.host, api.port): {exc.strerror or exc}"
+
+
+def check_ports(settings: Settings) -> list[Check]:
+    """For ``serve``: the listener's data directory and port, and the QA API's port, are free."""
+    return [_listener_free(settings), _api_port_free(settings)]
 
 
 def run_preflight(settings: Settings) -> list[Check]:

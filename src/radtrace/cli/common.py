@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
 import typer
 from rich.console import Console
@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from radtrace import __version__
-from radtrace.config import Settings, load_settings
+from radtrace.config import LoggingSettings, Settings, load_settings
 from radtrace.errors import ConfigError, RadtraceError
 from radtrace.logging import configure_logging
 
@@ -50,6 +50,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+LOG_FORMATS: tuple[str, ...] = get_args(LoggingSettings.model_fields["format"].annotation)
+LOG_LEVELS: tuple[str, ...] = get_args(LoggingSettings.model_fields["level"].annotation)
 
 app = typer.Typer(
     name="radtrace",
@@ -103,6 +105,11 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
+    # Checked here: a bad value passed on as a setting would be blamed on RADTRACE_LOGGING__*, which is not set.
+    if log_format is not None and log_format not in LOG_FORMATS:
+        fail(f"--log-format must be {' or '.join(LOG_FORMATS)} (got {log_format!r})", EXIT_USAGE)
+    if log_level is not None and log_level.upper() not in LOG_LEVELS:
+        fail(f"--log-level must be one of {', '.join(LOG_LEVELS)} (got {log_level!r})", EXIT_USAGE)
     overrides: dict[str, Any] = {}
     if log_format or log_level:
         overrides["logging"] = {
@@ -112,6 +119,8 @@ def _root(
         settings = load_settings(config, **overrides)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
+    except UnicodeDecodeError:  # tomllib decodes the file as UTF-8 and lets this through
+        fail(f"config file {config} is not UTF-8 text: save it as UTF-8 (not UTF-16 or a legacy code page)", EXIT_USAGE)
     configure_logging(settings.logging.format, settings.logging.level)
     ctx.obj = settings
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import signal
+import socket
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -17,7 +22,7 @@ from rich.table import Table
 
 from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, err, fail, open_store, out, settings_of
 from radtrace.errors import ConfigError, RadtraceError
-from radtrace.preflight import failed_checks, run_preflight
+from radtrace.preflight import api_bind_problem, check_ports, failed_checks, run_preflight
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +38,21 @@ def serve(ctx: typer.Context) -> None:
     from radtrace.supervisor import next_steps, run_serve, wait_for_listener
 
     settings = settings_of(ctx)
-    checks = run_preflight(settings)
+    with _ctrl_c_before_start():
+        checks = run_preflight(settings)
+        if not failed_checks(checks):  # the ports last: their locks need the data directory
+            checks += check_ports(settings)
     colour = {"ok": "green", "warning": "yellow", "failed": "red"}
     table = Table("check", "result", "detail", title="radtrace serve: start-up checks", title_justify="left")
     for check in checks:
         table.add_row(check.name, f"[{colour[check.status]}]{check.status}[/]", escape(check.detail))
     out.print(table)
-    if failed_checks(checks):
-        fail("start-up checks failed; see the table above")
+    failed = failed_checks(checks)
+    if failed:
+        fail(
+            "start-up checks failed; see the table above",
+            EXIT_USAGE if all(check.config_error for check in failed) else EXIT_FAILED,
+        )
     # The children load the same settings: the same config file, environment and logging options.
     config = ctx.find_root().params.get("config")
     root_args = ["--config", str(config)] if config is not None else []
@@ -60,6 +72,34 @@ def serve(ctx: typer.Context) -> None:
     code = run_serve(settings, root_args=root_args, on_started=start_what_next)
     if code:
         raise typer.Exit(code)
+
+
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
+
+
+@contextlib.contextmanager
+def _ctrl_c_before_start() -> Iterator[None]:
+    """Ctrl-C during the start-up checks ends ``serve`` there, with one line and nothing started.
+
+    Python's own handler raises KeyboardInterrupt wherever the main thread is; raised inside a garbage-collector
+    callback (SQLAlchemy and Celery imports run some) it is printed as "Exception ignored" and lost, and serve
+    went on to start every child. This handler also remembers the signal, so it is honoured after the checks.
+    """
+    pressed = threading.Event()
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        pressed.set()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed.is_set():
+        fail("interrupted (Ctrl-C) during the start-up checks; nothing was started", EXIT_INTERRUPTED)
 
 
 @app.command()
@@ -161,20 +201,30 @@ def send(
     missing = [str(p) for p in files if not p.is_file()]
     if missing or not files:
         fail(f"no such file: {', '.join(missing)}" if missing else "no files to send", EXIT_USAGE)
+    called_ae = called_ae or settings.listener.ae_title
+    calling_ae = calling_ae or settings.dispatch.calling_ae_title
+    for option, title in (("--called-ae", called_ae), ("--calling-ae", calling_ae)):
+        problem = _ae_title_problem(title)
+        if problem:
+            fail(f"{option} {title!r}: {problem}", EXIT_USAGE)
+    port = port or settings.listener.port
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        fail(f"--host {host!r} is not a known host name or address ({exc.strerror})", EXIT_USAGE)
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=err,
     ) as progress:  # fmt: skip
-        task = progress.add_task(f"C-STORE to {called_ae or settings.listener.ae_title}", total=len(files))
+        task = progress.add_task(f"C-STORE to {called_ae}", total=len(files))
         try:
             results = send_files(
-                files, host, port or settings.listener.port,
-                called_ae=called_ae or settings.listener.ae_title,
-                calling_ae=calling_ae or settings.dispatch.calling_ae_title,
+                files, host, port, called_ae=called_ae, calling_ae=calling_ae,
                 progress=lambda _result: progress.advance(task),
             )  # fmt: skip
         except RadtraceError as exc:
-            fail(exc.reason)
+            progress.stop()
+            fail(f"{exc.reason}: {_association_hint(exc.reason, calling_ae)}")
     table = Table("status", "files", title="C-STORE results", title_justify="left")
     for status, count in sorted(summarise(results).items()):
         table.add_row(status, str(count))
@@ -183,6 +233,31 @@ def send(
         err.print(f"{escape(str(failed.path))}: {failed.note or 'failed'}", highlight=False)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _ae_title_problem(title: str) -> str | None:
+    """What makes ``title`` an invalid AE title (PS3.5 6.2: at most 16 characters, no backslash or control
+    characters, not only spaces), or None."""
+    if not title.strip():
+        return "an AE title may not be empty"
+    if len(title) > 16:
+        return f"an AE title has at most 16 characters (this one has {len(title)})"
+    if "\\" in title or any(ord(char) < 32 or ord(char) > 126 for char in title):
+        return "an AE title is printable ASCII without backslashes"
+    return None
+
+
+def _association_hint(reason: str, calling_ae: str) -> str:
+    """What a newcomer should check when the peer refused or never answered the association."""
+    if reason.endswith("rejected"):
+        return (
+            "check that --called-ae is the listener's AE title (listener.ae_title) and that listener.allowed_callers "
+            f"admits calling AE {calling_ae!r} from this host; the listener's log names the refused caller"
+        )
+    return (
+        "is a DICOM listener running there? check --host and --port (radtrace's is listener.port, "
+        "not the QA API's api.port)"
+    )
 
 
 # --- QA API ------------------------------------------------------------------------------------
@@ -202,7 +277,17 @@ def api(ctx: typer.Context) -> None:
     from radtrace.reporting.draft_store import drafts_root
 
     settings = settings_of(ctx)
-    with open_store(settings) as store:
+    host, port = settings.api.host, settings.api.port
+    # Bound here, not by uvicorn: its bind error is a log line and exit 3, which serve took for a crash and
+    # restarted for ever; a port another program holds is a configuration error (exit 2, naming api.port).
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        fail(api_bind_problem(host, port, exc), EXIT_USAGE)
+    with listening, open_store(settings) as store:
         bootstrap = settings.api.bootstrap_admin_token
         if bootstrap is not None:
             token = ensure_bootstrap_admin(store, bootstrap.get_secret_value(), local_operator())
@@ -216,4 +301,5 @@ def api(ctx: typer.Context) -> None:
 
             mount_console(application, store, settings)
             log.info("review console on http://%s:%d/console", settings.api.host, settings.api.port)
-        uvicorn.run(application, host=settings.api.host, port=settings.api.port, log_config=None, access_log=False)
+        config = uvicorn.Config(application, host=host, port=port, log_config=None, access_log=False)
+        uvicorn.Server(config).run(sockets=[listening])
