@@ -88,6 +88,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     _hostile_reading(store, studies["hostile"])
     for name in ("dr.night", "dr.day"):
         add_user(store, name, "radiologist")
+    add_user(store, "qa.lead", "qa")
     with serving(store, settings) as url:
         yield Site(url, store, studies)
     store.dispose()
@@ -95,8 +96,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Page]:
-    """A tab in which no dialog may open (an injected script would open one); 409 is the conflict test's."""
-    with tab(browser, height=900, timeout_ms=10_000, allowed=("status of 409",)) as opened:
+    """A tab in which no dialog may open (an injected script would open one); 409 and 422 are provoked."""
+    with tab(browser, height=900, timeout_ms=10_000, allowed=("status of 409", "status of 422")) as opened:
         dialogs: list[str] = []
         opened.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         yield opened
@@ -169,3 +170,17 @@ def test_a_hand_edited_focus_in_the_address_does_not_break_the_keyboard(page: Pa
     expect(page.locator("#finding-0")).to_have_class(re.compile(r"\bselected\b"))
     page.keyboard.press("j")
     expect(page.locator("#finding-1")).to_have_class(re.compile(r"\bselected\b"))
+
+
+def test_a_qa_lead_who_picks_from_after_to_gets_the_reason_and_the_form_back(page: Page, site: Site) -> None:
+    sign_in(page, site.url, "qa.lead")
+    page.goto(f"{site.url}/console/dashboard")
+    page.locator("input[name=from]").fill("2026-03-02")
+    page.locator("input[name=to]").fill("2026-03-01")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("#dashboard-error")).to_have_text("from (2026-03-02) is after to (2026-03-01)")
+    expect(page.get_by_test_id("who")).to_contain_text("qa.lead")  # a console page, not a bare JSON body
+    expect(page.locator("input[name=from]")).to_have_value("2026-03-02")
+    page.locator("input[name=from]").fill("2026-02-01")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_test_id("scope")).to_contain_text("2026-02-01 to 2026-03-01 (UTC)")

@@ -114,9 +114,15 @@ def dashboard_page(
     request: Request, state: StateDep, user: UserDep, first: FromDate = None, last: ToDate = None,
     period: Granularity = "day",
 ) -> HTMLResponse:  # fmt: skip
-    """The dashboard for the chosen days (default the last 30), by day or week."""
+    """The dashboard for the chosen days (default the last 30), by day or week; a window that cannot be shown is
+    a 422 page naming why, with the period form as it was sent."""
     _qa(user)
-    window = _window(state, first, last, period)
+    try:
+        window = _window(state, first, last, period)
+    except HTTPException as exc:
+        given = {"from": first.isoformat() if first else "", "to": last.isoformat() if last else "", "period": period}
+        return render_page(request, state, "dashboard_problem.html", exc.status_code, user=user, params=given,
+                           reason=str(exc.detail))  # fmt: skip
     sync_worklist(state)  # the worklist's projection carries the views and flags counted here
     figures = read_figures(state.store, window, datetime.now(UTC))
     _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window))
