@@ -160,3 +160,17 @@ def test_a_burned_in_marker_at_full_scale_does_not_flatten_a_film_without_a_wind
     outside[:50, :80] = False
     assert picture.std() > 20
     assert np.corrcoef(picture[outside], reference[outside])[0, 1] > 0.99
+
+
+def test_with_the_views_stripped_the_image_whose_orientation_is_frontal_is_read_before_a_lateral_one() -> None:
+    lateral, frontal = film(FUJI), film(FUJI)  # a two-view study whose archive stripped View Position
+    for ds, orientation, suffix in ((lateral, ["A", "F"], ".1"), (frontal, ["L", "F"], ".2")):
+        del ds.ViewPosition
+        ds.PatientOrientation = orientation
+        ds.SOPInstanceUID = str(ds.SOPInstanceUID) + suffix
+    outcome = prepare_study(
+        [StudyImage(lateral, "1" * 64), StudyImage(frontal, "2" * 64)], **BUDGET, accept_unknown_view=True
+    )
+    assert not isinstance(outcome, Skipped)
+    assert outcome.sources[0].sop_instance_uid == frontal.SOPInstanceUID
+    assert "view-unknown" in outcome.sources[0].view_flags

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 __all__ = ["MIN_READABLE_SIDE", "NO_FRONTAL", "TOO_SMALL", "ViewChoice", "ViewReading", "choose_views", "read_view"]
 
@@ -133,7 +134,8 @@ def choose_views(
     Among images of the same projection the larger image wins (a thumbnail or a For Processing duplicate
     is usually smaller or later), then the earlier instance. With ``accept_unknown_view``, a study with no
     recognised frontal image but a chest image whose view is recorded nowhere reads that image, flagged
-    ``view-unknown``: many archives strip the view, and the model itself refuses a non-frontal picture.
+    ``view-unknown``: many archives strip the view, and the model itself refuses a non-frontal picture. Among
+    several such images, one whose Patient Orientation reads as lateral (rows toward A or P) comes last.
     """
     views = tuple(read_view(ds) for ds in datasets)
 
@@ -153,7 +155,7 @@ def choose_views(
     if frontal is None and accept_unknown_view:
         unknown = [i for i, view in enumerate(views) if view.chest and view.projection is None and readable(i)]
         if unknown:
-            frontal = min(unknown, key=lambda i: (-_area(datasets[i]), i))
+            frontal = min(unknown, key=lambda i: (_oriented_laterally(datasets[i]), -_area(datasets[i]), i))
             flags.append("view-unknown")
     lateral = best(("LL", "RL", "LATERAL")) if want_lateral and frontal is not None else None
     if frontal is not None:
@@ -191,6 +193,14 @@ def _from_view_code(ds: Dataset) -> Projection | None:
 
 def _has_pixels(ds: Dataset) -> bool:
     return "PixelData" in ds or "FloatPixelData" in ds
+
+
+def _oriented_laterally(ds: Dataset) -> bool:
+    """Whether Patient Orientation's row direction is anterior or posterior, as on a lateral film (PS3.3
+    C.7.6.1.1.1); a frontal film's is left or right. Only a preference: real headers get it wrong."""
+    value = ds.get("PatientOrientation")
+    values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    return str(values[0] or "").strip().upper()[:1] in ("A", "P") if values else False
 
 
 def _shorter_side(ds: Dataset) -> int:
