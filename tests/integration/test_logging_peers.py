@@ -40,6 +40,15 @@ VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
 
 
+@pytest.fixture(autouse=True)
+def _root_level_restored() -> Iterator[None]:
+    """configure_logging sets the root logger's level: put it back, or later tests' caplog sees other loggers."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+
+
 @pytest.fixture(params=["text", "json"])
 def captured(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
     stream = io.StringIO()

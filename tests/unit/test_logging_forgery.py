@@ -27,6 +27,15 @@ LINE_BREAKERS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 HIDDEN = "\x00\x1b\x7f\u202e\u2066"  # NUL, ESC (ANSI), DEL, right-to-left override, isolate
 
 
+@pytest.fixture(autouse=True)
+def _root_level_restored() -> Iterator[None]:
+    """configure_logging sets the root logger's level: put it back, or later tests' caplog sees other loggers."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+
+
 @pytest.fixture(params=["text", "json"])
 def captured(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
     stream = io.StringIO()

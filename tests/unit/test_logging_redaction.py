@@ -32,6 +32,15 @@ def _patient_dataset() -> Dataset:
     return ds
 
 
+@pytest.fixture(autouse=True)
+def _root_level_restored() -> Iterator[None]:
+    """configure_logging sets the root logger's level: put it back, or later tests' caplog sees other loggers."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+
+
 @pytest.fixture(params=["text", "json"])
 def captured(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
     stream = io.StringIO()
