@@ -224,3 +224,14 @@ def test_outcome_and_type_are_fixed_vocabularies() -> None:
         AuditEvent(type=EventType.AUDIT_QUERIED, actor=Actor(), payload={"when": object()})
     assert Outcome.SERIOUS_FAILURE.dicom_code == 8
     assert EventType.ASSOCIATION_REJECTED.dicom.code == "110113"
+
+
+def test_a_checkpoint_of_the_empty_log_verifies(store: Store, tmp_path: Path) -> None:
+    """The first checkpoint of a new installation names seq 0, the genesis hash: no row, and nothing wrong."""
+    key = b"kept-outside-the-database"
+    path = tmp_path / "checkpoint.json"
+    assert write_checkpoint(store, key, path).seq == 0
+    assert verify_chain(store, checkpoint=read_checkpoint(path, key)).ok
+    AuditRecorder(store).record_many([_event(1), _event(2)])
+    result = verify_chain(store, checkpoint=read_checkpoint(path, key))
+    assert result.ok, result

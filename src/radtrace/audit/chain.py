@@ -143,7 +143,8 @@ def verify_chain(
     query = sa.select(*columns).order_by(table.c.seq)
     expected_seq, previous_hash, previous_prev_hash, checked = 1, GENESIS_HASH, None, 0
     first_break: ChainBreak | None = None
-    checkpoint_hash: str | None = None
+    # A checkpoint of the empty log names seq 0, which no row has: its hash is the genesis hash.
+    checkpoint_hash: str | None = GENESIS_HASH if checkpoint is not None and checkpoint.seq == 0 else None
     try:
         with store.engine.connect() as connection:
             options: dict[str, Any] = {"yield_per": VERIFY_BATCH_ROWS}
