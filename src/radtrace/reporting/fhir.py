@@ -26,7 +26,7 @@ from radtrace.errors import ReportError
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
-from radtrace.reporting.header import SourceHeader, read_header
+from radtrace.reporting.header import SourceHeader, name_group, read_header
 from radtrace.reporting.sr import (
     DRAFT_NOTICE_TEXT,
     HEADER_NORMALISED,
@@ -79,8 +79,8 @@ def _patient(header: SourceHeader) -> tuple[dict[str, Any], bool]:
     omitted = len(ids) < len(header.patient_ids) or bool(header.issuer_of_patient_id and not issuer)
     names = []
     for value in header.patient_names:
-        family, given, *rest = [*_text(value).split("=")[0].split("^"), ""]
-        given_names = [name for name in (given, *rest[:1]) if name.strip()]
+        (family, given, middle, _, _), _ = name_group(_text(value))
+        given_names = [name for name in (given, middle) if name.strip()]
         if family.strip() or given_names:
             names.append({"family": family.strip() or None, "given": given_names or None})
     if names:

@@ -21,7 +21,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-__all__ = ["HeaderNote", "SourceHeader", "is_uid", "read_header", "values_of"]
+__all__ = ["HeaderNote", "SourceHeader", "is_uid", "name_group", "read_header", "values_of"]
 
 _UID: Final = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _DATE_FORMS: Final = (
@@ -65,6 +65,21 @@ class SourceHeader:
     referring_physician: str = ""
     timezone_offset: str = ""
     notes: tuple[HeaderNote, ...] = field(default=())
+
+
+_REPRESENTATIONS: Final = ("A", "I", "P")  # HL7 table 4000: alphabetic, ideographic, phonetic
+
+
+def name_group(value: str) -> tuple[list[str], str]:
+    """The components of the first component group of the PN ``value`` that holds a name (alphabetic, else
+    ideographic, else phonetic: PS3.5 6.2.1.2), padded to five, and which group it is (HL7 table 4000 ``A``, ``I``,
+    ``P``); ``([""] * 5, "A")`` when no group holds one. Where the alphabetic group is empty, the name is only in
+    a later group (``=山田^太郎=やまだ^たろう``), and reading the first group alone would lose it."""
+    for group, representation in zip(value.split("=")[:3], _REPRESENTATIONS, strict=False):
+        components = (group.split("^") + [""] * 5)[:5]
+        if any(component.strip() for component in components):
+            return components, representation
+    return [""] * 5, "A"
 
 
 def is_uid(value: str) -> bool:

@@ -38,7 +38,7 @@ from radtrace.errors import ReportError
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
-from radtrace.reporting.header import HeaderNote, SourceHeader, read_header
+from radtrace.reporting.header import HeaderNote, SourceHeader, name_group, read_header
 from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, HEADER_NORMALISED, image_notes, output_flags, reasoning_sha256
 from radtrace.reporting.text import hl7_escape, hl7_text
 
@@ -157,12 +157,15 @@ def _study_datetime(header: SourceHeader) -> str:
 
 def _person_names(header: SourceHeader) -> list[str]:
     """Each value of Patient Name as an XPN: DICOM PN family^given^middle^prefix^suffix → HL7
-    family^given^middle^suffix^prefix (alphabetic group only)."""
+    family^given^middle^suffix^prefix, from the alphabetic group, or from the first later group that holds the
+    name, with XPN.8 (Name Representation Code) ``I`` or ``P`` saying which."""
     names = []
     for value in header.patient_names:
-        parts = (value.split("=")[0].split("^") + [""] * 5)[:5]
-        family, given, middle, prefix, suffix = parts
-        name = "^".join(_esc(part.strip(" ")) for part in (family, given, middle, suffix, prefix)).rstrip("^")
+        (family, given, middle, prefix, suffix), representation = name_group(value)
+        parts = [_esc(part.strip(" ")) for part in (family, given, middle, suffix, prefix)]
+        if representation != "A":
+            parts += ["", "", representation]  # XPN.6 degree, XPN.7 name type: not known
+        name = "^".join(parts).rstrip("^")
         if name:
             names.append(name)
     return names
