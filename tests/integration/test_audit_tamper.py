@@ -18,6 +18,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.store.engine import Store, is_postgresql
+from radtrace.store.migrate import upgrade
 from tests_support import radtrace
 
 pytestmark = pytest.mark.integration
@@ -185,3 +186,24 @@ def test_a_row_whose_payload_is_no_longer_json_does_not_stop_query_or_export(sto
     code, output = _cli_verify(store, tmp_path)
     assert code == 1
     assert "broken at seq 3" in output
+
+
+@pytest.mark.parametrize(
+    ("statement", "first_bad"),
+    [
+        ("UPDATE audit_events SET payload = x'00ff' WHERE seq = 2", 2),
+        ("UPDATE audit_events SET seq = '7a' WHERE seq = 7", 7),
+    ],
+)
+def test_values_of_the_wrong_type_are_named_not_a_crash_on_sqlite(
+    tmp_path: Path, statement: str, first_bad: int
+) -> None:
+    """SQLite keeps whatever type it is given: a text seq or a binary payload must be reported, not crash verify."""
+    store = Store.from_url(f"sqlite:///{tmp_path / 'radtrace.db'}")
+    upgrade(store)
+    _fill(store)
+    _as_superuser(store, statement)
+    result = verify_chain(store)
+    assert result.first_break is not None
+    assert result.first_break.seq == first_bad, result
+    store.dispose()

@@ -83,7 +83,8 @@ def _hash_columns(columns: Sequence[Any]) -> str:
         # through the ORM carry a datetime.
         text = _timestamp(value) if isinstance(value, datetime) else str(value)
         fields.append(f"{len(text)}:{text}")
-    canonical = ",".join(fields) + "\n" + columns[_PAYLOAD]
+    # str(): a payload stored as anything but text (SQLite keeps any type) must fail the comparison, not crash it.
+    canonical = ",".join(fields) + "\n" + str(columns[_PAYLOAD])
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -154,6 +155,10 @@ def verify_chain(
             for row in result:
                 checked += 1
                 seq = row[0]
+                if not isinstance(seq, int):  # SQLite keeps a text seq, and sorts it after every number
+                    if first_break is None:
+                        first_break = ChainBreak(expected_seq, f"a row has seq {seq!r}, not a number (row edited)")
+                    continue
                 if first_break is None:
                     first_break = _check_row(row, expected_seq, previous_hash, previous_prev_hash)
                 if checkpoint is not None and seq == checkpoint.seq:
