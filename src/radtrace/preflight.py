@@ -83,7 +83,9 @@ def check_model_weights(settings: Settings) -> Check:
     if path is not None:
         if (path / "config.json").is_file():
             return Check("model weights", "ok", f"{path}")
-        return Check("model weights", "warning", f"model.path {path} has no config.json")
+        if not path.is_dir():
+            return Check("model weights", "warning", f"model.path {path} does not exist (RADTRACE_MODEL__PATH)")
+        return Check("model weights", "warning", f"model.path {path} has no config.json (RADTRACE_MODEL__PATH)")
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(settings.model.repo_id, "config.json", revision=settings.model.revision)
@@ -189,6 +191,27 @@ def check_ports(settings: Settings) -> list[Check]:
     return [_listener_free(settings), _api_port_free(settings)]
 
 
+def _external_broker(settings: Settings) -> Check:
+    """A Redis (or other external) broker answers. Only a warning: the database is the record and the broker a
+    doorbell, so studies are still received and the reconciler rings for them once it answers; but a mistyped
+    broker.url should be said at start, not only in the workers' reconnect lines."""
+    from radtrace.config import masked_settings
+    from radtrace.worker.app import create_app
+
+    shown = masked_settings(settings)["broker"]["effective_url"]
+    try:
+        with create_app(settings, with_tasks=False).connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
+    except Exception as exc:  # kombu and redis-py raise many types; the check only reports
+        return Check(
+            "broker",
+            "warning",
+            f"{shown} does not answer ({exc}); studies are received and wait until it does "
+            "(broker.url, RADTRACE_BROKER__URL)",
+        )
+    return Check("broker", "ok", shown)
+
+
 def run_preflight(settings: Settings) -> list[Check]:
     """Run every start-up check, creating the data directories on the way."""
     checks = [Check("settings", "ok", "loaded and valid")]
@@ -198,9 +221,7 @@ def run_preflight(settings: Settings) -> list[Check]:
         _writable_directory("quarantine", settings.quarantine_dir),
     ]
     checks += [_free_space(settings), _database(settings)]
-    broker = _embedded_broker(settings)
-    if broker is not None:
-        checks.append(broker)
+    checks.append(_embedded_broker(settings) or _external_broker(settings))
     checks.append(check_model_weights(settings))
     return checks
 

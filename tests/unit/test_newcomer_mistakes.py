@@ -146,3 +146,28 @@ def test_ctrl_c_during_the_start_up_checks_stops_serve_with_nothing_started(tmp_
     assert "interrupted (Ctrl-C) during the start-up checks; nothing was started" in stderr
     assert "started listener" not in stderr
     _no_traceback(stderr)
+
+
+def test_serve_warns_at_its_checks_when_the_broker_does_not_answer(tmp_path: Path) -> None:
+    """Before, the checks said nothing of an external broker; the only sign of a mistyped broker.url was Celery's
+    reconnect lines, after a "what next" that looked like success. The database is the record, so a warning."""
+    from radtrace.config import load_settings
+    from radtrace.preflight import run_preflight
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    settings = load_settings(data_dir=tmp_path, broker={"url": url}, model={"backend": "demo", "demo": True})
+    (broker,) = [check for check in run_preflight(settings) if check.name == "broker"]
+    assert broker.status == "warning"
+    assert url in broker.detail
+    assert "RADTRACE_BROKER__URL" in broker.detail
+
+
+def test_a_model_path_that_does_not_exist_is_called_that(tmp_path: Path) -> None:
+    """Before: "model.path /x has no config.json" for a path that is not there at all (a typo)."""
+    from radtrace.config import load_settings
+    from radtrace.preflight import check_model_weights
+
+    check = check_model_weights(load_settings(data_dir=tmp_path, model={"path": tmp_path / "NV-Reason-CXR3B"}))
+    assert check.status == "warning"
+    assert "does not exist" in check.detail
+    assert "RADTRACE_MODEL__PATH" in check.detail
