@@ -171,3 +171,21 @@ def test_a_model_path_that_does_not_exist_is_called_that(tmp_path: Path) -> None
     assert check.status == "warning"
     assert "does not exist" in check.detail
     assert "RADTRACE_MODEL__PATH" in check.detail
+
+
+def test_drafts_list_from_the_wrong_folder_says_it_is_not_the_data_directory_in_use(tmp_path: Path) -> None:
+    """Before: "no drafts kept under .../var/drafts" and exit 0, as if the service had made none; the other
+    read-only commands (status, study show) already refused with exit 1 naming the data directory."""
+    result = radtrace("drafts", "list", env={"RADTRACE_DATA_DIR": str(tmp_path / "var")})
+    assert result.returncode == 1
+    assert f"no radtrace database at {tmp_path / 'var' / 'radtrace.db'}" in result.stderr
+    assert "RADTRACE_DATA_DIR" in result.stderr
+    assert not (tmp_path / "var").exists()
+
+
+def test_drafts_list_in_a_data_directory_with_no_drafts_yet_says_so(tmp_path: Path) -> None:
+    data = {"RADTRACE_DATA_DIR": str(tmp_path)}
+    assert radtrace("db", "upgrade", env=data).returncode == 0
+    result = radtrace("drafts", "list", env=data)
+    assert result.returncode == 0, result.stderr
+    assert f"no drafts kept under {tmp_path / 'drafts'}" in result.stdout

@@ -39,6 +39,7 @@ __all__ = [
     "model_app",
     "open_store",
     "out",
+    "refuse_missing_database",
     "row_progress",
     "settings_of",
     "token_app",
@@ -135,16 +136,12 @@ def flatten(node: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, json.dumps(node, ensure_ascii=False) if not isinstance(node, str) else node)]
 
 
-@contextlib.contextmanager
-def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
-    """The work database, with database errors turned into a clear message and exit code 1.
+def refuse_missing_database(settings: Settings) -> None:
+    """Exit 1, naming the data directory looked in, when the embedded SQLite database is not there (a command run
+    from the wrong folder); nothing when it is, or when store.url names another database."""
+    from radtrace.store.engine import is_sqlite
 
-    An embedded SQLite database that does not exist is refused (exit 1, naming the data directory) unless
-    ``create``: a command run from the wrong folder must not leave an empty database behind.
-    """
-    from radtrace.store.engine import Store, is_sqlite
-
-    if not create and is_sqlite(settings.store_url) and not settings.store.url:
+    if is_sqlite(settings.store_url) and not settings.store.url:
         database = settings.data_dir / "radtrace.db"
         if not database.is_file():
             fail(
@@ -152,6 +149,19 @@ def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
                 "start the service there first ('radtrace serve' or 'radtrace db upgrade'), or point "
                 "RADTRACE_DATA_DIR (or data_dir in the --config file) at the data directory in use"
             )
+
+
+@contextlib.contextmanager
+def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
+    """The work database, with database errors turned into a clear message and exit code 1.
+
+    An embedded SQLite database that does not exist is refused (exit 1, naming the data directory) unless
+    ``create``: a command run from the wrong folder must not leave an empty database behind.
+    """
+    from radtrace.store.engine import Store
+
+    if not create:
+        refuse_missing_database(settings)
     store: Store | None = None
     try:
         store = Store.from_url(

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from radtrace.audit.events import AuditEvent, EventType
-from radtrace.cli.common import EXIT_USAGE, app, fail, open_store, out, settings_of
+from radtrace.cli.common import EXIT_USAGE, app, fail, open_store, out, refuse_missing_database, settings_of
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError
 
@@ -186,6 +186,7 @@ def drafts_list(
         typer.echo(json.dumps([draft.as_json() for draft in kept], indent=2))
         return
     if not kept:
+        refuse_missing_database(settings)  # no drafts because this is not the data directory in use?
         out.print(f"no drafts kept under {root}", highlight=False)
         return
     out.print(f"drafts under {root}/<Study UID>/<revision>/ (newest first; read one: radtrace drafts show UID)")
