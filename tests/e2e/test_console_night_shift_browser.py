@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from browser_support import Page, expect, needs_chromium, sign_in, tab
-from console_support import add_user, console_settings, reported_study, serving
+from console_support import PASSWORD, add_user, console_settings, reported_study, serving
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
@@ -96,8 +96,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Page]:
-    """A tab in which no dialog may open (an injected script would open one); 409 and 422 are provoked."""
-    with tab(browser, height=900, timeout_ms=10_000, allowed=("status of 409", "status of 422")) as opened:
+    """A tab in which no dialog may open (an injected script would open one); 401, 409 and 422 are provoked."""
+    with tab(
+        browser, height=900, timeout_ms=10_000, allowed=("status of 401", "status of 409", "status of 422")
+    ) as opened:
         dialogs: list[str] = []
         opened.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         yield opened
@@ -184,3 +186,20 @@ def test_a_qa_lead_who_picks_from_after_to_gets_the_reason_and_the_form_back(pag
     page.locator("input[name=from]").fill("2026-02-01")
     page.get_by_role("button", name="Show").click()
     expect(page.get_by_test_id("scope")).to_contain_text("2026-02-01 to 2026-03-01 (UTC)")
+
+
+def test_a_decision_after_the_session_ended_says_so_and_sign_in_leads_back_to_the_study(page: Page, site: Site) -> None:
+    study_uid = site.studies["shared"]
+    sign_in(page, site.url, "dr.night")
+    page.goto(f"{site.url}/console/studies/{study_uid}/1")
+    before = len(site.decisions(study_uid))
+    page.context.clear_cookies()  # the session is gone (idle timeout, or signed out in another tab)
+    page.locator("#finding-1 button.reject").click()
+    expect(page.locator("#signed-out")).to_contain_text("Nothing was recorded")
+    page.locator("#sign-in-again").click()
+    page.get_by_label("User name").fill("dr.night")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{site.url}/console/studies/{study_uid}/1")
+    expect(page.locator("#finding-1")).to_be_visible()
+    assert len(site.decisions(study_uid)) == before

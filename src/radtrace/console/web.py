@@ -44,6 +44,7 @@ from radtrace.console.pages import (
     UserDep,
     check_csrf,
     client_host,
+    console_state,
     control_character_problem,
     read_form,
     redirect,
@@ -102,12 +103,25 @@ def home() -> RedirectResponse:
     return redirect(f"{PREFIX}/worklist")
 
 
+_NEXT: Final = re.compile(r"^/console/(?!/)[A-Za-z0-9._/-]{0,300}$")
+
+
+def _safe_next(value: str | None) -> str | None:
+    """A console page to go to after signing in, or None: only a path under /console, never another site's."""
+    if value and _NEXT.match(value) and ".." not in value and "//" not in value:
+        return value
+    return None
+
+
 @router.get("/login")
-def login_page(request: Request, state: StateDep, failed: bool = False) -> HTMLResponse:
-    """The sign-in form, with a fresh double-submit CSRF token."""
+def login_page(
+    request: Request, state: StateDep, failed: bool = False,
+    next_page: Annotated[str | None, Query(alias="next", max_length=400)] = None,
+) -> HTMLResponse:  # fmt: skip
+    """The sign-in form, with a fresh double-submit CSRF token (and the page to go back to, when safe)."""
     token = secrets.token_urlsafe(32)
     response = render_page(request, state, "login.html", 401 if failed else 200, csrf_token=token, failed=failed,
-                           user=None)  # fmt: skip
+                           user=None, next_page=_safe_next(next_page))  # fmt: skip
     response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict",
                         secure=secure_cookies(request, state), path=f"{PREFIX}/login")  # fmt: skip
     return response
@@ -125,9 +139,10 @@ async def login(request: Request, state: StateDep) -> Response:
     result = await run_in_threadpool(
         log_in, state.store, name, password, state.settings.console, host=client_host(request)
     )
+    next_page = _safe_next(form.get("next"))
     if isinstance(result, LoginFailed) or result.cookie is None:
-        return redirect(f"{PREFIX}/login?failed=1")
-    response = redirect(f"{PREFIX}/worklist")
+        return redirect(f"{PREFIX}/login?failed=1" + (f"&next={quote(next_page)}" if next_page else ""))
+    response = redirect(next_page or f"{PREFIX}/worklist")
     set_session_cookie(response, request, state, result.cookie)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path=f"{PREFIX}/login")
     return response
@@ -481,9 +496,15 @@ def assessment_file(
 
 
 async def _on_needs_login(request: Request, exc: Exception) -> Response:
+    """A GET goes to the sign-in form (back to a study page after it, for a link to a study); a POST (a decision,
+    say) is answered 401 with a page that says nothing was recorded and leads to the sign-in form, then back to
+    the study the form was on."""
+    study = re.fullmatch(rf"({PREFIX}/studies/[0-9.]{{1,64}}/[0-9]{{1,9}})(/findings|/draft)?", request.url.path)
+    back = _safe_next(study.group(1)) if study else None
     if request.method == "GET":
-        return redirect(f"{PREFIX}/login")
-    return HTMLResponse("sign in first", status_code=401, headers=SECURITY_HEADERS)
+        page = back if study and not study.group(2) else None
+        return redirect(f"{PREFIX}/login" + (f"?next={quote(page)}" if page else ""))
+    return render_page(request, console_state(request), "signed_out.html", 401, user=None, next_page=back)
 
 
 def templates() -> Environment:

@@ -1,0 +1,53 @@
+"""After signing in, the console goes back to the study a signed-out user was sent away from, and never to a page
+outside the console (no open redirect through ``next``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from console_support import PASSWORD, add_user, console_client, console_settings, csrf_of
+from radtrace.store.engine import Store
+
+pytestmark = pytest.mark.integration
+
+STUDY = "/console/studies/1.2.3/1"
+
+
+@pytest.mark.parametrize(
+    ("given", "lands"),
+    [
+        (STUDY, STUDY),
+        ("//evil.example/console/", "/console/worklist"),
+        ("https://evil.example/", "/console/worklist"),
+        ("/console//evil.example", "/console/worklist"),
+        ("/console/../v1/export.csv", "/console/worklist"),
+        ("/console/studies/1.2.3/1\r\nSet-Cookie: x=y", "/console/worklist"),
+    ],
+)
+def test_sign_in_goes_back_to_a_console_page_only(store: Store, tmp_path: Path, given: str, lands: str) -> None:
+    add_user(store, "dr.next", "radiologist")
+    with console_client(store, console_settings(tmp_path, store)) as client:
+        form = client.get("/console/login", params={"next": given})
+        assert form.status_code == 200
+        answer = client.post(
+            "/console/login",
+            data={"username": "dr.next", "password": PASSWORD, "csrf_token": csrf_of(form.text), "next": given},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"] == lands
+
+
+def test_a_signed_out_link_to_a_study_keeps_the_study_and_a_signed_out_post_says_nothing_was_recorded(
+    store: Store, tmp_path: Path
+) -> None:
+    with console_client(store, console_settings(tmp_path, store)) as client:
+        sent = client.get(STUDY, follow_redirects=False)
+        assert sent.headers["location"] == f"/console/login?next={STUDY}"
+        assert client.get("/console/worklist", follow_redirects=False).headers["location"] == "/console/login"
+        refused = client.post(f"{STUDY}/findings", data={"label": "Edema", "decision": "accept"})
+        assert refused.status_code == 401
+        assert "Nothing was recorded" in refused.text
+        assert f'href="/console/login?next={STUDY}"' in refused.text
