@@ -359,7 +359,22 @@ def problem_of(ds: Dataset, attribute: Attribute) -> str | None:
         return "below 1"
     if attribute.keyword == "BitsStored" and int(values[0]) > int(ds.get("BitsAllocated", 0) or 0):
         return "more than Bits Allocated"
+    if attribute.keyword == "PhotometricInterpretation":
+        return _samples_problem(values[0].upper(), ds.get("SamplesPerPixel"))
     return None
+
+
+def _samples_problem(photometric: str, samples: Any) -> str | None:
+    """Whether Samples per Pixel contradicts ``photometric`` (PS3.3 C.7.6.3.1.2): one sample for monochrome and
+    palette images, three for colour. An unusable Samples per Pixel is that attribute's own problem."""
+    try:
+        count = int(samples)
+    except (TypeError, ValueError):
+        return None
+    needed = 1 if photometric in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR") else 3
+    if count == needed:
+        return None
+    return f"needs {needed} sample{'s' if needed > 1 else ''} per pixel, Samples per Pixel is {count}"
 
 
 def deviations(ds: Dataset, problems: Iterable[tuple[int, str]] = ()) -> Iterator[Deviation]:
