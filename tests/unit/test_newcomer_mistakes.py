@@ -189,3 +189,13 @@ def test_drafts_list_in_a_data_directory_with_no_drafts_yet_says_so(tmp_path: Pa
     result = radtrace("drafts", "list", env=data)
     assert result.returncode == 0, result.stderr
     assert f"no drafts kept under {tmp_path / 'drafts'}" in result.stdout
+
+
+def test_a_config_file_with_a_byte_order_mark_is_named_as_such(tmp_path: Path) -> None:
+    """Before: "not valid TOML: Invalid statement (at line 1, column 1)" for a file that looks right in an editor."""
+    config = tmp_path / "site.toml"
+    config.write_text('[listener]\nae_title = "RT"\n', encoding="utf-8-sig")
+    result = radtrace("--config", str(config), "config", "show")
+    assert result.returncode == 2
+    assert "byte-order mark" in result.stderr
+    _no_traceback(result.stderr)

@@ -119,11 +119,22 @@ def _root(
     try:
         settings = load_settings(config, **overrides)
     except ConfigError as exc:
+        if config is not None and _starts_with_bom(config):  # tomllib reads the mark as text: "Invalid statement"
+            fail(f"config file {config} starts with a byte-order mark: save it as UTF-8 without BOM", EXIT_USAGE)
         fail(str(exc), EXIT_USAGE)
     except UnicodeDecodeError:  # tomllib decodes the file as UTF-8 and lets this through
         fail(f"config file {config} is not UTF-8 text: save it as UTF-8 (not UTF-16 or a legacy code page)", EXIT_USAGE)
     configure_logging(settings.logging.format, settings.logging.level)
     ctx.obj = settings
+
+
+def _starts_with_bom(path: Path) -> bool:
+    """Whether a file begins with the UTF-8 byte-order mark (Windows Notepad's "UTF-8 with BOM")."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(3) == b"\xef\xbb\xbf"
+    except OSError:
+        return False
 
 
 def flatten(node: Any, prefix: str = "") -> list[tuple[str, str]]:
