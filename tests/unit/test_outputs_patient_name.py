@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,9 @@ WHEN = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
 
 def _drafts(name: str) -> tuple[list[str], dict[str, Any], str]:
     sources = [copy.deepcopy(ds) for ds in SOURCES]
-    sources[0].PatientName = name
+    with warnings.catch_warnings():  # pydicom warns about an over-long component: the test means it
+        warnings.simplefilter("ignore")
+        sources[0].PatientName = name
     files = build_drafts(reading(sources), sources, settings=ReportingSettings(), revision=1, created_at=WHEN)
     text = files.hl7.decode("utf-8")
     parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
@@ -69,3 +72,20 @@ def test_a_name_with_an_alphabetic_group_is_written_as_before(name: str, pid5: s
     pid, patient, _ = _drafts(name)
     assert pid[5] == pid5
     assert patient["name"][0]["family"] == pid5.split("^")[0]
+
+
+@pytest.mark.parametrize("name", ["^^^^", "^", "==", " ^ "])
+def test_a_name_of_only_delimiters_is_not_reported_as_too_long(name: str) -> None:
+    """PID-5 is the null ``""`` (there is no name to write), and no header note claims a name was too long."""
+    pid, patient, text = _drafts(name)
+    assert pid[5] == '""'
+    assert "too long for PID-5" not in text
+    assert "name" not in patient
+
+
+def test_a_name_too_long_for_pid5_is_still_noted() -> None:
+    _, _, text = _drafts("A" * 60 + "^" + "B" * 3 + "=" + "山" * 200)
+    assert "too long for PID-5" not in text  # 60 characters fit the XPN
+    pid, _, text = _drafts("=" + "山" * 21 + "^" + "太" * 200)  # the given name alone is far beyond hl7apy's limit
+    assert pid[5] == '""'
+    assert "too long for PID-5" in text

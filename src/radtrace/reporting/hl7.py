@@ -301,8 +301,9 @@ def _oru(
             if header.patient_ids:
                 header_notes.append(_omitted("PatientID", "PID-3"))
             pid.pid_3 = '""'  # required: an explicit null, never a made-up identifier
-        if not _assign(pid, "pid_5", _person_names(header)):
-            if header.patient_names:
+        names = _person_names(header)
+        if not _assign(pid, "pid_5", names):
+            if names:  # a name PID-5 could not hold (a name of only delimiters is no name: nothing omitted)
                 header_notes.append(_omitted("PatientName", "PID-5"))
             pid.pid_5 = '""'
         if header.birth_date:
