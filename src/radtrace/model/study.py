@@ -16,16 +16,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pydicom
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, normalised
 from radtrace.errors import DicomInputError
@@ -41,8 +42,10 @@ __all__ = [
     "StudyImage",
     "StudyInput",
     "identity_conflict",
+    "is_bulk",
     "load_study_images",
     "prepare_study",
+    "spooled_image",
     "study_image",
 ]
 
@@ -60,6 +63,9 @@ class StudyImage:
 
     dataset: Dataset
     sha256: str
+    #: Set when ``dataset`` is the header only (:func:`spooled_image`): reads the whole instance, pixel data
+    #: included, for a chosen view.
+    whole: Callable[[], StudyImage] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,9 @@ def prepare_study(
         image = images[index]
         dataset, normalisations = working[index]
         try:
+            if image.whole is not None:  # a header only: the pixel data is read now, for this view alone
+                image = image.whole()
+                dataset, normalisations = normalised(image.dataset, "model")
             picture = prepare_picture(
                 dataset, min_pixels=min_pixels, max_pixels=max_pixels, max_source_pixels=max_source_pixels
             )
@@ -194,13 +203,70 @@ def study_image(data: bytes) -> StudyImage:
         if "SOPClassUID" not in dataset and "PixelData" not in dataset:
             raise DicomInputError("not a DICOM file") from None
         if "TransferSyntaxUID" not in getattr(dataset, "file_meta", {}):
-            # ACR-NEMA-like legacy layout: pydicom sniffed the encoding; Implicit VR LE is the only one it can be
+            # ACR-NEMA-like legacy layout: pydicom sniffed the encoding (implicit or explicit VR, byte order),
+            # and a bare data set is never compressed
+            implicit, little = dataset.original_encoding
             dataset.file_meta = FileMetaDataset()
-            dataset.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+            dataset.file_meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+            )
     except Exception as exc:
         raise DicomInputError(f"not a readable DICOM file: {exc}") from exc
     _drop_unparsable(dataset)
     return StudyImage(dataset=dataset, sha256=hashlib.sha256(data).hexdigest())
+
+
+#: While a spooled instance's header is read, values longer than this stay on disk.
+_DEFER_BYTES: Final = 1 << 20
+
+
+def is_bulk(tag: Any) -> bool:
+    """Pixel data (group 7FE0) and overlay data (60xx,3000): what only decoding an image reads."""
+    return bool(tag.group == 0x7FE0 or (0x6000 <= tag.group <= 0x601E and tag.element == 0x3000))
+
+
+def spooled_image(path: Path, sha256: str) -> StudyImage:
+    """A spooled instance's header, its pixel and overlay data left on disk, and ``whole`` to read all of it.
+
+    A GPU worker holds the studies of a batch, and of the next, while the model reads: each study's images are
+    its headers only, whatever their number, and only the chosen views' pixel data is read
+    (:func:`prepare_study`). In the header each pixel or overlay value stands as an empty value of its VR (what
+    has pixel data is still seen to); any other value over 1 MiB (a private blob) is left out. ``whole`` reads
+    the file again and raises :class:`DicomInputError` when its bytes no longer hash to ``sha256``.
+
+    Raises:
+        DicomInputError: not a readable DICOM file.
+    """
+    try:
+        full = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+    except Exception as exc:  # pydicom raises many types for a malformed file
+        raise DicomInputError(f"not a readable DICOM file: {exc}") from exc
+    header = Dataset()
+    for tag in list(full.keys()):
+        raw = full.get_item(tag, keep_deferred=True)
+        if is_bulk(tag):
+            header.add(DataElement(tag, raw.VR or "OB", b""))
+        elif isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+            logger.debug("leaving element %s (%d bytes) out of the header", tag, raw.length)
+        else:
+            try:
+                header.add(full[tag])
+            except Exception:  # a value no reader can convert: the listener recorded it as a deviation
+                logger.debug("dropping unparsable element %s", tag)
+    header.file_meta = full.file_meta
+    implicit_vr, little_endian = full.original_encoding
+    header.set_original_encoding(implicit_vr, little_endian, full.original_character_set)
+
+    def whole() -> StudyImage:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DicomInputError(f"the spooled instance cannot be read: {exc.strerror}") from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise DicomInputError("the spooled instance does not match its recorded SHA-256")
+        return study_image(data)
+
+    return StudyImage(dataset=header, sha256=sha256, whole=whole)
 
 
 def _drop_unparsable(dataset: Dataset) -> None:

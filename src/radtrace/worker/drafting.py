@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from radtrace.config import ReportingSettings, Settings
 from radtrace.errors import DraftProcessLostError
 from radtrace.model.reading import Reading
+from radtrace.model.study import is_bulk
 from radtrace.reporting.draft_store import BuiltDrafts, build_and_keep, drafts_root
 
 __all__ = ["DraftJob", "Drafter", "InlineDrafter", "PoolDrafter", "drafter_for", "drafts_of", "headers_only"]
@@ -36,15 +37,10 @@ __all__ = ["DraftJob", "Drafter", "InlineDrafter", "PoolDrafter", "drafter_for",
 log = logging.getLogger(__name__)
 
 
-def _is_bulk(tag: Any) -> bool:
-    """Pixel data (group 7FE0) and overlay data (60xx,3000): what a draft never reads."""
-    return bool(tag.group == 0x7FE0 or (0x6000 <= tag.group <= 0x601E and tag.element == 0x3000))
-
-
 def headers_only(dataset: Dataset) -> Dataset:
     """A copy of a source image without its pixel and overlay data, for the drafts (they reference an image,
     never carry it): a draft process is not sent megabytes per film. The original is not changed."""
-    copy = Dataset({tag: element for tag, element in dataset.items() if not _is_bulk(tag)})
+    copy = Dataset({tag: element for tag, element in dataset.items() if not is_bulk(tag)})
     if (meta := getattr(dataset, "file_meta", None)) is not None:
         copy.file_meta = meta
     implicit_vr, little_endian = dataset.original_encoding

@@ -47,7 +47,7 @@ from radtrace.config import Settings
 from radtrace.errors import DicomInputError, RadtraceError
 from radtrace.logging import study_key
 from radtrace.model.reading import FindingStatus, Reading
-from radtrace.model.study import Skipped, StudyImage, identity_conflict, study_image
+from radtrace.model.study import Skipped, StudyImage, identity_conflict, spooled_image
 from radtrace.reporting.dispatch.outbox import Outbox
 from radtrace.reporting.draft_store import BuiltDrafts, enqueue_built
 from radtrace.store.base import utc_now
@@ -114,6 +114,15 @@ class _InHand:
     outcome: Future[BuiltDrafts] | list[int] | Skipped | RadtraceError
     reading: Reading | None = None
     read_done: float | None = None
+
+
+def _file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB pieces (a film is not held whole to be hashed)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while piece := handle.read(1 << 20):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def payload_dir(settings: Settings) -> Path:
@@ -395,13 +404,13 @@ class StudyPipeline:
             raise DicomInputError("the revision has no instances")
         images: list[StudyImage] = []
         for sop, (path, digest) in sorted(newest.items()):
+            file = self.settings.spool_dir / path
             try:
-                data = (self.settings.spool_dir / path).read_bytes()
+                if _file_sha256(file) != digest:  # changed on disk since it was accepted
+                    raise DicomInputError(f"spooled instance {sop} does not match its recorded SHA-256")
             except OSError as exc:
                 raise DicomInputError(f"spooled instance {sop} cannot be read: {exc.strerror}") from exc
-            if hashlib.sha256(data).hexdigest() != digest:  # changed on disk since it was accepted
-                raise DicomInputError(f"spooled instance {sop} does not match its recorded SHA-256")
-            images.append(study_image(data))
+            images.append(spooled_image(file, digest))  # the header: pixel data is read for the chosen views only
         return images, [image.dataset for image in images]
 
     def _record_reading(self, claim: Claim, reading: Reading) -> None:
