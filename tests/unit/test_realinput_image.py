@@ -174,3 +174,17 @@ def test_with_the_views_stripped_the_image_whose_orientation_is_frontal_is_read_
     assert not isinstance(outcome, Skipped)
     assert outcome.sources[0].sop_instance_uid == frontal.SOPInstanceUID
     assert "view-unknown" in outcome.sources[0].view_flags
+
+
+def test_a_bare_explicit_vr_data_set_without_file_meta_is_recorded_as_explicit_vr() -> None:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = film(FUJI)  # the film is a bare Implicit VR data set; written again Explicit VR, still without File Meta
+    bare = DicomBytesIO()
+    bare.is_little_endian, bare.is_implicit_VR = True, False
+    write_dataset(bare, ds)
+    image = study_image(bare.getvalue())
+    assert image.dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert study_image((REAL / FUJI).read_bytes()).dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+    assert np.abs(gray(image.dataset) - gray(ds)).max() == 0
