@@ -8,6 +8,7 @@ archive sends lossy films. The reference is dcmtk's own decoder, ``dcmdjpeg``, o
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def _encode_and_reference(ds: Dataset, directory: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("film", sorted(FILMS))
-def test_a_real_film_as_12_bit_jpeg_extended_decodes_as_dcmtk_decodes_it(film: str, tmp_path: Path) -> None:
+def test_a_real_film_as_12_bit_jpeg_extended_decodes_as_dcmtk_decodes_it(
+    film: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     name, shift, crop = FILMS[film]
     encoded, reference = _encode_and_reference(_twelve_bit(name, shift, crop), tmp_path)
     compressed = pydicom.dcmread(encoded)
@@ -86,9 +89,14 @@ def test_a_real_film_as_12_bit_jpeg_extended_decodes_as_dcmtk_decodes_it(film: s
     assert ours.shape == theirs.shape == (int(compressed.Rows), int(compressed.Columns))
     assert np.array_equal(ours, theirs)
     assert int(ours.max()) > 255, "the decoded film uses more than 8 bits: it was not read as an 8-bit image"
-    # what the model is shown is the same picture as from dcmtk's decoded copy
-    assert np.array_equal(prepare_picture(compressed, **BUDGET).pixels, prepare_picture(
-        pydicom.dcmread(reference), **BUDGET).pixels)  # fmt: skip
+    # what the model is shown is the same picture as from dcmtk's decoded copy, and the decoder is on record
+    caplog.set_level(logging.INFO)
+    picture = prepare_picture(compressed, **BUDGET)
+    assert np.array_equal(picture.pixels, prepare_picture(pydicom.dcmread(reference), **BUDGET).pixels)
+    [decode] = [step for step in picture.steps if step["step"] == "decode"]
+    assert decode["decoder"] == PLUGIN
+    # pydicom's own plugins were not tried first (each would have logged an ERROR with a traceback)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_the_plugin_comes_after_pydicoms_own_and_is_added_once() -> None:

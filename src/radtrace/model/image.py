@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import pixel_array
 
+from radtrace.decoders import decoding_plugin
 from radtrace.dicom_listener.pixel_budget import PixelMismatchError, check_dataset
 from radtrace.errors import DicomInputError
 
@@ -248,12 +249,15 @@ def _decode(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[ND
         check_dataset(ds, max_source_pixels)  # a decoder believes the codestream's size: a bomb stops here
     except PixelMismatchError as exc:
         raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown'}): {exc.reason}") from exc
+    # A 12-bit JPEG Extended image is given to the one plugin that reads it (radtrace.decoders), not to pydicom's
+    # search, where each plugin that refuses it first logs an ERROR with a traceback.
+    plugin = decoding_plugin(str(syntax or ""), int(ds.get("BitsStored", 0) or 0))
     try:
         # The first frame only: a multi-frame image is not decoded whole, and pixel data longer than the header
         # declares (trailing bytes a modality left) is not read as extra frames.
         with warnings.catch_warnings(record=True) as caught:  # about lengths and padding, never values
             warnings.simplefilter("always", UserWarning)
-            pixels = pixel_array(ds, index=0, allow_excess_frames=False)
+            pixels = pixel_array(ds, index=0, allow_excess_frames=False, decoding_plugin=plugin)
     except Exception as exc:  # decoders raise anything from RuntimeError to their own types
         raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown transfer syntax'}): {exc}") from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -270,6 +274,8 @@ def _decode(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[ND
         "bits_stored": int(ds.get("BitsStored", 0) or 0),
         "pixel_representation": int(ds.get("PixelRepresentation", 0) or 0),
     }
+    if plugin:
+        step["decoder"] = plugin
     if caught:
         step["decoder_warnings"] = [str(w.message)[:200] for w in caught[:4]]
     return pixels, [step]
