@@ -28,7 +28,7 @@ class Check:
     status: Literal["ok", "warning", "failed"]
     detail: str
     config_error: bool = False
-    """A failure the configuration must change for (a port or data directory already held): exit 2, not 1."""
+    """A failure the configuration must change for (a port another program holds): exit 2, not 1."""
 
 
 def _writable_directory(name: str, directory: Path) -> Check:
@@ -143,24 +143,6 @@ def _embedded_broker(settings: Settings) -> Check | None:
     return Check("embedded broker", "failed", f"{settings.broker_url}: {problem}")
 
 
-def _listener_free(settings: Settings) -> Check:
-    """No other radtrace listener holds the data directory or the port, and no other program the port.
-
-    The listener takes these locks itself when it starts; ``serve`` asks first, so that it refuses before it starts
-    any child (and prints no "what next" pointing at another instance's listener).
-    """
-    from radtrace.listener_lock import ListenerLockError, listener_locks
-
-    try:
-        with listener_locks(settings):
-            pass
-    except ListenerLockError as exc:
-        return Check("DICOM listener port", "failed", exc.reason, config_error=True)
-    except OSError as exc:
-        return Check("DICOM listener port", "failed", f"{settings.data_dir}: {exc.strerror or exc}")
-    return Check("DICOM listener port", "ok", f"{settings.listener.host}:{settings.listener.port}")
-
-
 def _api_port_free(settings: Settings) -> Check:
     """The QA API's address can be bound (the same options uvicorn binds with)."""
     host, port = settings.api.host, settings.api.port
@@ -187,8 +169,12 @@ def api_bind_problem(host: str, port: int, exc: OSError) -> str:
 
 
 def check_ports(settings: Settings) -> list[Check]:
-    """For ``serve``: the listener's data directory and port, and the QA API's port, are free."""
-    return [_listener_free(settings), _api_port_free(settings)]
+    """For ``serve``: the QA API's port is free, so that serve refuses before it starts any child.
+
+    The listener's port and data directory are left to ``radtrace listen`` itself: it takes its locks, refuses
+    with exit 2 naming who holds them, and serve stops on that exit.
+    """
+    return [_api_port_free(settings)]
 
 
 def _external_broker(settings: Settings) -> Check:

@@ -58,16 +58,6 @@ def test_serve_refuses_at_its_checks_when_the_api_port_is_taken(tmp_path: Path) 
     _no_traceback(result.stderr)
 
 
-def test_serve_refuses_at_its_checks_when_the_listener_port_is_taken(tmp_path: Path) -> None:
-    env = {"RADTRACE_DATA_DIR": str(tmp_path), "RADTRACE_API__PORT": str(free_port())}
-    with held_port() as port:
-        result = radtrace("serve", env=env | {"RADTRACE_LISTENER__PORT": str(port)}, timeout=60)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "RADTRACE_LISTENER__PORT" in result.stdout
-    assert "started listener" not in result.stderr
-    _no_traceback(result.stderr)
-
-
 @pytest.mark.parametrize(
     ("option", "value", "named"),
     [("--log-level", "LOUD", "--log-level"), ("--log-format", "xml", "--log-format")],

@@ -40,7 +40,7 @@ def serve(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     with _ctrl_c_before_start():
         checks = run_preflight(settings)
-        if not failed_checks(checks):  # the ports last: their locks need the data directory
+        if not failed_checks(checks):
             checks += check_ports(settings)
     colour = {"ok": "green", "warning": "yellow", "failed": "red"}
     table = Table("check", "result", "detail", title="radtrace serve: start-up checks", title_justify="left")
