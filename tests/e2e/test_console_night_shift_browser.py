@@ -96,9 +96,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Page]:
-    """A tab in which no dialog may open (an injected script would open one); 401, 409 and 422 are provoked."""
+    """A tab in which no dialog may open (an injected script would open one); 401, 403, 409 and 422 are provoked."""
     with tab(
-        browser, height=900, timeout_ms=10_000, allowed=("status of 401", "status of 409", "status of 422")
+        browser,
+        height=900,
+        timeout_ms=10_000,
+        allowed=("status of 401", "status of 403", "status of 409", "status of 422"),
     ) as opened:
         dialogs: list[str] = []
         opened.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
@@ -203,3 +206,21 @@ def test_a_decision_after_the_session_ended_says_so_and_sign_in_leads_back_to_th
     expect(page).to_have_url(f"{site.url}/console/studies/{study_uid}/1")
     expect(page.locator("#finding-1")).to_be_visible()
     assert len(site.decisions(study_uid)) == before
+
+
+def test_a_refused_request_in_the_browser_is_a_console_page_with_its_reason(page: Page, site: Site) -> None:
+    study_uid = site.studies["double"]
+    sign_in(page, site.url, "dr.day")
+    page.goto(f"{site.url}/console/studies/{study_uid}/1")
+    other = page.context.new_page()  # signs out and in again in another tab: a new session, a new CSRF token
+    other.goto(f"{site.url}/console/worklist")
+    other.get_by_role("button", name="Sign out").click()
+    sign_in(other, site.url, "dr.day")
+    other.close()
+    before = len(site.decisions(study_uid))
+    page.locator("#finding-2 button.accept").click()
+    expect(page.locator("#problem-reason")).to_contain_text("reload the page and try again")
+    expect(page.get_by_test_id("who")).to_contain_text("dr.day")  # a console page, not a bare JSON body
+    assert len(site.decisions(study_uid)) == before
+    page.goto(f"{site.url}/console/worklist?filter=bogus")
+    expect(page.locator("#problem-reason")).to_contain_text("filter")

@@ -23,11 +23,14 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from radtrace.audit.events import AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
@@ -52,6 +55,7 @@ from radtrace.console.pages import (
     request_actor,
     secure_cookies,
     set_session_cookie,
+    signed_in_user,
     sync_worklist,
 )
 from radtrace.console.review import (
@@ -507,6 +511,43 @@ async def _on_needs_login(request: Request, exc: Exception) -> Response:
     return render_page(request, console_state(request), "signed_out.html", 401, user=None, next_page=back)
 
 
+def _wants_page(request: Request) -> bool:
+    """Whether an error answers a browser navigating the console (an HTML page) rather than a script or a
+    download (FastAPI's JSON, as before)."""
+    path = request.url.path
+    return (
+        (path == PREFIX or path.startswith(f"{PREFIX}/"))
+        and not path.endswith(".csv")
+        and ("text/html" in request.headers.get("accept", ""))
+    )
+
+
+def _problem_page(request: Request, status: int, reason: str) -> Response:
+    state = console_state(request)
+    try:
+        user: SignedIn | None = signed_in_user(request, state)
+    except LoginRequiredError:
+        user = None
+    return render_page(request, state, "problem.html", status, user=user, reason=reason)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, StarletteHTTPException):  # pragma: no cover - registered for this class only
+        raise exc
+    if _wants_page(request) and 400 <= exc.status_code < 500:
+        return await run_in_threadpool(_problem_page, request, exc.status_code, str(exc.detail))
+    return await http_exception_handler(request, exc)
+
+
+async def _on_invalid_request(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, RequestValidationError):  # pragma: no cover - registered for this class only
+        raise exc
+    if _wants_page(request):
+        problems = "; ".join(f"{error['loc'][-1]}: {error['msg']}" for error in exc.errors())
+        return await run_in_threadpool(_problem_page, request, 422, problems)
+    return await request_validation_exception_handler(request, exc)
+
+
 def templates() -> Environment:
     """The console's Jinja2 environment (HTML autoescaped)."""
     environment = Environment(
@@ -535,3 +576,6 @@ def mount_console(app: FastAPI, store: Store, settings: Settings) -> None:
     app.include_router(explorer.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=_STATIC), name="console-static")
     app.add_exception_handler(LoginRequiredError, _on_needs_login)
+    # A refusal (4xx) reaches a browser as a console page with its reason; scripts and CSVs get FastAPI's JSON.
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_invalid_request)
