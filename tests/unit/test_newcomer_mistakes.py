@@ -189,3 +189,14 @@ def test_a_config_file_with_a_byte_order_mark_is_named_as_such(tmp_path: Path) -
     assert result.returncode == 2
     assert "byte-order mark" in result.stderr
     _no_traceback(result.stderr)
+
+
+def test_a_gpu_worker_without_weights_names_the_setting_to_give_them(tmp_path: Path) -> None:
+    """Before: "model directory /x does not exist" (or "model repository ... is not available locally"), with no
+    word of which setting points there."""
+    env = {"RADTRACE_DATA_DIR": str(tmp_path), "RADTRACE_MODEL__PATH": str(tmp_path / "NV-Reason-CXR3B")}
+    result = radtrace("worker", "--queues", "gpu", env=env, timeout=90)
+    assert result.returncode == 1
+    assert f"model directory {tmp_path / 'NV-Reason-CXR3B'} does not exist" in result.stderr
+    assert "RADTRACE_MODEL__PATH" in result.stderr
+    _no_traceback(result.stderr)

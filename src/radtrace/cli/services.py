@@ -21,7 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, err, fail, open_store, out, settings_of
-from radtrace.errors import ConfigError, RadtraceError
+from radtrace.errors import ConfigError, ModelLoadError, RadtraceError
 from radtrace.preflight import api_bind_problem, check_ports, failed_checks, run_preflight
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,11 @@ def worker(
     try:
         run_worker(
             settings, roles=roles, gpu=gpu, concurrency=concurrency, reconcile=reconcile, metrics_offset=metrics_offset
+        )
+    except ModelLoadError as exc:  # the loader's words name the directory or repository, not the settings
+        fail(
+            f"{exc.reason}; set model.path (RADTRACE_MODEL__PATH) to the weights' directory, or try radtrace "
+            "without weights: model.backend = demo (make run DEMO=1)"
         )
     except RadtraceError as exc:
         fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
