@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -188,3 +190,31 @@ def test_a_bare_explicit_vr_data_set_without_file_meta_is_recorded_as_explicit_v
     assert image.dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert study_image((REAL / FUJI).read_bytes()).dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
     assert np.abs(gray(image.dataset) - gray(ds)).max() == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    center=st.one_of(st.floats(-1e6, 1e6), st.sampled_from([0.0, 550.0, 1e12, -1e12])),
+    width=st.one_of(st.floats(-10, 1e6), st.sampled_from([0.0, 0.5, 1.0, 1e12])),
+    function=st.sampled_from(["LINEAR", "LINEAR_EXACT", "SIGMOID"]),
+    slope=st.sampled_from([1.0, 2.0, 0.5, -1.0, 1e-3]),
+    intercept=st.sampled_from([0.0, -1024.0, 32768.0]),
+    monochrome1=st.booleans(),
+)
+def test_any_window_and_rescale_on_a_real_film_gives_a_picture_of_the_film_never_a_crash(
+    center: float, width: float, function: str, slope: float, intercept: float, monochrome1: bool
+) -> None:
+    ds = without_window(_FUJI_FILM)
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    reference = gray(ds)  # the full range of the same modality output
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = center, width, function
+    picture = gray(ds)
+    assert picture.shape == reference.shape
+    levels = len(np.unique(picture))
+    assert levels >= 16, levels  # never a blank or binary picture of a film
+    # every VOI is monotonic: the picture may clip, never turn the film into its negative
+    assert np.corrcoef(picture.ravel(), reference.ravel())[0, 1] > 0.3
+
+
+_FUJI_FILM = film(FUJI)  # read once: hypothesis runs the test many times
