@@ -385,6 +385,27 @@ class ReportingSettings(_Section):
         "every viewer shows, referencing the TID 1500 SR",
     )
 
+    @field_validator("sending_application", "sending_facility", "receiving_application", "receiving_facility")
+    @classmethod
+    def _hl7_namespace(cls, value: str) -> str:
+        """MSH-3 to MSH-6 hold an HD's namespace ID (IS, at most 20 characters): a longer one, an HL7 delimiter
+        or a control character would make every HL7 message fail to build, so every study."""
+        if len(value) > 20:
+            raise ValueError(f"must be at most 20 characters (an HL7 namespace ID), not {len(value)}")
+        if bad := sorted({c for c in value if c in "|^~\\&" or not c.isprintable()}):
+            raise ValueError(f"must not contain HL7 delimiters or control characters: {''.join(map(repr, bad))}")
+        return value
+
+    @field_validator("institution_name")
+    @classmethod
+    def _institution(cls, value: str) -> str:
+        """Institution Name is one DICOM LO value: at most 64 characters, no backslash, no control character."""
+        if len(value) > 64:
+            raise ValueError(f"must be at most 64 characters (a DICOM LO), not {len(value)}")
+        if bad := sorted({c for c in value if c == "\\" or not c.isprintable()}):
+            raise ValueError(f"must not contain a backslash or control characters: {''.join(map(repr, bad))}")
+        return value
+
     @field_validator("hl7_result_status", mode="before")
     @classmethod
     def _never_final(cls, value: Any) -> Any:
