@@ -170,27 +170,29 @@ def apply_window(values: FloatImage, center: float, width: float, function: str 
             unknown function.
     """
     function = function.strip().upper() or "LINEAR"
-    if function == "LINEAR":
-        if width < 1:
-            raise DicomInputError(f"window width {width} is below 1 for LINEAR")
-        low = center - 0.5 - (width - 1) / 2
-        high = center - 0.5 + (width - 1) / 2
-        scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) if width > 1 else np.zeros_like(values)
-        out = np.where(values <= low, 0.0, np.where(values > high, 1.0, scaled))
-    elif function == "LINEAR_EXACT":
-        if width <= 0:
-            raise DicomInputError(f"window width {width} is not positive for LINEAR_EXACT")
-        out = np.where(
-            values <= center - width / 2,
-            0.0,
-            np.where(values > center + width / 2, 1.0, (values - center) / width + 0.5),
-        )
-    elif function == "SIGMOID":
-        if width <= 0:
-            raise DicomInputError(f"window width {width} is not positive for SIGMOID")
-        out = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - center) / width, -700.0, 700.0)))
-    else:
-        raise DicomInputError(f"unknown VOI LUT Function {function!r}")
+    # A width of 1e-300 overflows to infinities that the thresholds and the clip below turn into 0 or 1.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        if function == "LINEAR":
+            if width < 1:
+                raise DicomInputError(f"window width {width} is below 1 for LINEAR")
+            low = center - 0.5 - (width - 1) / 2
+            high = center - 0.5 + (width - 1) / 2
+            scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) if width > 1 else np.zeros_like(values)
+            out = np.where(values <= low, 0.0, np.where(values > high, 1.0, scaled))
+        elif function == "LINEAR_EXACT":
+            if width <= 0:
+                raise DicomInputError(f"window width {width} is not positive for LINEAR_EXACT")
+            out = np.where(
+                values <= center - width / 2,
+                0.0,
+                np.where(values > center + width / 2, 1.0, (values - center) / width + 0.5),
+            )
+        elif function == "SIGMOID":
+            if width <= 0:
+                raise DicomInputError(f"window width {width} is not positive for SIGMOID")
+            out = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - center) / width, -700.0, 700.0)))
+        else:
+            raise DicomInputError(f"unknown VOI LUT Function {function!r}")
     return np.clip(np.asarray(out, dtype=np.float64), 0.0, 1.0)
 
 
