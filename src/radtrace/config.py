@@ -13,23 +13,17 @@ its environment variable; secrets (tokens, keys, passwords inside URLs) are mask
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import json
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -38,524 +32,54 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from radtrace.config_sections import (
+    ApiSettings,
+    AtnaSettings,
+    AuditSettings,
+    BrokerSettings,
+    CallerRule,
+    ConsoleSettings,
+    DicomDestination,
+    DispatchSettings,
+    ListenerSettings,
+    LoggingSettings,
+    MllpDestination,
+    ModelSettings,
+    QaSettings,
+    ReportingSettings,
+    RoutingSettings,
+    StoreSettings,
+    TlsSettings,
+)
 from radtrace.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "masked_settings", "settings_reference"]
+__all__ = [
+    "ENV_NESTED_DELIMITER",
+    "ENV_PREFIX",
+    "NOT_SETTINGS",
+    "ApiSettings",
+    "AtnaSettings",
+    "AuditSettings",
+    "BrokerSettings",
+    "CallerRule",
+    "ConsoleSettings",
+    "DicomDestination",
+    "DispatchSettings",
+    "ListenerSettings",
+    "LoggingSettings",
+    "MllpDestination",
+    "ModelSettings",
+    "QaSettings",
+    "ReportingSettings",
+    "RoutingSettings",
+    "Settings",
+    "StoreSettings",
+    "TlsSettings",
+    "load_settings",
+]
 
 ENV_PREFIX = "RADTRACE_"
 ENV_NESTED_DELIMITER = "__"
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE: 16 chars of the default repertoire, no '\'
-
-
-def _check_ae_title(value: str) -> str:
-    if not _AE_TITLE.match(value) or not value.strip():
-        raise ValueError("must be 1-16 printable ASCII characters, not only spaces, without '\\'")
-    return value.strip()
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CallerRule(_Section):
-    """One allowed calling AE, optionally pinned to a source address or network."""
-
-    ae_title: str = Field(description="calling AE title")
-    host: str | None = Field(default=None, description="IP address or CIDR network the AE must call from")
-
-    _ae = field_validator("ae_title")(_check_ae_title)
-
-    @field_validator("host")
-    @classmethod
-    def _valid_host(cls, value: str | None) -> str | None:
-        if value is not None:
-            ipaddress.ip_network(value, strict=False)
-        return value
-
-
-class TlsSettings(_Section):
-    """TLS for DICOM associations (DICOM PS3.15 Annex B); off unless a certificate is given."""
-
-    enabled: bool = Field(default=False, description="accept only TLS associations")
-    certificate: Path | None = Field(default=None, description="server certificate (PEM)")
-    private_key: Path | None = Field(default=None, description="server private key (PEM)")
-    ca_bundle: Path | None = Field(default=None, description="CA certificates that client certificates must chain to")
-    require_client_certificate: bool = Field(default=False, description="mutual TLS: refuse clients without one")
-
-    @model_validator(mode="after")
-    def _complete(self) -> TlsSettings:
-        if self.enabled and (self.certificate is None or self.private_key is None):
-            raise ValueError("TLS is enabled but certificate or private_key is not set")
-        if self.require_client_certificate and self.ca_bundle is None:
-            raise ValueError("require_client_certificate needs ca_bundle to verify clients against")
-        return self
-
-
-def _check_pattern(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from exc
-    return value
-
-
-class RoutingSettings(_Section):
-    """Which completed studies go to the model, and which of them are read first (STAT).
-
-    A study goes to the model when one of its instances is a CR/DX radiograph whose Modality is in
-    ``modalities`` and whose Body Part Examined is in ``chest_body_parts``, or, when no instance records a
-    body part, whose Study Description matches ``chest_description`` or names no other part of the body
-    (``other_anatomy_description``: real archives hold chest films with neither); the rest end ``skipped(reason)``.
-    A queued study is STAT when an instance's Requested Procedure Priority (0040,1003) is in
-    ``stat_requested_priorities``, it was sent by an AE in ``stat_calling_ae_titles``, or its Study
-    Description matches ``stat_description``. Matching ignores case.
-    """
-
-    modalities: list[str] = Field(default=["CR", "DX"], description="modalities read by the model")
-    chest_body_parts: list[str] = Field(
-        default=["CHEST", "THORAX", "LUNG", "RIBS"], description="Body Part Examined values that mean the chest"
-    )
-    chest_description: str = Field(
-        default=r"\b(CHEST|THORAX|THORACIC|CXR|LUNGS?|TORAX)\b",
-        description="regular expression on the Study Description, used when no instance records a body part",
-    )
-    other_anatomy_description: str | None = Field(
-        default=r"\b(HAND|FINGERS?|WRIST|FOREARM|ELBOW|HUMERUS|SHOULDER|CLAVICLE|SKULL|HEAD|FACE|SINUS(ES)?|"
-        r"C-?SPINE|CERVICAL|L-?SPINE|LUMBAR|SPINE|PELVIS|HIPS?|FEMUR|KNEES?|TIBIA|FIBULA|ANKLE|FOOT|FEET|TOES?|"
-        r"ABDOMEN|ABDOMINAL|KUB|MAMMO\w*|BREAST|DENTAL|EXTREMITY)\b",
-        description="regular expression on the Study Description naming another part of the body: with no body part "
-        "recorded and a description that names neither the chest nor this, the study is read (the model refuses "
-        "what is not a chest film)",
-    )
-    stat_requested_priorities: list[str] = Field(
-        default=["STAT"], description="Requested Procedure Priority values (STAT, HIGH, …) that make a study STAT"
-    )
-    stat_calling_ae_titles: list[str] = Field(
-        default_factory=list, description="calling AE titles whose studies are all STAT (e.g. the emergency room)"
-    )
-    stat_description: str | None = Field(
-        default=r"\bSTAT\b", description="regular expression on the Study Description that makes a study STAT"
-    )
-
-    _patterns = field_validator("chest_description", "other_anatomy_description", "stat_description")(_check_pattern)
-
-
-class ListenerSettings(_Section):
-    """The DICOM C-STORE/C-ECHO SCP that the PACS routes studies to."""
-
-    ae_title: str = Field(default="RADTRACE", description="our AE title; callers must address it when check_called_ae")
-    host: str = Field(default="0.0.0.0", description="address to listen on (the PACS must reach it)")  # noqa: S104
-    port: int = Field(default=11112, ge=1, le=65535, description="DICOM port (104 is the well-known one)")
-    allowed_callers: list[CallerRule] = Field(
-        default_factory=list, description="calling AE titles (optionally with source network) allowed to associate"
-    )
-    accept_unknown_callers: bool = Field(
-        default=False,
-        description="accept any calling AE; for a first setup only, every association is audited",
-    )
-    check_called_ae: bool = Field(default=True, description="reject associations addressed to another AE title")
-    max_associations: int = Field(default=10, ge=1, le=1000, description="concurrent associations before refusing")
-    acse_timeout_s: float = Field(default=30.0, gt=0, description="association negotiation timeout")
-    dimse_timeout_s: float = Field(default=60.0, gt=0, description="timeout waiting for a DIMSE message")
-    network_timeout_s: float = Field(default=60.0, gt=0, description="idle connection timeout")
-    max_pdu_bytes: int = Field(
-        default=4 * 1024**2,
-        ge=4096,
-        le=64 * 1024**2,
-        description="largest P-DATA-TF PDU accepted (advertised at negotiation); a peer sending more is aborted",
-    )
-    max_buffered_bytes: int = Field(
-        default=256 * 1024**2,
-        ge=1024**2,
-        description="PDU bytes all connections together may hold in memory; a connection that would pass it is aborted",
-    )
-    negotiation_timeout_s: float = Field(
-        default=10.0, gt=0, description="wall-clock limit from TCP connect to an established association"
-    )
-    min_transfer_rate_bytes_s: int = Field(
-        default=64 * 1024,
-        ge=1,
-        description="a PDU must arrive within pdu_grace_s plus its length at this rate, else the peer is cut off",
-    )
-    pdu_grace_s: float = Field(
-        default=5.0, gt=0, description="time every PDU may take on top of its length at the rate"
-    )
-    max_association_s: float = Field(default=3600.0, gt=0, description="wall-clock limit of one whole association")
-    max_half_open_per_source: int = Field(
-        default=32, ge=1, description="connections one source address may have open before its association is agreed"
-    )
-    max_half_open: int = Field(
-        default=512, ge=1, description="connections from all sources together before their association is agreed"
-    )
-    max_image_pixels: int = Field(
-        default=50_000_000,
-        ge=1,
-        description="largest image accepted: rows x columns x samples x frames, from the header and the codestream",
-    )
-    refusal_audit_interval_s: float = Field(
-        default=60.0, gt=0, description="refused associations are audited once per source and reason per interval"
-    )
-    metrics_host: str | None = Field(
-        default=None, description="address the listener's metrics port binds to; default: listener.host"
-    )
-    settle_seconds: float = Field(
-        default=10.0, gt=0, description="study is complete after this long with no new instance"
-    )
-    min_free_bytes: int = Field(default=2 * 1024**3, ge=0, description="below this free space, refuse with 0xA700")
-    processes: int = Field(
-        default=1, ge=1, le=64, description="listener processes sharing the port (SO_REUSEPORT), one per CPU core"
-    )
-    fsync: bool = Field(
-        default=True, description="fsync each instance before answering success; off only to compare with peers"
-    )
-    metrics_port: int | None = Field(
-        default=None, ge=1, le=65535, description="Prometheus metrics port (process N uses port + N); off when unset"
-    )
-    non_chest_policy: Literal["accept-and-skip", "reject"] = Field(
-        default="accept-and-skip", description="misrouted non-chest data: store and skip with an audit entry, or refuse"
-    )
-    tls: TlsSettings = Field(default_factory=TlsSettings)
-    routing: RoutingSettings = Field(default_factory=RoutingSettings)
-
-    _ae = field_validator("ae_title")(_check_ae_title)
-
-    @property
-    def metrics_bind_host(self) -> str:
-        """Where every metrics port binds: ``metrics_host``, else where the listener binds."""
-        return self.metrics_host or self.host
-
-
-class StoreSettings(_Section):
-    """The work database (studies, revisions, instances, jobs, outbox) and the audit tables."""
-
-    url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under data_dir")
-    echo_sql: bool = Field(default=False, description="log every SQL statement (debugging only)")
-    pool_size: int = Field(default=5, ge=1, le=100, description="connections per process (PostgreSQL)")
-    connect_timeout_s: float = Field(default=10.0, gt=0, description="give up connecting after this long")
-
-
-class BrokerSettings(_Section):
-    """The Celery broker: a doorbell only, the database holds the truth."""
-
-    url: str | None = Field(default=None, description="Celery broker URL; default embedded SQLite under data_dir")
-    key_prefix: str = Field(
-        default="", description="prefix of every broker key in Redis (several installations sharing one Redis)"
-    )
-    gpu_queue: str = Field(default="radtrace.gpu", description="queue consumed by GPU workers (inference)")
-    stat_queue: str = Field(
-        default="radtrace.gpu.stat", description="queue of STAT studies, which GPU workers take before gpu_queue"
-    )
-    dispatch_queue: str = Field(default="radtrace.dispatch", description="queue consumed by dispatchers (CPU)")
-    visibility_timeout_s: int = Field(
-        default=3600, ge=60, description="an unacknowledged message is redelivered after this long (Redis)"
-    )
-    reconcile_interval_s: float = Field(
-        default=30.0, gt=0, description="how often overdue rows are found and their doorbell rung again"
-    )
-    max_attempts: int = Field(default=3, ge=1, le=20, description="processing attempts before a study is failed")
-    retry_backoff_initial_s: float = Field(
-        default=10.0, gt=0, description="delay before the first retry of a retryable failure; doubles each attempt"
-    )
-    retry_backoff_max_s: float = Field(default=600.0, gt=0, description="longest delay between processing attempts")
-    claim_timeout_s: float = Field(
-        default=120.0,
-        gt=0,
-        description="a worker's claim lapses this long after its last renewal (renewed every third of it while "
-        "the worker lives), and another worker takes the revision over",
-    )
-    overdue_after_s: float = Field(
-        default=60.0, ge=0, description="a queued revision or due outbox row waiting this long is rung again"
-    )
-    embedded_polling_interval_s: float = Field(
-        default=0.02, gt=0, le=10, description="how often workers poll the embedded SQLite broker"
-    )
-    metrics_port: int | None = Field(
-        default=None, ge=1, le=65535,
-        description="Prometheus metrics port of a worker (plus its --metrics-offset); off when unset",
-    )  # fmt: skip
-
-
-class ModelSettings(_Section):
-    """Which reasoning VLM reads the images, where its weights are, and how it generates."""
-
-    profile: Literal["nv-reason-cxr", "deepmedix-r1"] = Field(
-        default="nv-reason-cxr", description="prompt, image budget, parser and labels of the model family"
-    )
-    backend: Literal["transformers", "vllm", "onnxruntime", "demo"] = Field(
-        default="transformers",
-        description="what runs the model: in-process transformers, a vLLM server, ONNX Runtime, or demo (recorded "
-        "model texts replayed, needs model.demo)",
-    )
-    demo: bool = Field(
-        default=False,
-        description="allow the demo backend: recorded model texts, every draft marked DEMO - NOT A MODEL READING",
-    )
-    path: Path | None = Field(
-        default=None,
-        description="local directory with the weights; backend onnxruntime: what 'radtrace model export-onnx' wrote",
-    )
-    repo_id: str = Field(default="nvidia/NV-Reason-CXR-3B", description="looked up in the local HF cache only")
-    revision: str | None = Field(default=None, description="model revision (commit) recorded in the audit")
-    allow_download: bool = Field(default=False, description="never download at run time unless explicitly allowed")
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        default="auto", description="auto is bfloat16 on CUDA, float32 on CPU (float16 overflows in Qwen2.5-VL)"
-    )
-    max_new_tokens: int = Field(default=2048, ge=1, le=32768, description="generation budget; hitting it = truncated")
-    min_pixels: int = Field(default=128 * 128, ge=28 * 28, description="smallest image area the processor sees")
-    max_pixels: int = Field(default=476 * 476, ge=28 * 28, description="largest image area the processor sees")
-    batch_size: int = Field(
-        default=1,
-        ge=1,
-        le=256,
-        description="studies a GPU worker claims and reads in one generate call (sizing: docs/operations.md)",
-    )
-    batch_wait_ms: int = Field(
-        default=20, ge=0, le=1000, description="with fewer due studies than batch_size, look once more after this long"
-    )
-    draft_processes: int = Field(
-        default=1,
-        ge=0,
-        le=64,
-        description="processes building a GPU worker's drafts while it reads the next batch "
-        "(0: the worker builds them itself, between batches)",
-    )
-    kv_cache: Literal["dynamic", "static"] = Field(
-        default="dynamic",
-        description="transformers KV cache: static preallocates it and, on CUDA, compiles the decoding step "
-        "(minutes of compilation per batch shape at start; measure with bench/inference.py --full-size --cache)",
-    )
-    accept_unknown_view: bool = Field(
-        default=True,
-        description="read a chest image whose view is recorded nowhere when no frontal one is known (flagged)",
-    )
-    onnx_threads: int = Field(
-        default=0, ge=0, le=256, description="backend onnxruntime: intra-op CPU threads (0: one per physical core)"
-    )
-    vllm_url: str | None = Field(default=None, description="base URL of a vLLM OpenAI-compatible server")
-    vllm_api_key: SecretStr | None = Field(default=None, description="bearer token for the vLLM server")
-    vllm_model: str | None = Field(default=None, description="model name served by vLLM; default: its only model")
-    request_timeout_s: float = Field(default=300.0, gt=0, description="give up on one model request after this long")
-    worker_memory_limit_bytes: int | None = Field(
-        default=None,
-        ge=256 * 1024**2,
-        description="address-space ceiling (RLIMIT_AS) of a worker process: an image bomb fails its study, not the "
-        "host; unset where CUDA runs (it reserves large address ranges)",
-    )
-
-    @model_validator(mode="after")
-    def _pixels(self) -> ModelSettings:
-        if self.min_pixels > self.max_pixels:
-            raise ValueError("min_pixels must not exceed max_pixels")
-        if self.backend == "vllm" and not self.vllm_url:
-            raise ValueError("backend 'vllm' needs vllm_url")
-        if self.backend == "onnxruntime" and self.path is None:
-            raise ValueError("backend 'onnxruntime' needs path: the directory written by 'radtrace model export-onnx'")
-        if (self.backend == "demo") != self.demo:
-            raise ValueError(
-                "backend 'demo' replays recorded texts and needs demo = true; demo = true needs backend 'demo'"
-            )
-        return self
-
-
-class ReportingSettings(_Section):
-    """How drafts are written: SR flavour, HL7 identities and result status, FHIR status."""
-
-    sr_flavour: Literal["comprehensive-3d", "comprehensive"] = Field(
-        default="comprehensive-3d", description="SR SOP class; Comprehensive SR for PACS that refuse 3D SR"
-    )
-    institution_name: str = Field(default="radtrace", description="institution named in the SR equipment module")
-    hl7_result_status: Literal["P", "R"] = Field(
-        default="P", description="P (preliminary) or R (unverified); F (final) is never allowed for a draft"
-    )
-    sending_application: str = Field(default="RADTRACE", description="HL7 MSH-3")
-    sending_facility: str = Field(default="RADTRACE", description="HL7 MSH-4")
-    receiving_application: str = Field(default="RIS", description="HL7 MSH-5")
-    receiving_facility: str = Field(default="HOSPITAL", description="HL7 MSH-6")
-    fhir_status: Literal["preliminary", "registered", "partial"] = Field(
-        default="preliminary", description="FHIR DiagnosticReport.status; never final"
-    )
-    gsps: bool = Field(
-        default=False, description="also send a GSPS drawing the model's boxes, for viewers that do not render SR"
-    )
-    companion_document: bool = Field(
-        default=True,
-        description="also send a Basic Text SR of each draft (notice, impression, findings, flags, reasoning) that "
-        "every viewer shows, referencing the TID 1500 SR",
-    )
-
-    @field_validator("sending_application", "sending_facility", "receiving_application", "receiving_facility")
-    @classmethod
-    def _hl7_namespace(cls, value: str) -> str:
-        """MSH-3 to MSH-6 hold an HD's namespace ID (IS, at most 20 characters): a longer one, an HL7 delimiter
-        or a control character would make every HL7 message fail to build, so every study."""
-        if len(value) > 20:
-            raise ValueError(f"must be at most 20 characters (an HL7 namespace ID), not {len(value)}")
-        if bad := sorted({c for c in value if c in "|^~\\&" or not c.isprintable()}):
-            raise ValueError(f"must not contain HL7 delimiters or control characters: {''.join(map(repr, bad))}")
-        return value
-
-    @field_validator("institution_name")
-    @classmethod
-    def _institution(cls, value: str) -> str:
-        """Institution Name is one DICOM LO value: at most 64 characters, no backslash, no control character."""
-        if len(value) > 64:
-            raise ValueError(f"must be at most 64 characters (a DICOM LO), not {len(value)}")
-        if bad := sorted({c for c in value if c == "\\" or not c.isprintable()}):
-            raise ValueError(f"must not contain a backslash or control characters: {''.join(map(repr, bad))}")
-        return value
-
-    @field_validator("hl7_result_status", mode="before")
-    @classmethod
-    def _never_final(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().upper() == "F":
-            raise ValueError("'F' (final) is refused: radtrace reports are unverified drafts")
-        return value
-
-
-class DicomDestination(_Section):
-    """A PACS (or other archive) that receives the SR by C-STORE."""
-
-    ae_title: str = Field(description="the destination's AE title")
-    host: str = Field(description="host name or address")
-    port: int = Field(ge=1, le=65535, description="DICOM port")
-    tls: bool = Field(default=False, description="use TLS for this association")
-
-    _ae = field_validator("ae_title")(_check_ae_title)
-
-
-class MllpDestination(_Section):
-    """A RIS interface engine receiving the HL7 ORU over MLLP."""
-
-    host: str = Field(description="host name or address")
-    port: int = Field(ge=1, le=65535, description="MLLP port")
-    timeout_s: float = Field(default=30.0, gt=0, description="wait this long for the ACK")
-
-
-class DispatchSettings(_Section):
-    """Where finished drafts go and how hard radtrace tries."""
-
-    calling_ae_title: str = Field(default="RADTRACE", description="our AE title when sending SRs")
-    pacs: list[DicomDestination] = Field(default_factory=list, description="PACS that receive the SR by C-STORE")
-    ris: MllpDestination | None = Field(default=None, description="RIS receiving the HL7 ORU over MLLP")
-    file_drop_dir: Path | None = Field(default=None, description="also write SR, HL7 and FHIR files here")
-    max_attempts: int = Field(default=8, ge=1, le=100, description="delivery attempts before dispatch_failed")
-    backoff_initial_s: float = Field(default=5.0, gt=0, description="first retry delay; doubles each attempt")
-    backoff_max_s: float = Field(default=600.0, gt=0, description="longest retry delay")
-
-    _ae = field_validator("calling_ae_title")(_check_ae_title)
-
-
-class AuditSettings(_Section):
-    """The audit log's checkpoint signing key and where checkpoints are written."""
-
-    checkpoint_key: SecretStr | None = Field(
-        default=None,
-        description="HMAC key for signed checkpoints; required by 'audit checkpoint', no default",
-    )
-    checkpoint_dir: Path | None = Field(default=None, description="where signed checkpoints are written")
-
-
-class AtnaSettings(_Section):
-    """Forwarding the audit trail to an audit record repository (IHE ATNA: DICOM PS3.15 A.5 over syslog)."""
-
-    enabled: bool = Field(default=False, description="run the forwarder ('radtrace audit forward', and under serve)")
-    transport: Literal["tls", "udp", "tcp"] = Field(
-        default="tls", description="tls: RFC 5425 (port 6514); udp: RFC 5426; tcp: plain octet-counted, tests only"
-    )
-    host: str | None = Field(default=None, description="the repository's syslog host; required when enabled")
-    port: int = Field(default=6514, ge=1, le=65535, description="the repository's syslog port")
-    ca_bundle: Path | None = Field(default=None, description="CAs the repository's certificate must chain to (TLS)")
-    server_name: str | None = Field(default=None, description="name checked in the repository's certificate (host)")
-    certificate: Path | None = Field(default=None, description="client certificate (PEM), if the repository asks")
-    private_key: Path | None = Field(default=None, description="client certificate's private key (PEM)")
-    audit_source_id: str | None = Field(default=None, description="Audit Source ID in messages; default host name")
-    enterprise_site_id: str | None = Field(default=None, description="Audit Enterprise Site ID in messages")
-    cursor_file: Path | None = Field(
-        default=None, description="last forwarded seq (fsynced); default <data_dir>/atna/cursor.json"
-    )
-    batch_size: int = Field(default=500, ge=1, le=10000, description="audit rows read and sent per write")
-    poll_interval_s: float = Field(default=1.0, gt=0, description="how often an idle forwarder looks for new rows")
-    settle_s: float = Field(
-        default=2.0,
-        ge=0,
-        description="sent rows count as delivered once the connection outlived them by this long (syslog has no "
-        "acknowledgement); rows resent after a failure are at most this window",
-    )
-    backoff_initial_s: float = Field(default=1.0, gt=0, description="first reconnect delay; doubles each failure")
-    backoff_max_s: float = Field(default=60.0, gt=0, description="longest reconnect delay")
-    metrics_port: int | None = Field(default=None, ge=1, le=65535, description="Prometheus metrics of the forwarder")
-
-    @model_validator(mode="after")
-    def _complete(self) -> AtnaSettings:
-        if self.enabled and not self.host:
-            raise ValueError("atna is enabled but host is not set")
-        if (self.certificate is None) != (self.private_key is None):
-            raise ValueError("atna client certificate and private_key go together")
-        return self
-
-
-class QaSettings(_Section):
-    """The drift and failure rules exported as Prometheus metrics (radtrace.qa.metrics)."""
-
-    baseline_days: int = Field(
-        default=28, ge=1, le=366, description="days before the monitored ones whose label rates set the control limits"
-    )
-    monitored_days: int = Field(default=14, ge=1, le=366, description="recent days (UTC) checked against the baseline")
-    drift_run_days: int = Field(
-        default=7,
-        ge=1,
-        le=366,
-        description="a label drifts when its daily rate stays outside its limits this many days in a row",
-    )
-    refresh_s: float = Field(default=60.0, ge=1.0, description="the rules are recomputed at most this often")
-
-
-class ApiSettings(_Section):
-    """The read-only QA HTTP API."""
-
-    host: str = Field(default="127.0.0.1", description="address the QA API listens on")
-    port: int = Field(default=8080, ge=1, le=65535, description="QA API port")
-    bootstrap_admin_token: SecretStr | None = Field(
-        default=None, description="creates an admin token at first start when set; no default"
-    )
-
-
-class ConsoleSettings(_Section):
-    """The review console (web pages under /console of the QA API process): logins, sessions, worklist."""
-
-    enabled: bool = Field(default=True, description="serve the console under /console next to the QA API")
-    idle_timeout_s: int = Field(default=900, ge=60, le=86400, description="a session idle this long is ended")
-    max_failed_logins: int = Field(default=5, ge=1, le=100, description="failed logins in a row that lock an account")
-    lockout_s: int = Field(default=900, ge=0, description="how long a locked account stays locked (0: until unlocked)")
-    cookie_secure: Literal["auto", "always", "never"] = Field(
-        default="auto", description="Secure session cookie: auto = when the request came over TLS"
-    )
-    trusted_user_header: str | None = Field(
-        default=None,
-        description="header naming the signed-in user, set by an OIDC/SAML proxy in front (off by default; see "
-        "docs/ui.md)",
-    )
-    trusted_proxies: list[str] = Field(
-        default=["127.0.0.1", "::1"], description="client addresses allowed to send trusted_user_header"
-    )
-    page_size: int = Field(default=50, ge=10, le=500, description="worklist rows per page")
-    sync_interval_s: float = Field(
-        default=2.0, ge=0, description="newly reported revisions are added to the worklist at most this often"
-    )
-    assessment_hl7: bool = Field(
-        default=False,
-        description="also send each assessment to dispatch.ris as an HL7 ORU^R01 (result status "
-        "reporting.hl7_result_status: P or R, never F); the assessment SR goes to every PACS either way",
-    )
-
-
-class LoggingSettings(_Section):
-    """Log format and level; handlers are configured only by entry points."""
-
-    format: Literal["text", "json"] = Field(default="text", description="text for people, json for log shippers")
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="minimum level logged")
 
 
 class Settings(BaseSettings):
@@ -734,76 +258,3 @@ def _describe_validation_error(exc: ValidationError, config_file: Path | None = 
             source = f"config file {config_file}"
         lines.append(f"  {dotted}: {error['msg']}{shown} [{source}]")
     return "\n".join(lines)
-
-
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@]*:)(?P<password>[^@]*)(?P<tail>@)", re.IGNORECASE)
-
-
-def _mask_url_password(value: str) -> str:
-    return _URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", value)
-
-
-def masked_settings(settings: Settings) -> dict[str, Any]:
-    """The effective configuration as plain data, with secrets and URL passwords masked."""
-    dumped = settings.model_dump(mode="json")  # SecretStr fields dump as '**********'
-    dumped["store"]["effective_url"] = settings.store_url
-    dumped["broker"]["effective_url"] = settings.broker_url
-    dumped["spool_dir"] = str(settings.spool_dir)
-    dumped["quarantine_dir"] = str(settings.quarantine_dir)
-    masked: dict[str, Any] = _mask_urls(dumped)
-    return masked
-
-
-def _mask_urls(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {key: _mask_urls(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_mask_urls(value) for value in node]
-    if isinstance(node, str):
-        return _mask_url_password(node)
-    return node
-
-
-def settings_reference() -> str:
-    """A Markdown table of every setting: name, environment variable, type, default, description.
-
-    ``docs/configuration.md`` is this text; a test keeps the two identical.
-    """
-    lines = [
-        "# radtrace settings reference",
-        "",
-        "Generated by `radtrace config reference` from `src/radtrace/config.py`; do not edit by hand.",
-        "Set a value in the TOML file given with `--config` (sections as below) or with the environment variable;",
-        "the variable wins. Lists and tables are given to environment variables as JSON.",
-        "",
-        "| setting | environment variable | type | default | meaning |",
-        "|---|---|---|---|---|",
-    ]
-    lines += _reference_rows(Settings, ())
-    return "\n".join(lines) + "\n"
-
-
-def _reference_rows(model: type[BaseModel], prefix: tuple[str, ...]) -> list[str]:
-    rows: list[str] = []
-    for name, field in model.model_fields.items():
-        path = (*prefix, name)
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows += _reference_rows(annotation, path)
-            continue
-        if field.default_factory is not None:
-            default: Any = field.default_factory()  # type: ignore[call-arg]
-        else:
-            default = field.default
-        if isinstance(default, SecretStr):
-            shown_default = "(secret)"
-        elif default is None:
-            shown_default = "—"
-        else:
-            shown_default = f"`{json.dumps(default, default=str)}`"
-        type_name = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("radtrace.config.", "")
-        type_name = re.sub(r"<class '([\w.]+)'>", r"\1", type_name).replace("|", "or")
-        env = ENV_PREFIX + ENV_NESTED_DELIMITER.join(path).upper()
-        description = (field.description or "").replace("|", "or")
-        rows.append(f"| `{'.'.join(path)}` | `{env}` | {type_name} | {shown_default} | {description} |")
-    return rows

@@ -181,7 +181,7 @@ def _external_broker(settings: Settings) -> Check:
     """A Redis (or other external) broker answers. Only a warning: the database is the record and the broker a
     doorbell, so studies are still received and the reconciler rings for them once it answers; but a mistyped
     broker.url should be said at start, not only in the workers' reconnect lines."""
-    from radtrace.config import masked_settings
+    from radtrace.config_reference import masked_settings
     from radtrace.worker.app import create_app
 
     shown = masked_settings(settings)["broker"]["effective_url"]

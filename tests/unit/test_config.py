@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from radtrace.config import load_settings, masked_settings, settings_reference
+from radtrace.config import load_settings
+from radtrace.config_reference import masked_settings, settings_reference
 from radtrace.errors import ConfigError
 
 pytestmark = pytest.mark.unit

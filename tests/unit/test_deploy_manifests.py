@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from radtrace.config import Settings, settings_reference
+from radtrace.config import Settings
+from radtrace.config_reference import settings_reference
 from radtrace.supervisor import serve_components
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from radtrace.cli.common import config_app, flatten, out, settings_of
-from radtrace.config import masked_settings, settings_reference
+from radtrace.config_reference import masked_settings, settings_reference
 
 
 @config_app.command("show")

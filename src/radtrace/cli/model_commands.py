@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from radtrace.cli.common import EXIT_FAILED, err, fail, flatten, model_app, out, settings_of
-from radtrace.config import masked_settings
+from radtrace.config_reference import masked_settings
 from radtrace.errors import RadtraceError
 
 
