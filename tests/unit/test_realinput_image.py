@@ -193,8 +193,8 @@ def test_a_bare_explicit_vr_data_set_without_file_meta_is_recorded_as_explicit_v
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@example(center=0.0, width=1e-300, function="LINEAR_EXACT", slope=1.0, intercept=0.0, monochrome1=False)
-@example(center=0.0, width=1e-300, function="SIGMOID", slope=1.0, intercept=0.0, monochrome1=True)
+@example(center=0.0, width=2.2e-311, function="LINEAR_EXACT", slope=1.0, intercept=0.0, monochrome1=False)
+@example(center=0.0, width=2.2e-311, function="SIGMOID", slope=1.0, intercept=0.0, monochrome1=True)
 @given(
     center=st.one_of(st.floats(-1e6, 1e6), st.sampled_from([0.0, 550.0, 1e12, -1e12])),
     width=st.one_of(st.floats(-10, 1e6), st.sampled_from([0.0, 0.5, 1.0, 1e12])),

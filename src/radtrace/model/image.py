@@ -170,7 +170,7 @@ def apply_window(values: FloatImage, center: float, width: float, function: str 
             unknown function.
     """
     function = function.strip().upper() or "LINEAR"
-    # A width of 1e-300 overflows to infinities that the thresholds and the clip below turn into 0 or 1.
+    # A width of 2e-311 overflows to infinities that the thresholds and the clip below turn into 0 or 1.
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         if function == "LINEAR":
             if width < 1:
