@@ -25,6 +25,9 @@ from radtrace.audit.schema import AuditEventRow
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
+from radtrace.store.models import RevisionState
+from radtrace.testing.studies import ImageSpec, StudySpec, make_study
+from worker_support import spool_study
 
 pytestmark = [pytest.mark.e2e, needs_chromium]
 
@@ -86,6 +89,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "shared": reported_study(settings, store, reader, seed=83, name="SHARED^SAM"),
     }
     _hostile_reading(store, studies["hostile"])
+    spool_study(settings, store, make_study(StudySpec(patient_id="RT0000084", seed=84), [ImageSpec()]),
+                state=RevisionState.FAILED)  # fmt: skip
     for name in ("dr.night", "dr.day"):
         add_user(store, name, "radiologist")
     add_user(store, "qa.lead", "qa")
@@ -224,3 +229,23 @@ def test_a_refused_request_in_the_browser_is_a_console_page_with_its_reason(page
     assert len(site.decisions(study_uid)) == before
     page.goto(f"{site.url}/console/worklist?filter=bogus")
     expect(page.locator("#problem-reason")).to_contain_text("filter")
+
+
+def test_the_active_failed_filter_is_readable(page: Page, site: Site) -> None:
+    sign_in(page, site.url, "dr.day")
+    page.goto(f"{site.url}/console/worklist?filter=failed")
+    colours = page.locator("a[data-filter=failed]").evaluate(
+        "a => [getComputedStyle(a).color, getComputedStyle(a).backgroundColor]"
+    )
+    assert colours[0] != colours[1]
+    assert _contrast(*colours) >= 4.5, colours  # WCAG AA for normal text
+
+
+def _contrast(foreground: str, background: str) -> float:
+    def luminance(css: str) -> float:
+        channels = [int(part) / 255 for part in re.findall(r"\d+", css)[:3]]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)

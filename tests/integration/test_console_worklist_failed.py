@@ -48,6 +48,8 @@ def test_a_failed_study_is_listed_as_failed_with_its_reason(store: Store, tmp_pa
         assert "ACC000092" in rows[0]
         assert REASON in rows[0]
         assert "failed" in rows[0]
+        assert 'data-testid="total">1 failed</span>' in page.text  # not "1 draft": a failed study has none
+        assert "radtrace study retry" in page.text  # the command that exists (radtrace/cli/studies.py)
         # a failure that a later reading replaced is no longer listed
         with store.session() as session:
             study = session.scalar(sa.select(Study).where(Study.study_uid == failed_uid))
