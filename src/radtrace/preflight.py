@@ -81,11 +81,14 @@ def check_model_weights(settings: Settings) -> Check:
         return _vllm_server(settings)
     path = settings.model.path
     if path is not None:
-        if (path / "config.json").is_file():
-            return Check("model weights", "ok", f"{path}")
         if not path.is_dir():
             return Check("model weights", "warning", f"model.path {path} does not exist (RADTRACE_MODEL__PATH)")
-        return Check("model weights", "warning", f"model.path {path} has no config.json (RADTRACE_MODEL__PATH)")
+        from radtrace.model.loading import missing_checkpoint_files
+
+        if missing := missing_checkpoint_files(path):
+            return Check("model weights", "warning", f"model.path {path} lacks {', '.join(missing)}; the GPU worker "
+                         "cannot load it and is restarted until it can (RADTRACE_MODEL__PATH)")  # fmt: skip
+        return Check("model weights", "ok", f"{path}")
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(settings.model.repo_id, "config.json", revision=settings.model.revision)

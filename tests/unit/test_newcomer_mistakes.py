@@ -163,6 +163,26 @@ def test_a_model_path_that_does_not_exist_is_called_that(tmp_path: Path) -> None
     assert "RADTRACE_MODEL__PATH" in check.detail
 
 
+def test_a_model_directory_with_only_a_config_is_not_called_ok(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Before: a model.path holding config.json but no weights or tokenizer was "ok" at serve's checks, and the
+    GPU worker then failed to load it on every start, restarted by serve with nothing said at start-up."""
+    import shutil
+
+    from radtrace.config import load_settings
+    from radtrace.preflight import check_model_weights
+
+    partial = tmp_path / "model"
+    partial.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", partial / "config.json")
+    check = check_model_weights(load_settings(data_dir=tmp_path, model={"path": partial}))
+    assert check.status == "warning"
+    assert "tokenizer (tokenizer.json or vocab.json)" in check.detail
+    assert "weights (model.safetensors" in check.detail
+    assert "RADTRACE_MODEL__PATH" in check.detail
+    whole = check_model_weights(load_settings(data_dir=tmp_path, model={"path": tiny_model_dir}))
+    assert (whole.status, whole.detail) == ("ok", str(tiny_model_dir))
+
+
 def test_drafts_list_from_the_wrong_folder_says_it_is_not_the_data_directory_in_use(tmp_path: Path) -> None:
     """Before: "no drafts kept under .../var/drafts" and exit 0, as if the service had made none; the other
     read-only commands (status, study show) already refused with exit 1 naming the data directory."""

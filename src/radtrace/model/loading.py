@@ -36,6 +36,7 @@ __all__ = [
     "load_model",
     "load_processor",
     "load_vlm",
+    "missing_checkpoint_files",
     "register_image_only_processor",
     "resolve_checkpoint",
     "resolve_device",
@@ -329,13 +330,21 @@ def current_image_backend() -> ImageBackend:
     return "torchvision" if is_torchvision_available() else "pil"
 
 
-def _require_files(directory: Path, needs: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
-    """Name what is missing before transformers does: it may fall back to defaults instead (a tokenizer
-    without tokenizer.json becomes a near-empty vocabulary) or word the error as a download problem."""
-    missing = [
+def missing_checkpoint_files(directory: Path) -> list[str]:
+    """What a checkpoint directory lacks for :func:`load_vlm`, each as "what (file or file)"; empty when nothing."""
+    return _missing(directory, _PROCESSOR_FILES + _MODEL_FILES)
+
+
+def _missing(directory: Path, needs: tuple[tuple[str, tuple[str, ...]], ...]) -> list[str]:
+    return [
         f"{what} ({' or '.join(names)})"
         for what, names in needs
         if not any((directory / name).is_file() for name in names)
     ]
-    if missing:
+
+
+def _require_files(directory: Path, needs: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+    """Name what is missing before transformers does: it may fall back to defaults instead (a tokenizer
+    without tokenizer.json becomes a near-empty vocabulary) or word the error as a download problem."""
+    if missing := _missing(directory, needs):
         raise ModelLoadError(f"model directory {directory} lacks: {', '.join(missing)}")
