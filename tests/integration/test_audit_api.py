@@ -108,6 +108,14 @@ BAD_PARAMETERS = [
     ("/v1/events?colour=red", "Extra inputs"),
     ("/v1/events?label=Effusion,Mass", "pattern"),
     (f"/v1/studies/{'1' * 65}/timeline", "at most 64 characters"),
+    # a NUL was a 500 on PostgreSQL (psycopg refuses it in text), a 200 with nothing found on SQLite
+    ("/v1/events?accession=ACC%00", "control characters"),
+    ("/v1/events?study_uid=1.2%00", "control characters"),
+    ("/v1/events?patient_id=PAT%1b%5b2J", "control characters"),
+    ("/v1/events?actor=qa%00", "control characters"),
+    ("/v1/events?model_name=m%00", "control characters"),
+    ("/v1/events?label=Mass%00", "control characters"),
+    ("/v1/studies/1.2%00/timeline", "pattern"),
 ]
 
 
@@ -117,6 +125,8 @@ def test_bad_parameters_are_422_with_the_reason(api: Api) -> None:
         assert response.status_code == 422, url
         assert complaint in response.text, (url, response.text)
     assert not api.rows("audit_queried")  # a refused query reads nothing, so there is nothing to record
+    refused = api.client.get("/v1/export.csv?accession=ACC%00", headers=api.admin)  # was a 500 on PostgreSQL
+    assert (refused.status_code, "control characters" in refused.text) == (422, True), refused.text
 
 
 def test_events_are_filtered_paged_and_each_read_is_recorded_as_the_token(api: Api) -> None:

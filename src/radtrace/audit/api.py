@@ -113,6 +113,9 @@ class VerificationReport:
     not_checked: str = TAIL_NOT_CHECKED
 
 
+StudyUid = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9.]+$", description="Study Instance UID")]
+
+
 def _store(request: Request) -> Store:
     store = request.app.state.store
     if not isinstance(store, Store):  # pragma: no cover - create_api always sets it
@@ -191,7 +194,7 @@ def list_events(query: Annotated[AuditQuery, Query()], caller: QaCaller, store: 
     responses={**_PROBLEMS, 404: {"model": Problem, "description": "no audit event names this study"}},
 )
 def get_timeline(
-    study_uid: Annotated[str, Path(min_length=1, max_length=64, description="Study Instance UID")],
+    study_uid: StudyUid,
     caller: QaCaller,
     store: StoreDep,
 ) -> Timeline:
@@ -210,7 +213,6 @@ def _drafts_dir(request: Request) -> FsPath:
 
 
 DraftsDep = Annotated[FsPath, Depends(_drafts_dir)]
-StudyUid = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9.]+$", description="Study Instance UID")]
 _NO_DRAFT: Final[dict[int | str, dict[str, Any]]] = {
     404: {"model": Problem, "description": "no draft is kept for this study (or revision)"}
 }

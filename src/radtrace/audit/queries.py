@@ -18,13 +18,23 @@ whose case rules differ between the two) for the one-label match.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Annotated, Any, Final, Self
 
 import sqlalchemy as sa
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
@@ -55,9 +65,28 @@ DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 EXPORT_BATCH_ROWS: Final = 1000
 
-_Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
-_Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=r"^[^,]+$")]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control(value: str) -> str:
+    """A filter is matched against stored text: a control character matches nothing, and PostgreSQL refuses a NUL
+    outright (a 500 before this check)."""
+    if _CONTROL.search(value):
+        raise ValueError("control characters (such as NUL) are not allowed")
+    return value
+
+
+_Identifier = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), AfterValidator(_no_control)
+]
+_Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), AfterValidator(_no_control)
+]
+_Label = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=r"^[^,]+$"),
+    AfterValidator(_no_control),
+]
 
 
 class QueryError(PermanentError):
