@@ -103,7 +103,8 @@ class RoutingSettings(_Section):
 
     modalities: list[str] = Field(default=["CR", "DX"], description="modalities read by the model")
     chest_body_parts: list[str] = Field(
-        default=["CHEST", "THORAX", "LUNG", "RIBS"], description="Body Part Examined values that mean the chest"
+        default=["CHEST", "THORAX", "LUNG", "RIBS", "TORAX", "PECHO"],
+        description="Body Part Examined values that mean the chest",
     )
     chest_description: str = Field(
         default=r"\b(CHEST|THORAX|THORACIC|CXR|LUNGS?|TORAX)\b",

@@ -121,6 +121,7 @@ class StudyReader:
         backend: Backend | None = None,
         data_dir: Path | None = None,
         max_source_pixels: int = MAX_SOURCE_PIXELS,
+        chest_body_parts: Sequence[str] = (),
     ):
         self.settings = settings
         self.profile = get_profile(settings.profile)
@@ -130,6 +131,8 @@ class StudyReader:
         self._hash_cache_file = cache
         self._executor: ThreadPoolExecutor | None = None
         self.max_source_pixels = max_source_pixels  # listener.max_image_pixels: no larger image is decoded
+        # listener.routing.chest_body_parts: a body part routing sent to the model is one the views accept
+        self.chest_body_parts = tuple(chest_body_parts)
 
     @property
     def backend(self) -> Backend:
@@ -155,6 +158,7 @@ class StudyReader:
             want_lateral=self.profile.takes_lateral,
             accept_unknown_view=self.settings.accept_unknown_view,
             max_source_pixels=self.max_source_pixels,
+            chest_body_parts=self.chest_body_parts,
         )
 
     def read(self, images: Sequence[StudyImage]) -> Reading | Skipped:

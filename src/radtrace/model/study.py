@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -130,8 +130,13 @@ def prepare_study(
     want_lateral: bool = False,
     accept_unknown_view: bool = False,
     max_source_pixels: int = MAX_SOURCE_PIXELS,
+    chest_body_parts: Collection[str] = (),
 ) -> StudyInput | Skipped:
     """Choose the views and prepare their pictures within the pixel budget.
+
+    ``chest_body_parts``: the routing's chest words (``listener.routing.chest_body_parts``), which
+    :func:`radtrace.model.views.choose_views` accepts besides its own, so a study routing queued is not skipped
+    for its body part.
 
     Raises:
         DicomInputError: the chosen frontal image cannot be decoded (a lateral that cannot is left out).
@@ -141,7 +146,12 @@ def prepare_study(
     if conflict is not None:
         return conflict
     working = [normalised(image.dataset, "model") for image in images]
-    choice = choose_views([ds for ds, _ in working], want_lateral=want_lateral, accept_unknown_view=accept_unknown_view)
+    choice = choose_views(
+        [ds for ds, _ in working],
+        want_lateral=want_lateral,
+        accept_unknown_view=accept_unknown_view,
+        chest_body_parts=chest_body_parts,
+    )
     if choice.frontal is None:
         return Skipped(choice.skip_reason or "no frontal chest image")
     pictures: list[PreparedPicture] = []

@@ -11,19 +11,30 @@ CHEST, THORAX, LUNG, RIBS (the routing's defaults), TORSO, and the Spanish and P
 Iberian and Latin American archives send (e.g. ``CHEST PA``, ``CHEST_TO_PELVIS``, ``TORAX``). An image smaller
 than :data:`MIN_READABLE_SIDE` on a side (an icon, a thumbnail, a cropped scout) is never chosen: upscaled to the
 model's picture it would read as a film; a study with nothing larger is skipped with :data:`TOO_SMALL`.
+A site's own chest words (``listener.routing.chest_body_parts``, given as ``chest_body_parts``) count too, whole or
+as a word, as routing counts them: a study routing sends to the model is never skipped here for its body part.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-__all__ = ["MIN_READABLE_SIDE", "NO_FRONTAL", "TOO_SMALL", "ViewChoice", "ViewReading", "choose_views", "read_view"]
+__all__ = [
+    "MIN_READABLE_SIDE",
+    "NO_FRONTAL",
+    "TOO_SMALL",
+    "ViewChoice",
+    "ViewReading",
+    "choose_views",
+    "names_chest",
+    "read_view",
+]
 
 NO_FRONTAL: Final = "no frontal chest image"
 #: The skip reason of a study whose only frontal chest images are smaller than :data:`MIN_READABLE_SIDE`.
@@ -108,10 +119,13 @@ class ViewChoice:
         return TOO_SMALL if self.too_small else NO_FRONTAL
 
 
-def read_view(ds: Dataset) -> ViewReading:
-    """Classify one image's view from its header (see the module doc for the order)."""
+def read_view(ds: Dataset, chest_body_parts: Collection[str] = ()) -> ViewReading:
+    """Classify one image's view from its header (see the module doc for the order).
+
+    ``chest_body_parts``: the site's chest words (``listener.routing.chest_body_parts``), besides the built-in ones.
+    """
     body_part = str(ds.get("BodyPartExamined", "") or "").strip().upper()
-    chest = not body_part or not _CHEST_WORDS.isdisjoint(_WORD_BREAK.split(body_part))
+    chest = not body_part or names_chest(body_part, chest_body_parts)
     texts = " ".join(str(ds.get(keyword, "") or "") for keyword in _TEXT_KEYWORDS).upper()
     portable = bool(_PORTABLE.search(texts))
     coded = _from_view_code(ds)
@@ -126,8 +140,23 @@ def read_view(ds: Dataset) -> ViewReading:
     return ViewReading(None, None, chest, portable)
 
 
+def names_chest(body_part: str, chest_body_parts: Collection[str] = ()) -> bool:
+    """Whether a Body Part Examined value names the chest: it is one of ``chest_body_parts`` (the routing's), or
+    one of its words (split at spaces and underscores) is one of those or a built-in chest word."""
+    value = body_part.strip().upper()
+    site = {part.strip().upper() for part in chest_body_parts}
+    if value in site:
+        return True
+    words = set(_WORD_BREAK.split(value))
+    return not words.isdisjoint(_CHEST_WORDS) or not words.isdisjoint(site)
+
+
 def choose_views(
-    datasets: Sequence[Dataset], *, want_lateral: bool = False, accept_unknown_view: bool = False
+    datasets: Sequence[Dataset],
+    *,
+    want_lateral: bool = False,
+    accept_unknown_view: bool = False,
+    chest_body_parts: Collection[str] = (),
 ) -> ViewChoice:
     """Choose the frontal image (PA before AP) and, if ``want_lateral``, a lateral one.
 
@@ -136,8 +165,10 @@ def choose_views(
     recognised frontal image but a chest image whose view is recorded nowhere reads that image, flagged
     ``view-unknown``: many archives strip the view, and the model itself refuses a non-frontal picture. Among
     several such images, one whose Patient Orientation reads as lateral (rows toward A or P) comes last.
+    ``chest_body_parts`` are the routing's chest words (``listener.routing.chest_body_parts``), accepted besides
+    the built-in ones.
     """
-    views = tuple(read_view(ds) for ds in datasets)
+    views = tuple(read_view(ds, chest_body_parts) for ds in datasets)
 
     def readable(i: int) -> bool:
         return _has_pixels(datasets[i]) and _shorter_side(datasets[i]) >= MIN_READABLE_SIDE
