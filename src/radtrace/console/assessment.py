@@ -33,6 +33,8 @@ from radtrace.durable import fsync_directory
 from radtrace.errors import ReportError
 from radtrace.reporting import codes as report_codes
 from radtrace.reporting.hl7 import SR_UID, STUDY_UID, Observation, OruMessage, build_observation_oru, control_id_for
+from radtrace.reporting.sr import _person as sr_person_name  # the SR builder's PN limit, reused (not a second one)
+from radtrace.reporting.sr import lo_value
 from radtrace.reporting.text import dicom_text
 
 __all__ = [
@@ -113,6 +115,19 @@ def _text(name: CodedConcept, value: str, relationship: hd.sr.RelationshipTypeVa
     return hd.sr.TextContentItem(name=name, value=dicom_text(value, "UT").text, relationship_type=relationship)
 
 
+def _comment(comment: str | None) -> str | None:
+    """A radiologist's comment as the audit records it (stripped); None when nothing is left, so a comment of only
+    spaces is no comment at all, never a TEXT item with an empty value."""
+    return (comment or "").strip() or None
+
+
+def _observer_name(observer: str) -> str:
+    """A console user name as a PN of one component, the family name (the trailing caret says so, PS3.5 6.2.1.2):
+    ``^`` and ``=`` in it are not delimiters, and the whole value is at most 64 bytes, as the SR builder writes a
+    person's name."""
+    return sr_person_name(observer.replace("^", " ").replace("=", " "), "observer", []) or "unknown^"
+
+
 def _finding(assessment: FindingAssessment, uids: Sequence[str]) -> hd.sr.ContainerContentItem:
     container = hd.sr.ContainerContentItem(name=_FINDING_ASSESSMENT, relationship_type=_CONTAINS)
     items: list[hd.sr.ContentItem] = [_text(_TRACKING_ID, assessment.label[:64], _HAS_PROPERTIES)]
@@ -125,8 +140,8 @@ def _finding(assessment: FindingAssessment, uids: Sequence[str]) -> hd.sr.Contai
     if assessment.verdict == "modify" and assessment.status is not None and assessment.status in PRESENCE:
         items.append(hd.sr.CodeContentItem(name=_CORRECTED_PRESENCE, value=PRESENCE[assessment.status],
                                            relationship_type=_CONTAINS))  # fmt: skip
-    if assessment.comment:
-        items.append(_text(_COMMENT, assessment.comment, _CONTAINS))
+    if comment := _comment(assessment.comment):
+        items.append(_text(_COMMENT, comment, _CONTAINS))
     container.ContentSequence = hd.sr.ContentSequence(items)
     return container
 
@@ -147,10 +162,7 @@ def build_assessment_sr(
     uids = tracking_uids(ai_sr)
     observer_context = hd.sr.ObserverContext(
         observer_type=codes.DCM.Person,
-        # A console user name is one component (family name): the trailing caret says so (PS3.5 6.2.1.2).
-        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-            name=f"{dicom_text(observer.replace('^', ' '), 'PN').text[:63] or 'unknown'}^"
-        ),
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=_observer_name(observer)),
     )
     items: list[hd.sr.ContentItem] = [*observer_context]
     items.append(hd.sr.CompositeContentItem(
@@ -160,7 +172,7 @@ def build_assessment_sr(
     items.append(hd.sr.CodeContentItem(name=_DRAFT_ASSESSMENT, value=VERDICTS[verdict], relationship_type=_CONTAINS))
     items.append(hd.sr.CodeContentItem(name=_REASON, value=CodedConcept(reason[0], LOCAL_SCHEME, reason[1]),
                                        relationship_type=_CONTAINS))  # fmt: skip
-    if comment:
+    if comment := _comment(comment):
         items.append(_text(_COMMENT, comment, _CONTAINS))
     items += [_finding(finding, uids.get(finding.label, [])) for finding in findings]
     root = hd.sr.ContainerContentItem(name=_ROOT)
@@ -175,7 +187,7 @@ def build_assessment_sr(
         manufacturer="radtrace",
         manufacturer_model_name="radtrace review console",
         software_versions=__version__,
-        institution_name=institution,
+        institution_name=lo_value(institution),
         is_complete=True,
         is_verified=False,
         series_description="AI result assessment (radtrace)",
@@ -242,7 +254,7 @@ def build_assessment_oru(
         Observation("CWE", _code(_DRAFT_ASSESSMENT), _code(VERDICTS[verdict])),
         Observation("CWE", _code(_REASON), report_codes.local_code(reason[0], reason[1])),
     ]
-    if comment:
+    if comment := _comment(comment):
         items.append(Observation("TX", _code(_COMMENT), comment))
     for index, finding in enumerate(findings, 1):
         sub_id = str(index)
@@ -250,8 +262,8 @@ def build_assessment_oru(
                                  _code(VERDICTS[finding.verdict]), sub_id))  # fmt: skip
         if finding.verdict == "modify" and finding.status is not None and finding.status in PRESENCE:
             items.append(Observation("CWE", _code(_CORRECTED_PRESENCE), _code(PRESENCE[finding.status]), sub_id))
-        if finding.comment:
-            items.append(Observation("TX", _code(_COMMENT), finding.comment, sub_id))
+        if finding_comment := _comment(finding.comment):
+            items.append(Observation("TX", _code(_COMMENT), finding_comment, sub_id))
         items += [Observation("ST", _code(_TRACKING_UID), uid, sub_id) for uid in uids.get(finding.label, [])]
     items += [
         Observation("ST", SR_UID, str(ai_sr.SOPInstanceUID)),
