@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
-from radtrace.audit.chain import Verification
+from radtrace.audit.chain import TAIL_NOT_CHECKED, Verification
 from radtrace.audit.events import Actor, EventType, Outcome, canonical_json
 from radtrace.audit.operations import verify_audit_log
 from radtrace.audit.presentation import csv_chunks
@@ -368,7 +368,8 @@ def _verifier(request: Request) -> Verifier:
 
 def _verify_page(request: Request, state: ConsoleState, user: SignedIn, run: VerifyRun | None,
                  status: int = 200, busy: bool = False) -> HTMLResponse:  # fmt: skip
-    return render_page(request, state, "audit_verify.html", status, user=user, run=run, busy=busy)
+    return render_page(request, state, "audit_verify.html", status, user=user, run=run, busy=busy,
+                       tail_not_checked=TAIL_NOT_CHECKED)  # fmt: skip
 
 
 @router.get("/audit/verify")
