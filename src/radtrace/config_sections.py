@@ -378,12 +378,16 @@ class ReportingSettings(_Section):
     @field_validator("sending_application", "sending_facility", "receiving_application", "receiving_facility")
     @classmethod
     def _hl7_namespace(cls, value: str) -> str:
-        """MSH-3 to MSH-6 hold an HD's namespace ID (IS, at most 20 characters): a longer one, an HL7 delimiter
-        or a control character would make every HL7 message fail to build, so every study."""
-        if len(value) > 20:
-            raise ValueError(f"must be at most 20 characters (an HL7 namespace ID), not {len(value)}")
-        if bad := sorted({c for c in value if c in "|^~\\&" or not c.isprintable()}):
-            raise ValueError(f"must not contain HL7 delimiters or control characters: {''.join(map(repr, bad))}")
+        """MSH-3 to MSH-6 hold an HD's namespace ID (IS, at most 20 characters as written, where each HL7 delimiter
+        is escaped to three): a longer one or a control character would make every HL7 message fail to build, so
+        every study."""
+        written = len(value) + 2 * sum(value.count(c) for c in "|^~\\&")
+        if written > 20:
+            raise ValueError(
+                f"must be at most 20 characters as HL7 writes it (each of | ^ ~ \\ & takes 3), not {written}"
+            )
+        if bad := sorted({c for c in value if not c.isprintable()}):
+            raise ValueError(f"must not contain control characters: {''.join(map(repr, bad))}")
         return value
 
     @field_validator("institution_name")
