@@ -393,9 +393,10 @@ class ReportingSettings(_Section):
     @field_validator("institution_name")
     @classmethod
     def _institution(cls, value: str) -> str:
-        """Institution Name is one DICOM LO value: at most 64 characters, no backslash, no control character."""
-        if len(value) > 64:
-            raise ValueError(f"must be at most 64 characters (a DICOM LO), not {len(value)}")
+        """Institution Name is one DICOM LO value: at most 64 bytes in UTF-8 (as the drafts are written and
+        validated), no backslash, no control character."""
+        if (size := len(value.encode("utf-8"))) > 64:
+            raise ValueError(f"must be at most 64 bytes in UTF-8 (a DICOM LO), not {size}")
         if bad := sorted({c for c in value if c == "\\" or not c.isprintable()}):
             raise ValueError(f"must not contain a backslash or control characters: {''.join(map(repr, bad))}")
         return value

@@ -53,7 +53,12 @@ def test_an_hl7_identity_no_message_carries_is_refused_naming_the_setting(field:
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [("x" * 65, "at most 64 characters"), ("Radiology\\North", "backslash"), ("St Mary's\nRadiology", "control")],
+    [
+        ("x" * 65, "at most 64 bytes"),
+        ("山" * 22, "not 66"),  # 22 characters, 66 bytes as the SR writes them
+        ("Radiology\\North", "backslash"),
+        ("St Mary's\nRadiology", "control"),
+    ],
 )
 def test_an_institution_name_no_sr_can_carry_is_refused(value: str, reason: str) -> None:
     with pytest.raises(ValidationError, match=reason):
