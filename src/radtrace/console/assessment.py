@@ -33,8 +33,7 @@ from radtrace.durable import fsync_directory
 from radtrace.errors import ReportError
 from radtrace.reporting import codes as report_codes
 from radtrace.reporting.hl7 import SR_UID, STUDY_UID, Observation, OruMessage, build_observation_oru, control_id_for
-from radtrace.reporting.sr import _person as sr_person_name  # the SR builder's PN limit, reused (not a second one)
-from radtrace.reporting.sr import lo_value
+from radtrace.reporting.sr_header import lo_value, person_name
 from radtrace.reporting.text import dicom_text
 
 __all__ = [
@@ -125,7 +124,7 @@ def _observer_name(observer: str) -> str:
     """A console user name as a PN of one component, the family name (the trailing caret says so, PS3.5 6.2.1.2):
     ``^`` and ``=`` in it are not delimiters, and the whole value is at most 64 bytes, as the SR builder writes a
     person's name."""
-    return sr_person_name(observer.replace("^", " ").replace("=", " "), "observer", []) or "unknown^"
+    return person_name(observer.replace("^", " ").replace("=", " "), "observer", []) or "unknown^"
 
 
 def _finding(assessment: FindingAssessment, uids: Sequence[str]) -> hd.sr.ContainerContentItem:

@@ -43,15 +43,8 @@ from radtrace.errors import ReportError
 from radtrace.model.reading import Finding, FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
-from radtrace.reporting.sr import (
-    _STUDY,
-    DRAFT_NOTICE_TEXT,
-    MANUFACTURER,
-    UTF8,
-    _observation_context,
-    lo_value,
-    sr_uids,
-)
+from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, MANUFACTURER, UTF8, observation_context, sr_uids
+from radtrace.reporting.sr_header import STUDY_KEYWORDS, lo_value
 from radtrace.reporting.text import dicom_text
 
 __all__ = [
@@ -197,7 +190,7 @@ def build_companion(
     )
     device_uid = sr_uids(study_uid, revision, reading.identity).device_observer_uid
     root = hd.sr.ContainerContentItem(name=_concept(COMPANION_TITLE), template_id=None)
-    root.ContentSequence = hd.sr.ContentSequence([*_observation_context(reading.identity, device_uid), *items])
+    root.ContentSequence = hd.sr.ContentSequence([*observation_context(reading.identity, device_uid), *items])
     root.ContinuityOfContent = "SEPARATE"
     when = (content_datetime or datetime.now(UTC)).astimezone(UTC)
     try:
@@ -227,7 +220,7 @@ def build_companion(
         raise ReportError(f"companion document could not be built: {exc}") from exc
     # The patient and study as the SR has them (checked values), not only the ones highdicom copies.
     for element in sr:
-        if element.tag.group == 0x0010 or element.keyword in _STUDY:
+        if element.tag.group == 0x0010 or element.keyword in STUDY_KEYWORDS:
             document[element.tag] = element
     # highdicom stamps these with the wall clock; the content time makes a rebuild byte-identical.
     document["InstanceCreationDate"].value = when.strftime("%Y%m%d")

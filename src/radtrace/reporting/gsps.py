@@ -21,7 +21,8 @@ from radtrace.config import ReportingSettings
 from radtrace.errors import ReportError
 from radtrace.model.reading import BoundingBox, FindingStatus, Reading
 from radtrace.reporting import codes
-from radtrace.reporting.sr import MANUFACTURER, UTF8, checked_references, lo_value, model_key, with_checked_header
+from radtrace.reporting.sr import MANUFACTURER, UTF8, model_key
+from radtrace.reporting.sr_header import checked_references, lo_value, with_checked_header
 from radtrace.reporting.text import dicom_text
 
 __all__ = ["GSPS_SERIES_DESCRIPTION", "build_gsps"]
