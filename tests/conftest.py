@@ -7,6 +7,8 @@ Real services, never mocks: ``postgres_url`` is a fresh database on the local Po
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +39,27 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _root_log_level_restored() -> Iterator[None]:
+    """configure_logging (entry points, logging tests) sets the root logger's level: put it back, or later tests'
+    caplog sees other loggers."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+
+
+@pytest.fixture(params=["text", "json"])
+def captured_log(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
+    """What radtrace's own log handler writes from DEBUG up, in each format (text, json)."""
+    from radtrace.logging import configure_logging
+
+    stream = io.StringIO()
+    handler = configure_logging(request.param, "DEBUG", stream=stream)
+    yield stream
+    logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from pynetdicom import AE
 
 from listener_support import listener_settings, running
 from radtrace.errors import DispatchError
-from radtrace.logging import configure_logging
 from radtrace.reporting.dispatch.mllp import END_BLOCK, frame, send_message
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
@@ -38,23 +37,6 @@ RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WA
 RAW_CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202e]")
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
-
-
-@pytest.fixture(autouse=True)
-def _root_level_restored() -> Iterator[None]:
-    """configure_logging sets the root logger's level: put it back, or later tests' caplog sees other loggers."""
-    root = logging.getLogger()
-    level = root.level
-    yield
-    root.setLevel(level)
-
-
-@pytest.fixture(params=["text", "json"])
-def captured(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = configure_logging(request.param, "DEBUG", stream=stream)
-    yield stream
-    logging.getLogger().removeHandler(handler)
 
 
 @pytest.fixture
@@ -111,7 +93,7 @@ def _hostile_instance(invalid_study_uid: bool) -> Dataset:
 
 
 def test_a_hostile_peer_cannot_forge_a_listener_log_line_nor_put_a_patient_value_in_it(
-    tmp_path: Path, sqlite_store: Store, listener_port: int, captured: io.StringIO
+    tmp_path: Path, sqlite_store: Store, listener_port: int, captured_log: io.StringIO
 ) -> None:
     settings = listener_settings(tmp_path, listener_port)
     statuses: list[int] = []
@@ -131,7 +113,7 @@ def test_a_hostile_peer_cannot_forge_a_listener_log_line_nor_put_a_patient_value
             statuses.append(int(status.Status))
         assoc.release()
         time.sleep(0.3)  # the listener's last log lines of the release
-    output = captured.getvalue()
+    output = captured_log.getvalue()
     lines = output.splitlines()
     assert len(lines) >= 3, output
     assert statuses[0] == 0x0000  # stored: the listener took the values as data
@@ -173,7 +155,7 @@ def _nak_once(text: bytes) -> tuple[int, threading.Thread]:
     return port, thread
 
 
-def test_a_nak_text_from_the_ris_cannot_forge_a_worker_log_line(captured: io.StringIO) -> None:
+def test_a_nak_text_from_the_ris_cannot_forge_a_worker_log_line(captured_log: io.StringIO) -> None:
     """The RIS's NAK text travels in the dispatch error: in the worker's warning and in Celery's traceback.
 
     (CR and LF end a segment, so MSA-3 cannot hold them; every other line breaker and ESC can.)
@@ -190,7 +172,7 @@ def test_a_nak_text_from_the_ris_cannot_forge_a_worker_log_line(captured: io.Str
     logging.getLogger("celery.app.trace").error(
         "Task %s[%s] raised unexpected: %r", "radtrace.dispatch", "t-1", raised.value, exc_info=raised.value
     )
-    output = captured.getvalue()
+    output = captured_log.getvalue()
     assert output.count("answered AE") >= 2
     assert not [line for line in output.splitlines() if line.startswith(FORGED[:23])], output
     assert not [line for line in output.splitlines() if RECORD_START.match(line) and "admitted" in line[:80]]

@@ -1,7 +1,7 @@
 """What a peer sends cannot forge, hide or flood a log line, nor carry a patient value into one (text and JSON).
 
 Each case logs as radtrace's code does (a peer's value as an argument, in an exception's message, in an
-``extra``) and checks the captured output: one record is one line (a traceback's own lines aside, none of which
+``extra``) and checks the captured_log output: one record is one line (a traceback's own lines aside, none of which
 can look like a record), no raw control character, no patient value.
 """
 
@@ -11,12 +11,9 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
 
 import pytest
 from pydicom.valuerep import PersonName
-
-from radtrace.logging import configure_logging
 
 pytestmark = pytest.mark.unit
 
@@ -25,23 +22,6 @@ RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
 # Every character that str.splitlines() (and so most log viewers) treats as a line end, plus ANSI and NUL.
 LINE_BREAKERS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 HIDDEN = "\x00\x1b\x7f\u202e\u2066"  # NUL, ESC (ANSI), DEL, right-to-left override, isolate
-
-
-@pytest.fixture(autouse=True)
-def _root_level_restored() -> Iterator[None]:
-    """configure_logging sets the root logger's level: put it back, or later tests' caplog sees other loggers."""
-    root = logging.getLogger()
-    level = root.level
-    yield
-    root.setLevel(level)
-
-
-@pytest.fixture(params=["text", "json"])
-def captured(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = configure_logging(request.param, "DEBUG", stream=stream)
-    yield stream
-    logging.getLogger().removeHandler(handler)
 
 
 def _records(output: str) -> list[str]:
@@ -58,7 +38,7 @@ def _assert_no_hidden_characters(output: str) -> None:
         assert char not in output, f"raw {char!r} in: {output!r}"
 
 
-def test_an_exception_message_from_a_peer_cannot_forge_a_record(captured: io.StringIO) -> None:
+def test_an_exception_message_from_a_peer_cannot_forge_a_record(captured_log: io.StringIO) -> None:
     log = logging.getLogger("radtrace.reporting.dispatch.mllp")
     nak = f"AE|application error\r{FORGED}\n{FORGED}\u2028{FORGED}\x1b[2J"
     try:
@@ -69,7 +49,7 @@ def test_an_exception_message_from_a_peer_cannot_forge_a_record(captured: io.Str
             raise RuntimeError(f"delivery failed: {nak}") from inner
     except RuntimeError:
         log.exception("HL7 message not accepted")
-    output = captured.getvalue()
+    output = captured_log.getvalue()
     _assert_no_hidden_characters(output)
     if output.startswith("{"):
         assert len(output.splitlines()) == 1
@@ -84,30 +64,30 @@ def test_an_exception_message_from_a_peer_cannot_forge_a_record(captured: io.Str
     assert "\\x0d2026-12-04 12:00:00,000 INFO" in output  # shown, escaped, on the line it belongs to
 
 
-def test_every_line_breaker_and_hidden_character_in_an_argument_is_escaped(captured: io.StringIO) -> None:
+def test_every_line_breaker_and_hidden_character_in_an_argument_is_escaped(captured_log: io.StringIO) -> None:
     log = logging.getLogger("radtrace.dicom_listener.handlers")
     for char in LINE_BREAKERS + HIDDEN:
         log.warning("rejected association from %s", f"PACS{char}{FORGED}")
-    output = captured.getvalue()
+    output = captured_log.getvalue()
     assert len(output.splitlines()) == len(LINE_BREAKERS + HIDDEN)
     _assert_no_hidden_characters(output)
     assert "\\u202e" in output
     assert "\\x85" in output
 
 
-def test_a_huge_peer_value_is_cut_to_a_bounded_line(captured: io.StringIO) -> None:
+def test_a_huge_peer_value_is_cut_to_a_bounded_line(captured_log: io.StringIO) -> None:
     log = logging.getLogger("radtrace.dicom_listener.handlers")
     log.warning("undecodable PDU from %s", "A" * 1_000_000)
     try:
         raise ValueError("B" * 1_000_000)
     except ValueError:
         log.exception("could not parse")
-    records = _records(captured.getvalue())
+    records = _records(captured_log.getvalue())
     assert all(len(line) < 20_000 for line in records), [len(line) for line in records]
     assert "more characters" in records[0]
 
 
-def test_patient_values_in_extras_and_mapping_reprs_are_redacted(captured: io.StringIO) -> None:
+def test_patient_values_in_extras_and_mapping_reprs_are_redacted(captured_log: io.StringIO) -> None:
     log = logging.getLogger("radtrace.worker")
     log.info(
         "received %s",
@@ -115,14 +95,14 @@ def test_patient_values_in_extras_and_mapping_reprs_are_redacted(captured: io.St
         extra={"patient_id": "PID-424242", "peer": {"PatientID": "PID-777"}, "ae": "PACS\nX"},
     )
     log.info("name %s", PersonName("Roe^Richard"))  # a pydicom element value passed on its own
-    output = captured.getvalue()
+    output = captured_log.getvalue()
     for value in ("Doe^Jane", "PID-31337", "PID-424242", "PID-777", "Roe^Richard", "Richard"):
         assert value not in output, f"{value!r} leaked into: {output}"
     assert "DX" in output  # what identifies no one is kept
     assert len(output.splitlines()) == 2
 
 
-def test_values_quoted_by_pydicom_and_highdicom_warnings_are_redacted(captured: io.StringIO) -> None:
+def test_values_quoted_by_pydicom_and_highdicom_warnings_are_redacted(captured_log: io.StringIO) -> None:
     """pydicom and highdicom warn (and pydicom also logs) quoting the value they find invalid: a birth date, a name."""
     import warnings
 
@@ -141,7 +121,7 @@ def test_values_quoted_by_pydicom_and_highdicom_warnings_are_redacted(captured: 
             check_person_name(single_component_name)  # as highdicom checks a name while building an SR
         finally:
             logging.captureWarnings(False)
-    output = captured.getvalue()
+    output = captured_log.getvalue()
     assert "VR DA" in output  # the warning was logged, so its value would have shown
     assert "unlikely to represent the intended person name" in output
     for value in ("19561303x", "Mueller"):

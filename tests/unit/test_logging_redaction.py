@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 from pydicom.dataset import Dataset
@@ -32,45 +31,28 @@ def _patient_dataset() -> Dataset:
     return ds
 
 
-@pytest.fixture(autouse=True)
-def _root_level_restored() -> Iterator[None]:
-    """configure_logging sets the root logger's level: put it back, or later tests' caplog sees other loggers."""
-    root = logging.getLogger()
-    level = root.level
-    yield
-    root.setLevel(level)
-
-
-@pytest.fixture(params=["text", "json"])
-def captured(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = configure_logging(request.param, "DEBUG", stream=stream)
-    yield stream
-    logging.getLogger().removeHandler(handler)
-
-
 def _assert_clean(output: str) -> None:
     assert output.strip(), "nothing was logged: the test would prove nothing"
     for value in PHI:
         assert value not in output, f"{value!r} leaked into: {output}"
 
 
-def test_dataset_passed_as_argument_is_scrubbed(captured: io.StringIO) -> None:
+def test_dataset_passed_as_argument_is_scrubbed(captured_log: io.StringIO) -> None:
     logging.getLogger("radtrace.test").info("received instance %s", _patient_dataset())
-    output = captured.getvalue()
+    output = captured_log.getvalue()
     _assert_clean(output)
     assert "1.2.826.0.1.3680043.8.498.2" in output  # the non-identifying content is still there
 
 
-def test_keyword_value_forms_are_scrubbed(captured: io.StringIO) -> None:
+def test_keyword_value_forms_are_scrubbed(captured_log: io.StringIO) -> None:
     log = logging.getLogger("radtrace.test")
     log.warning(f"PatientName={NAME} PatientID={PATIENT_ID} PatientBirthDate={BIRTH_DATE}")  # noqa: G004
     log.warning("payload %s", json.dumps({"patient_name": NAME, "patient_id": PATIENT_ID, "birth_date": BIRTH_DATE}))
     log.warning("Patient's Name: '%s', Patient ID: %s", NAME, PATIENT_ID)
-    _assert_clean(captured.getvalue())
+    _assert_clean(captured_log.getvalue())
 
 
-def test_dcmdump_style_lines_are_scrubbed(captured: io.StringIO) -> None:
+def test_dcmdump_style_lines_are_scrubbed(captured_log: io.StringIO) -> None:
     dump = (
         f"(0010,0010) PN [{NAME}]                       #  18, 1 PatientName\n"
         f"(0010,0020) LO [{PATIENT_ID}]                 #  12, 1 PatientID\n"
@@ -78,29 +60,29 @@ def test_dcmdump_style_lines_are_scrubbed(captured: io.StringIO) -> None:
         "(0008,0060) CS [DX]                            #   2, 1 Modality"
     )
     logging.getLogger("pynetdicom.dsutils").error("dataset:\n%s", dump)
-    output = captured.getvalue()
+    output = captured_log.getvalue()
     _assert_clean(output)
     assert "[DX]" in output
 
 
-def test_hl7_pid_segment_is_scrubbed(captured: io.StringIO) -> None:
+def test_hl7_pid_segment_is_scrubbed(captured_log: io.StringIO) -> None:
     msh = "MSH|^~\\&|RADTRACE|X|RIS|Y|20261123||ORU^R01|1|P|2.5.1"
     pid = f"PID|1||{PATIENT_ID}^^^HOSP||{NAME}||{BIRTH_DATE}|M"
     message = f"{msh}\r{pid}"
     logging.getLogger("radtrace.reporting").info("sending %s", message)
-    output = captured.getvalue()
+    output = captured_log.getvalue()
     _assert_clean(output)
     assert "ORU^R01" in output
 
 
-def test_exception_text_is_scrubbed_for_registered_values(captured: io.StringIO) -> None:
+def test_exception_text_is_scrubbed_for_registered_values(captured_log: io.StringIO) -> None:
     ds = _patient_dataset()
     with redacting(ds.PatientName, ds.PatientID, ds.PatientBirthDate):
         try:
             raise ValueError(f"cannot parse name {NAME} for {PATIENT_ID} born {BIRTH_DATE}")
         except ValueError:
             logging.getLogger("radtrace.test").exception("instance rejected")
-    output = captured.getvalue()
+    output = captured_log.getvalue()
     _assert_clean(output)
     assert "ValueError" in output  # the traceback itself is kept
 
@@ -136,7 +118,7 @@ def test_pynetdicom_identifier_logging_is_turned_off() -> None:
     assert _config.LOG_RESPONSE_IDENTIFIERS is False
 
 
-def test_a_peer_string_with_control_characters_cannot_forge_a_log_line(captured: io.StringIO) -> None:
+def test_a_peer_string_with_control_characters_cannot_forge_a_log_line(captured_log: io.StringIO) -> None:
     import warnings
 
     forged = "PACS\n2026-12-04 12:00:00,000 INFO    radtrace: admitted\x00\x1b[2J"
@@ -147,11 +129,11 @@ def test_a_peer_string_with_control_characters_cannot_forge_a_log_line(captured:
         logging.captureWarnings(True)
         warnings.warn("Invalid value for VR UI: '1.2\r\n3'", UserWarning, stacklevel=1)  # as pydicom words it
         logging.captureWarnings(False)
-    lines = captured.getvalue().splitlines()
+    lines = captured_log.getvalue().splitlines()
     assert len(lines) == 2, lines  # one line per record, whatever the peer sent
     if lines[0].startswith("{"):
         lines = [json.loads(line)["message"] for line in lines]
     assert "PACS\\x0a2026-12-04" in lines[0]
     assert "\\x00\\x1b[2J" in lines[0]
     assert "1.2\\x0d\\x0a3" in lines[1]
-    assert "\x00" not in captured.getvalue()
+    assert "\x00" not in captured_log.getvalue()
