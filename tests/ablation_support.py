@@ -2,8 +2,10 @@
 in process (no network per variant), and its outputs checked.
 
 :class:`AblationHarness` holds one SQLite store, spool and tiny-model pipeline for many variants (each variant has
-UIDs of its own). :meth:`AblationHarness.run` sends a variant's instances through ``read_header`` (the refusal
-rule) and ``record_instance`` (the C-STORE handler's recording: spool, rows, audit event), completes the study
+UIDs of its own). :meth:`AblationHarness.run` sends a variant's instances through the checks the C-STORE handler
+makes at receipt (``read_header`` with its inflation limit, then ``pixel_budget.check_file``: the instance's size,
+the image's size, the codestream against the header, a JPEG no decoder here reads) and ``record_instance`` (the
+handler's recording: spool, rows, audit event), completes the study
 (``complete_due``: routing, queued or skipped) and processes the revision with :class:`StudyPipeline`. The
 outcome is exactly one of: ``draft`` (then the SR is run through dciodvfy and the HL7 parsed back with hl7apy
 and python-hl7), ``skipped``, ``refused`` or ``failed``/``unexpected`` (which the tests forbid).
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import hl7
 from hl7apy.parser import parse_message
@@ -31,8 +33,10 @@ from radtrace.audit.events import Actor
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings, load_settings
 from radtrace.dicom_listener.completion import complete_due
+from radtrace.dicom_listener.filtering import FilterRule
 from radtrace.dicom_listener.headers import read_header
 from radtrace.dicom_listener.ingest import record_instance
+from radtrace.dicom_listener.pixel_budget import check_file, instance_byte_limit
 from radtrace.dicom_listener.spool import Spool
 from radtrace.errors import DicomInputError
 from radtrace.model.reader import StudyReader
@@ -81,8 +85,13 @@ class Tally:
 class AblationHarness:
     """One store, spool and pipeline (tiny model, no destinations: drafts are kept under the data directory)."""
 
-    def __init__(self, root: Path, tiny_model_dir: Path) -> None:
+    def __init__(self, root: Path, tiny_model_dir: Path, *, listener: dict[str, Any] | None = None) -> None:
+        """``listener``: settings of the ``listener`` section to use instead of the defaults (``max_image_pixels``,
+        ``routing``)."""
+        overrides: dict[str, Any] = {"listener": listener} if listener is not None else {}
         self.settings: Settings = load_settings(
+            None,
+            **overrides,
             data_dir=root / "data",
             model={
                 "path": tiny_model_dir,
@@ -101,7 +110,12 @@ class AblationHarness:
         self.spool.prepare()
         self.recorder = AuditRecorder(self.store)
         self.actor = Actor(ae_title="PACS", host="127.0.0.1")
-        self.reader = StudyReader(self.settings.model, data_dir=self.settings.data_dir)
+        self.reader = StudyReader(
+            self.settings.model,
+            data_dir=self.settings.data_dir,
+            max_source_pixels=self.settings.listener.max_image_pixels,
+            chest_body_parts=self.settings.listener.routing.chest_body_parts,
+        )
         self.pipeline = StudyPipeline(self.settings, self.store, self.reader, worker="ablation")
         found = shutil.which("dciodvfy")
         assert found is not None, "dciodvfy not found on PATH: install dicom3tools"
@@ -138,7 +152,8 @@ class AblationHarness:
             else:
                 sent[received] = name
         queued: dict[tuple[str, int], str] = {}
-        for completed in complete_due(self.store, self.recorder, 0.0, now=utc_now() + timedelta(seconds=1)):
+        rule = FilterRule.from_settings(self.settings.listener.routing)  # the listener's rule, as it builds it
+        for completed in complete_due(self.store, self.recorder, 0.0, now=utc_now() + timedelta(seconds=1), rule=rule):
             name = sent.pop(completed.study_uid, None)
             if name is None:
                 continue
@@ -159,20 +174,25 @@ class AblationHarness:
         return outcomes
 
     def _send(self, datasets: list[Dataset]) -> str | Outcome:
-        """The listener's path for each instance: its study UID once all are recorded, or the refusal."""
+        """The listener's path for each instance: its study UID once all are recorded, or the refusal.
+
+        The checks are the C-STORE handler's (``ListenerHandlers``: ``read_header`` then ``check_file``); the SOP
+        Class / Instance against the request and the presentation context match here by construction.
+        """
+        max_pixels = self.settings.listener.max_image_pixels
         study_uid = ""
         for ds in datasets:
             buffer = io.BytesIO()
             ds.save_as(buffer, enforce_file_format=True)
             staged = self.spool.stage_bytes(buffer.getvalue())
             try:
-                header = read_header(staged.path)
+                header = read_header(staged.path, max_inflated_bytes=instance_byte_limit(max_pixels))
+                check_file(staged.path, max_pixels)  # before anything decodes it
             except DicomInputError as exc:
                 self.spool.discard(staged)
                 comment = exc.reason[:64]  # the C-STORE status comment (LO), as the handler sends it
-                if not _NAMES_ELEMENT.match(comment):
-                    return Outcome("unexpected", f"refusal comment names no element: {comment!r}")
-                return Outcome("refused", comment)
+                unnamed = [] if _NAMES_ELEMENT.match(comment) else [f"refusal comment names no element: {comment!r}"]
+                return Outcome("refused", comment, problems=unnamed)
             record_instance(self.store, self.recorder, self.spool, staged, header, self.actor)
             study_uid = header.study_uid
         return study_uid
