@@ -107,6 +107,15 @@ def tiny_vlm(tiny_model_dir: Path) -> Iterator[LoadedVLM]:
         yield load_vlm(tiny_model_dir, device="cpu")
 
 
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    """A migrated embedded (SQLite) work + audit database under ``tmp_path``."""
+    store = Store.from_url(f"sqlite:///{tmp_path / 'radtrace.db'}")
+    upgrade(store)
+    yield store
+    store.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database URL, once for SQLite (the embedded default) and once for the real PostgreSQL."""

@@ -18,21 +18,12 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import AtnaSettings
 from radtrace.store.engine import Store
-from radtrace.store.migrate import upgrade
 from radtrace.testing.atna import Pki, Rsyslog, free_port, make_pki
 
 pytestmark = pytest.mark.integration
 
 STUDY = "1.2.826.0.1.3680043.8.498.77"
 PEER = Actor(ae_title="MODALITY1", host="127.0.0.1", process="radtrace@test:1")
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    store = Store.from_url(f"sqlite:///{tmp_path / 'radtrace.db'}")
-    upgrade(store)
-    yield store
-    store.dispose()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from listener_support import listener_settings, running
 from radtrace.errors import DispatchError
 from radtrace.reporting.dispatch.mllp import END_BLOCK, frame, send_message
 from radtrace.store.engine import Store
-from radtrace.store.migrate import upgrade
 from radtrace.testing.studies import ImageSpec, StudySpec, make_image
 
 pytestmark = pytest.mark.integration
@@ -37,14 +35,6 @@ RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WA
 RAW_CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202e]")
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    store = Store.from_url(f"sqlite:///{tmp_path / 'radtrace.db'}")
-    upgrade(store)
-    yield store
-    store.dispose()
 
 
 def _item(kind: int, body: bytes) -> bytes:

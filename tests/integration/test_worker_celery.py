@@ -29,13 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DONE = {RevisionState.DISPATCHED, RevisionState.FAILED, RevisionState.SKIPPED}
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Store:
-    store = Store.from_url(f"sqlite:///{tmp_path / 'radtrace.db'}")
-    upgrade(store)
-    return store
-
-
 def _assert_delivered(settings: Settings, store: Store, study_uid: str, log_file: Path) -> None:
     rev = wait_for_state(store, study_uid, DONE, timeout=90, log_file=log_file)
     assert rev.state is RevisionState.DISPATCHED, rev.reason
