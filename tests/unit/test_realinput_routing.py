@@ -86,3 +86,23 @@ def test_a_word_the_site_did_not_configure_is_still_skipped_by_both() -> None:
 def test_iberian_chest_words_are_routed_by_default_as_views_read_them(body_part: str) -> None:
     assert decide([InstanceFacts(CR, "CR", body_part)], None).queue
     assert names_chest(body_part)
+
+
+def test_the_service_reader_takes_the_listeners_chest_words_and_image_limit(tmp_path: Path) -> None:
+    """The GPU worker and ``radtrace model read`` build their reader from the whole settings: before, neither passed
+    the routing's chest words (a site word was routed, then skipped) and the CLI not the image size limit."""
+    from radtrace.config import load_settings
+
+    words = [*RoutingSettings().chest_body_parts, "BRUSTKORB"]
+    settings = load_settings(
+        data_dir=tmp_path,
+        model={"backend": "demo", "demo": True},
+        listener={"max_image_pixels": 1_000_000, "routing": {"chest_body_parts": words}},
+    )
+    reader = StudyReader.for_service(settings)
+    try:
+        assert reader.max_source_pixels == 1_000_000
+        assert "BRUSTKORB" in reader.chest_body_parts
+        assert isinstance(reader.read([_fuji_labelled("BRUSTKORB")]), Reading)
+    finally:
+        reader.close()

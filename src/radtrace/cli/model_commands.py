@@ -93,7 +93,7 @@ def model_read(
     try:
         images = load_study_images(path)
         with err.status("reading the study …"):
-            outcome = StudyReader(settings.model, data_dir=settings.data_dir).read(images)
+            outcome = StudyReader.for_service(settings).read(images)
     except RadtraceError as exc:
         fail(exc.reason, EXIT_FAILED)
     if isinstance(outcome, Skipped):

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from radtrace.config import ModelSettings
+from radtrace.config import ModelSettings, Settings
 from radtrace.errors import ModelLoadError, RadtraceError
 from radtrace.model.backends.base import Backend
 from radtrace.model.image import MAX_SOURCE_PIXELS
@@ -133,6 +133,18 @@ class StudyReader:
         self.max_source_pixels = max_source_pixels  # listener.max_image_pixels: no larger image is decoded
         # listener.routing.chest_body_parts: a body part routing sent to the model is one the views accept
         self.chest_body_parts = tuple(chest_body_parts)
+
+    @classmethod
+    def for_service(cls, settings: Settings, *, backend: Backend | None = None) -> StudyReader:
+        """The reader of a GPU worker and of ``radtrace model read``: the model settings, and the listener's image
+        size limit and chest words, so that an image the listener accepts and routes is one that is read."""
+        return cls(
+            settings.model,
+            backend=backend,
+            data_dir=settings.data_dir,
+            max_source_pixels=settings.listener.max_image_pixels,
+            chest_body_parts=settings.listener.routing.chest_body_parts,
+        )
 
     @property
     def backend(self) -> Backend:

@@ -52,11 +52,7 @@ class WorkerRuntime:
                     pool_size=self.settings.store.pool_size,
                     connect_timeout_s=self.settings.store.connect_timeout_s,
                 )
-                reader = StudyReader(
-                    self.settings.model,
-                    data_dir=self.settings.data_dir,
-                    max_source_pixels=self.settings.listener.max_image_pixels,
-                )
+                reader = StudyReader.for_service(self.settings)
                 self._pipeline = StudyPipeline(
                     self.settings, store, reader, observer=self.metrics, drafter=drafter_for(self.settings),
                     stopping=self.stopping.is_set,
