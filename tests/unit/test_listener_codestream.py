@@ -69,7 +69,7 @@ def test_the_budget_refuses_large_headers_and_codestreams_that_disagree() -> Non
     small += struct.pack(">HHLLLLLLLLH", 41, 0, 80, 96, 0, 0, 80, 96, 0, 0, 1) + b"\x07\x01\x01"
     common = {"samples": 1, "frames": 1, "transfer_syntax": str(JPEG2000Lossless), "max_pixels": 10_000}
     judge(rows=96, columns=80, pixel_head=small, **common)  # type: ignore[arg-type]
-    with pytest.raises(PixelMismatchError, match="codestream declares 96 x 80, the header 80 x 96"):
+    with pytest.raises(PixelMismatchError, match=r"\(7FE0,0010\) Pixel Data: codestream 96x80, header 80x96"):
         judge(rows=80, columns=96, pixel_head=small, **common)  # type: ignore[arg-type]
     with pytest.raises(ImageTooLargeError, match=r"listener\.max_image_pixels \(10000\)"):
         judge(rows=100, columns=101, pixel_head=small, **common)  # type: ignore[arg-type]
@@ -82,15 +82,15 @@ def test_the_budget_refuses_large_headers_and_codestreams_that_disagree() -> Non
 def test_a_65535_square_j2k_bomb_is_refused_from_its_first_bytes(tmp_path: Path) -> None:
     bomb = j2k_bomb(tmp_path / "a")
     assert bomb.stat().st_size < 64 * 1024
-    with pytest.raises(ImageTooLargeError, match="65535 x 65535"):
+    with pytest.raises(ImageTooLargeError, match="65535x65535"):
         check_file(bomb, 50_000_000)
     liar = j2k_bomb(tmp_path / "b", header_matches=False)  # the header says 64 x 64
-    with pytest.raises(ImageTooLargeError, match="codestream of 65535 x 65535"):
+    with pytest.raises(ImageTooLargeError, match="codestream 65535x65535"):
         check_file(liar, 50_000_000)
     with pytest.raises(ImageTooLargeError):
         check_dataset(dcmread(liar), 50_000_000)  # the worker's check, in memory
     mismatch = j2k_bomb(tmp_path / "c", size=128, header_matches=False)
-    with pytest.raises(PixelMismatchError, match="128 x 128"):
+    with pytest.raises(PixelMismatchError, match="codestream 128x128"):
         check_file(mismatch, 50_000_000)
 
 
@@ -108,5 +108,5 @@ def test_the_worker_refuses_a_bomb_before_decoding_it(tmp_path: Path) -> None:
     from radtrace.model.image import prepare_picture
 
     bomb = dcmread(j2k_bomb(tmp_path, header_matches=False))
-    with pytest.raises(ImageTooLargeError, match="codestream of 65535 x 65535"):
+    with pytest.raises(ImageTooLargeError, match="codestream 65535x65535"):
         prepare_picture(bomb, min_pixels=128 * 128, max_pixels=476 * 476)

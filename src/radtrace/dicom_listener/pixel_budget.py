@@ -108,21 +108,25 @@ def judge(
         declared = rows * columns * samples * frames
         if declared > max_pixels:
             raise ImageTooLargeError(
-                f"image of {rows} x {columns} x {samples} x {frames} exceeds listener.max_image_pixels ({max_pixels})"
+                f"(0028,0010) Rows: {rows}x{columns}x{samples}x{frames} pixels exceeds listener.max_image_pixels "
+                f"({max_pixels})"
             )
     if transfer_syntax not in CODESTREAM_SYNTAXES or pixel_head is None:
         return
     try:
         size = codestream_size(first_fragment(pixel_head, limit=_HEAD))
     except SizeError as exc:
-        raise PixelMismatchError(f"compressed pixel data: {exc}") from exc
+        raise PixelMismatchError(f"(7FE0,0010) Pixel Data: compressed pixel data: {exc}") from exc
     if size.samples * frames > max_pixels:
         raise ImageTooLargeError(
-            f"codestream of {size.rows} x {size.columns} x {size.components} x {frames} "
+            f"(7FE0,0010) Pixel Data: codestream {size.rows}x{size.columns}x{size.components}x{frames} "
             f"exceeds listener.max_image_pixels ({max_pixels})"
         )
     if (rows, columns) != (size.rows, size.columns):
-        raise PixelMismatchError(f"codestream declares {size.rows} x {size.columns}, the header {rows} x {columns}")
+        # the status comment is one LO (64 characters): element and both sizes first
+        raise PixelMismatchError(
+            f"(7FE0,0010) Pixel Data: codestream {size.rows}x{size.columns}, header {rows}x{columns}"
+        )
     if transfer_syntax in _DCT_SYNTAXES and (size.precision or 8) > 8 and not decodes_12_bit():
         raise UndecodableError(
             f"(7FE0,0010) Pixel Data: {size.precision}-bit JPEG Extended, which no decoder installed here reads; "
