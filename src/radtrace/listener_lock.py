@@ -62,7 +62,7 @@ def _take(path: Path, what: str, settings: Settings) -> IO[str]:
         raise ListenerLockError(
             f"another radtrace listener (pid {held.get('pid', '?')}, port {held.get('port', '?')}, data directory "
             f"{held.get('data_dir', '?')}) already {what}; stop it first, or give this one another "
-            "listener.port and data_dir"
+            "listener.port and data_dir (RADTRACE_LISTENER__PORT, RADTRACE_DATA_DIR)"
         ) from exc
     handle.seek(0)
     handle.truncate()

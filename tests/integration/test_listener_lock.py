@@ -48,6 +48,7 @@ def test_a_second_listener_on_the_same_port_or_data_directory_is_refused(tmp_pat
         same_port = radtrace("listen", env=_env(tmp_path / "b", port), timeout=60)
         assert same_port.returncode == 2, same_port.stderr
         assert f"already listens on port {port}" in same_port.stderr
+        assert "RADTRACE_LISTENER__PORT" in same_port.stderr  # the setting to change is named
         assert f"pid {first.pid}" in same_port.stderr
 
         same_dir = radtrace("listen", env=_env(tmp_path / "a", free_port()), timeout=60)
