@@ -220,3 +220,16 @@ def test_a_gpu_worker_without_weights_names_the_setting_to_give_them(tmp_path: P
     assert f"model directory {tmp_path / 'NV-Reason-CXR3B'} does not exist" in result.stderr
     assert "RADTRACE_MODEL__PATH" in result.stderr
     _no_traceback(result.stderr)
+
+
+def test_user_create_with_no_one_to_type_the_password_says_how_to_give_one(tmp_path: Path) -> None:
+    """Before: with no terminal (a script, ssh without -t), 'Aborted.' and exit 1, with no hint."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "radtrace", "user", "create", "dr.night", "--role", "radiologist"],
+        env=environment | {"RADTRACE_DATA_DIR": str(tmp_path / "var")},
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "--generate-password" in result.stderr
+    assert "Aborted" not in result.stderr

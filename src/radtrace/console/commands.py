@@ -40,7 +40,11 @@ def user_create(
     elif generate:
         password = generate_password()
     else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        try:
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        except typer.Abort:  # input ended (no terminal: a script, ssh without -t) or Ctrl-C
+            fail("no password was given: type it twice at a terminal, or use --generate-password (printed once) "
+                 "or --no-password", EXIT_USAGE)  # fmt: skip
     with open_store(settings_of(ctx)) as store:
         try:
             create_user(store, name, role, password, local_operator())
