@@ -50,6 +50,7 @@ from radtrace.config_sections import (
     RoutingSettings,
     StoreSettings,
     TlsSettings,
+    ae_title_problem,
 )
 from radtrace.errors import ConfigError
 
@@ -75,6 +76,7 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "TlsSettings",
+    "ae_title_problem",
     "load_settings",
 ]
 

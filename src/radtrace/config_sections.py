@@ -31,13 +31,24 @@ __all__ = [
     "RoutingSettings",
     "StoreSettings",
     "TlsSettings",
+    "ae_title_problem",
 ]
 
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE: 16 chars of the default repertoire, no '\'
+
+def ae_title_problem(title: str) -> str | None:
+    """What makes ``title`` an invalid AE title (PS3.5 6.2: 1 to 16 characters of the default repertoire, no
+    backslash or control characters, not only spaces), or None."""
+    if not title.strip():
+        return "an AE title may not be empty"
+    if len(title) > 16:
+        return f"an AE title has at most 16 characters (this one has {len(title)})"
+    if "\\" in title or any(ord(char) < 32 or ord(char) > 126 for char in title):
+        return "an AE title is printable ASCII without backslashes"
+    return None
 
 
 def _check_ae_title(value: str) -> str:
-    if not _AE_TITLE.match(value) or not value.strip():
+    if ae_title_problem(value) is not None:
         raise ValueError("must be 1-16 printable ASCII characters, not only spaces, without '\\'")
     return value.strip()
 

@@ -17,7 +17,15 @@ from typing import Literal
 
 from radtrace.config import Settings
 
-__all__ = ["Check", "api_bind_problem", "check_model_weights", "check_ports", "failed_checks", "run_preflight"]
+__all__ = [
+    "Check",
+    "api_bind_problem",
+    "bind_api_socket",
+    "check_model_weights",
+    "check_ports",
+    "failed_checks",
+    "run_preflight",
+]
 
 
 @dataclass(frozen=True)
@@ -146,14 +154,25 @@ def _embedded_broker(settings: Settings) -> Check | None:
     return Check("embedded broker", "failed", f"{settings.broker_url}: {problem}")
 
 
-def _api_port_free(settings: Settings) -> Check:
-    """The QA API's address can be bound (the same options uvicorn binds with)."""
+def bind_api_socket(settings: Settings) -> socket.socket:
+    """A TCP socket bound to ``api.host``:``api.port`` with the options uvicorn binds with (not yet listening);
+    ``OSError`` when the address cannot be bound (see :func:`api_bind_problem`)."""
     host, port = settings.api.host, settings.api.port
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    bound = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        bound.bind((host, port))
+    except OSError:
+        bound.close()
+        raise
+    return bound
+
+
+def _api_port_free(settings: Settings) -> Check:
+    """The QA API's address can be bound, as ``radtrace api`` will bind it."""
+    host, port = settings.api.host, settings.api.port
+    try:
+        bind_api_socket(settings).close()
     except OSError as exc:
         return Check("QA API port", "failed", api_bind_problem(host, port, exc), config_error=True)
     return Check("QA API port", "ok", f"{host}:{port}")

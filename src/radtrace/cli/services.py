@@ -21,8 +21,9 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, err, fail, open_store, out, settings_of
+from radtrace.config import ae_title_problem
 from radtrace.errors import ConfigError, ModelLoadError, RadtraceError
-from radtrace.preflight import api_bind_problem, check_ports, failed_checks, run_preflight
+from radtrace.preflight import api_bind_problem, bind_api_socket, check_ports, failed_checks, run_preflight
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ def send(
     called_ae = called_ae or settings.listener.ae_title
     calling_ae = calling_ae or settings.dispatch.calling_ae_title
     for option, title in (("--called-ae", called_ae), ("--calling-ae", calling_ae)):
-        problem = _ae_title_problem(title)
+        problem = ae_title_problem(title)
         if problem:
             fail(f"{option} {title!r}: {problem}", EXIT_USAGE)
     port = port or settings.listener.port
@@ -238,18 +239,6 @@ def send(
         err.print(f"{escape(str(failed.path))}: {failed.note or 'failed'}", highlight=False)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_FAILED)
-
-
-def _ae_title_problem(title: str) -> str | None:
-    """What makes ``title`` an invalid AE title (PS3.5 6.2: at most 16 characters, no backslash or control
-    characters, not only spaces), or None."""
-    if not title.strip():
-        return "an AE title may not be empty"
-    if len(title) > 16:
-        return f"an AE title has at most 16 characters (this one has {len(title)})"
-    if "\\" in title or any(ord(char) < 32 or ord(char) > 126 for char in title):
-        return "an AE title is printable ASCII without backslashes"
-    return None
 
 
 def _association_hint(reason: str, calling_ae: str) -> str:
@@ -285,12 +274,9 @@ def api(ctx: typer.Context) -> None:
     host, port = settings.api.host, settings.api.port
     # Bound here, not by uvicorn: its bind error is a log line and exit 3, which serve took for a crash and
     # restarted for ever; a port another program holds is a configuration error (exit 2, naming api.port).
-    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.bind((host, port))
+        listening = bind_api_socket(settings)
     except OSError as exc:
-        listening.close()
         fail(api_bind_problem(host, port, exc), EXIT_USAGE)
     with listening, open_store(settings) as store:
         bootstrap = settings.api.bootstrap_admin_token
