@@ -22,7 +22,7 @@ conformance statement's input section is checked against it (``tests/unit/test_a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -43,6 +43,7 @@ __all__ = [
     "by_keyword",
     "deviations",
     "format_tag",
+    "names_body_part",
     "normalised",
     "problem_of",
     "value_length",
@@ -495,3 +496,13 @@ def conformance_table() -> str:
 
 if __name__ == "__main__":  # python -m radtrace.dicom_listener.attributes: the table for docs/conformance.md
     print(conformance_table())
+
+
+_BODY_PART_WORD_BREAK: Final = re.compile(r"[\s_]+")
+
+
+def names_body_part(body_part: str, parts: Collection[str]) -> bool:
+    """Whether a Body Part Examined value (stripped, upper-cased) is one of ``parts`` (upper-cased) or has one of
+    them as a word, split at spaces and underscores (``CHEST PA``, ``CHEST_PA``): the routing's rule and the
+    worker's choice of views match body parts alike."""
+    return body_part in parts or not set(_BODY_PART_WORD_BREAK.split(body_part)).isdisjoint(parts)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from radtrace.config import RoutingSettings
-from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES
+from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, names_body_part
 from radtrace.dicom_listener.contexts import RADIOGRAPH_SOP_CLASSES
 from radtrace.store.models import Priority
 
@@ -115,7 +115,7 @@ def decide(
             return Decision(False, f"secondary capture, not a radiograph (modality {', '.join(modalities)})")
         return Decision(False, f"no CR/DX radiograph (modality {', '.join(modalities)})")
     parts = {(i.body_part or "").strip().upper() for i in radiographs} - {""}
-    if any(_names_chest(part, rule.chest_body_parts) for part in parts):
+    if any(names_body_part(part, rule.chest_body_parts) for part in parts):
         return Decision(True, priority=priority_of(instances, study_description, rule))
     if parts:
         return Decision(False, f"not a chest radiograph (body part {', '.join(sorted(parts))})")
@@ -126,11 +126,6 @@ def decide(
     if other is None:  # anatomy stated nowhere (e.g. NIH ChestX-ray14 films): the model refuses a non-chest film
         return Decision(True, priority=priority_of(instances, study_description, rule))
     return Decision(False, f"not a chest radiograph (no body part, description names {other.group(0).upper()})")
-
-
-def _names_chest(body_part: str, chest_body_parts: frozenset[str]) -> bool:
-    """Whether a Body Part Examined value is, or has as one of its words (``CHEST PA``, ``CHEST_PA``), a chest part."""
-    return body_part in chest_body_parts or not chest_body_parts.isdisjoint(re.split(r"[\s_]+", body_part))
 
 
 def priority_of(instances: Sequence[InstanceFacts], study_description: str | None, rule: FilterRule) -> Priority:

@@ -25,6 +25,8 @@ from typing import Final, Literal
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from radtrace.dicom_listener.attributes import names_body_part
+
 __all__ = [
     "MIN_READABLE_SIDE",
     "NO_FRONTAL",
@@ -78,7 +80,6 @@ _TEXT_PATTERNS: Final[tuple[tuple[re.Pattern[str], Projection], ...]] = (
 _TEXT_KEYWORDS: Final = ("SeriesDescription", "ProtocolName", "AcquisitionDeviceProcessingDescription", "ImageComments")
 _PORTABLE: Final = re.compile(r"\bPORTABLE\b|\bSUPINE\b|\bBEDSIDE\b|\bMOBILE\b")
 _CHEST_WORDS: Final = frozenset({"CHEST", "THORAX", "LUNG", "LUNGS", "RIBS", "TORSO", "TORAX", "PECHO"})
-_WORD_BREAK: Final = re.compile(r"[\s_]+")
 
 
 @dataclass(frozen=True)
@@ -143,12 +144,8 @@ def read_view(ds: Dataset, chest_body_parts: Collection[str] = ()) -> ViewReadin
 def names_chest(body_part: str, chest_body_parts: Collection[str] = ()) -> bool:
     """Whether a Body Part Examined value names the chest: it is one of ``chest_body_parts`` (the routing's), or
     one of its words (split at spaces and underscores) is one of those or a built-in chest word."""
-    value = body_part.strip().upper()
     site = {part.strip().upper() for part in chest_body_parts}
-    if value in site:
-        return True
-    words = set(_WORD_BREAK.split(value))
-    return not words.isdisjoint(_CHEST_WORDS) or not words.isdisjoint(site)
+    return names_body_part(body_part.strip().upper(), _CHEST_WORDS | site)
 
 
 def choose_views(
