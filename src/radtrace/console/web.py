@@ -178,14 +178,14 @@ def worklist(
     sync_worklist(state)
     size = state.settings.console.page_size
     failed: tuple[FailedRow, ...] = ()
-    if show is WorklistFilter.FAILED:
-        failed, total = failed_page(state.store, state.settings.spool_dir, page, size)
-        listed = WorklistPage((), total, page, size)
+    if show is WorklistFilter.FAILED:  # the page counts the failed revisions it lists: not counted twice
+        failed, failed_total = failed_page(state.store, state.settings.spool_dir, page, size)
+        listed = WorklistPage((), failed_total, page, size)
     else:
         listed = worklist_page(state.store, show, user.account.name, page, size)
+        failed_total = failed_count(state.store)
     return render_page(request, state, "worklist.html", user=user, page=listed, show=show.value, failed=failed,
-                       failed_total=failed_count(state.store), filters=[f.value for f in WorklistFilter],
-                       now=now())  # fmt: skip
+                       failed_total=failed_total, filters=[f.value for f in WorklistFilter], now=now())  # fmt: skip
 
 
 @router.get("/next")
