@@ -13,13 +13,16 @@ and python-hl7), ``skipped``, ``refused`` or ``failed``/``unexpected`` (which th
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -215,6 +218,21 @@ class AblationHarness:
     def _dciodvfy(self, path: Path) -> list[str]:
         result = subprocess.run([self.dciodvfy, str(path)], capture_output=True, text=True, timeout=60, check=False)
         return [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+@contextlib.contextmanager
+def running_harness(tiny_model_dir: Path, prefix: str, **options: Any) -> Iterator[AblationHarness]:
+    """A harness under a fresh folder in memory (/dev/shm, where it is writable; else the system's temporary
+    folder): each variant commits and fsyncs several times, and a disk's fsync would be most of a suite's time.
+    Closed and removed afterwards. ``options`` go to :class:`AblationHarness` (``listener=...``)."""
+    shm = Path("/dev/shm")
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
+    made = AblationHarness(root, tiny_model_dir, **options)
+    try:
+        yield made
+    finally:
+        made.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _fields_by_python_hl7(message: hl7.Message) -> dict[tuple[int, int], list[str]]:

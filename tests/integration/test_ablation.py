@@ -13,15 +13,13 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
 
-from ablation_support import AblationHarness, Tally
+from ablation_support import AblationHarness, Tally, running_harness
 from radtrace.dicom_listener.attributes import ATTRIBUTES, by_keyword
 from radtrace.testing.ablation import (
     CHANGE_KINDS,
@@ -42,20 +40,10 @@ SEED = int(os.environ.get("RADTRACE_ABLATION_SEED", "20261204"))
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[AblationHarness]:
-    """One harness for the module, in memory (/dev/shm) where there is one: each variant commits and fsyncs
-    several times, and a disk's fsync would be most of the suite's time."""
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        root = Path(tempfile.mkdtemp(prefix="radtrace-ablation-", dir=shm))
-    else:
-        root = tmp_path_factory.mktemp("ablation")
-    made = AblationHarness(root, tiny_model_dir)
-    try:
+def harness(tiny_model_dir: Path) -> Iterator[AblationHarness]:
+    """One harness for the module, in memory where there is room (see running_harness)."""
+    with running_harness(tiny_model_dir, "radtrace-ablation-") as made:
         yield made
-    finally:
-        made.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 CHUNK = 8  # variants read as one batch by the worker

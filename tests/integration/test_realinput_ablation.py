@@ -16,7 +16,6 @@ import copy
 import io
 import os
 import random
-import shutil
 import subprocess
 import tempfile
 import warnings
@@ -29,7 +28,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
 
-from ablation_support import AblationHarness
+from ablation_support import AblationHarness, running_harness
 from radtrace.testing.ablation import load_film
 
 pytestmark = pytest.mark.integration
@@ -204,14 +203,8 @@ def _changed_study(film: str, name: str) -> list[Dataset]:
 
 @pytest.fixture(scope="module")
 def harness(tiny_model_dir: Path) -> Iterator[AblationHarness]:
-    shm = Path("/dev/shm")
-    root = Path(tempfile.mkdtemp(prefix="radtrace-realinput-", dir=shm if shm.is_dir() else None))
-    made = AblationHarness(root, tiny_model_dir)
-    try:
+    with running_harness(tiny_model_dir, "radtrace-realinput-") as made:
         yield made
-    finally:
-        made.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_real_film_variants_end_as_a_radiologist_expects(harness: AblationHarness) -> None:

@@ -10,8 +10,6 @@ open 2). Its reader also ignored ``listener.routing.chest_body_parts`` (open 1).
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
-from ablation_support import AblationHarness
+from ablation_support import AblationHarness, running_harness
 from radtrace.dicom_listener.pixel_budget import instance_byte_limit
 from radtrace.testing.ablation import load_film
 
@@ -34,18 +32,12 @@ SITE_WORD = "BRUSTKORB"
 
 @pytest.fixture(scope="module")
 def harness(tiny_model_dir: Path) -> Iterator[AblationHarness]:
-    shm = Path("/dev/shm")
-    root = Path(tempfile.mkdtemp(prefix="radtrace-routing-", dir=shm if shm.is_dir() else None))
     listener = {
         "max_image_pixels": MAX_IMAGE_PIXELS,
         "routing": {"chest_body_parts": ["CHEST", "THORAX", "LUNG", "RIBS", "TORAX", "PECHO", SITE_WORD]},
     }
-    made = AblationHarness(root, tiny_model_dir, listener=listener)
-    try:
+    with running_harness(tiny_model_dir, "radtrace-routing-", listener=listener) as made:
         yield made
-    finally:
-        made.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _film(name: str) -> Dataset:
