@@ -16,7 +16,7 @@ import pytest
 from radtrace.audit import recorder
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
-from radtrace.store.engine import Store
+from radtrace.store.engine import Store, is_postgresql
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 UID = "1.2.826.0.1.3680043.8.498."
@@ -155,3 +155,16 @@ def seed_audit_log(store: Store) -> list[Seeded]:
             clock.now = at
             seeded.append(Seeded(audit.record(event).seq, at, event))
     return seeded
+
+
+def as_superuser(store: Store, *statements: str) -> None:
+    """What an attacker with database superuser rights does: switch the audit table's guards off and edit."""
+    with store.engine.connect() as connection:
+        if is_postgresql(store.engine):
+            connection.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER ALL")
+        else:
+            connection.exec_driver_sql("DROP TRIGGER audit_events_no_update")
+            connection.exec_driver_sql("DROP TRIGGER audit_events_no_delete")
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+        connection.commit()

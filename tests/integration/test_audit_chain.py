@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from audit_support import as_superuser
 from radtrace.audit.chain import GENESIS_HASH, read_checkpoint, row_hash, verify_chain, write_checkpoint
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.errors import PermanentError
-from radtrace.store.engine import Store, is_postgresql
+from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 
 pytestmark = pytest.mark.integration
@@ -33,19 +34,6 @@ def _event(index: int, writer: str = "test") -> AuditEvent:
         labels=("Pleural Effusion", "Cardiomegaly"),
         payload={"prompt": "Find abnormalities and support devices.", "raw": "<think>ü 肺</think>", "n": index},
     )
-
-
-def _superuser_sql(store: Store, *statements: str) -> None:
-    """What an attacker with database superuser rights does: switch the guards off and edit."""
-    with store.engine.connect() as connection:
-        if is_postgresql(store.engine):
-            connection.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER ALL")
-        else:
-            connection.exec_driver_sql("DROP TRIGGER audit_events_no_update")
-            connection.exec_driver_sql("DROP TRIGGER audit_events_no_delete")
-        for statement in statements:
-            connection.exec_driver_sql(statement)
-        connection.commit()
 
 
 def test_events_chain_from_genesis_and_round_trip(store: Store) -> None:
@@ -123,7 +111,7 @@ def test_truncate_and_replication_role_tricks_are_refused_on_postgresql(postgres
 
 def test_superuser_edit_is_named_by_verify(store: Store) -> None:
     AuditRecorder(store).record_many([_event(n) for n in range(10)])
-    _superuser_sql(store, "UPDATE audit_events SET outcome = 'major_failure' WHERE seq = 5")
+    as_superuser(store, "UPDATE audit_events SET outcome = 'major_failure' WHERE seq = 5")
     result = verify_chain(store)
     assert not result.ok
     assert result.first_break is not None
@@ -133,7 +121,7 @@ def test_superuser_edit_is_named_by_verify(store: Store) -> None:
 
 def test_an_edited_row_whose_own_hash_was_recomputed_is_the_one_named(store: Store) -> None:
     AuditRecorder(store).record_many([_event(n) for n in range(10)])
-    _superuser_sql(store, "UPDATE audit_events SET outcome = 'major_failure' WHERE seq = 5")
+    as_superuser(store, "UPDATE audit_events SET outcome = 'major_failure' WHERE seq = 5")
     with store.engine.connect() as connection:
         table = AuditEventRow.__table__
         row = connection.execute(sa.select(table).where(table.c.seq == 5)).mappings().one()
@@ -147,7 +135,7 @@ def test_an_edited_row_whose_own_hash_was_recomputed_is_the_one_named(store: Sto
 
 def test_superuser_delete_is_named_by_verify(store: Store) -> None:
     AuditRecorder(store).record_many([_event(n) for n in range(10)])
-    _superuser_sql(store, "DELETE FROM audit_events WHERE seq = 7")
+    as_superuser(store, "DELETE FROM audit_events WHERE seq = 7")
     result = verify_chain(store)
     assert result.first_break is not None
     assert result.first_break.seq == 7
@@ -162,7 +150,7 @@ def test_deleting_the_tail_and_rewriting_history_is_caught_by_a_signed_checkpoin
     written = write_checkpoint(store, key, checkpoint_file)
     assert written.seq == 6
     # An attacker rewrites row 4 and re-hashes it and everything after it: the chain itself is valid again.
-    _superuser_sql(store, "UPDATE audit_events SET outcome = 'success', payload = '{}' WHERE seq = 4")
+    as_superuser(store, "UPDATE audit_events SET outcome = 'success', payload = '{}' WHERE seq = 4")
     with store.engine.connect() as connection:
         table = AuditEventRow.__table__
         rows = connection.execute(sa.select(table).order_by(table.c.seq)).mappings().all()

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from audit_support import as_superuser
 from radtrace.audit.chain import row_hash, verify_chain
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
-from radtrace.store.engine import Store, is_postgresql
+from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from tests_support import radtrace
 
@@ -30,18 +31,6 @@ def _fill(store: Store) -> None:
     AuditRecorder(store).record_many(
         [AuditEvent(EventType.INSTANCE_RECEIVED, Actor(ae_title="PACS1"), study_uid=f"1.2.3.{n}") for n in range(ROWS)]
     )
-
-
-def _as_superuser(store: Store, *statements: str) -> None:
-    with store.engine.connect() as connection:
-        if is_postgresql(store.engine):
-            connection.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER ALL")
-        else:
-            connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_update")
-            connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_delete")
-        for statement in statements:
-            connection.exec_driver_sql(statement)
-        connection.commit()
 
 
 def _rows(store: Store) -> list[dict[str, object]]:
@@ -79,7 +68,7 @@ def test_a_changed_timestamp_is_named(store: Store, tmp_path: Path) -> None:
     _fill(store)
     moved = _rows(store)[4]["recorded_at"]
     assert isinstance(moved, datetime)
-    _as_superuser(store)
+    as_superuser(store)
     with store.engine.connect() as connection:
         connection.execute(
             sa.update(AuditEventRow).where(AuditEventRow.seq == 5).values(recorded_at=moved - timedelta(days=365))
@@ -95,7 +84,7 @@ def test_a_changed_timestamp_is_named(store: Store, tmp_path: Path) -> None:
 
 def test_two_rows_swapped_are_named_at_the_first_of_them(store: Store, tmp_path: Path) -> None:
     _fill(store)
-    _as_superuser(
+    as_superuser(
         store,
         "UPDATE audit_events SET seq = -4 WHERE seq = 4",
         "UPDATE audit_events SET seq = 4 WHERE seq = 6",
@@ -111,7 +100,7 @@ def test_two_rows_swapped_are_named_at_the_first_of_them(store: Store, tmp_path:
 
 def test_a_forged_row_slipped_into_the_middle_is_the_row_named(store: Store, tmp_path: Path) -> None:
     _fill(store)
-    _as_superuser(store, *MAKE_ROOM_AT_5)
+    as_superuser(store, *MAKE_ROOM_AT_5)
     _insert_forged(store, 5, prev_hash=str(_rows(store)[3]["hash"]))  # chained onto row 4, hash recomputed
     result = verify_chain(store)
     assert result.first_break is not None
@@ -124,7 +113,7 @@ def test_a_forged_row_slipped_into_the_middle_is_the_row_named(store: Store, tmp
 
 def test_a_forged_row_before_the_first_is_named_plainly(store: Store, tmp_path: Path) -> None:
     _fill(store)
-    _as_superuser(store)
+    as_superuser(store)
     _insert_forged(store, 0, prev_hash="0" * 64)
     result = verify_chain(store)
     assert result.first_break is not None
@@ -137,7 +126,7 @@ def test_a_forged_row_before_the_first_is_named_plainly(store: Store, tmp_path: 
 
 def test_deleting_the_head_rows_is_named(store: Store, tmp_path: Path) -> None:
     _fill(store)
-    _as_superuser(store, "DELETE FROM audit_events WHERE seq <= 3")
+    as_superuser(store, "DELETE FROM audit_events WHERE seq <= 3")
     result = verify_chain(store)
     assert result.first_break is not None
     assert result.first_break.seq == 1
@@ -153,7 +142,7 @@ def test_verify_does_not_claim_a_truncated_tail_is_intact(store: Store, tmp_path
     Without one, the command must say what it could not check rather than call the log intact.
     """
     _fill(store)
-    _as_superuser(store, "DELETE FROM audit_events WHERE seq > 7")
+    as_superuser(store, "DELETE FROM audit_events WHERE seq > 7")
     assert verify_chain(store).first_break is None  # the in-database chain alone cannot tell
     code, output = _cli_verify(store, tmp_path)
     assert code == 0
@@ -164,7 +153,7 @@ def test_verify_does_not_claim_a_truncated_tail_is_intact(store: Store, tmp_path
 def test_a_row_whose_payload_is_no_longer_json_does_not_stop_query_or_export(store: Store, tmp_path: Path) -> None:
     """QA must still read and export a tampered log, to investigate it: the bad row is shown, raw, not a crash."""
     _fill(store)
-    _as_superuser(
+    as_superuser(
         store,
         "UPDATE audit_events SET payload = 'not json {' WHERE seq = 3",
         "UPDATE audit_events SET payload = '[1, 2]' WHERE seq = 4",
@@ -202,7 +191,7 @@ def test_values_of_the_wrong_type_are_named_not_a_crash_on_sqlite(
     store = Store.from_url(f"sqlite:///{tmp_path / 'radtrace.db'}")
     upgrade(store)
     _fill(store)
-    _as_superuser(store, statement)
+    as_superuser(store, statement)
     result = verify_chain(store)
     assert result.first_break is not None
     assert result.first_break.seq == first_bad, result
