@@ -1,0 +1,374 @@
+"""The DUL of a listener association: data set fragments of a C-STORE written straight to their file.
+
+Data set fragments of a C-STORE take a short way (:class:`DatasetFastPathDUL`): straight from the
+PDU buffer into the file pynetdicom streams the data set to, hashed as they are written, without
+building PDU objects or passing through the state machine (which, for a P-DATA-TF in Sta6, only
+forwards it to DIMSE). The handler then has the file's SHA-256 without reading it back. Everything
+else (command sets, any other PDU or state) goes through pynetdicom unchanged.
+
+Every PDU length is a peer's claim: no buffer is sized by it. A PDU is refused (the peer aborted)
+when it claims more than radtrace negotiated (``listener.max_pdu_bytes`` for a P-DATA-TF, 64 KiB for
+anything else, the A-ASSOCIATE-RQ included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import queue
+import socket
+import struct
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import InvalidEventError
+from pynetdicom.pdu_primitives import P_DATA
+
+from radtrace.dicom_listener.admission import Admission, Connection
+from radtrace.dicom_listener.pdu_socket import MAX_CONTROL_PDU, READ_AHEAD, PduRefusedError, WholePduSocket
+from radtrace.dicom_listener.reactor import Wake
+from radtrace.dicom_listener.spool import FileDigest
+from radtrace.logging import escape
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+
+__all__ = ["DatasetFastPathDUL", "close_fast_path", "take_received"]
+
+log = logging.getLogger(__name__)
+
+_PDU_HEADER: Final = struct.Struct(">BBL")
+_PDV_LENGTH: Final = struct.Struct(">L")
+_P_DATA_TF: Final = 0x04
+_KNOWN_PDU_TYPES: Final = frozenset(range(0x01, 0x08))
+_COMMAND: Final = 0x01  # message control header bits (PS3.8 E.2)
+_LAST: Final = 0x02
+
+
+#: Events made from a primitive the local user queued to send (PS3.8 9.2, Table 9-6).
+_LOCAL_PRIMITIVE_EVENTS: Final = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+
+
+class _Hasher:
+    """A thread that hashes data set fragments while the DUL thread goes on receiving.
+
+    One per association, started with its first data set; :meth:`close` (at connection close)
+    ends it. ``hashlib`` releases the GIL while it hashes, so this runs on a second core.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, memoryview] | threading.Event | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def update(self, digest: Any, chunk: memoryview) -> None:
+        """Queue ``chunk`` for ``digest`` (the chunk's buffer must not change until :meth:`wait`)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="radtrace-hasher", daemon=True)
+            self._thread.start()
+        self._queue.put((digest, chunk))
+
+    def wait(self) -> None:
+        """Return once every chunk queued so far has been hashed."""
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
+    def close(self) -> None:
+        """Stop the thread once it has hashed what is queued."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, threading.Event):
+                item.set()
+            else:
+                item[0].update(item[1])
+
+
+class _Stream:
+    """The data set file of the C-STORE being received, and the hash of what was written to it."""
+
+    __slots__ = ("digest", "error", "file", "hasher", "message", "path", "size")
+
+    def __init__(self, message: Any, hasher: _Hasher) -> None:
+        self.message = message  # the DIMSE message being received (pynetdicom makes one per message)
+        self.path = Path(message._data_set_path)
+        self.file = message._data_set_file.file  # the BufferedWriter under NamedTemporaryFile's wrapper
+        self.hasher = hasher
+        self.error: OSError | None = None
+        try:
+            self.file.flush()
+        except OSError as exc:
+            self._failed(exc)
+        self.size = self.file.tell()
+        # pynetdicom has written the preamble and file meta: they are part of the file and of its hash.
+        self.digest = hashlib.sha256(os.pread(self.file.fileno(), self.size, 0))
+
+    def write(self, chunk: memoryview) -> None:
+        """Write a fragment; after a failed write (disk full) the rest of the data set is read and dropped."""
+        if self.error is not None:
+            return
+        try:
+            self.file.write(chunk)
+        except OSError as exc:
+            self._failed(exc)
+            return
+        self.hasher.update(self.digest, chunk)
+        self.size += len(chunk)
+
+    def _failed(self, exc: OSError) -> None:
+        self.error = exc
+        log.warning("could not write a received data set (%s): the rest of it is dropped", exc.strerror or exc)
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.file.fileno(), 0)  # give the space back now; the handler removes the file
+
+    def finish(self) -> FileDigest:
+        """Flush the file and wait for its hash (the digest carries the write error, if any)."""
+        if self.error is None:
+            try:
+                self.file.flush()
+            except OSError as exc:
+                self._failed(exc)
+        self.hasher.wait()
+        return FileDigest(self.digest.hexdigest(), self.size, self.error)
+
+
+def _pdv_items(body: bytearray) -> list[tuple[int, int, int, int]] | None:
+    """``(context id, control header, start, end)`` of each PDV in a P-DATA-TF body, ``None`` if malformed."""
+    items = []
+    offset, end = 0, len(body)
+    while offset < end:
+        if offset + 6 > end:
+            return None
+        (length,) = _PDV_LENGTH.unpack_from(body, offset)
+        if length < 2 or offset + 4 + length > end:
+            return None
+        items.append((body[offset + 4], body[offset + 5], offset + 6, offset + 4 + length))
+        offset += 4 + length
+    return items or None
+
+
+class DatasetFastPathDUL(DULServiceProvider):
+    """pynetdicom's DUL, with data set fragments of a streamed C-STORE written without decoding.
+
+    Applies only in Sta6 (association established) with no event pending, to a well-formed
+    P-DATA-TF whose data set fragments belong to a C-STORE being streamed to a file
+    (``STORE_RECV_CHUNKED_DATASET``). There the state machine would run DT-2 (stay in Sta6 and hand
+    the PDVs to DIMSE), which is what this does, minus the copies. ``EVT_DATA_RECV`` and
+    ``EVT_PDU_RECV`` are not triggered for such PDUs; the listener binds neither.
+    """
+
+    _stream: _Stream | None
+    hasher: _Hasher
+    received: dict[str, FileDigest]
+    wake: Wake
+
+    @classmethod
+    def adopt(cls, dul: DULServiceProvider) -> DatasetFastPathDUL:
+        """Turn an association's DUL, not yet started, into this class (same object and state)."""
+        dul.__class__ = cls
+        fast = cast("DatasetFastPathDUL", dul)
+        fast._stream = None
+        fast.hasher = _Hasher()
+        fast.received = {}
+        fast.wake = Wake()
+        fast.connection = None
+        fast.admission = None
+        weakref.finalize(fast, fast.wake.close)  # once the association and its threads are gone
+        fast._run_loop_delay = 0  # WholePduSocket.ready does the waiting
+        fast._guard_state_machine()
+        return fast
+
+    def _guard_state_machine(self) -> None:
+        """Survive an event the state machine has no transition for, instead of losing the DUL thread.
+
+        pynetdicom raises from its reactor loop, outside any handler, when for instance the local
+        A-ASSOCIATE-AC comes after a peer's invalid PDU already moved the machine to Sta13: the DUL
+        thread dies and the association, its socket and its buffers stay behind for good. Here the
+        event is dropped and the connection shut, so the machine closes it the usual way (Evt17).
+        """
+        machine = self.state_machine
+        do_action = machine.do_action
+
+        def guarded(event: str) -> None:
+            try:
+                do_action(event)
+            except InvalidEventError:
+                if event in _LOCAL_PRIMITIVE_EVENTS:  # its primitive waits in the queue: drop it too, or it recurs
+                    with contextlib.suppress(queue.Empty):
+                        self.to_provider_queue.get_nowait()
+                log.info(
+                    "dropped %s in %s and closed the connection with %s", event, machine.current_state, self._peer()
+                )
+                sock = getattr(self.socket, "socket", None)
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+        machine.do_action = guarded  # type: ignore[method-assign]
+
+    def send_pdu(self, primitive: Any) -> None:
+        """Queue a primitive to send, as pynetdicom's, and wake the DUL thread to send it now."""
+        super().send_pdu(primitive)
+        self.wake.ring()
+
+    def kill_dul(self) -> None:
+        """Stop the DUL thread, woken so that it stops now."""
+        super().kill_dul()
+        self.wake.ring()
+
+    def _read_pdu_data(self) -> None:
+        """As pynetdicom's: read one PDU and queue its event, or stream it (see the class docstring).
+
+        While a data set is being streamed, the next PDU is read at once when it is already
+        arriving and nothing waits to be sent, rather than after a turn of the DUL loop.
+        """
+        sock = cast("WholePduSocket", self.socket)
+        connection = self.connection
+        try:
+            while True:
+                received = self._read_one(sock, connection)
+                if received is None:
+                    return
+                header, body = received
+                if not (
+                    header[0] == _P_DATA_TF
+                    and self.state_machine.current_state == "Sta6"
+                    and self.event_queue.empty()
+                    and self._stream_pdvs(body)
+                ):
+                    break
+                sock.give_back()
+                if self._stream is None or not self.to_provider_queue.empty() or not sock.ready:
+                    return
+            try:
+                pdu, event = self._decode_pdu(header + body)
+            except Exception as exc:  # one line with the reason: the bytes are the peer's, not our bug
+                log.error(
+                    "undecodable PDU (type 0x%02X, %d bytes) from %s: %s: %s",
+                    header[0],
+                    len(body),
+                    self._peer(),
+                    type(exc).__name__,
+                    escape(str(exc)[:200]),
+                )
+                self._refuse(None)
+                return
+            self.event_queue.put(event)
+            self._recv_pdu.put(pdu)
+        finally:
+            sock.give_back()
+            if connection is not None:
+                connection.pdu_ends()
+
+    connection: Connection | None
+    """The admission record of this association's connection (``None`` outside a listener)."""
+    admission: Admission | None
+
+    def _peer(self) -> str:
+        return escape(getattr(self.assoc.requestor, "address", "") or "?")
+
+    def _limit(self, pdu_type: int) -> int:
+        """The most body bytes a PDU of this type may claim here."""
+        if pdu_type == _P_DATA_TF and self.state_machine.current_state != "Sta2":
+            return int(self.assoc.ae.maximum_pdu_size) or READ_AHEAD
+        return MAX_CONTROL_PDU
+
+    def _refuse(self, reason: str | None) -> None:
+        """Abort the association (A-ABORT, then the socket is shut) and free its slot now."""
+        if reason is not None:
+            log.warning("aborted the association with %s: %s", self._peer(), reason)
+        self.event_queue.put("Evt19")  # invalid PDU: A-ABORT
+        if self.connection is not None and self.admission is not None:
+            self.admission.abort(self.connection, reason or "undecodable PDU")
+
+    def _read_one(
+        self, sock: WholePduSocket, connection: Connection | None = None
+    ) -> tuple[bytearray, bytearray] | None:
+        """One PDU's header and body; ``None`` when the event saying why not has been queued."""
+        if connection is not None:
+            connection.pdu_begins(time.monotonic(), 6)
+            if self.state_machine.current_state == "Sta6":  # established: data sets may come
+                sock.widen()
+        try:
+            header = sock.recv(6)
+            if len(header) < 6:
+                self.event_queue.put("Evt17")  # transport connection closed
+                return None
+            pdu_type, _, length = _PDU_HEADER.unpack(header)
+            if pdu_type not in _KNOWN_PDU_TYPES:
+                self._refuse(f"unknown PDU type 0x{pdu_type:02X}")
+                return None
+            limit = self._limit(pdu_type)
+            if length > limit:
+                self._refuse(f"PDU of type 0x{pdu_type:02X} claims {length} bytes, more than the {limit} allowed")
+                return None
+            if connection is not None:
+                connection.pdu_expected = 6 + length
+            body = sock.recv(length)
+        except PduRefusedError as exc:
+            self._refuse(exc.reason)
+            return None
+        except (OSError, TimeoutError):
+            log.info("connection from %s closed before the entire PDU was received", self._peer())
+            self.event_queue.put("Evt17")
+            return None
+        if len(body) != length:
+            log.info("connection from %s closed mid-PDU (%d of %d bytes)", self._peer(), len(body), length)
+            self.event_queue.put("Evt17")
+            return None
+        return header, body
+
+    def _stream_pdvs(self, body: bytearray) -> bool:
+        """Hand a P-DATA-TF's PDVs to DIMSE, writing data set fragments straight to their file."""
+        items = _pdv_items(body)
+        if items is None:
+            return False  # the normal path decodes it, fails and aborts (Evt19)
+        dimse = self.assoc.dimse
+        view = memoryview(body)
+        try:
+            for context_id, control, start, end in items:
+                message: Any = dimse.message
+                if control & _COMMAND or getattr(message, "_data_set_file", None) is None:
+                    self._deliver(context_id, bytes(view[start - 1 : end]))
+                    continue
+                stream = self._stream
+                if stream is None or stream.message is not message:
+                    stream = self._stream = _Stream(message, self.hasher)
+                stream.write(view[start:end])
+                if control & _LAST:
+                    self.received[str(stream.path)] = stream.finish()
+                    self._stream = None
+                    self._deliver(context_id, bytes((control,)))  # an empty last fragment: DIMSE completes
+        finally:
+            view.release()
+        return True
+
+    def _deliver(self, context_id: int, pdv: bytes) -> None:
+        primitive = P_DATA()
+        # pynetdicom's setter wants [ID, PDV] lists (its annotation says tuples)
+        primitive.presentation_data_value_list = [cast("tuple[int, bytes]", [context_id, pdv])]
+        self.assoc.dimse.receive_primitive(primitive)
+
+
+def take_received(assoc: Association, path: Path) -> FileDigest | None:
+    """The fast path's record of the file at ``path`` (removed from the association), if it wrote it."""
+    received = getattr(assoc.dul, "received", None)
+    return received.pop(str(path), None) if received is not None else None
+
+
+def close_fast_path(assoc: Association) -> None:
+    """End the association's hashing thread (at connection close)."""
+    hasher = getattr(assoc.dul, "hasher", None)
+    if hasher is not None:
+        hasher.close()

@@ -1,0 +1,173 @@
+"""The listener's association socket: reads ahead, and never sizes a buffer by a peer's claim.
+
+pynetdicom 3.0 reads each PDU in 4 KiB ``recv`` calls, appending to a growing ``bytearray``: for an
+8 MB instance that is some 2,000 system calls and reallocations, the larger part of the receive
+cost. :class:`WholePduSocket` reads ahead up to 1 MiB per ``recv_into``. A PDU body being read grows
+with the bytes that actually arrive, each growth taken from the listener's
+:class:`~radtrace.dicom_listener.admission.BufferBudget`.
+"""
+
+from __future__ import annotations
+
+import select
+import ssl
+from typing import Final, cast
+
+from pynetdicom.transport import AssociationSocket
+
+from radtrace.dicom_listener.admission import BufferBudget
+
+__all__ = ["HALF_OPEN_WAIT_S", "MAX_CONTROL_PDU", "READY_WAIT_S", "READ_AHEAD", "PduRefusedError", "WholePduSocket"]
+
+#: Longest wait for incoming data per DUL loop. Something to send wakes it at once
+#: (:class:`~radtrace.dicom_listener.reactor.Wake`); the wait bounds how late the DUL notices its
+#: timers and being stopped.
+READY_WAIT_S = 0.02
+#: The same wait for a connection that has not sent its A-ASSOCIATE-RQ yet.
+HALF_OPEN_WAIT_S: Final = 0.5
+#: Bytes read from the socket at most per system call, once the association is established.
+READ_AHEAD: Final = 1024 * 1024
+#: The read-ahead of a connection still negotiating: a stranger costs little memory.
+_FIRST_READ_AHEAD: Final = 64 * 1024
+#: Largest PDU other than a P-DATA-TF (an A-ASSOCIATE-RQ with every context and item stays far below).
+MAX_CONTROL_PDU: Final = 64 * 1024
+
+
+class PduRefusedError(Exception):
+    """A PDU that may not be read: larger than negotiated, or past the listener's memory budget."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class WholePduSocket(AssociationSocket):
+    """An :class:`AssociationSocket` that reads ahead: one ``recv_into`` takes whatever has arrived.
+
+    A 128 KiB PDU then costs one system call or none, not one per 4 KiB, and its 6-byte header
+    none at all. Its ``ready`` says yes while read-ahead data is buffered, else waits up to the DUL's
+    loop delay for data instead of answering at once: the DUL thread then wakes when a PDU arrives
+    rather than after a fixed sleep (its own sleep is set to 0).
+    """
+
+    _ahead: bytearray
+    _ahead_start: int
+    _ahead_end: int
+
+    @classmethod
+    def adopt(cls, sock: AssociationSocket) -> WholePduSocket:
+        """Turn a new association's socket, which has read nothing yet, into this class."""
+        sock.__class__ = cls
+        fast = cast("WholePduSocket", sock)
+        fast._ahead = bytearray(_FIRST_READ_AHEAD)
+        fast._ahead_start = fast._ahead_end = 0
+        fast.budget = None
+        fast.held = 0
+        return fast
+
+    budget: BufferBudget | None
+    """Where the bytes of a PDU body being read are taken from (``None``: unbounded, for tests)."""
+    held: int
+    """Bytes taken from :attr:`budget` for the PDU being read; :meth:`give_back` returns them."""
+
+    def widen(self) -> None:
+        """Read ahead the full :data:`READ_AHEAD` from now on (the association is established)."""
+        if len(self._ahead) < READ_AHEAD:
+            wider = bytearray(READ_AHEAD)
+            pending = self._ahead_end - self._ahead_start
+            wider[:pending] = self._ahead[self._ahead_start : self._ahead_end]
+            self._ahead, self._ahead_start, self._ahead_end = wider, 0, pending
+
+    def give_back(self) -> None:
+        """Return the budget taken for the last PDU body."""
+        if self.held and self.budget is not None:
+            self.budget.give_back(self.held)
+        self.held = 0
+
+    def _grow(self, buffer: bytearray, size: int) -> None:
+        """Extend ``buffer`` to ``size`` bytes, taking the growth from the budget."""
+        more = size - len(buffer)
+        if self.budget is not None:
+            if not self.budget.take(more):
+                raise PduRefusedError(f"listener buffer budget of {self.budget.limit} bytes reached")
+            self.held += more
+        buffer.extend(bytes(more))
+
+    @property
+    def ready(self) -> bool:
+        """Whether data can be read, waiting up to :data:`READY_WAIT_S` for it."""
+        sock = self.socket
+        if sock is None or self._is_connected is False:
+            return False
+        if self._ahead_end > self._ahead_start:
+            return True
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        dul = self.assoc.dul
+        wake = getattr(dul, "wake", None)
+        # Awaiting an A-ASSOCIATE-RQ there are no timers to watch, and being stopped rings the wake:
+        # hundreds of half-open connections then cost a few wake-ups a second each, not fifty.
+        machine = getattr(dul, "state_machine", None)
+        wait = HALF_OPEN_WAIT_S if getattr(machine, "current_state", None) == "Sta2" else READY_WAIT_S
+        events = getattr(dul, "event_queue", None)
+        if events is not None and not events.empty():
+            wait = 0.0  # an event is waiting for this thread (e.g. the RQ read before Evt5 moved it to Sta2)
+        try:
+            if wake is None:
+                return bool(select.select([sock], [], [], wait)[0])
+            readable, _, _ = select.select([sock, wake.reader], [], [], wait)
+        except (OSError, ValueError):
+            self.event_queue.put("Evt17")  # transport connection closed
+            return False
+        if wake.reader in readable:
+            wake.drain()
+        return sock in readable
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read exactly ``nr_bytes``, or what arrived before the peer closed (as pynetdicom's does)."""
+        sock = self.socket
+        if sock is None:
+            return bytearray()
+        start = self._ahead_start
+        if self._ahead_end - start >= nr_bytes:  # the usual case: one copy, no zero-filling
+            self._ahead_start = start + nr_bytes
+            with memoryview(self._ahead) as ahead:
+                return bytearray(ahead[start : start + nr_bytes])
+        # Never sized by the claim: the buffer grows (doubling) with what has arrived.
+        ahead_size = len(self._ahead)
+        buffer = bytearray()
+        self._grow(buffer, min(nr_bytes, max(self._ahead_end - start, ahead_size)))
+        view = memoryview(buffer)
+        try:
+            read = self._take(view)
+            while read < nr_bytes:
+                if read == len(buffer):
+                    view.release()
+                    self._grow(buffer, min(nr_bytes, 2 * len(buffer)))
+                    view = memoryview(buffer)
+                    if got := self._take(view[read:]):  # read-ahead left over after filling the smaller buffer
+                        read += got
+                        continue
+                if len(buffer) - read >= ahead_size:  # a large remainder goes straight into place
+                    got = sock.recv_into(view[read:], len(buffer) - read)
+                else:
+                    got = sock.recv_into(self._ahead, ahead_size)
+                    self._ahead_start, self._ahead_end = 0, got
+                    got = self._take(view[read:])
+                if not got:
+                    break
+                read += got
+        finally:
+            view.release()
+        if read < len(buffer):
+            del buffer[read:]
+        return buffer
+
+    def _take(self, target: memoryview) -> int:
+        """Copy read-ahead bytes into ``target``; how many."""
+        count = min(len(target), self._ahead_end - self._ahead_start)
+        if count:
+            with memoryview(self._ahead) as ahead:
+                target[:count] = ahead[self._ahead_start : self._ahead_start + count]
+            self._ahead_start += count
+        return count
