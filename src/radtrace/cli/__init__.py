@@ -1,29 +1,35 @@
 """The ``radtrace`` command. Thin: parse arguments, load settings, call into the packages.
 
-One module per group of commands (:mod:`.services`, :mod:`.studies`, :mod:`.audit_commands`,
-:mod:`.model_commands`, :mod:`.db_commands`, :mod:`.config_commands`); :mod:`.common` holds the Typer apps,
-the root options and the exit codes (0 success, 1 the work failed, 2 bad usage or configuration).
+This package's own module stays light: the console script imports it before anything can handle Ctrl-C, and
+importing the command tree (:mod:`.application`) takes about a second. :func:`main` installs
+:func:`radtrace.cli.interrupt.exit_while_starting` first, so Ctrl-C in that second is one line and status 130.
 """
 
 from __future__ import annotations
 
-# Importing the command modules registers their commands on the apps in radtrace.cli.common.
-from radtrace.cli import (  # noqa: F401
-    audit_commands,
-    config_commands,
-    db_commands,
-    model_commands,
-    services,
-    studies,
-)
-from radtrace.cli.common import app
-from radtrace.console.commands import user_app
+from radtrace.cli.interrupt import exit_while_starting
 
-app.add_typer(user_app, name="user")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing first (mypy reads the name as True)
+if TYPE_CHECKING:
+    import typer
+
+    app: typer.Typer
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
     """Console-script entry point."""
+    exit_while_starting()
+    from radtrace.cli.application import app
+
     app()
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``radtrace.cli.app``: the root Typer app, imported on first use."""
+    if name == "app":
+        from radtrace.cli.application import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

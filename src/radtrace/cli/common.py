@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from radtrace import __version__
+from radtrace.cli.interrupt import hand_over
 from radtrace.config import LoggingSettings, Settings, load_settings
 from radtrace.errors import ConfigError, RadtraceError
 from radtrace.logging import configure_logging
@@ -126,6 +127,8 @@ def _root(
         fail(f"config file {config} is not UTF-8 text: save it as UTF-8 (not UTF-16 or a legacy code page)", EXIT_USAGE)
     configure_logging(settings.logging.format, settings.logging.level)
     ctx.obj = settings
+    if ctx.invoked_subcommand != "serve":  # serve keeps the start-up handler until its supervisor takes over
+        hand_over()
 
 
 def _starts_with_bom(path: Path) -> bool:

@@ -21,6 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, err, fail, open_store, out, settings_of
+from radtrace.cli.interrupt import EXIT_INTERRUPTED, hand_over
 from radtrace.config import ae_title_problem
 from radtrace.errors import ConfigError, ModelLoadError, RadtraceError
 from radtrace.preflight import api_bind_problem, bind_api_socket, check_ports, failed_checks, run_preflight
@@ -70,12 +71,11 @@ def serve(ctx: typer.Context) -> None:
     def start_what_next() -> None:
         threading.Thread(target=what_next, name="radtrace-what-next", daemon=True).start()
 
+    # Until the supervisor installs its own handler nothing is started: Ctrl-C is still one line and status 130.
     code = run_serve(settings, root_args=root_args, on_started=start_what_next)
+    hand_over()
     if code:
         raise typer.Exit(code)
-
-
-EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 
 
 @contextlib.contextmanager
