@@ -196,3 +196,66 @@ def test_values_of_the_wrong_type_are_named_not_a_crash_on_sqlite(
     assert result.first_break is not None
     assert result.first_break.seq == first_bad, result
     store.dispose()
+
+
+@pytest.mark.parametrize("stored", ["'yesterday'", "42"])
+def test_a_time_edited_into_a_non_time_is_named_and_query_export_timeline_and_api_still_work(
+    sqlite_store: Store, tmp_path: Path, stored: str
+) -> None:
+    """SQLite keeps any text in recorded_at: the driver's date parsing made one such row crash every query,
+    export, timeline, the QA API and the ATNA forwarder. Verify names it; the rest show it as unreadable."""
+    from fastapi.testclient import TestClient
+
+    from radtrace.audit.api import create_api
+    from radtrace.audit.atna.message import AuditSource, audit_message_xml
+    from radtrace.audit.queries import AuditQuery, run_query
+    from radtrace.audit.tokens import create_token
+
+    store = sqlite_store
+    AuditRecorder(store).record_many(
+        [AuditEvent(EventType.INSTANCE_RECEIVED, Actor(ae_title="PACS1"), study_uid="1.2.3.9") for _ in range(ROWS)]
+    )
+    as_superuser(store, f"UPDATE audit_events SET recorded_at = {stored} WHERE seq = 3")  # noqa: S608 (a literal)
+    shown = stored.strip("'")
+    marker = f"unreadable: {shown!r}"
+
+    result = verify_chain(store)
+    assert result.first_break is not None
+    assert result.first_break.seq == 3
+    assert f"recorded_at {shown!r} is not a time" in result.first_break.problem
+
+    env = {"RADTRACE_DATA_DIR": str(tmp_path / "var"),
+           "RADTRACE_STORE__URL": store.engine.url.render_as_string(hide_password=False)}  # fmt: skip
+    queried = radtrace("audit", "query", "--format", "json", env=env)
+    assert queried.returncode == 0, queried.stderr
+    events = json.loads(queried.stdout)["events"]
+    assert [event["seq"] for event in events] == list(range(1, ROWS + 1))
+    assert events[2]["recorded_at"] is None
+    assert events[2]["recorded_at_unreadable"] == shown
+    assert events[3]["recorded_at"] is not None
+    table = radtrace("audit", "query", env=env)
+    assert table.returncode == 0, table.stderr
+    assert marker in table.stdout
+    timeline = radtrace("audit", "timeline", "1.2.3.9", "--format", "json", env=env)
+    assert timeline.returncode == 0, timeline.stderr
+    entries = json.loads(timeline.stdout)["entries"]
+    assert entries[2]["seconds_since_first"] is None
+    assert entries[3]["seconds_since_previous"] is not None  # measured from the last readable time
+    for output_format in ("jsonl", "atna-xml"):
+        exported = radtrace("audit", "export", "--format", output_format, env=env)
+        assert exported.returncode == 0, exported.stderr
+        assert len(exported.stdout.splitlines()) >= ROWS
+    xml = audit_message_xml(run_query(store, AuditQuery(), Actor(user="qa")).events[2], AuditSource("radtrace"))
+    assert b"row edited in the database" in xml
+
+    admin = create_token(store, "audit.lead", "admin", Actor(user="root"))
+    with TestClient(create_api(store)) as client:
+        headers = {"Authorization": f"Bearer {admin.secret}"}
+        page = client.get("/v1/events", headers=headers)
+        assert page.status_code == 200, page.text
+        assert page.json()["events"][2]["recorded_at_unreadable"] == shown
+        export = client.get("/v1/export.csv", headers=headers)
+        assert export.status_code == 200
+        assert marker in export.text
+        verified = client.get("/v1/verify", headers=headers)
+        assert verified.json()["first_break_seq"] == 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -225,8 +226,25 @@ def _check_row(
             )
         return ChainBreak(seq, "prev_hash does not match the previous row's hash (row removed or reordered)")
     if not content_ok:
-        return ChainBreak(seq, "content does not match its hash (row edited)")
+        return ChainBreak(seq, "content does not match its hash (row edited" + _edited_detail(row) + ")")
     return None
+
+
+_CANONICAL_TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00")
+
+
+def _edited_detail(row: Sequence[Any]) -> str:
+    """What the walk can tell of an edit beyond the hash: a time that is no longer a time (SQLite keeps any
+    text, and query and export then show it as unreadable)."""
+    stored = row[_RECORDED_AT]
+    if isinstance(stored, str) and _CANONICAL_TIME.fullmatch(stored):
+        return ""
+    shown = stored.removesuffix("+00:00").replace("T", " ", 1) if isinstance(stored, str) else stored
+    try:
+        datetime.fromisoformat(str(shown))
+    except ValueError:
+        return f": recorded_at {shown!r} is not a time"
+    return ""
 
 
 def write_checkpoint(store: Store, key: bytes, path: Path) -> Checkpoint:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -31,11 +31,14 @@ __all__ = [
     "defuse_formula",
     "page_json",
     "page_table",
+    "recorded_text",
     "timeline_json",
     "timeline_renderable",
 ]
 
-CSV_COLUMNS: Final = tuple(field.name for field in fields(AuditRecord))
+# An unreadable time is shown in the recorded_at cell itself (see recorded_text), not in a column of its own.
+CSV_COLUMNS: Final = tuple(field.name for field in fields(AuditRecord) if field.name != "recorded_at_unreadable")
+UNREADABLE: Final = "unreadable: "
 CSV_ROWS_PER_CHUNK: Final = 500
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
@@ -55,11 +58,20 @@ def timeline_json(timeline: Timeline) -> str:
     return _adapter(Timeline).dump_json(timeline, indent=2).decode("utf-8")
 
 
-def _csv_value(name: str, value: Any) -> str | int:
+def recorded_text(record: AuditRecord, shown: Callable[[datetime], str]) -> str:
+    """The event's time as ``shown`` writes it, or ``unreadable: '<stored value>'`` for a row whose time was
+    edited into something that is not a time (``audit verify`` names the row)."""
+    if record.recorded_at is None:
+        return f"{UNREADABLE}{record.recorded_at_unreadable!r}"
+    return shown(record.recorded_at)
+
+
+def _csv_value(record: AuditRecord, name: str) -> str | int:
+    value = getattr(record, name)
+    if name == "recorded_at":
+        return recorded_text(record, _iso)
     if value is None:
         return ""
-    if name == "recorded_at":
-        return _iso(value)
     if name == "labels":
         return ",".join(value)
     if name == "payload":
@@ -89,7 +101,7 @@ def csv_chunks(
     writer.writerow(CSV_COLUMNS)
     pending = 0
     for record in records:
-        row = [_csv_value(name, getattr(record, name)) for name in CSV_COLUMNS]
+        row = [_csv_value(record, name) for name in CSV_COLUMNS]
         writer.writerow([defuse_formula(value) for value in row] if formula_safe else row)
         pending += 1
         if pending >= rows_per_chunk:
@@ -145,7 +157,7 @@ def page_table(page: QueryPage) -> Table:
         table.add_row(
             *_cells(
                 str(record.seq),
-                _when(record.recorded_at),
+                recorded_text(record, _when),
                 record.event_type,
                 record.outcome,
                 _actor(record),
@@ -171,7 +183,7 @@ def timeline_renderable(timeline: Timeline) -> RenderableType:
         events.add_row(
             *_cells(
                 str(record.seq),
-                _when(record.recorded_at),
+                recorded_text(record, _when),
                 _duration(entry.seconds_since_previous),
                 _duration(entry.seconds_since_first),
                 record.event_type,

@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Self
 
 import sqlalchemy as sa
@@ -57,6 +57,7 @@ __all__ = [
     "build_timeline",
     "describe_validation_error",
     "export_records",
+    "record_columns",
     "run_query",
     "study_timeline",
 ]
@@ -164,10 +165,16 @@ class AuditQuery(AuditFilter):
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One recorded audit event as read back: the stored columns, labels split, payload parsed."""
+    """One recorded audit event as read back: the stored columns, labels split, payload parsed.
+
+    A row edited in the database may no longer hold a time in ``recorded_at`` (SQLite keeps any text): then
+    ``recorded_at`` is ``None`` and ``recorded_at_unreadable`` holds the stored value, as text, so that QA can
+    still read and export the tampered log (``audit verify`` names the row). Tables and CSV show it as
+    ``unreadable: '<value>'``.
+    """
 
     seq: int
-    recorded_at: datetime
+    recorded_at: datetime | None
     event_type: str
     dicom_event_id: str
     outcome: str
@@ -184,14 +191,46 @@ class AuditRecord:
     payload: dict[str, Any]
     prev_hash: str
     hash: str
+    recorded_at_unreadable: str | None = None
 
     @classmethod
     def from_row(cls, row: sa.RowMapping | Mapping[str, Any]) -> AuditRecord:
-        """Build from an ``audit_events`` row."""
-        values = {field.name: row[field.name] for field in fields(cls)}
+        """Build from an ``audit_events`` row read with :func:`record_columns`."""
+        values = {field.name: row[field.name] for field in fields(cls) if field.name != "recorded_at_unreadable"}
         values["labels"] = tuple(label for label in (row["labels"] or "").split(",") if label)
         values["payload"] = _payload(row["payload"])
+        values["recorded_at"], values["recorded_at_unreadable"] = _recorded_at(row["recorded_at"])
         return cls(**values)
+
+
+def record_columns(store: Store) -> list[sa.ColumnElement[Any]]:
+    """The ``audit_events`` columns to read rows for :meth:`AuditRecord.from_row`.
+
+    On SQLite ``recorded_at`` is read as the stored text and parsed here: the driver's own parsing raises on a
+    value that is not a time, which made one edited row stop every query and export of the log.
+    """
+    table = AuditEventRow.__table__
+    columns: list[sa.ColumnElement[Any]] = list(table.c)
+    if not is_postgresql(store.engine):
+        index = [column.name for column in columns].index("recorded_at")
+        columns[index] = sa.type_coerce(table.c.recorded_at, sa.String).label("recorded_at")
+    return columns
+
+
+def _recorded_at(stored: object) -> tuple[datetime | None, str | None]:
+    """(the time, None), or (None, the stored value as text) when it is not a time (an edited row)."""
+    if isinstance(stored, datetime):
+        return (stored.replace(tzinfo=UTC) if stored.tzinfo is None else stored.astimezone(UTC)), None
+    if isinstance(stored, str):
+        try:
+            parsed = datetime.fromisoformat(stored)
+        except ValueError:
+            pass
+        else:  # SQLite rows are stored in UTC without a zone (radtrace.store.base.UtcDateTime)
+            return (parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)), None
+    if isinstance(stored, bytes):
+        return None, stored.decode("utf-8", "backslashreplace")
+    return None, str(stored)
 
 
 def _payload(stored: str) -> dict[str, Any]:
@@ -239,7 +278,7 @@ def _select(store: Store, selection: AuditFilter) -> sa.Select[Any]:
         conditions.append(table.c.recorded_at < selection.until)
     if selection.label is not None:
         conditions.append(_has_label(store, table.c.labels, selection.label))
-    return sa.select(table).where(*conditions).order_by(table.c.seq)
+    return sa.select(*record_columns(store)).where(*conditions).order_by(table.c.seq)
 
 
 def run_query(store: Store, query: AuditQuery, asked_by: Actor) -> QueryPage:
@@ -312,11 +351,14 @@ STAGES: Final[tuple[tuple[str, EventType, EventType], ...]] = (
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    """One event of the study with the seconds since the previous event (``None`` for the first) and the first."""
+    """One event of the study with the seconds since the previous event (``None`` for the first) and the first.
+
+    Both are ``None`` for an event whose time is unreadable (an edited row).
+    """
 
     event: AuditRecord
     seconds_since_previous: float | None
-    seconds_since_first: float
+    seconds_since_first: float | None
 
 
 @dataclass(frozen=True)
@@ -359,12 +401,15 @@ def study_timeline(store: Store, study_uid: str, asked_by: Actor) -> Timeline:
 def build_timeline(study_uid: str, events: list[AuditRecord]) -> Timeline:
     """The timeline of already-read events (pure: no database, nothing recorded)."""
     entries: list[TimelineEntry] = []
-    for index, event in enumerate(events):
-        since_previous = None
-        if index > 0:
-            since_previous = (event.recorded_at - events[index - 1].recorded_at).total_seconds()
-        since_first = (event.recorded_at - events[0].recorded_at).total_seconds()
+    # An event whose time is unreadable (an edited row) has no durations, and is no one's reference.
+    first = next((event.recorded_at for event in events if event.recorded_at is not None), None)
+    previous: datetime | None = None
+    for event in events:
+        at = event.recorded_at
+        since_previous = (at - previous).total_seconds() if at is not None and previous is not None else None
+        since_first = (at - first).total_seconds() if at is not None and first is not None else None
         entries.append(TimelineEntry(event, since_previous, since_first))
+        previous = at if at is not None else previous
     return Timeline(study_uid, tuple(entries), _stages(events))
 
 
@@ -376,6 +421,8 @@ def _stages(events: list[AuditRecord]) -> tuple[StageDuration, ...]:
             continue
         end = next((e for e in events if e.seq > start.seq and e.event_type == closed_by.value), None)
         if end is None:
+            continue
+        if start.recorded_at is None or end.recorded_at is None:
             continue
         seconds = (end.recorded_at - start.recorded_at).total_seconds()
         stages.append(StageDuration(name, opened_by.value, closed_by.value, start.seq, end.seq, seconds))

@@ -33,7 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from radtrace.audit.chain import TAIL_NOT_CHECKED, Verification
 from radtrace.audit.events import Actor, EventType, Outcome, canonical_json
 from radtrace.audit.operations import verify_audit_log
-from radtrace.audit.presentation import csv_chunks
+from radtrace.audit.presentation import csv_chunks, recorded_text
 from radtrace.audit.queries import (
     STAGES,
     AuditFilter,
@@ -162,6 +162,8 @@ class EventRow:
     model: str
     payload: str
     timeline_url: str | None
+    recorded: str  # to the second; "unreadable: '...'" for a row whose time was edited into a non-time
+    recorded_ms: str  # to the millisecond (the timeline)
 
 
 def _row(event: AuditRecord) -> EventRow:
@@ -176,6 +178,8 @@ def _row(event: AuditRecord) -> EventRow:
         " ".join(part for part in (event.model_name, event.model_version) if part),
         payload,
         f"{PREFIX}/audit/studies/{uid}" if uid and _UID.match(uid) else None,
+        recorded_text(event, lambda at: at.strftime("%Y-%m-%d %H:%M:%S")),
+        recorded_text(event, lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]),
     )
 
 
@@ -261,8 +265,9 @@ def _chart(timeline: Timeline) -> str:
     if not timeline.stages:
         return ""
     since_first = {entry.event.seq: entry.seconds_since_first for entry in timeline.entries}
+    # A stage is measured only between events with readable times, so its start has an offset.
     bars = [
-        Stage(STAGE_NAMES.get(stage.name, stage.name), since_first[stage.from_seq], stage.seconds)
+        Stage(STAGE_NAMES.get(stage.name, stage.name), since_first[stage.from_seq] or 0.0, stage.seconds)
         for stage in timeline.stages
     ]
     return str(stage_timeline_svg(bars, title=f"Stages of study {timeline.study_uid}", width=960, label_width=160))

@@ -38,7 +38,7 @@ from typing import Any, Final, cast
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from radtrace.audit.atna.message import AuditSource, audit_message_xml
+from radtrace.audit.atna.message import AuditSource, audit_message_xml, event_time
 from radtrace.audit.atna.syslog import (
     StreamTransport,
     SyslogHeader,
@@ -49,7 +49,7 @@ from radtrace.audit.atna.syslog import (
 )
 from radtrace.audit.chain import GENESIS_HASH
 from radtrace.audit.events import Outcome
-from radtrace.audit.queries import AuditRecord
+from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import AtnaSettings, Settings
 from radtrace.durable import fsync_directory
@@ -167,7 +167,7 @@ class AtnaForwarder:
     # --- one pass ---------------------------------------------------------------------------------
     def _rows(self) -> list[AuditRecord]:
         statement = (
-            sa.select(_AUDIT_TABLE)
+            sa.select(*record_columns(self.store))
             .where(_AUDIT_TABLE.c.seq >= self._next_seq)
             .order_by(_AUDIT_TABLE.c.seq)
             .limit(self.settings.batch_size)
@@ -187,7 +187,7 @@ class AtnaForwarder:
             audit_message_xml(record, self.source),
             seq=record.seq,
             row_hash=record.hash,
-            timestamp=record.recorded_at,
+            timestamp=event_time(record),
             failure=record.outcome != Outcome.SUCCESS.value,
         )
 

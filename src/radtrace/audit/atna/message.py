@@ -26,7 +26,7 @@ import base64
 import ipaddress
 import re
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Any, Final
@@ -54,6 +54,7 @@ __all__ = [
     "AuditSource",
     "audit_message_xml",
     "build_audit_message",
+    "event_time",
     "validate_audit_message",
 ]
 
@@ -232,7 +233,28 @@ def _patient_id(record: AuditRecord) -> str | None:
     return None
 
 
+def _tampered(record: AuditRecord) -> list[str]:
+    """What in the row is no longer a value radtrace writes (an edit in the database), said plainly."""
+    problems = []
+    if record.recorded_at is None:
+        problems.append(f"recorded_at is not a time ({record.recorded_at_unreadable!r}): EventDateTime is when the "
+                        "row was read")  # fmt: skip
+    if record.outcome not in {outcome.value for outcome in Outcome}:
+        problems.append(f"outcome {record.outcome!r} is not an outcome: sent as major failure")
+    return [f"row edited in the database (run radtrace audit verify): {problem}" for problem in problems]
+
+
+def _outcome_code(record: AuditRecord) -> int:
+    try:
+        return Outcome(record.outcome).dicom_code
+    except ValueError:  # an edited row: reported, as a major failure, rather than stopping the forwarder
+        return Outcome.MAJOR_FAILURE.dicom_code
+
+
 def _description(record: AuditRecord) -> str | None:
+    tampered = _tampered(record)
+    if tampered:
+        return _clean("; ".join(tampered))[:MAX_DESCRIPTION_CHARS]
     if record.outcome == Outcome.SUCCESS.value:
         return None
     for key in ("reason", "error", "problem", "status"):
@@ -256,8 +278,8 @@ def build_audit_message(record: AuditRecord, source: AuditSource) -> etree._Elem
             "EventActionCode": _ACTION_OVERRIDE.get(event_type, _ACTION_BY_DICOM.get(event_code[0], "E"))
             if event_type is not None
             else _ACTION_BY_DICOM.get(event_code[0], "E"),
-            "EventDateTime": record.recorded_at.astimezone(UTC).isoformat(),
-            "EventOutcomeIndicator": str(Outcome(record.outcome).dicom_code),
+            "EventDateTime": event_time(record).isoformat(),
+            "EventOutcomeIndicator": str(_outcome_code(record)),
         },
     )
     _coded(identification, "EventID", event_code)
@@ -339,6 +361,12 @@ def build_audit_message(record: AuditRecord, source: AuditSource) -> etree._Elem
         details={"seq": str(record.seq), "hash": record.hash},
     )
     return root
+
+
+def event_time(record: AuditRecord) -> datetime:
+    """When the event was recorded, in UTC; for a row whose time was edited into a non-time, now (the message
+    says so in its outcome description)."""
+    return (record.recorded_at or datetime.now(UTC)).astimezone(UTC)
 
 
 @cache
