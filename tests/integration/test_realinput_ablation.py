@@ -119,6 +119,24 @@ def _two_frames(ds: Dataset) -> Dataset:
     return ds
 
 
+def _palette(*, drop: str | None = None) -> Change:
+    """PALETTE COLOR with a gray palette running white to black over the stored range; ``drop``: one of its
+    elements left out."""
+
+    def change(ds: Dataset) -> Dataset:
+        entries = 2 ** int(ds.BitsStored)
+        table = np.rint((1.0 - np.arange(entries) / (entries - 1)) * 65535).astype("<u2").tobytes()
+        for colour in ("Red", "Green", "Blue"):
+            setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [entries, 0, 16])
+            setattr(ds, f"{colour}PaletteColorLookupTableData", table)
+        ds.PhotometricInterpretation = "PALETTE COLOR"
+        if drop is not None:
+            delattr(ds, drop)
+        return ds
+
+    return change
+
+
 def _name(charset: object, raw: bytes) -> Change:
     def change(ds: Dataset) -> Dataset:
         ds.SpecificCharacterSet = charset
@@ -170,6 +188,11 @@ VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     "charset-gb18030": (_name("GB18030", "王^小明".encode("gb18030")), DRAFT),
     "charset-bogus": (_name("ISO_IR 999", "Müller^Jürgen".encode("latin-1")), DRAFT),
     "charset-utf8-invalid-bytes": (_name("ISO_IR 192", b"M\xfcller^J\xfcrgen"), DRAFT),
+    "palette-gray-white-to-black": (_palette(), DRAFT),
+    "palette-without-its-data": (
+        _palette(drop="GreenPaletteColorLookupTableData"),
+        ("refused", "(0028,0004) Photometric Interpretation: no Green palette data"),
+    ),
     "huge-declared": (_set(Rows=65535, Columns=65535), ("refused", "(7FE0,0010) Pixel Data")),
     "jpeg-2000-lossless": (_compressed(JPEG2000Lossless), DRAFT),
     "rle": (_compressed(RLELossless), DRAFT),

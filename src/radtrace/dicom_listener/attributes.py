@@ -37,6 +37,7 @@ __all__ = [
     "ATTRIBUTES",
     "IMAGE_SOP_CLASSES",
     "MAX_DEVIATIONS",
+    "PALETTE_COLOURS",
     "SECONDARY_CAPTURE_SOP_CLASSES",
     "Attribute",
     "Deviation",
@@ -45,6 +46,8 @@ __all__ = [
     "format_tag",
     "names_body_part",
     "normalised",
+    "palette_descriptor",
+    "palette_problem",
     "problem_of",
     "value_length",
     "vr_problem",
@@ -361,7 +364,10 @@ def problem_of(ds: Dataset, attribute: Attribute) -> str | None:
     if attribute.keyword == "BitsStored" and int(values[0]) > int(ds.get("BitsAllocated", 0) or 0):
         return "more than Bits Allocated"
     if attribute.keyword == "PhotometricInterpretation":
-        return _samples_problem(values[0].upper(), ds.get("SamplesPerPixel"))
+        problem = _samples_problem(values[0].upper(), ds.get("SamplesPerPixel"))
+        if problem is None and values[0].upper() == "PALETTE COLOR":
+            problem = palette_problem(ds)
+        return problem
     return None
 
 
@@ -376,6 +382,48 @@ def _samples_problem(photometric: str, samples: Any) -> str | None:
     if count == needed:
         return None
     return f"needs {needed} sample{'s' if needed > 1 else ''} per pixel, Samples per Pixel is {count}"
+
+
+PALETTE_COLOURS: Final = ("Red", "Green", "Blue")
+
+
+def palette_descriptor(ds: Dataset) -> tuple[int, int, int] | None:
+    """The Palette Color LUT Descriptor shared by the three colours: (entries, first mapped value, bits per entry),
+    0 entries read as 65536 (PS3.3 C.7.6.3.1.5); None when a colour has none, or one unlike the others."""
+    found = set()
+    for colour in PALETTE_COLOURS:
+        value = ds.get(f"{colour}PaletteColorLookupTableDescriptor")
+        try:
+            entries, first, bits = (int(v) for v in _values(value))
+        except (TypeError, ValueError):
+            return None
+        found.add((entries or 65536, first, bits))
+    return found.pop() if len(found) == 1 else None
+
+
+def palette_problem(ds: Dataset) -> str | None:
+    """Why the palette of a PALETTE COLOR image cannot be applied (PS3.3 C.7.6.3.1.5-6, C.7.9), in at most 24
+    characters (the refusal comment names (0028,0004) first), or None. Read from lengths only: the LUT data of a
+    header read with deferred values is not loaded."""
+    for colour in PALETTE_COLOURS:
+        if f"{colour}PaletteColorLookupTableDescriptor" not in ds:
+            return f"no {colour} LUT descriptor"
+    descriptor = palette_descriptor(ds)
+    if descriptor is None:
+        return "palette LUTs disagree"
+    entries, _, bits = descriptor
+    if bits not in (8, 16):
+        return f"palette LUT of {bits} bits"
+    for colour in PALETTE_COLOURS:
+        plain = tag_for_keyword(f"{colour}PaletteColorLookupTableData")
+        segmented = tag_for_keyword(f"Segmented{colour}PaletteColorLookupTableData")
+        if plain is not None and plain in ds:
+            # 16-bit words (PS3.3 C.7.6.3.1.6); 8-bit entries are also seen packed one per byte
+            if value_length(ds, plain) < entries * (1 if bits == 8 else 2):
+                return f"short {colour} palette data"
+        elif segmented is None or segmented not in ds or value_length(ds, segmented) == 0:
+            return f"no {colour} palette data"
+    return None
 
 
 def deviations(ds: Dataset, problems: Iterable[tuple[int, str]] = ()) -> Iterator[Deviation]:

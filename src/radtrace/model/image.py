@@ -31,8 +31,10 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import pixel_array
+from pydicom.uid import ExplicitVRBigEndian
 
 from radtrace.decoders import decoding_plugin
+from radtrace.dicom_listener.attributes import PALETTE_COLOURS, palette_descriptor, palette_problem
 from radtrace.dicom_listener.pixel_budget import PixelMismatchError, check_dataset
 from radtrace.errors import DicomInputError
 
@@ -140,6 +142,11 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
         DicomInputError: as for :func:`prepare_picture`.
     """
     stored, steps = _decode(ds, max_source_pixels)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if stored.ndim == 2 and photometric == "PALETTE COLOR":
+        gray, palette_step = _palette_luminance(stored, ds)
+        steps.append(palette_step)
+        return gray, steps
     if stored.ndim == 3:  # colour (secondary capture): pydicom already gives RGB; show its luminance
         gray = stored[..., 0] * 0.299 + stored[..., 1] * 0.587 + stored[..., 2] * 0.114
         top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
@@ -150,7 +157,6 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
     steps.append(modality_step)
     display, voi_step = _voi(values, ds)
     steps.append(voi_step)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
     # In the DX IOD, INVERSE accompanies MONOCHROME1 and restates the same inversion: invert once.
     invert = photometric == "MONOCHROME1" or shape == "INVERSE"
@@ -281,6 +287,57 @@ def _decode(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[ND
     if caught:
         step["decoder_warnings"] = [str(w.message)[:200] for w in caught[:4]]
     return pixels, [step]
+
+
+def _palette_luminance(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
+    """A PALETTE COLOR image through its palette (PS3.3 C.7.6.3.1.5-6), then its luminance: the palette is the
+    display mapping (no Modality, VOI or Presentation LUT applies), so a gray palette that runs white to black
+    shows the film as its sender meant, not as a negative of the stored values.
+
+    Raises:
+        DicomInputError: a palette that cannot be applied, naming (0028,0004).
+    """
+    problem = palette_problem(ds)
+    descriptor = palette_descriptor(ds)
+    if problem is not None or descriptor is None:
+        raise DicomInputError(f"(0028,0004) Photometric Interpretation: {problem or 'palette LUTs disagree'}")
+    entries, first, bits = descriptor
+    big_endian = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) == ExplicitVRBigEndian
+    tables: list[NDArray[np.int64]] = []
+    segmented = False
+    for colour in PALETTE_COLOURS:
+        if f"{colour}PaletteColorLookupTableData" in ds:
+            data = bytes(ds[f"{colour}PaletteColorLookupTableData"].value)
+            packed = bits == 8 and len(data) < 2 * entries  # 8-bit entries one per byte
+            table = np.frombuffer(data, dtype=np.uint8 if packed else (">u2" if big_endian else "<u2"))[:entries]
+        else:  # segmented (PS3.3 C.7.9.2): pydicom expands it
+            segmented = True
+            from pydicom.pixels.processing import apply_color_lut
+
+            try:
+                expanded = np.asarray(apply_color_lut(np.arange(first, first + entries), ds))
+                table = expanded[:, len(tables)]
+            except Exception as exc:  # malformed segments raise anything from ValueError to struct.error
+                raise DicomInputError(f"(0028,0004) Photometric Interpretation: segmented palette: {exc}") from exc
+        if table.size < entries:  # a segmented table that expands to fewer entries than its descriptor's
+            raise DicomInputError(f"(0028,0004) Photometric Interpretation: short {colour} palette data")
+        table = table.astype(np.int64)
+        if bits == 8 and table.max() > 255:  # 8-bit entries in the high byte of their word
+            table >>= 8
+        tables.append(table)
+    index = np.clip(stored.astype(np.int64) - first, 0, entries - 1)
+    top = float(2**bits - 1)
+    weights = (0.299, 0.587, 0.114)
+    gray = sum(w * table[index].astype(np.float64) for w, table in zip(weights, tables, strict=True)) / top
+    return np.clip(gray, 0.0, 1.0), {
+        "step": "palette",
+        "entries": entries,
+        "first_mapped": first,
+        "bits": bits,
+        "segmented": segmented,
+        "then": "luminance",
+        "weights": list(weights),
+    }
 
 
 def _modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
