@@ -182,3 +182,24 @@ def test_qa_reads_but_cannot_decide_and_a_post_without_csrf_is_refused(page: Pag
     assert no_token.status == 403
     assert "CSRF" in no_token.text()
     assert not [user for _, user, _ in site.events("finding_assessed", "draft_assessed") if user == "qa.quinn"]
+
+
+def test_a_key_pressed_as_soon_as_the_study_shows_is_not_lost(page: Page, site: Site) -> None:
+    """The study page's script was deferred: the page showed while the script that handles the keys was still on
+    its way, and a key pressed then was dropped (what made the keyboard test flaky on a busy machine). Now the
+    script is in the head, so nothing shows before it, and keys pressed before the page is set up are replayed."""
+    add_user(site.store, "dr.quick", "radiologist")
+    _sign_in(page, site, "dr.quick")
+    network = page.context.new_cdp_session(page)
+    network.send("Network.enable")
+    network.send("Network.setCacheDisabled", {"cacheDisabled": True})
+    network.send("Network.emulateNetworkConditions",
+                 {"offline": False, "latency": 700, "downloadThroughput": -1, "uploadThroughput": -1})  # fmt: skip
+    page.goto(f"{site.url}/console/studies/{site.studies['ap']}/1", wait_until="commit")
+    expect(page.get_by_test_id("patient")).to_contain_text("POE EDGAR")
+    page.keyboard.press("a")  # at once, as a radiologist who knows the study does
+    expect(page.get_by_test_id("decision-0")).to_contain_text("accepted by dr.quick")
+    page.keyboard.press("c")  # and typing straight after: the comment gets every character
+    page.keyboard.type("fine")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("decision-1")).to_contain_text("rejected by dr.quick: “fine”")

@@ -112,16 +112,39 @@
     $("button[value=" + pending + "]", form).click();
   }
 
+  // Keys pressed before the page is set up (rows, fields) are kept and replayed once it is, never dropped: the
+  // script is loaded in <head> without defer, so this listener exists before any of the page is shown.
+  let ready = false;
+  const early = [];
+  document.addEventListener("keydown", (e) => {
+    if (ready) return onKey(e);
+    const el = document.activeElement;
+    if (el && el !== document.body && el !== document.documentElement) return; // a field or link has it
+    early.push({ key: e.key, ctrlKey: e.ctrlKey, metaKey: e.metaKey, altKey: e.altKey });
+    e.preventDefault();
+  });
+  function replay(k) {
+    const el = document.activeElement;
+    const event = Object.assign({ preventDefault() {}, target: el }, k);
+    if (typing(el) && k.key === "Enter") return onFieldKey(event);
+    if (typing(el) && el.tagName !== "SELECT" && k.key.length === 1 && !k.ctrlKey && !k.metaKey && !k.altKey) {
+      el.setRangeText(k.key, el.selectionStart, el.selectionEnd, "end"); // typed after c: into the comment
+      return;
+    }
+    onKey(event);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     rows = $$("#worklist tr.row").concat($$("#findings tr.finding-row"));
     $$(".viewer").forEach(setupViewer);
     $$("#worklist tr.row").forEach((row, i) => row.addEventListener("click", (e) => { if (e.target.tagName !== "A") { select(i); } }));
     $$("#findings tr.finding-row").forEach((row, i) => row.addEventListener("focusin", () => select(i)));
     $$(".finding-form input, .finding-form select, #draft-form select, #draft-form input").forEach((f) => f.addEventListener("keydown", onFieldKey));
-    document.addEventListener("keydown", onKey);
     // ?focus=N selects the N-th row (after a decision: the next finding); anything else selects the first.
     const focus = Number.parseInt(new URLSearchParams(window.location.search).get("focus") || "0", 10);
     if (rows.length) select(Number.isInteger(focus) ? focus : 0);
+    ready = true;
+    early.splice(0).forEach(replay);
   });
 })();
 
