@@ -1,6 +1,6 @@
 """The whole ``radtrace`` command tree: importing this module registers every command on the root app.
 
-One module per group of commands (:mod:`.services`, :mod:`.studies`, :mod:`.audit_commands`,
+One module per group of commands (:mod:`.services`, :mod:`.send_command`, :mod:`.studies`, :mod:`.audit_commands`,
 :mod:`.model_commands`, :mod:`.db_commands`, :mod:`.config_commands`); :mod:`.common` holds the Typer apps,
 the root options and the exit codes (0 success, 1 the work failed, 2 bad usage or configuration).
 """
@@ -13,6 +13,7 @@ from radtrace.cli import (  # noqa: F401
     config_commands,
     db_commands,
     model_commands,
+    send_command,
     services,
     studies,
 )

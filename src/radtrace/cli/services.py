@@ -1,4 +1,4 @@
-"""The long-running commands: ``serve``, ``listen``, ``worker``, ``api``; and ``send`` (a C-STORE client)."""
+"""The long-running commands: ``serve``, ``listen``, ``worker``, ``api`` (``send``, a client, is in send_command)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,18 @@ import errno
 import logging
 import os
 import signal
-import socket
 import threading
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, err, fail, open_store, out, settings_of
+from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, fail, open_store, out, settings_of
 from radtrace.cli.interrupt import EXIT_INTERRUPTED, hand_over
-from radtrace.config import ae_title_problem
 from radtrace.errors import ConfigError, ModelLoadError, RadtraceError
 from radtrace.preflight import api_bind_problem, bind_api_socket, check_ports, failed_checks, run_preflight
 
@@ -183,75 +179,6 @@ def _quiet_celery_root_warning() -> None:
         return
     log.info("worker running as root; it accepts JSON messages only (run it as a service user where you can)")
     warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges")
-
-
-@app.command()
-def send(
-    ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="DICOM files or folders to send.")],
-    host: Annotated[str, typer.Option(help="The peer's host.")] = "127.0.0.1",
-    port: Annotated[int | None, typer.Option(help="The peer's port; default listener.port.")] = None,
-    called_ae: Annotated[str | None, typer.Option(help="The peer's AE title; default listener.ae_title.")] = None,
-    calling_ae: Annotated[str | None, typer.Option(help="Our AE title; default dispatch.calling_ae_title.")] = None,
-) -> None:
-    """Send DICOM files to a peer by C-STORE (operator and test tool); exit 1 unless all succeed.
-
-    Files go as they are on disk, in their own transfer syntax, over one association.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
-
-    from radtrace.dicom_listener.scu import collect_files, send_files, summarise
-
-    settings = settings_of(ctx)
-    files = collect_files(paths)
-    missing = [str(p) for p in files if not p.is_file()]
-    if missing or not files:
-        fail(f"no such file: {', '.join(missing)}" if missing else "no files to send", EXIT_USAGE)
-    called_ae = called_ae or settings.listener.ae_title
-    calling_ae = calling_ae or settings.dispatch.calling_ae_title
-    for option, title in (("--called-ae", called_ae), ("--calling-ae", calling_ae)):
-        problem = ae_title_problem(title)
-        if problem:
-            fail(f"{option} {title!r}: {problem}", EXIT_USAGE)
-    port = port or settings.listener.port
-    try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        fail(f"--host {host!r} is not a known host name or address ({exc.strerror})", EXIT_USAGE)
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err,
-    ) as progress:  # fmt: skip
-        task = progress.add_task(f"C-STORE to {called_ae}", total=len(files))
-        try:
-            results = send_files(
-                files, host, port, called_ae=called_ae, calling_ae=calling_ae,
-                progress=lambda _result: progress.advance(task),
-            )  # fmt: skip
-        except RadtraceError as exc:
-            progress.stop()
-            fail(f"{exc.reason}: {_association_hint(exc.reason, calling_ae)}")
-    table = Table("status", "files", title="C-STORE results", title_justify="left")
-    for status, count in sorted(summarise(results).items()):
-        table.add_row(status, str(count))
-    out.print(table)
-    for failed in (r for r in results if not r.ok):
-        err.print(f"{escape(str(failed.path))}: {failed.note or 'failed'}", highlight=False)
-    if not all(r.ok for r in results):
-        raise typer.Exit(EXIT_FAILED)
-
-
-def _association_hint(reason: str, calling_ae: str) -> str:
-    """What a newcomer should check when the peer refused or never answered the association."""
-    if reason.endswith("rejected"):
-        return (
-            "check that --called-ae is the listener's AE title (listener.ae_title) and that listener.allowed_callers "
-            f"admits calling AE {calling_ae!r} from this host; the listener's log names the refused caller"
-        )
-    return (
-        "is a DICOM listener running there? check --host and --port (radtrace's is listener.port, "
-        "not the QA API's api.port)"
-    )
 
 
 # --- QA API ------------------------------------------------------------------------------------
