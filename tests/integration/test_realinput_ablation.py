@@ -137,6 +137,26 @@ def _palette(*, drop: str | None = None) -> Change:
     return change
 
 
+def _padded_border(*, declared: bool) -> Change:
+    """No window, the top quarter and left fifth at the highest stored value: Pixel Padding Value if
+    ``declared``, else an undeclared collimation border."""
+
+    def change(ds: Dataset) -> Dataset:
+        values = ds.pixel_array.copy()
+        top = 2 ** int(ds.BitsStored) - 1
+        values[: values.shape[0] // 4] = top
+        values[:, : values.shape[1] // 5] = top
+        ds.PixelData = values.tobytes()
+        for keyword in ("WindowCenter", "WindowWidth"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        if declared:
+            ds.PixelPaddingValue = top
+        return ds
+
+    return change
+
+
 def _name(charset: object, raw: bytes) -> Change:
     def change(ds: Dataset) -> Dataset:
         ds.SpecificCharacterSet = charset
@@ -193,6 +213,8 @@ VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
         _palette(drop="GreenPaletteColorLookupTableData"),
         ("refused", "(0028,0004) Photometric Interpretation: no Green palette data"),
     ),
+    "padding-border-declared": (_padded_border(declared=True), DRAFT),
+    "collimation-border-undeclared": (_padded_border(declared=False), DRAFT),
     "huge-declared": (_set(Rows=65535, Columns=65535), ("refused", "(7FE0,0010) Pixel Data")),
     "jpeg-2000-lossless": (_compressed(JPEG2000Lossless), DRAFT),
     "rle": (_compressed(RLELossless), DRAFT),

@@ -48,6 +48,7 @@ __all__ = [
     "normalised",
     "palette_descriptor",
     "palette_problem",
+    "pixel_padding_range",
     "problem_of",
     "value_length",
     "vr_problem",
@@ -399,6 +400,18 @@ def palette_descriptor(ds: Dataset) -> tuple[int, int, int] | None:
             return None
         found.add((entries or 65536, first, bits))
     return found.pop() if len(found) == 1 else None
+
+
+def pixel_padding_range(ds: Dataset) -> tuple[int, int] | None:
+    """The stored values that are padding, not image (PS3.3 C.7.5.1.1.2): Pixel Padding Value alone, or the
+    inclusive range between it and Pixel Padding Range Limit; None where neither is a usable number."""
+    try:
+        value = int(ds.get("PixelPaddingValue"))
+        limit = ds.get("PixelPaddingRangeLimit")
+        low, high = sorted((value, int(limit) if limit is not None else value))
+    except (TypeError, ValueError):
+        return None  # none, or not a number (recorded as a deviation where the listener saw it)
+    return low, high
 
 
 def palette_problem(ds: Dataset) -> str | None:

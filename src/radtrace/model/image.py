@@ -34,7 +34,12 @@ from pydicom.pixels.utils import pixel_array
 from pydicom.uid import ExplicitVRBigEndian
 
 from radtrace.decoders import decoding_plugin
-from radtrace.dicom_listener.attributes import PALETTE_COLOURS, palette_descriptor, palette_problem
+from radtrace.dicom_listener.attributes import (
+    PALETTE_COLOURS,
+    palette_descriptor,
+    palette_problem,
+    pixel_padding_range,
+)
 from radtrace.dicom_listener.pixel_budget import PixelMismatchError, check_dataset
 from radtrace.errors import DicomInputError
 
@@ -61,6 +66,9 @@ MIN_GRAY_LEVELS: Final = 16
 #: With no usable VOI, a full range that gives fewer than :data:`MIN_GRAY_LEVELS` levels (a burned-in marker at full
 #: scale, a few hot pixels) is replaced by the range between these percentiles of the modality output.
 ROBUST_PERCENTILES: Final = (1.0, 99.0)
+#: With no usable VOI, a lowest or highest value held by more than this share of the image's pixels is left out of
+#: its range (see ``_range_voi``).
+EXTREME_SHARE: Final = 0.01
 
 FloatImage = NDArray[np.float64]
 Step = dict[str, Any]
@@ -153,9 +161,12 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
         steps.append({"step": "luminance", "weights": [0.299, 0.587, 0.114], "scale": top})
         return np.clip(gray / top, 0.0, 1.0), steps
 
+    padding, padding_step = _padding(stored, ds)
+    if padding_step is not None:
+        steps.append(padding_step)
     values, modality_step = _modality_lut(stored, ds)
     steps.append(modality_step)
-    display, voi_step = _voi(values, ds)
+    display, voi_step = _voi(values, ds, None if padding is None else ~padding)
     steps.append(voi_step)
     shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
     # In the DX IOD, INVERSE accompanies MONOCHROME1 and restates the same inversion: invert once.
@@ -165,7 +176,29 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
     steps.append(
         {"step": "inversion", "applied": invert, "photometric": photometric, "presentation_lut_shape": shape or None}
     )
+    if padding is not None:
+        display = np.where(padding, 0.0, display)  # not image: black, as a viewer shows the background
     return display, steps
+
+
+def _padding(stored: NDArray[Any], ds: Dataset) -> tuple[NDArray[np.bool_] | None, Step | None]:
+    """The pixels that are padding, not image (PS3.3 C.7.5.1.1.2): those holding Pixel Padding Value, or between
+    it and Pixel Padding Range Limit, inclusive, compared with the stored values. None where there are none.
+
+    Raises:
+        DicomInputError: every pixel is padding.
+    """
+    padding = pixel_padding_range(ds)
+    if padding is None:
+        return None, None
+    low, high = padding
+    mask = (stored >= low) & (stored <= high)
+    share = float(mask.mean()) if mask.size else 0.0
+    if share == 0.0:
+        return None, {"step": "padding", "range": [low, high], "share": 0.0}
+    if share == 1.0:
+        raise DicomInputError("(0028,0120) Pixel Padding Value: every pixel is padding, the image shows nothing")
+    return mask, {"step": "padding", "range": [low, high], "share": round(share, 4), "shown_as": "black"}
 
 
 def apply_window(values: FloatImage, center: float, width: float, function: str = "LINEAR") -> FloatImage:
@@ -359,8 +392,10 @@ def _modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
     return values, {"step": "modality_lut", "kind": "rescale", "slope": slope, "intercept": intercept}
 
 
-def _voi(values: FloatImage, ds: Dataset) -> tuple[FloatImage, Step]:
+def _voi(values: FloatImage, ds: Dataset, image: NDArray[np.bool_] | None = None) -> tuple[FloatImage, Step]:
     """The first usable VOI of the header (LUT, then each window in order), else the full range.
+
+    ``image``: the pixels that are the image (padding excluded), which alone are measured.
 
     A VOI is unusable when its function refuses its width, or when it leaves fewer than
     :data:`MIN_VISIBLE` of the pixels between black and white or fewer than :data:`MIN_GRAY_LEVELS` gray levels
@@ -369,9 +404,14 @@ def _voi(values: FloatImage, ds: Dataset) -> tuple[FloatImage, Step]:
     ``rejected``.
     """
     rejected: list[Step] = []
+    inside = values if image is None else values[image]
+
+    def seen(display: FloatImage) -> FloatImage:
+        return display if image is None else display[image]
+
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         display, lut_step = _explicit_voi_lut(values, ds.VOILUTSequence[0])
-        blank = _blankness(display, values, most_levels=int(lut_step["entries"]))
+        blank = _blankness(seen(display), inside, most_levels=int(lut_step["entries"]))
         if blank is None:
             return display, lut_step
         rejected.append({"kind": "lut", "why": blank})
@@ -386,7 +426,7 @@ def _voi(values: FloatImage, ds: Dataset) -> tuple[FloatImage, Step]:
         except DicomInputError as exc:
             rejected.append({"kind": "window", "center": center, "width": width, "why": exc.reason})
             continue
-        blank = _blankness(display, values)
+        blank = _blankness(seen(display), inside)
         if blank is not None:
             rejected.append({"kind": "window", "center": center, "width": width, "why": blank})
             continue
@@ -405,29 +445,46 @@ def _voi(values: FloatImage, ds: Dataset) -> tuple[FloatImage, Step]:
         if rejected:
             step["rejected"] = rejected
         return display, step
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        raise DicomInputError("every pixel holds the same value: the image shows nothing to read")
-    display = (values - low) / (high - low)
-    step = {"step": "voi", "kind": "full_range", "low": low, "high": high}
-    levels = int(np.count_nonzero(_levels(display)))
-    if levels < MIN_GRAY_LEVELS:  # a few outliers (a marker burned in at full scale) hold the range
-        robust_low, robust_high = (float(v) for v in np.percentile(values, ROBUST_PERCENTILES))
-        if robust_high > robust_low:
-            robust = np.clip((values - robust_low) / (robust_high - robust_low), 0.0, 1.0)
-            if int(np.count_nonzero(_levels(robust))) > levels:
-                display = robust
-                step = {
-                    "step": "voi",
-                    "kind": "percentile_range",
-                    "percentiles": list(ROBUST_PERCENTILES),
-                    "low": robust_low,
-                    "high": robust_high,
-                    "full_range": [low, high],
-                }
+    display, step = _range_voi(values, inside)
     if rejected:
         step["rejected"] = rejected
     return display, step
+
+
+def _range_voi(values: FloatImage, inside: FloatImage) -> tuple[FloatImage, Step]:
+    """With no usable VOI: the range of the image's pixels (``inside``: padding left out).
+
+    Where the lowest or highest value fills more than :data:`EXTREME_SHARE` of the image (collimation, padding
+    the header does not declare, a saturated detector), the range of the other pixels, as dcmtk's min-max
+    window ignoring extreme values (``dcm2pnm +Wn``): else the border decides the contrast and the film is a
+    few grays. Else the full range, unless a few outliers hold it (a marker burned in at full scale: fewer than
+    :data:`MIN_GRAY_LEVELS` levels), then the range between :data:`ROBUST_PERCENTILES`.
+    """
+    low, high = float(inside.min()), float(inside.max())
+    if high <= low:
+        raise DicomInputError("every pixel holds the same value: the image shows nothing to read")
+    best: Step = {"step": "voi", "kind": "full_range", "low": low, "high": high}
+    levels = int(np.count_nonzero(_levels((inside - low) / (high - low))))
+    candidates: list[tuple[str, float, float]] = []
+    extremes = float(max(np.mean(inside == low), np.mean(inside == high)))
+    interior = inside[(inside > low) & (inside < high)]
+    if extremes > EXTREME_SHARE and interior.size >= MIN_VISIBLE * inside.size:
+        candidates.append(("range_without_extremes", float(interior.min()), float(interior.max())))
+    if levels < MIN_GRAY_LEVELS:
+        percentile_low, percentile_high = (float(v) for v in np.percentile(inside, ROBUST_PERCENTILES))
+        candidates.append(("percentile_range", percentile_low, percentile_high))
+    for kind, robust_low, robust_high in candidates:
+        if robust_high <= robust_low:
+            continue
+        found = int(np.count_nonzero(_levels(np.clip((inside - robust_low) / (robust_high - robust_low), 0.0, 1.0))))
+        if found > levels:
+            best = {"step": "voi", "kind": kind, "low": robust_low, "high": robust_high, "full_range": [low, high]}
+            if kind == "percentile_range":
+                best["percentiles"] = list(ROBUST_PERCENTILES)
+            else:
+                best["extreme_share"] = round(extremes, 4)
+            break
+    return np.clip((values - best["low"]) / (best["high"] - best["low"]), 0.0, 1.0), best
 
 
 def _levels(display: FloatImage) -> NDArray[np.int64]:
