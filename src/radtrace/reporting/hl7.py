@@ -56,6 +56,9 @@ __all__ = [
 
 MAX_OBX_VALUE: Final = 199  # hl7apy STRICT caps OBX-5; longer text goes over several OBX
 LINE_TARGET: Final = 80  # raw characters per TX line, for readers that show one OBX per line
+#: TX lines of text per message, all texts together (about 80 kB): OBX-1 is an SI of at most 4 digits, and hl7apy
+#: STRICT builds about 300 OBX per second; the SR holds the whole text, the ORU says what it left out.
+MAX_TEXT_LINES: Final = 1000
 STUDY_UID: Final = Code("110180", "DCM", "Study Instance UID", "DICOM PS3.16")
 SR_UID: Final = codes.local_code("RT-SR-UID", "SR SOP Instance UID")
 _PRESENCE: Final = {
@@ -204,6 +207,8 @@ class _Observations:
         self.order = order
         self.status = status
         self.count = 0
+        self.text_room = MAX_TEXT_LINES
+        self.cut_chars = 0  # text left out once the message held MAX_TEXT_LINES lines of it
 
     def add(self, value_type: str, identifier: Code, value: str, sub_id: str = "", units: str = "") -> None:
         self.count += 1
@@ -219,8 +224,19 @@ class _Observations:
         obx.obx_11 = self.status
 
     def text(self, identifier: Code, text: str, sub_id: str = "") -> None:
-        for piece in split_text(text):
+        """Add ``text`` as TX lines, as far as the message's room for text goes (cut before splitting: a
+        megabyte of model text costs no more than the lines kept)."""
+        pieces = split_text(text[: self.text_room * LINE_TARGET])[: self.text_room]
+        self.text_room -= len(pieces)
+        self.cut_chars += len(text) - sum(len(piece) for piece in pieces)
+        for piece in pieces:
             self.add("TX", identifier, _esc(piece), sub_id)
+
+    def note_cut(self) -> None:
+        """One TX line saying how much text did not fit, if any."""
+        if self.cut_chars:
+            note = f"{self.cut_chars} characters of text left out (over {MAX_TEXT_LINES} lines); the SR holds them"
+            self.add("TX", codes.READING_FLAGS, _esc(note))
 
 
 def _findings(reading: Reading, obx: _Observations) -> None:
@@ -254,6 +270,7 @@ def _narrative(
             obx.text(codes.reasoning_code(step.section), step.text, sub_id=f"R{index}")
     if not reading.reasoning and reading.raw_text.strip():
         obx.text(codes.RAW_OUTPUT, reading.raw_text)
+    obx.note_cut()
     obx.add("ST", codes.REASONING_SHA256, reasoning_sha256(reading))
     obx.add("ST", STUDY_UID, study_uid)
     obx.add("ST", SR_UID, sr_sop_instance_uid)
@@ -405,6 +422,7 @@ def build_observation_oru(
                 obx.add(item.value_type, item.identifier, _esc(item.value), item.sub_id)
         if header_notes:
             obx.text(codes.HEADER_NOTES, "\n".join(str(note) for note in header_notes))
+        obx.note_cut()
 
     return _oru(source, settings, control_id, created_at or datetime.now(UTC), notes, observe)
 

@@ -1,0 +1,66 @@
+"""The ORU stays a valid, bounded message whatever length of text a model wrote: at most MAX_TEXT_LINES TX lines of
+text (OBX-1 is an SI of 4 digits: 10,000 OBX cannot be numbered), one line saying how much was left out, and the
+build takes seconds, not minutes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
+
+from radtrace.config import ReportingSettings
+from radtrace.model.reading import ReasoningStep
+from radtrace.reporting.hl7 import MAX_TEXT_LINES, build_oru
+from reporting_support import reading, source_study
+
+pytestmark = pytest.mark.unit
+
+SOURCES = source_study()
+SR_UID = "1.2.826.0.1.3680043.8.498.7"
+
+
+def _obx(er7: str) -> list[list[str]]:
+    return [segment.split("|") for segment in er7.split("\r") if segment.startswith("OBX|")]
+
+
+@pytest.mark.parametrize(
+    "reasoning",
+    [
+        (ReasoningStep(section="lungs", text="w" * (1024 * 1024)),),  # one token of a megabyte
+        (ReasoningStep(section="lungs", text="clear lungs. " * 80_000),),  # a megabyte of words
+        tuple(ReasoningStep(section=("lungs", "heart")[i % 2], text=f"step {i} " * 30) for i in range(3000)),
+    ],
+    ids=["one-token", "words", "many-steps"],
+)
+def test_a_megabyte_of_model_text_gives_a_valid_oru_with_a_note_of_what_was_left_out(
+    reasoning: tuple[ReasoningStep, ...],
+) -> None:
+    read = reading(SOURCES, reasoning=reasoning)
+    started = time.monotonic()
+    oru = build_oru(read, SOURCES[0], settings=ReportingSettings(), sr_sop_instance_uid=SR_UID)
+    elapsed = time.monotonic() - started
+    er7 = oru.text
+    message = parse_message(er7, validation_level=VALIDATION_LEVEL.STRICT)
+    assert message.msh.msh_10.value == oru.control_id
+    obx = _obx(er7)
+    assert [int(fields[1]) for fields in obx] == list(range(1, len(obx) + 1))
+    text_lines = [fields for fields in obx if fields[2] == "TX"]
+    assert len(text_lines) <= MAX_TEXT_LINES + 1
+    left_out = sum(len(step.text) for step in reasoning) - sum(
+        len(fields[5]) for fields in text_lines if fields[4].startswith("R")
+    )
+    notes = [fields[5] for fields in text_lines if "characters of text left out" in fields[5]]
+    assert len(notes) == 1
+    assert int(notes[0].split()[0]) == left_out  # the note counts what is missing
+    assert obx[-1][5] == SR_UID  # the references after the text are all there
+    assert elapsed < 20
+
+
+def test_a_reading_within_the_limit_has_no_note() -> None:
+    read = reading(SOURCES, reasoning=(ReasoningStep(section="lungs", text="clear lungs. " * 500),))
+    oru = build_oru(read, SOURCES[0], settings=ReportingSettings(), sr_sop_instance_uid=SR_UID)
+    assert "left out" not in oru.text
+    joined = "".join(fields[5] for fields in _obx(oru.text) if fields[4] == "R1")
+    assert joined == "clear lungs. " * 500
