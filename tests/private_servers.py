@@ -1,10 +1,16 @@
-"""Private PostgreSQL and Redis servers for fault tests that stop, restart or flush them.
+"""Private PostgreSQL and Redis servers for fault tests that stop, restart or flush them, and hostile peers.
 
 The machine's shared servers (127.0.0.1:5432, :6379) serve every other test running at the same time,
 so a test that takes its database or broker down gets its own: a PostgreSQL cluster made with
 ``initdb`` in a fresh directory owned by ``postgres`` (PostgreSQL refuses to run as root), and a
 ``redis-server`` without persistence, each on a free port. ``stop`` and ``start`` keep the data
 directory and the port, as a real restart does; the context managers always stop them.
+
+``hostile_peer`` is a server on raw sockets that reads one request (HTTP or MLLP) and then misbehaves as told.
+A library server would answer correctly; it writes bytes by hand so that a test can send what a broken or hostile
+vLLM server, RIS or proxy could: a body that never ends, a drip of one byte at a time, a length far beyond what
+follows, garbage after a valid answer. ``sent`` counts the bytes the peer managed to write, so a test can show that
+the client stopped reading early.
 """
 
 from __future__ import annotations
@@ -14,18 +20,33 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from radtrace.testing.services import free_port
 from serve_support import wait_until
 
-__all__ = ["PrivatePostgres", "PrivateRedis", "private_postgres", "private_redis"]
+__all__ = [
+    "HostilePeer",
+    "PrivatePostgres",
+    "PrivateRedis",
+    "drip",
+    "hostile_peer",
+    "private_postgres",
+    "private_redis",
+    "read_http_request",
+    "read_mllp_message",
+    "stream_forever",
+]
 
 PG_USER = "postgres"
+END_BLOCK = b"\x1c\x0d"  # MLLP
 
 
 def _pg_bin(name: str) -> str:
@@ -175,3 +196,123 @@ def private_redis(directory: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+# --- hostile peers on raw sockets ----------------------------------------------------------------
+
+
+@dataclass
+class HostilePeer:
+    """Where the peer listens, what it received and how many bytes it wrote."""
+
+    host: str
+    port: int
+    received: list[bytes] = field(default_factory=list)
+    sent: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def write(self, connection: socket.socket, data: bytes) -> bool:
+        """Write ``data``; False once the client has gone (or the test is over)."""
+        if self.stop.is_set():
+            return False
+        try:
+            connection.sendall(data)
+        except OSError:
+            return False
+        self.sent += len(data)
+        return True
+
+
+def read_http_request(connection: socket.socket) -> bytes:
+    """One HTTP/1.1 request with a Content-Length body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def read_mllp_message(connection: socket.socket) -> bytes:
+    """One MLLP-framed message (up to and including its end block)."""
+    data = b""
+    while END_BLOCK not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def drip(peer: HostilePeer, connection: socket.socket, data: bytes, every_s: float) -> None:
+    """Write ``data`` one byte at a time, ``every_s`` apart."""
+    for index in range(len(data)):
+        if not peer.write(connection, data[index : index + 1]):
+            return
+        time.sleep(every_s)
+
+
+def stream_forever(peer: HostilePeer, connection: socket.socket, chunk: bytes, limit: int = 1 << 30) -> None:
+    """Write ``chunk`` again and again until the client stops reading (or ``limit`` bytes: a test's safety net)."""
+    while peer.sent < limit and peer.write(connection, chunk):
+        pass
+
+
+@contextlib.contextmanager
+def hostile_peer(
+    behave: Callable[[HostilePeer, socket.socket], None],
+    read: Callable[[socket.socket], bytes] = read_http_request,
+) -> Iterator[HostilePeer]:
+    """Listen on a free local port; for each connection read one request, then run ``behave`` on it."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    peer = HostilePeer("127.0.0.1", server.getsockname()[1])
+    threads: list[threading.Thread] = []
+
+    def handle(connection: socket.socket) -> None:
+        with connection:
+            connection.settimeout(30)
+            try:
+                peer.received.append(read(connection))
+                behave(peer, connection)
+            except OSError:
+                pass
+
+    def accept() -> None:
+        while not peer.stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=handle, args=(connection,), daemon=True)
+            thread.start()
+            threads.append(thread)
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield peer
+    finally:
+        peer.stop.set()
+        acceptor.join(5)
+        server.close()
+        for thread in threads:
+            thread.join(5)

@@ -7,16 +7,26 @@ on anyway, its ``reasoning_content`` is put back inside ``<think> … </think>``
 
 Errors: an unreachable server is :class:`PeerUnavailableError`, a timeout, a 5xx or 429 or a malformed
 reply is :class:`ModelError` (both retryable); any other refusal is :class:`ModelRequestError` (permanent).
+
+Bounded per request, whatever the server does: the whole request (connect, headers, body) ends at
+``timeout_s`` (a watchdog shuts the socket down, so a server dripping one byte at a time cannot stretch it;
+httpx's own timeouts are per read), and at most :data:`MAX_REPLY_BYTES` of reply are read (a larger
+Content-Length is refused before reading, a body that never ends is cut there; no compression is accepted,
+so no decompression bomb either). Text the server sends back into an error is cut short and quoted.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
+import socket
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -27,7 +37,58 @@ from radtrace.model.profiles.base import Profile
 from radtrace.model.reading import ModelIdentity
 from radtrace.model.study import StudyInput
 
-__all__ = ["VllmBackend", "data_url"]
+__all__ = ["MAX_REPLY_BYTES", "VllmBackend", "data_url"]
+
+#: The most reply bytes read per request: far above any completion (tokens times bytes per token in JSON), far below
+#: what would hurt a worker running ``max_concurrency`` requests at once.
+MAX_REPLY_BYTES: Final = 8 * 1024 * 1024
+_ERROR_BODY_BYTES: Final = 64 * 1024  # enough of a refusal's body to quote its start
+_QUOTED_CHARS: Final = 200
+
+
+def _quoted(text: object) -> str:
+    """A peer's text for an error reason: cut short and quoted (repr escapes control characters)."""
+    value = str(text)
+    return repr(value[:_QUOTED_CHARS] + ("…" if len(value) > _QUOTED_CHARS else ""))
+
+
+class _Deadline:
+    """Ends one request at its deadline: shuts the connection's socket down, which makes a blocked read return.
+
+    The socket comes from httpcore's ``trace`` extension (``connection.connect_tcp.complete``); the client keeps
+    no idle connections, so every request opens its own and is seen here.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event != "connection.connect_tcp.complete":
+            return
+        stream = info.get("return_value")
+        found = stream.get_extra_info("socket") if stream is not None else None
+        with self._lock:
+            self._socket = found if isinstance(found, socket.socket) else None
+            if self.expired:
+                self._shut()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def data_url(picture: PreparedPicture) -> str:
@@ -64,9 +125,13 @@ class VllmBackend(Backend):
         self.timeout_s = timeout_s
         self.revision = revision
         self.max_concurrency = max(1, max_concurrency)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = {"Accept-Encoding": "identity"} | ({"Authorization": f"Bearer {api_key}"} if api_key else {})
         self._client = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout_s), transport=transport
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_keepalive_connections=0),  # a connection per request: _Deadline sees each
+            transport=transport,
         )
         self._model = model
 
@@ -137,11 +202,17 @@ class VllmBackend(Backend):
         started = time.perf_counter()
         reply = self._request("POST", "/v1/chat/completions", json=payload)
         elapsed = time.perf_counter() - started
+        if "choices" not in reply and ("error" in reply or reply.get("object") == "error"):
+            error = reply.get("error")
+            said = error.get("message", error) if isinstance(error, dict) else (error or reply.get("message"))
+            raise ModelError(f"vLLM server at {self.base_url} answered with an error: {_quoted(said)}")
         try:
             choice = reply["choices"][0]
             message = choice["message"]
             text = message.get("content") or ""
             reasoning = message.get("reasoning_content") or message.get("reasoning")
+            if not isinstance(text, str) or not isinstance(reasoning or "", str):
+                raise TypeError("the message content is not text")
             if reasoning:
                 text = f"<think>{reasoning}</think>{text}"
             usage = reply.get("usage") or {}
@@ -160,25 +231,53 @@ class VllmBackend(Backend):
         )
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        deadline = _Deadline(self.timeout_s)
+        late = f"vLLM server at {self.base_url} did not answer {path} within {self.timeout_s:g} s"
         try:
-            response = self._client.request(method, path, **kwargs)
+            with self._client.stream(method, path, extensions={"trace": deadline.trace}, **kwargs) as response:
+                status = response.status_code
+                if status >= 400:
+                    detail = self._read(response, _ERROR_BODY_BYTES, cut=True).decode("utf-8", "replace")
+                    self._refused(path, status, response.headers.get("retry-after"), detail)
+                data = self._read(response, MAX_REPLY_BYTES, cut=False)
         except httpx.TimeoutException as exc:
-            raise ModelError(
-                f"vLLM server at {self.base_url} did not answer {path} within {self.timeout_s:g} s"
-            ) from exc
+            raise ModelError(late) from exc
         except httpx.TransportError as exc:
-            raise PeerUnavailableError(f"vLLM server at {self.base_url} is not reachable: {exc}") from exc
-        if response.status_code == 429 or response.status_code >= 500:
-            raise ModelError(f"vLLM server at {self.base_url} answered {response.status_code} to {path}")
-        if response.status_code >= 400:
-            detail = response.text[:300]
-            raise ModelRequestError(
-                f"vLLM server at {self.base_url} refused {path} with {response.status_code}: {detail}"
-            )
+            if deadline.expired:
+                raise ModelError(late) from exc
+            if isinstance(exc, httpx.ConnectError):
+                raise PeerUnavailableError(f"vLLM server at {self.base_url} is not reachable: {exc}") from exc
+            raise ModelError(f"vLLM server at {self.base_url} broke off its answer to {path}: {_quoted(exc)}") from exc
+        finally:
+            deadline.cancel()
         try:
-            body = response.json()
+            body = json.loads(data)
         except ValueError as exc:
             raise ModelError(f"vLLM server at {self.base_url} sent a reply that is not JSON") from exc
         if not isinstance(body, dict):
             raise ModelError(f"vLLM server at {self.base_url} sent a reply that is not a JSON object")
         return body
+
+    def _read(self, response: httpx.Response, limit: int, *, cut: bool) -> bytes:
+        """At most ``limit`` bytes of the body; past it, the start (``cut``) or a :class:`ModelError`."""
+        too_large = f"vLLM server at {self.base_url} sent a reply larger than {limit // (1024 * 1024)} MiB"
+        announced = response.headers.get("content-length", "")
+        if not cut and announced.isdigit() and int(announced) > limit:
+            raise ModelError(f"{too_large} (Content-Length {int(announced)})")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_raw():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                if cut:
+                    break
+                raise ModelError(too_large)
+        return b"".join(chunks)[:limit]
+
+    def _refused(self, path: str, status: int, retry_after: str | None, detail: str) -> None:
+        """Raise the error for an HTTP error status: 429 and 5xx retryable (with the server's Retry-After)."""
+        if status == 429 or status >= 500:
+            wait = f"; it asks to retry after {int(retry_after)} s" if retry_after and retry_after.isdigit() else ""
+            raise ModelError(f"vLLM server at {self.base_url} answered {status} to {path}{wait}")
+        raise ModelRequestError(f"vLLM server at {self.base_url} refused {path} with {status}: {_quoted(detail)}")
