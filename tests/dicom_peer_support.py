@@ -1,12 +1,21 @@
-"""A pynetdicom Storage SCP for tests that answers C-STORE with statuses chosen by the test."""
+"""DICOM peers for tests: a pynetdicom Storage SCP that answers C-STORE with statuses chosen by the test, and
+:class:`RawPeer`, a hand-made upper-layer peer whose PDUs (PS3.8 9.3) can be wrong in any byte."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, Final
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import Comprehensive3DSRStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 
@@ -44,3 +53,205 @@ def answering_scp(ae_title: str = "FAKEPACS") -> Iterator[AnsweringScp]:
         yield scp
     finally:
         server.shutdown()
+
+
+# --- a raw upper-layer peer (PS3.8 9.3): PDUs built byte by byte, so that any of them can be wrong ---------------
+
+VERIFICATION = "1.2.840.10008.1.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+
+
+def _uid(value: str) -> bytes:
+    raw = value.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def item(item_type: int, body: bytes) -> bytes:
+    """A variable item: type, reserved, 16-bit length, body (PS3.8 9.3.2.x)."""
+    return struct.pack(">BBH", item_type, 0, len(body)) + body
+
+
+def pdu(pdu_type: int, body: bytes, *, length: int | None = None) -> bytes:
+    """A PDU: type, reserved, 32-bit length (the body's unless ``length`` lies), body."""
+    return struct.pack(">BBL", pdu_type, 0, len(body) if length is None else length) + body
+
+
+def presentation_context(context_id: int, abstract_syntax: str, *transfer_syntaxes: str) -> bytes:
+    """A presentation context item of an A-ASSOCIATE-RQ."""
+    syntaxes = b"".join(item(0x40, _uid(ts)) for ts in transfer_syntaxes or (IMPLICIT_LE,))
+    return item(0x20, bytes((context_id, 0, 0, 0)) + item(0x30, _uid(abstract_syntax)) + syntaxes)
+
+
+def user_information(max_pdu: int | None = 16384) -> bytes:
+    """The user information item: maximum length (omitted when ``None``) and implementation class UID."""
+    sub = b"" if max_pdu is None else item(0x51, struct.pack(">L", max_pdu))
+    return item(0x50, sub + item(0x52, _uid("1.2.826.0.1.3680043.9.7433.1")))
+
+
+def associate_rq(
+    contexts: Sequence[bytes],
+    *,
+    calling: bytes = b"PACS",
+    called: bytes = b"RADTRACE",
+    user_info: bytes | None = None,
+    extra: bytes = b"",
+) -> bytes:
+    """An A-ASSOCIATE-RQ PDU with these presentation context items (``extra`` items go after them)."""
+    body = (
+        struct.pack(">HH", 1, 0)
+        + called.ljust(16)[:16]
+        + calling.ljust(16)[:16]
+        + bytes(32)
+        + item(0x10, _uid(APPLICATION_CONTEXT))
+        + b"".join(contexts)
+        + extra
+        + (user_information() if user_info is None else user_info)
+    )
+    return pdu(0x01, body)
+
+
+def pdv(context_id: int, control: int, data: bytes) -> bytes:
+    """One presentation data value item: length, context ID, message control header, fragment."""
+    return struct.pack(">LBB", len(data) + 2, context_id, control) + data
+
+
+def p_data(*pdvs: bytes) -> bytes:
+    return pdu(0x04, b"".join(pdvs))
+
+
+RELEASE_RQ: Final = pdu(0x05, bytes(4))
+RELEASE_RP: Final = pdu(0x06, bytes(4))
+ABORT: Final = pdu(0x07, bytes(4))
+
+
+def command_set(**elements: Any) -> bytes:
+    """A DIMSE command set, Implicit VR Little Endian with its group length (PS3.7 E.1)."""
+    command = Dataset()
+    for keyword, value in elements.items():
+        setattr(command, keyword, value)
+    body = _implicit_le(command)
+    group = Dataset()
+    group.CommandGroupLength = len(body)
+    return _implicit_le(group) + body
+
+
+def _implicit_le(dataset: Dataset) -> bytes:
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, True
+    write_dataset(buffer, dataset)
+    return buffer.getvalue()
+
+
+def echo_rq(message_id: int = 1) -> bytes:
+    return command_set(
+        AffectedSOPClassUID=VERIFICATION, CommandField=0x0030, MessageID=message_id, CommandDataSetType=0x0101
+    )
+
+
+def store_rq(sop_class: str, sop_instance: str, message_id: int = 1) -> bytes:
+    return command_set(
+        AffectedSOPClassUID=sop_class,
+        CommandField=0x0001,
+        MessageID=message_id,
+        Priority=0,
+        CommandDataSetType=0x0000,
+        AffectedSOPInstanceUID=sop_instance,
+    )
+
+
+def fragments(context_id: int, data: bytes, size: int, *, command: bool, last: bool = True) -> list[bytes]:
+    """``data`` as P-DATA-TF PDUs of one PDV of at most ``size`` bytes each, the final one marked last."""
+    chunks = [data[at : at + size] for at in range(0, len(data), size)] or [b""]
+    flag = 0x01 if command else 0x00
+    return [
+        p_data(pdv(context_id, flag | (0x02 if last and n == len(chunks) - 1 else 0), chunk))
+        for n, chunk in enumerate(chunks)
+    ]
+
+
+def pdu_types(data: bytes) -> list[int]:
+    """The types of the whole PDUs in ``data``, in order."""
+    types, at = [], 0
+    while at + 6 <= len(data):
+        pdu_type, _, length = struct.unpack_from(">BBL", data, at)
+        types.append(pdu_type)
+        at += 6 + length
+    return types
+
+
+def store_statuses(data: bytes) -> list[int]:
+    """The Status of each DIMSE response command in the P-DATA-TF PDUs of ``data``."""
+    statuses, at = [], 0
+    command = b""
+    while at + 6 <= len(data):
+        pdu_type, _, length = struct.unpack_from(">BBL", data, at)
+        body = data[at + 6 : at + 6 + length]
+        at += 6 + length
+        if pdu_type != 0x04:
+            continue
+        offset = 0
+        while offset + 6 <= len(body):
+            (pdv_length,) = struct.unpack_from(">L", body, offset)
+            control = body[offset + 5]
+            fragment = body[offset + 6 : offset + 4 + pdv_length]
+            offset += 4 + pdv_length
+            if control & 0x01:
+                command += fragment
+                if control & 0x02:
+                    statuses.append(int(dcmread(DicomBytesIO(command), force=True).Status))
+                    command = b""
+    return statuses
+
+
+class RawPeer:
+    """A TCP connection to the listener that speaks (or breaks) the upper layer protocol byte by byte."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1", *, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.received = b""
+        self.closed = False
+
+    def send(self, *pdus: bytes) -> None:
+        """Send the bytes; a peer that already closed is not an error here (the invariants judge)."""
+        with contextlib.suppress(OSError):
+            for data in pdus:
+                self.sock.sendall(data)
+
+    def read(self, seconds: float = 0.5, *, until_types: int = 0) -> bytes:
+        """What arrives within ``seconds`` (sooner once ``until_types`` whole PDUs are in), kept in :attr:`received`."""
+        deadline = time.monotonic() + seconds
+        while not self.closed and time.monotonic() < deadline:
+            if until_types and len(pdu_types(self.received)) >= until_types:
+                break
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            except OSError:
+                self.closed = True
+                break
+            if not chunk:
+                self.closed = True
+                break
+            self.received += chunk
+        return self.received
+
+    def wait_closed(self, seconds: float) -> bool:
+        """Whether the listener closed the connection within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not self.closed and time.monotonic() < deadline:
+            self.read(deadline - time.monotonic())
+        return self.closed
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawPeer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -31,6 +31,7 @@ from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu_primitives import P_DATA
 
 from radtrace.dicom_listener.admission import Admission, Connection
+from radtrace.dicom_listener.dimse_guard import fragment_problem
 from radtrace.dicom_listener.pdu_socket import MAX_CONTROL_PDU, READ_AHEAD, PduRefusedError, WholePduSocket
 from radtrace.dicom_listener.reactor import Wake
 from radtrace.dicom_listener.spool import FileDigest
@@ -184,10 +185,52 @@ class DatasetFastPathDUL(DULServiceProvider):
         fast.wake = Wake()
         fast.connection = None
         fast.admission = None
+        fast.on_refused = None
+        fast.max_data_set_bytes = None
+        fast.refused = False
         weakref.finalize(fast, fast.wake.close)  # once the association and its threads are gone
         fast._run_loop_delay = 0  # WholePduSocket.ready does the waiting
         fast._guard_state_machine()
+        fast._guard_dimse()
         return fast
+
+    def _guard_dimse(self) -> None:
+        """Judge each PDV before DIMSE takes it (:mod:`~radtrace.dicom_listener.dimse_guard`), one at a time.
+
+        A PDV that breaks the rules, or that pynetdicom fails to decode, aborts the association with
+        one log line, instead of a traceback from the DUL thread (or memory growing without end).
+        pynetdicom also stops reading a P-DATA's PDVs once one completes a message: here each is
+        delivered on its own, so none is silently dropped.
+        """
+        dimse = getattr(self.assoc, "dimse", None)
+        if dimse is None:
+            return
+        receive = dimse.receive_primitive
+
+        def guarded(primitive: P_DATA) -> None:
+            for context_id, data in primitive.presentation_data_value_list:
+                if self.refused:
+                    return
+                problem = fragment_problem(
+                    dimse.message,
+                    self.assoc._accepted_cx,
+                    context_id,
+                    data[0] if data else 0,
+                    len(data) - 1,
+                    max_data_set_bytes=self.max_data_set_bytes,
+                )
+                if problem is None:
+                    single = P_DATA()
+                    single.presentation_data_value_list = [cast("tuple[int, bytes]", [context_id, data])]
+                    try:
+                        receive(single)
+                        continue
+                    except Exception as exc:  # the peer's bytes, not our bug: one line, no traceback
+                        problem = f"undecodable DIMSE message ({type(exc).__name__})"
+                self._refuse(problem)
+                return
+
+        dimse.receive_primitive = guarded
 
     def _guard_state_machine(self) -> None:
         """Survive an event the state machine has no transition for, instead of losing the DUL thread.
@@ -249,7 +292,7 @@ class DatasetFastPathDUL(DULServiceProvider):
                 ):
                     break
                 sock.give_back()
-                if self._stream is None or not self.to_provider_queue.empty() or not sock.ready:
+                if self.refused or self._stream is None or not self.to_provider_queue.empty() or not sock.ready:
                     return
             try:
                 pdu, event = self._decode_pdu(header + body)
@@ -284,13 +327,25 @@ class DatasetFastPathDUL(DULServiceProvider):
             return int(self.assoc.ae.maximum_pdu_size) or READ_AHEAD
         return MAX_CONTROL_PDU
 
+    on_refused: Any
+    """Called with (source address, reason, detail) for each association aborted here (the audit aggregates)."""
+    max_data_set_bytes: int | None
+    """The longest C-STORE data set taken (``None``: unbounded)."""
+    refused: bool
+    """Whether the association is being aborted: nothing more it sends is taken."""
+
     def _refuse(self, reason: str | None) -> None:
-        """Abort the association (A-ABORT, then the socket is shut) and free its slot now."""
+        """Abort the association (A-ABORT, then the socket is shut), free its slot now, and have it audited."""
         if reason is not None:
             log.warning("aborted the association with %s: %s", self._peer(), reason)
+        self.refused = True
         self.event_queue.put("Evt19")  # invalid PDU: A-ABORT
         if self.connection is not None and self.admission is not None:
             self.admission.abort(self.connection, reason or "undecodable PDU")
+        if self.on_refused is not None:
+            host = str(getattr(self.assoc.requestor, "address", "") or "?")
+            with contextlib.suppress(Exception):  # the abort stands; the audit logs its own failures
+                self.on_refused(host, "association aborted: protocol violation", detail=reason or "undecodable PDU")
 
     def _read_one(
         self, sock: WholePduSocket, connection: Connection | None = None
@@ -338,10 +393,23 @@ class DatasetFastPathDUL(DULServiceProvider):
         view = memoryview(body)
         try:
             for context_id, control, start, end in items:
+                if self.refused:
+                    break
                 message: Any = dimse.message
                 if control & _COMMAND or getattr(message, "_data_set_file", None) is None:
                     self._deliver(context_id, bytes(view[start - 1 : end]))
                     continue
+                problem = fragment_problem(
+                    message,
+                    self.assoc._accepted_cx,
+                    context_id,
+                    control,
+                    end - start,
+                    max_data_set_bytes=self.max_data_set_bytes,
+                )
+                if problem is not None:
+                    self._refuse(problem)
+                    break
                 stream = self._stream
                 if stream is None or stream.message is not message:
                     stream = self._stream = _Stream(message, self.hasher)

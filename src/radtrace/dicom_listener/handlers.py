@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -172,10 +172,11 @@ class ListenerHandlers:
         )
         assoc.kill()
 
-    def on_connection_refused(self, host: str, reason: str) -> None:
-        """A connection closed before any PDU (half-open limits): counted and audited in aggregate."""
+    def on_connection_refused(self, host: str, reason: str, **details: Any) -> None:
+        """A connection closed before any PDU (half-open limits), or an association aborted for breaking the
+        protocol: counted and audited in aggregate (``details`` go into the interval's first event)."""
         self.metrics.rejections.labels(reason=reason).inc()
-        self.refusals.refused(host, reason)
+        self.refusals.refused(host, reason, **details)
 
     def on_accepted(self, event: evt.Event) -> None:
         """Audit presentation contexts refused at negotiation (a SOP class or transfer syntax we do not take)."""

@@ -35,6 +35,7 @@ from radtrace.dicom_listener.pdu_socket import (
     PduRefusedError,
     WholePduSocket,
 )
+from radtrace.dicom_listener.pixel_budget import instance_byte_limit
 from radtrace.dicom_listener.reactor import REACTOR_IDLE_S, PokingQueue, ReactorGate, UserQueue, Wake
 
 if TYPE_CHECKING:
@@ -105,6 +106,8 @@ class _RequestHandler(RequestHandler):
                 setattr(assoc, "radtrace_connection", connection)  # noqa: B010 - read back by the handlers
                 dul.connection = connection
             dul.admission = admission
+            dul.on_refused = server.on_refused
+            dul.max_data_set_bytes = instance_byte_limit(admission.settings.max_image_pixels)
             sock.budget = admission.budget
         # The reactor waits for work instead of polling: what it reads arrives through these queues.
         gate = ReactorGate()
@@ -148,7 +151,8 @@ class ListenerServer(ThreadedAssociationServer):
         return True
 
     on_refused: Any = None
-    """Called with (source address, reason) for a connection refused before any PDU (the audit aggregates)."""
+    """Called with (source address, reason, **details) for a connection refused before any PDU, or an association
+    aborted for breaking the protocol (the audit aggregates)."""
 
     def server_bind(self) -> None:
         """Set ``SO_REUSEPORT`` before pynetdicom's own bind (which sets ``SO_REUSEADDR``)."""
