@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 START_BLOCK: Final = b"\x0b"
 END_BLOCK: Final = b"\x1c\x0d"
 MAX_ACK_BYTES: Final = 1024 * 1024
+_QUOTED_CHARS: Final = 64  # of an ACK's code or control ID in an error reason
+_TEXT_CHARS: Final = 200  # of its MSA-3 / ERR text
 _ACCEPTED: Final = {"AA", "CA"}
 _RETRY: Final = {"AE", "CE"}
 _REJECTED: Final = {"AR", "CR"}
@@ -68,7 +70,12 @@ def parse_ack(data: bytes) -> Ack:
     err = next((s for s in segments if s[0] == "ERR"), None)
     if err is not None and not text:
         text = "|".join(err[1:])
-    return Ack(code=msa[1].strip().upper(), control_id=msa[2].strip(), text=text[:200])
+    return Ack(code=msa[1].strip().upper(), control_id=msa[2].strip(), text=text[:_TEXT_CHARS])
+
+
+def _quoted(value: str) -> str:
+    """A value from the peer for an error reason: at most ``_QUOTED_CHARS``, quoted (repr escapes controls)."""
+    return repr(value[:_QUOTED_CHARS] + ("…" if len(value) > _QUOTED_CHARS else ""))
 
 
 def _read_block(sock: socket.socket, deadline: float) -> bytes:
@@ -101,6 +108,7 @@ def send_message(message: bytes, host: str, port: int, *, timeout_s: float) -> A
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))  # one deadline for connect, send and ACK
             sock.sendall(frame(message))
             reply = _read_block(sock, deadline)
     except TimeoutError as exc:
@@ -111,7 +119,7 @@ def send_message(message: bytes, host: str, port: int, *, timeout_s: float) -> A
         raise PeerUnavailableError(f"MLLP connection to {where} failed: {exc.strerror or exc}") from exc
     ack = parse_ack(reply)
     if ack.control_id != control_id:
-        raise DispatchError(f"ACK from {where} is for control ID {ack.control_id!r}, not {control_id!r}")
+        raise DispatchError(f"ACK from {where} is for control ID {_quoted(ack.control_id)}, not {control_id!r}")
     if ack.code in _ACCEPTED:
         log.info("HL7 message %s accepted by %s (%s)", control_id, where, ack.code)
         return ack
@@ -119,4 +127,4 @@ def send_message(message: bytes, host: str, port: int, *, timeout_s: float) -> A
         raise DispatchRejectedError(f"{where} rejected the message ({ack.code}): {ack.text}".rstrip(": "))
     if ack.code in _RETRY:
         raise DispatchError(f"{where} answered {ack.code}: {ack.text}".rstrip(": "))
-    raise DispatchError(f"{where} answered an unknown acknowledgment code {ack.code!r}")
+    raise DispatchError(f"{where} answered an unknown acknowledgment code {_quoted(ack.code)}")

@@ -1,0 +1,148 @@
+"""The MLLP client against a broken or hostile RIS (raw sockets): every send ends within its timeout, reads at most
+1 MiB of answer, keeps the error reason short whatever the ACK holds, and never counts a bad answer as delivered."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+
+from private_servers import HostilePeer, drip, hostile_peer, read_mllp_message, stream_forever
+from radtrace.errors import DispatchError, PeerUnavailableError
+from radtrace.reporting.dispatch.mllp import MAX_ACK_BYTES, frame, message_control_id, send_message
+
+pytestmark = pytest.mark.integration
+
+CONTROL_ID = "RT-7f3a9c"
+MESSAGE = f"MSH|^~\\&|RADTRACE|H|RIS|H|20261205||ORU^R01^ORU_R01|{CONTROL_ID}|P|2.5.1\rOBR|1\r".encode()
+TIMEOUT_S = 1.0
+
+
+def _ack(code: str = "AA", control_id: str = CONTROL_ID, rest: str = "") -> bytes:
+    return f"MSH|^~\\&|RIS|H|RADTRACE|H|20261205||ACK^R01|A1|P|2.5.1\rMSA|{code}|{control_id}{rest}\r".encode()
+
+
+def _send(peer: HostilePeer, message: bytes = MESSAGE, timeout_s: float = TIMEOUT_S) -> tuple[object, float]:
+    started = time.monotonic()
+    try:
+        outcome: object = send_message(message, peer.host, peer.port, timeout_s=timeout_s)
+    except DispatchError as exc:
+        outcome = exc
+    return outcome, time.monotonic() - started
+
+
+def _serve(behave: object) -> object:
+    return hostile_peer(behave, read=read_mllp_message)  # type: ignore[arg-type]
+
+
+def test_an_ack_that_never_ends_is_cut_at_one_mebibyte() -> None:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        stream_forever(peer, connection, b"\x0b" + b"x" * 65535, limit=256 * 1024 * 1024)
+
+    with _serve(behave) as peer:
+        error, elapsed = _send(peer, timeout_s=30)
+        sent = peer.sent
+    assert isinstance(error, DispatchError)
+    assert error.retryable
+    assert "larger than 1 MiB" in error.reason
+    assert elapsed < 10
+    assert sent < 32 * MAX_ACK_BYTES
+
+
+def test_an_ack_dripped_one_byte_at_a_time_ends_at_the_timeout() -> None:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        drip(peer, connection, frame(_ack()), every_s=0.05)
+
+    with _serve(behave) as peer:
+        error, elapsed = _send(peer)
+    assert isinstance(error, DispatchError)
+    assert "within 1 s" in error.reason
+    assert elapsed < 2 * TIMEOUT_S
+
+
+def test_a_ris_that_accepts_and_never_reads_ends_at_the_timeout() -> None:
+    """A message bigger than the socket buffers: sending it blocks too, within the same deadline."""
+    big = MESSAGE + b"OBX|1|TX|X||" + b"y" * (32 * 1024 * 1024) + b"\r"
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.stop.wait(30)
+
+    with hostile_peer(behave, read=lambda connection: b"") as peer:
+        error, elapsed = _send(peer, big)
+    assert isinstance(error, DispatchError)
+    assert error.retryable
+    assert elapsed < 1.6 * TIMEOUT_S
+
+
+@pytest.mark.parametrize("where", ["control-id", "code"])
+def test_a_megabyte_field_in_the_ack_gives_a_short_error_reason(where: str) -> None:
+    """The reason goes to the outbox row, the audit event, the console and the worker's log: bounded."""
+    huge = "\u202e" + "Z" * (600 * 1024)
+    ack = _ack(control_id=huge) if where == "control-id" else _ack(code=huge)
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.write(connection, frame(ack))
+
+    with _serve(behave) as peer:
+        error, _ = _send(peer)
+    assert isinstance(error, DispatchError)
+    assert error.retryable
+    assert len(error.reason) < 400
+    assert "\u202e" not in error.reason  # quoted: escaped, not a raw bidi override
+
+
+def test_a_nak_with_only_an_err_segment_names_the_ris_error() -> None:
+    ack = _ack("AE") + b"ERR||PID^1^3|103^Table value not found^HL70357|E\r"
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.write(connection, frame(ack))
+
+    with _serve(behave) as peer:
+        error, _ = _send(peer)
+    assert isinstance(error, DispatchError)
+    assert error.retryable
+    assert "answered AE" in error.reason
+    assert "Table value not found" in error.reason
+
+
+def test_a_valid_ack_followed_by_garbage_is_a_delivery() -> None:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.write(connection, frame(_ack()) + b"\x00\xff garbage \x0b\x1c" * 1000)
+
+    with _serve(behave) as peer:
+        ack, _ = _send(peer)
+    assert not isinstance(ack, Exception)
+    assert getattr(ack, "code", None) == "AA"
+
+
+def test_a_connection_reset_after_the_message_is_retryable() -> None:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
+
+    with _serve(behave) as peer:
+        started = time.monotonic()
+        with pytest.raises(PeerUnavailableError) as raised:
+            send_message(MESSAGE, peer.host, peer.port, timeout_s=5)
+        elapsed = time.monotonic() - started
+    assert raised.value.retryable
+    assert elapsed < 2
+
+
+def test_each_retry_sends_the_same_control_id() -> None:
+    """At-least-once: a RIS that dropped the first ACK sees the same MSH-10 again and can discard the repeat."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if len(peer.received) > 1:
+            peer.write(connection, frame(_ack()))
+        else:  # the first ACK is lost: the client times out
+            peer.stop.wait(2)
+
+    with _serve(behave) as peer:
+        first, _ = _send(peer, timeout_s=0.5)
+        second, _ = _send(peer)
+        received = list(peer.received)
+    assert isinstance(first, DispatchError)
+    assert getattr(second, "code", None) == "AA"
+    assert [message_control_id(data.strip(b"\x0b\x1c\r")) for data in received] == [CONTROL_ID, CONTROL_ID]
