@@ -157,6 +157,12 @@ class ListenerSettings(_Section):
     )
     check_called_ae: bool = Field(default=True, description="reject associations addressed to another AE title")
     max_associations: int = Field(default=10, ge=1, le=1000, description="concurrent associations before refusing")
+    max_associations_per_source: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="concurrent associations one source address may hold; unset: half of max_associations",
+    )
     acse_timeout_s: float = Field(default=30.0, gt=0, description="association negotiation timeout")
     dimse_timeout_s: float = Field(default=60.0, gt=0, description="timeout waiting for a DIMSE message")
     network_timeout_s: float = Field(default=60.0, gt=0, description="idle connection timeout")
@@ -225,6 +231,12 @@ class ListenerSettings(_Section):
     def metrics_bind_host(self) -> str:
         """Where every metrics port binds: ``metrics_host``, else where the listener binds."""
         return self.metrics_host or self.host
+
+    @property
+    def per_source_associations(self) -> int:
+        """The associations one source address may hold: the setting, else half the slots (never more than all)."""
+        chosen = self.max_associations_per_source or max(1, self.max_associations // 2)
+        return min(chosen, self.max_associations)
 
 
 class StoreSettings(_Section):

@@ -158,6 +158,11 @@ class Admission:
         with self._lock:
             return list(self._connections)
 
+    def held_by(self, host: str) -> int:
+        """Associations admitted from ``host`` and not closing."""
+        with self._lock:
+            return sum(1 for c in self._connections if c.admitted and c.closing_since is None and c.host == host)
+
     def slots_taken(self) -> int:
         """Associations admitted and not closing."""
         with self._lock:

@@ -138,6 +138,7 @@ class ListenerHandlers:
                 peer_host=str(assoc.requestor.address),
                 active_associations=self.admission.admit(connection),
                 free_bytes=self.free_bytes(),
+                active_from_source=self.admission.held_by(connection.host),
             )
             rejection = check_association(request, self.settings)
         except Exception as exc:

@@ -71,6 +71,8 @@ class AssociationRequest:
     active_associations: int
     """Associations this listener holds as acceptor, this one included."""
     free_bytes: int
+    active_from_source: int = 1
+    """Associations this listener holds from the request's source address, this one included."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,11 @@ def how_to_allow(rejection: Rejection, request: AssociationRequest, settings: Li
     if rejection.diagnostic == CALLED_AE_NOT_RECOGNIZED:
         called = settings.ae_title
         return f"the caller must address listener.ae_title {called!r} (or set listener.check_called_ae = false)"
+    if rejection.diagnostic == LOCAL_LIMIT_EXCEEDED and request.active_from_source > settings.per_source_associations:
+        return (
+            f"one source may hold {settings.per_source_associations} associations at once "
+            f"(listener.max_associations_per_source, of listener.max_associations {settings.max_associations})"
+        )
     if rejection.diagnostic == LOCAL_LIMIT_EXCEEDED:
         return f"listener.max_associations is {settings.max_associations}"
     return f"listener.min_free_bytes is {settings.min_free_bytes}"
@@ -123,7 +130,8 @@ def has_room(free_bytes: int, settings: ListenerSettings) -> bool:
 def check_association(request: AssociationRequest, settings: ListenerSettings) -> Rejection | None:
     """The rejection to send for this request, or ``None`` to go on with negotiation.
 
-    Checked in order: calling AE (and its source address), called AE, concurrent associations, disk.
+    Checked in order: calling AE (and its source address), called AE, concurrent associations from the
+    request's source address, then from all, disk.
     """
     if not settings.accept_unknown_callers and not caller_allowed(
         request.calling_ae, request.peer_host, settings.allowed_callers
@@ -131,6 +139,13 @@ def check_association(request: AssociationRequest, settings: ListenerSettings) -
         return Rejection(PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED, "calling AE title not allowed")
     if settings.check_called_ae and request.called_ae.strip() != settings.ae_title:
         return Rejection(PERMANENT, SERVICE_USER, CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours")
+    if request.active_from_source > settings.per_source_associations:
+        return Rejection(
+            TRANSIENT,
+            SERVICE_PROVIDER_PRESENTATION,
+            LOCAL_LIMIT_EXCEEDED,
+            "too many concurrent associations from this source",
+        )
     if request.active_associations > settings.max_associations:
         return Rejection(
             TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED, "too many concurrent associations"
