@@ -26,6 +26,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames, itemize_fragment
 from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
 
 from ablation_support import AblationHarness, running_harness
@@ -185,6 +186,18 @@ def _dcmtk(*command: str) -> Change:
     return change
 
 
+def _soi_alone_in_the_first_fragment(compress: Change) -> Change:
+    """Compressed by ``compress``, the frame re-encapsulated with its SOI marker alone in the first fragment."""
+
+    def change(ds: Dataset) -> Dataset:
+        ds = compress(ds)
+        [frame] = list(generate_frames(ds.PixelData, number_of_frames=1))
+        ds.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00" + itemize_fragment(frame[:2]) + itemize_fragment(frame[2:])
+        return ds
+
+    return change
+
+
 #: name -> (change applied to the native film, expected outcome kind, text the reason starts with)
 VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     "window-width-0": (_window(100, 0), DRAFT),
@@ -221,6 +234,7 @@ VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     "deflate": (_dcmtk("dcmconv", "+td"), DRAFT),
     "jpeg-ls-near-lossless": (_dcmtk("dcmcjpls", "+en"), DRAFT),
     "jpeg-lossless": (_dcmtk("dcmcjpeg", "+e1"), DRAFT),
+    "jpeg-ls-soi-alone-in-first-fragment": (_soi_alone_in_the_first_fragment(_dcmtk("dcmcjpls", "+el")), DRAFT),
 }
 CASES = [(film, name) for film in FILMS for name in VARIANTS]
 

@@ -57,20 +57,27 @@ class CodestreamSize:
 
 
 def first_fragment(pixel_data: bytes, *, limit: int = 64 * 1024) -> bytes:
-    """The first ``limit`` bytes of the first fragment of encapsulated Pixel Data (after its offset table).
+    """The first ``limit`` bytes of the first frame's codestream: the fragments after the Basic Offset Table,
+    joined. A frame may be split over several fragments at any byte (PS3.5 A.4), the first holding only its SOI:
+    the frame header is read across them. Fragments past the first frame only follow its header, never precede it.
 
-    ``pixel_data``: the value of (7FE0,0010) from its start, or at least its first items.
+    ``pixel_data``: the value of (7FE0,0010) from its start, or at least its first items (the last may be cut).
     """
-    offset = 0
-    for index in range(2):  # the Basic Offset Table item, then the first fragment
-        if pixel_data[offset : offset + 4] != ITEM_TAG or len(pixel_data) < offset + 8:
-            raise SizeError("encapsulated pixel data does not start with items")
+    if pixel_data[:4] != ITEM_TAG or len(pixel_data) < 8:
+        raise SizeError("encapsulated pixel data does not start with items")
+    (length,) = struct.unpack_from("<L", pixel_data, 4)
+    offset = 8 + length  # past the Basic Offset Table
+    parts: list[bytes] = []
+    taken = 0
+    while taken < limit and pixel_data[offset : offset + 4] == ITEM_TAG and len(pixel_data) >= offset + 8:
         (length,) = struct.unpack_from("<L", pixel_data, offset + 4)
-        offset += 8
-        if index == 1:
-            return bytes(pixel_data[offset : offset + min(length, limit)])
-        offset += length
-    raise AssertionError("unreachable")  # pragma: no cover
+        part = bytes(pixel_data[offset + 8 : offset + 8 + min(length, limit - taken)])
+        parts.append(part)
+        taken += len(part)
+        offset += 8 + length
+    if not parts:
+        raise SizeError("encapsulated pixel data does not start with items")
+    return b"".join(parts)
 
 
 def codestream_size(data: bytes) -> CodestreamSize:
