@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from radtrace.config import CallerRule, ListenerSettings
+from radtrace.config import CallerRule, ListenerSettings, ae_title_problem
 
 __all__ = [
     "STATUS_CANNOT_UNDERSTAND",
@@ -104,11 +104,7 @@ def caller_allowed(calling_ae: str, peer_host: str, rules: Sequence[CallerRule])
 def how_to_allow(rejection: Rejection, request: AssociationRequest, settings: ListenerSettings) -> str:
     """The setting that would have admitted this request, for the refusal's log line (no patient data in it)."""
     if rejection.diagnostic == CALLING_AE_NOT_RECOGNIZED:
-        rule = json.dumps([{"ae_title": request.calling_ae.strip(), "host": request.peer_host}])
-        return (
-            f"to allow it, add the caller to listener.allowed_callers "
-            f"(RADTRACE_LISTENER__ALLOWED_CALLERS='{rule}', or [[listener.allowed_callers]] in the config file)"
-        )
+        return _allow_list_with(request.calling_ae.strip(), request.peer_host, settings)
     if rejection.diagnostic == CALLED_AE_NOT_RECOGNIZED:
         called = settings.ae_title
         return f"the caller must address listener.ae_title {called!r} (or set listener.check_called_ae = false)"
@@ -120,6 +116,24 @@ def how_to_allow(rejection: Rejection, request: AssociationRequest, settings: Li
     if rejection.diagnostic == LOCAL_LIMIT_EXCEEDED:
         return f"listener.max_associations is {settings.max_associations}"
     return f"listener.min_free_bytes is {settings.min_free_bytes}"
+
+
+def _allow_list_with(calling_ae: str, peer_host: str, settings: ListenerSettings) -> str:
+    """The whole allow list, the rules in force plus one for this caller, as a value to paste into a shell.
+
+    Pasting only the new rule would replace the list and lock out every other modality. The JSON is
+    ASCII with ``'`` written ``\\u0027``: whatever the title, it stays one single-quoted shell word.
+    """
+    problem = ae_title_problem(calling_ae)
+    if problem is not None:  # no setting can admit it: say so rather than print a value that fails to load
+        return f"the calling AE title is not a valid AE title ({problem}); the sender must use another"
+    rules = [rule.model_dump(exclude_none=True) for rule in settings.allowed_callers]
+    rules.append({"ae_title": calling_ae, "host": peer_host})
+    value = json.dumps(rules, ensure_ascii=True, separators=(",", ":")).replace("'", "\\u0027")
+    return (
+        f"to allow it, add the caller to listener.allowed_callers, keeping the {len(rules) - 1} rule(s) in force "
+        f"(RADTRACE_LISTENER__ALLOWED_CALLERS='{value}', or one more [[listener.allowed_callers]] in the config file)"
+    )
 
 
 def has_room(free_bytes: int, settings: ListenerSettings) -> bool:
