@@ -109,7 +109,7 @@ def test_pacs_that_refuses_3d_sr_is_a_permanent_failure(fake_pacs: AnsweringScp)
     reading, sources = sr_cases()["normal"]
     payload = sr_bytes(build_sr(reading, sources, settings=ReportingSettings(sr_flavour="comprehensive"), revision=1))
     pacs = DicomDestination(ae_title="FAKEPACS", host="127.0.0.1", port=port)
-    with pytest.raises((DispatchRejectedError, PeerUnavailableError)):
+    with pytest.raises(DispatchRejectedError, match="does not accept SOP class"):
         store_instance(payload, pacs, calling_ae_title="RADTRACE")
 
 

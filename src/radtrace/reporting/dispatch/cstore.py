@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 _WARNINGS: Final = {0xB000, 0xB006, 0xB007}
 _PERMANENT: Final = {0x0122, 0x0124}
+_COMMENT_CHARS: Final = 64  # an Error Comment is an LO; a PACS may send kilobytes
+_COMPREHENSIVE_3D_SR: Final = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,18 @@ def describe_destination(destination: DicomDestination) -> str:
     return f"{destination.ae_title}@{destination.host}:{destination.port}"
 
 
+def _quoted_comment(comment: str) -> str:
+    """The PACS's Error Comment for a reason: at most an LO's 64 characters, quoted (repr escapes controls)."""
+    return repr(comment[:_COMMENT_CHARS] + ("…" if len(comment) > _COMMENT_CHARS else ""))
+
+
+def _not_accepted(where: str, sop_class: str) -> DispatchRejectedError:
+    hint = " (try reporting.sr_flavour=comprehensive)" if sop_class == _COMPREHENSIVE_3D_SR else ""
+    return DispatchRejectedError(f"{where} does not accept SOP class {sop_class}{hint}")
+
+
 def _classify(status: int, comment: str, where: str) -> StoreResult:
-    detail = f"status 0x{status:04X}" + (f" ({comment})" if comment else "")
+    detail = f"status 0x{status:04X}" + (f" ({_quoted_comment(comment)})" if comment else "")
     if status == 0x0000:
         return StoreResult(status)
     if status in _WARNINGS:
@@ -102,13 +114,14 @@ def store_instance(
     if not assoc.is_established:
         if assoc.is_rejected:
             raise PeerUnavailableError(f"{where} rejected the association")
+        if any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.rejected_contexts):
+            # the PACS accepted the association but not our only context: pynetdicom aborts it; no retry can help
+            raise _not_accepted(where, str(dataset.SOPClassUID))
         raise PeerUnavailableError(f"no association with {where} (refused, aborted or timed out)")
     _no_delay(assoc)
     try:
         if not any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.accepted_contexts):
-            raise DispatchRejectedError(
-                f"{where} does not accept SOP class {dataset.SOPClassUID} (try reporting.sr_flavour=comprehensive)"
-            )
+            raise _not_accepted(where, str(dataset.SOPClassUID))
         try:
             response = assoc.send_c_store(dataset)
         except (OSError, RuntimeError, ValueError, AttributeError) as exc:

@@ -1,0 +1,152 @@
+"""The C-STORE SCU against a broken or hostile PACS (pynetdicom SCPs that misbehave, and a raw socket that never
+answers): every send ends within its timeout as a clear error, and nothing the PACS says makes the reason long."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from pydicom import config as pydicom_config
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Comprehensive3DSRStorage  # type: ignore[attr-defined]
+
+from private_servers import HostilePeer, hostile_peer
+from radtrace.config import DicomDestination, ReportingSettings
+from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
+from radtrace.reporting.dispatch.cstore import store_instance
+from radtrace.reporting.sr import build_sr, sr_bytes
+from radtrace.testing.services import free_port
+from reporting_support import sr_cases
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 1.0
+
+
+def _payload() -> bytes:
+    reading, sources = sr_cases()["normal"]
+    return sr_bytes(build_sr(reading, sources, settings=ReportingSettings(), revision=1))
+
+
+@contextmanager
+def _pacs(on_store: Callable[[evt.Event], int | Dataset]) -> Iterator[DicomDestination]:
+    ae = AE(ae_title="HOSTILE")
+    ae.add_supported_context(Comprehensive3DSRStorage, ExplicitVRLittleEndian)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        yield DicomDestination(ae_title="HOSTILE", host="127.0.0.1", port=port)
+    finally:
+        server.shutdown()
+
+
+def _store(destination: DicomDestination) -> tuple[Exception | None, float]:
+    started = time.monotonic()
+    try:
+        store_instance(_payload(), destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
+    except (DispatchError, DispatchRejectedError) as exc:
+        return exc, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+def test_a_pacs_that_aborts_during_the_store_is_retryable_at_once() -> None:
+    def on_store(event: evt.Event) -> int:
+        event.assoc.abort()
+        return 0x0000
+
+    with _pacs(on_store) as destination:
+        error, elapsed = _store(destination)
+    assert isinstance(error, DispatchError)
+    assert error.retryable
+    assert elapsed < 3 * TIMEOUT_S
+
+
+def test_a_pacs_that_stalls_after_the_association_ends_at_the_timeout() -> None:
+    release = threading.Event()
+
+    def on_store(event: evt.Event) -> int:
+        release.wait(10)
+        return 0x0000
+
+    with _pacs(on_store) as destination:
+        error, elapsed = _store(destination)
+        release.set()
+    assert isinstance(error, DispatchError)
+    assert error.retryable
+    assert "no C-STORE response" in error.reason
+    assert elapsed < 4 * TIMEOUT_S
+
+
+def test_a_slow_pacs_within_the_timeout_is_a_delivery() -> None:
+    def on_store(event: evt.Event) -> int:
+        time.sleep(0.5 * TIMEOUT_S)
+        return 0x0000
+
+    with _pacs(on_store) as destination:
+        error, _ = _store(destination)
+    assert error is None
+
+
+def test_a_peer_that_accepts_tcp_and_never_answers_the_association_ends_at_the_timeout() -> None:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.stop.wait(30)
+
+    with hostile_peer(behave, read=lambda connection: b"") as peer:
+        destination = DicomDestination(ae_title="HOSTILE", host=peer.host, port=peer.port)
+        started = time.monotonic()
+        with pytest.raises(PeerUnavailableError) as raised:
+            store_instance(_payload(), destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
+        elapsed = time.monotonic() - started
+    assert raised.value.retryable
+    assert elapsed < 4 * TIMEOUT_S
+
+
+# pydicom warns about the ESC while decoding (a warning in production; pytest would raise it in pynetdicom's thread)
+@pytest.mark.filterwarnings("ignore:Found unknown escape sequence:UserWarning")
+@pytest.mark.parametrize(("status", "kind"), [(0xC000, DispatchRejectedError), (0xA700, DispatchError)])
+def test_a_long_hostile_error_comment_gives_a_short_quoted_reason(
+    status: int, kind: type[Exception], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Error Comment is an LO (64 characters); a PACS can send kilobytes, with control characters."""
+    for mode in ("writing_validation_mode", "reading_validation_mode"):  # the PACS's pynetdicom would not send it
+        monkeypatch.setattr(pydicom_config.settings, mode, pydicom_config.IGNORE)
+    comment = "\x85\x1b[2J\n2026-12-05 01:00:00,000 INFO forged" + "C" * 8000
+
+    def on_store(event: evt.Event) -> Dataset:
+        answer = Dataset()
+        answer.Status = status
+        answer[0x00000902] = DataElement(0x00000902, "LO", comment, validation_mode=pydicom_config.IGNORE)
+        return answer
+
+    with _pacs(on_store) as destination:
+        error, _ = _store(destination)
+    assert isinstance(error, kind)
+    assert f"0x{status:04X}" in str(error)
+    assert len(str(error)) < 400
+    assert "\x1b" not in str(error)
+    assert "\x85" not in str(error)
+    assert "\n" not in str(error)
+
+
+def test_a_pacs_that_refuses_the_sr_sop_class_is_a_permanent_failure_that_says_so() -> None:
+    """Its association has no context for the SR (pynetdicom then aborts it): not 'refused, aborted or timed out',
+    retried max_attempts times, but the SOP class named and the setting to change."""
+    ae = AE(ae_title="HOSTILE")
+    ae.add_supported_context("1.2.840.10008.5.1.4.1.1.88.33", ExplicitVRLittleEndian)  # Comprehensive SR only
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False)
+    try:
+        error, elapsed = _store(DicomDestination(ae_title="HOSTILE", host="127.0.0.1", port=port))
+    finally:
+        server.shutdown()
+    assert isinstance(error, DispatchRejectedError)
+    assert "does not accept SOP class 1.2.840.10008.5.1.4.1.1.88.34" in error.reason
+    assert "sr_flavour" in error.reason
+    assert elapsed < 3 * TIMEOUT_S
