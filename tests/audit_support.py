@@ -168,3 +168,29 @@ def as_superuser(store: Store, *statements: str) -> None:
         for statement in statements:
             connection.exec_driver_sql(statement)
         connection.commit()
+
+
+def rehash_from(store: Store, first_seq: int, *statements: str) -> None:
+    """What an attacker with database rights who knows the hash rule does: edit (``statements``), then recompute
+    ``prev_hash`` and ``hash`` from row ``first_seq`` to the head, so the in-database chain is valid again."""
+    import sqlalchemy as sa
+
+    from radtrace.audit.chain import GENESIS_HASH, row_hash
+    from radtrace.audit.schema import AuditEventRow
+
+    as_superuser(store, *statements)
+    table = AuditEventRow.__table__
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.select(table).order_by(table.c.seq)).mappings().all()
+        previous = GENESIS_HASH
+        for row in rows:
+            if row["seq"] >= first_seq:
+                new_hash = row_hash(dict(row) | {"prev_hash": previous})
+                connection.execute(
+                    sa.text("UPDATE audit_events SET prev_hash = :p, hash = :h WHERE seq = :s"),
+                    {"p": previous, "h": new_hash, "s": row["seq"]},
+                )
+                previous = new_hash
+            else:
+                previous = row["hash"]
+        connection.commit()

@@ -360,3 +360,35 @@ def test_a_second_verify_while_one_runs_is_refused_and_progress_is_reported(
 )
 def test_a_cell_a_spreadsheet_would_run_is_made_text(cell: str | int, written: str | int) -> None:
     assert defuse_formula(cell) == written
+
+
+def test_verify_checks_the_signed_checkpoints_and_says_what_they_cover(store: Store, tmp_path: Path) -> None:
+    """A rewrite with recomputed hashes of rows a checkpoint vouched for is caught from the console too."""
+    from audit_support import rehash_from
+    from radtrace.audit.operations import checkpoint_audit_log
+    from radtrace.config import load_settings
+
+    seed_audit_log(store)
+    add_user(store, "ad.min", "admin")
+    key = "a-checkpoint-key-the-database-never-sees"
+    settings = load_settings(
+        data_dir=tmp_path / "radtrace",
+        store={"url": store.engine.url.render_as_string(hide_password=False)},
+        model={"backend": "demo", "demo": True, "profile": "nv-reason-cxr", "device": "cpu"},
+        console={"sync_interval_s": 0},
+        audit={"checkpoint_key": key},
+    )
+    folder = tmp_path / "radtrace" / "checkpoints"
+    signed = checkpoint_audit_log(store, Actor(user="root"), key.encode(), folder / "audit-checkpoint-1.json")
+    with console_client(store, settings) as admin:
+        sign_in(admin, "ad.min")
+        page = _verify(admin)
+        assert 'data-state="ok"' in page
+        assert f"Covered: rows 1 to {signed.seq} match a signed checkpoint (1 checked)" in page
+        assert "are not anchored" in page
+        rehash_from(store, 3, "UPDATE audit_events SET accession = 'ACC-FORGED' WHERE seq = 3")
+        page = _verify(admin)
+    assert 'data-state="broken"' in page
+    assert "does not match its signed checkpoints" in page
+    assert "rewritten after the checkpoint" in page
+    assert "broken at seq" not in page

@@ -32,7 +32,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from radtrace import __version__
-from radtrace.audit.chain import TAIL_NOT_CHECKED
+from radtrace.audit.checkpoints import CheckpointSource
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.operations import verify_audit_log
 from radtrace.audit.presentation import csv_chunks
@@ -110,7 +110,11 @@ class VerificationReport:
     head_hash: str
     first_break_seq: int | None
     first_break_problem: str | None
-    not_checked: str = TAIL_NOT_CHECKED
+    checkpoints_checked: int
+    anchored_seq: int | None
+    problems: list[str]
+    covered: str
+    not_checked: str
 
 
 StudyUid = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9.]+$", description="Study Instance UID")]
@@ -276,17 +280,25 @@ def download_study_draft(
 
 
 @router.get("/v1/verify", tags=["admin"], responses=_PROBLEMS)
-def verify(caller: AdminCaller, store: StoreDep) -> VerificationReport:
-    """Walk the whole hash chain and report the first broken row (admin only; recorded, and alerts if broken)."""
-    result = verify_audit_log(store, caller.actor)
+def verify(request: Request, caller: AdminCaller, store: StoreDep) -> VerificationReport:
+    """Walk the whole hash chain against every signed checkpoint this service holds and report the first broken
+    row, each checkpoint that fails, and in words what is covered (``covered``) and what is not (``not_checked``)
+    (admin only; recorded, and alerts if anything fails)."""
+    verified = verify_audit_log(store, caller.actor, checkpoints=request.app.state.checkpoints)
+    result = verified.result
     broken = result.first_break
     return VerificationReport(
-        ok=result.ok,
+        ok=verified.ok,
         rows_checked=result.rows_checked,
         head_seq=result.head_seq,
         head_hash=result.head_hash,
         first_break_seq=broken.seq if broken else None,
         first_break_problem=broken.problem if broken else None,
+        checkpoints_checked=result.checkpoints_checked,
+        anchored_seq=result.anchored_seq,
+        problems=verified.problems,
+        covered=verified.covered,
+        not_checked=verified.not_covered,
     )
 
 
@@ -340,8 +352,14 @@ async def _access_log(request: Request, call_next: Callable[[Request], Awaitable
     return response
 
 
-def create_api(store: Store, *, drafts_dir: FsPath | None = None) -> FastAPI:
-    """The QA API over ``store`` (and the kept drafts in ``drafts_dir``); serve it with any ASGI server."""
+def create_api(
+    store: Store, *, drafts_dir: FsPath | None = None, checkpoints: CheckpointSource | None = None
+) -> FastAPI:
+    """The QA API over ``store`` (and the kept drafts in ``drafts_dir``); serve it with any ASGI server.
+
+    ``checkpoints``: where the signed checkpoints are and their key, which ``/v1/verify`` checks the chain
+    against (without, it says that no row is anchored).
+    """
     # FastAPIOffline serves Swagger UI's scripts and styles from its package (under /static-offline-docs):
     # /docs must work on a hospital network with no route to a CDN.
     app = FastAPIOffline(
@@ -355,6 +373,7 @@ def create_api(store: Store, *, drafts_dir: FsPath | None = None) -> FastAPI:
     )
     app.state.store = store
     app.state.drafts_dir = drafts_dir
+    app.state.checkpoints = checkpoints
     app.include_router(router)
     app.middleware("http")(_access_log)
     app.add_exception_handler(StoreUnavailableError, _on_store_unavailable)

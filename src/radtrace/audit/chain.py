@@ -50,6 +50,7 @@ _PREV_HASH: Final = HASHED_COLUMNS.index("prev_hash")
 _PAYLOAD: Final = HASHED_COLUMNS.index("payload")
 _HASH: Final = len(HASHED_COLUMNS)  # the stored hash follows the hashed columns in verify's query
 VERIFY_BATCH_ROWS: Final = 10_000
+MAX_CHECKPOINT_BYTES: Final = 64 * 1024
 TAIL_NOT_CHECKED: Final = (
     "rows removed from the end leave a valid, shorter chain: only a signed checkpoint kept off the host "
     "(radtrace audit verify --checkpoint FILE) shows them"
@@ -106,6 +107,9 @@ class Verification:
     head_hash: str
     first_break: ChainBreak | None
     checkpoint_problem: str | None = None
+    #: The highest seq a signed checkpoint vouched for and the row still matched (``None``: no checkpoint held).
+    anchored_seq: int | None = None
+    checkpoints_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -131,14 +135,18 @@ def verify_chain(
     store: Store,
     *,
     checkpoint: Checkpoint | None = None,
+    checkpoints: Sequence[Checkpoint] = (),
     progress: Callable[[int], None] | None = None,
 ) -> Verification:
     """Walk the audit table in ``seq`` order in constant memory and report the first broken row.
 
     Checks, per row: ``seq`` follows the previous one with no gap; ``prev_hash`` equals the
-    previous row's hash; the stored hash equals the recomputed one. With ``checkpoint``, also checks
-    that the row it names still carries the signed hash.
+    previous row's hash; the stored hash equals the recomputed one. With ``checkpoint`` (or several,
+    ``checkpoints``), also checks that each row a checkpoint names still carries the signed hash: a
+    rewrite of rows up to a checkpoint, hashes recomputed or not, or rows removed from the end below it,
+    then shows. ``anchored_seq`` is the highest checkpoint that held.
     """
+    wanted = [*checkpoints, *([checkpoint] if checkpoint is not None else [])]
     table = AuditEventRow.__table__
     columns: list[sa.ColumnElement[Any]] = [table.c[name] for name in (*HASHED_COLUMNS, "hash")]
     columns[_RECORDED_AT] = _canonical_time_sql(store, table.c.recorded_at)
@@ -146,7 +154,8 @@ def verify_chain(
     expected_seq, previous_hash, previous_prev_hash, checked = 1, GENESIS_HASH, None, 0
     first_break: ChainBreak | None = None
     # A checkpoint of the empty log names seq 0, which no row has: its hash is the genesis hash.
-    checkpoint_hash: str | None = GENESIS_HASH if checkpoint is not None and checkpoint.seq == 0 else None
+    found: dict[int, str] = {0: GENESIS_HASH}
+    named = {signed.seq for signed in wanted}
     try:
         with store.engine.connect() as connection:
             options: dict[str, Any] = {"yield_per": VERIFY_BATCH_ROWS}
@@ -162,23 +171,31 @@ def verify_chain(
                     continue
                 if first_break is None:
                     first_break = _check_row(row, expected_seq, previous_hash, previous_prev_hash)
-                if checkpoint is not None and seq == checkpoint.seq:
-                    checkpoint_hash = row[_HASH]
+                if seq in named:
+                    found[seq] = row[_HASH]
                 expected_seq, previous_hash, previous_prev_hash = seq + 1, row[_HASH], row[_PREV_HASH]
                 if progress is not None and checked % VERIFY_BATCH_ROWS == 0:
                     progress(checked)
     except sa.exc.SQLAlchemyError as exc:
         raise translate_db_error(exc, "verifying the audit chain") from exc
-    checkpoint_problem = None
-    if checkpoint is not None:
-        if checkpoint_hash is None:
-            checkpoint_problem = f"row {checkpoint.seq} named by the checkpoint no longer exists"
-        elif checkpoint_hash != checkpoint.hash:
-            checkpoint_problem = (
-                f"row {checkpoint.seq} has hash {checkpoint_hash[:16]}…, the signed checkpoint says "
-                f"{checkpoint.hash[:16]}…: the chain was rewritten after the checkpoint"
+    problems, anchored = [], None
+    for signed in sorted(wanted, key=lambda signed: signed.seq):
+        stored = found.get(signed.seq)
+        if stored is None:
+            problems.append(
+                f"row {signed.seq} named by the signed checkpoint of {signed.created_at} no longer exists: "
+                f"rows were removed from the end (the log ends at seq {expected_seq - 1})"
             )
-    return Verification(checked, expected_seq - 1, previous_hash, first_break, checkpoint_problem)
+        elif stored != signed.hash:
+            problems.append(
+                f"row {signed.seq} has hash {stored[:16]}…, the signed checkpoint of {signed.created_at} says "
+                f"{signed.hash[:16]}…: the chain was rewritten after the checkpoint"
+            )
+        else:
+            anchored = signed.seq
+    return Verification(
+        checked, expected_seq - 1, previous_hash, first_break, problems[0] if problems else None, anchored, len(wanted)
+    )
 
 
 def _canonical_time_sql(store: Store, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -247,12 +264,14 @@ def _edited_detail(row: Sequence[Any]) -> str:
     return ""
 
 
-def write_checkpoint(store: Store, key: bytes, path: Path) -> Checkpoint:
-    """Sign the current head (seq, hash) with ``key`` and write it to ``path`` as JSON."""
-    table = AuditEventRow.__table__
-    with store.session("reading the audit head") as session:
-        head = session.execute(sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)).first()
-    seq, head_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
+def write_checkpoint(store: Store, key: bytes, path: Path, *, head: tuple[int, str] | None = None) -> Checkpoint:
+    """Sign ``head`` (seq, hash), by default the current head, with ``key`` and write it to ``path`` as JSON."""
+    if head is None:
+        table = AuditEventRow.__table__
+        with store.session("reading the audit head") as session:
+            row = session.execute(sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)).first()
+        head = (row[0], row[1]) if row else (0, GENESIS_HASH)
+    seq, head_hash = head
     checkpoint = Checkpoint(seq=seq, hash=head_hash, created_at=_timestamp(utc_now()))
     document = {
         "radtrace_audit_checkpoint": 1,
@@ -272,7 +291,11 @@ def write_checkpoint(store: Store, key: bytes, path: Path) -> Checkpoint:
 def read_checkpoint(path: Path, key: bytes) -> Checkpoint:
     """Read a checkpoint file and check its signature; a forged or damaged one is refused."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as handle:
+            text = handle.read(MAX_CHECKPOINT_BYTES + 1)
+        if len(text) > MAX_CHECKPOINT_BYTES:
+            raise ValueError(f"larger than {MAX_CHECKPOINT_BYTES} bytes, which no checkpoint is")
+        document = json.loads(text.decode("utf-8"))
         checkpoint = Checkpoint(seq=int(document["seq"]), hash=str(document["hash"]),
                                 created_at=str(document["created_at"]))  # fmt: skip
         signature = str(document["hmac_sha256"])

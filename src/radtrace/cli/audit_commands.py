@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from radtrace.cli.common import EXIT_USAGE, audit_app, err, fail, open_store, out, row_progress, settings_of, token_app
+from radtrace.config import Settings
+
+if TYPE_CHECKING:
+    from radtrace.audit.checkpoints import CheckpointSource
 
 QueryFormat = Literal["table", "json", "csv"]
 TimelineFormat = Literal["table", "json"]
@@ -21,36 +25,44 @@ TimelineFormat = Literal["table", "json"]
 def audit_verify(
     ctx: typer.Context,
     checkpoint: Annotated[
-        Path | None, typer.Option(help="Signed checkpoint file to check the chain against (needs the key).")
+        Path | None,
+        typer.Option(
+            help="A signed checkpoint kept elsewhere, checked too (needs the key); every checkpoint in "
+            "audit.checkpoint_dir is always checked."
+        ),
     ] = None,
 ) -> None:
-    """Walk the audit hash chain in constant memory and report the first broken row (exit 1 if broken)."""
+    """Walk the audit hash chain against every signed checkpoint held and say what that proves (exit 1 if not)."""
     from radtrace.audit.operations import local_operator, verify_audit_log
 
     settings = settings_of(ctx)
     key = settings.audit.checkpoint_key
+    if checkpoint is not None and key is None:
+        fail("audit.checkpoint_key is not set (RADTRACE_AUDIT__CHECKPOINT_KEY): it is needed to check a checkpoint",
+             EXIT_USAGE)  # fmt: skip
     with open_store(settings) as store, row_progress("verifying audit chain") as advance:
-        result = verify_audit_log(
-            store,
-            local_operator(),
-            checkpoint_file=checkpoint,
-            checkpoint_key=key.get_secret_value().encode() if key else None,
-            progress=advance,
+        verified = verify_audit_log(
+            store, local_operator(), checkpoint_file=checkpoint, checkpoints=_checkpoints(settings), progress=advance
         )
+    result = verified.result
     out.print(f"checked {result.rows_checked} events; head seq {result.head_seq}, hash {result.head_hash}")
-    if result.first_break is not None:
-        fail(f"audit chain broken at seq {result.first_break.seq}: {result.first_break.problem}")
-    if result.checkpoint_problem is not None:
-        fail(f"checkpoint does not match: {result.checkpoint_problem}")
-    if checkpoint is not None:
-        out.print(f"[green]audit chain valid[/] and matches checkpoint {escape(str(checkpoint))}")
-        return
-    # The chain proves each row against the one before it, not that no row followed the head: say what
-    # was not checked rather than call the log intact.
-    from radtrace.audit.chain import TAIL_NOT_CHECKED
+    if not verified.ok:
+        for problem in verified.problems[1:]:
+            err.print(escape(problem), highlight=False)
+        fail(verified.problems[0])
+    out.print(f"[green]audit chain valid[/]: {escape(verified.covered)}.", highlight=False)
+    out.print(f"Not checked: {escape(verified.not_covered)}.", highlight=False)
 
-    span = f"from seq 1 to {result.head_seq}" if result.rows_checked else "(the log is empty)"
-    out.print(f"[green]audit chain valid[/] {span}. Not checked: {escape(TAIL_NOT_CHECKED)}.", highlight=False)
+
+def _checkpoints(settings: Settings) -> CheckpointSource:
+    from radtrace.audit.checkpoints import CheckpointSource
+
+    key = settings.audit.checkpoint_key
+    return CheckpointSource.from_settings(key.get_secret_value() if key else None, _checkpoint_dir(settings))
+
+
+def _checkpoint_dir(settings: Settings) -> Path:
+    return settings.audit.checkpoint_dir or settings.data_dir / "checkpoints"
 
 
 @audit_app.command("checkpoint")
@@ -58,18 +70,24 @@ def audit_checkpoint(
     ctx: typer.Context,
     output: Annotated[Path | None, typer.Option(help="File to write; default audit.checkpoint_dir.")] = None,
 ) -> None:
-    """Write an HMAC-signed checkpoint (seq, hash) of the chain's head, to keep outside the database."""
+    """Verify the chain, then write an HMAC-signed checkpoint (seq, hash) of its head, to keep outside the database."""
     from radtrace.audit.operations import checkpoint_audit_log, local_operator
+    from radtrace.errors import PermanentError
 
     settings = settings_of(ctx)
     key = settings.audit.checkpoint_key
     if key is None:
         fail("audit.checkpoint_key is not set (RADTRACE_AUDIT__CHECKPOINT_KEY); it has no default", EXIT_USAGE)
+    directory = _checkpoint_dir(settings)
     if output is None:
-        directory = settings.audit.checkpoint_dir or settings.data_dir / "checkpoints"
-        output = directory / f"audit-checkpoint-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+        output = directory / f"audit-checkpoint-{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}.json"
     with open_store(settings) as store:
-        written = checkpoint_audit_log(store, local_operator(), key.get_secret_value().encode(), output)
+        try:
+            written = checkpoint_audit_log(
+                store, local_operator(), key.get_secret_value().encode(), output, held_in=directory
+            )
+        except PermanentError as exc:
+            fail(exc.reason)
     out.print(f"checkpoint of seq {written.seq} ({written.hash}) written to {output}; keep a copy off this host")
 
 

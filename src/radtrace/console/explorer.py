@@ -30,9 +30,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
-from radtrace.audit.chain import TAIL_NOT_CHECKED, Verification
+from radtrace.audit.checkpoints import CheckpointSource
 from radtrace.audit.events import Actor, EventType, Outcome, canonical_json
-from radtrace.audit.operations import verify_audit_log
+from radtrace.audit.operations import AuditVerification, verify_audit_log
 from radtrace.audit.presentation import csv_chunks, recorded_text
 from radtrace.audit.queries import (
     STAGES,
@@ -306,7 +306,7 @@ class VerifyRun:
     total: int = 0
     checked: int = 0
     finished_at: datetime | None = None
-    result: Verification | None = None
+    result: AuditVerification | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -327,18 +327,20 @@ class Verifier:
         self._lock = threading.Lock()
         self.current: VerifyRun | None = None
 
-    def start(self, store: Store, actor: Actor) -> tuple[VerifyRun, bool]:
+    def start(self, store: Store, actor: Actor, checkpoints: CheckpointSource) -> tuple[VerifyRun, bool]:
         """Start a walk unless one is running; returns the run to show and whether this call started it."""
         with self._lock:
             if self.current is not None and self.current.running:
                 return self.current, False
             run = VerifyRun(started_by=actor.user or "?", started_at=datetime.now(UTC))
             self.current = run
-        threading.Thread(target=self._walk, args=(store, actor, run), name="console-audit-verify", daemon=True).start()
+        threading.Thread(
+            target=self._walk, args=(store, actor, checkpoints, run), name="console-audit-verify", daemon=True
+        ).start()
         return run, True
 
     @staticmethod
-    def _walk(store: Store, actor: Actor, run: VerifyRun) -> None:
+    def _walk(store: Store, actor: Actor, checkpoints: CheckpointSource, run: VerifyRun) -> None:
         def advance(checked: int) -> None:
             run.checked = checked
 
@@ -346,8 +348,8 @@ class Verifier:
             table = AuditEventRow.__table__
             with store.session("reading the audit head") as session:
                 run.total = int(session.scalar(sa.select(sa.func.max(table.c.seq))) or 0)
-            run.result = verify_audit_log(store, actor, progress=advance)
-            run.checked = run.result.rows_checked
+            run.result = verify_audit_log(store, actor, checkpoints=checkpoints, progress=advance)
+            run.checked = run.result.result.rows_checked
         except RadtraceError as exc:
             run.error = exc.reason
             log.warning("console: audit verification failed: %s", exc.reason)
@@ -373,8 +375,7 @@ def _verifier(request: Request) -> Verifier:
 
 def _verify_page(request: Request, state: ConsoleState, user: SignedIn, run: VerifyRun | None,
                  status: int = 200, busy: bool = False) -> HTMLResponse:  # fmt: skip
-    return render_page(request, state, "audit_verify.html", status, user=user, run=run, busy=busy,
-                       tail_not_checked=TAIL_NOT_CHECKED)  # fmt: skip
+    return render_page(request, state, "audit_verify.html", status, user=user, run=run, busy=busy)
 
 
 @router.get("/audit/verify")
@@ -392,7 +393,12 @@ async def verify_start(request: Request, state: StateDep, user: UserDep) -> Resp
     check_csrf(user.csrf_token, form)
     _reader(user)
     _admin(user, "verify the audit chain")
-    run, started = _verifier(request).start(state.store, request_actor(request, user))
+    key = state.settings.audit.checkpoint_key
+    checkpoints = CheckpointSource.from_settings(
+        key.get_secret_value() if key else None,
+        state.settings.audit.checkpoint_dir or state.settings.data_dir / "checkpoints",
+    )
+    run, started = _verifier(request).start(state.store, request_actor(request, user), checkpoints)
     if not started:
         return _verify_page(request, state, user, run, 409, busy=True)
     return redirect(f"{PREFIX}/audit/verify")
