@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 WATCHDOG_INTERVAL_S: Final = 0.25
 #: How long a connection that is being aborted may take to say so before its socket is shut.
 ABORT_GRACE_S: Final = 1.0
+#: A-ABORT PDU, source 2 (service provider), reason 0 (not specified): PS3.8 9.3.8.
+A_ABORT_BY_PROVIDER: Final = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00"
 
 
 class BufferBudget:
@@ -94,12 +97,20 @@ class Connection:
         self.pdu_started_at = None
         self.pdu_expected = 0
 
-    def shut(self) -> None:
-        """Shut the socket both ways: pynetdicom's reads end and its threads close the association."""
+    def shut(self, *, abort: bool = False) -> None:
+        """Shut the socket both ways: pynetdicom's reads end and its threads close the association.
+
+        With ``abort`` an A-ABORT (source: service provider) goes first, so that an established peer
+        learns why (PS3.8 9.3.8); never on TLS, whose socket only its own thread may write.
+        """
         sock = self.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        if sock is None:
+            return
+        if abort and not isinstance(sock, ssl.SSLSocket):
+            with contextlib.suppress(OSError):  # a full send buffer: the peer is not reading, it just goes
+                sock.send(A_ABORT_BY_PROVIDER, socket.MSG_DONTWAIT)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class Admission:
@@ -210,10 +221,11 @@ class Admission:
             if reason == "aborted":
                 reason = connection.cut_reason or reason
                 self.release(connection)
-            else:
+                connection.shut()
+            else:  # cut off here. The listener sends only small PDUs, each whole in one send: none is split
                 self.abort(connection, reason)
                 self.release(connection)
-            connection.shut()
+                connection.shut(abort=connection.established_at is not None)
             cut.append((connection, reason))
         return cut
 
