@@ -8,8 +8,11 @@ it as fatal.
 from __future__ import annotations
 
 import errno
+import os
+import pwd
 import shutil
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ __all__ = [
     "bind_api_socket",
     "check_model_weights",
     "check_ports",
+    "data_dir_problem",
     "failed_checks",
     "run_preflight",
 ]
@@ -37,6 +41,53 @@ class Check:
     detail: str
     config_error: bool = False
     """A failure the configuration must change for (a port another program holds): exit 2, not 1."""
+
+
+def data_dir_problem(data_dir: Path, *, create: bool = False) -> str | None:
+    """Why this user cannot use the data directory (another user's, or read-only here), or ``None``.
+
+    The night-shift case: the service runs as its own user (or was first started with sudo) and a command is run
+    as someone else; without this it ended in a PermissionError traceback or "unable to open database file".
+    A data directory that does not exist is no problem here unless ``create`` (then its parent must be writable).
+    """
+    target = data_dir.absolute()
+    path, needed = target, os.R_OK | os.W_OK | os.X_OK
+    while True:
+        try:
+            path.stat()
+        except FileNotFoundError:
+            if path.parent == path or not create:
+                return None
+            path, needed = path.parent, os.W_OK | os.X_OK
+            continue
+        except PermissionError:  # inside a folder this user may not search
+            path, needed = path.parent, os.X_OK
+            continue
+        except OSError:
+            return None
+        break
+    if path == target and not path.is_dir():
+        return f"data directory {target} is not a directory: point RADTRACE_DATA_DIR (data_dir) at a directory"
+    blocked = None if os.access(path, needed) else path
+    database = target / "radtrace.db"
+    if blocked is None and path == target and os.access(database, os.F_OK):
+        blocked = None if os.access(database, os.R_OK | os.W_OK) else database
+    if blocked is None:
+        return None
+    status = blocked.stat()
+    owner, user = _user_name(status.st_uid), _user_name(os.geteuid())
+    return (
+        f"user {user} may not use data directory {target}: {blocked} belongs to {owner} "
+        f"({stat.filemode(status.st_mode)}); run radtrace as {owner}, the user the service runs as "
+        f"(sudo -u {owner} ...), or point RADTRACE_DATA_DIR (data_dir) at a directory {user} owns"
+    )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _writable_directory(name: str, directory: Path) -> Check:
@@ -223,6 +274,9 @@ def _external_broker(settings: Settings) -> Check:
 def run_preflight(settings: Settings) -> list[Check]:
     """Run every start-up check, creating the data directories on the way."""
     checks = [Check("settings", "ok", "loaded and valid")]
+    problem = data_dir_problem(settings.data_dir, create=True)
+    if problem is not None:  # every other check would fail on it too: say it once, with what to change
+        return [*checks, Check("data directory", "failed", problem, config_error=True)]
     checks += [
         _writable_directory("data directory", settings.data_dir),
         _writable_directory("spool", settings.spool_dir),

@@ -59,8 +59,9 @@ def test_serve_refuses_to_start_when_the_data_directory_is_unusable(tmp_path: Pa
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("", encoding="utf-8")
     result = radtrace("serve", env={"RADTRACE_DATA_DIR": str(blocker), "COLUMNS": "200"})
-    assert result.returncode == 1
+    assert result.returncode == 2  # a setting to change (was 1, with five failed checks and no word of the setting)
     assert "failed" in result.stdout
+    assert "is not a directory: point RADTRACE_DATA_DIR" in " ".join(result.stdout.split())
     assert "start-up checks failed" in result.stderr
 
 

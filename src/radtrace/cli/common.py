@@ -40,6 +40,7 @@ __all__ = [
     "model_app",
     "open_store",
     "out",
+    "refuse_foreign_data_dir",
     "refuse_missing_database",
     "row_progress",
     "settings_of",
@@ -150,12 +151,23 @@ def flatten(node: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, json.dumps(node, ensure_ascii=False) if not isinstance(node, str) else node)]
 
 
+def refuse_foreign_data_dir(settings: Settings, *, create: bool = False) -> None:
+    """Exit 2, naming the owner and the settings, when this user may not use (or ``create``) the data directory."""
+    from radtrace.preflight import data_dir_problem
+
+    problem = data_dir_problem(settings.data_dir, create=create)
+    if problem is not None:
+        fail(problem, EXIT_USAGE)
+
+
 def refuse_missing_database(settings: Settings) -> None:
     """Exit 1, naming the data directory looked in, when the embedded SQLite database is not there (a command run
-    from the wrong folder); nothing when it is, or when store.url names another database."""
+    from the wrong folder); nothing when it is, or when store.url names another database. Exit 2 when the data
+    directory is another user's."""
     from radtrace.store.engine import is_sqlite
 
     if is_sqlite(settings.store_url) and not settings.store.url:
+        refuse_foreign_data_dir(settings)
         database = settings.data_dir / "radtrace.db"
         if not database.is_file():
             fail(
@@ -176,6 +188,8 @@ def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
 
     if not create:
         refuse_missing_database(settings)
+    elif not settings.store.url:  # the embedded database is created in the data directory
+        refuse_foreign_data_dir(settings, create=True)
     store: Store | None = None
     try:
         store = Store.from_url(

@@ -20,7 +20,7 @@ from rich.table import Table
 from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, fail, open_store, out, settings_of
 from radtrace.cli.interrupt import EXIT_INTERRUPTED, hand_over
 from radtrace.errors import ConfigError, ModelLoadError, RadtraceError
-from radtrace.preflight import api_bind_problem, bind_api_socket, check_ports, failed_checks, run_preflight
+from radtrace.preflight import Check, api_bind_problem, bind_api_socket, check_ports, failed_checks, run_preflight
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,15 @@ def _ctrl_c_before_start() -> Iterator[None]:
         fail("interrupted (Ctrl-C) during the start-up checks; nothing was started", EXIT_INTERRUPTED)
 
 
+def _refuse_failed_checks(checks: list[Check]) -> None:
+    """A child's start-up checks failed: one line, exit 2 when only the configuration can fix them (serve then
+    stops instead of restarting it for ever), else 1."""
+    failed = failed_checks(checks)
+    if failed:
+        code = EXIT_USAGE if all(check.config_error for check in failed) else EXIT_FAILED
+        fail("; ".join(f"{check.name}: {check.detail}" for check in failed), code)
+
+
 @app.command()
 def listen(ctx: typer.Context) -> None:
     """Run the DICOM listener (C-ECHO / C-STORE SCP) alone, until SIGTERM or Ctrl-C.
@@ -110,9 +119,7 @@ def listen(ctx: typer.Context) -> None:
     from radtrace.listener_lock import listener_locks
 
     settings = settings_of(ctx)
-    failed = failed_checks(run_preflight(settings))
-    if failed:
-        fail("; ".join(f"{check.name}: {check.detail}" for check in failed))
+    _refuse_failed_checks(run_preflight(settings))
     try:
         with listener_locks(settings):
             code = run_listener_processes(settings)
@@ -152,9 +159,7 @@ def worker(
         queue_names(settings, roles)
     except ConfigError as exc:
         fail(exc.reason, EXIT_USAGE)
-    failed = failed_checks(run_preflight(settings))
-    if failed:
-        fail("; ".join(f"{check.name}: {check.detail}" for check in failed))
+    _refuse_failed_checks(run_preflight(settings))
     _quiet_celery_root_warning()
     try:
         run_worker(

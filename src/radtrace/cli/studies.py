@@ -15,7 +15,16 @@ from rich.table import Table
 from rich.text import Text
 
 from radtrace.audit.events import AuditEvent, EventType
-from radtrace.cli.common import EXIT_USAGE, app, fail, open_store, out, refuse_missing_database, settings_of
+from radtrace.cli.common import (
+    EXIT_USAGE,
+    app,
+    fail,
+    open_store,
+    out,
+    refuse_foreign_data_dir,
+    refuse_missing_database,
+    settings_of,
+)
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError
 
@@ -177,6 +186,7 @@ def drafts_list(
     from radtrace.reporting.draft_store import drafts_root, list_drafts
 
     settings = settings_of(ctx)
+    refuse_foreign_data_dir(settings)
     root = drafts_root(settings)
     try:
         kept = list_drafts(root, study_uid)
@@ -209,6 +219,7 @@ def drafts_show(
     from radtrace.reporting.draft_store import drafts_root, read_draft
 
     settings = settings_of(ctx)
+    refuse_foreign_data_dir(settings)
     try:
         view = read_draft(drafts_root(settings), study_uid, revision)
     except RadtraceError as exc:
@@ -262,6 +273,7 @@ def drafts_export(
     from radtrace.reporting.draft_store import drafts_root, list_drafts
 
     settings = settings_of(ctx)
+    refuse_foreign_data_dir(settings)
     try:
         kept = [d for d in list_drafts(drafts_root(settings), study_uid) if revision in (None, d.revision)]
     except RadtraceError as exc:
