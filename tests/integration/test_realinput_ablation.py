@@ -215,6 +215,7 @@ VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     "bits-12-garbage-high-bits": (_bits(12, garbage=True), DRAFT),
     "bits-14-signed": (_bits(14, signed=True), DRAFT),
     "bits-15-signed-garbage": (_bits(15, signed=True, garbage=True), DRAFT),
+    "bits-12-garbage-high-bits-jpeg-ls": (lambda ds: _dcmtk("dcmcjpls", "+el")(_bits(12, garbage=True)(ds)), DRAFT),
     "monochrome1-inverse": (_set(PresentationLUTShape="INVERSE"), DRAFT),
     "charset-latin1": (_name("ISO_IR 100", "Müller^Jürgen".encode("latin-1")), DRAFT),
     "charset-iso2022-jp": (_name(["", "ISO 2022 IR 87"], b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"), DRAFT),

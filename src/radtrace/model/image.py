@@ -319,7 +319,29 @@ def _decode(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[ND
         step["decoder"] = plugin
     if caught:
         step["decoder_warnings"] = [str(w.message)[:200] for w in caught[:4]]
+    if pixels.ndim == 2:
+        pixels, masked = _to_bits_stored(pixels, int(ds.get("BitsStored", 0) or 0), step["pixel_representation"])
+        if masked:
+            step["masked_to_bits_stored"] = masked
     return pixels, [step]
+
+
+def _to_bits_stored(pixels: NDArray[Any], bits: int, signed: int) -> tuple[NDArray[Any], float]:
+    """Values past Bits Stored are no pixel values (overlays, garbage a modality left in the high bits, PS3.5
+    8.1.1): pydicom clears them from native pixel data, but a decoder gives what its codestream holds, and a
+    JPEG-LS or JPEG 2000 codestream whose precision is 16 for 12 bits stored (dcmcjpls encodes one so) keeps them.
+    They are cleared here, and signed values sign-extended from Bits Stored, as dcmtk reads such a frame. Returns
+    the share of pixels changed (0.0: none, the array as given)."""
+    if not 0 < bits < 8 * pixels.dtype.itemsize or pixels.dtype.kind not in "iu":
+        return pixels, 0.0
+    lowest, highest = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    outside = (pixels < lowest) | (pixels > highest)
+    if not outside.any():
+        return pixels, 0.0
+    values = pixels.astype(np.int64) & (2**bits - 1)
+    if signed:
+        values = np.where(values > highest, values - 2**bits, values)
+    return values, round(float(outside.mean()), 4)
 
 
 def _palette_luminance(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
