@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from radtrace.model.parsing import CHEXPERT_LABELS, canonical_label, split_sections
+from radtrace.model.parsing import CHEXPERT_LABELS, MAX_REASONING_STEPS, canonical_label, split_sections
 from radtrace.model.profiles import get_profile
 from radtrace.model.profiles.deepmedix_r1 import boxed_answer
 from radtrace.model.reading import REASONING_SECTIONS, FindingStatus, ReadingFlag, SourceImage
@@ -228,3 +228,23 @@ def test_sectioning_keeps_every_word_in_order(text: str) -> None:
     steps = split_sections(text)
     joined = " ".join(step.text for step in steps)
     assert joined.split() == text.split()
+
+
+def test_text_alternating_headings_gives_a_bounded_number_of_steps_and_keeps_text_and_impression() -> None:
+    """A server ignoring max_tokens could send a megabyte of 'Lungs: … Heart: …': 100,000 steps would cost the
+    draft process minutes of SR building; past MAX_REASONING_STEPS the text goes into one step, none of it lost."""
+    body = "".join(f"Lungs: clear {i}.\nHeart: normal {i}.\n" for i in range(30_000))
+    text = f"<think>{body}Summary: No acute disease.\nBones: intact.</think><answer>No Finding</answer>"
+    parsed = NV.parse(text, images=[IMAGE])
+    assert len(parsed.reasoning) == MAX_REASONING_STEPS
+    assert parsed.impression == "No acute disease."
+    assert [step.section for step in parsed.reasoning[-2:]] == ["other", "summary"]
+    kept = " ".join(step.text for step in parsed.reasoning)
+    assert "Lungs: clear 29999." in kept
+    assert "Bones: intact." in kept
+    assert len(kept) >= len(body.replace("\n", " ").strip())
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in FIXTURES.glob("nv_*.txt")))
+def test_no_fixture_trace_comes_near_the_step_limit(name: str) -> None:
+    assert len(nv(name).reasoning) <= MAX_REASONING_STEPS // 2

@@ -19,6 +19,7 @@ from radtrace.model.reading import Finding, FindingStatus, ReasoningSection, Rea
 
 __all__ = [
     "CHEXPERT_LABELS",
+    "MAX_REASONING_STEPS",
     "Mention",
     "canonical_label",
     "differential_from",
@@ -169,6 +170,9 @@ _DIFFERENTIAL: Final = re.compile(
     re.IGNORECASE,
 )
 _EVIDENCE_MAX: Final = 400
+#: Reasoning steps per reading. Each step is an SR content item and OBX lines (drafting costs about 7 ms a step);
+#: a trace's sections number about a dozen, while text that alternates headings could make a hundred thousand.
+MAX_REASONING_STEPS: Final = 64
 
 
 @dataclass(frozen=True)
@@ -233,7 +237,18 @@ def split_sections(text: str) -> tuple[ReasoningStep, ...]:
             merged[-1] = (section, f"{merged[-1][1]} {piece}")
         else:
             merged.append((section, piece))
-    return tuple(ReasoningStep(section=section, text=piece) for section, piece in merged)
+    return tuple(ReasoningStep(section=section, text=piece) for section, piece in _capped(merged))
+
+
+def _capped(steps: list[tuple[ReasoningSection, str]]) -> list[tuple[ReasoningSection, str]]:
+    """At most :data:`MAX_REASONING_STEPS`: past the first ones, the text goes into one ``other`` step, all of it,
+    in order, except that the last summary (the impression) stays a summary step, last."""
+    if len(steps) <= MAX_REASONING_STEPS:
+        return steps
+    head, rest = steps[: MAX_REASONING_STEPS - 2], steps[MAX_REASONING_STEPS - 2 :]
+    summaries = [index for index, (section, _) in enumerate(rest) if section == "summary"]
+    summary = [rest.pop(summaries[-1])] if summaries else []
+    return [*head, ("other", " ".join(piece for _, piece in rest)), *summary]
 
 
 def mention_positions(text: str, label: str) -> list[int]:
