@@ -34,6 +34,7 @@ from dicom_peer_support import (
     presentation_context,
     store_rq,
     store_statuses,
+    user_information,
 )
 from listener_support import audit_payloads, dataset_bytes, listener_settings, running
 from radtrace.dicom_listener.ae import Listener
@@ -224,3 +225,40 @@ def test_an_a_abort_at_every_step_of_a_transfer_loses_nothing_acknowledged(
             assert _no_partial_files(listener), cut
         assert list(listener.spool.root.rglob("*.dcm")) == []  # nothing half-received was kept
         assert echoscu(listener_port).returncode == 0
+
+
+@pytest.mark.parametrize("max_pdu", [1, 6])
+def test_a_maximum_pdu_length_too_small_for_any_answer_is_rejected_at_negotiation(
+    max_pdu: int,
+    sqlite_listener: Callable[..., Listener],
+    sqlite_store: Store,
+    listener_port: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A P-DATA-TF holds at least one PDV: 4 bytes of length, context ID, control header, one byte of data.
+
+    Below 7 bytes no answer fits: pynetdicom raised in the association thread while answering (a
+    traceback, then A-ABORT). The A-ASSOCIATE-RQ is rejected instead: permanent, service provider
+    (ACSE), no reason given (PS3.8 Table 9-21: 1, 2, 1).
+    """
+    with sqlite_listener() as listener, caplog.at_level("INFO"), RawPeer(listener_port) as peer:
+        peer.send(associate_rq(CONTEXTS, user_info=user_information(max_pdu)))
+        assert peer.wait_closed(3)
+        assert pdu_types(peer.received) == [0x03]
+        assert peer.received[7:10] == b"\x01\x02\x01"  # result, source, reason
+        assert _slot_freed(listener)
+    assert all(record.exc_info is None for record in caplog.records)
+    assert "maximum PDU length" in caplog.text
+    [audited] = [json.loads(p) for p in audit_payloads(sqlite_store, "association_rejected")]
+    assert audited["reason"] == "maximum PDU length too small for any answer"
+
+
+def test_the_smallest_workable_maximum_pdu_length_is_served_one_byte_at_a_time(
+    sqlite_listener: Callable[..., Listener], listener_port: int
+) -> None:
+    with sqlite_listener(), RawPeer(listener_port) as peer:
+        peer.send(associate_rq(CONTEXTS, user_info=user_information(7)))
+        assert pdu_types(peer.read(2, until_types=1)) == [0x02]
+        peer.send(ECHO)
+        peer.read(3, until_types=60)
+        assert store_statuses(peer.received) == [0x0000]

@@ -54,11 +54,18 @@ STATUS_PIXEL_MISMATCH: Final = 0xC213
 PERMANENT: Final = 1
 TRANSIENT: Final = 2
 SERVICE_USER: Final = 1
+SERVICE_PROVIDER_ACSE: Final = 2
 SERVICE_PROVIDER_PRESENTATION: Final = 3
+NO_REASON_GIVEN: Final = 1
+#: The smallest P-DATA-TF body that holds a PDV: item length (4), context ID, control header, one byte.
+MIN_PEER_PDU: Final = 7
 CALLING_AE_NOT_RECOGNIZED: Final = 3
 CALLED_AE_NOT_RECOGNIZED: Final = 7
 TEMPORARY_CONGESTION: Final = 1
 LOCAL_LIMIT_EXCEEDED: Final = 2
+
+
+TOO_SMALL_PDU: Final = "maximum PDU length too small for any answer"
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,8 @@ class AssociationRequest:
     free_bytes: int
     active_from_source: int = 1
     """Associations this listener holds from the request's source address, this one included."""
+    peer_max_pdu: int = 0
+    """The largest P-DATA-TF the requestor takes (its maximum length; 0: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,11 @@ def how_to_allow(rejection: Rejection, request: AssociationRequest, settings: Li
     """The setting that would have admitted this request, for the refusal's log line (no patient data in it)."""
     if rejection.diagnostic == CALLING_AE_NOT_RECOGNIZED:
         return _allow_list_with(request.calling_ae.strip(), request.peer_host, settings)
+    if rejection.reason == TOO_SMALL_PDU:
+        return (
+            f"the sender offered a maximum PDU length of {request.peer_max_pdu} bytes; "
+            f"it must be 0 (no limit) or at least {MIN_PEER_PDU}"
+        )
     if rejection.diagnostic == CALLED_AE_NOT_RECOGNIZED:
         called = settings.ae_title
         return f"the caller must address listener.ae_title {called!r} (or set listener.check_called_ae = false)"
@@ -144,8 +158,8 @@ def has_room(free_bytes: int, settings: ListenerSettings) -> bool:
 def check_association(request: AssociationRequest, settings: ListenerSettings) -> Rejection | None:
     """The rejection to send for this request, or ``None`` to go on with negotiation.
 
-    Checked in order: calling AE (and its source address), called AE, concurrent associations from the
-    request's source address, then from all, disk.
+    Checked in order: calling AE (and its source address), called AE, the requestor's maximum PDU
+    length, concurrent associations from the request's source address, then from all, disk.
     """
     if not settings.accept_unknown_callers and not caller_allowed(
         request.calling_ae, request.peer_host, settings.allowed_callers
@@ -153,6 +167,8 @@ def check_association(request: AssociationRequest, settings: ListenerSettings) -
         return Rejection(PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED, "calling AE title not allowed")
     if settings.check_called_ae and request.called_ae.strip() != settings.ae_title:
         return Rejection(PERMANENT, SERVICE_USER, CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours")
+    if 0 < request.peer_max_pdu < MIN_PEER_PDU:
+        return Rejection(PERMANENT, SERVICE_PROVIDER_ACSE, NO_REASON_GIVEN, TOO_SMALL_PDU)
     if request.active_from_source > settings.per_source_associations:
         return Rejection(
             TRANSIENT,
