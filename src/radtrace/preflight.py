@@ -107,8 +107,20 @@ def _free_space(settings: Settings) -> Check:
     except OSError as exc:
         return Check("free disk space", "failed", f"{settings.data_dir}: {exc.strerror or exc}")
     need = settings.listener.min_free_bytes
-    detail = f"{free / 1024**3:.1f} GiB free; listener.min_free_bytes is {need / 1024**3:.1f} GiB"
-    return Check("free disk space", "ok" if free >= need else "failed", detail)
+    if free >= need:
+        return Check("free disk space", "ok", f"{_size(free)} free; listener.min_free_bytes is {_size(need)}")
+    return Check(
+        "free disk space",
+        "failed",
+        f"{_size(free)} free where {settings.data_dir} is, below listener.min_free_bytes ({_size(need)}): free "
+        "space there, put data_dir on a larger disk (RADTRACE_DATA_DIR), or lower the limit "
+        "(RADTRACE_LISTENER__MIN_FREE_BYTES; below it the listener refuses studies)",
+        config_error=True,  # starting again unchanged cannot help
+    )
+
+
+def _size(count: int) -> str:
+    return f"{count / 1024**3:.1f} GiB" if count >= 1024**3 else f"{count / 1024**2:.0f} MiB"
 
 
 def _vllm_server(settings: Settings) -> Check:
