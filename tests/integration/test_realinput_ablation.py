@@ -210,6 +210,8 @@ VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     "body-part-chest-pa": (_set(BodyPartExamined="CHEST PA"), DRAFT),
     "body-part-ribs": (_set(BodyPartExamined="RIBS"), DRAFT),
     "body-part-knee": (_set(BodyPartExamined="KNEE"), ("skipped", "not a chest radiograph (body part KNEE)")),
+    "pixels-twice-as-tall": (_set(PixelAspectRatio=[2, 1]), DRAFT),
+    "imager-spacing-anisotropic": (_set(ImagerPixelSpacing=[0.1, 0.15]), DRAFT),
     "trailing-pixel-bytes": (_trailing_bytes, DRAFT),
     "two-frames": (_two_frames, DRAFT),
     "bits-12-garbage-high-bits": (_bits(12, garbage=True), DRAFT),

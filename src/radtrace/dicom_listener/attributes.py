@@ -21,6 +21,7 @@ conformance statement's input section is checked against it (``tests/unit/test_a
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ __all__ = [
     "normalised",
     "palette_descriptor",
     "palette_problem",
+    "pixel_aspect_ratio",
     "pixel_padding_range",
     "problem_of",
     "value_length",
@@ -412,6 +414,20 @@ def pixel_padding_range(ds: Dataset) -> tuple[int, int] | None:
     except (TypeError, ValueError):
         return None  # none, or not a number (recorded as a deviation where the listener saw it)
     return low, high
+
+
+def pixel_aspect_ratio(ds: Dataset) -> float | None:
+    """Height over width of one pixel: Pixel Spacing, else Imager Pixel Spacing (row spacing, column spacing;
+    PS3.3 10.7.1.3), else Pixel Aspect Ratio (vertical, horizontal; C.7.6.3.1.7). None where none of them holds
+    two positive numbers."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "PixelAspectRatio"):
+        try:
+            vertical, horizontal = (float(v) for v in _values(ds.get(keyword)))
+        except (TypeError, ValueError):
+            continue
+        if vertical > 0 and horizontal > 0 and math.isfinite(vertical / horizontal):
+            return vertical / horizontal
+    return None
 
 
 def palette_problem(ds: Dataset) -> str | None:

@@ -38,6 +38,7 @@ from radtrace.dicom_listener.attributes import (
     PALETTE_COLOURS,
     palette_descriptor,
     palette_problem,
+    pixel_aspect_ratio,
     pixel_padding_range,
 )
 from radtrace.dicom_listener.pixel_budget import PixelMismatchError, check_dataset
@@ -58,6 +59,11 @@ MERGED_PATCH: Final = 28
 #: Largest source image decoded (rows x columns x samples x frames), as ``listener.max_image_pixels``' default.
 MAX_SOURCE_PIXELS: Final = 50_000_000
 _MAX_ASPECT: Final = 200  # Qwen's processor refuses more extreme shapes
+#: A pixel's height over width further from 1 than this is shown at its proportions (spacings written to a few
+#: digits differ by less).
+ASPECT_TOLERANCE: Final = 0.01
+#: ... up to this ratio either way; beyond, the header is taken to be wrong and the pixels are shown square.
+MAX_PIXEL_ASPECT: Final = 4.0
 #: A VOI (window or LUT) that leaves fewer pixels than this between black and white shows the model a blank
 #: picture: the next one is used (the films' own windows leave more than half; an absurd one almost none).
 MIN_VISIBLE: Final = 0.10
@@ -119,8 +125,17 @@ def prepare_picture(
     eight_bit = np.rint(gray * 255.0).astype(np.uint8)
     steps.append({"step": "to_8bit", "scale": 255, "rounding": "nearest"})
     rows, columns = eight_bit.shape
+    aspect = pixel_aspect_ratio(ds)
+    # Pixels taller or wider than square are shown at their true proportions (as a viewer shows them), or the
+    # chest is squashed; a box still maps back by one scale factor per axis (to_source_pixels).
+    stretched = (
+        aspect is not None
+        and abs(aspect - 1.0) > ASPECT_TOLERANCE
+        and 1 / MAX_PIXEL_ASPECT <= aspect <= MAX_PIXEL_ASPECT
+    )
+    shown_rows = max(1, round(rows * aspect)) if stretched and aspect is not None else rows
     target_rows, target_columns = budget_size(
-        rows, columns, min_pixels=min_pixels, max_pixels=max_pixels, factor=factor
+        shown_rows, columns, min_pixels=min_pixels, max_pixels=max_pixels, factor=factor
     )
     if (target_rows, target_columns) != (rows, columns):
         from PIL import Image
@@ -136,6 +151,8 @@ def prepare_picture(
             "min_pixels": min_pixels,
             "max_pixels": max_pixels,
             "multiple_of": factor,
+            "pixel_aspect_ratio": round(aspect, 4) if aspect is not None else None,
+            "aspect_applied": stretched,
         }
     )
     rgb = np.repeat(eight_bit[:, :, np.newaxis], 3, axis=2)
