@@ -27,10 +27,13 @@ from pynetdicom import _config as pynetdicom_config
 from radtrace.config import DicomDestination
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
 
-__all__ = ["StoreResult", "describe_destination", "store_instance"]
+__all__ = ["LONGEST_STORE_S", "STORE_TIMEOUT_S", "StoreResult", "describe_destination", "store_instance"]
 
 log = logging.getLogger(__name__)
 
+STORE_TIMEOUT_S: Final = 30.0
+#: The longest one store may take: connect, association, the C-STORE's response and the release, each timed apart.
+LONGEST_STORE_S: Final = 4 * STORE_TIMEOUT_S
 _WARNINGS: Final = {0xB000, 0xB006, 0xB007}
 _PERMANENT: Final = {0x0122, 0x0124}
 _COMMENT_CHARS: Final = 64  # an Error Comment is an LO; a PACS may send kilobytes
@@ -86,7 +89,7 @@ def store_instance(
     destination: DicomDestination,
     *,
     calling_ae_title: str,
-    timeout_s: float = 30.0,
+    timeout_s: float = STORE_TIMEOUT_S,
 ) -> StoreResult:
     """Send one Part 10 file by C-STORE and return the peer's (success or warning) status."""
     # Never log identifiers (patient names, IDs) from DIMSE messages.

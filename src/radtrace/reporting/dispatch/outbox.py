@@ -7,7 +7,8 @@ document (a revision has many; each is its own SR, never an edit of an earlier o
 transaction so that the decision's audit event and its rows are committed together.
 ``deliver(outbox_id)`` makes one attempt if the row is pending and due:
 
-1. *claim*: one conditional UPDATE raises ``attempts`` and pushes ``next_attempt_at`` past a lease,
+1. *claim*: one conditional UPDATE raises ``attempts`` and pushes ``next_attempt_at`` past a lease (longer than the
+   longest send may take: the RIS ACK timeout or a C-STORE's timed phases, plus a margin),
    only if nobody else did so first; a concurrent dispatcher (or a doorbell rung twice) finds the row
    not due and does nothing, so one attempt is in flight per row at a time. ``dispatch_attempted`` is
    audited in the same transaction;
@@ -41,7 +42,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
 from radtrace.errors import ConfigError, DispatchRejectedError, RadtraceError, is_retryable
-from radtrace.reporting.dispatch.cstore import describe_destination, store_instance
+from radtrace.reporting.dispatch.cstore import LONGEST_STORE_S, describe_destination, store_instance
 from radtrace.reporting.dispatch.filedrop import drop_file
 from radtrace.reporting.dispatch.mllp import send_message
 from radtrace.store.base import utc_now
@@ -83,7 +84,13 @@ KIND_ASSESSMENT_HL7: Final = "assessment-hl7"  # the same assessment as an ORU f
 ASSESSMENT_KINDS: Final = (KIND_ASSESSMENT, KIND_ASSESSMENT_HL7)
 _SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_COMPANION: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json",
                   KIND_ASSESSMENT: ".dcm", KIND_ASSESSMENT_HL7: ".hl7"}  # fmt: skip
-LEASE_MARGIN_S: Final = 60.0
+LEASE_MARGIN_S: Final = 60.0  # a claim outlasts the longest send by this much
+
+
+def longest_send_s(settings: DispatchSettings) -> float:
+    """How long one send may take at most: the RIS's ACK timeout (one deadline for connect, send and ACK), or a
+    C-STORE's timed phases."""
+    return max(settings.ris.timeout_s if settings.ris is not None else 0.0, LONGEST_STORE_S)
 
 
 class Sender(Protocol):
@@ -198,7 +205,8 @@ class Outbox:
         self.senders = dict(senders) if senders is not None else default_senders(settings)
         self.clock = clock
         self.actor = actor or Actor()
-        self.lease = timedelta(seconds=lease_s)
+        # A claim that ran out while its send still waited would let a second dispatcher send the row again.
+        self.lease = timedelta(seconds=max(lease_s, longest_send_s(settings) + LEASE_MARGIN_S))
 
     # --- enqueue -------------------------------------------------------------------------------
 
