@@ -384,7 +384,8 @@ def _samples_problem(photometric: str, samples: Any) -> str | None:
     needed = 1 if photometric in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR") else 3
     if count == needed:
         return None
-    return f"needs {needed} sample{'s' if needed > 1 else ''} per pixel, Samples per Pixel is {count}"
+    # at most 24 characters: the whole refusal comment, (0028,0004) and its name first, fits one LO (64)
+    return f"needs {needed} sample{'s' if needed > 1 else ''}, has {count}"
 
 
 PALETTE_COLOURS: Final = ("Red", "Green", "Blue")
