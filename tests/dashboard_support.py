@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -384,3 +385,50 @@ def _insert(
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(sa.text("VACUUM"))
     return len(rows)
+
+
+def seed_decisions(store: Store, decisions: int, *, seed: int = 23, changed: float = 0.1) -> dict[str, Counter[str]]:
+    """Write ``decisions`` assessment events (no other rows): per study three findings and the whole draft decided,
+    a share ``changed`` of them decided again (the earlier one superseded), spread over the 90 days before now (or
+    a second apart after the events already there). Studies are numbered from the same start on every call, so a
+    second call decides the first call's studies again. Returns the current decisions of this call's events as the
+    agreement page counts them: per label (``""`` for whole drafts) a Counter of verdicts, and under ``"reasons"``
+    the whole drafts' reason codes."""
+    rng = random.Random(seed)
+    events: list[tuple[datetime, dict[str, Any]]] = []
+    latest: dict[tuple[str, str], tuple[str, str | None]] = {}
+    with store.session("seeding") as session:  # after the events already there, as time goes
+        head = session.scalar(sa.select(sa.func.max(AuditEventRow.recorded_at)))
+    start = (head.replace(tzinfo=UTC) if head is not None else datetime.now(UTC) - timedelta(days=90)) + timedelta(
+        seconds=1
+    )
+    step = timedelta(days=90) / max(1, decisions) if head is None else timedelta(seconds=1)
+    number = _first_ids(store) + 10_000_000
+    while len(events) < decisions:
+        number += 1
+        uid = f"1.2.826.0.1.3680043.10.1023.{number}"
+        parts: list[str | None] = [*rng.sample(list(PREVALENCE), 3), None]
+        for label in parts:
+            for _ in range(2 if rng.random() < changed else 1):
+                if len(events) >= decisions:
+                    break
+                when = start + step * len(events)
+                verdict = rng.choices([d for d, _ in DECISIONS], [w for _, w in DECISIONS])[0]
+                if label is None:
+                    verdict = "accept" if verdict == "accept" else "reject"
+                    reason = "RT-A1" if verdict == "accept" else rng.choice(("RT-R1", "RT-R2", "RT-R5"))
+                    payload: dict[str, Any] = {"revision": 1, "decision": verdict, "reason_code": reason}
+                    events.append((when, _event(EventType.DRAFT_ASSESSED, uid, payload, user="dr.seed")))
+                else:
+                    reason = None
+                    payload = {"revision": 1, "finding": label, "decision": verdict, "model_status": "present",
+                               "status": "absent" if verdict == "modify" else None}  # fmt: skip
+                    events.append((when, _event(EventType.FINDING_ASSESSED, uid, payload, user="dr.seed")))
+                latest[(uid, label or "")] = (verdict, reason)
+    expected: dict[str, Counter[str]] = {"reasons": Counter()}
+    for (_uid, label), (verdict, reason) in latest.items():
+        expected.setdefault(label, Counter())[verdict] += 1
+        if reason:
+            expected["reasons"][reason] += 1
+    _insert(store, {Study: [], Revision: [], Instance: [], OutboxMessage: [], ReviewItem: []}, events)
+    return expected

@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 
 from radtrace.config import ReportingSettings
 from radtrace.console.assessment import FindingAssessment, build_assessment_oru, build_assessment_sr, tracking_uids
+from radtrace.console.review import MAX_COMMENT, DecisionError, check_draft_decision
 from radtrace.reporting.sr import build_sr
 from reporting_support import reading, source_study
 from tests_support import sr_dciodvfy
@@ -93,3 +94,21 @@ def test_the_observer_name_is_at_most_64_bytes_and_one_family_name(observer: str
 def test_an_institution_name_with_a_backslash_is_one_lo_value(tmp_path: Path) -> None:
     sr = _assessment(institution="Hôpital A\\B" + "é" * 40)
     assert sr_dciodvfy(sr, tmp_path / "a.dcm")[0] == []
+
+
+def test_the_assessment_sr_takes_a_comment_only_as_the_console_checks_it() -> None:
+    """One check for a comment (console.review.checked_comment): the SR and ORU builders refused nothing before, so a
+    caller passing an unchecked comment (web.py passed the form's text as typed) wrote any length into the SR."""
+    too_long = "x" * (MAX_COMMENT + 1)
+    with pytest.raises(DecisionError, match=f"at most {MAX_COMMENT} characters"):
+        _assessment(comment=too_long)
+    with pytest.raises(DecisionError, match=f"at most {MAX_COMMENT} characters"):
+        _assessment(finding_comment=too_long)
+    with pytest.raises(DecisionError, match=f"at most {MAX_COMMENT} characters"):
+        build_assessment_oru(AI_SR, observer="dr.one", verdict="reject", reason=("RT-R2", "x"), comment=too_long,
+                             findings=[], sop_instance_uid=generate_uid(), settings=ReportingSettings(),
+                             when=WHEN)  # fmt: skip
+    # what the console records is what the SR carries: stripped, at most MAX_COMMENT characters
+    fits = "  " + "y" * MAX_COMMENT + "\n"
+    assert check_draft_decision("reject", "RT-R2", fits) == "y" * MAX_COMMENT
+    assert list(_comments(_assessment(comment=fits).ContentSequence)) == ["y" * MAX_COMMENT]

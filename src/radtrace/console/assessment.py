@@ -29,6 +29,7 @@ from pydicom.uid import UID, generate_uid
 
 from radtrace import __version__
 from radtrace.config import ReportingSettings
+from radtrace.console.review import checked_comment
 from radtrace.durable import fsync_directory
 from radtrace.errors import ReportError
 from radtrace.reporting import codes as report_codes
@@ -114,12 +115,6 @@ def _text(name: CodedConcept, value: str, relationship: hd.sr.RelationshipTypeVa
     return hd.sr.TextContentItem(name=name, value=dicom_text(value, "UT").text, relationship_type=relationship)
 
 
-def _comment(comment: str | None) -> str | None:
-    """A radiologist's comment as the audit records it (stripped); None when nothing is left, so a comment of only
-    spaces is no comment at all, never a TEXT item with an empty value."""
-    return (comment or "").strip() or None
-
-
 def _observer_name(observer: str) -> str:
     """A console user name as a PN of one component, the family name (the trailing caret says so, PS3.5 6.2.1.2):
     ``^`` and ``=`` in it are not delimiters, and the whole value is at most 64 bytes, as the SR builder writes a
@@ -139,7 +134,7 @@ def _finding(assessment: FindingAssessment, uids: Sequence[str]) -> hd.sr.Contai
     if assessment.verdict == "modify" and assessment.status is not None and assessment.status in PRESENCE:
         items.append(hd.sr.CodeContentItem(name=_CORRECTED_PRESENCE, value=PRESENCE[assessment.status],
                                            relationship_type=_CONTAINS))  # fmt: skip
-    if comment := _comment(assessment.comment):
+    if comment := checked_comment(assessment.comment):
         items.append(_text(_COMMENT, comment, _CONTAINS))
     container.ContentSequence = hd.sr.ContentSequence(items)
     return container
@@ -171,7 +166,7 @@ def build_assessment_sr(
     items.append(hd.sr.CodeContentItem(name=_DRAFT_ASSESSMENT, value=VERDICTS[verdict], relationship_type=_CONTAINS))
     items.append(hd.sr.CodeContentItem(name=_REASON, value=CodedConcept(reason[0], LOCAL_SCHEME, reason[1]),
                                        relationship_type=_CONTAINS))  # fmt: skip
-    if comment := _comment(comment):
+    if comment := checked_comment(comment):
         items.append(_text(_COMMENT, comment, _CONTAINS))
     items += [_finding(finding, uids.get(finding.label, [])) for finding in findings]
     root = hd.sr.ContainerContentItem(name=_ROOT)
@@ -253,7 +248,7 @@ def build_assessment_oru(
         Observation("CWE", _code(_DRAFT_ASSESSMENT), _code(VERDICTS[verdict])),
         Observation("CWE", _code(_REASON), report_codes.local_code(reason[0], reason[1])),
     ]
-    if comment := _comment(comment):
+    if comment := checked_comment(comment):
         items.append(Observation("TX", _code(_COMMENT), comment))
     for index, finding in enumerate(findings, 1):
         sub_id = str(index)
@@ -261,7 +256,7 @@ def build_assessment_oru(
                                  _code(VERDICTS[finding.verdict]), sub_id))  # fmt: skip
         if finding.verdict == "modify" and finding.status is not None and finding.status in PRESENCE:
             items.append(Observation("CWE", _code(_CORRECTED_PRESENCE), _code(PRESENCE[finding.status]), sub_id))
-        if finding_comment := _comment(finding.comment):
+        if finding_comment := checked_comment(finding.comment):
             items.append(Observation("TX", _code(_COMMENT), finding_comment, sub_id))
         items += [Observation("ST", _code(_TRACKING_UID), uid, sub_id) for uid in uids.get(finding.label, [])]
     items += [

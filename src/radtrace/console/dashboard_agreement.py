@@ -10,7 +10,10 @@ Agreement is then an index count of the current decisions recorded in the window
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -26,7 +29,7 @@ from radtrace.qa.agreement import DECISIONS, LabelAgreement
 from radtrace.qa.intervals import Proportion
 from radtrace.store.engine import Store, is_postgresql
 
-__all__ = ["WHOLE_DRAFT", "agreement_studies", "read_agreement", "sync_decisions"]
+__all__ = ["WHOLE_DRAFT", "Agreement", "agreement_studies", "current_agreement", "read_agreement", "sync_decisions"]
 
 #: How the dashboard names the whole-draft decisions (their ``label`` in ``qa_decisions`` is empty).
 WHOLE_DRAFT: Final = "(whole draft)"
@@ -37,13 +40,13 @@ def sync_decisions(store: Store) -> int:
     from each payload); returns how many. Safe to run concurrently: a row already copied is skipped."""
     table = AuditEventRow
     with store.session("copying assessment events for the QA dashboard") as session:
-        last_seq, last_at = session.execute(
-            sa.select(sa.func.max(QaDecision.seq), sa.func.max(QaDecision.recorded_at))
-        ).one()
+        # Two queries, not one: SQLite answers a lone max() from the index, two in one SELECT by a full scan.
+        last_seq = session.scalar(sa.select(sa.func.max(QaDecision.seq)))
+        last_at = session.scalar(sa.select(sa.func.max(QaDecision.recorded_at)))
         conditions: list[sa.ColumnElement[bool]] = [
             table.event_type.in_([EventType.FINDING_ASSESSED.value, EventType.DRAFT_ASSESSED.value])
         ]
-        if last_seq is not None:
+        if last_seq is not None and last_at is not None:
             # seq and recorded_at grow together (both set under the audit lock); the minute's margin covers a clock
             # step back, the seq test keeps it exact.
             conditions += [table.recorded_at >= aware(last_at) - timedelta(minutes=1), table.seq > last_seq]
@@ -142,3 +145,142 @@ def agreement_studies(
             .limit(limit)
         ).all()
     return [(str(uid), int(revision), at, user) for uid, revision, at, user in rows]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How radiologists' current decisions on one finding label (or on whole drafts) are spread."""
+
+    label: str
+    accept: int = 0
+    reject: int = 0
+    modify: int = 0
+
+    @property
+    def total(self) -> int:
+        """Decisions counted."""
+        return self.accept + self.reject + self.modify
+
+    @property
+    def accepted_share(self) -> float | None:
+        """Accepted as a share of all decisions (None when there are none)."""
+        return self.accept / self.total if self.total else None
+
+
+@dataclass
+class _Tally:
+    """The current decisions as of ``upto`` (the newest ``qa_decisions`` seq counted): per (label, decision), and
+    the whole drafts' reason codes; brought forward by the decisions recorded since, never recounted."""
+
+    upto: int = 0
+    verdicts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+_TALLIES: Final[weakref.WeakKeyDictionary[Store, _Tally]] = weakref.WeakKeyDictionary()
+_TALLY_LOCK: Final = threading.Lock()
+
+
+def _count(session: Any, store: Store, upto: int, tally: _Tally) -> None:
+    """Add every current decision up to seq ``upto`` (none later replaced it: read in the snapshot ``upto`` was read
+    in), and the current whole drafts' reasons, grouped in the database."""
+    current = sa.select(QaDecision.label, QaDecision.decision, QaDecision.seq).where(
+        QaDecision.seq <= upto, ~QaDecision.superseded
+    )
+    rows = current.subquery()
+    for label, verdict, count in session.execute(
+        sa.select(rows.c.label, rows.c.decision, sa.func.count()).group_by(rows.c.label, rows.c.decision)
+    ):
+        tally.verdicts[(str(label), str(verdict))] += int(count)
+    reason = json_text(store, AuditEventRow.payload, "reason_code")
+    for code, count in session.execute(
+        sa.select(reason, sa.func.count())
+        .select_from(rows)
+        .join(AuditEventRow, AuditEventRow.seq == rows.c.seq)
+        .where(rows.c.label == "")
+        .group_by(reason)
+    ):
+        if code:
+            tally.reasons[str(code)] += int(count)
+
+
+def _count_since(session: Any, store: Store, upto: int, tally: _Tally) -> None:
+    """Bring ``tally`` from its seq to ``upto``: for each (study, revision, label) decided in between, take its
+    newest decision as of the tally away and add its newest as of ``upto``. Reads those keys' decisions only."""
+    keys = session.execute(
+        sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label)
+        .where(QaDecision.seq > tally.upto, QaDecision.seq <= upto)
+        .distinct()
+    ).all()
+    changes: list[tuple[int, str, str]] = []  # (sign, label, decision) and the whole drafts' seqs
+    drafts: list[tuple[int, int]] = []
+    wanted = {(str(uid), int(revision), str(label)) for uid, revision, label in keys}
+    uids = sorted({uid for uid, _revision, _label in wanted})
+    newest: dict[tuple[str, int, str], list[tuple[int, str] | None]] = {key: [None, None] for key in wanted}
+    for start in range(0, len(uids), 500):  # by study (the key index's first column); other keys are skipped
+        for uid, revision, label, verdict, seq in session.execute(
+            sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label, QaDecision.decision, QaDecision.seq)
+            .where(QaDecision.study_uid.in_(uids[start : start + 500]), QaDecision.seq <= upto)
+            .order_by(QaDecision.seq)
+        ):  # fmt: skip
+            pair = newest.get((uid, revision, label))
+            if pair is not None:
+                pair[1] = (seq, verdict)
+                if seq <= tally.upto:
+                    pair[0] = (seq, verdict)
+    for (_uid, _revision, label), (before, after) in newest.items():
+        for sign, decision in ((-1, before), (1, after)):
+            if decision is not None:
+                changes.append((sign, label, decision[1]))
+                if label == "":
+                    drafts.append((sign, decision[0]))
+    for sign, label, verdict in changes:
+        tally.verdicts[(label, verdict)] += sign
+    reason = json_text(store, AuditEventRow.payload, "reason_code")
+    signs = dict((seq, 0) for _sign, seq in drafts)
+    for sign, seq in drafts:
+        signs[seq] += sign
+    seqs = [seq for seq, sign in signs.items() if sign]
+    for start in range(0, len(seqs), 500):
+        chunk = seqs[start : start + 500]
+        for seq, code in session.execute(sa.select(AuditEventRow.seq, reason).where(AuditEventRow.seq.in_(chunk))):
+            if code:
+                tally.reasons[str(code)] += signs[seq]
+
+
+def _bring_forward(store: Store) -> _Tally:
+    """This store's tally: counted in full the first time, then brought forward over the keys decided since (a
+    decision that replaces another takes the other's count away)."""
+    sync_decisions(store)
+    with _TALLY_LOCK, store.session("counting current decisions") as session:
+        if is_postgresql(store.engine):  # one snapshot for the newest seq and the counts (SQLite's reads have one)
+            session.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        upto = int(session.scalar(sa.select(sa.func.coalesce(sa.func.max(QaDecision.seq), 0))) or 0)
+        tally = _TALLIES.get(store)
+        if tally is None:
+            tally = _Tally(upto)
+            _count(session, store, upto, tally)
+            _TALLIES[store] = tally
+        elif upto > tally.upto:
+            _count_since(session, store, upto, tally)
+            tally.upto = upto
+        return tally
+
+
+def current_agreement(store: Store) -> tuple[tuple[Agreement, ...], Agreement, dict[str, int]]:
+    """The agreement page's figures, all time: per finding label and for whole drafts the current decisions (a
+    superseded one is not counted), and the reasons of the current whole-draft decisions.
+
+    Counted on ``qa_decisions`` (brought up to date first), once in full per process and store, then only over
+    the decisions recorded since (a bounded query on the keys they decide), instead of decoding every assessment
+    event's payload on every request."""
+    tally = _bring_forward(store)
+    counts: dict[str, dict[str, int]] = {}
+    for (label, verdict), count in tally.verdicts.items():
+        per = counts.setdefault(label, {"accept": 0, "reject": 0, "modify": 0})
+        if verdict in per:
+            per[verdict] += count
+    reasons = {code: count for code, count in tally.reasons.items() if count}
+    drafts = counts.pop("", {"accept": 0, "reject": 0, "modify": 0})
+    findings = tuple(Agreement(label, **per) for label, per in sorted(counts.items()) if sum(per.values()))
+    return findings, Agreement("whole draft", **drafts), dict(sorted(reasons.items()))

@@ -32,7 +32,6 @@ from radtrace.store.models import Instance, Revision, RevisionState, Study
 
 __all__ = [
     "DRAFT_REASONS",
-    "Agreement",
     "Decision",
     "DecisionConflictError",
     "DecisionError",
@@ -41,8 +40,8 @@ __all__ = [
     "FindingDecision",
     "FindingReview",
     "StudyReview",
-    "agreement",
     "check_draft_decision",
+    "checked_comment",
     "decide_draft",
     "decide_finding",
     "evidence_sentences",
@@ -293,7 +292,10 @@ def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | No
     )
 
 
-def _comment(comment: str | None) -> str | None:
+def checked_comment(comment: str | None) -> str | None:
+    """A radiologist's comment as it is recorded and written into the assessment SR: stripped, None when nothing is
+    left (a comment of only spaces is no comment at all), at most :data:`MAX_COMMENT` characters
+    (:class:`DecisionError` beyond)."""
     text = (comment or "").strip()
     if len(text) > MAX_COMMENT:
         raise DecisionError(f"a comment is at most {MAX_COMMENT} characters")
@@ -364,7 +366,7 @@ def decide_finding(
         if status not in {"present", "absent", "uncertain"}:
             raise DecisionError("modify needs the corrected status: present, absent or uncertain")
         new_status = status
-    text = _comment(comment)
+    text = checked_comment(comment)
     with store.session("recording a finding decision", immediate=True) as session:
         _lock_decisions(session)
         _check_revision(session, review)
@@ -388,15 +390,16 @@ def decide_finding(
         return AuditRecorder(store).record(event, session=session).seq
 
 
-def check_draft_decision(verdict: str, reason_code: str, comment: str | None) -> None:
-    """Refuse a whole-draft decision that cannot be recorded, before anything is built for it."""
+def check_draft_decision(verdict: str, reason_code: str, comment: str | None) -> str | None:
+    """Refuse a whole-draft decision that cannot be recorded, before anything is built for it; returns the checked
+    comment (:func:`checked_comment`), the one the audit records and the assessment SR carries."""
     try:
         DraftDecision(verdict)
     except ValueError as exc:
         raise DecisionError(f"a draft decision is accept or reject, not {verdict!r}") from exc
     if reason_code not in DRAFT_REASONS:
         raise DecisionError(f"unknown reason code {reason_code!r}")
-    _comment(comment)
+    return checked_comment(comment)
 
 
 def _current_draft(
@@ -418,10 +421,10 @@ def repeated_draft_decision(
 ) -> int | None:  # fmt: skip
     """Before anything is built for a whole-draft decision: its seq when it is already recorded from the same page
     (a double submit), None when it may be recorded; :class:`DecisionConflictError` when it may not."""
-    check_draft_decision(verdict, reason_code, comment)
+    text = check_draft_decision(verdict, reason_code, comment)
     with store.session("checking a draft decision", immediate=True) as session:
-        _current, repeated = _current_draft(session, review, actor, DraftDecision(verdict), reason_code,
-                                            _comment(comment), expected)  # fmt: skip
+        _current, repeated = _current_draft(session, review, actor, DraftDecision(verdict), reason_code, text,
+                                            expected)  # fmt: skip
     return repeated.seq if repeated else None
 
 
@@ -442,9 +445,8 @@ def decide_draft(
     ``add_outbox_rows(session, revision_id)`` queues the assessment SR for the PACS in the same transaction
     (:meth:`radtrace.reporting.dispatch.outbox.Outbox.add_assessments`); the event names the rows (``outbox``).
     ``expected`` works as for :func:`decide_finding` (a repeat queues nothing more)."""
-    check_draft_decision(verdict, reason_code, comment)
+    text = check_draft_decision(verdict, reason_code, comment)
     chosen = DraftDecision(verdict)
-    text = _comment(comment)
     payload: dict[str, Any] = {
         "revision": review.revision,
         "decision": chosen.value,
@@ -494,52 +496,3 @@ def image_path(store: Store, study_uid: str, sop_instance_uid: str) -> str | Non
             .order_by(Instance.version.desc())
             .limit(1)
         )
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How radiologists' current decisions on one finding label (or on whole drafts) are spread."""
-
-    label: str
-    accept: int = 0
-    reject: int = 0
-    modify: int = 0
-
-    @property
-    def total(self) -> int:
-        """Decisions counted."""
-        return self.accept + self.reject + self.modify
-
-    @property
-    def accepted_share(self) -> float | None:
-        """Accepted as a share of all decisions (None when there are none)."""
-        return self.accept / self.total if self.total else None
-
-
-def agreement(store: Store) -> tuple[tuple[Agreement, ...], Agreement, dict[str, int]]:
-    """Per finding label and for whole drafts, the current decisions (a superseded one is not counted), and the
-    whole-draft reasons used; read from the audit log (``finding_assessed``, ``draft_assessed``)."""
-    table = AuditEventRow
-    latest: dict[tuple[str, int, str], tuple[str, str | None]] = {}
-    with store.session("counting decisions") as session:
-        rows = session.execute(
-            sa.select(table.study_uid, table.event_type, table.payload)
-            .where(table.event_type.in_([EventType.FINDING_ASSESSED.value, EventType.DRAFT_ASSESSED.value]))
-            .order_by(table.seq)
-        )
-        for study_uid, kind, text in rows:
-            payload = json.loads(text)
-            label = str(payload.get("finding")) if kind == EventType.FINDING_ASSESSED.value else ""
-            key = (str(study_uid), int(payload.get("revision") or 0), label)
-            latest[key] = (str(payload.get("decision")), payload.get("reason_code"))  # later events win
-    counts: dict[str, dict[str, int]] = {}
-    reasons: dict[str, int] = {}
-    for (_study, _revision, label), (verdict, reason) in latest.items():
-        per = counts.setdefault(label, {"accept": 0, "reject": 0, "modify": 0})
-        if verdict in per:
-            per[verdict] += 1
-        if not label and reason:
-            reasons[reason] = reasons.get(reason, 0) + 1
-    drafts = counts.pop("", {"accept": 0, "reject": 0, "modify": 0})
-    findings = tuple(Agreement(label, **per) for label, per in sorted(counts.items()))
-    return findings, Agreement("whole draft", **drafts), dict(sorted(reasons.items()))

@@ -37,6 +37,7 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.console import dashboard, explorer
 from radtrace.console.accounts import LoginFailed, SignedIn, end_session, log_in
+from radtrace.console.dashboard_agreement import current_agreement
 from radtrace.console.pages import (
     PREFIX,
     SECURITY_HEADERS,
@@ -64,7 +65,6 @@ from radtrace.console.review import (
     DecisionError,
     Expected,
     StudyReview,
-    agreement,
     check_draft_decision,
     decide_draft,
     decide_finding,
@@ -207,7 +207,7 @@ def next_one(
 @router.get("/agreement")
 def agreement_page(request: Request, state: StateDep, user: UserDep) -> HTMLResponse:
     """How often radiologists accept, reject or modify each finding and whole drafts (current decisions only)."""
-    findings, drafts, reasons = agreement(state.store)
+    findings, drafts, reasons = current_agreement(state.store)
     return render_page(request, state, "agreement.html", user=user, findings=findings, drafts=drafts,
                        reasons=reasons, reason_meanings=DRAFT_REASONS)  # fmt: skip
 
@@ -368,7 +368,8 @@ async def draft_decision(
     expected, actor = _expected(form), request_actor(request, user)
     queued: list[int] = []
     try:
-        check_draft_decision(verdict, reason, comment)
+        # The comment as checked (stripped, bounded) is the one recorded and the one the assessment SR carries.
+        comment = check_draft_decision(verdict, reason, comment)
         # Refused or repeated before an assessment SR is built for it (and checked again as it is recorded).
         repeated = await run_in_threadpool(repeated_draft_decision, state.store, review, actor, verdict, reason,
                                            comment, expected)  # fmt: skip
