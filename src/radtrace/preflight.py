@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from radtrace.config import Settings
+from radtrace.errors import RadtraceError
 
 __all__ = [
     "Check",
@@ -29,6 +30,7 @@ __all__ = [
     "data_dir_problem",
     "failed_checks",
     "run_preflight",
+    "store_problem",
 ]
 
 
@@ -173,16 +175,41 @@ def check_model_weights(settings: Settings) -> Check:
     )
 
 
+# libpq's words for a store.url that names a database, user, password or host that is not there: a setting to
+# correct (exit 2). Anything else that keeps the database from answering (refused, timed out) is a server that is
+# down (exit 1, as the README's exit codes say).
+_WRONG_URL_WORDS = (
+    "does not exist", "password authentication failed", "no password supplied", "failed to resolve host",
+    "Name or service not known", "no pg_hba.conf entry", "Peer authentication failed", "invalid dsn",
+    "invalid connection option", "unsupported database",
+)  # fmt: skip
+
+
+def store_problem(settings: Settings, exc: RadtraceError) -> tuple[str, bool]:
+    """What went wrong reaching the work database, with the setting and its (masked) value, and whether it is the
+    setting that must change (True: exit 2) rather than a server to start."""
+    from radtrace.config_reference import masked_settings
+    from radtrace.errors import ConfigError
+
+    shown = masked_settings(settings)["store"]["effective_url"]
+    reason = exc.reason
+    if isinstance(exc, ConfigError) or any(words in reason for words in _WRONG_URL_WORDS):
+        spelled = (
+            " (PostgreSQL is written postgresql+psycopg://USER@HOST:5432/DATABASE)" if "'postgres'" in reason else ""
+        )
+        return f"{reason}; correct store.url (RADTRACE_STORE__URL), now {shown}{spelled}", True
+    return f"{reason}; is the database server running? store.url (RADTRACE_STORE__URL) is {shown}", False
+
+
 def _database(settings: Settings) -> Check:
     """The work database is reachable and at the newest schema; the embedded SQLite one is migrated here."""
-    from radtrace.errors import RadtraceError
     from radtrace.store.engine import Store, is_sqlite
     from radtrace.store.migrate import current_revision, head_revision, upgrade
 
     try:
         store = Store.from_url(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
     except RadtraceError as exc:
-        return Check("database", "failed", exc.reason)
+        return _database_failed(settings, exc)
     try:
         if is_sqlite(store.engine):
             return Check("database", "ok", f"SQLite at schema {upgrade(store)} ({store.engine.url.database})")
@@ -191,9 +218,14 @@ def _database(settings: Settings) -> Check:
             return Check("database", "failed", f"schema {current or 'empty'}, newest {head}: run 'radtrace db upgrade'")
         return Check("database", "ok", f"{store.engine.url.get_backend_name()} at schema {current}")
     except RadtraceError as exc:
-        return Check("database", "failed", exc.reason)
+        return _database_failed(settings, exc)
     finally:
         store.dispose()
+
+
+def _database_failed(settings: Settings, exc: RadtraceError) -> Check:
+    detail, wrong_url = store_problem(settings, exc)
+    return Check("database", "failed", detail, config_error=wrong_url)
 
 
 def _embedded_broker(settings: Settings) -> Check | None:

@@ -21,7 +21,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from radtrace import __version__
 from radtrace.cli.interrupt import hand_over
 from radtrace.config import LoggingSettings, Settings, load_settings
-from radtrace.errors import ConfigError, RadtraceError
+from radtrace.errors import ConfigError, RadtraceError, StoreUnavailableError
 from radtrace.logging import configure_logging
 
 if TYPE_CHECKING:
@@ -179,11 +179,13 @@ def refuse_missing_database(settings: Settings) -> None:
 
 @contextlib.contextmanager
 def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
-    """The work database, with database errors turned into a clear message and exit code 1.
+    """The work database, with database errors turned into a clear message naming store.url: exit 1 (2 when it is
+    store.url that must change: no such database, user or host, an unsupported scheme).
 
     An embedded SQLite database that does not exist is refused (exit 1, naming the data directory) unless
     ``create``: a command run from the wrong folder must not leave an empty database behind.
     """
+    from radtrace.preflight import store_problem
     from radtrace.store.engine import Store
 
     if not create:
@@ -192,10 +194,17 @@ def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
         refuse_foreign_data_dir(settings, create=True)
     store: Store | None = None
     try:
-        store = Store.from_url(
-            settings.store_url, pool_size=settings.store.pool_size, connect_timeout_s=settings.store.connect_timeout_s
-        )
+        try:
+            store = Store.from_url(
+                settings.store_url, pool_size=settings.store.pool_size,
+                connect_timeout_s=settings.store.connect_timeout_s,
+            )  # fmt: skip
+        except ConfigError as exc:  # store.url itself (an unsupported scheme)
+            fail(store_problem(settings, exc)[0], EXIT_USAGE)
         yield store
+    except StoreUnavailableError as exc:  # reaching the database, not the work: name the setting
+        problem, wrong_url = store_problem(settings, exc)
+        fail(problem, EXIT_USAGE if wrong_url else EXIT_FAILED)
     except RadtraceError as exc:
         fail(exc.reason, EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
     finally:
