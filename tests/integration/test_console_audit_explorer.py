@@ -392,3 +392,45 @@ def test_verify_checks_the_signed_checkpoints_and_says_what_they_cover(store: St
     assert "does not match its signed checkpoints" in page
     assert "rewritten after the checkpoint" in page
     assert "broken at seq" not in page
+
+
+def test_patient_id_and_accession_never_travel_in_a_url(site: Explorer) -> None:
+    """The form is POSTed (with its CSRF token) and answered by a redirect whose URL holds a token, not the values;
+    the pages, the pager and the export link that follow hold none either; an old link is moved once."""
+    received = site.seqs("instance_received")
+    with site.as_user("ad.min") as admin:
+        form = admin.get("/console/audit").text
+        assert 'method="post" action="/console/audit"' in form
+        refused = admin.post("/console/audit", data={"patient_id": "PAT-0001"}, follow_redirects=False)
+        assert refused.status_code == 403  # no CSRF token
+        searched = admin.post(
+            "/console/audit",
+            data={"csrf_token": csrf_of(form), "patient_id": "PAT-0001", "accession": "ACC-1001",
+                  "event_type": "instance_received", "limit": "25"},
+            follow_redirects=False,
+        )  # fmt: skip
+        assert searched.status_code == 303
+        location = searched.headers["location"]
+        assert "PAT-0001" not in location
+        assert "ACC-1001" not in location
+        assert "q=" in location
+        page = admin.get(location)
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert _shown_seqs(page.text) == received[:2]
+        assert 'value="PAT-0001"' in page.text  # the form shows them, from the server
+        links = re.findall(r'href="([^"]*)"', page.text)
+        assert not [link for link in links if "PAT-0001" in link or "ACC-1001" in link]
+        export = re.search(r'href="([^"]*export.csv[^"]*)"', page.text)
+        assert export is not None
+        rows = list(csv.DictReader(io.StringIO(admin.get(export.group(1).replace("&amp;", "&")).text)))
+        assert {row["accession"] for row in rows} == {"ACC-1001"}
+        moved = admin.get("/console/audit", params={"patient_id": "PAT-0001"}, follow_redirects=False)
+        assert moved.status_code == 303
+        assert "PAT-0001" not in moved.headers["location"]
+        invalid = admin.post("/console/audit", data={"csrf_token": csrf_of(form), "patient_id": "P\x00"})
+        assert invalid.status_code == 400
+        expired = admin.get("/console/audit", params={"q": "no-such-search"})
+        assert expired.status_code == 400
+        assert "this search link has expired" in expired.text
+    queried = [json.loads(payload) for _, _, _, payload in site.events("audit_queried")]
+    assert len(queried) == 2  # the empty form and the search: not the refused, invalid or redirected requests

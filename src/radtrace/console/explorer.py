@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import threading
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -76,6 +79,10 @@ FILTERS: Final = (
     "since", "until", "event_type", "outcome", "study_uid", "accession", "patient_id", "actor", "model_name",
     "model_version", "label",
 )  # fmt: skip
+#: Filters that identify a patient: never in a URL (see :class:`SavedSearches`).
+PATIENT_FILTERS: Final = ("patient_id", "accession")
+SAVED_SEARCH_TTL_S: Final = 12 * 3600
+MAX_SAVED_SEARCHES: Final = 10_000
 #: How the chart names the stages of :data:`radtrace.audit.queries.STAGES`.
 STAGE_NAMES: Final = {
     "receive_to_queue": "received → queued", "queue_wait": "queued → read", "inference": "model reading",
@@ -101,14 +108,98 @@ def _admin(user: SignedIn, what: str) -> None:
 # --- the query form --------------------------------------------------------------------------
 
 
-def _given(request: Request) -> dict[str, str]:
-    """The filters the request gives (blank fields are "not given"), as typed."""
+class SavedSearches:
+    """The patient ID and accession of searches, kept in this process under a random token for a while.
+
+    Those two never travel in a URL (browser history, proxy logs, a ``Referer``): the form is POSTed, and the
+    pages that follow (paging, the CSV export, a link shared with a colleague) carry ``q=<token>`` instead. A
+    token outlives its search by :data:`SAVED_SEARCH_TTL_S` and no restart; then the page says to search again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._saved: dict[str, tuple[float, dict[str, str]]] = {}
+
+    def save(self, values: dict[str, str]) -> str:
+        """Keep ``values`` and return their token (the same values share no token: each search is its own)."""
+        token = secrets.token_urlsafe(18)
+        now = time.monotonic()
+        with self._lock:
+            for old, (saved_at, _) in list(self._saved.items()):
+                if now - saved_at > SAVED_SEARCH_TTL_S or len(self._saved) >= MAX_SAVED_SEARCHES:
+                    del self._saved[old]  # dicts keep insertion order: the oldest go first
+                else:
+                    break
+            self._saved[token] = (now, dict(values))
+        return token
+
+    def get(self, token: str) -> dict[str, str] | None:
+        """The values saved under ``token``, or ``None`` when it is unknown or expired."""
+        with self._lock:
+            found = self._saved.get(token)
+        if found is None or time.monotonic() - found[0] > SAVED_SEARCH_TTL_S:
+            return None
+        return dict(found[1])
+
+
+_SEARCHES_LOCK: Final = threading.Lock()
+
+
+def _searches(request: Request) -> SavedSearches:
+    with _SEARCHES_LOCK:
+        searches = getattr(request.app.state, "audit_saved_searches", None)
+        if not isinstance(searches, SavedSearches):
+            searches = SavedSearches()
+            request.app.state.audit_saved_searches = searches
+        return searches
+
+
+class ExpiredSearchError(QueryError):
+    """A ``q`` token this process does not hold (expired, or the service restarted)."""
+
+
+def _typed(source: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    """The named fields that are given (blank fields are "not given"), as typed."""
     given = {}
-    for name in FILTERS:
-        value = request.query_params.get(name, "").strip()
+    for name in names:
+        value = source.get(name, "").strip()
         if value:
             given[name] = value
     return given
+
+
+def _given(request: Request) -> dict[str, str]:
+    """The filters of a GET: those in the URL, and the patient identifiers saved under its ``q`` token."""
+    given = _typed(request.query_params, FILTERS)
+    token = request.query_params.get("q", "").strip()
+    if token:
+        saved = _searches(request).get(token)
+        if saved is None:
+            raise ExpiredSearchError(
+                "this search link has expired (searches with a patient ID or accession are kept "
+                f"{SAVED_SEARCH_TTL_S // 3600} hours, and not across a restart): search again"
+            )
+        given.update(_typed(saved, PATIENT_FILTERS))
+    return given
+
+
+def _address(request: Request, path: str, given: dict[str, str], **extra: str | int) -> str:
+    """``path`` with the filters in the query string, the patient identifiers replaced by a saved token."""
+    shown = {name: value for name, value in given.items() if name not in PATIENT_FILTERS}
+    hidden = _typed(given, PATIENT_FILTERS)
+    if hidden:
+        extra = {**extra, "q": _searches(request).save(hidden)}
+    return _link(path, shown, **extra)
+
+
+def _identifiers_in_url(request: Request, path: str) -> Response | None:
+    """A GET whose URL carries a patient ID or accession (an old bookmark, a typed URL) is answered once, by a
+    redirect to the same search with them saved under a token, so the pages that follow do not carry them."""
+    if not _typed(request.query_params, PATIENT_FILTERS):
+        return None
+    given = _typed(request.query_params, FILTERS)
+    page = _typed(request.query_params, ("limit", "after_seq"))
+    return redirect(_address(request, path, given, **page))
 
 
 def _as_utc(value: str) -> str:
@@ -122,12 +213,15 @@ def _selection(given: dict[str, str]) -> dict[str, str]:
 
 def _query(request: Request, given: dict[str, str]) -> AuditQuery:
     """The page the request asks for; raises :class:`QueryError` naming each bad value."""
-    limit = request.query_params.get("limit", "").strip() or str(DEFAULT_PAGE_SIZE)
-    after_seq = request.query_params.get("after_seq", "").strip() or "0"
+    _check_characters(given)
+    return _query_of(given, request.query_params.get("limit", ""), request.query_params.get("after_seq", ""))
+
+
+def _query_of(given: dict[str, str], limit: str, after_seq: str) -> AuditQuery:
+    limit = limit.strip() or str(DEFAULT_PAGE_SIZE)
     if limit.isdigit() and int(limit) > MAX_PAGE_SIZE:
         raise QueryError(f"invalid audit query: limit: at most {MAX_PAGE_SIZE} events a page (got {limit!r})")
-    _check_characters(given)
-    return AuditQuery.parse(**_selection(given), limit=limit, after_seq=after_seq)
+    return AuditQuery.parse(**_selection(given), limit=limit, after_seq=after_seq.strip() or "0")
 
 
 def _check_characters(given: dict[str, str]) -> None:
@@ -190,25 +284,49 @@ def _explorer(request: Request, state: ConsoleState, user: SignedIn, status: int
 
 
 @router.get("/audit")
-def explorer_page(request: Request, state: StateDep, user: UserDep) -> HTMLResponse:
+def explorer_page(request: Request, state: StateDep, user: UserDep) -> Response:
     """One page of audit events matching the form's filters, oldest first (the query is recorded)."""
     _reader(user)
-    given = _given(request)
+    moved = _identifiers_in_url(request, "/audit")
+    if moved is not None:
+        return moved
+    given: dict[str, str] = {}
     try:
+        given = _given(request)
         query = _query(request, given)
     except QueryError as exc:
         return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
                          rows=None)  # fmt: skip
     page = run_query(state.store, query, request_actor(request, user))
     values = _form_values(query)
-    kept = {**values, "limit": str(query.limit)}
+    token = {"q": request.query_params["q"]} if _typed(values, PATIENT_FILTERS) else {}
+    shown = {name: value for name, value in values.items() if name not in PATIENT_FILTERS}
+    kept = {**shown, **token, "limit": str(query.limit)}
     return _explorer(
         request, state, user, values=values, limit=query.limit, rows=[_row(e) for e in page.events],
         after_seq=query.after_seq,
         first_url=_link("/audit", kept) if query.after_seq else None,
         next_url=_link("/audit", kept, after_seq=page.next_after_seq) if page.next_after_seq is not None else None,
-        export_url=_link("/audit/export.csv", values),
+        export_url=_link("/audit/export.csv", {**shown, **token}),
     )  # fmt: skip
+
+
+@router.post("/audit")
+async def explorer_search(request: Request, state: StateDep, user: UserDep) -> Response:
+    """The form, POSTed so that a patient ID or accession never sits in a URL; answered by a redirect to the
+    results page (Post/Redirect/Get: the back button and reload work), its patient identifiers under a token."""
+    form = await read_form(request)
+    check_csrf(user.csrf_token, form)
+    _reader(user)
+    given = _typed(form, FILTERS)
+    page = _typed(form, ("limit",))
+    try:
+        _check_characters(given)
+        _query_of(given, page.get("limit", ""), "0")
+    except QueryError as exc:  # answered here, with the form as typed: nothing was searched, nothing recorded
+        return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
+                         rows=None)  # fmt: skip
+    return redirect(_address(request, "/audit", given, **page))
 
 
 # --- one study's timeline --------------------------------------------------------------------
@@ -281,8 +399,12 @@ def export_page(request: Request, state: StateDep, user: UserDep) -> Response:
     """Every event matching the form's filters as CSV, streamed (admin; recorded before the first byte)."""
     _reader(user)
     _admin(user, "export the audit log")
-    given = _given(request)
+    moved = _identifiers_in_url(request, "/audit/export.csv")
+    if moved is not None:
+        return moved
+    given: dict[str, str] = {}
     try:
+        given = _given(request)
         _check_characters(given)
         selection = AuditFilter.parse(**_selection(given))
     except QueryError as exc:
