@@ -20,6 +20,7 @@ from pynetdicom.sop_class import Comprehensive3DSRStorage  # type: ignore[attr-d
 from private_servers import HostilePeer, hostile_peer
 from radtrace.config import DicomDestination, ReportingSettings
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
+from radtrace.model.reading import ReasoningStep
 from radtrace.reporting.dispatch.cstore import store_instance
 from radtrace.reporting.sr import build_sr, sr_bytes
 from radtrace.testing.services import free_port
@@ -150,3 +151,37 @@ def test_a_pacs_that_refuses_the_sr_sop_class_is_a_permanent_failure_that_says_s
     assert "does not accept SOP class 1.2.840.10008.5.1.4.1.1.88.34" in error.reason
     assert "sr_flavour" in error.reason
     assert elapsed < 3 * TIMEOUT_S
+
+
+def test_a_pacs_that_stops_reading_during_a_large_sr_ends_at_the_timeout() -> None:
+    """An SR of 16 MB of model text fills the TCP window of a PACS that stops reading: the send itself blocks.
+    Before, pynetdicom's abort after the DIMSE timeout waited for that send for ever."""
+    reading, sources = sr_cases()["normal"]
+    long_text = (ReasoningStep(section="lungs", text="w" * (16 * 1024 * 1024)),)
+    read = reading.model_copy(update={"reasoning": long_text})
+    payload = sr_bytes(build_sr(read, sources, settings=ReportingSettings(), revision=1))
+    stalled = threading.Event()
+
+    def on_pdu(event: evt.Event) -> None:
+        if type(event.pdu).__name__ == "P_DATA_TF":
+            stalled.wait(20)  # the PACS's reader stops: nothing more is read from the socket
+
+    ae = AE(ae_title="HOSTILE")
+    ae.add_supported_context(Comprehensive3DSRStorage, ExplicitVRLittleEndian)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)])
+    started = time.monotonic()
+    try:
+        with pytest.raises(DispatchError) as raised:
+            store_instance(
+                payload,
+                DicomDestination(ae_title="HOSTILE", host="127.0.0.1", port=port),
+                calling_ae_title="RADTRACE",
+                timeout_s=TIMEOUT_S,
+            )
+        elapsed = time.monotonic() - started
+    finally:
+        stalled.set()
+        server.shutdown()
+    assert raised.value.retryable
+    assert elapsed < 4 * TIMEOUT_S

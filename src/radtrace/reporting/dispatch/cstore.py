@@ -75,13 +75,16 @@ def _classify(status: int, comment: str, where: str) -> StoreResult:
     raise DispatchError(f"{where} did not store the SR: {detail}")
 
 
-def _no_delay(assoc: Any) -> None:
+def _tune_socket(assoc: Any, timeout_s: float) -> None:
     """Turn Nagle off on the association's socket: the C-STORE's last PDU must not wait for a delayed ACK
-    (about 33 ms per SR against dcmtk's storescp; pynetdicom leaves it on)."""
+    (about 33 ms per SR against dcmtk's storescp; pynetdicom leaves it on). And give it a timeout: pynetdicom
+    clears it after connecting, so a PACS that stops reading mid-transfer (a full TCP window) blocked its send
+    for ever, and its abort after the DIMSE timeout waited for that send: the store never returned."""
     sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
     if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(timeout_s)
 
 
 def store_instance(
@@ -121,7 +124,7 @@ def store_instance(
             # the PACS accepted the association but not our only context: pynetdicom aborts it; no retry can help
             raise _not_accepted(where, str(dataset.SOPClassUID))
         raise PeerUnavailableError(f"no association with {where} (refused, aborted or timed out)")
-    _no_delay(assoc)
+    _tune_socket(assoc, timeout_s)
     try:
         if not any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.accepted_contexts):
             raise _not_accepted(where, str(dataset.SOPClassUID))
