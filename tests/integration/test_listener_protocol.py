@@ -29,6 +29,7 @@ from dicom_peer_support import (
     echo_rq,
     fragments,
     p_data,
+    pdu,
     pdu_types,
     pdv,
     presentation_context,
@@ -227,9 +228,9 @@ def test_an_a_abort_at_every_step_of_a_transfer_loses_nothing_acknowledged(
         assert echoscu(listener_port).returncode == 0
 
 
-@pytest.mark.parametrize("max_pdu", [1, 6])
+@pytest.mark.parametrize("max_pdu", [1, 6, None])
 def test_a_maximum_pdu_length_too_small_for_any_answer_is_rejected_at_negotiation(
-    max_pdu: int,
+    max_pdu: int | None,
     sqlite_listener: Callable[..., Listener],
     sqlite_store: Store,
     listener_port: int,
@@ -238,11 +239,13 @@ def test_a_maximum_pdu_length_too_small_for_any_answer_is_rejected_at_negotiatio
     """A P-DATA-TF holds at least one PDV: 4 bytes of length, context ID, control header, one byte of data.
 
     Below 7 bytes no answer fits: pynetdicom raised in the association thread while answering (a
-    traceback, then A-ABORT). The A-ASSOCIATE-RQ is rejected instead: permanent, service provider
-    (ACSE), no reason given (PS3.8 Table 9-21: 1, 2, 1).
+    traceback, then A-ABORT); so it did without the Maximum Length sub-item (``None``: no user
+    information item at all), which PS3.8 D.1 requires. The A-ASSOCIATE-RQ is rejected instead:
+    permanent, service provider (ACSE), no reason given (PS3.8 Table 9-21: 1, 2, 1).
     """
+    user_info = b"" if max_pdu is None else user_information(max_pdu)
     with sqlite_listener() as listener, caplog.at_level("INFO"), RawPeer(listener_port) as peer:
-        peer.send(associate_rq(CONTEXTS, user_info=user_information(max_pdu)))
+        peer.send(associate_rq(CONTEXTS, user_info=user_info))
         assert peer.wait_closed(3)
         assert pdu_types(peer.received) == [0x03]
         assert peer.received[7:10] == b"\x01\x02\x01"  # result, source, reason
@@ -250,7 +253,7 @@ def test_a_maximum_pdu_length_too_small_for_any_answer_is_rejected_at_negotiatio
     assert all(record.exc_info is None for record in caplog.records)
     assert "maximum PDU length" in caplog.text
     [audited] = [json.loads(p) for p in audit_payloads(sqlite_store, "association_rejected")]
-    assert audited["reason"] == "maximum PDU length too small for any answer"
+    assert audited["reason"] == "maximum PDU length missing or too small for any answer"
 
 
 def test_the_smallest_workable_maximum_pdu_length_is_served_one_byte_at_a_time(
@@ -262,3 +265,52 @@ def test_the_smallest_workable_maximum_pdu_length_is_served_one_byte_at_a_time(
         peer.send(ECHO)
         peer.read(3, until_types=60)
         assert store_statuses(peer.received) == [0x0000]
+
+
+@pytest.mark.parametrize(
+    ("what", "rq"),
+    [
+        ("an even presentation context ID", associate_rq([presentation_context(2, VERIFICATION)])),
+        ("a presentation context ID of 0", associate_rq([presentation_context(0, VERIFICATION)])),
+    ],
+)
+def test_an_associate_rq_pynetdicom_cannot_turn_into_a_request_is_aborted_at_once(
+    what: str,
+    rq: bytes,
+    sqlite_listener: Callable[..., Listener],
+    listener_port: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PS3.8 9.3.2.2: presentation context IDs are odd. pynetdicom raised while turning such an RQ into its
+    request, inside the state machine: a traceback, the DUL thread dead, and no answer until the negotiation
+    deadline closed the connection."""
+    with sqlite_listener() as listener, caplog.at_level("INFO"), RawPeer(listener_port) as peer:
+        peer.send(rq)
+        started = time.monotonic()
+        assert peer.wait_closed(3)
+        assert time.monotonic() - started < 2.0, what
+        assert pdu_types(peer.received) == [A_ABORT]
+        assert _slot_freed(listener)
+        assert echoscu(listener_port).returncode == 0
+    assert "Traceback" not in caplog.text
+    assert all(record.exc_info is None for record in caplog.records)
+    assert "undecodable PDU (type 0x01" in caplog.text
+
+
+def test_garbage_after_an_abort_is_not_judged_again(
+    sqlite_listener: Callable[..., Listener],
+    sqlite_store: Store,
+    listener_port: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A PDU that claims 4 GiB is refused at its header; the bytes after it used to be read as ten more PDUs, each
+    refused again with its own log line ('unknown PDU type 0x00') and audit count."""
+    with sqlite_listener(), caplog.at_level("INFO"), RawPeer(listener_port) as peer:
+        peer.send(associate_rq(CONTEXTS))
+        assert pdu_types(peer.read(2, until_types=1)) == [0x02]
+        peer.send(pdu(0x04, bytes(64), length=0xFFFFFFFF))
+        assert peer.wait_closed(3)
+        assert pdu_types(peer.received) == [0x02, A_ABORT]
+    assert caplog.text.count("aborted the association with 127.0.0.1") == 1
+    audited = [json.loads(p) for p in audit_payloads(sqlite_store, "association_rejected")]
+    assert sum(a["count"] for a in audited) == 1

@@ -214,6 +214,7 @@ class Admission:
                 connection.established_at = now
             if assoc is not None and not assoc.is_alive() and connection.opened_at < now - ABORT_GRACE_S:
                 self.release(connection)  # its threads ended without our handlers hearing of it
+                connection.shut()  # the DUL may still hold the socket (Sta13 waits for the peer to close)
                 continue
             reason = self.overdue(connection, now)
             if reason is None:

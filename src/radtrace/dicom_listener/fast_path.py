@@ -233,7 +233,7 @@ class DatasetFastPathDUL(DULServiceProvider):
         dimse.receive_primitive = guarded
 
     def _guard_state_machine(self) -> None:
-        """Survive an event the state machine has no transition for, instead of losing the DUL thread.
+        """Survive an event the state machine has no transition for (or whose action fails), keeping the DUL thread.
 
         pynetdicom raises from its reactor loop, outside any handler, when for instance the local
         A-ASSOCIATE-AC comes after a peer's invalid PDU already moved the machine to Sta13: the DUL
@@ -246,12 +246,13 @@ class DatasetFastPathDUL(DULServiceProvider):
         def guarded(event: str) -> None:
             try:
                 do_action(event)
-            except InvalidEventError:
-                if event in _LOCAL_PRIMITIVE_EVENTS:  # its primitive waits in the queue: drop it too, or it recurs
-                    with contextlib.suppress(queue.Empty):
+            except Exception as exc:  # any failure: the connection goes, the thread stays
+                if isinstance(exc, InvalidEventError) and event in _LOCAL_PRIMITIVE_EVENTS:
+                    with contextlib.suppress(queue.Empty):  # its primitive waits in the queue: drop it, or it recurs
                         self.to_provider_queue.get_nowait()
+                what = "dropped" if isinstance(exc, InvalidEventError) else f"failed ({type(exc).__name__}) at"
                 log.info(
-                    "dropped %s in %s and closed the connection with %s", event, machine.current_state, self._peer()
+                    "%s %s in %s and closed the connection with %s", what, event, machine.current_state, self._peer()
                 )
                 sock = getattr(self.socket, "socket", None)
                 if sock is not None:
@@ -296,7 +297,14 @@ class DatasetFastPathDUL(DULServiceProvider):
                     return
             try:
                 pdu, event = self._decode_pdu(header + body)
+                if header[0] != _P_DATA_TF:
+                    # What the state machine does with it next: pynetdicom raises there (an even context ID in
+                    # an A-ASSOCIATE-RQ) with a traceback, and its DUL thread dies. Found here, it is refused.
+                    pdu.to_primitive()
             except Exception as exc:  # one line with the reason: the bytes are the peer's, not our bug
+                if self.refused:  # garbage after an abort: the connection is shut, nothing more said
+                    self._refuse(None)
+                    return
                 log.error(
                     "undecodable PDU (type 0x%02X, %d bytes) from %s: %s: %s",
                     header[0],
@@ -335,7 +343,18 @@ class DatasetFastPathDUL(DULServiceProvider):
     """Whether the association is being aborted: nothing more it sends is taken."""
 
     def _refuse(self, reason: str | None) -> None:
-        """Abort the association (A-ABORT, then the socket is shut), free its slot now, and have it audited."""
+        """Abort the association (A-ABORT, then the socket is shut), free its slot now, and have it audited.
+
+        Once aborted, what the peer sends next is not judged again (one log line and one audit event per
+        association, however much garbage follows): the connection is shut at once.
+        """
+        if self.refused:
+            sock = getattr(self.socket, "socket", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self.event_queue.put("Evt17")
+            return
         if reason is not None:
             log.warning("aborted the association with %s: %s", self._peer(), reason)
         self.refused = True

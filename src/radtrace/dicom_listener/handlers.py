@@ -139,7 +139,7 @@ class ListenerHandlers:
                 active_associations=self.admission.admit(connection),
                 free_bytes=self.free_bytes(),
                 active_from_source=self.admission.held_by(connection.host),
-                peer_max_pdu=int(assoc.requestor.maximum_length or 0),
+                peer_max_pdu=assoc.requestor.maximum_length,
             )
             rejection = check_association(request, self.settings)
         except Exception as exc:

@@ -65,7 +65,7 @@ TEMPORARY_CONGESTION: Final = 1
 LOCAL_LIMIT_EXCEEDED: Final = 2
 
 
-TOO_SMALL_PDU: Final = "maximum PDU length too small for any answer"
+TOO_SMALL_PDU: Final = "maximum PDU length missing or too small for any answer"
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,9 @@ class AssociationRequest:
     free_bytes: int
     active_from_source: int = 1
     """Associations this listener holds from the request's source address, this one included."""
-    peer_max_pdu: int = 0
-    """The largest P-DATA-TF the requestor takes (its maximum length; 0: no limit)."""
+    peer_max_pdu: int | None = 0
+    """The largest P-DATA-TF the requestor takes (its maximum length; 0: no limit; ``None``: not given,
+    though the user information item must carry it, PS3.8 D.1)."""
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,8 @@ def how_to_allow(rejection: Rejection, request: AssociationRequest, settings: Li
     if rejection.diagnostic == CALLING_AE_NOT_RECOGNIZED:
         return _allow_list_with(request.calling_ae.strip(), request.peer_host, settings)
     if rejection.reason == TOO_SMALL_PDU:
-        return (
-            f"the sender offered a maximum PDU length of {request.peer_max_pdu} bytes; "
-            f"it must be 0 (no limit) or at least {MIN_PEER_PDU}"
-        )
+        offered = "none" if request.peer_max_pdu is None else f"{request.peer_max_pdu} bytes"
+        return f"the sender offered a maximum PDU length of {offered}; it must offer 0 (no limit) or {MIN_PEER_PDU}+"
     if rejection.diagnostic == CALLED_AE_NOT_RECOGNIZED:
         called = settings.ae_title
         return f"the caller must address listener.ae_title {called!r} (or set listener.check_called_ae = false)"
@@ -167,7 +166,7 @@ def check_association(request: AssociationRequest, settings: ListenerSettings) -
         return Rejection(PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED, "calling AE title not allowed")
     if settings.check_called_ae and request.called_ae.strip() != settings.ae_title:
         return Rejection(PERMANENT, SERVICE_USER, CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours")
-    if 0 < request.peer_max_pdu < MIN_PEER_PDU:
+    if request.peer_max_pdu is None or 0 < request.peer_max_pdu < MIN_PEER_PDU:
         return Rejection(PERMANENT, SERVICE_PROVIDER_ACSE, NO_REASON_GIVEN, TOO_SMALL_PDU)
     if request.active_from_source > settings.per_source_associations:
         return Rejection(
