@@ -38,12 +38,40 @@ __all__ = ["Listener", "build_ae", "quiet_pynetdicom", "server_ssl_context"]
 log = logging.getLogger(__name__)
 
 
+class _OneLineExceptions(logging.Filter):
+    """pynetdicom's ``LOGGER.exception`` as one line, ``Type: message``, without the traceback.
+
+    pynetdicom logs a traceback for input that is only a peer's mistake (an AE title not in ASCII,
+    before it refuses it; an A-ASSOCIATE-RQ it cannot take): a dozen lines per hostile
+    connection that read as a crash. The listener's own failures keep theirs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            text = record.getMessage()
+            name = type(exc).__name__
+            record.msg = text if text.startswith(name) else f"{name}: {text}"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_ONE_LINE = _OneLineExceptions()
+
+
 def quiet_pynetdicom() -> None:
-    """Never log C-STORE identifiers (patient data), and stream received datasets to files."""
+    """Never log C-STORE identifiers (patient data), log pynetdicom's exceptions on one line each, and stream
+    received datasets to files."""
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
     _config.STORE_RECV_CHUNKED_DATASET = True
+    # A filter on a logger sees only that logger's records: each of pynetdicom's modules has its own.
+    for name in list(logging.root.manager.loggerDict):
+        if name == "pynetdicom" or name.startswith("pynetdicom."):
+            logging.getLogger(name).addFilter(_ONE_LINE)  # the same object twice is kept once
 
 
 def server_ssl_context(tls: TlsSettings) -> ssl.SSLContext | None:
