@@ -12,13 +12,9 @@ observer is the radiologist. Built from plain values; :func:`tracking_uids` read
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Final
 
 import highdicom as hd
@@ -30,8 +26,6 @@ from pydicom.uid import UID, generate_uid
 from radtrace import __version__
 from radtrace.config import ReportingSettings
 from radtrace.console.review import checked_comment
-from radtrace.durable import fsync_directory
-from radtrace.errors import ReportError
 from radtrace.reporting import codes as report_codes
 from radtrace.reporting.hl7 import SR_UID, STUDY_UID, Observation, OruMessage, build_observation_oru, control_id_for
 from radtrace.reporting.sr_header import lo_value, person_name
@@ -42,7 +36,6 @@ __all__ = [
     "FindingAssessment",
     "build_assessment_oru",
     "build_assessment_sr",
-    "keep_assessment",
     "tracking_uids",
 ]
 
@@ -195,30 +188,6 @@ def build_assessment_sr(
     scheme.CodingSchemeResponsibleOrganization = "radtrace"
     sr.CodingSchemeIdentificationSequence = [scheme]
     return sr
-
-
-def keep_assessment(root: Path, study_uid: str, revision: int, sr: Dataset) -> tuple[Path, str]:
-    """Write an assessment SR durably under ``root/<study>/<revision>/<SOP UID>.dcm``; returns (path, SHA-256)."""
-    directory = root / study_uid / str(revision)
-    buffer = io.BytesIO()
-    sr.save_as(buffer, enforce_file_format=True)
-    data = buffer.getvalue()
-    path = directory / f"{sr.SOPInstanceUID}.dcm"
-    try:
-        for parent in (root, root / study_uid, directory):
-            if not parent.is_dir():
-                parent.mkdir()
-                fsync_directory(parent.parent)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        fsync_directory(directory)
-    except OSError as exc:
-        raise ReportError(f"the assessment SR could not be stored under {directory}: {exc.strerror or exc}") from exc
-    return path, hashlib.sha256(data).hexdigest()
 
 
 def _code(concept: CodedConcept) -> report_codes.Code:

@@ -181,12 +181,11 @@ _TALLIES: Final[weakref.WeakKeyDictionary[Store, _Tally]] = weakref.WeakKeyDicti
 _TALLY_LOCK: Final = threading.Lock()
 
 
-def _count(session: Any, store: Store, upto: int, tally: _Tally) -> None:
-    """Add every current decision up to seq ``upto`` (none later replaced it: read in the snapshot ``upto`` was read
-    in), and the current whole drafts' reasons, grouped in the database."""
-    current = sa.select(QaDecision.label, QaDecision.decision, QaDecision.seq).where(
-        QaDecision.seq <= upto, ~QaDecision.superseded
-    )
+def _count(session: Any, store: Store, tally: _Tally) -> None:
+    """Add every current decision (none later replaced it), and the current whole drafts' reasons, grouped in the
+    database; read in the snapshot the tally's seq was read in, so no bound on seq is needed (and with one,
+    SQLite leaves the covering index for the seq index and the table)."""
+    current = sa.select(QaDecision.label, QaDecision.decision, QaDecision.seq).where(~QaDecision.superseded)
     rows = current.subquery()
     for label, verdict, count in session.execute(
         sa.select(rows.c.label, rows.c.decision, sa.func.count()).group_by(rows.c.label, rows.c.decision)
@@ -259,7 +258,7 @@ def _bring_forward(store: Store) -> _Tally:
         tally = _TALLIES.get(store)
         if tally is None:
             tally = _Tally(upto)
-            _count(session, store, upto, tally)
+            _count(session, store, tally)
             _TALLIES[store] = tally
         elif upto > tally.upto:
             _count_since(session, store, upto, tally)

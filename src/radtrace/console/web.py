@@ -16,7 +16,6 @@ import io
 import logging
 import re
 import secrets
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Final
 from urllib.parse import quote
@@ -28,7 +27,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -37,7 +35,9 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.console import dashboard, explorer
 from radtrace.console.accounts import LoginFailed, SignedIn, end_session, log_in
+from radtrace.console.assessment_files import settle_pending
 from radtrace.console.dashboard_agreement import current_agreement
+from radtrace.console.draft_recording import assessments_root, record_draft_decision, ring
 from radtrace.console.pages import (
     PREFIX,
     SECURITY_HEADERS,
@@ -65,12 +65,9 @@ from radtrace.console.review import (
     DecisionError,
     Expected,
     StudyReview,
-    check_draft_decision,
-    decide_draft,
     decide_finding,
     image_path,
     load_review,
-    repeated_draft_decision,
 )
 from radtrace.console.worklist import (
     FailedRow,
@@ -83,7 +80,7 @@ from radtrace.console.worklist import (
     now,
     worklist_page,
 )
-from radtrace.errors import RadtraceError, ReportError
+from radtrace.errors import RadtraceError
 from radtrace.store.engine import Store
 
 __all__ = ["SESSION_COOKIE", "mount_console"]
@@ -365,115 +362,19 @@ async def draft_decision(
     _decider(user)
     review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
     verdict, reason, comment = form.get("decision", ""), form.get("reason", ""), form.get("comment")
-    expected, actor = _expected(form), request_actor(request, user)
-    queued: list[int] = []
     try:
-        # The comment as checked (stripped, bounded) is the one recorded and the one the assessment SR carries.
-        comment = check_draft_decision(verdict, reason, comment)
-        # Refused or repeated before an assessment SR is built for it (and checked again as it is recorded).
-        repeated = await run_in_threadpool(repeated_draft_decision, state.store, review, actor, verdict, reason,
-                                           comment, expected)  # fmt: skip
-        if repeated is None:
-            built = await run_in_threadpool(_assessment_sr, state, review, user.account.name, verdict, reason,
-                                            comment)  # fmt: skip
-            kept, hl7 = built if built else (None, None)
-            add_rows = _outbox_rows(state, kept, hl7, queued) if kept else None
-            await run_in_threadpool(decide_draft, state.store, review, actor, verdict, reason, comment, kept,
-                                    add_rows, expected)  # fmt: skip
+        _seq, queued = await run_in_threadpool(record_draft_decision, state, review, request_actor(request, user),
+                                               user.account.name, verdict, reason, comment,
+                                               _expected(form))  # fmt: skip
     except DecisionConflictError as exc:
         return _conflict(request, state, user, review, exc.reason)
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
     if queued:
-        await run_in_threadpool(_ring, state, queued)
+        await run_in_threadpool(ring, state, queued)
     if form.get("then") == "next":
         return redirect(f"{PREFIX}/next?study={quote(study_uid)}&revision={revision}")
     return redirect(f"{PREFIX}/studies/{study_uid}/{revision}#draft")
-
-
-def _assessments_root(state: ConsoleState) -> Path:
-    return state.settings.data_dir / "assessments"
-
-
-def _assessment_sr(
-    state: ConsoleState, review: StudyReview, observer: str, verdict: str, reason: str, comment: str | None
-) -> tuple[dict[str, str], bytes | None] | None:
-    """Build and keep the assessment SR of this decision set, and its ORU when ``console.assessment_hl7`` and a
-    RIS are set; None (logged) when the AI SR is not kept."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    from radtrace.console.assessment import (
-        FindingAssessment,
-        build_assessment_oru,
-        build_assessment_sr,
-        keep_assessment,
-    )
-    from radtrace.reporting.draft_store import drafts_root, list_drafts
-
-    kept = [d for d in list_drafts(drafts_root(state.settings), review.study_uid) if d.revision == review.revision]
-    if not kept:
-        log.warning("console: no kept draft SR for this revision; the decision is recorded without assessment SR")
-        return None
-    ai_sr = pydicom.dcmread(kept[0].files["sr"])
-    findings = [
-        FindingAssessment(f.label, f.status, f.decision.verdict, f.decision.status, f.decision.comment)
-        for f in review.findings
-        if f.decision is not None
-    ]
-    sop_uid = str(generate_uid())
-    settings, when, coded = state.settings, now(), (reason, DRAFT_REASONS[reason])
-    sr = build_assessment_sr(
-        ai_sr, observer=observer, verdict=verdict, reason=coded, comment=comment, findings=findings,
-        sop_instance_uid=sop_uid, when=when, institution=settings.reporting.institution_name,
-    )  # fmt: skip
-    hl7 = None
-    if settings.console.assessment_hl7 and settings.dispatch.ris is not None:
-        try:
-            hl7 = build_assessment_oru(
-                ai_sr, observer=observer, verdict=verdict, reason=coded, comment=comment, findings=findings,
-                sop_instance_uid=sop_uid, when=when, settings=settings.reporting,
-            ).encode()  # fmt: skip
-        except ReportError as exc:  # the SR still goes to the PACS; the RIS misses this one, and the log says so
-            log.warning("console: the assessment ORU could not be built (%s); the SR is sent without it", exc.reason)
-    root = _assessments_root(state)
-    path, sha256 = keep_assessment(root, review.study_uid, review.revision, sr)
-    return {"sop_instance_uid": sop_uid, "path": path.relative_to(root).as_posix(), "sha256": sha256}, hl7
-
-
-def _outbox_rows(
-    state: ConsoleState, kept: dict[str, str], hl7: bytes | None, queued: list[int]
-) -> Callable[[Session, int], list[dict[str, object]]]:
-    """What queues a kept assessment SR for each PACS (and its ORU for the RIS) inside the decision's transaction
-    (row IDs go to ``queued``)."""
-    from radtrace.reporting.dispatch.outbox import Outbox
-    from radtrace.worker.pipeline import payload_dir
-
-    def add(session: Session, revision_id: int) -> list[dict[str, object]]:
-        settings = state.settings
-        outbox = Outbox(state.store, AuditRecorder(state.store), settings.dispatch, payload_dir(settings))
-        try:
-            payload = (_assessments_root(state) / kept["path"]).read_bytes()
-        except OSError as exc:
-            raise DecisionError(f"the kept assessment SR cannot be read: {exc.strerror}") from exc
-        rows = outbox.add_assessments(session, revision_id, kept["sop_instance_uid"], payload, hl7)
-        queued.extend(int(str(row["id"])) for row in rows)
-        return rows
-
-    return add
-
-
-def _ring(state: ConsoleState, outbox_ids: list[int]) -> None:
-    """Ring the dispatcher once per queued row, after the commit; best effort (the reconciler rings again)."""
-    ring = state.ring_dispatch
-    if ring is None:
-        from radtrace.worker.doorbell import ring_dispatch
-
-        def ring(outbox_id: int) -> bool:
-            return ring_dispatch(state.settings, outbox_id)
-
-    for outbox_id in outbox_ids:
-        ring(outbox_id)
 
 
 @router.get("/studies/{study_uid}/{revision}/assessments/{sop_uid}.dcm")
@@ -485,8 +386,12 @@ def assessment_file(
     state: StateDep,
     user: UserDep,
 ) -> Response:
-    """A kept assessment SR, byte for byte (recorded as ``draft_exported``)."""
-    path = _assessments_root(state) / study_uid / str(revision) / f"{sop_uid}.dcm"
+    """A kept assessment SR, byte for byte (recorded as ``draft_exported``); one whose decision was committed just
+    before a crash is kept now (:func:`settle_pending`)."""
+    root = assessments_root(state.settings)
+    path = root / study_uid / str(revision) / f"{sop_uid}.dcm"
+    if not path.is_file():
+        settle_pending(state.store, root, only=sop_uid)
     if not path.is_file():
         raise HTTPException(404, detail="no such assessment SR is kept")
     AuditRecorder(state.store).record(
@@ -572,6 +477,10 @@ def _waiting(seconds: float) -> str:
 def mount_console(app: FastAPI, store: Store, settings: Settings) -> None:
     """Serve the console under ``/console`` of ``app`` (the QA API), with its static files."""
     app.state.console = ConsoleState(store, settings, templates())
+    try:  # assessment SRs left pending by a crash between writing one and recording its decision
+        settle_pending(store, assessments_root(settings))
+    except (OSError, RadtraceError) as exc:
+        log.warning("console: pending assessment SRs could not be settled: %s", type(exc).__name__)
     app.include_router(router)
     app.include_router(dashboard.router)
     app.include_router(explorer.router)

@@ -1,0 +1,170 @@
+"""Where assessment SRs are kept, and how a file and the decision naming it are made one step.
+
+An assessment SR is written before the decision that names it is committed (the outbox rows in the same
+transaction carry its bytes), so a crash between the two must not leave a kept SR that no decision names, nor
+a decision naming a missing SR. :func:`keep_pending` writes the file durably under ``<root>/.pending/``, where
+nothing serves it; :meth:`PendingAssessment.promote` renames it to ``<root>/<study>/<revision>/<SOP UID>.dcm``
+once the decision is committed, and :meth:`PendingAssessment.discard` removes it when the decision is not
+recorded (refused, a conflict, an error). After a crash, :func:`settle_pending` promotes each pending file a
+committed ``draft_assessed`` event names and removes the others (only those older than ``min_age``: a decision
+still being recorded in another process keeps its file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import sqlalchemy as sa
+from pydicom.dataset import Dataset
+
+from radtrace.audit.events import EventType
+from radtrace.audit.schema import AuditEventRow
+from radtrace.durable import fsync_directory
+from radtrace.errors import ReportError
+from radtrace.store.engine import Store
+
+__all__ = ["PENDING", "PendingAssessment", "keep_pending", "recorded_assessments", "settle_pending"]
+
+log = logging.getLogger(__name__)
+
+#: The folder (under the assessments root) of SRs whose decision is not committed yet.
+PENDING: Final = ".pending"
+_UID_CHARACTERS: Final = frozenset("0123456789.")
+
+
+@dataclass(frozen=True)
+class PendingAssessment:
+    """An assessment SR written durably but not yet kept: ``relative`` is where it will be (and what the decision
+    records), ``data`` its bytes (what the outbox queues)."""
+
+    root: Path
+    study_uid: str
+    revision: int
+    sop_instance_uid: str
+    data: bytes
+    sha256: str
+
+    @property
+    def pending(self) -> Path:
+        """The file as written, before the decision is committed."""
+        return self.root / PENDING / f"{self.sop_instance_uid}.dcm"
+
+    @property
+    def relative(self) -> str:
+        """Where it is kept once the decision is committed, relative to the root (``study/revision/UID.dcm``)."""
+        return f"{self.study_uid}/{self.revision}/{self.sop_instance_uid}.dcm"
+
+    def record(self) -> dict[str, str]:
+        """What the decision's audit event says of it."""
+        return {"sop_instance_uid": self.sop_instance_uid, "path": self.relative, "sha256": self.sha256}
+
+    def promote(self) -> Path:
+        """The decision is committed: move the file to where it is kept (atomic rename, directories fsynced)."""
+        return _promote(self.root, self.pending, self.relative)
+
+    def discard(self) -> None:
+        """The decision was not recorded: the file goes."""
+        self.pending.unlink(missing_ok=True)
+
+
+def _mkdirs(root: Path, *parts: str) -> Path:
+    """``root/part/part…``, each folder created (and its parent fsynced) when missing."""
+    if not root.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        fsync_directory(root.parent)
+    directory = root
+    for part in parts:
+        directory = directory / part
+        if not directory.is_dir():
+            directory.mkdir(exist_ok=True)
+            fsync_directory(directory.parent)
+    return directory
+
+
+def keep_pending(root: Path, study_uid: str, revision: int, sr: Dataset) -> PendingAssessment:
+    """Write an assessment SR durably under ``root/.pending`` (temporary name, fsync, rename, directory fsync)."""
+    buffer = io.BytesIO()
+    sr.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    kept = PendingAssessment(root, study_uid, revision, str(sr.SOPInstanceUID), data, hashlib.sha256(data).hexdigest())
+    try:
+        directory = _mkdirs(root, PENDING)
+        temporary = directory / f".{kept.sop_instance_uid}.{os.getpid()}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, kept.pending)
+        fsync_directory(directory)
+    except OSError as exc:
+        raise ReportError(f"the assessment SR could not be stored under {root}: {exc.strerror or exc}") from exc
+    return kept
+
+
+def _promote(root: Path, pending: Path, relative: str) -> Path:
+    study_uid, revision, name = relative.split("/")
+    try:
+        directory = _mkdirs(root, study_uid, revision)
+        os.replace(pending, directory / name)
+        fsync_directory(directory)
+        fsync_directory(pending.parent)
+    except OSError as exc:
+        raise ReportError(f"the assessment SR could not be kept under {root}: {exc.strerror or exc}") from exc
+    return directory / name
+
+
+def recorded_assessments(store: Store, sop_instance_uids: list[str]) -> dict[str, str]:
+    """Of these assessment SRs, those a committed ``draft_assessed`` event names: SOP UID to the kept path."""
+    table = AuditEventRow
+    wanted = set(sop_instance_uids)
+    found: dict[str, str] = {}
+    if not wanted:
+        return found
+    with store.session("finding the decisions that name assessment SRs") as session:
+        for uid in sorted(wanted):  # rare (after a crash): one bounded LIKE per file
+            for text in session.scalars(
+                sa.select(table.payload).where(
+                    table.event_type == EventType.DRAFT_ASSESSED.value, table.payload.contains(f'"{uid}"')
+                )
+            ):
+                kept = json.loads(text).get("assessment_sr") or {}
+                if kept.get("sop_instance_uid") == uid and isinstance(kept.get("path"), str):
+                    found[uid] = kept["path"]
+    return found
+
+
+def settle_pending(store: Store, root: Path, *, min_age_s: float = 600.0, only: str | None = None) -> tuple[int, int]:
+    """After a crash: promote each pending assessment SR (older than ``min_age_s``; or just ``only``, a SOP UID)
+    that a committed decision names, remove the others; returns (promoted, removed)."""
+    directory = root / PENDING
+    if not directory.is_dir():
+        return 0, 0
+    now = time.time()
+    candidates: dict[str, Path] = {}
+    for path in directory.iterdir():
+        uid = path.name.removesuffix(".dcm")
+        if path.name.startswith(".") or not path.name.endswith(".dcm") or not set(uid) <= _UID_CHARACTERS:
+            continue
+        if (only is None and now - path.stat().st_mtime >= min_age_s) or uid == only:
+            candidates[uid] = path
+    named = recorded_assessments(store, list(candidates))
+    promoted = removed = 0
+    for uid, path in candidates.items():
+        relative = named.get(uid)
+        if relative is not None and relative.count("/") == 2 and relative.endswith(f"/{uid}.dcm"):
+            _promote(root, path, relative)
+            promoted += 1
+        elif only is None:
+            path.unlink(missing_ok=True)
+            removed += 1
+    if promoted or removed:
+        log.warning("console: %d assessment SRs kept and %d removed after an interrupted decision", promoted, removed)
+    return promoted, removed
