@@ -198,6 +198,14 @@ def _soi_alone_in_the_first_fragment(compress: Change) -> Change:
     return change
 
 
+def _offset_table_pointing_elsewhere(ds: Dataset) -> Dataset:
+    """JPEG-LS lossless with a Basic Offset Table whose one offset points into the middle of the frame."""
+    ds = _dcmtk("dcmcjpls", "+el")(ds)
+    [frame] = list(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = b"\xfe\xff\x00\xe0\x04\x00\x00\x00\xe7\x03\x00\x00" + itemize_fragment(frame)
+    return ds
+
+
 #: name -> (change applied to the native film, expected outcome kind, text the reason starts with)
 VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     "window-width-0": (_window(100, 0), DRAFT),
@@ -237,6 +245,7 @@ VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     "deflate": (_dcmtk("dcmconv", "+td"), DRAFT),
     "jpeg-ls-near-lossless": (_dcmtk("dcmcjpls", "+en"), DRAFT),
     "jpeg-lossless": (_dcmtk("dcmcjpeg", "+e1"), DRAFT),
+    "basic-offset-table-pointing-elsewhere": (_offset_table_pointing_elsewhere, DRAFT),
     "jpeg-ls-soi-alone-in-first-fragment": (_soi_alone_in_the_first_fragment(_dcmtk("dcmcjpls", "+el")), DRAFT),
 }
 CASES = [(film, name) for film in FILMS for name in VARIANTS]

@@ -2,19 +2,22 @@
 
 The chain follows the DICOM grayscale pipeline (PS3.4 Annex N, PS3.3 C.11):
 
-1. decode the stored pixels of the first frame, whatever the transfer syntax (pydicom with GDCM,
-   CharLS, OpenJPEG and the RLE plugins);
+1. decode the stored pixels of the first frame (:mod:`radtrace.model.stored_pixels`: any transfer syntax,
+   offset tables that do not fit ignored, bits past Bits Stored cleared), and find the padding pixels (Pixel
+   Padding Value and Range Limit), which no VOI measures and which are shown black; a PALETTE COLOR image goes
+   through its palette to luminance instead of steps 2-4;
 2. Modality LUT: Modality LUT Sequence, else Rescale Slope/Intercept (PS3.3 C.11.1);
 3. VOI: an explicit VOI LUT Sequence (indexed by integers, so the modality output is rounded first), else the
    first window with its VOI LUT Function, LINEAR, LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1.2-3), else the
-   full range of the modality output; a VOI its function refuses (a LINEAR width below 1) or that leaves the
-   picture nearly blank is passed over, recorded, for the next one (an image of one value is refused); a full
-   range held by a few outliers is replaced by the 1-99 percentile range;
+   range of the modality output; a VOI its function refuses (a LINEAR width below 1) or that leaves the
+   picture nearly blank is passed over, recorded, for the next one (an image of one value is refused); a range
+   held by one extreme value filling part of the image (a border) leaves that value out, one held by a few
+   outliers is replaced by the 1-99 percentile range;
 4. inversion for MONOCHROME1 (or a Presentation LUT Shape of INVERSE), so that air is dark;
 5. 8 bits, then gray to RGB;
-6. resize keeping the aspect ratio to a pixel budget, in multiples of the model's merged patch (28 px for
-   Qwen2.5-VL), so that the processor's own resize is the identity and a model coordinate maps back to the
-   source image by one scale factor per axis.
+6. resize keeping the aspect ratio (of the pixels too, where they are not square) to a pixel budget, in multiples
+   of the model's merged patch (28 px for Qwen2.5-VL), so that the processor's own resize is the identity and a
+   model coordinate maps back to the source image by one scale factor per axis.
 
 Each step appends a plain-data dict (JSON-ready) to :attr:`PreparedPicture.steps`; these go into
 :class:`radtrace.model.reading.SourceImage.preparation` and so into the audit.
@@ -23,28 +26,19 @@ Each step appends a plain-data dict (JSON-ready) to :attr:`PreparedPicture.steps
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
-from pydicom.pixels.utils import pixel_array
-from pydicom.uid import ExplicitVRBigEndian
 
-from radtrace.decoders import decoding_plugin
-from radtrace.dicom_listener.attributes import (
-    PALETTE_COLOURS,
-    palette_descriptor,
-    palette_problem,
-    pixel_aspect_ratio,
-    pixel_padding_range,
-)
-from radtrace.dicom_listener.pixel_budget import PixelMismatchError, check_dataset
+from radtrace.dicom_listener.attributes import pixel_aspect_ratio
 from radtrace.errors import DicomInputError
+from radtrace.model.stored_pixels import MAX_SOURCE_PIXELS, decode_first_frame, padding_mask, palette_luminance
 
 __all__ = [
+    "MAX_SOURCE_PIXELS",
     "MERGED_PATCH",
     "PreparedPicture",
     "apply_window",
@@ -56,8 +50,6 @@ __all__ = [
 
 #: Qwen2.5-VL: 14 px patches merged 2 x 2 into one visual token.
 MERGED_PATCH: Final = 28
-#: Largest source image decoded (rows x columns x samples x frames), as ``listener.max_image_pixels``' default.
-MAX_SOURCE_PIXELS: Final = 50_000_000
 _MAX_ASPECT: Final = 200  # Qwen's processor refuses more extreme shapes
 #: A pixel's height over width further from 1 than this is shown at its proportions (spacings written to a few
 #: digits differ by less).
@@ -166,10 +158,10 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
     Raises:
         DicomInputError: as for :func:`prepare_picture`.
     """
-    stored, steps = _decode(ds, max_source_pixels)
+    stored, steps = decode_first_frame(ds, max_source_pixels)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if stored.ndim == 2 and photometric == "PALETTE COLOR":
-        gray, palette_step = _palette_luminance(stored, ds)
+        gray, palette_step = palette_luminance(stored, ds)
         steps.append(palette_step)
         return gray, steps
     if stored.ndim == 3:  # colour (secondary capture): pydicom already gives RGB; show its luminance
@@ -178,7 +170,7 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
         steps.append({"step": "luminance", "weights": [0.299, 0.587, 0.114], "scale": top})
         return np.clip(gray / top, 0.0, 1.0), steps
 
-    padding, padding_step = _padding(stored, ds)
+    padding, padding_step = padding_mask(stored, ds)
     if padding_step is not None:
         steps.append(padding_step)
     values, modality_step = _modality_lut(stored, ds)
@@ -196,26 +188,6 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
     if padding is not None:
         display = np.where(padding, 0.0, display)  # not image: black, as a viewer shows the background
     return display, steps
-
-
-def _padding(stored: NDArray[Any], ds: Dataset) -> tuple[NDArray[np.bool_] | None, Step | None]:
-    """The pixels that are padding, not image (PS3.3 C.7.5.1.1.2): those holding Pixel Padding Value, or between
-    it and Pixel Padding Range Limit, inclusive, compared with the stored values. None where there are none.
-
-    Raises:
-        DicomInputError: every pixel is padding.
-    """
-    padding = pixel_padding_range(ds)
-    if padding is None:
-        return None, None
-    low, high = padding
-    mask = (stored >= low) & (stored <= high)
-    share = float(mask.mean()) if mask.size else 0.0
-    if share == 0.0:
-        return None, {"step": "padding", "range": [low, high], "share": 0.0}
-    if share == 1.0:
-        raise DicomInputError("(0028,0120) Pixel Padding Value: every pixel is padding, the image shows nothing")
-    return mask, {"step": "padding", "range": [low, high], "share": round(share, 4), "shown_as": "black"}
 
 
 def apply_window(values: FloatImage, center: float, width: float, function: str = "LINEAR") -> FloatImage:
@@ -297,119 +269,6 @@ def to_source_pixels(
         min(max(x1, 0.0), float(columns)),
         min(max(y1, 0.0), float(rows)),
     )
-
-
-def _decode(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[NDArray[Any], list[Step]]:
-    if "PixelData" not in ds:
-        raise DicomInputError("the instance has no pixel data")
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    try:
-        check_dataset(ds, max_source_pixels)  # a decoder believes the codestream's size: a bomb stops here
-    except PixelMismatchError as exc:
-        raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown'}): {exc.reason}") from exc
-    # A 12-bit JPEG Extended image is given to the one plugin that reads it (radtrace.decoders), not to pydicom's
-    # search, where each plugin that refuses it first logs an ERROR with a traceback.
-    plugin = decoding_plugin(str(syntax or ""), int(ds.get("BitsStored", 0) or 0))
-    try:
-        # The first frame only: a multi-frame image is not decoded whole, and pixel data longer than the header
-        # declares (trailing bytes a modality left) is not read as extra frames.
-        with warnings.catch_warnings(record=True) as caught:  # about lengths and padding, never values
-            warnings.simplefilter("always", UserWarning)
-            pixels = pixel_array(ds, index=0, allow_excess_frames=False, decoding_plugin=plugin)
-    except Exception as exc:  # decoders raise anything from RuntimeError to their own types
-        raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown transfer syntax'}): {exc}") from exc
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if pixels.ndim != (3 if samples > 1 else 2):
-        raise DicomInputError(f"unexpected pixel array shape {pixels.shape}")
-    step: Step = {
-        "step": "decode",
-        "transfer_syntax": str(syntax) if syntax else None,
-        "frame": 0,
-        "frames": frames,
-        "rows": int(pixels.shape[0]),
-        "columns": int(pixels.shape[1]),
-        "bits_stored": int(ds.get("BitsStored", 0) or 0),
-        "pixel_representation": int(ds.get("PixelRepresentation", 0) or 0),
-    }
-    if plugin:
-        step["decoder"] = plugin
-    if caught:
-        step["decoder_warnings"] = [str(w.message)[:200] for w in caught[:4]]
-    if pixels.ndim == 2:
-        pixels, masked = _to_bits_stored(pixels, int(ds.get("BitsStored", 0) or 0), step["pixel_representation"])
-        if masked:
-            step["masked_to_bits_stored"] = masked
-    return pixels, [step]
-
-
-def _to_bits_stored(pixels: NDArray[Any], bits: int, signed: int) -> tuple[NDArray[Any], float]:
-    """Values past Bits Stored are no pixel values (overlays, garbage a modality left in the high bits, PS3.5
-    8.1.1): pydicom clears them from native pixel data, but a decoder gives what its codestream holds, and a
-    JPEG-LS or JPEG 2000 codestream whose precision is 16 for 12 bits stored (dcmcjpls encodes one so) keeps them.
-    They are cleared here, and signed values sign-extended from Bits Stored, as dcmtk reads such a frame. Returns
-    the share of pixels changed (0.0: none, the array as given)."""
-    if not 0 < bits < 8 * pixels.dtype.itemsize or pixels.dtype.kind not in "iu":
-        return pixels, 0.0
-    lowest, highest = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    outside = (pixels < lowest) | (pixels > highest)
-    if not outside.any():
-        return pixels, 0.0
-    values = pixels.astype(np.int64) & (2**bits - 1)
-    if signed:
-        values = np.where(values > highest, values - 2**bits, values)
-    return values, round(float(outside.mean()), 4)
-
-
-def _palette_luminance(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
-    """A PALETTE COLOR image through its palette (PS3.3 C.7.6.3.1.5-6), then its luminance: the palette is the
-    display mapping (no Modality, VOI or Presentation LUT applies), so a gray palette that runs white to black
-    shows the film as its sender meant, not as a negative of the stored values.
-
-    Raises:
-        DicomInputError: a palette that cannot be applied, naming (0028,0004).
-    """
-    problem = palette_problem(ds)
-    descriptor = palette_descriptor(ds)
-    if problem is not None or descriptor is None:
-        raise DicomInputError(f"(0028,0004) Photometric Interpretation: {problem or 'palette LUTs disagree'}")
-    entries, first, bits = descriptor
-    big_endian = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) == ExplicitVRBigEndian
-    tables: list[NDArray[np.int64]] = []
-    segmented = False
-    for colour in PALETTE_COLOURS:
-        if f"{colour}PaletteColorLookupTableData" in ds:
-            data = bytes(ds[f"{colour}PaletteColorLookupTableData"].value)
-            packed = bits == 8 and len(data) < 2 * entries  # 8-bit entries one per byte
-            table = np.frombuffer(data, dtype=np.uint8 if packed else (">u2" if big_endian else "<u2"))[:entries]
-        else:  # segmented (PS3.3 C.7.9.2): pydicom expands it
-            segmented = True
-            from pydicom.pixels.processing import apply_color_lut
-
-            try:
-                expanded = np.asarray(apply_color_lut(np.arange(first, first + entries), ds))
-                table = expanded[:, len(tables)]
-            except Exception as exc:  # malformed segments raise anything from ValueError to struct.error
-                raise DicomInputError(f"(0028,0004) Photometric Interpretation: segmented palette: {exc}") from exc
-        if table.size < entries:  # a segmented table that expands to fewer entries than its descriptor's
-            raise DicomInputError(f"(0028,0004) Photometric Interpretation: short {colour} palette data")
-        table = table.astype(np.int64)
-        if bits == 8 and table.max() > 255:  # 8-bit entries in the high byte of their word
-            table >>= 8
-        tables.append(table)
-    index = np.clip(stored.astype(np.int64) - first, 0, entries - 1)
-    top = float(2**bits - 1)
-    weights = (0.299, 0.587, 0.114)
-    gray = sum(w * table[index].astype(np.float64) for w, table in zip(weights, tables, strict=True)) / top
-    return np.clip(gray, 0.0, 1.0), {
-        "step": "palette",
-        "entries": entries,
-        "first_mapped": first,
-        "bits": bits,
-        "segmented": segmented,
-        "then": "luminance",
-        "weights": list(weights),
-    }
 
 
 def _modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
