@@ -156,4 +156,74 @@ def test_a_tail_rewritten_while_forwarding_is_refused_not_sent(store: Store, tmp
     truncate_and_refill(store, after=110, new_rows=15)  # rows 111-125 now: 121-125 chain onto a new row 120
     with pytest.raises(ConfigError, match="seq 121"):
         forwarder.step()
+    *rows, alert = repository.received
+    assert seqs(rows) == list(range(1, 121))  # none of the rewritten rows
+    assert b"tamper_detected" in alert  # but the repository is told why forwarding stopped
+    assert b"forwarding stopped at seq 121" in alert
+
+
+def _structured_data(message: bytes) -> bytes:
+    """The STRUCTURED-DATA of an RFC 5424 message: what follows the six header fields, up to the BOM."""
+    return message.split(b" ", 6)[6].split(b" \xef\xbb\xbf", 1)[0]
+
+
+def test_an_edited_row_can_neither_inject_structured_data_nor_stop_the_forwarder(store: Store, tmp_path: Path) -> None:
+    """An attacker with database rights writes into the row's hash and event type what would close the syslog
+    structured data and add an element of theirs, or what XML cannot hold (which raised and stopped forwarding
+    for good: every later event stayed on the host)."""
+    from audit_support import as_superuser
+
+    as_superuser(
+        store,
+        "UPDATE audit_events SET hash = 'x\"] [evil@1 trusted=\"yes' WHERE seq = 120",
+        "UPDATE audit_events SET event_type = 'study_queued' || char(1) WHERE seq = 3",
+    )
+    repository = ScriptedRepository(down_for=0)
+    forwarder = AtnaForwarder(store, settings(), CursorFile(tmp_path / "cursor.json"), repository, AuditSource("s"))
+    forwarder.run(RecordingStop(), until_caught_up=True)
     assert seqs(repository.received) == list(range(1, 121))
+    last = _structured_data(repository.received[-1])
+    assert last == b'[radtrace@32473 seq="120" hash="x\\"\\] [evil@1 trusted=\\"yes"]'
+    assert b"study_queued\xef\xbf\xbd" in repository.received[2]  # the control character replaced, not raised
+
+
+def test_a_row_no_message_can_carry_goes_as_a_tamper_alert_under_its_seq(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from radtrace.audit.atna import forwarder as forwarding
+    from radtrace.audit.atna.message import AuditMessageInvalidError
+
+    real = forwarding.audit_message_xml
+
+    def refusing(record, source):  # type: ignore[no-untyped-def]
+        if record.seq == 7 and record.event_type != "tamper_detected":
+            raise AuditMessageInvalidError("audit message fails the DICOM audit schema: as edited")
+        return real(record, source)
+
+    monkeypatch.setattr(forwarding, "audit_message_xml", refusing)
+    repository = ScriptedRepository(down_for=0)
+    AtnaForwarder(store, settings(), CursorFile(tmp_path / "cursor.json"), repository, AuditSource("s")).run(
+        RecordingStop(), until_caught_up=True
+    )
+    assert seqs(repository.received) == list(range(1, 121))
+    alert = repository.received[6]
+    assert b"tamper_detected" in alert
+    assert b"audit row seq 7 cannot be sent as stored" in alert
+
+
+def test_rows_deleted_after_forwarding_began_are_reported_to_the_repository_before_it_stops(
+    store: Store, tmp_path: Path
+) -> None:
+    """Stopping is the contract (no second history); stopping in silence left the off-host copy unaware."""
+    from audit_support import as_superuser
+
+    repository = ScriptedRepository(down_for=0)
+    forwarder = AtnaForwarder(store, settings(), CursorFile(tmp_path / "cursor.json"), repository, AuditSource("s"))
+    assert forwarder.step() == 50
+    as_superuser(store, "DELETE FROM audit_events WHERE seq BETWEEN 51 AND 60")
+    with pytest.raises(ConfigError, match="audit seq 51 is missing"):
+        forwarder.step()
+    alert = repository.received[-1]
+    assert b"tamper_detected" in alert
+    assert b"forwarding stopped at seq 51" in alert
+    assert b'seq="51"' in alert

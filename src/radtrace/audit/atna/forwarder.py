@@ -31,14 +31,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from radtrace.audit.atna.message import AuditSource, audit_message_xml, event_time
+from radtrace.audit.atna.message import AuditMessageInvalidError, AuditSource, audit_message_xml, event_time
 from radtrace.audit.atna.syslog import (
     StreamTransport,
     SyslogHeader,
@@ -48,12 +49,12 @@ from radtrace.audit.atna.syslog import (
     tls_context,
 )
 from radtrace.audit.chain import GENESIS_HASH
-from radtrace.audit.events import Outcome
+from radtrace.audit.events import EventType, Outcome
 from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import AtnaSettings, Settings
 from radtrace.durable import fsync_directory
-from radtrace.errors import ConfigError, RetryableError
+from radtrace.errors import ConfigError, RadtraceError, RetryableError
 from radtrace.store.engine import Store
 
 __all__ = ["AtnaForwarder", "AtnaMetrics", "Cursor", "CursorFile", "forwarder_from_settings", "transport_for"]
@@ -136,6 +137,18 @@ def transport_for(settings: AtnaSettings) -> SyslogTransport:
     return StreamTransport(settings.host, settings.port, context, server_name=settings.server_name)
 
 
+def _unsendable(record: AuditRecord, problem: str) -> AuditRecord:
+    """A Security Alert standing in for a row no audit message can carry as stored (same seq and hash)."""
+    return replace(
+        record, event_type=EventType.TAMPER_DETECTED.value, dicom_event_id=EventType.TAMPER_DETECTED.dicom.code,
+        outcome=Outcome.MAJOR_FAILURE.value, actor_ae=None, actor_host=None, actor_user=None,
+        actor_process="radtrace audit forward", study_uid=None, accession=None, patient_id=None, model_name=None,
+        model_version=None, labels=(),
+        payload={"problem": f"audit row seq {record.seq} cannot be sent as stored (edited in the database?): "
+                            f"{problem}; run radtrace audit verify"},
+    )  # fmt: skip
+
+
 class AtnaForwarder:
     """Walks the audit log behind a durable cursor and sends each row as an ATNA syslog message."""
 
@@ -179,12 +192,50 @@ class AtnaForwarder:
     def _head(self) -> int:
         with self.store.session("reading the audit head") as session:
             head = session.execute(sa.select(sa.func.max(_AUDIT_TABLE.c.seq))).scalar()
+        if head is not None and not isinstance(head, int):  # SQLite keeps a text seq, and sorts it last
+            raise self._stopped(
+                self._next_seq,
+                f"an audit row has seq {head!r}, not a number: the audit log was edited in the database "
+                "(possible tampering; run radtrace audit verify)",
+            )
         return int(head or 0)
 
+    def _stopped(self, seq: int, problem: str) -> ConfigError:
+        """Tell the repository the log stops making sense at ``seq`` (best effort), and the error to stop with.
+
+        Stopping rather than sending a second history is the contract; stopping in silence would leave the
+        off-host copy believing nothing happened since. A Security Alert naming the problem goes first.
+        """
+        alert = AuditRecord(
+            seq=seq, recorded_at=datetime.now(UTC), event_type=EventType.TAMPER_DETECTED.value,
+            dicom_event_id=EventType.TAMPER_DETECTED.dicom.code, outcome=Outcome.MAJOR_FAILURE.value,
+            actor_ae=None, actor_host=None, actor_user=None, actor_process=self.header.app_name + " audit forward",
+            study_uid=None, accession=None, patient_id=None, model_name=None, model_version=None, labels=(),
+            payload={"problem": f"forwarding stopped at seq {seq}: {problem}"}, prev_hash="", hash="",
+            recorded_at_unreadable=None,
+        )  # fmt: skip
+        try:
+            if self._connected and self.transport.alive():
+                xml = audit_message_xml(alert, self.source)
+                stamp = event_time(alert)
+                self.transport.send([frame(self.header, xml, seq=seq, row_hash="", timestamp=stamp, failure=True)])
+        except (RadtraceError, OSError) as exc:
+            log.warning("could not tell the ATNA repository that forwarding stopped: %s", exc)
+        return ConfigError(problem)
+
     def _message(self, record: AuditRecord) -> bytes:
+        try:
+            xml = audit_message_xml(record, self.source)
+        except (ValueError, TypeError, AuditMessageInvalidError) as exc:
+            # A row edited in the database into something no audit message can carry must not stop the
+            # forwarder for good (everything after it would never leave the host): the repository gets a
+            # Security Alert under the row's seq and hash instead, saying so.
+            log.error("audit seq %s cannot be sent as stored (%s): a tamper alert is sent in its place", record.seq,
+                      exc)  # fmt: skip
+            xml = audit_message_xml(_unsendable(record, str(exc)), self.source)
         return frame(
             self.header,
-            audit_message_xml(record, self.source),
+            xml,
             seq=record.seq,
             row_hash=record.hash,
             timestamp=event_time(record),
@@ -214,10 +265,11 @@ class AtnaForwarder:
         expected = self._last_hash
         for record in rows:
             if expected is not None and record.prev_hash != expected:
-                raise ConfigError(
+                raise self._stopped(
+                    record.seq,
                     f"audit seq {record.seq} does not chain onto seq {record.seq - 1} as forwarded to the "
                     "repository: the audit log was rewritten or its tail deleted after it was sent (possible "
-                    "tampering; run radtrace audit verify and compare with the repository)"
+                    "tampering; run radtrace audit verify and compare with the repository)",
                 )
             expected = record.hash
 
@@ -244,9 +296,10 @@ class AtnaForwarder:
         rows = self._rows()
         if rows:
             if rows[0].seq != self._next_seq:
-                raise ConfigError(
+                raise self._stopped(
+                    self._next_seq,
                     f"audit seq {self._next_seq} is missing (next is {rows[0].seq}): the audit log is not the one "
-                    f"the ATNA cursor {self.cursor_file.path} belongs to"
+                    f"the ATNA cursor {self.cursor_file.path} belongs to, or rows were deleted",
                 )
             self._check_chained(rows)
             self.transport.send([self._message(record) for record in rows])

@@ -144,7 +144,10 @@ def _token(text: str) -> str:
 
 
 def _coded(parent: etree._Element, tag: str, code: tuple[str, str, str]) -> etree._Element:
-    return etree.SubElement(parent, tag, {"csd-code": code[0], "codeSystemName": code[1], "originalText": code[2]})
+    # Codes come from the row too (event type, DICOM event ID): an edited row may hold characters XML forbids.
+    return etree.SubElement(
+        parent, tag, {"csd-code": _clean(code[0]), "codeSystemName": _clean(code[1]), "originalText": _clean(code[2])}
+    )
 
 
 def _access_point(host: str) -> tuple[str, str]:

@@ -78,10 +78,18 @@ def frame(
     """One RFC 5424 SYSLOG-MSG carrying ``message`` (UTF-8 XML): the row's seq and hash in structured data."""
     severity = SEVERITY_WARNING if failure else SEVERITY_NOTICE
     stamp = timestamp.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    # seq is an integer and the hash hex: nothing in them needs RFC 5424 PARAM-VALUE escaping.
-    structured = f'[{SD_ID} seq="{seq}" hash="{row_hash}"]'
+    # Both come from the audit row: a row edited in the database may hold any text, which must not close the
+    # element and add structured data of its own (RFC 5424 section 6.3.3: escape '"', '\\' and ']').
+    structured = f'[{SD_ID} seq="{_param_value(str(seq))}" hash="{_param_value(row_hash)}"]'
     head = f"<{FACILITY_AUTH * 8 + severity}>1 {stamp} {header.hostname} {header.app_name} {header.procid} {MSGID} "
     return f"{head}{structured} ".encode("ascii") + BOM + message
+
+
+def _param_value(text: str) -> str:
+    """An RFC 5424 PARAM-VALUE: '"', '\\' and ']' escaped, control characters and non-ASCII as \\xNN."""
+    # Cut before escaping: a cut escape would leave a backslash that escapes the closing quote.
+    escaped = text[:128].replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    return re.sub(r"[^\x20-\x7e]", lambda m: f"\\\\x{ord(m.group()):02x}", escaped)
 
 
 def octet_counted(syslog_message: bytes) -> bytes:
