@@ -59,6 +59,9 @@ MAX_PIXEL_ASPECT: Final = 4.0
 #: A VOI (window or LUT) that leaves fewer pixels than this between black and white shows the model a blank
 #: picture: the next one is used (the films' own windows leave more than half; an absurd one almost none).
 MIN_VISIBLE: Final = 0.10
+#: A Modality LUT whose input range holds fewer of the stored values than this is not this image's (the rest would
+#: all be clamped to its first or last entry): the rescale is used instead.
+MIN_LUT_COVERAGE: Final = 0.5
 #: ... or fewer gray levels than this (the films' own windows give well over a hundred).
 MIN_GRAY_LEVELS: Final = 16
 #: With no usable VOI, a full range that gives fewer than :data:`MIN_GRAY_LEVELS` levels (a burned-in marker at full
@@ -272,22 +275,40 @@ def to_source_pixels(
 
 
 def _modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
+    """The Modality LUT Sequence's first item, else Rescale Slope and Intercept. A sequence that cannot be applied
+    (no item, no descriptor or LUT data: the worker's normalised header drops it, a raw one may hold it) is passed
+    over, recorded, for the rescale."""
+    rejected = None
     if "ModalityLUTSequence" in ds:
         from pydicom.pixels.processing import apply_modality_lut
 
-        item = ds.ModalityLUTSequence[0]
-        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64), {
-            "step": "modality_lut",
-            "kind": "lut",
-            "descriptor": [int(v) for v in item.LUTDescriptor],
-            "type": str(item.get("ModalityLUTType", "")),
-        }
+        try:
+            item = ds.ModalityLUTSequence[0]
+            descriptor = [int(v) for v in item.LUTDescriptor]
+            mapped = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        except Exception as exc:  # an empty sequence, missing elements, data pydicom cannot index
+            rejected = f"Modality LUT Sequence unusable ({type(exc).__name__})"
+        else:
+            first, last = descriptor[1], descriptor[1] + (descriptor[0] or 65536) - 1
+            covered = float(np.mean((stored >= first) & (stored <= last)))
+            if covered < MIN_LUT_COVERAGE:  # the rest would be clamped to one end: a flat picture
+                rejected = f"Modality LUT Sequence maps {covered:.0%} of the pixels (under {MIN_LUT_COVERAGE:.0%})"
+        if rejected is None:
+            return mapped, {
+                "step": "modality_lut",
+                "kind": "lut",
+                "descriptor": descriptor,
+                "type": str(item.get("ModalityLUTType", "")),
+            }
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     values = stored.astype(np.float64)
     if (slope, intercept) != (1.0, 0.0):
         values = values * slope + intercept
-    return values, {"step": "modality_lut", "kind": "rescale", "slope": slope, "intercept": intercept}
+    step: Step = {"step": "modality_lut", "kind": "rescale", "slope": slope, "intercept": intercept}
+    if rejected:
+        step["rejected"] = rejected
+    return values, step
 
 
 def _voi(values: FloatImage, ds: Dataset, image: NDArray[np.bool_] | None = None) -> tuple[FloatImage, Step]:
@@ -308,11 +329,15 @@ def _voi(values: FloatImage, ds: Dataset, image: NDArray[np.bool_] | None = None
         return display if image is None else display[image]
 
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
-        display, lut_step = _explicit_voi_lut(values, ds.VOILUTSequence[0])
-        blank = _blankness(seen(display), inside, most_levels=int(lut_step["entries"]))
-        if blank is None:
-            return display, lut_step
-        rejected.append({"kind": "lut", "why": blank})
+        try:
+            display, lut_step = _explicit_voi_lut(values, ds.VOILUTSequence[0])
+        except DicomInputError as exc:  # malformed: as an unusable window, passed over for the next VOI
+            rejected.append({"kind": "lut", "why": exc.reason})
+        else:
+            blank = _blankness(seen(display), inside, most_levels=int(lut_step["entries"]))
+            if blank is None:
+                return display, lut_step
+            rejected.append({"kind": "lut", "why": blank})
     centers, widths = _window_values(ds)
     function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
     explanations = ds.get("WindowCenterWidthExplanation")
