@@ -29,6 +29,7 @@ __all__ = [
     "check_ports",
     "data_dir_problem",
     "failed_checks",
+    "for_serve",
     "run_preflight",
     "store_problem",
 ]
@@ -117,8 +118,7 @@ def _free_space(settings: Settings) -> Check:
         f"{_size(free)} free where {settings.data_dir} is, below listener.min_free_bytes ({_size(need)}): free "
         "space there, put data_dir on a larger disk (RADTRACE_DATA_DIR), or lower the limit "
         "(RADTRACE_LISTENER__MIN_FREE_BYTES; below it the listener refuses studies)",
-        config_error=True,  # starting again unchanged cannot help
-    )
+    )  # not a configuration error for listen and worker: under systemd they are restarted until space is freed
 
 
 def _size(count: int) -> str:
@@ -283,6 +283,27 @@ def api_bind_problem(host: str, port: int, exc: OSError) -> str:
     if exc.errno == errno.EACCES:
         return f"port {port} needs privileges this user lacks (api.port, RADTRACE_API__PORT): use a port above 1023"
     return f"cannot listen on {host}:{port} (api.host, api.port): {exc.strerror or exc}"
+
+
+def for_serve(checks: list[Check]) -> list[Check]:
+    """The checks as ``serve`` must judge them: it is started by hand, so what a systemd unit waits out (a disk
+    below the limit, an external broker that does not answer) is a mistake to correct before starting (exit 2).
+
+    Before, serve started with a broker.url that answered nothing (a typo, Redis not started) and its workers
+    logged Celery's reconnect errors every few seconds, and a full disk was exit 1 with no remedy.
+    """
+    judged = []
+    for check in checks:
+        if check.name == "free disk space" and check.status == "failed":
+            check = Check(check.name, "failed", check.detail, config_error=True)
+        elif check.name == "broker" and check.status == "warning":
+            detail = check.detail.split("; studies are received", 1)[0]
+            check = Check(
+                "broker", "failed", f"{detail}: start it, correct broker.url (RADTRACE_BROKER__URL), or unset "
+                "broker.url for the embedded broker (one machine)", config_error=True,
+            )  # fmt: skip
+        judged.append(check)
+    return judged
 
 
 def check_ports(settings: Settings) -> list[Check]:

@@ -233,3 +233,36 @@ def test_user_create_with_no_one_to_type_the_password_says_how_to_give_one(tmp_p
     assert result.returncode == 2, result.stderr
     assert "--generate-password" in result.stderr
     assert "Aborted" not in result.stderr
+
+
+def test_serve_refuses_a_broker_that_does_not_answer_at_its_start(tmp_path: Path) -> None:
+    """Before: a warning in the checks, then serve started and its two workers logged Celery's 'Cannot connect to
+    redis://...' every 2 to 10 s (100 tries, then exit and restart). serve is started by hand: a broker.url that
+    answers nothing there is a typo or a Redis not started (found by the first-hour exploration)."""
+    url = f"redis://:pw-night@127.0.0.1:{free_port()}/0"
+    env = {
+        "RADTRACE_DATA_DIR": str(tmp_path), "RADTRACE_LISTENER__PORT": str(free_port()),
+        "RADTRACE_API__PORT": str(free_port()), "RADTRACE_BROKER__URL": url,
+    }  # fmt: skip
+    result = radtrace("serve", env=env, timeout=90)
+    assert result.returncode == 2, result.stdout + result.stderr
+    table = " ".join(result.stdout.split())
+    assert "does not answer" in table
+    assert "correct broker.url (RADTRACE_BROKER__URL)" in table
+    assert "pw-night" not in result.stdout + result.stderr
+    assert "start-up checks failed (broker)" in result.stderr
+    assert "started listener" not in result.stderr
+    _no_traceback(result.stderr)
+
+
+def test_listen_below_the_free_space_limit_exits_1_so_that_systemd_tries_again(tmp_path: Path) -> None:
+    """serve (started by hand) exits 2 on a disk below listener.min_free_bytes; the listener's systemd unit
+    (RestartPreventExitStatus=2) must keep trying until space is freed, so listen exits 1, naming what to change."""
+    env = {
+        "RADTRACE_DATA_DIR": str(tmp_path), "RADTRACE_LISTENER__PORT": str(free_port()),
+        "RADTRACE_LISTENER__MIN_FREE_BYTES": str(2**62),
+    }  # fmt: skip
+    result = radtrace("listen", env=env, timeout=90)
+    assert result.returncode == 1, result.stderr
+    assert "RADTRACE_LISTENER__MIN_FREE_BYTES" in result.stderr
+    _no_traceback(result.stderr)

@@ -20,7 +20,15 @@ from rich.table import Table
 from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, fail, open_store, out, settings_of
 from radtrace.cli.interrupt import EXIT_INTERRUPTED, hand_over
 from radtrace.errors import ConfigError, ModelLoadError, RadtraceError
-from radtrace.preflight import Check, api_bind_problem, bind_api_socket, check_ports, failed_checks, run_preflight
+from radtrace.preflight import (
+    Check,
+    api_bind_problem,
+    bind_api_socket,
+    check_ports,
+    failed_checks,
+    for_serve,
+    run_preflight,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +45,7 @@ def serve(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     with _ctrl_c_before_start():
-        checks = run_preflight(settings)
+        checks = for_serve(run_preflight(settings))
         if not failed_checks(checks):
             checks += check_ports(settings)
     colour = {"ok": "green", "warning": "yellow", "failed": "red"}
@@ -48,7 +56,7 @@ def serve(ctx: typer.Context) -> None:
     failed = failed_checks(checks)
     if failed:
         fail(
-            "start-up checks failed; see the table above",
+            f"start-up checks failed ({', '.join(check.name for check in failed)}); see the table above",
             EXIT_USAGE if all(check.config_error for check in failed) else EXIT_FAILED,
         )
     # The children load the same settings: the same config file, environment and logging options.
