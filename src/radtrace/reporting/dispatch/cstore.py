@@ -21,7 +21,7 @@ from typing import Any, Final
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 
 from radtrace.config import DicomDestination
@@ -87,6 +87,15 @@ def _tune_socket(assoc: Any, timeout_s: float) -> None:
             sock.settimeout(timeout_s)
 
 
+def _rejection(primitives: list[Any]) -> str:
+    """Why the PACS rejected the association, in pynetdicom's words for the A-ASSOCIATE-RJ codes (PS3.8 9.3.4):
+    '(rejected permanent, service user: called AE title not recognised)' says which setting to change."""
+    rejected = next((p for p in primitives if getattr(p, "result", None) in (1, 2)), None)
+    if rejected is None:
+        return ""
+    return f" ({rejected.result_str}, {rejected.source_str}: {rejected.reason_str})".lower()
+
+
 def store_instance(
     payload: bytes,
     destination: DicomDestination,
@@ -113,13 +122,15 @@ def store_instance(
     options: dict[str, Any] = {"ae_title": destination.ae_title}
     if destination.tls:
         options["tls_args"] = (ssl.create_default_context(ssl.Purpose.SERVER_AUTH), destination.host)
+    received: list[Any] = []
+    options["evt_handlers"] = [(evt.EVT_ACSE_RECV, lambda event: received.append(event.primitive))]
     try:
         assoc = ae.associate(destination.host, destination.port, **options)
     except (OSError, RuntimeError, ValueError) as exc:
         raise PeerUnavailableError(f"cannot associate with {where}: {exc}") from exc
     if not assoc.is_established:
         if assoc.is_rejected:
-            raise PeerUnavailableError(f"{where} rejected the association")
+            raise PeerUnavailableError(f"{where} rejected the association{_rejection(received)}")
         if any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.rejected_contexts):
             # the PACS accepted the association but not our only context: pynetdicom aborts it; no retry can help
             raise _not_accepted(where, str(dataset.SOPClassUID))

@@ -1,0 +1,99 @@
+"""The C-STORE SCU against dcmtk's storescp told to misbehave (--abort-during, --abort-after, --sleep-during,
+--refuse): an independent PACS implementation, not ours. Each store ends within its timeout with the right kind of
+error; a slow PACS within the timeout is a delivery."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from radtrace.config import DicomDestination, ReportingSettings
+from radtrace.errors import DispatchError, PeerUnavailableError
+from radtrace.reporting.dispatch.cstore import store_instance
+from radtrace.reporting.sr import build_sr, sr_bytes
+from radtrace.testing.services import free_port
+from reporting_support import sr_cases
+from tests_support import dicom_tool
+
+pytestmark = pytest.mark.integration
+
+AE_TITLE = "DCMTKPACS"
+
+
+@contextmanager
+def _storescp(*options: str) -> Iterator[DicomDestination]:
+    port = free_port()
+    process = subprocess.Popen(
+        [dicom_tool("storescp"), "--ignore", "-aet", AE_TITLE, *options, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("storescp did not start") from None
+                time.sleep(0.05)
+        yield DicomDestination(ae_title=AE_TITLE, host="127.0.0.1", port=port)
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def _store(destination: DicomDestination, timeout_s: float) -> tuple[int | Exception, float]:
+    reading, sources = sr_cases()["normal"]
+    payload = sr_bytes(build_sr(reading, sources, settings=ReportingSettings(), revision=1))
+    started = time.monotonic()
+    try:
+        outcome: int | Exception = store_instance(
+            payload, destination, calling_ae_title="RADTRACE", timeout_s=timeout_s
+        ).status
+    except (DispatchError, PeerUnavailableError) as exc:
+        outcome = exc
+    return outcome, time.monotonic() - started
+
+
+@pytest.mark.parametrize("option", ["--abort-during", "--abort-after"])
+def test_storescp_aborting_the_association_is_a_retryable_failure_at_once(option: str) -> None:
+    with _storescp(option) as destination:
+        outcome, elapsed = _store(destination, timeout_s=5)
+    assert isinstance(outcome, DispatchError)
+    assert outcome.retryable
+    assert elapsed < 5
+
+
+def test_storescp_sleeping_during_the_store_ends_at_the_timeout() -> None:
+    with _storescp("--sleep-during", "30") as destination:
+        outcome, elapsed = _store(destination, timeout_s=1)
+    assert isinstance(outcome, DispatchError)
+    assert outcome.retryable
+    assert "no C-STORE response" in outcome.reason
+    assert elapsed < 4
+
+
+def test_storescp_slow_but_within_the_timeout_is_a_delivery() -> None:
+    with _storescp("--sleep-during", "1") as destination:
+        outcome, _ = _store(destination, timeout_s=10)
+    assert outcome == 0x0000
+
+
+def test_storescp_refusing_the_association_is_retryable_and_says_why() -> None:
+    """storescp closes right after its A-ASSOCIATE-RJ; about one time in ten pynetdicom sees the close first and
+    the store is 'no association (refused, aborted or timed out)': retryable too. Of three tries one names why."""
+    with _storescp("--refuse") as destination:
+        outcomes = [_store(destination, timeout_s=5) for _ in range(3)]
+    assert all(isinstance(outcome, PeerUnavailableError) for outcome, _ in outcomes)
+    assert all(elapsed < 5 for _, elapsed in outcomes)
+    reasons = [str(outcome) for outcome, _ in outcomes]
+    assert any("rejected the association (rejected permanent, service user: no reason given)" in r for r in reasons)
