@@ -158,6 +158,19 @@ def _padded_border(*, declared: bool) -> Change:
     return change
 
 
+def _modality_lut(entries: int) -> Change:
+    """A Modality LUT Sequence of ``entries`` entries (x 4), fewer than the stored values need."""
+
+    def change(ds: Dataset) -> Dataset:
+        item = Dataset()
+        item.LUTDescriptor = [entries, 0, 16]
+        item.add_new(0x00283006, "OW", (np.arange(entries, dtype="<u2") * 4).tobytes())
+        ds.ModalityLUTSequence = [item]
+        return ds
+
+    return change
+
+
 def _name(charset: object, raw: bytes) -> Change:
     def change(ds: Dataset) -> Dataset:
         ds.SpecificCharacterSet = charset
@@ -239,6 +252,8 @@ VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     ),
     "padding-border-declared": (_padded_border(declared=True), DRAFT),
     "collimation-border-undeclared": (_padded_border(declared=False), DRAFT),
+    "modality-lut-of-16-entries": (_modality_lut(16), DRAFT),
+    "modality-lut-sequence-empty": (_set(ModalityLUTSequence=[]), DRAFT),
     "huge-declared": (_set(Rows=65535, Columns=65535), ("refused", "(7FE0,0010) Pixel Data")),
     "jpeg-2000-lossless": (_compressed(JPEG2000Lossless), DRAFT),
     "rle": (_compressed(RLELossless), DRAFT),
