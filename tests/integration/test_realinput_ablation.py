@@ -260,6 +260,8 @@ VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     "deflate": (_dcmtk("dcmconv", "+td"), DRAFT),
     "jpeg-ls-near-lossless": (_dcmtk("dcmcjpls", "+en"), DRAFT),
     "jpeg-lossless": (_dcmtk("dcmcjpeg", "+e1"), DRAFT),
+    "jpeg-lossless-4kb-fragments": (_dcmtk("dcmcjpeg", "+e1", "+fs", "4"), DRAFT),
+    "explicit-big-endian": (_dcmtk("dcmconv", "+tb"), DRAFT),
     "basic-offset-table-pointing-elsewhere": (_offset_table_pointing_elsewhere, DRAFT),
     "jpeg-ls-soi-alone-in-first-fragment": (_soi_alone_in_the_first_fragment(_dcmtk("dcmcjpls", "+el")), DRAFT),
 }

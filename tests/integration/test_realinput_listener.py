@@ -50,6 +50,7 @@ ENCODINGS = {
     "implicit-le": ("dcmconv", "+ti"),
     "deflate": ("dcmconv", "+td"),
     "jpeg-lossless-sv1": ("dcmcjpeg", "+e1"),
+    "jpeg-lossless-sv1-4kb-fragments": ("dcmcjpeg", "+e1", "+fs", "4"),  # a frame over 32 fragments
     "jpeg-lossless-p14": ("dcmcjpeg", "+el"),
     "jpeg-ls-lossless": ("dcmcjpls", "+el"),
     "jpeg-ls-near": ("dcmcjpls", "+en"),
