@@ -239,3 +239,37 @@ def test_a_hostile_completion_text_gives_drafts_that_pass_dciodvfy_and_hl7apy(tm
     assert "EVIL" not in [segment.split("|")[0] for segment in oru.split("\r")]
     assert not [segment for segment in oru.split("\r") if segment.startswith("PID|1||PID-31337")]
     json.loads(files.fhir or b"{}")
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [b'{"completion_tokens": Infinity}', b'{"completion_tokens": -5}', b'{"prompt_tokens": 1e400}', b'"many"'],
+)
+def test_hostile_token_counts_are_a_malformed_completion(usage: bytes) -> None:
+    body = b'{"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}], "usage": ' + usage + b"}"
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.write(connection, _head(**{"Content-Length": str(len(body))}) + body)
+
+    with hostile_peer(behave) as peer:
+        error, _, _ = _read_fails(peer.url)
+    assert "malformed completion" in error.reason
+
+
+def test_a_model_list_of_huge_names_gives_a_short_reason() -> None:
+    """Without model.vllm_model the client asks the server for its models; their names go into the reason."""
+    names = [{"id": "\u202e" + "m" * (512 * 1024)}, {"id": "n" * (512 * 1024)}, {"id": "o\x1b[2J"}]
+    body = json.dumps({"object": "list", "data": names}).encode()
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.write(connection, _head(**{"Content-Length": str(len(body))}) + body)
+
+    with hostile_peer(behave) as peer:
+        settings = load_settings(model={"backend": "vllm", "vllm_url": peer.url, "request_timeout_s": 5})
+        with pytest.raises(ModelRequestError) as raised:
+            StudyReader(settings.model).read(_study())
+    assert "serves 3 models" in raised.value.reason
+    assert "set model.vllm_model" in raised.value.reason
+    assert len(raised.value.reason) < 600
+    assert "\u202e" not in raised.value.reason
+    assert "\x1b" not in raised.value.reason

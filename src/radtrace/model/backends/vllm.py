@@ -46,10 +46,17 @@ _ERROR_BODY_BYTES: Final = 64 * 1024  # enough of a refusal's body to quote its 
 _QUOTED_CHARS: Final = 200
 
 
-def _quoted(text: object) -> str:
+def _quoted(text: object, limit: int = _QUOTED_CHARS) -> str:
     """A peer's text for an error reason: cut short and quoted (repr escapes control characters)."""
     value = str(text)
-    return repr(value[:_QUOTED_CHARS] + ("…" if len(value) > _QUOTED_CHARS else ""))
+    return repr(value[:limit] + ("…" if len(value) > limit else ""))
+
+
+def _count(value: object) -> int:
+    """A token count from the server: a whole number of at least 0 (JSON allows Infinity, -5, 1e400)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**53:
+        raise ValueError(f"token count {_quoted(value, 32)} is not a count")
+    return int(value)
 
 
 class _Deadline:
@@ -150,8 +157,9 @@ class VllmBackend(Backend):
             listed = self._request("GET", "/v1/models")
             names = [str(entry.get("id")) for entry in listed.get("data", []) if isinstance(entry, dict)]
             if len(names) != 1:
+                shown = ", ".join(_quoted(name, 64) for name in names[:4]) + (", …" if len(names) > 4 else "")
                 raise ModelRequestError(
-                    f"vLLM server at {self.base_url} serves {len(names)} models ({', '.join(names) or 'none'}); "
+                    f"vLLM server at {self.base_url} serves {len(names)} models ({shown or 'none'}); "
                     "set model.vllm_model to choose one"
                 )
             self._model = names[0]
@@ -216,8 +224,8 @@ class VllmBackend(Backend):
             if reasoning:
                 text = f"<think>{reasoning}</think>{text}"
             usage = reply.get("usage") or {}
-            generated = int(usage.get("completion_tokens", 0))
-            prompt = int(usage.get("prompt_tokens", 0))
+            generated = _count(usage.get("completion_tokens", 0))
+            prompt = _count(usage.get("prompt_tokens", 0))
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"vLLM server at {self.base_url} sent a malformed completion: {exc!r}") from exc
         image_tokens = sum((p.rows // MERGED_PATCH) * (p.columns // MERGED_PATCH) for p in study.pictures)
