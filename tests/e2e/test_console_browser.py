@@ -203,3 +203,33 @@ def test_a_key_pressed_as_soon_as_the_study_shows_is_not_lost(page: Page, site: 
     page.keyboard.type("fine")
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("decision-1")).to_contain_text("rejected by dr.quick: “fine”")
+
+
+def test_the_impression_is_decided_with_the_keyboard_after_the_findings(page: Page, site: Site) -> None:
+    add_user(site.store, "dr.impression", "radiologist")
+    _sign_in(page, site, "dr.impression")
+    page.goto(f"{site.url}/console/studies/{site.studies['oldest']}/1")
+    findings = page.locator("#findings tr.finding-row").count()
+    for index in range(findings):  # a, a, a …: after the last finding the impression is selected
+        expect(page.locator("#findings tr.finding-row").nth(index)).to_have_class(re.compile(r"\bselected\b"))
+        page.keyboard.press("a")
+        expect(page.get_by_test_id(f"decision-{index}")).to_contain_text("accepted by dr.impression")
+    impression = page.locator("#impression")
+    expect(impression).to_have_class(re.compile(r"\bselected\b"))
+    page.keyboard.press("m")  # edit the impression, Enter records it as modified
+    expect(page.locator("#impression-text")).to_be_focused()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("No acute cardiopulmonary disease.")
+    page.keyboard.press("Shift+Enter")  # a new line, not a submit
+    page.keyboard.type("Follow-up not needed.")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("impression-decision")).to_contain_text("modified by dr.impression")
+    expect(page.get_by_test_id("impression-decision")).to_contain_text("Follow-up not needed.")
+    expect(impression).to_have_class(re.compile(r"\bselected\b"))
+    page.keyboard.press("Shift+A")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("draft-decision")).to_contain_text("accepted by dr.impression")
+    decided = [p for _kind, user, p in site.events("finding_assessed", "draft_assessed") if user == "dr.impression"]
+    assert decided[-2]["finding"] == "(impression)"
+    assert decided[-2]["impression"] == "No acute cardiopulmonary disease.\nFollow-up not needed."
+    assert decided[-1]["impression"] == "modify"

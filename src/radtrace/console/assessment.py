@@ -34,6 +34,7 @@ from radtrace.reporting.text import dicom_text
 __all__ = [
     "LOCAL_SCHEME",
     "FindingAssessment",
+    "ImpressionAssessment",
     "build_assessment_oru",
     "build_assessment_sr",
     "tracking_uids",
@@ -52,6 +53,8 @@ _COMMENT: Final = CodedConcept("121106", "DCM", "Comment")
 _TRACKING_UID: Final = CodedConcept("112040", "DCM", "Tracking Unique Identifier")
 _TRACKING_ID: Final = CodedConcept("112039", "DCM", "Tracking Identifier")
 _ASSESSMENT_SR_UID: Final = CodedConcept("RTA-8", LOCAL_SCHEME, "Assessment SR SOP Instance UID")  # HL7 only
+_IMPRESSION_ASSESSMENT: Final = CodedConcept("RTA-9", LOCAL_SCHEME, "AI impression assessment")
+_CORRECTED_IMPRESSION: Final = CodedConcept("RTA-10", LOCAL_SCHEME, "Corrected impression")
 VERDICTS: Final[Mapping[str, CodedConcept]] = {
     "accept": CodedConcept("RTA-V1", LOCAL_SCHEME, "Accepted"),
     "reject": CodedConcept("RTA-V2", LOCAL_SCHEME, "Rejected"),
@@ -77,6 +80,15 @@ class FindingAssessment:
     model_status: str
     verdict: str
     status: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class ImpressionAssessment:
+    """A radiologist's current decision on the draft's impression: accept, reject, or modify with their own."""
+
+    verdict: str
+    text: str | None = None
     comment: str | None = None
 
 
@@ -133,6 +145,19 @@ def _finding(assessment: FindingAssessment, uids: Sequence[str]) -> hd.sr.Contai
     return container
 
 
+def _impression(assessment: ImpressionAssessment) -> hd.sr.ContainerContentItem:
+    container = hd.sr.ContainerContentItem(name=_IMPRESSION_ASSESSMENT, relationship_type=_CONTAINS)
+    items: list[hd.sr.ContentItem] = [
+        hd.sr.CodeContentItem(name=_ASSESSMENT, value=VERDICTS[assessment.verdict], relationship_type=_CONTAINS)
+    ]
+    if assessment.verdict == "modify" and (text := (assessment.text or "").strip()):
+        items.append(_text(_CORRECTED_IMPRESSION, text, _CONTAINS))
+    if comment := checked_comment(assessment.comment):
+        items.append(_text(_COMMENT, comment, _CONTAINS))
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
+
+
 def build_assessment_sr(
     ai_sr: Dataset,
     *,
@@ -144,8 +169,11 @@ def build_assessment_sr(
     sop_instance_uid: str,
     when: datetime,
     institution: str,
+    impression: ImpressionAssessment | None = None,
 ) -> Dataset:
-    """The assessment SR of one decision set (see the module doc); ``reason`` is (code, meaning)."""
+    """The assessment SR of one decision set (see the module doc); ``reason`` is (code, meaning); ``impression``
+    the decision on the draft's impression, when one was made (an "AI impression assessment" container: the
+    verdict, the corrected impression for a modify, the comment)."""
     uids = tracking_uids(ai_sr)
     observer_context = hd.sr.ObserverContext(
         observer_type=codes.DCM.Person,
@@ -162,6 +190,8 @@ def build_assessment_sr(
     if comment := checked_comment(comment):
         items.append(_text(_COMMENT, comment, _CONTAINS))
     items += [_finding(finding, uids.get(finding.label, [])) for finding in findings]
+    if impression is not None:
+        items.append(_impression(impression))
     root = hd.sr.ContainerContentItem(name=_ROOT)
     root.ContentSequence = hd.sr.ContentSequence(items)
     sr = hd.sr.ComprehensiveSR(
@@ -206,6 +236,7 @@ def build_assessment_oru(
     sop_instance_uid: str,
     settings: ReportingSettings,
     when: datetime,
+    impression: ImpressionAssessment | None = None,
 ) -> OruMessage:
     """The assessment SR ``sop_instance_uid`` as an ORU^R01 about the AI SR's patient and study: the draft verdict
     and reason (local codes, as in the SR), the comment, per assessed finding (OBX-4 = its position) the finding's
@@ -228,6 +259,13 @@ def build_assessment_oru(
         if finding_comment := checked_comment(finding.comment):
             items.append(Observation("TX", _code(_COMMENT), finding_comment, sub_id))
         items += [Observation("ST", _code(_TRACKING_UID), uid, sub_id) for uid in uids.get(finding.label, [])]
+    if impression is not None:  # after the findings, with the next sub-ID
+        sub_id = str(len(findings) + 1)
+        items.append(Observation("CWE", _code(_IMPRESSION_ASSESSMENT), _code(VERDICTS[impression.verdict]), sub_id))
+        if impression.verdict == "modify" and (text := (impression.text or "").strip()):
+            items.append(Observation("TX", _code(_CORRECTED_IMPRESSION), text, sub_id))
+        if impression_comment := checked_comment(impression.comment):
+            items.append(Observation("TX", _code(_COMMENT), impression_comment, sub_id))
     items += [
         Observation("ST", SR_UID, str(ai_sr.SOPInstanceUID)),
         Observation("ST", STUDY_UID, str(ai_sr.StudyInstanceUID)),

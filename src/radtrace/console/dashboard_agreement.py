@@ -24,12 +24,21 @@ from sqlalchemy.orm import aliased
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.dashboard_queries import Window, aware, json_text, within
+from radtrace.console.review import IMPRESSION
 from radtrace.console.schema import QaDecision
 from radtrace.qa.agreement import DECISIONS, LabelAgreement
 from radtrace.qa.intervals import Proportion
 from radtrace.store.engine import Store, is_postgresql
 
-__all__ = ["WHOLE_DRAFT", "Agreement", "agreement_studies", "current_agreement", "read_agreement", "sync_decisions"]
+__all__ = [
+    "WHOLE_DRAFT",
+    "Agreement",
+    "AgreementFigures",
+    "agreement_studies",
+    "current_agreement",
+    "read_agreement",
+    "sync_decisions",
+]
 
 #: How the dashboard names the whole-draft decisions (their ``label`` in ``qa_decisions`` is empty).
 WHOLE_DRAFT: Final = "(whole draft)"
@@ -116,7 +125,7 @@ def read_agreement(session: Any, window: Window) -> list[LabelAgreement]:
         for name, verdict, count in rows:
             counts.setdefault(name or WHOLE_DRAFT, Counter())[str(verdict)] += count
     result = []
-    for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n)):
+    for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n == IMPRESSION, n)):  # findings, impression, draft
         per = counts[name]
         total = sum(per[d] for d in DECISIONS)
         result.append(
@@ -266,9 +275,20 @@ def _bring_forward(store: Store) -> _Tally:
         return tally
 
 
-def current_agreement(store: Store) -> tuple[tuple[Agreement, ...], Agreement, dict[str, int]]:
-    """The agreement page's figures, all time: per finding label and for whole drafts the current decisions (a
-    superseded one is not counted), and the reasons of the current whole-draft decisions.
+@dataclass(frozen=True)
+class AgreementFigures:
+    """The agreement page's figures: per finding label, for the impression and for whole drafts, and the reasons
+    given for whole drafts (code to count)."""
+
+    findings: tuple[Agreement, ...]
+    impression: Agreement
+    drafts: Agreement
+    reasons: dict[str, int]
+
+
+def current_agreement(store: Store) -> AgreementFigures:
+    """The agreement page's figures, all time: per finding label, for the impression and for whole drafts the
+    current decisions (a superseded one is not counted), and the reasons of the current whole-draft decisions.
 
     Counted on ``qa_decisions`` (brought up to date first), once in full per process and store, then only over
     the decisions recorded since (a bounded query on the keys they decide), instead of decoding every assessment
@@ -281,5 +301,7 @@ def current_agreement(store: Store) -> tuple[tuple[Agreement, ...], Agreement, d
             per[verdict] += count
     reasons = {code: count for code, count in tally.reasons.items() if count}
     drafts = counts.pop("", {"accept": 0, "reject": 0, "modify": 0})
+    impression = counts.pop(IMPRESSION, {"accept": 0, "reject": 0, "modify": 0})
     findings = tuple(Agreement(label, **per) for label, per in sorted(counts.items()) if sum(per.values()))
-    return findings, Agreement("whole draft", **drafts), dict(sorted(reasons.items()))
+    return AgreementFigures(findings, Agreement("impression", **impression), Agreement("whole draft", **drafts),
+                            dict(sorted(reasons.items())))  # fmt: skip

@@ -76,7 +76,12 @@ def _assessment_sr(
     import pydicom
     from pydicom.uid import generate_uid
 
-    from radtrace.console.assessment import FindingAssessment, build_assessment_oru, build_assessment_sr
+    from radtrace.console.assessment import (
+        FindingAssessment,
+        ImpressionAssessment,
+        build_assessment_oru,
+        build_assessment_sr,
+    )
     from radtrace.reporting.draft_store import drafts_root, list_drafts
 
     kept = [d for d in list_drafts(drafts_root(settings), review.study_uid) if d.revision == review.revision]
@@ -89,18 +94,20 @@ def _assessment_sr(
         for f in review.findings
         if f.decision is not None
     ]
+    decided = review.impression_decision
+    impression = ImpressionAssessment(decided.verdict, decided.text, decided.comment) if decided else None
     sop_uid = str(generate_uid())
     when, coded = now(), (reason, DRAFT_REASONS[reason])
     sr = build_assessment_sr(
         ai_sr, observer=observer, verdict=verdict, reason=coded, comment=comment, findings=findings,
-        sop_instance_uid=sop_uid, when=when, institution=settings.reporting.institution_name,
+        sop_instance_uid=sop_uid, when=when, institution=settings.reporting.institution_name, impression=impression,
     )  # fmt: skip
     hl7 = None
     if settings.console.assessment_hl7 and settings.dispatch.ris is not None:
         try:
             hl7 = build_assessment_oru(
                 ai_sr, observer=observer, verdict=verdict, reason=coded, comment=comment, findings=findings,
-                sop_instance_uid=sop_uid, when=when, settings=settings.reporting,
+                sop_instance_uid=sop_uid, when=when, settings=settings.reporting, impression=impression,
             ).encode()  # fmt: skip
         except ReportError as exc:  # the SR still goes to the PACS; the RIS misses this one, and the log says so
             log.warning("console: the assessment ORU could not be built (%s); the SR is sent without it", exc.reason)

@@ -3,8 +3,9 @@
 :func:`load_review` gathers a revision's reading (from ``inference_completed``), the findings with the
 sentences of the reasoning that concern each, the kept draft, the revisions before it, and the decisions
 recorded so far. Decisions are audit events only (``finding_assessed``, ``draft_assessed``): a changed mind
-is a new event naming the one it supersedes, never an edit. The latest event per finding (and for the draft)
-is the current decision. ``review_items`` mirrors the latest draft decision for the worklist.
+is a new event naming the one it supersedes, never an edit. The latest event per finding (and for the
+impression, a ``finding_assessed`` naming :data:`IMPRESSION`, and for the draft) is the current decision.
+``review_items`` mirrors the latest draft decision for the worklist.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from radtrace.store.models import Instance, Revision, RevisionState, Study
 
 __all__ = [
     "DRAFT_REASONS",
+    "IMPRESSION",
+    "MAX_IMPRESSION",
     "Decision",
     "DecisionConflictError",
     "DecisionError",
@@ -44,6 +47,7 @@ __all__ = [
     "checked_comment",
     "decide_draft",
     "decide_finding",
+    "decide_impression",
     "evidence_sentences",
     "image_path",
     "load_review",
@@ -51,6 +55,11 @@ __all__ = [
 ]
 
 MAX_COMMENT: Final = 2000
+#: The longest corrected impression a radiologist may write.
+MAX_IMPRESSION: Final = 4000
+#: The ``finding`` an impression decision names in its ``finding_assessed`` event (and its label in qa_decisions):
+#: parenthesised, so no finding label can be it.
+IMPRESSION: Final = "(impression)"
 
 
 class FindingDecision(enum.StrEnum):
@@ -111,12 +120,14 @@ class Decision:
     comment: str | None = None
     supersedes: int | None = None
     assessment_sr: str | None = None
+    #: the radiologist's impression, for a modified impression
+    text: str | None = None
 
     @property
     def wording(self) -> str:
-        """How the page says it: accepted, rejected, changed to absent."""
+        """How the page says it: accepted, rejected, changed to absent, modified (an impression)."""
         if self.verdict == "modify":
-            return f"changed to {self.status}"
+            return f"changed to {self.status}" if self.status else "modified"
         return f"{self.verdict}ed"
 
 
@@ -152,6 +163,8 @@ class StudyReview:
     revisions: tuple[tuple[int, str, datetime | None], ...]
     draft_decision: Decision | None
     draft_history: tuple[Decision, ...] = field(default=())
+    impression_decision: Decision | None = None
+    impression_history: tuple[Decision, ...] = field(default=())
     #: a later revision of the study that has been read (its draft replaces this one); None when this is the latest
     superseded_by: int | None = None
 
@@ -224,6 +237,7 @@ def _decisions_in(session: Session, study_uid: str, revision: int) -> tuple[dict
             comment=payload.get("comment"),
             supersedes=payload.get("supersedes"),
             assessment_sr=(payload.get("assessment_sr") or {}).get("sop_instance_uid"),
+            text=payload.get("impression") if isinstance(payload.get("impression"), str) else None,
         )
         if kind == EventType.DRAFT_ASSESSED.value:
             draft.append(decision)
@@ -258,6 +272,7 @@ def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | No
     reading: Mapping[str, Any] = payload["reading"]
     reasoning = tuple((str(step.get("section")), str(step.get("text"))) for step in reading.get("reasoning", []))
     per_finding, draft = _decisions(store, study_uid, revision)
+    impression_history = tuple(per_finding.pop(IMPRESSION, ()))
     findings = tuple(
         FindingReview(
             label=str(f["label"]),
@@ -288,6 +303,8 @@ def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | No
         revisions=tuple((number, str(state), at) for number, state, at in revisions),
         draft_decision=draft[-1] if draft else None,
         draft_history=tuple(draft),
+        impression_decision=_latest(impression_history),
+        impression_history=impression_history,
         superseded_by=max(read_later) if read_later else None,
     )
 
@@ -390,6 +407,50 @@ def decide_finding(
         return AuditRecorder(store).record(event, session=session).seq
 
 
+def decide_impression(
+    store: Store, review: StudyReview, actor: Actor, verdict: str, text: str | None, comment: str | None,
+    expected: Expected | None = None,
+) -> int:  # fmt: skip
+    """Record the impression's decision: accept, reject, or modify with the radiologist's impression (a
+    ``finding_assessed`` event naming :data:`IMPRESSION`, so QA counts it beside the findings); returns its seq.
+    ``expected`` works as for :func:`decide_finding`."""
+    if not (review.impression or "").strip():
+        raise DecisionError("the draft has no impression to decide on")
+    try:
+        chosen = FindingDecision(verdict)
+    except ValueError as exc:
+        raise DecisionError(f"an impression decision is accept, reject or modify, not {verdict!r}") from exc
+    corrected: str | None = None
+    if chosen is FindingDecision.MODIFY:
+        corrected = (text or "").replace("\r\n", "\n").strip()  # a browser sends a textarea's lines as CRLF
+        if not corrected:
+            raise DecisionError("modify needs the impression as you would write it")
+        if len(corrected) > MAX_IMPRESSION:
+            raise DecisionError(f"an impression is at most {MAX_IMPRESSION} characters")
+    note = checked_comment(comment)
+    with store.session("recording an impression decision", immediate=True) as session:
+        _lock_decisions(session)
+        _check_revision(session, review)
+        current = _latest(_decisions_in(session, review.study_uid, review.revision)[0].get(IMPRESSION, []))
+        repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.text, d.comment) ==
+                                  (chosen.value, corrected, note), "the impression")  # fmt: skip
+        if repeated is not None:
+            return repeated.seq
+        payload: dict[str, Any] = {
+            "revision": review.revision,
+            "finding": IMPRESSION,
+            "model_impression": review.impression,
+            "decision": chosen.value,
+            "impression": corrected,
+            "comment": note,
+            "supersedes": current.seq if current else None,
+            "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
+        }
+        event = AuditEvent(EventType.FINDING_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
+                           payload=payload)  # fmt: skip
+        return AuditRecorder(store).record(event, session=session).seq
+
+
 def check_draft_decision(verdict: str, reason_code: str, comment: str | None) -> str | None:
     """Refuse a whole-draft decision that cannot be recorded, before anything is built for it; returns the checked
     comment (:func:`checked_comment`), the one the audit records and the assessment SR carries."""
@@ -457,6 +518,7 @@ def decide_draft(
         "supersedes": review.draft_decision.seq if review.draft_decision else None,
         "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
         "findings": {f.label: (f.decision.verdict if f.decision else None) for f in review.findings},
+        "impression": review.impression_decision.verdict if review.impression_decision else None,
         "assessment_sr": dict(assessment_sr) if assessment_sr else None,
     }
     now = utc_now()

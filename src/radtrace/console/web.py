@@ -66,6 +66,7 @@ from radtrace.console.review import (
     Expected,
     StudyReview,
     decide_finding,
+    decide_impression,
     image_path,
     load_review,
 )
@@ -204,9 +205,10 @@ def next_one(
 @router.get("/agreement")
 def agreement_page(request: Request, state: StateDep, user: UserDep) -> HTMLResponse:
     """How often radiologists accept, reject or modify each finding and whole drafts (current decisions only)."""
-    findings, drafts, reasons = current_agreement(state.store)
-    return render_page(request, state, "agreement.html", user=user, findings=findings, drafts=drafts,
-                       reasons=reasons, reason_meanings=DRAFT_REASONS)  # fmt: skip
+    figures = current_agreement(state.store)
+    return render_page(request, state, "agreement.html", user=user, findings=figures.findings,
+                       impression=figures.impression, drafts=figures.drafts, reasons=figures.reasons,
+                       reason_meanings=DRAFT_REASONS)  # fmt: skip
 
 
 # --- study -----------------------------------------------------------------------------------
@@ -348,8 +350,31 @@ async def finding_decision(
         raise HTTPException(422, detail=exc.reason) from exc
     # The next finding is selected after a decision, so the keyboard path is j-less: a, a, r, a …
     index = next((i for i, f in enumerate(review.findings) if f.label == label), 0)
+    if index + 1 == len(review.findings) and (review.impression or "").strip():  # the impression is next
+        return redirect(f"{PREFIX}/studies/{study_uid}/{revision}?focus={index + 1}#impression")
     index = min(index + 1, max(0, len(review.findings) - 1))
     return redirect(f"{PREFIX}/studies/{study_uid}/{revision}?focus={index}#finding-{index}")
+
+
+@router.post("/studies/{study_uid}/{revision}/impression")
+async def impression_decision(
+    request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
+) -> Response:
+    """Accept, reject or modify (with the radiologist's own text) the draft's impression (a new audit event)."""
+    form = await read_form(request)
+    check_csrf(user.csrf_token, form)
+    _decider(user)
+    review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
+    try:
+        await run_in_threadpool(decide_impression, state.store, review, request_actor(request, user),
+                                form.get("decision", ""), form.get("impression"), form.get("comment"),
+                                _expected(form))  # fmt: skip
+    except DecisionConflictError as exc:
+        return _conflict(request, state, user, review, exc.reason)
+    except DecisionError as exc:
+        raise HTTPException(422, detail=exc.reason) from exc
+    # the impression comes after the findings in the keyboard order; the whole draft is next
+    return redirect(f"{PREFIX}/studies/{study_uid}/{revision}?focus={len(review.findings)}#impression")
 
 
 @router.post("/studies/{study_uid}/{revision}/draft")
@@ -409,7 +434,9 @@ async def _on_needs_login(request: Request, exc: Exception) -> Response:
     """A GET goes to the sign-in form (back to a study page after it, for a link to a study); a POST (a decision,
     say) is answered 401 with a page that says nothing was recorded and leads to the sign-in form, then back to
     the study the form was on."""
-    study = re.fullmatch(rf"({PREFIX}/studies/[0-9.]{{1,64}}/[0-9]{{1,9}})(/findings|/draft)?", request.url.path)
+    study = re.fullmatch(
+        rf"({PREFIX}/studies/[0-9.]{{1,64}}/[0-9]{{1,9}})(/findings|/draft|/impression)?", request.url.path
+    )
     back = _safe_next(study.group(1)) if study else None
     if request.method == "GET":
         page = back if study and not study.group(2) else None

@@ -1,6 +1,8 @@
 """Agreement between the model and the radiologists, per label, from the assessment events.
 
-The review console records one ``finding_assessed`` audit event per decision on one finding of one draft.
+The review console records one ``finding_assessed`` audit event per decision on one finding of one draft, and
+on its impression (``"finding": "(impression)"``, :data:`radtrace.console.review.IMPRESSION`: counted as a label
+of its own, so QA sees how often the impression is agreed).
 This module reads the event's *payload* (plain JSON values) and nothing else; the shape it consumes::
 
     {

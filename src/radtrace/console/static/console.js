@@ -80,7 +80,7 @@
       case "n": { const next = $("#next-study") || $("#start"); if (next) next.click(); else return; break; }
       case "a": if (study) clickIn(row, "button.accept"); else return; break;
       case "r": if (study) clickIn(row, "button.reject"); else return; break;
-      case "m": if (study && row) { const s = $("select.status", row); if (s) { s.focus(); s.dataset.pending = "modify"; } } else return; break;
+      case "m": if (study && row) { const s = $("select.status, textarea.corrected", row); if (s) { s.focus(); s.dataset.pending = "modify"; } } else return; break;
       case "c": if (study && row) { const c = $("input.comment", row); if (c) c.focus(); } else return; break;
       case "A": case "R": {
         const form = $("#draft-form"); if (!form) return;
@@ -103,6 +103,7 @@
   function onFieldKey(e) {
     if (e.key !== "Enter") return;
     const field = e.target;
+    if (e.shiftKey && field.tagName === "TEXTAREA") return; // a new line in the impression
     const draft = field.closest("#draft-form");
     if (draft && draft.dataset.pending) { e.preventDefault(); $("button[value=" + draft.dataset.pending + "]", draft).click(); return; }
     const form = field.closest(".finding-form");
@@ -135,11 +136,12 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    rows = $$("#worklist tr.row").concat($$("#findings tr.finding-row"));
+    // on a study: the findings, then the impression (when there is one to decide on)
+    rows = $$("#worklist tr.row").concat($$("#findings tr.finding-row, #impression.finding-row"));
     $$(".viewer").forEach(setupViewer);
     $$("#worklist tr.row").forEach((row, i) => row.addEventListener("click", (e) => { if (e.target.tagName !== "A") { select(i); } }));
-    $$("#findings tr.finding-row").forEach((row, i) => row.addEventListener("focusin", () => select(i)));
-    $$(".finding-form input, .finding-form select, #draft-form select, #draft-form input").forEach((f) => f.addEventListener("keydown", onFieldKey));
+    $$("#findings tr.finding-row, #impression.finding-row").forEach((row, i) => row.addEventListener("focusin", () => select(i)));
+    $$(".finding-form input, .finding-form select, .finding-form textarea, #draft-form select, #draft-form input").forEach((f) => f.addEventListener("keydown", onFieldKey));
     // ?focus=N selects the N-th row (after a decision: the next finding); anything else selects the first.
     const focus = Number.parseInt(new URLSearchParams(window.location.search).get("focus") || "0", 10);
     if (rows.length) select(Number.isInteger(focus) ? focus : 0);
