@@ -80,3 +80,23 @@ def test_an_association_that_goes_silent_is_aborted_at_the_network_timeout(
         assert 1.4 < time.monotonic() - started < 4
         assert pdu_types(peer.received) == [A_ASSOCIATE_AC, A_ABORT]
         assert listener.admission.slots_taken() == 0
+
+
+def test_a_peer_stuck_in_a_pdu_header_when_the_association_times_out_is_not_left_holding_a_thread(
+    tmp_path: Path, sqlite_store: Store, listener_port: int
+) -> None:
+    """Found by the upper-layer fuzzer: one byte of a PDU after the A-ASSOCIATE-AC, then silence. pynetdicom's
+    network timeout aborted the association, freeing its slot, but the A-ABORT waited for the DUL thread, which
+    waited for the rest of the header: nothing was sent, nothing shut, and the socket and two threads stayed
+    until the peer left. One peer could pile them up without limit."""
+    settings = listener_settings(tmp_path, listener_port, network_timeout_s=1.0, pdu_grace_s=30.0)
+    with running(settings, sqlite_store) as listener, RawPeer(listener_port) as peer:
+        peer.send(associate_rq([presentation_context(1, VERIFICATION)]))
+        assert pdu_types(peer.read(2, until_types=1)) == [A_ASSOCIATE_AC]
+        peer.send(b"\x04")  # the first byte of a P-DATA-TF, and nothing more
+        assert peer.wait_closed(4)
+        assert listener.admission.slots_taken() == 0
+        deadline = time.monotonic() + 3
+        while listener.admission.connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert listener.admission.connections == []

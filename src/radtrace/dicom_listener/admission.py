@@ -148,12 +148,20 @@ class Admission:
             return sum(1 for c in self._connections if c.admitted and c.closing_since is None)
 
     def release(self, connection: Connection | None) -> None:
-        """The connection is closed or being closed: it holds no slot and no half-open place from now."""
+        """The connection is closed or being closed: it holds no slot and no half-open place from now.
+
+        It stays watched until :meth:`sweep` shuts its socket, :data:`ABORT_GRACE_S` later: an association
+        that pynetdicom ended (its network timeout, an abort) may still have its DUL thread blocked in a
+        read of a PDU the peer never finishes, with the A-ABORT waiting behind it.
+        """
         if connection is None:
             return
         with self._lock:
             if connection.closing_since is None:
                 connection.closing_since = self.clock()
+
+    def _forget(self, connection: Connection) -> None:
+        with self._lock:
             self._connections.discard(connection)
 
     def abort(self, connection: Connection, reason: str) -> None:
@@ -213,7 +221,7 @@ class Admission:
             if assoc is not None and connection.established_at is None and assoc.is_established:
                 connection.established_at = now
             if assoc is not None and not assoc.is_alive() and connection.opened_at < now - ABORT_GRACE_S:
-                self.release(connection)  # its threads ended without our handlers hearing of it
+                self._forget(connection)  # its threads ended without our handlers hearing of it
                 connection.shut()  # the DUL may still hold the socket (Sta13 waits for the peer to close)
                 continue
             reason = self.overdue(connection, now)
@@ -221,11 +229,11 @@ class Admission:
                 continue
             if reason == "aborted":
                 reason = connection.cut_reason or reason
-                self.release(connection)
+                self._forget(connection)
                 connection.shut()
             else:  # cut off here. The listener sends only small PDUs, each whole in one send: none is split
                 self.abort(connection, reason)
-                self.release(connection)
+                self._forget(connection)
                 connection.shut(abort=connection.established_at is not None)
             cut.append((connection, reason))
         return cut

@@ -345,15 +345,12 @@ class DatasetFastPathDUL(DULServiceProvider):
     def _refuse(self, reason: str | None) -> None:
         """Abort the association (A-ABORT, then the socket is shut), free its slot now, and have it audited.
 
-        Once aborted, what the peer sends next is not judged again (one log line and one audit event per
-        association, however much garbage follows): the connection is shut at once.
+        Once aborted, what the peer sends next is read and dropped, not judged again (one log line and one
+        audit event per association, however much garbage follows), until the watchdog shuts the connection
+        (:data:`~radtrace.dicom_listener.admission.ABORT_GRACE_S`): shutting it here could cut off the
+        A-ABORT, which may still wait behind an earlier event.
         """
         if self.refused:
-            sock = getattr(self.socket, "socket", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            self.event_queue.put("Evt17")
             return
         if reason is not None:
             log.warning("aborted the association with %s: %s", self._peer(), reason)
