@@ -68,7 +68,7 @@ def _status_kib(pid: int, field_name: str) -> int:
 class ListenerProcess:
     """``radtrace listen`` on 127.0.0.1:port with SQLite under ``data_dir``; a context manager."""
 
-    def __init__(self, data_dir: Path, port: int, **listener: str) -> None:
+    def __init__(self, data_dir: Path, port: int, *, log_level: str = "WARNING", **listener: str) -> None:
         self.data_dir = data_dir
         self.port = port
         self.env = {
@@ -78,7 +78,7 @@ class ListenerProcess:
             "RADTRACE_LISTENER__ALLOWED_CALLERS": '[{"ae_title": "PACS"}]',
             "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
             "RADTRACE_LISTENER__SETTLE_SECONDS": "3600",  # no completion work in the way
-            "RADTRACE_LOGGING__LEVEL": "WARNING",
+            "RADTRACE_LOGGING__LEVEL": log_level,
         } | {f"RADTRACE_LISTENER__{key.upper()}": value for key, value in listener.items()}
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "listener.log"
