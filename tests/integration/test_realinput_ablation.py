@@ -109,6 +109,15 @@ def _bits(bits: int, *, signed: bool = False, garbage: bool = False) -> Change:
     return change
 
 
+def _left_aligned(ds: Dataset) -> Dataset:
+    """16 bits allocated, the values in the top Bits Stored bits (High Bit 15), as some archives store them."""
+    values = ds.pixel_array.astype(np.int64) << (16 - int(ds.BitsStored))
+    ds.BitsAllocated, ds.HighBit = 16, 15
+    ds.PixelData = values.astype("<u2").tobytes()
+    ds["PixelData"].VR = "OW"
+    return ds
+
+
 def _trailing_bytes(ds: Dataset) -> Dataset:
     ds.PixelData = bytes(ds.PixelData) + b"\x00" * (2 * len(ds.PixelData) + 6)
     return ds
@@ -239,6 +248,7 @@ VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     "bits-14-signed": (_bits(14, signed=True), DRAFT),
     "bits-15-signed-garbage": (_bits(15, signed=True, garbage=True), DRAFT),
     "bits-12-garbage-high-bits-jpeg-ls": (lambda ds: _dcmtk("dcmcjpls", "+el")(_bits(12, garbage=True)(ds)), DRAFT),
+    "high-bit-15-left-aligned": (_left_aligned, DRAFT),
     "monochrome1-inverse": (_set(PresentationLUTShape="INVERSE"), DRAFT),
     "charset-latin1": (_name("ISO_IR 100", "Müller^Jürgen".encode("latin-1")), DRAFT),
     "charset-iso2022-jp": (_name(["", "ISO 2022 IR 87"], b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"), DRAFT),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -67,3 +68,37 @@ def test_high_bits_in_a_jpeg_ls_film_are_cleared_as_dcmtk_clears_them(
     assert np.abs(shown - reference).max() <= 1 / 255  # before: up to 0.94 apart, correlation 0.03
     assert steps[0]["masked_to_bits_stored"] > 0.9  # recorded: nearly every pixel had bits above 12
     assert np.corrcoef(shown.ravel(), display_values(dcmread(native))[0].ravel())[0, 1] > 0.999
+
+
+def _left_aligned(film: str, *, signed: bool) -> tuple[Dataset, Dataset]:
+    """The film at 12 bits as DICOM expects it (High Bit 11), and its twin with the values in bits 4-15 (High Bit
+    15, as some archives store them) and noise in bits 0-3."""
+    right = _twelve_bits_with_garbage(film, signed=signed)
+    words = np.frombuffer(right.PixelData, dtype="<u2").astype(np.int64) & 0x0FFF
+    right.PixelData = words.astype("<u2").tobytes()
+    left = Dataset(dict(right.items()))
+    left.file_meta = right.file_meta
+    noise = np.random.default_rng(4).integers(0, 16, words.shape)
+    left.PixelData = ((words << 4) | noise).astype("<u2").tobytes()
+    left.HighBit = 15
+    return right, left
+
+
+@pytest.mark.parametrize("film", sorted(FILMS))
+@pytest.mark.parametrize("signed", [False, True])
+def test_values_aligned_at_a_high_bit_above_bits_stored_are_brought_down(film: str, signed: bool) -> None:
+    right, left = _left_aligned(film, signed=signed)
+    expected, _ = display_values(right)
+    shown, steps = display_values(left)
+    assert np.array_equal(shown, expected)  # before: the low bits of the words, noise (correlation 0.0)
+    assert steps[0]["high_bit"] == 15
+
+
+def test_a_left_aligned_film_is_shown_as_dcmtk_shows_it(tmp_path: Path) -> None:
+    _, left = _left_aligned("fuji-10bit", signed=False)
+    path = tmp_path / "left.dcm"
+    left.save_as(path, enforce_file_format=True)
+    subprocess.run(["dcm2pnm", "+Wi", "1", str(path), str(tmp_path / "ref.pgm")], check=True, capture_output=True)
+    reference = np.asarray(Image.open(tmp_path / "ref.pgm"), dtype=np.float64)
+    shown, _ = display_values(dcmread(path))
+    assert np.abs(shown * 255.0 - reference).max() <= 1.5

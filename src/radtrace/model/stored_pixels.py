@@ -44,6 +44,7 @@ Step = dict[str, Any]
 
 _ITEM: Final = b"\xfe\xff\x00\xe0"  # (FFFE,E000) Item, little endian
 _PIXEL_DATA: Final = 0x7FE00010
+_BITS_STORED: Final = 0x00280101
 #: Extended Offset Table and its Lengths: part of the Pixel Data's encoding (PS3.5 A.4), not a header attribute.
 _EXTENDED_OFFSET_TABLE: Final = (0x7FE00001, 0x7FE00002)
 
@@ -60,6 +61,7 @@ def decode_first_frame(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) 
         raise DicomInputError("the instance has no pixel data")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     ds, distrusted = _without_untrusted_offset_tables(ds)
+    source, shift = _aligned_at_high_bit(ds)
     try:
         check_dataset(ds, max_source_pixels)  # a decoder believes the codestream's size: a bomb stops here
     except PixelMismatchError as exc:
@@ -72,7 +74,7 @@ def decode_first_frame(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) 
         # declares (trailing bytes a modality left) is not read as extra frames.
         with warnings.catch_warnings(record=True) as caught:  # about lengths and padding, never values
             warnings.simplefilter("always", UserWarning)
-            pixels = pixel_array(ds, index=0, allow_excess_frames=False, decoding_plugin=plugin)
+            pixels = pixel_array(source, index=0, allow_excess_frames=False, decoding_plugin=plugin)
     except Exception as exc:  # decoders raise anything from RuntimeError to their own types
         raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown transfer syntax'}): {exc}") from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -93,6 +95,9 @@ def decode_first_frame(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) 
         step["decoder"] = plugin
     if distrusted:
         step["offset_tables_ignored"] = distrusted
+    if shift:
+        pixels = np.right_shift(pixels, shift)  # arithmetic for signed values: the sign stays
+        step["high_bit"] = int(ds.HighBit)
     if caught:
         step["decoder_warnings"] = [str(w.message)[:200] for w in caught[:4]]
     if pixels.ndim == 2:
@@ -100,6 +105,23 @@ def decode_first_frame(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) 
         if masked:
             step["masked_to_bits_stored"] = masked
     return pixels, [step]
+
+
+def _aligned_at_high_bit(ds: Dataset) -> tuple[Dataset, int]:
+    """Native pixels whose High Bit is above Bits Stored - 1 (the values left-aligned in their word, PS3.5 8.1.1):
+    ``ds`` as decoded up to High Bit (a copy with Bits Stored = High Bit + 1) and the shift that then brings the
+    values down, as dcmtk reads them; else ``ds`` and 0. pydicom takes High Bit to be Bits Stored - 1 and would
+    keep the low bits of such values, noise. Compressed pixel data holds the values themselves: never shifted."""
+    try:
+        high, bits, allocated = (int(ds.get(k)) for k in ("HighBit", "BitsStored", "BitsAllocated"))
+    except (TypeError, ValueError):
+        return ds, 0
+    if not bits - 1 < high < allocated or _encapsulated(ds):
+        return ds, 0
+    copy = Dataset(dict(ds.items()))  # a new element dict, the same elements
+    copy.file_meta = ds.file_meta
+    copy[_BITS_STORED] = DataElement(_BITS_STORED, "US", high + 1)
+    return copy, high + 1 - bits
 
 
 def _without_untrusted_offset_tables(ds: Dataset) -> tuple[Dataset, list[str]]:
