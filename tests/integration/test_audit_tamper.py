@@ -259,3 +259,49 @@ def test_a_time_edited_into_a_non_time_is_named_and_query_export_timeline_and_ap
         assert marker in export.text
         verified = client.get("/v1/verify", headers=headers)
         assert verified.json()["first_break_seq"] == 3
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_events SET seq = '7a' WHERE seq = 7",
+        "UPDATE audit_events SET seq = 6.5 WHERE seq = 7",
+        "UPDATE audit_events SET payload = x'00ff' WHERE seq = 7",
+        "UPDATE audit_events SET labels = x'00ff' WHERE seq = 7",
+        "UPDATE audit_events SET actor_ae = x'41ff', accession = 12 WHERE seq = 7",
+    ],
+)
+def test_values_of_the_wrong_type_do_not_stop_query_export_timeline_or_recording_on_sqlite(
+    sqlite_store: Store, statement: str
+) -> None:
+    """SQLite keeps a blob, a number or text in any column: one such edit made JSON, CSV and XML writers raise
+    (query, export, API), and a text seq, sorted after every number, was taken as the head, so that every later
+    audit event failed to record (seq + 1) and everything that audits stopped. The chain goes on; verify names
+    the row; query and export show the value as text, or leave out a row whose seq is not a number."""
+    import io
+
+    from radtrace.audit.atna.export import write_export
+    from radtrace.audit.atna.message import AuditSource
+    from radtrace.audit.presentation import csv_chunks, page_json
+    from radtrace.audit.queries import AuditFilter, AuditQuery, export_records, run_query, study_timeline
+
+    store, reader = sqlite_store, Actor(user="qa")
+    AuditRecorder(store).record_many(
+        [AuditEvent(EventType.INSTANCE_RECEIVED, Actor(ae_title="PACS1"), study_uid="1.2.3.9", labels=("A",))
+         for _ in range(ROWS)]
+    )  # fmt: skip
+    as_superuser(store, statement)
+    recorded = AuditRecorder(store).record(AuditEvent(EventType.APPLICATION_STARTED, Actor(process="p")))
+    assert recorded.seq == ROWS + 1
+    result = verify_chain(store)
+    assert result.first_break is not None
+    assert result.first_break.seq == 7
+    page = json.loads(page_json(run_query(store, AuditQuery(), reader)))
+    seqs = [event["seq"] for event in page["events"]]
+    assert seqs[:6] == [1, 2, 3, 4, 5, 6]
+    assert all(isinstance(seq, int) for seq in seqs)
+    assert "".join(csv_chunks(export_records(store, AuditFilter(), reader))).count("\n") >= ROWS
+    for output_format in ("jsonl", "atna-xml"):
+        out = io.BytesIO()
+        assert write_export(export_records(store, AuditFilter(), reader), output_format, AuditSource("s"), out) >= ROWS
+    assert study_timeline(store, "1.2.3.9", reader).entries

@@ -227,3 +227,17 @@ def test_rows_deleted_after_forwarding_began_are_reported_to_the_repository_befo
     assert b"tamper_detected" in alert
     assert b"forwarding stopped at seq 51" in alert
     assert b'seq="51"' in alert
+
+
+def test_a_seq_edited_into_text_stops_forwarding_at_its_place_with_an_alert(store: Store, tmp_path: Path) -> None:
+    """SQLite keeps a text seq and sorts it after every number: it was read as a row, then raised a TypeError."""
+    from audit_support import as_superuser
+
+    as_superuser(store, "UPDATE audit_events SET seq = '30a' WHERE seq = 30")
+    repository = ScriptedRepository(down_for=0)
+    forwarder = AtnaForwarder(store, settings(), CursorFile(tmp_path / "cursor.json"), repository, AuditSource("s"))
+    with pytest.raises(ConfigError, match="audit seq 30 is missing"):
+        forwarder.run(RecordingStop(), until_caught_up=True)
+    *rows, alert = repository.received
+    assert rows == []  # the batch holding the gap is refused whole (batch_size 50)
+    assert b"forwarding stopped at seq 30" in alert

@@ -66,7 +66,12 @@ class AuditRecorder:
     def _append(self, session: Session, events: Sequence[AuditEvent]) -> list[RecordedEvent]:
         self._lock(session)
         table = _AUDIT_TABLE
-        head = session.execute(sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)).first()
+        latest = sa.select(table.c.seq, table.c.hash).order_by(table.c.seq.desc()).limit(1)
+        if is_sqlite(session.get_bind()):
+            # SQLite keeps a seq edited into text and sorts it after every number: taken as the head, it made
+            # every later append fail (seq + 1), so one edited row stopped all auditing. Verify names that row.
+            latest = latest.where(sa.func.typeof(table.c.seq) == "integer")
+        head = session.execute(latest).first()
         seq, previous_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
         rows: list[dict[str, Any]] = []
         for event in events:

@@ -55,7 +55,7 @@ from radtrace.audit.schema import AuditEventRow
 from radtrace.config import AtnaSettings, Settings
 from radtrace.durable import fsync_directory
 from radtrace.errors import ConfigError, RadtraceError, RetryableError
-from radtrace.store.engine import Store
+from radtrace.store.engine import Store, is_postgresql
 
 __all__ = ["AtnaForwarder", "AtnaMetrics", "Cursor", "CursorFile", "forwarder_from_settings", "transport_for"]
 
@@ -180,7 +180,7 @@ class AtnaForwarder:
     # --- one pass ---------------------------------------------------------------------------------
     def _rows(self) -> list[AuditRecord]:
         statement = (
-            sa.select(*record_columns(self.store))
+            self._integer_seqs(sa.select(*record_columns(self.store)))
             .where(_AUDIT_TABLE.c.seq >= self._next_seq)
             .order_by(_AUDIT_TABLE.c.seq)
             .limit(self.settings.batch_size)
@@ -191,14 +191,17 @@ class AtnaForwarder:
 
     def _head(self) -> int:
         with self.store.session("reading the audit head") as session:
-            head = session.execute(sa.select(sa.func.max(_AUDIT_TABLE.c.seq))).scalar()
-        if head is not None and not isinstance(head, int):  # SQLite keeps a text seq, and sorts it last
-            raise self._stopped(
-                self._next_seq,
-                f"an audit row has seq {head!r}, not a number: the audit log was edited in the database "
-                "(possible tampering; run radtrace audit verify)",
-            )
+            head = session.execute(self._integer_seqs(sa.select(sa.func.max(_AUDIT_TABLE.c.seq)))).scalar()
         return int(head or 0)
+
+    def _integer_seqs(self, statement: sa.Select[Any]) -> sa.Select[Any]:
+        """Only rows with a numeric seq: SQLite keeps a seq edited into text and sorts it after every number.
+
+        Such a row is not part of the chain; the gap it leaves stops forwarding at its place (with an alert).
+        """
+        if is_postgresql(self.store.engine):
+            return statement
+        return statement.where(sa.func.typeof(_AUDIT_TABLE.c.seq) == "integer")
 
     def _stopped(self, seq: int, problem: str) -> ConfigError:
         """Tell the repository the log stops making sense at ``seq`` (best effort), and the error to stop with.
@@ -262,8 +265,15 @@ class AtnaForwarder:
         The repository holds the forwarded rows and their hashes: it is the anchor that shows a tail deleted
         (and refilled under the same numbers) after it left, which the chain in the database alone cannot.
         """
-        expected = self._last_hash
+        expected, expected_seq = self._last_hash, rows[0].seq if rows else 0
         for record in rows:
+            if record.seq != expected_seq:
+                raise self._stopped(
+                    expected_seq,
+                    f"audit seq {expected_seq} is missing (next is {record.seq}): rows were deleted, or a seq was "
+                    "edited into something that is not a number (possible tampering; run radtrace audit verify)",
+                )
+            expected_seq += 1
             if expected is not None and record.prev_hash != expected:
                 raise self._stopped(
                     record.seq,
