@@ -69,3 +69,15 @@ def test_a_title_no_setting_can_admit_gets_no_setting_to_paste(title: str) -> No
     assert "RADTRACE_LISTENER__ALLOWED_CALLERS" not in hint
     assert "not a valid AE title" in hint
     assert not any(ord(char) < 32 for char in hint)
+
+
+def test_an_allow_list_too_long_for_a_log_line_is_not_cut_but_replaced_by_one_entry_to_add() -> None:
+    """The log cuts a message at 8,000 characters: a cut JSON list would fail to load when pasted."""
+    many = [{"ae_title": f"MODALITY{n:04d}", "host": f"10.0.{n // 250}.{n % 250}"} for n in range(200)]
+    hint = _refused_hint("NEW'DX", ListenerSettings(allowed_callers=many))  # type: ignore[arg-type]
+    assert len(hint) < 1000
+    assert "RADTRACE_LISTENER__ALLOWED_CALLERS" not in hint
+    assert "[[listener.allowed_callers]]" in hint
+    assert 'ae_title = "NEW\'DX"' in hint
+    assert 'host = "10.1.2.3"' in hint
+    assert "the 200 rules in force" in hint

@@ -65,6 +65,8 @@ TEMPORARY_CONGESTION: Final = 1
 LOCAL_LIMIT_EXCEEDED: Final = 2
 
 
+#: Longest allow list written out whole in a log line (the log cuts messages at 8,000 characters).
+MAX_PASTED_LIST: Final = 4000
 TOO_SMALL_PDU: Final = "maximum PDU length missing or too small for any answer"
 
 
@@ -143,6 +145,12 @@ def _allow_list_with(calling_ae: str, peer_host: str, settings: ListenerSettings
     rules = [rule.model_dump(exclude_none=True) for rule in settings.allowed_callers]
     rules.append({"ae_title": calling_ae, "host": peer_host})
     value = json.dumps(rules, ensure_ascii=True, separators=(",", ":")).replace("'", "\\u0027")
+    if len(value) > MAX_PASTED_LIST:  # the log would cut it: a value that fails to load helps no one
+        title, host = (json.dumps(text, ensure_ascii=True) for text in (calling_ae, peer_host))
+        return (
+            f"to allow it, add one more [[listener.allowed_callers]] to the config file, with ae_title = {title} "
+            f"and host = {host} (the {len(rules) - 1} rules in force are too many to repeat here)"
+        )
     return (
         f"to allow it, add the caller to listener.allowed_callers, keeping the {len(rules) - 1} rule(s) in force "
         f"(RADTRACE_LISTENER__ALLOWED_CALLERS='{value}', or one more [[listener.allowed_callers]] in the config file)"
