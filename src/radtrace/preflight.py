@@ -30,6 +30,7 @@ __all__ = [
     "data_dir_problem",
     "failed_checks",
     "for_serve",
+    "listener_port_problem",
     "run_preflight",
     "store_problem",
 ]
@@ -306,13 +307,42 @@ def for_serve(checks: list[Check]) -> list[Check]:
     return judged
 
 
-def check_ports(settings: Settings) -> list[Check]:
-    """For ``serve``: the QA API's port is free, so that serve refuses before it starts any child.
+def listener_port_problem(settings: Settings) -> str | None:
+    """Why this user may not listen on ``listener.port`` at all (a port below 1024 without the privilege), or None.
 
-    The listener's port and data directory are left to ``radtrace listen`` itself: it takes its locks, refuses
+    Only privilege is judged here: a port in use is left to ``radtrace listen``'s locks, which say who holds it.
+    """
+    host, port = settings.listener.host or "0.0.0.0", settings.listener.port  # noqa: S104
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EACCES:
+            return (
+                f"port {port} needs privileges this user lacks (listener.port, RADTRACE_LISTENER__PORT): use a port "
+                "above 1023 and tell the PACS, or give the service CAP_NET_BIND_SERVICE (AmbientCapabilities= in "
+                "its systemd unit)"
+            )
+    finally:
+        probe.close()
+    return None
+
+
+def check_ports(settings: Settings) -> list[Check]:
+    """For ``serve``: the QA API's port is free and the listener's may be bound, so that serve refuses before it
+    starts any child.
+
+    A listener port or data directory in use is left to ``radtrace listen`` itself: it takes its locks, refuses
     with exit 2 naming who holds them, and serve stops on that exit.
     """
-    return [_api_port_free(settings)]
+    problem = listener_port_problem(settings)
+    listener = (
+        Check("DICOM port", "ok", f"{settings.listener.host}:{settings.listener.port}")
+        if problem is None
+        else Check("DICOM port", "failed", problem, config_error=True)
+    )
+    return [listener, _api_port_free(settings)]
 
 
 def _external_broker(settings: Settings) -> Check:

@@ -27,6 +27,7 @@ from radtrace.preflight import (
     check_ports,
     failed_checks,
     for_serve,
+    listener_port_problem,
     run_preflight,
 )
 
@@ -128,6 +129,8 @@ def listen(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     _refuse_failed_checks(run_preflight(settings))
+    if (problem := listener_port_problem(settings)) is not None:
+        fail(problem, EXIT_USAGE)
     try:
         with listener_locks(settings):
             code = run_listener_processes(settings)

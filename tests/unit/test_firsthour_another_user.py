@@ -1,9 +1,14 @@
-"""A data directory another user owns (the service runs as its own user, or was first started with sudo), met by
+"""radtrace run by another user than the service's, or without root's privileges.
+
+A data directory another user owns (the service runs as its own user, or was first started with sudo), met by
 a night-shift command run as someone else: one line naming the owner and what to change, exit 2.
 
 Found by the first-hour exploration: before, status, drafts list, audit verify and user create ended in a
 PermissionError traceback, db upgrade in "unable to open database file" (exit 1), and serve failed five checks
 (data directory, spool, quarantine, database, embedded broker) with "Permission denied" and exit 1.
+
+A listener.port below 1024 without the privilege: before, serve passed its checks, started every child, and the
+listener then refused "cannot listen on 0.0.0.0:104: Permission denied" with no setting or remedy named.
 """
 
 from __future__ import annotations
@@ -93,3 +98,22 @@ def test_a_data_directory_not_made_yet_is_no_problem_for_a_read_only_command(tmp
     """A QA workstation on PostgreSQL may have no data directory at all; only creating one needs a writable parent."""
     assert data_dir_problem(tmp_path / "not" / "made" / "var") is None
     assert data_dir_problem(tmp_path / "var", create=True) is None
+
+
+def test_a_privileged_listener_port_without_the_privilege_is_refused_at_serves_checks(tmp_path: Path) -> None:
+    env = {"RADTRACE_LISTENER__PORT": "104", "RADTRACE_API__PORT": str(free_port())}
+    result = _as_another_user("serve", data=tmp_path / "var", **env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    table = " ".join(result.stdout.split())
+    assert "port 104 needs privileges this user lacks (listener.port, RADTRACE_LISTENER__PORT)" in table
+    assert "start-up checks failed (DICOM port)" in result.stderr
+    assert "started listener" not in result.stderr
+
+
+def test_listen_on_a_privileged_port_without_the_privilege_names_the_setting(tmp_path: Path) -> None:
+    result = _as_another_user("listen", data=tmp_path / "var", RADTRACE_LISTENER__PORT="104")
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "RADTRACE_LISTENER__PORT" in lines[0]
+    assert "above 1023" in lines[0]
