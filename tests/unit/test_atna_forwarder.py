@@ -241,3 +241,31 @@ def test_a_seq_edited_into_text_stops_forwarding_at_its_place_with_an_alert(stor
     *rows, alert = repository.received
     assert rows == []  # the batch holding the gap is refused whole (batch_size 50)
     assert b"forwarding stopped at seq 30" in alert
+
+
+def test_a_row_edited_to_megabytes_still_fits_one_udp_datagram(store: Store, tmp_path: Path) -> None:
+    """SQLite takes any length: a 300 kB actor or hash made a message no datagram holds, a PermanentError that
+    stopped forwarding for good at that row."""
+    import socket
+
+    from audit_support import as_superuser
+    from radtrace.audit.atna.syslog import UdpTransport
+
+    as_superuser(
+        store,
+        "UPDATE audit_events SET actor_process = printf('%.*c', 300000, 'p'), hash = printf('%.*c', 300000, 'h') "
+        "WHERE seq = 120",
+        "UPDATE audit_events SET event_type = 'audit_queried', "
+        "payload = '{\"filters\":{\"study_uid\":\"' || printf('%.*c', 300000, '1') || '\"}}' WHERE seq = 119",
+    )
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    receiver.settimeout(5)
+    transport = UdpTransport("127.0.0.1", receiver.getsockname()[1])
+    forwarder = AtnaForwarder(store, settings(), CursorFile(tmp_path / "cursor.json"), transport, AuditSource("s"))
+    forwarder.run(RecordingStop(), until_caught_up=True)
+    got = [receiver.recv(65536) for _ in range(120)]
+    receiver.close()
+    assert seqs(got) == list(range(1, 121))
+    assert max(len(message) for message in got) < 16_000

@@ -60,6 +60,8 @@ __all__ = [
 
 LOCAL_SCHEME: Final = "99RADTRACE"
 MAX_DESCRIPTION_CHARS: Final = 1024
+MAX_VALUE_CHARS: Final = 1024  # any one value from the row (see _clean)
+MAX_QUERY_BYTES: Final = 8192  # the recorded filters of an audit-log query (radtrace's own are far smaller)
 
 # A.5.1: the Event Action Code by DICOM event type, with radtrace-specific overrides below.
 _ACTION_BY_DICOM: Final = {
@@ -136,7 +138,9 @@ class AuditSource:
 
 
 def _clean(text: str) -> str:
-    return _NOT_XML.sub("\ufffd", text)
+    # Cut: radtrace writes no value this long, but a row edited in the database may hold megabytes, and a
+    # message larger than a UDP datagram (or than a repository takes) would stop forwarding at that row.
+    return _NOT_XML.sub("\ufffd", text[:MAX_VALUE_CHARS])
 
 
 def _token(text: str) -> str:
@@ -218,7 +222,7 @@ def _object(
         etree.SubElement(
             element,
             "ParticipantObjectDetail",
-            {"type": key, "value": base64.b64encode(value.encode("utf-8")).decode("ascii")},
+            {"type": key, "value": base64.b64encode(value[:MAX_VALUE_CHARS].encode("utf-8")).decode("ascii")},
         )
     if accession:
         description = etree.SubElement(element, "ParticipantObjectDescription")
@@ -351,7 +355,7 @@ def build_audit_message(record: AuditRecord, source: AuditSource) -> etree._Elem
             type_code="2",
             role="24" if filters is not None else "13",
             name="Security Audit Log",
-            query=canonical_json(filters).encode("utf-8") if filters is not None else None,
+            query=canonical_json(filters).encode("utf-8")[:MAX_QUERY_BYTES] if filters is not None else None,
         )
     # The audit record itself: its place in the hash chain, so that a repeat is recognisable as one.
     _object(
