@@ -28,6 +28,7 @@ from pydicom.multival import MultiValue
 from radtrace.dicom_listener.attributes import names_body_part
 
 __all__ = [
+    "DX_FOR_PROCESSING",
     "MIN_READABLE_SIDE",
     "NO_FRONTAL",
     "TOO_SMALL",
@@ -43,6 +44,8 @@ NO_FRONTAL: Final = "no frontal chest image"
 TOO_SMALL: Final = "no frontal chest image large enough to read"
 #: Fewest pixels on an image's shorter side for it to be read (the model's smallest picture is 56 px a side).
 MIN_READABLE_SIDE: Final = 32
+#: Digital X-Ray Image Storage - For Processing (PS3.4 B.5).
+DX_FOR_PROCESSING: Final = "1.2.840.10008.5.1.4.1.1.1.1.1"
 
 Projection = Literal["PA", "AP", "LL", "RL", "LATERAL"]
 Role = Literal["frontal", "lateral"]
@@ -157,8 +160,11 @@ def choose_views(
 ) -> ViewChoice:
     """Choose the frontal image (PA before AP) and, if ``want_lateral``, a lateral one.
 
-    Among images of the same projection the larger image wins (a thumbnail or a For Processing duplicate
-    is usually smaller or later), then the earlier instance. With ``accept_unknown_view``, a study with no
+    A For Presentation image wins over a DX For Processing one (raw detector values, not meant to be looked at;
+    some modalities send both, the raw one often the larger), whatever their projections; among images of the
+    same projection the larger image wins (a thumbnail is smaller), then the earlier instance. A For Processing
+    image alone is still read.
+    With ``accept_unknown_view``, a study with no
     recognised frontal image but a chest image whose view is recorded nowhere reads that image, flagged
     ``view-unknown``: many archives strip the view, and the model itself refuses a non-frontal picture. Among
     several such images, one whose Patient Orientation reads as lateral (rows toward A or P) comes last.
@@ -176,14 +182,25 @@ def choose_views(
         ]
         if not candidates:
             return None
-        return min(candidates, key=lambda i: (projections.index(views[i].projection or "PA"), -_area(datasets[i]), i))
+        return min(
+            candidates,
+            key=lambda i: (
+                _for_processing(datasets[i]),
+                projections.index(views[i].projection or "PA"),
+                -_area(datasets[i]),
+                i,
+            ),
+        )
 
     frontal = best(("PA", "AP"))
     flags: list[str] = []
     if frontal is None and accept_unknown_view:
         unknown = [i for i, view in enumerate(views) if view.chest and view.projection is None and readable(i)]
         if unknown:
-            frontal = min(unknown, key=lambda i: (_oriented_laterally(datasets[i]), -_area(datasets[i]), i))
+            frontal = min(
+                unknown,
+                key=lambda i: (_oriented_laterally(datasets[i]), _for_processing(datasets[i]), -_area(datasets[i]), i),
+            )
             flags.append("view-unknown")
     lateral = best(("LL", "RL", "LATERAL")) if want_lateral and frontal is not None else None
     if frontal is not None:
@@ -217,6 +234,10 @@ def _from_view_code(ds: Dataset) -> Projection | None:
         if pattern.search(meaning):
             return projection
     return None
+
+
+def _for_processing(ds: Dataset) -> bool:
+    return str(ds.get("SOPClassUID", "")).strip() == DX_FOR_PROCESSING
 
 
 def _has_pixels(ds: Dataset) -> bool:
