@@ -55,6 +55,12 @@ def data_dir_problem(data_dir: Path, *, create: bool = False) -> str | None:
     A data directory that does not exist is no problem here unless ``create`` (then its parent must be writable).
     """
     target = data_dir.absolute()
+    stray = next((part for part in target.parts if part != part.strip()), None)
+    if stray is not None:  # ' /srv/radtrace' (a space after '=') became <current folder>/ /srv/radtrace
+        return (
+            f"data directory {str(target)!r} has a folder name beginning or ending with a space ({stray!r}): "
+            "remove the stray space from RADTRACE_DATA_DIR (or data_dir in the config file)"
+        )
     path, needed = target, os.R_OK | os.W_OK | os.X_OK
     while True:
         try:
@@ -156,7 +162,8 @@ def check_model_weights(settings: Settings) -> Check:
     path = settings.model.path
     if path is not None:
         if not path.is_dir():
-            return Check("model weights", "warning", f"model.path {path} does not exist (RADTRACE_MODEL__PATH)")
+            tilde = " ('~' is not expanded inside quotes: write the whole path)" if str(path).startswith("~") else ""
+            return Check("model weights", "warning", f"model.path {path} does not exist (RADTRACE_MODEL__PATH){tilde}")
         from radtrace.model.loading import missing_checkpoint_files
 
         if missing := missing_checkpoint_files(path):

@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Union, get_args, get_origin
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -37,6 +40,7 @@ __all__ = [
     "err",
     "fail",
     "flatten",
+    "json_variable_problem",
     "model_app",
     "open_store",
     "out",
@@ -121,6 +125,8 @@ def _root(
     try:
         settings = load_settings(config, **overrides)
     except ConfigError as exc:
+        if "EnvSettingsSource" in str(exc) and (problem := json_variable_problem(os.environ)) is not None:
+            fail(problem, EXIT_USAGE)
         if config is not None and _starts_with_bom(config):  # tomllib reads the mark as text: "Invalid statement"
             fail(f"config file {config} starts with a byte-order mark: save it as UTF-8 without BOM", EXIT_USAGE)
         fail(str(exc), EXIT_USAGE)
@@ -130,6 +136,54 @@ def _root(
     ctx.obj = settings
     if ctx.invoked_subcommand != "serve":  # serve keeps the start-up handler until its supervisor takes over
         hand_over()
+
+
+def json_variable_problem(environ: Mapping[str, str]) -> str | None:
+    """Which ``RADTRACE_*`` variable holding a list or table is not JSON, and how to write it, or None.
+
+    pydantic-settings names only the section ('error parsing value for field "listener" from source
+    "EnvSettingsSource"'); allowed_callers with single quotes inside, or a bare AE title, is the usual slip.
+    """
+    for name, value in sorted(environ.items()):
+        path = name.upper().removeprefix("RADTRACE_").lower().split("__")
+        if not name.upper().startswith("RADTRACE_") or not _is_structured(_annotation(Settings, path)):
+            continue
+        try:
+            json.loads(value)
+        except ValueError as exc:
+            example = (
+                """'[{"ae_title": "PACS01", "host": "10.1.2.0/24"}]'"""
+                if path[-1] == "allowed_callers"
+                else """'["CHEST", "THORAX"]'"""
+            )
+            why = f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            return (
+                f"{name} is not valid JSON ({why}): a list or table in a variable is written in JSON, with double "
+                f"quotes inside single ones, e.g. {name}={example}"
+            )
+    return None
+
+
+def _annotation(model: Any, path: list[str]) -> Any:
+    """The type of the setting at ``path`` (None when there is none)."""
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(fields, dict) or part not in fields:
+            return None
+        model = fields[part].annotation
+    return model
+
+
+def _is_structured(annotation: Any) -> bool:
+    """A list, table or section: pydantic-settings reads such a variable as JSON."""
+    if annotation is None:
+        return False
+    origin = get_origin(annotation)
+    if origin in (list, dict, tuple, set, frozenset):
+        return True
+    if origin in (Union, UnionType):
+        return any(_is_structured(arg) for arg in get_args(annotation) if arg is not type(None))
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _starts_with_bom(path: Path) -> bool:
