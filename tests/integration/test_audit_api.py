@@ -203,7 +203,8 @@ def test_export_streams_csv_that_parses_back_to_the_rows(api: Api) -> None:
 def test_openapi_documents_the_routes_and_the_bearer_scheme(api: Api) -> None:
     document = api.client.get("/openapi.json").json()
     assert set(document["paths"]) == {
-        "/healthz", "/v1/events", "/v1/studies/{study_uid}/timeline", "/v1/verify", "/v1/export.csv",
+        "/healthz", "/v1/events", "/v1/events/search", "/v1/studies/{study_uid}/timeline", "/v1/verify",
+        "/v1/export.csv",
         "/v1/studies/{study_uid}/drafts", "/v1/studies/{study_uid}/drafts/{revision}",
         "/v1/studies/{study_uid}/drafts/{revision}/{kind}",
     }  # fmt: skip
@@ -244,3 +245,21 @@ def test_a_database_that_is_down_or_not_migrated_is_503(tmp_path: Path) -> None:
         assert response.status_code == 503
         assert "radtrace db upgrade" in response.json()["detail"]
     empty.dispose()
+
+
+def test_a_patient_lookup_can_keep_the_patient_id_out_of_the_url(api: Api) -> None:
+    """GET /v1/events?patient_id=... puts the ID in every proxy's access log; the same query goes as a JSON body."""
+    body = {"patient_id": "PAT-0001", "event_type": "instance_received", "limit": 2}
+    first = api.client.post("/v1/events/search", json=body, headers=api.qa)
+    assert first.status_code == 200, first.text
+    assert "PAT-0001" not in str(first.request.url)
+    by_get = api.client.get("/v1/events", params=body, headers=api.qa).json()
+    assert first.json()["events"] == by_get["events"]
+    following = api.client.post(
+        "/v1/events/search", json=body | {"after_seq": first.json()["next_after_seq"]}, headers=api.qa
+    ).json()
+    assert [event["patient_id"] for event in first.json()["events"] + following["events"]] == ["PAT-0001"] * 3
+    assert api.client.post("/v1/events/search", json={"patient_id": "P\x00"}, headers=api.qa).status_code == 422
+    assert api.client.post("/v1/events/search", json=body).status_code == 401
+    recorded = [row for row in api.rows("audit_queried") if row["patient_id"] == "PAT-0001"]
+    assert len(recorded) == 3  # each lookup is audited with the ID in its own column, whichever way it came

@@ -184,11 +184,19 @@ def healthz(store: StoreDep) -> Health:
 
 @router.get("/v1/events", tags=["audit"], responses=_PROBLEMS)
 def list_events(query: Annotated[AuditQuery, Query()], caller: QaCaller, store: StoreDep) -> QueryPage:
-    """Audit events matching every given filter, in seq order, one page at a time.
+    """Audit events matching every given filter, in seq order, one page at a time (for a patient ID or
+    accession number, prefer ``POST /v1/events/search``: a query string is logged by proxies).
 
     Pass the page's ``next_after_seq`` as ``after_seq`` to get the next page; it is ``null`` on the
     last one. Paging stays stable while new events are appended. The query is itself recorded.
     """
+    return run_query(store, query, caller.actor)
+
+
+@router.post("/v1/events/search", tags=["audit"], responses=_PROBLEMS)
+def search_events(query: AuditQuery, caller: QaCaller, store: StoreDep) -> QueryPage:
+    """As ``GET /v1/events``, the filters in a JSON body: use it for a patient ID or accession number, which in a
+    URL end up in proxy and server logs and in browser history."""
     return run_query(store, query, caller.actor)
 
 
