@@ -3,7 +3,8 @@
 A row's hash covers every column but ``hash`` itself, including ``prev_hash``, so editing, deleting,
 reordering or inserting a row breaks the chain at that row. Someone who can rewrite *and rehash* the
 whole tail defeats any in-database chain; a checkpoint (seq, hash) signed with an HMAC key kept
-outside the database detects that too.
+outside the database detects that up to the checkpoint (what is and is not covered:
+:mod:`radtrace.audit.checkpoints`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from radtrace.store.engine import Store, is_postgresql, translate_db_error
 __all__ = [
     "GENESIS_HASH",
     "HASHED_COLUMNS",
-    "TAIL_NOT_CHECKED",
     "ChainBreak",
     "Checkpoint",
     "Verification",
@@ -51,10 +51,6 @@ _PAYLOAD: Final = HASHED_COLUMNS.index("payload")
 _HASH: Final = len(HASHED_COLUMNS)  # the stored hash follows the hashed columns in verify's query
 VERIFY_BATCH_ROWS: Final = 10_000
 MAX_CHECKPOINT_BYTES: Final = 64 * 1024
-TAIL_NOT_CHECKED: Final = (
-    "rows removed from the end leave a valid, shorter chain: only a signed checkpoint kept off the host "
-    "(radtrace audit verify --checkpoint FILE) shows them"
-)
 
 
 def _timestamp(value: datetime) -> str:
