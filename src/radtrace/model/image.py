@@ -70,6 +70,9 @@ ROBUST_PERCENTILES: Final = (1.0, 99.0)
 #: With no usable VOI, a lowest or highest value held by more than this share of the image's pixels is left out of
 #: its range (see ``_range_voi``).
 EXTREME_SHARE: Final = 0.01
+#: ... where the other pixels span less than this share of the full range (a border far from the image's values;
+#: a detector saturated next to them changes the range little and is left in).
+BORDER_SPAN: Final = 0.5
 
 FloatImage = NDArray[np.float64]
 Step = dict[str, Any]
@@ -377,10 +380,10 @@ def _voi(values: FloatImage, ds: Dataset, image: NDArray[np.bool_] | None = None
 def _range_voi(values: FloatImage, inside: FloatImage) -> tuple[FloatImage, Step]:
     """With no usable VOI: the range of the image's pixels (``inside``: padding left out).
 
-    Where the lowest or highest value fills more than :data:`EXTREME_SHARE` of the image (collimation, padding
-    the header does not declare, a saturated detector), the range of the other pixels, as dcmtk's min-max
-    window ignoring extreme values (``dcm2pnm +Wn``): else the border decides the contrast and the film is a
-    few grays. Else the full range, unless a few outliers hold it (a marker burned in at full scale: fewer than
+    Where the lowest or highest value fills more than :data:`EXTREME_SHARE` of the image and lies far from the
+    others (collimation or padding the header does not declare: they span under :data:`BORDER_SPAN` of the full
+    range), the range of the other pixels, as dcmtk's min-max window ignoring extreme values (``dcm2pnm +Wn``):
+    else the border decides the contrast and the film is a few grays. Else the full range, unless a few outliers hold it (a marker burned in at full scale: fewer than
     :data:`MIN_GRAY_LEVELS` levels), then the range between :data:`ROBUST_PERCENTILES`.
     """
     low, high = float(inside.min()), float(inside.max())
@@ -392,7 +395,9 @@ def _range_voi(values: FloatImage, inside: FloatImage) -> tuple[FloatImage, Step
     extremes = float(max(np.mean(inside == low), np.mean(inside == high)))
     interior = inside[(inside > low) & (inside < high)]
     if extremes > EXTREME_SHARE and interior.size >= MIN_VISIBLE * inside.size:
-        candidates.append(("range_without_extremes", float(interior.min()), float(interior.max())))
+        interior_low, interior_high = float(interior.min()), float(interior.max())
+        if interior_high - interior_low < BORDER_SPAN * (high - low):  # the extreme lies far from the image
+            candidates.append(("range_without_extremes", interior_low, interior_high))
     if levels < MIN_GRAY_LEVELS:
         percentile_low, percentile_high = (float(v) for v in np.percentile(inside, ROBUST_PERCENTILES))
         candidates.append(("percentile_range", percentile_low, percentile_high))
