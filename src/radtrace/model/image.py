@@ -383,8 +383,9 @@ def _range_voi(values: FloatImage, inside: FloatImage) -> tuple[FloatImage, Step
     Where the lowest or highest value fills more than :data:`EXTREME_SHARE` of the image and lies far from the
     others (collimation or padding the header does not declare: they span under :data:`BORDER_SPAN` of the full
     range), the range of the other pixels, as dcmtk's min-max window ignoring extreme values (``dcm2pnm +Wn``):
-    else the border decides the contrast and the film is a few grays. Else the full range, unless a few outliers hold it (a marker burned in at full scale: fewer than
-    :data:`MIN_GRAY_LEVELS` levels), then the range between :data:`ROBUST_PERCENTILES`.
+    else the border decides the contrast and the film is a few grays. Else the full range, unless a few outliers
+    hold it (a marker burned in at full scale: fewer than :data:`MIN_GRAY_LEVELS` levels), then the range between
+    :data:`ROBUST_PERCENTILES`.
     """
     low, high = float(inside.min()), float(inside.max())
     if high <= low:
