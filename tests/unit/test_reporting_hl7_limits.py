@@ -55,7 +55,7 @@ def test_a_megabyte_of_model_text_gives_a_valid_oru_with_a_note_of_what_was_left
     assert len(notes) == 1
     assert int(notes[0].split()[0]) == left_out  # the note counts what is missing
     assert obx[-1][5] == SR_UID  # the references after the text are all there
-    assert elapsed < 20
+    assert elapsed < 60  # hl7apy STRICT: seconds for the 2,500 lines, where 13,000 would take a minute and fail
 
 
 def test_a_reading_within_the_limit_has_no_note() -> None:

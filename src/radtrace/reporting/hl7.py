@@ -56,9 +56,10 @@ __all__ = [
 
 MAX_OBX_VALUE: Final = 199  # hl7apy STRICT caps OBX-5; longer text goes over several OBX
 LINE_TARGET: Final = 80  # raw characters per TX line, for readers that show one OBX per line
-#: TX lines of text per message, all texts together (about 80 kB): OBX-1 is an SI of at most 4 digits, and hl7apy
-#: STRICT builds about 300 OBX per second; the SR holds the whole text, the ORU says what it left out.
-MAX_TEXT_LINES: Final = 1000
+#: TX lines of text per message, all texts together (200 kB of plain text, 100 kB of the most escaped): OBX-1 is
+#: an SI of at most 4 digits (9,999 OBX), and hl7apy STRICT builds a few hundred OBX a second. The SR holds the whole
+#: text; the ORU says what it left out.
+MAX_TEXT_LINES: Final = 2500
 STUDY_UID: Final = Code("110180", "DCM", "Study Instance UID", "DICOM PS3.16")
 SR_UID: Final = codes.local_code("RT-SR-UID", "SR SOP Instance UID")
 _PRESENCE: Final = {
