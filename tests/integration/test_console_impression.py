@@ -147,3 +147,14 @@ def test_the_assessment_oru_carries_the_impression_decision() -> None:
     assert "Modified" in text
     assert "No acute disease." in text
     assert "overcalled" in text
+
+
+def test_an_impression_typed_as_the_session_ended_is_shown_back(store: Store, tmp_path: Path) -> None:
+    study = "/console/studies/1.2.3.4/1"
+    with console_client(store, console_settings(tmp_path, store)) as client:
+        refused = client.post(f"{study}/impression", data={"decision": "modify", "impression": "typed for minutes"})
+    assert refused.status_code == 401
+    assert "Nothing was recorded" in refused.text
+    assert f'href="/console/login?next={study}"' in refused.text
+    # minutes of typing are not lost with the session: the page shows it back, to copy
+    assert re.search(r'<textarea readonly[^>]*data-testid="typed">typed for minutes</textarea>', refused.text)

@@ -441,7 +441,17 @@ async def _on_needs_login(request: Request, exc: Exception) -> Response:
     if request.method == "GET":
         page = back if study and not study.group(2) else None
         return redirect(f"{PREFIX}/login" + (f"?next={quote(page)}" if page else ""))
-    return render_page(request, console_state(request), "signed_out.html", 401, user=None, next_page=back)
+    typed: list[tuple[str, str]] = []
+    if study and study.group(2):  # what the radiologist wrote is shown back, to copy, not lost with the session
+        try:
+            form = await read_form(request)
+        except HTTPException:
+            form = {}
+        for field, what in (("impression", "Your impression"), ("comment", "Your comment")):
+            if (form.get(field) or "").strip():
+                typed.append((what, form[field]))
+    return render_page(request, console_state(request), "signed_out.html", 401, user=None, next_page=back,
+                       typed=typed)  # fmt: skip
 
 
 def _wants_page(request: Request) -> bool:
