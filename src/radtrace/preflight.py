@@ -343,13 +343,26 @@ def check_ports(settings: Settings) -> list[Check]:
     A listener port or data directory in use is left to ``radtrace listen`` itself: it takes its locks, refuses
     with exit 2 naming who holds them, and serve stops on that exit.
     """
-    problem = listener_port_problem(settings)
+    problem = listener_port_problem(settings) or _listener_lock_problem(settings)
     listener = (
         Check("DICOM port", "ok", f"{settings.listener.host}:{settings.listener.port}")
         if problem is None
         else Check("DICOM port", "failed", problem, config_error=True)
     )
     return [listener, _api_port_free(settings)]
+
+
+def _listener_lock_problem(settings: Settings) -> str | None:
+    """Another radtrace listener holds this data directory or port (a ``make run`` still running in another
+    terminal), or another program the port: said first, with its pid, rather than as "QA API port 8080 is in
+    use by another program" (the other serve's API), which is all a second serve said before."""
+    from radtrace.listener_lock import ListenerLockError, listener_locks
+
+    try:
+        with listener_locks(settings):
+            return None
+    except ListenerLockError as exc:
+        return exc.reason
 
 
 def _external_broker(settings: Settings) -> Check:

@@ -266,3 +266,22 @@ def test_listen_below_the_free_space_limit_exits_1_so_that_systemd_tries_again(t
     assert result.returncode == 1, result.stderr
     assert "RADTRACE_LISTENER__MIN_FREE_BYTES" in result.stderr
     _no_traceback(result.stderr)
+
+
+def test_a_second_serve_on_the_same_data_directory_names_the_first_before_starting_anything(tmp_path: Path) -> None:
+    """A make run still running in another terminal. Before: serve blamed 'another program' for the QA API port,
+    or (with other ports) started every child until its listener refused the data directory's lock."""
+    from radtrace.testing.abuse import ListenerProcess
+
+    with ListenerProcess(tmp_path / "var", free_port()) as first:
+        env = {
+            "RADTRACE_DATA_DIR": str(tmp_path / "var"), "RADTRACE_LISTENER__PORT": str(free_port()),
+            "RADTRACE_API__PORT": str(free_port()),
+        }  # fmt: skip
+        result = radtrace("serve", env=env, timeout=90)
+    assert result.returncode == 2, result.stdout + result.stderr
+    table = " ".join(result.stdout.split())
+    assert f"another radtrace listener (pid {first.pid}" in table
+    assert "start-up checks failed (DICOM port)" in result.stderr
+    assert "started listener" not in result.stderr
+    _no_traceback(result.stderr)
