@@ -46,3 +46,13 @@ def test_admission_counts_the_slots_a_source_holds() -> None:
     assert admission.held_by("10.0.0.1") == 2
     admission.release(first)
     assert admission.held_by("10.0.0.1") == 1
+
+
+def test_a_full_listener_says_so_before_naming_the_source_share() -> None:
+    """With every slot taken the sender is told the listener is full (listener.max_associations), even when it
+    also holds its whole share: that is what the admin must look at first."""
+    settings = ListenerSettings(allowed_callers=[{"ae_title": "PACS"}], max_associations=2)  # type: ignore[list-item]
+    rejection = check_association(_request(active=3, from_source=3), settings)
+    assert rejection is not None
+    assert rejection.reason == "too many concurrent associations"
+    assert how_to_allow(rejection, _request(active=3, from_source=3), settings) == "listener.max_associations is 2"

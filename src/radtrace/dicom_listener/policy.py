@@ -123,7 +123,7 @@ def how_to_allow(rejection: Rejection, request: AssociationRequest, settings: Li
     if rejection.diagnostic == CALLED_AE_NOT_RECOGNIZED:
         called = settings.ae_title
         return f"the caller must address listener.ae_title {called!r} (or set listener.check_called_ae = false)"
-    if rejection.diagnostic == LOCAL_LIMIT_EXCEEDED and request.active_from_source > settings.per_source_associations:
+    if rejection.reason == "too many concurrent associations from this source":
         return (
             f"one source may hold {settings.per_source_associations} associations at once "
             f"(listener.max_associations_per_source, of listener.max_associations {settings.max_associations})"
@@ -166,7 +166,7 @@ def check_association(request: AssociationRequest, settings: ListenerSettings) -
     """The rejection to send for this request, or ``None`` to go on with negotiation.
 
     Checked in order: calling AE (and its source address), called AE, the requestor's maximum PDU
-    length, concurrent associations from the request's source address, then from all, disk.
+    length, concurrent associations from all sources, then from the request's own, disk.
     """
     if not settings.accept_unknown_callers and not caller_allowed(
         request.calling_ae, request.peer_host, settings.allowed_callers
@@ -176,16 +176,16 @@ def check_association(request: AssociationRequest, settings: ListenerSettings) -
         return Rejection(PERMANENT, SERVICE_USER, CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours")
     if request.peer_max_pdu is None or 0 < request.peer_max_pdu < MIN_PEER_PDU:
         return Rejection(PERMANENT, SERVICE_PROVIDER_ACSE, NO_REASON_GIVEN, TOO_SMALL_PDU)
+    if request.active_associations > settings.max_associations:
+        return Rejection(
+            TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED, "too many concurrent associations"
+        )
     if request.active_from_source > settings.per_source_associations:
         return Rejection(
             TRANSIENT,
             SERVICE_PROVIDER_PRESENTATION,
             LOCAL_LIMIT_EXCEEDED,
             "too many concurrent associations from this source",
-        )
-    if request.active_associations > settings.max_associations:
-        return Rejection(
-            TRANSIENT, SERVICE_PROVIDER_PRESENTATION, LOCAL_LIMIT_EXCEEDED, "too many concurrent associations"
         )
     if not has_room(request.free_bytes, settings):
         return Rejection(TRANSIENT, SERVICE_PROVIDER_PRESENTATION, TEMPORARY_CONGESTION, "spool disk nearly full")
