@@ -56,6 +56,7 @@ BACKOFF_MAX_S = 60.0
 HEALTHY_AFTER_S = 60.0
 WEIGHTS_RECHECK_S = 10.0
 POLL_S = 0.2
+STOP_NOTICE_S = 3.0  # after Ctrl-C, say who is still stopping once this long has passed
 
 
 @dataclass(frozen=True)
@@ -207,16 +208,24 @@ class Supervisor:
         return status
 
     def _stop_children(self) -> None:
-        running = [child.process for child in self.children if child.process is not None]
-        for process in running:
+        running = {child.component.name: child.process for child in self.children if child.process is not None}
+        for process in running.values():
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout_s
-        for process in running:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("pid %d did not stop within %.0f s; killing it", process.pid, self.stop_timeout_s)
+        started = time.monotonic()
+        deadline, told = started + self.stop_timeout_s, False
+        while running and time.monotonic() < deadline:
+            running = {name: process for name, process in running.items() if process.poll() is None}
+            if running and not told and time.monotonic() - started >= STOP_NOTICE_S:
+                # Without this, Ctrl-C was followed by 5 to 20 silent seconds that looked like a hang.
+                log.info("waiting for the %s to stop (a worker finishes the study in hand; at most %.0f s more)",
+                         " and ".join(running), deadline - time.monotonic())  # fmt: skip
+                told = True
+            time.sleep(POLL_S / 2)
+        for name, process in running.items():
+            if process.poll() is None:
+                log.warning("%s (pid %d) did not stop within %.0f s; killing it", name, process.pid,
+                            self.stop_timeout_s)  # fmt: skip
                 process.kill()
                 process.wait(timeout=10)
         for child in self.children:
