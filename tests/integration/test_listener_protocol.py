@@ -314,3 +314,19 @@ def test_garbage_after_an_abort_is_not_judged_again(
     assert caplog.text.count("aborted the association with 127.0.0.1") == 1
     audited = [json.loads(p) for p in audit_payloads(sqlite_store, "association_rejected")]
     assert sum(a["count"] for a in audited) == 1
+
+
+def test_an_associate_rq_repeating_a_presentation_context_id_is_aborted_before_negotiation(
+    sqlite_listener: Callable[..., Listener], sqlite_store: Store, listener_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PS3.8 9.3.2.2: each presentation context ID is unique. 600 items under ID 1 were negotiated one by one
+    (0.15 s of CPU each time) and accepted."""
+    repeated = [presentation_context(1, VERIFICATION)] + [presentation_context(1, SOP_CLASS, SYNTAX)] * 599
+    with sqlite_listener() as listener, caplog.at_level("INFO"), RawPeer(listener_port) as peer:
+        peer.send(associate_rq(repeated))
+        assert peer.wait_closed(3)
+        assert pdu_types(peer.received) == [A_ABORT]
+        assert _slot_freed(listener)
+    assert "A-ASSOCIATE-RQ repeats presentation context ID 1" in caplog.text
+    [audited] = [json.loads(p) for p in audit_payloads(sqlite_store, "association_rejected")]
+    assert audited["detail"] == "A-ASSOCIATE-RQ repeats presentation context ID 1"
