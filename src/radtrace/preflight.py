@@ -354,15 +354,16 @@ def check_ports(settings: Settings) -> list[Check]:
 
 def _listener_lock_problem(settings: Settings) -> str | None:
     """Another radtrace listener holds this data directory or port (a ``make run`` still running in another
-    terminal), or another program the port: said first, with its pid, rather than as "QA API port 8080 is in
-    use by another program" (the other serve's API), which is all a second serve said before."""
+    terminal): said first, with its pid, rather than as "QA API port 8080 is in use by another program" (the other
+    serve's API), which is all a second serve said before. A port another program holds is left to the listener,
+    which refuses it with the same words (exit 2, and serve stops)."""
     from radtrace.listener_lock import ListenerLockError, listener_locks
 
     try:
         with listener_locks(settings):
             return None
     except ListenerLockError as exc:
-        return exc.reason
+        return exc.reason if exc.reason.startswith("another radtrace listener") else None
 
 
 def _external_broker(settings: Settings) -> Check:
