@@ -116,3 +116,19 @@ def test_a_long_worklist_is_walked_with_the_keyboard_and_the_selection_stays_in_
         href = selected.get_attribute("data-href")
         page.keyboard.press("Enter")
         expect(page).to_have_url(f"{site.url}{href}")
+
+
+def test_a_screen_reader_hears_what_j_and_k_select(browser: Any, site: Site) -> None:
+    with tab(browser) as page:
+        sign_in(page, site.url, "dr.reader")
+        page.goto(f"{site.url}/console/studies/{site.study}/1")
+        rows = page.locator("#findings tr.finding-row")
+        second = rows.nth(1).get_attribute("data-label")
+        page.keyboard.press("j")
+        expect(rows.nth(1)).to_have_attribute("aria-current", "true")
+        expect(rows.nth(0)).not_to_have_attribute("aria-current", "true")
+        announce = page.locator("#announce")
+        expect(announce).to_have_attribute("aria-live", "polite")
+        expect(announce).to_have_text(re.compile(rf"^Selected: {re.escape(str(second))}, model says \w+, not decided$"))
+        page.goto(f"{site.url}/console/worklist")
+        expect(announce).to_have_text(re.compile(r"^Selected: (STAT|routine), .+, accession \S+$"))

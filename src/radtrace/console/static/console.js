@@ -12,8 +12,14 @@
   function select(index) {
     if (!rows.length || !Number.isFinite(index)) return;
     current = Math.max(0, Math.min(rows.length - 1, index));
-    rows.forEach((row, i) => row.classList.toggle("selected", i === current));
+    rows.forEach((row, i) => {
+      row.classList.toggle("selected", i === current);
+      if (i === current) row.setAttribute("aria-current", "true"); else row.removeAttribute("aria-current");
+    });
     rows[current].scrollIntoView({ block: "nearest" });
+    // a screen reader hears what j / k selected (the highlight alone is visual)
+    const announce = $("#announce");
+    if (announce) announce.textContent = "Selected: " + (rows[current].dataset.announce || rows[current].dataset.label || "");
     highlight(rows[current].dataset.label, rows[current].dataset.index);
   }
   function highlight(label, index) {
