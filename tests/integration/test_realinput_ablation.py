@@ -180,6 +180,12 @@ def _modality_lut(entries: int) -> Change:
     return change
 
 
+def _dark_first_frame(ds: Dataset) -> Dataset:
+    ds.PixelData = bytes(len(ds.PixelData)) + bytes(ds.PixelData)
+    ds.NumberOfFrames = 2
+    return ds
+
+
 def _name(charset: object, raw: bytes) -> Change:
     def change(ds: Dataset) -> Dataset:
         ds.SpecificCharacterSet = charset
@@ -244,6 +250,7 @@ VARIANTS: dict[str, tuple[Change, tuple[str, str]]] = {
     "imager-spacing-anisotropic": (_set(ImagerPixelSpacing=[0.1, 0.15]), DRAFT),
     "trailing-pixel-bytes": (_trailing_bytes, DRAFT),
     "two-frames": (_two_frames, DRAFT),
+    "two-frames-the-first-dark": (_dark_first_frame, DRAFT),
     "bits-12-garbage-high-bits": (_bits(12, garbage=True), DRAFT),
     "bits-14-signed": (_bits(14, signed=True), DRAFT),
     "bits-15-signed-garbage": (_bits(15, signed=True, garbage=True), DRAFT),

@@ -56,6 +56,9 @@ _MAX_ASPECT: Final = 200  # Qwen's processor refuses more extreme shapes
 ASPECT_TOLERANCE: Final = 0.01
 #: ... up to this ratio either way; beyond, the header is taken to be wrong and the pixels are shown square.
 MAX_PIXEL_ASPECT: Final = 4.0
+#: A multi-frame image whose first frame holds one value is read from the first of its next frames that does not,
+#: among this many frames.
+MAX_FRAMES_TRIED: Final = 4
 #: A VOI (window or LUT) that leaves fewer pixels than this between black and white shows the model a blank
 #: picture: the next one is used (the films' own windows leave more than half; an absurd one almost none).
 MIN_VISIBLE: Final = 0.10
@@ -165,6 +168,17 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
         DicomInputError: as for :func:`prepare_picture`.
     """
     stored, steps = decode_first_frame(ds, max_source_pixels)
+    frames = int(steps[0]["frames"])
+    if frames > 1 and _one_value(stored):  # a dark or offset frame first: the next frames that show something
+        for frame in range(1, min(frames, MAX_FRAMES_TRIED)):
+            try:
+                candidate, candidate_steps = decode_first_frame(ds, max_source_pixels, frame=frame)
+            except DicomInputError:
+                break  # a frame the data does not hold: the first one stands, refused below
+            if not _one_value(candidate):
+                stored, steps = candidate, candidate_steps
+                steps[0]["frames_passed_over"] = frame
+                break
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if stored.ndim == 2 and photometric == "PALETTE COLOR":
         gray, palette_step = palette_luminance(stored, ds)
@@ -194,6 +208,10 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
     if padding is not None:
         display = np.where(padding, 0.0, display)  # not image: black, as a viewer shows the background
     return display, steps
+
+
+def _one_value(stored: NDArray[Any]) -> bool:
+    return bool(stored.size) and bool(np.all(stored == stored.flat[0]))
 
 
 def apply_window(values: FloatImage, center: float, width: float, function: str = "LINEAR") -> FloatImage:

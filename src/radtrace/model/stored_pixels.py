@@ -49,9 +49,11 @@ _BITS_STORED: Final = 0x00280101
 _EXTENDED_OFFSET_TABLE: Final = (0x7FE00001, 0x7FE00002)
 
 
-def decode_first_frame(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[NDArray[Any], list[Step]]:
+def decode_first_frame(
+    ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS, *, frame: int = 0
+) -> tuple[NDArray[Any], list[Step]]:
     """The first frame's stored values (rows x columns, or x 3 for colour, which pydicom gives as RGB) and the
-    decode step.
+    decode step; ``frame``: another frame (0-based) instead.
 
     Raises:
         DicomInputError: no pixel data, a transfer syntax no installed decoder handles, corrupt pixel data, an
@@ -74,7 +76,7 @@ def decode_first_frame(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) 
         # declares (trailing bytes a modality left) is not read as extra frames.
         with warnings.catch_warnings(record=True) as caught:  # about lengths and padding, never values
             warnings.simplefilter("always", UserWarning)
-            pixels = pixel_array(source, index=0, allow_excess_frames=False, decoding_plugin=plugin)
+            pixels = pixel_array(source, index=frame, allow_excess_frames=False, decoding_plugin=plugin)
     except Exception as exc:  # decoders raise anything from RuntimeError to their own types
         raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown transfer syntax'}): {exc}") from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -84,7 +86,7 @@ def decode_first_frame(ds: Dataset, max_source_pixels: int = MAX_SOURCE_PIXELS) 
     step: Step = {
         "step": "decode",
         "transfer_syntax": str(syntax) if syntax else None,
-        "frame": 0,
+        "frame": frame,
         "frames": frames,
         "rows": int(pixels.shape[0]),
         "columns": int(pixels.shape[1]),
