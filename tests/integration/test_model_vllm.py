@@ -176,11 +176,11 @@ def test_server_down_is_a_retryable_peer_error() -> None:
 
 def test_slow_server_times_out(server: tuple[str, FakeVllm]) -> None:
     url, state = server
-    state.delay_s = 1.5
+    state.delay_s = 5.0
     started = time.perf_counter()
     with pytest.raises(ModelError, match="did not answer") as caught:
         reader_for(url, request_timeout_s=0.3, vllm_model="m").read(study())
-    assert time.perf_counter() - started < 1.4
+    assert time.perf_counter() - started < 4  # the image's preparation counts too: on a busy machine about 1 s
     assert caught.value.retryable
 
 
