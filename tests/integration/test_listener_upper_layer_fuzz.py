@@ -353,6 +353,7 @@ _step = st.one_of(
 )
 
 
+@pytest.mark.timeout(7200 if FULL else 300)  # the full run is longer than the suite's 300 s per test
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
