@@ -161,11 +161,19 @@ def redirect(url: str) -> RedirectResponse:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """The request's URL-encoded form, the last value of each field; 413 above :data:`MAX_FORM_BYTES`, 400 when
-    it cannot be read."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
+    """The request's URL-encoded form, the last value of each field; 413 above :data:`MAX_FORM_BYTES` (read no
+    further: a stranger's endless body never fills the memory), 400 when it cannot be read."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
         raise HTTPException(413, detail="form too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise HTTPException(413, detail="form too large")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=32)
     except (UnicodeDecodeError, ValueError) as exc:
