@@ -155,3 +155,20 @@ def test_a_palette_that_cannot_be_applied_is_refused_at_receive_and_by_the_worke
     with pytest.raises(DicomInputError) as failed:
         display_values(dcmread(path))
     assert failed.value.reason == expected
+
+
+def test_8_bit_entries_packed_one_per_byte_index_the_whole_stored_range() -> None:
+    """1024 entries of one byte each for a 10-bit film: pydicom's apply_color_lut indexes such a table with 8-bit
+    indices (1000 reads entry 232), so radtrace indexes it itself."""
+    ds = _film("fuji-10bit")
+    table = (np.arange(1024) // 4).astype(np.uint8)  # a plain ramp, one byte per entry
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    for colour in COLOURS:
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [1024, 0, 8])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", table.tobytes())
+    for keyword in ("WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    shown, _ = display_values(ds)
+    expected = table[np.clip(ds.pixel_array.astype(np.int64), 0, 1023)] / 255.0
+    assert np.abs(shown - expected).max() < 1e-9
