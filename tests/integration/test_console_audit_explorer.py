@@ -434,3 +434,27 @@ def test_patient_id_and_accession_never_travel_in_a_url(site: Explorer) -> None:
         assert "this search link has expired" in expired.text
     queried = [json.loads(payload) for _, _, _, payload in site.events("audit_queried")]
     assert len(queried) == 2  # the empty form and the search: not the refused, invalid or redirected requests
+
+
+def test_an_event_whose_time_was_edited_into_a_non_time_is_shown_as_unreadable(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """SQLite keeps any text in recorded_at: the explorer, the timeline and the CSV raised a 500 on such a row."""
+    from audit_support import as_superuser
+
+    seeded = seed_audit_log(sqlite_store)
+    add_user(sqlite_store, "ad.min", "admin")
+    edited = next(s.seq for s in seeded if s.event.study_uid == STUDY_A)
+    as_superuser(sqlite_store, f"UPDATE audit_events SET recorded_at = 'yesterday' WHERE seq = {edited}")  # noqa: S608
+    with console_client(sqlite_store, console_settings(tmp_path, sqlite_store)) as admin:
+        sign_in(admin, "ad.min")
+        page = admin.get("/console/audit", params={"study_uid": STUDY_A})
+        timeline = admin.get(f"/console/audit/studies/{STUDY_A}")
+        export = admin.get("/console/audit/export.csv", params={"study_uid": STUDY_A})
+    assert page.status_code == 200
+    assert "unreadable: &#39;yesterday&#39;" in page.text
+    assert edited in _shown_seqs(page.text)
+    assert timeline.status_code == 200
+    assert "unreadable: &#39;yesterday&#39;" in timeline.text
+    assert export.status_code == 200
+    assert "unreadable: 'yesterday'" in export.text

@@ -86,8 +86,9 @@ def coverage(result: Verification, held: HeldCheckpoints) -> tuple[str, str]:
     """(what this verification proves, what it does not), in words for the CLI, the API and the console."""
     head = result.head_seq
     if result.anchored_seq is not None and result.anchored_seq > 0:
+        rows = "row 1 matches" if result.anchored_seq == 1 else f"rows 1 to {result.anchored_seq} match"
         covered = (
-            f"rows 1 to {result.anchored_seq} match a signed checkpoint ({result.checkpoints_checked} checked): "
+            f"{rows} a signed checkpoint ({result.checkpoints_checked} checked): "
             "an edit, insertion or removal there shows even with hashes recomputed"
         )
     elif head:
