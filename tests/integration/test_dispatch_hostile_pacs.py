@@ -15,6 +15,9 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Comprehensive3DSRStorage  # type: ignore[attr-defined]
 
 from private_servers import HostilePeer, hostile_peer
@@ -210,3 +213,58 @@ def test_tls_to_a_peer_that_never_answers_the_handshake_ends_at_the_timeout() ->
             store_instance(_payload(), destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
         elapsed = time.monotonic() - started
     assert elapsed < 3 * TIMEOUT_S
+
+
+def _read_pdu(connection: socket.socket) -> bytes:
+    data = b""
+    while len(data) < 6 or len(data) < 6 + int.from_bytes(data[2:6], "big"):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _accept_all_then_read_slowly(peer: HostilePeer, connection: socket.socket) -> None:
+    """A-ASSOCIATE-AC by hand: every context accepted, maximum PDU length 0 (unlimited, so the whole SR may come as
+    one P-DATA), then 64 KiB read every 0.2 s: slow, never stalled."""
+    request = A_ASSOCIATE_RQ()
+    request.decode(peer.received[-1])
+    asked = request.to_primitive()
+    answer = A_ASSOCIATE()
+    answer.application_context_name = asked.application_context_name
+    answer.calling_ae_title, answer.called_ae_title = asked.calling_ae_title, asked.called_ae_title
+    answer.result = 0x00
+    results = []
+    for context in asked.presentation_context_definition_list:
+        result = PresentationContext()
+        result.context_id, result.abstract_syntax = context.context_id, context.abstract_syntax
+        result.transfer_syntax, result.result = [context.transfer_syntax[0]], 0x00
+        results.append(result)
+    answer.presentation_context_definition_results_list = results
+    unlimited = MaximumLengthNotification()
+    unlimited.maximum_length_received = 0
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = "1.2.826.0.1.3680043.8.498.1"
+    answer.user_information = [unlimited, implementation]
+    accept = A_ASSOCIATE_AC()
+    accept.from_primitive(answer)
+    if not peer.write(connection, accept.encode()):
+        return
+    while not peer.stop.is_set() and connection.recv(65536):
+        time.sleep(0.2)
+
+
+def test_a_pacs_reading_a_large_sr_slowly_in_one_unlimited_pdu_ends_at_the_timeout() -> None:
+    reading, sources = sr_cases()["normal"]
+    long_text = (ReasoningStep(section="lungs", text="w" * (16 * 1024 * 1024)),)
+    payload = sr_bytes(build_sr(reading.model_copy(update={"reasoning": long_text}), sources,
+                                settings=ReportingSettings(), revision=1))  # fmt: skip
+    with hostile_peer(_accept_all_then_read_slowly, read=_read_pdu) as peer:
+        destination = DicomDestination(ae_title="HOSTILE", host=peer.host, port=peer.port)
+        started = time.monotonic()
+        with pytest.raises(DispatchError) as raised:
+            store_instance(payload, destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
+        elapsed = time.monotonic() - started
+    assert raised.value.retryable
+    assert elapsed < 4 * TIMEOUT_S  # 16 MB at 320 KiB/s would take 50 s
