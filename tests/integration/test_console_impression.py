@@ -7,6 +7,7 @@ Before, only findings and the whole draft could be decided: nobody could say whe
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
@@ -120,6 +121,13 @@ def test_an_impression_decision_that_cannot_be_recorded_is_refused_with_its_reas
         long = _post(client, study, "impression", decision="modify", impression="x" * 4001)
         assert long.status_code == 422
         assert "at most 4000" in long.text
+        shown = re.search(
+            r'id="impression-text"[^>]*>([^<]*)</textarea>', client.get(f"/console/studies/{study}/1").text
+        )
+        assert shown is not None
+        unchanged = _post(client, study, "impression", decision="modify", impression=html.unescape(shown.group(1)))
+        assert unchanged.status_code == 422  # "modified" to the model's own words would count as a disagreement
+        assert "unchanged: accept it" in unchanged.text
         odd = _post(client, study, "impression", decision="maybe")
         assert odd.status_code == 422
         assert _post(client, study, "impression", decision="accept", seen="").status_code == 303

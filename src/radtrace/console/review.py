@@ -427,6 +427,8 @@ def decide_impression(
             raise DecisionError("modify needs the impression as you would write it")
         if len(corrected) > MAX_IMPRESSION:
             raise DecisionError(f"an impression is at most {MAX_IMPRESSION} characters")
+        if corrected == (review.impression or "").replace("\r\n", "\n").strip():  # m, Enter with the text as shown
+            raise DecisionError("this is the draft's impression unchanged: accept it, or change the text")
     note = checked_comment(comment)
     with store.session("recording an impression decision", immediate=True) as session:
         _lock_decisions(session)
