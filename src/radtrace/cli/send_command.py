@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -56,13 +54,11 @@ def send(
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         fail(f"--host {host!r} is not a known host name or address ({exc.strerror})", EXIT_USAGE)
-    with (
-        _pynetdicom_words() as words,
-        Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeRemainingColumn(), console=err, transient=True,
-        ) as progress,
-    ):  # fmt: skip
+    words = _pynetdicom_words()
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    ) as progress:  # fmt: skip
         task = progress.add_task(f"C-STORE to {called_ae}", total=len(files))
         try:
             results = send_files(
@@ -176,16 +172,11 @@ class _PynetdicomWords(logging.Handler):
         return any("Unknown PDU type received '0x48'" in r for r in self.records)
 
 
-@contextlib.contextmanager
-def _pynetdicom_words() -> Iterator[_PynetdicomWords]:
-    """Collect pynetdicom's records instead of printing them (they stay printed at --log-level DEBUG)."""
+def _pynetdicom_words() -> _PynetdicomWords:
+    """Collect pynetdicom's records instead of printing them (they stay printed at --log-level DEBUG), for the rest
+    of this command: its reader thread may still log the peer's last bytes after we have said what happened."""
     library = logging.getLogger("pynetdicom")
     words = _PynetdicomWords()
-    propagate = library.propagate
     library.addHandler(words)
     library.propagate = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
-    try:
-        yield words
-    finally:
-        library.removeHandler(words)
-        library.propagate = propagate
+    return words
