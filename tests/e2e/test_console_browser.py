@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -233,3 +234,24 @@ def test_the_impression_is_decided_with_the_keyboard_after_the_findings(page: Pa
     assert decided[-2]["finding"] == "(impression)"
     assert decided[-2]["impression"] == "No acute cardiopulmonary disease.\nFollow-up not needed."
     assert decided[-1]["impression"] == "modify"
+
+
+def test_before_the_page_is_set_up_only_the_consoles_keys_are_held_back(page: Page, site: Site) -> None:
+    """Keys pressed before the page is set up are kept for the console, but only its own: Tab, Ctrl+L, F5 and the
+    like were held back too (their default prevented), so the browser ignored them while a page loaded."""
+    held: list[Any] = []
+    probe = (f'<!doctype html><html><head><script src="{site.url}/console/static/console.js"></script><script>'
+             'window.seen = []; document.addEventListener("keydown", (e) => seen.push([e.key, e.defaultPrevented]));'
+             f'</script></head><body><script src="{site.url}/console/static/hold.js"></script><p>after</p></body>'
+             "</html>")  # fmt: skip
+    page.route("**/console/static/probe.html", lambda route: route.fulfill(body=probe, content_type="text/html"))
+    page.route("**/console/static/hold.js", lambda route: held.append(route))  # the page stays mid-parse until it is answered
+    page.goto(f"{site.url}/console/static/probe.html", wait_until="commit")
+    page.wait_for_function("window.seen !== undefined")
+    expect(page.locator("p")).to_have_count(0)  # still before the end of the page
+    for key in ("Tab", "Control+l", "F6", "x"):
+        page.keyboard.press(key)
+    seen = page.evaluate("window.seen")
+    assert seen == [["Tab", False], ["Control", False], ["l", False], ["F6", False], ["x", True]]
+    held[0].fulfill(body="", content_type="text/javascript")
+    expect(page.locator("p")).to_have_count(1)

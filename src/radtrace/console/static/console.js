@@ -127,7 +127,9 @@
     if (ready) return onKey(e);
     const el = document.activeElement;
     if (el && el !== document.body && el !== document.documentElement) return; // a field or link has it
-    early.push({ key: e.key, ctrlKey: e.ctrlKey, metaKey: e.metaKey, altKey: e.altKey });
+    // only the console's own keys: Tab, F5, Ctrl+R and the like keep doing what the browser does
+    if (e.ctrlKey || e.metaKey || e.altKey || !(e.key.length === 1 || e.key === "Enter" || e.key === "Escape")) return;
+    early.push({ key: e.key, shiftKey: e.shiftKey, ctrlKey: e.ctrlKey, metaKey: e.metaKey, altKey: e.altKey });
     e.preventDefault();
   });
   function replay(k) {
