@@ -245,7 +245,8 @@ def test_before_the_page_is_set_up_only_the_consoles_keys_are_held_back(page: Pa
              f'</script></head><body><script src="{site.url}/console/static/hold.js"></script><p>after</p></body>'
              "</html>")  # fmt: skip
     page.route("**/console/static/probe.html", lambda route: route.fulfill(body=probe, content_type="text/html"))
-    page.route("**/console/static/hold.js", lambda route: held.append(route))  # the page stays mid-parse until it is answered
+    # the page stays mid-parse until hold.js is answered
+    page.route("**/console/static/hold.js", lambda route: held.append(route))
     page.goto(f"{site.url}/console/static/probe.html", wait_until="commit")
     page.wait_for_function("window.seen !== undefined")
     expect(page.locator("p")).to_have_count(0)  # still before the end of the page
