@@ -137,8 +137,10 @@ def test_token_create_list_and_revoke(seeded_env: tuple[Store, dict[str, str]]) 
 
 def test_api_command_serves_with_the_bootstrap_admin_token(seeded_env: tuple[Store, dict[str, str]]) -> None:
     store, env = seeded_env
-    seed_audit_log(store)
+    seeded = seed_audit_log(store)
     port, secret = free_port(), secrets.token_urlsafe(32)
+    env = env | {"RADTRACE_AUDIT__CHECKPOINT_KEY": "kept-off-the-database"}
+    assert radtrace("audit", "checkpoint", env=env).returncode == 0  # into <data_dir>/checkpoints, the default
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | env
     environment |= {"RADTRACE_API__PORT": str(port), "RADTRACE_API__BOOTSTRAP_ADMIN_TOKEN": secret}
     command = [sys.executable, "-m", "radtrace", "api"]
@@ -155,7 +157,9 @@ def test_api_command_serves_with_the_bootstrap_admin_token(seeded_env: tuple[Sto
             assert server.poll() is None, "radtrace api exited early"
             assert time.monotonic() < deadline, "radtrace api did not answer /healthz within 30 s"
             time.sleep(0.2)
-        assert httpx.get(f"{base}/v1/verify", headers=bearer, timeout=10).json()["ok"] is True
+        verified = httpx.get(f"{base}/v1/verify", headers=bearer, timeout=10).json()
+        # radtrace api checks the service's own checkpoints (it was built without them: 'no signed checkpoint')
+        assert (verified["ok"], verified["checkpoints_checked"], verified["anchored_seq"]) == (True, 1, seeded[-1].seq)
         events = httpx.get(f"{base}/v1/events", params={"patient_id": "PAT-0001"}, headers=bearer, timeout=10)
         assert len(events.json()["events"]) == 3
     finally:

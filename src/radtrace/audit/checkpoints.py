@@ -23,12 +23,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from radtrace.audit.chain import Checkpoint, Verification, read_checkpoint
 from radtrace.errors import PermanentError
 
-__all__ = ["CheckpointSource", "HeldCheckpoints", "coverage", "load_checkpoints"]
+if TYPE_CHECKING:
+    from radtrace.config import Settings
+
+__all__ = ["CheckpointSource", "HeldCheckpoints", "checkpoint_dir", "coverage", "load_checkpoints"]
 
 MAX_CHECKPOINT_FILES: Final = 100_000  # ten years of hourly checkpoints
 FILE_PATTERN: Final = "audit-checkpoint-*.json"  # as radtrace audit checkpoint names them in the folder
@@ -43,11 +46,17 @@ class CheckpointSource:
     files: tuple[Path, ...] = ()
 
     @classmethod
-    def from_settings(
-        cls, checkpoint_key: str | None, checkpoint_dir: Path, files: Sequence[Path] = ()
-    ) -> CheckpointSource:
-        """From ``audit.checkpoint_key`` (its secret value) and the checkpoint folder, plus files named by hand."""
-        return cls(checkpoint_key.encode("utf-8") if checkpoint_key else None, checkpoint_dir, tuple(files))
+    def for_settings(cls, settings: Settings, files: Sequence[Path] = ()) -> CheckpointSource:
+        """The service's checkpoints: ``audit.checkpoint_key`` and ``audit.checkpoint_dir`` (by default
+        ``<data_dir>/checkpoints``), plus files named by hand."""
+        key = settings.audit.checkpoint_key
+        return cls(key.get_secret_value().encode("utf-8") if key else None, checkpoint_dir(settings), tuple(files))
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    """Where ``radtrace audit checkpoint`` writes and every verify looks: ``audit.checkpoint_dir``, by default
+    ``<data_dir>/checkpoints``."""
+    return settings.audit.checkpoint_dir or settings.data_dir / "checkpoints"
 
 
 @dataclass(frozen=True)

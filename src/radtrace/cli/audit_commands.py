@@ -5,17 +5,13 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from radtrace.cli.common import EXIT_USAGE, audit_app, err, fail, open_store, out, row_progress, settings_of, token_app
-from radtrace.config import Settings
-
-if TYPE_CHECKING:
-    from radtrace.audit.checkpoints import CheckpointSource
 
 QueryFormat = Literal["table", "json", "csv"]
 TimelineFormat = Literal["table", "json"]
@@ -33,6 +29,7 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Walk the audit hash chain against every signed checkpoint held and say what that proves (exit 1 if not)."""
+    from radtrace.audit.checkpoints import CheckpointSource
     from radtrace.audit.operations import local_operator, verify_audit_log
 
     settings = settings_of(ctx)
@@ -42,7 +39,11 @@ def audit_verify(
              EXIT_USAGE)  # fmt: skip
     with open_store(settings) as store, row_progress("verifying audit chain") as advance:
         verified = verify_audit_log(
-            store, local_operator(), checkpoint_file=checkpoint, checkpoints=_checkpoints(settings), progress=advance
+            store,
+            local_operator(),
+            checkpoint_file=checkpoint,
+            checkpoints=CheckpointSource.for_settings(settings),
+            progress=advance,
         )
     result = verified.result
     out.print(f"checked {result.rows_checked} events; head seq {result.head_seq}, hash {result.head_hash}")
@@ -54,23 +55,13 @@ def audit_verify(
     out.print(f"Not checked: {escape(verified.not_covered)}.", highlight=False)
 
 
-def _checkpoints(settings: Settings) -> CheckpointSource:
-    from radtrace.audit.checkpoints import CheckpointSource
-
-    key = settings.audit.checkpoint_key
-    return CheckpointSource.from_settings(key.get_secret_value() if key else None, _checkpoint_dir(settings))
-
-
-def _checkpoint_dir(settings: Settings) -> Path:
-    return settings.audit.checkpoint_dir or settings.data_dir / "checkpoints"
-
-
 @audit_app.command("checkpoint")
 def audit_checkpoint(
     ctx: typer.Context,
     output: Annotated[Path | None, typer.Option(help="File to write; default audit.checkpoint_dir.")] = None,
 ) -> None:
     """Verify the chain, then write an HMAC-signed checkpoint (seq, hash) of its head, to keep outside the database."""
+    from radtrace.audit.checkpoints import checkpoint_dir
     from radtrace.audit.operations import checkpoint_audit_log, local_operator
     from radtrace.errors import PermanentError
 
@@ -78,7 +69,7 @@ def audit_checkpoint(
     key = settings.audit.checkpoint_key
     if key is None:
         fail("audit.checkpoint_key is not set (RADTRACE_AUDIT__CHECKPOINT_KEY); it has no default", EXIT_USAGE)
-    directory = _checkpoint_dir(settings)
+    directory = checkpoint_dir(settings)
     if output is None:
         output = directory / f"audit-checkpoint-{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}.json"
     with open_store(settings) as store:

@@ -209,6 +209,7 @@ def api(ctx: typer.Context) -> None:
     import uvicorn
 
     from radtrace.audit.api import create_api
+    from radtrace.audit.checkpoints import CheckpointSource
     from radtrace.audit.operations import local_operator
     from radtrace.audit.tokens import ensure_bootstrap_admin
     from radtrace.reporting.draft_store import drafts_root
@@ -229,7 +230,9 @@ def api(ctx: typer.Context) -> None:
         log.info("QA API on http://%s:%d (documentation at /docs)", settings.api.host, settings.api.port)
         # log_config=None: uvicorn logs through radtrace's handler; its access log is off because it
         # prints query strings (patient IDs); the API logs requests by route template instead.
-        application = create_api(store, drafts_dir=drafts_root(settings))
+        application = create_api(
+            store, drafts_dir=drafts_root(settings), checkpoints=CheckpointSource.for_settings(settings)
+        )
         if settings.console.enabled:
             from radtrace.console.web import mount_console
 

@@ -515,11 +515,7 @@ async def verify_start(request: Request, state: StateDep, user: UserDep) -> Resp
     check_csrf(user.csrf_token, form)
     _reader(user)
     _admin(user, "verify the audit chain")
-    key = state.settings.audit.checkpoint_key
-    checkpoints = CheckpointSource.from_settings(
-        key.get_secret_value() if key else None,
-        state.settings.audit.checkpoint_dir or state.settings.data_dir / "checkpoints",
-    )
+    checkpoints = CheckpointSource.for_settings(state.settings)
     run, started = _verifier(request).start(state.store, request_actor(request, user), checkpoints)
     if not started:
         return _verify_page(request, state, user, run, 409, busy=True)
