@@ -1,4 +1,5 @@
-"""Helpers shared by test modules (not fixtures): running the real ``radtrace`` command, and dicom3tools."""
+"""Helpers shared by test modules (not fixtures): running the real ``radtrace`` command, dicom3tools, and writing a
+changed film as a Part 10 file."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 # dciodvfy warnings that every radtrace SR draws and that are not faults: radtrace's private coding scheme, and (for
 # sources lacking Study Date / Study ID / Patient ID) that the SR cannot go into a DICOMDIR.
@@ -67,3 +69,19 @@ def sr_dciodvfy(ds: Dataset, path: Path) -> tuple[list[str], list[str]]:
         line for line in lines if "Warning" in line and not line.startswith((PRIVATE_SCHEME_WARNING, DICOMDIR_WARNING))
     ]
     return errors, warnings
+
+
+def as_part10(ds: Dataset, syntax: str | None = ExplicitVRLittleEndian) -> Dataset:
+    """``ds`` made ready to save as a Part 10 file: File Meta (added when missing) naming ``syntax`` (None keeps
+    the one it has, Implicit VR Little Endian when it has none) and the SOP class and instance, and without the
+    legacy group lengths a changed data set would carry wrongly. Returns ``ds``, changed in place."""
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    if syntax is not None:
+        ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for tag in [element.tag for element in ds if element.tag.element == 0]:
+        del ds[tag]
+    return ds

@@ -31,6 +31,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
 
 from ablation_support import AblationHarness, running_harness
 from radtrace.testing.ablation import load_film
+from tests_support import as_part10
 
 pytestmark = pytest.mark.integration
 
@@ -77,8 +78,7 @@ def _crop(rows: int, columns: int) -> Change:
 def _native(ds: Dataset) -> Dataset:
     ds.PixelData = ds.pixel_array.tobytes()
     ds["PixelData"].VR = "OW" if ds.BitsAllocated > 8 else "OB"
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    return ds
+    return as_part10(ds)
 
 
 def _bits(bits: int, *, signed: bool = False, garbage: bool = False) -> Change:
@@ -296,9 +296,7 @@ def _changed_study(film: str, name: str) -> list[Dataset]:
     ds = _native(ds)
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         setattr(ds, keyword, generate_uid(entropy_srcs=[film, name, keyword]))
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for tag in [element.tag for element in ds if element.tag.element == 0]:  # legacy group lengths
-        del ds[tag]
+    as_part10(ds)
     changed = VARIANTS[name][0](copy.deepcopy(ds))
     buffer = io.BytesIO()
     changed.save_as(buffer, enforce_file_format=True)

@@ -34,6 +34,7 @@ from radtrace.dicom_listener.scu import send_files
 from radtrace.errors import DicomInputError
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance
+from tests_support import as_part10
 
 pytestmark = [
     pytest.mark.integration,
@@ -61,16 +62,9 @@ ENCODINGS = {
 def _part10(source: Path, target: Path) -> Path:
     """The film as a Part 10 file under new UIDs (the Fuji film has no File Meta)."""
     ds = pydicom.dcmread(source, force=True)
-    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         setattr(ds, keyword, generate_uid())
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for tag in [element.tag for element in ds if element.tag.element == 0]:  # legacy group lengths
-        del ds[tag]
-    ds.save_as(target, enforce_file_format=True)
+    as_part10(ds, syntax=None).save_as(target, enforce_file_format=True)
     return target
 
 

@@ -19,12 +19,13 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames, itemize_fragment
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.uid import JPEG2000Lossless
 
 from radtrace.dicom_listener.headers import read_header
 from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, check_file
 from radtrace.model.image import display_values
 from radtrace.model.study import study_image
+from tests_support import as_part10
 
 pytestmark = pytest.mark.unit
 
@@ -39,11 +40,7 @@ ENCODERS = {
 def _compressed(tmp_path: Path, syntax: str) -> Dataset:
     ds = study_image(FUJI.read_bytes()).dataset
     ds.PixelData = ds.pixel_array.tobytes()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for tag in [element.tag for element in ds if element.tag.element == 0]:  # legacy group lengths
-        del ds[tag]
+    as_part10(ds)
     if not ENCODERS[syntax]:
         ds.compress(JPEG2000Lossless)
         return ds

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
 
 from radtrace.errors import DicomInputError
 from radtrace.model.image import display_values
 from radtrace.model.study import study_image
+from tests_support import as_part10
 
 pytestmark = pytest.mark.unit
 
@@ -31,11 +31,7 @@ def _frames(*frames: np.ndarray) -> Dataset:
     ds = study_image(FUJI.read_bytes()).dataset
     ds.PixelData = np.concatenate(frames).astype(ds.pixel_array.dtype).tobytes()
     ds.NumberOfFrames = len(frames)
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for tag in [element.tag for element in ds if element.tag.element == 0]:  # legacy group lengths
-        del ds[tag]
+    as_part10(ds)
     return ds
 
 

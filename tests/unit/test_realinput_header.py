@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
 
 from radtrace.dicom_listener.headers import read_header
 from radtrace.errors import DicomInputError
 from radtrace.model.study import study_image
+from tests_support import as_part10
 
 pytestmark = pytest.mark.unit
 
@@ -23,12 +23,7 @@ FUJI = Path(__file__).resolve().parents[1] / "data" / "real-cxr" / "fuji-cr-ches
 
 
 def _written(ds: Dataset, path: Path) -> Path:
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for tag in [element.tag for element in ds if element.tag.element == 0]:  # legacy group lengths
-        del ds[tag]
+    as_part10(ds)
     ds.save_as(path, enforce_file_format=True)
     return path
 

@@ -18,10 +18,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
-from pydicom.uid import ExplicitVRLittleEndian
 
 from radtrace.model.image import display_values
 from radtrace.model.study import study_image
+from tests_support import as_part10
 
 pytestmark = pytest.mark.unit
 
@@ -33,11 +33,7 @@ def _jpeg_ls(tmp_path: Path, frames: int) -> tuple[Dataset, list[bytes]]:
     ds = study_image(FUJI.read_bytes()).dataset
     ds.PixelData = np.concatenate([ds.pixel_array] * frames).tobytes()
     ds.NumberOfFrames = frames
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for tag in [element.tag for element in ds if element.tag.element == 0]:  # legacy group lengths
-        del ds[tag]
+    as_part10(ds)
     source, target = tmp_path / "native.dcm", tmp_path / "jls.dcm"
     ds.save_as(source, enforce_file_format=True)
     subprocess.run(["dcmcjpls", "+el", str(source), str(target)], check=True, capture_output=True)

@@ -19,11 +19,11 @@ import pytest
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
 
 from radtrace.errors import DicomInputError
 from radtrace.model.image import display_values
 from radtrace.model.study import study_image
+from tests_support import as_part10
 
 pytestmark = pytest.mark.unit
 
@@ -48,14 +48,10 @@ def _bordered(
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
     ds.PixelData = values.astype("<u2").tobytes()
     ds["PixelData"].VR = "OW"
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     for keyword in ("WindowCenter", "WindowWidth"):
         if keyword in ds:
             delattr(ds, keyword)
-    for tag in [element.tag for element in ds if element.tag.element == 0]:  # legacy group lengths
-        del ds[tag]
+    as_part10(ds)
     return ds, inside
 
 

@@ -18,12 +18,13 @@ import pytest
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRBigEndian
 
 from radtrace.dicom_listener.headers import read_header
 from radtrace.errors import DicomInputError
 from radtrace.model.image import display_values
 from radtrace.model.study import study_image
+from tests_support import as_part10
 
 pytestmark = pytest.mark.unit
 
@@ -39,11 +40,7 @@ def _film(name: str) -> Dataset:
     ds = study_image(FILMS[name].read_bytes()).dataset
     ds.PixelData = ds.pixel_array.tobytes()
     ds["PixelData"].VR = "OW" if ds.BitsAllocated > 8 else "OB"
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    for tag in [element.tag for element in ds if element.tag.element == 0]:  # legacy group lengths
-        del ds[tag]
+    as_part10(ds)
     return ds
 
 
