@@ -23,10 +23,10 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
@@ -142,16 +142,23 @@ class SavedSearches:
         return dict(found[1])
 
 
-_SEARCHES_LOCK: Final = threading.Lock()
+_HELD_LOCK: Final = threading.Lock()
+T = TypeVar("T")
+
+
+def _held(request: Request, name: str, kind: Callable[[], T]) -> T:
+    """The one ``kind`` this application holds as ``app.state.<name>``, made on first use (under a lock: two first
+    requests at once must not make two)."""
+    with _HELD_LOCK:
+        held = getattr(request.app.state, name, None)
+        if held is None:
+            held = kind()
+            setattr(request.app.state, name, held)
+        return held
 
 
 def _searches(request: Request) -> SavedSearches:
-    with _SEARCHES_LOCK:
-        searches = getattr(request.app.state, "audit_saved_searches", None)
-        if not isinstance(searches, SavedSearches):
-            searches = SavedSearches()
-            request.app.state.audit_saved_searches = searches
-        return searches
+    return _held(request, "audit_saved_searches", SavedSearches)
 
 
 class ExpiredSearchError(QueryError):
@@ -483,16 +490,8 @@ class Verifier:
             run.done.set()
 
 
-_VERIFIERS_LOCK: Final = threading.Lock()
-
-
 def _verifier(request: Request) -> Verifier:
-    with _VERIFIERS_LOCK:
-        verifier = getattr(request.app.state, "audit_verifier", None)
-        if not isinstance(verifier, Verifier):
-            verifier = Verifier()
-            request.app.state.audit_verifier = verifier
-        return verifier
+    return _held(request, "audit_verifier", Verifier)
 
 
 def _verify_page(request: Request, state: ConsoleState, user: SignedIn, run: VerifyRun | None,
