@@ -68,6 +68,7 @@ Module = Literal[
     "VOI LUT",
     "Modality LUT",
     "Presentation LUT",
+    "Palette Color LUT",
 ]
 Reader = Literal["listener", "model", "reporting", "worker"]
 
@@ -91,6 +92,7 @@ _MAX_CHARS: Final[dict[str, int]] = {
     "AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64, "LT": 10240, "PN": 64,
     "SH": 16, "ST": 1024, "TM": 14, "UI": 64,
 }  # fmt: skip
+_BULK_VRS: Final = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _TEXT_VRS: Final = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 _MULTILINE_VRS: Final = frozenset({"LT", "ST", "UT"})  # may hold CR, LF, FF and TAB (PS3.5 6.1.3)
 _PATTERNS: Final[dict[str, re.Pattern[str]]] = {
@@ -119,7 +121,10 @@ class Attribute:
     allowed: frozenset[str] = frozenset()
     """Enumerated values; another value is unusable."""
     ablate: bool = True
-    """False for an attribute a peer cannot change (the transfer syntax comes from the negotiated context)."""
+    """False for an attribute a peer cannot change (the transfer syntax comes from the negotiated context), and for
+    rows not yet in the ablation suite: the pixel-geometry, padding, palette and offset-table rows, whose variants
+    the ``tests/unit/test_realinput_*.py`` files derive from real films instead, and the study and equipment
+    attributes only the reporting code copies."""
     note: str = ""
     kinds: tuple[str, ...] = field(default=(), compare=False)
 
@@ -182,6 +187,14 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     ),
     _a("RequestedProcedurePriority", "General Study", "3", "listener", note="routing: STAT"),
     _a("RequestAttributesSequence", "General Series", "3", "listener", note="routing: its items' priority"),
+    _a("IssuerOfAccessionNumberSequence", "General Study", "3", "reporting", ablate=False),
+    _a("ReferringPhysicianIdentificationSequence", "General Study", "3", "reporting", ablate=False),
+    _a("PhysiciansOfRecord", "General Study", "3", "reporting", ablate=False),
+    _a("NameOfPhysiciansReadingStudy", "General Study", "3", "reporting", ablate=False),
+    _a("ReferencedStudySequence", "General Study", "3", "reporting", ablate=False),
+    _a("ProcedureCodeSequence", "General Study", "3", "reporting", ablate=False),
+    _a("RequestingService", "General Study", "3", "reporting", ablate=False),
+    _a("ConsultingPhysicianName", "General Study", "3", "reporting", ablate=False),
     # General Series (C.7.3.1), CR Series (C.8.1.1), DX Positioning (C.8.11.5)
     _a("Modality", "General Series", "1", "listener", note="routing: CR or DX is read"),
     _a("SeriesInstanceUID", "General Series", "1", "listener", "reporting", key=True),
@@ -190,22 +203,44 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a("BodyPartExamined", "General Series", "2", "listener", "model", note="routing: chest"),
     _a("ViewPosition", "General Series", "2", "model", note="view (PA, AP, LL…)"),
     # General Equipment, Frame of Reference: validated only (real headers break these most often)
-    _a("InstitutionName", "General Equipment", "3", "listener", note="validated only"),
-    _a("Manufacturer", "General Equipment", "2", "listener", note="input mix (QA dashboard)"),
-    _a("ManufacturerModelName", "General Equipment", "3", "listener", note="input mix (QA dashboard)"),
-    _a("FrameOfReferenceUID", "Frame of Reference", "3", "listener", note="validated only"),
+    _a("InstitutionName", "General Equipment", "3", "listener", "reporting", note="the SR's image library"),
+    _a("InstitutionalDepartmentName", "General Equipment", "3", "reporting", ablate=False),
+    _a("StationName", "General Equipment", "3", "reporting", ablate=False),
+    _a("DeviceSerialNumber", "General Equipment", "3", "reporting", ablate=False),
+    _a("SoftwareVersions", "General Equipment", "3", "reporting", ablate=False),
+    _a("Manufacturer", "General Equipment", "2", "listener", "reporting", note="input mix (QA dashboard)"),
+    _a("ManufacturerModelName", "General Equipment", "3", "listener", "reporting", note="input mix (QA dashboard)"),
+    _a(
+        "PixelPaddingValue", "General Equipment", "1C", "model", ablate=False,
+        note="stored values that are padding, not image (with Pixel Padding Range Limit, the range between the two): "
+        "left out of the window or range and shown black; an image that is all padding fails its study",
+    ),
+    _a("FrameOfReferenceUID", "Frame of Reference", "3", "listener", "reporting", note="the SR's image library"),
     # SOP Common (C.12.1)
-    _a("SOPClassUID", "SOP Common", "1", "listener", "worker", "reporting", key=True),
+    _a(
+        "SOPClassUID", "SOP Common", "1", "listener", "worker", "model", "reporting", key=True,
+        note="a DX For Processing image is read only when no For Presentation image of the study is readable",
+    ),
     _a("SOPInstanceUID", "SOP Common", "1", "listener", "worker", "reporting", key=True),
     _a("SpecificCharacterSet", "SOP Common", "1C", "listener", "worker", note="decodes every text value"),
     _a("TimezoneOffsetFromUTC", "SOP Common", "3", "reporting"),
     # General / CR / DX Image (C.7.6.1, C.8.1.2, C.8.11.3)
-    _a("PatientOrientation", "Image", "2", "reporting"),
+    _a(
+        "PatientOrientation", "Image", "2", "model", "reporting",
+        note="view unknown: rows toward A or P read as lateral, chosen last",
+    ),
     _a("ImageComments", "Image", "3", "model", note="view, when no coded or positional one"),
     _a("AcquisitionDeviceProcessingDescription", "Image", "3", "model", note="view, when no other"),
     _a("ViewCodeSequence", "Image", "3", "model", note="view (CID 4010)"),
-    _a("ImagerPixelSpacing", "Image", "3", "listener", "reporting", note="input mix: the detector's spacing"),
-    _a("PixelSpacing", "Image", "3", "listener", note="input mix, when no Imager Pixel Spacing"),
+    _a(
+        "ImagerPixelSpacing", "Image", "3", "listener", "model", "reporting",
+        note="input mix: the detector's spacing; pixel proportions when Pixel Spacing has none",
+    ),
+    _a(
+        "PixelSpacing", "Image", "3", "listener", "model",
+        note="input mix, when no Imager Pixel Spacing; pixel proportions: rows over columns, non-square pixels "
+        "(over 1 % apart, at most 4 to 1) shown at their true proportions",
+    ),
     # Image Pixel (C.7.6.3): what a decoder needs
     _a("SamplesPerPixel", "Image Pixel", "1", "model", key=True, allowed=frozenset({"1", "3"})),
     _a("PhotometricInterpretation", "Image Pixel", "1", "listener", "model", key=True, allowed=_PHOTOMETRIC),
@@ -213,10 +248,52 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a("Columns", "Image Pixel", "1", "model", key=True),
     _a("BitsAllocated", "Image Pixel", "1", "model", key=True, allowed=frozenset({"1", "8", "16", "32"})),
     _a("BitsStored", "Image Pixel", "1", "model", key=True),
-    _a("HighBit", "Image Pixel", "1", "model", note="decoders derive it from Bits Stored"),
+    _a(
+        "HighBit", "Image Pixel", "1", "model",
+        note="native pixels with High Bit above Bits Stored - 1 (left-aligned) are shifted down; compressed pixels "
+        "hold the values themselves, and bits past Bits Stored are cleared either way",
+    ),
     _a("PixelRepresentation", "Image Pixel", "1", "model", key=True, allowed=frozenset({"0", "1"})),
     _a("NumberOfFrames", "Image Pixel", "1C", "model", key=True, note="key when present: the first frame is read"),
     _a("PixelData", "Image Pixel", "1", "model", key=True),
+    _a(
+        "PixelAspectRatio", "Image Pixel", "1C", "model", ablate=False,
+        note="pixel proportions when neither Pixel Spacing nor Imager Pixel Spacing holds two positive numbers",
+    ),
+    _a(
+        "PixelPaddingRangeLimit", "Image Pixel", "1C", "model", ablate=False,
+        note="with Pixel Padding Value, the range of padding values",
+    ),
+    *(
+        _a(
+            f"{colour}PaletteColorLookupTableDescriptor", "Image Pixel", "1C", "listener", "model", ablate=False,
+            note="PALETTE COLOR: the three must agree, 8 or 16 bits; otherwise refused, naming (0028,0004)",
+        )
+        for colour in ("Red", "Green", "Blue")
+    ),
+    *(
+        _a(
+            f"{colour}PaletteColorLookupTableData", "Image Pixel", "1C", "listener", "model", ablate=False,
+            note="PALETTE COLOR: applied, then luminance; missing or short: refused, naming (0028,0004)",
+        )
+        for colour in ("Red", "Green", "Blue")
+    ),
+    *(
+        _a(
+            f"Segmented{colour}PaletteColorLookupTableData", "Palette Color LUT", "1C", "listener", "model",
+            ablate=False, note="PALETTE COLOR, when no plain palette data: expanded, applied, then luminance",
+        )
+        for colour in ("Red", "Green", "Blue")
+    ),
+    _a(
+        "ExtendedOffsetTable", "Image Pixel", "3", "model", ablate=False,
+        note="used when it holds one offset per frame, each the start of a fragment; else ignored (recorded) and "
+        "the frames found from the fragments",
+    ),
+    _a(
+        "ExtendedOffsetTableLengths", "Image Pixel", "1C", "model", ablate=False,
+        note="with the Extended Offset Table: each frame must end within the pixel data, else both are ignored",
+    ),
     _a("TransferSyntaxUID", "Image Pixel", "1", "listener", "model", key=True, ablate=False,
        note="from the negotiated presentation context, not from the data set"),
     # Modality LUT (C.11.1), VOI LUT (C.11.2), Presentation LUT (C.11.6 / DX C.8.11.3)
@@ -341,6 +418,10 @@ def problem_of(ds: Dataset, attribute: Attribute) -> str | None:
         if attribute.tag not in ds:
             return "missing" if str(ds.get("SOPClassUID", "")) in IMAGE_SOP_CLASSES else None
         return "empty" if value_length(ds, attribute.tag) == 0 else None
+    elif attribute.vr in _BULK_VRS:  # palette data, offset tables: bytes, read by length only (never loaded here)
+        if attribute.tag not in ds:
+            return None
+        return "empty" if value_length(ds, attribute.tag) == 0 and attribute.type in ("1", "1C") else None
     else:
         present = attribute.tag in ds
         value = ds[attribute.tag].value if present else None
