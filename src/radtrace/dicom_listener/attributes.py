@@ -1,9 +1,11 @@
 """The one table of the DICOM attributes radtrace reads, and what it does when one is unusable.
 
-Every attribute of the Patient, General Study, General Series, CR/DX/SC image and pixel modules (and the
-VOI LUT, Modality LUT and Presentation LUT attributes of those IODs) that the listener, the model or the
-reporting code reads is a row of :data:`ATTRIBUTES`. Its tag, VR and VM come from pydicom's copy of the
-PS3.6 data dictionary, so the table cannot disagree with the standard on them. Each row says:
+Every attribute of the Patient, General Study, General Series, General Equipment, CR/DX/SC image and pixel
+modules (and the VOI LUT, Modality LUT, Presentation LUT and Palette Color Lookup Table attributes of those IODs)
+that the listener, the model or the reporting code reads, by keyword or by tag number, is a row of
+:data:`ATTRIBUTES`; ``tests/unit/test_attribute_table.py`` scans those packages (this module's readers too).
+Its tag, VR and VM come from pydicom's copy of the PS3.6 data dictionary, so the table cannot disagree with the
+standard on them. Each row says:
 
 - ``key``: the instance is refused (a DICOM failure status whose comment names the element) when the value is
   missing or unusable. Only identifiers a stored instance cannot exist without and the pixel description a
