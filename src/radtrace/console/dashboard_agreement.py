@@ -28,6 +28,7 @@ from radtrace.console.review import IMPRESSION
 from radtrace.console.schema import QaDecision
 from radtrace.qa.agreement import DECISIONS, LabelAgreement
 from radtrace.qa.intervals import Proportion
+from radtrace.qa.recorded_times import readable_time
 from radtrace.store.engine import Store, is_postgresql
 
 __all__ = [
@@ -52,8 +53,10 @@ def sync_decisions(store: Store) -> int:
         # Two queries, not one: SQLite answers a lone max() from the index, two in one SELECT by a full scan.
         last_seq = session.scalar(sa.select(sa.func.max(QaDecision.seq)))
         last_at = session.scalar(sa.select(sa.func.max(QaDecision.recorded_at)))
+        # A row whose time was edited into a non-time (SQLite) is never copied: the figures cannot place it.
         conditions: list[sa.ColumnElement[bool]] = [
-            table.event_type.in_([EventType.FINDING_ASSESSED.value, EventType.DRAFT_ASSESSED.value])
+            table.event_type.in_([EventType.FINDING_ASSESSED.value, EventType.DRAFT_ASSESSED.value]),
+            readable_time(store, table.recorded_at),
         ]
         if last_seq is not None and last_at is not None:
             # seq and recorded_at grow together (both set under the audit lock); the minute's margin covers a clock

@@ -56,6 +56,7 @@ from radtrace.qa.drift import (
 )
 from radtrace.qa.intervals import Proportion, percentile
 from radtrace.qa.operations import LatencySummary, stage_latencies
+from radtrace.qa.recorded_times import readable_time
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, OutboxMessage, Revision, RevisionState
 
@@ -185,7 +186,8 @@ def _models(session: Any, store: Store, window: Window, figures: Figures, fold: 
         sa.select(utc_day(store, AuditEventRow.recorded_at), AuditEventRow.model_name, AuditEventRow.model_version,
                   sa.func.count())
         .where(AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value,
-               within(AuditEventRow.recorded_at, window.start, window.last))
+               within(AuditEventRow.recorded_at, window.start, window.last),
+               readable_time(store, AuditEventRow.recorded_at))
         .group_by(sa.literal_column("1"), AuditEventRow.model_name, AuditEventRow.model_version)
     )  # fmt: skip
     for day, name, version, count in rows:
@@ -323,7 +325,7 @@ def _drift(session: Any, store: Store, window: Window, figures: Figures, fold: A
     rows = session.execute(
         sa.select(utc_day(store, table.recorded_at), table.labels, sa.func.count())
         .where(table.event_type == EventType.INFERENCE_COMPLETED.value,
-               within(table.recorded_at, base_first, window.last))
+               within(table.recorded_at, base_first, window.last), readable_time(store, table.recorded_at))
         .group_by(sa.literal_column("1"), table.labels)
     )  # fmt: skip
     totals: dict[date, int] = {}

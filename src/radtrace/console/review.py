@@ -11,7 +11,6 @@ impression, a ``finding_assessed`` naming :data:`IMPRESSION`, and for the draft)
 from __future__ import annotations
 
 import enum
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
@@ -113,7 +113,8 @@ class Decision:
 
     seq: int
     user: str | None
-    at: datetime
+    #: None when the row's time was edited into something that is not one (SQLite); ``at_unreadable`` holds it
+    at: datetime | None
     verdict: str
     status: str | None = None
     reason: str | None = None
@@ -122,6 +123,15 @@ class Decision:
     assessment_sr: str | None = None
     #: the radiologist's impression, for a modified impression
     text: str | None = None
+    at_unreadable: str | None = None
+
+    @property
+    def when(self) -> str:
+        """When it was recorded, as a page says it; a time edited in the database is shown as the audit explorer
+        shows it (``radtrace audit verify`` names the row)."""
+        if self.at is None:
+            return f"at an unreadable time ({self.at_unreadable!r}: the audit row was edited)"
+        return f"at {self.at:%Y-%m-%d %H:%M:%S} UTC"
 
     @property
     def wording(self) -> str:
@@ -208,29 +218,34 @@ def evidence_sentences(label: str, reasoning: Sequence[tuple[str, str]], given: 
 
 def _decisions(store: Store, study_uid: str, revision: int) -> tuple[dict[str, list[Decision]], list[Decision]]:
     with store.session("reading decisions") as session:
-        return _decisions_in(session, study_uid, revision)
+        return _decisions_in(session, store, study_uid, revision)
 
 
-def _decisions_in(session: Session, study_uid: str, revision: int) -> tuple[dict[str, list[Decision]], list[Decision]]:
+def _decisions_in(
+    session: Session, store: Store, study_uid: str, revision: int
+) -> tuple[dict[str, list[Decision]], list[Decision]]:
+    # Read as the audit log's own readers do (record_columns, AuditRecord): a row edited in the database (a time
+    # that is no time, a payload that is no JSON) is shown as such, not a 500 on the study for as long as it stays.
     table = AuditEventRow
     per_finding: dict[str, list[Decision]] = {}
     draft: list[Decision] = []
     rows = session.execute(
-        sa.select(table.seq, table.actor_user, table.recorded_at, table.event_type, table.payload)
+        sa.select(*record_columns(store))
         .where(
             table.study_uid == study_uid,
             table.event_type.in_([EventType.FINDING_ASSESSED.value, EventType.DRAFT_ASSESSED.value]),
         )
         .order_by(table.seq)
-    ).all()
-    for seq, user, at, kind, text in rows:
-        payload = json.loads(text)
+    ).mappings()
+    for record in map(AuditRecord.from_row, rows):
+        payload, kind = record.payload, record.event_type
         if payload.get("revision") != revision:
             continue
         decision = Decision(
-            seq=seq,
-            user=user,
-            at=at,
+            seq=record.seq,
+            user=record.actor_user,
+            at=record.recorded_at,
+            at_unreadable=record.recorded_at_unreadable,
             verdict=str(payload.get("decision")),
             status=payload.get("status"),
             reason=payload.get("reason_code"),
@@ -356,7 +371,7 @@ def _check_current(
     if current.user == actor.user and current.supersedes == expected.seq and same(current):
         return current
     raise DecisionConflictError(
-        f"{current.user or 'someone'} recorded “{current.wording}” for {what} at {current.at:%Y-%m-%d %H:%M:%S} UTC, "
+        f"{current.user or 'someone'} recorded “{current.wording}” for {what} {current.when}, "
         "after this page was loaded. Nothing was recorded from this page: reload it to see the current decisions, "
         "then decide again."
     )
@@ -387,7 +402,7 @@ def decide_finding(
     with store.session("recording a finding decision", immediate=True) as session:
         _lock_decisions(session)
         _check_revision(session, review)
-        current = _latest(_decisions_in(session, review.study_uid, review.revision)[0].get(label, []))
+        current = _latest(_decisions_in(session, store, review.study_uid, review.revision)[0].get(label, []))
         repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.status, d.comment) ==
                                   (chosen.value, new_status, text), label)  # fmt: skip
         if repeated is not None:
@@ -433,7 +448,7 @@ def decide_impression(
     with store.session("recording an impression decision", immediate=True) as session:
         _lock_decisions(session)
         _check_revision(session, review)
-        current = _latest(_decisions_in(session, review.study_uid, review.revision)[0].get(IMPRESSION, []))
+        current = _latest(_decisions_in(session, store, review.study_uid, review.revision)[0].get(IMPRESSION, []))
         repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.text, d.comment) ==
                                   (chosen.value, corrected, note), "the impression")  # fmt: skip
         if repeated is not None:
@@ -466,13 +481,13 @@ def check_draft_decision(verdict: str, reason_code: str, comment: str | None) ->
 
 
 def _current_draft(
-    session: Session, review: StudyReview, actor: Actor, chosen: DraftDecision, reason_code: str, text: str | None,
-    expected: Expected | None,
+    session: Session, store: Store, review: StudyReview, actor: Actor, chosen: DraftDecision, reason_code: str,
+    text: str | None, expected: Expected | None,
 ) -> tuple[Decision | None, Decision | None]:  # fmt: skip
     """The current draft decision, and the same one when this decision is a repeat (see :func:`_check_current`)."""
     _lock_decisions(session)
     _check_revision(session, review)
-    current = _latest(_decisions_in(session, review.study_uid, review.revision)[1])
+    current = _latest(_decisions_in(session, store, review.study_uid, review.revision)[1])
     repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.reason, d.comment) ==
                               (chosen.value, reason_code, text), "the whole draft")  # fmt: skip
     return current, repeated
@@ -486,7 +501,7 @@ def repeated_draft_decision(
     (a double submit), None when it may be recorded; :class:`DecisionConflictError` when it may not."""
     text = check_draft_decision(verdict, reason_code, comment)
     with store.session("checking a draft decision", immediate=True) as session:
-        _current, repeated = _current_draft(session, review, actor, DraftDecision(verdict), reason_code, text,
+        _current, repeated = _current_draft(session, store, review, actor, DraftDecision(verdict), reason_code, text,
                                             expected)  # fmt: skip
     return repeated.seq if repeated else None
 
@@ -525,7 +540,7 @@ def decide_draft(
     }
     now = utc_now()
     with store.session("recording a draft decision", immediate=True) as session:
-        current, repeated = _current_draft(session, review, actor, chosen, reason_code, text, expected)
+        current, repeated = _current_draft(session, store, review, actor, chosen, reason_code, text, expected)
         if repeated is not None:
             return repeated.seq
         payload["supersedes"] = current.seq if current else None

@@ -44,6 +44,7 @@ from radtrace.audit.schema import AuditEventRow
 from radtrace.config import QaSettings, Settings
 from radtrace.errors import RadtraceError
 from radtrace.qa.drift import PeriodCount, drift_alerts, failure_bursts, label_prevalence
+from radtrace.qa.recorded_times import readable_time
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 
@@ -131,7 +132,7 @@ def read_rule_inputs(
     with store.session("reading the QA rules' inputs") as session:
         rows = session.execute(
             sa.select(table.recorded_at, table.event_type, table.labels).where(
-                table.recorded_at >= since, table.event_type.in_(kinds)
+                table.recorded_at >= since, table.event_type.in_(kinds), readable_time(store, table.recorded_at)
             )
         ).all()
     readings = [(at, _labels(labels)) for at, kind, labels in rows if kind == EventType.INFERENCE_COMPLETED.value]
