@@ -12,12 +12,11 @@ Routes are ``async`` only to read form bodies; database and image work runs in t
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
@@ -38,6 +37,7 @@ from radtrace.console.accounts import LoginFailed, SignedIn, end_session, log_in
 from radtrace.console.assessment_files import settle_pending
 from radtrace.console.dashboard_agreement import current_agreement
 from radtrace.console.draft_recording import assessments_root, record_draft_decision, ring
+from radtrace.console.images import render_image
 from radtrace.console.pages import (
     PREFIX,
     SECURITY_HEADERS,
@@ -67,7 +67,6 @@ from radtrace.console.review import (
     StudyReview,
     decide_finding,
     decide_impression,
-    image_path,
     load_review,
 )
 from radtrace.console.worklist import (
@@ -253,28 +252,6 @@ def study_page(
                        may_decide=user.account.role.may_decide and review.superseded_by is None)  # fmt: skip
 
 
-def _png(pixels: Any) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def _render_image(state: ConsoleState, relative: str, kind: str) -> bytes:
-    import numpy as np
-    import pydicom
-
-    from radtrace.model.image import display_values, prepare_picture
-
-    ds = pydicom.dcmread(state.settings.spool_dir / relative)
-    if kind == "prepared":
-        model = state.settings.model
-        return _png(prepare_picture(ds, min_pixels=model.min_pixels, max_pixels=model.max_pixels).pixels)
-    values, _steps = display_values(ds)
-    return _png(np.rint(values * 255.0).astype(np.uint8))
-
-
 @router.get("/studies/{study_uid}/{revision}/images/{sop_uid}/{kind}.png")
 def study_image(
     request: Request,
@@ -289,11 +266,8 @@ def study_image(
     review = _review_or_404(state, study_uid, revision)
     if sop_uid not in {str(image.get("sop_instance_uid")) for image in review.images}:
         raise HTTPException(404, detail="the model did not read this image")
-    relative = image_path(state.store, study_uid, sop_uid)
-    if relative is None:
-        raise HTTPException(404, detail="the image is no longer in the spool")
     try:
-        data = _render_image(state, relative, kind)
+        data = render_image(state.store, state.settings, study_uid, revision, sop_uid, kind)
     except (OSError, RadtraceError) as exc:
         log.warning("console: image could not be rendered: %s", type(exc).__name__)
         raise HTTPException(404, detail="the image could not be read from the spool") from exc

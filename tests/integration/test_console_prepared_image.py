@@ -1,0 +1,88 @@
+"""The study page's "prepared" picture is the picture the model was given, pixel for pixel.
+
+The console rendered the spooled file itself (its own dcmread, the model settings' pixel budget, the header as
+received), while the worker reads through prepare_study: the header normalised (a malformed window dropped, ...),
+the profile's budget and the listener's image size limit. On a real film whose header the worker normalises the
+two pictures differed, so a radiologist judging a finding was not looking at what the model had looked at.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from PIL import Image
+
+from console_support import add_user, console_client, console_settings, sign_in
+from radtrace.dicom_listener.attributes import by_keyword
+from radtrace.model.backends.demo import DemoBackend
+from radtrace.model.profiles.base import Profile
+from radtrace.model.reader import StudyReader
+from radtrace.model.reading import Reading
+from radtrace.model.study import StudyInput
+from radtrace.store.engine import Store
+from radtrace.store.models import Revision, Study
+from radtrace.testing.ablation import apply_change, load_film
+from radtrace.worker.pipeline import Result, StudyPipeline
+from worker_support import spool_study
+
+pytestmark = pytest.mark.integration
+
+FILMS = Path(__file__).parents[1] / "data" / "real-cxr"
+
+
+class Recording(DemoBackend):
+    """The demo backend, keeping every study's pictures as the model was given them."""
+
+    def __init__(self) -> None:
+        super().__init__(enabled=True)
+        self.studies: list[StudyInput] = []
+
+    def read_batch(self, studies: Sequence[StudyInput], profile: Profile) -> list[Reading]:
+        self.studies += studies
+        return super().read_batch(studies, profile)
+
+
+@pytest.mark.parametrize(
+    ("film", "keyword", "kind"),
+    [
+        ("nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm", "WindowWidth", "malformed"),
+        ("fuji-cr-chest-pa-mono1-10bit-no-filemeta.dcm", "WindowCenter", "malformed"),
+    ],
+)
+def test_the_prepared_picture_is_the_one_the_model_was_given_when_the_worker_normalised_the_header(
+    sqlite_store: Store, tmp_path: Path, film: str, keyword: str, kind: str
+) -> None:
+    store = sqlite_store
+    settings = console_settings(tmp_path, store)
+    changed = apply_change(load_film(FILMS / film), by_keyword(keyword), kind, f"console/{keyword}/{kind}")
+    assert changed is not None
+    changed[0].AccessionNumber = "ACC-REAL-1"  # the Fuji film has none; the console's tests read it
+    backend = Recording()
+    reader = StudyReader(settings.model, backend=backend, data_dir=settings.data_dir,
+                         max_source_pixels=settings.listener.max_image_pixels)  # fmt: skip
+    study_uid, number = spool_study(settings, store, changed)
+    result = StudyPipeline(settings, store, reader, worker="console-test").process(study_uid, number)
+    assert result.result is Result.REPORTED, result
+    [given] = backend.studies
+    source = given.sources[0]
+    assert source.preparation[0]["step"] == "header"  # the worker did normalise this header
+    assert any(line.startswith(keyword) for line in source.preparation[0]["normalised"])
+    with store.session() as session:
+        assert session.scalar(sa.select(Revision.state).join(Study).where(Study.study_uid == study_uid))
+    add_user(store, "dr.image", "radiologist")
+    with console_client(store, settings) as client:
+        sign_in(client, "dr.image")
+        answer = client.get(f"/console/studies/{study_uid}/{number}/images/{source.sop_instance_uid}/prepared.png")
+        assert answer.status_code == 200, answer.text
+        shown = np.asarray(Image.open(io.BytesIO(answer.content)))
+        assert shown.shape == given.pictures[0].pixels.shape
+        assert np.array_equal(shown, given.pictures[0].pixels)
+        original = client.get(f"/console/studies/{study_uid}/{number}/images/{source.sop_instance_uid}/original.png")
+        assert original.status_code == 200, original.text
+        full = np.asarray(Image.open(io.BytesIO(original.content)))
+        assert full.shape[:2] == (source.rows, source.columns)
