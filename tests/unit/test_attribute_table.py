@@ -60,7 +60,7 @@ _PLACEHOLDER = re.compile(r"\{\w+\}")
 _TEMPLATE_VALUES = ("Red", "Green", "Blue")
 # A read by tag number: 0x7FE00001, Tag(0x0028, 0x0101), (0x7FE0, 0x0002).
 _TAG_NUMBER = re.compile(r"\b0x([0-9A-Fa-f]{8})\b|\(0x([0-9A-Fa-f]{4}),\s*0x([0-9A-Fa-f]{4})\)")
-# The table literal itself names every keyword; everything else in attributes.py (the readers) is scanned.
+# The table literal itself names every keyword; everything else (attribute_table.py, attributes.py) is scanned.
 _TABLE_LITERAL = re.compile(r"^ATTRIBUTES: Final\[.*?^\)  # fmt: skip$", re.S | re.M)
 
 
@@ -107,7 +107,7 @@ def _read_by_package() -> dict[str, set[str]]:
     for package in ("dicom_listener", "model", "reporting"):
         for path in (SOURCE / package).rglob("*.py"):
             text = path.read_text(encoding="utf-8")
-            if path.name == "attributes.py":
+            if path.name == "attribute_table.py":
                 text, count = _TABLE_LITERAL.subn("", text)
                 assert count == 1, "the ATTRIBUTES literal moved: update _TABLE_LITERAL"
             for keyword in _reads(text):
