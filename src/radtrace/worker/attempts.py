@@ -9,7 +9,8 @@ expired (its worker died) is taken over, and that lost attempt counts, so a stud
 
 *End*: ``reported`` or ``skipped`` (:meth:`RevisionAttempts.finish`), or a failed attempt
 (:meth:`RevisionAttempts.failed`): a retryable error puts the revision back to ``queued`` with
-``next_attempt_at`` after an exponential backoff, until ``max_attempts``; a permanent one (or the last
+``next_attempt_at`` after an exponential backoff (or the model server's longer Retry-After, up to
+``broker.retry_backoff_max_s``), until ``max_attempts``; a permanent one (or the last
 attempt) ends ``failed(reason)``. Both are audited (``inference_failed`` or ``report_failed``, and
 ``study_failed`` for the end). Every end applies only while the claim is still ours.
 """
@@ -42,6 +43,7 @@ from radtrace.worker.claims import (
     retry_delay,
     seconds_between,
 )
+from radtrace.worker.model_failures import retry_after
 from radtrace.worker.settlement import StageObserver
 
 __all__ = ["JOB_KIND", "ProcessResult", "Result", "RevisionAttempts"]
@@ -226,7 +228,7 @@ class RevisionAttempts:
         max_attempts = self.settings.broker.max_attempts
         retry = not final and is_retryable(error) and claim.attempt < max_attempts
         if retry:
-            retry_at = now + retry_delay(self.settings.broker, claim.attempt)
+            retry_at = now + self._retry_delay(claim, error)
             values: dict[str, Any] = {"state": RevisionState.QUEUED, "next_attempt_at": retry_at}
             reason = error.reason
         else:
@@ -260,6 +262,15 @@ class RevisionAttempts:
             return ProcessResult(Result.RETRY, RevisionState.QUEUED, reason, retry_at)
         self.observer.finished_in(RevisionState.FAILED.value)
         return ProcessResult(Result.FAILED, RevisionState.FAILED, reason, next_revision=following)
+
+    def _retry_delay(self, claim: Claim, error: RadtraceError) -> timedelta:
+        """The backoff, or longer when the model server asked for a longer wait (Retry-After), up to
+        ``broker.retry_backoff_max_s``: a server's word neither shortens the backoff nor parks a study for a day."""
+        backoff = retry_delay(self.settings.broker, claim.attempt)
+        asked = retry_after(error)
+        if asked is None:
+            return backoff
+        return max(backoff, min(asked, timedelta(seconds=self.settings.broker.retry_backoff_max_s)))
 
     def _next_revision(self, session: Session, claim: Claim) -> int | None:
         """The study's next queued revision, which waited for this one to finish."""

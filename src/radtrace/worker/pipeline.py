@@ -17,9 +17,11 @@ stops renewing and its claims expire ``claim_timeout_s`` later at most.
 
 A GPU worker reads in batches (:meth:`StudyPipeline.process_batch`): with the revision its doorbell named it
 claims up to ``model.batch_size - 1`` other due ones (STAT first, then oldest), reads them in one batched call
-(pictures prepared on a thread pool), and records, finishes or fails each revision on its own. With draft
-processes (``model.draft_processes``) it does not wait for a batch's drafts: while they build it claims and
-reads the next batch of due revisions, and finishes the previous one after that read, until none is due.
+(pictures prepared on a thread pool), and records, finishes or fails each revision on its own. A batch the model
+cannot read as a whole is read one study at a time, unless the model server is at fault (not reachable, no answer in
+time, 429 or 5xx): then every revision of it is retried after the backoff (:mod:`radtrace.worker.model_failures`).
+With draft processes (``model.draft_processes``) it does not wait for a batch's drafts: while they build it claims
+and reads the next batch of due revisions, and finishes the previous one after that read, until none is due.
 
 :meth:`StudyPipeline.dispatch` makes one delivery attempt and moves the revision to ``dispatched`` once every
 outbox row is delivered (or ``failed`` when one failed for good).
@@ -65,6 +67,7 @@ from radtrace.worker.claims import (
     worker_name,
 )
 from radtrace.worker.drafting import Drafter, DraftJob, InlineDrafter, drafts_of, headers_only
+from radtrace.worker.model_failures import affects_every_study
 from radtrace.worker.settlement import Deliveries, DispatchResult, StageObserver
 
 __all__ = [
@@ -200,7 +203,8 @@ class StudyPipeline:
         revision taken. The others are taken STAT first, then oldest, each with the same conditional claim; when
         fewer are due than the batch holds, the worker looks once more after ``model.batch_wait_ms`` and then
         reads what it has. Each revision is recorded, finished, skipped or failed on its own: one that fails is
-        retried alone, and a batch the model cannot read as a whole (out of memory) is read one study at a time.
+        retried alone, and a batch the model cannot read as a whole (out of memory) is read one study at a time;
+        a batch its model server did not read (away, timed out, 429 or 5xx) is retried whole, after the backoff.
 
         With a drafter that overlaps (draft processes), the drafts of one batch build while the next batch of
         due revisions is claimed and read, for as long as revisions are due, the worker is not stopping, and
@@ -344,7 +348,9 @@ class StudyPipeline:
         return self._guarded(claim, gather)
 
     def _read_all(self, gathered: list[tuple[list[StudyImage], list[Any]]]) -> list[Reading | Skipped | RadtraceError]:
-        """Read every gathered study, batched; when the batch as a whole fails (the model), each study alone."""
+        """Read every gathered study, batched. When the batch fails as a whole, each study alone, unless the model
+        server is at fault (away, slow, overloaded: :func:`affects_every_study`), when each study's attempt fails
+        with that error and the batch is retried after its backoff."""
         if not gathered:
             return []
         studies = [images for images, _ in gathered]
@@ -352,9 +358,9 @@ class StudyPipeline:
         try:
             outcomes = self.reader.read_each(studies)
         except RadtraceError as exc:
-            if len(studies) == 1:
-                outcomes = [exc]
-            else:
+            if len(studies) == 1 or affects_every_study(exc):  # the server's fault: retried as a batch, after a wait
+                outcomes = [exc] * len(studies)
+            else:  # maybe one study's: read alone, it fails alone and the others are recorded
                 log.warning("a batch of %d failed as a whole (%s); reading each study alone", len(studies), exc.reason)
                 outcomes = [self._read_alone(images) for images in studies]
         except Exception as exc:  # a bug must end in failed(reason), not a claim nobody explains
