@@ -133,3 +133,43 @@ def test_the_dashboard_agreement_page_and_qa_rules_leave_out_a_row_whose_time_wa
     finally:
         for client in (doctor, qa):
             client.__exit__(None, None, None)
+
+
+def test_a_payload_edited_into_something_that_is_not_json_leaves_the_worklist_and_study_page_working(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """audit/ shows such a payload raw (``unreadable_payload``); the worklist's sync and the study page decoded
+    every payload and raised, so one edited reading stopped the worklist for every radiologist."""
+    store = sqlite_store
+    settings = console_settings(tmp_path, store)
+    reader = StudyReader(settings.model, data_dir=settings.data_dir)
+    edited, other = (reported_study(settings, store, reader, seed=seed) for seed in (84, 85))
+    table = AuditEventRow
+    with store.session() as session:
+        reading_seq = session.scalar(
+            sa.select(table.seq).where(table.study_uid == edited, table.event_type == "inference_completed")
+        )
+    # before the console has seen either study: the worklist's sync reads the edited reading
+    as_superuser(store, f"UPDATE audit_events SET payload = '{{not json' WHERE seq = {reading_seq}")  # noqa: S608
+    doctor = _signed_in(store, settings, "dr.payload", "radiologist")
+    try:
+        worklist = doctor.get("/console/worklist?filter=all")
+        assert worklist.status_code == 200, worklist.text
+        assert "RT0000085" in worklist.text
+        url = f"/console/studies/{other}/1"
+        answer = doctor.post(f"{url}/findings", data={**_finding_form(doctor.get(url).text, 0), "decision": "accept"},
+                             follow_redirects=False)  # fmt: skip
+        assert answer.status_code == 303
+        with store.engine.connect() as connection:  # the guards are off since as_superuser
+            connection.exec_driver_sql(
+                "UPDATE audit_events SET payload = 'null' WHERE seq = (SELECT max(seq) FROM audit_events "
+                "WHERE event_type = 'finding_assessed')"
+            )
+            connection.commit()
+        page = doctor.get(url)
+        assert page.status_code == 200, page.text
+        assert "accepted by dr.payload" not in page.text  # the edited decision cannot be read as one
+        unreadable = doctor.get(f"/console/studies/{edited}/1")
+        assert unreadable.status_code == 404, unreadable.text  # its reading can no longer be read
+    finally:
+        doctor.__exit__(None, None, None)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from pydicom.dataset import Dataset
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
+from radtrace.console.worklist import audit_payload
 from radtrace.durable import fsync_directory
 from radtrace.errors import ReportError
 from radtrace.store.engine import Store
@@ -135,8 +135,8 @@ def recorded_assessments(store: Store, sop_instance_uids: list[str]) -> dict[str
                     table.event_type == EventType.DRAFT_ASSESSED.value, table.payload.contains(f'"{uid}"')
                 )
             ):
-                kept = json.loads(text).get("assessment_sr") or {}
-                if kept.get("sop_instance_uid") == uid and isinstance(kept.get("path"), str):
+                kept = audit_payload(text).get("assessment_sr")
+                if isinstance(kept, dict) and kept.get("sop_instance_uid") == uid and isinstance(kept.get("path"), str):
                     found[uid] = kept["path"]
     return found
 

@@ -37,6 +37,7 @@ __all__ = [
     "WorklistFilter",
     "WorklistPage",
     "WorklistRow",
+    "audit_payload",
     "failed_count",
     "failed_page",
     "mark_opened",
@@ -240,6 +241,17 @@ def next_study(store: Store, user: str, after: tuple[str, int] | None) -> tuple[
 # --- building the projection ------------------------------------------------------------------
 
 
+def audit_payload(stored: object) -> dict[str, Any]:
+    """An audit event's payload as a dict; empty for one edited in the database into something that is not a JSON
+    object (SQLite keeps any value): audit/ shows such a row raw and ``radtrace audit verify`` names it, while the
+    console, which decoded every payload, answered 500 on the worklist for everyone for as long as it stayed."""
+    try:
+        parsed = json.loads(stored)  # type: ignore[arg-type]  # text, or whatever the row was edited into
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def reading_for_revision(session: Session, study_uid: str, revision: int) -> Mapping[str, Any] | None:
     """The ``inference_completed`` payload of one revision (its latest attempt), or None."""
     table = AuditEventRow
@@ -249,7 +261,7 @@ def reading_for_revision(session: Session, study_uid: str, revision: int) -> Map
         .order_by(table.seq.desc())
     )
     for text in payloads:
-        payload = json.loads(text)
+        payload = audit_payload(text)
         if payload.get("revision") == revision and isinstance(payload.get("reading"), dict):
             return dict(payload)
     return None
