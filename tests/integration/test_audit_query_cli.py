@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit_support import DEEPMEDIX, STUDY_A, seed_audit_log
+from radtrace.audit.credentials import token_binding
 from radtrace.audit.tokens import AuthenticationError, Role, authenticate, list_tokens
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
@@ -128,9 +130,11 @@ def test_token_create_list_and_revoke(seeded_env: tuple[Store, dict[str, str]]) 
 
     with store.engine.connect() as connection:
         kinds = connection.execute(sa.text("SELECT event_type, dicom_event_id, payload FROM audit_events ORDER BY seq"))
+        # The binding ties the event to the row's name, role and secret hash (radtrace.audit.credentials).
+        binding = token_binding("qa.nurse", "qa", hashlib.sha256(secret.encode()).hexdigest())
         assert [(kind, code, json.loads(payload)) for kind, code, payload in kinds] == [
-            ("api_token_created", "110113", {"token_name": "qa.nurse", "role": "qa"}),
-            ("api_token_revoked", "110113", {"token_name": "qa.nurse", "role": "qa"}),
+            ("api_token_created", "110113", {"token_name": "qa.nurse", "role": "qa", "binding": binding}),
+            ("api_token_revoked", "110113", {"token_name": "qa.nurse", "role": "qa", "binding": binding}),
         ]
     store.dispose()
 

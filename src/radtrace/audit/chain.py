@@ -33,6 +33,8 @@ __all__ = [
     "ChainBreak",
     "Checkpoint",
     "Verification",
+    "content_intact",
+    "hashed_columns",
     "read_checkpoint",
     "row_hash",
     "verify_chain",
@@ -144,9 +146,7 @@ def verify_chain(
     """
     wanted = [*checkpoints, *([checkpoint] if checkpoint is not None else [])]
     table = AuditEventRow.__table__
-    columns: list[sa.ColumnElement[Any]] = [table.c[name] for name in (*HASHED_COLUMNS, "hash")]
-    columns[_RECORDED_AT] = _canonical_time_sql(store, table.c.recorded_at)
-    query = sa.select(*columns).order_by(table.c.seq)
+    query = sa.select(*hashed_columns(store)).order_by(table.c.seq)
     expected_seq, previous_hash, previous_prev_hash, checked = 1, GENESIS_HASH, None, 0
     first_break: ChainBreak | None = None
     # A checkpoint of the empty log names seq 0, which no row has: its hash is the genesis hash.
@@ -192,6 +192,20 @@ def verify_chain(
     return Verification(
         checked, expected_seq - 1, previous_hash, first_break, problems[0] if problems else None, anchored, len(wanted)
     )
+
+
+def hashed_columns(store: Store) -> list[sa.ColumnElement[Any]]:
+    """The columns a row's hash covers, in order, then its stored ``hash``: the time rendered canonically by the
+    database (a time edited into text on SQLite is read as that text, never parsed)."""
+    table = AuditEventRow.__table__
+    columns: list[sa.ColumnElement[Any]] = [table.c[name] for name in (*HASHED_COLUMNS, "hash")]
+    columns[_RECORDED_AT] = _canonical_time_sql(store, table.c.recorded_at)
+    return columns
+
+
+def content_intact(row: Sequence[Any]) -> bool:
+    """Whether a row read with :func:`hashed_columns` still matches its stored hash."""
+    return _hash_columns(row) == str(row[_HASH])
 
 
 def _canonical_time_sql(store: Store, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:

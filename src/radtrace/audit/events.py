@@ -79,11 +79,13 @@ class EventType(enum.StrEnum):
     API_AUTHENTICATION_FAILED = "api_authentication_failed"
     API_TOKEN_CREATED = "api_token_created"
     API_TOKEN_REVOKED = "api_token_revoked"
+    API_TOKEN_BOUND = "api_token_bound"
     CONSOLE_LOGIN = "console_login"
     CONSOLE_LOGIN_FAILED = "console_login_failed"
     CONSOLE_LOGOUT = "console_logout"
     CONSOLE_USER_CREATED = "console_user_created"
     CONSOLE_USER_LOCKED = "console_user_locked"
+    CONSOLE_USER_BOUND = "console_user_bound"
     STUDY_OPENED = "study_opened"
     IMAGE_VIEWED = "image_viewed"
     FINDING_ASSESSED = "finding_assessed"
@@ -130,6 +132,10 @@ _DICOM_EVENT: Final[Mapping[EventType, DicomAuditEvent]] = {
     # Security Alert, type "User Security Attributes Changed" (DCM 110136): who may use the API changed.
     EventType.API_TOKEN_CREATED: SECURITY_ALERT,
     EventType.API_TOKEN_REVOKED: SECURITY_ALERT,
+    # A token or account from before credentials were bound to the log, recorded with its binding
+    # (radtrace audit rebind), or an account whose password hash was upgraded.
+    EventType.API_TOKEN_BOUND: SECURITY_ALERT,
+    EventType.CONSOLE_USER_BOUND: SECURITY_ALERT,
     # The review console: User Authentication (DCM 110114) for logins, failed logins and logouts; Security
     # Alert for account changes and lockouts; DICOM Instances Accessed (DCM 110103) when a person sees a
     # study's data or images, and when they record an assessment of its draft (Event Action Code C).

@@ -3,7 +3,9 @@
 A token's secret (``secrets.token_urlsafe(32)``, 256 random bits) is shown to the operator once and
 never stored; the database keeps its SHA-256. Authentication hashes the presented secret and looks
 the hash up, so the secret itself is never compared byte by byte. Creating and revoking a token are
-recorded in the audit log (Security Alert events), in the same transaction as the change.
+recorded in the audit log (Security Alert events), in the same transaction as the change, and a token is
+accepted only while that record binds its name, role and hash (:mod:`radtrace.audit.credentials`): a row
+inserted or changed in the database directly is refused, with a ``tamper_detected`` event.
 
 Roles: ``qa`` reads the log (events, timelines); ``admin`` also verifies the chain and exports.
 """
@@ -22,6 +24,8 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from radtrace.audit.credentials import TOKEN, TOKEN_EVENTS, recorded_binding, revoked_after, unrecorded
+from radtrace.audit.credentials import token_binding as _binding
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.tokens_schema import ApiToken
@@ -115,7 +119,11 @@ def _insert(store: Store, session: Session, name: str, role: Role, secret: str, 
     session.add(row)
     session.flush()
     AuditRecorder(store).record(
-        AuditEvent(EventType.API_TOKEN_CREATED, created_by, payload={"token_name": name, "role": role.value}),
+        AuditEvent(
+            EventType.API_TOKEN_CREATED,
+            created_by,
+            payload={"token_name": name, "role": role.value, "binding": _binding(name, role.value, row.token_sha256)},
+        ),
         session=session,
     )
     return _info(row)
@@ -168,23 +176,44 @@ def revoke_token(store: Store, name: str, revoked_by: Actor) -> TokenInfo:
             row.revoked_at = utc_now()
             session.flush()
             AuditRecorder(store).record(
-                AuditEvent(EventType.API_TOKEN_REVOKED, revoked_by, payload={"token_name": name, "role": row.role}),
+                AuditEvent(
+                    EventType.API_TOKEN_REVOKED,
+                    revoked_by,
+                    payload={
+                        "token_name": name,
+                        "role": row.role,
+                        "binding": _binding(name, row.role, row.token_sha256),
+                    },
+                ),
                 session=session,
             )
         return _info(row)
 
 
 def authenticate(store: Store, presented: str) -> TokenInfo:
-    """The active token whose secret is ``presented``; :class:`AuthenticationError` if unknown or revoked."""
+    """The active token whose secret is ``presented``; :class:`AuthenticationError` if unknown, revoked, or not
+    recorded in the audit log as it stands in the database (then also a ``tamper_detected`` event, once)."""
     digest = _sha256(presented)
     with store.session("authenticating an API token") as session:
         row = _by(session, ApiToken.token_sha256, digest)
         # The lookup found it; compare again in constant time so that a lenient collation can never match.
         info = _info(row) if row is not None and hmac.compare_digest(row.token_sha256, digest) else None
-    if info is None:
-        raise AuthenticationError("unknown token")
-    if not info.active:
-        raise AuthenticationError("revoked token", token_name=info.name)
+        if info is None:
+            raise AuthenticationError("unknown token")
+        if not info.active:
+            raise AuthenticationError("revoked token", token_name=info.name)
+        binding = _binding(info.name, info.role.value, digest)
+        created = recorded_binding(store, session, TOKEN_EVENTS, binding)
+        if created is None:
+            problem = unrecorded(store, session, TOKEN, info.name, info.role.value, binding)
+            if problem is not None:
+                raise AuthenticationError(problem.reason, token_name=info.name)
+        revoked = revoked_after(store, session, info.name, created or 0)
+        if revoked is not None:
+            raise AuthenticationError(
+                f"token {info.name!r} was revoked (audit event {revoked}); its revocation was undone in the database",
+                token_name=info.name,
+            )
     return info
 
 
@@ -208,6 +237,18 @@ def ensure_bootstrap_admin(store: Store, secret: str, started_by: Actor) -> Toke
                 raise ConfigError(f"api.bootstrap_admin_token is token {info.name!r}, which was revoked; set a new one")
             if info.role is not Role.ADMIN:
                 raise ConfigError(f"api.bootstrap_admin_token is the secret of {info.role} token {info.name!r}")
+            binding = _binding(info.name, info.role.value, row.token_sha256)
+            if recorded_binding(store, session, TOKEN_EVENTS, binding) is None:
+                # Created before tokens were bound to the log: the configured secret vouches for this row.
+                AuditRecorder(store).record(
+                    AuditEvent(
+                        EventType.API_TOKEN_BOUND,
+                        started_by,
+                        payload={"token_name": info.name, "role": info.role.value, "binding": binding,
+                                 "vouched_by": "api.bootstrap_admin_token"},
+                    ),
+                    session=session,
+                )  # fmt: skip
             return info
         name, number = BOOTSTRAP_TOKEN_NAME, 1
         while _by(session, ApiToken.name, name) is not None:

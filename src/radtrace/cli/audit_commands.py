@@ -1,4 +1,4 @@
-"""``radtrace audit verify|checkpoint|query|timeline`` and ``radtrace audit token create|list|revoke``."""
+"""``radtrace audit verify|checkpoint|query|timeline|rebind`` and ``radtrace audit token create|list|revoke``."""
 
 from __future__ import annotations
 
@@ -281,3 +281,31 @@ def audit_token_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(h
         except TokenError as exc:
             fail(exc.reason, EXIT_USAGE)
     out.print(f"token {escape(name)!r} revoked at {token.revoked_at:%Y-%m-%d %H:%M:%S} UTC", highlight=False)
+
+
+@audit_app.command("rebind")
+def audit_rebind(ctx: typer.Context) -> None:
+    """Record in the audit log the tokens and console accounts created before radtrace bound credentials to it.
+
+    Run once after upgrading: until then such a token or account is refused. The chain is verified first;
+    a token or account that no creation event records as it stands is refused (exit 1) and reported.
+    """
+    from radtrace.audit.checkpoints import CheckpointSource
+    from radtrace.audit.operations import ChainNotVerifiedError, local_operator
+    from radtrace.audit.rebind import rebind_credentials
+
+    settings = settings_of(ctx)
+    with open_store(settings) as store:
+        try:
+            done = rebind_credentials(store, local_operator(), CheckpointSource.for_settings(settings))
+        except ChainNotVerifiedError as exc:
+            fail(exc.reason)
+    for item in done:
+        line = f"{item.kind} {escape(item.name)!r}: {item.outcome}"
+        if item.reason:
+            err.print(f"{line}: {escape(item.reason)}", highlight=False)
+        else:
+            out.print(line, highlight=False)
+    if any(item.outcome == "refused" for item in done):
+        fail("some tokens or accounts are not recorded in the audit log and stay refused (a tamper_detected event "
+             "names each): revoke them, or check who changed the database")  # fmt: skip

@@ -5,7 +5,9 @@ A password is kept only as an argon2id hash (argon2-cffi's defaults, RFC 9106's 
 it); a success resets the run. An unknown name costs the same argon2 work as a known one, so timing does not
 tell which names exist. A session is a random cookie of which only the SHA-256 is stored, with its own CSRF
 token; it ends at logout or after ``idle_timeout_s`` without a request. Every login, failed login, lock and
-logout is an audit event naming the user.
+logout is an audit event naming the user. An account is accepted only while the audit log records it as it
+stands (name, role, password hash; :mod:`radtrace.audit.credentials`): one inserted or raised in the database
+directly is refused, with a ``tamper_detected`` event.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from radtrace.audit.credentials import account_binding, account_problem
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ConsoleSettings
@@ -124,7 +127,12 @@ def create_user(store: Store, name: str, role: str, password: str | None, operat
             AuditEvent(
                 EventType.CONSOLE_USER_CREATED,
                 operator,
-                payload={"user": name, "role": chosen.value, "password": password is not None},
+                payload={
+                    "user": name,
+                    "role": chosen.value,
+                    "password": password is not None,
+                    "binding": account_binding(name, chosen.value, hashed),
+                },
             ),
             session=session,
         )
@@ -173,6 +181,8 @@ def log_in(
             reason = "account locked"
         elif not matched:
             reason = "wrong password"
+        else:
+            reason = account_problem(store, session, user.name, user.role, user.password_hash, writing=True)
         if reason is not None:
             events = [
                 AuditEvent(EventType.CONSOLE_LOGIN_FAILED, actor, Outcome.MINOR_FAILURE, payload={"reason": reason})
@@ -194,6 +204,10 @@ def log_in(
         assert user is not None
         if _HASHER.check_needs_rehash(stored):
             user.password_hash = _HASHER.hash(password)
+            binding = account_binding(user.name, user.role, user.password_hash)
+            recorder.record(AuditEvent(EventType.CONSOLE_USER_BOUND, actor, payload={
+                "user": user.name, "role": user.role, "binding": binding, "reason": "password hash upgraded"}),
+                session=session)  # fmt: skip
         user.failed_logins, user.locked_at, user.last_login_at = 0, None, now
         return _open_session(session, recorder, user, host, method="password")
 
@@ -213,6 +227,11 @@ def start_session(store: Store, name: str, *, host: str | None, method: str) -> 
                 session=session,
             )
             return LoginFailed("unknown user")
+        problem = account_problem(store, session, user.name, user.role, user.password_hash, writing=True)
+        if problem is not None:
+            AuditRecorder(store).record(AuditEvent(EventType.CONSOLE_LOGIN_FAILED, Actor(user=user.name, host=host),
+                Outcome.MINOR_FAILURE, payload={"reason": problem, "method": method}), session=session)  # fmt: skip
+            return LoginFailed(problem)
         user.last_login_at = utc_now()
         return _open_session(session, AuditRecorder(store), user, host, method=method)
 
@@ -253,6 +272,8 @@ def resume_session(store: Store, cookie: str, settings: ConsoleSettings) -> Sign
         row, user = found[0], found[1]
         if now - row.last_seen_at > timedelta(seconds=settings.idle_timeout_s):
             row.ended_at = now
+            return None
+        if account_problem(store, session, user.name, user.role, user.password_hash, writing=False) is not None:
             return None
         if now - row.last_seen_at > timedelta(seconds=5):  # one write per few seconds, not per request
             row.last_seen_at = now
