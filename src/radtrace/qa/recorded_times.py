@@ -26,15 +26,18 @@ def readable_time(store: Store, column: Any) -> sa.ColumnElement[bool]:
     ``timestamptz`` holds nothing else).
 
     On SQLite: text of the form ``YYYY-MM-DD HH:MM:SS`` with an optional ``.ffffff`` (what the driver writes and
-    reads back), naming a real moment: SQLite's date functions keep ``2026-11-31`` or ``10:60`` as written but
-    normalise them with a ``+0 days`` modifier, so a value that changes under it is no time.
+    reads back), naming a real day and time: SQLite's date functions keep ``2026-11-31`` or ``24:00:00`` as written
+    but normalise them under a ``+0`` modifier, so a part that changes under it is no time. The day and the time
+    are checked apart: the modifier on the whole value rounds ``23:59:59.9999995`` into the next second.
     """
     if is_postgresql(store.engine):
         return sa.true()
-    whole = sa.func.substr(column, 1, 19)
+    day, clock = sa.func.substr(column, 1, 10), sa.func.substr(column, 12, 8)
     return sa.and_(
         sa.func.typeof(column) == "text",
-        sa.func.strftime("%Y-%m-%d %H:%M:%S", column, "+0 days") == whole,
+        sa.func.date(day, "+0 days") == day,
+        sa.func.substr(column, 11, 1) == " ",
+        sa.func.time(clock, "+0 seconds") == clock,
         sa.or_(
             sa.func.length(column) == 19,
             sa.and_(sa.func.length(column) == 26, sa.func.substr(column, 20).op("GLOB")(f".{_DIGITS6}")),
