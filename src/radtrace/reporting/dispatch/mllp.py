@@ -35,7 +35,8 @@ _REJECTED: Final = {"AR", "CR"}
 
 @dataclass(frozen=True)
 class Ack:
-    """What the receiver answered: MSA-1 code, MSA-2 control ID, MSA-3 / ERR text."""
+    """What the receiver answered: MSA-1 code, MSA-2 control ID, MSA-3 / ERR text (its first 201 characters: one
+    past what an error reason quotes, to show that it was cut)."""
 
     code: str
     control_id: str
@@ -70,12 +71,20 @@ def parse_ack(data: bytes) -> Ack:
     err = next((s for s in segments if s[0] == "ERR"), None)
     if err is not None and not text:
         text = "|".join(err[1:])
-    return Ack(code=msa[1].strip().upper(), control_id=msa[2].strip(), text=text[:_TEXT_CHARS])
+    return Ack(code=msa[1].strip().upper(), control_id=msa[2].strip(), text=text[: _TEXT_CHARS + 1])
 
 
-def _quoted(value: str) -> str:
-    """A value from the peer for an error reason: at most ``_QUOTED_CHARS``, quoted (repr escapes controls)."""
-    return repr(value[:_QUOTED_CHARS] + ("…" if len(value) > _QUOTED_CHARS else ""))
+def _quoted(value: str, limit: int = _QUOTED_CHARS) -> str:
+    """A value from the peer for an error reason: at most ``limit`` characters, quoted (repr escapes controls,
+    line and paragraph separators and bidi overrides, so it cannot end a line nor turn the text around)."""
+    return repr(value[:limit] + ("…" if len(value) > limit else ""))
+
+
+def _said(ack: Ack) -> str:
+    """``: '<the RIS's text>'`` for an error reason, or nothing. The text is the RIS's own (it may echo the
+    message, patient data included): the reason shows it to the console and the audit, quoted; logs never carry
+    a reason with it (:mod:`radtrace.reporting.dispatch.outbox` logs the row's state only)."""
+    return f": {_quoted(ack.text, _TEXT_CHARS)}" if ack.text.strip() else ""
 
 
 def _read_block(sock: socket.socket, deadline: float) -> bytes:
@@ -124,7 +133,7 @@ def send_message(message: bytes, host: str, port: int, *, timeout_s: float) -> A
         log.info("HL7 message %s accepted by %s (%s)", control_id, where, ack.code)
         return ack
     if ack.code in _REJECTED:
-        raise DispatchRejectedError(f"{where} rejected the message ({ack.code}): {ack.text}".rstrip(": "))
+        raise DispatchRejectedError(f"{where} rejected the message ({ack.code}){_said(ack)}")
     if ack.code in _RETRY:
-        raise DispatchError(f"{where} answered {ack.code}: {ack.text}".rstrip(": "))
+        raise DispatchError(f"{where} answered {ack.code}{_said(ack)}")
     raise DispatchError(f"{where} answered an unknown acknowledgment code {_quoted(ack.code)}")
