@@ -156,7 +156,7 @@ def test_a_nak_text_from_the_ris_cannot_forge_a_worker_log_line(captured_log: io
     with pytest.raises(DispatchError) as raised:
         send_message(message, "127.0.0.1", port, timeout_s=5)
     ris.join(5)
-    assert "\u2028" in raised.value.reason  # the peer's characters did reach the error
+    assert "\\u2028" in raised.value.reason  # the peer's characters did reach the error, quoted (escaped)
     logging.getLogger("radtrace.worker.tasks").warning("dispatch %s refused: %s", 7, raised.value.reason)
     # Celery's worker logs a task that failed for good this way (celery.app.trace), traceback included
     logging.getLogger("celery.app.trace").error(
