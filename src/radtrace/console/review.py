@@ -29,7 +29,7 @@ from radtrace.console.worklist import FLAG_LABELS, reading_for_revision
 from radtrace.errors import PermanentError
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store, is_postgresql
-from radtrace.store.models import Instance, Revision, RevisionState, Study
+from radtrace.store.models import Revision, RevisionState, Study
 
 __all__ = [
     "DRAFT_REASONS",
@@ -49,7 +49,6 @@ __all__ = [
     "decide_finding",
     "decide_impression",
     "evidence_sentences",
-    "image_path",
     "load_review",
     "repeated_draft_decision",
 ]
@@ -563,15 +562,3 @@ def decide_draft(
             .values(assessed=True, decision=f"{chosen.value}ed", decided_by=actor.user, decided_at=now)
         )
     return recorded.seq
-
-
-def image_path(store: Store, study_uid: str, sop_instance_uid: str) -> str | None:
-    """Where a study's image is spooled (relative to the spool directory), newest version."""
-    with store.session("finding a spooled image") as session:
-        return session.scalar(
-            sa.select(Instance.path)
-            .join(Study, Instance.study_id == Study.id)
-            .where(Study.study_uid == study_uid, Instance.sop_instance_uid == sop_instance_uid)
-            .order_by(Instance.version.desc())
-            .limit(1)
-        )
