@@ -9,8 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from radtrace.model.study import Skipped, StudyImage
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, OutboxMessage, Revision, RevisionState, Study
+from radtrace.testing.services import free_port
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study, write_study
 
 
@@ -123,6 +127,14 @@ def worker_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.broker.model_dump(mode="json").items():
         if value is not None:
             env[f"RADTRACE_BROKER__{name.upper()}"] = str(value)
+    if settings.model.backend == "vllm":  # a model server instead of weights
+        del env["RADTRACE_MODEL__PATH"]
+        model = settings.model
+        env.update({
+            "RADTRACE_MODEL__BACKEND": "vllm", "RADTRACE_MODEL__VLLM_URL": str(model.vllm_url),
+            "RADTRACE_MODEL__VLLM_MODEL": str(model.vllm_model), "RADTRACE_MODEL__BATCH_SIZE": str(model.batch_size),
+            "RADTRACE_MODEL__REQUEST_TIMEOUT_S": str(model.request_timeout_s),
+        })  # fmt: skip
     return env
 
 
@@ -188,3 +200,79 @@ class CountingReader:
         if self.fail_above is not None and len(studies) > self.fail_above:
             raise ModelError(f"out of memory generating a batch of {len(studies)}")
         return self.reader.read_each(studies)
+
+
+# --- a vLLM-like server -----------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """One answer of :class:`FakeVllm`."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FakeVllm:
+    """A vLLM-like server: ``answer`` decides each chat completion (None: never answer); it counts requests."""
+
+    url: str
+    answer: Callable[[dict[str, Any]], Reply | None]
+    requests: int = 0
+    released: threading.Event = field(default_factory=threading.Event)
+
+
+def completion(text: str) -> Reply:
+    """A chat completion whose content is ``text``."""
+    body = {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 300, "completion_tokens": 400},
+    }
+    return Reply(200, json.dumps(body).encode())
+
+
+@contextlib.contextmanager
+def fake_vllm_server() -> Iterator[FakeVllm]:
+    """A vLLM-like server on a free local port (the answer: ``completion('normal')`` until a test sets another)."""
+    port = free_port()
+    server = FakeVllm(f"http://127.0.0.1:{port}", lambda request: completion("normal"))
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # /v1/models, asked by radtrace's preflight
+            body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            server.requests += 1
+            reply = server.answer(request)
+            if reply is None:  # hang: the client's deadline ends the request
+                server.released.wait(30)
+                return
+            self.send_response(reply.status)
+            for name, value in {"Content-Type": "application/json", **reply.headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.released.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

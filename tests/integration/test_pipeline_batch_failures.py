@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,37 +32,11 @@ from radtrace.testing.studies import ImageSpec, StudySpec, make_study
 from radtrace.worker.attempts import Result
 from radtrace.worker.model_failures import affects_every_study, retry_after
 from radtrace.worker.pipeline import StudyPipeline
-from worker_support import revision_row, spool_study
+from worker_support import FakeVllm, Reply, completion, fake_vllm_server, revision_row, spool_study
 
 pytestmark = pytest.mark.integration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "model_outputs"
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class FakeVllm:
-    """A vLLM-like server: ``answer`` decides each chat completion (None: never answer); it counts requests."""
-
-    url: str
-    answer: Callable[[dict[str, Any]], Reply | None]
-    requests: int = 0
-    released: threading.Event = field(default_factory=threading.Event)
-
-
-def completion(text: str) -> Reply:
-    body = {
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 300, "completion_tokens": 400},
-    }
-    return Reply(200, json.dumps(body).encode())
 
 
 def picture_size(request: dict[str, Any]) -> tuple[int, int]:
@@ -79,37 +49,8 @@ def picture_size(request: dict[str, Any]) -> tuple[int, int]:
 
 @pytest.fixture
 def fake_vllm() -> Iterator[FakeVllm]:
-    port = free_port()
-    server = FakeVllm(f"http://127.0.0.1:{port}", lambda request: completion("normal"))
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            server.requests += 1
-            reply = server.answer(request)
-            if reply is None:  # hang: the client's deadline ends the request
-                server.released.wait(30)
-                return
-            self.send_response(reply.status)
-            for name, value in {"Content-Type": "application/json", **reply.headers}.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.end_headers()
-            self.wfile.write(reply.body)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with fake_vllm_server() as server:
         yield server
-    finally:
-        server.released.set()
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def settings_for(tmp_path: Path, url: str, **broker: Any) -> Settings:
