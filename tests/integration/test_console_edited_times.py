@@ -9,7 +9,9 @@ place it in time).
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from audit_support import as_superuser
-from console_support import add_user, console_client, console_settings, reported_study, sign_in
+from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
 from radtrace.console.dashboard_agreement import sync_decisions
@@ -173,3 +175,35 @@ def test_a_payload_edited_into_something_that_is_not_json_leaves_the_worklist_an
         assert unreadable.status_code == 404, unreadable.text  # its reading can no longer be read
     finally:
         doctor.__exit__(None, None, None)
+
+
+def test_a_pending_assessment_sr_named_by_an_edited_decision_is_left_and_the_console_still_starts(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """The console settles pending assessment SRs when it starts; one named by a draft decision whose payload was
+    edited into something that is not JSON made that settlement raise, and the console did not start."""
+    store = sqlite_store
+    settings = console_settings(tmp_path, store)
+    study_uid = reported_study(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), seed=86)
+    doctor = _signed_in(store, settings, "dr.pending", "radiologist")
+    try:
+        page = doctor.get(f"/console/studies/{study_uid}/1").text
+        form = {"csrf_token": csrf_of(page), "decision": "reject", "reason": "RT-R2", "seen": ""}
+        answer = doctor.post(f"/console/studies/{study_uid}/1/draft", data=form, follow_redirects=False)
+        assert answer.status_code == 303, answer.text
+    finally:
+        doctor.__exit__(None, None, None)
+    root = settings.data_dir / "assessments"
+    [kept] = [path for path in root.rglob("*.dcm") if ".pending" not in path.parts]
+    pending = root / ".pending" / kept.name  # as a crash after the commit, before the rename, leaves it
+    pending.parent.mkdir(exist_ok=True)
+    kept.rename(pending)
+    hour_ago = time.time() - 3600
+    os.utime(pending, (hour_ago, hour_ago))
+    uid = kept.name.removesuffix(".dcm")
+    edited = f'{{"assessment_sr": {{"sop_instance_uid": "{uid}"'  # cut short: no longer JSON
+    as_superuser(store, f"UPDATE audit_events SET payload = '{edited}' WHERE event_type = 'draft_assessed'")  # noqa: S608
+    with console_client(store, settings) as client:
+        assert client.get("/console/login").status_code == 200
+    assert pending.exists()  # neither kept as decided nor removed as undecided
+    assert not kept.exists()

@@ -121,11 +121,13 @@ def _promote(root: Path, pending: Path, relative: str) -> Path:
     return directory / name
 
 
-def recorded_assessments(store: Store, sop_instance_uids: list[str]) -> dict[str, str]:
-    """Of these assessment SRs, those a committed ``draft_assessed`` event names: SOP UID to the kept path."""
+def recorded_assessments(store: Store, sop_instance_uids: list[str]) -> dict[str, str | None]:
+    """Of these assessment SRs, those a committed ``draft_assessed`` event names: SOP UID to the kept path, or to
+    None when the only events naming it were edited in the database into something no longer readable (the file
+    is then neither kept nor removed: ``radtrace audit verify`` names the row, and someone has to look)."""
     table = AuditEventRow
     wanted = set(sop_instance_uids)
-    found: dict[str, str] = {}
+    found: dict[str, str | None] = {}
     if not wanted:
         return found
     with store.session("finding the decisions that name assessment SRs") as session:
@@ -135,9 +137,12 @@ def recorded_assessments(store: Store, sop_instance_uids: list[str]) -> dict[str
                     table.event_type == EventType.DRAFT_ASSESSED.value, table.payload.contains(f'"{uid}"')
                 )
             ):
-                kept = audit_payload(text).get("assessment_sr")
+                payload = audit_payload(text)
+                kept = payload.get("assessment_sr")
                 if isinstance(kept, dict) and kept.get("sop_instance_uid") == uid and isinstance(kept.get("path"), str):
                     found[uid] = kept["path"]
+                elif not payload:  # an edited row that still names the file
+                    found.setdefault(uid, None)
     return found
 
 
@@ -159,6 +164,9 @@ def settle_pending(store: Store, root: Path, *, min_age_s: float = 600.0, only: 
     promoted = removed = 0
     for uid, path in candidates.items():
         relative = named.get(uid)
+        if uid in named and relative is None:
+            log.warning("console: a pending assessment SR is named only by an edited audit row; left in %s", PENDING)
+            continue
         if relative is not None and relative.count("/") == 2 and relative.endswith(f"/{uid}.dcm"):
             _promote(root, path, relative)
             promoted += 1
