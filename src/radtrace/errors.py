@@ -18,6 +18,7 @@ __all__ = [
     "DispatchRejectedError",
     "ModelError",
     "ModelLoadError",
+    "ModelServerError",
     "PeerUnavailableError",
     "PermanentError",
     "RadtraceError",
@@ -90,6 +91,19 @@ class DispatchError(RetryableError):
 
 class ModelError(RetryableError):
     """Inference failed for a reason that may pass (e.g. out of GPU memory, model server overloaded)."""
+
+
+class ModelServerError(ModelError):
+    """The model server itself failed the call: it did not answer in time, or answered 429 or 5xx. Any study would
+    have failed alike, so a batch is retried whole. ``retry_after_s``: the wait it asked for (Retry-After, in
+    seconds), if it gave one."""
+
+    def __init__(self, reason: str, retry_after_s: int | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[type[ModelServerError], tuple[str, int | None]]:
+        return type(self), (self.reason, self.retry_after_s)  # keeps the wait across a pickle
 
 
 def is_retryable(exc: BaseException) -> bool:

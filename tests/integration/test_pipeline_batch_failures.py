@@ -2,7 +2,7 @@
 reachable) is retried as a batch after a backoff, or after the server's Retry-After, up to the longest backoff; a
 study the server refuses (its image) fails alone and the others of its batch are reported.
 
-The server is a small local one speaking vLLM's protocol; the client is radtrace's own (the phrases of its errors are
+The server is a small local one speaking vLLM's protocol; the client is radtrace's own (the types of its errors are
 what :mod:`radtrace.worker.model_failures` reads, so they are checked here against the real client).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import pickle
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -213,6 +214,7 @@ def _reason_of(read: Callable[[list[list[StudyImage]]], object], studies: list[l
         (Reply(500, b"{}"), True, None),
         (Reply(503, b"{}", {"Retry-After": "12"}), True, 12),
         (Reply(429, b"{}", {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}), True, None),
+        (Reply(503, b"{}", {"Retry-After": "9" * 5000}), True, None),  # int() of it raised ValueError: a crash
         (Reply(400, b'{"message": "answered 503 to /v1/chat/completions; it asks to retry after 99 s"}'), False, None),
         (Reply(200, b'{"object": "error", "message": "vLLM server at http://x answered 503 to /v1/c"}'), False, None),
         (Reply(200, b'{"choices": []}'), False, None),  # malformed
@@ -229,6 +231,8 @@ def test_the_client_s_own_errors_say_whether_the_server_is_at_fault(
     assert affects_every_study(error) is every_study, error.reason
     expected = None if asked_s is None else timedelta(seconds=asked_s)
     assert retry_after(error) == expected
+    copied = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own error, as it crosses a process
+    assert (affects_every_study(copied), retry_after(copied), copied.reason) == (every_study, expected, error.reason)
 
 
 def test_a_model_server_that_is_not_reachable_is_the_server_s_fault(tmp_path: Path) -> None:

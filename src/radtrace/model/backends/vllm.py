@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import httpx
 
-from radtrace.errors import ModelError, ModelRequestError, PeerUnavailableError
+from radtrace.errors import ModelError, ModelRequestError, ModelServerError, PeerUnavailableError
 from radtrace.model.backends.base import Backend, Generation
 from radtrace.model.image import MERGED_PATCH, PreparedPicture
 from radtrace.model.profiles.base import Profile
@@ -249,10 +249,10 @@ class VllmBackend(Backend):
                     self._refused(path, status, response.headers.get("retry-after"), detail)
                 data = self._read(response, MAX_REPLY_BYTES, cut=False)
         except httpx.TimeoutException as exc:
-            raise ModelError(late) from exc
+            raise ModelServerError(late) from exc
         except httpx.TransportError as exc:
             if deadline.expired:
-                raise ModelError(late) from exc
+                raise ModelServerError(late) from exc
             if isinstance(exc, httpx.ConnectError):
                 raise PeerUnavailableError(f"vLLM server at {self.base_url} is not reachable: {exc}") from exc
             raise ModelError(f"vLLM server at {self.base_url} broke off its answer to {path}: {_quoted(exc)}") from exc
@@ -286,6 +286,8 @@ class VllmBackend(Backend):
     def _refused(self, path: str, status: int, retry_after: str | None, detail: str) -> None:
         """Raise the error for an HTTP error status: 429 and 5xx retryable (with the server's Retry-After)."""
         if status == 429 or status >= 500:
-            wait = f"; it asks to retry after {int(retry_after)} s" if retry_after and retry_after.isdigit() else ""
-            raise ModelError(f"vLLM server at {self.base_url} answered {status} to {path}{wait}")
+            # seconds only (an HTTP date is not used), and a sane count of digits: int() of thousands raises
+            asked = int(retry_after) if retry_after and retry_after.isdigit() and len(retry_after) <= 9 else None
+            wait = f"; it asks to retry after {asked} s" if asked is not None else ""
+            raise ModelServerError(f"vLLM server at {self.base_url} answered {status} to {path}{wait}", asked)
         raise ModelRequestError(f"vLLM server at {self.base_url} refused {path} with {status}: {_quoted(detail)}")
