@@ -25,7 +25,8 @@ from radtrace.model.image import display_values
 from radtrace.model.reader import StudyReader
 from radtrace.model.study import Skipped, StudyImage, spooled_image
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, Revision, Study
+from radtrace.store.instances import revision_instances
+from radtrace.store.models import Study
 
 __all__ = ["render_image"]
 
@@ -34,15 +35,9 @@ def _revision_images(store: Store, settings: Settings, study_uid: str, revision:
     """The instances the worker read for this revision: of every revision up to it, the newest version of each SOP
     instance (as the worker selects them), as headers whose pixel data is read (and its SHA-256 checked) on use."""
     with store.session("selecting a revision's images") as session:
-        rows = session.execute(
-            sa.select(Instance.sop_instance_uid, Instance.path, Instance.sha256)
-            .join(Revision, Instance.revision_id == Revision.id)
-            .join(Study, Instance.study_id == Study.id)
-            .where(Study.study_uid == study_uid, Revision.number <= revision)
-            .order_by(Instance.sop_instance_uid, Instance.version)
-        ).all()
-    newest = {sop: (path, digest) for sop, path, digest in rows}
-    return {sop: spooled_image(settings.spool_dir / path, digest) for sop, (path, digest) in sorted(newest.items())}
+        study_id = session.scalar(sa.select(Study.id).where(Study.study_uid == study_uid))
+        newest = revision_instances(session, study_id, revision) if study_id is not None else {}
+    return {sop: spooled_image(settings.spool_dir / path, digest) for sop, (path, digest) in newest.items()}
 
 
 def render_image(store: Store, settings: Settings, study_uid: str, revision: int, sop_uid: str, kind: str) -> bytes:

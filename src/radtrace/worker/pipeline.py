@@ -54,7 +54,8 @@ from radtrace.reporting.dispatch.outbox import Outbox
 from radtrace.reporting.draft_store import BuiltDrafts, enqueue_built
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, OutboxMessage, Priority, Revision, RevisionState, Study
+from radtrace.store.instances import revision_instances
+from radtrace.store.models import OutboxMessage, Priority, Revision, RevisionState, Study
 from radtrace.worker.attempts import ProcessResult, Result, RevisionAttempts
 from radtrace.worker.claims import (
     Claim,
@@ -399,17 +400,11 @@ class StudyPipeline:
         with self.store.session("selecting images") as session:
             rev = session.get(Revision, revision_id)
             assert rev is not None  # claimed a moment ago; revisions are never deleted
-            rows = session.execute(
-                sa.select(Instance.sop_instance_uid, Instance.version, Instance.path, Instance.sha256)
-                .join(Revision, Instance.revision_id == Revision.id)
-                .where(Instance.study_id == rev.study_id, Revision.number <= rev.number)
-                .order_by(Instance.sop_instance_uid, Instance.version)
-            ).all()
-        newest = {sop: (path, digest) for sop, _, path, digest in rows}
+            newest = revision_instances(session, rev.study_id, rev.number)
         if not newest:
             raise DicomInputError("the revision has no instances")
         images: list[StudyImage] = []
-        for sop, (path, digest) in sorted(newest.items()):
+        for sop, (path, digest) in newest.items():
             file = self.settings.spool_dir / path
             try:
                 if _file_sha256(file) != digest:  # changed on disk since it was accepted
