@@ -269,3 +269,35 @@ def test_a_row_edited_to_megabytes_still_fits_one_udp_datagram(store: Store, tmp
     receiver.close()
     assert seqs(got) == list(range(1, 121))
     assert max(len(message) for message in got) < 16_000
+
+
+class RefusesAlerts(ScriptedRepository):
+    """Takes the rows but drops the connection when a tamper alert is sent."""
+
+    def send(self, messages: Sequence[bytes]) -> None:
+        if any(b"tamper_detected" in message for message in messages):
+            raise SyslogUnavailableError("connection reset")
+        super().send(messages)
+
+
+def test_a_stopped_forwarder_restarted_by_the_supervisor_alerts_once_per_distinct_problem(
+    store: Store, tmp_path: Path
+) -> None:
+    """Each restart met the same gap and sent the same tamper alert again: the repository filled with copies."""
+    from audit_support import as_superuser
+
+    cursor = CursorFile(tmp_path / "cursor.json")
+    first = AtnaForwarder(store, settings(), cursor, RefusesAlerts(down_for=0), AuditSource("s"))
+    assert first.step() == 50
+    as_superuser(store, "DELETE FROM audit_events WHERE seq BETWEEN 51 AND 60")
+    with pytest.raises(ConfigError, match="audit seq 51 is missing"):
+        first.step()  # the alert could not be sent: not remembered, so a restart tries again
+
+    repositories = [ScriptedRepository(down_for=0) for _ in range(3)]
+    for repository in repositories:  # the supervisor restarts the stopped forwarder
+        forwarder = AtnaForwarder(store, settings(), cursor, repository, AuditSource("s"))
+        with pytest.raises(ConfigError, match="audit seq 51 is missing"):
+            forwarder.run(RecordingStop(), until_caught_up=True)
+    assert [len(repository.received) for repository in repositories] == [1, 0, 0]
+    assert b"forwarding stopped at seq 51" in repositories[0].received[0]
+    assert cursor.read().seq == 50

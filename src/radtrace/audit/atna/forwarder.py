@@ -62,6 +62,7 @@ __all__ = ["AtnaForwarder", "AtnaMetrics", "Cursor", "CursorFile", "forwarder_fr
 log = logging.getLogger(__name__)
 
 _AUDIT_TABLE: Final = cast(sa.Table, AuditEventRow.__table__)
+MAX_REMEMBERED_ALERTS: Final = 100
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,31 @@ class CursorFile:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
+        fsync_directory(self.path.parent)
+
+    @property
+    def alerts_path(self) -> Path:
+        """Beside the cursor: the stop alerts the repository already has (one per distinct problem)."""
+        return self.path.with_name(f"{self.path.name}.alerted")
+
+    def alerted(self) -> list[str]:
+        """The problems already alerted, oldest first (none when the file is missing or unreadable)."""
+        try:
+            data = json.loads(self.alerts_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [str(item) for item in data] if isinstance(data, list) else []
+
+    def remember_alert(self, problem: str) -> None:
+        """Add ``problem`` to what was alerted (the last :data:`MAX_REMEMBERED_ALERTS` are kept), durably."""
+        kept = [*[item for item in self.alerted() if item != problem], problem][-MAX_REMEMBERED_ALERTS:]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.alerts_path.with_name(f".{self.alerts_path.name}.tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump(kept, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.alerts_path)
         fsync_directory(self.path.parent)
 
 
@@ -207,8 +233,14 @@ class AtnaForwarder:
         """Tell the repository the log stops making sense at ``seq`` (best effort), and the error to stop with.
 
         Stopping rather than sending a second history is the contract; stopping in silence would leave the
-        off-host copy believing nothing happened since. A Security Alert naming the problem goes first.
+        off-host copy believing nothing happened since. A Security Alert naming the problem goes first, once per
+        distinct problem: the supervisor restarts a stopped forwarder, and each restart meets the same problem
+        (the alerts sent are remembered beside the cursor; one that could not be sent is tried again).
         """
+        remembered = f"{seq}: {problem}"
+        if remembered in self.cursor_file.alerted():
+            log.info("forwarding stopped at seq %s; the ATNA repository was already told", seq)
+            return ConfigError(problem)
         alert = AuditRecord(
             seq=seq, recorded_at=datetime.now(UTC), event_type=EventType.TAMPER_DETECTED.value,
             dicom_event_id=EventType.TAMPER_DETECTED.dicom.code, outcome=Outcome.MAJOR_FAILURE.value,
@@ -222,8 +254,15 @@ class AtnaForwarder:
                 xml = audit_message_xml(alert, self.source)
                 stamp = event_time(alert)
                 self.transport.send([frame(self.header, xml, seq=seq, row_hash="", timestamp=stamp, failure=True)])
+            else:
+                return ConfigError(problem)
         except (RadtraceError, OSError) as exc:
             log.warning("could not tell the ATNA repository that forwarding stopped: %s", exc)
+            return ConfigError(problem)
+        try:
+            self.cursor_file.remember_alert(remembered)
+        except OSError as exc:
+            log.warning("could not remember that the ATNA repository was told (%s): a restart tells it again", exc)
         return ConfigError(problem)
 
     def _message(self, record: AuditRecord) -> bytes:
