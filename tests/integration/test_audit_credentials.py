@@ -10,6 +10,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -26,6 +27,7 @@ from radtrace.config import ConsoleSettings
 from radtrace.console.accounts import LoginFailed, SignedIn, create_user, log_in, resume_session, start_session
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +192,21 @@ def test_tokens_and_accounts_from_before_bindings_are_recorded_by_rebind_and_for
     assert client.get("/v1/events", headers=_bearer(forged)).status_code == 401
     assert isinstance(log_in(store, "dr.old", PASSWORD, SETTINGS, host=None), SignedIn)
     assert [event["token_name"] for event in _events(store, "api_token_bound")] == ["bootstrap-admin", "old.qa"]
+
+
+def test_radtrace_audit_rebind_says_what_it_recorded_and_exits_1_on_a_forged_token(tmp_path: Path) -> None:
+    from tests_support import radtrace
+
+    url = f"sqlite:///{tmp_path / 'radtrace.db'}"
+    store = Store.from_url(url)
+    upgrade(store)
+    env = {"RADTRACE_DATA_DIR": str(tmp_path / "var"), "RADTRACE_STORE__URL": url}
+    create_token(store, "qa.nurse", "qa", OPERATOR)
+    _sql(store, "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES ('forged', 'admin', :h, :t)",
+         h="0" * 64, t=utc_now())  # fmt: skip
+    store.dispose()
+    done = radtrace("audit", "rebind", env=env)
+    assert done.returncode == 1
+    assert "token 'qa.nurse': already recorded" in done.stdout
+    assert "token 'forged': refused: token 'forged' is not recorded in the audit log" in done.stderr
+    assert "stay refused" in done.stderr

@@ -14,7 +14,7 @@ account's argon2 hash). Authentication recomputes the binding from the row it re
 
 What this does not stop: the row hashes are not keyed, so someone who can write the database can also *append*
 an event with a valid hash that binds their row. That event is then in the log for good: the ATNA forwarder
-sends it off the host, ``audit query --type api_token_created`` lists it, and once a signed checkpoint covers it
+sends it off the host, ``audit query --event-type api_token_created`` lists it, and once a signed checkpoint covers it
 it cannot be removed unnoticed. It can no longer be done silently. The positive result of the event look-up is
 kept per store and process (the event rows cannot change without breaking the chain); revocation is read on
 every request.
