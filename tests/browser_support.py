@@ -6,7 +6,8 @@ here). A module importing this one is skipped when Playwright is not installed, 
 :data:`expect` from here. :func:`chromium` launches the browser (once per test module: the ``browser`` fixture of
 tests/e2e/conftest.py); :func:`tab` opens a fresh context and, when the block ends, fails on any
 console error the page raised (a CSP violation, a failed asset) except those the test says it provokes;
-:func:`sign_in` goes through the login form; :func:`screenshot` writes a picture to the test's directory, and to
+:func:`sign_in` goes through the login form; :func:`wait_until` waits for a script expression to hold;
+:func:`screenshot` writes a picture to the test's directory, and to
 ``docs/`` as a 256-colour PNG when ``CONSOLE_SCREENSHOTS=docs`` (how docs/ui.md's pictures are made).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,3 +84,16 @@ def screenshot(page: Any, directory: Path, name: str, **options: Any) -> Path:
         with Image.open(shot) as picture:
             picture.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(DOCS / name, optimize=True)
     return shot
+
+
+def wait_until(page: Any, expression: str, timeout_ms: int = 10_000) -> None:
+    """Wait until the JavaScript ``expression`` is true in ``page``, checking every 50 ms with ``page.evaluate``.
+
+    Not Playwright's ``wait_for_function``: when the expression is not true at once, its polling evaluates the
+    string again inside the page, which the console's Content Security Policy (no 'unsafe-eval') refuses with an
+    EvalError: a test that failed only when the page was slower than its first check (microsoft/playwright#7395).
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true within {timeout_ms} ms: {expression}"
+        time.sleep(0.05)

@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit_support import PACS, STUDY_A, T0, frozen_clock, seed_audit_log
-from browser_support import Page, expect, needs_chromium, screenshot, sign_in, tab
+from browser_support import Page, expect, needs_chromium, screenshot, sign_in, tab, wait_until
 from console_support import add_user, console_settings, serving
 from radtrace.audit import chain
 from radtrace.audit.events import Actor, AuditEvent, EventType
@@ -165,9 +165,10 @@ def test_admin_verifies_watching_the_progress_and_exports(
     bar = page.locator("#verify-progress[data-poll]")
     expect(bar).to_be_visible()
     # the bar moves: a value strictly between its start and its end, written by console.js from the poll
-    page.wait_for_function(
-        "() => { const b = document.querySelector('#verify-progress[data-poll]');"
-        " return b && b.value >= 8 && b.value < b.max; }"
+    wait_until(
+        page,
+        "(() => { const b = document.querySelector('#verify-progress[data-poll]');"
+        " return b && b.value >= 8 && b.value < b.max; })()",
     )
     expect(page.locator("#verify-count")).to_contain_text(" events checked")
     expect(page.locator("#verify-result")).to_contain_text("No edited, inserted or missing event", timeout=30_000)

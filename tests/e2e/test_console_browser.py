@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from browser_support import Page, expect, needs_chromium, screenshot, sign_in, tab
+from browser_support import Page, expect, needs_chromium, screenshot, sign_in, tab, wait_until
 from console_support import add_user, console_settings, reported_study, serving
 from radtrace.audit.chain import verify_chain
 from radtrace.audit.schema import AuditEventRow
@@ -86,7 +86,7 @@ def _sign_in(page: Page, site: Site, name: str) -> None:
 
 
 def _screenshot(page: Page, tmp_path: Path, name: str) -> None:
-    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    wait_until(page, "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     screenshot(page, tmp_path, name)
 
 
@@ -248,7 +248,7 @@ def test_before_the_page_is_set_up_only_the_consoles_keys_are_held_back(page: Pa
     # the page stays mid-parse until hold.js is answered
     page.route("**/console/static/hold.js", lambda route: held.append(route))
     page.goto(f"{site.url}/console/static/probe.html", wait_until="commit")
-    page.wait_for_function("window.seen !== undefined")
+    wait_until(page, "window.seen !== undefined")
     expect(page.locator("p")).to_have_count(0)  # still before the end of the page
     for key in ("Tab", "Control+l", "F6", "x"):
         page.keyboard.press(key)
