@@ -398,26 +398,35 @@ def decide_finding(
             raise DecisionError("modify needs the corrected status: present, absent or uncertain")
         new_status = status
     text = checked_comment(comment)
-    with store.session("recording a finding decision", immediate=True) as session:
+    fields = {"model_status": finding.status, "decision": chosen.value, "status": new_status, "comment": text}
+    return _record_decision(store, review, actor, label, label, expected,
+                            lambda d: (d.verdict, d.status, d.comment) == (chosen.value, new_status, text),
+                            fields, labels=(label,) if "," not in label else ())  # fmt: skip
+
+
+def _record_decision(
+    store: Store, review: StudyReview, actor: Actor, key: str, what: str, expected: Expected | None,
+    same: Callable[[Decision], bool], fields: dict[str, Any], labels: tuple[str, ...] = (),
+) -> int:  # fmt: skip
+    """Record a ``finding_assessed`` event for ``key`` (a finding's label, or :data:`IMPRESSION`) with ``fields``,
+    under the decisions' lock, once the revision still takes decisions and none was recorded since the page was
+    loaded (``expected``); the same decision sent twice is recorded once. Returns its seq."""
+    with store.session(f"recording a decision on {what}", immediate=True) as session:
         _lock_decisions(session)
         _check_revision(session, review)
-        current = _latest(_decisions_in(session, store, review.study_uid, review.revision)[0].get(label, []))
-        repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.status, d.comment) ==
-                                  (chosen.value, new_status, text), label)  # fmt: skip
+        current = _latest(_decisions_in(session, store, review.study_uid, review.revision)[0].get(key, []))
+        repeated = _check_current(current, expected, actor, same, what)
         if repeated is not None:
             return repeated.seq
         payload: dict[str, Any] = {
             "revision": review.revision,
-            "finding": label,
-            "model_status": finding.status,
-            "decision": chosen.value,
-            "status": new_status,
-            "comment": text,
+            "finding": key,
+            **fields,
             "supersedes": current.seq if current else None,
             "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
         }
         event = AuditEvent(EventType.FINDING_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
-                           labels=(label,) if "," not in label else (), payload=payload)  # fmt: skip
+                           labels=labels, payload=payload)  # fmt: skip
         return AuditRecorder(store).record(event, session=session).seq
 
 
@@ -444,27 +453,11 @@ def decide_impression(
         if corrected == (review.impression or "").replace("\r\n", "\n").strip():  # m, Enter with the text as shown
             raise DecisionError("this is the draft's impression unchanged: accept it, or change the text")
     note = checked_comment(comment)
-    with store.session("recording an impression decision", immediate=True) as session:
-        _lock_decisions(session)
-        _check_revision(session, review)
-        current = _latest(_decisions_in(session, store, review.study_uid, review.revision)[0].get(IMPRESSION, []))
-        repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.text, d.comment) ==
-                                  (chosen.value, corrected, note), "the impression")  # fmt: skip
-        if repeated is not None:
-            return repeated.seq
-        payload: dict[str, Any] = {
-            "revision": review.revision,
-            "finding": IMPRESSION,
-            "model_impression": review.impression,
-            "decision": chosen.value,
-            "impression": corrected,
-            "comment": note,
-            "supersedes": current.seq if current else None,
-            "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
-        }
-        event = AuditEvent(EventType.FINDING_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
-                           payload=payload)  # fmt: skip
-        return AuditRecorder(store).record(event, session=session).seq
+    fields = {"model_impression": review.impression, "decision": chosen.value, "impression": corrected,
+              "comment": note}  # fmt: skip
+    same = (chosen.value, corrected, note)
+    return _record_decision(store, review, actor, IMPRESSION, "the impression", expected,
+                            lambda d: (d.verdict, d.text, d.comment) == same, fields)  # fmt: skip
 
 
 def check_draft_decision(verdict: str, reason_code: str, comment: str | None) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Final
 from urllib.parse import quote
@@ -29,7 +30,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from radtrace.audit.events import AuditEvent, EventType
+from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.console import dashboard, explorer
@@ -304,24 +305,44 @@ def _decider(user: SignedIn) -> None:
                                         f"{user.account.role.value}")  # fmt: skip
 
 
+async def _decide(
+    request: Request,
+    study_uid: str,
+    revision: int,
+    state: ConsoleState,
+    user: SignedIn,
+    decide: Callable[[dict[str, str], StudyReview, Actor], int],
+) -> tuple[dict[str, str], StudyReview | Response]:
+    """Record one decision a radiologist posted (CSRF-checked, radiologists only): the form and the review, or
+    the conflict page in its place when a decision was recorded since the page was loaded (409); a decision the
+    rules refuse is a 422 with the reason."""
+    form = await read_form(request)
+    check_csrf(user.csrf_token, form)
+    _decider(user)
+    review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
+    try:
+        await run_in_threadpool(decide, form, review, request_actor(request, user))
+    except DecisionConflictError as exc:
+        return form, _conflict(request, state, user, review, exc.reason)
+    except DecisionError as exc:
+        raise HTTPException(422, detail=exc.reason) from exc
+    return form, review
+
+
 @router.post("/studies/{study_uid}/{revision}/findings")
 async def finding_decision(
     request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
 ) -> Response:
     """Accept, reject or modify one finding (a new audit event; a later one supersedes it)."""
-    form = await read_form(request)
-    check_csrf(user.csrf_token, form)
-    _decider(user)
-    review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
+
+    def decide(form: dict[str, str], review: StudyReview, actor: Actor) -> int:
+        return decide_finding(state.store, review, actor, form.get("label", ""), form.get("decision", ""),
+                              form.get("status") or None, form.get("comment"), _expected(form))  # fmt: skip
+
+    form, review = await _decide(request, study_uid, revision, state, user, decide)
+    if isinstance(review, Response):
+        return review
     label = form.get("label", "")
-    try:
-        await run_in_threadpool(decide_finding, state.store, review, request_actor(request, user), label,
-                                form.get("decision", ""), form.get("status") or None, form.get("comment"),
-                                _expected(form))  # fmt: skip
-    except DecisionConflictError as exc:
-        return _conflict(request, state, user, review, exc.reason)
-    except DecisionError as exc:
-        raise HTTPException(422, detail=exc.reason) from exc
     # The next finding is selected after a decision, so the keyboard path is j-less: a, a, r, a …
     index = next((i for i, f in enumerate(review.findings) if f.label == label), 0)
     if index + 1 == len(review.findings) and (review.impression or "").strip():  # the impression is next
@@ -335,18 +356,14 @@ async def impression_decision(
     request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
 ) -> Response:
     """Accept, reject or modify (with the radiologist's own text) the draft's impression (a new audit event)."""
-    form = await read_form(request)
-    check_csrf(user.csrf_token, form)
-    _decider(user)
-    review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
-    try:
-        await run_in_threadpool(decide_impression, state.store, review, request_actor(request, user),
-                                form.get("decision", ""), form.get("impression"), form.get("comment"),
-                                _expected(form))  # fmt: skip
-    except DecisionConflictError as exc:
-        return _conflict(request, state, user, review, exc.reason)
-    except DecisionError as exc:
-        raise HTTPException(422, detail=exc.reason) from exc
+
+    def decide(form: dict[str, str], review: StudyReview, actor: Actor) -> int:
+        return decide_impression(state.store, review, actor, form.get("decision", ""), form.get("impression"),
+                                 form.get("comment"), _expected(form))  # fmt: skip
+
+    _form, review = await _decide(request, study_uid, revision, state, user, decide)
+    if isinstance(review, Response):
+        return review
     # the impression comes after the findings in the keyboard order; the whole draft is next
     return redirect(f"{PREFIX}/studies/{study_uid}/{revision}?focus={len(review.findings)}#impression")
 
