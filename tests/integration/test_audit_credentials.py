@@ -210,3 +210,27 @@ def test_radtrace_audit_rebind_says_what_it_recorded_and_exits_1_on_a_forged_tok
     assert "token 'qa.nurse': already recorded" in done.stdout
     assert "token 'forged': refused: token 'forged' is not recorded in the audit log" in done.stderr
     assert "stay refused" in done.stderr
+
+
+class AlwaysRehash(PasswordHasher):
+    """A hasher that finds every stored hash out of date."""
+
+    def check_needs_rehash(self, hash: str) -> bool:
+        return True
+
+
+def test_an_upgraded_password_hash_is_recorded_so_the_account_keeps_working(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from radtrace.console import accounts
+
+    create_user(store, "dr.who", "radiologist", PASSWORD, OPERATOR)
+    with monkeypatch.context() as patch:  # as after an argon2-cffi upgrade with new parameters
+        patch.setattr(accounts, "_HASHER", AlwaysRehash())
+        first = log_in(store, "dr.who", PASSWORD, SETTINGS, host=None)
+    assert isinstance(first, SignedIn)
+    assert first.cookie is not None
+    assert resume_session(store, first.cookie, SETTINGS) is not None
+    assert isinstance(log_in(store, "dr.who", PASSWORD, SETTINGS, host=None), SignedIn)
+    assert [event["reason"] for event in _events(store, "console_user_bound")] == ["password hash upgraded"]
+    assert _events(store, "tamper_detected") == []
