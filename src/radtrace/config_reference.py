@@ -17,7 +17,7 @@ __all__ = ["masked_settings", "settings_reference"]
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+.-]+://[^:/@]*:)(?P<password>[^@]*)(?P<tail>@)", re.IGNORECASE)
 
 
-def _mask_url_password(value: str) -> str:
+def mask_url_password(value: str) -> str:
     return _URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['tail']}", value)
 
 
@@ -38,7 +38,7 @@ def _mask_urls(node: Any) -> Any:
     if isinstance(node, list):
         return [_mask_urls(value) for value in node]
     if isinstance(node, str):
-        return _mask_url_password(node)
+        return mask_url_password(node)
     return node
 
 

@@ -91,6 +91,10 @@ def test_redis_carries_a_study_to_its_sr_with_postgresql(
     finally:
         client.close()
         store.dispose()
+    logged = log_file.read_text(encoding="utf-8")
+    assert "[queues]" not in logged  # no Celery banner (about 40 lines) ...
+    assert "-------------- " not in logged  # ... but one line of ours:
+    assert f"(solo pool of 1; broker {redis_namespace.url})" in logged  # (a password in it is masked)
 
 
 def test_after_redis_lost_every_message_the_reconciler_rings_again(

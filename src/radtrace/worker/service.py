@@ -14,6 +14,7 @@ import socket
 from collections.abc import Sequence
 
 from radtrace.config import Settings
+from radtrace.config_reference import mask_url_password
 from radtrace.errors import ConfigError
 
 __all__ = ["QUEUE_ROLES", "queue_names", "run_worker"]
@@ -70,16 +71,19 @@ def run_worker(
 
         serve_metrics(settings, runtime.pipeline.store, runtime.metrics, settings.broker.metrics_port + metrics_offset)
     name = f"radtrace-{'gpu' if takes_gpu else 'dispatch'}{'' if gpu is None else gpu}@{socket.gethostname()}"
+    pool, workers = ("solo", 1) if takes_gpu else ("threads", concurrency)
     argv = [
+        "--quiet",  # celery's own option: no banner (40 lines that pushed serve's next steps off the screen)
         "worker",
         f"--queues={','.join(queues)}",
-        f"--pool={'solo' if takes_gpu else 'threads'}",
-        f"--concurrency={1 if takes_gpu else concurrency}",
+        f"--pool={pool}",
+        f"--concurrency={workers}",
         f"--hostname={name}-{os.getpid()}",
         f"--loglevel={settings.logging.level}",
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
     ]
-    log.info("worker %s taking %s", name, ", ".join(queues))
+    log.info("worker %s taking %s (%s pool of %d; broker %s)", name, ", ".join(queues), pool, workers,
+             mask_url_password(settings.broker_url))  # fmt: skip
     app.worker_main(argv)
