@@ -16,10 +16,13 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError
+
+if TYPE_CHECKING:
+    from radtrace.store.engine import Store
 
 __all__ = [
     "Check",
@@ -220,7 +223,10 @@ def _database(settings: Settings) -> Check:
         return _database_failed(settings, exc)
     try:
         if is_sqlite(store.engine):
-            return Check("database", "ok", f"SQLite at schema {upgrade(store)} ({store.engine.url.database})")
+            revision = upgrade(store)
+            return _after_upgrade(settings, store) or Check(
+                "database", "ok", f"SQLite at schema {revision} ({store.engine.url.database})"
+            )
         current, head = current_revision(store), head_revision()
         if current != head:
             return Check("database", "failed", f"schema {current or 'empty'}, newest {head}: run 'radtrace db upgrade'")
@@ -229,6 +235,24 @@ def _database(settings: Settings) -> Check:
         return _database_failed(settings, exc)
     finally:
         store.dispose()
+
+
+def _after_upgrade(settings: Settings, store: Store) -> Check | None:
+    """Record the tokens and accounts from before credentials were bound to the audit log, as ``radtrace db
+    upgrade`` does; a warning when one stays refused, None when all is well."""
+    from radtrace.audit.checkpoints import CheckpointSource
+    from radtrace.audit.operations import ChainNotVerifiedError, local_operator
+    from radtrace.audit.rebind import rebind_after_upgrade
+
+    try:
+        done = rebind_after_upgrade(store, local_operator(), CheckpointSource.for_settings(settings))
+    except ChainNotVerifiedError as exc:
+        return Check("database", "warning", f"tokens and accounts from before this version stay refused: {exc.reason}")
+    refused = [item.name for item in done if item.outcome == "refused"]
+    if refused:
+        return Check("database", "warning", f"{len(refused)} token(s) or account(s) are not as the audit log recorded "
+                     "them and stay refused: 'radtrace audit rebind' names each")  # fmt: skip
+    return None
 
 
 def _database_failed(settings: Settings, exc: RadtraceError) -> Check:

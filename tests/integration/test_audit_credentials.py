@@ -23,8 +23,9 @@ from radtrace.audit.rebind import rebind_credentials
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.audit.tokens import create_token, ensure_bootstrap_admin, revoke_token
-from radtrace.config import ConsoleSettings
+from radtrace.config import ConsoleSettings, load_settings
 from radtrace.console.accounts import LoginFailed, SignedIn, create_user, log_in, resume_session, start_session
+from radtrace.preflight import run_preflight
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
@@ -234,3 +235,53 @@ def test_an_upgraded_password_hash_is_recorded_so_the_account_keeps_working(
     assert isinstance(log_in(store, "dr.who", PASSWORD, SETTINGS, host=None), SignedIn)
     assert [event["reason"] for event in _events(store, "console_user_bound")] == ["password hash upgraded"]
     assert _events(store, "tamper_detected") == []
+
+
+def test_db_upgrade_records_the_tokens_and_accounts_from_before_so_nobody_is_locked_out(tmp_path: Path) -> None:
+    """The upgrade itself rebinds: no radiologist or API client is refused the morning after an upgrade because
+    nobody thought of 'radtrace audit rebind'; a forged row is still refused, and a later upgrade walks nothing."""
+    from tests_support import radtrace
+
+    url = f"sqlite:///{tmp_path / 'radtrace.db'}"
+    store = Store.from_url(url)
+    upgrade(store)
+    secret = secrets.token_urlsafe(32)  # a token and an account as an earlier radtrace wrote them
+    _sql(store, "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES ('old.qa', 'qa', :h, :t)",
+         h=hashlib.sha256(secret.encode()).hexdigest(), t=utc_now())  # fmt: skip
+    _sql(store, "INSERT INTO console_users (name, role, password_hash, created_at, failed_logins) "
+         "VALUES ('dr.old', 'radiologist', :h, :t, 0)", h=PasswordHasher().hash(PASSWORD), t=utc_now())  # fmt: skip
+    AuditRecorder(store).record_many([
+        AuditEvent(EventType.API_TOKEN_CREATED, OPERATOR, payload={"token_name": "old.qa", "role": "qa"}),
+        AuditEvent(EventType.CONSOLE_USER_CREATED, OPERATOR,
+                   payload={"user": "dr.old", "role": "radiologist", "password": True}),
+    ])  # fmt: skip
+    assert isinstance(log_in(store, "dr.old", PASSWORD, SETTINGS, host=None), LoginFailed)
+    env = {"RADTRACE_DATA_DIR": str(tmp_path / "var"), "RADTRACE_STORE__URL": url}
+
+    upgraded = radtrace("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "token 'old.qa': recorded" in upgraded.stdout
+    assert "console account 'dr.old': recorded" in upgraded.stdout
+    assert isinstance(log_in(store, "dr.old", PASSWORD, SETTINGS, host=None), SignedIn)
+    with TestClient(create_api(store)) as api:
+        assert api.get("/v1/events", headers=_bearer(secret)).status_code == 200
+    bound = len(_events(store, "api_token_bound")) + len(_events(store, "console_user_bound"))
+    assert bound == 2
+
+    # serve migrates the embedded database in its start-up checks, and rebinds there too
+    _sql(store, "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES ('old.ris', 'qa', :h, :t)",
+         h="1" * 64, t=utc_now())  # fmt: skip
+    AuditRecorder(store).record(
+        AuditEvent(EventType.API_TOKEN_CREATED, OPERATOR, payload={"token_name": "old.ris", "role": "qa"})
+    )
+    settings = load_settings(data_dir=tmp_path / "var", store={"url": url})
+    [database] = [check for check in run_preflight(settings) if check.name == "database"]
+    assert database.status == "ok", database.detail
+    assert [event["token_name"] for event in _events(store, "api_token_bound")] == ["old.qa", "old.ris"]
+    bound += 1
+
+    again = radtrace("db", "upgrade", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "recorded" not in again.stdout
+    assert len(_events(store, "api_token_bound")) + len(_events(store, "console_user_bound")) == bound
+    store.dispose()

@@ -13,7 +13,8 @@ recorded over a chain that does not verify), then, for each active token and eac
   inserted or changed in the database directly.
 
 What it cannot tell: whether the *hash* of an old row was swapped before the upgrade (the old events did not
-record it). Run it right after the upgrade.
+record it). So it runs right after the upgrade by itself: ``radtrace db upgrade`` and serve's migration of the
+embedded database call :func:`rebind_after_upgrade`, which walks the chain only when a row from before is there.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from radtrace.audit.tokens_schema import ApiToken
 from radtrace.console.schema import ConsoleUser
 from radtrace.store.engine import Store
 
-__all__ = ["Rebound", "rebind_credentials"]
+__all__ = ["Rebound", "rebind_after_upgrade", "rebind_credentials"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,28 @@ def rebind_credentials(store: Store, operator: Actor, checkpoints: CheckpointSou
             recorder.record(AuditEvent(event, operator, payload=payload), session=session)
             done.append(Rebound(kind.words, name, "recorded"))
     return done
+
+
+def _from_before(store: Store) -> bool:
+    """Whether an active token or an account was created before bindings (and is not yet bound)."""
+    with store.session("looking for credentials from before bindings") as session:
+        tokens = session.scalars(sa.select(ApiToken).where(ApiToken.revoked_at.is_(None)))
+        rows: list[tuple[Kind, str, str, str, bool | None]] = [
+            (TOKEN, t.name, t.role, token_binding(t.name, t.role, t.token_sha256), None) for t in tokens
+        ]
+        rows += [
+            (ACCOUNT, u.name, u.role, account_binding(u.name, u.role, u.password_hash), u.password_hash is not None)
+            for u in session.scalars(sa.select(ConsoleUser))
+        ]
+        for kind, name, role, binding, password in rows:
+            problem = unrecorded(store, session, kind, name, role, binding, password=password)
+            if problem is not None and problem.legacy_seq is not None:
+                return True
+    return False
+
+
+def rebind_after_upgrade(store: Store, operator: Actor, checkpoints: CheckpointSource | None) -> list[Rebound]:
+    """After a migration: :func:`rebind_credentials` when a token or account from before bindings is there (else
+    nothing, and no walk of the chain), so that an upgrade does not lock every radiologist and API client out
+    until someone thinks of ``radtrace audit rebind``. Raises :class:`ChainNotVerifiedError` as it does."""
+    return rebind_credentials(store, operator, checkpoints) if _from_before(store) else []

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from radtrace.cli.common import EXIT_USAGE, audit_app, err, fail, open_store, out, row_progress, settings_of, token_app
+
+if TYPE_CHECKING:
+    from radtrace.audit.rebind import Rebound
 
 QueryFormat = Literal["table", "json", "csv"]
 TimelineFormat = Literal["table", "json"]
@@ -300,6 +304,11 @@ def audit_rebind(ctx: typer.Context) -> None:
             done = rebind_credentials(store, local_operator(), CheckpointSource.for_settings(settings))
         except ChainNotVerifiedError as exc:
             fail(exc.reason)
+    report_rebound(done)
+
+
+def report_rebound(done: Sequence[Rebound]) -> None:
+    """Print what rebinding did to each token and account; exit 1 when one stays refused."""
     for item in done:
         line = f"{item.kind} {escape(item.name)!r}: {item.outcome}"
         if item.reason:

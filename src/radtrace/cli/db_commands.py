@@ -17,11 +17,23 @@ def db_upgrade(
     ] = None,
 ) -> None:
     """Create or migrate the work and audit tables to the latest revision (safe to repeat)."""
+    from radtrace.audit.checkpoints import CheckpointSource
+    from radtrace.audit.operations import ChainNotVerifiedError, local_operator
+    from radtrace.audit.rebind import rebind_after_upgrade
+    from radtrace.cli.audit_commands import report_rebound
     from radtrace.store.migrate import upgrade
 
-    with open_store(settings_of(ctx), create=True) as store, err.status("migrating the database …"):
-        revision = upgrade(store, app_role=app_role)
-    out.print(f"database at revision {revision}")
+    settings = settings_of(ctx)
+    with open_store(settings, create=True) as store:
+        with err.status("migrating the database …"):
+            revision = upgrade(store, app_role=app_role)
+        out.print(f"database at revision {revision}")
+        try:
+            done = rebind_after_upgrade(store, local_operator(), CheckpointSource.for_settings(settings))
+        except ChainNotVerifiedError as exc:
+            fail(f"tokens and accounts from before this version are not recorded in the audit log ({exc.reason}); "
+                 "until 'radtrace audit rebind' records them they are refused")  # fmt: skip
+    report_rebound(done)  # tokens and accounts from before credentials were bound to the audit log
 
 
 @db_app.command("current")
