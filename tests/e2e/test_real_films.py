@@ -49,7 +49,11 @@ def test_real_films_get_valid_drafts_and_the_lateral_a_reasoned_skip(tmp_path: P
     drop = tmp_path / "drop"
     drop.mkdir()
     env = tiny_service_env(
-        data_dir, listener_port=listener_port, model_dir=tiny_model_dir, api_port=api_port, callers=("PACS", "RADTRACE-SEND")
+        data_dir,
+        listener_port=listener_port,
+        model_dir=tiny_model_dir,
+        api_port=api_port,
+        callers=("PACS", "RADTRACE-SEND"),
     ) | {"RADTRACE_DISPATCH__FILE_DROP_DIR": str(drop)}
     files = {name: REAL_FILMS / name for name in [*FRONTAL, LATERAL]}
     files[FRONTAL[1]] = _with_new_uids(REAL_FILMS / FRONTAL[1], tmp_path / FRONTAL[1])
