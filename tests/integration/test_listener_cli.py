@@ -127,9 +127,24 @@ def test_kill_9_during_a_burst_loses_nothing_acknowledged(
     assert "application_stopped" in events
 
 
-def test_several_processes_share_the_port_and_each_serves_its_metrics(tmp_path: Path, listener_port: int) -> None:
+def _metrics_page(url: str, seconds: float = 20) -> str:
+    """The page at ``url``, waiting for its server: each listener process starts its metrics port on its own, and
+    on a loaded machine the second may not answer yet when the first has stored its share (Connection refused)."""
+    import urllib.error
     import urllib.request
 
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as page:  # noqa: S310 - an http://127.0.0.1 URL of ours
+                return str(page.read().decode())
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_several_processes_share_the_port_and_each_serves_its_metrics(tmp_path: Path, listener_port: int) -> None:
     from radtrace.dicom_listener.dcmtk import storescu
     from radtrace.testing.services import free_port
 
@@ -153,8 +168,7 @@ def test_several_processes_share_the_port_and_each_serves_its_metrics(tmp_path: 
         assert results == [0, 0]
         received = 0.0
         for index in range(2):
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port + index}/metrics", timeout=10) as page:
-                text = page.read().decode()
+            text = _metrics_page(f"http://127.0.0.1:{metrics_port + index}/metrics")
             received += sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines()
