@@ -58,6 +58,7 @@ __all__ = [
     "ENV_NESTED_DELIMITER",
     "ENV_PREFIX",
     "NOT_SETTINGS",
+    "NOT_SETTING_PREFIXES",
     "ApiSettings",
     "AtnaSettings",
     "AuditSettings",
@@ -186,6 +187,13 @@ NOT_SETTINGS = frozenset({
     "RADTRACE_CPU_IMAGE", "RADTRACE_GPU_IMAGE", "RADTRACE_WHEELS", "RADTRACE_FULL_ABLATION",
     "RADTRACE_ABLATION_SEED", "RADTRACE_GPU_STATIC_TIMEOUT", "RADTRACE_GPU_STATIC_ROW", "RADTRACE_GPU_BUDGET_S",
 })  # fmt: skip
+#: Prefixes of the switches of tests/ and bench/ (``RADTRACE_FULL_FUZZ``, ``RADTRACE_FUZZ_EXAMPLES``...): no section
+#: of the settings starts so (a test checks), so a typo of a setting is still refused.
+NOT_SETTING_PREFIXES = ("RADTRACE_FULL_", "RADTRACE_FUZZ_", "RADTRACE_ABLATION_", "RADTRACE_GPU_")
+
+
+def _is_tool_switch(name: str) -> bool:
+    return name in NOT_SETTINGS or name.startswith(NOT_SETTING_PREFIXES)
 
 
 def _setting_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], bool]:
@@ -210,7 +218,7 @@ def _check_environment(environ: Mapping[str, str]) -> None:
     known = [ENV_PREFIX + ENV_NESTED_DELIMITER.join(path).upper() for path in _setting_paths(Settings)]
     unknown = [
         name for name in sorted(environ)
-        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known and name.upper() not in NOT_SETTINGS
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known and not _is_tool_switch(name.upper())
     ]  # fmt: skip
     if unknown:
         lines = [f"  {name}: no such setting{_nearest(name.upper(), known)}" for name in unknown]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from radtrace.config import load_settings
+from radtrace.config import ENV_PREFIX, Settings, load_settings
 from radtrace.config_reference import masked_settings, settings_reference
 from radtrace.errors import ConfigError
 
@@ -156,3 +156,15 @@ def test_configuration_reference_in_docs_is_current() -> None:
     rows = [line for line in reference.splitlines() if line.startswith("| `")]
     assert rows
     assert all(not line.rstrip().endswith("|  |") for line in rows)
+
+
+def test_the_switches_of_tests_and_bench_are_not_taken_for_misspelled_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``RADTRACE_FULL_FUZZ=1`` (the listener fuzz's full run) was refused by every radtrace process it started."""
+    from radtrace.config import NOT_SETTING_PREFIXES, _setting_paths
+
+    for switch in ("RADTRACE_FULL_FUZZ", "RADTRACE_FUZZ_EXAMPLES", "RADTRACE_FULL_LIMITS", "RADTRACE_GPU_BUDGET_S"):
+        monkeypatch.setenv(switch, "1")
+    load_settings()
+    # No setting may ever be spelt with such a prefix, or its typos would pass unnoticed.
+    settings = [ENV_PREFIX + "__".join(path).upper() for path in _setting_paths(Settings)]
+    assert not [name for name in settings if name.startswith(NOT_SETTING_PREFIXES)]
