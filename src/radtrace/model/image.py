@@ -13,7 +13,9 @@ The chain follows the DICOM grayscale pipeline (PS3.4 Annex N, PS3.3 C.11):
    picture nearly blank is passed over, recorded, for the next one (an image of one value is refused); a range
    held by one extreme value filling part of the image (a border) leaves that value out, one held by a few
    outliers is replaced by the 1-99 percentile range;
-4. inversion for MONOCHROME1 (or a Presentation LUT Shape of INVERSE), so that air is dark;
+4. inversion for MONOCHROME1, so that air is dark: the Photometric Interpretation decides, an image's own
+   Presentation LUT Shape only restates it (one inversion for MONOCHROME1 with INVERSE), and a shape that
+   contradicts it is recorded and not followed (see ``_polarity``);
 5. 8 bits, then gray to RGB;
 6. resize keeping the aspect ratio (of the pixels too, where they are not square) to a pixel budget, in multiples
    of the model's merged patch (28 px for Qwen2.5-VL), so that the processor's own resize is the identity and a
@@ -197,17 +199,44 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
     steps.append(modality_step)
     display, voi_step = _voi(values, ds, None if padding is None else ~padding)
     steps.append(voi_step)
-    shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
-    # In the DX IOD, INVERSE accompanies MONOCHROME1 and restates the same inversion: invert once.
-    invert = photometric == "MONOCHROME1" or shape == "INVERSE"
+    invert, inversion_step = _polarity(ds, photometric)
     if invert:
         display = 1.0 - display
-    steps.append(
-        {"step": "inversion", "applied": invert, "photometric": photometric, "presentation_lut_shape": shape or None}
-    )
+    steps.append(inversion_step)
     if padding is not None:
         display = np.where(padding, 0.0, display)  # not image: black, as a viewer shows the background
     return display, steps
+
+
+def _polarity(ds: Dataset, photometric: str) -> tuple[bool, Step]:
+    """Whether the VOI output is inverted (MONOCHROME1: the lowest value white, PS3.3 C.7.6.3.1.2), and the step.
+
+    An image's own Presentation LUT Shape (General Image and DX Image modules, PS3.3 C.7.6.1 and C.8.11.7)
+    restates the Photometric Interpretation: INVERSE "shall be used" with MONOCHROME1, IDENTITY with MONOCHROME2.
+    Only a presentation state's pipeline overrides the Photometric Interpretation (PS3.4 N.2.1.4, note 1).
+    Where the two disagree the object is wrong, and the Photometric Interpretation decides: it is the element
+    every decoder and transcoder keeps true to the pixels (a MONOCHROME1 film converted to MONOCHROME2 has its
+    pixels inverted and its interpretation rewritten, while a stale INVERSE can stay), and the shape is the one
+    found wrong in the field (Fuji films written MONOCHROME1 with IDENTITY: dcm4che's dcm2jpg --noshape and the
+    archive's "Wado Ignore Presentation LUT Shape", dcm4che issues 944 and 3155). dcmtk's dcm2pnm follows the
+    shape and shows such a film as a negative; ClearCanvas inverts by the Photometric Interpretation alone. A
+    Presentation LUT Sequence is no image IOD's (a presentation state's or a print's): as in dcm2pnm, it is not
+    applied, and is recorded.
+    """
+    shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+    invert = photometric == "MONOCHROME1"
+    step: Step = {
+        "step": "inversion",
+        "applied": invert,
+        "photometric": photometric,
+        "presentation_lut_shape": shape or None,
+    }
+    restated = "INVERSE" if invert else "IDENTITY"
+    if shape in ("IDENTITY", "INVERSE") and shape != restated:
+        step["contradiction"] = f"Presentation LUT Shape {shape} with {photometric}: the shape is not followed"
+    if "PresentationLUTSequence" in ds:
+        step["presentation_lut_sequence"] = "not applied (no image IOD defines it)"
+    return invert, step
 
 
 def _one_value(stored: NDArray[Any]) -> bool:
