@@ -130,6 +130,12 @@ def test_an_impression_decision_that_cannot_be_recorded_is_refused_with_its_reas
         assert "unchanged: accept it" in unchanged.text
         odd = _post(client, study, "impression", decision="maybe")
         assert odd.status_code == 422
+        assert "an impression decision is accept, reject or modify, not 'maybe'" in html.unescape(odd.text)
+        label = re.findall(r'name="label" value="([^"]+)"', client.get(f"/console/studies/{study}/1").text)[0]
+        for what, form in (("impression", {}), ("findings", {"label": html.unescape(label)})):
+            unchosen = _post(client, study, what, decision="", **form)  # no verdict chosen: said so, not "not ''"
+            assert unchosen.status_code == 422
+            assert "is accept, reject or modify, and none was chosen" in html.unescape(unchosen.text), what
         assert _post(client, study, "impression", decision="accept", seen="").status_code == 303
         stale = _post(client, study, "impression", decision="reject", seen="")  # the page before the accept
         assert stale.status_code == 409

@@ -376,6 +376,16 @@ def _check_current(
     )
 
 
+def _verdict(verdict: str, what: str) -> FindingDecision:
+    """``verdict`` as a :class:`FindingDecision`; :class:`DecisionError` naming ``what`` (a finding decision, an
+    impression decision) and the choices otherwise."""
+    try:
+        return FindingDecision(verdict)
+    except ValueError as exc:
+        given = f"not {verdict!r}" if verdict.strip() else "and none was chosen"
+        raise DecisionError(f"{what} is accept, reject or modify, {given}") from exc
+
+
 def decide_finding(
     store: Store, review: StudyReview, actor: Actor, label: str, verdict: str, status: str | None,
     comment: str | None, expected: Expected | None = None,
@@ -388,10 +398,7 @@ def decide_finding(
     finding = next((f for f in review.findings if f.label == label), None)
     if finding is None:
         raise DecisionError(f"the draft has no finding {label!r}")
-    try:
-        chosen = FindingDecision(verdict)
-    except ValueError as exc:
-        raise DecisionError(f"a finding decision is accept, reject or modify, not {verdict!r}") from exc
+    chosen = _verdict(verdict, "a finding decision")
     new_status: str | None = None
     if chosen is FindingDecision.MODIFY:
         if status not in {"present", "absent", "uncertain"}:
@@ -439,10 +446,7 @@ def decide_impression(
     ``expected`` works as for :func:`decide_finding`."""
     if not (review.impression or "").strip():
         raise DecisionError("the draft has no impression to decide on")
-    try:
-        chosen = FindingDecision(verdict)
-    except ValueError as exc:
-        raise DecisionError(f"an impression decision is accept, reject or modify, not {verdict!r}") from exc
+    chosen = _verdict(verdict, "an impression decision")
     corrected: str | None = None
     if chosen is FindingDecision.MODIFY:
         corrected = (text or "").replace("\r\n", "\n").strip()  # a browser sends a textarea's lines as CRLF
