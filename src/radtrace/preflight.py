@@ -135,21 +135,25 @@ def _size(count: int) -> str:
     return f"{count / 1024**3:.1f} GiB" if count >= 1024**3 else f"{count / 1024**2:.0f} MiB"
 
 
-def _vllm_server(settings: Settings) -> Check:
-    """A vLLM backend needs its server to answer (``GET /v1/models``), not weights on this machine."""
-    import httpx
+#: The whole ``GET /v1/models`` of the start-up check (connect, headers, body): a server that drips its answer cannot
+#: hold ``radtrace preflight`` or serve's start longer (the body is read up to the client's 8 MiB cap).
+MODEL_SERVER_CHECK_S = 3.0
 
-    url = f"{(settings.model.vllm_url or '').rstrip('/')}/v1/models"
+
+def _vllm_server(settings: Settings) -> Check:
+    """A vLLM backend needs its server to answer (``GET /v1/models``), not weights on this machine. Asked through the
+    client's bounded request (:func:`radtrace.model.backends.vllm.served_models`): one deadline, a size cap."""
+    from radtrace.model.backends.vllm import served_models
+
+    url = (settings.model.vllm_url or "").rstrip("/")
     key = settings.model.vllm_api_key
-    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
     try:
-        response = httpx.get(url, headers=headers, timeout=3.0)
-    except httpx.HTTPError as exc:
-        return Check("model server", "warning", f"vLLM at {settings.model.vllm_url} does not answer ({exc}); "
-                     "inference waits for it (model.vllm_url)")  # fmt: skip
-    if response.status_code != 200:
-        return Check("model server", "warning", f"vLLM at {url} answered HTTP {response.status_code}")
-    served = [str(m.get("id")) for m in response.json().get("data", []) if isinstance(m, dict)]
+        served = served_models(
+            url, api_key=key.get_secret_value() if key is not None else None, timeout_s=MODEL_SERVER_CHECK_S
+        )
+    except RadtraceError as exc:
+        return Check("model server", "warning", f"vLLM at {settings.model.vllm_url} does not answer its model list "
+                     f"({exc.reason}); inference waits for it (model.vllm_url)")  # fmt: skip
     return Check("model server", "ok", f"vLLM at {settings.model.vllm_url} serves {', '.join(served) or 'no model'}")
 
 

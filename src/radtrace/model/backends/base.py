@@ -55,6 +55,11 @@ class Backend(ABC):
             RadtraceError: a permanent one.
         """
 
+    def unavailable(self) -> str | None:
+        """Why the model's server does not answer a cheap health check now, or None when it does or the backend has
+        no server (in-process models): what the worker's circuit breaker probes (:mod:`radtrace.worker.breaker`)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
         """Release connections or other resources (the model itself stays loaded for the process)."""
 

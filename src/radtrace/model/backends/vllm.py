@@ -37,11 +37,13 @@ from radtrace.model.profiles.base import Profile
 from radtrace.model.reading import ModelIdentity
 from radtrace.model.study import StudyInput
 
-__all__ = ["MAX_REPLY_BYTES", "VllmBackend", "data_url"]
+__all__ = ["MAX_REPLY_BYTES", "PROBE_TIMEOUT_S", "VllmBackend", "data_url", "served_models"]
 
 #: The most reply bytes read per request: far above any completion (tokens times bytes per token in JSON), far below
 #: what would hurt a worker running ``max_concurrency`` requests at once.
 MAX_REPLY_BYTES: Final = 8 * 1024 * 1024
+#: The longest a health check of the server (its model list) may take, whatever ``model.request_timeout_s`` is.
+PROBE_TIMEOUT_S: Final = 10.0
 _ERROR_BODY_BYTES: Final = 64 * 1024  # enough of a refusal's body to quote its start
 _QUOTED_CHARS: Final = 200
 
@@ -154,8 +156,7 @@ class VllmBackend(Backend):
             PeerUnavailableError, ModelError, ModelRequestError: as for :meth:`generate`.
         """
         if self._model is None:
-            listed = self._request("GET", "/v1/models")
-            names = [str(entry.get("id")) for entry in listed.get("data", []) if isinstance(entry, dict)]
+            names = self.served_models()
             if len(names) != 1:
                 shown = ", ".join(_quoted(name, 64) for name in names[:4]) + (", …" if len(names) > 4 else "")
                 raise ModelRequestError(
@@ -164,6 +165,31 @@ class VllmBackend(Backend):
                 )
             self._model = names[0]
         return self._model
+
+    def served_models(self, *, timeout_s: float | None = None) -> list[str]:
+        """The model names the server lists (``GET /v1/models``), under the same bounds as a completion: the whole
+        request ends at ``timeout_s`` (default the request timeout) and at most :data:`MAX_REPLY_BYTES` are read.
+
+        Raises:
+            PeerUnavailableError, ModelError, ModelRequestError: as for :meth:`generate`.
+        """
+        listed = self._request("GET", "/v1/models", timeout_s=timeout_s)
+        entries = listed.get("data")
+        return (
+            [str(entry.get("id")) for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
+        )
+
+    def unavailable(self) -> str | None:
+        """Why the server is unavailable now (it cannot be reached, or does not list its models within
+        :data:`PROBE_TIMEOUT_S`, or answers 429 or 5xx), or None when it answers. A cheap health check: what the
+        worker's circuit breaker (:mod:`radtrace.worker.breaker`) probes while it holds reads."""
+        try:
+            self.served_models(timeout_s=min(self.timeout_s, PROBE_TIMEOUT_S))
+        except (PeerUnavailableError, ModelServerError) as exc:
+            return exc.reason
+        except (ModelError, ModelRequestError):  # it answered, if not as expected: the reads will say what is wrong
+            return None
+        return None
 
     def identity(self, profile: Profile) -> ModelIdentity:
         """See :meth:`Backend.identity`; the weights hash is unknown to a client and left out."""
@@ -238,11 +264,14 @@ class VllmBackend(Backend):
             generate_s=elapsed,
         )
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        deadline = _Deadline(self.timeout_s)
-        late = f"vLLM server at {self.base_url} did not answer {path} within {self.timeout_s:g} s"
+    def _request(self, method: str, path: str, *, timeout_s: float | None = None, **kwargs: Any) -> dict[str, Any]:
+        seconds = self.timeout_s if timeout_s is None else timeout_s
+        deadline = _Deadline(seconds)
+        late = f"vLLM server at {self.base_url} did not answer {path} within {seconds:g} s"
         try:
-            with self._client.stream(method, path, extensions={"trace": deadline.trace}, **kwargs) as response:
+            with self._client.stream(
+                method, path, extensions={"trace": deadline.trace}, timeout=httpx.Timeout(seconds), **kwargs
+            ) as response:
                 status = response.status_code
                 if status >= 400:
                     detail = self._read(response, _ERROR_BODY_BYTES, cut=True).decode("utf-8", "replace")
@@ -291,3 +320,21 @@ class VllmBackend(Backend):
             wait = f"; it asks to retry after {asked} s" if asked is not None else ""
             raise ModelServerError(f"vLLM server at {self.base_url} answered {status} to {path}{wait}", asked)
         raise ModelRequestError(f"vLLM server at {self.base_url} refused {path} with {status}: {_quoted(detail)}")
+
+
+def served_models(base_url: str, *, api_key: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
+    """The models a vLLM server at ``base_url`` lists, asked as the client asks (one deadline for the whole request,
+    at most :data:`MAX_REPLY_BYTES` read): a server that drips its answer or sends gigabytes cannot hold the caller
+    (``radtrace preflight``, serve's start) longer than ``timeout_s``.
+
+    Raises:
+        PeerUnavailableError, ModelError, ModelRequestError: not reachable; no answer in time, 5xx or a reply that
+            is too large or not JSON; any other refusal.
+    """
+    client = VllmBackend(
+        base_url, max_new_tokens=1, min_pixels=1, max_pixels=1, api_key=api_key, timeout_s=timeout_s
+    )  # generation settings unused: only the model list is asked for
+    try:
+        return client.served_models()
+    finally:
+        client.close()
