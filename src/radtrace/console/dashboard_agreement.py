@@ -37,6 +37,7 @@ __all__ = [
     "AgreementFigures",
     "agreement_studies",
     "current_agreement",
+    "current_counts",
     "read_agreement",
     "sync_decisions",
 ]
@@ -66,6 +67,11 @@ def sync_decisions(store: Store) -> int:
             (table.event_type == EventType.DRAFT_ASSESSED.value, sa.literal("")),
             else_=sa.func.substr(sa.func.coalesce(json_text(store, table.payload, "finding"), ""), 1, 255),
         )
+        reason = sa.case(  # a whole draft's reason code (the agreement page counts them)
+            (table.event_type == EventType.DRAFT_ASSESSED.value,
+             sa.func.substr(json_text(store, table.payload, "reason_code"), 1, 16)),
+            else_=sa.null(),
+        )  # fmt: skip
         source = sa.select(
             table.seq,
             table.recorded_at,
@@ -73,9 +79,10 @@ def sync_decisions(store: Store) -> int:
             sa.cast(sa.func.coalesce(json_text(store, table.payload, "revision"), "0"), sa.Integer),
             label,
             sa.func.substr(sa.func.coalesce(json_text(store, table.payload, "decision"), ""), 1, 16),
+            reason,
         ).where(*conditions)
         insert = postgresql.insert if is_postgresql(store.engine) else sqlite.insert
-        columns = ["seq", "recorded_at", "study_uid", "revision", "label", "decision"]
+        columns = ["seq", "recorded_at", "study_uid", "revision", "label", "decision", "reason_code"]
         statement = insert(QaDecision).from_select(columns, source).on_conflict_do_nothing()
         # RETURNING counts the rows copied on both databases (psycopg reports no rowcount for this statement).
         copied = len(session.execute(statement.returning(QaDecision.seq)).all())
@@ -193,29 +200,23 @@ _TALLIES: Final[weakref.WeakKeyDictionary[Store, _Tally]] = weakref.WeakKeyDicti
 _TALLY_LOCK: Final = threading.Lock()
 
 
-def _count(session: Any, store: Store, tally: _Tally) -> None:
-    """Add every current decision (none later replaced it), and the current whole drafts' reasons, grouped in the
-    database; read in the snapshot the tally's seq was read in, so no bound on seq is needed (and with one,
-    SQLite leaves the covering index for the seq index and the table)."""
-    current = sa.select(QaDecision.label, QaDecision.decision, QaDecision.seq).where(~QaDecision.superseded)
-    rows = current.subquery()
-    for label, verdict, count in session.execute(
-        sa.select(rows.c.label, rows.c.decision, sa.func.count()).group_by(rows.c.label, rows.c.decision)
-    ):
+def current_counts() -> sa.Select[str, str, str | None, int]:
+    """The current decisions (none later replaced them) counted per label, decision and reason code."""
+    columns = (QaDecision.label, QaDecision.decision, QaDecision.reason_code)
+    return sa.select(*columns, sa.func.count()).where(QaDecision.superseded == sa.false()).group_by(*columns)
+
+
+def _count(session: Any, tally: _Tally) -> None:
+    """Add every current decision (none later replaced it) and the current whole drafts' reasons: one range of
+    ``ix_qa_decisions_current`` read in index order (no table, no payload); in the snapshot the tally's seq was read
+    in, so no bound on seq is needed."""
+    for label, verdict, reason, count in session.execute(current_counts()):
         tally.verdicts[(str(label), str(verdict))] += int(count)
-    reason = json_text(store, AuditEventRow.payload, "reason_code")
-    for code, count in session.execute(
-        sa.select(reason, sa.func.count())
-        .select_from(rows)
-        .join(AuditEventRow, AuditEventRow.seq == rows.c.seq)
-        .where(rows.c.label == "")
-        .group_by(reason)
-    ):
-        if code:
-            tally.reasons[str(code)] += int(count)
+        if label == "" and reason:
+            tally.reasons[str(reason)] += int(count)
 
 
-def _count_since(session: Any, store: Store, upto: int, tally: _Tally) -> None:
+def _count_since(session: Any, upto: int, tally: _Tally) -> None:
     """Bring ``tally`` from its seq to ``upto``: for each (study, revision, label) decided in between, take its
     newest decision as of the tally away and add its newest as of ``upto``. Reads those keys' decisions only."""
     keys = session.execute(
@@ -223,40 +224,29 @@ def _count_since(session: Any, store: Store, upto: int, tally: _Tally) -> None:
         .where(QaDecision.seq > tally.upto, QaDecision.seq <= upto)
         .distinct()
     ).all()
-    changes: list[tuple[int, str, str]] = []  # (sign, label, decision) and the whole drafts' seqs
-    drafts: list[tuple[int, int]] = []
     wanted = {(str(uid), int(revision), str(label)) for uid, revision, label in keys}
     uids = sorted({uid for uid, _revision, _label in wanted})
-    newest: dict[tuple[str, int, str], list[tuple[int, str] | None]] = {key: [None, None] for key in wanted}
+    # each key's newest (decision, reason code) as of the tally and as of upto
+    newest: dict[tuple[str, int, str], list[tuple[str, str | None] | None]] = {key: [None, None] for key in wanted}
     for start in range(0, len(uids), 500):  # by study (the key index's first column); other keys are skipped
-        for uid, revision, label, verdict, seq in session.execute(
-            sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label, QaDecision.decision, QaDecision.seq)
+        for uid, revision, label, verdict, reason, seq in session.execute(
+            sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label, QaDecision.decision,
+                      QaDecision.reason_code, QaDecision.seq)
             .where(QaDecision.study_uid.in_(uids[start : start + 500]), QaDecision.seq <= upto)
             .order_by(QaDecision.seq)
         ):  # fmt: skip
             pair = newest.get((uid, revision, label))
             if pair is not None:
-                pair[1] = (seq, verdict)
+                pair[1] = (verdict, reason)
                 if seq <= tally.upto:
-                    pair[0] = (seq, verdict)
+                    pair[0] = (verdict, reason)
     for (_uid, _revision, label), (before, after) in newest.items():
         for sign, decision in ((-1, before), (1, after)):
             if decision is not None:
-                changes.append((sign, label, decision[1]))
-                if label == "":
-                    drafts.append((sign, decision[0]))
-    for sign, label, verdict in changes:
-        tally.verdicts[(label, verdict)] += sign
-    reason = json_text(store, AuditEventRow.payload, "reason_code")
-    signs = dict((seq, 0) for _sign, seq in drafts)
-    for sign, seq in drafts:
-        signs[seq] += sign
-    seqs = [seq for seq, sign in signs.items() if sign]
-    for start in range(0, len(seqs), 500):
-        chunk = seqs[start : start + 500]
-        for seq, code in session.execute(sa.select(AuditEventRow.seq, reason).where(AuditEventRow.seq.in_(chunk))):
-            if code:
-                tally.reasons[str(code)] += signs[seq]
+                verdict, reason = decision
+                tally.verdicts[(label, verdict)] += sign
+                if label == "" and reason:
+                    tally.reasons[reason] += sign
 
 
 def _bring_forward(store: Store) -> _Tally:
@@ -270,10 +260,10 @@ def _bring_forward(store: Store) -> _Tally:
         tally = _TALLIES.get(store)
         if tally is None:
             tally = _Tally(upto)
-            _count(session, store, tally)
+            _count(session, tally)
             _TALLIES[store] = tally
         elif upto > tally.upto:
-            _count_since(session, store, upto, tally)
+            _count_since(session, upto, tally)
             tally.upto = upto
         return tally
 

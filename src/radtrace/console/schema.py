@@ -97,6 +97,8 @@ class QaDecision(Base):
     __table_args__ = (
         sa.Index("ix_qa_decisions_recorded_at", "recorded_at", "superseded", "label", "decision"),
         sa.Index("ix_qa_decisions_key", "study_uid", "revision", "label", "seq"),
+        # The agreement page's counts of current decisions and whole-draft reasons, index-only (migration 0010).
+        sa.Index("ix_qa_decisions_current", "superseded", "label", "decision", "reason_code"),
     )
 
     seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False, doc="the audit event's")
@@ -105,6 +107,7 @@ class QaDecision(Base):
     revision: Mapped[int]
     label: Mapped[str] = mapped_column(sa.String(255), doc="the finding's label; empty for a whole-draft decision")
     decision: Mapped[str] = mapped_column(sa.String(16), doc="accept, reject or modify")
+    reason_code: Mapped[str | None] = mapped_column(sa.String(16), doc="a whole-draft decision's; NULL otherwise")
     superseded: Mapped[bool] = mapped_column(
         default=False, server_default=sa.false(), doc="a later decision on the same study, revision and label exists"
     )
