@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,7 +17,10 @@ from radtrace.config import Settings, ae_title_problem
 from radtrace.errors import RadtraceError
 from radtrace.supervisor import LOCAL_CALLER
 
-__all__ = ["Refusal", "refusal_message", "send"]
+if TYPE_CHECKING:
+    from radtrace.dicom_listener.scu import NoAssociationError, Rejection
+
+__all__ = ["refusal_message", "send"]
 
 
 @app.command()
@@ -37,7 +39,7 @@ def send(
     Files go as they are on disk, in their own transfer syntax, over one association. A peer that refuses the
     association is named with its reason and what to change (exit 2 for a permanent refusal: AE titles).
     """
-    from radtrace.dicom_listener.scu import collect_files, send_files, summarise
+    from radtrace.dicom_listener.scu import NoAssociationError, collect_files, send_files, summarise
 
     settings = settings_of(ctx)
     files = collect_files(paths)
@@ -54,7 +56,7 @@ def send(
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         fail(f"--host {host!r} is not a known host name or address ({exc.strerror})", EXIT_USAGE)
-    words = _pynetdicom_words()
+    _quiet_pynetdicom()
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=err, transient=True,
@@ -65,12 +67,15 @@ def send(
                 files, host, port, called_ae=called_ae, calling_ae=calling_ae,
                 progress=lambda _result: progress.advance(task),
             )  # fmt: skip
+        except NoAssociationError as exc:
+            progress.stop()
+            if exc.rejection is not None:
+                message = refusal_message(exc.rejection, settings, host, port, called_ae, calling_ae)
+                fail(message, EXIT_USAGE if exc.rejection.permanent else EXIT_FAILED)
+            fail(f"{exc.reason}: {_no_association_hint(exc, settings, host, port)}")
         except RadtraceError as exc:
             progress.stop()
-            refusal = words.refusal()
-            if refusal is not None:
-                fail(refusal_message(refusal, settings, host, port, called_ae, calling_ae), refusal.exit_code)
-            fail(f"{exc.reason}: {_no_association_hint(words, settings)}")
+            fail(f"{exc.reason}: {_no_association_hint(None, settings, host, port)}")
     table = Table("status", "files", title="C-STORE results", title_justify="left")
     for status, count in sorted(summarise(results).items()):
         table.add_row(status, str(count))
@@ -81,65 +86,63 @@ def send(
         raise typer.Exit(EXIT_FAILED)
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """An A-ASSOCIATE-RJ as pynetdicom words it (PS3.8 9.3.4): result, source and reason."""
-
-    result: str  # "Rejected Permanent" or "Rejected Transient"
-    source: str  # "Service User", "Service Provider (ACSE)", "Service Provider (Presentation)"
-    reason: str  # e.g. "Calling AE title not recognised"
-
-    @property
-    def permanent(self) -> bool:
-        return self.result.endswith("Permanent")
-
-    @property
-    def exit_code(self) -> int:
-        """2 (bad usage or configuration) for a permanent refusal: trying again unchanged cannot help."""
-        return EXIT_USAGE if self.permanent else EXIT_FAILED
-
-
-def refusal_message(refusal: Refusal, settings: Settings, host: str, port: int, called_ae: str, calling_ae: str) -> str:
-    """One line: who refused, the reason in plain words, and what to change."""
-    said = f"{called_ae} at {host}:{port} refused the association ({refusal.result.lower()}, {refusal.source}: "
-    reason = refusal.reason.lower()
-    if reason.startswith("calling ae title"):
-        return (
-            f"{said}calling AE title {calling_ae!r} not recognised): that listener does not admit {calling_ae!r} "
-            "from this host; pass a --calling-ae it admits, or add this caller to its listener.allowed_callers "
-            "(RADTRACE_LISTENER__ALLOWED_CALLERS; the listener's log line gives the value to set)"
-        )
-    if reason.startswith("called ae title"):
-        ours = settings.listener.ae_title
-        hint = f" (this machine's listener.ae_title is {ours!r})" if ours != called_ae else ""
-        return (
-            f"{said}called AE title {called_ae!r} not recognised): pass --called-ae with the peer's own AE title "
-            f"(a radtrace listener's listener.ae_title){hint}"
-        )
-    if reason == "local limit exceeded":
-        return (
-            f"{said}local limit exceeded): the peer holds as many associations as it allows (a radtrace listener's "
-            "listener.max_associations); try again when its other senders have finished"
-        )
-    if reason == "temporary congestion":
-        return (
-            f"{said}temporary congestion): the peer is busy or its disk is nearly full (a radtrace listener refuses "
-            "below listener.min_free_bytes free; its log says which); try again later"
-        )
+def refusal_message(
+    refusal: Rejection, settings: Settings, host: str, port: int, called_ae: str, calling_ae: str
+) -> str:
+    """One line: who refused, the A-ASSOCIATE-RJ's codes and reason in plain words (PS3.8 table 9-21), and what
+    to change. Exit 2 goes with a permanent refusal (AE titles: trying again unchanged cannot help)."""
+    said = (
+        f"{called_ae} at {host}:{port} refused the association "
+        f"(A-ASSOCIATE-RJ {refusal.codes}: {refusal.result_words} by the {refusal.source_words}: "
+    )
+    match (refusal.source, refusal.reason):
+        case (1, 3):
+            return (
+                f"{said}calling AE title {calling_ae!r} not recognised): that listener does not admit "
+                f"{calling_ae!r} from this host; pass a --calling-ae it admits, or add this caller to its "
+                "listener.allowed_callers (RADTRACE_LISTENER__ALLOWED_CALLERS; the listener's log line gives the "
+                "value to set)"
+            )
+        case (1, 7):
+            ours = settings.listener.ae_title
+            hint = f" (this machine's listener.ae_title is {ours!r})" if ours != called_ae else ""
+            return (
+                f"{said}called AE title {called_ae!r} not recognised): pass --called-ae with the peer's own AE "
+                f"title (a radtrace listener's listener.ae_title){hint}; if that title is right, the peer may not "
+                f"admit calling AE {calling_ae!r} (dcmtk's dcmqrscp gives this reason then)"
+            )
+        case (3, 2):
+            return (
+                f"{said}local limit exceeded): the peer holds as many associations as it allows (a radtrace "
+                "listener's listener.max_associations, or its per-source limit); try again when its other senders "
+                "have finished"
+            )
+        case (3, 1):
+            return (
+                f"{said}temporary congestion): the peer is busy or its disk is nearly full (a radtrace listener "
+                "refuses below listener.min_free_bytes free; its log says which); try again later"
+            )
     remedy = (
         f"check --called-ae and that the peer admits calling AE {calling_ae!r} from this host"
         if refusal.permanent
         else "try again later"
     )
-    return f"{said}{refusal.reason}): {remedy}"
+    return f"{said}{refusal.reason_words}): {remedy}"
 
 
-def _no_association_hint(words: _PynetdicomWords, settings: Settings) -> str:
+def _no_association_hint(error: NoAssociationError | None, settings: Settings, host: str, port: int) -> str:
     """What a newcomer should check when nothing (or not DICOM) answered."""
-    if words.spoke_http:
+    from radtrace.dicom_listener.scu import answers_http
+
+    if error is not None and error.not_dicom:
+        if error.http or answers_http(host, port):
+            return (
+                "that port answers HTTP, not DICOM (the QA API's api.port?); send to the DICOM listener's "
+                f"listener.port ({settings.listener.port} in this machine's settings)"
+            )
         return (
-            "that port answers HTTP, not DICOM (the QA API's api.port?); send to the DICOM listener's "
-            f"listener.port ({settings.listener.port} in this machine's settings)"
+            "that port answered, but not in DICOM; send to a DICOM listener's port (radtrace's is listener.port, "
+            f"{settings.listener.port} in this machine's settings)"
         )
     return (
         "is a DICOM listener running there? check --host and --port (radtrace's is listener.port, "
@@ -147,36 +150,8 @@ def _no_association_hint(words: _PynetdicomWords, settings: Settings) -> str:
     )
 
 
-class _PynetdicomWords(logging.Handler):
-    """pynetdicom's log records during one send: kept to be told in our words, not printed as its error lines."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record.getMessage())
-
-    def refusal(self) -> Refusal | None:
-        """The A-ASSOCIATE-RJ pynetdicom logged ("Result: R, Source: S" then "Reason: X"), if any."""
-        result_source = next((r for r in self.records if r.startswith("Result: ") and ", Source: " in r), None)
-        reason = next((r for r in self.records if r.startswith("Reason: ")), None)
-        if result_source is None or reason is None:
-            return None
-        result, source = result_source.removeprefix("Result: ").split(", Source: ", 1)
-        return Refusal(result.strip(), source.strip(), reason.removeprefix("Reason: ").strip())
-
-    @property
-    def spoke_http(self) -> bool:
-        """The peer's first bytes were 'HTTP' (pynetdicom: "Unknown PDU type received '0x48'")."""
-        return any("Unknown PDU type received '0x48'" in r for r in self.records)
-
-
-def _pynetdicom_words() -> _PynetdicomWords:
-    """Collect pynetdicom's records instead of printing them (they stay printed at --log-level DEBUG), for the rest
-    of this command: its reader thread may still log the peer's last bytes after we have said what happened."""
-    library = logging.getLogger("pynetdicom")
-    words = _PynetdicomWords()
-    library.addHandler(words)
-    library.propagate = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
-    return words
+def _quiet_pynetdicom() -> None:
+    """pynetdicom's error lines are not printed (what happened is said once, in our words); they stay printed at
+    --log-level DEBUG. For the rest of this command: its reader thread may still log the peer's last bytes after
+    we have said what happened. pynetdicom's own NullHandler keeps Python's last-resort handler quiet."""
+    logging.getLogger("pynetdicom").propagate = logging.getLogger().getEffectiveLevel() <= logging.DEBUG

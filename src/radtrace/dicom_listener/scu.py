@@ -6,31 +6,186 @@ with one presentation context per SOP class and transfer syntax found (a compres
 its own syntax; a data set stored without file meta, as old CR files are, is sent in the syntax of its
 encoding). Each file's DICOM status is
 kept; a file refused at negotiation or unreadable is reported as such, never as a success.
+
+No association is :class:`NoAssociationError`: an A-ASSOCIATE-RJ's result, source and reason as the peer sent them
+(read from pynetdicom's A-ASSOCIATE primitive, never from its log text) and put in plain words per PS3.8 table 9-21
+(:class:`Rejection`), or whether the peer answered with bytes that are no DICOM PDU.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import build_context
 
 from radtrace.errors import DicomInputError, PeerUnavailableError
 
-__all__ = ["SendResult", "collect_files", "send_files", "summarise"]
+__all__ = ["NoAssociationError", "Rejection", "SendResult", "answers_http", "collect_files", "send_files", "summarise"]
 
 log = logging.getLogger(__name__)
 
 MAX_REQUESTED_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1..255
+
+#: A-ASSOCIATE-RJ PDU fields, PS3.8 table 9-21: Result, Source, and Reason/Diag. by Source.
+REJECT_RESULTS = {1: "rejected permanent", 2: "rejected transient"}
+REJECT_SOURCES = {
+    1: "service user",
+    2: "service provider (ACSE related function)",
+    3: "service provider (presentation related function)",
+}
+REJECT_REASONS = {
+    1: {
+        1: "no reason given",
+        2: "application context name not supported",
+        3: "calling AE title not recognised",
+        7: "called AE title not recognised",
+    },
+    2: {1: "no reason given", 2: "protocol version not supported"},
+    3: {1: "temporary congestion", 2: "local limit exceeded"},
+}
+#: The reasons pynetdicom 3.0's A-ASSOCIATE primitive takes (its setter refuses the rest with a ValueError).
+PYNETDICOM_REASONS = frozenset({1, 2, 3, 7})
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An A-ASSOCIATE-RJ's three codes as the peer sent them (PS3.8 9.3.4, table 9-21)."""
+
+    result: int
+    source: int
+    reason: int
+
+    @property
+    def permanent(self) -> bool:
+        """Result 1: trying again unchanged cannot help (2, transient, may pass)."""
+        return self.result == 1
+
+    @property
+    def codes(self) -> str:
+        """``result/source/reason``, as a conformance statement lists them (e.g. ``1/1/3``)."""
+        return f"{self.result}/{self.source}/{self.reason}"
+
+    @property
+    def result_words(self) -> str:
+        return REJECT_RESULTS.get(self.result, f"result {self.result} (not defined)")
+
+    @property
+    def source_words(self) -> str:
+        return REJECT_SOURCES.get(self.source, f"source {self.source} (not defined)")
+
+    @property
+    def reason_words(self) -> str:
+        """The reason for its source; a value the table reserves is said as such."""
+        return REJECT_REASONS.get(self.source, {}).get(self.reason, f"reason {self.reason} (reserved)")
+
+    def words(self) -> str:
+        """E.g. ``rejected permanent by the service user: calling AE title not recognised``."""
+        return f"{self.result_words} by the {self.source_words}: {self.reason_words}"
+
+
+class NoAssociationError(PeerUnavailableError):
+    """The peer did not establish the association. ``rejection``: its A-ASSOCIATE-RJ, where it sent one;
+    ``not_dicom``: it answered the A-ASSOCIATE-RQ with bytes that are no DICOM PDU (an HTTP server, say)."""
+
+    def __init__(
+        self, reason: str, *, rejection: Rejection | None = None, not_dicom: bool = False, http: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.rejection = rejection
+        self.not_dicom = not_dicom
+        self.http = http  # its first bytes were an HTTP status line's ("HTTP/")
+
+
+class _FirstAnswer:
+    """What the peer first sent, from pynetdicom's events: whether its state machine met a PDU that is no DICOM
+    PDU (event 19, PS3.8 9.2) and the peer's first bytes (the DUL reads a PDU's type and length, 6 bytes, before
+    it decodes anything: ``HTTP/1`` from an HTTP server).
+
+    An A-ASSOCIATE-RJ whose codes pynetdicom's primitive refuses (a reason the table reserves, an undefined
+    source) kills its reader thread with a ValueError traceback and leaves the association to the ACSE timeout:
+    such codes are handed to pynetdicom as "no reason given" (1) and kept here, as the peer sent them, in
+    :attr:`reserved`."""
+
+    _RJ_HEAD = 10  # type, reserved, length (4), reserved, result, source, reason
+
+    def __init__(self) -> None:
+        self.not_dicom = False
+        self.first = bytearray()
+        self.reserved: Rejection | None = None
+
+    def handlers(self) -> list[EventHandlerType]:
+        return [(evt.EVT_CONN_OPEN, self._opened), (evt.EVT_FSM_TRANSITION, self._transition)]
+
+    def _opened(self, event: Any) -> None:
+        transport = event.assoc.dul.socket
+        read = transport.recv
+
+        def recv(nr_bytes: int) -> bytearray:
+            data: bytearray = read(nr_bytes)
+            if len(self.first) < self._RJ_HEAD:
+                start = len(self.first)
+                self.first += data[: self._RJ_HEAD - start]
+                if len(self.first) == self._RJ_HEAD and self.first[0] == 0x03:
+                    data = self._taken_by_pynetdicom(data, start)
+            return data
+
+        transport.recv = recv
+
+    def _taken_by_pynetdicom(self, data: bytearray, start: int) -> bytearray:
+        result, source, reason = self.first[7:10]
+        if result in REJECT_RESULTS and reason in PYNETDICOM_REASONS and source in REJECT_SOURCES:
+            return data
+        self.reserved = Rejection(result, source, reason)
+        changed = bytearray(data)
+        for offset, value in ((7, result if result in REJECT_RESULTS else 1), (8, 1), (9, 1)):
+            if 0 <= offset - start < len(changed):
+                changed[offset - start] = value
+        return changed
+
+    def _transition(self, event: Any) -> None:
+        if event.fsm_event == "Evt19":
+            self.not_dicom = True
+
+
+def answers_http(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """Whether ``host:port`` answers an HTTP request as an HTTP server (its reply starts ``HTTP/``). Asked only
+    of a peer that already answered in something other than DICOM."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            connection.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            reply = b""
+            while len(reply) < 5:
+                chunk = connection.recv(5 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return False
+    return reply == b"HTTP/"
+
+
+def _rejection(assoc: Association) -> Rejection | None:
+    """The A-ASSOCIATE-RJ pynetdicom received, from the acceptor's A-ASSOCIATE primitive (pynetdicom keeps the
+    response it got as ``assoc.acceptor.primitive``: result, result_source, diagnostic)."""
+    primitive = getattr(getattr(assoc, "acceptor", None), "primitive", None)
+    codes = [getattr(primitive, name, None) for name in ("result", "result_source", "diagnostic")]
+    if not all(isinstance(code, int) for code in codes) or codes[0] not in REJECT_RESULTS:
+        return None
+    result, source, reason = (int(code) for code in codes if isinstance(code, int))
+    return Rejection(result, source, reason)
 
 
 @dataclass(frozen=True)
@@ -101,7 +256,8 @@ def send_files(
 ) -> list[SendResult]:
     """Send ``files`` over one association; returns one :class:`SendResult` per file, in order.
 
-    Raises :class:`PeerUnavailableError` when the association cannot be established at all.
+    Raises :class:`NoAssociationError` (a :class:`PeerUnavailableError`) when the association cannot be
+    established at all: with the peer's A-ASSOCIATE-RJ codes where it rejected it.
     """
     results: dict[Path, SendResult] = {}
     identities: dict[Path, tuple[str, str]] = {}
@@ -121,10 +277,19 @@ def send_files(
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the bytes on disk, unchanged, streamed
     try:
         if pairs:
-            assoc = ae.associate(host, port, ae_title=called_ae)
+            answer = _FirstAnswer()
+            assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=answer.handlers())
             if not assoc.is_established:
+                where = f"association with {called_ae} at {host}:{port}"
+                rejection = (answer.reserved or _rejection(assoc)) if assoc.is_rejected else None
+                if rejection is not None:
+                    raise NoAssociationError(f"{where} rejected ({rejection.codes})", rejection=rejection)
                 why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
-                raise PeerUnavailableError(f"association with {called_ae} at {host}:{port} {why}")
+                raise NoAssociationError(
+                    f"{where} {why}",
+                    not_dicom=answer.not_dicom,
+                    http=answer.not_dicom and answer.first.startswith(b"HTTP/"),
+                )
             try:
                 accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
                 for path, identity in identities.items():
