@@ -235,9 +235,10 @@ def completion(text: str) -> Reply:
 
 
 @contextlib.contextmanager
-def fake_vllm_server() -> Iterator[FakeVllm]:
-    """A vLLM-like server on a free local port (the answer: ``completion('normal')`` until a test sets another)."""
-    port = free_port()
+def fake_vllm_server(port: int | None = None) -> Iterator[FakeVllm]:
+    """A vLLM-like server on ``port`` (default a free local one; the answer: ``completion('normal')`` until a test
+    sets another)."""
+    port = port or free_port()
     server = FakeVllm(f"http://127.0.0.1:{port}", lambda request: completion("normal"))
 
     class Handler(BaseHTTPRequestHandler):

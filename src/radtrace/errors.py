@@ -11,17 +11,22 @@ Library exceptions are translated where they are caught: ``raise SpoolError(...)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "ConfigError",
     "DicomInputError",
     "DispatchError",
     "DispatchRejectedError",
     "ModelError",
+    "ModelFilesError",
     "ModelLoadError",
     "ModelServerError",
+    "ModelServerUnavailableError",
     "PeerUnavailableError",
     "PermanentError",
     "RadtraceError",
+    "ReadsHeldError",
     "ReportError",
     "RetryableError",
     "StoreUnavailableError",
@@ -68,6 +73,19 @@ class DicomInputError(PermanentError):
 
 class ModelLoadError(PermanentError):
     """Model weights or processor files are missing, incomplete or not loadable."""
+
+
+class ModelFilesError(ModelLoadError):
+    """A checkpoint's files are all there but cannot be loaded (a truncated weights file, a configuration that is not
+    JSON or does not fit the weights). Restarting cannot help until the files change: ``directory`` is what to
+    watch."""
+
+    def __init__(self, reason: str, directory: Path) -> None:
+        super().__init__(reason)
+        self.directory = directory
+
+    def __reduce__(self) -> tuple[type[ModelFilesError], tuple[str, Path]]:
+        return type(self), (self.reason, self.directory)
 
 
 class DispatchRejectedError(PermanentError):
@@ -122,6 +140,16 @@ class ReportError(PermanentError):
 class DraftProcessLostError(RetryableError):
     """The process building a revision's drafts died (killed, out of memory) before it finished: the attempt is
     retried, the reading with it."""
+
+
+class ModelServerUnavailableError(PermanentError):
+    """The model server has not answered for longer than the worker holds reads for it (its circuit breaker gave up,
+    :mod:`radtrace.worker.breaker`): the study ends ``failed`` with "model server unavailable since …"."""
+
+
+class ReadsHeldError(RetryableError):
+    """A read held for a model server that is down was given back unread (the worker is shutting down): the revision
+    is queued again and the attempt is not counted."""
 
 
 class ModelRequestError(PermanentError):

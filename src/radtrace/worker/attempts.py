@@ -263,6 +263,28 @@ class RevisionAttempts:
         self.observer.finished_in(RevisionState.FAILED.value)
         return ProcessResult(Result.FAILED, RevisionState.FAILED, reason, next_revision=following)
 
+    def put_back(self, claim: Claim, error: RadtraceError) -> ProcessResult:
+        """Give a claimed revision back unread, its attempt not counted: ``queued`` and due now, ``attempts`` as
+        before the claim. For a read held for a model server that is down when the worker stops
+        (:mod:`radtrace.worker.breaker`): an outage is no fault of the study's."""
+        now = self.clock()
+        reason = f"waiting: {error.reason}"
+        with self.store.session("giving a revision back", immediate=True) as session:
+            values = {"state": RevisionState.QUEUED, "attempts": claim.attempt - 1, "next_attempt_at": now,
+                      "reason": reason}  # fmt: skip
+            if not self._release(session, claim, now, **values):
+                log.warning("revision %s: claim lost before giving it back", claim.revision_id)
+                return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
+            self._job_done(session, claim, JobState.FAILED, now, f"not counted: {error.reason}")
+            self.recorder.record(
+                self.event(claim, EventType.INFERENCE_FAILED, Outcome.MINOR_FAILURE, error=error.reason,
+                           retryable=True, attempt_counted=False, next_attempt_at=now.isoformat()),
+                session=session,
+            )  # fmt: skip
+        log.info("revision %s given back unread (attempt %d not counted): %s", claim.revision_id, claim.attempt,
+                 error.reason)  # fmt: skip
+        return ProcessResult(Result.RETRY, RevisionState.QUEUED, reason, now)
+
     def _retry_delay(self, claim: Claim, error: RadtraceError) -> timedelta:
         """The backoff, or longer when the model server asked for a longer wait (Retry-After), up to
         ``broker.retry_backoff_max_s``: a server's word neither shortens the backoff nor parks a study for a day."""

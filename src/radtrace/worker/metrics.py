@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -50,6 +51,22 @@ class WorkerMetrics:
             "radtrace_revisions_finished", "Revisions that reached a final state, by state", ["state"],
             registry=self.registry,
         )  # fmt: skip
+
+        self.server_unavailable = Gauge(
+            "radtrace_model_server_unavailable",
+            "1 while this worker holds reads for a model server that does not answer (its circuit breaker is open)",
+            registry=self.registry,
+        )
+        self.server_unavailable_since = Gauge(
+            "radtrace_model_server_unavailable_since_seconds",
+            "Unix time since when the model server has not answered (0 while it answers)",
+            registry=self.registry,
+        )
+
+    def model_server_unavailable(self, since: datetime | None) -> None:
+        """The worker's circuit breaker opened (``since``: when the server was first found down) or closed (None)."""
+        self.server_unavailable.set(0 if since is None else 1)
+        self.server_unavailable_since.set(0 if since is None else since.timestamp())
 
     def observe(self, stage: str, seconds: float) -> None:
         """Record ``seconds`` spent in ``stage`` (one of :data:`STAGES`); a negative figure (clock skew) is 0."""

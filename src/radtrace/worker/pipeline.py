@@ -19,7 +19,9 @@ A GPU worker reads in batches (:meth:`StudyPipeline.process_batch`): with the re
 claims up to ``model.batch_size - 1`` other due ones (STAT first, then oldest), reads them in one batched call
 (pictures prepared on a thread pool), and records, finishes or fails each revision on its own. A batch the model
 cannot read as a whole is read one study at a time, unless the model server is at fault (not reachable, no answer in
-time, 429 or 5xx): then every revision of it is retried after the backoff (:mod:`radtrace.worker.model_failures`).
+time, 429 or 5xx): then every revision of it is retried after the backoff (:mod:`radtrace.worker.model_failures`),
+unless the server does not answer a health check either: then the batch is held, no attempt counted, until it does
+(:mod:`radtrace.worker.breaker`, bounded at 2 h).
 With draft processes (``model.draft_processes``) it does not wait for a batch's drafts: while they build it claims
 and reads the next batch of due revisions, and finishes the previous one after that read, until none is due.
 
@@ -43,10 +45,10 @@ from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
-from radtrace.audit.events import Actor, EventType, Outcome
+from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
-from radtrace.errors import DicomInputError, RadtraceError
+from radtrace.errors import DicomInputError, ModelServerUnavailableError, RadtraceError, ReadsHeldError
 from radtrace.logging import study_key
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.model.study import Skipped, StudyImage, identity_conflict, spooled_image
@@ -57,6 +59,7 @@ from radtrace.store.engine import Store
 from radtrace.store.instances import revision_instances
 from radtrace.store.models import OutboxMessage, Priority, Revision, RevisionState, Study
 from radtrace.worker.attempts import ProcessResult, Result, RevisionAttempts
+from radtrace.worker.breaker import Hold, ModelServerBreaker
 from radtrace.worker.claims import (
     Claim,
     ClaimDecision,
@@ -89,6 +92,7 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+_WAITING_FOR_SERVER = "waiting: model server unavailable"  # how held revisions' reasons begin
 Key = tuple[str, int]  # (Study Instance UID, revision number)
 OnResult = Callable[[Key, ProcessResult], None]
 
@@ -166,6 +170,8 @@ class StudyPipeline:
                                          clock=clock, observer=self.observer)  # fmt: skip
         self.drafter: Drafter = drafter or InlineDrafter(settings)
         self.stopping = stopping  # the worker is shutting down: take no further batch
+        self.breaker = ModelServerBreaker(self._probe_server, stopping=stopping, on_open=self._server_lost,
+                                          on_close=self._server_back, clock=clock)  # fmt: skip
 
     # --- process -------------------------------------------------------------------------------
 
@@ -277,7 +283,8 @@ class StudyPipeline:
     def _read_and_submit(self, claims: Sequence[Claim]) -> list[_InHand]:
         """Read the claimed revisions together; record each reading and hand it to the drafter."""
         inputs = [self._gather(claim) for claim in claims]
-        readings = self._read_all([item for item in inputs if isinstance(item, tuple)])
+        to_read = [(claim, item) for claim, item in zip(claims, inputs, strict=True) if isinstance(item, tuple)]
+        readings = self._read_all([item for _, item in to_read], [claim for claim, _ in to_read])
         done = time.monotonic()
         in_hand: list[_InHand] = []
         for claim, item in zip(claims, inputs, strict=True):
@@ -318,6 +325,8 @@ class StudyPipeline:
         self, claim: Claim, outcome: list[int] | Skipped | RadtraceError, read_done: float | None
     ) -> ProcessResult:
         """Finish one claimed revision from its outcome: reported, skipped, or a failed attempt."""
+        if isinstance(outcome, ReadsHeldError):  # held for a model server that is down, and the worker stops
+            return self.attempts.put_back(claim, outcome)
         if isinstance(outcome, RadtraceError):
             return self.attempts.failed(claim, outcome)
         if isinstance(outcome, Skipped):
@@ -348,29 +357,117 @@ class StudyPipeline:
 
         return self._guarded(claim, gather)
 
-    def _read_all(self, gathered: list[tuple[list[StudyImage], list[Any]]]) -> list[Reading | Skipped | RadtraceError]:
-        """Read every gathered study, batched. When the batch fails as a whole, each study alone, unless the model
-        server is at fault (away, slow, overloaded: :func:`affects_every_study`), when each study's attempt fails
-        with that error and the batch is retried after its backoff."""
+    def _read_all(
+        self, gathered: list[tuple[list[StudyImage], list[Any]]], claims: Sequence[Claim]
+    ) -> list[Reading | Skipped | RadtraceError]:
+        """Read every gathered study (of ``claims``), batched. When the batch fails as a whole, each study alone,
+        unless the model server is at fault (away, slow, overloaded: :func:`affects_every_study`): then each study's
+        attempt fails with that error and the batch is retried after its backoff; or, when the server does not
+        answer a health check either, the batch is held until it does and read again (:meth:`_hold`)."""
         if not gathered:
             return []
         studies = [images for images, _ in gathered]
         started = time.monotonic()
-        try:
-            outcomes = self.reader.read_each(studies)
-        except RadtraceError as exc:
-            if len(studies) == 1 or affects_every_study(exc):  # the server's fault: retried as a batch, after a wait
-                outcomes = [exc] * len(studies)
-            else:  # maybe one study's: read alone, it fails alone and the others are recorded
-                log.warning("a batch of %d failed as a whole (%s); reading each study alone", len(studies), exc.reason)
-                outcomes = [self._read_alone(images) for images in studies]
-        except Exception as exc:  # a bug must end in failed(reason), not a claim nobody explains
-            log.exception("unexpected error reading a batch of %d", len(studies))
-            outcomes = [RadtraceError(f"unexpected {type(exc).__name__}: {exc}")] * len(studies)
+        outcomes = self._read_batch(studies, claims)
         elapsed = time.monotonic() - started
         for _ in studies:
             self.observer.observe("read", elapsed)
         return outcomes
+
+    def _read_batch(
+        self, studies: list[list[StudyImage]], claims: Sequence[Claim]
+    ) -> list[Reading | Skipped | RadtraceError]:
+        down = self.breaker.is_open and self.breaker.server_down()  # still down since an earlier batch
+        while True:
+            if down and (ended := self._hold(claims)) is not None:
+                return [ended] * len(studies)
+            try:
+                return self.reader.read_each(studies)
+            except RadtraceError as exc:
+                if affects_every_study(exc) and self.breaker.server_down():  # not a batch's fault: the server is away
+                    down = True
+                    continue
+                if len(studies) == 1 or affects_every_study(exc):  # the server's fault: retried as a batch, later
+                    return [exc] * len(studies)
+                # maybe one study's: read alone, it fails alone and the others are recorded
+                log.warning("a batch of %d failed as a whole (%s); reading each study alone", len(studies), exc.reason)
+                return [self._read_alone(images) for images in studies]
+            except Exception as exc:  # a bug must end in failed(reason), not a claim nobody explains
+                log.exception("unexpected error reading a batch of %d", len(studies))
+                return [RadtraceError(f"unexpected {type(exc).__name__}: {exc}")] * len(studies)
+
+    def _hold(self, claims: Sequence[Claim]) -> RadtraceError | None:
+        """Hold the claimed batch while the model server does not answer (its claims are renewed meanwhile): None
+        once it answers (read it again, same attempt); else the error that ends each attempt: given back uncounted
+        when the worker stops, failed with the reason after the breaker's limit."""
+        if not self.breaker.gave_up:
+            self._mark_waiting(claims, f"waiting: {self.breaker.reason}; no attempt counted")
+        ended = self.breaker.hold()
+        if ended is Hold.BACK:
+            return None
+        if ended is Hold.STOPPING:
+            return ReadsHeldError(self.breaker.reason)
+        return ModelServerUnavailableError(self.breaker.reason)
+
+    def _probe_server(self) -> str | None:
+        """The backend's health check of its server (None: it answers, or the model runs in this process)."""
+        backend = getattr(self.reader, "backend", None)  # built already: a read failed on it a moment ago
+        unavailable = getattr(backend, "unavailable", None)
+        return unavailable() if callable(unavailable) else None
+
+    def _server_lost(self, breaker: ModelServerBreaker) -> None:
+        self._tell_observer(breaker)
+        self._record_reading_state(EventType.APPLICATION_STOPPED, Outcome.SERIOUS_FAILURE, reason=breaker.reason)
+
+    def _server_back(self, breaker: ModelServerBreaker, down_s: float) -> None:
+        self._tell_observer(breaker)
+        self._record_reading_state(EventType.APPLICATION_STARTED, Outcome.SUCCESS, down_s=round(down_s, 1),
+                                   down_since=breaker.since.isoformat() if breaker.since else None)  # fmt: skip
+        try:
+            with self.store.session("clearing waiting reasons", immediate=True) as session:
+                session.execute(
+                    sa.update(Revision)
+                    .where(Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
+                           Revision.reason.like(f"{_WAITING_FOR_SERVER}%"))
+                    .values(reason=None)
+                    .execution_options(synchronize_session=False)
+                )  # fmt: skip
+        except RadtraceError as exc:
+            log.warning("waiting reasons not cleared: %s", exc.reason)
+
+    def _tell_observer(self, breaker: ModelServerBreaker) -> None:
+        told = getattr(self.observer, "model_server_unavailable", None)  # WorkerMetrics' gauge
+        if callable(told):
+            told(breaker.since if breaker.is_open else None)
+
+    def _record_reading_state(self, kind: EventType, outcome: Outcome, **details: Any) -> None:
+        """Audit the breaker opening (application_stopped) or closing (application_started), component 'model
+        reading'; a database that is down too is logged, not raised (the hold goes on)."""
+        payload = {"component": "model reading", "worker": self.worker,
+                   **{key: value for key, value in details.items() if value is not None}}  # fmt: skip
+        try:
+            self.recorder.record(AuditEvent(kind, self.actor, outcome, payload=payload))
+        except RadtraceError as exc:
+            log.error("could not record %s: %s", kind.value, exc.reason)
+
+    def _mark_waiting(self, claims: Sequence[Claim], reason: str) -> None:
+        """Say why the held batch and the queued revisions wait, where ``radtrace study show`` and the console
+        show a revision's reason (a queued revision's own retry reason is kept)."""
+        try:
+            with self.store.session("marking waiting revisions", immediate=True) as session:
+                session.execute(
+                    sa.update(Revision)
+                    .where(sa.or_(
+                        sa.and_(Revision.id.in_([claim.revision_id for claim in claims]),
+                                Revision.claimed_by == self.worker),
+                        sa.and_(Revision.state == RevisionState.QUEUED,
+                                sa.or_(Revision.reason.is_(None), Revision.reason.like(f"{_WAITING_FOR_SERVER}%"))),
+                    ))
+                    .values(reason=reason)
+                    .execution_options(synchronize_session=False)
+                )  # fmt: skip
+        except RadtraceError as exc:
+            log.warning("waiting reasons not recorded: %s", exc.reason)
 
     def _read_alone(self, images: list[StudyImage]) -> Reading | Skipped | RadtraceError:
         try:

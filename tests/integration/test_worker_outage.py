@@ -1,0 +1,191 @@
+"""A vLLM server that is down (restarting, its node rebooting) while studies are queued: the worker holds its reads
+and probes the server, no attempt counted, and reads them all once it answers; after the breaker's limit it fails
+them, each with the reason "model server unavailable since ...", and reads again once the server is back.
+
+Before the breaker, each due batch cost one attempt per study, so with ``broker.max_attempts`` 2 the queue below
+ended ``failed`` ("gave up after 2 attempts: vLLM server ... is not reachable") within a second of the outage.
+
+The server is the tests' vLLM-like one (:func:`worker_support.fake_vllm_server`), down means nothing listens on its
+port (what a restarting vLLM is); the worker is the real pipeline with radtrace's own vLLM client."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import radtrace.worker.breaker
+from radtrace.config import Settings, load_settings
+from radtrace.model.reader import StudyReader
+from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
+from radtrace.store.models import RevisionState
+from radtrace.testing.services import free_port
+from radtrace.testing.studies import ImageSpec, StudySpec, make_study
+from radtrace.worker.attempts import Result
+from radtrace.worker.pipeline import StudyPipeline
+from worker_support import audit_events, fake_vllm_server, revision_row, spool_study
+
+pytestmark = pytest.mark.integration
+
+FINAL = {RevisionState.REPORTED, RevisionState.FAILED, RevisionState.SKIPPED, RevisionState.DISPATCHED}
+
+
+@pytest.fixture(autouse=True)
+def quick_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(radtrace.worker.breaker, "PROBE_FIRST_S", 0.2)
+    monkeypatch.setattr(radtrace.worker.breaker, "PROBE_MAX_S", 0.4)
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, port: int) -> Settings:
+    return load_settings(
+        data_dir=tmp_path / "data",
+        model={"backend": "vllm", "vllm_url": f"http://127.0.0.1:{port}", "vllm_model": "m",
+               "request_timeout_s": 1.0, "batch_size": 4, "batch_wait_ms": 0},
+        broker={"max_attempts": 2, "retry_backoff_initial_s": 0.1, "retry_backoff_max_s": 0.2},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    settings.data_dir.mkdir(parents=True)
+    opened = Store.from_url(settings.store_url)
+    upgrade(opened)
+    yield opened
+    opened.dispose()
+
+
+def queue(settings: Settings, store: Store, count: int, seed: int = 300) -> list[str]:
+    uids = []
+    for index in range(count):
+        uid, _ = spool_study(settings, store, make_study(StudySpec(seed=seed + index), [ImageSpec()]))
+        uids.append(uid)
+        time.sleep(0.002)
+    return uids
+
+
+def pipeline_for(settings: Settings, store: Store, stopping: Callable[[], bool] = lambda: False) -> StudyPipeline:
+    reader = StudyReader(settings.model, data_dir=settings.data_dir)
+    return StudyPipeline(settings, store, reader, worker="w1", stopping=stopping)
+
+
+def ring_until_settled(pipeline: StudyPipeline, store: Store, uids: list[str], timeout_s: float) -> None:
+    """What the worker does with its doorbells: process each revision not yet final, again after its backoff."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        waiting = [uid for uid in uids if revision_row(store, uid).state not in FINAL]
+        if not waiting:
+            return
+        for uid in waiting:
+            pipeline.process_batch(uid, 1)
+        time.sleep(0.1)
+
+
+def reading_events(store: Store) -> list[tuple[str, str, object]]:
+    return [(kind, outcome, payload.get("down_s") is not None) for kind, outcome, payload in audit_events(store)
+            if payload.get("component") == "model reading"]  # fmt: skip
+
+
+def test_a_server_down_for_seconds_costs_no_attempt_and_every_queued_study_is_reported(
+    settings: Settings, store: Store, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    uids = queue(settings, store, 6)
+    pipeline = pipeline_for(settings, store)
+    caplog.set_level(logging.INFO, logger="radtrace")
+    worker = threading.Thread(target=ring_until_settled, args=(pipeline, store, uids, 40), daemon=True)
+    worker.start()
+
+    deadline = time.monotonic() + 10
+    while not reading_events(store) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)  # down for a while: several probes
+    held = [revision_row(store, uid) for uid in uids]
+    assert [rev.state for rev in held].count(RevisionState.PROCESSING) == 4  # the batch, held under its claims
+    assert all(rev.state in (RevisionState.PROCESSING, RevisionState.QUEUED) for rev in held)
+    for rev in held:  # why they wait, where study show and the console read it
+        assert rev.reason is not None
+        assert rev.reason.startswith("waiting: model server unavailable since "), rev.reason
+        assert "is not reachable" in rev.reason
+    assert max(rev.attempts for rev in held) == 1
+
+    with fake_vllm_server(port) as server:
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        requests = server.requests
+
+    for uid in uids:
+        rev = revision_row(store, uid)
+        assert (rev.state, rev.attempts, rev.reason) == (RevisionState.REPORTED, 1, None), uid
+    assert requests == 6  # each study read once, when the server was back
+    assert reading_events(store) == [("application_stopped", "serious_failure", False),
+                                     ("application_started", "success", True)]  # fmt: skip
+    said = [record.getMessage() for record in caplog.records]
+    assert sum("reads are held" in line for line in said) == 1  # said once, not per probe
+    assert sum("answers again" in line for line in said) == 1
+    assert not any(kind == "inference_failed" for kind, _, _ in audit_events(store))
+
+
+def test_after_the_breaker_s_limit_studies_fail_with_the_reason_and_reading_resumes_when_the_server_is_back(
+    settings: Settings, store: Store, port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(radtrace.worker.breaker, "GIVE_UP_AFTER_S", 1.0)
+    uids = queue(settings, store, 3)
+    pipeline = pipeline_for(settings, store)
+
+    results = pipeline.process_batch(uids[0], 1)
+    assert {result.result for _, result in results} == {Result.FAILED}
+    for uid in uids:
+        rev = revision_row(store, uid)
+        assert rev.state is RevisionState.FAILED
+        assert rev.reason is not None
+        assert rev.reason.startswith("model server unavailable since "), rev.reason
+        assert rev.attempts == 1
+
+    late = queue(settings, store, 1, seed=400)[0]  # while it is still down: failed at once, with the same reason
+    started = time.monotonic()
+    assert pipeline.process(late, 1).result is Result.FAILED
+    assert time.monotonic() - started < 1.0
+    assert (revision_row(store, late).reason or "").startswith("model server unavailable since ")
+
+    with fake_vllm_server(port):
+        back = queue(settings, store, 1, seed=500)[0]
+        assert pipeline.process(back, 1).result is Result.REPORTED
+    assert [kind for kind, _, _ in reading_events(store)] == ["application_stopped", "application_started"]
+    failed = [payload["reason"] for kind, _, payload in audit_events(store) if kind == "study_failed"]
+    assert len(failed) == 4
+    assert all(reason.startswith("model server unavailable since ") for reason in failed)
+
+
+def test_a_worker_stopping_while_it_holds_gives_the_batch_back_with_no_attempt_counted(
+    settings: Settings, store: Store
+) -> None:
+    uids = queue(settings, store, 2)
+    stop = threading.Event()
+    pipeline = pipeline_for(settings, store, stopping=stop.is_set)
+    results: list[Result] = []
+    worker = threading.Thread(
+        target=lambda: results.extend(result.result for _, result in pipeline.process_batch(uids[0], 1)), daemon=True
+    )
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not reading_events(store) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()  # the worker's warm shutdown
+    worker.join(timeout=5)
+    assert results == [Result.RETRY, Result.RETRY]
+    for uid in uids:
+        rev = revision_row(store, uid)
+        assert (rev.state, rev.attempts) == (RevisionState.QUEUED, 0)
+        assert (rev.reason or "").startswith("waiting: model server unavailable since ")
+    kinds = [(kind, payload.get("attempt_counted")) for kind, _, payload in audit_events(store)]
+    assert kinds.count(("inference_failed", False)) == 2
