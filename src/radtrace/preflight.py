@@ -171,11 +171,14 @@ def check_model_weights(settings: Settings) -> Check:
         if not path.is_dir():
             tilde = " ('~' is not expanded inside quotes: write the whole path)" if str(path).startswith("~") else ""
             return Check("model weights", "warning", f"model.path {path} does not exist (RADTRACE_MODEL__PATH){tilde}")
-        from radtrace.model.loading import missing_checkpoint_files
+        from radtrace.model.loading import checkpoint_problem, missing_checkpoint_files
 
         if missing := missing_checkpoint_files(path):
             return Check("model weights", "warning", f"model.path {path} lacks {', '.join(missing)}; the GPU worker "
                          "cannot load it and is restarted until it can (RADTRACE_MODEL__PATH)")  # fmt: skip
+        if (problem := checkpoint_problem(path)) is not None:
+            return Check("model weights", "warning", f"model.path {path} cannot be loaded: {problem}; inference waits "
+                         "until the files there change (RADTRACE_MODEL__PATH)")  # fmt: skip
         return Check("model weights", "ok", f"{path}")
     from huggingface_hub import try_to_load_from_cache
 

@@ -17,9 +17,13 @@ configuration (for example its port is taken): restarting cannot help, so the su
 others and exits 2. SIGTERM or SIGINT stops every child with SIGTERM (a worker finishes the study in
 hand), waits up to ``stop_timeout_s``, then kills what is left; the supervisor then exits 0.
 
-Without model weights the worker is not started: the listener keeps accepting and studies wait in
-``queued`` (the row is the truth). The supervisor says so and checks again periodically; the worker
-starts as soon as the weights are there.
+Without usable model weights the worker is not started: the listener keeps accepting and studies wait in
+``queued`` (the row is the truth). Missing files, and files that are there but cannot be loaded (a truncated
+safetensors file, a config.json that is not JSON: :func:`radtrace.model.loading.checkpoint_problem`), are said once
+each, naming the file; the weights are checked again only when the model directory changes (names, sizes and
+modification times of its files), and the worker starts as soon as they pass. A fault only loading finds (a
+configuration that does not fit the weights) the worker itself waits out the same way
+(:func:`radtrace.worker.service.warm_when_loadable`), instead of exiting to be restarted for ever.
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ class _Child:
     restarts: int = 0
     waiting_for_weights: bool = False
     weights_checked_at: float = 0.0
+    weights_said: str = ""  # the problem last logged: each distinct one is said once
+    weights_fingerprint: str | None = None  # the model directory as it was when last found unusable
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
@@ -123,6 +129,15 @@ class Supervisor:
         check = check_model_weights(self.settings)
         return check.status == "ok", check.detail
 
+    def _weights_fingerprint(self) -> str | None:
+        """The model directory's fingerprint (None: no local directory is configured, so check each time)."""
+        path = self.settings.model.path
+        if path is None or self.settings.model.backend != "transformers":
+            return None
+        from radtrace.model.loading import checkpoint_fingerprint
+
+        return checkpoint_fingerprint(path)
+
     def _argv(self, component: Component) -> list[str]:
         return [sys.executable, "-m", "radtrace", *self.root_args, *component.command]
 
@@ -131,9 +146,18 @@ class Supervisor:
             if child.waiting_for_weights and now - child.weights_checked_at < WEIGHTS_RECHECK_S:
                 return
             child.weights_checked_at = now
+            fingerprint = self._weights_fingerprint()
+            if child.waiting_for_weights and fingerprint is not None and fingerprint == child.weights_fingerprint:
+                return  # the directory has not changed since its weights were found unusable
             ready, detail = self._weights_ready()
             if not ready:
-                if not child.waiting_for_weights:
+                if detail != child.weights_said and "cannot be loaded" in detail:
+                    log.warning(
+                        "inference is waiting for model weights that can be loaded (%s): the %s is not started; "
+                        "studies are received and wait in 'queued'. The weights are checked again when the files in "
+                        "model.path change (RADTRACE_MODEL__PATH)", detail, child.component.name,
+                    )  # fmt: skip
+                elif detail != child.weights_said:
                     log.warning(
                         "inference is waiting for model weights (%s): the %s is not started; studies are received "
                         "and wait in 'queued'. Set RADTRACE_MODEL__PATH to the weights' directory (a demo with "
@@ -141,11 +165,11 @@ class Supervisor:
                         "RADTRACE_MODEL__PATH=var/tiny-model); checking again every %.0f s",
                         detail, child.component.name, WEIGHTS_RECHECK_S,
                     )  # fmt: skip
-                child.waiting_for_weights = True
+                child.waiting_for_weights, child.weights_said, child.weights_fingerprint = True, detail, fingerprint
                 return
             if child.waiting_for_weights:
                 log.info("model weights found (%s): starting the %s", detail, child.component.name)
-            child.waiting_for_weights = False
+            child.waiting_for_weights, child.weights_said, child.weights_fingerprint = False, "", None
         child.process = subprocess.Popen(
             self._argv(child.component),
             stdin=subprocess.DEVNULL,

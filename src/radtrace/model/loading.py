@@ -16,8 +16,11 @@ Library exceptions are translated here into :class:`ModelLoadError`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,13 +28,16 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, ProcessorMixin
 
-from radtrace.errors import ModelLoadError
+from radtrace.errors import ModelFilesError, ModelLoadError
 
 __all__ = [
     "DType",
     "ImageBackend",
     "LoadedVLM",
+    "ModelFilesError",
     "ModelLoadError",
+    "checkpoint_fingerprint",
+    "checkpoint_problem",
     "current_image_backend",
     "load_model",
     "load_processor",
@@ -106,6 +112,9 @@ def load_vlm(
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     directory = resolve_checkpoint(source, allow_download=allow_download, cache_dir=cache_dir, revision=revision)
+    _require_files(directory, _PROCESSOR_FILES + _MODEL_FILES)
+    if (problem := checkpoint_problem(directory)) is not None:  # named by file, before transformers words it
+        raise ModelFilesError(f"model directory {directory} cannot be loaded: {problem}", directory)
     processor = load_processor(directory, min_pixels=min_pixels, max_pixels=max_pixels)
     model = load_model(directory, dtype=resolved_dtype, device=resolved_device)
     model_image_token = getattr(model.config, "image_token_id", None)
@@ -193,8 +202,8 @@ def load_processor(
             processor: Any = AutoProcessor.from_pretrained(directory, local_files_only=True)  # type: ignore[no-untyped-call]
         else:
             processor = register_image_only_processor().from_pretrained(directory, local_files_only=True)
-    except (OSError, ValueError, ImportError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"cannot load the processor from {directory}: {exc}") from exc
+    except Exception as exc:  # tokenizers, hub validators and JSON raise beyond OSError/ValueError: all are the files'
+        raise ModelFilesError(f"cannot load the processor from {directory}: {exc}", directory) from exc
 
     # AutoProcessor falls back to a bare tokenizer where it finds no processor class; generating with that
     # "processor" would silently drop the image.
@@ -241,7 +250,14 @@ def load_model(
         )
         model = model.to(resolved_device)
     except (OSError, ValueError, ImportError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
-        raise ModelLoadError(f"cannot load the model from {directory}: {exc}") from exc
+        said = str(exc)
+        if "ignore_mismatched_sizes" in said:  # its words point at a report printed above: say what it means
+            said = "config.json does not fit the weights (tensor shapes differ; the load report above lists them)"
+        raise ModelFilesError(f"cannot load the model from {directory}: {said}", directory) from exc
+    except Exception as exc:  # e.g. huggingface_hub's StrictDataclassClassValidationError for a config that lies
+        raise ModelFilesError(
+            f"cannot load the model from {directory}: {type(exc).__name__}: {exc}", directory
+        ) from exc
     model.eval()
     logger.info("loaded %s from %s on %s as %s", type(model).__name__, directory, resolved_device, resolved_dtype)
     return model  # type: ignore[no-any-return]
@@ -333,6 +349,122 @@ def current_image_backend() -> ImageBackend:
 def missing_checkpoint_files(directory: Path) -> list[str]:
     """What a checkpoint directory lacks for :func:`load_vlm`, each as "what (file or file)"; empty when nothing."""
     return _missing(directory, _PROCESSOR_FILES + _MODEL_FILES)
+
+
+# A safetensors header is a little-endian u64 length, then that much JSON; real headers are well below this.
+_SAFETENSORS_HEADER_MAX = 100 * 1024 * 1024
+_JSON_FILE_MAX = 64 * 1024 * 1024  # tokenizer.json of a large vocabulary is ~11 MB
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """What makes a checkpoint whose files are all there unloadable, naming the file, or None (cheap: reads the JSON
+    files and each safetensors *header*, never the tensors).
+
+    Found: a JSON file (configuration, processor settings, tokenizer, index) that is not a JSON object; a
+    configuration without ``model_type``; a safetensors file whose header is cut, not JSON, or describes more bytes
+    than the file holds (a truncated copy or download); an index naming a shard that is not there. A configuration
+    that is JSON but does not fit the weights is found only by loading them (:class:`ModelFilesError` then).
+    """
+    for name in sorted({*_JSON_NAMES, *(entry.name for entry in _present(directory, ".json"))}):
+        path = directory / name
+        if not path.is_file():
+            continue
+        value, problem = _json_object(path)
+        if problem is not None:
+            return problem
+        if name == "config.json" and not isinstance(value.get("model_type"), str):
+            return f"{name} names no model_type (is it this model's configuration?)"
+    shards = {entry.name for entry in _present(directory, ".safetensors")}
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        value, _ = _json_object(index)
+        weight_map = value.get("weight_map")
+        named = set(weight_map.values()) if isinstance(weight_map, dict) else set()
+        if not named or not all(isinstance(shard, str) for shard in named):
+            return f"{index.name} has no weight_map naming its shards"
+        if missing := sorted(shard for shard in named if not (directory / shard).is_file()):
+            return (
+                f"{index.name} names {', '.join(missing[:3])}{', …' if len(missing) > 3 else ''}, not in the directory"
+            )
+        shards |= named
+    for shard in sorted(shards):
+        if (problem := _safetensors_problem(directory / shard)) is not None:
+            return problem
+    return None
+
+
+_JSON_NAMES = ("config.json", "preprocessor_config.json", "processor_config.json", "tokenizer.json",
+               "tokenizer_config.json", "model.safetensors.index.json")  # fmt: skip
+
+
+def _present(directory: Path, suffix: str) -> list[Path]:
+    try:
+        return [entry for entry in directory.iterdir() if entry.name.endswith(suffix) and entry.is_file()]
+    except OSError:
+        return []
+
+
+def _json_object(path: Path) -> tuple[dict[str, Any], str | None]:
+    try:
+        size = path.stat().st_size
+        if size > _JSON_FILE_MAX:
+            return {}, f"{path.name} is {size} bytes, far more than a model's JSON file holds"
+        value = json.loads(path.read_bytes())
+    except OSError as exc:
+        return {}, f"{path.name} cannot be read: {exc.strerror or exc}"
+    except ValueError as exc:  # JSONDecodeError says the line and column; UnicodeDecodeError the byte
+        return {}, f"{path.name} is not valid JSON ({exc})"
+    if not isinstance(value, dict):
+        return {}, f"{path.name} is not a JSON object"
+    return value, None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Whether ``path``'s safetensors header is whole and describes exactly the bytes that follow it."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return f"{path.name} is {size} bytes: too short for a safetensors file (truncated?)"
+            (length,) = struct.unpack("<Q", head)
+            if length > min(_SAFETENSORS_HEADER_MAX, size - 8):
+                return f"{path.name} is {size} bytes but its header claims {length} bytes of header (truncated?)"
+            header = json.loads(handle.read(length))
+    except OSError as exc:
+        return f"{path.name} cannot be read: {exc.strerror or exc}"
+    except ValueError:
+        return f"{path.name} has a header that is not JSON: not a safetensors file, or damaged"
+    if not isinstance(header, dict):
+        return f"{path.name} has a header that is not a JSON object"
+    ends = [
+        entry["data_offsets"][1]
+        for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict) and isinstance(entry.get("data_offsets"), list)
+        and len(entry["data_offsets"]) == 2 and isinstance(entry["data_offsets"][1], int)
+    ]  # fmt: skip
+    expected = 8 + length + max(ends, default=0)
+    if expected > size:
+        return f"{path.name} is truncated: {size} bytes where its header describes {expected} (copy it again)"
+    return None
+
+
+def checkpoint_fingerprint(directory: Path) -> str:
+    """A digest of the names, sizes and modification times of the files in ``directory`` (symbolic links followed):
+    it changes when a file is replaced, copied again, truncated or added, or when a link is pointed elsewhere. What a
+    worker waiting for unloadable weights watches before it tries again."""
+    entries: list[str] = []
+    try:
+        resolved = str(directory.resolve())
+        for entry in sorted(directory.iterdir()):
+            try:
+                info = entry.stat()
+            except OSError:
+                continue
+            entries.append(f"{entry.name}\0{info.st_size}\0{info.st_mtime_ns}")
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return hashlib.sha256("\n".join([resolved, *entries]).encode()).hexdigest()
 
 
 def _missing(directory: Path, needs: tuple[tuple[str, tuple[str, ...]], ...]) -> list[str]:

@@ -4,24 +4,37 @@ A worker that takes the GPU queue owns one GPU (``--gpu N`` sets ``CUDA_VISIBLE_
 model once before taking work and runs the *solo* pool: one study at a time, prefetch 1. A worker on
 the dispatch queue alone runs a thread pool. The reconciler runs in a daemon thread of every worker:
 its start-up pass rings everything due, later passes what is overdue (duplicates are harmless).
+
+Weights that are there but cannot be loaded (:class:`~radtrace.errors.ModelFilesError`: a truncated file, a
+configuration that does not fit them) are said once, naming the fault, and the worker waits for the files in the
+model directory to change before it loads again (:func:`warm_when_loadable`); it takes no work meanwhile, so studies
+wait in ``queued``. Before, it exited, and ``serve`` restarted it with backoff for ever, loading the model each time.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from radtrace.config import Settings
 from radtrace.config_reference import mask_url_password
-from radtrace.errors import ConfigError
+from radtrace.errors import ConfigError, ModelFilesError
 
-__all__ = ["QUEUE_ROLES", "queue_names", "run_worker"]
+if TYPE_CHECKING:
+    from radtrace.worker.tasks import WorkerRuntime
+
+__all__ = ["QUEUE_ROLES", "WEIGHTS_RECHECK_S", "queue_names", "run_worker", "warm_when_loadable"]
 
 log = logging.getLogger(__name__)
 
 QUEUE_ROLES = ("gpu", "dispatch")
+#: How often a worker waiting for weights that cannot be loaded looks whether their directory changed.
+WEIGHTS_RECHECK_S = 10.0
 
 
 def queue_names(settings: Settings, roles: Sequence[str]) -> list[str]:
@@ -56,14 +69,13 @@ def run_worker(
     apply_memory_ceiling(settings.model.worker_memory_limit_bytes)  # one bomb fails one study, not the host
     from radtrace.worker.app import create_app
     from radtrace.worker.reconciler import Reconciler
-    from radtrace.worker.tasks import WorkerRuntime
 
     queues = queue_names(settings, roles)
     app = create_app(settings)
     runtime: WorkerRuntime = app.conf.radtrace_runtime
     takes_gpu = settings.broker.gpu_queue in queues
-    if takes_gpu:
-        runtime.warm()
+    if takes_gpu and not _warm_until_stopped(runtime):
+        return  # stopped (SIGTERM) while waiting for loadable weights: nothing was taken
     if reconcile:
         Reconciler(settings, runtime.pipeline.store).start()
     if settings.broker.metrics_port is not None:
@@ -87,3 +99,44 @@ def run_worker(
     log.info("worker %s taking %s (%s pool of %d; broker %s)", name, ", ".join(queues), pool, workers,
              mask_url_password(settings.broker_url))  # fmt: skip
     app.worker_main(argv)
+
+
+def _warm_until_stopped(runtime: WorkerRuntime) -> bool:
+    """:func:`warm_when_loadable`, ended by SIGTERM or SIGINT while it waits (Celery's handlers come later)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return warm_when_loadable(runtime, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def warm_when_loadable(runtime: WorkerRuntime, stop: threading.Event) -> bool:
+    """Load the model; while its files are there but cannot be loaded, say why once (each distinct fault) and wait
+    for the model directory to change (names, sizes, modification times), then load again. True once loaded; False
+    when ``stop`` is set first. Any other failure (missing weights, no such CUDA device) is raised as before.
+    """
+    from radtrace.model.loading import checkpoint_fingerprint
+
+    said = ""
+    while True:
+        try:
+            runtime.warm()
+        except ModelFilesError as exc:
+            fingerprint = checkpoint_fingerprint(exc.directory)
+            if exc.reason != said:
+                log.error(
+                    "%s. This worker takes no studies (they wait in 'queued') until the files in %s change: replace "
+                    "the damaged file (it is checked every %.0f s)", exc.reason, exc.directory, WEIGHTS_RECHECK_S,
+                )  # fmt: skip
+                said = exc.reason
+            while checkpoint_fingerprint(exc.directory) == fingerprint:
+                if stop.wait(WEIGHTS_RECHECK_S):
+                    log.info("stopped while waiting for model weights that can be loaded")
+                    return False
+            log.info("the files in %s changed: loading the model again", exc.directory)
+            continue
+        if said:
+            log.info("model loaded: this worker takes studies now")
+        return True
