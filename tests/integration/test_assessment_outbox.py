@@ -160,12 +160,14 @@ def test_each_draft_decision_queues_its_own_assessment_sr_once_and_rings_the_dis
     first = assessments[0]
     payload = (payload_dir(settings) / first.payload_path).read_bytes()
     for _ in range(2):
+        staged = outbox.staged()
         with store.session(immediate=True) as session:
-            again = outbox.add_assessments(session, first.revision_id, first.document_uid, payload)
+            again = outbox.add_assessments(session, first.revision_id, first.document_uid, payload, staged=staged)
+        assert staged.files == []  # the payload is kept already: nothing written again
         assert [row["id"] for row in again] == [first.id]
     assert len(_rows(store, KIND_ASSESSMENT)) == 2
     with store.session() as session, pytest.raises(DispatchRejectedError):
-        outbox.add_assessments(session, first.revision_id, "", payload)
+        outbox.add_assessments(session, first.revision_id, "", payload, staged=outbox.staged())
     assert _revision(store, study_uid).state is RevisionState.REPORTED
     # A later revision's draft names the earlier drafts as predecessors, never a radiologist's assessment.
     with store.session() as session:
@@ -197,12 +199,14 @@ def test_the_revision_state_is_settled_by_its_draft_rows_alone(
     outbox = Outbox(store, AuditRecorder(store), settings.dispatch, payload_dir(settings), senders=senders)
     observer = _Observer()
     deliveries = Deliveries(store, outbox, AuditRecorder(store), observer, utc_now)
+    staged = outbox.staged()
     with store.session(immediate=True) as session:
         ids = [
             int(str(r["id"]))
             for uid in ("1.2.3.4.1", "1.2.3.4.2")
-            for r in outbox.add_assessments(session, revision_id, uid, b"assessment " + uid.encode())
+            for r in outbox.add_assessments(session, revision_id, uid, b"assessment " + uid.encode(), staged=staged)
         ]
+    staged.keep()
 
     # An assessment failing for good while the draft is pending changes nothing.
     failed = deliveries.dispatch(ids[0])
@@ -234,8 +238,10 @@ def test_a_revision_with_assessment_rows_only_is_never_settled_by_them(
         payload_dir(settings),
         senders={KIND_ASSESSMENT: lambda destination, payload: None},
     )
+    staged = outbox.staged()
     with store.session(immediate=True) as session:
-        [row] = outbox.add_assessments(session, revision_id, "1.2.3.4.9", b"x")
+        [row] = outbox.add_assessments(session, revision_id, "1.2.3.4.9", b"x", staged=staged)
+    staged.keep()
     result = Deliveries(store, outbox, AuditRecorder(store), _Observer(), utc_now).dispatch(int(str(row["id"])))
     assert result.delivery.state is OutboxState.DELIVERED
     assert result.revision_state is RevisionState.REPORTED

@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -27,16 +25,15 @@ from pydicom.dataset import Dataset
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.worklist import audit_payload
-from radtrace.durable import fsync_directory
 from radtrace.errors import ReportError
+from radtrace.store import pending_files
 from radtrace.store.engine import Store
+from radtrace.store.pending_files import PENDING
 
 __all__ = ["PENDING", "PendingAssessment", "keep_pending", "recorded_assessments", "settle_pending"]
 
 log = logging.getLogger(__name__)
 
-#: The folder (under the assessments root) of SRs whose decision is not committed yet.
-PENDING: Final = ".pending"
 _UID_CHARACTERS: Final = frozenset("0123456789.")
 
 
@@ -72,21 +69,7 @@ class PendingAssessment:
 
     def discard(self) -> None:
         """The decision was not recorded: the file goes."""
-        self.pending.unlink(missing_ok=True)
-
-
-def _mkdirs(root: Path, *parts: str) -> Path:
-    """``root/part/part…``, each folder created (and its parent fsynced) when missing."""
-    if not root.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        fsync_directory(root.parent)
-    directory = root
-    for part in parts:
-        directory = directory / part
-        if not directory.is_dir():
-            directory.mkdir(exist_ok=True)
-            fsync_directory(directory.parent)
-    return directory
+        pending_files.discard(self.pending)
 
 
 def keep_pending(root: Path, study_uid: str, revision: int, sr: Dataset) -> PendingAssessment:
@@ -96,29 +79,17 @@ def keep_pending(root: Path, study_uid: str, revision: int, sr: Dataset) -> Pend
     data = buffer.getvalue()
     kept = PendingAssessment(root, study_uid, revision, str(sr.SOPInstanceUID), data, hashlib.sha256(data).hexdigest())
     try:
-        directory = _mkdirs(root, PENDING)
-        temporary = directory / f".{kept.sop_instance_uid}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, kept.pending)
-        fsync_directory(directory)
+        pending_files.write_pending(root, f"{kept.sop_instance_uid}.dcm", data)
     except OSError as exc:
         raise ReportError(f"the assessment SR could not be stored under {root}: {exc.strerror or exc}") from exc
     return kept
 
 
 def _promote(root: Path, pending: Path, relative: str) -> Path:
-    study_uid, revision, name = relative.split("/")
     try:
-        directory = _mkdirs(root, study_uid, revision)
-        os.replace(pending, directory / name)
-        fsync_directory(directory)
-        fsync_directory(pending.parent)
+        return pending_files.promote(root, pending, relative)
     except OSError as exc:
         raise ReportError(f"the assessment SR could not be kept under {root}: {exc.strerror or exc}") from exc
-    return directory / name
 
 
 def recorded_assessments(store: Store, sop_instance_uids: list[str]) -> dict[str, str | None]:
@@ -146,33 +117,33 @@ def recorded_assessments(store: Store, sop_instance_uids: list[str]) -> dict[str
     return found
 
 
+def _uid(path: Path) -> str | None:
+    """The SOP Instance UID a pending file is named by (None: not an assessment SR's name)."""
+    uid = path.name.removesuffix(".dcm")
+    return uid if path.name.endswith(".dcm") and uid and set(uid) <= _UID_CHARACTERS else None
+
+
 def settle_pending(store: Store, root: Path, *, min_age_s: float = 600.0, only: str | None = None) -> tuple[int, int]:
     """After a crash: promote each pending assessment SR (older than ``min_age_s``; or just ``only``, a SOP UID)
     that a committed decision names, remove the others; returns (promoted, removed)."""
-    directory = root / PENDING
-    if not directory.is_dir():
-        return 0, 0
-    now = time.time()
-    candidates: dict[str, Path] = {}
-    for path in directory.iterdir():
-        uid = path.name.removesuffix(".dcm")
-        if path.name.startswith(".") or not path.name.endswith(".dcm") or not set(uid) <= _UID_CHARACTERS:
-            continue
-        if (only is None and now - path.stat().st_mtime >= min_age_s) or uid == only:
-            candidates[uid] = path
-    named = recorded_assessments(store, list(candidates))
-    promoted = removed = 0
-    for uid, path in candidates.items():
-        relative = named.get(uid)
-        if uid in named and relative is None:
-            log.warning("console: a pending assessment SR is named only by an edited audit row; left in %s", PENDING)
-            continue
-        if relative is not None and relative.count("/") == 2 and relative.endswith(f"/{uid}.dcm"):
-            _promote(root, path, relative)
-            promoted += 1
-        elif only is None:
-            path.unlink(missing_ok=True)
-            removed += 1
+
+    def kept_as(paths: list[Path]) -> dict[Path, str | None]:
+        uids = {uid: path for path in paths if (uid := _uid(path)) is not None}
+        named = recorded_assessments(store, list(uids))
+        found: dict[Path, str | None] = {}
+        for uid, relative in named.items():
+            if relative is None:
+                found[uids[uid]] = None
+            elif relative.count("/") == 2 and relative.endswith(f"/{uid}.dcm"):
+                found[uids[uid]] = relative
+        return found
+
+    try:
+        promoted, removed = pending_files.settle(
+            root, kept_as, min_age_s=min_age_s, only=None if only is None else (lambda path: _uid(path) == only)
+        )
+    except OSError as exc:
+        raise ReportError(f"pending assessment SRs could not be settled under {root}: {exc.strerror or exc}") from exc
     if promoted or removed:
         log.warning("console: %d assessment SRs kept and %d removed after an interrupted decision", promoted, removed)
     return promoted, removed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,9 @@ from radtrace.console.review import (
 )
 from radtrace.console.worklist import now
 from radtrace.errors import ReportError
+
+if TYPE_CHECKING:
+    from radtrace.reporting.dispatch.outbox import StagedPayloads
 
 __all__ = ["assessments_root", "record_draft_decision", "ring"]
 
@@ -57,14 +61,20 @@ def record_draft_decision(
     queued: list[int] = []
     if built is None:
         return decide_draft(state.store, review, actor, verdict, reason, text, None, None, expected), queued
+    from radtrace.reporting.dispatch.outbox import StagedPayloads
+    from radtrace.worker.pipeline import payload_dir
+
     pending, hl7 = built
+    staged = StagedPayloads(payload_dir(state.settings))
     try:
         seq = decide_draft(state.store, review, actor, verdict, reason, text, pending.record(),
-                           _outbox_rows(state, pending, hl7, queued), expected)  # fmt: skip
+                           _outbox_rows(state, pending, hl7, queued, staged), expected)  # fmt: skip
     except BaseException:
         pending.discard()
+        staged.discard()
         raise
     pending.promote()
+    staged.keep()
     return seq, queued
 
 
@@ -115,17 +125,18 @@ def _assessment_sr(
 
 
 def _outbox_rows(
-    state: ConsoleState, pending: PendingAssessment, hl7: bytes | None, queued: list[int]
+    state: ConsoleState, pending: PendingAssessment, hl7: bytes | None, queued: list[int], staged: StagedPayloads
 ) -> Callable[[Session, int], list[dict[str, object]]]:
     """What queues the assessment SR for each PACS (and its ORU for the RIS) inside the decision's transaction
-    (row IDs go to ``queued``)."""
+    (row IDs go to ``queued``, the payload files, pending until the commit, to ``staged``)."""
     from radtrace.reporting.dispatch.outbox import Outbox
     from radtrace.worker.pipeline import payload_dir
 
     def add(session: Session, revision_id: int) -> list[dict[str, object]]:
         settings = state.settings
         outbox = Outbox(state.store, AuditRecorder(state.store), settings.dispatch, payload_dir(settings))
-        rows = outbox.add_assessments(session, revision_id, pending.sop_instance_uid, pending.data, hl7)
+        rows = outbox.add_assessments(session, revision_id, pending.sop_instance_uid, pending.data, hl7,
+                                      staged=staged)  # fmt: skip
         queued.extend(int(str(row["id"])) for row in rows)
         return rows
 

@@ -17,7 +17,7 @@ import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
@@ -83,6 +83,9 @@ from radtrace.console.worklist import (
 )
 from radtrace.errors import RadtraceError
 from radtrace.store.engine import Store
+
+if TYPE_CHECKING:
+    from radtrace.reporting.dispatch.outbox import Outbox
 
 __all__ = ["SESSION_COOKIE", "mount_console"]
 
@@ -502,11 +505,19 @@ def _waiting(seconds: float) -> str:
     return f"{hours} h {minutes:02d}" if hours < 48 else f"{hours // 24} d"
 
 
+def _outbox(store: Store, settings: Settings) -> Outbox:
+    from radtrace.reporting.dispatch.outbox import Outbox
+    from radtrace.worker.pipeline import payload_dir
+
+    return Outbox(store, AuditRecorder(store), settings.dispatch, payload_dir(settings))
+
+
 def mount_console(app: FastAPI, store: Store, settings: Settings) -> None:
     """Serve the console under ``/console`` of ``app`` (the QA API), with its static files."""
     app.state.console = ConsoleState(store, settings, templates())
-    try:  # assessment SRs left pending by a crash between writing one and recording its decision
+    try:  # assessment SRs and their outbox payloads left pending by a crash between writing and recording them
         settle_pending(store, assessments_root(settings))
+        _outbox(store, settings).settle_pending()
     except (OSError, RadtraceError) as exc:
         log.warning("console: pending assessment SRs could not be settled: %s", type(exc).__name__)
     app.include_router(router)

@@ -5,6 +5,14 @@ in the row) and inserts one ``outbox`` row per (revision, kind, destination); en
 nothing. ``add_assessments`` does the same for a radiologist's assessment SR, one row per PACS and
 document (a revision has many; each is its own SR, never an edit of an earlier one), inside the caller's
 transaction so that the decision's audit event and its rows are committed together.
+
+A payload file and its row are one step (:mod:`radtrace.store.pending_files`): the file is written under
+``<payload folder>/.pending/`` before the rows are committed and moved to its content-addressed name after
+(:class:`StagedPayloads`; the caller of ``add_assessments`` keeps or discards them after its commit). After a
+crash in between, a row whose file is still pending finds it there when it is delivered (moved then), and
+``settle_pending`` (run by ``deliver_due``, the dispatcher's reconcile loop, and at the console's start-up)
+keeps the pending files a committed row names and removes the others: no payload without its row, no row
+without its payload, nothing sent twice.
 ``deliver(outbox_id)`` makes one attempt if the row is pending and due:
 
 1. *claim*: one conditional UPDATE raises ``attempts`` and pushes ``next_attempt_at`` past a lease (longer than the
@@ -26,8 +34,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, Protocol
@@ -41,10 +50,11 @@ from sqlalchemy.orm import Session
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
-from radtrace.errors import ConfigError, DispatchRejectedError, RadtraceError, is_retryable
+from radtrace.errors import ConfigError, DispatchError, DispatchRejectedError, RadtraceError, is_retryable
 from radtrace.reporting.dispatch.cstore import LONGEST_STORE_S, describe_destination, store_instance
 from radtrace.reporting.dispatch.filedrop import drop_file
 from radtrace.reporting.dispatch.mllp import send_message
+from radtrace.store import pending_files
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, Study
@@ -64,6 +74,7 @@ __all__ = [
     "PlannedDelivery",
     "ReportFiles",
     "Sender",
+    "StagedPayloads",
     "default_senders",
     "planned_deliveries",
 ]
@@ -121,6 +132,32 @@ class PlannedDelivery:
     kind: str
     destination: str
     payload: bytes
+
+
+@dataclass
+class StagedPayloads:
+    """Payload files written pending for rows not yet committed: :meth:`keep` once the transaction that adds the
+    rows has committed, :meth:`discard` when it did not."""
+
+    root: Path
+    files: list[tuple[Path, str]] = field(default_factory=list)  # (pending file, where it is kept)
+
+    def keep(self) -> None:
+        """The rows are committed: each file goes to its content-addressed name."""
+        while self.files:
+            pending, relative = self.files.pop()
+            try:
+                pending_files.promote(self.root, pending, relative)
+            except OSError as exc:  # the row is committed: delivering it moves the pending file (see _payload)
+                log.warning("outbox: a payload stays pending until it is delivered: %s", exc.strerror or exc)
+
+    def discard(self) -> None:
+        """The rows were not committed: the files go."""
+        while self.files:
+            pending_files.discard(self.files.pop()[0])
+
+
+_PENDING_MARK: Final = "~"  # <digest><suffix>~<random>: one pending file per writer, named after the kept one
 
 
 @dataclass(frozen=True)
@@ -210,15 +247,49 @@ class Outbox:
 
     # --- enqueue -------------------------------------------------------------------------------
 
-    def _store_payload(self, payload: bytes, kind: str, destination: str) -> tuple[str, str]:
+    def _store_payload(self, payload: bytes, kind: str, destination: str, staged: StagedPayloads) -> tuple[str, str]:
+        """Write ``payload`` pending (unless its content-addressed file is kept already) into ``staged``; returns
+        the path the row records and the SHA-256."""
         digest = hashlib.sha256(payload).hexdigest()
         suffix = _SUFFIX.get(kind) or "".join(Path(destination).suffixes[-2:]) or ".bin"
         relative = f"{digest[:2]}/{digest}{suffix}"
-        path = self.payload_dir / relative
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            drop_file(payload, path)
+        if not (self.payload_dir / relative).is_file():
+            name = f"{digest}{suffix}{_PENDING_MARK}{secrets.token_hex(8)}"
+            try:
+                staged.files.append((pending_files.write_pending(self.payload_dir, name, payload), relative))
+            except OSError as exc:
+                raise DispatchError(f"cannot store a payload under {self.payload_dir}: {exc.strerror or exc}") from exc
         return relative, digest
+
+    def staged(self) -> StagedPayloads:
+        """An empty set of pending payloads for :meth:`add_assessments`."""
+        return StagedPayloads(self.payload_dir)
+
+    @staticmethod
+    def _kept_as(pending: Path) -> str | None:
+        name = pending.name.partition(_PENDING_MARK)[0]
+        return f"{name[:2]}/{name}" if _PENDING_MARK in pending.name and len(name) > 64 else None
+
+    def settle_pending(self, *, min_age_s: float = 600.0) -> tuple[int, int]:
+        """After a crash: keep each pending payload (older than ``min_age_s``) that a committed row names, remove
+        the others; returns (kept, removed)."""
+
+        def kept_as(paths: list[Path]) -> dict[Path, str | None]:
+            wanted = {path: relative for path in paths if (relative := self._kept_as(path)) is not None}
+            with self.store.session("finding the rows of pending payloads") as session:
+                named = set(
+                    session.scalars(
+                        sa.select(OutboxMessage.payload_path).where(
+                            OutboxMessage.payload_path.in_(sorted(set(wanted.values())))
+                        )
+                    )
+                )
+            return {path: relative for path, relative in wanted.items() if relative in named}
+
+        kept, removed = pending_files.settle(self.payload_dir, kept_as, min_age_s=min_age_s)
+        if kept or removed:
+            log.warning("outbox: %d payloads kept and %d removed after an interrupted enqueue", kept, removed)
+        return kept, removed
 
     def enqueue(
         self,
@@ -235,7 +306,26 @@ class Outbox:
         Records ``report_created`` naming the SR, each payload's SHA-256 and the kept ``drafts`` (kind, path
         under the drafts folder, SHA-256; see :mod:`radtrace.reporting.draft_store`). Returns the row IDs.
         """
-        stored = [(d, *self._store_payload(d.payload, d.kind, d.destination)) for d in deliveries]
+        staged = self.staged()
+        try:
+            ids = self._enqueue(revision_id, deliveries, staged, sr_sop_instance_uid, model_name, model_version, drafts)
+        except BaseException:
+            staged.discard()
+            raise
+        staged.keep()
+        return ids
+
+    def _enqueue(
+        self,
+        revision_id: int,
+        deliveries: Sequence[PlannedDelivery],
+        staged: StagedPayloads,
+        sr_sop_instance_uid: str | None,
+        model_name: str | None,
+        model_version: str | None,
+        drafts: Sequence[Mapping[str, str]],
+    ) -> list[int]:
+        stored = [(d, *self._store_payload(d.payload, d.kind, d.destination, staged)) for d in deliveries]
         with self.store.session("enqueueing reports", immediate=True) as session:
             revision = session.get(Revision, revision_id)
             if revision is None:
@@ -290,11 +380,13 @@ class Outbox:
         return ids
 
     def add_assessments(
-        self, session: Session, revision_id: int, document_uid: str, payload: bytes, hl7: bytes | None = None
-    ) -> list[dict[str, object]]:
+        self, session: Session, revision_id: int, document_uid: str, payload: bytes, hl7: bytes | None = None, *,
+        staged: StagedPayloads,
+    ) -> list[dict[str, object]]:  # fmt: skip
         """Store an assessment SR and add one pending row per configured PACS (and, given ``hl7``, one for the RIS
         with that ORU), in ``session``: the caller's transaction, which records the decision's audit event naming
-        these rows (no ``report_created``).
+        these rows (no ``report_created``). The payload files are written pending into ``staged``
+        (:meth:`staged`): the caller keeps them after its commit, or discards them.
 
         Keyed by (revision, kind, destination, ``document_uid``): adding the same SR again adds nothing and
         returns the rows it has. Returns ``{"id", "kind", "destination", "sha256"}`` per row (none when no
@@ -309,7 +401,7 @@ class Outbox:
             planned.append((KIND_ASSESSMENT_HL7, f"{self.settings.ris.host}:{self.settings.ris.port}", hl7))
         rows: list[dict[str, object]] = []
         for kind, destination, data in planned:
-            relative, digest = self._store_payload(data, kind, destination)
+            relative, digest = self._store_payload(data, kind, destination, staged)
             row = session.scalar(
                 sa.select(OutboxMessage).where(
                     OutboxMessage.revision_id == revision_id,
@@ -385,7 +477,12 @@ class Outbox:
             return list(rows)
 
     def deliver_due(self) -> list[Delivery]:
-        """One attempt for every due row (what a dispatcher's reconcile loop runs)."""
+        """One attempt for every due row (what a dispatcher's reconcile loop runs), after settling payloads left
+        pending by a crash (:meth:`settle_pending`)."""
+        try:
+            self.settle_pending()
+        except (OSError, RadtraceError) as exc:  # the rows are delivered all the same; the next loop tries again
+            log.warning("outbox: pending payloads could not be settled: %s", type(exc).__name__)
         return [self.deliver(outbox_id) for outbox_id in self.due()]
 
     def _event(
@@ -431,9 +528,22 @@ class Outbox:
             )
             return row, study
 
+    def _pending_payload(self, row: OutboxMessage) -> None:
+        """A committed row whose payload is still pending (a crash, or a dispatcher quicker than the writer's
+        :meth:`StagedPayloads.keep`): the pending file with its content is moved to the name the row records."""
+        for pending in pending_files.pending_files(self.payload_dir):
+            if (
+                self._kept_as(pending) == row.payload_path
+                and hashlib.sha256(pending.read_bytes()).hexdigest() == row.payload_sha256
+            ):
+                pending_files.promote(self.payload_dir, pending, row.payload_path)
+                return
+
     def _payload(self, row: OutboxMessage) -> bytes:
         path = self.payload_dir / row.payload_path
         try:
+            if not path.is_file():
+                self._pending_payload(row)
             payload = path.read_bytes()
         except OSError as exc:
             raise DispatchRejectedError(f"payload file {row.payload_path} cannot be read: {exc.strerror}") from exc
