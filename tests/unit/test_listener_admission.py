@@ -8,6 +8,7 @@ from radtrace.audit.events import AuditEvent
 from radtrace.config import ListenerSettings
 from radtrace.dicom_listener.admission import ABORT_GRACE_S, Admission, BufferBudget, Connection
 from radtrace.dicom_listener.refusals import MAX_KEYS, RefusalAudit
+from radtrace.dicom_listener.rq_budget import NegotiationBudget, source_key
 from radtrace.logging import escape
 
 pytestmark = pytest.mark.unit
@@ -110,3 +111,46 @@ def test_metrics_bind_where_the_listener_binds_unless_told_otherwise() -> None:
     assert _settings(host="127.0.0.1").metrics_bind_host == "127.0.0.1"
     assert _settings(host="127.0.0.1", metrics_host="10.1.2.3").metrics_bind_host == "10.1.2.3"
     assert ListenerSettings().metrics_bind_host == ListenerSettings().host
+
+
+def test_negotiation_budget_refuses_a_source_in_debt_until_it_has_earned_it_back() -> None:
+    clock = _Clock()
+    budget = NegotiationBudget(rate=0.2, burst=2.0, clock=clock)
+    assert budget.allows("10.0.0.1")
+    budget.charge("10.0.0.1", 1.5)
+    assert budget.allows("10.0.0.1")  # 0.5 s left
+    budget.charge("10.0.0.1", 1.5)  # a charge is never refused: the CPU is already spent
+    assert not budget.allows("10.0.0.1")
+    assert budget.balance("10.0.0.1") == pytest.approx(-1.0)
+    assert budget.allows("10.0.0.2")  # another source has its own
+    clock.now += 4.9  # 0.98 s earned back: still in debt
+    assert not budget.allows("10.0.0.1")
+    clock.now += 0.2
+    assert budget.allows("10.0.0.1")
+    clock.now += 3600
+    assert budget.balance("10.0.0.1") == 2.0  # never more than the burst
+
+
+def test_negotiation_budget_counts_an_ipv6_64_as_one_source_and_stays_bounded() -> None:
+    assert source_key("2001:db8:1:2:aaaa::1") == source_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert source_key("::ffff:10.0.0.1") == "10.0.0.1"
+    assert source_key("10.0.0.1") == "10.0.0.1"
+    clock = _Clock()
+    budget = NegotiationBudget(rate=1.0, burst=1.0, clock=clock, max_sources=3)
+    budget.charge("2001:db8:1:2:aaaa::1", 5.0)
+    assert not budget.allows("2001:db8:1:2:cccc::7")
+    for n in range(10):  # many sources: the table keeps the most indebted
+        budget.charge(f"10.0.1.{n}", 0.1)
+    assert not budget.allows("2001:db8:1:2::1")
+    assert len(budget._buckets) <= 3
+
+
+def test_negotiation_budget_says_once_per_interval_that_a_source_is_refused() -> None:
+    clock = _Clock()
+    budget = NegotiationBudget(rate=0.0, burst=1.0, clock=clock)
+    budget.charge("10.0.0.1", 2.0)
+    assert budget.first_refusal("10.0.0.1", 60)
+    assert not budget.first_refusal("10.0.0.1", 60)
+    clock.now += 61
+    assert budget.first_refusal("10.0.0.1", 60)
+    assert budget.details("10.0.0.1") == {"balance_cpu_s": -1.0, "rate_cpu_s_per_s": 0.0, "burst_cpu_s": 1.0}

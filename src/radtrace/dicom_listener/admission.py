@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from radtrace.config import ListenerSettings
+from radtrace.dicom_listener.rq_budget import NegotiationBudget
 from radtrace.logging import escape
 
-__all__ = ["Admission", "BufferBudget", "Connection", "Watchdog"]
+__all__ = ["Admission", "BufferBudget", "Connection", "Watchdog", "timeout_setting"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class Connection:
     pdu_expected: int = 0
     closing_since: float | None = None
     cut_reason: str | None = None
+    timed_out: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def pdu_begins(self, now: float, expected: int) -> None:
@@ -96,6 +98,13 @@ class Connection:
         """The PDU was read whole (or the read gave up)."""
         self.pdu_started_at = None
         self.pdu_expected = 0
+
+    def mark_timed_out(self) -> bool:
+        """Record that a timeout ended the connection; whether this was the first (one audit event per connection)."""
+        with self.lock:
+            first = not self.timed_out
+            self.timed_out = True
+            return first
 
     def shut(self, *, abort: bool = False) -> None:
         """Shut the socket both ways: pynetdicom's reads end and its threads close the association.
@@ -119,6 +128,7 @@ class Admission:
     def __init__(self, settings: ListenerSettings, *, clock: Any = time.monotonic) -> None:
         self.settings = settings
         self.budget = BufferBudget(settings.max_buffered_bytes)
+        self.negotiation = NegotiationBudget()
         self.clock = clock
         self._connections: set[Connection] = set()
         self._lock = threading.Lock()
@@ -239,12 +249,35 @@ class Admission:
         return cut
 
 
-class Watchdog:
-    """A thread that applies :meth:`Admission.sweep` every :data:`WATCHDOG_INTERVAL_S`."""
+#: The setting each of :meth:`Admission.overdue`'s reasons comes from, by the reason's first words.
+_TIMEOUT_SETTINGS: Final = (
+    ("association not established within", "listener.negotiation_timeout_s"),
+    ("association lasted longer than", "listener.max_association_s"),
+    ("PDU slower than", "listener.min_transfer_rate_bytes_s"),
+)
 
-    def __init__(self, admission: Admission, *, on_sweep: Callable[[], None] = lambda: None) -> None:
+
+def timeout_setting(reason: str) -> str | None:
+    """The setting whose limit :meth:`Admission.overdue`'s ``reason`` says was passed (``None``: not a timeout)."""
+    return next((setting for start, setting in _TIMEOUT_SETTINGS if reason.startswith(start)), None)
+
+
+class Watchdog:
+    """A thread that applies :meth:`Admission.sweep` every :data:`WATCHDOG_INTERVAL_S`.
+
+    ``on_cut`` hears of each connection cut off for a deadline (with the reason), after its log line.
+    """
+
+    def __init__(
+        self,
+        admission: Admission,
+        *,
+        on_sweep: Callable[[], None] = lambda: None,
+        on_cut: Callable[[Connection, str], None] = lambda connection, reason: None,
+    ) -> None:
         self.admission = admission
         self._on_sweep = on_sweep
+        self._on_cut = on_cut
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="radtrace-listener-watchdog", daemon=True)
 
@@ -262,6 +295,7 @@ class Watchdog:
                 for connection, reason in self.admission.sweep():
                     if reason != "aborted":
                         log.warning("cut off a connection from %s: %s", escape(connection.host), reason)
+                        self._on_cut(connection, reason)
                 self._on_sweep()
             except Exception:  # the watchdog must outlive any one connection's oddity
                 log.exception("listener watchdog failed a sweep")

@@ -184,7 +184,8 @@ class Listener:
         ae._servers.append(server)  # as AE.start_server does: server.shutdown() unregisters it
         server.admission = self.admission
         server.on_refused = self.handlers.on_connection_refused
-        self.watchdog = Watchdog(self.admission, on_sweep=self.handlers.refusals.flush)
+        server.on_timed_out = self.handlers.on_timed_out
+        self.watchdog = Watchdog(self.admission, on_sweep=self.handlers.refusals.flush, on_cut=self.handlers.on_cut_off)
         self.watchdog.start()
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="radtrace-listener", daemon=True)

@@ -34,6 +34,7 @@ from radtrace.dicom_listener.admission import Admission, Connection
 from radtrace.dicom_listener.dimse_guard import fragment_problem
 from radtrace.dicom_listener.pdu_socket import MAX_CONTROL_PDU, READ_AHEAD, PduRefusedError, WholePduSocket
 from radtrace.dicom_listener.reactor import Wake
+from radtrace.dicom_listener.rq_budget import REFUSED_REASON
 from radtrace.dicom_listener.spool import FileDigest
 from radtrace.logging import escape
 
@@ -203,6 +204,8 @@ class DatasetFastPathDUL(DULServiceProvider):
         fast.on_refused = None
         fast.max_data_set_bytes = None
         fast.refused = False
+        fast.negotiation_charged = False
+        fast.on_timed_out = None
         weakref.finalize(fast, fast.wake.close)  # once the association and its threads are gone
         fast._run_loop_delay = 0  # WholePduSocket.ready does the waiting
         fast._guard_state_machine()
@@ -259,8 +262,12 @@ class DatasetFastPathDUL(DULServiceProvider):
         do_action = machine.do_action
 
         def guarded(event: str) -> None:
+            if event == "Evt18" and machine.current_state == "Sta2":  # ARTIM expired: no A-ASSOCIATE-RQ in time
+                self.acse_timed_out()
             try:
                 do_action(event)
+                if machine.current_state == "Sta6" and not self.negotiation_charged:
+                    self.charge_negotiation()  # the A-ASSOCIATE-AC is sent: what follows is DIMSE work
             except Exception as exc:  # any failure: the connection goes, the thread stays
                 if isinstance(exc, InvalidEventError) and event in _LOCAL_PRIMITIVE_EVENTS:
                     with contextlib.suppress(queue.Empty):  # its primitive waits in the queue: drop it, or it recurs
@@ -275,6 +282,50 @@ class DatasetFastPathDUL(DULServiceProvider):
                         sock.shutdown(socket.SHUT_RDWR)
 
         machine.do_action = guarded  # type: ignore[method-assign]
+
+    def run(self) -> None:
+        """pynetdicom's DUL thread; a connection that never got established is charged its CPU at the end."""
+        try:
+            super().run()
+        finally:
+            self.charge_negotiation()
+
+    negotiation_charged: bool
+    """Whether the connection's negotiation CPU has been charged to its source."""
+
+    def charge_negotiation(self) -> None:
+        """Charge this DUL thread's CPU so far to the source's negotiation budget (once, from the DUL thread).
+
+        The thread serves this one connection: until the association is established, all it did was read,
+        decode and answer the A-ASSOCIATE-RQ (the association thread's share is charged by the handlers).
+        """
+        if self.negotiation_charged or self.admission is None or threading.get_ident() != self.ident:
+            return
+        self.negotiation_charged = True
+        self.admission.negotiation.charge(self._host(), time.thread_time())
+
+    on_timed_out: Any
+    """Called with (connection, setting, detail) when a timeout of pynetdicom's ends the connection."""
+
+    def acse_timed_out(self) -> None:
+        """No A-ASSOCIATE-RQ within the ACSE timeout (ARTIM here, or the association thread's wait for it).
+
+        The connection is shut now: pynetdicom's association thread would otherwise wait for this DUL thread,
+        which may be blocked reading a PDU the peer never finishes, until the watchdog's negotiation deadline
+        (spinning: its stop loop sleeps the DUL's loop delay, which is 0 here).
+        """
+        connection = self.connection
+        if connection is None or self.state_machine.current_state not in ("Sta1", "Sta2"):  # Sta1: Evt5 not yet run
+            return
+        if self.on_timed_out is not None:
+            with contextlib.suppress(Exception):  # the connection goes anyway; the audit logs its own failures
+                self.on_timed_out(connection, "listener.acse_timeout_s", "no A-ASSOCIATE-RQ within the ACSE timeout")
+        if self.admission is not None:
+            self.admission.abort(connection, "ACSE timeout")
+        connection.shut()
+
+    def _host(self) -> str:
+        return str(getattr(self.assoc.requestor, "address", "") or "?")
 
     def send_pdu(self, primitive: Any) -> None:
         """Queue a primitive to send, as pynetdicom's, and wake the DUL thread to send it now."""
@@ -316,9 +367,13 @@ class DatasetFastPathDUL(DULServiceProvider):
                     # What the state machine does with it next: pynetdicom raises there (an even context ID in
                     # an A-ASSOCIATE-RQ) with a traceback, and its DUL thread dies. Found here, it is refused.
                     primitive = pdu.to_primitive()
-                    if header[0] == _A_ASSOCIATE_RQ and (repeated := _repeated_context_id(primitive)) is not None:
-                        self._refuse(f"A-ASSOCIATE-RQ repeats presentation context ID {repeated}")
-                        return
+                    if header[0] == _A_ASSOCIATE_RQ:
+                        if (repeated := _repeated_context_id(primitive)) is not None:
+                            self._refuse(f"A-ASSOCIATE-RQ repeats presentation context ID {repeated}")
+                            return
+                        # The state machine (AE-6) makes the primitive again: for a large RQ that was half of
+                        # the listener's CPU per negotiation. Its only use here was the check above.
+                        setattr(pdu, "to_primitive", lambda: primitive)  # noqa: B010
             except Exception as exc:  # one line with the reason: the bytes are the peer's, not our bug
                 if self.refused:  # garbage after an abort: the connection is shut, nothing more said
                     self._refuse(None)
@@ -345,7 +400,7 @@ class DatasetFastPathDUL(DULServiceProvider):
     admission: Admission | None
 
     def _peer(self) -> str:
-        return escape(getattr(self.assoc.requestor, "address", "") or "?")
+        return escape(self._host())
 
     def _limit(self, pdu_type: int) -> int:
         """The most body bytes a PDU of this type may claim here."""
@@ -377,9 +432,28 @@ class DatasetFastPathDUL(DULServiceProvider):
         if self.connection is not None and self.admission is not None:
             self.admission.abort(self.connection, reason or "undecodable PDU")
         if self.on_refused is not None:
-            host = str(getattr(self.assoc.requestor, "address", "") or "?")
             with contextlib.suppress(Exception):  # the abort stands; the audit logs its own failures
-                self.on_refused(host, "association aborted: protocol violation", detail=reason or "undecodable PDU")
+                self.on_refused(
+                    self._host(), "association aborted: protocol violation", detail=reason or "undecodable PDU"
+                )
+
+    def _close_unread(self, sock: WholePduSocket) -> None:
+        """Close the connection without reading its A-ASSOCIATE-RQ: its source's negotiation budget is spent.
+
+        The connection was opened while the source still had credit; its RQ, decoded, would add to the debt.
+        Closed as at accept (no PDU; PS3.8 9.1.1 lets a provider refuse the transport connection), audited.
+        """
+        self.refused = True
+        if self.connection is not None and self.admission is not None:
+            self.admission.abort(self.connection, REFUSED_REASON)
+        with contextlib.suppress(OSError):
+            if sock.socket is not None:
+                sock.socket.shutdown(socket.SHUT_RDWR)
+        self.event_queue.put("Evt17")  # transport closed: Sta2 goes back to idle (AA-5)
+        if self.on_refused is not None and self.admission is not None:
+            host = self._host()
+            with contextlib.suppress(Exception):
+                self.on_refused(host, REFUSED_REASON, **self.admission.negotiation.details(host))
 
     def _read_one(
         self, sock: WholePduSocket, connection: Connection | None = None
@@ -397,6 +471,13 @@ class DatasetFastPathDUL(DULServiceProvider):
             pdu_type, _, length = _PDU_HEADER.unpack(header)
             if pdu_type not in _KNOWN_PDU_TYPES:
                 self._refuse(f"unknown PDU type 0x{pdu_type:02X}")
+                return None
+            if (
+                pdu_type == _A_ASSOCIATE_RQ
+                and self.admission is not None
+                and not self.admission.negotiation.allows(self._host())
+            ):
+                self._close_unread(sock)
                 return None
             limit = self._limit(pdu_type)
             if length > limit:

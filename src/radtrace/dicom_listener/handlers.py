@@ -7,6 +7,7 @@ database is reachable, an audit event. Log lines name studies by their hashed ke
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from pynetdicom import evt
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ListenerSettings
-from radtrace.dicom_listener.admission import Admission, Connection
+from radtrace.dicom_listener.admission import Admission, Connection, timeout_setting
 from radtrace.dicom_listener.headers import ReceivedHeader, read_header
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
 from radtrace.dicom_listener.metrics import ListenerMetrics
@@ -42,6 +43,7 @@ from radtrace.dicom_listener.policy import (
     how_to_allow,
 )
 from radtrace.dicom_listener.refusals import RefusalAudit
+from radtrace.dicom_listener.rq_budget import REFUSED_REASON
 from radtrace.dicom_listener.spool import Spool, StagedFile, out_of_space
 from radtrace.dicom_listener.transport import close_fast_path, take_received
 from radtrace.errors import DicomInputError, RadtraceError
@@ -145,6 +147,7 @@ class ListenerHandlers:
         except Exception as exc:
             log.error("association policy failed (%s); rejecting", type(exc).__name__)
             self.admission.release(connection)
+            self._charge_negotiation(connection)
             assoc.acse.send_reject(2, 3, 1)
             assoc.kill()
             return
@@ -152,6 +155,7 @@ class ListenerHandlers:
             self.metrics.associations.labels(result="accepted").inc()
             return
         self.admission.release(connection)
+        self._charge_negotiation(connection)
         self.metrics.associations.labels(result="rejected").inc()
         self.metrics.rejections.labels(reason=rejection.reason).inc()
         log.warning(
@@ -178,13 +182,33 @@ class ListenerHandlers:
         """A connection closed before any PDU (half-open limits), or an association aborted for breaking the
         protocol: counted and audited in aggregate (``details`` go into the interval's first event)."""
         self.metrics.rejections.labels(reason=reason).inc()
+        interval = self.settings.refusal_audit_interval_s
+        if reason == REFUSED_REASON and self.admission.negotiation.first_refusal(host, interval):
+            log.warning(
+                "refusing connections from %s until it earns back its negotiation CPU budget "
+                "(%.2f CPU s a second, %.1f s at once; %.2f s of debt now); logged once per %g s",
+                escape(host),
+                self.admission.negotiation.rate,
+                self.admission.negotiation.burst,
+                -self.admission.negotiation.balance(host),
+                interval,
+            )
         self.refusals.refused(host, reason, **details)
+
+    def _charge_negotiation(self, connection: Connection) -> None:
+        """Charge the association thread's CPU so far (its share of the negotiation) to the source's budget.
+
+        Called once, from that thread, when the association is accepted or rejected (the DUL thread charges its own).
+        """
+        self.admission.negotiation.charge(connection.host, time.thread_time())
 
     def on_accepted(self, event: evt.Event) -> None:
         """Audit presentation contexts refused at negotiation (a SOP class or transfer syntax we do not take)."""
         connection = _connection(event.assoc)
         if connection is not None and connection.established_at is None:
             connection.established_at = self.admission.clock()
+        if connection is not None:
+            self._charge_negotiation(connection)
         refused = event.assoc.rejected_contexts
         if not refused:
             return
@@ -205,9 +229,48 @@ class ListenerHandlers:
             )
         )
 
+    def on_cut_off(self, connection: Connection, reason: str) -> None:
+        """The watchdog cut a connection off: audited when a deadline (a timeout) was the reason."""
+        setting = timeout_setting(reason)
+        if setting is not None:
+            self.on_timed_out(connection, setting, reason)
+
+    def on_timed_out(self, connection: Connection, setting: str, detail: str) -> None:
+        """A timeout ended the connection: counted and audited in aggregate like a refusal, once per connection.
+
+        The event names the source, the calling AE title when the A-ASSOCIATE-RQ was read, the setting whose limit
+        was passed and the bytes the peer had sent.
+        """
+        if not connection.mark_timed_out():
+            return
+        assoc = connection.assoc
+        primitive = getattr(getattr(assoc, "requestor", None), "primitive", None)
+        calling = str(getattr(primitive, "calling_ae_title", "") or "").strip() or None
+        received = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "received_bytes", None)
+        reason = f"connection timed out ({setting})"
+        self.metrics.rejections.labels(reason=reason).inc()
+        self.refusals.refused(
+            connection.host,
+            reason,
+            calling_ae=calling,
+            timeout=setting,
+            limit=getattr(self.settings, setting.removeprefix("listener."), None),
+            detail=detail,
+            established=connection.established_at is not None,
+            bytes_received=received if isinstance(received, int) else None,
+        )
+
     def on_connection_lost(self, event: evt.Event) -> None:
-        """Free the slot at once; drop the partial file of a C-STORE cut off mid-dataset (left open by pynetdicom)."""
-        self.admission.release(_connection(event.assoc))
+        """Free the slot at once; drop the partial file of a C-STORE cut off mid-dataset (left open by pynetdicom).
+
+        An association that pynetdicom aborted for its network timeout (idle too long) is audited here.
+        """
+        connection = _connection(event.assoc)
+        dul = getattr(event.assoc, "dul", None)
+        if connection is not None and connection.cut_reason is None and dul is not None and dul.idle_timer_expired():
+            idle = f"no PDU for {self.settings.network_timeout_s:g} s"
+            self.on_timed_out(connection, "listener.network_timeout_s", idle)
+        self.admission.release(connection)
         close_fast_path(event.assoc)
         message = getattr(getattr(event.assoc, "dimse", None), "message", None)
         partial = getattr(message, "_data_set_file", None)

@@ -63,12 +63,15 @@ class WholePduSocket(AssociationSocket):
         fast._ahead_start = fast._ahead_end = 0
         fast.budget = None
         fast.held = 0
+        fast.received_bytes = 0
         return fast
 
     budget: BufferBudget | None
     """Where the bytes of a PDU body being read are taken from (``None``: unbounded, for tests)."""
     held: int
     """Bytes taken from :attr:`budget` for the PDU being read; :meth:`give_back` returns them."""
+    received_bytes: int
+    """Bytes read from the peer so far (for the audit of a connection that timed out)."""
 
     def widen(self) -> None:
         """Read ahead the full :data:`READ_AHEAD` from now on (the association is established)."""
@@ -150,8 +153,10 @@ class WholePduSocket(AssociationSocket):
                         continue
                 if len(buffer) - read >= ahead_size:  # a large remainder goes straight into place
                     got = sock.recv_into(view[read:], len(buffer) - read)
+                    self.received_bytes += got
                 else:
                     got = sock.recv_into(self._ahead, ahead_size)
+                    self.received_bytes += got
                     self._ahead_start, self._ahead_end = 0, got
                     got = self._take(view[read:])
                 if not got:

@@ -115,4 +115,7 @@ class UserQueue(PokingQueue):
                 dul = self._dul()
                 ended = dul is None or (dul.ident is not None and not dul.is_alive())  # started, and over
                 if ended or (deadline is not None and time.monotonic() >= deadline):
+                    timed_out = getattr(dul, "acse_timed_out", None)
+                    if not ended and timed_out is not None:  # the acceptor's ACSE timeout: it closes the connection
+                        timed_out()
                     raise
