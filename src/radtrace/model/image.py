@@ -219,7 +219,7 @@ def _polarity(ds: Dataset, photometric: str) -> tuple[bool, Step]:
     pixels inverted and its interpretation rewritten, while a stale INVERSE can stay), and the shape is the one
     found wrong in the field (Fuji films written MONOCHROME1 with IDENTITY: dcm4che's dcm2jpg --noshape and the
     archive's "Wado Ignore Presentation LUT Shape", dcm4che issues 944 and 3155). dcmtk's dcm2pnm follows the
-    shape and shows such a film as a negative; ClearCanvas inverts by the Photometric Interpretation alone. A
+    shape and shows such a film as a negative; ClearCanvas's Presentation LUT inverts for MONOCHROME1. A
     Presentation LUT Sequence is no image IOD's (a presentation state's or a print's): as in dcm2pnm, it is not
     applied, and is recorded.
     """
