@@ -9,9 +9,9 @@ import os
 import signal
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -30,6 +30,9 @@ from radtrace.preflight import (
     listener_port_problem,
     run_preflight,
 )
+
+if TYPE_CHECKING:
+    from radtrace.store.engine import Store
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +209,11 @@ def api(ctx: typer.Context) -> None:
 
     With api.bootstrap_admin_token set, an admin token with that secret is created first if missing.
     """
-    import uvicorn
-
     from radtrace.audit.api import create_api
     from radtrace.audit.checkpoints import CheckpointSource
     from radtrace.audit.operations import local_operator
     from radtrace.audit.tokens import ensure_bootstrap_admin
+    from radtrace.http_server import serve_http
     from radtrace.reporting.draft_store import drafts_root
 
     settings = settings_of(ctx)
@@ -228,8 +230,8 @@ def api(ctx: typer.Context) -> None:
             token = ensure_bootstrap_admin(store, bootstrap.get_secret_value(), local_operator())
             log.info("bootstrap admin token is %r", token.name)
         log.info("QA API on http://%s:%d (documentation at /docs)", settings.api.host, settings.api.port)
-        # log_config=None: uvicorn logs through radtrace's handler; its access log is off because it
-        # prints query strings (patient IDs); the API logs requests by route template instead.
+        # uvicorn logs through radtrace's handler; its access log is off because it prints query strings
+        # (patient IDs); the API logs requests by route template instead. Every peer is bounded (http_server).
         application = create_api(
             store, drafts_dir=drafts_root(settings), checkpoints=CheckpointSource.for_settings(settings)
         )
@@ -238,5 +240,21 @@ def api(ctx: typer.Context) -> None:
 
             mount_console(application, store, settings)
             log.info("review console on http://%s:%d/console", settings.api.host, settings.api.port)
-        config = uvicorn.Config(application, host=host, port=port, log_config=None, access_log=False)
-        uvicorn.Server(config).run(sockets=[listening])
+        serve_http(application, listening, on_throttled=_recorder_of_throttles(store))
+
+
+def _recorder_of_throttles(store: Store) -> Callable[[str, int], None]:
+    """Records each address the HTTP server starts refusing after repeated failed authentications (one event per
+    episode: the attempts it refuses are not recorded one by one, so a stranger cannot fill the audit log)."""
+    from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+    from radtrace.audit.recorder import AuditRecorder
+    from radtrace.http_server import THROTTLE_S
+
+    def record(host: str, failures: int) -> None:
+        reason = f"throttled: {failures} failed authentications from this address; refused for {THROTTLE_S:.0f} s"
+        payload = {"reason": reason, "failures": failures, "refused_s": THROTTLE_S}
+        AuditRecorder(store).record(
+            AuditEvent(EventType.API_AUTHENTICATION_FAILED, Actor(host=host), Outcome.SERIOUS_FAILURE, payload=payload)
+        )
+
+    return record
