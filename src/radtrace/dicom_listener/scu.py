@@ -33,7 +33,16 @@ from pynetdicom.presentation import build_context
 
 from radtrace.errors import DicomInputError, PeerUnavailableError
 
-__all__ = ["NoAssociationError", "Rejection", "SendResult", "answers_http", "collect_files", "send_files", "summarise"]
+__all__ = [
+    "NoAssociationError",
+    "PeerAnswer",
+    "Rejection",
+    "SendResult",
+    "answers_http",
+    "collect_files",
+    "send_files",
+    "summarise",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +118,11 @@ class NoAssociationError(PeerUnavailableError):
         self.http = http  # its first bytes were an HTTP status line's ("HTTP/")
 
 
-class _FirstAnswer:
-    """What the peer first sent, from pynetdicom's events: whether its state machine met a PDU that is no DICOM
-    PDU (event 19, PS3.8 9.2) and the peer's first bytes (the DUL reads a PDU's type and length, 6 bytes, before
-    it decodes anything: ``HTTP/1`` from an HTTP server).
+class PeerAnswer:
+    """What the peer first sent to an association this side requested, from pynetdicom's events: whether its
+    state machine met a PDU that is no DICOM PDU (event 19, PS3.8 9.2) and the peer's first bytes (the DUL reads a
+    PDU's type and length, 6 bytes, before it decodes anything: ``HTTP/1`` from an HTTP server). Pass
+    :meth:`handlers` to ``AE.associate``; the dispatch C-STORE client can use it as ``send`` does.
 
     An A-ASSOCIATE-RJ whose codes pynetdicom's primitive refuses (a reason the table reserves, an undefined
     source) kills its reader thread with a ValueError traceback and leaves the association to the ACSE timeout:
@@ -158,6 +168,15 @@ class _FirstAnswer:
     def _transition(self, event: Any) -> None:
         if event.fsm_event == "Evt19":
             self.not_dicom = True
+
+    def rejection(self, assoc: Association) -> Rejection | None:
+        """The A-ASSOCIATE-RJ of ``assoc`` (pass :meth:`handlers` to ``AE.associate``), as the peer sent it."""
+        return (self.reserved or _rejection(assoc)) if assoc.is_rejected else None
+
+    @property
+    def http(self) -> bool:
+        """The peer answered with no DICOM PDU but an HTTP status line (``HTTP/``)."""
+        return self.not_dicom and bytes(self.first).startswith(b"HTTP/")
 
 
 def answers_http(host: str, port: int, timeout_s: float = 2.0) -> bool:
@@ -277,11 +296,11 @@ def send_files(
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the bytes on disk, unchanged, streamed
     try:
         if pairs:
-            answer = _FirstAnswer()
+            answer = PeerAnswer()
             assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=answer.handlers())
             if not assoc.is_established:
                 where = f"association with {called_ae} at {host}:{port}"
-                rejection = (answer.reserved or _rejection(assoc)) if assoc.is_rejected else None
+                rejection = answer.rejection(assoc)
                 if rejection is not None:
                     raise NoAssociationError(f"{where} rejected ({rejection.codes})", rejection=rejection)
                 why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
