@@ -354,6 +354,8 @@ class RequestGuard:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 location = dict(message.get("headers", [])).get(b"location", b"")
+                if location.startswith((b"http://", b"https://")):  # Starlette's redirects name the Host sent
+                    message["headers"] = [(k, _path_only(v) if k == b"location" else v) for k, v in message["headers"]]
             await send(message)
 
         try:
@@ -431,6 +433,13 @@ class RequestGuard:
         headers, body = refusal(status, reason, retry_after_s=retry_after_s)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _path_only(location: bytes) -> bytes:
+    """An absolute redirect made relative: the host in it is the one the client put in its Host header, which a
+    cache in front would hand to everyone else (the console and the API only ever redirect to themselves)."""
+    path = location.split(b"://", 1)[1].partition(b"/")[2]
+    return b"/" + path
 
 
 def _has_body(scope: Scope) -> bool:

@@ -354,6 +354,33 @@ def test_headers_arriving_in_pieces_past_the_limit_are_431(served: Served) -> No
     assert (_status(answer), _detail(answer)) == (431, "malformed HTTP request: request headers over 16384 bytes")
 
 
+def test_a_redirect_never_names_the_host_the_client_sent(served: Served) -> None:
+    """Before: GET /v1/events/ with Host: evil.example was redirected to http://evil.example/v1/events (Starlette
+    builds the URL from the Host header; a cache in front would serve that to others)."""
+    answer = _exchange(served.port, b"GET /v1/events/?a=1 HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    assert _status(answer) == 307
+    assert re.search(rb"\r\nlocation: ([^\r]*)\r\n", answer).group(1) == b"/v1/events?a=1"  # type: ignore[union-attr]
+
+
+def test_a_body_left_unread_after_the_answer_is_not_read_for_ever(served: Served) -> None:
+    """A decision posted without a session is answered 401 before its body is read; the rest of a body that never
+    ends is discarded for a second, then the connection is closed (before: read and thrown away for as long as the
+    peer kept sending)."""
+    with _connect(served.port, "127.0.0.13") as peer:
+        peer.sendall(b"POST /console/studies/1.2.3/1/impression HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n\r\n")  # fmt: skip
+        started, closed = time.monotonic(), False
+        while time.monotonic() - started < 6:
+            try:
+                peer.sendall(b"400\r\n" + b"a" * 1024 + b"\r\n")
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.05)
+    assert closed
+    assert time.monotonic() - started < 4
+
+
 # --- authentication ---------------------------------------------------------------------------------------------
 
 
