@@ -28,6 +28,7 @@ from radtrace.testing.services import free_port
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study
 from radtrace.worker.attempts import Result
 from radtrace.worker.pipeline import StudyPipeline
+from radtrace.worker.status import collect_status
 from worker_support import audit_events, fake_vllm_server, revision_row, spool_study
 
 pytestmark = pytest.mark.integration
@@ -99,7 +100,7 @@ def reading_events(store: Store) -> list[tuple[str, str, object]]:
 def test_a_server_down_for_seconds_costs_no_attempt_and_every_queued_study_is_reported(
     settings: Settings, store: Store, port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    uids = queue(settings, store, 6)
+    uids = queue(settings, store, 5)  # a batch of 4 held under its claims, one queued behind it
     pipeline = pipeline_for(settings, store)
     caplog.set_level(logging.INFO, logger="radtrace")
     worker = threading.Thread(target=ring_until_settled, args=(pipeline, store, uids, 40), daemon=True)
@@ -108,7 +109,7 @@ def test_a_server_down_for_seconds_costs_no_attempt_and_every_queued_study_is_re
     deadline = time.monotonic() + 10
     while not reading_events(store) and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(1.5)  # down for a while: several probes
+    time.sleep(1.0)  # down for a while: several probes
     held = [revision_row(store, uid) for uid in uids]
     assert [rev.state for rev in held].count(RevisionState.PROCESSING) == 4  # the batch, held under its claims
     assert all(rev.state in (RevisionState.PROCESSING, RevisionState.QUEUED) for rev in held)
@@ -117,6 +118,9 @@ def test_a_server_down_for_seconds_costs_no_attempt_and_every_queued_study_is_re
         assert rev.reason.startswith("waiting: model server unavailable since "), rev.reason
         assert "is not reachable" in rev.reason
     assert max(rev.attempts for rev in held) == 1
+    oldest = collect_status(settings, store, with_queues=False).oldest_waiting  # radtrace status --json
+    assert oldest is not None
+    assert (oldest.reason or "").startswith("waiting: model server unavailable since ")
 
     with fake_vllm_server(port) as server:
         worker.join(timeout=30)
@@ -126,7 +130,7 @@ def test_a_server_down_for_seconds_costs_no_attempt_and_every_queued_study_is_re
     for uid in uids:
         rev = revision_row(store, uid)
         assert (rev.state, rev.attempts, rev.reason) == (RevisionState.REPORTED, 1, None), uid
-    assert requests == 6  # each study read once, when the server was back
+    assert requests == 5  # each study read once, when the server was back
     assert reading_events(store) == [("application_stopped", "serious_failure", False),
                                      ("application_started", "success", True)]  # fmt: skip
     said = [record.getMessage() for record in caplog.records]

@@ -268,7 +268,7 @@ class RevisionAttempts:
         before the claim. For a read held for a model server that is down when the worker stops
         (:mod:`radtrace.worker.breaker`): an outage is no fault of the study's."""
         now = self.clock()
-        reason = f"waiting: {error.reason}"
+        reason = f"waiting: {error.reason}; no attempt counted"
         with self.store.session("giving a revision back", immediate=True) as session:
             values = {"state": RevisionState.QUEUED, "attempts": claim.attempt - 1, "next_attempt_at": now,
                       "reason": reason}  # fmt: skip

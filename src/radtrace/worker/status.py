@@ -57,6 +57,7 @@ class WaitingRevision:
     since: datetime
     waiting_s: float
     study_uid: str = ""
+    reason: str | None = None  # why it waits, when known (e.g. "waiting: model server unavailable since ...")
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class ServiceStatus:
                 "state": oldest.state.value,
                 "since": oldest.since.isoformat(),
                 "waiting_s": round(oldest.waiting_s, 3),
+                "reason": oldest.reason,
             },
             "failed": [f.as_json() for f in self.failed],
             "skipped": [f.as_json() for f in self.skipped],
@@ -193,7 +195,7 @@ def collect_status(
             outbox[OutboxState(delivery_state).value] = int(count)
         since = sa.func.coalesce(Revision.queued_at, Revision.opened_at, type_=UtcDateTime())
         oldest_row = session.execute(
-            sa.select(Study.study_key, Revision.number, Revision.state, since, Study.study_uid)
+            sa.select(Study.study_key, Revision.number, Revision.state, since, Study.study_uid, Revision.reason)
             .join(Study, Revision.study_id == Study.id)
             .where(
                 sa.or_(
@@ -214,8 +216,10 @@ def collect_status(
         skipped = _ended(session, RevisionState.SKIPPED, failed_limit)
     oldest = None
     if oldest_row is not None:
-        key, number, state, started, uid = oldest_row
-        oldest = WaitingRevision(key, number, RevisionState(state), started, (now - started).total_seconds(), uid)
+        key, number, state, started, uid, reason = oldest_row
+        oldest = WaitingRevision(
+            key, number, RevisionState(state), started, (now - started).total_seconds(), uid, reason
+        )
     queues = queue_depths(settings) if with_queues else {}
     return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped)
 
