@@ -175,7 +175,36 @@ def test_several_processes_share_the_port_and_each_serves_its_metrics(tmp_path: 
                 if line.startswith('radtrace_listener_instances_total{outcome="received"}')
             )
         assert received == len(files)
+        _one_source_holds_its_share_across_the_processes(listener, listener_port)
     finally:
         listener.send_signal(signal.SIGTERM)
         output = listener.communicate(timeout=30)[0]
     assert listener.returncode == 0, output
+
+
+def _one_source_holds_its_share_across_the_processes(listener: subprocess.Popen[str], port: int) -> None:
+    """listener.max_associations_per_source (5 of the default 10) bounds a source over both processes: before, each
+    process counted its own, and one source held up to 5 in each. A process killed -9 no longer counts."""
+    from pynetdicom import AE
+    from pynetdicom.association import Association
+
+    def hold() -> Association:
+        peer = AE(ae_title="PACS")
+        peer.add_requested_context("1.2.840.10008.1.1")
+        peer.acse_timeout = peer.network_timeout = 10
+        return peer.associate("127.0.0.1", port, ae_title="RADTRACE", bind_address=("127.0.0.2", 0))
+
+    held = [hold() for _ in range(12)]
+    try:
+        assert sum(a.is_established for a in held) == 5
+        children = Path(f"/proc/{listener.pid}/task/{listener.pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[0]), signal.SIGKILL)
+        time.sleep(1.0)  # its associations end (the peers see the connection close); the parent clears its counts
+        still = sum(a.is_established for a in held)
+        held += [hold() for _ in range(6)]  # all to the process left
+        assert sum(a.is_established for a in held) == 5, still
+    finally:
+        for assoc in held:
+            if assoc.is_established:
+                assoc.abort()

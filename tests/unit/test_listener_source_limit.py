@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
 from radtrace.config import ListenerSettings
 from radtrace.dicom_listener.admission import Admission
 from radtrace.dicom_listener.policy import AssociationRequest, check_association, how_to_allow
+from radtrace.dicom_listener.shared_counts import SharedSourceCounts
 
 pytestmark = pytest.mark.unit
 
@@ -56,3 +61,53 @@ def test_a_full_listener_says_so_before_naming_the_source_share() -> None:
     assert rejection is not None
     assert rejection.reason == "too many concurrent associations"
     assert how_to_allow(rejection, _request(active=3, from_source=3), settings) == "listener.max_associations is 2"
+
+
+def _in_child(table: SharedSourceCounts, *, hold_lock: bool) -> int:
+    """Fork a process that publishes row 1 (and keeps the table locked if asked); its PID, once it has."""
+    ready, told = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            table.attach(1)
+            table.publish({"10.0.0.1": 2, "2001:db8::1": 1})
+            if hold_lock:
+                table._locked().__enter__()
+            os.write(told, b"x")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(told)
+    assert os.read(ready, 1) == b"x"
+    os.close(ready)
+    return pid
+
+
+def test_processes_sharing_the_port_see_each_others_associations_per_source() -> None:
+    table = SharedSourceCounts(processes=2, capacity=8)
+    child = _in_child(table, hold_lock=False)
+    try:
+        table.attach(0)
+        table.publish({"10.0.0.1": 1})
+        assert table.others("10.0.0.1") == 2  # the child's, not this process's own
+        assert table.others("2001:db8::1") == 1
+        assert table.others("10.0.0.2") == 0
+        admission = Admission(ListenerSettings(max_associations=4), shared=table)
+        connection = admission.open("10.0.0.1")
+        assert not isinstance(connection, str)
+        admission.admit(connection)
+        assert admission.held_by("10.0.0.1") == 3  # one here, two there
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    table.clear(1)  # what the parent does when it reaps the child
+    assert table.others("10.0.0.1") == 0
+
+
+def test_a_process_killed_holding_the_table_lock_does_not_stop_the_others() -> None:
+    table = SharedSourceCounts(processes=2, capacity=8)
+    child = _in_child(table, hold_lock=True)
+    os.kill(child, signal.SIGKILL)  # a record lock goes with its process (a semaphore would stay taken)
+    os.waitpid(child, 0)
+    table.attach(0)  # takes the lock: not blocked
+    assert table.others("10.0.0.1") == 2

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from radtrace.config import ListenerSettings
 from radtrace.dicom_listener.rq_budget import NegotiationBudget
+from radtrace.dicom_listener.shared_counts import SharedSourceCounts
 from radtrace.logging import escape
 
 __all__ = ["Admission", "BufferBudget", "Connection", "Watchdog", "timeout_setting"]
@@ -125,8 +126,12 @@ class Connection:
 class Admission:
     """The listener's connections: half-open limits, association slots, deadlines."""
 
-    def __init__(self, settings: ListenerSettings, *, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, settings: ListenerSettings, *, clock: Any = time.monotonic, shared: SharedSourceCounts | None = None
+    ) -> None:
+        """``shared``: the per-source counts of the other listener processes on the port, when there are some."""
         self.settings = settings
+        self.shared = shared
         self.budget = BufferBudget(settings.max_buffered_bytes)
         self.negotiation = NegotiationBudget()
         self.clock = clock
@@ -155,7 +160,13 @@ class Admission:
         with self._lock:
             self._connections.add(connection)
             connection.admitted = True
+            self._publish()
             return sum(1 for c in self._connections if c.admitted and c.closing_since is None)
+
+    def _publish(self) -> None:
+        """Publish the associations held per source to the other processes (with ``self._lock`` held)."""
+        if self.shared is not None:
+            self.shared.publish(Counter(c.host for c in self._connections if c.admitted and c.closing_since is None))
 
     def release(self, connection: Connection | None) -> None:
         """The connection is closed or being closed: it holds no slot and no half-open place from now.
@@ -169,10 +180,14 @@ class Admission:
         with self._lock:
             if connection.closing_since is None:
                 connection.closing_since = self.clock()
+                if connection.admitted:
+                    self._publish()
 
     def _forget(self, connection: Connection) -> None:
         with self._lock:
             self._connections.discard(connection)
+            if connection.admitted and connection.closing_since is None:
+                self._publish()
 
     def abort(self, connection: Connection, reason: str) -> None:
         """Free the connection's slot now and shut its socket after :data:`ABORT_GRACE_S` (for an A-ABORT to go)."""
@@ -180,6 +195,8 @@ class Admission:
             connection.cut_reason = connection.cut_reason or reason
             if connection.closing_since is None:
                 connection.closing_since = self.clock()
+                if connection.admitted:
+                    self._publish()
 
     @property
     def connections(self) -> list[Connection]:
@@ -188,9 +205,10 @@ class Admission:
             return list(self._connections)
 
     def held_by(self, host: str) -> int:
-        """Associations admitted from ``host`` and not closing."""
+        """Associations admitted from ``host`` and not closing, by this process and the others sharing the port."""
         with self._lock:
-            return sum(1 for c in self._connections if c.admitted and c.closing_since is None and c.host == host)
+            held = sum(1 for c in self._connections if c.admitted and c.closing_since is None and c.host == host)
+        return held + (self.shared.others(host) if self.shared is not None else 0)
 
     def slots_taken(self) -> int:
         """Associations admitted and not closing."""

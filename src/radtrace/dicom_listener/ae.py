@@ -28,6 +28,7 @@ from radtrace.dicom_listener.contexts import supported_contexts
 from radtrace.dicom_listener.filtering import FilterRule
 from radtrace.dicom_listener.handlers import ListenerHandlers
 from radtrace.dicom_listener.metrics import ListenerMetrics
+from radtrace.dicom_listener.shared_counts import SharedSourceCounts
 from radtrace.dicom_listener.spool import Spool
 from radtrace.dicom_listener.transport import ListenerServer
 from radtrace.errors import ConfigError, RadtraceError
@@ -122,7 +123,9 @@ class Listener:
         free_bytes: Callable[[], int] | None = None,
         metrics: ListenerMetrics | None = None,
         redirect_tempdir: bool = False,
+        source_counts: SharedSourceCounts | None = None,
     ) -> None:
+        """``source_counts``: associations per source of the other listener processes on the port, if any."""
         self.settings = settings
         self.store = store
         self.spool = Spool(settings.spool_dir, settings.quarantine_dir, fsync=settings.listener.fsync)
@@ -137,7 +140,7 @@ class Listener:
             doorbell=settings,
             rule=FilterRule.from_settings(settings.listener.routing),
         )
-        self.admission = Admission(settings.listener)
+        self.admission = Admission(settings.listener, shared=source_counts)
         self.watchdog: Watchdog | None = None
         self.handlers = ListenerHandlers(
             settings.listener,

@@ -3,7 +3,9 @@
 With ``listener.processes`` > 1 the parent forks that many children before opening any database
 connection or thread; each binds the same port with ``SO_REUSEPORT`` and runs its own listener and
 completion timer (completing a revision re-checks its state under the study's lock, so two timers
-never complete one twice). The parent forwards signals and exits when the children have.
+never complete one twice). They count associations per source together
+(:class:`~radtrace.dicom_listener.shared_counts.SharedSourceCounts`). The parent forwards signals, clears
+the counts of a child that exited, and exits when the children have.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from prometheus_client import start_http_server
 from radtrace.config import Settings
 from radtrace.dicom_listener.ae import Listener
 from radtrace.dicom_listener.metrics import ListenerMetrics
+from radtrace.dicom_listener.shared_counts import SharedSourceCounts
 from radtrace.store.engine import Store
 
 __all__ = ["run_listener", "run_listener_processes"]
@@ -28,8 +31,10 @@ __all__ = ["run_listener", "run_listener_processes"]
 log = logging.getLogger(__name__)
 
 
-def run_listener(settings: Settings, index: int = 0) -> None:
-    """Run one listener process until SIGTERM or SIGINT (blocking)."""
+def run_listener(settings: Settings, index: int = 0, source_counts: SharedSourceCounts | None = None) -> None:
+    """Run one listener process until SIGTERM or SIGINT (blocking); ``index`` is its row in ``source_counts``."""
+    if source_counts is not None:
+        source_counts.attach(index)
     store = Store.from_url(
         settings.store_url, pool_size=settings.store.pool_size, connect_timeout_s=settings.store.connect_timeout_s
     )
@@ -39,7 +44,7 @@ def run_listener(settings: Settings, index: int = 0) -> None:
         start_http_server(
             settings.listener.metrics_port + index, addr=settings.listener.metrics_bind_host, registry=metrics.registry
         )
-    listener = Listener(settings, store, metrics=metrics, redirect_tempdir=True)
+    listener = Listener(settings, store, metrics=metrics, redirect_tempdir=True, source_counts=source_counts)
     stopping = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -63,13 +68,15 @@ def run_listener_processes(settings: Settings) -> int:
     if count == 1:
         run_listener(settings)
         return 0
+    listener = settings.listener
+    source_counts = SharedSourceCounts(count, listener.max_associations + listener.max_half_open + 1)
     children: list[int] = []
     for index in range(count):
         pid = os.fork()
         if pid == 0:  # child
             code = 0
             try:
-                run_listener(settings, index)
+                run_listener(settings, index, source_counts)
             except BaseException:
                 log.exception("listener process %d failed", index)
                 code = 1
@@ -78,15 +85,24 @@ def run_listener_processes(settings: Settings) -> int:
                 os._exit(code)
         children.append(pid)
 
+    running = dict(zip(children, range(count), strict=True))
+
     def _forward(signum: int, _frame: FrameType | None) -> None:
-        for child in children:
+        for child in list(running):  # not one already reaped: its PID may be another process's now
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
 
     signal.signal(signal.SIGTERM, _forward)
     signal.signal(signal.SIGINT, _forward)
     worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status) if status else 0)
+    while running:  # whichever child ends first: its associations no longer count against their sources
+        pid, status = os.wait()
+        if pid not in running:
+            continue
+        index = running.pop(pid)
+        source_counts.clear(index)
+        code = os.waitstatus_to_exitcode(status) if status else 0
+        if code:
+            log.warning("listener process %d exited with %d; %d left", index, code, len(running))
+        worst = max(worst, code)
     return 1 if worst else 0
