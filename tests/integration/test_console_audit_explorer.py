@@ -123,7 +123,7 @@ def test_each_filter_selects_what_was_seeded_and_the_query_is_recorded_under_the
         assert shown(model_name="DeepMedix-R1", event_type="report_created") == site.seqs("report_created")[1:2]
         assert shown(actor="qa.quinn", event_type="audit_queried") != []  # the explorer's own queries
         page = qa.get("/console/audit", params={"event_type": "dispatch_failed"})
-        assert f'href="/console/audit/studies/{STUDY_B}"' in page.text
+        assert re.search(rf'href="/console/audit/timeline/[\w-]+" class="timeline-link">{STUDY_B}</a>', page.text)
         assert '<option value="dispatch_failed" selected>' in page.text  # the form keeps what was asked
     recorded = site.events("audit_queried")
     assert {user for _, user, *_ in recorded} == {"qa.quinn"}
@@ -434,6 +434,53 @@ def test_patient_id_and_accession_never_travel_in_a_url(site: Explorer) -> None:
         assert "this search link has expired" in expired.text
     queried = [json.loads(payload) for _, _, _, payload in site.events("audit_queried")]
     assert len(queried) == 2  # the empty form and the search: not the refused, invalid or redirected requests
+
+
+_UID_IN_TEXT = re.compile(r"\d+(?:\.\d+){3,}")
+
+
+def _addresses(page: Any) -> list[str]:
+    """Every address a page leads a browser to: links, forms, scripts, images, and its redirect."""
+    found = re.findall(r'(?:href|action|src)="([^"]*)"', page.text)
+    return [*found, page.headers.get("location", "")]
+
+
+def test_a_study_uid_never_travels_in_a_url(site: Explorer) -> None:
+    """A Study UID names a patient's study: searched for (POST), its timeline, the timeline's way back to the
+    explorer, paging, the export and an old link with it in the URL all lead to addresses without it."""
+    with site.as_user("ad.min") as admin:
+        form = admin.get("/console/audit").text
+        searched = admin.post("/console/audit", data={"csrf_token": csrf_of(form), "study_uid": STUDY_A,
+                                                      "limit": "25"}, follow_redirects=False)  # fmt: skip
+        assert searched.status_code == 303
+        seen = [searched]
+        page = admin.get(searched.headers["location"])
+        seen.append(page)
+        assert _shown_seqs(page.text) == [s.seq for s in site.seeded if s.event.study_uid == STUDY_A][:25]
+        timeline_link = re.search(r'href="([^"]+)" class="timeline-link">', page.text)
+        assert timeline_link is not None
+        timeline = admin.get(timeline_link.group(1))
+        seen.append(timeline)
+        assert timeline.status_code == 200
+        assert f'id="timeline-uid">{STUDY_A}<' in timeline.text  # shown on the page, not in its address
+        back = re.search(r'<a href="([^"]+)" id="timeline-events-link"', timeline.text)
+        assert back is not None
+        again = admin.get(back.group(1).replace("&amp;", "&"))
+        seen.append(again)
+        assert _shown_seqs(again.text) == _shown_seqs(page.text)
+        old = admin.get(f"/console/audit/studies/{STUDY_A}", follow_redirects=False)  # an old bookmark: moved once
+        old_search = admin.get("/console/audit", params={"study_uid": STUDY_B}, follow_redirects=False)
+        export = admin.get("/console/audit/export.csv", params={"study_uid": STUDY_B}, follow_redirects=False)
+        seen += [old, old_search, export, admin.get(old.headers["location"]), admin.get(old_search.headers["location"])]
+        assert [old.status_code, old_search.status_code, export.status_code] == [303, 303, 303]
+        assert f'id="timeline-uid">{STUDY_A}<' in seen[-2].text
+        assert {s.event.study_uid for s in site.seeded if s.seq in _shown_seqs(seen[-1].text)} == {STUDY_B}
+        expired = admin.get("/console/audit/timeline/not-a-handle")
+        assert expired.status_code == 404
+        assert "timeline link has expired" in expired.text
+    addresses = [address for page in seen for address in _addresses(page)]
+    assert len(addresses) > 40
+    assert [address for address in addresses if _UID_IN_TEXT.search(address)] == []
 
 
 def test_an_event_whose_time_was_edited_into_a_non_time_is_shown_as_unreadable(

@@ -18,6 +18,9 @@ text cell a spreadsheet would run as a formula is prefixed with an apostrophe.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -66,7 +69,7 @@ from radtrace.console.pages import (
 from radtrace.errors import RadtraceError
 from radtrace.store.engine import Store
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "VerifyRun", "router"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "StudyHandles", "VerifyRun", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,9 @@ FILTERS: Final = (
     "since", "until", "event_type", "outcome", "study_uid", "accession", "patient_id", "actor", "model_name",
     "model_version", "label",
 )  # fmt: skip
-#: Filters that identify a patient: never in a URL (see :class:`SavedSearches`).
-PATIENT_FILTERS: Final = ("patient_id", "accession")
+#: Filters that identify a patient (a Study Instance UID too: it names one patient's study): never in a URL (see
+#: :class:`SavedSearches`).
+PATIENT_FILTERS: Final = ("patient_id", "accession", "study_uid")
 SAVED_SEARCH_TTL_S: Final = 12 * 3600
 MAX_SAVED_SEARCHES: Final = 10_000
 #: How the chart names the stages of :data:`radtrace.audit.queries.STAGES`.
@@ -109,9 +113,9 @@ def _admin(user: SignedIn, what: str) -> None:
 
 
 class SavedSearches:
-    """The patient ID and accession of searches, kept in this process under a random token for a while.
+    """The patient ID, accession and Study UID of searches, kept in this process under a random token for a while.
 
-    Those two never travel in a URL (browser history, proxy logs, a ``Referer``): the form is POSTed, and the
+    Those never travel in a URL (browser history, proxy logs, a ``Referer``): the form is POSTed, and the
     pages that follow (paging, the CSV export, a link shared with a colleague) carry ``q=<token>`` instead. A
     token outlives its search by :data:`SAVED_SEARCH_TTL_S` and no restart; then the page says to search again.
     """
@@ -161,6 +165,52 @@ def _searches(request: Request) -> SavedSearches:
     return _held(request, "audit_saved_searches", SavedSearches)
 
 
+class StudyHandles:
+    """Opaque names for Study Instance UIDs in timeline links (``/console/audit/timeline/<handle>``), so a UID never
+    sits in a URL. A handle is a keyed hash of the UID (this process's random key): the same study gets the same
+    link on every page, which works for anyone signed in as qa or admin while this process runs and for
+    :data:`SAVED_SEARCH_TTL_S` after the link was last shown (at most :data:`MAX_SAVED_SEARCHES` studies)."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        self._studies: dict[str, tuple[float, str]] = {}
+
+    def handle(self, study_uid: str) -> str:
+        """The handle of ``study_uid`` (kept, or kept again, from now)."""
+        digest = hmac.new(self._key, study_uid.encode(), hashlib.sha256).digest()
+        handle = base64.urlsafe_b64encode(digest[:18]).decode()
+        now = time.monotonic()
+        with self._lock:
+            self._studies.pop(handle, None)  # to the end: the dict is oldest first
+            for old, (shown_at, _) in list(self._studies.items()):
+                if now - shown_at > SAVED_SEARCH_TTL_S or len(self._studies) >= MAX_SAVED_SEARCHES:
+                    del self._studies[old]
+                else:
+                    break
+            self._studies[handle] = (now, study_uid)
+        return handle
+
+    def study_uid(self, handle: str) -> str | None:
+        """The Study UID of ``handle``, or None when unknown or expired."""
+        with self._lock:
+            found = self._studies.get(handle)
+        if found is None or time.monotonic() - found[0] > SAVED_SEARCH_TTL_S:
+            return None
+        return found[1]
+
+
+def _handles(request: Request) -> StudyHandles:
+    return _held(request, "audit_study_handles", StudyHandles)
+
+
+def _timeline_url(request: Request, study_uid: str | None) -> str | None:
+    """The link to a study's timeline, by its handle; None for an event with no (valid) Study UID."""
+    if not study_uid or not _UID.match(study_uid):
+        return None
+    return f"{PREFIX}/audit/timeline/{_handles(request).handle(study_uid)}"
+
+
 class ExpiredSearchError(QueryError):
     """A ``q`` token this process does not hold (expired, or the service restarted)."""
 
@@ -183,7 +233,7 @@ def _given(request: Request) -> dict[str, str]:
         saved = _searches(request).get(token)
         if saved is None:
             raise ExpiredSearchError(
-                "this search link has expired (searches with a patient ID or accession are kept "
+                "this search link has expired (searches with a patient ID, accession or Study UID are kept "
                 f"{SAVED_SEARCH_TTL_S // 3600} hours, and not across a restart): search again"
             )
         given.update(_typed(saved, PATIENT_FILTERS))
@@ -200,8 +250,8 @@ def _address(request: Request, path: str, given: dict[str, str], **extra: str | 
 
 
 def _identifiers_in_url(request: Request, path: str) -> Response | None:
-    """A GET whose URL carries a patient ID or accession (an old bookmark, a typed URL) is answered once, by a
-    redirect to the same search with them saved under a token, so the pages that follow do not carry them."""
+    """A GET whose URL carries a patient ID, accession or Study UID (an old bookmark, a typed URL) is answered once,
+    by a redirect to the same search with them saved under a token, so the pages that follow do not carry them."""
     if not _typed(request.query_params, PATIENT_FILTERS):
         return None
     given = _typed(request.query_params, FILTERS)
@@ -267,18 +317,17 @@ class EventRow:
     recorded_ms: str  # to the millisecond (the timeline)
 
 
-def _row(event: AuditRecord) -> EventRow:
+def _row(request: Request, event: AuditRecord) -> EventRow:
     who = event.actor_user or event.actor_ae or event.actor_process
     payload = canonical_json(event.payload) if event.payload else ""
     if len(payload) > PAYLOAD_SHOWN_CHARS:
         payload = payload[:PAYLOAD_SHOWN_CHARS] + " … (the CSV export has it whole)"
-    uid = event.study_uid
     return EventRow(
         event,
         f"{who}@{event.actor_host}" if event.actor_host else who,
         " ".join(part for part in (event.model_name, event.model_version) if part),
         payload,
-        f"{PREFIX}/audit/studies/{uid}" if uid and _UID.match(uid) else None,
+        _timeline_url(request, event.study_uid),
         recorded_text(event, lambda at: at.strftime("%Y-%m-%d %H:%M:%S")),
         recorded_text(event, lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]),
     )
@@ -310,7 +359,7 @@ def explorer_page(request: Request, state: StateDep, user: UserDep) -> Response:
     shown = {name: value for name, value in values.items() if name not in PATIENT_FILTERS}
     kept = {**shown, **token, "limit": str(query.limit)}
     return _explorer(
-        request, state, user, values=values, limit=query.limit, rows=[_row(e) for e in page.events],
+        request, state, user, values=values, limit=query.limit, rows=[_row(request, e) for e in page.events],
         after_seq=query.after_seq,
         first_url=_link("/audit", kept) if query.after_seq else None,
         next_url=_link("/audit", kept, after_seq=page.next_after_seq) if page.next_after_seq is not None else None,
@@ -365,12 +414,24 @@ def _problem(request: Request, state: ConsoleState, user: SignedIn, status: int,
 
 
 @router.get("/audit/studies/{study_uid}")
-def timeline_page(request: Request, study_uid: str, state: StateDep, user: UserDep) -> Response:
-    """Every audit event of one study, its stages as a chart and a table (the lookup is recorded)."""
+def timeline_by_uid(request: Request, study_uid: str, state: StateDep, user: UserDep) -> Response:
+    """An old timeline link, with the Study UID in its URL: answered once, by a redirect to the study's handle."""
     _reader(user)
     if not _UID.match(study_uid):
         return _problem(request, state, user, 400, "Not a Study Instance UID",
                         "a Study Instance UID is 1 to 64 digits and dots")  # fmt: skip
+    return redirect(str(_timeline_url(request, study_uid)))
+
+
+@router.get("/audit/timeline/{handle}")
+def timeline_page(request: Request, handle: str, state: StateDep, user: UserDep) -> Response:
+    """Every audit event of one study, its stages as a chart and a table (the lookup is recorded)."""
+    _reader(user)
+    study_uid = _handles(request).study_uid(handle)
+    if study_uid is None:
+        return _problem(request, state, user, 404, "This timeline link has expired",
+                        f"timeline links are kept {SAVED_SEARCH_TTL_S // 3600} hours after they were last shown, "
+                        "and not across a restart: search for the study again")  # fmt: skip
     try:
         timeline = study_timeline(state.store, study_uid, request_actor(request, user))
     except QueryError as exc:
@@ -379,8 +440,9 @@ def timeline_page(request: Request, study_uid: str, state: StateDep, user: UserD
         return _problem(request, state, user, 404, "No such study in the audit log",
                         "no audit event names this study")  # fmt: skip
     return render_page(request, state, "audit_timeline.html", user=user, timeline=timeline,
-                       rows=[(entry, _row(entry.event)) for entry in timeline.entries], stages=_stage_rows(timeline),
-                       chart=_chart(timeline))  # fmt: skip
+                       rows=[(entry, _row(request, entry.event)) for entry in timeline.entries],
+                       stages=_stage_rows(timeline), chart=_chart(timeline),
+                       events_url=_address(request, "/audit", {"study_uid": study_uid}))  # fmt: skip
 
 
 def _chart(timeline: Timeline) -> str:
