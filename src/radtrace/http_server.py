@@ -121,7 +121,8 @@ class RefusalLog:
             self._last[status] = (last, count + 1, sources)
             return
         self._last[status] = (now, 0, set())
-        more = f" (and {count} more {status}s from {len(sources)} addresses since the last line)" if count else ""
+        addresses = f"{len(sources)} address{'es' if len(sources) > 1 else ''}"
+        more = f" (and {count} more {status}s from {addresses} since the last line)" if count else ""
         log.warning("HTTP %s refused: %d %s%s", escape(source), status, reason, more)
 
 
