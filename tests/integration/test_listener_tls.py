@@ -61,3 +61,29 @@ def test_tls_listener_with_client_certificates(tmp_path: Path, listener_port: in
     assert mutual.returncode == 0, mutual.stderr
     assert anonymous.returncode != 0
     assert plain.returncode != 0
+
+
+def test_tls_handshakes_are_charged_to_the_source_negotiation_budget(tmp_path: Path, listener_port: int) -> None:
+    """A handshake costs the listener a private-key operation in its accepting thread, before any DUL exists: it was
+    not charged, so handshakes alone (never an A-ASSOCIATE-RQ) escaped the per-source budget."""
+    import ssl
+
+    pki = make_pki(tmp_path / "pki")
+    tls = {"enabled": True, "certificate": str(pki["server.pem"]), "private_key": str(pki["server.key"])}
+    config = listener_settings(tmp_path, listener_port, tls=tls)
+    store = Store.from_url(config.store_url)
+    upgrade(store)
+    client = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+    held = []
+    try:
+        with running(config, store) as listener:
+            for _ in range(10):  # held open: their DUL threads charge nothing until they end
+                raw = socket.create_connection(("127.0.0.1", listener_port), source_address=("127.0.0.2", 0))
+                held.append(client.wrap_socket(raw, server_hostname="localhost"))
+            budget = listener.admission.negotiation
+            assert budget.balance("127.0.0.2") < budget.burst
+            assert budget.balance("127.0.0.3") == budget.burst
+    finally:
+        for sock in held:
+            sock.close()
+        store.dispose()

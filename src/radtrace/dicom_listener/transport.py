@@ -204,11 +204,15 @@ class ListenerServer(ThreadedAssociationServer):
             raise OSError(REFUSED_REASON)  # socketserver drops the request quietly
         if self.ssl_context is not None:
             client.settimeout(self.ae.acse_timeout)
+            started = time.thread_time()
             try:
                 client = self.ssl_context.wrap_socket(client, server_side=True)
             except OSError:
                 client.close()
                 raise
+            finally:  # the handshake (a private-key operation, milliseconds) is negotiation CPU too
+                if self.admission is not None:
+                    self.admission.negotiation.charge(host, time.thread_time() - started)
             client.settimeout(None)
         return client, address
 
