@@ -155,7 +155,8 @@ class Supervisor:
                     log.warning(
                         "inference is waiting for model weights that can be loaded (%s): the %s is not started; "
                         "studies are received and wait in 'queued'. The weights are checked again when the files in "
-                        "model.path change (RADTRACE_MODEL__PATH)", detail, child.component.name,
+                        "model.path change (RADTRACE_MODEL__PATH)", detail.split("; inference waits", 1)[0],
+                        child.component.name,
                     )  # fmt: skip
                 elif detail != child.weights_said:
                     log.warning(
