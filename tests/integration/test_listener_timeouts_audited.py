@@ -149,3 +149,29 @@ def test_a_half_open_connection_past_the_negotiation_deadline_is_audited_once(
     event = audited["listener.negotiation_timeout_s"]
     assert (event["bytes_received"], event["established"], event["limit"]) == (2, False, 1.0)
     assert event["detail"] == "association not established within 1 s"
+
+
+def test_ending_an_association_whose_dul_waits_in_its_first_read_does_not_spin(
+    tmp_path: Path, sqlite_store: Store, listener_port: int
+) -> None:
+    """pynetdicom's kill() waits for the DUL thread by sleeping the DUL's loop delay, 0 in the listener: with the DUL
+    blocked in its first read (three bytes of a header, still Sta1), the thread that ended the association (here the
+    test; in the listener the association thread at its ACSE timeout) spun until the read ended."""
+    settings = listener_settings(tmp_path, listener_port, negotiation_timeout_s=1.0)
+    with running(settings, sqlite_store) as listener, RawPeer(listener_port, "127.0.0.2") as peer:
+        peer.send(b"\x01\x00\x00")
+        time.sleep(0.2)
+        (connection,) = listener.admission.connections
+        spent: list[float] = []
+
+        def kill() -> None:
+            started = time.thread_time()
+            connection.assoc.kill()  # returns once the watchdog's negotiation deadline has shut the connection
+            spent.append(time.thread_time() - started)
+
+        killer = threading.Thread(target=kill)
+        killer.start()
+        killer.join(5)
+        assert peer.wait_closed(3)
+    assert spent
+    assert spent[0] < 0.02  # 0.14 s of CPU in its 0.8 s wait before (sleep(0) in a loop), 0.0001 s now

@@ -332,6 +332,21 @@ class DatasetFastPathDUL(DULServiceProvider):
         super().send_pdu(primitive)
         self.wake.ring()
 
+    def stop_dul(self) -> bool:
+        """As pynetdicom's (stop once idle, Sta1), but wait for the thread to end instead of spinning.
+
+        pynetdicom sleeps the DUL's loop delay between looks at the thread, and that delay is 0 here: a DUL
+        blocked in its first read (before Evt5 took it out of Sta1) had the association thread, in ``kill()``,
+        spinning a core until the read ended.
+        """
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
+        self.wake.ring()
+        if self.ident is not None and threading.current_thread() is not self:
+            self.join()
+        return True
+
     def kill_dul(self) -> None:
         """Stop the DUL thread, woken so that it stops now."""
         super().kill_dul()
