@@ -6,10 +6,10 @@ thousand slow connections from one address locked everyone out), reads a whole r
 application sees it, and answers every malformed request with the same "Invalid HTTP request received.". Here:
 
 * :class:`GuardedH11Protocol` (the connection): at most :data:`MAX_CONNECTIONS` connections, at most
-  :data:`MAX_CONNECTIONS_PER_SOURCE` from one address (503 and closed); a request's headers must arrive within
-  :data:`HEADER_TIMEOUT_S` of the connection (or of the previous response) and its body within
-  :data:`BODY_TIMEOUT_S` of the headers (408 and closed); a malformed request is answered with h11's status (400,
-  431 headers too large, 501) and its reason.
+  :data:`MAX_CONNECTIONS_PER_SOURCE` from one address other than a proxy uvicorn trusts (503 and closed); a
+  request's headers must arrive within :data:`HEADER_TIMEOUT_S` of the connection (or of the previous response)
+  and its body within :data:`BODY_TIMEOUT_S` of the headers (408 and closed); a malformed request is answered
+  with h11's status (400, 431 headers too large, 501) and its reason.
 * :class:`RequestGuard` (the ASGI middleware): a URL over :data:`MAX_TARGET_BYTES` is 414, headers over
   :data:`MAX_HEADER_BYTES` or :data:`MAX_HEADER_LINES` 431, a body over :data:`MAX_BODY_BYTES` 413 (read no
   further); an address with :data:`FAILED_AUTH_BURST` failed authentications (a 401, a failed console sign-in)
@@ -25,6 +25,8 @@ path, query or headers (they may carry patient IDs); repeated refusals are summe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import logging
 import resource
@@ -136,6 +138,8 @@ class PeerLimits:
     body_timeout_s: float = BODY_TIMEOUT_S
     connections: dict[str, int] = field(default_factory=dict)
     refusals: RefusalLog = field(default_factory=RefusalLog)
+    #: Proxies (uvicorn's forwarded_allow_ips): their connections carry many clients, so only the total cap applies.
+    proxies: str | list[str] = ""
 
     @property
     def open_connections(self) -> int:
@@ -146,7 +150,7 @@ class PeerLimits:
         """Count a new connection from ``source``, or say why it is refused."""
         if self.open_connections >= self.max_connections:
             return f"the server holds {self.max_connections} connections, its limit; try again shortly"
-        if self.connections.get(source, 0) >= self.max_per_source:
+        if self.connections.get(source, 0) >= self.max_per_source and not _listed(source, self.proxies):
             return f"{self.max_per_source} connections from your address are open, the limit; close some first"
         self.connections[source] = self.connections.get(source, 0) + 1
         return None
@@ -158,6 +162,22 @@ class PeerLimits:
             self.connections[source] = left
         else:
             self.connections.pop(source, None)
+
+
+def _listed(address: str, listed: str | list[str]) -> bool:
+    """Whether ``address`` is in a list of addresses and networks written as uvicorn's forwarded_allow_ips."""
+    entries = [entry.strip() for entry in (listed.split(",") if isinstance(listed, str) else listed) if entry.strip()]
+    if "*" in entries:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address in entries
+    for entry in entries:
+        with contextlib.suppress(ValueError):
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+    return False
 
 
 class _RecordingConnection(h11.Connection):
@@ -542,7 +562,7 @@ def guarded_config(
         if not any(isinstance(known, _FloodFilter) for known in logger.filters):
             logger.addFilter(_FloodFilter())
     guarded = RequestGuard(app, on_throttled=on_throttled, refusals=limits.refusals)
-    return uvicorn.Config(
+    config = uvicorn.Config(
         guarded,
         host=host,
         port=port,
@@ -553,6 +573,11 @@ def guarded_config(
         access_log=False,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )
+    # A proxy uvicorn trusts (FORWARDED_ALLOW_IPS, default 127.0.0.1 and ::1) forwards many clients over its
+    # connections: it is not held to the per-address cap (the total cap and the deadlines still apply), and the
+    # failed-authentication throttle counts the client it names in X-Forwarded-For.
+    limits.proxies = config.forwarded_allow_ips
+    return config
 
 
 def serve_http(app: App, listening: socket.socket, *, on_throttled: Callable[[str, int], None] | None = None) -> None:

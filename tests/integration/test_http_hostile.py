@@ -240,10 +240,11 @@ def test_a_request_not_complete_in_time_is_408_and_the_connection_closed(
 
 
 def test_connections_beyond_the_caps_are_refused_503_and_others_still_served(quick_store: Store) -> None:
-    """Four connections per address, eight in all (small caps for the test); the next gets 503 with the reason."""
+    """Four connections per address, ten in all (small caps for the test); the next gets 503 with the reason. A
+    proxy uvicorn trusts (127.0.0.1 by default) carries many clients: only the total cap applies to it."""
     held: list[socket.socket] = []
     with (
-        _guarded(quick_store, PeerLimits(max_connections=8, max_per_source=4)) as port,
+        _guarded(quick_store, PeerLimits(max_connections=10, max_per_source=4)) as port,
         contextlib.ExitStack() as stack,
     ):
         stack.callback(lambda: [peer.close() for peer in held])
@@ -254,13 +255,30 @@ def test_connections_beyond_the_caps_are_refused_503_and_others_still_served(qui
         refused = _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", source="127.0.0.3")
         assert _status(refused) == 503
         assert "4 connections from your address are open" in _detail(refused)
-        assert _status(_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 200
-        for _ in range(4):
-            held.append(_connect(port, "127.0.0.4"))
+        for _ in range(5):  # the trusted proxy: a fifth is admitted and answered
+            held.append(_connect(port, "127.0.0.1"))
+            held[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _status(held[-1].recv(4096)) == 200
+        held.append(_connect(port, "127.0.0.4"))
         time.sleep(0.1)
         full = _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", source="127.0.0.5")
         assert _status(full) == 503
-        assert "holds 8 connections, its limit" in _detail(full)
+        assert "holds 10 connections, its limit" in _detail(full)
+
+
+def test_behind_a_trusted_proxy_the_throttle_counts_the_forwarded_client(served: Served) -> None:
+    """Through a proxy on 127.0.0.1 (trusted by default), one client's failures throttle that client, not the proxy
+    and every other client behind it."""
+    client = httpx.Client(base_url=f"http://127.0.0.1:{served.port}")
+    with client:
+        for n in range(20):
+            wrong = {"Authorization": f"Bearer wrong-{n}", "X-Forwarded-For": "10.9.9.9"}
+            assert client.get("/v1/events", headers=wrong).status_code == 401
+        attacker = client.get("/v1/events", headers={"Authorization": "Bearer x", "X-Forwarded-For": "10.9.9.9"})
+        other = client.get("/v1/events", headers={"Authorization": "Bearer x", "X-Forwarded-For": "10.9.9.8"})
+    assert (attacker.status_code, other.status_code) == (429, 401)
+    assert served.innocent() == 200
+    assert len(served.auth_failures("10.9.9.9")) == 21
 
 
 def test_a_thousand_slow_connections_from_one_address_do_not_lock_anyone_out(served: Served) -> None:
