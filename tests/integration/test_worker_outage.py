@@ -109,6 +109,7 @@ def test_a_server_down_for_seconds_costs_no_attempt_and_every_queued_study_is_re
     deadline = time.monotonic() + 10
     while not reading_events(store) and time.monotonic() < deadline:
         time.sleep(0.1)
+    uids += queue(settings, store, 1, seed=350)  # arrives during the outage
     time.sleep(1.0)  # down for a while: several probes
     held = [revision_row(store, uid) for uid in uids]
     assert [rev.state for rev in held].count(RevisionState.PROCESSING) == 4  # the batch, held under its claims
@@ -118,6 +119,8 @@ def test_a_server_down_for_seconds_costs_no_attempt_and_every_queued_study_is_re
         assert rev.reason.startswith("waiting: model server unavailable since "), rev.reason
         assert "is not reachable" in rev.reason
     assert max(rev.attempts for rev in held) == 1
+    for rev in held[4:]:  # counted as rung at each probe: the reconciler does not ring them again meanwhile
+        assert rev.rung_at is not None
     oldest = collect_status(settings, store, with_queues=False).oldest_waiting  # radtrace status --json
     assert oldest is not None
     assert (oldest.reason or "").startswith("waiting: model server unavailable since ")
@@ -130,7 +133,7 @@ def test_a_server_down_for_seconds_costs_no_attempt_and_every_queued_study_is_re
     for uid in uids:
         rev = revision_row(store, uid)
         assert (rev.state, rev.attempts, rev.reason) == (RevisionState.REPORTED, 1, None), uid
-    assert requests == 5  # each study read once, when the server was back
+    assert requests == 6  # each study read once, when the server was back
     assert reading_events(store) == [("application_stopped", "serious_failure", False),
                                      ("application_started", "success", True)]  # fmt: skip
     said = [record.getMessage() for record in caplog.records]

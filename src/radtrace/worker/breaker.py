@@ -61,11 +61,13 @@ class ModelServerBreaker:
         on_open: Callable[[ModelServerBreaker], None] | None = None,
         on_close: Callable[[ModelServerBreaker, float], None] | None = None,
         on_give_up: Callable[[ModelServerBreaker], None] | None = None,
+        on_still_down: Callable[[ModelServerBreaker], None] | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.probe = probe
         self.stopping = stopping
         self.on_open, self.on_close, self.on_give_up = on_open, on_close, on_give_up
+        self.on_still_down = on_still_down  # after each probe of a hold that found the server still down
         self.clock = clock
         # read here, not as default arguments, so a test (or a later setting) can shorten them
         self.first_wait_s, self.max_wait_s, self.give_up_after_s = PROBE_FIRST_S, PROBE_MAX_S, GIVE_UP_AFTER_S
@@ -115,6 +117,8 @@ class ModelServerBreaker:
                 return Hold.STOPPING
             if not self.server_down():
                 return Hold.BACK
+            if self.on_still_down is not None:
+                self.on_still_down(self)
             wait = min(wait * 2, self.max_wait_s)
         return Hold.BACK
 

@@ -171,7 +171,9 @@ class StudyPipeline:
         self.drafter: Drafter = drafter or InlineDrafter(settings)
         self.stopping = stopping  # the worker is shutting down: take no further batch
         self.breaker = ModelServerBreaker(self._probe_server, stopping=stopping, on_open=self._server_lost,
-                                          on_close=self._server_back, clock=clock)  # fmt: skip
+                                          on_close=self._server_back, on_still_down=self._still_down,
+                                          clock=clock)  # fmt: skip
+        self._held: Sequence[Claim] = ()  # the batch a hold keeps under its claims
 
     # --- process -------------------------------------------------------------------------------
 
@@ -400,9 +402,13 @@ class StudyPipeline:
         """Hold the claimed batch while the model server does not answer (its claims are renewed meanwhile): None
         once it answers (read it again, same attempt); else the error that ends each attempt: given back uncounted
         when the worker stops, failed with the reason after the breaker's limit."""
+        self._held = claims
         if not self.breaker.gave_up:
-            self._mark_waiting(claims, f"waiting: {self.breaker.reason}; no attempt counted")
-        ended = self.breaker.hold()
+            self._still_down(self.breaker)
+        try:
+            ended = self.breaker.hold()
+        finally:
+            self._held = ()
         if ended is Hold.BACK:
             return None
         if ended is Hold.STOPPING:
@@ -413,7 +419,20 @@ class StudyPipeline:
         """The backend's health check of its server (None: it answers, or the model runs in this process)."""
         backend = getattr(self.reader, "backend", None)  # built already: a read failed on it a moment ago
         unavailable = getattr(backend, "unavailable", None)
-        return unavailable() if callable(unavailable) else None
+        if not callable(unavailable):
+            return None
+        try:
+            problem = unavailable()
+        except Exception:  # a bug in the check must not hold reads: the failed batch is retried as before
+            log.exception("the model server's health check failed unexpectedly")
+            return None
+        return problem if isinstance(problem, str) else None
+
+    def _still_down(self, breaker: ModelServerBreaker) -> None:
+        """While a hold lasts: the waiting reason on the held batch and on every queued revision (new ones too), and
+        their doorbells counted as rung now, so the reconciler does not ring each queued revision again every
+        ``broker.overdue_after_s`` of the outage (their first doorbells are still in the broker)."""
+        self._mark_waiting(self._held, f"waiting: {breaker.reason}; no attempt counted")
 
     def _server_lost(self, breaker: ModelServerBreaker) -> None:
         self._tell_observer(breaker)
@@ -452,18 +471,24 @@ class StudyPipeline:
 
     def _mark_waiting(self, claims: Sequence[Claim], reason: str) -> None:
         """Say why the held batch and the queued revisions wait, where ``radtrace study show`` and the console
-        show a revision's reason (a queued revision's own retry reason is kept)."""
+        show a revision's reason (a queued revision's own retry reason is kept), and note the queued ones rung."""
+        now = self.clock()
         try:
             with self.store.session("marking waiting revisions", immediate=True) as session:
                 session.execute(
                     sa.update(Revision)
-                    .where(sa.or_(
-                        sa.and_(Revision.id.in_([claim.revision_id for claim in claims]),
-                                Revision.claimed_by == self.worker),
-                        sa.and_(Revision.state == RevisionState.QUEUED,
-                                sa.or_(Revision.reason.is_(None), Revision.reason.like(f"{_WAITING_FOR_SERVER}%"))),
-                    ))
+                    .where(Revision.id.in_([claim.revision_id for claim in claims]),
+                           Revision.claimed_by == self.worker)
                     .values(reason=reason)
+                    .execution_options(synchronize_session=False)
+                )  # fmt: skip
+                session.execute(
+                    sa.update(Revision)
+                    .where(Revision.state == RevisionState.QUEUED)
+                    .values(rung_at=now, reason=sa.case(
+                        (sa.or_(Revision.reason.is_(None), Revision.reason.like(f"{_WAITING_FOR_SERVER}%")), reason),
+                        else_=Revision.reason,
+                    ))
                     .execution_options(synchronize_session=False)
                 )  # fmt: skip
         except RadtraceError as exc:
