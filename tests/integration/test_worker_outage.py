@@ -20,6 +20,7 @@ import pytest
 
 import radtrace.worker.breaker
 from radtrace.config import Settings, load_settings
+from radtrace.errors import ModelServerError
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
@@ -196,3 +197,33 @@ def test_a_worker_stopping_while_it_holds_gives_the_batch_back_with_no_attempt_c
         assert (rev.reason or "").startswith("waiting: model server unavailable since ")
     kinds = [(kind, payload.get("attempt_counted")) for kind, _, payload in audit_events(store)]
     assert kinds.count(("inference_failed", False)) == 2
+
+
+class _Flapping:
+    """A server that answers every other health check and fails every batch: no outage to wait out, a fault."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.probes = 0
+        self.backend = self
+
+    def unavailable(self) -> str | None:
+        self.probes += 1
+        return "not reachable" if self.probes % 2 else None
+
+    def read_each(self, studies: object) -> list[object]:
+        self.reads += 1
+        raise ModelServerError("vLLM server at http://x did not answer /v1/chat/completions within 1 s")
+
+
+def test_a_server_that_keeps_coming_back_and_failing_the_batch_costs_an_attempt_after_three_holds(
+    settings: Settings, store: Store
+) -> None:
+    uids = queue(settings, store, 2)
+    reader = _Flapping()
+    pipeline = StudyPipeline(settings, store, reader, worker="w1")  # type: ignore[arg-type]
+    results = pipeline.process_batch(uids[0], 1)
+    assert [result.result for _, result in results] == [Result.RETRY, Result.RETRY]
+    assert reader.reads == 4  # the first read and one after each of three holds
+    for uid in uids:
+        assert revision_row(store, uid).attempts == 1

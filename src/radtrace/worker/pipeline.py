@@ -93,6 +93,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _WAITING_FOR_SERVER = "waiting: model server unavailable"  # how held revisions' reasons begin
+_HOLDS_PER_ATTEMPT = 3  # holds for one batch in one attempt: a server that keeps coming back and failing costs attempts
 Key = tuple[str, int]  # (Study Instance UID, revision number)
 OnResult = Callable[[Key, ProcessResult], None]
 
@@ -380,14 +381,17 @@ class StudyPipeline:
         self, studies: list[list[StudyImage]], claims: Sequence[Claim]
     ) -> list[Reading | Skipped | RadtraceError]:
         down = self.breaker.is_open and self.breaker.server_down()  # still down since an earlier batch
+        holds = 0
         while True:
             if down and (ended := self._hold(claims)) is not None:
                 return [ended] * len(studies)
             try:
                 return self.reader.read_each(studies)
             except RadtraceError as exc:
-                if affects_every_study(exc) and self.breaker.server_down():  # not a batch's fault: the server is away
-                    down = True
+                # not the batch's fault when the server is away; but a server that answers its health check and then
+                # fails the batch again and again (flapping) costs attempts again after a few free reads
+                if affects_every_study(exc) and holds < _HOLDS_PER_ATTEMPT and self.breaker.server_down():
+                    down, holds = True, holds + 1
                     continue
                 if len(studies) == 1 or affects_every_study(exc):  # the server's fault: retried as a batch, later
                     return [exc] * len(studies)
