@@ -45,7 +45,7 @@ from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
-from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import DicomInputError, ModelServerUnavailableError, RadtraceError, ReadsHeldError
@@ -72,6 +72,7 @@ from radtrace.worker.claims import (
 )
 from radtrace.worker.drafting import Drafter, DraftJob, InlineDrafter, drafts_of, headers_only
 from radtrace.worker.model_failures import affects_every_study
+from radtrace.worker.outage import OutageNotice
 from radtrace.worker.settlement import Deliveries, DispatchResult, StageObserver
 
 __all__ = [
@@ -92,7 +93,6 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_WAITING_FOR_SERVER = "waiting: model server unavailable"  # how held revisions' reasons begin
 _HOLDS_PER_ATTEMPT = 3  # holds for one batch in one attempt: a server that keeps coming back and failing costs attempts
 Key = tuple[str, int]  # (Study Instance UID, revision number)
 OnResult = Callable[[Key, ProcessResult], None]
@@ -171,10 +171,10 @@ class StudyPipeline:
                                          clock=clock, observer=self.observer)  # fmt: skip
         self.drafter: Drafter = drafter or InlineDrafter(settings)
         self.stopping = stopping  # the worker is shutting down: take no further batch
-        self.breaker = ModelServerBreaker(self._probe_server, stopping=stopping, on_open=self._server_lost,
-                                          on_close=self._server_back, on_still_down=self._still_down,
+        self.outage = OutageNotice(store, self.recorder, self.actor, self.worker, self.observer, clock)
+        self.breaker = ModelServerBreaker(self._probe_server, stopping=stopping, on_open=self.outage.opened,
+                                          on_close=self.outage.closed, on_still_down=self.outage.still_down,
                                           clock=clock)  # fmt: skip
-        self._held: Sequence[Claim] = ()  # the batch a hold keeps under its claims
 
     # --- process -------------------------------------------------------------------------------
 
@@ -406,13 +406,13 @@ class StudyPipeline:
         """Hold the claimed batch while the model server does not answer (its claims are renewed meanwhile): None
         once it answers (read it again, same attempt); else the error that ends each attempt: given back uncounted
         when the worker stops, failed with the reason after the breaker's limit."""
-        self._held = claims
+        self.outage.held = [claim.revision_id for claim in claims]
         if not self.breaker.gave_up:
-            self._still_down(self.breaker)
+            self.outage.still_down(self.breaker)
         try:
             ended = self.breaker.hold()
         finally:
-            self._held = ()
+            self.outage.held = []
         if ended is Hold.BACK:
             return None
         if ended is Hold.STOPPING:
@@ -431,72 +431,6 @@ class StudyPipeline:
             log.exception("the model server's health check failed unexpectedly")
             return None
         return problem if isinstance(problem, str) else None
-
-    def _still_down(self, breaker: ModelServerBreaker) -> None:
-        """While a hold lasts: the waiting reason on the held batch and on every queued revision (new ones too), and
-        their doorbells counted as rung now, so the reconciler does not ring each queued revision again every
-        ``broker.overdue_after_s`` of the outage (their first doorbells are still in the broker)."""
-        self._mark_waiting(self._held, f"waiting: {breaker.reason}; no attempt counted")
-
-    def _server_lost(self, breaker: ModelServerBreaker) -> None:
-        self._tell_observer(breaker)
-        self._record_reading_state(EventType.APPLICATION_STOPPED, Outcome.SERIOUS_FAILURE, reason=breaker.reason)
-
-    def _server_back(self, breaker: ModelServerBreaker, down_s: float) -> None:
-        self._tell_observer(breaker)
-        self._record_reading_state(EventType.APPLICATION_STARTED, Outcome.SUCCESS, down_s=round(down_s, 1),
-                                   down_since=breaker.since.isoformat() if breaker.since else None)  # fmt: skip
-        try:
-            with self.store.session("clearing waiting reasons", immediate=True) as session:
-                session.execute(
-                    sa.update(Revision)
-                    .where(Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
-                           Revision.reason.like(f"{_WAITING_FOR_SERVER}%"))
-                    .values(reason=None)
-                    .execution_options(synchronize_session=False)
-                )  # fmt: skip
-        except RadtraceError as exc:
-            log.warning("waiting reasons not cleared: %s", exc.reason)
-
-    def _tell_observer(self, breaker: ModelServerBreaker) -> None:
-        told = getattr(self.observer, "model_server_unavailable", None)  # WorkerMetrics' gauge
-        if callable(told):
-            told(breaker.since if breaker.is_open else None)
-
-    def _record_reading_state(self, kind: EventType, outcome: Outcome, **details: Any) -> None:
-        """Audit the breaker opening (application_stopped) or closing (application_started), component 'model
-        reading'; a database that is down too is logged, not raised (the hold goes on)."""
-        payload = {"component": "model reading", "worker": self.worker,
-                   **{key: value for key, value in details.items() if value is not None}}  # fmt: skip
-        try:
-            self.recorder.record(AuditEvent(kind, self.actor, outcome, payload=payload))
-        except RadtraceError as exc:
-            log.error("could not record %s: %s", kind.value, exc.reason)
-
-    def _mark_waiting(self, claims: Sequence[Claim], reason: str) -> None:
-        """Say why the held batch and the queued revisions wait, where ``radtrace study show`` and the console
-        show a revision's reason (a queued revision's own retry reason is kept), and note the queued ones rung."""
-        now = self.clock()
-        try:
-            with self.store.session("marking waiting revisions", immediate=True) as session:
-                session.execute(
-                    sa.update(Revision)
-                    .where(Revision.id.in_([claim.revision_id for claim in claims]),
-                           Revision.claimed_by == self.worker)
-                    .values(reason=reason)
-                    .execution_options(synchronize_session=False)
-                )  # fmt: skip
-                session.execute(
-                    sa.update(Revision)
-                    .where(Revision.state == RevisionState.QUEUED)
-                    .values(rung_at=now, reason=sa.case(
-                        (sa.or_(Revision.reason.is_(None), Revision.reason.like(f"{_WAITING_FOR_SERVER}%")), reason),
-                        else_=Revision.reason,
-                    ))
-                    .execution_options(synchronize_session=False)
-                )  # fmt: skip
-        except RadtraceError as exc:
-            log.warning("waiting reasons not recorded: %s", exc.reason)
 
     def _read_alone(self, images: list[StudyImage]) -> Reading | Skipped | RadtraceError:
         try:
