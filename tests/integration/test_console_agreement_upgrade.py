@@ -1,10 +1,12 @@
-"""Migration 0010 on a database that has decisions: each whole draft's reason code is copied into ``qa_decisions``
-from its audit row, later decisions are copied with theirs, and the agreement page counts the current decisions
-and reasons from the new covering index alone (SQLite's plan; before, it joined each whole draft to its audit row
-and decoded the payload: seconds for the first request of a process at a million decisions)."""
+"""Migrations 0010 and 0011 on a database that has decisions: each whole draft's reason code is copied into
+``qa_decisions`` from its audit row, the current decisions are counted into ``qa_agreement_counts``, later
+decisions are copied with their reasons and counted as they come (a replaced one taken away), and the agreement
+page reads those counts (before, the first request of a process counted every decision and decoded every whole
+draft's payload: seconds at a million decisions)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -13,9 +15,8 @@ from alembic import command
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
-from radtrace.console import dashboard_agreement
-from radtrace.console.dashboard_agreement import current_agreement, current_counts, sync_decisions
-from radtrace.console.schema import QaDecision
+from radtrace.console.dashboard_agreement import current_agreement, sync_decisions
+from radtrace.console.schema import QaAgreementCount, QaDecision
 from radtrace.store.engine import Store
 from radtrace.store.migrate import _config, current_revision, upgrade
 
@@ -58,11 +59,14 @@ def test_the_upgrade_copies_the_reasons_and_the_page_counts_them_from_the_index(
         ))  # fmt: skip
     _decide(store, "1.2.3.3", "dr.c", "accept", "RT-A1")  # recorded before the upgrade, copied after it
 
-    assert upgrade(store) == current_revision(store) == "0010"
+    assert upgrade(store) == current_revision(store) == "0011"
     with store.session() as session:
         copied = dict(session.execute(sa.select(QaDecision.seq, QaDecision.reason_code)).all())
+        counts = sa.select(QaAgreementCount.label, QaAgreementCount.decision, QaAgreementCount.reason_code,
+                           QaAgreementCount.count)  # fmt: skip
+        counted = set(session.execute(counts).all())
     assert copied == {1: "RT-A1", 2: "RT-R2", 3: "RT-R1", 4: None}
-    dashboard_agreement._TALLIES.clear()  # a process started after the upgrade
+    assert counted == {("", "reject", "RT-R2", 1), ("", "reject", "RT-R1", 1), ("Edema", "modify", "", 1)}
     figures = current_agreement(store)
     assert (figures.drafts.accept, figures.drafts.reject) == (1, 2)
     assert figures.reasons == {"RT-A1": 1, "RT-R1": 1, "RT-R2": 1}
@@ -76,8 +80,49 @@ def test_the_upgrade_copies_the_reasons_and_the_page_counts_them_from_the_index(
     assert figures.reasons == {"RT-R1": 1, "RT-R2": 1, "RT-R5": 1}
     assert [(a.label, a.modify) for a in figures.findings] == [("Edema", 1)]
 
-    if store.engine.dialect.name == "sqlite":
-        sql = str(current_counts().compile(store.engine, compile_kwargs={"literal_binds": True}))
-        with store.engine.connect() as connection:
-            plan = " | ".join(row[3] for row in connection.execute(sa.text(f"EXPLAIN QUERY PLAN {sql}")))
-        assert plan == "SEARCH qa_decisions USING COVERING INDEX ix_qa_decisions_current (superseded=?)", plan
+    with store.session() as session:  # the replaced accept is taken away, not left at zero: a row stays, counting 0
+        assert session.scalar(
+            sa.select(QaAgreementCount.count).where(QaAgreementCount.decision == "accept")
+        ) == 0  # fmt: skip
+
+
+def test_copies_running_at_once_count_each_decision_once(store: Store) -> None:
+    """Four console processes (threads here) bringing the copy up to date at once: the kept counts equal a count of
+    the current decisions (a decision copied or replaced is counted by the one copy that did it)."""
+    for n in range(30):
+        study = f"1.2.3.{n % 7}"
+        _decide(store, study, "dr.a", ("accept", "reject")[n % 2], ("RT-A1", "RT-R1", "RT-R5")[n % 3])
+        _decide(store, study, "dr.a", ("accept", "modify", "reject")[n % 3], finding=("Edema", "Fracture")[n % 2])
+    errors: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            sync_decisions(store)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=copy) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    reason = sa.func.coalesce(QaDecision.reason_code, "")
+    with store.session() as session:
+        recount = {
+            (label, verdict, code): count
+            for label, verdict, code, count in session.execute(
+                sa.select(QaDecision.label, QaDecision.decision, reason, sa.func.count())
+                .where(QaDecision.superseded == sa.false())
+                .group_by(QaDecision.label, QaDecision.decision, reason)
+            )
+        }
+        kept = {
+            (label, verdict, code): count
+            for label, verdict, code, count in session.execute(
+                sa.select(QaAgreementCount.label, QaAgreementCount.decision, QaAgreementCount.reason_code,
+                          QaAgreementCount.count).where(QaAgreementCount.count != 0)
+            )
+        }  # fmt: skip
+    assert kept == recount
+    assert sum(recount.values()) == 7 + 7 * 2  # one current decision per study and label

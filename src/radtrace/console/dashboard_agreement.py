@@ -10,10 +10,8 @@ Agreement is then an index count of the current decisions recorded in the window
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -25,7 +23,7 @@ from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.dashboard_queries import Window, aware, json_text, within
 from radtrace.console.review import IMPRESSION
-from radtrace.console.schema import QaDecision
+from radtrace.console.schema import QaAgreementCount, QaDecision
 from radtrace.qa.agreement import DECISIONS, LabelAgreement
 from radtrace.qa.intervals import Proportion
 from radtrace.qa.recorded_times import readable_time
@@ -37,7 +35,6 @@ __all__ = [
     "AgreementFigures",
     "agreement_studies",
     "current_agreement",
-    "current_counts",
     "read_agreement",
     "sync_decisions",
 ]
@@ -50,7 +47,9 @@ def sync_decisions(store: Store) -> int:
     """Copy the assessment events recorded since the last copy into ``qa_decisions`` (label, revision and decision
     from each payload); returns how many. Safe to run concurrently: a row already copied is skipped."""
     table = AuditEventRow
-    with store.session("copying assessment events for the QA dashboard") as session:
+    # SQLite's write lock from BEGIN: two copies at once (two console requests) read the same last seq and then
+    # both write; the second one's write failed at once with "database is locked" instead of waiting its turn.
+    with store.session("copying assessment events for the QA dashboard", immediate=True) as session:
         # Two queries, not one: SQLite answers a lone max() from the index, two in one SELECT by a full scan.
         last_seq = session.scalar(sa.select(sa.func.max(QaDecision.seq)))
         last_at = session.scalar(sa.select(sa.func.max(QaDecision.recorded_at)))
@@ -85,14 +84,41 @@ def sync_decisions(store: Store) -> int:
         columns = ["seq", "recorded_at", "study_uid", "revision", "label", "decision", "reason_code"]
         statement = insert(QaDecision).from_select(columns, source).on_conflict_do_nothing()
         # RETURNING counts the rows copied on both databases (psycopg reports no rowcount for this statement).
-        copied = len(session.execute(statement.returning(QaDecision.seq)).all())
+        # Each decision copied counts once, each one a later decision replaces is taken away: in this transaction.
+        copied: list[Any] = list(
+            session.execute(statement.returning(QaDecision.label, QaDecision.decision, QaDecision.reason_code))
+        )
         if copied:
-            _supersede(session, last_seq or 0)
-        return copied
+            counts: Counter[tuple[str, str, str]] = Counter()
+            for sign, rows in ((1, copied), (-1, _supersede(session, last_seq or 0))):
+                for label, verdict, reason in rows:
+                    counts[(str(label), str(verdict), str(reason or ""))] += sign
+            _add_counts(session, store, counts)
+        return len(copied)
 
 
-def _supersede(session: Any, after_seq: int) -> None:
-    """Mark every decision that a decision copied after ``after_seq`` replaces (same study, revision and label)."""
+def _add_counts(session: Any, store: Store, counts: Counter[tuple[str, str, str]]) -> None:
+    """Add to ``qa_agreement_counts`` (in key order: two copies at once on PostgreSQL lock the rows alike)."""
+    values = [
+        {"label": label, "decision": verdict, "reason_code": reason, "count": count}
+        for (label, verdict, reason), count in sorted(counts.items())
+        if count
+    ]
+    if not values:
+        return
+    insert = postgresql.insert if is_postgresql(store.engine) else sqlite.insert
+    statement = insert(QaAgreementCount).values(values)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["label", "decision", "reason_code"],
+            set_={"count": QaAgreementCount.count + statement.excluded["count"]},
+        )
+    )
+
+
+def _supersede(session: Any, after_seq: int) -> list[Any]:
+    """Mark every decision that a decision copied after ``after_seq`` replaces (same study, revision and label);
+    returns the label, decision and reason code of each one marked."""
     later = aliased(QaDecision)
     new = sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label).where(QaDecision.seq > after_seq)
     newest = (
@@ -101,7 +127,7 @@ def _supersede(session: Any, after_seq: int) -> None:
                later.label == QaDecision.label)
         .scalar_subquery()
     )  # fmt: skip
-    session.execute(
+    marked: list[Any] = session.execute(
         sa.update(QaDecision)
         .where(
             ~QaDecision.superseded,
@@ -109,8 +135,10 @@ def _supersede(session: Any, after_seq: int) -> None:
             QaDecision.seq < newest,
         )
         .values(superseded=True)
+        .returning(QaDecision.label, QaDecision.decision, QaDecision.reason_code)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
+    return marked
 
 
 def _current_decisions(window: Window, whole_draft: bool) -> list[sa.ColumnElement[bool]]:
@@ -186,88 +214,6 @@ class Agreement:
         return self.accept / self.total if self.total else None
 
 
-@dataclass
-class _Tally:
-    """The current decisions as of ``upto`` (the newest ``qa_decisions`` seq counted): per (label, decision), and
-    the whole drafts' reason codes; brought forward by the decisions recorded since, never recounted."""
-
-    upto: int = 0
-    verdicts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
-
-
-_TALLIES: Final[weakref.WeakKeyDictionary[Store, _Tally]] = weakref.WeakKeyDictionary()
-_TALLY_LOCK: Final = threading.Lock()
-
-
-def current_counts() -> sa.Select[str, str, str | None, int]:
-    """The current decisions (none later replaced them) counted per label, decision and reason code."""
-    columns = (QaDecision.label, QaDecision.decision, QaDecision.reason_code)
-    return sa.select(*columns, sa.func.count()).where(QaDecision.superseded == sa.false()).group_by(*columns)
-
-
-def _count(session: Any, tally: _Tally) -> None:
-    """Add every current decision (none later replaced it) and the current whole drafts' reasons: one range of
-    ``ix_qa_decisions_current`` read in index order (no table, no payload); in the snapshot the tally's seq was read
-    in, so no bound on seq is needed."""
-    for label, verdict, reason, count in session.execute(current_counts()):
-        tally.verdicts[(str(label), str(verdict))] += int(count)
-        if label == "" and reason:
-            tally.reasons[str(reason)] += int(count)
-
-
-def _count_since(session: Any, upto: int, tally: _Tally) -> None:
-    """Bring ``tally`` from its seq to ``upto``: for each (study, revision, label) decided in between, take its
-    newest decision as of the tally away and add its newest as of ``upto``. Reads those keys' decisions only."""
-    keys = session.execute(
-        sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label)
-        .where(QaDecision.seq > tally.upto, QaDecision.seq <= upto)
-        .distinct()
-    ).all()
-    wanted = {(str(uid), int(revision), str(label)) for uid, revision, label in keys}
-    uids = sorted({uid for uid, _revision, _label in wanted})
-    # each key's newest (decision, reason code) as of the tally and as of upto
-    newest: dict[tuple[str, int, str], list[tuple[str, str | None] | None]] = {key: [None, None] for key in wanted}
-    for start in range(0, len(uids), 500):  # by study (the key index's first column); other keys are skipped
-        for uid, revision, label, verdict, reason, seq in session.execute(
-            sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.label, QaDecision.decision,
-                      QaDecision.reason_code, QaDecision.seq)
-            .where(QaDecision.study_uid.in_(uids[start : start + 500]), QaDecision.seq <= upto)
-            .order_by(QaDecision.seq)
-        ):  # fmt: skip
-            pair = newest.get((uid, revision, label))
-            if pair is not None:
-                pair[1] = (verdict, reason)
-                if seq <= tally.upto:
-                    pair[0] = (verdict, reason)
-    for (_uid, _revision, label), (before, after) in newest.items():
-        for sign, decision in ((-1, before), (1, after)):
-            if decision is not None:
-                verdict, reason = decision
-                tally.verdicts[(label, verdict)] += sign
-                if label == "" and reason:
-                    tally.reasons[reason] += sign
-
-
-def _bring_forward(store: Store) -> _Tally:
-    """This store's tally: counted in full the first time, then brought forward over the keys decided since (a
-    decision that replaces another takes the other's count away)."""
-    sync_decisions(store)
-    with _TALLY_LOCK, store.session("counting current decisions") as session:
-        if is_postgresql(store.engine):  # one snapshot for the newest seq and the counts (SQLite's reads have one)
-            session.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-        upto = int(session.scalar(sa.select(sa.func.coalesce(sa.func.max(QaDecision.seq), 0))) or 0)
-        tally = _TALLIES.get(store)
-        if tally is None:
-            tally = _Tally(upto)
-            _count(session, tally)
-            _TALLIES[store] = tally
-        elif upto > tally.upto:
-            _count_since(session, upto, tally)
-            tally.upto = upto
-        return tally
-
-
 @dataclass(frozen=True)
 class AgreementFigures:
     """The agreement page's figures: per finding label, for the impression and for whole drafts, and the reasons
@@ -283,18 +229,24 @@ def current_agreement(store: Store) -> AgreementFigures:
     """The agreement page's figures, all time: per finding label, for the impression and for whole drafts the
     current decisions (a superseded one is not counted), and the reasons of the current whole-draft decisions.
 
-    Counted on ``qa_decisions`` (brought up to date first), once in full per process and store, then only over
-    the decisions recorded since (a bounded query on the keys they decide), instead of decoding every assessment
-    event's payload on every request."""
-    tally = _bring_forward(store)
+    Read from ``qa_agreement_counts`` (brought up to date first: :func:`sync_decisions` adds each decision copied and
+    takes away each one replaced), a few rows, instead of counting every decision on every request."""
+    sync_decisions(store)
+    with store.session("reading the current decisions' counts") as session:
+        rows = session.execute(
+            sa.select(QaAgreementCount.label, QaAgreementCount.decision, QaAgreementCount.reason_code,
+                      QaAgreementCount.count)
+        ).all()  # fmt: skip
     counts: dict[str, dict[str, int]] = {}
-    for (label, verdict), count in tally.verdicts.items():
+    reasons: Counter[str] = Counter()
+    for label, verdict, reason, count in rows:
         per = counts.setdefault(label, {"accept": 0, "reject": 0, "modify": 0})
         if verdict in per:
             per[verdict] += count
-    reasons = {code: count for code, count in tally.reasons.items() if count}
+        if label == "" and reason:
+            reasons[reason] += count
     drafts = counts.pop("", {"accept": 0, "reject": 0, "modify": 0})
     impression = counts.pop(IMPRESSION, {"accept": 0, "reject": 0, "modify": 0})
     findings = tuple(Agreement(label, **per) for label, per in sorted(counts.items()) if sum(per.values()))
     return AgreementFigures(findings, Agreement("impression", **impression), Agreement("whole draft", **drafts),
-                            dict(sorted(reasons.items())))  # fmt: skip
+                            {code: count for code, count in sorted(reasons.items()) if count})  # fmt: skip
