@@ -13,12 +13,13 @@ wait in ``queued``. Before, it exited, and ``serve`` restarted it with backoff f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from radtrace.config import Settings
@@ -102,20 +103,26 @@ def run_worker(
 
 
 def _warm_until_stopped(runtime: WorkerRuntime) -> bool:
-    """:func:`warm_when_loadable`, ended by SIGTERM or SIGINT while it waits (Celery's handlers come later)."""
-    stop = threading.Event()
+    """:func:`warm_when_loadable`, its wait (only the wait: Ctrl-C during a load still interrupts it) ended by
+    SIGTERM or SIGINT; Celery installs its own handlers afterwards."""
+    return warm_when_loadable(runtime, threading.Event(), catch_signals=True)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return warm_when_loadable(runtime, stop)
+        yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def warm_when_loadable(runtime: WorkerRuntime, stop: threading.Event) -> bool:
+def warm_when_loadable(runtime: WorkerRuntime, stop: threading.Event, *, catch_signals: bool = False) -> bool:
     """Load the model; while its files are there but cannot be loaded, say why once (each distinct fault) and wait
     for the model directory to change (names, sizes, modification times), then load again. True once loaded; False
-    when ``stop`` is set first. Any other failure (missing weights, no such CUDA device) is raised as before.
+    when ``stop`` is set first (with ``catch_signals``, by SIGTERM or SIGINT during the wait; main thread only). Any
+    other failure (missing weights, no such CUDA device) is raised as before.
     """
     from radtrace.model.loading import checkpoint_fingerprint
 
@@ -131,10 +138,11 @@ def warm_when_loadable(runtime: WorkerRuntime, stop: threading.Event) -> bool:
                     "the damaged file (it is checked every %.0f s)", exc.reason, exc.directory, WEIGHTS_RECHECK_S,
                 )  # fmt: skip
                 said = exc.reason
-            while checkpoint_fingerprint(exc.directory) == fingerprint:
-                if stop.wait(WEIGHTS_RECHECK_S):
-                    log.info("stopped while waiting for model weights that can be loaded")
-                    return False
+            with _stop_on_signals(stop) if catch_signals else contextlib.nullcontext():
+                while checkpoint_fingerprint(exc.directory) == fingerprint:
+                    if stop.wait(WEIGHTS_RECHECK_S):
+                        log.info("stopped while waiting for model weights that can be loaded")
+                        return False
             log.info("the files in %s changed: loading the model again", exc.directory)
             continue
         if said:
