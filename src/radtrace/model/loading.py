@@ -370,8 +370,8 @@ def checkpoint_problem(directory: Path) -> str | None:
         if not path.is_file():
             continue
         value, problem = _json_object(path)
-        if problem is not None:
-            return problem
+        if problem is not None and (name in _JSON_NAMES or "not a JSON object" not in problem):
+            return problem  # another JSON file of the repository may hold a list: only its syntax is judged
         if name == "config.json" and not isinstance(value.get("model_type"), str):
             return f"{name} names no model_type (is it this model's configuration?)"
     shards = {entry.name for entry in _present(directory, ".safetensors")}
