@@ -131,3 +131,26 @@ def test_a_kill_between_the_payload_and_its_rows_loses_nothing_and_sends_once(
         assert kept[0].read_bytes() == PAYLOAD
         assert sent == [PAYLOAD]
     store.dispose()
+
+
+def test_a_dispatcher_delivering_rows_removes_a_payload_no_row_names(tmp_path: Path) -> None:
+    """The worker's dispatch delivers row by row (no deliver_due): a pending payload left by a crash before its
+    commit goes at its next delivery, once it is older than a decision still being recorded could be."""
+    from radtrace.reporting.dispatch.outbox import PlannedDelivery
+    from radtrace.store.pending_files import write_pending
+
+    store = Store.from_url(f"sqlite:///{tmp_path / 'radtrace.db'}")
+    upgrade(store)
+    revision_id = _revision(store)
+    payload_dir = tmp_path / "outbox"
+    orphan = write_pending(payload_dir, f"{'ab' * 32}.dcm~0123456789abcdef", b"a crashed enqueue's payload")
+    young = write_pending(payload_dir, f"{'cd' * 32}.dcm~0123456789abcdef", b"a decision being recorded")
+    old = time.time() - 3600
+    os.utime(orphan, (old, old))
+    outbox = Outbox(store, AuditRecorder(store), DispatchSettings(pacs=[PACS]), payload_dir,
+                    senders={KIND_SR: lambda destination, payload: None})  # fmt: skip
+    [row_id] = outbox.enqueue(revision_id, [PlannedDelivery(KIND_SR, "PACS@127.0.0.1:11112", PAYLOAD)])
+    assert orphan.exists()
+    assert outbox.deliver(row_id).state is OutboxState.DELIVERED
+    assert (orphan.exists(), young.exists()) == (False, True)
+    store.dispose()

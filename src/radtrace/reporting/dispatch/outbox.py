@@ -10,9 +10,9 @@ A payload file and its row are one step (:mod:`radtrace.store.pending_files`): t
 ``<payload folder>/.pending/`` before the rows are committed and moved to its content-addressed name after
 (:class:`StagedPayloads`; the caller of ``add_assessments`` keeps or discards them after its commit). After a
 crash in between, a row whose file is still pending finds it there when it is delivered (moved then), and
-``settle_pending`` (run by ``deliver_due``, the dispatcher's reconcile loop, and at the console's start-up)
-keeps the pending files a committed row names and removes the others: no payload without its row, no row
-without its payload, nothing sent twice.
+``settle_pending`` (run by ``deliver`` at most every :data:`SETTLE_EVERY_S` in each process, by ``deliver_due``,
+and at the console's start-up) keeps the pending files (older than 10 minutes) a committed row names and removes
+the others: no payload without its row, no row without its payload, nothing sent twice.
 ``deliver(outbox_id)`` makes one attempt if the row is pending and due:
 
 1. *claim*: one conditional UPDATE raises ``attempts`` and pushes ``next_attempt_at`` past a lease (longer than the
@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -96,6 +97,8 @@ ASSESSMENT_KINDS: Final = (KIND_ASSESSMENT, KIND_ASSESSMENT_HL7)
 _SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_COMPANION: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json",
                   KIND_ASSESSMENT: ".dcm", KIND_ASSESSMENT_HL7: ".hl7"}  # fmt: skip
 LEASE_MARGIN_S: Final = 60.0  # a claim outlasts the longest send by this much
+#: How often a dispatcher settles payloads a crash left pending (:meth:`Outbox.settle_pending`), at most.
+SETTLE_EVERY_S: Final = 600.0
 
 
 def longest_send_s(settings: DispatchSettings) -> float:
@@ -244,6 +247,7 @@ class Outbox:
         self.actor = actor or Actor()
         # A claim that ran out while its send still waited would let a second dispatcher send the row again.
         self.lease = timedelta(seconds=max(lease_s, longest_send_s(settings) + LEASE_MARGIN_S))
+        self._settled_at = -SETTLE_EVERY_S  # monotonic time of the last settle_pending (none yet)
 
     # --- enqueue -------------------------------------------------------------------------------
 
@@ -479,11 +483,20 @@ class Outbox:
     def deliver_due(self) -> list[Delivery]:
         """One attempt for every due row (what a dispatcher's reconcile loop runs), after settling payloads left
         pending by a crash (:meth:`settle_pending`)."""
+        self._settle(every_s=0.0)
+        return [self.deliver(outbox_id) for outbox_id in self.due()]
+
+    def _settle(self, every_s: float = SETTLE_EVERY_S) -> None:
+        """:meth:`settle_pending` unless this outbox did so less than ``every_s`` ago; a failure is logged only (the
+        rows are delivered all the same; the next time tries again)."""
+        now = time.monotonic()
+        if now - self._settled_at < every_s:
+            return
+        self._settled_at = now
         try:
             self.settle_pending()
-        except (OSError, RadtraceError) as exc:  # the rows are delivered all the same; the next loop tries again
+        except (OSError, RadtraceError) as exc:
             log.warning("outbox: pending payloads could not be settled: %s", type(exc).__name__)
-        return [self.deliver(outbox_id) for outbox_id in self.due()]
 
     def _event(
         self, row: OutboxMessage, study: Study, kind: EventType, outcome: Outcome, **details: object
@@ -552,7 +565,9 @@ class Outbox:
         return payload
 
     def deliver(self, outbox_id: int) -> Delivery:
-        """Make one attempt for one row if it is pending and due (see the module docstring)."""
+        """Make one attempt for one row if it is pending and due (see the module docstring); now and then (every
+        :data:`SETTLE_EVERY_S`) settle the payloads a crash left pending first."""
+        self._settle()
         claimed = self._claim(outbox_id)
         if isinstance(claimed, Delivery):
             return claimed
