@@ -317,12 +317,12 @@ class DatasetFastPathDUL(DULServiceProvider):
         connection = self.connection
         if connection is None or self.state_machine.current_state not in ("Sta1", "Sta2"):  # Sta1: Evt5 not yet run
             return
-        if self.on_timed_out is not None:
-            with contextlib.suppress(Exception):  # the connection goes anyway; the audit logs its own failures
-                self.on_timed_out(connection, "listener.acse_timeout_s", "no A-ASSOCIATE-RQ within the ACSE timeout")
         if self.admission is not None:
             self.admission.abort(connection, "ACSE timeout")
         connection.shut()
+        if self.on_timed_out is not None:
+            with contextlib.suppress(Exception):  # the connection is gone; the audit logs its own failures
+                self.on_timed_out(connection, "listener.acse_timeout_s", "no A-ASSOCIATE-RQ within the ACSE timeout")
 
     def _host(self) -> str:
         return str(getattr(self.assoc.requestor, "address", "") or "?")

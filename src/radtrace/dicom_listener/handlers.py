@@ -267,10 +267,11 @@ class ListenerHandlers:
         """
         connection = _connection(event.assoc)
         dul = getattr(event.assoc, "dul", None)
-        if connection is not None and connection.cut_reason is None and dul is not None and dul.idle_timer_expired():
-            idle = f"no PDU for {self.settings.network_timeout_s:g} s"
-            self.on_timed_out(connection, "listener.network_timeout_s", idle)
-        self.admission.release(connection)
+        idle = connection is not None and connection.cut_reason is None and dul is not None and dul.idle_timer_expired()
+        self.admission.release(connection)  # first: the audit below writes to the database
+        if idle and connection is not None:
+            detail = f"no PDU for {self.settings.network_timeout_s:g} s"
+            self.on_timed_out(connection, "listener.network_timeout_s", detail)
         close_fast_path(event.assoc)
         message = getattr(getattr(event.assoc, "dimse", None), "message", None)
         partial = getattr(message, "_data_set_file", None)
