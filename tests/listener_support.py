@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from pydicom import dcmread
 from pynetdicom import AE
@@ -14,9 +19,20 @@ from pynetdicom.association import Association
 
 from radtrace.config import Settings, load_settings
 from radtrace.dicom_listener.ae import Listener
+from radtrace.dicom_listener.dcmtk import echoscu
 from radtrace.store.engine import Store
 
-__all__ = ["associate", "audit_payloads", "audit_types", "dataset_bytes", "listener_settings", "rows", "running"]
+__all__ = [
+    "associate",
+    "audit_payloads",
+    "audit_types",
+    "dataset_bytes",
+    "listener_env",
+    "listener_settings",
+    "rows",
+    "running",
+    "start_listener",
+]
 
 
 def listener_settings(tmp_path: Path, port: int, **listener: Any) -> Settings:
@@ -64,3 +80,35 @@ def audit_payloads(store: Store, event_type: str) -> list[str]:
     with store.engine.connect() as connection:
         query = sa.text("SELECT payload FROM audit_events WHERE event_type = :type ORDER BY seq")
         return [row[0] for row in connection.execute(query, {"type": event_type})]
+
+
+def listener_env(tmp_path: Path, port: int, database_url: str) -> dict[str, str]:
+    """The environment of a ``radtrace listen`` process on 127.0.0.1:port that admits 'PACS'."""
+    return {
+        "RADTRACE_DATA_DIR": str(tmp_path / "radtrace"),
+        "RADTRACE_STORE__URL": database_url,
+        "RADTRACE_LISTENER__HOST": "127.0.0.1",
+        "RADTRACE_LISTENER__PORT": str(port),
+        "RADTRACE_LISTENER__ALLOWED_CALLERS": '[{"ae_title": "PACS"}]',
+        "RADTRACE_LISTENER__SETTLE_SECONDS": "1.0",
+        "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
+    }
+
+
+def start_listener(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    """Start ``radtrace listen`` with ``env`` (and no other RADTRACE_ variable); return once echoscu gets through."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | env
+    process = subprocess.Popen(
+        [sys.executable, "-m", "radtrace", "listen"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while echoscu(port).returncode != 0:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"listener did not start: {process.communicate()[0][-2000:]}")
+        time.sleep(0.2)
+    return process

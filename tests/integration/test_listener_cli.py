@@ -6,7 +6,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from pydicom import dcmread
 
-from radtrace.dicom_listener.dcmtk import echoscu
+from listener_support import listener_env, start_listener
 from radtrace.dicom_listener.scu import SendResult, send_files
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
@@ -24,36 +23,6 @@ from radtrace.testing.studies import ImageSpec, StudySpec, make_image, write_stu
 from tests_support import radtrace
 
 pytestmark = pytest.mark.integration
-
-
-def listener_env(tmp_path: Path, port: int, database_url: str) -> dict[str, str]:
-    return {
-        "RADTRACE_DATA_DIR": str(tmp_path / "radtrace"),
-        "RADTRACE_STORE__URL": database_url,
-        "RADTRACE_LISTENER__HOST": "127.0.0.1",
-        "RADTRACE_LISTENER__PORT": str(port),
-        "RADTRACE_LISTENER__ALLOWED_CALLERS": '[{"ae_title": "PACS"}]',
-        "RADTRACE_LISTENER__SETTLE_SECONDS": "1.0",
-        "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
-    }
-
-
-def start_listener(env: dict[str, str], port: int) -> subprocess.Popen[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | env
-    process = subprocess.Popen(
-        [sys.executable, "-m", "radtrace", "listen"],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while echoscu(port).returncode != 0:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"listener did not start: {process.communicate()[0][-2000:]}")
-        time.sleep(0.2)
-    return process
 
 
 def test_kill_9_during_a_burst_loses_nothing_acknowledged(

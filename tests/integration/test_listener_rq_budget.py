@@ -15,8 +15,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from dicom_peer_support import ABORT, RawPeer, associate_rq, pdu_types, presentation_context
-from listener_support import audit_payloads, listener_settings, running
+from listener_support import audit_payloads, listener_env, listener_settings, running, start_listener
 from radtrace.dicom_listener.contexts import TRANSFER_SYNTAXES, storage_sop_classes
 from radtrace.dicom_listener.dcmtk import echoscu
 from radtrace.dicom_listener.rq_budget import REFUSED_REASON, NegotiationBudget
@@ -125,22 +123,9 @@ def _echo_ms(port: int) -> float:
 @pytest.mark.skipif(not FULL, reason="a 30 s measurement: RADTRACE_FULL_FUZZ=1")
 def test_flood_of_big_rqs_against_radtrace_listen_figures(tmp_path: Path, listener_port: int) -> None:
     seconds, attackers = 30.0, 4
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | {
-        "RADTRACE_DATA_DIR": str(tmp_path / "radtrace"),
-        "RADTRACE_LISTENER__HOST": "127.0.0.1",
-        "RADTRACE_LISTENER__PORT": str(listener_port),
-        "RADTRACE_LISTENER__ALLOWED_CALLERS": '[{"ae_title": "PACS"}]',
-        "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "radtrace", "listen"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    env = listener_env(tmp_path, listener_port, f"sqlite:///{tmp_path / 'radtrace.db'}")
+    process = start_listener(env, listener_port)
     try:
-        deadline = time.monotonic() + 30
-        while echoscu(listener_port).returncode != 0:
-            assert process.poll() is None
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
         baseline = [_echo_ms(listener_port) for _ in range(10)]
         rq, answered, stop, lock = big_rq(), {"AC": 0, "closed": 0}, threading.Event(), threading.Lock()
 

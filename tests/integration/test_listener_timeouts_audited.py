@@ -9,10 +9,7 @@ and reason at once, the rest counted per interval), reason ``connection timed ou
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,8 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from dicom_peer_support import VERIFICATION, RawPeer, associate_rq, pdu_types, presentation_context
-from listener_support import audit_payloads, listener_settings, running
-from radtrace.dicom_listener.dcmtk import echoscu
+from listener_support import audit_payloads, listener_env, listener_settings, running, start_listener
 from radtrace.store.engine import Store
 
 pytestmark = pytest.mark.integration
@@ -41,31 +37,13 @@ def test_silent_peers_of_a_real_radtrace_listen_are_audited_with_their_timeout_a
     tmp_path: Path, listener_port: int
 ) -> None:
     database = tmp_path / "radtrace.db"
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | {
-        "RADTRACE_DATA_DIR": str(tmp_path / "radtrace"),
-        "RADTRACE_STORE__URL": f"sqlite:///{database}",
-        "RADTRACE_LISTENER__HOST": "127.0.0.1",
-        "RADTRACE_LISTENER__PORT": str(listener_port),
-        "RADTRACE_LISTENER__ALLOWED_CALLERS": '[{"ae_title": "PACS"}]',
-        "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
+    env = listener_env(tmp_path, listener_port, f"sqlite:///{database}") | {
         "RADTRACE_LISTENER__ACSE_TIMEOUT_S": "1.5",
         "RADTRACE_LISTENER__NETWORK_TIMEOUT_S": "1.5",
         "RADTRACE_LISTENER__PDU_GRACE_S": "0.7",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "radtrace", "listen"],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_listener(env, listener_port)
     try:
-        deadline = time.monotonic() + 30
-        while echoscu(listener_port).returncode != 0:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"listener did not start: {process.communicate()[0][-2000:]}")
-            time.sleep(0.2)
         rq = associate_rq([presentation_context(1, VERIFICATION)])
         closed: dict[str, bool] = {}
 

@@ -124,6 +124,11 @@ class _RequestHandler(RequestHandler):
         return assoc
 
 
+def _host(address: Any) -> str:
+    """The host of a socket address (``(host, port, ...)`` for TCP)."""
+    return str(address[0]) if isinstance(address, tuple) else str(address)
+
+
 class ListenerServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with :class:`WholePduSocket` and ``SO_REUSEPORT``.
 
@@ -161,7 +166,7 @@ class ListenerServer(ThreadedAssociationServer):
         """Admit the connection as half-open, or close it at once (per-source and total limits)."""
         if self.admission is None:
             return True
-        host = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+        host = _host(client_address)
         opened = self.admission.open(host)
         if isinstance(opened, str):
             on_refused = self.on_refused
@@ -194,7 +199,7 @@ class ListenerServer(ThreadedAssociationServer):
         if self.socket is None:  # pragma: no cover - the server is closed
             raise OSError("server socket closed")
         client, address = self.socket.accept()
-        host = str(address[0]) if isinstance(address, tuple) else str(address)
+        host = _host(address)
         if self.admission is not None and not self.admission.negotiation.allows(host):
             # Before the handshake and the thread: a source that spent its budget costs an accept and a close.
             client.close()
