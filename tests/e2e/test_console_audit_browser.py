@@ -124,7 +124,14 @@ def test_qa_filters_pages_and_opens_a_timeline_with_its_stage_chart(page: Page, 
     page.locator("#f-event_type").select_option("")
     page.locator("#f-accession").fill("ACC-1001")
     page.locator("#search").click()
-    page.locator(f'a.timeline-link[href="/console/audit/studies/{STUDY_A}"]').first.click()
+    page.locator("a.timeline-link", has_text=STUDY_A).first.click()
+    expect(page.locator("#timeline-uid")).to_have_text(STUDY_A)
+    assert STUDY_A not in page.url  # the address bar (and history) holds a handle
+    page.locator("#timeline-events-link").click()
+    expect(page.locator("#f-study_uid")).to_have_value(STUDY_A)
+    assert STUDY_A not in page.url
+    assert {s for s in page.locator("a.timeline-link").all_inner_texts()} == {STUDY_A}
+    page.go_back()
     expect(page.locator("#timeline-uid")).to_have_text(STUDY_A)
     chart = page.locator("#stage-chart svg")
     expect(chart).to_be_visible()
@@ -137,8 +144,8 @@ def test_qa_filters_pages_and_opens_a_timeline_with_its_stage_chart(page: Page, 
     page.goto(f"{site.url}/console/audit?since=yesterday")
     expect(page.locator("#audit-error")).to_contain_text("since: Input should be a valid datetime")
     assert (
-        site.users_of("audit_queried").count("qa.quinn") == 6
-    )  # the first visit, 3 pages, the accession search, the timeline
+        site.users_of("audit_queried").count("qa.quinn") == 8
+    )  # the first visit, 3 pages, the accession search, the timeline, its events, the timeline again
 
 
 def test_admin_verifies_watching_the_progress_and_exports(

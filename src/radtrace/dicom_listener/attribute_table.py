@@ -248,7 +248,10 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a("WindowCenterWidthExplanation", "VOI LUT", "3", "model"),
     _a("VOILUTFunction", "VOI LUT", "3", "model", allowed=frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"})),
     _a("VOILUTSequence", "VOI LUT", "1C", "model"),
-    _a("PresentationLUTShape", "Presentation LUT", "1C", "model", allowed=frozenset({"IDENTITY", "INVERSE"})),
+    _a("PresentationLUTShape", "Presentation LUT", "1C", "model", allowed=frozenset({"IDENTITY", "INVERSE"}),
+       note="restates the Photometric Interpretation, which decides; a contradiction is recorded, not followed"),
+    _a("PresentationLUTSequence", "Presentation LUT", "3", "model", ablate=False,
+       note="no image IOD defines it (GSPS and print do): its presence is recorded, it is not applied"),
 )  # fmt: skip
 
 _BY_KEYWORD: Final = {attribute.keyword: attribute for attribute in ATTRIBUTES}
