@@ -1,5 +1,7 @@
 """Prometheus metrics over HTTP with every peer bounded: a drop-in for ``prometheus_client.start_http_server``.
 
+Used by ``radtrace listen``, the workers and ``radtrace audit forward`` for their metrics ports.
+
 prometheus_client's server starts one thread per connection and reads a request with no deadline: 500 connections
 that never finish their headers held 500 threads for as long as they stayed open (measured with
 prometheus_client 0.26), in the listener's, the workers' and the ATNA forwarder's processes alike. Here a

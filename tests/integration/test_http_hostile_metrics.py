@@ -1,6 +1,6 @@
 """The metrics HTTP server (radtrace.metrics_server) against slow and greedy peers, over raw sockets.
 
-Before (prometheus_client.start_http_server, as the listener, the workers and the ATNA forwarder still call it):
+Before (prometheus_client.start_http_server, as the listener, the workers and the ATNA forwarder called it):
 500 connections that never finished their headers held 500 threads for as long as they stayed open.
 """
 

@@ -97,7 +97,7 @@ def test_the_worker_metrics_endpoint_serves_the_rules(store: Store, monkeypatch:
     def capture(port: int, addr: str, registry: CollectorRegistry) -> None:
         served.update(port=port, addr=addr, registry=registry)
 
-    monkeypatch.setattr(radtrace.worker.metrics, "start_http_server", capture)
+    monkeypatch.setattr(radtrace.worker.metrics, "start_metrics_server", capture)
     radtrace.worker.metrics.serve_metrics(Settings(), store, radtrace.worker.metrics.WorkerMetrics(), 9102)
     samples = _scrape(served["registry"])
     assert served["port"] == 9102

@@ -190,10 +190,9 @@ def audit_forward(
     import signal
     import threading
 
-    from prometheus_client import start_http_server
-
     from radtrace.audit.atna.forwarder import forwarder_from_settings
     from radtrace.errors import RadtraceError
+    from radtrace.metrics_server import start_metrics_server
 
     settings = settings_of(ctx)
     if not settings.atna.host:
@@ -205,7 +204,13 @@ def audit_forward(
         try:
             forwarder = forwarder_from_settings(store, settings)
             if settings.atna.metrics_port is not None:
-                start_http_server(settings.atna.metrics_port, registry=forwarder.metrics.registry)
+                # Unauthenticated, so bound where the listener's and workers' metrics are (listener.metrics_host, else
+                # listener.host), not on every interface as prometheus_client's default had it; every scraper bounded.
+                start_metrics_server(
+                    settings.atna.metrics_port,
+                    addr=settings.listener.metrics_bind_host,
+                    registry=forwarder.metrics.registry,
+                )
             forwarder.run(stop, until_caught_up=once)
         except RadtraceError as exc:
             fail(exc.reason, EXIT_USAGE if not exc.retryable else 1)

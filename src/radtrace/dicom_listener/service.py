@@ -18,12 +18,11 @@ import sys
 import threading
 from types import FrameType
 
-from prometheus_client import start_http_server
-
 from radtrace.config import Settings
 from radtrace.dicom_listener.ae import Listener
 from radtrace.dicom_listener.metrics import ListenerMetrics
 from radtrace.dicom_listener.shared_counts import SharedSourceCounts
+from radtrace.metrics_server import start_metrics_server
 from radtrace.store.engine import Store
 
 __all__ = ["run_listener", "run_listener_processes"]
@@ -40,8 +39,9 @@ def run_listener(settings: Settings, index: int = 0, source_counts: SharedSource
     )
     metrics = ListenerMetrics()
     if settings.listener.metrics_port is not None:
-        # Unauthenticated: bound where the listener is (or listener.metrics_host), never wider by default.
-        start_http_server(
+        # Unauthenticated: bound where the listener is (or listener.metrics_host), never wider by default; every
+        # scraper bounded in connections and time (prometheus_client's own server held a thread per slow peer).
+        start_metrics_server(
             settings.listener.metrics_port + index, addr=settings.listener.metrics_bind_host, registry=metrics.registry
         )
     listener = Listener(settings, store, metrics=metrics, redirect_tempdir=True, source_counts=source_counts)

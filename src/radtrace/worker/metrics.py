@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError
+from radtrace.metrics_server import start_metrics_server
 from radtrace.store.engine import Store
 
 __all__ = ["STAGES", "QueueDepthCollector", "WorkerMetrics", "serve_metrics"]
@@ -129,5 +130,5 @@ def serve_metrics(settings: Settings, store: Store, metrics: WorkerMetrics, port
     metrics.registry.register(QueueDepthCollector(settings, store))
     metrics.registry.register(QaRuleCollector(settings, store))
     host = settings.listener.metrics_bind_host  # unauthenticated: only as exposed as the listener
-    start_http_server(port, addr=host, registry=metrics.registry)
+    start_metrics_server(port, addr=host, registry=metrics.registry)  # bounded: slow scrapers hold no threads
     log.info("worker metrics on %s:%d", host, port)
