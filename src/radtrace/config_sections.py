@@ -203,6 +203,19 @@ class ListenerSettings(_Section):
     refusal_audit_interval_s: float = Field(
         default=60.0, gt=0, description="refused associations are audited once per source and reason per interval"
     )
+    negotiation_cpu_rate_s: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="CPU seconds per second one source (IPv4 address, IPv6 /64) earns back for association "
+        "negotiation; a source in debt has its connections closed at accept",
+    )
+    negotiation_cpu_burst_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="CPU seconds one source may spend on association negotiation at once, before the rate binds",
+    )
     metrics_host: str | None = Field(
         default=None, description="address the listener's metrics port binds to; default: listener.host"
     )
@@ -350,6 +363,20 @@ class ModelSettings(_Section):
     vllm_api_key: SecretStr | None = Field(default=None, description="bearer token for the vLLM server")
     vllm_model: str | None = Field(default=None, description="model name served by vLLM; default: its only model")
     request_timeout_s: float = Field(default=300.0, gt=0, description="give up on one model request after this long")
+    server_hold_max_s: float = Field(
+        default=2 * 3600.0,
+        gt=0,
+        le=7 * 86400,
+        description="how long a worker holds its reads for a model server that does not answer its health check, "
+        "before it fails studies with the reason 'model server unavailable since ...'",
+    )
+    server_probe_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="longest wait between health checks of a model server that is down (from 2 s, doubling); reads "
+        "resume at most this long after it answers again",
+    )
     worker_memory_limit_bytes: int | None = Field(
         default=None,
         ge=256 * 1024**2,
@@ -538,6 +565,51 @@ class ApiSettings(_Section):
     bootstrap_admin_token: SecretStr | None = Field(
         default=None, description="creates an admin token at first start when set; no default"
     )
+    max_connections: int = Field(
+        default=512,
+        ge=16,
+        le=65536,
+        description="connections the QA API and console hold at once, from all clients (503 past it); lowered to "
+        "fit the file descriptor limit",
+    )
+    max_connections_per_address: int = Field(
+        default=32,
+        ge=1,
+        le=65536,
+        description="connections one client address may hold (503 past it); a proxy in FORWARDED_ALLOW_IPS is "
+        "held only to max_connections",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="a request's headers must arrive within this (408 and closed)"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="a request's body must arrive within this after its headers (408)"
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=64 * 1024**2,
+        description="largest request body the QA API reads (413 past it; the console's forms have their own limit)",
+    )
+    failed_auth_limit: int = Field(
+        default=20,
+        ge=1,
+        le=10000,
+        description="failed authentications (wrong or revoked tokens, failed console sign-ins) from one address "
+        "within failed_auth_window_s before it is refused with 429",
+    )
+    failed_auth_window_s: float = Field(
+        default=60.0, gt=0, le=86400, description="the window in which failed_auth_limit failures are counted"
+    )
+    failed_auth_pause_s: float = Field(
+        default=60.0, gt=0, le=86400, description="how long an address is refused (429, Retry-After) once throttled"
+    )
+
+    @model_validator(mode="after")
+    def _per_address(self) -> ApiSettings:
+        if self.max_connections_per_address > self.max_connections:
+            raise ValueError("max_connections_per_address must not exceed max_connections")
+        return self
 
 
 class ConsoleSettings(_Section):

@@ -5,17 +5,20 @@ body it declared, accepts as many connections as file descriptors allow (under s
 thousand slow connections from one address locked everyone out), reads a whole request body into memory before the
 application sees it, and answers every malformed request with the same "Invalid HTTP request received.". Here:
 
-* :class:`GuardedH11Protocol` (the connection): at most :data:`MAX_CONNECTIONS` connections, at most
-  :data:`MAX_CONNECTIONS_PER_SOURCE` from one address other than a proxy uvicorn trusts (503 and closed); a
-  request's headers must arrive within :data:`HEADER_TIMEOUT_S` of the connection (or of the previous response)
-  and its body within :data:`BODY_TIMEOUT_S` of the headers (408 and closed); a malformed request is answered
+* :class:`GuardedH11Protocol` (the connection): at most ``api.max_connections`` connections, at most
+  ``api.max_connections_per_address`` from one address other than a proxy uvicorn trusts (503 and closed); a
+  request's headers must arrive within ``api.header_timeout_s`` of the connection (or of the previous response)
+  and its body within ``api.body_timeout_s`` of the headers (408 and closed); a malformed request is answered
   with h11's status (400, 431 headers too large, 501) and its reason.
 * :class:`RequestGuard` (the ASGI middleware): a URL over :data:`MAX_TARGET_BYTES` is 414, headers over
-  :data:`MAX_HEADER_BYTES` or :data:`MAX_HEADER_LINES` 431, a body over :data:`MAX_BODY_BYTES` 413 (read no
-  further); an address with :data:`FAILED_AUTH_BURST` failed authentications (a 401, a failed console sign-in)
-  within :data:`FAILED_AUTH_WINDOW_S` is refused for :data:`THROTTLE_S` (429; one audit event for the episode
-  instead of one per attempt), and at most :data:`SIGN_INS_PER_SOURCE` console sign-ins per address
+  :data:`MAX_HEADER_BYTES` or :data:`MAX_HEADER_LINES` 431, a body over ``api.max_body_bytes`` 413 (read no
+  further); an address with ``api.failed_auth_limit`` failed authentications (a 401, a failed console sign-in)
+  within ``api.failed_auth_window_s`` is refused for ``api.failed_auth_pause_s`` (429; one audit event for the
+  episode instead of one per attempt), and at most :data:`SIGN_INS_PER_SOURCE` console sign-ins per address
   (:data:`SIGN_INS_IN_FLIGHT` in all) are checked at once.
+
+The limits live in a :class:`PeerLimits` (:meth:`PeerLimits.for_settings`); the module's constants are the
+settings' defaults.
 
 Every refusal is JSON ``{"detail": reason}`` and a log line naming the client's address and the reason, never the
 path, query or headers (they may carry patient IDs); repeated refusals are summed into one line per
@@ -43,6 +46,7 @@ import uvicorn
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from radtrace.config import ApiSettings
 from radtrace.logging import escape
 
 __all__ = [
@@ -60,19 +64,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Settings wanted (config_sections is not ours to edit): api.max_connections and friends. Until then, constants.
-MAX_CONNECTIONS: Final = 512
-MAX_CONNECTIONS_PER_SOURCE: Final = 32
-HEADER_TIMEOUT_S: Final = 10.0
-BODY_TIMEOUT_S: Final = 30.0
+# The defaults of the api.* settings (api.max_connections, ...), which PeerLimits.for_settings applies.
+_API: Final = ApiSettings.model_fields
+MAX_CONNECTIONS: Final[int] = _API["max_connections"].default
+MAX_CONNECTIONS_PER_SOURCE: Final[int] = _API["max_connections_per_address"].default
+HEADER_TIMEOUT_S: Final[float] = _API["header_timeout_s"].default
+BODY_TIMEOUT_S: Final[float] = _API["body_timeout_s"].default
+MAX_BODY_BYTES: Final[int] = _API["max_body_bytes"].default
+FAILED_AUTH_BURST: Final[int] = _API["failed_auth_limit"].default
+FAILED_AUTH_WINDOW_S: Final[float] = _API["failed_auth_window_s"].default
+THROTTLE_S: Final[float] = _API["failed_auth_pause_s"].default
 LINGER_S: Final = 1.0  # a body left unread after the answer is discarded this long, then the connection closed
-MAX_BODY_BYTES: Final = 64 * 1024
 MAX_TARGET_BYTES: Final = 8 * 1024
 MAX_HEADER_BYTES: Final = 16 * 1024
 MAX_HEADER_LINES: Final = 100
-FAILED_AUTH_BURST: Final = 20
-FAILED_AUTH_WINDOW_S: Final = 60.0
-THROTTLE_S: Final = 60.0
 SIGN_INS_PER_SOURCE: Final = 2
 SIGN_INS_IN_FLIGHT: Final = 8
 LOG_EVERY_S: Final = 10.0
@@ -130,16 +135,36 @@ class RefusalLog:
 
 @dataclass
 class PeerLimits:
-    """What the connections and requests of one server share: counts per address, failures, sign-ins."""
+    """What the connections and requests of one server share: its limits (the api.* settings, see
+    :meth:`for_settings`), counts per address, refusals."""
 
     max_connections: int = MAX_CONNECTIONS
     max_per_source: int = MAX_CONNECTIONS_PER_SOURCE
     header_timeout_s: float = HEADER_TIMEOUT_S
     body_timeout_s: float = BODY_TIMEOUT_S
+    max_body_bytes: int = MAX_BODY_BYTES
+    failed_auth_limit: int = FAILED_AUTH_BURST
+    failed_auth_window_s: float = FAILED_AUTH_WINDOW_S
+    failed_auth_pause_s: float = THROTTLE_S
     connections: dict[str, int] = field(default_factory=dict)
     refusals: RefusalLog = field(default_factory=RefusalLog)
     #: Proxies (uvicorn's forwarded_allow_ips): their connections carry many clients, so only the total cap applies.
     proxies: str | list[str] = ""
+
+    @classmethod
+    def for_settings(cls, api: ApiSettings) -> PeerLimits:
+        """The limits the api.* settings set; ``api.max_connections`` lowered to fit the file descriptor limit
+        (:func:`connection_limit`)."""
+        return cls(
+            max_connections=connection_limit(api.max_connections),
+            max_per_source=api.max_connections_per_address,
+            header_timeout_s=api.header_timeout_s,
+            body_timeout_s=api.body_timeout_s,
+            max_body_bytes=api.max_body_bytes,
+            failed_auth_limit=api.failed_auth_limit,
+            failed_auth_window_s=api.failed_auth_window_s,
+            failed_auth_pause_s=api.failed_auth_pause_s,
+        )
 
     @property
     def open_connections(self) -> int:
@@ -304,7 +329,7 @@ def protocol_class(limits: PeerLimits) -> type[GuardedH11Protocol]:
 
 @dataclass
 class _Source:
-    failures: deque[float] = field(default_factory=lambda: deque(maxlen=FAILED_AUTH_BURST))
+    failures: deque[float]  # the times of the last failed_auth_limit failures
     throttled_until: float = 0.0
     sign_ins: int = 0
 
@@ -312,6 +337,7 @@ class _Source:
 class RequestGuard:
     """ASGI middleware: URL, header and body sizes, the failed-authentication throttle and sign-in concurrency.
 
+    ``limits``: the body limit and the throttle (and the refusal log) it shares with the connections.
     ``on_throttled(address, failures)`` is called (in a thread) once each time an address starts being refused,
     to record it in the audit log.
     """
@@ -320,14 +346,14 @@ class RequestGuard:
         self,
         app: App,
         *,
+        limits: PeerLimits | None = None,
         on_throttled: Callable[[str, int], None] | None = None,
-        refusals: RefusalLog | None = None,
-        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
         self.on_throttled = on_throttled
-        self.refusals = refusals or RefusalLog()
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits or PeerLimits()
+        self.refusals = self.limits.refusals
+        self.max_body_bytes = self.limits.max_body_bytes
         self._sources: OrderedDict[str, _Source] = OrderedDict()
         self._sign_ins = 0
 
@@ -410,7 +436,7 @@ class RequestGuard:
         return None
 
     def _source(self, source: str) -> _Source:
-        record = self._sources.pop(source, None) or _Source()
+        record = self._sources.pop(source, None) or _Source(deque(maxlen=self.limits.failed_auth_limit))
         self._sources[source] = record  # most recent last
         if len(self._sources) > MAX_SOURCES:
             self._sources.popitem(last=False)  # the least recent address is forgotten
@@ -418,15 +444,17 @@ class RequestGuard:
 
     async def _failed(self, source: str, record: _Source) -> None:
         now = time.monotonic()
+        limits = self.limits
         record.failures.append(now)
-        if len(record.failures) < FAILED_AUTH_BURST or now - record.failures[0] > FAILED_AUTH_WINDOW_S:
+        if len(record.failures) < limits.failed_auth_limit or now - record.failures[0] > limits.failed_auth_window_s:
             return
-        record.throttled_until = now + THROTTLE_S
+        record.throttled_until = now + limits.failed_auth_pause_s
         record.failures.clear()
-        failures = FAILED_AUTH_BURST
+        failures = limits.failed_auth_limit
         log.warning(
-            "HTTP %s: %d failed authentications; refused for %.0f s (429)", escape(source), failures, THROTTLE_S
-        )
+            "HTTP %s: %d failed authentications; refused for %.0f s (429)",
+            escape(source), failures, limits.failed_auth_pause_s,
+        )  # fmt: skip
         if self.on_throttled is not None:
             try:
                 await asyncio.to_thread(self.on_throttled, source, failures)
@@ -525,13 +553,14 @@ class _FloodFilter(logging.Filter):
         return True
 
 
-def connection_limit() -> int:
-    """:data:`MAX_CONNECTIONS`, or fewer when the file descriptor limit cannot be raised to hold them.
+def connection_limit(wanted_connections: int = MAX_CONNECTIONS) -> int:
+    """``wanted_connections`` (``api.max_connections``), or fewer when the file descriptor limit cannot be raised to
+    hold them.
 
     The soft limit is raised towards the hard one first (systemd's default soft limit is 1,024).
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = MAX_CONNECTIONS + BACKLOG + FD_RESERVE * 2
+    wanted = wanted_connections + BACKLOG + FD_RESERVE * 2
     if soft != resource.RLIM_INFINITY and soft < wanted:
         target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         try:
@@ -540,8 +569,8 @@ def connection_limit() -> int:
         except (ValueError, OSError):
             pass
     if soft == resource.RLIM_INFINITY:
-        return MAX_CONNECTIONS
-    return max(16, min(MAX_CONNECTIONS, soft - BACKLOG - FD_RESERVE))
+        return wanted_connections
+    return max(16, min(wanted_connections, soft - BACKLOG - FD_RESERVE))
 
 
 def guarded_config(
@@ -561,7 +590,7 @@ def guarded_config(
         logger = logging.getLogger(name)
         if not any(isinstance(known, _FloodFilter) for known in logger.filters):
             logger.addFilter(_FloodFilter())
-    guarded = RequestGuard(app, on_throttled=on_throttled, refusals=limits.refusals)
+    guarded = RequestGuard(app, limits=limits, on_throttled=on_throttled)
     config = uvicorn.Config(
         guarded,
         host=host,
@@ -580,13 +609,20 @@ def guarded_config(
     return config
 
 
-def serve_http(app: App, listening: socket.socket, *, on_throttled: Callable[[str, int], None] | None = None) -> None:
-    """Serve ``app`` on the bound socket ``listening`` until SIGTERM/SIGINT, every peer bounded."""
-    limits = PeerLimits(max_connections=connection_limit())
+def serve_http(
+    app: App,
+    listening: socket.socket,
+    *,
+    limits: PeerLimits | None = None,
+    on_throttled: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve ``app`` on the bound socket ``listening`` until SIGTERM/SIGINT, every peer bounded by ``limits``
+    (:meth:`PeerLimits.for_settings`; default: the api.* settings' defaults)."""
+    limits = limits or PeerLimits(max_connections=connection_limit())
     log.info(
         "HTTP limits: %d connections (%d per address), headers within %g s, body within %g s and %d bytes",
         limits.max_connections, limits.max_per_source, limits.header_timeout_s, limits.body_timeout_s,
-        MAX_BODY_BYTES,
+        limits.max_body_bytes,
     )  # fmt: skip
     config = guarded_config(app, limits=limits, on_throttled=on_throttled)
     uvicorn.Server(config).run(sockets=[listening])

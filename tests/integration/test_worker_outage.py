@@ -39,8 +39,7 @@ FINAL = {RevisionState.REPORTED, RevisionState.FAILED, RevisionState.SKIPPED, Re
 
 @pytest.fixture(autouse=True)
 def quick_probes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(radtrace.worker.breaker, "PROBE_FIRST_S", 0.2)
-    monkeypatch.setattr(radtrace.worker.breaker, "PROBE_MAX_S", 0.4)
+    monkeypatch.setattr(radtrace.worker.breaker, "PROBE_FIRST_S", 0.2)  # up to model.server_probe_max_s, 0.4 below
 
 
 @pytest.fixture
@@ -53,7 +52,7 @@ def settings(tmp_path: Path, port: int) -> Settings:
     return load_settings(
         data_dir=tmp_path / "data",
         model={"backend": "vllm", "vllm_url": f"http://127.0.0.1:{port}", "vllm_model": "m",
-               "request_timeout_s": 1.0, "batch_size": 4, "batch_wait_ms": 0},
+               "request_timeout_s": 1.0, "batch_size": 4, "batch_wait_ms": 0, "server_probe_max_s": 0.4},
         broker={"max_attempts": 2, "retry_backoff_initial_s": 0.1, "retry_backoff_max_s": 0.2},
     )  # fmt: skip
 
@@ -144,9 +143,9 @@ def test_a_server_down_for_seconds_costs_no_attempt_and_every_queued_study_is_re
 
 
 def test_after_the_breaker_s_limit_studies_fail_with_the_reason_and_reading_resumes_when_the_server_is_back(
-    settings: Settings, store: Store, port: int, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, store: Store, port: int
 ) -> None:
-    monkeypatch.setattr(radtrace.worker.breaker, "GIVE_UP_AFTER_S", 1.0)
+    settings = settings.model_copy(update={"model": settings.model.model_copy(update={"server_hold_max_s": 1.0})})
     uids = queue(settings, store, 3)
     pipeline = pipeline_for(settings, store)
 

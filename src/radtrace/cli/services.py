@@ -32,6 +32,7 @@ from radtrace.preflight import (
 )
 
 if TYPE_CHECKING:
+    from radtrace.http_server import PeerLimits
     from radtrace.store.engine import Store
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def api(ctx: typer.Context) -> None:
     from radtrace.audit.checkpoints import CheckpointSource
     from radtrace.audit.operations import local_operator
     from radtrace.audit.tokens import ensure_bootstrap_admin
-    from radtrace.http_server import serve_http
+    from radtrace.http_server import PeerLimits, serve_http
     from radtrace.reporting.draft_store import drafts_root
 
     settings = settings_of(ctx)
@@ -240,19 +241,21 @@ def api(ctx: typer.Context) -> None:
 
             mount_console(application, store, settings)
             log.info("review console on http://%s:%d/console", settings.api.host, settings.api.port)
-        serve_http(application, listening, on_throttled=_recorder_of_throttles(store))
+        limits = PeerLimits.for_settings(settings.api)
+        serve_http(application, listening, limits=limits, on_throttled=_recorder_of_throttles(store, limits))
 
 
-def _recorder_of_throttles(store: Store) -> Callable[[str, int], None]:
+def _recorder_of_throttles(store: Store, limits: PeerLimits) -> Callable[[str, int], None]:
     """Records each address the HTTP server starts refusing after repeated failed authentications (one event per
     episode: the attempts it refuses are not recorded one by one, so a stranger cannot fill the audit log)."""
     from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
     from radtrace.audit.recorder import AuditRecorder
-    from radtrace.http_server import THROTTLE_S
+
+    pause_s = limits.failed_auth_pause_s
 
     def record(host: str, failures: int) -> None:
-        reason = f"throttled: {failures} failed authentications from this address; refused for {THROTTLE_S:.0f} s"
-        payload = {"reason": reason, "failures": failures, "refused_s": THROTTLE_S}
+        reason = f"throttled: {failures} failed authentications from this address; refused for {pause_s:.0f} s"
+        payload = {"reason": reason, "failures": failures, "refused_s": pause_s}
         AuditRecorder(store).record(
             AuditEvent(EventType.API_AUTHENTICATION_FAILED, Actor(host=host), Outcome.SERIOUS_FAILURE, payload=payload)
         )

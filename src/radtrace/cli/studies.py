@@ -70,6 +70,8 @@ def status(
             f"{oldest.state.value} for {oldest.waiting_s:.0f} s",
             highlight=False,
         )
+        if oldest.reason:  # e.g. "waiting: model server unavailable since ..."
+            out.print(f"  reason: {escape(oldest.reason)}", highlight=False)
     for title, revisions in (("failed", report.failed), ("skipped", report.skipped)):
         if revisions:
             out.print(_ended_table(title, revisions))

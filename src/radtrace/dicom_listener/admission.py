@@ -133,7 +133,7 @@ class Admission:
         self.settings = settings
         self.shared = shared
         self.budget = BufferBudget(settings.max_buffered_bytes)
-        self.negotiation = NegotiationBudget()
+        self.negotiation = NegotiationBudget.for_settings(settings)
         self.clock = clock
         self._connections: set[Connection] = set()
         self._lock = threading.Lock()

@@ -6,7 +6,8 @@ RQ) cost some 40 ms of CPU to decode and answer. One host sending such RQs back 
 
 Each connection's negotiation is charged to its source here, as the CPU its DUL and association threads used
 until the association was established (or the connection ended): :meth:`NegotiationBudget.charge`. A source
-starts with :data:`BURST_CPU_S` and earns :data:`RATE_CPU_S_PER_S` back each second; a source in debt has its
+starts with ``listener.negotiation_cpu_burst_s`` (default :data:`BURST_CPU_S`) and earns
+``listener.negotiation_cpu_rate_s`` (default :data:`RATE_CPU_S_PER_S`) back each second; a source in debt has its
 next connections closed at once, before a byte is read or a TLS handshake made (:meth:`~NegotiationBudget.allows`),
 and an RQ that arrives on a connection opened before the debt is not decoded. Debt is never forgiven, so over any
 interval a source costs at most the rate plus the burst plus the connections it had already opened.
@@ -25,13 +26,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from radtrace.config import ListenerSettings
+
 __all__ = ["BURST_CPU_S", "RATE_CPU_S_PER_S", "REFUSED_REASON", "NegotiationBudget", "source_key"]
 
-#: CPU seconds per second one source earns back: a fifth of the listener process's core (pynetdicom holds the
-#: GIL, so a process uses one core at most).
-RATE_CPU_S_PER_S: Final = 0.2
-#: CPU seconds a source may spend at once before the rate binds: some 50 of the largest valid RQs.
-BURST_CPU_S: Final = 2.0
+#: CPU seconds per second one source earns back by default (``listener.negotiation_cpu_rate_s``): a fifth of the
+#: listener process's core (pynetdicom holds the GIL, so a process uses one core at most).
+RATE_CPU_S_PER_S: Final[float] = ListenerSettings.model_fields["negotiation_cpu_rate_s"].default
+#: CPU seconds a source may spend at once before the rate binds, by default (``listener.negotiation_cpu_burst_s``):
+#: some 50 of the largest valid RQs.
+BURST_CPU_S: Final[float] = ListenerSettings.model_fields["negotiation_cpu_burst_s"].default
 #: Sources told apart at once; past it the one with the most credit left is forgotten (it starts full again).
 MAX_SOURCES: Final = 4096
 #: The reason in the audit log, the metrics and the log line.
@@ -60,7 +64,7 @@ class _Bucket:
 
 
 class NegotiationBudget:
-    """Per-source CPU credit for negotiation (thread-safe)."""
+    """Per-source CPU credit for negotiation (thread-safe); :meth:`for_settings` builds the listener's."""
 
     def __init__(
         self,
@@ -76,6 +80,13 @@ class NegotiationBudget:
         self.max_sources = max_sources
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(
+        cls, settings: ListenerSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> NegotiationBudget:
+        """The budget ``listener.negotiation_cpu_rate_s`` and ``listener.negotiation_cpu_burst_s`` set."""
+        return cls(settings.negotiation_cpu_rate_s, settings.negotiation_cpu_burst_s, clock=clock)
 
     def _balance(self, bucket: _Bucket, now: float) -> float:
         return min(self.burst, bucket.balance + (now - bucket.updated_at) * self.rate)

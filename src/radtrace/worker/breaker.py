@@ -7,12 +7,13 @@ Now a batch the server failed as a whole (:func:`~radtrace.worker.model_failures
 a cheap health check of the server (:meth:`radtrace.model.backends.base.Backend.unavailable`: the model list, bounded
 like every request). When it answers, the failure was the batch's and is retried as before (one attempt counted).
 When it does not, the breaker *opens*: the worker keeps its claims (renewed by the heartbeat) and reads nothing,
-probing with backoff (:data:`PROBE_FIRST_S` doubling to :data:`PROBE_MAX_S`); when the server answers it *closes* and
-the same batch is read again, in the same attempt. No attempt is spent on the outage.
+probing with backoff (:data:`PROBE_FIRST_S` doubling to ``model.server_probe_max_s``); when the server answers it
+*closes* and the same batch is read again, in the same attempt. No attempt is spent on the outage.
 
-Bounded: after :data:`GIVE_UP_AFTER_S` (2 h) of outage the breaker says so (an error line) and the batch in hand, and
-every batch after it while the server is still down, ends ``failed`` with the reason "model server unavailable since
-…", so nothing waits for ever without a word. Once the server answers again, reading resumes.
+Bounded: after ``model.server_hold_max_s`` (default :data:`GIVE_UP_AFTER_S`, 2 h) of outage the breaker says so (an
+error line) and the batch in hand, and every batch after it while the server is still down, ends ``failed`` with the
+reason "model server unavailable since …", so nothing waits for ever without a word. Once the server answers again,
+reading resumes.
 
 What an operator sees: one warning line when it opens and one when it closes; the waiting revisions' reason
 ("waiting: model server unavailable since …"); the worker's ``radtrace_model_server_unavailable`` gauge; and an
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
+from radtrace.config import ModelSettings
 from radtrace.store.base import utc_now
 
 __all__ = ["GIVE_UP_AFTER_S", "PROBE_FIRST_S", "PROBE_MAX_S", "Hold", "ModelServerBreaker"]
@@ -36,9 +38,11 @@ log = logging.getLogger(__name__)
 
 #: The first wait before probing a server that did not answer; it doubles up to :data:`PROBE_MAX_S`.
 PROBE_FIRST_S: Final = 2.0
-PROBE_MAX_S: Final = 60.0
-#: How long reads are held for a server that does not answer before studies are failed with the reason.
-GIVE_UP_AFTER_S: Final = 2 * 3600.0
+#: The longest wait between probes by default (``model.server_probe_max_s``).
+PROBE_MAX_S: Final[float] = ModelSettings.model_fields["server_probe_max_s"].default
+#: How long reads are held for a server that does not answer before studies are failed with the reason, by default
+#: (``model.server_hold_max_s``).
+GIVE_UP_AFTER_S: Final[float] = ModelSettings.model_fields["server_hold_max_s"].default
 _STOP_POLL_S: Final = 0.25  # how often a hold looks whether the worker is shutting down
 
 
@@ -47,7 +51,7 @@ class Hold(enum.Enum):
 
     BACK = "back"  # the server answers: read again
     STOPPING = "stopping"  # the worker is shutting down: put the claims back, no attempt counted
-    GAVE_UP = "gave-up"  # down for longer than GIVE_UP_AFTER_S: fail with the reason
+    GAVE_UP = "gave-up"  # down for longer than give_up_after_s: fail with the reason
 
 
 class ModelServerBreaker:
@@ -63,14 +67,20 @@ class ModelServerBreaker:
         on_give_up: Callable[[ModelServerBreaker], None] | None = None,
         on_still_down: Callable[[ModelServerBreaker], None] | None = None,
         clock: Callable[[], datetime] = utc_now,
+        max_wait_s: float | None = None,
+        give_up_after_s: float | None = None,
     ) -> None:
+        """``max_wait_s`` and ``give_up_after_s``: ``model.server_probe_max_s`` and ``model.server_hold_max_s``
+        (default :data:`PROBE_MAX_S` and :data:`GIVE_UP_AFTER_S`)."""
         self.probe = probe
         self.stopping = stopping
         self.on_open, self.on_close, self.on_give_up = on_open, on_close, on_give_up
         self.on_still_down = on_still_down  # after each probe of a hold that found the server still down
         self.clock = clock
-        # read here, not as default arguments, so a test (or a later setting) can shorten them
-        self.first_wait_s, self.max_wait_s, self.give_up_after_s = PROBE_FIRST_S, PROBE_MAX_S, GIVE_UP_AFTER_S
+        # the module's values are read here, not as default arguments, so a test can shorten them
+        self.max_wait_s = PROBE_MAX_S if max_wait_s is None else max_wait_s
+        self.first_wait_s = min(PROBE_FIRST_S, self.max_wait_s)
+        self.give_up_after_s = GIVE_UP_AFTER_S if give_up_after_s is None else give_up_after_s
         self.since: datetime | None = None  # when the server was first found down (wall clock, for the reason)
         self.last_error = ""
         self.gave_up = False
@@ -78,7 +88,7 @@ class ModelServerBreaker:
 
     @property
     def is_open(self) -> bool:
-        """Whether reads are held (or, after :data:`GIVE_UP_AFTER_S`, failed) for a server that does not answer."""
+        """Whether reads are held (or, after :attr:`give_up_after_s`, failed) for a server that does not answer."""
         return self._opened is not None
 
     @property
@@ -107,7 +117,7 @@ class ModelServerBreaker:
 
     def hold(self) -> Hold:
         """Wait for the server, probing with backoff: :attr:`Hold.BACK` once it answers, :attr:`Hold.STOPPING` when
-        the worker is shutting down, :attr:`Hold.GAVE_UP` once it has been down for :data:`GIVE_UP_AFTER_S`."""
+        the worker is shutting down, :attr:`Hold.GAVE_UP` once it has been down for :attr:`give_up_after_s`."""
         wait = self.first_wait_s
         while self._opened is not None:
             if self._give_up_due():
