@@ -63,7 +63,11 @@ def test_wrong_called_ae_is_not_a_delivery(orthanc: Orthanc) -> None:
     reading, sources = sr_cases()["normal"]
     sr = build_sr(reading, sources, settings=ReportingSettings(), revision=7)  # a revision never sent here
     wrong = DicomDestination(ae_title="NOT-ORTHANC", host="127.0.0.1", port=orthanc.dicom_port)
-    with pytest.raises(PeerUnavailableError, match=r"rejected the association \(.*called ae title not recognised\)"):
+    with pytest.raises(
+        PeerUnavailableError,
+        match=r"rejected the association \(A-ASSOCIATE-RJ 1/1/7: rejected permanent by the service user: called AE "
+        r"title not recognised\)",
+    ):
         store_instance(sr_bytes(sr), wrong, calling_ae_title="RADTRACE")
     assert orthanc.find_instance(str(sr.SOPInstanceUID)) == []
 

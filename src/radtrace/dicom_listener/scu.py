@@ -122,7 +122,7 @@ class PeerAnswer:
     """What the peer first sent to an association this side requested, from pynetdicom's events: whether its
     state machine met a PDU that is no DICOM PDU (event 19, PS3.8 9.2) and the peer's first bytes (the DUL reads a
     PDU's type and length, 6 bytes, before it decodes anything: ``HTTP/1`` from an HTTP server). Pass
-    :meth:`handlers` to ``AE.associate``; the dispatch C-STORE client can use it as ``send`` does.
+    :meth:`handlers` to ``AE.associate``; ``send`` and the dispatch C-STORE client (reporting.dispatch.cstore) do.
 
     An A-ASSOCIATE-RJ whose codes pynetdicom's primitive refuses (a reason the table reserves, an undefined
     source) kills its reader thread with a ValueError traceback and leaves the association to the ACSE timeout:
@@ -170,8 +170,21 @@ class PeerAnswer:
             self.not_dicom = True
 
     def rejection(self, assoc: Association) -> Rejection | None:
-        """The A-ASSOCIATE-RJ of ``assoc`` (pass :meth:`handlers` to ``AE.associate``), as the peer sent it."""
-        return (self.reserved or _rejection(assoc)) if assoc.is_rejected else None
+        """The A-ASSOCIATE-RJ of ``assoc`` (pass :meth:`handlers` to ``AE.associate``), as the peer sent it. Also
+        one that pynetdicom read but did not act on: a peer that closes right after its RJ (dcmtk's storescp) is,
+        now and then, seen to close first, and the association is then only "aborted"."""
+        if assoc.is_established:
+            return None
+        if assoc.is_rejected:
+            return self.reserved or _rejection(assoc) or self._sent_rejection()
+        return self._sent_rejection()
+
+    def _sent_rejection(self) -> Rejection | None:
+        """The first PDU the peer sent, when it was a whole A-ASSOCIATE-RJ (type 3, length 4: PS3.8 9.3.4)."""
+        head = bytes(self.first)
+        if len(head) < self._RJ_HEAD or head[0] != 0x03 or head[2:6] != b"\x00\x00\x00\x04":
+            return None
+        return Rejection(head[7], head[8], head[9])
 
     @property
     def http(self) -> bool:

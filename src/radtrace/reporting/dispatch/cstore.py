@@ -5,7 +5,8 @@ Status classes (PS3.4 B.2.3, PS3.7 C): ``0000`` success; ``B000``/``B006``/``B00
 data set does not match the SOP class, ``Cxxx`` cannot understand, ``0122`` SOP class not supported
 and ``0124`` not authorised are permanent; any other failure, a missing response, an association
 that is refused, aborted or cannot be opened are retryable. Every pynetdicom error leaves as a
-radtrace error.
+radtrace error. A refused association is said with its A-ASSOCIATE-RJ codes and PS3.8 table 9-21's words,
+as ``radtrace send`` says it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any, Final
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from radtrace.config import DicomDestination
+from radtrace.dicom_listener.scu import PeerAnswer
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
 
 __all__ = ["LONGEST_STORE_S", "STORE_TIMEOUT_S", "StoreResult", "describe_destination", "store_instance"]
@@ -87,13 +89,18 @@ def _tune_socket(assoc: Any, timeout_s: float) -> None:
             sock.settimeout(timeout_s)
 
 
-def _rejection(primitives: list[Any]) -> str:
-    """Why the PACS rejected the association, in pynetdicom's words for the A-ASSOCIATE-RJ codes (PS3.8 9.3.4):
-    '(rejected permanent, service user: called AE title not recognised)' says which setting to change."""
-    rejected = next((p for p in primitives if getattr(p, "result", None) in (1, 2)), None)
-    if rejected is None:
-        return ""
-    return f" ({rejected.result_str}, {rejected.source_str}: {rejected.reason_str})".lower()
+def _not_established(assoc: Any, answer: PeerAnswer, where: str, sop_class: str) -> Exception:
+    """Why no association: the PACS's A-ASSOCIATE-RJ with its codes and PS3.8 table 9-21's words (e.g. '1/1/7:
+    rejected permanent by the service user: called AE title not recognised' says which setting to change)."""
+    rejection = answer.rejection(assoc)
+    if rejection is not None:
+        return PeerUnavailableError(
+            f"{where} rejected the association (A-ASSOCIATE-RJ {rejection.codes}: {rejection.words()})"
+        )
+    if any(cx.abstract_syntax == sop_class for cx in assoc.rejected_contexts):
+        # the PACS accepted the association but not our only context: pynetdicom aborts it; no retry can help
+        return _not_accepted(where, sop_class)
+    return PeerUnavailableError(f"no association with {where} (refused, aborted or timed out)")
 
 
 def store_instance(
@@ -122,19 +129,16 @@ def store_instance(
     options: dict[str, Any] = {"ae_title": destination.ae_title}
     if destination.tls:
         options["tls_args"] = (ssl.create_default_context(ssl.Purpose.SERVER_AUTH), destination.host)
-    received: list[Any] = []
-    options["evt_handlers"] = [(evt.EVT_ACSE_RECV, lambda event: received.append(event.primitive))]
+    # The RJ as the PACS sent it (scu.PeerAnswer): one with a reason the standard reserves (1/1/5, say) no
+    # longer kills pynetdicom's reader thread and leaves the store to the ACSE timeout.
+    answer = PeerAnswer()
+    options["evt_handlers"] = answer.handlers()
     try:
         assoc = ae.associate(destination.host, destination.port, **options)
     except (OSError, RuntimeError, ValueError) as exc:
         raise PeerUnavailableError(f"cannot associate with {where}: {exc}") from exc
     if not assoc.is_established:
-        if assoc.is_rejected:
-            raise PeerUnavailableError(f"{where} rejected the association{_rejection(received)}")
-        if any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.rejected_contexts):
-            # the PACS accepted the association but not our only context: pynetdicom aborts it; no retry can help
-            raise _not_accepted(where, str(dataset.SOPClassUID))
-        raise PeerUnavailableError(f"no association with {where} (refused, aborted or timed out)")
+        raise _not_established(assoc, answer, where, str(dataset.SOPClassUID))
     _tune_socket(assoc, timeout_s)
     try:
         if not any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.accepted_contexts):

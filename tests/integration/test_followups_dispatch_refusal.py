@@ -1,0 +1,113 @@
+"""Dispatch to a PACS that refuses the association: the A-ASSOCIATE-RJ's codes, read from the association, are in the
+outbox's reason at once, whatever the codes.
+
+Before, the C-STORE client read the rejection from pynetdicom's A-ASSOCIATE primitive only. A reason the standard
+reserves (a PACS answering 1/1/5, say) made pynetdicom's reader thread die with a ValueError traceback, and each
+delivery attempt waited out the ACSE timeout (30 s by default) before "no association ... (refused, aborted or timed
+out)". It now goes through :class:`radtrace.dicom_listener.scu.PeerAnswer`, as ``radtrace send`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.config import DicomDestination, DispatchSettings, ReportingSettings
+from radtrace.errors import PeerUnavailableError
+from radtrace.reporting.dispatch.cstore import store_instance
+from radtrace.reporting.dispatch.outbox import Outbox, ReportFiles, planned_deliveries
+from radtrace.reporting.sr import build_sr, sr_bytes
+from radtrace.store.engine import Store
+from radtrace.store.models import OutboxState, Revision, RevisionState, Study
+from reporting_support import sr_cases
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.contextmanager
+def rejecting(result: int, source: int, reason: int) -> Iterator[DicomDestination]:
+    """A PACS that answers each A-ASSOCIATE-RQ with an A-ASSOCIATE-RJ of these codes (PS3.8 9.3.4), then waits for
+    the requester to close."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stopping = threading.Event()
+
+    def answer() -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(OSError):
+                connection, _ = server.accept()
+                with connection:
+                    connection.settimeout(5)
+                    connection.recv(65536)
+                    connection.sendall(b"\x03\x00" + struct.pack(">L", 4) + bytes([0, result, source, reason]))
+                    connection.recv(64)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield DicomDestination(ae_title="PACS", host="127.0.0.1", port=server.getsockname()[1])
+    finally:
+        stopping.set()
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        thread.join(timeout=10)
+
+
+def _sr() -> bytes:
+    reading, sources = sr_cases()["normal"]
+    return sr_bytes(build_sr(reading, sources, settings=ReportingSettings(), revision=1))
+
+
+@pytest.mark.parametrize(
+    ("codes", "words"),
+    [
+        ((1, 1, 5), "1/1/5: rejected permanent by the service user: reason 5 (reserved)"),
+        ((2, 3, 0), "2/3/0: rejected transient by the service provider (presentation related function): reason 0"),
+        ((1, 1, 7), "1/1/7: rejected permanent by the service user: called AE title not recognised"),
+    ],
+)
+def test_a_store_says_the_rejection_as_the_pacs_sent_it_at_once(
+    codes: tuple[int, int, int], words: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    payload = _sr()
+    with rejecting(*codes) as pacs:
+        started = time.monotonic()
+        with pytest.raises(PeerUnavailableError) as raised:
+            store_instance(payload, pacs, calling_ae_title="RADTRACE", timeout_s=10)
+        elapsed = time.monotonic() - started
+    assert f"PACS@127.0.0.1:{pacs.port} rejected the association (A-ASSOCIATE-RJ {words}" in raised.value.reason
+    assert elapsed < 3, f"{elapsed:.1f} s"
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_outbox_records_a_reserved_rejection_at_once_and_retries_it(sqlite_store: Store, tmp_path: Path) -> None:
+    """Through the real sender, with its default 30 s timeout: before, this delivery took 30 s."""
+    reading, sources = sr_cases()["typical"]
+    sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
+    reports = ReportFiles(str(sr.SOPInstanceUID), sr_bytes(sr), b"MSH|", json.dumps({}).encode())
+    with sqlite_store.session() as session:
+        study = Study(study_uid=str(sources[0].StudyInstanceUID), study_key="k" * 16, accession="RTACC000001")
+        revision = Revision(study=study, number=1, state=RevisionState.REPORTED)
+        session.add_all([study, revision])
+        session.flush()
+        revision_id = revision.id
+    with rejecting(1, 1, 5) as pacs:
+        settings = DispatchSettings(pacs=[pacs])
+        outbox = Outbox(sqlite_store, AuditRecorder(sqlite_store), settings, tmp_path / "payloads")
+        [outbox_id] = outbox.enqueue(revision_id, planned_deliveries(settings, reports))
+        started = time.monotonic()
+        result = outbox.deliver(outbox_id)
+        elapsed = time.monotonic() - started
+    assert result.state is OutboxState.PENDING  # retried with backoff, as every refused association
+    assert result.error is not None
+    assert "rejected the association (A-ASSOCIATE-RJ 1/1/5: rejected permanent by the service user" in result.error
+    assert elapsed < 3, f"{elapsed:.1f} s"
