@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from radtrace.errors import ModelError, ModelLoadError, ModelRequestError
+from radtrace.errors import ModelError, ModelFilesError, ModelRequestError
 from radtrace.model.backends.base import Backend, Generation
 from radtrace.model.identity import model_name_of
 from radtrace.model.onnx.manifest import GRAPHS, read_manifest
@@ -55,8 +55,10 @@ def load_export(directory: Path, *, threads: int = 0, min_pixels: int, max_pixel
     ``threads`` is ONNX Runtime's intra-op thread count (0: one per physical core).
 
     Raises:
-        ModelLoadError: no export there, a manifest of another format or version, a file missing or changed
-            since the export, a processor that does not match the graphs, or a graph ONNX Runtime cannot load.
+        ModelLoadError: no export there.
+        ModelFilesError: a manifest of another format or version, a file missing or changed since the export, a
+            processor that does not match the graphs, or a graph ONNX Runtime cannot load (the worker waits for
+            the directory to change).
     """
     key = (str(directory.resolve()), threads, min_pixels, max_pixels)
     with _load_lock:
@@ -74,12 +76,13 @@ def _load(directory: Path, *, threads: int, min_pixels: int, max_pixels: int) ->
     try:
         processor: Any = load_processor(directory, min_pixels=min_pixels, max_pixels=max_pixels)
     except ValueError as exc:
-        raise ModelLoadError(f"cannot load the processor of {directory}: {exc}") from exc
+        raise ModelFilesError(f"cannot load the processor of {directory}: {exc}", directory) from exc
     expected = manifest["model"]["image_token_id"]
     if processor.image_token_id != expected:
-        raise ModelLoadError(
+        raise ModelFilesError(
             f"{directory}: the graphs expect image token id {expected} but the tokenizer gives "
-            f"{processor.image_token_id}; tokenizer and graphs do not belong together"
+            f"{processor.image_token_id}; tokenizer and graphs do not belong together",
+            directory,
         )
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
@@ -91,7 +94,8 @@ def _load(directory: Path, *, threads: int, min_pixels: int, max_pixels: int) ->
         try:
             sessions[name] = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types, none exported for catching
-            raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+            # a graph that matches its manifest's sha256 and still does not load: waited out as damaged files
+            raise ModelFilesError(f"ONNX Runtime cannot load {path}: {exc}", directory) from exc
     logger.info("loaded the ONNX export %s (%s, opset %s)", directory, manifest["dtype"], manifest["opset"])
     return OnnxExport(directory=directory, manifest=manifest, processor=processor, sessions=sessions, threads=threads)
 
