@@ -86,7 +86,7 @@ def test_a_store_says_the_rejection_as_the_pacs_sent_it_at_once(
         elapsed = time.monotonic() - started
     assert f"PACS@127.0.0.1:{pacs.port} rejected the association (A-ASSOCIATE-RJ {words}" in raised.value.reason
     assert elapsed < 3, f"{elapsed:.1f} s"
-    assert "Traceback" not in capfd.readouterr().err
+    assert "Unknown A_ASSOCIATE" not in capfd.readouterr().err  # pynetdicom's reader thread did not die
 
 
 def test_the_outbox_records_a_reserved_rejection_at_once_and_retries_it(sqlite_store: Store, tmp_path: Path) -> None:

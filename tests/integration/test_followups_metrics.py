@@ -8,6 +8,7 @@ liked (and the ATNA forwarder's port listened on every interface). Now they use 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import time
@@ -151,7 +152,11 @@ def test_the_atna_forwarders_metrics_port_binds_where_the_other_metrics_do(
         "RADTRACE_LISTENER__METRICS_HOST": "127.0.0.1",
     }
     assert load_settings(data_dir=data_dir).listener.metrics_bind_host == "0.0.0.0"  # noqa: S104 - the default
-    result = CliRunner().invoke(app, ["audit", "forward", "--once"], env=env)
+    handlers = logging.getLogger().handlers[:]
+    try:
+        result = CliRunner().invoke(app, ["audit", "forward", "--once"], env=env)
+    finally:  # the command's log handler writes to the runner's stream, closed once the command returns
+        logging.getLogger().handlers[:] = handlers
     assert result.exit_code == 0, result.output
     assert [server.server_address[0] for server in started] == ["127.0.0.1"]
     assert _bounded(port, "127.0.0.1").startswith(b"HTTP/1.0 503 ")
