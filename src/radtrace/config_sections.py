@@ -217,7 +217,11 @@ class ListenerSettings(_Section):
         description="CPU seconds one source may spend on association negotiation at once, before the rate binds",
     )
     metrics_host: str | None = Field(
-        default=None, description="address the listener's metrics port binds to; default: listener.host"
+        default=None,
+        description=(
+            "address the listener's, the workers' and the ATNA forwarder's metrics ports bind to (each holds at "
+            "most 16 connections, 4 from one address); default: listener.host"
+        ),
     )
     settle_seconds: float = Field(
         default=10.0, gt=0, description="study is complete after this long with no new instance"
