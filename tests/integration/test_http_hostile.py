@@ -37,7 +37,8 @@ from hypothesis import strategies as st
 from radtrace.audit.api import create_api
 from radtrace.audit.events import Actor
 from radtrace.audit.tokens import create_token
-from radtrace.http_server import MAX_BODY_BYTES, PeerLimits, guarded_config
+from radtrace.http_limits import MAX_BODY_BYTES, PeerLimits
+from radtrace.http_server import guarded_config
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.testing.services import free_port

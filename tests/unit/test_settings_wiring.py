@@ -24,7 +24,8 @@ from radtrace.cli import app
 from radtrace.config import ApiSettings, ListenerSettings, load_settings
 from radtrace.dicom_listener import rq_budget
 from radtrace.dicom_listener.admission import Admission
-from radtrace.http_server import PeerLimits, RequestGuard, connection_limit
+from radtrace.http_limits import PeerLimits, connection_limit
+from radtrace.http_server import RequestGuard
 from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
 from radtrace.testing.services import free_port

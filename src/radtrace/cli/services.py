@@ -32,7 +32,7 @@ from radtrace.preflight import (
 )
 
 if TYPE_CHECKING:
-    from radtrace.http_server import PeerLimits
+    from radtrace.http_limits import PeerLimits
     from radtrace.store.engine import Store
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,8 @@ def api(ctx: typer.Context) -> None:
     from radtrace.audit.checkpoints import CheckpointSource
     from radtrace.audit.operations import local_operator
     from radtrace.audit.tokens import ensure_bootstrap_admin
-    from radtrace.http_server import PeerLimits, serve_http
+    from radtrace.http_limits import PeerLimits
+    from radtrace.http_server import serve_http
     from radtrace.reporting.draft_store import drafts_root
 
     settings = settings_of(ctx)

@@ -1,0 +1,192 @@
+"""The limits every HTTP peer of the QA API and console is held to, and how a refusal is said and logged.
+
+:class:`PeerLimits` holds one server's limits (the ``api.*`` settings, :meth:`PeerLimits.for_settings`; the
+module's constants are their defaults), its counts of connections per address and its :class:`RefusalLog`;
+:func:`refusal` is the answer every refusal gets (JSON ``{"detail": reason}``). :mod:`radtrace.http_server` applies
+them, to the connection (uvicorn's h11 protocol) and to the request (an ASGI guard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import resource
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from radtrace.config import ApiSettings
+from radtrace.logging import escape
+
+__all__ = [
+    "BODY_TIMEOUT_S",
+    "HEADER_TIMEOUT_S",
+    "MAX_BODY_BYTES",
+    "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_SOURCE",
+    "PeerLimits",
+    "RefusalLog",
+    "connection_limit",
+    "refusal",
+]
+
+#: Refusals are logged under the server's name, where an operator looks for them.
+log = logging.getLogger("radtrace.http_server")
+
+# The defaults of the api.* settings (api.max_connections, ...), which PeerLimits.for_settings applies.
+_API: Final = ApiSettings.model_fields
+MAX_CONNECTIONS: Final[int] = _API["max_connections"].default
+MAX_CONNECTIONS_PER_SOURCE: Final[int] = _API["max_connections_per_address"].default
+HEADER_TIMEOUT_S: Final[float] = _API["header_timeout_s"].default
+BODY_TIMEOUT_S: Final[float] = _API["body_timeout_s"].default
+MAX_BODY_BYTES: Final[int] = _API["max_body_bytes"].default
+FAILED_AUTH_BURST: Final[int] = _API["failed_auth_limit"].default
+FAILED_AUTH_WINDOW_S: Final[float] = _API["failed_auth_window_s"].default
+THROTTLE_S: Final[float] = _API["failed_auth_pause_s"].default
+LINGER_S: Final = 1.0  # a body left unread after the answer is discarded this long, then the connection closed
+MAX_TARGET_BYTES: Final = 8 * 1024
+MAX_HEADER_BYTES: Final = 16 * 1024
+MAX_HEADER_LINES: Final = 100
+SIGN_INS_PER_SOURCE: Final = 2
+SIGN_INS_IN_FLIGHT: Final = 8
+LOG_EVERY_S: Final = 10.0
+MAX_SOURCES: Final = 10_000  # addresses remembered for the failure counts (least recent forgotten first)
+FD_RESERVE: Final = 128  # file descriptors kept for the database, logs and the process itself
+#: Connections accepted in one turn of the event loop before any is counted (asyncio accepts up to the backlog).
+BACKLOG: Final = 128
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def refusal(status: int, reason: str, *, retry_after_s: float | None = None) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and body of a refusal: JSON ``{"detail": reason}``, the connection closed after it."""
+    body = json.dumps({"detail": reason}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(max(1, round(retry_after_s))).encode()))
+    return headers, body
+
+
+class RefusalLog:
+    """At most one log line per status per :data:`LOG_EVERY_S` (a peer repeats a refusal at will), saying how many
+    more were refused since and from how many addresses."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[float, int, set[str]]] = {}
+
+    def refused(self, source: str, status: int, reason: str) -> None:
+        """Log (or count) one refusal."""
+        now = time.monotonic()
+        last, count, sources = self._last.get(status, (-LOG_EVERY_S, 0, set()))
+        if now - last < LOG_EVERY_S:
+            if len(sources) < MAX_SOURCES:
+                sources.add(source)
+            self._last[status] = (last, count + 1, sources)
+            return
+        self._last[status] = (now, 0, set())
+        addresses = f"{len(sources)} address{'es' if len(sources) > 1 else ''}"
+        more = f" (and {count} more {status}s from {addresses} since the last line)" if count else ""
+        log.warning("HTTP %s refused: %d %s%s", escape(source), status, reason, more)
+
+
+@dataclass
+class PeerLimits:
+    """What the connections and requests of one server share: its limits (the api.* settings, see
+    :meth:`for_settings`), counts per address, refusals."""
+
+    max_connections: int = MAX_CONNECTIONS
+    max_per_source: int = MAX_CONNECTIONS_PER_SOURCE
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
+    max_body_bytes: int = MAX_BODY_BYTES
+    failed_auth_limit: int = FAILED_AUTH_BURST
+    failed_auth_window_s: float = FAILED_AUTH_WINDOW_S
+    failed_auth_pause_s: float = THROTTLE_S
+    connections: dict[str, int] = field(default_factory=dict)
+    refusals: RefusalLog = field(default_factory=RefusalLog)
+    #: Proxies (uvicorn's forwarded_allow_ips): their connections carry many clients, so only the total cap applies.
+    proxies: str | list[str] = ""
+
+    @classmethod
+    def for_settings(cls, api: ApiSettings) -> PeerLimits:
+        """The limits the api.* settings set; ``api.max_connections`` lowered to fit the file descriptor limit
+        (:func:`connection_limit`)."""
+        return cls(
+            max_connections=connection_limit(api.max_connections),
+            max_per_source=api.max_connections_per_address,
+            header_timeout_s=api.header_timeout_s,
+            body_timeout_s=api.body_timeout_s,
+            max_body_bytes=api.max_body_bytes,
+            failed_auth_limit=api.failed_auth_limit,
+            failed_auth_window_s=api.failed_auth_window_s,
+            failed_auth_pause_s=api.failed_auth_pause_s,
+        )
+
+    @property
+    def open_connections(self) -> int:
+        """Connections held now."""
+        return sum(self.connections.values())
+
+    def admit(self, source: str) -> str | None:
+        """Count a new connection from ``source``, or say why it is refused."""
+        if self.open_connections >= self.max_connections:
+            return f"the server holds {self.max_connections} connections, its limit; try again shortly"
+        if self.connections.get(source, 0) >= self.max_per_source and not _listed(source, self.proxies):
+            return f"{self.max_per_source} connections from your address are open, the limit; close some first"
+        self.connections[source] = self.connections.get(source, 0) + 1
+        return None
+
+    def release(self, source: str) -> None:
+        """A connection admitted from ``source`` closed."""
+        left = self.connections.get(source, 0) - 1
+        if left > 0:
+            self.connections[source] = left
+        else:
+            self.connections.pop(source, None)
+
+
+def _listed(address: str, listed: str | list[str]) -> bool:
+    """Whether ``address`` is in a list of addresses and networks written as uvicorn's forwarded_allow_ips."""
+    entries = [entry.strip() for entry in (listed.split(",") if isinstance(listed, str) else listed) if entry.strip()]
+    if "*" in entries:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address in entries
+    for entry in entries:
+        with contextlib.suppress(ValueError):
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+    return False
+
+
+def connection_limit(wanted_connections: int = MAX_CONNECTIONS) -> int:
+    """``wanted_connections`` (``api.max_connections``), or fewer when the file descriptor limit cannot be raised to
+    hold them.
+
+    The soft limit is raised towards the hard one first (systemd's default soft limit is 1,024).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = wanted_connections + BACKLOG + FD_RESERVE * 2
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted_connections
+    return max(16, min(wanted_connections, soft - BACKLOG - FD_RESERVE))
