@@ -1,4 +1,5 @@
-"""The sections of radtrace's settings tree: one model per service (listener, store, broker, model, reporting, ...).
+"""The sections of radtrace's settings tree: one model per service (store, broker, model, reporting, ...; the
+listener's and TLS are in :mod:`radtrace.config_listener`, re-exported here).
 
 :mod:`radtrace.config` assembles them into :class:`~radtrace.config.Settings` and loads it; import them from
 there.
@@ -6,12 +7,20 @@ there.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from radtrace.config_listener import (
+    CallerRule,
+    ListenerSettings,
+    RoutingSettings,
+    Section,
+    TlsSettings,
+    ae_title_problem,
+    check_ae_title,
+)
 
 __all__ = [
     "ApiSettings",
@@ -35,228 +44,7 @@ __all__ = [
 ]
 
 
-def ae_title_problem(title: str) -> str | None:
-    """What makes ``title`` an invalid AE title (PS3.5 6.2: 1 to 16 characters of the default repertoire, no
-    backslash or control characters, not only spaces), or None."""
-    if not title.strip():
-        return "an AE title may not be empty"
-    if len(title) > 16:
-        return f"an AE title has at most 16 characters (this one has {len(title)})"
-    if "\\" in title or any(ord(char) < 32 or ord(char) > 126 for char in title):
-        return "an AE title is printable ASCII without backslashes"
-    return None
-
-
-def _check_ae_title(value: str) -> str:
-    if ae_title_problem(value) is not None:
-        raise ValueError("must be 1-16 printable ASCII characters, not only spaces, without '\\'")
-    return value.strip()
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CallerRule(_Section):
-    """One allowed calling AE, optionally pinned to a source address or network."""
-
-    ae_title: str = Field(description="calling AE title")
-    host: str | None = Field(default=None, description="IP address or CIDR network the AE must call from")
-
-    _ae = field_validator("ae_title")(_check_ae_title)
-
-    @field_validator("host")
-    @classmethod
-    def _valid_host(cls, value: str | None) -> str | None:
-        if value is not None:
-            ipaddress.ip_network(value, strict=False)
-        return value
-
-
-class TlsSettings(_Section):
-    """TLS for DICOM associations (DICOM PS3.15 Annex B); off unless a certificate is given."""
-
-    enabled: bool = Field(default=False, description="accept only TLS associations")
-    certificate: Path | None = Field(default=None, description="server certificate (PEM)")
-    private_key: Path | None = Field(default=None, description="server private key (PEM)")
-    ca_bundle: Path | None = Field(default=None, description="CA certificates that client certificates must chain to")
-    require_client_certificate: bool = Field(default=False, description="mutual TLS: refuse clients without one")
-
-    @model_validator(mode="after")
-    def _complete(self) -> TlsSettings:
-        if self.enabled and (self.certificate is None or self.private_key is None):
-            raise ValueError("TLS is enabled but certificate or private_key is not set")
-        if self.require_client_certificate and self.ca_bundle is None:
-            raise ValueError("require_client_certificate needs ca_bundle to verify clients against")
-        return self
-
-
-def _check_pattern(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from exc
-    return value
-
-
-class RoutingSettings(_Section):
-    """Which completed studies go to the model, and which of them are read first (STAT).
-
-    A study goes to the model when one of its instances is a CR/DX radiograph whose Modality is in
-    ``modalities`` and whose Body Part Examined is in ``chest_body_parts``, or, when no instance records a
-    body part, whose Study Description matches ``chest_description`` or names no other part of the body
-    (``other_anatomy_description``: real archives hold chest films with neither); the rest end ``skipped(reason)``.
-    A queued study is STAT when an instance's Requested Procedure Priority (0040,1003) is in
-    ``stat_requested_priorities``, it was sent by an AE in ``stat_calling_ae_titles``, or its Study
-    Description matches ``stat_description``. Matching ignores case.
-    """
-
-    modalities: list[str] = Field(default=["CR", "DX"], description="modalities read by the model")
-    chest_body_parts: list[str] = Field(
-        default=["CHEST", "THORAX", "LUNG", "RIBS", "TORAX", "PECHO"],
-        description="Body Part Examined values that mean the chest",
-    )
-    chest_description: str = Field(
-        default=r"\b(CHEST|THORAX|THORACIC|CXR|LUNGS?|TORAX)\b",
-        description="regular expression on the Study Description, used when no instance records a body part",
-    )
-    other_anatomy_description: str | None = Field(
-        default=r"\b(HAND|FINGERS?|WRIST|FOREARM|ELBOW|HUMERUS|SHOULDER|CLAVICLE|SKULL|HEAD|FACE|SINUS(ES)?|"
-        r"C-?SPINE|CERVICAL|L-?SPINE|LUMBAR|SPINE|PELVIS|HIPS?|FEMUR|KNEES?|TIBIA|FIBULA|ANKLE|FOOT|FEET|TOES?|"
-        r"ABDOMEN|ABDOMINAL|KUB|MAMMO\w*|BREAST|DENTAL|EXTREMITY)\b",
-        description="regular expression on the Study Description naming another part of the body: with no body part "
-        "recorded and a description that names neither the chest nor this, the study is read (the model refuses "
-        "what is not a chest film)",
-    )
-    stat_requested_priorities: list[str] = Field(
-        default=["STAT"], description="Requested Procedure Priority values (STAT, HIGH, …) that make a study STAT"
-    )
-    stat_calling_ae_titles: list[str] = Field(
-        default_factory=list, description="calling AE titles whose studies are all STAT (e.g. the emergency room)"
-    )
-    stat_description: str | None = Field(
-        default=r"\bSTAT\b", description="regular expression on the Study Description that makes a study STAT"
-    )
-
-    _patterns = field_validator("chest_description", "other_anatomy_description", "stat_description")(_check_pattern)
-
-
-class ListenerSettings(_Section):
-    """The DICOM C-STORE/C-ECHO SCP that the PACS routes studies to."""
-
-    ae_title: str = Field(default="RADTRACE", description="our AE title; callers must address it when check_called_ae")
-    host: str = Field(default="0.0.0.0", description="address to listen on (the PACS must reach it)")  # noqa: S104
-    port: int = Field(default=11112, ge=1, le=65535, description="DICOM port (104 is the well-known one)")
-    allowed_callers: list[CallerRule] = Field(
-        default_factory=list, description="calling AE titles (optionally with source network) allowed to associate"
-    )
-    accept_unknown_callers: bool = Field(
-        default=False,
-        description="accept any calling AE; for a first setup only, every association is audited",
-    )
-    check_called_ae: bool = Field(default=True, description="reject associations addressed to another AE title")
-    max_associations: int = Field(default=10, ge=1, le=1000, description="concurrent associations before refusing")
-    max_associations_per_source: int | None = Field(
-        default=None,
-        ge=1,
-        le=1000,
-        description="concurrent associations one source address may hold; unset: half of max_associations",
-    )
-    acse_timeout_s: float = Field(default=30.0, gt=0, description="association negotiation timeout")
-    dimse_timeout_s: float = Field(default=60.0, gt=0, description="timeout waiting for a DIMSE message")
-    network_timeout_s: float = Field(default=60.0, gt=0, description="idle connection timeout")
-    max_pdu_bytes: int = Field(
-        default=4 * 1024**2,
-        ge=4096,
-        le=64 * 1024**2,
-        description="largest P-DATA-TF PDU accepted (advertised at negotiation); a peer sending more is aborted",
-    )
-    max_buffered_bytes: int = Field(
-        default=256 * 1024**2,
-        ge=1024**2,
-        description="PDU bytes all connections together may hold in memory; a connection that would pass it is aborted",
-    )
-    negotiation_timeout_s: float = Field(
-        default=10.0, gt=0, description="wall-clock limit from TCP connect to an established association"
-    )
-    min_transfer_rate_bytes_s: int = Field(
-        default=64 * 1024,
-        ge=1,
-        description="a PDU must arrive within pdu_grace_s plus its length at this rate, else the peer is cut off",
-    )
-    pdu_grace_s: float = Field(
-        default=5.0, gt=0, description="time every PDU may take on top of its length at the rate"
-    )
-    max_association_s: float = Field(default=3600.0, gt=0, description="wall-clock limit of one whole association")
-    max_half_open_per_source: int = Field(
-        default=32, ge=1, description="connections one source address may have open before its association is agreed"
-    )
-    max_half_open: int = Field(
-        default=512, ge=1, description="connections from all sources together before their association is agreed"
-    )
-    max_image_pixels: int = Field(
-        default=50_000_000,
-        ge=1,
-        description="largest image accepted: rows x columns x samples x frames, from the header and the codestream",
-    )
-    refusal_audit_interval_s: float = Field(
-        default=60.0, gt=0, description="refused associations are audited once per source and reason per interval"
-    )
-    negotiation_cpu_rate_s: float = Field(
-        default=0.2,
-        gt=0,
-        le=1,
-        description="CPU seconds per second one source (IPv4 address, IPv6 /64) earns back for association "
-        "negotiation; a source in debt has its connections closed at accept",
-    )
-    negotiation_cpu_burst_s: float = Field(
-        default=2.0,
-        gt=0,
-        le=60,
-        description="CPU seconds one source may spend on association negotiation at once, before the rate binds",
-    )
-    metrics_host: str | None = Field(
-        default=None,
-        description=(
-            "address the listener's, the workers' and the ATNA forwarder's metrics ports bind to (each holds at "
-            "most 16 connections, 4 from one address); default: listener.host"
-        ),
-    )
-    settle_seconds: float = Field(
-        default=10.0, gt=0, description="study is complete after this long with no new instance"
-    )
-    min_free_bytes: int = Field(default=2 * 1024**3, ge=0, description="below this free space, refuse with 0xA700")
-    processes: int = Field(
-        default=1, ge=1, le=64, description="listener processes sharing the port (SO_REUSEPORT), one per CPU core"
-    )
-    fsync: bool = Field(
-        default=True, description="fsync each instance before answering success; off only to compare with peers"
-    )
-    metrics_port: int | None = Field(
-        default=None, ge=1, le=65535, description="Prometheus metrics port (process N uses port + N); off when unset"
-    )
-    non_chest_policy: Literal["accept-and-skip", "reject"] = Field(
-        default="accept-and-skip", description="misrouted non-chest data: store and skip with an audit entry, or refuse"
-    )
-    tls: TlsSettings = Field(default_factory=TlsSettings)
-    routing: RoutingSettings = Field(default_factory=RoutingSettings)
-
-    _ae = field_validator("ae_title")(_check_ae_title)
-
-    @property
-    def metrics_bind_host(self) -> str:
-        """Where every metrics port binds: ``metrics_host``, else where the listener binds."""
-        return self.metrics_host or self.host
-
-    @property
-    def per_source_associations(self) -> int:
-        """The associations one source address may hold: the setting, else half the slots (never more than all)."""
-        chosen = self.max_associations_per_source or max(1, self.max_associations // 2)
-        return min(chosen, self.max_associations)
-
-
-class StoreSettings(_Section):
+class StoreSettings(Section):
     """The work database (studies, revisions, instances, jobs, outbox) and the audit tables."""
 
     url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under data_dir")
@@ -265,7 +53,7 @@ class StoreSettings(_Section):
     connect_timeout_s: float = Field(default=10.0, gt=0, description="give up connecting after this long")
 
 
-class BrokerSettings(_Section):
+class BrokerSettings(Section):
     """The Celery broker: a doorbell only, the database holds the truth."""
 
     url: str | None = Field(default=None, description="Celery broker URL; default embedded SQLite under data_dir")
@@ -306,7 +94,7 @@ class BrokerSettings(_Section):
     )  # fmt: skip
 
 
-class ModelSettings(_Section):
+class ModelSettings(Section):
     """Which reasoning VLM reads the images, where its weights are, and how it generates."""
 
     profile: Literal["nv-reason-cxr", "deepmedix-r1"] = Field(
@@ -403,7 +191,7 @@ class ModelSettings(_Section):
         return self
 
 
-class ReportingSettings(_Section):
+class ReportingSettings(Section):
     """How drafts are written: SR flavour, HL7 identities and result status, FHIR status."""
 
     sr_flavour: Literal["comprehensive-3d", "comprehensive"] = Field(
@@ -463,7 +251,7 @@ class ReportingSettings(_Section):
         return value
 
 
-class DicomDestination(_Section):
+class DicomDestination(Section):
     """A PACS (or other archive) that receives the SR by C-STORE."""
 
     ae_title: str = Field(description="the destination's AE title")
@@ -471,10 +259,10 @@ class DicomDestination(_Section):
     port: int = Field(ge=1, le=65535, description="DICOM port")
     tls: bool = Field(default=False, description="use TLS for this association")
 
-    _ae = field_validator("ae_title")(_check_ae_title)
+    _ae = field_validator("ae_title")(check_ae_title)
 
 
-class MllpDestination(_Section):
+class MllpDestination(Section):
     """A RIS interface engine receiving the HL7 ORU over MLLP."""
 
     host: str = Field(description="host name or address")
@@ -482,7 +270,7 @@ class MllpDestination(_Section):
     timeout_s: float = Field(default=30.0, gt=0, description="wait this long for the ACK")
 
 
-class DispatchSettings(_Section):
+class DispatchSettings(Section):
     """Where finished drafts go and how hard radtrace tries."""
 
     calling_ae_title: str = Field(default="RADTRACE", description="our AE title when sending SRs")
@@ -493,10 +281,10 @@ class DispatchSettings(_Section):
     backoff_initial_s: float = Field(default=5.0, gt=0, description="first retry delay; doubles each attempt")
     backoff_max_s: float = Field(default=600.0, gt=0, description="longest retry delay")
 
-    _ae = field_validator("calling_ae_title")(_check_ae_title)
+    _ae = field_validator("calling_ae_title")(check_ae_title)
 
 
-class AuditSettings(_Section):
+class AuditSettings(Section):
     """The audit log's checkpoint signing key and where checkpoints are written."""
 
     checkpoint_key: SecretStr | None = Field(
@@ -506,7 +294,7 @@ class AuditSettings(_Section):
     checkpoint_dir: Path | None = Field(default=None, description="where signed checkpoints are written")
 
 
-class AtnaSettings(_Section):
+class AtnaSettings(Section):
     """Forwarding the audit trail to an audit record repository (IHE ATNA: DICOM PS3.15 A.5 over syslog)."""
 
     enabled: bool = Field(default=False, description="run the forwarder ('radtrace audit forward', and under serve)")
@@ -545,7 +333,7 @@ class AtnaSettings(_Section):
         return self
 
 
-class QaSettings(_Section):
+class QaSettings(Section):
     """The drift and failure rules exported as Prometheus metrics (radtrace.qa.metrics)."""
 
     baseline_days: int = Field(
@@ -561,7 +349,7 @@ class QaSettings(_Section):
     refresh_s: float = Field(default=60.0, ge=1.0, description="the rules are recomputed at most this often")
 
 
-class ApiSettings(_Section):
+class ApiSettings(Section):
     """The read-only QA HTTP API."""
 
     host: str = Field(default="127.0.0.1", description="address the QA API listens on")
@@ -616,7 +404,7 @@ class ApiSettings(_Section):
         return self
 
 
-class ConsoleSettings(_Section):
+class ConsoleSettings(Section):
     """The review console (web pages under /console of the QA API process): logins, sessions, worklist."""
 
     enabled: bool = Field(default=True, description="serve the console under /console next to the QA API")
@@ -645,7 +433,7 @@ class ConsoleSettings(_Section):
     )
 
 
-class LoggingSettings(_Section):
+class LoggingSettings(Section):
     """Log format and level; handlers are configured only by entry points."""
 
     format: Literal["text", "json"] = Field(default="text", description="text for people, json for log shippers")
