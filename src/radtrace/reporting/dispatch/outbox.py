@@ -32,12 +32,10 @@ peers can recognise a repeat.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, Protocol
@@ -51,10 +49,11 @@ from sqlalchemy.orm import Session
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
-from radtrace.errors import ConfigError, DispatchError, DispatchRejectedError, RadtraceError, is_retryable
+from radtrace.errors import ConfigError, DispatchRejectedError, RadtraceError, is_retryable
 from radtrace.reporting.dispatch.cstore import LONGEST_STORE_S, describe_destination, store_instance
 from radtrace.reporting.dispatch.filedrop import drop_file
 from radtrace.reporting.dispatch.mllp import send_message
+from radtrace.reporting.dispatch.payloads import PayloadFiles, StagedPayloads
 from radtrace.store import pending_files
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
@@ -101,6 +100,11 @@ LEASE_MARGIN_S: Final = 60.0  # a claim outlasts the longest send by this much
 SETTLE_EVERY_S: Final = 600.0
 
 
+def _suffix(kind: str, destination: str) -> str:
+    """A payload file's suffix: by kind, or the file-drop destination's own, else ``.bin``."""
+    return _SUFFIX.get(kind) or "".join(Path(destination).suffixes[-2:]) or ".bin"
+
+
 def longest_send_s(settings: DispatchSettings) -> float:
     """How long one send may take at most: the RIS's ACK timeout (one deadline for connect, send and ACK), or a
     C-STORE's timed phases."""
@@ -135,32 +139,6 @@ class PlannedDelivery:
     kind: str
     destination: str
     payload: bytes
-
-
-@dataclass
-class StagedPayloads:
-    """Payload files written pending for rows not yet committed: :meth:`keep` once the transaction that adds the
-    rows has committed, :meth:`discard` when it did not."""
-
-    root: Path
-    files: list[tuple[Path, str]] = field(default_factory=list)  # (pending file, where it is kept)
-
-    def keep(self) -> None:
-        """The rows are committed: each file goes to its content-addressed name."""
-        while self.files:
-            pending, relative = self.files.pop()
-            try:
-                pending_files.promote(self.root, pending, relative)
-            except OSError as exc:  # the row is committed: delivering it moves the pending file (see _payload)
-                log.warning("outbox: a payload stays pending until it is delivered: %s", exc.strerror or exc)
-
-    def discard(self) -> None:
-        """The rows were not committed: the files go."""
-        while self.files:
-            pending_files.discard(self.files.pop()[0])
-
-
-_PENDING_MARK: Final = "~"  # <digest><suffix>~<random>: one pending file per writer, named after the kept one
 
 
 @dataclass(frozen=True)
@@ -242,6 +220,7 @@ class Outbox:
         self.recorder = recorder
         self.settings = settings
         self.payload_dir = payload_dir
+        self.payloads = PayloadFiles(payload_dir)
         self.senders = dict(senders) if senders is not None else default_senders(settings)
         self.clock = clock
         self.actor = actor or Actor()
@@ -251,35 +230,16 @@ class Outbox:
 
     # --- enqueue -------------------------------------------------------------------------------
 
-    def _store_payload(self, payload: bytes, kind: str, destination: str, staged: StagedPayloads) -> tuple[str, str]:
-        """Write ``payload`` pending (unless its content-addressed file is kept already) into ``staged``; returns
-        the path the row records and the SHA-256."""
-        digest = hashlib.sha256(payload).hexdigest()
-        suffix = _SUFFIX.get(kind) or "".join(Path(destination).suffixes[-2:]) or ".bin"
-        relative = f"{digest[:2]}/{digest}{suffix}"
-        if not (self.payload_dir / relative).is_file():
-            name = f"{digest}{suffix}{_PENDING_MARK}{secrets.token_hex(8)}"
-            try:
-                staged.files.append((pending_files.write_pending(self.payload_dir, name, payload), relative))
-            except OSError as exc:
-                raise DispatchError(f"cannot store a payload under {self.payload_dir}: {exc.strerror or exc}") from exc
-        return relative, digest
-
     def staged(self) -> StagedPayloads:
         """An empty set of pending payloads for :meth:`add_assessments`."""
-        return StagedPayloads(self.payload_dir)
-
-    @staticmethod
-    def _kept_as(pending: Path) -> str | None:
-        name = pending.name.partition(_PENDING_MARK)[0]
-        return f"{name[:2]}/{name}" if _PENDING_MARK in pending.name and len(name) > 64 else None
+        return self.payloads.staged()
 
     def settle_pending(self, *, min_age_s: float = 600.0) -> tuple[int, int]:
         """After a crash: keep each pending payload (older than ``min_age_s``) that a committed row names, remove
         the others; returns (kept, removed)."""
 
         def kept_as(paths: list[Path]) -> dict[Path, str | None]:
-            wanted = {path: relative for path in paths if (relative := self._kept_as(path)) is not None}
+            wanted = {path: relative for path in paths if (relative := PayloadFiles.kept_as(path)) is not None}
             with self.store.session("finding the rows of pending payloads") as session:
                 named = set(
                     session.scalars(
@@ -329,7 +289,7 @@ class Outbox:
         model_version: str | None,
         drafts: Sequence[Mapping[str, str]],
     ) -> list[int]:
-        stored = [(d, *self._store_payload(d.payload, d.kind, d.destination, staged)) for d in deliveries]
+        stored = [(d, *self.payloads.store(d.payload, _suffix(d.kind, d.destination), staged)) for d in deliveries]
         with self.store.session("enqueueing reports", immediate=True) as session:
             revision = session.get(Revision, revision_id)
             if revision is None:
@@ -405,7 +365,7 @@ class Outbox:
             planned.append((KIND_ASSESSMENT_HL7, f"{self.settings.ris.host}:{self.settings.ris.port}", hl7))
         rows: list[dict[str, object]] = []
         for kind, destination, data in planned:
-            relative, digest = self._store_payload(data, kind, destination, staged)
+            relative, digest = self.payloads.store(data, _suffix(kind, destination), staged)
             row = session.scalar(
                 sa.select(OutboxMessage).where(
                     OutboxMessage.revision_id == revision_id,
@@ -541,29 +501,6 @@ class Outbox:
             )
             return row, study
 
-    def _pending_payload(self, row: OutboxMessage) -> None:
-        """A committed row whose payload is still pending (a crash, or a dispatcher quicker than the writer's
-        :meth:`StagedPayloads.keep`): the pending file with its content is moved to the name the row records."""
-        for pending in pending_files.pending_files(self.payload_dir):
-            if (
-                self._kept_as(pending) == row.payload_path
-                and hashlib.sha256(pending.read_bytes()).hexdigest() == row.payload_sha256
-            ):
-                pending_files.promote(self.payload_dir, pending, row.payload_path)
-                return
-
-    def _payload(self, row: OutboxMessage) -> bytes:
-        path = self.payload_dir / row.payload_path
-        try:
-            if not path.is_file():
-                self._pending_payload(row)
-            payload = path.read_bytes()
-        except OSError as exc:
-            raise DispatchRejectedError(f"payload file {row.payload_path} cannot be read: {exc.strerror}") from exc
-        if hashlib.sha256(payload).hexdigest() != row.payload_sha256:
-            raise DispatchRejectedError(f"payload file {row.payload_path} does not match its recorded SHA-256")
-        return payload
-
     def deliver(self, outbox_id: int) -> Delivery:
         """Make one attempt for one row if it is pending and due (see the module docstring); now and then (every
         :data:`SETTLE_EVERY_S`) settle the payloads a crash left pending first."""
@@ -578,7 +515,7 @@ class Outbox:
             sender = self.senders.get(row.kind)
             if sender is None:
                 raise ConfigError(f"no sender for outbox kind {row.kind!r}")
-            note = sender(row.destination, self._payload(row))
+            note = sender(row.destination, self.payloads.read(row.payload_path, row.payload_sha256))
         except RadtraceError as exc:
             error = exc
         except Exception as exc:  # a bug in a sender must not leave the row claimed and unexplained
