@@ -44,13 +44,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from radtrace.http_limits import (
     BACKLOG,
-    BODY_TIMEOUT_S,
-    HEADER_TIMEOUT_S,
     LINGER_S,
     LOG_EVERY_S,
-    MAX_BODY_BYTES,
-    MAX_CONNECTIONS,
-    MAX_CONNECTIONS_PER_SOURCE,
     MAX_HEADER_BYTES,
     MAX_HEADER_LINES,
     MAX_SOURCES,
@@ -69,15 +64,10 @@ from radtrace.http_limits import (
 from radtrace.logging import escape
 
 __all__ = [
-    "BODY_TIMEOUT_S",
-    "HEADER_TIMEOUT_S",
-    "MAX_BODY_BYTES",
-    "MAX_CONNECTIONS",
-    "MAX_CONNECTIONS_PER_SOURCE",
     "GuardedH11Protocol",
-    "PeerLimits",
     "RequestGuard",
     "guarded_config",
+    "protocol_class",
     "serve_http",
 ]
 

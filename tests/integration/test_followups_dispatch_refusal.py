@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import struct
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dicom_peer_support import rejecting_peer
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DicomDestination, DispatchSettings, ReportingSettings
 from radtrace.errors import PeerUnavailableError
@@ -35,31 +33,9 @@ pytestmark = pytest.mark.integration
 
 @contextlib.contextmanager
 def rejecting(result: int, source: int, reason: int) -> Iterator[DicomDestination]:
-    """A PACS that answers each A-ASSOCIATE-RQ with an A-ASSOCIATE-RJ of these codes (PS3.8 9.3.4), then waits for
-    the requester to close."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stopping = threading.Event()
-
-    def answer() -> None:
-        while not stopping.is_set():
-            with contextlib.suppress(OSError):
-                connection, _ = server.accept()
-                with connection:
-                    connection.settimeout(5)
-                    connection.recv(65536)
-                    connection.sendall(b"\x03\x00" + struct.pack(">L", 4) + bytes([0, result, source, reason]))
-                    connection.recv(64)
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    try:
-        yield DicomDestination(ae_title="PACS", host="127.0.0.1", port=server.getsockname()[1])
-    finally:
-        stopping.set()
-        with contextlib.suppress(OSError):
-            server.shutdown(socket.SHUT_RDWR)
-        server.close()
-        thread.join(timeout=10)
+    """A PACS that answers each A-ASSOCIATE-RQ with an A-ASSOCIATE-RJ of these codes."""
+    with rejecting_peer(result, source, reason) as port:
+        yield DicomDestination(ae_title="PACS", host="127.0.0.1", port=port)
 
 
 def _sr() -> bytes:

@@ -17,15 +17,14 @@ import contextlib
 import logging
 import shutil
 import socket
-import struct
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dicom_peer_support import rejecting_peer
 from radtrace.dicom_listener.scu import NoAssociationError, Rejection, send_files
 from radtrace.testing.abuse import ListenerProcess
 from radtrace.testing.services import free_port
@@ -44,29 +43,6 @@ def no_log_records() -> Iterator[None]:
         yield
     finally:
         logging.disable(logging.NOTSET)
-
-
-@contextlib.contextmanager
-def rejecting(result: int, source: int, reason: int) -> Iterator[int]:
-    """A port whose peer answers one A-ASSOCIATE-RQ with an A-ASSOCIATE-RJ of these codes (PS3.8 9.3.4)."""
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def answer() -> None:
-        with contextlib.suppress(OSError):
-            connection, _ = server.accept()
-            with connection:
-                connection.settimeout(5)
-                connection.recv(65536)
-                connection.sendall(b"\x03\x00" + struct.pack(">L", 4) + bytes([0, result, source, reason]))
-                connection.recv(64)  # until the requester closes
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        server.close()
-        thread.join(timeout=10)
 
 
 def _rejection_from(port: int, *, called_ae: str, calling_ae: str = "PACS") -> tuple[Rejection | None, float]:
@@ -90,7 +66,7 @@ WORDS = {
 
 def test_each_rejection_is_read_from_the_pdu_with_no_log_record_and_said_in_table_9_21_words() -> None:
     for codes, words in WORDS.items():
-        with rejecting(*codes) as port:
+        with rejecting_peer(*codes) as port:
             rejection, seconds = _rejection_from(port, called_ae="ANY")
         assert rejection is not None, codes
         assert (rejection.result, rejection.source, rejection.reason) == codes
