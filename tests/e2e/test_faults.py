@@ -7,10 +7,12 @@ straight to radtrace's listener, so each test controls exactly when instances ar
 are private to it (:mod:`private_servers`); the others are the shared ones with a private database and key
 prefix. Timings are shortened by settings (:func:`pipeline_support.service_env`).
 
-Two faults whose path another test already takes run only with ``RADTRACE_FULL_FAULTS=1`` (about 50 s): Redis
-flushed while it runs (Redis restarted empty loses the same keys and also drops every connection) and the RIS down
-(the PACS down takes the same outbox retry, through a C-STORE instead of MLLP; ``test_dispatch_mllp`` covers a
-refused MLLP connection).
+CI runs the kills and restarts (worker, serve, listener, Redis, PostgreSQL, the PACS); five cases whose path an
+integration test also takes run only with ``RADTRACE_FULL_FAULTS=1`` (about 2 minutes): Redis flushed while it runs
+(Redis restarted empty loses the same keys and also drops every connection), the RIS down (the PACS down takes the
+same outbox retry; ``test_dispatch_mllp`` covers a refused MLLP connection), draft processes killed again and again
+(``test_worker_drafting``), the same study sent twice (``test_listener_faults``) and images after the SR
+(``test_listener_completion``, ``test_dispatch_outbox``'s later revision).
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ def _draft_processes(worker: int) -> list[int]:
     return found
 
 
+@_FULL_ONLY
 def test_draft_processes_killed_again_and_again_lose_no_study_and_leave_the_worker_up(
     tmp_path: Path, tiny_model_dir: Path, postgres_url: str, redis_namespace: RedisNamespace
 ) -> None:
@@ -361,6 +364,7 @@ def test_ris_down_for_a_while_gets_its_hl7_once_it_is_back(
                 assert len(set(ris.control_ids)) == 1  # retries resend the same message, never a new one
 
 
+@_FULL_ONLY
 def test_the_same_study_sent_twice_gets_one_sr(
     tmp_path: Path, tiny_model_dir: Path, postgres_url: str, redis_namespace: RedisNamespace
 ) -> None:
@@ -384,6 +388,7 @@ def test_the_same_study_sent_twice_gets_one_sr(
             assert _audit_types(service).count("instance_duplicate") == 2 * len(study)
 
 
+@_FULL_ONLY
 def test_images_arriving_after_the_sr_open_a_new_revision_whose_sr_replaces_it(
     tmp_path: Path, tiny_model_dir: Path, postgres_url: str, redis_namespace: RedisNamespace
 ) -> None:

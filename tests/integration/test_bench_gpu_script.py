@@ -50,6 +50,10 @@ def test_gpu_script_writes_the_full_size_table(tmp_path: Path) -> None:
     assert "bench/gpu.sh:" in done.stdout
 
 
+@pytest.mark.skipif(
+    os.environ.get("RADTRACE_FULL_BENCH") != "1",
+    reason="set RADTRACE_FULL_BENCH=1 (about 25 s: every configuration, torch.compile included, on the CPU)",
+)
 def test_the_step_timing_script_measures_every_configuration(tmp_path: Path) -> None:
     """bench/gpu_steps.py, the per-step probe for a GPU session, runs through every configuration on the CPU."""
     done = subprocess.run(
