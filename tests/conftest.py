@@ -7,8 +7,10 @@ Real services, never mocks: ``postgres_url`` is a fresh database on the local Po
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,3 +135,29 @@ def store(database_url: str) -> Iterator[Store]:
     upgrade(migrated)
     yield migrated
     migrated.dispose()
+
+
+#: Tests that take ``database_url`` (or ``store``) run on both stores with ``RADTRACE_FULL_STORES=1`` or when tests
+#: are picked with ``-k`` (``-k sqlite``); otherwise (``make test``, CI) each runs on one of the two, chosen by a
+#: stable hash of its name, so both stores carry about half of them (CI's 30-minute budget).
+FULL_STORES = os.environ.get("RADTRACE_FULL_STORES") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if FULL_STORES or config.option.keyword:
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        store = callspec.params.get("database_url") if callspec is not None else None
+        if store is None:
+            kept.append(item)
+            continue
+        other_params = "-".join(f"{k}={v}" for k, v in sorted(callspec.params.items()) if k != "database_url")
+        digest = hashlib.sha256(f"{item.module.__name__}::{item.originalname}[{other_params}]".encode()).digest()
+        wanted = ("sqlite", "postgresql")[digest[0] % 2]
+        (kept if store == wanted else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

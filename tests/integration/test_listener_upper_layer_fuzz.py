@@ -65,7 +65,7 @@ from radtrace.testing.services import free_port
 pytestmark = pytest.mark.integration
 
 FULL = os.environ.get("RADTRACE_FULL_FUZZ") == "1"
-EXAMPLES = int(os.environ.get("RADTRACE_FUZZ_EXAMPLES", "500" if FULL else "12"))
+EXAMPLES = int(os.environ.get("RADTRACE_FUZZ_EXAMPLES", "500" if FULL else "6"))
 FILM = Path(__file__).parents[1] / "data" / "real-cxr" / "nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm"
 _META = dcmread(FILM, stop_before_pixels=True)
 SOP_CLASS, SYNTAX = str(_META.SOPClassUID), str(_META.file_meta.TransferSyntaxUID)
