@@ -85,3 +85,12 @@ def as_part10(ds: Dataset, syntax: str | None = ExplicitVRLittleEndian) -> Datas
     for tag in [element.tag for element in ds if element.tag.element == 0]:
         del ds[tag]
     return ds
+
+
+def one_line_of(stderr: str) -> str:
+    """The single non-empty line a CLI error wrote: no traceback, no pynetdicom wording."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert "pynetdicom" not in stderr
+    return lines[0]

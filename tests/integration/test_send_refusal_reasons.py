@@ -28,7 +28,7 @@ from dicom_peer_support import rejecting_peer
 from radtrace.dicom_listener.scu import NoAssociationError, Rejection, send_files
 from radtrace.testing.abuse import ListenerProcess
 from radtrace.testing.services import free_port
-from tests_support import radtrace
+from tests_support import one_line_of, radtrace
 
 pytestmark = pytest.mark.integration
 
@@ -82,14 +82,6 @@ def test_radtraces_own_listener_refusing_the_calling_ae_is_read_without_logs(tmp
         assert rejection.reason_words == "calling AE title not recognised"
 
 
-def _one_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    assert "pynetdicom" not in stderr
-    return lines[0]
-
-
 @contextlib.contextmanager
 def dcmtk_peer(command: list[str], port: int, cwd: Path) -> Iterator[None]:
     program = shutil.which(command[0])
@@ -112,7 +104,7 @@ def test_send_says_dcmtk_storescps_refusal_in_words_with_its_codes(tmp_path: Pat
     with dcmtk_peer(["storescp", "--refuse", str(port)], port, tmp_path):
         result = radtrace("send", "--port", str(port), "--called-ae", "STORESCP", str(FILM))
     assert result.returncode == 2, result.stderr
-    line = _one_line(result.stderr)
+    line = one_line_of(result.stderr)
     assert f"STORESCP at 127.0.0.1:{port} refused the association (A-ASSOCIATE-RJ 1/1/1: " in line
     assert "rejected permanent by the service user: no reason given)" in line
     assert "check --called-ae and that the peer admits calling AE 'RADTRACE-SEND'" in line
@@ -134,6 +126,6 @@ def test_send_to_dcmqrscp_that_does_not_admit_the_calling_ae_points_at_the_calli
             "send", "--port", str(port), "--called-ae", "ARCHIVE", "--calling-ae", "NIGHTSHIFT", str(FILM)
         )
     assert refused.returncode == 2, refused.stderr
-    line = _one_line(refused.stderr)
+    line = one_line_of(refused.stderr)
     assert "(A-ASSOCIATE-RJ 1/1/7: rejected permanent by the service user: called AE title 'ARCHIVE' not" in line
     assert "the peer may not admit calling AE 'NIGHTSHIFT'" in line

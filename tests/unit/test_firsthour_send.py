@@ -19,7 +19,7 @@ from pynetdicom import AE
 
 from radtrace.testing.abuse import ListenerProcess
 from radtrace.testing.services import free_port
-from tests_support import radtrace
+from tests_support import one_line_of, radtrace
 
 pytestmark = pytest.mark.unit
 
@@ -45,14 +45,6 @@ def listener(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ListenerProce
         yield process
 
 
-def _one_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    assert "pynetdicom" not in stderr
-    return lines[0]
-
-
 def test_send_without_calling_ae_is_admitted_by_the_listener_make_run_starts(listener: ListenerProcess) -> None:
     result = radtrace("send", "--port", str(listener.port), str(FILM))
     assert result.returncode == 0, result.stderr
@@ -62,7 +54,7 @@ def test_send_without_calling_ae_is_admitted_by_the_listener_make_run_starts(lis
 def test_a_calling_ae_the_listener_does_not_admit_is_named_with_the_setting(listener: ListenerProcess) -> None:
     result = radtrace("send", "--port", str(listener.port), "--calling-ae", "NIGHTSHIFT", str(FILM))
     assert result.returncode == 2, result.stderr
-    line = _one_line(result.stderr)
+    line = one_line_of(result.stderr)
     assert f"RADTRACE at 127.0.0.1:{listener.port} refused the association" in line
     assert "calling AE title 'NIGHTSHIFT' not recognised" in line
     assert "listener.allowed_callers" in line
@@ -72,7 +64,7 @@ def test_a_calling_ae_the_listener_does_not_admit_is_named_with_the_setting(list
 def test_a_wrong_called_ae_names_the_option_and_our_listeners_title(listener: ListenerProcess) -> None:
     result = radtrace("send", "--port", str(listener.port), "--called-ae", "RADTRACE1", str(FILM))
     assert result.returncode == 2, result.stderr
-    line = _one_line(result.stderr)
+    line = one_line_of(result.stderr)
     assert "called AE title 'RADTRACE1' not recognised" in line
     assert "--called-ae" in line
     assert "listener.ae_title is 'RADTRACE'" in line
@@ -88,7 +80,7 @@ def test_a_listener_at_its_association_limit_says_try_again(listener: ListenerPr
     finally:
         held.release()
     assert result.returncode == 1, result.stderr
-    line = _one_line(result.stderr)
+    line = one_line_of(result.stderr)
     assert "local limit exceeded" in line
     assert "listener.max_associations" in line
     assert "try again" in line
@@ -120,6 +112,6 @@ def test_send_to_an_http_port_says_it_is_not_the_dicom_listener() -> None:
     with answering_http() as port:
         result = radtrace("send", "--port", str(port), str(FILM))
     assert result.returncode == 1, result.stderr
-    line = _one_line(result.stderr)
+    line = one_line_of(result.stderr)
     assert "answers HTTP, not DICOM" in line
     assert "listener.port (11112" in line
