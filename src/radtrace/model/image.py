@@ -15,7 +15,8 @@ The chain follows the DICOM grayscale pipeline (PS3.4 Annex N, PS3.3 C.11):
    outliers is replaced by the 1-99 percentile range;
 4. inversion for MONOCHROME1, so that air is dark: the Photometric Interpretation decides, an image's own
    Presentation LUT Shape only restates it (one inversion for MONOCHROME1 with INVERSE), and a shape that
-   contradicts it is recorded and not followed (see ``_polarity``);
+   contradicts it is recorded and not followed (see ``_polarity``); a picture whose pixels look like a negative
+   (:mod:`radtrace.model.polarity`: a Photometric Interpretation that is wrong) is recorded, not flipped;
 5. 8 bits, then gray to RGB;
 6. resize keeping the aspect ratio (of the pixels too, where they are not square) to a pixel budget, in multiples
    of the model's merged patch (28 px for Qwen2.5-VL), so that the processor's own resize is the identity and a
@@ -37,6 +38,7 @@ from pydicom.dataset import Dataset
 
 from radtrace.dicom_listener.attributes import pixel_aspect_ratio
 from radtrace.errors import DicomInputError
+from radtrace.model.polarity import PROBABLY_INVERTED, polarity_plausibility
 from radtrace.model.stored_pixels import MAX_SOURCE_PIXELS, decode_first_frame, padding_mask, palette_luminance
 
 __all__ = [
@@ -202,6 +204,14 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
     invert, inversion_step = _polarity(ds, photometric)
     if invert:
         display = 1.0 - display
+    check = polarity_plausibility(display, padding)
+    inversion_step["polarity_check"] = check
+    if check["verdict"] == PROBABLY_INVERTED:
+        # Recorded, not followed, as a contradicting Presentation LUT Shape: a wrong flip would hide a right header.
+        inversion_step["suspected_inversion"] = (
+            f"the picture looks like a negative (score {check['score']:+.2f}): the Photometric Interpretation "
+            f"{photometric} may be wrong; shown as the header says"
+        )
     steps.append(inversion_step)
     if padding is not None:
         display = np.where(padding, 0.0, display)  # not image: black, as a viewer shows the background
