@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from radtrace.store.migration_payloads import copyable_assessment_sql, log_rows_left_out
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -37,20 +39,21 @@ _INDEXES = (
 
 
 # The assessment events recorded so far (later ones are copied by radtrace.console.dashboard_agreement.sync_decisions).
+# A row whose payload cannot be read is left out, as the console leaves it out (radtrace.store.migration_payloads).
 _BACKFILL = """
 INSERT INTO qa_decisions (seq, recorded_at, study_uid, revision, label, decision)
 SELECT seq, recorded_at, COALESCE(study_uid, ''), CAST(COALESCE({revision}, '0') AS INTEGER),
        CASE WHEN event_type = 'draft_assessed' THEN '' ELSE SUBSTR(COALESCE({finding}, ''), 1, 255) END,
        SUBSTR(COALESCE({decision}, ''), 1, 16)
-FROM audit_events WHERE event_type IN ('finding_assessed', 'draft_assessed')
+FROM audit_events WHERE event_type IN ('finding_assessed', 'draft_assessed') AND {copyable}
 """
 _BACKFILL_SQLITE = _BACKFILL.format(
     revision="json_extract(payload, '$.revision')", finding="json_extract(payload, '$.finding')",
-    decision="json_extract(payload, '$.decision')",
+    decision="json_extract(payload, '$.decision')", copyable="{copyable}",
 )  # fmt: skip
 _BACKFILL_POSTGRESQL = _BACKFILL.format(
     revision="(payload::json ->> 'revision')", finding="(payload::json ->> 'finding')",
-    decision="(payload::json ->> 'decision')",
+    decision="(payload::json ->> 'decision')", copyable="{copyable}",
 )  # fmt: skip
 
 # A decision with a later one on the same study, revision and label no longer counts.
@@ -77,7 +80,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_qa_decisions_recorded_at", "qa_decisions", ["recorded_at", "superseded", "label", "decision"])
     op.create_index("ix_qa_decisions_key", "qa_decisions", ["study_uid", "revision", "label", "seq"])
-    op.execute(_BACKFILL_POSTGRESQL if op.get_bind().dialect.name == "postgresql" else _BACKFILL_SQLITE)
+    backfill = _BACKFILL_POSTGRESQL if op.get_bind().dialect.name == "postgresql" else _BACKFILL_SQLITE
+    op.execute(backfill.format(copyable=copyable_assessment_sql()))
+    log_rows_left_out(("finding_assessed", "draft_assessed"))
     op.execute(_SUPERSEDE)
 
 

@@ -19,28 +19,31 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from radtrace.store.migration_payloads import copyable_assessment_sql
+
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None
 
-# A payload edited into something that is not JSON (SQLite lets the row be read as text) gets no reason code here
-# rather than stopping the upgrade.
+# Only the rows migration 0008 and the console copy are in qa_decisions, so every payload read here is readable; the
+# guard keeps it so for a row edited since (radtrace.store.migration_payloads).
 _BACKFILL_SQLITE = """
 UPDATE qa_decisions SET reason_code = (
-    SELECT SUBSTR(CASE WHEN json_valid(payload) THEN json_extract(payload, '$.reason_code') END, 1, 16)
-    FROM audit_events WHERE audit_events.seq = qa_decisions.seq)
+    SELECT SUBSTR(json_extract(payload, '$.reason_code'), 1, 16)
+    FROM audit_events WHERE audit_events.seq = qa_decisions.seq AND {copyable})
 WHERE label = ''
 """
 _BACKFILL_POSTGRESQL = """
 UPDATE qa_decisions SET reason_code = SUBSTR(json_extract_path_text(audit_events.payload::json, 'reason_code'), 1, 16)
-FROM audit_events WHERE audit_events.seq = qa_decisions.seq AND qa_decisions.label = ''
+FROM audit_events WHERE audit_events.seq = qa_decisions.seq AND qa_decisions.label = '' AND {copyable}
 """
 
 
 def upgrade() -> None:
     op.add_column("qa_decisions", sa.Column("reason_code", sa.String(length=16), nullable=True))
-    op.execute(_BACKFILL_POSTGRESQL if op.get_bind().dialect.name == "postgresql" else _BACKFILL_SQLITE)
+    backfill = _BACKFILL_POSTGRESQL if op.get_bind().dialect.name == "postgresql" else _BACKFILL_SQLITE
+    op.execute(backfill.format(copyable=copyable_assessment_sql("audit_events.payload")))
     op.create_index("ix_qa_decisions_current", "qa_decisions", ["superseded", "label", "decision", "reason_code"])
 
 
