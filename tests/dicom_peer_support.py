@@ -285,3 +285,34 @@ def rejecting_peer(result: int, source: int, reason: int) -> Iterator[int]:
             server.shutdown(socket.SHUT_RDWR)
         server.close()
         thread.join(timeout=10)
+
+
+@contextmanager
+def answering_peer(answer: bytes, *, close: bool = False) -> Iterator[int]:
+    """A port whose peer answers every A-ASSOCIATE-RQ (or whatever it is sent first) with ``answer``, bytes that need
+    not be DICOM (an HTTP server's status line, a few stray bytes, nothing at all), then closes when ``close``, or
+    else holds the connection open until the requester closes it, as a server that waits for more does."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stopping = threading.Event()
+
+    def answer_each() -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(OSError):
+                connection, _ = server.accept()
+                with connection:
+                    connection.settimeout(15)
+                    connection.recv(65536)
+                    connection.sendall(answer)
+                    while not close and connection.recv(65536):  # until the requester closes
+                        pass
+
+    thread = threading.Thread(target=answer_each, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stopping.set()
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        thread.join(timeout=20)

@@ -14,8 +14,11 @@ No association is :class:`NoAssociationError`: an A-ASSOCIATE-RJ's result, sourc
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -39,7 +42,9 @@ __all__ = [
     "Rejection",
     "SendResult",
     "answers_http",
+    "close_socket",
     "collect_files",
+    "quoted_answer",
     "send_files",
     "summarise",
 ]
@@ -65,6 +70,9 @@ REJECT_REASONS = {
     2: {1: "no reason given", 2: "protocol version not supported"},
     3: {1: "temporary congestion", 2: "local limit exceeded"},
 }
+#: PDU types (PS3.8 table 9-11): a first byte outside them is no DICOM upper-layer answer.
+PDU_TYPES = frozenset(range(0x01, 0x08))
+QUOTED_CHARS = 40  # of a peer's answer, in a reason: enough for an HTTP status line
 #: The reasons pynetdicom 3.0's A-ASSOCIATE primitive takes (its setter refuses the rest with a ValueError).
 PYNETDICOM_REASONS = frozenset({1, 2, 3, 7})
 
@@ -130,10 +138,14 @@ class PeerAnswer:
     :attr:`reserved`."""
 
     _RJ_HEAD = 10  # type, reserved, length (4), reserved, result, source, reason
+    _SAID = 64  # how much of a non-DICOM answer is kept to be quoted (its first line, at most QUOTED_CHARS of it)
+    _SAID_WAIT_S = 0.2  # how long the rest of that first line is waited for, once its first bytes showed it
 
     def __init__(self) -> None:
         self.not_dicom = False
+        self.closed = False  # the peer closed the connection before it sent a byte
         self.first = bytearray()
+        self.said = b""  # the first bytes of an answer that is no DICOM PDU (quote them with quoted_answer)
         self.reserved: Rejection | None = None
 
     def handlers(self) -> list[EventHandlerType]:
@@ -144,7 +156,12 @@ class PeerAnswer:
         read = transport.recv
 
         def recv(nr_bytes: int) -> bytearray:
-            data: bytearray = read(nr_bytes)
+            if not self.first and not self.closed and not self.not_dicom:
+                data = self._first_read(transport.socket, read, nr_bytes)
+                if self.closed or self.not_dicom:
+                    return data
+            else:
+                data = read(nr_bytes)
             if len(self.first) < self._RJ_HEAD:
                 start = len(self.first)
                 self.first += data[: self._RJ_HEAD - start]
@@ -153,6 +170,38 @@ class PeerAnswer:
             return data
 
         transport.recv = recv
+
+    def _first_read(self, raw: socket.socket, read: Callable[[int], bytearray], nr_bytes: int) -> bytearray:
+        """The peer's first bytes, looked at as they come. pynetdicom reads a PDU header's 6 bytes until it has them
+        all: a peer that answered fewer and waits for more (a server waiting for the rest of a request) held the
+        association until the connection's timeout. A first byte that is no PDU type (PS3.8 9.3.1: 01H-07H) ends it
+        now: what arrived is handed on as it is (pynetdicom then reads an unknown PDU type, or too short a header:
+        either ends the association at once), and the first line is kept in :attr:`said`."""
+        data = bytearray(raw.recv(nr_bytes))  # what has arrived, up to nr_bytes; blocks as pynetdicom's read would
+        if not data:
+            self.closed = True
+        elif data[0] not in PDU_TYPES:
+            self.not_dicom = True
+            self.said = bytes(data) + self._rest_of_line(raw, len(data))
+        elif len(data) < nr_bytes:
+            data += read(nr_bytes - len(data))
+        return data
+
+    def _rest_of_line(self, raw: socket.socket, have: int) -> bytes:
+        """Up to :data:`_SAID` bytes of the answer in all, what arrives within :data:`_SAID_WAIT_S` (the association
+        is over: nothing else reads them)."""
+        rest = b""
+        deadline = time.monotonic() + self._SAID_WAIT_S
+        with contextlib.suppress(OSError, ValueError):
+            while have + len(rest) < self._SAID and b"\n" not in rest:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([raw], [], [], left)[0]:
+                    break
+                chunk = raw.recv(self._SAID - have - len(rest))
+                if not chunk:
+                    break
+                rest += chunk
+        return rest
 
     def _taken_by_pynetdicom(self, data: bytearray, start: int) -> bytearray:
         result, source, reason = self.first[7:10]
@@ -189,7 +238,26 @@ class PeerAnswer:
     @property
     def http(self) -> bool:
         """The peer answered with no DICOM PDU but an HTTP status line (``HTTP/``)."""
-        return self.not_dicom and bytes(self.first).startswith(b"HTTP/")
+        return self.not_dicom and (self.said or bytes(self.first)).startswith(b"HTTP/")
+
+    def no_answer(self, where: str) -> str | None:
+        """Why there is no association when the peer did not answer in DICOM: ``where`` (who, at host:port) closed
+        the connection without a word, or answered with something else, quoted (:func:`quoted_answer`); ``None``
+        when it answered in DICOM or not at all."""
+        if self.not_dicom:
+            return f"{where} answered with something that is not DICOM: {quoted_answer(self.said or self.first)}"
+        if self.closed:
+            return f"{where} closed the connection without answering the A-ASSOCIATE-RQ"
+        return None
+
+
+def quoted_answer(data: bytes | bytearray) -> str:
+    """A peer's first bytes for a reason or a log line: its first line (up to CR or LF), at most
+    :data:`QUOTED_CHARS` characters, quoted, every byte but printable ASCII written ``\\xNN`` (the quote and the
+    backslash too): no peer can end our line, start another or put terminal controls in it."""
+    line = bytes(data).split(b"\r", 1)[0].split(b"\n", 1)[0]
+    shown = "".join(chr(b) if 0x20 <= b < 0x7F and b not in b"'\\" else f"\\x{b:02x}" for b in line[:QUOTED_CHARS])
+    return f"'{shown}'" + ("…" if len(line) > QUOTED_CHARS else "")
 
 
 def answers_http(host: str, port: int, timeout_s: float = 2.0) -> bool:
@@ -312,15 +380,17 @@ def send_files(
             answer = PeerAnswer()
             assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=answer.handlers())
             if not assoc.is_established:
+                close_socket(assoc)
                 where = f"association with {called_ae} at {host}:{port}"
                 rejection = answer.rejection(assoc)
                 if rejection is not None:
                     raise NoAssociationError(f"{where} rejected ({rejection.codes})", rejection=rejection)
                 why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
+                said = answer.no_answer(f"{called_ae} at {host}:{port}")
                 raise NoAssociationError(
-                    f"{where} {why}",
+                    f"association with {said}" if said else f"{where} {why}",
                     not_dicom=answer.not_dicom,
-                    http=answer.not_dicom and answer.first.startswith(b"HTTP/"),
+                    http=answer.http,
                 )
             try:
                 accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
@@ -345,13 +415,14 @@ def send_files(
             finally:
                 if assoc.is_established:
                     assoc.release()
-                _close_socket(assoc)
+                close_socket(assoc)
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = previous
     return [results[path] for path in files]
 
 
-def _close_socket(assoc: Association) -> None:
+def close_socket(assoc: Association) -> None:
+    """Close the association's socket, whatever became of it."""
     # pynetdicom skips close() when shutdown() fails on a connection the peer reset (it was killed).
     transport = getattr(assoc.dul, "socket", None)
     raw = getattr(transport, "socket", None)

@@ -6,7 +6,9 @@ data set does not match the SOP class, ``Cxxx`` cannot understand, ``0122`` SOP 
 and ``0124`` not authorised are permanent; any other failure, a missing response, an association
 that is refused, aborted or cannot be opened are retryable. Every pynetdicom error leaves as a
 radtrace error. A refused association is said with its A-ASSOCIATE-RJ codes and PS3.8 table 9-21's words,
-as ``radtrace send`` says it.
+as ``radtrace send`` says it; a peer that closes without a word, or answers in something other than DICOM (an HTTP
+server's ``400``), is said so at once with its first line quoted safely (:meth:`radtrace.dicom_listener.scu.PeerAnswer.
+no_answer`), not left to the ACSE timeout.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from radtrace.config import DicomDestination
-from radtrace.dicom_listener.scu import PeerAnswer
+from radtrace.dicom_listener.scu import PeerAnswer, close_socket
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
 
 __all__ = ["LONGEST_STORE_S", "STORE_TIMEOUT_S", "StoreResult", "describe_destination", "store_instance"]
@@ -97,6 +99,9 @@ def _not_established(assoc: Any, answer: PeerAnswer, where: str, sop_class: str)
         return PeerUnavailableError(
             f"{where} rejected the association (A-ASSOCIATE-RJ {rejection.codes}: {rejection.words()})"
         )
+    said = answer.no_answer(where)  # closed without a word, or answered in something else (an HTTP server's 400)
+    if said is not None:
+        return PeerUnavailableError(said)
     if any(cx.abstract_syntax == sop_class for cx in assoc.rejected_contexts):
         # the PACS accepted the association but not our only context: pynetdicom aborts it; no retry can help
         return _not_accepted(where, sop_class)
@@ -138,6 +143,7 @@ def store_instance(
     except (OSError, RuntimeError, ValueError) as exc:
         raise PeerUnavailableError(f"cannot associate with {where}: {exc}") from exc
     if not assoc.is_established:
+        close_socket(assoc)
         raise _not_established(assoc, answer, where, str(dataset.SOPClassUID))
     _tune_socket(assoc, timeout_s)
     try:
