@@ -216,12 +216,27 @@ class Reply:
 
 @dataclass
 class FakeVllm:
-    """A vLLM-like server: ``answer`` decides each chat completion (None: never answer); it counts requests."""
+    """A vLLM-like server: ``answer`` decides each chat completion (None: never answer); it counts requests.
+
+    ``engine_dead``: what vLLM does once its engine process died and its API process lives on (V0, or V1 with
+    ``VLLM_KEEP_ALIVE_ON_ENGINE_DEATH``): ``/v1/models`` still lists the model, ``/health`` answers 503 and each
+    completion 500. ``has_health``: False for an OpenAI-compatible server without ``/health`` (404 there).
+    """
 
     url: str
     answer: Callable[[dict[str, Any]], Reply | None]
     requests: int = 0
     released: threading.Event = field(default_factory=threading.Event)
+    engine_dead: bool = False
+    has_health: bool = True
+    health_checks: int = 0
+
+
+#: What vLLM answers a completion once its engine is dead (status 500).
+ENGINE_DEAD_BODY = json.dumps(
+    {"object": "error", "message": "EngineCore encountered an issue. See stack trace for the root cause.",
+     "type": "InternalServerError", "code": 500}
+).encode()  # fmt: skip
 
 
 def completion(text: str) -> Reply:
@@ -245,7 +260,14 @@ def fake_vllm_server(port: int | None = None) -> Iterator[FakeVllm]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def do_GET(self) -> None:  # /v1/models, asked by radtrace's preflight
+        def do_GET(self) -> None:  # /v1/models (radtrace's preflight, a health check's fallback) and /health
+            if self.path == "/health":
+                server.health_checks += 1
+                status = 404 if not server.has_health else 503 if server.engine_dead else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -256,7 +278,7 @@ def fake_vllm_server(port: int | None = None) -> Iterator[FakeVllm]:
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             server.requests += 1
-            reply = server.answer(request)
+            reply = server.answer(request) if not server.engine_dead else Reply(500, ENGINE_DEAD_BODY)
             if reply is None:  # hang: the client's deadline ends the request
                 server.released.wait(30)
                 return

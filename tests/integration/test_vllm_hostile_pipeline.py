@@ -27,9 +27,13 @@ pytestmark = pytest.mark.integration
 
 
 def _dripping_server(peer: HostilePeer, connection: socket.socket) -> None:
-    """Drips its completions; its model list (the worker's health check of the server) it answers at once: a server
-    that is up and slow, not one that is down (that one the worker holds its reads for: test_worker_outage)."""
+    """Drips its completions; its /health and model list (the worker's health check of the server) it answers at
+    once: a server that is up and slow, not one that is down (that one the worker holds its reads for:
+    test_worker_outage)."""
     body = json.dumps({"choices": [{"message": {"content": "x" * 5000}, "finish_reason": "stop"}]}).encode()
+    if peer.received[-1].startswith(b"GET /health"):
+        peer.write(connection, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return
     if peer.received[-1].startswith(b"GET /v1/models"):
         body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
         peer.write(connection, f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)

@@ -226,3 +226,61 @@ def test_a_server_that_keeps_coming_back_and_failing_the_batch_costs_an_attempt_
     assert reader.reads == 4  # the first read and one after each of three holds
     for uid in uids:
         assert revision_row(store, uid).attempts == 1
+
+
+def test_a_server_whose_engine_died_is_held_for_not_read_again_and_again(
+    settings: Settings, store: Store, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """vLLM's API process lives on after its engine died: it lists its models but fails every completion (500) and
+    its /health (503). Before, the probe asked the model list, found the server up and each batch cost an attempt:
+    with max_attempts 2 the queue ended failed ('gave up after 2 attempts: ... answered 500') within a second."""
+    uids = queue(settings, store, 5)
+    caplog.set_level(logging.INFO, logger="radtrace")
+    with fake_vllm_server(port) as server:
+        server.engine_dead = True
+        pipeline = pipeline_for(settings, store)
+        worker = threading.Thread(target=ring_until_settled, args=(pipeline, store, uids, 40), daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not reading_events(store) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # several probes, each answered 503
+        held = [revision_row(store, uid) for uid in uids]
+        assert [rev.state for rev in held].count(RevisionState.PROCESSING) == 4
+        assert all(rev.state in (RevisionState.PROCESSING, RevisionState.QUEUED) for rev in held)
+        for rev in held:
+            assert rev.attempts <= 1
+            assert "answered 503 to /health" in (rev.reason or ""), rev.reason
+        assert server.health_checks >= 3
+        dead_reads = server.requests
+        assert dead_reads == 4  # the batch once, then held: not read again while the engine is dead
+
+        server.engine_dead = False  # the engine was restarted
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+    for uid in uids:
+        rev = revision_row(store, uid)
+        assert (rev.state, rev.attempts, rev.reason) == (RevisionState.REPORTED, 1, None), uid
+    assert server.requests - dead_reads == 5
+    assert reading_events(store) == [("application_stopped", "serious_failure", False),
+                                     ("application_started", "success", True)]  # fmt: skip
+    assert not any(kind == "study_failed" for kind, _, _ in audit_events(store))
+
+
+def test_a_server_without_a_health_check_is_probed_by_its_model_list(
+    settings: Settings, store: Store, port: int
+) -> None:
+    """An OpenAI-compatible server with no /health (404): its model list answers, so a batch it failed with 500 is
+    no outage: retried as before, one attempt counted, and failed after max_attempts with the server's answer."""
+    uids = queue(settings, store, 2)
+    with fake_vllm_server(port) as server:
+        server.has_health, server.engine_dead = False, True
+        pipeline = pipeline_for(settings, store)
+        ring_until_settled(pipeline, store, uids, 20)
+        checks = server.health_checks
+    for uid in uids:
+        rev = revision_row(store, uid)
+        assert (rev.state, rev.attempts) == (RevisionState.FAILED, 2), uid
+        assert "answered 500" in (rev.reason or ""), rev.reason
+    assert checks >= 2  # asked, 404, then the model list
+    assert reading_events(store) == []

@@ -4,11 +4,13 @@ Without it, each batch due during an outage cost one timeout and one attempt per
 after ``broker.max_attempts`` timeouts of downtime: a 10-minute restart failed the night's studies.
 
 Now a batch the server failed as a whole (:func:`~radtrace.worker.model_failures.affects_every_study`) is followed by
-a cheap health check of the server (:meth:`radtrace.model.backends.base.Backend.unavailable`: the model list, bounded
-like every request). When it answers, the failure was the batch's and is retried as before (one attempt counted).
-When it does not, the breaker *opens*: the worker keeps its claims (renewed by the heartbeat) and reads nothing,
-probing with backoff (:data:`PROBE_FIRST_S` doubling to ``model.server_probe_max_s``); when the server answers it
-*closes* and the same batch is read again, in the same attempt. No attempt is spent on the outage.
+a cheap health check of the server (:meth:`radtrace.model.backends.base.Backend.unavailable`: vLLM's ``/health``,
+which answers 5xx once its engine died though its API process still lists models; the model list on a server without
+it; bounded in time and bytes like every request). When it answers, the failure was the batch's and is retried as
+before (one attempt counted). When it does not, the breaker *opens*: the worker keeps its claims (renewed by the
+heartbeat) and reads nothing, probing with backoff (:data:`PROBE_FIRST_S` doubling to ``model.server_probe_max_s``);
+when the server answers it *closes* and the same batch is read again, in the same attempt. No attempt is spent on the
+outage.
 
 Bounded: after ``model.server_hold_max_s`` (default :data:`GIVE_UP_AFTER_S`, 2 h) of outage the breaker says so (an
 error line) and the batch in hand, and every batch after it while the server is still down, ends ``failed`` with the

@@ -37,13 +37,19 @@ from radtrace.model.profiles.base import Profile
 from radtrace.model.reading import ModelIdentity
 from radtrace.model.study import StudyInput
 
-__all__ = ["MAX_REPLY_BYTES", "PROBE_TIMEOUT_S", "VllmBackend", "data_url", "served_models"]
+__all__ = ["HEALTH_PATH", "MAX_REPLY_BYTES", "PROBE_TIMEOUT_S", "VllmBackend", "data_url", "served_models"]
 
 #: The most reply bytes read per request: far above any completion (tokens times bytes per token in JSON), far below
 #: what would hurt a worker running ``max_concurrency`` requests at once.
 MAX_REPLY_BYTES: Final = 8 * 1024 * 1024
-#: The longest a health check of the server (its model list) may take, whatever ``model.request_timeout_s`` is.
+#: The longest a health check of the server (``/health``, and the model list where it has none) may take in all,
+#: whatever ``model.request_timeout_s`` is.
 PROBE_TIMEOUT_S: Final = 10.0
+#: vLLM's engine health check: 200 while its engine runs, 5xx once the engine is dead though the API process still
+#: answers (500 in vLLM's V0 engine, 503 since vLLM PR #24897, 2025-09), no body. Other OpenAI-compatible servers
+#: may lack it (404).
+HEALTH_PATH: Final = "/health"
+_HEALTH_BODY_BYTES: Final = 64 * 1024  # a health answer is empty; more is read no further
 _ERROR_BODY_BYTES: Final = 64 * 1024  # enough of a refusal's body to quote its start
 _QUOTED_CHARS: Final = 200
 
@@ -180,11 +186,27 @@ class VllmBackend(Backend):
         )
 
     def unavailable(self) -> str | None:
-        """Why the server is unavailable now (it cannot be reached, or does not list its models within
-        :data:`PROBE_TIMEOUT_S`, or answers 429 or 5xx), or None when it answers. A cheap health check: what the
-        worker's circuit breaker (:mod:`radtrace.worker.breaker`) probes while it holds reads."""
+        """Why the server cannot read now, or None when it can: what the worker's circuit breaker
+        (:mod:`radtrace.worker.breaker`) probes while it holds reads.
+
+        Asks :data:`HEALTH_PATH` first: a vLLM whose engine died while its API process lives still lists its models
+        but answers 5xx there. A server without it (404, or any answer but 2xx, 429 and 5xx, such as a gateway's 401
+        or a redirect: other OpenAI-compatible servers) is asked for its model list instead. Not available: not
+        reachable, 429 or 5xx, or no answer within :data:`PROBE_TIMEOUT_S` (both requests together); at most 64 KiB
+        of a health answer and :data:`MAX_REPLY_BYTES` of a model list are read.
+        """
+        bound = min(self.timeout_s, PROBE_TIMEOUT_S)
+        ends = time.monotonic() + bound
         try:
-            self.served_models(timeout_s=min(self.timeout_s, PROBE_TIMEOUT_S))
+            status, _, _ = self._fetch("GET", HEALTH_PATH, timeout_s=bound, limit=_HEALTH_BODY_BYTES, cut=True)
+            if 200 <= status < 300:
+                return None
+            if status == 429 or status >= 500:
+                return f"vLLM server at {self.base_url} answered {status} to {HEALTH_PATH}: its engine is not serving"
+            left = ends - time.monotonic()
+            if left <= 0:
+                return f"vLLM server at {self.base_url} did not answer its health checks within {bound:g} s"
+            self.served_models(timeout_s=left)  # no health check here: a server that lists its models answers
         except (PeerUnavailableError, ModelServerError) as exc:
             return exc.reason
         except (ModelError, ModelRequestError):  # it answered, if not as expected: the reads will say what is wrong
@@ -265,6 +287,30 @@ class VllmBackend(Backend):
         )
 
     def _request(self, method: str, path: str, *, timeout_s: float | None = None, **kwargs: Any) -> dict[str, Any]:
+        status, retry_after, data = self._fetch(method, path, timeout_s=timeout_s, **kwargs)
+        if status >= 400:
+            self._refused(path, status, retry_after, data.decode("utf-8", "replace"))
+        try:
+            body = json.loads(data)
+        except ValueError as exc:
+            raise ModelError(f"vLLM server at {self.base_url} sent a reply that is not JSON") from exc
+        if not isinstance(body, dict):
+            raise ModelError(f"vLLM server at {self.base_url} sent a reply that is not a JSON object")
+        return body
+
+    def _fetch(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout_s: float | None = None,
+        limit: int = MAX_REPLY_BYTES,
+        cut: bool = False,
+        **kwargs: Any,
+    ) -> tuple[int, str | None, bytes]:
+        """One request, ended at ``timeout_s`` (default the request timeout) whatever the server does: its status,
+        Retry-After and body (at most ``limit`` bytes: past it, the start with ``cut``, else a :class:`ModelError`;
+        an error status's body: its first 64 KiB)."""
         seconds = self.timeout_s if timeout_s is None else timeout_s
         deadline = _Deadline(seconds)
         late = f"vLLM server at {self.base_url} did not answer {path} within {seconds:g} s"
@@ -274,9 +320,10 @@ class VllmBackend(Backend):
             ) as response:
                 status = response.status_code
                 if status >= 400:
-                    detail = self._read(response, _ERROR_BODY_BYTES, cut=True).decode("utf-8", "replace")
-                    self._refused(path, status, response.headers.get("retry-after"), detail)
-                data = self._read(response, MAX_REPLY_BYTES, cut=False)
+                    data = self._read(response, _ERROR_BODY_BYTES, cut=True)
+                else:
+                    data = self._read(response, limit, cut=cut)
+                return status, response.headers.get("retry-after"), data
         except httpx.TimeoutException as exc:
             raise ModelServerError(late) from exc
         except httpx.TransportError as exc:
@@ -287,13 +334,6 @@ class VllmBackend(Backend):
             raise ModelError(f"vLLM server at {self.base_url} broke off its answer to {path}: {_quoted(exc)}") from exc
         finally:
             deadline.cancel()
-        try:
-            body = json.loads(data)
-        except ValueError as exc:
-            raise ModelError(f"vLLM server at {self.base_url} sent a reply that is not JSON") from exc
-        if not isinstance(body, dict):
-            raise ModelError(f"vLLM server at {self.base_url} sent a reply that is not a JSON object")
-        return body
 
     def _read(self, response: httpx.Response, limit: int, *, cut: bool) -> bytes:
         """At most ``limit`` bytes of the body; past it, the start (``cut``) or a :class:`ModelError`."""

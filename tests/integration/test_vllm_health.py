@@ -1,0 +1,136 @@
+"""The vLLM client's health check (what the worker's circuit breaker probes while it holds reads), against servers on
+raw sockets: vLLM's ``/health`` decides where the server has it, the model list where it has not, and the check ends
+in time and reads a bounded number of bytes whatever the server does."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from private_servers import HostilePeer, drip, hostile_peer, stream_forever
+from radtrace.model.backends.vllm import VllmBackend
+from radtrace.testing.services import free_port
+
+pytestmark = pytest.mark.integration
+
+BOUND_S = 1.0  # the request timeout, below PROBE_TIMEOUT_S: the health check's bound
+MODELS = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
+
+
+def _backend(url: str) -> VllmBackend:
+    return VllmBackend(url, max_new_tokens=1, min_pixels=1, max_pixels=1, model="m", timeout_s=BOUND_S)
+
+
+def _answer(status: str, body: bytes = b"", **headers: str) -> bytes:
+    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _paths(peer: HostilePeer) -> list[str]:
+    return [request.split(b" ", 2)[1].decode() for request in peer.received]
+
+
+def _probe(url: str) -> tuple[str | None, float]:
+    backend = _backend(url)
+    started = time.monotonic()
+    try:
+        return backend.unavailable(), time.monotonic() - started
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize(
+    ("health", "expected"),
+    [
+        ("200 OK", None),  # the engine runs
+        ("503 Service Unavailable", "answered 503 to /health: its engine is not serving"),  # vLLM since 2025-09
+        ("500 Internal Server Error", "answered 500 to /health: its engine is not serving"),  # vLLM's V0 engine
+    ],
+)  # fmt: skip
+def test_the_health_answer_decides_and_the_model_list_is_not_asked(health: str, expected: str | None) -> None:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.write(connection, _answer(health) if _paths(peer)[-1] == "/health" else _answer("200 OK", MODELS))
+
+    with hostile_peer(behave) as peer:
+        problem, _ = _probe(peer.url)
+        asked = _paths(peer)
+    assert asked == ["/health"]
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert expected in problem
+
+
+@pytest.mark.parametrize("health", ["404 Not Found", "401 Unauthorized", "307 Temporary Redirect"])
+def test_a_server_without_a_usable_health_check_is_asked_for_its_model_list(health: str) -> None:
+    models = {"status": "200 OK"}
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if _paths(peer)[-1] == "/health":
+            peer.write(connection, _answer(health, Location="/elsewhere"))
+        else:
+            peer.write(connection, _answer(models["status"], MODELS if models["status"] == "200 OK" else b""))
+
+    with hostile_peer(behave) as peer:
+        up, _ = _probe(peer.url)
+        models["status"] = "502 Bad Gateway"
+        down, _ = _probe(peer.url)
+        asked = _paths(peer)
+    assert asked == ["/health", "/v1/models"] * 2
+    assert up is None
+    assert down is not None
+    assert "answered 502 to /v1/models" in down
+
+
+def test_a_dripped_health_answer_ends_at_the_bound() -> None:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        drip(peer, connection, b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10000, every_s=0.05)
+
+    with hostile_peer(behave) as peer:
+        problem, elapsed = _probe(peer.url)
+    assert problem is not None
+    assert "did not answer /health within 1 s" in problem
+    assert elapsed < 2 * BOUND_S
+
+
+def test_both_requests_together_end_at_the_bound() -> None:
+    """A slow 404 and then a model list that never comes: one bound for the whole check, not one per request."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if _paths(peer)[-1] == "/health":
+            time.sleep(0.6 * BOUND_S)
+            peer.write(connection, _answer("404 Not Found"))
+        else:
+            peer.stop.wait(30)
+
+    with hostile_peer(behave) as peer:
+        problem, elapsed = _probe(peer.url)
+    assert problem is not None
+    assert "did not answer /v1/models" in problem
+    assert elapsed < 1.5 * BOUND_S
+
+
+def test_an_endless_health_answer_is_not_read_to_the_end() -> None:
+    """200 and a chunked body for ever: the check reads 64 KiB, ignores it and answers at once."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        chunk = b" " * 65536
+        if peer.write(connection, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"):
+            stream_forever(peer, connection, b"%x\r\n" % len(chunk) + chunk + b"\r\n", limit=256 * 1024 * 1024)
+
+    with hostile_peer(behave) as peer:
+        problem, elapsed = _probe(peer.url)
+        sent = peer.sent
+    assert problem is None
+    assert elapsed < BOUND_S
+    assert sent < 16 * 1024 * 1024  # the client stopped reading (socket buffers hold the rest)
+
+
+def test_a_server_that_is_not_there_is_not_reachable() -> None:
+    problem, _ = _probe(f"http://127.0.0.1:{free_port()}")
+    assert problem is not None
+    assert "is not reachable" in problem
