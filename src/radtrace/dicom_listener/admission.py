@@ -133,7 +133,9 @@ class Admission:
         self.settings = settings
         self.shared = shared
         self.budget = BufferBudget(settings.max_buffered_bytes)
-        self.negotiation = NegotiationBudget.for_settings(settings)
+        self.negotiation = NegotiationBudget.for_settings(
+            settings, table=None if shared is None else shared.negotiation
+        )
         self.clock = clock
         self._connections: set[Connection] = set()
         self._lock = threading.Lock()

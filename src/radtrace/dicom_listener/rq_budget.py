@@ -14,19 +14,23 @@ interval a source costs at most the rate plus the burst plus the connections it 
 
 A real PACS opens a handful of associations a second, each a few milliseconds of negotiation: far below the rate.
 IPv6 sources are counted per /64 (one host usually holds a whole /64); IPv4 per address.
+
+The processes of one ``radtrace listen`` (``listener.processes``) share one bucket per source
+(:class:`~radtrace.dicom_listener.shared_counts.SharedBuckets`): the rate and burst are the source's over all of
+them, not per process. A process killed part way through leaves no share behind to clear: what it charged was
+spent, and is earned back as any debt.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 from radtrace.config import ListenerSettings
+from radtrace.dicom_listener.shared_counts import BUDGET_SOURCES, Bucket, SharedBuckets
 
 __all__ = ["BURST_CPU_S", "RATE_CPU_S_PER_S", "REFUSED_REASON", "NegotiationBudget", "source_key"]
 
@@ -37,7 +41,7 @@ RATE_CPU_S_PER_S: Final[float] = ListenerSettings.model_fields["negotiation_cpu_
 #: some 50 of the largest valid RQs.
 BURST_CPU_S: Final[float] = ListenerSettings.model_fields["negotiation_cpu_burst_s"].default
 #: Sources told apart at once; past it the one with the most credit left is forgotten (it starts full again).
-MAX_SOURCES: Final = 4096
+MAX_SOURCES: Final = BUDGET_SOURCES
 #: The reason in the audit log, the metrics and the log line.
 REFUSED_REASON: Final = "negotiation CPU budget of this source spent"
 
@@ -56,15 +60,13 @@ def source_key(host: str) -> str:
     return str(address)
 
 
-@dataclass
-class _Bucket:
-    balance: float
-    updated_at: float
-    logged_at: float | None = None
-
-
 class NegotiationBudget:
-    """Per-source CPU credit for negotiation (thread-safe); :meth:`for_settings` builds the listener's."""
+    """Per-source CPU credit for negotiation (thread- and process-safe); :meth:`for_settings` builds the listener's.
+
+    ``table``: the buckets, shared with the other processes of one ``radtrace listen``
+    (:attr:`radtrace.dicom_listener.shared_counts.SharedSourceCounts.negotiation`); without one the budget keeps
+    its own. Every process must use the same clock: :func:`time.monotonic` (CLOCK_MONOTONIC) is the host's.
+    """
 
     def __init__(
         self,
@@ -73,29 +75,39 @@ class NegotiationBudget:
         *,
         clock: Callable[[], float] = time.monotonic,
         max_sources: int = MAX_SOURCES,
+        table: SharedBuckets | None = None,
     ) -> None:
         self.rate = rate
         self.burst = burst
         self.clock = clock
-        self.max_sources = max_sources
-        self._buckets: dict[str, _Bucket] = {}
-        self._lock = threading.Lock()
+        self.table = table if table is not None else SharedBuckets(max_sources, across_processes=False)
+        self.max_sources = self.table.max_sources
 
     @classmethod
     def for_settings(
-        cls, settings: ListenerSettings, *, clock: Callable[[], float] = time.monotonic
+        cls,
+        settings: ListenerSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        table: SharedBuckets | None = None,
     ) -> NegotiationBudget:
         """The budget ``listener.negotiation_cpu_rate_s`` and ``listener.negotiation_cpu_burst_s`` set."""
-        return cls(settings.negotiation_cpu_rate_s, settings.negotiation_cpu_burst_s, clock=clock)
+        return cls(settings.negotiation_cpu_rate_s, settings.negotiation_cpu_burst_s, clock=clock, table=table)
 
-    def _balance(self, bucket: _Bucket, now: float) -> float:
-        return min(self.burst, bucket.balance + (now - bucket.updated_at) * self.rate)
+    def _balance(self, bucket: Bucket, now: float) -> float:
+        # A bucket written at a later time than now (another process's clock read a moment after ours) has earned
+        # nothing more; one from the future by more than that (a clock that is not the host's) cannot add credit.
+        return min(self.burst, bucket.balance + max(now - bucket.updated_at, 0.0) * self.rate)
+
+    @property
+    def sources(self) -> int:
+        """Sources with a bucket now."""
+        return len(self.table)
 
     def balance(self, host: str) -> float:
-        """The source's credit now, in CPU seconds (negative: its debt)."""
-        with self._lock:
-            bucket = self._buckets.get(source_key(host))
-            return self.burst if bucket is None else self._balance(bucket, self.clock())
+        """The source's credit now, in CPU seconds (negative: its debt); reads without taking the table's lock."""
+        bucket = self.table.peek(self.table.identity(source_key(host)))
+        return self.burst if bucket is None else self._balance(bucket, self.clock())
 
     def allows(self, host: str) -> bool:
         """Whether a connection from ``host`` may negotiate (the source is not in debt)."""
@@ -103,16 +115,13 @@ class NegotiationBudget:
 
     def charge(self, host: str, cpu_s: float) -> None:
         """Charge ``cpu_s`` seconds of CPU spent negotiating for ``host``."""
-        key = source_key(host)
-        with self._lock:
+
+        def charged(bucket: Bucket | None) -> Bucket:
             now = self.clock()
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                if len(self._buckets) >= self.max_sources:
-                    self._make_room(now)
-                bucket = self._buckets[key] = _Bucket(self.burst, now)
-            bucket.balance = self._balance(bucket, now) - max(cpu_s, 0.0)
-            bucket.updated_at = now
+            balance = self.burst if bucket is None else self._balance(bucket, now)
+            return Bucket(balance - max(cpu_s, 0.0), now, None if bucket is None else bucket.logged_at)
+
+        self.table.update(self.table.identity(source_key(host)), charged, self._make_room)
 
     def details(self, host: str) -> dict[str, float]:
         """The figures an audit event of a refusal carries (CPU seconds)."""
@@ -123,19 +132,23 @@ class NegotiationBudget:
         }
 
     def first_refusal(self, host: str, interval_s: float) -> bool:
-        """Whether a refusal of ``host`` now is the first in ``interval_s`` (for one log line per interval)."""
-        with self._lock:
-            bucket = self._buckets.get(source_key(host))
+        """Whether a refusal of ``host`` now is the first in ``interval_s`` (for one log line per interval, over
+        all the processes sharing the table)."""
+
+        def logged(bucket: Bucket | None) -> Bucket | None:
             now = self.clock()
             if bucket is None or (bucket.logged_at is not None and now - bucket.logged_at < interval_s):
-                return False
+                return None
             bucket.logged_at = now
-            return True
+            return bucket
 
-    def _make_room(self, now: float) -> None:
-        full = [key for key, bucket in self._buckets.items() if self._balance(bucket, now) >= self.burst]
-        for key in full:
-            del self._buckets[key]
-        if len(self._buckets) >= self.max_sources:
-            richest = max(self._buckets, key=lambda key: self._balance(self._buckets[key], now))
-            del self._buckets[richest]
+        return self.table.update(self.table.identity(source_key(host)), logged, self._make_room) is not None
+
+    def _make_room(self, buckets: list[tuple[bytes, Bucket]]) -> list[tuple[bytes, Bucket]]:
+        """Which buckets stay when a new source finds the table full: every one but those full (they would start
+        full again); if none is full, every one but the one with the most credit."""
+        now = self.clock()
+        kept = [(identity, bucket) for identity, bucket in buckets if self._balance(bucket, now) < self.burst]
+        if kept and len(kept) >= self.max_sources:
+            kept.remove(max(kept, key=lambda item: self._balance(item[1], now)))
+        return kept

@@ -3,9 +3,10 @@
 With ``listener.processes`` > 1 the parent forks that many children before opening any database
 connection or thread; each binds the same port with ``SO_REUSEPORT`` and runs its own listener and
 completion timer (completing a revision re-checks its state under the study's lock, so two timers
-never complete one twice). They count associations per source together
-(:class:`~radtrace.dicom_listener.shared_counts.SharedSourceCounts`). The parent forwards signals, clears
-the counts of a child that exited, and exits when the children have.
+never complete one twice). They count associations per source, and spend each source's negotiation CPU budget,
+together (:class:`~radtrace.dicom_listener.shared_counts.SharedSourceCounts`, made before the fork). The parent
+forwards signals, clears the association counts of a child that exited (a budget holds nothing of one process's
+to clear), and exits when the children have.
 """
 
 from __future__ import annotations
