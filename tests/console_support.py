@@ -24,6 +24,7 @@ from radtrace.audit.api import create_api
 from radtrace.audit.events import Actor
 from radtrace.config import Settings, load_settings
 from radtrace.console.accounts import create_user
+from radtrace.console.links import ConsoleLinks
 from radtrace.console.web import mount_console
 from radtrace.model.reader import StudyReader
 from radtrace.reporting.draft_store import drafts_root
@@ -82,6 +83,15 @@ def console_client(store: Store, settings: Settings) -> TestClient:
     app = create_api(store, drafts_dir=drafts_root(settings))
     mount_console(app, store, settings)
     return TestClient(app, base_url="http://testserver")
+
+
+def study_path(store: Store, study_uid: str, revision: int = 1) -> str:
+    """The console's address of a study revision's page: by the study's handle, as every console link names it."""
+    return f"/console/studies/{ConsoleLinks(store).study_handles([study_uid])[study_uid]}/{revision}"
+
+
+#: An address of a study page by a handle no study has (24 characters, as a handle is).
+UNKNOWN_STUDY = "/console/studies/AAAAAAAAAAAAAAAAAAAAAAAA/1"
 
 
 def add_user(store: Store, name: str, role: str) -> None:

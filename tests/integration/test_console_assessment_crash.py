@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in
+from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in, study_path
 from radtrace.audit.events import EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
@@ -53,9 +53,11 @@ def _draft_events(store: Store) -> list[dict[str, Any]]:
 
 
 def _decide(client: Any, study_uid: str) -> Any:
-    page = client.get(f"/console/studies/{study_uid}/1").text
+    page = client.get(study_path(client.app.state.console.store, study_uid)).text
     data = {"csrf_token": csrf_of(page), "decision": "reject", "reason": "RT-R2", "seen": ""}
-    return client.post(f"/console/studies/{study_uid}/1/draft", data=data, follow_redirects=False)
+    return client.post(
+        f"{study_path(client.app.state.console.store, study_uid)}/draft", data=data, follow_redirects=False
+    )
 
 
 @pytest.fixture
@@ -125,7 +127,7 @@ def test_after_a_crash_the_console_removes_an_unrecorded_sr_and_keeps_a_recorded
         sign_in(client, "dr.crash")
         assert _pending(settings) == []
         assert _kept(settings) == [recorded["path"]]
-        link = re.search(r'id="assessment-sr" href="([^"]+)"', client.get(f"/console/studies/{study_uid}/1").text)
+        link = re.search(r'id="assessment-sr" href="([^"]+)"', client.get(study_path(store, study_uid)).text)
         assert link is not None
         download = client.get(link.group(1))
     assert download.status_code == 200
@@ -145,7 +147,7 @@ def test_the_link_of_a_decision_committed_just_before_a_crash_serves_its_sr(
         with monkeypatch.context() as patch:
             patch.setattr(PendingAssessment, "promote", lambda self: self.pending)
             assert _decide(client, study_uid).status_code == 303
-        link = re.search(r'id="assessment-sr" href="([^"]+)"', client.get(f"/console/studies/{study_uid}/1").text)
+        link = re.search(r'id="assessment-sr" href="([^"]+)"', client.get(study_path(store, study_uid)).text)
         assert link is not None
         assert client.get(link.group(1)).status_code == 200  # kept when asked for, not only at the next start
     assert _pending(settings) == []

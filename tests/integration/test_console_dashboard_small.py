@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in
+from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in, study_path
 from radtrace.console.dashboard import CHARTS
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
@@ -68,14 +68,14 @@ def test_two_studies_either_side_of_midnight_and_three_decisions_give_the_hand_c
     add_user(store, "qa.small", "qa")
     with console_client(store, settings) as client:
         sign_in(client, "dr.small")
-        page = client.get(f"/console/studies/{before}/1").text
+        page = client.get(study_path(store, before)).text
         label = re.findall(r'name="label" value="([^"]+)"', page)[0]
-        url = f"/console/studies/{before}/1/findings"
+        url = f"{study_path(store, before)}/findings"
         token = csrf_of(page)
         for decision in ("accept", "reject"):  # a changed mind: only the reject counts
             client.post(url, data={"csrf_token": token, "label": label, "decision": decision})
-        page = client.get(f"/console/studies/{after}/1").text
-        client.post(f"/console/studies/{after}/1/findings",
+        page = client.get(study_path(store, after)).text
+        client.post(f"{study_path(store, after)}/findings",
                     data={"csrf_token": token, "label": label, "decision": "accept"})  # fmt: skip
     with console_client(store, settings) as client:
         sign_in(client, "qa.small")
@@ -94,4 +94,4 @@ def test_two_studies_either_side_of_midnight_and_three_decisions_give_the_hand_c
         listed = client.get(f"/console/dashboard/agreement?label={label}&decision=reject")
         assert listed.status_code == 200
         assert listed.text.count('href="/console/studies/') == 1
-        assert f'href="/console/studies/{before}/1"' in listed.text
+        assert f'href="{study_path(store, before)}"' in listed.text  # by the study's handle, not its UID

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from audit_support import as_superuser
-from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in
+from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in, study_path
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
 from radtrace.console.dashboard_agreement import sync_decisions
@@ -76,7 +76,7 @@ def test_a_decision_whose_time_was_edited_is_shown_as_unreadable_on_the_study_pa
     store = sqlite_store
     settings = console_settings(tmp_path, store)
     study_uid = reported_study(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), seed=81)
-    url = f"/console/studies/{study_uid}/1"
+    url = study_path(store, study_uid)
     one = _signed_in(store, settings, "dr.one", "radiologist")
     two = _signed_in(store, settings, "dr.two", "radiologist")
     try:
@@ -111,7 +111,7 @@ def test_the_dashboard_agreement_page_and_qa_rules_leave_out_a_row_whose_time_wa
     qa = _signed_in(store, settings, "qa.dash", "qa")
     try:
         for study_uid in (first, second):
-            url = f"/console/studies/{study_uid}/1"
+            url = study_path(store, study_uid)
             answer = doctor.post(f"{url}/findings",
                                  data={**_finding_form(doctor.get(url).text, 0), "decision": "accept"},
                                  follow_redirects=False)  # fmt: skip
@@ -158,7 +158,7 @@ def test_a_payload_edited_into_something_that_is_not_json_leaves_the_worklist_an
         worklist = doctor.get("/console/worklist?filter=all")
         assert worklist.status_code == 200, worklist.text
         assert "RT0000085" in worklist.text
-        url = f"/console/studies/{other}/1"
+        url = study_path(store, other)
         answer = doctor.post(f"{url}/findings", data={**_finding_form(doctor.get(url).text, 0), "decision": "accept"},
                              follow_redirects=False)  # fmt: skip
         assert answer.status_code == 303
@@ -171,7 +171,7 @@ def test_a_payload_edited_into_something_that_is_not_json_leaves_the_worklist_an
         page = doctor.get(url)
         assert page.status_code == 200, page.text
         assert "accepted by dr.payload" not in page.text  # the edited decision cannot be read as one
-        unreadable = doctor.get(f"/console/studies/{edited}/1")
+        unreadable = doctor.get(study_path(store, edited))
         assert unreadable.status_code == 404, unreadable.text  # its reading can no longer be read
     finally:
         doctor.__exit__(None, None, None)
@@ -187,9 +187,9 @@ def test_a_pending_assessment_sr_named_by_an_edited_decision_is_left_and_the_con
     study_uid = reported_study(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), seed=86)
     doctor = _signed_in(store, settings, "dr.pending", "radiologist")
     try:
-        page = doctor.get(f"/console/studies/{study_uid}/1").text
+        page = doctor.get(study_path(store, study_uid)).text
         form = {"csrf_token": csrf_of(page), "decision": "reject", "reason": "RT-R2", "seen": ""}
-        answer = doctor.post(f"/console/studies/{study_uid}/1/draft", data=form, follow_redirects=False)
+        answer = doctor.post(f"{study_path(store, study_uid)}/draft", data=form, follow_redirects=False)
         assert answer.status_code == 303, answer.text
     finally:
         doctor.__exit__(None, None, None)

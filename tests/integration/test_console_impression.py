@@ -19,7 +19,16 @@ import pydicom
 import pytest
 import sqlalchemy as sa
 
-from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in
+from console_support import (
+    UNKNOWN_STUDY,
+    add_user,
+    console_client,
+    console_settings,
+    csrf_of,
+    reported_study,
+    sign_in,
+    study_path,
+)
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import ReportingSettings
 from radtrace.console.dashboard_agreement import WHOLE_DRAFT, read_agreement, sync_decisions
@@ -32,8 +41,9 @@ pytestmark = pytest.mark.integration
 
 
 def _post(client: Any, study_uid: str, what: str, **form: str) -> Any:
-    page = client.get(f"/console/studies/{study_uid}/1").text
-    return client.post(f"/console/studies/{study_uid}/1/{what}", data={"csrf_token": csrf_of(page), **form},
+    url = study_path(client.app.state.console.store, study_uid)
+    page = client.get(url).text
+    return client.post(f"{url}/{what}", data={"csrf_token": csrf_of(page), **form},
                        follow_redirects=False)  # fmt: skip
 
 
@@ -61,18 +71,18 @@ def test_the_impression_is_accepted_modified_or_rejected_and_reaches_the_sr_and_
     add_user(store, "qa.imp", "qa")
     with console_client(store, settings) as client:
         sign_in(client, "dr.imp")
-        page = client.get(f"/console/studies/{first}/1").text
+        page = client.get(study_path(store, first)).text
         model_impression = re.search(r'data-testid="impression">([^<]*)<', page)
         assert model_impression is not None
         assert model_impression.group(1) not in ("", "(none)")
-        assert f'action="/console/studies/{first}/1/impression"' in page
+        assert f'action="{study_path(store, first)}/impression"' in page
         assert _post(client, first, "impression", decision="accept", seen="").status_code == 303
         answer = _post(
             client, first, "impression", decision="modify", impression="  No acute disease. \n", comment="overcalled"
         )  # fmt: skip (no seen field: no check)
         assert answer.status_code == 303
         assert answer.headers["location"].endswith("#impression")
-        page = client.get(f"/console/studies/{first}/1").text
+        page = client.get(study_path(store, first)).text
         shown = re.search(r'data-testid="impression-decision">(.*?)</div>', page, re.S)
         assert shown is not None
         assert "modified by dr.imp" in shown.group(1)
@@ -121,9 +131,7 @@ def test_an_impression_decision_that_cannot_be_recorded_is_refused_with_its_reas
         long = _post(client, study, "impression", decision="modify", impression="x" * 4001)
         assert long.status_code == 422
         assert "at most 4000" in long.text
-        shown = re.search(
-            r'id="impression-text"[^>]*>([^<]*)</textarea>', client.get(f"/console/studies/{study}/1").text
-        )
+        shown = re.search(r'id="impression-text"[^>]*>([^<]*)</textarea>', client.get(study_path(store, study)).text)
         assert shown is not None
         unchanged = _post(client, study, "impression", decision="modify", impression=html.unescape(shown.group(1)))
         assert unchanged.status_code == 422  # "modified" to the model's own words would count as a disagreement
@@ -131,7 +139,7 @@ def test_an_impression_decision_that_cannot_be_recorded_is_refused_with_its_reas
         odd = _post(client, study, "impression", decision="maybe")
         assert odd.status_code == 422
         assert "an impression decision is accept, reject or modify, not 'maybe'" in html.unescape(odd.text)
-        label = re.findall(r'name="label" value="([^"]+)"', client.get(f"/console/studies/{study}/1").text)[0]
+        label = re.findall(r'name="label" value="([^"]+)"', client.get(study_path(store, study)).text)[0]
         for what, form in (("impression", {}), ("findings", {"label": html.unescape(label)})):
             unchosen = _post(client, study, what, decision="", **form)  # no verdict chosen: said so, not "not ''"
             assert unchosen.status_code == 422
@@ -139,7 +147,7 @@ def test_an_impression_decision_that_cannot_be_recorded_is_refused_with_its_reas
         assert _post(client, study, "impression", decision="accept", seen="").status_code == 303
         stale = _post(client, study, "impression", decision="reject", seen="")  # the page before the accept
         assert stale.status_code == 409
-        no_token = client.post(f"/console/studies/{study}/1/impression", data={"decision": "accept"})
+        no_token = client.post(f"{study_path(store, study)}/impression", data={"decision": "accept"})
         assert no_token.status_code == 403
 
 
@@ -164,7 +172,7 @@ def test_the_assessment_oru_carries_the_impression_decision() -> None:
 
 
 def test_an_impression_typed_as_the_session_ended_is_shown_back(store: Store, tmp_path: Path) -> None:
-    study = "/console/studies/1.2.3.4/1"
+    study = UNKNOWN_STUDY
     with console_client(store, console_settings(tmp_path, store)) as client:
         refused = client.post(f"{study}/impression", data={"decision": "modify", "impression": "typed for minutes"})
     assert refused.status_code == 401

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from console_support import add_user, console_client, console_settings, sign_in
+from console_support import add_user, console_client, console_settings, sign_in, study_path
 from radtrace.dicom_listener.attributes import by_keyword
 from radtrace.model.backends.demo import DemoBackend
 from radtrace.model.profiles.base import Profile
@@ -83,12 +83,13 @@ def test_the_prepared_picture_is_the_one_the_model_was_given(
     add_user(store, "dr.image", "radiologist")
     with console_client(store, settings) as client:
         sign_in(client, "dr.image")
-        answer = client.get(f"/console/studies/{study_uid}/{number}/images/{source.sop_instance_uid}/prepared.png")
+        image = f"{study_path(store, study_uid, number)}/images/0"  # the first image the model read
+        answer = client.get(f"{image}/prepared.png")
         assert answer.status_code == 200, answer.text
         shown = np.asarray(Image.open(io.BytesIO(answer.content)))
         assert shown.shape == given.pictures[0].pixels.shape
         assert np.array_equal(shown, given.pictures[0].pixels)
-        original = client.get(f"/console/studies/{study_uid}/{number}/images/{source.sop_instance_uid}/original.png")
+        original = client.get(f"{image}/original.png")
         assert original.status_code == 200, original.text
         full = np.asarray(Image.open(io.BytesIO(original.content)))
         assert full.shape[:2] == (source.rows, source.columns)

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in
+from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in, study_path
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
 from radtrace.model.reader import StudyReader
@@ -68,7 +68,7 @@ def test_a_second_radiologist_on_a_stale_page_gets_a_conflict_not_a_silent_overw
     store: Store, settings: Settings
 ) -> None:
     study_uid = _study(store, settings, 71)
-    url = f"/console/studies/{study_uid}/1"
+    url = study_path(store, study_uid)
     with _signed_in(store, settings, "dr.one") as one, _signed_in(store, settings, "dr.two") as two:
         page_one, page_two = one.get(url).text, two.get(url).text  # both open the study
         accepted = one.post(f"{url}/findings", data={**_finding_form(page_one, 0), "decision": "accept"},
@@ -109,7 +109,7 @@ def test_a_double_submit_records_one_decision_and_both_answers_lead_to_the_study
     store: Store, settings: Settings
 ) -> None:
     study_uid = _study(store, settings, 72)
-    url = f"/console/studies/{study_uid}/1"
+    url = study_path(store, study_uid)
     with _signed_in(store, settings, "dr.dbl") as client:
         page = client.get(url).text
         finding = {**_finding_form(page, 1), "decision": "modify", "status": "absent", "comment": "not seen"}
@@ -132,7 +132,7 @@ def test_a_page_of_an_earlier_revision_cannot_decide_once_the_study_is_read_agai
     store: Store, settings: Settings
 ) -> None:
     study_uid = _study(store, settings, 73)
-    url = f"/console/studies/{study_uid}/1"
+    url = study_path(store, study_uid)
     with _signed_in(store, settings, "dr.old") as client:
         page = client.get(url).text
         with store.session() as session:  # new images came; the study was read again as revision 2
@@ -154,7 +154,7 @@ def test_a_page_of_an_earlier_revision_cannot_decide_once_the_study_is_read_agai
 
 def test_a_malformed_seen_field_is_refused_with_a_reason(store: Store, settings: Settings) -> None:
     study_uid = _study(store, settings, 74)
-    url = f"/console/studies/{study_uid}/1"
+    url = study_path(store, study_uid)
     with _signed_in(store, settings, "dr.bad") as client:
         page = client.get(url).text
         form = {**_finding_form(page, 0), "decision": "accept", "seen": "1; drop table"}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from console_support import add_user, console_client, console_settings, median_ms, reported_study, sign_in
+from console_support import add_user, console_client, console_settings, median_ms, reported_study, sign_in, study_path
 from radtrace.console.schema import ReviewItem
 from radtrace.console.worklist import sync_review_items
 from radtrace.model.reader import StudyReader
@@ -62,7 +62,7 @@ def test_tens_of_thousands_of_studies_page_in_well_under_300_ms(store: Store, tm
             "worklist flagged, page 1": median(get("/console/worklist?filter=flagged")),
             "worklist mine, page 1": median(get("/console/worklist?filter=mine")),
             "next study": median(get("/console/next")),
-            "study page": median(get(f"/console/studies/{study_uid}/1")),
+            "study page": median(get(study_path(store, study_uid))),
             "worklist sync, nothing new": median(lambda: sync_review_items(store, settings.spool_dir)),
         }
     print(f"\n{store.engine.dialect.name}, {STUDIES} studies: median server time per request")

@@ -27,6 +27,7 @@ from console_support import (
     csrf_of,
     reported_study,
     sign_in,
+    study_path,
 )
 from radtrace.audit.chain import verify_chain
 from radtrace.audit.schema import AuditEventRow
@@ -76,9 +77,10 @@ def _worklist_patients(client: TestClient, which: str = "unassessed") -> list[st
 
 
 def _decide(client: TestClient, study_uid: str, what: str, **form: str) -> int:
-    page = client.get(f"/console/studies/{study_uid}/1")
+    url = study_path(client.app.state.console.store, study_uid)
+    page = client.get(url)
     return client.post(
-        f"/console/studies/{study_uid}/1/{what}",
+        f"{url}/{what}",
         data={"csrf_token": csrf_of(page.text), **form},
         follow_redirects=False,
     ).status_code
@@ -150,7 +152,7 @@ def test_a_post_without_the_csrf_token_is_refused_and_records_nothing(console: C
         client.post("/console/login", data={"username": "dr.cy", "password": PASSWORD,
                                             "csrf_token": csrf_of(form.text)})  # fmt: skip
         finding = {"label": "Cardiomegaly", "decision": "accept"}
-        url = f"/console/studies/{study_uid}/1"
+        url = study_path(console.store, study_uid)
         assert client.post(f"{url}/findings", data=finding).status_code == 403
         assert client.post(f"{url}/findings", data={**finding, "csrf_token": "x" * 43}).status_code == 403
         assert client.post(f"{url}/draft", data={"decision": "accept", "reason": "RT-A1"}).status_code == 403
@@ -163,12 +165,12 @@ def test_qa_reads_the_study_but_cannot_decide(console: Console) -> None:
     add_user(console.store, "qa.dee", "qa")
     with console.client() as client:
         sign_in(client, "qa.dee")
-        page = client.get(f"/console/studies/{study_uid}/1")
+        page = client.get(study_path(console.store, study_uid))
         assert page.status_code == 200
         assert "only radiologists record decisions" in page.text
         assert 'class="finding-form"' not in page.text
         decision = {"csrf_token": csrf_of(page.text), "decision": "accept", "reason": "RT-A1"}
-        refused = client.post(f"/console/studies/{study_uid}/1/draft", data=decision)
+        refused = client.post(f"{study_path(console.store, study_uid)}/draft", data=decision)
         assert refused.status_code == 403
     assert console.events("finding_assessed", "draft_assessed") == []
     assert [(kind, user, uid) for kind, user, uid, *_ in console.events("study_opened")] == [
@@ -192,7 +194,7 @@ def test_worklist_puts_stat_first_then_the_oldest_and_filters(console: Console) 
         assert "057Y / F" in page.text
         assert _worklist_patients(client, "flagged") == ["RT0000014"]
         assert _worklist_patients(client, "mine") == []
-        assert client.get(f"/console/studies/{newer}/1").status_code == 200
+        assert client.get(study_path(console.store, newer)).status_code == 200
         assert _worklist_patients(client, "mine") == ["RT0000011"]
         assert _decide(client, newer, "draft", decision="accept", reason="RT-A1") == 303
         assert "RT0000011" not in _worklist_patients(client)
@@ -211,7 +213,7 @@ def test_decisions_are_append_only_audit_events_and_a_changed_mind_supersedes(co
     add_user(console.store, "dr.gil", "radiologist")
     with console.client() as client:
         sign_in(client, "dr.gil")
-        page = client.get(f"/console/studies/{study_uid}/1")
+        page = client.get(study_path(console.store, study_uid))
         labels = re.findall(r'name="label" value="([^"]+)"', page.text)
         assert len(labels) >= 3
         images = re.findall(r'src="(/console/studies/[^"]+\.png)"', page.text)
@@ -227,7 +229,7 @@ def test_decisions_are_append_only_audit_events_and_a_changed_mind_supersedes(co
         assert _decide(client, study_uid, "draft", decision="accept", reason="RT-A2") == 303
         assert _decide(client, study_uid, "draft", decision="reject", reason="RT-R1", comment="missed") == 303
         assert _decide(client, study_uid, "draft", decision="reject", reason="RT-XX") == 422
-        page = client.get(f"/console/studies/{study_uid}/1").text
+        page = client.get(study_path(console.store, study_uid)).text
         assert "rejected by dr.gil: RT-R1" in page
         assert "1 earlier, superseded" in page
         assert "rejected by dr.gil: “not there”" in page
@@ -368,7 +370,7 @@ def test_patient_data_and_model_text_are_escaped_in_the_pages(console: Console) 
     add_user(console.store, "dr.esc", "radiologist")
     with console.client() as client:
         sign_in(client, "dr.esc")
-        for url in ("/console/worklist", f"/console/studies/{study_uid}/1"):
+        for url in ("/console/worklist", study_path(console.store, study_uid)):
             page = client.get(url).text
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
             assert "<script>alert" not in page
@@ -380,7 +382,7 @@ def test_the_agreement_page_counts_current_decisions_only(console: Console) -> N
     add_user(console.store, "qa.agree", "qa")
     with console.client() as client:
         sign_in(client, "dr.agree")
-        label = re.findall(r'name="label" value="([^"]+)"', client.get(f"/console/studies/{first}/1").text)[0]
+        label = re.findall(r'name="label" value="([^"]+)"', client.get(study_path(console.store, first)).text)[0]
         assert _decide(client, first, "findings", label=label, decision="accept") == 303
         assert _decide(client, first, "findings", label=label, decision="reject", comment="changed my mind") == 303
         assert _decide(client, first, "draft", decision="accept", reason="RT-A2") == 303

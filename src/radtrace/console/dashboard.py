@@ -9,8 +9,9 @@ outside its 95 % limits on one side for ``qa.drift_run_days`` days), so the page
 Every chart's numbers download as CSV from ``/console/dashboard/<chart>.csv`` with the same parameters; a text
 cell that a spreadsheet would run as a formula (``= + - @``, tab, CR) is prefixed with an apostrophe. The studies
 behind an agreement figure are listed at ``/console/dashboard/agreement`` (label and decision), each linked to
-its study page. Viewing the dashboard and listing studies are recorded as ``audit_queried``, a CSV download as
-``audit_exported`` (``view: dashboard``), naming the console user, like every other use of the console.
+its study page by the study's handle (:mod:`.links`), never its UID. Viewing the dashboard and listing studies
+are recorded as ``audit_queried``, a CSV download as ``audit_exported`` (``view: dashboard``), naming the console
+user, like every other use of the console.
 
 radtrace keeps no site per study: the page says it shows a single site.
 """
@@ -147,8 +148,9 @@ def agreement_cell(
     studies = agreement_studies(state.store, window, label, decision)
     _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window), label=label, decision=decision,
             returned=len(studies))  # fmt: skip
+    handles = state.links.study_handles(uid for uid, *_ in studies)  # each linked by its handle, not its UID
     return render_page(request, state, "dashboard_studies.html", user=user, window=window, params=_params(window),
-                       label=label, decision=DECISION_NAMES[decision], studies=studies)  # fmt: skip
+                       label=label, decision=DECISION_NAMES[decision], studies=studies, handles=handles)  # fmt: skip
 
 
 @router.get("/dashboard/{chart}.csv")

@@ -10,6 +10,11 @@ Pages are keyset-paged on ``seq`` as the API is (``after_seq``; at most :data:`M
 Times in the form are UTC (a ``datetime-local`` field has no zone); a time given with a zone in the URL is kept.
 A filter that does not parse gets a 400 page naming the filter and the problem.
 
+A patient ID, accession or Study UID never sits in a URL: a search is POSTed and its patient identifiers kept
+under a token (``q``), a study's timeline is ``/console/audit/timeline/<handle>``. Tokens and handles are kept in
+the database (:mod:`radtrace.console.links`), so a link made by one console process works in another and after a
+restart, for :data:`~radtrace.console.links.LINK_TTL_S` after a page last showed it.
+
 Verification (``admin``) runs in a background thread of this process, one at a time, so a long walk over
 millions of rows neither blocks the event loop nor runs twice; the page polls ``/console/audit/verify/progress``
 (console.js) and shows the result when it ends. The CSV export (``admin``, as the API's) is streamed, and every
@@ -18,15 +23,10 @@ text cell a spreadsheet would run as a formula is prefixed with an apostrophe.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import re
-import secrets
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -53,6 +53,7 @@ from radtrace.audit.queries import (
 )
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.accounts import ConsoleRole, SignedIn
+from radtrace.console.links import LINK_TTL_S, TIMELINE, UID, ConsoleLinks
 from radtrace.console.pages import (
     PREFIX,
     SECURITY_HEADERS,
@@ -60,6 +61,7 @@ from radtrace.console.pages import (
     StateDep,
     UserDep,
     check_csrf,
+    console_state,
     control_character_problem,
     read_form,
     redirect,
@@ -69,7 +71,7 @@ from radtrace.console.pages import (
 from radtrace.errors import RadtraceError
 from radtrace.store.engine import Store
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "StudyHandles", "VerifyRun", "router"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "VerifyRun", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +85,14 @@ FILTERS: Final = (
     "model_version", "label",
 )  # fmt: skip
 #: Filters that identify a patient (a Study Instance UID too: it names one patient's study): never in a URL (see
-#: :class:`SavedSearches`).
+#: :meth:`radtrace.console.links.ConsoleLinks.save_search`).
 PATIENT_FILTERS: Final = ("patient_id", "accession", "study_uid")
-SAVED_SEARCH_TTL_S: Final = 12 * 3600
-MAX_SAVED_SEARCHES: Final = 10_000
 #: How the chart names the stages of :data:`radtrace.audit.queries.STAGES`.
 STAGE_NAMES: Final = {
     "receive_to_queue": "received → queued", "queue_wait": "queued → read", "inference": "model reading",
     "report": "read → report", "dispatch": "report → delivered", "total": "received → delivered",
 }  # fmt: skip
 _NAIVE_TIME: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?$")
-_UID: Final = re.compile(r"^[0-9.]{1,64}$")
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -112,40 +111,6 @@ def _admin(user: SignedIn, what: str) -> None:
 # --- the query form --------------------------------------------------------------------------
 
 
-class SavedSearches:
-    """The patient ID, accession and Study UID of searches, kept in this process under a random token for a while.
-
-    Those never travel in a URL (browser history, proxy logs, a ``Referer``): the form is POSTed, and the
-    pages that follow (paging, the CSV export, a link shared with a colleague) carry ``q=<token>`` instead. A
-    token outlives its search by :data:`SAVED_SEARCH_TTL_S` and no restart; then the page says to search again.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._saved: dict[str, tuple[float, dict[str, str]]] = {}
-
-    def save(self, values: dict[str, str]) -> str:
-        """Keep ``values`` and return their token (the same values share no token: each search is its own)."""
-        token = secrets.token_urlsafe(18)
-        now = time.monotonic()
-        with self._lock:
-            for old, (saved_at, _) in list(self._saved.items()):
-                if now - saved_at > SAVED_SEARCH_TTL_S or len(self._saved) >= MAX_SAVED_SEARCHES:
-                    del self._saved[old]  # dicts keep insertion order: the oldest go first
-                else:
-                    break
-            self._saved[token] = (now, dict(values))
-        return token
-
-    def get(self, token: str) -> dict[str, str] | None:
-        """The values saved under ``token``, or ``None`` when it is unknown or expired."""
-        with self._lock:
-            found = self._saved.get(token)
-        if found is None or time.monotonic() - found[0] > SAVED_SEARCH_TTL_S:
-            return None
-        return dict(found[1])
-
-
 _HELD_LOCK: Final = threading.Lock()
 T = TypeVar("T")
 
@@ -161,58 +126,18 @@ def _held(request: Request, name: str, kind: Callable[[], T]) -> T:
         return held
 
 
-def _searches(request: Request) -> SavedSearches:
-    return _held(request, "audit_saved_searches", SavedSearches)
+def _links(request: Request) -> ConsoleLinks:
+    return console_state(request).links
 
 
-class StudyHandles:
-    """Opaque names for Study Instance UIDs in timeline links (``/console/audit/timeline/<handle>``), so a UID never
-    sits in a URL. A handle is a keyed hash of the UID (this process's random key): the same study gets the same
-    link on every page, which works for anyone signed in as qa or admin while this process runs and for
-    :data:`SAVED_SEARCH_TTL_S` after the link was last shown (at most :data:`MAX_SAVED_SEARCHES` studies)."""
-
-    def __init__(self) -> None:
-        self._key = secrets.token_bytes(32)
-        self._lock = threading.Lock()
-        self._studies: dict[str, tuple[float, str]] = {}
-
-    def handle(self, study_uid: str) -> str:
-        """The handle of ``study_uid`` (kept, or kept again, from now)."""
-        digest = hmac.new(self._key, study_uid.encode(), hashlib.sha256).digest()
-        handle = base64.urlsafe_b64encode(digest[:18]).decode()
-        now = time.monotonic()
-        with self._lock:
-            self._studies.pop(handle, None)  # to the end: the dict is oldest first
-            for old, (shown_at, _) in list(self._studies.items()):
-                if now - shown_at > SAVED_SEARCH_TTL_S or len(self._studies) >= MAX_SAVED_SEARCHES:
-                    del self._studies[old]
-                else:
-                    break
-            self._studies[handle] = (now, study_uid)
-        return handle
-
-    def study_uid(self, handle: str) -> str | None:
-        """The Study UID of ``handle``, or None when unknown or expired."""
-        with self._lock:
-            found = self._studies.get(handle)
-        if found is None or time.monotonic() - found[0] > SAVED_SEARCH_TTL_S:
-            return None
-        return found[1]
-
-
-def _handles(request: Request) -> StudyHandles:
-    return _held(request, "audit_study_handles", StudyHandles)
-
-
-def _timeline_url(request: Request, study_uid: str | None) -> str | None:
-    """The link to a study's timeline, by its handle; None for an event with no (valid) Study UID."""
-    if not study_uid or not _UID.match(study_uid):
-        return None
-    return f"{PREFIX}/audit/timeline/{_handles(request).handle(study_uid)}"
+def _timeline_handles(request: Request, events: Iterable[AuditRecord]) -> dict[str, str]:
+    """The timeline handle of each event's Study UID (an event with none, or with one that is not a UID, gets no
+    link)."""
+    return _links(request).timeline_handles(event.study_uid for event in events if event.study_uid)
 
 
 class ExpiredSearchError(QueryError):
-    """A ``q`` token this process does not hold (expired, or the service restarted)."""
+    """A ``q`` token the database does not hold (expired, or never made)."""
 
 
 def _typed(source: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
@@ -230,11 +155,11 @@ def _given(request: Request) -> dict[str, str]:
     given = _typed(request.query_params, FILTERS)
     token = request.query_params.get("q", "").strip()
     if token:
-        saved = _searches(request).get(token)
+        saved = _links(request).saved_search(token)
         if saved is None:
             raise ExpiredSearchError(
                 "this search link has expired (searches with a patient ID, accession or Study UID are kept "
-                f"{SAVED_SEARCH_TTL_S // 3600} hours, and not across a restart): search again"
+                f"{LINK_TTL_S // 3600} hours): search again"
             )
         given.update(_typed(saved, PATIENT_FILTERS))
     return given
@@ -245,7 +170,7 @@ def _address(request: Request, path: str, given: dict[str, str], **extra: str | 
     shown = {name: value for name, value in given.items() if name not in PATIENT_FILTERS}
     hidden = _typed(given, PATIENT_FILTERS)
     if hidden:
-        extra = {**extra, "q": _searches(request).save(hidden)}
+        extra = {**extra, "q": _links(request).save_search(hidden)}
     return _link(path, shown, **extra)
 
 
@@ -317,7 +242,8 @@ class EventRow:
     recorded_ms: str  # to the millisecond (the timeline)
 
 
-def _row(request: Request, event: AuditRecord) -> EventRow:
+def _row(event: AuditRecord, handles: Mapping[str, str]) -> EventRow:
+    handle = handles.get(event.study_uid or "")
     who = event.actor_user or event.actor_ae or event.actor_process
     payload = canonical_json(event.payload) if event.payload else ""
     if len(payload) > PAYLOAD_SHOWN_CHARS:
@@ -327,7 +253,7 @@ def _row(request: Request, event: AuditRecord) -> EventRow:
         f"{who}@{event.actor_host}" if event.actor_host else who,
         " ".join(part for part in (event.model_name, event.model_version) if part),
         payload,
-        _timeline_url(request, event.study_uid),
+        f"{PREFIX}/audit/timeline/{handle}" if handle else None,
         recorded_text(event, lambda at: at.strftime("%Y-%m-%d %H:%M:%S")),
         recorded_text(event, lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]),
     )
@@ -358,8 +284,9 @@ def explorer_page(request: Request, state: StateDep, user: UserDep) -> Response:
     token = {"q": request.query_params["q"]} if _typed(values, PATIENT_FILTERS) else {}
     shown = {name: value for name, value in values.items() if name not in PATIENT_FILTERS}
     kept = {**shown, **token, "limit": str(query.limit)}
+    handles = _timeline_handles(request, page.events)
     return _explorer(
-        request, state, user, values=values, limit=query.limit, rows=[_row(request, e) for e in page.events],
+        request, state, user, values=values, limit=query.limit, rows=[_row(e, handles) for e in page.events],
         after_seq=query.after_seq,
         first_url=_link("/audit", kept) if query.after_seq else None,
         next_url=_link("/audit", kept, after_seq=page.next_after_seq) if page.next_after_seq is not None else None,
@@ -417,21 +344,21 @@ def _problem(request: Request, state: ConsoleState, user: SignedIn, status: int,
 def timeline_by_uid(request: Request, study_uid: str, state: StateDep, user: UserDep) -> Response:
     """An old timeline link, with the Study UID in its URL: answered once, by a redirect to the study's handle."""
     _reader(user)
-    if not _UID.match(study_uid):
+    if not UID.match(study_uid):
         return _problem(request, state, user, 400, "Not a Study Instance UID",
                         "a Study Instance UID is 1 to 64 digits and dots")  # fmt: skip
-    return redirect(str(_timeline_url(request, study_uid)))
+    return redirect(f"{PREFIX}/audit/timeline/{_links(request).timeline_handles([study_uid])[study_uid]}")
 
 
 @router.get("/audit/timeline/{handle}")
 def timeline_page(request: Request, handle: str, state: StateDep, user: UserDep) -> Response:
     """Every audit event of one study, its stages as a chart and a table (the lookup is recorded)."""
     _reader(user)
-    study_uid = _handles(request).study_uid(handle)
+    study_uid = _links(request).study_uid(TIMELINE, handle)
     if study_uid is None:
         return _problem(request, state, user, 404, "This timeline link has expired",
-                        f"timeline links are kept {SAVED_SEARCH_TTL_S // 3600} hours after they were last shown, "
-                        "and not across a restart: search for the study again")  # fmt: skip
+                        f"timeline links are kept {LINK_TTL_S // 3600} hours after a page last showed them: "
+                        "search for the study again")  # fmt: skip
     try:
         timeline = study_timeline(state.store, study_uid, request_actor(request, user))
     except QueryError as exc:
@@ -439,8 +366,9 @@ def timeline_page(request: Request, handle: str, state: StateDep, user: UserDep)
     if not timeline.entries:
         return _problem(request, state, user, 404, "No such study in the audit log",
                         "no audit event names this study")  # fmt: skip
+    handles = _timeline_handles(request, [entry.event for entry in timeline.entries])
     return render_page(request, state, "audit_timeline.html", user=user, timeline=timeline,
-                       rows=[(entry, _row(request, entry.event)) for entry in timeline.entries],
+                       rows=[(entry, _row(entry.event, handles)) for entry in timeline.entries],
                        stages=_stage_rows(timeline), chart=_chart(timeline),
                        events_url=_address(request, "/audit", {"study_uid": study_uid}))  # fmt: skip
 

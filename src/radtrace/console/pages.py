@@ -13,7 +13,7 @@ import hmac
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 from urllib.parse import parse_qs
 
@@ -25,6 +25,7 @@ from radtrace import __version__
 from radtrace.audit.events import Actor
 from radtrace.config import Settings
 from radtrace.console.accounts import SignedIn, resume_session, start_session
+from radtrace.console.links import ConsoleLinks
 from radtrace.console.worklist import FLAG_LABELS, sync_review_items
 from radtrace.store.engine import Store
 
@@ -75,6 +76,11 @@ class ConsoleState:
     last_sync: float = 0.0
     #: Rings the dispatcher for an outbox row (``radtrace.worker.doorbell.ring_dispatch`` unless a test sets one).
     ring_dispatch: Callable[[int], bool] | None = None
+    #: Study handles and saved searches (kept in the database: every console process reads a link alike).
+    links: ConsoleLinks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.links = ConsoleLinks(self.store)
 
 
 class LoginRequiredError(Exception):

@@ -2,6 +2,9 @@
 
 ``console_users`` keeps each account's role and argon2 hash (never a password) and its run of failed logins;
 ``console_sessions`` keeps the SHA-256 of each session cookie (never the cookie) with its CSRF token.
+``console_keys``, ``study_handles`` and ``saved_searches`` are what the console's addresses stand for instead of
+patient identifiers (:mod:`radtrace.console.links`): kept in the database so every console process and a restart
+read a link alike.
 ``review_items`` is a projection, one row per reported revision, built from the work tables, the reading
 recorded in ``inference_completed`` and the spooled header: it exists so the worklist pages through 50,000
 studies on an index instead of decoding audit payloads. Decisions themselves are audit events; a row's
@@ -17,7 +20,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from radtrace.store.base import Base, UtcDateTime, utc_now
 
-__all__ = ["ConsoleSession", "ConsoleUser", "QaAgreementCount", "QaDecision", "ReviewItem"]
+__all__ = [
+    "ConsoleKey",
+    "ConsoleSession",
+    "ConsoleUser",
+    "QaAgreementCount",
+    "QaDecision",
+    "ReviewItem",
+    "SavedSearch",
+    "StudyHandle",
+]
 
 
 class ConsoleUser(Base):
@@ -125,3 +137,38 @@ class QaAgreementCount(Base):
     decision: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
     reason_code: Mapped[str] = mapped_column(sa.String(16), primary_key=True, doc="a whole draft's; empty otherwise")
     count: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class ConsoleKey(Base):
+    """A secret every console process shares (the key of the study handles), made once by the first that needs it
+    (migration 0012)."""
+
+    __tablename__ = "console_keys"
+
+    name: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    secret: Mapped[str] = mapped_column(sa.String(128), doc="hex")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class StudyHandle(Base):
+    """The Study Instance UID an address's handle stands for: ``kind`` ``study`` (the review console's study pages,
+    kept) or ``timeline`` (the audit explorer's timelines, kept a while after last shown) (migration 0012)."""
+
+    __tablename__ = "study_handles"
+    __table_args__ = (sa.Index("ix_study_handles_kind_shown_at", "kind", "shown_at"),)
+
+    handle: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    study_uid: Mapped[str] = mapped_column(sa.String(64))
+    shown_at: Mapped[datetime] = mapped_column(UtcDateTime, doc="when a page last showed a link with it")
+
+
+class SavedSearch(Base):
+    """The patient identifiers of an audit search, kept under a random token for a while, so that they never sit
+    in a URL (migration 0012)."""
+
+    __tablename__ = "saved_searches"
+
+    token: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    filters: Mapped[str] = mapped_column(sa.Text, doc="JSON object of filter name to value")
+    saved_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

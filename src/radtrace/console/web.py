@@ -39,6 +39,7 @@ from radtrace.console.assessment_files import settle_pending
 from radtrace.console.dashboard_agreement import current_agreement
 from radtrace.console.draft_recording import assessments_root, record_draft_decision, ring
 from radtrace.console.images import render_image
+from radtrace.console.links import HANDLE, STUDY, UID
 from radtrace.console.pages import (
     PREFIX,
     SECURITY_HEADERS,
@@ -93,7 +94,9 @@ log = logging.getLogger(__name__)
 
 LOGIN_CSRF_COOKIE: Final = "radtrace_login_csrf"
 _STATIC: Final = Path(__file__).with_name("static")
-StudyUid = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9.]+$")]
+#: A study in a console address: its handle (:mod:`.links`); the Study UID of an old address is still read (see
+#: :func:`_study_of`), never written.
+StudyRef = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z._-]+$")]
 RevisionNumber = Annotated[int, PathParam(ge=1)]
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -185,24 +188,28 @@ def worklist(
     else:
         listed = worklist_page(state.store, show, user.account.name, page, size)
         failed_total = failed_count(state.store)
+    handles = state.links.study_handles(row.study_uid for row in listed.rows)
     return render_page(request, state, "worklist.html", user=user, page=listed, show=show.value, failed=failed,
-                       failed_total=failed_total, filters=[f.value for f in WorklistFilter], now=now())  # fmt: skip
+                       failed_total=failed_total, filters=[f.value for f in WorklistFilter], now=now(),
+                       handles=handles)  # fmt: skip
 
 
 @router.get("/next")
 def next_one(
     state: StateDep,
     user: UserDep,
+    after: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9A-Za-z_-]+$")] = None,
     study: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9.]+$")] = None,
     revision: Annotated[int | None, Query(ge=1)] = None,
 ) -> RedirectResponse:
-    """The next unassessed study in worklist order (the worklist when none is left)."""
+    """The next unassessed study in worklist order after the study of handle ``after`` (``study``: an old link's
+    Study UID), or the worklist when none is left."""
     sync_worklist(state)
-    after = (study, revision) if study is not None and revision is not None else None
-    found = next_study(state.store, user.account.name, after)
+    skipped = state.links.study_uid(STUDY, after) if after else study
+    found = next_study(state.store, user.account.name, (skipped, revision) if skipped and revision else None)
     if found is None:
         return redirect(f"{PREFIX}/worklist")
-    return redirect(f"{PREFIX}/studies/{found[0]}/{found[1]}")
+    return redirect(study_path(state, *found))
 
 
 @router.get("/agreement")
@@ -215,6 +222,28 @@ def agreement_page(request: Request, state: StateDep, user: UserDep) -> HTMLResp
 
 
 # --- study -----------------------------------------------------------------------------------
+
+
+def study_path(state: ConsoleState, study_uid: str, revision: int) -> str:
+    """The address of one revision's study page: the study by its handle, never its UID."""
+    return f"{PREFIX}/studies/{_handle(state, study_uid)}/{revision}"
+
+
+def _handle(state: ConsoleState, study_uid: str) -> str:
+    return state.links.study_handles([study_uid])[study_uid]
+
+
+def _study_of(state: ConsoleState, ref: str, *, old_address: bool = False) -> str:
+    """The Study UID of an address's study segment: a handle. A Study UID there (an address from before handles)
+    is read only where ``old_address`` allows it (the study page, which moves it to the handle's address, and the
+    decisions, which are recorded and answered with it); elsewhere, and for an unknown handle, 404 (the segment is
+    never said back)."""
+    found = state.links.study_uid(STUDY, ref) if HANDLE.match(ref) else None
+    if found is not None:
+        return found
+    if old_address and UID.match(ref):
+        return ref
+    raise HTTPException(404, detail="no study has this address: open it from the worklist")
 
 
 def _review_or_404(state: ConsoleState, study_uid: str, revision: int) -> StudyReview:
@@ -237,13 +266,23 @@ def _sentences(review: StudyReview) -> list[tuple[str, list[tuple[str, list[str]
     return sections
 
 
-@router.get("/studies/{study_uid}/{revision}")
+@router.get("/studies/{study}/{revision}")
 def study_page(
-    request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
-) -> HTMLResponse:
-    """One draft: images, findings with evidence, reasoning, impression, flags, model; decisions."""
+    request: Request,
+    study: StudyRef,
+    revision: RevisionNumber,
+    state: StateDep,
+    user: UserDep,
+    focus: Annotated[str | None, Query(max_length=8)] = None,
+) -> Response:
+    """One draft: images, findings with evidence, reasoning, impression, flags, model; decisions. An old address
+    with the Study UID is answered by a redirect to the study's handle (a study with no reading: 404)."""
     sync_worklist(state)  # a link to a revision reported a moment ago shows its worklist details too
+    study_uid = _study_of(state, study, old_address=True)
     review = _review_or_404(state, study_uid, revision)
+    if study != state.links.handle(STUDY, study_uid):
+        kept = f"?focus={focus}" if focus and focus.isdigit() else ""  # the selected finding (console.js)
+        return redirect(study_path(state, study_uid, revision) + kept)
     AuditRecorder(state.store).record(
         AuditEvent(EventType.STUDY_OPENED, request_actor(request, user), study_uid=study_uid,
                    accession=review.accession,
@@ -252,24 +291,27 @@ def study_page(
     if user.account.role.may_decide:
         mark_opened(state.store, study_uid, revision, user.account.name)
     return render_page(request, state, "study.html", user=user, review=review, sections=_sentences(review),
-                       reasons=DRAFT_REASONS,
+                       reasons=DRAFT_REASONS, handle=study,
                        may_decide=user.account.role.may_decide and review.superseded_by is None)  # fmt: skip
 
 
-@router.get("/studies/{study_uid}/{revision}/images/{sop_uid}/{kind}.png")
+@router.get("/studies/{study}/{revision}/images/{number}/{kind}.png")
 def study_image(
     request: Request,
-    study_uid: StudyUid,
+    study: StudyRef,
     revision: RevisionNumber,
-    sop_uid: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9.]+$")],
+    number: Annotated[int, PathParam(ge=0, le=99)],
     kind: Annotated[str, PathParam(pattern="^(prepared|original)$")],
     state: StateDep,
     user: UserDep,
 ) -> Response:
-    """An image the model read: ``prepared`` as the model saw it, ``original`` at full resolution (8-bit)."""
+    """An image the model read, by its place in the reading (0 the first): ``prepared`` as the model saw it,
+    ``original`` at full resolution (8-bit)."""
+    study_uid = _study_of(state, study)
     review = _review_or_404(state, study_uid, revision)
-    if sop_uid not in {str(image.get("sop_instance_uid")) for image in review.images}:
+    if number >= len(review.images):
         raise HTTPException(404, detail="the model did not read this image")
+    sop_uid = str(review.images[number].get("sop_instance_uid"))
     try:
         data = render_image(state.store, state.settings, study_uid, revision, sop_uid, kind)
     except (OSError, RadtraceError) as exc:
@@ -299,7 +341,8 @@ def _expected(form: dict[str, str]) -> Expected | None:
 def _conflict(request: Request, state: ConsoleState, user: SignedIn, review: StudyReview, reason: str) -> Response:
     """409: the decision was made on a page that is out of date; nothing was recorded."""
     log.info("console: a decision from an out-of-date page was refused (409)")
-    return render_page(request, state, "conflict.html", 409, user=user, review=review, reason=reason)
+    return render_page(request, state, "conflict.html", 409, user=user, review=review, reason=reason,
+                       handle=_handle(state, review.study_uid))  # fmt: skip
 
 
 def _decider(user: SignedIn) -> None:
@@ -310,7 +353,7 @@ def _decider(user: SignedIn) -> None:
 
 async def _decide(
     request: Request,
-    study_uid: str,
+    study: str,
     revision: int,
     state: ConsoleState,
     user: SignedIn,
@@ -322,19 +365,20 @@ async def _decide(
     form = await read_form(request)
     check_csrf(user.csrf_token, form)
     _decider(user)
+    study_uid = await run_in_threadpool(_study_of, state, study, old_address=True)
     review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
     try:
         await run_in_threadpool(decide, form, review, request_actor(request, user))
     except DecisionConflictError as exc:
-        return form, _conflict(request, state, user, review, exc.reason)
+        return form, await run_in_threadpool(_conflict, request, state, user, review, exc.reason)
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
     return form, review
 
 
-@router.post("/studies/{study_uid}/{revision}/findings")
+@router.post("/studies/{study}/{revision}/findings")
 async def finding_decision(
-    request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
+    request: Request, study: StudyRef, revision: RevisionNumber, state: StateDep, user: UserDep
 ) -> Response:
     """Accept, reject or modify one finding (a new audit event; a later one supersedes it)."""
 
@@ -342,21 +386,22 @@ async def finding_decision(
         return decide_finding(state.store, review, actor, form.get("label", ""), form.get("decision", ""),
                               form.get("status") or None, form.get("comment"), _expected(form))  # fmt: skip
 
-    form, review = await _decide(request, study_uid, revision, state, user, decide)
+    form, review = await _decide(request, study, revision, state, user, decide)
     if isinstance(review, Response):
         return review
     label = form.get("label", "")
+    page = await run_in_threadpool(study_path, state, review.study_uid, revision)
     # The next finding is selected after a decision, so the keyboard path is j-less: a, a, r, a …
     index = next((i for i, f in enumerate(review.findings) if f.label == label), 0)
     if index + 1 == len(review.findings) and (review.impression or "").strip():  # the impression is next
-        return redirect(f"{PREFIX}/studies/{study_uid}/{revision}?focus={index + 1}#impression")
+        return redirect(f"{page}?focus={index + 1}#impression")
     index = min(index + 1, max(0, len(review.findings) - 1))
-    return redirect(f"{PREFIX}/studies/{study_uid}/{revision}?focus={index}#finding-{index}")
+    return redirect(f"{page}?focus={index}#finding-{index}")
 
 
-@router.post("/studies/{study_uid}/{revision}/impression")
+@router.post("/studies/{study}/{revision}/impression")
 async def impression_decision(
-    request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
+    request: Request, study: StudyRef, revision: RevisionNumber, state: StateDep, user: UserDep
 ) -> Response:
     """Accept, reject or modify (with the radiologist's own text) the draft's impression (a new audit event)."""
 
@@ -364,21 +409,23 @@ async def impression_decision(
         return decide_impression(state.store, review, actor, form.get("decision", ""), form.get("impression"),
                                  form.get("comment"), _expected(form))  # fmt: skip
 
-    _form, review = await _decide(request, study_uid, revision, state, user, decide)
+    _form, review = await _decide(request, study, revision, state, user, decide)
     if isinstance(review, Response):
         return review
+    page = await run_in_threadpool(study_path, state, review.study_uid, revision)
     # the impression comes after the findings in the keyboard order; the whole draft is next
-    return redirect(f"{PREFIX}/studies/{study_uid}/{revision}?focus={len(review.findings)}#impression")
+    return redirect(f"{page}?focus={len(review.findings)}#impression")
 
 
-@router.post("/studies/{study_uid}/{revision}/draft")
+@router.post("/studies/{study}/{revision}/draft")
 async def draft_decision(
-    request: Request, study_uid: StudyUid, revision: RevisionNumber, state: StateDep, user: UserDep
+    request: Request, study: StudyRef, revision: RevisionNumber, state: StateDep, user: UserDep
 ) -> Response:
     """Accept or reject the whole draft with a coded reason (a new audit event)."""
     form = await read_form(request)
     check_csrf(user.csrf_token, form)
     _decider(user)
+    study_uid = await run_in_threadpool(_study_of, state, study, old_address=True)
     review = await run_in_threadpool(_review_or_404, state, study_uid, revision)
     verdict, reason, comment = form.get("decision", ""), form.get("reason", ""), form.get("comment")
     try:
@@ -386,27 +433,34 @@ async def draft_decision(
                                                user.account.name, verdict, reason, comment,
                                                _expected(form))  # fmt: skip
     except DecisionConflictError as exc:
-        return _conflict(request, state, user, review, exc.reason)
+        return await run_in_threadpool(_conflict, request, state, user, review, exc.reason)
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
     if queued:
         await run_in_threadpool(ring, state, queued)
+    handle = await run_in_threadpool(_handle, state, study_uid)
     if form.get("then") == "next":
-        return redirect(f"{PREFIX}/next?study={quote(study_uid)}&revision={revision}")
-    return redirect(f"{PREFIX}/studies/{study_uid}/{revision}#draft")
+        return redirect(f"{PREFIX}/next?after={handle}&revision={revision}")
+    return redirect(f"{PREFIX}/studies/{handle}/{revision}#draft")
 
 
-@router.get("/studies/{study_uid}/{revision}/assessments/{sop_uid}.dcm")
+@router.get("/studies/{study}/{revision}/assessments/{seq}.dcm")
 def assessment_file(
     request: Request,
-    study_uid: StudyUid,
+    study: StudyRef,
     revision: RevisionNumber,
-    sop_uid: Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9.]+$")],
+    seq: Annotated[int, PathParam(ge=1)],
     state: StateDep,
     user: UserDep,
 ) -> Response:
-    """A kept assessment SR, byte for byte (recorded as ``draft_exported``); one whose decision was committed just
-    before a crash is kept now (:func:`settle_pending`)."""
+    """The assessment SR kept for the whole-draft decision recorded as audit event ``seq``, byte for byte
+    (recorded as ``draft_exported``); one whose decision was committed just before a crash is kept now
+    (:func:`settle_pending`)."""
+    study_uid = _study_of(state, study)
+    review = _review_or_404(state, study_uid, revision)
+    sop_uid = next((d.assessment_sr for d in review.draft_history if d.seq == seq and d.assessment_sr), None)
+    if sop_uid is None or not UID.match(sop_uid):
+        raise HTTPException(404, detail="no such assessment SR is kept")
     root = assessments_root(state.settings)
     path = root / study_uid / str(revision) / f"{sop_uid}.dcm"
     if not path.is_file():
@@ -417,7 +471,7 @@ def assessment_file(
         AuditEvent(EventType.DRAFT_EXPORTED, request_actor(request, user), study_uid=study_uid,
                    payload={"via": "console", "revision": revision, "assessment_sr": sop_uid})
     )  # fmt: skip
-    disposition = {"Content-Disposition": f'attachment; filename="{sop_uid}.dcm"'}
+    disposition = {"Content-Disposition": f'attachment; filename="assessment-{seq}.dcm"'}
     return Response(path.read_bytes(), media_type="application/dicom", headers={**SECURITY_HEADERS, **disposition})
 
 
@@ -427,16 +481,18 @@ def assessment_file(
 async def _on_needs_login(request: Request, exc: Exception) -> Response:
     """A GET goes to the sign-in form (back to a study page after it, for a link to a study); a POST (a decision,
     say) is answered 401 with a page that says nothing was recorded and leads to the sign-in form, then back to
-    the study the form was on."""
+    the study the form was on. An old address with a Study UID leads back nowhere: the UID is not said again, in
+    ``next`` or anywhere."""
     study = re.fullmatch(
-        rf"({PREFIX}/studies/[0-9.]{{1,64}}/[0-9]{{1,9}})(/findings|/draft|/impression)?", request.url.path
+        rf"({PREFIX}/studies/([0-9A-Za-z_-]{{24}}|[0-9.]{{1,64}})/[0-9]{{1,9}})(/findings|/draft|/impression)?",
+        request.url.path,
     )
-    back = _safe_next(study.group(1)) if study else None
+    back = _safe_next(study.group(1)) if study and not UID.match(study.group(2)) else None
     if request.method == "GET":
-        page = back if study and not study.group(2) else None
+        page = back if study and not study.group(3) else None
         return redirect(f"{PREFIX}/login" + (f"?next={quote(page)}" if page else ""))
     typed: list[tuple[str, str]] = []
-    if study and study.group(2):  # what the radiologist wrote is shown back, to copy, not lost with the session
+    if study and study.group(3):  # what the radiologist wrote is shown back, to copy, not lost with the session
         try:
             form = await read_form(request)
         except HTTPException:
