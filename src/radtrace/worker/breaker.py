@@ -18,8 +18,9 @@ reason "model server unavailable since …", so nothing waits for ever without a
 reading resumes.
 
 What an operator sees: one warning line when it opens and one when it closes; the waiting revisions' reason
-("waiting: model server unavailable since …"); the worker's ``radtrace_model_server_unavailable`` gauge; and an
-audit entry on each (``application_stopped`` / ``application_started``, component ``model reading``).
+("waiting: model server unavailable since …"); the worker's ``radtrace_model_server_unavailable`` gauge; and, once
+per outage of the server however many workers read through it, an audit entry when it begins and one when it ends
+(``application_stopped`` / ``application_started``, component ``model reading``; :mod:`radtrace.worker.outage`).
 """
 
 from __future__ import annotations

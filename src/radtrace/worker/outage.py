@@ -1,42 +1,108 @@
 """What a worker's open circuit breaker (:mod:`radtrace.worker.breaker`) leaves for an operator to see.
 
-* an audit entry when it opens (``application_stopped``, serious failure) and when it closes (``application_started``,
-  with how long the server was down), payload ``component: "model reading"``;
+* one audit entry per outage of a model server *per deployment*, however many GPU workers read through it: an
+  ``application_stopped`` (serious failure) when the first worker finds it down, an ``application_started`` (with how
+  long it was down) when a worker finds it answering again; payload ``component: "model reading"``, ``server`` (its
+  URL without credentials; a loopback URL names the host too: each node's loopback is another server), ``worker``
+  (who told it). See *One outage, told once* below;
 * the waiting reason, "waiting: model server unavailable since …; no attempt counted", on the batch held under its
   claims and on every queued revision, refreshed at each probe (studies that arrive during the outage too), where
   ``radtrace study show``, ``radtrace status --json`` and the console show a revision's reason; cleared on close;
 * each queued revision counted as rung at each probe, so the reconciler does not ring it again every
   ``broker.overdue_after_s`` of the outage (its first doorbell is still in the broker);
-* the worker's ``radtrace_model_server_unavailable`` gauge (:class:`radtrace.worker.metrics.WorkerMetrics`).
+* per worker, as before: its breaker's warning lines and its ``radtrace_model_server_unavailable`` gauge
+  (:class:`radtrace.worker.metrics.WorkerMetrics`).
 
 A database that is down as well is logged, never raised: the hold goes on.
+
+One outage, told once
+---------------------
+The audit log itself is the shared state: a server's outage is *open* while its latest ``model reading`` entry is
+``application_stopped``. Each worker decides under the audit log's own append lock (PostgreSQL's advisory lock,
+SQLite's write lock), in the transaction that appends the entry, so two workers finding the server down at the same
+moment write one ``application_stopped``, and two finding it back write one ``application_started``. No second
+record can disagree with the audit log, and nothing is added to the schema.
+
+Crash-safe: an open outage is closed by *any* worker that finds the server answering, not only by the one that
+opened it: a worker whose breaker closes, and a worker whose read goes through (looked at after its first
+successful read and then at most every :data:`OUTAGE_RECHECK_S`). So a worker killed mid-outage (kill -9, its node
+lost) leaves it open only until the next successful read anywhere in the deployment; a worker started again during
+the outage finds it open and joins it (no second ``application_stopped``). What is left: with no read and no hold at
+all after the server came back (no studies), the outage stays open in the log until the next read, and its
+``application_started`` then says when the server was *seen* answering (``seen: "read"``), not when it came back.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
+import socket
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
-from radtrace.audit.recorder import AuditRecorder
+from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
+from radtrace.audit.schema import AuditEventRow
+from radtrace.config import ModelSettings
 from radtrace.errors import RadtraceError
-from radtrace.store.engine import Store
+from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import Revision, RevisionState
 from radtrace.worker.breaker import ModelServerBreaker
 
-__all__ = ["WAITING_FOR_SERVER", "OutageNotice"]
+__all__ = ["COMPONENT", "OUTAGE_RECHECK_S", "WAITING_FOR_SERVER", "OutageNotice", "model_server_key"]
 
 log = logging.getLogger(__name__)
 
 WAITING_FOR_SERVER: Final = "waiting: model server unavailable"  # how the waiting revisions' reasons begin
+#: The audit payload's component of an outage's entries.
+COMPONENT: Final = "model reading"
+#: How often, at most, a worker whose reads go through looks whether an outage is still open in the audit log (one
+#: indexed query): the first time after its first successful read, so a worker started again closes it at once.
+OUTAGE_RECHECK_S: Final = 60.0
+_OUTAGE_EVENTS: Final = (EventType.APPLICATION_STOPPED.value, EventType.APPLICATION_STARTED.value)
+_PAGE: Final = 100  # audit rows read at a time, newest first, looking for a server's latest outage entry
+
+
+def model_server_key(model: ModelSettings) -> str:
+    """The model server an outage is of, as the audit names it: a vLLM URL without credentials, query or trailing
+    ``/v1``; a loopback URL (each node's own server) or an in-process model with this host's name."""
+    host = socket.gethostname()
+    if model.backend != "vllm" or not model.vllm_url:
+        return f"{model.backend} on {host}"
+    parts = urlsplit(model.vllm_url.strip())
+    name = (parts.hostname or "").lower()
+    netloc = f"[{name}]" if ":" in name else name
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    path = parts.path.rstrip("/").removesuffix("/v1")
+    key = f"{parts.scheme.lower()}://{netloc}{path}"
+    try:
+        loopback = name == "localhost" or ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        loopback = False
+    return f"{key} on {host}" if loopback else key
+
+
+@dataclass(frozen=True)
+class _Told:
+    """A server's latest outage entry in the audit log."""
+
+    open: bool
+    recorded_at: datetime
+    payload: dict[str, Any]
 
 
 class OutageNotice:
-    """The breaker's ``on_open``, ``on_close`` and ``on_still_down`` for one worker (see the module docstring)."""
+    """The breaker's ``on_open``, ``on_close`` and ``on_still_down`` for one worker, and :meth:`answered` after its
+    reads (see the module docstring)."""
 
     def __init__(
         self,
@@ -46,19 +112,23 @@ class OutageNotice:
         worker: str,
         observer: object,
         clock: Callable[[], datetime],
+        server: str = "",
     ) -> None:
         self.store, self.recorder, self.actor, self.worker = store, recorder, actor, worker
         self.observer, self.clock = observer, clock
+        self.server = server or f"model server of {worker}"
         self.held: Sequence[int] = []  # revision IDs of the batch a hold keeps under this worker's claims
+        self._next_check = float("-inf")  # time.monotonic() of the next look after a read that went through
 
     def opened(self, breaker: ModelServerBreaker) -> None:
         self._tell_observer(breaker)
-        self._record(EventType.APPLICATION_STOPPED, Outcome.SERIOUS_FAILURE, reason=breaker.reason)
+        since = breaker.since.isoformat() if breaker.since else None
+        self._tell(opening=True, reason=breaker.reason, since=since)
 
     def closed(self, breaker: ModelServerBreaker, down_s: float) -> None:
         self._tell_observer(breaker)
-        self._record(EventType.APPLICATION_STARTED, Outcome.SUCCESS, down_s=round(down_s, 1),
-                     down_since=breaker.since.isoformat() if breaker.since else None)  # fmt: skip
+        self._tell(opening=False, seen="probe", worker_down_s=round(down_s, 1))
+        self._next_check = time.monotonic() + OUTAGE_RECHECK_S
         try:
             with self.store.session("clearing waiting reasons", immediate=True) as session:
                 session.execute(
@@ -70,6 +140,72 @@ class OutageNotice:
                 )  # fmt: skip
         except RadtraceError as exc:
             log.warning("waiting reasons not cleared: %s", exc.reason)
+
+    def answered(self) -> None:
+        """A read through the server went through: close its outage if the audit log still has it open (another
+        worker told it and did not see it end: killed, stopped, or still waiting for its next probe). Looks at most
+        every :data:`OUTAGE_RECHECK_S`; a database that is away is only logged."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + OUTAGE_RECHECK_S
+        try:
+            with self.store.session("looking for an open model server outage") as session:
+                told = self._latest(session)
+        except RadtraceError as exc:
+            log.warning("open model server outage not looked for: %s", exc.reason)
+            return
+        if told is not None and told.open:
+            self._tell(opening=False, seen="read")
+
+    def _tell(self, *, opening: bool, **details: Any) -> None:
+        """Append the outage's entry unless the audit log already says so (decided under its append lock)."""
+        try:
+            with self.store.session("telling a model server outage", immediate=True) as session:
+                if is_postgresql(session.get_bind()):  # the recorder takes it again below: one transaction, held once
+                    session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+                told = self._latest(session)
+                is_open = told is not None and told.open
+                if opening and not is_open:
+                    event = self._event(EventType.APPLICATION_STOPPED, Outcome.SERIOUS_FAILURE, **details)
+                elif not opening and told is not None and is_open:
+                    down_s = round(max((self.clock() - told.recorded_at).total_seconds(), 0.0), 1)
+                    event = self._event(EventType.APPLICATION_STARTED, Outcome.SUCCESS, down_s=down_s,
+                                        down_since=told.payload.get("since"), opened_by=told.payload.get("worker"),
+                                        **details)  # fmt: skip
+                else:  # another worker told it already: this worker's own log lines and gauge say the rest
+                    told_by = told.payload.get("worker") if told is not None else None
+                    log.info("model server %s: the audit log has its outage's %s already%s", self.server,
+                             "start" if opening else "end", f" (told by {told_by})" if told_by else "")  # fmt: skip
+                    return
+                self.recorder.record(event, session=session)
+        except RadtraceError as exc:
+            log.error("could not record the model server outage's %s: %s", "start" if opening else "end", exc.reason)
+
+    def _latest(self, session: Session) -> _Told | None:
+        """This server's latest outage entry, newest first among the (few) start and stop entries."""
+        table = AuditEventRow
+        before: int | None = None
+        while True:
+            query = (
+                sa.select(table.seq, table.event_type, table.recorded_at, table.payload)
+                .where(table.event_type.in_(_OUTAGE_EVENTS), table.payload.like(f'%"component":"{COMPONENT}"%'))
+                .order_by(table.seq.desc())
+                .limit(_PAGE)
+            )
+            if before is not None:
+                query = query.where(table.seq < before)
+            rows = session.execute(query).all()
+            for seq, event_type, recorded_at, text in rows:
+                before = seq
+                try:
+                    payload = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(payload, dict) and payload.get("server") == self.server:
+                    return _Told(event_type == EventType.APPLICATION_STOPPED.value, recorded_at, payload)
+            if len(rows) < _PAGE:
+                return None
 
     def still_down(self, breaker: ModelServerBreaker) -> None:
         """The waiting reason on the held batch and on every queued revision (a queued revision's own retry reason
@@ -101,10 +237,7 @@ class OutageNotice:
         if callable(told):
             told(breaker.since if breaker.is_open else None)
 
-    def _record(self, kind: EventType, outcome: Outcome, **details: Any) -> None:
-        payload = {"component": "model reading", "worker": self.worker,
+    def _event(self, kind: EventType, outcome: Outcome, **details: Any) -> AuditEvent:
+        payload = {"component": COMPONENT, "server": self.server, "worker": self.worker,
                    **{key: value for key, value in details.items() if value is not None}}  # fmt: skip
-        try:
-            self.recorder.record(AuditEvent(kind, self.actor, outcome, payload=payload))
-        except RadtraceError as exc:
-            log.error("could not record %s: %s", kind.value, exc.reason)
+        return AuditEvent(kind, self.actor, outcome, payload=payload)

@@ -72,7 +72,7 @@ from radtrace.worker.claims import (
 )
 from radtrace.worker.drafting import Drafter, DraftJob, InlineDrafter, drafts_of, headers_only
 from radtrace.worker.model_failures import affects_every_study
-from radtrace.worker.outage import OutageNotice
+from radtrace.worker.outage import OutageNotice, model_server_key
 from radtrace.worker.settlement import Deliveries, DispatchResult, StageObserver
 
 __all__ = [
@@ -171,7 +171,8 @@ class StudyPipeline:
                                          clock=clock, observer=self.observer)  # fmt: skip
         self.drafter: Drafter = drafter or InlineDrafter(settings)
         self.stopping = stopping  # the worker is shutting down: take no further batch
-        self.outage = OutageNotice(store, self.recorder, self.actor, self.worker, self.observer, clock)
+        self.outage = OutageNotice(store, self.recorder, self.actor, self.worker, self.observer, clock,
+                                   server=model_server_key(settings.model))  # fmt: skip
         self.breaker = ModelServerBreaker(self._probe_server, stopping=stopping, on_open=self.outage.opened,
                                           on_close=self.outage.closed, on_still_down=self.outage.still_down,
                                           clock=clock, max_wait_s=settings.model.server_probe_max_s,
@@ -387,7 +388,7 @@ class StudyPipeline:
             if down and (ended := self._hold(claims)) is not None:
                 return [ended] * len(studies)
             try:
-                return self.reader.read_each(studies)
+                outcomes = self.reader.read_each(studies)
             except RadtraceError as exc:
                 # not the batch's fault when the server is away; but a server that answers its health check and then
                 # fails the batch again and again (flapping) costs attempts again after a few free reads
@@ -402,6 +403,9 @@ class StudyPipeline:
             except Exception as exc:  # a bug must end in failed(reason), not a claim nobody explains
                 log.exception("unexpected error reading a batch of %d", len(studies))
                 return [RadtraceError(f"unexpected {type(exc).__name__}: {exc}")] * len(studies)
+            if any(isinstance(outcome, Reading) for outcome in outcomes):
+                self.outage.answered()  # the server reads: an outage another worker told and did not end ends here
+            return outcomes
 
     def _hold(self, claims: Sequence[Claim]) -> RadtraceError | None:
         """Hold the claimed batch while the model server does not answer (its claims are renewed meanwhile): None
