@@ -15,7 +15,7 @@ from radtrace.audit.atna.syslog import SyslogUnavailableError
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import AtnaSettings
-from radtrace.errors import ConfigError
+from radtrace.errors import ConfigError, RetryableError
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 
@@ -32,8 +32,10 @@ class ScriptedRepository:
         self.attempts = 0
         self.received: list[bytes] = []
         self.connected = False
+        self.timeouts: list[float | None] = []
 
-    def connect(self) -> None:
+    def connect(self, timeout_s: float | None = None) -> None:
+        self.timeouts.append(timeout_s)
         self.attempts += 1
         if self.attempts <= self.down_for:
             raise SyslogUnavailableError("connection refused")
@@ -95,6 +97,37 @@ def test_a_long_outage_backs_off_to_the_cap_then_delivers_everything_in_order(st
     assert cursor.read().seq == 120
     assert forwarder.metrics.failures._value.get() == 70
     assert forwarder.metrics.backlog._value.get() == 0
+
+
+class ClockedStop(RecordingStop):
+    """A stop event whose waits move a fake clock on (and return at once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 100.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.now += timeout or 0.0
+        return super().wait(timeout)
+
+
+def test_giving_up_after_a_time_bounds_an_outage_and_says_what_waits(store: Store, tmp_path: Path) -> None:
+    """``radtrace audit forward --once``: before, it retried a repository that was down for ever."""
+    repository = ScriptedRepository(down_for=10**6)
+    stop = ClockedStop()
+    forwarder = AtnaForwarder(store, settings(), CursorFile(tmp_path / "c.json"), repository, AuditSource("s"),
+                              clock=stop.clock)  # fmt: skip
+    with pytest.raises(RetryableError) as raised:
+        forwarder.run(stop, until_caught_up=True, give_up_after_s=15.0)
+    assert stop.waits == [1.0, 2.0, 4.0, 7.0]  # tries at 0, 1, 3, 7 and 14 s: the last one has 1 s left
+    assert repository.timeouts == [15.0, 14.0, 12.0, 8.0, 1.0]  # each try bounded by what is left
+    assert raised.value.reason == (
+        "connection refused; gave up after 5 tries in 14 s (at most 15 s); 120 audit events wait (from seq 1): the "
+        "cursor is kept, run it again once the repository answers"
+    )
 
 
 def test_a_restart_resends_only_what_follows_the_cursor(store: Store, tmp_path: Path) -> None:

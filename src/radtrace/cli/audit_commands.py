@@ -184,13 +184,20 @@ def audit_export(
 @audit_app.command("forward")
 def audit_forward(
     ctx: typer.Context,
-    once: Annotated[bool, typer.Option("--once", help="Stop once every event recorded so far is delivered.")] = False,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="Stop once every event recorded so far is delivered; exit 1 if the repository does not answer "
+            "for 15 s.",
+        ),
+    ] = False,
 ) -> None:
     """Send the audit log to the audit record repository (IHE ATNA, settings atna.*): in order, at least once."""
     import signal
     import threading
 
-    from radtrace.audit.atna.forwarder import forwarder_from_settings
+    from radtrace.audit.atna.forwarder import ONCE_GIVE_UP_S, forwarder_from_settings
     from radtrace.errors import RadtraceError
     from radtrace.metrics_server import start_metrics_server
 
@@ -211,7 +218,7 @@ def audit_forward(
                     addr=settings.listener.metrics_bind_host,
                     registry=forwarder.metrics.registry,
                 )
-            forwarder.run(stop, until_caught_up=once)
+            forwarder.run(stop, until_caught_up=once, give_up_after_s=ONCE_GIVE_UP_S if once else None)
         except RadtraceError as exc:
             fail(exc.reason, EXIT_USAGE if not exc.retryable else 1)
     err.print(f"audit events delivered up to seq {forwarder.cursor.seq}")

@@ -57,12 +57,23 @@ from radtrace.durable import fsync_directory
 from radtrace.errors import ConfigError, RadtraceError, RetryableError
 from radtrace.store.engine import Store, is_postgresql
 
-__all__ = ["AtnaForwarder", "AtnaMetrics", "Cursor", "CursorFile", "forwarder_from_settings", "transport_for"]
+__all__ = [
+    "ONCE_GIVE_UP_S",
+    "AtnaForwarder",
+    "AtnaMetrics",
+    "Cursor",
+    "CursorFile",
+    "forwarder_from_settings",
+    "transport_for",
+]
 
 log = logging.getLogger(__name__)
 
 _AUDIT_TABLE: Final = cast(sa.Table, AuditEventRow.__table__)
 MAX_REMEMBERED_ALERTS: Final = 100
+#: How long ``radtrace audit forward --once`` tries a repository that does not answer before it gives up, in all.
+ONCE_GIVE_UP_S: Final = 15.0
+LAST_TRY_S: Final = 1.0  # the least time a try is given before giving up: enough to connect on a LAN
 
 
 @dataclass(frozen=True)
@@ -284,8 +295,8 @@ class AtnaForwarder:
             failure=record.outcome != Outcome.SUCCESS.value,
         )
 
-    def _connect(self) -> None:
-        self.transport.connect()
+    def _connect(self, timeout_s: float | None = None) -> None:
+        self.transport.connect() if timeout_s is None else self.transport.connect(timeout_s)
         self._connected = True
         # Resend everything not settled: what the dead connection may have dropped.
         self._unsettled.clear()
@@ -332,13 +343,14 @@ class AtnaForwarder:
             self.cursor = settled
             self.metrics.forwarded_seq.set(settled.seq)
 
-    def step(self) -> int:
-        """Connect if needed, send one batch, settle what the connection has outlived; rows sent (0: idle).
+    def step(self, *, connect_within_s: float | None = None) -> int:
+        """Connect if needed (within ``connect_within_s``, default the transport's timeout), send one batch, settle
+        what the connection has outlived; rows sent (0: idle).
 
         Raises :class:`RetryableError` when the repository is unreachable or the connection broke.
         """
         if not self._connected:
-            self._connect()
+            self._connect(connect_within_s)
         if not self.transport.alive():
             raise RetryableError("the ATNA repository closed the connection")
         self._settle()
@@ -362,6 +374,19 @@ class AtnaForwarder:
         self.metrics.backlog.set(max(0, self._head() - self.cursor.seq))
         return len(rows)
 
+    def _gave_up(self, exc: RetryableError, tries: int, seconds: float, limit_s: float) -> RetryableError:
+        """The error ``run(give_up_after_s=...)`` ends with: why, tries and seconds, and the events that wait."""
+        self.transport.close()
+        try:
+            waiting = f"{max(0, self._head() - self.cursor.seq)} audit events wait (from seq {self.cursor.seq + 1})"
+        except RadtraceError:
+            waiting = f"audit events from seq {self.cursor.seq + 1} wait"
+        return RetryableError(
+            f"{_no_break(exc.reason)}; gave up after {tries} {'try' if tries == 1 else 'tries'} in {seconds:.0f} s "
+            f"(at most {limit_s:.0f} s); "
+            f"{waiting}: the cursor is kept, run it again once the repository answers"
+        )
+
     def _check_cursor(self) -> None:
         head = self._head()
         if self.cursor.seq > head:
@@ -382,30 +407,53 @@ class AtnaForwarder:
                     "after it was sent (possible tampering), or this is another database"
                 )
 
-    def run(self, stop: threading.Event, *, until_caught_up: bool = False) -> None:
+    def run(
+        self, stop: threading.Event, *, until_caught_up: bool = False, give_up_after_s: float | None = None
+    ) -> None:
         """Forward until ``stop`` is set: sends, idles ``poll_interval_s`` when caught up, backs off on failure.
 
         ``until_caught_up``: return once every row recorded so far is settled (``radtrace audit forward --once``).
+        ``give_up_after_s``: raise :class:`RetryableError` once the repository has failed for that long without a
+        break (each try's connection and handshake bounded by what is left), saying why, how many tries and how
+        many events wait; without it (a running forwarder) the backoff goes on for as long as the outage lasts.
         """
         self._check_cursor()
         delay = self.settings.backoff_initial_s
+        failing_since: float | None = None  # when the first try of the current outage began
+        tries = 0
         while not stop.is_set():
+            began = self.clock()
+            left = None if give_up_after_s is None else give_up_after_s - (began - (failing_since or began))
             try:
-                sent = self.step()
+                sent = self.step(connect_within_s=left)
             except RetryableError as exc:
                 self._connected = False
                 self.transport.close()
                 self.metrics.failures.inc()
-                log.warning("ATNA forwarding paused (%s); retrying in %.1f s", exc.reason, delay)
-                stop.wait(delay)
+                tries += 1
+                failing_since = began if failing_since is None else failing_since
+                failing_for = self.clock() - failing_since
+                wait = delay
+                if give_up_after_s is not None:
+                    left = give_up_after_s - failing_for
+                    if left <= LAST_TRY_S:  # too little time for another try
+                        raise self._gave_up(exc, tries, failing_for, give_up_after_s) from exc
+                    wait = min(delay, left - LAST_TRY_S)  # the last try still has LAST_TRY_S to connect
+                log.warning("ATNA forwarding paused (%s); retrying in %.1f s", exc.reason, wait)
+                stop.wait(wait)
                 delay = min(delay * 2, self.settings.backoff_max_s)
                 continue
+            failing_since, tries = None, 0
             delay = self.settings.backoff_initial_s
             if not sent:
                 if until_caught_up and not self._unsettled:
                     break
                 stop.wait(self.settings.poll_interval_s)
         self.transport.close()
+
+
+def _no_break(reason: str) -> str:
+    return reason.replace("\n", " ").replace("\r", " ")
 
 
 def forwarder_from_settings(store: Store, settings: Settings, **kwargs: Any) -> AtnaForwarder:

@@ -102,7 +102,7 @@ class SyslogTransport(Protocol):
 
     acknowledged: bool  # False for UDP: nothing tells us a datagram arrived
 
-    def connect(self) -> None: ...
+    def connect(self, timeout_s: float | None = None) -> None: ...
     def send(self, messages: Sequence[bytes]) -> None: ...
     def alive(self) -> bool: ...
     def close(self) -> None: ...
@@ -149,17 +149,36 @@ class StreamTransport:
         self.timeout_s = timeout_s
         self._sock: socket.socket | None = None
 
-    def connect(self) -> None:
-        """Open the connection (and the TLS session); :class:`SyslogUnavailableError` if that fails."""
+    def connect(self, timeout_s: float | None = None) -> None:
+        """Open the connection (and the TLS session) within :attr:`timeout_s`, or ``timeout_s`` if that is shorter,
+        in all: one deadline for the TCP connection and the handshake, so a peer that accepts and never answers
+        costs that long, not twice. :class:`SyslogUnavailableError` if that fails, saying which step and why."""
         self.close()
+        budget = self.timeout_s if timeout_s is None else max(0.001, min(timeout_s, self.timeout_s))
+        deadline = time.monotonic() + budget
+        where = f"ATNA repository {self.host}:{self.port}"
         try:
-            raw = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock = self.context.wrap_socket(raw, server_hostname=self.server_name) if self.context else raw
-        except ssl.SSLCertVerificationError as exc:
-            raise SyslogUnavailableError(f"ATNA repository {self.host}:{self.port} certificate refused: {exc}") from exc
+            raw = socket.create_connection((self.host, self.port), timeout=budget)
+        except TimeoutError as exc:
+            raise SyslogUnavailableError(f"{where} did not accept the connection within {budget:.1f} s") from exc
+        except ConnectionRefusedError as exc:
+            raise SyslogUnavailableError(f"{where} unreachable: connection refused") from exc
         except OSError as exc:
-            raise SyslogUnavailableError(f"ATNA repository {self.host}:{self.port} unreachable: {exc}") from exc
+            raise SyslogUnavailableError(f"{where} unreachable: {exc.strerror or exc}") from exc
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw.settimeout(max(0.001, deadline - time.monotonic()))  # what is left of the budget, for the handshake
+            sock = self.context.wrap_socket(raw, server_hostname=self.server_name) if self.context else raw
+            sock.settimeout(self.timeout_s)
+        except ssl.SSLCertVerificationError as exc:
+            raw.close()
+            raise SyslogUnavailableError(f"{where} certificate refused: {exc}") from exc
+        except TimeoutError as exc:
+            raw.close()
+            raise SyslogUnavailableError(f"{where} did not finish the TLS handshake within {budget:.1f} s") from exc
+        except OSError as exc:
+            raw.close()
+            raise SyslogUnavailableError(f"{where} unreachable: {exc}") from exc
         self._sock = sock
 
     def send(self, messages: Sequence[bytes]) -> None:
@@ -225,8 +244,8 @@ class UdpTransport:
         self.host, self.port = host, port
         self._sock: socket.socket | None = None
 
-    def connect(self) -> None:
-        """Resolve the peer and open the socket."""
+    def connect(self, timeout_s: float | None = None) -> None:
+        """Resolve the peer and open the socket (nothing to wait for: ``timeout_s`` is not needed)."""
         self.close()
         try:
             family, kind, proto, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
