@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from browser_support import Page, expect, needs_chromium, sign_in, tab
-from console_support import add_user, console_settings, reported_study, serving
+from console_support import add_user, console_settings, reported_study, serving, study_path
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
@@ -43,6 +43,7 @@ NAMES = """() => Array.from(document.querySelectorAll('a[href], button, input, s
 class Site:
     url: str
     study: str
+    path: str  # the study page's address (by the study's handle)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     seed_worklist(store, 2000)  # a long night's worklist
     add_user(store, "dr.reader", "radiologist")
     with serving(store, settings) as url:
-        yield Site(url, study)
+        yield Site(url, study, study_path(store, study))
     store.dispose()
 
 
@@ -67,11 +68,11 @@ def _names(page: Page) -> list[tuple[str, str]]:
 def test_every_control_has_a_name_and_the_study_page_names_each_decision(browser: Any, site: Site) -> None:
     with tab(browser) as page:
         sign_in(page, site.url, "dr.reader")
-        for path in ("/console/worklist", f"/console/studies/{site.study}/1", "/console/agreement"):
+        for path in ("/console/worklist", site.path, "/console/agreement"):
             page.goto(f"{site.url}{path}")
             unnamed = [kind for kind, name in _names(page) if not name]
             assert unnamed == [], (path, unnamed)
-        page.goto(f"{site.url}/console/studies/{site.study}/1")
+        page.goto(f"{site.url}{site.path}")
         controls = [(kind, name) for kind, name in _names(page) if kind.startswith(("button", "input", "select"))]
         repeated = sorted({pair for pair in controls if controls.count(pair) > 1})
         assert repeated == [], repeated
@@ -86,7 +87,7 @@ def test_at_200_percent_zoom_the_pages_reflow_and_decisions_stay_reachable(brows
     page = context.new_page()
     try:
         sign_in(page, site.url, "dr.reader")
-        url = {"worklist": "/console/worklist", "study": f"/console/studies/{site.study}/1",
+        url = {"worklist": "/console/worklist", "study": site.path,
                "agreement": "/console/agreement"}[path]  # fmt: skip
         page.goto(f"{site.url}{url}")
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -121,7 +122,7 @@ def test_a_long_worklist_is_walked_with_the_keyboard_and_the_selection_stays_in_
 def test_a_screen_reader_hears_what_j_and_k_select(browser: Any, site: Site) -> None:
     with tab(browser) as page:
         sign_in(page, site.url, "dr.reader")
-        page.goto(f"{site.url}/console/studies/{site.study}/1")
+        page.goto(f"{site.url}{site.path}")
         rows = page.locator("#findings tr.finding-row")
         second = rows.nth(1).get_attribute("data-label")
         page.keyboard.press("j")

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from browser_support import Page, expect, needs_chromium, screenshot, sign_in, tab, wait_until
-from console_support import add_user, console_settings, reported_study, serving
+from console_support import add_user, console_settings, reported_study, serving, study_path
 from radtrace.audit.chain import verify_chain
 from radtrace.audit.schema import AuditEventRow
 from radtrace.model.reader import StudyReader
@@ -169,13 +169,13 @@ def test_a_radiologist_reviews_a_study_with_the_keyboard_alone(page: Page, site:
 
 def test_qa_reads_but_cannot_decide_and_a_post_without_csrf_is_refused(page: Page, site: Site) -> None:
     _sign_in(page, site, "qa.quinn")
-    page.goto(f"{site.url}/console/studies/{site.studies['newest']}/1")
+    page.goto(f"{site.url}{study_path(site.store, site.studies['newest'])}")
     expect(page.get_by_test_id("patient")).to_contain_text("LOE LUCY")
     expect(page.locator(".note")).to_contain_text("only radiologists record decisions")
     assert page.locator(".finding-form").count() == 0
     page.keyboard.press("a")  # the shortcut finds no form to submit
     token = page.locator("input[name=csrf_token]").first.get_attribute("value")
-    url = f"{site.url}/console/studies/{site.studies['newest']}/1/draft"
+    url = f"{site.url}{study_path(site.store, site.studies['newest'])}/draft"
     refused = page.request.post(url, form={"csrf_token": token, "decision": "accept", "reason": "RT-A1"})
     assert refused.status == 403
     assert "only a radiologist" in refused.text()
@@ -196,7 +196,7 @@ def test_a_key_pressed_as_soon_as_the_study_shows_is_not_lost(page: Page, site: 
     network.send("Network.setCacheDisabled", {"cacheDisabled": True})
     network.send("Network.emulateNetworkConditions",
                  {"offline": False, "latency": 700, "downloadThroughput": -1, "uploadThroughput": -1})  # fmt: skip
-    page.goto(f"{site.url}/console/studies/{site.studies['ap']}/1", wait_until="commit")
+    page.goto(f"{site.url}{study_path(site.store, site.studies['ap'])}", wait_until="commit")
     expect(page.get_by_test_id("patient")).to_contain_text("POE EDGAR")
     page.keyboard.press("a")  # at once, as a radiologist who knows the study does
     expect(page.get_by_test_id("decision-0")).to_contain_text("accepted by dr.quick")
@@ -209,7 +209,7 @@ def test_a_key_pressed_as_soon_as_the_study_shows_is_not_lost(page: Page, site: 
 def test_the_impression_is_decided_with_the_keyboard_after_the_findings(page: Page, site: Site) -> None:
     add_user(site.store, "dr.impression", "radiologist")
     _sign_in(page, site, "dr.impression")
-    page.goto(f"{site.url}/console/studies/{site.studies['oldest']}/1")
+    page.goto(f"{site.url}{study_path(site.store, site.studies['oldest'])}")
     findings = page.locator("#findings tr.finding-row").count()
     for index in range(findings):  # a, a, a …: after the last finding the impression is selected
         expect(page.locator("#findings tr.finding-row").nth(index)).to_have_class(re.compile(r"\bselected\b"))

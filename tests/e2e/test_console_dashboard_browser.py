@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,9 @@ def test_a_chart_downloads_its_numbers_and_a_count_leads_to_its_studies(page: Pa
     expect(page.get_by_role("heading", name=f"{site.seeded.drift_label}: rejected")).to_be_visible()
     expect(page.locator("#studies tbody tr")).to_have_count(count)
     first = page.locator("#studies tbody tr a").first
-    assert (first.get_attribute("href") or "").startswith("/console/studies/1.2.826.0.1.3680043.10.1017.")
+    # the study is shown by its UID and linked by its handle
+    assert first.inner_text().startswith("1.2.826.0.1.3680043.10.1017.")
+    assert re.fullmatch(r"/console/studies/[A-Za-z0-9_-]{24}/\d+", first.get_attribute("href") or "")
 
 
 def test_a_radiologist_has_no_dashboard(page: Page, site: Site) -> None:

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from browser_support import Page, expect, needs_chromium, sign_in, tab
-from console_support import PASSWORD, add_user, console_settings, reported_study, serving
+from console_support import PASSWORD, add_user, console_settings, reported_study, serving, study_path
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
@@ -117,7 +117,7 @@ def page(browser: Any) -> Iterator[Page]:
 def test_hostile_and_very_long_text_is_inert_and_the_study_stays_usable(page: Page, site: Site) -> None:
     sign_in(page, site.url, "dr.night")
     expect(page.locator("#worklist")).to_contain_text("<img src=x onerror=alert(1)>")
-    page.goto(f"{site.url}/console/studies/{site.studies['hostile']}/1")
+    page.goto(f"{site.url}{study_path(site.store, site.studies['hostile'])}")
     expect(page.get_by_test_id("patient")).to_contain_text("<img src=x onerror=alert(1)>")
     expect(page.locator("#finding-0 td.label")).to_have_text(HOSTILE_LABEL)
     expect(page.get_by_test_id("impression")).to_contain_text("<b>not bold</b>")
@@ -141,7 +141,7 @@ def test_hostile_and_very_long_text_is_inert_and_the_study_stays_usable(page: Pa
 def test_a_double_clicked_decision_is_recorded_once_and_back_shows_it(page: Page, site: Site) -> None:
     study_uid = site.studies["double"]
     sign_in(page, site.url, "dr.night")
-    page.goto(f"{site.url}/console/studies/{study_uid}/1")
+    page.goto(f"{site.url}{study_path(site.store, study_uid)}")
     page.locator("#finding-0 button.accept").dblclick()
     expect(page.get_by_test_id("decision-0")).to_contain_text("accepted by dr.night")
     page.go_back()  # the page before the submit is fetched again (no-store): it shows the decision too
@@ -154,7 +154,7 @@ def test_a_double_clicked_decision_is_recorded_once_and_back_shows_it(page: Page
 
 def test_two_radiologists_on_one_finding_the_second_is_told_not_overwritten(browser: Any, site: Site) -> None:
     study_uid = site.studies["shared"]
-    url = f"{site.url}/console/studies/{study_uid}/1"
+    url = f"{site.url}{study_path(site.store, study_uid)}"
     with tab(browser, allowed=("status of 409",)) as night, tab(browser, allowed=("status of 409",)) as day:
         sign_in(night, site.url, "dr.night")
         sign_in(day, site.url, "dr.day")
@@ -176,7 +176,7 @@ def test_two_radiologists_on_one_finding_the_second_is_told_not_overwritten(brow
 
 def test_a_hand_edited_focus_in_the_address_does_not_break_the_keyboard(page: Page, site: Site) -> None:
     sign_in(page, site.url, "dr.day")
-    page.goto(f"{site.url}/console/studies/{site.studies['hostile']}/1?focus=abc")
+    page.goto(f"{site.url}{study_path(site.store, site.studies['hostile'])}?focus=abc")
     expect(page.locator("#finding-0")).to_have_class(re.compile(r"\bselected\b"))
     page.keyboard.press("j")
     expect(page.locator("#finding-1")).to_have_class(re.compile(r"\bselected\b"))
@@ -199,7 +199,7 @@ def test_a_qa_lead_who_picks_from_after_to_gets_the_reason_and_the_form_back(pag
 def test_a_decision_after_the_session_ended_says_so_and_sign_in_leads_back_to_the_study(page: Page, site: Site) -> None:
     study_uid = site.studies["shared"]
     sign_in(page, site.url, "dr.night")
-    page.goto(f"{site.url}/console/studies/{study_uid}/1")
+    page.goto(f"{site.url}{study_path(site.store, study_uid)}")
     before = len(site.decisions(study_uid))
     page.context.clear_cookies()  # the session is gone (idle timeout, or signed out in another tab)
     page.locator("#finding-1 button.reject").click()
@@ -208,7 +208,7 @@ def test_a_decision_after_the_session_ended_says_so_and_sign_in_leads_back_to_th
     page.get_by_label("User name").fill("dr.night")
     page.get_by_label("Password").fill(PASSWORD)
     page.keyboard.press("Enter")
-    expect(page).to_have_url(f"{site.url}/console/studies/{study_uid}/1")
+    expect(page).to_have_url(f"{site.url}{study_path(site.store, study_uid)}")
     expect(page.locator("#finding-1")).to_be_visible()
     assert len(site.decisions(study_uid)) == before
 
@@ -216,7 +216,7 @@ def test_a_decision_after_the_session_ended_says_so_and_sign_in_leads_back_to_th
 def test_a_refused_request_in_the_browser_is_a_console_page_with_its_reason(page: Page, site: Site) -> None:
     study_uid = site.studies["double"]
     sign_in(page, site.url, "dr.day")
-    page.goto(f"{site.url}/console/studies/{study_uid}/1")
+    page.goto(f"{site.url}{study_path(site.store, study_uid)}")
     other = page.context.new_page()  # signs out and in again in another tab: a new session, a new CSRF token
     other.goto(f"{site.url}/console/worklist")
     other.get_by_role("button", name="Sign out").click()
