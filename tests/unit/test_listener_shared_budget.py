@@ -133,3 +133,20 @@ def test_a_torn_slot_is_passed_over_not_read_as_a_bucket() -> None:
     assert budget.balance(ATTACKER) == 2.0
     budget.charge(ATTACKER, 0.5)  # goes into a new slot; the torn one goes at the next rewrite
     assert budget.balance(ATTACKER) == pytest.approx(1.5)
+
+
+def test_new_sources_in_a_full_table_do_not_rewrite_it_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making room rewrites the table (some 20 ms at 4,096 sources): a host with many addresses, each new, must
+    not make every connection pay for it (d673a00 dropped one bucket per rewrite; now the richest quarter)."""
+    clock = _Clock()
+    budget = NegotiationBudget(rate=0.0, burst=1.0, clock=clock, max_sources=64)
+    budget.charge(ATTACKER, 5.0)
+    for n in range(63):
+        budget.charge(f"10.1.0.{n + 1}", 0.5)
+    rewrites = []
+    rewrite = budget.table._rewrite
+    monkeypatch.setattr(budget.table, "_rewrite", lambda kept: (rewrites.append(len(kept)), rewrite(kept)))
+    for n in range(16):
+        budget.charge(f"10.2.0.{n + 1}", 0.5)
+    assert rewrites == [48]  # one rewrite for 16 new sources, keeping three quarters of 64
+    assert budget.balance(ATTACKER) == -4.0  # the most indebted stays
