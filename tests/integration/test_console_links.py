@@ -121,6 +121,9 @@ def test_no_uid_in_any_address_of_the_review_console_dashboard_or_explorer(
             worklist.follow("/console/worklist")
             study_links = sorted({a for a in worklist.seen["/console/worklist"] if a.startswith("/console/studies/")})
         assert len(study_links) == 3
+        signed_out = crawl.post(f"{study_links[0]}/findings", {"decision": "accept"})  # the 401 page's sign-in link
+        assert signed_out.status_code == 401
+        assert f'href="/console/login?next={study_links[0]}"' in signed_out.text
         sent = crawl.get(study_links[0])
         assert sent.status_code == 303
         assert sent.headers["location"] == f"/console/login?next={study_links[0]}"
