@@ -62,3 +62,27 @@ def test_an_escape_sequence_in_the_model_text_is_shown_not_sent() -> None:
 @given(text=model_text)
 def test_no_control_character_of_the_model_reaches_the_terminal(text: str) -> None:
     assert TERMINAL_CONTROL.findall(_shown(_hostile(text))) == []
+
+
+def test_a_picture_that_looks_inverted_is_said_next_to_the_images() -> None:
+    """model/polarity.py's flag reaches the person reading ``radtrace model read``, as does a Presentation LUT
+    Shape that was not followed; before, both were only in the preparation steps (the audit's JSON)."""
+    [image] = reading(SOURCES).images
+    inversion = {
+        "step": "inversion",
+        "applied": True,
+        "photometric": "MONOCHROME1",
+        "polarity_check": {"verdict": "probably inverted", "score": -0.3},
+        "suspected_inversion": "the picture looks like a negative (score -0.30): the Photometric Interpretation "
+        "MONOCHROME1 may be wrong; shown as the header says",
+        "contradiction": "Presentation LUT Shape IDENTITY with MONOCHROME1: the shape is not followed",
+    }
+    flagged = reading(SOURCES, images=(image.model_copy(update={"preparation": (inversion,), "role": "frontal"}),))
+    shown = " ".join(_shown(flagged).split())
+    assert "probably inverted" in shown
+    assert "frontal: the picture looks like a negative (score -0.30)" in shown
+    assert "frontal: Presentation LUT Shape IDENTITY with MONOCHROME1" in shown
+    normal = {"step": "inversion", "applied": False, "polarity_check": {"verdict": "normal", "score": 0.4}}
+    plain = reading(SOURCES, images=(image.model_copy(update={"preparation": (normal,)}),))
+    assert "inverted" not in _shown(plain)
+    assert "negative" not in _shown(plain)

@@ -84,16 +84,22 @@ def reading_view(reading: Reading) -> RenderableType:
     """A reading for a person: chosen image, reasoning by section, findings, conclusions, tokens and timings."""
     parts: list[RenderableType] = []
     images = Table("role", "view", "SOP Instance UID", "source px", "model px", "flags", title="images shown")
+    warnings: list[str] = []
     for image in reading.images:
+        polarity = _polarity_notes(image.preparation)
+        image_flags = [*image.view_flags, *(["probably inverted"] if "suspected_inversion" in polarity else [])]
         images.add_row(
             _shown(image.role or "-"),
             _shown(image.view or "?"),
             _shown(image.sop_instance_uid),
             f"{image.rows} x {image.columns}",
             f"{image.model_rows} x {image.model_columns}",
-            _shown(", ".join(image.view_flags) or "-"),
+            _shown(", ".join(image_flags) or "-"),
         )
+        warnings.extend(f"{image.role or 'image'}: {note}" for note in polarity.values())
     parts.append(images)
+    for warning in warnings:
+        parts.append(Text(_shown(warning), style="bold yellow"))
     if reading.flags:
         flags = ", ".join(sorted(flag.value for flag in reading.flags))
         parts.append(Text(f"flags: {flags}", style="bold yellow"))
@@ -129,6 +135,18 @@ def reading_view(reading: Reading) -> RenderableType:
     )
     parts.append(conclusions)
     return Group(*parts)
+
+
+def _polarity_notes(preparation: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    """What the inversion step recorded against the picture's polarity (model/image.py ``_polarity`` and
+    model/polarity.py): a Presentation LUT Shape not followed, a picture that looks like a negative."""
+    notes: dict[str, str] = {}
+    for step in preparation:
+        if step.get("step") == "inversion":
+            for key in ("suspected_inversion", "contradiction"):
+                if isinstance(step.get(key), str):
+                    notes[key] = step[key]
+    return notes
 
 
 def _shown(text: str) -> str:
