@@ -12,13 +12,20 @@ the same database (before: 'this timeline link has expired', since each process 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -32,6 +39,7 @@ from radtrace.model.reader import StudyReader
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
+from radtrace.testing.services import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -313,3 +321,75 @@ def test_at_most_max_kept_timeline_links_and_searches_the_oldest_go_first(
     kept.study_handles([f"1.2.4.{n}" for n in range(6)])  # study links are not counted, nor dropped
     with sqlite_store.session() as session:
         assert session.scalar(sa.select(sa.func.count()).where(StudyHandle.kind == links.STUDY)) == 6
+
+
+@contextlib.contextmanager
+def _console_process(settings: Settings, database_url: str) -> Iterator[httpx.Client]:
+    """``radtrace api`` (which serves the console) in a process of its own on a free port, over ``database_url``;
+    yields a client of it."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | {
+        "RADTRACE_DATA_DIR": str(settings.data_dir), "RADTRACE_STORE__URL": database_url,
+        "RADTRACE_API__PORT": str(port), "RADTRACE_MODEL__BACKEND": "demo", "RADTRACE_MODEL__DEMO": "true",
+    }  # fmt: skip
+    server = subprocess.Popen([sys.executable, "-m", "radtrace", "api"], env=environment, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert server.poll() is None, server.communicate()[1][-2000:]
+                assert time.monotonic() < deadline, "radtrace api did not answer /healthz within 30 s"
+                time.sleep(0.2)
+            yield client
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def _sign_in_over_http(client: httpx.Client, name: str) -> None:
+    form = client.get("/console/login")
+    signed = client.post("/console/login", data={"username": name, "password": PASSWORD,
+                                                 "csrf_token": csrf_of(form.text)})  # fmt: skip
+    assert signed.status_code == 303, signed.text
+    assert "/console/login" not in signed.headers["location"]
+
+
+def test_links_cross_real_console_processes_both_ways(
+    store: Store, seeded: tuple[Settings, list[str]], database_url: str
+) -> None:
+    """This process makes a study link, a saved search and a timeline link; ``radtrace api`` in another process
+    opens them and makes a timeline link of its own, which this process opens after the other has stopped."""
+    settings, uids = seeded
+    with console_client(store, settings) as here:
+        sign_in(here, "ad.crawl")
+        study_link = re.findall(r'<td><a href="(/console/studies/[^"]+)">', here.get("/console/worklist").text)[0]
+        search = here.post("/console/audit", data={"csrf_token": csrf_of(here.get("/console/audit").text),
+                                                   "study_uid": uids[0]}, follow_redirects=False)  # fmt: skip
+        results = here.get(search.headers["location"]).text
+        timeline = re.search(r'href="([^"]+)" class="timeline-link">', results)
+        assert timeline is not None
+    with _console_process(settings, database_url) as there:
+        _sign_in_over_http(there, "ad.crawl")
+        study, found = there.get(study_link), there.get(search.headers["location"])
+        events = there.get(timeline.group(1))
+        assert [study.status_code, found.status_code, events.status_code] == [200, 200, 200]
+        assert _seqs(found.text) == _seqs(results) != []
+        assert f'id="timeline-uid">{uids[0]}<' in events.text
+        moved = there.get(f"/console/audit/studies/{uids[2]}")  # an old link: moved to a handle made there
+        assert moved.status_code == 303
+        made_there = moved.headers["location"]
+    later_store = Store.from_url(database_url)  # a new engine and application: the other process has stopped
+    try:
+        with console_client(later_store, settings) as later:
+            sign_in(later, "ad.crawl")
+            page = later.get(made_there)
+    finally:
+        later_store.dispose()
+    assert page.status_code == 200
+    assert f'id="timeline-uid">{uids[2]}<' in page.text
