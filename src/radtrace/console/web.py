@@ -273,7 +273,7 @@ def study_page(
     revision: RevisionNumber,
     state: StateDep,
     user: UserDep,
-    focus: Annotated[str | None, Query(max_length=8)] = None,
+    focus: str | None = None,
 ) -> Response:
     """One draft: images, findings with evidence, reasoning, impression, flags, model; decisions. An old address
     with the Study UID is answered by a redirect to the study's handle (a study with no reading: 404)."""
@@ -281,7 +281,7 @@ def study_page(
     study_uid = _study_of(state, study, old_address=True)
     review = _review_or_404(state, study_uid, revision)
     if study != state.links.handle(STUDY, study_uid):
-        kept = f"?focus={focus}" if focus and focus.isdigit() else ""  # the selected finding (console.js)
+        kept = f"?focus={focus}" if focus and focus.isdigit() and len(focus) <= 4 else ""  # console.js's selection
         return redirect(study_path(state, study_uid, revision) + kept)
     AuditRecorder(state.store).record(
         AuditEvent(EventType.STUDY_OPENED, request_actor(request, user), study_uid=study_uid,
