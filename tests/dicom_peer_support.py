@@ -32,13 +32,16 @@ class AnsweringScp:
     statuses: list[int] = field(default_factory=list)
     received: list[Dataset] = field(default_factory=list)
     stored: list[str] = field(default_factory=list)
+    ae: AE | None = None  # pynetdicom's; e.g. ``scp.ae.require_calling_aet`` may be changed while it runs
 
 
 @contextmanager
-def answering_scp(ae_title: str = "FAKEPACS") -> Iterator[AnsweringScp]:
-    """Run the SCP on a free local port for the duration of the block (Comprehensive 3D SR only)."""
-    scp = AnsweringScp(ae_title, free_port())
+def answering_scp(ae_title: str = "FAKEPACS", *, require_calling_aet: Sequence[str] = ()) -> Iterator[AnsweringScp]:
+    """Run the SCP on a free local port for the duration of the block (Comprehensive 3D SR only). Given
+    ``require_calling_aet``, it rejects any other calling AE as a PACS does (A-ASSOCIATE-RJ 1/1/3)."""
     ae = AE(ae_title=ae_title)
+    ae.require_calling_aet = list(require_calling_aet)
+    scp = AnsweringScp(ae_title, free_port(), ae=ae)
     ae.add_supported_context(Comprehensive3DSRStorage, ExplicitVRLittleEndian)
 
     def handle(event: evt.Event) -> int:

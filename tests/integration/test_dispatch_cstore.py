@@ -13,7 +13,7 @@ from dicom_peer_support import AnsweringScp, answering_scp
 from orthanc_support import Orthanc, running_orthanc
 from radtrace.config import DicomDestination, ReportingSettings
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
-from radtrace.reporting.dispatch.cstore import store_instance
+from radtrace.reporting.dispatch.cstore import AssociationRejectedError, store_instance
 from radtrace.reporting.sr import build_sr, sr_bytes
 from radtrace.testing.services import free_port
 from reporting_support import sr_cases
@@ -64,11 +64,13 @@ def test_wrong_called_ae_is_not_a_delivery(orthanc: Orthanc) -> None:
     sr = build_sr(reading, sources, settings=ReportingSettings(), revision=7)  # a revision never sent here
     wrong = DicomDestination(ae_title="NOT-ORTHANC", host="127.0.0.1", port=orthanc.dicom_port)
     with pytest.raises(
-        PeerUnavailableError,
+        AssociationRejectedError,  # permanent (PS3.8 9.3.4): not retried; the reason names the setting to change
         match=r"rejected the association \(A-ASSOCIATE-RJ 1/1/7: rejected permanent by the service user: called AE "
-        r"title not recognised\)",
-    ):
+        r"title not recognised\): not retried; the PACS does not answer to AE title 'NOT-ORTHANC': set "
+        r"dispatch.pacs' ae_title",
+    ) as raised:
         store_instance(sr_bytes(sr), wrong, calling_ae_title="RADTRACE")
+    assert not raised.value.retryable
     assert orthanc.find_instance(str(sr.SOPInstanceUID)) == []
 
 

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 import pytest
 
 from radtrace.config import DicomDestination, ReportingSettings
-from radtrace.errors import DispatchError, PeerUnavailableError
-from radtrace.reporting.dispatch.cstore import store_instance
+from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
+from radtrace.reporting.dispatch.cstore import AssociationRejectedError, store_instance
 from radtrace.reporting.sr import build_sr, sr_bytes
 from radtrace.testing.services import free_port
 from reporting_support import sr_cases
@@ -59,7 +59,7 @@ def _store(destination: DicomDestination, timeout_s: float) -> tuple[int | Excep
         outcome: int | Exception = store_instance(
             payload, destination, calling_ae_title="RADTRACE", timeout_s=timeout_s
         ).status
-    except (DispatchError, PeerUnavailableError) as exc:
+    except (DispatchError, PeerUnavailableError, DispatchRejectedError) as exc:
         outcome = exc
     return outcome, time.monotonic() - started
 
@@ -88,13 +88,14 @@ def test_storescp_slow_but_within_the_timeout_is_a_delivery() -> None:
     assert outcome == 0x0000
 
 
-def test_storescp_refusing_the_association_is_retryable_and_says_why() -> None:
+def test_storescp_refusing_the_association_is_permanent_and_says_why() -> None:
     """storescp closes right after its A-ASSOCIATE-RJ; about one time in eight pynetdicom sees the close first and
     ends the association as aborted. The RJ's bytes were read all the same (scu.PeerAnswer), so every try names
-    why (before: 5 of 40 said only 'no association (refused, aborted or timed out)')."""
+    why (before: 5 of 40 said only 'no association (refused, aborted or timed out)'). Its 1/1/1 is a permanent
+    rejection (PS3.8 9.3.4): not retried (test_followups_dispatch_permanent_rejection)."""
     with _storescp("--refuse") as destination:
         outcomes = [_store(destination, timeout_s=5) for _ in range(3)]
-    assert all(isinstance(outcome, PeerUnavailableError) for outcome, _ in outcomes)
+    assert all(isinstance(outcome, AssociationRejectedError) for outcome, _ in outcomes)
     assert all(elapsed < 5 for _, elapsed in outcomes)
     reasons = [str(outcome) for outcome, _ in outcomes]
     words = "rejected the association (A-ASSOCIATE-RJ 1/1/1: rejected permanent by the service user: no reason given)"

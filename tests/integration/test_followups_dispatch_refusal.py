@@ -20,8 +20,8 @@ import pytest
 from dicom_peer_support import rejecting_peer
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DicomDestination, DispatchSettings, ReportingSettings
-from radtrace.errors import PeerUnavailableError
-from radtrace.reporting.dispatch.cstore import store_instance
+from radtrace.errors import PeerUnavailableError, RadtraceError
+from radtrace.reporting.dispatch.cstore import AssociationRejectedError, store_instance
 from radtrace.reporting.dispatch.outbox import Outbox, ReportFiles, planned_deliveries
 from radtrace.reporting.sr import build_sr, sr_bytes
 from radtrace.store.engine import Store
@@ -57,16 +57,20 @@ def test_a_store_says_the_rejection_as_the_pacs_sent_it_at_once(
     payload = _sr()
     with rejecting(*codes) as pacs:
         started = time.monotonic()
-        with pytest.raises(PeerUnavailableError) as raised:
+        with pytest.raises(RadtraceError) as raised:
             store_instance(payload, pacs, calling_ae_title="RADTRACE", timeout_s=10)
         elapsed = time.monotonic() - started
     assert f"PACS@127.0.0.1:{pacs.port} rejected the association (A-ASSOCIATE-RJ {words}" in raised.value.reason
+    # a permanent rejection (result 1) is not retried; a transient one (2) is (test_followups_dispatch_permanent_...)
+    assert raised.value.retryable is (codes[0] == 2)
+    assert isinstance(raised.value, AssociationRejectedError if codes[0] == 1 else PeerUnavailableError)
     assert elapsed < 3, f"{elapsed:.1f} s"
     assert "Unknown A_ASSOCIATE" not in capfd.readouterr().err  # pynetdicom's reader thread did not die
 
 
-def test_the_outbox_records_a_reserved_rejection_at_once_and_retries_it(sqlite_store: Store, tmp_path: Path) -> None:
-    """Through the real sender, with its default 30 s timeout: before, this delivery took 30 s."""
+def test_the_outbox_records_a_reserved_rejection_at_once_and_fails_it(sqlite_store: Store, tmp_path: Path) -> None:
+    """Through the real sender, with its default 30 s timeout: before, this delivery took 30 s. 1/1/5 is a permanent
+    rejection (result 1) with a reason the standard reserves: failed at once, not retried."""
     reading, sources = sr_cases()["typical"]
     sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
     reports = ReportFiles(str(sr.SOPInstanceUID), sr_bytes(sr), b"MSH|", json.dumps({}).encode())
@@ -83,7 +87,8 @@ def test_the_outbox_records_a_reserved_rejection_at_once_and_retries_it(sqlite_s
         started = time.monotonic()
         result = outbox.deliver(outbox_id)
         elapsed = time.monotonic() - started
-    assert result.state is OutboxState.PENDING  # retried with backoff, as every refused association
+    assert result.state is OutboxState.FAILED  # permanent: not retried (a transient one is: 2/3/0 above)
+    assert result.attempts == 1
     assert result.error is not None
     assert "rejected the association (A-ASSOCIATE-RJ 1/1/5: rejected permanent by the service user" in result.error
     assert elapsed < 3, f"{elapsed:.1f} s"

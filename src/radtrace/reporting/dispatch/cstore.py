@@ -3,8 +3,10 @@
 Status classes (PS3.4 B.2.3, PS3.7 C): ``0000`` success; ``B000``/``B006``/``B007`` warnings, stored
 (the warning is returned so it can be recorded); ``A7xx`` out of resources, retryable; ``A9xx``
 data set does not match the SOP class, ``Cxxx`` cannot understand, ``0122`` SOP class not supported
-and ``0124`` not authorised are permanent; any other failure, a missing response, an association
-that is refused, aborted or cannot be opened are retryable. Every pynetdicom error leaves as a
+and ``0124`` not authorised are permanent, and so is an association the PACS rejects permanently (A-ASSOCIATE-RJ
+result 1, PS3.8 9.3.4: an AE title it does not know; :class:`AssociationRejectedError`, whose reason says what to
+change); any other failure, a missing response, an association rejected transiently, aborted or that cannot be
+opened are retryable. Every pynetdicom error leaves as a
 radtrace error. A refused association is said with its A-ASSOCIATE-RJ codes and PS3.8 table 9-21's words,
 as ``radtrace send`` says it; a peer that closes without a word, or answers in something other than DICOM (an HTTP
 server's ``400``), is said so at once with its first line quoted safely (:meth:`radtrace.dicom_listener.scu.PeerAnswer.
@@ -28,10 +30,17 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from radtrace.config import DicomDestination
-from radtrace.dicom_listener.scu import PeerAnswer, close_socket
+from radtrace.dicom_listener.scu import PeerAnswer, Rejection, close_socket
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
 
-__all__ = ["LONGEST_STORE_S", "STORE_TIMEOUT_S", "StoreResult", "describe_destination", "store_instance"]
+__all__ = [
+    "LONGEST_STORE_S",
+    "STORE_TIMEOUT_S",
+    "AssociationRejectedError",
+    "StoreResult",
+    "describe_destination",
+    "store_instance",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +100,59 @@ def _tune_socket(assoc: Any, timeout_s: float) -> None:
             sock.settimeout(timeout_s)
 
 
-def _not_established(assoc: Any, answer: PeerAnswer, where: str, sop_class: str) -> Exception:
+class AssociationRejectedError(DispatchRejectedError):
+    """The PACS rejected the association *permanently* (A-ASSOCIATE-RJ result 1, PS3.8 9.3.4): asking again unchanged
+    cannot help, so the delivery is not retried; it waits, failed with this reason, until someone changes the
+    configuration (ours or the PACS's) and asks again (``radtrace dispatch retry DESTINATION``)."""
+
+    def __init__(self, reason: str, rejection: Rejection, destination: str) -> None:
+        super().__init__(reason)
+        self.rejection = rejection
+        self.destination = destination
+
+    def __reduce__(self) -> tuple[type[AssociationRejectedError], tuple[str, Rejection, str]]:
+        return type(self), (self.reason, self.rejection, self.destination)
+
+
+def _remedy(rejection: Rejection, destination: DicomDestination, calling_ae_title: str) -> str:
+    """What to change for a permanent rejection, by its source and reason (PS3.8 table 9-21)."""
+    match (rejection.source, rejection.reason):
+        case (1, 3):
+            what = (
+                f"the PACS does not admit calling AE {calling_ae_title!r} from this host: add it to the PACS's "
+                "known AEs, or set dispatch.calling_ae_title to one it admits"
+            )
+        case (1, 7):
+            what = (
+                f"the PACS does not answer to AE title {destination.ae_title!r}: set dispatch.pacs' ae_title to "
+                f"its own (some PACS say this of a calling AE {calling_ae_title!r} they do not know, too)"
+            )
+        case _:
+            what = (
+                f"check dispatch.pacs' ae_title {destination.ae_title!r} and that the PACS admits calling AE "
+                f"{calling_ae_title!r} from this host"
+            )
+    return f"{what}; then: radtrace dispatch retry {describe_destination(destination)}"
+
+
+def _not_established(
+    assoc: Any, answer: PeerAnswer, destination: DicomDestination, calling_ae_title: str, sop_class: str
+) -> Exception:
     """Why no association: the PACS's A-ASSOCIATE-RJ with its codes and PS3.8 table 9-21's words (e.g. '1/1/7:
-    rejected permanent by the service user: called AE title not recognised' says which setting to change)."""
+    rejected permanent by the service user: called AE title not recognised' says which setting to change). A
+    permanent one (result 1) is :class:`AssociationRejectedError`, not retried; a transient one (2) is retried."""
+    where = describe_destination(destination)
     rejection = answer.rejection(assoc)
     if rejection is not None:
-        return PeerUnavailableError(
-            f"{where} rejected the association (A-ASSOCIATE-RJ {rejection.codes}: {rejection.words()})"
-        )
-    said = answer.no_answer(where)  # closed without a word, or answered in something else (an HTTP server's 400)
-    if said is not None:
+        said = f"{where} rejected the association (A-ASSOCIATE-RJ {rejection.codes}: {rejection.words()})"
+        if rejection.permanent:
+            return AssociationRejectedError(
+                f"{said}: not retried; {_remedy(rejection, destination, calling_ae_title)}", rejection, where
+            )
         return PeerUnavailableError(said)
+    no_answer = answer.no_answer(where)  # closed without a word, or answered in something else (HTTP's 400)
+    if no_answer is not None:
+        return PeerUnavailableError(no_answer)
     if any(cx.abstract_syntax == sop_class for cx in assoc.rejected_contexts):
         # the PACS accepted the association but not our only context: pynetdicom aborts it; no retry can help
         return _not_accepted(where, sop_class)
@@ -144,7 +195,7 @@ def store_instance(
         raise PeerUnavailableError(f"cannot associate with {where}: {exc}") from exc
     if not assoc.is_established:
         close_socket(assoc)
-        raise _not_established(assoc, answer, where, str(dataset.SOPClassUID))
+        raise _not_established(assoc, answer, destination, calling_ae_title, str(dataset.SOPClassUID))
     _tune_socket(assoc, timeout_s)
     try:
         if not any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.accepted_contexts):

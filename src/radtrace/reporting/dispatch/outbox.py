@@ -23,7 +23,9 @@ the others: no payload without its row, no row without its payload, nothing sent
 2. *send*, outside any transaction, through the sender for the row's kind (C-STORE, MLLP, file drop);
 3. *record*: delivered (``dispatch_delivered``), or a retry scheduled with exponential backoff
    (``dispatch_retry_scheduled``), or failed for good after a permanent error or ``max_attempts``
-   (``dispatch_failed`` with the reason, visible to QA; never silent).
+   (``dispatch_failed`` with the reason, visible to QA; never silent). A PACS that rejects the association
+   permanently (an AE title it does not know) fails the row at its first attempt, its reason saying what to change;
+   ``radtrace dispatch retry DESTINATION`` (:mod:`.redelivery`) asks for it again once that is fixed.
 
 If the process dies between claim and record, the lease expires and the row is tried again: delivery
 is at-least-once, and the payload is byte-identical each time (same SR UIDs, same HL7 control ID) so
@@ -50,7 +52,12 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
 from radtrace.errors import ConfigError, DispatchRejectedError, RadtraceError, is_retryable
-from radtrace.reporting.dispatch.cstore import LONGEST_STORE_S, describe_destination, store_instance
+from radtrace.reporting.dispatch.cstore import (
+    LONGEST_STORE_S,
+    AssociationRejectedError,
+    describe_destination,
+    store_instance,
+)
 from radtrace.reporting.dispatch.filedrop import drop_file
 from radtrace.reporting.dispatch.mllp import send_message
 from radtrace.reporting.dispatch.payloads import PayloadFiles, StagedPayloads
@@ -550,6 +557,8 @@ class Outbox:
                 )
                 row.state, row.last_error = OutboxState.FAILED, reason
                 event = self._event(row, study, EventType.DISPATCH_FAILED, Outcome.SERIOUS_FAILURE, error=reason)
+                if isinstance(error, AssociationRejectedError):  # a configuration to fix: said once, not retried
+                    log.warning("outbox %s: %s", outbox_id, reason)
             self.recorder.record(event, session=session)
             log.info("outbox %s %s %s: %s (attempt %d)", outbox_id, row.kind, row.destination, row.state, row.attempts)
             return Delivery(

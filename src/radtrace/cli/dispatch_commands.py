@@ -1,0 +1,50 @@
+"""``radtrace dispatch retry DESTINATION``: failed deliveries asked for again once their cause is fixed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from radtrace.cli.common import EXIT_USAGE, app, fail, open_store, out, settings_of
+
+dispatch_app = typer.Typer(help="Deliveries to the PACS, the RIS and the file drop.", no_args_is_help=True)
+app.add_typer(dispatch_app, name="dispatch")
+
+__all__ = ["dispatch_app", "dispatch_retry"]
+
+
+@dispatch_app.command("retry")
+def dispatch_retry(
+    ctx: typer.Context,
+    destination: Annotated[
+        str, typer.Argument(help="As the failure names it: AE@host:port for a PACS, host:port for the RIS.")
+    ],
+) -> None:
+    """Deliver again every failed delivery to DESTINATION (after fixing what its reason says; audited).
+
+    A PACS that rejected the association permanently (an AE title it does not know) is not asked again until this
+    is run. When dispatch.pacs now names that PACS with another AE title, the deliveries go to it.
+    """
+    from radtrace.audit.operations import local_operator
+    from radtrace.reporting.dispatch.redelivery import RedeliveryError, redeliver_failed
+    from radtrace.worker.doorbell import ring_dispatch
+
+    settings = settings_of(ctx)
+    with open_store(settings) as store:
+        try:
+            done = redeliver_failed(store, settings.dispatch, destination, local_operator())
+        except RedeliveryError as exc:
+            fail(exc.reason, EXIT_USAGE)
+    unrung = sum(1 for outbox_id in done.outbox_ids if not ring_dispatch(settings, outbox_id))
+    moved = f" (was {escape(done.readdressed_from)})" if done.readdressed_from else ""
+    out.print(
+        f"{len(done.outbox_ids)} failed deliveries to {escape(done.destination)}{moved} are pending again; "
+        f"{done.revisions} revisions reported again",
+        highlight=False,
+    )
+    if done.left_failed:
+        out.print(f"left failed (already delivered there): outbox rows {', '.join(map(str, done.left_failed))}")
+    if unrung:
+        out.print(f"the broker did not answer for {unrung} of them: the reconciler will pick them up", highlight=False)
