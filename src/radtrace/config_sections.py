@@ -7,6 +7,7 @@ there.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -368,8 +369,14 @@ class ApiSettings(Section):
         default=32,
         ge=1,
         le=65536,
-        description="connections one client address may hold (503 past it); a proxy in FORWARDED_ALLOW_IPS is "
+        description="connections one client address may hold (503 past it); a proxy in forwarded_allow_ips is "
         "held only to max_connections",
+    )
+    forwarded_allow_ips: list[str] | None = Field(
+        default=None,
+        description="reverse proxies (addresses or networks, * for any) whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed: each client behind them is counted and throttled by its own address; "
+        "default: uvicorn's FORWARDED_ALLOW_IPS, else 127.0.0.1 and ::1",
     )
     header_timeout_s: float = Field(
         default=10.0, gt=0, le=600, description="a request's headers must arrive within this (408 and closed)"
@@ -396,6 +403,17 @@ class ApiSettings(Section):
     failed_auth_pause_s: float = Field(
         default=60.0, gt=0, le=86400, description="how long an address is refused (429, Retry-After) once throttled"
     )
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str] | None) -> list[str] | None:
+        for entry in value or ():
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an IP address, a network or *") from None
+        return value
 
     @model_validator(mode="after")
     def _per_address(self) -> ApiSettings:

@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import resource
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -100,6 +101,16 @@ class RefusalLog:
         log.warning("HTTP %s refused: %d %s%s", escape(source), status, reason, more)
 
 
+def forwarded_allow_ips(configured: list[str] | None) -> list[str]:
+    """The proxies believed: ``api.forwarded_allow_ips`` where set, else uvicorn's FORWARDED_ALLOW_IPS (what the
+    documentation named before the setting existed), else 127.0.0.1 and ::1."""
+    if configured is not None:
+        return [entry.strip() for entry in configured]
+    return [
+        entry.strip() for entry in os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1").split(",") if entry.strip()
+    ]
+
+
 @dataclass
 class PeerLimits:
     """What the connections and requests of one server share: its limits (the api.* settings, see
@@ -115,8 +126,9 @@ class PeerLimits:
     failed_auth_pause_s: float = THROTTLE_S
     connections: dict[str, int] = field(default_factory=dict)
     refusals: RefusalLog = field(default_factory=RefusalLog)
-    #: Proxies (uvicorn's forwarded_allow_ips): their connections carry many clients, so only the total cap applies.
-    proxies: str | list[str] = ""
+    #: Proxies (``api.forwarded_allow_ips``): their connections carry many clients, so only the total cap applies,
+    #: and the clients they name in X-Forwarded-For are counted instead.
+    proxies: str | list[str] = field(default_factory=lambda: forwarded_allow_ips(None))
 
     @classmethod
     def for_settings(cls, api: ApiSettings) -> PeerLimits:
@@ -131,6 +143,7 @@ class PeerLimits:
             failed_auth_limit=api.failed_auth_limit,
             failed_auth_window_s=api.failed_auth_window_s,
             failed_auth_pause_s=api.failed_auth_pause_s,
+            proxies=forwarded_allow_ips(api.forwarded_allow_ips),
         )
 
     @property

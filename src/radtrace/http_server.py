@@ -35,11 +35,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import h11
 import uvicorn
 from starlette.requests import ClientDisconnect
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from radtrace.http_limits import (
@@ -64,8 +65,10 @@ from radtrace.http_limits import (
 from radtrace.logging import escape
 
 __all__ = [
+    "DIRECT_PEER",
     "GuardedH11Protocol",
     "RequestGuard",
+    "direct_peer_host",
     "guarded_config",
     "protocol_class",
     "serve_http",
@@ -427,6 +430,29 @@ class _FloodFilter(logging.Filter):
         return True
 
 
+#: The ASGI scope key holding the connection's own (host, port), whatever X-Forwarded-For says.
+DIRECT_PEER: Final = "radtrace.direct_peer"
+
+
+class _KeepDirectPeer:
+    """Records the connection's address in the scope before X-Forwarded-For can replace ``client``."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope[DIRECT_PEER] = scope.get("client")
+        await self.app(scope, receive, send)
+
+
+def direct_peer_host(scope: Scope) -> str | None:
+    """The address of the connection a request came over (a proxy's, behind one); the client's where the request
+    did not come through :func:`guarded_config` (in-process test clients)."""
+    peer = scope.get(DIRECT_PEER, scope.get("client"))
+    return str(peer[0]) if peer else None
+
+
 def guarded_config(
     app: App,
     *,
@@ -445,8 +471,15 @@ def guarded_config(
         if not any(isinstance(known, _FloodFilter) for known in logger.filters):
             logger.addFilter(_FloodFilter())
     guarded = RequestGuard(app, limits=limits, on_throttled=on_throttled)
+    # A proxy in api.forwarded_allow_ips forwards many clients over its connections: it is not held to the
+    # per-address cap (the total cap and the deadlines still apply), and the request limits and failed-authentication
+    # throttle count the client it names in X-Forwarded-For. uvicorn's own proxy layer is applied here, inside one
+    # that keeps the connection's own address (direct_peer_host), so that what only the proxy may send (the
+    # console's trusted user header) is still checked against the proxy, not against the client it names.
+    # uvicorn's ASGI types are narrower TypedDicts than starlette's mappings; the callables are the same protocol.
+    forwarded: Any = ProxyHeadersMiddleware(cast(Any, guarded), trusted_hosts=limits.proxies)
     config = uvicorn.Config(
-        guarded,
+        _KeepDirectPeer(forwarded),
         host=host,
         port=port,
         http=protocol_class(limits),
@@ -455,11 +488,8 @@ def guarded_config(
         log_config=None,
         access_log=False,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        proxy_headers=False,
     )
-    # A proxy uvicorn trusts (FORWARDED_ALLOW_IPS, default 127.0.0.1 and ::1) forwards many clients over its
-    # connections: it is not held to the per-address cap (the total cap and the deadlines still apply), and the
-    # failed-authentication throttle counts the client it names in X-Forwarded-For.
-    limits.proxies = config.forwarded_allow_ips
     return config
 
 

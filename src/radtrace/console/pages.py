@@ -27,6 +27,7 @@ from radtrace.config import Settings
 from radtrace.console.accounts import SignedIn, resume_session, start_session
 from radtrace.console.links import ConsoleLinks
 from radtrace.console.worklist import FLAG_LABELS, sync_review_items
+from radtrace.http_server import direct_peer_host
 from radtrace.store.engine import Store
 
 __all__ = [
@@ -129,7 +130,9 @@ def signed_in_user(request: Request, state: StateDep) -> SignedIn:
     if found is not None:
         return found
     header = state.settings.console.trusted_user_header
-    if header and client_host(request) in state.settings.console.trusted_proxies and request.headers.get(header):
+    # The proxy that may send the header is the connection's peer, not the client it names in X-Forwarded-For.
+    proxy = direct_peer_host(request.scope)
+    if header and proxy in state.settings.console.trusted_proxies and request.headers.get(header):
         started = start_session(state.store, request.headers[header].strip(), host=client_host(request),
                                 method=f"trusted-header {header}")  # fmt: skip
         if isinstance(started, SignedIn):
