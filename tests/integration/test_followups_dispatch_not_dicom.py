@@ -13,9 +13,14 @@ Peers: dicom_peer_support.answering_peer answers the A-ASSOCIATE-RQ with given b
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import http.server
 import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +35,7 @@ from radtrace.reporting.dispatch.outbox import Outbox, ReportFiles, planned_deli
 from radtrace.reporting.sr import build_sr, sr_bytes
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxState, Revision, RevisionState, Study
+from radtrace.testing.services import free_port
 from reporting_support import sr_cases
 from tests_support import one_line_of, radtrace
 
@@ -123,3 +129,50 @@ def test_the_outbox_records_a_not_dicom_answer_at_once_and_retries_it(sqlite_sto
     assert result.error is not None
     assert "answered with something that is not DICOM: 'HT'" in result.error
     assert elapsed < 3, f"{elapsed:.1f} s"
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # the stdlib's name
+        pass
+
+
+@contextlib.contextmanager
+def python_http_server() -> Iterator[int]:
+    """Python's own HTTP server: it reads a request line up to its LF, which an A-ASSOCIATE-RQ need not have, so it
+    answers nothing (Apache and Go's net/http wait alike)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_a_port_that_accepts_and_never_answers_is_said_as_such_not_as_refused_or_aborted() -> None:
+    """It still takes the ACSE timeout (a PACS may be slow to answer); what the reason says changed: before, 'no
+    association with ... (refused, aborted or timed out)' for this and for a closed port alike."""
+    with python_http_server() as port, pytest.raises(PeerUnavailableError) as raised:
+        store_instance(_sr(), DicomDestination(ae_title="PACS", host="127.0.0.1", port=port),
+                       calling_ae_title="RADTRACE", timeout_s=2)  # fmt: skip
+    assert raised.value.reason == (
+        f"PACS@127.0.0.1:{port} accepted the connection but did not answer the A-ASSOCIATE-RQ in 2 s (a DICOM peer "
+        "answers at once: is this its DICOM port?)"
+    )
+
+
+# pynetdicom 3.0.4 shuts down but does not close its socket when the connection is refused (test_dispatch_cstore)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore::ResourceWarning")
+def test_a_closed_port_is_said_as_no_connection() -> None:
+    port = free_port()
+    with pytest.raises(PeerUnavailableError) as raised:
+        store_instance(_sr(), DicomDestination(ae_title="PACS", host="127.0.0.1", port=port),
+                       calling_ae_title="RADTRACE", timeout_s=2)  # fmt: skip
+    assert raised.value.reason == (
+        f"cannot connect to PACS@127.0.0.1:{port} (connection refused, or the host does not answer)"
+    )
+    with pytest.raises(NoAssociationError, match=f"cannot connect to RADTRACE at 127.0.0.1:{port}"):
+        send_files([FILM], "127.0.0.1", port, called_ae="RADTRACE", calling_ae="PACS", timeout_s=2)
+    gc.collect()

@@ -142,6 +142,7 @@ class PeerAnswer:
     _SAID_WAIT_S = 0.2  # how long the rest of that first line is waited for, once its first bytes showed it
 
     def __init__(self) -> None:
+        self.opened = False  # the TCP connection was made
         self.not_dicom = False
         self.closed = False  # the peer closed the connection before it sent a byte
         self.first = bytearray()
@@ -152,6 +153,7 @@ class PeerAnswer:
         return [(evt.EVT_CONN_OPEN, self._opened), (evt.EVT_FSM_TRANSITION, self._transition)]
 
     def _opened(self, event: Any) -> None:
+        self.opened = True
         transport = event.assoc.dul.socket
         read = transport.recv
 
@@ -249,6 +251,19 @@ class PeerAnswer:
         if self.closed:
             return f"{where} closed the connection without answering the A-ASSOCIATE-RQ"
         return None
+
+    def silence(self, where: str, waited_s: float) -> str | None:
+        """Why there is no association when the peer sent nothing at all: no connection, or a connection and no
+        answer to the A-ASSOCIATE-RQ in ``waited_s`` (a DICOM peer answers at once; many HTTP servers wait for the
+        end of a request line that never comes). ``None`` when it sent something."""
+        if not self.opened:
+            return f"cannot connect to {where} (connection refused, or the host does not answer)"
+        if self.first or self.closed or self.not_dicom:
+            return None
+        return (
+            f"{where} accepted the connection but did not answer the A-ASSOCIATE-RQ in {waited_s:.0f} s (a DICOM "
+            "peer answers at once: is this its DICOM port?)"
+        )
 
 
 def quoted_answer(data: bytes | bytearray) -> str:
@@ -378,6 +393,7 @@ def send_files(
     try:
         if pairs:
             answer = PeerAnswer()
+            started = time.monotonic()
             assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=answer.handlers())
             if not assoc.is_established:
                 close_socket(assoc)
@@ -386,9 +402,10 @@ def send_files(
                 if rejection is not None:
                     raise NoAssociationError(f"{where} rejected ({rejection.codes})", rejection=rejection)
                 why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
-                said = answer.no_answer(f"{called_ae} at {host}:{port}")
+                peer = f"{called_ae} at {host}:{port}"
+                said = answer.no_answer(peer) or answer.silence(peer, time.monotonic() - started)
                 raise NoAssociationError(
-                    f"association with {said}" if said else f"{where} {why}",
+                    said or f"{where} {why}",
                     not_dicom=answer.not_dicom,
                     http=answer.http,
                 )

@@ -20,6 +20,7 @@ import io
 import logging
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -136,7 +137,12 @@ def _remedy(rejection: Rejection, destination: DicomDestination, calling_ae_titl
 
 
 def _not_established(
-    assoc: Any, answer: PeerAnswer, destination: DicomDestination, calling_ae_title: str, sop_class: str
+    assoc: Any,
+    answer: PeerAnswer,
+    destination: DicomDestination,
+    calling_ae_title: str,
+    sop_class: str,
+    waited_s: float,
 ) -> Exception:
     """Why no association: the PACS's A-ASSOCIATE-RJ with its codes and PS3.8 table 9-21's words (e.g. '1/1/7:
     rejected permanent by the service user: called AE title not recognised' says which setting to change). A
@@ -156,7 +162,8 @@ def _not_established(
     if any(cx.abstract_syntax == sop_class for cx in assoc.rejected_contexts):
         # the PACS accepted the association but not our only context: pynetdicom aborts it; no retry can help
         return _not_accepted(where, sop_class)
-    return PeerUnavailableError(f"no association with {where} (refused, aborted or timed out)")
+    silence = answer.silence(where, waited_s)  # no connection, or no answer to the A-ASSOCIATE-RQ in time
+    return PeerUnavailableError(silence or f"no association with {where} (aborted)")
 
 
 def store_instance(
@@ -189,13 +196,15 @@ def store_instance(
     # longer kills pynetdicom's reader thread and leaves the store to the ACSE timeout.
     answer = PeerAnswer()
     options["evt_handlers"] = answer.handlers()
+    started = time.monotonic()
     try:
         assoc = ae.associate(destination.host, destination.port, **options)
     except (OSError, RuntimeError, ValueError) as exc:
         raise PeerUnavailableError(f"cannot associate with {where}: {exc}") from exc
     if not assoc.is_established:
         close_socket(assoc)
-        raise _not_established(assoc, answer, destination, calling_ae_title, str(dataset.SOPClassUID))
+        waited_s = time.monotonic() - started
+        raise _not_established(assoc, answer, destination, calling_ae_title, str(dataset.SOPClassUID), waited_s)
     _tune_socket(assoc, timeout_s)
     try:
         if not any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.accepted_contexts):
