@@ -10,7 +10,7 @@ The directory it writes has the file layout of a Hugging Face Qwen2.5-VL checkpo
 :mod:`radtrace.model.loading` and a stock ``AutoProcessor`` (where torchvision is installed) accept it,
 plus a ``radtrace-tiny.json`` marker saying that it is random and not for clinical use.
 
-It lives in the model package, not in :mod:`radtrace.testing`: ``radtrace model make-tiny`` builds it for sites
+It lives in the model package, not with the test helpers: ``radtrace model make-tiny`` builds it for sites
 without weights, and the backends read its marker to name the model honestly in every reading.
 """
 
