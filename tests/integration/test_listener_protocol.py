@@ -205,8 +205,13 @@ def test_a_real_film_still_goes_through_the_raw_peer(tmp_path: Path, store: Stor
         peer.send(STORE, *fragments(3, DATA, 16000, command=False))
         peer.read(10, until_types=2)
         assert store_statuses(peer.received) == [0x0000]
-        peer.send(ECHO, RELEASE_RQ)
-        peer.read(3, until_types=4)
+        # The release only after the echo's answer, as a requestor releases once its operations are answered: sent in
+        # one segment, a listener slowed by a loaded machine (two pytest workers) took the release first and
+        # answered [AC, store, release] without the echo.
+        peer.send(ECHO)
+        peer.read(10, until_types=3)
+        peer.send(RELEASE_RQ)
+        peer.read(10, until_types=4)
         assert pdu_types(peer.received) == [0x02, 0x04, 0x04, 0x06]
         assert [p.name for p in listener.spool.root.rglob("*.dcm")] == [f"{SOP_INSTANCE}.dcm"]
 
