@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from radtrace.config import Settings
-from radtrace.errors import RadtraceError
+from radtrace.errors import ModelServerError, RadtraceError
 
 if TYPE_CHECKING:
     from radtrace.store.engine import Store
@@ -135,24 +135,32 @@ def _size(count: int) -> str:
     return f"{count / 1024**3:.1f} GiB" if count >= 1024**3 else f"{count / 1024**2:.0f} MiB"
 
 
-#: The whole ``GET /v1/models`` of the start-up check (connect, headers, body): a server that drips its answer cannot
-#: hold ``radtrace preflight`` or serve's start longer (the body is read up to the client's 8 MiB cap).
+#: The whole start-up check of a vLLM server (``GET /health``, then ``GET /v1/models``; connect, headers, bodies): a
+#: server that drips its answers cannot hold ``radtrace preflight`` or serve's start longer (a model list is read up to
+#: the client's 8 MiB cap, a health answer up to 64 KiB).
 MODEL_SERVER_CHECK_S = 3.0
 
 
 def _vllm_server(settings: Settings) -> Check:
-    """A vLLM backend needs its server to answer (``GET /v1/models``), not weights on this machine. Asked through the
-    client's bounded request (:func:`radtrace.model.backends.vllm.served_models`): one deadline, a size cap."""
-    from radtrace.model.backends.vllm import served_models
+    """A vLLM backend needs its server to serve, not weights on this machine: its health check, as the worker's
+    circuit breaker asks it (``GET /health``: 2xx up, 429 or 5xx down, any other answer falls back to the model list),
+    then its model list, to name what it serves. Asked through the client's bounded requests
+    (:func:`radtrace.model.backends.vllm.serving_models`): one deadline for both, a size cap.
+
+    A vLLM whose engine died while its API process lives still lists its models but answers 5xx to ``/health``:
+    before, this check asked only the model list and passed it."""
+    from radtrace.model.backends.vllm import serving_models
 
     url = (settings.model.vllm_url or "").rstrip("/")
     key = settings.model.vllm_api_key
     try:
-        served = served_models(
+        served = serving_models(
             url, api_key=key.get_secret_value() if key is not None else None, timeout_s=MODEL_SERVER_CHECK_S
         )
+    except ModelServerError as exc:  # answered 429 or 5xx, or not in time
+        return Check("model server", "warning", f"{exc.reason}; inference waits until it serves (model.vllm_url)")
     except RadtraceError as exc:
-        return Check("model server", "warning", f"vLLM at {settings.model.vllm_url} does not answer its model list "
+        return Check("model server", "warning", f"vLLM at {settings.model.vllm_url} does not answer as a model server "
                      f"({exc.reason}); inference waits for it (model.vllm_url)")  # fmt: skip
     return Check("model server", "ok", f"vLLM at {settings.model.vllm_url} serves {', '.join(served) or 'no model'}")
 

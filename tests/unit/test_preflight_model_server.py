@@ -1,8 +1,10 @@
-"""The start-up check of a vLLM server (``GET /v1/models``) is bounded like the client: a server that drips its answer
-one byte at a time, or announces or streams gigabytes, cannot hold ``radtrace preflight`` or serve's start.
+"""The start-up check of a vLLM server (``GET /health``, then ``GET /v1/models``) asks what the worker's circuit breaker
+asks, and is bounded like the client: a server that drips its answers one byte at a time, or announces or streams
+gigabytes, cannot hold ``radtrace preflight`` or serve's start.
 
 Before, the check used a bare ``httpx.get`` with a 3 s timeout *per read* and read the whole body: a drip of one byte
-every 0.05 s held it for as long as the body lasted, and a body of gigabytes was read into memory."""
+every 0.05 s held it for as long as the body lasted, and a body of gigabytes was read into memory. And it asked only
+the model list, which a vLLM whose engine died still answers (its ``/health`` says 503): the check said "ok"."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import socket
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,10 +22,14 @@ from private_servers import HostilePeer, drip, hostile_peer, stream_forever
 from radtrace.config import load_settings
 from radtrace.model.backends.vllm import MAX_REPLY_BYTES
 from radtrace.preflight import check_model_weights
+from worker_support import fake_vllm_server
 
 pytestmark = pytest.mark.unit
 
 LIMIT_S = 1.0
+NO_HEALTH = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+
+Behaviour = Callable[[HostilePeer, socket.socket], None]
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +62,7 @@ def test_a_model_list_dripped_one_byte_at_a_time_ends_at_the_check_s_deadline(tm
         if peer.write(connection, _head(**{"Content-Length": str(len(body))})):
             drip(peer, connection, body, every_s=0.05)
 
-    with hostile_peer(behave) as peer:
+    with hostile_peer(_routed(None, behave)) as peer:
         status, detail, elapsed, _ = _check(peer.url, tmp_path)
     assert status == "warning"
     assert f"did not answer /v1/models within {LIMIT_S:g} s" in detail
@@ -71,7 +78,7 @@ def test_a_model_list_of_gigabytes_is_cut_at_the_client_s_reply_limit(tmp_path: 
         if peer.write(connection, _head(**{"Transfer-Encoding": "chunked"}) + b'c\r\n{"data": [  \r\n'):
             stream_forever(peer, connection, b"%x\r\n" % len(chunk) + chunk + b"\r\n", limit=256 * 1024 * 1024)
 
-    with hostile_peer(behave) as peer:
+    with hostile_peer(_routed(None, behave)) as peer:
         status, detail, elapsed, peak = _check(peer.url, tmp_path)
     assert status == "warning"
     assert "larger than 8 MiB" in detail or "did not answer /v1/models" in detail
@@ -89,3 +96,73 @@ def test_a_server_that_answers_is_still_named_with_its_models(tmp_path: Path) ->
         status, detail, _, _ = _check(peer.url, tmp_path)
     assert status == "ok", detail
     assert "nvidia/NV-Reason-CXR-3B" in detail
+
+
+def _routed(health: bytes | None, behave: Behaviour) -> Behaviour:
+    """A peer that answers ``GET /health`` with ``health`` (404 when None: a server without one) and every other
+    request with ``behave``."""
+
+    def route(peer: HostilePeer, connection: socket.socket) -> None:
+        if peer.received[-1].startswith(b"GET /health "):
+            peer.write(connection, health if health is not None else NO_HEALTH)
+        else:
+            behave(peer, connection)
+
+    return route
+
+
+def test_a_server_whose_engine_died_is_a_warning_naming_its_health_answer(tmp_path: Path) -> None:
+    """vLLM whose engine died while its API process lives: its model list still answers 200, /health 503. Before,
+    the check asked only the model list and said 'ok' (and serve started the GPU worker on it)."""
+    with fake_vllm_server() as server:
+        server.engine_dead = True
+        status, detail, _, _ = _check(server.url, tmp_path)
+        assert status == "warning", detail
+        assert f"{server.url} answered 503 to /health: its engine is not serving" in detail
+        assert "model.vllm_url" in detail
+        assert server.health_checks == 1
+        server.engine_dead = False  # restarted: the check passes again, naming the model
+        status, detail, _, _ = _check(server.url, tmp_path)
+        assert status == "ok", detail
+        assert "serves m" in detail
+        assert server.health_checks == 2
+
+
+def test_a_server_without_a_health_check_is_judged_by_its_model_list(tmp_path: Path) -> None:
+    """Other OpenAI-compatible servers answer 404 to /health: their model list decides, as for the breaker."""
+    with fake_vllm_server() as server:
+        server.has_health = False
+        status, detail, _, _ = _check(server.url, tmp_path)
+    assert status == "ok", detail
+    assert "serves m" in detail
+    assert server.health_checks == 1
+
+
+def test_a_health_answer_dripped_one_byte_at_a_time_ends_at_the_check_s_deadline(tmp_path: Path) -> None:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if peer.write(connection, b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n"):
+            drip(peer, connection, b" " * 400, every_s=0.05)
+
+    with hostile_peer(behave) as peer:
+        status, detail, elapsed, _ = _check(peer.url, tmp_path)
+    assert status == "warning"
+    assert f"did not answer /health within {LIMIT_S:g} s" in detail
+    assert elapsed < LIMIT_S + 1.5
+
+
+def test_one_deadline_covers_the_health_check_and_the_model_list(tmp_path: Path) -> None:
+    """A 404 to /health given after most of the deadline, then a model list that never comes: still one deadline."""
+    body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if peer.received[-1].startswith(b"GET /health "):
+            time.sleep(LIMIT_S * 0.6)
+            peer.write(connection, NO_HEALTH)
+        elif peer.write(connection, _head(**{"Content-Length": str(len(body))})):
+            drip(peer, connection, body, every_s=0.05)
+
+    with hostile_peer(behave) as peer:
+        status, detail, elapsed, _ = _check(peer.url, tmp_path)
+    assert status == "warning"
+    assert "did not answer" in detail
+    assert elapsed < LIMIT_S * 1.5

@@ -37,7 +37,7 @@ from radtrace.model.profiles.base import Profile
 from radtrace.model.reading import ModelIdentity
 from radtrace.model.study import StudyInput
 
-__all__ = ["HEALTH_PATH", "MAX_REPLY_BYTES", "PROBE_TIMEOUT_S", "VllmBackend", "data_url", "served_models"]
+__all__ = ["HEALTH_PATH", "MAX_REPLY_BYTES", "PROBE_TIMEOUT_S", "VllmBackend", "data_url", "serving_models"]
 
 #: The most reply bytes read per request: far above any completion (tokens times bytes per token in JSON), far below
 #: what would hurt a worker running ``max_concurrency`` requests at once.
@@ -189,29 +189,57 @@ class VllmBackend(Backend):
         """Why the server cannot read now, or None when it can: what the worker's circuit breaker
         (:mod:`radtrace.worker.breaker`) probes while it holds reads.
 
-        Asks :data:`HEALTH_PATH` first: a vLLM whose engine died while its API process lives still lists its models
-        but answers 5xx there. A server without it (404, or any answer but 2xx, 429 and 5xx, such as a gateway's 401
-        or a redirect: other OpenAI-compatible servers) is asked for its model list instead. Not available: not
-        reachable, 429 or 5xx, or no answer within :data:`PROBE_TIMEOUT_S` (both requests together); at most 64 KiB
-        of a health answer and :data:`MAX_REPLY_BYTES` of a model list are read.
+        :meth:`health` within min(request timeout, :data:`PROBE_TIMEOUT_S`). Not available: not reachable, 429 or
+        5xx, or no answer in time; a server that answers, if not as expected (a model list refused or malformed), is
+        available here: the reads will say what is wrong.
         """
-        bound = min(self.timeout_s, PROBE_TIMEOUT_S)
-        ends = time.monotonic() + bound
         try:
-            status, _, _ = self._fetch("GET", HEALTH_PATH, timeout_s=bound, limit=_HEALTH_BODY_BYTES, cut=True)
-            if 200 <= status < 300:
-                return None
-            if status == 429 or status >= 500:
-                return f"vLLM server at {self.base_url} answered {status} to {HEALTH_PATH}: its engine is not serving"
-            left = ends - time.monotonic()
-            if left <= 0:
-                return f"vLLM server at {self.base_url} did not answer its health checks within {bound:g} s"
-            self.served_models(timeout_s=left)  # no health check here: a server that lists its models answers
+            self.health(timeout_s=min(self.timeout_s, PROBE_TIMEOUT_S))
         except (PeerUnavailableError, ModelServerError) as exc:
             return exc.reason
-        except (ModelError, ModelRequestError):  # it answered, if not as expected: the reads will say what is wrong
+        except (ModelError, ModelRequestError):
             return None
         return None
+
+    def health(self, *, timeout_s: float, models: bool = False) -> list[str] | None:
+        """Whether the server can read now, as the worker's circuit breaker (:meth:`unavailable`), ``radtrace
+        preflight`` and serve's start (:func:`serving_models`) ask it; the models it lists where they were asked.
+
+        Asks :data:`HEALTH_PATH` first: a vLLM whose engine died while its API process lives still lists its models
+        but answers 5xx there. 2xx: it can read (None is returned, unless ``models`` asks for the model list too).
+        429 or 5xx: it cannot. Any other answer (404 on other OpenAI-compatible servers, a gateway's 401, a redirect)
+        means it has no health check: its model list is asked instead, and returned. Both requests together end at
+        ``timeout_s``; at most 64 KiB of a health answer and :data:`MAX_REPLY_BYTES` of a model list are read.
+
+        Raises:
+            ModelServerError: 429 or 5xx (``answered 503 to /health: its engine is not serving``), or no answer in
+                time.
+            PeerUnavailableError: not reachable.
+            ModelError, ModelRequestError: it answered, not as expected: an answer broken off, a model list refused,
+                too large or not JSON.
+        """
+        ends = time.monotonic() + timeout_s
+        status, _, _ = self._fetch("GET", HEALTH_PATH, timeout_s=timeout_s, limit=_HEALTH_BODY_BYTES, cut=True)
+        if 200 <= status < 300 and not models:
+            return None
+        if status == 429 or status >= 500:
+            raise ModelServerError(
+                f"vLLM server at {self.base_url} answered {status} to {HEALTH_PATH}: its engine is not serving"
+            )
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise ModelServerError(
+                f"vLLM server at {self.base_url} did not answer its health checks within {timeout_s:g} s"
+            )
+        try:
+            return self.served_models(timeout_s=left)
+        except ModelServerError as exc:
+            if not isinstance(exc.__cause__, httpx.TransportError):  # 429 or 5xx
+                raise
+            raise ModelServerError(  # the time left is no figure to show: the deadline was the whole check's
+                f"vLLM server at {self.base_url} did not answer /v1/models within {timeout_s:g} s "
+                f"(one deadline for {HEALTH_PATH} and the model list)"
+            ) from exc
 
     def identity(self, profile: Profile) -> ModelIdentity:
         """See :meth:`Backend.identity`; the weights hash is unknown to a client and left out."""
@@ -362,19 +390,22 @@ class VllmBackend(Backend):
         raise ModelRequestError(f"vLLM server at {self.base_url} refused {path} with {status}: {_quoted(detail)}")
 
 
-def served_models(base_url: str, *, api_key: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
-    """The models a vLLM server at ``base_url`` lists, asked as the client asks (one deadline for the whole request,
-    at most :data:`MAX_REPLY_BYTES` read): a server that drips its answer or sends gigabytes cannot hold the caller
-    (``radtrace preflight``, serve's start) longer than ``timeout_s``.
+def serving_models(base_url: str, *, api_key: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
+    """The models a vLLM server at ``base_url`` lists, once its health check says it can read (``radtrace
+    preflight``, serve's start): :meth:`VllmBackend.health` as the worker's circuit breaker asks it, and the model
+    list after a 2xx there. One deadline for all of it (a server that drips its answer cannot hold the
+    caller longer than ``timeout_s``), at most :data:`MAX_REPLY_BYTES` of a model list read.
 
     Raises:
-        PeerUnavailableError, ModelError, ModelRequestError: not reachable; no answer in time, 5xx or a reply that
-            is too large or not JSON; any other refusal.
+        ModelServerError: 429 or 5xx to ``/health`` (its engine is not serving) or to the model list, or no answer
+            in time.
+        PeerUnavailableError: not reachable.
+        ModelError, ModelRequestError: a reply that is broken off, too large or not JSON; any other refusal.
     """
     client = VllmBackend(
         base_url, max_new_tokens=1, min_pixels=1, max_pixels=1, api_key=api_key, timeout_s=timeout_s
-    )  # generation settings unused: only the model list is asked for
+    )  # generation settings unused: only the health check and the model list are asked for
     try:
-        return client.served_models()
+        return client.health(timeout_s=timeout_s, models=True) or []
     finally:
         client.close()
