@@ -303,9 +303,36 @@ def test_timeline_links_and_saved_searches_expire_and_study_links_do_not(
     _age(sqlite_store, SavedSearch, "saved_at", 12.1)
     assert kept.study_uid(links.TIMELINE, timeline) is None
     assert kept.saved_search(token) is None
+    assert _kept_rows(sqlite_store) == {links.STUDY: 1}  # the expired search's patient ID is not kept either
     assert kept.study_uid(links.STUDY, study) == "1.2.3.4"  # a study page's link is a bookmark: kept
     assert kept.timeline_handles(["1.2.3.4"]) == {"1.2.3.4": timeline}  # shown again: works again
     assert kept.study_uid(links.TIMELINE, timeline) == "1.2.3.4"
+
+
+def _kept_rows(store: Store) -> dict[str, int]:
+    """Handles kept per kind, and saved searches (as ``search``)."""
+    with store.session() as session:
+        kinds = dict(session.execute(sa.select(StudyHandle.kind, sa.func.count()).group_by(StudyHandle.kind)).all())
+        searches = session.scalar(sa.select(sa.func.count()).select_from(SavedSearch)) or 0
+    return {**kinds, **({"search": searches} if searches else {})}
+
+
+def test_a_console_starting_forgets_what_expired_while_none_ran(
+    kept: ConsoleLinks, sqlite_store: Store, tmp_path: Path
+) -> None:
+    kept.study_handles(["1.2.3.4"])
+    kept.timeline_handles(["1.2.3.4", "1.2.3.5"])
+    kept.save_search({"patient_id": "PAT-1"})
+    kept.save_search({"accession": "ACC-2"})
+    _age(sqlite_store, StudyHandle, "shown_at", 13)
+    _age(sqlite_store, SavedSearch, "saved_at", 13)
+    fresh = kept.save_search({"accession": "ACC-3"})  # saved since: kept
+    assert _kept_rows(sqlite_store) == {links.STUDY: 1, links.TIMELINE: 2, "search": 1}  # forgotten as it saved
+    _age(sqlite_store, StudyHandle, "shown_at", 13)
+    with console_client(sqlite_store, console_settings(tmp_path, sqlite_store)):
+        pass
+    assert _kept_rows(sqlite_store) == {links.STUDY: 1, "search": 1}
+    assert kept.saved_search(fresh) == {"accession": "ACC-3"}
 
 
 def test_at_most_max_kept_timeline_links_and_searches_the_oldest_go_first(

@@ -143,10 +143,21 @@ class ConsoleLinks:
             found = session.execute(
                 sa.select(SavedSearch.filters, SavedSearch.saved_at).where(SavedSearch.token == token)
             ).first()
-        if found is None or utc_now() - found.saved_at > timedelta(seconds=LINK_TTL_S):
+        if found is None:
+            return None
+        if utc_now() - found.saved_at > timedelta(seconds=LINK_TTL_S):
+            self.forget_expired()
             return None
         values: Any = json.loads(found.filters)
         return {str(name): str(value) for name, value in values.items()} if isinstance(values, dict) else None
+
+    def forget_expired(self) -> None:
+        """Delete the saved searches and timeline handles past :data:`LINK_TTL_S` now (a search's patient
+        identifiers are not kept longer than its link works; also done as new ones are kept)."""
+        now = utc_now()
+        with self._store.session("forgetting expired console links") as session:
+            _forget_old(session, SavedSearch.saved_at, now)
+            _forget_old(session, StudyHandle.shown_at, now, StudyHandle.kind == TIMELINE)
 
     # --- the key ---------------------------------------------------------------------------------------------
 

@@ -576,6 +576,10 @@ def mount_console(app: FastAPI, store: Store, settings: Settings) -> None:
         _outbox(store, settings).settle_pending()
     except (OSError, RadtraceError) as exc:
         log.warning("console: pending assessment SRs could not be settled: %s", type(exc).__name__)
+    try:  # searches (patient identifiers) and timeline links that expired while no console ran
+        app.state.console.links.forget_expired()
+    except RadtraceError as exc:
+        log.warning("console: expired links could not be forgotten: %s", type(exc).__name__)
     app.include_router(router)
     app.include_router(dashboard.router)
     app.include_router(explorer.router)
