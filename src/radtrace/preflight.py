@@ -136,8 +136,8 @@ def _size(count: int) -> str:
 
 
 #: The whole start-up check of a vLLM server (``GET /health``, then ``GET /v1/models``; connect, headers, bodies): a
-#: server that drips its answers cannot hold ``radtrace preflight`` or serve's start longer (a model list is read up to
-#: the client's 8 MiB cap, a health answer up to 64 KiB).
+#: server that drips its answers cannot hold the start of serve, listen or worker, or serve's supervisor, longer (a
+#: model list is read up to the client's 8 MiB cap, a health answer up to 64 KiB).
 MODEL_SERVER_CHECK_S = 3.0
 
 

@@ -1,6 +1,6 @@
 """The start-up check of a vLLM server (``GET /health``, then ``GET /v1/models``) asks what the worker's circuit breaker
 asks, and is bounded like the client: a server that drips its answers one byte at a time, or announces or streams
-gigabytes, cannot hold ``radtrace preflight`` or serve's start.
+gigabytes, cannot hold the start of serve, listen or worker.
 
 Before, the check used a bare ``httpx.get`` with a 3 s timeout *per read* and read the whole body: a drip of one byte
 every 0.05 s held it for as long as the body lasted, and a body of gigabytes was read into memory. And it asked only

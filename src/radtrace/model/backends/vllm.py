@@ -202,8 +202,8 @@ class VllmBackend(Backend):
         return None
 
     def health(self, *, timeout_s: float, models: bool = False) -> list[str] | None:
-        """Whether the server can read now, as the worker's circuit breaker (:meth:`unavailable`), ``radtrace
-        preflight`` and serve's start (:func:`serving_models`) ask it; the models it lists where they were asked.
+        """Whether the server can read now, as the worker's circuit breaker (:meth:`unavailable`) and the start-up
+        checks (:func:`serving_models`) ask it; the models it lists where they were asked.
 
         Asks :data:`HEALTH_PATH` first: a vLLM whose engine died while its API process lives still lists its models
         but answers 5xx there. 2xx: it can read (None is returned, unless ``models`` asks for the model list too).
@@ -391,10 +391,10 @@ class VllmBackend(Backend):
 
 
 def serving_models(base_url: str, *, api_key: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
-    """The models a vLLM server at ``base_url`` lists, once its health check says it can read (``radtrace
-    preflight``, serve's start): :meth:`VllmBackend.health` as the worker's circuit breaker asks it, and the model
-    list after a 2xx there. One deadline for all of it (a server that drips its answer cannot hold the
-    caller longer than ``timeout_s``), at most :data:`MAX_REPLY_BYTES` of a model list read.
+    """The models a vLLM server at ``base_url`` lists, once its health check says it can read (the start-up checks of
+    serve, listen and worker: :mod:`radtrace.preflight`): :meth:`VllmBackend.health` as the worker's circuit breaker
+    asks it, and the model list after a 2xx there. One deadline for all of it (a server that drips its answer cannot
+    hold the caller longer than ``timeout_s``), at most :data:`MAX_REPLY_BYTES` of a model list read.
 
     Raises:
         ModelServerError: 429 or 5xx to ``/health`` (its engine is not serving) or to the model list, or no answer
