@@ -20,7 +20,7 @@ import pytest
 import radtrace.preflight
 from private_servers import HostilePeer, drip, hostile_peer, stream_forever
 from radtrace.config import load_settings
-from radtrace.model.backends.vllm import MAX_REPLY_BYTES
+from radtrace.model.backends.vllm import MAX_REPLY_BYTES, VllmBackend
 from radtrace.preflight import check_model_weights
 from worker_support import fake_vllm_server
 
@@ -166,3 +166,34 @@ def test_one_deadline_covers_the_health_check_and_the_model_list(tmp_path: Path)
     assert status == "warning"
     assert "did not answer" in detail
     assert elapsed < LIMIT_S * 1.5
+
+
+@pytest.mark.parametrize("health", [200, 204, 429, 500, 503, 401, 404, 307])
+def test_the_start_up_check_and_the_breaker_s_probe_judge_a_health_answer_alike(tmp_path: Path, health: int) -> None:
+    """One health check for both: 2xx up, 429 and 5xx down (the model list, which answers, is not asked), any other
+    answer falls back to the model list."""
+    body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
+    answer = f"HTTP/1.1 {health} X\r\nContent-Length: 0\r\nLocation: /elsewhere\r\n\r\n".encode()
+
+    def models(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.write(connection, _head(**{"Content-Length": str(len(body))}) + body)
+
+    with hostile_peer(_routed(answer, models)) as peer:
+        status, detail, _, _ = _check(peer.url, tmp_path)
+        backend = VllmBackend(peer.url, max_new_tokens=1, min_pixels=1, max_pixels=1, timeout_s=LIMIT_S)
+        try:
+            probe = backend.unavailable()
+        finally:
+            backend.close()
+        asked = [request.split(b" ", 2)[1] for request in peer.received]
+    down = health == 429 or health >= 500
+    assert (status == "warning") is down, detail
+    assert (probe is not None) is down, probe
+    if down:
+        assert f"answered {health} to /health: its engine is not serving" in detail
+        assert probe is not None
+        assert f"answered {health} to /health" in probe
+        assert asked == [b"/health", b"/health"]
+    else:
+        assert "serves m" in detail
+        assert asked == [b"/health", b"/v1/models", b"/health"] + ([] if health < 300 else [b"/v1/models"])
