@@ -24,6 +24,10 @@ each, naming the file; the weights are checked again only when the model directo
 modification times of its files), and the worker starts as soon as they pass. A fault only loading finds (a
 configuration that does not fit the weights) the worker itself waits out the same way
 (:func:`radtrace.worker.service.warm_when_loadable`), instead of exiting to be restarted for ever.
+
+With ``model.backend = "vllm"`` there are no weights on this machine: the worker waits for the model server at
+``model.vllm_url`` instead, until its health check passes (asked every 10 s, as the start-up check asks it), and the
+log says so (:func:`waiting_line`, :func:`ready_line`): each distinct reason once, and once when it answers.
 """
 
 from __future__ import annotations
@@ -50,7 +54,17 @@ from types import FrameType
 from radtrace.config import Settings
 from radtrace.preflight import check_model_weights
 
-__all__ = ["Component", "Supervisor", "describe", "next_steps", "run_serve", "serve_components", "wait_for_listener"]
+__all__ = [
+    "Component",
+    "Supervisor",
+    "describe",
+    "next_steps",
+    "ready_line",
+    "run_serve",
+    "serve_components",
+    "wait_for_listener",
+    "waiting_line",
+]
 
 log = logging.getLogger(__name__)
 
@@ -151,25 +165,12 @@ class Supervisor:
                 return  # the directory has not changed since its weights were found unusable
             ready, detail = self._weights_ready()
             if not ready:
-                if detail != child.weights_said and "cannot be loaded" in detail:
-                    log.warning(
-                        "inference is waiting for model weights that can be loaded (%s): the %s is not started; "
-                        "studies are received and wait in 'queued'. The weights are checked again when the files in "
-                        "model.path change (RADTRACE_MODEL__PATH)", detail.split("; inference waits", 1)[0],
-                        child.component.name,
-                    )  # fmt: skip
-                elif detail != child.weights_said:
-                    log.warning(
-                        "inference is waiting for model weights (%s): the %s is not started; studies are received "
-                        "and wait in 'queued'. Set RADTRACE_MODEL__PATH to the weights' directory (a demo with "
-                        "random weights: 'radtrace model make-tiny var/tiny-model', then "
-                        "RADTRACE_MODEL__PATH=var/tiny-model); checking again every %.0f s",
-                        detail, child.component.name, WEIGHTS_RECHECK_S,
-                    )  # fmt: skip
+                if detail != child.weights_said:  # each distinct problem once, not at every recheck
+                    log.warning("%s", waiting_line(self.settings, detail, child.component.name))
                 child.waiting_for_weights, child.weights_said, child.weights_fingerprint = True, detail, fingerprint
                 return
             if child.waiting_for_weights:
-                log.info("model weights found (%s): starting the %s", detail, child.component.name)
+                log.info("%s", ready_line(self.settings, detail, child.component.name))
             child.waiting_for_weights, child.weights_said, child.weights_fingerprint = False, "", None
         child.process = subprocess.Popen(
             self._argv(child.component),
@@ -256,6 +257,50 @@ class Supervisor:
         for child in self.children:
             child.process = None
         log.info("radtrace serve stopped")
+
+
+def _reason(detail: str) -> str:
+    """The start-up check's finding without its own advice (the supervisor's line says what happens next)."""
+    for advice in ("; inference waits", "; the GPU worker"):
+        detail = detail.split(advice, 1)[0]
+    return detail
+
+
+def waiting_line(settings: Settings, detail: str, name: str) -> str:
+    """What serve says when the GPU worker is not started: what it waits for, per backend, and what to do.
+
+    vLLM: a server at ``model.vllm_url`` whose health check passes (there are no weights on this machine);
+    transformers and ONNX Runtime: loadable files at ``model.path`` (or the Hugging Face cache)."""
+    held = f"the {name} is not started; studies are received and wait in 'queued'"
+    if settings.model.backend == "vllm":
+        return (
+            f"inference is waiting for the model server ({_reason(detail)}): {held}. Start the vLLM server, or "
+            f"correct model.vllm_url (RADTRACE_MODEL__VLLM_URL) if it runs elsewhere; its GET /health is asked "
+            f"again every {WEIGHTS_RECHECK_S:.0f} s and the {name} starts once it answers"
+        )
+    if "cannot be loaded" in detail:
+        return (
+            f"inference is waiting for model weights that can be loaded ({_reason(detail)}): {held}. The weights "
+            "are checked again when the files in model.path change (RADTRACE_MODEL__PATH)"
+        )
+    if settings.model.backend == "onnxruntime":
+        provide = "Set RADTRACE_MODEL__PATH to the directory that 'radtrace model export-onnx' wrote"
+    else:
+        provide = (
+            "Set RADTRACE_MODEL__PATH to the weights' directory (a demo with random weights: 'radtrace model "
+            "make-tiny var/tiny-model', then RADTRACE_MODEL__PATH=var/tiny-model)"
+        )
+    return (
+        f"inference is waiting for model weights ({_reason(detail)}): {held}. {provide}; checking again every "
+        f"{WEIGHTS_RECHECK_S:.0f} s"
+    )
+
+
+def ready_line(settings: Settings, detail: str, name: str) -> str:
+    """What serve says once what it waited for is there (after :func:`waiting_line`)."""
+    if settings.model.backend == "vllm":
+        return f"model server answers ({detail}): starting the {name}"
+    return f"model weights found ({detail}): starting the {name}"
 
 
 def describe(settings: Settings) -> str:
