@@ -80,9 +80,7 @@ def status(
 def _ended_table(title: str, revisions: list[FailedRevision]) -> Group:
     """Failed or skipped revisions by Study UID and accession, each with its whole reason, wrapped."""
     width = max(40, out.width - 4)
-    lines: list[Any] = [
-        Text(f"{title} (newest first; details: radtrace study show UID; again: radtrace study retry UID)", "bold")
-    ]
+    lines: list[Any] = [Text(f"{title} (newest first; details: radtrace study show UID)", "bold")]
     for revision in revisions:
         finished = f" · finished {revision.finished_at:%Y-%m-%d %H:%M:%S} UTC" if revision.finished_at else ""
         lines.append(Text(revision.study_uid, "cyan", no_wrap=True, overflow="ignore"))
@@ -96,6 +94,11 @@ def _ended_table(title: str, revisions: list[FailedRevision]) -> Group:
             revision.reason or "(no reason recorded)", width, initial_indent="    reason: ", subsequent_indent="    "
         )
         lines.append(Text(reason, no_wrap=True, overflow="ignore"))
+        # A delivery that failed is asked for again per destination, once what its reason names is fixed; study
+        # retry would read nothing again (the draft is made).
+        after = " (after fixing what the reason says)" if revision.failed_deliveries else ""
+        for command in revision.again:
+            lines.append(Text(f"    again: {command}{after}", no_wrap=True, overflow="ignore"))
     return Group(*lines)
 
 
@@ -142,20 +145,33 @@ def study_retry(
     study_uid: Annotated[str, typer.Argument(help="Study Instance UID.")],
     revision: Annotated[int | None, typer.Option(help="Revision number; default the latest failed or skipped.")] = None,
 ) -> None:
-    """Queue a failed or skipped revision again as a new attempt (audited as study_retried)."""
+    """Ask again for a failed or skipped revision (audited as study_retried).
+
+    A reading is queued as a new attempt. A revision that failed for a delivery is not read again: its failed
+    deliveries are made pending again (as 'radtrace dispatch retry' does, for this revision only).
+    """
     from radtrace.audit.operations import local_operator
-    from radtrace.worker.doorbell import ring_process
+    from radtrace.worker.doorbell import ring_dispatch, ring_process
     from radtrace.worker.status import StudyNotRetriableError, retry_revision
 
     settings = settings_of(ctx)
     with open_store(settings) as store:
         try:
-            number, previous = retry_revision(store, study_uid, revision, local_operator())
+            done = retry_revision(store, study_uid, revision, local_operator())
         except StudyNotRetriableError as exc:
             fail(exc.reason)
-    rung = ring_process(settings, study_uid, number)
-    note = "" if rung else " (the broker did not answer: the reconciler will pick it up)"
-    out.print(f"revision {number} of study {study_uid} was {previous.value}; queued again{note}", highlight=False)
+    missed = "the broker did not answer: the reconciler will pick it up"
+    said = f"revision {done.number} of study {escape(study_uid)} was {done.previous.value}"
+    if not done.redelivered:
+        rung = ring_process(settings, study_uid, done.number)
+        out.print(f"{said}; queued again{'' if rung else f' ({missed})'}", highlight=False)
+        return
+    unrung = sum(1 for outbox_id, _ in done.redelivered if not ring_dispatch(settings, outbox_id))
+    out.print(f"{said} for a delivery; not read again (its draft is kept)", highlight=False, soft_wrap=True)
+    for _, name in done.redelivered:
+        out.print(f"pending again: {escape(name)}", highlight=False, soft_wrap=True)
+    if unrung:
+        out.print(f"{missed} ({unrung} of them)", highlight=False)
 
 
 # --- drafts ------------------------------------------------------------------------------------

@@ -2,20 +2,27 @@
 
 Read from the database (the truth) plus the broker's queue lengths (the doorbells waiting). Failed and
 skipped revisions are named by Study Instance UID and accession (what an operator looks a study up by),
-with their full reason; ``radtrace study show UID`` and ``radtrace study retry UID`` take the UID.
-:func:`retry_revision` opens a new attempt of a failed or skipped revision, audited as ``study_retried``.
+with their full reason and the command that asks for them again (:attr:`FailedRevision.again`): ``radtrace study
+retry UID`` for a reading that failed or was skipped, ``radtrace dispatch retry DESTINATION`` for a draft whose
+delivery failed (a PACS that rejected the association for good waits for that command).
+
+:func:`retry_revision` opens a new attempt of a failed or skipped revision, audited as ``study_retried``. A revision
+that failed for a delivery is not read again (its draft is made): its failed deliveries are made pending again,
+each audited as ``dispatch_retry_scheduled`` as ``radtrace dispatch retry`` does, and it goes back to ``reported``.
+Before, it was queued, the pipeline found its outbox rows, left them failed, and the revision failed again.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import PermanentError
@@ -25,6 +32,7 @@ from radtrace.store.models import OutboxMessage, OutboxState, Revision, Revision
 
 __all__ = [
     "FailedRevision",
+    "Retried",
     "RevisionDetail",
     "ServiceStatus",
     "StudyDetail",
@@ -72,6 +80,14 @@ class FailedRevision:
     study_uid: str = ""
     accession: str | None = None
     state: RevisionState = RevisionState.FAILED
+    failed_deliveries: tuple[str, ...] = ()  # destinations of its failed deliveries: it failed on delivery
+
+    @property
+    def again(self) -> list[str]:
+        """The command(s) that ask for it again: per failed destination when a delivery failed, else the study's."""
+        if self.failed_deliveries:
+            return [f"radtrace dispatch retry {shlex.quote(name)}" for name in self.failed_deliveries]
+        return [f"radtrace study retry {self.study_uid}"]
 
     def as_json(self) -> dict[str, object]:
         """Plain JSON data."""
@@ -84,6 +100,8 @@ class FailedRevision:
             "reason": self.reason,
             "attempts": self.attempts,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "failed_deliveries": list(self.failed_deliveries),
+            "again": self.again,
         }
 
 
@@ -228,7 +246,7 @@ def _ended(session: Session, state: RevisionState, limit: int, study_uid: str | 
     """The latest revisions in ``state`` (of one study when ``study_uid``), newest first."""
     query = (
         sa.select(Study.study_key, Revision.number, Revision.reason, Revision.attempts, Revision.finished_at,
-                  Study.study_uid, Study.accession, Revision.state)
+                  Study.study_uid, Study.accession, Revision.state, Revision.id)
         .join(Study, Revision.study_id == Study.id)
         .where(Revision.state == state)
         .order_by(Revision.finished_at.desc(), Revision.id.desc())
@@ -236,7 +254,36 @@ def _ended(session: Session, state: RevisionState, limit: int, study_uid: str | 
     )  # fmt: skip
     if study_uid is not None:
         query = query.where(Study.study_uid == study_uid)
-    return [FailedRevision(*row[:7], state=RevisionState(row[7])) for row in session.execute(query)]
+    rows = session.execute(query).all()
+    failed: dict[int, list[str]] = {}
+    if state is RevisionState.FAILED and rows:
+        for revision_id, destination in session.execute(
+            _failed_deliveries(*(row[8] for row in rows)).with_only_columns(
+                OutboxMessage.revision_id, OutboxMessage.destination
+            )
+        ):
+            if destination not in failed.setdefault(revision_id, []):
+                failed[revision_id].append(destination)
+    return [
+        FailedRevision(*row[:7], state=RevisionState(row[7]), failed_deliveries=tuple(failed.get(row[8], ())))
+        for row in rows
+    ]
+
+
+def _failed_deliveries(*revision_ids: int) -> sa.Select[OutboxMessage]:
+    """The failed deliveries of a draft (assessments' deliveries are not the revision's: the settlement leaves them
+    out too), oldest first."""
+    from radtrace.reporting.dispatch.outbox import ASSESSMENT_KINDS  # here: it imports pynetdicom (0.5 s at start)
+
+    return (
+        sa.select(OutboxMessage)
+        .where(
+            OutboxMessage.revision_id.in_(revision_ids),
+            OutboxMessage.state == OutboxState.FAILED,
+            OutboxMessage.kind.not_in(ASSESSMENT_KINDS),
+        )
+        .order_by(OutboxMessage.id)
+    )
 
 
 # --- one study -------------------------------------------------------------------------------------
@@ -308,16 +355,30 @@ def study_detail(store: Store, study_uid: str) -> StudyDetail | None:
         return StudyDetail(study.study_uid, study.study_key, study.accession, revisions)
 
 
-def retry_revision(store: Store, study_uid: str, number: int | None, actor: Actor) -> tuple[int, RevisionState]:
-    """Queue a failed or skipped revision again (the latest such one unless ``number``), as a new attempt.
+@dataclass(frozen=True)
+class Retried:
+    """What :func:`retry_revision` did: the revision, the state it had, and, for one that failed for a delivery,
+    the deliveries made pending again (outbox id, "kind destination") instead of queueing it to be read again."""
 
-    Its attempt count starts again (the earlier jobs stay in ``jobs``), and ``study_retried`` records who
-    asked and what the revision had ended with. Returns (revision number, the state it had).
+    number: int
+    previous: RevisionState
+    redelivered: list[tuple[int, str]] = field(default_factory=list)
+
+
+def retry_revision(store: Store, study_uid: str, number: int | None, actor: Actor) -> Retried:
+    """Ask again for a failed or skipped revision (the latest such one unless ``number``).
+
+    A reading that failed or was skipped is queued as a new attempt: its attempt count starts again (the earlier
+    jobs stay in ``jobs``). A revision that failed for a delivery (its draft is made) goes back to ``reported`` with
+    its failed deliveries pending again, due now, attempts from 0, each audited as ``dispatch_retry_scheduled``
+    (``requested_by: operator``, the error it had), as ``radtrace dispatch retry`` does for a whole destination.
+    ``study_retried`` records who asked and what the revision had ended with (``redelivery``: the destinations).
 
     Raises:
         StudyNotRetriableError: no such study or revision, or one that is not failed or skipped.
     """
     now = utc_now()
+    recorder = AuditRecorder(store, actor)
     with store.session("retrying a revision", immediate=True) as session:
         query = (
             sa.select(Revision, Study).join(Study, Revision.study_id == Study.id).where(Study.study_uid == study_uid)
@@ -336,21 +397,49 @@ def retry_revision(store: Store, study_uid: str, number: int | None, actor: Acto
             raise StudyNotRetriableError(
                 f"revision {rev.number} of study {study_uid} is {previous.value}: only failed or skipped ones retry"
             )
+        undelivered = list(session.scalars(_failed_deliveries(rev.id))) if previous is RevisionState.FAILED else []
+        # A draft whose delivery failed needs delivering, not reading: queued, the pipeline would find its outbox
+        # rows, leave the failed ones failed, and the revision would fail again with the same reason.
+        values: dict[str, object] = (
+            {"state": RevisionState.REPORTED, "reason": None, "finished_at": None, "updated_at": now}
+            if undelivered
+            else {"state": RevisionState.QUEUED, "reason": None, "attempts": 0, "next_attempt_at": None,
+                  "claimed_by": None, "claim_expires_at": None, "finished_at": None, "queued_at": now,
+                  "updated_at": now}
+        )  # fmt: skip
         changed = session.execute(
             sa.update(Revision)
             .where(Revision.id == rev.id, Revision.state == previous)
-            .values(state=RevisionState.QUEUED, reason=None, attempts=0, next_attempt_at=None, claimed_by=None,
-                    claim_expires_at=None, finished_at=None, queued_at=now, updated_at=now)
+            .values(**values)
             .execution_options(synchronize_session=False)
-        )  # fmt: skip
+        )
         if changed.rowcount != 1:  # type: ignore[attr-defined]
             raise StudyNotRetriableError(f"revision {rev.number} of study {study_uid} changed meanwhile; try again")
-        AuditRecorder(store, actor).record(
-            AuditEvent(
-                EventType.STUDY_RETRIED, actor, study_uid=study.study_uid, accession=study.accession,
-                payload={"revision": rev.number, "previous_state": previous.value, "previous_reason": rev.reason,
-                         "previous_attempts": rev.attempts},
-            ),
+        redelivered = [_deliver_again(session, recorder, actor, delivery, study, now) for delivery in undelivered]
+        payload: dict[str, object] = {"revision": rev.number, "previous_state": previous.value,
+                                      "previous_reason": rev.reason, "previous_attempts": rev.attempts}  # fmt: skip
+        if undelivered:
+            payload["redelivery"] = sorted({delivery.destination for delivery in undelivered})
+        recorder.record(
+            AuditEvent(EventType.STUDY_RETRIED, actor, study_uid=study.study_uid, accession=study.accession,
+                       payload=payload),
             session=session,
         )  # fmt: skip
-        return rev.number, previous
+        return Retried(rev.number, previous, redelivered)
+
+
+def _deliver_again(
+    session: Session, recorder: AuditRecorder, actor: Actor, delivery: OutboxMessage, study: Study, now: datetime
+) -> tuple[int, str]:
+    """One failed delivery pending again, due now, audited as an operator's ``dispatch_retry_scheduled``."""
+    previous_error = delivery.last_error
+    delivery.state, delivery.attempts, delivery.next_attempt_at, delivery.last_error = OutboxState.PENDING, 0, now, None
+    recorder.record(
+        AuditEvent(EventType.DISPATCH_RETRY_SCHEDULED, actor, Outcome.SUCCESS, study_uid=study.study_uid,
+                   accession=study.accession,
+                   payload={"outbox_id": delivery.id, "kind": delivery.kind, "destination": delivery.destination,
+                            "attempt": 0, "payload_sha256": delivery.payload_sha256, "previous_error": previous_error,
+                            "next_attempt_at": now.isoformat(), "requested_by": "operator"}),
+        session=session,
+    )  # fmt: skip
+    return delivery.id, f"{delivery.kind} {delivery.destination}"
