@@ -25,8 +25,9 @@ from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
-from radtrace.console.worklist import FLAG_LABELS, reading_for_revision
+from radtrace.console.worklist import FLAG_LABELS, image_polarity_notes, reading_for_revision
 from radtrace.errors import PermanentError
+from radtrace.reporting.sr import PolarityNote
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import Revision, RevisionState, Study
@@ -181,6 +182,19 @@ class StudyReview:
     def flag_labels(self) -> tuple[str, ...]:
         """The flags as the page words them."""
         return tuple(FLAG_LABELS.get(flag, flag) for flag in self.flags)
+
+    @property
+    def polarity_warnings(self) -> tuple[tuple[str, PolarityNote], ...]:
+        """(the image as the page names it, what its inversion step found) for each image the model read whose
+        picture looks like a negative or whose header contradicts itself on polarity: the model read the picture
+        as the header says, so a negative read as a film makes every finding suspect."""
+        warnings = []
+        for image in self.images:
+            role = image.get("role")
+            which = f"{f'{role} image' if role else 'image'} · {image.get('view') or 'view unknown'}"
+            which = which[:1].upper() + which[1:]  # as the image's caption: "Frontal · PA"
+            warnings += [(which, note) for note in image_polarity_notes(image)]
+        return tuple(warnings)
 
 
 _SENTENCE: Final = re.compile(r"[^.!?\n]+[.!?]?")

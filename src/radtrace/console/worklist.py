@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, aliased
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
+from radtrace.reporting.sr import POLARITY_CONTRADICTION, SUSPECTED_NEGATIVE, PolarityNote, polarity_notes
 from radtrace.reporting.text import dicom_text, fhir_text
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
@@ -40,6 +41,7 @@ __all__ = [
     "audit_payload",
     "failed_count",
     "failed_page",
+    "image_polarity_notes",
     "mark_opened",
     "next_study",
     "reading_flags",
@@ -60,6 +62,8 @@ FLAG_LABELS: Final = {
     "ap-portable": "AP / portable",
     "secondary-capture": "secondary capture",
     "text-sanitised": "text sanitised",
+    SUSPECTED_NEGATIVE: "suspected negative",
+    POLARITY_CONTRADICTION: "polarity header contradiction",
 }
 _HEADER_TAGS: Final = ["PatientName", "PatientID", "PatientAge", "PatientSex", "StudyDate", "PatientBirthDate"]
 
@@ -268,9 +272,12 @@ def reading_for_revision(session: Session, study_uid: str, revision: int) -> Map
 
 
 def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list[str]:
-    """The worklist's flags for a reading: the model's own, view unknown, AP/portable, SC, text sanitised."""
+    """The worklist's flags for a reading: the model's own, view unknown, AP/portable, SC, text sanitised, and for
+    any image it read, a picture that looks like a negative or a header that contradicts itself on polarity."""
     flags = {str(flag) for flag in reading.get("flags", [])}
     images = reading.get("images") or [{}]
+    for image in images:
+        flags.update(note.kind for note in image_polarity_notes(image))
     frontal = next((image for image in images if image.get("role") == "frontal"), images[0])
     if not frontal.get("view"):
         flags.add("view-unknown")
@@ -284,6 +291,13 @@ def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list
     if any(dicom_text(text, "UT").changed or fhir_text(text).changed for text in texts):
         flags.add("text-sanitised")
     return sorted(flags)
+
+
+def image_polarity_notes(image: object) -> tuple[PolarityNote, ...]:
+    """What the inversion step of one image of a recorded reading (an item of its ``images``) found against the
+    picture's polarity (:func:`radtrace.reporting.sr.polarity_notes`); none for a row edited into something else."""
+    steps = image.get("preparation") if isinstance(image, Mapping) else None
+    return polarity_notes(steps) if isinstance(steps, list) else ()
 
 
 def _header(spool_dir: Path, relative: str | None) -> dict[str, str | None]:

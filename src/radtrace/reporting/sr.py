@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -40,6 +41,7 @@ from pydicom.uid import generate_uid
 
 from radtrace.config import ReportingSettings
 from radtrace.errors import ReportError
+from radtrace.model.polarity import PROBABLY_INVERTED, SCORE_MARGIN
 from radtrace.model.reading import Finding, FindingStatus, ModelIdentity, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
@@ -48,14 +50,18 @@ from radtrace.reporting.sr_header import checked_references, lo_value
 from radtrace.reporting.text import TEXT_SANITISED, DicomTextVR, dicom_text
 
 __all__ = [
+    "POLARITY_CONTRADICTION",
     "SERIES_DESCRIPTION",
     "SR_SERIES_NUMBER",
+    "SUSPECTED_NEGATIVE",
+    "PolarityNote",
     "SrUids",
     "build_sr",
     "image_notes",
     "model_key",
     "observation_context",
     "output_flags",
+    "polarity_notes",
     "reasoning_sha256",
     "sr_bytes",
     "sr_uids",
@@ -140,15 +146,96 @@ _VIEW_FLAG_NOTES: Final = {
 }
 
 
+#: What the worklist and the outputs call an image whose pixels look like a negative (model/polarity.py) ...
+SUSPECTED_NEGATIVE: Final = "suspected-negative"
+#: ... and one whose Presentation LUT Shape contradicts its Photometric Interpretation (model/image.py ``_polarity``).
+POLARITY_CONTRADICTION: Final = "polarity-contradiction"
+_CODE_STRING: Final = re.compile(r"[A-Z0-9 _]{1,16}")  # a DICOM CS value: safe in every output as it is
+
+
+@dataclass(frozen=True)
+class PolarityNote:
+    """Something an image's inversion step recorded against the picture's polarity, as the drafts and the console
+    say it: ``kind`` is :data:`SUSPECTED_NEGATIVE` or :data:`POLARITY_CONTRADICTION`; ``text`` one clause naming
+    what was found and what the header said; ``figures`` the check's measures ('' for a contradiction)."""
+
+    kind: str
+    text: str
+    figures: str = ""
+
+
+def _code_string(value: object) -> str | None:
+    """A header value the inversion step recorded, when it is a DICOM code string (else None: not shown)."""
+    return value if isinstance(value, str) and _CODE_STRING.fullmatch(value) else None
+
+
+def _figure(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def polarity_notes(preparation: Iterable[object]) -> tuple[PolarityNote, ...]:
+    """What an image's preparation (``SourceImage.preparation``, or its JSON in ``inference_completed``) recorded
+    against its polarity: a picture that looks like a negative (model/polarity.py: a Photometric Interpretation
+    that is probably wrong, so the model read a negative), a Presentation LUT Shape that contradicts the
+    Photometric Interpretation (not followed). Values that are not what model/image.py records are left out."""
+    notes: list[PolarityNote] = []
+    for step in preparation:
+        if not isinstance(step, Mapping) or step.get("step") != "inversion":
+            continue
+        photometric = _code_string(step.get("photometric"))
+        shape = _code_string(step.get("presentation_lut_shape"))
+        check = step.get("polarity_check")
+        check = check if isinstance(check, Mapping) else {}
+        if "suspected_inversion" in step or check.get("verdict") == PROBABLY_INVERTED:
+            score = _figure(check.get("score"))
+            said = f"the header says {photometric or 'another Photometric Interpretation'}"
+            if shape:
+                said += f" with Presentation LUT Shape {shape}"
+            found = f"polarity score {score:+.2f}; {said}" if score is not None else said
+            notes.append(
+                PolarityNote(
+                    SUSPECTED_NEGATIVE,
+                    f"the picture the model read looks like a negative ({found}): the Photometric Interpretation "
+                    "may be wrong; check the film before trusting the findings",
+                    _check_figures(check),
+                )
+            )
+        if "contradiction" in step and shape and photometric:
+            notes.append(
+                PolarityNote(
+                    POLARITY_CONTRADICTION,
+                    f"the header contradicts itself on polarity (Presentation LUT Shape {shape} with Photometric "
+                    f"Interpretation {photometric}): read as {photometric} says, the shape not followed; a viewer "
+                    "that follows the shape shows the film the other way round",
+                )
+            )
+    return tuple(notes)
+
+
+def _check_figures(check: Mapping[str, Any]) -> str:
+    parts = [
+        f"{name} {value:+.2f}"
+        for name, key in (
+            ("mediastinum over lungs", "mediastinum_over_lungs"),
+            ("centre over border", "centre_over_border"),
+        )
+        if (value := _figure(check.get(key))) is not None
+    ]
+    parts.append(f"a score below {-SCORE_MARGIN:+.2f} reads as a negative, above {SCORE_MARGIN:+.2f} as a film")
+    return "; ".join(parts)
+
+
 def image_notes(reading: Reading) -> str:
-    """How the images the model read were taken, one line per image with any view flag ('' when none):
-    an AP or portable film changes what the heart's size means, a view guessed from text may be wrong."""
+    """How the images the model read were taken, one line per image with anything to say ('' when none): a
+    picture that looks like a negative (the model read a negative), a header that contradicts itself on the
+    polarity, an AP or portable film (what the heart's size means), a view guessed from text (may be wrong)."""
     lines = []
     for image in reading.images:
-        if image.view_flags:
-            notes = "; ".join(_VIEW_FLAG_NOTES.get(flag, flag) for flag in image.view_flags)
+        notes = [note.text for note in polarity_notes(image.preparation)]
+        notes += [_VIEW_FLAG_NOTES.get(flag, flag) for flag in image.view_flags]
+        if notes:
             which = f"{image.role} image" if image.role else "image"
-            lines.append(f"{which} ({image.view or 'view unknown'}): {notes}")
+            lines.append(f"{which} ({image.view or 'view unknown'}): {'; '.join(notes)}")
     return "\n".join(lines)
 
 
