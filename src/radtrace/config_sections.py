@@ -231,6 +231,8 @@ class ReportingSettings(Section):
             )
         if bad := sorted({c for c in value if not c.isprintable()}):
             raise ValueError(f"must not contain control characters: {''.join(map(repr, bad))}")
+        if value and value.isspace():
+            raise ValueError("must not be only spaces: the message would carry it empty (leave it empty, or name it)")
         return value
 
     @field_validator("institution_name")

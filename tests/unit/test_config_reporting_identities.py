@@ -41,6 +41,8 @@ FIELDS = ("sending_application", "sending_facility", "receiving_application", "r
         ("RADIOLOGY|NORTH|WING", "not 24"),  # 20 characters, but each | is written \F\
         ("RIS\rMSH", "control characters"),
         ("RIS\x1b[2J", "control characters"),
+        (" ", "only spaces"),  # found by the property test below: the message carried it empty
+        ("   ", "only spaces"),
     ],
 )
 def test_an_hl7_identity_no_message_carries_is_refused_naming_the_setting(field: str, value: str, reason: str) -> None:
@@ -68,7 +70,13 @@ def test_an_institution_name_no_sr_can_carry_is_refused(value: str, reason: str)
 _NAMESPACE = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")) | st.sampled_from("|^~\\&"),
     max_size=20,
-).filter(lambda value: value.isprintable() and len(value) + 2 * sum(map(value.count, "|^~\\&")) <= 20)
+).filter(
+    lambda value: (
+        value.isprintable()
+        and not (value and value.isspace())
+        and len(value) + 2 * sum(map(value.count, "|^~\\&")) <= 20
+    )
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
