@@ -141,7 +141,12 @@ def test_a_recorded_step_edited_into_something_else_is_said_safely_or_not_at_all
         "step": "inversion",
         "photometric": "MONOCHROME1\r\nOBX|1|TX|<script>",
         "presentation_lut_shape": "INVERSE",
-        "polarity_check": {"verdict": "probably inverted", "score": "-0.9; DROP", "mediastinum_over_lungs": True},
+        "polarity_check": {
+            "verdict": "probably inverted",
+            "score": "-0.9; DROP",
+            "mediastinum_over_lungs": True,
+            "centre_over_border": float("nan"),
+        },
         "contradiction": "<b>anything</b>",
     }
     [note] = polarity_notes([forged, "not a step", None, {"step": "inversion", "polarity_check": "nope"}])

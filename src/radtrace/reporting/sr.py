@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -170,7 +171,10 @@ def _code_string(value: object) -> str | None:
 
 
 def _figure(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """A measure the check recorded, when it is a finite number (JSON keeps NaN; an edited row may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def polarity_notes(preparation: Iterable[object]) -> tuple[PolarityNote, ...]:
