@@ -27,7 +27,8 @@ configuration that does not fit the weights) the worker itself waits out the sam
 
 With ``model.backend = "vllm"`` there are no weights on this machine: the worker waits for the model server at
 ``model.vllm_url`` instead, until its health check passes (asked every 10 s, as the start-up check asks it), and the
-log says so (:func:`waiting_line`, :func:`ready_line`): each distinct reason once, and once when it answers.
+log says so (:func:`waiting_line`, :func:`ready_line`): each distinct reason once, and once when it answers. With
+``"onnxruntime"`` it waits for an export at ``model.path`` whose manifest and files are there.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ class Supervisor:
         self._stopping = threading.Event()
 
     def _weights_ready(self) -> tuple[bool, str]:
+        if self.settings.model.backend == "onnxruntime":
+            return _onnx_export_ready(self.settings)
         check = check_model_weights(self.settings)
         return check.status == "ok", check.detail
 
@@ -257,6 +260,25 @@ class Supervisor:
         for child in self.children:
             child.process = None
         log.info("radtrace serve stopped")
+
+
+def _onnx_export_ready(settings: Settings) -> tuple[bool, str]:
+    """An ONNX Runtime backend reads the export at ``model.path`` (its manifest and the files it names; not hashed
+    here, the worker does that when it loads). :func:`check_model_weights` asks for a transformers checkpoint's
+    weights, which an export does not carry: on its answer serve never started the worker for an export."""
+    from radtrace.errors import ModelFilesError, ModelLoadError
+    from radtrace.model.onnx.manifest import read_manifest
+
+    path = settings.model.path
+    if path is None:  # refused by the settings already; said plainly should that change
+        return False, "model.path is not set"
+    try:
+        read_manifest(path, verify=False)
+    except ModelFilesError as exc:
+        return False, f"model.path {path} cannot be loaded: {exc.reason}"
+    except ModelLoadError as exc:
+        return False, exc.reason
+    return True, f"ONNX export {path}"
 
 
 def _reason(detail: str) -> str:

@@ -89,14 +89,16 @@ def test_serve_on_vllm_waits_for_the_model_server_and_says_so_once_per_change(
 
 
 @pytest.mark.parametrize(
-    ("backend", "told"),
+    ("backend", "found", "told"),
     [
-        ("transformers", "Set RADTRACE_MODEL__PATH to the weights' directory (a demo with random weights: "),
-        ("onnxruntime", "Set RADTRACE_MODEL__PATH to the directory that 'radtrace model export-onnx' wrote"),
+        ("transformers", "model.path {} does not exist", "Set RADTRACE_MODEL__PATH to the weights' directory (a demo "
+         "with random weights: "),
+        ("onnxruntime", "ONNX export directory {} does not exist", "Set RADTRACE_MODEL__PATH to the directory that "
+         "'radtrace model export-onnx' wrote"),
     ],
-)
+)  # fmt: skip
 def test_serve_on_local_weights_waits_for_the_files_at_model_path(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, backend: str, told: str
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, backend: str, found: str, told: str
 ) -> None:
     missing = tmp_path / "weights"
     supervisor = _Quick(load_settings(data_dir=tmp_path, model={"backend": backend, "path": missing}))
@@ -107,7 +109,7 @@ def test_serve_on_local_weights_waits_for_the_files_at_model_path(
         supervisor._start(child, at + step * (WEIGHTS_RECHECK_S + 1))
         assert child.process is None
     [waiting] = _said(caplog)
-    assert waiting.startswith(f"inference is waiting for model weights (model.path {missing} does not exist")
+    assert waiting.startswith(f"inference is waiting for model weights ({found.format(missing)}")
     assert told in waiting
     assert "model server" not in waiting
     assert "vllm" not in waiting.lower()
