@@ -21,8 +21,11 @@ check: setup
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# The suite on TEST_WORKERS pytest-xdist workers (2: CI's two cores, most tests wait on servers and peers); each test
+# module stays on one worker, so a module's fixtures (a browser, a served API) start once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test-unit: setup
 	$(BIN)/python -m pytest -m unit

@@ -30,6 +30,12 @@ from radtrace.testing.services import (
 if TYPE_CHECKING:
     from radtrace.model.loading import LoadedVLM
 
+# pytest-xdist gives its workers COLUMNS and LINES (the controller's terminal: 80 x 24 where there is none). rich reads
+# them once, when radtrace.cli's consoles are made at import, and then ignores the COLUMNS a test passes to
+# CliRunner: tables wrapped at 80 under `make test` and not in one process. The CLI as users run it is unchanged.
+for _inherited in ("COLUMNS", "LINES"):
+    os.environ.pop(_inherited, None)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,8 @@ pytestmark = pytest.mark.integration
 CONTROL_ID = "RT-7f3a9c"
 MESSAGE = f"MSH|^~\\&|RADTRACE|H|RIS|H|20261205||ORU^R01^ORU_R01|{CONTROL_ID}|P|2.5.1\rOBR|1\r".encode()
 TIMEOUT_S = 1.0
+#: What a loaded machine (two pytest workers on two cores) may add to a deadline kept; the peers here hold on for 30 s.
+SLACK_S = 2.0
 
 
 def _ack(code: str = "AA", control_id: str = CONTROL_ID, rest: str = "") -> bytes:
@@ -59,7 +61,7 @@ def test_an_ack_dripped_one_byte_at_a_time_ends_at_the_timeout() -> None:
         error, elapsed = _send(peer)
     assert isinstance(error, DispatchError)
     assert "within 1 s" in error.reason
-    assert elapsed < 2 * TIMEOUT_S
+    assert elapsed < TIMEOUT_S + SLACK_S
 
 
 def test_a_ris_that_accepts_and_never_reads_ends_at_the_timeout() -> None:
@@ -73,7 +75,7 @@ def test_a_ris_that_accepts_and_never_reads_ends_at_the_timeout() -> None:
         error, elapsed = _send(peer, big)
     assert isinstance(error, DispatchError)
     assert error.retryable
-    assert elapsed < 1.6 * TIMEOUT_S
+    assert elapsed < TIMEOUT_S + SLACK_S
 
 
 @pytest.mark.parametrize("where", ["control-id", "code"])
