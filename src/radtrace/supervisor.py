@@ -296,9 +296,9 @@ def waiting_line(settings: Settings, detail: str, name: str) -> str:
     held = f"the {name} is not started; studies are received and wait in 'queued'"
     if settings.model.backend == "vllm":
         return (
-            f"inference is waiting for the model server ({_reason(detail)}): {held}. Start the vLLM server, or "
-            f"correct model.vllm_url (RADTRACE_MODEL__VLLM_URL) if it runs elsewhere; its GET /health is asked "
-            f"again every {WEIGHTS_RECHECK_S:.0f} s and the {name} starts once it answers"
+            f"inference is waiting for the model server ({_reason(detail)}): {held}. Start (or restart) the vLLM "
+            f"server, or correct model.vllm_url (RADTRACE_MODEL__VLLM_URL) if it runs elsewhere; its GET /health is "
+            f"asked again every {WEIGHTS_RECHECK_S:.0f} s and the {name} starts once it answers"
         )
     if "cannot be loaded" in detail:
         return (

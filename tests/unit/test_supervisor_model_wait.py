@@ -60,7 +60,7 @@ def test_serve_on_vllm_waits_for_the_model_server_and_says_so_once_per_change(
         [dead] = _said(caplog)
         assert dead.startswith("inference is waiting for the model server (vLLM server at ")
         assert "answered 503 to /health: its engine is not serving" in dead
-        assert "Start the vLLM server, or correct model.vllm_url (RADTRACE_MODEL__VLLM_URL)" in dead
+        assert "Start (or restart) the vLLM server, or correct model.vllm_url (RADTRACE_MODEL__VLLM_URL)" in dead
         assert f"GET /health is asked again every {WEIGHTS_RECHECK_S:.0f} s" in dead
         assert "the worker is not started; studies are received and wait in 'queued'" in dead
         assert "weights" not in dead
