@@ -3,12 +3,17 @@ changed film as a Part 10 file."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -31,6 +36,49 @@ def radtrace(*args: str, env: dict[str, str] | None = None, timeout: float = 120
         timeout=timeout,
         check=False,
     )
+
+
+@dataclass(frozen=True)
+class ApiProcess:
+    """A ``radtrace api`` started by :func:`running_api`."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_file: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running_api(env: dict[str, str], log_file: Path, timeout_s: float = 60) -> Iterator[ApiProcess]:
+    """The real ``radtrace api`` in a process of its own on a free port, with ``env`` in place of the caller's
+    RADTRACE_* variables and its output in ``log_file``; yielded once /healthz answers 200, terminated after."""
+    from radtrace.testing.services import free_port
+
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
+    environment |= env | {"RADTRACE_API__PORT": str(port)}
+    with log_file.open("wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "radtrace", "api"], env=environment, stdout=output,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            assert process.poll() is None, f"radtrace api exited: {log_file.read_text(errors='replace')[-2000:]}"
+            assert time.monotonic() < deadline, f"radtrace api did not answer /healthz within {timeout_s:g} s"
+            time.sleep(0.1)
+        yield ApiProcess(port, process, log_file)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def dciodvfy_errors(path: Path) -> list[str]:

@@ -6,11 +6,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import secrets
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,8 +18,7 @@ from radtrace.audit.credentials import token_binding
 from radtrace.audit.tokens import AuthenticationError, Role, authenticate, list_tokens
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
-from radtrace.testing.services import free_port
-from tests_support import radtrace
+from tests_support import radtrace, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -139,41 +134,26 @@ def test_token_create_list_and_revoke(seeded_env: tuple[Store, dict[str, str]]) 
     store.dispose()
 
 
-def test_api_command_serves_with_the_bootstrap_admin_token(seeded_env: tuple[Store, dict[str, str]]) -> None:
+def test_api_command_serves_with_the_bootstrap_admin_token(
+    seeded_env: tuple[Store, dict[str, str]], tmp_path: Path
+) -> None:
     store, env = seeded_env
     seeded = seed_audit_log(store)
-    port, secret = free_port(), secrets.token_urlsafe(32)
+    secret = secrets.token_urlsafe(32)
     env = env | {"RADTRACE_AUDIT__CHECKPOINT_KEY": "kept-off-the-database"}
     assert radtrace("audit", "checkpoint", env=env).returncode == 0  # into <data_dir>/checkpoints, the default
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | env
-    environment |= {"RADTRACE_API__PORT": str(port), "RADTRACE_API__BOOTSTRAP_ADMIN_TOKEN": secret}
-    command = [sys.executable, "-m", "radtrace", "api"]
-    server = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base, bearer = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {secret}"}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, "radtrace api exited early"
-            assert time.monotonic() < deadline, "radtrace api did not answer /healthz within 30 s"
-            time.sleep(0.2)
-        verified = httpx.get(f"{base}/v1/verify", headers=bearer, timeout=10).json()
+    bearer = {"Authorization": f"Bearer {secret}"}
+    with running_api(env | {"RADTRACE_API__BOOTSTRAP_ADMIN_TOKEN": secret}, tmp_path / "api.log", 30) as api:
+        verified = httpx.get(f"{api.base_url}/v1/verify", headers=bearer, timeout=10).json()
         # radtrace api checks the service's own checkpoints (it was built without them: 'no signed checkpoint')
         assert (verified["ok"], verified["checkpoints_checked"], verified["anchored_seq"]) == (True, 1, seeded[-1].seq)
-        events = httpx.get(f"{base}/v1/events", params={"patient_id": "PAT-0001"}, headers=bearer, timeout=10)
+        events = httpx.get(f"{api.base_url}/v1/events", params={"patient_id": "PAT-0001"}, headers=bearer, timeout=10)
         assert len(events.json()["events"]) == 3
-    finally:
-        server.terminate()
-        _, log = server.communicate(timeout=30)
+    log = api.log()
     assert "GET /v1/events -> 200" in log
     assert "PAT-0001" not in log
     assert secret not in log
     assert [(token.name, token.role) for token in list_tokens(store)] == [("bootstrap-admin", Role.ADMIN)]
-    store.dispose()
 
 
 def test_a_query_when_the_database_is_down_is_a_clear_error(tmp_path: Path) -> None:

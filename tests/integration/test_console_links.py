@@ -13,12 +13,9 @@ the same database (before: 'this timeline link has expired', since each process 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import subprocess
-import sys
+import secrets
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -39,7 +36,7 @@ from radtrace.model.reader import StudyReader
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
-from radtrace.testing.services import free_port
+from tests_support import running_api
 
 pytestmark = pytest.mark.integration
 
@@ -355,29 +352,11 @@ def test_at_most_max_kept_timeline_links_and_searches_the_oldest_go_first(
 def _console_process(settings: Settings, database_url: str) -> Iterator[httpx.Client]:
     """``radtrace api`` (which serves the console) in a process of its own on a free port, over ``database_url``;
     yields a client of it."""
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | {
-        "RADTRACE_DATA_DIR": str(settings.data_dir), "RADTRACE_STORE__URL": database_url,
-        "RADTRACE_API__PORT": str(port), "RADTRACE_MODEL__BACKEND": "demo", "RADTRACE_MODEL__DEMO": "true",
-    }  # fmt: skip
-    server = subprocess.Popen([sys.executable, "-m", "radtrace", "api"], env=environment, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert server.poll() is None, server.communicate()[1][-2000:]
-                assert time.monotonic() < deadline, "radtrace api did not answer /healthz within 30 s"
-                time.sleep(0.2)
-            yield client
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
+    env = {"RADTRACE_DATA_DIR": str(settings.data_dir), "RADTRACE_STORE__URL": database_url,
+           "RADTRACE_MODEL__BACKEND": "demo", "RADTRACE_MODEL__DEMO": "true"}  # fmt: skip
+    log_file = settings.data_dir / f"api-{secrets.token_hex(4)}.log"
+    with running_api(env, log_file, timeout_s=30) as api, httpx.Client(base_url=api.base_url, timeout=10) as client:
+        yield client
 
 
 def _sign_in_over_http(client: httpx.Client, name: str) -> None:

@@ -8,7 +8,6 @@ cookies and the audit rows.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,7 +37,7 @@ from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.testing.studies import ImageSpec
-from tests_support import radtrace
+from tests_support import radtrace, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -328,41 +327,17 @@ def test_user_create_generates_a_password_shown_once(tmp_path: Path) -> None:
 
 def test_radtrace_api_serves_the_console_with_no_further_setting(tmp_path: Path) -> None:
     """``radtrace serve`` runs ``radtrace api`` as its child: the console comes with it, from the package."""
-    import subprocess
-    import sys
-    import time
-
     import httpx
 
-    from radtrace.testing.services import free_port
-
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")},
-        "RADTRACE_DATA_DIR": str(tmp_path / "radtrace"),
-        "RADTRACE_API__PORT": str(port),
-    }
-    assert radtrace("db", "upgrade", env={"RADTRACE_DATA_DIR": env["RADTRACE_DATA_DIR"]}).returncode == 0
-    with subprocess.Popen([sys.executable, "-m", "radtrace", "api"], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL) as process:  # fmt: skip
-        try:
-            deadline, login = time.monotonic() + 30, None
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    login = httpx.get(f"http://127.0.0.1:{port}/console/login", timeout=2)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            assert login is not None, "radtrace api did not answer"
-            assert login.status_code == 200
-            assert 'name="csrf_token"' in login.text
-            css = httpx.get(f"http://127.0.0.1:{port}/console/static/console.css", timeout=2)
-            assert css.status_code == 200
-            assert "text/css" in css.headers["content-type"]
-            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    data_dir = str(tmp_path / "radtrace")
+    assert radtrace("db", "upgrade", env={"RADTRACE_DATA_DIR": data_dir}).returncode == 0
+    with running_api({"RADTRACE_DATA_DIR": data_dir}, tmp_path / "api.log") as api:
+        login = httpx.get(f"{api.base_url}/console/login", timeout=2)
+        assert login.status_code == 200
+        assert 'name="csrf_token"' in login.text
+        css = httpx.get(f"{api.base_url}/console/static/console.css", timeout=2)
+        assert css.status_code == 200
+        assert "text/css" in css.headers["content-type"]
 
 
 def test_patient_data_and_model_text_are_escaped_in_the_pages(console: Console) -> None:

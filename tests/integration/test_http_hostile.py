@@ -19,8 +19,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,6 +40,7 @@ from radtrace.http_server import guarded_config
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.testing.services import free_port
+from tests_support import running_api
 
 pytestmark = pytest.mark.integration
 
@@ -144,27 +143,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     store = Store.from_url(f"sqlite:///{data_dir / 'radtrace.db'}")
     upgrade(store)
     token = create_token(store, "qa.http", "qa", OPERATOR).secret
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
-    env |= {"RADTRACE_DATA_DIR": str(data_dir), "RADTRACE_API__PORT": str(port)}
-    log_file = data_dir / "api.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "radtrace", "api"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            assert process.poll() is None, log_file.read_text()
-            assert time.monotonic() < deadline, "radtrace api did not answer within 60 s"
-            time.sleep(0.1)
-        yield Served(port, process.pid, token, log_file, store)
+        with running_api({"RADTRACE_DATA_DIR": str(data_dir)}, data_dir / "api.log") as api:
+            yield Served(api.port, api.process.pid, token, api.log_file, store)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         store.dispose()
 
 

@@ -9,12 +9,7 @@ and the user header is believed only from a proxy in ``console.trusted_proxies``
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +23,7 @@ from radtrace.config import ConfigError, load_settings
 from radtrace.http_limits import forwarded_allow_ips
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
-from radtrace.testing.services import free_port
+from tests_support import running_api
 
 pytestmark = pytest.mark.integration
 
@@ -60,33 +55,19 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     store = Store.from_url(f"sqlite:///{data_dir / 'radtrace.db'}")
     upgrade(store)
     add_user(store, "dr.sso", "radiologist")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_") and k != "FORWARDED_ALLOW_IPS"}
-    env |= {
+    env = {
         "RADTRACE_DATA_DIR": str(data_dir),
-        "RADTRACE_API__PORT": str(port),
         "RADTRACE_API__FORWARDED_ALLOW_IPS": json.dumps([PROXY]),
         "RADTRACE_CONSOLE__TRUSTED_USER_HEADER": "X-Remote-User",
         "RADTRACE_CONSOLE__TRUSTED_PROXIES": json.dumps([PROXY]),
     }
-    log_file = data_dir / "api.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "radtrace", "api"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            assert process.poll() is None, log_file.read_text()
-            assert time.monotonic() < deadline, "radtrace api did not answer within 60 s"
-            time.sleep(0.1)
-        yield Api(port, store)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        store.dispose()
+    with pytest.MonkeyPatch.context() as patch:  # uvicorn's own variable is the setting's default: not here
+        patch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+        with running_api(env, data_dir / "api.log") as served:
+            try:
+                yield Api(served.port, store)
+            finally:
+                store.dispose()
 
 
 def test_through_the_listed_proxy_each_client_is_throttled_by_its_own_address(api: Api) -> None:
