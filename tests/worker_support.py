@@ -29,6 +29,7 @@ from radtrace.model.reading import Reading
 from radtrace.model.study import Skipped, StudyImage
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
 from radtrace.store.models import Instance, OutboxMessage, Revision, RevisionState, Study
 from radtrace.testing.services import free_port
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study, write_study
@@ -47,6 +48,35 @@ def worker_settings(tmp_path: Path, database_url: str, tiny_model_dir: Path, **o
         values[key] = {**values[key], **value} if isinstance(values.get(key), dict) else value
     (tmp_path / "drop").mkdir(exist_ok=True)
     return load_settings(**values)
+
+
+def vllm_worker_settings(
+    tmp_path: Path, port: int, *, batch_size: int, url_path: str = "", **sections: Any
+) -> Settings:
+    """Embedded settings for a worker reading through a (fake) vLLM on 127.0.0.1:``port``: 1 s requests, probes
+    backing off to 0.4 s, two attempts with short backoffs; ``sections`` add to or replace sections (``store``,
+    ``broker``...)."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "model": {"backend": "vllm", "vllm_url": f"http://127.0.0.1:{port}{url_path}", "vllm_model": "m",
+                  "request_timeout_s": 1.0, "batch_size": batch_size, "batch_wait_ms": 0, "server_probe_max_s": 0.4},
+        "broker": {"max_attempts": 2, "retry_backoff_initial_s": 0.1, "retry_backoff_max_s": 0.2},
+    }  # fmt: skip
+    for key, value in sections.items():
+        values[key] = {**values[key], **value} if isinstance(values.get(key), dict) else value
+    return load_settings(**values)
+
+
+@contextlib.contextmanager
+def migrated_store(settings: Settings) -> Iterator[Store]:
+    """The settings' store, created under its data directory and migrated; disposed after."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    opened = Store.from_url(settings.store_url)
+    upgrade(opened)
+    try:
+        yield opened
+    finally:
+        opened.dispose()
 
 
 def spool_study(

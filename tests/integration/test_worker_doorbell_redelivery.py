@@ -24,10 +24,9 @@ from celery import Celery
 from kombu import Connection, Message
 
 import radtrace.worker.breaker
-from radtrace.config import Settings, load_settings
+from radtrace.config import Settings
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
-from radtrace.store.migrate import upgrade
 from radtrace.store.models import RevisionState
 from radtrace.testing.services import RedisNamespace, free_port
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study
@@ -35,7 +34,14 @@ from radtrace.worker.app import PROCESS_TASK, create_app
 from radtrace.worker.doorbell import ring_process
 from radtrace.worker.pipeline import StudyPipeline
 from radtrace.worker.tasks import WorkerRuntime
-from worker_support import audit_events, fake_vllm_server, revision_row, spool_study
+from worker_support import (
+    audit_events,
+    fake_vllm_server,
+    migrated_store,
+    revision_row,
+    spool_study,
+    vllm_worker_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,21 +60,14 @@ def port() -> int:
 
 @pytest.fixture
 def settings(tmp_path: Path, port: int, redis_namespace: RedisNamespace) -> Settings:
-    return load_settings(
-        data_dir=tmp_path / "data",
-        broker={"url": redis_namespace.url, "key_prefix": redis_namespace.prefix, "max_attempts": 2},
-        model={"backend": "vllm", "vllm_url": f"http://127.0.0.1:{port}", "vllm_model": "m",
-               "request_timeout_s": 1.0, "batch_size": 2, "batch_wait_ms": 0, "server_probe_max_s": 0.4},
-    )  # fmt: skip
+    broker = {"url": redis_namespace.url, "key_prefix": redis_namespace.prefix, "max_attempts": 2}
+    return vllm_worker_settings(tmp_path, port, batch_size=2, broker=broker)
 
 
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
-    settings.data_dir.mkdir(parents=True)
-    opened = Store.from_url(settings.store_url)
-    upgrade(opened)
-    yield opened
-    opened.dispose()
+    with migrated_store(settings) as opened:
+        yield opened
 
 
 def consuming_app(settings: Settings) -> tuple[Celery, WorkerRuntime]:

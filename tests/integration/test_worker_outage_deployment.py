@@ -20,17 +20,22 @@ from typing import Any
 import pytest
 
 import radtrace.worker.breaker
-from radtrace.config import Settings, load_settings
+from radtrace.config import Settings
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
-from radtrace.store.migrate import upgrade
 from radtrace.store.models import RevisionState
 from radtrace.testing.services import free_port
-from radtrace.testing.studies import ImageSpec, StudySpec, make_study
 from radtrace.worker.attempts import Result
 from radtrace.worker.outage import model_server_key
 from radtrace.worker.pipeline import StudyPipeline
-from worker_support import audit_events, fake_vllm_server, revision_row, spool_study
+from worker_support import (
+    audit_events,
+    fake_vllm_server,
+    migrated_store,
+    queue_studies,
+    revision_row,
+    vllm_worker_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,30 +52,17 @@ def port() -> int:
 
 @pytest.fixture
 def settings(tmp_path: Path, port: int, database_url: str) -> Settings:
-    return load_settings(
-        data_dir=tmp_path / "data",
-        store={"url": database_url},
-        model={"backend": "vllm", "vllm_url": f"http://127.0.0.1:{port}/v1", "vllm_model": "m",
-               "request_timeout_s": 1.0, "batch_size": 2, "batch_wait_ms": 0, "server_probe_max_s": 0.4},
-        broker={"max_attempts": 2, "retry_backoff_initial_s": 0.1, "retry_backoff_max_s": 0.2},
-    )  # fmt: skip
+    return vllm_worker_settings(tmp_path, port, batch_size=2, url_path="/v1", store={"url": database_url})
 
 
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
-    settings.data_dir.mkdir(parents=True)
-    opened = Store.from_url(settings.store_url)
-    upgrade(opened)
-    yield opened
-    opened.dispose()
+    with migrated_store(settings) as opened:
+        yield opened
 
 
 def queue(settings: Settings, store: Store, count: int, seed: int = 600) -> list[str]:
-    uids = []
-    for index in range(count):
-        uids.append(spool_study(settings, store, make_study(StudySpec(seed=seed + index), [ImageSpec()]))[0])
-        time.sleep(0.002)
-    return uids
+    return queue_studies(settings, store, count, seed=seed)
 
 
 def worker(settings: Settings, store: Store, name: str, stopping: Callable[[], bool] = lambda: False) -> StudyPipeline:
