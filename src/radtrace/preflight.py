@@ -168,12 +168,15 @@ def _vllm_server(settings: Settings) -> Check:
 def check_model_weights(settings: Settings) -> Check:
     """Whether the configured backend can read: ``ok``, or a ``warning`` saying what is missing.
 
-    transformers needs the weights here; vLLM a server that answers; the demo backend nothing.
+    transformers needs the weights here; ONNX Runtime an export (its manifest and files); vLLM a server that answers;
+    the demo backend nothing.
     """
     if settings.model.backend == "demo":
         return Check("model", "ok", "DEMO: recorded model texts replayed; every draft is marked as a demo")
     if settings.model.backend == "vllm":
         return _vllm_server(settings)
+    if settings.model.backend == "onnxruntime":
+        return _onnx_export(settings)
     path = settings.model.path
     if path is not None:
         if not path.is_dir():
@@ -199,6 +202,26 @@ def check_model_weights(settings: Settings) -> Check:
         f"{settings.model.repo_id} is not in the local cache and model.path is not set; "
         "inference will not start until the weights are provided",
     )
+
+
+def _onnx_export(settings: Settings) -> Check:
+    """ONNX Runtime reads the export at ``model.path``: its manifest and the files it names (not hashed here; the
+    worker does that when it loads). An export carries no transformers weights, so the transformers check said a
+    good export 'lacks model.safetensors', and serve never started its worker."""
+    from radtrace.errors import ModelFilesError, ModelLoadError
+    from radtrace.model.onnx.manifest import read_manifest
+
+    path = settings.model.path
+    if path is None:  # refused by the settings already; said plainly should that change
+        return Check("model weights", "warning", "model.path is not set (RADTRACE_MODEL__PATH)")
+    try:
+        read_manifest(path, verify=False)
+    except ModelFilesError as exc:
+        return Check("model weights", "warning", f"model.path {path} cannot be loaded: {exc.reason}; inference "
+                     "waits until the files there change (RADTRACE_MODEL__PATH)")  # fmt: skip
+    except ModelLoadError as exc:
+        return Check("model weights", "warning", exc.reason)
+    return Check("model weights", "ok", f"ONNX export {path}")
 
 
 # libpq's words for a store.url that names a database, user, password or host that is not there: a setting to

@@ -141,8 +141,6 @@ class Supervisor:
         self._stopping = threading.Event()
 
     def _weights_ready(self) -> tuple[bool, str]:
-        if self.settings.model.backend == "onnxruntime":
-            return _onnx_export_ready(self.settings)
         check = check_model_weights(self.settings)
         return check.status == "ok", check.detail
 
@@ -260,25 +258,6 @@ class Supervisor:
         for child in self.children:
             child.process = None
         log.info("radtrace serve stopped")
-
-
-def _onnx_export_ready(settings: Settings) -> tuple[bool, str]:
-    """An ONNX Runtime backend reads the export at ``model.path`` (its manifest and the files it names; not hashed
-    here, the worker does that when it loads). :func:`check_model_weights` asks for a transformers checkpoint's
-    weights, which an export does not carry: on its answer serve never started the worker for an export."""
-    from radtrace.errors import ModelFilesError, ModelLoadError
-    from radtrace.model.onnx.manifest import read_manifest
-
-    path = settings.model.path
-    if path is None:  # refused by the settings already; said plainly should that change
-        return False, "model.path is not set"
-    try:
-        read_manifest(path, verify=False)
-    except ModelFilesError as exc:
-        return False, f"model.path {path} cannot be loaded: {exc.reason}"
-    except ModelLoadError as exc:
-        return False, exc.reason
-    return True, f"ONNX export {path}"
 
 
 def _reason(detail: str) -> str:

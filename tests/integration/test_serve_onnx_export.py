@@ -17,6 +17,7 @@ import pytest
 
 from radtrace.config import Settings, load_settings
 from radtrace.model.onnx.export import export_onnx
+from radtrace.preflight import check_model_weights
 from radtrace.supervisor import WEIGHTS_RECHECK_S, Component, Supervisor
 
 pytestmark = pytest.mark.integration
@@ -66,3 +67,19 @@ def test_serve_starts_the_worker_on_an_onnx_export_and_waits_on_a_damaged_one(
     assert child.process is not None
     child.process.wait(timeout=30)
     assert caplog.records[-2].getMessage() == f"model weights found (ONNX export {damaged}): starting the worker"
+
+
+def test_the_start_up_checks_judge_an_onnx_export_by_its_manifest(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The start-up checks table (serve, listen, worker) said a good export 'lacks model.safetensors' while serve
+    started its worker: one check now, the supervisor's and the table's."""
+    export = tmp_path / "onnx"
+    export_onnx(tiny_model_dir, export)
+    good = check_model_weights(load_settings(data_dir=tmp_path / "data", model={"backend": "onnxruntime",
+                                                                               "path": export}))  # fmt: skip
+    assert (good.status, good.detail) == ("ok", f"ONNX export {export}")
+    (export / "decoder.onnx.data").unlink()
+    damaged = check_model_weights(load_settings(data_dir=tmp_path / "data", model={"backend": "onnxruntime",
+                                                                                  "path": export}))  # fmt: skip
+    assert damaged.status == "warning"
+    assert "lacks decoder.onnx.data named in its manifest" in damaged.detail
+    assert "safetensors" not in damaged.detail
