@@ -22,7 +22,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
+from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import PermanentError
@@ -415,7 +415,9 @@ def retry_revision(store: Store, study_uid: str, number: int | None, actor: Acto
         )
         if changed.rowcount != 1:  # type: ignore[attr-defined]
             raise StudyNotRetriableError(f"revision {rev.number} of study {study_uid} changed meanwhile; try again")
-        redelivered = [_deliver_again(session, recorder, actor, delivery, study, now) for delivery in undelivered]
+        from radtrace.reporting.dispatch.redelivery import deliver_again  # here: it imports pynetdicom
+
+        redelivered = [deliver_again(session, recorder, actor, delivery, now) for delivery in undelivered]
         payload: dict[str, object] = {"revision": rev.number, "previous_state": previous.value,
                                       "previous_reason": rev.reason, "previous_attempts": rev.attempts}  # fmt: skip
         if undelivered:
@@ -426,20 +428,3 @@ def retry_revision(store: Store, study_uid: str, number: int | None, actor: Acto
             session=session,
         )  # fmt: skip
         return Retried(rev.number, previous, redelivered)
-
-
-def _deliver_again(
-    session: Session, recorder: AuditRecorder, actor: Actor, delivery: OutboxMessage, study: Study, now: datetime
-) -> tuple[int, str]:
-    """One failed delivery pending again, due now, audited as an operator's ``dispatch_retry_scheduled``."""
-    previous_error = delivery.last_error
-    delivery.state, delivery.attempts, delivery.next_attempt_at, delivery.last_error = OutboxState.PENDING, 0, now, None
-    recorder.record(
-        AuditEvent(EventType.DISPATCH_RETRY_SCHEDULED, actor, Outcome.SUCCESS, study_uid=study.study_uid,
-                   accession=study.accession,
-                   payload={"outbox_id": delivery.id, "kind": delivery.kind, "destination": delivery.destination,
-                            "attempt": 0, "payload_sha256": delivery.payload_sha256, "previous_error": previous_error,
-                            "next_attempt_at": now.isoformat(), "requested_by": "operator"}),
-        session=session,
-    )  # fmt: skip
-    return delivery.id, f"{delivery.kind} {delivery.destination}"

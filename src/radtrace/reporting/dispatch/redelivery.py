@@ -29,7 +29,7 @@ from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
 
-__all__ = ["Redelivery", "RedeliveryError", "failed_destinations", "redeliver_failed"]
+__all__ = ["Redelivery", "RedeliveryError", "deliver_again", "failed_destinations", "redeliver_failed"]
 
 #: How the settlement's reason for a revision that failed for a delivery begins (radtrace.worker.settlement).
 DELIVERY_FAILURE = "delivery to "
@@ -121,22 +121,7 @@ def redeliver_failed(
             if target != destination and _taken(session, row, target):
                 left.append(row.id)
                 continue
-            previous_error = row.last_error
-            row.state, row.attempts, row.next_attempt_at, row.last_error = OutboxState.PENDING, 0, now, None
-            row.destination = target
-            study = row.revision.study
-            payload: dict[str, object] = {
-                "outbox_id": row.id, "kind": row.kind, "destination": target, "attempt": 0,
-                "payload_sha256": row.payload_sha256, "previous_error": previous_error,
-                "next_attempt_at": now.isoformat(), "requested_by": "operator",
-            }  # fmt: skip
-            if target != destination:
-                payload["previous_destination"] = destination
-            recorder.record(
-                AuditEvent(EventType.DISPATCH_RETRY_SCHEDULED, actor, Outcome.SUCCESS, study_uid=study.study_uid,
-                           accession=study.accession, payload=payload),
-                session=session,
-            )  # fmt: skip
+            deliver_again(session, recorder, actor, row, now, target=target)
             retried.append(row.id)
             revisions.setdefault(row.revision_id, row.revision)
         reported = 0
@@ -155,6 +140,36 @@ def redeliver_failed(
         others = ", ".join(f"{name} ({count})" for name, count in failed_destinations(store).items()) or "none"
         raise RedeliveryError(f"no failed delivery to {destination} (failed deliveries by destination: {others})")
     return Redelivery(retried, target, destination if target != destination else None, reported, left)
+
+
+def deliver_again(
+    session: Session,
+    recorder: AuditRecorder,
+    actor: Actor,
+    row: OutboxMessage,
+    now: datetime,
+    *,
+    target: str | None = None,
+) -> tuple[int, str]:
+    """One failed delivery pending again (to ``target`` if given), attempts from 0, due now, audited as the
+    operator's ``dispatch_retry_scheduled`` with the error it had; its (outbox id, "kind destination")."""
+    previous_error, previous_destination = row.last_error, row.destination
+    row.state, row.attempts, row.next_attempt_at, row.last_error = OutboxState.PENDING, 0, now, None
+    row.destination = target or previous_destination
+    study = row.revision.study
+    payload: dict[str, object] = {
+        "outbox_id": row.id, "kind": row.kind, "destination": row.destination, "attempt": 0,
+        "payload_sha256": row.payload_sha256, "previous_error": previous_error,
+        "next_attempt_at": now.isoformat(), "requested_by": "operator",
+    }  # fmt: skip
+    if row.destination != previous_destination:
+        payload["previous_destination"] = previous_destination
+    recorder.record(
+        AuditEvent(EventType.DISPATCH_RETRY_SCHEDULED, actor, Outcome.SUCCESS, study_uid=study.study_uid,
+                   accession=study.accession, payload=payload),
+        session=session,
+    )  # fmt: skip
+    return row.id, f"{row.kind} {row.destination}"
 
 
 def _taken(session: Session, row: OutboxMessage, target: str) -> bool:
