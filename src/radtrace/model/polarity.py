@@ -22,18 +22,36 @@ of this: a wrong flip would hide a right header, so the suspicion is recorded fo
 Padding pixels (shown black, not image) are left out of every measure, and a padded frame around the image
 is cut off first (its border is the image's). The picture is measured on a grid of
 block means at most :data:`GRID` cells on its long side: 8 ms for a 2,000 px film (19 ms with padding).
+
+:func:`polarity_records` reads back what an image's inversion step recorded against its polarity (this check's
+``suspected_inversion``, and ``contradiction``, a Presentation LUT Shape that contradicts the Photometric
+Interpretation): the one reader for ``radtrace model read``, the drafts and the console.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["GRID", "NORMAL", "PROBABLY_INVERTED", "SCORE_MARGIN", "UNDECIDED", "polarity_plausibility"]
+__all__ = [
+    "GRID",
+    "NORMAL",
+    "POLARITY_CONTRADICTION",
+    "PROBABLY_INVERTED",
+    "SCORE_MARGIN",
+    "SUSPECTED_NEGATIVE",
+    "UNDECIDED",
+    "PolarityRecord",
+    "polarity_plausibility",
+    "polarity_records",
+]
 
 #: The picture is measured on block means, at most this many on its long side.
 GRID: Final = 128
@@ -50,6 +68,12 @@ _BORDER: Final = 0.03
 NORMAL: Final = "normal"
 PROBABLY_INVERTED: Final = "probably inverted"
 UNDECIDED: Final = "undecided"
+
+#: What the outputs and the worklist call an image whose pixels look like a negative (this check) ...
+SUSPECTED_NEGATIVE: Final = "suspected-negative"
+#: ... and one whose Presentation LUT Shape contradicts its Photometric Interpretation (model/image.py ``_polarity``).
+POLARITY_CONTRADICTION: Final = "polarity-contradiction"
+_CODE_STRING: Final = re.compile(r"[A-Z0-9 _]{1,16}")  # a DICOM CS value: safe in every output as it is
 
 
 def polarity_plausibility(display: NDArray[np.float64], padding: NDArray[np.bool_] | None = None) -> dict[str, Any]:
@@ -114,3 +138,68 @@ def _block_means(display: NDArray[np.float64], padding: NDArray[np.bool_] | None
     sums = np.where(image, values, 0.0).reshape(shape).sum(axis=(1, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+@dataclass(frozen=True)
+class PolarityRecord:
+    """One thing an image's inversion step recorded against its picture's polarity, as read back.
+
+    ``kind`` is :data:`SUSPECTED_NEGATIVE` (``suspected_inversion``, or the check's verdict ``probably inverted``)
+    or :data:`POLARITY_CONTRADICTION` (``contradiction``); ``recorded`` the step's own sentence for it where that
+    is text. The header values are kept only when they are DICOM code strings and the measures only when they are
+    finite numbers (None otherwise): a reading's JSON may have been edited in the database, and what is read here
+    goes into drafts and pages. The measures are the check's, on a suspected negative only.
+    """
+
+    kind: str
+    recorded: str | None
+    photometric: str | None
+    presentation_lut_shape: str | None
+    score: float | None = None
+    mediastinum_over_lungs: float | None = None
+    centre_over_border: float | None = None
+
+
+def polarity_records(preparation: Iterable[object]) -> tuple[PolarityRecord, ...]:
+    """What an image's preparation (``SourceImage.preparation``, or its JSON in ``inference_completed`` and the
+    console's reading) recorded against its polarity, in step order, a suspected negative before a contradiction
+    of the same step. Anything but an inversion step that is a mapping is passed over."""
+    records: list[PolarityRecord] = []
+    for step in preparation:
+        if not isinstance(step, Mapping) or step.get("step") != "inversion":
+            continue
+        photometric = _code_string(step.get("photometric"))
+        shape = _code_string(step.get("presentation_lut_shape"))
+        check = step.get("polarity_check")
+        check = check if isinstance(check, Mapping) else {}
+        if "suspected_inversion" in step or check.get("verdict") == PROBABLY_INVERTED:
+            records.append(
+                PolarityRecord(
+                    SUSPECTED_NEGATIVE,
+                    _text(step.get("suspected_inversion")),
+                    photometric,
+                    shape,
+                    score=_finite(check.get("score")),
+                    mediastinum_over_lungs=_finite(check.get("mediastinum_over_lungs")),
+                    centre_over_border=_finite(check.get("centre_over_border")),
+                )
+            )
+        if "contradiction" in step:
+            records.append(PolarityRecord(POLARITY_CONTRADICTION, _text(step.get("contradiction")), photometric, shape))
+    return tuple(records)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _code_string(value: object) -> str | None:
+    """A header value the inversion step recorded, when it is a DICOM code string (else None: not shown)."""
+    return value if isinstance(value, str) and _CODE_STRING.fullmatch(value) else None
+
+
+def _finite(value: object) -> float | None:
+    """A measure the check recorded, when it is a finite number (JSON keeps NaN; an edited row may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)

@@ -16,6 +16,7 @@ from radtrace.errors import ModelLoadError
 from radtrace.logging import escape as escape_controls
 from radtrace.model.identity import weight_files, weights_sha256
 from radtrace.model.loading import resolve_checkpoint
+from radtrace.model.polarity import SUSPECTED_NEGATIVE, polarity_records
 from radtrace.model.profiles import get_profile
 from radtrace.model.reader import effective_budget
 from radtrace.model.reading import Reading
@@ -87,7 +88,7 @@ def reading_view(reading: Reading) -> RenderableType:
     warnings: list[str] = []
     for image in reading.images:
         polarity = _polarity_notes(image.preparation)
-        image_flags = [*image.view_flags, *(["probably inverted"] if "suspected_inversion" in polarity else [])]
+        image_flags = [*image.view_flags, *(["probably inverted"] if SUSPECTED_NEGATIVE in polarity else [])]
         images.add_row(
             _shown(image.role or "-"),
             _shown(image.view or "?"),
@@ -138,14 +139,13 @@ def reading_view(reading: Reading) -> RenderableType:
 
 
 def _polarity_notes(preparation: tuple[dict[str, Any], ...]) -> dict[str, str]:
-    """What the inversion step recorded against the picture's polarity (model/image.py ``_polarity`` and
-    model/polarity.py): a Presentation LUT Shape not followed, a picture that looks like a negative."""
+    """What the inversion step recorded against the picture's polarity, in its own words, by kind
+    (:func:`radtrace.model.polarity.polarity_records`): a picture that looks like a negative, a Presentation LUT
+    Shape not followed."""
     notes: dict[str, str] = {}
-    for step in preparation:
-        if step.get("step") == "inversion":
-            for key in ("suspected_inversion", "contradiction"):
-                if isinstance(step.get(key), str):
-                    notes[key] = step[key]
+    for record in polarity_records(preparation):
+        if record.recorded is not None:
+            notes[record.kind] = record.recorded
     return notes
 
 

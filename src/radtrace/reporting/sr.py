@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -42,7 +40,13 @@ from pydicom.uid import generate_uid
 
 from radtrace.config import ReportingSettings
 from radtrace.errors import ReportError
-from radtrace.model.polarity import PROBABLY_INVERTED, SCORE_MARGIN
+from radtrace.model.polarity import (
+    POLARITY_CONTRADICTION,
+    SCORE_MARGIN,
+    SUSPECTED_NEGATIVE,
+    PolarityRecord,
+    polarity_records,
+)
 from radtrace.model.reading import Finding, FindingStatus, ModelIdentity, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
@@ -147,13 +151,6 @@ _VIEW_FLAG_NOTES: Final = {
 }
 
 
-#: What the worklist and the outputs call an image whose pixels look like a negative (model/polarity.py) ...
-SUSPECTED_NEGATIVE: Final = "suspected-negative"
-#: ... and one whose Presentation LUT Shape contradicts its Photometric Interpretation (model/image.py ``_polarity``).
-POLARITY_CONTRADICTION: Final = "polarity-contradiction"
-_CODE_STRING: Final = re.compile(r"[A-Z0-9 _]{1,16}")  # a DICOM CS value: safe in every output as it is
-
-
 @dataclass(frozen=True)
 class PolarityNote:
     """Something an image's inversion step recorded against the picture's polarity, as the drafts and the console
@@ -165,46 +162,29 @@ class PolarityNote:
     figures: str = ""
 
 
-def _code_string(value: object) -> str | None:
-    """A header value the inversion step recorded, when it is a DICOM code string (else None: not shown)."""
-    return value if isinstance(value, str) and _CODE_STRING.fullmatch(value) else None
-
-
-def _figure(value: object) -> float | None:
-    """A measure the check recorded, when it is a finite number (JSON keeps NaN; an edited row may hold anything)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def polarity_notes(preparation: Iterable[object]) -> tuple[PolarityNote, ...]:
     """What an image's preparation (``SourceImage.preparation``, or its JSON in ``inference_completed``) recorded
-    against its polarity: a picture that looks like a negative (model/polarity.py: a Photometric Interpretation
-    that is probably wrong, so the model read a negative), a Presentation LUT Shape that contradicts the
-    Photometric Interpretation (not followed). Values that are not what model/image.py records are left out."""
+    against its polarity (read by :func:`radtrace.model.polarity.polarity_records`): a picture that looks like a
+    negative (a Photometric Interpretation that is probably wrong, so the model read a negative), a Presentation
+    LUT Shape that contradicts the Photometric Interpretation (not followed). Only code-string header values and
+    finite numbers are said; a contradiction whose header values are not code strings is not said."""
     notes: list[PolarityNote] = []
-    for step in preparation:
-        if not isinstance(step, Mapping) or step.get("step") != "inversion":
-            continue
-        photometric = _code_string(step.get("photometric"))
-        shape = _code_string(step.get("presentation_lut_shape"))
-        check = step.get("polarity_check")
-        check = check if isinstance(check, Mapping) else {}
-        if "suspected_inversion" in step or check.get("verdict") == PROBABLY_INVERTED:
-            score = _figure(check.get("score"))
+    for record in polarity_records(preparation):
+        photometric, shape = record.photometric, record.presentation_lut_shape
+        if record.kind == SUSPECTED_NEGATIVE:
             said = f"the header says {photometric or 'another Photometric Interpretation'}"
             if shape:
                 said += f" with Presentation LUT Shape {shape}"
-            found = f"polarity score {score:+.2f}; {said}" if score is not None else said
+            found = f"polarity score {record.score:+.2f}; {said}" if record.score is not None else said
             notes.append(
                 PolarityNote(
                     SUSPECTED_NEGATIVE,
                     f"the picture the model read looks like a negative ({found}): the Photometric Interpretation "
                     "may be wrong; check the film before trusting the findings",
-                    _check_figures(check),
+                    _check_figures(record),
                 )
             )
-        if "contradiction" in step and shape and photometric:
+        elif shape and photometric:
             notes.append(
                 PolarityNote(
                     POLARITY_CONTRADICTION,
@@ -216,14 +196,14 @@ def polarity_notes(preparation: Iterable[object]) -> tuple[PolarityNote, ...]:
     return tuple(notes)
 
 
-def _check_figures(check: Mapping[str, Any]) -> str:
+def _check_figures(record: PolarityRecord) -> str:
     parts = [
         f"{name} {value:+.2f}"
-        for name, key in (
-            ("mediastinum over lungs", "mediastinum_over_lungs"),
-            ("centre over border", "centre_over_border"),
+        for name, value in (
+            ("mediastinum over lungs", record.mediastinum_over_lungs),
+            ("centre over border", record.centre_over_border),
         )
-        if (value := _figure(check.get(key))) is not None
+        if value is not None
     ]
     parts.append(f"a score below {-SCORE_MARGIN:+.2f} reads as a negative, above {SCORE_MARGIN:+.2f} as a film")
     return "; ".join(parts)
