@@ -133,9 +133,12 @@ def text_sha256(text: str) -> str:
 
 
 def output_flags(reading: Reading, *, sanitised: bool, extra: Sequence[str] = ()) -> str:
-    """The flags an output lists: the reading's own, ``text-sanitised`` when the output had to change a
-    text of the model's to carry it, and any ``extra`` (e.g. ``header-normalised``)."""
+    """The flags an output lists: the reading's own, ``suspected-negative`` and ``polarity-contradiction`` for any
+    image read whose inversion step found them (as the worklist flags them; :func:`polarity_notes` says them on the
+    image's line), ``text-sanitised`` when the output had to change a text of the model's to carry it, and any
+    ``extra`` (e.g. ``header-normalised``)."""
     flags = {flag.value for flag in reading.flags} | set(extra)
+    flags.update(note.kind for image in reading.images for note in polarity_notes(image.preparation))
     if sanitised:
         flags.add(TEXT_SANITISED)
     return ", ".join(sorted(flags))
