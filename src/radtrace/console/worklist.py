@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ __all__ = [
     "next_study",
     "reading_flags",
     "reading_for_revision",
+    "recorded_frontal",
     "sync_review_items",
     "worklist_page",
 ]
@@ -273,24 +274,35 @@ def reading_for_revision(session: Session, study_uid: str, revision: int) -> Map
 
 def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list[str]:
     """The worklist's flags for a reading: the model's own, view unknown, AP/portable, SC, text sanitised, and for
-    any image it read, a picture that looks like a negative or a header that contradicts itself on polarity."""
-    flags = {str(flag) for flag in reading.get("flags", [])}
-    images = reading.get("images") or [{}]
+    any image it read, a picture that looks like a negative or a header that contradicts itself on polarity.
+
+    ``reading`` is a recorded one (``inference_completed``'s), which may have been edited in the database into any
+    shape: what is not what the worker records (an image entry that is no object, flags that are no list of text,
+    a view that is no text) is passed over, never raised on; no readable image reads as one with no view."""
+    flags = set(_strings(reading.get("flags")))
+    images = _objects(reading.get("images"))
     for image in images:
         flags.update(note.kind for note in image_polarity_notes(image))
-    frontal = next((image for image in images if image.get("role") == "frontal"), images[0])
-    if not frontal.get("view"):
+    frontal = recorded_frontal(reading)
+    if not _text(frontal.get("view")):
         flags.add("view-unknown")
-    if {"ap", "portable"} & set(frontal.get("view_flags") or ()):
+    if {"ap", "portable"} & set(_strings(frontal.get("view_flags"))):
         flags.add("ap-portable")
-    if (sop_class_uid or frontal.get("sop_class_uid") or "").startswith(SECONDARY_CAPTURE_PREFIX):
+    if (sop_class_uid or _text(frontal.get("sop_class_uid")) or "").startswith(SECONDARY_CAPTURE_PREFIX):
         flags.add("secondary-capture")
-    texts = [step.get("text", "") for step in reading.get("reasoning", [])]
-    texts += [reading.get("impression") or ""] + [f.get("label", "") for f in reading.get("findings", [])]
+    texts = [_text(step.get("text")) for step in _objects(reading.get("reasoning"))]
+    texts += [_text(reading.get("impression"))] + [_text(f.get("label")) for f in _objects(reading.get("findings"))]
     # As the drafts do: a text the SR (UT) or FHIR had to change to carry it means the draft reads differently.
-    if any(dicom_text(text, "UT").changed or fhir_text(text).changed for text in texts):
+    if any(text and (dicom_text(text, "UT").changed or fhir_text(text).changed) for text in texts):
         flags.add("text-sanitised")
     return sorted(flags)
+
+
+def recorded_frontal(reading: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The frontal image of a recorded reading: its first image entry that is an object with role ``frontal``, else
+    its first entry that is an object, else ``{}`` (entries edited into anything else are passed over)."""
+    images = _objects(reading.get("images"))
+    return next((image for image in images if image.get("role") == "frontal"), images[0] if images else {})
 
 
 def image_polarity_notes(image: object) -> tuple[PolarityNote, ...]:
@@ -298,6 +310,20 @@ def image_polarity_notes(image: object) -> tuple[PolarityNote, ...]:
     picture's polarity (:func:`radtrace.reporting.sr.polarity_notes`); none for a row edited into something else."""
     steps = image.get("preparation") if isinstance(image, Mapping) else None
     return polarity_notes(steps) if isinstance(steps, list) else ()
+
+
+def _objects(value: object) -> list[Mapping[str, Any]]:
+    """The items of a recorded list that are objects (none when it is no list)."""
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list | tuple) else []
+
+
+def _strings(value: object) -> list[str]:
+    """The items of a recorded list that are text (none when it is no list)."""
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list | tuple) else []
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _header(spool_dir: Path, relative: str | None) -> dict[str, str | None]:
@@ -329,9 +355,8 @@ def _age(header: Mapping[str, str | None]) -> str | None:
 def _item(session: Session, spool_dir: Path, revision: Revision, study: Study) -> ReviewItem:
     payload = reading_for_revision(session, study.study_uid, revision.number) or {}
     reading: Mapping[str, Any] = payload.get("reading") or {}
-    images: Sequence[Mapping[str, Any]] = reading.get("images") or []
-    frontal = next((image for image in images if image.get("role") == "frontal"), images[0] if images else {})
-    sop = frontal.get("sop_instance_uid")
+    frontal = recorded_frontal(reading)
+    sop = _text(frontal.get("sop_instance_uid"))
     instance = None
     if sop:
         instance = session.execute(
@@ -342,8 +367,10 @@ def _item(session: Session, spool_dir: Path, revision: Revision, study: Study) -
         ).first()
     header = _header(spool_dir, instance[0] if instance else None)
     flags = reading_flags(reading, instance[1] if instance else None) if reading else ["unparsed"]
-    present = [f["label"] for f in reading.get("findings", []) if f.get("status") == "present"]
-    identity = reading.get("identity") or {}
+    findings = _objects(reading.get("findings"))
+    present = [label for f in findings if f.get("status") == "present" and (label := _text(f.get("label")))]
+    identity = reading.get("identity")
+    identity = identity if isinstance(identity, Mapping) else {}
     return ReviewItem(
         revision_id=revision.id,
         study_uid=study.study_uid,
@@ -357,11 +384,11 @@ def _item(session: Session, spool_dir: Path, revision: Revision, study: Study) -
         patient_sex=(header["PatientSex"] or "")[:8] or None,
         accession=study.accession,
         study_date=(header["StudyDate"] or "")[:8] or None,
-        view=(str(frontal.get("view") or "") or None),
+        view=(_text(frontal.get("view")) or "")[:16] or None,
         findings=",".join(label.replace(",", " ") for label in present)[:1024],
         flags=",".join(flags)[:255],
         flagged=bool(flags),
-        model_name=identity.get("model_name"),
+        model_name=(_text(identity.get("model_name")) or "")[:255] or None,
         sr_sop_instance_uid=revision.sr_sop_instance_uid,
         assessed=False,
     )
