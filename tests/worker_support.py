@@ -260,6 +260,8 @@ class FakeVllm:
     engine_dead: bool = False
     has_health: bool = True
     health_checks: int = 0
+    #: The handler threads count under it: ``requests += 1`` from four at once lost one now and then under load.
+    counting: threading.Lock = field(default_factory=threading.Lock)
 
 
 #: What vLLM answers a completion once its engine is dead (status 500).
@@ -292,7 +294,8 @@ def fake_vllm_server(port: int | None = None) -> Iterator[FakeVllm]:
 
         def do_GET(self) -> None:  # /v1/models (radtrace's preflight, a health check's fallback) and /health
             if self.path == "/health":
-                server.health_checks += 1
+                with server.counting:
+                    server.health_checks += 1
                 status = 404 if not server.has_health else 503 if server.engine_dead else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -307,7 +310,8 @@ def fake_vllm_server(port: int | None = None) -> Iterator[FakeVllm]:
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            server.requests += 1
+            with server.counting:
+                server.requests += 1
             reply = server.answer(request) if not server.engine_dead else Reply(500, ENGINE_DEAD_BODY)
             if reply is None:  # hang: the client's deadline ends the request
                 server.released.wait(30)
