@@ -49,6 +49,7 @@ __all__ = [
     "enqueue_built",
     "failure_event_type",
     "keep_drafts",
+    "kept_srs",
     "list_drafts",
     "read_draft",
 ]
@@ -133,6 +134,29 @@ def keep_drafts(root: Path, study_uid: str, revision: int, files: ReportFiles) -
     except OSError as exc:
         raise ReportError(f"drafts could not be stored under {directory}: {exc.strerror or exc}") from exc
     return kept
+
+
+def kept_srs(root: Path, study_uid: str, before: int) -> list[Dataset]:
+    """The SR documents kept for the study's revisions before ``before`` (its TID 1500 drafts and companions, for
+    Predecessor Documents), oldest revision first, headers only.
+
+    They are kept whether or not a destination is configured, so a later revision names them also where the
+    outbox never held them. A revision with no kept SR (skipped, failed) adds nothing; a kept file that cannot
+    be read is a :class:`ReportError` (a predecessor silently left out would hide the earlier draft).
+    """
+    study = _study_dir(root, study_uid)
+    numbers = sorted(int(p.name) for p in study.iterdir() if p.name.isdigit()) if study.is_dir() else []
+    found: list[Dataset] = []
+    for number in (n for n in numbers if n < before):
+        for kind in ("sr", "companion"):
+            path = study / str(number) / DRAFT_FILES[kind]
+            if not path.is_file():
+                continue
+            try:
+                found.append(pydicom.dcmread(path, stop_before_pixels=True))
+            except (OSError, InvalidDicomError) as exc:
+                raise ReportError(f"the kept draft {path} cannot be read: {exc}") from exc
+    return found
 
 
 @dataclass(frozen=True)

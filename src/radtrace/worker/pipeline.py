@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
+from pydicom.dataset import Dataset
 
 from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
@@ -53,7 +54,7 @@ from radtrace.logging import study_key
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.model.study import Skipped, StudyImage, identity_conflict, spooled_image
 from radtrace.reporting.dispatch.outbox import Outbox
-from radtrace.reporting.draft_store import BuiltDrafts, enqueue_built
+from radtrace.reporting.draft_store import BuiltDrafts, drafts_root, enqueue_built, kept_srs
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.instances import revision_instances
@@ -308,8 +309,17 @@ class StudyPipeline:
         self._record_reading(claim, reading)
         # Drafts are kept under <data_dir>/drafts whether or not a destination is configured (issue 15).
         job = DraftJob(claim.study_uid, claim.number, reading, [headers_only(ds) for ds in sources],
-                       self.outbox.earlier_srs(claim.revision_id))  # fmt: skip
+                       self._predecessors(claim))  # fmt: skip
         return self.drafter.submit(job)
+
+    def _predecessors(self, claim: Claim) -> list[Dataset]:
+        """The study's earlier SRs for Predecessor Documents: the kept drafts of its earlier revisions (kept
+        whether or not any destination is configured), after any the outbox holds that are not kept (drafts
+        from before drafts were kept), one per SOP Instance UID."""
+        kept = kept_srs(drafts_root(self.settings), claim.study_uid, claim.number)
+        known = {str(ds.SOPInstanceUID) for ds in kept}
+        sent = [ds for ds in self.outbox.earlier_srs(claim.revision_id) if str(ds.SOPInstanceUID) not in known]
+        return [*sent, *kept]
 
     def _settle(self, in_hand: Sequence[_InHand], settled: OnResult, heartbeat: Heartbeat) -> None:
         """End each revision's attempt once its drafts are built: enqueue their deliveries and finish it (its
