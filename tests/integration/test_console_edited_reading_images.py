@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit_support import as_superuser
-from console_support import console_settings, reported_study
+from console_support import add_user, console_client, console_settings, reported_study, sign_in, study_path
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
@@ -82,3 +82,11 @@ def test_a_reading_with_image_entries_edited_into_anything_still_reaches_the_wor
     # Fields that are not what the worker records are passed over; the view itself was untouched.
     fields = "the frontal image's fields"
     assert rows[edited[fields]] == (view, flags, present[fields], flagged)
+
+    # The study page too: its polarity warnings read every image entry and raised on one that is not an object.
+    add_user(store, "dr.edited", "radiologist")
+    with console_client(store, settings) as client:
+        sign_in(client, "dr.edited")
+        for edit, study_uid in edited.items():
+            page = client.get(study_path(store, study_uid))
+            assert page.status_code == 200, (edit, page.status_code)

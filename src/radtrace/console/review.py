@@ -321,13 +321,13 @@ def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | No
         accession=study.accession if study is not None else None,
         item=item,
         reading=reading,
-        identity=reading.get("identity") or {},
+        identity=_recorded_object(reading.get("identity")),
         findings=findings,
         reasoning=reasoning,
         impression=reading.get("impression"),
         flags=flags,
-        images=tuple(reading.get("images") or ()),
-        timings=reading.get("timings") or {},
+        images=_recorded_images(reading.get("images")),
+        timings=_recorded_object(reading.get("timings")),
         revisions=tuple((number, str(state), at) for number, state, at in revisions),
         draft_decision=draft[-1] if draft else None,
         draft_history=tuple(draft),
@@ -335,6 +335,17 @@ def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | No
         impression_history=impression_history,
         superseded_by=max(read_later) if read_later else None,
     )
+
+
+def _recorded_object(value: object) -> dict[str, Any]:
+    """A reading's object field (identity, timings), or empty where it was edited into something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def _recorded_images(images: object) -> tuple[dict[str, Any], ...]:
+    """A reading's image entries that are objects, as the worker records them; anything else (an audit row edited in
+    the database) is passed over, as the worklist passes it over, instead of failing the study page."""
+    return tuple(image for image in images if isinstance(image, dict)) if isinstance(images, list) else ()
 
 
 def checked_comment(comment: str | None) -> str | None:
