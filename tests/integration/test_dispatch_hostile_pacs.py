@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from pydicom import config as pydicom_config
@@ -165,9 +166,11 @@ def test_a_pacs_that_stops_reading_during_a_large_sr_ends_at_the_timeout() -> No
     read = reading.model_copy(update={"reasoning": long_text})
     payload = sr_bytes(build_sr(read, sources, settings=ReportingSettings(), revision=1))
     stalled = threading.Event()
+    associations = []
 
     def on_pdu(event: evt.Event) -> None:
         if type(event.pdu).__name__ == "P_DATA_TF":
+            associations.append(event.assoc)
             stalled.wait(20)  # the PACS's reader stops: nothing more is read from the socket
 
     ae = AE(ae_title="HOSTILE")
@@ -187,6 +190,14 @@ def test_a_pacs_that_stops_reading_during_a_large_sr_ends_at_the_timeout() -> No
     finally:
         stalled.set()
         server.shutdown()
+        # This stand-in PACS is pynetdicom's own: it leaves the aborted SR's partial file open (radtrace's listener
+        # closes and removes it, ListenerHandlers.on_connection_lost), and its finaliser's ResourceWarning failed
+        # whichever later test the same process was running when the garbage collector got to it.
+        for association in associations:
+            partial = getattr(getattr(association.dimse, "message", None), "_data_set_file", None)
+            if partial is not None:
+                partial.close()
+                Path(partial.name).unlink(missing_ok=True)
     assert raised.value.retryable
     assert elapsed < 4 * TIMEOUT_S
 
