@@ -19,7 +19,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ListenerSettings
 from radtrace.dicom_listener.admission import Admission, Connection, timeout_setting
-from radtrace.dicom_listener.headers import ReceivedHeader, read_header
+from radtrace.dicom_listener.headers import ReceivedHeader, read_header, refused_identity
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
 from radtrace.dicom_listener.metrics import ListenerMetrics
 from radtrace.dicom_listener.pixel_budget import (
@@ -390,6 +390,8 @@ class ListenerHandlers:
         return self._answer(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk full")
 
     def _quarantine(self, staged: StagedFile, exc: DicomInputError, actor: Actor, event: evt.Event) -> Dataset:
+        # named by its study where the file says it usably: QA asking about a study the PACS sent finds the refusal
+        identity = refused_identity(staged.path, max_inflated_bytes=instance_byte_limit(self.settings.max_image_pixels))
         where = self.spool.quarantine(staged, exc.reason)
         self.metrics.instances.labels(outcome="quarantined").inc()
         log.warning("quarantined an unusable instance as %s: %s", where.name, exc.reason)
@@ -398,6 +400,9 @@ class ListenerHandlers:
                 EventType.INSTANCE_QUARANTINED,
                 actor,
                 outcome=Outcome.SERIOUS_FAILURE,
+                study_uid=identity.study_uid,
+                accession=identity.accession,
+                patient_id=identity.patient_id,
                 payload={
                     "reason": exc.reason,
                     "sop_instance_uid": self._requested_sop(event),

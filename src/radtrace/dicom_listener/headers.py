@@ -47,7 +47,7 @@ from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, instance_by
 from radtrace.dicom_listener.spool import check_uid
 from radtrace.errors import DicomInputError
 
-__all__ = ["DEFAULT_MAX_INFLATED_BYTES", "ReceivedHeader", "read_header"]
+__all__ = ["DEFAULT_MAX_INFLATED_BYTES", "ReceivedHeader", "RefusedIdentity", "read_header", "refused_identity"]
 
 _DEFER_BYTES: Final = 4096
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
@@ -121,6 +121,33 @@ def _spacing_mm(ds: Dataset) -> float | None:
         if spacing is not None and 0.0 < spacing < 10.0:
             return round(spacing, 4)
     return None
+
+
+@dataclass(frozen=True)
+class RefusedIdentity:
+    """Whose instance was refused at receive, for its audit event: the study (only a valid Study Instance UID),
+    accession and patient ID, each ``None`` where the file does not say it usably."""
+
+    study_uid: str | None = None
+    accession: str | None = None
+    patient_id: str | None = None
+
+
+def refused_identity(path: Path, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> RefusedIdentity:
+    """The identifiers of an instance :func:`read_header` refused, so that QA finds the refusal by study or
+    accession. Parsed as :func:`read_header` parses (the same bounds: a deflated data set that would inflate
+    too far is not inflated); a file that cannot be parsed at all names nobody."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's warnings quote values
+        try:
+            ds, _ = _parse(path, max_inflated_bytes)
+        except DicomInputError:
+            return RefusedIdentity()
+        try:
+            study_uid: str | None = check_uid(ds.get("StudyInstanceUID"), "Study Instance UID")
+        except DicomInputError:
+            study_uid = None
+        return RefusedIdentity(study_uid, _text(ds.get("AccessionNumber"), 64), _text(ds.get("PatientID"), 64))
 
 
 def _text(value: Any, limit: int) -> str | None:
