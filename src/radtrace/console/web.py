@@ -40,6 +40,7 @@ from radtrace.console.dashboard_agreement import current_agreement
 from radtrace.console.draft_recording import assessments_root, record_draft_decision, ring
 from radtrace.console.images import render_image
 from radtrace.console.links import HANDLE, STUDY, UID
+from radtrace.console.names import person_name
 from radtrace.console.pages import (
     PREFIX,
     SECURITY_HEADERS,
@@ -550,6 +551,7 @@ def templates() -> Environment:
         lstrip_blocks=True,
     )
     environment.filters["waiting"] = _waiting
+    environment.filters["person_name"] = person_name
     return environment
 
 

@@ -1,0 +1,42 @@
+"""The console writes a DICOM person name as a radiologist reads it: its components (family^given^middle^prefix^
+suffix) separated by single spaces, and its ideographic and phonetic groups (after '=') in parentheses, not as
+'Doe John  Dr=ドウ ジョン' with the PN delimiters left in (found by sending a film with such a name over DICOM)."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import pytest
+
+from console_support import add_user, console_client, console_settings, reported_study, sign_in, study_path
+from radtrace.model.reader import StudyReader
+from radtrace.store.engine import Store
+
+pytestmark = pytest.mark.integration
+
+NAMES = {
+    "Doe^John^^Dr=ドウ^ジョン": "Doe John Dr (ドウ ジョン)",
+    "=山田^太郎=やまだ^たろう": "山田 太郎 (やまだ たろう)",
+    "Müller^Jörg": "Müller Jörg",
+}
+
+
+def test_worklist_and_study_page_show_person_names_without_their_delimiters(store: Store, tmp_path: Path) -> None:
+    settings = console_settings(tmp_path, store)
+    reader = StudyReader(settings.model, data_dir=settings.data_dir)
+    studies = {name: reported_study(settings, store, reader, seed=70 + i, name=name) for i, name in enumerate(NAMES)}
+    add_user(store, "dr.names", "radiologist")
+    client = console_client(store, settings)
+    sign_in(client, "dr.names")
+
+    worklist = html.unescape(client.get("/console/worklist?filter=all").text)
+    for name, shown in NAMES.items():
+        assert f">{shown}</a>" in worklist, shown  # the row's link
+        assert f"routine, {shown}, accession" in worklist  # what a screen reader announces
+        page = client.get(study_path(store, studies[name]))
+        assert page.status_code == 200
+        [heading] = re.findall(r'<span class="patient-name" dir="auto">([^<]*)</span>', page.text)
+        assert html.unescape(heading) == shown
+    assert not re.search(r">[^<]*[=^][^<]*</a>", worklist.split("<tbody", 1)[-1])  # no PN delimiter in a name link
