@@ -27,6 +27,7 @@ from radtrace.cli.common import (
 )
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError
+from radtrace.logging import escape as terminal_text
 
 if TYPE_CHECKING:
     from radtrace.reporting.draft_store import DraftView
@@ -71,7 +72,7 @@ def status(
             highlight=False,
         )
         if oldest.reason:  # e.g. "waiting: model server unavailable since ..."
-            out.print(f"  reason: {escape(oldest.reason)}", highlight=False)
+            out.print(f"  reason: {escape(terminal_text(oldest.reason))}", highlight=False)
     for title, revisions in (("failed", report.failed), ("skipped", report.skipped)):
         if revisions:
             out.print(_ended_table(title, revisions))
@@ -86,12 +87,15 @@ def _ended_table(title: str, revisions: list[FailedRevision]) -> Group:
         lines.append(Text(revision.study_uid, "cyan", no_wrap=True, overflow="ignore"))
         lines.append(
             Text(
-                f"    accession {revision.accession or '—'} · revision {revision.revision} · {revision.state.value}"
-                f" · {revision.attempts} attempt(s){finished}"
+                f"    accession {terminal_text(revision.accession or '—')} · revision {revision.revision}"
+                f" · {revision.state.value} · {revision.attempts} attempt(s){finished}"
             )
         )
         reason = textwrap.fill(
-            revision.reason or "(no reason recorded)", width, initial_indent="    reason: ", subsequent_indent="    "
+            terminal_text(revision.reason or "(no reason recorded)"),
+            width,
+            initial_indent="    reason: ",
+            subsequent_indent="    ",
         )
         lines.append(Text(reason, no_wrap=True, overflow="ignore"))
         # A delivery that failed is asked for again per destination, once what its reason names is fixed; study
@@ -124,16 +128,16 @@ def study_show(
     if as_json:
         typer.echo(json.dumps(detail.as_json(), indent=2))
         return
-    out.print(
-        f"study {detail.study_uid} · accession {detail.accession or '—'} · key {detail.study_key}", highlight=False
-    )
+    # The accession is what a peer sent: shown as text (no rich markup), control characters as in the log.
+    accession = terminal_text(detail.accession or "—")
+    out.print(Text(f"study {detail.study_uid} · accession {accession} · key {detail.study_key}"))
     table = Table("rev", "state", "attempts", "instances", "opened (UTC)", "SR", "deliveries", "reason")
     for rev in detail.revisions:
-        deliveries = "\n".join(f"{name}: {state}" for name, state in rev.deliveries.items()) or "none (drafts kept)"
+        deliveries = "\n".join(f"{terminal_text(name)}: {state}" for name, state in rev.deliveries.items())
         table.add_row(
             str(rev.number), rev.state.value, str(rev.attempts), str(rev.instances),
-            f"{rev.opened_at:%Y-%m-%d %H:%M:%S}", rev.sr_sop_instance_uid or "", escape(deliveries),
-            escape(rev.reason or ""),
+            f"{rev.opened_at:%Y-%m-%d %H:%M:%S}", rev.sr_sop_instance_uid or "",
+            escape(deliveries or "none (drafts kept)"), escape(terminal_text(rev.reason or "")),
         )  # fmt: skip
     table.columns[-1].overflow = "fold"
     out.print(table)
