@@ -22,10 +22,12 @@ check: setup
 	$(BIN)/mypy
 
 # The suite on TEST_WORKERS pytest-xdist workers (2: CI's two cores, most tests wait on servers and peers); each test
-# module stays on one worker, so a module's fixtures (a browser, a served API) start once. TEST_WORKERS=0: one process.
+# module stays on one worker, so a module's fixtures (a browser, a served API) start once, and modules go out in
+# collection order (xdist would send the modules with most tests first: the few long end-to-end ones came last and
+# one worker ran them alone). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test-unit: setup
 	$(BIN)/python -m pytest -m unit

@@ -72,8 +72,10 @@ def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | Non
     app.conf.radtrace_runtime = held
     max_retries = settings.broker.max_attempts
 
+    # shared=False: Celery's default adds every task to each app finalised later in the process, so a second app
+    # (serve's in-process pieces, tests) took the first app's closures too and warned that a name was taken.
     options: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True,
-                               "max_retries": max_retries}  # fmt: skip
+                               "max_retries": max_retries, "shared": False}  # fmt: skip
 
     def ring_next(key: tuple[str, int], result: ProcessResult) -> None:
         """Ring what one settled revision needs next: its deliveries, its retry, the study's next revision."""
