@@ -265,29 +265,8 @@ class RawPeer:
 def rejecting_peer(result: int, source: int, reason: int) -> Iterator[int]:
     """A port whose peer answers every A-ASSOCIATE-RQ with an A-ASSOCIATE-RJ of these codes (PS3.8 9.3.4), any
     code, the reserved ones too, then waits for the requester to close."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stopping = threading.Event()
-
-    def answer() -> None:
-        while not stopping.is_set():
-            with contextlib.suppress(OSError):
-                connection, _ = server.accept()
-                with connection:
-                    connection.settimeout(5)
-                    connection.recv(65536)
-                    connection.sendall(b"\x03\x00" + struct.pack(">L", 4) + bytes([0, result, source, reason]))
-                    connection.recv(64)  # until the requester closes
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stopping.set()
-        with contextlib.suppress(OSError):
-            server.shutdown(socket.SHUT_RDWR)
-        server.close()
-        thread.join(timeout=10)
+    with answering_peer(b"\x03\x00" + struct.pack(">L", 4) + bytes([0, result, source, reason])) as port:
+        yield port
 
 
 @contextmanager
