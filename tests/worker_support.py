@@ -20,19 +20,22 @@ from typing import Any
 import sqlalchemy as sa
 from pydicom.dataset import Dataset
 
+from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
-from radtrace.config import Settings, load_settings
+from radtrace.config import DispatchSettings, Settings, load_settings
 from radtrace.errors import ModelError, RadtraceError
 from radtrace.logging import study_key
 from radtrace.model.reader import StudyReader
 from radtrace.model.reading import Reading
 from radtrace.model.study import Skipped, StudyImage
+from radtrace.reporting.dispatch.outbox import Outbox
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.store.models import Instance, OutboxMessage, Revision, RevisionState, Study
 from radtrace.testing.services import free_port
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study, write_study
+from radtrace.worker.settlement import Deliveries
 
 
 def worker_settings(tmp_path: Path, database_url: str, tiny_model_dir: Path, **overrides: Any) -> Settings:
@@ -128,6 +131,27 @@ def outbox_rows(store: Store) -> list[OutboxMessage]:
     """Every outbox row, by ID."""
     with store.session() as session:
         return list(session.scalars(sa.select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+class Unobserved:
+    """A stage observer (radtrace.worker.settlement.StageObserver) that records nothing."""
+
+    def observe(self, stage: str, seconds: float) -> None:
+        pass
+
+    def finished_in(self, state: str) -> None:
+        pass
+
+
+def deliveries_over(store: Store, settings: DispatchSettings, outbox_dir: Path) -> Deliveries:
+    """The worker's delivery step over ``store`` with its own outbox (payloads under ``outbox_dir``), unobserved."""
+    recorder = AuditRecorder(store)
+    return Deliveries(store, Outbox(store, recorder, settings, outbox_dir), recorder, Unobserved(), utc_now)
+
+
+def payloads_of(store: Store, kind: str) -> list[dict[str, Any]]:
+    """The payload of every audit row of type ``kind``, in order."""
+    return [payload for event_type, _, payload in audit_events(store) if event_type == kind]
 
 
 def audit_events(store: Store) -> list[tuple[str, str, dict[str, Any]]]:

@@ -14,32 +14,21 @@ from pathlib import Path
 import pytest
 
 from private_servers import HostilePeer, hostile_peer, read_mllp_message
-from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings, MllpDestination, ReportingSettings
 from radtrace.errors import DispatchError
 from radtrace.reporting.dispatch.mllp import frame, send_message
-from radtrace.reporting.dispatch.outbox import Outbox, ReportFiles, planned_deliveries
+from radtrace.reporting.dispatch.outbox import ReportFiles, planned_deliveries
 from radtrace.reporting.hl7 import build_oru
 from radtrace.reporting.sr import build_sr, sr_bytes
-from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxState, Revision, RevisionState, Study
-from radtrace.worker.settlement import Deliveries
 from reporting_support import sr_cases
-from worker_support import audit_events, outbox_rows
+from worker_support import audit_events, deliveries_over, outbox_rows
 
 pytestmark = pytest.mark.integration
 
 # Line and paragraph separators, NEL, FF, ESC, a bidi override and C1: none may reach a reason unescaped.
 RAW_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-class _Unobserved:
-    def observe(self, stage: str, seconds: float) -> None:
-        pass
-
-    def finished_in(self, state: str) -> None:
-        pass
 
 
 def _pid(message: bytes) -> tuple[str, str]:
@@ -85,10 +74,9 @@ def test_a_nak_echoing_the_patient_is_quoted_in_the_reason_and_kept_out_of_the_l
     caplog.set_level(logging.DEBUG)
     with hostile_peer(_echoing_ris(code, where), read=read_mllp_message) as ris:
         settings = DispatchSettings(ris=MllpDestination(host=ris.host, port=ris.port, timeout_s=5), max_attempts=1)
-        recorder = AuditRecorder(store)
-        outbox = Outbox(store, recorder, settings, tmp_path / "payloads")
-        [outbox_id] = outbox.enqueue(revision_id, planned_deliveries(settings, reports))
-        result = Deliveries(store, outbox, recorder, _Unobserved(), utc_now).dispatch(outbox_id)
+        deliveries = deliveries_over(store, settings, tmp_path / "payloads")
+        [outbox_id] = deliveries.outbox.enqueue(revision_id, planned_deliveries(settings, reports))
+        result = deliveries.dispatch(outbox_id)
         assert len(ris.received) == 1
     assert patient_id.encode() in ris.received[0]  # the RIS did get the patient, and echoed it
 

@@ -22,33 +22,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from dicom_peer_support import AnsweringScp, answering_scp, rejecting_peer
 from radtrace.audit.events import EventType
 from radtrace.audit.operations import local_operator
-from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DicomDestination, DispatchSettings, ReportingSettings, load_settings
-from radtrace.reporting.dispatch.outbox import Outbox, ReportFiles, planned_deliveries
+from radtrace.reporting.dispatch.outbox import ReportFiles, planned_deliveries
 from radtrace.reporting.dispatch.redelivery import RedeliveryError, redeliver_failed
 from radtrace.reporting.sr import build_sr, sr_bytes
-from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.store.models import OutboxState, Revision, RevisionState, Study
 from radtrace.worker.settlement import Deliveries
 from reporting_support import sr_cases
 from tests_support import radtrace
+from worker_support import deliveries_over, payloads_of
 
 pytestmark = pytest.mark.integration
-
-
-class NoObserver:
-    def observe(self, stage: str, seconds: float) -> None:
-        pass
-
-    def finished_in(self, state: str) -> None:
-        pass
 
 
 @dataclass
@@ -57,16 +47,10 @@ class Site:
     store: Store
 
     def deliveries(self, settings: DispatchSettings) -> Deliveries:
-        recorder = AuditRecorder(self.store)
-        outbox = Outbox(self.store, recorder, settings, self.data_dir / "outbox")
-        return Deliveries(self.store, outbox, recorder, NoObserver(), utc_now)
+        return deliveries_over(self.store, settings, self.data_dir / "outbox")
 
     def events(self, kind: EventType) -> list[dict[str, object]]:
-        with self.store.engine.connect() as connection:
-            rows = connection.execute(
-                sa.text("SELECT payload FROM audit_events WHERE event_type = :kind ORDER BY seq"), {"kind": kind.value}
-            ).all()
-        return [json.loads(row[0]) if isinstance(row[0], str) else row[0] for row in rows]
+        return payloads_of(self.store, kind.value)
 
     def cli(self, *args: str, pacs: DicomDestination) -> tuple[int, str, str]:
         env = {"RADTRACE_DATA_DIR": str(self.data_dir),

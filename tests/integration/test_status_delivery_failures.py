@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from dicom_peer_support import AnsweringScp, answering_scp
 from radtrace.audit.events import EventType
-from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DicomDestination, DispatchSettings, ReportingSettings, load_settings
-from radtrace.reporting.dispatch.outbox import Outbox, ReportFiles, planned_deliveries
+from radtrace.reporting.dispatch.outbox import ReportFiles, planned_deliveries
 from radtrace.reporting.sr import build_sr, sr_bytes
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
@@ -29,19 +27,12 @@ from radtrace.store.models import OutboxMessage, OutboxState, Revision, Revision
 from radtrace.worker.settlement import Deliveries
 from reporting_support import sr_cases
 from tests_support import radtrace
+from worker_support import deliveries_over, payloads_of
 
 pytestmark = pytest.mark.integration
 
 READING_FAILED_UID = "1.2.826.0.1.3680043.8.498.77001"
 READING_REASON = "model error after 3 attempts: CUDA out of memory while generating"
-
-
-class NoObserver:
-    def observe(self, stage: str, seconds: float) -> None:
-        pass
-
-    def finished_in(self, state: str) -> None:
-        pass
 
 
 @dataclass
@@ -56,17 +47,11 @@ class Site:
                 "RADTRACE_DISPATCH__PACS": json.dumps([self.pacs.model_dump(mode="json")])}  # fmt: skip
 
     def deliveries(self) -> Deliveries:
-        recorder = AuditRecorder(self.store)
         settings = DispatchSettings(pacs=[self.pacs], calling_ae_title="RADTRACE")
-        outbox = Outbox(self.store, recorder, settings, self.data_dir / "outbox")
-        return Deliveries(self.store, outbox, recorder, NoObserver(), utc_now)
+        return deliveries_over(self.store, settings, self.data_dir / "outbox")
 
     def events(self, kind: EventType) -> list[dict[str, object]]:
-        with self.store.engine.connect() as connection:
-            rows = connection.execute(
-                sa.text("SELECT payload FROM audit_events WHERE event_type = :kind ORDER BY seq"), {"kind": kind.value}
-            ).all()
-        return [json.loads(row[0]) if isinstance(row[0], str) else row[0] for row in rows]
+        return payloads_of(self.store, kind.value)
 
     def states(self, outbox_id: int) -> tuple[OutboxState, int, RevisionState]:
         with self.store.session() as session:
