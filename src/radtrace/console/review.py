@@ -25,7 +25,7 @@ from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
-from radtrace.console.worklist import FLAG_LABELS, image_polarity_notes, reading_for_revision
+from radtrace.console.worklist import FLAG_LABELS, image_polarity_notes, reading_for_revision, recorded_objects
 from radtrace.errors import PermanentError
 from radtrace.reporting.sr import PolarityNote
 from radtrace.store.base import utc_now
@@ -326,7 +326,7 @@ def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | No
         reasoning=reasoning,
         impression=reading.get("impression"),
         flags=flags,
-        images=_recorded_images(reading.get("images")),
+        images=tuple(recorded_objects(reading.get("images"))),
         timings=_recorded_object(reading.get("timings")),
         revisions=tuple((number, str(state), at) for number, state, at in revisions),
         draft_decision=draft[-1] if draft else None,
@@ -340,12 +340,6 @@ def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | No
 def _recorded_object(value: object) -> dict[str, Any]:
     """A reading's object field (identity, timings), or empty where it was edited into something else."""
     return value if isinstance(value, dict) else {}
-
-
-def _recorded_images(images: object) -> tuple[dict[str, Any], ...]:
-    """A reading's image entries that are objects, as the worker records them; anything else (an audit row edited in
-    the database) is passed over, as the worklist passes it over, instead of failing the study page."""
-    return tuple(image for image in images if isinstance(image, dict)) if isinstance(images, list) else ()
 
 
 def checked_comment(comment: str | None) -> str | None:

@@ -47,6 +47,7 @@ __all__ = [
     "reading_flags",
     "reading_for_revision",
     "recorded_frontal",
+    "recorded_objects",
     "sync_review_items",
     "worklist_page",
 ]
@@ -280,7 +281,7 @@ def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list
     shape: what is not what the worker records (an image entry that is no object, flags that are no list of text,
     a view that is no text) is passed over, never raised on; no readable image reads as one with no view."""
     flags = set(_strings(reading.get("flags")))
-    images = _objects(reading.get("images"))
+    images = recorded_objects(reading.get("images"))
     for image in images:
         flags.update(note.kind for note in image_polarity_notes(image))
     frontal = recorded_frontal(reading)
@@ -290,8 +291,10 @@ def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list
         flags.add("ap-portable")
     if (sop_class_uid or _text(frontal.get("sop_class_uid")) or "").startswith(SECONDARY_CAPTURE_PREFIX):
         flags.add("secondary-capture")
-    texts = [_text(step.get("text")) for step in _objects(reading.get("reasoning"))]
-    texts += [_text(reading.get("impression"))] + [_text(f.get("label")) for f in _objects(reading.get("findings"))]
+    texts = [_text(step.get("text")) for step in recorded_objects(reading.get("reasoning"))]
+    texts += [_text(reading.get("impression"))] + [
+        _text(f.get("label")) for f in recorded_objects(reading.get("findings"))
+    ]
     # As the drafts do: a text the SR (UT) or FHIR had to change to carry it means the draft reads differently.
     if any(text and (dicom_text(text, "UT").changed or fhir_text(text).changed) for text in texts):
         flags.add("text-sanitised")
@@ -301,7 +304,7 @@ def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list
 def recorded_frontal(reading: Mapping[str, Any]) -> Mapping[str, Any]:
     """The frontal image of a recorded reading: its first image entry that is an object with role ``frontal``, else
     its first entry that is an object, else ``{}`` (entries edited into anything else are passed over)."""
-    images = _objects(reading.get("images"))
+    images = recorded_objects(reading.get("images"))
     return next((image for image in images if image.get("role") == "frontal"), images[0] if images else {})
 
 
@@ -312,7 +315,7 @@ def image_polarity_notes(image: object) -> tuple[PolarityNote, ...]:
     return polarity_notes(steps) if isinstance(steps, list) else ()
 
 
-def _objects(value: object) -> list[Mapping[str, Any]]:
+def recorded_objects(value: object) -> list[Mapping[str, Any]]:
     """The items of a recorded list that are objects (none when it is no list)."""
     return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list | tuple) else []
 
@@ -367,7 +370,7 @@ def _item(session: Session, spool_dir: Path, revision: Revision, study: Study) -
         ).first()
     header = _header(spool_dir, instance[0] if instance else None)
     flags = reading_flags(reading, instance[1] if instance else None) if reading else ["unparsed"]
-    findings = _objects(reading.get("findings"))
+    findings = recorded_objects(reading.get("findings"))
     present = [label for f in findings if f.get("status") == "present" and (label := _text(f.get("label")))]
     identity = reading.get("identity")
     identity = identity if isinstance(identity, Mapping) else {}
