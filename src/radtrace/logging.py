@@ -27,9 +27,11 @@ import sys
 import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from types import FrameType
 from typing import IO, Any, Final
 
 from pydicom.dataset import Dataset
+from pydicom.misc import warn_and_log
 from pydicom.valuerep import PersonName
 
 __all__ = [
@@ -65,11 +67,15 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
         rf"\1{REDACTED}",
     ),
     # pydicom quoting a value it finds invalid ("Invalid value for VR DA: '19561103x'.", "Unable to convert
-    # '...' to 'DA' object"): for the VRs that hold names, dates, ages and free text, the value goes.
+    # '...' to 'DA' object", 'Value "x" is not valid for elements with a VR of DS'): for the VRs that hold names,
+    # dates, ages, free text and the patient's sex, size and weight, the value goes.
     (
-        re.compile(r"(Invalid value for VR (?:PN|DA|DT|TM|AS|LO|SH|LT|ST|UT|UC): )(?:'[^'\n]*'|\"[^\"\n]*\"|\S+)"),
+        re.compile(
+            r"(Invalid value for VR (?:PN|DA|DT|TM|AS|LO|SH|LT|ST|UT|UC|CS|DS|IS): )(?:'[^'\n]*'|\"[^\"\n]*\"|\S+)"
+        ),
         rf"\1{REDACTED}",
     ),
+    (re.compile(r'(Value )"[^"\n]*"( is not valid for elements with a VR of (?:DS|IS))'), rf"\1{REDACTED}\2"),
     (
         re.compile(r"(Unable to convert (?:non-conformant value )?)'[^'\n]*'( to '(?:DA|DT|TM)' object)"),
         rf"\1{REDACTED}\2",
@@ -307,6 +313,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _LoggedByPydicom(logging.Filter):
+    """On the ``py.warnings`` logger: drops a warning raised by pydicom's ``warn_and_log``.
+
+    That function logs its message through the ``pydicom`` logger, then raises the same message as a warning, which
+    :func:`logging.captureWarnings` would log a second time (as ``py.warnings``, with pydicom's file and line). The
+    filter runs inside the ``warnings.warn`` call, so the caller's frames tell which warnings came that way. Other
+    warnings, pydicom's own plain ones included, are logged as before.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code is _WARN_AND_LOG_CODE:
+                return False
+            frame = frame.f_back
+        return True
+
+
+_WARN_AND_LOG_CODE: Final = warn_and_log.__code__
+
+
 def _quiet_libraries() -> None:
     # pynetdicom logs full C-STORE/C-FIND identifiers (patient data) at DEBUG unless told not to.
     from pynetdicom import _config as pynetdicom_config
@@ -337,4 +364,7 @@ def configure_logging(fmt: str = "text", level: str = "INFO", stream: IO[str] | 
     root.setLevel(level)
     _quiet_libraries()
     logging.captureWarnings(True)
+    captured_warnings = logging.getLogger("py.warnings")
+    if not any(isinstance(existing, _LoggedByPydicom) for existing in captured_warnings.filters):
+        captured_warnings.addFilter(_LoggedByPydicom())
     return handler
