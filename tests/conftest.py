@@ -50,13 +50,19 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _root_log_level_restored() -> Iterator[None]:
-    """configure_logging (entry points, logging tests) sets the root logger's level: put it back, or later tests'
-    caplog sees other loggers."""
+def _root_logger_restored() -> Iterator[None]:
+    """configure_logging (entry points, logging tests) sets the root logger's level and installs radtrace's handler:
+    put the level back, or later tests' caplog sees other loggers, and take away a radtrace handler the test
+    installed. A command run in-process (typer's CliRunner) installs it on the stderr CliRunner gives the command
+    and closes afterwards: left there, every later log call in this process printed '--- Logging error ---'
+    (ValueError: I/O operation on closed file)."""
     root = logging.getLogger()
     level = root.level
+    before = list(root.handlers)
     yield
     root.setLevel(level)
+    for handler in [h for h in root.handlers if getattr(h, "_radtrace", False) and h not in before]:
+        root.removeHandler(handler)
 
 
 @pytest.fixture(params=["text", "json"])
