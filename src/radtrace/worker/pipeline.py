@@ -314,12 +314,14 @@ class StudyPipeline:
 
     def _predecessors(self, claim: Claim) -> list[Dataset]:
         """The study's earlier SRs for Predecessor Documents: the kept drafts of its earlier revisions (kept
-        whether or not any destination is configured), after any the outbox holds that are not kept (drafts
-        from before drafts were kept), one per SOP Instance UID."""
+        whether or not any destination is configured), after those the outbox holds for revisions with none kept
+        (drafts from before drafts were kept), one per SOP Instance UID. Each file is read once: a kept SR's
+        Instance Number is its revision's (build_sr), whose outbox copies are not read."""
         kept = kept_srs(drafts_root(self.settings), claim.study_uid, claim.number)
         known = {str(ds.SOPInstanceUID) for ds in kept}
-        sent = [ds for ds in self.outbox.earlier_srs(claim.revision_id) if str(ds.SOPInstanceUID) not in known]
-        return [*sent, *kept]
+        have = {int(ds.InstanceNumber) for ds in kept if ds.get("InstanceNumber") is not None}
+        sent = self.outbox.earlier_srs(claim.revision_id, except_revisions=have)
+        return [*(ds for ds in sent if str(ds.SOPInstanceUID) not in known), *kept]
 
     def _settle(self, in_hand: Sequence[_InHand], settled: OnResult, heartbeat: Heartbeat) -> None:
         """End each revision's attempt once its drafts are built: enqueue their deliveries and finish it (its

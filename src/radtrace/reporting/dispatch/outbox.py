@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -398,12 +398,13 @@ class Outbox:
             rows.append({"id": row.id, "kind": row.kind, "destination": row.destination, "sha256": row.payload_sha256})
         return rows
 
-    def earlier_srs(self, revision_id: int) -> list[Dataset]:
+    def earlier_srs(self, revision_id: int, *, except_revisions: Collection[int] = ()) -> list[Dataset]:
         """The SRs enqueued for the study's earlier revisions (for Predecessor Documents), oldest first.
 
         Read from the stored payloads (whatever their destination), one per SOP Instance UID: TID 1500
         drafts and companion documents alike (:func:`radtrace.reporting.drafts.build_drafts` tells them
-        apart by SOP Class).
+        apart by SOP Class). The revisions numbered in ``except_revisions`` are left out unread: the caller has
+        their SRs already (the kept drafts, :func:`radtrace.reporting.draft_store.kept_srs`).
         """
         with self.store.session("finding earlier SRs") as session:
             revision = session.get(Revision, revision_id)
@@ -415,6 +416,7 @@ class Outbox:
                 .where(
                     Revision.study_id == revision.study_id,
                     Revision.number < revision.number,
+                    Revision.number.not_in(sorted(except_revisions)),
                     OutboxMessage.payload_path.like("%.dcm"),
                     OutboxMessage.kind.not_in([KIND_GSPS, KIND_ASSESSMENT]),  # not drafts: never predecessors
                 )
