@@ -18,6 +18,7 @@ strings, which may hold study UIDs and patient IDs (``radtrace api`` turns uvico
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -49,11 +50,11 @@ from radtrace.audit.queries import (
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.tokens import AuthenticationError, Role, TokenInfo, authenticate
 from radtrace.errors import RadtraceError, ReportError, StoreUnavailableError
-from radtrace.reporting.draft_store import list_drafts, read_draft
+from radtrace.reporting.draft_store import DraftRevision, list_drafts, read_draft
 from radtrace.store.engine import Store
 from radtrace.store.migrate import current_revision, head_revision
 
-__all__ = ["Caller", "Health", "VerificationReport", "create_api"]
+__all__ = ["Caller", "DraftFile", "Health", "KeptRevision", "VerificationReport", "create_api"]
 
 log = logging.getLogger(__name__)
 
@@ -234,26 +235,84 @@ def _record_draft_use(store: Store, caller: Caller, kind: EventType, study_uid: 
     AuditRecorder(store).record(AuditEvent(kind, caller.actor, study_uid=study_uid, payload={"via": "api", **details}))
 
 
+#: How each kind of kept draft is served.
+_DRAFT_MEDIA: Final = {"sr": "application/dicom", "gsps": "application/dicom", "companion": "application/dicom",
+                       "hl7": "x-application/hl7-v2+er7", "fhir": "application/fhir+json"}  # fmt: skip
+
+
+class DraftFile(BaseModel):
+    """One kept draft file as a client fetches it: through the API, never by its place on the server."""
+
+    kind: str
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    url: str
+
+
+class KeptRevision(BaseModel):
+    """One kept revision of a study's draft: its files and the address of its read-back view."""
+
+    study_uid: str
+    revision: int
+    modified: str
+    url: str
+    files: list[DraftFile]
+
+
+def _draft_files(request: Request, study_uid: str, revision: int, kept: dict[str, FsPath]) -> list[DraftFile]:
+    """The revision's files as a client uses them: name, media type, size, SHA-256 of the bytes the API serves
+    and the API address to fetch each one (under the application's root path)."""
+    files = []
+    for kind, path in kept.items():
+        data = path.read_bytes()
+        url = request.app.url_path_for("download_study_draft", study_uid=study_uid, revision=str(revision), kind=kind)
+        files.append(DraftFile(kind=kind, name=path.name, media_type=_DRAFT_MEDIA[kind], size=len(data),
+                               sha256=hashlib.sha256(data).hexdigest(),
+                               url=request.scope.get("root_path", "") + url))  # fmt: skip
+    return files
+
+
+def _kept_revision(request: Request, draft: DraftRevision) -> KeptRevision:
+    url = request.app.url_path_for("get_study_draft", study_uid=draft.study_uid, revision=str(draft.revision))
+    return KeptRevision(
+        study_uid=draft.study_uid,
+        revision=draft.revision,
+        modified=draft.modified.isoformat(timespec="seconds"),
+        url=request.scope.get("root_path", "") + url,
+        files=_draft_files(request, draft.study_uid, draft.revision, draft.files),
+    )
+
+
 @router.get("/v1/studies/{study_uid}/drafts", tags=["drafts"], responses={**_PROBLEMS, **_NO_DRAFT})
-def list_study_drafts(study_uid: StudyUid, caller: QaCaller, drafts: DraftsDep) -> list[dict[str, Any]]:
-    """The kept revisions of one study's draft, newest first (file paths on the server)."""
+def list_study_drafts(request: Request, study_uid: StudyUid, caller: QaCaller, drafts: DraftsDep) -> list[KeptRevision]:
+    """The kept revisions of one study's draft, newest first: each file's kind, name, media type, size and
+    SHA-256, and the API address to fetch it from (``url``)."""
     kept = list_drafts(drafts, study_uid)
     if not kept:
         raise HTTPException(404, detail="no draft is kept for this study")
-    return [draft.as_json() for draft in kept]
+    return [_kept_revision(request, draft) for draft in kept]
 
 
 @router.get("/v1/studies/{study_uid}/drafts/{revision}", tags=["drafts"], responses={**_PROBLEMS, **_NO_DRAFT})
 def get_study_draft(
-    study_uid: StudyUid, revision: Annotated[int, Path(ge=1)], caller: QaCaller, store: StoreDep, drafts: DraftsDep
+    request: Request,
+    study_uid: StudyUid,
+    revision: Annotated[int, Path(ge=1)],
+    caller: QaCaller,
+    store: StoreDep,
+    drafts: DraftsDep,
 ) -> dict[str, Any]:
-    """One kept draft read back from its SR: findings, impression, reasoning (recorded as draft_accessed)."""
+    """One kept draft read back from its SR: findings, impression, reasoning, and its files as the listing
+    names them (recorded as draft_accessed)."""
     try:
         view = read_draft(drafts, study_uid, revision)
     except ReportError as exc:
         raise HTTPException(404, detail=exc.reason) from exc
     _record_draft_use(store, caller, EventType.DRAFT_ACCESSED, study_uid, revision=revision)
-    return view.as_json()
+    files = _draft_files(request, view.study_uid, view.revision, view.files)
+    return {**view.as_json(), "files": [file.model_dump() for file in files]}
 
 
 @router.get(
@@ -278,11 +337,9 @@ def download_study_draft(
         raise HTTPException(404, detail=f"no {kind} draft is kept for this study and revision")
     path = kept[0].files[kind]
     _record_draft_use(store, caller, EventType.DRAFT_EXPORTED, study_uid, revision=revision, files=[path.name])
-    media = {"sr": "application/dicom", "gsps": "application/dicom", "companion": "application/dicom",
-             "hl7": "x-application/hl7-v2+er7", "fhir": "application/fhir+json"}  # fmt: skip
     return Response(
         path.read_bytes(),
-        media_type=media[kind],
+        media_type=_DRAFT_MEDIA[kind],
         headers={"Content-Disposition": f'attachment; filename="{path.name}"'},
     )
 
