@@ -6,9 +6,12 @@ written and committed; only then does the handler answer 0x0000. A crash before 
 at worst a spool file without a row, which nothing treats as received, and the sender, having had
 no success, sends it again.
 
-Same SOP Instance UID again: identical bytes are a duplicate (recorded, nothing rewritten); other
-bytes are kept as the next version and audited. An instance for a study whose revision was already
-queued opens the study's next revision.
+Same SOP Instance UID again: identical bytes are a duplicate (recorded, nothing rewritten). Other
+bytes are compared with the latest version held by what they hold (:mod:`.resend`): the same
+attributes and pixels in another encoding, or a lossy copy of the held pixels, are a duplicate too,
+audited with the reason ("same content, re-sent as JPEG-LS Lossless Image Compression"); anything
+else is kept as the next version, its event naming the attributes that changed. An instance for a
+study whose revision was already queued opens the study's next revision.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,13 +31,16 @@ from sqlalchemy.orm import Session
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.dicom_listener.headers import ReceivedHeader
+from radtrace.dicom_listener.resend import Comparison, Likeness, compare_files
 from radtrace.dicom_listener.spool import Spool, StagedFile
-from radtrace.logging import study_key
+from radtrace.logging import escape, study_key
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import Instance, Revision, RevisionState, Study
 
 __all__ = ["IngestOutcome", "IngestResult", "lock_study", "record_instance"]
+
+log = logging.getLogger(__name__)
 
 
 class IngestOutcome(enum.StrEnum):
@@ -53,6 +60,8 @@ class IngestResult:
     revision_number: int
     version: int
     path: str
+    #: Other bytes under a SOP Instance UID held: what comparing them with the latest version held found.
+    comparison: Comparison | None = None
 
 
 def lock_study(session: Session, study_uid: str) -> None:
@@ -117,6 +126,22 @@ def _receiving_revision(connection: sa.Connection, study_id: int, now: datetime)
     return int(revision_id), number
 
 
+@dataclass(frozen=True)
+class _Held:
+    """The latest version held under a SOP Instance UID, to compare a re-sent instance with (outside the lock)."""
+
+    sha256: str
+    path: str
+
+
+@dataclass(frozen=True)
+class _Compared:
+    """A re-sent instance compared with the held version whose bytes had ``sha256``."""
+
+    sha256: str
+    comparison: Comparison
+
+
 def record_instance(
     store: Store,
     recorder: AuditRecorder,
@@ -126,6 +151,34 @@ def record_instance(
     actor: Actor,
 ) -> IngestResult:
     """Move ``staged`` into the spool and commit its rows and audit event; see the module docstring.
+
+    Other bytes under a SOP Instance UID already held are first compared with the latest version held
+    (:func:`radtrace.dicom_listener.resend.compare_files`, decoding both: outside the transaction, which holds the
+    study's lock and on SQLite the database's write lock); the transaction then runs again with the comparison.
+    """
+    outcome = _record(store, recorder, spool, staged, header, actor, None)
+    if isinstance(outcome, _Held):
+        comparison = compare_files(spool.root / outcome.path, staged.path)
+        outcome = _record(store, recorder, spool, staged, header, actor, _Compared(outcome.sha256, comparison))
+    if isinstance(outcome, _Held):  # the second run never asks for a comparison
+        raise RuntimeError("a re-sent instance was compared twice")
+    if outcome.comparison is not None and outcome.outcome is IngestOutcome.DUPLICATE:
+        level = logging.WARNING if outcome.comparison.likeness is Likeness.LOSSY_COPY else logging.INFO
+        reason = escape(outcome.comparison.reason())
+        log.log(level, "study %s: %s; acknowledged as a duplicate", study_key(header.study_uid), reason)
+    return outcome
+
+
+def _record(
+    store: Store,
+    recorder: AuditRecorder,
+    spool: Spool,
+    staged: StagedFile,
+    header: ReceivedHeader,
+    actor: Actor,
+    compared: _Compared | None,
+) -> IngestResult | _Held:
+    """One transaction of :func:`record_instance`; :class:`_Held` (nothing written) where a comparison is due.
 
     SQL Core statements, not the ORM: this runs before every C-STORE answer, and the ORM's unit of
     work cost more than the statements themselves.
@@ -143,6 +196,16 @@ def record_instance(
                 .order_by(table.c.version.desc())
             ).all()
             same = next((i for i in earlier if i.sha256 == staged.sha256), None)
+            comparison: Comparison | None = None
+            if same is None and earlier:
+                latest = earlier[0]
+                if compared is None:
+                    return _Held(str(latest.sha256), str(latest.path))
+                # compared with what is still the latest version: its verdict stands (else: a new version, as before)
+                if compared.sha256 == latest.sha256:
+                    comparison = compared.comparison
+                    if comparison.duplicate:
+                        same = latest
             study_id = _study_id(connection, header, None if same is not None else now)
             payload: dict[str, Any] = {
                 "sop_instance_uid": header.sop_instance_uid,
@@ -151,6 +214,8 @@ def record_instance(
                 "sha256": staged.sha256,
                 "size_bytes": staged.size,
             }
+            if comparison is not None:
+                payload |= comparison.payload()
             if same is not None:
                 spool.discard(staged)
                 revision_number = connection.execute(
@@ -166,7 +231,9 @@ def record_instance(
                     ),
                     session=session,
                 )
-                return IngestResult(IngestOutcome.DUPLICATE, study_id, revision_number, same.version, same.path)
+                return IngestResult(
+                    IngestOutcome.DUPLICATE, study_id, revision_number, same.version, same.path, comparison
+                )
             revision_id, revision_number = _receiving_revision(connection, study_id, now)
             version = (earlier[0].version + 1) if earlier else 1
             relative = spool.final_path(header.study_uid, header.sop_instance_uid, version)
@@ -215,7 +282,7 @@ def record_instance(
                 ),
                 session=session,
             )
-            result = IngestResult(outcome, study_id, revision_number, version, relative.as_posix())
+            result = IngestResult(outcome, study_id, revision_number, version, relative.as_posix(), comparison)
     except BaseException:
         # Not committed: a renamed file must not stay behind as if it had been received.
         if committed is not None:
