@@ -68,10 +68,11 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     ),
     # pydicom quoting a value it finds invalid ("Invalid value for VR DA: '19561103x'.", "Unable to convert
     # '...' to 'DA' object", 'Value "x" is not valid for elements with a VR of DS'): for the VRs that hold names,
-    # dates, ages, free text and the patient's sex, size and weight, the value goes.
+    # dates, ages, free text, the patient's sex, size and weight, and UIDs (a log line names a study by its
+    # study_key, never by its Study Instance UID), the value goes.
     (
         re.compile(
-            r"(Invalid value for VR (?:PN|DA|DT|TM|AS|LO|SH|LT|ST|UT|UC|CS|DS|IS): )(?:'[^'\n]*'|\"[^\"\n]*\"|\S+)"
+            r"(Invalid value for VR (?:PN|DA|DT|TM|AS|LO|SH|LT|ST|UT|UC|CS|DS|IS|UI): )(?:'[^'\n]*'|\"[^\"\n]*\"|\S+)"
         ),
         rf"\1{REDACTED}",
     ),

@@ -127,7 +127,7 @@ def test_a_peer_string_with_control_characters_cannot_forge_a_log_line(captured_
         warnings.simplefilter("always")
         logging.captureWarnings(False)  # pytest replaced the hook configure_logging installed: install it again
         logging.captureWarnings(True)
-        warnings.warn("Invalid value for VR UI: '1.2\r\n3'", UserWarning, stacklevel=1)  # as pydicom words it
+        warnings.warn("Unknown encoding 'ISO_IR\r\n3' - using default encoding instead", UserWarning, stacklevel=1)
         logging.captureWarnings(False)
     lines = captured_log.getvalue().splitlines()
     assert len(lines) == 2, lines  # one line per record, whatever the peer sent
@@ -135,5 +135,5 @@ def test_a_peer_string_with_control_characters_cannot_forge_a_log_line(captured_
         lines = [json.loads(line)["message"] for line in lines]
     assert "PACS\\x0a2026-12-04" in lines[0]
     assert "\\x00\\x1b[2J" in lines[0]
-    assert "1.2\\x0d\\x0a3" in lines[1]
+    assert "ISO_IR\\x0d\\x0a3" in lines[1]  # as pydicom words a Specific Character Set it does not know
     assert "\x00" not in captured_log.getvalue()
