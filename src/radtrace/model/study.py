@@ -30,6 +30,13 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, normalised
 from radtrace.errors import DicomInputError
+from radtrace.model.charset import (
+    DEFAULT_ASSUMED_CHARACTER_SET,
+    CharsetChoice,
+    charset_record,
+    read_text_as,
+    without_charset_warnings,
+)
 from radtrace.model.image import MAX_SOURCE_PIXELS, PreparedPicture, prepare_picture
 from radtrace.model.reading import SourceImage
 from radtrace.model.views import choose_views
@@ -66,6 +73,9 @@ class StudyImage:
     #: Set when ``dataset`` is the header only (:func:`spooled_image`): reads the whole instance, pixel data
     #: included, for a chosen view.
     whole: Callable[[], StudyImage] | None = field(default=None, compare=False, repr=False)
+    #: The character set its text was read in where its header did not declare one usably
+    #: (:func:`radtrace.model.charset.read_text_as`); None when it did.
+    character_set: CharsetChoice | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +187,10 @@ def prepare_study(
         flags = choice.flags if role == "frontal" else ()
         if role == "frontal" and str(dataset.get("SOPClassUID", "")) in SECONDARY_CAPTURE_SOP_CLASSES:
             flags = (*flags, SECONDARY_CAPTURE)
-        header_step = ({"step": "header", "normalised": normalisations},) if normalisations else ()
+        header_record: dict[str, object] = {"step": "header", "normalised": normalisations}
+        if image.character_set is not None and image.character_set.flagged:
+            header_record["character_set"] = charset_record(image.character_set)
+        header_step = (header_record,) if normalisations or "character_set" in header_record else ()
         sources.append(
             SourceImage(
                 sop_instance_uid=str(image.dataset.get("SOPInstanceUID", "")),
@@ -197,17 +210,21 @@ def prepare_study(
     return StudyInput(pictures=tuple(pictures), sources=tuple(sources), prepare_s=time.perf_counter() - started)
 
 
-def study_image(data: bytes) -> StudyImage:
-    """Parse one file's bytes (Part 10, or a bare legacy dataset without File Meta).
+def study_image(data: bytes, *, assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET) -> StudyImage:
+    """Parse one file's bytes (Part 10, or a bare legacy dataset without File Meta). Text whose character set
+    the header does not declare usably is read as :func:`radtrace.model.charset.read_text_as` decides
+    (``assumed_character_set`` for bytes that are neither ASCII nor UTF-8).
 
     Raises:
         DicomInputError: not DICOM.
     """
     try:
-        dataset = pydicom.dcmread(BytesIO(data))
+        with without_charset_warnings():
+            dataset = pydicom.dcmread(BytesIO(data))
     except InvalidDicomError:
         try:
-            dataset = pydicom.dcmread(BytesIO(data), force=True)
+            with without_charset_warnings():
+                dataset = pydicom.dcmread(BytesIO(data), force=True)
         except Exception as exc:
             raise DicomInputError(f"not a DICOM file: {exc}") from exc
         if "SOPClassUID" not in dataset and "PixelData" not in dataset:
@@ -222,8 +239,9 @@ def study_image(data: bytes) -> StudyImage:
             )
     except Exception as exc:
         raise DicomInputError(f"not a readable DICOM file: {exc}") from exc
+    choice = read_text_as(dataset, assumed=assumed_character_set)
     _drop_unparsable(dataset)
-    return StudyImage(dataset=dataset, sha256=hashlib.sha256(data).hexdigest())
+    return StudyImage(dataset=dataset, sha256=hashlib.sha256(data).hexdigest(), character_set=choice)
 
 
 #: While a spooled instance's header is read, values longer than this stay on disk.
@@ -235,22 +253,25 @@ def is_bulk(tag: Any) -> bool:
     return bool(tag.group == 0x7FE0 or (0x6000 <= tag.group <= 0x601E and tag.element == 0x3000))
 
 
-def spooled_image(path: Path, sha256: str) -> StudyImage:
+def spooled_image(path: Path, sha256: str, *, assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET) -> StudyImage:
     """A spooled instance's header, its pixel and overlay data left on disk, and ``whole`` to read all of it.
 
     A GPU worker holds the studies of a batch, and of the next, while the model reads: each study's images are
     its headers only, whatever their number, and only the chosen views' pixel data is read
     (:func:`prepare_study`). In the header each pixel or overlay value stands as an empty value of its VR (what
     has pixel data is still seen to); any other value over 1 MiB (a private blob) is left out. ``whole`` reads
-    the file again and raises :class:`DicomInputError` when its bytes no longer hash to ``sha256``.
+    the file again and raises :class:`DicomInputError` when its bytes no longer hash to ``sha256``. Text is read
+    as in :func:`study_image`.
 
     Raises:
         DicomInputError: not a readable DICOM file.
     """
     try:
-        full = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        with without_charset_warnings():
+            full = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
     except Exception as exc:  # pydicom raises many types for a malformed file
         raise DicomInputError(f"not a readable DICOM file: {exc}") from exc
+    choice = read_text_as(full, assumed=assumed_character_set)
     header = Dataset()
     for tag in list(full.keys()):
         raw = full.get_item(tag, keep_deferred=True)
@@ -274,9 +295,9 @@ def spooled_image(path: Path, sha256: str) -> StudyImage:
             raise DicomInputError(f"the spooled instance cannot be read: {exc.strerror}") from exc
         if hashlib.sha256(data).hexdigest() != sha256:
             raise DicomInputError("the spooled instance does not match its recorded SHA-256")
-        return study_image(data)
+        return study_image(data, assumed_character_set=assumed_character_set)
 
-    return StudyImage(dataset=header, sha256=sha256, whole=whole)
+    return StudyImage(dataset=header, sha256=sha256, whole=whole, character_set=choice)
 
 
 def _drop_unparsable(dataset: Dataset) -> None:
@@ -290,20 +311,20 @@ def _drop_unparsable(dataset: Dataset) -> None:
             del dataset[tag]
 
 
-def load_study_images(path: Path) -> list[StudyImage]:
+def load_study_images(path: Path, *, assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET) -> list[StudyImage]:
     """Read a DICOM file, or every DICOM file under a folder (others are ignored), in path order.
 
     Raises:
         DicomInputError: no such path, or nothing readable as DICOM.
     """
     if path.is_file():
-        return [study_image(path.read_bytes())]
+        return [study_image(path.read_bytes(), assumed_character_set=assumed_character_set)]
     if not path.is_dir():
         raise DicomInputError(f"{path} is neither a file nor a folder")
     images = []
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         try:
-            images.append(study_image(file.read_bytes()))
+            images.append(study_image(file.read_bytes(), assumed_character_set=assumed_character_set))
         except DicomInputError:
             logger.debug("skipping %s: not DICOM", file.name)
     if not images:

@@ -40,6 +40,7 @@ from pydicom.uid import generate_uid
 
 from radtrace.config import ReportingSettings
 from radtrace.errors import ReportError
+from radtrace.model.charset import CHARACTER_SET_ASSUMED, recorded_choice
 from radtrace.model.polarity import (
     POLARITY_CONTRADICTION,
     SCORE_MARGIN,
@@ -136,9 +137,12 @@ def output_flags(reading: Reading, *, sanitised: bool, extra: Sequence[str] = ()
     """The flags an output lists: the reading's own, ``suspected-negative`` and ``polarity-contradiction`` for any
     image read whose inversion step found them (as the worklist flags them; :func:`polarity_notes` says them on the
     image's line), ``text-sanitised`` when the output had to change a text of the model's to carry it, and any
-    ``extra`` (e.g. ``header-normalised``)."""
+    ``extra`` (e.g. ``header-normalised``), and ``character-set-assumed`` when an image's text was read in a
+    character set its header did not declare (:mod:`radtrace.model.charset`: the patient's name may be wrong)."""
     flags = {flag.value for flag in reading.flags} | set(extra)
     flags.update(note.kind for image in reading.images for note in polarity_notes(image.preparation))
+    if any((choice := recorded_choice(image.preparation)) and choice.flagged for image in reading.images):
+        flags.add(CHARACTER_SET_ASSUMED)
     if sanitised:
         flags.add(TEXT_SANITISED)
     return ", ".join(sorted(flags))
@@ -215,10 +219,13 @@ def _check_figures(record: PolarityRecord) -> str:
 def image_notes(reading: Reading) -> str:
     """How the images the model read were taken, one line per image with anything to say ('' when none): a
     picture that looks like a negative (the model read a negative), a header that contradicts itself on the
-    polarity, an AP or portable film (what the heart's size means), a view guessed from text (may be wrong)."""
+    polarity, an AP or portable film (what the heart's size means), a view guessed from text (may be wrong), a
+    character set the header did not declare (the names and texts may read wrongly)."""
     lines = []
     for image in reading.images:
         notes = [note.text for note in polarity_notes(image.preparation)]
+        if (choice := recorded_choice(image.preparation)) and choice.flagged:
+            notes.append(choice.sentence())
         notes += [_VIEW_FLAG_NOTES.get(flag, flag) for flag in image.view_flags]
         if notes:
             which = f"{image.role} image" if image.role else "image"

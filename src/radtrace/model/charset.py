@@ -1,0 +1,234 @@
+"""Which character set a received header's text is read in, when the header does not say it usably.
+
+Real modalities write UTF-8 (or Latin-1) names with no Specific Character Set (0008,0005), with ``ISO_IR 6``
+(ASCII, which holds no ``ü`` or ``ド``), or with a term that is not a DICOM defined term (``UTF8``, ``ISO IR 100``).
+pydicom then reads the text as its default, Latin-1 (or warns and does so for an unknown term): UTF-8 bytes
+become mojibake (``MÃ¼ller``), which the drafts would carry under their own ``ISO_IR 192``, made permanent and
+valid. :func:`read_text_as` decides instead, as a PACS's "default encoding" setting does, and says that it did:
+
+* a header that declares defined terms (other than ASCII alone) is read as it declares: nothing is decided;
+* text bytes that are all ASCII read the same in every candidate: nothing to decide (an unknown term is read as
+  ASCII, so pydicom has nothing to warn about);
+* text bytes that are valid UTF-8 (and hold no ESC, which UTF-8 data sets never hold) are read as UTF-8: Latin-1
+  text of accented letters is almost never valid UTF-8, while UTF-8 read as Latin-1 is always mojibake;
+* other bytes are read in the declared term as pydicom corrects its spelling (``ISO IR 144`` -> ``ISO_IR 144``)
+  where it does, else in the site's assumed character set (``ISO_IR 100`` unless configured otherwise).
+
+What was decided is a :class:`CharsetChoice`: the image's preparation records it (audit), the drafts flag it
+(``character-set-assumed``) and say it on the image's line, so a wrong guess is visible, never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydicom.charset import ESC, convert_encodings, python_encoding
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
+
+__all__ = [
+    "CHARACTER_SET_ASSUMED",
+    "DEFAULT_ASSUMED_CHARACTER_SET",
+    "CharsetChoice",
+    "charset_record",
+    "read_text_as",
+    "recorded_choice",
+    "without_charset_warnings",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The flag of a draft whose source text was read in a character set its header did not declare.
+CHARACTER_SET_ASSUMED: Final = "character-set-assumed"
+#: What text that is neither ASCII nor UTF-8 is read as when the header does not say: Latin-1, the most common
+#: single-byte set of undeclared real headers (and pydicom's own default).
+DEFAULT_ASSUMED_CHARACTER_SET: Final = "ISO_IR 100"
+UTF8_TERM: Final = "ISO_IR 192"
+_ASCII_ONLY: Final = frozenset({"", "ISO_IR 6", "ISO 2022 IR 6"})
+_CHARSET_TAG: Final = 0x00080005
+# pydicom's spelling corrections (charset._python_encoding_for_corrected_encoding), which it applies with a warning
+_MISSPELT_SINGLE: Final = re.compile(r"^ISO[^_]IR")
+_MISSPELT_EXTENSION: Final = re.compile(r"^(?=ISO.2022.IR.)(?!ISO 2022 IR )")
+_TERM_TEXT: Final = re.compile(r"[A-Za-z0-9 _.\\-]{1,64}")
+_PYDICOM_CHARSET_WARNINGS: Final = r"(Unknown encoding|Incorrect value for Specific Character Set)"
+
+
+@dataclass(frozen=True)
+class CharsetChoice:
+    """The character set a header's text was read in, where its header did not declare one usably.
+
+    ``declared``: (0008,0005) as sent, values joined by ``\\`` ('' when absent or empty); ``read_as``: the defined
+    term the text was read in; ``because``: ``utf-8`` (the bytes are valid UTF-8), ``corrected`` (the declared
+    term as pydicom corrects its spelling) or ``assumed`` (the site's setting); ``ascii``: the text was all ASCII,
+    so nothing was guessed (not flagged)."""
+
+    declared: str
+    read_as: str
+    because: str
+
+    @property
+    def flagged(self) -> bool:
+        """Whether a reader of the drafts must be told: any choice that was not between equal readings."""
+        return self.because != "ascii"
+
+    def sentence(self) -> str:
+        """The choice as the drafts say it (the declared term is a code string the header's own sender wrote)."""
+        if not self.declared:
+            declared = "not declared"
+        elif _TERM_TEXT.fullmatch(self.declared):
+            declared = f"declared '{self.declared}'"
+        else:  # peer bytes that are no code string are not repeated into a report
+            declared = "declared as a value that is no character set term"
+        why = {
+            "utf-8": "its bytes are valid UTF-8",
+            "corrected": "the declared term with its spelling corrected",
+            "assumed": "not valid UTF-8: the site's assumed character set",
+        }.get(self.because, "all ASCII")
+        return (
+            f"Specific Character Set {declared}: names and texts read as {self.read_as} ({why}); check the "
+            "patient's name against the film"
+        )
+
+
+@contextmanager
+def without_charset_warnings() -> Iterator[None]:
+    """A context in which pydicom's warnings about an unknown or misspelt (0008,0005) are not raised (the test
+    suite makes warnings errors): those headers are judged by :func:`read_text_as` instead."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_PYDICOM_CHARSET_WARNINGS)
+        yield
+
+
+def _declared(ds: Dataset) -> list[str]:
+    raw = ds.get_item(_CHARSET_TAG) if _CHARSET_TAG in ds else None
+    if raw is None:
+        return []
+    value: Any = raw.value
+    if isinstance(value, bytes):
+        text = value.decode("ascii", "replace")
+        return [term.strip(" \x00") for term in text.split("\\")]
+    if isinstance(value, str):
+        return [value.strip()]
+    return [str(term).strip() for term in value] if value is not None else []
+
+
+def _usable(terms: list[str]) -> bool:
+    """Defined terms that say more than ASCII: pydicom reads them as declared."""
+    if not terms or all(term in _ASCII_ONLY for term in terms):
+        return False
+    return terms[0] in python_encoding and all(term in python_encoding or not term for term in terms)
+
+
+def _corrected(terms: list[str]) -> str | None:
+    first = terms[0] if terms else ""
+    if _MISSPELT_SINGLE.match(first):
+        patched = "ISO_IR" + first[6:]
+    elif _MISSPELT_EXTENSION.match(first):
+        patched = "ISO 2022 IR " + first[12:]
+    else:
+        return None
+    return patched if patched in python_encoding and patched not in _ASCII_ONLY else None
+
+
+def _text_bytes(ds: Dataset) -> Iterator[bytes]:
+    """The raw bytes of every text value (SH LO ST PN LT UC UT) of ``ds`` and of its sequences' items that do not
+    declare their own character set. Values left on disk (deferred) are not read."""
+    for tag in list(ds.keys()):
+        if tag == _CHARSET_TAG:
+            continue
+        element = ds.get_item(tag)
+        vr = element.VR
+        if vr is None and not tag.is_private:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue
+        if vr == "SQ":
+            try:
+                items = ds[tag].value
+            except Exception:  # a sequence pydicom cannot parse: the listener recorded it as a deviation
+                logger.debug("not looking into unparsable sequence %s", tag)
+                continue
+            for item in items:
+                if _CHARSET_TAG not in item:
+                    yield from _text_bytes(item)
+        elif vr in CUSTOMIZABLE_CHARSET_VR and isinstance(element, RawDataElement) and element.value:
+            yield element.value
+
+
+def _reread_items(ds: Dataset, encodings: list[str]) -> None:
+    """Sequence items parsed while deciding were given the old encoding: give them the chosen one."""
+    for element in ds.elements():
+        if isinstance(element, RawDataElement) or element.VR != "SQ":
+            continue
+        for item in element.value:
+            if _CHARSET_TAG not in item:
+                item._parent_encoding = encodings
+                implicit_vr, little_endian = item.original_encoding
+                item.set_original_encoding(implicit_vr, little_endian, encodings)
+                _reread_items(item, encodings)
+
+
+def read_text_as(ds: Dataset, *, assumed: str = DEFAULT_ASSUMED_CHARACTER_SET) -> CharsetChoice | None:
+    """Decide the character set of ``ds``'s text where its header does not declare a usable one, and make pydicom
+    read the text in it (call before any text value is read: values already read keep their text). None when the
+    header declares defined terms; else the :class:`CharsetChoice` (``because`` ``ascii`` when nothing needed
+    guessing). ``assumed`` is the site's character set for bytes that are not UTF-8 (a defined term)."""
+    if assumed not in python_encoding or assumed in _ASCII_ONLY:
+        raise ValueError(f"the assumed character set must be a DICOM defined term other than ASCII, not {assumed!r}")
+    terms = _declared(ds)
+    if _usable(terms):
+        return None
+    values = list(_text_bytes(ds))
+    data = b"".join(values)
+    corrected = _corrected(terms)
+    if not any(byte >= 0x80 for byte in data) and ESC not in data:
+        choice = CharsetChoice("\\".join(terms), corrected or "ISO_IR 6", "ascii")
+    elif ESC not in data and all(_is_utf8(value) for value in values):
+        choice = CharsetChoice("\\".join(terms), UTF8_TERM, "utf-8")
+    elif corrected:
+        choice = CharsetChoice("\\".join(terms), corrected, "corrected")
+    else:
+        choice = CharsetChoice("\\".join(terms), assumed, "assumed")
+    with without_charset_warnings():
+        encodings = convert_encodings(choice.read_as)
+    implicit_vr, little_endian = ds.original_encoding
+    ds.set_original_encoding(implicit_vr, little_endian, encodings)
+    ds._parent_encoding = encodings
+    _reread_items(ds, encodings)
+    return choice
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def charset_record(choice: CharsetChoice) -> dict[str, str]:
+    """The choice as an image's preparation records it (audit payload: code strings only, no patient text)."""
+    return {"declared": choice.declared, "read_as": choice.read_as, "because": choice.because}
+
+
+def recorded_choice(preparation: Iterable[object]) -> CharsetChoice | None:
+    """The character set choice an image's preparation recorded (``SourceImage.preparation``, or its JSON in
+    ``inference_completed``), None when none was; entries of any other shape are passed over."""
+    for step in preparation:
+        if not isinstance(step, Mapping) or step.get("step") != "header":
+            continue
+        record = step.get("character_set")
+        if isinstance(record, Mapping):
+            declared, read_as, because = (record.get(key) for key in ("declared", "read_as", "because"))
+            if isinstance(declared, str) and isinstance(read_as, str) and isinstance(because, str):
+                return CharsetChoice(declared, read_as, because)
+    return None
