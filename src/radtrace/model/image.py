@@ -364,7 +364,14 @@ def _modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     values = stored.astype(np.float64)
     if (slope, intercept) != (1.0, 0.0):
-        values = values * slope + intercept
+        with np.errstate(over="ignore", invalid="ignore"):
+            values = values * slope + intercept
+        if not np.isfinite(values).all():
+            # 1e308 x 2 overflows: the range, the levels and the window of infinities are NaN (and bincount failed)
+            raise DicomInputError(
+                f"(0028,1053) Rescale Slope {slope:g} and (0028,1052) Rescale Intercept {intercept:g} take the "
+                "pixel values beyond any number"
+            )
     step: Step = {"step": "modality_lut", "kind": "rescale", "slope": slope, "intercept": intercept}
     if rejected:
         step["rejected"] = rejected

@@ -31,7 +31,8 @@ from radtrace.dicom_listener.attributes import (
     palette_problem,
     pixel_padding_range,
 )
-from radtrace.dicom_listener.pixel_budget import PixelMismatchError, check_dataset
+from radtrace.dicom_listener.codestream import SizeError, codestream_size, first_fragment
+from radtrace.dicom_listener.pixel_budget import CODESTREAM_SYNTAXES, PixelMismatchError, check_dataset
 from radtrace.errors import DicomInputError
 
 __all__ = ["MAX_SOURCE_PIXELS", "decode_first_frame", "padding_mask", "palette_luminance"]
@@ -47,6 +48,18 @@ _PIXEL_DATA: Final = 0x7FE00010
 _BITS_STORED: Final = 0x00280101
 #: Extended Offset Table and its Lengths: part of the Pixel Data's encoding (PS3.5 A.4), not a header attribute.
 _EXTENDED_OFFSET_TABLE: Final = (0x7FE00001, 0x7FE00002)
+_ONE_SAMPLE: Final = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"})
+_THREE_SAMPLES: Final = frozenset(
+    {
+        "RGB",
+        "YBR_FULL",
+        "YBR_FULL_422",
+        "YBR_PARTIAL_420",
+        "YBR_PARTIAL_422",
+        "YBR_ICT",
+        "YBR_RCT",
+    }
+)
 
 
 def decode_first_frame(
@@ -60,7 +73,15 @@ def decode_first_frame(
             image over ``max_source_pixels`` (header or codestream, checked before decoding).
     """
     if "PixelData" not in ds:
+        if "FloatPixelData" in ds:  # parametric maps and the like: a radiograph's values are integers (PS3.3 C.7.6.3)
+            raise DicomInputError("(7FE0,0008) Float Pixel Data: not a radiograph's pixel data (no X-ray IOD has it)")
         raise DicomInputError("the instance has no pixel data")
+    try:
+        bits_stored = int(ds.get("BitsStored", 1))
+    except (TypeError, ValueError):
+        bits_stored = 1  # pydicom refuses it, naming the element
+    if bits_stored < 1:  # pydicom reads 0 bits as all zeros: a black picture, or "every pixel holds one value"
+        raise DicomInputError(f"(0028,0101) Bits Stored is {bits_stored}: the pixels hold no value")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     ds, distrusted = _without_untrusted_offset_tables(ds)
     source, shift = _aligned_at_high_bit(ds)
@@ -68,6 +89,8 @@ def decode_first_frame(
         check_dataset(ds, max_source_pixels)  # a decoder believes the codestream's size: a bomb stops here
     except PixelMismatchError as exc:
         raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown'}): {exc.reason}") from exc
+    if (problem := _samples_problem(ds)) is not None:
+        raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown'}): {problem}")
     # A 12-bit JPEG Extended image is given to the one plugin that reads it (radtrace.decoders), not to pydicom's
     # search, where each plugin that refuses it first logs an ERROR with a traceback.
     plugin = decoding_plugin(str(syntax or ""), int(ds.get("BitsStored", 0) or 0))
@@ -107,6 +130,39 @@ def decode_first_frame(
         if masked:
             step["masked_to_bits_stored"] = masked
     return pixels, [step]
+
+
+def _samples_problem(ds: Dataset) -> str | None:
+    """Why the samples the decoder would be told disagree with the image, or None: Samples per Pixel against the
+    Photometric Interpretation (one for monochrome and palette, three for colour, PS3.3 C.7.6.3.1.2) and against
+    the components of the first frame's codestream (JPEG, JPEG-LS, JPEG 2000).
+
+    GDCM, pydicom's first decoder for those syntaxes, asserts both and throws a C++ exception nothing catches:
+    the process ends (std::terminate, SIGABRT), whichever thread decodes. The listener refuses a contradicting
+    Photometric Interpretation but compares only a codestream's rows and columns with the header.
+    """
+    try:
+        samples = int(ds.get("SamplesPerPixel", 1))
+    except (TypeError, ValueError):
+        return None  # pydicom refuses it, naming the element
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    needed = 1 if photometric in _ONE_SAMPLE else 3 if photometric in _THREE_SAMPLES else samples
+    if samples != needed:
+        return (
+            f"(0028,0002) Samples per Pixel is {samples}, (0028,0004) Photometric Interpretation {photometric} "
+            f"has {needed}"
+        )
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    data = ds.get("PixelData")
+    if syntax not in CODESTREAM_SYNTAXES or not isinstance(data, bytes):
+        return None
+    try:
+        components = codestream_size(first_fragment(data)).components
+    except SizeError:
+        return None  # the budget check has said what is wrong with it
+    if components != samples:
+        return f"(0028,0002) Samples per Pixel is {samples}, the codestream has {components} components"
+    return None
 
 
 def _aligned_at_high_bit(ds: Dataset) -> tuple[Dataset, int]:
