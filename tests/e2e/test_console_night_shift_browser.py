@@ -87,6 +87,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "hostile": reported_study(settings, store, reader, seed=81, name=f"EVIL^<script>alert(1)</script>{RLO}"),
         "double": reported_study(settings, store, reader, seed=82, name="DOUBLE^DORA"),
         "shared": reported_study(settings, store, reader, seed=83, name="SHARED^SAM"),
+        "impression": reported_study(settings, store, reader, seed=85, name="IMPRESSION^IDA"),
     }
     _hostile_reading(store, studies["hostile"])
     spool_study(settings, store, make_study(StudySpec(patient_id="RT0000084", seed=84), [ImageSpec()]),
@@ -214,6 +215,68 @@ def test_a_decision_after_the_session_ended_says_so_and_sign_in_leads_back_to_th
     assert len(site.decisions(study_uid)) == before
 
 
+def test_a_modification_sent_after_the_session_ended_is_shown_back_whole(page: Page, site: Site) -> None:
+    """Before: the signed-out page showed the comment alone ("Your comment, as you typed it"), not which finding
+    it was for, nor that it was a modification, nor the status chosen: that choice was lost."""
+    study_uid = site.studies["shared"]
+    sign_in(page, site.url, "dr.night")
+    page.goto(f"{site.url}{study_path(site.store, study_uid)}")
+    label = page.locator("#finding-2").get_attribute("data-label")
+    before = len(site.decisions(study_uid))
+    page.locator("#finding-2 select.status").select_option("uncertain")
+    page.locator("#finding-2 input.comment").fill("could be a skin fold")
+    page.context.clear_cookies()  # the session ended while the radiologist was choosing
+    page.locator("#finding-2 button.modify").click()
+    expect(page.locator("#signed-out")).to_contain_text("Nothing was recorded")
+    expect(page.locator("#unsent-decision")).to_have_text(f"Modify {label} to uncertain")
+    expect(page.get_by_test_id("typed")).to_have_value("could be a skin fold")
+    assert len(site.decisions(study_uid)) == before
+
+
+def test_an_impression_sent_from_a_page_of_an_ended_session_is_shown_back(page: Page, site: Site) -> None:
+    """The radiologist signed in again in another tab (the worklist had sent them to the sign-in form), then sent
+    the impression typed in the study's tab. Before: 'missing or wrong CSRF token: reload the page and try again',
+    and the typed impression was gone (reloading showed the model's)."""
+    study_uid = site.studies["double"]
+    sign_in(page, site.url, "dr.day")
+    page.goto(f"{site.url}{study_path(site.store, study_uid)}")
+    page.locator("#impression-text").fill("No acute cardiopulmonary process.\nLines as before.")
+    other = page.context.new_page()  # a new session, a new CSRF token
+    other.goto(f"{site.url}/console/worklist")
+    other.get_by_role("button", name="Sign out").click()
+    sign_in(other, site.url, "dr.day")
+    other.close()
+    before = len(site.decisions(study_uid))
+    page.locator("#impression button.modify").click()
+    expect(page.locator("#stale-session")).to_contain_text("Nothing was recorded")
+    expect(page.locator("#unsent-decision")).to_have_text("Modify the impression to your text")
+    expect(page.get_by_test_id("typed")).to_have_value("No acute cardiopulmonary process.\nLines as before.")
+    page.locator("#reload-study").click()
+    expect(page).to_have_url(f"{site.url}{study_path(site.store, study_uid)}")
+    assert len(site.decisions(study_uid)) == before
+
+
+def test_the_second_radiologists_own_impression_is_shown_back_with_the_conflict(browser: Any, site: Site) -> None:
+    """Before: the conflict page said what the first radiologist recorded, and the second one's typed impression
+    was gone (Reload the study shows the first one's text)."""
+    study_uid = site.studies["impression"]
+    url = f"{site.url}{study_path(site.store, study_uid)}"
+    with tab(browser, allowed=("status of 409",)) as night, tab(browser, allowed=("status of 409",)) as day:
+        sign_in(night, site.url, "dr.night")
+        sign_in(day, site.url, "dr.day")
+        night.goto(url)
+        day.goto(url)
+        night.locator("#impression-text").fill("Night: small left effusion.")
+        night.locator("#impression button.modify").click()
+        expect(night.get_by_test_id("impression-decision")).to_contain_text("modified by dr.night")
+        day.locator("#impression-text").fill("Day: no effusion, a skin fold.")
+        day.locator("#impression button.modify").click()
+        expect(day.locator("#conflict-reason")).to_contain_text("dr.night recorded “modified”")
+        expect(day.locator("#unsent-decision")).to_have_text("Modify the impression to your text")
+        expect(day.get_by_test_id("typed")).to_have_value("Day: no effusion, a skin fold.")
+    assert [(user, p["decision"]) for user, p in site.decisions(study_uid)] == [("dr.night", "modify")]
+
+
 def test_a_refused_request_in_the_browser_is_a_console_page_with_its_reason(page: Page, site: Site) -> None:
     study_uid = site.studies["double"]
     sign_in(page, site.url, "dr.day")
@@ -224,8 +287,8 @@ def test_a_refused_request_in_the_browser_is_a_console_page_with_its_reason(page
     sign_in(other, site.url, "dr.day")
     other.close()
     before = len(site.decisions(study_uid))
-    page.locator("#finding-2 button.accept").click()
-    expect(page.locator("#problem-reason")).to_contain_text("reload the page and try again")
+    page.locator("#finding-2 button.accept").click()  # its page's token is the ended session's
+    expect(page.locator("#stale-session")).to_contain_text("Nothing was recorded")
     expect(page.get_by_test_id("who")).to_contain_text("dr.day")  # a console page, not a bare JSON body
     assert len(site.decisions(study_uid)) == before
     page.goto(f"{site.url}/console/worklist?filter=bogus")

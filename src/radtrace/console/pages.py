@@ -51,6 +51,7 @@ __all__ = [
     "set_session_cookie",
     "signed_in_user",
     "sync_worklist",
+    "wants_page",
 ]
 
 #: C0 controls but tab, LF and CR, and DEL: never in a name, a code or a filter (PostgreSQL refuses NUL outright).
@@ -210,3 +211,14 @@ def control_character_problem(fields: dict[str, str]) -> str | None:
     if not bad:
         return None
     return f"{', '.join(sorted(bad))}: control characters (such as NUL) are not allowed"
+
+
+def wants_page(request: Request) -> bool:
+    """Whether an error answers a browser navigating the console (an HTML page) rather than a script or a
+    download (FastAPI's JSON, as before)."""
+    path = request.url.path
+    return (
+        (path == PREFIX or path.startswith(f"{PREFIX}/"))
+        and not path.endswith(".csv")
+        and ("text/html" in request.headers.get("accept", ""))
+    )

@@ -4,13 +4,18 @@ Each is a POST carrying the session's CSRF token, from a radiologist only; it is
 :mod:`.review` (a later one supersedes it, never an edit) and answered by a redirect back to the study page with
 the next item selected, so a keyboard review goes on without a mouse. A decision made on a page that is out of
 date (one was recorded since the page was loaded: its ``seen`` field) records nothing and is answered 409 with
-the conflict page; one the rules refuse is a 422 with the reason.
+the conflict page; one the rules refuse is a 422 with the reason. A decision from a page of a session that has
+ended (signed in again since: its CSRF token is the old session's) records nothing and is answered 403 with a
+page that says so. Every page that answers a decision it did not record (these, and the signed-out page of
+:mod:`.web`) shows it back (:func:`unsent_decision`): what it was, and the text the radiologist typed, to copy.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
@@ -29,8 +34,10 @@ from radtrace.console.pages import (
     redirect,
     render_page,
     request_actor,
+    wants_page,
 )
 from radtrace.console.review import (
+    DRAFT_REASONS,
     DecisionConflictError,
     DecisionError,
     Expected,
@@ -40,11 +47,68 @@ from radtrace.console.review import (
 )
 from radtrace.console.study_page import RevisionNumber, StudyRef, review_or_404, study_handle, study_of, study_path
 
-__all__ = ["router"]
+__all__ = ["UnsentDecision", "router", "unsent_decision"]
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+#: The study page's decision actions (the last segment of the address a decision is posted to).
+ACTIONS: Final = ("findings", "impression", "draft")
+_STATUSES: Final = ("present", "absent", "uncertain")
+_SHOWN_LABEL: Final = 200
+
+
+@dataclass(frozen=True)
+class UnsentDecision:
+    """A decision a radiologist sent that was not recorded, in words (``summary``), and what they typed in it
+    (``typed``: what each text was, and the text), to show back so that nothing typed is lost."""
+
+    summary: str
+    typed: tuple[tuple[str, str], ...]
+
+
+def unsent_decision(action: str, form: Mapping[str, str]) -> UnsentDecision:
+    """What the form of a decision ``action`` (:data:`ACTIONS`) asked for, from the form alone (it may come from a
+    signed-out browser: nothing is looked up): 'Modify Pleural Effusion to absent', 'Reject the impression',
+    'Accept the whole draft (RT-A1 Agrees with my reading)'; and the radiologist's own texts in it."""
+    verdict = form.get("decision", "")
+    verb = verdict.capitalize() if verdict in ("accept", "reject", "modify") else "A decision on"
+    if action == "findings":
+        summary = f"{verb} {form.get('label', '')[:_SHOWN_LABEL]}".strip()
+        if verdict == "modify" and form.get("status") in _STATUSES:
+            summary += f" to {form['status']}"
+    elif action == "impression":
+        summary = f"{verb} the impression" + (" to your text" if verdict == "modify" else "")
+    else:
+        reason = form.get("reason", "")
+        summary = f"{verb} the whole draft" + (
+            f" ({reason} {DRAFT_REASONS[reason]})" if reason in DRAFT_REASONS else ""
+        )
+    texts = (("impression", "Your impression"), ("comment", "Your comment"))
+    typed = tuple((what, form[field]) for field, what in texts
+                  if (form.get(field) or "").strip() and (field != "impression" or verdict == "modify"))  # fmt: skip
+    return UnsentDecision(summary, typed)
+
+
+def _stale_session(
+    request: Request, state: ConsoleState, user: SignedIn, study: str, revision: int, action: str,
+    form: Mapping[str, str],
+) -> Response | None:  # fmt: skip
+    """403 when the form was made for a session that has ended (its CSRF token is not this session's: signed in
+    again since, here or in another tab): nothing is recorded and a browser is shown back what was sent. None
+    when the token is this session's. A form with no token, or a script's request, is refused as before."""
+    try:
+        check_csrf(user.csrf_token, dict(form))
+    except HTTPException:
+        if not form.get("csrf_token") or not wants_page(request):
+            raise
+        log.info("console: a decision from a page of an earlier session was refused (403)")
+        return render_page(request, state, "stale_session.html", 403, user=user,
+                           study_page=f"{PREFIX}/studies/{study}/{revision}",
+                           unsent=unsent_decision(action, form))  # fmt: skip
+    return None
 
 
 def _expected(form: dict[str, str]) -> Expected | None:
@@ -60,11 +124,12 @@ def _expected(form: dict[str, str]) -> Expected | None:
     return Expected(int(seen))
 
 
-def _conflict(request: Request, state: ConsoleState, user: SignedIn, review: StudyReview, reason: str) -> Response:
-    """409: the decision was made on a page that is out of date; nothing was recorded."""
+def _conflict(request: Request, state: ConsoleState, user: SignedIn, review: StudyReview, reason: str,
+              unsent: UnsentDecision) -> Response:  # fmt: skip
+    """409: the decision was made on a page that is out of date; nothing was recorded (shown back)."""
     log.info("console: a decision from an out-of-date page was refused (409)")
     return render_page(request, state, "conflict.html", 409, user=user, review=review, reason=reason,
-                       handle=study_handle(state, review.study_uid))  # fmt: skip
+                       handle=study_handle(state, review.study_uid), unsent=unsent)  # fmt: skip
 
 
 def _decider(user: SignedIn) -> None:
@@ -79,20 +144,24 @@ async def _decide(
     revision: int,
     state: ConsoleState,
     user: SignedIn,
+    action: str,
     decide: Callable[[dict[str, str], StudyReview, Actor], int],
 ) -> tuple[dict[str, str], StudyReview | Response]:
     """Record one decision a radiologist posted (CSRF-checked, radiologists only): the form and the review, or
     the conflict page in its place when a decision was recorded since the page was loaded (409); a decision the
     rules refuse is a 422 with the reason."""
     form = await read_form(request)
-    check_csrf(user.csrf_token, form)
+    refused = await run_in_threadpool(_stale_session, request, state, user, study, revision, action, form)
+    if refused is not None:
+        return form, refused
     _decider(user)
     study_uid = await run_in_threadpool(study_of, state, study, old_address=True)
     review = await run_in_threadpool(review_or_404, state, study_uid, revision)
     try:
         await run_in_threadpool(decide, form, review, request_actor(request, user))
     except DecisionConflictError as exc:
-        return form, await run_in_threadpool(_conflict, request, state, user, review, exc.reason)
+        unsent = unsent_decision(action, form)
+        return form, await run_in_threadpool(_conflict, request, state, user, review, exc.reason, unsent)
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
     return form, review
@@ -108,7 +177,7 @@ async def finding_decision(
         return decide_finding(state.store, review, actor, form.get("label", ""), form.get("decision", ""),
                               form.get("status") or None, form.get("comment"), _expected(form))  # fmt: skip
 
-    form, review = await _decide(request, study, revision, state, user, decide)
+    form, review = await _decide(request, study, revision, state, user, "findings", decide)
     if isinstance(review, Response):
         return review
     label = form.get("label", "")
@@ -131,7 +200,7 @@ async def impression_decision(
         return decide_impression(state.store, review, actor, form.get("decision", ""), form.get("impression"),
                                  form.get("comment"), _expected(form))  # fmt: skip
 
-    _form, review = await _decide(request, study, revision, state, user, decide)
+    _form, review = await _decide(request, study, revision, state, user, "impression", decide)
     if isinstance(review, Response):
         return review
     page = await run_in_threadpool(study_path, state, review.study_uid, revision)
@@ -145,7 +214,9 @@ async def draft_decision(
 ) -> Response:
     """Accept or reject the whole draft with a coded reason (a new audit event)."""
     form = await read_form(request)
-    check_csrf(user.csrf_token, form)
+    refused = await run_in_threadpool(_stale_session, request, state, user, study, revision, "draft", form)
+    if refused is not None:
+        return refused
     _decider(user)
     study_uid = await run_in_threadpool(study_of, state, study, old_address=True)
     review = await run_in_threadpool(review_or_404, state, study_uid, revision)
@@ -155,7 +226,8 @@ async def draft_decision(
                                                user.account.name, verdict, reason, comment,
                                                _expected(form))  # fmt: skip
     except DecisionConflictError as exc:
-        return await run_in_threadpool(_conflict, request, state, user, review, exc.reason)
+        unsent = unsent_decision("draft", form)
+        return await run_in_threadpool(_conflict, request, state, user, review, exc.reason, unsent)
     except DecisionError as exc:
         raise HTTPException(422, detail=exc.reason) from exc
     if queued:

@@ -56,6 +56,7 @@ from radtrace.console.pages import (
     set_session_cookie,
     signed_in_user,
     sync_worklist,
+    wants_page,
 )
 from radtrace.console.review import (
     DRAFT_REASONS,
@@ -222,28 +223,15 @@ async def _on_needs_login(request: Request, exc: Exception) -> Response:
     if request.method == "GET":
         page = back if study and not study.group(3) else None
         return redirect(f"{PREFIX}/login" + (f"?next={quote(page)}" if page else ""))
-    typed: list[tuple[str, str]] = []
-    if study and study.group(3):  # what the radiologist wrote is shown back, to copy, not lost with the session
+    unsent = None
+    if study and study.group(3):  # the decision and what the radiologist wrote are shown back, not lost
         try:
             form = await read_form(request)
         except HTTPException:
             form = {}
-        for field, what in (("impression", "Your impression"), ("comment", "Your comment")):
-            if (form.get(field) or "").strip():
-                typed.append((what, form[field]))
+        unsent = study_decisions.unsent_decision(study.group(3)[1:], form)
     return render_page(request, console_state(request), "signed_out.html", 401, user=None, next_page=back,
-                       typed=typed)  # fmt: skip
-
-
-def _wants_page(request: Request) -> bool:
-    """Whether an error answers a browser navigating the console (an HTML page) rather than a script or a
-    download (FastAPI's JSON, as before)."""
-    path = request.url.path
-    return (
-        (path == PREFIX or path.startswith(f"{PREFIX}/"))
-        and not path.endswith(".csv")
-        and ("text/html" in request.headers.get("accept", ""))
-    )
+                       unsent=unsent)  # fmt: skip
 
 
 def _problem_page(request: Request, status: int, reason: str) -> Response:
@@ -258,7 +246,7 @@ def _problem_page(request: Request, status: int, reason: str) -> Response:
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, StarletteHTTPException):  # pragma: no cover - registered for this class only
         raise exc
-    if _wants_page(request) and 400 <= exc.status_code < 500:
+    if wants_page(request) and 400 <= exc.status_code < 500:
         return await run_in_threadpool(_problem_page, request, exc.status_code, str(exc.detail))
     return await http_exception_handler(request, exc)
 
@@ -266,7 +254,7 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 async def _on_invalid_request(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, RequestValidationError):  # pragma: no cover - registered for this class only
         raise exc
-    if _wants_page(request):
+    if wants_page(request):
         problems = "; ".join(f"{error['loc'][-1]}: {error['msg']}" for error in exc.errors())
         return await run_in_threadpool(_problem_page, request, 422, problems)
     return await request_validation_exception_handler(request, exc)
