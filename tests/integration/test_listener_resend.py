@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -162,3 +163,32 @@ def test_kill_9_while_comparing_then_the_resend_after_restart_is_the_duplicate(
         listener.send_signal(signal.SIGTERM)
         listener.communicate(timeout=30)
         migrated.dispose()
+
+
+def test_a_comparison_that_crashes_takes_a_new_version_and_the_listener_serves_on(
+    tmp_path: Path, store: Store, listener_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A codec that crashes ends the comparing child, not the listener: the re-send is a new version, as before the
+    comparison existed, and its event says why it was not compared."""
+    settings = listener_settings(tmp_path, listener_port, settle_seconds=SETTLE_S)
+    held = held_film("nih", tmp_path / "films")
+    crashing = tmp_path / "python"
+    crashing.write_text("#!/bin/sh\nkill -SEGV $$\n")
+    crashing.chmod(0o755)
+    with running(settings, store):
+        assert _send(held, listener_port) == "Success"
+        _wait_for(lambda: _revisions(store) == [(1, QUEUED)])
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "executable", str(crashing))
+            assert _send(resent(held, "jpeg-ls-lossless", tmp_path / "sent"), listener_port) == "Success"
+        _wait_for(lambda: _revisions(store) == [(1, QUEUED), (2, QUEUED)])
+        assert _send(resent(held, "rle", tmp_path / "sent"), listener_port) == "Success"  # compared again
+    [new_version] = [json.loads(p) for p in audit_payloads(store, "instance_new_version")]
+    assert new_version["content"] == "not compared"
+    assert new_version["content_reason"] == (
+        "content not compared (the comparing process ended with signal 11): taken as a new version"
+    )
+    [duplicate] = [json.loads(p) for p in audit_payloads(store, "instance_duplicate")]
+    assert duplicate["content"] == "same content"
+    assert duplicate["held_transfer_syntax_uid"] == "1.2.840.10008.1.2.4.80"  # version 2, the latest
+    assert sorted(i.version for i in rows(store, Instance)) == [1, 2]

@@ -327,7 +327,15 @@ class ListenerHandlers:
                 )
             except DicomInputError as exc:
                 return self._quarantine(staged, exc, actor, event)
-            result = record_instance(self.store, self.recorder, self.spool, staged, header, actor)
+            result = record_instance(
+                self.store,
+                self.recorder,
+                self.spool,
+                staged,
+                header,
+                actor,
+                max_image_pixels=self.settings.max_image_pixels,
+            )
             staged = None
             self.metrics.instances.labels(outcome=result.outcome.value).inc()
             if result.outcome is not IngestOutcome.DUPLICATE:

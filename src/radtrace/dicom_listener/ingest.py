@@ -30,8 +30,9 @@ from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
+from radtrace.dicom_listener.compare_child import compare_in_child
 from radtrace.dicom_listener.headers import ReceivedHeader
-from radtrace.dicom_listener.resend import Comparison, Likeness, compare_files
+from radtrace.dicom_listener.resend import Comparison, Likeness
 from radtrace.dicom_listener.spool import Spool, StagedFile
 from radtrace.logging import escape, study_key
 from radtrace.store.base import utc_now
@@ -149,16 +150,19 @@ def record_instance(
     staged: StagedFile,
     header: ReceivedHeader,
     actor: Actor,
+    *,
+    max_image_pixels: int = 50_000_000,  # listener.max_image_pixels' default
 ) -> IngestResult:
     """Move ``staged`` into the spool and commit its rows and audit event; see the module docstring.
 
     Other bytes under a SOP Instance UID already held are first compared with the latest version held
-    (:func:`radtrace.dicom_listener.resend.compare_files`, decoding both: outside the transaction, which holds the
-    study's lock and on SQLite the database's write lock); the transaction then runs again with the comparison.
+    (:func:`radtrace.dicom_listener.compare_child.compare_in_child`, which decodes both in a child process within
+    ``max_image_pixels``' memory; outside the transaction, which holds the study's lock and on SQLite the
+    database's write lock); the transaction then runs again with the comparison.
     """
     outcome = _record(store, recorder, spool, staged, header, actor, None)
     if isinstance(outcome, _Held):
-        comparison = compare_files(spool.root / outcome.path, staged.path)
+        comparison = compare_in_child(spool.root / outcome.path, staged.path, max_pixels=max_image_pixels)
         outcome = _record(store, recorder, spool, staged, header, actor, _Compared(outcome.sha256, comparison))
     if isinstance(outcome, _Held):  # the second run never asks for a comparison
         raise RuntimeError("a re-sent instance was compared twice")

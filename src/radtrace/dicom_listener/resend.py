@@ -20,7 +20,8 @@ naming the attributes that differ by tag, never by value. A file that cannot be 
 :attr:`Likeness.NOT_COMPARED`: treated as changed, as before this module.
 
 Decoding is the costly part (about half a second for a 1955 x 1841 JPEG-LS film on one core): the listener
-compares only when the UID was held before and the bytes differ.
+compares only when the UID was held before and the bytes differ, and in a child process
+(:mod:`radtrace.dicom_listener.compare_child`).
 """
 
 from __future__ import annotations
@@ -161,9 +162,10 @@ class Comparison:
         body: dict[str, Any] = {
             "content": self.likeness.value,
             "content_reason": self.reason(),
-            "held_transfer_syntax_uid": self.held_transfer_syntax_uid,
             "compare_ms": round(self.seconds * 1000, 1),
         }
+        if self.held_transfer_syntax_uid:  # unknown where the comparing process did not answer
+            body["held_transfer_syntax_uid"] = self.held_transfer_syntax_uid
         if self.changed_attributes:
             body["changed_attributes"] = list(self.changed_attributes)
         if self.pixels_equal is not None:
