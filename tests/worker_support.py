@@ -35,6 +35,7 @@ from radtrace.store.migrate import upgrade
 from radtrace.store.models import Instance, OutboxMessage, Revision, RevisionState, Study
 from radtrace.testing.services import free_port
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study, write_study
+from radtrace.worker.pipeline import StudyPipeline
 from radtrace.worker.settlement import Deliveries
 
 
@@ -188,6 +189,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "RADTRACE_MODEL__BACKEND": "vllm", "RADTRACE_MODEL__VLLM_URL": str(model.vllm_url),
             "RADTRACE_MODEL__VLLM_MODEL": str(model.vllm_model), "RADTRACE_MODEL__BATCH_SIZE": str(model.batch_size),
             "RADTRACE_MODEL__REQUEST_TIMEOUT_S": str(model.request_timeout_s),
+            "RADTRACE_MODEL__SERVER_PROBE_MAX_S": str(model.server_probe_max_s),
         })  # fmt: skip
     return env
 
@@ -242,6 +244,22 @@ def queue_studies(wsettings: Settings, store: Store, count: int, *, seed: int = 
     return uids
 
 
+#: The states a revision's processing ends in.
+FINAL = {RevisionState.REPORTED, RevisionState.FAILED, RevisionState.SKIPPED, RevisionState.DISPATCHED}
+
+
+def ring_until_settled(pipeline: StudyPipeline, store: Store, uids: list[str], timeout_s: float) -> None:
+    """What the worker does with its doorbells: process each revision not yet final, again after its backoff."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        waiting = [uid for uid in uids if revision_row(store, uid).state not in FINAL]
+        if not waiting:
+            return
+        for uid in waiting:
+            pipeline.process_batch(uid, 1)
+        time.sleep(0.1)
+
+
 class CountingReader:
     """The real reader, counting the size of each batched call; optionally out of memory above a size."""
 
@@ -275,6 +293,12 @@ class FakeVllm:
     ``engine_dead``: what vLLM does once its engine process died and its API process lives on (V0, or V1 with
     ``VLLM_KEEP_ALIVE_ON_ENGINE_DEATH``): ``/v1/models`` still lists the model, ``/health`` answers 503 and each
     completion 500. ``has_health``: False for an OpenAI-compatible server without ``/health`` (404 there).
+    ``wedged``: an engine that hangs (a GPU hang, a stuck scheduler): ``/health`` and the model list answer, every
+    completion (reads and probes) hangs until the client gives up or the engine is unwedged. ``empty``: an engine
+    that answers every completion at once with nothing (no text, no token).
+
+    A completion asking for one token (``max_tokens`` 1) is the worker's completion probe: counted in ``probes``, not
+    ``requests``, and answered with one token (not by ``answer``) unless the engine is dead or wedged.
     """
 
     url: str
@@ -284,6 +308,9 @@ class FakeVllm:
     engine_dead: bool = False
     has_health: bool = True
     health_checks: int = 0
+    wedged: bool = False
+    empty: bool = False
+    probes: int = 0
     #: The handler threads count under it: ``requests += 1`` from four at once lost one now and then under load.
     counting: threading.Lock = field(default_factory=threading.Lock)
 
@@ -295,12 +322,12 @@ ENGINE_DEAD_BODY = json.dumps(
 ).encode()  # fmt: skip
 
 
-def completion(text: str) -> Reply:
+def completion(text: str, *, tokens: int = 400, finish: str = "stop") -> Reply:
     """A chat completion whose content is ``text``."""
     body = {
         "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 300, "completion_tokens": 400},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 300, "completion_tokens": tokens},
     }
     return Reply(200, json.dumps(body).encode())
 
@@ -334,9 +361,23 @@ def fake_vllm_server(port: int | None = None) -> Iterator[FakeVllm]:
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            probe = request.get("max_tokens") == 1
             with server.counting:
-                server.requests += 1
-            reply = server.answer(request) if not server.engine_dead else Reply(500, ENGINE_DEAD_BODY)
+                if probe:
+                    server.probes += 1
+                else:
+                    server.requests += 1
+            if server.wedged:  # hangs until the client gives up (or the engine is unwedged: then no answer either)
+                deadline = time.monotonic() + 30
+                while server.wedged and not server.released.is_set() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                return
+            if server.engine_dead:
+                reply: Reply | None = Reply(500, ENGINE_DEAD_BODY)
+            elif server.empty:
+                reply = completion("", tokens=0)
+            else:
+                reply = completion("Normal", tokens=1, finish="length") if probe else server.answer(request)
             if reply is None:  # hang: the client's deadline ends the request
                 server.released.wait(30)
                 return

@@ -1,12 +1,13 @@
 """The vLLM client's health check (what the worker's circuit breaker probes while it holds reads), against servers on
-raw sockets: vLLM's ``/health`` decides where the server has it, the model list where it has not, and the check ends
-in time and reads a bounded number of bytes whatever the server does."""
+raw sockets: vLLM's ``/health`` decides where the server has it; where it has not, the model list and then a real
+completion of one token; and the check ends in time and reads a bounded number of bytes whatever the server does."""
 
 from __future__ import annotations
 
 import json
 import socket
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -17,7 +18,10 @@ from radtrace.testing.services import free_port
 pytestmark = pytest.mark.integration
 
 BOUND_S = 1.0  # the request timeout, below PROBE_TIMEOUT_S: the health check's bound
+COMPLETIONS_PATH = "/v1/chat/completions"
 MODELS = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
+ONE_TOKEN = json.dumps({"choices": [{"message": {"content": "Yes"}}], "usage": {"completion_tokens": 1}}).encode()
+EMPTY = json.dumps({"choices": [{"message": {"content": ""}}], "usage": {"completion_tokens": 0}}).encode()
 
 
 def _backend(url: str) -> VllmBackend:
@@ -66,24 +70,84 @@ def test_the_health_answer_decides_and_the_model_list_is_not_asked(health: str, 
 
 
 @pytest.mark.parametrize("health", ["404 Not Found", "401 Unauthorized", "307 Temporary Redirect"])
-def test_a_server_without_a_usable_health_check_is_asked_for_its_model_list(health: str) -> None:
+def test_a_server_without_a_usable_health_check_is_asked_for_its_model_list_and_one_token(health: str) -> None:
     models = {"status": "200 OK"}
 
     def behave(peer: HostilePeer, connection: socket.socket) -> None:
         if _paths(peer)[-1] == "/health":
             peer.write(connection, _answer(health, Location="/elsewhere"))
+        elif _paths(peer)[-1] == COMPLETIONS_PATH:
+            peer.write(connection, _answer("200 OK", ONE_TOKEN))
         else:
             peer.write(connection, _answer(models["status"], MODELS if models["status"] == "200 OK" else b""))
 
     with hostile_peer(behave) as peer:
         up, _ = _probe(peer.url)
+        probe = json.loads(peer.received[-1].partition(b"\r\n\r\n")[2])
         models["status"] = "502 Bad Gateway"
         down, _ = _probe(peer.url)
         asked = _paths(peer)
-    assert asked == ["/health", "/v1/models"] * 2
+    assert asked == ["/health", "/v1/models", COMPLETIONS_PATH, "/health", "/v1/models"]
     assert up is None
+    assert (probe["model"], probe["max_tokens"]) == ("m", 1)  # a real read of one token: one tiny picture
+    assert [part["type"] for part in probe["messages"][0]["content"]] == ["image_url", "text"]
     assert down is not None
     assert "answered 502 to /v1/models" in down
+
+
+def _no_health_then(completion: Callable[[HostilePeer, socket.socket], None]) -> Callable[..., None]:
+    """A server without /health (404) that lists its models and answers a completion with ``completion``."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if _paths(peer)[-1] == "/health":
+            peer.write(connection, _answer("404 Not Found"))
+        elif _paths(peer)[-1] == "/v1/models":
+            peer.write(connection, _answer("200 OK", MODELS))
+        else:
+            completion(peer, connection)
+
+    return behave
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (_answer("200 OK", ONE_TOKEN), None),
+        (_answer("200 OK", json.dumps({"choices": [{"message": {"content": "x"}}]}).encode()), None),  # no usage
+        (_answer("400 Bad Request", b'{"message": "no images here"}'), None),  # a refusal: the reads will say it
+        (_answer("500 Internal Server Error"), "answers its model list but answered 500 to a 1-token completion"),
+        (_answer("200 OK", EMPTY), "its completions are empty: a 1-token completion came back with no token"),
+        (_answer("200 OK", MODELS), "its completions are empty: a 1-token completion came back with no completion"),
+        (_answer("200 OK", b"x" * 100_000), "its completions are broken"),  # larger than a one-token answer can be
+    ],
+    ids=["one-token", "no-usage", "400", "500", "no-token", "no-choices", "oversized"],
+)  # fmt: skip
+def test_the_one_token_completion_decides_for_a_server_without_health(reply: bytes, expected: str | None) -> None:
+    with hostile_peer(_no_health_then(lambda peer, connection: peer.write(connection, reply))) as peer:
+        problem, elapsed = _probe(peer.url)
+    assert elapsed < BOUND_S
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert expected in problem
+
+
+@pytest.mark.parametrize("how", ["hang", "drip"])
+def test_a_one_token_completion_that_does_not_come_ends_at_the_same_bound(how: str) -> None:
+    """The health check, the model list and the completion together: one bound, whatever the completion does."""
+
+    def complete(peer: HostilePeer, connection: socket.socket) -> None:
+        if how == "hang":
+            peer.stop.wait(30)
+        else:
+            drip(peer, connection, _answer("200 OK", ONE_TOKEN), every_s=0.05)
+
+    with hostile_peer(_no_health_then(complete)) as peer:
+        problem, elapsed = _probe(peer.url)
+    assert problem is not None
+    assert "answers its model list but completions time out: a 1-token completion did not answer within 1 s" in problem
+    assert elapsed < 1.5 * BOUND_S
 
 
 def test_a_dripped_health_answer_ends_at_the_bound() -> None:

@@ -27,10 +27,15 @@ pytestmark = pytest.mark.integration
 
 
 def _dripping_server(peer: HostilePeer, connection: socket.socket) -> None:
-    """Drips its completions; its /health and model list (the worker's health check of the server) it answers at
-    once: a server that is up and slow, not one that is down (that one the worker holds its reads for:
-    test_worker_outage)."""
+    """Drips its completions; its /health, model list and a one-token completion (the worker's health check of the
+    server after a completion timed out) it answers at once: a server that is up and slow, not one that is down or
+    wedged (those the worker holds its reads for: test_worker_outage, test_worker_wedged_engine)."""
     body = json.dumps({"choices": [{"message": {"content": "x" * 5000}, "finish_reason": "stop"}]}).encode()
+    request_body = peer.received[-1].partition(b"\r\n\r\n")[2]
+    if request_body and json.loads(request_body).get("max_tokens") == 1:
+        body = json.dumps({"choices": [{"message": {"content": "x"}}], "usage": {"completion_tokens": 1}}).encode()
+        peer.write(connection, f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        return
     if peer.received[-1].startswith(b"GET /health"):
         peer.write(connection, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         return

@@ -34,12 +34,11 @@ from worker_support import (
     migrated_store,
     queue_studies,
     revision_row,
+    ring_until_settled,
     vllm_worker_settings,
 )
 
 pytestmark = pytest.mark.integration
-
-FINAL = {RevisionState.REPORTED, RevisionState.FAILED, RevisionState.SKIPPED, RevisionState.DISPATCHED}
 
 
 @pytest.fixture(autouse=True)
@@ -70,18 +69,6 @@ def queue(settings: Settings, store: Store, count: int, seed: int = 300) -> list
 def pipeline_for(settings: Settings, store: Store, stopping: Callable[[], bool] = lambda: False) -> StudyPipeline:
     reader = StudyReader(settings.model, data_dir=settings.data_dir)
     return StudyPipeline(settings, store, reader, worker="w1", stopping=stopping)
-
-
-def ring_until_settled(pipeline: StudyPipeline, store: Store, uids: list[str], timeout_s: float) -> None:
-    """What the worker does with its doorbells: process each revision not yet final, again after its backoff."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        waiting = [uid for uid in uids if revision_row(store, uid).state not in FINAL]
-        if not waiting:
-            return
-        for uid in waiting:
-            pipeline.process_batch(uid, 1)
-        time.sleep(0.1)
 
 
 def reading_events(store: Store) -> list[tuple[str, str, object]]:
@@ -259,20 +246,34 @@ def test_a_server_whose_engine_died_is_held_for_not_read_again_and_again(
     assert not any(kind == "study_failed" for kind, _, _ in audit_events(store))
 
 
-def test_a_server_without_a_health_check_is_probed_by_its_model_list(
+def test_a_server_without_a_health_check_whose_engine_fails_is_held_after_a_one_token_completion(
     settings: Settings, store: Store, port: int
 ) -> None:
-    """An OpenAI-compatible server with no /health (404): its model list answers, so a batch it failed with 500 is
-    no outage: retried as before, one attempt counted, and failed after max_attempts with the server's answer."""
+    """An OpenAI-compatible server with no /health (404) lists its models while its engine fails every completion
+    (500). Its model list says only that its API process runs, so the breaker also asks it for a one-token
+    completion, which fails too: held, no attempt counted, and read once it completes again. Before, the model list
+    decided: each batch cost an attempt and both studies ended failed ('gave up after 2 attempts: ... answered
+    500')."""
     uids = queue(settings, store, 2)
     with fake_vllm_server(port) as server:
         server.has_health, server.engine_dead = False, True
         pipeline = pipeline_for(settings, store)
-        ring_until_settled(pipeline, store, uids, 20)
-        checks = server.health_checks
+        worker = threading.Thread(target=ring_until_settled, args=(pipeline, store, uids, 40), daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not reading_events(store) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # several probes
+        for uid in uids:
+            rev = revision_row(store, uid)
+            assert (rev.state, rev.attempts) == (RevisionState.PROCESSING, 1), rev.reason
+            assert "answers its model list but answered 500 to a 1-token completion" in (rev.reason or ""), rev.reason
+        assert server.requests == 2  # the batch once, then held
+        assert server.probes >= 2
+        server.engine_dead = False
+        worker.join(timeout=30)
+        assert not worker.is_alive()
     for uid in uids:
         rev = revision_row(store, uid)
-        assert (rev.state, rev.attempts) == (RevisionState.FAILED, 2), uid
-        assert "answered 500" in (rev.reason or ""), rev.reason
-    assert checks >= 2  # asked, 404, then the model list
-    assert reading_events(store) == []
+        assert (rev.state, rev.attempts, rev.reason) == (RevisionState.REPORTED, 1, None), uid
+    assert [kind for kind, _, _ in reading_events(store)] == ["application_stopped", "application_started"]

@@ -6,8 +6,13 @@ after ``broker.max_attempts`` timeouts of downtime: a 10-minute restart failed t
 Now a batch the server failed as a whole (:func:`~radtrace.worker.model_failures.affects_every_study`) is followed by
 a cheap health check of the server (:meth:`radtrace.model.backends.base.Backend.unavailable`: vLLM's ``/health``,
 which answers 5xx once its engine died though its API process still lists models; the model list on a server without
-it; bounded in time and bytes like every request). When it answers, the failure was the batch's and is retried as
-before (one attempt counted). When it does not, the breaker *opens*: the worker keeps its claims (renewed by the
+it; bounded in time and bytes like every request). A server whose word is not enough is also asked for a real
+completion of one token (one tiny picture, the same deadline): one without ``/health``, and one whose completion
+timed out or came back empty since its last such probe answered, because a *wedged* engine (a GPU hang, a stuck
+scheduler) answers ``/health`` 200 and reads nothing; the reason then says so ("answers /health but completions time
+out"). When it answers, the failure was the batch's and is retried as before (one attempt counted): a study that is
+only slow (a long trace past the request timeout) is no outage, its own attempt counts. When it does not, the
+breaker *opens*: the worker keeps its claims (renewed by the
 heartbeat) and reads nothing, probing with backoff (:data:`PROBE_FIRST_S` doubling to ``model.server_probe_max_s``);
 when the server answers it *closes* and the same batch is read again, in the same attempt. No attempt is spent on the
 outage.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import socket
 import threading
@@ -29,6 +30,7 @@ from io import BytesIO
 from typing import Any, Final
 
 import httpx
+from PIL import Image
 
 from radtrace.errors import ModelError, ModelRequestError, ModelServerError, PeerUnavailableError
 from radtrace.model.backends.base import Backend, Generation
@@ -37,7 +39,16 @@ from radtrace.model.profiles.base import Profile
 from radtrace.model.reading import ModelIdentity
 from radtrace.model.study import StudyInput
 
-__all__ = ["HEALTH_PATH", "MAX_REPLY_BYTES", "PROBE_TIMEOUT_S", "VllmBackend", "data_url", "serving_models"]
+__all__ = [
+    "COMPLETIONS_PATH",
+    "HEALTH_PATH",
+    "MAX_REPLY_BYTES",
+    "PROBE_MAX_TOKENS",
+    "PROBE_TIMEOUT_S",
+    "VllmBackend",
+    "data_url",
+    "serving_models",
+]
 
 #: The most reply bytes read per request: far above any completion (tokens times bytes per token in JSON), far below
 #: what would hurt a worker running ``max_concurrency`` requests at once.
@@ -49,7 +60,15 @@ PROBE_TIMEOUT_S: Final = 10.0
 #: answers (500 in vLLM's V0 engine, 503 since vLLM PR #24897, 2025-09), no body. Other OpenAI-compatible servers
 #: may lack it (404).
 HEALTH_PATH: Final = "/health"
+#: What reads ask, and the completion probe of a suspect server (:meth:`VllmBackend.unavailable`).
+COMPLETIONS_PATH: Final = "/v1/chat/completions"
+#: The completion probe's size: one token for one tiny picture and a few words, so it costs the server next to
+#: nothing and answers within the probe's deadline on any engine that reads at all.
+PROBE_MAX_TOKENS: Final = 1
+_PROBE_PICTURE_SIDE: Final = 56  # a mid-grey square: the server's pixel budget (min_pixels) decides its tokens
+_PROBE_PROMPT: Final = "Is this an image? Answer yes or no."
 _HEALTH_BODY_BYTES: Final = 64 * 1024  # a health answer is empty; more is read no further
+_PROBE_REPLY_BYTES: Final = 64 * 1024  # a one-token completion is a few hundred bytes; a larger one is no answer
 _ERROR_BODY_BYTES: Final = 64 * 1024  # enough of a refusal's body to quote its start
 _QUOTED_CHARS: Final = 200
 
@@ -108,9 +127,20 @@ class _Deadline:
 
 def data_url(picture: PreparedPicture) -> str:
     """The picture as a ``data:image/png;base64,…`` URL (lossless)."""
+    return _png_url(picture.image())
+
+
+def _png_url(image: Image.Image) -> str:
     buffer = BytesIO()
-    picture.image().save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@functools.cache
+def _probe_picture() -> str:
+    """The completion probe's picture (made once): a small grey square, so the probe goes the way a read goes
+    (image preprocessing, vision encoder, decoding) at a fraction of its cost."""
+    return _png_url(Image.new("L", (_PROBE_PICTURE_SIDE, _PROBE_PICTURE_SIDE), 128))
 
 
 class VllmBackend(Backend):
@@ -149,6 +179,9 @@ class VllmBackend(Backend):
             transport=transport,
         )
         self._model = model
+        # A completion timed out or came back empty since the last completion probe answered: the next health check
+        # asks for a one-token completion too (see unavailable()); set from the reads' threads, read by the probe.
+        self._suspect = False
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -187,18 +220,66 @@ class VllmBackend(Backend):
 
     def unavailable(self) -> str | None:
         """Why the server cannot read now, or None when it can: what the worker's circuit breaker
-        (:mod:`radtrace.worker.breaker`) probes while it holds reads.
+        (:mod:`radtrace.worker.breaker`) probes after a batch the server failed as a whole, and while it holds reads.
 
-        :meth:`health` within min(request timeout, :data:`PROBE_TIMEOUT_S`). Not available: not reachable, 429 or
-        5xx, or no answer in time; a server that answers, if not as expected (a model list refused or malformed), is
-        available here: the reads will say what is wrong.
+        :meth:`health` first: not reachable, 429 or 5xx to ``/health`` or no answer in time is a server that cannot
+        read. A server that says it can is still asked for a real completion of :data:`PROBE_MAX_TOKENS` token
+        (:meth:`_completion_problem`) where its word is not enough: when a completion timed out or came back empty
+        since the last probe answered (an engine that is wedged answers ``/health`` all the same), and always on a
+        server without ``/health``, whose model list says only that its API process runs. One deadline for all of
+        it: min(request timeout, :data:`PROBE_TIMEOUT_S`). A server that answers, if not as expected (a model list
+        or a probe refused with 4xx, a model list malformed), is available here: the reads will say what is wrong.
         """
+        seconds = min(self.timeout_s, PROBE_TIMEOUT_S)
+        ends = time.monotonic() + seconds
         try:
-            self.health(timeout_s=min(self.timeout_s, PROBE_TIMEOUT_S))
+            listed = self.health(timeout_s=seconds)
         except (PeerUnavailableError, ModelServerError) as exc:
             return exc.reason
         except (ModelError, ModelRequestError):
             return None
+        if listed is None and not self._suspect:
+            return None
+        return self._completion_problem("its model list" if listed is not None else HEALTH_PATH, seconds, ends)
+
+    def _completion_problem(self, judged_by: str, seconds: float, ends: float) -> str | None:
+        """Ask for one token of one tiny picture by ``ends``: why the server did not give it (it answers
+        ``judged_by`` but ...), or None (it did, or refused with 4xx: a read would be refused alike)."""
+        but = f"vLLM server at {self.base_url} answers {judged_by} but"
+        late = f"{but} completions time out: a {PROBE_MAX_TOKENS}-token completion did not answer within {seconds:g} s"
+        if self._model is None:  # no read has named the model yet (the reads ask the model list for it)
+            return None
+        left = ends - time.monotonic()
+        if left <= 0:
+            return late
+        content = [
+            {"type": "image_url", "image_url": {"url": _probe_picture()}},
+            {"type": "text", "text": _PROBE_PROMPT},
+        ]
+        payload = {
+            "model": self._model,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": PROBE_MAX_TOKENS,
+            "temperature": 0.0,
+            "mm_processor_kwargs": {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels},
+        }
+        try:
+            status, _, data = self._fetch(
+                "POST", COMPLETIONS_PATH, timeout_s=left, limit=_PROBE_REPLY_BYTES, json=payload
+            )
+        except ModelServerError:  # _fetch raises it for no answer in time only
+            return late
+        except PeerUnavailableError as exc:
+            return exc.reason
+        except ModelError as exc:  # broken off, or a one-token completion larger than 64 KiB
+            return f"{but} its completions are broken: {exc.reason}"
+        if status == 429 or status >= 500:
+            return f"{but} answered {status} to a {PROBE_MAX_TOKENS}-token completion"
+        if status >= 400:
+            return None
+        if (empty := _empty_probe_reply(data)) is not None:
+            return f"{but} its completions are empty: a {PROBE_MAX_TOKENS}-token completion came back {empty}"
+        self._suspect = False
         return None
 
     def health(self, *, timeout_s: float, models: bool = False) -> list[str] | None:
@@ -284,7 +365,12 @@ class VllmBackend(Backend):
             "mm_processor_kwargs": {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels},
         }
         started = time.perf_counter()
-        reply = self._request("POST", "/v1/chat/completions", json=payload)
+        try:
+            reply = self._request("POST", COMPLETIONS_PATH, json=payload)
+        except ModelServerError as exc:
+            if isinstance(exc.__cause__, httpx.TransportError):  # no answer in time: maybe wedged, probe it
+                self._suspect = True
+            raise
         elapsed = time.perf_counter() - started
         if "choices" not in reply and ("error" in reply or reply.get("object") == "error"):
             error = reply.get("error")
@@ -304,6 +390,14 @@ class VllmBackend(Backend):
             prompt = _count(usage.get("prompt_tokens", 0))
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"vLLM server at {self.base_url} sent a malformed completion: {exc!r}") from exc
+        if not text.strip():
+            # nothing to read, never a draft: the server's fault (an engine that answers at once with nothing reads
+            # nothing for any study), retried as such, and the server probed
+            self._suspect = True
+            raise ModelServerError(
+                f"vLLM server at {self.base_url} sent an empty completion ({generated} tokens, "
+                f"finish reason {_quoted(choice.get('finish_reason'), 32)})"
+            )
         image_tokens = sum((p.rows // MERGED_PATCH) * (p.columns // MERGED_PATCH) for p in study.pictures)
         return Generation(
             text=str(text),
@@ -388,6 +482,24 @@ class VllmBackend(Backend):
             wait = f"; it asks to retry after {asked} s" if asked is not None else ""
             raise ModelServerError(f"vLLM server at {self.base_url} answered {status} to {path}{wait}", asked)
         raise ModelRequestError(f"vLLM server at {self.base_url} refused {path} with {status}: {_quoted(detail)}")
+
+
+def _empty_probe_reply(data: bytes) -> str | None:
+    """What is missing from a completion probe's reply ("with no completion in it", "with no token"), or None: a
+    message with at least one token generated (or, where the server counts none, some text)."""
+    try:
+        reply = json.loads(data)
+        message = reply["choices"][0]["message"]
+        usage = reply.get("usage")
+        tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return "with no completion in it"
+    if not isinstance(message, dict):
+        return "with no message in it"
+    if isinstance(tokens, int) and not isinstance(tokens, bool):
+        return None if tokens >= 1 else "with no token"
+    text = message.get("content")
+    return None if isinstance(text, str) and text else "with no text"
 
 
 def serving_models(base_url: str, *, api_key: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
