@@ -256,7 +256,7 @@ class HostileFilm:
 def _whole_codestream(ds: Any) -> bytes:
     from pydicom.encaps import generate_fragments
 
-    return b"".join(bytes(fragment) for fragment in generate_fragments(ds.PixelData))
+    return b"".join(bytes(fragment) for fragment in list(generate_fragments(ds.PixelData))[1:])  # after the BOT
 
 
 def _save(ds: Any, path: Path) -> Path:
