@@ -1,7 +1,8 @@
 """A PACS that rejects the association permanently (A-ASSOCIATE-RJ result 1, PS3.8 9.3.4: an AE title it does not
-know) is a configuration to fix, not an outage: the delivery fails at its first attempt with a reason that says what
-to change, audited once, shows in ``radtrace status``, and ``radtrace dispatch retry DESTINATION`` asks for it again
-once the configuration is fixed. A transient rejection (result 2) is still retried with backoff.
+know) is a configuration to fix, not an outage: the destination is put on hold at the first attempt, with a reason
+that says what to change, audited once, shown in ``radtrace status``, and ``radtrace dispatch retry DESTINATION``
+lifts it once the configuration is fixed (test_dispatch_destination_hold: a night of drafts, several workers). A
+transient rejection (result 2) is still retried with backoff.
 
 Before, every rejection was retried as an outage: at the defaults (dispatch.max_attempts 8, backoff 5 s doubling)
 a calling AE title the PACS did not know meant 8 associations, 16 dispatch audit events (8 attempted, 7
@@ -88,7 +89,7 @@ def pacs_admitting_others() -> Iterator[AnsweringScp]:
         yield scp
 
 
-def test_a_calling_ae_the_pacs_does_not_know_fails_once_shows_in_status_and_is_delivered_after_the_fix(
+def test_a_calling_ae_the_pacs_does_not_know_holds_it_once_shows_in_status_and_is_delivered_after_the_fix(
     site: Site, pacs_admitting_others: AnsweringScp
 ) -> None:
     scp = pacs_admitting_others
@@ -101,9 +102,9 @@ def test_a_calling_ae_the_pacs_does_not_know_fails_once_shows_in_status_and_is_d
     started = time.monotonic()
     result = deliveries.dispatch(outbox_id)
     elapsed = time.monotonic() - started
-    assert result.delivery.state is OutboxState.FAILED  # at its first attempt: not retried
+    assert (result.delivery.state, result.delivery.held) == (OutboxState.PENDING, True)  # held: not retried
     assert result.delivery.attempts == 1
-    assert result.revision_state is RevisionState.FAILED
+    assert result.revision_state is RevisionState.REPORTED  # waiting, not failed
     reason = result.delivery.error or ""
     assert f"PACS@127.0.0.1:{scp.port} rejected the association (A-ASSOCIATE-RJ 1/1/3: rejected permanent by the " \
            "service user: calling AE title not recognised): not retried" in reason  # fmt: skip
@@ -118,20 +119,21 @@ def test_a_calling_ae_the_pacs_does_not_know_fails_once_shows_in_status_and_is_d
     code, stdout, stderr = site.cli("status", "--json", "--no-broker", pacs=pacs)
     assert code == 0, stderr
     status = json.loads(stdout)
-    assert status["outbox"]["failed"] == 1
-    [failed] = status["failed"]
-    assert "A-ASSOCIATE-RJ 1/1/3" in failed["reason"]
-    assert f"radtrace dispatch retry PACS@127.0.0.1:{scp.port}" in failed["reason"]
+    assert (status["outbox"]["pending"], status["failed"]) == (1, [])
+    [held] = status["holds"]
+    assert (held["destination"], held["held_deliveries"]) == (f"PACS@127.0.0.1:{scp.port}", 1)
+    assert "A-ASSOCIATE-RJ 1/1/3" in held["reason"]
+    assert held["again"] == f"radtrace dispatch retry PACS@127.0.0.1:{scp.port}"
 
     # The PACS's administrator adds our AE title; the operator asks again.
     assert scp.ae is not None
     scp.ae.require_calling_aet = ["NIGHTSHIFT", "RADTRACE"]
     code, stdout, stderr = site.cli("dispatch", "retry", f"PACS@127.0.0.1:{scp.port}", pacs=pacs)
     assert code == 0, stderr
-    assert f"1 failed deliveries to PACS@127.0.0.1:{scp.port} are pending again; 1 revisions reported again" in stdout
+    assert f"1 held deliveries to PACS@127.0.0.1:{scp.port} are due now" in stdout
     [asked] = site.events(EventType.DISPATCH_RETRY_SCHEDULED)
-    assert asked["requested_by"] == "operator"
-    assert "A-ASSOCIATE-RJ 1/1/3" in str(asked["previous_error"])
+    assert (asked["requested_by"], asked["hold"], asked["outbox_ids"]) == ("operator", "lifted", [outbox_id])
+    assert "A-ASSOCIATE-RJ 1/1/3" in str(asked["hold_reason"])
 
     result = deliveries.dispatch(outbox_id)
     assert result.delivery.state is OutboxState.DELIVERED
@@ -139,7 +141,7 @@ def test_a_calling_ae_the_pacs_does_not_know_fails_once_shows_in_status_and_is_d
     assert scp.stored == [reports.sr_sop_instance_uid]
 
 
-def test_a_wrong_pacs_ae_title_fixed_in_the_settings_takes_the_failed_rows_to_the_new_name(
+def test_a_wrong_pacs_ae_title_fixed_in_the_settings_takes_the_held_rows_to_the_new_name(
     site: Site, pacs_admitting_others: AnsweringScp
 ) -> None:
     """1/1/7 (called AE title not recognised) is fixed in dispatch.pacs: the destination's name changes with it."""
@@ -153,15 +155,16 @@ def test_a_wrong_pacs_ae_title_fixed_in_the_settings_takes_the_failed_rows_to_th
     [outbox_id] = deliveries.outbox.enqueue(revision_id, planned_deliveries(settings, reports))
     # pynetdicom's SCP checks the called AE title only when asked to
     scp.ae.require_called_aet = True
-    failed = deliveries.dispatch(outbox_id)
-    assert failed.delivery.state is OutboxState.FAILED
-    assert "A-ASSOCIATE-RJ 1/1/7" in (failed.delivery.error or "")
-    assert "set dispatch.pacs' ae_title" in (failed.delivery.error or "")
+    held = deliveries.dispatch(outbox_id)
+    assert (held.delivery.state, held.delivery.held) == (OutboxState.PENDING, True)
+    assert "A-ASSOCIATE-RJ 1/1/7" in (held.delivery.error or "")
+    assert "set dispatch.pacs' ae_title" in (held.delivery.error or "")
 
     right = DicomDestination(ae_title="PACS", host="127.0.0.1", port=scp.port)
     fixed = DispatchSettings(pacs=[right])
     done = redeliver_failed(site.store, fixed, f"PACS_OLD@127.0.0.1:{scp.port}", local_operator())
-    assert (done.outbox_ids, done.destination, done.readdressed_from) == (
+    assert done.lifted is not None
+    assert (done.lifted.released, done.destination, done.readdressed_from) == (
         [outbox_id],
         f"PACS@127.0.0.1:{scp.port}",
         f"PACS_OLD@127.0.0.1:{scp.port}",
@@ -169,7 +172,7 @@ def test_a_wrong_pacs_ae_title_fixed_in_the_settings_takes_the_failed_rows_to_th
     result = site.deliveries(fixed).dispatch(outbox_id)
     assert result.delivery.state is OutboxState.DELIVERED
     assert result.revision_state is RevisionState.DISPATCHED
-    with pytest.raises(RedeliveryError, match="no failed delivery to"):
+    with pytest.raises(RedeliveryError, match=r"no failed delivery to .*, and it is not on hold"):
         redeliver_failed(site.store, fixed, f"PACS@127.0.0.1:{scp.port}", local_operator())
 
 

@@ -68,9 +68,9 @@ def test_a_store_says_the_rejection_as_the_pacs_sent_it_at_once(
     assert "Unknown A_ASSOCIATE" not in capfd.readouterr().err  # pynetdicom's reader thread did not die
 
 
-def test_the_outbox_records_a_reserved_rejection_at_once_and_fails_it(sqlite_store: Store, tmp_path: Path) -> None:
+def test_the_outbox_records_a_reserved_rejection_at_once_and_holds_it(sqlite_store: Store, tmp_path: Path) -> None:
     """Through the real sender, with its default 30 s timeout: before, this delivery took 30 s. 1/1/5 is a permanent
-    rejection (result 1) with a reason the standard reserves: failed at once, not retried."""
+    rejection (result 1) with a reason the standard reserves: held at once (its destination on hold), not retried."""
     reading, sources = sr_cases()["typical"]
     sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
     reports = ReportFiles(str(sr.SOPInstanceUID), sr_bytes(sr), b"MSH|", json.dumps({}).encode())
@@ -87,7 +87,7 @@ def test_the_outbox_records_a_reserved_rejection_at_once_and_fails_it(sqlite_sto
         started = time.monotonic()
         result = outbox.deliver(outbox_id)
         elapsed = time.monotonic() - started
-    assert result.state is OutboxState.FAILED  # permanent: not retried (a transient one is: 2/3/0 above)
+    assert (result.state, result.held) == (OutboxState.PENDING, True)  # permanent: held, not retried (2/3/0 is)
     assert result.attempts == 1
     assert result.error is not None
     assert "rejected the association (A-ASSOCIATE-RJ 1/1/5: rejected permanent by the service user" in result.error

@@ -1,5 +1,6 @@
-"""``radtrace status`` names the command that helps: for a revision whose delivery failed (a PACS that rejected the
-association for good, A-ASSOCIATE-RJ 1/1/3) ``radtrace dispatch retry DESTINATION``, for a reading that failed
+"""``radtrace status`` names the command that helps: for a revision whose delivery failed (a PACS that refused the SR
+for good, C-STORE status 0xA900; one that rejects the association is put on hold instead, test_dispatch_destination_
+hold) ``radtrace dispatch retry DESTINATION``, for a reading that failed
 ``radtrace study retry UID``. And ``radtrace study retry UID`` on a revision that failed for a delivery delivers it
 again (audited as ``radtrace dispatch retry`` does), instead of reading nothing again and failing the same way.
 
@@ -62,7 +63,7 @@ class Site:
 
 @pytest.fixture
 def pacs() -> Iterator[AnsweringScp]:
-    with answering_scp("PACS", require_calling_aet=["NIGHTSHIFT"]) as scp:  # RADTRACE is not admitted: 1/1/3
+    with answering_scp("PACS") as scp:
         yield scp
 
 
@@ -76,8 +77,10 @@ def site(tmp_path: Path, pacs: AnsweringScp) -> Iterator[Site]:
     store.dispose()
 
 
-def _failed_on_delivery(site: Site) -> tuple[str, int, str]:
-    """A reported revision whose SR the PACS rejects for good; returns its Study UID, outbox id and SR UID."""
+def _failed_on_delivery(site: Site, pacs: AnsweringScp) -> tuple[str, int, str]:
+    """A reported revision whose SR the PACS refuses for good (0xA900, once); returns its Study UID, outbox id and SR
+    UID."""
+    pacs.statuses.append(0xA900)
     reading, sources = sr_cases()["typical"]
     sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
     study_uid = str(sources[0].StudyInstanceUID)
@@ -111,8 +114,10 @@ def _block(stdout: str, study_uid: str) -> list[str]:
     return lines[start:end]
 
 
-def test_status_names_dispatch_retry_for_a_failed_delivery_and_study_retry_for_a_failed_reading(site: Site) -> None:
-    delivery_uid, _, _ = _failed_on_delivery(site)
+def test_status_names_dispatch_retry_for_a_failed_delivery_and_study_retry_for_a_failed_reading(
+    site: Site, pacs: AnsweringScp
+) -> None:
+    delivery_uid, _, _ = _failed_on_delivery(site, pacs)
     _failed_reading(site)
     destination = f"PACS@127.0.0.1:{site.pacs.port}"
 
@@ -140,10 +145,8 @@ def test_status_names_dispatch_retry_for_a_failed_delivery_and_study_retry_for_a
 def test_study_retry_of_a_revision_failed_on_delivery_delivers_it_again_without_reading_it(
     site: Site, pacs: AnsweringScp
 ) -> None:
-    study_uid, outbox_id, sr_uid = _failed_on_delivery(site)
+    study_uid, outbox_id, sr_uid = _failed_on_delivery(site, pacs)
     destination = f"PACS@127.0.0.1:{site.pacs.port}"
-    assert pacs.ae is not None
-    pacs.ae.require_calling_aet = ["NIGHTSHIFT", "RADTRACE"]  # the PACS's administrator adds our AE title
 
     retried = radtrace("study", "retry", study_uid, env=site.env)
     assert retried.returncode == 0, retried.stderr
@@ -154,10 +157,10 @@ def test_study_retry_of_a_revision_failed_on_delivery_delivers_it_again_without_
     assert site.states(outbox_id) == (OutboxState.PENDING, 0, RevisionState.REPORTED)  # not queued to be read
     [asked] = site.events(EventType.DISPATCH_RETRY_SCHEDULED)
     assert (asked["outbox_id"], asked["destination"], asked["requested_by"]) == (outbox_id, destination, "operator")
-    assert "A-ASSOCIATE-RJ 1/1/3" in str(asked["previous_error"])
+    assert "status 0xA900" in str(asked["previous_error"])
     [event] = site.events(EventType.STUDY_RETRIED)
     assert (event["previous_state"], event["redelivery"]) == ("failed", [destination])
-    assert "A-ASSOCIATE-RJ 1/1/3" in str(event["previous_reason"])
+    assert "status 0xA900" in str(event["previous_reason"])
 
     result = site.deliveries().dispatch(outbox_id)
     assert (result.delivery.state, result.revision_state) == (OutboxState.DELIVERED, RevisionState.DISPATCHED)

@@ -1,4 +1,5 @@
-"""``radtrace dispatch retry DESTINATION``: failed deliveries asked for again once their cause is fixed."""
+"""``radtrace dispatch retry DESTINATION``: a destination's hold lifted and its failed deliveries asked for again once
+their cause is fixed."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ def dispatch_retry(
         str, typer.Argument(help="As the failure names it: AE@host:port for a PACS, host:port for the RIS.")
     ],
 ) -> None:
-    """Deliver again every failed delivery to DESTINATION (after fixing what its reason says; audited).
+    """Lift DESTINATION's hold and deliver again every failed delivery to it (after fixing what the reason says;
+    audited).
 
-    A PACS that rejected the association permanently (an AE title it does not know) is not asked again until this
-    is run. When dispatch.pacs now names that PACS with another AE title, the deliveries go to it.
+    A PACS that rejected the association permanently (an AE title it does not know) is on hold: its deliveries wait,
+    held, until this is run (radtrace status shows it). When dispatch.pacs now names that PACS with another AE title,
+    the deliveries go to it.
     """
     from radtrace.audit.operations import local_operator
     from radtrace.reporting.dispatch.redelivery import RedeliveryError, redeliver_failed
@@ -37,13 +40,21 @@ def dispatch_retry(
             done = redeliver_failed(store, settings.dispatch, destination, local_operator())
         except RedeliveryError as exc:
             fail(exc.reason, EXIT_USAGE)
-    unrung = sum(1 for outbox_id in done.outbox_ids if not ring_dispatch(settings, outbox_id))
+    released = done.lifted.released if done.lifted is not None else []
+    unrung = sum(1 for outbox_id in [*released, *done.outbox_ids] if not ring_dispatch(settings, outbox_id))
     moved = f" (was {escape(done.readdressed_from)})" if done.readdressed_from else ""
-    out.print(
-        f"{len(done.outbox_ids)} failed deliveries to {escape(done.destination)}{moved} are pending again; "
-        f"{done.revisions} revisions reported again",
-        highlight=False,
-    )
+    if done.lifted is not None:
+        out.print(
+            f"hold on {escape(done.lifted.destination)} lifted (held since {done.lifted.since:%Y-%m-%d %H:%M:%S} UTC); "
+            f"{len(released)} held deliveries to {escape(done.destination)}{moved} are due now",
+            highlight=False,
+        )
+    if done.outbox_ids or done.lifted is None:
+        out.print(
+            f"{len(done.outbox_ids)} failed deliveries to {escape(done.destination)}{moved} are pending again; "
+            f"{done.revisions} revisions reported again",
+            highlight=False,
+        )
     if done.left_failed:
         out.print(f"left failed (already delivered there): outbox rows {', '.join(map(str, done.left_failed))}")
     if unrung:

@@ -57,6 +57,8 @@ def status(
     for state, count in report.outbox.items():
         table.add_row(state, str(count))
     out.print(table)
+    for line in report.hold_lines():  # a PACS that rejected us for good: its deliveries wait for the command
+        out.print(escape(terminal_text(line)), highlight=False)
     if broker:
         table = Table("queue", "messages", title="broker queues", title_justify="left")
         for queue, depth in report.queues.items():

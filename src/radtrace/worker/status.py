@@ -4,7 +4,9 @@ Read from the database (the truth) plus the broker's queue lengths (the doorbell
 skipped revisions are named by Study Instance UID and accession (what an operator looks a study up by),
 with their full reason and the command that asks for them again (:attr:`FailedRevision.again`): ``radtrace study
 retry UID`` for a reading that failed or was skipped, ``radtrace dispatch retry DESTINATION`` for a draft whose
-delivery failed (a PACS that rejected the association for good waits for that command).
+delivery failed. A destination on hold (a PACS that rejected the association for good,
+:mod:`radtrace.reporting.dispatch.holds`) is shown with its reason, since when, its held deliveries (``pending`` in
+the outbox's counts, which are the rows' states), what the configuration changed since, and that same command.
 
 :func:`retry_revision` opens a new attempt of a failed or skipped revision, audited as ``study_retried``. A revision
 that failed for a delivery is not read again (its draft is made): its failed deliveries are made pending again,
@@ -18,6 +20,7 @@ import logging
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -29,6 +32,9 @@ from radtrace.errors import PermanentError
 from radtrace.store.base import UtcDateTime, utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
+
+if TYPE_CHECKING:
+    from radtrace.reporting.dispatch.holds import HeldDestination
 
 __all__ = [
     "FailedRevision",
@@ -116,6 +122,18 @@ class ServiceStatus:
     oldest_waiting: WaitingRevision | None
     failed: list[FailedRevision] = field(default_factory=list)
     skipped: list[FailedRevision] = field(default_factory=list)
+    holds: list[HeldDestination] = field(default_factory=list)
+
+    def hold_lines(self) -> list[str]:
+        """How ``radtrace status`` shows each destination on hold: what, since when, why, and what to run."""
+        lines: list[str] = []
+        for hold in self.holds:
+            lines.append(f"on hold: {hold.destination} since {hold.since:%Y-%m-%d %H:%M:%S} UTC, "
+                         f"{hold.deliveries} deliveries held")  # fmt: skip
+            lines.append(f"  reason: {hold.reason}")
+            lines.extend(f"  changed since: {change}" for change in hold.changes)
+            lines.append(f"  again: {hold.again} (after fixing what the reason says)")
+        return lines
 
     def as_json(self) -> dict[str, object]:
         """Plain JSON data."""
@@ -138,6 +156,7 @@ class ServiceStatus:
             },
             "failed": [f.as_json() for f in self.failed],
             "skipped": [f.as_json() for f in self.skipped],
+            "holds": [hold.as_json() for hold in self.holds],
         }
 
 
@@ -189,6 +208,8 @@ def collect_status(
     settings: Settings, store: Store, *, with_queues: bool = True, failed_limit: int = 20, now: datetime | None = None
 ) -> ServiceStatus:
     """Collect the service's status from the database (and the broker when ``with_queues``)."""
+    from radtrace.reporting.dispatch.holds import held_destinations  # here: it imports pynetdicom
+
     now = now or utc_now()
     with store.session("reading the service status") as session:
         revisions = {state.value: 0 for state in RevisionState}
@@ -239,7 +260,8 @@ def collect_status(
             key, number, RevisionState(state), started, (now - started).total_seconds(), uid, reason
         )
     queues = queue_depths(settings) if with_queues else {}
-    return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped)
+    holds = held_destinations(store, settings.dispatch)
+    return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped, holds)
 
 
 def _ended(session: Session, state: RevisionState, limit: int, study_uid: str | None = None) -> list[FailedRevision]:
@@ -339,13 +361,21 @@ class StudyDetail:
 
 def study_detail(store: Store, study_uid: str) -> StudyDetail | None:
     """A study's revisions with their states, reasons and deliveries; None when no study has that UID."""
+    from radtrace.reporting.dispatch.holds import held  # here: it imports pynetdicom
+
     with store.session("reading a study") as session:
         study = session.scalar(sa.select(Study).where(Study.study_uid == study_uid))
         if study is None:
             return None
+        on_hold = {str(name) for name in session.scalars(held())}
         revisions = []
         for rev in sorted(study.revisions, key=lambda r: r.number):
-            deliveries = {f"{row.kind} {row.destination}": OutboxState(row.state).value for row in rev.outbox}
+            deliveries = {
+                f"{row.kind} {row.destination}": "held"
+                if row.state is OutboxState.PENDING and row.destination in on_hold
+                else OutboxState(row.state).value
+                for row in rev.outbox
+            }
             revisions.append(
                 RevisionDetail(
                     rev.number, RevisionState(rev.state), rev.reason, rev.attempts, len(rev.instances),

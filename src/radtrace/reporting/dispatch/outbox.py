@@ -24,8 +24,9 @@ the others: no payload without its row, no row without its payload, nothing sent
 3. *record*: delivered (``dispatch_delivered``), or a retry scheduled with exponential backoff
    (``dispatch_retry_scheduled``), or failed for good after a permanent error or ``max_attempts``
    (``dispatch_failed`` with the reason, visible to QA; never silent). A PACS that rejects the association
-   permanently (an AE title it does not know) fails the row at its first attempt, its reason saying what to change;
-   ``radtrace dispatch retry DESTINATION`` (:mod:`.redelivery`) asks for it again once that is fixed.
+   permanently (an AE title it does not know) puts the destination on hold (:mod:`.holds`): this row and every other
+   delivery to it wait, held, without an association, until ``radtrace dispatch retry DESTINATION``
+   (:mod:`.redelivery`) lifts it once what the reason says is fixed.
 
 If the process dies between claim and record, the lease expires and the row is tried again: delivery
 is at-least-once, and the payload is byte-identical each time (same SR UIDs, same HL7 control ID) so
@@ -52,6 +53,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
 from radtrace.errors import ConfigError, DispatchRejectedError, RadtraceError, is_retryable
+from radtrace.reporting.dispatch import holds
 from radtrace.reporting.dispatch.cstore import (
     LONGEST_STORE_S,
     AssociationRejectedError,
@@ -157,6 +159,7 @@ class Delivery:
     attempted: bool
     attempts: int
     error: str | None = None
+    held: bool = False  # its destination is on hold (radtrace.reporting.dispatch.holds): it waits, pending
 
 
 def planned_deliveries(settings: DispatchSettings, reports: ReportFiles) -> list[PlannedDelivery]:
@@ -445,6 +448,7 @@ class Outbox:
             rows = session.scalars(
                 sa.select(OutboxMessage.id)
                 .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at <= self.clock())
+                .where(OutboxMessage.destination.not_in(holds.held()))
                 .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             )
             return list(rows)
@@ -490,6 +494,11 @@ class Outbox:
                 raise DispatchRejectedError(f"outbox row {outbox_id} does not exist")
             if row.state is not OutboxState.PENDING or row.next_attempt_at > now:
                 return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts)
+            hold = holds.hold_of(session, row.destination)
+            if hold is not None:  # no association, no attempt, no event: looked at again later only to find the hold
+                row.next_attempt_at = now + holds.recheck_after(self.settings)
+                return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts, error=hold.reason,
+                                held=True)  # fmt: skip
             claimed = session.execute(
                 sa.update(OutboxMessage)
                 .where(
@@ -551,6 +560,8 @@ class Outbox:
                     error=error.reason,
                     next_attempt_at=row.next_attempt_at.isoformat(),
                 )
+            elif isinstance(error, AssociationRejectedError):  # a configuration to fix: the destination waits for it
+                event = self._held(session, row, study, error, now)
             else:
                 reason = (
                     error.reason
@@ -559,10 +570,29 @@ class Outbox:
                 )
                 row.state, row.last_error = OutboxState.FAILED, reason
                 event = self._event(row, study, EventType.DISPATCH_FAILED, Outcome.SERIOUS_FAILURE, error=reason)
-                if isinstance(error, AssociationRejectedError):  # a configuration to fix: said once, not retried
-                    log.warning("outbox %s: %s", outbox_id, reason)
             self.recorder.record(event, session=session)
             log.info("outbox %s %s %s: %s (attempt %d)", outbox_id, row.kind, row.destination, row.state, row.attempts)
+            held_now = isinstance(error, AssociationRejectedError)
+            error_text = row.last_error if error else None
             return Delivery(
-                outbox_id, row.state, attempted=True, attempts=row.attempts, error=row.last_error if error else None
+                outbox_id, row.state, attempted=True, attempts=row.attempts, error=error_text, held=held_now
             )
+
+    def _held(
+        self, session: Session, row: OutboxMessage, study: Study, error: AssociationRejectedError, now: datetime
+    ) -> AuditEvent:
+        """A permanent rejection: the row waits, held, and the destination goes on hold unless it is already (a
+        concurrent refusal was first). The hold's event is ``dispatch_failed`` (``hold: placed``), said once; a
+        refusal after it closes its attempt as ``dispatch_retry_scheduled`` waiting for the hold."""
+        # The hold first, the row's update after: the order a lift takes its locks in (no deadlock with one).
+        placed = holds.place_hold(session, self.settings, row, error, now)
+        row.next_attempt_at, row.last_error = now + holds.recheck_after(self.settings), error.reason
+        if placed:
+            log.warning("outbox %s: %s is on hold: %s", row.id, row.destination, error.reason)
+            details = {"error": error.reason, **holds.hold_payload(holds.PLACED, now, error.reason),
+                       "rejection": error.rejection.codes}  # fmt: skip
+            return self._event(row, study, EventType.DISPATCH_FAILED, Outcome.SERIOUS_FAILURE, **details)
+        hold = holds.hold_of(session, row.destination)
+        waits = holds.hold_payload(holds.HELD, hold.held_since, hold.reason) if hold is not None else {}
+        return self._event(row, study, EventType.DISPATCH_RETRY_SCHEDULED, Outcome.MINOR_FAILURE, error=error.reason,
+                           **waits)  # fmt: skip

@@ -9,6 +9,10 @@ settlement decides again once its rows are settled (:mod:`radtrace.worker.settle
 
 A PACS whose AE title was wrong is fixed by changing ``dispatch.pacs``, which changes the destination's name
 (``AE@host:port``): the failed rows for the old name go to the one PACS configured at the same host and port.
+
+A destination on hold (a PACS that rejected the association for good, :mod:`radtrace.reporting.dispatch.holds`) has
+its hold lifted by the same command, in the same transaction: its held deliveries are due now (re-addressed alike),
+audited once for the hold.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
 from radtrace.errors import PermanentError
 from radtrace.reporting.dispatch.cstore import describe_destination
+from radtrace.reporting.dispatch.holds import DestinationHold, Lifted, lift_hold, taken
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
@@ -49,6 +54,7 @@ class Redelivery:
     readdressed_from: str | None = None
     revisions: int = 0
     left_failed: list[int] = field(default_factory=list)
+    lifted: Lifted | None = None  # the hold lifted, with the held deliveries it released
 
 
 def failed_destinations(store: Store) -> dict[str, int]:
@@ -103,10 +109,16 @@ def redeliver_failed(
     Raises:
         RedeliveryError: no failed delivery to ``destination``, or it is neither configured nor re-addressable.
     """
-    target = _target(settings, destination)
     now = clock()
     recorder = AuditRecorder(store, actor)
     with store.session("asking for failed deliveries again", immediate=True) as session:
+        try:
+            target = _target(settings, destination)
+        except RedeliveryError:
+            if session.get(DestinationHold, destination) is None:
+                raise
+            target = destination  # held, and no longer configured: released, its deliveries fail saying so
+        lifted = lift_hold(session, recorder, actor, destination, now, target=target)
         rows = list(
             session.scalars(
                 sa.select(OutboxMessage)
@@ -118,7 +130,7 @@ def redeliver_failed(
         left: list[int] = []
         revisions: dict[int, Revision] = {}
         for row in rows:
-            if target != destination and _taken(session, row, target):
+            if target != destination and taken(session, row, target):
                 left.append(row.id)
                 continue
             deliver_again(session, recorder, actor, row, now, target=target)
@@ -136,10 +148,18 @@ def redeliver_failed(
                 )  # fmt: skip
                 revision.state, revision.reason, revision.finished_at = RevisionState.REPORTED, None, None
                 reported += 1
-    if not rows:
+    if not rows and lifted is None:
         others = ", ".join(f"{name} ({count})" for name, count in failed_destinations(store).items()) or "none"
-        raise RedeliveryError(f"no failed delivery to {destination} (failed deliveries by destination: {others})")
-    return Redelivery(retried, target, destination if target != destination else None, reported, left)
+        raise RedeliveryError(
+            f"no failed delivery to {destination}, and it is not on hold (failed deliveries by destination: {others}; "
+            f"on hold: {', '.join(_held_names(store)) or 'none'})"
+        )
+    return Redelivery(retried, target, destination if target != destination else None, reported, left, lifted)
+
+
+def _held_names(store: Store) -> list[str]:
+    with store.session("listing destinations on hold") as session:
+        return list(session.scalars(sa.select(DestinationHold.destination).order_by(DestinationHold.destination)))
 
 
 def deliver_again(
@@ -170,18 +190,3 @@ def deliver_again(
         session=session,
     )  # fmt: skip
     return row.id, f"{row.kind} {row.destination}"
-
-
-def _taken(session: Session, row: OutboxMessage, target: str) -> bool:
-    """Whether the revision already has this delivery (kind, document) for ``target``."""
-    return (
-        session.scalar(
-            sa.select(OutboxMessage.id).where(
-                OutboxMessage.revision_id == row.revision_id,
-                OutboxMessage.kind == row.kind,
-                OutboxMessage.destination == target,
-                OutboxMessage.document_uid == row.document_uid,
-            )
-        )
-        is not None
-    )

@@ -7,6 +7,7 @@ from alembic import context
 from radtrace.audit import schema as _audit_table  # noqa: F401
 from radtrace.audit import tokens_schema as _token_table  # noqa: F401
 from radtrace.console import schema as _console_tables  # noqa: F401
+from radtrace.reporting.dispatch import holds as _dispatch_holds  # noqa: F401
 
 # Importing the table modules registers them on Base.metadata (for autogenerate comparisons).
 from radtrace.store import models as _work_tables  # noqa: F401
