@@ -33,6 +33,7 @@ from pydicom.dataset import Dataset
 from radtrace.config import ReportingSettings
 from radtrace.reporting.drafts import build_drafts
 from radtrace.reporting.hl7 import unescape
+from radtrace.reporting.text import fits_dicom
 from reporting_support import SPECIAL_CHARACTERS, reading, source_study
 from tests_support import DICOMDIR_WARNING, PRIVATE_SCHEME_WARNING, dciodvfy_lines, dicom_tool
 
@@ -98,11 +99,12 @@ def _check_all(values: dict[str, str], reporting: ReportingSettings | None = Non
     parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
     fields = _pid_fields(text)
     assert len(fields) <= 9  # PID-1 … PID-8 at most: nothing shifted a field
-    # Each value of Patient ID (split on DICOM's value delimiter, padding stripped) is one PID-3 repetition, exact.
+    # Each value of Patient ID (split on DICOM's value delimiter, padding stripped) that a DICOM LO holds unchanged
+    # is one PID-3 repetition, exact; any other is left out, as the SR leaves it out (test_outputs_patient_id_rule).
     ids = [
         value
         for value in (part.strip(" \x00") for part in values.get("PatientID", str(sources[0].PatientID)).split("\\"))
-        if value
+        if value and fits_dicom(value, "LO")
     ]
     written = [unescape(repetition.split("^")[0]) for repetition in fields[3].split("~")]
     assert written == (ids or ['""'])

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from pydicom import config, dcmread
 from pydicom.charset import convert_encodings
@@ -179,7 +179,8 @@ def _component(accented: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     ).map(lambda parts: "".join(parts).strip() or parts[1])
 
 
-@settings(max_examples=12, deadline=None)
+# No shrinking: each example reads a real film twice and runs dciodvfy (shrinking one took five minutes).
+@settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(
     kind=st.sampled_from(["utf-8", "latin-1", "mixed"]),
     charset=st.sampled_from([None, "ISO_IR 6", "", "UTF8X"]),

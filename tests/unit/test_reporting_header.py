@@ -147,7 +147,8 @@ def test_every_real_film_gives_all_three_drafts(name: str) -> None:
 @pytest.mark.parametrize(
     ("ids", "issuer", "pid3", "note"),
     [
-        (["A1", "B" * 300], "", '""', "(0010,0020) PatientID: too long for PID-3"),
+        # a value no DICOM LO holds is left out of every draft (the SR's rule, test_outputs_patient_id_rule)
+        (["A1", "B" * 300], "", "A1", "(0010,0020) PatientID: holds what a DICOM LO cannot"),
         (["C" * 25], "I" * 40, "C" * 25, "(0010,0021) IssuerOfPatientID: too long for PID-3 CX.4"),
     ],
 )

@@ -35,6 +35,7 @@ from radtrace.reporting.sr import (
     reasoning_sha256,
     sr_uids,
 )
+from radtrace.reporting.sr_header import draft_patient_ids, patient_id_flags
 from radtrace.reporting.text import fhir_text
 
 __all__ = ["build_fhir_bundle"]
@@ -73,7 +74,8 @@ def _patient(header: SourceHeader) -> tuple[dict[str, Any], bool]:
     patient: dict[str, Any] = {"resourceType": "Patient"}
     issuer = _identifier(header.issuer_of_patient_id)
     assigner = {"assigner": {"display": issuer}} if issuer else {}
-    ids = [value for value in (_identifier(value) for value in header.patient_ids) if value]
+    carried, _ = draft_patient_ids(header)  # the SR's and the ORU's rule: the note and flag are the caller's
+    ids = [value for value in (_identifier(value) for value in carried) if value]
     if ids:
         patient["identifier"] = [{"value": value, **assigner} for value in ids]
     omitted = len(ids) < len(header.patient_ids) or bool(header.issuer_of_patient_id and not issuer)
@@ -188,7 +190,8 @@ def build_fhir_bundle(
     accession = _identifier(header.accession_number)
     identifier_omitted |= bool(header.accession_number and not accession)
     normalised = bool(header.notes) or identifier_omitted
-    flags = output_flags(reading, sanitised=sanitised, extra=[HEADER_NORMALISED] if normalised else [])
+    extra = [HEADER_NORMALISED, *patient_id_flags(draft_patient_ids(header)[1])] if normalised else []
+    flags = output_flags(reading, sanitised=sanitised, extra=extra)
     impression = _text(reading.impression) if reading.impression else None
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",

@@ -16,7 +16,9 @@ Concatenating the unescaped OBX-5 values of one OBX-3/OBX-4 gives the text back 
 surrogates, which UTF-8 cannot carry, become U+FFFD and the flags say ``text-sanitised``). Patient and
 study attributes come from :func:`radtrace.reporting.header.read_header`: each value of a multi-valued
 Patient ID or Patient Name is one repetition of PID-3 / PID-5; what a field cannot hold is omitted and
-listed in a header-notes OBX, never shortened.
+listed in a header-notes OBX, never shortened. PID-3 carries the Patient ID values the SR carries, no others
+(:func:`~radtrace.reporting.sr_header.draft_patient_ids`: one a DICOM LO cannot hold is left out of every draft
+and flagged ``patient-id-omitted``), so the SR and the ORU never name different patients.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
 from radtrace.reporting.header import HeaderNote, SourceHeader, name_group, read_header
 from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, HEADER_NORMALISED, image_notes, output_flags, reasoning_sha256
+from radtrace.reporting.sr_header import draft_patient_ids, patient_id_flags
 from radtrace.reporting.text import hl7_escape, hl7_text
 
 __all__ = [
@@ -175,10 +178,11 @@ def _person_names(header: SourceHeader) -> list[str]:
     return names
 
 
-def _patient_ids(header: SourceHeader, *, issuer: bool = True) -> list[str]:
-    """Each value of Patient ID as one CX repetition of PID-3, with the issuer (CX.4) on each."""
+def _patient_ids(ids: Sequence[str], header: SourceHeader, *, issuer: bool = True) -> list[str]:
+    """Each value of Patient ID the drafts carry (``ids``, :func:`~radtrace.reporting.sr_header.draft_patient_ids`)
+    as one CX repetition of PID-3, with the issuer (CX.4) on each."""
     authority = _esc(header.issuer_of_patient_id) if issuer else ""
-    return [f"{_esc(value)}^^^{authority}" if authority else _esc(value) for value in header.patient_ids]
+    return [f"{_esc(value)}^^^{authority}" if authority else _esc(value) for value in ids]
 
 
 def _assign(segment: Any, name: str, values: Sequence[str]) -> bool:
@@ -259,7 +263,8 @@ def _narrative(
     sanitised = any(hl7_text(text).changed for text in (*texts, *(f.label for f in reading.findings)))
     if reading.impression and reading.impression.strip():
         obx.text(codes.IMPRESSION, reading.impression)
-    flags = output_flags(reading, sanitised=sanitised, extra=[HEADER_NORMALISED] if notes else [])
+    extra = [HEADER_NORMALISED, *patient_id_flags(notes)] if notes else []
+    flags = output_flags(reading, sanitised=sanitised, extra=extra)
     if flags:
         obx.text(codes.READING_FLAGS, flags)
     if taken := image_notes(reading):
@@ -291,7 +296,8 @@ def _oru(
     if status not in ("P", "R"):  # the setting refuses F already; a draft must never claim final
         raise ReportError(f"HL7 result status {status!r} is not allowed for a draft")
     header = read_header(source)
-    header_notes = list(header.notes)
+    ids, left_out = draft_patient_ids(header)
+    header_notes = [*header.notes, *left_out]
     accession = _esc(header.accession_number)
     try:
         message = Message("ORU_R01", version="2.5.1", validation_level=VALIDATION_LEVEL.STRICT)
@@ -311,12 +317,12 @@ def _oru(
         patient = result.add_group("ORU_R01_PATIENT")
         pid = patient.pid
         pid.pid_1 = "1"
-        if _assign(pid, "pid_3", _patient_ids(header)):
+        if _assign(pid, "pid_3", _patient_ids(ids, header)):
             pass
-        elif header.issuer_of_patient_id and _assign(pid, "pid_3", _patient_ids(header, issuer=False)):
+        elif header.issuer_of_patient_id and _assign(pid, "pid_3", _patient_ids(ids, header, issuer=False)):
             header_notes.append(_omitted("IssuerOfPatientID", "PID-3 CX.4"))
         else:
-            if header.patient_ids:
+            if ids:
                 header_notes.append(_omitted("PatientID", "PID-3"))
             pid.pid_3 = '""'  # required: an explicit null, never a made-up identifier
         names = _person_names(header)

@@ -52,7 +52,7 @@ from radtrace.model.reading import Finding, FindingStatus, ModelIdentity, Readin
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
 from radtrace.reporting.header import HeaderNote
-from radtrace.reporting.sr_header import checked_references, lo_value
+from radtrace.reporting.sr_header import checked_references, lo_value, patient_id_flags
 from radtrace.reporting.text import TEXT_SANITISED, DicomTextVR, dicom_text
 
 __all__ = [
@@ -397,7 +397,8 @@ def _narrative(
         # Nothing parsed (refused, unparsed): the model's own words are what a reviewer must see.
         texts.append((codes.RAW_OUTPUT, _safe(reading.raw_text, "UT", changed)))
     items = []
-    flags = output_flags(reading, sanitised=bool(changed), extra=[HEADER_NORMALISED] if notes else [])
+    extra = [HEADER_NORMALISED, *patient_id_flags(notes)] if notes else []
+    flags = output_flags(reading, sanitised=bool(changed), extra=extra)
     if flags:
         items.append(_text(codes.READING_FLAGS, flags))
     if taken := image_notes(reading):

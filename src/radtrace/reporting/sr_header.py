@@ -19,7 +19,26 @@ from pydicom.uid import generate_uid
 from radtrace.reporting.header import HeaderNote, SourceHeader, is_uid, read_header, values_of
 from radtrace.reporting.text import DICOM_MAX_BYTES, DicomTextVR, cut_utf8, dicom_text, fits_dicom
 
-__all__ = ["STUDY_KEYWORDS", "checked_references", "lo_value", "person_name", "with_checked_header"]
+__all__ = [
+    "PATIENT_ID_LEFT_OUT",
+    "PATIENT_ID_OMITTED",
+    "STUDY_KEYWORDS",
+    "checked_references",
+    "draft_patient_ids",
+    "lo_value",
+    "patient_id_flags",
+    "person_name",
+    "with_checked_header",
+]
+
+#: The flag of a draft that left a value of the source's Patient ID out (:func:`draft_patient_ids`).
+PATIENT_ID_OMITTED: Final = "patient-id-omitted"
+#: The header note every draft carries when it did.
+PATIENT_ID_LEFT_OUT: Final = HeaderNote(
+    "PatientID",
+    "holds what a DICOM LO cannot (a control character, or over 64 bytes); left out of every draft (SR, HL7 PID-3, "
+    "FHIR), never altered: the drafts name the study and accession only",
+)
 
 _PROJECTION: Final = frozenset({"CR", "DX", "IO", "MG", "PX", "RF", "RG", "XA"})  # highdicom's TID 1603 set
 _ORIENTATION: Final = re.compile(r"[AFHLPR]{1,16}")
@@ -159,6 +178,22 @@ def _identifier(ref: Dataset, keyword: str, value: str, vr: DicomTextVR, notes: 
         notes.append(HeaderNote(keyword, f"not a valid {vr} value; left empty in the SR (never shortened)"))
 
 
+def draft_patient_ids(header: SourceHeader) -> tuple[tuple[str, ...], list[HeaderNote]]:
+    """The values of the source's Patient ID that the drafts carry, and the note when any is left out: one rule for
+    the SR, the ORU and FHIR, so they never disagree on the patient. A value is carried exactly when a DICOM LO can
+    hold it unchanged (PS3.5 6.2: no control character, no backslash, at most 64 bytes), which also makes it a valid
+    HL7 ST (CX.1: printable characters only, so no ``\\Xhh\\`` of a control) and a FHIR string. Any other value is
+    left out of every draft, never altered: an ID with a character taken out or replaced can name another patient,
+    and one written with its control characters is an invalid SR that a strict PACS refuses."""
+    carried = tuple(value for value in header.patient_ids if fits_dicom(value, "LO"))
+    return carried, [PATIENT_ID_LEFT_OUT] if len(carried) < len(header.patient_ids) else []
+
+
+def patient_id_flags(notes: Sequence[HeaderNote]) -> list[str]:
+    """``patient-id-omitted`` when ``notes`` say a Patient ID was left out (the flags item of every draft)."""
+    return [PATIENT_ID_OMITTED] if PATIENT_ID_LEFT_OUT in notes else []
+
+
 def person_name(value: str, keyword: str, notes: list[HeaderNote]) -> str:
     """``value`` as a PN the SR can carry: characters PN allows, each group a family name at least, and the whole
     value at most 64 bytes. PS3.5 allows 64 characters per component group, but dciodvfy (and receivers that size
@@ -193,13 +228,14 @@ def _pn_bytes(groups: Sequence[str]) -> int:
 def _patient_and_study(ref: Dataset, header: SourceHeader, notes: list[HeaderNote]) -> None:
     """The Patient and General Study attributes the SR copies, from the checked header."""
     ref.PatientName = person_name(header.patient_names[0], "PatientName", notes) if header.patient_names else ""
+    ids, left_out = draft_patient_ids(header)
+    notes += left_out
     if len(header.patient_ids) == 1:
-        _identifier(ref, "PatientID", header.patient_ids[0], "LO", notes)
+        ref.PatientID = ids[0] if ids else ""
     else:
         ref.PatientID = ""
-        others = [value for value in header.patient_ids if fits_dicom(value, "LO")]
-        if others:  # each value of a multi-valued Patient ID, none of them chosen as *the* ID
-            ref.OtherPatientIDsSequence = [_other_id(value) for value in others]
+        if ids:  # each value of a multi-valued Patient ID, none of them chosen as *the* ID
+            ref.OtherPatientIDsSequence = [_other_id(value) for value in ids]
     if header.issuer_of_patient_id:
         _identifier(ref, "IssuerOfPatientID", header.issuer_of_patient_id, "LO", notes)
     ref.PatientBirthDate = header.birth_date.strftime("%Y%m%d") if header.birth_date else ""
