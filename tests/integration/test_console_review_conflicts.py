@@ -105,6 +105,34 @@ def test_a_second_radiologist_on_a_stale_page_gets_a_conflict_not_a_silent_overw
     ]
 
 
+def test_a_whole_draft_decision_from_a_page_that_did_not_show_anothers_finding_decision_is_a_conflict(
+    store: Store, settings: Settings
+) -> None:
+    """The whole draft's decision carries the findings' current decisions (its payload and the assessment SR, whose
+    observer is the one who decided the draft). Before: dr.one's acceptance, from a page loaded before dr.two
+    changed a finding, was recorded (303), and dr.one's assessment SR said that finding was changed to uncertain,
+    which dr.one never saw."""
+    study_uid = _study(store, settings, 75)
+    url = study_path(store, study_uid)
+    with _signed_in(store, settings, "dr.one") as one, _signed_in(store, settings, "dr.two") as two:
+        page_one, page_two = one.get(url).text, two.get(url).text  # both open the study
+        modify = {**_finding_form(page_two, 0), "decision": "modify", "status": "uncertain"}
+        changed = two.post(f"{url}/findings", data=modify, follow_redirects=False)
+        assert changed.status_code == 303
+        draft = {"decision": "accept", "reason": "RT-A1"}
+        late = one.post(f"{url}/draft", data={**_draft_form(page_one), **draft}, follow_redirects=False)
+        assert late.status_code == 409
+        assert "dr.two recorded “changed to uncertain”" in late.text
+        assert "Not recorded: <strong" in late.text  # and what was sent is said back
+        # reloaded, dr.one sees dr.two's decision and decides the draft knowingly
+        fresh = one.get(url).text
+        assert "changed to uncertain by dr.two" in fresh
+        assert one.post(f"{url}/draft", data={**_draft_form(fresh), **draft}, follow_redirects=False).status_code == 303
+    decided = _decisions(store)
+    assert [(kind, user) for kind, user, _ in decided] == [("finding_assessed", "dr.two"), ("draft_assessed", "dr.one")]
+    assert "modify" in decided[1][2]["findings"].values()  # the decision recorded carries what its page showed
+
+
 def test_a_double_submit_records_one_decision_and_both_answers_lead_to_the_study(
     store: Store, settings: Settings
 ) -> None:

@@ -105,6 +105,9 @@ class Expected:
     from that page is recorded only while it is still the current one (optimistic concurrency)."""
 
     seq: int | None
+    #: for a whole-draft decision, which carries the findings' decisions: the newest finding or impression decision
+    #: its page showed (``Expected(None)``: none); None when the form did not say (not checked)
+    findings: Expected | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,12 @@ class StudyReview:
     impression_history: tuple[Decision, ...] = field(default=())
     #: a later revision of the study that has been read (its draft replaces this one); None when this is the latest
     superseded_by: int | None = None
+
+    @property
+    def newest_finding_decision(self) -> int | None:
+        """The seq of the newest finding or impression decision recorded on this revision; None when none is."""
+        histories = [*(finding.history for finding in self.findings), self.impression_history]
+        return max((decision.seq for history in histories for decision in history), default=None)
 
     @property
     def flag_labels(self) -> tuple[str, ...]:
@@ -388,11 +397,25 @@ def _check_current(
         raise DecisionConflictError(f"the decision this page showed for {what} is not recorded; reload the page")
     if current.user == actor.user and current.supersedes == expected.seq and same(current):
         return current
-    raise DecisionConflictError(
-        f"{current.user or 'someone'} recorded “{current.wording}” for {what} {current.when}, "
-        "after this page was loaded. Nothing was recorded from this page: reload it to see the current decisions, "
-        "then decide again."
+    raise DecisionConflictError(_recorded_since(current, what))
+
+
+def _recorded_since(decision: Decision, what: str, why: str = "") -> str:
+    return (
+        f"{decision.user or 'someone'} recorded “{decision.wording}” for {what} {decision.when}, after this page was "
+        f"loaded{why}. Nothing was recorded from this page: reload it to see the current decisions, then decide again."
     )
+
+
+def _check_findings_seen(decisions: Mapping[str, Sequence[Decision]], shown: Expected, actor: Actor) -> None:
+    """Refuse a whole-draft decision whose page did not show a finding or impression decision that someone else
+    recorded since: the draft's decision (its payload, its assessment SR) carries the findings' decisions."""
+    unseen = [(key, d) for key, history in decisions.items() for d in history
+              if (shown.seq is None or d.seq > shown.seq) and d.user != actor.user]  # fmt: skip
+    if unseen:
+        key, newest = max(unseen, key=lambda pair: pair[1].seq)
+        what = "the impression" if key == IMPRESSION else key
+        raise DecisionConflictError(_recorded_since(newest, what, ", and a whole-draft decision carries it"))
 
 
 def _verdict(verdict: str, what: str) -> FindingDecision:
@@ -502,9 +525,12 @@ def _current_draft(
     """The current draft decision, and the same one when this decision is a repeat (see :func:`_check_current`)."""
     _lock_decisions(session)
     _check_revision(session, review)
-    current = _latest(_decisions_in(session, store, review.study_uid, review.revision)[1])
+    findings, drafts = _decisions_in(session, store, review.study_uid, review.revision)
+    current = _latest(drafts)
     repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.reason, d.comment) ==
                               (chosen.value, reason_code, text), "the whole draft")  # fmt: skip
+    if repeated is None and expected is not None and expected.findings is not None:
+        _check_findings_seen(findings, expected.findings, actor)
     return current, repeated
 
 

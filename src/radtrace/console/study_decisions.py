@@ -112,15 +112,23 @@ def _stale_session(
 
 
 def _expected(form: dict[str, str]) -> Expected | None:
-    """The decision the page showed as current (its ``seen`` field: empty for none); None when the form has no
-    such field (a client that does not ask for the check)."""
-    seen = form.get("seen")
+    """The decision the page showed as current (its ``seen`` field: empty for none), and for the whole draft the
+    newest finding or impression decision it showed (``seen_findings``); None when the form has no ``seen``
+    field (a client that does not ask for the check)."""
+    seen = _seen(form, "seen")
+    if seen is None:
+        return None
+    return Expected(seen.seq, findings=_seen(form, "seen_findings"))
+
+
+def _seen(form: dict[str, str], field: str) -> Expected | None:
+    seen = form.get(field)
     if seen is None:
         return None
     if seen == "":
         return Expected(None)
     if not seen.isdigit() or len(seen) > 18:
-        raise HTTPException(422, detail="the form's seen field is empty or the number of the decision it showed")
+        raise HTTPException(422, detail=f"the form's {field} field is empty or the number of the decision it showed")
     return Expected(int(seen))
 
 

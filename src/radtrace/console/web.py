@@ -58,9 +58,7 @@ from radtrace.console.pages import (
     sync_worklist,
     wants_page,
 )
-from radtrace.console.review import (
-    DRAFT_REASONS,
-)
+from radtrace.console.review import DRAFT_REASONS
 from radtrace.console.study_page import study_path
 from radtrace.console.worklist import (
     FailedRow,
