@@ -67,8 +67,11 @@ def seed_history(
     seed: int = 17,
     assessed: float = 0.3,
     today: date | None = None,
+    model: tuple[str, str] = MODEL,
+    decisions: tuple[tuple[str, float], ...] = DECISIONS,
 ) -> Seeded:
-    """Write ``days`` days of history ending ``today`` (see the module doc); returns what was planted where."""
+    """Write ``days`` days of history ending ``today`` (see the module doc), read by ``model`` (name, version),
+    radiologists deciding each finding with the weights ``decisions``; returns what was planted where."""
     today = today or datetime.now(UTC).date()
     history = synthetic_history(seed=seed, days=days, per_day=per_day, drift_from_day=days - 20, burst_day=days - 10)
     shift = (today - timedelta(days=days - 1)) - START
@@ -83,7 +86,7 @@ def seed_history(
         study_id, uid = ids + number, f"1.2.826.0.1.3680043.10.1017.{ids + number}"
         ending = "skipped" if rng.random() < 0.03 else outcome.ending
         labels = next(readings)[1] if outcome.ending == "reported" else ()
-        _study(tables, events, rng, study_id, uid, when, ending, outcome.reason, labels, assessed)
+        _study(tables, events, rng, study_id, uid, when, ending, outcome.reason, labels, assessed, model, decisions)
     written = _insert(store, tables, events)
     return Seeded(
         len(history.outcomes),
@@ -137,6 +140,8 @@ def _study(
     reason: str | None,
     labels: tuple[str, ...],
     assessed: float,
+    model: tuple[str, str] = MODEL,
+    decisions: tuple[tuple[str, float], ...] = DECISIONS,
 ) -> None:
     sop = f"{uid}.1.1"
     queued = received + timedelta(seconds=rng.uniform(10, 14))
@@ -252,8 +257,8 @@ def _study(
                 EventType.INFERENCE_COMPLETED,
                 uid,
                 {"revision": 1, "attempt": 1, "reading": reading},
-                model_name=MODEL[0],
-                model_version=MODEL[1],
+                model_name=model[0],
+                model_version=model[1],
                 labels=f",{','.join(sorted(labels))}," if labels else None,
             ),
         )
@@ -265,8 +270,8 @@ def _study(
                 EventType.REPORT_CREATED,
                 uid,
                 {"revision": 1, "sr_sop_instance_uid": f"{uid}.9"},
-                model_name=MODEL[0],
-                model_version=MODEL[1],
+                model_name=model[0],
+                model_version=model[1],
             ),
         )
     )
@@ -304,7 +309,7 @@ def _study(
             "findings": ",".join(labels),
             "flags": ",".join(flags),
             "flagged": bool(flags),
-            "model_name": MODEL[0],
+            "model_name": model[0],
             "sr_sop_instance_uid": f"{uid}.9",
             "opened_by": "dr.seed" if decided else None,
             "assessed": decided,
@@ -318,7 +323,7 @@ def _study(
     opened = decided_at - timedelta(minutes=2)
     events.append((opened, _event(EventType.STUDY_OPENED, uid, {"revision": 1, "via": "console"}, user="dr.seed")))
     for n, label in enumerate(rng.sample(list(PREVALENCE), 3)):
-        verdict = rng.choices([d for d, _ in DECISIONS], [w for _, w in DECISIONS])[0]
+        verdict = rng.choices([d for d, _ in decisions], [w for _, w in decisions])[0]
         payload = {
             "revision": 1,
             "finding": label,

@@ -6,6 +6,9 @@ days) by day or by ISO week. Label drift uses the ``qa`` settings that the Prome
 (``qa.baseline_days`` before the window set the control limits; a label drifts when its daily rate stays
 outside its 95 % limits on one side for ``qa.drift_run_days`` days), so the page and the site's alerting agree.
 
+By week, the figures cover whole ISO weeks: from the Monday of ``from``'s week, which the page names as the first
+day counted.
+
 Every chart's numbers download as CSV from ``/console/dashboard/<chart>.csv`` with the same parameters; a text
 cell that a spreadsheet would run as a formula (``= + - @``, tab, CR) is prefixed with an apostrophe. The studies
 behind an agreement figure are listed at ``/console/dashboard/agreement`` (label and decision), each linked to

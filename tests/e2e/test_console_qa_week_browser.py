@@ -1,0 +1,138 @@
+"""A QA lead's Monday morning on the dashboard, in a real browser (Debian's Chromium under Playwright).
+
+A month of history written straight into a SQLite database (tests/dashboard_support.py): NV-Reason-CXR-3B
+rev-2026-10 until four days ago, then rev-2026-12, on whose readings the radiologists reject and modify findings
+far more often (50 % accepted instead of 80 %); failed studies with three different reasons, skipped studies,
+readings at every hour of the day. The lead asks what changed with the new version, how the week went, and
+checks the page's answers against counts made here from the rows themselves.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from browser_support import Page, expect, needs_chromium, sign_in, tab
+from console_support import add_user, console_settings, serving
+from dashboard_support import seed_history
+from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
+from radtrace.store.models import Instance, OutboxMessage, Revision
+
+pytestmark = [pytest.mark.e2e, needs_chromium]
+
+NEW_MODEL = ("NV-Reason-CXR-3B", "rev-2026-12")
+#: How radiologists decide the new version's findings: far fewer accepted than the old one's 80 %.
+NEW_DECISIONS = (("accept", 0.50), ("reject", 0.35), ("modify", 0.15))
+ROLLOUT_DAYS = 4
+
+
+@dataclass
+class Site:
+    url: str
+    store: Store
+    today: date
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("qa-week")
+    store = Store.from_url(f"sqlite:///{root / 'radtrace.db'}")
+    upgrade(store)
+    today = datetime.now(UTC).date()
+    seed_history(store, days=31, per_day=(40, 60), assessed=0.5, today=today - timedelta(days=ROLLOUT_DAYS))
+    seed_history(store, days=ROLLOUT_DAYS, per_day=(40, 60), assessed=0.5, today=today, seed=99, model=NEW_MODEL,
+                 decisions=NEW_DECISIONS)  # fmt: skip
+    with store.session() as session:  # the failures' reasons, as a real week has several
+        failed = session.scalars(sa.select(Revision).where(Revision.state == "failed").order_by(Revision.id)).all()
+        for n, revision in enumerate(failed):
+            revision.reason = ("gave up after 3 attempts: model timeout", "image could not be decoded",
+                               "model server unavailable")[n % 3]  # fmt: skip
+    add_user(store, "qa.monday", "qa")
+    with serving(store, console_settings(root, store)) as url:
+        yield Site(url, store, today)
+    store.dispose()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[Page]:
+    with tab(browser) as opened:
+        yield opened
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+
+
+def test_a_week_view_says_which_days_it_counts(page: Page, site: Site) -> None:
+    wednesday = site.today - timedelta(days=(site.today.weekday() - 2) % 7)  # the latest Wednesday up to today
+    monday = wednesday - timedelta(days=2)
+    sign_in(page, site.url, "qa.monday")
+    page.goto(f"{site.url}/console/dashboard?from={wednesday}&to={site.today}&period=week")
+    with site.store.session() as session:
+        received = session.scalar(
+            sa.select(sa.func.count()).select_from(Revision)
+            .where(Revision.opened_at >= _midnight(monday), Revision.opened_at < _midnight(site.today + timedelta(1)))
+        )  # fmt: skip
+    volume = page.locator("#volume tr").filter(has_text="received (revisions opened)")
+    expect(volume.locator("td.num")).to_have_text(str(received))  # whole weeks: from the Monday
+    expect(page.get_by_test_id("scope")).to_contain_text(f"{monday} to {site.today} (UTC)")
+    page.locator('#agreement-table a[data-decision="accept"]').first.click()  # the studies behind a count
+    expect(page.get_by_test_id("scope")).to_contain_text(f"{monday} to {site.today} (UTC)")
+
+
+def test_failures_and_latency_match_the_rows(page: Page, site: Site) -> None:
+    first = site.today - timedelta(days=6)
+    sign_in(page, site.url, "qa.monday")
+    page.goto(f"{site.url}/console/dashboard?from={first}&to={site.today}&period=day")
+    with site.store.session() as session:
+        reasons = dict(
+            session.execute(
+                sa.select(Revision.reason, sa.func.count())
+                .where(
+                    Revision.state == "failed",
+                    Revision.finished_at >= _midnight(first),
+                    Revision.finished_at < _midnight(site.today + timedelta(days=1)),
+                )
+                .group_by(Revision.reason)
+            ).all()
+        )
+    shown = page.locator("#volume tr.bad")
+    expect(shown).to_have_count(len(reasons))
+    for reason, count in reasons.items():
+        expect(shown.filter(has_text=f"failed: {reason}").locator("td.num")).to_have_text(str(count))
+    assert sum(reasons.values()) >= 2
+
+    with site.store.session() as session:  # last image → first SR delivered, per revision read in the window
+        totals = [
+            (delivered - received).total_seconds()
+            for received, delivered in session.execute(
+                sa.select(
+                    sa.select(sa.func.max(Instance.received_at)).where(Instance.revision_id == Revision.id)
+                    .scalar_subquery(),
+                    sa.select(sa.func.min(OutboxMessage.delivered_at)).where(OutboxMessage.revision_id == Revision.id)
+                    .scalar_subquery(),
+                ).where(Revision.reported_at >= _midnight(first),
+                        Revision.reported_at < _midnight(site.today + timedelta(days=1)))
+            )
+        ]  # fmt: skip
+    cuts = statistics.quantiles(totals, n=100, method="inclusive")  # linear between closest ranks
+    p50, p95 = cuts[49], cuts[94]
+    row = page.locator('#latency-table tr[data-stage="total"]')
+    expect(row.locator("td.num").nth(0)).to_have_text(str(len(totals)))
+    expect(row.locator("td.num").nth(1)).to_have_text(f"{p50:.0f} s")
+    expect(row.locator("td.num").nth(2)).to_have_text(f"{p95:.0f} s")
+    with page.expect_download() as download:
+        page.locator('a[data-csv="latency"]').click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    whole = next(row for row in rows if row["period"] == "whole window" and row["stage"] == "total")
+    assert float(whole["p50_s"]) == pytest.approx(p50, abs=0.01)
+    assert float(whole["p95_s"]) == pytest.approx(p95, abs=0.01)
