@@ -20,7 +20,8 @@ from pydicom.uid import generate_uid
 
 from radtrace.config import ReportingSettings
 from radtrace.console.assessment import FindingAssessment, build_assessment_oru, build_assessment_sr, tracking_uids
-from radtrace.console.review import MAX_COMMENT, DecisionError, check_draft_decision
+from radtrace.console.decisions import check_draft_decision
+from radtrace.console.review import MAX_COMMENT, DecisionError
 from radtrace.reporting.sr import build_sr
 from reporting_support import reading, source_study
 from tests_support import sr_dciodvfy

@@ -25,7 +25,7 @@ from pydicom.uid import UID, generate_uid
 
 from radtrace import __version__
 from radtrace.config import ReportingSettings
-from radtrace.console.review import checked_comment
+from radtrace.console.decisions import checked_comment
 from radtrace.reporting import codes as report_codes
 from radtrace.reporting.hl7 import SR_UID, STUDY_UID, Observation, OruMessage, build_observation_oru, control_id_for
 from radtrace.reporting.sr_header import lo_value, person_name

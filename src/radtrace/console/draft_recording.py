@@ -18,15 +18,9 @@ from radtrace.audit.events import Actor
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.console.assessment_files import PendingAssessment, keep_pending
+from radtrace.console.decisions import check_draft_decision, decide_draft, repeated_draft_decision
 from radtrace.console.pages import ConsoleState
-from radtrace.console.review import (
-    DRAFT_REASONS,
-    Expected,
-    StudyReview,
-    check_draft_decision,
-    decide_draft,
-    repeated_draft_decision,
-)
+from radtrace.console.review import DRAFT_REASONS, Expected, StudyReview
 from radtrace.console.worklist import now
 from radtrace.errors import ReportError
 

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from radtrace.audit.events import Actor
 from radtrace.console.accounts import SignedIn
+from radtrace.console.decisions import decide_finding, decide_impression
 from radtrace.console.draft_recording import record_draft_decision, ring
 from radtrace.console.pages import (
     PREFIX,
@@ -42,8 +43,6 @@ from radtrace.console.review import (
     DecisionError,
     Expected,
     StudyReview,
-    decide_finding,
-    decide_impression,
 )
 from radtrace.console.study_page import RevisionNumber, StudyRef, review_or_404, study_handle, study_of, study_path
 

@@ -1,0 +1,300 @@
+"""Recording a radiologist's decisions: each finding's, the impression's and the whole draft's, as audit events.
+
+A decision is an append-only ``finding_assessed`` or ``draft_assessed`` event naming the one it supersedes
+(:mod:`.review` reads them back). Each is recorded under the decisions' lock, only while the revision still takes
+decisions (no later revision has been read) and only when the decision its page showed is still the current one
+(:class:`~radtrace.console.review.Expected`): otherwise :class:`~radtrace.console.review.DecisionConflictError`,
+and the same decision sent twice from one page is recorded once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
+from radtrace.console.review import (
+    DRAFT_REASONS,
+    IMPRESSION,
+    MAX_COMMENT,
+    MAX_IMPRESSION,
+    READ_STATES,
+    Decision,
+    DecisionConflictError,
+    DecisionError,
+    DraftDecision,
+    Expected,
+    FindingDecision,
+    StudyReview,
+    decisions_in,
+    latest_decision,
+)
+from radtrace.console.schema import ReviewItem
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store, is_postgresql
+from radtrace.store.models import Revision, Study
+
+__all__ = [
+    "check_draft_decision",
+    "checked_comment",
+    "decide_draft",
+    "decide_finding",
+    "decide_impression",
+    "repeated_draft_decision",
+]
+
+
+def checked_comment(comment: str | None) -> str | None:
+    """A radiologist's comment as it is recorded and written into the assessment SR: stripped, None when nothing is
+    left (a comment of only spaces is no comment at all), at most :data:`MAX_COMMENT` characters
+    (:class:`DecisionError` beyond)."""
+    text = (comment or "").strip()
+    if len(text) > MAX_COMMENT:
+        raise DecisionError(f"a comment is at most {MAX_COMMENT} characters")
+    return text or None
+
+
+def _lock_decisions(session: Session) -> None:
+    """Serialise decisions for the rest of the transaction: SQLite's write lock is held since BEGIN IMMEDIATE;
+    on PostgreSQL the audit chain's advisory lock (re-entrant, taken again by the recorder)."""
+    if is_postgresql(session.get_bind()):
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+
+
+def _check_revision(session: Session, review: StudyReview) -> None:
+    later = session.scalar(
+        sa.select(sa.func.max(Revision.number))
+        .join(Study)
+        .where(Study.study_uid == review.study_uid, Revision.number > review.revision,
+               Revision.state.in_(READ_STATES))
+    )  # fmt: skip
+    if later is not None:
+        raise DecisionConflictError(
+            f"revision {later} of this study has been read since this page was loaded; decisions on revision "
+            f"{review.revision} are closed. Open revision {later} and decide there."
+        )
+
+
+def _check_current(
+    current: Decision | None, expected: Expected | None, actor: Actor, same: Callable[[Decision], bool], what: str
+) -> Decision | None:
+    """None when a decision sent from a page that showed ``expected`` may be recorded; the current decision when
+    it is this very decision already recorded from that page (a double submit: nothing more to record); raises
+    :class:`DecisionConflictError` when someone decided since the page was loaded."""
+    if expected is None or (current.seq if current else None) == expected.seq:
+        return None
+    if current is None:  # the page named a decision this revision does not have (a page of another study?)
+        raise DecisionConflictError(f"the decision this page showed for {what} is not recorded; reload the page")
+    if current.user == actor.user and current.supersedes == expected.seq and same(current):
+        return current
+    raise DecisionConflictError(_recorded_since(current, what))
+
+
+def _recorded_since(decision: Decision, what: str, why: str = "") -> str:
+    return (
+        f"{decision.user or 'someone'} recorded “{decision.wording}” for {what} {decision.when}, after this page was "
+        f"loaded{why}. Nothing was recorded from this page: reload it to see the current decisions, then decide again."
+    )
+
+
+def _check_findings_seen(decisions: Mapping[str, Sequence[Decision]], shown: Expected, actor: Actor) -> None:
+    """Refuse a whole-draft decision whose page did not show a finding or impression decision that someone else
+    recorded since: the draft's decision (its payload, its assessment SR) carries the findings' decisions."""
+    unseen = [(key, d) for key, history in decisions.items() for d in history
+              if (shown.seq is None or d.seq > shown.seq) and d.user != actor.user]  # fmt: skip
+    if unseen:
+        key, newest = max(unseen, key=lambda pair: pair[1].seq)
+        what = "the impression" if key == IMPRESSION else key
+        raise DecisionConflictError(_recorded_since(newest, what, ", and a whole-draft decision carries it"))
+
+
+def _verdict(verdict: str, what: str) -> FindingDecision:
+    """``verdict`` as a :class:`FindingDecision`; :class:`DecisionError` naming ``what`` (a finding decision, an
+    impression decision) and the choices otherwise."""
+    try:
+        return FindingDecision(verdict)
+    except ValueError as exc:
+        given = f"not {verdict!r}" if verdict.strip() else "and none was chosen"
+        raise DecisionError(f"{what} is accept, reject or modify, {given}") from exc
+
+
+def decide_finding(
+    store: Store, review: StudyReview, actor: Actor, label: str, verdict: str, status: str | None,
+    comment: str | None, expected: Expected | None = None,
+) -> int:  # fmt: skip
+    """Record one finding's decision (``finding_assessed``); returns its audit seq.
+
+    With ``expected`` (what the page showed), a decision recorded since is a :class:`DecisionConflictError`, and
+    the same decision sent twice from one page is recorded once (its seq is returned). A revision superseded by a
+    later read one takes no decisions."""
+    finding = next((f for f in review.findings if f.label == label), None)
+    if finding is None:
+        raise DecisionError(f"the draft has no finding {label!r}")
+    chosen = _verdict(verdict, "a finding decision")
+    new_status: str | None = None
+    if chosen is FindingDecision.MODIFY:
+        if status not in {"present", "absent", "uncertain"}:
+            raise DecisionError("modify needs the corrected status: present, absent or uncertain")
+        new_status = status
+    text = checked_comment(comment)
+    fields = {"model_status": finding.status, "decision": chosen.value, "status": new_status, "comment": text}
+    return _record_decision(store, review, actor, label, label, expected,
+                            lambda d: (d.verdict, d.status, d.comment) == (chosen.value, new_status, text),
+                            fields, labels=(label,) if "," not in label else ())  # fmt: skip
+
+
+def _record_decision(
+    store: Store, review: StudyReview, actor: Actor, key: str, what: str, expected: Expected | None,
+    same: Callable[[Decision], bool], fields: dict[str, Any], labels: tuple[str, ...] = (),
+) -> int:  # fmt: skip
+    """Record a ``finding_assessed`` event for ``key`` (a finding's label, or :data:`IMPRESSION`) with ``fields``,
+    under the decisions' lock, once the revision still takes decisions and none was recorded since the page was
+    loaded (``expected``); the same decision sent twice is recorded once. Returns its seq."""
+    with store.session(f"recording a decision on {what}", immediate=True) as session:
+        _lock_decisions(session)
+        _check_revision(session, review)
+        current = latest_decision(decisions_in(session, store, review.study_uid, review.revision)[0].get(key, []))
+        repeated = _check_current(current, expected, actor, same, what)
+        if repeated is not None:
+            return repeated.seq
+        payload: dict[str, Any] = {
+            "revision": review.revision,
+            "finding": key,
+            **fields,
+            "supersedes": current.seq if current else None,
+            "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
+        }
+        event = AuditEvent(EventType.FINDING_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
+                           labels=labels, payload=payload)  # fmt: skip
+        return AuditRecorder(store).record(event, session=session).seq
+
+
+def decide_impression(
+    store: Store, review: StudyReview, actor: Actor, verdict: str, text: str | None, comment: str | None,
+    expected: Expected | None = None,
+) -> int:  # fmt: skip
+    """Record the impression's decision: accept, reject, or modify with the radiologist's impression (a
+    ``finding_assessed`` event naming :data:`IMPRESSION`, so QA counts it beside the findings); returns its seq.
+    ``expected`` works as for :func:`decide_finding`."""
+    if not (review.impression or "").strip():
+        raise DecisionError("the draft has no impression to decide on")
+    chosen = _verdict(verdict, "an impression decision")
+    corrected: str | None = None
+    if chosen is FindingDecision.MODIFY:
+        corrected = (text or "").replace("\r\n", "\n").strip()  # a browser sends a textarea's lines as CRLF
+        if not corrected:
+            raise DecisionError("modify needs the impression as you would write it")
+        if len(corrected) > MAX_IMPRESSION:
+            raise DecisionError(f"an impression is at most {MAX_IMPRESSION} characters")
+        if corrected == (review.impression or "").replace("\r\n", "\n").strip():  # m, Enter with the text as shown
+            raise DecisionError("this is the draft's impression unchanged: accept it, or change the text")
+    note = checked_comment(comment)
+    fields = {"model_impression": review.impression, "decision": chosen.value, "impression": corrected,
+              "comment": note}  # fmt: skip
+    same = (chosen.value, corrected, note)
+    return _record_decision(store, review, actor, IMPRESSION, "the impression", expected,
+                            lambda d: (d.verdict, d.text, d.comment) == same, fields)  # fmt: skip
+
+
+def check_draft_decision(verdict: str, reason_code: str, comment: str | None) -> str | None:
+    """Refuse a whole-draft decision that cannot be recorded, before anything is built for it; returns the checked
+    comment (:func:`checked_comment`), the one the audit records and the assessment SR carries."""
+    try:
+        DraftDecision(verdict)
+    except ValueError as exc:
+        raise DecisionError(f"a draft decision is accept or reject, not {verdict!r}") from exc
+    if reason_code not in DRAFT_REASONS:
+        raise DecisionError(f"unknown reason code {reason_code!r}")
+    return checked_comment(comment)
+
+
+def _current_draft(
+    session: Session, store: Store, review: StudyReview, actor: Actor, chosen: DraftDecision, reason_code: str,
+    text: str | None, expected: Expected | None,
+) -> tuple[Decision | None, Decision | None]:  # fmt: skip
+    """The current draft decision, and the same one when this decision is a repeat (see :func:`_check_current`)."""
+    _lock_decisions(session)
+    _check_revision(session, review)
+    findings, drafts = decisions_in(session, store, review.study_uid, review.revision)
+    current = latest_decision(drafts)
+    repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.reason, d.comment) ==
+                              (chosen.value, reason_code, text), "the whole draft")  # fmt: skip
+    if repeated is None and expected is not None and expected.findings is not None:
+        _check_findings_seen(findings, expected.findings, actor)
+    return current, repeated
+
+
+def repeated_draft_decision(
+    store: Store, review: StudyReview, actor: Actor, verdict: str, reason_code: str, comment: str | None,
+    expected: Expected | None,
+) -> int | None:  # fmt: skip
+    """Before anything is built for a whole-draft decision: its seq when it is already recorded from the same page
+    (a double submit), None when it may be recorded; :class:`DecisionConflictError` when it may not."""
+    text = check_draft_decision(verdict, reason_code, comment)
+    with store.session("checking a draft decision", immediate=True) as session:
+        _current, repeated = _current_draft(session, store, review, actor, DraftDecision(verdict), reason_code, text,
+                                            expected)  # fmt: skip
+    return repeated.seq if repeated else None
+
+
+def decide_draft(
+    store: Store,
+    review: StudyReview,
+    actor: Actor,
+    verdict: str,
+    reason_code: str,
+    comment: str | None,
+    assessment_sr: Mapping[str, str] | None = None,
+    add_outbox_rows: Callable[[Session, int], list[dict[str, object]]] | None = None,
+    expected: Expected | None = None,
+) -> int:
+    """Record the whole draft's decision (``draft_assessed``, naming its assessment SR when one was kept) and
+    mirror it on the worklist; returns its seq.
+
+    ``add_outbox_rows(session, revision_id)`` queues the assessment SR for the PACS in the same transaction
+    (:meth:`radtrace.reporting.dispatch.outbox.Outbox.add_assessments`); the event names the rows (``outbox``).
+    ``expected`` works as for :func:`decide_finding` (a repeat queues nothing more)."""
+    text = check_draft_decision(verdict, reason_code, comment)
+    chosen = DraftDecision(verdict)
+    payload: dict[str, Any] = {
+        "revision": review.revision,
+        "decision": chosen.value,
+        "reason_code": reason_code,
+        "reason_scheme": "RADTRACE",
+        "reason_meaning": DRAFT_REASONS[reason_code],
+        "comment": text,
+        "supersedes": review.draft_decision.seq if review.draft_decision else None,
+        "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
+        "findings": {f.label: (f.decision.verdict if f.decision else None) for f in review.findings},
+        "impression": review.impression_decision.verdict if review.impression_decision else None,
+        "assessment_sr": dict(assessment_sr) if assessment_sr else None,
+    }
+    now = utc_now()
+    with store.session("recording a draft decision", immediate=True) as session:
+        current, repeated = _current_draft(session, store, review, actor, chosen, reason_code, text, expected)
+        if repeated is not None:
+            return repeated.seq
+        payload["supersedes"] = current.seq if current else None
+        if add_outbox_rows is not None:
+            revision_id = session.scalar(
+                sa.select(Revision.id).join(Study).where(Study.study_uid == review.study_uid,
+                                                         Revision.number == review.revision)
+            )  # fmt: skip
+            if revision_id is None:
+                raise DecisionError("this revision no longer exists")
+            payload["outbox"] = add_outbox_rows(session, revision_id)
+        recorded = AuditRecorder(store).record(
+            AuditEvent(EventType.DRAFT_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
+                       payload=payload),
+            session=session,
+        )  # fmt: skip
+        session.execute(
+            sa.update(ReviewItem)
+            .where(ReviewItem.study_uid == review.study_uid, ReviewItem.revision == review.revision)
+            .values(assessed=True, decision=f"{chosen.value}ed", decided_by=actor.user, decided_at=now)
+        )
+    return recorded.seq
