@@ -231,10 +231,22 @@ class ListenerSettings(Section):
     non_chest_policy: Literal["accept-and-skip", "reject"] = Field(
         default="accept-and-skip", description="misrouted non-chest data: store and skip with an audit entry, or refuse"
     )
+    assumed_character_set: str = Field(
+        default="ISO_IR 100",
+        description="what a header's text is read as when its Specific Character Set is absent, ISO_IR 6 or unknown "
+        "and its bytes are not UTF-8 (valid UTF-8 is read as UTF-8); drafts are flagged character-set-assumed",
+    )
     tls: TlsSettings = Field(default_factory=TlsSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     _ae = field_validator("ae_title")(check_ae_title)
+
+    @field_validator("assumed_character_set")
+    @classmethod
+    def _charset(cls, value: str) -> str:
+        from radtrace.model.charset import check_assumed  # pydicom: only when the setting is given
+
+        return check_assumed(value)
 
     @property
     def metrics_bind_host(self) -> str:

@@ -91,7 +91,7 @@ def model_read(
 
     settings = settings_of(ctx)
     try:
-        images = load_study_images(path)
+        images = load_study_images(path, assumed_character_set=settings.listener.assumed_character_set)
         with err.status("reading the study …"):
             outcome = StudyReader.for_service(settings).read(images)
     except RadtraceError as exc:

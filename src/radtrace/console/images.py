@@ -37,7 +37,11 @@ def _revision_images(store: Store, settings: Settings, study_uid: str, revision:
     with store.session("selecting a revision's images") as session:
         study_id = session.scalar(sa.select(Study.id).where(Study.study_uid == study_uid))
         newest = revision_instances(session, study_id, revision) if study_id is not None else {}
-    return {sop: spooled_image(settings.spool_dir / path, digest) for sop, (path, digest) in newest.items()}
+    assumed = settings.listener.assumed_character_set
+    return {
+        sop: spooled_image(settings.spool_dir / path, digest, assumed_character_set=assumed)
+        for sop, (path, digest) in newest.items()
+    }
 
 
 def render_image(store: Store, settings: Settings, study_uid: str, revision: int, sop_uid: str, kind: str) -> bytes:

@@ -202,7 +202,9 @@ def sync_worklist(state: ConsoleState) -> None:
     """Bring the worklist's projection up to date, at most every ``console.sync_interval_s``."""
     if time.monotonic() - state.last_sync >= state.settings.console.sync_interval_s:
         state.last_sync = time.monotonic()
-        sync_review_items(state.store, state.settings.spool_dir)
+        sync_review_items(
+            state.store, state.settings.spool_dir, assumed_character_set=state.settings.listener.assumed_character_set
+        )
 
 
 def control_character_problem(fields: dict[str, str]) -> str | None:

@@ -167,7 +167,10 @@ def worklist(
     size = state.settings.console.page_size
     failed: tuple[FailedRow, ...] = ()
     if show is WorklistFilter.FAILED:  # the page counts the failed revisions it lists: not counted twice
-        failed, failed_total = failed_page(state.store, state.settings.spool_dir, page, size)
+        failed, failed_total = failed_page(
+            state.store, state.settings.spool_dir, page, size,
+            assumed_character_set=state.settings.listener.assumed_character_set,
+        )  # fmt: skip
         listed = WorklistPage((), failed_total, page, size)
     else:
         listed = worklist_page(state.store, show, user.account.name, page, size)

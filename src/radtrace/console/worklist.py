@@ -26,6 +26,13 @@ from sqlalchemy.orm import Session, aliased
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
+from radtrace.model.charset import (
+    CHARACTER_SET_ASSUMED,
+    DEFAULT_ASSUMED_CHARACTER_SET,
+    read_text_as,
+    recorded_choice,
+    without_charset_warnings,
+)
 from radtrace.reporting.sr import POLARITY_CONTRADICTION, SUSPECTED_NEGATIVE, PolarityNote, polarity_notes
 from radtrace.reporting.text import dicom_text, fhir_text
 from radtrace.store.base import utc_now
@@ -66,6 +73,7 @@ FLAG_LABELS: Final = {
     "text-sanitised": "text sanitised",
     SUSPECTED_NEGATIVE: "suspected negative",
     POLARITY_CONTRADICTION: "polarity header contradiction",
+    CHARACTER_SET_ASSUMED: "character set assumed",
 }
 _HEADER_TAGS: Final = ["PatientName", "PatientID", "PatientAge", "PatientSex", "StudyDate", "PatientBirthDate"]
 
@@ -201,7 +209,14 @@ def failed_count(store: Store) -> int:
         return int(session.scalar(sa.select(sa.func.count()).select_from(Revision).where(*_failed_where())) or 0)
 
 
-def failed_page(store: Store, spool_dir: Path, page: int, page_size: int) -> tuple[tuple[FailedRow, ...], int]:
+def failed_page(
+    store: Store,
+    spool_dir: Path,
+    page: int,
+    page_size: int,
+    *,
+    assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
+) -> tuple[tuple[FailedRow, ...], int]:
     """One page of failed revisions (newest failure first) with patient and reason, and how many there are."""
     page = max(1, page)
     with store.session("reading failed studies") as session:
@@ -219,7 +234,7 @@ def failed_page(store: Store, spool_dir: Path, page: int, page_size: int) -> tup
             path = session.scalar(
                 sa.select(Instance.path).where(Instance.revision_id == revision.id).order_by(Instance.id).limit(1)
             )
-            header = _header(spool_dir, path)
+            header = _header(spool_dir, path, assumed_character_set)
             rows.append(FailedRow(
                 study_uid=study.study_uid, revision=revision.number, stat=revision.priority is Priority.STAT,
                 finished_at=revision.finished_at, reason=revision.reason, accession=study.accession,
@@ -284,6 +299,9 @@ def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list
     images = recorded_objects(reading.get("images"))
     for image in images:
         flags.update(note.kind for note in image_polarity_notes(image))
+        steps = image.get("preparation")
+        if isinstance(steps, list) and (choice := recorded_choice(steps)) is not None and choice.flagged:
+            flags.add(CHARACTER_SET_ASSUMED)
     frontal = recorded_frontal(reading)
     if not _text(frontal.get("view")):
         flags.add("view-unknown")
@@ -329,12 +347,16 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _header(spool_dir: Path, relative: str | None) -> dict[str, str | None]:
+def _header(spool_dir: Path, relative: str | None, assumed_character_set: str) -> dict[str, str | None]:
+    """The patient's name, ID, age, sex and dates from a spooled image, its text read as the worker reads it (the
+    whole header, so an undeclared character set is decided on the same text: :func:`read_text_as`)."""
     values: dict[str, str | None] = dict.fromkeys(_HEADER_TAGS)
     if relative is None:
         return values
     try:
-        ds = pydicom.dcmread(spool_dir / relative, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        with without_charset_warnings():
+            ds = pydicom.dcmread(spool_dir / relative, stop_before_pixels=True)
+        read_text_as(ds, assumed=assumed_character_set)
     except (OSError, InvalidDicomError, ValueError) as exc:
         log.warning("worklist: header of a spooled image unreadable: %s", type(exc).__name__)
         return values
@@ -355,7 +377,7 @@ def _age(header: Mapping[str, str | None]) -> str | None:
     return None
 
 
-def _item(session: Session, spool_dir: Path, revision: Revision, study: Study) -> ReviewItem:
+def _item(session: Session, spool_dir: Path, revision: Revision, study: Study, assumed: str) -> ReviewItem:
     payload = reading_for_revision(session, study.study_uid, revision.number) or {}
     reading: Mapping[str, Any] = payload.get("reading") or {}
     frontal = recorded_frontal(reading)
@@ -368,7 +390,7 @@ def _item(session: Session, spool_dir: Path, revision: Revision, study: Study) -
             .order_by(Instance.version.desc())
             .limit(1)
         ).first()
-    header = _header(spool_dir, instance[0] if instance else None)
+    header = _header(spool_dir, instance[0] if instance else None, assumed)
     flags = reading_flags(reading, instance[1] if instance else None) if reading else ["unparsed"]
     findings = recorded_objects(reading.get("findings"))
     present = [label for f in findings if f.get("status") == "present" and (label := _text(f.get("label")))]
@@ -397,7 +419,9 @@ def _item(session: Session, spool_dir: Path, revision: Revision, study: Study) -
     )
 
 
-def sync_review_items(store: Store, spool_dir: Path, *, limit: int = 500) -> int:
+def sync_review_items(
+    store: Store, spool_dir: Path, *, limit: int = 500, assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET
+) -> int:
     """Add the worklist rows of reported revisions that have none yet (at most ``limit``); returns how many."""
     missing = (
         sa.select(Revision, Study)
@@ -413,7 +437,7 @@ def sync_review_items(store: Store, spool_dir: Path, *, limit: int = 500) -> int
     with store.session("adding reported revisions to the worklist") as session:
         found = session.execute(missing).all()
         for revision, study in found:
-            item = _item(session, spool_dir, revision, study)
+            item = _item(session, spool_dir, revision, study, assumed_character_set)
             later = session.scalar(
                 sa.select(sa.func.count())
                 .select_from(ReviewItem)

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_ASSUMED_CHARACTER_SET",
     "CharsetChoice",
     "charset_record",
+    "check_assumed",
     "read_text_as",
     "recorded_choice",
     "without_charset_warnings",
@@ -177,13 +178,24 @@ def _reread_items(ds: Dataset, encodings: list[str]) -> None:
                 _reread_items(item, encodings)
 
 
+def check_assumed(term: str) -> str:
+    """``term`` if it can be a site's assumed character set (``listener.assumed_character_set``): a single-byte or
+    double-byte defined term without code extensions, other than ASCII and UTF-8 (text that is valid UTF-8 is read
+    as UTF-8 already: the assumed set is for the bytes that are not); else ValueError saying what is."""
+    if term not in python_encoding or term in _ASCII_ONLY or term == UTF8_TERM or term.startswith("ISO 2022"):
+        raise ValueError(
+            "must be a DICOM defined term without code extensions, other than ASCII and UTF-8 (valid UTF-8 is read "
+            f"as UTF-8 anyway), e.g. ISO_IR 100 (Latin-1), ISO_IR 144 (Cyrillic) or GB18030; not {term!r}"
+        )
+    return term
+
+
 def read_text_as(ds: Dataset, *, assumed: str = DEFAULT_ASSUMED_CHARACTER_SET) -> CharsetChoice | None:
     """Decide the character set of ``ds``'s text where its header does not declare a usable one, and make pydicom
     read the text in it (call before any text value is read: values already read keep their text). None when the
     header declares defined terms; else the :class:`CharsetChoice` (``because`` ``ascii`` when nothing needed
     guessing). ``assumed`` is the site's character set for bytes that are not UTF-8 (a defined term)."""
-    if assumed not in python_encoding or assumed in _ASCII_ONLY:
-        raise ValueError(f"the assumed character set must be a DICOM defined term other than ASCII, not {assumed!r}")
+    check_assumed(assumed)
     terms = _declared(ds)
     if _usable(terms):
         return None

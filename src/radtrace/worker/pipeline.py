@@ -31,6 +31,7 @@ outbox row is delivered (or ``failed`` when one failed for good).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -50,7 +51,7 @@ from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import DicomInputError, ModelServerUnavailableError, RadtraceError, ReadsHeldError
-from radtrace.logging import study_key
+from radtrace.logging import redacting, study_key
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.model.study import Skipped, StudyImage, identity_conflict, spooled_image
 from radtrace.reporting.dispatch.outbox import Outbox
@@ -124,6 +125,23 @@ class _InHand:
     outcome: Future[BuiltDrafts] | list[int] | Skipped | RadtraceError
     reading: Reading | None = None
     read_done: float | None = None
+    patient_values: tuple[str, ...] = ()  # scrubbed from the log while it is finished (another thread)
+
+
+_PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "IssuerOfPatientID", "AccessionNumber")
+
+
+def _patient_values(sources: Sequence[Dataset]) -> tuple[str, ...]:
+    """The patient's name, ID, birth date and the accession in a revision's headers: while the revision is handled,
+    :func:`radtrace.logging.redacting` scrubs them from every log line, whoever writes it (a library, an exception's
+    text)."""
+    values: set[str] = set()
+    for ds in sources:
+        for keyword in _PATIENT_KEYWORDS:
+            with contextlib.suppress(Exception):  # a value pydicom cannot convert is not logged by us either
+                if value := ds.get(keyword):
+                    values.add(str(value))
+    return tuple(sorted(values))
 
 
 def _file_sha256(path: Path) -> str:
@@ -288,21 +306,25 @@ class StudyPipeline:
 
     def _read_and_submit(self, claims: Sequence[Claim]) -> list[_InHand]:
         """Read the claimed revisions together; record each reading and hand it to the drafter."""
-        inputs = [self._gather(claim) for claim in claims]
+        patient: dict[int, tuple[str, ...]] = {}  # revision id -> its patient values, once its headers are read
+        inputs = [self._gather(claim, patient) for claim in claims]
         to_read = [(claim, item) for claim, item in zip(claims, inputs, strict=True) if isinstance(item, tuple)]
-        readings = self._read_all([item for _, item in to_read], [claim for claim, _ in to_read])
+        with redacting(*(value for values in patient.values() for value in values)):  # one batch: every study's
+            readings = self._read_all([item for _, item in to_read], [claim for claim, _ in to_read])
         done = time.monotonic()
         in_hand: list[_InHand] = []
         for claim, item in zip(claims, inputs, strict=True):
+            values = patient.get(claim.revision_id, ())
             if not isinstance(item, tuple):  # enqueued by an earlier attempt, a conflict, or unreadable
-                in_hand.append(_InHand(claim, item))
+                in_hand.append(_InHand(claim, item, patient_values=values))
                 continue
             outcome = readings.pop(0)
             if isinstance(outcome, Reading):
                 submit = functools.partial(self._record_and_submit, claim, outcome, item[1])
-                in_hand.append(_InHand(claim, self._guarded(claim, submit), outcome, done))
+                with redacting(*values):
+                    in_hand.append(_InHand(claim, self._guarded(claim, submit), outcome, done, values))
             else:
-                in_hand.append(_InHand(claim, outcome, None, done))
+                in_hand.append(_InHand(claim, outcome, None, done, values))
         return in_hand
 
     def _record_and_submit(self, claim: Claim, reading: Reading, sources: list[Any]) -> Future[BuiltDrafts]:
@@ -327,12 +349,14 @@ class StudyPipeline:
         """End each revision's attempt once its drafts are built: enqueue their deliveries and finish it (its
         claim is renewed until then)."""
         for item in in_hand:
-            outcome = item.outcome
-            if isinstance(outcome, Future):
-                enqueue = functools.partial(self._enqueue_built, item.claim, item.reading, outcome)
-                outcome = self._guarded(item.claim, enqueue)
-            heartbeat.drop(item.claim)
-            settled((item.claim.study_uid, item.claim.number), self._end_attempt(item.claim, outcome, item.read_done))
+            with redacting(*item.patient_values):
+                outcome = item.outcome
+                if isinstance(outcome, Future):
+                    enqueue = functools.partial(self._enqueue_built, item.claim, item.reading, outcome)
+                    outcome = self._guarded(item.claim, enqueue)
+                heartbeat.drop(item.claim)
+                result = self._end_attempt(item.claim, outcome, item.read_done)
+            settled((item.claim.study_uid, item.claim.number), result)
 
     def _enqueue_built(self, claim: Claim, reading: Reading | None, built: Future[BuiltDrafts]) -> list[int]:
         assert reading is not None  # drafts are built from a reading
@@ -353,15 +377,20 @@ class StudyPipeline:
             self.observer.observe("report", time.monotonic() - read_done)
         return result
 
-    def _gather(self, claim: Claim) -> tuple[list[StudyImage], list[Any]] | list[int] | Skipped | RadtraceError:
+    def _gather(
+        self, claim: Claim, patient: dict[int, tuple[str, ...]]
+    ) -> tuple[list[StudyImage], list[Any]] | list[int] | Skipped | RadtraceError:
         """What one claimed revision needs read: its images and source datasets; or, when it needs no reading,
-        its existing outbox rows (an earlier attempt died after enqueueing), a skip, or the error."""
+        its existing outbox rows (an earlier attempt died after enqueueing), a skip, or the error. Its patient
+        values go into ``patient`` once its headers are read, and are scrubbed from the log from then on."""
 
         def gather() -> tuple[list[StudyImage], list[Any]] | list[int] | Skipped:
             outbox_ids = self._existing_outbox(claim.revision_id)
             if outbox_ids:
                 return outbox_ids
             images, sources = self._images(claim.revision_id)
+            patient[claim.revision_id] = _patient_values(sources)
+            scope.enter_context(redacting(*patient[claim.revision_id]))
             if (conflict := identity_conflict(images)) is not None:  # two patients' images: never read together
                 log.warning("study %s revision %d: %s; not read", study_key(claim.study_uid), claim.number,
                             conflict.reason)  # fmt: skip
@@ -372,7 +401,8 @@ class StudyPipeline:
                 return conflict
             return images, sources
 
-        return self._guarded(claim, gather)
+        with contextlib.ExitStack() as scope:  # around _guarded: its log of an exception is scrubbed too
+            return self._guarded(claim, gather)
 
     def _read_all(
         self, gathered: list[tuple[list[StudyImage], list[Any]]], claims: Sequence[Claim]
@@ -488,7 +518,10 @@ class StudyPipeline:
                     raise DicomInputError(f"spooled instance {sop} does not match its recorded SHA-256")
             except OSError as exc:
                 raise DicomInputError(f"spooled instance {sop} cannot be read: {exc.strerror}") from exc
-            images.append(spooled_image(file, digest))  # the header: pixel data is read for the chosen views only
+            # the header: pixel data is read for the chosen views only
+            images.append(
+                spooled_image(file, digest, assumed_character_set=self.settings.listener.assumed_character_set)
+            )
         return images, [image.dataset for image in images]
 
     def _record_reading(self, claim: Claim, reading: Reading) -> None:
