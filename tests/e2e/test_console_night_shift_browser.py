@@ -277,6 +277,29 @@ def test_the_second_radiologists_own_impression_is_shown_back_with_the_conflict(
     assert [(user, p["decision"]) for user, p in site.decisions(study_uid)] == [("dr.night", "modify")]
 
 
+def test_leaving_a_study_with_a_typed_impression_not_sent_asks_first(browser: Any, site: Site) -> None:
+    """Before: a corrected impression typed, Escape, then n (next study) or a link, and the page was left at once:
+    the text was gone, nothing said so."""
+    url = f"{site.url}{study_path(site.store, site.studies['shared'])}"
+    with tab(browser) as page:
+        asked: list[str] = []
+        page.on("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
+        sign_in(page, site.url, "dr.day")
+        page.goto(url)
+        page.locator("#impression-text").fill("Typed for minutes, not sent yet.")
+        page.keyboard.press("Escape")
+        page.keyboard.press("n")  # the next study
+        page.wait_for_timeout(300)
+        assert asked == ["beforeunload"]
+        expect(page).to_have_url(url)
+        expect(page.locator("#impression-text")).to_have_value("Typed for minutes, not sent yet.")
+        page.locator("#impression-text").fill(page.locator("#impression-text").evaluate("t => t.defaultValue"))
+        page.keyboard.press("Escape")
+        page.keyboard.press("n")  # nothing typed is left: the page is left without a question
+        page.wait_for_url(lambda address: address != url)
+        assert asked == ["beforeunload"]
+
+
 def test_a_refused_request_in_the_browser_is_a_console_page_with_its_reason(page: Page, site: Site) -> None:
     study_uid = site.studies["double"]
     sign_in(page, site.url, "dr.day")

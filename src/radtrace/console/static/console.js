@@ -143,6 +143,21 @@
     onKey(event);
   }
 
+  // Text typed into a decision's form and not sent (a corrected impression, a comment, a chosen status) is not
+  // lost by leaving the page (n, a link, the back button): the browser asks first. Sending a form never asks.
+  let sending = false;
+  document.addEventListener("submit", () => { sending = true; });
+  function unsent() {
+    return $$(".finding-form textarea, .finding-form input.comment, #draft-form input[name=comment]")
+      .some((f) => f.value !== f.defaultValue)
+      || $$(".finding-form select.status").some((s) => s.selectedOptions.length && !s.selectedOptions[0].defaultSelected);
+  }
+  window.addEventListener("beforeunload", (e) => {
+    if (sending || !unsent()) return;
+    e.preventDefault();
+    e.returnValue = ""; // older browsers ask only when this is set
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     // on a study: the findings, then the impression (when there is one to decide on)
     rows = $$("#worklist tr.row").concat($$("#findings tr.finding-row, #impression.finding-row"));
