@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -22,7 +24,9 @@ import sqlalchemy as sa
 
 from browser_support import Page, expect, needs_chromium, sign_in, tab
 from console_support import add_user, console_settings, serving
-from dashboard_support import seed_history
+from dashboard_support import MODEL, seed_history
+from radtrace.audit.events import EventType
+from radtrace.audit.schema import AuditEventRow
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.store.models import Instance, OutboxMessage, Revision
@@ -70,6 +74,52 @@ def page(browser: object) -> Iterator[Page]:
 
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+
+
+def _decisions_by_model(store: Store, first: date, last: date) -> dict[tuple[str, str], Counter[str]]:
+    """(label, model) -> decisions, counted here from the audit rows: each finding decision under the model of
+    the same study's reading (the seed decides each finding of a study once)."""
+    with store.session() as session:
+        rows = session.execute(
+            sa.select(AuditEventRow.event_type, AuditEventRow.study_uid, AuditEventRow.recorded_at,
+                      AuditEventRow.model_name, AuditEventRow.model_version, AuditEventRow.payload)
+            .where(AuditEventRow.event_type.in_([EventType.INFERENCE_COMPLETED.value,
+                                                 EventType.FINDING_ASSESSED.value]))
+        ).all()  # fmt: skip
+    model_of = {uid: f"{name} {version}" for kind, uid, _, name, version, _ in rows if kind == "inference_completed"}
+    counts: dict[tuple[str, str], Counter[str]] = {}
+    for kind, uid, at, _, _, payload in rows:
+        if kind == EventType.FINDING_ASSESSED.value and _midnight(first) <= at < _midnight(last + timedelta(days=1)):
+            fields = json.loads(payload)
+            counts.setdefault((fields["finding"], model_of[uid]), Counter())[fields["decision"]] += 1
+    return counts
+
+
+def test_agreement_by_model_version_shows_the_new_version_decided_worse_label_by_label(page: Page, site: Site) -> None:
+    first = site.today - timedelta(days=6)
+    sign_in(page, site.url, "qa.monday")
+    page.goto(f"{site.url}/console/dashboard?from={first}&to={site.today}&period=day")
+    expected = _decisions_by_model(site.store, first, site.today)
+    old, new = f"{MODEL[0]} {MODEL[1]}", f"{NEW_MODEL[0]} {NEW_MODEL[1]}"
+    assert {model for _, model in expected} == {old, new}  # the window holds days of both versions
+    table = page.locator("#agreement-models")
+    for (label, model), counts in expected.items():
+        row = table.locator(f'tr[data-label="{label}"][data-model="{model}"]')
+        expect(row).to_have_count(1)
+        expect(row.locator("td").nth(2)).to_have_text(str(sum(counts.values())))
+        for decision in ("accept", "reject", "modify"):
+            expect(row.locator(f'td[data-decision="{decision}"]')).to_contain_text(str(counts[decision]))
+    accepted = {key: counts["accept"] / sum(counts.values()) for key, counts in expected.items()}
+    assert sum(accepted[(label, old)] > accepted[(label, new)] for label, model in expected if model == new) >= 5
+
+    with page.expect_download() as download:
+        page.locator('a[data-csv="agreement_models"]').click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    findings = [row for row in rows if row["label"] != "(whole draft)"]
+    assert {(row["label"], row["model"]): int(row["decisions"]) for row in findings} == {
+        key: sum(counts.values()) for key, counts in expected.items()
+    }
+    assert len(rows) == table.locator("tbody tr").count()  # the CSV holds what the table shows, row for row
 
 
 def test_a_week_view_says_which_days_it_counts(page: Page, site: Site) -> None:

@@ -7,7 +7,7 @@ days) by day or by ISO week. Label drift uses the ``qa`` settings that the Prome
 outside its 95 % limits on one side for ``qa.drift_run_days`` days), so the page and the site's alerting agree.
 
 By week, the figures cover whole ISO weeks: from the Monday of ``from``'s week, which the page names as the first
-day counted.
+day counted. Agreement is shown per label and, below it, per label and model version of the reading decided.
 
 Every chart's numbers download as CSV from ``/console/dashboard/<chart>.csv`` with the same parameters; a text
 cell that a spreadsheet would run as a formula (``= + - @``, tab, CR) is prefixed with an apostrophe. The studies
@@ -69,7 +69,8 @@ MAX_DAYS: Final = 366
 #: The days a window may show: the baseline before ``from`` and the period after ``to`` stay in the calendar.
 EARLIEST: Final = date(1970, 1, 1)
 LATEST: Final = date(9998, 12, 31)
-CHARTS: Final = ("volume", "queue", "latency", "agreement", "prevalence", "failures", "mix", "rates", "models")
+CHARTS: Final = ("volume", "queue", "latency", "agreement", "agreement_models", "prevalence", "failures", "mix",
+                  "rates", "models")  # fmt: skip
 DECISION_NAMES: Final = {"accept": "accepted", "reject": "rejected", "modify": "modified"}
 VOLUME_COLOURS: Final = {"read": "#56b4e9", "skipped": "#e69f00", "failed": "#ff5a4f"}
 
@@ -132,6 +133,7 @@ def dashboard_page(
     _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window))
     return render_page(request, state, "dashboard.html", user=user, f=figures, window=window, params=_params(window),
                        charts=_charts(figures), alerts=_alerts(figures), stage_names=LATENCY_STAGES,
+                       by_model=_label_model_agreement(figures),
                        decisions=DECISION_NAMES, whole_draft=WHOLE_DRAFT)  # fmt: skip
 
 
@@ -233,17 +235,39 @@ def _latency_rows(f: Figures) -> list[list[object]]:
     return rows
 
 
-def _agreement_rows(f: Figures) -> list[list[object]]:
-    rows: list[list[object]] = [["label", "decisions"]]
+def _agreement_header(first: list[object]) -> list[object]:
+    header = [*first, "decisions"]
     for name in DECISIONS:
         shown = DECISION_NAMES[name]
-        rows[0] += [shown, f"{shown}_share", f"{shown}_ci95_low", f"{shown}_ci95_high"]
-    for a in f.agreement:
-        row: list[object] = [a.label, a.total]
-        for share in (a.accepted, a.rejected, a.modified):
-            row += [share.count, share.rate, share.low, share.high]
-        rows.append(row)
-    return rows
+        header += [shown, f"{shown}_share", f"{shown}_ci95_low", f"{shown}_ci95_high"]
+    return header
+
+
+def _agreement_row(first: list[object], a: Any) -> list[object]:
+    row: list[object] = [*first, a.total]
+    for share in (a.accepted, a.rejected, a.modified):
+        row += [share.count, share.rate, share.low, share.high]
+    return row
+
+
+def _agreement_rows(f: Figures) -> list[list[object]]:
+    return [_agreement_header(["label"])] + [_agreement_row([a.label], a) for a in f.agreement]
+
+
+def _agreement_model_rows(f: Figures) -> list[list[object]]:
+    """The page's table "by model version": per label, each model's counts in turn."""
+    return [_agreement_header(["label", "model"])] + [
+        _agreement_row([a.label, model], a) for a, model in _label_model_agreement(f)
+    ]
+
+
+def _label_model_agreement(f: Figures) -> list[tuple[Any, str]]:
+    """Each (label's agreement, model) of :attr:`Figures.agreement_by_model`, label by label (in the agreement
+    table's order) and, within a label, model by model: the rows of the page's table and of its CSV."""
+    order = {a.label: n for n, a in enumerate(f.agreement)}
+    rows = [(a, model) for model, per_label in f.agreement_by_model.items() for a in per_label]
+    models = list(f.agreement_by_model)
+    return sorted(rows, key=lambda pair: (order.get(pair[0].label, len(order)), models.index(pair[1])))
 
 
 def _prevalence_rows(f: Figures) -> list[list[object]]:
@@ -293,6 +317,7 @@ def _model_rows(f: Figures) -> list[list[object]]:
 
 _TABLES: Final[dict[str, Callable[[Figures], list[list[object]]]]] = {
     "volume": _volume_rows, "queue": _queue_rows, "latency": _latency_rows, "agreement": _agreement_rows,
+    "agreement_models": _agreement_model_rows,
     "prevalence": _prevalence_rows, "failures": _failure_rows, "mix": _mix_rows, "rates": _rates_rows,
     "models": _model_rows,
 }  # fmt: skip

@@ -5,7 +5,8 @@ revision and decision taken out of the payload; migration 0008 copied those reco
 :func:`sync_decisions`, which also marks each decision a later one on the same (study, revision, label) replaced.
 Agreement is then an index count of the current decisions recorded in the window (:func:`read_agreement`), as
 :func:`radtrace.qa.agreement.agreement_by_label` counts, with Wilson 95 % intervals
-(:class:`radtrace.qa.intervals.Proportion`); :func:`agreement_studies` lists the studies behind one count.
+(:class:`radtrace.qa.intervals.Proportion`); :func:`read_agreement_by_model` splits the same counts by the model
+version of the reading each decision was about; :func:`agreement_studies` lists the studies behind one count.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from radtrace.qa.recorded_times import readable_time
 from radtrace.store.engine import Store, is_postgresql
 
 __all__ = [
+    "NO_READING",
     "WHOLE_DRAFT",
     "Agreement",
     "AgreementFigures",
     "agreement_studies",
     "current_agreement",
     "read_agreement",
+    "read_agreement_by_model",
     "sync_decisions",
 ]
 
@@ -188,8 +191,65 @@ def read_agreement(session: Any, window: Window) -> list[LabelAgreement]:
         )
         for name, verdict, count in rows:
             counts.setdefault(name or WHOLE_DRAFT, Counter())[str(verdict)] += count
+    return _agreements(counts)
+
+
+#: How the dashboard names the model of a decision whose reading has no ``inference_completed`` event.
+NO_READING: Final = "(no reading recorded)"
+
+
+def read_agreement_by_model(session: Any, store: Store, window: Window) -> dict[str, list[LabelAgreement]]:
+    """:func:`read_agreement`'s counts per model (name and version) of the reading the decisions were about: the
+    last ``inference_completed`` of the same study and revision recorded before its last decision in the window. A
+    version that changed mid-window (a new model rolled out) is then compared with the one before, label by label.
+
+    The reading is looked up once per study revision decided (on the ``study_uid`` index: a study's few events),
+    not once per decision."""
+    current = (within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
+    # MATERIALIZED: else SQLite flattens the CTEs and runs the lookup again for each use (per decision, twice).
+    decided = (
+        sa.select(QaDecision.study_uid, QaDecision.revision, sa.func.max(QaDecision.seq).label("last_seq"))
+        .where(*current)
+        .group_by(QaDecision.study_uid, QaDecision.revision)
+        .cte("decided")
+        .prefix_with("MATERIALIZED")
+    )
+    reading = aliased(AuditEventRow)
+    model = (
+        sa.select(sa.func.coalesce(reading.model_name, "") + " " + sa.func.coalesce(reading.model_version, ""))
+        .where(
+            reading.study_uid == decided.c.study_uid,
+            reading.event_type == EventType.INFERENCE_COMPLETED.value,
+            reading.seq < decided.c.last_seq,
+            json_text(store, reading.payload, "revision") == sa.cast(decided.c.revision, sa.String),
+        )
+        .order_by(reading.seq.desc())
+        .limit(1)
+        .correlate(decided)
+        .scalar_subquery()
+    )
+    models = (
+        sa.select(decided.c.study_uid, decided.c.revision, model.label("model"))
+        .cte("models")
+        .prefix_with("MATERIALIZED")
+    )
+    rows = session.execute(
+        sa.select(models.c.model, QaDecision.label, QaDecision.decision, sa.func.count())
+        .join(models, sa.and_(models.c.study_uid == QaDecision.study_uid, models.c.revision == QaDecision.revision))
+        .where(*current)
+        .group_by(models.c.model, QaDecision.label, QaDecision.decision)
+    )
+    counts: dict[str, dict[str, Counter[str]]] = {}
+    for name, label, verdict, count in rows:
+        per_model = counts.setdefault((name or "").strip() or NO_READING, {})
+        per_model.setdefault(label or WHOLE_DRAFT, Counter())[str(verdict)] += count
+    return {name: _agreements(counts[name]) for name in sorted(counts)}
+
+
+def _agreements(counts: dict[str, Counter[str]]) -> list[LabelAgreement]:
+    """Shares per label from decision counts: findings, then the impression, then whole drafts."""
     result = []
-    for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n == IMPRESSION, n)):  # findings, impression, draft
+    for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n == IMPRESSION, n)):
         per = counts[name]
         total = sum(per[d] for d in DECISIONS)
         result.append(

@@ -17,7 +17,8 @@ comes from:
   decision on the same (study, revision, label) replaced (copied into ``qa_decisions`` by
   :func:`~radtrace.console.dashboard_agreement.sync_decisions`), counted as
   :func:`radtrace.qa.agreement.agreement_by_label` counts; shares with Wilson 95 % intervals
-  (:class:`radtrace.qa.intervals.Proportion`), read by :mod:`.dashboard_agreement`;
+  (:class:`radtrace.qa.intervals.Proportion`), read by :mod:`.dashboard_agreement`; the same split by the model
+  version of the reading each decision was about (its last ``inference_completed`` before the decision);
 * **drift** — ``inference_completed`` events (their ``labels`` column: the labels found present) per day, in the
   window and the baseline before it, through :func:`radtrace.qa.drift.drift_alerts`; failures per day (revisions
   failed / failed + read) through :func:`radtrace.qa.drift.failure_bursts`;
@@ -41,7 +42,7 @@ import sqlalchemy as sa
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console.dashboard_agreement import read_agreement, sync_decisions
+from radtrace.console.dashboard_agreement import read_agreement, read_agreement_by_model, sync_decisions
 from radtrace.console.dashboard_queries import Window, as_date, aware, has_item, seconds_between, utc_day, within
 from radtrace.console.schema import ReviewItem
 from radtrace.qa.agreement import LabelAgreement
@@ -121,6 +122,8 @@ class Figures:
     #: Studies read in the window, and k when the latencies come from every k-th of them (1: all).
     latency_sample: tuple[int, int] = (0, 1)
     agreement: list[LabelAgreement] = field(default_factory=list)
+    #: The same per model (name and version) of the reading decided, models in name order.
+    agreement_by_model: dict[str, list[LabelAgreement]] = field(default_factory=dict)
     prevalence: dict[str, list[ChartPoint]] = field(default_factory=dict)
     drift: list[DriftAlert] = field(default_factory=list)
     failures: list[PeriodCount] = field(default_factory=list)
@@ -165,11 +168,15 @@ def read_figures(store: Store, window: Window, now: datetime) -> Figures:
     def agreement(session: Any) -> None:
         figures.agreement = read_agreement(session, window)
 
+    def agreement_by_model(session: Any) -> None:
+        figures.agreement_by_model = read_agreement_by_model(session, store, window)
+
     sections = [
         lambda session: _mix(session, store, window, figures, fold),
         lambda session: _volume(session, store, window, figures, fold),
         lambda session: _latencies(session, store, window, figures, fold),
         agreement,
+        agreement_by_model,
         lambda session: _drift(session, store, window, figures, fold),
         lambda session: _rates(session, store, window, figures, fold),
         lambda session: _models(session, store, window, figures, fold),
