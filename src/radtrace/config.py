@@ -15,9 +15,10 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from types import UnionType
+from typing import Any, ClassVar, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -259,12 +260,52 @@ def _describe_validation_error(exc: ValidationError, config_file: Path | None = 
     lines = ["invalid configuration:"]
     for error in exc.errors():
         dotted = ".".join(str(part) for part in error["loc"])
-        top_level = [str(part) for part in error["loc"] if isinstance(part, str)]
-        env_name = ENV_PREFIX + ENV_NESTED_DELIMITER.join(top_level).upper()
+        env_name = _variable_of(error["loc"])
         given = error.get("input")
         shown = "" if isinstance(given, dict) or error["type"] == "missing" else f" (got {given!r})"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden" and isinstance(error["loc"][-1], str):
+            message = f"no such setting{_nearest(error['loc'][-1], _fields_at(error['loc'][:-1]))}"
         source = f"env {env_name}"
         if env_name not in {name.upper() for name in os.environ} and config_file is not None:
             source = f"config file {config_file}"
-        lines.append(f"  {dotted}: {error['msg']}{shown} [{source}]")
+        lines.append(f"  {dotted}: {message}{shown} [{source}]")
     return "\n".join(lines)
+
+
+def _variable_of(loc: Sequence[int | str]) -> str:
+    """The ``RADTRACE_*`` variable that holds the setting at ``loc``: a list or table setting (``dispatch.pacs``,
+    ``dispatch.ris``) is one variable in JSON, whatever inside it is wrong (not ``RADTRACE_DISPATCH__PACS__TLS``)."""
+    paths = _setting_paths(Settings)
+    parts: list[str] = []
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        parts.append(part)
+        if not paths.get(tuple(parts), False):  # a setting, not a section: its variable holds the rest
+            break
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts).upper()
+
+
+def _fields_at(loc: Sequence[int | str]) -> list[str]:
+    """The keys the model at ``loc`` takes (a list item's model for an index, X for ``X | None``); [] if none."""
+    node: Any = Settings
+    for part in loc:
+        node = _optional_of(node)
+        if isinstance(part, int):
+            node = get_args(node)[0] if get_origin(node) is list and get_args(node) else None
+            continue
+        fields = getattr(node, "model_fields", None)
+        if not isinstance(fields, dict) or part not in fields:
+            return []
+        node = fields[part].annotation
+    fields = getattr(_optional_of(node), "model_fields", None)
+    return list(fields) if isinstance(fields, dict) else []
+
+
+def _optional_of(annotation: Any) -> Any:
+    if get_origin(annotation) in (Union, UnionType):
+        options = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(options) == 1:
+            return options[0]
+    return annotation
