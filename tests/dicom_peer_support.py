@@ -48,7 +48,7 @@ def answering_scp(ae_title: str = "FAKEPACS", *, require_calling_aet: Sequence[s
         dataset = event.dataset
         scp.received.append(dataset)
         status = scp.statuses.pop(0) if scp.statuses else 0x0000
-        if status == 0x0000 or status >= 0xB000:
+        if status == 0x0000 or 0xB000 <= status <= 0xBFFF or status in (0x0107, 0x0116):  # success or warning
             scp.stored.append(str(dataset.SOPInstanceUID))
         return status
 

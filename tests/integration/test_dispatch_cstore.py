@@ -95,6 +95,7 @@ def test_failure_status_is_not_a_delivery(
     with pytest.raises(error, match=f"0x{status:04X}") as raised:
         store_instance(payload, pacs, calling_ae_title="RADTRACE")
     assert getattr(raised.value, "retryable", None) is retryable
+    assert fake_pacs.stored == []  # the PACS kept nothing (0xCxxx is a failure, PS3.7 Annex C)
 
 
 def test_warning_status_is_stored_and_the_warning_kept(fake_pacs: AnsweringScp) -> None:
