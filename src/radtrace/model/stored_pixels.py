@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian
 
@@ -48,6 +49,8 @@ _PIXEL_DATA: Final = 0x7FE00010
 _BITS_STORED: Final = 0x00280101
 #: Extended Offset Table and its Lengths: part of the Pixel Data's encoding (PS3.5 A.4), not a header attribute.
 _EXTENDED_OFFSET_TABLE: Final = (0x7FE00001, 0x7FE00002)
+#: pydicom decoding plugins used only where no other reads the syntax (see ``_decoding_plugins``).
+_DISTRUSTED_PLUGINS: Final = frozenset({"gdcm", "pydicom"})
 _ONE_SAMPLE: Final = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"})
 _THREE_SAMPLES: Final = frozenset(
     {
@@ -94,14 +97,22 @@ def decode_first_frame(
     # A 12-bit JPEG Extended image is given to the one plugin that reads it (radtrace.decoders), not to pydicom's
     # search, where each plugin that refuses it first logs an ERROR with a traceback.
     plugin = decoding_plugin(str(syntax or ""), int(ds.get("BitsStored", 0) or 0))
-    try:
-        # The first frame only: a multi-frame image is not decoded whole, and pixel data longer than the header
-        # declares (trailing bytes a modality left) is not read as extra frames.
-        with warnings.catch_warnings(record=True) as caught:  # about lengths and padding, never values
-            warnings.simplefilter("always", UserWarning)
-            pixels = pixel_array(source, index=frame, allow_excess_frames=False, decoding_plugin=plugin)
-    except Exception as exc:  # decoders raise anything from RuntimeError to their own types
-        raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown transfer syntax'}): {exc}") from exc
+    pixels = None
+    errors: list[str] = []
+    # The first frame only: a multi-frame image is not decoded whole, and pixel data longer than the header
+    # declares (trailing bytes a modality left) is not read as extra frames.
+    with warnings.catch_warnings(record=True) as caught:  # about lengths and padding, never values
+        warnings.simplefilter("always", UserWarning)
+        for name in [plugin] if plugin else _decoding_plugins(str(syntax or "")):
+            try:
+                pixels = pixel_array(source, index=frame, allow_excess_frames=False, decoding_plugin=name)
+                break
+            except Exception as exc:  # decoders raise anything from RuntimeError to their own types
+                errors.append(str(exc))  # pydicom's message names the plugin
+    if pixels is None:
+        raise DicomInputError(
+            f"cannot decode the pixel data ({syntax or 'unknown transfer syntax'}): {'; '.join(errors)}"
+        )
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if pixels.ndim != (3 if samples > 1 else 2):
@@ -130,6 +141,35 @@ def decode_first_frame(
         if masked:
             step["masked_to_bits_stored"] = masked
     return pixels, [step]
+
+
+def _decoding_plugins(syntax: str) -> list[str]:
+    """The pydicom plugins to try, in pydicom's order, for encapsulated pixel data: all but GDCM and pydicom's own
+    RLE decoder where another reads the syntax; [""] (pydicom's own search) for native pixel data and where those
+    are the only ones.
+
+    GDCM asserts what it expects of a codestream by throwing C++ exceptions that its Python binding does not
+    catch: a damaged JPEG, JPEG-LS or JPEG 2000 header ends the whole worker process (std::terminate, SIGABRT)
+    where the other plugins raise an error. For JPEG 2000 and JPEG-LS the others wrap the very libraries GDCM
+    uses (OpenJPEG, CharLS); 8-bit JPEG is read by Pillow's libjpeg. JPEG Lossless and 12-bit JPEG Extended
+    have no other decoder here (pylibjpeg-libjpeg is GPL): GDCM still reads them.
+
+    pydicom's RLE decoder expands a segment whole before it compares its length with the frame's: replicate runs
+    decode to 64 times their bytes (8 MiB to 512 MiB for a 1-megapixel frame). pylibjpeg-rle stops at the frame's
+    length; pydicom's search fell back to the unbounded one wherever pylibjpeg-rle refused the header (a first
+    segment offset of 68 instead of 64, PS3.5 G.5).
+    """
+    try:
+        uid = UID(syntax)
+        if not uid.is_encapsulated:
+            return [""]
+        decoder = get_decoder(uid)
+    except (NotImplementedError, ValueError):
+        return [""]
+    available = set(decoder.available_plugins)
+    ordered = [name for name in getattr(decoder, "_available", {}) if name in available] or sorted(available)
+    others = [name for name in ordered if name not in _DISTRUSTED_PLUGINS]
+    return others or [""]
 
 
 def _samples_problem(ds: Dataset) -> str | None:

@@ -48,6 +48,7 @@ REAL_FILMS: Final = Path(__file__).resolve().parents[3] / "tests" / "data" / "re
 NIH: Final = "nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm"
 RG1_J2K: Final = "nema-rg1-cr-chest-pa-mono1-j2k-lossy.dcm"
 RG1_JLS: Final = "nema-rg1-cr-chest-pa-mono1-jpegls-near-lossless.dcm"
+CANINE: Final = "canine-dx-thorax-lateral-mono1-small.dcm"
 
 #: What the child's own imports hold is not the decode's: growth is measured from the RSS just before each file.
 _MIB: Final = 1 << 20
@@ -293,6 +294,22 @@ def _jls_with_components(components: int) -> bytes:
     return bytes(data[:sof]) + segment + bytes(data[sof + 10 + 3 * declared :])
 
 
+def _canine_patched(encoding: str, old: bytes, new: bytes) -> Any:
+    """The canine film re-encoded in JPEG 2000 or JPEG-LS lossless, the first ``old`` of its codestream replaced."""
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+
+    ds = dcmread(REAL_FILMS / CANINE)
+    syntax, plugin = (JPEG2000Lossless, "pylibjpeg") if encoding == "j2k" else (JPEGLSLossless, "pyjpegls")
+    ds.compress(syntax, encoding_plugin=plugin)
+    codestream = _whole_codestream(ds)
+    if old not in codestream:
+        raise RuntimeError(f"the {encoding} codestream has no {old.hex()} to patch")
+    ds.PixelData = encapsulate([codestream.replace(old, new, 1)])
+    return ds
+
+
 def header_variant(film: Path | str, attributes: dict[str, Any], path: Path, *, pixel_bytes: int | None = None) -> Path:
     """``film`` (a file, or a name in :data:`REAL_FILMS`) saved to ``path`` with ``attributes`` set (None deletes
     one) and its native pixel data cut or padded to ``pixel_bytes``."""
@@ -363,6 +380,12 @@ def _hostile_films(directory: Path) -> list[HostileFilm]:
     jls_ds.PixelData = encapsulate([_jls_with_components(4)])
     add("jls-4-components-1-sample", jls_ds, "failed", "(0028,0002) Samples per Pixel")
 
+    # Codestream headers GDCM asserts on (found by mutating the canine film's re-encodings): the process aborted.
+    add("j2k-siz-precision-128", _canine_patched("j2k", b"\x07\x01\x01\xff\x52", b"\xff\xff\xff\xff\x52"), "failed",
+        "cannot decode the pixel data")  # fmt: skip
+    add("jls-precision-24", _canine_patched("jls", b"\xff\xf7\x00\x0b\x08", b"\xff\xf7\x00\x0b\x18"), "failed",
+        "cannot decode the pixel data")  # fmt: skip
+
     # Truncated and garbage codestreams.
     rng = np.random.default_rng(20261205)
     add("j2k-truncated-10pc", rg1(j2k[: len(j2k) // 10]), "failed", "cannot decode the pixel data")
@@ -419,6 +442,10 @@ def _hostile_films(directory: Path) -> list[HostileFilm]:
     runs = b"\x81\x80" * (4 * _MIB)  # replicate runs: 8 MiB that decode to 512 MiB, for a 1 MiB frame
     rle.PixelData = encapsulate([struct.pack("<16L", 1, 64, *([0] * 14)) + runs])
     add("rle-segment-decodes-to-512-mib", rle, "failed", "same value")
+    rle_68 = nih()
+    rle_68.file_meta.TransferSyntaxUID = RLELossless
+    rle_68.PixelData = encapsulate([struct.pack("<16L", 1, 68, *([0] * 14)) + bytes(4) + runs])
+    add("rle-segment-at-68-decodes-to-512-mib", rle_68, "failed", "Invalid segment offset")
     deflated = nih()
     deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     add("deflated-film", deflated, "read")
