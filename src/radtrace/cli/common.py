@@ -214,6 +214,15 @@ def refuse_foreign_data_dir(settings: Settings, *, create: bool = False) -> None
         fail(problem, EXIT_USAGE)
 
 
+#: Run on a host set up from deploy/ without RADTRACE_DATA_DIR, a command looks in ./var (the systemd units' data is
+#: in /var/lib/radtrace, their settings in /etc/radtrace/radtrace.env, which a shell does not read).
+DEPLOYED_DATA_DIR_HINT = (
+    "; on a host set up from deploy/systemd it is /var/lib/radtrace, used as the service's user: sudo -u radtrace env "
+    "RADTRACE_DATA_DIR=/var/lib/radtrace /opt/radtrace/venv/bin/radtrace ... (with any RADTRACE_STORE__URL and "
+    "RADTRACE_BROKER__URL that /etc/radtrace/radtrace.env sets; docs/operations.md, Runbook)"
+)
+
+
 def refuse_missing_database(settings: Settings) -> None:
     """Exit 1, naming the data directory looked in, when the embedded SQLite database is not there (a command run
     from the wrong folder); nothing when it is, or when store.url names another database. Exit 2 when the data
@@ -224,10 +233,11 @@ def refuse_missing_database(settings: Settings) -> None:
         refuse_foreign_data_dir(settings)
         database = settings.data_dir / "radtrace.db"
         if not database.is_file():
+            deployed = "" if "RADTRACE_DATA_DIR" in os.environ else DEPLOYED_DATA_DIR_HINT
             fail(
                 f"no radtrace database at {database.resolve()} (data_dir {settings.data_dir.resolve()}): "
                 "start the service there first ('radtrace serve' or 'radtrace db upgrade'), or point "
-                "RADTRACE_DATA_DIR (or data_dir in the --config file) at the data directory in use"
+                f"RADTRACE_DATA_DIR (or data_dir in the --config file) at the data directory in use{deployed}"
             )
 
 
