@@ -186,3 +186,44 @@ def test_failures_and_latency_match_the_rows(page: Page, site: Site) -> None:
     whole = next(row for row in rows if row["period"] == "whole window" and row["stage"] == "total")
     assert float(whole["p50_s"]) == pytest.approx(p50, abs=0.01)
     assert float(whole["p95_s"]) == pytest.approx(p95, abs=0.01)
+
+
+#: Per chart on the page: its title, its description, and per line its dash pattern, per bar stack its segments
+#: and the hatched overlays drawn on them.
+CHARTS_JS = """[...document.querySelectorAll('svg.chart')].map(svg => ({
+  title: svg.querySelector('title').textContent,
+  desc: svg.querySelector('desc').textContent,
+  labelledby: (svg.getAttribute('aria-labelledby') || '').split(' ').map(id => document.getElementById(id) !== null),
+  lines: [...svg.querySelectorAll('polyline.chart-line')].map(l =>
+    [l.getAttribute('class'), l.getAttribute('stroke-dasharray') || '']),
+  stacks: [...svg.querySelectorAll('rect.chart-bar')].map(r => r.getAttribute('class')),
+  hatches: svg.querySelectorAll('rect.chart-hatch').length,
+}))"""
+
+
+def test_every_chart_is_readable_without_colour(page: Page, site: Site) -> None:
+    first = site.today - timedelta(days=6)
+    sign_in(page, site.url, "qa.monday")
+    page.goto(f"{site.url}/console/dashboard?from={first}&to={site.today}&period=day")
+    charts = page.evaluate(CHARTS_JS)
+    assert len(charts) > 10
+    for chart in charts:
+        assert chart["labelledby"] == [True, True], chart["title"]  # name and description both resolve
+        dashes = {cls.split()[-1]: dash for cls, dash in chart["lines"]}
+        assert len(set(dashes.values())) == len(dashes), (chart["title"], dashes)  # each line its own dash
+        stacks = [cls.split()[-1] for cls in chart["stacks"] if "chart-bar-0" not in cls.split()]
+        if "chart-bars" in page.locator("svg.chart").nth(charts.index(chart)).get_attribute("class"):
+            assert chart["hatches"] == len(stacks), chart["title"]  # every later stack hatched
+
+    # The model switch read from the chart's description alone: each day's readings per version, as the CSV has them.
+    models = next(chart for chart in charts if chart["title"] == "Model versions")
+    with page.expect_download() as download:
+        page.locator('a[data-csv="models"]').click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    assert {row["model"] for row in rows} == {f"{MODEL[0]} {MODEL[1]}", f"{NEW_MODEL[0]} {NEW_MODEL[1]}"}
+    said = dict(part.split(": ", 1) for part in models["desc"].split(". ", 1)[1].split("; "))
+    for row in rows:
+        day = date.fromisoformat(row["period"]).strftime("%d %b")
+        assert f"{row['model']} {row['readings']}" in said[day], (day, said[day])
+    latency = next(chart for chart in charts if chart["title"] == "Last image → SR at the PACS")
+    assert f"{site.today.strftime('%d %b')}: p50 " in latency["desc"]

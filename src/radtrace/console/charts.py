@@ -14,8 +14,10 @@ from data cannot inject markup. Colours are presentation attributes that ``conso
   stage, agreement shares);
 * :func:`stage_timeline_svg` — one study's stages as a Gantt-like chart (label, start offset, duration, seconds).
 
-Every chart carries ``role="img"``, a ``<title>`` and a ``<desc>`` for screen readers; the numbers themselves are
-offered as CSV next to each chart by the pages that draw them.
+Every chart carries ``role="img"``, a ``<title>`` and a ``<desc>`` for screen readers, the desc of a time series or
+bar chart with every value, period by period; the numbers themselves are offered as CSV next to each chart by the
+pages that draw them. Nothing is told by colour alone: a chart's second and later lines are dashed, each its own
+way, and its second and later bar stacks hatched, each its own way, as their legend entries are.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ TEXT_COLOUR: Final = "#c9d1d9"
 GRID_COLOUR: Final = "#3a424d"
 BAND_COLOUR: Final = "#4cc38a"
 TARGET_COLOUR: Final = "#e3b341"
+TARGET_DASH: Final = "6 3"
 FONT: Final = 11
 _MARGIN_LEFT: Final = 52
 _MARGIN_RIGHT: Final = 12
@@ -187,7 +190,7 @@ def _legend_rows(entries: Sequence[tuple[str, str]], width: int, left: float) ->
     placed = []
     x, row = left, 0
     for name, colour in entries:
-        span = 26 + 7.0 * len(name)
+        span = 36 + 7.0 * len(name)
         if x > left and x + span > width:
             x, row = left, row + 1
         placed.append((name, colour, x, row))
@@ -195,14 +198,69 @@ def _legend_rows(entries: Sequence[tuple[str, str]], width: int, left: float) ->
     return placed
 
 
-def _legend(parts: list[str], placed: Sequence[tuple[str, str, float, int]], y: float) -> None:
+def _legend(
+    parts: list[str], placed: Sequence[tuple[str, str, float, int]], y: float, marks: Mapping[str, str] | None = None
+) -> None:
+    """The legend; ``marks`` gives an entry the swatch that tells it apart without colour: a line's dash pattern
+    (``dash:<dasharray>``) or a bar's hatching (``fill:<url>``)."""
     for name, colour, x, row in placed:
         at = y + 14 * row
+        mark = (marks or {}).get(name, "")
+        if mark.startswith("dash:"):
+            parts.append(
+                f'<line x1="{x:.1f}" x2="{x + 20:.1f}" y1="{at - 3:.1f}" y2="{at - 3:.1f}" stroke="{colour}" '
+                f'stroke-width="2.4" stroke-dasharray="{mark[5:]}"/>'
+            )
+        else:
+            parts.append(f'<rect x="{x:.1f}" y="{at - 8:.1f}" width="20" height="10" fill="{colour}"/>')
+            if mark.startswith("fill:"):
+                parts.append(f'<rect x="{x:.1f}" y="{at - 8:.1f}" width="20" height="10" fill="{mark[5:]}"/>')
         parts.append(
-            f'<rect x="{x:.1f}" y="{at - 8:.1f}" width="10" height="10" fill="{colour}"/>'
-            f'<text class="chart-legend" x="{x + 14:.1f}" y="{at + 1:.1f}" font-size="{FONT}" fill="{TEXT_COLOUR}">'
+            f'<text class="chart-legend" x="{x + 24:.1f}" y="{at + 1:.1f}" font-size="{FONT}" fill="{TEXT_COLOUR}">'
             f"{_text(name)}</text>"
         )
+
+
+#: Dash patterns of a chart's second, third, … line (the first is solid): lines told apart without colour.
+#: Not the target line's "6 3" nor the centre line's "3 3".
+DASHES: Final = ("", "2 2", "10 3 2 3", "1 4", "12 4", "4 2 1 2")
+#: Hatching of a stacked bar chart's second, third, … stack (the first is plain): (angle, crossed).
+HATCHES: Final = ((45, False), (-45, False), (0, False), (90, False), (45, True))
+
+
+def _hatch_defs(parts: list[str], count: int) -> list[str]:
+    """Patterns for ``count`` stacks (the first plain), added to ``parts`` as ``<defs>``; returns each stack's
+    ``url(#…)`` (empty for the first)."""
+    fills = [""]
+    defs = []
+    for n in range(1, count):
+        angle, crossed = HATCHES[(n - 1) % len(HATCHES)]
+        ident = f"chart-hatch-{next(_ids)}"
+        lines = '<line x1="0" y1="0" x2="0" y2="6" stroke="#10141a" stroke-width="1.6" stroke-opacity="0.7"/>'
+        if crossed:
+            lines += '<line x1="0" y1="3" x2="6" y2="3" stroke="#10141a" stroke-width="1.6" stroke-opacity="0.7"/>'
+        defs.append(
+            f'<pattern id="{ident}" patternUnits="userSpaceOnUse" width="6" height="6" '
+            f'patternTransform="rotate({angle})">{lines}</pattern>'
+        )
+        fills.append(f"url(#{ident})")
+    if defs:
+        parts.append(f"<defs>{''.join(defs)}</defs>")
+    return fills
+
+
+def _values_text(
+    labels: Sequence[str], columns: Mapping[str, Sequence[float | None]], fmt: Callable[[float], str]
+) -> str:
+    """Every value as text, period by period ("29 Nov: read 49, failed 0; 30 Nov: …"): a chart's description for
+    a reader who cannot tell its colours apart, or cannot see it."""
+    periods = []
+    for i, label in enumerate(labels):
+        values = [(name, column[i] if i < len(column) else None) for name, column in columns.items()]
+        shown = [f"{name} {fmt(value)}" for name, value in values if value is not None]
+        if shown:
+            periods.append(f"{label}: {', '.join(shown)}")
+    return "; ".join(periods)
 
 
 def percent(value: float) -> str:
@@ -228,7 +286,12 @@ def time_series_svg(
     drawn larger, in red, with class ``chart-flag``. ``band`` shades per-period limits and draws its centre dashed;
     ``target`` draws a horizontal line. ``y_max`` fixes the axis top (else a round value above the data)."""
     description = f"{len(labels)} periods; series: " + ", ".join(s.name for s in series)
+    values_text = _values_text(labels, {s.name: s.values for s in series}, y_format)
+    description += f". {values_text}" if values_text else ""
     entries = [(s.name, PALETTE[n % len(PALETTE)]) for n, s in enumerate(series)]
+    marks = {s.name: f"dash:{DASHES[n % len(DASHES)]}" for n, s in enumerate(series) if len(series) > 1}
+    if target is not None:
+        marks[target_name] = f"dash:{TARGET_DASH}"
     if band is not None:
         entries.append((band.name, BAND_COLOUR))
     if target is not None:
@@ -254,8 +317,8 @@ def time_series_svg(
     if target is not None:
         parts.append(
             f'<line class="chart-target" x1="{left}" x2="{right}" y1="{y(target):.1f}" y2="{y(target):.1f}" '
-            f'stroke="{TARGET_COLOUR}" stroke-width="1.5" stroke-dasharray="6 3"><title>{_text(target_name)}: '
-            f"{_text(y_format(target))}</title></line>"
+            f'stroke="{TARGET_COLOUR}" stroke-width="1.5" stroke-dasharray="{TARGET_DASH}">'
+            f"<title>{_text(target_name)}: {_text(y_format(target))}</title></line>"
         )
     for n, line in enumerate(series):
         colour = PALETTE[n % len(PALETTE)]
@@ -271,7 +334,7 @@ def time_series_svg(
                 f"{' (flagged)' if flagged else ''}</title></circle>"
             )
     _x_labels(parts, labels, x, bottom, right - left)
-    _legend(parts, legend, plot_bottom + _MARGIN_BOTTOM - 5)
+    _legend(parts, legend, plot_bottom + _MARGIN_BOTTOM - 5, marks)
     return _close(parts)
 
 
@@ -312,9 +375,10 @@ def _polyline(
             runs[-1].append(f"{x(i):.1f},{y(value):.1f}")
     for run in runs:
         if len(run) > 1:
+            dash = DASHES[n % len(DASHES)]
             parts.append(
                 f'<polyline class="chart-line chart-line-{n}" points="{" ".join(run)}" fill="none" '
-                f'stroke="{colour}" stroke-width="1.6"/>'
+                f'stroke="{colour}" stroke-width="1.6"{f" stroke-dasharray={quoteattr(dash)}" if dash else ""}/>'
             )
 
 
@@ -333,10 +397,14 @@ def bar_chart_svg(
     ``stacks``' order); each segment titled with its stack, period and value."""
     chosen = {name: (colours or {}).get(name, PALETTE[n % len(PALETTE)]) for n, name in enumerate(stacks)}
     description = f"{len(labels)} periods; stacked: " + ", ".join(stacks)
+    values_text = _values_text(labels, stacks, y_format)
+    description += f". {values_text}" if values_text else ""
     legend = _legend_rows(list(chosen.items()), width, _MARGIN_LEFT)
     plot_bottom = height - _MARGIN_BOTTOM
     height += 14 * (legend[-1][3] if legend else 0)
     parts = _open(width, height, title, description, css_class)
+    hatches = _hatch_defs(parts, len(stacks))
+    marks = {name: f"fill:{hatches[n]}" for n, name in enumerate(stacks) if hatches[n]}
     totals = [sum(values[i] for values in stacks.values() if i < len(values)) for i in range(len(labels))]
     if not labels or not any(totals):
         return _empty(parts, width, height, "no data in this period")
@@ -354,15 +422,17 @@ def bar_chart_svg(
             value = values[i] if i < len(values) else 0.0
             if value <= 0:
                 continue
+            box = (f'x="{x(i) - bar / 2:.1f}" y="{y(base + value):.1f}" width="{bar:.1f}" '
+                   f'height="{max(0.5, y(base) - y(base + value)):.1f}"')  # fmt: skip
             parts.append(
-                f'<rect class="chart-bar chart-bar-{n}" x="{x(i) - bar / 2:.1f}" y="{y(base + value):.1f}" '
-                f'width="{bar:.1f}" height="{max(0.5, y(base) - y(base + value)):.1f}" '
-                f'fill="{chosen[name]}"><title>{_text(name)}, {_text(label)}: '
-                f"{_text(y_format(value))}</title></rect>"
+                f'<rect class="chart-bar chart-bar-{n}" {box} fill="{chosen[name]}"><title>{_text(name)}, '
+                f"{_text(label)}: {_text(y_format(value))}</title></rect>"
             )
+            if hatches[n]:  # told apart without colour too
+                parts.append(f'<rect class="chart-hatch" {box} fill="{hatches[n]}" pointer-events="none"/>')
             base += value
     _x_labels(parts, labels, x, bottom, right - left)
-    _legend(parts, legend, plot_bottom + _MARGIN_BOTTOM - 5)
+    _legend(parts, legend, plot_bottom + _MARGIN_BOTTOM - 5, marks)
     return _close(parts)
 
 
@@ -436,7 +506,7 @@ def horizontal_bars_svg(
     if target is not None:
         parts.append(
             f'<line class="chart-target" x1="{x(target):.1f}" x2="{x(target):.1f}" y1="{_MARGIN_TOP - 4}" '
-            f'y2="{height - 18}" stroke="{TARGET_COLOUR}" stroke-width="1.5" stroke-dasharray="6 3">'
+            f'y2="{height - 18}" stroke="{TARGET_COLOUR}" stroke-width="1.5" stroke-dasharray="{TARGET_DASH}">'
             f"<title>{_text(target_name)}: {_text(x_format(target))}</title></line>"
         )
     return _close(parts)
