@@ -6,6 +6,7 @@ database is reachable, an audit event. Log lines name studies by their hashed ke
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from radtrace.dicom_listener.rq_budget import REFUSED_REASON
 from radtrace.dicom_listener.spool import Spool, StagedFile, out_of_space
 from radtrace.dicom_listener.transport import close_fast_path, take_received
 from radtrace.errors import DicomInputError, RadtraceError
-from radtrace.logging import escape, study_key
+from radtrace.logging import escape, redacting, study_key
 from radtrace.store.engine import Store
 
 if TYPE_CHECKING:
@@ -292,7 +293,16 @@ class ListenerHandlers:
     # --- C-STORE --------------------------------------------------------------------------------
 
     def on_store(self, event: evt.Event) -> Dataset | int:
-        """C-STORE: stage, parse, record; success only once the instance and its row are durable."""
+        """C-STORE: stage, parse, record; success only once the instance and its row are durable.
+
+        Once the header is read, the instance's patient name, ID, birth date and accession are scrubbed from
+        every log line written while it is handled (:func:`radtrace.logging.redacting`), whoever writes it: a
+        library's message, an exception's text in the traceback logged below.
+        """
+        with contextlib.ExitStack() as scope:
+            return self._store(event, scope)
+
+    def _store(self, event: evt.Event, scope: contextlib.ExitStack) -> Dataset | int:
         actor = _actor(event.assoc)
         staged: StagedFile | None = None
         try:
@@ -320,13 +330,12 @@ class ListenerHandlers:
             staged = self.spool.stage_file(received, digest=digest)
             self.metrics.bytes.inc(staged.size)
             try:
-                header = self._check(
-                    read_header(staged.path, max_inflated_bytes=instance_byte_limit(self.settings.max_image_pixels)),
-                    event,
-                    staged.path,
-                )
+                limit = instance_byte_limit(self.settings.max_image_pixels)
+                header = read_header(staged.path, max_inflated_bytes=limit)
+                scope.enter_context(redacting(*header.patient_values()))
+                self._check(header, event, staged.path)
             except DicomInputError as exc:
-                return self._quarantine(staged, exc, actor, event)
+                return self._quarantine(staged, exc, actor, event, scope)
             result = record_instance(
                 self.store,
                 self.recorder,
@@ -369,7 +378,7 @@ class ListenerHandlers:
     def _requested_sop(event: evt.Event) -> str:
         return str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
 
-    def _check(self, header: ReceivedHeader, event: evt.Event, path: Path) -> ReceivedHeader:
+    def _check(self, header: ReceivedHeader, event: evt.Event, path: Path) -> None:
         requested = self._requested_sop(event)
         if requested and requested != header.sop_instance_uid:
             raise DicomInputError("SOP Instance UID in the dataset differs from the C-STORE request")
@@ -377,7 +386,6 @@ class ListenerHandlers:
         if context is not None and str(context) != header.sop_class_uid:
             raise SopClassMismatchError("SOP Class UID in the dataset differs from the presentation context")
         check_file(path, self.settings.max_image_pixels)  # before anything decodes it
-        return header
 
     def _out_of_space(self, received: Path, exc: OSError, actor: Actor, event: evt.Event) -> Dataset:
         """The spool filled up while the instance arrived: A700, the partial file removed, serving goes on."""
@@ -397,9 +405,12 @@ class ListenerHandlers:
         )
         return self._answer(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk full")
 
-    def _quarantine(self, staged: StagedFile, exc: DicomInputError, actor: Actor, event: evt.Event) -> Dataset:
+    def _quarantine(
+        self, staged: StagedFile, exc: DicomInputError, actor: Actor, event: evt.Event, scope: contextlib.ExitStack
+    ) -> Dataset:
         # named by its study where the file says it usably: QA asking about a study the PACS sent finds the refusal
         identity = refused_identity(staged.path, max_inflated_bytes=instance_byte_limit(self.settings.max_image_pixels))
+        scope.enter_context(redacting(*identity.patient_values()))
         where = self.spool.quarantine(staged, exc.reason)
         self.metrics.instances.labels(outcome="quarantined").inc()
         log.warning("quarantined an unusable instance as %s: %s", where.name, exc.reason)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -86,6 +86,12 @@ class ReceivedHeader:
     manufacturer_model: str | None = None
     photometric: str | None = None
     pixel_spacing_mm: float | None = None
+    patient_name: str | None = field(default=None, repr=False)  # for redacting logs only; never stored or logged
+    patient_birth_date: str | None = field(default=None, repr=False)
+
+    def patient_values(self) -> tuple[str | None, ...]:
+        """The values :func:`radtrace.logging.redacting` scrubs from logs while this instance is handled."""
+        return self.patient_name, self.patient_id, self.accession, self.patient_birth_date, self.patient_id_issuer
 
     def deviations_json(self) -> list[dict[str, str]] | None:
         """The deviations as kept on the instance row and in the audit event; None when there are none."""
@@ -131,6 +137,11 @@ class RefusedIdentity:
     study_uid: str | None = None
     accession: str | None = None
     patient_id: str | None = None
+    patient_name: str | None = field(default=None, repr=False)  # for redacting logs only
+
+    def patient_values(self) -> tuple[str | None, ...]:
+        """The values :func:`radtrace.logging.redacting` scrubs from logs while the refusal is handled."""
+        return self.patient_name, self.patient_id, self.accession
 
 
 def refused_identity(path: Path, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> RefusedIdentity:
@@ -147,7 +158,17 @@ def refused_identity(path: Path, *, max_inflated_bytes: int = DEFAULT_MAX_INFLAT
             study_uid: str | None = check_uid(ds.get("StudyInstanceUID"), "Study Instance UID")
         except DicomInputError:
             study_uid = None
-        return RefusedIdentity(study_uid, _text(ds.get("AccessionNumber"), 64), _text(ds.get("PatientID"), 64))
+        return RefusedIdentity(
+            study_uid, _text(ds.get("AccessionNumber"), 64), _text(ds.get("PatientID"), 64), _person_name(ds)
+        )
+
+
+def _person_name(ds: Dataset) -> str | None:
+    """Patient's Name as text (every component group), or None where it cannot be read."""
+    try:
+        return _text(ds.get("PatientName"), 400)
+    except Exception:  # a name pydicom cannot decode is not worth refusing an instance for
+        return None
 
 
 def _text(value: Any, limit: int) -> str | None:
@@ -324,4 +345,6 @@ def read_header(path: Path, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BY
             manufacturer_model=_text(ds.get("ManufacturerModelName"), 64),
             photometric=_text(ds.get("PhotometricInterpretation"), 16),
             pixel_spacing_mm=_spacing_mm(ds),
+            patient_name=_person_name(ds),
+            patient_birth_date=_text(ds.get("PatientBirthDate"), 32),
         )
