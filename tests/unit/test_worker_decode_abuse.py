@@ -32,9 +32,9 @@ pytestmark = pytest.mark.unit
 FULL = os.environ.get("RADTRACE_FULL_DECODE") == "1"
 EXAMPLES = int(os.environ.get("RADTRACE_FUZZ_DECODE_EXAMPLES", "600" if FULL else "40"))
 MAX_IMAGE_PIXELS = int(ListenerSettings.model_fields["max_image_pixels"].default)
-#: The prepare chain holds the stored frame and a few float64 images of it at once (measured: 35-41 bytes a pixel
-#: on the real films and the 49-megapixel bomb).
-BYTES_PER_PIXEL = 48
+#: The prepare chain holds the stored frame and at most two float64 images of it at once (measured in a fresh
+#: process: 18 bytes a pixel on the 49-megapixel bomb, 25 on the RG1 film, 36 on the 1-megapixel 8-bit NIH film).
+BYTES_PER_PIXEL = 32
 SLACK_BYTES = 128 << 20
 SECONDS = 30.0
 SLOW_SECONDS = 180.0
@@ -113,6 +113,18 @@ def test_a_codestream_whose_components_disagree_with_the_header_fails_and_the_wo
         outcome = child.decode(films[name].path)
         assert outcome.outcome == "failed", (name, outcome)
         assert films[name].reason in outcome.reason
+
+
+def test_a_film_is_prepared_holding_at_most_two_float_copies_of_it() -> None:
+    """The prepare chain held the stored frame and up to four float64 copies at once (window, levels, 8-bit
+    conversion, each out of place): 35.5 bytes a pixel on the RG1 film (128 MB for its 3.6 megapixels) and 1.65 GB
+    for a 676 KB JPEG 2000 declaring 7000 x 7000, under listener.max_image_pixels. Now computed in place."""
+    from radtrace.testing.decode_abuse import REAL_FILMS, RG1_J2K
+
+    with DecodeChild() as fresh:  # nothing decoded before: the growth is this film's
+        outcome = fresh.decode(REAL_FILMS / RG1_J2K)
+    assert outcome.outcome == "read"
+    assert outcome.peak_rss_growth <= 30 * 1955 * 1841, outcome.peak_rss_growth / (1955 * 1841)
 
 
 # --- header combinations ------------------------------------------------------------------------------------------

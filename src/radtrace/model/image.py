@@ -83,6 +83,7 @@ BORDER_SPAN: Final = 0.5
 
 FloatImage = NDArray[np.float64]
 Step = dict[str, Any]
+_LEVELS_CHUNK: Final = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,10 @@ def prepare_picture(
             checked before decoding.
     """
     gray, steps = display_values(ds, max_source_pixels=max_source_pixels)
-    eight_bit = np.rint(gray * 255.0).astype(np.uint8)
+    gray *= 255.0  # in place: a 50-megapixel image is 400 MB a float copy
+    np.rint(gray, out=gray)
+    eight_bit = gray.astype(np.uint8)
+    del gray
     steps.append({"step": "to_8bit", "scale": 255, "rounding": "nearest"})
     rows, columns = eight_bit.shape
     aspect = pixel_aspect_ratio(ds)
@@ -203,7 +207,7 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
     steps.append(voi_step)
     invert, inversion_step = _polarity(ds, photometric)
     if invert:
-        display = 1.0 - display
+        np.subtract(1.0, display, out=display)  # the VOI's own array
     check = polarity_plausibility(display, padding)
     inversion_step["polarity_check"] = check
     if check["verdict"] == PROBABLY_INVERTED:
@@ -214,7 +218,7 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
         )
     steps.append(inversion_step)
     if padding is not None:
-        display = np.where(padding, 0.0, display)  # not image: black, as a viewer shows the background
+        display[padding] = 0.0  # not image: black, as a viewer shows the background
     return display, steps
 
 
@@ -263,28 +267,42 @@ def apply_window(values: FloatImage, center: float, width: float, function: str 
     function = function.strip().upper() or "LINEAR"
     # A width of 2e-311 overflows to infinities that the thresholds and the clip below turn into 0 or 1.
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        # One output array, computed in place: an image at the pixel limit (50 megapixels) is 400 MB a copy, and
+        # the chain of temporaries held 35 bytes a pixel at once.
         if function == "LINEAR":
             if width < 1:
                 raise DicomInputError(f"window width {width} is below 1 for LINEAR")
             low = center - 0.5 - (width - 1) / 2
             high = center - 0.5 + (width - 1) / 2
-            scaled = ((values - (center - 0.5)) / (width - 1) + 0.5) if width > 1 else np.zeros_like(values)
-            out = np.where(values <= low, 0.0, np.where(values > high, 1.0, scaled))
+            if width > 1:
+                out = np.subtract(values, center - 0.5, dtype=np.float64)
+                out /= width - 1
+                out += 0.5
+            else:
+                out = np.zeros_like(values, dtype=np.float64)
         elif function == "LINEAR_EXACT":
             if width <= 0:
                 raise DicomInputError(f"window width {width} is not positive for LINEAR_EXACT")
-            out = np.where(
-                values <= center - width / 2,
-                0.0,
-                np.where(values > center + width / 2, 1.0, (values - center) / width + 0.5),
-            )
+            low, high = center - width / 2, center + width / 2
+            out = np.subtract(values, center, dtype=np.float64)
+            out /= width
+            out += 0.5
         elif function == "SIGMOID":
             if width <= 0:
                 raise DicomInputError(f"window width {width} is not positive for SIGMOID")
-            out = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - center) / width, -700.0, 700.0)))
+            out = np.subtract(values, center, dtype=np.float64)
+            out *= -4.0
+            out /= width
+            np.clip(out, -700.0, 700.0, out=out)
+            np.exp(out, out=out)
+            out += 1.0
+            np.reciprocal(out, out=out)
+            return np.clip(out, 0.0, 1.0, out=out)
         else:
             raise DicomInputError(f"unknown VOI LUT Function {function!r}")
-    return np.clip(np.asarray(out, dtype=np.float64), 0.0, 1.0)
+        out[values > high] = 1.0
+        out[values <= low] = 0.0  # below the window wins, as the first test of C.11.2.1.2
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def budget_size(
@@ -455,7 +473,7 @@ def _range_voi(values: FloatImage, inside: FloatImage) -> tuple[FloatImage, Step
     if high <= low:
         raise DicomInputError("every pixel holds the same value: the image shows nothing to read")
     best: Step = {"step": "voi", "kind": "full_range", "low": low, "high": high}
-    levels = int(np.count_nonzero(_levels((inside - low) / (high - low))))
+    levels = int(np.count_nonzero(_levels(_scaled(inside, low, high))))
     candidates: list[tuple[str, float, float]] = []
     extremes = float(max(np.mean(inside == low), np.mean(inside == high)))
     interior = inside[(inside > low) & (inside < high)]
@@ -469,7 +487,7 @@ def _range_voi(values: FloatImage, inside: FloatImage) -> tuple[FloatImage, Step
     for kind, robust_low, robust_high in candidates:
         if robust_high <= robust_low:
             continue
-        found = int(np.count_nonzero(_levels(np.clip((inside - robust_low) / (robust_high - robust_low), 0.0, 1.0))))
+        found = int(np.count_nonzero(_levels(_scaled(inside, robust_low, robust_high))))
         if found > levels:
             best = {"step": "voi", "kind": kind, "low": robust_low, "high": robust_high, "full_range": [low, high]}
             if kind == "percentile_range":
@@ -477,12 +495,28 @@ def _range_voi(values: FloatImage, inside: FloatImage) -> tuple[FloatImage, Step
             else:
                 best["extreme_share"] = round(extremes, 4)
             break
-    return np.clip((values - best["low"]) / (best["high"] - best["low"]), 0.0, 1.0), best
+    return _scaled(values, best["low"], best["high"]), best
+
+
+def _scaled(values: FloatImage, low: float, high: float) -> FloatImage:
+    """``values`` from ``low`` to ``high`` onto [0, 1], clipped: one new array, the rest in place (a 50-megapixel
+    image is 400 MB a copy)."""
+    out = np.subtract(values, low)
+    out /= high - low
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _levels(display: FloatImage) -> NDArray[np.int64]:
-    """How many pixels hold each of the 256 gray levels once ``display`` is in 8 bits."""
-    return np.bincount(np.rint(display * 255.0).astype(np.int64).ravel(), minlength=256)
+    """How many pixels hold each of the 256 gray levels once ``display`` (in [0, 1]) is in 8 bits.
+
+    Counted a million pixels at a time: whole, the scaled copy and its integers added 16 bytes a pixel to the
+    images already held, the worker's peak on a 49-megapixel film."""
+    counts = np.zeros(256, dtype=np.int64)
+    flat = display.reshape(-1)
+    for start in range(0, flat.size, _LEVELS_CHUNK):
+        scaled = np.rint(flat[start : start + _LEVELS_CHUNK] * 255.0)
+        counts += np.bincount(scaled.astype(np.int64), minlength=256)[:256]
+    return counts
 
 
 def _blankness(display: FloatImage, values: FloatImage, most_levels: int | None = None) -> str | None:
