@@ -21,13 +21,16 @@ def db_upgrade(
     from radtrace.audit.operations import ChainNotVerifiedError, local_operator
     from radtrace.audit.rebind import rebind_after_upgrade
     from radtrace.cli.audit_commands import report_rebound
-    from radtrace.store.migrate import upgrade
+    from radtrace.store.migrate import current_revision, upgrade
 
     settings = settings_of(ctx)
     with open_store(settings, create=True) as store:
+        before = current_revision(store)
+        refuse_newer(before)
         with err.status("migrating the database …"):
             revision = upgrade(store, app_role=app_role)
-        out.print(f"database at revision {revision}")
+        outcome = f"upgraded from {before}" if before not in (None, revision) else "already; nothing to do"
+        out.print(f"database at revision {revision} ({'created' if before is None else outcome})")
         try:
             done = rebind_after_upgrade(store, local_operator(), CheckpointSource.for_settings(settings))
         except ChainNotVerifiedError as exc:
@@ -45,5 +48,23 @@ def db_current(ctx: typer.Context) -> None:
         current = current_revision(store)
     head = head_revision()
     out.print(f"database revision: {current or 'none (empty database)'}; newest: {head}")
+    refuse_newer(current)
     if current != head:
         fail("the database is not at the newest revision; run 'radtrace db upgrade'")
+
+
+def refuse_newer(revision: str | None) -> None:
+    """Exit 1 when a newer radtrace migrated the database (this one rolled back after an upgrade): this version
+    cannot read it correctly, and 'radtrace db upgrade' cannot help (before: alembic's "Can't locate revision")."""
+    from alembic.script import ScriptDirectory
+
+    from radtrace.store.migrate import MIGRATIONS, head_revision
+
+    known = {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+    if revision is None or revision in known:
+        return
+    fail(
+        f"the database was migrated by a newer radtrace (revision {revision}; this version knows up to "
+        f"{head_revision()}): run the radtrace version that migrated it, or restore the backup taken before the "
+        "upgrade (docs/operations.md, Upgrades and migrations); this version does not downgrade a database"
+    )
