@@ -227,3 +227,41 @@ def test_every_chart_is_readable_without_colour(page: Page, site: Site) -> None:
         assert f"{row['model']} {row['readings']}" in said[day], (day, said[day])
     latency = next(chart for chart in charts if chart["title"] == "Last image → SR at the PACS")
     assert f"{site.today.strftime('%d %b')}: p50 " in latency["desc"]
+
+
+def test_agreement_per_finding_over_time_matches_a_hand_count(page: Page, site: Site) -> None:
+    first = site.today - timedelta(days=6)
+    with site.store.session() as session:
+        rows = session.execute(
+            sa.select(AuditEventRow.recorded_at, AuditEventRow.payload).where(
+                AuditEventRow.event_type == EventType.FINDING_ASSESSED.value,
+                AuditEventRow.recorded_at >= _midnight(first),
+                AuditEventRow.recorded_at < _midnight(site.today + timedelta(days=1)),
+            )
+        ).all()
+    expected: dict[tuple[str, str], Counter[str]] = {}  # (UTC day, label) -> decisions
+    for at, payload in rows:
+        fields = json.loads(payload)
+        expected.setdefault((at.date().isoformat(), fields["finding"]), Counter())[fields["decision"]] += 1
+    sign_in(page, site.url, "qa.monday")
+    page.goto(f"{site.url}/console/dashboard?from={first}&to={site.today}&period=day")
+    with page.expect_download() as download:
+        page.locator('a[data-csv="agreement_periods"]').click()
+    shown = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    findings = {(row["period"], row["label"]): row for row in shown if row["label"] != "(whole draft)"}
+    assert set(findings) == set(expected)
+    for key, counts in expected.items():
+        row = findings[key]
+        assert (int(row["decisions"]), int(row["accepted"]), int(row["rejected"]), int(row["modified"])) == (
+            sum(counts.values()),
+            counts["accept"],
+            counts["reject"],
+            counts["modify"],
+        ), key
+    # The chart says the same, point by point, in its text alternative.
+    label = "Pleural Effusion"
+    desc = page.locator(f'#agreement-periods figure[data-label="{label}"] svg desc').text_content() or ""
+    for (day, name), counts in expected.items():
+        if name == label:
+            share = f"{counts['accept'] / sum(counts.values()) * 100:.0f}%"
+            assert f"{date.fromisoformat(day).strftime('%d %b')}: accepted {share}" in desc

@@ -7,7 +7,8 @@ days) by day or by ISO week. Label drift uses the ``qa`` settings that the Prome
 outside its 95 % limits on one side for ``qa.drift_run_days`` days), so the page and the site's alerting agree.
 
 By week, the figures cover whole ISO weeks: from the Monday of ``from``'s week, which the page names as the first
-day counted. Agreement is shown per label and, below it, per label and model version of the reading decided.
+day counted. Agreement is shown per label, per label and model version of the reading decided, and per label and
+period (the share accepted).
 
 Every chart's numbers download as CSV from ``/console/dashboard/<chart>.csv`` with the same parameters; a text
 cell that a spreadsheet would run as a formula (``= + - @``, tab, CR) is prefixed with an apostrophe. The studies
@@ -69,8 +70,8 @@ MAX_DAYS: Final = 366
 #: The days a window may show: the baseline before ``from`` and the period after ``to`` stay in the calendar.
 EARLIEST: Final = date(1970, 1, 1)
 LATEST: Final = date(9998, 12, 31)
-CHARTS: Final = ("volume", "queue", "latency", "agreement", "agreement_models", "prevalence", "failures", "mix",
-                  "rates", "models")  # fmt: skip
+CHARTS: Final = ("volume", "queue", "latency", "agreement", "agreement_models", "agreement_periods", "prevalence",
+                  "failures", "mix", "rates", "models")  # fmt: skip
 DECISION_NAMES: Final = {"accept": "accepted", "reject": "rejected", "modify": "modified"}
 VOLUME_COLOURS: Final = {"read": "#56b4e9", "skipped": "#e69f00", "failed": "#ff5a4f"}
 
@@ -261,6 +262,20 @@ def _agreement_model_rows(f: Figures) -> list[list[object]]:
     ]
 
 
+def _agreement_period_rows(f: Figures) -> list[list[object]]:
+    """Per label, per period with decisions: the page's "share accepted per period" charts' numbers."""
+    rows: list[list[object]] = [["period", "label", "decisions", "accepted", "accepted_share", "rejected",
+                                 "modified"]]  # fmt: skip
+    for label, per_period in f.agreement_periods.items():
+        for p in f.periods:
+            counts = per_period.get(p, Counter())
+            total = sum(counts[d] for d in DECISIONS)
+            if total:
+                rows.append([p, label, total, counts["accept"], counts["accept"] / total, counts["reject"],
+                             counts["modify"]])  # fmt: skip
+    return rows
+
+
 def _label_model_agreement(f: Figures) -> list[tuple[Any, str]]:
     """Each (label's agreement, model) of :attr:`Figures.agreement_by_model`, label by label (in the agreement
     table's order) and, within a label, model by model: the rows of the page's table and of its CSV."""
@@ -318,6 +333,7 @@ def _model_rows(f: Figures) -> list[list[object]]:
 _TABLES: Final[dict[str, Callable[[Figures], list[list[object]]]]] = {
     "volume": _volume_rows, "queue": _queue_rows, "latency": _latency_rows, "agreement": _agreement_rows,
     "agreement_models": _agreement_model_rows,
+    "agreement_periods": _agreement_period_rows,
     "prevalence": _prevalence_rows, "failures": _failure_rows, "mix": _mix_rows, "rates": _rates_rows,
     "models": _model_rows,
 }  # fmt: skip
@@ -378,6 +394,13 @@ def _charts(f: Figures) -> dict[str, Any]:
         [(a.label, a.accepted.rate or 0.0, a.accepted.low, a.accepted.high) for a in f.agreement if a.total],
         title="Share accepted, with its 95 % interval", x_format=percent, x_max=1.0,
     )  # fmt: skip
+    charts["agreement_periods"] = {
+        label: time_series_svg(
+            labels, [Series("accepted", [_share_accepted(per_period.get(p)) for p in f.periods])],
+            title=label, y_format=percent, y_max=1.0, width=460, height=180,
+        )
+        for label, per_period in f.agreement_periods.items()
+    }  # fmt: skip
     drifting = _drift_periods(f)
     charts["prevalence"] = {
         label: time_series_svg(
@@ -410,6 +433,11 @@ def _charts(f: Figures) -> dict[str, Any]:
     }
     charts["models"] = _mix_chart(labels, f.periods, f.models, "Model versions")
     return charts
+
+
+def _share_accepted(counts: Counter[str] | None) -> float | None:
+    total = sum(counts[d] for d in DECISIONS) if counts else 0
+    return counts["accept"] / total if counts and total else None  # no decision: a gap, not 0 %
 
 
 def _uid_name(value: str) -> str:

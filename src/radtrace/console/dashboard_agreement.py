@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ from sqlalchemy.orm import aliased
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console.dashboard_queries import Window, aware, json_text, within
+from radtrace.console.dashboard_queries import Window, as_date, aware, json_text, utc_day, within
 from radtrace.console.review import IMPRESSION
 from radtrace.console.schema import QaAgreementCount, QaDecision
 from radtrace.qa.agreement import DECISIONS, LabelAgreement
@@ -40,6 +40,7 @@ __all__ = [
     "current_agreement",
     "read_agreement",
     "read_agreement_by_model",
+    "read_agreement_by_period",
     "sync_decisions",
 ]
 
@@ -244,6 +245,20 @@ def read_agreement_by_model(session: Any, store: Store, window: Window) -> dict[
         per_model = counts.setdefault((name or "").strip() or NO_READING, {})
         per_model.setdefault(label or WHOLE_DRAFT, Counter())[str(verdict)] += count
     return {name: _agreements(counts[name]) for name in sorted(counts)}
+
+
+def read_agreement_by_period(session: Any, store: Store, window: Window) -> dict[str, dict[date, Counter[str]]]:
+    """:func:`read_agreement`'s counts per label (whole drafts last) and per UTC day the decision was recorded:
+    label -> day -> decision -> count (an index-only count on ``ix_qa_decisions_recorded_at``)."""
+    rows = session.execute(
+        sa.select(utc_day(store, QaDecision.recorded_at), QaDecision.label, QaDecision.decision, sa.func.count())
+        .where(within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
+        .group_by(sa.literal_column("1"), QaDecision.label, QaDecision.decision)
+    )
+    counts: dict[str, dict[date, Counter[str]]] = {}
+    for day, label, verdict, count in rows:
+        counts.setdefault(label or WHOLE_DRAFT, {}).setdefault(as_date(str(day)), Counter())[str(verdict)] += count
+    return {name: counts[name] for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n == IMPRESSION, n))}
 
 
 def _agreements(counts: dict[str, Counter[str]]) -> list[LabelAgreement]:

@@ -18,7 +18,8 @@ comes from:
   :func:`~radtrace.console.dashboard_agreement.sync_decisions`), counted as
   :func:`radtrace.qa.agreement.agreement_by_label` counts; shares with Wilson 95 % intervals
   (:class:`radtrace.qa.intervals.Proportion`), read by :mod:`.dashboard_agreement`; the same split by the model
-  version of the reading each decision was about (its last ``inference_completed`` before the decision);
+  version of the reading each decision was about (its last ``inference_completed`` before the decision), and per
+  label per period;
 * **drift** — ``inference_completed`` events (their ``labels`` column: the labels found present) per day, in the
   window and the baseline before it, through :func:`radtrace.qa.drift.drift_alerts`; failures per day (revisions
   failed / failed + read) through :func:`radtrace.qa.drift.failure_bursts`;
@@ -42,7 +43,12 @@ import sqlalchemy as sa
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console.dashboard_agreement import read_agreement, read_agreement_by_model, sync_decisions
+from radtrace.console.dashboard_agreement import (
+    read_agreement,
+    read_agreement_by_model,
+    read_agreement_by_period,
+    sync_decisions,
+)
 from radtrace.console.dashboard_queries import Window, as_date, aware, has_item, seconds_between, utc_day, within
 from radtrace.console.schema import ReviewItem
 from radtrace.qa.agreement import LabelAgreement
@@ -124,6 +130,8 @@ class Figures:
     agreement: list[LabelAgreement] = field(default_factory=list)
     #: The same per model (name and version) of the reading decided, models in name order.
     agreement_by_model: dict[str, list[LabelAgreement]] = field(default_factory=dict)
+    #: Per label, per period start: the current decisions recorded in that period, by decision.
+    agreement_periods: dict[str, dict[date, Counter[str]]] = field(default_factory=dict)
     prevalence: dict[str, list[ChartPoint]] = field(default_factory=dict)
     drift: list[DriftAlert] = field(default_factory=list)
     failures: list[PeriodCount] = field(default_factory=list)
@@ -171,12 +179,19 @@ def read_figures(store: Store, window: Window, now: datetime) -> Figures:
     def agreement_by_model(session: Any) -> None:
         figures.agreement_by_model = read_agreement_by_model(session, store, window)
 
+    def agreement_periods(session: Any) -> None:
+        for label, per_day in read_agreement_by_period(session, store, window).items():
+            per_period = figures.agreement_periods.setdefault(label, {})
+            for day, counts in per_day.items():
+                per_period.setdefault(fold(day), Counter()).update(counts)
+
     sections = [
         lambda session: _mix(session, store, window, figures, fold),
         lambda session: _volume(session, store, window, figures, fold),
         lambda session: _latencies(session, store, window, figures, fold),
         agreement,
         agreement_by_model,
+        agreement_periods,
         lambda session: _drift(session, store, window, figures, fold),
         lambda session: _rates(session, store, window, figures, fold),
         lambda session: _models(session, store, window, figures, fold),
