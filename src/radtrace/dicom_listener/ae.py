@@ -124,8 +124,19 @@ class Listener:
         metrics: ListenerMetrics | None = None,
         redirect_tempdir: bool = False,
         source_counts: SharedSourceCounts | None = None,
+        plain_port: int | None = None,
     ) -> None:
-        """``source_counts``: associations per source of the other listener processes on the port, if any."""
+        """``source_counts``: associations per source of the other listener processes on the port, if any.
+
+        ``plain_port``: a second port, without TLS, for modalities that cannot do TLS, where ``listener.port`` has
+        TLS (``listener.tls.enabled``). Both ports are served by the same handlers and :class:`Admission`: one
+        ``max_associations``, one per-source share and one negotiation budget per source for the two. No setting
+        names it yet: ``radtrace listen`` does not pass it, and its locks and start-up checks cover ``listener.port``
+        only.
+        """
+        if plain_port is not None and (not settings.listener.tls.enabled or plain_port == settings.listener.port):
+            raise ConfigError("a plain port is for a listener whose listener.port has TLS, and must be another port")
+        self.plain_port = plain_port
         self.settings = settings
         self.store = store
         self.spool = Spool(settings.spool_dir, settings.quarantine_dir, fsync=settings.listener.fsync)
@@ -153,7 +164,7 @@ class Listener:
         )
         self.redirect_tempdir = redirect_tempdir
         self._server: ThreadedAssociationServer | None = None
-        self._thread: threading.Thread | None = None
+        self._servers: list[ListenerServer] = []
         self._stopped = threading.Event()
 
     @property
@@ -162,6 +173,11 @@ class Listener:
         if self._server is None:
             raise RuntimeError("the listener is not running")
         return int(self._server.server_address[1])
+
+    @property
+    def ports(self) -> list[int]:
+        """Every TCP port listened on: ``listener.port``, then the plain port if any."""
+        return [int(server.server_address[1]) for server in self._servers]
 
     def start(self) -> None:
         """Prepare the spool, start the completion timer and the DICOM server (non-blocking)."""
@@ -172,37 +188,50 @@ class Listener:
             tempfile.tempdir = str(self.spool.incoming)
         listener = self.settings.listener
         ae = build_ae(self.settings)
+        doors = [(listener.port, server_ssl_context(listener.tls))]
+        if self.plain_port is not None:
+            doors.append((self.plain_port, None))
         try:
-            server = cast(
-                "ListenerServer",
-                ae.make_server(
-                    (listener.host, listener.port),
-                    evt_handlers=self.handlers.bindings(),
-                    ssl_context=server_ssl_context(listener.tls),
-                    server_class=ListenerServer,
-                ),
-            )
-        except OSError as exc:
-            raise ConfigError(f"listener: cannot listen on {listener.host}:{listener.port}: {exc.strerror}") from exc
-        ae._servers.append(server)  # as AE.start_server does: server.shutdown() unregisters it
-        server.admission = self.admission
-        server.on_refused = self.handlers.on_connection_refused
-        server.on_timed_out = self.handlers.on_timed_out
+            for port, context in doors:
+                try:
+                    server = cast(
+                        "ListenerServer",
+                        ae.make_server(
+                            (listener.host, port),
+                            evt_handlers=self.handlers.bindings(),
+                            ssl_context=context,
+                            server_class=ListenerServer,
+                        ),
+                    )
+                except OSError as exc:
+                    raise ConfigError(f"listener: cannot listen on {listener.host}:{port}: {exc.strerror}") from exc
+                ae._servers.append(server)  # as AE.start_server does: server.shutdown() unregisters it
+                server.admission = self.admission  # one for every port: limits and budgets are counted together
+                server.on_refused = self.handlers.on_connection_refused
+                server.on_timed_out = self.handlers.on_timed_out
+                self._servers.append(server)
+        except ConfigError:
+            for opened in self._servers:
+                opened.server_close()
+            self._servers = []
+            raise
         self.watchdog = Watchdog(self.admission, on_sweep=self.handlers.refusals.flush, on_cut=self.handlers.on_cut_off)
         self.watchdog.start()
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="radtrace-listener", daemon=True)
-        self._thread.start()
+        self._server = self._servers[0]
+        for server in self._servers:
+            threading.Thread(target=server.serve_forever, name="radtrace-listener", daemon=True).start()
         self.timer.start()
         self._audit(EventType.APPLICATION_STARTED, self.port)
-        log.info("DICOM listener %s on %s:%d", listener.ae_title, listener.host, self.port)
+        plain = f" (TLS) and {listener.host}:{self.plain_port} (without TLS)" if self.plain_port is not None else ""
+        log.info("DICOM listener %s on %s:%d%s", listener.ae_title, listener.host, self.port, plain)
 
     def stop(self) -> None:
         """Stop accepting, let the timer finish, record the stop."""
         if self._server is not None:
             port = self.port
-            self._server.shutdown()
-            self._server = None
+            for server in self._servers:
+                server.shutdown()
+            self._server, self._servers = None, []
             if self.watchdog is not None:
                 self.watchdog.stop()
             for connection in self.admission.connections:  # nothing outlives the listener
@@ -219,9 +248,10 @@ class Listener:
 
     def _audit(self, event_type: EventType, port: int) -> None:
         try:
-            self.recorder.record(
-                AuditEvent(event_type, self.actor, payload={"component": "dicom_listener", "port": port})
-            )
+            payload: dict[str, object] = {"component": "dicom_listener", "port": port}
+            if self.plain_port is not None:
+                payload["plain_port"] = self.plain_port
+            self.recorder.record(AuditEvent(event_type, self.actor, payload=payload))
         except RadtraceError as exc:
             log.error("could not record %s: %s", event_type.value, exc.reason)
 
