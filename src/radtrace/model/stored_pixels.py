@@ -25,7 +25,7 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian
 
-from radtrace.decoders import decoding_plugin
+from radtrace.decoders import PLUGIN, decoding_plugin
 from radtrace.dicom_listener.attributes import (
     PALETTE_COLOURS,
     palette_descriptor,
@@ -35,6 +35,7 @@ from radtrace.dicom_listener.attributes import (
 from radtrace.dicom_listener.codestream import SizeError, codestream_size, first_fragment
 from radtrace.dicom_listener.pixel_budget import CODESTREAM_SYNTAXES, PixelMismatchError, check_dataset
 from radtrace.errors import DicomInputError
+from radtrace.model.isolated_decode import decode_in_child
 
 __all__ = ["MAX_SOURCE_PIXELS", "decode_first_frame", "padding_mask", "palette_luminance"]
 
@@ -97,13 +98,17 @@ def decode_first_frame(
     # A 12-bit JPEG Extended image is given to the one plugin that reads it (radtrace.decoders), not to pydicom's
     # search, where each plugin that refuses it first logs an ERROR with a traceback.
     plugin = decoding_plugin(str(syntax or ""), int(ds.get("BitsStored", 0) or 0))
+    names = [plugin] if plugin else _decoding_plugins(str(syntax or ""))
     pixels = None
     errors: list[str] = []
+    warned: list[str] = []
+    if _encapsulated(ds) and (plugin == PLUGIN or names == [""]):  # GDCM alone reads it: never in this process
+        pixels, warned = decode_in_child(source, frame, names[0], str(syntax))
     # The first frame only: a multi-frame image is not decoded whole, and pixel data longer than the header
     # declares (trailing bytes a modality left) is not read as extra frames.
     with warnings.catch_warnings(record=True) as caught:  # about lengths and padding, never values
         warnings.simplefilter("always", UserWarning)
-        for name in [plugin] if plugin else _decoding_plugins(str(syntax or "")):
+        for name in names if pixels is None else []:
             try:
                 pixels = pixel_array(source, index=frame, allow_excess_frames=False, decoding_plugin=name)
                 break
@@ -113,6 +118,7 @@ def decode_first_frame(
         raise DicomInputError(
             f"cannot decode the pixel data ({syntax or 'unknown transfer syntax'}): {'; '.join(errors)}"
         )
+    warned += [str(w.message)[:200] for w in caught]
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if pixels.ndim != (3 if samples > 1 else 2):
@@ -134,8 +140,8 @@ def decode_first_frame(
     if shift:
         pixels = np.right_shift(pixels, shift)  # arithmetic for signed values: the sign stays
         step["high_bit"] = int(ds.HighBit)
-    if caught:
-        step["decoder_warnings"] = [str(w.message)[:200] for w in caught[:4]]
+    if warned:
+        step["decoder_warnings"] = warned[:4]
     if pixels.ndim == 2:
         pixels, masked = _to_bits_stored(pixels, int(ds.get("BitsStored", 0) or 0), step["pixel_representation"])
         if masked:

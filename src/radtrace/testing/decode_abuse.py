@@ -310,6 +310,24 @@ def _canine_patched(encoding: str, old: bytes, new: bytes) -> Any:
     return ds
 
 
+def _nih_jpeg_lossless(old: bytes, new: bytes) -> Any:
+    """The NIH film in JPEG Lossless SV1 (GDCM's encoder, as the study factory's), the first ``old`` of its
+    codestream replaced (a JPEG Lossless frame only GDCM decodes here)."""
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLosslessSV1
+
+    from radtrace.testing.pixel_data import encode_pixel_data
+
+    ds = dcmread(REAL_FILMS / NIH)
+    encode_pixel_data(ds, JPEGLosslessSV1)
+    codestream = _whole_codestream(ds)
+    if old and old not in codestream:
+        raise RuntimeError(f"the JPEG Lossless codestream has no {old.hex()} to patch")
+    ds.PixelData = encapsulate([codestream.replace(old, new, 1) if old else codestream])
+    return ds
+
+
 def header_variant(film: Path | str, attributes: dict[str, Any], path: Path, *, pixel_bytes: int | None = None) -> Path:
     """``film`` (a file, or a name in :data:`REAL_FILMS`) saved to ``path`` with ``attributes`` set (None deletes
     one) and its native pixel data cut or padded to ``pixel_bytes``."""
@@ -385,6 +403,10 @@ def _hostile_films(directory: Path) -> list[HostileFilm]:
         "cannot decode the pixel data")  # fmt: skip
     add("jls-precision-24", _canine_patched("jls", b"\xff\xf7\x00\x0b\x08", b"\xff\xf7\x00\x0b\x18"), "failed",
         "cannot decode the pixel data")  # fmt: skip
+
+    add("jpeg-lossless-dht-marker-lost", _nih_jpeg_lossless(b"\xff\xc4", b"\xff\xff"), "failed",
+        "the decoder aborted")  # fmt: skip
+    add("jpeg-lossless", _nih_jpeg_lossless(b"", b""), "read")
 
     # Truncated and garbage codestreams.
     rng = np.random.default_rng(20261205)
