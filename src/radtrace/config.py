@@ -13,6 +13,7 @@ its environment variable; secrets (tokens, keys, passwords inside URLs) are mask
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -260,7 +261,7 @@ def _describe_validation_error(exc: ValidationError, config_file: Path | None = 
     lines = ["invalid configuration:"]
     for error in exc.errors():
         dotted = ".".join(str(part) for part in error["loc"])
-        env_name = _variable_of(error["loc"])
+        env_name = environment_variable(error["loc"])
         given = error.get("input")
         shown = "" if isinstance(given, dict) or error["type"] == "missing" else f" (got {given!r})"
         message = error["msg"]
@@ -273,7 +274,7 @@ def _describe_validation_error(exc: ValidationError, config_file: Path | None = 
     return "\n".join(lines)
 
 
-def _variable_of(loc: Sequence[int | str]) -> str:
+def environment_variable(loc: Sequence[int | str]) -> str:
     """The ``RADTRACE_*`` variable that holds the setting at ``loc``: a list or table setting (``dispatch.pacs``,
     ``dispatch.ris``) is one variable in JSON, whatever inside it is wrong (not ``RADTRACE_DISPATCH__PACS__TLS``)."""
     paths = _setting_paths(Settings)
@@ -309,3 +310,34 @@ def _optional_of(annotation: Any) -> Any:
         if len(options) == 1:
             return options[0]
     return annotation
+
+
+def setting_source(dotted: str, config_file: Path | None) -> str:
+    """Where the value of the setting ``dotted`` (as ``radtrace config show`` lists it) comes from: ``env NAME``,
+    ``config file PATH`` or ``default``. A file value that a variable overrides is named, since that edit has no
+    effect (a RADTRACE_* left exported in the shell, or an Environment= line in a unit)."""
+    parts = dotted.split(".")
+    variable = environment_variable(parts)
+    document = _toml_document(config_file)
+    held = variable.removeprefix(ENV_PREFIX).lower().split(ENV_NESTED_DELIMITER)  # the setting the variable sets
+    if variable in {name.upper() for name in os.environ}:
+        shadowed = _lookup(document, parts)
+        return f"env {variable}" + (
+            f" (overrides {shadowed} in config file {config_file})" if shadowed is not None else ""
+        )
+    return f"config file {config_file}" if _lookup(document, held) is not None else "default"
+
+
+def _lookup(document: Mapping[str, Any], path: Sequence[str]) -> Any:
+    node: Any = document
+    for part in path:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+@functools.cache
+def _toml_document(config_file: Path | None) -> Mapping[str, Any]:
+    if config_file is None:
+        return {}
+    with config_file.open("rb") as handle:  # load_settings has read it already: it is TOML
+        return tomllib.load(handle)

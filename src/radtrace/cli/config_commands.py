@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from radtrace.cli.common import config_app, flatten, out, settings_of
+from radtrace.config import setting_source
 from radtrace.config_reference import masked_settings, settings_reference
 
 
@@ -22,9 +23,10 @@ def config_show(
     if as_json:
         typer.echo(json.dumps(shown, indent=2, ensure_ascii=False))
         return
-    table = Table("setting", "value", title="radtrace effective configuration", title_justify="left")
+    config_file = ctx.find_root().params.get("config")
+    table = Table("setting", "value", "from", title="radtrace effective configuration", title_justify="left")
     for key, value in flatten(shown):
-        table.add_row(key, value)
+        table.add_row(key, value, setting_source(key, config_file))
     out.print(table)
 
 
