@@ -75,3 +75,27 @@ def test_each_decision_counts_under_the_model_of_the_reading_it_was_about(store:
         (NO_READING, "Atelectasis"): Counter(accept=1),
     }
     assert list(shown) == sorted(shown)
+
+
+def test_a_site_that_only_ever_ran_one_model_counts_every_decision_under_it(store: Store) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    a, b = (f"1.2.826.0.1.3680043.10.1032.{n}" for n in (1, 2))
+    story = [
+        _reading(a, 1, OLD),
+        _decided(a, 1, "Atelectasis", "accept"),
+        _decided(a, 1, "Atelectasis", "modify"),  # replaces the accept
+        _reading(b, 1, OLD),
+        _decided(b, 1, "Atelectasis", "reject"),
+        _decided(b, 1, None, "accept"),
+    ]
+    empty: dict[Any, list[dict[str, Any]]] = {table: [] for table in (Study, Revision, Instance, OutboxMessage,
+                                                                       ReviewItem)}  # fmt: skip
+    _insert(store, empty, [(start + timedelta(minutes=n), event) for n, event in enumerate(story)])
+    window = Window(start.date() - timedelta(days=1), start.date() + timedelta(days=1))
+    with store.session() as session:
+        shown = read_agreement_by_model(session, store, window)
+    assert list(shown) == [" ".join(OLD)]
+    assert [(a.label, a.accepted.count, a.rejected.count, a.modified.count) for a in shown[" ".join(OLD)]] == [
+        ("Atelectasis", 0, 1, 1),
+        (WHOLE_DRAFT, 1, 0, 0),
+    ]

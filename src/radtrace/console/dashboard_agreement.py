@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -205,8 +205,13 @@ def read_agreement_by_model(session: Any, store: Store, window: Window) -> dict[
     version that changed mid-window (a new model rolled out) is then compared with the one before, label by label.
 
     The reading is looked up once per study revision decided (on the ``study_uid`` index: a study's few events),
-    not once per decision."""
+    not once per decision; and not at all while the site has only ever run one model, whose counts are then
+    :func:`read_agreement`'s."""
     current = (within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
+    only = _only_model(session, window)
+    if only is not None:
+        agreement = read_agreement(session, window)
+        return {only: agreement} if agreement else {}
     # MATERIALIZED: else SQLite flattens the CTEs and runs the lookup again for each use (per decision, twice).
     decided = (
         sa.select(QaDecision.study_uid, QaDecision.revision, sa.func.max(QaDecision.seq).label("last_seq"))
@@ -259,6 +264,24 @@ def read_agreement_by_period(session: Any, store: Store, window: Window) -> dict
     for day, label, verdict, count in rows:
         counts.setdefault(label or WHOLE_DRAFT, {}).setdefault(as_date(str(day)), Counter())[str(verdict)] += count
     return {name: counts[name] for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n == IMPRESSION, n))}
+
+
+def _only_model(session: Any, window: Window) -> str | None:
+    """The model (name and version) when one alone has read anything up to the window's end, which every decision
+    in the window is then about (an index-only scan of the readings); None when there were several."""
+    models = session.execute(
+        sa.select(AuditEventRow.model_name, AuditEventRow.model_version)
+        .where(
+            AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value,
+            AuditEventRow.recorded_at < datetime.combine(window.last + timedelta(days=1), time.min, tzinfo=UTC),
+        )
+        .distinct()
+        .limit(2)
+    ).all()
+    if len(models) != 1:
+        return None
+    name, version = models[0]
+    return f"{name or ''} {version or ''}".strip() or NO_READING
 
 
 def _agreements(counts: dict[str, Counter[str]]) -> list[LabelAgreement]:
