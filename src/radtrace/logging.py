@@ -25,7 +25,7 @@ import logging
 import re
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from types import FrameType
 from typing import IO, Any, Final
@@ -39,8 +39,10 @@ __all__ = [
     "PatientDataFilter",
     "configure_logging",
     "escape",
+    "patient_values",
     "redact_text",
     "redacting",
+    "registered",
     "study_key",
 ]
 
@@ -138,6 +140,27 @@ def redacting(*values: object) -> Iterator[None]:
         yield
     finally:
         _registered_values.reset(token)
+
+
+def registered() -> frozenset[str]:
+    """The values registered with :func:`redacting` in this context, to register them again where the context does
+    not reach (another process: :mod:`radtrace.worker.drafting`)."""
+    return _registered_values.get()
+
+
+_PATIENT_KEYWORDS: Final = ("PatientName", "PatientID", "PatientBirthDate", "IssuerOfPatientID", "AccessionNumber")
+
+
+def patient_values(datasets: Iterable[Dataset]) -> tuple[str, ...]:
+    """The patient's name, ID, birth date, the issuer and the accession in a study's headers: what
+    :func:`redacting` is given while the study is handled."""
+    values: set[str] = set()
+    for ds in datasets:
+        for keyword in _PATIENT_KEYWORDS:
+            with contextlib.suppress(Exception):  # a value pydicom cannot convert is not logged by us either
+                if value := ds.get(keyword):
+                    values.add(str(value))
+    return tuple(sorted(values))
 
 
 def redact_text(text: str) -> str:

@@ -12,7 +12,9 @@ tests/e2e/test_logging_canaries.py).
 from __future__ import annotations
 
 import io
+import json
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -23,9 +25,12 @@ from typing import Any
 import pydicom
 import pytest
 
+from draft_process_support import LIBRARY as CHILD_LIBRARY
+from draft_process_support import talkative
 from listener_support import listener_settings, running
 from radtrace.dicom_listener import handlers
 from radtrace.dicom_listener.dcmtk import storescu
+from radtrace.logging import configure_logging
 from radtrace.model.reader import StudyReader
 from radtrace.model.reading import Reading
 from radtrace.model.study import Skipped, StudyImage
@@ -33,6 +38,7 @@ from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study, write_study
 from radtrace.worker import pipeline
+from radtrace.worker.drafting import PoolDrafter
 from radtrace.worker.pipeline import StudyPipeline
 from worker_support import revision_row, spool_study, worker_settings
 
@@ -156,3 +162,47 @@ def test_what_is_logged_while_the_worker_handles_a_revision_never_names_its_pati
     output = captured_log.getvalue()
     assert re.search(r"ValueError: cannot index <redacted> under <redacted>", output), output[-2000:]
     _assert_redacted(output, [read, failing], injected=5)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_what_a_draft_process_logs_while_building_a_studys_drafts_never_names_its_patient(
+    tmp_path: Path, store: Store, tiny_model_dir: Path, capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, fmt: str,
+) -> None:  # fmt: skip
+    """``model.draft_processes = 1`` (the default): the drafts are built in a spawned process, whose stderr is the
+    worker's. A library logging there writes through radtrace's handler, in the worker's format, with the study's
+    values redacted."""
+    wsettings = worker_settings(
+        tmp_path, str(store.engine.url.render_as_string(hide_password=False)), tiny_model_dir,
+        model={"draft_processes": 1}, logging={"format": fmt, "level": "INFO"},
+    )  # fmt: skip
+    configure_logging(fmt, "INFO", stream=io.StringIO())  # the worker's own handler (its lines are not looked at)
+    spec = _canaries("D")
+    uid, _ = spool_study(wsettings, store, make_study(spec, [ImageSpec(view="PA")]))
+    headers_only = pipeline.headers_only
+    monkeypatch.setattr(pipeline, "headers_only", lambda ds: talkative(headers_only(ds)))
+    drafter = PoolDrafter(wsettings, 1)
+    try:
+        worker = StudyPipeline(wsettings, store, StudyReader(wsettings.model, data_dir=wsettings.data_dir),
+                               drafter=drafter)  # fmt: skip
+        worker.process_batch(uid, 1)
+    finally:
+        drafter.close()
+    err = capfd.readouterr().err
+
+    assert revision_row(store, uid).state is RevisionState.REPORTED
+    for value in _sought(spec):
+        leaked = [line for line in err.splitlines() if value.lower() in line.lower()]
+        assert not leaked, f"{value!r} reached the worker's stderr: {leaked[:3]}"
+    lines = [line for line in err.splitlines() if CHILD_LIBRARY in line]
+    assert lines, f"the draft process's library wrote nothing: the test would prove nothing ({err[-1000:]!r})"
+    for line in lines:
+        if fmt == "json":
+            entry = json.loads(line)
+            assert (entry["level"], entry["logger"]) == ("WARNING", CHILD_LIBRARY)
+            message = entry["message"]
+            assert entry["process"] != os.getpid()  # written by the draft process
+        else:
+            assert re.match(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} WARNING {CHILD_LIBRARY}: ", line), line
+            message = line
+        assert re.search(r"could not match <redacted> \(<redacted>, born <redacted>\) to order <redacted>", message)

@@ -11,6 +11,12 @@ A draft process needs no database: it builds and keeps the files (:func:`~radtra
 build_and_keep`); the worker keeps the claims, records, enqueues and finishes. A draft process that dies
 (killed, out of memory) breaks the pool: every draft in it fails with a retryable error (the revision is read
 again later, up to ``broker.max_attempts``), and the next batch gets a fresh pool.
+
+A draft process logs as the worker does: it configures radtrace's logging (``logging.format`` and ``level``, the
+patient-data filter, warnings captured) when it starts, and builds each study's drafts with that study's
+identifiers registered (:func:`radtrace.logging.redacting`): those the worker had registered when it handed the
+job over, and those in the job's headers. Without it a library's warning there (pydicom, highdicom, hl7apy) went
+to stderr as it was written, the patient's name included.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pydicom.dataset import Dataset
 
 from radtrace.config import ReportingSettings, Settings
 from radtrace.errors import DraftProcessLostError
+from radtrace.logging import configure_logging, patient_values, redacting, registered
 from radtrace.model.reading import Reading
 from radtrace.model.study import is_bulk
 from radtrace.reporting.draft_store import BuiltDrafts, build_and_keep, drafts_root
@@ -80,6 +87,17 @@ def _build(reporting: ReportingSettings, root: Path, job: DraftJob) -> BuiltDraf
     )  # fmt: skip
 
 
+def _start_draft_process(fmt: str, level: str) -> None:
+    """A draft process's initializer: radtrace's logging, as its worker configured it (stderr, the worker's)."""
+    configure_logging(fmt, level)
+
+
+def _build_redacting(reporting: ReportingSettings, root: Path, job: DraftJob, values: frozenset[str]) -> BuiltDrafts:
+    """:func:`_build` in a draft process, with the study's identifiers registered while it builds."""
+    with redacting(*values):
+        return _build(reporting, root, job)
+
+
 class InlineDrafter:
     """Builds in the calling thread: the future is done when ``submit`` returns (tests; ``draft_processes = 0``)."""
 
@@ -110,22 +128,30 @@ class PoolDrafter:
         self.reporting = settings.reporting
         self.root = drafts_root(settings)
         self.processes = processes
+        self.log_settings = (settings.logging.format, settings.logging.level)
         self._make_executor = executor or self._spawn_pool
         self._executor: Executor | None = None
 
     def _spawn_pool(self) -> Executor:
-        return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(
+            self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_draft_process,
+            initargs=self.log_settings,
+        )
 
     def submit(self, job: DraftJob) -> Future[BuiltDrafts]:
         if self._executor is None:
             self._executor = self._make_executor()
+        # the context's registered values do not cross to the draft process: they travel with the job
+        values = registered() | frozenset(patient_values(job.sources))
         try:
-            return self._executor.submit(_build, self.reporting, self.root, job)
+            return self._executor.submit(_build_redacting, self.reporting, self.root, job, values)
         except BrokenProcessPool:  # a draft process died since the last batch: a fresh pool
             log.warning("a draft process died; starting a new pool of %d", self.processes)
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._make_executor()
-            return self._executor.submit(_build, self.reporting, self.root, job)
+            return self._executor.submit(_build_redacting, self.reporting, self.root, job, values)
 
     def close(self) -> None:
         if self._executor is not None:
