@@ -7,6 +7,7 @@ loaded once). ``read`` takes a study's images; ``read_many`` reads several in ba
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -213,7 +214,8 @@ class StudyReader:
             yield _outcome(self.prepare, studies[0])
             return
         pool = self._pool()
-        futures = [pool.submit(_outcome, self.prepare, images) for images in studies]
+        # each on a copy of the caller's context: the study values radtrace.logging.redacting registered
+        futures = [pool.submit(contextvars.copy_context().run, _outcome, self.prepare, images) for images in studies]
         for future in futures:
             yield future.result()
 
