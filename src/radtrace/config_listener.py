@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "CallerRule",
@@ -237,6 +237,18 @@ class ListenerSettings(Section):
         "and its bytes are not UTF-8 (valid UTF-8 is read as UTF-8); drafts are flagged character-set-assumed",
     )
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    plain_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="a second DICOM port without TLS, served by the same listener and limits, for modalities that "
+        "cannot do TLS; only with listener.tls.enabled (listener.port stays the TLS port); off when unset",
+    )
+    plain_allowed_callers: list[CallerRule] | None = Field(
+        default=None,
+        description="calling AE titles (pin them to their host) admitted on plain_port; unset: the allowed_callers "
+        "and accept_unknown_callers of listener.port; set: only these, even with accept_unknown_callers",
+    )
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     _ae = field_validator("ae_title")(check_ae_title)
@@ -247,6 +259,34 @@ class ListenerSettings(Section):
         from radtrace.model.charset import check_assumed  # pydicom: only when the setting is given
 
         return check_assumed(value)
+
+    @field_validator("plain_port")
+    @classmethod
+    def _plain_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None:
+            return None
+        tls, port = info.data.get("tls"), info.data.get("port")
+        if tls is not None and not tls.enabled:
+            raise ValueError(
+                "needs listener.tls.enabled: it is a second port, without TLS, beside the TLS of listener.port (a "
+                "listener without TLS serves plain DICOM on listener.port alone)"
+            )
+        if value == port:
+            raise ValueError(f"must be another port than listener.port ({port})")
+        metrics, processes = info.data.get("metrics_port"), info.data.get("processes", 1)
+        if metrics is not None and 0 <= value - metrics < processes:
+            raise ValueError(
+                f"is one of the listener's metrics ports (listener.metrics_port {metrics} to "
+                f"{metrics + processes - 1}, one per listener.processes)"
+            )
+        return value
+
+    @field_validator("plain_allowed_callers")
+    @classmethod
+    def _plain_callers(cls, value: list[CallerRule] | None, info: ValidationInfo) -> list[CallerRule] | None:
+        if value is not None and info.data.get("plain_port") is None:
+            raise ValueError("only with listener.plain_port: set it too, or unset this")
+        return value
 
     @property
     def metrics_bind_host(self) -> str:

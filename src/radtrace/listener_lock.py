@@ -7,10 +7,11 @@ listener therefore takes two locks, held for its life (``flock``: released when 
 by ``kill -9``):
 
 * ``<data_dir>/listener.lock``: one listener per data directory;
-* ``radtrace-listener-<port>.lock`` in the system's temporary folder: one radtrace listener per port on
-  this machine, whatever its data directory;
+* ``radtrace-listener-<port>.lock`` in the system's temporary folder, for ``listener.port`` and for
+  ``listener.plain_port`` when set: one radtrace listener per port on this machine, whatever its data directory
+  and whichever of its ports it is;
 
-and checks that nothing else already accepts connections on the port. Each refusal is a
+and checks that nothing else already accepts connections on either port. Each refusal is a
 :class:`ListenerLockError` (a configuration error: exit 2) saying who holds what.
 """
 
@@ -30,7 +31,7 @@ from typing import IO
 from radtrace.config import Settings
 from radtrace.errors import ConfigError
 
-__all__ = ["ListenerLockError", "listener_locks", "port_lock_path"]
+__all__ = ["ListenerLockError", "listener_locks", "listener_ports", "port_lock_path"]
 
 
 class ListenerLockError(ConfigError):
@@ -40,6 +41,14 @@ class ListenerLockError(ConfigError):
 def port_lock_path(port: int) -> Path:
     """The machine-wide lock file of a listener port."""
     return Path(tempfile.gettempdir()) / f"radtrace-listener-{port}.lock"
+
+
+def listener_ports(settings: Settings) -> list[tuple[int, str]]:
+    """Each port the listener binds, with the setting (and variable) that names it, for what is said about it."""
+    ports = [(settings.listener.port, "listener.port, RADTRACE_LISTENER__PORT")]
+    if settings.listener.plain_port is not None:
+        ports.append((settings.listener.plain_port, "listener.plain_port, RADTRACE_LISTENER__PLAIN_PORT"))
+    return ports
 
 
 def _holder(path: Path) -> dict[str, object]:
@@ -59,14 +68,18 @@ def _take(path: Path, what: str, settings: Settings) -> IO[str]:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
             raise ListenerLockError(f"cannot lock {path}: {exc.strerror or exc}") from exc
         held = _holder(path)
+        plain = f", plain_port {held['plain_port']}" if "plain_port" in held else ""
         raise ListenerLockError(
-            f"another radtrace listener (pid {held.get('pid', '?')}, port {held.get('port', '?')}, data directory "
-            f"{held.get('data_dir', '?')}) already {what}; stop it first, or give this one another "
+            f"another radtrace listener (pid {held.get('pid', '?')}, port {held.get('port', '?')}{plain}, data "
+            f"directory {held.get('data_dir', '?')}) already {what}; stop it first, or give this one another "
             "listener.port and data_dir (RADTRACE_LISTENER__PORT, RADTRACE_DATA_DIR)"
         ) from exc
     handle.seek(0)
     handle.truncate()
-    json.dump({"pid": os.getpid(), "port": settings.listener.port, "data_dir": str(settings.data_dir)}, handle)
+    holder: dict[str, object] = {"pid": os.getpid(), "port": settings.listener.port, "data_dir": str(settings.data_dir)}
+    if settings.listener.plain_port is not None:
+        holder["plain_port"] = settings.listener.plain_port
+    json.dump(holder, handle)
     handle.flush()
     return handle
 
@@ -81,17 +94,17 @@ def _port_answers(host: str, port: int) -> bool:
 @contextlib.contextmanager
 def listener_locks(settings: Settings) -> Iterator[None]:
     """Hold the data-directory and port locks for the block; raises :class:`ListenerLockError` if taken."""
-    port = settings.listener.port
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     held: list[IO[str]] = []
     try:
         held.append(_take(settings.data_dir / "listener.lock", f"uses data directory {settings.data_dir}", settings))
-        held.append(_take(port_lock_path(port), f"listens on port {port}", settings))
-        if _port_answers(settings.listener.host, port):
-            raise ListenerLockError(
-                f"port {port} is already in use by another program (listener.port, RADTRACE_LISTENER__PORT): "
-                "choose a free port or stop that program"
-            )
+        for port, setting in listener_ports(settings):
+            held.append(_take(port_lock_path(port), f"listens on port {port}", settings))
+            if _port_answers(settings.listener.host, port):
+                raise ListenerLockError(
+                    f"port {port} is already in use by another program ({setting}): choose a free port or stop "
+                    "that program"
+                )
         yield
     finally:
         for handle in held:

@@ -377,24 +377,27 @@ def for_serve(checks: list[Check]) -> list[Check]:
 
 
 def listener_port_problem(settings: Settings) -> str | None:
-    """Why this user may not listen on ``listener.port`` at all (a port below 1024 without the privilege), or None.
+    """Why this user may not listen on ``listener.port`` or ``listener.plain_port`` at all (a port below 1024 without
+    the privilege), or None.
 
     Only privilege is judged here: a port in use is left to ``radtrace listen``'s locks, which say who holds it.
     """
-    host, port = settings.listener.host or "0.0.0.0", settings.listener.port  # noqa: S104
-    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
-    except OSError as exc:
-        if exc.errno == errno.EACCES:
-            return (
-                f"port {port} needs privileges this user lacks (listener.port, RADTRACE_LISTENER__PORT): use a port "
-                "above 1023 and tell the PACS, or give the service CAP_NET_BIND_SERVICE (AmbientCapabilities= in "
-                "its systemd unit)"
-            )
-    finally:
-        probe.close()
+    from radtrace.listener_lock import listener_ports
+
+    host = settings.listener.host or "0.0.0.0"  # noqa: S104
+    for port, setting in listener_ports(settings):
+        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EACCES:
+                return (
+                    f"port {port} needs privileges this user lacks ({setting}): use a port above 1023 and tell the "
+                    "PACS, or give the service CAP_NET_BIND_SERVICE (AmbientCapabilities= in its systemd unit)"
+                )
+        finally:
+            probe.close()
     return None
 
 
@@ -405,9 +408,11 @@ def check_ports(settings: Settings) -> list[Check]:
     A listener port or data directory in use is left to ``radtrace listen`` itself: it takes its locks, refuses
     with exit 2 naming who holds them, and serve stops on that exit.
     """
+    from radtrace.listener_lock import listener_ports
+
     problem = listener_port_problem(settings) or _listener_lock_problem(settings)
     listener = (
-        Check("DICOM port", "ok", f"{settings.listener.host}:{settings.listener.port}")
+        Check("DICOM port", "ok", ", ".join(f"{settings.listener.host}:{port}" for port, _ in listener_ports(settings)))
         if problem is None
         else Check("DICOM port", "failed", problem, config_error=True)
     )

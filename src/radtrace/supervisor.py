@@ -307,8 +307,9 @@ def ready_line(settings: Settings, detail: str, name: str) -> str:
 def describe(settings: Settings) -> str:
     """One line saying where the service listens and keeps its files."""
     listener, api = settings.listener, settings.api
+    plain = "" if listener.plain_port is None else f" (TLS) and {listener.host}:{listener.plain_port} (without TLS)"
     return (
-        f"DICOM listener {listener.ae_title} on {listener.host}:{listener.port}; "
+        f"DICOM listener {listener.ae_title} on {listener.host}:{listener.port}{plain}; "
         f"QA API on http://{api.host}:{api.port}; data in {Path(settings.data_dir).absolute()}"
     )
 

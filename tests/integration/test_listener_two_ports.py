@@ -10,21 +10,30 @@ the same handlers and admission: one share, one ``max_associations``, one budget
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
 import ssl
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from pynetdicom import AE
 
-from listener_support import audit_payloads, listener_settings, running
+from listener_support import audit_payloads, listener_env, listener_settings, rows, running
 from radtrace.config import Settings
 from radtrace.dicom_listener.ae import Listener
-from radtrace.dicom_listener.dcmtk import echoscu
+from radtrace.dicom_listener.dcmtk import echoscu, storescu
 from radtrace.errors import ConfigError
 from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
+from radtrace.store.models import Revision, RevisionState
 from radtrace.testing.services import free_port
+from radtrace.testing.studies import ImageSpec, StudySpec, make_image, write_study
+from tests_support import radtrace
 
 pytestmark = [
     pytest.mark.integration,
@@ -107,3 +116,176 @@ def test_a_plain_port_needs_tls_on_the_listener_port(tmp_path: Path, store: Stor
     settings, _ = _settings(tmp_path, listener_port)
     with pytest.raises(ConfigError, match="another port"):
         Listener(settings, store, plain_port=listener_port)
+
+
+# --- the real `radtrace listen`: listener.plain_port and listener.plain_allowed_callers -----------------------------
+
+
+def _two_port_env(
+    tmp_path: Path, port: int, plain_port: int, database_url: str
+) -> tuple[dict[str, str], dict[str, Path]]:
+    """A listener with TLS on ``port`` for PACS and MODALITY, and MODALITY alone (from 127.0.0.1) on ``plain_port``."""
+    pki = _server_pki(tmp_path / "pki")
+    env = listener_env(tmp_path, port, database_url) | {
+        "RADTRACE_LISTENER__ALLOWED_CALLERS": '[{"ae_title": "PACS"}, {"ae_title": "MODALITY"}]',
+        "RADTRACE_LISTENER__TLS__ENABLED": "true",
+        "RADTRACE_LISTENER__TLS__CERTIFICATE": str(pki["server.pem"]),
+        "RADTRACE_LISTENER__TLS__PRIVATE_KEY": str(pki["server.key"]),
+        "RADTRACE_LISTENER__PLAIN_PORT": str(plain_port),
+        "RADTRACE_LISTENER__PLAIN_ALLOWED_CALLERS": '[{"ae_title": "MODALITY", "host": "127.0.0.1"}]',
+        "RADTRACE_LISTENER__MAX_ASSOCIATIONS_PER_SOURCE": "1",
+    }
+    return env, pki
+
+
+def _start(env: dict[str, str], plain_port: int) -> subprocess.Popen[str]:
+    """``radtrace listen`` with ``env``; returns once MODALITY's plain echo gets through."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | env
+    process = subprocess.Popen(
+        [sys.executable, "-m", "radtrace", "listen"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while echoscu(plain_port, calling="MODALITY").returncode != 0:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"listener did not start: {process.communicate()[0][-2000:]}")
+        time.sleep(0.2)
+    return process
+
+
+def _stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
+    process.send_signal(sig)
+    return process.communicate(timeout=60)[0]
+
+
+def test_radtrace_listen_serves_tls_and_plain_with_the_plain_callers_rules_and_one_share(
+    tmp_path: Path, database_url: str, listener_port: int
+) -> None:
+    plain_port = free_port()
+    env, pki = _two_port_env(tmp_path, listener_port, plain_port, database_url)
+    store = Store.from_url(database_url)
+    upgrade(store)
+    spec = StudySpec(study_uid="1.2.826.0.1.3680043.8.498.7731")
+    film, second = write_study([make_image(spec, ImageSpec(), 1, n) for n in (1, 2)], tmp_path / "in")
+    env["RADTRACE_LISTENER__SETTLE_SECONDS"] = "5.0"  # both instances within one settle, on a loaded machine too
+    env["RADTRACE_LISTENER__PROCESSES"] = "2"  # both ports in each process (SO_REUSEPORT), one share over all
+    listener = _start(env, plain_port)
+    try:
+        # PACS is admitted over TLS only: refused on the plain port as a calling AE not recognised (1/1/3).
+        pacs_plain = echoscu(plain_port, calling="PACS")
+        pacs_tls = _tls_echo(listener_port, pki)
+        # MODALITY, admitted on the plain port, stores a film there; PACS the study's second over TLS.
+        stored = storescu([film], plain_port, calling="MODALITY")
+        stored_tls = storescu([second], listener_port, options=["+tla", "+cf", str(pki["ca.pem"])])
+        # One share over both ports and both processes (max_associations_per_source = 1): a TLS association held
+        # by 127.0.0.1 leaves it none on the plain port, whichever process the kernel hands that connection to.
+        client = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+        peer = AE(ae_title="PACS")
+        peer.add_requested_context("1.2.840.10008.1.1")
+        held = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE", tls_args=(client, "localhost"))
+        assert held.is_established
+        try:
+            over_share = echoscu(plain_port, calling="MODALITY")
+        finally:
+            held.release()
+        after = echoscu(plain_port, calling="MODALITY")
+        deadline = time.monotonic() + 30
+        while not audit_payloads(store, "study_queued") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        log = _stop(listener)
+    assert pacs_plain.returncode != 0
+    assert "Rejected Permanent" in pacs_plain.stderr, pacs_plain.stderr
+    assert "Calling AE Title Not Recognized" in pacs_plain.stderr, pacs_plain.stderr
+    assert pacs_tls.returncode == 0, pacs_tls.stderr
+    assert stored.returncode == 0, stored.stderr
+    assert stored_tls.returncode == 0, stored_tls.stderr
+    assert over_share.returncode != 0
+    assert "Rejected Transient" in over_share.stderr, over_share.stderr
+    assert "Local Limit Exceeded" in over_share.stderr, over_share.stderr
+    assert after.returncode == 0, after.stderr
+
+    rejected = [json.loads(p) for p in audit_payloads(store, "association_rejected")]
+    by_reason = {p["reason"]: p for p in rejected}
+    not_allowed = by_reason["calling AE title not allowed"]
+    assert (not_allowed["diagnostic"], not_allowed["port"], not_allowed["tls"]) == (3, plain_port, False)
+    share = by_reason["too many concurrent associations from this source"]
+    assert (share["diagnostic"], share["port"], share["tls"]) == (2, plain_port, False)
+    assert "admitted over TLS on listener.port" in log, log
+    assert "RADTRACE_LISTENER__PLAIN_ALLOWED_CALLERS" in log, log
+    assert f"(TLS) and 127.0.0.1:{plain_port} (without TLS)" in log, log
+
+    assert len(audit_payloads(store, "instance_received")) == 2  # one study, one revision, queued once
+    assert len(audit_payloads(store, "study_queued")) == 1
+    revisions = rows(store, Revision)
+    assert [(r.number, r.state) for r in revisions] == [(1, RevisionState.QUEUED)]
+    both = [{"port": listener_port, "tls": True}, {"port": plain_port, "tls": False}]
+    for event in ("application_started", "application_stopped"):
+        assert [json.loads(p)["ports"] for p in audit_payloads(store, event)] == [both, both]
+    store.dispose()
+
+
+def test_radtrace_listen_after_kill_9_takes_both_ports_again_and_locks_both(
+    tmp_path: Path, database_url: str, listener_port: int
+) -> None:
+    plain_port = free_port()
+    env, pki = _two_port_env(tmp_path, listener_port, plain_port, database_url)
+    store = Store.from_url(database_url)
+    upgrade(store)
+    first = _start(env, plain_port)
+    _stop(first, signal.SIGKILL)
+    gone = echoscu(plain_port, calling="MODALITY", timeout=10), _tls_echo(listener_port, pki)
+    # Started again at once: the locks of both ports died with the process; both ports are served.
+    again = _start(env, plain_port)
+    try:
+        tls = _tls_echo(listener_port, pki)
+        # A second listener whose listener.port is this one's plain port is refused while this one runs.
+        other = tmp_path / "other"
+        clash = radtrace(
+            "listen",
+            env=listener_env(other, plain_port, f"sqlite:///{other / 'radtrace.db'}"),
+            timeout=120,
+        )
+    finally:
+        _stop(again)
+    assert [process.returncode != 0 for process in gone] == [True, True]
+    assert tls.returncode == 0, tls.stderr
+    started = [json.loads(p)["ports"] for p in audit_payloads(store, "application_started")]
+    assert started == [[{"port": listener_port, "tls": True}, {"port": plain_port, "tls": False}]] * 2
+    store.dispose()
+    assert clash.returncode == 2, clash.stderr
+    assert f"already listens on port {plain_port}" in clash.stderr, clash.stderr
+    assert f"plain_port {plain_port}" in clash.stderr, clash.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"RADTRACE_LISTENER__TLS__ENABLED": "false"}, "listener.plain_port: Value error, needs listener.tls.enabled"),
+        ({"RADTRACE_LISTENER__PLAIN_PORT": "{port}"}, "must be another port than listener.port"),
+        ({"RADTRACE_LISTENER__METRICS_PORT": "{plain_port}"}, "is one of the listener's metrics ports"),
+        ({"RADTRACE_LISTENER__PLAIN_PORT": ""}, "listener.plain_allowed_callers: Value error, only with"),
+        ({"busy": "plain"}, "(listener.plain_port, RADTRACE_LISTENER__PLAIN_PORT)"),
+    ],
+    ids=["without-tls", "same-port", "metrics-port", "callers-without-port", "plain-port-busy"],
+)
+def test_radtrace_listen_refuses_a_wrong_plain_port_at_start(
+    tmp_path: Path, listener_port: int, change: dict[str, str], named: str
+) -> None:
+    plain_port = free_port()
+    env, _ = _two_port_env(tmp_path, listener_port, plain_port, f"sqlite:///{tmp_path / 'radtrace.db'}")
+    values = {"port": str(listener_port), "plain_port": str(plain_port)}
+    env |= {k: v.format(**values) for k, v in change.items() if k != "busy"}
+    if env["RADTRACE_LISTENER__PLAIN_PORT"] == "":
+        del env["RADTRACE_LISTENER__PLAIN_PORT"]
+    with socket.socket() as busy:
+        if "busy" in change:  # another program listens on the plain port
+            busy.bind(("127.0.0.1", plain_port))
+            busy.listen()
+        refused = radtrace("listen", env=env, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert named in refused.stderr, refused.stderr

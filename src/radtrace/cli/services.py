@@ -126,10 +126,11 @@ def listen(ctx: typer.Context) -> None:
     """Run the DICOM listener (C-ECHO / C-STORE SCP) alone, until SIGTERM or Ctrl-C.
 
     Runs the start-up checks first (the embedded SQLite database is migrated; an out-of-date
-    PostgreSQL schema is refused), then listener.processes processes sharing listener.port.
+    PostgreSQL schema is refused), then listener.processes processes sharing listener.port (and
+    listener.plain_port, when set).
     """
     from radtrace.dicom_listener.service import run_listener_processes
-    from radtrace.listener_lock import listener_locks
+    from radtrace.listener_lock import listener_locks, listener_ports
 
     settings = settings_of(ctx)
     _refuse_failed_checks(run_preflight(settings))
@@ -143,7 +144,8 @@ def listen(ctx: typer.Context) -> None:
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-        fail(f"port {settings.listener.port} is already in use (listener.port, RADTRACE_LISTENER__PORT)", EXIT_USAGE)
+        ports = " or ".join(f"port {port} ({setting})" for port, setting in listener_ports(settings))
+        fail(f"{ports} is already in use", EXIT_USAGE)
     if code:
         raise typer.Exit(code)
 

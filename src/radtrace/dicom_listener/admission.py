@@ -79,6 +79,12 @@ class Connection:
 
     host: str
     opened_at: float
+    port: int = 0
+    """The listener's port it was accepted on (0: not known)."""
+    tls: bool = False
+    """Accepted on a TLS port."""
+    plain_port: bool = False
+    """Accepted on ``listener.plain_port`` (without TLS, beside a TLS ``listener.port``)."""
     sock: socket.socket | None = None
     assoc: Any = None
     admitted: bool = False

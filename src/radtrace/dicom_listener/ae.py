@@ -128,11 +128,11 @@ class Listener:
     ) -> None:
         """``source_counts``: associations per source of the other listener processes on the port, if any.
 
-        ``plain_port``: a second port, without TLS, for modalities that cannot do TLS, where ``listener.port`` has
-        TLS (``listener.tls.enabled``). Both ports are served by the same handlers and :class:`Admission`: one
-        ``max_associations``, one per-source share and one negotiation budget per source for the two. No setting
-        names it yet: ``radtrace listen`` does not pass it, and its locks and start-up checks cover ``listener.port``
-        only.
+        ``plain_port`` (``listener.plain_port``): a second port, without TLS, for modalities that cannot do TLS, where
+        ``listener.port`` has TLS (``listener.tls.enabled``). Both ports are served by the same handlers and
+        :class:`Admission`: one ``max_associations``, one per-source share and one negotiation budget per source for
+        the two; callers on it are judged by ``listener.plain_allowed_callers`` when set
+        (:func:`~radtrace.dicom_listener.policy.caller_rules`).
         """
         if plain_port is not None and (not settings.listener.tls.enabled or plain_port == settings.listener.port):
             raise ConfigError("a plain port is for a listener whose listener.port has TLS, and must be another port")
@@ -188,7 +188,7 @@ class Listener:
             tempfile.tempdir = str(self.spool.incoming)
         listener = self.settings.listener
         ae = build_ae(self.settings)
-        doors = [(listener.port, server_ssl_context(listener.tls))]
+        doors: list[tuple[int, ssl.SSLContext | None]] = [(listener.port, server_ssl_context(listener.tls))]
         if self.plain_port is not None:
             doors.append((self.plain_port, None))
         try:
@@ -209,6 +209,7 @@ class Listener:
                 server.admission = self.admission  # one for every port: limits and budgets are counted together
                 server.on_refused = self.handlers.on_connection_refused
                 server.on_timed_out = self.handlers.on_timed_out
+                server.plain_port = port == self.plain_port
                 self._servers.append(server)
         except ConfigError:
             for opened in self._servers:
@@ -251,6 +252,10 @@ class Listener:
             payload: dict[str, object] = {"component": "dicom_listener", "port": port}
             if self.plain_port is not None:
                 payload["plain_port"] = self.plain_port
+            tls = self.settings.listener.tls.enabled
+            payload["ports"] = [{"port": port, "tls": tls}] + (
+                [] if self.plain_port is None else [{"port": self.plain_port, "tls": False}]
+            )
             self.recorder.record(AuditEvent(event_type, self.actor, payload=payload))
         except RadtraceError as exc:
             log.error("could not record %s: %s", event_type.value, exc.reason)

@@ -143,6 +143,7 @@ class ListenerHandlers:
                 free_bytes=self.free_bytes(),
                 active_from_source=self.admission.held_by(connection.host),
                 peer_max_pdu=assoc.requestor.maximum_length,
+                plain_port=connection.plain_port,
             )
             rejection = check_association(request, self.settings)
         except Exception as exc:
@@ -176,6 +177,8 @@ class ListenerHandlers:
             result=rejection.result,
             source=rejection.source,
             diagnostic=rejection.diagnostic,
+            port=connection.port or None,
+            tls=connection.tls,
         )
         assoc.kill()
 
@@ -258,6 +261,8 @@ class ListenerHandlers:
             limit=getattr(self.settings, setting.removeprefix("listener."), None),
             detail=detail,
             established=connection.established_at is not None,
+            port=connection.port or None,
+            tls=connection.tls,
             bytes_received=received if isinstance(received, int) else None,
         )
 

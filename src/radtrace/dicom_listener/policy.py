@@ -30,6 +30,7 @@ __all__ = [
     "AssociationRequest",
     "Rejection",
     "caller_allowed",
+    "caller_rules",
     "check_association",
     "has_room",
 ]
@@ -85,6 +86,8 @@ class AssociationRequest:
     peer_max_pdu: int | None = 0
     """The largest P-DATA-TF the requestor takes (its maximum length; 0: no limit; ``None``: not given,
     though the user information item must carry it, PS3.8 D.1)."""
+    plain_port: bool = False
+    """Whether it came in on ``listener.plain_port`` (without TLS, beside a TLS ``listener.port``)."""
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,30 @@ def caller_allowed(calling_ae: str, peer_host: str, rules: Sequence[CallerRule])
     return False
 
 
+def caller_rules(request: AssociationRequest, settings: ListenerSettings) -> tuple[list[CallerRule], str] | None:
+    """The caller rules that judge this request and the setting that holds them, or None when any caller is admitted.
+
+    On ``listener.plain_port`` a ``plain_allowed_callers`` list, once set, is the only rule: ``accept_unknown_callers``
+    does not widen it (an AE kept to TLS stays so). Unset, the plain port judges as ``listener.port`` does.
+    """
+    if request.plain_port and settings.plain_allowed_callers is not None:
+        return settings.plain_allowed_callers, "plain_allowed_callers"
+    if settings.accept_unknown_callers:
+        return None
+    return settings.allowed_callers, "allowed_callers"
+
+
 def how_to_allow(rejection: Rejection, request: AssociationRequest, settings: ListenerSettings) -> str:
     """The setting that would have admitted this request, for the refusal's log line (no patient data in it)."""
     if rejection.diagnostic == CALLING_AE_NOT_RECOGNIZED:
-        return _allow_list_with(request.calling_ae.strip(), request.peer_host, settings)
+        judged = caller_rules(request, settings)
+        rules, name = judged if judged is not None else (settings.allowed_callers, "allowed_callers")
+        allow = _allow_list_with(request.calling_ae.strip(), request.peer_host, rules, name)
+        if name == "plain_allowed_callers" and caller_allowed(
+            request.calling_ae, request.peer_host, settings.allowed_callers
+        ):
+            return f"it is admitted over TLS on listener.port {settings.port}, not without TLS on this port; {allow}"
+        return allow
     if rejection.reason == TOO_SMALL_PDU:
         offered = "none" if request.peer_max_pdu is None else f"{request.peer_max_pdu} bytes"
         return f"the sender offered a maximum PDU length of {offered}; it must offer 0 (no limit) or {MIN_PEER_PDU}+"
@@ -133,7 +156,7 @@ def how_to_allow(rejection: Rejection, request: AssociationRequest, settings: Li
     return f"listener.min_free_bytes is {settings.min_free_bytes}"
 
 
-def _allow_list_with(calling_ae: str, peer_host: str, settings: ListenerSettings) -> str:
+def _allow_list_with(calling_ae: str, peer_host: str, in_force: Sequence[CallerRule], name: str) -> str:
     """The whole allow list, the rules in force plus one for this caller, as a value to paste into a shell.
 
     Pasting only the new rule would replace the list and lock out every other modality. The JSON is
@@ -142,18 +165,18 @@ def _allow_list_with(calling_ae: str, peer_host: str, settings: ListenerSettings
     problem = ae_title_problem(calling_ae)
     if problem is not None:  # no setting can admit it: say so rather than print a value that fails to load
         return f"the calling AE title is not a valid AE title ({problem}); the sender must use another"
-    rules = [rule.model_dump(exclude_none=True) for rule in settings.allowed_callers]
+    rules = [rule.model_dump(exclude_none=True) for rule in in_force]
     rules.append({"ae_title": calling_ae, "host": peer_host})
     value = json.dumps(rules, ensure_ascii=True, separators=(",", ":")).replace("'", "\\u0027")
     if len(value) > MAX_PASTED_LIST:  # the log would cut it: a value that fails to load helps no one
         title, host = (json.dumps(text, ensure_ascii=True) for text in (calling_ae, peer_host))
         return (
-            f"to allow it, add one more [[listener.allowed_callers]] to the config file, with ae_title = {title} "
+            f"to allow it, add one more [[listener.{name}]] to the config file, with ae_title = {title} "
             f"and host = {host} (the {len(rules) - 1} rules in force are too many to repeat here)"
         )
     return (
-        f"to allow it, add the caller to listener.allowed_callers, keeping the {len(rules) - 1} rule(s) in force "
-        f"(RADTRACE_LISTENER__ALLOWED_CALLERS='{value}', or one more [[listener.allowed_callers]] in the config file)"
+        f"to allow it, add the caller to listener.{name}, keeping the {len(rules) - 1} rule(s) in force "
+        f"(RADTRACE_LISTENER__{name.upper()}='{value}', or one more [[listener.{name}]] in the config file)"
     )
 
 
@@ -165,12 +188,12 @@ def has_room(free_bytes: int, settings: ListenerSettings) -> bool:
 def check_association(request: AssociationRequest, settings: ListenerSettings) -> Rejection | None:
     """The rejection to send for this request, or ``None`` to go on with negotiation.
 
-    Checked in order: calling AE (and its source address), called AE, the requestor's maximum PDU
+    Checked in order: calling AE (and its source address; on ``listener.plain_port`` against
+    :func:`caller_rules`), called AE, the requestor's maximum PDU
     length, concurrent associations from all sources, then from the request's own, disk.
     """
-    if not settings.accept_unknown_callers and not caller_allowed(
-        request.calling_ae, request.peer_host, settings.allowed_callers
-    ):
+    judged = caller_rules(request, settings)
+    if judged is not None and not caller_allowed(request.calling_ae, request.peer_host, judged[0]):
         return Rejection(PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED, "calling AE title not allowed")
     if settings.check_called_ae and request.called_ae.strip() != settings.ae_title:
         return Rejection(PERMANENT, SERVICE_USER, CALLED_AE_NOT_RECOGNIZED, "called AE title is not ours")

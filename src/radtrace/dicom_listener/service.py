@@ -1,12 +1,12 @@
 """``radtrace listen``: run the listener until SIGTERM/SIGINT, in one or several processes.
 
 With ``listener.processes`` > 1 the parent forks that many children before opening any database
-connection or thread; each binds the same port with ``SO_REUSEPORT`` and runs its own listener and
-completion timer (completing a revision re-checks its state under the study's lock, so two timers
-never complete one twice). They count associations per source, and spend each source's negotiation CPU budget,
-together (:class:`~radtrace.dicom_listener.shared_counts.SharedSourceCounts`, made before the fork). The parent
-forwards signals, clears the association counts of a child that exited (a budget holds nothing of one process's
-to clear), and exits when the children have.
+connection or thread; each binds the same port (and ``listener.plain_port``, if set) with ``SO_REUSEPORT`` and
+runs its own listener and completion timer (completing a revision re-checks its state under the study's lock, so
+two timers never complete one twice). They count associations per source, and spend each source's negotiation
+CPU budget, together (:class:`~radtrace.dicom_listener.shared_counts.SharedSourceCounts`, made before the fork).
+The parent forwards signals, clears the association counts of a child that exited (a budget holds nothing of one
+process's to clear), and exits when the children have.
 """
 
 from __future__ import annotations
@@ -45,7 +45,14 @@ def run_listener(settings: Settings, index: int = 0, source_counts: SharedSource
         start_metrics_server(
             settings.listener.metrics_port + index, addr=settings.listener.metrics_bind_host, registry=metrics.registry
         )
-    listener = Listener(settings, store, metrics=metrics, redirect_tempdir=True, source_counts=source_counts)
+    listener = Listener(
+        settings,
+        store,
+        metrics=metrics,
+        redirect_tempdir=True,
+        source_counts=source_counts,
+        plain_port=settings.listener.plain_port,
+    )
     stopping = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

@@ -171,11 +171,19 @@ class ListenerServer(ThreadedAssociationServer):
         if isinstance(opened, str):
             on_refused = self.on_refused
             if on_refused is not None:
-                on_refused(host, opened)
+                on_refused(host, opened, **self.door())
             return False
+        opened.port, opened.tls, opened.plain_port = self.door()["port"], self.ssl_context is not None, self.plain_port
         with self._pending_lock:
             self._pending[id(request)] = opened
         return True
+
+    plain_port: bool = False
+    """This server is ``listener.plain_port``'s (the listener's caller rules for that port apply)."""
+
+    def door(self) -> dict[str, Any]:
+        """Which port a refusal came in by, for its audit event: ``port`` and ``tls``."""
+        return {"port": int(self.server_address[1]), "tls": self.ssl_context is not None}
 
     on_refused: Any = None
     """Called with (source address, reason, **details) for a connection refused before any PDU, or an association
@@ -205,7 +213,7 @@ class ListenerServer(ThreadedAssociationServer):
             client.close()
             if self.on_refused is not None:
                 with contextlib.suppress(Exception):  # an exception here would end serve_forever
-                    self.on_refused(host, REFUSED_REASON, **self.admission.negotiation.details(host))
+                    self.on_refused(host, REFUSED_REASON, **self.admission.negotiation.details(host), **self.door())
             raise OSError(REFUSED_REASON)  # socketserver drops the request quietly
         if self.ssl_context is not None:
             client.settimeout(self.ae.acse_timeout)
