@@ -5,7 +5,15 @@ Layout: ``<data_dir>/drafts/<Study Instance UID>/<revision>/`` holding ``sr.dcm`
 Instance UID is digits and dots, so no patient data reaches a file name. Each file is written to a
 temporary name, fsynced, renamed and its directory fsynced (:mod:`radtrace.durable`) before
 ``report_created`` is recorded with its path and SHA-256, whether or not any destination is configured:
-a site with no PACS, RIS or file drop still has its drafts.
+a site with no PACS, RIS or file drop still has its drafts. A revision's files are all written to their
+temporary names before any is renamed, so a write that fails (disk full) leaves the revision's folder as it
+was, and its temporary files are removed; one a killed writer left behind is removed by the next attempt.
+
+A write that fails because the disk or the quota is full (ENOSPC, EDQUOT) is :class:`DraftsDiskFullError`:
+no fault of the study, it waits for space (the worker retries it with backoff, no attempt counted). Other
+I/O failures (EIO, a read-only file system) are :class:`DraftsNotStoredError`, retried up to
+``broker.max_attempts``; a folder radtrace may not write (EACCES, EPERM) stays a permanent
+:class:`ReportError` naming the setting, since trying again cannot help until someone changes it.
 
 A later attempt of the same revision replaces the files atomically (its ``report_created`` names the new
 hashes). :func:`read_draft` reads a kept draft back into findings, impression and reasoning for
@@ -14,10 +22,13 @@ hashes). :func:`read_draft` reads a kept draft back into findings, impression an
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import pwd
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +41,7 @@ from pydicom.errors import InvalidDicomError
 
 from radtrace.audit.events import EventType
 from radtrace.durable import fsync_directory
-from radtrace.errors import DraftProcessLostError, ReportError
+from radtrace.errors import DraftProcessLostError, ReportError, RetryableError
 
 if TYPE_CHECKING:
     from radtrace.config import ReportingSettings, Settings
@@ -43,6 +54,8 @@ __all__ = [
     "DraftFinding",
     "DraftRevision",
     "DraftView",
+    "DraftsDiskFullError",
+    "DraftsNotStoredError",
     "KeptDraft",
     "build_and_keep",
     "drafts_root",
@@ -63,6 +76,21 @@ DRAFT_FILES: Final = {
     "companion": "companion.dcm",
 }
 _UID: Final = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_TEMPORARY: Final = re.compile(r"^\..+\.[0-9]+\.tmp$")  # .<name>.<pid>.tmp (see _temporary)
+_STALE_TEMPORARY_S: Final = 3600.0  # a temporary file this old belongs to a writer that died
+_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FORBIDDEN: Final = frozenset({errno.EACCES, errno.EPERM})
+
+
+class DraftsNotStoredError(RetryableError):
+    """A revision's drafts were built but could not be written (an I/O error, a read-only file system): retried
+    up to ``broker.max_attempts``."""
+
+
+class DraftsDiskFullError(DraftsNotStoredError):
+    """The drafts could not be written because the file system or the quota is full: no fault of the study. The
+    worker puts the revision back with backoff and does not count the attempt, so it ends reported once there is
+    space again (:meth:`radtrace.worker.attempts.RevisionAttempts.failed`)."""
 
 
 @dataclass(frozen=True)
@@ -89,14 +117,33 @@ def _study_dir(root: Path, study_uid: str) -> Path:
     return root / study_uid
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that it survives power loss once this returns."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """Write ``data`` beside ``path`` under a temporary name, fsynced; removed again when writing fails."""
+    temporary = _temporary(path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Remove temporary files a writer that died (kill -9, power loss) left in ``directory``."""
+    cutoff = time.time() - _STALE_TEMPORARY_S
+    for entry in directory.iterdir():
+        try:
+            if _TEMPORARY.match(entry.name) and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+        except FileNotFoundError:
+            continue
 
 
 def _make_dirs(directory: Path) -> None:
@@ -112,28 +159,54 @@ def _make_dirs(directory: Path) -> None:
 
 
 def keep_drafts(root: Path, study_uid: str, revision: int, files: ReportFiles) -> list[KeptDraft]:
-    """Store one revision's drafts durably under ``root``; returns each file's relative path and SHA-256."""
+    """Store one revision's drafts durably under ``root``; returns each file's relative path and SHA-256.
+
+    All or nothing: every file is written and fsynced under a temporary name before the first is renamed into
+    place. Raises :class:`DraftsDiskFullError` (disk or quota full), :class:`ReportError` (radtrace may not write
+    there) or :class:`DraftsNotStoredError` (any other I/O failure)."""
     directory = _study_dir(root, study_uid) / str(revision)
+    payloads = {"sr": files.sr, "hl7": files.hl7, "fhir": files.fhir, "gsps": files.gsps,
+                "companion": files.companion}  # fmt: skip
+    written: list[tuple[Path, Path]] = []  # (temporary, final)
     try:
         _make_dirs(directory)
-        payloads = {
-            "sr": files.sr,
-            "hl7": files.hl7,
-            "fhir": files.fhir,
-            "gsps": files.gsps,
-            "companion": files.companion,
-        }
+        _remove_stale_temporaries(directory)
         kept: list[KeptDraft] = []
         for kind, payload in payloads.items():
             if payload is None:
                 continue
             path = directory / DRAFT_FILES[kind]
-            _write_durably(path, payload)
+            written.append((_write_temporary(path, payload), path))
             kept.append(KeptDraft(kind, path.relative_to(root).as_posix(), hashlib.sha256(payload).hexdigest()))
+        while written:
+            temporary, path = written.pop(0)
+            os.replace(temporary, path)
         fsync_directory(directory)
     except OSError as exc:
-        raise ReportError(f"drafts could not be stored under {directory}: {exc.strerror or exc}") from exc
+        for temporary, _ in written:
+            temporary.unlink(missing_ok=True)
+        raise _not_stored(directory, exc) from exc
     return kept
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _not_stored(directory: Path, exc: OSError) -> ReportError | DraftsNotStoredError:
+    """The error a failed write of the drafts under ``directory`` ends the attempt with (see the module)."""
+    what = f"drafts could not be stored under {directory}: {exc.strerror or exc}"
+    if exc.errno in _FULL:
+        return DraftsDiskFullError(f"{what} (its file system or quota is full; retried once there is space)")
+    if exc.errno in _FORBIDDEN:
+        return ReportError(
+            f"{what} (user {_user()} may not write there: the drafts folder is <data_dir>/drafts, setting "
+            "data_dir or RADTRACE_DATA_DIR; fix its owner or permissions, then radtrace study retry)"
+        )
+    return DraftsNotStoredError(what)
 
 
 def kept_srs(root: Path, study_uid: str, before: int) -> list[Dataset]:
@@ -212,7 +285,7 @@ def enqueue_built(settings: Settings, outbox: Outbox, revision_id: int, reading:
 def failure_event_type(error: BaseException) -> EventType:
     """What a failed processing attempt is audited as: ``report_failed`` when the drafts could not be built or
     their process died (the model's reading was recorded), ``inference_failed`` when reading itself failed."""
-    drafting = isinstance(error, ReportError | DraftProcessLostError)
+    drafting = isinstance(error, ReportError | DraftProcessLostError | DraftsNotStoredError)
     return EventType.REPORT_FAILED if drafting else EventType.INFERENCE_FAILED
 
 

@@ -11,13 +11,17 @@ expired (its worker died) is taken over, and that lost attempt counts, so a stud
 (:meth:`RevisionAttempts.failed`): a retryable error puts the revision back to ``queued`` with
 ``next_attempt_at`` after an exponential backoff (or the model server's longer Retry-After, up to
 ``broker.retry_backoff_max_s``), until ``max_attempts``; a permanent one (or the last
-attempt) ends ``failed(reason)``. Both are audited (``inference_failed`` or ``report_failed``, and
+attempt) ends ``failed(reason)``. A full disk (the drafts' or the outbox payloads' file system or quota:
+:func:`waits_for_space`) is no fault of the study: the revision goes back to ``queued`` with the same backoff,
+its attempt not counted and "waiting: …" as its reason, so it ends reported once there is space again.
+Both are audited (``inference_failed`` or ``report_failed``, and
 ``study_failed`` for the end). Every end applies only while the claim is still ours.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,8 +34,8 @@ from sqlalchemy.orm import Session
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
-from radtrace.errors import RadtraceError, is_retryable
-from radtrace.reporting.draft_store import failure_event_type
+from radtrace.errors import DispatchError, RadtraceError, is_retryable
+from radtrace.reporting.draft_store import DraftsDiskFullError, failure_event_type
 from radtrace.store.engine import Store
 from radtrace.store.models import Job, JobState, Revision, RevisionState, Study
 from radtrace.worker.claims import (
@@ -46,11 +50,21 @@ from radtrace.worker.claims import (
 from radtrace.worker.model_failures import retry_after
 from radtrace.worker.settlement import StageObserver
 
-__all__ = ["JOB_KIND", "ProcessResult", "Result", "RevisionAttempts"]
+__all__ = ["JOB_KIND", "ProcessResult", "Result", "RevisionAttempts", "waits_for_space"]
 
 log = logging.getLogger(__name__)
 
 JOB_KIND = "process"
+
+
+def waits_for_space(error: BaseException) -> bool:
+    """Whether a failed attempt only waits for disk space: its drafts could not be kept, or its outbox payloads
+    stored (:class:`DispatchError` from an ENOSPC or EDQUOT write), because a file system or quota is full."""
+    if isinstance(error, DraftsDiskFullError):
+        return True
+    cause = error.__cause__
+    full = isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, DispatchError) and full
 
 
 class Result(enum.StrEnum):
@@ -224,6 +238,8 @@ class RevisionAttempts:
         return ProcessResult(result, state, reason, outbox_ids=tuple(outbox_ids), next_revision=following)
 
     def failed(self, claim: Claim, error: RadtraceError, *, final: bool = False) -> ProcessResult:
+        if not final and waits_for_space(error):  # no fault of the study: wait for space, uncounted
+            return self.put_back(claim, error, after=self._uncounted_delay(claim))
         now = self.clock()
         max_attempts = self.settings.broker.max_attempts
         retry = not final and is_retryable(error) and claim.attempt < max_attempts
@@ -263,27 +279,39 @@ class RevisionAttempts:
         self.observer.finished_in(RevisionState.FAILED.value)
         return ProcessResult(Result.FAILED, RevisionState.FAILED, reason, next_revision=following)
 
-    def put_back(self, claim: Claim, error: RadtraceError) -> ProcessResult:
-        """Give a claimed revision back unread, its attempt not counted: ``queued`` and due now, ``attempts`` as
-        before the claim. For a read held for a model server that is down when the worker stops
-        (:mod:`radtrace.worker.breaker`): an outage is no fault of the study's."""
+    def put_back(self, claim: Claim, error: RadtraceError, *, after: timedelta | None = None) -> ProcessResult:
+        """Give a claimed revision back, its attempt not counted: ``queued`` and due now (or ``after`` from now),
+        ``attempts`` as before the claim. For a read held for a model server that is down when the worker stops
+        (:mod:`radtrace.worker.breaker`) and for drafts that wait for disk space (:func:`waits_for_space`): an
+        outage is no fault of the study's."""
         now = self.clock()
-        reason = f"waiting: {error.reason}; no attempt counted"
+        due = now + (after or timedelta(0))
+        when = f"; tried again at {due:%H:%M:%S} UTC" if after else ""
+        reason = f"waiting: {error.reason}{when}; no attempt counted"
         with self.store.session("giving a revision back", immediate=True) as session:
-            values = {"state": RevisionState.QUEUED, "attempts": claim.attempt - 1, "next_attempt_at": now,
+            values = {"state": RevisionState.QUEUED, "attempts": claim.attempt - 1, "next_attempt_at": due,
                       "reason": reason}  # fmt: skip
             if not self._release(session, claim, now, **values):
                 log.warning("revision %s: claim lost before giving it back", claim.revision_id)
                 return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
             self._job_done(session, claim, JobState.FAILED, now, f"not counted: {error.reason}")
             self.recorder.record(
-                self.event(claim, EventType.INFERENCE_FAILED, Outcome.MINOR_FAILURE, error=error.reason,
-                           retryable=True, attempt_counted=False, next_attempt_at=now.isoformat()),
+                self.event(claim, failure_event_type(error), Outcome.MINOR_FAILURE, error=error.reason,
+                           retryable=True, attempt_counted=False, next_attempt_at=due.isoformat()),
                 session=session,
             )  # fmt: skip
-        log.info("revision %s given back unread (attempt %d not counted): %s", claim.revision_id, claim.attempt,
-                 error.reason)  # fmt: skip
-        return ProcessResult(Result.RETRY, RevisionState.QUEUED, reason, now)
+        log.info("revision %s given back (attempt %d not counted): %s", claim.revision_id, claim.attempt,
+                 reason)  # fmt: skip
+        return ProcessResult(Result.RETRY, RevisionState.QUEUED, reason, due)
+
+    def _uncounted_delay(self, claim: Claim) -> timedelta:
+        """The backoff for an attempt that is not counted: doubling with the revision's tries so far (its jobs),
+        as a counted one does with its attempts."""
+        with self.store.session("counting a revision's tries") as session:
+            tries = session.scalar(
+                sa.select(sa.func.count(Job.id)).where(Job.revision_id == claim.revision_id, Job.kind == JOB_KIND)
+            )
+        return retry_delay(self.settings.broker, int(tries or 1))
 
     def _retry_delay(self, claim: Claim, error: RadtraceError) -> timedelta:
         """The backoff, or longer when the model server asked for a longer wait (Retry-After), up to
