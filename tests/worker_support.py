@@ -332,12 +332,16 @@ def completion(text: str, *, tokens: int = 400, finish: str = "stop") -> Reply:
     return Reply(200, json.dumps(body).encode())
 
 
+#: A reading that parses (a bare "normal" is unparseable: four in a row stop reading, radtrace.worker.output_guard).
+NORMAL_READING = "<think>Lungs clear. Heart size normal.</think><answer>No Finding</answer>"
+
+
 @contextlib.contextmanager
 def fake_vllm_server(port: int | None = None) -> Iterator[FakeVllm]:
-    """A vLLM-like server on ``port`` (default a free local one; the answer: ``completion('normal')`` until a test
-    sets another)."""
+    """A vLLM-like server on ``port`` (default a free local one; the answer: :data:`NORMAL_READING` until a test sets
+    another)."""
     port = port or free_port()
-    server = FakeVllm(f"http://127.0.0.1:{port}", lambda request: completion("normal"))
+    server = FakeVllm(f"http://127.0.0.1:{port}", lambda request: completion(NORMAL_READING))
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:

@@ -56,6 +56,7 @@ from radtrace.errors import RadtraceError
 from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import Revision, RevisionState
 from radtrace.worker.breaker import ModelServerBreaker
+from radtrace.worker.output_guard import STOPPED_MARK
 
 __all__ = ["COMPONENT", "OUTAGE_RECHECK_S", "WAITING_FOR_SERVER", "OutageNotice", "model_server_key"]
 
@@ -89,6 +90,11 @@ def model_server_key(model: ModelSettings) -> str:
     except ValueError:
         loopback = False
     return f"{key} on {host}" if loopback else key
+
+
+def _is_stop(told: _Told) -> bool:
+    """Whether an outage entry is an open stop for unparseable output."""
+    return told.open and STOPPED_MARK in str(told.payload.get("reason", ""))
 
 
 @dataclass(frozen=True)
@@ -155,8 +161,22 @@ class OutageNotice:
         except RadtraceError as exc:
             log.warning("open model server outage not looked for: %s", exc.reason)
             return
-        if told is not None and told.open:
+        if told is not None and told.open and not _is_stop(told):  # a stop ends by a probe reading that parses
             self._tell(opening=False, seen="read")
+
+    def open_reason(self) -> str | None:
+        """The reason of a stop for unparseable output (:mod:`radtrace.worker.output_guard`) the audit log has open
+        for this server, or None; a database that is away is only logged (the worker's own count still stops)."""
+        try:
+            with self.store.session("looking for a stop of the model's output") as session:
+                told = self._latest(session)
+        except RadtraceError as exc:
+            log.warning("stop of the model's output not looked for: %s", exc.reason)
+            return None
+        if told is None or not _is_stop(told):
+            return None
+        reason = str(told.payload["reason"])  # "model server unavailable since T (<the stop's reason>)"
+        return reason[reason.index(STOPPED_MARK) :].removesuffix(")")
 
     def _tell(self, *, opening: bool, **details: Any) -> None:
         """Append the outage's entry unless the audit log already says so (decided under its append lock)."""

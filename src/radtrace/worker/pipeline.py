@@ -75,6 +75,7 @@ from radtrace.worker.claims import (
 from radtrace.worker.drafting import Drafter, DraftJob, InlineDrafter, drafts_of, headers_only
 from radtrace.worker.model_failures import affects_every_study
 from radtrace.worker.outage import OutageNotice, model_server_key
+from radtrace.worker.output_guard import OutputGuard
 from radtrace.worker.settlement import Deliveries, DispatchResult, StageObserver
 
 __all__ = [
@@ -176,7 +177,6 @@ class StudyPipeline:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.reader = reader
         self.observer: StageObserver = observer or _Unobserved()
         self.worker = worker or worker_name()
         self.actor = Actor(process=f"radtrace-worker@{self.worker}")
@@ -192,6 +192,7 @@ class StudyPipeline:
         self.stopping = stopping  # the worker is shutting down: take no further batch
         self.outage = OutageNotice(store, self.recorder, self.actor, self.worker, self.observer, clock,
                                    server=model_server_key(settings.model))  # fmt: skip
+        self.reader = OutputGuard(reader, self.outage.open_reason)  # garbage output stops reading, held like an outage
         self.breaker = ModelServerBreaker(self._probe_server, stopping=stopping, on_open=self.outage.opened,
                                           on_close=self.outage.closed, on_still_down=self.outage.still_down,
                                           clock=clock, max_wait_s=settings.model.server_probe_max_s,
@@ -467,13 +468,10 @@ class StudyPipeline:
         return ModelServerUnavailableError(self.breaker.reason)
 
     def _probe_server(self) -> str | None:
-        """The backend's health check of its server (None: it answers, or the model runs in this process)."""
-        backend = getattr(self.reader, "backend", None)  # built already: a read failed on it a moment ago
-        unavailable = getattr(backend, "unavailable", None)
-        if not callable(unavailable):
-            return None
+        """The backend's health check of its server (None: it answers, or the model runs in this process), and while
+        reading is stopped for garbage output a probe reading (:mod:`radtrace.worker.output_guard`)."""
         try:
-            problem = unavailable()
+            problem = self.reader.unavailable()
         except Exception:  # a bug in the check must not hold reads: the failed batch is retried as before
             log.exception("the model server's health check failed unexpectedly")
             return None
