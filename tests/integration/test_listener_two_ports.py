@@ -262,6 +262,33 @@ def test_radtrace_listen_after_kill_9_takes_both_ports_again_and_locks_both(
     assert f"plain_port {plain_port}" in clash.stderr, clash.stderr
 
 
+def test_radtrace_listen_processes_end_with_their_parent_killed_and_a_restart_takes_both_ports(
+    tmp_path: Path, listener_port: int
+) -> None:
+    """kill -9 of the parent of listener.processes: its children held both ports and the locks (inherited), so a
+    restart was refused as 'another radtrace listener (pid <dead parent>)' while the orphans went on serving."""
+    plain_port = free_port()
+    database_url = f"sqlite:///{tmp_path / 'radtrace.db'}"
+    env, pki = _two_port_env(tmp_path, listener_port, plain_port, database_url)
+    env["RADTRACE_LISTENER__PROCESSES"] = "2"
+    store = Store.from_url(database_url)
+    upgrade(store)
+    store.dispose()
+    first = _start(env, plain_port)
+    first.kill()  # SIGKILL: the parent only
+    deadline = time.monotonic() + 30
+    while echoscu(plain_port, calling="MODALITY", timeout=10).returncode == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.communicate(timeout=30)  # the children held its output open: they are gone too
+    again = _start(env, plain_port)
+    try:
+        tls = _tls_echo(listener_port, pki)
+    finally:
+        log = _stop(again)
+    assert tls.returncode == 0, tls.stderr
+    assert "another radtrace listener" not in log, log
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [

@@ -5,13 +5,15 @@ connection or thread; each binds the same port (and ``listener.plain_port``, if 
 runs its own listener and completion timer (completing a revision re-checks its state under the study's lock, so
 two timers never complete one twice). They count associations per source, and spend each source's negotiation
 CPU budget, together (:class:`~radtrace.dicom_listener.shared_counts.SharedSourceCounts`, made before the fork).
-The parent forwards signals, clears the association counts of a child that exited (a budget holds nothing of one
-process's to clear), and exits when the children have.
+Each child is sent SIGTERM if the parent ends, even by kill -9 (:func:`_end_with`). The parent forwards signals,
+clears the association counts of a child that exited (a budget holds nothing of one process's to clear), and
+exits when the children have.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -29,6 +31,9 @@ from radtrace.store.engine import Store
 __all__ = ["run_listener", "run_listener_processes"]
 
 log = logging.getLogger(__name__)
+
+#: prctl(2) option: the signal a process gets when its parent ends.
+PR_SET_PDEATHSIG = 1
 
 
 def run_listener(settings: Settings, index: int = 0, source_counts: SharedSourceCounts | None = None) -> None:
@@ -70,6 +75,22 @@ def run_listener(settings: Settings, index: int = 0, source_counts: SharedSource
         store.dispose()
 
 
+def _end_with(parent: int) -> None:
+    """Have this child sent SIGTERM (and so stop as on ``systemctl stop``) when the parent ends, even by kill -9.
+
+    Otherwise a parent killed outright left its children serving both ports and holding the listener's locks
+    (inherited at fork): a ``radtrace listen`` started again was refused as "another radtrace listener (pid <the dead
+    parent>)" until someone found and killed the orphans. Linux only (``PR_SET_PDEATHSIG``); elsewhere a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("listener process cannot follow its parent (prctl: errno %d)", ctypes.get_errno())
+    if os.getppid() != parent:  # it ended between the fork and the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_listener_processes(settings: Settings) -> int:
     """Run ``listener.processes`` listener processes sharing the port; returns an exit status."""
     count = settings.listener.processes
@@ -79,11 +100,13 @@ def run_listener_processes(settings: Settings) -> int:
     listener = settings.listener
     source_counts = SharedSourceCounts(count, listener.max_associations + listener.max_half_open + 1)
     children: list[int] = []
+    parent = os.getpid()
     for index in range(count):
         pid = os.fork()
         if pid == 0:  # child
             code = 0
             try:
+                _end_with(parent)
                 run_listener(settings, index, source_counts)
             except BaseException:
                 log.exception("listener process %d failed", index)
