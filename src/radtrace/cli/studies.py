@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,6 +19,7 @@ from rich.text import Text
 
 from radtrace.audit.events import AuditEvent, EventType
 from radtrace.cli.common import (
+    EXIT_FAILED,
     EXIT_USAGE,
     app,
     fail,
@@ -40,14 +44,24 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     broker: Annotated[bool, typer.Option(help="Also ask the broker for its queue depths.")] = True,
 ) -> None:
-    """Show revisions per state, outbox deliveries, queue depths, the oldest waiting and failures with reasons."""
+    """Show revisions per state, outbox deliveries, queue depths, the oldest waiting and failures with reasons.
+
+    Exits 1 when the broker does not answer (with --broker, the default), after printing the rest."""
     from radtrace.worker.status import collect_status
 
     settings = settings_of(ctx)
     with open_store(settings) as store:  # its errors: one line, a database that does not answer naming store.url
         report = collect_status(settings, store, with_queues=broker)
+    program = _program(ctx)
     if as_json:
-        typer.echo(json.dumps(report.as_json(), indent=2))
+        data = report.as_json()
+        for ended in (*data["failed"], *data["skipped"], *data["holds"]):  # type: ignore[misc]
+            again = ended["again"]
+            ended["again"] = [_pasteable(c, program) for c in again] if isinstance(again, list) else _pasteable(
+                again, program)  # fmt: skip
+        typer.echo(json.dumps(data, indent=2))
+        if report.broker_error:
+            raise typer.Exit(EXIT_FAILED)
         return
     table = Table("state", "studies", "revisions", title="studies (by latest revision)", title_justify="left")
     for state, count in report.revisions.items():
@@ -57,13 +71,18 @@ def status(
     for state, count in report.outbox.items():
         table.add_row(state, str(count))
     out.print(table)
+    for line in report.in_flight_lines():  # a dispatcher killed mid-send: its claim must expire first
+        out.print(escape(terminal_text(line)), highlight=False, soft_wrap=True)
     for line in report.hold_lines():  # a PACS that rejected us for good: its deliveries wait for the command
-        out.print(escape(terminal_text(line)), highlight=False)
+        out.print(escape(terminal_text(_pasteable(line, program))), highlight=False)
     if broker:
         table = Table("queue", "messages", title="broker queues", title_justify="left")
         for queue, depth in report.queues.items():
             table.add_row(queue, "unreachable" if depth is None else str(depth))
         out.print(table)
+        if report.broker_error:
+            out.print(f"broker: {escape(terminal_text(report.broker_error))}: no doorbell rings while it is down "
+                      "(the reconciler rings again once it answers)", highlight=False, soft_wrap=True)  # fmt: skip
     oldest = report.oldest_waiting
     if oldest is None:
         out.print("oldest waiting: none")
@@ -77,10 +96,38 @@ def status(
             out.print(f"  reason: {escape(terminal_text(oldest.reason))}", highlight=False)
     for title, revisions in (("failed", report.failed), ("skipped", report.skipped)):
         if revisions:
-            out.print(_ended_table(title, revisions))
+            out.print(_ended_table(title, revisions, program))
+    if broker and report.broker_error:
+        raise typer.Exit(EXIT_FAILED)
 
 
-def _ended_table(title: str, revisions: list[FailedRevision]) -> Group:
+def _program(ctx: typer.Context) -> str:
+    """How to run radtrace again as this command was run: the program (its path when ``radtrace`` on PATH is another
+    or none) and the global options given (--config, --log-format, --log-level), shell-quoted, so that a command
+    printed for pasting uses the same settings."""
+    program = "radtrace"
+    invoked = sys.argv[0] if sys.argv else ""
+    if Path(invoked).name == "radtrace" and os.sep in invoked:
+        found = shutil.which("radtrace")
+        if found is None or Path(found).resolve() != Path(invoked).resolve():
+            program = shlex.quote(invoked)
+    params = ctx.find_root().params
+    words = [program]
+    for option, name in (("--config", "config"), ("--log-format", "log_format"), ("--log-level", "log_level")):
+        if params.get(name) is not None:
+            words += [option, shlex.quote(str(params[name]))]
+    return " ".join(words)
+
+
+def _pasteable(command: str, program: str) -> str:
+    """``command`` (or a line holding one, ``… again: radtrace …``) with ``radtrace`` as :func:`_program` says."""
+    head, found, rest = command.partition("radtrace ")
+    if not found or (head and not head.rstrip().endswith(":")):
+        return command
+    return f"{head}{program} {rest}"
+
+
+def _ended_table(title: str, revisions: list[FailedRevision], program: str = "radtrace") -> Group:
     """Failed or skipped revisions by Study UID and accession, each with its whole reason, wrapped."""
     width = max(40, out.width - 4)
     lines: list[Any] = [Text(f"{title} (newest first; details: radtrace study show UID)", "bold")]
@@ -104,7 +151,7 @@ def _ended_table(title: str, revisions: list[FailedRevision]) -> Group:
         # retry would read nothing again (the draft is made).
         after = " (after fixing what the reason says)" if revision.failed_deliveries else ""
         for command in revision.again:
-            lines.append(Text(f"    again: {command}{after}", no_wrap=True, overflow="ignore"))
+            lines.append(Text(f"    again: {_pasteable(command, program)}{after}", no_wrap=True, overflow="ignore"))
     return Group(*lines)
 
 

@@ -8,6 +8,11 @@ delivery failed. A destination on hold (a PACS that rejected the association for
 :mod:`radtrace.reporting.dispatch.holds`) is shown with its reason, since when, its held deliveries (``pending`` in
 the outbox's counts, which are the rows' states), what the configuration changed since, and that same command.
 
+Where the data allows, it says when a wait has nothing behind it (:mod:`radtrace.worker.liveness`): a study
+``receiving`` past ``listener.settle_seconds`` while no listener holds the data directory's lock (one data directory,
+SQLite), a delivery in flight under a claim of a dispatcher that is no longer running (until its lease runs out), and a
+broker that does not answer (:attr:`ServiceStatus.broker_error`; ``radtrace status`` then exits 1).
+
 :func:`retry_revision` opens a new attempt of a failed or skipped revision, audited as ``study_retried``. A revision
 that failed for a delivery is not read again (its draft is made): its failed deliveries are made pending again,
 each audited as ``dispatch_retry_scheduled`` as ``radtrace dispatch retry`` does, and it goes back to ``reported``.
@@ -30,8 +35,9 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import PermanentError
 from radtrace.store.base import UtcDateTime, utc_now
-from radtrace.store.engine import Store
+from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
+from radtrace.worker.liveness import InFlight, in_flight, listener_holder
 
 if TYPE_CHECKING:
     from radtrace.reporting.dispatch.holds import HeldDestination
@@ -123,6 +129,17 @@ class ServiceStatus:
     failed: list[FailedRevision] = field(default_factory=list)
     skipped: list[FailedRevision] = field(default_factory=list)
     holds: list[HeldDestination] = field(default_factory=list)
+    broker_error: str | None = None  # why the queue depths are unknown: the broker did not answer
+    in_flight: list[InFlight] = field(default_factory=list)  # deliveries claimed by a dispatcher, not yet recorded
+
+    def in_flight_lines(self) -> list[str]:
+        """Deliveries in flight whose dispatcher is not running: they wait for its claim to expire."""
+        gone = [flight for flight in self.in_flight if flight.gone]
+        if not gone:
+            return []
+        return [f"outbox: {len(gone)} pending deliveries claimed by a process that is not running"] + [
+            f"  outbox row {flight.outbox_id}: {flight.describe()}" for flight in gone
+        ]
 
     def hold_lines(self) -> list[str]:
         """How ``radtrace status`` shows each destination on hold: what, since when, why, and what to run."""
@@ -157,11 +174,29 @@ class ServiceStatus:
             "failed": [f.as_json() for f in self.failed],
             "skipped": [f.as_json() for f in self.skipped],
             "holds": [hold.as_json() for hold in self.holds],
+            "broker_error": self.broker_error,
+            "in_flight": [
+                {
+                    "outbox_id": f.outbox_id,
+                    "process": f.process,
+                    "since": f.since.isoformat(),
+                    "lease_until": f.lease_until.isoformat(),
+                    "process_gone": f.gone,
+                    "describe": f.describe(),
+                }
+                for f in self.in_flight
+            ],
         }
 
 
 def queue_depths(settings: Settings) -> dict[str, int | None]:
     """Messages waiting in each queue; ``None`` for a queue whose broker cannot be reached."""
+    return _queue_depths(settings)[0]
+
+
+def _queue_depths(settings: Settings) -> tuple[dict[str, int | None], str | None]:
+    """:func:`queue_depths` and, when they are unknown, why (the broker's URL without its password)."""
+    from radtrace.config_reference import mask_url_password
     from radtrace.worker.app import is_embedded_broker
 
     names = [settings.broker.stat_queue, settings.broker.gpu_queue, settings.broker.dispatch_queue]
@@ -172,7 +207,22 @@ def queue_depths(settings: Settings) -> dict[str, int | None]:
         )
     except Exception as exc:  # broker down or queue never declared: show unknown, not a traceback
         log.warning("queue depths unavailable: %s: %s", type(exc).__name__, exc)
-    return depths
+        url = mask_url_password(settings.broker_url)
+        return depths, f"the broker at {url} did not answer ({type(exc).__name__}: {exc}) (broker.url)"
+    return depths, None
+
+
+def _listener_note(settings: Settings, oldest: WaitingRevision) -> str | None:
+    """Why a study receiving past ``listener.settle_seconds`` does not settle, when no listener runs: told only for
+    a single data directory (SQLite): with PostgreSQL the listeners may run on other hosts, with their own."""
+    settle = settings.listener.settle_seconds
+    if oldest.state is not RevisionState.RECEIVING or oldest.waiting_s <= settle or is_postgresql(settings.store_url):
+        return None
+    lock = settings.data_dir / "listener.lock"
+    if listener_holder(lock) is not False:
+        return None
+    return (f"receiving for {oldest.waiting_s:.0f} s (settles after {settle:g} s): no listener holds {lock}: is "
+            "radtrace serve or radtrace listen running? It settles once one starts")  # fmt: skip
 
 
 def _embedded_depths(settings: Settings, names: list[str]) -> dict[str, int]:
@@ -253,15 +303,36 @@ def collect_status(
         ).first()
         failed = _ended(session, RevisionState.FAILED, failed_limit)
         skipped = _ended(session, RevisionState.SKIPPED, failed_limit)
+        flights = in_flight(session, _claimed_rows(session, now), now)
     oldest = None
     if oldest_row is not None:
         key, number, state, started, uid, reason = oldest_row
         oldest = WaitingRevision(
             key, number, RevisionState(state), started, (now - started).total_seconds(), uid, reason
         )
-    queues = queue_depths(settings) if with_queues else {}
+        if reason is None and (note := _listener_note(settings, oldest)) is not None:
+            oldest = WaitingRevision(key, number, oldest.state, started, oldest.waiting_s, uid, note)
+    queues, broker_error = _queue_depths(settings) if with_queues else ({}, None)
     holds = held_destinations(store, settings.dispatch)
-    return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped, holds)
+    return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped, holds, broker_error,
+                         sorted(flights.values(), key=lambda f: f.outbox_id))  # fmt: skip
+
+
+def _claimed_rows(session: Session, now: datetime, limit: int = 100) -> list[tuple[int, str, datetime]]:
+    """Pending outbox rows tried at least once and not due yet (claimed, or waiting for a retry): (id, study UID,
+    next attempt at)."""
+    return [
+        (int(outbox_id), str(uid), due)
+        for outbox_id, uid, due in session.execute(
+            sa.select(OutboxMessage.id, Study.study_uid, OutboxMessage.next_attempt_at)
+            .join(Revision, OutboxMessage.revision_id == Revision.id)
+            .join(Study, Revision.study_id == Study.id)
+            .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.attempts > 0,
+                   OutboxMessage.next_attempt_at > now)
+            .order_by(OutboxMessage.next_attempt_at)
+            .limit(limit)
+        )
+    ]  # fmt: skip
 
 
 def _ended(session: Session, state: RevisionState, limit: int, study_uid: str | None = None) -> list[FailedRevision]:
@@ -368,11 +439,16 @@ def study_detail(store: Store, study_uid: str) -> StudyDetail | None:
         if study is None:
             return None
         on_hold = {str(name) for name in session.scalars(held())}
+        now = utc_now()
+        flights = in_flight(session, [(row.id, study.study_uid, row.next_attempt_at) for rev in study.revisions
+                                      for row in rev.outbox if row.state is OutboxState.PENDING], now)  # fmt: skip
         revisions = []
         for rev in sorted(study.revisions, key=lambda r: r.number):
             deliveries = {
                 f"{row.kind} {row.destination}": "held"
                 if row.state is OutboxState.PENDING and row.destination in on_hold
+                else f"pending: {flights[row.id].describe()}"
+                if row.id in flights
                 else OutboxState(row.state).value
                 for row in rev.outbox
             }

@@ -1,0 +1,115 @@
+"""Whether the processes a waiting study depends on are running, from what they leave behind: for ``radtrace status``
+and ``radtrace study show``, which otherwise show a wait that nothing will end as if it were progress.
+
+* The listener holds ``<data_dir>/listener.lock`` (``flock``) for its life (:mod:`radtrace.listener_lock`); the kernel
+  lists held locks in ``/proc/locks``, so :func:`listener_holder` tells, without taking the lock (a probe that took it
+  could make a listener starting at that moment refuse to start), whether a listener on this host holds it. A
+  ``receiving`` study settles only while a listener runs (it settles the studies a dead one left when it starts).
+* An outbox row being sent is claimed by pushing ``next_attempt_at`` a lease ahead, and ``dispatch_attempted`` is
+  audited with the dispatcher's process (``program@host:pid``) in the same transaction. A row whose latest
+  dispatch event is ``dispatch_attempted`` is in flight (:func:`in_flight`); when that process was on this host and
+  is gone (kill -9, a crash), the row waits for the lease to run out, and then for the reconciler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from radtrace.audit.events import EventType
+from radtrace.audit.schema import AuditEventRow
+
+__all__ = ["InFlight", "in_flight", "listener_holder", "process_gone"]
+
+_DISPATCH_EVENTS = (
+    EventType.DISPATCH_ATTEMPTED.value,
+    EventType.DISPATCH_DELIVERED.value,
+    EventType.DISPATCH_RETRY_SCHEDULED.value,
+    EventType.DISPATCH_FAILED.value,
+)
+
+
+def listener_holder(lock_file: Path, locks: Path = Path("/proc/locks")) -> int | bool | None:
+    """The pid of the process on this host holding ``lock_file``'s ``flock`` (0 when the kernel shows none, e.g.
+    another pid namespace); False when nobody holds it; None when this cannot be told (no such file, no
+    ``/proc/locks``)."""
+    try:
+        found = lock_file.stat()
+        table = locks.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    wanted = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        if "->" in fields:  # a waiter, not a holder
+            continue
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            return int(fields[4]) if fields[4].isdigit() else 0
+    return False
+
+
+def process_gone(process: str) -> bool:
+    """Whether the radtrace process an audit event names (``program@host:pid``) is known to have ended: it ran on
+    this host and no process has its pid now. False where this cannot be told (another host)."""
+    _, _, where = process.rpartition("@")
+    host, _, pid = where.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """An outbox row claimed by a dispatcher that has not recorded its attempt: who, since when, until when."""
+
+    outbox_id: int
+    process: str
+    since: datetime
+    lease_until: datetime
+    gone: bool  # the process ran on this host and is not running
+
+    def describe(self) -> str:
+        """E.g. 'in flight since 11:03:47 UTC (radtrace@pacs1:4242, not running: taken over after 11:08:47 UTC)'."""
+        since = f"in flight since {self.since:%H:%M:%S} UTC ({self.process}"
+        if self.gone:
+            return f"{since}, not running: taken over after {self.lease_until:%H:%M:%S} UTC, claim expired)"
+        return f"{since}; if it died, taken over after {self.lease_until:%H:%M:%S} UTC)"
+
+
+def in_flight(session: Session, rows: Iterable[tuple[int, str, datetime]], now: datetime) -> dict[int, InFlight]:
+    """Of the pending outbox rows given as (outbox id, study UID, next attempt at), those in flight: claimed (due
+    after ``now``) and their latest dispatch event ``dispatch_attempted``."""
+    claimed = {outbox_id: (study_uid, due) for outbox_id, study_uid, due in rows if due > now}
+    if not claimed:
+        return {}
+    latest: dict[int, tuple[str, str, datetime]] = {}  # outbox id -> (event type, process, recorded at)
+    events = session.execute(
+        sa.select(AuditEventRow.event_type, AuditEventRow.actor_process, AuditEventRow.recorded_at,
+                  AuditEventRow.payload)
+        .where(AuditEventRow.study_uid.in_({uid for uid, _ in claimed.values()}),
+               AuditEventRow.event_type.in_(_DISPATCH_EVENTS))
+        .order_by(AuditEventRow.seq)
+    )  # fmt: skip
+    for kind, process, recorded_at, payload in events:
+        outbox_id = json.loads(payload).get("outbox_id")
+        if outbox_id in claimed:
+            latest[outbox_id] = (kind, process, recorded_at)
+    return {
+        outbox_id: InFlight(outbox_id, process, recorded_at, claimed[outbox_id][1], process_gone(process))
+        for outbox_id, (kind, process, recorded_at) in latest.items()
+        if kind == EventType.DISPATCH_ATTEMPTED.value
+    }
