@@ -135,9 +135,10 @@ def _size(count: int) -> str:
     return f"{count / 1024**3:.1f} GiB" if count >= 1024**3 else f"{count / 1024**2:.0f} MiB"
 
 
-#: The whole start-up check of a vLLM server (``GET /health``, then ``GET /v1/models``; connect, headers, bodies): a
-#: server that drips its answers cannot hold the start of serve, listen or worker, or serve's supervisor, longer (a
-#: model list is read up to the client's 8 MiB cap, a health answer up to 64 KiB).
+#: The start-up check of a vLLM server (``GET /health``, then ``GET /v1/models``; connect, headers, bodies), and then
+#: its one-token completion, each end within this: a server that drips its answers cannot hold the start of serve,
+#: listen or worker, or serve's supervisor, longer than twice this (a model list is read up to the client's 8 MiB
+#: cap, a health answer and a one-token completion up to 64 KiB).
 MODEL_SERVER_CHECK_S = 3.0
 
 
@@ -148,8 +149,14 @@ def _vllm_server(settings: Settings) -> Check:
     (:func:`radtrace.model.backends.vllm.serving_models`): one deadline for both, a size cap.
 
     A vLLM whose engine died while its API process lives still lists its models but answers 5xx to ``/health``:
-    before, this check asked only the model list and passed it."""
-    from radtrace.model.backends.vllm import serving_models
+    before, this check asked only the model list and passed it. A *wedged* engine (a GPU hang, a stuck scheduler)
+    answers both and completes nothing: the served model is then asked for one token of one tiny picture, as the
+    worker's breaker asks a suspect server (:func:`radtrace.model.backends.vllm.completion_problem`), under its own
+    deadline of :data:`MODEL_SERVER_CHECK_S`; no answer, 429/5xx or an empty one is a warning (serve's supervisor
+    starts the GPU worker once it completes)."""
+    from radtrace.model.backends.vllm import completion_problem, serving_models
+    from radtrace.model.profiles import get_profile
+    from radtrace.model.reader import effective_budget
 
     url = (settings.model.vllm_url or "").rstrip("/")
     key = settings.model.vllm_api_key
@@ -162,6 +169,14 @@ def _vllm_server(settings: Settings) -> Check:
     except RadtraceError as exc:
         return Check("model server", "warning", f"vLLM at {settings.model.vllm_url} does not answer as a model server "
                      f"({exc.reason}); inference waits for it (model.vllm_url)")  # fmt: skip
+    model = settings.model.vllm_model or (served[0] if len(served) == 1 else None)
+    if model is not None:  # several served and none chosen: the worker refuses to guess, and says so at its read
+        budget = effective_budget(settings.model, get_profile(settings.model.profile))
+        problem = completion_problem(url, model=model, min_pixels=budget.min_pixels, max_pixels=budget.max_pixels,
+                                     api_key=key.get_secret_value() if key is not None else None,
+                                     timeout_s=MODEL_SERVER_CHECK_S)  # fmt: skip
+        if problem is not None:
+            return Check("model server", "warning", f"{problem}; inference waits until it reads (model.vllm_url)")
     return Check("model server", "ok", f"vLLM at {settings.model.vllm_url} serves {', '.join(served) or 'no model'}")
 
 

@@ -37,6 +37,13 @@ def short_check(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(radtrace.preflight, "MODEL_SERVER_CHECK_S", LIMIT_S, raising=False)
 
 
+_TOKEN = json.dumps({"object": "chat.completion", "usage": {"completion_tokens": 1},
+                     "choices": [{"message": {"content": "yes"}, "finish_reason": "length"}]}).encode()  # fmt: skip
+#: The served model's answer to the check's one-token completion (a wedged engine's is tested in
+#: test_preflight_wedged_engine).
+ONE_TOKEN = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(_TOKEN), _TOKEN)
+
+
 def _head(**headers: str) -> bytes:
     lines = ["HTTP/1.1 200 OK", "Content-Type: application/json", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -90,7 +97,10 @@ def test_a_server_that_answers_is_still_named_with_its_models(tmp_path: Path) ->
     body = json.dumps({"object": "list", "data": [{"id": "nvidia/NV-Reason-CXR-3B"}]}).encode()
 
     def behave(peer: HostilePeer, connection: socket.socket) -> None:
-        peer.write(connection, _head(**{"Content-Length": str(len(body))}) + body)
+        if peer.received[-1].startswith(b"POST /v1/chat/completions "):
+            peer.write(connection, ONE_TOKEN)
+        else:
+            peer.write(connection, _head(**{"Content-Length": str(len(body))}) + body)
 
     with hostile_peer(behave) as peer:
         status, detail, _, _ = _check(peer.url, tmp_path)
@@ -176,7 +186,10 @@ def test_the_start_up_check_and_the_breaker_s_probe_judge_a_health_answer_alike(
     answer = f"HTTP/1.1 {health} X\r\nContent-Length: 0\r\nLocation: /elsewhere\r\n\r\n".encode()
 
     def models(peer: HostilePeer, connection: socket.socket) -> None:
-        peer.write(connection, _head(**{"Content-Length": str(len(body))}) + body)
+        if peer.received[-1].startswith(b"POST /v1/chat/completions "):
+            peer.write(connection, ONE_TOKEN)
+        else:
+            peer.write(connection, _head(**{"Content-Length": str(len(body))}) + body)
 
     with hostile_peer(_routed(answer, models)) as peer:
         status, detail, _, _ = _check(peer.url, tmp_path)
@@ -196,4 +209,6 @@ def test_the_start_up_check_and_the_breaker_s_probe_judge_a_health_answer_alike(
         assert asked == [b"/health", b"/health"]
     else:
         assert "serves m" in detail
-        assert asked == [b"/health", b"/v1/models", b"/health"] + ([] if health < 300 else [b"/v1/models"])
+        # the start-up check asks the served model for one token; the breaker's probe only once a read named it
+        start_up = [b"/health", b"/v1/models", b"/v1/chat/completions"]
+        assert asked == [*start_up, b"/health"] + ([] if health < 300 else [b"/v1/models"])

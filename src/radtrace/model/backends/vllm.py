@@ -46,6 +46,7 @@ __all__ = [
     "PROBE_MAX_TOKENS",
     "PROBE_TIMEOUT_S",
     "VllmBackend",
+    "completion_problem",
     "data_url",
     "serving_models",
 ]
@@ -500,6 +501,22 @@ def _empty_probe_reply(data: bytes) -> str | None:
         return None if tokens >= 1 else "with no token"
     text = message.get("content")
     return None if isinstance(text, str) and text else "with no text"
+
+
+def completion_problem(
+    base_url: str, *, model: str, min_pixels: int, max_pixels: int, api_key: str | None = None, timeout_s: float
+) -> str | None:
+    """Why a vLLM server whose health check passed does not complete one token of one tiny picture within
+    ``timeout_s`` (wedged: "... but completions time out ...", 429/5xx, empty, broken), or None when it does (or
+    refuses the request with 4xx: a read would say why). The breaker's completion probe (:meth:`VllmBackend.
+    unavailable`) for the start-up checks of serve, listen and worker and serve's supervisor (:mod:`radtrace.
+    preflight`); at most 64 KiB of reply read."""
+    client = VllmBackend(base_url, max_new_tokens=PROBE_MAX_TOKENS, min_pixels=min_pixels, max_pixels=max_pixels,
+                         model=model, api_key=api_key, timeout_s=timeout_s)  # fmt: skip
+    try:
+        return client._completion_problem("its health check", timeout_s, time.monotonic() + timeout_s)
+    finally:
+        client.close()
 
 
 def serving_models(base_url: str, *, api_key: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> list[str]:
