@@ -178,11 +178,21 @@ def test_unparseable_readings_of_four_studies_in_a_row_stop_reading_until_a_prob
         assert not any(uid in line for line in said)
 
 
+@pytest.fixture
+def shared_store(tmp_path: Path, server: FakeVllm, database_url: str) -> Iterator[tuple[Settings, Store]]:
+    port = int(server.url.rsplit(":", 1)[1])
+    settings = vllm_worker_settings(tmp_path / "shared", port, batch_size=1, store={"url": database_url})
+    with migrated_store(settings) as opened:
+        yield settings, opened
+
+
 def test_a_second_worker_on_the_database_holds_while_reading_is_stopped(
-    settings: Settings, store: Store, server: FakeVllm
+    shared_store: tuple[Settings, Store], server: FakeVllm
 ) -> None:
     """w1 stops after four garbage readings; w2 then takes a queued study and holds it without recording a reading or
-    telling the outage again; once the model parses both go on and one outage entry pair is all."""
+    telling the outage again; once the model parses both go on and one outage entry pair is all (SQLite and
+    PostgreSQL)."""
+    settings, store = shared_store
     server.answer = lambda request: GARBAGE
     uids = queue_studies(settings, store, 5, seed=740)
     first = threading.Thread(target=ring_until_settled, args=(pipeline_for(settings, store), store, uids[:4], 60),
