@@ -189,3 +189,28 @@ def test_an_io_error_keeping_the_drafts_is_retried_and_counted(
     broken.failing = False
     assert pipeline.process(uid, 1).result is Result.REPORTED
     assert revision_row(store, uid).attempts == 2
+
+
+def test_a_full_disk_under_the_outbox_payloads_waits_uncounted_too(
+    settings: Settings, store: Store, clock: list[datetime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drafts are kept; storing their deliveries' payloads (same disk, usually) runs out of space."""
+    [uid] = queue_studies(settings, store, 1, seed=640)
+    full = FailingWrites(settings.data_dir / "outbox", errno.ENOSPC)
+    monkeypatch.setattr(os, "fsync", full)
+    pipeline = _pipeline(settings, store, clock)
+
+    for _ in range(settings.broker.max_attempts + 1):
+        outcome = pipeline.process(uid, 1)
+        assert outcome.result is Result.RETRY, outcome
+        rev = revision_row(store, uid)
+        assert (rev.state, rev.attempts) == (RevisionState.QUEUED, 0)
+        assert rev.reason is not None
+        assert rev.reason.startswith("waiting: cannot store a payload under "), rev.reason
+        assert outcome.retry_at is not None
+        clock[0] = outcome.retry_at + timedelta(seconds=0.01)
+    assert full.failed > 0
+
+    full.failing = False
+    assert pipeline.process(uid, 1).result is Result.REPORTED
+    assert revision_row(store, uid).attempts == 1
