@@ -219,7 +219,8 @@ def test_radtrace_listen_serves_tls_and_plain_with_the_plain_callers_rules_and_o
     assert "RADTRACE_LISTENER__PLAIN_ALLOWED_CALLERS" in log, log
     assert f"(TLS) and 127.0.0.1:{plain_port} (without TLS)" in log, log
 
-    assert len(audit_payloads(store, "instance_received")) == 2  # one study, one revision, queued once
+    doors = [(p["port"], p["tls"]) for p in map(json.loads, audit_payloads(store, "instance_received"))]
+    assert sorted(doors) == sorted([(plain_port, False), (listener_port, True)])  # one study, one revision
     assert len(audit_payloads(store, "study_queued")) == 1
     revisions = rows(store, Revision)
     assert [(r.number, r.state) for r in revisions] == [(1, RevisionState.QUEUED)]

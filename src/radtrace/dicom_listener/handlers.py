@@ -199,6 +199,13 @@ class ListenerHandlers:
             )
         self.refusals.refused(host, reason, **details)
 
+    def _door(self, assoc: Association) -> dict[str, Any] | None:
+        """With ``listener.plain_port``: the port an instance came in on and whether over TLS, for its audit event."""
+        connection = _connection(assoc)
+        if self.settings.plain_port is None or connection is None or not connection.port:
+            return None
+        return {"port": connection.port, "tls": connection.tls}
+
     def _charge_negotiation(self, connection: Connection) -> None:
         """Charge the association thread's CPU so far (its share of the negotiation) to the source's budget.
 
@@ -349,6 +356,7 @@ class ListenerHandlers:
                 header,
                 actor,
                 max_image_pixels=self.settings.max_image_pixels,
+                door=self._door(event.assoc),
             )
             staged = None
             self.metrics.instances.labels(outcome=result.outcome.value).inc()

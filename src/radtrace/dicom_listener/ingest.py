@@ -152,18 +152,20 @@ def record_instance(
     actor: Actor,
     *,
     max_image_pixels: int = 50_000_000,  # listener.max_image_pixels' default
+    door: dict[str, Any] | None = None,
 ) -> IngestResult:
     """Move ``staged`` into the spool and commit its rows and audit event; see the module docstring.
 
     Other bytes under a SOP Instance UID already held are first compared with the latest version held
     (:func:`radtrace.dicom_listener.compare_child.compare_in_child`, which decodes both in a child process within
     ``max_image_pixels``' memory; outside the transaction, which holds the study's lock and on SQLite the
-    database's write lock); the transaction then runs again with the comparison.
+    database's write lock); the transaction then runs again with the comparison. ``door``: the listener port and
+    whether over TLS, added to the audit payload (a listener with ``listener.plain_port``).
     """
-    outcome = _record(store, recorder, spool, staged, header, actor, None)
+    outcome = _record(store, recorder, spool, staged, header, actor, None, door)
     if isinstance(outcome, _Held):
         comparison = compare_in_child(spool.root / outcome.path, staged.path, max_pixels=max_image_pixels)
-        outcome = _record(store, recorder, spool, staged, header, actor, _Compared(outcome.sha256, comparison))
+        outcome = _record(store, recorder, spool, staged, header, actor, _Compared(outcome.sha256, comparison), door)
     if isinstance(outcome, _Held):  # the second run never asks for a comparison
         raise RuntimeError("a re-sent instance was compared twice")
     if outcome.comparison is not None and outcome.outcome is IngestOutcome.DUPLICATE:
@@ -181,6 +183,7 @@ def _record(
     header: ReceivedHeader,
     actor: Actor,
     compared: _Compared | None,
+    door: dict[str, Any] | None = None,
 ) -> IngestResult | _Held:
     """One transaction of :func:`record_instance`; :class:`_Held` (nothing written) where a comparison is due.
 
@@ -217,7 +220,7 @@ def _record(
                 "transfer_syntax_uid": header.transfer_syntax_uid,
                 "sha256": staged.sha256,
                 "size_bytes": staged.size,
-            }
+            } | (door or {})
             if comparison is not None:
                 payload |= comparison.payload()
             if same is not None:
