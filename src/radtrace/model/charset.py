@@ -141,11 +141,11 @@ def _corrected(terms: list[str]) -> str | None:
 
 def _text_bytes(ds: Dataset) -> Iterator[bytes]:
     """The raw bytes of every text value (SH LO ST PN LT UC UT) of ``ds`` and of its sequences' items that do not
-    declare their own character set. Values left on disk (deferred) are not read."""
+    declare their own character set. Values left on disk (deferred: the pixel data of a header read) are not read."""
     for tag in list(ds.keys()):
         if tag == _CHARSET_TAG:
             continue
-        element = ds.get_item(tag)
+        element = ds.get_item(tag, keep_deferred=True)
         vr = element.VR
         if vr is None and not tag.is_private:
             try:
@@ -167,7 +167,8 @@ def _text_bytes(ds: Dataset) -> Iterator[bytes]:
 
 def _reread_items(ds: Dataset, encodings: list[str]) -> None:
     """Sequence items parsed while deciding were given the old encoding: give them the chosen one."""
-    for element in ds.elements():
+    for tag in list(ds.keys()):
+        element = ds.get_item(tag, keep_deferred=True)  # elements() would read what was left on disk
         if isinstance(element, RawDataElement) or element.VR != "SQ":
             continue
         for item in element.value:
@@ -202,7 +203,7 @@ def read_text_as(ds: Dataset, *, assumed: str = DEFAULT_ASSUMED_CHARACTER_SET) -
     values = list(_text_bytes(ds))
     data = b"".join(values)
     corrected = _corrected(terms)
-    if not any(byte >= 0x80 for byte in data) and ESC not in data:
+    if data.isascii() and ESC not in data:
         choice = CharsetChoice("\\".join(terms), corrected or "ISO_IR 6", "ascii")
     elif ESC not in data and all(_is_utf8(value) for value in values):
         choice = CharsetChoice("\\".join(terms), UTF8_TERM, "utf-8")
