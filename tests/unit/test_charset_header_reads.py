@@ -2,7 +2,7 @@
 pixel data stays on disk (``spooled_image``), and the decision looks only at the text values.
 
 Input: the real NEMA RG1 CR film, JPEG-LS (2.7 MB of pixel data, over the 1 MiB a header read leaves on disk),
-with (0008,0005) as it came (ISO_IR 100) and removed.
+with (0008,0005) as it came (ISO_IR 100), removed, and ISO_IR 100 over a UTF-8 name (the text is read as UTF-8).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ CASES = [
     # (case, (0008,0005) or None, PatientName's bytes or None (as the film has it), the name read)
     ("ISO_IR 100 as sent", "ISO_IR 100", None, "CompressedSamples^RG1"),
     ("none declared", None, None, "CompressedSamples^RG1"),
+    ("utf-8 under ISO_IR 100", "ISO_IR 100", "Müller^Jürgen".encode(), "Müller^Jürgen"),
 ]
 
 

@@ -73,8 +73,9 @@ class StudyImage:
     #: Set when ``dataset`` is the header only (:func:`spooled_image`): reads the whole instance, pixel data
     #: included, for a chosen view.
     whole: Callable[[], StudyImage] | None = field(default=None, compare=False, repr=False)
-    #: The character set its text was read in where its header did not declare one usably
-    #: (:func:`radtrace.model.charset.read_text_as`); None when it did.
+    #: The character set its text was read in where its header did not declare one usably, or declared a
+    #: single-byte set over text that is UTF-8 (:func:`radtrace.model.charset.read_text_as`); None when its text
+    #: was read as declared.
     character_set: CharsetChoice | None = None
 
 
