@@ -53,6 +53,7 @@ from pathlib import Path
 from types import FrameType
 
 from radtrace.config import Settings
+from radtrace.dicom_listener.policy import AssociationRequest, caller_rules
 from radtrace.preflight import check_model_weights
 
 __all__ = [
@@ -319,12 +320,24 @@ SAMPLE_FILM = Path("tests/data/real-cxr/fuji-cr-chest-pa-mono1-10bit-no-filemeta
 LOCAL_CALLER = "RADTRACE-SEND"
 
 
-def _local_caller(settings: Settings) -> str | None:
-    """An AE title that ``radtrace send`` on this machine may call with, or None when none is admitted."""
+def _send_port(settings: Settings) -> int | None:
+    """The port ``radtrace send`` (no TLS) can send to: ``listener.port``, or with TLS there ``listener.plain_port``;
+    None when every port takes TLS only."""
     listener = settings.listener
-    if listener.accept_unknown_callers:
+    return listener.port if not listener.tls.enabled else listener.plain_port
+
+
+def _local_caller(settings: Settings) -> str | None:
+    """An AE title that ``radtrace send`` on this machine may call with on :func:`_send_port`, or None when none is
+    admitted there (:func:`radtrace.dicom_listener.policy.caller_rules`: the plain port may have callers of its own)."""
+    listener = settings.listener
+    plain = listener.tls.enabled
+    judged = caller_rules(
+        AssociationRequest(LOCAL_CALLER, listener.ae_title, "127.0.0.1", 1, 0, plain_port=plain), listener
+    )
+    if judged is None:
         return LOCAL_CALLER
-    for rule in listener.allowed_callers:
+    for rule in judged[0]:
         if rule.host is None or ipaddress.ip_address("127.0.0.1") in ipaddress.ip_network(rule.host, strict=False):
             return rule.ae_title
     return None
@@ -391,11 +404,16 @@ def next_steps(settings: Settings, *, config: Path | None = None, cwd: Path | No
     )
     if settings.model.demo:
         steps.append("Model: DEMO replay of recorded model texts - every draft is marked DEMO - NOT A MODEL READING")
-    caller = _local_caller(settings)
+    port, caller = _send_port(settings), _local_caller(settings)
     film = shlex.quote(str(SAMPLE_FILM)) if (cwd / SAMPLE_FILM).is_file() else "PATH/TO/CHEST-XRAY.dcm"
-    if caller is not None:
+    if port is None:
         steps.append(
-            f"Send a test study: {prefix} send --port {listener.port} --called-ae {shlex.quote(listener.ae_title)} "
+            f"Send a test study: port {listener.port} takes TLS only and radtrace send has none: use dcmtk's "
+            f"storescu +tls (docs/operations.md, 'TLS with the PACS'), or set listener.plain_port"
+        )
+    elif caller is not None:
+        steps.append(
+            f"Send a test study: {prefix} send --port {port} --called-ae {shlex.quote(listener.ae_title)} "
             f"--calling-ae {shlex.quote(caller)} {film}"
         )
     else:

@@ -50,3 +50,37 @@ def test_the_send_command_it_prints_is_admitted_and_names_the_data_directory(tmp
     assert check_association(request, settings.listener) is None
     assert f"file drop {tmp_path / 'drop'}" in _line(steps, "Delivered to")
     assert "drafts show" in _line(steps, "Follow it")
+
+
+def _tls(tmp_path: Path, **listener: object) -> dict[str, object]:
+    for name in ("server.pem", "server.key"):
+        (tmp_path / name).write_text("not read here")
+    tls = {"enabled": True, "certificate": str(tmp_path / "server.pem"), "private_key": str(tmp_path / "server.key")}
+    return {"port": 11999, "tls": tls, **listener}
+
+
+def test_with_tls_the_send_command_goes_to_the_plain_port_as_a_caller_admitted_there(tmp_path: Path) -> None:
+    """radtrace send has no TLS: before, serve printed 'send --port <listener.port>', which a TLS port refuses."""
+    callers = [{"ae_title": "PACS", "host": "10.0.0.5"}, {"ae_title": "RADTRACE-SEND", "host": "127.0.0.1"}]
+    plain_callers = [{"ae_title": "LOCAL-TEST", "host": "127.0.0.1"}]
+    settings = load_settings(
+        data_dir=tmp_path / "var",
+        listener=_tls(tmp_path, allowed_callers=callers, plain_port=12000, plain_allowed_callers=plain_callers),
+    )
+    send = shlex.split(_line(next_steps(settings, cwd=tmp_path), "Send a test study: ").split(": ", 1)[1])
+    at = send.index("send") + 1
+    options = dict(zip(send[at:-1:2], send[at + 1 : -1 : 2], strict=True))
+    assert options["--port"] == "12000"
+    assert options["--calling-ae"] == "LOCAL-TEST"  # the plain port's own list, not allowed_callers
+    request = AssociationRequest(
+        options["--calling-ae"], options["--called-ae"], "127.0.0.1", 1, 10**12, plain_port=True
+    )
+    assert check_association(request, settings.listener) is None
+
+
+def test_with_tls_and_no_plain_port_it_says_how_to_send_instead(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "var", listener=_tls(tmp_path, accept_unknown_callers=True))
+    line = _line(next_steps(settings, cwd=tmp_path), "Send a test study: ")
+    assert "--port 11999" not in line
+    assert "storescu +tls" in line
+    assert "listener.plain_port" in line
