@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import json
 import logging
@@ -127,19 +128,100 @@ def study_key(study_instance_uid: str) -> str:
 
 @contextlib.contextmanager
 def redacting(*values: object) -> Iterator[None]:
-    """Within this block (and its thread / task context), also scrub these exact values from logs.
+    """Within this block (and its thread / task context), also scrub these values from logs, as whole tokens.
 
     Used where a step holds a patient's identifiers (e.g. while handling one instance) so that
-    even free text mentioning them, such as a library's error message, is scrubbed.
+    even free text mentioning them, such as a library's error message, is scrubbed. What is matched
+    (:func:`_terms`): each value whole; a person name's components and their words; a birth date in its usual
+    written forms.
     """
-    words = {str(value).strip() for value in values if value is not None and len(str(value).strip()) >= 2}
-    for word in list(words):
-        words.update(part for part in re.split(r"[\^=]", word) if len(part) >= 2)  # PN components
-    token = _registered_values.set(_registered_values.get() | frozenset(words))
+    terms = _terms(values)
+    if not terms:
+        yield
+        return
+    token = _registered_values.set(_registered_values.get() | terms)
     try:
         yield
     finally:
         _registered_values.reset(token)
+
+
+# Scripts written without spaces between words (Han, kana, Hangul): a name there is matched wherever it stands.
+_UNSPACED: Final = re.compile(r"[\u1100-\u11ff\u2e80-\u2fdf\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
+                              r"\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]")  # fmt: skip
+_DATE: Final = re.compile(r"(\d{4})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
+
+
+def _terms(values: Iterable[object]) -> frozenset[str]:
+    """What :func:`redacting` matches for these values.
+
+    - Each value whole, from 2 characters.
+    - A person name (a value with ``^`` or ``=``): each component group and component, and each word of a
+      component (``VAN DER BERG``, ``ANNE-MARIE``), from 2 characters, or 1 in a script written without spaces
+      (``李``, ``김``). A single Latin letter is left alone: it names no one, and as a token it is ``a``, ``I``, a
+      view (``L``) or a sex (``M``); the name around it is scrubbed.
+    - A date of 8 digits (a birth date): also as 1873-04-17, 1873/04/17, 17.04.1873, 17/04/1873 and 04/17/1873.
+    """
+    terms: set[str] = set()
+    for value in values:
+        if value is None:
+            continue
+        text = str(value).strip()
+        if len(text) >= 2:
+            terms.add(text)
+        if "^" in text or "=" in text:
+            for group in text.split("="):
+                pieces = [group, *group.split("^")]
+                pieces += [word for component in group.split("^") for word in re.split(r"[\s\-]+", component)]
+                terms.update(p for piece in pieces if len(p := piece.strip()) >= 2 or _UNSPACED.match(p))
+        if date := _DATE.fullmatch(text):
+            year, month, day = date.groups()
+            terms.update((f"{year}-{month}-{day}", f"{year}/{month}/{day}", f"{day}.{month}.{year}",
+                          f"{day}/{month}/{year}", f"{month}/{day}/{year}"))  # fmt: skip
+    return frozenset(terms)
+
+
+def _word_edge(char: str) -> bool:
+    """Whether a term's first or last character has a token boundary to check: a letter, digit or ``_`` of a script
+    written with spaces."""
+    return (char.isalnum() or char == "_") and not _UNSPACED.match(char)
+
+
+def _term_pattern(term: str) -> str:
+    """``term`` as a whole token: not inside a longer word (letters, digits, ``_``), nor inside a number or a UID
+    (digits joined by dots); case-insensitive from 3 characters. An edge in a script written without spaces has no
+    boundary to check. 1 or 2 characters (``LI``, ``AN``, ``O``) match as registered, in capitals or capitalised
+    (``Li``) only: in lower case, ``an``, ``no``, ``do``, ``he`` are English words a log line is made of. The check
+    before a term that starts a word (``(?<!\\w)``) is :func:`_matcher`'s, made once for all of them."""
+    if len(term) <= 2:
+        forms = dict.fromkeys(re.escape(form) for form in (term, term.upper(), term.capitalize()))
+        body = "(?:" + "|".join(forms) + ")"
+    else:
+        body = f"(?i:{re.escape(term)})"
+    before = r"(?<!\d\.)" if term[0].isdigit() else ""
+    after = ""
+    if _word_edge(term[-1]):
+        after = r"(?!\w)(?!\.\d)" if term[-1].isdigit() else r"(?!\w)"
+    return f"{before}{body}{after}"
+
+
+def _alternatives(terms: Iterable[str]) -> str:
+    return "|".join(_term_pattern(term) for term in sorted(terms, key=lambda t: (-len(t), t)))
+
+
+@functools.lru_cache(maxsize=256)
+def _matcher(terms: frozenset[str]) -> re.Pattern[str]:
+    """One pattern for a registered set: its terms, longest first (a whole name before its components). Terms that
+    start a word are tried only where a word starts, and only when its first character could be theirs."""
+    words = {term for term in terms if _word_edge(term[0])}
+    others = terms - words
+    parts = []
+    if words:
+        firsts = "".join(sorted({c for term in words for c in (term[0], term[0].upper(), term[0].lower())}))
+        parts.append(rf"(?<!\w)(?=[{re.escape(firsts)}])(?:{_alternatives(words)})")
+    if others:
+        parts.append(f"(?:{_alternatives(others)})")
+    return re.compile("|".join(parts))
 
 
 def registered() -> frozenset[str]:
@@ -164,11 +246,12 @@ def patient_values(datasets: Iterable[Dataset]) -> tuple[str, ...]:
 
 
 def redact_text(text: str) -> str:
-    """Remove patient identifiers from a piece of text (a formatted log message or traceback)."""
+    """Remove patient identifiers from a piece of text (a formatted log message or traceback): the forms
+    :data:`_PATTERNS` knows, then the values registered with :func:`redacting`, as whole tokens."""
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
-    for value in sorted(_registered_values.get(), key=len, reverse=True):
-        text = re.sub(re.escape(value), REDACTED, text, flags=re.IGNORECASE)
+    if terms := _registered_values.get():
+        text = _matcher(terms).sub(REDACTED, text)
     return text
 
 
