@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -350,6 +351,25 @@ class QaSettings(Section):
         description="a label drifts when its daily rate stays outside its limits this many days in a row",
     )
     refresh_s: float = Field(default=60.0, ge=1.0, description="the rules are recomputed at most this often")
+    time_zone: str = Field(
+        default="UTC",
+        description="the site's time zone, an IANA name such as America/New_York: the QA dashboard's days and weeks "
+        "are its local calendar days (DST days of 23 and 25 hours included)",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        """Refused at start unless zoneinfo knows the name: a typo would otherwise fail every dashboard view."""
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r}: give an IANA name such as 'America/New_York', 'Europe/Berlin' or "
+                f"'UTC' (zoneinfo found no such zone in {', '.join(TZPATH) or 'its search path'} or the tzdata "
+                "package)"
+            ) from exc
+        return value
 
 
 class ApiSettings(Section):

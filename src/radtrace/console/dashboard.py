@@ -1,9 +1,10 @@
 """The QA dashboard (console, ``qa`` and ``admin``): volume, latency, agreement and drift over a chosen period.
 
 ``GET /console/dashboard?from=YYYY-MM-DD&to=YYYY-MM-DD&period=day|week`` draws every figure of
-:mod:`radtrace.console.dashboard_figures` for the days ``from`` to ``to`` (inclusive, UTC; default the last 30
-days) by day or by ISO week. Label drift uses the ``qa`` settings that the Prometheus rules use
-(``qa.baseline_days`` before the window set the control limits; a label drifts when its daily rate stays
+:mod:`radtrace.console.dashboard_figures` for the days ``from`` to ``to`` (inclusive; default the last 30 days) by
+day or by ISO week. Days are the site's local calendar days in ``qa.time_zone`` (default UTC), weeks start on
+their Monday, and a DST day counts its 23 or 25 hours. Label drift uses the ``qa`` settings that the Prometheus
+rules use (``qa.baseline_days`` before the window set the control limits; a label drifts when its daily rate stays
 outside its 95 % limits on one side for ``qa.drift_run_days`` days), so the page and the site's alerting agree.
 
 By week, the figures cover whole ISO weeks: from the Monday of ``from``'s week, which the page names as the first
@@ -28,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -77,8 +79,8 @@ VOLUME_COLOURS: Final = {"read": "#56b4e9", "skipped": "#e69f00", "failed": "#ff
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
-FromDate = Annotated[date | None, Query(alias="from", description="first day shown (UTC), YYYY-MM-DD")]
-ToDate = Annotated[date | None, Query(alias="to", description="last day shown (UTC), YYYY-MM-DD")]
+FromDate = Annotated[date | None, Query(alias="from", description="first day shown (qa.time_zone), YYYY-MM-DD")]
+ToDate = Annotated[date | None, Query(alias="to", description="last day shown (qa.time_zone), YYYY-MM-DD")]
 Granularity = Annotated[Literal["day", "week"], Query(description="one point per day or per ISO week")]
 
 
@@ -89,7 +91,8 @@ def _qa(user: Any) -> None:
 
 
 def _window(state: ConsoleState, first: date | None, last: date | None, period: str) -> Window:
-    today = datetime.now(UTC).date()
+    rules = state.settings.qa
+    today = datetime.now(UTC).astimezone(ZoneInfo(rules.time_zone)).date()  # the site's today, not UTC's
     last = last or today
     if not EARLIEST <= last <= LATEST:  # checked before any date arithmetic that could leave the calendar
         raise HTTPException(422, detail=f"to ({last}) must lie between {EARLIEST} and {LATEST}")
@@ -101,8 +104,8 @@ def _window(state: ConsoleState, first: date | None, last: date | None, period: 
     if (last - first).days + 1 > MAX_DAYS:
         raise HTTPException(422, detail=f"at most {MAX_DAYS} days at a time; {first} to {last} is "
                                         f"{(last - first).days + 1}")  # fmt: skip
-    rules = state.settings.qa
-    return Window(first, last, "week" if period == "week" else "day", rules.baseline_days, rules.drift_run_days)
+    return Window(first, last, "week" if period == "week" else "day", rules.baseline_days, rules.drift_run_days,
+                  rules.time_zone)  # fmt: skip
 
 
 def _record(request: Request, state: ConsoleState, user: Any, kind: EventType, **payload: Any) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ from sqlalchemy.orm import aliased
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console.dashboard_queries import Window, as_date, aware, json_text, utc_day, within
+from radtrace.console.dashboard_queries import Window, as_date, aware, json_text, local_day
 from radtrace.console.review import IMPRESSION
 from radtrace.console.schema import QaAgreementCount, QaDecision
 from radtrace.qa.agreement import DECISIONS, LabelAgreement
@@ -174,7 +174,7 @@ def _supersede(session: Any, after_seq: int) -> list[Any]:
 def _current_decisions(window: Window, whole_draft: bool) -> list[sa.ColumnElement[bool]]:
     """Decisions recorded in the window that no later one replaced (the agreement page's "current decisions")."""
     return [
-        within(QaDecision.recorded_at, window.start, window.last),
+        window.within(QaDecision.recorded_at, window.start, window.last),
         ~QaDecision.superseded,
         (QaDecision.label == "") if whole_draft else (QaDecision.label != ""),
     ]
@@ -207,7 +207,7 @@ def read_agreement_by_model(session: Any, store: Store, window: Window) -> dict[
     The reading is looked up once per study revision decided (on the ``study_uid`` index: a study's few events),
     not once per decision; and not at all while the site has only ever run one model, whose counts are then
     :func:`read_agreement`'s."""
-    current = (within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
+    current = (window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
     only = _only_model(session, window)
     if only is not None:
         agreement = read_agreement(session, window)
@@ -253,11 +253,13 @@ def read_agreement_by_model(session: Any, store: Store, window: Window) -> dict[
 
 
 def read_agreement_by_period(session: Any, store: Store, window: Window) -> dict[str, dict[date, Counter[str]]]:
-    """:func:`read_agreement`'s counts per label (whole drafts last) and per UTC day the decision was recorded:
+    """:func:`read_agreement`'s counts per label (whole drafts last) and per local day the decision was recorded:
     label -> day -> decision -> count (an index-only count on ``ix_qa_decisions_recorded_at``)."""
     rows = session.execute(
-        sa.select(utc_day(store, QaDecision.recorded_at), QaDecision.label, QaDecision.decision, sa.func.count())
-        .where(within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
+        sa.select(
+            local_day(store, window, QaDecision.recorded_at), QaDecision.label, QaDecision.decision, sa.func.count()
+        )
+        .where(window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
         .group_by(sa.literal_column("1"), QaDecision.label, QaDecision.decision)
     )
     counts: dict[str, dict[date, Counter[str]]] = {}
@@ -273,7 +275,7 @@ def _only_model(session: Any, window: Window) -> str | None:
         sa.select(AuditEventRow.model_name, AuditEventRow.model_version)
         .where(
             AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value,
-            AuditEventRow.recorded_at < datetime.combine(window.last + timedelta(days=1), time.min, tzinfo=UTC),
+            AuditEventRow.recorded_at < window.midnight(window.last + timedelta(days=1)),
         )
         .distinct()
         .limit(2)

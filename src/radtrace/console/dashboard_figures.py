@@ -1,7 +1,8 @@
 """The QA dashboard's figures, read with SQL aggregates and turned into :mod:`radtrace.qa` statistics.
 
-Every query groups by UTC day in the database (SQLite and PostgreSQL alike) and returns counts, never events:
-the dashboard over a million audit events reads a few thousand aggregate rows. Weeks are folded from days here
+Every query groups by the site's local day (``qa.time_zone``; :func:`.dashboard_queries.local_day`) in the
+database (SQLite and PostgreSQL alike) and returns counts, never events: the dashboard over a million audit events
+reads a few thousand aggregate rows. Weeks are folded from days here
 (:func:`radtrace.qa.drift.period_start`), so both granularities share one set of queries. Where each figure
 comes from:
 
@@ -49,7 +50,7 @@ from radtrace.console.dashboard_agreement import (
     read_agreement_by_period,
     sync_decisions,
 )
-from radtrace.console.dashboard_queries import Window, as_date, aware, has_item, seconds_between, utc_day, within
+from radtrace.console.dashboard_queries import Window, as_date, aware, has_item, local_day, seconds_between
 from radtrace.console.schema import ReviewItem
 from radtrace.qa.agreement import LabelAgreement
 from radtrace.qa.drift import (
@@ -205,10 +206,10 @@ def read_figures(store: Store, window: Window, now: datetime) -> Figures:
 
 def _models(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
     rows = session.execute(
-        sa.select(utc_day(store, AuditEventRow.recorded_at), AuditEventRow.model_name, AuditEventRow.model_version,
-                  sa.func.count())
+        sa.select(local_day(store, window, AuditEventRow.recorded_at), AuditEventRow.model_name,
+                  AuditEventRow.model_version, sa.func.count())
         .where(AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value,
-               within(AuditEventRow.recorded_at, window.start, window.last),
+               window.within(AuditEventRow.recorded_at, window.start, window.last),
                readable_time(store, AuditEventRow.recorded_at))
         .group_by(sa.literal_column("1"), AuditEventRow.model_name, AuditEventRow.model_version)
     )  # fmt: skip
@@ -224,10 +225,12 @@ def _folder(window: Window) -> Any:
     return fold
 
 
-def _count_by_day(session: Any, store: Store, column: Any, first: date, last: date, *where: Any) -> dict[str, int]:
+def _count_by_day(
+    session: Any, store: Store, window: Window, column: Any, first: date, last: date, *where: Any
+) -> dict[str, int]:
     rows = session.execute(
-        sa.select(utc_day(store, column), sa.func.count())
-        .where(within(column, first, last), *where)
+        sa.select(local_day(store, window, column), sa.func.count())
+        .where(window.within(column, first, last), *where)
         .group_by(sa.literal_column("1"))
     )
     return {str(day): int(count) for day, count in rows}
@@ -235,18 +238,18 @@ def _count_by_day(session: Any, store: Store, column: Any, first: date, last: da
 
 def _volume(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
     first, last = window.start, window.last
-    for day, count in _count_by_day(session, store, Revision.opened_at, first, last).items():
+    for day, count in _count_by_day(session, store, window, Revision.opened_at, first, last).items():
         figures.received[fold(day)] = figures.received.get(fold(day), 0) + count
     base_first = window.baseline[0]
-    read_by_day = _count_by_day(session, store, Revision.reported_at, base_first, last)
+    read_by_day = _count_by_day(session, store, window, Revision.reported_at, base_first, last)
     for day, count in read_by_day.items():
         if as_date(day) >= first:
             figures.read[fold(day)] = figures.read.get(fold(day), 0) + count
     failed_by_day: dict[str, int] = {}
     for state, target in ((RevisionState.SKIPPED, figures.skipped), (RevisionState.FAILED, figures.failed)):
         rows = session.execute(
-            sa.select(utc_day(store, Revision.finished_at), Revision.reason, sa.func.count())
-            .where(Revision.state == state, within(Revision.finished_at, base_first, last))
+            sa.select(local_day(store, window, Revision.finished_at), Revision.reason, sa.func.count())
+            .where(Revision.state == state, window.within(Revision.finished_at, base_first, last))
             .group_by(sa.literal_column("1"), Revision.reason)
         )
         for day, reason, count in rows:
@@ -255,9 +258,10 @@ def _volume(session: Any, store: Store, window: Window, figures: Figures, fold: 
             if as_date(day) >= first:
                 target.setdefault(fold(day), Counter())[reason or "(no reason recorded)"] += count
     delivered = session.execute(
-        sa.select(utc_day(store, OutboxMessage.delivered_at), sa.func.count(sa.distinct(OutboxMessage.revision_id)))
+        sa.select(local_day(store, window, OutboxMessage.delivered_at),
+                  sa.func.count(sa.distinct(OutboxMessage.revision_id)))
         .where(OutboxMessage.kind == "sr", OutboxMessage.state == "delivered",
-               within(OutboxMessage.delivered_at, first, last))
+               window.within(OutboxMessage.delivered_at, first, last))
         .group_by(sa.literal_column("1"))
     )  # fmt: skip
     for day, count in delivered:
@@ -310,14 +314,14 @@ def _latencies(session: Any, store: Store, window: Window, figures: Figures, fol
                OutboxMessage.state == "delivered")
         .scalar_subquery()
     )  # fmt: skip
-    in_window = within(Revision.reported_at, window.start, window.last)
+    in_window = window.within(Revision.reported_at, window.start, window.last)
     read = int(session.scalar(sa.select(sa.func.count()).select_from(Revision).where(in_window)) or 0)
     every = math.ceil(read / LATENCY_SAMPLE) if read > LATENCY_SAMPLE else 1
     sampled = [in_window] if every == 1 else [in_window, Revision.id % every == 0]
     figures.latency_sample = (read, every)
     rows = session.execute(
         sa.select(
-            utc_day(store, Revision.reported_at),
+            local_day(store, window, Revision.reported_at),
             seconds_between(store, Revision.queued_at, last_image),
             seconds_between(store, Revision.started_at, Revision.queued_at),
             seconds_between(store, Revision.reported_at, Revision.started_at),
@@ -345,9 +349,9 @@ def _drift(session: Any, store: Store, window: Window, figures: Figures, fold: A
     table = AuditEventRow
     base_first, base_last = window.baseline
     rows = session.execute(
-        sa.select(utc_day(store, table.recorded_at), table.labels, sa.func.count())
+        sa.select(local_day(store, window, table.recorded_at), table.labels, sa.func.count())
         .where(table.event_type == EventType.INFERENCE_COMPLETED.value,
-               within(table.recorded_at, base_first, window.last), readable_time(store, table.recorded_at))
+               window.within(table.recorded_at, base_first, window.last), readable_time(store, table.recorded_at))
         .group_by(sa.literal_column("1"), table.labels)
     )  # fmt: skip
     totals: dict[date, int] = {}
@@ -394,8 +398,8 @@ def _mix(session: Any, store: Store, window: Window, figures: Figures, fold: Any
         "photometric interpretation": Instance.photometric,
     }
     rows = session.execute(
-        sa.select(utc_day(store, Instance.received_at), *columns.values(), sa.func.count())
-        .where(within(Instance.received_at, first, last))
+        sa.select(local_day(store, window, Instance.received_at), *columns.values(), sa.func.count())
+        .where(window.within(Instance.received_at, first, last))
         .group_by(*(sa.literal_column(str(i)) for i in range(1, len(columns) + 2)))
     )  # fmt: skip
     figures.mix = {name: {} for name in MIX_ATTRIBUTES}
@@ -404,8 +408,8 @@ def _mix(session: Any, store: Store, window: Window, figures: Figures, fold: Any
             shown = f"{value:g}" if isinstance(value, float) else value
             figures.mix[name].setdefault(fold(day), Counter())[shown or "(none)"] += count
     views = session.execute(
-        sa.select(utc_day(store, ReviewItem.reported_at), ReviewItem.view, sa.func.count())
-        .where(within(ReviewItem.reported_at, first, last))
+        sa.select(local_day(store, window, ReviewItem.reported_at), ReviewItem.view, sa.func.count())
+        .where(window.within(ReviewItem.reported_at, first, last))
         .group_by(sa.literal_column("1"), ReviewItem.view)
     )
     for day, view, count in views:
@@ -416,12 +420,12 @@ def _rates(session: Any, store: Store, window: Window, figures: Figures, fold: A
     flags = ReviewItem.flags
     rows = session.execute(
         sa.select(
-            utc_day(store, ReviewItem.reported_at),
+            local_day(store, window, ReviewItem.reported_at),
             sa.func.count(),
             sa.func.sum(sa.case((has_item(store, flags, "refused"), 1), else_=0)),
             sa.func.sum(sa.case((has_item(store, flags, "text-sanitised"), 1), else_=0)),
         )
-        .where(within(ReviewItem.reported_at, window.start, window.last))
+        .where(window.within(ReviewItem.reported_at, window.start, window.last))
         .group_by(sa.literal_column("1"))
     )
     per_period: dict[date, list[int]] = {}

@@ -1,6 +1,11 @@
 """What the dashboard's queries are built from: the window of days shown, and SQL that reads the same on SQLite
-and PostgreSQL (a timestamp's UTC day, seconds between two timestamps, a JSON payload's field, an item of a
+and PostgreSQL (a timestamp's local day, seconds between two timestamps, a JSON payload's field, an item of a
 comma-separated column, a range of days).
+
+Days are the site's local calendar days (``qa.time_zone``, default UTC). Each local day's UTC bounds, and the UTC
+offset in force between the zone's transitions, are computed here with :mod:`zoneinfo`, so a 23- or 25-hour DST
+day and a +05:30 or +05:45 zone are counted exactly and the same on both databases, whose own zone data is not
+used; the database still groups (a ``CASE`` over the few offsets in force in the window).
 
 :mod:`.dashboard_figures` and :mod:`.dashboard_agreement` read their figures with these.
 """
@@ -10,7 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -18,18 +25,25 @@ from sqlalchemy.dialects import postgresql
 from radtrace.qa.drift import Period, period_start
 from radtrace.store.engine import Store, is_postgresql
 
-__all__ = ["Window", "as_date", "aware", "has_item", "json_text", "seconds_between", "utc_day", "within"]
+__all__ = ["Window", "as_date", "aware", "has_item", "json_text", "local_day", "seconds_between"]
 
 
 @dataclass(frozen=True)
 class Window:
-    """The days shown (``first`` to ``last``, inclusive, UTC), their granularity, and the baseline before them."""
+    """The days shown (``first`` to ``last``, inclusive, local days of ``time_zone``), their granularity, and the
+    baseline before them."""
 
     first: date
     last: date
     period: Period = "day"
     baseline_days: int = 28
     drift_run: int = 7
+    time_zone: str = "UTC"
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        """The site's zone (``qa.time_zone``, checked when the settings load)."""
+        return ZoneInfo(self.time_zone)
 
     @property
     def start(self) -> date:
@@ -48,16 +62,66 @@ class Window:
         count = (self.last - self.start).days // step + 1
         return [self.start + timedelta(days=step * i) for i in range(count)]
 
+    def midnight(self, day: date) -> datetime:
+        """When ``day`` begins in the site's zone, as a UTC instant (a midnight skipped by DST: the first instant
+        of that day)."""
+        return datetime.combine(day, time.min, tzinfo=self.zone).astimezone(UTC)
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
+    def local(self, moment: datetime) -> datetime:
+        """A UTC instant as the site's wall-clock time."""
+        return moment.astimezone(self.zone)
+
+    def within(self, column: Any, first: date, last: date) -> sa.ColumnElement[bool]:
+        """Whether a timestamp column falls on the local days ``first`` to ``last`` (inclusive)."""
+        return sa.and_(column >= self.midnight(first), column < self.midnight(last + timedelta(days=1)))
+
+    def offsets(self, first: date, last: date) -> list[tuple[datetime | None, int]]:
+        """The zone's UTC offsets (seconds) in force from the local day ``first`` to ``last``: ``(until, offset)``
+        in order, each up to the UTC instant ``until`` (exclusive), the last one open (``None``)."""
+        zone, result = self.zone, list[tuple[datetime | None, int]]()
+        moment, end = self.midnight(first - timedelta(days=1)), self.midnight(last + timedelta(days=2))
+        while moment < end:
+            offset, following = _offset(zone, moment), min(moment + timedelta(days=1), end)
+            if _offset(zone, following) != offset:  # a transition in this day: find it to the second
+                low, high = moment, following
+                while high - low > timedelta(seconds=1):
+                    middle = low + (high - low) / 2
+                    low, high = (middle, high) if _offset(zone, middle) == offset else (low, middle)
+                following = high.replace(microsecond=0)
+                result.append((following, offset))
+            moment = following
+        result.append((None, _offset(zone, end)))
+        return result
 
 
-def utc_day(store: Store, column: Any) -> sa.ColumnElement[str]:
-    """The UTC day of a timestamp column as ``YYYY-MM-DD`` text (SQLite keeps UTC text; PostgreSQL timestamptz)."""
+def _offset(zone: ZoneInfo, moment: datetime) -> int:
+    delta = moment.astimezone(zone).utcoffset()
+    return int(delta.total_seconds()) if delta is not None else 0
+
+
+def local_day(store: Store, window: Window, column: Any) -> sa.ColumnElement[str]:
+    """The site's local day of a timestamp column as ``YYYY-MM-DD`` text, exact for rows from the window's
+    baseline to its last day: the UTC wall clock shifted by the offset in force at that instant (one ``CASE``
+    branch per offset; in UTC the plain UTC day, as before)."""
+    offsets = window.offsets(window.baseline[0], window.last)
     if is_postgresql(store.engine):
-        return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD")
-    return sa.func.substr(column, 1, 10)
+        utc = sa.func.timezone("UTC", column)  # timestamptz -> the UTC wall clock
+
+        def shifted(seconds: int) -> sa.ColumnElement[str]:
+            moved = utc + sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds) if seconds else utc
+            return sa.func.to_char(moved, "YYYY-MM-DD")
+    else:
+
+        def shifted(seconds: int) -> sa.ColumnElement[str]:
+            if not seconds:
+                return sa.func.substr(column, 1, 10)
+            # Whole seconds only: SQLite rounds a fraction to milliseconds, so 23:59:59.9999 would be the next day.
+            return sa.func.date(sa.func.substr(column, 1, 19), f"{seconds:+d} seconds")
+
+    if len(offsets) == 1:
+        return shifted(offsets[0][1])
+    branches = [(column < until, shifted(offset)) for until, offset in offsets[:-1] if until is not None]
+    return sa.case(*branches, else_=shifted(offsets[-1][1]))
 
 
 def seconds_between(store: Store, later: Any, earlier: Any) -> sa.ColumnElement[float]:
@@ -82,13 +146,8 @@ def has_item(store: Store, column: Any, item: str) -> sa.ColumnElement[bool]:
     return position > 0
 
 
-def within(column: Any, first: date, last: date) -> sa.ColumnElement[bool]:
-    """Whether a timestamp column falls on the days ``first`` to ``last`` (inclusive, UTC)."""
-    return sa.and_(column >= _midnight(first), column < _midnight(last + timedelta(days=1)))
-
-
 def as_date(text: str) -> date:
-    """A day as :func:`utc_day` gives it (``YYYY-MM-DD``), as a date."""
+    """A day as :func:`local_day` gives it (``YYYY-MM-DD``), as a date."""
     return date.fromisoformat(text)
 
 
