@@ -155,7 +155,8 @@ def test_a_delivery_claimed_by_a_dispatcher_that_died_says_so_and_when_it_is_tak
 
     assert shown.returncode == 0, shown.stderr
     text = " ".join(shown.stdout.split())
-    assert f"({dead}, not running: taken over after {until} UTC, claim expired)" in text.replace("│ ", ""), text
+    expected = f"({dead}, not running: its claim expires at {until} UTC, then the next dispatcher pass sends it again)"
+    assert expected in text.replace("│ ", ""), text
     status = site.status("status", "--no-broker")
     assert "outbox: 1 pending deliveries claimed by a process that is not running" in status.stdout
     assert f"outbox row {outbox_id}: in flight since" in status.stdout

@@ -83,11 +83,13 @@ class InFlight:
     gone: bool  # the process ran on this host and is not running
 
     def describe(self) -> str:
-        """E.g. 'in flight since 11:03:47 UTC (radtrace@pacs1:4242, not running: taken over after 11:08:47 UTC)'."""
+        """E.g. 'in flight since 11:03:47 UTC (radtrace@pacs1:4242, not running: its claim expires at 11:08:47 UTC,
+        then the next dispatcher pass sends it again)'."""
         since = f"in flight since {self.since:%H:%M:%S} UTC ({self.process}"
+        expires = f"its claim expires at {self.lease_until:%H:%M:%S} UTC, then the next dispatcher pass sends it again"
         if self.gone:
-            return f"{since}, not running: taken over after {self.lease_until:%H:%M:%S} UTC, claim expired)"
-        return f"{since}; if it died, taken over after {self.lease_until:%H:%M:%S} UTC)"
+            return f"{since}, not running: {expires})"
+        return f"{since}; if it died, {expires})"
 
 
 def in_flight(session: Session, rows: Iterable[tuple[int, str, datetime]], now: datetime) -> dict[int, InFlight]:
