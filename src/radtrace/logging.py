@@ -447,7 +447,18 @@ def _quiet_libraries() -> None:
 
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
-    for name in ("pynetdicom", "celery", "kombu", "urllib3", "httpx", "filelock", "transformers", "alembic"):
+    # highdicom logs at INFO the SOP Instance UID of every data set it copies the patient and study from.
+    for name in (
+        "pynetdicom",
+        "highdicom",
+        "celery",
+        "kombu",
+        "urllib3",
+        "httpx",
+        "filelock",
+        "transformers",
+        "alembic",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -178,7 +178,8 @@ def test_what_a_draft_process_logs_while_building_a_studys_drafts_never_names_it
     )  # fmt: skip
     configure_logging(fmt, "INFO", stream=io.StringIO())  # the worker's own handler (its lines are not looked at)
     spec = _canaries("D")
-    uid, _ = spool_study(wsettings, store, make_study(spec, [ImageSpec(view="PA")]))
+    study = make_study(spec, [ImageSpec(view="PA")])
+    uid, _ = spool_study(wsettings, store, study)
     headers_only = pipeline.headers_only
     monkeypatch.setattr(pipeline, "headers_only", lambda ds: talkative(headers_only(ds)))
     drafter = PoolDrafter(wsettings, 1)
@@ -194,6 +195,8 @@ def test_what_a_draft_process_logs_while_building_a_studys_drafts_never_names_it
     for value in _sought(spec):
         leaked = [line for line in err.splitlines() if value.lower() in line.lower()]
         assert not leaked, f"{value!r} reached the worker's stderr: {leaked[:3]}"
+    for value in (uid, *(str(ds.SOPInstanceUID) for ds in study)):  # a log line names a study by its study_key
+        assert value not in err, f"{value!r} reached the worker's stderr"
     lines = [line for line in err.splitlines() if CHILD_LIBRARY in line]
     assert lines, f"the draft process's library wrote nothing: the test would prove nothing ({err[-1000:]!r})"
     for line in lines:
