@@ -165,3 +165,14 @@ def test_a_delivery_claimed_by_a_dispatcher_that_died_says_so_and_when_it_is_tak
         AuditRecorder(site.store).record(AuditEvent(EventType.DISPATCH_RETRY_SCHEDULED, Actor(process=dead),
                                                     study_uid=UID, payload={"outbox_id": outbox_id}))  # fmt: skip
     assert "not running" not in site.status("status", "--no-broker").stdout
+
+
+def test_a_revision_processing_under_a_claim_that_ran_out_says_its_worker_is_gone(site: Site) -> None:
+    expired = utc_now() - timedelta(seconds=95)
+    _study(site, RevisionState.PROCESSING, opened_s_ago=300, claimed_by="gpu0@host:4242", claim_expires_at=expired,
+           attempts=1)  # fmt: skip
+
+    text = " ".join(site.status("status", "--no-broker").stdout.split())
+
+    assert f"reason: claimed by worker gpu0@host:4242, whose claim expired at {expired:%H:%M:%S} UTC (" in text, text
+    assert "stopped renewing it (killed, lost); the next worker that looks takes it over" in text

@@ -284,7 +284,16 @@ def collect_status(
             outbox[OutboxState(delivery_state).value] = int(count)
         since = sa.func.coalesce(Revision.queued_at, Revision.opened_at, type_=UtcDateTime())
         oldest_row = session.execute(
-            sa.select(Study.study_key, Revision.number, Revision.state, since, Study.study_uid, Revision.reason)
+            sa.select(
+                Study.study_key,
+                Revision.number,
+                Revision.state,
+                since,
+                Study.study_uid,
+                Revision.reason,
+                Revision.claimed_by,
+                Revision.claim_expires_at,
+            )
             .join(Study, Revision.study_id == Study.id)
             .where(
                 sa.or_(
@@ -306,16 +315,28 @@ def collect_status(
         flights = in_flight(session, _claimed_rows(session, now), now)
     oldest = None
     if oldest_row is not None:
-        key, number, state, started, uid, reason = oldest_row
+        key, number, state, started, uid, reason, claimed_by, claim_expires_at = oldest_row
         oldest = WaitingRevision(
             key, number, RevisionState(state), started, (now - started).total_seconds(), uid, reason
         )
-        if reason is None and (note := _listener_note(settings, oldest)) is not None:
+        note = _listener_note(settings, oldest) or _claim_note(claimed_by, claim_expires_at, now)
+        if reason is None and note is not None:
             oldest = WaitingRevision(key, number, oldest.state, started, oldest.waiting_s, uid, note)
     queues, broker_error = _queue_depths(settings) if with_queues else ({}, None)
     holds = held_destinations(store, settings.dispatch)
     return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped, holds, broker_error,
                          sorted(flights.values(), key=lambda f: f.outbox_id))  # fmt: skip
+
+
+def _claim_note(worker: str | None, expires: datetime | None, now: datetime) -> str | None:
+    """A revision processing under a claim that ran out: its worker stopped renewing it (killed, lost)."""
+    if worker is None or expires is None or expires > now:
+        return None
+    ago = (now - expires).total_seconds()
+    return (
+        f"claimed by worker {worker}, whose claim expired at {expires:%H:%M:%S} UTC ({ago:.0f} s ago): that worker "
+        "stopped renewing it (killed, lost); the next worker that looks takes it over (an attempt counted)"
+    )
 
 
 def _claimed_rows(session: Session, now: datetime, limit: int = 100) -> list[tuple[int, str, datetime]]:
