@@ -343,7 +343,9 @@ class ListenerHandlers:
             self.metrics.bytes.inc(staged.size)
             try:
                 limit = instance_byte_limit(self.settings.max_image_pixels)
-                header = read_header(staged.path, max_inflated_bytes=limit)
+                header = read_header(
+                    staged.path, max_inflated_bytes=limit, assumed_character_set=self.settings.assumed_character_set
+                )
                 scope.enter_context(redacting(*header.patient_values()))
                 self._check(header, event, staged.path)
             except DicomInputError as exc:
@@ -422,7 +424,11 @@ class ListenerHandlers:
         self, staged: StagedFile, exc: DicomInputError, actor: Actor, event: evt.Event, scope: contextlib.ExitStack
     ) -> Dataset:
         # named by its study where the file says it usably: QA asking about a study the PACS sent finds the refusal
-        identity = refused_identity(staged.path, max_inflated_bytes=instance_byte_limit(self.settings.max_image_pixels))
+        identity = refused_identity(
+            staged.path,
+            max_inflated_bytes=instance_byte_limit(self.settings.max_image_pixels),
+            assumed_character_set=self.settings.assumed_character_set,
+        )
         scope.enter_context(redacting(*identity.patient_values()))
         where = self.spool.quarantine(staged, exc.reason)
         self.metrics.instances.labels(outcome="quarantined").inc()

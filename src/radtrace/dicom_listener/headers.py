@@ -12,11 +12,15 @@ is converted and checked against its VR and VM. What happens next is the attribu
   the value) on the :class:`ReceivedHeader`: the instance is accepted and the deviation is recorded.
 
 A file that is not DICOM, or is truncated, is refused as before. pydicom's warnings about invalid values are
-silenced here (they quote values, i.e. patient data): the deviations say the same, without the values.
+silenced here (they quote values, i.e. patient data): the deviations say the same, without the values. Text is
+read in the character set the worker reads it in (:func:`radtrace.model.charset.read_text_as`, with
+``listener.assumed_character_set``), so the audit's patient ID and accession are the ones QA searches for; only
+text values over 4 KiB, which stay on disk here, are not looked at (the worker looks at those up to 1 MiB).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -46,8 +50,11 @@ from radtrace.dicom_listener.attributes import (
 from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, instance_byte_limit
 from radtrace.dicom_listener.spool import check_uid
 from radtrace.errors import DicomInputError
+from radtrace.model.charset import DEFAULT_ASSUMED_CHARACTER_SET, read_text_as
 
 __all__ = ["DEFAULT_MAX_INFLATED_BYTES", "ReceivedHeader", "RefusedIdentity", "read_header", "refused_identity"]
+
+logger = logging.getLogger(__name__)
 
 _DEFER_BYTES: Final = 4096
 _UNDEFINED_LENGTH: Final = 0xFFFFFFFF
@@ -144,14 +151,19 @@ class RefusedIdentity:
         return self.patient_name, self.patient_id, self.accession
 
 
-def refused_identity(path: Path, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> RefusedIdentity:
+def refused_identity(
+    path: Path,
+    *,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+    assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
+) -> RefusedIdentity:
     """The identifiers of an instance :func:`read_header` refused, so that QA finds the refusal by study or
     accession. Parsed as :func:`read_header` parses (the same bounds: a deflated data set that would inflate
-    too far is not inflated); a file that cannot be parsed at all names nobody."""
+    too far is not inflated; text in the same character set); a file that cannot be parsed at all names nobody."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's warnings quote values
         try:
-            ds, _ = _parse(path, max_inflated_bytes)
+            ds, _ = _parse(path, max_inflated_bytes, assumed_character_set)
         except DicomInputError:
             return RefusedIdentity()
         try:
@@ -217,8 +229,9 @@ def _check_inflated_size(path: Path, limit: int) -> None:
                 )
 
 
-def _parse(path: Path, max_inflated_bytes: int) -> tuple[Dataset, dict[int, str]]:
-    """The dataset with every small element converted, and the elements that could not be: ``{tag: problem}``."""
+def _parse(path: Path, max_inflated_bytes: int, assumed_character_set: str) -> tuple[Dataset, dict[int, str]]:
+    """The dataset with every small element converted, text in the character set
+    :func:`~radtrace.model.charset.read_text_as` decides, and the elements that could not be: ``{tag: problem}``."""
     size = path.stat().st_size
     unparsable: dict[int, str] = {}
     try:
@@ -228,6 +241,10 @@ def _parse(path: Path, max_inflated_bytes: int) -> tuple[Dataset, dict[int, str]
             ds = dcmread(path)
         else:
             ds = dcmread(path, defer_size=_DEFER_BYTES)
+        try:  # before any value is converted: converted values keep their text
+            read_text_as(ds, assumed=assumed_character_set)
+        except Exception:  # the decision never refuses an instance: its text is then read as pydicom's default
+            logger.debug("character set not decided; reading the header as pydicom does", exc_info=True)
         for tag in list(ds.keys()):
             raw = ds.get_item(tag, keep_deferred=True)
             if isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, _UNDEFINED_LENGTH):
@@ -303,14 +320,21 @@ def _pixel_data_problem(ds: Dataset, path: Path) -> str | None:
     return None if second == _ITEM else "encapsulated without any frame"
 
 
-def read_header(path: Path, *, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES) -> ReceivedHeader:
+def read_header(
+    path: Path,
+    *,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+    assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
+) -> ReceivedHeader:
     """Parse a Part 10 file's header; :class:`DicomInputError` naming the element when it cannot be accepted.
 
-    A deflated data set that inflates beyond ``max_inflated_bytes`` is refused before pydicom inflates it.
+    A deflated data set that inflates beyond ``max_inflated_bytes`` is refused before pydicom inflates it. Text
+    whose character set the header does not declare usably is read as the worker reads it
+    (``assumed_character_set``: ``listener.assumed_character_set``).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns, quoting values, about every invalid one
-        ds, unparsable = _parse(path, max_inflated_bytes)
+        ds, unparsable = _parse(path, max_inflated_bytes, assumed_character_set)
         meta = ds.file_meta
         found: list[Deviation] = []
         for attribute in ATTRIBUTES:

@@ -1,0 +1,103 @@
+"""The listener's audit names a non-ASCII Patient ID and accession as the modality wrote them, so QA's
+`radtrace audit query --patient-id` finds the instance: the listener read them with pydicom's default (Latin-1),
+so a UTF-8 'MRN-Ø42' sent with no Specific Character Set was audited as 'MRN-Ã\\x9842' (instance_received and a
+refusal's instance_quarantined alike), which nobody would type, while the worker and the drafts said 'MRN-Ø42'.
+
+Films: copies of the NIH real film (no (0008,0005)) under new UIDs, the ID's and accession's bytes written raw,
+sent with dcmtk's storescu to a real listener; the events read back through the audit query QA runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataelem import DataElement
+from pydicom.uid import generate_uid
+
+from listener_support import listener_settings, running
+from radtrace.audit.events import Actor
+from radtrace.audit.queries import AuditQuery, run_query
+from radtrace.dicom_listener.dcmtk import storescu
+from radtrace.store.engine import Store
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed"),
+]
+
+NIH = Path(__file__).resolve().parents[1] / "data" / "real-cxr" / "nih-cxr14-00000001_000-dx-frontal-mono2-8bit.dcm"
+QA = Actor(user="qa", host="test")
+
+
+def _film(target: Path, charset: str | None, patient_id: bytes, accession: bytes, *, truncated: bool = False) -> Path:
+    """The NIH film under new UIDs with Patient ID and Accession Number's bytes as given and (0008,0005)
+    ``charset`` (None: none); ``truncated``: a third of its Pixel Data, which the listener refuses (0xC000)."""
+    ds = pydicom.dcmread(NIH)
+    assert "SpecificCharacterSet" not in ds
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if charset is not None:
+        ds.add(DataElement(0x00080005, "CS", charset))
+    ds.add(DataElement(0x00100020, "LO", patient_id))
+    ds.add(DataElement(0x00080050, "SH", accession))
+    if truncated:
+        ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's, about a raw value it would not write itself
+        ds.save_as(target, enforce_file_format=True)
+    assert patient_id in target.read_bytes()
+    return target
+
+
+def _found(store: Store, **where: str) -> list[tuple[str, str | None, str | None]]:
+    """What `radtrace audit query` finds with these filters (its own audit_queried rows left out)."""
+    page = run_query(store, AuditQuery.model_validate(where), QA)
+    return [(e.event_type, e.patient_id, e.accession) for e in page.events if e.event_type != "audit_queried"]
+
+
+CASES = [
+    # (case, (0008,0005), Patient ID's bytes, accession's bytes, the site's assumed set, the ID and accession meant)
+    ("utf-8, none declared", None, "MRN-Ø42".encode(), "ACC-Ü1".encode(), None, ("MRN-Ø42", "ACC-Ü1")),
+    ("utf-8 under ISO_IR 100", "ISO_IR 100", "MRN-Ø43".encode(), "ACC-Ü2".encode(), None, ("MRN-Ø43", "ACC-Ü2")),
+    (
+        "cyrillic, none declared, an ISO_IR 144 site",
+        None,
+        "ЖЛЦ-44".encode("iso8859_5"),
+        "ДЯФ-3".encode("iso8859_5"),
+        "ISO_IR 144",
+        ("ЖЛЦ-44", "ДЯФ-3"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "charset", "patient_id", "accession", "assumed", "meant"), CASES, ids=[c[0] for c in CASES]
+)
+def test_the_audit_names_a_received_and_a_refused_instance_by_the_id_the_modality_wrote(
+    case: str,
+    charset: str | None,
+    patient_id: bytes,
+    accession: bytes,
+    assumed: str | None,
+    meant: tuple[str, str],
+    tmp_path: Path,
+    store: Store,
+    listener_port: int,
+) -> None:
+    stored = _film(tmp_path / "stored.dcm", charset, patient_id, accession)
+    refused = _film(tmp_path / "refused.dcm", charset, patient_id, accession, truncated=True)
+    options = {"assumed_character_set": assumed} if assumed else {}
+    with running(listener_settings(tmp_path, listener_port, **options), store):
+        sent = [storescu([path], listener_port, options=["-v"]) for path in (stored, refused)]
+    assert "Received Store Response (Success)" in sent[0].stderr, sent[0].stderr
+    assert "Received Store Response (Error: CannotUnderstand)" in sent[1].stderr, sent[1].stderr
+
+    assert _found(store, patient_id=meant[0]) == [
+        ("instance_received", *meant),
+        ("instance_quarantined", *meant),
+    ]
+    assert _found(store, accession=meant[1]) == _found(store, patient_id=meant[0])
