@@ -7,6 +7,10 @@ valid), the ORU and FHIR the same. Now UTF-8 bytes are read as UTF-8, other byte
 the site's assumed set (ISO_IR 100 by default), and the drafts flag it (``character-set-assumed``) and say it on
 the image's line.
 
+A header may also declare a single-byte set over UTF-8 text (gateways that hard-code ISO_IR 100): where the set is
+one whose own text is almost never valid UTF-8 (ISO_IR 100, 148, 127, 138) and every text value is multi-byte
+UTF-8, it is read as UTF-8, flagged; otherwise as declared (the tests after OVERRIDDEN).
+
 Films: copies of the NIH ChestX-ray14 film (tests/data/real-cxr, which has no (0008,0005)) with the name's bytes
 written raw, read by the worker's own path (``spooled_image``, ``prepare_study``), drafts built from what it read.
 Each SR: dciodvfy clean, its declared character set decodes the name's raw bytes to the intended name; each ORU:
