@@ -51,7 +51,7 @@ from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import DicomInputError, ModelServerUnavailableError, RadtraceError, ReadsHeldError
-from radtrace.logging import redacting, study_key
+from radtrace.logging import patient_values, redacting, study_key
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.model.study import Skipped, StudyImage, identity_conflict, spooled_image
 from radtrace.reporting.dispatch.outbox import Outbox
@@ -127,22 +127,6 @@ class _InHand:
     reading: Reading | None = None
     read_done: float | None = None
     patient_values: tuple[str, ...] = ()  # scrubbed from the log while it is finished (another thread)
-
-
-_PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "IssuerOfPatientID", "AccessionNumber")
-
-
-def _patient_values(sources: Sequence[Dataset]) -> tuple[str, ...]:
-    """The patient's name, ID, birth date and the accession in a revision's headers: while the revision is handled,
-    :func:`radtrace.logging.redacting` scrubs them from every log line, whoever writes it (a library, an exception's
-    text)."""
-    values: set[str] = set()
-    for ds in sources:
-        for keyword in _PATIENT_KEYWORDS:
-            with contextlib.suppress(Exception):  # a value pydicom cannot convert is not logged by us either
-                if value := ds.get(keyword):
-                    values.add(str(value))
-    return tuple(sorted(values))
 
 
 def _file_sha256(path: Path) -> str:
@@ -390,7 +374,7 @@ class StudyPipeline:
             if outbox_ids:
                 return outbox_ids
             images, sources = self._images(claim.revision_id)
-            patient[claim.revision_id] = _patient_values(sources)
+            patient[claim.revision_id] = patient_values(sources)
             scope.enter_context(redacting(*patient[claim.revision_id]))
             if (conflict := identity_conflict(images)) is not None:  # two patients' images: never read together
                 log.warning("study %s revision %d: %s; not read", study_key(claim.study_uid), claim.number,
