@@ -233,7 +233,11 @@ def _count_by_day(
         .where(window.within(column, first, last), *where)
         .group_by(sa.literal_column("1"))
     )
-    return {str(day): int(count) for day, count in rows}
+    counts: dict[str, int] = {}
+    for day, count in rows:  # one key per local day (SQLite's text may name it as the UTC day and a shift)
+        key = as_date(str(day)).isoformat()
+        counts[key] = counts.get(key, 0) + int(count)
+    return counts
 
 
 def _volume(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:
@@ -254,7 +258,8 @@ def _volume(session: Any, store: Store, window: Window, figures: Figures, fold: 
         )
         for day, reason, count in rows:
             if state is RevisionState.FAILED:
-                failed_by_day[day] = failed_by_day.get(day, 0) + count
+                key = as_date(day).isoformat()
+                failed_by_day[key] = failed_by_day.get(key, 0) + count
             if as_date(day) >= first:
                 target.setdefault(fold(day), Counter())[reason or "(no reason recorded)"] += count
     delivered = session.execute(

@@ -100,9 +100,14 @@ def _offset(zone: ZoneInfo, moment: datetime) -> int:
 
 
 def local_day(store: Store, window: Window, column: Any) -> sa.ColumnElement[str]:
-    """The site's local day of a timestamp column as ``YYYY-MM-DD`` text, exact for rows from the window's
-    baseline to its last day: the UTC wall clock shifted by the offset in force at that instant (one ``CASE``
-    branch per offset; in UTC the plain UTC day, as before)."""
+    """The site's local day of a timestamp column, exact for rows from the window's baseline to its last day, as
+    text that :func:`as_date` reads: the UTC wall clock shifted by the offset in force at that instant (one
+    ``CASE`` branch per offset; in UTC the plain UTC day, as before).
+
+    PostgreSQL gives ``YYYY-MM-DD``. SQLite gives the UTC day ``YYYY-MM-DD`` followed by ``+1`` or ``-1`` when the
+    local day is the next or the previous one, decided by comparing the clock text with the offset's local
+    midnight: text comparisons, cheaper than ``date()`` with a modifier, which parses every row (grouping 134,170
+    readings: 92 ms against 110 ms, the UTC day 75 ms)."""
     offsets = window.offsets(window.baseline[0], window.last)
     if is_postgresql(store.engine):
         utc = sa.func.timezone("UTC", column)  # timestamptz -> the UTC wall clock
@@ -110,18 +115,31 @@ def local_day(store: Store, window: Window, column: Any) -> sa.ColumnElement[str
         def shifted(seconds: int) -> sa.ColumnElement[str]:
             moved = utc + sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds) if seconds else utc
             return sa.func.to_char(moved, "YYYY-MM-DD")
-    else:
 
-        def shifted(seconds: int) -> sa.ColumnElement[str]:
-            if not seconds:
-                return sa.func.substr(column, 1, 10)
-            # Whole seconds only: SQLite rounds a fraction to milliseconds, so 23:59:59.9999 would be the next day.
-            return sa.func.date(sa.func.substr(column, 1, 19), f"{seconds:+d} seconds")
+        if len(offsets) == 1:
+            return shifted(offsets[0][1])
+        branches = [(column < until, shifted(offset)) for until, offset in offsets[:-1] if until is not None]
+        return sa.case(*branches, else_=shifted(offsets[-1][1]))
+    day = sa.func.substr(column, 1, 10, type_=sa.String())
+    if all(offset == 0 for _, offset in offsets):
+        return day
+    clock = sa.func.substr(column, 12, 8)  # HH:MM:SS, the fraction left off: whole seconds decide
+
+    def shift(seconds: int) -> sa.ColumnElement[str]:
+        if seconds > 0:  # east of UTC: from (24 h - offset) UTC on, it is already the next local day
+            return sa.case((clock >= _clock(86400 - seconds), "+1"), else_="")
+        if seconds < 0:  # west: until -offset UTC, it is still the previous local day
+            return sa.case((clock < _clock(-seconds), "-1"), else_="")
+        return sa.literal("", sa.String())
 
     if len(offsets) == 1:
-        return shifted(offsets[0][1])
-    branches = [(column < until, shifted(offset)) for until, offset in offsets[:-1] if until is not None]
-    return sa.case(*branches, else_=shifted(offsets[-1][1]))
+        return day + shift(offsets[0][1])
+    branches = [(column < until, shift(offset)) for until, offset in offsets[:-1] if until is not None]
+    return day + sa.case(*branches, else_=shift(offsets[-1][1]))
+
+
+def _clock(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def seconds_between(store: Store, later: Any, earlier: Any) -> sa.ColumnElement[float]:
@@ -147,8 +165,9 @@ def has_item(store: Store, column: Any, item: str) -> sa.ColumnElement[bool]:
 
 
 def as_date(text: str) -> date:
-    """A day as :func:`local_day` gives it (``YYYY-MM-DD``), as a date."""
-    return date.fromisoformat(text)
+    """A day as :func:`local_day` gives it (``YYYY-MM-DD``, on SQLite perhaps followed by ``+1`` or ``-1``), as a
+    date."""
+    return date.fromisoformat(text[:10]) + timedelta(days=int(text[10:] or 0))
 
 
 def aware(value: datetime | str) -> datetime:
