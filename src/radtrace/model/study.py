@@ -29,6 +29,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, normalised
+from radtrace.dicom_listener.pixel_budget import instance_byte_limit
 from radtrace.errors import DicomInputError
 from radtrace.model.charset import (
     DEFAULT_ASSUMED_CHARACTER_SET,
@@ -37,6 +38,7 @@ from radtrace.model.charset import (
     read_text_as,
     without_charset_warnings,
 )
+from radtrace.model.deflated import read_deflated, starts_deflated
 from radtrace.model.image import MAX_SOURCE_PIXELS, PreparedPicture, prepare_picture
 from radtrace.model.reading import SourceImage
 from radtrace.model.views import choose_views
@@ -57,6 +59,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: While a spooled instance's header is read, values longer than this stay on disk (or, deflated, are not kept).
+_DEFER_BYTES: Final = 1 << 20
+#: The most a deflated instance may inflate to: what the largest image the worker decodes needs
+#: (:func:`radtrace.dicom_listener.pixel_budget.instance_byte_limit`, as the listener bounds it).
+MAX_INFLATED_BYTES: Final = instance_byte_limit(MAX_SOURCE_PIXELS)
 
 #: The skip reason of a study whose images name more than one patient.
 PATIENT_IDENTITY_CONFLICT: Final = "patient identity conflict"
@@ -211,17 +219,31 @@ def prepare_study(
     return StudyInput(pictures=tuple(pictures), sources=tuple(sources), prepare_s=time.perf_counter() - started)
 
 
-def study_image(data: bytes, *, assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET) -> StudyImage:
+def study_image(
+    data: bytes,
+    *,
+    assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
+    max_inflated_bytes: int = MAX_INFLATED_BYTES,
+) -> StudyImage:
     """Parse one file's bytes (Part 10, or a bare legacy dataset without File Meta). Text whose character set
     the header does not declare usably is read as :func:`radtrace.model.charset.read_text_as` decides
-    (``assumed_character_set`` for bytes that are neither ASCII nor UTF-8).
+    (``assumed_character_set`` for bytes that are neither ASCII nor UTF-8). A deflated data set is parsed as it
+    is inflated (:mod:`radtrace.model.deflated`): values over 1 MiB other than the pixel and overlay data are
+    left out, and one inflating beyond ``max_inflated_bytes`` is refused.
 
     Raises:
-        DicomInputError: not DICOM.
+        DicomInputError: not DICOM, or deflated beyond ``max_inflated_bytes``.
     """
     try:
         with without_charset_warnings():
-            dataset = pydicom.dcmread(BytesIO(data))
+            if starts_deflated(stream := BytesIO(data)):
+                dataset = read_deflated(
+                    stream, keep_bulk=True, defer_bytes=_DEFER_BYTES, max_inflated_bytes=max_inflated_bytes
+                )
+            else:
+                dataset = pydicom.dcmread(stream)
+    except DicomInputError:
+        raise
     except InvalidDicomError:
         try:
             with without_charset_warnings():
@@ -245,16 +267,18 @@ def study_image(data: bytes, *, assumed_character_set: str = DEFAULT_ASSUMED_CHA
     return StudyImage(dataset=dataset, sha256=hashlib.sha256(data).hexdigest(), character_set=choice)
 
 
-#: While a spooled instance's header is read, values longer than this stay on disk.
-_DEFER_BYTES: Final = 1 << 20
-
-
 def is_bulk(tag: Any) -> bool:
     """Pixel data (group 7FE0) and overlay data (60xx,3000): what only decoding an image reads."""
     return bool(tag.group == 0x7FE0 or (0x6000 <= tag.group <= 0x601E and tag.element == 0x3000))
 
 
-def spooled_image(path: Path, sha256: str, *, assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET) -> StudyImage:
+def spooled_image(
+    path: Path,
+    sha256: str,
+    *,
+    assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
+    max_inflated_bytes: int = MAX_INFLATED_BYTES,
+) -> StudyImage:
     """A spooled instance's header, its pixel and overlay data left on disk, and ``whole`` to read all of it.
 
     A GPU worker holds the studies of a batch, and of the next, while the model reads: each study's images are
@@ -262,14 +286,22 @@ def spooled_image(path: Path, sha256: str, *, assumed_character_set: str = DEFAU
     (:func:`prepare_study`). In the header each pixel or overlay value stands as an empty value of its VR (what
     has pixel data is still seen to); any other value over 1 MiB (a private blob) is left out. ``whole`` reads
     the file again and raises :class:`DicomInputError` when its bytes no longer hash to ``sha256``. Text is read
-    as in :func:`study_image`.
+    as in :func:`study_image`. A deflated data set is parsed as it is inflated, never held inflated, within
+    ``max_inflated_bytes`` (:func:`study_image`).
 
     Raises:
-        DicomInputError: not a readable DICOM file.
+        DicomInputError: not a readable DICOM file, or deflated beyond ``max_inflated_bytes``.
     """
     try:
-        with without_charset_warnings():
-            full = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        with without_charset_warnings(), path.open("rb") as handle:
+            if starts_deflated(handle):
+                full = read_deflated(
+                    handle, keep_bulk=False, defer_bytes=_DEFER_BYTES, max_inflated_bytes=max_inflated_bytes
+                )
+            else:
+                full = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+    except DicomInputError:
+        raise
     except Exception as exc:  # pydicom raises many types for a malformed file
         raise DicomInputError(f"not a readable DICOM file: {exc}") from exc
     choice = read_text_as(full, assumed=assumed_character_set)
@@ -296,7 +328,7 @@ def spooled_image(path: Path, sha256: str, *, assumed_character_set: str = DEFAU
             raise DicomInputError(f"the spooled instance cannot be read: {exc.strerror}") from exc
         if hashlib.sha256(data).hexdigest() != sha256:
             raise DicomInputError("the spooled instance does not match its recorded SHA-256")
-        return study_image(data, assumed_character_set=assumed_character_set)
+        return study_image(data, assumed_character_set=assumed_character_set, max_inflated_bytes=max_inflated_bytes)
 
     return StudyImage(dataset=header, sha256=sha256, whole=whole, character_set=choice)
 

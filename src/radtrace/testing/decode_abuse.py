@@ -39,6 +39,7 @@ __all__ = [
     "DecodeChild",
     "DecodeOutcome",
     "HostileFilm",
+    "deflated_with_private_zeros",
     "header_variant",
     "hostile_films",
 ]
@@ -328,6 +329,45 @@ def _nih_jpeg_lossless(old: bytes, new: bytes) -> Any:
     return ds
 
 
+def deflated_with_private_zeros(ds: Any, path: Path, zero_bytes: int) -> Path:
+    """``ds`` saved deflated (Deflated Explicit VR Little Endian) with a private OB (0009,1011) of ``zero_bytes``
+    zeros before its pixel data: a file of about ``ds``'s size plus ``zero_bytes / 1000`` that inflates by
+    ``zero_bytes``. Written as it is deflated (the zeros are never held)."""
+    import zlib
+
+    from pydicom import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds.ViewPosition = "PA"
+    ds.BodyPartExamined = "CHEST"
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    before, after = Dataset(), Dataset()
+    for element in ds:
+        (before if element.tag < 0x00091011 else after).add(element)
+    before.add_new(0x00090010, "LO", "RADTRACE TEST")
+
+    def explicit_le(part: Any) -> bytes:
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, False
+        write_dataset(buffer, part)
+        return buffer.getvalue()
+
+    deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+    with path.open("wb") as out:
+        meta = DicomBytesIO()
+        meta.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+        out.write(meta.getvalue())
+        out.write(deflater.compress(explicit_le(before) + struct.pack("<HH2sHL", 0x0009, 0x1011, b"OB", 0, zero_bytes)))
+        chunk = bytes(1 << 20)
+        for start in range(0, zero_bytes, len(chunk)):
+            out.write(deflater.compress(chunk[: zero_bytes - start]))
+        out.write(deflater.compress(explicit_le(after)) + deflater.flush())
+    return path
+
+
 def header_variant(film: Path | str, attributes: dict[str, Any], path: Path, *, pixel_bytes: int | None = None) -> Path:
     """``film`` (a file, or a name in :data:`REAL_FILMS`) saved to ``path`` with ``attributes`` set (None deletes
     one) and its native pixel data cut or padded to ``pixel_bytes``."""
@@ -471,6 +511,9 @@ def _hostile_films(directory: Path) -> list[HostileFilm]:
     deflated = nih()
     deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     add("deflated-film", deflated, "read")
+    # A 1.0 MB file the listener accepts (it inflates under its limit): pydicom inflated it whole, twice.
+    zeros = deflated_with_private_zeros(nih(), directory / "deflated-250-mib-private-zeros.dcm", 250 * _MIB)
+    films.append(HostileFilm("deflated-250-mib-private-zeros", zeros, "read"))
 
     # Headers that disagree with the data.
     add("native-rows-doubled", nih(Rows=2048), "failed", "less than expected")
