@@ -8,7 +8,8 @@ radtrace; asking registers it, so the worker decodes them after this check.
 An image's size is Rows x Columns x Samples per Pixel x Number of Frames, as the header declares
 it and, for JPEG, JPEG-LS and JPEG 2000, as the first fragment's codestream declares it
 (:mod:`radtrace.dicom_listener.codestream`). The listener refuses an instance over
-``listener.max_image_pixels``, or whose codestream disagrees with its header, at receive
+``listener.max_image_pixels``, or whose codestream disagrees with its header (rows, columns, components
+against Samples per Pixel), at receive
 (:func:`check_file`); the worker checks the same before it decodes (:func:`check_dataset`), for
 instances that arrived another way or before the limit was lowered.
 """
@@ -100,6 +101,8 @@ def judge(
 ) -> None:
     """Raise :class:`ImageTooLargeError` or :class:`PixelMismatchError`, or return: the image may be decoded.
 
+    A codestream must declare the header's rows and columns, and as many components as Samples per Pixel.
+
     ``pixel_head``: the first bytes of the encapsulated Pixel Data value (offset table item first), or
     ``None`` for native pixel data.
     """
@@ -127,6 +130,9 @@ def judge(
         raise PixelMismatchError(
             f"(7FE0,0010) Pixel Data: codestream {size.rows}x{size.columns}, header {rows}x{columns}"
         )
+    if samples is not None and size.components != samples:
+        # a decoder told one number of samples meets another in the codestream: GDCM aborts the process
+        raise PixelMismatchError(f"(0028,0002) Samples per Pixel: {samples}, codestream {size.components} components")
     if transfer_syntax in _DCT_SYNTAXES and (size.precision or 8) > 8 and not decodes_12_bit():
         raise UndecodableError(
             f"(7FE0,0010) Pixel Data: {size.precision}-bit JPEG Extended, which no decoder installed here reads; "

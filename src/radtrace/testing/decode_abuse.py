@@ -42,6 +42,7 @@ __all__ = [
     "deflated_with_private_zeros",
     "header_variant",
     "hostile_films",
+    "j2k_components_film",
 ]
 
 #: The real films the hostile ones are made from (``tests/data/real-cxr`` in a checkout).
@@ -280,6 +281,17 @@ def _j2k_with_components(components: int) -> bytes:
     segment = fixed + struct.pack(">H", components) + component * components
     segment = segment[:2] + struct.pack(">H", len(segment) - 2) + segment[4:]
     return bytes(data[:siz]) + segment + bytes(data[siz + 2 + length :])
+
+
+def j2k_components_film(path: Path, components: int = 3) -> Path:
+    """The RG1 JPEG 2000 film saved to ``path`` with its codestream's SIZ declaring ``components`` components
+    under its header's Samples per Pixel 1 (hostile film ``j2k-3-components-1-sample``)."""
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+
+    ds = dcmread(REAL_FILMS / RG1_J2K)
+    ds.PixelData = encapsulate([_j2k_with_components(components)])
+    return _save(ds, path)
 
 
 def _jls_with_components(components: int) -> bytes:
