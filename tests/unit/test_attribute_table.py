@@ -46,6 +46,7 @@ NOT_HEADER_ATTRIBUTES = {
     "AffectedSOPInstanceUID": "a C-STORE request's command",
     "Status": "a C-STORE response",
     "FloatPixelData": "not in the CR, DX or SC IODs",
+    "DoubleFloatPixelData": "not in the CR, DX or SC IODs",
     "UID": "the word, in a message",
     "Impressions": "a code meaning (DCM 121072), not the retired attribute",
     # An instance sent again is compared with the copy held attribute by attribute (dicom_listener/resend.py): these

@@ -79,6 +79,10 @@ def decode_first_frame(
     if "PixelData" not in ds:
         if "FloatPixelData" in ds:  # parametric maps and the like: a radiograph's values are integers (PS3.3 C.7.6.3)
             raise DicomInputError("(7FE0,0008) Float Pixel Data: not a radiograph's pixel data (no X-ray IOD has it)")
+        if "DoubleFloatPixelData" in ds:
+            raise DicomInputError(
+                "(7FE0,0009) Double Float Pixel Data: not a radiograph's pixel data (no X-ray IOD has it)"
+            )
         raise DicomInputError("the instance has no pixel data")
     try:
         bits_stored = int(ds.get("BitsStored", 1))

@@ -241,7 +241,7 @@ def _for_processing(ds: Dataset) -> bool:
 
 
 def _has_pixels(ds: Dataset) -> bool:
-    return "PixelData" in ds or "FloatPixelData" in ds
+    return "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
 
 
 def _oriented_laterally(ds: Dataset) -> bool:
