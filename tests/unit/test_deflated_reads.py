@@ -103,3 +103,14 @@ def test_a_deflated_film_whose_stream_is_not_deflate_is_refused(tmp_path: Path) 
     data[start + 200 :] = garbage[: len(data) - start - 200]
     with pytest.raises(DicomInputError):
         study_image(bytes(data))
+
+
+def test_a_deflated_film_cut_short_is_refused_naming_the_transfer_syntax(tmp_path: Path) -> None:
+    """pydicom refused a cut deflate stream ('Error -5 while decompressing data'); the streamed parse must too,
+    not read it as a short data set ('the number of bytes of pixel data is less than expected')."""
+    path = _film(tmp_path, 0)
+    data = path.read_bytes()
+    with pytest.raises(
+        DicomInputError, match=r"^\(0002,0010\) Transfer Syntax UID: the deflated data set is cut short"
+    ):
+        prepare_study([study_image(data[: len(data) // 2])], **BUDGET, accept_unknown_view=True)

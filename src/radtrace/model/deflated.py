@@ -46,7 +46,7 @@ class _Inflating:
 
     A forward seek inflates and drops; a seek back within :data:`_WINDOW` is served from what was kept, further
     back the stream is inflated again from its start. Raises :class:`DicomInputError` past ``limit`` inflated
-    bytes, or on a stream that is not deflate."""
+    bytes, or on a stream that is not deflate or ends before its end."""
 
     def __init__(self, source: BinaryIO, limit: int) -> None:
         self._source = source
@@ -70,9 +70,8 @@ class _Inflating:
         """Inflate until the kept bytes reach ``end`` or the stream ends, dropping what lies behind the window."""
         while self._kept_at + len(self._kept) < end and not self._done:
             data = self._inflater.unconsumed_tail or self._source.read(_READ)
-            if not data:
-                self._done = True
-                break
+            if not data:  # the file ends before the deflate stream does
+                raise DicomInputError("(0002,0010) Transfer Syntax UID: the deflated data set is cut short")
             try:
                 self._kept += self._inflater.decompress(data, _INFLATE)
             except zlib.error as exc:
