@@ -9,6 +9,11 @@ and ``radtrace study show``, which otherwise show a wait that nothing will end a
   audited with the dispatcher's process (``program@host:pid``) in the same transaction. A row whose latest
   dispatch event is ``dispatch_attempted`` is in flight (:func:`in_flight`); when that process was on this host and
   is gone (kill -9, a crash), the row waits for the lease to run out, and then for the reconciler.
+* :func:`claimer_gone` says whether the holder of a claim (an outbox row's dispatcher, a revision's worker) has
+  provably ended, for :mod:`radtrace.worker.dead_claims`, which releases its claims at once: it ran on this host
+  (the host part exactly as :func:`socket.gethostname` writes it) and either no process has its pid now, or the
+  process that has it started after the claim was taken (``/proc/<pid>/stat``: the pid was reused). A process on
+  another host, or one that may be the holder, is never called gone: its lease decides.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -27,7 +32,11 @@ from sqlalchemy.orm import Session
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 
-__all__ = ["InFlight", "in_flight", "listener_holder", "process_gone"]
+__all__ = ["InFlight", "claimer_gone", "in_flight", "listener_holder", "process_gone", "process_started_at"]
+
+#: A process whose start is later than a claim by more than this did not take it (``/proc/stat``'s boot time is
+#: in whole seconds, and the wall clock may have been stepped since boot).
+REUSE_MARGIN = timedelta(seconds=5)
 
 _DISPATCH_EVENTS = (
     EventType.DISPATCH_ATTEMPTED.value,
@@ -70,6 +79,49 @@ def process_gone(process: str) -> bool:
     except PermissionError:  # alive, another user's
         return False
     return False
+
+
+def _host_pid(process: str) -> tuple[str, int] | None:
+    """(host, pid) of ``program@host:pid`` or of a worker's ``host:pid``; None when it names no pid."""
+    _, _, where = process.rpartition("@")
+    host, _, pid = where.rpartition(":")
+    return (host, int(pid)) if pid.isdigit() and 0 < int(pid) <= 1 << 22 else None  # 1 << 22: the largest pid_max
+
+
+def process_started_at(pid: int, proc: Path = Path("/proc")) -> datetime | None:
+    """When the process (or thread) ``pid`` of this host started, from ``/proc``; None when this cannot be read."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text(encoding="ascii", errors="replace")
+        boot = next(
+            line for line in (proc / "stat").read_text(encoding="ascii").splitlines() if line.startswith("btime ")
+        )
+        ticks = int(stat.rpartition(")")[2].split()[19])  # field 22, starttime; fields 1-2 end at the ')'
+        return datetime.fromtimestamp(int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK"), UTC)
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def claimer_gone(process: str, claimed_at: datetime | None) -> str | None:
+    """Why the process holding a claim taken at ``claimed_at`` (``program@host:pid``, or a worker's ``host:pid``)
+    has provably ended: 'which is not running', or that its pid now belongs to a process started after the claim.
+    None when it may be running: another host (its liveness cannot be known here), a live process that may be it,
+    or nothing readable."""
+    found = _host_pid(process)
+    if found is None or found[0] != socket.gethostname():
+        return None
+    pid = found[1]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "which is not running"
+    except PermissionError:  # alive, another user's: it may be the holder, unless it started after the claim
+        pass
+    except OSError:
+        return None
+    started = process_started_at(pid)
+    if claimed_at is None or started is None or started <= claimed_at + REUSE_MARGIN:
+        return None
+    return f"which is not running (pid {pid} is now another process, started {started:%H:%M:%S} UTC, after the claim)"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ Overdue means (:func:`revision_overdue`, :func:`outbox_overdue`, pure):
 * a ``reported`` revision with outbox rows none of which is pending, for ``overdue_after_s``: the
   dispatcher died between delivering and settling; a ``dispatch`` ring for one row settles it.
 
-Ringing twice is harmless (the pipeline claims). The start-up pass rings everything due at once
+Before looking, each pass releases the live claims of processes of this host that provably ended
+(:mod:`radtrace.worker.dead_claims`: a dispatcher or worker killed -9) and rings them at once, so a process killed
+and started again resumes in seconds instead of after its lease. Ringing twice is harmless (the pipeline claims). The
+start-up pass rings everything due at once
 (``overdue_after`` 0); later passes run every ``broker.reconcile_interval_s``. With the embedded broker
 the reconciler also deletes messages delivered long ago (kombu's SQL transport never does).
 """
@@ -26,6 +29,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from radtrace.audit.events import Actor
+from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError
 from radtrace.reporting.dispatch.outbox import ASSESSMENT_KINDS
@@ -33,6 +38,7 @@ from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Priority, Revision, RevisionState, Study
 from radtrace.worker import doorbell
+from radtrace.worker.dead_claims import release_dead_claims
 
 __all__ = ["Reconciler", "Reconciliation", "outbox_overdue", "revision_overdue"]
 
@@ -76,6 +82,7 @@ class Reconciliation:
     dispatches: list[int] = field(default_factory=list)
     settles: list[int] = field(default_factory=list)
     not_rung: int = 0
+    released: int = 0  # claims of processes of this host that ended, released (and rung) this pass
 
 
 class Reconciler:
@@ -97,12 +104,27 @@ class Reconciler:
         )
         self.ring_dispatch = ring_dispatch or (lambda outbox_id: doorbell.ring_dispatch(settings, outbox_id))
         self.clock = clock
+        self.recorder = AuditRecorder(store, Actor())
 
     def run_once(self, *, overdue_after_s: float | None = None) -> Reconciliation:
         """One pass: ring every overdue row; ``overdue_after_s`` overrides the setting (0 at start-up)."""
         now = self.clock()
         after = timedelta(seconds=self.settings.broker.overdue_after_s if overdue_after_s is None else overdue_after_s)
         done = Reconciliation()
+        released = release_dead_claims(self.store, self.recorder, now)
+        done.released = len(released.deliveries) + len(released.revisions)
+        rung: list[int] = []
+        for rev_id, study_uid, number, priority in released.revisions:
+            if self.ring_process(study_uid, number, priority):
+                rung.append(rev_id)
+                done.processes.append((study_uid, number))
+            else:
+                done.not_rung += 1
+        for outbox_id in released.deliveries:
+            if self.ring_dispatch(outbox_id):
+                done.dispatches.append(outbox_id)
+            else:
+                done.not_rung += 1
         with self.store.session("finding overdue revisions") as session:
             revisions = session.execute(
                 sa.select(
@@ -136,7 +158,6 @@ class Reconciler:
                 .group_by(Revision.id)
                 .having(sa.func.sum(sa.case((OutboxMessage.state == OutboxState.PENDING, 1), else_=0)) == 0)
             ).all()
-        rung: list[int] = []
         for (
             rev_id,
             study_uid,
@@ -148,7 +169,7 @@ class Reconciler:
             rung_at,
             priority,
         ) in revisions:
-            if revision_overdue(
+            if rev_id not in rung and revision_overdue(
                 state, now=now, after=after, queued_at=queued_at, next_attempt_at=next_attempt_at,
                 claim_expires_at=claim_expires_at, rung_at=rung_at,
             ):  # fmt: skip
@@ -158,7 +179,9 @@ class Reconciler:
                 else:
                     done.not_rung += 1
         for outbox_id, outbox_state, next_attempt_at in pending:
-            if outbox_overdue(outbox_state, next_attempt_at, now=now, after=after):
+            if outbox_id not in released.deliveries and outbox_overdue(
+                outbox_state, next_attempt_at, now=now, after=after
+            ):
                 if self.ring_dispatch(outbox_id):
                     done.dispatches.append(outbox_id)
                 else:

@@ -1,0 +1,171 @@
+"""Release at once the claims of a process on this host that provably ended (kill -9, a crash, the OOM killer).
+
+A claim is only a lease: an outbox row being sent has ``next_attempt_at`` pushed a lease ahead (300 s or more,
+:mod:`radtrace.reporting.dispatch.outbox`), a revision being read has ``claimed_by`` and ``claim_expires_at``
+(``broker.claim_timeout_s``, :mod:`radtrace.worker.claims`). A holder that dies is found only once its lease runs
+out, so on a one-machine site "kill -9 it and start it again" stalled a delivery about six minutes.
+
+Each reconciler pass (the first one as a dispatcher or GPU worker starts) asks :func:`release_dead_claims` to look at
+the live claims named after this host (:func:`radtrace.worker.liveness.claimer_gone`: no process has the pid, or the
+one that has it started after the claim). Each such claim is ended as its lease running out would end it:
+
+* an outbox row becomes due now, its attempt counted (the kill's, as when its lease runs out), audited
+  ``dispatch_retry_scheduled`` with the reason ("claimed by radtrace@host:4242, which is not running"); the payload
+  is the same bytes (same HL7 control ID, same SR UIDs), so a peer that got the first send sees a repeat;
+* a revision's claim expires now: the next worker takes it over through the usual take-over (the lost attempt
+  counted, ``failed`` after ``broker.max_attempts``), audited ``inference_failed`` with the reason.
+
+Each release is a conditional UPDATE (the row still as it was read), so two reconcilers release it once. Claims of
+processes on other hosts are never released early: their liveness cannot be known here; the lease decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from radtrace.audit.events import AuditEvent, EventType, Outcome
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.store.engine import Store
+from radtrace.store.models import Job, OutboxMessage, OutboxState, Priority, Revision, RevisionState, Study
+from radtrace.worker.liveness import claimer_gone, in_flight
+
+__all__ = ["Released", "release_dead_claims"]
+
+log = logging.getLogger(__name__)
+
+#: At most this many claimed rows of each kind are looked at per pass (the oldest claims first).
+LOOK_AT_MOST = 500
+
+
+@dataclass
+class Released:
+    """What one pass released: outbox row IDs, and revisions as (revision ID, study UID, number, priority)."""
+
+    deliveries: list[int] = field(default_factory=list)
+    revisions: list[tuple[int, str, int, Priority]] = field(default_factory=list)
+
+
+def release_dead_claims(
+    store: Store,
+    recorder: AuditRecorder,
+    now: datetime,
+    *,
+    gone: Callable[[str, datetime | None], str | None] = claimer_gone,
+) -> Released:
+    """Release the live claims held by processes of this host that provably ended (see the module docstring)."""
+    released = Released()
+    _release_deliveries(store, recorder, now, gone, released)
+    _release_revisions(store, recorder, now, gone, released)
+    if released.deliveries or released.revisions:
+        log.warning(
+            "released the claims of processes of this host that are not running: %d deliveries due again now, "
+            "%d revisions to take over", len(released.deliveries), len(released.revisions),
+        )  # fmt: skip
+    return released
+
+
+def _release_deliveries(
+    store: Store,
+    recorder: AuditRecorder,
+    now: datetime,
+    gone: Callable[[str, datetime | None], str | None],
+    released: Released,
+) -> None:
+    with store.session("finding deliveries claimed by a process that ended") as session:
+        rows = session.execute(
+            sa.select(OutboxMessage.id, Study.study_uid, OutboxMessage.next_attempt_at)
+            .join(Revision, OutboxMessage.revision_id == Revision.id)
+            .join(Study, Revision.study_id == Study.id)
+            .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.attempts > 0,
+                   OutboxMessage.next_attempt_at > now)
+            .order_by(OutboxMessage.next_attempt_at)
+            .limit(LOOK_AT_MOST)
+        ).all()  # fmt: skip
+        flights = in_flight(session, [(int(i), str(uid), due) for i, uid, due in rows], now)
+    host = socket.gethostname()
+    for flight in flights.values():
+        if f"@{host}:" not in flight.process:
+            continue
+        why = gone(flight.process, flight.since)
+        if why is None:
+            continue
+        reason = f"claimed by {flight.process}, {why}: sent again now (released by {recorder.default_actor.process})"
+        with store.session("releasing a delivery claimed by a process that ended", immediate=True) as session:
+            row = session.get(OutboxMessage, flight.outbox_id)
+            if row is None or row.state is not OutboxState.PENDING or row.next_attempt_at != flight.lease_until:
+                continue  # recorded, released or claimed again meanwhile
+            done = session.execute(
+                sa.update(OutboxMessage)
+                .where(OutboxMessage.id == row.id, OutboxMessage.state == OutboxState.PENDING,
+                       OutboxMessage.attempts == row.attempts, OutboxMessage.next_attempt_at == row.next_attempt_at)
+                .values(next_attempt_at=now, last_error=reason)
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            study = row.revision.study
+            payload = {"outbox_id": row.id, "kind": row.kind, "destination": row.destination, "attempt": row.attempts,
+                       "payload_sha256": row.payload_sha256, "error": reason, "next_attempt_at": now.isoformat(),
+                       "released_claim_of": flight.process}  # fmt: skip
+            recorder.record(
+                AuditEvent(EventType.DISPATCH_RETRY_SCHEDULED, recorder.default_actor, Outcome.MINOR_FAILURE,
+                           study_uid=study.study_uid, accession=study.accession, payload=payload),
+                session=session,
+            )  # fmt: skip
+        log.warning("outbox %s %s: %s", flight.outbox_id, row.destination, reason)
+        released.deliveries.append(flight.outbox_id)
+
+
+def _release_revisions(
+    store: Store,
+    recorder: AuditRecorder,
+    now: datetime,
+    gone: Callable[[str, datetime | None], str | None],
+    released: Released,
+) -> None:
+    host = socket.gethostname()
+    with store.session("finding revisions claimed by a process that ended") as session:
+        rows = session.execute(
+            sa.select(Revision.id, Revision.attempts, Revision.claimed_by, Revision.claim_expires_at, Job.started_at)
+            .outerjoin(Job, sa.and_(Job.revision_id == Revision.id, Job.attempt == Revision.attempts,
+                                    Job.worker == Revision.claimed_by))
+            .where(Revision.state == RevisionState.PROCESSING, Revision.claim_expires_at > now,
+                   Revision.claimed_by.startswith(f"{host}:", autoescape=True))
+            .order_by(Revision.claim_expires_at)
+            .limit(LOOK_AT_MOST)
+        ).all()  # fmt: skip
+    for revision_id, attempts, claimed_by, expires, claimed_at in rows:
+        why = gone(str(claimed_by), claimed_at)  # no job row: no claim time, so only a pid nobody has counts
+        if why is None:
+            continue
+        reason = (f"claimed by worker {claimed_by}, {why}: its claim released now for another worker to take over "
+                  f"(released by {recorder.default_actor.process})")  # fmt: skip
+        with store.session("releasing a revision claimed by a process that ended", immediate=True) as session:
+            done = session.execute(
+                sa.update(Revision)
+                .where(Revision.id == revision_id, Revision.state == RevisionState.PROCESSING,
+                       Revision.claimed_by == claimed_by, Revision.attempts == attempts,
+                       Revision.claim_expires_at == expires)
+                .values(claim_expires_at=now)
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            revision = session.get(Revision, revision_id)
+            assert revision is not None
+            study = revision.study
+            recorder.record(
+                AuditEvent(EventType.INFERENCE_FAILED, recorder.default_actor, Outcome.MINOR_FAILURE,
+                           study_uid=study.study_uid, accession=study.accession,
+                           payload={"revision": revision.number, "attempt": attempts, "worker": claimed_by,
+                                    "error": reason, "released_claim_of": claimed_by}),
+                session=session,
+            )  # fmt: skip
+            released.revisions.append((revision_id, study.study_uid, revision.number, revision.priority))
+        log.warning("revision %s: %s", revision_id, reason)

@@ -1,0 +1,188 @@
+"""kill -9 a real ``radtrace worker`` and start another on the same host, with the default leases (a delivery's claim
+300 s, a revision's ``broker.claim_timeout_s`` 120 s): the new one takes the dead one's claims over in seconds.
+
+Before, "kill -9 it and restart it" stalled the delivery for its lease plus a reconciler pass (~6 minutes), and the
+revision for its claim timeout: the start-up pass released nothing (:mod:`radtrace.worker.dead_claims`).
+
+* dispatcher killed mid-send to a RIS that never answers the first ORU: the second worker sends the same ORU again
+  (same MSH-10 control ID: how a RIS recognises a repeat) and the RIS, answering AA this time, takes it once;
+* GPU worker killed mid-read (a vLLM-like server holding the request): the second worker reads the revision and
+  reports it, the lost attempt counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from mllp_support import MllpReceiver, mllp_receiver
+from radtrace.config import Settings, load_settings
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store
+from radtrace.store.models import OutboxMessage, OutboxState, RevisionState
+from radtrace.testing.studies import ImageSpec, StudySpec, make_study
+from radtrace.worker.doorbell import ring_process
+from worker_support import (
+    NORMAL_READING,
+    audit_events,
+    completion,
+    fake_vllm_server,
+    revision_row,
+    spool_study,
+    worker_env,
+)
+
+pytestmark = pytest.mark.integration
+
+#: Well under the leases the kill leaves (300 s, 120 s): the worker's start-up (a few seconds; more on a loaded
+#: machine) plus a read or a send.
+TAKEN_OVER_WITHIN_S = 60.0
+
+
+def _settings(tmp_path: Path, store: Store, vllm_url: str, ris: MllpReceiver | None) -> Settings:
+    (tmp_path / "drop").mkdir()
+    dispatch: dict[str, object] = {"file_drop_dir": tmp_path / "drop"}
+    if ris is not None:
+        dispatch["ris"] = {"host": ris.host, "port": ris.port, "timeout_s": 120}  # the first ORU waits: no ACK
+    return load_settings(
+        data_dir=tmp_path / "radtrace",
+        store={"url": str(store.engine.url)},
+        model={"backend": "vllm", "vllm_url": vllm_url, "vllm_model": "m", "batch_size": 1, "request_timeout_s": 120},
+        dispatch=dispatch,
+    )  # default broker settings: claim_timeout_s 120, the outbox lease 300 s
+
+
+@contextlib.contextmanager
+def _worker(settings: Settings, log_file: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``radtrace worker`` (GPU and dispatch queues) with ``settings``, in its own session; SIGTERM afterwards."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
+    environment.update(worker_env(settings))
+    if settings.dispatch.ris is not None:
+        environment["RADTRACE_DISPATCH__RIS"] = json.dumps(settings.dispatch.ris.model_dump(mode="json"))
+    with log_file.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "radtrace", "worker"], stdout=log, stderr=subprocess.STDOUT,
+                                   env=environment, start_new_session=True)  # fmt: skip
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=10)
+
+
+def _until(condition: Callable[[], bool], worker: subprocess.Popen[bytes], log_file: Path, timeout: float) -> float:
+    """Seconds until ``condition`` holds; fails with the worker's log after ``timeout`` or if it exits."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < timeout, log_file.read_text(errors="replace")[-4000:]
+        assert worker.poll() is None, log_file.read_text(errors="replace")[-4000:]
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def _kill(worker: subprocess.Popen[bytes]) -> None:
+    os.killpg(worker.pid, signal.SIGKILL)  # kill -9: the worker and what it started
+    worker.wait(10)
+
+
+def _queue_one(settings: Settings, store: Store) -> str:
+    uid, _ = spool_study(settings, store, make_study(StudySpec(seed=431), [ImageSpec()]))
+    assert ring_process(settings, uid, 1)
+    return uid
+
+
+def _hl7_row(store: Store) -> OutboxMessage | None:
+    with store.session() as session:
+        row = session.scalar(sa.select(OutboxMessage).where(OutboxMessage.kind == "hl7"))
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def test_a_dispatcher_killed_mid_send_is_taken_over_by_the_next_in_seconds_and_the_ris_gets_the_oru_once(
+    tmp_path: Path, sqlite_store: Store
+) -> None:
+    with fake_vllm_server() as server, mllp_receiver(["silent", "AA"]) as ris:
+        settings = _settings(tmp_path, sqlite_store, server.url, ris)
+        _queue_one(settings, sqlite_store)
+        first_log = tmp_path / "worker-1.log"
+        with _worker(settings, first_log) as first:
+            _until(lambda: len(ris.received) == 1, first, first_log, 120)  # the ORU is out, its ACK never comes
+            _kill(first)
+        row = _hl7_row(sqlite_store)
+        assert row is not None
+        assert row.state is OutboxState.PENDING
+        assert row.attempts == 1
+        assert row.next_attempt_at > utc_now() + timedelta(seconds=150)  # claimed for its lease (300 s)
+
+        second_log = tmp_path / "worker-2.log"
+        with _worker(settings, second_log) as second:
+
+            def delivered() -> bool:
+                again = _hl7_row(sqlite_store)
+                return again is not None and again.state is OutboxState.DELIVERED
+
+            took = _until(delivered, second, second_log, TAKEN_OVER_WITHIN_S)
+            print(f"\nORU delivered {took:.1f} s after the second worker was started (lease: 300 s)")
+            time.sleep(2)  # nothing more is sent
+        final = _hl7_row(sqlite_store)
+        assert final is not None
+        assert final.attempts == 2  # the killed send counted, as when a lease runs out
+    assert len(ris.control_ids) == 2
+    assert ris.control_ids[0] == ris.control_ids[1]  # the same ORU: the RIS takes a repeated control ID once
+    released = [p for kind, _, p in audit_events(sqlite_store) if kind == "dispatch_retry_scheduled"]
+    assert len(released) == 1
+    assert "which is not running" in released[0]["error"]
+    assert released[0]["released_claim_of"].endswith(f":{first.pid}")
+    kinds = [kind for kind, _, p in audit_events(sqlite_store) if p.get("outbox_id") == final.id]
+    assert kinds == ["dispatch_attempted", "dispatch_retry_scheduled", "dispatch_attempted", "dispatch_delivered"]
+
+
+def test_a_gpu_worker_killed_mid_read_is_taken_over_by_the_next_in_seconds(tmp_path: Path, sqlite_store: Store) -> None:
+    with fake_vllm_server() as server:
+        server.answer = lambda request: None  # hold the read until the kill
+        settings = _settings(tmp_path, sqlite_store, server.url, None)
+        uid = _queue_one(settings, sqlite_store)
+        first_log = tmp_path / "worker-1.log"
+        with _worker(settings, first_log) as first:
+            _until(lambda: server.requests >= 1, first, first_log, 120)
+            _kill(first)
+        killed = revision_row(sqlite_store, uid)
+        assert killed.state is RevisionState.PROCESSING
+        assert killed.claim_expires_at is not None
+        assert killed.claim_expires_at > utc_now() + timedelta(seconds=60)  # claimed for claim_timeout_s (120 s)
+        server.answer = lambda request: completion(NORMAL_READING)
+        server.released.set()
+
+        second_log = tmp_path / "worker-2.log"
+        with _worker(settings, second_log) as second:
+
+            def reported() -> bool:
+                return revision_row(sqlite_store, uid).state in (RevisionState.REPORTED, RevisionState.DISPATCHED)
+
+            took = _until(reported, second, second_log, TAKEN_OVER_WITHIN_S)
+            print(f"\nrevision reported {took:.1f} s after the second worker was started (claim: 120 s)")
+    revision = revision_row(sqlite_store, uid)
+    assert revision.attempts == 2  # the killed read counted, as when a claim runs out
+    events = audit_events(sqlite_store)
+    released = [p for kind, _, p in events if kind == "inference_failed" and "released_claim_of" in p]
+    assert len(released) == 1
+    assert released[0]["released_claim_of"].endswith(f":{first.pid}")
+    assert f"claimed by worker {released[0]['worker']}, which is not running" in released[0]["error"]
+    started = [p for kind, _, p in events if kind == "inference_started"]
+    assert started[-1]["taken_over_from"] == released[0]["worker"]

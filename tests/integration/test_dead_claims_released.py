@@ -1,0 +1,223 @@
+"""A reconciler pass (the first one as a dispatcher or GPU worker starts) releases at once the claims of a process of
+this host that provably ended, and only those: before, a dispatcher killed -9 mid-send left its delivery claimed for
+its 300 s lease plus a reconciler pass (~6 minutes), a GPU worker its revisions for ``broker.claim_timeout_s``.
+
+Here with claims written as a dispatcher and a worker write them, and processes that are real: a pid nobody has, a
+live unrelated process that has the pid since before the claim (not released: it may be the holder), one that
+started after the claim (the pid was reused: released), and a holder named on another host (never released early).
+The kill -9 of a real ``radtrace worker`` is in test_dead_claims_kill.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import sqlalchemy as sa
+
+from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.audit.schema import AuditEventRow
+from radtrace.config import load_settings
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store
+from radtrace.store.models import Job, JobState, OutboxMessage, OutboxState, Revision, RevisionState, Study
+from radtrace.worker.liveness import claimer_gone, process_started_at
+from radtrace.worker.reconciler import Reconciler
+
+pytestmark = pytest.mark.integration
+
+HOST = socket.gethostname()
+LEASE = timedelta(seconds=300)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.fixture
+def live_process() -> Iterator[subprocess.Popen[bytes]]:
+    """An unrelated process (not radtrace) that lives for the test."""
+    child = subprocess.Popen(["sleep", "120"])
+    yield child
+    child.kill()
+    child.wait()
+
+
+class Site:
+    def __init__(self, tmp_path: Path, store: Store) -> None:
+        self.store = store
+        self.settings = load_settings(data_dir=tmp_path / "radtrace", store={"url": str(store.engine.url)})
+        self.rung_dispatch: list[int] = []
+        self.rung_process: list[tuple[str, int]] = []
+        self.reconciler = Reconciler(
+            self.settings, store,
+            ring_process=lambda uid, number, priority: self.rung_process.append((uid, number)) is None,
+            ring_dispatch=lambda outbox_id: self.rung_dispatch.append(outbox_id) is None,
+        )  # fmt: skip
+        self._studies = 0
+
+    def _revision(self, state: RevisionState, **values: object) -> tuple[int, str]:
+        self._studies += 1
+        uid = f"1.2.826.0.1.3680043.8.498.7700{self._studies}"
+        with self.store.session() as session:
+            study = Study(study_uid=uid, study_key=f"deadclaims{self._studies:06d}", accession=f"ACC{self._studies}")
+            revision = Revision(study=study, number=1, state=state, **values)
+            session.add_all([study, revision])
+            session.flush()
+            return revision.id, uid
+
+    def claimed_delivery(self, process: str, claimed_at: datetime) -> int:
+        """An ORU row as a dispatcher leaves it when it dies mid-send: attempt 1 claimed, ``dispatch_attempted``."""
+        revision_id, uid = self._revision(RevisionState.REPORTED)
+        with self.store.session() as session:
+            row = OutboxMessage(revision_id=revision_id, kind="hl7", destination="127.0.0.1:60123", payload_path="x",
+                                payload_sha256="0" * 64, state=OutboxState.PENDING, attempts=1,
+                                next_attempt_at=claimed_at + LEASE)  # fmt: skip
+            session.add(row)
+            session.flush()
+            outbox_id = row.id
+        with mock.patch("radtrace.audit.recorder.utc_now", return_value=claimed_at):  # audited as it was claimed
+            AuditRecorder(self.store).record(
+                AuditEvent(EventType.DISPATCH_ATTEMPTED, Actor(process=process), study_uid=uid,
+                           payload={"outbox_id": outbox_id, "kind": "hl7", "destination": "127.0.0.1:60123",
+                                    "attempt": 1})
+            )  # fmt: skip
+        return outbox_id
+
+    def claimed_revision(self, worker: str, claimed_at: datetime) -> int:
+        """A revision as a GPU worker leaves it when it dies mid-read: processing under a live claim, its job."""
+        revision_id, _ = self._revision(RevisionState.PROCESSING, attempts=1, claimed_by=worker,
+                                        claim_expires_at=utc_now() + timedelta(seconds=120))  # fmt: skip
+        with self.store.session() as session:
+            session.add(Job(revision_id=revision_id, kind="process", attempt=1, state=JobState.RUNNING, worker=worker,
+                            started_at=claimed_at))  # fmt: skip
+        return revision_id
+
+    def delivery(self, outbox_id: int) -> OutboxMessage:
+        with self.store.session() as session:
+            row = session.get(OutboxMessage, outbox_id)
+            assert row is not None
+            session.expunge(row)
+            return row
+
+    def revision(self, revision_id: int) -> Revision:
+        with self.store.session() as session:
+            row = session.get(Revision, revision_id)
+            assert row is not None
+            session.expunge(row)
+            return row
+
+    def released_events(self) -> list[tuple[str, str, dict[str, object]]]:
+        with self.store.session() as session:
+            rows = session.execute(sa.select(AuditEventRow.event_type, AuditEventRow.actor_process,
+                                             AuditEventRow.payload).order_by(AuditEventRow.seq)).all()  # fmt: skip
+        return [(kind, actor, json.loads(p)) for kind, actor, p in rows if "released_claim_of" in json.loads(p)]
+
+
+@pytest.fixture
+def site(tmp_path: Path, store: Store) -> Site:
+    return Site(tmp_path, store)
+
+
+def test_a_delivery_and_a_revision_claimed_by_a_pid_nobody_has_are_released_at_once(site: Site) -> None:
+    dead = _dead_pid()
+    claimed_at = utc_now() - timedelta(seconds=2)
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{dead}", claimed_at)
+    revision_id = site.claimed_revision(f"{HOST}:{dead}", claimed_at)
+
+    before = utc_now()
+    done = site.reconciler.run_once(overdue_after_s=0)
+
+    assert done.released == 2
+    row = site.delivery(outbox_id)
+    assert row.state is OutboxState.PENDING
+    assert row.attempts == 1
+    assert row.next_attempt_at <= utc_now()
+    assert row.next_attempt_at >= before
+    assert row.last_error is not None
+    assert f"claimed by radtrace@{HOST}:{dead}, which is not running" in row.last_error
+    assert site.rung_dispatch == [outbox_id]
+    revision = site.revision(revision_id)
+    assert revision.state is RevisionState.PROCESSING
+    assert revision.claimed_by == f"{HOST}:{dead}"
+    assert revision.claim_expires_at is not None
+    assert revision.claim_expires_at <= utc_now()
+    assert len(site.rung_process) == 1
+    events = site.released_events()
+    assert [kind for kind, _, _ in events] == ["dispatch_retry_scheduled", "inference_failed"]
+    for _, actor, payload in events:  # who released what, and why
+        assert actor.endswith(f"@{HOST}:{os.getpid()}")
+        assert "which is not running" in str(payload["error"])
+    assert f"claimed by worker {HOST}:{dead}, which is not running" in str(events[1][2]["error"])
+
+    again = site.reconciler.run_once(overdue_after_s=0)  # released once
+    assert again.released == 0
+    assert len(site.released_events()) == 2
+
+
+def test_a_live_unrelated_process_that_had_the_pid_before_the_claim_keeps_it(
+    site: Site, live_process: subprocess.Popen[bytes]
+) -> None:
+    """It may be the holder (kill(pid, 0) answers, it started before the claim): the lease decides."""
+    claimed_at = utc_now()
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{live_process.pid}", claimed_at)
+    revision_id = site.claimed_revision(f"{HOST}:{live_process.pid}", claimed_at)
+
+    assert site.reconciler.run_once(overdue_after_s=0).released == 0
+
+    assert site.delivery(outbox_id).next_attempt_at == claimed_at + LEASE
+    expires = site.revision(revision_id).claim_expires_at
+    assert expires is not None
+    assert expires > utc_now() + timedelta(seconds=100)
+    assert site.released_events() == []
+    assert site.rung_dispatch == []
+    assert site.rung_process == []
+
+
+def test_a_pid_reused_by_a_process_started_after_the_claim_is_released(
+    site: Site, live_process: subprocess.Popen[bytes]
+) -> None:
+    started = process_started_at(live_process.pid)
+    assert started is not None
+    assert abs((started - utc_now()).total_seconds()) < 60
+    claimed_at = started - timedelta(seconds=30)  # the holder claimed; later its pid went to `sleep`
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{live_process.pid}", claimed_at)
+
+    assert site.reconciler.run_once(overdue_after_s=0).released == 1
+
+    assert site.delivery(outbox_id).next_attempt_at <= utc_now()
+    reason = str(site.released_events()[0][2]["error"])
+    assert f"which is not running (pid {live_process.pid} is now another process, started " in reason
+
+
+def test_claims_of_a_process_on_another_host_are_never_released_early(site: Site) -> None:
+    dead = _dead_pid()  # not running here; on the other host it may be
+    claimed_at = utc_now() - timedelta(seconds=60)
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}-other:{dead}", claimed_at)
+    revision_id = site.claimed_revision(f"{HOST}.example.org:{dead}", claimed_at)  # the FQDN is another name
+
+    assert site.reconciler.run_once(overdue_after_s=0).released == 0
+
+    assert site.delivery(outbox_id).next_attempt_at == claimed_at + LEASE
+    assert site.revision(revision_id).claim_expires_at > utc_now()  # type: ignore[operator]
+    assert site.released_events() == []
+    assert claimer_gone(f"radtrace@{HOST}-other:{dead}", claimed_at) is None
+    assert claimer_gone(f"radtrace@{HOST}:{dead}", claimed_at) == "which is not running"
+
+
+def test_a_claim_of_this_very_process_is_kept(site: Site) -> None:
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{os.getpid()}", utc_now())
+    time.sleep(0.01)
+    assert site.reconciler.run_once(overdue_after_s=0).released == 0
+    assert site.delivery(outbox_id).next_attempt_at > utc_now()
