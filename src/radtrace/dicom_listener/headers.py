@@ -51,6 +51,7 @@ from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, instance_by
 from radtrace.dicom_listener.spool import check_uid
 from radtrace.errors import DicomInputError
 from radtrace.model.charset import DEFAULT_ASSUMED_CHARACTER_SET, read_text_as
+from radtrace.model.deflated import read_deflated
 
 __all__ = ["DEFAULT_MAX_INFLATED_BYTES", "ReceivedHeader", "RefusedIdentity", "read_header", "refused_identity"]
 
@@ -235,10 +236,19 @@ def _parse(path: Path, max_inflated_bytes: int, assumed_character_set: str) -> t
     size = path.stat().st_size
     unparsable: dict[int, str] = {}
     try:
-        if read_file_meta_info(path).get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-            # Inflated in memory by pydicom (even to defer): positions are not file offsets, nothing is deferred.
+        deflated = read_file_meta_info(path).get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+        if deflated:
+            # parsed as it is inflated (pydicom would hold it all inflated): large values are skipped, kept deferred
+            # with their lengths; their positions are not file offsets (a cut stream is refused as it is read)
             _check_inflated_size(path, max_inflated_bytes)
-            ds = dcmread(path)
+            with path.open("rb") as handle:
+                ds = read_deflated(
+                    handle,
+                    keep_bulk=False,
+                    defer_bytes=_DEFER_BYTES,
+                    max_inflated_bytes=max_inflated_bytes,
+                    keep_deferred=True,
+                )
         else:
             ds = dcmread(path, defer_size=_DEFER_BYTES)
         try:  # before any value is converted: converted values keep their text
@@ -248,7 +258,7 @@ def _parse(path: Path, max_inflated_bytes: int, assumed_character_set: str) -> t
         for tag in list(ds.keys()):
             raw = ds.get_item(tag, keep_deferred=True)
             if isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, _UNDEFINED_LENGTH):
-                if raw.value_tell is None or raw.value_tell + raw.length > size:
+                if not deflated and (raw.value_tell is None or raw.value_tell + raw.length > size):
                     raise DicomInputError(f"dataset is truncated inside element {format_tag(tag)}")
                 continue
             try:

@@ -36,6 +36,7 @@ from pydicom.uid import (
 from radtrace.decoders import decodes_12_bit
 from radtrace.dicom_listener.codestream import ITEM_TAG, SizeError, codestream_size, first_fragment
 from radtrace.errors import DicomInputError
+from radtrace.model.deflated import InflateLimitError, read_deflated, starts_deflated
 
 __all__ = [
     "CODESTREAM_SYNTAXES",
@@ -172,15 +173,28 @@ def check_file(path: Path, max_pixels: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid values are the header reader's to report
         try:
-            ds = dcmread(path, defer_size=4096)
+            with path.open("rb") as handle:
+                deflated = starts_deflated(handle)
+                if deflated:  # parsed as it is inflated: pydicom would hold it all inflated, even to defer
+                    ds = read_deflated(
+                        handle,
+                        keep_bulk=False,
+                        defer_bytes=4096,
+                        max_inflated_bytes=instance_byte_limit(max_pixels),
+                        keep_deferred=True,
+                    )
+                else:
+                    ds = dcmread(handle, defer_size=4096)
             raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
+        except InflateLimitError as exc:
+            raise ImageTooLargeError(f"{exc.reason} (listener.max_image_pixels)") from exc
         except Exception:  # unparsable: the header reader refuses it with its own reason
             return
     if raw is None:
         return
     head = None
     tell = getattr(raw, "value_tell", None)
-    if tell is not None and getattr(raw, "length", None) == 0xFFFFFFFF:
+    if tell is not None and getattr(raw, "length", None) == 0xFFFFFFFF and not deflated:
         head = _read_head(path, tell)
     _judge_dataset(ds, head, max_pixels)
 

@@ -24,7 +24,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from radtrace.errors import DicomInputError
 
-__all__ = ["is_deflated", "read_deflated", "starts_deflated"]
+__all__ = ["InflateLimitError", "is_deflated", "read_deflated", "starts_deflated"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ _INFLATE: Final = 1 << 20
 _WINDOW: Final = 1 << 16
 #: A rewind further back starts inflating again from the start; at most this many times per data set.
 _MAX_PASSES: Final = 3
+
+
+class InflateLimitError(DicomInputError):
+    """The deflated data set inflates beyond the bound it is read under."""
 
 
 def is_deflated(meta: FileMetaDataset | None) -> bool:
@@ -79,7 +83,7 @@ class _Inflating:
             if self._inflater.eof:
                 self._done = True
             if self._kept_at + len(self._kept) > self._limit:
-                raise DicomInputError(
+                raise InflateLimitError(
                     f"(0002,0010) Transfer Syntax UID: deflated data set inflates beyond {self._limit} bytes "
                     "(more than an image within the pixel limit needs)"
                 )
@@ -144,11 +148,15 @@ def starts_deflated(fileobj: BinaryIO) -> bool:
         fileobj.seek(0)
 
 
-def read_deflated(fileobj: BinaryIO, *, keep_bulk: bool, defer_bytes: int, max_inflated_bytes: int) -> Dataset:
+def read_deflated(
+    fileobj: BinaryIO, *, keep_bulk: bool, defer_bytes: int, max_inflated_bytes: int, keep_deferred: bool = False
+) -> Dataset:
     """A deflated Part 10 file's data set, parsed as it is inflated; see the module doc.
 
-    ``keep_bulk``: the pixel and overlay data are read whole (for decoding); else they stand as empty values of
-    their VR (a header). Any other value over ``defer_bytes`` at the top level is left out.
+    ``keep_bulk``: the pixel and overlay data are read whole (for decoding); else each stands as a deferred
+    :class:`RawDataElement` (its length, no value; its ``value_tell`` is an offset in the inflated data set,
+    and reading it fails). Any other value over ``defer_bytes`` at the top level is left out, or with
+    ``keep_deferred`` kept deferred likewise.
 
     Raises:
         DicomInputError: not a deflated Part 10 file, not deflate, or inflating beyond ``max_inflated_bytes``.
@@ -161,7 +169,8 @@ def read_deflated(fileobj: BinaryIO, *, keep_bulk: bool, defer_bytes: int, max_i
     dataset: Dataset | None = None
     while True:
         part = read_dataset(stream, False, True, stop_when=_is_bulk, defer_size=defer_bytes)  # type: ignore[arg-type]
-        _drop_deferred(part)  # before they are moved: pydicom converts a private element that is set
+        if not keep_deferred:
+            _drop_deferred(part)  # before they are moved: pydicom converts a private element that is set
         if dataset is None:
             dataset = part
         else:
@@ -176,10 +185,7 @@ def read_deflated(fileobj: BinaryIO, *, keep_bulk: bool, defer_bytes: int, max_i
         element = next(elements, None)
         if element is None:
             break
-        if keep_bulk:
-            dataset[element.tag] = element
-        else:
-            dataset[element.tag] = RawDataElement(element.tag, element.VR, 0, b"", 0, False, True)
+        dataset[element.tag] = element  # without keep_bulk, deferred: its length and no value
     assert dataset is not None  # read_dataset returned at least once
     dataset.file_meta = meta
     return dataset
