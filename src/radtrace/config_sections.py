@@ -164,6 +164,13 @@ class ModelSettings(Section):
         description="how long a worker holds its reads for a model server that does not answer its health check, "
         "before it fails studies with the reason 'model server unavailable since ...'",
     )
+    unparsed_stop_after: int = Field(
+        default=4,
+        ge=0,
+        le=100,
+        description="unparseable readings of different studies in a row after which every worker stops reading "
+        "(held, audited once) until a reading parses or an operator resumes; 0: never stop",
+    )
     server_probe_max_s: float = Field(
         default=60.0,
         gt=0,

@@ -268,3 +268,32 @@ def test_a_worker_killed_while_stopped_and_started_again_is_still_stopped(tmp_pa
     # is taken over and read again, as after any kill)
     assert ["unparsed" in f for f in flags[:readings]] == [True] * 3
     assert not any("unparsed" in f for f in flags[readings:]), json.dumps(flags)
+
+
+@pytest.mark.parametrize(("stop_after", "drafted"), [(2, 1), (0, 5)])
+def test_the_site_sets_after_how_many_unparseable_studies_reading_stops(
+    tmp_path: Path, server: FakeVllm, stop_after: int, drafted: int
+) -> None:
+    """model.unparsed_stop_after: 2 stops at the second garbage study (one unparsed draft); 0 never stops (every
+    study an unparsed draft, as before the stop existed)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    settings = vllm_worker_settings(tmp_path / "own", port, batch_size=1, model={"unparsed_stop_after": stop_after})
+    server.answer = lambda request: GARBAGE
+    with migrated_store(settings) as store:
+        uids = queue_studies(settings, store, 5, seed=760)
+        worker = threading.Thread(target=ring_until_settled, args=(pipeline_for(settings, store), store, uids, 60),
+                                  daemon=True)  # fmt: skip
+        worker.start()
+        if stop_after:
+            wait_until(lambda: bool(outage_events(store)))
+            assert (
+                f"model output unparseable for {stop_after} consecutive studies" in outage_events(store)[0][1]["reason"]
+            )
+            server.answer = lambda request: PARSED
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert [revision_row(store, uid).state for uid in uids] == [RevisionState.REPORTED] * 5
+        assert sum("unparsed" in flags for flags in flags_read(store)) == drafted
+        assert [kind for kind, _ in outage_events(store)] == (
+            ["application_stopped", "application_started"] if stop_after else []
+        )

@@ -176,7 +176,8 @@ class StudyPipeline:
         self.stopping = stopping  # the worker is shutting down: take no further batch
         self.outage = OutageNotice(store, self.recorder, self.actor, self.worker, self.observer, clock,
                                    server=model_server_key(settings.model))  # fmt: skip
-        self.reader = OutputGuard(reader, self.outage.open_reason)  # garbage output stops reading, held like an outage
+        # garbage output stops reading, held like an outage
+        self.reader = OutputGuard(reader, self.outage.open_reason, stop_after=settings.model.unparsed_stop_after)
         self.breaker = ModelServerBreaker(self._probe_server, stopping=stopping, on_open=self.outage.opened,
                                           on_close=self.outage.closed, on_still_down=self.outage.still_down,
                                           clock=clock, max_wait_s=settings.model.server_probe_max_s,
