@@ -1,4 +1,4 @@
-"""``radtrace model make-tiny|export-onnx|info|read``."""
+"""``radtrace model make-tiny|export-onnx|info|read|resume``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from radtrace.cli.common import EXIT_FAILED, err, fail, flatten, model_app, out, settings_of
+from radtrace.cli.common import EXIT_FAILED, err, fail, flatten, model_app, open_store, out, settings_of
 from radtrace.config_reference import masked_settings
 from radtrace.errors import RadtraceError
 
@@ -106,3 +107,39 @@ def model_read(
         typer.echo(outcome.to_json())
     else:
         out.print(reading_view(outcome))
+
+
+@model_app.command("resume")
+def model_resume(
+    ctx: typer.Context,
+    server: Annotated[
+        str | None,
+        typer.Option(help="The model server whose stop to lift, as radtrace status names it (default: the only one)."),
+    ] = None,
+) -> None:
+    """Lift a stop for unparseable model output after checking the model and the held studies (audited).
+
+    After 4 unparseable readings of different studies in a row the workers stop reading until a probe reading of the
+    held batch parses. Output is deterministic: a healthy model that wrote four odd studies in a row stays stopped.
+    This closes the stop; every worker reads again (its count from zero) and stops again after 4 more if the model
+    really writes garbage. A model server that does not answer is not lifted here: it ends when the server answers.
+    """
+    from radtrace.audit.operations import local_operator
+    from radtrace.store.base import utc_now
+    from radtrace.worker.outage import NothingToLiftError, lift_stop
+    from radtrace.worker.output_guard import STOP_AFTER
+
+    settings = settings_of(ctx)
+    with open_store(settings) as store:
+        try:
+            lifted = lift_stop(store, local_operator(), utc_now, server)
+        except NothingToLiftError as exc:
+            fail(exc.reason)
+    out.print(
+        f"stop lifted on {escape(lifted.server)} (stopped since {lifted.since:%Y-%m-%d %H:%M:%S} UTC: "
+        f"{escape(lifted.reason)}): every worker reads again before its next batch or at its hold's next probe (within "
+        f"model.server_probe_max_s, {settings.model.server_probe_max_s:g} s), counting from zero; if the model really "
+        f"writes garbage it stops again after {STOP_AFTER} more unparseable studies in a row",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -39,7 +39,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -52,13 +52,24 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import ModelSettings
-from radtrace.errors import RadtraceError
+from radtrace.errors import PermanentError, RadtraceError
 from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import Revision, RevisionState
 from radtrace.worker.breaker import ModelServerBreaker
 from radtrace.worker.output_guard import STOPPED_MARK
 
-__all__ = ["COMPONENT", "OUTAGE_RECHECK_S", "WAITING_FOR_SERVER", "OutageNotice", "model_server_key"]
+__all__ = [
+    "COMPONENT",
+    "OUTAGE_RECHECK_S",
+    "WAITING_FOR_SERVER",
+    "Lifted",
+    "NothingToLiftError",
+    "OpenOutage",
+    "OutageNotice",
+    "lift_stop",
+    "model_server_key",
+    "open_outages",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +108,12 @@ def _is_stop(told: _Told) -> bool:
     return told.open and STOPPED_MARK in str(told.payload.get("reason", ""))
 
 
+def _stop_reason(told: _Told) -> str:
+    """The stop's own reason, out of the entry's "model server unavailable since T (<the stop's reason>)"."""
+    reason = str(told.payload.get("reason", ""))
+    return reason[reason.index(STOPPED_MARK) :].removesuffix(")") if STOPPED_MARK in reason else reason
+
+
 @dataclass(frozen=True)
 class _Told:
     """A server's latest outage entry in the audit log."""
@@ -125,6 +142,7 @@ class OutageNotice:
         self.server = server or f"model server of {worker}"
         self.held: Sequence[int] = []  # revision IDs of the batch a hold keeps under this worker's claims
         self._next_check = float("-inf")  # time.monotonic() of the next look after a read that went through
+        self._last_stop: str | None = None  # what open_reason found the last time the database answered
 
     def opened(self, breaker: ModelServerBreaker) -> None:
         self._tell_observer(breaker)
@@ -166,17 +184,17 @@ class OutageNotice:
 
     def open_reason(self) -> str | None:
         """The reason of a stop for unparseable output (:mod:`radtrace.worker.output_guard`) the audit log has open
-        for this server, or None; a database that is away is only logged (the worker's own count still stops)."""
+        for this server, or None (never told, ended by a probe reading that parsed, or lifted by ``radtrace model
+        resume``). A database that is away is only logged, and the answer is what it said the last time: a worker
+        that saw the stop open keeps holding, one that saw none keeps reading (its own count still stops)."""
         try:
             with self.store.session("looking for a stop of the model's output") as session:
                 told = self._latest(session)
         except RadtraceError as exc:
             log.warning("stop of the model's output not looked for: %s", exc.reason)
-            return None
-        if told is None or not _is_stop(told):
-            return None
-        reason = str(told.payload["reason"])  # "model server unavailable since T (<the stop's reason>)"
-        return reason[reason.index(STOPPED_MARK) :].removesuffix(")")
+            return self._last_stop
+        self._last_stop = _stop_reason(told) if told is not None and _is_stop(told) else None
+        return self._last_stop
 
     def _tell(self, *, opening: bool, **details: Any) -> None:
         """Append the outage's entry unless the audit log already says so (decided under its append lock)."""
@@ -203,29 +221,7 @@ class OutageNotice:
             log.error("could not record the model server outage's %s: %s", "start" if opening else "end", exc.reason)
 
     def _latest(self, session: Session) -> _Told | None:
-        """This server's latest outage entry, newest first among the (few) start and stop entries."""
-        table = AuditEventRow
-        before: int | None = None
-        while True:
-            query = (
-                sa.select(table.seq, table.event_type, table.recorded_at, table.payload)
-                .where(table.event_type.in_(_OUTAGE_EVENTS), table.payload.like(f'%"component":"{COMPONENT}"%'))
-                .order_by(table.seq.desc())
-                .limit(_PAGE)
-            )
-            if before is not None:
-                query = query.where(table.seq < before)
-            rows = session.execute(query).all()
-            for seq, event_type, recorded_at, text in rows:
-                before = seq
-                try:
-                    payload = json.loads(text)
-                except ValueError:
-                    continue
-                if isinstance(payload, dict) and payload.get("server") == self.server:
-                    return _Told(event_type == EventType.APPLICATION_STOPPED.value, recorded_at, payload)
-            if len(rows) < _PAGE:
-                return None
+        return _latest(session, self.server)
 
     def still_down(self, breaker: ModelServerBreaker) -> None:
         """The waiting reason on the held batch and on every queued revision (a queued revision's own retry reason
@@ -261,3 +257,127 @@ class OutageNotice:
         payload = {"component": COMPONENT, "server": self.server, "worker": self.worker,
                    **{key: value for key, value in details.items() if value is not None}}  # fmt: skip
         return AuditEvent(kind, self.actor, outcome, payload=payload)
+
+
+def _outage_entries(session: Session) -> Iterator[tuple[str, _Told]]:
+    """Every outage entry (its server, what it told), newest first among the (few) start and stop entries."""
+    table = AuditEventRow
+    before: int | None = None
+    while True:
+        query = (
+            sa.select(table.seq, table.event_type, table.recorded_at, table.payload)
+            .where(table.event_type.in_(_OUTAGE_EVENTS), table.payload.like(f'%"component":"{COMPONENT}"%'))
+            .order_by(table.seq.desc())
+            .limit(_PAGE)
+        )
+        if before is not None:
+            query = query.where(table.seq < before)
+        rows = session.execute(query).all()
+        for seq, event_type, recorded_at, text in rows:
+            before = seq
+            try:
+                payload = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(payload, dict) and isinstance(payload.get("server"), str):
+                yield payload["server"], _Told(event_type == EventType.APPLICATION_STOPPED.value, recorded_at, payload)
+        if len(rows) < _PAGE:
+            return
+
+
+def _latest(session: Session, server: str) -> _Told | None:
+    """``server``'s latest outage entry."""
+    return next((told for name, told in _outage_entries(session) if name == server), None)
+
+
+@dataclass(frozen=True)
+class OpenOutage:
+    """A model server whose latest outage entry is open: down, or stopped for unparseable output."""
+
+    server: str
+    since: datetime  # when the entry was recorded
+    reason: str  # the stop's own reason, or the server's "model server unavailable since ... (...)"
+    worker: str | None  # who told it
+    stop: bool  # a stop for unparseable output (radtrace model resume lifts it), not a server that does not answer
+
+    def as_json(self) -> dict[str, object]:
+        """Plain JSON data."""
+        return {"server": self.server, "since": self.since.isoformat(), "reason": self.reason,
+                "worker": self.worker, "stop": self.stop}  # fmt: skip
+
+
+def open_outages(session: Session) -> list[OpenOutage]:
+    """Every model server whose latest outage entry is open, oldest first."""
+    latest: dict[str, _Told] = {}
+    for server, told in _outage_entries(session):
+        latest.setdefault(server, told)
+    found = [
+        OpenOutage(server, told.recorded_at, _stop_reason(told) if _is_stop(told) else str(told.payload.get("reason")),
+                   told.payload.get("worker"), _is_stop(told))
+        for server, told in latest.items() if told.open
+    ]  # fmt: skip
+    return sorted(found, key=lambda outage: outage.since)
+
+
+class NothingToLiftError(PermanentError):
+    """``radtrace model resume`` found no stop for unparseable output to lift (or several, and none was named)."""
+
+
+@dataclass(frozen=True)
+class Lifted:
+    """A stop lifted by an operator."""
+
+    server: str
+    since: datetime
+    reason: str
+    down_s: float
+
+
+def lift_stop(store: Store, actor: Actor, clock: Callable[[], datetime], server: str | None = None) -> Lifted:
+    """Close the open stop for unparseable output of ``server`` (the only one open when None) after a person checked
+    the model: one ``application_started`` (``requested_by: operator``, ``user``, ``lifted``: the stop's reason),
+    decided under the audit log's append lock like a worker's entries, and the waiting reasons the stop put on
+    revisions cleared. Every worker sees the entry closed at its next look (:class:`OutputGuard`: before its next
+    batch, or at its hold's next probe) and reads again, its count from zero. Raises :class:`NothingToLiftError`
+    saying what is open instead: nothing, or a model server outage, which a person cannot lift here (reads would
+    only fail: it ends when the server answers)."""
+    recorder = AuditRecorder(store)
+    with store.session("lifting a stop of the model's output", immediate=True) as session:
+        if is_postgresql(session.get_bind()):  # the recorder takes it again below: one transaction, held once
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+        opened = [outage for outage in open_outages(session) if server is None or outage.server == server]
+        stops = [outage for outage in opened if outage.stop]
+        if not stops:
+            raise NothingToLiftError(_nothing_to_lift(server, opened))
+        if len(stops) > 1:
+            raise NothingToLiftError(
+                f"reading is stopped for unparseable output on {len(stops)} model servers: name the one you checked "
+                f"with --server ({', '.join(stop.server for stop in stops)})"
+            )
+        stop = stops[0]
+        down_s = round(max((clock() - stop.since).total_seconds(), 0.0), 1)
+        payload = {"component": COMPONENT, "server": stop.server, "requested_by": "operator", "user": actor.user,
+                   "seen": "operator", "lifted": stop.reason, "down_s": down_s, "opened_by": stop.worker}  # fmt: skip
+        event = AuditEvent(EventType.APPLICATION_STARTED, actor, Outcome.SUCCESS,
+                           payload={key: value for key, value in payload.items() if value is not None})  # fmt: skip
+        recorder.record(event, session=session)
+        session.execute(
+            sa.update(Revision)
+            .where(Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
+                   Revision.reason.like(f"{WAITING_FOR_SERVER}%{STOPPED_MARK}%"))
+            .values(reason=None)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
+    return Lifted(stop.server, stop.since, stop.reason, down_s)
+
+
+def _nothing_to_lift(server: str | None, opened: Sequence[OpenOutage]) -> str:
+    where = f" for {server}" if server else ""
+    if not opened:
+        return f"no stop of the model's output is open{where}: reading is not stopped, nothing to lift"
+    down = "; ".join(
+        f"{outage.server} since {outage.since:%Y-%m-%d %H:%M:%S} UTC ({outage.reason})" for outage in opened
+    )
+    return (f"no stop of the model's output is open{where}, but a model server outage is: {down}. This command does "
+            "not lift it: the server itself must answer (the workers' health-check probe ends it once it does); "
+            "reading without it would only fail the held studies. Fix or restart the model server")  # fmt: skip

@@ -34,6 +34,13 @@ is found without anyone having to say so, and the probe costs one read of studie
 model that is only sometimes garbage is stopped again after :data:`STOP_AFTER` more, and a batch stopped three
 times in one attempt has that attempt counted (the pipeline's flapping bound). After ``model.server_hold_max_s``
 (2 h) the held studies end ``failed`` with the reason, as for any outage.
+
+Or it is lifted by a person: output is deterministic, so a healthy model that happened to write four odd studies in a
+row fails its probe reading again and again. ``radtrace model resume`` (after checking the model and the held study)
+closes the open entry (:func:`radtrace.worker.outage.lift_stop`). Since the open entry *is* the stop, a worker whose
+stop is no longer open there reads again, its count from zero: before its next batch, or at its hold's next probe
+(within ``model.server_probe_max_s``), without a probe reading. A model that really writes garbage stops again after
+:data:`STOP_AFTER` more.
 """
 
 from __future__ import annotations
@@ -107,6 +114,8 @@ class OutputGuard:
             outcomes, self._probe_read = self._probe_read[1], None
             return outcomes
         self._probe_read = None
+        if self.reason is not None and self.open_stop() is None:  # lifted since (or ended by another's probe)
+            self._resume()
         if self.reason is None and (reason := self.open_stop()) is not None:
             self.reason = reason  # another worker's stop, or this one's before a restart
             log.warning("%s: reads are held until a probe reading parses", reason)
@@ -132,6 +141,9 @@ class OutputGuard:
         if self._fresh:  # just read and found garbage (or found stopped): no second read at once
             self._fresh = False
             return self.reason
+        if self.open_stop() is None:  # the audit log's entry is the stop: lifted, or ended by another's probe
+            self._resume()
+            return None
         held = self._held
         try:
             outcomes = self.reader.read_each(held)
@@ -146,6 +158,13 @@ class OutputGuard:
                     len(readings), self.reason)  # fmt: skip
         self.reason, self.streak, self._probe_read = None, [], (held, outcomes)
         return None
+
+    def _resume(self) -> None:
+        """The audit log no longer has the stop open: read again, the count from zero (nothing read here)."""
+        log.warning("%s: no longer open in the audit log (lifted by radtrace model resume, or ended by a probe "
+                    "reading elsewhere): reads resume and the count starts from zero; %d more unparseable studies in a "
+                    "row stop reading again", self.reason, self.stop_after)  # fmt: skip
+        self.reason, self.streak, self._probe_read, self._fresh = None, [], None, False
 
     def _count(self, outcomes: Sequence[Outcome]) -> str | None:
         """Add the batch's readings to the streak, in order; the stop's reason once it reaches :attr:`stop_after`."""

@@ -38,6 +38,8 @@ from radtrace.store.base import UtcDateTime, utc_now
 from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
 from radtrace.worker.liveness import InFlight, in_flight, listener_holder
+from radtrace.worker.outage import OpenOutage, open_outages
+from radtrace.worker.output_guard import STOP_AFTER
 
 if TYPE_CHECKING:
     from radtrace.reporting.dispatch.holds import HeldDestination
@@ -131,6 +133,7 @@ class ServiceStatus:
     holds: list[HeldDestination] = field(default_factory=list)
     broker_error: str | None = None  # why the queue depths are unknown: the broker did not answer
     in_flight: list[InFlight] = field(default_factory=list)  # deliveries claimed by a dispatcher, not yet recorded
+    stops: list[OpenOutage] = field(default_factory=list)  # model servers whose reading is stopped (garbage output)
 
     def in_flight_lines(self) -> list[str]:
         """Deliveries in flight whose dispatcher is not running: they wait for its claim to expire."""
@@ -142,8 +145,15 @@ class ServiceStatus:
         ]
 
     def hold_lines(self) -> list[str]:
-        """How ``radtrace status`` shows each destination on hold: what, since when, why, and what to run."""
+        """How ``radtrace status`` shows each destination on hold, and each model server whose reading is stopped for
+        unparseable output: what, since when, why, and what to run."""
         lines: list[str] = []
+        for stop in self.stops:
+            lines.append(f"reading stopped: model server {stop.server} since {stop.since:%Y-%m-%d %H:%M:%S} UTC"
+                         f"{f' (told by {stop.worker})' if stop.worker else ''}")  # fmt: skip
+            lines.append(f"  reason: {stop.reason}")
+            lines.append(f"  again: {self.resume_command(stop)} (after checking the model and the held studies; "
+                         f"it stops again after {STOP_AFTER} more unparseable studies in a row)")  # fmt: skip
         for hold in self.holds:
             lines.append(f"on hold: {hold.destination} since {hold.since:%Y-%m-%d %H:%M:%S} UTC, "
                          f"{hold.deliveries} deliveries held")  # fmt: skip
@@ -151,6 +161,10 @@ class ServiceStatus:
             lines.extend(f"  changed since: {change}" for change in hold.changes)
             lines.append(f"  again: {hold.again} (after fixing what the reason says)")
         return lines
+
+    def resume_command(self, stop: OpenOutage) -> str:
+        """The command that lifts a stop for unparseable output (naming its server when several are stopped)."""
+        return "radtrace model resume" + (f" --server {shlex.quote(stop.server)}" if len(self.stops) > 1 else "")
 
     def as_json(self) -> dict[str, object]:
         """Plain JSON data."""
@@ -174,6 +188,7 @@ class ServiceStatus:
             "failed": [f.as_json() for f in self.failed],
             "skipped": [f.as_json() for f in self.skipped],
             "holds": [hold.as_json() for hold in self.holds],
+            "model_stops": [{**stop.as_json(), "again": self.resume_command(stop)} for stop in self.stops],
             "broker_error": self.broker_error,
             "in_flight": [
                 {
@@ -324,8 +339,10 @@ def collect_status(
             oldest = WaitingRevision(key, number, oldest.state, started, oldest.waiting_s, uid, note)
     queues, broker_error = _queue_depths(settings) if with_queues else ({}, None)
     holds = held_destinations(store, settings.dispatch)
+    with store.session("looking for stops of the model's output") as session:
+        stops = [outage for outage in open_outages(session) if outage.stop]
     return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped, holds, broker_error,
-                         sorted(flights.values(), key=lambda f: f.outbox_id))  # fmt: skip
+                         sorted(flights.values(), key=lambda f: f.outbox_id), stops)  # fmt: skip
 
 
 def _claim_note(worker: str | None, expires: datetime | None, now: datetime) -> str | None:
