@@ -95,10 +95,12 @@ class Site:
             )  # fmt: skip
         return outbox_id
 
-    def claimed_revision(self, worker: str, claimed_at: datetime) -> int:
-        """A revision as a GPU worker leaves it when it dies mid-read: processing under a live claim, its job."""
+    def claimed_revision(self, worker: str, claimed_at: datetime, *, renewed_s_ago: float = 60.0) -> int:
+        """A revision as a GPU worker leaves it when it dies mid-read: processing under a live claim (120 s, last
+        renewed ``renewed_s_ago``: past its 40 s heartbeat and the slack by default), its job."""
+        expires = utc_now() + timedelta(seconds=120 - renewed_s_ago)
         revision_id, _ = self._revision(RevisionState.PROCESSING, attempts=1, claimed_by=worker,
-                                        claim_expires_at=utc_now() + timedelta(seconds=120))  # fmt: skip
+                                        claim_expires_at=expires)  # fmt: skip
         with self.store.session() as session:
             session.add(Job(revision_id=revision_id, kind="process", attempt=1, state=JobState.RUNNING, worker=worker,
                             started_at=claimed_at))  # fmt: skip
@@ -179,7 +181,7 @@ def test_a_live_unrelated_process_that_had_the_pid_before_the_claim_keeps_it(
     assert site.delivery(outbox_id).next_attempt_at == claimed_at + LEASE
     expires = site.revision(revision_id).claim_expires_at
     assert expires is not None
-    assert expires > utc_now() + timedelta(seconds=100)
+    assert expires > utc_now() + timedelta(seconds=40)  # as claimed (60 s left), not released (now)
     assert site.released_events() == []
     assert site.rung_dispatch == []
     assert site.rung_process == []
@@ -221,3 +223,19 @@ def test_a_claim_of_this_very_process_is_kept(site: Site) -> None:
     time.sleep(0.01)
     assert site.reconciler.run_once(overdue_after_s=0).released == 0
     assert site.delivery(outbox_id).next_attempt_at > utc_now()
+
+
+def test_a_revision_claim_its_holder_still_renews_is_kept_though_its_pid_is_not_seen(site: Site) -> None:
+    """A worker in another PID namespace under the same host name (a container on the host's network) has a pid this
+    process cannot see: its claim, renewed by its heartbeat, is not released (each pass would otherwise hand a live
+    read to another worker, again and again)."""
+    unseen = _dead_pid()
+    claimed_at = utc_now() - timedelta(seconds=2)
+    revision_id = site.claimed_revision(f"{HOST}:{unseen}", claimed_at, renewed_s_ago=20)  # within its 40 s beat
+    expires = site.revision(revision_id).claim_expires_at
+
+    done = site.reconciler.run_once(overdue_after_s=0)
+
+    assert done.released == 0
+    assert site.revision(revision_id).claim_expires_at == expires
+    assert site.released_events() == []

@@ -25,7 +25,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -39,6 +39,13 @@ __all__ = ["Released", "release_dead_claims"]
 
 log = logging.getLogger(__name__)
 
+#: A revision's claim is looked at only once its holder's heartbeat (every third of ``broker.claim_timeout_s``) is
+#: this much overdue. The pid check alone cannot tell a dead holder from a live one in another PID namespace under the
+#: same host name (a container on the host's network: ``docker --network host``, Kubernetes ``hostNetwork``), which
+#: would have each reconciler pass release a live worker's read for another to take over, again and again; a live
+#: holder renews, so it is never released. A delivery has no heartbeat: one released so while it is being sent is
+#: sent twice (same bytes, same HL7 control ID, same SR UIDs: the peer sees a repeat), never lost.
+RENEWAL_SLACK_S = 10.0
 #: At most this many claimed rows of each kind are looked at per pass (the oldest claims first).
 LOOK_AT_MOST = 500
 
@@ -56,12 +63,15 @@ def release_dead_claims(
     recorder: AuditRecorder,
     now: datetime,
     *,
+    claim_timeout_s: float,
     gone: Callable[[str, datetime | None], str | None] = claimer_gone,
 ) -> Released:
-    """Release the live claims held by processes of this host that provably ended (see the module docstring)."""
+    """Release the live claims held by processes of this host that provably ended (see the module docstring); a
+    revision's claim only once its heartbeat (every third of ``claim_timeout_s``) has missed a beat."""
     released = Released()
     _release_deliveries(store, recorder, now, gone, released)
-    _release_revisions(store, recorder, now, gone, released)
+    unrenewed_since = now + timedelta(seconds=claim_timeout_s * 2 / 3 - RENEWAL_SLACK_S)
+    _release_revisions(store, recorder, now, unrenewed_since, gone, released)
     if released.deliveries or released.revisions:
         log.warning(
             "released the claims of processes of this host that are not running: %d deliveries due again now, "
@@ -126,6 +136,7 @@ def _release_revisions(
     store: Store,
     recorder: AuditRecorder,
     now: datetime,
+    unrenewed_since: datetime,
     gone: Callable[[str, datetime | None], str | None],
     released: Released,
 ) -> None:
@@ -136,6 +147,7 @@ def _release_revisions(
             .outerjoin(Job, sa.and_(Job.revision_id == Revision.id, Job.attempt == Revision.attempts,
                                     Job.worker == Revision.claimed_by))
             .where(Revision.state == RevisionState.PROCESSING, Revision.claim_expires_at > now,
+                   Revision.claim_expires_at <= unrenewed_since,  # its heartbeat missed a beat: see RENEWAL_SLACK_S
                    Revision.claimed_by.startswith(f"{host}:", autoescape=True))
             .order_by(Revision.claim_expires_at)
             .limit(LOOK_AT_MOST)

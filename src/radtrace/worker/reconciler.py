@@ -111,7 +111,9 @@ class Reconciler:
         now = self.clock()
         after = timedelta(seconds=self.settings.broker.overdue_after_s if overdue_after_s is None else overdue_after_s)
         done = Reconciliation()
-        released = release_dead_claims(self.store, self.recorder, now)
+        released = release_dead_claims(
+            self.store, self.recorder, now, claim_timeout_s=self.settings.broker.claim_timeout_s
+        )
         done.released = len(released.deliveries) + len(released.revisions)
         rung: list[int] = []
         for rev_id, study_uid, number, priority in released.revisions:
