@@ -17,8 +17,17 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from radtrace.config import load_settings
 from radtrace.errors import DicomInputError
-from radtrace.model.study import Skipped, StudyImage, StudyInput, prepare_study, spooled_image, study_image
+from radtrace.model.study import (
+    Skipped,
+    StudyImage,
+    StudyInput,
+    prepare_study,
+    spooled_as_received,
+    spooled_image,
+    study_image,
+)
 from radtrace.testing.decode_abuse import NIH, REAL_FILMS, deflated_with_private_zeros
 
 pytestmark = pytest.mark.unit
@@ -114,3 +123,16 @@ def test_a_deflated_film_cut_short_is_refused_naming_the_transfer_syntax(tmp_pat
         DicomInputError, match=r"^\(0002,0010\) Transfer Syntax UID: the deflated data set is cut short"
     ):
         prepare_study([study_image(data[: len(data) // 2])], **BUDGET, accept_unknown_view=True)
+
+
+def test_the_worker_reads_a_deflated_film_up_to_what_the_sites_listener_accepted(tmp_path: Path) -> None:
+    """spooled_as_received bounds inflation by listener.max_image_pixels, as the listener does: before, the worker's
+    bound was the default's (267,108,864 bytes) whatever the site set, so a site that raised max_image_pixels had the
+    worker refuse deflated films its listener had stored."""
+    path = _film(tmp_path, 280 << 20)  # 293,601,280 bytes of zeros: past the default bound, within 60 M pixels'
+    default = load_settings(data_dir=tmp_path / "var").listener
+    with pytest.raises(DicomInputError, match=r"\(0002,0010\) Transfer Syntax UID: deflated data set inflates beyond"):
+        spooled_as_received(path, _digest(path), default)
+    raised = default.model_copy(update={"max_image_pixels": 60_000_000})
+    image = spooled_as_received(path, _digest(path), raised)
+    assert image.dataset.PatientID == pydicom.dcmread(REAL_FILMS / NIH).PatientID

@@ -23,7 +23,7 @@ from radtrace.dicom_listener.attributes import normalised
 from radtrace.errors import DicomInputError
 from radtrace.model.image import display_values
 from radtrace.model.reader import StudyReader
-from radtrace.model.study import Skipped, StudyImage, spooled_image
+from radtrace.model.study import Skipped, StudyImage, spooled_as_received
 from radtrace.store.engine import Store
 from radtrace.store.instances import revision_instances
 from radtrace.store.models import Study
@@ -37,9 +37,8 @@ def _revision_images(store: Store, settings: Settings, study_uid: str, revision:
     with store.session("selecting a revision's images") as session:
         study_id = session.scalar(sa.select(Study.id).where(Study.study_uid == study_uid))
         newest = revision_instances(session, study_id, revision) if study_id is not None else {}
-    assumed = settings.listener.assumed_character_set
     return {
-        sop: spooled_image(settings.spool_dir / path, digest, assumed_character_set=assumed)
+        sop: spooled_as_received(settings.spool_dir / path, digest, settings.listener)
         for sop, (path, digest) in newest.items()
     }
 

@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from radtrace.config import ListenerSettings
 from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, normalised
 from radtrace.dicom_listener.pixel_budget import instance_byte_limit
 from radtrace.errors import DicomInputError
@@ -54,6 +55,7 @@ __all__ = [
     "is_bulk",
     "load_study_images",
     "prepare_study",
+    "spooled_as_received",
     "spooled_image",
     "study_image",
 ]
@@ -270,6 +272,18 @@ def study_image(
 def is_bulk(tag: Any) -> bool:
     """Pixel data (group 7FE0) and overlay data (60xx,3000): what only decoding an image reads."""
     return bool(tag.group == 0x7FE0 or (0x6000 <= tag.group <= 0x601E and tag.element == 0x3000))
+
+
+def spooled_as_received(path: Path, sha256: str, listener: ListenerSettings) -> StudyImage:
+    """:func:`spooled_image` read as the site's listener took it in: text in its ``assumed_character_set``, and a
+    deflated data set up to what ``max_image_pixels`` let the listener accept (else a site that raised it would
+    have the worker refuse what the listener stored)."""
+    return spooled_image(
+        path,
+        sha256,
+        assumed_character_set=listener.assumed_character_set,
+        max_inflated_bytes=instance_byte_limit(listener.max_image_pixels),
+    )
 
 
 def spooled_image(

@@ -53,7 +53,7 @@ from radtrace.config import Settings
 from radtrace.errors import DicomInputError, ModelServerUnavailableError, RadtraceError, ReadsHeldError
 from radtrace.logging import patient_values, redacting, study_key
 from radtrace.model.reading import FindingStatus, Reading
-from radtrace.model.study import Skipped, StudyImage, identity_conflict, spooled_image
+from radtrace.model.study import Skipped, StudyImage, identity_conflict, spooled_as_received
 from radtrace.reporting.dispatch.outbox import Outbox
 from radtrace.reporting.draft_store import BuiltDrafts, drafts_root, enqueue_built, kept_srs
 from radtrace.store.base import utc_now
@@ -502,9 +502,7 @@ class StudyPipeline:
             except OSError as exc:
                 raise DicomInputError(f"spooled instance {sop} cannot be read: {exc.strerror}") from exc
             # the header: pixel data is read for the chosen views only
-            images.append(
-                spooled_image(file, digest, assumed_character_set=self.settings.listener.assumed_character_set)
-            )
+            images.append(spooled_as_received(file, digest, self.settings.listener))
         return images, [image.dataset for image in images]
 
     def _record_reading(self, claim: Claim, reading: Reading) -> None:
