@@ -87,6 +87,11 @@ def data_dir_problem(data_dir: Path, *, create: bool = False) -> str | None:
         blocked = None if os.access(database, os.R_OK | os.W_OK) else database
     if blocked is None:
         return None
+    if _read_only(blocked):  # os.access says no for a read-only mount too: the owner is not what is wrong
+        return (
+            f"data directory {target} is on a read-only file system ({blocked}): remount it read-write, or point "
+            "RADTRACE_DATA_DIR (data_dir) at a writable directory"
+        )
     status = blocked.stat()
     owner, user = _user_name(status.st_uid), _user_name(os.geteuid())
     return (
@@ -94,6 +99,14 @@ def data_dir_problem(data_dir: Path, *, create: bool = False) -> str | None:
         f"({stat.filemode(status.st_mode)}); run radtrace as {owner}, the user the service runs as "
         f"(sudo -u {owner} ...), or point RADTRACE_DATA_DIR (data_dir) at a directory {user} owns"
     )
+
+
+def _read_only(path: Path) -> bool:
+    """Whether ``path`` is on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _user_name(uid: int) -> str:

@@ -117,3 +117,19 @@ def test_listen_on_a_privileged_port_without_the_privilege_names_the_setting(tmp
     assert len(lines) == 1, result.stderr
     assert "RADTRACE_LISTENER__PORT" in lines[0]
     assert "above 1023" in lines[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only file system needs root (CI runs as root)")
+def test_a_data_directory_on_a_read_only_file_system_is_said_to_be_read_only_not_another_users(tmp_path: Path) -> None:
+    """Seen from outside (report-firsthour.md): root, with RADTRACE_DATA_DIR on a read-only mount, was told 'user
+    root may not use data directory …: … belongs to root; run radtrace as root'."""
+    mounted = tmp_path / "ro"
+    mounted.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mounted)], check=True)
+    try:
+        problem = data_dir_problem(mounted)
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+    assert problem is not None
+    assert "read-only file system" in problem
+    assert "run radtrace as" not in problem
