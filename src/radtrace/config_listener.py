@@ -256,7 +256,7 @@ class ListenerSettings(Section):
     @field_validator("assumed_character_set")
     @classmethod
     def _charset(cls, value: str) -> str:
-        from radtrace.model.charset import check_assumed  # pydicom: only when the setting is given
+        from radtrace.dicom_charset import check_assumed  # pydicom: only when the setting is given
 
         return check_assumed(value)
 

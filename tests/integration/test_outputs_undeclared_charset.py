@@ -39,7 +39,7 @@ from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement
 
 from radtrace.config import ReportingSettings
-from radtrace.model.charset import CHARACTER_SET_ASSUMED
+from radtrace.dicom_charset import CHARACTER_SET_ASSUMED
 from radtrace.model.study import StudyInput, prepare_study, spooled_image
 from radtrace.reporting import codes
 from radtrace.reporting.drafts import build_drafts
@@ -307,7 +307,7 @@ def test_a_declaration_is_kept_where_any_text_is_not_multibyte_utf8_or_the_set_h
 def test_a_latin1_name_that_is_valid_utf8_by_coincidence_is_read_as_utf8_and_flagged(tmp_path: Path) -> None:
     """The rule's false positive, constructed: 'É' (C9) directly before a no-break space (A0) is the UTF-8 of
     U+0260 'ɠ'. A Latin-1 value is valid UTF-8 only where every accented letter stands directly before one to
-    three symbols, controls or no-break spaces (none of 3.1 million real words and names, see model/charset.py);
+    three symbols, controls or no-break spaces (none of 3.1 million real words and names, see dicom_charset.py);
     where it happens the name is read wrong, but flagged with what was declared, and every draft stays valid."""
     drafts = _drafts(_film(tmp_path, "JOSÉ\xa0MARIA^GARCIA".encode("latin-1"), "ISO_IR 100"), tmp_path)
     assert drafts["read"] == drafts["sr_name"] == drafts["pid5"] == "JOSɠMARIA^GARCIA"

@@ -16,7 +16,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataelem import DataElement, RawDataElement
 
-from radtrace.model.charset import read_text_as
+from radtrace.dicom_charset import read_text_as
 from radtrace.model.study import spooled_image
 
 pytestmark = pytest.mark.unit

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, aliased
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
-from radtrace.model.charset import (
+from radtrace.dicom_charset import (
     CHARACTER_SET_ASSUMED,
     DEFAULT_ASSUMED_CHARACTER_SET,
     read_text_as,

@@ -13,7 +13,7 @@ is converted and checked against its VR and VM. What happens next is the attribu
 
 A file that is not DICOM, or is truncated, is refused as before. pydicom's warnings about invalid values are
 silenced here (they quote values, i.e. patient data): the deviations say the same, without the values. Text is
-read in the character set the worker reads it in (:func:`radtrace.model.charset.read_text_as`, with
+read in the character set the worker reads it in (:func:`radtrace.dicom_charset.read_text_as`, with
 ``listener.assumed_character_set``), so the audit's patient ID and accession are the ones QA searches for; only
 text values over 4 KiB, which stay on disk here, are not looked at (the worker looks at those up to 1 MiB).
 """
@@ -37,6 +37,8 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, UncompressedTransferSyntaxes
 
+from radtrace.dicom_charset import DEFAULT_ASSUMED_CHARACTER_SET, read_text_as
+from radtrace.dicom_deflated import read_deflated
 from radtrace.dicom_listener.attributes import (
     ATTRIBUTES,
     MAX_DEVIATIONS,
@@ -50,8 +52,6 @@ from radtrace.dicom_listener.attributes import (
 from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, instance_byte_limit
 from radtrace.dicom_listener.spool import check_uid
 from radtrace.errors import DicomInputError
-from radtrace.model.charset import DEFAULT_ASSUMED_CHARACTER_SET, read_text_as
-from radtrace.model.deflated import read_deflated
 
 __all__ = ["DEFAULT_MAX_INFLATED_BYTES", "ReceivedHeader", "RefusedIdentity", "read_header", "refused_identity"]
 
@@ -232,7 +232,7 @@ def _check_inflated_size(path: Path, limit: int) -> None:
 
 def _parse(path: Path, max_inflated_bytes: int, assumed_character_set: str) -> tuple[Dataset, dict[int, str]]:
     """The dataset with every small element converted, text in the character set
-    :func:`~radtrace.model.charset.read_text_as` decides, and the elements that could not be: ``{tag: problem}``."""
+    :func:`~radtrace.dicom_charset.read_text_as` decides, and the elements that could not be: ``{tag: problem}``."""
     size = path.stat().st_size
     unparsable: dict[int, str] = {}
     try:

@@ -34,9 +34,9 @@ from pydicom.uid import (
 )
 
 from radtrace.decoders import decodes_12_bit
+from radtrace.dicom_deflated import InflateLimitError, read_deflated, starts_deflated
 from radtrace.dicom_listener.codestream import ITEM_TAG, SizeError, codestream_size, first_fragment
 from radtrace.errors import DicomInputError
-from radtrace.model.deflated import InflateLimitError, read_deflated, starts_deflated
 
 __all__ = [
     "CODESTREAM_SYNTAXES",

@@ -29,17 +29,17 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from radtrace.config import ListenerSettings
-from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, normalised
-from radtrace.dicom_listener.pixel_budget import instance_byte_limit
-from radtrace.errors import DicomInputError
-from radtrace.model.charset import (
+from radtrace.dicom_charset import (
     DEFAULT_ASSUMED_CHARACTER_SET,
     CharsetChoice,
     charset_record,
     read_text_as,
     without_charset_warnings,
 )
-from radtrace.model.deflated import read_deflated, starts_deflated
+from radtrace.dicom_deflated import read_deflated, starts_deflated
+from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, normalised
+from radtrace.dicom_listener.pixel_budget import instance_byte_limit
+from radtrace.errors import DicomInputError
 from radtrace.model.image import MAX_SOURCE_PIXELS, PreparedPicture, prepare_picture
 from radtrace.model.reading import SourceImage
 from radtrace.model.views import choose_views
@@ -84,7 +84,7 @@ class StudyImage:
     #: included, for a chosen view.
     whole: Callable[[], StudyImage] | None = field(default=None, compare=False, repr=False)
     #: The character set its text was read in where its header did not declare one usably, or declared a
-    #: single-byte set over text that is UTF-8 (:func:`radtrace.model.charset.read_text_as`); None when its text
+    #: single-byte set over text that is UTF-8 (:func:`radtrace.dicom_charset.read_text_as`); None when its text
     #: was read as declared.
     character_set: CharsetChoice | None = None
 
@@ -228,9 +228,9 @@ def study_image(
     max_inflated_bytes: int = MAX_INFLATED_BYTES,
 ) -> StudyImage:
     """Parse one file's bytes (Part 10, or a bare legacy dataset without File Meta). Text whose character set
-    the header does not declare usably is read as :func:`radtrace.model.charset.read_text_as` decides
+    the header does not declare usably is read as :func:`radtrace.dicom_charset.read_text_as` decides
     (``assumed_character_set`` for bytes that are neither ASCII nor UTF-8). A deflated data set is parsed as it
-    is inflated (:mod:`radtrace.model.deflated`): values over 1 MiB other than the pixel and overlay data are
+    is inflated (:mod:`radtrace.dicom_deflated`): values over 1 MiB other than the pixel and overlay data are
     left out, and one inflating beyond ``max_inflated_bytes`` is refused.
 
     Raises:
