@@ -28,6 +28,18 @@ class _Models(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self) -> None:
+        """The start-up check's one-token completion (85b5e32): a served model answers it at once."""
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = json.dumps({"object": "chat.completion", "usage": {"completion_tokens": 1},
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": "No"},
+                                        "finish_reason": "length"}]}).encode()  # fmt: skip
+        self.send_response(200 if self.path == "/v1/chat/completions" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, format: str, *args: object) -> None:
         pass
 
