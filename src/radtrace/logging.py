@@ -441,6 +441,16 @@ class _LoggedByPydicom(logging.Filter):
 _WARN_AND_LOG_CODE: Final = warn_and_log.__code__
 
 
+class _InterruptLoggedByALibrary(logging.Filter):
+    """Drops a library's record of a Ctrl-C passing through it (SQLAlchemy's pool logs 'Exception closing
+    connection' with the KeyboardInterrupt's traceback when the signal lands while it closes a connection): radtrace
+    says the interrupt once itself ('radtrace: interrupted (Ctrl-C) ...'); its own records are kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        interrupted = bool(record.exc_info) and isinstance(record.exc_info[1], KeyboardInterrupt)  # type: ignore[index]
+        return not interrupted or record.name.startswith("radtrace")
+
+
 def _quiet_libraries() -> None:
     # pynetdicom logs full C-STORE/C-FIND identifiers (patient data) at DEBUG unless told not to.
     from pynetdicom import _config as pynetdicom_config
@@ -469,6 +479,7 @@ def configure_logging(fmt: str = "text", level: str = "INFO", stream: IO[str] | 
     call twice. Returns the handler (tests attach to its stream).
     """
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(_InterruptLoggedByALibrary())  # first: PatientDataFilter turns exc_info into redacted text
     handler.addFilter(PatientDataFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
