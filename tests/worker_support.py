@@ -166,6 +166,34 @@ def audit_events(store: Store) -> list[tuple[str, str, dict[str, Any]]]:
         return [(kind, outcome, json.loads(payload)) for kind, outcome, payload in rows]
 
 
+def model_outage_events(store: Store) -> list[tuple[str, dict[str, Any]]]:
+    """(event type, payload) of the audit rows that open or close a hold of reading (a model-server outage, a
+    garbage-output stop), in order."""
+    return [(kind, payload) for kind, _, payload in audit_events(store) if payload.get("component") == "model reading"]
+
+
+def reading_flags(store: Store) -> list[list[str]]:
+    """The flags of each recorded reading (``inference_completed``), in order."""
+    return [payload["reading"]["flags"] for kind, _, payload in audit_events(store) if kind == "inference_completed"]
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 30) -> float:
+    """Poll ``check`` every 50 ms until it holds (the seconds it took), failing after ``timeout_s``."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout_s, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def reading_pipeline(
+    settings: Settings, store: Store, worker: str = "w1", *, stopping: Callable[[], bool] = lambda: False
+) -> StudyPipeline:
+    """A GPU worker's pipeline over ``store`` with the configured model (a fake vLLM in these tests)."""
+    reader = StudyReader(settings.model, data_dir=settings.data_dir)
+    return StudyPipeline(settings, store, reader, worker=worker, stopping=stopping)
+
+
 def worker_env(settings: Settings) -> dict[str, str]:
     """``RADTRACE_*`` variables that give a subprocess the same settings (the parts the worker tests set)."""
     env = {
@@ -313,6 +341,10 @@ class FakeVllm:
     probes: int = 0
     #: The handler threads count under it: ``requests += 1`` from four at once lost one now and then under load.
     counting: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
 
 #: What vLLM answers a completion once its engine is dead (status 500).

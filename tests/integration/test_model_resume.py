@@ -29,13 +29,11 @@ import pytest
 
 import radtrace.worker.breaker
 from radtrace.config import Settings
-from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
 from radtrace.testing.services import free_port
 from radtrace.worker.doorbell import ring_process
 from radtrace.worker.output_guard import STOP_AFTER
-from radtrace.worker.pipeline import StudyPipeline
 from radtrace.worker.status import collect_status
 from worker_support import (
     FakeVllm,
@@ -44,12 +42,16 @@ from worker_support import (
     completion,
     fake_vllm_server,
     migrated_store,
+    model_outage_events,
     queue_studies,
+    reading_flags,
+    reading_pipeline,
     revision_row,
     ring_until_settled,
     running_worker,
     vllm_worker_settings,
     wait_for_state,
+    wait_until,
     worker_env,
 )
 
@@ -72,7 +74,7 @@ def server() -> Iterator[FakeVllm]:
 
 
 def port_of(server: FakeVllm) -> int:
-    return int(server.url.rsplit(":", 1)[1])
+    return server.port
 
 
 def odd_studies(count: int) -> Callable[[dict[str, Any]], Reply]:
@@ -100,25 +102,6 @@ def run_radtrace(settings: Settings, *args: str) -> subprocess.CompletedProcess[
                           env=environment, timeout=120)  # fmt: skip
 
 
-def outage_events(store: Store) -> list[tuple[str, dict[str, Any]]]:
-    return [(kind, payload) for kind, _, payload in audit_events(store) if payload.get("component") == "model reading"]
-
-
-def flags_read(store: Store) -> list[list[str]]:
-    return [payload["reading"]["flags"] for kind, _, payload in audit_events(store) if kind == "inference_completed"]
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 30) -> None:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout_s, "timed out"
-        time.sleep(0.05)
-
-
-def pipeline_for(settings: Settings, store: Store, worker: str) -> StudyPipeline:
-    return StudyPipeline(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), worker=worker)
-
-
 def assert_lifted_by_operator(payload: dict[str, Any]) -> None:
     assert payload["requested_by"] == "operator"
     assert payload["user"] == getpass.getuser()
@@ -143,7 +126,7 @@ def test_resume_lifts_a_stop_a_healthy_model_made_and_the_held_study_is_read_at_
         for uid in uids:
             assert ring_process(settings, uid, 1)
         with running_worker(settings, log_file=log_file):
-            wait_until(lambda: bool(outage_events(store)), timeout_s=90)
+            wait_until(lambda: bool(model_outage_events(store)), timeout_s=90)
             time.sleep(1.5)  # several probe readings of the fourth study, garbage each time
             held = revision_row(store, uids[3])
             assert (held.state, held.attempts) == (RevisionState.PROCESSING, 1)
@@ -168,13 +151,13 @@ def test_resume_lifts_a_stop_a_healthy_model_made_and_the_held_study_is_read_at_
                 assert rev.state is RevisionState.DISPATCHED, rev.reason
         rows = [revision_row(store, uid) for uid in uids]
         assert [(row.attempts, row.reason) for row in rows] == [(1, None)] * 6
-        told = outage_events(store)
+        told = model_outage_events(store)
         assert [kind for kind, _ in told] == ["application_stopped", "application_started"]
         assert_lifted_by_operator(told[1][1])
         events = audit_events(store)
         assert not any(kind in ("study_failed", "inference_failed") for kind, _, _ in events)
         # the held fourth study is read once more after the lift: odd again, recorded as such, the count from one
-        assert ["unparsed" in flags for flags in flags_read(store)] == [True] * 4 + [False] * 2
+        assert ["unparsed" in flags for flags in reading_flags(store)] == [True] * 4 + [False] * 2
         assert not collect_status(settings, store, with_queues=False).stops
     assert "no longer open in the audit log (lifted by radtrace model resume" in log_file.read_text(errors="replace")
 
@@ -185,7 +168,7 @@ def test_resume_with_no_stop_open_says_so_and_exits_1(tmp_path: Path, server: Fa
         done = run_radtrace(settings, "model", "resume")
         assert done.returncode == 1, (done.stdout, done.stderr)
         assert "no stop of the model's output is open: reading is not stopped, nothing to lift" in done.stderr
-        assert outage_events(store) == []
+        assert model_outage_events(store) == []
 
 
 def test_resume_does_not_lift_a_model_server_outage(tmp_path: Path, server: FakeVllm) -> None:
@@ -195,16 +178,17 @@ def test_resume_does_not_lift_a_model_server_outage(tmp_path: Path, server: Fake
     server.engine_dead = True
     with migrated_store(settings) as store:
         uids = queue_studies(settings, store, 1, seed=800)
-        worker = threading.Thread(target=ring_until_settled,
-                                  args=(pipeline_for(settings, store, "w1"), store, uids, 60), daemon=True)  # fmt: skip
+        worker = threading.Thread(
+            target=ring_until_settled, args=(reading_pipeline(settings, store, "w1"), store, uids, 60), daemon=True
+        )
         worker.start()
-        wait_until(lambda: bool(outage_events(store)))
+        wait_until(lambda: bool(model_outage_events(store)))
         done = run_radtrace(settings, "model", "resume")
         assert done.returncode == 1, (done.stdout, done.stderr)
         said = " ".join(done.stderr.split())
         assert "no stop of the model's output is open, but a model server outage is: http://127.0.0.1:" in said, said
         assert "This command does not lift it: the server itself must answer" in said, said
-        assert [kind for kind, _ in outage_events(store)] == ["application_stopped"]
+        assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped"]
         assert revision_row(store, uids[0]).state is RevisionState.PROCESSING
         assert not collect_status(settings, store, with_queues=False).stops
         server.engine_dead = False
@@ -213,8 +197,8 @@ def test_resume_does_not_lift_a_model_server_outage(tmp_path: Path, server: Fake
             RevisionState.REPORTED,
             1,
         )
-        assert [kind for kind, payload in outage_events(store)] == ["application_stopped", "application_started"]
-        assert "requested_by" not in outage_events(store)[1][1]
+        assert [kind for kind, payload in model_outage_events(store)] == ["application_stopped", "application_started"]
+        assert "requested_by" not in model_outage_events(store)[1][1]
 
 
 @pytest.fixture
@@ -233,12 +217,14 @@ def test_two_workers_on_one_database_both_read_again_after_resume(
     settings, store = shared_store
     server.answer = odd_studies(STOP_AFTER + 1)
     uids = queue_studies(settings, store, 6, seed=820)
-    first = threading.Thread(target=ring_until_settled,
-                             args=(pipeline_for(settings, store, "w1"), store, uids[:4], 60), daemon=True)  # fmt: skip
+    first = threading.Thread(
+        target=ring_until_settled, args=(reading_pipeline(settings, store, "w1"), store, uids[:4], 60), daemon=True
+    )
     first.start()
-    wait_until(lambda: bool(outage_events(store)))
-    second = threading.Thread(target=ring_until_settled,
-                              args=(pipeline_for(settings, store, "w2"), store, uids[4:], 60), daemon=True)  # fmt: skip
+    wait_until(lambda: bool(model_outage_events(store)))
+    second = threading.Thread(
+        target=ring_until_settled, args=(reading_pipeline(settings, store, "w2"), store, uids[4:], 60), daemon=True
+    )
     second.start()
     wait_until(lambda: revision_row(store, uids[4]).claimed_by == "w2")
     time.sleep(1.5)  # both hold: w1's probe readings of the fourth and w2's of the fifth are garbage
@@ -246,8 +232,8 @@ def test_two_workers_on_one_database_both_read_again_after_resume(
         row = revision_row(store, held)
         assert (row.state, row.attempts) == (RevisionState.PROCESSING, 1)
         assert STOPPED in (row.reason or ""), row.reason
-    assert len(flags_read(store)) == STOP_AFTER - 1
-    assert [kind for kind, _ in outage_events(store)] == ["application_stopped"]
+    assert len(reading_flags(store)) == STOP_AFTER - 1
+    assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped"]
 
     done = run_radtrace(settings, "model", "resume")
     assert done.returncode == 0, done.stderr
@@ -257,10 +243,10 @@ def test_two_workers_on_one_database_both_read_again_after_resume(
     assert not second.is_alive()
     rows = [revision_row(store, uid) for uid in uids]
     assert [(row.state, row.attempts, row.reason) for row in rows] == [(RevisionState.REPORTED, 1, None)] * 6
-    told = outage_events(store)
+    told = model_outage_events(store)
     assert [kind for kind, _ in told] == ["application_stopped", "application_started"]
     assert_lifted_by_operator(told[1][1])
-    assert sorted("unparsed" in flags for flags in flags_read(store)) == [False] + [True] * 5
+    assert sorted("unparsed" in flags for flags in reading_flags(store)) == [False] + [True] * 5
 
 
 def test_a_model_that_really_writes_garbage_stops_again_after_four_more(tmp_path: Path, server: FakeVllm) -> None:
@@ -270,16 +256,17 @@ def test_a_model_that_really_writes_garbage_stops_again_after_four_more(tmp_path
     server.answer = lambda request: GARBAGE
     with migrated_store(settings) as store:
         uids = queue_studies(settings, store, 8, seed=840)
-        worker = threading.Thread(target=ring_until_settled,
-                                  args=(pipeline_for(settings, store, "w1"), store, uids, 60), daemon=True)  # fmt: skip
+        worker = threading.Thread(
+            target=ring_until_settled, args=(reading_pipeline(settings, store, "w1"), store, uids, 60), daemon=True
+        )
         worker.start()
-        wait_until(lambda: bool(outage_events(store)))
+        wait_until(lambda: bool(model_outage_events(store)))
         assert run_radtrace(settings, "model", "resume").returncode == 0
-        wait_until(lambda: len(outage_events(store)) == 3)
-        assert [kind for kind, _ in outage_events(store)] == ["application_stopped", "application_started",
+        wait_until(lambda: len(model_outage_events(store)) == 3)
+        assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped", "application_started",
                                                              "application_stopped"]  # fmt: skip
         time.sleep(0.5)
-        assert len(flags_read(store)) == 2 * (STOP_AFTER - 1)
+        assert len(reading_flags(store)) == 2 * (STOP_AFTER - 1)
         states = [revision_row(store, uid).state for uid in uids]
         assert states == [RevisionState.REPORTED] * 6 + [RevisionState.PROCESSING, RevisionState.QUEUED]
         server.answer = lambda request: PARSED

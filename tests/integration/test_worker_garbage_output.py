@@ -29,13 +29,11 @@ import sqlalchemy as sa
 
 import radtrace.worker.breaker
 from radtrace.config import Settings
-from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, RevisionState
 from radtrace.testing.services import free_port
 from radtrace.worker.doorbell import ring_process
 from radtrace.worker.output_guard import STOP_AFTER
-from radtrace.worker.pipeline import StudyPipeline
 from radtrace.worker.status import collect_status
 from worker_support import (
     FakeVllm,
@@ -44,12 +42,16 @@ from worker_support import (
     completion,
     fake_vllm_server,
     migrated_store,
+    model_outage_events,
     queue_studies,
+    reading_flags,
+    reading_pipeline,
     revision_row,
     ring_until_settled,
     running_worker,
     vllm_worker_settings,
     wait_for_state,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -82,27 +84,6 @@ def server(settings: Settings) -> Iterator[FakeVllm]:
         yield fake
 
 
-def pipeline_for(settings: Settings, store: Store, worker: str = "w1") -> StudyPipeline:
-    return StudyPipeline(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), worker=worker)
-
-
-def outage_events(store: Store) -> list[tuple[str, dict[str, Any]]]:
-    return [(kind, payload) for kind, _, payload in audit_events(store) if payload.get("component") == "model reading"]
-
-
-def flags_read(store: Store) -> list[list[str]]:
-    """The flags of each recorded reading, in order."""
-    return [payload["reading"]["flags"] for kind, _, payload in audit_events(store) if kind == "inference_completed"]
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 20) -> float:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout_s, "timed out"
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 def answers(*replies: Reply) -> Callable[[dict[str, Any]], Reply]:
     """The server's answer to each read in turn; the last one again after."""
     given = iter(replies)
@@ -122,11 +103,11 @@ def test_fewer_unparseable_readings_in_a_row_than_the_stop_are_drafts_as_before(
     run = STOP_AFTER - 1
     server.answer = answers(*[GARBAGE] * run, PARSED, *[GARBAGE] * run)
     uids = queue_studies(settings, store, 2 * run + 1, seed=700)
-    ring_until_settled(pipeline_for(settings, store), store, uids, 60)
+    ring_until_settled(reading_pipeline(settings, store), store, uids, 60)
     assert [revision_row(store, uid).state for uid in uids] == [RevisionState.REPORTED] * len(uids)
-    flags = flags_read(store)
+    flags = reading_flags(store)
     assert ["unparsed" in f for f in flags] == [True] * run + [False] + [True] * run, flags
-    assert outage_events(store) == []
+    assert model_outage_events(store) == []
     assert server.requests == len(uids)
 
 
@@ -138,10 +119,10 @@ def test_unparseable_readings_of_four_studies_in_a_row_stop_reading_until_a_prob
     caplog.set_level(logging.INFO, logger="radtrace")
     server.answer = lambda request: GARBAGE
     uids = queue_studies(settings, store, 6, seed=720)
-    pipeline = pipeline_for(settings, store)
+    pipeline = reading_pipeline(settings, store)
     worker = threading.Thread(target=ring_until_settled, args=(pipeline, store, uids, 60), daemon=True)
     worker.start()
-    wait_until(lambda: bool(outage_events(store)))
+    wait_until(lambda: bool(model_outage_events(store)))
     time.sleep(1.5)  # held for a while: several probe readings, each garbage
     rows = [revision_row(store, uid) for uid in uids]
     assert [row.state for row in rows] == [RevisionState.REPORTED] * 3 + [RevisionState.PROCESSING] + [
@@ -150,8 +131,8 @@ def test_unparseable_readings_of_four_studies_in_a_row_stop_reading_until_a_prob
     for row in rows[3:]:
         assert (row.reason or "").startswith("waiting: model server unavailable since "), row.reason
         assert STOPPED in (row.reason or ""), row.reason
-    assert len(flags_read(store)) == 3  # the fourth reading was not recorded, nor any probe reading
-    told = outage_events(store)
+    assert len(reading_flags(store)) == 3  # the fourth reading was not recorded, nor any probe reading
+    told = model_outage_events(store)
     assert [kind for kind, _ in told] == ["application_stopped"]
     assert STOPPED in told[0][1]["reason"]
     assert "check the weights and the chat template" in told[0][1]["reason"]
@@ -166,8 +147,8 @@ def test_unparseable_readings_of_four_studies_in_a_row_stop_reading_until_a_prob
     assert not worker.is_alive()
     rows = [revision_row(store, uid) for uid in uids]
     assert [(row.state, row.attempts, row.reason) for row in rows] == [(RevisionState.REPORTED, 1, None)] * 6
-    assert [kind for kind, _ in outage_events(store)] == ["application_stopped", "application_started"]
-    assert ["unparsed" in f for f in flags_read(store)] == [True] * 3 + [False] * 3
+    assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped", "application_started"]
+    assert ["unparsed" in f for f in reading_flags(store)] == [True] * 3 + [False] * 3
     # the probe reading that parsed is the fourth study's reading (one garbage probe may have been in flight)
     assert reads_stopped + 2 <= server.requests <= reads_stopped + 3
     assert not any(kind in ("study_failed", "inference_failed") for kind, _, _ in audit_events(store))
@@ -180,7 +161,7 @@ def test_unparseable_readings_of_four_studies_in_a_row_stop_reading_until_a_prob
 
 @pytest.fixture
 def shared_store(tmp_path: Path, server: FakeVllm, database_url: str) -> Iterator[tuple[Settings, Store]]:
-    port = int(server.url.rsplit(":", 1)[1])
+    port = server.port
     settings = vllm_worker_settings(tmp_path / "shared", port, batch_size=1, store={"url": database_url})
     with migrated_store(settings) as opened:
         yield settings, opened
@@ -195,34 +176,35 @@ def test_a_second_worker_on_the_database_holds_while_reading_is_stopped(
     settings, store = shared_store
     server.answer = lambda request: GARBAGE
     uids = queue_studies(settings, store, 5, seed=740)
-    first = threading.Thread(target=ring_until_settled, args=(pipeline_for(settings, store), store, uids[:4], 60),
+    first = threading.Thread(target=ring_until_settled, args=(reading_pipeline(settings, store), store, uids[:4], 60),
                              daemon=True)  # fmt: skip
     first.start()
-    wait_until(lambda: bool(outage_events(store)))
-    second = threading.Thread(target=ring_until_settled,
-                              args=(pipeline_for(settings, store, "w2"), store, uids[4:], 60), daemon=True)  # fmt: skip
+    wait_until(lambda: bool(model_outage_events(store)))
+    second = threading.Thread(
+        target=ring_until_settled, args=(reading_pipeline(settings, store, "w2"), store, uids[4:], 60), daemon=True
+    )
     second.start()
     wait_until(lambda: revision_row(store, uids[4]).claimed_by == "w2")
     time.sleep(1.5)
     held = revision_row(store, uids[4])
     assert (held.state, held.attempts) == (RevisionState.PROCESSING, 1)
     assert STOPPED in (held.reason or ""), held.reason
-    assert len(flags_read(store)) == 3
-    assert [kind for kind, _ in outage_events(store)] == ["application_stopped"]
+    assert len(reading_flags(store)) == 3
+    assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped"]
 
     server.answer = lambda request: PARSED
     first.join(timeout=30)
     second.join(timeout=30)
     rows = [revision_row(store, uid) for uid in uids]
     assert [(row.state, row.attempts) for row in rows] == [(RevisionState.REPORTED, 1)] * 5
-    assert [kind for kind, _ in outage_events(store)] == ["application_stopped", "application_started"]
+    assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped", "application_started"]
 
 
 def test_a_worker_killed_while_stopped_and_started_again_is_still_stopped(tmp_path: Path, server: FakeVllm) -> None:
     """A real ``radtrace worker`` stops on garbage and is killed -9; the worker started again while the model still
     writes garbage records no reading and delivers nothing (it joins the stop), and once the model parses it reads
     every study. The killed attempt counts, as any attempt lost with its worker."""
-    port = int(server.url.rsplit(":", 1)[1])
+    port = server.port
     (tmp_path / "drop").mkdir()
     settings = vllm_worker_settings(
         tmp_path, port, batch_size=1, dispatch={"file_drop_dir": tmp_path / "drop"},
@@ -240,11 +222,11 @@ def test_a_worker_killed_while_stopped_and_started_again_is_still_stopped(tmp_pa
 
         first_log = tmp_path / "worker-1.log"
         with running_worker(settings, log_file=first_log) as first:
-            wait_until(lambda: bool(outage_events(store)), timeout_s=90)
+            wait_until(lambda: bool(model_outage_events(store)), timeout_s=90)
             time.sleep(0.5)
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(10)
-        readings, drafts = len(flags_read(store)), delivered()
+        readings, drafts = len(reading_flags(store)), delivered()
         assert readings == STOP_AFTER - 1
 
         second_log = tmp_path / "worker-2.log"
@@ -252,8 +234,8 @@ def test_a_worker_killed_while_stopped_and_started_again_is_still_stopped(tmp_pa
             wait_until(lambda: "the audit log has its outage's start already" in second_log.read_text(errors="replace"),
                        timeout_s=60)  # fmt: skip
             time.sleep(2.0)
-            assert (len(flags_read(store)), delivered()) == (readings, drafts)
-            assert [kind for kind, _ in outage_events(store)] == ["application_stopped"]
+            assert (len(reading_flags(store)), delivered()) == (readings, drafts)
+            assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped"]
             assert STOPPED in second_log.read_text(errors="replace")
             server.answer = lambda request: PARSED
             for uid in uids:
@@ -261,7 +243,7 @@ def test_a_worker_killed_while_stopped_and_started_again_is_still_stopped(tmp_pa
                                      log_file=second_log)  # fmt: skip
                 assert rev.state is RevisionState.DISPATCHED, rev.reason
         events = audit_events(store)
-    assert [kind for kind, _ in outage_events(store)] == ["application_stopped", "application_started"]
+    assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped", "application_started"]
     assert not any(kind == "study_failed" for kind, _, _ in events)
     flags = [payload["reading"]["flags"] for kind, _, payload in events if kind == "inference_completed"]
     # the 3 drafts from before the stop; after it only readings that parse (a study whose drafts the kill interrupted
@@ -276,24 +258,25 @@ def test_the_site_sets_after_how_many_unparseable_studies_reading_stops(
 ) -> None:
     """model.unparsed_stop_after: 2 stops at the second garbage study (one unparsed draft); 0 never stops (every
     study an unparsed draft, as before the stop existed)."""
-    port = int(server.url.rsplit(":", 1)[1])
+    port = server.port
     settings = vllm_worker_settings(tmp_path / "own", port, batch_size=1, model={"unparsed_stop_after": stop_after})
     server.answer = lambda request: GARBAGE
     with migrated_store(settings) as store:
         uids = queue_studies(settings, store, 5, seed=760)
-        worker = threading.Thread(target=ring_until_settled, args=(pipeline_for(settings, store), store, uids, 60),
+        worker = threading.Thread(target=ring_until_settled, args=(reading_pipeline(settings, store), store, uids, 60),
                                   daemon=True)  # fmt: skip
         worker.start()
         if stop_after:
-            wait_until(lambda: bool(outage_events(store)))
+            wait_until(lambda: bool(model_outage_events(store)))
             assert (
-                f"model output unparseable for {stop_after} consecutive studies" in outage_events(store)[0][1]["reason"]
+                f"model output unparseable for {stop_after} consecutive studies"
+                in model_outage_events(store)[0][1]["reason"]
             )
             server.answer = lambda request: PARSED
         worker.join(timeout=60)
         assert not worker.is_alive()
         assert [revision_row(store, uid).state for uid in uids] == [RevisionState.REPORTED] * 5
-        assert sum("unparsed" in flags for flags in flags_read(store)) == drafted
-        assert [kind for kind, _ in outage_events(store)] == (
+        assert sum("unparsed" in flags for flags in reading_flags(store)) == drafted
+        assert [kind for kind, _ in model_outage_events(store)] == (
             ["application_stopped", "application_started"] if stop_after else []
         )

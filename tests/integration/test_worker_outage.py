@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,6 @@ import pytest
 import radtrace.worker.breaker
 from radtrace.config import Settings
 from radtrace.errors import ModelServerError
-from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
 from radtrace.testing.services import free_port
@@ -33,6 +32,7 @@ from worker_support import (
     fake_vllm_server,
     migrated_store,
     queue_studies,
+    reading_pipeline,
     revision_row,
     ring_until_settled,
     vllm_worker_settings,
@@ -66,11 +66,6 @@ def queue(settings: Settings, store: Store, count: int, seed: int = 300) -> list
     return queue_studies(settings, store, count, seed=seed)
 
 
-def pipeline_for(settings: Settings, store: Store, stopping: Callable[[], bool] = lambda: False) -> StudyPipeline:
-    reader = StudyReader(settings.model, data_dir=settings.data_dir)
-    return StudyPipeline(settings, store, reader, worker="w1", stopping=stopping)
-
-
 def reading_events(store: Store) -> list[tuple[str, str, object]]:
     return [(kind, outcome, payload.get("down_s") is not None) for kind, outcome, payload in audit_events(store)
             if payload.get("component") == "model reading"]  # fmt: skip
@@ -80,7 +75,7 @@ def test_a_server_down_for_seconds_costs_no_attempt_and_every_queued_study_is_re
     settings: Settings, store: Store, port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     uids = queue(settings, store, 5)  # a batch of 4 held under its claims, one queued behind it
-    pipeline = pipeline_for(settings, store)
+    pipeline = reading_pipeline(settings, store)
     caplog.set_level(logging.INFO, logger="radtrace")
     worker = threading.Thread(target=ring_until_settled, args=(pipeline, store, uids, 40), daemon=True)
     worker.start()
@@ -126,7 +121,7 @@ def test_after_the_breaker_s_limit_studies_fail_with_the_reason_and_reading_resu
 ) -> None:
     settings = settings.model_copy(update={"model": settings.model.model_copy(update={"server_hold_max_s": 1.0})})
     uids = queue(settings, store, 3)
-    pipeline = pipeline_for(settings, store)
+    pipeline = reading_pipeline(settings, store)
 
     results = pipeline.process_batch(uids[0], 1)
     assert {result.result for _, result in results} == {Result.FAILED}
@@ -157,7 +152,7 @@ def test_a_worker_stopping_while_it_holds_gives_the_batch_back_with_no_attempt_c
 ) -> None:
     uids = queue(settings, store, 2)
     stop = threading.Event()
-    pipeline = pipeline_for(settings, store, stopping=stop.is_set)
+    pipeline = reading_pipeline(settings, store, stopping=stop.is_set)
     results: list[Result] = []
     worker = threading.Thread(
         target=lambda: results.extend(result.result for _, result in pipeline.process_batch(uids[0], 1)), daemon=True
@@ -217,7 +212,7 @@ def test_a_server_whose_engine_died_is_held_for_not_read_again_and_again(
     caplog.set_level(logging.INFO, logger="radtrace")
     with fake_vllm_server(port) as server:
         server.engine_dead = True
-        pipeline = pipeline_for(settings, store)
+        pipeline = reading_pipeline(settings, store)
         worker = threading.Thread(target=ring_until_settled, args=(pipeline, store, uids, 40), daemon=True)
         worker.start()
         deadline = time.monotonic() + 10
@@ -257,7 +252,7 @@ def test_a_server_without_a_health_check_whose_engine_fails_is_held_after_a_one_
     uids = queue(settings, store, 2)
     with fake_vllm_server(port) as server:
         server.has_health, server.engine_dead = False, True
-        pipeline = pipeline_for(settings, store)
+        pipeline = reading_pipeline(settings, store)
         worker = threading.Thread(target=ring_until_settled, args=(pipeline, store, uids, 40), daemon=True)
         worker.start()
         deadline = time.monotonic() + 10

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,12 +28,13 @@ from radtrace.worker.attempts import Result
 from radtrace.worker.outage import model_server_key
 from radtrace.worker.pipeline import StudyPipeline
 from worker_support import (
-    audit_events,
     fake_vllm_server,
     migrated_store,
+    model_outage_events,
     queue_studies,
     revision_row,
     vllm_worker_settings,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -70,21 +70,10 @@ def worker(settings: Settings, store: Store, name: str, stopping: Callable[[], b
     return StudyPipeline(settings, store, reader, worker=name, stopping=stopping)
 
 
-def outage_events(store: Store) -> list[tuple[str, dict[str, Any]]]:
-    return [(kind, payload) for kind, _, payload in audit_events(store) if payload.get("component") == "model reading"]
-
-
 def in_thread(target: Callable[[], object]) -> threading.Thread:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_two_workers_holding_through_one_outage_write_one_start_and_one_end(
@@ -99,7 +88,7 @@ def test_two_workers_holding_through_one_outage_write_one_start_and_one_end(
     wait_until(lambda: second.breaker.is_open)
     time.sleep(0.5)  # both probing
 
-    told = outage_events(store)
+    told = model_outage_events(store)
     assert [kind for kind, _ in told] == ["application_stopped"]
     assert told[0][1]["worker"] == "gpu0"
     assert told[0][1]["server"] == model_server_key(settings.model)
@@ -110,7 +99,7 @@ def test_two_workers_holding_through_one_outage_write_one_start_and_one_end(
         two.join(timeout=30)
     for uid in uids:
         assert (revision_row(store, uid).state, revision_row(store, uid).attempts) == (RevisionState.REPORTED, 1)
-    told = outage_events(store)
+    told = model_outage_events(store)
     assert [kind for kind, _ in told] == ["application_stopped", "application_started"]
     end = told[1][1]
     assert end["worker"] in ("gpu0", "gpu1")
@@ -137,14 +126,14 @@ def test_an_outage_whose_teller_was_killed_is_joined_not_told_again_and_closed_b
         killed.set()  # the claims go back (as they would lapse after a kill), the breaker stays open
         thread.join(timeout=10)
         assert results == [Result.RETRY, Result.RETRY]
-        assert [kind for kind, _ in outage_events(store)] == ["application_stopped"]
+        assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped"]
 
     with fake_vllm_server(port):
         reader = worker(settings, store, "gpu1")  # never saw the outage
         reader.process_batch(uids[0], 1)
     for uid in uids:
         assert revision_row(store, uid).state is RevisionState.REPORTED
-    told = outage_events(store)
+    told = model_outage_events(store)
     assert [kind for kind, _ in told] == ["application_stopped", "application_started"]
     assert told[0][1]["worker"] == "gpu0"
     assert {key: told[1][1][key] for key in ("worker", "opened_by", "seen")} == {
@@ -164,5 +153,5 @@ def test_a_later_outage_is_told_again(settings: Settings, store: Store, port: in
     wait_until(lambda: first.breaker.is_open)
     with fake_vllm_server(port):
         holding.join(timeout=30)
-    assert [kind for kind, _ in outage_events(store)] == ["application_stopped", "application_started"] * 2
+    assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped", "application_started"] * 2
     assert [revision_row(store, uid).state for uid in uids] == [RevisionState.REPORTED] * 2

@@ -32,26 +32,27 @@ import pytest
 
 import radtrace.worker.breaker
 from radtrace.config import Settings
-from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
 from radtrace.testing.services import free_port
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study
 from radtrace.worker.doorbell import ring_process
-from radtrace.worker.pipeline import StudyPipeline
 from worker_support import (
     FakeVllm,
     audit_events,
     completion,
     fake_vllm_server,
     migrated_store,
+    model_outage_events,
     queue_studies,
+    reading_pipeline,
     revision_row,
     ring_until_settled,
     running_worker,
     spool_study,
     vllm_worker_settings,
     wait_for_state,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -80,32 +81,16 @@ def server(settings: Settings) -> Iterator[FakeVllm]:
         yield fake
 
 
-def pipeline_for(settings: Settings, store: Store) -> StudyPipeline:
-    return StudyPipeline(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), worker="w1")
-
-
-def outage_events(store: Store) -> list[tuple[str, dict[str, Any]]]:
-    return [(kind, payload) for kind, _, payload in audit_events(store) if payload.get("component") == "model reading"]
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float = 15) -> float:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout_s, "timed out"
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 def held_then_read(settings: Settings, store: Store, server: FakeVllm, said: str, unwedge: Callable[[], None]) -> None:
     """Five studies (a batch of four held under its claims, one queued behind it) through a server that reads
     nothing: held with ``said`` in their waiting reason and in the one outage entry, then all read at attempt 1 once
     ``unwedge`` ran."""
     uids = queue_studies(settings, store, 5, seed=800)
-    pipeline = pipeline_for(settings, store)
+    pipeline = reading_pipeline(settings, store)
     worker = threading.Thread(target=ring_until_settled, args=(pipeline, store, uids, 60), daemon=True)
     started = time.monotonic()
     worker.start()
-    detected = wait_until(lambda: bool(outage_events(store)))
+    detected = wait_until(lambda: bool(model_outage_events(store)))
     time.sleep(2.0)  # held for a while: several probes (a wedged one ends at its 1 s deadline)
     held = [revision_row(store, uid) for uid in uids]
     assert [rev.state for rev in held].count(RevisionState.PROCESSING) == 4, [rev.reason for rev in held]
@@ -114,7 +99,7 @@ def held_then_read(settings: Settings, store: Store, server: FakeVllm, said: str
         assert rev.attempts <= 1
         assert (rev.reason or "").startswith("waiting: model server unavailable since "), rev.reason
         assert said in (rev.reason or ""), rev.reason
-    told = outage_events(store)
+    told = model_outage_events(store)
     assert [kind for kind, _ in told] == ["application_stopped"]
     assert said in told[0][1]["reason"], told[0][1]["reason"]
     reads_while_wedged, probes_while_wedged = server.requests, server.probes
@@ -130,7 +115,7 @@ def held_then_read(settings: Settings, store: Store, server: FakeVllm, said: str
         rev = revision_row(store, uid)
         assert (rev.state, rev.attempts, rev.reason) == (RevisionState.REPORTED, 1, None), uid
     assert server.requests - reads_while_wedged == 5
-    assert [kind for kind, _ in outage_events(store)] == ["application_stopped", "application_started"]
+    assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped", "application_started"]
     assert not any(kind in ("study_failed", "inference_failed") for kind, _, _ in audit_events(store))
     print(f"\nwedge detected {detected:.2f} s after the worker started (request timeout "
           f"{settings.model.request_timeout_s:g} s), queue of 5 read {drained:.2f} s after the engine came back; "
@@ -186,7 +171,7 @@ def test_a_single_slow_study_is_not_taken_for_a_wedge_and_its_own_attempts_count
 ) -> None:
     """One study whose completion runs past the timeout (a long trace); the one-token probe after it answers at once:
     no outage, no hold; that study fails after its attempts with its own reason, the others are reported."""
-    settings = vllm_worker_settings(tmp_path, int(server.url.rsplit(":", 1)[1]), batch_size=1)
+    settings = vllm_worker_settings(tmp_path, server.port, batch_size=1)
     normal = completion("<think>Lungs clear.</think><answer>No Finding</answer>")
     server.answer = lambda request: None if _picture_is_wide(request) else normal
     with migrated_store(settings) as store:
@@ -195,7 +180,7 @@ def test_a_single_slow_study_is_not_taken_for_a_wedge_and_its_own_attempts_count
             image = ImageSpec(rows=256, columns=512, view="PA") if index == 1 else ImageSpec(view="PA")
             uids.append(spool_study(settings, store, make_study(StudySpec(seed=900 + index), [image]))[0])
             time.sleep(0.002)
-        ring_until_settled(pipeline_for(settings, store), store, uids, 30)
+        ring_until_settled(reading_pipeline(settings, store), store, uids, 30)
         states = [revision_row(store, uid) for uid in uids]
         events = audit_events(store)
     assert [(rev.state, rev.attempts) for rev in states] == [
@@ -213,7 +198,7 @@ def test_a_worker_killed_while_it_holds_for_a_wedged_engine_and_started_again_re
     holds and joins the outage (no second application_stopped; the rest wait behind the hold); once the engine is
     back it reads every study. The killed attempt counts, as any attempt lost with its worker does (attempts 2 of
     3); none fails."""
-    port = int(server.url.rsplit(":", 1)[1])
+    port = server.port
     (tmp_path / "drop").mkdir()
     settings = vllm_worker_settings(
         tmp_path, port, batch_size=4, dispatch={"file_drop_dir": tmp_path / "drop"},
@@ -230,7 +215,7 @@ def test_a_worker_killed_while_it_holds_for_a_wedged_engine_and_started_again_re
 
         first_log = tmp_path / "worker-1.log"
         with running_worker(settings, log_file=first_log) as first:
-            wait_until(lambda: all_waiting(1) and bool(outage_events(store)), timeout_s=60)
+            wait_until(lambda: all_waiting(1) and bool(model_outage_events(store)), timeout_s=60)
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(10)
         assert {revision_row(store, uid).state for uid in uids} == {RevisionState.PROCESSING}  # its lapsing claims
@@ -240,7 +225,7 @@ def test_a_worker_killed_while_it_holds_for_a_wedged_engine_and_started_again_re
             joined = "the audit log has its outage's start already"
             wait_until(lambda: joined in second_log.read_text(errors="replace"), timeout_s=60)  # taken over, held
             time.sleep(1.0)
-            assert [kind for kind, _ in outage_events(store)] == ["application_stopped"]
+            assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped"]
             assert 2 in {revision_row(store, uid).attempts for uid in uids}
             assert not any(revision_row(store, uid).state is RevisionState.FAILED for uid in uids)
             server.wedged = False
@@ -250,7 +235,7 @@ def test_a_worker_killed_while_it_holds_for_a_wedged_engine_and_started_again_re
                                      log_file=second_log)  # fmt: skip
                 assert (rev.state, rev.attempts) == (RevisionState.DISPATCHED, 2), rev.reason
             drained = time.monotonic() - back
-        told = outage_events(store)
+        told = model_outage_events(store)
         events = audit_events(store)
     assert [kind for kind, _ in told] == ["application_stopped", "application_started"]
     assert "answers /health but completions time out" in told[0][1]["reason"]
