@@ -24,6 +24,24 @@ PRIVATE_SCHEME_WARNING = "Warning - Unrecognized defined term <99RADTRACE> for v
 DICOMDIR_WARNING = "Warning - Missing attribute or value that would be needed to build DICOMDIR"
 
 
+def free_port_pair() -> int:
+    """A free port P whose P + 1 is free too, for what binds two in a row (listener processes' metrics ports, the
+    worker's and the dispatcher's): free_port alone does not look at P + 1, which another xdist worker may hold."""
+    import socket
+
+    from radtrace.testing.services import free_port
+
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
+
+
 def radtrace(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real command in a subprocess, without the caller's RADTRACE_* variables."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}

@@ -18,27 +18,12 @@ from radtrace.dicom_listener.dcmtk import storescu
 from radtrace.testing.services import free_port
 from radtrace.testing.studies import StudySpec, make_study, write_study
 from serve_support import alive, running_serve, tiny_service_env, wait_until
-from tests_support import radtrace
+from tests_support import free_port_pair, radtrace
 
 pytestmark = pytest.mark.e2e
 
 STAGES = ["instance_received", "study_queued", "inference_started", "inference_completed", "report_created",
           "dispatch_delivered"]  # fmt: skip
-
-
-def _two_free_ports() -> int:
-    """A port P with P + 1 free too (the worker's and the dispatcher's metrics)."""
-    import socket
-
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two consecutive free ports")
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -61,7 +46,7 @@ def _in_order(events: list[str], wanted: list[str]) -> bool:
 
 def test_serve_takes_a_study_from_dicom_to_sr_and_hl7_and_stops_cleanly(tmp_path: Path, tiny_model_dir: Path) -> None:
     started = time.monotonic()
-    listener_port, api_port, metrics_port = free_port(), free_port(), _two_free_ports()
+    listener_port, api_port, metrics_port = free_port(), free_port(), free_port_pair()
     drop = tmp_path / "drop"
     drop.mkdir()
     study = make_study()

@@ -20,7 +20,7 @@ from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.store.models import Instance, Revision, RevisionState
 from radtrace.testing.studies import ImageSpec, StudySpec, make_image, write_study
-from tests_support import radtrace
+from tests_support import free_port_pair, radtrace
 
 pytestmark = pytest.mark.integration
 
@@ -96,25 +96,6 @@ def test_kill_9_during_a_burst_loses_nothing_acknowledged(
     assert "application_stopped" in events
 
 
-def _free_port_pair() -> int:
-    """A free port whose next one is free too: the second listener process binds metrics_port + 1, which free_port
-    alone does not look at (under xdist another test took it now and then: that process's metrics page was
-    'Connection refused' for the whole 20 s wait in the fresh-clone CI at d80e549)."""
-    import socket
-
-    from radtrace.testing.services import free_port
-
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two consecutive free ports")
-
-
 def _metrics_page(url: str, seconds: float = 20) -> str:
     """The page at ``url``, waiting for its server: each listener process starts its metrics port on its own, and
     on a loaded machine the second may not answer yet when the first has stored its share (Connection refused)."""
@@ -135,7 +116,7 @@ def _metrics_page(url: str, seconds: float = 20) -> str:
 def test_several_processes_share_the_port_and_each_serves_its_metrics(tmp_path: Path, listener_port: int) -> None:
     from radtrace.dicom_listener.dcmtk import storescu
 
-    metrics_port = _free_port_pair()  # process N serves metrics on metrics_port + N
+    metrics_port = free_port_pair()  # process N serves metrics on metrics_port + N
     env = listener_env(tmp_path, listener_port, f"sqlite:///{tmp_path / 'radtrace.db'}") | {
         "RADTRACE_LISTENER__PROCESSES": "2",
         "RADTRACE_LISTENER__METRICS_PORT": str(metrics_port),
