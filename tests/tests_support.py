@@ -26,20 +26,10 @@ DICOMDIR_WARNING = "Warning - Missing attribute or value that would be needed to
 
 def free_port_pair() -> int:
     """A free port P whose P + 1 is free too, for what binds two in a row (listener processes' metrics ports, the
-    worker's and the dispatcher's): free_port alone does not look at P + 1, which another xdist worker may hold."""
-    import socket
-
+    worker's and the dispatcher's)."""
     from radtrace.testing.services import free_port
 
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two consecutive free ports")
+    return free_port(consecutive=2)
 
 
 def radtrace(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

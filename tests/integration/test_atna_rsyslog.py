@@ -215,7 +215,7 @@ def test_receiver_and_forwarder_killed_mid_stream_leave_no_gap_and_duplicates_ar
 
 
 def test_udp_delivers_each_message_as_one_datagram(tmp_path: Path, sqlite_store: Store, pki: Pki) -> None:
-    receiver = Rsyslog(tmp_path / "rsyslog-udp", free_port(), pki, udp_port=free_udp_port())
+    receiver = Rsyslog(tmp_path / "rsyslog-udp", free_port(), pki, udp_port=free_port())
     receiver.start()
     try:
         record_events(sqlite_store, 30)
@@ -234,11 +234,3 @@ def test_udp_delivers_each_message_as_one_datagram(tmp_path: Path, sqlite_store:
     assert [message.seq for message in received] == list(range(1, 31))
     for message in received:
         validate_audit_message(message.msg.encode("utf-8"))
-
-
-def free_udp_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

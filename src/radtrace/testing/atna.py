@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from radtrace.testing.services import free_port as services_free_port
+
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
 
 
@@ -95,9 +97,8 @@ def make_pki(directory: Path) -> Pki:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port free for both TCP and UDP (syslog listens on either), from the tests' own range."""
+    return services_free_port(also_udp=True)
 
 
 def _udp_port_taken(port: int) -> bool:

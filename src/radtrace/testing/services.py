@@ -11,6 +11,7 @@ its own PostgreSQL database and its own Redis key prefix, removed afterwards.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -45,12 +46,64 @@ class ServiceUnavailableError(RuntimeError):
     """A test service is down and could not be started; the message says what was tried."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on right now (for listeners started by tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (and to ``bind(0)``)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORT_FLOOR = 10000
+_PORT_SLICES = 8
+_next_port: dict[int, int] = {}
+
+
+def _port_slice() -> tuple[int, int]:
+    """This test process's own range of ports, below the ephemeral range and apart from other xdist workers'."""
+    top = max(_ephemeral_low(), _PORT_FLOOR + 8 * _PORT_SLICES)
+    size = (top - _PORT_FLOOR) // _PORT_SLICES
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) % (_PORT_SLICES - 1) if worker[2:].isdigit() else _PORT_SLICES - 1
+    start = _PORT_FLOOR + index * size
+    return start, start + size
+
+
+def _bindable(host: str, port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", *, also_udp: bool = False, consecutive: int = 1) -> int:
+    """A TCP port on ``host`` that nothing listens on right now (for listeners started by tests); with
+    ``consecutive`` > 1 the ports after it are free too, with ``also_udp`` the same UDP port(s).
+
+    Ports come from below the kernel's ephemeral range, each xdist worker from its own slice, handed out in turn.
+    ``bind(0)`` would give an ephemeral port: between the test closing its probe and the server (often a subprocess)
+    binding it, any outgoing connection on the machine (to PostgreSQL, Redis, another test's server) may be given
+    the same port, and the server then fails with "address in use" (seen in CI: test_pacs_loop under two workers).
+    Below the ephemeral range only a deliberate bind can take a port, and the other workers look elsewhere.
+    """
+    start, end = _port_slice()
+    size = end - start
+    key = start
+    # Start where this process's pid points, so a test's subprocess that also asks does not walk the parent's path.
+    offset = _next_port.get(key, (os.getpid() * 7919) % size)
+    for step in range(size):
+        port = start + (offset + step) % size
+        if port + consecutive > end:
+            continue
+        ports = range(port, port + consecutive)
+        if all(_bindable(host, p, socket.SOCK_STREAM) for p in ports) and (
+            not also_udp or all(_bindable(host, p, socket.SOCK_DGRAM) for p in ports)
+        ):
+            _next_port[key] = (offset + step + consecutive) % size
+            return port
+    raise RuntimeError(f"no free port in {start}-{end} on {host}")
 
 
 def _port_open(host: str, port: int) -> bool:
