@@ -9,6 +9,7 @@ the same handlers and admission: one share, one ``max_associations``, one budget
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -317,3 +318,43 @@ def test_radtrace_listen_refuses_a_wrong_plain_port_at_start(
         refused = radtrace("listen", env=env, timeout=120)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert named in refused.stderr, refused.stderr
+
+
+def test_refusals_are_audited_per_port_a_scan_of_the_plain_port_apart_from_the_tls_one(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    """The same source refused on both ports: one group each (first event and aggregated count, port and tls named),
+    and a protocol violation on the plain port (garbage after a socket connect) says the plain port too."""
+    settings, pki = _settings(tmp_path, listener_port)
+    plain_port = free_port()
+    with running(settings, store, plain_port=plain_port):
+        for _ in range(3):
+            assert _tls_echo_as(listener_port, pki, "SCANNER").returncode != 0
+        for _ in range(2):
+            assert echoscu(plain_port, calling="SCANNER").returncode != 0
+        with socket.create_connection(("127.0.0.1", plain_port), timeout=10) as raw:
+            raw.sendall(b"\x09\x00\x00\x00\x00\x04GET ")  # no PDU type 9: aborted as a protocol violation
+            raw.settimeout(10)
+            with contextlib.suppress(OSError):
+                while raw.recv(4096):
+                    pass
+    # the listener's stop writes the intervals' counts
+    rejected = [json.loads(p) for p in audit_payloads(store, "association_rejected")]
+    by_door = {
+        (p["reason"], p.get("port"), p.get("tls"), p["aggregated"]): p["count"]
+        for p in rejected
+        if p["reason"] != "association aborted: protocol violation"
+    }
+    refused = "calling AE title not allowed"
+    assert {k: v for k, v in by_door.items() if k[0] == refused} == {
+        (refused, listener_port, True, False): 1,
+        (refused, listener_port, True, True): 2,
+        (refused, plain_port, False, False): 1,
+        (refused, plain_port, False, True): 1,
+    }, rejected
+    [violation] = [p for p in rejected if p["reason"] == "association aborted: protocol violation"]
+    assert (violation["port"], violation["tls"]) == (plain_port, False), violation
+
+
+def _tls_echo_as(port: int, pki: dict[str, Path], calling: str) -> subprocess.CompletedProcess[str]:
+    return echoscu(port, calling=calling, options=["+tla", "+cf", str(pki["ca.pem"])])

@@ -1,11 +1,13 @@
 """Refused associations in the audit log, aggregated so that strangers cannot grow it without bound.
 
-The first refusal of a (source address, reason) pair in an interval is recorded at once, with its
-details; the others in the same interval are only counted, and one more event with their count
-(``"aggregated": true``) is written when the interval ends (at the next refusal or the listener's
-next :meth:`RefusalAudit.flush`). At most :data:`MAX_KEYS` pairs are told apart per interval;
-past that, refusals are counted under the source ``"*"``. A flood of any size thus costs at most
-two rows per pair per interval.
+Refusals are grouped by source address, reason and door (the listener port they came in on and whether it is
+the TLS one: with ``listener.plain_port`` a scan of the plain port is told apart from one of the TLS port). The
+first refusal of a group in an interval is recorded at once, with its details; the others in the same interval are
+only counted, and one more event with their count (``"aggregated": true``) is written when the interval ends (at
+the next refusal or the listener's next :meth:`RefusalAudit.flush`). Both events carry the door (``port``,
+``tls``) when it is known. At most :data:`MAX_KEYS` groups are told apart per interval; past that, refusals are
+counted under the source ``"*"`` (still per reason and door). A flood of any size thus costs at most two rows per
+group per interval.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ __all__ = ["MAX_KEYS", "RefusalAudit"]
 
 log = logging.getLogger(__name__)
 
-#: Distinct (source, reason) pairs told apart per interval.
+#: Distinct (source, reason, door) groups told apart per interval.
 MAX_KEYS: Final = 256
+
+#: A refusal's group: source address, reason, port (``None``: not known) and whether over TLS.
+_Key = tuple[str, str, int | None, bool | None]
 
 
 @dataclass
@@ -48,17 +53,27 @@ class RefusalAudit:
         self._write = write
         self.interval_s = interval_s
         self._clock = clock
-        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._pending: dict[_Key, _Pending] = {}
         self._lock = threading.Lock()
 
-    def refused(self, host: str, reason: str, *, calling_ae: str | None = None, **details: Any) -> None:
-        """One refusal from ``host`` for ``reason`` (details go into the first event of the interval)."""
+    def refused(
+        self,
+        host: str,
+        reason: str,
+        *,
+        calling_ae: str | None = None,
+        port: int | None = None,
+        tls: bool | None = None,
+        **details: Any,
+    ) -> None:
+        """One refusal from ``host`` for ``reason`` on ``port`` (``tls``: whether that port is the TLS one); details
+        go into the first event of the interval."""
         now = self._clock()
         events = self._due(now)
         with self._lock:
-            key = (host, reason)
+            key: _Key = (host, reason, port or None, tls if port else None)
             if key not in self._pending and len(self._pending) >= MAX_KEYS:
-                key = ("*", reason)
+                key = ("*", *key[1:])
             entry = self._pending.get(key)
             if entry is None:
                 self._pending[key] = _Pending(first_at=now, calling_ae=calling_ae)
@@ -90,11 +105,11 @@ class RefusalAudit:
             log.error("could not record %d refusal audit event(s): %s", len(events), type(exc).__name__)
 
 
-def _event(
-    key: tuple[str, str], calling_ae: str | None, count: int, *, aggregated: bool, details: dict[str, Any]
-) -> AuditEvent:
-    host, reason = key
+def _event(key: _Key, calling_ae: str | None, count: int, *, aggregated: bool, details: dict[str, Any]) -> AuditEvent:
+    host, reason, port, tls = key
     payload: dict[str, Any] = {"reason": reason, "count": count, "aggregated": aggregated, **details}
+    if port is not None:
+        payload.update(port=port, tls=tls)
     return AuditEvent(
         EventType.ASSOCIATION_REJECTED,
         Actor(ae_title=None if aggregated else calling_ae or None, host=host),

@@ -12,6 +12,7 @@ the GIL; processes are how it uses several cores). Connections are admitted, tim
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import threading
 import time
@@ -112,7 +113,9 @@ class _RequestHandler(RequestHandler):
                 setattr(assoc, "radtrace_connection", connection)  # noqa: B010 - read back by the handlers
                 dul.connection = connection
             dul.admission = admission
-            dul.on_refused = server.on_refused
+            # the door goes with each refusal the DUL audits (protocol violation, budget spent), as at accept
+            on_refused = server.on_refused
+            dul.on_refused = None if on_refused is None else functools.partial(on_refused, **server.door())
             dul.on_timed_out = server.on_timed_out
             dul.max_data_set_bytes = instance_byte_limit(admission.settings.max_image_pixels)
             sock.budget = admission.budget
