@@ -168,7 +168,7 @@ def study_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """A study's revisions: state, full reason, attempts, instances, SR and deliveries (exit 1 if unknown)."""
-    from radtrace.worker.status import study_detail
+    from radtrace.worker.study_detail import study_detail
 
     with open_store(settings_of(ctx)) as store:
         detail = study_detail(store, study_uid)
@@ -205,7 +205,7 @@ def study_retry(
     """
     from radtrace.audit.operations import local_operator
     from radtrace.worker.doorbell import ring_dispatch, ring_process
-    from radtrace.worker.status import StudyNotRetriableError, retry_revision
+    from radtrace.worker.study_retry import StudyNotRetriableError, retry_revision
 
     settings = settings_of(ctx)
     with open_store(settings) as store:
