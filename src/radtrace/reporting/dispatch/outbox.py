@@ -1,18 +1,7 @@
 """The outbox: every report to every destination is a row, delivered with bounded, audited retries.
 
-``enqueue`` stores each payload once (content-addressed files under the payload folder, their SHA-256
-in the row) and inserts one ``outbox`` row per (revision, kind, destination); enqueuing again changes
-nothing. ``add_assessments`` does the same for a radiologist's assessment SR, one row per PACS and
-document (a revision has many; each is its own SR, never an edit of an earlier one), inside the caller's
-transaction so that the decision's audit event and its rows are committed together.
-
-A payload file and its row are one step (:mod:`radtrace.store.pending_files`): the file is written under
-``<payload folder>/.pending/`` before the rows are committed and moved to its content-addressed name after
-(:class:`StagedPayloads`; the caller of ``add_assessments`` keeps or discards them after its commit). After a
-crash in between, a row whose file is still pending finds it there when it is delivered (moved then), and
-``settle_pending`` (run by ``deliver`` at most every :data:`SETTLE_EVERY_S` in each process, by ``deliver_due``,
-and at the console's start-up) keeps the pending files (older than 10 minutes) a committed row names and removes
-the others: no payload without its row, no row without its payload, nothing sent twice.
+Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqueue``, ``add_assessments``,
+``settle_pending``); the kinds and the planned deliveries are in :mod:`.kinds`, the senders in :mod:`.senders`.
 ``deliver(outbox_id)`` makes one attempt if the row is pending and due:
 
 1. *claim*: one conditional UPDATE raises ``attempts`` and pushes ``next_attempt_at`` past a lease (longer than the
@@ -37,16 +26,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
-import pydicom
 import sqlalchemy as sa
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
@@ -54,19 +40,27 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
 from radtrace.errors import ConfigError, DispatchRejectedError, RadtraceError, is_retryable
 from radtrace.reporting.dispatch import holds
-from radtrace.reporting.dispatch.cstore import (
-    LONGEST_STORE_S,
-    AssociationRejectedError,
-    describe_destination,
-    store_instance,
+from radtrace.reporting.dispatch.cstore import AssociationRejectedError
+from radtrace.reporting.dispatch.enqueueing import OutboxRows
+from radtrace.reporting.dispatch.kinds import (
+    ASSESSMENT_KINDS,
+    KIND_ASSESSMENT,
+    KIND_ASSESSMENT_HL7,
+    KIND_COMPANION,
+    KIND_FHIR,
+    KIND_FILE,
+    KIND_GSPS,
+    KIND_HL7,
+    KIND_SR,
+    PlannedDelivery,
+    ReportFiles,
+    planned_deliveries,
 )
-from radtrace.reporting.dispatch.filedrop import drop_file
-from radtrace.reporting.dispatch.mllp import send_message
 from radtrace.reporting.dispatch.payloads import PayloadFiles, StagedPayloads
-from radtrace.store import pending_files
+from radtrace.reporting.dispatch.senders import LEASE_MARGIN_S, Sender, default_senders, longest_send_s
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxMessage, OutboxState, Revision, Study
+from radtrace.store.models import OutboxMessage, OutboxState, Study
 
 __all__ = [
     "ASSESSMENT_KINDS",
@@ -90,64 +84,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KIND_SR: Final = "sr"
-KIND_GSPS: Final = "gsps"
-KIND_COMPANION: Final = "companion"  # the Basic Text SR beside the TID 1500 SR (radtrace.reporting.companion)
-KIND_HL7: Final = "hl7"
-KIND_FHIR: Final = "fhir"
-KIND_FILE: Final = "file"
-#: A radiologist's assessment SR (radtrace.console.assessment): not part of the revision's draft, so it neither
-#: records ``report_created`` nor counts when settlement decides the revision's dispatched/failed state.
-KIND_ASSESSMENT: Final = "assessment"
-KIND_ASSESSMENT_HL7: Final = "assessment-hl7"  # the same assessment as an ORU for the RIS (console.assessment_hl7)
-#: The kinds that carry a radiologist's assessment, not the revision's draft.
-ASSESSMENT_KINDS: Final = (KIND_ASSESSMENT, KIND_ASSESSMENT_HL7)
-_SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_COMPANION: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json",
-                  KIND_ASSESSMENT: ".dcm", KIND_ASSESSMENT_HL7: ".hl7"}  # fmt: skip
-LEASE_MARGIN_S: Final = 60.0  # a claim outlasts the longest send by this much
 #: How often a dispatcher settles payloads a crash left pending (:meth:`Outbox.settle_pending`), at most.
 SETTLE_EVERY_S: Final = 600.0
-
-
-def _suffix(kind: str, destination: str) -> str:
-    """A payload file's suffix: by kind, or the file-drop destination's own, else ``.bin``."""
-    return _SUFFIX.get(kind) or "".join(Path(destination).suffixes[-2:]) or ".bin"
-
-
-def longest_send_s(settings: DispatchSettings) -> float:
-    """How long one send may take at most: the RIS's ACK timeout (one deadline for connect, send and ACK), or a
-    C-STORE's timed phases."""
-    return max(settings.ris.timeout_s if settings.ris is not None else 0.0, LONGEST_STORE_S)
-
-
-class Sender(Protocol):
-    """Delivers one payload to one destination; returns a note to keep (e.g. a DICOM warning) or None.
-
-    Raises a retryable radtrace error when a later attempt may succeed, a permanent one otherwise.
-    """
-
-    def __call__(self, destination: str, payload: bytes) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class ReportFiles:
-    """The built reports of one revision, as bytes."""
-
-    sr_sop_instance_uid: str
-    sr: bytes
-    hl7: bytes | None = None
-    fhir: bytes | None = None
-    gsps: bytes | None = None
-    companion: bytes | None = None
-
-
-@dataclass(frozen=True)
-class PlannedDelivery:
-    """One payload for one destination."""
-
-    kind: str
-    destination: str
-    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -162,56 +100,7 @@ class Delivery:
     held: bool = False  # its destination is on hold (radtrace.reporting.dispatch.holds): it waits, pending
 
 
-def planned_deliveries(settings: DispatchSettings, reports: ReportFiles) -> list[PlannedDelivery]:
-    """Every (kind, destination, payload) the settings ask for: each PACS, the RIS, the file drop."""
-    planned = [PlannedDelivery(KIND_SR, describe_destination(pacs), reports.sr) for pacs in settings.pacs]
-    if reports.gsps is not None:
-        planned += [PlannedDelivery(KIND_GSPS, describe_destination(pacs), reports.gsps) for pacs in settings.pacs]
-    if reports.companion is not None:
-        planned += [
-            PlannedDelivery(KIND_COMPANION, describe_destination(pacs), reports.companion) for pacs in settings.pacs
-        ]
-    if settings.ris is not None and reports.hl7 is not None:
-        planned.append(PlannedDelivery(KIND_HL7, f"{settings.ris.host}:{settings.ris.port}", reports.hl7))
-    if settings.file_drop_dir is not None:
-        stem = settings.file_drop_dir / reports.sr_sop_instance_uid  # a UID: no patient data in names
-        planned.append(PlannedDelivery(KIND_FILE, f"{stem}.dcm", reports.sr))
-        if reports.hl7 is not None:
-            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.hl7", reports.hl7))
-        if reports.fhir is not None:
-            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.fhir.json", reports.fhir))
-        if reports.gsps is not None:
-            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.gsps.dcm", reports.gsps))
-        if reports.companion is not None:
-            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.companion.dcm", reports.companion))
-    return planned
-
-
-def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
-    """The production senders for each kind, bound to the configured destinations."""
-    pacs = {describe_destination(destination): destination for destination in settings.pacs}
-
-    def send_sr(destination: str, payload: bytes) -> str | None:  # the SR, the GSPS or the companion
-        if destination not in pacs:
-            raise ConfigError(f"PACS destination {destination} is no longer configured (dispatch.pacs)")
-        return store_instance(payload, pacs[destination], calling_ae_title=settings.calling_ae_title).warning
-
-    def send_hl7(destination: str, payload: bytes) -> str | None:
-        ris = settings.ris
-        if ris is None or destination != f"{ris.host}:{ris.port}":  # the draft's ORU or an assessment's
-            raise ConfigError(f"RIS destination {destination} is no longer configured (dispatch.ris)")
-        ack = send_message(payload, ris.host, ris.port, timeout_s=ris.timeout_s)
-        return None if ack.code == "AA" else f"ACK {ack.code}"
-
-    def send_file(destination: str, payload: bytes) -> str | None:
-        drop_file(payload, Path(destination))
-        return None
-
-    return {KIND_SR: send_sr, KIND_GSPS: send_sr, KIND_COMPANION: send_sr, KIND_ASSESSMENT: send_sr,
-            KIND_HL7: send_hl7, KIND_ASSESSMENT_HL7: send_hl7, KIND_FILE: send_file}  # fmt: skip
-
-
-class Outbox:
+class Outbox(OutboxRows):
     """Enqueues and delivers outbound reports; the only writer of ``outbox`` rows."""
 
     def __init__(
@@ -237,203 +126,6 @@ class Outbox:
         # A claim that ran out while its send still waited would let a second dispatcher send the row again.
         self.lease = timedelta(seconds=max(lease_s, longest_send_s(settings) + LEASE_MARGIN_S))
         self._settled_at = -SETTLE_EVERY_S  # monotonic time of the last settle_pending (none yet)
-
-    # --- enqueue -------------------------------------------------------------------------------
-
-    def staged(self) -> StagedPayloads:
-        """An empty set of pending payloads for :meth:`add_assessments`."""
-        return self.payloads.staged()
-
-    def settle_pending(self, *, min_age_s: float = 600.0) -> tuple[int, int]:
-        """After a crash: keep each pending payload (older than ``min_age_s``) that a committed row names, remove
-        the others; returns (kept, removed)."""
-
-        def kept_as(paths: list[Path]) -> dict[Path, str | None]:
-            wanted = {path: relative for path in paths if (relative := PayloadFiles.kept_as(path)) is not None}
-            with self.store.session("finding the rows of pending payloads") as session:
-                named = set(
-                    session.scalars(
-                        sa.select(OutboxMessage.payload_path).where(
-                            OutboxMessage.payload_path.in_(sorted(set(wanted.values())))
-                        )
-                    )
-                )
-            return {path: relative for path, relative in wanted.items() if relative in named}
-
-        kept, removed = pending_files.settle(self.payload_dir, kept_as, min_age_s=min_age_s)
-        if kept or removed:
-            log.warning("outbox: %d payloads kept and %d removed after an interrupted enqueue", kept, removed)
-        return kept, removed
-
-    def enqueue(
-        self,
-        revision_id: int,
-        deliveries: Sequence[PlannedDelivery],
-        *,
-        sr_sop_instance_uid: str | None = None,
-        model_name: str | None = None,
-        model_version: str | None = None,
-        drafts: Sequence[Mapping[str, str]] = (),
-    ) -> list[int]:
-        """Store the payloads and add one pending row per delivery (existing rows are kept as they are).
-
-        Records ``report_created`` naming the SR, each payload's SHA-256 and the kept ``drafts`` (kind, path
-        under the drafts folder, SHA-256; see :mod:`radtrace.reporting.draft_store`). Returns the row IDs.
-        """
-        staged = self.staged()
-        try:
-            ids = self._enqueue(revision_id, deliveries, staged, sr_sop_instance_uid, model_name, model_version, drafts)
-        except BaseException:
-            staged.discard()
-            raise
-        staged.keep()
-        return ids
-
-    def _enqueue(
-        self,
-        revision_id: int,
-        deliveries: Sequence[PlannedDelivery],
-        staged: StagedPayloads,
-        sr_sop_instance_uid: str | None,
-        model_name: str | None,
-        model_version: str | None,
-        drafts: Sequence[Mapping[str, str]],
-    ) -> list[int]:
-        stored = [(d, *self.payloads.store(d.payload, _suffix(d.kind, d.destination), staged)) for d in deliveries]
-        with self.store.session("enqueueing reports", immediate=True) as session:
-            revision = session.get(Revision, revision_id)
-            if revision is None:
-                raise DispatchRejectedError(f"revision {revision_id} does not exist")
-            ids: list[int] = []
-            for delivery, relative, digest in stored:
-                row = session.scalar(
-                    sa.select(OutboxMessage).where(
-                        OutboxMessage.revision_id == revision_id,
-                        OutboxMessage.kind == delivery.kind,
-                        OutboxMessage.destination == delivery.destination,
-                        OutboxMessage.document_uid == "",
-                    )
-                )
-                if row is None:
-                    row = OutboxMessage(
-                        revision_id=revision_id,
-                        kind=delivery.kind,
-                        destination=delivery.destination,
-                        payload_path=relative,
-                        payload_sha256=digest,
-                        state=OutboxState.PENDING,
-                        attempts=0,
-                        next_attempt_at=self.clock(),
-                    )
-                    session.add(row)
-                    session.flush()
-                ids.append(row.id)
-            if sr_sop_instance_uid is not None:
-                revision.sr_sop_instance_uid = sr_sop_instance_uid
-            study = revision.study
-            self.recorder.record(
-                AuditEvent(
-                    EventType.REPORT_CREATED,
-                    self.actor,
-                    study_uid=study.study_uid,
-                    accession=study.accession,
-                    model_name=model_name,
-                    model_version=model_version,
-                    payload={
-                        "revision": revision.number,
-                        "sr_sop_instance_uid": sr_sop_instance_uid,
-                        "drafts": [dict(draft) for draft in drafts],
-                        "outbox": [
-                            {"id": i, "kind": d.kind, "destination": d.destination, "sha256": digest}
-                            for i, (d, _, digest) in zip(ids, stored, strict=True)
-                        ],
-                    },
-                ),
-                session=session,
-            )
-        return ids
-
-    def add_assessments(
-        self, session: Session, revision_id: int, document_uid: str, payload: bytes, hl7: bytes | None = None, *,
-        staged: StagedPayloads,
-    ) -> list[dict[str, object]]:  # fmt: skip
-        """Store an assessment SR and add one pending row per configured PACS (and, given ``hl7``, one for the RIS
-        with that ORU), in ``session``: the caller's transaction, which records the decision's audit event naming
-        these rows (no ``report_created``). The payload files are written pending into ``staged``
-        (:meth:`staged`): the caller keeps them after its commit, or discards them.
-
-        Keyed by (revision, kind, destination, ``document_uid``): adding the same SR again adds nothing and
-        returns the rows it has. Returns ``{"id", "kind", "destination", "sha256"}`` per row (none when no
-        destination is configured).
-        """
-        if not document_uid or len(document_uid) > 64:
-            raise DispatchRejectedError("an assessment SR needs its SOP Instance UID (at most 64 characters)")
-        if session.get(Revision, revision_id) is None:
-            raise DispatchRejectedError(f"revision {revision_id} does not exist")
-        planned = [(KIND_ASSESSMENT, describe_destination(pacs), payload) for pacs in self.settings.pacs]
-        if hl7 is not None and self.settings.ris is not None:
-            planned.append((KIND_ASSESSMENT_HL7, f"{self.settings.ris.host}:{self.settings.ris.port}", hl7))
-        rows: list[dict[str, object]] = []
-        for kind, destination, data in planned:
-            relative, digest = self.payloads.store(data, _suffix(kind, destination), staged)
-            row = session.scalar(
-                sa.select(OutboxMessage).where(
-                    OutboxMessage.revision_id == revision_id,
-                    OutboxMessage.kind == kind,
-                    OutboxMessage.destination == destination,
-                    OutboxMessage.document_uid == document_uid,
-                )
-            )
-            if row is None:
-                row = OutboxMessage(
-                    revision_id=revision_id,
-                    kind=kind,
-                    destination=destination,
-                    document_uid=document_uid,
-                    payload_path=relative,
-                    payload_sha256=digest,
-                    state=OutboxState.PENDING,
-                    attempts=0,
-                    next_attempt_at=self.clock(),
-                )
-                session.add(row)
-                session.flush()
-            rows.append({"id": row.id, "kind": row.kind, "destination": row.destination, "sha256": row.payload_sha256})
-        return rows
-
-    def earlier_srs(self, revision_id: int, *, except_revisions: Collection[int] = ()) -> list[Dataset]:
-        """The SRs enqueued for the study's earlier revisions (for Predecessor Documents), oldest first.
-
-        Read from the stored payloads (whatever their destination), one per SOP Instance UID: TID 1500
-        drafts and companion documents alike (:func:`radtrace.reporting.drafts.build_drafts` tells them
-        apart by SOP Class). The revisions numbered in ``except_revisions`` are left out unread: the caller has
-        their SRs already (the kept drafts, :func:`radtrace.reporting.draft_store.kept_srs`).
-        """
-        with self.store.session("finding earlier SRs") as session:
-            revision = session.get(Revision, revision_id)
-            if revision is None:
-                raise DispatchRejectedError(f"revision {revision_id} does not exist")
-            rows = session.execute(
-                sa.select(OutboxMessage.payload_path, OutboxMessage.payload_sha256)
-                .join(Revision, OutboxMessage.revision_id == Revision.id)
-                .where(
-                    Revision.study_id == revision.study_id,
-                    Revision.number < revision.number,
-                    Revision.number.not_in(sorted(except_revisions)),
-                    OutboxMessage.payload_path.like("%.dcm"),
-                    OutboxMessage.kind.not_in([KIND_GSPS, KIND_ASSESSMENT]),  # not drafts: never predecessors
-                )
-                .order_by(Revision.number, OutboxMessage.id)
-            ).all()
-        found: dict[str, Dataset] = {}
-        for path in dict.fromkeys(path for path, _ in rows):  # one file per payload; order kept
-            try:
-                dataset = pydicom.dcmread(self.payload_dir / path, stop_before_pixels=True)
-            except (OSError, InvalidDicomError) as exc:
-                raise DispatchRejectedError(f"earlier SR payload {path} cannot be read: {exc}") from exc
-            if str(dataset.get("Modality", "")) == "SR":
-                found.setdefault(str(dataset.SOPInstanceUID), dataset)
-        return list(found.values())
 
     # --- deliver -------------------------------------------------------------------------------
 

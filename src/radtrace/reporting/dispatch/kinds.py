@@ -1,0 +1,93 @@
+"""What the outbox delivers: the kinds of payload, the built reports of one revision, and which (kind, destination,
+payload) the settings ask for (:func:`planned_deliveries`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from radtrace.config import DispatchSettings
+from radtrace.reporting.dispatch.cstore import describe_destination
+
+__all__ = [
+    "ASSESSMENT_KINDS",
+    "KIND_ASSESSMENT",
+    "KIND_ASSESSMENT_HL7",
+    "KIND_COMPANION",
+    "KIND_FHIR",
+    "KIND_FILE",
+    "KIND_GSPS",
+    "KIND_HL7",
+    "KIND_SR",
+    "PlannedDelivery",
+    "ReportFiles",
+    "payload_suffix",
+    "planned_deliveries",
+]
+
+KIND_SR: Final = "sr"
+KIND_GSPS: Final = "gsps"
+KIND_COMPANION: Final = "companion"  # the Basic Text SR beside the TID 1500 SR (radtrace.reporting.companion)
+KIND_HL7: Final = "hl7"
+KIND_FHIR: Final = "fhir"
+KIND_FILE: Final = "file"
+#: A radiologist's assessment SR (radtrace.console.assessment): not part of the revision's draft, so it neither
+#: records ``report_created`` nor counts when settlement decides the revision's dispatched/failed state.
+KIND_ASSESSMENT: Final = "assessment"
+KIND_ASSESSMENT_HL7: Final = "assessment-hl7"  # the same assessment as an ORU for the RIS (console.assessment_hl7)
+#: The kinds that carry a radiologist's assessment, not the revision's draft.
+ASSESSMENT_KINDS: Final = (KIND_ASSESSMENT, KIND_ASSESSMENT_HL7)
+_SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_COMPANION: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json",
+                  KIND_ASSESSMENT: ".dcm", KIND_ASSESSMENT_HL7: ".hl7"}  # fmt: skip
+
+
+def payload_suffix(kind: str, destination: str) -> str:
+    """A payload file's suffix: by kind, or the file-drop destination's own, else ``.bin``."""
+    return _SUFFIX.get(kind) or "".join(Path(destination).suffixes[-2:]) or ".bin"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The built reports of one revision, as bytes."""
+
+    sr_sop_instance_uid: str
+    sr: bytes
+    hl7: bytes | None = None
+    fhir: bytes | None = None
+    gsps: bytes | None = None
+    companion: bytes | None = None
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    """One payload for one destination."""
+
+    kind: str
+    destination: str
+    payload: bytes
+
+
+def planned_deliveries(settings: DispatchSettings, reports: ReportFiles) -> list[PlannedDelivery]:
+    """Every (kind, destination, payload) the settings ask for: each PACS, the RIS, the file drop."""
+    planned = [PlannedDelivery(KIND_SR, describe_destination(pacs), reports.sr) for pacs in settings.pacs]
+    if reports.gsps is not None:
+        planned += [PlannedDelivery(KIND_GSPS, describe_destination(pacs), reports.gsps) for pacs in settings.pacs]
+    if reports.companion is not None:
+        planned += [
+            PlannedDelivery(KIND_COMPANION, describe_destination(pacs), reports.companion) for pacs in settings.pacs
+        ]
+    if settings.ris is not None and reports.hl7 is not None:
+        planned.append(PlannedDelivery(KIND_HL7, f"{settings.ris.host}:{settings.ris.port}", reports.hl7))
+    if settings.file_drop_dir is not None:
+        stem = settings.file_drop_dir / reports.sr_sop_instance_uid  # a UID: no patient data in names
+        planned.append(PlannedDelivery(KIND_FILE, f"{stem}.dcm", reports.sr))
+        if reports.hl7 is not None:
+            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.hl7", reports.hl7))
+        if reports.fhir is not None:
+            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.fhir.json", reports.fhir))
+        if reports.gsps is not None:
+            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.gsps.dcm", reports.gsps))
+        if reports.companion is not None:
+            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.companion.dcm", reports.companion))
+    return planned
