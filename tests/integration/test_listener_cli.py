@@ -140,7 +140,7 @@ def test_several_processes_share_the_port_and_each_serves_its_metrics(tmp_path: 
             received += sum(
                 float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines()
-                if line.startswith('radtrace_listener_instances_total{outcome="received"}')
+                if line.startswith(f'radtrace_listener_instances_total{{outcome="received",port="{listener_port}"')
             )
         assert received == len(files)
         _one_source_holds_its_share_across_the_processes(listener, listener_port)

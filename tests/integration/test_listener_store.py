@@ -28,10 +28,12 @@ def test_a_study_sent_with_storescu_is_spooled_recorded_and_audited(
         sent = storescu(files, listener_port)
     assert sent.returncode == 0, sent.stderr
     metric = listener.metrics.registry.get_sample_value
-    assert metric("radtrace_listener_instances_total", {"outcome": "received"}) == len(files)
-    assert metric("radtrace_listener_statuses_total", {"status": "0x0000"}) == len(files)
-    assert metric("radtrace_listener_associations_total", {"result": "accepted"}) == 2
-    assert metric("radtrace_listener_received_bytes_total") == sum(i.size_bytes for i in rows(store, Instance))
+    door = {"port": str(listener_port), "tls": "false"}  # every series names the listener port
+    assert metric("radtrace_listener_instances_total", {"outcome": "received", **door}) == len(files)
+    assert metric("radtrace_listener_statuses_total", {"status": "0x0000", **door}) == len(files)
+    assert metric("radtrace_listener_associations_total", {"result": "accepted", **door}) == 2
+    assert metric("radtrace_listener_received_bytes_total", door) == sum(i.size_bytes for i in rows(store, Instance))
+    assert metric("radtrace_listener_echoes_total", door) == 1
     instances = rows(store, Instance)
     assert len(instances) == len(files)
     by_sop = {i.sop_instance_uid: i for i in instances}

@@ -358,3 +358,38 @@ def test_refusals_are_audited_per_port_a_scan_of_the_plain_port_apart_from_the_t
 
 def _tls_echo_as(port: int, pki: dict[str, Path], calling: str) -> subprocess.CompletedProcess[str]:
     return echoscu(port, calling=calling, options=["+tla", "+cf", str(pki["ca.pem"])])
+
+
+def test_metrics_say_which_port_refuses_and_which_is_busy(tmp_path: Path, store: Store, listener_port: int) -> None:
+    """Every listener series carries port and tls (two values at most): a caller refused on the plain port and one
+    held on the TLS port are told apart, and radtrace_listener_associations_active shows the held one by port."""
+    settings, pki = _settings(tmp_path, listener_port)
+    plain_port = free_port()
+    tls_door = {"port": str(listener_port), "tls": "true"}
+    plain_door = {"port": str(plain_port), "tls": "false"}
+    client = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+    peer = AE(ae_title="PACS")
+    peer.add_requested_context("1.2.840.10008.1.1")
+    with running(settings, store, plain_port=plain_port) as listener:
+        metric = listener.metrics.registry.get_sample_value
+        for _ in range(3):
+            assert echoscu(plain_port, calling="SCANNER").returncode != 0
+        assert _tls_echo(listener_port, pki).returncode == 0
+        held = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE", tls_args=(client, "localhost"))
+        assert held.is_established
+        try:
+            active = (metric("radtrace_listener_associations_active", tls_door),
+                      metric("radtrace_listener_associations_active", plain_door))  # fmt: skip
+        finally:
+            held.release()
+        refused = "calling AE title not allowed"
+        assert metric("radtrace_listener_rejections_total", {"reason": refused, **plain_door}) == 3
+        assert metric("radtrace_listener_rejections_total", {"reason": refused, **tls_door}) is None
+        assert metric("radtrace_listener_associations_total", {"result": "rejected", **plain_door}) == 3
+        assert metric("radtrace_listener_associations_total", {"result": "accepted", **tls_door}) == 2
+        assert metric("radtrace_listener_echoes_total", tls_door) == 1
+    assert active == (1, 0)
+    families = {family.name: family for family in listener.metrics.registry.collect()}
+    for name in ("radtrace_listener_associations", "radtrace_listener_rejections", "radtrace_listener_echoes"):
+        doors = {(s.labels["port"], s.labels["tls"]) for s in families[name].samples}
+        assert doors <= {(str(listener_port), "true"), (str(plain_port), "false")}, (name, doors)

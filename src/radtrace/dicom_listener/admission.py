@@ -223,6 +223,11 @@ class Admission:
         with self._lock:
             return sum(1 for c in self._connections if c.admitted and c.closing_since is None)
 
+    def held_per_door(self) -> Counter[tuple[int, bool]]:
+        """Associations admitted and not closing in this process, per listener port and whether it is the TLS one."""
+        with self._lock:
+            return Counter((c.port, c.tls) for c in self._connections if c.admitted and c.closing_since is None)
+
     def half_open_by_source(self) -> Counter[str]:
         """Half-open connections per source address."""
         with self._lock:

@@ -216,6 +216,10 @@ class Listener:
                 opened.server_close()
             self._servers = []
             raise
+        self.metrics.watch_associations(
+            [(int(server.server_address[1]), server.ssl_context is not None) for server in self._servers],
+            self.admission.held_per_door,
+        )
         self.watchdog = Watchdog(self.admission, on_sweep=self.handlers.refusals.flush, on_cut=self.handlers.on_cut_off)
         self.watchdog.start()
         self._server = self._servers[0]

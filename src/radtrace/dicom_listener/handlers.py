@@ -22,7 +22,7 @@ from radtrace.config import ListenerSettings
 from radtrace.dicom_listener.admission import Admission, Connection, timeout_setting
 from radtrace.dicom_listener.headers import ReceivedHeader, read_header, refused_identity
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
-from radtrace.dicom_listener.metrics import ListenerMetrics
+from radtrace.dicom_listener.metrics import Door, ListenerMetrics, door_labels
 from radtrace.dicom_listener.pixel_budget import (
     ImageTooLargeError,
     PixelMismatchError,
@@ -153,13 +153,14 @@ class ListenerHandlers:
             assoc.acse.send_reject(2, 3, 1)
             assoc.kill()
             return
+        door = door_labels(self._door_of(connection))
         if rejection is None:
-            self.metrics.associations.labels(result="accepted").inc()
+            self.metrics.associations.labels(result="accepted", **door).inc()
             return
         self.admission.release(connection)
         self._charge_negotiation(connection)
-        self.metrics.associations.labels(result="rejected").inc()
-        self.metrics.rejections.labels(reason=rejection.reason).inc()
+        self.metrics.associations.labels(result="rejected", **door).inc()
+        self.metrics.rejections.labels(reason=rejection.reason, **door).inc()
         log.warning(
             "rejected association from %s at %s to %s: %s; %s",
             escape(repr(calling)),
@@ -184,8 +185,11 @@ class ListenerHandlers:
 
     def on_connection_refused(self, host: str, reason: str, **details: Any) -> None:
         """A connection closed before any PDU (half-open limits), or an association aborted for breaking the
-        protocol: counted and audited in aggregate (``details`` go into the interval's first event)."""
-        self.metrics.rejections.labels(reason=reason).inc()
+        protocol: counted and audited in aggregate (``details`` go into the interval's first event; ``port`` and
+        ``tls`` among them name the listener port)."""
+        port = details.get("port")
+        door = (port, bool(details.get("tls"))) if isinstance(port, int) and port else self._door_of(None)
+        self.metrics.rejections.labels(reason=reason, **door_labels(door)).inc()
         interval = self.settings.refusal_audit_interval_s
         if reason == REFUSED_REASON and self.admission.negotiation.first_refusal(host, interval):
             log.warning(
@@ -198,6 +202,13 @@ class ListenerHandlers:
                 interval,
             )
         self.refusals.refused(host, reason, **details)
+
+    def _door_of(self, connection: Connection | None) -> Door:
+        """The listener port ``connection`` came in by and whether over TLS, for the metrics' labels (the listener's
+        own port where it is not known: at most two values in all)."""
+        if connection is not None and connection.port:
+            return connection.port, connection.tls
+        return self.settings.port, self.settings.tls.enabled
 
     def _door(self, assoc: Association) -> dict[str, Any] | None:
         """With ``listener.plain_port``: the port an instance came in on and whether over TLS, for its audit event."""
@@ -223,7 +234,8 @@ class ListenerHandlers:
         refused = event.assoc.rejected_contexts
         if not refused:
             return
-        self.metrics.rejections.labels(reason="presentation context refused").inc(len(refused))
+        door = door_labels(self._door_of(connection))
+        self.metrics.rejections.labels(reason="presentation context refused", **door).inc(len(refused))
         self._audit(
             AuditEvent(
                 EventType.INSTANCE_REJECTED,
@@ -259,7 +271,7 @@ class ListenerHandlers:
         calling = str(getattr(primitive, "calling_ae_title", "") or "").strip() or None
         received = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "received_bytes", None)
         reason = f"connection timed out ({setting})"
-        self.metrics.rejections.labels(reason=reason).inc()
+        self.metrics.rejections.labels(reason=reason, **door_labels(self._door_of(connection))).inc()
         self.refusals.refused(
             connection.host,
             reason,
@@ -299,7 +311,7 @@ class ListenerHandlers:
 
     def on_echo(self, event: evt.Event) -> int:
         """C-ECHO: success (the association policy already admitted the caller)."""
-        self.metrics.echoes.inc()
+        self.metrics.echoes.labels(**door_labels(self._door_of(_connection(event.assoc)))).inc()
         return STATUS_SUCCESS
 
     # --- C-STORE --------------------------------------------------------------------------------
@@ -316,6 +328,8 @@ class ListenerHandlers:
 
     def _store(self, event: evt.Event, scope: contextlib.ExitStack) -> Dataset | int:
         actor = _actor(event.assoc)
+        door = self._door_of(_connection(event.assoc))
+        labels = door_labels(door)
         staged: StagedFile | None = None
         try:
             received = Path(event.dataset_path)
@@ -335,12 +349,12 @@ class ListenerHandlers:
                         payload={"reason": "spool disk nearly full", "sop_instance_uid": self._requested_sop(event)},
                     )
                 )
-                return self._answer(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk nearly full")
+                return self._answer(door, STATUS_OUT_OF_RESOURCES, "out of resources: spool disk nearly full")
             digest = take_received(event.assoc, received)
             if digest is not None and digest.error is not None:
-                return self._out_of_space(received, digest.error, actor, event)
+                return self._out_of_space(received, digest.error, actor, event, door)
             staged = self.spool.stage_file(received, digest=digest)
-            self.metrics.bytes.inc(staged.size)
+            self.metrics.bytes.labels(**labels).inc(staged.size)
             try:
                 limit = instance_byte_limit(self.settings.max_image_pixels)
                 header = read_header(
@@ -349,7 +363,7 @@ class ListenerHandlers:
                 scope.enter_context(redacting(*header.patient_values()))
                 self._check(header, event, staged.path)
             except DicomInputError as exc:
-                return self._quarantine(staged, exc, actor, event, scope)
+                return self._quarantine(staged, exc, actor, event, scope, door)
             result = record_instance(
                 self.store,
                 self.recorder,
@@ -361,7 +375,7 @@ class ListenerHandlers:
                 door=self._door(event.assoc),
             )
             staged = None
-            self.metrics.instances.labels(outcome=result.outcome.value).inc()
+            self.metrics.instances.labels(outcome=result.outcome.value, **labels).inc()
             if result.outcome is not IngestOutcome.DUPLICATE:
                 self.on_instance()
             log.debug(
@@ -370,21 +384,21 @@ class ListenerHandlers:
                 result.outcome,
                 result.revision_number,
             )
-            return self._answer(STATUS_SUCCESS)
+            return self._answer(door, STATUS_SUCCESS)
         except OSError as exc:
             if not out_of_space(exc):
                 log.error("could not store a received instance: %s", exc.strerror or type(exc).__name__)
-                self.metrics.instances.labels(outcome="failed").inc()
-                return self._answer(STATUS_PROCESSING_FAILURE, f"internal error ({type(exc).__name__})")
-            return self._out_of_space(Path(event.dataset_path), exc, actor, event)
+                self.metrics.instances.labels(outcome="failed", **labels).inc()
+                return self._answer(door, STATUS_PROCESSING_FAILURE, f"internal error ({type(exc).__name__})")
+            return self._out_of_space(Path(event.dataset_path), exc, actor, event, door)
         except RadtraceError as exc:
             log.error("could not record a received instance: %s", exc.reason)
-            self.metrics.instances.labels(outcome="failed").inc()
-            return self._answer(STATUS_PROCESSING_FAILURE, exc.reason)
+            self.metrics.instances.labels(outcome="failed", **labels).inc()
+            return self._answer(door, STATUS_PROCESSING_FAILURE, exc.reason)
         except Exception as exc:
             log.exception("unexpected failure handling C-STORE")
-            self.metrics.instances.labels(outcome="failed").inc()
-            return self._answer(STATUS_PROCESSING_FAILURE, f"internal error ({type(exc).__name__})")
+            self.metrics.instances.labels(outcome="failed", **labels).inc()
+            return self._answer(door, STATUS_PROCESSING_FAILURE, f"internal error ({type(exc).__name__})")
         finally:
             if staged is not None:
                 self.spool.discard(staged)
@@ -402,10 +416,10 @@ class ListenerHandlers:
             raise SopClassMismatchError("SOP Class UID in the dataset differs from the presentation context")
         check_file(path, self.settings.max_image_pixels)  # before anything decodes it
 
-    def _out_of_space(self, received: Path, exc: OSError, actor: Actor, event: evt.Event) -> Dataset:
+    def _out_of_space(self, received: Path, exc: OSError, actor: Actor, event: evt.Event, door: Door) -> Dataset:
         """The spool filled up while the instance arrived: A700, the partial file removed, serving goes on."""
         received.unlink(missing_ok=True)
-        self.metrics.instances.labels(outcome="failed").inc()
+        self.metrics.instances.labels(outcome="failed", **door_labels(door)).inc()
         log.warning(
             "spool disk full while receiving an instance (%s): answered 0xA700, partial file removed",
             exc.strerror or type(exc).__name__,
@@ -418,10 +432,16 @@ class ListenerHandlers:
                 payload={"reason": "spool disk full during transfer", "sop_instance_uid": self._requested_sop(event)},
             )
         )
-        return self._answer(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk full")
+        return self._answer(door, STATUS_OUT_OF_RESOURCES, "out of resources: spool disk full")
 
     def _quarantine(
-        self, staged: StagedFile, exc: DicomInputError, actor: Actor, event: evt.Event, scope: contextlib.ExitStack
+        self,
+        staged: StagedFile,
+        exc: DicomInputError,
+        actor: Actor,
+        event: evt.Event,
+        scope: contextlib.ExitStack,
+        door: Door,
     ) -> Dataset:
         # named by its study where the file says it usably: QA asking about a study the PACS sent finds the refusal
         identity = refused_identity(
@@ -431,7 +451,7 @@ class ListenerHandlers:
         )
         scope.enter_context(redacting(*identity.patient_values()))
         where = self.spool.quarantine(staged, exc.reason)
-        self.metrics.instances.labels(outcome="quarantined").inc()
+        self.metrics.instances.labels(outcome="quarantined", **door_labels(door)).inc()
         log.warning("quarantined an unusable instance as %s: %s", where.name, exc.reason)
         self._audit(
             AuditEvent(
@@ -452,10 +472,10 @@ class ListenerHandlers:
         )
         identifiers = "UID" in exc.reason
         status = _STATUS_OF.get(type(exc)) or (STATUS_MISSING_IDENTIFIERS if identifiers else STATUS_CANNOT_UNDERSTAND)
-        return self._answer(status, exc.reason)
+        return self._answer(door, status, exc.reason)
 
-    def _answer(self, code: int, comment: str | None = None) -> Dataset:
-        self.metrics.status(code)
+    def _answer(self, door: Door, code: int, comment: str | None = None) -> Dataset:
+        self.metrics.status(code, door)
         return _status(code, comment)
 
     def _audit_many(self, events: list[AuditEvent]) -> None:
