@@ -279,9 +279,18 @@ def store_problem(settings: Settings, exc: RadtraceError) -> tuple[str, bool]:
 
 
 def _database(settings: Settings) -> Check:
-    """The work database is reachable and at the newest schema; the embedded SQLite one is migrated here."""
+    """The work database is reachable and at the newest schema; the embedded SQLite one is migrated here (an older
+    one after a copy is kept beside it: :func:`radtrace.store.migrate.migrate_at_start`). A database a newer radtrace
+    migrated is refused on either store, saying so (before: alembic's "Can't locate revision" traceback on SQLite,
+    "run 'radtrace db upgrade'" on PostgreSQL, which cannot help)."""
     from radtrace.store.engine import Store, is_sqlite
-    from radtrace.store.migrate import current_revision, head_revision, upgrade
+    from radtrace.store.migrate import (
+        StartMigrationError,
+        current_revision,
+        head_revision,
+        migrate_at_start,
+        newer_schema_problem,
+    )
 
     try:
         store = Store.from_url(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
@@ -289,14 +298,18 @@ def _database(settings: Settings) -> Check:
         return _database_failed(settings, exc)
     try:
         if is_sqlite(store.engine):
-            revision = upgrade(store)
+            migrated = migrate_at_start(store)
             return _after_upgrade(settings, store) or Check(
-                "database", "ok", f"SQLite at schema {revision} ({store.engine.url.database})"
+                "database", "ok", f"SQLite {migrated.describe()} ({store.engine.url.database})"
             )
         current, head = current_revision(store), head_revision()
+        if (newer := newer_schema_problem(current)) is not None:
+            return Check("database", "failed", newer)
         if current != head:
             return Check("database", "failed", f"schema {current or 'empty'}, newest {head}: run 'radtrace db upgrade'")
         return Check("database", "ok", f"{store.engine.url.get_backend_name()} at schema {current}")
+    except StartMigrationError as exc:  # not a server to start nor a store.url to correct: the words say what to do
+        return Check("database", "failed", exc.reason)
     except RadtraceError as exc:
         return _database_failed(settings, exc)
     finally:

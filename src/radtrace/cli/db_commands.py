@@ -54,17 +54,8 @@ def db_current(ctx: typer.Context) -> None:
 
 
 def refuse_newer(revision: str | None) -> None:
-    """Exit 1 when a newer radtrace migrated the database (this one rolled back after an upgrade): this version
-    cannot read it correctly, and 'radtrace db upgrade' cannot help (before: alembic's "Can't locate revision")."""
-    from alembic.script import ScriptDirectory
+    """Exit 1 when a newer radtrace migrated the database (:func:`radtrace.store.migrate.newer_schema_problem`)."""
+    from radtrace.store.migrate import newer_schema_problem
 
-    from radtrace.store.migrate import MIGRATIONS, head_revision
-
-    known = {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
-    if revision is None or revision in known:
-        return
-    fail(
-        f"the database was migrated by a newer radtrace (revision {revision}; this version knows up to "
-        f"{head_revision()}): run the radtrace version that migrated it, or restore the backup taken before the "
-        "upgrade (docs/operations.md, Upgrades and migrations); this version does not downgrade a database"
-    )
+    if (problem := newer_schema_problem(revision)) is not None:
+        fail(problem)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -10,9 +16,21 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from radtrace.store.engine import Store, translate_db_error
+from radtrace.errors import PermanentError
+from radtrace.store.engine import Store, is_sqlite, translate_db_error
 
-__all__ = ["current_revision", "head_revision", "upgrade"]
+__all__ = [
+    "StartMigration",
+    "StartMigrationError",
+    "backup_sqlite",
+    "current_revision",
+    "head_revision",
+    "migrate_at_start",
+    "newer_schema_problem",
+    "upgrade",
+]
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -57,3 +75,99 @@ def upgrade(store: Store, *, app_role: str | None = None) -> str:
     if revision is None:  # pragma: no cover - upgrade always stamps
         raise RuntimeError("migration left no revision")
     return revision
+
+
+class StartMigrationError(PermanentError):
+    """The database cannot be migrated at start: a newer radtrace migrated it, or its backup cannot be kept."""
+
+
+def newer_schema_problem(revision: str | None) -> str | None:
+    """Why this version must not use a database at ``revision``: a newer radtrace migrated it (this one was rolled
+    back after an upgrade), so this version cannot read it correctly and cannot migrate it (alembic's "Can't locate
+    revision"); None when this version knows the revision (or the database is empty)."""
+    known = {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+    if revision is None or revision in known:
+        return None
+    return (
+        f"the database was migrated by a newer radtrace (revision {revision}; this version knows up to "
+        f"{head_revision()}): run the radtrace version that migrated it, or restore the backup taken before the "
+        "upgrade (docs/operations.md, Upgrades and migrations); this version does not downgrade a database"
+    )
+
+
+def backup_sqlite(store: Store, label: str) -> Path:
+    """A consistent copy of the SQLite database beside it, ``<file>.backup-<label>``, taken with SQLite's online
+    backup API (a copy of the live file could catch a write half done, or miss what is still in the WAL); written to
+    a temporary name, synced, then renamed. Raises :class:`StartMigrationError` naming the file when it cannot be made
+    (no space, no permission): nothing is migrated then."""
+    database = store.engine.url.database
+    if not database or database == ":memory:":  # pragma: no cover - radtrace's SQLite databases are files
+        raise PermanentError("an in-memory SQLite database has no file to back up")
+    source_path = Path(database)
+    target = source_path.with_name(f"{source_path.name}.backup-{label}")
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with contextlib.closing(sqlite3.connect(source_path, timeout=30)) as source:
+            partial.unlink(missing_ok=True)
+            with contextlib.closing(sqlite3.connect(partial)) as copy:
+                source.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+        with partial.open("rb") as written:
+            os.fsync(written.fileno())
+        partial.replace(target)
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except (OSError, sqlite3.Error) as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise StartMigrationError(
+            f"cannot keep a backup of {source_path} before migrating it ({exc}): free space beside it or make its "
+            "folder writable; nothing was migrated"
+        ) from exc
+    return target
+
+
+@dataclass(frozen=True)
+class StartMigration:
+    """What :func:`migrate_at_start` did: the revision before (None: a new database) and after, and the backup kept
+    (SQLite, when a database with a schema was migrated)."""
+
+    before: str | None
+    after: str
+    backup: Path | None = None
+
+    def describe(self) -> str:
+        """One line for the start-up table and the log."""
+        if self.before is None:
+            return f"created at schema {self.after}"
+        if self.before == self.after:
+            return f"at schema {self.after}"
+        kept = f"; the database as it was is kept in {self.backup}" if self.backup is not None else ""
+        return f"migrated from schema {self.before} to {self.after}{kept}"
+
+
+def migrate_at_start(store: Store) -> StartMigration:
+    """Migrate the embedded (SQLite) database at a service's start, saying so first when it has a schema already:
+    a database a newer radtrace migrated is refused (:func:`newer_schema_problem`, raised as
+    :class:`StartMigrationError`), an older one is copied beside itself first (:func:`backup_sqlite`) and migrated
+    with a log line naming both revisions and the copy; a new, empty one is created without either."""
+    before, head = current_revision(store), head_revision()
+    if (problem := newer_schema_problem(before)) is not None:
+        raise StartMigrationError(problem)
+    if before == head:
+        return StartMigration(before, head)
+    backup = None
+    if before is not None:
+        log.info("the database %s is at schema %s; migrating it to %s", store.engine.url.database, before, head)
+        if is_sqlite(store.engine):
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            backup = backup_sqlite(store, f"{before}-{stamp}")
+            log.info("kept a copy of the database as it was (schema %s) in %s", before, backup)
+    after = upgrade(store)
+    migrated = StartMigration(before, after, backup)
+    if before is not None:
+        log.info("database %s", migrated.describe())
+    return migrated
