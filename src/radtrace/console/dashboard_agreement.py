@@ -98,15 +98,73 @@ def sync_decisions(store: Store) -> int:
         # RETURNING counts the rows copied on both databases (psycopg reports no rowcount for this statement).
         # Each decision copied counts once, each one a later decision replaces is taken away: in this transaction.
         copied: list[Any] = list(
-            session.execute(statement.returning(QaDecision.label, QaDecision.decision, QaDecision.reason_code))
-        )
+            session.execute(
+                statement.returning(QaDecision.label, QaDecision.decision, QaDecision.reason_code, QaDecision.seq,
+                                    QaDecision.study_uid, QaDecision.revision)
+            )
+        )  # fmt: skip
         if copied:
+            _copy_models(session, [(seq, uid, revision) for *_, seq, uid, revision in copied])
             counts: Counter[tuple[str, str, str]] = Counter()
-            for sign, rows in ((1, copied), (-1, _supersede(session, last_seq or 0))):
+            for sign, rows in ((1, [row[:3] for row in copied]), (-1, _supersede(session, last_seq or 0))):
                 for label, verdict, reason in rows:
                     counts[(str(label), str(verdict), str(reason or ""))] += sign
             _add_counts(session, store, counts)
         return len(copied)
+
+
+#: Study UIDs per query when the readings of copied decisions are looked up (each a short ``IN`` list on the
+#: ``study_uid`` index; their payloads are read, so the batch is kept small).
+_READINGS_BATCH: Final = 500
+
+
+def _copy_models(session: Any, decisions: list[tuple[int, str, int]]) -> None:
+    """Give each decision copied (seq, study UID, revision) the model name and version of the reading it was about:
+    the last ``inference_completed`` of the same study and revision recorded before it (migration 0015 did the
+    same for the decisions copied before it). A decision whose reading was never recorded keeps NULL."""
+    by_study: dict[str, list[tuple[int, int]]] = {}
+    for seq, uid, revision in decisions:
+        by_study.setdefault(str(uid), []).append((int(seq), int(revision)))
+    models: dict[tuple[str | None, str | None], list[int]] = {}
+    studies = sorted(by_study)
+    for start in range(0, len(studies), _READINGS_BATCH):
+        batch = studies[start : start + _READINGS_BATCH]
+        readings: dict[str, list[tuple[int, int, str | None, str | None]]] = {}
+        rows = session.execute(
+            sa.select(AuditEventRow.seq, AuditEventRow.study_uid, AuditEventRow.payload, AuditEventRow.model_name,
+                      AuditEventRow.model_version)
+            .where(AuditEventRow.study_uid.in_(batch),
+                   AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value)
+            .order_by(AuditEventRow.seq)
+        )  # fmt: skip
+        for seq, uid, payload, name, version in rows:
+            read = _payload_revision(payload)
+            if read is not None:
+                readings.setdefault(str(uid), []).append((int(seq), read, name, version))
+        for uid in batch:
+            for seq, revision in by_study[uid]:
+                about = [(n, v) for at, r, n, v in readings.get(uid, ()) if r == revision and at < seq]
+                if about:
+                    models.setdefault(about[-1], []).append(seq)
+    for (name, version), seqs in models.items():
+        for start in range(0, len(seqs), 1000):
+            session.execute(
+                sa.update(QaDecision)
+                .where(QaDecision.seq.in_(seqs[start : start + 1000]))
+                .values(model_name=name, model_version=version)
+                .execution_options(synchronize_session=False)
+            )
+
+
+def _payload_revision(payload: object) -> int | None:
+    """The revision a reading's payload names (a whole number, or its digits as text), or None when it cannot be
+    read (an edited row: passed over, as :func:`copyable_assessment` passes over an unreadable decision)."""
+    if not copyable_assessment(payload):
+        return None
+    revision = json.loads(str(payload)).get("revision")
+    if isinstance(revision, str):
+        return int(revision)
+    return revision if isinstance(revision, int) else None
 
 
 def copyable_assessment(payload: object) -> bool:
@@ -201,54 +259,24 @@ NO_READING: Final = "(no reading recorded)"
 
 def read_agreement_by_model(session: Any, store: Store, window: Window) -> dict[str, list[LabelAgreement]]:
     """:func:`read_agreement`'s counts per model (name and version) of the reading the decisions were about: the
-    last ``inference_completed`` of the same study and revision recorded before its last decision in the window. A
-    version that changed mid-window (a new model rolled out) is then compared with the one before, label by label.
+    last ``inference_completed`` of the same study and revision recorded before the decision (copied with it into
+    ``qa_decisions``). A version that changed mid-window (a new model rolled out) is then compared with the one
+    before, label by label.
 
-    The reading is looked up once per study revision decided (on the ``study_uid`` index: a study's few events),
-    not once per decision; and not at all while the site has only ever run one model, whose counts are then
-    :func:`read_agreement`'s."""
-    current = (window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
-    only = _only_model(session, window)
-    if only is not None:
-        agreement = read_agreement(session, window)
-        return {only: agreement} if agreement else {}
-    # MATERIALIZED: else SQLite flattens the CTEs and runs the lookup again for each use (per decision, twice).
-    decided = (
-        sa.select(QaDecision.study_uid, QaDecision.revision, sa.func.max(QaDecision.seq).label("last_seq"))
-        .where(*current)
-        .group_by(QaDecision.study_uid, QaDecision.revision)
-        .cte("decided")
-        .prefix_with("MATERIALIZED")
-    )
-    reading = aliased(AuditEventRow)
-    model = (
-        sa.select(sa.func.coalesce(reading.model_name, "") + " " + sa.func.coalesce(reading.model_version, ""))
-        .where(
-            reading.study_uid == decided.c.study_uid,
-            reading.event_type == EventType.INFERENCE_COMPLETED.value,
-            reading.seq < decided.c.last_seq,
-            json_text(store, reading.payload, "revision") == sa.cast(decided.c.revision, sa.String),
-        )
-        .order_by(reading.seq.desc())
-        .limit(1)
-        .correlate(decided)
-        .scalar_subquery()
-    )
-    models = (
-        sa.select(decided.c.study_uid, decided.c.revision, model.label("model"))
-        .cte("models")
-        .prefix_with("MATERIALIZED")
-    )
+    An index-only count on ``ix_qa_decisions_recorded_at``, as :func:`read_agreement`'s (before migration 0015 the
+    reading of each study revision decided was looked up at every request: 1.7 s at 2 versions x 50,000 decisions on
+    PostgreSQL). ``store`` is unused, kept for the callers."""
+    del store
     rows = session.execute(
-        sa.select(models.c.model, QaDecision.label, QaDecision.decision, sa.func.count())
-        .join(models, sa.and_(models.c.study_uid == QaDecision.study_uid, models.c.revision == QaDecision.revision))
-        .where(*current)
-        .group_by(models.c.model, QaDecision.label, QaDecision.decision)
-    )
+        sa.select(QaDecision.model_name, QaDecision.model_version, QaDecision.label, QaDecision.decision,
+                  sa.func.count())
+        .where(window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
+        .group_by(QaDecision.model_name, QaDecision.model_version, QaDecision.label, QaDecision.decision)
+    )  # fmt: skip
     counts: dict[str, dict[str, Counter[str]]] = {}
-    for name, label, verdict, count in rows:
-        per_model = counts.setdefault((name or "").strip() or NO_READING, {})
-        per_model.setdefault(label or WHOLE_DRAFT, Counter())[str(verdict)] += count
+    for name, version, label, verdict, count in rows:
+        model = f"{name or ''} {version or ''}".strip() or NO_READING
+        counts.setdefault(model, {}).setdefault(label or WHOLE_DRAFT, Counter())[str(verdict)] += count
     return {name: _agreements(counts[name]) for name in sorted(counts)}
 
 
@@ -266,24 +294,6 @@ def read_agreement_by_period(session: Any, store: Store, window: Window) -> dict
     for day, label, verdict, count in rows:
         counts.setdefault(label or WHOLE_DRAFT, {}).setdefault(as_date(str(day)), Counter())[str(verdict)] += count
     return {name: counts[name] for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n == IMPRESSION, n))}
-
-
-def _only_model(session: Any, window: Window) -> str | None:
-    """The model (name and version) when one alone has read anything up to the window's end, which every decision
-    in the window is then about (an index-only scan of the readings); None when there were several."""
-    models = session.execute(
-        sa.select(AuditEventRow.model_name, AuditEventRow.model_version)
-        .where(
-            AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value,
-            AuditEventRow.recorded_at < window.midnight(window.last + timedelta(days=1)),
-        )
-        .distinct()
-        .limit(2)
-    ).all()
-    if len(models) != 1:
-        return None
-    name, version = models[0]
-    return f"{name or ''} {version or ''}".strip() or NO_READING
 
 
 def _agreements(counts: dict[str, Counter[str]]) -> list[LabelAgreement]:

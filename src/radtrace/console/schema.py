@@ -107,7 +107,16 @@ class QaDecision(Base):
 
     __tablename__ = "qa_decisions"
     __table_args__ = (
-        sa.Index("ix_qa_decisions_recorded_at", "recorded_at", "superseded", "label", "decision"),
+        # Per day and per model version, index-only (migration 0015 added the model columns).
+        sa.Index(
+            "ix_qa_decisions_recorded_at",
+            "recorded_at",
+            "superseded",
+            "label",
+            "decision",
+            "model_name",
+            "model_version",
+        ),
         sa.Index("ix_qa_decisions_key", "study_uid", "revision", "label", "seq"),
         # The agreement page's counts of current decisions and whole-draft reasons, index-only (migration 0010).
         sa.Index("ix_qa_decisions_current", "superseded", "label", "decision", "reason_code"),
@@ -120,6 +129,10 @@ class QaDecision(Base):
     label: Mapped[str] = mapped_column(sa.String(255), doc="the finding's label; empty for a whole-draft decision")
     decision: Mapped[str] = mapped_column(sa.String(16), doc="accept, reject or modify")
     reason_code: Mapped[str | None] = mapped_column(sa.String(16), doc="a whole-draft decision's; NULL otherwise")
+    model_name: Mapped[str | None] = mapped_column(
+        sa.String(255), doc="the model of the reading decided on (its inference_completed); NULL: none recorded"
+    )
+    model_version: Mapped[str | None] = mapped_column(sa.String(255), doc="that reading's model version")
     superseded: Mapped[bool] = mapped_column(
         default=False, server_default=sa.false(), doc="a later decision on the same study, revision and label exists"
     )
