@@ -13,7 +13,9 @@ expired (its worker died) is taken over, and that lost attempt counts, so a stud
 ``broker.retry_backoff_max_s``), until ``max_attempts``; a permanent one (or the last
 attempt) ends ``failed(reason)``. A full disk (the drafts' or the outbox payloads' file system or quota:
 :func:`waits_for_space`) is no fault of the study: the revision goes back to ``queued`` with the same backoff,
-its attempt not counted and "waiting: …" as its reason, so it ends reported once there is space again.
+its attempt not counted and "waiting: …" as its reason, so it ends reported once there is space again; its next
+attempt drafts from the reading already recorded (:mod:`radtrace.worker.kept_readings`), and while the drafts' file
+system has no room a revision waits without being read (:mod:`radtrace.worker.disk_space`).
 Both are audited (``inference_failed`` or ``report_failed``, and
 ``study_failed`` for the end). Every end applies only while the claim is still ours.
 """
@@ -35,7 +37,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import DispatchError, RadtraceError, is_retryable
-from radtrace.reporting.draft_store import DraftsDiskFullError, failure_event_type
+from radtrace.reporting.draft_store import DraftsDiskFullError, DraftsNotStoredError, failure_event_type
 from radtrace.store.engine import Store
 from radtrace.store.models import Job, JobState, Revision, RevisionState, Study
 from radtrace.worker.claims import (
@@ -47,10 +49,11 @@ from radtrace.worker.claims import (
     retry_delay,
     seconds_between,
 )
+from radtrace.worker.disk_space import NoRoomForDraftsError
 from radtrace.worker.model_failures import retry_after
 from radtrace.worker.settlement import StageObserver
 
-__all__ = ["JOB_KIND", "ProcessResult", "Result", "RevisionAttempts", "waits_for_space"]
+__all__ = ["JOB_KIND", "ProcessResult", "Result", "RevisionAttempts", "stored_details", "waits_for_space"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,17 @@ def waits_for_space(error: BaseException) -> bool:
     cause = error.__cause__
     full = isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
     return isinstance(error, DispatchError) and full
+
+
+def stored_details(error: BaseException) -> dict[str, bool]:
+    """What a failed attempt's audit event says of its reading (:mod:`radtrace.worker.kept_readings`): not read (it
+    waited for space before reading), or kept (read, only its drafts or payloads could not be written: drafted
+    again from the recorded reading, not read again)."""
+    if isinstance(error, NoRoomForDraftsError):
+        return {"read": False}
+    if isinstance(error, DraftsNotStoredError) or waits_for_space(error):
+        return {"reading_kept": True}
+    return {}
 
 
 class Result(enum.StrEnum):
@@ -266,6 +280,7 @@ class RevisionAttempts:
                     error=error.reason,
                     retryable=is_retryable(error),
                     next_attempt_at=retry_at.isoformat() if retry_at else None,
+                    **stored_details(error),
                 )
             ]
             following = None
@@ -297,7 +312,8 @@ class RevisionAttempts:
             self._job_done(session, claim, JobState.FAILED, now, f"not counted: {error.reason}")
             self.recorder.record(
                 self.event(claim, failure_event_type(error), Outcome.MINOR_FAILURE, error=error.reason,
-                           retryable=True, attempt_counted=False, next_attempt_at=due.isoformat()),
+                           retryable=True, attempt_counted=False, next_attempt_at=due.isoformat(),
+                           **stored_details(error)),
                 session=session,
             )  # fmt: skip
         log.info("revision %s given back (attempt %d not counted): %s", claim.revision_id, claim.attempt,

@@ -72,7 +72,9 @@ from radtrace.worker.claims import (
     retry_delay,
     worker_name,
 )
+from radtrace.worker.disk_space import DraftSpace, drafts_size
 from radtrace.worker.drafting import Drafter, DraftJob, InlineDrafter, drafts_of, headers_only
+from radtrace.worker.kept_readings import kept_readings
 from radtrace.worker.model_failures import affects_every_study
 from radtrace.worker.outage import OutageNotice, model_server_key
 from radtrace.worker.output_guard import OutputGuard
@@ -173,6 +175,7 @@ class StudyPipeline:
         self.attempts = RevisionAttempts(settings, store, self.recorder, actor=self.actor, worker=self.worker,
                                          clock=clock, observer=self.observer)  # fmt: skip
         self.drafter: Drafter = drafter or InlineDrafter(settings)
+        self.space = DraftSpace(drafts_root(settings))  # a full disk: revisions wait, not read
         self.stopping = stopping  # the worker is shutting down: take no further batch
         self.outage = OutageNotice(store, self.recorder, self.actor, self.worker, self.observer, clock,
                                    server=model_server_key(settings.model))  # fmt: skip
@@ -291,10 +294,17 @@ class StudyPipeline:
                     settled(key, taken)
 
     def _read_and_submit(self, claims: Sequence[Claim]) -> list[_InHand]:
-        """Read the claimed revisions together; record each reading and hand it to the drafter."""
+        """Read the claimed revisions together; record each reading and hand it to the drafter. Those the drafts'
+        disk has no room for wait, not read (:mod:`radtrace.worker.disk_space`); one whose reading is kept from an
+        attempt that could not store its drafts is drafted from it, not read (:mod:`radtrace.worker.kept_readings`)."""
+        room, full = self.space.room_for(len(claims))
+        waiting = [] if full is None else [_InHand(claim, full) for claim in claims[room:]]
+        claims = claims[:room]
         patient: dict[int, tuple[str, ...]] = {}  # revision id -> its patient values, once its headers are read
         inputs = [self._gather(claim, patient) for claim in claims]
-        to_read = [(claim, item) for claim, item in zip(claims, inputs, strict=True) if isinstance(item, tuple)]
+        gathered = [(claim, item) for claim, item in zip(claims, inputs, strict=True) if isinstance(item, tuple)]
+        kept = kept_readings(self.store, [claim for claim, _ in gathered])
+        to_read = [(claim, item) for claim, item in gathered if claim.revision_id not in kept]
         with redacting(*(value for values in patient.values() for value in values)):  # one batch: every study's
             readings = self._read_all([item for _, item in to_read], [claim for claim, _ in to_read])
         done = time.monotonic()
@@ -304,17 +314,24 @@ class StudyPipeline:
             if not isinstance(item, tuple):  # enqueued by an earlier attempt, a conflict, or unreadable
                 in_hand.append(_InHand(claim, item, patient_values=values))
                 continue
-            outcome = readings.pop(0)
+            reused = kept.get(claim.revision_id)
+            outcome = reused or readings.pop(0)
+            if reused is not None:
+                log.info("revision %s: drafting again from its recorded reading (its drafts could not be stored); "
+                         "not read again", claim.revision_id)  # fmt: skip
             if isinstance(outcome, Reading):
-                submit = functools.partial(self._record_and_submit, claim, outcome, item[1])
+                submit = functools.partial(self._record_and_submit, claim, outcome, item[1], record=reused is None)
                 with redacting(*values):
                     in_hand.append(_InHand(claim, self._guarded(claim, submit), outcome, done, values))
             else:
                 in_hand.append(_InHand(claim, outcome, None, done, values))
-        return in_hand
+        return in_hand + waiting
 
-    def _record_and_submit(self, claim: Claim, reading: Reading, sources: list[Any]) -> Future[BuiltDrafts]:
-        self._record_reading(claim, reading)
+    def _record_and_submit(
+        self, claim: Claim, reading: Reading, sources: list[Any], *, record: bool = True
+    ) -> Future[BuiltDrafts]:
+        if record:
+            self._record_reading(claim, reading)
         # Drafts are kept under <data_dir>/drafts whether or not a destination is configured (issue 15).
         job = DraftJob(claim.study_uid, claim.number, reading, [headers_only(ds) for ds in sources],
                        self._predecessors(claim))  # fmt: skip
@@ -346,7 +363,9 @@ class StudyPipeline:
 
     def _enqueue_built(self, claim: Claim, reading: Reading | None, built: Future[BuiltDrafts]) -> list[int]:
         assert reading is not None  # drafts are built from a reading
-        return enqueue_built(self.settings, self.outbox, claim.revision_id, reading, drafts_of(built))
+        drafts = drafts_of(built)
+        self.space.noted(drafts_size(drafts.files))
+        return enqueue_built(self.settings, self.outbox, claim.revision_id, reading, drafts)
 
     def _end_attempt(
         self, claim: Claim, outcome: list[int] | Skipped | RadtraceError, read_done: float | None

@@ -1,0 +1,87 @@
+"""A reading whose drafts could not be stored is drafted again from the audit log, not read again.
+
+Every reading is audited whole as ``inference_completed`` (its ``reading`` payload is :meth:`Reading.to_json`'s).
+When the attempt then fails only because its drafts or their outbox payloads could not be written (a full disk, a
+quota, an I/O error: :class:`~radtrace.reporting.draft_store.DraftsNotStoredError`, or a ``DispatchError`` from
+ENOSPC), its ``report_failed`` says ``reading_kept: true``; a wait before reading (no room, not read:
+:class:`~radtrace.worker.disk_space.NoRoomForDraftsError`) says ``read: false``. The next attempt of that revision
+drafts from the recorded reading when, newest first, the revision's events after it are only such failures: anything
+else (the drafts could not be built, the study was retried by hand, a reading of its own) means it is read again.
+
+One query per batch (the batch's studies' events of these kinds, by the indexed Study Instance UID).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from radtrace.audit.events import EventType
+from radtrace.audit.schema import AuditEventRow
+from radtrace.model.reading import Reading
+from radtrace.store.engine import Store
+from radtrace.worker.claims import Claim
+
+__all__ = ["kept_readings"]
+
+log = logging.getLogger(__name__)
+
+_KINDS: Final = (
+    EventType.INFERENCE_COMPLETED.value,
+    EventType.INFERENCE_FAILED.value,
+    EventType.REPORT_FAILED.value,
+    EventType.REPORT_CREATED.value,
+    EventType.STUDY_FAILED.value,
+    EventType.STUDY_SKIPPED.value,
+    EventType.STUDY_RETRIED.value,
+)
+
+
+def _kept(events: Sequence[tuple[str, dict[str, Any]]]) -> Reading | None:
+    """The reading to draft again from one revision's events (oldest first), or None (see the module)."""
+    waited_after_reading = False
+    for kind, payload in reversed(events):
+        if kind == EventType.REPORT_FAILED.value and payload.get("read") is False:
+            continue  # waited for space without reading
+        if kind == EventType.REPORT_FAILED.value and payload.get("reading_kept") is True:
+            waited_after_reading = True
+            continue
+        if kind == EventType.INFERENCE_COMPLETED.value and waited_after_reading and "reading" in payload:
+            try:
+                return Reading.model_validate(payload["reading"])
+            except ValueError as exc:  # recorded by another version of radtrace: read again
+                log.info("a recorded reading cannot be used again (%s); reading again", type(exc).__name__)
+                return None
+        return None
+    return None
+
+
+def kept_readings(store: Store, claims: Sequence[Claim]) -> dict[int, Reading]:
+    """The readings of ``claims`` to draft again instead of reading, by revision id."""
+    if not claims:
+        return {}
+    uids = sorted({claim.study_uid for claim in claims})
+    with store.session("looking for kept readings") as session:
+        rows = session.execute(
+            sa.select(AuditEventRow.study_uid, AuditEventRow.event_type, AuditEventRow.payload)
+            .where(AuditEventRow.study_uid.in_(uids), AuditEventRow.event_type.in_(_KINDS))
+            .order_by(AuditEventRow.seq)
+        ).all()
+    by_study: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for uid, kind, payload in rows:
+        by_study.setdefault(str(uid), []).append((kind, json.loads(payload)))
+    found: dict[int, Reading] = {}
+    for claim in claims:
+        events = [
+            (kind, payload)
+            for kind, payload in by_study.get(claim.study_uid, [])
+            if payload.get("revision") == claim.number or kind == EventType.STUDY_RETRIED.value
+        ]
+        reading = _kept(events)
+        if reading is not None:
+            found[claim.revision_id] = reading
+    return found
