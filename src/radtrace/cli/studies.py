@@ -55,7 +55,7 @@ def status(
     program = _program(ctx)
     if as_json:
         data = report.as_json()
-        for ended in (*data["failed"], *data["skipped"], *data["holds"]):  # type: ignore[misc]
+        for ended in (*data["failed"], *data["skipped"], *data["holds"], *data["model_stops"]):  # type: ignore[misc]
             again = ended["again"]
             ended["again"] = [_pasteable(c, program) for c in again] if isinstance(again, list) else _pasteable(
                 again, program)  # fmt: skip
