@@ -7,9 +7,10 @@ valid), the ORU and FHIR the same. Now UTF-8 bytes are read as UTF-8, other byte
 the site's assumed set (ISO_IR 100 by default), and the drafts flag it (``character-set-assumed``) and say it on
 the image's line.
 
-A header may also declare a single-byte set over UTF-8 text (gateways that hard-code ISO_IR 100): where the set is
-one whose own text is almost never valid UTF-8 (ISO_IR 100, 148, 127, 138) and every text value is multi-byte
-UTF-8, it is read as UTF-8, flagged; otherwise as declared (the tests after OVERRIDDEN).
+A header may also declare a single-byte set over UTF-8 text (gateways that hard-code ISO_IR 100, ISO_IR 144 ...):
+where every text value is multi-byte UTF-8 it is read as UTF-8, flagged; for the sets whose own letters can form
+UTF-8 (ISO_IR 101, 109, 110, 126, 144, 166) only where that reading is text the set could carry, else it is read as
+declared and flagged ``character-set-doubtful`` (DOUBTFUL); otherwise as declared (the tests after OVERRIDDEN).
 
 Films: copies of the NIH ChestX-ray14 film (tests/data/real-cxr, which has no (0008,0005)) with the name's bytes
 written raw, read by the worker's own path (``spooled_image``, ``prepare_study``), drafts built from what it read.
@@ -39,7 +40,7 @@ from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement
 
 from radtrace.config import ReportingSettings
-from radtrace.dicom_charset import CHARACTER_SET_ASSUMED
+from radtrace.dicom_charset import CHARACTER_SET_ASSUMED, CHARACTER_SET_DOUBTFUL
 from radtrace.model.study import StudyInput, prepare_study, spooled_image
 from radtrace.reporting import codes
 from radtrace.reporting.drafts import build_drafts
@@ -240,6 +241,9 @@ OVERRIDDEN = [
     ("utf-8 under ISO 2022 IR 100", "Ødegård^Åse".encode(), "ISO 2022 IR 100", "Ødegård^Åse"),
     ("utf-8 under ISO_IR 148", "Öztürk^Ayşe".encode(), "ISO_IR 148", "Öztürk^Ayşe"),
     ("utf-8 under ISO_IR 138", "כהן^דוד".encode(), "ISO_IR 138", "כהן^דוד"),
+    ("utf-8 under ISO_IR 144", "Иванов^Иван".encode(), "ISO_IR 144", "Иванов^Иван"),
+    ("utf-8 under ISO_IR 101", "Wójcik^Łukasz".encode(), "ISO_IR 101", "Wójcik^Łukasz"),
+    ("utf-8 under ISO_IR 126", "Παπαδόπουλος^Γιώργος".encode(), "ISO_IR 126", "Παπαδόπουλος^Γιώργος"),
 ]
 
 
@@ -282,9 +286,7 @@ KEPT = [
         "MÃ¼ller^JÃ¼rgen",
     ),
     ("utf-8 and latin-1 in one name", "Müller^".encode() + "Jürgen".encode("latin-1"), "ISO_IR 100", None, None),
-    # Latin-2 and Cyrillic hold letters in 80-BF: these real names are valid UTF-8 there, so no override
-    ("latin-2 that is valid utf-8", "POSPÍŠIL^MATÚŠ".encode("iso8859_2"), "ISO_IR 101", None, "POSPÍŠIL^MATÚŠ"),
-    ("cyrillic that is valid utf-8", "ТОШО^ЦОЦО".encode("iso8859_5"), "ISO_IR 144", None, "ТОШО^ЦОЦО"),
+    ("cyrillic", "Иванов^Иван".encode("iso8859_5"), "ISO_IR 144", None, "Иванов^Иван"),
 ]
 
 
@@ -293,7 +295,7 @@ def test_a_declaration_is_kept_where_any_text_is_not_multibyte_utf8_or_the_set_h
     case: str, name: bytes, charset: str, description: bytes | None, intended: str | None, tmp_path: Path
 ) -> None:
     """Never overridden when any text value is not valid UTF-8 (the whole header is read as declared, right or
-    wrong), nor for a declared set whose own text can be valid UTF-8."""
+    wrong)."""
     drafts = _drafts(_film(tmp_path, name, charset, description=description), tmp_path)
     declared = convert_encodings(charset)[0]
     assert drafts["read"] == (intended if intended is not None else name.decode(declared))
@@ -302,6 +304,30 @@ def test_a_declaration_is_kept_where_any_text_is_not_multibyte_utf8_or_the_set_h
     assert CHARACTER_SET_ASSUMED not in drafts["flags"]
     assert "Specific Character Set" not in drafts["image_notes"]
     assert not [step for step in drafts["preparation"] if "character_set" in step]
+
+
+DOUBTFUL = [
+    # Latin-2 and Cyrillic hold letters in A0-BF: these real names are valid UTF-8 there, but read as UTF-8 they
+    # are characters the set does not hold (U+0369, U+00BE ...): read as declared, flagged doubtful
+    ("latin-2 that is valid utf-8", "POSPÍŠIL^MATÚŠ".encode("iso8859_2"), "ISO_IR 101", "POSPÍŠIL^MATÚŠ"),
+    ("cyrillic that is valid utf-8", "ТОШО^ЦОЦО".encode("iso8859_5"), "ISO_IR 144", "ТОШО^ЦОЦО"),
+]
+
+
+@pytest.mark.parametrize(("case", "name", "charset", "intended"), DOUBTFUL, ids=[c[0] for c in DOUBTFUL])
+def test_a_name_valid_in_the_declared_set_and_as_utf8_is_read_as_declared_and_flagged_doubtful(
+    case: str, name: bytes, charset: str, intended: str, tmp_path: Path
+) -> None:
+    """Before, read as declared with nothing said; a modality writing UTF-8 names that happen to read so would
+    have had its mojibake carried unflagged. Now every draft carries the name, flagged, and says why."""
+    drafts = _drafts(_film(tmp_path, name, charset), tmp_path)
+    assert drafts["read"] == drafts["sr_name"] == drafts["sr_name_decoded"] == drafts["pid5"] == intended
+    assert drafts["dciodvfy"] == ([], [])
+    assert CHARACTER_SET_DOUBTFUL in drafts["flags"]
+    assert CHARACTER_SET_ASSUMED not in drafts["flags"]
+    assert f"declared '{charset}': names and texts read as {charset} (as declared, though" in drafts["image_notes"]
+    [header_step] = [step for step in drafts["preparation"] if step.get("step") == "header"]
+    assert header_step["character_set"] == {"declared": charset, "read_as": charset, "because": "declared-doubtful"}
 
 
 def test_a_latin1_name_that_is_valid_utf8_by_coincidence_is_read_as_utf8_and_flagged(tmp_path: Path) -> None:

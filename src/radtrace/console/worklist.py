@@ -28,6 +28,7 @@ from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
 from radtrace.dicom_charset import (
     CHARACTER_SET_ASSUMED,
+    CHARACTER_SET_DOUBTFUL,
     DEFAULT_ASSUMED_CHARACTER_SET,
     read_text_as,
     recorded_choice,
@@ -74,6 +75,7 @@ FLAG_LABELS: Final = {
     SUSPECTED_NEGATIVE: "suspected negative",
     POLARITY_CONTRADICTION: "polarity header contradiction",
     CHARACTER_SET_ASSUMED: "character set assumed",
+    CHARACTER_SET_DOUBTFUL: "character set doubtful",
 }
 _HEADER_TAGS: Final = ["PatientName", "PatientID", "PatientAge", "PatientSex", "StudyDate", "PatientBirthDate"]
 
@@ -301,7 +303,7 @@ def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list
         flags.update(note.kind for note in image_polarity_notes(image))
         steps = image.get("preparation")
         if isinstance(steps, list) and (choice := recorded_choice(steps)) is not None and choice.flagged:
-            flags.add(CHARACTER_SET_ASSUMED)
+            flags.add(choice.flag)
     frontal = recorded_frontal(reading)
     if not _text(frontal.get("view")):
         flags.add("view-unknown")

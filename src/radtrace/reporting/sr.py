@@ -39,7 +39,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from radtrace.config import ReportingSettings
-from radtrace.dicom_charset import CHARACTER_SET_ASSUMED, recorded_choice
+from radtrace.dicom_charset import recorded_choice
 from radtrace.errors import ReportError
 from radtrace.model.polarity import (
     POLARITY_CONTRADICTION,
@@ -138,11 +138,13 @@ def output_flags(reading: Reading, *, sanitised: bool, extra: Sequence[str] = ()
     image read whose inversion step found them (as the worklist flags them; :func:`polarity_notes` says them on the
     image's line), ``text-sanitised`` when the output had to change a text of the model's to carry it, and any
     ``extra`` (e.g. ``header-normalised``), and ``character-set-assumed`` when an image's text was read in a
-    character set its header did not declare (:mod:`radtrace.dicom_charset`: the patient's name may be wrong)."""
+    character set its header did not declare, ``character-set-doubtful`` when it was read as declared though it may
+    be UTF-8 (:mod:`radtrace.dicom_charset`: the patient's name may be wrong)."""
     flags = {flag.value for flag in reading.flags} | set(extra)
     flags.update(note.kind for image in reading.images for note in polarity_notes(image.preparation))
-    if any((choice := recorded_choice(image.preparation)) and choice.flagged for image in reading.images):
-        flags.add(CHARACTER_SET_ASSUMED)
+    for image in reading.images:
+        if (choice := recorded_choice(image.preparation)) and choice.flagged:
+            flags.add(choice.flag)
     if sanitised:
         flags.add(TEXT_SANITISED)
     return ", ".join(sorted(flags))
