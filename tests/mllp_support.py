@@ -2,8 +2,8 @@
 
 It parses what it receives with python-hl7 and answers with python-hl7's ``create_ack`` according to a
 script, one behaviour per message received (the last one repeats): an acknowledgment code (``AA``,
-``CA``, ``AE``, ``AR``, ``CR``), ``wrong-id`` (an AA for another control ID), ``silent`` (never
-answers) or ``close`` (drops the connection without answering).
+``CA``, ``AE``, ``AR``, ``CR``), the same late (``AA+25``: 25 s after the message), ``wrong-id`` (an AA for
+another control ID), ``silent`` (never answers) or ``close`` (drops the connection without answering).
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ async def _serve(receiver: MllpReceiver, ready: threading.Event, stop: asyncio.E
                     return
                 if behaviour == "close":
                     return
+                code, late, delay = behaviour.partition("+")
+                if late:  # e.g. AA+25: that code, 25 s late (a slow RIS)
+                    await asyncio.sleep(float(delay))
+                    behaviour = code
                 if behaviour == "wrong-id":
                     ack = message.create_ack("AA", message_id="ACK1")
                     ack.segment("MSA")[2] = "SOMETHING-ELSE"

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,7 +55,9 @@ TAKEN_OVER_WITHIN_S = 60.0
 REVISION_TAKEN_OVER_WITHIN_S = 120.0
 
 
-def _settings(tmp_path: Path, store: Store, vllm_url: str, ris: MllpReceiver | None) -> Settings:
+def _settings(
+    tmp_path: Path, store: Store, vllm_url: str, ris: MllpReceiver | None, broker: dict[str, object] | None = None
+) -> Settings:
     (tmp_path / "drop").mkdir()
     dispatch: dict[str, object] = {"file_drop_dir": tmp_path / "drop"}
     if ris is not None:
@@ -64,19 +67,28 @@ def _settings(tmp_path: Path, store: Store, vllm_url: str, ris: MllpReceiver | N
         store={"url": str(store.engine.url)},
         model={"backend": "vllm", "vllm_url": vllm_url, "vllm_model": "m", "batch_size": 1, "request_timeout_s": 120},
         dispatch=dispatch,
+        broker=broker or {},
     )  # default broker settings: claim_timeout_s 120, the outbox lease 300 s
 
 
+#: ``radtrace worker`` in another PID namespace under this host name (as in a container on the host's network), its pid
+#: there one that cannot exist here (above this namespace's pid_max): unshare(1), root only.
+OTHER_PID_NAMESPACE = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c",
+                       'echo 499999 > /proc/sys/kernel/ns_last_pid && "$@"', "sh")  # fmt: skip
+OTHER_PID = 500000
+
+
 @contextlib.contextmanager
-def _worker(settings: Settings, log_file: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``radtrace worker`` (GPU and dispatch queues) with ``settings``, in its own session; SIGTERM afterwards."""
+def _worker(settings: Settings, log_file: Path, prefix: tuple[str, ...] = ()) -> Iterator[subprocess.Popen[bytes]]:
+    """``radtrace worker`` (GPU and dispatch queues) with ``settings``, in its own session (after ``prefix``: another
+    PID namespace); SIGTERM afterwards."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
     environment.update(worker_env(settings))
     if settings.dispatch.ris is not None:
         environment["RADTRACE_DISPATCH__RIS"] = json.dumps(settings.dispatch.ris.model_dump(mode="json"))
     with log_file.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "radtrace", "worker"], stdout=log, stderr=subprocess.STDOUT,
-                                   env=environment, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen([*prefix, sys.executable, "-m", "radtrace", "worker"], stdout=log,
+                                   stderr=subprocess.STDOUT, env=environment, start_new_session=True)  # fmt: skip
         try:
             yield process
         finally:
@@ -190,3 +202,86 @@ def test_a_gpu_worker_killed_mid_read_is_taken_over_by_the_next_in_seconds(tmp_p
     assert f"claimed by worker {released[0]['worker']}, which is not running" in released[0]["error"]
     started = [p for kind, _, p in events if kind == "inference_started"]
     assert started[-1]["taken_over_from"] == released[0]["worker"]
+
+
+def _released(store: Store) -> list[dict[str, object]]:
+    return [p for kind, _, p in audit_events(store) if kind == "dispatch_retry_scheduled" and "released_claim_of" in p]
+
+
+def test_a_send_slower_than_the_heartbeat_by_a_dispatcher_in_another_pid_namespace_is_sent_once(
+    tmp_path: Path, sqlite_store: Store
+) -> None:
+    """Two real dispatchers on one database and one host name, the first in another PID namespace (its pid 500000
+    exists nowhere here): its ORU waits 25 s for the RIS's ACK, past its 5 s heartbeat and the 10 s slack, while the
+    second's reconciler looks every 2 s. Before migration 0014 the second released it at its first pass ('which is
+    not running': the pid is not seen here) and sent it again; now the renewed heartbeat keeps it: sent once."""
+    with fake_vllm_server() as server, mllp_receiver(["AA+25"]) as ris:
+        settings = _settings(tmp_path, sqlite_store, server.url, ris, broker={"reconcile_interval_s": 2})
+        _queue_one(settings, sqlite_store)
+        first_log, second_log = tmp_path / "worker-ns.log", tmp_path / "worker-2.log"
+        with _worker(settings, first_log, OTHER_PID_NAMESPACE) as first:
+            _until(lambda: len(ris.received) == 1, first, first_log, 120)  # sent; its ACK comes 25 s later
+            row = _hl7_row(sqlite_store)
+            assert row is not None
+            assert row.claimed_by is not None
+            assert row.claimed_by.startswith(f"radtrace@{socket.gethostname()}:{OTHER_PID} pidns=")
+            assert f"pidns={os.stat('/proc/self/ns/pid').st_ino} " not in row.claimed_by
+            beats = {row.heartbeat_at}
+            with _worker(settings, second_log) as second:
+
+                def delivered() -> bool:
+                    again = _hl7_row(sqlite_store)
+                    if again is not None and again.heartbeat_at is not None:
+                        beats.add(again.heartbeat_at)
+                    return again is not None and again.state is OutboxState.DELIVERED
+
+                took = _until(delivered, second, second_log, 90)
+                print(f"\nORU delivered {took:.1f} s after the second dispatcher started; {len(beats)} beats seen")
+                time.sleep(3)  # nothing more is sent
+    final = _hl7_row(sqlite_store)
+    assert final is not None
+    assert (final.state, final.attempts, final.claimed_by, final.heartbeat_at) == (OutboxState.DELIVERED, 1, None, None)
+    assert len(ris.received) == 1  # sent once
+    assert len(beats) >= 3  # renewed while the send waited (every 5 s of the 25 s)
+    assert _released(sqlite_store) == []
+
+
+def test_a_dispatcher_in_another_pid_namespace_killed_mid_send_is_taken_over_once_its_heartbeat_is_overdue(
+    tmp_path: Path, sqlite_store: Store
+) -> None:
+    """The same two dispatchers; the first killed -9 while the RIS holds its ORU: the second, already running with the
+    default reconcile interval (30 s), sends it again about 15 s after the last beat (5 s beat + 10 s slack, the
+    reconciler looking again when it would be overdue), not after the 300 s lease."""
+    with fake_vllm_server() as server, mllp_receiver(["silent", "AA"]) as ris:
+        settings = _settings(tmp_path, sqlite_store, server.url, ris)
+        _queue_one(settings, sqlite_store)
+        first_log, second_log = tmp_path / "worker-ns.log", tmp_path / "worker-2.log"
+        with _worker(settings, first_log, OTHER_PID_NAMESPACE) as first:
+            _until(lambda: len(ris.received) == 1, first, first_log, 120)
+            row = _hl7_row(sqlite_store)
+            assert row is not None
+            assert row.claimed_by is not None
+            assert row.claimed_by.startswith(f"radtrace@{socket.gethostname()}:{OTHER_PID} ")
+            with _worker(settings, second_log) as second:
+                _until(lambda: b"ready" in second_log.read_bytes(), second, second_log, 60)  # its start-up pass ran
+                time.sleep(1)
+                _kill(first)
+                killed_at = time.monotonic()
+
+                def delivered() -> bool:
+                    again = _hl7_row(sqlite_store)
+                    return again is not None and again.state is OutboxState.DELIVERED
+
+                took = _until(delivered, second, second_log, TAKEN_OVER_WITHIN_S)
+                print(f"\nORU delivered {took:.1f} s after the dispatcher in another PID namespace was killed -9 "
+                      f"(lease: 300 s)")  # fmt: skip
+                time.sleep(2)  # nothing more is sent
+                assert time.monotonic() - killed_at < TAKEN_OVER_WITHIN_S
+    final = _hl7_row(sqlite_store)
+    assert final is not None
+    assert (final.state, final.attempts) == (OutboxState.DELIVERED, 2)
+    assert len(ris.control_ids) == 2  # the killed send and the one after: the same ORU
+    assert ris.control_ids[0] == ris.control_ids[1]
+    [released] = _released(sqlite_store)
+    assert released["released_claim_of"] == f"radtrace@{socket.gethostname()}:{OTHER_PID}"
+    assert "whose heartbeat stopped at" in str(released["error"])

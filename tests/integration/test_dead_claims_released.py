@@ -27,6 +27,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import load_settings
+from radtrace.reporting.dispatch import claims
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import Job, JobState, OutboxMessage, OutboxState, Revision, RevisionState, Study
@@ -77,13 +78,26 @@ class Site:
             session.flush()
             return revision.id, uid
 
-    def claimed_delivery(self, process: str, claimed_at: datetime) -> int:
-        """An ORU row as a dispatcher leaves it when it dies mid-send: attempt 1 claimed, ``dispatch_attempted``."""
+    def claimed_delivery(
+        self,
+        process: str,
+        claimed_at: datetime,
+        *,
+        beat_s_ago: float = 30.0,
+        start: int | None = None,
+        pid_ns: int | str | None = "here",
+    ) -> int:
+        """An ORU row as a dispatcher leaves it when it dies mid-send: attempt 1 claimed by ``process`` (started at
+        ``start`` ticks, in this PID namespace and boot unless ``pid_ns`` says another), its heartbeat last renewed
+        ``beat_s_ago`` (past its 5 s beat and the 10 s slack by default), ``dispatch_attempted``."""
         revision_id, uid = self._revision(RevisionState.REPORTED)
+        ns, boot = claims.namespace()
+        claimed_by = claims.claim_text(process, ns if pid_ns == "here" else pid_ns, boot, start)  # type: ignore[arg-type]
         with self.store.session() as session:
             row = OutboxMessage(revision_id=revision_id, kind="hl7", destination="127.0.0.1:60123", payload_path="x",
                                 payload_sha256="0" * 64, state=OutboxState.PENDING, attempts=1,
-                                next_attempt_at=claimed_at + LEASE)  # fmt: skip
+                                next_attempt_at=claimed_at + LEASE, claimed_by=claimed_by,
+                                heartbeat_at=utc_now() - timedelta(seconds=beat_s_ago))  # fmt: skip
             session.add(row)
             session.flush()
             outbox_id = row.id
@@ -173,7 +187,8 @@ def test_a_live_unrelated_process_that_had_the_pid_before_the_claim_keeps_it(
 ) -> None:
     """It may be the holder (kill(pid, 0) answers, it started before the claim): the lease decides."""
     claimed_at = utc_now()
-    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{live_process.pid}", claimed_at)
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{live_process.pid}", claimed_at,
+                                      start=claims.start_ticks(live_process.pid))  # fmt: skip
     revision_id = site.claimed_revision(f"{HOST}:{live_process.pid}", claimed_at)
 
     assert site.reconciler.run_once(overdue_after_s=0).released == 0
@@ -194,13 +209,15 @@ def test_a_pid_reused_by_a_process_started_after_the_claim_is_released(
     assert started is not None
     assert abs((started - utc_now()).total_seconds()) < 60
     claimed_at = started - timedelta(seconds=30)  # the holder claimed; later its pid went to `sleep`
-    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{live_process.pid}", claimed_at)
+    ticks = claims.start_ticks(live_process.pid)
+    assert ticks is not None
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{live_process.pid}", claimed_at, start=ticks - 3000)
 
     assert site.reconciler.run_once(overdue_after_s=0).released == 1
 
     assert site.delivery(outbox_id).next_attempt_at <= utc_now()
     reason = str(site.released_events()[0][2]["error"])
-    assert f"which is not running (pid {live_process.pid} is now another process, started " in reason
+    assert f"which is not running (pid {live_process.pid} is now another process)" in reason
 
 
 def test_claims_of_a_process_on_another_host_are_never_released_early(site: Site) -> None:
@@ -219,7 +236,7 @@ def test_claims_of_a_process_on_another_host_are_never_released_early(site: Site
 
 
 def test_a_claim_of_this_very_process_is_kept(site: Site) -> None:
-    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{os.getpid()}", utc_now())
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{os.getpid()}", utc_now(), start=claims.start_ticks("self"))
     time.sleep(0.01)
     assert site.reconciler.run_once(overdue_after_s=0).released == 0
     assert site.delivery(outbox_id).next_attempt_at > utc_now()
@@ -239,3 +256,67 @@ def test_a_revision_claim_its_holder_still_renews_is_kept_though_its_pid_is_not_
     assert done.released == 0
     assert site.revision(revision_id).claim_expires_at == expires
     assert site.released_events() == []
+
+
+def test_a_delivery_claim_its_holder_still_renews_is_kept_though_its_pid_is_not_seen_then_released_once_it_stops(
+    site: Site,
+) -> None:
+    """A dispatcher in another PID namespace under the same host name (a container on the host's network) has a pid
+    this process cannot see: while its heartbeat is renewed its send is not released (before 0014 it was, at once, and
+    sent twice); once the heartbeat is 10 s overdue it is, saying why, and the reconciler is told when to look."""
+    unseen = _dead_pid()
+    claimed_at = utc_now() - timedelta(seconds=40)
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{unseen}", claimed_at, beat_s_ago=3, pid_ns=4026530000,
+                                      start=12345)  # fmt: skip
+
+    done = site.reconciler.run_once(overdue_after_s=0)
+
+    assert done.released == 0
+    assert site.delivery(outbox_id).next_attempt_at == claimed_at + LEASE
+    assert site.released_events() == []
+    look_again = site.reconciler.look_again_at
+    assert look_again is not None  # when the beat it saw would be overdue: 5 + 10 s after it
+    assert utc_now() + timedelta(seconds=9) < look_again < utc_now() + timedelta(seconds=13)
+
+    with site.store.session() as session:  # it stopped renewing: its last beat is now 16 s old
+        row = session.get(OutboxMessage, outbox_id)
+        assert row is not None
+        row.heartbeat_at = utc_now() - timedelta(seconds=16)
+
+    assert site.reconciler.run_once(overdue_after_s=0).released == 1
+
+    row = site.delivery(outbox_id)
+    assert row.next_attempt_at <= utc_now()
+    assert (row.claimed_by, row.heartbeat_at, row.attempts) == (None, None, 1)
+    assert site.rung_dispatch == [outbox_id]
+    [(_, _, payload)] = site.released_events()
+    assert payload["released_claim_of"] == f"radtrace@{HOST}:{unseen}"
+    assert "pidns=4026530000" in str(payload["claimed_by"])
+    assert "whose heartbeat stopped at" in str(payload["error"])
+    assert "another PID namespace or boot under this host name" in str(payload["error"])
+
+
+def test_a_dead_pid_of_this_namespace_is_released_at_once_its_heartbeat_fresh(site: Site) -> None:
+    """Killed a moment ago (its last beat 2 s old), in this PID namespace and boot: provably not sending, released by
+    the first pass; the same pid in a claim of another namespace is not (its heartbeat decides)."""
+    dead = _dead_pid()
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{dead}", utc_now(), beat_s_ago=2)
+    elsewhere = site.claimed_delivery(f"radtrace@{HOST}:{dead}", utc_now(), beat_s_ago=2, pid_ns=4026530000)
+
+    assert site.reconciler.run_once(overdue_after_s=0).released == 1
+    assert f"claimed by radtrace@{HOST}:{dead}, which is not running" in str(site.delivery(outbox_id).last_error)
+    assert site.delivery(elsewhere).claimed_by is not None
+
+
+def test_a_delivery_claimed_before_the_heartbeat_is_left_to_its_lease(site: Site) -> None:
+    """A row claimed by a dispatcher of before migration 0014 names no holder: nothing tells whether it still sends."""
+    dead = _dead_pid()
+    claimed_at = utc_now() - timedelta(seconds=60)
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{dead}", claimed_at)
+    with site.store.session() as session:
+        row = session.get(OutboxMessage, outbox_id)
+        assert row is not None
+        row.claimed_by, row.heartbeat_at = None, None
+
+    assert site.reconciler.run_once(overdue_after_s=0).released == 0
+    assert site.delivery(outbox_id).next_attempt_at == claimed_at + LEASE

@@ -245,5 +245,11 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(
+        sa.String(512), doc="the dispatcher sending it now (radtrace.reporting.dispatch.claims); None between attempts"
+    )
+    heartbeat_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, doc="renewed by that dispatcher while its send is in flight"
+    )
 
     revision: Mapped[Revision] = relationship(back_populates="outbox")

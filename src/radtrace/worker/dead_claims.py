@@ -1,13 +1,20 @@
 """Release at once the claims of a process on this host that provably ended (kill -9, a crash, the OOM killer).
 
 A claim is only a lease: an outbox row being sent has ``next_attempt_at`` pushed a lease ahead (300 s or more,
-:mod:`radtrace.reporting.dispatch.outbox`), a revision being read has ``claimed_by`` and ``claim_expires_at``
+:mod:`radtrace.reporting.dispatch.outbox`) and its holder and heartbeat in ``claimed_by`` and ``heartbeat_at``
+(:mod:`radtrace.reporting.dispatch.claims`), a revision being read has ``claimed_by`` and ``claim_expires_at``
 (``broker.claim_timeout_s``, :mod:`radtrace.worker.claims`). A holder that dies is found only once its lease runs
 out, so on a one-machine site "kill -9 it and start it again" stalled a delivery about six minutes.
 
 Each reconciler pass (the first one as a dispatcher or GPU worker starts) asks :func:`release_dead_claims` to look at
-the live claims named after this host (:func:`radtrace.worker.liveness.claimer_gone`: no process has the pid, or the
-one that has it started after the claim). Each such claim is ended as its lease running out would end it:
+the live claims named after this host whose holder provably ended: no process has the pid, or the one that has it
+started after the claim. A revision's claim is looked at only once its heartbeat is :data:`RENEWAL_SLACK_S` overdue
+(:func:`radtrace.worker.liveness.claimer_gone` cannot tell a live worker in another PID namespace from a dead one). A
+delivery's claim names its holder's PID namespace, boot and start time
+(:meth:`radtrace.reporting.dispatch.claims.ClaimHolder.ended`): one of this namespace whose process is gone is released
+at once; one of another PID namespace or boot under this host name (a container on the host's network), whose pid
+cannot be looked at here, once its heartbeat is overdue (a live holder renews, so a send slower than the heartbeat is
+never released and sent twice). Each such claim is ended as its lease running out would end it:
 
 * an outbox row becomes due now, its attempt counted (the kill's, as when its lease runs out), audited
   ``dispatch_retry_scheduled`` with the reason ("claimed by radtrace@host:4242, which is not running"); the payload
@@ -31,9 +38,10 @@ import sqlalchemy as sa
 
 from radtrace.audit.events import AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
+from radtrace.reporting.dispatch import claims
 from radtrace.store.engine import Store
-from radtrace.store.models import Job, OutboxMessage, OutboxState, Priority, Revision, RevisionState, Study
-from radtrace.worker.liveness import claimer_gone, in_flight
+from radtrace.store.models import Job, OutboxMessage, OutboxState, Priority, Revision, RevisionState
+from radtrace.worker.liveness import claimer_gone
 
 __all__ = ["Released", "release_dead_claims"]
 
@@ -43,8 +51,9 @@ log = logging.getLogger(__name__)
 #: this much overdue. The pid check alone cannot tell a dead holder from a live one in another PID namespace under the
 #: same host name (a container on the host's network: ``docker --network host``, Kubernetes ``hostNetwork``), which
 #: would have each reconciler pass release a live worker's read for another to take over, again and again; a live
-#: holder renews, so it is never released. A delivery has no heartbeat: one released so while it is being sent is
-#: sent twice (same bytes, same HL7 control ID, same SR UIDs: the peer sees a repeat), never lost.
+#: holder renews, so it is never released. A delivery's heartbeat (every
+#: :data:`radtrace.reporting.dispatch.claims.HEARTBEAT_S`) has the same slack
+#: (:data:`radtrace.reporting.dispatch.claims.RENEWAL_SLACK_S`).
 RENEWAL_SLACK_S = 10.0
 #: At most this many claimed rows of each kind are looked at per pass (the oldest claims first).
 LOOK_AT_MOST = 500
@@ -56,6 +65,9 @@ class Released:
 
     deliveries: list[int] = field(default_factory=list)
     revisions: list[tuple[int, str, int, Priority]] = field(default_factory=list)
+    #: When a delivery of this host whose heartbeat was still fresh would be overdue: the reconciler looks again
+    #: then rather than a whole ``broker.reconcile_interval_s`` later.
+    look_again_at: datetime | None = None
 
 
 def release_dead_claims(
@@ -67,9 +79,10 @@ def release_dead_claims(
     gone: Callable[[str, datetime | None], str | None] = claimer_gone,
 ) -> Released:
     """Release the live claims held by processes of this host that provably ended (see the module docstring); a
-    revision's claim only once its heartbeat (every third of ``claim_timeout_s``) has missed a beat."""
+    revision's claim only once its heartbeat (every third of ``claim_timeout_s``) has missed a beat, a delivery's once
+    its heartbeat is overdue."""
     released = Released()
-    _release_deliveries(store, recorder, now, gone, released)
+    _release_deliveries(store, recorder, now, released)
     unrenewed_since = now + timedelta(seconds=claim_timeout_s * 2 / 3 - RENEWAL_SLACK_S)
     _release_revisions(store, recorder, now, unrenewed_since, gone, released)
     if released.deliveries or released.revisions:
@@ -80,56 +93,61 @@ def release_dead_claims(
     return released
 
 
-def _release_deliveries(
-    store: Store,
-    recorder: AuditRecorder,
-    now: datetime,
-    gone: Callable[[str, datetime | None], str | None],
-    released: Released,
-) -> None:
+def _release_deliveries(store: Store, recorder: AuditRecorder, now: datetime, released: Released) -> None:
+    host = socket.gethostname()
+    overdue = claims.overdue_before(now)
     with store.session("finding deliveries claimed by a process that ended") as session:
         rows = session.execute(
-            sa.select(OutboxMessage.id, Study.study_uid, OutboxMessage.next_attempt_at)
-            .join(Revision, OutboxMessage.revision_id == Revision.id)
-            .join(Study, Revision.study_id == Study.id)
+            sa.select(OutboxMessage.id, OutboxMessage.attempts, OutboxMessage.claimed_by, OutboxMessage.heartbeat_at)
             .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.attempts > 0,
-                   OutboxMessage.next_attempt_at > now)
-            .order_by(OutboxMessage.next_attempt_at)
+                   OutboxMessage.next_attempt_at > now, OutboxMessage.heartbeat_at.is_not(None),
+                   OutboxMessage.claimed_by.contains(f"@{host}:", autoescape=True))
+            .order_by(OutboxMessage.heartbeat_at)
             .limit(LOOK_AT_MOST)
         ).all()  # fmt: skip
-        flights = in_flight(session, [(int(i), str(uid), due) for i, uid, due in rows], now)
-    host = socket.gethostname()
-    for flight in flights.values():
-        if f"@{host}:" not in flight.process:
+    for outbox_id, attempts, claimed_by, heartbeat_at in rows:
+        holder = claims.ClaimHolder.parse(str(claimed_by))
+        if holder is None or not holder.on_this_host or heartbeat_at is None:
             continue
-        why = gone(flight.process, flight.since)
+        why = holder.ended()  # provably ended (its pid in this namespace and boot is gone): nothing sends it now
         if why is None:
-            continue
-        reason = f"claimed by {flight.process}, {why}: sent again now (released by {recorder.default_actor.process})"
+            if holder.beside_us:  # alive here (a stuck send, or a database it cannot reach): its lease decides
+                continue
+            if heartbeat_at > overdue:  # another namespace, renewed lately: look again once it would be overdue
+                due = heartbeat_at + (now - overdue)
+                released.look_again_at = min(due, released.look_again_at or due)
+                continue
+            why = (
+                f"whose heartbeat stopped at {heartbeat_at:%H:%M:%S} UTC ({(now - heartbeat_at).total_seconds():.0f}"
+                " s ago; another PID namespace or boot under this host name: its pid cannot be looked at here)"
+            )
+        reason = f"claimed by {holder.process}, {why}: sent again now (released by {recorder.default_actor.process})"
         with store.session("releasing a delivery claimed by a process that ended", immediate=True) as session:
-            row = session.get(OutboxMessage, flight.outbox_id)
-            if row is None or row.state is not OutboxState.PENDING or row.next_attempt_at != flight.lease_until:
-                continue  # recorded, released or claimed again meanwhile
             done = session.execute(
                 sa.update(OutboxMessage)
-                .where(OutboxMessage.id == row.id, OutboxMessage.state == OutboxState.PENDING,
-                       OutboxMessage.attempts == row.attempts, OutboxMessage.next_attempt_at == row.next_attempt_at)
-                .values(next_attempt_at=now, last_error=reason)
+                .where(OutboxMessage.id == outbox_id, OutboxMessage.state == OutboxState.PENDING,
+                       OutboxMessage.attempts == attempts, OutboxMessage.claimed_by == claimed_by,
+                       OutboxMessage.heartbeat_at == heartbeat_at)
+                .values(next_attempt_at=now, last_error=reason, claimed_by=None, heartbeat_at=None)
                 .execution_options(synchronize_session=False)
             )  # fmt: skip
-            if done.rowcount != 1:  # type: ignore[attr-defined]
+            if done.rowcount != 1:  # type: ignore[attr-defined]  # recorded, renewed or released meanwhile
                 continue
+            row = session.get(OutboxMessage, outbox_id)
+            assert row is not None
             study = row.revision.study
             payload = {"outbox_id": row.id, "kind": row.kind, "destination": row.destination, "attempt": row.attempts,
                        "payload_sha256": row.payload_sha256, "error": reason, "next_attempt_at": now.isoformat(),
-                       "released_claim_of": flight.process}  # fmt: skip
+                       "released_claim_of": holder.process, "claimed_by": str(claimed_by),
+                       "heartbeat_at": heartbeat_at.isoformat()}  # fmt: skip
             recorder.record(
                 AuditEvent(EventType.DISPATCH_RETRY_SCHEDULED, recorder.default_actor, Outcome.MINOR_FAILURE,
                            study_uid=study.study_uid, accession=study.accession, payload=payload),
                 session=session,
             )  # fmt: skip
-        log.warning("outbox %s %s: %s", flight.outbox_id, row.destination, reason)
-        released.deliveries.append(flight.outbox_id)
+            destination = row.destination
+        log.warning("outbox %s %s: %s", outbox_id, destination, reason)
+        released.deliveries.append(outbox_id)
 
 
 def _release_revisions(

@@ -105,6 +105,7 @@ class Reconciler:
         self.ring_dispatch = ring_dispatch or (lambda outbox_id: doorbell.ring_dispatch(settings, outbox_id))
         self.clock = clock
         self.recorder = AuditRecorder(store, Actor())
+        self.look_again_at: datetime | None = None  # see _next_pass_in_s
 
     def run_once(self, *, overdue_after_s: float | None = None) -> Reconciliation:
         """One pass: ring every overdue row; ``overdue_after_s`` overrides the setting (0 at start-up)."""
@@ -115,6 +116,7 @@ class Reconciler:
             self.store, self.recorder, now, claim_timeout_s=self.settings.broker.claim_timeout_s
         )
         done.released = len(released.deliveries) + len(released.revisions)
+        self.look_again_at = released.look_again_at
         rung: list[int] = []
         for rev_id, study_uid, number, priority in released.revisions:
             if self.ring_process(study_uid, number, priority):
@@ -245,7 +247,15 @@ class Reconciler:
                 overdue_after = None
             except RadtraceError as exc:  # the database is down: try again next interval
                 log.warning("reconciler pass failed: %s", exc.reason)
-            stop.wait(self.settings.broker.reconcile_interval_s)
+            stop.wait(self._next_pass_in_s())
+
+    def _next_pass_in_s(self) -> float:
+        """``broker.reconcile_interval_s``, or less when a delivery's claim of this host becomes overdue before then
+        (released by the pass after: a dispatcher killed mid-send is taken over about 15 s after its last beat)."""
+        interval = self.settings.broker.reconcile_interval_s
+        if self.look_again_at is None:
+            return interval
+        return min(interval, max(1.0, (self.look_again_at - self.clock()).total_seconds() + 0.5))
 
     def start(self) -> tuple[threading.Thread, threading.Event]:
         """Run :meth:`run_forever` in a daemon thread; set the event to stop it."""

@@ -8,8 +8,9 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
    longest send may take: the RIS ACK timeout or a C-STORE's timed phases, plus a margin),
    only if nobody else did so first; a concurrent dispatcher (or a doorbell rung twice) finds the row
    not due and does nothing, so one attempt is in flight per row at a time. ``dispatch_attempted`` is
-   audited in the same transaction;
-2. *send*, outside any transaction, through the sender for the row's kind (C-STORE, MLLP, file drop);
+   audited in the same transaction, and the row names its holder (``claimed_by``, :mod:`.claims`);
+2. *send*, outside any transaction, through the sender for the row's kind (C-STORE, MLLP, file drop), while a
+   thread renews the claim's ``heartbeat_at`` every :data:`.claims.HEARTBEAT_S`;
 3. *record*: delivered (``dispatch_delivered``), or a retry scheduled with exponential backoff
    (``dispatch_retry_scheduled``), or failed for good after a permanent error or ``max_attempts``
    (``dispatch_failed`` with the reason, visible to QA; never silent). A PACS that rejects the association
@@ -17,7 +18,9 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
    delivery to it wait, held, without an association, until ``radtrace dispatch retry DESTINATION``
    (:mod:`.redelivery`) lifts it once what the reason says is fixed.
 
-If the process dies between claim and record, the lease expires and the row is tried again: delivery
+If the process dies between claim and record, a dispatcher on the same host releases the claim
+(:mod:`radtrace.worker.dead_claims`: at once when the holder's pid in this PID namespace is gone, once its heartbeat is
+overdue when it ran in another), or else the lease expires, and the row is tried again: delivery
 is at-least-once, and the payload is byte-identical each time (same SR UIDs, same HL7 control ID) so
 peers can recognise a repeat.
 """
@@ -39,7 +42,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
 from radtrace.errors import ConfigError, DispatchRejectedError, RadtraceError, is_retryable
-from radtrace.reporting.dispatch import holds
+from radtrace.reporting.dispatch import claims, holds
 from radtrace.reporting.dispatch.cstore import AssociationRejectedError
 from radtrace.reporting.dispatch.enqueueing import OutboxRows
 from radtrace.reporting.dispatch.kinds import (
@@ -114,6 +117,7 @@ class Outbox(OutboxRows):
         clock: Callable[[], datetime] = utc_now,
         actor: Actor | None = None,
         lease_s: float = 300.0,
+        heartbeat_s: float = claims.HEARTBEAT_S,
     ) -> None:
         self.store = store
         self.recorder = recorder
@@ -125,6 +129,7 @@ class Outbox(OutboxRows):
         self.actor = actor or Actor()
         # A claim that ran out while its send still waited would let a second dispatcher send the row again.
         self.lease = timedelta(seconds=max(lease_s, longest_send_s(settings) + LEASE_MARGIN_S))
+        self.heartbeat_s = heartbeat_s  # how often a send in flight renews its claim
         self._settled_at = -SETTLE_EVERY_S  # monotonic time of the last settle_pending (none yet)
 
     # --- deliver -------------------------------------------------------------------------------
@@ -199,7 +204,12 @@ class Outbox(OutboxRows):
                     OutboxMessage.attempts == row.attempts,
                     OutboxMessage.next_attempt_at <= now,
                 )
-                .values(attempts=row.attempts + 1, next_attempt_at=now + self.lease)
+                .values(
+                    attempts=row.attempts + 1,
+                    next_attempt_at=now + self.lease,
+                    claimed_by=claims.this_process(),
+                    heartbeat_at=now,
+                )
                 .execution_options(synchronize_session=False)
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]  # someone else claimed it first
@@ -225,7 +235,10 @@ class Outbox(OutboxRows):
             sender = self.senders.get(row.kind)
             if sender is None:
                 raise ConfigError(f"no sender for outbox kind {row.kind!r}")
-            note = sender(row.destination, self.payloads.read(row.payload_path, row.payload_sha256))
+            payload = self.payloads.read(row.payload_path, row.payload_sha256)
+            assert row.claimed_by is not None  # written by the claim
+            with claims.kept_alive(self.store, row.id, row.claimed_by, row.attempts, self.clock, self.heartbeat_s):
+                note = sender(row.destination, payload)
         except RadtraceError as exc:
             error = exc
         except Exception as exc:  # a bug in a sender must not leave the row claimed and unexplained
@@ -239,6 +252,7 @@ class Outbox(OutboxRows):
             row = session.get(OutboxMessage, outbox_id)
             assert row is not None  # claimed a moment ago; rows are never deleted
             study = row.revision.study
+            row.claimed_by, row.heartbeat_at = None, None  # the attempt ends here, whatever its outcome
             if error is None:
                 row.state, row.delivered_at, row.last_error = OutboxState.DELIVERED, now, note
                 event = self._event(row, study, EventType.DISPATCH_DELIVERED, Outcome.SUCCESS, note=note)

@@ -1,0 +1,217 @@
+"""Who is sending an outbox row now, and the heartbeat that says it still is.
+
+A claim (:meth:`radtrace.reporting.dispatch.outbox.Outbox.deliver`) pushes ``next_attempt_at`` a lease ahead (the
+longest send plus a margin: the backstop that works across hosts), writes ``claimed_by`` (:func:`this_process`) and
+``heartbeat_at``; while the send is in flight a thread renews ``heartbeat_at`` every :data:`HEARTBEAT_S`
+(:func:`kept_alive`), and recording the attempt clears both.
+
+``claimed_by`` names the process so that a process in another PID namespace under the same host name (a container on
+the host's network: ``docker --network host``, Kubernetes ``hostNetwork``) is not mistaken for one of ours:
+``radtrace@pacs1:4242 pidns=4026531836 boot=9f733a94-... start=123456`` (the PID namespace's inode from
+``/proc/self/ns/pid``, the kernel's boot id, the process's start time in clock ticks since boot from
+``/proc/self/stat``). :meth:`ClaimHolder.ended` says whether such a holder provably ended: only when it shares this
+process's host name, boot and PID namespace, and its pid is gone, a zombie, or now belongs to a process started at
+another time. The dead-claim release (:mod:`radtrace.worker.dead_claims`) releases such a claim at once; a claim whose
+holder cannot be looked at here (another PID namespace or boot under this host name) once its heartbeat is
+:data:`RENEWAL_SLACK_S` overdue: a live holder renews, so a send slower than the heartbeat is never released and sent
+twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Final
+
+import sqlalchemy as sa
+
+from radtrace.errors import RadtraceError
+from radtrace.store.engine import Store
+from radtrace.store.models import OutboxMessage, OutboxState
+
+__all__ = [
+    "HEARTBEAT_S",
+    "RENEWAL_SLACK_S",
+    "ClaimHolder",
+    "claim_text",
+    "kept_alive",
+    "namespace",
+    "overdue_before",
+    "start_ticks",
+    "this_process",
+]
+
+log = logging.getLogger("radtrace.reporting.dispatch.outbox")
+
+#: How often a dispatcher renews ``heartbeat_at`` while a send is in flight.
+HEARTBEAT_S: Final = 5.0
+#: A claim whose heartbeat is this much overdue (a beat missed by more than a loaded machine or a slow commit delays
+#: one) may be released; the same slack as a revision's (:data:`radtrace.worker.dead_claims.RENEWAL_SLACK_S`).
+RENEWAL_SLACK_S: Final = 10.0
+
+_CLAIMED_BY: Final = re.compile(
+    r"^(?P<process>\S+@(?P<host>[^\s@]*):(?P<pid>\d{1,7})) pidns=(?P<ns>\d+|\?) boot=(?P<boot>[0-9a-f-]+|\?) "
+    r"start=(?P<start>\d+|\?)$"
+)
+
+
+def overdue_before(now: datetime, interval_s: float = HEARTBEAT_S) -> datetime:
+    """A heartbeat older than this is overdue at ``now``."""
+    return now - timedelta(seconds=interval_s + RENEWAL_SLACK_S)
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+
+
+@cache
+def _boot_id() -> str | None:
+    found = _read("/proc/sys/kernel/random/boot_id")
+    return found if found and re.fullmatch(r"[0-9a-f-]{1,64}", found) else None
+
+
+@cache
+def _pid_namespace() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def start_ticks(pid: int | str) -> int | None:
+    """When process ``pid`` of this PID namespace started, in clock ticks since boot (``/proc/<pid>/stat`` field 22);
+    None when it cannot be read (no such process)."""
+    stat = _read(f"/proc/{pid}/stat")
+    try:
+        return int(stat.rpartition(")")[2].split()[19]) if stat else None  # fields 1-2 end at the ')'
+    except (ValueError, IndexError):
+        return None
+
+
+def namespace() -> tuple[int | None, str | None]:
+    """This process's PID namespace (the inode of ``/proc/self/ns/pid``) and the kernel's boot id; None where they
+    cannot be read."""
+    return _pid_namespace(), _boot_id()
+
+
+def claim_text(process: str, pid_ns: int | None, boot_id: str | None, start: int | None) -> str:
+    """How ``claimed_by`` names a holder: ``program@host:pid pidns=N boot=ID start=TICKS`` ('?' for what is not
+    known)."""
+    return (f"{process} pidns={pid_ns if pid_ns is not None else '?'} boot={boot_id or '?'} "
+            f"start={start if start is not None else '?'}")  # fmt: skip
+
+
+def this_process() -> str:
+    """This process as a claim names it (see the module docstring)."""
+    return claim_text(f"radtrace@{socket.gethostname()}:{os.getpid()}", *namespace(), start_ticks("self"))
+
+
+@dataclass(frozen=True)
+class ClaimHolder:
+    """The process a claim names, read back from ``claimed_by``."""
+
+    process: str  # program@host:pid
+    host: str
+    pid: int
+    pid_ns: int | None
+    boot_id: str | None
+    start: int | None
+
+    @classmethod
+    def parse(cls, claimed_by: str) -> ClaimHolder | None:
+        """The holder ``claimed_by`` names; None for anything :func:`this_process` does not write."""
+        found = _CLAIMED_BY.match(claimed_by)
+        if found is None:
+            return None
+        ns, boot, start = (found[name] if found[name] != "?" else None for name in ("ns", "boot", "start"))
+        return cls(found["process"], found["host"], int(found["pid"]), int(ns) if ns else None, boot,
+                   int(start) if start else None)  # fmt: skip
+
+    @property
+    def on_this_host(self) -> bool:
+        """Its host name is this process's (which may still be another PID namespace: see :attr:`beside_us`)."""
+        return self.host == socket.gethostname()
+
+    @property
+    def beside_us(self) -> bool:
+        """It ran on this host name, in this boot and this PID namespace: its pid can be looked at here."""
+        return (self.on_this_host and self.pid_ns is not None and self.pid_ns == _pid_namespace()
+                and self.boot_id is not None and self.boot_id == _boot_id())  # fmt: skip
+
+    def ended(self) -> str | None:
+        """Why this holder provably ended ('which is not running', or its pid now belongs to another process); None
+        when it may be running or cannot be looked at here (:attr:`beside_us` is False)."""
+        if not self.beside_us:
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return "which is not running"
+        except PermissionError:  # alive, another user's: the start time still tells
+            pass
+        except OSError:
+            return None
+        started = start_ticks(self.pid)
+        if started is None or self.start is None:  # unreadable, or nothing to compare: it may be the holder
+            return None
+        if started != self.start:
+            return f"which is not running (pid {self.pid} is now another process)"
+        stat = _read(f"/proc/{self.pid}/stat") or ""
+        return "which is not running (a zombie, killed)" if stat.rpartition(")")[2].split()[:1] == ["Z"] else None
+
+
+@contextlib.contextmanager
+def kept_alive(
+    store: Store,
+    outbox_id: int,
+    claimed_by: str,
+    attempts: int,
+    clock: Callable[[], datetime],
+    interval_s: float = HEARTBEAT_S,
+) -> Iterator[None]:
+    """Renew the claim's ``heartbeat_at`` every ``interval_s`` on one thread while the body (the send) runs.
+
+    Renewed only while the row is still this claim (same holder and attempt, pending): a claim found released is not
+    renewed again. A database that is away is only logged: the heartbeat may lapse, and recording will tell.
+    """
+    stop = threading.Event()
+
+    def renew() -> bool:
+        with store.session("renewing a delivery's claim", immediate=True) as session:
+            done = session.execute(
+                sa.update(OutboxMessage)
+                .where(OutboxMessage.id == outbox_id, OutboxMessage.claimed_by == claimed_by,
+                       OutboxMessage.attempts == attempts, OutboxMessage.state == OutboxState.PENDING)
+                .values(heartbeat_at=clock())
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            try:
+                if not renew():
+                    log.warning("outbox %s: claim lost while sending (released or recorded by another)", outbox_id)
+                    return
+            except RadtraceError as exc:
+                log.warning("outbox %s: claim not renewed: %s", outbox_id, exc.reason)
+
+    thread = threading.Thread(target=beat, name=f"radtrace-outbox-{outbox_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
