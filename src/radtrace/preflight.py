@@ -28,12 +28,14 @@ __all__ = [
     "Check",
     "api_bind_problem",
     "bind_api_socket",
+    "bind_problem",
     "check_model_weights",
     "check_ports",
     "data_dir_problem",
     "failed_checks",
     "for_serve",
     "listener_port_problem",
+    "metrics_ports",
     "run_preflight",
     "store_problem",
 ]
@@ -386,14 +388,56 @@ def _api_port_free(settings: Settings) -> Check:
 
 def api_bind_problem(host: str, port: int, exc: OSError) -> str:
     """Why the QA API cannot listen on ``host:port``, naming the settings to change."""
+    return bind_problem(host, port, "api.port, RADTRACE_API__PORT", exc)
+
+
+def bind_problem(host: str, port: int, setting: str, exc: OSError) -> str:
+    """Why ``host:port`` cannot be listened on, naming ``setting`` (the setting and its variable) to change."""
     if exc.errno == errno.EADDRINUSE:
         return (
-            f"port {port} on {host} is already in use by another program (api.port, RADTRACE_API__PORT): "
-            "choose a free port or stop that program"
+            f"port {port} on {host} is already in use by another program ({setting}): choose a free port or stop "
+            "that program"
         )
     if exc.errno == errno.EACCES:
-        return f"port {port} needs privileges this user lacks (api.port, RADTRACE_API__PORT): use a port above 1023"
-    return f"cannot listen on {host}:{port} (api.host, api.port): {exc.strerror or exc}"
+        return f"port {port} needs privileges this user lacks ({setting}): use a port above 1023"
+    return f"cannot listen on {host}:{port} ({setting}): {exc.strerror or exc}"
+
+
+def metrics_ports(settings: Settings) -> list[tuple[int, str]]:
+    """Each metrics port ``serve``'s children bind, with the setting that gives it: the listener's (one per listener
+    process), the worker's (``broker.metrics_port``) and the dispatcher's (the next one), the ATNA forwarder's."""
+    ports: list[tuple[int, str]] = []
+    listener, worker = settings.listener.metrics_port, settings.broker.metrics_port
+    if listener is not None:
+        for index in range(settings.listener.processes):
+            plus = f" + {index} (listener process {index})" if settings.listener.processes > 1 else ""
+            ports.append((listener + index, f"listener.metrics_port{plus}, RADTRACE_LISTENER__METRICS_PORT"))
+    if worker is not None:
+        ports.append((worker, "broker.metrics_port (the worker's), RADTRACE_BROKER__METRICS_PORT"))
+        ports.append((worker + 1, "broker.metrics_port + 1 (the dispatcher's), RADTRACE_BROKER__METRICS_PORT"))
+    if settings.atna.enabled and settings.atna.metrics_port is not None:
+        ports.append((settings.atna.metrics_port, "atna.metrics_port, RADTRACE_ATNA__METRICS_PORT"))
+    return ports
+
+
+def _metrics_ports_free(settings: Settings) -> Check | None:
+    """Every metrics port serve's children will bind can be bound (None: no metrics port is set). Before, a metrics
+    port another program held was found by the child itself, an OSError traceback, and the child was restarted for
+    ever."""
+    ports = metrics_ports(settings)
+    if not ports:
+        return None
+    host = settings.listener.metrics_bind_host
+    for port, setting in ports:
+        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server binds
+            probe.bind((host, port))
+        except OSError as exc:
+            return Check("metrics ports", "failed", bind_problem(host, port, setting, exc), config_error=True)
+        finally:
+            probe.close()
+    return Check("metrics ports", "ok", ", ".join(f"{host}:{port}" for port, _ in ports))
 
 
 def for_serve(checks: list[Check]) -> list[Check]:
@@ -443,12 +487,9 @@ def listener_port_problem(settings: Settings) -> str | None:
 
 
 def check_ports(settings: Settings) -> list[Check]:
-    """For ``serve``: the QA API's port is free and the listener's may be bound, so that serve refuses before it
-    starts any child.
-
-    A listener port or data directory in use is left to ``radtrace listen`` itself: it takes its locks, refuses
-    with exit 2 naming who holds them, and serve stops on that exit.
-    """
+    """For ``serve``: every port its children will listen on is free, so that serve refuses before it starts any
+    child: the DICOM ports (the listener's locks, as ``radtrace listen`` takes them), the QA API's and the metrics
+    ports when set."""
     from radtrace.listener_lock import listener_ports
 
     problem = listener_port_problem(settings) or _listener_lock_problem(settings)
@@ -457,21 +498,23 @@ def check_ports(settings: Settings) -> list[Check]:
         if problem is None
         else Check("DICOM port", "failed", problem, config_error=True)
     )
-    return [listener, _api_port_free(settings)]
+    metrics = _metrics_ports_free(settings)
+    return [listener, _api_port_free(settings), *([metrics] if metrics is not None else [])]
 
 
 def _listener_lock_problem(settings: Settings) -> str | None:
-    """Another radtrace listener holds this data directory or port (a ``make run`` still running in another
-    terminal): said first, with its pid, rather than as "QA API port 8080 is in use by another program" (the other
-    serve's API), which is all a second serve said before. A port another program holds is left to the listener,
-    which refuses it with the same words (exit 2, and serve stops)."""
+    """Why ``radtrace listen`` would refuse its ports or data directory (:func:`radtrace.listener_lock.listener_locks`):
+    another radtrace listener holds them (a ``make run`` still running in another terminal), said with its pid rather
+    than as "QA API port 8080 is in use by another program" (the other serve's API); or another program accepts
+    connections on a DICOM port. Before, that program's port was left to the listener: the table said "DICOM port
+    ok", serve printed what next (its wait for the listener was answered by that program), then stopped."""
     from radtrace.listener_lock import ListenerLockError, listener_locks
 
     try:
         with listener_locks(settings):
             return None
     except ListenerLockError as exc:
-        return exc.reason if exc.reason.startswith("another radtrace listener") else None
+        return exc.reason
 
 
 def _external_broker(settings: Settings) -> Check:

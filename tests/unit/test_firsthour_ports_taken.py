@@ -1,0 +1,139 @@
+"""``radtrace serve`` with one of its ports held by another program: its start-up table says which port, which setting
+and that another program holds it, and nothing is started (exit 2).
+
+Found by the first-hour exploration: with the DICOM port held, the table said "DICOM port ok", serve started every
+child and printed "what next" (its wait for the listener was answered by the other program), then stopped when the
+listener refused; a metrics port held was an OSError traceback in the worker or dispatcher, restarted for ever.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from radtrace.testing.services import free_port
+from tests_support import radtrace
+
+pytestmark = pytest.mark.unit
+
+
+@contextmanager
+def _held(port: int) -> Iterator[None]:
+    """Another program listening on ``port`` on every interface."""
+    with socket.socket() as other:
+        other.bind(("0.0.0.0", port))  # noqa: S104 - as a program that took the port would
+        other.listen()
+        yield
+
+
+def _cells(stdout: str) -> dict[str, tuple[str, str]]:
+    """The start-up table as check -> (result, detail), a wrapped detail joined again."""
+    rows: dict[str, tuple[str, str]] = {}
+    name = ""
+    for line in stdout.splitlines():
+        parts = line.split("│")
+        if len(parts) < 5:
+            continue
+        if parts[1].strip():
+            name = parts[1].strip()
+            rows[name] = (parts[2].strip(), parts[3].strip())
+        elif name:
+            rows[name] = (rows[name][0], f"{rows[name][1]} {parts[3].strip()}")
+    return rows
+
+
+def _self_signed(directory: Path) -> dict[str, str]:
+    key, certificate = directory / "server.key", directory / "server.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(certificate)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return {
+        "RADTRACE_LISTENER__TLS__ENABLED": "true", "RADTRACE_LISTENER__TLS__CERTIFICATE": str(certificate),
+        "RADTRACE_LISTENER__TLS__PRIVATE_KEY": str(key),
+    }  # fmt: skip
+
+
+def _refused_for(row: str, env: dict[str, str], port: int) -> str:
+    with _held(port):
+        result = radtrace("serve", env=env)
+    shown = result.stdout + result.stderr
+    assert result.returncode == 2, shown
+    assert "Traceback" not in shown
+    result_of, detail = _cells(result.stdout)[row]
+    assert result_of == "failed", shown
+    assert "what next" not in result.stdout  # serve does not pretend to start
+    assert "started" not in result.stderr, shown  # no child
+    assert result.stderr.strip().startswith("radtrace: start-up checks failed"), shown
+    return detail
+
+
+def _env(tmp_path: Path, **more: str) -> dict[str, str]:
+    return {
+        "RADTRACE_DATA_DIR": str(tmp_path / "var"), "RADTRACE_LISTENER__PORT": str(free_port()),
+        "RADTRACE_API__PORT": str(free_port()), "RADTRACE_MODEL__BACKEND": "demo", "RADTRACE_MODEL__DEMO": "true",
+    } | more  # fmt: skip
+
+
+def test_serve_says_the_dicom_port_is_taken_by_another_program(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    port = int(env["RADTRACE_LISTENER__PORT"])
+    detail = _refused_for("DICOM port", env, port)
+    assert detail == (
+        f"port {port} is already in use by another program (listener.port, RADTRACE_LISTENER__PORT): choose a free "
+        "port or stop that program"
+    )
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_serve_says_the_plain_dicom_port_is_taken_by_another_program(tmp_path: Path) -> None:
+    plain = free_port()
+    env = _env(tmp_path, RADTRACE_LISTENER__PLAIN_PORT=str(plain)) | _self_signed(tmp_path)
+    detail = _refused_for("DICOM port", env, plain)
+    assert detail.startswith(f"port {plain} is already in use by another program (listener.plain_port, "
+                             "RADTRACE_LISTENER__PLAIN_PORT)")  # fmt: skip
+
+
+def test_serve_says_the_api_port_is_taken_by_another_program(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    port = int(env["RADTRACE_API__PORT"])
+    detail = _refused_for("QA API port", env, port)
+    assert detail.startswith(f"port {port} on 127.0.0.1 is already in use by another program (api.port, "
+                             "RADTRACE_API__PORT)")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("variable", "offset", "setting"),
+    [
+        ("RADTRACE_BROKER__METRICS_PORT", 0, "broker.metrics_port (the worker's), RADTRACE_BROKER__METRICS_PORT"),
+        ("RADTRACE_BROKER__METRICS_PORT", 1,
+         "broker.metrics_port + 1 (the dispatcher's), RADTRACE_BROKER__METRICS_PORT"),
+        ("RADTRACE_LISTENER__METRICS_PORT", 0, "listener.metrics_port, RADTRACE_LISTENER__METRICS_PORT"),
+    ],
+)  # fmt: skip
+def test_serve_says_a_metrics_port_is_taken_by_another_program(
+    tmp_path: Path, variable: str, offset: int, setting: str
+) -> None:
+    first = free_port(consecutive=2)
+    env = _env(tmp_path, **{variable: str(first)})
+    detail = _refused_for("metrics ports", env, first + offset)
+    assert detail == (
+        f"port {first + offset} on 0.0.0.0 is already in use by another program ({setting}): choose a free port or "
+        "stop that program"
+    )
+
+
+def test_serve_lists_the_metrics_ports_it_will_bind_when_they_are_free(tmp_path: Path) -> None:
+    first = free_port(consecutive=2)
+    env = _env(tmp_path, RADTRACE_BROKER__METRICS_PORT=str(first))
+    port = int(env["RADTRACE_API__PORT"])
+    with _held(port):  # serve stops after its checks (the API port is taken); the metrics row is what is looked at
+        result = radtrace("serve", env=env)
+    assert _cells(result.stdout)["metrics ports"] == ("ok", f"0.0.0.0:{first}, 0.0.0.0:{first + 1}")
