@@ -37,7 +37,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, UncompressedTransferSyntaxes
 
-from radtrace.dicom_charset import DEFAULT_ASSUMED_CHARACTER_SET, read_text_as
+from radtrace.dicom_charset import DEFAULT_ASSUMED_CHARACTER_SET, CharsetChoice, read_text_as
 from radtrace.dicom_deflated import read_deflated
 from radtrace.dicom_listener.attributes import (
     ATTRIBUTES,
@@ -96,6 +96,8 @@ class ReceivedHeader:
     pixel_spacing_mm: float | None = None
     patient_name: str | None = field(default=None, repr=False)  # for redacting logs only; never stored or logged
     patient_birth_date: str | None = field(default=None, repr=False)
+    #: how its text's character set was decided (:func:`radtrace.dicom_charset.read_text_as`); None: as declared
+    character_set: CharsetChoice | None = None
 
     def patient_values(self) -> tuple[str | None, ...]:
         """The values :func:`radtrace.logging.redacting` scrubs from logs while this instance is handled."""
@@ -164,7 +166,7 @@ def refused_identity(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's warnings quote values
         try:
-            ds, _ = _parse(path, max_inflated_bytes, assumed_character_set)
+            ds, _, _ = _parse(path, max_inflated_bytes, assumed_character_set)
         except DicomInputError:
             return RefusedIdentity()
         try:
@@ -230,11 +232,15 @@ def _check_inflated_size(path: Path, limit: int) -> None:
                 )
 
 
-def _parse(path: Path, max_inflated_bytes: int, assumed_character_set: str) -> tuple[Dataset, dict[int, str]]:
+def _parse(
+    path: Path, max_inflated_bytes: int, assumed_character_set: str
+) -> tuple[Dataset, dict[int, str], CharsetChoice | None]:
     """The dataset with every small element converted, text in the character set
-    :func:`~radtrace.dicom_charset.read_text_as` decides, and the elements that could not be: ``{tag: problem}``."""
+    :func:`~radtrace.dicom_charset.read_text_as` decides, the elements that could not be: ``{tag: problem}``, and
+    that decision (None: read as declared)."""
     size = path.stat().st_size
     unparsable: dict[int, str] = {}
+    choice: CharsetChoice | None = None
     try:
         deflated = read_file_meta_info(path).get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
         if deflated:
@@ -252,7 +258,7 @@ def _parse(path: Path, max_inflated_bytes: int, assumed_character_set: str) -> t
         else:
             ds = dcmread(path, defer_size=_DEFER_BYTES)
         try:  # before any value is converted: converted values keep their text
-            read_text_as(ds, assumed=assumed_character_set)
+            choice = read_text_as(ds, assumed=assumed_character_set)
         except Exception:  # the decision never refuses an instance: its text is then read as pydicom's default
             logger.debug("character set not decided; reading the header as pydicom does", exc_info=True)
         for tag in list(ds.keys()):
@@ -273,7 +279,7 @@ def _parse(path: Path, max_inflated_bytes: int, assumed_character_set: str) -> t
         raise DicomInputError(f"not a DICOM dataset: {type(exc).__name__}") from exc
     except Exception as exc:  # pydicom raises many types for malformed input; all mean the same here
         raise DicomInputError(f"dataset cannot be parsed ({type(exc).__name__})") from exc
-    return ds, unparsable
+    return ds, unparsable, choice
 
 
 def _other_deviations(ds: Dataset) -> list[Deviation]:
@@ -344,7 +350,7 @@ def read_header(
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns, quoting values, about every invalid one
-        ds, unparsable = _parse(path, max_inflated_bytes, assumed_character_set)
+        ds, unparsable, choice = _parse(path, max_inflated_bytes, assumed_character_set)
         meta = ds.file_meta
         found: list[Deviation] = []
         for attribute in ATTRIBUTES:
@@ -381,4 +387,5 @@ def read_header(
             pixel_spacing_mm=_spacing_mm(ds),
             patient_name=_person_name(ds),
             patient_birth_date=_text(ds.get("PatientBirthDate"), 32),
+            character_set=choice,
         )
