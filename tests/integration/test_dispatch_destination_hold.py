@@ -1,9 +1,11 @@
 """A PACS that rejects our association for good (A-ASSOCIATE-RJ 1/1/3: calling AE title not recognised) puts the
-destination on hold at the first refusal: one association, one audit event; every delivery to it, those enqueued
+destination on hold at the first refusal: one association, one ``dispatch_held`` audit event (queryable by its type;
+a DICOM Security Alert); every delivery to it, those enqueued
 later too, waits held (pending, no association, no attempt, its revision still reported), in the database, so a new
 dispatcher over the same database sees it; the other PACS and the file drop keep receiving; ``radtrace status``
-shows the hold with its reason and the command; ``radtrace dispatch retry DESTINATION`` lifts it (one audit event)
-and the held deliveries go. A configuration changed since the hold is shown, and lifts nothing by itself.
+shows the hold with its reason, the command and where its audit trail is; ``radtrace dispatch retry DESTINATION``
+lifts it (one ``dispatch_hold_released`` event naming the OS user) and the held deliveries go. A configuration
+changed since the hold is shown, and lifts nothing by itself.
 
 Before: each of the night's drafts opened its own association, was refused and failed alone, each with its own
 warning and ``dispatch_failed`` event (12 revisions: 12 associations, 12 failed deliveries, 12 failed revisions).
@@ -13,7 +15,9 @@ AE title itself (:mod:`dispatch_hold_support`)."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +27,7 @@ import sqlalchemy as sa
 
 from dispatch_hold_support import CountingPacs, counting_pacs, holds, reported_revisions, rows_to
 from radtrace.audit.events import EventType
+from radtrace.audit.schema import AuditEventRow
 from radtrace.config import DispatchSettings
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
@@ -111,10 +116,14 @@ def test_a_night_of_refusals_holds_the_destination_once_until_dispatch_retry(
         "RADTRACE",
     )
     assert f"radtrace dispatch retry {refusing.name}" in hold.reason
-    [placed] = _events(pg_store, EventType.DISPATCH_FAILED, refusing.name)
-    assert (placed["hold"], placed["rejection"], placed["outbox_id"]) == ("placed", "1/1/3", held[0].id)
+    [placed] = _events(pg_store, EventType.DISPATCH_HELD, refusing.name)  # the destination's hold: its own event
+    assert (placed["codes"], placed["outbox_id"], placed["calling_ae_title"]) == ("1/1/3", held[0].id, "RADTRACE")
+    assert placed["reason"] == held[0].last_error
+    assert placed["again"] == f"radtrace dispatch retry {refusing.name}"
     assert len(_events(pg_store, EventType.DISPATCH_ATTEMPTED, refusing.name)) == 1
-    assert _events(pg_store, EventType.DISPATCH_RETRY_SCHEDULED, refusing.name) == []
+    [waits] = _events(pg_store, EventType.DISPATCH_RETRY_SCHEDULED, refusing.name)  # the refused attempt: held
+    assert (waits["hold"], waits["rejection"], waits["outbox_id"]) == ("placed", "1/1/3", held[0].id)
+    assert _events(pg_store, EventType.DISPATCH_FAILED, refusing.name) == []
     # the other destinations keep flowing; no revision failed: they wait, reported
     assert len(other.stored) == NIGHT
     assert len(list((tmp_path / "drop").iterdir())) == 3 * NIGHT
@@ -156,6 +165,14 @@ def test_a_night_of_refusals_holds_the_destination_once_until_dispatch_retry(
         text.stdout
     )
     assert f"again: radtrace dispatch retry {refusing.name} (after fixing what the reason says)" in text.stdout
+    assert "audit: radtrace audit query --event-type dispatch_held (placed); lifting it records " \
+           "dispatch_hold_released" in text.stdout  # fmt: skip
+    assert shown_hold["audited"].startswith("radtrace audit query --event-type dispatch_held")
+    found = radtrace("audit", "query", "--event-type", "dispatch_held", "--format", "json", env=env)
+    assert found.returncode == 0, found.stderr
+    [queried] = json.loads(found.stdout)["events"]
+    assert (queried["outcome"], queried["study_uid"], queried["dicom_event_id"]) == ("serious_failure", None, "110113")
+    assert queried["payload"]["destination"] == refusing.name
     detail = radtrace("study", "show", study_uid, "--json", env=env)
     assert detail.returncode == 0, detail.stderr
     assert json.loads(detail.stdout)["revisions"][-1]["deliveries"][f"sr {refusing.name}"] == "held"
@@ -166,8 +183,17 @@ def test_a_night_of_refusals_holds_the_destination_once_until_dispatch_retry(
     assert lifted.returncode == 0, lifted.stderr
     assert f"hold on {refusing.name} lifted (held since {hold.held_since:%Y-%m-%d %H:%M:%S} UTC); {NIGHT + 1} held " \
            f"deliveries to {refusing.name} are due now" in lifted.stdout  # fmt: skip
-    [event] = _events(pg_store, EventType.DISPATCH_RETRY_SCHEDULED, refusing.name)
-    assert (event["hold"], event["requested_by"], event["released"]) == ("lifted", "operator", NIGHT + 1)
+    [event] = _events(pg_store, EventType.DISPATCH_HOLD_RELEASED, refusing.name)
+    with pg_store.session() as session:  # who lifted it: the OS user who ran the command, on this host
+        lifter = session.execute(
+            sa.select(AuditEventRow.actor_user, AuditEventRow.actor_host, AuditEventRow.outcome).where(
+                AuditEventRow.event_type == EventType.DISPATCH_HOLD_RELEASED.value
+            )
+        ).one()
+    assert tuple(lifter) == (getpass.getuser(), socket.gethostname(), "success")
+    assert (event["hold"], event["lifted_by"], event["released"]) == ("lifted", "operator", NIGHT + 1)
+    assert event["held_s"] >= 0  # type: ignore[operator]
+    assert len(_events(pg_store, EventType.DISPATCH_RETRY_SCHEDULED, refusing.name)) == 1  # only the refused attempt
     assert holds(pg_store) == []
 
     for row in rows_to(pg_store, refusing.name):
@@ -175,7 +201,8 @@ def test_a_night_of_refusals_holds_the_destination_once_until_dispatch_retry(
     assert len(refusing.stored) == NIGHT + 1
     assert refusing.connections == 1 + NIGHT + 1
     assert _revision_states(pg_store) == {RevisionState.DISPATCHED}
-    assert len(_events(pg_store, EventType.DISPATCH_FAILED, refusing.name)) == 1
+    assert _events(pg_store, EventType.DISPATCH_FAILED, refusing.name) == []
+    assert len(_events(pg_store, EventType.DISPATCH_HELD, refusing.name)) == 1
 
 
 def test_a_configuration_changed_since_the_hold_is_shown_and_lifts_nothing_by_itself(

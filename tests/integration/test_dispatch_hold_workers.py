@@ -150,8 +150,9 @@ def _dropped(settings: Settings) -> int:
 
 def _hold_events(store: Store, destination: str) -> list[str]:
     """The events that placed or lifted the destination's hold."""
+    kinds = (EventType.DISPATCH_HELD.value, EventType.DISPATCH_HOLD_RELEASED.value)
     return [kind for kind, _, payload in audit_events(store)
-            if payload.get("destination") == destination and payload.get("hold") in ("placed", "lifted")]  # fmt: skip
+            if payload.get("destination") == destination and kind in kinds]  # fmt: skip
 
 
 def _revision_states(store: Store) -> set[RevisionState]:
@@ -183,7 +184,7 @@ def test_two_dispatchers_hold_a_refusing_pacs_once_through_a_kill_and_deliver_af
         [hold] = holds(store)
         opened = pacs.connections
         assert 1 <= opened <= 2, opened  # one per worker at most: a claim made before the other's refusal committed
-        assert _hold_events(store, pacs.name) == ["dispatch_failed"]
+        assert _hold_events(store, pacs.name) == ["dispatch_held"]
         assert set(_states(store, pacs.name)) == {OutboxState.PENDING}
 
         killed_at = time.monotonic()
@@ -200,7 +201,7 @@ def test_two_dispatchers_hold_a_refusing_pacs_once_through_a_kill_and_deliver_af
         assert pacs.connections == opened
         [still] = holds(store)
         assert (still.held_since, still.outbox_id) == (hold.held_since, hold.outbox_id)
-        assert _hold_events(store, pacs.name) == ["dispatch_failed"]
+        assert _hold_events(store, pacs.name) == ["dispatch_held"]
         assert _states(store, pacs.name) == [OutboxState.PENDING] * (NIGHT + 2)
         assert _revision_states(store) == {RevisionState.REPORTED}
 
@@ -212,5 +213,5 @@ def test_two_dispatchers_hold_a_refusing_pacs_once_through_a_kill_and_deliver_af
         _until(lambda: _revision_states(store) == {RevisionState.DISPATCHED}, logs)
     assert len(pacs.stored) == len(set(pacs.stored)) == NIGHT + 2
     assert pacs.connections == opened + NIGHT + 2
-    assert _hold_events(store, pacs.name) == [EventType.DISPATCH_FAILED.value, EventType.DISPATCH_RETRY_SCHEDULED.value]
+    assert _hold_events(store, pacs.name) == [EventType.DISPATCH_HELD.value, EventType.DISPATCH_HOLD_RELEASED.value]
     assert holds(store) == []

@@ -112,8 +112,11 @@ def test_a_calling_ae_the_pacs_does_not_know_holds_it_once_shows_in_status_and_i
     assert "dispatch.calling_ae_title" in reason
     assert f"radtrace dispatch retry PACS@127.0.0.1:{scp.port}" in reason
     assert elapsed < 3, f"{elapsed:.1f} s"
-    assert len(site.events(EventType.DISPATCH_FAILED)) == 1
-    assert site.events(EventType.DISPATCH_RETRY_SCHEDULED) == []
+    [held] = site.events(EventType.DISPATCH_HELD)
+    assert (held["destination"], held["codes"], held["outbox_id"]) == (f"PACS@127.0.0.1:{scp.port}", "1/1/3", outbox_id)
+    assert site.events(EventType.DISPATCH_FAILED) == []
+    [waits] = site.events(EventType.DISPATCH_RETRY_SCHEDULED)
+    assert waits["hold"] == "placed"
     assert scp.received == []
 
     code, stdout, stderr = site.cli("status", "--json", "--no-broker", pacs=pacs)
@@ -131,8 +134,8 @@ def test_a_calling_ae_the_pacs_does_not_know_holds_it_once_shows_in_status_and_i
     code, stdout, stderr = site.cli("dispatch", "retry", f"PACS@127.0.0.1:{scp.port}", pacs=pacs)
     assert code == 0, stderr
     assert f"1 held deliveries to PACS@127.0.0.1:{scp.port} are due now" in stdout
-    [asked] = site.events(EventType.DISPATCH_RETRY_SCHEDULED)
-    assert (asked["requested_by"], asked["hold"], asked["outbox_ids"]) == ("operator", "lifted", [outbox_id])
+    [asked] = site.events(EventType.DISPATCH_HOLD_RELEASED)
+    assert (asked["lifted_by"], asked["hold"], asked["outbox_ids"]) == ("operator", "lifted", [outbox_id])
     assert "A-ASSOCIATE-RJ 1/1/3" in str(asked["hold_reason"])
 
     result = deliveries.dispatch(outbox_id)

@@ -156,6 +156,8 @@ def test_the_schema_rejects_a_message_missing_what_a5_requires() -> None:
         (EventType.CONSOLE_USER_LOCKED, "110137"),
         (EventType.CONSOLE_LOGOUT, "110123"),
         (EventType.APPLICATION_STOPPED, "110121"),
+        (EventType.DISPATCH_HELD, "110128"),
+        (EventType.DISPATCH_HOLD_RELEASED, "110128"),
     ],
 )
 def test_standard_event_type_codes_come_before_the_local_one(event_type: EventType, code: str) -> None:
@@ -164,3 +166,40 @@ def test_standard_event_type_codes_come_before_the_local_one(event_type: EventTy
         (c.get("csd-code"), c.get("codeSystemName")) for c in message.iterfind("EventIdentification/EventTypeCode")
     ]
     assert codes == [(code, "DCM"), (event_type.value, "99RADTRACE")]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "actor_user", "payload", "outcome"),
+    [
+        (EventType.DISPATCH_HELD, None,
+         {"destination": "PACS@10.0.0.9:104", "reason": "PACS@10.0.0.9:104 rejected the association (A-ASSOCIATE-RJ "
+          "1/1/3)", "codes": "1/1/3", "outbox_id": 7}, Outcome.SERIOUS_FAILURE),
+        (EventType.DISPATCH_HOLD_RELEASED, "nightshift",
+         {"destination": "PACS@10.0.0.9:104", "hold_reason": "PACS@10.0.0.9:104 rejected the association "
+          "(A-ASSOCIATE-RJ 1/1/3)", "lifted_by": "operator", "released": 3}, Outcome.SUCCESS),
+    ],
+)  # fmt: skip
+def test_a_destination_held_and_released_is_a_network_configuration_security_alert_naming_the_node(
+    event_type: EventType, actor_user: str | None, payload: dict[str, object], outcome: Outcome
+) -> None:
+    """PS3.15 A.5.3.11: Security Alert (110113), type Network Configuration (110128, CID 403), Event Action E, its
+    subject the destination as a Node ID (110182) with the reason as the Alert Description; the operator who lifted it
+    the requestor."""
+    held = record(event_type, study_uid=None, accession=None, patient_id=None, actor_ae=None,
+                  actor_host="pacs1" if actor_user else None, actor_user=actor_user, outcome=outcome.value,
+                  payload=payload)  # fmt: skip
+    xml = audit_message_xml(held, SOURCE)
+    message = etree.fromstring(xml)
+    identification = message.find("EventIdentification")
+    assert identification is not None
+    assert (identification.get("EventActionCode"), identification.get("EventOutcomeIndicator")) == (
+        "E", str(outcome.dicom_code)
+    )  # fmt: skip
+    assert identification.find("EventID").get("csd-code") == "110113"
+    [node] = message.xpath("ParticipantObjectIdentification[ParticipantObjectIDTypeCode/@csd-code='110182']")
+    assert node.get("ParticipantObjectID") == "PACS@10.0.0.9:104"
+    [alert] = node.iterfind("ParticipantObjectDetail")
+    assert alert.get("type") == "Alert Description"
+    assert "A-ASSOCIATE-RJ 1/1/3" in base64.b64decode(alert.get("value")).decode()
+    requestors = [p.get("UserID") for p in message.iterfind("ActiveParticipant") if p.get("UserIsRequestor") == "true"]
+    assert requestors == [actor_user or "radtrace@host:123"]

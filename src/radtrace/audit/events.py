@@ -71,6 +71,8 @@ class EventType(enum.StrEnum):
     DISPATCH_DELIVERED = "dispatch_delivered"
     DISPATCH_FAILED = "dispatch_failed"
     DISPATCH_RETRY_SCHEDULED = "dispatch_retry_scheduled"
+    DISPATCH_HELD = "dispatch_held"
+    DISPATCH_HOLD_RELEASED = "dispatch_hold_released"
     AUDIT_QUERIED = "audit_queried"
     AUDIT_VERIFIED = "audit_verified"
     AUDIT_EXPORTED = "audit_exported"
@@ -123,6 +125,10 @@ _DICOM_EVENT: Final[Mapping[EventType, DicomAuditEvent]] = {
     EventType.DISPATCH_DELIVERED: INSTANCES_TRANSFERRED,
     EventType.DISPATCH_FAILED: INSTANCES_TRANSFERRED,
     EventType.DISPATCH_RETRY_SCHEDULED: INSTANCES_TRANSFERRED,
+    # A destination on hold (radtrace.reporting.dispatch.holds), and its hold lifted: Security Alert, type Network
+    # Configuration (see radtrace.audit.atna.message for why not Application Activity or Network Entry).
+    EventType.DISPATCH_HELD: SECURITY_ALERT,
+    EventType.DISPATCH_HOLD_RELEASED: SECURITY_ALERT,
     EventType.AUDIT_QUERIED: AUDIT_LOG_USED,
     EventType.AUDIT_VERIFIED: AUDIT_LOG_USED,
     EventType.AUDIT_EXPORTED: EXPORT,

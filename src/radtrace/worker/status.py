@@ -142,6 +142,7 @@ class ServiceStatus:
             lines.append(f"  reason: {hold.reason}")
             lines.extend(f"  changed since: {change}" for change in hold.changes)
             lines.append(f"  again: {hold.again} (after fixing what the reason says)")
+            lines.append(f"  audit: {hold.audited}")
         return lines
 
     def resume_command(self, stop: OpenOutage) -> str:

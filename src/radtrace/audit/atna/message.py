@@ -98,7 +98,17 @@ _STANDARD_TYPE_CODE: Final = {
     EventType.API_TOKEN_REVOKED: ("110137", "DCM", "User Security Attributes Changed"),
     EventType.CONSOLE_USER_CREATED: ("110137", "DCM", "User Security Attributes Changed"),
     EventType.CONSOLE_USER_LOCKED: ("110137", "DCM", "User Security Attributes Changed"),
+    # A destination put on hold and its hold lifted (radtrace.reporting.dispatch.holds): a PACS refused our association
+    # for good (its node authentication refused us: an AE title it does not know) and this node stops sending to it,
+    # or an operator lets it send again. Not Application Activity (A.5.3.1: only Application Start/Stop, CID 401: the
+    # application neither started nor stopped) nor Network Entry (A.5.3.9: a system, such as a mobile device, itself
+    # entering or leaving the network: the PACS did not leave it, and that message has no participant object to name
+    # it): a Security Alert (A.5.3.11) of type Network Configuration (CID 403), its subject the destination as a Node
+    # ID with the reason as its Alert Description.
+    EventType.DISPATCH_HELD: ("110128", "DCM", "Network Configuration"),
+    EventType.DISPATCH_HOLD_RELEASED: ("110128", "DCM", "Network Configuration"),
 }
+_NODE_ALERTS: Final = frozenset({EventType.DISPATCH_HELD, EventType.DISPATCH_HOLD_RELEASED})
 _INCOMING: Final = frozenset(
     {
         EventType.INSTANCE_RECEIVED,
@@ -357,6 +367,11 @@ def build_audit_message(record: AuditRecord, source: AuditSource) -> etree._Elem
             name="Security Audit Log",
             query=canonical_json(filters).encode("utf-8")[:MAX_QUERY_BYTES] if filters is not None else None,
         )
+    destination = record.payload.get("destination")
+    if event_type in _NODE_ALERTS and isinstance(destination, str) and destination.strip():
+        reason = record.payload.get("hold_reason") or record.payload.get("reason")
+        _object(root, destination, ("110182", "DCM", "Node ID"), type_code="2", role="13",
+                details={"Alert Description": str(reason)} if reason else None)  # fmt: skip
     # The audit record itself: its place in the hash chain, so that a repeat is recognisable as one.
     _object(
         root,

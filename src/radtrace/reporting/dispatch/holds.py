@@ -2,21 +2,27 @@
 
 A permanent A-ASSOCIATE-RJ (result 1, PS3.8 9.3.4: an AE title it does not know; :class:`radtrace.reporting.dispatch.
 cstore.AssociationRejectedError`) is the PACS's configuration or ours, not a passing outage, and it answers every draft
-the same. So the first one puts the whole destination on hold: one ``dispatch_holds`` row (the destination, the
-reason, since when, the configuration it was refused under), committed with one ``dispatch_failed`` audit event
-(``hold: placed``). It is in the database, so it survives a restart and every worker on the same database sees it.
+the same. So the first one puts the whole destination on hold: one ``dispatch_holds`` row (the destination, the reason,
+since when, the configuration it was refused under), committed with one ``dispatch_held`` audit event (the destination,
+the reason, the A-ASSOCIATE-RJ codes, the delivery whose refusal placed it; a DICOM Security Alert of type Network
+Configuration for an audit repository, :mod:`radtrace.audit.atna.message`); that delivery's attempt closes as
+``dispatch_retry_scheduled`` (``hold: placed``), waiting for the hold. It is in the database, so it survives a restart
+and every worker on the same database sees it.
 
-While a destination is held its deliveries wait *held*: ``pending``, never claimed (no association, no attempt
-counted, no audit event), looked at again every ``dispatch.backoff_max_s`` only to find the hold still there; the
-revision stays ``reported``. Deliveries enqueued later wait the same. Other destinations are not affected.
+While a destination is held its deliveries wait *held*: ``pending``, never claimed (no association, no attempt counted,
+no audit event), looked at again every ``dispatch.backoff_max_s`` only to find the hold still there; the revision stays
+``reported``. Deliveries enqueued later wait the same. Other destinations are not affected.
 
-``radtrace dispatch retry DESTINATION`` (:func:`radtrace.reporting.dispatch.redelivery.redeliver_failed`) lifts it:
-the hold row goes, every held delivery is due now with its attempts from 0 (to the PACS now configured at the same
-host and port, where the AE title was changed), one ``dispatch_retry_scheduled`` event (``hold: lifted``,
-``requested_by: operator``). A changed configuration does not lift a hold by itself: workers on one database may run
-different configurations for a while (one restarted, one not), and a hold lifted by one and placed again by the other
-would flap; and a fix on the PACS's side (our AE title added there) changes nothing here to detect. ``radtrace
-status`` shows the hold, what changed in the configuration since, and the command.
+``radtrace dispatch retry DESTINATION`` (:func:`radtrace.reporting.dispatch.redelivery.redeliver_failed`) lifts it: the
+hold row goes, every held delivery is due now with its attempts from 0 (to the PACS now configured at the same host and
+port, where the AE title was changed), one ``dispatch_hold_released`` event (the destination, the hold's reason, since
+when and how long, the released deliveries, ``lifted_by: operator`` with the OS user as the event's actor). Before these
+two event types a hold was audited as ``dispatch_failed`` (``hold: placed``) and its lifting as
+``dispatch_retry_scheduled`` (``hold: lifted``); such events, already in the hash chain, stay as they were. A changed
+configuration does not lift a hold by itself: workers on one database may run different configurations for a while (one
+restarted, one not), and a hold lifted by one and placed again by the other would flap; and a fix on the PACS's side
+(our AE title added there) changes nothing here to detect. ``radtrace status`` shows the hold, what changed in the
+configuration since, and the command.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ __all__ = [
     "configuration_changes",
     "held",
     "held_destinations",
+    "held_event",
     "hold_of",
     "lift_hold",
     "place_hold",
@@ -88,11 +95,17 @@ class HeldDestination:
     def again(self) -> str:
         return f"radtrace dispatch retry {self.destination}"
 
+    @property
+    def audited(self) -> str:
+        """Where its audit trail is: the event that placed it, and the one its lifting records."""
+        return (f"radtrace audit query --event-type {EventType.DISPATCH_HELD.value} (placed); lifting it records "
+                f"{EventType.DISPATCH_HOLD_RELEASED.value}")  # fmt: skip
+
     def as_json(self) -> dict[str, object]:
         """Plain JSON data."""
         return {"destination": self.destination, "since": self.since.isoformat(), "reason": self.reason,
                 "held_deliveries": self.deliveries, "configuration_changes": list(self.changes),
-                "again": self.again}  # fmt: skip
+                "again": self.again, "audited": self.audited}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,17 @@ def place_hold(
     return bool(inserted.rowcount)  # type: ignore[attr-defined]
 
 
+def held_event(
+    actor: Actor, row: OutboxMessage, error: AssociationRejectedError, now: datetime, settings: DispatchSettings
+) -> AuditEvent:
+    """The ``dispatch_held`` event of a hold :func:`place_hold` just placed for ``row``'s refusal: destination-wide,
+    so it names no study (the delivery's own event does)."""
+    payload = {"destination": row.destination, "reason": error.reason, "codes": error.rejection.codes,
+               "held_since": now.isoformat(), "outbox_id": row.id, "calling_ae_title": settings.calling_ae_title,
+               "again": f"radtrace dispatch retry {row.destination}"}  # fmt: skip
+    return AuditEvent(EventType.DISPATCH_HELD, actor, Outcome.SERIOUS_FAILURE, payload=payload)
+
+
 def hold_payload(state: str, since: datetime, reason: str) -> dict[str, object]:
     """What an audit event says of a hold: ``placed``, ``held`` (a refusal while it was) or ``lifted``."""
     return {"hold": state, "held_since": since.isoformat(), "hold_reason": reason}
@@ -153,10 +177,12 @@ def lift_hold(
     now: datetime,
     *,
     target: str | None = None,
+    lifted_by: str = "operator",
 ) -> Lifted | None:
     """Lift the hold on ``destination`` in ``session``: its pending deliveries due now, attempts from 0 (addressed to
-    ``target`` if given, unless the revision has that delivery there already), one ``dispatch_retry_scheduled``
-    event. None when it is not held."""
+    ``target`` if given, unless the revision has that delivery there already), one ``dispatch_hold_released`` event
+    naming ``lifted_by`` (``operator``: ``actor`` is the person, e.g. the OS user of ``radtrace dispatch retry``; or
+    ``automatic``). None when it is not held."""
     hold = session.scalar(
         sa.select(DestinationHold).where(DestinationHold.destination == destination).with_for_update()
     )
@@ -177,11 +203,12 @@ def lift_hold(
         lifted.released.append(row.id)
     payload: dict[str, object] = {"destination": target or destination,
                                   **hold_payload(LIFTED, lifted.since, lifted.reason),
-                                  "requested_by": "operator", "released": len(rows), "outbox_ids": lifted.released,
+                                  "held_s": round((now - lifted.since).total_seconds(), 1), "lifted_by": lifted_by,
+                                  "requested_by": lifted_by, "released": len(rows), "outbox_ids": lifted.released,
                                   "next_attempt_at": now.isoformat()}  # fmt: skip
     if target is not None and target != destination:
         payload["previous_destination"] = destination
-    recorder.record(AuditEvent(EventType.DISPATCH_RETRY_SCHEDULED, actor, Outcome.SUCCESS, payload=payload),
+    recorder.record(AuditEvent(EventType.DISPATCH_HOLD_RELEASED, actor, Outcome.SUCCESS, payload=payload),
                     session=session)  # fmt: skip
     return lifted
 

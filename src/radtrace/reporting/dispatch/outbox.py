@@ -14,7 +14,8 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
 3. *record*: delivered (``dispatch_delivered``), or a retry scheduled with exponential backoff
    (``dispatch_retry_scheduled``), or failed for good after a permanent error or ``max_attempts``
    (``dispatch_failed`` with the reason, visible to QA; never silent). A PACS that rejects the association
-   permanently (an AE title it does not know) puts the destination on hold (:mod:`.holds`): this row and every other
+   permanently (an AE title it does not know) puts the destination on hold (:mod:`.holds`, ``dispatch_held``): this
+   row and every other
    delivery to it wait, held, without an association, until ``radtrace dispatch retry DESTINATION``
    (:mod:`.redelivery`) lifts it once what the reason says is fixed.
 
@@ -288,17 +289,18 @@ class Outbox(OutboxRows):
         self, session: Session, row: OutboxMessage, study: Study, error: AssociationRejectedError, now: datetime
     ) -> AuditEvent:
         """A permanent rejection: the row waits, held, and the destination goes on hold unless it is already (a
-        concurrent refusal was first). The hold's event is ``dispatch_failed`` (``hold: placed``), said once; a
-        refusal after it closes its attempt as ``dispatch_retry_scheduled`` waiting for the hold."""
+        concurrent refusal was first). The hold is audited once, as ``dispatch_held`` (:func:`.holds.held_event`);
+        the row's attempt closes as ``dispatch_retry_scheduled`` waiting for the hold (``hold: placed`` when this
+        refusal placed it, ``held`` when it was held already)."""
         # The hold first, the row's update after: the order a lift takes its locks in (no deadlock with one).
         placed = holds.place_hold(session, self.settings, row, error, now)
         row.next_attempt_at, row.last_error = now + holds.recheck_after(self.settings), error.reason
         if placed:
             log.warning("outbox %s: %s is on hold: %s", row.id, row.destination, error.reason)
-            details = {"error": error.reason, **holds.hold_payload(holds.PLACED, now, error.reason),
-                       "rejection": error.rejection.codes}  # fmt: skip
-            return self._event(row, study, EventType.DISPATCH_FAILED, Outcome.SERIOUS_FAILURE, **details)
-        hold = holds.hold_of(session, row.destination)
-        waits = holds.hold_payload(holds.HELD, hold.held_since, hold.reason) if hold is not None else {}
+            self.recorder.record(holds.held_event(self.actor, row, error, now, self.settings), session=session)
+            waits = {**holds.hold_payload(holds.PLACED, now, error.reason), "rejection": error.rejection.codes}
+        else:
+            hold = holds.hold_of(session, row.destination)
+            waits = holds.hold_payload(holds.HELD, hold.held_since, hold.reason) if hold is not None else {}
         return self._event(row, study, EventType.DISPATCH_RETRY_SCHEDULED, Outcome.MINOR_FAILURE, error=error.reason,
                            **waits)  # fmt: skip
