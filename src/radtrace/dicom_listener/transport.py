@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
+import ssl
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -202,10 +203,12 @@ class ListenerServer(ThreadedAssociationServer):
         super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        """Accept, refuse a source whose negotiation budget is spent, then run the TLS handshake with a deadline.
+        """Accept, and refuse a source whose negotiation budget is spent; the TLS handshake is not done here.
 
-        pynetdicom handshakes in the accepting thread with no timeout: one client that connects and
-        stays silent would stop every other association. Here it costs at most the ACSE timeout.
+        pynetdicom handshakes in the accepting thread: one client that connected and stayed silent stopped every
+        other TLS connection for the whole handshake deadline (29.8 s measured: a legitimate C-ECHO waited behind
+        one silent TCP connection), and a peer reconnecting kept the TLS port shut. The handshake runs in the
+        connection's own thread instead (:meth:`process_request_thread`), after the half-open limits admitted it.
         """
         if self.socket is None:  # pragma: no cover - the server is closed
             raise OSError("server socket closed")
@@ -218,19 +221,47 @@ class ListenerServer(ThreadedAssociationServer):
                 with contextlib.suppress(Exception):  # an exception here would end serve_forever
                     self.on_refused(host, REFUSED_REASON, **self.admission.negotiation.details(host), **self.door())
             raise OSError(REFUSED_REASON)  # socketserver drops the request quietly
-        if self.ssl_context is not None:
-            client.settimeout(self.ae.acse_timeout)
-            started = time.thread_time()
-            try:
-                client = self.ssl_context.wrap_socket(client, server_side=True)
-            except OSError:
-                client.close()
-                raise
-            finally:  # the handshake (a private-key operation, milliseconds) is negotiation CPU too
-                if self.admission is not None:
-                    self.admission.negotiation.charge(host, time.thread_time() - started)
-            client.settimeout(None)
         return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """In the connection's thread: the TLS handshake (deadline: the ACSE timeout; the half-open limits and the
+        negotiation deadline apply while it runs), then the association."""
+        if self.ssl_context is not None:
+            wrapped = self._handshake(request, _host(client_address))
+            if wrapped is None:
+                return
+            request = wrapped
+        super().process_request_thread(request, client_address)
+
+    def _handshake(self, client: socket.socket, host: str) -> ssl.SSLSocket | None:
+        """The server side of the TLS handshake on ``client``; ``None`` (the socket closed, its half-open place
+        freed) when it fails or runs past its deadline."""
+        assert self.ssl_context is not None
+        with self._pending_lock:
+            connection = self._pending.pop(id(client), None)
+        client.settimeout(self.ae.acse_timeout)
+        started = time.thread_time()
+        wrapped: ssl.SSLSocket | None = None
+        try:
+            # wrapping takes the descriptor from ``client``: the watchdog must be given the wrapped socket to shut
+            wrapped = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+            if connection is not None:
+                connection.sock = wrapped  # the negotiation deadline shuts it mid-handshake
+            wrapped.do_handshake()
+        except (OSError, ValueError, AttributeError):  # AttributeError: shut by the watchdog mid-handshake
+            (wrapped or client).close()
+            if connection is not None and self.admission is not None:
+                self.admission.release(connection)
+            return None
+        finally:  # the handshake (a private-key operation, milliseconds) is negotiation CPU too
+            if self.admission is not None:
+                self.admission.negotiation.charge(host, time.thread_time() - started)
+        wrapped.settimeout(None)
+        if connection is not None:
+            connection.sock = wrapped
+            with self._pending_lock:
+                self._pending[id(wrapped)] = connection
+        return wrapped
 
     def server_activate(self) -> None:
         """Use the faster per-association socket, then listen."""
