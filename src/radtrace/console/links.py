@@ -159,6 +159,17 @@ class ConsoleLinks:
             _forget_old(session, SavedSearch.saved_at, now)
             _forget_old(session, StudyHandle.shown_at, now, StudyHandle.kind == TIMELINE)
 
+    # --- text typed and not sent yet ---------------------------------------------------------------------------
+
+    def typed_text_key(self, account: str) -> tuple[str, str]:
+        """The key (32 bytes, base64) with which the study page's script encrypts what ``account`` typed into a
+        decision's form before keeping it in the browser (console.js), and the key's id, which names the entries:
+        derived from the database's key, the same on every page of every session of that account, and another
+        account's never decrypts them. Only a page of a signed-in session carries it."""
+        key = hmac.new(self._secret(), f"typed-text\x00{account}".encode(), hashlib.sha256).digest()
+        name = hmac.new(self._secret(), f"typed-text-id\x00{account}".encode(), hashlib.sha256).digest()
+        return base64.b64encode(key).decode(), base64.urlsafe_b64encode(name[:9]).decode()
+
     # --- the key ---------------------------------------------------------------------------------------------
 
     def _secret(self) -> bytes:

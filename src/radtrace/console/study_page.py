@@ -117,8 +117,9 @@ def study_page(
     )  # fmt: skip
     if user.account.role.may_decide:
         mark_opened(state.store, study_uid, revision, user.account.name)
+    typed_key, typed_id = state.links.typed_text_key(user.account.name)
     return render_page(request, state, "study.html", user=user, review=review, sections=_sentences(review),
-                       reasons=DRAFT_REASONS, handle=study,
+                       reasons=DRAFT_REASONS, handle=study, typed_key=typed_key, typed_id=typed_id,
                        may_decide=user.account.role.may_decide and review.superseded_by is None)  # fmt: skip
 
 

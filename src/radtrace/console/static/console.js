@@ -9,7 +9,9 @@
   // --- selection of rows (worklist rows, or findings on the study page) ---
   let rows = [];
   let current = -1;
-  function select(index) {
+  // focusRow: a finding (or the impression) selected from the keyboard takes the focus, so a screen reader says its
+  // name (the finding, what the model said, the current decision) and Tab goes on to its own controls.
+  function select(index, focusRow) {
     if (!rows.length || !Number.isFinite(index)) return;
     current = Math.max(0, Math.min(rows.length - 1, index));
     rows.forEach((row, i) => {
@@ -17,6 +19,8 @@
       if (i === current) row.setAttribute("aria-current", "true"); else row.removeAttribute("aria-current");
     });
     rows[current].scrollIntoView({ block: "nearest" });
+    const row = rows[current];
+    if (focusRow && row.hasAttribute("tabindex") && !row.contains(document.activeElement)) row.focus({ preventScroll: true });
     // a screen reader hears what j / k selected (the highlight alone is visual)
     const announce = $("#announce");
     if (announce) announce.textContent = "Selected: " + (rows[current].dataset.announce || rows[current].dataset.label || "");
@@ -80,8 +84,8 @@
     const study = document.body.classList.contains("study");
     switch (e.key) {
       case "?": if (help) help.hidden = !help.hidden; break;
-      case "j": select(current + 1); break;
-      case "k": select(current - 1); break;
+      case "j": select(current + 1, true); break;
+      case "k": select(current - 1, true); break;
       case "Enter": if (!study && row) window.location = row.dataset.href; else return; break;
       case "n": { const next = $("#next-study") || $("#start"); if (next) next.click(); else return; break; }
       case "a": if (study) clickIn(row, "button.accept"); else return; break;
@@ -165,9 +169,11 @@
     $$("#worklist tr.row").forEach((row, i) => row.addEventListener("click", (e) => { if (e.target.tagName !== "A") { select(i); } }));
     $$("#findings tr.finding-row, #impression.finding-row").forEach((row, i) => row.addEventListener("focusin", () => select(i)));
     $$(".finding-form input, .finding-form select, .finding-form textarea, #draft-form select, #draft-form input").forEach((f) => f.addEventListener("keydown", onFieldKey));
-    // ?focus=N selects the N-th row (after a decision: the next finding); anything else selects the first.
-    const focus = Number.parseInt(new URLSearchParams(window.location.search).get("focus") || "0", 10);
-    if (rows.length) select(Number.isInteger(focus) ? focus : 0);
+    // ?focus=N selects the N-th row and gives it the focus (after a decision: the next finding, so the keyboard
+    // goes on from there); anything else selects the first.
+    const asked = new URLSearchParams(window.location.search).get("focus");
+    const focus = Number.parseInt(asked || "0", 10);
+    if (rows.length) select(Number.isInteger(focus) ? focus : 0, asked !== null && Number.isInteger(focus));
     ready = true;
     early.splice(0).forEach(replay);
   });
@@ -200,5 +206,155 @@
   document.addEventListener("DOMContentLoaded", () => {
     const bar = document.querySelector("#verify-progress[data-poll]");
     if (bar) follow(bar);
+  });
+})();
+
+// --- text typed into a decision's form and not recorded yet, kept in this browser ---
+// A session that ends while a radiologist types (idle timeout, signed out elsewhere) used to lose the text once the
+// tab was closed or left: nothing had been sent. Each form's typed fields (comment, corrected status, impression,
+// draft reason) are kept as they change, under a key naming only the study's console handle, the revision, the
+// finding's label and the account's key id (never a patient identifier), and offered back when the same account
+// opens the same revision again. In a secure context (HTTPS, or localhost) they go to localStorage encrypted with
+// AES-GCM under the account's key, which only a signed-in page of that account carries (the page names it); else
+// only to this tab's sessionStorage. An entry goes when its decision is recorded, when a newer revision of the
+// study is open, when it is discarded, and after 12 hours (one shift).
+(function () {
+  "use strict";
+  const PREFIX = "radtrace.typed.";
+  const MAX_AGE_MS = 12 * 3600 * 1000;
+  const b64 = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)));
+  const unb64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+
+  function stores() {
+    const found = [];
+    for (const store of [window.localStorage, window.sessionStorage]) {
+      try { if (store) found.push(store); } catch (e) { /* storage refused (private mode): nothing is kept */ }
+    }
+    return found;
+  }
+
+  function purge(study, revision, latest) {
+    const now = Date.now();
+    stores().forEach((store) => {
+      for (let i = store.length - 1; i >= 0; i--) {
+        const key = store.key(i);
+        if (!key || !key.startsWith(PREFIX)) continue;
+        const parts = key.slice(PREFIX.length).split(".");
+        let entry = null;
+        try { entry = JSON.parse(store.getItem(key)); } catch (e) { entry = null; }
+        const old = !entry || !(now - entry.at < MAX_AGE_MS);
+        const sameStudy = parts[0] === study;
+        const kept = Number(parts[1]);
+        const stale = sameStudy && (latest ? kept < revision : kept <= revision);
+        if (old || stale) store.removeItem(key);
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const review = document.querySelector("section.review[data-typed-id]");
+    if (!review) return;
+    const study = review.dataset.study, revision = Number(review.dataset.revision), latest = review.dataset.latest === "1";
+    purge(study, revision, latest);
+    if (!latest) return; // decisions are recorded on the latest revision only
+    const subtle = window.isSecureContext && window.crypto && window.crypto.subtle;
+    let store = null;
+    try { store = subtle ? window.localStorage : window.sessionStorage; } catch (e) { return; }
+    if (!store) return;
+    const keyPromise = subtle
+      ? subtle.importKey("raw", unb64(review.dataset.typedKey), "AES-GCM", false, ["encrypt", "decrypt"]).catch(() => null)
+      : Promise.resolve(null);
+
+    async function seal(values) {
+      const key = await keyPromise;
+      if (!subtle) return { plain: values };
+      if (!key) return null;
+      const iv = window.crypto.getRandomValues(new Uint8Array(12));
+      const data = await subtle.encrypt({ name: "AES-GCM", iv }, key, new TextEncoder().encode(JSON.stringify(values)));
+      return { iv: b64(iv), data: b64(data) };
+    }
+    async function open(entry) {
+      if (entry.plain) return subtle ? null : entry.plain;
+      const key = await keyPromise;
+      if (!key || !entry.iv) return null;
+      try {
+        const data = await subtle.decrypt({ name: "AES-GCM", iv: unb64(entry.iv) }, key, unb64(entry.data));
+        return JSON.parse(new TextDecoder().decode(data));
+      } catch (e) { return null; } // another account's, or damaged: not offered
+    }
+
+    const forms = Array.from(document.querySelectorAll("form.finding-form, #draft-form"));
+    forms.forEach((form) => {
+      const label = form.id === "draft-form" ? "(draft)" : form.classList.contains("impression-form") ? "(impression)"
+        : (form.querySelector("input[name=label]") || {}).value || "";
+      const key = PREFIX + [study, revision, encodeURIComponent(label).replace(/\./g, "%2E"), review.dataset.typedId].join(".");
+      const seen = () => (form.querySelector("input[name=seen]") || {}).value || "";
+      const fields = () => Array.from(form.querySelectorAll("textarea, input[name=comment], select"));
+      function typed() {
+        const values = {};
+        fields().forEach((f) => {
+          const changed = f.tagName === "SELECT"
+            ? f.selectedOptions.length && !f.selectedOptions[0].defaultSelected : f.value !== f.defaultValue;
+          if (changed) values[f.name] = f.value;
+        });
+        return values;
+      }
+      let writing = Promise.resolve();
+      function keep() {
+        const values = typed();
+        writing = writing.then(async () => {
+          if (!Object.keys(values).length) { store.removeItem(key); return; }
+          const sealed = await seal(values);
+          if (sealed) store.setItem(key, JSON.stringify(Object.assign({ at: Date.now(), seen: seen(), sent: false }, sealed)));
+        }).catch(() => {});
+      }
+      form.addEventListener("input", keep);
+      form.addEventListener("change", keep);
+      form.addEventListener("submit", () => { // kept until the page shows it recorded (or the study moves on)
+        const entry = JSON.parse(store.getItem(key) || "null");
+        if (entry) store.setItem(key, JSON.stringify(Object.assign(entry, { sent: true })));
+      });
+
+      let entry = null;
+      try { entry = JSON.parse(store.getItem(key) || "null"); } catch (e) { entry = null; }
+      if (!entry) return;
+      if (entry.sent && entry.seen !== seen()) { store.removeItem(key); return; } // recorded since it was sent
+      open(entry).then((values) => {
+        if (!values || !Object.keys(values).length) return;
+        const offer = document.createElement("div");
+        offer.className = "typed-offer";
+        offer.setAttribute("role", "status");
+        const when = new Date(entry.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+        const text = document.createElement("p");
+        text.textContent = "Not recorded: you typed this here at " + when + " (kept in this browser)";
+        const list = document.createElement("ul");
+        Object.entries(values).forEach(([name, value]) => {
+          const item = document.createElement("li");
+          item.textContent = name + ": ";
+          const quote = document.createElement("q");
+          quote.setAttribute("dir", "auto");
+          quote.textContent = value;
+          item.appendChild(quote);
+          list.appendChild(item);
+        });
+        const restore = document.createElement("button");
+        restore.type = "button";
+        restore.className = "typed-restore";
+        restore.textContent = "Restore what I typed";
+        const discard = document.createElement("button");
+        discard.type = "button";
+        discard.className = "typed-discard";
+        discard.textContent = "Discard it";
+        restore.addEventListener("click", () => {
+          let first = null;
+          fields().forEach((f) => { if (f.name in values) { f.value = values[f.name]; first = first || f; } });
+          offer.remove();
+          if (first) first.focus();
+        });
+        discard.addEventListener("click", () => { store.removeItem(key); offer.remove(); });
+        offer.append(text, list, restore, " ", discard);
+        form.before(offer);
+      });
+    });
   });
 })();

@@ -1,0 +1,153 @@
+"""Text a radiologist typed into a decision's form survives a session that ended before it was sent (Debian's Chromium
+under Playwright, uvicorn on a local port): typed, the session expired, the tab closed without sending; signed in
+again, the study page offers the text back, encrypted in the browser's storage meanwhile, under keys that name no
+patient; recorded, it is gone; another account is not offered it; an entry of an older revision or older than a shift
+is dropped.
+
+Before: nothing was kept in the browser; the text was gone with the tab (the signed-out page shows typed text back
+only when the form was sent).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from browser_support import Page, expect, needs_chromium, sign_in, tab
+from console_support import PASSWORD, add_user, console_settings, reported_study, serving, study_path
+from radtrace.audit.schema import AuditEventRow
+from radtrace.model.reader import StudyReader
+from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
+
+pytestmark = [pytest.mark.e2e, needs_chromium]
+
+IMPRESSION = "Small left pleural effusion, new since the prior film.\nNo pneumothorax."
+COMMENT = "skin fold over the left apex"
+PATIENT = ("TYPED^TINA", "RT0000095", "ACC000095")
+
+
+@dataclass
+class Site:
+    url: str
+    store: Store
+    studies: dict[str, str]
+
+    def decisions(self, study_uid: str) -> list[dict[str, Any]]:
+        with self.store.session() as session:
+            rows = session.scalars(
+                sa.select(AuditEventRow.payload)
+                .where(AuditEventRow.study_uid == study_uid, AuditEventRow.event_type == "finding_assessed")
+                .order_by(AuditEventRow.seq)
+            ).all()
+        return [json.loads(payload) for payload in rows]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("console-typed")
+    store = Store.from_url(f"sqlite:///{root / 'radtrace.db'}")
+    upgrade(store)
+    settings = console_settings(root, store)
+    reader = StudyReader(settings.model, data_dir=settings.data_dir)
+    studies = {"kept": reported_study(settings, store, reader, seed=95, name=PATIENT[0]),
+               "rules": reported_study(settings, store, reader, seed=96, name="RULES^RITA")}  # fmt: skip
+    for name in ("dr.typist", "dr.other"):
+        add_user(store, name, "radiologist")
+    with serving(store, settings) as url:
+        yield Site(url, store, studies)
+    store.dispose()
+
+
+def _stored(page: Page) -> dict[str, str]:
+    return dict(page.evaluate("Object.entries(Object.assign({}, localStorage, sessionStorage))"))
+
+
+def _sign_in_here(page: Page, name: str) -> None:
+    """The sign-in form the console answered a signed-out request with."""
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.keyboard.press("Enter")
+
+
+def test_text_typed_when_the_session_ended_and_the_tab_closed_is_offered_back(browser: Any, site: Site) -> None:
+    study_uid = site.studies["kept"]
+    url = f"{site.url}{study_path(site.store, study_uid)}"
+    with tab(browser, allowed=("status of 401",)) as page:
+        sign_in(page, site.url, "dr.typist")
+        page.goto(url)
+        label = str(page.locator("#finding-1").get_attribute("data-label"))
+        page.locator("#impression-text").fill(IMPRESSION)
+        page.locator("#finding-1 input.comment").fill(COMMENT)
+        page.locator("#finding-1 select.status").select_option("uncertain")
+        page.context.clear_cookies()  # the session expired while they typed
+        stored = _stored(page)
+        assert len(stored) == 2, stored  # the impression and finding 1
+        for key, value in stored.items():  # no patient identifier in a key; the text itself encrypted
+            assert key.startswith("radtrace.typed.")
+            assert not any(part in key for part in (*PATIENT, study_uid))
+            assert not any(typed in value for typed in ("skin fold", "effusion", "uncertain"))
+            assert set(json.loads(value)) == {"at", "seen", "sent", "iv", "data"}
+        context = page.context
+        again = context.new_page()  # the tab is closed without sending anything
+        page.close()
+        again.goto(url)
+        expect(again.get_by_label("User name")).to_be_visible()
+        _sign_in_here(again, "dr.typist")
+        expect(again).to_have_url(url)
+        offers = again.locator(".typed-offer")
+        expect(offers).to_have_count(2)
+        expect(again.locator("#impression .typed-offer q")).to_have_text(IMPRESSION)
+        expect(again.locator("#finding-1 .typed-offer")).to_contain_text(COMMENT)
+        expect(again.locator("#impression-text")).not_to_have_value(IMPRESSION)  # offered, not filled in unasked
+        again.locator("#finding-1").get_by_role("button", name="Restore what I typed").click()
+        expect(again.locator("#finding-1 input.comment")).to_have_value(COMMENT)
+        expect(again.locator("#finding-1 select.status")).to_have_value("uncertain")
+        expect(again.locator("#finding-1 input.comment")).to_be_focused()
+        again.locator("#finding-1 button.modify").click()  # recorded now
+        expect(again.get_by_test_id("decision-1")).to_contain_text("changed to uncertain by dr.typist")
+        assert [(d["finding"], d["decision"], d["status"], d["comment"]) for d in site.decisions(study_uid)] == [
+            (label, "modify", "uncertain", COMMENT)
+        ]
+        expect(again.locator("#finding-1 .typed-offer")).to_have_count(0)  # recorded: no longer kept or offered
+        expect(again.locator("#impression .typed-offer")).to_have_count(1)  # still not recorded
+        assert len(_stored(again)) == 1
+        again.locator("#impression").get_by_role("button", name="Discard it").click()
+        expect(again.locator(".typed-offer")).to_have_count(0)
+        assert _stored(again) == {}
+
+
+def test_another_account_is_not_offered_it_and_old_entries_go(browser: Any, site: Site) -> None:
+    url = f"{site.url}{study_path(site.store, site.studies['rules'])}"
+    handle = url.rsplit("/", 2)[1]
+    with tab(browser) as page:
+        sign_in(page, site.url, "dr.typist")
+        page.goto(url)
+        page.locator("#impression-text").fill("Typed by dr.typist, not sent.")
+        page.keyboard.press("Escape")  # leaves the field (its change event keeps it once more)
+        page.wait_for_timeout(300)  # the encryption is asynchronous
+        [(key, value)] = _stored(page).items()
+        entry = json.loads(value)
+        older = key.replace(f".{handle}.1.", f".{handle}.0.")  # the same text kept for a revision 0 (superseded)
+        stale = key.replace(".(impression).", ".Edema.")
+        assert len({key, older, stale}) == 3
+        page.evaluate(
+            "([older, stale, value, old]) => { localStorage.setItem(older, value); localStorage.setItem(stale, old); }",
+            [older, stale, value, json.dumps({**entry, "at": entry["at"] - 13 * 3600 * 1000})],
+        )
+        page.get_by_role("button", name="Sign out").click()
+        sign_in(page, site.url, "dr.other")
+        page.goto(url)
+        expect(page.locator("#impression-text")).to_be_visible()
+        page.wait_for_timeout(300)
+        expect(page.locator(".typed-offer")).to_have_count(0)  # dr.typist's text: another account's key
+        assert set(_stored(page)) == {key}  # revision 0's and the 13-hour-old entry are gone
+        page.get_by_role("button", name="Sign out").click()
+        sign_in(page, site.url, "dr.typist")
+        page.goto(url)
+        expect(page.locator("#impression .typed-offer q")).to_have_text("Typed by dr.typist, not sent.")
