@@ -23,9 +23,10 @@ model's name and version only). The drafts made before, from the first outputs o
 flagged ``unparsed`` and delivered, as a single odd study's draft is (at most ``STOP_AFTER - 1`` of them, none
 when a batch holds the whole streak).
 
-It is persisted: the open audit entry *is* the stop. Every worker on the database looks at it before each batch
-(one indexed query) and holds without reading while it is open, so a worker killed while stopped and started again,
-and a second worker, read nothing meanwhile; nothing is added to the schema.
+It is persisted: the stop is the model server's open outage (its ``model_outages`` row, kept with its audit entry,
+:mod:`radtrace.worker.outage_table`). Every worker on the database looks at it before each batch (a primary-key
+lookup) and holds without reading while it is open, so a worker killed while stopped and started again, and a second
+worker, read nothing meanwhile.
 
 It ends by a *probe reading*: at each of the breaker's probes (2 s doubling up to ``model.server_probe_max_s``) the
 held batch is read again, and once one of its readings parses the stop ends (``application_started``), those
@@ -37,8 +38,8 @@ times in one attempt has that attempt counted (the pipeline's flapping bound). A
 
 Or it is lifted by a person: output is deterministic, so a healthy model that happened to write four odd studies in a
 row fails its probe reading again and again. ``radtrace model resume`` (after checking the model and the held study)
-closes the open entry (:func:`radtrace.worker.outage.lift_stop`). Since the open entry *is* the stop, a worker whose
-stop is no longer open there reads again, its count from zero: before its next batch, or at its hold's next probe
+closes it (:func:`radtrace.worker.outage.lift_stop`: its ``application_started``, its row deleted). A worker whose
+stop is no longer open reads again, its count from zero: before its next batch, or at its hold's next probe
 (within ``model.server_probe_max_s``), without a probe reading. A model that really writes garbage stops again after
 :data:`STOP_AFTER` more.
 """
