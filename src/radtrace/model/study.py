@@ -231,10 +231,11 @@ def study_image(
     the header does not declare usably is read as :func:`radtrace.dicom_charset.read_text_as` decides
     (``assumed_character_set`` for bytes that are neither ASCII nor UTF-8). A deflated data set is parsed as it
     is inflated (:mod:`radtrace.dicom_deflated`): values over 1 MiB other than the pixel and overlay data are
-    left out, and one inflating beyond ``max_inflated_bytes`` is refused.
+    left out (in sequence items too), and one inflating beyond ``max_inflated_bytes``, or nesting sequences or
+    items past that module's bounds, is refused.
 
     Raises:
-        DicomInputError: not DICOM, or deflated beyond ``max_inflated_bytes``.
+        DicomInputError: not DICOM, deflated beyond ``max_inflated_bytes``, or nested past the bounds.
     """
     try:
         with without_charset_warnings():
@@ -298,13 +299,14 @@ def spooled_image(
     A GPU worker holds the studies of a batch, and of the next, while the model reads: each study's images are
     its headers only, whatever their number, and only the chosen views' pixel data is read
     (:func:`prepare_study`). In the header each pixel or overlay value stands as an empty value of its VR (what
-    has pixel data is still seen to); any other value over 1 MiB (a private blob) is left out. ``whole`` reads
-    the file again and raises :class:`DicomInputError` when its bytes no longer hash to ``sha256``. Text is read
-    as in :func:`study_image`. A deflated data set is parsed as it is inflated, never held inflated, within
-    ``max_inflated_bytes`` (:func:`study_image`).
+    has pixel data is still seen to); any other value over 1 MiB (a private blob) is left out (deflated, in
+    sequence items too). ``whole`` reads the file again and raises :class:`DicomInputError` when its bytes no
+    longer hash to ``sha256``. Text is read as in :func:`study_image`. A deflated data set is parsed as it is
+    inflated, never held inflated, within ``max_inflated_bytes`` (:func:`study_image`).
 
     Raises:
-        DicomInputError: not a readable DICOM file, or deflated beyond ``max_inflated_bytes``.
+        DicomInputError: not a readable DICOM file, deflated beyond ``max_inflated_bytes`` or nested past the
+            bounds of :mod:`radtrace.dicom_deflated` (the reason names the sequence and its tag path).
     """
     try:
         with without_charset_warnings(), path.open("rb") as handle:

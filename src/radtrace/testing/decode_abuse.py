@@ -526,6 +526,14 @@ def _hostile_films(directory: Path) -> list[HostileFilm]:
     # A 1.0 MB file the listener accepts (it inflates under its limit): pydicom inflated it whole, twice.
     zeros = deflated_with_private_zeros(nih(), directory / "deflated-250-mib-private-zeros.dcm", 250 * _MIB)
     films.append(HostileFilm("deflated-250-mib-private-zeros", zeros, "read"))
+    # Inside sequences (radtrace.testing.deflate_abuse): pydicom held the item's 250 MiB (+1,050 MB); bombs refused.
+    from radtrace.testing.deflate_abuse import shape_film
+
+    for shape, size, expect in (("huge-in-item-undefined", 250 * _MIB, "read"), ("items-undefined", 200_000, "failed"),
+                                ("deep", 5000, "failed")):  # fmt: skip
+        path = shape_film(shape, size, directory / f"deflated-{shape}-{size}.dcm")
+        reason = "(0009,1012) private" if expect == "failed" else ""
+        films.append(HostileFilm(f"deflated-{shape}-{size}", path, expect, reason))
 
     # Headers that disagree with the data.
     add("native-rows-doubled", nih(Rows=2048), "failed", "less than expected")
