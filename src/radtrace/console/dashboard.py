@@ -5,9 +5,9 @@
 day or by ISO week. Days are the site's local calendar days in ``qa.time_zone`` (default UTC), weeks start on
 their Monday, and a DST day counts its 23 or 25 hours. Label drift uses the ``qa`` settings that the Prometheus
 rules use (``qa.baseline_days`` before the window set the control limits; a label drifts when its daily rate stays
-outside its 95 % limits on one side for ``qa.drift_run_days`` days), so the page and the site's alerting agree;
-the rules (:mod:`radtrace.qa.metrics`) still count UTC days, so with another ``qa.time_zone`` a run of days can
-start or end a day apart between the two.
+outside its 95 % limits on one side for ``qa.drift_run_days`` days) and the same local days of ``qa.time_zone``
+as the rules (:mod:`radtrace.qa.metrics`), so the page and the site's alerting agree; the audit explorer shows its
+times in that zone too.
 
 By week, the figures cover whole ISO weeks: from the Monday of ``from``'s week, which the page names as the first
 day counted. Agreement is shown per label, per label and model version of the reading decided, and per label and

@@ -7,7 +7,9 @@ the console user), a study's timeline :func:`~radtrace.audit.queries.study_timel
 the CSV export :func:`~radtrace.audit.queries.export_records` (``audit_exported``, recorded before the first byte).
 
 Pages are keyset-paged on ``seq`` as the API is (``after_seq``; at most :data:`MAX_PAGE_SIZE` events a page).
-Times in the form are UTC (a ``datetime-local`` field has no zone); a time given with a zone in the URL is kept.
+Times are shown, and read from the form, in the site's zone ``qa.time_zone`` (default UTC), as the QA dashboard's
+days are, and each page names it (a ``datetime-local`` field has no zone: its time is that zone's, a DST overlap's
+first occurrence); a time given with a zone in the URL is kept. The CSV export keeps UTC (ISO 8601 with its offset).
 A filter that does not parse gets a 400 page naming the filter and the problem.
 
 A patient ID, accession or Study UID never sits in a URL: a search is POSTed and its patient identifiers kept
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
@@ -184,26 +187,33 @@ def _identifiers_in_url(request: Request, path: str) -> Response | None:
     return redirect(_address(request, path, given, **page))
 
 
-def _as_utc(value: str) -> str:
-    # A datetime-local field sends "2025-03-03T08:00" with no zone: the form says UTC, so it is UTC.
-    return f"{value}Z" if _NAIVE_TIME.match(value) else value
+def zone_of(state: ConsoleState) -> ZoneInfo:
+    """The site's zone (``qa.time_zone``, checked when the settings load): the explorer's times, as the dashboard's."""
+    return ZoneInfo(state.settings.qa.time_zone)
 
 
-def _selection(given: dict[str, str]) -> dict[str, str]:
-    return {name: _as_utc(value) if name in ("since", "until") else value for name, value in given.items()}
+def _in_zone(value: str, zone: ZoneInfo) -> str:
+    # A datetime-local field sends "2025-03-03T08:00" with no zone: the form names the site's zone, so it is that one.
+    if not _NAIVE_TIME.match(value):
+        return value
+    return datetime.fromisoformat(value).replace(tzinfo=zone).isoformat()
 
 
-def _query(request: Request, given: dict[str, str]) -> AuditQuery:
+def _selection(given: dict[str, str], zone: ZoneInfo) -> dict[str, str]:
+    return {name: _in_zone(value, zone) if name in ("since", "until") else value for name, value in given.items()}
+
+
+def _query(request: Request, given: dict[str, str], zone: ZoneInfo) -> AuditQuery:
     """The page the request asks for; raises :class:`QueryError` naming each bad value."""
     _check_characters(given)
-    return _query_of(given, request.query_params.get("limit", ""), request.query_params.get("after_seq", ""))
+    return _query_of(given, request.query_params.get("limit", ""), request.query_params.get("after_seq", ""), zone)
 
 
-def _query_of(given: dict[str, str], limit: str, after_seq: str) -> AuditQuery:
+def _query_of(given: dict[str, str], limit: str, after_seq: str, zone: ZoneInfo) -> AuditQuery:
     limit = limit.strip() or str(DEFAULT_PAGE_SIZE)
     if limit.isdigit() and int(limit) > MAX_PAGE_SIZE:
         raise QueryError(f"invalid audit query: limit: at most {MAX_PAGE_SIZE} events a page (got {limit!r})")
-    return AuditQuery.parse(**_selection(given), limit=limit, after_seq=after_seq.strip() or "0")
+    return AuditQuery.parse(**_selection(given, zone), limit=limit, after_seq=after_seq.strip() or "0")
 
 
 def _check_characters(given: dict[str, str]) -> None:
@@ -212,13 +222,13 @@ def _check_characters(given: dict[str, str]) -> None:
         raise QueryError(f"invalid audit query: {problem}")
 
 
-def _form_values(query: AuditFilter) -> dict[str, str]:
-    """The parsed filters as the form shows them (times as UTC for the datetime-local fields)."""
+def _form_values(query: AuditFilter, zone: ZoneInfo) -> dict[str, str]:
+    """The parsed filters as the form shows them (times in the site's zone for the datetime-local fields)."""
     values = {}
     for name in FILTERS:
         value = getattr(query, name)
         if isinstance(value, datetime):
-            values[name] = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f" if value.microsecond else
+            values[name] = value.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S.%f" if value.microsecond else
                                                           "%Y-%m-%dT%H:%M:%S")  # fmt: skip
         elif value is not None:
             values[name] = str(value)
@@ -242,7 +252,15 @@ class EventRow:
     recorded_ms: str  # to the millisecond (the timeline)
 
 
-def _row(event: AuditRecord, handles: Mapping[str, str]) -> EventRow:
+def shown_time(at: datetime, zone: ZoneInfo, *, ms: bool = False) -> str:
+    """``at`` in the site's zone as the pages write it (to the second, or the millisecond); outside UTC followed by
+    the zone's abbreviation (EST, EDT), which tells the two occurrences of a DST overlap's hour apart."""
+    local = at.astimezone(zone)
+    text = local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if ms else local.strftime("%Y-%m-%d %H:%M:%S")
+    return text if zone.key == "UTC" else f"{text} {local.strftime('%Z')}"
+
+
+def _row(event: AuditRecord, handles: Mapping[str, str], zone: ZoneInfo) -> EventRow:
     handle = handles.get(event.study_uid or "")
     who = event.actor_user or event.actor_ae or event.actor_process
     payload = canonical_json(event.payload) if event.payload else ""
@@ -254,13 +272,14 @@ def _row(event: AuditRecord, handles: Mapping[str, str]) -> EventRow:
         " ".join(part for part in (event.model_name, event.model_version) if part),
         payload,
         f"{PREFIX}/audit/timeline/{handle}" if handle else None,
-        recorded_text(event, lambda at: at.strftime("%Y-%m-%d %H:%M:%S")),
-        recorded_text(event, lambda at: at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]),
+        recorded_text(event, lambda at: shown_time(at, zone)),
+        recorded_text(event, lambda at: shown_time(at, zone, ms=True)),
     )
 
 
 def _explorer(request: Request, state: ConsoleState, user: SignedIn, status: int = 200, **context: Any) -> HTMLResponse:
     return render_page(request, state, "audit.html", status, user=user, filters=FILTERS, page_sizes=PAGE_SIZES,
+                       zone_name=zone_of(state).key,
                        event_types=[t.value for t in EventType], outcomes=[o.value for o in Outcome],
                        is_admin=user.account.role is ConsoleRole.ADMIN, **context)  # fmt: skip
 
@@ -275,18 +294,19 @@ def explorer_page(request: Request, state: StateDep, user: UserDep) -> Response:
     given: dict[str, str] = {}
     try:
         given = _given(request)
-        query = _query(request, given)
+        query = _query(request, given, zone_of(state))
     except QueryError as exc:
         return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
                          rows=None)  # fmt: skip
     page = run_query(state.store, query, request_actor(request, user))
-    values = _form_values(query)
+    zone = zone_of(state)
+    values = _form_values(query, zone)
     token = {"q": request.query_params["q"]} if _typed(values, PATIENT_FILTERS) else {}
     shown = {name: value for name, value in values.items() if name not in PATIENT_FILTERS}
     kept = {**shown, **token, "limit": str(query.limit)}
     handles = _timeline_handles(request, page.events)
     return _explorer(
-        request, state, user, values=values, limit=query.limit, rows=[_row(e, handles) for e in page.events],
+        request, state, user, values=values, limit=query.limit, rows=[_row(e, handles, zone) for e in page.events],
         after_seq=query.after_seq,
         first_url=_link("/audit", kept) if query.after_seq else None,
         next_url=_link("/audit", kept, after_seq=page.next_after_seq) if page.next_after_seq is not None else None,
@@ -305,7 +325,7 @@ async def explorer_search(request: Request, state: StateDep, user: UserDep) -> R
     page = _typed(form, ("limit",))
     try:
         _check_characters(given)
-        _query_of(given, page.get("limit", ""), "0")
+        _query_of(given, page.get("limit", ""), "0", zone_of(state))
     except QueryError as exc:  # answered here, with the form as typed: nothing was searched, nothing recorded
         return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
                          rows=None)  # fmt: skip
@@ -368,7 +388,8 @@ def timeline_page(request: Request, handle: str, state: StateDep, user: UserDep)
                         "no audit event names this study")  # fmt: skip
     handles = _timeline_handles(request, [entry.event for entry in timeline.entries])
     return render_page(request, state, "audit_timeline.html", user=user, timeline=timeline,
-                       rows=[(entry, _row(entry.event, handles)) for entry in timeline.entries],
+                       rows=[(entry, _row(entry.event, handles, zone_of(state))) for entry in timeline.entries],
+                       zone_name=zone_of(state).key,
                        stages=_stage_rows(timeline), chart=_chart(timeline),
                        events_url=_address(request, "/audit", {"study_uid": study_uid}))  # fmt: skip
 
@@ -403,7 +424,7 @@ def export_page(request: Request, state: StateDep, user: UserDep) -> Response:
     try:
         given = _given(request)
         _check_characters(given)
-        selection = AuditFilter.parse(**_selection(given))
+        selection = AuditFilter.parse(**_selection(given, zone_of(state)))
     except QueryError as exc:
         return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
                          rows=None)  # fmt: skip
@@ -486,7 +507,9 @@ def _verifier(request: Request) -> Verifier:
 
 def _verify_page(request: Request, state: ConsoleState, user: SignedIn, run: VerifyRun | None,
                  status: int = 200, busy: bool = False) -> HTMLResponse:  # fmt: skip
-    return render_page(request, state, "audit_verify.html", status, user=user, run=run, busy=busy)
+    zone = zone_of(state)
+    return render_page(request, state, "audit_verify.html", status, user=user, run=run, busy=busy,
+                       zone_name=zone.key, shown=lambda at: shown_time(at, zone))  # fmt: skip
 
 
 @router.get("/audit/verify")

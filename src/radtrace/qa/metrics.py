@@ -6,8 +6,11 @@ Read from the audit log (the only place that keeps every reading's labels and ev
   ``labels`` column);
 * endings — ``report_created`` (read and reported) and ``study_failed`` (failed after its retries).
 
-Days are UTC dates. The *monitored* days are the last ``qa.monitored_days`` (today included); the
-*baseline* the ``qa.baseline_days`` before them. :func:`evaluate_rules` (pure) applies
+Days are the site's local calendar days in ``qa.time_zone`` (default UTC), the days the QA dashboard counts, so
+the drift alert fires on the run of days the dashboard's drift chart shows (before, the rules counted UTC days and,
+outside UTC, a run could start or end a day apart from the chart's). The *monitored* days are the last
+``qa.monitored_days`` (today, local, included); the *baseline* the ``qa.baseline_days`` before them. The failure
+rate and burst look at the last 24 hours, whatever the zone. :func:`evaluate_rules` (pure) applies
 :mod:`radtrace.qa.drift` to them; :class:`QaRuleCollector` reads the rows, calls it at most every
 ``qa.refresh_s`` seconds, and yields:
 
@@ -33,7 +36,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -73,6 +77,17 @@ class RuleState:
     failure_burst: bool
 
 
+def _local(when: datetime, zone: ZoneInfo) -> datetime:
+    """``when`` (aware, or naive UTC as SQLite gives it back) in the site's zone."""
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(zone)
+
+
+def first_local_midnight(now: datetime, days: int, zone: ZoneInfo) -> datetime:
+    """The UTC instant the local day ``days - 1`` days before ``now``'s local day starts: the rules read from it."""
+    day = _local(now, zone).date() - timedelta(days=days - 1)
+    return datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(UTC)
+
+
 def _labels(column: str | None) -> tuple[str, ...]:
     return tuple(part for part in (column or "").split(",") if part)
 
@@ -84,8 +99,10 @@ def evaluate_rules(
     rules: QaSettings,
 ) -> RuleState:
     """The rules' state at ``now`` from (when read, labels present) per reading and (when ended, failed)
-    per ending (pure)."""
-    today = now.date()
+    per ending (pure), by local days of ``rules.time_zone``."""
+    zone = ZoneInfo(rules.time_zone)
+    today = _local(now, zone).date()
+    readings = ((_local(when, zone), labels) for when, labels in readings)
     monitored = (today - timedelta(days=rules.monitored_days - 1), today)
     baseline = (monitored[0] - timedelta(days=rules.baseline_days), monitored[0] - timedelta(days=1))
     totals, present = label_prevalence(readings)
@@ -112,7 +129,7 @@ def evaluate_rules(
         if when > recent:
             ended_recent += 1
             failed_recent += failed
-        day = when.date()
+        day = _local(when, zone).date()
         if baseline[0] <= day <= baseline[1]:
             counts = per_day.setdefault(day, [0, 0])
             counts[0] += failed
@@ -157,7 +174,7 @@ class QaRuleCollector(Collector):
                 return self._cached[1]
             now = self.clock()
             days = self.rules.baseline_days + self.rules.monitored_days
-            since = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(), tzinfo=now.tzinfo)
+            since = first_local_midnight(now, days, ZoneInfo(self.rules.time_zone))
             readings, endings = read_rule_inputs(self.store, since)
             state = evaluate_rules(readings, endings, now, self.rules)
             self._cached = (time.monotonic(), state)
