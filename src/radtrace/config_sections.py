@@ -361,7 +361,8 @@ class QaSettings(Section):
     time_zone: str = Field(
         default="UTC",
         description="the site's time zone, an IANA name such as America/New_York: the QA dashboard's days and weeks "
-        "are its local calendar days (DST days of 23 and 25 hours included)",
+        "and the drift rules' days (Prometheus) are its local calendar days (DST days of 23 and 25 hours included), "
+        "and the audit explorer shows its times in it",
     )
 
     @field_validator("time_zone")
