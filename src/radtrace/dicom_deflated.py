@@ -232,6 +232,8 @@ class _Parser:
         parent = encoding
         elements: dict[BaseTag, RawDataElement | DataElement] = {}
         original: tuple[bool, bool] | None = None
+        only: Dataset | None = None  # the one part read, when it is the whole data set as read (most items)
+        parts = 0
         while length is None or stream.tell() - start < length:
             self._stop = None
             remaining = None if length is None else length - (stream.tell() - start)
@@ -245,6 +247,8 @@ class _Parser:
                 parent_encoding=encoding,
                 at_top_level=self._top,
             )
+            parts += 1
+            only = part if parts == 1 else None
             implicit = bool(part.original_encoding[0])
             if original is None:
                 original = (implicit, True)
@@ -254,12 +258,14 @@ class _Parser:
                 uninflated = isinstance(raw, RawDataElement) and raw.value is None and raw.length > 0
                 if uninflated and not (self._top and self._keep_deferred):  # nothing can read it
                     logger.debug("leaving element %s (%d bytes) out", tag, getattr(raw, "length", 0))
+                    only = None
                     continue
                 elements[tag] = raw
             stop = self._stop
             if stop is None or stream.tell() != stop[3]:  # the end of the data set, or of an item of undefined
                 self._ended_item = self._after_item_end()  # length (its delimiter read)
                 break
+            only = None
             tag, vr, value_length, _ = stop
             if self._top and _is_bulk(tag):  # read it whole, or skip its value
                 found = data_element_generator(
@@ -282,6 +288,8 @@ class _Parser:
                 )
             else:
                 self._skip_to_sequence_end(tag)
+        if only is not None:
+            return only
         dataset = Dataset(elements, parent_encoding=parent)
         implicit_vr, little_endian = original or (implicit, True)
         dataset.set_original_encoding(implicit_vr, little_endian, encoding)
