@@ -11,6 +11,7 @@ only when the form was sent).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.e2e, needs_chromium]
 IMPRESSION = "Small left pleural effusion, new since the prior film.\nNo pneumothorax."
 COMMENT = "skin fold over the left apex"
 PATIENT = ("TYPED^TINA", "RT0000095", "ACC000095")
+HOST = "radtrace.test"  # not localhost: plain HTTP to it is not a secure context
 
 
 @dataclass
@@ -151,3 +153,36 @@ def test_another_account_is_not_offered_it_and_old_entries_go(browser: Any, site
         sign_in(page, site.url, "dr.typist")
         page.goto(url)
         expect(page.locator("#impression .typed-offer q")).to_have_text("Typed by dr.typist, not sent.")
+
+
+def test_outside_a_secure_context_the_text_stays_in_the_tab_only(browser: Any, site: Site) -> None:
+    """Plain HTTP to a host name that is not localhost (``radtrace.test``, resolved to this machine by Chromium's own
+    resolver rule) is not a secure context: no WebCrypto, so nothing goes to localStorage; the text is kept, plain, in
+    the tab's sessionStorage, offered back in that tab after signing in again, and not in another tab."""
+    port = site.url.rsplit(":", 1)[1]
+    url = f"http://{HOST}:{port}{study_path(site.store, site.studies['rules'])}"
+    resolving = browser.browser_type.launch(  # the module's Playwright, a second Chromium with the resolver rule
+        executable_path=shutil.which("chromium"), args=["--no-sandbox", f"--host-resolver-rules=MAP {HOST} 127.0.0.1"]
+    )
+    try:
+        with tab(resolving, allowed=("status of 401",)) as page:
+            sign_in(page, f"http://{HOST}:{port}", "dr.typist")
+            page.goto(url)
+            assert page.evaluate("window.isSecureContext") is False
+            page.locator("#finding-0 input.comment").fill("typed over plain HTTP")
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(200)
+            assert page.evaluate("localStorage.length") == 0
+            [value] = page.evaluate("Object.values(Object.assign({}, sessionStorage))")
+            assert json.loads(value)["plain"] == {"comment": "typed over plain HTTP"}
+            page.context.clear_cookies()  # the session expired
+            page.goto(url)
+            _sign_in_here(page, "dr.typist")
+            expect(page.locator("#finding-0 .typed-offer q")).to_have_text("typed over plain HTTP")
+            other = page.context.new_page()  # another tab has its own sessionStorage: nothing offered there
+            other.goto(url)
+            expect(other.locator("#finding-0 input.comment")).to_be_visible()
+            other.wait_for_timeout(300)
+            expect(other.locator(".typed-offer")).to_have_count(0)
+    finally:
+        resolving.close()
