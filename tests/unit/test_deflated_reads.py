@@ -267,3 +267,15 @@ def test_a_value_of_undefined_length_that_is_not_a_sequence_is_skipped_to_its_de
     assert 0x00091014 not in image.dataset
     assert image.dataset.PatientID == expected.PatientID
     assert image.dataset.PixelData == expected.PixelData
+
+
+def test_a_deflated_film_cut_short_inside_a_sequence_item_is_refused_naming_the_transfer_syntax(tmp_path: Path) -> None:
+    """The file ends in the middle of the deflate stream, inside the View Code Sequence item's private zeros (64 MiB
+    of zeros deflate to about 64 KB, after a header of under 2 KB: byte 20,000 is among them)."""
+    path = shape_film("huge-in-item-undefined", ZEROS, tmp_path / "whole.dcm")
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(path.read_bytes()[:20_000])
+    with pytest.raises(
+        DicomInputError, match=r"^\(0002,0010\) Transfer Syntax UID: the deflated data set is cut short"
+    ):
+        spooled_image(cut, _digest(cut))
