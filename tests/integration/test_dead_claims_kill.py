@@ -246,42 +246,52 @@ def test_a_send_slower_than_the_heartbeat_by_a_dispatcher_in_another_pid_namespa
     assert _released(sqlite_store) == []
 
 
-def test_a_dispatcher_in_another_pid_namespace_killed_mid_send_is_taken_over_once_its_heartbeat_is_overdue(
-    tmp_path: Path, sqlite_store: Store
+#: A second dispatcher already running takes a killed one's send over well within its reconcile interval (30 s): it
+#: looks again every 10 s while a send of this host is in flight, and one of another PID namespace is released 15 s
+#: after its last beat. Before, it waited for its next pass (29.4 s measured), and one of another namespace was
+#: released at once, alive or not (/work/notes/dispatch-measure/before_after_kill.py).
+TAKEN_OVER_BY_A_RUNNING_DISPATCHER_WITHIN_S = 25.0
+
+
+@pytest.mark.parametrize("namespace", ["another", "this"])
+def test_a_dispatcher_killed_mid_send_is_taken_over_by_one_already_running_within_its_reconcile_interval(
+    tmp_path: Path, sqlite_store: Store, namespace: str
 ) -> None:
-    """The same two dispatchers; the first killed -9 while the RIS holds its ORU: the second, already running with the
-    default reconcile interval (30 s), sends it again about 15 s after the last beat (5 s beat + 10 s slack, the
-    reconciler looking again when it would be overdue), not after the 300 s lease."""
+    """The same two dispatchers; the first (in another PID namespace, or in this one) killed -9 while the RIS holds its
+    ORU: the second, already running with the default reconcile interval (30 s), sends it again (this namespace: its
+    pid is gone, released at once at its next look, every 10 s while the send is in flight; another: 15 s after the
+    last beat, 5 s beat + 10 s slack), not after the 300 s lease nor the next 30 s pass."""
+    prefix = OTHER_PID_NAMESPACE if namespace == "another" else ()
     with fake_vllm_server() as server, mllp_receiver(["silent", "AA"]) as ris:
         settings = _settings(tmp_path, sqlite_store, server.url, ris)
         _queue_one(settings, sqlite_store)
-        first_log, second_log = tmp_path / "worker-ns.log", tmp_path / "worker-2.log"
-        with _worker(settings, first_log, OTHER_PID_NAMESPACE) as first:
+        first_log, second_log = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
+        with _worker(settings, first_log, prefix) as first:
             _until(lambda: len(ris.received) == 1, first, first_log, 120)
             row = _hl7_row(sqlite_store)
             assert row is not None
             assert row.claimed_by is not None
-            assert row.claimed_by.startswith(f"radtrace@{socket.gethostname()}:{OTHER_PID} ")
+            holder = f"radtrace@{socket.gethostname()}:{OTHER_PID if prefix else first.pid}"
+            assert row.claimed_by.startswith(f"{holder} ")
             with _worker(settings, second_log) as second:
                 _until(lambda: b"ready" in second_log.read_bytes(), second, second_log, 60)  # its start-up pass ran
                 time.sleep(1)
                 _kill(first)
-                killed_at = time.monotonic()
 
                 def delivered() -> bool:
                     again = _hl7_row(sqlite_store)
                     return again is not None and again.state is OutboxState.DELIVERED
 
                 took = _until(delivered, second, second_log, TAKEN_OVER_WITHIN_S)
-                print(f"\nORU delivered {took:.1f} s after the dispatcher in another PID namespace was killed -9 "
-                      f"(lease: 300 s)")  # fmt: skip
+                print(f"\nORU delivered {took:.1f} s after the dispatcher in {namespace} PID namespace was killed -9 "
+                      f"(lease: 300 s, reconcile interval 30 s)")  # fmt: skip
                 time.sleep(2)  # nothing more is sent
-                assert time.monotonic() - killed_at < TAKEN_OVER_WITHIN_S
+    assert took < TAKEN_OVER_BY_A_RUNNING_DISPATCHER_WITHIN_S
     final = _hl7_row(sqlite_store)
     assert final is not None
     assert (final.state, final.attempts) == (OutboxState.DELIVERED, 2)
     assert len(ris.control_ids) == 2  # the killed send and the one after: the same ORU
     assert ris.control_ids[0] == ris.control_ids[1]
     [released] = _released(sqlite_store)
-    assert released["released_claim_of"] == f"radtrace@{socket.gethostname()}:{OTHER_PID}"
-    assert "whose heartbeat stopped at" in str(released["error"])
+    assert released["released_claim_of"] == holder
+    assert ("whose heartbeat stopped at" if prefix else "which is not running") in str(released["error"])

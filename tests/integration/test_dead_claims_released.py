@@ -320,3 +320,14 @@ def test_a_delivery_claimed_before_the_heartbeat_is_left_to_its_lease(site: Site
 
     assert site.reconciler.run_once(overdue_after_s=0).released == 0
     assert site.delivery(outbox_id).next_attempt_at == claimed_at + LEASE
+
+
+def test_a_live_holder_of_this_namespace_sending_on_has_the_reconciler_look_again_within_10_s(site: Site) -> None:
+    """Kept (it sends), but a kill -9 of it would be found at the next look, in 10 s, not a whole interval later."""
+    outbox_id = site.claimed_delivery(f"radtrace@{HOST}:{os.getpid()}", utc_now(), beat_s_ago=1,
+                                      start=claims.start_ticks("self"))  # fmt: skip
+    assert site.reconciler.run_once(overdue_after_s=0).released == 0
+    assert site.delivery(outbox_id).claimed_by is not None
+    look_again = site.reconciler.look_again_at
+    assert look_again is not None
+    assert utc_now() + timedelta(seconds=8) < look_again <= utc_now() + timedelta(seconds=10)

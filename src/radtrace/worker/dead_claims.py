@@ -65,9 +65,14 @@ class Released:
 
     deliveries: list[int] = field(default_factory=list)
     revisions: list[tuple[int, str, int, Priority]] = field(default_factory=list)
-    #: When a delivery of this host whose heartbeat was still fresh would be overdue: the reconciler looks again
-    #: then rather than a whole ``broker.reconcile_interval_s`` later.
+    #: When to look at this host's deliveries in flight again (one of another namespace would be overdue then; one of
+    #: this namespace may have been killed): the reconciler passes then rather than a whole
+    #: ``broker.reconcile_interval_s`` later.
     look_again_at: datetime | None = None
+
+    def look_again(self, at: datetime) -> None:
+        """Ask for a pass at ``at`` (the earliest asked for wins)."""
+        self.look_again_at = min(at, self.look_again_at or at)
 
 
 def release_dead_claims(
@@ -111,11 +116,12 @@ def _release_deliveries(store: Store, recorder: AuditRecorder, now: datetime, re
             continue
         why = holder.ended()  # provably ended (its pid in this namespace and boot is gone): nothing sends it now
         if why is None:
-            if holder.beside_us:  # alive here (a stuck send, or a database it cannot reach): its lease decides
-                continue
+            if holder.beside_us:  # alive here; if it sends on (its beat renewed), look again soon: a kill -9 now
+                if heartbeat_at > overdue:  # is then found in seconds, not a whole reconcile interval later
+                    released.look_again(now + timedelta(seconds=2 * claims.HEARTBEAT_S))
+                continue  # a stuck send, or one whose database is away: its lease decides
             if heartbeat_at > overdue:  # another namespace, renewed lately: look again once it would be overdue
-                due = heartbeat_at + (now - overdue)
-                released.look_again_at = min(due, released.look_again_at or due)
+                released.look_again(heartbeat_at + (now - overdue))
                 continue
             why = (
                 f"whose heartbeat stopped at {heartbeat_at:%H:%M:%S} UTC ({(now - heartbeat_at).total_seconds():.0f}"

@@ -250,8 +250,9 @@ class Reconciler:
             stop.wait(self._next_pass_in_s())
 
     def _next_pass_in_s(self) -> float:
-        """``broker.reconcile_interval_s``, or less when a delivery's claim of this host becomes overdue before then
-        (released by the pass after: a dispatcher killed mid-send is taken over about 15 s after its last beat)."""
+        """``broker.reconcile_interval_s``, or less while deliveries of this host are in flight
+        (:attr:`radtrace.worker.dead_claims.Released.look_again_at`): a dispatcher killed mid-send is taken over in
+        about 10 s (this PID namespace) or 15 s after its last beat (another), not up to a whole interval later."""
         interval = self.settings.broker.reconcile_interval_s
         if self.look_again_at is None:
             return interval
