@@ -15,7 +15,9 @@ Supervision: a child that exits unexpectedly is logged and restarted with expone
 doubling to 60 s; reset once it has run for a minute). A child that exits with status 2 refused its
 configuration (for example its port is taken): restarting cannot help, so the supervisor stops the
 others and exits 2. SIGTERM or SIGINT stops every child with SIGTERM (a worker finishes the study in
-hand), waits up to ``stop_timeout_s``, then kills what is left; the supervisor then exits 0.
+hand), waits up to ``stop_timeout_s``, then kills what is left; the supervisor then exits 0. A supervisor killed
+outright (``kill -9``) takes its children with it at once (:mod:`radtrace.parent_death`, SIGKILL): a new serve can
+start straight away, and what they had in hand is recovered as after any ``kill -9``.
 
 Without usable model weights the worker is not started: the listener keeps accepting and studies wait in
 ``queued`` (the row is the truth). Missing files, and files that are there but cannot be loaded (a truncated
@@ -34,7 +36,6 @@ log says so (:func:`waiting_line`, :func:`ready_line`): each distinct reason onc
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import json
 import logging
@@ -54,6 +55,7 @@ from types import FrameType
 
 from radtrace.config import Settings
 from radtrace.dicom_listener.policy import AssociationRequest, caller_rules
+from radtrace.parent_death import ending_with_parent
 from radtrace.preflight import check_model_weights
 
 __all__ = [
@@ -114,14 +116,6 @@ class _Child:
     weights_fingerprint: str | None = None  # the model directory as it was when last found unusable
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Linux: the child gets SIGTERM if the supervisor dies without stopping it (kill -9)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 class Supervisor:
     """Starts, watches, restarts and stops the children of ``radtrace serve`` (see the module docstring)."""
 
@@ -140,6 +134,11 @@ class Supervisor:
         self.root_args = list(root_args)
         self.stop_timeout_s = stop_timeout_s
         self._stopping = threading.Event()
+        # A supervisor killed outright (kill -9, the OOM killer) cannot stop its children: the kernel kills them.
+        # SIGTERM there let a Celery worker's warm shutdown run 5 to 25 s (a study in hand: minutes), holding the GPU
+        # and its ports while a new serve started; what they had in hand is taken up again as after any kill -9 (the
+        # reconciler releases a dead process's claims at the next start; an unanswered C-STORE is sent again).
+        self._follow_supervisor = ending_with_parent(signal.SIGKILL)
 
     def _weights_ready(self) -> tuple[bool, str]:
         check = check_model_weights(self.settings)
@@ -178,7 +177,7 @@ class Supervisor:
             self._argv(child.component),
             stdin=subprocess.DEVNULL,
             process_group=0,  # Ctrl-C reaches the supervisor only; it stops the children in order
-            preexec_fn=_die_with_parent,  # the supervisor starts no threads
+            preexec_fn=self._follow_supervisor,  # only prctl and getppid between fork and exec
         )
         child.started_at = now
         log.info("started %s (pid %d): radtrace %s", child.component.name, child.process.pid,

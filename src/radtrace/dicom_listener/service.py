@@ -13,7 +13,6 @@ exits when the children have.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -26,14 +25,12 @@ from radtrace.dicom_listener.ae import Listener
 from radtrace.dicom_listener.metrics import ListenerMetrics
 from radtrace.dicom_listener.shared_counts import SharedSourceCounts
 from radtrace.metrics_server import start_metrics_server
+from radtrace.parent_death import ending_with_parent
 from radtrace.store.engine import Store
 
 __all__ = ["run_listener", "run_listener_processes"]
 
 log = logging.getLogger(__name__)
-
-#: prctl(2) option: the signal a process gets when its parent ends.
-PR_SET_PDEATHSIG = 1
 
 
 def run_listener(settings: Settings, index: int = 0, source_counts: SharedSourceCounts | None = None) -> None:
@@ -75,22 +72,6 @@ def run_listener(settings: Settings, index: int = 0, source_counts: SharedSource
         store.dispose()
 
 
-def _end_with(parent: int) -> None:
-    """Have this child sent SIGTERM (and so stop as on ``systemctl stop``) when the parent ends, even by kill -9.
-
-    Otherwise a parent killed outright left its children serving both ports and holding the listener's locks
-    (inherited at fork): a ``radtrace listen`` started again was refused as "another radtrace listener (pid <the dead
-    parent>)" until someone found and killed the orphans. Linux only (``PR_SET_PDEATHSIG``); elsewhere a no-op.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        log.warning("listener process cannot follow its parent (prctl: errno %d)", ctypes.get_errno())
-    if os.getppid() != parent:  # it ended between the fork and the prctl
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def run_listener_processes(settings: Settings) -> int:
     """Run ``listener.processes`` listener processes sharing the port; returns an exit status."""
     count = settings.listener.processes
@@ -100,13 +81,17 @@ def run_listener_processes(settings: Settings) -> int:
     listener = settings.listener
     source_counts = SharedSourceCounts(count, listener.max_associations + listener.max_half_open + 1)
     children: list[int] = []
-    parent = os.getpid()
+    # Each child stops as on systemctl stop when this process ends, even by kill -9: otherwise the orphans went on
+    # serving both ports and holding the locks inherited at fork, and a radtrace listen started again was refused
+    # as "another radtrace listener (pid <the dead parent>)" until someone found and killed them.
+    follow_parent = ending_with_parent(signal.SIGTERM)
     for index in range(count):
         pid = os.fork()
         if pid == 0:  # child
             code = 0
             try:
-                _end_with(parent)
+                if refused := follow_parent():
+                    log.warning("listener process cannot follow its parent (prctl: errno %d)", refused)
                 run_listener(settings, index, source_counts)
             except BaseException:
                 log.exception("listener process %d failed", index)
