@@ -169,6 +169,7 @@ def worker(
     PostgreSQL schema is refused).
     """
     from radtrace.worker.service import queue_names, run_worker
+    from radtrace.worker.space_at_start import worker_start_checks
 
     settings = settings_of(ctx)
     roles = [role.strip() for role in queues.split(",") if role.strip()]
@@ -176,7 +177,7 @@ def worker(
         queue_names(settings, roles)
     except ConfigError as exc:
         fail(exc.reason, EXIT_USAGE)
-    _refuse_failed_checks(run_preflight(settings))
+    _refuse_failed_checks(worker_start_checks(settings, run_preflight))  # a full disk: waits, no restart loop
     _quiet_celery_root_warning()
     try:
         run_worker(

@@ -47,14 +47,17 @@ def status(
     """Show revisions per state, outbox deliveries, queue depths, the oldest waiting and failures with reasons.
 
     Exits 1 when the broker does not answer (with --broker, the default), after printing the rest."""
+    from radtrace.worker.disk_space import data_disk_line
     from radtrace.worker.status import collect_status
 
     settings = settings_of(ctx)
     with open_store(settings) as store:  # its errors: one line, a database that does not answer naming store.url
         report = collect_status(settings, store, with_queues=broker)
     program = _program(ctx)
+    disk = data_disk_line(settings.data_dir, settings.listener.min_free_bytes)  # None while the data disk has room
     if as_json:
         data = report.as_json()
+        data["data_disk"] = disk
         for ended in (*data["failed"], *data["skipped"], *data["holds"], *data["model_stops"]):  # type: ignore[misc]
             again = ended["again"]
             ended["again"] = [_pasteable(c, program) for c in again] if isinstance(again, list) else _pasteable(
@@ -63,6 +66,8 @@ def status(
         if report.broker_error:
             raise typer.Exit(EXIT_FAILED)
         return
+    if disk is not None:
+        out.print(escape(terminal_text(disk)), highlight=False, soft_wrap=True)
     table = Table("state", "studies", "revisions", title="studies (by latest revision)", title_justify="left")
     for state, count in report.revisions.items():
         table.add_row(state, str(report.studies[state]), str(count))

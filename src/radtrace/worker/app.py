@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from queue import Empty
 from typing import Any, Final
 
 from celery import Celery
@@ -71,8 +72,43 @@ def _embedded_transport(polling_interval_s: float) -> type[Any]:
             sa.event.listen(engine, "connect", _broker_pragmas)
         return engine
 
-    channel = type("EmbeddedChannel", (Channel,), {"_engine_from_config": engine_from_config})
+    channel = type("EmbeddedChannel", (Channel,), {"_engine_from_config": engine_from_config, "_get": _get_unless_full})
     return type("EmbeddedTransport", (Transport,), {"polling_interval": polling_interval_s, "Channel": channel})
+
+
+def _get_unless_full(channel: Any, queue: str) -> Any:
+    """kombu's ``Channel._get``, waiting out a full disk instead of losing the connection (the embedded channel's).
+
+    Taking a message marks it delivered (an UPDATE): on a full disk its commit fails with SQLITE_FULL, which kombu
+    counts as a lost connection, so Celery's consumer reconnected five times a second (two warnings each, a
+    'Frequent restarts detected' traceback every second), leaked a pooled connection each time (the failed
+    session was never rolled back), and after 15 ended the worker ('Unrecoverable error: QueuePool limit ...
+    reached'); under systemd, restarted into the start-up checks, which fail on a full disk. Now the session is
+    rolled back, the channel answers 'no message' (the message stays where it is, not delivered), says so once
+    (:class:`~radtrace.worker.broker_space.BrokerSpace`) and does not touch the database again for 1 s, doubling
+    up to 30 s while the disk stays full; the first message taken again says the space is back.
+    """
+    from kombu.transport.sqlalchemy import Channel
+
+    from radtrace.worker.broker_space import BrokerSpace
+
+    space: BrokerSpace | None = channel.__dict__.get("_radtrace_space")
+    if space is None:
+        space = channel._radtrace_space = BrokerSpace(str(channel.connection.client.hostname or ""))
+    if space.waiting():
+        raise Empty()
+    try:
+        message = Channel._get(channel, queue)  # type: ignore[no-untyped-call]
+    except Empty:  # no message: a read, which proves nothing about the space
+        raise
+    except Exception as exc:
+        if not space.is_full(exc):
+            raise
+        channel.session.rollback()
+        space.full()
+        raise Empty() from exc
+    space.taken()
+    return message
 
 
 def _broker_pragmas(dbapi_connection: Any, _record: Any) -> None:

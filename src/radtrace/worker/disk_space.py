@@ -24,13 +24,27 @@ from typing import Any, Final
 
 from radtrace.reporting.draft_store import DRAFT_FILES, DraftsDiskFullError
 
-__all__ = ["FLOOR_BYTES", "DraftSpace", "NoRoomForDraftsError", "drafts_size", "free_bytes", "megabytes"]
+__all__ = [
+    "FLOOR_BYTES",
+    "FULL_BYTES",
+    "DraftSpace",
+    "NoRoomForDraftsError",
+    "data_disk_line",
+    "disk_full_line",
+    "drafts_size",
+    "free_bytes",
+    "megabytes",
+]
 
 log = logging.getLogger(__name__)
 
 #: The least a revision is assumed to need: a chest X-ray's drafts are 20-60 KB; 1 MiB leaves room for a large
 #: GSPS, the SQLite work database's growth where it shares the disk, and the outbox's copies.
 FLOOR_BYTES: Final = 1 << 20
+
+
+#: Below this much free space ``radtrace status`` says the data disk is full (a few hundred revisions' drafts).
+FULL_BYTES: Final = 64 << 20
 
 
 class NoRoomForDraftsError(DraftsDiskFullError):
@@ -49,6 +63,34 @@ def free_bytes(path: Path, statvfs: Callable[[str], Any] = os.statvfs) -> int:
         probe = probe.parent
     found = statvfs(str(probe))
     return int(found.f_bavail) * int(found.f_frsize)
+
+
+def disk_full_line(path: Path) -> str:
+    """'disk full: <path>, N MB free' (the free space as it is now; '? MB' when it cannot be asked)."""
+    try:
+        free = megabytes(free_bytes(path))
+    except OSError:
+        free = "? MB"
+    return f"disk full: {path}, {free} free"
+
+
+def data_disk_line(data_dir: Path, min_free_bytes: int) -> str | None:
+    """``radtrace status``'s line on the data directory's disk, or None while it has room: 'disk full: …' below
+    :data:`FULL_BYTES` (nothing is received, read or rung), 'disk low: …' below ``listener.min_free_bytes`` (the
+    listener refuses studies)."""
+    try:
+        free = free_bytes(data_dir)
+    except OSError as exc:
+        return f"data disk: {data_dir}: free space unknown ({exc.strerror or exc})"
+    limit = f"listener.min_free_bytes {megabytes(min_free_bytes)}"
+    if free < min(FULL_BYTES, min_free_bytes) or free < FLOOR_BYTES:
+        return (f"disk full: {data_dir}, {megabytes(free)} free ({limit}): the listener refuses studies (0xA700), "
+                "workers read only what the space holds and the rest wait, not read, and the embedded broker "
+                "rings no doorbell (the reconciler rings again); nothing is lost: free space there")  # fmt: skip
+    if free < min_free_bytes:
+        return (f"disk low: {data_dir}, {megabytes(free)} free, below {limit}: the listener refuses studies "
+                "(0xA700) until space is freed there")  # fmt: skip
+    return None
 
 
 class DraftSpace:

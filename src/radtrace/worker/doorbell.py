@@ -2,7 +2,8 @@
 
 ``ring_process`` is what the listener calls after it committed a revision as ``queued``;
 ``ring_dispatch`` is rung for each outbox row. A broker that is down makes a ring return ``False``
-(logged), never an error for the caller: the reconciler finds the overdue row and rings again.
+(logged), never an error for the caller: the reconciler finds the overdue row and rings again. The embedded
+broker on a full disk is said in one line a minute (:mod:`radtrace.worker.broker_space`), not one per study.
 Messages carry IDs only. Ringing twice is harmless: the pipeline claims rows, so a duplicate is a
 no-op. A STAT revision is rung on ``broker.stat_queue``, which GPU workers take first (see
 :mod:`radtrace.worker.app`).
@@ -18,6 +19,7 @@ from typing import Any
 from radtrace.config import Settings
 from radtrace.store.models import Priority
 from radtrace.worker.app import DISPATCH_TASK, PROCESS_TASK, create_app
+from radtrace.worker.broker_space import is_disk_full, ring_failed_on_full_disk
 
 __all__ = ["ring_dispatch", "ring_process"]
 
@@ -42,6 +44,9 @@ def _ring(settings: Settings, task: str, args: list[Any], queue: str, at: dateti
     try:
         _sender(settings).send_task(task, args=args, queue=queue, eta=at)
     except Exception as exc:  # kombu/redis raise many types; none may reach the caller
+        if is_disk_full(exc, settings.broker_url):  # one line a minute, not one per study
+            ring_failed_on_full_disk(settings.broker_url)
+            return False
         log.warning("doorbell %s %s not rung (%s: %s); the reconciler rings again", task, args, type(exc).__name__, exc)
         return False
     return True
