@@ -28,6 +28,7 @@ import pytest
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import load_settings
+from radtrace.reporting.dispatch import claims
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
@@ -164,6 +165,32 @@ def test_a_delivery_claimed_by_a_dispatcher_that_died_says_so_and_when_it_is_tak
     with contextlib.suppress(Exception):  # the dispatcher recorded its attempt: no longer in flight
         AuditRecorder(site.store).record(AuditEvent(EventType.DISPATCH_RETRY_SCHEDULED, Actor(process=dead),
                                                     study_uid=UID, payload={"outbox_id": outbox_id}))  # fmt: skip
+    assert "not running" not in site.status("status", "--no-broker").stdout
+
+
+def test_a_delivery_sent_by_a_dispatcher_in_another_pid_namespace_is_not_said_to_be_dead(site: Site) -> None:
+    """Its claim names its PID namespace (migration 0014): its pid, which nobody has here, says nothing of it."""
+    revision_id = _study(site, RevisionState.REPORTED)
+    unseen = f"radtrace@{socket.gethostname()}:{_dead_pid()}"
+    with site.store.session() as session:
+        row = OutboxMessage(revision_id=revision_id, kind="hl7", destination="127.0.0.1:60123", payload_path="x",
+                            payload_sha256="0" * 64, state=OutboxState.PENDING, attempts=1,
+                            next_attempt_at=utc_now() + timedelta(seconds=300),
+                            claimed_by=claims.claim_text(unseen, 4026530000, claims.namespace()[1], 4242),
+                            heartbeat_at=utc_now())  # fmt: skip
+        session.add(row)
+        session.flush()
+        outbox_id = row.id
+    AuditRecorder(site.store).record(
+        AuditEvent(EventType.DISPATCH_ATTEMPTED, Actor(process=unseen), study_uid=UID,
+                   payload={"outbox_id": outbox_id, "kind": "hl7", "destination": "127.0.0.1:60123", "attempt": 1})
+    )  # fmt: skip
+
+    shown = radtrace("--config", str(site.config), "study", "show", UID, env={"COLUMNS": "400"})
+
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split()).replace("│ ", "")
+    assert f"({unseen}; if it died, its claim expires at" in text, text
     assert "not running" not in site.status("status", "--no-broker").stdout
 
 

@@ -31,6 +31,8 @@ from sqlalchemy.orm import Session
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
+from radtrace.reporting.dispatch.claims import ClaimHolder
+from radtrace.store.models import OutboxMessage
 
 __all__ = ["InFlight", "claimer_gone", "in_flight", "listener_holder", "process_gone", "process_started_at"]
 
@@ -162,8 +164,25 @@ def in_flight(session: Session, rows: Iterable[tuple[int, str, datetime]], now: 
         outbox_id = json.loads(payload).get("outbox_id")
         if outbox_id in claimed:
             latest[outbox_id] = (kind, process, recorded_at)
+    holders = dict(
+        session.execute(
+            sa.select(OutboxMessage.id, OutboxMessage.claimed_by).where(
+                OutboxMessage.id.in_(sorted(claimed)), OutboxMessage.claimed_by.is_not(None)
+            )
+        ).all()
+    )
     return {
-        outbox_id: InFlight(outbox_id, process, recorded_at, claimed[outbox_id][1], process_gone(process))
+        outbox_id: InFlight(
+            outbox_id, process, recorded_at, claimed[outbox_id][1], _gone(process, holders.get(outbox_id))
+        )
         for outbox_id, (kind, process, recorded_at) in latest.items()
         if kind == EventType.DISPATCH_ATTEMPTED.value
     }
+
+
+def _gone(process: str, claimed_by: str | None) -> bool:
+    """Whether the dispatcher of a delivery in flight is known to have ended: from its claim's holder when the row
+    names one (its PID namespace known: one in another namespace under this host name is not called gone, its pid
+    cannot be looked at here), else from the pid of its ``dispatch_attempted`` event's process."""
+    holder = ClaimHolder.parse(claimed_by) if claimed_by else None
+    return holder.ended() is not None if holder is not None else process_gone(process)
