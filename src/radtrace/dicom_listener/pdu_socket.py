@@ -81,6 +81,11 @@ class WholePduSocket(AssociationSocket):
             wider[:pending] = self._ahead[self._ahead_start : self._ahead_end]
             self._ahead, self._ahead_start, self._ahead_end = wider, 0, pending
 
+    def release_buffers(self) -> None:
+        """Drop the read-ahead buffer: the association has ended and its threads with it (nothing reads it now)."""
+        self._ahead = bytearray()
+        self._ahead_start = self._ahead_end = 0
+
     def give_back(self) -> None:
         """Return the budget taken for the last PDU body."""
         if self.held and self.budget is not None:
