@@ -47,7 +47,9 @@ def _stored(edit: str) -> str:
 
 
 def _finding_form(page: str, index: int) -> dict[str, str]:
-    forms = re.findall(r'<form method="post" action="[^"]+/findings" class="finding-form">(.*?)</form>', page, re.S)
+    forms = re.findall(
+        r'<form method="post" action="[^"]+/findings" class="finding-form"[^>]*>(.*?)</form>', page, re.S
+    )
     return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', forms[index]))
 
 

@@ -110,7 +110,9 @@ class Crawl:
 
 def _finding_forms(page: str) -> list[tuple[str, dict[str, str]]]:
     """Each finding's form on a study page: its action, and its label and seen fields."""
-    forms = re.findall(r'<form method="post" action="([^"]+/findings)" class="finding-form">(.*?)</form>', page, re.S)
+    forms = re.findall(
+        r'<form method="post" action="([^"]+/findings)" class="finding-form"[^>]*>(.*?)</form>', page, re.S
+    )
     return [(action, dict(re.findall(r'name="(label|seen)" value="([^"]*)"', body))) for action, body in forms]
 
 

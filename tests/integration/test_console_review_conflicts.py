@@ -47,7 +47,9 @@ def _decisions(store: Store) -> list[tuple[str, str | None, dict[str, object]]]:
 
 def _finding_form(page: str, index: int) -> dict[str, str]:
     """The hidden fields of the ``index``-th finding's form, as the browser would send them."""
-    forms = re.findall(r'<form method="post" action="[^"]+/findings" class="finding-form">(.*?)</form>', page, re.S)
+    forms = re.findall(
+        r'<form method="post" action="[^"]+/findings" class="finding-form"[^>]*>(.*?)</form>', page, re.S
+    )
     return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', forms[index]))
 
 
