@@ -81,6 +81,7 @@ __all__ = [
     "TlsSettings",
     "ae_title_problem",
     "load_settings",
+    "unread_dotenv",
 ]
 
 ENV_PREFIX = "RADTRACE_"
@@ -182,6 +183,38 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except ValueError as exc:  # e.g. malformed TOML or an env value that is not valid JSON
         raise ConfigError(f"invalid configuration: {exc}") from exc
     return loaded
+
+
+def unread_dotenv(directory: Path, environ: Mapping[str, str]) -> str | None:
+    """What to say about a ``.env`` file in ``directory`` that sets ``RADTRACE_*`` variables the environment does not
+    hold (with those values), or None.
+
+    radtrace reads settings from the environment and the ``--config`` file only (the systemd units name their env
+    file, compose passes its ``.env`` as the containers' environment); a ``.env`` beside the command is not read, as
+    docker compose would, and that was silent: a port or allowed caller written there had no effect. A file already
+    loaded into the shell (``set -a; . ./.env``) says nothing."""
+    path = directory / ".env"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    except OSError:
+        return None
+    unread = []
+    for line in text.splitlines():
+        name, equals, value = line.strip().removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not equals or not name.upper().startswith(ENV_PREFIX):
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if environ.get(name) != value:
+            unread.append(name)
+    if not unread:
+        return None
+    shown = ", ".join(unread[:4]) + (f" and {len(unread) - 4} more" if len(unread) > 4 else "")
+    return (
+        f"{path} sets {shown}, but radtrace does not read .env files (settings come from the environment and "
+        "--config only): these are not in effect. Load it into the shell first: set -a; . ./.env; set +a"
+    )
 
 
 #: RADTRACE_* variables that are not settings: build arguments of deploy/ and switches of bench/ and tests/.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from radtrace.config import Settings
+from radtrace.config import Settings, unread_dotenv
 from radtrace.errors import ModelServerError, RadtraceError
 
 if TYPE_CHECKING:
@@ -540,7 +540,8 @@ def _external_broker(settings: Settings) -> Check:
 
 def run_preflight(settings: Settings) -> list[Check]:
     """Run every start-up check, creating the data directories on the way."""
-    checks = [Check("settings", "ok", "loaded and valid")]
+    dotenv = unread_dotenv(Path.cwd(), os.environ)
+    checks = [Check("settings", "ok", "loaded and valid") if dotenv is None else Check("settings", "warning", dotenv)]
     problem = data_dir_problem(settings.data_dir, create=True)
     if problem is not None:  # every other check would fail on it too: say it once, with what to change
         return [*checks, Check("data directory", "failed", problem, config_error=True)]
