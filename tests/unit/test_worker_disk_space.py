@@ -10,12 +10,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from radtrace.model.reading import ModelIdentity, Reading, SourceImage, Timings, TokenCounts
 from radtrace.reporting.draft_store import DraftsDiskFullError, DraftsNotStoredError
+from radtrace.store.engine import Store
 from radtrace.worker.attempts import stored_details
+from radtrace.worker.claims import Claim
 from radtrace.worker.disk_space import FLOOR_BYTES, DraftSpace, NoRoomForDraftsError, free_bytes
-from radtrace.worker.kept_readings import _kept
+from radtrace.worker.kept_readings import _kept, kept_readings
 
 pytestmark = pytest.mark.unit
 
@@ -139,3 +142,25 @@ def test_a_quota_or_a_full_outbox_keeps_the_reading_a_wait_before_reading_does_n
     assert KEPT == {"reading_kept": True}
     assert NOT_READ == {"read": False}
     assert stored_details(RuntimeError("other")) == {}
+
+
+def test_the_kept_readings_lookup_goes_by_the_study_index_for_a_whole_batch(sqlite_store: Store) -> None:
+    """With the event kinds in the query, SQLite searched the event type's index for several studies: a cost that grew
+    with the whole audit log (16 studies among 2,000 read: 10 ms, bench/kept_readings.py), 0.5 ms by the study's."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if "audit_events" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(sqlite_store.engine, "before_cursor_execute", capture)
+    try:
+        claims = [Claim(i, f"1.2.3.{i}", None, 1, 1, 0, 0) for i in range(16)]
+        assert kept_readings(sqlite_store, claims) == {}
+    finally:
+        sa.event.remove(sqlite_store.engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = statements
+    with sqlite_store.engine.connect() as connection:
+        plan = " ".join(str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}",
+                                                                           parameters))  # fmt: skip
+    assert "ix_audit_events_study_uid" in plan, plan

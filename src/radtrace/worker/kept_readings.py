@@ -8,7 +8,9 @@ ENOSPC), its ``report_failed`` says ``reading_kept: true``; a wait before readin
 drafts from the recorded reading when, newest first, the revision's events after it are only such failures: anything
 else (the drafts could not be built, the study was retried by hand, a reading of its own) means it is read again.
 
-One query per batch (the batch's studies' events of these kinds, by the indexed Study Instance UID).
+One query per batch: the batch's studies' events by the indexed Study Instance UID, their kinds picked here. With the
+kinds in the query too, SQLite chose the event type's index for several studies, a cost growing with the whole audit
+log (16 studies among 2,000 read: 10 ms; 0.5 ms now, 0.3 ms for 16 never read).
 """
 
 from __future__ import annotations
@@ -68,12 +70,13 @@ def kept_readings(store: Store, claims: Sequence[Claim]) -> dict[int, Reading]:
     with store.session("looking for kept readings") as session:
         rows = session.execute(
             sa.select(AuditEventRow.study_uid, AuditEventRow.event_type, AuditEventRow.payload)
-            .where(AuditEventRow.study_uid.in_(uids), AuditEventRow.event_type.in_(_KINDS))
+            .where(AuditEventRow.study_uid.in_(uids))  # by its index only (see the module)
             .order_by(AuditEventRow.seq)
         ).all()
     by_study: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for uid, kind, payload in rows:
-        by_study.setdefault(str(uid), []).append((kind, json.loads(payload)))
+        if kind in _KINDS:
+            by_study.setdefault(str(uid), []).append((kind, json.loads(payload)))
     found: dict[int, Reading] = {}
     for claim in claims:
         events = [
