@@ -192,3 +192,37 @@ def test_a_comparison_that_crashes_takes_a_new_version_and_the_listener_serves_o
     assert duplicate["content"] == "same content"
     assert duplicate["held_transfer_syntax_uid"] == "1.2.840.10008.1.2.4.80"  # version 2, the latest
     assert sorted(i.version for i in rows(store, Instance)) == [1, 2]
+
+
+def test_version_1_re_sent_after_a_corrected_version_2_is_version_1_s_duplicate(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    """An old copy of version 1 (from another archive node, transcoded) re-sent after the corrected version 2: before,
+    compared with the latest only, it was kept as version 3 with the old patient name and opened a third revision
+    (a draft with the uncorrected name). Now it is acknowledged as version 1's duplicate, the audit naming version 1
+    and the versions compared; the corrected version 2 stays the latest."""
+    settings = listener_settings(tmp_path, listener_port, settle_seconds=SETTLE_S)
+    held = held_film("nih", tmp_path / "films")
+    corrected = resent(held, "patient-name-corrected", tmp_path / "sent")
+    old_copy = resent(held, "jpeg-ls-lossless", tmp_path / "sent")
+    corrected_again = resent(corrected, "jpeg-2000-lossless", tmp_path / "sent")
+    with running(settings, store):
+        assert _send(held, listener_port) == "Success"
+        _wait_for(lambda: _revisions(store) == [(1, QUEUED)])
+        assert _send(corrected, listener_port) == "Success"
+        _wait_for(lambda: _revisions(store) == [(1, QUEUED), (2, QUEUED)])
+        assert _send(old_copy, listener_port) == "Success"
+        assert _send(corrected_again, listener_port) == "Success"
+        time.sleep(SETTLE_S * 2)  # a revision opened by either would be receiving by now
+    assert _revisions(store) == [(1, QUEUED), (2, QUEUED)]
+    assert sorted(i.version for i in rows(store, Instance)) == [1, 2]
+    assert len(_spooled(settings.spool_dir)) == 2
+    assert audit_types(store).count("instance_new_version") == 1
+    old, latest = (json.loads(p) for p in audit_payloads(store, "instance_duplicate"))
+    assert (old["content"], old["version"], old["revision"]) == ("same content", 1, 1), old
+    assert (old["matched_version"], old["compared_versions"]) == (1, [2, 1]), old
+    assert old["transfer_syntax_uid"] == transfer_syntax(old_copy)
+    assert old["content_reason"].endswith("the content of version 1, not of the latest, version 2: the latest is kept")
+    assert (latest["content"], latest["version"], latest["matched_version"], latest["compared_versions"]) == (
+        "same content", 2, 2, [2]), latest  # fmt: skip
+    assert "Corrected" not in json.dumps([old, latest])

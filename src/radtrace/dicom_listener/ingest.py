@@ -6,12 +6,15 @@ written and committed; only then does the handler answer 0x0000. A crash before 
 at worst a spool file without a row, which nothing treats as received, and the sender, having had
 no success, sends it again.
 
-Same SOP Instance UID again: identical bytes are a duplicate (recorded, nothing rewritten). Other
-bytes are compared with the latest version held by what they hold (:mod:`.resend`): the same
-attributes and pixels in another encoding, or a lossy copy of the held pixels, are a duplicate too,
-audited with the reason ("same content, re-sent as JPEG-LS Lossless Image Compression"); anything
-else is kept as the next version, its event naming the attributes that changed. An instance for a
-study whose revision was already queued opens the study's next revision.
+Same SOP Instance UID again: identical bytes (to any version held) are a duplicate (recorded, nothing
+rewritten). Other bytes are compared by what they hold (:mod:`.resend`) with the versions held, newest
+first, at most :data:`~.compare_child.MAX_COMPARED_VERSIONS`: the same attributes and pixels in
+another encoding, or a lossy copy of the held pixels, are a duplicate of the version they match,
+audited with the reason ("same content, re-sent as JPEG-LS Lossless Image Compression") and the
+version (an old copy of version 1 re-sent after a corrected version 2 is version 1's duplicate, not
+a version 3); anything else is kept as the next version, its event naming the attributes that changed
+from the latest. An instance for a study whose revision was already queued opens the study's next
+revision.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import contextlib
 import enum
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, cast
@@ -30,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
-from radtrace.dicom_listener.compare_child import compare_in_child
+from radtrace.dicom_listener.compare_child import MAX_COMPARED_VERSIONS, VersionsCompared, compare_versions_in_child
 from radtrace.dicom_listener.headers import ReceivedHeader
 from radtrace.dicom_listener.resend import Comparison, Likeness
 from radtrace.dicom_listener.spool import Spool, StagedFile
@@ -61,7 +64,8 @@ class IngestResult:
     revision_number: int
     version: int
     path: str
-    #: Other bytes under a SOP Instance UID held: what comparing them with the latest version held found.
+    #: Other bytes under a SOP Instance UID held: the comparison that decided (with the version matched, else with
+    #: the latest version held).
     comparison: Comparison | None = None
 
 
@@ -129,18 +133,20 @@ def _receiving_revision(connection: sa.Connection, study_id: int, now: datetime)
 
 @dataclass(frozen=True)
 class _Held:
-    """The latest version held under a SOP Instance UID, to compare a re-sent instance with (outside the lock)."""
+    """The versions held under a SOP Instance UID, to compare a re-sent instance with (outside the lock): the
+    latest's ``sha256``, and ``(version, path)`` of the newest :data:`MAX_COMPARED_VERSIONS`, newest first."""
 
     sha256: str
-    path: str
+    versions: tuple[tuple[int, str], ...]
+    held: int
 
 
 @dataclass(frozen=True)
 class _Compared:
-    """A re-sent instance compared with the held version whose bytes had ``sha256``."""
+    """A re-sent instance compared with the held versions when the latest's bytes had ``sha256``."""
 
     sha256: str
-    comparison: Comparison
+    versions: VersionsCompared
 
 
 def record_instance(
@@ -156,22 +162,30 @@ def record_instance(
 ) -> IngestResult:
     """Move ``staged`` into the spool and commit its rows and audit event; see the module docstring.
 
-    Other bytes under a SOP Instance UID already held are first compared with the latest version held
-    (:func:`radtrace.dicom_listener.compare_child.compare_in_child`, which decodes both in a child process within
-    ``max_image_pixels``' memory; outside the transaction, which holds the study's lock and on SQLite the
+    Other bytes under a SOP Instance UID already held are first compared with the versions held, newest first
+    (:func:`radtrace.dicom_listener.compare_child.compare_versions_in_child`, which decodes them in a child process
+    within ``max_image_pixels``' memory; outside the transaction, which holds the study's lock and on SQLite the
     database's write lock); the transaction then runs again with the comparison. ``door``: the listener port and
     whether over TLS, added to the audit payload (a listener with ``listener.plain_port``).
     """
     outcome = _record(store, recorder, spool, staged, header, actor, None, door)
     if isinstance(outcome, _Held):
-        comparison = compare_in_child(spool.root / outcome.path, staged.path, max_pixels=max_image_pixels)
-        outcome = _record(store, recorder, spool, staged, header, actor, _Compared(outcome.sha256, comparison), door)
+        held = [(version, spool.root / path) for version, path in outcome.versions]
+        versions = compare_versions_in_child(held, staged.path, max_pixels=max_image_pixels)
+        versions = replace(versions, held=outcome.held)
+        outcome = _record(store, recorder, spool, staged, header, actor, _Compared(outcome.sha256, versions), door)
     if isinstance(outcome, _Held):  # the second run never asks for a comparison
         raise RuntimeError("a re-sent instance was compared twice")
     if outcome.comparison is not None and outcome.outcome is IngestOutcome.DUPLICATE:
         level = logging.WARNING if outcome.comparison.likeness is Likeness.LOSSY_COPY else logging.INFO
         reason = escape(outcome.comparison.reason())
-        log.log(level, "study %s: %s; acknowledged as a duplicate", study_key(header.study_uid), reason)
+        log.log(
+            level,
+            "study %s: %s; acknowledged as a duplicate of version %d",
+            study_key(header.study_uid),
+            reason,
+            outcome.version,
+        )
     return outcome
 
 
@@ -204,15 +218,19 @@ def _record(
             ).all()
             same = next((i for i in earlier if i.sha256 == staged.sha256), None)
             comparison: Comparison | None = None
+            compared_payload: dict[str, Any] = {}
             if same is None and earlier:
                 latest = earlier[0]
                 if compared is None:
-                    return _Held(str(latest.sha256), str(latest.path))
-                # compared with what is still the latest version: its verdict stands (else: a new version, as before)
+                    newest = tuple((int(i.version), str(i.path)) for i in earlier[:MAX_COMPARED_VERSIONS])
+                    return _Held(str(latest.sha256), newest, len(earlier))
+                # compared while this was still the latest version: the verdict stands (else: a new version, as before)
                 if compared.sha256 == latest.sha256:
-                    comparison = compared.comparison
-                    if comparison.duplicate:
-                        same = latest
+                    comparison = compared.versions.comparison
+                    compared_payload = compared.versions.payload()
+                    match = compared.versions.match
+                    if match is not None:
+                        same = next((i for i in earlier if i.version == match[0]), None)
             study_id = _study_id(connection, header, None if same is not None else now)
             payload: dict[str, Any] = {
                 "sop_instance_uid": header.sop_instance_uid,
@@ -221,8 +239,7 @@ def _record(
                 "sha256": staged.sha256,
                 "size_bytes": staged.size,
             } | (door or {})
-            if comparison is not None:
-                payload |= comparison.payload()
+            payload |= compared_payload
             if same is not None:
                 spool.discard(staged)
                 revision_number = connection.execute(
