@@ -22,16 +22,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import radtrace.worker.breaker
+from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
 from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
-from radtrace.testing.services import free_port
+from radtrace.testing.services import RedisNamespace, free_port
 from radtrace.worker.doorbell import ring_process
 from radtrace.worker.output_guard import STOP_AFTER
 from radtrace.worker.status import collect_status
@@ -77,6 +80,11 @@ def port_of(server: FakeVllm) -> int:
     return server.port
 
 
+def study_key(request: dict[str, Any]) -> str:
+    """Which study a request to the model server reads (its messages, pictures included)."""
+    return hashlib.sha256(json.dumps(request["messages"], sort_keys=True).encode()).hexdigest()
+
+
 def odd_studies(count: int) -> Callable[[dict[str, Any]], Reply]:
     """Garbage for the first ``count`` different studies asked, every time they are asked (greedy output is
     deterministic); a reading that parses for every other study."""
@@ -84,7 +92,7 @@ def odd_studies(count: int) -> Callable[[dict[str, Any]], Reply]:
     lock = threading.Lock()
 
     def answer(request: dict[str, Any]) -> Reply:
-        key = hashlib.sha256(json.dumps(request["messages"], sort_keys=True).encode()).hexdigest()
+        key = study_key(request)
         with lock:
             if key not in odd and len(odd) < count:
                 odd.add(key)
@@ -127,12 +135,11 @@ def test_resume_lifts_a_stop_a_healthy_model_made_and_the_held_study_is_read_at_
             assert ring_process(settings, uid, 1)
         with running_worker(settings, log_file=log_file):
             wait_until(lambda: bool(model_outage_events(store)), timeout_s=90)
-            time.sleep(1.5)  # several probe readings of the fourth study, garbage each time
+            # several probe readings of the fourth study, garbage each time (waited for: 1.5 s was short under load)
+            wait_until(lambda: server.requests >= STOP_AFTER + 2, timeout_s=30)
             held = revision_row(store, uids[3])
             assert (held.state, held.attempts) == (RevisionState.PROCESSING, 1)
             assert STOPPED in (held.reason or ""), held.reason
-            probes = server.requests
-            assert probes >= STOP_AFTER + 2, probes  # the fourth read again by probes, still garbage
             shown = run_radtrace(settings, "--log-level", "INFO", "status", "--no-broker")
             assert shown.returncode == 0, shown.stderr
             assert "reading stopped: model server http://127.0.0.1:" in shown.stdout, shown.stdout
@@ -271,3 +278,76 @@ def test_a_model_that_really_writes_garbage_stops_again_after_four_more(tmp_path
         assert states == [RevisionState.REPORTED] * 6 + [RevisionState.PROCESSING, RevisionState.QUEUED]
         server.answer = lambda request: PARSED
         worker.join(timeout=30)
+
+
+def _readings_after(store: Store, seq: int) -> dict[str, datetime]:
+    """When each study was first read after audit row ``seq`` (its ``inference_completed``): study UID -> when."""
+    first: dict[str, datetime] = {}
+    with store.session() as session:
+        for uid, recorded_at in session.execute(
+            sa.select(AuditEventRow.study_uid, AuditEventRow.recorded_at)
+            .where(AuditEventRow.seq > seq, AuditEventRow.event_type == "inference_completed")
+            .order_by(AuditEventRow.seq)
+        ):
+            first.setdefault(uid, recorded_at)
+    return first
+
+
+def test_a_resume_reaches_every_held_worker_process_within_seconds_not_at_its_next_probe(
+    tmp_path: Path, server: FakeVllm, postgres_url: str, redis_namespace: RedisNamespace
+) -> None:
+    """Two ``radtrace worker`` processes on one PostgreSQL and one Redis, the default probe backoff (2 s doubling to
+    60 s): w1 stops on four odd studies, w2 finds the stop before its first batch; both hold, their probe readings
+    of their held studies garbage too. The resume comes just after w1's second probe reading, 14 s into its hold
+    (its next one 16 s away). Each worker reads within 5 s of the resume's audit entry (the hold asks the stop's row
+    every second): 0.2-0.5 s. Before, each read at its next probe: w1 14 s after, w2 0.7-13 s (its own phase)."""
+    (tmp_path / "drop").mkdir()
+    settings = vllm_worker_settings(
+        tmp_path, port_of(server), batch_size=1, store={"url": postgres_url},
+        model={"server_probe_max_s": 60.0, "request_timeout_s": 10.0}, dispatch={"file_drop_dir": tmp_path / "drop"},
+        broker={"url": redis_namespace.url, "key_prefix": redis_namespace.prefix},
+    )  # fmt: skip
+    odd = odd_studies(STOP_AFTER + 2)
+    asked: list[str] = []  # the study each request read, in turn
+
+    def answer(request: dict[str, Any]) -> Reply:
+        asked.append(study_key(request))
+        return odd(request)
+
+    server.answer = answer
+    with migrated_store(settings) as store:
+        uids = queue_studies(settings, store, STOP_AFTER + 2, seed=860)
+        for uid in uids[:STOP_AFTER]:
+            assert ring_process(settings, uid, 1)
+        with running_worker(settings, log_file=tmp_path / "w1.log"):
+            wait_until(lambda: bool(model_outage_events(store)), timeout_s=90)
+            with running_worker(settings, log_file=tmp_path / "w2.log"):
+                for uid in uids[STOP_AFTER:]:
+                    assert ring_process(settings, uid, 1)
+                wait_until(lambda: revision_row(store, uids[STOP_AFTER]).claimed_by is not None, timeout_s=60)
+                claimed = {revision_row(store, uid).claimed_by for uid in (uids[STOP_AFTER - 1], uids[STOP_AFTER])}
+                assert len(claimed) == 2, claimed  # two workers, each holding one study
+                fourth = list(dict.fromkeys(asked))[STOP_AFTER - 1]  # w1 read the four in turn, alone
+                wait_until(lambda: asked.count(fourth) >= 4, timeout_s=60)  # probe readings 2, 6 and 14 s in
+                assert len(reading_flags(store)) == STOP_AFTER - 1  # nothing read while stopped
+
+                reads_before = asked.count(fourth)
+                done = run_radtrace(settings, "model", "resume")
+                assert done.returncode == 0, done.stderr
+                with store.session() as session:
+                    lifted_seq, lifted_at = session.execute(
+                        sa.select(AuditEventRow.seq, AuditEventRow.recorded_at)
+                        .where(AuditEventRow.event_type == "application_started")
+                        .order_by(AuditEventRow.seq.desc()).limit(1)
+                    ).one()  # the resume's entry (the workers may have recorded more since)  # fmt: skip
+                held = (uids[STOP_AFTER - 1], uids[STOP_AFTER])  # w1's, w2's
+                try:
+                    wait_until(lambda: set(held) <= set(_readings_after(store, lifted_seq)), timeout_s=60)
+                except AssertionError:
+                    logs = [(tmp_path / f"w{n}.log").read_text(errors="replace")[-3000:] for n in (1, 2)]
+                    raise AssertionError(f"not both read again: {_readings_after(store, lifted_seq)}; "
+                                         f"logs:\n{logs[0]}\n----\n{logs[1]}") from None  # fmt: skip
+        first = _readings_after(store, lifted_seq)
+        latencies = [round((first[uid] - lifted_at).total_seconds(), 2) for uid in held]
+        print(f"resume to each worker's first reading: {latencies} s; reads of the fourth before: {reads_before}")
+        assert max(latencies) < 5, latencies

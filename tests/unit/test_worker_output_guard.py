@@ -4,6 +4,8 @@ the token limit and the tiny random test model never stop the queue."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from radtrace.errors import RadtraceError
 from radtrace.model.reading import Reading, ReadingFlag
 from radtrace.model.study import Skipped, StudyImage
+from radtrace.worker.breaker import Hold, ModelServerBreaker
 from radtrace.worker.output_guard import STOP_AFTER, ModelOutputStoppedError, OutputGuard
 from reporting_support import sr_cases
 
@@ -79,3 +82,37 @@ def test_skips_and_errors_neither_end_nor_extend_a_run() -> None:
 def test_the_tiny_random_model_is_noise_by_design_and_never_stops() -> None:
     tiny = "radtrace-tiny-qwen2_5_vl (random weights, not for clinical use)"
     assert read_all([reading(i, UNPARSED, model=tiny) for i in range(8)]) is None
+
+
+def test_a_hold_for_a_stop_ends_about_a_second_after_the_stop_is_lifted_not_at_its_next_probe() -> None:
+    """The breaker asks the guard every second whether the stop is still open (one look at its row); lifted
+    (``radtrace model resume``), the probe runs then and the hold ends, though the next probe was 30 s away. Before,
+    the hold slept its whole backoff. Held for a server that is down, the guard is not asked: no database look."""
+    stop: list[str | None] = [None]
+    looks = [0]
+
+    def open_stop() -> str | None:
+        looks[0] += 1
+        return stop[0]
+
+    guard = OutputGuard(Replay([reading(i, UNPARSED) for i in range(STOP_AFTER)]), open_stop)
+    for _ in range(STOP_AFTER - 1):
+        guard.read_each([[]])
+    with pytest.raises(ModelOutputStoppedError) as stopped:
+        guard.read_each([[]])
+    stop[0] = stopped.value.reason  # what the audit log's row now says: open
+    breaker = ModelServerBreaker(guard.unavailable, recheck=guard.lifted, max_wait_s=30)
+    breaker.first_wait_s = 30.0
+    assert breaker.server_down()  # opens (the fresh stop: no probe reading at once)
+    threading.Timer(0.5, lambda: stop.__setitem__(0, None)).start()  # the operator's resume
+    started = time.monotonic()
+    assert breaker.hold() is Hold.BACK
+    assert time.monotonic() - started < 2.5
+    assert guard.reason is None
+    assert not breaker.is_open
+
+    looks[0] = 0
+    down = ModelServerBreaker(lambda: "connection refused", recheck=guard.lifted, max_wait_s=30)
+    assert down.server_down()
+    down._sleep(1.2)  # a hold's wait for a server that is down: the guard holds for no stop
+    assert looks[0] == 0

@@ -126,6 +126,7 @@ def model_resume(
     """
     from radtrace.audit.operations import local_operator
     from radtrace.store.base import utc_now
+    from radtrace.worker.breaker import RECHECK_S
     from radtrace.worker.outage import NothingToLiftError, lift_stop
     from radtrace.worker.output_guard import STOP_AFTER
 
@@ -137,9 +138,9 @@ def model_resume(
             fail(exc.reason)
     out.print(
         f"stop lifted on {escape(lifted.server)} (stopped since {lifted.since:%Y-%m-%d %H:%M:%S} UTC: "
-        f"{escape(lifted.reason)}): every worker reads again before its next batch or at its hold's next probe (within "
-        f"model.server_probe_max_s, {settings.model.server_probe_max_s:g} s), counting from zero; if the model really "
-        f"writes garbage it stops again after {STOP_AFTER} more unparseable studies in a row",
+        f"{escape(lifted.reason)}): every worker reads again within about a second (a held one looks every "
+        f"{RECHECK_S:g} s), counting from zero; if the model really writes garbage it stops again after "
+        f"{STOP_AFTER} more unparseable studies in a row",
         highlight=False,
         soft_wrap=True,
     )

@@ -15,7 +15,8 @@ only slow (a long trace past the request timeout) is no outage, its own attempt 
 breaker *opens*: the worker keeps its claims (renewed by the
 heartbeat) and reads nothing, probing with backoff (:data:`PROBE_FIRST_S` doubling to ``model.server_probe_max_s``);
 when the server answers it *closes* and the same batch is read again, in the same attempt. No attempt is spent on the
-outage.
+outage. Between probes a hold asks its ``recheck`` every :data:`RECHECK_S` (the output guard's: is the stop for garbage
+output still open?) and probes at once when it says so, so a stop lifted elsewhere ends the hold in about a second.
 
 Bounded: after ``model.server_hold_max_s`` (default :data:`GIVE_UP_AFTER_S`, 2 h) of outage the breaker says so (an
 error line) and the batch in hand, and every batch after it while the server is still down, ends ``failed`` with the
@@ -40,7 +41,7 @@ from typing import Final
 from radtrace.config import ModelSettings
 from radtrace.store.base import utc_now
 
-__all__ = ["GIVE_UP_AFTER_S", "PROBE_FIRST_S", "PROBE_MAX_S", "Hold", "ModelServerBreaker"]
+__all__ = ["GIVE_UP_AFTER_S", "PROBE_FIRST_S", "PROBE_MAX_S", "RECHECK_S", "Hold", "ModelServerBreaker"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ PROBE_MAX_S: Final[float] = ModelSettings.model_fields["server_probe_max_s"].def
 #: (``model.server_hold_max_s``).
 GIVE_UP_AFTER_S: Final[float] = ModelSettings.model_fields["server_hold_max_s"].default
 _STOP_POLL_S: Final = 0.25  # how often a hold looks whether the worker is shutting down
+#: How often a hold asks its ``recheck`` (one primary-key lookup: is the stop for garbage output still open?) between
+#: probes, so that ``radtrace model resume``, or another worker's probe reading that parsed, is acted on in about a
+#: second instead of at the next probe (up to ``model.server_probe_max_s``, 60 s).
+RECHECK_S: Final = 1.0
 
 
 class Hold(enum.Enum):
@@ -77,9 +82,11 @@ class ModelServerBreaker:
         clock: Callable[[], datetime] = utc_now,
         max_wait_s: float | None = None,
         give_up_after_s: float | None = None,
+        recheck: Callable[[], bool] | None = None,
     ) -> None:
         """``max_wait_s`` and ``give_up_after_s``: ``model.server_probe_max_s`` and ``model.server_hold_max_s``
-        (default :data:`PROBE_MAX_S` and :data:`GIVE_UP_AFTER_S`)."""
+        (default :data:`PROBE_MAX_S` and :data:`GIVE_UP_AFTER_S`). ``recheck``: asked every :data:`RECHECK_S` while
+        a hold waits for its next probe; True probes at once (the reason to hold may be gone: a stop lifted)."""
         self.probe = probe
         self.stopping = stopping
         self.on_open, self.on_close, self.on_give_up = on_open, on_close, on_give_up
@@ -89,6 +96,8 @@ class ModelServerBreaker:
         self.max_wait_s = PROBE_MAX_S if max_wait_s is None else max_wait_s
         self.first_wait_s = min(PROBE_FIRST_S, self.max_wait_s)
         self.give_up_after_s = GIVE_UP_AFTER_S if give_up_after_s is None else give_up_after_s
+        self.recheck = recheck
+        self.recheck_s = RECHECK_S
         self.since: datetime | None = None  # when the server was first found down (wall clock, for the reason)
         self.last_error = ""
         self.gave_up = False
@@ -154,13 +163,26 @@ class ModelServerBreaker:
         return True
 
     def _sleep(self, seconds: float) -> bool:
-        """Sleep ``seconds``; True (at once) when the worker is shutting down."""
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
+        """Sleep ``seconds``, less once :attr:`recheck` says to probe now; True (at once) when the worker is shutting
+        down."""
+        now = time.monotonic()
+        end, recheck_at = now + seconds, now + self.recheck_s
+        while (left := end - (now := time.monotonic())) > 0:
             if self.stopping():
                 return True
+            if self.recheck is not None and now >= recheck_at:
+                recheck_at = now + self.recheck_s
+                if self._recheck():
+                    break
             time.sleep(min(left, _STOP_POLL_S))
         return self.stopping()
+
+    def _recheck(self) -> bool:
+        try:
+            return self.recheck is not None and self.recheck()
+        except Exception:  # a bug here must not end the hold: the probes go on as before
+            log.exception("the hold's recheck failed unexpectedly")
+            return False
 
     def _close(self) -> None:
         if self._opened is None:

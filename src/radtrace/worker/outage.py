@@ -304,8 +304,9 @@ def lift_stop(store: Store, actor: Actor, clock: Callable[[], datetime], server:
     """Close the open stop for unparseable output of ``server`` (the only one open when None) after a person checked
     the model: one ``application_started`` (``requested_by: operator``, ``user``, ``lifted``: the stop's reason),
     decided under the audit log's append lock like a worker's entries, and the waiting reasons the stop put on
-    revisions cleared. Every worker sees the entry closed at its next look (:class:`OutputGuard`: before its next
-    batch, or at its hold's next probe) and reads again, its count from zero. Raises :class:`NothingToLiftError`
+    revisions cleared, the stop's ``model_outages`` row deleted, in one transaction. Every worker sees it closed at
+    its next look (:class:`OutputGuard`: before its next batch, or held, within about a second) and reads again, its
+    count from zero. Raises :class:`NothingToLiftError`
     saying what is open instead: nothing, or a model server outage, which a person cannot lift here (reads would
     only fail: it ends when the server answers)."""
     recorder = AuditRecorder(store)

@@ -39,9 +39,12 @@ times in one attempt has that attempt counted (the pipeline's flapping bound). A
 Or it is lifted by a person: output is deterministic, so a healthy model that happened to write four odd studies in a
 row fails its probe reading again and again. ``radtrace model resume`` (after checking the model and the held study)
 closes it (:func:`radtrace.worker.outage.lift_stop`: its ``application_started``, its row deleted). A worker whose
-stop is no longer open reads again, its count from zero: before its next batch, or at its hold's next probe
-(within ``model.server_probe_max_s``), without a probe reading. A model that really writes garbage stops again after
-:data:`STOP_AFTER` more.
+stop is no longer open reads again, its count from zero, without a probe reading: before its next batch, or, held,
+within about a second (its breaker asks :meth:`OutputGuard.lifted`, one primary-key lookup, every
+:data:`radtrace.worker.breaker.RECHECK_S` between probes; before, at its next probe, up to ``model.server_probe_max_s``
+later: 14 s in ``test_model_resume``'s two-process case, 0.4-1 s now). A stop ended by another worker's probe
+reading reaches the others the same way. A model that really writes garbage stops again after :data:`STOP_AFTER`
+more.
 """
 
 from __future__ import annotations
@@ -159,6 +162,12 @@ class OutputGuard:
                     len(readings), self.reason)  # fmt: skip
         self.reason, self.streak, self._probe_read = None, [], (held, outcomes)
         return None
+
+    def lifted(self) -> bool:
+        """The breaker's recheck while it holds: whether this worker holds for a stop that is no longer open (lifted
+        by ``radtrace model resume``, or ended by another worker's probe reading); the probe that follows reads
+        again. One primary-key lookup; nothing asked while it holds for anything else (a server that is down)."""
+        return self.reason is not None and self.open_stop() is None
 
     def _resume(self) -> None:
         """The audit log no longer has the stop open: read again, the count from zero (nothing read here)."""

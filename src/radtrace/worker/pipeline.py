@@ -184,7 +184,8 @@ class StudyPipeline:
         self.breaker = ModelServerBreaker(self._probe_server, stopping=stopping, on_open=self.outage.opened,
                                           on_close=self.outage.closed, on_still_down=self.outage.still_down,
                                           clock=clock, max_wait_s=settings.model.server_probe_max_s,
-                                          give_up_after_s=settings.model.server_hold_max_s)  # fmt: skip
+                                          give_up_after_s=settings.model.server_hold_max_s,
+                                          recheck=self.reader.lifted)  # fmt: skip
 
     # --- process -------------------------------------------------------------------------------
 
