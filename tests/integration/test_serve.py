@@ -54,7 +54,7 @@ def test_without_weights_studies_wait_queued_and_inference_starts_when_the_weigh
     log_file = tmp_path / "serve.log"
     with running_serve(env, log_file, listener_port=listener_port) as serve:
         log = log_file.read_text()
-        assert f"SQLite at schema {head_revision()}" in log  # the start-up checks ran and migrated the database
+        assert f"SQLite created at schema {head_revision()}" in log  # the start-up checks ran and made the database
         assert "inference is waiting for model weights" in log
         assert "RADTRACE_MODEL__PATH" in log
         assert storescu(write_study(make_study(), tmp_path / "study"), listener_port).returncode == 0
@@ -88,11 +88,12 @@ def test_a_child_that_dies_is_restarted_and_the_others_keep_running(tmp_path: Pa
 
 
 def test_a_child_refusing_its_configuration_stops_serve_with_status_2(tmp_path: Path, listener_port: int) -> None:
+    # A port another program listens on is refused by serve's own checks (test_firsthour_ports_taken); one it has
+    # bound without listening passes them (nothing answers there) and only the listener's bind finds it.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", listener_port))
-        taken.listen()
         env = serve_env(tmp_path, listener_port, RADTRACE_MODEL__PATH=str(tmp_path / "no-weights"))
         result = radtrace("serve", env=env, timeout=90)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert f"port {listener_port} is already in use by another program" in result.stderr
+    assert f"listener: cannot listen on 127.0.0.1:{listener_port}: Address already in use" in result.stderr
     assert "listener refused its configuration (exit 2); stopping radtrace serve" in result.stderr
