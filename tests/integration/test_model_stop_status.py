@@ -101,3 +101,17 @@ def test_with_two_servers_stopped_each_command_names_its_server(site: Site) -> N
         f"{program} model resume --server {SERVER}",
         f"{program} model resume --server {other}",
     ]
+
+
+def test_status_and_resume_count_the_site_s_unparsed_stop_after_not_the_default(site: Site) -> None:
+    """A site that stops after 3 (``model.unparsed_stop_after``) was told by status and by the resume's line that
+    reading stops again "after 4 more": the module's default, not its setting."""
+    site.config.write_text(site.config.read_text(encoding="utf-8") + "[model]\nunparsed_stop_after = 3\n",
+                           encoding="utf-8")  # fmt: skip
+    stop_reading(site.store)
+
+    shown = site.run("status", "--no-broker")
+    assert "it stops again after 3 more unparseable studies in a row)" in shown.stdout, shown.stdout
+    done = site.run("model", "resume")
+    assert done.returncode == 0, done.stderr
+    assert "it stops again after 3 more unparseable studies in a row" in done.stdout, done.stdout

@@ -119,16 +119,16 @@ def model_resume(
 ) -> None:
     """Lift a stop for unparseable model output after checking the model and the held studies (audited).
 
-    After 4 unparseable readings of different studies in a row the workers stop reading until a probe reading of the
-    held batch parses. Output is deterministic: a healthy model that wrote four odd studies in a row stays stopped.
-    This closes the stop; every worker reads again (its count from zero) and stops again after 4 more if the model
-    really writes garbage. A model server that does not answer is not lifted here: it ends when the server answers.
+    After model.unparsed_stop_after (4) unparseable readings of different studies in a row the workers stop reading
+    until a probe reading of the held batch parses. Output is deterministic: a healthy model that wrote four odd
+    studies in a row stays stopped. This closes the stop; every worker reads again (its count from zero) and stops
+    again after as many more if the model really writes garbage. A model server that does not answer is not lifted
+    here: it ends when the server answers.
     """
     from radtrace.audit.operations import local_operator
     from radtrace.store.base import utc_now
     from radtrace.worker.breaker import RECHECK_S
     from radtrace.worker.outage import NothingToLiftError, lift_stop
-    from radtrace.worker.output_guard import STOP_AFTER
 
     settings = settings_of(ctx)
     with open_store(settings) as store:
@@ -140,7 +140,7 @@ def model_resume(
         f"stop lifted on {escape(lifted.server)} (stopped since {lifted.since:%Y-%m-%d %H:%M:%S} UTC: "
         f"{escape(lifted.reason)}): every worker reads again within about a second (a held one looks every "
         f"{RECHECK_S:g} s), counting from zero; if the model really writes garbage it stops again after "
-        f"{STOP_AFTER} more unparseable studies in a row",
+        f"{settings.model.unparsed_stop_after} more unparseable studies in a row",
         highlight=False,
         soft_wrap=True,
     )

@@ -116,6 +116,7 @@ class ServiceStatus:
     broker_error: str | None = None  # why the queue depths are unknown: the broker did not answer
     in_flight: list[InFlight] = field(default_factory=list)  # deliveries claimed by a dispatcher, not yet recorded
     stops: list[OpenOutage] = field(default_factory=list)  # model servers whose reading is stopped (garbage output)
+    stop_after: int = STOP_AFTER  # model.unparsed_stop_after: after how many more a resumed model stops again
 
     def in_flight_lines(self) -> list[str]:
         """Deliveries in flight whose dispatcher is not running: they wait for its claim to expire."""
@@ -135,7 +136,7 @@ class ServiceStatus:
                          f"{f' (told by {stop.worker})' if stop.worker else ''}")  # fmt: skip
             lines.append(f"  reason: {stop.reason}")
             lines.append(f"  again: {self.resume_command(stop)} (after checking the model and the held studies; "
-                         f"it stops again after {STOP_AFTER} more unparseable studies in a row)")  # fmt: skip
+                         f"it stops again after {self.stop_after} more unparseable studies in a row)")  # fmt: skip
         for hold in self.holds:
             lines.append(f"on hold: {hold.destination} since {hold.since:%Y-%m-%d %H:%M:%S} UTC, "
                          f"{hold.deliveries} deliveries held")  # fmt: skip
@@ -273,7 +274,8 @@ def collect_status(
     with store.session("looking for stops of the model's output") as session:
         stops = [outage for outage in open_outages(session) if outage.stop]
     return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped, holds, broker_error,
-                         sorted(flights.values(), key=lambda f: f.outbox_id), stops)  # fmt: skip
+                         sorted(flights.values(), key=lambda f: f.outbox_id), stops,
+                         settings.model.unparsed_stop_after)  # fmt: skip
 
 
 def _claim_note(worker: str | None, expires: datetime | None, now: datetime) -> str | None:
