@@ -161,14 +161,37 @@ def test_refusals_from_one_source_are_audited_once_per_interval_with_a_count(
     assert [row["count"] for row in rows] == [1, 11]
 
 
-def _rejections(store: Store) -> list[dict[str, object]]:
+def test_associations_proposing_only_what_is_not_taken_are_audited_once_per_interval_with_a_count(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    """An admitted caller proposing, association after association, SOP classes and transfer syntaxes the listener
+    does not take: before, one instance_rejected row each (200 in 4 s from one source in the hostile-peer session);
+    now the first of the interval with the contexts, then one with the count of the rest."""
+    settings = listener_settings(tmp_path, listener_port)
+    with Listener(settings, store):
+        for _ in range(15):
+            peer = AE(ae_title="PACS")
+            peer.add_requested_context("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root C-FIND: not taken
+            peer.add_requested_context("1.2.840.10008.5.1.4.1.1.1.1", ["1.2.840.10008.1.2.4.100"])  # MPEG2: not taken
+            peer.add_requested_context("1.2.840.10008.1.1")  # so that the association is established
+            assoc = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE")
+            assert assoc.is_established
+            assoc.release()
+        assert len(_rejections(store, "instance_rejected")) == 1
+    first, rest = _rejections(store, "instance_rejected")
+    assert (first["count"], first["aggregated"], first["refused"]) == (1, False, 2), first
+    assert [c["result"] for c in first["contexts"]] == [3, 4]  # PS3.8 Table 9-18: abstract syntax, transfer syntax
+    assert (rest["count"], rest["aggregated"]) == (14, True)
+
+
+def _rejections(store: Store, event_type: str = "association_rejected") -> list[dict[str, object]]:
     import json
 
     import sqlalchemy as sa
 
     with store.engine.connect() as connection:
-        query = sa.text("SELECT payload FROM audit_events WHERE event_type = 'association_rejected' ORDER BY seq")
-        return [json.loads(row[0]) for row in connection.execute(query)]
+        query = sa.text("SELECT payload FROM audit_events WHERE event_type = :type ORDER BY seq")
+        return [json.loads(row[0]) for row in connection.execute(query, {"type": event_type})]
 
 
 def _statuses(files: list[Path], port: int) -> list[int | None]:

@@ -220,7 +220,7 @@ class Listener:
             [(int(server.server_address[1]), server.ssl_context is not None) for server in self._servers],
             self.admission.held_per_door,
         )
-        self.watchdog = Watchdog(self.admission, on_sweep=self.handlers.refusals.flush, on_cut=self.handlers.on_cut_off)
+        self.watchdog = Watchdog(self.admission, on_sweep=self.handlers.flush_refusals, on_cut=self.handlers.on_cut_off)
         self.watchdog.start()
         self._server = self._servers[0]
         for server in self._servers:
@@ -241,7 +241,7 @@ class Listener:
                 self.watchdog.stop()
             for connection in self.admission.connections:  # nothing outlives the listener
                 connection.shut()
-            self.handlers.refusals.flush(force=True)
+            self.handlers.flush_refusals(force=True)
             self.timer.stop()
             self._audit(EventType.APPLICATION_STOPPED, port)
         self._stopped.set()

@@ -106,6 +106,11 @@ class ListenerHandlers:
         self.recorder = AuditRecorder(store)
         self.admission = admission or Admission(settings)
         self.refusals = RefusalAudit(self._audit_many, settings.refusal_audit_interval_s)
+        #: presentation contexts refused at negotiation, aggregated as the refusals are: one association after another
+        #: proposing what the listener does not take wrote one audit row each (200 in 4 s from one source)
+        self.context_refusals = RefusalAudit(
+            self._audit_many, settings.refusal_audit_interval_s, event_type=EventType.INSTANCE_REJECTED
+        )
         self.spool = spool
         self.metrics = metrics
         self.free_bytes = free_bytes
@@ -234,23 +239,24 @@ class ListenerHandlers:
         refused = event.assoc.rejected_contexts
         if not refused:
             return
-        door = door_labels(self._door_of(connection))
-        self.metrics.rejections.labels(reason="presentation context refused", **door).inc(len(refused))
-        self._audit(
-            AuditEvent(
-                EventType.INSTANCE_REJECTED,
-                _actor(event.assoc),
-                outcome=Outcome.MINOR_FAILURE,
-                payload={
-                    "reason": "presentation contexts refused at negotiation",
-                    # PS3.8 Table 9-18: 3 abstract syntax not supported, 4 transfer syntaxes not supported
-                    "contexts": [
-                        {"sop_class_uid": str(cx.abstract_syntax), "result": cx.result} for cx in refused[:32]
-                    ],
-                    "refused": len(refused),
-                },
-            )
+        door = self._door_of(connection)
+        self.metrics.rejections.labels(reason="presentation context refused", **door_labels(door)).inc(len(refused))
+        actor = _actor(event.assoc)
+        self.context_refusals.refused(
+            actor.host or "",
+            "presentation contexts refused at negotiation",
+            calling_ae=actor.ae_title,
+            port=door[0] if connection is not None and connection.port else None,
+            tls=door[1],
+            # PS3.8 Table 9-18: 3 abstract syntax not supported, 4 transfer syntaxes not supported
+            contexts=[{"sop_class_uid": str(cx.abstract_syntax), "result": cx.result} for cx in refused[:32]],
+            refused=len(refused),
         )
+
+    def flush_refusals(self, *, force: bool = False) -> None:
+        """Write the counts of the refusal intervals that have ended (all of them with ``force``)."""
+        self.refusals.flush(force=force)
+        self.context_refusals.flush(force=force)
 
     def on_cut_off(self, connection: Connection, reason: str) -> None:
         """The watchdog cut a connection off: audited when a deadline (a timeout) was the reason."""

@@ -49,8 +49,12 @@ class RefusalAudit:
         interval_s: float,
         *,
         clock: Callable[[], float] = time.monotonic,
+        event_type: EventType = EventType.ASSOCIATION_REJECTED,
     ) -> None:
+        """``event_type``: the events written (``association_rejected``; ``instance_rejected`` for the presentation
+        contexts an association had refused at negotiation)."""
         self._write = write
+        self.event_type = event_type
         self.interval_s = interval_s
         self._clock = clock
         self._pending: dict[_Key, _Pending] = {}
@@ -77,7 +81,7 @@ class RefusalAudit:
             entry = self._pending.get(key)
             if entry is None:
                 self._pending[key] = _Pending(first_at=now, calling_ae=calling_ae)
-                events.append(_event(key, calling_ae, 1, aggregated=False, details=details))
+                events.append(_event(self.event_type, key, calling_ae, 1, aggregated=False, details=details))
             else:
                 entry.count += 1
         self._record(events)
@@ -93,7 +97,8 @@ class RefusalAudit:
                 if force or now - entry.first_at >= self.interval_s:
                     del self._pending[key]
                     if entry.count:
-                        events.append(_event(key, entry.calling_ae, entry.count, aggregated=True, details={}))
+                        calling = entry.calling_ae
+                        events.append(_event(self.event_type, key, calling, entry.count, aggregated=True, details={}))
         return events
 
     def _record(self, events: list[AuditEvent]) -> None:
@@ -105,13 +110,21 @@ class RefusalAudit:
             log.error("could not record %d refusal audit event(s): %s", len(events), type(exc).__name__)
 
 
-def _event(key: _Key, calling_ae: str | None, count: int, *, aggregated: bool, details: dict[str, Any]) -> AuditEvent:
+def _event(
+    event_type: EventType,
+    key: _Key,
+    calling_ae: str | None,
+    count: int,
+    *,
+    aggregated: bool,
+    details: dict[str, Any],
+) -> AuditEvent:
     host, reason, port, tls = key
     payload: dict[str, Any] = {"reason": reason, "count": count, "aggregated": aggregated, **details}
     if port is not None:
         payload.update(port=port, tls=tls)
     return AuditEvent(
-        EventType.ASSOCIATION_REJECTED,
+        event_type,
         Actor(ae_title=None if aggregated else calling_ae or None, host=host),
         outcome=Outcome.MINOR_FAILURE,
         payload=payload,
