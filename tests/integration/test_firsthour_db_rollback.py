@@ -71,3 +71,11 @@ def test_db_upgrade_from_an_older_schema_names_the_revision_it_came_from(tmp_pat
     result = radtrace("db", "upgrade", env={"RADTRACE_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert f"database at revision {head_revision()} (upgraded from 0004)" in result.stdout
+    # SQLite: a consistent copy of the database as it was is kept beside it first, as serve does at start
+    (kept,) = tmp_path.glob("radtrace.db.backup-0004-*")
+    assert f"kept a copy of the database as it was (revision 0004) in {kept}" in result.stdout
+    with sqlite3.connect(kept) as copy:
+        assert copy.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+    result = radtrace("db", "upgrade", env={"RADTRACE_DATA_DIR": str(tmp_path)})
+    assert "kept a copy" not in result.stdout  # nothing to migrate, nothing to keep
+    assert len(list(tmp_path.glob("radtrace.db.backup-*"))) == 1

@@ -21,12 +21,19 @@ def db_upgrade(
     from radtrace.audit.operations import ChainNotVerifiedError, local_operator
     from radtrace.audit.rebind import rebind_after_upgrade
     from radtrace.cli.audit_commands import report_rebound
-    from radtrace.store.migrate import current_revision, upgrade
+    from radtrace.store.engine import is_sqlite
+    from radtrace.store.migrate import StartMigrationError, backup_sqlite, current_revision, head_revision, upgrade
 
     settings = settings_of(ctx)
     with open_store(settings, create=True) as store:
         before = current_revision(store)
         refuse_newer(before)
+        if is_sqlite(store.engine) and before not in (None, head_revision()):  # as serve keeps one at start
+            try:
+                kept = backup_sqlite(store, before)
+            except StartMigrationError as exc:
+                fail(exc.reason)
+            out.print(f"kept a copy of the database as it was (revision {before}) in {kept}", soft_wrap=True)
         with err.status("migrating the database …"):
             revision = upgrade(store, app_role=app_role)
         outcome = f"upgraded from {before}" if before not in (None, revision) else "already; nothing to do"

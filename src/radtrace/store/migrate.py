@@ -95,8 +95,9 @@ def newer_schema_problem(revision: str | None) -> str | None:
     )
 
 
-def backup_sqlite(store: Store, label: str) -> Path:
-    """A consistent copy of the SQLite database beside it, ``<file>.backup-<label>``, taken with SQLite's online
+def backup_sqlite(store: Store, revision: str) -> Path:
+    """A consistent copy of the SQLite database at ``revision`` beside it, ``<file>.backup-<revision>-<UTC time>``,
+    taken with SQLite's online
     backup API (a copy of the live file could catch a write half done, or miss what is still in the WAL); written to
     a temporary name, synced, then renamed. Raises :class:`StartMigrationError` naming the file when it cannot be made
     (no space, no permission): nothing is migrated then."""
@@ -104,7 +105,8 @@ def backup_sqlite(store: Store, label: str) -> Path:
     if not database or database == ":memory:":  # pragma: no cover - radtrace's SQLite databases are files
         raise PermanentError("an in-memory SQLite database has no file to back up")
     source_path = Path(database)
-    target = source_path.with_name(f"{source_path.name}.backup-{label}")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = source_path.with_name(f"{source_path.name}.backup-{revision}-{stamp}")
     partial = target.with_name(target.name + ".partial")
     try:
         with contextlib.closing(sqlite3.connect(source_path, timeout=30)) as source:
@@ -163,8 +165,7 @@ def migrate_at_start(store: Store) -> StartMigration:
     if before is not None:
         log.info("the database %s is at schema %s; migrating it to %s", store.engine.url.database, before, head)
         if is_sqlite(store.engine):
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            backup = backup_sqlite(store, f"{before}-{stamp}")
+            backup = backup_sqlite(store, before)
             log.info("kept a copy of the database as it was (schema %s) in %s", before, backup)
     after = upgrade(store)
     migrated = StartMigration(before, after, backup)
