@@ -9,6 +9,7 @@ sent with dcmtk's storescu to a real listener; the events read back through the 
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -101,3 +102,69 @@ def test_the_audit_names_a_received_and_a_refused_instance_by_the_id_the_modalit
         ("instance_quarantined", *meant),
     ]
     assert _found(store, accession=meant[1]) == _found(store, patient_id=meant[0])
+
+
+SENT = [
+    # (case, (0008,0005), Patient ID's bytes, the site's assumed set, the event's character_set, its label)
+    ("utf-8, none declared", None, "MRN-Ø51".encode(), None, ("", "ISO_IR 192", "utf-8"), "character-set-assumed"),
+    (
+        "utf-8 under ISO_IR 144",
+        "ISO_IR 144",
+        "ЖЛЦ-52".encode(),
+        None,
+        ("ISO_IR 144", "ISO_IR 192", "declared-overridden"),
+        "character-set-assumed",
+    ),
+    (
+        "latin-2 that is valid utf-8",
+        "ISO_IR 101",
+        "KRÍŽ-53".encode("iso8859_2"),
+        None,
+        ("ISO_IR 101", "ISO_IR 101", "declared-doubtful"),
+        "character-set-doubtful",
+    ),
+    (
+        "cyrillic, none declared, an ISO_IR 144 site",
+        None,
+        "ЖЛЦ-54".encode("iso8859_5"),
+        "ISO_IR 144",
+        ("", "ISO_IR 144", "assumed"),
+        "character-set-assumed",
+    ),
+    ("declared and in the set", "ISO_IR 144", "ЖЛЦ-55".encode("iso8859_5"), None, None, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "charset", "patient_id", "assumed", "decided", "label"), SENT, ids=[c[0] for c in SENT]
+)
+def test_the_received_event_records_how_the_text_was_read_and_qa_finds_it_by_its_flag(
+    case: str,
+    charset: str | None,
+    patient_id: bytes,
+    assumed: str | None,
+    decided: tuple[str, str, str] | None,
+    label: str | None,
+    tmp_path: Path,
+    store: Store,
+    listener_port: int,
+) -> None:
+    """Before, instance_received said nothing of the character set: QA could not find the instances whose text was
+    guessed. Now its payload has the terms and the rule (no text of the header's), its label the drafts' flag."""
+    film = _film(tmp_path / "film.dcm", charset, patient_id, b"ACC-1")
+    options = {"assumed_character_set": assumed} if assumed else {}
+    with running(listener_settings(tmp_path, listener_port, **options), store):
+        sent = storescu([film], listener_port, options=["-v"])
+    assert "Received Store Response (Success)" in sent.stderr, sent.stderr
+
+    page = run_query(store, AuditQuery.model_validate({"event_type": "instance_received"}), QA)
+    [received] = page.events
+    if decided is None:
+        assert "character_set" not in received.payload
+        assert received.labels == ()
+        return
+    assert received.payload["character_set"] == dict(zip(("declared", "read_as", "because"), decided, strict=True))
+    assert received.labels == (label,)
+    flagged = run_query(store, AuditQuery.model_validate({"event_type": "instance_received", "label": label}), QA)
+    assert [event.seq for event in flagged.events] == [received.seq]
+    assert patient_id.decode("utf-8", "replace") not in json.dumps(received.payload, ensure_ascii=False)

@@ -130,7 +130,9 @@ class AuditFilter(BaseModel):
     model_name: _Name | None = Field(default=None, description="model name, e.g. NV-Reason-CXR-3B")
     model_version: _Name | None = Field(default=None, description="model version (revision)")
     label: _Label | None = Field(
-        default=None, description="one finding label, matched exactly ('Effusion' does not match 'Pleural Effusion')"
+        default=None,
+        description="one finding label, matched exactly ('Effusion' does not match 'Pleural Effusion'), or the flag "
+        "of a received instance whose text's character set was guessed (character-set-assumed, character-set-doubtful)",
     )
     outcome: Outcome | None = Field(default=None, description="event outcome")
     actor: _Name | None = Field(

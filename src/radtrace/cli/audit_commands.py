@@ -97,7 +97,13 @@ def audit_query(
     event_type: Annotated[str | None, typer.Option(help="One event type, e.g. inference_completed.")] = None,
     model_name: Annotated[str | None, typer.Option(help="Model name.")] = None,
     model_version: Annotated[str | None, typer.Option(help="Model version.")] = None,
-    label: Annotated[str | None, typer.Option(help="One finding label, matched exactly.")] = None,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            help="One finding label, or a received instance's character-set flag (character-set-assumed, "
+            "character-set-doubtful), matched exactly."
+        ),
+    ] = None,
     outcome: Annotated[str | None, typer.Option(help="success, minor_failure, serious_failure, major_failure.")] = None,
     actor: Annotated[str | None, typer.Option(help="The user who acted (console user or API token name).")] = None,
     limit: Annotated[int, typer.Option(help="Events per page, 1-1000.")] = 100,

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
+from radtrace.dicom_charset import audit_record
 from radtrace.dicom_listener.compare_child import MAX_COMPARED_VERSIONS, VersionsCompared, compare_versions_in_child
 from radtrace.dicom_listener.headers import ReceivedHeader
 from radtrace.dicom_listener.resend import Comparison, Likeness
@@ -295,6 +296,10 @@ def _record(
                 extra["replaces_sha256"] = earlier[0].sha256
             if header.patient_id_issuer:  # the ID is in the event's patient_id column, where QA searches it
                 extra["patient_id_issuer"] = header.patient_id_issuer
+            # text whose character set was guessed: the terms and the rule (no text), its flag a label QA filters on
+            guessed = header.character_set if header.character_set and header.character_set.flagged else None
+            if guessed:
+                extra["character_set"] = audit_record(guessed)
             recorder.record(
                 AuditEvent(
                     event_type,
@@ -302,6 +307,7 @@ def _record(
                     study_uid=header.study_uid,
                     accession=header.accession,
                     patient_id=header.patient_id,
+                    labels=(guessed.flag,) if guessed else (),
                     payload=payload | extra,
                 ),
                 session=session,
