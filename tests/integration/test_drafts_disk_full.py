@@ -103,6 +103,7 @@ def test_a_full_disk_holds_the_study_uncounted_until_there_is_space_and_it_ends_
     assert len(waits) == settings.broker.max_attempts + 2
     assert all(p["attempt_counted"] is False and "No space left on device" in p["error"] for p in waits)
     assert "study_failed" not in [kind for kind, _, _ in events]
+    assert [kind for kind, _, _ in events].count("inference_completed") == 1  # read once, drafted again from it
     assert verify_chain(store).ok
 
 
@@ -214,3 +215,5 @@ def test_a_full_disk_under_the_outbox_payloads_waits_uncounted_too(
     full.failing = False
     assert pipeline.process(uid, 1).result is Result.REPORTED
     assert revision_row(store, uid).attempts == 1
+    # read once: each retry drafted again from the recorded reading (before c28547f: read on every retry)
+    assert [kind for kind, _, _ in audit_events(store)].count("inference_completed") == 1

@@ -127,6 +127,8 @@ NOT_READ = {**stored_details(NoRoomForDraftsError("disk full: /d, 0 MB free"))}
                       ("study_retried", {})], None, id="retried-by-hand"),
         pytest.param([("inference_completed", _reading("A")), ("inference_failed", {"error": "oom"})], None,
                       id="read-failed"),
+        pytest.param([("inference_completed", _reading("A")), ("inference_failed", KEPT)], "A",
+                     id="outbox-payload-disk-full"),
         pytest.param([("inference_completed", {"reading": {"raw_text": "old form"}}), ("report_failed", KEPT)], None,
                      id="recorded-by-another-version"),
     ],

@@ -3,9 +3,10 @@
 Every reading is audited whole as ``inference_completed`` (its ``reading`` payload is :meth:`Reading.to_json`'s).
 When the attempt then fails only because its drafts or their outbox payloads could not be written (a full disk, a
 quota, an I/O error: :class:`~radtrace.reporting.draft_store.DraftsNotStoredError`, or a ``DispatchError`` from
-ENOSPC), its ``report_failed`` says ``reading_kept: true``; a wait before reading (no room, not read:
-:class:`~radtrace.worker.disk_space.NoRoomForDraftsError`) says ``read: false``. The next attempt of that revision
-drafts from the recorded reading when, newest first, the revision's events after it are only such failures: anything
+ENOSPC), its ``report_failed`` (``inference_failed`` for the payloads) says ``reading_kept: true``; a wait before
+reading (no room, not read: :class:`~radtrace.worker.disk_space.NoRoomForDraftsError`) says ``read: false``. The next
+attempt of that revision drafts from the recorded reading when, newest first, the revision's events after it are only
+such failures: anything
 else (the drafts could not be built, the study was retried by hand, a reading of its own) means it is read again.
 
 One query per batch: the batch's studies' events by the indexed Study Instance UID, their kinds picked here. With the
@@ -43,13 +44,16 @@ _KINDS: Final = (
 )
 
 
+_FAILED: Final = (EventType.REPORT_FAILED.value, EventType.INFERENCE_FAILED.value)
+
+
 def _kept(events: Sequence[tuple[str, dict[str, Any]]]) -> Reading | None:
     """The reading to draft again from one revision's events (oldest first), or None (see the module)."""
     waited_after_reading = False
     for kind, payload in reversed(events):
         if kind == EventType.REPORT_FAILED.value and payload.get("read") is False:
             continue  # waited for space without reading
-        if kind == EventType.REPORT_FAILED.value and payload.get("reading_kept") is True:
+        if kind in _FAILED and payload.get("reading_kept") is True:  # an outbox payload's ENOSPC is inference_failed
             waited_after_reading = True
             continue
         if kind == EventType.INFERENCE_COMPLETED.value and waited_after_reading and "reading" in payload:
