@@ -35,6 +35,7 @@ __all__ = [
     "failed_checks",
     "for_serve",
     "listener_port_problem",
+    "metrics_port_problem",
     "metrics_ports",
     "run_preflight",
     "store_problem",
@@ -427,6 +428,15 @@ def _metrics_ports_free(settings: Settings) -> Check | None:
     ports = metrics_ports(settings)
     if not ports:
         return None
+    if (problem := metrics_port_problem(settings, ports)) is not None:
+        return Check("metrics ports", "failed", problem, config_error=True)
+    host = settings.listener.metrics_bind_host
+    return Check("metrics ports", "ok", ", ".join(f"{host}:{port}" for port, _ in ports))
+
+
+def metrics_port_problem(settings: Settings, ports: list[tuple[int, str]]) -> str | None:
+    """Why one of ``ports`` (port, setting) cannot be bound on ``listener.metrics_bind_host`` as the metrics server
+    binds it, naming its setting (:func:`bind_problem`), or None."""
     host = settings.listener.metrics_bind_host
     for port, setting in ports:
         probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -434,10 +444,10 @@ def _metrics_ports_free(settings: Settings) -> Check | None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server binds
             probe.bind((host, port))
         except OSError as exc:
-            return Check("metrics ports", "failed", bind_problem(host, port, setting, exc), config_error=True)
+            return bind_problem(host, port, setting, exc)
         finally:
             probe.close()
-    return Check("metrics ports", "ok", ", ".join(f"{host}:{port}" for port, _ in ports))
+    return None
 
 
 def for_serve(checks: list[Check]) -> list[Check]:

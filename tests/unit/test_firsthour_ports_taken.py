@@ -137,3 +137,27 @@ def test_serve_lists_the_metrics_ports_it_will_bind_when_they_are_free(tmp_path:
     with _held(port):  # serve stops after its checks (the API port is taken); the metrics row is what is looked at
         result = radtrace("serve", env=env)
     assert _cells(result.stdout)["metrics ports"] == ("ok", f"0.0.0.0:{first}, 0.0.0.0:{first + 1}")
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "setting"),
+    [
+        (("listen",), "RADTRACE_LISTENER__METRICS_PORT", "listener.metrics_port, RADTRACE_LISTENER__METRICS_PORT"),
+        (("worker", "--queues=dispatch"), "RADTRACE_BROKER__METRICS_PORT",
+         "broker.metrics_port, RADTRACE_BROKER__METRICS_PORT"),
+    ],
+)  # fmt: skip
+def test_listen_and_worker_name_their_metrics_port_taken_by_another_program(
+    tmp_path: Path, command: tuple[str, ...], variable: str, setting: str
+) -> None:
+    """Run alone (systemd) too: before, listen blamed listener.port and the worker died in an OSError traceback
+    (exit 1, so serve restarted it for ever)."""
+    port = free_port()
+    with _held(port):
+        result = radtrace(*command, env=_env(tmp_path, **{variable: str(port)}), timeout=90)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"radtrace: port {port} on 0.0.0.0 is already in use by another program ({setting}): choose a free port or "
+        "stop that program"
+    )

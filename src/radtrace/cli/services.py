@@ -28,6 +28,8 @@ from radtrace.preflight import (
     failed_checks,
     for_serve,
     listener_port_problem,
+    metrics_port_problem,
+    metrics_ports,
     run_preflight,
 )
 
@@ -136,6 +138,10 @@ def listen(ctx: typer.Context) -> None:
     _refuse_failed_checks(run_preflight(settings))
     if (problem := listener_port_problem(settings)) is not None:
         fail(problem, EXIT_USAGE)
+    # A metrics port another program holds was an EADDRINUSE blamed on listener.port below.
+    listener_metrics = [(port, setting) for port, setting in metrics_ports(settings) if setting.startswith("listener.")]
+    if (problem := metrics_port_problem(settings, listener_metrics)) is not None:
+        fail(problem, EXIT_USAGE)
     try:
         with listener_locks(settings):
             code = run_listener_processes(settings)
@@ -178,6 +184,11 @@ def worker(
     except ConfigError as exc:
         fail(exc.reason, EXIT_USAGE)
     _refuse_failed_checks(worker_start_checks(settings, run_preflight))  # a full disk: waits, no restart loop
+    if settings.broker.metrics_port is not None:  # taken: an OSError traceback, and serve restarted it for ever
+        plus = f" + {metrics_offset} (--metrics-offset)" if metrics_offset else ""
+        setting = f"broker.metrics_port{plus}, RADTRACE_BROKER__METRICS_PORT"
+        if problem := metrics_port_problem(settings, [(settings.broker.metrics_port + metrics_offset, setting)]):
+            fail(problem, EXIT_USAGE)
     _quiet_celery_root_warning()
     try:
         run_worker(
