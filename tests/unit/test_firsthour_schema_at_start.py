@@ -203,3 +203,19 @@ def test_a_new_database_is_made_without_talk_of_migrating(tmp_path: Path) -> Non
     assert detail == f"SQLite created at schema {head_revision()} ({data_dir / 'radtrace.db'})"
     assert "migrat" not in (result.stdout + result.stderr).lower()
     assert not list(data_dir.glob("radtrace.db.backup-*"))
+
+
+def test_a_copy_cut_short_by_an_earlier_start_is_replaced(tmp_path: Path) -> None:
+    """Ctrl-C (or a power cut) during the copy left its temporary file; the next start copies again and leaves none."""
+    data_dir = tmp_path / "var"
+    _old_sqlite_database(data_dir)
+    (data_dir / "radtrace.db.backup.partial").write_bytes(b"SQLite format 3\x00 cut short")
+    with socket.socket() as held:  # the QA API's port taken: serve stops right after its checks (exit 2)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        result = radtrace("serve", env=_env(data_dir, RADTRACE_API__PORT=str(held.getsockname()[1])))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert not list(data_dir.glob("*.partial"))
+    (backup,) = data_dir.glob(f"radtrace.db.backup-{OLD}-*")
+    with sqlite3.connect(backup) as copy:
+        assert copy.execute("SELECT study_uid FROM studies").fetchall() == [(STUDY_UID,)]

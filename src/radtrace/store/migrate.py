@@ -107,7 +107,7 @@ def backup_sqlite(store: Store, revision: str) -> Path:
     source_path = Path(database)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = source_path.with_name(f"{source_path.name}.backup-{revision}-{stamp}")
-    partial = target.with_name(target.name + ".partial")
+    partial = source_path.with_name(f"{source_path.name}.backup.partial")  # one name: a copy cut short is replaced
     try:
         with contextlib.closing(sqlite3.connect(source_path, timeout=30)) as source:
             partial.unlink(missing_ok=True)
