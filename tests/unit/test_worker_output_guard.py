@@ -116,3 +116,34 @@ def test_a_hold_for_a_stop_ends_about_a_second_after_the_stop_is_lifted_not_at_i
     assert down.server_down()
     down._sleep(1.2)  # a hold's wait for a server that is down: the guard holds for no stop
     assert looks[0] == 0
+
+
+class DownBackend:
+    """A model server that does not answer its health check."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+
+    def unavailable(self) -> str:
+        self.checks += 1
+        return "connection refused"
+
+
+def test_a_stop_lifted_while_the_server_is_down_becomes_a_plain_outage_probed_with_backoff() -> None:
+    """Lifted while the model server does not answer, the stop ends at the next probe (the guard holds for it no
+    more) and the hold goes on as an outage: its health check is not asked every second by the recheck."""
+    reader = Replay([reading(i, UNPARSED) for i in range(STOP_AFTER)])
+    reader.backend = DownBackend()  # type: ignore[attr-defined]
+    stop: list[str | None] = [None]
+    guard = OutputGuard(reader, lambda: stop[0])
+    for _ in range(STOP_AFTER - 1):
+        guard.read_each([[]])
+    with pytest.raises(ModelOutputStoppedError) as stopped:
+        guard.read_each([[]])
+    stop[0] = stopped.value.reason
+    assert guard.unavailable() == "connection refused"  # the fresh stop's first probe: the server is down too
+    stop[0] = None  # radtrace model resume
+    assert guard.lifted()
+    assert guard.unavailable() == "connection refused"  # still down: held as an outage
+    assert guard.reason is None
+    assert not guard.lifted()  # no more probes every second: the breaker's backoff again

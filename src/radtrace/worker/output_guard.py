@@ -137,17 +137,16 @@ class OutputGuard:
     def unavailable(self) -> str | None:
         """The breaker's probe: the backend's health check, then, while reading is stopped, a probe reading of the
         held batch (None once one of its readings parses: the stop ends and that read is what the pipeline gets)."""
+        fresh, self._fresh = self._fresh, False  # just read and found garbage (or found stopped): no read at once
+        if self.reason is not None and not fresh and self.open_stop() is None:
+            self._resume()  # lifted, or ended by another's probe: the server's own health decides the rest
         backend = self.backend
         check = getattr(backend, "unavailable", None) if backend is not None else None
         problem = check() if callable(check) else None
         if problem is not None or self.reason is None:
             return problem if isinstance(problem, str) else None
-        if self._fresh:  # just read and found garbage (or found stopped): no second read at once
-            self._fresh = False
+        if fresh:
             return self.reason
-        if self.open_stop() is None:  # the audit log's entry is the stop: lifted, or ended by another's probe
-            self._resume()
-            return None
         held = self._held
         try:
             outcomes = self.reader.read_each(held)
