@@ -168,3 +168,42 @@ def test_the_received_event_records_how_the_text_was_read_and_qa_finds_it_by_its
     flagged = run_query(store, AuditQuery.model_validate({"event_type": "instance_received", "label": label}), QA)
     assert [event.seq for event in flagged.events] == [received.seq]
     assert patient_id.decode("utf-8", "replace") not in json.dumps(received.payload, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("case", "charset", "patient_id", "assumed", "decided", "label"), SENT, ids=[c[0] for c in SENT]
+)
+def test_a_refused_instance_s_event_records_how_its_header_s_text_was_read(
+    case: str,
+    charset: str | None,
+    patient_id: bytes,
+    assumed: str | None,
+    decided: tuple[str, str, str] | None,
+    label: str | None,
+    tmp_path: Path,
+    store: Store,
+    listener_port: int,
+) -> None:
+    """A header read whole and then refused (here: the 1024 x 1024 film over listener.max_image_pixels, 0xC212):
+    before, instance_quarantined said nothing of the character set its patient ID and accession were read in, though
+    the header read had decided it. Now it records it as instance_received does; QA finds the refusal by that flag."""
+    film = _film(tmp_path / "refused.dcm", charset, patient_id, b"ACC-2")
+    options: dict[str, object] = {"max_image_pixels": 1_000_000}
+    if assumed:
+        options["assumed_character_set"] = assumed
+    with running(listener_settings(tmp_path, listener_port, **options), store):
+        sent = storescu([film], listener_port, options=["-v"])
+    assert "Received Store Response (Error" in sent.stderr, sent.stderr
+
+    page = run_query(store, AuditQuery.model_validate({"event_type": "instance_quarantined"}), QA)
+    [refused] = page.events
+    assert "exceeds listener.max_image_pixels" in refused.payload["reason"], refused.payload
+    if decided is None:
+        assert "character_set" not in refused.payload
+        assert refused.labels == ()
+        return
+    assert refused.payload["character_set"] == dict(zip(("declared", "read_as", "because"), decided, strict=True))
+    assert refused.labels == (label,)
+    flagged = run_query(store, AuditQuery.model_validate({"event_type": "instance_quarantined", "label": label}), QA)
+    assert [event.seq for event in flagged.events] == [refused.seq]
+    assert patient_id.decode("utf-8", "replace") not in json.dumps(refused.payload, ensure_ascii=False)

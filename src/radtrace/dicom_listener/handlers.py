@@ -19,6 +19,7 @@ from pynetdicom import evt
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ListenerSettings
+from radtrace.dicom_charset import audit_record
 from radtrace.dicom_listener.admission import Admission, Connection, timeout_setting
 from radtrace.dicom_listener.headers import ReceivedHeader, read_header, refused_identity
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
@@ -361,6 +362,7 @@ class ListenerHandlers:
                 return self._out_of_space(received, digest.error, actor, event, door)
             staged = self.spool.stage_file(received, digest=digest)
             self.metrics.bytes.labels(**labels).inc(staged.size)
+            header: ReceivedHeader | None = None
             try:
                 limit = instance_byte_limit(self.settings.max_image_pixels)
                 header = read_header(
@@ -369,7 +371,7 @@ class ListenerHandlers:
                 scope.enter_context(redacting(*header.patient_values()))
                 self._check(header, event, staged.path)
             except DicomInputError as exc:
-                return self._quarantine(staged, exc, actor, event, scope, door)
+                return self._quarantine(staged, exc, actor, event, scope, door, header)
             result = record_instance(
                 self.store,
                 self.recorder,
@@ -448,6 +450,7 @@ class ListenerHandlers:
         event: evt.Event,
         scope: contextlib.ExitStack,
         door: Door,
+        header: ReceivedHeader | None = None,
     ) -> Dataset:
         # named by its study where the file says it usably: QA asking about a study the PACS sent finds the refusal
         identity = refused_identity(
@@ -459,6 +462,19 @@ class ListenerHandlers:
         where = self.spool.quarantine(staged, exc.reason)
         self.metrics.instances.labels(outcome="quarantined", **door_labels(door)).inc()
         log.warning("quarantined an unusable instance as %s: %s", where.name, exc.reason)
+        payload: dict[str, object] = {
+            "reason": exc.reason,
+            "sop_instance_uid": self._requested_sop(event),
+            "sha256": staged.sha256,
+            "size_bytes": staged.size,
+            "quarantine_file": where.name,
+        }
+        # a header read before the refusal: how its text was read where that was guessed, as instance_received says
+        guessed = header.character_set if header is not None else None
+        if guessed is not None and not guessed.flagged:
+            guessed = None
+        if guessed is not None:
+            payload["character_set"] = audit_record(guessed)
         self._audit(
             AuditEvent(
                 EventType.INSTANCE_QUARANTINED,
@@ -467,13 +483,8 @@ class ListenerHandlers:
                 study_uid=identity.study_uid,
                 accession=identity.accession,
                 patient_id=identity.patient_id,
-                payload={
-                    "reason": exc.reason,
-                    "sop_instance_uid": self._requested_sop(event),
-                    "sha256": staged.sha256,
-                    "size_bytes": staged.size,
-                    "quarantine_file": where.name,
-                },
+                labels=(guessed.flag,) if guessed is not None else (),
+                payload=payload,
             )
         )
         identifiers = "UID" in exc.reason
