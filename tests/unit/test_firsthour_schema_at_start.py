@@ -219,3 +219,29 @@ def test_a_copy_cut_short_by_an_earlier_start_is_replaced(tmp_path: Path) -> Non
     (backup,) = data_dir.glob(f"radtrace.db.backup-{OLD}-*")
     with sqlite3.connect(backup) as copy:
         assert copy.execute("SELECT study_uid FROM studies").fetchall() == [(STUDY_UID,)]
+
+
+def test_two_services_starting_together_migrate_once_and_keep_one_copy(tmp_path: Path) -> None:
+    """systemd units for listen and worker on one SQLite database start at the same moment. Before, both copied it
+    and both said they migrated it, or (two copies under one temporary name) both start-up checks failed."""
+    data_dir = tmp_path / "var"
+    _old_sqlite_database(data_dir)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | {"COLUMNS": "200"}
+    with socket.socket() as held:  # the QA API's port taken: each serve stops right after its checks (exit 2)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        env = environment | _env(data_dir, RADTRACE_API__PORT=str(held.getsockname()[1]))
+        starts = [
+            subprocess.Popen([sys.executable, "-m", "radtrace", "serve"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]  # fmt: skip
+        outputs = [start.communicate(timeout=120) for start in starts]
+    databases = sorted(_cells(stdout)["database"] for stdout, _ in outputs)
+    (backup,) = data_dir.glob(f"radtrace.db.backup-{OLD}-*")
+    head = head_revision()
+    assert databases == sorted([
+        f"SQLite at schema {head} ({data_dir / 'radtrace.db'})",
+        f"SQLite migrated from schema {OLD} to {head}; the database as it was is kept in {backup} "
+        f"({data_dir / 'radtrace.db'})",
+    ]), outputs  # fmt: skip

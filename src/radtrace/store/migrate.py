@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,20 +157,43 @@ def migrate_at_start(store: Store) -> StartMigration:
     """Migrate the embedded (SQLite) database at a service's start, saying so first when it has a schema already:
     a database a newer radtrace migrated is refused (:func:`newer_schema_problem`, raised as
     :class:`StartMigrationError`), an older one is copied beside itself first (:func:`backup_sqlite`) and migrated
-    with a log line naming both revisions and the copy; a new, empty one is created without either."""
-    before, head = current_revision(store), head_revision()
-    if (problem := newer_schema_problem(before)) is not None:
-        raise StartMigrationError(problem)
-    if before == head:
-        return StartMigration(before, head)
-    backup = None
-    if before is not None:
-        log.info("the database %s is at schema %s; migrating it to %s", store.engine.url.database, before, head)
-        if is_sqlite(store.engine):
-            backup = backup_sqlite(store, before)
-            log.info("kept a copy of the database as it was (schema %s) in %s", before, backup)
-    after = upgrade(store)
+    with a log line naming both revisions and the copy; a new, empty one is created without either.
+
+    Processes starting together on one SQLite database (systemd units for listen and worker) take turns
+    (:func:`_one_at_a_time`): the first copies and migrates, the next finds the newest schema. Before, both copied
+    it, both said they migrated it, and two copies written under one temporary name failed both starts."""
+    with _one_at_a_time(store):
+        before, head = current_revision(store), head_revision()
+        if (problem := newer_schema_problem(before)) is not None:
+            raise StartMigrationError(problem)
+        if before == head:
+            return StartMigration(before, head)
+        backup = None
+        if before is not None:
+            log.info("the database %s is at schema %s; migrating it to %s", store.engine.url.database, before, head)
+            if is_sqlite(store.engine):
+                backup = backup_sqlite(store, before)
+                log.info("kept a copy of the database as it was (schema %s) in %s", before, backup)
+        after = upgrade(store)
     migrated = StartMigration(before, after, backup)
     if before is not None:
         log.info("database %s", migrated.describe())
     return migrated
+
+
+@contextlib.contextmanager
+def _one_at_a_time(store: Store) -> Iterator[None]:
+    """Hold ``<database>.migrate.lock`` (flock: released when the process ends, even by kill -9) for a SQLite
+    database file; nothing for another store (PostgreSQL is migrated by ``radtrace db upgrade`` alone)."""
+    database = store.engine.url.database
+    if not is_sqlite(store.engine) or not database or database == ":memory:":
+        yield
+        return
+    lock = Path(database).with_name(f"{Path(database).name}.migrate.lock")
+    try:
+        handle = lock.open("a")
+    except OSError as exc:
+        raise StartMigrationError(f"cannot lock {lock} to migrate the database: {exc.strerror or exc}") from exc
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # another process migrating: wait for it
+        yield
