@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +34,11 @@ from radtrace.audit.chain import verify_chain
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
+from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.migrate import _config, upgrade
-from radtrace.worker.outage import COMPONENT, OpenOutage, lift_stop, open_outages
+from radtrace.worker.breaker import Hold, ModelServerBreaker
+from radtrace.worker.outage import COMPONENT, OpenOutage, OutageNotice, lift_stop, open_outages
 from radtrace.worker.outage_table import ModelOutageRow
 from radtrace.worker.output_guard import STOPPED_MARK
 from tests_support import radtrace
@@ -237,3 +240,34 @@ def test_kill_9_of_resume_inside_its_transaction_leaves_the_stop_open_and_a_seco
     assert _entries(store) == [(1, "application_stopped", SERVER), (2, "application_started", SERVER)]
     assert _outages(store) == []
     assert verify_chain(store).ok
+
+
+def test_a_worker_held_for_an_outage_another_worker_saw_end_probes_at_once(store: Store) -> None:
+    """Two workers held for the same server that does not answer; A's probe finds it back and closes the outage
+    (its row goes). B, whose next probe was 30 s away, probes within about a second (its hold asks whether the row it
+    saw is gone) and reads. Before, B waited for its backoff (up to model.server_probe_max_s, 60 s)."""
+    answering = [False]
+
+    def notice(name: str) -> OutageNotice:
+        actor = Actor(process=f"radtrace-worker@{name}")
+        return OutageNotice(store, AuditRecorder(store, actor), actor, name, object(), utc_now, server=SERVER)
+
+    a, b = notice("a"), notice("b")
+    probe = lambda: None if answering[0] else "connection refused"  # noqa: E731
+    breaker_a = ModelServerBreaker(probe, on_open=a.opened, on_close=a.closed, recheck=a.ended_elsewhere)
+    breaker_b = ModelServerBreaker(probe, on_open=b.opened, on_close=b.closed, recheck=b.ended_elsewhere)
+    assert breaker_a.server_down()
+    assert breaker_b.server_down()
+    breaker_b.first_wait_s = 30.0
+    assert [(o.server, o.stop) for o in _outages(store)] == [(SERVER, False)]
+
+    def back() -> None:
+        answering[0] = True
+        assert not breaker_a.server_down()  # A's probe: the server answers, the outage closes
+
+    threading.Timer(1.5, back).start()
+    started = time.monotonic()
+    assert breaker_b.hold() is Hold.BACK
+    assert time.monotonic() - started < 4.0
+    assert _outages(store) == []
+    assert [kind for _, kind, _ in _entries(store)] == ["application_stopped", "application_started"]

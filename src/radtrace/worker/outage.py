@@ -130,13 +130,16 @@ class OutageNotice:
         self._next_check = float("-inf")  # time.monotonic() of the next look after a read that went through
         self._last_stop: str | None = None  # what open_reason found the last time the database answered
         self._next_away_warning = float("-inf")  # time.monotonic() before which a database away is not said again
+        self._seen_open = False  # ended_elsewhere found this server's outage row during the hold in hand
 
     def opened(self, breaker: ModelServerBreaker) -> None:
+        self._seen_open = False
         self._tell_observer(breaker)
         since = breaker.since.isoformat() if breaker.since else None
         self._tell(opening=True, reason=breaker.reason, since=since)
 
     def closed(self, breaker: ModelServerBreaker, down_s: float) -> None:
+        self._seen_open = False
         self._tell_observer(breaker)
         self._tell(opening=False, seen="probe", worker_down_s=round(down_s, 1))
         self._next_check = time.monotonic() + OUTAGE_RECHECK_S
@@ -169,6 +172,23 @@ class OutageNotice:
             return
         if told:
             self._tell(opening=False, seen="read")
+
+    def ended_elsewhere(self) -> bool:
+        """The breaker's recheck while it holds for a server that is down: whether the server's outage, seen open
+        during this hold, is closed now (another worker's probe or read found the server answering); its probe then
+        runs at once instead of after its backoff. One primary-key lookup; False when the database is away, and
+        when the row was never seen (told nowhere: the backoff as before)."""
+        try:
+            with self.store.session("looking whether a model server outage ended") as session:
+                row = session.get(ModelOutageRow, self.server)
+                outage = row is not None and not row.stop
+        except RadtraceError:
+            return False  # said by the hold's other looks; the probes go on as before
+        if outage:
+            self._seen_open = True
+            return False
+        seen, self._seen_open = self._seen_open, False
+        return seen
 
     def open_reason(self) -> str | None:
         """The reason of a stop for unparseable output (:mod:`radtrace.worker.output_guard`) the audit log has open

@@ -185,7 +185,7 @@ class StudyPipeline:
                                           on_close=self.outage.closed, on_still_down=self.outage.still_down,
                                           clock=clock, max_wait_s=settings.model.server_probe_max_s,
                                           give_up_after_s=settings.model.server_hold_max_s,
-                                          recheck=self.reader.lifted)  # fmt: skip
+                                          recheck=self._hold_may_end)  # fmt: skip
 
     # --- process -------------------------------------------------------------------------------
 
@@ -471,6 +471,11 @@ class StudyPipeline:
         if ended is Hold.STOPPING:
             return ReadsHeldError(self.breaker.reason)
         return ModelServerUnavailableError(self.breaker.reason)
+
+    def _hold_may_end(self) -> bool:
+        """The breaker's recheck, every second of a hold: a stop for garbage output lifted, or a server outage that
+        another worker saw end (:mod:`radtrace.worker.outage`): probe now rather than after the backoff."""
+        return self.reader.lifted() if self.reader.reason is not None else self.outage.ended_elsewhere()
 
     def _probe_server(self) -> str | None:
         """The backend's health check of its server (None: it answers, or the model runs in this process), and while
