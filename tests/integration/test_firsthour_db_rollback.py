@@ -79,3 +79,49 @@ def test_db_upgrade_from_an_older_schema_names_the_revision_it_came_from(tmp_pat
     result = radtrace("db", "upgrade", env={"RADTRACE_DATA_DIR": str(tmp_path)})
     assert "kept a copy" not in result.stdout  # nothing to migrate, nothing to keep
     assert len(list(tmp_path.glob("radtrace.db.backup-*"))) == 1
+
+
+def test_db_upgrade_waits_for_a_service_migrating_the_same_sqlite_database(tmp_path: Path) -> None:
+    """A service starting on the database holds its migration lock (store.migrate.one_at_a_time): db upgrade waits
+    for it instead of copying and migrating beside it."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import time
+
+    store = Store.from_url(f"sqlite:///{tmp_path / 'radtrace.db'}")
+    try:
+        with store.engine.connect() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0004")
+            connection.commit()
+    finally:
+        store.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | {"RADTRACE_DATA_DIR": str(tmp_path)}
+    with (tmp_path / "radtrace.db.migrate.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a service migrating it at its start
+        upgrading = subprocess.Popen([sys.executable, "-m", "radtrace", "db", "upgrade"], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while upgrading.poll() is None and not _waits_for_a_lock(upgrading.pid):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert upgrading.poll() is None  # it waits for the lock, not migrating
+            with sqlite3.connect(tmp_path / "radtrace.db") as connection:
+                assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+            assert not list(tmp_path.glob("radtrace.db.backup*"))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            stdout, stderr = upgrading.communicate(timeout=120)
+    assert upgrading.returncode == 0, stderr
+    assert f"database at revision {head_revision()} (upgraded from 0004)" in stdout
+
+
+def _waits_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked waiting for a file lock (a '->' line of /proc/locks names the waiter)."""
+    return any(line.split()[1] == "->" and line.split()[5] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines() if len(line.split()) > 5)  # fmt: skip

@@ -22,10 +22,17 @@ def db_upgrade(
     from radtrace.audit.rebind import rebind_after_upgrade
     from radtrace.cli.audit_commands import report_rebound
     from radtrace.store.engine import is_sqlite
-    from radtrace.store.migrate import StartMigrationError, backup_sqlite, current_revision, head_revision, upgrade
+    from radtrace.store.migrate import (
+        StartMigrationError,
+        backup_sqlite,
+        current_revision,
+        head_revision,
+        one_at_a_time,
+        upgrade,
+    )
 
     settings = settings_of(ctx)
-    with open_store(settings, create=True) as store:
+    with open_store(settings, create=True) as store, one_at_a_time(store):  # a service starting on it: its turn
         before = current_revision(store)
         refuse_newer(before)
         if is_sqlite(store.engine) and before not in (None, head_revision()):  # as serve keeps one at start

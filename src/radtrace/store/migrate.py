@@ -29,6 +29,7 @@ __all__ = [
     "head_revision",
     "migrate_at_start",
     "newer_schema_problem",
+    "one_at_a_time",
     "upgrade",
 ]
 
@@ -160,9 +161,9 @@ def migrate_at_start(store: Store) -> StartMigration:
     with a log line naming both revisions and the copy; a new, empty one is created without either.
 
     Processes starting together on one SQLite database (systemd units for listen and worker) take turns
-    (:func:`_one_at_a_time`): the first copies and migrates, the next finds the newest schema. Before, both copied
+    (:func:`one_at_a_time`): the first copies and migrates, the next finds the newest schema. Before, both copied
     it, both said they migrated it, and two copies written under one temporary name failed both starts."""
-    with _one_at_a_time(store):
+    with one_at_a_time(store):
         before, head = current_revision(store), head_revision()
         if (problem := newer_schema_problem(before)) is not None:
             raise StartMigrationError(problem)
@@ -182,9 +183,10 @@ def migrate_at_start(store: Store) -> StartMigration:
 
 
 @contextlib.contextmanager
-def _one_at_a_time(store: Store) -> Iterator[None]:
+def one_at_a_time(store: Store) -> Iterator[None]:
     """Hold ``<database>.migrate.lock`` (flock: released when the process ends, even by kill -9) for a SQLite
-    database file; nothing for another store (PostgreSQL is migrated by ``radtrace db upgrade`` alone)."""
+    database file, so that the services' start and ``radtrace db upgrade`` migrate it one at a time; nothing for
+    another store (PostgreSQL is migrated by ``radtrace db upgrade`` alone)."""
     database = store.engine.url.database
     if not is_sqlite(store.engine) or not database or database == ":memory:":
         yield
