@@ -161,8 +161,9 @@ def in_flight(session: Session, rows: Iterable[tuple[int, str, datetime]], now: 
         .order_by(AuditEventRow.seq)
     )  # fmt: skip
     for kind, process, recorded_at, payload in events:
-        outbox_id = json.loads(payload).get("outbox_id")
-        if outbox_id in claimed:
+        details = json.loads(payload)
+        outbox_id = details.get("outbox_id")
+        if outbox_id in claimed and "stale_claim" not in details:  # a released holder's late outcome: not the row's
             latest[outbox_id] = (kind, process, recorded_at)
     holders = dict(
         session.execute(

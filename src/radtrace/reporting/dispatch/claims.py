@@ -1,20 +1,21 @@
 """Who is sending an outbox row now, and the heartbeat that says it still is.
 
 A claim (:meth:`radtrace.reporting.dispatch.outbox.Outbox.deliver`) pushes ``next_attempt_at`` a lease ahead (the
-longest send plus a margin: the backstop that works across hosts), writes ``claimed_by`` (:func:`this_process`) and
+longest send plus a margin: the backstop that works across hosts), writes ``claimed_by`` (:func:`new_claim`) and
 ``heartbeat_at``; while the send is in flight a thread renews ``heartbeat_at`` every :data:`HEARTBEAT_S`
 (:func:`kept_alive`), and recording the attempt clears both.
 
 ``claimed_by`` names the process so that a process in another PID namespace under the same host name (a container on
 the host's network: ``docker --network host``, Kubernetes ``hostNetwork``) is not mistaken for one of ours:
-``radtrace@pacs1:4242 pidns=4026531836 boot=9f733a94-... start=123456`` (the PID namespace's inode from
-``/proc/self/ns/pid``, the kernel's boot id, the process's start time in clock ticks since boot from
-``/proc/self/stat``). :meth:`ClaimHolder.ended` says whether such a holder provably ended: only when it shares this
-process's host name, boot and PID namespace, and its pid is gone, a zombie, or now belongs to a process started at
-another time. The dead-claim release (:mod:`radtrace.worker.dead_claims`) releases such a claim at once; a claim whose
-holder cannot be looked at here (another PID namespace or boot under this host name) once its heartbeat is
-:data:`RENEWAL_SLACK_S` overdue: a live holder renews, so a send slower than the heartbeat is never released and sent
-twice.
+``radtrace@pacs1:4242 pidns=4026531836 boot=9f733a94-... start=123456 claim=9f2c41d07a3e`` (the PID namespace's
+inode from ``/proc/self/ns/pid``, the kernel's boot id, the process's start time in clock ticks since boot from
+``/proc/self/stat``, and a token of that claim alone, :func:`new_claim`: recording an attempt checks it, so a holder
+whose claim was released and taken again never records over the new one). :meth:`ClaimHolder.ended` says whether
+such a holder provably ended: only when it shares this process's host name, boot and PID namespace, and its pid is
+gone, a zombie, or now belongs to a process started at another time. The dead-claim release
+(:mod:`radtrace.worker.dead_claims`) releases such a claim at once; a claim whose holder cannot be looked at here
+(another PID namespace or boot under this host name) once its heartbeat is :data:`RENEWAL_SLACK_S` overdue: a live
+holder renews, so a send slower than the heartbeat is never released and sent twice.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -45,6 +47,7 @@ __all__ = [
     "claim_text",
     "kept_alive",
     "namespace",
+    "new_claim",
     "overdue_before",
     "start_ticks",
     "this_process",
@@ -60,7 +63,7 @@ RENEWAL_SLACK_S: Final = 10.0
 
 _CLAIMED_BY: Final = re.compile(
     r"^(?P<process>\S+@(?P<host>[^\s@]*):(?P<pid>\d{1,7})) pidns=(?P<ns>\d+|\?) boot=(?P<boot>[0-9a-f-]+|\?) "
-    r"start=(?P<start>\d+|\?)$"
+    r"start=(?P<start>\d+|\?)(?: claim=[0-9a-f]{1,32})?$"
 )
 
 
@@ -116,6 +119,13 @@ def claim_text(process: str, pid_ns: int | None, boot_id: str | None, start: int
 def this_process() -> str:
     """This process as a claim names it (see the module docstring)."""
     return claim_text(f"radtrace@{socket.gethostname()}:{os.getpid()}", *namespace(), start_ticks("self"))
+
+
+def new_claim() -> str:
+    """What one claim writes in ``claimed_by``: :func:`this_process` and a token of this claim alone
+    (``... claim=9f2c41d07a3e``), so that a holder whose claim was released and taken again by the same process (another
+    thread, or after a hold's lift reset the row's attempts) is never mistaken for the new claim's holder."""
+    return f"{this_process()} claim={secrets.token_hex(6)}"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,11 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
    permanently (an AE title it does not know) puts the destination on hold (:mod:`.holds`, ``dispatch_held``): this
    row and every other
    delivery to it wait, held, without an association, until ``radtrace dispatch retry DESTINATION``
-   (:mod:`.redelivery`) lifts it once what the reason says is fixed.
+   (:mod:`.redelivery`) lifts it once what the reason says is fixed. The record is written only while the row is
+   still this claim (same ``claimed_by``, with its claim's own token, and attempt): a holder whose claim was released
+   while it sent (its heartbeat stopped) and that another has claimed since never writes over the new holder's
+   attempt; its outcome is audited as what it was, with ``stale_claim`` (a send that reached the peer as
+   ``dispatch_delivered``: the peer did get it).
 
 If the process dies between claim and record, a dispatcher on the same host releases the claim
 (:mod:`radtrace.worker.dead_claims`: at once when the holder's pid in this PID namespace is gone, once its heartbeat is
@@ -102,6 +106,9 @@ class Delivery:
     attempts: int
     error: str | None = None
     held: bool = False  # its destination is on hold (radtrace.reporting.dispatch.holds): it waits, pending
+    #: its claim was released while it was sending and the row is another holder's now: its outcome is audited
+    #: (``stale_claim``) but not recorded on the row (:meth:`Outbox._record_superseded`)
+    superseded: bool = False
 
 
 class Outbox(OutboxRows):
@@ -208,7 +215,7 @@ class Outbox(OutboxRows):
                 .values(
                     attempts=row.attempts + 1,
                     next_attempt_at=now + self.lease,
-                    claimed_by=claims.this_process(),
+                    claimed_by=claims.new_claim(),
                     heartbeat_at=now,
                 )
                 .execution_options(synchronize_session=False)
@@ -230,6 +237,8 @@ class Outbox(OutboxRows):
         if isinstance(claimed, Delivery):
             return claimed
         row, _ = claimed
+        assert row.claimed_by is not None  # written by the claim
+        holder, attempt = row.claimed_by, row.attempts
         note: str | None = None
         error: RadtraceError | None = None
         try:
@@ -237,26 +246,51 @@ class Outbox(OutboxRows):
             if sender is None:
                 raise ConfigError(f"no sender for outbox kind {row.kind!r}")
             payload = self.payloads.read(row.payload_path, row.payload_sha256)
-            assert row.claimed_by is not None  # written by the claim
-            with claims.kept_alive(self.store, row.id, row.claimed_by, row.attempts, self.clock, self.heartbeat_s):
+            with claims.kept_alive(self.store, row.id, holder, attempt, self.clock, self.heartbeat_s):
                 note = sender(row.destination, payload)
         except RadtraceError as exc:
             error = exc
         except Exception as exc:  # a bug in a sender must not leave the row claimed and unexplained
             log.exception("unexpected error delivering outbox row %s", outbox_id)
             error = DispatchRejectedError(f"unexpected {type(exc).__name__}: {exc}")
-        return self._record(outbox_id, note, error)
+        return self._record(outbox_id, holder, attempt, note, error)
 
-    def _record(self, outbox_id: int, note: str | None, error: RadtraceError | None) -> Delivery:
+    def _record(
+        self, outbox_id: int, holder: str, attempt: int, note: str | None, error: RadtraceError | None
+    ) -> Delivery:
+        """Record the outcome of attempt ``attempt`` by claim ``holder``, only while the row is still that claim: the
+        claim is ended by a conditional UPDATE (which also locks the row on PostgreSQL; SQLite's write lock is taken
+        at BEGIN). A claim released meanwhile (its heartbeat stopped: :mod:`radtrace.worker.dead_claims`) and not
+        claimed again is recorded all the same (the row was nobody's); one claimed again, or already recorded by its
+        new holder, is not touched: see :meth:`_record_superseded`."""
         now = self.clock()
         with self.store.session("recording a delivery attempt", immediate=True) as session:
+            mine = sa.and_(OutboxMessage.id == outbox_id, OutboxMessage.state == OutboxState.PENDING,
+                           OutboxMessage.attempts == attempt)  # fmt: skip
+            ended = session.execute(
+                sa.update(OutboxMessage).where(mine, OutboxMessage.claimed_by == holder)
+                .values(claimed_by=None, heartbeat_at=None)  # the attempt ends here, whatever its outcome
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            released: str | None = None
+            if ended.rowcount != 1:  # type: ignore[attr-defined]
+                unclaimed = session.execute(
+                    sa.update(OutboxMessage).where(mine, OutboxMessage.claimed_by.is_(None))
+                    .values(heartbeat_at=None)
+                    .execution_options(synchronize_session=False)
+                )  # fmt: skip
+                if unclaimed.rowcount != 1:  # type: ignore[attr-defined]
+                    return self._record_superseded(session, outbox_id, holder, attempt, note, error)
+                released = ("this attempt's claim had been released while it was sending (its heartbeat stopped) "
+                            "and nobody had claimed the delivery again: its outcome is recorded as usual")  # fmt: skip
+                log.warning("outbox %s: %s", outbox_id, released)
             row = session.get(OutboxMessage, outbox_id)
             assert row is not None  # claimed a moment ago; rows are never deleted
             study = row.revision.study
-            row.claimed_by, row.heartbeat_at = None, None  # the attempt ends here, whatever its outcome
             if error is None:
                 row.state, row.delivered_at, row.last_error = OutboxState.DELIVERED, now, note
-                event = self._event(row, study, EventType.DISPATCH_DELIVERED, Outcome.SUCCESS, note=note)
+                event = self._event(row, study, EventType.DISPATCH_DELIVERED, Outcome.SUCCESS, note=note,
+                                    claim_released=released)  # fmt: skip
             elif is_retryable(error) and row.attempts < self.settings.max_attempts:
                 row.next_attempt_at, row.last_error = now + self.backoff(row.attempts), error.reason
                 event = self._event(
@@ -266,6 +300,7 @@ class Outbox(OutboxRows):
                     Outcome.MINOR_FAILURE,
                     error=error.reason,
                     next_attempt_at=row.next_attempt_at.isoformat(),
+                    claim_released=released,
                 )
             elif isinstance(error, AssociationRejectedError):  # a configuration to fix: the destination waits for it
                 event = self._held(session, row, study, error, now)
@@ -276,7 +311,8 @@ class Outbox(OutboxRows):
                     else f"gave up after {row.attempts} attempts: {error.reason}"
                 )
                 row.state, row.last_error = OutboxState.FAILED, reason
-                event = self._event(row, study, EventType.DISPATCH_FAILED, Outcome.SERIOUS_FAILURE, error=reason)
+                event = self._event(row, study, EventType.DISPATCH_FAILED, Outcome.SERIOUS_FAILURE, error=reason,
+                                    claim_released=released)  # fmt: skip
             self.recorder.record(event, session=session)
             log.info("outbox %s %s %s: %s (attempt %d)", outbox_id, row.kind, row.destination, row.state, row.attempts)
             held_now = isinstance(error, AssociationRejectedError)
@@ -284,6 +320,47 @@ class Outbox(OutboxRows):
             return Delivery(
                 outbox_id, row.state, attempted=True, attempts=row.attempts, error=error_text, held=held_now
             )
+
+    def _record_superseded(
+        self,
+        session: Session,
+        outbox_id: int,
+        holder: str,
+        attempt: int,
+        note: str | None,
+        error: RadtraceError | None,
+    ) -> Delivery:
+        """The outcome of an attempt whose claim was released while it was sending (its heartbeat stopped: another PID
+        namespace, or its database away for longer than the slack) and that another holder has claimed again since,
+        or recorded already. The row is its new holder's: nothing of it is written here. The outcome is audited all the
+        same, as what happened, never dropped: a send that reached the peer is ``dispatch_delivered`` (the peer got
+        this copy too: it can tell a repeat by the same HL7 control ID or SR UIDs) and a failed one
+        ``dispatch_retry_scheduled``, each with ``stale_claim`` saying the delivery is recorded by its new holder, the
+        row's attempt and state now (``recorded_by_attempt``, ``row_state``) and this attempt's number."""
+        row = session.get(OutboxMessage, outbox_id)
+        assert row is not None  # rows are never deleted
+        study = row.revision.study
+        now_holder = claims.ClaimHolder.parse(row.claimed_by) if row.claimed_by else None
+        by = f" ({now_holder.process})" if now_holder is not None else ""
+        recorded = {
+            OutboxState.DELIVERED: f"recorded delivered by attempt {row.attempts}",
+            OutboxState.FAILED: f"recorded failed by attempt {row.attempts}",
+        }.get(row.state, f"attempt {row.attempts}{by} is in flight and records it" if row.claimed_by else
+              f"pending again after attempt {row.attempts}")  # fmt: skip
+        what = "sent" if error is None else "failed"
+        stale = (f"{what} by a holder whose claim had been released (its heartbeat stopped); the delivery is recorded "
+                 f"by its new holder: {recorded}")  # fmt: skip
+        details: dict[str, object] = {"attempt": attempt, "claimed_by": holder, "stale_claim": stale,
+                                      "recorded_by_attempt": row.attempts, "row_state": row.state.value}  # fmt: skip
+        if error is None:
+            event = self._event(row, study, EventType.DISPATCH_DELIVERED, Outcome.SUCCESS, note=note, **details)
+        else:
+            event = self._event(row, study, EventType.DISPATCH_RETRY_SCHEDULED, Outcome.MINOR_FAILURE,
+                                error=error.reason, **details)  # fmt: skip
+        self.recorder.record(event, session=session)
+        log.warning("outbox %s %s %s: attempt %d %s", outbox_id, row.kind, row.destination, attempt, stale)
+        return Delivery(outbox_id, row.state, attempted=True, attempts=attempt,
+                        error=error.reason if error is not None else None, superseded=True)  # fmt: skip
 
     def _held(
         self, session: Session, row: OutboxMessage, study: Study, error: AssociationRejectedError, now: datetime

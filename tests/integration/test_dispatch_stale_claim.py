@@ -1,0 +1,297 @@
+"""A dispatcher whose claim was released while it was sending (its heartbeat stopped: another PID namespace under this
+host name, or its database away past the slack) and that then finishes its send anyway must not record over the
+delivery's new holder: before, ``Outbox._record`` wrote whatever it had, so the row's state, attempts, delivered_at and
+last_error could go backwards (the new holder delivered, the old one recorded a failure over it).
+
+Two ``Outbox`` instances on one database (SQLite and PostgreSQL), their sends held in threads so that each order of
+finishing is played exactly: the first's claim is released by the real dead-claim release (its claim names another PID
+namespace and its heartbeat is 20 s old), the second claims and sends again, and the first finishes before or after the
+second. The first's outcome is audited as what happened (``stale_claim``), never dropped, never written on the row.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import sqlalchemy as sa
+
+from radtrace.audit.recorder import AuditRecorder
+from radtrace.audit.schema import AuditEventRow
+from radtrace.config import DispatchSettings, MllpDestination, ReportingSettings
+from radtrace.errors import PeerUnavailableError, RadtraceError
+from radtrace.reporting.dispatch import claims
+from radtrace.reporting.dispatch.outbox import KIND_HL7, Delivery, Outbox, ReportFiles, planned_deliveries
+from radtrace.reporting.hl7 import build_oru
+from radtrace.reporting.sr import build_sr, sr_bytes
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store
+from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
+from radtrace.worker.dead_claims import release_dead_claims
+from radtrace.worker.liveness import in_flight
+from reporting_support import sr_cases
+
+pytestmark = pytest.mark.integration
+
+HOST = socket.gethostname()
+OTHER_NAMESPACE = 4026530000  # not this test's PID namespace: the release waits for its heartbeat to be overdue
+
+
+def _reports() -> ReportFiles:
+    reading, sources = sr_cases()["typical"]
+    sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
+    oru = build_oru(reading, sources[0], settings=ReportingSettings(), sr_sop_instance_uid=str(sr.SOPInstanceUID))
+    return ReportFiles(str(sr.SOPInstanceUID), sr_bytes(sr), oru.encode(), json.dumps({}).encode())
+
+
+def _revision(store: Store) -> tuple[int, str]:
+    _, sources = sr_cases()["typical"]
+    with store.session() as session:
+        study = Study(study_uid=str(sources[0].StudyInstanceUID), study_key="s" * 16, accession="RTACC000003")
+        revision = Revision(study=study, number=1, state=RevisionState.REPORTED)
+        session.add_all([study, revision])
+        session.flush()
+        return revision.id, study.study_uid
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = utc_now()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Gate:
+    """A sender that says when it is sending, then waits to be let go, and returns or raises ``outcome``."""
+
+    def __init__(self, outcome: str | RadtraceError) -> None:
+        self.outcome = outcome
+        self.sending = threading.Event()
+        self.go = threading.Event()
+        self.sent: list[bytes] = []
+
+    def __call__(self, destination: str, payload: bytes) -> str | None:
+        self.sent.append(payload)
+        self.sending.set()
+        assert self.go.wait(60), "never let go"
+        if isinstance(self.outcome, RadtraceError):
+            raise self.outcome
+        return self.outcome
+
+
+@dataclass
+class Running:
+    """``Outbox.deliver`` on a thread."""
+
+    thread: threading.Thread
+    result: list[Delivery] = field(default_factory=list)
+
+    def join(self) -> Delivery:
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        [delivery] = self.result
+        return delivery
+
+
+def _start(deliver: Callable[[int], Delivery], outbox_id: int) -> Running:
+    running = Running(threading.Thread(target=lambda: running.result.append(deliver(outbox_id))))
+    running.thread.start()
+    return running
+
+
+class Site:
+    def __init__(self, store: Store, tmp_path: Path) -> None:
+        self.store = store
+        self.clock = Clock()
+        self.settings = DispatchSettings(ris=MllpDestination(host="127.0.0.1", port=2575, timeout_s=30))
+        self.tmp_path = tmp_path
+        setup = self.outbox(Gate("unused"))
+        revision_id, self.study_uid = _revision(store)
+        [self.outbox_id] = setup.enqueue(revision_id, planned_deliveries(self.settings, _reports()))
+
+    def outbox(self, sender: Gate) -> Outbox:
+        # No beat renews the claim during the test: the release sees the first's claim as it was when the send began.
+        return Outbox(self.store, AuditRecorder(self.store), self.settings, self.tmp_path / "payloads",
+                      senders={KIND_HL7: sender}, clock=self.clock, heartbeat_s=3600)  # fmt: skip
+
+    def first_claims_from_another_namespace(self, first: Outbox, gate: Gate) -> Running:
+        """The first dispatcher's claim, as one in a container on the host's network writes it."""
+        foreign = claims.claim_text(f"radtrace@{HOST}:4242", OTHER_NAMESPACE, claims.namespace()[1], 777)
+        with mock.patch.object(claims, "this_process", return_value=foreign):
+            running = _start(first.deliver, self.outbox_id)
+            assert gate.sending.wait(60)
+        return running
+
+    def release_it(self) -> None:
+        """20 s later its heartbeat (never renewed) is overdue: a reconciler pass releases the claim."""
+        self.clock.now += timedelta(seconds=20)
+        released = release_dead_claims(self.store, AuditRecorder(self.store), self.clock(), claim_timeout_s=120)
+        assert released.deliveries == [self.outbox_id]
+
+    def row(self) -> OutboxMessage:
+        with self.store.session() as session:
+            row = session.get(OutboxMessage, self.outbox_id)
+            assert row is not None
+            session.expunge(row)
+            return row
+
+    def events(self) -> list[tuple[str, dict[str, object]]]:
+        with self.store.session() as session:
+            rows = session.execute(
+                sa.select(AuditEventRow.event_type, AuditEventRow.payload).order_by(AuditEventRow.seq)
+            ).all()
+        found = [(kind, json.loads(payload)) for kind, payload in rows]
+        return [(kind, payload) for kind, payload in found if payload.get("outbox_id") == self.outbox_id]
+
+
+@pytest.fixture
+def site(store: Store, tmp_path: Path) -> Site:
+    return Site(store, tmp_path)
+
+
+def _kinds(events: list[tuple[str, dict[str, object]]]) -> list[tuple[str, object, bool]]:
+    return [(kind, payload["attempt"], "stale_claim" in payload) for kind, payload in events]
+
+
+@pytest.mark.parametrize("old_outcome", ["sent", "failed"])
+def test_the_new_holder_delivers_first_and_the_released_holder_finishing_after_writes_nothing_over_it(
+    site: Site, old_outcome: str
+) -> None:
+    first_gate = Gate("AA from the RIS" if old_outcome == "sent" else PeerUnavailableError("the RIS did not answer"))
+    first = site.first_claims_from_another_namespace(site.outbox(first_gate), first_gate)
+    site.release_it()
+
+    second_gate = Gate("AA (second copy)")
+    second_gate.go.set()
+    second = site.outbox(second_gate).deliver(site.outbox_id)
+    assert (second.state, second.attempts, second.superseded) == (OutboxState.DELIVERED, 2, False)
+    delivered = site.row()
+
+    site.clock.now += timedelta(seconds=7)
+    first_gate.go.set()
+    late = first.join()
+
+    row = site.row()  # the new holder's record, untouched
+    assert (row.state, row.attempts, row.delivered_at, row.last_error) == (
+        OutboxState.DELIVERED, 2, delivered.delivered_at, "AA (second copy)"
+    )  # fmt: skip
+    assert (row.claimed_by, row.heartbeat_at) == (None, None)
+    assert (late.superseded, late.attempts, late.state) == (True, 1, OutboxState.DELIVERED)
+    assert len(first_gate.sent) == len(second_gate.sent) == 1
+    stale_kind = "dispatch_delivered" if old_outcome == "sent" else "dispatch_retry_scheduled"
+    assert _kinds(site.events()) == [
+        ("dispatch_attempted", 1, False),
+        ("dispatch_retry_scheduled", 1, False),  # the release
+        ("dispatch_attempted", 2, False),
+        ("dispatch_delivered", 2, False),
+        (stale_kind, 1, True),  # the released holder's outcome: audited, as what it was
+    ]
+    _, stale = site.events()[-1]
+    assert stale["stale_claim"] == (
+        f"{old_outcome} by a holder whose claim had been released (its heartbeat stopped); the delivery is recorded by "
+        "its new holder: recorded delivered by attempt 2"
+    )
+    assert (stale["recorded_by_attempt"], stale["row_state"]) == (2, "delivered")
+    assert f"pidns={OTHER_NAMESPACE}" in str(stale["claimed_by"])
+    if old_outcome == "sent":
+        assert stale["note"] == "AA from the RIS"
+    else:
+        assert stale["error"] == "the RIS did not answer"
+        assert "next_attempt_at" not in stale  # it scheduled nothing: the row is not its own
+
+
+@pytest.mark.parametrize("new_outcome", ["sent", "failed"])
+def test_the_released_holder_finishing_first_while_the_new_one_sends_leaves_the_row_to_the_new_holder(
+    site: Site, new_outcome: str
+) -> None:
+    first_gate = Gate("AA from the RIS")
+    first = site.first_claims_from_another_namespace(site.outbox(first_gate), first_gate)
+    site.release_it()
+
+    second_gate = Gate("AA (second copy)" if new_outcome == "sent" else PeerUnavailableError("the RIS went away"))
+    second = _start(site.outbox(second_gate).deliver, site.outbox_id)
+    assert second_gate.sending.wait(60)
+    in_flight_row = site.row()
+
+    site.clock.now += timedelta(seconds=3)
+    first_gate.go.set()
+    late = first.join()  # the old send reached the RIS: audited, but the row is the second's while it sends
+
+    row = site.row()
+    assert (row.state, row.attempts, row.claimed_by, row.next_attempt_at, row.delivered_at) == (
+        OutboxState.PENDING, 2, in_flight_row.claimed_by, in_flight_row.next_attempt_at, None
+    )  # fmt: skip
+    assert (late.superseded, late.state, late.error) == (True, OutboxState.PENDING, None)
+    _, stale = site.events()[-1]
+    second_process = claims.this_process().partition(" ")[0]
+    assert stale["stale_claim"] == (
+        "sent by a holder whose claim had been released (its heartbeat stopped); the delivery is recorded by its new "
+        f"holder: attempt 2 ({second_process}) is in flight and records it"
+    )
+    with site.store.session() as session:  # radtrace status still shows the second's send in flight
+        flights = in_flight(session, [(site.outbox_id, site.study_uid, row.next_attempt_at)], site.clock())
+    assert list(flights) == [site.outbox_id]
+
+    site.clock.now += timedelta(seconds=3)
+    second_gate.go.set()
+    recorded = second.join()
+
+    row = site.row()
+    if new_outcome == "sent":
+        assert (row.state, row.attempts, row.last_error) == (OutboxState.DELIVERED, 2, "AA (second copy)")
+        assert row.delivered_at == site.clock()
+    else:  # the second's failure is the row's outcome: a retry, as its own record says
+        assert (row.state, row.attempts, row.last_error, row.delivered_at) == (
+            OutboxState.PENDING, 2, "the RIS went away", None
+        )  # fmt: skip
+        assert row.next_attempt_at == site.clock() + site.outbox(second_gate).backoff(2)
+    assert (row.claimed_by, row.heartbeat_at, recorded.superseded) == (None, None, False)
+    closing = "dispatch_delivered" if new_outcome == "sent" else "dispatch_retry_scheduled"
+    assert _kinds(site.events()) == [
+        ("dispatch_attempted", 1, False),
+        ("dispatch_retry_scheduled", 1, False),
+        ("dispatch_attempted", 2, False),
+        ("dispatch_delivered", 1, True),
+        (closing, 2, False),
+    ]
+
+
+def test_a_released_claim_nobody_took_again_is_recorded_by_its_holder_and_not_sent_twice(site: Site) -> None:
+    first_gate = Gate("AA from the RIS")
+    first = site.first_claims_from_another_namespace(site.outbox(first_gate), first_gate)
+    site.release_it()
+
+    first_gate.go.set()
+    late = first.join()
+
+    row = site.row()
+    assert (late.superseded, row.state, row.attempts, row.last_error) == (False, OutboxState.DELIVERED, 1,
+                                                                          "AA from the RIS")  # fmt: skip
+    assert (row.claimed_by, row.heartbeat_at) == (None, None)
+    kind, payload = site.events()[-1]
+    assert kind == "dispatch_delivered"
+    assert "claim had been released" in str(payload["claim_released"])
+    second_gate = Gate("never")
+    second_gate.go.set()
+    assert site.outbox(second_gate).deliver(site.outbox_id).attempted is False
+    assert second_gate.sent == []
+
+
+def test_each_claim_names_its_own_token_so_the_same_process_claiming_again_is_another_claim(site: Site) -> None:
+    """A hold's lift resets a pending row's attempts to 0: the same process claiming it again reaches attempt 1 once
+    more. The token in ``claimed_by`` tells the two claims apart; the parser reads it as the same process."""
+    first, second = claims.new_claim(), claims.new_claim()
+    assert first != second
+    assert first.rpartition(" claim=")[0] == second.rpartition(" claim=")[0] == claims.this_process()
+    holder = claims.ClaimHolder.parse(first)
+    assert holder is not None
+    assert holder.beside_us
+    assert holder.ended() is None
