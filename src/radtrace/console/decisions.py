@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -80,7 +81,12 @@ def _check_revision(session: Session, review: StudyReview) -> None:
 
 
 def _check_current(
-    current: Decision | None, expected: Expected | None, actor: Actor, same: Callable[[Decision], bool], what: str
+    current: Decision | None,
+    expected: Expected | None,
+    actor: Actor,
+    same: Callable[[Decision], bool],
+    what: str,
+    zone: ZoneInfo,
 ) -> Decision | None:
     """None when a decision sent from a page that showed ``expected`` may be recorded; the current decision when
     it is this very decision already recorded from that page (a double submit: nothing more to record); raises
@@ -91,17 +97,20 @@ def _check_current(
         raise DecisionConflictError(f"the decision this page showed for {what} is not recorded; reload the page")
     if current.user == actor.user and current.supersedes == expected.seq and same(current):
         return current
-    raise DecisionConflictError(_recorded_since(current, what))
+    raise DecisionConflictError(_recorded_since(current, what, zone))
 
 
-def _recorded_since(decision: Decision, what: str, why: str = "") -> str:
+def _recorded_since(decision: Decision, what: str, zone: ZoneInfo, why: str = "") -> str:
     return (
-        f"{decision.user or 'someone'} recorded “{decision.wording}” for {what} {decision.when}, after this page was "
-        f"loaded{why}. Nothing was recorded from this page: reload it to see the current decisions, then decide again."
+        f"{decision.user or 'someone'} recorded “{decision.wording}” for {what} {decision.when(zone)}, after this "
+        f"page was loaded{why}. Nothing was recorded from this page: reload it to see the current decisions, then "
+        "decide again."
     )
 
 
-def _check_findings_seen(decisions: Mapping[str, Sequence[Decision]], shown: Expected, actor: Actor) -> None:
+def _check_findings_seen(
+    decisions: Mapping[str, Sequence[Decision]], shown: Expected, actor: Actor, zone: ZoneInfo
+) -> None:
     """Refuse a whole-draft decision whose page did not show a finding or impression decision that someone else
     recorded since: the draft's decision (its payload, its assessment SR) carries the findings' decisions."""
     unseen = [(key, d) for key, history in decisions.items() for d in history
@@ -109,7 +118,7 @@ def _check_findings_seen(decisions: Mapping[str, Sequence[Decision]], shown: Exp
     if unseen:
         key, newest = max(unseen, key=lambda pair: pair[1].seq)
         what = "the impression" if key == IMPRESSION else key
-        raise DecisionConflictError(_recorded_since(newest, what, ", and a whole-draft decision carries it"))
+        raise DecisionConflictError(_recorded_since(newest, what, zone, ", and a whole-draft decision carries it"))
 
 
 def _verdict(verdict: str, what: str) -> FindingDecision:
@@ -158,7 +167,7 @@ def _record_decision(
         _lock_decisions(session)
         _check_revision(session, review)
         current = latest_decision(decisions_in(session, store, review.study_uid, review.revision)[0].get(key, []))
-        repeated = _check_current(current, expected, actor, same, what)
+        repeated = _check_current(current, expected, actor, same, what, review.zone)
         if repeated is not None:
             return repeated.seq
         payload: dict[str, Any] = {
@@ -222,9 +231,9 @@ def _current_draft(
     findings, drafts = decisions_in(session, store, review.study_uid, review.revision)
     current = latest_decision(drafts)
     repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.reason, d.comment) ==
-                              (chosen.value, reason_code, text), "the whole draft")  # fmt: skip
+                              (chosen.value, reason_code, text), "the whole draft", review.zone)  # fmt: skip
     if repeated is None and expected is not None and expected.findings is not None:
-        _check_findings_seen(findings, expected.findings, actor)
+        _check_findings_seen(findings, expected.findings, actor, review.zone)
     return current, repeated
 
 

@@ -71,6 +71,7 @@ from radtrace.console.pages import (
     render_page,
     request_actor,
 )
+from radtrace.console.times import shown_time
 from radtrace.errors import RadtraceError
 from radtrace.store.engine import Store
 
@@ -250,14 +251,6 @@ class EventRow:
     timeline_url: str | None
     recorded: str  # to the second; "unreadable: '...'" for a row whose time was edited into a non-time
     recorded_ms: str  # to the millisecond (the timeline)
-
-
-def shown_time(at: datetime, zone: ZoneInfo, *, ms: bool = False) -> str:
-    """``at`` in the site's zone as the pages write it (to the second, or the millisecond); outside UTC followed by
-    the zone's abbreviation (EST, EDT), which tells the two occurrences of a DST overlap's hour apart."""
-    local = at.astimezone(zone)
-    text = local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if ms else local.strftime("%Y-%m-%d %H:%M:%S")
-    return text if zone.key == "UTC" else f"{text} {local.strftime('%Z')}"
 
 
 def _row(event: AuditRecord, handles: Mapping[str, str], zone: ZoneInfo) -> EventRow:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,6 +25,7 @@ from radtrace.audit.events import EventType
 from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
+from radtrace.console.times import UTC_ZONE, shown_time
 from radtrace.console.worklist import FLAG_LABELS, image_polarity_notes, reading_for_revision, recorded_objects
 from radtrace.errors import PermanentError
 from radtrace.reporting.sr import PolarityNote
@@ -125,13 +127,13 @@ class Decision:
     text: str | None = None
     at_unreadable: str | None = None
 
-    @property
-    def when(self) -> str:
-        """When it was recorded, as a page says it; a time edited in the database is shown as the audit explorer
-        shows it (``radtrace audit verify`` names the row)."""
+    def when(self, zone: ZoneInfo = UTC_ZONE) -> str:
+        """When it was recorded, as a page says it: in the site's zone (``qa.time_zone``), named (UTC, EST, EDT),
+        as the audit explorer writes it; a time edited in the database is shown as the audit explorer shows it
+        (``radtrace audit verify`` names the row)."""
         if self.at is None:
             return f"at an unreadable time ({self.at_unreadable!r}: the audit row was edited)"
-        return f"at {self.at:%Y-%m-%d %H:%M:%S} UTC"
+        return f"at {shown_time(self.at, zone, named=True)}"
 
     @property
     def wording(self) -> str:
@@ -177,6 +179,12 @@ class StudyReview:
     impression_history: tuple[Decision, ...] = field(default=())
     #: a later revision of the study that has been read (its draft replaces this one); None when this is the latest
     superseded_by: int | None = None
+    #: the site's zone (``qa.time_zone``): the page's times (revisions reported, decisions) are written in it
+    zone: ZoneInfo = UTC_ZONE
+
+    def shown(self, at: datetime) -> str:
+        """``at`` as this page writes it: in the site's zone, named (UTC, EST, EDT), as the audit explorer does."""
+        return shown_time(at, self.zone, named=True)
 
     @property
     def newest_finding_decision(self) -> int | None:
@@ -287,8 +295,9 @@ def latest_decision(decisions: Sequence[Decision]) -> Decision | None:
     return decisions[-1] if decisions else None
 
 
-def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | None:
-    """The study page's content for one revision, or None when no reading of it is recorded."""
+def load_review(store: Store, study_uid: str, revision: int, zone: ZoneInfo = UTC_ZONE) -> StudyReview | None:
+    """The study page's content for one revision, or None when no reading of it is recorded; its times are written
+    in ``zone`` (the site's ``qa.time_zone``)."""
     with store.session("reading a study for review") as session:
         payload = reading_for_revision(session, study_uid, revision)
         if payload is None:
@@ -343,6 +352,7 @@ def load_review(store: Store, study_uid: str, revision: int) -> StudyReview | No
         impression_decision=latest_decision(impression_history),
         impression_history=impression_history,
         superseded_by=max(read_later) if read_later else None,
+        zone=zone,
     )
 
 

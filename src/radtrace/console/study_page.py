@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
@@ -73,8 +74,8 @@ def study_of(state: ConsoleState, ref: str, *, old_address: bool = False) -> str
 
 
 def review_or_404(state: ConsoleState, study_uid: str, revision: int) -> StudyReview:
-    """The review of one revision, or 404 when no reading of it is recorded."""
-    review = load_review(state.store, study_uid, revision)
+    """The review of one revision, or 404 when no reading of it is recorded; its times in the site's zone."""
+    review = load_review(state.store, study_uid, revision, ZoneInfo(state.settings.qa.time_zone))
     if review is None:
         raise HTTPException(404, detail="no reading of this study revision is recorded")
     return review
