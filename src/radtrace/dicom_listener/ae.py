@@ -223,10 +223,13 @@ class Listener:
         self.watchdog = Watchdog(self.admission, on_sweep=self.handlers.flush_refusals, on_cut=self.handlers.on_cut_off)
         self.watchdog.start()
         self._server = self._servers[0]
+        self.timer.start()
+        # Recorded before the first association is accepted (the ports are bound and listening: a caller waits in
+        # the backlog): a peer answered, or a study received, always comes after it in the audit chain, and a
+        # listener killed once it answers has said it started (its kill -9 restart test lost the row under load).
+        self._audit(EventType.APPLICATION_STARTED, self.port)
         for server in self._servers:
             threading.Thread(target=server.serve_forever, name="radtrace-listener", daemon=True).start()
-        self.timer.start()
-        self._audit(EventType.APPLICATION_STARTED, self.port)
         plain = f" (TLS) and {listener.host}:{self.plain_port} (without TLS)" if self.plain_port is not None else ""
         log.info("DICOM listener %s on %s:%d%s", listener.ae_title, listener.host, self.port, plain)
 
