@@ -100,6 +100,9 @@ def test_a_full_broker_disk_loses_nothing_and_the_worker_waits_for_space(
         assert "Unrecoverable error" not in text
         assert text.count("the embedded broker's messages wait") == 1
         assert text.count("doorbell(s) not rung") <= 1  # the reconciler's rings: one line a minute at most
+        passes = [line for line in text.splitlines() if "reconciler rang" in line]
+        assert passes, text[-4000:]  # each pass names the disk, not 'broker down?'
+        assert all(f"not rung: disk full: {settings.data_dir}, 0 MB free)" in line for line in passes), passes
         assert len(text.splitlines()) < 40, text[-4000:]
         assert [revision_row(sqlite_store, uid).state for uid in (rung, unrung)] == [RevisionState.QUEUED] * 2
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from radtrace.config import Settings
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Priority, Revision, RevisionState, Study
+from radtrace.worker import disk_space, doorbell
 from radtrace.worker.reconciler import Reconciler
 from radtrace.worker.status import collect_status
 from worker_support import worker_settings
@@ -88,3 +92,48 @@ def test_a_pass_rings_what_is_overdue_once_per_period(store: Store, tmp_path: Pa
     assert status.oldest_waiting is not None
     assert status.oldest_waiting.waiting_s == 600
     assert [(f.study_key, f.reason) for f in status.failed] == [("failedkkkkkkkkkk", "bad")]
+
+
+class _Broker:
+    """A sender whose embedded broker cannot write ``broker.db`` (SQLITE_FULL) for the process queue, and is not
+    reachable for the dispatch queue when ``dispatch_down``."""
+
+    def __init__(self, settings: Settings, *, dispatch_down: bool) -> None:
+        self.settings, self.dispatch_down = settings, dispatch_down
+
+    def send_task(self, task: str, *, args: list[object], queue: str, eta: object) -> None:
+        if queue == self.settings.broker.dispatch_queue:
+            if self.dispatch_down:
+                raise ConnectionRefusedError(111, "Connection refused")
+            return
+        full = sqlite3.OperationalError("database or disk is full")
+        full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+        raise sa.exc.OperationalError("INSERT INTO kombu_message ...", {}, full)
+
+
+@pytest.mark.parametrize("dispatch_down", [False, True], ids=["disk-full", "disk-full-and-down"])
+def test_the_pass_says_its_doorbells_wait_for_the_brokers_disk_not_that_the_broker_is_down(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    dispatch_down: bool,
+) -> None:  # fmt: skip
+    """The real doorbell against an embedded broker whose disk is full: the pass's INFO line names the disk and its
+    free space (before: '(2 not rung: broker down?)')."""
+    settings = worker_settings(tmp_path, "sqlite://", Path("unused"), broker={"overdue_after_s": 60})
+    with store.session() as session:
+        _revision(session, "queued one", RevisionState.QUEUED)
+        _revision(session, "queued two", RevisionState.QUEUED)
+        reported = _revision(session, "reported", RevisionState.REPORTED, reported_at=AGO)
+        _outbox(session, reported, OutboxState.PENDING, AGO)
+    monkeypatch.setattr(doorbell, "_sender", lambda _settings: _Broker(settings, dispatch_down=dispatch_down))
+    monkeypatch.setattr(disk_space, "free_bytes", lambda path, statvfs=None: 0)
+
+    with caplog.at_level(logging.INFO, logger="radtrace.worker.reconciler"):
+        done = Reconciler(settings, store, clock=lambda: NOW).run_once()
+
+    assert (done.not_rung, done.not_rung_disk_full) == ((3, 2) if dispatch_down else (2, 2))
+    [line] = [r.getMessage() for r in caplog.records if r.name == "radtrace.worker.reconciler"]
+    said = f"2 not rung: disk full: {settings.data_dir}, 0 MB free"
+    if dispatch_down:
+        assert line == f"reconciler rang 0 revisions, 0 deliveries, 0 settles ({said}; 1 not rung: broker down?)"
+    else:
+        assert line == f"reconciler rang 0 revisions, 1 deliveries, 0 settles ({said})"

@@ -9,7 +9,8 @@ SQLITE_FULL ('database or disk is full'):
   Celery's reconnect loop that ended the worker; the message stays in the broker, not delivered;
 * a doorbell that cannot be rung returns False as any broker failure does (:mod:`radtrace.worker.doorbell`): the
   revision or delivery is in the database, and the reconciler rings it again once there is space. One line a minute
-  says so (:func:`ring_failed_on_full_disk`), not one per study.
+  says so (:func:`ring_failed_on_full_disk`), not one per study; the reconciler's own line counts its pass's rings
+  refused so (:func:`refused_rings`) and names the disk (:func:`broker_disk_line`), not "broker down?".
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Final
 
 from radtrace.worker.disk_space import FLOOR_BYTES, disk_full_line, free_bytes, megabytes
 
-__all__ = ["BrokerSpace", "is_disk_full", "ring_failed_on_full_disk"]
+__all__ = ["BrokerSpace", "broker_disk_line", "is_disk_full", "refused_rings", "ring_failed_on_full_disk"]
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +120,32 @@ class BrokerSpace:
 
 _rings = threading.Lock()
 _ring_state: dict[str, float | int] = {"said_at": float("-inf"), "since": 0}
+_refused = threading.local()  # this thread's rings refused for a full disk (the reconciler counts its pass's)
+
+
+def refused_rings() -> int:
+    """How many doorbells this thread has had refused because the broker's disk is full, ever: the reconciler
+    subtracts the count before its pass from the count after it. Per thread, so a listener's rings in the same
+    process (``serve``) are not counted as the reconciler's."""
+    return int(getattr(_refused, "count", 0))
+
+
+def broker_disk_line(url: str) -> str:
+    """'disk full: <the broker file's folder>, N MB free' for a broker URL (its free space as it is now)."""
+    path = _sqlite_file(url)
+    return disk_full_line(path.parent if path is not None else Path(url))
 
 
 def ring_failed_on_full_disk(url: str, clock: object = time.monotonic) -> None:
     """A doorbell was not rung because the broker's disk is full: one line a minute at most, with how many since."""
     now = clock() if callable(clock) else time.monotonic()
+    _refused.count = refused_rings() + 1
     with _rings:
         _ring_state["since"] = int(_ring_state["since"]) + 1
         if now - float(_ring_state["said_at"]) < RING_LINE_EVERY_S:
             return
         count, _ring_state["since"], _ring_state["said_at"] = int(_ring_state["since"]), 0, now
     path = _sqlite_file(url)
-    where = path.parent if path is not None else Path(url)
     log.warning("%s: %d doorbell(s) not rung (the embedded broker cannot write %s); each study and delivery is kept "
-                "in the database and the reconciler rings it again once there is space", disk_full_line(where), count,
+                "in the database and the reconciler rings it again once there is space", broker_disk_line(url), count,
                 path.name if path is not None else url)  # fmt: skip

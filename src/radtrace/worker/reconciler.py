@@ -37,7 +37,7 @@ from radtrace.reporting.dispatch.outbox import ASSESSMENT_KINDS
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Priority, Revision, RevisionState, Study
-from radtrace.worker import doorbell
+from radtrace.worker import broker_space, doorbell
 from radtrace.worker.dead_claims import release_dead_claims
 
 __all__ = ["Reconciler", "Reconciliation", "outbox_overdue", "revision_overdue"]
@@ -82,6 +82,7 @@ class Reconciliation:
     dispatches: list[int] = field(default_factory=list)
     settles: list[int] = field(default_factory=list)
     not_rung: int = 0
+    not_rung_disk_full: int = 0  # of ``not_rung``: refused because the embedded broker's disk is full
     released: int = 0  # claims of processes of this host that ended, released (and rung) this pass
 
 
@@ -112,6 +113,7 @@ class Reconciler:
         now = self.clock()
         after = timedelta(seconds=self.settings.broker.overdue_after_s if overdue_after_s is None else overdue_after_s)
         done = Reconciliation()
+        refused_before = broker_space.refused_rings()
         released = release_dead_claims(
             self.store, self.recorder, now, claim_timeout_s=self.settings.broker.claim_timeout_s
         )
@@ -198,12 +200,25 @@ class Reconciler:
         if rung:
             with self.store.session("noting rung doorbells") as session:
                 session.execute(sa.update(Revision).where(Revision.id.in_(rung)).values(rung_at=now))
+        done.not_rung_disk_full = min(done.not_rung, broker_space.refused_rings() - refused_before)
         if done.processes or done.dispatches or done.settles or done.not_rung:
             log.info(
-                "reconciler rang %d revisions, %d deliveries, %d settles (%d not rung: broker down?)",
-                len(done.processes), len(done.dispatches), len(done.settles), done.not_rung,
+                "reconciler rang %d revisions, %d deliveries, %d settles (%s)",
+                len(done.processes), len(done.dispatches), len(done.settles), self._why_not_rung(done),
             )  # fmt: skip
         return done
+
+    def _why_not_rung(self, done: Reconciliation) -> str:
+        """'N not rung: …': the broker's disk is full (the embedded broker could not write its file; the doorbell
+        says which), or the broker is not reachable, or both."""
+        reasons = []
+        if done.not_rung_disk_full:
+            reasons.append(
+                f"{done.not_rung_disk_full} not rung: {broker_space.broker_disk_line(self.settings.broker_url)}"
+            )
+        if other := done.not_rung - done.not_rung_disk_full:
+            reasons.append(f"{other} not rung: broker down?")
+        return "; ".join(reasons) or "0 not rung"
 
     def purge_embedded_broker(self, *, older_than: timedelta = BROKER_KEEP) -> int:
         """Delete messages the embedded broker handed out more than ``older_than`` ago; returns how many.
