@@ -10,7 +10,8 @@ Stages (seconds, one histogram labelled by ``stage``), following one revision th
 * ``total``: last instance received → ``dispatched``.
 
 Queue depths are read when Prometheus scrapes, from the database (revisions and outbox rows per state,
-the oldest waiting) and the broker (messages per queue), through :func:`radtrace.worker.status.collect_status`,
+the oldest waiting, the destinations on hold and the model servers stopped for unparseable output) and the broker
+(messages per queue), through :func:`radtrace.worker.status.collect_status`,
 the same figures ``radtrace status`` prints. The QA drift and failure rules (:mod:`radtrace.qa.metrics`) are
 served beside them. Each worker process has a registry of its own (no global state).
 """
@@ -121,6 +122,22 @@ class QueueDepthCollector(Collector):
         )
         oldest.add_metric([], status.oldest_waiting.waiting_s if status.oldest_waiting else 0.0)
         yield oldest
+        held = GaugeMetricFamily(
+            "radtrace_dispatch_held_deliveries",
+            "Deliveries waiting on a destination on hold (a permanent rejection; lifted by radtrace dispatch retry)",
+            labels=["destination"],
+        )
+        for hold in status.holds:
+            held.add_metric([hold.destination], hold.deliveries)
+        yield held
+        stopped = GaugeMetricFamily(
+            "radtrace_model_reading_stopped",
+            "1 per model server whose reading is stopped for unparseable output (lifted by radtrace model resume)",
+            labels=["server"],
+        )
+        for stop in status.stops:
+            stopped.add_metric([stop.server], 1)
+        yield stopped
 
 
 def serve_metrics(settings: Settings, store: Store, metrics: WorkerMetrics, port: int) -> None:
