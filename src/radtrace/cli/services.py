@@ -133,9 +133,16 @@ def listen(ctx: typer.Context) -> None:
     """
     from radtrace.dicom_listener.service import run_listener_processes
     from radtrace.listener_lock import listener_locks, listener_ports
+    from radtrace.worker.space_at_start import start_checks
 
     settings = settings_of(ctx)
-    _refuse_failed_checks(run_preflight(settings))
+    # Below listener.min_free_bytes: started, refusing associations (transient) as when the disk fills while it runs
+    # (exit 1 was a systemd restart every 5 s); on a disk too full for its checks it waits there, the port closed.
+    checks = start_checks(settings, run_preflight, service="listener")
+    _refuse_failed_checks(checks)
+    for check in checks:
+        if check.name == "free disk space" and check.status == "warning":
+            log.warning("%s: %s", check.name, check.detail)
     if (problem := listener_port_problem(settings)) is not None:
         fail(problem, EXIT_USAGE)
     # A metrics port another program holds was an EADDRINUSE blamed on listener.port below.
