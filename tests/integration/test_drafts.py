@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -18,7 +19,7 @@ from radtrace.audit.api import create_api
 from radtrace.audit.events import Actor, EventType
 from radtrace.audit.tokens import create_token
 from radtrace.config import Settings, load_settings
-from radtrace.errors import ModelError, ReportError
+from radtrace.errors import DispatchError, DispatchRejectedError, ModelError, ReportError
 from radtrace.model.reader import StudyReader
 from radtrace.reporting.draft_store import DRAFT_FILES, drafts_root, failure_event_type, read_draft
 from radtrace.store.engine import Store
@@ -140,3 +141,17 @@ def test_a_draft_that_cannot_be_built_is_a_report_failure_not_an_inference_failu
     assert failure_event_type(ReportError("HL7 ORU could not be built")) is EventType.REPORT_FAILED
     assert failure_event_type(ModelError("CUDA out of memory")) is EventType.INFERENCE_FAILED
     assert EventType.REPORT_FAILED.value == "report_failed"
+
+
+def test_a_report_the_outbox_could_not_queue_is_a_report_failure_not_an_inference_failure() -> None:
+    """The reading worked; storing the outbox's payload copies (a full disk: the attempt waits uncounted, or another
+    I/O error) or reading an earlier SR to name as predecessor did not. Before: inference_failed."""
+    full = DispatchError("cannot store a payload under /data/outbox: No space left on device")
+    full.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert failure_event_type(full) is EventType.REPORT_FAILED
+    assert failure_event_type(DispatchError("cannot store a payload under /d: Input/output error")) is (
+        EventType.REPORT_FAILED
+    )
+    assert failure_event_type(DispatchRejectedError("earlier SR payload x.dcm cannot be read")) is (
+        EventType.REPORT_FAILED
+    )

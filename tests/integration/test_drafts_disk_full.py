@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from radtrace.audit.chain import verify_chain
+from radtrace.audit.events import Actor, EventType
+from radtrace.audit.queries import AuditQuery, run_query
 from radtrace.config import Settings
 from radtrace.model.reader import StudyReader
+from radtrace.qa.metrics import read_rule_inputs
 from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
 from radtrace.worker.pipeline import Result, StudyPipeline
@@ -215,5 +218,17 @@ def test_a_full_disk_under_the_outbox_payloads_waits_uncounted_too(
     full.failing = False
     assert pipeline.process(uid, 1).result is Result.REPORTED
     assert revision_row(store, uid).attempts == 1
+    events = audit_events(store)
     # read once: each retry drafted again from the recorded reading (before c28547f: read on every retry)
-    assert [kind for kind, _, _ in audit_events(store)].count("inference_completed") == 1
+    assert [kind for kind, _, _ in events].count("inference_completed") == 1
+    # the reading worked, queueing its report did not: report_failed (before: inference_failed)
+    waits = [payload for kind, _, payload in events if kind == "report_failed"]
+    assert len(waits) == settings.broker.max_attempts + 1
+    assert all(p["reading_kept"] is True and p["attempt_counted"] is False for p in waits), waits
+    assert all("No space left on device" in p["error"] for p in waits), waits
+    assert "inference_failed" not in [kind for kind, _, _ in events]
+    # the audit explorer's event-type filter finds them there; the QA rules count one reading, one study reported
+    found = run_query(store, AuditQuery(study_uid=uid, event_type=EventType.REPORT_FAILED), Actor(user="qa"))
+    assert len(found.events) == len(waits)
+    readings, endings = read_rule_inputs(store, clock[0] - timedelta(days=1))
+    assert (len(readings), [failed for _, failed in endings]) == (1, [False])

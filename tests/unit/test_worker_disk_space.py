@@ -3,6 +3,7 @@ from (radtrace.worker.kept_readings._kept): pure, with a statvfs the test contro
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -12,8 +13,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from radtrace.audit.events import EventType
+from radtrace.errors import DispatchError
 from radtrace.model.reading import ModelIdentity, Reading, SourceImage, Timings, TokenCounts
-from radtrace.reporting.draft_store import DraftsDiskFullError, DraftsNotStoredError
+from radtrace.reporting.draft_store import DraftsDiskFullError, DraftsNotStoredError, failure_event_type
 from radtrace.store.engine import Store
 from radtrace.worker.attempts import stored_details
 from radtrace.worker.claims import Claim
@@ -106,6 +109,18 @@ def _reading(text: str) -> dict[str, Any]:
     return {"reading": json.loads(reading.to_json())}
 
 
+def _payload_wait_error() -> DispatchError:
+    error = DispatchError("cannot store a payload under /d/outbox: No space left on device")
+    error.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    return error
+
+
+def _payload_wait() -> dict[str, Any]:
+    """What the wait of a reading whose outbox payloads found the disk full records (as attempts.put_back does)."""
+    error = _payload_wait_error()
+    return {"error": error.reason, **stored_details(error)}
+
+
 KEPT = {**stored_details(DraftsDiskFullError("drafts could not be stored: No space left on device"))}
 NOT_READ = {**stored_details(NoRoomForDraftsError("disk full: /d, 0 MB free"))}
 
@@ -127,8 +142,10 @@ NOT_READ = {**stored_details(NoRoomForDraftsError("disk full: /d, 0 MB free"))}
                       ("study_retried", {})], None, id="retried-by-hand"),
         pytest.param([("inference_completed", _reading("A")), ("inference_failed", {"error": "oom"})], None,
                       id="read-failed"),
-        pytest.param([("inference_completed", _reading("A")), ("inference_failed", KEPT)], "A",
+        pytest.param([("inference_completed", _reading("A")), ("report_failed", _payload_wait())], "A",
                      id="outbox-payload-disk-full"),
+        pytest.param([("inference_completed", _reading("A")), ("inference_failed", KEPT)], "A",
+                     id="outbox-payload-disk-full-as-6262050-recorded-it"),
         pytest.param([("inference_completed", {"reading": {"raw_text": "old form"}}), ("report_failed", KEPT)], None,
                      id="recorded-by-another-version"),
     ],
@@ -144,6 +161,9 @@ def test_a_quota_or_a_full_outbox_keeps_the_reading_a_wait_before_reading_does_n
     assert KEPT == {"reading_kept": True}
     assert NOT_READ == {"read": False}
     assert stored_details(RuntimeError("other")) == {}
+    # the outbox payloads' wait: the reading is kept, and it is audited report_failed (before: inference_failed)
+    assert stored_details(_payload_wait_error()) == {"reading_kept": True}
+    assert failure_event_type(_payload_wait_error()) is EventType.REPORT_FAILED
 
 
 def test_the_kept_readings_lookup_goes_by_the_study_index_for_a_whole_batch(sqlite_store: Store) -> None:

@@ -41,7 +41,13 @@ from pydicom.errors import InvalidDicomError
 
 from radtrace.audit.events import EventType
 from radtrace.durable import fsync_directory
-from radtrace.errors import DraftProcessLostError, ReportError, RetryableError
+from radtrace.errors import (
+    DispatchError,
+    DispatchRejectedError,
+    DraftProcessLostError,
+    ReportError,
+    RetryableError,
+)
 
 if TYPE_CHECKING:
     from radtrace.config import ReportingSettings, Settings
@@ -283,10 +289,12 @@ def enqueue_built(settings: Settings, outbox: Outbox, revision_id: int, reading:
 
 
 def failure_event_type(error: BaseException) -> EventType:
-    """What a failed processing attempt is audited as: ``report_failed`` when the drafts could not be built or
-    their process died (the model's reading was recorded), ``inference_failed`` when reading itself failed."""
-    drafting = isinstance(error, ReportError | DraftProcessLostError | DraftsNotStoredError)
-    return EventType.REPORT_FAILED if drafting else EventType.INFERENCE_FAILED
+    """What a failed processing attempt is audited as: ``report_failed`` when the drafts could not be built, kept or
+    queued (their process died, their files or the outbox's payload copies could not be written: a full disk too,
+    or the outbox refused them; the model's reading was recorded), ``inference_failed`` when reading itself failed.
+    A processing attempt delivers nothing: a dispatch error there is the outbox queueing the report."""
+    reporting = (ReportError, DraftProcessLostError, DraftsNotStoredError, DispatchError, DispatchRejectedError)
+    return EventType.REPORT_FAILED if isinstance(error, reporting) else EventType.INFERENCE_FAILED
 
 
 # --- reading drafts back ---------------------------------------------------------------------------

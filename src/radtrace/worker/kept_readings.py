@@ -3,7 +3,8 @@
 Every reading is audited whole as ``inference_completed`` (its ``reading`` payload is :meth:`Reading.to_json`'s).
 When the attempt then fails only because its drafts or their outbox payloads could not be written (a full disk, a
 quota, an I/O error: :class:`~radtrace.reporting.draft_store.DraftsNotStoredError`, or a ``DispatchError`` from
-ENOSPC), its ``report_failed`` (``inference_failed`` for the payloads) says ``reading_kept: true``; a wait before
+ENOSPC), its ``report_failed`` says ``reading_kept: true`` (an ``inference_failed`` saying so counts too: the outbox
+payloads' waits were audited so from 6262050 until the event became ``report_failed``); a wait before
 reading (no room, not read: :class:`~radtrace.worker.disk_space.NoRoomForDraftsError`) says ``read: false``. The next
 attempt of that revision drafts from the recorded reading when, newest first, the revision's events after it are only
 such failures: anything
@@ -53,7 +54,7 @@ def _kept(events: Sequence[tuple[str, dict[str, Any]]]) -> Reading | None:
     for kind, payload in reversed(events):
         if kind == EventType.REPORT_FAILED.value and payload.get("read") is False:
             continue  # waited for space without reading
-        if kind in _FAILED and payload.get("reading_kept") is True:  # an outbox payload's ENOSPC is inference_failed
+        if kind in _FAILED and payload.get("reading_kept") is True:  # inference_failed: recorded by 6262050's version
             waited_after_reading = True
             continue
         if kind == EventType.INFERENCE_COMPLETED.value and waited_after_reading and "reading" in payload:
