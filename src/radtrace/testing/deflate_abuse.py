@@ -12,6 +12,8 @@ set as it is deflated (a large value is never held while writing):
 - a data set whose deflate stream ends inside a sequence item.
 
 :data:`SHAPES` names the shapes used by the tests, the bench (``bench/deflate_nested.py``) and the hostile-film corpus.
+:func:`shape_film` writes them into a film that is not deflated too (``syntax``: Explicit or Implicit VR Little
+Endian; in implicit VR the bombs' sequence is Referenced Image Sequence (0008,1140), whose VR the dictionary gives).
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["SHAPES", "VIEW_CODE", "deflated_with", "shape_film"]
+__all__ = ["SHAPES", "VIEW_CODE", "deflated_with", "plain_with", "shape_film"]
 
 _UNDEFINED: Final = 0xFFFFFFFF
 _ITEM: Final = 0xFFFEE000
 _ITEM_END: Final = 0xFFFEE00D
 _SEQUENCE_END: Final = 0xFFFEE0DD
 _PRIVATE_SEQUENCE: Final = 0x00091012
+_PUBLIC_SEQUENCE: Final = 0x00081140
 _VIEW_CODE_SEQUENCE: Final = 0x00540220
 #: The View Code Sequence item the shapes carry (postero-anterior, SNOMED-RT as PS3.16 CID 4010 has it).
 VIEW_CODE: Final = ("R-10214", "SRT", "postero-anterior")
@@ -38,9 +41,11 @@ def _tag(tag: int) -> bytes:
     return struct.pack("<HH", tag >> 16, tag & 0xFFFF)
 
 
-def _element(tag: int, vr: str, value: bytes) -> bytes:
+def _element(tag: int, vr: str, value: bytes, implicit: bool = False) -> bytes:
     if len(value) % 2:
         value += b" "
+    if implicit:
+        return _tag(tag) + struct.pack("<L", len(value)) + value
     if vr in ("OB", "OW", "SQ", "UN", "UT", "UC", "UR"):
         return _tag(tag) + vr.encode() + b"\0\0" + struct.pack("<L", len(value)) + value
     return _tag(tag) + vr.encode() + struct.pack("<H", len(value)) + value
@@ -50,20 +55,26 @@ def _delimiter(tag: int) -> bytes:
     return _tag(tag) + b"\0\0\0\0"
 
 
-def _sequence_head(tag: int, length: int = _UNDEFINED) -> bytes:
-    return _tag(tag) + b"SQ\0\0" + struct.pack("<L", length)
+def _sequence_head(tag: int, length: int = _UNDEFINED, implicit: bool = False) -> bytes:
+    return _tag(tag) + (b"" if implicit else b"SQ\0\0") + struct.pack("<L", length)
+
+
+def _sequence(implicit: bool) -> int:
+    """The bombs' sequence: private (0009,1012); implicit VR, Referenced Image Sequence (0008,1140), whose VR the
+    dictionary gives (a private one of defined length would read as an opaque value)."""
+    return _PUBLIC_SEQUENCE if implicit else _PRIVATE_SEQUENCE
 
 
 def _item_head(length: int = _UNDEFINED) -> bytes:
     return _tag(_ITEM) + struct.pack("<L", length)
 
 
-def _view_code() -> bytes:
+def _view_code(implicit: bool = False) -> bytes:
     value, scheme, meaning = VIEW_CODE
     return (
-        _element(0x00080100, "SH", value.encode())
-        + _element(0x00080102, "SH", scheme.encode())
-        + _element(0x00080104, "LO", meaning.encode())
+        _element(0x00080100, "SH", value.encode(), implicit)
+        + _element(0x00080102, "SH", scheme.encode(), implicit)
+        + _element(0x00080104, "LO", meaning.encode(), implicit)
     )
 
 
@@ -73,34 +84,34 @@ def _zeros(count: int) -> Iterator[bytes]:
         yield chunk[: count - start]
 
 
-def _huge_in_item(zero_bytes: int, *, defined: bool) -> Iterator[bytes]:
+def _huge_in_item(zero_bytes: int, *, defined: bool, implicit: bool = False) -> Iterator[bytes]:
     """View Code Sequence (0054,0220), one item: its code, then private (0009,1011) OB of ``zero_bytes``."""
-    creator = _element(0x00090010, "LO", b"RADTRACE TEST")
-    code = _view_code()
-    blob_head = _tag(0x00091011) + b"OB\0\0" + struct.pack("<L", zero_bytes)
+    creator = _element(0x00090010, "LO", b"RADTRACE TEST", implicit)
+    code = _view_code(implicit)
+    blob_head = _tag(0x00091011) + (b"" if implicit else b"OB\0\0") + struct.pack("<L", zero_bytes)
     item_length = len(code) + len(creator) + len(blob_head) + zero_bytes
     if defined:
-        yield _sequence_head(_VIEW_CODE_SEQUENCE, 8 + item_length) + _item_head(item_length)
+        yield _sequence_head(_VIEW_CODE_SEQUENCE, 8 + item_length, implicit) + _item_head(item_length)
     else:
-        yield _sequence_head(_VIEW_CODE_SEQUENCE) + _item_head()
+        yield _sequence_head(_VIEW_CODE_SEQUENCE, implicit=implicit) + _item_head()
     yield code + creator + blob_head
     yield from _zeros(zero_bytes)
     if not defined:
         yield _delimiter(_ITEM_END) + _delimiter(_SEQUENCE_END)
 
 
-def _deep(depth: int) -> Iterator[bytes]:
+def _deep(depth: int, implicit: bool = False) -> Iterator[bytes]:
     """``depth`` private sequences (0009,1012), each of undefined length, each in the previous one's only item."""
-    yield _element(0x00090010, "LO", b"RADTRACE TEST")
-    yield (_sequence_head(_PRIVATE_SEQUENCE) + _item_head()) * depth
+    yield b"" if implicit else _element(0x00090010, "LO", b"RADTRACE TEST")
+    yield (_sequence_head(_sequence(implicit), implicit=implicit) + _item_head()) * depth
     yield (_delimiter(_ITEM_END) + _delimiter(_SEQUENCE_END)) * depth
 
 
-def _many_items(items: int, *, defined: bool) -> Iterator[bytes]:
+def _many_items(items: int, *, defined: bool, implicit: bool = False) -> Iterator[bytes]:
     """One private sequence (0009,1012) of ``items`` empty items (undefined lengths, or all lengths defined)."""
-    yield _element(0x00090010, "LO", b"RADTRACE TEST")
+    yield b"" if implicit else _element(0x00090010, "LO", b"RADTRACE TEST")
     one = _item_head(0) if defined else _item_head() + _delimiter(_ITEM_END)
-    yield _sequence_head(_PRIVATE_SEQUENCE, len(one) * items if defined else _UNDEFINED)
+    yield _sequence_head(_sequence(implicit), len(one) * items if defined else _UNDEFINED, implicit)
     batch = 1 << 16
     for start in range(0, items, batch):
         yield one * min(batch, items - start)
@@ -108,23 +119,31 @@ def _many_items(items: int, *, defined: bool) -> Iterator[bytes]:
         yield _delimiter(_SEQUENCE_END)
 
 
-def _many_elements(elements: int) -> Iterator[bytes]:
+def _many_elements(elements: int, implicit: bool = False) -> Iterator[bytes]:
     """One private sequence item holding ``elements`` empty private LO elements (distinct tags, groups 0x0011 on)."""
-    yield _element(0x00090010, "LO", b"RADTRACE TEST") + _sequence_head(_PRIVATE_SEQUENCE) + _item_head()
+    yield (
+        (b"" if implicit else _element(0x00090010, "LO", b"RADTRACE TEST"))
+        + _sequence_head(_sequence(implicit), implicit=implicit)
+        + _item_head()
+    )
     batch = bytearray()
     for index in range(elements):
         group, element = 0x0011 + 2 * (index // 0xF000), 0x1000 + index % 0xF000
-        batch += _tag(group << 16 | element) + b"LO\0\0"
+        batch += _tag(group << 16 | element) + (b"\0\0\0\0" if implicit else b"LO\0\0")
         if len(batch) >= 1 << 20:
             yield bytes(batch)
             batch.clear()
     yield bytes(batch) + _delimiter(_ITEM_END) + _delimiter(_SEQUENCE_END)
 
 
-def _cut_in_item() -> Iterator[bytes]:
+def _cut_in_item(implicit: bool = False) -> Iterator[bytes]:
     """A private sequence whose only item never ends: the deflate stream ends inside it (the rest is not written)."""
-    yield _element(0x00090010, "LO", b"RADTRACE TEST") + _sequence_head(_PRIVATE_SEQUENCE) + _item_head()
-    yield _element(0x00091001, "LO", b"the data set ends here")
+    yield (
+        (b"" if implicit else _element(0x00090010, "LO", b"RADTRACE TEST"))
+        + _sequence_head(_sequence(implicit), implicit=implicit)
+        + _item_head()
+    )
+    yield _element(0x00091001, "LO", b"the data set ends here", implicit)
 
 
 def deflated_with(ds: Any, path: Path, at: int, shape: Iterator[bytes], *, rest: bool = True) -> Path:
@@ -163,22 +182,73 @@ def deflated_with(ds: Any, path: Path, at: int, shape: Iterator[bytes], *, rest:
     return path
 
 
-#: name -> (where the shape goes, its bytes, whether the data set goes on after it)
-SHAPES: Final[dict[str, Callable[[int], tuple[int, Iterator[bytes], bool]]]] = {
-    "huge-in-item-undefined": lambda n: (_VIEW_CODE_SEQUENCE, _huge_in_item(n, defined=False), True),
-    "huge-in-item-defined": lambda n: (_VIEW_CODE_SEQUENCE, _huge_in_item(n, defined=True), True),
-    "deep": lambda n: (0x00090010, _deep(n), True),
-    "items-undefined": lambda n: (0x00090010, _many_items(n, defined=False), True),
-    "items-defined": lambda n: (0x00090010, _many_items(n, defined=True), True),
-    "elements-in-item": lambda n: (0x00090010, _many_elements(n), True),
-    "cut-in-item": lambda n: (0x00090010, _cut_in_item(), False),
+#: name -> (where the shape goes, its bytes, whether the data set goes on after it); the second argument: implicit VR
+SHAPES: Final[dict[str, Callable[[int, bool], tuple[int, Iterator[bytes], bool]]]] = {
+    "huge-in-item-undefined": lambda n, i: (
+        _VIEW_CODE_SEQUENCE,
+        _huge_in_item(n, defined=False, implicit=i),
+        True,
+    ),
+    "huge-in-item-defined": lambda n, i: (_VIEW_CODE_SEQUENCE, _huge_in_item(n, defined=True, implicit=i), True),
+    "deep": lambda n, i: (_bomb_at(i), _deep(n, i), True),
+    "items-undefined": lambda n, i: (_bomb_at(i), _many_items(n, defined=False, implicit=i), True),
+    "items-defined": lambda n, i: (_bomb_at(i), _many_items(n, defined=True, implicit=i), True),
+    "elements-in-item": lambda n, i: (_bomb_at(i), _many_elements(n, i), True),
+    "cut-in-item": lambda n, i: (_bomb_at(i), _cut_in_item(i), False),
 }
 
 
-def shape_film(name: str, size: int, path: Path, *, view_code: bool = True, fresh_uids: bool = False) -> Path:
+def _bomb_at(implicit: bool) -> int:
+    return _PUBLIC_SEQUENCE if implicit else 0x00090010
+
+
+def plain_with(ds: Any, path: Path, at: int, shape: Iterator[bytes], *, rest: bool = True, implicit: bool) -> Path:
+    """``ds`` saved Explicit (or ``implicit``, Implicit) VR Little Endian, not deflated, with ``shape``'s bytes
+    written where tag ``at`` belongs, as :func:`deflated_with` writes them."""
+    from pydicom import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    ds.ViewPosition = "PA"
+    ds.BodyPartExamined = "CHEST"
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    before, after = Dataset(), Dataset()
+    for element in ds:
+        (before if element.tag < at else after).add(element)
+
+    def encoded(part: Any) -> bytes:
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, implicit
+        write_dataset(buffer, part)
+        return buffer.getvalue()
+
+    with path.open("wb") as out:
+        meta = DicomBytesIO()
+        meta.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+        out.write(meta.getvalue())
+        out.write(encoded(before))
+        for chunk in shape:
+            out.write(chunk)
+        if rest:
+            out.write(encoded(after))
+    return path
+
+
+def shape_film(
+    name: str,
+    size: int,
+    path: Path,
+    *,
+    view_code: bool = True,
+    fresh_uids: bool = False,
+    syntax: str = "deflated",
+) -> Path:
     """The NIH film deflated with shape ``name`` of ``size`` (bytes, depth, items or elements, as the shape takes),
     and (``view_code``, for shapes that are not themselves in it) a View Code Sequence saying postero-anterior;
-    ``fresh_uids``: under new Study, Series and SOP Instance UIDs."""
+    ``fresh_uids``: under new Study, Series and SOP Instance UIDs. ``syntax``: ``deflated``, or not deflated,
+    ``explicit`` or ``implicit`` (VR Little Endian)."""
     from pydicom import Dataset, dcmread
     from pydicom.uid import generate_uid
 
@@ -188,9 +258,11 @@ def shape_film(name: str, size: int, path: Path, *, view_code: bool = True, fres
     if fresh_uids:
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (generate_uid() for _ in range(3))
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    at, shape, rest = SHAPES[name](size)
+    at, shape, rest = SHAPES[name](size, syntax == "implicit")
     if view_code and at != _VIEW_CODE_SEQUENCE:
         item = Dataset()
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = VIEW_CODE
         ds.ViewCodeSequence = [item]
-    return deflated_with(ds, path, at, shape, rest=rest)
+    if syntax == "deflated":
+        return deflated_with(ds, path, at, shape, rest=rest)
+    return plain_with(ds, path, at, shape, rest=rest, implicit=syntax == "implicit")
