@@ -3,7 +3,8 @@ do, with the explorer's own function (:func:`radtrace.console.times.shown_time`)
 
 Before: the revisions list said "reported 2026-01-10 03:30 UTC" and the conflict page "dr.one recorded “accepted”
 … at 2026-07-10 03:30:00 UTC" whatever ``qa.time_zone`` was, so a radiologist in New York saw a decision made at
-23:30 on 9 July as one made on the 10th, and the dashboard and the explorer said otherwise.
+23:30 on 9 July as one made on the 10th, and the dashboard and the explorer said otherwise. The worklist's failed
+studies, the same.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from console_support import add_user, console_client, console_settings, reported
 from radtrace.config import Settings
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
-from radtrace.store.models import Revision, Study
+from radtrace.store.models import Revision, RevisionState, Study
+from radtrace.testing.studies import ImageSpec, StudySpec, make_study
+from worker_support import spool_study
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +89,22 @@ def test_a_site_in_utc_sees_utc_as_before(store: Store, tmp_path: Path) -> None:
     assert "reported 2026-01-10 03:30:00 UTC" in page
     assert "Times are in" not in page
     assert "at 2026-07-10 03:30:05 UTC, after this page was loaded" in conflict
+
+
+@pytest.mark.parametrize(("zone", "shown"), [("America/New_York", "2026-01-09 22:30:00 EST"),
+                                             ("UTC", "2026-01-10 03:30:00 UTC")])  # fmt: skip
+def test_the_worklists_failed_studies_are_dated_in_the_sites_zone(
+    store: Store, tmp_path: Path, zone: str, shown: str
+) -> None:
+    """Before: the failed list said '2026-01-10 03:30 UTC' on a New York site too."""
+    settings = _settings(store, tmp_path, zone)
+    spec = StudySpec(patient_name="ZONE^FAILED", seed=143)
+    failed_uid, _ = spool_study(settings, store, make_study(spec, [ImageSpec()]), state=RevisionState.FAILED)
+    with store.session() as session:
+        revision = session.scalar(sa.select(Revision).join(Study).where(Study.study_uid == failed_uid))
+        assert revision is not None
+        revision.reason, revision.finished_at = "inference failed after 3 attempts", WINTER
+    with _signed_in(store, settings, "dr.failed") as client:
+        page = client.get("/console/worklist?filter=failed").text
+    [row] = re.findall(r'<tr class="row failed".*?</tr>', page, re.S)
+    assert f'<td class="num">{shown}</td>' in row

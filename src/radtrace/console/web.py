@@ -19,6 +19,7 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
@@ -60,6 +61,7 @@ from radtrace.console.pages import (
 )
 from radtrace.console.review import DRAFT_REASONS
 from radtrace.console.study_page import study_path
+from radtrace.console.times import shown_time
 from radtrace.console.worklist import (
     FailedRow,
     WorklistFilter,
@@ -176,9 +178,10 @@ def worklist(
         listed = worklist_page(state.store, show, user.account.name, page, size)
         failed_total = failed_count(state.store)
     handles = state.links.study_handles(row.study_uid for row in listed.rows)
+    zone = ZoneInfo(state.settings.qa.time_zone)  # the failed list's times, as the review page writes them
     return render_page(request, state, "worklist.html", user=user, page=listed, show=show.value, failed=failed,
                        failed_total=failed_total, filters=[f.value for f in WorklistFilter], now=now(),
-                       handles=handles)  # fmt: skip
+                       handles=handles, shown=lambda at: shown_time(at, zone, named=True))  # fmt: skip
 
 
 @router.get("/next")
