@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from pydicom import dcmread
 from pydicom.datadict import dictionary_has_tag, dictionary_VM
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -38,7 +37,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, UncompressedTransferSyntaxes
 
 from radtrace.dicom_charset import DEFAULT_ASSUMED_CHARACTER_SET, CharsetChoice, read_text_as
-from radtrace.dicom_deflated import read_deflated
+from radtrace.dicom_deflated import read_bounded
 from radtrace.dicom_listener.attributes import (
     ATTRIBUTES,
     MAX_DEVIATIONS,
@@ -165,10 +164,13 @@ def refused_identity(
     too far is not inflated; text in the same character set); a file that cannot be parsed at all names nobody."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's warnings quote values
+        partial: list[Dataset] = []
         try:
-            ds, _, _ = _parse(path, max_inflated_bytes, assumed_character_set)
+            ds, _, _ = _parse(path, max_inflated_bytes, assumed_character_set, partial)
         except DicomInputError:
-            return RefusedIdentity()
+            if not partial:
+                return RefusedIdentity()
+            ds = partial[0]  # refused inside a sequence: what was read before it (often the Study Instance UID)
         try:
             study_uid: str | None = check_uid(ds.get("StudyInstanceUID"), "Study Instance UID")
         except DicomInputError:
@@ -233,11 +235,12 @@ def _check_inflated_size(path: Path, limit: int) -> None:
 
 
 def _parse(
-    path: Path, max_inflated_bytes: int, assumed_character_set: str
+    path: Path, max_inflated_bytes: int, assumed_character_set: str, partial: list[Dataset] | None = None
 ) -> tuple[Dataset, dict[int, str], CharsetChoice | None]:
     """The dataset with every small element converted, text in the character set
     :func:`~radtrace.dicom_charset.read_text_as` decides, the elements that could not be: ``{tag: problem}``, and
-    that decision (None: read as declared)."""
+    that decision (None: read as declared). Refused inside a sequence, the top-level elements read before it are
+    appended to ``partial`` (:func:`~radtrace.dicom_deflated.read_bounded`)."""
     size = path.stat().st_size
     unparsable: dict[int, str] = {}
     choice: CharsetChoice | None = None
@@ -247,16 +250,15 @@ def _parse(
             # parsed as it is inflated (pydicom would hold it all inflated): large values are skipped, kept deferred
             # with their lengths; their positions are not file offsets (a cut stream is refused as it is read)
             _check_inflated_size(path, max_inflated_bytes)
-            with path.open("rb") as handle:
-                ds = read_deflated(
-                    handle,
-                    keep_bulk=False,
-                    defer_bytes=_DEFER_BYTES,
-                    max_inflated_bytes=max_inflated_bytes,
-                    keep_deferred=True,
-                )
-        else:
-            ds = dcmread(path, defer_size=_DEFER_BYTES)
+        with path.open("rb") as handle:  # sequences item by item, bounded; large values in items dropped
+            ds = read_bounded(
+                handle,
+                keep_bulk=False,
+                defer_bytes=_DEFER_BYTES,
+                max_inflated_bytes=max_inflated_bytes,
+                keep_deferred=True,
+                partial=partial,
+            )
         try:  # before any value is converted: converted values keep their text
             choice = read_text_as(ds, assumed=assumed_character_set)
         except Exception:  # the decision never refuses an instance: its text is then read as pydicom's default

@@ -21,7 +21,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Final
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     JPEG2000,
@@ -34,7 +33,7 @@ from pydicom.uid import (
 )
 
 from radtrace.decoders import decodes_12_bit
-from radtrace.dicom_deflated import InflateLimitError, read_deflated, starts_deflated
+from radtrace.dicom_deflated import InflateLimitError, read_bounded, starts_deflated
 from radtrace.dicom_listener.codestream import ITEM_TAG, SizeError, codestream_size, first_fragment
 from radtrace.errors import DicomInputError
 
@@ -175,16 +174,15 @@ def check_file(path: Path, max_pixels: int) -> None:
         try:
             with path.open("rb") as handle:
                 deflated = starts_deflated(handle)
-                if deflated:  # parsed as it is inflated: pydicom would hold it all inflated, even to defer
-                    ds = read_deflated(
-                        handle,
-                        keep_bulk=False,
-                        defer_bytes=4096,
-                        max_inflated_bytes=instance_byte_limit(max_pixels),
-                        keep_deferred=True,
-                    )
-                else:
-                    ds = dcmread(handle, defer_size=4096)
+                # deflated: parsed as it is inflated (pydicom would hold it all inflated, even to defer); any
+                # syntax: sequences item by item, bounded, large values in items dropped (pydicom holds them)
+                ds = read_bounded(
+                    handle,
+                    keep_bulk=False,
+                    defer_bytes=4096,
+                    max_inflated_bytes=instance_byte_limit(max_pixels),
+                    keep_deferred=True,
+                )
             raw = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
         except InflateLimitError as exc:
             raise ImageTooLargeError(f"{exc.reason} (listener.max_image_pixels)") from exc

@@ -20,9 +20,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
-import pydicom
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -36,7 +35,7 @@ from radtrace.dicom_charset import (
     read_text_as,
     without_charset_warnings,
 )
-from radtrace.dicom_deflated import read_deflated, starts_deflated
+from radtrace.dicom_deflated import read_bounded
 from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, normalised
 from radtrace.dicom_listener.pixel_budget import instance_byte_limit
 from radtrace.errors import DicomInputError
@@ -239,18 +238,15 @@ def study_image(
     """
     try:
         with without_charset_warnings():
-            if starts_deflated(stream := BytesIO(data)):
-                dataset = read_deflated(
-                    stream, keep_bulk=True, defer_bytes=_DEFER_BYTES, max_inflated_bytes=max_inflated_bytes
-                )
-            else:
-                dataset = pydicom.dcmread(stream)
+            dataset = _read_bounded(BytesIO(data), max_inflated_bytes, force=False)
     except DicomInputError:
         raise
     except InvalidDicomError:
         try:
             with without_charset_warnings():
-                dataset = pydicom.dcmread(BytesIO(data), force=True)
+                dataset = _read_bounded(BytesIO(data), max_inflated_bytes, force=True)
+        except DicomInputError:
+            raise
         except Exception as exc:
             raise DicomInputError(f"not a DICOM file: {exc}") from exc
         if "SOPClassUID" not in dataset and "PixelData" not in dataset:
@@ -268,6 +264,19 @@ def study_image(
     choice = read_text_as(dataset, assumed=assumed_character_set)
     _drop_unparsable(dataset)
     return StudyImage(dataset=dataset, sha256=hashlib.sha256(data).hexdigest(), character_set=choice)
+
+
+def _read_bounded(stream: BinaryIO, max_inflated_bytes: int, *, force: bool) -> Dataset:
+    """The whole instance, pixel data read; sequences within :mod:`radtrace.dicom_deflated`'s bounds, a value over
+    1 MiB in an item left out, one at the top level read when it is touched."""
+    return read_bounded(
+        stream,
+        keep_bulk=True,
+        defer_bytes=_DEFER_BYTES,
+        max_inflated_bytes=max_inflated_bytes,
+        keep_deferred=True,
+        force=force,
+    )
 
 
 def is_bulk(tag: Any) -> bool:
@@ -310,12 +319,10 @@ def spooled_image(
     """
     try:
         with without_charset_warnings(), path.open("rb") as handle:
-            if starts_deflated(handle):
-                full = read_deflated(
-                    handle, keep_bulk=False, defer_bytes=_DEFER_BYTES, max_inflated_bytes=max_inflated_bytes
-                )
-            else:
-                full = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+            # any syntax: sequences item by item within the bounds, values over 1 MiB in items dropped
+            full = read_bounded(
+                handle, keep_bulk=False, defer_bytes=_DEFER_BYTES, max_inflated_bytes=max_inflated_bytes
+            )
     except DicomInputError:
         raise
     except Exception as exc:  # pydicom raises many types for a malformed file
