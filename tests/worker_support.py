@@ -210,6 +210,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.broker.model_dump(mode="json").items():
         if value is not None:
             env[f"RADTRACE_BROKER__{name.upper()}"] = str(value)
+    if settings.dispatch.ris is not None:
+        env["RADTRACE_DISPATCH__RIS"] = json.dumps(settings.dispatch.ris.model_dump(mode="json"))
     if settings.model.backend == "vllm":  # a model server instead of weights
         del env["RADTRACE_MODEL__PATH"]
         model = settings.model
@@ -223,13 +225,16 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_worker(settings: Settings, *args: str, log_file: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``radtrace worker`` in a subprocess with ``settings``; stopped (SIGTERM, then SIGKILL) afterwards."""
+def running_worker(
+    settings: Settings, *args: str, log_file: Path, prefix: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``radtrace worker`` in a subprocess with ``settings``, in its own session (after ``prefix``, e.g. unshare:
+    another PID namespace); stopped afterwards (SIGTERM, then SIGKILL to its process group: what it started too)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
     environment.update(worker_env(settings))
     with log_file.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "radtrace", "worker", *args],
+            [*prefix, sys.executable, "-m", "radtrace", "worker", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environment,
@@ -243,7 +248,8 @@ def running_worker(settings: Settings, *args: str, log_file: Path) -> Iterator[s
                 try:
                     process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
-                    process.kill()
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=10)
 
 

@@ -12,15 +12,12 @@ revision for its claim timeout: the start-up pass released nothing (:mod:`radtra
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,8 +37,8 @@ from worker_support import (
     completion,
     fake_vllm_server,
     revision_row,
+    running_worker,
     spool_study,
-    worker_env,
 )
 
 pytestmark = pytest.mark.integration
@@ -76,29 +73,6 @@ def _settings(
 OTHER_PID_NAMESPACE = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c",
                        'echo 499999 > /proc/sys/kernel/ns_last_pid && "$@"', "sh")  # fmt: skip
 OTHER_PID = 500000
-
-
-@contextlib.contextmanager
-def _worker(settings: Settings, log_file: Path, prefix: tuple[str, ...] = ()) -> Iterator[subprocess.Popen[bytes]]:
-    """``radtrace worker`` (GPU and dispatch queues) with ``settings``, in its own session (after ``prefix``: another
-    PID namespace); SIGTERM afterwards."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
-    environment.update(worker_env(settings))
-    if settings.dispatch.ris is not None:
-        environment["RADTRACE_DISPATCH__RIS"] = json.dumps(settings.dispatch.ris.model_dump(mode="json"))
-    with log_file.open("wb") as log:
-        process = subprocess.Popen([*prefix, sys.executable, "-m", "radtrace", "worker"], stdout=log,
-                                   stderr=subprocess.STDOUT, env=environment, start_new_session=True)  # fmt: skip
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=10)
 
 
 def _until(condition: Callable[[], bool], worker: subprocess.Popen[bytes], log_file: Path, timeout: float) -> float:
@@ -137,7 +111,7 @@ def test_a_dispatcher_killed_mid_send_is_taken_over_by_the_next_in_seconds_and_t
         settings = _settings(tmp_path, sqlite_store, server.url, ris)
         _queue_one(settings, sqlite_store)
         first_log = tmp_path / "worker-1.log"
-        with _worker(settings, first_log) as first:
+        with running_worker(settings, log_file=first_log) as first:
             _until(lambda: len(ris.received) == 1, first, first_log, 120)  # the ORU is out, its ACK never comes
             _kill(first)
         row = _hl7_row(sqlite_store)
@@ -147,7 +121,7 @@ def test_a_dispatcher_killed_mid_send_is_taken_over_by_the_next_in_seconds_and_t
         assert row.next_attempt_at > utc_now() + timedelta(seconds=150)  # claimed for its lease (300 s)
 
         second_log = tmp_path / "worker-2.log"
-        with _worker(settings, second_log) as second:
+        with running_worker(settings, log_file=second_log) as second:
 
             def delivered() -> bool:
                 again = _hl7_row(sqlite_store)
@@ -175,7 +149,7 @@ def test_a_gpu_worker_killed_mid_read_is_taken_over_by_the_next_in_seconds(tmp_p
         settings = _settings(tmp_path, sqlite_store, server.url, None)
         uid = _queue_one(settings, sqlite_store)
         first_log = tmp_path / "worker-1.log"
-        with _worker(settings, first_log) as first:
+        with running_worker(settings, log_file=first_log) as first:
             _until(lambda: server.requests >= 1, first, first_log, 120)
             _kill(first)
         killed = revision_row(sqlite_store, uid)
@@ -186,7 +160,7 @@ def test_a_gpu_worker_killed_mid_read_is_taken_over_by_the_next_in_seconds(tmp_p
         server.released.set()
 
         second_log = tmp_path / "worker-2.log"
-        with _worker(settings, second_log) as second:
+        with running_worker(settings, log_file=second_log) as second:
 
             def reported() -> bool:
                 return revision_row(sqlite_store, uid).state in (RevisionState.REPORTED, RevisionState.DISPATCHED)
@@ -219,7 +193,7 @@ def test_a_send_slower_than_the_heartbeat_by_a_dispatcher_in_another_pid_namespa
         settings = _settings(tmp_path, sqlite_store, server.url, ris, broker={"reconcile_interval_s": 2})
         _queue_one(settings, sqlite_store)
         first_log, second_log = tmp_path / "worker-ns.log", tmp_path / "worker-2.log"
-        with _worker(settings, first_log, OTHER_PID_NAMESPACE) as first:
+        with running_worker(settings, log_file=first_log, prefix=OTHER_PID_NAMESPACE) as first:
             _until(lambda: len(ris.received) == 1, first, first_log, 120)  # sent; its ACK comes 25 s later
             row = _hl7_row(sqlite_store)
             assert row is not None
@@ -227,7 +201,7 @@ def test_a_send_slower_than_the_heartbeat_by_a_dispatcher_in_another_pid_namespa
             assert row.claimed_by.startswith(f"radtrace@{socket.gethostname()}:{OTHER_PID} pidns=")
             assert f"pidns={os.stat('/proc/self/ns/pid').st_ino} " not in row.claimed_by
             beats = {row.heartbeat_at}
-            with _worker(settings, second_log) as second:
+            with running_worker(settings, log_file=second_log) as second:
 
                 def delivered() -> bool:
                     again = _hl7_row(sqlite_store)
@@ -266,14 +240,14 @@ def test_a_dispatcher_killed_mid_send_is_taken_over_by_one_already_running_withi
         settings = _settings(tmp_path, sqlite_store, server.url, ris)
         _queue_one(settings, sqlite_store)
         first_log, second_log = tmp_path / "worker-1.log", tmp_path / "worker-2.log"
-        with _worker(settings, first_log, prefix) as first:
+        with running_worker(settings, log_file=first_log, prefix=prefix) as first:
             _until(lambda: len(ris.received) == 1, first, first_log, 120)
             row = _hl7_row(sqlite_store)
             assert row is not None
             assert row.claimed_by is not None
             holder = f"radtrace@{socket.gethostname()}:{OTHER_PID if prefix else first.pid}"
             assert row.claimed_by.startswith(f"{holder} ")
-            with _worker(settings, second_log) as second:
+            with running_worker(settings, log_file=second_log) as second:
                 _until(lambda: b"ready" in second_log.read_bytes(), second, second_log, 60)  # its start-up pass ran
                 time.sleep(1)
                 _kill(first)
