@@ -59,6 +59,17 @@ def _pipeline(settings: Settings, store: Store, clock: list[datetime]) -> StudyP
     return StudyPipeline(settings, store, reader, worker="gpu0", clock=lambda: clock[0])
 
 
+def _study_with_failing_writes(
+    settings: Settings, store: Store, clock: list[datetime], monkeypatch: pytest.MonkeyPatch, *, seed: int,
+    folder: str, code: int,
+) -> tuple[str, FailingWrites, StudyPipeline]:  # fmt: skip
+    """One queued study, the writes under ``<data_dir>/<folder>`` failing with ``code``, and a pipeline to read it."""
+    [uid] = queue_studies(settings, store, 1, seed=seed)
+    failing = FailingWrites(settings.data_dir / folder, code)
+    monkeypatch.setattr(os, "fsync", failing)
+    return uid, failing, _pipeline(settings, store, clock)
+
+
 def _leftovers(settings: Settings) -> list[str]:
     drafts = settings.data_dir / "drafts"
     return sorted(str(p.relative_to(drafts)) for p in drafts.rglob("*") if p.is_file()) if drafts.is_dir() else []
@@ -67,10 +78,8 @@ def _leftovers(settings: Settings) -> list[str]:
 def test_a_full_disk_holds_the_study_uncounted_until_there_is_space_and_it_ends_reported(
     settings: Settings, store: Store, clock: list[datetime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    [uid] = queue_studies(settings, store, 1, seed=610)
-    full = FailingWrites(settings.data_dir / "drafts", errno.ENOSPC)
-    monkeypatch.setattr(os, "fsync", full)
-    pipeline = _pipeline(settings, store, clock)
+    uid, full, pipeline = _study_with_failing_writes(settings, store, clock, monkeypatch, seed=610, folder="drafts",
+                                                     code=errno.ENOSPC)  # fmt: skip
 
     delays = []
     for _ in range(settings.broker.max_attempts + 2):  # longer than the attempts a study is given
@@ -163,10 +172,10 @@ def test_a_temporary_file_a_killed_writer_left_is_removed_by_the_next_attempt(se
 def test_a_drafts_folder_radtrace_may_not_write_fails_the_study_naming_the_setting(
     settings: Settings, store: Store, clock: list[datetime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    [uid] = queue_studies(settings, store, 1, seed=620)
-    monkeypatch.setattr(os, "fsync", FailingWrites(settings.data_dir / "drafts", errno.EACCES))
+    uid, _, pipeline = _study_with_failing_writes(settings, store, clock, monkeypatch, seed=620, folder="drafts",
+                                                  code=errno.EACCES)  # fmt: skip
 
-    outcome = _pipeline(settings, store, clock).process(uid, 1)
+    outcome = pipeline.process(uid, 1)
 
     assert outcome.result is Result.FAILED
     rev = revision_row(store, uid)
@@ -180,10 +189,8 @@ def test_a_drafts_folder_radtrace_may_not_write_fails_the_study_naming_the_setti
 def test_an_io_error_keeping_the_drafts_is_retried_and_counted(
     settings: Settings, store: Store, clock: list[datetime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    [uid] = queue_studies(settings, store, 1, seed=630)
-    broken = FailingWrites(settings.data_dir / "drafts", errno.EIO)
-    monkeypatch.setattr(os, "fsync", broken)
-    pipeline = _pipeline(settings, store, clock)
+    uid, broken, pipeline = _study_with_failing_writes(settings, store, clock, monkeypatch, seed=630,
+                                                       folder="drafts", code=errno.EIO)  # fmt: skip
 
     outcome = pipeline.process(uid, 1)
     assert outcome.result is Result.RETRY, outcome
@@ -199,10 +206,8 @@ def test_a_full_disk_under_the_outbox_payloads_waits_uncounted_too(
     settings: Settings, store: Store, clock: list[datetime], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The drafts are kept; storing their deliveries' payloads (same disk, usually) runs out of space."""
-    [uid] = queue_studies(settings, store, 1, seed=640)
-    full = FailingWrites(settings.data_dir / "outbox", errno.ENOSPC)
-    monkeypatch.setattr(os, "fsync", full)
-    pipeline = _pipeline(settings, store, clock)
+    uid, full, pipeline = _study_with_failing_writes(settings, store, clock, monkeypatch, seed=640, folder="outbox",
+                                                     code=errno.ENOSPC)  # fmt: skip
 
     for _ in range(settings.broker.max_attempts + 1):
         outcome = pipeline.process(uid, 1)

@@ -135,6 +135,22 @@ def _drafts(path: Path, folder: Path, **kwargs: Any) -> dict[str, Any]:
     }
 
 
+def _assert_every_draft_carries(drafts: dict[str, Any], intended: str) -> None:
+    """The name read as written reaches the SR (declared UTF-8, dciodvfy clean), the ORU (UTF-8) and the FHIR
+    Patient without mojibake, and the reading is flagged: its character set was assumed."""
+    family, given_name = intended.split("^")
+    assert drafts["read"] == intended
+    assert drafts["sr_charset"] == "ISO_IR 192"
+    assert drafts["sr_name"] == drafts["sr_name_decoded"] == intended
+    assert drafts["dciodvfy"] == ([], [])
+    assert drafts["msh18"] == "UNICODE UTF-8"
+    assert drafts["pid5"] == intended
+    assert drafts["fhir"] == (family, given_name)
+    assert CHARACTER_SET_ASSUMED in drafts["flags"]
+    for text in (drafts["sr_name"], drafts["pid5"], *drafts["fhir"]):
+        assert not any(marker in text for marker in MOJIBAKE)
+
+
 CASES = [
     # (what the modality wrote, the name's bytes, (0008,0005), the name the drafts must carry, read as)
     ("utf-8, none declared", "Müller^Jürgen".encode(), None, "Müller^Jürgen", "ISO_IR 192"),
@@ -150,20 +166,10 @@ def test_an_undeclared_name_reaches_every_draft_as_written_and_flagged(
     case: str, name: bytes, charset: str | None, intended: str, read_as: str, tmp_path: Path
 ) -> None:
     drafts = _drafts(_film(tmp_path, name, charset), tmp_path)
-    family, given_name = intended.split("^")
-    assert drafts["read"] == intended
-    assert drafts["sr_charset"] == "ISO_IR 192"
-    assert drafts["sr_name"] == drafts["sr_name_decoded"] == intended
-    assert drafts["dciodvfy"] == ([], [])
-    assert drafts["msh18"] == "UNICODE UTF-8"
-    assert drafts["pid5"] == intended
-    assert drafts["fhir"] == (family, given_name)
-    assert CHARACTER_SET_ASSUMED in drafts["flags"]
+    _assert_every_draft_carries(drafts, intended)
     assert f"read as {read_as}" in drafts["image_notes"]
     [header_step] = [step for step in drafts["preparation"] if step.get("step") == "header"]
     assert header_step["character_set"]["read_as"] == read_as  # the audit payload (inference_completed) has it
-    for text in (drafts["sr_name"], drafts["pid5"], *drafts["fhir"]):
-        assert not any(marker in text for marker in MOJIBAKE)
 
 
 def test_a_site_that_assumes_another_single_byte_set_reads_undeclared_bytes_in_it(tmp_path: Path) -> None:
@@ -252,15 +258,7 @@ def test_utf8_under_a_declared_single_byte_set_reaches_every_draft_as_written_an
     case: str, name: bytes, charset: str, intended: str, tmp_path: Path
 ) -> None:
     drafts = _drafts(_film(tmp_path, name, charset), tmp_path)
-    family, given_name = intended.split("^")
-    assert drafts["read"] == intended
-    assert drafts["sr_charset"] == "ISO_IR 192"
-    assert drafts["sr_name"] == drafts["sr_name_decoded"] == intended
-    assert drafts["dciodvfy"] == ([], [])
-    assert drafts["msh18"] == "UNICODE UTF-8"
-    assert drafts["pid5"] == intended
-    assert drafts["fhir"] == (family, given_name)
-    assert CHARACTER_SET_ASSUMED in drafts["flags"]
+    _assert_every_draft_carries(drafts, intended)
     assert (
         f"declared '{charset}': names and texts read as ISO_IR 192 (the declaration overridden"
         in (drafts["image_notes"])
@@ -271,8 +269,6 @@ def test_utf8_under_a_declared_single_byte_set_reaches_every_draft_as_written_an
         "read_as": "ISO_IR 192",
         "because": "declared-overridden",
     }
-    for text in (drafts["sr_name"], drafts["pid5"], *drafts["fhir"]):
-        assert not any(marker in text for marker in MOJIBAKE)
 
 
 KEPT = [
