@@ -131,9 +131,13 @@ class Site:
         return running
 
     def release_it(self) -> None:
-        """20 s later its heartbeat (never renewed) is overdue: a reconciler pass releases the claim."""
+        """20 s later its heartbeat (never renewed) is overdue, and a pass 3 s after still finds it so: a reconciler
+        pass releases the claim."""
         self.clock.now += timedelta(seconds=20)
-        released = release_dead_claims(self.store, AuditRecorder(self.store), self.clock(), claim_timeout_s=120)
+        recorder = AuditRecorder(self.store)
+        assert release_dead_claims(self.store, recorder, self.clock(), claim_timeout_s=120).deliveries == []
+        self.clock.now += timedelta(seconds=claims.CONFIRM_OVERDUE_S)
+        released = release_dead_claims(self.store, recorder, self.clock(), claim_timeout_s=120)
         assert released.deliveries == [self.outbox_id]
 
     def row(self) -> OutboxMessage:

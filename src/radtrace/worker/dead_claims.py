@@ -14,7 +14,9 @@ delivery's claim names its holder's PID namespace, boot and start time
 (:meth:`radtrace.reporting.dispatch.claims.ClaimHolder.ended`): one of this namespace whose process is gone is released
 at once; one of another PID namespace or boot under this host name (a container on the host's network), whose pid
 cannot be looked at here, once its heartbeat is overdue (a live holder renews, so a send slower than the heartbeat is
-never released and sent twice). Each such claim is ended as its lease running out would end it:
+never released and sent twice) and a pass :data:`radtrace.reporting.dispatch.claims.CONFIRM_OVERDUE_S` later still
+finds the same beat overdue (after a database outage longer than the slack, the holder's beat, retried every second,
+lands before it is released). Each such claim is ended as its lease running out would end it:
 
 * an outbox row becomes due now, its attempt counted (the kill's, as when its lease runs out), audited
   ``dispatch_retry_scheduled`` with the reason ("claimed by radtrace@host:4242, which is not running"); the payload
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,6 +60,14 @@ log = logging.getLogger(__name__)
 RENEWAL_SLACK_S = 10.0
 #: At most this many claimed rows of each kind are looked at per pass (the oldest claims first).
 LOOK_AT_MOST = 500
+
+#: Claims of another PID namespace whose beat a pass of this process found overdue, (outbox id, claimed_by, the beat)
+#: -> (when first found, when last found): released only :data:`radtrace.reporting.dispatch.claims.CONFIRM_OVERDUE_S`
+#: after the first, by passes no more than :data:`SIGHTINGS_GAP_S` apart (a longer gap: this process's passes failed,
+#: the database was away for it too, and the holder's beat may be about to land: it is looked at as if new).
+_OVERDUE_SINCE: dict[tuple[int, str, datetime], tuple[datetime, datetime]] = {}
+SIGHTINGS_GAP_S = 10.0
+_OVERDUE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -101,6 +112,8 @@ def release_dead_claims(
 def _release_deliveries(store: Store, recorder: AuditRecorder, now: datetime, released: Released) -> None:
     host = socket.gethostname()
     overdue = claims.overdue_before(now)
+    confirm = timedelta(seconds=claims.CONFIRM_OVERDUE_S)
+    seen: set[tuple[int, str, datetime]] = set()
     with store.session("finding deliveries claimed by a process that ended") as session:
         rows = session.execute(
             sa.select(OutboxMessage.id, OutboxMessage.attempts, OutboxMessage.claimed_by, OutboxMessage.heartbeat_at)
@@ -122,6 +135,10 @@ def _release_deliveries(store: Store, recorder: AuditRecorder, now: datetime, re
                 continue  # a stuck send, or one whose database is away: its lease decides
             if heartbeat_at > overdue:  # another namespace, renewed lately: look again once it would be overdue
                 released.look_again(heartbeat_at + (now - overdue))
+                continue
+            first_seen = _first_seen_overdue(outbox_id, str(claimed_by), heartbeat_at, now, seen)
+            if now < first_seen + confirm:  # the database may just be back: its holder's retried beat lands first
+                released.look_again(first_seen + confirm)
                 continue
             why = (
                 f"whose heartbeat stopped at {heartbeat_at:%H:%M:%S} UTC ({(now - heartbeat_at).total_seconds():.0f}"
@@ -154,6 +171,24 @@ def _release_deliveries(store: Store, recorder: AuditRecorder, now: datetime, re
             destination = row.destination
         log.warning("outbox %s %s: %s", outbox_id, destination, reason)
         released.deliveries.append(outbox_id)
+    with _OVERDUE_LOCK:  # forget the beats no longer overdue (renewed, recorded, released)
+        for key in set(_OVERDUE_SINCE) - seen:
+            del _OVERDUE_SINCE[key]
+
+
+def _first_seen_overdue(
+    outbox_id: int, claimed_by: str, heartbeat_at: datetime, now: datetime, seen: set[tuple[int, str, datetime]]
+) -> datetime:
+    """When a pass of this process first found this claim's beat overdue, its passes since no more than
+    :data:`SIGHTINGS_GAP_S` apart (``now`` if this is the first)."""
+    key = (outbox_id, claimed_by, heartbeat_at)
+    seen.add(key)
+    with _OVERDUE_LOCK:
+        first, last = _OVERDUE_SINCE.get(key, (now, now))
+        if now - last > timedelta(seconds=SIGHTINGS_GAP_S):
+            first = now
+        _OVERDUE_SINCE[key] = (first, max(now, last))
+        return first
 
 
 def _release_revisions(

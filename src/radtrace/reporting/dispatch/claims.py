@@ -27,6 +27,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +42,8 @@ from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState
 
 __all__ = [
+    "BEAT_RETRY_S",
+    "CONFIRM_OVERDUE_S",
     "HEARTBEAT_S",
     "RENEWAL_SLACK_S",
     "ClaimHolder",
@@ -60,6 +63,14 @@ HEARTBEAT_S: Final = 5.0
 #: A claim whose heartbeat is this much overdue (a beat missed by more than a loaded machine or a slow commit delays
 #: one) may be released; the same slack as a revision's (:data:`radtrace.worker.dead_claims.RENEWAL_SLACK_S`).
 RENEWAL_SLACK_S: Final = 10.0
+#: A beat that failed (the database away) is tried again this soon, not at the next :data:`HEARTBEAT_S` tick: once the
+#: database is back, the claim is renewed within a second.
+BEAT_RETRY_S: Final = 1.0
+#: A claim of another PID namespace seen overdue is released only when a pass at least this much later still finds the
+#: same beat overdue (:mod:`radtrace.worker.dead_claims`): a database that was away longer than the slack stopped the
+#: holder's beats and the releaser's passes alike, and the holder's retried beat (:data:`BEAT_RETRY_S`) lands well
+#: within this once it is back.
+CONFIRM_OVERDUE_S: Final = 3.0
 
 _CLAIMED_BY: Final = re.compile(
     r"^(?P<process>\S+@(?P<host>[^\s@]*):(?P<pid>\d{1,7})) pidns=(?P<ns>\d+|\?) boot=(?P<boot>[0-9a-f-]+|\?) "
@@ -194,7 +205,9 @@ def kept_alive(
     """Renew the claim's ``heartbeat_at`` every ``interval_s`` on one thread while the body (the send) runs.
 
     Renewed only while the row is still this claim (same holder and attempt, pending): a claim found released is not
-    renewed again. A database that is away is only logged: the heartbeat may lapse, and recording will tell.
+    renewed again. A database that is away is logged (once, and when a beat lands again) and the beat is tried again
+    every :data:`BEAT_RETRY_S`, so the claim is renewed within a second of the database's return; the heartbeat may
+    lapse meanwhile, and recording will tell (:meth:`radtrace.reporting.dispatch.outbox.Outbox._record`).
     """
     stop = threading.Event()
 
@@ -210,13 +223,23 @@ def kept_alive(
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def beat() -> None:
-        while not stop.wait(interval_s):
+        wait, failing_since = interval_s, None
+        while not stop.wait(wait):
             try:
                 if not renew():
                     log.warning("outbox %s: claim lost while sending (released or recorded by another)", outbox_id)
                     return
             except RadtraceError as exc:
-                log.warning("outbox %s: claim not renewed: %s", outbox_id, exc.reason)
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("outbox %s: claim not renewed (trying again every %.0f s): %s", outbox_id,
+                                BEAT_RETRY_S, exc.reason)  # fmt: skip
+                wait = min(BEAT_RETRY_S, interval_s)
+                continue
+            if failing_since is not None:
+                log.warning("outbox %s: claim renewed again after %.1f s without", outbox_id,
+                            time.monotonic() - failing_since)  # fmt: skip
+            wait, failing_since = interval_s, None
 
     thread = threading.Thread(target=beat, name=f"radtrace-outbox-{outbox_id}", daemon=True)
     thread.start()
