@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import radtrace.worker.breaker
+from model_server_support import GARBAGE, PARSED, STOPPED, quick_probes_fixture  # noqa: F401  (a fixture)
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
 from radtrace.store.engine import Store
@@ -42,7 +42,6 @@ from worker_support import (
     FakeVllm,
     Reply,
     audit_events,
-    completion,
     fake_vllm_server,
     migrated_store,
     model_outage_events,
@@ -59,15 +58,6 @@ from worker_support import (
 )
 
 pytestmark = pytest.mark.integration
-
-GARBAGE = completion("!" * 400, tokens=400, finish="length")
-PARSED = completion("<think>Lungs clear. Heart normal.</think><answer>No Finding</answer>")
-STOPPED = f"model output unparseable for {STOP_AFTER} consecutive studies (model NV-Reason-CXR-3B"
-
-
-@pytest.fixture(autouse=True)
-def quick_probes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(radtrace.worker.breaker, "PROBE_FIRST_S", 0.2)  # in-process pipelines; settings cap at 0.4
 
 
 @pytest.fixture

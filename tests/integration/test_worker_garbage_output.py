@@ -27,7 +27,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import radtrace.worker.breaker
+from model_server_support import (
+    GARBAGE,
+    PARSED,
+    STOPPED,
+    quick_probes_fixture,  # noqa: F401  (a fixture)
+    server_fixture,  # noqa: F401  (a fixture)
+    store_fixture,  # noqa: F401  (a fixture)
+)
 from radtrace.config import Settings
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, RevisionState
@@ -39,8 +46,6 @@ from worker_support import (
     FakeVllm,
     Reply,
     audit_events,
-    completion,
-    fake_vllm_server,
     migrated_store,
     model_outage_events,
     queue_studies,
@@ -56,32 +61,10 @@ from worker_support import (
 
 pytestmark = pytest.mark.integration
 
-GARBAGE = completion("!" * 400, tokens=400, finish="length")  # NaN logits: one token to the limit
-PARSED = completion("<think>Lungs clear. Heart normal.</think><answer>No Finding</answer>")
-STOPPED = f"model output unparseable for {STOP_AFTER} consecutive studies (model NV-Reason-CXR-3B"
-
-
-@pytest.fixture(autouse=True)
-def quick_probes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(radtrace.worker.breaker, "PROBE_FIRST_S", 0.2)  # up to model.server_probe_max_s, 0.4 below
-
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return vllm_worker_settings(tmp_path, free_port(), batch_size=1)
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    with migrated_store(settings) as opened:
-        yield opened
-
-
-@pytest.fixture
-def server(settings: Settings) -> Iterator[FakeVllm]:
-    port = int(str(settings.model.vllm_url).rsplit(":", 1)[1])
-    with fake_vllm_server(port) as fake:
-        yield fake
 
 
 def answers(*replies: Reply) -> Callable[[dict[str, Any]], Reply]:

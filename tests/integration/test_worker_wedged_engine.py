@@ -24,13 +24,13 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import radtrace.worker.breaker
+from model_server_support import quick_probes_fixture, server_fixture, store_fixture  # noqa: F401  (its fixtures)
 from radtrace.config import Settings
 from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
@@ -41,7 +41,6 @@ from worker_support import (
     FakeVllm,
     audit_events,
     completion,
-    fake_vllm_server,
     migrated_store,
     model_outage_events,
     queue_studies,
@@ -58,27 +57,9 @@ from worker_support import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(autouse=True)
-def quick_probes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(radtrace.worker.breaker, "PROBE_FIRST_S", 0.2)  # up to model.server_probe_max_s, 0.4 below
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return vllm_worker_settings(tmp_path, free_port(), batch_size=4)
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    with migrated_store(settings) as opened:
-        yield opened
-
-
-@pytest.fixture
-def server(settings: Settings) -> Iterator[FakeVllm]:
-    port = int(str(settings.model.vllm_url).rsplit(":", 1)[1])
-    with fake_vllm_server(port) as fake:
-        yield fake
 
 
 def held_then_read(settings: Settings, store: Store, server: FakeVllm, said: str, unwedge: Callable[[], None]) -> None:
