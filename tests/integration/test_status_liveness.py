@@ -190,8 +190,56 @@ def test_a_delivery_sent_by_a_dispatcher_in_another_pid_namespace_is_not_said_to
 
     assert shown.returncode == 0, shown.stderr
     text = " ".join(shown.stdout.split()).replace("│ ", "")
-    assert f"({unseen}; if it died, its claim expires at" in text, text
+    assert f"({unseen}, another PID namespace or boot of this host, last heartbeat " in text, text
+    assert "if it stopped, a dispatcher releases its claim once the heartbeat is 10 s overdue (from " in text, text
+    assert "its claim expires at" not in text, text
     assert "not running" not in site.status("status", "--no-broker").stdout
+
+
+@pytest.mark.parametrize("holder", ["dead here", "alive here", "another host"])
+def test_a_delivery_in_flight_says_what_will_release_it(site: Site, holder: str) -> None:
+    """What status and study show say happens to a delivery whose dispatcher is gone is what the dead-claim release
+    does (radtrace.worker.dead_claims): a holder of this PID namespace is released within about 10 s by a running
+    dispatcher (not at its lease's end, as the text said before); one on another host at its lease's end."""
+    revision_id = _study(site, RevisionState.REPORTED)
+    ns, boot = claims.namespace()
+    if holder == "another host":
+        process, pid_ns = "radtrace@pacs-b.example:4242", ns
+    else:
+        pid = _dead_pid() if holder == "dead here" else os.getpid()
+        process, pid_ns = f"radtrace@{socket.gethostname()}:{pid}", ns
+    start = claims.start_ticks("self") if holder == "alive here" else 4242
+    claimed_at = utc_now()
+    with site.store.session() as session:
+        row = OutboxMessage(revision_id=revision_id, kind="hl7", destination="127.0.0.1:60123", payload_path="x",
+                            payload_sha256="0" * 64, state=OutboxState.PENDING, attempts=1,
+                            next_attempt_at=claimed_at + timedelta(seconds=300),
+                            claimed_by=claims.claim_text(process, pid_ns, boot, start) + " claim=0a1b2c",
+                            heartbeat_at=claimed_at)  # fmt: skip
+        session.add(row)
+        session.flush()
+        outbox_id = row.id
+    AuditRecorder(site.store).record(
+        AuditEvent(EventType.DISPATCH_ATTEMPTED, Actor(process=process), study_uid=UID,
+                   payload={"outbox_id": outbox_id, "kind": "hl7", "destination": "127.0.0.1:60123", "attempt": 1})
+    )  # fmt: skip
+
+    shown = radtrace("--config", str(site.config), "study", "show", UID, env={"COLUMNS": "400"})
+
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split()).replace("│ ", "")
+    released = (
+        "a running dispatcher releases its claim within about 10 s and sends it again; one starting, at its first"
+    )
+    expected = {
+        "dead here": f"({process}, not running: {released}",
+        "alive here": f"({process}; if it dies, {released}",
+        "another host": f"({process}, another host; if it died, its claim expires at "
+        f"{claimed_at + timedelta(seconds=300):%H:%M:%S} UTC, then the next dispatcher pass sends it again)",
+    }[holder]
+    assert expected in text, text
+    status = site.status("status", "--no-broker").stdout
+    assert ("not running" in status) is (holder == "dead here"), status
 
 
 def test_a_revision_processing_under_a_claim_that_ran_out_says_its_worker_is_gone(site: Site) -> None:

@@ -7,8 +7,11 @@ and ``radtrace study show``, which otherwise show a wait that nothing will end a
   ``receiving`` study settles only while a listener runs (it settles the studies a dead one left when it starts).
 * An outbox row being sent is claimed by pushing ``next_attempt_at`` a lease ahead, and ``dispatch_attempted`` is
   audited with the dispatcher's process (``program@host:pid``) in the same transaction. A row whose latest
-  dispatch event is ``dispatch_attempted`` is in flight (:func:`in_flight`); when that process was on this host and
-  is gone (kill -9, a crash), the row waits for the lease to run out, and then for the reconciler.
+  dispatch event is ``dispatch_attempted`` is in flight (:func:`in_flight`), held by the process its ``claimed_by``
+  names (migration 0014). When that process is gone (kill -9, a crash), a dispatcher's reconciler releases the claim
+  (:mod:`radtrace.worker.dead_claims`): within about 10 s when it ran in this PID namespace, once its heartbeat is
+  10 s overdue when it ran in another, at the lease's end when it ran on another host or before 0014
+  (:meth:`InFlight.describe` says which).
 * :func:`claimer_gone` says whether the holder of a claim (an outbox row's dispatcher, a revision's worker) has
   provably ended, for :mod:`radtrace.worker.dead_claims`, which releases its claims at once: it ran on this host
   (the host part exactly as :func:`socket.gethostname` writes it) and either no process has its pid now, or the
@@ -31,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
-from radtrace.reporting.dispatch.claims import ClaimHolder
+from radtrace.reporting.dispatch.claims import HEARTBEAT_S, RENEWAL_SLACK_S, ClaimHolder
 from radtrace.store.models import OutboxMessage
 
 __all__ = ["InFlight", "claimer_gone", "in_flight", "listener_holder", "process_gone", "process_started_at"]
@@ -126,6 +129,10 @@ def claimer_gone(process: str, claimed_at: datetime | None) -> str | None:
     return f"which is not running (pid {pid} is now another process, started {started:%H:%M:%S} UTC, after the claim)"
 
 
+#: Where the dispatcher of a delivery in flight runs, as its claim tells (:attr:`InFlight.holder_at`).
+HERE, OTHER_NAMESPACE, OTHER_HOST, UNNAMED = "this namespace", "another namespace", "another host", "unnamed"
+
+
 @dataclass(frozen=True)
 class InFlight:
     """An outbox row claimed by a dispatcher that has not recorded its attempt: who, since when, until when."""
@@ -135,12 +142,31 @@ class InFlight:
     since: datetime
     lease_until: datetime
     gone: bool  # the process ran on this host and is not running
+    #: :data:`HERE` (this host, PID namespace and boot: its pid can be looked at), :data:`OTHER_NAMESPACE` (this host
+    #: name, another PID namespace or boot), :data:`OTHER_HOST`, or :data:`UNNAMED` (a claim from before migration
+    #: 0014: no holder, no heartbeat; its lease decides)
+    holder_at: str = UNNAMED
+    heartbeat_at: datetime | None = None
 
     def describe(self) -> str:
-        """E.g. 'in flight since 11:03:47 UTC (radtrace@pacs1:4242, not running: its claim expires at 11:08:47 UTC,
-        then the next dispatcher pass sends it again)'."""
+        """What holds the delivery and what will happen if that process is gone, as the dead-claim release
+        (:mod:`radtrace.worker.dead_claims`) and the lease will act, e.g. 'in flight since 11:03:47 UTC
+        (radtrace@pacs1:4242, not running: a running dispatcher releases its claim within about 10 s and sends it
+        again; one starting, at its first pass)'."""
         since = f"in flight since {self.since:%H:%M:%S} UTC ({self.process}"
         expires = f"its claim expires at {self.lease_until:%H:%M:%S} UTC, then the next dispatcher pass sends it again"
+        if self.holder_at == HERE:
+            released = ("a running dispatcher releases its claim within about 10 s and sends it again; one starting, "
+                        "at its first pass")  # fmt: skip
+            return f"{since}, not running: {released})" if self.gone else f"{since}; if it dies, {released})"
+        if self.holder_at == OTHER_NAMESPACE and self.heartbeat_at is not None:
+            overdue = self.heartbeat_at + timedelta(seconds=HEARTBEAT_S + RENEWAL_SLACK_S)
+            return (f"{since}, another PID namespace or boot of this host, last heartbeat "
+                    f"{self.heartbeat_at:%H:%M:%S} UTC; if it stopped, a dispatcher releases its claim once the "
+                    f"heartbeat is 10 s overdue (from {overdue:%H:%M:%S} UTC, a few seconds more to confirm) and sends "
+                    "it again)")  # fmt: skip
+        if self.holder_at == OTHER_HOST:
+            return f"{since}, another host; if it died, {expires})"
         if self.gone:
             return f"{since}, not running: {expires})"
         return f"{since}; if it died, {expires})"
@@ -165,20 +191,31 @@ def in_flight(session: Session, rows: Iterable[tuple[int, str, datetime]], now: 
         outbox_id = details.get("outbox_id")
         if outbox_id in claimed and "stale_claim" not in details:  # a released holder's late outcome: not the row's
             latest[outbox_id] = (kind, process, recorded_at)
-    holders = dict(
-        session.execute(
-            sa.select(OutboxMessage.id, OutboxMessage.claimed_by).where(
+    holders = {
+        outbox_id: (claimed_by, heartbeat_at)
+        for outbox_id, claimed_by, heartbeat_at in session.execute(
+            sa.select(OutboxMessage.id, OutboxMessage.claimed_by, OutboxMessage.heartbeat_at).where(
                 OutboxMessage.id.in_(sorted(claimed)), OutboxMessage.claimed_by.is_not(None)
             )
         ).all()
-    )
-    return {
-        outbox_id: InFlight(
-            outbox_id, process, recorded_at, claimed[outbox_id][1], _gone(process, holders.get(outbox_id))
-        )
-        for outbox_id, (kind, process, recorded_at) in latest.items()
-        if kind == EventType.DISPATCH_ATTEMPTED.value
     }
+    found: dict[int, InFlight] = {}
+    for outbox_id, (kind, process, recorded_at) in latest.items():
+        if kind != EventType.DISPATCH_ATTEMPTED.value:
+            continue
+        claimed_by, heartbeat_at = holders.get(outbox_id, (None, None))
+        holder = ClaimHolder.parse(claimed_by) if claimed_by else None
+        found[outbox_id] = InFlight(outbox_id, process, recorded_at, claimed[outbox_id][1], _gone(process, claimed_by),
+                                    _holder_at(holder), heartbeat_at)  # fmt: skip
+    return found
+
+
+def _holder_at(holder: ClaimHolder | None) -> str:
+    if holder is None:
+        return UNNAMED
+    if holder.beside_us:
+        return HERE
+    return OTHER_NAMESPACE if holder.on_this_host else OTHER_HOST
 
 
 def _gone(process: str, claimed_by: str | None) -> bool:
