@@ -20,11 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from radtrace.dicom_deflated import read_deflated
+from radtrace.dicom_deflated import read_bounded, read_deflated
+from radtrace.dicom_listener.headers import read_header
 from radtrace.errors import DicomInputError
 from radtrace.model.study import spooled_image
 from radtrace.testing.decode_abuse import NIH, REAL_FILMS
-from radtrace.testing.deflate_abuse import deflated_with
+from radtrace.testing.deflate_abuse import deflated_with, plain_with
 
 pytestmark = pytest.mark.unit
 
@@ -104,6 +105,52 @@ def test_a_damaged_nested_data_set_is_read_or_refused_within_memory(
     try:
         with contextlib.suppress(DicomInputError):
             spooled_image(path, "")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak >> 20
+
+
+def _plain_film(directory: Path, encoded: bytes, name: str) -> Path:
+    """The NIH film saved Explicit VR Little Endian, not deflated, with ``encoded`` written after its header."""
+    return plain_with(pydicom.dcmread(REAL_FILMS / NIH), directory / name, 0x00090010, iter([encoded]), implicit=False)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dataset=_datasets)
+def test_generated_nested_sequences_in_a_plain_file_read_as_pydicom_reads_them_whole(
+    tmp_path: Path, dataset: Any
+) -> None:
+    """The same parse over a file that is not deflated (read_bounded, which the listener and worker use for every
+    syntax)."""
+    path = _plain_film(tmp_path, _encode(dataset), "generated.dcm")
+    expected = pydicom.dcmread(path)
+    with path.open("rb") as handle:
+        read = read_bounded(handle, keep_bulk=True, defer_bytes=1 << 20, max_inflated_bytes=1 << 30)
+    assert read == expected
+    header = spooled_image(path, "").dataset
+    assert all(header[e.tag] == e for e in expected if e.tag != 0x7FE00010)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    dataset=_datasets, damage=st.lists(st.tuples(st.integers(0, 10_000), st.binary(min_size=1, max_size=4)), max_size=4)
+)
+def test_a_damaged_nested_data_set_in_a_plain_file_is_read_or_refused_within_memory(
+    tmp_path: Path, dataset: Any, damage: list[tuple[int, bytes]]
+) -> None:
+    encoded = bytearray(_encode(dataset))
+    for offset, data in damage:
+        if encoded:
+            at = offset % len(encoded)
+            encoded[at : at + len(data)] = data[: len(encoded) - at]
+    path = _plain_film(tmp_path, bytes(encoded), "damaged.dcm")
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(DicomInputError):
+            spooled_image(path, "")
+        with contextlib.suppress(DicomInputError):
+            read_header(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
