@@ -27,7 +27,7 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import DispatchSettings, MllpDestination, ReportingSettings
 from radtrace.errors import PeerUnavailableError, RadtraceError
-from radtrace.reporting.dispatch import claims
+from radtrace.reporting.dispatch import claims, holds
 from radtrace.reporting.dispatch.outbox import KIND_HL7, Delivery, Outbox, ReportFiles, planned_deliveries
 from radtrace.reporting.hl7 import build_oru
 from radtrace.reporting.sr import build_sr, sr_bytes
@@ -299,3 +299,37 @@ def test_each_claim_names_its_own_token_so_the_same_process_claiming_again_is_an
     assert holder is not None
     assert holder.beside_us
     assert holder.ended() is None
+
+
+def test_a_hold_lifted_while_a_delivery_to_it_is_being_sent_leaves_that_delivery_to_its_holder(site: Site) -> None:
+    """A delivery claimed before its destination went on hold is still being sent when the hold is lifted. Before, the
+    lift reset its attempts to 0 and made it due now: another dispatcher sent it again while the first still waited,
+    and the first's record no longer matched its claim (a late success left the row pending, to be sent once more).
+    Now the lift leaves it to its holder (in_flight_outbox_ids in dispatch_hold_released)."""
+    gate = Gate("AA from the RIS")
+    running = _start(site.outbox(gate).deliver, site.outbox_id)
+    assert gate.sending.wait(60)
+    destination = site.row().destination
+    recorder = AuditRecorder(site.store)
+    with site.store.session() as session:
+        hold = holds.DestinationHold(destination=destination, reason="refused", codes="1/1/3",
+                                     held_since=site.clock(), outbox_id=0, calling_ae_title="RADTRACE")  # fmt: skip
+        session.add(hold)
+    with site.store.session(immediate=True) as session:
+        lifted = holds.lift_hold(session, recorder, recorder.default_actor, destination, site.clock())
+    assert lifted is not None
+    assert lifted.released == []
+    other = Gate("never")
+    other.go.set()
+    assert site.outbox(other).deliver(site.outbox_id).attempted is False  # not due: still the first's claim
+
+    gate.go.set()
+    delivery = running.join()
+
+    row = site.row()
+    assert (delivery.superseded, row.state, row.attempts) == (False, OutboxState.DELIVERED, 1)
+    assert other.sent == []
+    with site.store.session() as session:
+        [payload] = [json.loads(p) for p in session.scalars(
+            sa.select(AuditEventRow.payload).where(AuditEventRow.event_type == "dispatch_hold_released"))]  # fmt: skip
+    assert (payload["in_flight_outbox_ids"], payload["released"]) == ([site.outbox_id], 0)

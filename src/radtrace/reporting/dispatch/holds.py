@@ -180,7 +180,8 @@ def lift_hold(
     lifted_by: str = "operator",
 ) -> Lifted | None:
     """Lift the hold on ``destination`` in ``session``: its pending deliveries due now, attempts from 0 (addressed to
-    ``target`` if given, unless the revision has that delivery there already), one ``dispatch_hold_released`` event
+    ``target`` if given, unless the revision has that delivery there already; one being sent now, claimed before the
+    hold was placed, is left to its holder: ``in_flight_outbox_ids``), one ``dispatch_hold_released`` event
     naming ``lifted_by`` (``operator``: ``actor`` is the person, e.g. the OS user of ``radtrace dispatch retry``; or
     ``automatic``). None when it is not held."""
     hold = session.scalar(
@@ -196,7 +197,11 @@ def lift_hold(
         .where(OutboxMessage.destination == destination, OutboxMessage.state == OutboxState.PENDING)
         .order_by(OutboxMessage.id)
     ).all()
+    in_flight: list[int] = []
     for row in rows:
+        if row.claimed_by is not None and row.next_attempt_at > now:  # being sent now (claimed before the hold): its
+            in_flight.append(row.id)  # holder records it; reset, another would send it again meanwhile, and the
+            continue  # holder's record would no longer be its claim's (Outbox._record)
         row.attempts, row.next_attempt_at, row.last_error = 0, now, None
         if target is not None and target != destination and not taken(session, row, target):
             row.destination = target
@@ -204,8 +209,10 @@ def lift_hold(
     payload: dict[str, object] = {"destination": target or destination,
                                   **hold_payload(LIFTED, lifted.since, lifted.reason),
                                   "held_s": round((now - lifted.since).total_seconds(), 1), "lifted_by": lifted_by,
-                                  "requested_by": lifted_by, "released": len(rows), "outbox_ids": lifted.released,
-                                  "next_attempt_at": now.isoformat()}  # fmt: skip
+                                  "requested_by": lifted_by, "released": len(lifted.released),
+                                  "outbox_ids": lifted.released, "next_attempt_at": now.isoformat()}  # fmt: skip
+    if in_flight:
+        payload["in_flight_outbox_ids"] = in_flight  # left to their holders: recorded as their sends end
     if target is not None and target != destination:
         payload["previous_destination"] = destination
     recorder.record(AuditEvent(EventType.DISPATCH_HOLD_RELEASED, actor, Outcome.SUCCESS, payload=payload),
