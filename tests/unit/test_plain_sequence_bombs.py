@@ -9,6 +9,7 @@ Code Sequence item carrying a private OB of zeros was held whole (bench/deflate_
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -194,3 +195,28 @@ def test_a_refused_film_names_its_study_when_its_study_instance_uid_came_before_
     assert (identity.study_uid, identity.accession, identity.patient_id) == (ds.StudyInstanceUID, "ACC-BOMB", "1")
     before = shape_film("items-undefined", MAX_ITEMS + 1, tmp_path / "before.dcm", syntax="explicit")
     assert refused_identity(before).study_uid is None
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES)
+def test_the_worker_s_whole_read_of_a_chosen_view_holds_its_pixels_not_its_file(tmp_path: Path, syntax: str) -> None:
+    """A stored film (within the listener's bounds) with 48 MiB of private zeros in its View Code item: the chosen
+    view's whole read hashed the file's bytes read whole, then gave them to pydicom, which held the item's value too;
+    now the file is hashed streamed and parsed in place, at the cost of the film without the zeros."""
+    plain = shape_film("huge-in-item-undefined", 2, tmp_path / "plain.dcm", syntax=syntax)
+    huge = shape_film("huge-in-item-undefined", 48 << 20, tmp_path / "huge.dcm", syntax=syntax)
+    peaks, pixels = [], []
+    for film in (plain, huge):
+        image = spooled_image(film, hashlib.sha256(film.read_bytes()).hexdigest())
+        assert image.whole is not None
+        tracemalloc.start()
+        try:
+            whole = image.whole()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        pixels.append(whole.dataset.pixel_array)
+        assert whole.dataset.ViewCodeSequence[0].CodeValue == VIEW_CODE[0]
+    assert peaks[1] < peaks[0] + (4 << 20), [p >> 20 for p in peaks]
+    assert np.array_equal(pixels[0], pixels[1])
+    with pytest.raises(DicomInputError, match="does not match its recorded SHA-256"):
+        spooled_image(huge, "0" * 64).whole()

@@ -228,23 +228,29 @@ def study_image(
 ) -> StudyImage:
     """Parse one file's bytes (Part 10, or a bare legacy dataset without File Meta). Text whose character set
     the header does not declare usably is read as :func:`radtrace.dicom_charset.read_text_as` decides
-    (``assumed_character_set`` for bytes that are neither ASCII nor UTF-8). A deflated data set is parsed as it
-    is inflated (:mod:`radtrace.dicom_deflated`): values over 1 MiB other than the pixel and overlay data are
-    left out (in sequence items too), and one inflating beyond ``max_inflated_bytes``, or nesting sequences or
-    items past that module's bounds, is refused.
+    (``assumed_character_set`` for bytes that are neither ASCII nor UTF-8). Whatever the transfer syntax
+    (:func:`radtrace.dicom_deflated.read_bounded`; a deflated data set parsed as it is inflated), values over 1 MiB
+    other than the pixel and overlay data are left out (in sequence items too), and one inflating beyond
+    ``max_inflated_bytes``, or nesting sequences or items past that module's bounds, is refused.
 
     Raises:
         DicomInputError: not DICOM, deflated beyond ``max_inflated_bytes``, or nested past the bounds.
     """
+    return _study_image(BytesIO(data), hashlib.sha256(data).hexdigest(), assumed_character_set, max_inflated_bytes)
+
+
+def _study_image(stream: BinaryIO, sha256: str, assumed_character_set: str, max_inflated_bytes: int) -> StudyImage:
+    """:func:`study_image` from a stream (a file's bytes, or the file itself: then only what is kept is held)."""
     try:
         with without_charset_warnings():
-            dataset = _read_bounded(BytesIO(data), max_inflated_bytes, force=False)
+            dataset = _read_bounded(stream, max_inflated_bytes, force=False)
     except DicomInputError:
         raise
     except InvalidDicomError:
         try:
+            stream.seek(0)
             with without_charset_warnings():
-                dataset = _read_bounded(BytesIO(data), max_inflated_bytes, force=True)
+                dataset = _read_bounded(stream, max_inflated_bytes, force=True)
         except DicomInputError:
             raise
         except Exception as exc:
@@ -263,19 +269,14 @@ def study_image(
         raise DicomInputError(f"not a readable DICOM file: {exc}") from exc
     choice = read_text_as(dataset, assumed=assumed_character_set)
     _drop_unparsable(dataset)
-    return StudyImage(dataset=dataset, sha256=hashlib.sha256(data).hexdigest(), character_set=choice)
+    return StudyImage(dataset=dataset, sha256=sha256, character_set=choice)
 
 
 def _read_bounded(stream: BinaryIO, max_inflated_bytes: int, *, force: bool) -> Dataset:
-    """The whole instance, pixel data read; sequences within :mod:`radtrace.dicom_deflated`'s bounds, a value over
-    1 MiB in an item left out, one at the top level read when it is touched."""
+    """The whole instance, pixel data read; sequences within :mod:`radtrace.dicom_deflated`'s bounds, any other
+    value over 1 MiB left out (a deflated one always was)."""
     return read_bounded(
-        stream,
-        keep_bulk=True,
-        defer_bytes=_DEFER_BYTES,
-        max_inflated_bytes=max_inflated_bytes,
-        keep_deferred=True,
-        force=force,
+        stream, keep_bulk=True, defer_bytes=_DEFER_BYTES, max_inflated_bytes=max_inflated_bytes, force=force
     )
 
 
@@ -345,13 +346,15 @@ def spooled_image(
     header.set_original_encoding(implicit_vr, little_endian, full.original_character_set)
 
     def whole() -> StudyImage:
+        """Hashed and parsed from the file, never held whole: only the pixel data and the small values are."""
         try:
-            data = path.read_bytes()
+            with path.open("rb") as handle:
+                if hashlib.file_digest(handle, "sha256").hexdigest() != sha256:
+                    raise DicomInputError("the spooled instance does not match its recorded SHA-256")
+                handle.seek(0)
+                return _study_image(handle, sha256, assumed_character_set, max_inflated_bytes)
         except OSError as exc:
             raise DicomInputError(f"the spooled instance cannot be read: {exc.strerror}") from exc
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise DicomInputError("the spooled instance does not match its recorded SHA-256")
-        return study_image(data, assumed_character_set=assumed_character_set, max_inflated_bytes=max_inflated_bytes)
 
     return StudyImage(dataset=header, sha256=sha256, whole=whole, character_set=choice)
 
