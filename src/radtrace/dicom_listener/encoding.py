@@ -1,4 +1,5 @@
-"""A data set encoded Explicit VR Little Endian but sent under an Implicit VR Little Endian presentation context.
+"""A data set encoded Explicit VR Little Endian but sent under an Implicit VR Little Endian presentation context
+(or the other way round).
 
 pynetdicom writes a received data set after a file meta group naming the negotiated transfer syntax, so such an
 instance was stored with (0002,0010) claiming Implicit VR over Explicit VR bytes. pydicom (the listener's header
@@ -8,7 +9,9 @@ archive or viewer built on them (Orthanc included) once the study is exported. R
 modality cannot choose another encoding, and a PACS would retry it for ever. The bytes are not ambiguous (the
 first elements walk as Explicit VR with ascending tags and lengths inside the file, not as Implicit VR), so the
 listener accepts it and rewrites the file meta to name the encoding actually used, Explicit VR Little Endian; the
-instance carries a deviation on (0002,0010) saying so, recorded on its row and in ``instance_received``.
+instance carries a deviation on (0002,0010) saying so, recorded on its row and in ``instance_received``. The same
+holds the other way round: Implicit VR bytes under an Explicit VR Little Endian context (dcmtk then reads the first
+element's length as a VR and fails alike) are stored as Implicit VR Little Endian.
 """
 
 from __future__ import annotations
@@ -22,19 +25,34 @@ from typing import Final
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from radtrace.dicom_listener.attributes import Deviation
 
-__all__ = ["EXPLICIT_UNDER_IMPLICIT", "relabel_explicit_under_implicit"]
+__all__ = ["RELABELLED_SYNTAXES", "relabel_mismatched_encoding"]
 
-#: The deviation an instance so relabelled carries (no value of the instance's in it).
-EXPLICIT_UNDER_IMPLICIT: Final = Deviation(
-    "(0002,0010)",
-    "TransferSyntaxUID",
-    "data set encoded Explicit VR Little Endian under an Implicit VR Little Endian presentation context; stored as "
-    "Explicit VR Little Endian",
-)
+
+def _deviation(used: str, context: str) -> Deviation:
+    return Deviation(
+        "(0002,0010)",
+        "TransferSyntaxUID",
+        f"data set encoded {used} under an {context} presentation context; stored as {used}",
+    )
+
+
+#: The deviation an instance so relabelled carries (no value of the instance's in it), by the context's syntax.
+_RELABELLED: Final = {
+    ImplicitVRLittleEndian: (
+        ExplicitVRLittleEndian,
+        _deviation("Explicit VR Little Endian", "Implicit VR Little Endian"),
+    ),
+    ExplicitVRLittleEndian: (
+        ImplicitVRLittleEndian,
+        _deviation("Implicit VR Little Endian", "Explicit VR Little Endian"),
+    ),
+}
+#: The contexts whose data sets are looked at.
+RELABELLED_SYNTAXES: Final = frozenset(_RELABELLED)
 
 _LONG_VRS: Final = frozenset(
     {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -84,30 +102,34 @@ def _walks(head: bytes, size: int, *, explicit: bool) -> bool:
     return walked > 0
 
 
-def relabel_explicit_under_implicit(path: Path) -> bool:
-    """Rewrite ``path``'s file meta to Explicit VR Little Endian when it claims Implicit VR over a data set encoded
-    Explicit VR (see the module); whether it did. Written beside ``path``, fsynced, then renamed over it."""
+def relabel_mismatched_encoding(path: Path) -> Deviation | None:
+    """Rewrite ``path``'s file meta to the little-endian encoding its data set is in when it claims the other one
+    (Implicit VR over Explicit VR bytes, or the reverse; see the module); the deviation to record, None when the
+    file was left alone. Written beside ``path``, fsynced, then renamed over it."""
     try:
         meta = read_file_meta_info(path)
     except Exception:  # not a Part 10 file: the header read refuses it and says why
-        return False
-    if meta.get("TransferSyntaxUID") != ImplicitVRLittleEndian:
-        return False
+        return None
+    claimed = UID(str(meta.get("TransferSyntaxUID", "")))
+    if claimed not in _RELABELLED:
+        return None
+    used, deviation = _RELABELLED[claimed]
     with path.open("rb") as handle:
         preamble = handle.read(132)
         if preamble[128:132] != b"DICM":
-            return False
+            return None
         group = handle.read(12)
         if len(group) < 12 or group[:4] != b"\x02\x00\x00\x00":
-            return False
+            return None
         (meta_length,) = struct.unpack_from("<I", group, 8)
         start = 132 + 12 + meta_length
         handle.seek(start)
         head = handle.read(_HEAD)
         size = os.fstat(handle.fileno()).st_size - start
-        if not _walks(head, size, explicit=True) or _walks(head, size, explicit=False):
-            return False
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        as_used = used == ExplicitVRLittleEndian
+        if not _walks(head, size, explicit=as_used) or _walks(head, size, explicit=not as_used):
+            return None
+        meta.TransferSyntaxUID = used
         written = DicomBytesIO()
         written.is_little_endian, written.is_implicit_VR = True, False
         write_file_meta_info(written, meta, enforce_standard=True)
@@ -124,4 +146,4 @@ def relabel_explicit_under_implicit(path: Path) -> bool:
         except BaseException:
             target.unlink(missing_ok=True)
             raise
-    return True
+    return deviation

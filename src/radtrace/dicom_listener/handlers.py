@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import evt
 
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
@@ -23,7 +22,7 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ListenerSettings
 from radtrace.dicom_charset import audit_record
 from radtrace.dicom_listener.admission import Admission, Connection, timeout_setting
-from radtrace.dicom_listener.encoding import EXPLICIT_UNDER_IMPLICIT, relabel_explicit_under_implicit
+from radtrace.dicom_listener.encoding import RELABELLED_SYNTAXES, relabel_mismatched_encoding
 from radtrace.dicom_listener.headers import ReceivedHeader, read_header, refused_identity
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
 from radtrace.dicom_listener.metrics import Door, ListenerMetrics, door_labels
@@ -364,8 +363,8 @@ class ListenerHandlers:
             if digest is not None and digest.error is not None:
                 return self._out_of_space(received, digest.error, actor, event, door)
             # Explicit VR bytes under an Implicit VR context: stored with a file meta every reader believes
-            implicit = str(getattr(getattr(event, "context", None), "transfer_syntax", "")) == ImplicitVRLittleEndian
-            relabelled = implicit and relabel_explicit_under_implicit(received)
+            syntax = str(getattr(getattr(event, "context", None), "transfer_syntax", ""))
+            relabelled = relabel_mismatched_encoding(received) if syntax in RELABELLED_SYNTAXES else None
             staged = self.spool.stage_file(received, digest=None if relabelled else digest)
             self.metrics.bytes.labels(**labels).inc(staged.size)
             header: ReceivedHeader | None = None
@@ -375,10 +374,9 @@ class ListenerHandlers:
                     staged.path, max_inflated_bytes=limit, assumed_character_set=self.settings.assumed_character_set
                 )
                 scope.enter_context(redacting(*header.patient_values()))
-                if relabelled:
-                    log.warning("an instance encoded Explicit VR under an Implicit VR Little Endian presentation "
-                                "context: stored as Explicit VR Little Endian (its file meta says so)")  # fmt: skip
-                    header = replace(header, deviations=(*header.deviations, EXPLICIT_UNDER_IMPLICIT))
+                if relabelled is not None:
+                    log.warning("an instance's %s (its file meta says so)", relabelled.problem)
+                    header = replace(header, deviations=(*header.deviations, relabelled))
                 self._check(header, event, staged.path)
             except DicomInputError as exc:
                 return self._quarantine(staged, exc, actor, event, scope, door, header)
