@@ -362,7 +362,7 @@ class ListenerHandlers:
             digest = take_received(event.assoc, received)
             if digest is not None and digest.error is not None:
                 return self._out_of_space(received, digest.error, actor, event, door)
-            # Explicit VR bytes under an Implicit VR context: stored with a file meta every reader believes
+            # Explicit VR bytes under an Implicit VR context, or the reverse: stored with a file meta readers believe
             syntax = str(getattr(getattr(event, "context", None), "transfer_syntax", ""))
             relabelled = relabel_mismatched_encoding(received) if syntax in RELABELLED_SYNTAXES else None
             staged = self.spool.stage_file(received, digest=None if relabelled else digest)
