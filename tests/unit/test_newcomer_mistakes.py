@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -256,6 +257,7 @@ def test_serve_refuses_a_broker_that_does_not_answer_at_its_start(tmp_path: Path
     _no_traceback(result.stderr)
 
 
+@pytest.mark.skipif(shutil.which("echoscu") is None, reason="dcmtk is not installed")
 def test_listen_below_the_free_space_limit_starts_and_refuses_as_when_running_saying_why(tmp_path: Path) -> None:
     """serve (started by hand) exits 2 on a disk below listener.min_free_bytes. listen exited 1 there, so systemd
     started it again every 5 s for as long as the disk stayed low, the PACS seeing a closed port. Now it starts as it
