@@ -32,6 +32,43 @@ def free_port_pair() -> int:
     return free_port(consecutive=2)
 
 
+@contextlib.contextmanager
+def small_tmpfs(mount_point: Path, size: str = "16m") -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``mount_point`` (created), unmounted afterwards: a file system a test can
+    fill. Skips where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def fill_file_system(folder: Path) -> Path:
+    """Fill ``folder``'s file system to the last block with one file; returns that file (remove it to free the space).
+    Only ENOSPC ends the filling; any other error is raised."""
+    import errno
+
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        piece = 1 << 20
+        while piece:
+            try:
+                os.write(fd, b"\0" * piece)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                piece //= 2
+    finally:
+        os.close(fd)
+    return filler
+
+
 def radtrace(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real command in a subprocess, without the caller's RADTRACE_* variables."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
 from radtrace.testing.studies import StudySpec, make_study
 from radtrace.worker.doorbell import ring_process
-from tests_support import radtrace
+from tests_support import fill_file_system, radtrace, small_tmpfs
 from worker_support import revision_row, running_worker, spool_study, wait_for_state, worker_env, worker_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,31 +35,14 @@ DONE = {RevisionState.DISPATCHED, RevisionState.FAILED, RevisionState.SKIPPED}
 @pytest.fixture
 def settings(tmp_path: Path, sqlite_store: Store, tiny_model_dir: Path) -> Iterator[Settings]:
     """Worker settings whose data directory is a 16 MiB tmpfs; the work database is under ``tmp_path``."""
-    mounted = tmp_path / "radtrace"
-    mounted.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mounted)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
+    with small_tmpfs(tmp_path / "radtrace"):
         yield worker_settings(tmp_path, str(sqlite_store.engine.url), tiny_model_dir,
                               broker={"reconcile_interval_s": 1.0, "overdue_after_s": 1.0})  # fmt: skip
-    finally:
-        subprocess.run(["umount", "-l", str(mounted)], check=True)
 
 
 def fill(folder: Path) -> Path:
     """Fill ``folder``'s file system to the last byte; returns the filler file."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        piece = 1 << 20
-        while piece:
-            try:
-                os.write(fd, b"\0" * piece)
-            except OSError:
-                piece //= 2
-    finally:
-        os.close(fd)
+    filler = fill_file_system(folder)
     assert os.statvfs(folder).f_bavail == 0
     return filler
 

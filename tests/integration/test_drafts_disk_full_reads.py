@@ -10,9 +10,7 @@ reading already made when the disk filled is not made again.
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +26,7 @@ from radtrace.model.study import Skipped, StudyImage
 from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
 from radtrace.worker.pipeline import Result, StudyPipeline
+from tests_support import fill_file_system, small_tmpfs
 from worker_support import audit_events, queue_studies, revision_row, worker_settings
 
 pytestmark = pytest.mark.integration
@@ -38,15 +37,8 @@ WAIT_S = 60.0
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs as the data directory."""
-    mounted = tmp_path / "radtrace"
-    mounted.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mounted)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
+    with small_tmpfs(tmp_path / "radtrace") as mounted:
         yield mounted
-    finally:
-        subprocess.run(["umount", "-l", str(mounted)], check=True)
 
 
 @pytest.fixture
@@ -55,24 +47,6 @@ def settings(data_dir: Path, tmp_path: Path, store: Store, tiny_model_dir: Path)
     # the default backoff: 10 s, doubling, up to 600 s
     return worker_settings(tmp_path, url, tiny_model_dir, model={"batch_wait_ms": 0},
                            broker={"retry_backoff_initial_s": 10.0, "retry_backoff_max_s": 600.0})  # fmt: skip
-
-
-def fill(folder: Path) -> Path:
-    """Fill ``folder``'s file system to the last block; returns the filler file."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        piece = 1 << 20
-        while piece:
-            try:
-                os.write(fd, b"\0" * piece)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                piece //= 2
-    finally:
-        os.close(fd)
-    return filler
 
 
 class CountingReader:
@@ -108,7 +82,7 @@ def _wait(pipeline: StudyPipeline, uid: str, clock: list[datetime]) -> list[str]
 
 def test_a_full_disk_is_waited_out_without_reading_the_study(settings: Settings, store: Store) -> None:
     [uid] = queue_studies(settings, store, 1, seed=650)
-    filler = fill(settings.data_dir)
+    filler = fill_file_system(settings.data_dir)
     reader = CountingReader(StudyReader(settings.model, data_dir=settings.data_dir))
     clock = [datetime.now(UTC)]
     pipeline = StudyPipeline(settings, store, reader, worker="gpu0", clock=lambda: clock[0])
@@ -140,7 +114,7 @@ def test_a_reading_whose_drafts_found_the_disk_full_is_drafted_again_without_rea
     [uid] = queue_studies(settings, store, 1, seed=660)
     fillers: list[Path] = []
     reader = CountingReader(StudyReader(settings.model, data_dir=settings.data_dir))
-    reader.then = lambda: fillers.append(fill(settings.data_dir)) if not fillers else None
+    reader.then = lambda: fillers.append(fill_file_system(settings.data_dir)) if not fillers else None
     clock = [datetime.now(UTC)]
     pipeline = StudyPipeline(settings, store, reader, worker="gpu0", clock=lambda: clock[0])
 
