@@ -24,6 +24,7 @@ from listener_support import audit_payloads, listener_env
 from radtrace.dicom_listener.dcmtk import echoscu, storescu
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
+from tests_support import fill_file_system, small_tmpfs
 
 pytestmark = [
     pytest.mark.integration,
@@ -37,31 +38,8 @@ T = TypeVar("T")
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
-    mounted = tmp_path / "radtrace"
-    mounted.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mounted)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
+    with small_tmpfs(tmp_path / "radtrace") as mounted:
         yield mounted
-    finally:
-        subprocess.run(["umount", "-l", str(mounted)], check=True)
-
-
-def _fill(folder: Path) -> Path:
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        piece = MB
-        while piece:
-            try:
-                os.write(fd, b"\0" * piece)
-            except OSError:
-                piece //= 2
-    finally:
-        os.close(fd)
-    assert os.statvfs(folder).f_bavail == 0
-    return filler
 
 
 def _until(what: str, condition: Callable[[], T], process: subprocess.Popen[bytes], log_file: Path) -> T:
@@ -84,7 +62,8 @@ def test_listen_on_a_full_disk_waits_with_the_port_closed_and_starts_once_there_
         "RADTRACE_DATA_DIR": str(data_dir),
         "RADTRACE_LISTENER__MIN_FREE_BYTES": str(8 * MB),
     }
-    filler = _fill(data_dir)
+    filler = fill_file_system(data_dir)
+    assert os.statvfs(data_dir).f_bavail == 0
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | env
     log_file = tmp_path / "listen.log"
     with log_file.open("w") as out:
