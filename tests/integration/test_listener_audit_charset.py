@@ -170,6 +170,12 @@ def test_the_received_event_records_how_the_text_was_read_and_qa_finds_it_by_its
     assert patient_id.decode("utf-8", "replace") not in json.dumps(received.payload, ensure_ascii=False)
 
 
+#: how an instance is refused: after its header was read whole (the 1024 x 1024 film over listener.max_image_pixels,
+#: 0xC212), or inside the header read (a third of its Pixel Data, 0xC210), where the refusal's identity is read again
+REFUSALS = [("over max_image_pixels", "exceeds listener.max_image_pixels"), ("pixel data cut short", "Pixel Data")]
+
+
+@pytest.mark.parametrize(("refusal", "reason"), REFUSALS, ids=[r[0] for r in REFUSALS])
 @pytest.mark.parametrize(
     ("case", "charset", "patient_id", "assumed", "decided", "label"), SENT, ids=[c[0] for c in SENT]
 )
@@ -180,15 +186,19 @@ def test_a_refused_instance_s_event_records_how_its_header_s_text_was_read(
     assumed: str | None,
     decided: tuple[str, str, str] | None,
     label: str | None,
+    refusal: str,
+    reason: str,
     tmp_path: Path,
     store: Store,
     listener_port: int,
 ) -> None:
-    """A header read whole and then refused (here: the 1024 x 1024 film over listener.max_image_pixels, 0xC212):
-    before, instance_quarantined said nothing of the character set its patient ID and accession were read in, though
-    the header read had decided it. Now it records it as instance_received does; QA finds the refusal by that flag."""
-    film = _film(tmp_path / "refused.dcm", charset, patient_id, b"ACC-2")
-    options: dict[str, object] = {"max_image_pixels": 1_000_000}
+    """Before, instance_quarantined said nothing of the character set its patient ID and accession were read in,
+    though the header read had decided it (905dc40 for a refusal after the header read; a refusal inside it, which
+    names its instance through headers.refused_identity, still said nothing). Now it records it as instance_received
+    does; QA finds the refusal by that flag."""
+    truncated = refusal == "pixel data cut short"
+    film = _film(tmp_path / "refused.dcm", charset, patient_id, b"ACC-2", truncated=truncated)
+    options: dict[str, object] = {} if truncated else {"max_image_pixels": 1_000_000}
     if assumed:
         options["assumed_character_set"] = assumed
     with running(listener_settings(tmp_path, listener_port, **options), store):
@@ -197,7 +207,7 @@ def test_a_refused_instance_s_event_records_how_its_header_s_text_was_read(
 
     page = run_query(store, AuditQuery.model_validate({"event_type": "instance_quarantined"}), QA)
     [refused] = page.events
-    assert "exceeds listener.max_image_pixels" in refused.payload["reason"], refused.payload
+    assert reason in refused.payload["reason"], refused.payload
     if decided is None:
         assert "character_set" not in refused.payload
         assert refused.labels == ()

@@ -477,8 +477,9 @@ class ListenerHandlers:
             "size_bytes": staged.size,
             "quarantine_file": where.name,
         }
-        # a header read before the refusal: how its text was read where that was guessed, as instance_received says
-        guessed = header.character_set if header is not None else None
+        # how the header's text was read where that was guessed, as instance_received says: from the header read
+        # before the refusal, else from the identity's own read of the refused file
+        guessed = header.character_set if header is not None else identity.character_set
         if guessed is not None and not guessed.flagged:
             guessed = None
         if guessed is not None:

@@ -147,6 +147,9 @@ class RefusedIdentity:
     accession: str | None = None
     patient_id: str | None = None
     patient_name: str | None = field(default=None, repr=False)  # for redacting logs only
+    #: how its text was read, where :func:`~radtrace.dicom_charset.read_text_as` decided it (None: as declared, or
+    #: not known: the file was refused before the decision could be made)
+    character_set: CharsetChoice | None = None
 
     def patient_values(self) -> tuple[str | None, ...]:
         """The values :func:`radtrace.logging.redacting` scrubs from logs while the refusal is handled."""
@@ -160,13 +163,15 @@ def refused_identity(
     assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
 ) -> RefusedIdentity:
     """The identifiers of an instance :func:`read_header` refused, so that QA finds the refusal by study or
-    accession. Parsed as :func:`read_header` parses (the same bounds: a deflated data set that would inflate
-    too far is not inflated; text in the same character set); a file that cannot be parsed at all names nobody."""
+    accession, and how their text was read. Parsed as :func:`read_header` parses (the same bounds: a deflated data set
+    that would inflate too far is not inflated; text in the same character set); a file that cannot be parsed at all
+    names nobody."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's warnings quote values
         partial: list[Dataset] = []
+        choice: CharsetChoice | None = None
         try:
-            ds, _, _ = _parse(path, max_inflated_bytes, assumed_character_set, partial)
+            ds, _, choice = _parse(path, max_inflated_bytes, assumed_character_set, partial)
         except DicomInputError:
             if not partial:
                 return RefusedIdentity()
@@ -176,7 +181,11 @@ def refused_identity(
         except DicomInputError:
             study_uid = None
         return RefusedIdentity(
-            study_uid, _text(ds.get("AccessionNumber"), 64), _text(ds.get("PatientID"), 64), _person_name(ds)
+            study_uid,
+            _text(ds.get("AccessionNumber"), 64),
+            _text(ds.get("PatientID"), 64),
+            _person_name(ds),
+            character_set=choice,
         )
 
 
