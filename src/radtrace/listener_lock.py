@@ -91,6 +91,20 @@ def _port_answers(host: str, port: int) -> bool:
     return False
 
 
+def _port_bound_elsewhere(host: str, port: int) -> bool:
+    """Whether another socket holds ``host:port`` though nothing may answer there (bound, not listening): a probe
+    bind as the listener binds (``SO_REUSEADDR``, so a port in TIME_WAIT after our own last run is free), without
+    ``SO_REUSEPORT`` (which would share the port with another program's socket instead of seeing it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
 @contextlib.contextmanager
 def listener_locks(settings: Settings) -> Iterator[None]:
     """Hold the data-directory and port locks for the block; raises :class:`ListenerLockError` if taken."""
@@ -100,7 +114,7 @@ def listener_locks(settings: Settings) -> Iterator[None]:
         held.append(_take(settings.data_dir / "listener.lock", f"uses data directory {settings.data_dir}", settings))
         for port, setting in listener_ports(settings):
             held.append(_take(port_lock_path(port), f"listens on port {port}", settings))
-            if _port_answers(settings.listener.host, port):
+            if _port_answers(settings.listener.host, port) or _port_bound_elsewhere(settings.listener.host, port):
                 raise ListenerLockError(
                     f"port {port} is already in use by another program ({setting}): choose a free port or stop "
                     "that program"

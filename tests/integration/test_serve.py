@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,12 +90,25 @@ def test_a_child_that_dies_is_restarted_and_the_others_keep_running(tmp_path: Pa
 
 
 def test_a_child_refusing_its_configuration_stops_serve_with_status_2(tmp_path: Path, listener_port: int) -> None:
-    # A port another program listens on is refused by serve's own checks (test_firsthour_ports_taken); one it has
-    # bound without listening passes them (nothing answers there) and only the listener's bind finds it.
+    # A port another program holds (listening or only bound) is refused by serve's own checks
+    # (test_firsthour_ports_taken); one taken after them, before the listener child binds it, is found by the child,
+    # which refuses its configuration: serve stops with status 2 instead of restarting it for ever.
+    env = serve_env(tmp_path, listener_port, RADTRACE_MODEL__PATH=str(tmp_path / "no-weights"))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | env
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", listener_port))
-        env = serve_env(tmp_path, listener_port, RADTRACE_MODEL__PATH=str(tmp_path / "no-weights"))
-        result = radtrace("serve", env=env, timeout=90)
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert f"listener: cannot listen on 127.0.0.1:{listener_port}: Address already in use" in result.stderr
-    assert "listener refused its configuration (exit 2); stopping radtrace serve" in result.stderr
+        serve = subprocess.Popen([sys.executable, "-m", "radtrace", "serve"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=environment)  # fmt: skip
+        try:
+            assert serve.stdout is not None
+            for line in serve.stdout:  # the start-up table; its last line comes before any child is started
+                if line.startswith("└"):
+                    break
+            taken.bind(("127.0.0.1", listener_port))  # the listener child is still importing (seconds)
+            _, stderr = serve.communicate(timeout=90)
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+                serve.wait()
+    assert serve.returncode == 2, stderr[-3000:]
+    assert f"port {listener_port} is already in use by another program (listener.port" in stderr, stderr[-3000:]
+    assert "listener refused its configuration (exit 2); stopping radtrace serve" in stderr

@@ -24,11 +24,13 @@ pytestmark = pytest.mark.unit
 
 
 @contextmanager
-def _held(port: int) -> Iterator[None]:
-    """Another program listening on ``port`` on every interface."""
+def _held(port: int, *, listening: bool = True) -> Iterator[None]:
+    """Another program holding ``port`` on every interface: listening, or only bound (a client's chosen source port,
+    a server between bind and listen); nothing answers there then."""
     with socket.socket() as other:
         other.bind(("0.0.0.0", port))  # noqa: S104 - as a program that took the port would
-        other.listen()
+        if listening:
+            other.listen()
         yield
 
 
@@ -61,8 +63,8 @@ def _self_signed(directory: Path) -> dict[str, str]:
     }  # fmt: skip
 
 
-def _refused_for(row: str, env: dict[str, str], port: int) -> str:
-    with _held(port):
+def _refused_for(row: str, env: dict[str, str], port: int, *, listening: bool = True) -> str:
+    with _held(port, listening=listening):
         result = radtrace("serve", env=env)
     shown = result.stdout + result.stderr
     assert result.returncode == 2, shown
@@ -82,10 +84,13 @@ def _env(tmp_path: Path, **more: str) -> dict[str, str]:
     } | more  # fmt: skip
 
 
-def test_serve_says_the_dicom_port_is_taken_by_another_program(tmp_path: Path) -> None:
+@pytest.mark.parametrize("listening", [True, False], ids=["listening", "bound, not listening"])
+def test_serve_says_the_dicom_port_is_taken_by_another_program(tmp_path: Path, listening: bool) -> None:
+    """Bound without listening, the port answered nobody, so the check said ok; serve started its children and the
+    listener stopped with 'cannot listen on …: Address already in use', naming no setting."""
     env = _env(tmp_path)
     port = int(env["RADTRACE_LISTENER__PORT"])
-    detail = _refused_for("DICOM port", env, port)
+    detail = _refused_for("DICOM port", env, port, listening=listening)
     assert detail == (
         f"port {port} is already in use by another program (listener.port, RADTRACE_LISTENER__PORT): choose a free "
         "port or stop that program"
@@ -160,4 +165,18 @@ def test_listen_and_worker_name_their_metrics_port_taken_by_another_program(
     assert result.stderr.strip().splitlines()[-1] == (
         f"radtrace: port {port} on 0.0.0.0 is already in use by another program ({setting}): choose a free port or "
         "stop that program"
+    )
+
+
+def test_listen_names_its_dicom_port_bound_by_another_program(tmp_path: Path) -> None:
+    """Run alone (systemd): before, 'listener: cannot listen on 0.0.0.0:P: Address already in use', no setting."""
+    env = _env(tmp_path)
+    port = int(env["RADTRACE_LISTENER__PORT"])
+    with _held(port, listening=False):
+        result = radtrace("listen", env=env, timeout=90)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"radtrace: port {port} is already in use by another program (listener.port, RADTRACE_LISTENER__PORT): "
+        "choose a free port or stop that program"
     )

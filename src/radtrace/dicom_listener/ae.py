@@ -32,6 +32,7 @@ from radtrace.dicom_listener.shared_counts import SharedSourceCounts
 from radtrace.dicom_listener.spool import Spool
 from radtrace.dicom_listener.transport import ListenerServer
 from radtrace.errors import ConfigError, RadtraceError
+from radtrace.listener_lock import listener_ports
 from radtrace.store.engine import Store
 
 __all__ = ["Listener", "build_ae", "quiet_pynetdicom", "server_ssl_context"]
@@ -204,7 +205,10 @@ class Listener:
                         ),
                     )
                 except OSError as exc:
-                    raise ConfigError(f"listener: cannot listen on {listener.host}:{port}: {exc.strerror}") from exc
+                    setting = dict(listener_ports(self.settings)).get(port, "listener.plain_port")
+                    raise ConfigError(
+                        f"listener: cannot listen on {listener.host}:{port} ({setting}): {exc.strerror}"
+                    ) from exc
                 ae._servers.append(server)  # as AE.start_server does: server.shutdown() unregisters it
                 server.admission = self.admission  # one for every port: limits and budgets are counted together
                 server.on_refused = self.handlers.on_connection_refused
