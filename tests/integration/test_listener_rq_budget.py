@@ -75,7 +75,7 @@ def test_a_source_sending_big_rqs_back_to_back_is_refused_at_accept_while_anothe
     assert spent[0]["count"] == 1
     assert spent[0]["burst_cpu_s"] == 0.3
     assert spent[0]["balance_cpu_s"] < 0
-    assert spent[1] == {"reason": REFUSED_REASON, "count": 20, "aggregated": True}
+    assert spent[1] == {"reason": REFUSED_REASON, "count": 20, "aggregated": True, "port": listener_port, "tls": False}
 
 
 def test_an_rq_on_a_connection_opened_before_the_debt_is_not_decoded(
