@@ -62,6 +62,10 @@ def status(
             again = ended["again"]
             ended["again"] = [_pasteable(c, program) for c in again] if isinstance(again, list) else _pasteable(
                 again, program)  # fmt: skip
+        if report.refusals is not None:  # the listener's refusals of the last hour
+            data["listener_refusals"] = report.refusals.as_json() | {
+                "again": [_pasteable(c, program) for c in report.refusals.commands()]
+            }
         typer.echo(json.dumps(data, indent=2))
         if report.broker_error:
             raise typer.Exit(EXIT_FAILED)
@@ -80,6 +84,9 @@ def status(
         out.print(escape(terminal_text(line)), highlight=False, soft_wrap=True)
     for line in report.hold_lines():  # a PACS that rejected us for good: its deliveries wait for the command
         out.print(escape(terminal_text(_pasteable(line, program))), highlight=False)
+    for line in report.refusals.lines() if report.refusals is not None else []:  # why a modality's studies don't come
+        pasted = _pasteable(line, program) if line.startswith("  again: ") else line
+        out.print(escape(terminal_text(pasted)), highlight=False, soft_wrap=True)
     if broker:
         table = Table("queue", "messages", title="broker queues", title_justify="left")
         for queue, depth in report.queues.items():

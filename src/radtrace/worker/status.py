@@ -13,6 +13,10 @@ Where the data allows, it says when a wait has nothing behind it (:mod:`radtrace
 SQLite), a delivery in flight under a claim of a dispatcher that is no longer running (until its lease runs out), and a
 broker that does not answer (:attr:`ServiceStatus.broker_error`; ``radtrace status`` then exits 1).
 
+The listener's refusals of the last hour (associations, presentation contexts), per port and reason with their
+sources and the audit query that shows them, are :mod:`radtrace.worker.recent_refusals`: why a modality's studies do
+not arrive.
+
 One study's detail is :mod:`radtrace.worker.study_detail`, asking for one again :mod:`radtrace.worker.study_retry`,
 the queue depths :mod:`radtrace.worker.queue_depths`.
 """
@@ -35,6 +39,7 @@ from radtrace.worker.liveness import InFlight, in_flight, listener_holder
 from radtrace.worker.outage import OpenOutage, open_outages
 from radtrace.worker.output_guard import STOP_AFTER
 from radtrace.worker.queue_depths import queue_depths, queue_depths_and_error
+from radtrace.worker.recent_refusals import RecentRefusals, recent_refusals
 from radtrace.worker.study_retry import failed_deliveries
 
 if TYPE_CHECKING:
@@ -117,6 +122,7 @@ class ServiceStatus:
     in_flight: list[InFlight] = field(default_factory=list)  # deliveries claimed by a dispatcher, not yet recorded
     stops: list[OpenOutage] = field(default_factory=list)  # model servers whose reading is stopped (garbage output)
     stop_after: int = STOP_AFTER  # model.unparsed_stop_after: after how many more a resumed model stops again
+    refusals: RecentRefusals | None = None  # the listener's refusals of the last hour, per port and reason
 
     def in_flight_lines(self) -> list[str]:
         """Deliveries in flight whose dispatcher is not running: they wait for its claim to expire."""
@@ -173,6 +179,7 @@ class ServiceStatus:
             "skipped": [f.as_json() for f in self.skipped],
             "holds": [hold.as_json() for hold in self.holds],
             "model_stops": [{**stop.as_json(), "again": self.resume_command(stop)} for stop in self.stops],
+            "listener_refusals": None if self.refusals is None else self.refusals.as_json(),
             "broker_error": self.broker_error,
             "in_flight": [
                 {
@@ -260,6 +267,7 @@ def collect_status(
         failed = _ended(session, RevisionState.FAILED, failed_limit)
         skipped = _ended(session, RevisionState.SKIPPED, failed_limit)
         flights = in_flight(session, _claimed_rows(session, now), now)
+        refusals = recent_refusals(session, now)
     oldest = None
     if oldest_row is not None:
         key, number, state, started, uid, reason, claimed_by, claim_expires_at = oldest_row
@@ -275,7 +283,7 @@ def collect_status(
         stops = [outage for outage in open_outages(session) if outage.stop]
     return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped, holds, broker_error,
                          sorted(flights.values(), key=lambda f: f.outbox_id), stops,
-                         settings.model.unparsed_stop_after)  # fmt: skip
+                         settings.model.unparsed_stop_after, refusals)  # fmt: skip
 
 
 def _claim_note(worker: str | None, expires: datetime | None, now: datetime) -> str | None:
