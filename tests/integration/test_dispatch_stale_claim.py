@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -26,8 +27,8 @@ import sqlalchemy as sa
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import DispatchSettings, MllpDestination, ReportingSettings
-from radtrace.errors import PeerUnavailableError, RadtraceError
-from radtrace.reporting.dispatch import claims, holds
+from radtrace.errors import DispatchRejectedError, PeerUnavailableError, RadtraceError
+from radtrace.reporting.dispatch import claims, holds, redelivery
 from radtrace.reporting.dispatch.outbox import KIND_HL7, Delivery, Outbox, ReportFiles, planned_deliveries
 from radtrace.reporting.hl7 import build_oru
 from radtrace.reporting.sr import build_sr, sr_bytes
@@ -35,7 +36,6 @@ from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
 from radtrace.worker.dead_claims import release_dead_claims
-from radtrace.worker.liveness import in_flight
 from reporting_support import sr_cases
 
 pytestmark = pytest.mark.integration
@@ -213,9 +213,12 @@ def test_the_new_holder_delivers_first_and_the_released_holder_finishing_after_w
 
 
 @pytest.mark.parametrize("new_outcome", ["sent", "failed"])
-def test_the_released_holder_finishing_first_while_the_new_one_sends_leaves_the_row_to_the_new_holder(
+def test_the_released_holder_s_success_while_the_new_one_sends_marks_the_row_delivered_and_the_new_send_moot(
     site: Site, new_outcome: str
 ) -> None:
+    """The released holder's send reached the RIS while the new holder's is still in flight. Before, the row stayed
+    pending under the new holder: a failure of the second then left it pending (sent once more later) or failed, though
+    the RIS had the report. Now the late success marks it delivered; the second's outcome is audited as moot."""
     first_gate = Gate("AA from the RIS")
     first = site.first_claims_from_another_namespace(site.outbox(first_gate), first_gate)
     site.release_it()
@@ -227,45 +230,110 @@ def test_the_released_holder_finishing_first_while_the_new_one_sends_leaves_the_
 
     site.clock.now += timedelta(seconds=3)
     first_gate.go.set()
-    late = first.join()  # the old send reached the RIS: audited, but the row is the second's while it sends
+    late = first.join()  # the old send reached the RIS: the row is delivered, by it
+    delivered_at = site.clock()
 
     row = site.row()
-    assert (row.state, row.attempts, row.claimed_by, row.next_attempt_at, row.delivered_at) == (
-        OutboxState.PENDING, 2, in_flight_row.claimed_by, in_flight_row.next_attempt_at, None
+    assert (row.state, row.attempts, row.claimed_by, row.heartbeat_at, row.delivered_at, row.last_error) == (
+        OutboxState.DELIVERED, 2, None, None, delivered_at, "AA from the RIS"
     )  # fmt: skip
-    assert (late.superseded, late.state, late.error) == (True, OutboxState.PENDING, None)
+    assert (late.superseded, late.state, late.attempts, late.error) == (False, OutboxState.DELIVERED, 1, None)
     _, stale = site.events()[-1]
     second_process = claims.this_process().partition(" ")[0]
     assert stale["stale_claim"] == (
-        "sent by a holder whose claim had been released (its heartbeat stopped); the delivery is recorded by its new "
-        f"holder: attempt 2 ({second_process}) is in flight and records it"
+        "sent by a holder whose claim had been released (its heartbeat stopped); the peer has the report, so the "
+        f"delivery is recorded delivered by this attempt: attempt 2 ({second_process}), in flight, is moot: its "
+        "outcome will not be recorded"
     )
-    with site.store.session() as session:  # radtrace status still shows the second's send in flight
-        flights = in_flight(session, [(site.outbox_id, site.study_uid, row.next_attempt_at)], site.clock())
-    assert list(flights) == [site.outbox_id]
+    assert (stale["superseded_attempt"], stale["superseded_state"], stale["row_state"]) == (2, "pending", "delivered")
+    assert in_flight_row.claimed_by is not None  # the claim the success ended
 
     site.clock.now += timedelta(seconds=3)
     second_gate.go.set()
     recorded = second.join()
 
-    row = site.row()
-    if new_outcome == "sent":
-        assert (row.state, row.attempts, row.last_error) == (OutboxState.DELIVERED, 2, "AA (second copy)")
-        assert row.delivered_at == site.clock()
-    else:  # the second's failure is the row's outcome: a retry, as its own record says
-        assert (row.state, row.attempts, row.last_error, row.delivered_at) == (
-            OutboxState.PENDING, 2, "the RIS went away", None
-        )  # fmt: skip
-        assert row.next_attempt_at == site.clock() + site.outbox(second_gate).backoff(2)
-    assert (row.claimed_by, row.heartbeat_at, recorded.superseded) == (None, None, False)
+    row = site.row()  # the second's outcome records over nothing
+    assert (row.state, row.attempts, row.delivered_at, row.last_error, row.claimed_by) == (
+        OutboxState.DELIVERED, 2, delivered_at, "AA from the RIS", None
+    )  # fmt: skip
+    assert (recorded.superseded, recorded.state, recorded.attempts) == (True, OutboxState.DELIVERED, 2)
     closing = "dispatch_delivered" if new_outcome == "sent" else "dispatch_retry_scheduled"
     assert _kinds(site.events()) == [
         ("dispatch_attempted", 1, False),
         ("dispatch_retry_scheduled", 1, False),
         ("dispatch_attempted", 2, False),
         ("dispatch_delivered", 1, True),
-        (closing, 2, False),
+        (closing, 2, True),
     ]
+    _, moot = site.events()[-1]
+    what = "sent" if new_outcome == "sent" else "failed"
+    assert moot["stale_claim"] == (
+        f"{what} after an earlier attempt, whose claim had been released, had reached the peer and been recorded "
+        "delivered: this attempt's outcome is moot"
+    )
+    assert "next_attempt_at" not in moot
+    never = Gate("never")
+    never.go.set()
+    site.clock.now += timedelta(days=1)
+    assert site.outbox(never).deliver(site.outbox_id).attempted is False  # not sent a third time
+    assert never.sent == []
+
+
+@pytest.mark.parametrize("new_outcome", ["failed_for_good", "retry_scheduled"])
+def test_the_released_holder_s_success_after_the_new_one_failed_marks_the_row_delivered(
+    site: Site, new_outcome: str
+) -> None:
+    """The new holder recorded first: a permanent failure (the row ``failed``: QA counts it, alerts, the radiologist
+    sees the report as not sent) or a retry (the row sent again later). Then the released holder's send turns out to
+    have reached the RIS. Before, its success was audited only and the row stayed failed or pending; now it marks the
+    row delivered, by its attempt and time, and says the failure or the retry is moot."""
+    first_gate = Gate("AA from the RIS")
+    first = site.first_claims_from_another_namespace(site.outbox(first_gate), first_gate)
+    site.release_it()
+
+    error: RadtraceError = (
+        DispatchRejectedError("AR: unknown patient") if new_outcome == "failed_for_good"
+        else PeerUnavailableError("the RIS went away")
+    )  # fmt: skip
+    second_gate = Gate(error)
+    second_gate.go.set()
+    second = site.outbox(second_gate).deliver(site.outbox_id)
+    expected = OutboxState.FAILED if new_outcome == "failed_for_good" else OutboxState.PENDING
+    assert (second.state, second.attempts, second.superseded) == (expected, 2, False)
+
+    site.clock.now += timedelta(seconds=5)
+    first_gate.go.set()
+    late = first.join()
+
+    row = site.row()
+    assert (row.state, row.attempts, row.delivered_at, row.last_error, row.claimed_by) == (
+        OutboxState.DELIVERED, 2, site.clock(), "AA from the RIS", None
+    )  # fmt: skip
+    assert (late.superseded, late.state, late.attempts) == (False, OutboxState.DELIVERED, 1)
+    _, stale = site.events()[-1]
+    moot = (
+        "attempt 2's failure is moot: the row is no longer failed" if new_outcome == "failed_for_good"
+        else "the retry scheduled after attempt 2 is moot: it will not be sent again"
+    )  # fmt: skip
+    assert stale["stale_claim"] == (
+        "sent by a holder whose claim had been released (its heartbeat stopped); the peer has the report, so the "
+        f"delivery is recorded delivered by this attempt: {moot}"
+    )
+    assert (stale["attempt"], stale["superseded_attempt"], stale["superseded_state"]) == (1, 2, expected.value)
+    assert stale.get("superseded_error") == ("AR: unknown patient" if new_outcome == "failed_for_good" else None)
+    closing = "dispatch_failed" if new_outcome == "failed_for_good" else "dispatch_retry_scheduled"
+    assert _kinds(site.events()) == [
+        ("dispatch_attempted", 1, False),
+        ("dispatch_retry_scheduled", 1, False),
+        ("dispatch_attempted", 2, False),
+        (closing, 2, False),
+        ("dispatch_delivered", 1, True),
+    ]
+    never = Gate("never")
+    never.go.set()
+    site.clock.now += timedelta(days=1)
+    assert site.outbox(never).deliver(site.outbox_id).attempted is False  # the retry is not sent
+    assert never.sent == []
 
 
 def test_a_released_claim_nobody_took_again_is_recorded_by_its_holder_and_not_sent_twice(site: Site) -> None:
@@ -333,3 +401,46 @@ def test_a_hold_lifted_while_a_delivery_to_it_is_being_sent_leaves_that_delivery
         [payload] = [json.loads(p) for p in session.scalars(
             sa.select(AuditEventRow.payload).where(AuditEventRow.event_type == "dispatch_hold_released"))]  # fmt: skip
     assert (payload["in_flight_outbox_ids"], payload["released"]) == ([site.outbox_id], 0)
+
+
+def test_an_operator_retry_of_the_failed_row_waits_for_a_late_success_and_leaves_the_row_delivered(site: Site) -> None:
+    """``radtrace dispatch retry`` reads the failed rows, and the released holder's late success marks one delivered
+    before the retry writes it. Before, on PostgreSQL the retry then wrote the delivered row back to pending, attempts
+    0, due now: the RIS got the report again. Now the retry locks the rows it reads (SQLite's write lock is taken at
+    BEGIN): the success waits for it, then finds the row pending again and marks it delivered."""
+    first_gate = Gate("AA from the RIS")
+    first = site.first_claims_from_another_namespace(site.outbox(first_gate), first_gate)
+    site.release_it()
+    second_gate = Gate(DispatchRejectedError("AR: unknown patient"))
+    second_gate.go.set()
+    assert site.outbox(second_gate).deliver(site.outbox_id).state is OutboxState.FAILED
+
+    selected, go = threading.Event(), threading.Event()
+    real = redelivery.deliver_again
+
+    def held_deliver_again(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        selected.set()
+        assert go.wait(60), "never let go"
+        return real(*args, **kwargs)
+
+    actor = AuditRecorder(site.store).default_actor
+    destination = site.row().destination
+    with mock.patch.object(redelivery, "deliver_again", held_deliver_again):
+        retry = threading.Thread(
+            target=lambda: redelivery.redeliver_failed(site.store, site.settings, destination, actor, clock=site.clock)
+        )
+        retry.start()
+        assert selected.wait(60)
+        first_gate.go.set()
+        first.thread.join(1.0)  # without the lock it records now; with it, it waits for the retry
+        go.set()
+        retry.join(60)
+        assert not retry.is_alive()
+        late = first.join()
+
+    row = site.row()
+    assert (late.state, row.state, row.last_error) == (OutboxState.DELIVERED, OutboxState.DELIVERED, "AA from the RIS")
+    never = Gate("never")
+    never.go.set()
+    assert site.outbox(never).deliver(site.outbox_id).attempted is False  # not sent again
+    assert never.sent == []

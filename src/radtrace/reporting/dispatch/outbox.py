@@ -21,7 +21,9 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
    still this claim (same ``claimed_by``, with its claim's own token, and attempt): a holder whose claim was released
    while it sent (its heartbeat stopped) and that another has claimed since never writes over the new holder's
    attempt; its outcome is audited as what it was, with ``stale_claim`` (a send that reached the peer as
-   ``dispatch_delivered``: the peer did get it).
+   ``dispatch_delivered``: the peer did get it). Such a late success on a row still pending (the new holder's send
+   in flight, or a retry scheduled) or failed marks it delivered (the peer has the report), and the new holder's
+   outcome is moot: audited, never written over the delivered row.
 
 If the process dies between claim and record, a dispatcher on the same host releases the claim
 (:mod:`radtrace.worker.dead_claims`: at once when the holder's pid in this PID namespace is gone, once its heartbeat is
@@ -339,7 +341,17 @@ class Outbox(OutboxRows):
         row's attempt and state now (``recorded_by_attempt``, ``row_state``) and this attempt's number."""
         row = session.get(OutboxMessage, outbox_id)
         assert row is not None  # rows are never deleted
+        if error is None:
+            settled = self._stale_success(session, row, holder, attempt, note)
+            if settled is not None:
+                return settled
         study = row.revision.study
+        if row.state is OutboxState.DELIVERED and row.attempts == attempt and row.claimed_by is None:
+            # not claimed since this attempt, yet delivered: an earlier attempt's late success was recorded over it
+            what = "sent" if error is None else "failed"
+            moot = (f"{what} after an earlier attempt, whose claim had been released, had reached the peer and been "
+                    "recorded delivered: this attempt's outcome is moot")  # fmt: skip
+            return self._audit_stale(session, row, study, holder, attempt, note, error, moot)
         now_holder = claims.ClaimHolder.parse(row.claimed_by) if row.claimed_by else None
         by = f" ({now_holder.process})" if now_holder is not None else ""
         recorded = {
@@ -350,6 +362,21 @@ class Outbox(OutboxRows):
         what = "sent" if error is None else "failed"
         stale = (f"{what} by a holder whose claim had been released (its heartbeat stopped); the delivery is recorded "
                  f"by its new holder: {recorded}")  # fmt: skip
+        return self._audit_stale(session, row, study, holder, attempt, note, error, stale)
+
+    def _audit_stale(
+        self,
+        session: Session,
+        row: OutboxMessage,
+        study: Study,
+        holder: str,
+        attempt: int,
+        note: str | None,
+        error: RadtraceError | None,
+        stale: str,
+    ) -> Delivery:
+        """Audit an outcome not written on the row (``stale_claim`` says why); see :meth:`_record_superseded`."""
+        outbox_id = row.id
         details: dict[str, object] = {"attempt": attempt, "claimed_by": holder, "stale_claim": stale,
                                       "recorded_by_attempt": row.attempts, "row_state": row.state.value}  # fmt: skip
         if error is None:
@@ -361,6 +388,59 @@ class Outbox(OutboxRows):
         log.warning("outbox %s %s %s: attempt %d %s", outbox_id, row.kind, row.destination, attempt, stale)
         return Delivery(outbox_id, row.state, attempted=True, attempts=attempt,
                         error=error.reason if error is not None else None, superseded=True)  # fmt: skip
+
+    def _stale_success(
+        self, session: Session, row: OutboxMessage, holder: str, attempt: int, note: str | None
+    ) -> Delivery | None:
+        """A released holder's send reached the peer while the row is pending (another holder's send in flight, or a
+        retry scheduled) or failed: the peer has the report, so the row is marked delivered by this attempt (at its
+        time, with its note), conditionally on the row as read, and the other holder's outcome, recorded or to come,
+        is moot (its record then finds the row delivered: :meth:`_record_superseded`). A retry would send a duplicate;
+        a ``failed`` row would count and alert as undelivered, and the radiologist would see the report as not sent,
+        though the PACS/RIS has it. ``None`` when the row is delivered already (nothing to change)."""
+        for _ in range(3):  # the other holder may record between the read and the update: read again
+            if row.state is OutboxState.DELIVERED:
+                return None
+            was_state, was_attempts, was_claim = row.state, row.attempts, row.claimed_by
+            now = self.clock()
+            same_claim = (
+                OutboxMessage.claimed_by.is_(None) if was_claim is None else OutboxMessage.claimed_by == was_claim
+            )
+            changed = session.execute(
+                sa.update(OutboxMessage)
+                .where(OutboxMessage.id == row.id, OutboxMessage.state == was_state,
+                       OutboxMessage.attempts == was_attempts, same_claim)
+                .values(state=OutboxState.DELIVERED, delivered_at=now, last_error=note, claimed_by=None,
+                        heartbeat_at=None)
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                session.refresh(row)
+                continue
+            if was_claim is not None:
+                other = claims.ClaimHolder.parse(was_claim)
+                by = f" ({other.process})" if other is not None else ""
+                moot = f"attempt {was_attempts}{by}, in flight, is moot: its outcome will not be recorded"
+            elif was_state is OutboxState.FAILED:
+                moot = f"attempt {was_attempts}'s failure is moot: the row is no longer failed"
+            else:
+                moot = f"the retry scheduled after attempt {was_attempts} is moot: it will not be sent again"
+            stale = ("sent by a holder whose claim had been released (its heartbeat stopped); the peer has the "
+                     f"report, so the delivery is recorded delivered by this attempt: {moot}")  # fmt: skip
+            superseded_error = row.last_error if was_state is OutboxState.FAILED else None
+            session.refresh(row)
+            study = row.revision.study
+            details: dict[str, object] = {"attempt": attempt, "claimed_by": holder, "stale_claim": stale,
+                                          "superseded_attempt": was_attempts, "superseded_state": was_state.value,
+                                          "superseded_error": superseded_error,
+                                          "row_state": row.state.value}  # fmt: skip
+            self.recorder.record(
+                self._event(row, study, EventType.DISPATCH_DELIVERED, Outcome.SUCCESS, note=note, **details),
+                session=session,
+            )
+            log.warning("outbox %s %s %s: attempt %d %s", row.id, row.kind, row.destination, attempt, stale)
+            return Delivery(row.id, OutboxState.DELIVERED, attempted=True, attempts=attempt)
+        return None
 
     def _held(
         self, session: Session, row: OutboxMessage, study: Study, error: AssociationRejectedError, now: datetime

@@ -124,6 +124,7 @@ def redeliver_failed(
                 sa.select(OutboxMessage)
                 .where(OutboxMessage.destination == destination, OutboxMessage.state == OutboxState.FAILED)
                 .order_by(OutboxMessage.id)
+                .with_for_update()  # a released holder's late success marks one delivered: it waits, then finds it so
             )
         )
         retried: list[int] = []
