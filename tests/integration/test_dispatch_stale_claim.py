@@ -36,6 +36,7 @@ from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
 from radtrace.worker.dead_claims import release_dead_claims
+from radtrace.worker.settlement import Deliveries
 from reporting_support import sr_cases
 
 pytestmark = pytest.mark.integration
@@ -159,6 +160,14 @@ class Site:
 @pytest.fixture
 def site(store: Store, tmp_path: Path) -> Site:
     return Site(store, tmp_path)
+
+
+class NoObserver:
+    def observe(self, stage: str, seconds: float) -> None:
+        pass
+
+    def finished_in(self, state: str) -> None:
+        pass
 
 
 def _kinds(events: list[tuple[str, dict[str, object]]]) -> list[tuple[str, object, bool]]:
@@ -300,6 +309,9 @@ def test_the_released_holder_s_success_after_the_new_one_failed_marks_the_row_de
     second = site.outbox(second_gate).deliver(site.outbox_id)
     expected = OutboxState.FAILED if new_outcome == "failed_for_good" else OutboxState.PENDING
     assert (second.state, second.attempts, second.superseded) == (expected, 2, False)
+    settlement = Deliveries(site.store, site.outbox(second_gate), AuditRecorder(site.store), NoObserver(), site.clock)
+    failed_revision = RevisionState.FAILED if new_outcome == "failed_for_good" else RevisionState.REPORTED
+    assert settlement.settle(site.outbox_id) is failed_revision  # the study failed: its delivery failed
 
     site.clock.now += timedelta(seconds=5)
     first_gate.go.set()
@@ -321,6 +333,9 @@ def test_the_released_holder_s_success_after_the_new_one_failed_marks_the_row_de
     )
     assert (stale["attempt"], stale["superseded_attempt"], stale["superseded_state"]) == (1, 2, expected.value)
     assert stale.get("superseded_error") == ("AR: unknown patient" if new_outcome == "failed_for_good" else None)
+    assert settlement.settle(site.outbox_id) is RevisionState.DISPATCHED  # the study is reported, not failed
+    if new_outcome == "failed_for_good":
+        assert str(stale["revision_failed_before"]).startswith("delivery to hl7 127.0.0.1:2575 failed: AR: unknown")
     closing = "dispatch_failed" if new_outcome == "failed_for_good" else "dispatch_retry_scheduled"
     assert _kinds(site.events()) == [
         ("dispatch_attempted", 1, False),

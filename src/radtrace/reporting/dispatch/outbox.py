@@ -49,7 +49,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
 from radtrace.errors import ConfigError, DispatchRejectedError, RadtraceError, is_retryable
-from radtrace.reporting.dispatch import claims, holds
+from radtrace.reporting.dispatch import claims, holds, redelivery
 from radtrace.reporting.dispatch.cstore import AssociationRejectedError
 from radtrace.reporting.dispatch.enqueueing import OutboxRows
 from radtrace.reporting.dispatch.kinds import (
@@ -70,7 +70,7 @@ from radtrace.reporting.dispatch.payloads import PayloadFiles, StagedPayloads
 from radtrace.reporting.dispatch.senders import LEASE_MARGIN_S, Sender, default_senders, longest_send_s
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxMessage, OutboxState, Study
+from radtrace.store.models import OutboxMessage, OutboxState, RevisionState, Study
 
 __all__ = [
     "ASSESSMENT_KINDS",
@@ -429,10 +429,18 @@ class Outbox(OutboxRows):
                      f"report, so the delivery is recorded delivered by this attempt: {moot}")  # fmt: skip
             superseded_error = row.last_error if was_state is OutboxState.FAILED else None
             session.refresh(row)
-            study = row.revision.study
+            revision = row.revision
+            study = revision.study
+            reopened = None
+            if (was_state is OutboxState.FAILED and revision.state is RevisionState.FAILED
+                    and (revision.reason or "").startswith(redelivery.DELIVERY_FAILURE)):  # fmt: skip
+                # failed by this row's failure: reported again, the settlement that follows decides (dispatched once
+                # every row is delivered, failed again if another row failed)
+                reopened = revision.reason
+                revision.state, revision.reason, revision.finished_at = RevisionState.REPORTED, None, None
             details: dict[str, object] = {"attempt": attempt, "claimed_by": holder, "stale_claim": stale,
                                           "superseded_attempt": was_attempts, "superseded_state": was_state.value,
-                                          "superseded_error": superseded_error,
+                                          "superseded_error": superseded_error, "revision_failed_before": reopened,
                                           "row_state": row.state.value}  # fmt: skip
             self.recorder.record(
                 self._event(row, study, EventType.DISPATCH_DELIVERED, Outcome.SUCCESS, note=note, **details),
