@@ -37,6 +37,7 @@ from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
 from radtrace.worker.dead_claims import release_dead_claims
 from radtrace.worker.settlement import Deliveries
+from radtrace.worker.study_retry import retry_revision
 from reporting_support import sr_cases
 
 pytestmark = pytest.mark.integration
@@ -444,6 +445,48 @@ def test_an_operator_retry_of_the_failed_row_waits_for_a_late_success_and_leaves
         retry = threading.Thread(
             target=lambda: redelivery.redeliver_failed(site.store, site.settings, destination, actor, clock=site.clock)
         )
+        retry.start()
+        assert selected.wait(60)
+        first_gate.go.set()
+        first.thread.join(1.0)  # without the lock it records now; with it, it waits for the retry
+        go.set()
+        retry.join(60)
+        assert not retry.is_alive()
+        late = first.join()
+
+    row = site.row()
+    assert (late.state, row.state, row.last_error) == (OutboxState.DELIVERED, OutboxState.DELIVERED, "AA from the RIS")
+    never = Gate("never")
+    never.go.set()
+    assert site.outbox(never).deliver(site.outbox_id).attempted is False  # not sent again
+    assert never.sent == []
+
+
+def test_a_study_retry_of_the_failed_delivery_waits_for_a_late_success_and_leaves_the_row_delivered(site: Site) -> None:
+    """``radtrace study retry`` of a revision that failed for a delivery reads its failed rows and makes them pending
+    again, as ``dispatch retry`` does for a destination. Before, on PostgreSQL it read them without a lock: a released
+    holder's late success committed between its read and its write was written back to pending, attempts 0, and sent
+    again. Now it locks the rows it reads, as redeliver_failed does."""
+    first_gate = Gate("AA from the RIS")
+    first = site.first_claims_from_another_namespace(site.outbox(first_gate), first_gate)
+    site.release_it()
+    second_gate = Gate(DispatchRejectedError("AR: unknown patient"))
+    second_gate.go.set()
+    assert site.outbox(second_gate).deliver(site.outbox_id).state is OutboxState.FAILED
+    with site.store.session() as session:  # the settlement's verdict on the revision
+        session.execute(sa.update(Revision).values(state=RevisionState.FAILED, reason="delivery to hl7 failed"))
+
+    selected, go = threading.Event(), threading.Event()
+    real = redelivery.deliver_again
+
+    def held_deliver_again(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        selected.set()
+        assert go.wait(60), "never let go"
+        return real(*args, **kwargs)
+
+    actor = AuditRecorder(site.store).default_actor
+    with mock.patch.object(redelivery, "deliver_again", held_deliver_again):
+        retry = threading.Thread(target=lambda: retry_revision(site.store, site.study_uid, None, actor))
         retry.start()
         assert selected.wait(60)
         first_gate.go.set()

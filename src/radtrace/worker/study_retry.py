@@ -85,7 +85,13 @@ def retry_revision(store: Store, study_uid: str, number: int | None, actor: Acto
             raise StudyNotRetriableError(
                 f"revision {rev.number} of study {study_uid} is {previous.value}: only failed or skipped ones retry"
             )
-        undelivered = list(session.scalars(failed_deliveries(rev.id))) if previous is RevisionState.FAILED else []
+        # locked as read (as redeliver_failed does): a released holder's late success marking one delivered waits,
+        # then finds it pending again and marks it delivered; unlocked, it was written back to pending and sent again
+        undelivered = (
+            list(session.scalars(failed_deliveries(rev.id).with_for_update()))
+            if previous is RevisionState.FAILED
+            else []
+        )
         # A draft whose delivery failed needs delivering, not reading: queued, the pipeline would find its outbox
         # rows, leave the failed ones failed, and the revision would fail again with the same reason.
         values: dict[str, object] = (
