@@ -229,7 +229,11 @@ def running_worker(
     settings: Settings, *args: str, log_file: Path, prefix: Sequence[str] = ()
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``radtrace worker`` in a subprocess with ``settings``, in its own session (after ``prefix``, e.g. unshare:
-    another PID namespace); stopped afterwards (SIGTERM, then SIGKILL to its process group: what it started too)."""
+    another PID namespace); stopped afterwards (SIGTERM, then SIGKILL to its process group: what it started too).
+
+    With a ``prefix`` the SIGTERM goes to the process group: unshare(1) --fork blocks SIGTERM and forwards nothing,
+    and the namespace's init (sh) ignores it, so the worker inside (and what it started) gets it; sent to unshare
+    alone, nothing stopped and the teardown waited the whole 20 s for the SIGKILL."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
     environment.update(worker_env(settings))
     with log_file.open("wb") as log:
@@ -244,7 +248,11 @@ def running_worker(
             yield process
         finally:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                if prefix:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGTERM)
+                else:
+                    process.send_signal(signal.SIGTERM)
                 try:
                     process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
