@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -345,39 +346,17 @@ def deflated_with_private_zeros(ds: Any, path: Path, zero_bytes: int) -> Path:
     """``ds`` saved deflated (Deflated Explicit VR Little Endian) with a private OB (0009,1011) of ``zero_bytes``
     zeros before its pixel data: a file of about ``ds``'s size plus ``zero_bytes / 1000`` that inflates by
     ``zero_bytes``. Written as it is deflated (the zeros are never held)."""
-    import zlib
+    from radtrace.testing.deflate_abuse import deflated_with
 
-    from pydicom import Dataset
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.filewriter import write_dataset, write_file_meta_info
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    ds.add_new(0x00090010, "LO", "RADTRACE TEST")
 
-    ds.ViewPosition = "PA"
-    ds.BodyPartExamined = "CHEST"
-    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
-    before, after = Dataset(), Dataset()
-    for element in ds:
-        (before if element.tag < 0x00091011 else after).add(element)
-    before.add_new(0x00090010, "LO", "RADTRACE TEST")
-
-    def explicit_le(part: Any) -> bytes:
-        buffer = DicomBytesIO()
-        buffer.is_little_endian, buffer.is_implicit_VR = True, False
-        write_dataset(buffer, part)
-        return buffer.getvalue()
-
-    deflater = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-    with path.open("wb") as out:
-        meta = DicomBytesIO()
-        meta.write(b"\0" * 128 + b"DICM")
-        write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
-        out.write(meta.getvalue())
-        out.write(deflater.compress(explicit_le(before) + struct.pack("<HH2sHL", 0x0009, 0x1011, b"OB", 0, zero_bytes)))
+    def zeros() -> Iterator[bytes]:
+        yield struct.pack("<HH2sHL", 0x0009, 0x1011, b"OB", 0, zero_bytes)
         chunk = bytes(1 << 20)
         for start in range(0, zero_bytes, len(chunk)):
-            out.write(deflater.compress(chunk[: zero_bytes - start]))
-        out.write(deflater.compress(explicit_le(after)) + deflater.flush())
-    return path
+            yield chunk[: zero_bytes - start]
+
+    return deflated_with(ds, path, 0x00091011, zeros())
 
 
 def header_variant(film: Path | str, attributes: dict[str, Any], path: Path, *, pixel_bytes: int | None = None) -> Path:
