@@ -24,6 +24,7 @@ from unittest import mock
 import pytest
 import sqlalchemy as sa
 
+from radtrace.audit.events import Actor
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import DispatchSettings, MllpDestination, ReportingSettings
@@ -419,18 +420,22 @@ def test_a_hold_lifted_while_a_delivery_to_it_is_being_sent_leaves_that_delivery
     assert (payload["in_flight_outbox_ids"], payload["released"]) == ([site.outbox_id], 0)
 
 
-def test_an_operator_retry_of_the_failed_row_waits_for_a_late_success_and_leaves_the_row_delivered(site: Site) -> None:
-    """``radtrace dispatch retry`` reads the failed rows, and the released holder's late success marks one delivered
-    before the retry writes it. Before, on PostgreSQL the retry then wrote the delivered row back to pending, attempts
-    0, due now: the RIS got the report again. Now the retry locks the rows it reads (SQLite's write lock is taken at
-    BEGIN): the success waits for it, then finds the row pending again and marks it delivered."""
+def _failed_after_its_first_holder_was_released(site: Site) -> tuple[Running, Gate]:
+    """The first holder's send held (its RIS will answer AA), its claim released, and the second holder's send refused
+    for good: the row failed; the first's send goes on when its gate (returned with it) opens."""
     first_gate = Gate("AA from the RIS")
     first = site.first_claims_from_another_namespace(site.outbox(first_gate), first_gate)
     site.release_it()
     second_gate = Gate(DispatchRejectedError("AR: unknown patient"))
     second_gate.go.set()
     assert site.outbox(second_gate).deliver(site.outbox_id).state is OutboxState.FAILED
+    return first, first_gate
 
+
+def _a_retry_racing_the_late_success_leaves_the_row_delivered(site: Site, retry: Callable[[Actor], object]) -> None:
+    """``retry`` (an operator's retry, run in a thread) is held after it read the failed row and before it writes it
+    pending again; the released holder's late success is let go meanwhile. The row ends delivered, not sent again."""
+    first, first_gate = _failed_after_its_first_holder_was_released(site)
     selected, go = threading.Event(), threading.Event()
     real = redelivery.deliver_again
 
@@ -440,18 +445,15 @@ def test_an_operator_retry_of_the_failed_row_waits_for_a_late_success_and_leaves
         return real(*args, **kwargs)
 
     actor = AuditRecorder(site.store).default_actor
-    destination = site.row().destination
     with mock.patch.object(redelivery, "deliver_again", held_deliver_again):
-        retry = threading.Thread(
-            target=lambda: redelivery.redeliver_failed(site.store, site.settings, destination, actor, clock=site.clock)
-        )
-        retry.start()
+        retrying = threading.Thread(target=lambda: retry(actor))
+        retrying.start()
         assert selected.wait(60)
         first_gate.go.set()
         first.thread.join(1.0)  # without the lock it records now; with it, it waits for the retry
         go.set()
-        retry.join(60)
-        assert not retry.is_alive()
+        retrying.join(60)
+        assert not retrying.is_alive()
         late = first.join()
 
     row = site.row()
@@ -460,45 +462,28 @@ def test_an_operator_retry_of_the_failed_row_waits_for_a_late_success_and_leaves
     never.go.set()
     assert site.outbox(never).deliver(site.outbox_id).attempted is False  # not sent again
     assert never.sent == []
+
+
+def test_an_operator_retry_of_the_failed_row_waits_for_a_late_success_and_leaves_the_row_delivered(site: Site) -> None:
+    """``radtrace dispatch retry`` reads the failed rows, and the released holder's late success marks one delivered
+    before the retry writes it. Before, on PostgreSQL the retry then wrote the delivered row back to pending, attempts
+    0, due now: the RIS got the report again. Now the retry locks the rows it reads (SQLite's write lock is taken at
+    BEGIN): the success waits for it, then finds the row pending again and marks it delivered."""
+    destination = site.row().destination
+    _a_retry_racing_the_late_success_leaves_the_row_delivered(
+        site, lambda actor: redelivery.redeliver_failed(site.store, site.settings, destination, actor, clock=site.clock)
+    )
 
 
 def test_a_study_retry_of_the_failed_delivery_waits_for_a_late_success_and_leaves_the_row_delivered(site: Site) -> None:
     """``radtrace study retry`` of a revision that failed for a delivery reads its failed rows and makes them pending
     again, as ``dispatch retry`` does for a destination. Before, on PostgreSQL it read them without a lock: a released
     holder's late success committed between its read and its write was written back to pending, attempts 0, and sent
-    again. Now it locks the rows it reads, as redeliver_failed does."""
-    first_gate = Gate("AA from the RIS")
-    first = site.first_claims_from_another_namespace(site.outbox(first_gate), first_gate)
-    site.release_it()
-    second_gate = Gate(DispatchRejectedError("AR: unknown patient"))
-    second_gate.go.set()
-    assert site.outbox(second_gate).deliver(site.outbox_id).state is OutboxState.FAILED
-    with site.store.session() as session:  # the settlement's verdict on the revision
-        session.execute(sa.update(Revision).values(state=RevisionState.FAILED, reason="delivery to hl7 failed"))
+    again (with the revision's update, a deadlock). Now it locks the rows it reads, as redeliver_failed does."""
 
-    selected, go = threading.Event(), threading.Event()
-    real = redelivery.deliver_again
+    def study_retry(actor: Actor) -> None:
+        with site.store.session() as session:  # the settlement's verdict on the revision, once the row failed
+            session.execute(sa.update(Revision).values(state=RevisionState.FAILED, reason="delivery to hl7 failed"))
+        retry_revision(site.store, site.study_uid, None, actor)
 
-    def held_deliver_again(*args: Any, **kwargs: Any) -> tuple[int, str]:
-        selected.set()
-        assert go.wait(60), "never let go"
-        return real(*args, **kwargs)
-
-    actor = AuditRecorder(site.store).default_actor
-    with mock.patch.object(redelivery, "deliver_again", held_deliver_again):
-        retry = threading.Thread(target=lambda: retry_revision(site.store, site.study_uid, None, actor))
-        retry.start()
-        assert selected.wait(60)
-        first_gate.go.set()
-        first.thread.join(1.0)  # without the lock it records now; with it, it waits for the retry
-        go.set()
-        retry.join(60)
-        assert not retry.is_alive()
-        late = first.join()
-
-    row = site.row()
-    assert (late.state, row.state, row.last_error) == (OutboxState.DELIVERED, OutboxState.DELIVERED, "AA from the RIS")
-    never = Gate("never")
-    never.go.set()
-    assert site.outbox(never).deliver(site.outbox_id).attempted is False  # not sent again
-    assert never.sent == []
+    _a_retry_racing_the_late_success_leaves_the_row_delivered(site, study_retry)
