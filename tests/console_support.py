@@ -99,6 +99,21 @@ def add_user(store: Store, name: str, role: str) -> None:
     create_user(store, name, role, PASSWORD, OPERATOR)
 
 
+def finding_decisions(store: Store, study_uid: str) -> list[dict[str, Any]]:
+    """The payloads of the study's ``finding_assessed`` audit events, in order."""
+    import json
+
+    from radtrace.audit.schema import AuditEventRow
+
+    with store.session() as session:
+        rows = session.scalars(
+            sa.select(AuditEventRow.payload)
+            .where(AuditEventRow.study_uid == study_uid, AuditEventRow.event_type == "finding_assessed")
+            .order_by(AuditEventRow.seq)
+        ).all()
+    return [json.loads(payload) for payload in rows]
+
+
 def csrf_of(html: str) -> str:
     """The CSRF token a page's forms carry."""
     found = re.search(r'name="csrf_token" value="([^"]+)"', html)

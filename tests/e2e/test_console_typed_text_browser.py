@@ -17,11 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from browser_support import Page, expect, needs_chromium, sign_in, tab
-from console_support import PASSWORD, add_user, console_settings, reported_study, serving, study_path
-from radtrace.audit.schema import AuditEventRow
+from console_support import (
+    PASSWORD,
+    add_user,
+    console_settings,
+    finding_decisions,
+    reported_study,
+    serving,
+    study_path,
+)
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
@@ -41,13 +47,7 @@ class Site:
     studies: dict[str, str]
 
     def decisions(self, study_uid: str) -> list[dict[str, Any]]:
-        with self.store.session() as session:
-            rows = session.scalars(
-                sa.select(AuditEventRow.payload)
-                .where(AuditEventRow.study_uid == study_uid, AuditEventRow.event_type == "finding_assessed")
-                .order_by(AuditEventRow.seq)
-            ).all()
-        return [json.loads(payload) for payload in rows]
+        return finding_decisions(self.store, study_uid)
 
 
 @pytest.fixture(scope="module")
