@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,19 @@ def deliveries_over(store: Store, settings: DispatchSettings, outbox_dir: Path) 
 def payloads_of(store: Store, kind: str) -> list[dict[str, Any]]:
     """The payload of every audit row of type ``kind``, in order."""
     return [payload for event_type, _, payload in audit_events(store) if event_type == kind]
+
+
+def readings_after(store: Store, seq: int) -> dict[str, datetime]:
+    """When each study was first read after audit row ``seq`` (its ``inference_completed``): study UID -> when."""
+    first: dict[str, datetime] = {}
+    with store.session() as session:
+        for uid, recorded_at in session.execute(
+            sa.select(AuditEventRow.study_uid, AuditEventRow.recorded_at)
+            .where(AuditEventRow.seq > seq, AuditEventRow.event_type == "inference_completed")
+            .order_by(AuditEventRow.seq)
+        ):
+            first.setdefault(uid, recorded_at)
+    return first
 
 
 def audit_events(store: Store) -> list[tuple[str, str, dict[str, Any]]]:

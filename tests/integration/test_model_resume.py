@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from worker_support import (
     queue_studies,
     reading_flags,
     reading_pipeline,
+    readings_after,
     revision_row,
     ring_until_settled,
     running_worker,
@@ -270,19 +270,6 @@ def test_a_model_that_really_writes_garbage_stops_again_after_four_more(tmp_path
         worker.join(timeout=30)
 
 
-def _readings_after(store: Store, seq: int) -> dict[str, datetime]:
-    """When each study was first read after audit row ``seq`` (its ``inference_completed``): study UID -> when."""
-    first: dict[str, datetime] = {}
-    with store.session() as session:
-        for uid, recorded_at in session.execute(
-            sa.select(AuditEventRow.study_uid, AuditEventRow.recorded_at)
-            .where(AuditEventRow.seq > seq, AuditEventRow.event_type == "inference_completed")
-            .order_by(AuditEventRow.seq)
-        ):
-            first.setdefault(uid, recorded_at)
-    return first
-
-
 def test_a_resume_reaches_every_held_worker_process_within_seconds_not_at_its_next_probe(
     tmp_path: Path, server: FakeVllm, postgres_url: str, redis_namespace: RedisNamespace
 ) -> None:
@@ -332,12 +319,12 @@ def test_a_resume_reaches_every_held_worker_process_within_seconds_not_at_its_ne
                     ).one()  # the resume's entry (the workers may have recorded more since)  # fmt: skip
                 held = (uids[STOP_AFTER - 1], uids[STOP_AFTER])  # w1's, w2's
                 try:
-                    wait_until(lambda: set(held) <= set(_readings_after(store, lifted_seq)), timeout_s=60)
+                    wait_until(lambda: set(held) <= set(readings_after(store, lifted_seq)), timeout_s=60)
                 except AssertionError:
                     logs = [(tmp_path / f"w{n}.log").read_text(errors="replace")[-3000:] for n in (1, 2)]
-                    raise AssertionError(f"not both read again: {_readings_after(store, lifted_seq)}; "
+                    raise AssertionError(f"not both read again: {readings_after(store, lifted_seq)}; "
                                          f"logs:\n{logs[0]}\n----\n{logs[1]}") from None  # fmt: skip
-        first = _readings_after(store, lifted_seq)
+        first = readings_after(store, lifted_seq)
         latencies = [round((first[uid] - lifted_at).total_seconds(), 2) for uid in held]
         print(f"resume to each worker's first reading: {latencies} s; reads of the fourth before: {reads_before}")
         assert max(latencies) < 5, latencies

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from radtrace.audit.schema import AuditEventRow
-from radtrace.store.engine import Store
 from radtrace.testing.services import RedisNamespace, free_port
 from radtrace.worker.doorbell import ring_process
 from worker_support import (
@@ -31,6 +29,7 @@ from worker_support import (
     migrated_store,
     model_outage_events,
     queue_studies,
+    readings_after,
     revision_row,
     running_worker,
     vllm_worker_settings,
@@ -44,19 +43,6 @@ pytestmark = pytest.mark.integration
 def server() -> Iterator[FakeVllm]:
     with fake_vllm_server(free_port()) as fake:
         yield fake
-
-
-def _readings_after(store: Store, seq: int) -> dict[str, datetime]:
-    """When each study was first read after audit row ``seq``: study UID -> its inference_completed's time."""
-    first: dict[str, datetime] = {}
-    with store.session() as session:
-        for uid, recorded_at in session.execute(
-            sa.select(AuditEventRow.study_uid, AuditEventRow.recorded_at)
-            .where(AuditEventRow.seq > seq, AuditEventRow.event_type == "inference_completed")
-            .order_by(AuditEventRow.seq)
-        ):
-            first.setdefault(uid, recorded_at)
-    return first
 
 
 def test_every_held_worker_reads_within_seconds_of_the_outage_s_end(
@@ -95,8 +81,8 @@ def test_every_held_worker_reads_within_seconds_of_the_outage_s_end(
                         .where(AuditEventRow.event_type == "application_started")
                         .order_by(AuditEventRow.seq.desc()).limit(1)
                     ).one()  # fmt: skip
-                wait_until(lambda: set(uids) <= set(_readings_after(store, ended_seq - 1)), timeout_s=90)
-        first = _readings_after(store, ended_seq - 1)
+                wait_until(lambda: set(uids) <= set(readings_after(store, ended_seq - 1)), timeout_s=90)
+        first = readings_after(store, ended_seq - 1)
         latencies = sorted(round((first[uid] - ended_at).total_seconds(), 2) for uid in uids)
         print(f"outage end to each worker's reading: {latencies} s")
         assert latencies[-1] < 5, latencies
