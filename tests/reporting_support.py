@@ -6,6 +6,7 @@ import copy
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -26,6 +27,10 @@ from radtrace.model.reading import (
     TokenCounts,
 )
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study
+
+if TYPE_CHECKING:
+    from radtrace.reporting.dispatch.outbox import ReportFiles
+    from radtrace.store.engine import Store
 
 ROWS, COLUMNS = 96, 80
 STUDY = StudySpec(seed=5)
@@ -253,3 +258,31 @@ def hostile_header_study() -> list[Dataset]:
             if keyword in pa:
                 delattr(pa, keyword)
     return datasets
+
+
+def typical_report_files() -> ReportFiles:
+    """The drafts of the ``typical`` case (SR, ORU, an empty FHIR document), as the outbox enqueues them."""
+    import json
+
+    from radtrace.config import ReportingSettings
+    from radtrace.reporting.dispatch.outbox import ReportFiles
+    from radtrace.reporting.hl7 import build_oru
+    from radtrace.reporting.sr import build_sr, sr_bytes
+
+    reading, sources = sr_cases()["typical"]
+    sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
+    oru = build_oru(reading, sources[0], settings=ReportingSettings(), sr_sop_instance_uid=str(sr.SOPInstanceUID))
+    return ReportFiles(str(sr.SOPInstanceUID), sr_bytes(sr), oru.encode(), json.dumps({}).encode())
+
+
+def reported_revision(store: Store, study_key: str, accession: str) -> tuple[int, str]:
+    """A reported revision 1 of the ``typical`` case's study in ``store``: (its id, the Study Instance UID)."""
+    from radtrace.store.models import Revision, RevisionState, Study
+
+    _, sources = sr_cases()["typical"]
+    with store.session() as session:
+        study = Study(study_uid=str(sources[0].StudyInstanceUID), study_key=study_key, accession=accession)
+        revision = Revision(study=study, number=1, state=RevisionState.REPORTED)
+        session.add_all([study, revision])
+        session.flush()
+        return revision.id, study.study_uid

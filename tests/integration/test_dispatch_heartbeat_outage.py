@@ -12,7 +12,6 @@ threads and the real heartbeat; the outage's length is played by moving the disp
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import threading
 import time
@@ -26,21 +25,24 @@ import pytest
 from sqlalchemy.orm import Session
 
 from radtrace.audit.recorder import AuditRecorder
-from radtrace.config import DispatchSettings, MllpDestination, ReportingSettings
+from radtrace.config import DispatchSettings, MllpDestination
 from radtrace.errors import StoreUnavailableError
 from radtrace.reporting.dispatch import claims
-from radtrace.reporting.dispatch.outbox import KIND_HL7, Outbox, ReportFiles, planned_deliveries
-from radtrace.reporting.hl7 import build_oru
-from radtrace.reporting.sr import build_sr, sr_bytes
+from radtrace.reporting.dispatch.outbox import KIND_HL7, Outbox, planned_deliveries
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
+from radtrace.store.models import OutboxMessage, OutboxState
 from radtrace.worker.dead_claims import release_dead_claims
-from reporting_support import sr_cases
+from reporting_support import reported_revision, typical_report_files
 
 pytestmark = pytest.mark.integration
 
 HOST = socket.gethostname()
+
+
+def _revision(store: Store) -> int:
+    """This module's reported revision (its own study key and accession)."""
+    return reported_revision(store, "h" * 16, "RTACC000004")[0]
 
 
 class Clock:
@@ -67,23 +69,6 @@ class AwayStore:
             raise StoreUnavailableError(f"{doing}: the database did not answer")
         with self.store.session(doing, immediate=immediate) as session:
             yield session
-
-
-def _reports() -> ReportFiles:
-    reading, sources = sr_cases()["typical"]
-    sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
-    oru = build_oru(reading, sources[0], settings=ReportingSettings(), sr_sop_instance_uid=str(sr.SOPInstanceUID))
-    return ReportFiles(str(sr.SOPInstanceUID), sr_bytes(sr), oru.encode(), json.dumps({}).encode())
-
-
-def _revision(store: Store) -> int:
-    _, sources = sr_cases()["typical"]
-    with store.session() as session:
-        study = Study(study_uid=str(sources[0].StudyInstanceUID), study_key="h" * 16, accession="RTACC000004")
-        revision = Revision(study=study, number=1, state=RevisionState.REPORTED)
-        session.add_all([study, revision])
-        session.flush()
-        return revision.id
 
 
 def _row(store: Store, outbox_id: int) -> OutboxMessage:
@@ -144,7 +129,7 @@ def test_a_claim_of_another_namespace_is_not_released_in_the_moment_its_database
     away = AwayStore(store)
     first = Outbox(cast(Store, away), AuditRecorder(cast(Store, away)), settings, tmp_path / "payloads",
                    senders={KIND_HL7: slow_ris}, clock=clock)  # fmt: skip
-    [outbox_id] = first.enqueue(_revision(store), planned_deliveries(settings, _reports()))
+    [outbox_id] = first.enqueue(_revision(store), planned_deliveries(settings, typical_report_files()))
     foreign = claims.claim_text(f"radtrace@{HOST}:4242", 4026530000, claims.namespace()[1], 777)
     result: list[object] = []
     with mock.patch.object(claims, "this_process", return_value=foreign):

@@ -3,22 +3,23 @@ let a second dispatcher claim and send the same message while the first is still
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from radtrace.audit.recorder import AuditRecorder
-from radtrace.config import DispatchSettings, MllpDestination, ReportingSettings
-from radtrace.reporting.dispatch.outbox import KIND_HL7, Delivery, Outbox, ReportFiles, planned_deliveries
-from radtrace.reporting.hl7 import build_oru
-from radtrace.reporting.sr import build_sr, sr_bytes
+from radtrace.config import DispatchSettings, MllpDestination
+from radtrace.reporting.dispatch.outbox import KIND_HL7, Delivery, Outbox, planned_deliveries
 from radtrace.store.engine import Store
-from radtrace.store.models import Revision, RevisionState, Study
-from reporting_support import sr_cases
+from reporting_support import reported_revision, typical_report_files
 
 pytestmark = pytest.mark.integration
+
+
+def _revision(store: Store) -> int:
+    """This module's reported revision (its own study key and accession)."""
+    return reported_revision(store, "k" * 16, "RTACC000002")[0]
 
 
 class Clock:
@@ -27,23 +28,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def _reports() -> ReportFiles:
-    reading, sources = sr_cases()["typical"]
-    sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
-    oru = build_oru(reading, sources[0], settings=ReportingSettings(), sr_sop_instance_uid=str(sr.SOPInstanceUID))
-    return ReportFiles(str(sr.SOPInstanceUID), sr_bytes(sr), oru.encode(), json.dumps({}).encode())
-
-
-def _revision(store: Store) -> int:
-    _, sources = sr_cases()["typical"]
-    with store.session() as session:
-        study = Study(study_uid=str(sources[0].StudyInstanceUID), study_key="k" * 16, accession="RTACC000002")
-        revision = Revision(study=study, number=1, state=RevisionState.REPORTED)
-        session.add_all([study, revision])
-        session.flush()
-        return revision.id
 
 
 @pytest.mark.parametrize("ack_timeout_s", [30.0, 600.0, 3600.0])
@@ -66,7 +50,7 @@ def test_a_second_dispatcher_cannot_claim_a_row_while_its_send_may_still_be_wait
             clock.now += timedelta(seconds=ack_timeout_s - 1)
             nested.append(outbox().deliver(outbox_id))
 
-    [outbox_id] = outbox().enqueue(_revision(store), planned_deliveries(settings, _reports()))
+    [outbox_id] = outbox().enqueue(_revision(store), planned_deliveries(settings, typical_report_files()))
     first = outbox().deliver(outbox_id)
     assert first.attempted
     assert [delivery.attempted for delivery in nested] == [False]

@@ -27,41 +27,22 @@ import sqlalchemy as sa
 from radtrace.audit.events import Actor
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
-from radtrace.config import DispatchSettings, MllpDestination, ReportingSettings
+from radtrace.config import DispatchSettings, MllpDestination
 from radtrace.errors import DispatchRejectedError, PeerUnavailableError, RadtraceError
 from radtrace.reporting.dispatch import claims, holds, redelivery
-from radtrace.reporting.dispatch.outbox import KIND_HL7, Delivery, Outbox, ReportFiles, planned_deliveries
-from radtrace.reporting.hl7 import build_oru
-from radtrace.reporting.sr import build_sr, sr_bytes
+from radtrace.reporting.dispatch.outbox import KIND_HL7, Delivery, Outbox, planned_deliveries
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
+from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
 from radtrace.worker.dead_claims import release_dead_claims
 from radtrace.worker.settlement import Deliveries
 from radtrace.worker.study_retry import retry_revision
-from reporting_support import sr_cases
+from reporting_support import reported_revision, typical_report_files
 
 pytestmark = pytest.mark.integration
 
 HOST = socket.gethostname()
 OTHER_NAMESPACE = 4026530000  # not this test's PID namespace: the release waits for its heartbeat to be overdue
-
-
-def _reports() -> ReportFiles:
-    reading, sources = sr_cases()["typical"]
-    sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
-    oru = build_oru(reading, sources[0], settings=ReportingSettings(), sr_sop_instance_uid=str(sr.SOPInstanceUID))
-    return ReportFiles(str(sr.SOPInstanceUID), sr_bytes(sr), oru.encode(), json.dumps({}).encode())
-
-
-def _revision(store: Store) -> tuple[int, str]:
-    _, sources = sr_cases()["typical"]
-    with store.session() as session:
-        study = Study(study_uid=str(sources[0].StudyInstanceUID), study_key="s" * 16, accession="RTACC000003")
-        revision = Revision(study=study, number=1, state=RevisionState.REPORTED)
-        session.add_all([study, revision])
-        session.flush()
-        return revision.id, study.study_uid
 
 
 class Clock:
@@ -117,8 +98,8 @@ class Site:
         self.settings = DispatchSettings(ris=MllpDestination(host="127.0.0.1", port=2575, timeout_s=30))
         self.tmp_path = tmp_path
         setup = self.outbox(Gate("unused"))
-        revision_id, self.study_uid = _revision(store)
-        [self.outbox_id] = setup.enqueue(revision_id, planned_deliveries(self.settings, _reports()))
+        revision_id, self.study_uid = reported_revision(store, "s" * 16, "RTACC000003")
+        [self.outbox_id] = setup.enqueue(revision_id, planned_deliveries(self.settings, typical_report_files()))
 
     def outbox(self, sender: Gate) -> Outbox:
         # No beat renews the claim during the test: the release sees the first's claim as it was when the send began.
