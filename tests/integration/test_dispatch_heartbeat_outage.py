@@ -45,6 +45,19 @@ def _revision(store: Store) -> int:
     return reported_revision(store, "h" * 16, "RTACC000004")[0]
 
 
+def _claimed_row(store: Store, claimed_by: str, heartbeat_at: datetime, now: datetime) -> int:
+    """An HL7 delivery pending after its first attempt, claimed by ``claimed_by`` (its lease 300 s from ``now``), its
+    last beat at ``heartbeat_at``: its outbox id."""
+    with store.session() as session:
+        row = OutboxMessage(revision_id=_revision(store), kind="hl7", destination="127.0.0.1:2575", payload_path="x",
+                            payload_sha256="0" * 64, state=OutboxState.PENDING, attempts=1,
+                            next_attempt_at=now + timedelta(seconds=300), claimed_by=claimed_by,
+                            heartbeat_at=heartbeat_at)  # fmt: skip
+        session.add(row)
+        session.flush()
+        return row.id
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = utc_now()
@@ -90,14 +103,9 @@ def _wait_for(condition: object, timeout_s: float) -> float:
 def test_a_beat_missed_while_the_database_was_away_lands_within_a_second_of_its_return(store: Store) -> None:
     """The claim's holder beats every 5 s; its beat at 5 s finds the database away; the database is back at 5.5 s:
     the claim is renewed within about a second of that (it was at the next tick, 10 s, before: 4.5 s later)."""
-    with store.session() as session:
-        row = OutboxMessage(revision_id=_revision(store), kind="hl7", destination="127.0.0.1:2575", payload_path="x",
-                            payload_sha256="0" * 64, state=OutboxState.PENDING, attempts=1,
-                            next_attempt_at=utc_now() + timedelta(seconds=300), claimed_by=claims.new_claim(),
-                            heartbeat_at=utc_now())  # fmt: skip
-        session.add(row)
-        session.flush()
-        outbox_id, claimed_by, first_beat = row.id, str(row.claimed_by), row.heartbeat_at
+    now, claimed_by = utc_now(), claims.new_claim()
+    outbox_id = _claimed_row(store, claimed_by, now, now)
+    first_beat = _row(store, outbox_id).heartbeat_at
     away = AwayStore(store)
     away.away.set()
     with claims.kept_alive(cast(Store, away), outbox_id, claimed_by, 1, utc_now, claims.HEARTBEAT_S):
@@ -163,14 +171,7 @@ def test_an_overdue_claim_of_another_namespace_is_released_once_a_later_pass_fin
     """The confirming look costs a dead holder of another namespace 3 s, no more."""
     now = utc_now()
     foreign = claims.claim_text(f"radtrace@{HOST}:4243", 4026530000, claims.namespace()[1], 778) + " claim=ab12"
-    with store.session() as session:
-        row = OutboxMessage(revision_id=_revision(store), kind="hl7", destination="127.0.0.1:2575", payload_path="x",
-                            payload_sha256="0" * 64, state=OutboxState.PENDING, attempts=1,
-                            next_attempt_at=now + timedelta(seconds=300), claimed_by=foreign,
-                            heartbeat_at=now - timedelta(seconds=16))  # fmt: skip
-        session.add(row)
-        session.flush()
-        outbox_id = row.id
+    outbox_id = _claimed_row(store, foreign, now - timedelta(seconds=16), now)
     recorder = AuditRecorder(store)
     assert release_dead_claims(store, recorder, now, claim_timeout_s=120).deliveries == []
     assert release_dead_claims(store, recorder, now + timedelta(seconds=2.9), claim_timeout_s=120).deliveries == []
@@ -186,14 +187,7 @@ def test_a_gap_in_the_releasers_passes_starts_the_confirmation_again(store: Stor
     a sighting from before the gap: the holder's retried beat may be about to land."""
     now = utc_now()
     foreign = claims.claim_text(f"radtrace@{HOST}:4244", 4026530000, claims.namespace()[1], 779) + " claim=cd34"
-    with store.session() as session:
-        row = OutboxMessage(revision_id=_revision(store), kind="hl7", destination="127.0.0.1:2575", payload_path="x",
-                            payload_sha256="0" * 64, state=OutboxState.PENDING, attempts=1,
-                            next_attempt_at=now + timedelta(seconds=300), claimed_by=foreign,
-                            heartbeat_at=now - timedelta(seconds=16))  # fmt: skip
-        session.add(row)
-        session.flush()
-        outbox_id = row.id
+    outbox_id = _claimed_row(store, foreign, now - timedelta(seconds=16), now)
     recorder = AuditRecorder(store)
     for after_s in (0.0, 12.0, 14.9):  # seen, then (after a gap) seen as new, then still within its 3 s
         assert (
