@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,30 @@ def test_generated_nested_sequences_read_as_pydicom_reads_them_whole(tmp_path: P
         assert read[element.tag] == element, element.tag
 
 
+def _damaged(dataset: Any, damage: list[tuple[int, bytes]]) -> bytes:
+    """``dataset`` encoded, with each ``(offset, bytes)`` of ``damage`` written over it (offsets wrap around)."""
+    encoded = bytearray(_encode(dataset))
+    for offset, data in damage:
+        if encoded:
+            at = offset % len(encoded)
+            encoded[at : at + len(data)] = data[: len(encoded) - at]
+    return bytes(encoded)
+
+
+def _peak_reading(*reads: Callable[[], object]) -> int:
+    """Peak bytes Python allocated while the ``reads`` ran, one after the other, each reading or refusing its file (a
+    DicomInputError)."""
+    tracemalloc.start()
+    try:
+        for read in reads:
+            with contextlib.suppress(DicomInputError):
+                read()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak
+
+
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     dataset=_datasets, damage=st.lists(st.tuples(st.integers(0, 10_000), st.binary(min_size=1, max_size=4)), max_size=4)
@@ -93,21 +118,10 @@ def test_generated_nested_sequences_read_as_pydicom_reads_them_whole(tmp_path: P
 def test_a_damaged_nested_data_set_is_read_or_refused_within_memory(
     tmp_path: Path, dataset: Any, damage: list[tuple[int, bytes]]
 ) -> None:
-    encoded = bytearray(_encode(dataset))
-    for offset, data in damage:
-        if encoded:
-            at = offset % len(encoded)
-            encoded[at : at + len(data)] = data[: len(encoded) - at]
     path = deflated_with(
-        pydicom.dcmread(REAL_FILMS / NIH), tmp_path / "damaged.dcm", 0x00090010, iter([bytes(encoded)])
+        pydicom.dcmread(REAL_FILMS / NIH), tmp_path / "damaged.dcm", 0x00090010, iter([_damaged(dataset, damage)])
     )
-    tracemalloc.start()
-    try:
-        with contextlib.suppress(DicomInputError):
-            spooled_image(path, "")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = _peak_reading(lambda: spooled_image(path, ""))
     assert peak < 16 << 20, peak >> 20
 
 
@@ -139,19 +153,6 @@ def test_generated_nested_sequences_in_a_plain_file_read_as_pydicom_reads_them_w
 def test_a_damaged_nested_data_set_in_a_plain_file_is_read_or_refused_within_memory(
     tmp_path: Path, dataset: Any, damage: list[tuple[int, bytes]]
 ) -> None:
-    encoded = bytearray(_encode(dataset))
-    for offset, data in damage:
-        if encoded:
-            at = offset % len(encoded)
-            encoded[at : at + len(data)] = data[: len(encoded) - at]
-    path = _plain_film(tmp_path, bytes(encoded), "damaged.dcm")
-    tracemalloc.start()
-    try:
-        with contextlib.suppress(DicomInputError):
-            spooled_image(path, "")
-        with contextlib.suppress(DicomInputError):
-            read_header(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    path = _plain_film(tmp_path, _damaged(dataset, damage), "damaged.dcm")
+    peak = _peak_reading(lambda: spooled_image(path, ""), lambda: read_header(path))
     assert peak < 16 << 20, peak >> 20
