@@ -32,6 +32,23 @@ def free_port_pair() -> int:
     return free_port(consecutive=2)
 
 
+def startup_table(stdout: str) -> dict[str, tuple[str, str]]:
+    """``radtrace serve``'s start-up table as check -> (result, detail), a detail wrapped over several lines joined
+    again."""
+    rows: dict[str, tuple[str, str]] = {}
+    name = ""
+    for line in stdout.splitlines():
+        parts = line.split("│")
+        if len(parts) < 5:
+            continue
+        if parts[1].strip():
+            name = parts[1].strip()
+            rows[name] = (parts[2].strip(), parts[3].strip())
+        elif name:
+            rows[name] = (rows[name][0], f"{rows[name][1]} {parts[3].strip()}")
+    return rows
+
+
 @contextlib.contextmanager
 def small_tmpfs(mount_point: Path, size: str = "16m") -> Iterator[Path]:
     """A real tmpfs of ``size`` mounted at ``mount_point`` (created), unmounted afterwards: a file system a test can

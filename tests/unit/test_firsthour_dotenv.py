@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from radtrace.testing.services import free_port
+from tests_support import startup_table
 
 pytestmark = pytest.mark.unit
 
@@ -40,18 +41,7 @@ def _serve_checks(folder: Path, **env: str) -> tuple[int, dict[str, tuple[str, s
         } | env  # fmt: skip
         result = subprocess.run([sys.executable, "-m", "radtrace", "serve"], cwd=folder, env=environment,
                                 capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
-    rows: dict[str, tuple[str, str]] = {}
-    name = ""
-    for line in result.stdout.splitlines():
-        parts = line.split("│")
-        if len(parts) < 5:
-            continue
-        if parts[1].strip():
-            name = parts[1].strip()
-            rows[name] = (parts[2].strip(), parts[3].strip())
-        elif name:
-            rows[name] = (rows[name][0], f"{rows[name][1]} {parts[3].strip()}")
-    return result.returncode, rows, result.stdout + result.stderr
+    return result.returncode, startup_table(result.stdout), result.stdout + result.stderr
 
 
 def test_serve_says_a_dotenv_beside_it_is_not_read(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from radtrace.testing.services import free_port
-from tests_support import radtrace
+from tests_support import radtrace, startup_table
 
 pytestmark = pytest.mark.unit
 
@@ -32,22 +32,6 @@ def _held(port: int, *, listening: bool = True) -> Iterator[None]:
         if listening:
             other.listen()
         yield
-
-
-def _cells(stdout: str) -> dict[str, tuple[str, str]]:
-    """The start-up table as check -> (result, detail), a wrapped detail joined again."""
-    rows: dict[str, tuple[str, str]] = {}
-    name = ""
-    for line in stdout.splitlines():
-        parts = line.split("│")
-        if len(parts) < 5:
-            continue
-        if parts[1].strip():
-            name = parts[1].strip()
-            rows[name] = (parts[2].strip(), parts[3].strip())
-        elif name:
-            rows[name] = (rows[name][0], f"{rows[name][1]} {parts[3].strip()}")
-    return rows
 
 
 def _self_signed(directory: Path) -> dict[str, str]:
@@ -69,7 +53,7 @@ def _refused_for(row: str, env: dict[str, str], port: int, *, listening: bool = 
     shown = result.stdout + result.stderr
     assert result.returncode == 2, shown
     assert "Traceback" not in shown
-    result_of, detail = _cells(result.stdout)[row]
+    result_of, detail = startup_table(result.stdout)[row]
     assert result_of == "failed", shown
     assert "what next" not in result.stdout  # serve does not pretend to start
     assert "started" not in result.stderr, shown  # no child
@@ -141,7 +125,7 @@ def test_serve_lists_the_metrics_ports_it_will_bind_when_they_are_free(tmp_path:
     port = int(env["RADTRACE_API__PORT"])
     with _held(port):  # serve stops after its checks (the API port is taken); the metrics row is what is looked at
         result = radtrace("serve", env=env)
-    assert _cells(result.stdout)["metrics ports"] == ("ok", f"0.0.0.0:{first}, 0.0.0.0:{first + 1}")
+    assert startup_table(result.stdout)["metrics ports"] == ("ok", f"0.0.0.0:{first}, 0.0.0.0:{first + 1}")
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from alembic import command
 from radtrace.store.engine import Store
 from radtrace.store.migrate import _config, head_revision, upgrade
 from radtrace.testing.services import free_port, temporary_postgres_database
-from tests_support import radtrace
+from tests_support import radtrace, startup_table
 
 pytestmark = pytest.mark.unit
 
@@ -39,22 +39,6 @@ def _env(data_dir: Path, **more: str) -> dict[str, str]:
         "RADTRACE_DATA_DIR": str(data_dir), "RADTRACE_LISTENER__PORT": str(free_port()),
         "RADTRACE_API__PORT": str(free_port()), "RADTRACE_MODEL__BACKEND": "demo", "RADTRACE_MODEL__DEMO": "true",
     } | more  # fmt: skip
-
-
-def _cells(stdout: str) -> dict[str, str]:
-    """The start-up table as check -> detail, a detail wrapped over several lines joined again."""
-    rows: dict[str, str] = {}
-    name = ""
-    for line in stdout.splitlines():
-        parts = line.split("│")
-        if len(parts) < 5:
-            continue
-        if parts[1].strip():
-            name = parts[1].strip()
-            rows[name] = parts[3].strip()
-        elif name:
-            rows[name] += " " + parts[3].strip()
-    return rows
 
 
 def _revision(url: str) -> str | None:
@@ -107,7 +91,7 @@ def test_serve_refuses_a_database_a_newer_radtrace_migrated(newer_database: tupl
     assert result.returncode == 1, shown
     assert "Traceback" not in shown
     assert "Can't locate revision" not in shown
-    detail = _cells(result.stdout)["database"]
+    detail = startup_table(result.stdout)["database"][1]
     assert detail.startswith(f"the database was migrated by a newer radtrace (revision {FUTURE}; this version knows "
                              f"up to {head_revision()}): run the radtrace version that migrated it, or restore the "
                              "backup")  # fmt: skip
@@ -173,7 +157,7 @@ def test_serve_migrates_an_older_sqlite_database_after_saying_so_and_keeping_a_c
     assert len(backups) == 1, stdout + stderr
     backup = backups[0]
     assert backup.name.startswith(f"radtrace.db.backup-{OLD}-")
-    assert _cells(stdout)["database"] == (
+    assert startup_table(stdout)["database"][1] == (
         f"SQLite migrated from schema {OLD} to {head}; the database as it was is kept in {backup} "
         f"({data_dir / 'radtrace.db'})"
     )
@@ -199,7 +183,7 @@ def test_a_new_database_is_made_without_talk_of_migrating(tmp_path: Path) -> Non
         held.listen()
         result = radtrace("serve", env=_env(data_dir, RADTRACE_API__PORT=str(held.getsockname()[1])))
     assert result.returncode == 2, result.stdout + result.stderr
-    detail = _cells(result.stdout)["database"]
+    detail = startup_table(result.stdout)["database"][1]
     assert detail == f"SQLite created at schema {head_revision()} ({data_dir / 'radtrace.db'})"
     assert "migrat" not in (result.stdout + result.stderr).lower()
     assert not list(data_dir.glob("radtrace.db.backup-*"))
@@ -237,7 +221,7 @@ def test_two_services_starting_together_migrate_once_and_keep_one_copy(tmp_path:
             for _ in range(2)
         ]  # fmt: skip
         outputs = [start.communicate(timeout=120) for start in starts]
-    databases = sorted(_cells(stdout)["database"] for stdout, _ in outputs)
+    databases = sorted(startup_table(stdout)["database"][1] for stdout, _ in outputs)
     (backup,) = data_dir.glob(f"radtrace.db.backup-{OLD}-*")
     head = head_revision()
     assert databases == sorted([
