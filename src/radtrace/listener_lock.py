@@ -30,6 +30,7 @@ from typing import IO
 
 from radtrace.config import Settings
 from radtrace.errors import ConfigError
+from radtrace.ports import bound_socket
 
 __all__ = ["ListenerLockError", "listener_locks", "listener_ports", "port_lock_path"]
 
@@ -93,15 +94,11 @@ def _port_answers(host: str, port: int) -> bool:
 
 def _port_bound_elsewhere(host: str, port: int) -> bool:
     """Whether another socket holds ``host:port`` though nothing may answer there (bound, not listening): a probe
-    bind as the listener binds (``SO_REUSEADDR``, so a port in TIME_WAIT after our own last run is free), without
-    ``SO_REUSEPORT`` (which would share the port with another program's socket instead of seeing it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc.errno == errno.EADDRINUSE
+    bind as the listener binds."""
+    try:
+        bound_socket(host, port).close()
+    except OSError as exc:
+        return exc.errno == errno.EADDRINUSE
     return False
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from radtrace.config import Settings, unread_dotenv
 from radtrace.errors import ModelServerError, RadtraceError
+from radtrace.ports import bound_socket
 
 if TYPE_CHECKING:
     from radtrace.store.engine import Store
@@ -366,15 +367,7 @@ def _embedded_broker(settings: Settings) -> Check | None:
 def bind_api_socket(settings: Settings) -> socket.socket:
     """A TCP socket bound to ``api.host``:``api.port`` with the options uvicorn binds with (not yet listening);
     ``OSError`` when the address cannot be bound (see :func:`api_bind_problem`)."""
-    host, port = settings.api.host, settings.api.port
-    bound = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        bound.bind((host, port))
-    except OSError:
-        bound.close()
-        raise
-    return bound
+    return bound_socket(settings.api.host, settings.api.port)
 
 
 def _api_port_free(settings: Settings) -> Check:
@@ -439,14 +432,10 @@ def metrics_port_problem(settings: Settings, ports: list[tuple[int, str]]) -> st
     binds it, naming its setting (:func:`bind_problem`), or None."""
     host = settings.listener.metrics_bind_host
     for port, setting in ports:
-        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server binds
-            probe.bind((host, port))
+            bound_socket(host, port).close()  # as http.server binds (SO_REUSEADDR)
         except OSError as exc:
             return bind_problem(host, port, setting, exc)
-        finally:
-            probe.close()
     return None
 
 
@@ -481,18 +470,14 @@ def listener_port_problem(settings: Settings) -> str | None:
 
     host = settings.listener.host or "0.0.0.0"  # noqa: S104
     for port, setting in listener_ports(settings):
-        probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
+            bound_socket(host, port).close()
         except OSError as exc:
             if exc.errno == errno.EACCES:
                 return (
                     f"port {port} needs privileges this user lacks ({setting}): use a port above 1023 and tell the "
                     "PACS, or give the service CAP_NET_BIND_SERVICE (AmbientCapabilities= in its systemd unit)"
                 )
-        finally:
-            probe.close()
     return None
 
 
