@@ -1,6 +1,6 @@
 """Whether a chest radiograph's picture looks like a negative: a plausibility check on its pixels.
 
-The Photometric Interpretation decides which end of the gray scale is white (``radtrace.model.image._polarity``).
+The Photometric Interpretation decides which end of the gray scale is white ((:func:`header_polarity`)).
 Some CR and DX systems write MONOCHROME1 over pixels that are MONOCHROME2 (or the reverse); the picture is then a
 negative, and nothing in the header says so. This check measures two things every chest radiograph shows the
 right way round, on the picture after the VOI and the inversion (0 = black):
@@ -39,6 +39,7 @@ from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
+from pydicom.dataset import Dataset
 
 __all__ = [
     "GRID",
@@ -49,6 +50,7 @@ __all__ = [
     "SUSPECTED_NEGATIVE",
     "UNDECIDED",
     "PolarityRecord",
+    "header_polarity",
     "polarity_plausibility",
     "polarity_records",
 ]
@@ -71,9 +73,41 @@ UNDECIDED: Final = "undecided"
 
 #: What the outputs and the worklist call an image whose pixels look like a negative (this check) ...
 SUSPECTED_NEGATIVE: Final = "suspected-negative"
-#: ... and one whose Presentation LUT Shape contradicts its Photometric Interpretation (model/image.py ``_polarity``).
+#: ... and one whose Presentation LUT Shape contradicts its Photometric Interpretation (:func:`header_polarity`).
 POLARITY_CONTRADICTION: Final = "polarity-contradiction"
+Step = dict[str, Any]
 _CODE_STRING: Final = re.compile(r"[A-Z0-9 _]{1,16}")  # a DICOM CS value: safe in every output as it is
+
+
+def header_polarity(ds: Dataset, photometric: str) -> tuple[bool, Step]:
+    """Whether the VOI output is inverted (MONOCHROME1: the lowest value white, PS3.3 C.7.6.3.1.2), and the step.
+
+    An image's own Presentation LUT Shape (General Image and DX Image modules, PS3.3 C.7.6.1 and C.8.11.7)
+    restates the Photometric Interpretation: INVERSE "shall be used" with MONOCHROME1, IDENTITY with MONOCHROME2.
+    Only a presentation state's pipeline overrides the Photometric Interpretation (PS3.4 N.2.1.4, note 1).
+    Where the two disagree the object is wrong, and the Photometric Interpretation decides: it is the element
+    every decoder and transcoder keeps true to the pixels (a MONOCHROME1 film converted to MONOCHROME2 has its
+    pixels inverted and its interpretation rewritten, while a stale INVERSE can stay), and the shape is the one
+    found wrong in the field (Fuji films written MONOCHROME1 with IDENTITY: dcm4che's dcm2jpg --noshape and the
+    archive's "Wado Ignore Presentation LUT Shape", dcm4che issues 944 and 3155). dcmtk's dcm2pnm follows the
+    shape and shows such a film as a negative; ClearCanvas's Presentation LUT inverts for MONOCHROME1. A
+    Presentation LUT Sequence is no image IOD's (a presentation state's or a print's): as in dcm2pnm, it is not
+    applied, and is recorded.
+    """
+    shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+    invert = photometric == "MONOCHROME1"
+    step: Step = {
+        "step": "inversion",
+        "applied": invert,
+        "photometric": photometric,
+        "presentation_lut_shape": shape or None,
+    }
+    restated = "INVERSE" if invert else "IDENTITY"
+    if shape in ("IDENTITY", "INVERSE") and shape != restated:
+        step["contradiction"] = f"Presentation LUT Shape {shape} with {photometric}: the shape is not followed"
+    if "PresentationLUTSequence" in ds:
+        step["presentation_lut_sequence"] = "not applied (no image IOD defines it)"
+    return invert, step
 
 
 def polarity_plausibility(display: NDArray[np.float64], padding: NDArray[np.bool_] | None = None) -> dict[str, Any]:
