@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import radtrace.preflight
+import radtrace.preflight.model
 from private_servers import HostilePeer, drip, hostile_peer, stream_forever
 from radtrace.config import load_settings
 from radtrace.model.backends.vllm import MAX_REPLY_BYTES, VllmBackend
@@ -34,7 +34,7 @@ Behaviour = Callable[[HostilePeer, socket.socket], None]
 
 @pytest.fixture(autouse=True)
 def short_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(radtrace.preflight, "MODEL_SERVER_CHECK_S", LIMIT_S, raising=False)
+    monkeypatch.setattr(radtrace.preflight.model, "MODEL_SERVER_CHECK_S", LIMIT_S)
 
 
 _TOKEN = json.dumps({"object": "chat.completion", "usage": {"completion_tokens": 1},

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import radtrace.preflight
+import radtrace.preflight.model
 from radtrace.preflight import check_model_weights
 from radtrace.testing.services import free_port
 from worker_support import fake_vllm_server, vllm_worker_settings
@@ -25,7 +25,7 @@ LIMIT_S = 1.0
 
 @pytest.fixture(autouse=True)
 def short_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(radtrace.preflight, "MODEL_SERVER_CHECK_S", LIMIT_S)
+    monkeypatch.setattr(radtrace.preflight.model, "MODEL_SERVER_CHECK_S", LIMIT_S)
 
 
 @pytest.mark.parametrize(

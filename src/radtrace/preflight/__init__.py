@@ -1,0 +1,83 @@
+"""Start-up checks shared by every long-running radtrace service.
+
+Each check is a plain value; the CLI prints them and refuses to start on a failed *required* one.
+A missing model is a warning here (the listener and dispatcher run without it); the worker treats
+it as fatal.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from radtrace.config import Settings, unread_dotenv
+from radtrace.preflight.broker import embedded_broker, external_broker
+from radtrace.preflight.check import Check, failed_checks
+from radtrace.preflight.database import database_check, store_problem
+from radtrace.preflight.directories import data_dir_problem, free_space, writable_directory
+from radtrace.preflight.model import check_model_weights
+from radtrace.preflight.ports import (
+    api_bind_problem,
+    bind_api_socket,
+    bind_problem,
+    check_ports,
+    listener_port_problem,
+    metrics_port_problem,
+    metrics_ports,
+)
+
+__all__ = [
+    "Check",
+    "api_bind_problem",
+    "bind_api_socket",
+    "bind_problem",
+    "check_model_weights",
+    "check_ports",
+    "data_dir_problem",
+    "failed_checks",
+    "for_serve",
+    "listener_port_problem",
+    "metrics_port_problem",
+    "metrics_ports",
+    "run_preflight",
+    "store_problem",
+]
+
+
+def for_serve(checks: list[Check]) -> list[Check]:
+    """The checks as ``serve`` must judge them: it is started by hand, so what a systemd unit waits out (a disk
+    below the limit, an external broker that does not answer) is a mistake to correct before starting (exit 2).
+
+    Before, serve started with a broker.url that answered nothing (a typo, Redis not started) and its workers
+    logged Celery's reconnect errors every few seconds, and a full disk was exit 1 with no remedy.
+    """
+    judged = []
+    for check in checks:
+        if check.name == "free disk space" and check.status == "failed":
+            check = Check(check.name, "failed", check.detail, config_error=True)
+        elif check.name == "broker" and check.status == "warning":
+            detail = check.detail.split("; studies are received", 1)[0]
+            check = Check(
+                "broker", "failed", f"{detail}: start it, correct broker.url (RADTRACE_BROKER__URL), or unset "
+                "broker.url for the embedded broker (one machine)", config_error=True,
+            )  # fmt: skip
+        judged.append(check)
+    return judged
+
+
+def run_preflight(settings: Settings) -> list[Check]:
+    """Run every start-up check, creating the data directories on the way."""
+    dotenv = unread_dotenv(Path.cwd(), os.environ)
+    checks = [Check("settings", "ok", "loaded and valid") if dotenv is None else Check("settings", "warning", dotenv)]
+    problem = data_dir_problem(settings.data_dir, create=True)
+    if problem is not None:  # every other check would fail on it too: say it once, with what to change
+        return [*checks, Check("data directory", "failed", problem, config_error=True)]
+    checks += [
+        writable_directory("data directory", settings.data_dir),
+        writable_directory("spool", settings.spool_dir),
+        writable_directory("quarantine", settings.quarantine_dir),
+    ]
+    checks += [free_space(settings), database_check(settings)]
+    checks.append(embedded_broker(settings) or external_broker(settings))
+    checks.append(check_model_weights(settings))
+    return checks
