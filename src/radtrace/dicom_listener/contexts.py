@@ -8,7 +8,8 @@ at all, as ``listener.non_chest_policy`` says.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from collections.abc import Iterable, Iterator
+from typing import Any, Final, Literal
 
 from pydicom.uid import (
     JPEG2000,
@@ -30,7 +31,14 @@ from pydicom.uid import (
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import _STORAGE_CLASSES as _ALL_STORAGE  # the full PS3.4 Annex B table
 
-__all__ = ["RADIOGRAPH_SOP_CLASSES", "TRANSFER_SYNTAXES", "VERIFICATION", "storage_sop_classes", "supported_contexts"]
+__all__ = [
+    "RADIOGRAPH_SOP_CLASSES",
+    "TRANSFER_SYNTAXES",
+    "VERIFICATION",
+    "refused_pairs",
+    "storage_sop_classes",
+    "supported_contexts",
+]
 
 VERIFICATION: Final = "1.2.840.10008.1.1"
 
@@ -72,3 +80,19 @@ def supported_contexts(non_chest_policy: Literal["accept-and-skip", "reject"]) -
     contexts = [build_context(VERIFICATION)]
     contexts.extend(build_context(uid, list(TRANSFER_SYNTAXES)) for uid in storage_sop_classes(non_chest_policy))
     return contexts
+
+
+def refused_pairs(refused: Iterable[PresentationContext], request: Any) -> Iterator[dict[str, str | int]]:
+    """What the refused presentation contexts proposed, for their audit: per context refused for its abstract syntax
+    (PS3.8 Table 9-18 result 3) the SOP class alone; per one refused otherwise (4, transfer syntaxes not supported)
+    one SOP class and transfer syntax pair per transfer syntax the A-ASSOCIATE-RQ (``request``) proposed for it."""
+    proposed = {
+        cx.context_id: cx.transfer_syntax for cx in getattr(request, "presentation_context_definition_list", None) or []
+    }
+    for context in refused:
+        sop_class = str(context.abstract_syntax)
+        if context.result == 3:
+            yield {"sop_class_uid": sop_class, "result": 3}
+            continue
+        for syntax in proposed.get(context.context_id) or context.transfer_syntax:
+            yield {"sop_class_uid": sop_class, "transfer_syntax": str(syntax), "result": int(context.result or 0)}

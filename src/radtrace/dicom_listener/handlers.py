@@ -22,6 +22,7 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ListenerSettings
 from radtrace.dicom_charset import audit_record
 from radtrace.dicom_listener.admission import Admission, Connection, timeout_setting
+from radtrace.dicom_listener.contexts import refused_pairs
 from radtrace.dicom_listener.encoding import RELABELLED_SYNTAXES, relabel_mismatched_encoding
 from radtrace.dicom_listener.headers import ReceivedHeader, read_header, refused_identity
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
@@ -112,7 +113,10 @@ class ListenerHandlers:
         #: presentation contexts refused at negotiation, aggregated as the refusals are: one association after another
         #: proposing what the listener does not take wrote one audit row each (200 in 4 s from one source)
         self.context_refusals = RefusalAudit(
-            self._audit_many, settings.refusal_audit_interval_s, event_type=EventType.INSTANCE_REJECTED
+            self._audit_many,
+            settings.refusal_audit_interval_s,
+            event_type=EventType.INSTANCE_REJECTED,
+            items_key="contexts",
         )
         self.spool = spool
         self.metrics = metrics
@@ -251,8 +255,7 @@ class ListenerHandlers:
             calling_ae=actor.ae_title,
             port=door[0] if connection is not None and connection.port else None,
             tls=door[1],
-            # PS3.8 Table 9-18: 3 abstract syntax not supported, 4 transfer syntaxes not supported
-            contexts=[{"sop_class_uid": str(cx.abstract_syntax), "result": cx.result} for cx in refused[:32]],
+            items=refused_pairs(refused, getattr(event.assoc.requestor, "primitive", None)),
             refused=len(refused),
         )
 
