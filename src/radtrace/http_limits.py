@@ -28,6 +28,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_SOURCE",
+    "SEND_TIMEOUT_S",
     "PeerLimits",
     "RefusalLog",
     "connection_limit",
@@ -47,6 +48,9 @@ MAX_BODY_BYTES: Final[int] = _API["max_body_bytes"].default
 FAILED_AUTH_BURST: Final[int] = _API["failed_auth_limit"].default
 FAILED_AUTH_WINDOW_S: Final[float] = _API["failed_auth_window_s"].default
 THROTTLE_S: Final[float] = _API["failed_auth_pause_s"].default
+#: A peer must take (read) an answer it asked for: once it has left the server's send buffer full (or a closing
+#: connection's last bytes unread) this long, the connection is cut off.
+SEND_TIMEOUT_S: Final = 30.0
 LINGER_S: Final = 1.0  # a body left unread after the answer is discarded this long, then the connection closed
 MAX_TARGET_BYTES: Final = 8 * 1024
 MAX_HEADER_BYTES: Final = 16 * 1024
@@ -84,21 +88,28 @@ class RefusalLog:
     more were refused since and from how many addresses."""
 
     def __init__(self) -> None:
-        self._last: dict[int, tuple[float, int, set[str]]] = {}
+        self._last: dict[str, tuple[float, int, set[str]]] = {}
 
     def refused(self, source: str, status: int, reason: str) -> None:
         """Log (or count) one refusal."""
+        self._say(source, f"{status}s", f"refused: {status} {reason}")
+
+    def cut_off(self, source: str, reason: str) -> None:
+        """Log (or count) one connection cut off without an answer (the peer would not read one)."""
+        self._say(source, "cut off", f"cut off: {reason}")
+
+    def _say(self, source: str, kind: str, what: str) -> None:
         now = time.monotonic()
-        last, count, sources = self._last.get(status, (-LOG_EVERY_S, 0, set()))
+        last, count, sources = self._last.get(kind, (-LOG_EVERY_S, 0, set()))
         if now - last < LOG_EVERY_S:
             if len(sources) < MAX_SOURCES:
                 sources.add(source)
-            self._last[status] = (last, count + 1, sources)
+            self._last[kind] = (last, count + 1, sources)
             return
-        self._last[status] = (now, 0, set())
+        self._last[kind] = (now, 0, set())
         addresses = f"{len(sources)} address{'es' if len(sources) > 1 else ''}"
-        more = f" (and {count} more {status}s from {addresses} since the last line)" if count else ""
-        log.warning("HTTP %s refused: %d %s%s", escape(source), status, reason, more)
+        more = f" (and {count} more {kind} from {addresses} since the last line)" if count else ""
+        log.warning("HTTP %s %s%s", escape(source), what, more)
 
 
 def forwarded_allow_ips(configured: list[str] | None) -> list[str]:
@@ -121,6 +132,7 @@ class PeerLimits:
     header_timeout_s: float = HEADER_TIMEOUT_S
     body_timeout_s: float = BODY_TIMEOUT_S
     max_body_bytes: int = MAX_BODY_BYTES
+    send_timeout_s: float = SEND_TIMEOUT_S
     failed_auth_limit: int = FAILED_AUTH_BURST
     failed_auth_window_s: float = FAILED_AUTH_WINDOW_S
     failed_auth_pause_s: float = THROTTLE_S

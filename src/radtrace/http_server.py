@@ -9,7 +9,9 @@ application sees it, and answers every malformed request with the same "Invalid 
   ``api.max_connections_per_address`` from one address other than a proxy uvicorn trusts (503 and closed); a
   request's headers must arrive within ``api.header_timeout_s`` of the connection (or of the previous response)
   and its body within ``api.body_timeout_s`` of the headers (408 and closed); a malformed request is answered
-  with h11's status (400, 431 headers too large, 501) and its reason.
+  with h11's status (400, 431 headers too large, 501) and its reason; a peer that leaves its answer unread for
+  :attr:`~radtrace.http_limits.PeerLimits.send_timeout_s` (the send buffer full, or a closing connection's last
+  bytes) is cut off (aborted: closing would wait for it to read).
 * :class:`RequestGuard` (the ASGI middleware): a URL over :data:`MAX_TARGET_BYTES` is 414, headers over
   :data:`MAX_HEADER_BYTES` or :data:`MAX_HEADER_LINES` 431, a body over ``api.max_body_bytes`` 413 (read no
   further); an address with ``api.failed_auth_limit`` failed authentications (a 401, a failed console sign-in)
@@ -112,6 +114,7 @@ class GuardedH11Protocol(H11Protocol):
         self._admitted = False
         self._phase = ""
         self._deadline: asyncio.TimerHandle | None = None
+        self._sending: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -125,6 +128,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        self._stop_send_deadline()
         if self._admitted:
             self._admitted = False
             self.limits.release(self._source)
@@ -141,6 +145,24 @@ class GuardedH11Protocol(H11Protocol):
             # peer reads the answer before the connection closes, instead of for as long as it keeps sending.
             self._arm("linger", LINGER_S)
         self._track()
+        self._watch_sending()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_sending()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_send_deadline()  # the peer took some: a fresh deadline for the rest, if any is still waiting
+        self._watch_sending()
+
+    def timeout_keep_alive_handler(self) -> None:
+        super().timeout_keep_alive_handler()
+        self._watch_sending()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._watch_sending()
 
     def send_400_response(self, msg: str) -> None:
         error = self.conn.last_error if isinstance(self.conn, _RecordingConnection) else None
@@ -181,11 +203,42 @@ class GuardedH11Protocol(H11Protocol):
         if self.cycle is not None and self.cycle.response_started:  # answered already: only close
             self.cycle.disconnected = True
             self.transport.close()
+            self._watch_sending()
             return
         if phase == "headers" and not self.conn.trailing_data[0] and self.cycle is not None:
             self.transport.close()  # an idle keep-alive connection: nothing to answer (uvicorn's own timer)
+            self._watch_sending()
             return
         self._refuse(408, f"request {phase} not complete within {seconds:g} s")
+
+    def _watch_sending(self) -> None:
+        """Give the peer :attr:`PeerLimits.send_timeout_s` to take what waits for it (from now): while the send
+        buffer is full (writing paused), or after a response or on closing with bytes still unsent."""
+        if self.transport is None or not self.transport.get_write_buffer_size():
+            return
+        if not self.flow.write_paused and not self.transport.is_closing():
+            answering = self.cycle is not None and not self.cycle.response_complete
+            if answering or self._sending is not None:
+                return  # a response still being written, taken as fast as it is written
+        self._stop_send_deadline()
+        self._sending = self.loop.call_later(self.limits.send_timeout_s, self._send_expired)
+
+    def _stop_send_deadline(self) -> None:
+        if self._sending is not None:
+            self._sending.cancel()
+            self._sending = None
+
+    def _send_expired(self) -> None:
+        self._sending = None
+        if not self.transport.get_write_buffer_size():
+            return
+        if self.cycle is not None and not self.cycle.response_complete and not self.flow.write_paused:
+            return  # a later response, still being written and taken
+        seconds = self.limits.send_timeout_s
+        self.limits.refusals.cut_off(self._source, f"the answer was not taken (read) within {seconds:g} s")
+        if self.cycle is not None:
+            self.cycle.disconnected = True
+        self.transport.abort()  # close() would wait for the peer to read what is left
 
     def _refuse(self, status: int, reason: str, *, retry_after_s: float | None = None) -> None:
         """Answer ``status`` with ``reason`` on the wire (whatever state h11 is in) and close the connection."""
@@ -197,6 +250,7 @@ class GuardedH11Protocol(H11Protocol):
         head += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         self.transport.write(head + b"\r\n" + body)
         self.transport.close()
+        self._watch_sending()
 
 
 def protocol_class(limits: PeerLimits) -> type[GuardedH11Protocol]:

@@ -288,6 +288,34 @@ def test_a_thousand_slow_connections_from_one_address_do_not_lock_anyone_out(ser
             peer.close()
 
 
+def test_a_peer_that_never_reads_its_answer_is_cut_off(quick_store: Store) -> None:
+    """A peer that asks for a large answer (here Swagger UI's 1.5 MB script, no token needed) and never reads it is
+    cut off once it has taken nothing for ``send_timeout_s``, and its connection slot is freed. Before: held for
+    as long as the peer liked (no deadline applies while a response is written): 20 addresses x 32 such
+    connections held all 512 of ``radtrace api``'s for as long as they stayed open, every other client 503."""
+    limits = PeerLimits(send_timeout_s=0.5)
+    asked = b"GET /static-offline-docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n"
+    with _guarded(quick_store, limits) as port:
+        for request in (asked * 4, asked.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")):
+            peer = socket.socket()
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            peer.bind(("127.0.0.6", 0))
+            peer.connect(("127.0.0.1", port))
+            with peer:
+                peer.sendall(request)
+                assert peer.recv(16).startswith(b"HTTP/1.1 200 OK")  # answering: then nothing more is read
+                deadline = time.monotonic() + limits.send_timeout_s + 3
+                while limits.connections.get("127.0.0.6") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert limits.connections.get("127.0.0.6") is None, "the connection is still held"
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/static-offline-docs/swagger-ui-bundle.js") as slow:
+            taken = 0
+            for chunk in slow.iter_raw(256 * 1024):  # slow but steady (0.3 s a pause): never cut off
+                taken += len(chunk)
+                time.sleep(0.3)
+        assert taken == int(slow.headers["content-length"]) > 1_000_000
+
+
 # --- sizes ------------------------------------------------------------------------------------------------------
 
 
