@@ -125,6 +125,30 @@ def p_data(*pdvs: bytes) -> bytes:
     return pdu(0x04, b"".join(pdvs))
 
 
+def associate_ac(request: bytes, *, max_pdu: int | None = 16384, user_items: bytes = b"") -> bytes:
+    """The A-ASSOCIATE-AC a PACS would answer ``request`` (an A-ASSOCIATE-RQ PDU) with: every presentation context
+    accepted in its first transfer syntax, this maximum length, and ``user_items`` after it in the user information
+    item (whose 16-bit length they may overflow: the caller's business)."""
+    results, at = b"", 6 + 68
+    while at + 4 <= len(request):
+        item_type, _, length = struct.unpack_from(">BBH", request, at)
+        if item_type == 0x20:
+            body = request[at + 4 : at + 4 + length]
+            syntax, offset = b"", 4
+            while offset + 4 <= len(body) and not syntax:
+                sub_type, _, sub_length = struct.unpack_from(">BBH", body, offset)
+                syntax = body[offset + 4 : offset + 4 + sub_length] if sub_type == 0x40 else b""
+                offset += 4 + sub_length
+            results += item(0x21, bytes((body[0], 0, 0, 0)) + item(0x40, syntax))
+        at += 4 + length
+    user = (b"" if max_pdu is None else item(0x51, struct.pack(">L", max_pdu))) + item(
+        0x52, _uid("1.2.826.0.1.3680043.9.7433.1")
+    )
+    user += user_items
+    user_item = struct.pack(">BBH", 0x50, 0, len(user) & 0xFFFF) + user
+    return pdu(0x02, request[6 : 6 + 68] + item(0x10, _uid(APPLICATION_CONTEXT)) + results + user_item)
+
+
 RELEASE_RQ: Final = pdu(0x05, bytes(4))
 RELEASE_RP: Final = pdu(0x06, bytes(4))
 ABORT: Final = pdu(0x07, bytes(4))

@@ -1,7 +1,8 @@
 """C-STORE SCU: send the SR to a PACS, and count it delivered only on a success or warning status.
 
-Status classes (PS3.4 B.2.3, PS3.7 C): ``0000`` success; ``B000``/``B006``/``B007`` warnings, stored
-(the warning is returned so it can be recorded); ``A7xx`` out of resources, retryable; ``A9xx``
+Status classes (PS3.4 B.2.3, PS3.7 C): ``0000`` success; the warning class (PS3.7 C.4: ``0001``, ``Bxxx``, ``0107``
+and ``0116``; C-STORE's own are ``B000``/``B006``/``B007``) stored (the warning is returned so it can be recorded);
+``A7xx`` out of resources, retryable; ``A9xx``
 data set does not match the SOP class, ``Cxxx`` cannot understand, ``0122`` SOP class not supported
 and ``0124`` not authorised are permanent, and so is an association the PACS rejects permanently (A-ASSOCIATE-RJ
 result 1, PS3.8 9.3.4: an AE title it does not know; :class:`AssociationRejectedError`, whose reason says what to
@@ -11,6 +12,11 @@ radtrace error. A refused association is said with its A-ASSOCIATE-RJ codes and 
 as ``radtrace send`` says it; a peer that closes without a word, or answers in something other than DICOM (an HTTP
 server's ``400``), is said so at once with its first line quoted safely (:meth:`radtrace.dicom_listener.scu.PeerAnswer.
 no_answer`), not left to the ACSE timeout.
+
+Bounded whatever the PACS sends (:class:`_PduGuard`): a PDU claiming more than :data:`MAX_PEER_PDU` bytes is not read
+(pynetdicom would buffer all it claims: up to 4 GiB for one A-ASSOCIATE-AC), and a PACS that accepts PDUs of fewer
+than :data:`MIN_PACS_PDU` bytes is not sent to (pynetdicom queues every P-DATA of a message at once: a 1 MB SR in
+8-byte PDUs is half a million queued primitives, sent one by one long past any timeout).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any, Final
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 
 from radtrace.config import DicomDestination
@@ -48,10 +54,19 @@ log = logging.getLogger(__name__)
 STORE_TIMEOUT_S: Final = 30.0
 #: The longest one store may take: connect, association, the C-STORE's response and the release, each timed apart.
 LONGEST_STORE_S: Final = 4 * STORE_TIMEOUT_S
-_WARNINGS: Final = {0xB000, 0xB006, 0xB007}
+#: PS3.7 C.4, the warning status class: the instance was stored (``Bxxx`` is the range).
+_WARNINGS: Final = frozenset({0x0001, 0x0107, 0x0116})
 _PERMANENT: Final = {0x0122, 0x0124}
 _COMMENT_CHARS: Final = 64  # an Error Comment is an LO; a PACS may send kilobytes
 _COMPREHENSIVE_3D_SR: Final = "1.2.840.10008.5.1.4.1.1.88.34"
+#: The longest PDU read from a PACS: an A-ASSOCIATE-AC (as the listener bounds an RQ) or a C-STORE-RSP, far above
+#: what either holds, and above the P-DATA length this side accepts (pynetdicom's 16382 bytes).
+MAX_PEER_PDU: Final = 64 * 1024
+#: The most read from a PACS in one association: its A-ASSOCIATE-AC, one C-STORE-RSP and the A-RELEASE-RP are a few
+#: KiB; pynetdicom keeps every fragment of a response whose last fragment never comes.
+MAX_PEER_BYTES: Final = 1024 * 1024
+#: The smallest maximum PDU length a PACS may accept (dcmtk's ASC_MINIMUMPDUSIZE); 0 is no limit.
+MIN_PACS_PDU: Final = 4096
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,40 @@ class StoreResult:
 
     status: int
     warning: str | None = None
+
+
+class _PduGuard:
+    """Bounds what is read from the PACS, before it is read: a PDU that claims more than :data:`MAX_PEER_PDU` bytes
+    (pynetdicom reads a PDU's length, then asks its socket for all of it at once) or more than
+    :data:`MAX_PEER_BYTES` in all. The refusal is an OSError, which pynetdicom takes as the connection lost (the
+    association ends at once); :meth:`reason` says why."""
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.refused: str | None = None
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        return [(evt.EVT_CONN_OPEN, self._opened)]
+
+    def _opened(self, event: Any) -> None:
+        transport = event.assoc.dul.socket
+        read = transport.recv
+
+        def recv(nr_bytes: int) -> bytearray:
+            if nr_bytes > MAX_PEER_PDU:
+                self.refused = f"a PDU of {nr_bytes} bytes (more than {MAX_PEER_PDU} accepted)"
+            elif self.read + nr_bytes > MAX_PEER_BYTES:
+                self.refused = f"more than {MAX_PEER_BYTES} bytes in one association"
+            if self.refused is not None:
+                raise ConnectionAbortedError(self.refused)
+            self.read += nr_bytes
+            data: bytearray = read(nr_bytes)
+            return data
+
+        transport.recv = recv
+
+    def reason(self, where: str) -> str | None:
+        return None if self.refused is None else f"{where} sent {self.refused}: not read"
 
 
 def describe_destination(destination: DicomDestination) -> str:
@@ -81,8 +130,9 @@ def _classify(status: int, comment: str, where: str) -> StoreResult:
     detail = f"status 0x{status:04X}" + (f" ({_quoted_comment(comment)})" if comment else "")
     if status == 0x0000:
         return StoreResult(status)
-    if status in _WARNINGS:
-        log.warning("PACS %s stored the SR with a warning: %s", where, detail)
+    if status in _WARNINGS or 0xB000 <= status <= 0xBFFF:
+        # the status only: the Error Comment is the PACS's text (it may echo the patient); the reason keeps it, quoted
+        log.warning("PACS %s stored the SR with a warning: status 0x%04X", where, status)
         return StoreResult(status, warning=detail)
     if status in _PERMANENT or 0xA900 <= status <= 0xA9FF or 0xC000 <= status <= 0xCFFF:
         raise DispatchRejectedError(f"{where} refused the SR: {detail}")
@@ -194,8 +244,8 @@ def store_instance(
         options["tls_args"] = (ssl.create_default_context(ssl.Purpose.SERVER_AUTH), destination.host)
     # The RJ as the PACS sent it (scu.PeerAnswer): one with a reason the standard reserves (1/1/5, say) no
     # longer kills pynetdicom's reader thread and leaves the store to the ACSE timeout.
-    answer = PeerAnswer()
-    options["evt_handlers"] = answer.handlers()
+    answer, guard = PeerAnswer(), _PduGuard()
+    options["evt_handlers"] = answer.handlers() + guard.handlers()
     started = time.monotonic()
     try:
         assoc = ae.associate(destination.host, destination.port, **options)
@@ -204,16 +254,28 @@ def store_instance(
     if not assoc.is_established:
         close_socket(assoc)
         waited_s = time.monotonic() - started
+        if (too_long := guard.reason(where)) is not None:
+            raise PeerUnavailableError(too_long)
         raise _not_established(assoc, answer, destination, calling_ae_title, str(dataset.SOPClassUID), waited_s)
     _tune_socket(assoc, timeout_s)
     try:
         if not any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.accepted_contexts):
             raise _not_accepted(where, str(dataset.SOPClassUID))
+        accepts = assoc.acceptor.maximum_length
+        if accepts is not None and 0 < accepts < MIN_PACS_PDU:
+            assoc.abort()  # nothing was sent: no release to wait for
+            raise DispatchRejectedError(
+                f"{where} accepts PDUs of at most {accepts} bytes (fewer than {MIN_PACS_PDU}): not sent; set the "
+                f"PACS's maximum PDU length to {MIN_PACS_PDU} or more (0: no limit), then: radtrace dispatch retry "
+                f"{where}"
+            )
         try:
             response = assoc.send_c_store(dataset)
         except (OSError, RuntimeError, ValueError, AttributeError) as exc:
             raise DispatchError(f"C-STORE to {where} failed: {exc}") from exc
         if "Status" not in response:
+            if (too_long := guard.reason(where)) is not None:
+                raise DispatchError(too_long)
             raise DispatchError(f"no C-STORE response from {where} (timeout or abort)")
         return _classify(int(response.Status), str(response.get("ErrorComment", "") or ""), where)
     finally:

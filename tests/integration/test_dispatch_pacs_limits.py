@@ -1,0 +1,204 @@
+"""The C-STORE SCU against a PACS whose PDUs would exhaust it, and one that answers any status (raw sockets): what
+is read from the PACS is bounded before it is read, a store ends at its timeout with a clear reason, every warning
+status of PS3.7 C.4 is a delivery, and no Error Comment reaches a log record."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import pytest
+
+from dicom_peer_support import associate_ac, command_set, p_data, pdu, pdv
+from private_servers import HostilePeer, hostile_peer, stream_forever
+from radtrace.config import DicomDestination, ReportingSettings
+from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
+from radtrace.reporting.dispatch.cstore import MAX_PEER_BYTES, MIN_PACS_PDU, StoreResult, store_instance
+from radtrace.reporting.sr import build_sr, sr_bytes
+from reporting_support import sr_cases
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 1.0
+SLACK_S = 2.0  # two pytest workers on two cores
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def _payload() -> bytes:
+    reading, sources = sr_cases()["normal"]
+    return sr_bytes(build_sr(reading, sources, settings=ReportingSettings(), revision=1))
+
+
+def _read_pdu(connection: socket.socket) -> bytes:
+    """One whole PDU."""
+    data = b""
+    while len(data) < 6 or len(data) < 6 + int.from_bytes(data[2:6], "big"):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _read_store_rq(connection: socket.socket) -> None:
+    """Read P-DATA PDUs up to the C-STORE-RQ's last data set fragment (several PDUs may come in one read)."""
+    data = b""
+    while True:
+        while len(data) < 6 or len(data) < 6 + int.from_bytes(data[2:6], "big"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        length = int.from_bytes(data[2:6], "big")
+        body, data = data[6 : 6 + length], data[6 + length :]
+        at = 0
+        while at + 6 <= len(body):
+            if body[at + 5] & 0x03 == 0x02:  # a data set fragment, the last
+                return
+            at += 4 + int.from_bytes(body[at : at + 4], "big")
+
+
+def _store(peer: HostilePeer, timeout_s: float = TIMEOUT_S) -> tuple[StoreResult | Exception, float, int]:
+    """Store the SR at the peer: the result or error, the seconds it took, the peak of Python allocations."""
+    payload = _payload()
+    destination = DicomDestination(ae_title="HOSTILE", host=peer.host, port=peer.port)
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        outcome: StoreResult | Exception = store_instance(
+            payload, destination, calling_ae_title="RADTRACE", timeout_s=timeout_s
+        )
+    except (DispatchError, DispatchRejectedError, PeerUnavailableError) as exc:
+        outcome = exc
+    finally:
+        elapsed = time.monotonic() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return outcome, elapsed, peak
+
+
+@pytest.mark.parametrize("pdu_type", [0x02, 0x04], ids=["associate-ac", "c-store-rsp"])
+def test_a_pdu_claiming_four_gibibytes_is_not_read(pdu_type: int) -> None:
+    """Before, pynetdicom read all a PDU claimed: an A-ASSOCIATE-AC of 4 GiB held 6.3 GB (ru_maxrss) for 16 s."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if pdu_type == 0x04:  # an A-ASSOCIATE-AC first, then the C-STORE-RSP's P-DATA-TF
+            if not peer.write(connection, associate_ac(peer.received[-1])):
+                return
+            _read_store_rq(connection)
+        if peer.write(connection, struct.pack(">BBL", pdu_type, 0, 0xFFFFFFF0)):
+            stream_forever(peer, connection, bytes(65536), limit=256 * 1024 * 1024)
+
+    with hostile_peer(behave, read=_read_pdu) as peer:
+        error, elapsed, peak = _store(peer, timeout_s=10)
+    assert isinstance(error, DispatchError | PeerUnavailableError)
+    assert error.retryable
+    assert "sent a PDU of 4294967280 bytes (more than 65536 accepted): not read" in error.reason
+    assert peak < 16 * 1024 * 1024
+    assert elapsed < SLACK_S
+
+
+def test_a_response_whose_last_fragment_never_comes_is_cut_at_one_mebibyte() -> None:
+    """Command fragments of 16 KB, none the last: pynetdicom keeps them all until the DIMSE timeout."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if peer.write(connection, associate_ac(peer.received[-1])):
+            _read_store_rq(connection)
+            stream_forever(peer, connection, p_data(pdv(1, 0x01, bytes(16000))), limit=256 * 1024 * 1024)
+
+    with hostile_peer(behave, read=_read_pdu) as peer:
+        error, elapsed, peak = _store(peer, timeout_s=10)
+        sent = peer.sent
+    assert isinstance(error, DispatchError)
+    assert error.retryable
+    assert f"more than {MAX_PEER_BYTES} bytes in one association: not read" in error.reason
+    assert peak < 16 * 1024 * 1024
+    assert sent < 16 * MAX_PEER_BYTES
+    assert elapsed < SLACK_S
+
+
+@pytest.mark.parametrize("max_pdu", [1, 8, MIN_PACS_PDU - 1])
+def test_a_pacs_accepting_tiny_pdus_is_not_sent_to_and_told_what_to_change(max_pdu: int) -> None:
+    """Before: 1 failed as 'fragment_length cannot be between 1 and 7' (retried); 8 sent a 1 MB SR as half a
+    million PDUs, all queued at once: 38 s past a 2 s timeout, +100 MB."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if peer.write(connection, associate_ac(peer.received[-1], max_pdu=max_pdu)):
+            while connection.recv(65536):
+                pass
+
+    with hostile_peer(behave, read=_read_pdu) as peer:
+        error, elapsed, _ = _store(peer)
+    assert isinstance(error, DispatchRejectedError)
+    assert f"accepts PDUs of at most {max_pdu} bytes (fewer than {MIN_PACS_PDU}): not sent" in error.reason
+    assert "radtrace dispatch retry HOSTILE@" in error.reason
+    assert elapsed < TIMEOUT_S  # aborted at once, no release waited for
+
+
+def _answering(status: int, comment: str = "", *, release: bool = True) -> Callable[[HostilePeer, socket.socket], None]:
+    """A PACS that accepts, answers the C-STORE with ``status`` (and an Error Comment), then answers the
+    A-RELEASE-RQ or, without ``release``, never does."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if not peer.write(connection, associate_ac(peer.received[-1])):
+            return
+        _read_store_rq(connection)
+        extra = {"ErrorComment": comment} if comment else {}
+        answer = command_set(AffectedSOPClassUID=SR_CLASS, CommandField=0x8001, MessageIDBeingRespondedTo=1,
+                             CommandDataSetType=0x0101, Status=status, **extra)  # fmt: skip
+        if not peer.write(connection, p_data(pdv(1, 0x03, answer))):
+            return
+        _read_pdu(connection)  # the A-RELEASE-RQ
+        if release:
+            peer.write(connection, pdu(0x06, bytes(4)))
+        else:
+            peer.stop.wait(30)
+
+    return behave
+
+
+@pytest.mark.parametrize("status", [0x0001, 0x0107, 0x0116, 0xB123])
+def test_every_warning_status_is_a_delivery_and_its_comment_stays_out_of_the_log(
+    status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PS3.7 C.4: 0001, Bxxx, 0107 and 0116 are warnings, the instance stored. Before, all but B000/B006/B007 were
+    'did not store' and sent again max_attempts times; the delivery ended failed with the SR in the PACS."""
+    caplog.set_level(logging.DEBUG)
+    with hostile_peer(_answering(status, "Doe^Jane PID-31337\r\n2026-12-05 INFO forged"), read=_read_pdu) as peer:
+        result, _, _ = _store(peer)
+    assert isinstance(result, StoreResult)
+    assert result.status == status
+    assert result.warning is not None
+    assert f"0x{status:04X}" in result.warning
+    assert "Doe^Jane" in result.warning  # the reason keeps it, quoted
+    assert "\n" not in result.warning
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert f"stored the SR with a warning: status 0x{status:04X}" in logged
+    assert "Doe^Jane" not in logged
+    assert "PID-31337" not in logged
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(0xA7FF, DispatchError), (0xFF00, DispatchError), (0x1234, DispatchError), (0xC0FF, DispatchRejectedError)],
+)  # fmt: skip
+def test_a_failure_or_unknown_status_is_no_delivery(status: int, error: type[Exception]) -> None:
+    with hostile_peer(_answering(status), read=_read_pdu) as peer:
+        outcome, _, _ = _store(peer)
+    assert type(outcome) is error
+    assert f"0x{status:04X}" in str(outcome)
+
+
+# pynetdicom 3.0.4: its network timeout (Evt18, to Sta13) races the abort after the release timed out (Evt15 in Sta13
+# is invalid) and its reactor thread ends with InvalidEventError; the association is over either way
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_pacs_that_never_answers_the_release_still_delivers_within_the_timeout() -> None:
+    with hostile_peer(_answering(0x0000, release=False), read=_read_pdu) as peer:
+        result, elapsed, _ = _store(peer)
+    assert isinstance(result, StoreResult)
+    assert result.status == 0
+    assert elapsed < TIMEOUT_S + SLACK_S
