@@ -12,7 +12,9 @@ application sees it, and answers every malformed request with the same "Invalid 
   with h11's status (400, 431 headers too large, 501) and its reason; a peer that leaves its answer unread for
   :attr:`~radtrace.http_limits.PeerLimits.send_timeout_s` (the send buffer full, or a closing connection's last
   bytes) is cut off (aborted: closing would wait for it to read).
-* :class:`RequestGuard` (the ASGI middleware): a URL over :data:`MAX_TARGET_BYTES` is 414, headers over
+* :class:`RequestGuard` (the ASGI middleware): a request with both Content-Length and Transfer-Encoding is 400
+  and the connection closed (RFC 9112 6.1; behind a proxy, a smuggled second request), a URL over
+  :data:`MAX_TARGET_BYTES` is 414, headers over
   :data:`MAX_HEADER_BYTES` or :data:`MAX_HEADER_LINES` 431, a body over ``api.max_body_bytes`` 413 (read no
   further); an address with ``api.failed_auth_limit`` failed authentications (a 401, a failed console sign-in)
   within ``api.failed_auth_window_s`` is refused for ``api.failed_auth_pause_s`` (429; one audit event for the
@@ -353,6 +355,9 @@ class RequestGuard:
         return bool(scope["method"] == "GET" and scope["path"] == _SIGN_IN)
 
     def _size_problem(self, scope: Scope) -> tuple[int, str] | None:
+        names = {name for name, _ in scope["headers"]}
+        if b"content-length" in names and b"transfer-encoding" in names:  # RFC 9112 6.1: a smuggling shape
+            return 400, "request with both Content-Length and Transfer-Encoding: send one of them"
         target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         if target > MAX_TARGET_BYTES:
             return 414, f"URL of {target} bytes, over the limit of {MAX_TARGET_BYTES}"

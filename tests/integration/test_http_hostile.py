@@ -372,6 +372,18 @@ def test_a_malformed_or_oversized_request_is_a_4xx_with_its_reason(
     assert (_status(answer), _detail(answer)[: len(reason)]) == (status, reason)
 
 
+@pytest.mark.parametrize("path", [b"/healthz", b"/v1/events/search", b"/console/login"])
+def test_content_length_beside_transfer_encoding_is_400_and_nothing_after_it_is_read(served: Served, path: bytes) -> None:
+    """A request with both (RFC 9112 6.1: the server MUST close the connection after it): a proxy in front that
+    reads the Content-Length sees one request where the server, reading the chunks, saw two. Before: answered
+    (200, 401 or 303) on a connection kept open, then the smuggled request was answered too (404)."""
+    smuggling = (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")  # fmt: skip
+    answer = _exchange(served.port, smuggling, source="127.0.0.14")
+    assert (_status(answer), answer.count(b"HTTP/1.1 ")) == (400, 1), answer
+    assert _detail(answer) == "request with both Content-Length and Transfer-Encoding: send one of them"
+
+
 def test_headers_arriving_in_pieces_past_the_limit_are_431(served: Served) -> None:
     with _connect(served.port, "127.0.0.12") as peer:
         peer.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
