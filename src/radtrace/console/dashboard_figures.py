@@ -66,7 +66,8 @@ from radtrace.qa.intervals import Proportion, percentile
 from radtrace.qa.operations import LatencySummary, stage_latencies
 from radtrace.qa.recorded_times import readable_time
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, OutboxMessage, Revision, RevisionState
+from radtrace.store.models import Instance, Job, OutboxMessage, Revision, RevisionState
+from radtrace.worker.attempts import JOB_KIND
 
 __all__ = [
     "LATENCY_STAGES",
@@ -319,6 +320,18 @@ def _latencies(session: Any, store: Store, window: Window, figures: Figures, fol
                OutboxMessage.state == "delivered")
         .scalar_subquery()
     )  # fmt: skip
+    # `radtrace study retry` queues a failed revision again (queued_at = the retry) and the worker keeps the first
+    # claim's started_at: for such a revision the claim that read it is its first job after the retry, and the
+    # settle time (last image -> the first queueing, written over) is unknown. Before, its queue wait came out
+    # negative and the hours between failure and retry counted as the model's reading.
+    requeued = Revision.started_at < Revision.queued_at
+    claimed_again = (
+        sa.select(sa.func.min(Job.started_at))
+        .where(Job.revision_id == Revision.id, Job.kind == JOB_KIND, Job.started_at >= Revision.queued_at)
+        .scalar_subquery()
+    )
+    claimed = sa.case((requeued, claimed_again), else_=Revision.started_at)
+    settle = sa.case((requeued, sa.null()), else_=seconds_between(store, Revision.queued_at, last_image))
     in_window = window.within(Revision.reported_at, window.start, window.last)
     read = int(session.scalar(sa.select(sa.func.count()).select_from(Revision).where(in_window)) or 0)
     every = math.ceil(read / LATENCY_SAMPLE) if read > LATENCY_SAMPLE else 1
@@ -327,9 +340,9 @@ def _latencies(session: Any, store: Store, window: Window, figures: Figures, fol
     rows = session.execute(
         sa.select(
             local_day(store, window, Revision.reported_at),
-            seconds_between(store, Revision.queued_at, last_image),
-            seconds_between(store, Revision.started_at, Revision.queued_at),
-            seconds_between(store, Revision.reported_at, Revision.started_at),
+            settle,
+            seconds_between(store, claimed, Revision.queued_at),
+            seconds_between(store, Revision.reported_at, claimed),
             seconds_between(store, delivered, Revision.reported_at),
             seconds_between(store, delivered, last_image),
         ).where(*sampled)
