@@ -373,7 +373,7 @@ def test_a_malformed_or_oversized_request_is_a_4xx_with_its_reason(
 
 
 @pytest.mark.parametrize("path", [b"/healthz", b"/v1/events/search", b"/console/login"])
-def test_content_length_beside_transfer_encoding_is_400_and_nothing_after_it_is_read(served: Served, path: bytes) -> None:
+def test_content_length_with_transfer_encoding_is_400_and_the_connection_closed(served: Served, path: bytes) -> None:
     """A request with both (RFC 9112 6.1: the server MUST close the connection after it): a proxy in front that
     reads the Content-Length sees one request where the server, reading the chunks, saw two. Before: answered
     (200, 401 or 303) on a connection kept open, then the smuggled request was answered too (404)."""
