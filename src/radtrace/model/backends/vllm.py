@@ -8,21 +8,15 @@ on anyway, its ``reasoning_content`` is put back inside ``<think> … </think>``
 Errors: an unreachable server is :class:`PeerUnavailableError`, a timeout, a 5xx or 429 or a malformed
 reply is :class:`ModelError` (both retryable); any other refusal is :class:`ModelRequestError` (permanent).
 
-Bounded per request, whatever the server does: the whole request (connect, headers, body) ends at
-``timeout_s`` (a watchdog shuts the socket down, so a server dripping one byte at a time cannot stretch it;
-httpx's own timeouts are per read), and at most :data:`MAX_REPLY_BYTES` of reply are read (a larger
-Content-Length is refused before reading, a body that never ends is cut there; no compression is accepted,
-so no decompression bomb either). Text the server sends back into an error is cut short and quoted.
+Bounded per request, whatever the server does (:mod:`radtrace.model.backends.vllm_http`): the whole request ends
+at ``timeout_s`` and at most :data:`MAX_REPLY_BYTES` of reply are read.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import json
-import socket
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +28,7 @@ from PIL import Image
 
 from radtrace.errors import ModelError, ModelRequestError, ModelServerError, PeerUnavailableError
 from radtrace.model.backends.base import Backend, Generation
+from radtrace.model.backends.vllm_http import MAX_REPLY_BYTES, VllmHttp, quoted
 from radtrace.model.image import MERGED_PATCH, PreparedPicture
 from radtrace.model.profiles.base import Profile
 from radtrace.model.reading import ModelIdentity
@@ -51,9 +46,6 @@ __all__ = [
     "serving_models",
 ]
 
-#: The most reply bytes read per request: far above any completion (tokens times bytes per token in JSON), far below
-#: what would hurt a worker running ``max_concurrency`` requests at once.
-MAX_REPLY_BYTES: Final = 8 * 1024 * 1024
 #: The longest a health check of the server (``/health``, and the model list where it has none) may take in all,
 #: whatever ``model.request_timeout_s`` is.
 PROBE_TIMEOUT_S: Final = 10.0
@@ -70,60 +62,13 @@ _PROBE_PICTURE_SIDE: Final = 56  # a mid-grey square: the server's pixel budget 
 _PROBE_PROMPT: Final = "Is this an image? Answer yes or no."
 _HEALTH_BODY_BYTES: Final = 64 * 1024  # a health answer is empty; more is read no further
 _PROBE_REPLY_BYTES: Final = 64 * 1024  # a one-token completion is a few hundred bytes; a larger one is no answer
-_ERROR_BODY_BYTES: Final = 64 * 1024  # enough of a refusal's body to quote its start
-_QUOTED_CHARS: Final = 200
-
-
-def _quoted(text: object, limit: int = _QUOTED_CHARS) -> str:
-    """A peer's text for an error reason: cut short and quoted (repr escapes control characters)."""
-    value = str(text)
-    return repr(value[:limit] + ("…" if len(value) > limit else ""))
 
 
 def _count(value: object) -> int:
     """A token count from the server: a whole number of at least 0 (JSON allows Infinity, -5, 1e400)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**53:
-        raise ValueError(f"token count {_quoted(value, 32)} is not a count")
+        raise ValueError(f"token count {quoted(value, 32)} is not a count")
     return int(value)
-
-
-class _Deadline:
-    """Ends one request at its deadline: shuts the connection's socket down, which makes a blocked read return.
-
-    The socket comes from httpcore's ``trace`` extension (``connection.connect_tcp.complete``); the client keeps
-    no idle connections, so every request opens its own and is seen here.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self._lock = threading.Lock()
-        self._socket: socket.socket | None = None
-        self.expired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        if event != "connection.connect_tcp.complete":
-            return
-        stream = info.get("return_value")
-        found = stream.get_extra_info("socket") if stream is not None else None
-        with self._lock:
-            self._socket = found if isinstance(found, socket.socket) else None
-            if self.expired:
-                self._shut()
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            self._shut()
-
-    def _shut(self) -> None:
-        if self._socket is not None:
-            with contextlib.suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
 
 
 def data_url(picture: PreparedPicture) -> str:
@@ -171,14 +116,7 @@ class VllmBackend(Backend):
         self.timeout_s = timeout_s
         self.revision = revision
         self.max_concurrency = max(1, max_concurrency)
-        headers = {"Accept-Encoding": "identity"} | ({"Authorization": f"Bearer {api_key}"} if api_key else {})
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_keepalive_connections=0),  # a connection per request: _Deadline sees each
-            transport=transport,
-        )
+        self._http = VllmHttp(self.base_url, timeout_s=timeout_s, api_key=api_key, transport=transport)
         self._model = model
         # A completion timed out or came back empty since the last completion probe answered: the next health check
         # asks for a one-token completion too (see unavailable()); set from the reads' threads, read by the probe.
@@ -186,7 +124,7 @@ class VllmBackend(Backend):
 
     def close(self) -> None:
         """Close the HTTP connections."""
-        self._client.close()
+        self._http.close()
 
     @property
     def model(self) -> str:
@@ -198,7 +136,7 @@ class VllmBackend(Backend):
         if self._model is None:
             names = self.served_models()
             if len(names) != 1:
-                shown = ", ".join(_quoted(name, 64) for name in names[:4]) + (", …" if len(names) > 4 else "")
+                shown = ", ".join(quoted(name, 64) for name in names[:4]) + (", …" if len(names) > 4 else "")
                 raise ModelRequestError(
                     f"vLLM server at {self.base_url} serves {len(names)} models ({shown or 'none'}); "
                     "set model.vllm_model to choose one"
@@ -213,7 +151,7 @@ class VllmBackend(Backend):
         Raises:
             PeerUnavailableError, ModelError, ModelRequestError: as for :meth:`generate`.
         """
-        listed = self._request("GET", "/v1/models", timeout_s=timeout_s)
+        listed = self._http.request("GET", "/v1/models", timeout_s=timeout_s)
         entries = listed.get("data")
         return (
             [str(entry.get("id")) for entry in entries if isinstance(entry, dict)] if isinstance(entries, list) else []
@@ -265,10 +203,10 @@ class VllmBackend(Backend):
             "mm_processor_kwargs": {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels},
         }
         try:
-            status, _, data = self._fetch(
+            status, _, data = self._http.fetch(
                 "POST", COMPLETIONS_PATH, timeout_s=left, limit=_PROBE_REPLY_BYTES, json=payload
             )
-        except ModelServerError:  # _fetch raises it for no answer in time only
+        except ModelServerError:  # fetch raises it for no answer in time only
             return late
         except PeerUnavailableError as exc:
             return exc.reason
@@ -301,7 +239,7 @@ class VllmBackend(Backend):
                 too large or not JSON.
         """
         ends = time.monotonic() + timeout_s
-        status, _, _ = self._fetch("GET", HEALTH_PATH, timeout_s=timeout_s, limit=_HEALTH_BODY_BYTES, cut=True)
+        status, _, _ = self._http.fetch("GET", HEALTH_PATH, timeout_s=timeout_s, limit=_HEALTH_BODY_BYTES, cut=True)
         if 200 <= status < 300 and not models:
             return None
         if status == 429 or status >= 500:
@@ -367,7 +305,7 @@ class VllmBackend(Backend):
         }
         started = time.perf_counter()
         try:
-            reply = self._request("POST", COMPLETIONS_PATH, json=payload)
+            reply = self._http.request("POST", COMPLETIONS_PATH, json=payload)
         except ModelServerError as exc:
             if isinstance(exc.__cause__, httpx.TransportError):  # no answer in time: maybe wedged, probe it
                 self._suspect = True
@@ -376,7 +314,7 @@ class VllmBackend(Backend):
         if "choices" not in reply and ("error" in reply or reply.get("object") == "error"):
             error = reply.get("error")
             said = error.get("message", error) if isinstance(error, dict) else (error or reply.get("message"))
-            raise ModelError(f"vLLM server at {self.base_url} answered with an error: {_quoted(said)}")
+            raise ModelError(f"vLLM server at {self.base_url} answered with an error: {quoted(said)}")
         try:
             choice = reply["choices"][0]
             message = choice["message"]
@@ -397,7 +335,7 @@ class VllmBackend(Backend):
             self._suspect = True
             raise ModelServerError(
                 f"vLLM server at {self.base_url} sent an empty completion ({generated} tokens, "
-                f"finish reason {_quoted(choice.get('finish_reason'), 32)})"
+                f"finish reason {quoted(choice.get('finish_reason'), 32)})"
             )
         image_tokens = sum((p.rows // MERGED_PATCH) * (p.columns // MERGED_PATCH) for p in study.pictures)
         return Generation(
@@ -408,81 +346,6 @@ class VllmBackend(Backend):
             hit_token_limit=choice.get("finish_reason") == "length",
             generate_s=elapsed,
         )
-
-    def _request(self, method: str, path: str, *, timeout_s: float | None = None, **kwargs: Any) -> dict[str, Any]:
-        status, retry_after, data = self._fetch(method, path, timeout_s=timeout_s, **kwargs)
-        if status >= 400:
-            self._refused(path, status, retry_after, data.decode("utf-8", "replace"))
-        try:
-            body = json.loads(data)
-        except ValueError as exc:
-            raise ModelError(f"vLLM server at {self.base_url} sent a reply that is not JSON") from exc
-        if not isinstance(body, dict):
-            raise ModelError(f"vLLM server at {self.base_url} sent a reply that is not a JSON object")
-        return body
-
-    def _fetch(
-        self,
-        method: str,
-        path: str,
-        *,
-        timeout_s: float | None = None,
-        limit: int = MAX_REPLY_BYTES,
-        cut: bool = False,
-        **kwargs: Any,
-    ) -> tuple[int, str | None, bytes]:
-        """One request, ended at ``timeout_s`` (default the request timeout) whatever the server does: its status,
-        Retry-After and body (at most ``limit`` bytes: past it, the start with ``cut``, else a :class:`ModelError`;
-        an error status's body: its first 64 KiB)."""
-        seconds = self.timeout_s if timeout_s is None else timeout_s
-        deadline = _Deadline(seconds)
-        late = f"vLLM server at {self.base_url} did not answer {path} within {seconds:g} s"
-        try:
-            with self._client.stream(
-                method, path, extensions={"trace": deadline.trace}, timeout=httpx.Timeout(seconds), **kwargs
-            ) as response:
-                status = response.status_code
-                if status >= 400:
-                    data = self._read(response, _ERROR_BODY_BYTES, cut=True)
-                else:
-                    data = self._read(response, limit, cut=cut)
-                return status, response.headers.get("retry-after"), data
-        except httpx.TimeoutException as exc:
-            raise ModelServerError(late) from exc
-        except httpx.TransportError as exc:
-            if deadline.expired:
-                raise ModelServerError(late) from exc
-            if isinstance(exc, httpx.ConnectError):
-                raise PeerUnavailableError(f"vLLM server at {self.base_url} is not reachable: {exc}") from exc
-            raise ModelError(f"vLLM server at {self.base_url} broke off its answer to {path}: {_quoted(exc)}") from exc
-        finally:
-            deadline.cancel()
-
-    def _read(self, response: httpx.Response, limit: int, *, cut: bool) -> bytes:
-        """At most ``limit`` bytes of the body; past it, the start (``cut``) or a :class:`ModelError`."""
-        too_large = f"vLLM server at {self.base_url} sent a reply larger than {limit // (1024 * 1024)} MiB"
-        announced = response.headers.get("content-length", "")
-        if not cut and announced.isdigit() and int(announced) > limit:
-            raise ModelError(f"{too_large} (Content-Length {int(announced)})")
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_raw():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                if cut:
-                    break
-                raise ModelError(too_large)
-        return b"".join(chunks)[:limit]
-
-    def _refused(self, path: str, status: int, retry_after: str | None, detail: str) -> None:
-        """Raise the error for an HTTP error status: 429 and 5xx retryable (with the server's Retry-After)."""
-        if status == 429 or status >= 500:
-            # seconds only (an HTTP date is not used), and a sane count of digits: int() of thousands raises
-            asked = int(retry_after) if retry_after and retry_after.isdigit() and len(retry_after) <= 9 else None
-            wait = f"; it asks to retry after {asked} s" if asked is not None else ""
-            raise ModelServerError(f"vLLM server at {self.base_url} answered {status} to {path}{wait}", asked)
-        raise ModelRequestError(f"vLLM server at {self.base_url} refused {path} with {status}: {_quoted(detail)}")
 
 
 def _empty_probe_reply(data: bytes) -> str | None:
