@@ -3,7 +3,9 @@
 JSON is the same document the API returns (one pydantic serialisation of the result dataclasses).
 CSV has one header line and one line per event, every stored column, labels joined with commas
 (a label never contains one) and the payload as compact JSON; it is written in chunks so that an
-export can be streamed.
+export can be streamed. Every CSV (the API's export, ``audit query --format csv``, the console's export) is
+meant to be opened in a spreadsheet: a text cell that would run as a formula gets a leading apostrophe. Tools
+that need every value exactly read the JSON.
 """
 
 from __future__ import annotations
@@ -88,13 +90,12 @@ def defuse_formula(value: str | int) -> str | int:
     return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
-def csv_chunks(
-    records: Iterable[AuditRecord], *, rows_per_chunk: int = CSV_ROWS_PER_CHUNK, formula_safe: bool = False
-) -> Iterator[str]:
+def csv_chunks(records: Iterable[AuditRecord], *, rows_per_chunk: int = CSV_ROWS_PER_CHUNK) -> Iterator[str]:
     """CSV text (RFC 4180): the header, then the events, yielded ``rows_per_chunk`` lines at a time.
 
-    With ``formula_safe``, a text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
-    carriage return first) is prefixed with an apostrophe, for files meant to be opened in a spreadsheet.
+    A text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, carriage return first)
+    is prefixed with an apostrophe (:func:`defuse_formula`): the API's export is a ``.csv`` attachment and the CLI's
+    output is redirected into one, both opened in a spreadsheet (before, only the console's export was defused).
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -102,7 +103,7 @@ def csv_chunks(
     pending = 0
     for record in records:
         row = [_csv_value(record, name) for name in CSV_COLUMNS]
-        writer.writerow([defuse_formula(value) for value in row] if formula_safe else row)
+        writer.writerow([defuse_formula(value) for value in row])
         pending += 1
         if pending >= rows_per_chunk:
             yield buffer.getvalue()

@@ -423,7 +423,7 @@ def export_page(request: Request, state: StateDep, user: UserDep) -> Response:
                          rows=None)  # fmt: skip
     records = export_records(state.store, selection, request_actor(request, user))
     headers = {**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="radtrace-audit.csv"'}
-    return StreamingResponse(csv_chunks(records, formula_safe=True), media_type="text/csv; charset=utf-8",
+    return StreamingResponse(csv_chunks(records), media_type="text/csv; charset=utf-8",
                              headers=headers)  # fmt: skip
 
 
