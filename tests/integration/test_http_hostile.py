@@ -384,6 +384,22 @@ def test_content_length_with_transfer_encoding_is_400_and_the_connection_closed(
     assert _detail(answer) == "request with both Content-Length and Transfer-Encoding: send one of them"
 
 
+def test_a_cursor_past_the_largest_database_integer_is_422_naming_it(served: Served) -> None:
+    """Before: after_seq=2**63 was 500 "Internal Server Error" (text) with an OverflowError traceback in the log
+    (SQLite's integers are 64-bit; PostgreSQL's seq a BIGINT)."""
+    base, bearer = f"http://127.0.0.1:{served.port}", {"Authorization": f"Bearer {served.token}"}
+    answers = [
+        httpx.get(f"{base}/v1/events", params={"after_seq": str(2**63)}, headers=bearer, timeout=10),
+        httpx.post(f"{base}/v1/events/search", json={"after_seq": 10**20}, headers=bearer, timeout=10),
+    ]
+    assert httpx.get(f"{base}/v1/events", params={"after_seq": str(2**63 - 1)}, headers=bearer).status_code == 200
+    for answer in answers:
+        assert answer.status_code == 422, answer.text
+        (problem,) = answer.json()["detail"]
+        assert (problem["loc"][-1], problem["type"]) == ("after_seq", "less_than_equal")
+    assert "OverflowError" not in served.log_file.read_text(errors="replace")
+
+
 def test_headers_arriving_in_pieces_past_the_limit_are_431(served: Served) -> None:
     with _connect(served.port, "127.0.0.12") as peer:
         peer.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")

@@ -158,11 +158,15 @@ class AuditFilter(BaseModel):
         return self.model_dump(mode="json", exclude_none=True, exclude={"patient_id"})
 
 
+#: The largest seq the database holds (a 64-bit integer): a larger cursor is refused (422), not sent to the driver.
+MAX_SEQ: Final = 2**63 - 1
+
+
 class AuditQuery(AuditFilter):
     """Filters plus one page: at most ``limit`` events with ``seq`` greater than ``after_seq``, in seq order."""
 
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="events per page")
-    after_seq: int = Field(default=0, ge=0, description="keyset cursor: the previous page's next_after_seq")
+    after_seq: int = Field(default=0, ge=0, le=MAX_SEQ, description="keyset cursor: the previous page's next_after_seq")
 
 
 @dataclass(frozen=True)
