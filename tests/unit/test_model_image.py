@@ -209,7 +209,8 @@ def test_colour_secondary_capture_is_shown_as_luminance() -> None:
         ds.pop(keyword, None)
     ds.ViewCodeSequence = Sequence(ds.ViewCodeSequence)
     gray, steps = display_values(ds)
-    assert steps[-1]["step"] == "luminance"
+    assert [step["step"] for step in steps][-2:] == ["luminance", "inversion"]
+    assert steps[-1]["applied"] is False
     assert gray[:, :24].max() == 0.0
     assert gray[:, 24:] == pytest.approx(200 / 255)
 

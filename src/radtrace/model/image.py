@@ -177,12 +177,15 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
     if stored.ndim == 2 and photometric == "PALETTE COLOR":
         gray, palette_step = palette_luminance(stored, ds)
         steps.append(palette_step)
+        steps.append(_checked_polarity(gray, None, ds, photometric))
         return gray, steps
     if stored.ndim == 3:  # colour (secondary capture): pydicom already gives RGB; show its luminance
         gray = stored[..., 0] * 0.299 + stored[..., 1] * 0.587 + stored[..., 2] * 0.114
         top = float(2 ** int(ds.get("BitsStored", 8)) - 1)
         steps.append({"step": "luminance", "weights": [0.299, 0.587, 0.114], "scale": top})
-        return np.clip(gray / top, 0.0, 1.0), steps
+        gray = np.clip(gray / top, 0.0, 1.0)
+        steps.append(_checked_polarity(gray, None, ds, photometric))
+        return gray, steps
 
     padding, padding_step = padding_mask(stored, ds)
     if padding_step is not None:
@@ -191,6 +194,16 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
     steps.append(modality_step)
     display, voi_step = choose_voi(values, ds, None if padding is None else ~padding)
     steps.append(voi_step)
+    steps.append(_checked_polarity(display, padding, ds, photometric))
+    if padding is not None:
+        display[padding] = 0.0  # not image: black, as a viewer shows the background
+    return display, steps
+
+
+def _checked_polarity(display: FloatImage, padding: NDArray[np.bool_] | None, ds: Dataset, photometric: str) -> Step:
+    """The inversion step: ``display`` inverted (in place) where the header says (MONOCHROME1), then checked for
+    a negative. A colour or palette picture is never inverted, and is checked as its luminance: a colour
+    secondary capture of a negative film is flagged as a grayscale one is."""
     invert, inversion_step = header_polarity(ds, photometric)
     if invert:
         np.subtract(1.0, display, out=display)  # the VOI's own array
@@ -202,10 +215,7 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
             f"the picture looks like a negative (score {check['score']:+.2f}): the Photometric Interpretation "
             f"{photometric} may be wrong; shown as the header says"
         )
-    steps.append(inversion_step)
-    if padding is not None:
-        display[padding] = 0.0  # not image: black, as a viewer shows the background
-    return display, steps
+    return inversion_step
 
 
 def _one_value(stored: NDArray[Any]) -> bool:

@@ -1,6 +1,6 @@
 """Whether a chest radiograph's picture looks like a negative: a plausibility check on its pixels.
 
-The Photometric Interpretation decides which end of the gray scale is white ((:func:`header_polarity`)).
+The Photometric Interpretation decides which end of the gray scale is white (:func:`header_polarity`).
 Some CR and DX systems write MONOCHROME1 over pixels that are MONOCHROME2 (or the reverse); the picture is then a
 negative, and nothing in the header says so. This check measures two things every chest radiograph shows the
 right way round, on the picture after the VOI and the inversion (0 = black):

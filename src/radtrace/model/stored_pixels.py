@@ -370,7 +370,8 @@ def palette_luminance(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, St
 
 def padding_mask(stored: NDArray[Any], ds: Dataset) -> tuple[NDArray[np.bool_] | None, Step | None]:
     """The pixels that are padding, not image (PS3.3 C.7.5.1.1.2): those holding Pixel Padding Value, or between
-    it and Pixel Padding Range Limit, inclusive, compared with the stored values. None where there are none.
+    it and Pixel Padding Range Limit, inclusive, compared with the stored values (signed, for a signed image,
+    whatever VR the values were written with). None where there are none.
 
     Raises:
         DicomInputError: every pixel is padding.
@@ -379,6 +380,10 @@ def padding_mask(stored: NDArray[Any], ds: Dataset) -> tuple[NDArray[np.bool_] |
     if padding is None:
         return None, None
     low, high = padding
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        # US or SS by the Pixel Representation: a signed image's negative padding written US is its two's
+        # complement (65535 for -1), which no signed value equals
+        low, high = sorted(v - 65536 if 32768 <= v < 65536 else v for v in (low, high))
     mask = (stored >= low) & (stored <= high)
     share = float(mask.mean()) if mask.size else 0.0
     if share == 0.0:

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
 from radtrace.errors import DicomInputError
+from radtrace.model.modality_lut import first_mapped
 
 __all__ = [
     "BORDER_SPAN",
@@ -247,13 +248,14 @@ def _explicit_voi_lut(values: FloatImage, item: Dataset) -> tuple[FloatImage, St
     if table.size == 0:
         raise DicomInputError("VOI LUT Sequence has no LUT Data")
     table = table[:entries]
+    written, first = first, first_mapped(first, table.size, values)
     # The LUT is indexed by integer input values (PS3.3 C.11.2.1.1): round the modality output first,
     # then clamp below the first mapped value to the first entry and above the last to the last.
     index = np.clip(np.rint(values).astype(np.int64) - first, 0, table.size - 1)
     top = float(2**bits - 1) if 8 <= bits <= 16 else float(table.max() or 1.0)
     if table.max() > top:  # descriptors that understate the output depth exist; trust the data
         top = float(2 ** math.ceil(math.log2(table.max() + 1)) - 1)
-    return np.clip(table[index] / top, 0.0, 1.0), {
+    step: Step = {
         "step": "voi",
         "kind": "lut",
         "entries": int(table.size),
@@ -262,6 +264,9 @@ def _explicit_voi_lut(values: FloatImage, item: Dataset) -> tuple[FloatImage, St
         "explanation": str(item.get("LUTExplanation", "")) or None,
         "input_rounding": "nearest",
     }
+    if first != written:
+        step["first_mapped_written"] = written  # as US, read as signed
+    return np.clip(table[index] / top, 0.0, 1.0), step
 
 
 def _lut_data(item: Dataset) -> Any:
