@@ -145,6 +145,15 @@ def test_a_radiologist_reviews_a_study_with_the_keyboard_alone(page: Page, site:
     page.keyboard.press("Enter")
     expect(page.get_by_test_id("draft-decision")).to_contain_text("rejected by dr.keys: RT-R1")
     expect(page.get_by_test_id("draft-decision")).to_contain_text("1 earlier, superseded")
+    expect(page.get_by_test_id("draft-out-of-date")).to_have_count(0)
+    # a finding changed after the whole draft: the page says the draft's assessment SR does not carry it
+    status = "absent" if "status-absent" not in (rows.nth(0).get_attribute("class") or "") else "present"
+    page.get_by_label(f"corrected status of {first_label}").select_option(status)
+    page.get_by_role("button", name=f"Modify {first_label} to the chosen status").click()
+    expect(page.get_by_test_id("draft-out-of-date")).to_be_visible()
+    expect(page.get_by_test_id("draft-out-of-date")).to_contain_text(
+        f"{first_label} (changed to {status} by dr.keys). The whole-draft decision and its assessment SR"
+    )
     page.keyboard.press("n")  # next study: the oldest routine one
     expect(page.get_by_test_id("patient")).to_contain_text("ROE RICHARD")
     page.get_by_role("button", name="Sign out").click()
@@ -157,6 +166,7 @@ def test_a_radiologist_reviews_a_study_with_the_keyboard_alone(page: Page, site:
         ("finding_assessed", "dr.keys", second_label, "reject", "no opacity there"),
         ("draft_assessed", "dr.keys", None, "accept", None),
         ("draft_assessed", "dr.keys", None, "reject", None),
+        ("finding_assessed", "dr.keys", first_label, "modify", None),
     ]
     assert decided[3][2]["supersedes"] is not None
     viewed = {p["rendering"] for kind, user, p in site.events("image_viewed") if user == "dr.keys"}

@@ -138,14 +138,19 @@ def test_accept_reject_and_modify_with_the_keyboard_alone(page: Page, site: Site
     expect(page.locator("#finding-2")).to_be_focused()
     page.keyboard.press("Tab")
     page.keyboard.type("cannot exclude a skin fold")
-    page.keyboard.press("Tab")  # the status: type-ahead picks 'uncertain', Enter records the modification
-    page.keyboard.type("u")
+    page.keyboard.press("Tab")  # the status, still the model's ('uncertain'): Enter sends nothing and says why
     page.keyboard.press("Enter")
-    expect(page.get_by_test_id("decision-2")).to_contain_text("changed to uncertain by dr.keys")
+    expect(page.locator("#finding-2 .unchanged")).to_have_text(
+        "The model says uncertain: choose another status to modify it, or accept it."
+    )
+    expect(page.get_by_label(f"comment on {labels[2]}")).to_have_value("cannot exclude a skin fold")
+    page.keyboard.type("a")  # type-ahead picks 'absent', Enter records the modification
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("decision-2")).to_contain_text("changed to absent by dr.keys")
     assert [(d["finding"], d["decision"], d.get("status"), d.get("comment")) for d in site.decisions(study_uid)] == [
         (labels[0], "accept", None, None),
         (labels[1], "reject", None, None),
-        (labels[2], "modify", "uncertain", "cannot exclude a skin fold"),
+        (labels[2], "modify", "absent", "cannot exclude a skin fold"),
     ]
 
 

@@ -193,3 +193,104 @@ def test_a_malformed_seen_field_is_refused_with_a_reason(store: Store, settings:
         assert "seen" in answer.text
         assert csrf_of(page)
     assert _decisions(store) == []
+
+
+def test_a_finding_or_impression_decided_after_the_whole_draft_is_named_as_not_in_its_assessment_sr(
+    store: Store, settings: Settings
+) -> None:
+    """The whole-draft decision's payload and assessment SR (what the PACS and the RIS are sent) carry the findings'
+    and the impression's decisions current when it was made. Before: a finding changed afterwards (here by another
+    radiologist, then the impression by the first) left the page saying only "accepted by dr.one · assessment SR",
+    so the change seemed recorded everywhere while the PACS held an SR without it; nothing on the page said so."""
+    study_uid = _study(store, settings, 77)
+    url = study_path(store, study_uid)
+    with _signed_in(store, settings, "dr.one") as one, _signed_in(store, settings, "dr.two") as two:
+        draft = {**_draft_form(one.get(url).text), "decision": "accept", "reason": "RT-A1"}
+        assert one.post(f"{url}/draft", data=draft, follow_redirects=False).status_code == 303
+        assert 'data-testid="draft-out-of-date"' not in one.get(url).text  # nothing decided since
+        page = two.get(url).text
+        label = re.findall(r'<tr id="finding-0"[^>]* data-label="([^"]+)"', page)[0]
+        status = re.findall(r'<tr id="finding-0" class="finding-row status-(\w+)"', page)[0]
+        other = "absent" if status != "absent" else "present"
+        form = {**_finding_form(page, 0), "decision": "modify", "status": other}
+        assert two.post(f"{url}/findings", data=form, follow_redirects=False).status_code == 303
+        shown = one.get(url).text
+        notice = re.search(r'data-testid="draft-out-of-date">(.*?)</p>', shown, re.S)
+        assert notice is not None, "the page does not say the whole-draft decision predates a finding's"
+        said = " ".join(notice.group(1).split())
+        assert f"{label} (changed to {other} by dr.two)." in said
+        assert "assessment SR (what the PACS and the RIS are sent) do not carry it" in said
+        assert "decide the whole draft again" in said
+        one.post(f"{url}/impression", data={"csrf_token": csrf_of(shown), "decision": "reject", "seen": ""})
+        said = " ".join(re.findall(r'data-testid="draft-out-of-date">(.*?)</p>', one.get(url).text, re.S)[0].split())
+        assert f"{label} (changed to {other} by dr.two), the impression (rejected by dr.one)." in said
+        assert "do not carry them" in said
+        # decided again, the new whole-draft decision carries both: the notice is gone
+        again = {**_draft_form(one.get(url).text), "decision": "accept", "reason": "RT-A2"}
+        assert one.post(f"{url}/draft", data=again, follow_redirects=False).status_code == 303
+        assert 'data-testid="draft-out-of-date"' not in one.get(url).text
+    drafts = [payload for kind, _user, payload in _decisions(store) if kind == "draft_assessed"]
+    assert drafts[-1]["findings"][label] == "modify"
+    assert drafts[-1]["impression"] == "reject"
+
+
+def test_modifying_a_finding_to_the_status_the_model_gave_is_refused_not_counted_as_a_change(
+    store: Store, settings: Settings
+) -> None:
+    """The status list starts at the model's status, so "m, Enter" (or Modify without choosing) sent it unchanged.
+    Before: recorded as "changed to present" on a finding the model called present (agreement figures: a
+    modification), as the impression's unchanged text is not. Now 422 with the reason, and nothing recorded."""
+    study_uid = _study(store, settings, 78)
+    url = study_path(store, study_uid)
+    with _signed_in(store, settings, "dr.one") as one:
+        page = one.get(url).text
+        status = re.findall(r'<tr id="finding-0" class="finding-row status-(\w+)"', page)[0]
+        same = one.post(f"{url}/findings", data={**_finding_form(page, 0), "decision": "modify", "status": status},
+                        follow_redirects=False)  # fmt: skip
+        assert same.status_code == 422
+        assert f"the model says {status}, as chosen: accept it, or choose another status" in same.text
+        assert _decisions(store) == []
+        other = "uncertain" if status != "uncertain" else "absent"
+        changed = one.post(f"{url}/findings", data={**_finding_form(page, 0), "decision": "modify", "status": other},
+                           follow_redirects=False)  # fmt: skip
+        assert changed.status_code == 303
+    assert [(p["decision"], p["status"]) for _k, _u, p in _decisions(store)] == [("modify", other)]
+
+
+def test_a_study_page_says_when_later_images_are_waiting_or_were_not_read(store: Store, settings: Settings) -> None:
+    """New or corrected images arrive while the radiologist reviews: the study's revision 2 is received, queued,
+    read, or fails. Before: until revision 2 was read, revision 1's page said nothing (a later revision that
+    failed, never), so its draft was accepted and its assessment SR sent as if it covered the whole study."""
+    study_uid = _study(store, settings, 79)
+    url = study_path(store, study_uid)
+    with _signed_in(store, settings, "dr.late") as client:
+        assert 'data-testid="later-revision"' not in client.get(url).text
+        with store.session() as session:
+            study = session.scalar(sa.select(Study).where(Study.study_uid == study_uid))
+            assert study is not None
+            session.add(Revision(study=study, number=2, state=RevisionState.QUEUED))
+
+        def notice() -> str:
+            found = re.search(r'data-testid="later-revision">(.*?)</p>', client.get(url).text, re.S)
+            assert found is not None, "the page does not say later images are waiting"
+            return " ".join(found.group(1).split())
+
+        assert notice() == (
+            "Revision 2 of this study (images received after this reading) is waiting to be read: this draft does "
+            "not cover its images, and once it is read its draft replaces this one and decisions here are closed."
+        )
+        page = client.get(url).text  # decisions are still taken meanwhile
+        accepted = client.post(f"{url}/findings", data={**_finding_form(page, 0), "decision": "accept"},
+                               follow_redirects=False)  # fmt: skip
+        assert accepted.status_code == 303
+        with store.session() as session:
+            session.execute(sa.update(Revision).where(Revision.number == 2).values(state=RevisionState.FAILED))
+        assert notice() == (
+            "Revision 2 of this study (images received after this reading) was not read by the model (failed): "
+            "this draft does not cover its images; read them in the PACS."
+        )
+        with store.session() as session:
+            session.execute(sa.update(Revision).where(Revision.number == 2).values(state=RevisionState.REPORTED))
+        reopened = client.get(url).text
+        assert 'data-testid="later-revision"' not in reopened
+        assert 'id="superseded"' in reopened

@@ -148,6 +148,8 @@ def decide_finding(
     if chosen is FindingDecision.MODIFY:
         if status not in {"present", "absent", "uncertain"}:
             raise DecisionError("modify needs the corrected status: present, absent or uncertain")
+        if status == finding.status:  # m, Enter with the model's status still chosen: no modification at all
+            raise DecisionError(f"the model says {status}, as chosen: accept it, or choose another status")
         new_status = status
     text = checked_comment(comment)
     fields = {"model_status": finding.status, "decision": chosen.value, "status": new_status, "comment": text}

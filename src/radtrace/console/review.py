@@ -193,6 +193,29 @@ class StudyReview:
         return max((decision.seq for history in histories for decision in history), default=None)
 
     @property
+    def later_unread(self) -> tuple[tuple[int, str], ...]:
+        """(number, state) of each later revision of the study that has not been read, oldest first: images
+        received after this reading (still being received, queued, being read) or not read at all (failed,
+        skipped), which this draft does not cover. Empty once a later one is read (:attr:`superseded_by`)."""
+        if self.superseded_by is not None:
+            return ()
+        read = {str(state) for state in READ_STATES}
+        return tuple((number, state) for number, state, _at in self.revisions if number > self.revision
+                     and state not in read)  # fmt: skip
+
+    @property
+    def decided_since_draft(self) -> tuple[tuple[str, Decision], ...]:
+        """(the finding's label, or "the impression"; its current decision) for each one decided after the current
+        whole-draft decision: that decision, its payload and its assessment SR (sent to the PACS, and as an ORU to
+        the RIS) carry the decisions current when it was made, not these. Empty without a whole-draft decision."""
+        if self.draft_decision is None:
+            return ()
+        current = [(finding.label, finding.decision) for finding in self.findings]
+        current.append(("the impression", self.impression_decision))
+        after = self.draft_decision.seq
+        return tuple((what, decision) for what, decision in current if decision is not None and decision.seq > after)
+
+    @property
     def flag_labels(self) -> tuple[str, ...]:
         """The flags as the page words them."""
         return tuple(FLAG_LABELS.get(flag, flag) for flag in self.flags)

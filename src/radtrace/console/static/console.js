@@ -151,6 +151,26 @@
   // lost by leaving the page (n, a link, the back button): the browser asks first. Sending a form never asks.
   let sending = false;
   document.addEventListener("submit", () => { sending = true; });
+  // Modify with the model's own status still chosen (m, Enter before choosing) changes nothing: say so beside the
+  // status list and send nothing, so the comment typed stays (the server refuses it too, 422).
+  document.addEventListener("submit", (e) => {
+    const form = e.target, button = e.submitter;
+    if (!form.classList.contains("finding-form") || !button || button.value !== "modify") return;
+    const status = $("select.status", form);
+    if (!status || !status.selectedOptions.length || !status.selectedOptions[0].defaultSelected) return;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    let said = $(".unchanged", form);
+    if (!said) {
+      said = document.createElement("p");
+      said.className = "unchanged";
+      said.setAttribute("role", "alert");
+      form.appendChild(said);
+    }
+    said.textContent = "The model says " + status.value + ": choose another status to modify it, or accept it.";
+    status.focus();
+    status.dataset.pending = "modify";
+  }, true);
   function unsent() {
     return $$(".finding-form textarea, .finding-form input.comment, #draft-form input[name=comment]")
       .some((f) => f.value !== f.defaultValue)
