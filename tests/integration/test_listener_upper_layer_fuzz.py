@@ -21,6 +21,7 @@ The CI sample takes well under a minute. ``RADTRACE_FULL_FUZZ=1`` runs hypothesi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import struct
@@ -59,7 +60,8 @@ from dicom_peer_support import (
 )
 from listener_support import dataset_bytes
 from radtrace.dicom_listener.dcmtk import echoscu
-from radtrace.testing.abuse import ListenerProcess
+from radtrace.dicom_listener.refusals import LIVE_S
+from radtrace.testing.abuse import ListenerProcess, echo_seconds
 from radtrace.testing.services import free_port
 
 pytestmark = pytest.mark.integration
@@ -73,6 +75,8 @@ CONTEXTS = [presentation_context(1, VERIFICATION), presentation_context(3, SOP_C
 RQ = associate_rq(CONTEXTS)
 ECHO = p_data(pdv(1, 0x03, echo_rq()))
 RSS_HEADROOM = 150 * 1024 * 1024
+#: Descriptors the listener may hold past its count after the first store (its database pool may grow by a few).
+FD_HEADROOM = 12
 #: A line of the listener's text log: its own timestamp, level and logger, then the message.
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) +[\w.]+: ")
 #: Every case ends, one way or the other, within this long after its last byte (negotiation and
@@ -189,6 +193,7 @@ class Harness:
         self.listener = listener
         self.acknowledged: dict[str, bytes] = {}
         self.rss_bound = listener.rss_bytes() + RSS_HEADROOM
+        self.fd_bound = _descriptors(listener.pid) + FD_HEADROOM
         self.case_index = 0
         self.engine = sa.create_engine(listener.database_url)
 
@@ -246,7 +251,14 @@ class Harness:
         assert rss < self.rss_bound, f"{where}: RSS {rss} over {self.rss_bound}"
         self._check_spool(where)
         self._check_connections(where)
+        self._check_descriptors(where)
         self._check_log(where)
+
+    def _check_descriptors(self, where: str) -> None:
+        deadline = time.monotonic() + ANSWER_WITHIN_S
+        while (held := _descriptors(self.listener.pid)) > self.fd_bound and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert held <= self.fd_bound, f"{where}: {held} descriptors open, over {self.fd_bound}"
 
     def _check_spool(self, where: str) -> None:
         with self.engine.connect() as connection:
@@ -278,6 +290,11 @@ class Harness:
         assert "Traceback" not in text, f"{where}: a traceback in the log"
 
 
+def _descriptors(pid: int) -> int:
+    """Open file descriptors of the process."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def _established_to(port: int) -> int:
     """Established TCP connections whose local end is ``port`` (the listener's side), from /proc/net/tcp."""
     count = 0
@@ -304,6 +321,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     with ListenerProcess(directory / "radtrace", free_port(), log_level="INFO", **options) as listener:
         harness = Harness(listener)
         assert harness.store(generate_uid()) == 0x0000
+        harness.fd_bound = _descriptors(listener.pid) + FD_HEADROOM
         harness.check("start")
         yield harness
         harness.engine.dispose()
@@ -385,3 +403,192 @@ def test_a_flood_of_data_fragments_is_cut_at_the_image_limit_and_memory_stays_bo
         assert 0x07 in pdu_types(peer.received) or peer.wait_closed(ANSWER_WITHIN_S), f"sent {sent} bytes"
         assert sent < 200 * 1024 * 1024  # the limit is 8 MB + 64 MiB
     harness.check("flood")
+
+
+# --- DIMSE requests on an established association (radtrace.dicom_listener.served) ---------------------------------
+
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root C-FIND: proposed, refused at negotiation
+CT = "1.2.840.10008.5.1.4.1.1.2"
+DIMSE_RQ = associate_rq([*CONTEXTS, presentation_context(5, FIND)])
+REQUEST_REFUSED = "DIMSE request refused"
+
+
+def _command(context_id: int, **elements: object) -> bytes:
+    return p_data(pdv(context_id, 0x03, command_set(**elements)))
+
+
+def _store(context_id: int, uid: str, data: bytes, **changes: object) -> list[bytes | float]:
+    elements: dict[str, object] = {
+        "AffectedSOPClassUID": SOP_CLASS,
+        "CommandField": 0x0001,
+        "MessageID": 7,
+        "Priority": 0,
+        "CommandDataSetType": 0x0000,
+        "AffectedSOPInstanceUID": uid,
+    }
+    elements = {key: value for key, value in (elements | changes).items() if value is not None}
+    if elements.get("CommandDataSetType") == 0x0101:
+        return [_command(context_id, **elements)]
+    return [_command(context_id, **elements), *fragments(context_id, data, 16000, command=False)]
+
+
+def _even(uid: str) -> bytes:
+    return uid.encode() + (b"\0" if len(uid) % 2 else b"")
+
+
+def _user_information(*sub_items: bytes, max_pdu: int = 16384) -> bytes:
+    own = item(0x51, struct.pack(">L", max_pdu)) + item(0x52, _even("1.2.826.0.1.3680043.9.7433.1"))
+    return item(0x50, own + b"".join(sub_items))
+
+
+def _rq_with(*sub_items: bytes, max_pdu: int = 16384) -> bytes:
+    return associate_rq(CONTEXTS, user_info=_user_information(*sub_items, max_pdu=max_pdu))
+
+
+@dataclass
+class DimseCase:
+    """An association (``rq``) whose requests (``steps``) get these statuses; ``refused`` of them audited as refused."""
+
+    name: str
+    steps: list[bytes | float]
+    statuses: list[int]
+    refused: int = 0
+    rq: bytes = DIMSE_RQ
+    aborted: bool = False
+
+
+def dimse_cases() -> list[DimseCase]:
+    """Requests the listener does not serve, commands that break their rules, and negotiation items it ignores."""
+    find: dict[str, object] = {"AffectedSOPClassUID": SOP_CLASS, "CommandField": 0x0020, "MessageID": 2, "Priority": 0}
+    on_verification = find | {"AffectedSOPClassUID": VERIFICATION, "CommandDataSetType": 0x0101}
+    no_data = {"CommandDataSetType": 0x0101}
+    identifier = command_set(PatientID="*")[12:]  # a data set: the elements after the group length
+    rsp = {"CommandField": 0x8001, "MessageIDBeingRespondedTo": 1, "Status": 0} | no_data
+    report = {"CommandField": 0x0100, "MessageID": 5, "AffectedSOPInstanceUID": "2.25.33", "EventTypeID": 1} | no_data
+    action = {"CommandField": 0x0130, "MessageID": 4, "RequestedSOPInstanceUID": "2.25.32", "ActionTypeID": 1}
+    extended = item(0x56, struct.pack(">H", len(_even(SOP_CLASS))) + _even(SOP_CLASS) + b"\x01" * 64)
+    identity = item(0x58, b"\x02\x00" + struct.pack(">H", 60000) + b"A" * 60000 + b"\x00\x00")
+    many = [presentation_context(2 * n + 1, SOP_CLASS) for n in range(127)] + [presentation_context(255, VERIFICATION)]
+    return [
+        DimseCase(
+            "C-FIND on a storage context",
+            [_command(3, **find, CommandDataSetType=0), *fragments(3, identifier, 100, command=False)],
+            [0x0211],
+            1,
+        ),
+        DimseCase("C-FIND on the Verification context", [_command(1, **on_verification)], [0x0211], 1),
+        DimseCase(
+            "C-MOVE", [_command(3, **find | {"CommandField": 0x0021, "MoveDestination": "X"} | no_data)], [0x0211], 1
+        ),
+        DimseCase("C-GET", [_command(3, **find | {"CommandField": 0x0010} | no_data)], [0x0211], 1),
+        DimseCase(
+            "N-CREATE on a storage context",
+            [_command(3, AffectedSOPClassUID=SOP_CLASS, CommandField=0x0140, MessageID=3, **no_data)],
+            [0x0211],
+            1,
+        ),
+        DimseCase("N-ACTION", [_command(1, RequestedSOPClassUID=VERIFICATION, **action, **no_data)], [0x0211], 1),
+        DimseCase("N-EVENT-REPORT", [_command(1, AffectedSOPClassUID=VERIFICATION, **report)], [0x0211], 1),
+        DimseCase(
+            "C-CANCEL, then a C-ECHO",
+            [_command(1, CommandField=0x0FFF, MessageIDBeingRespondedTo=1, **no_data), ECHO],
+            [0x0000],
+        ),
+        DimseCase(
+            "C-ECHO on a storage context",
+            [_command(3, AffectedSOPClassUID=SOP_CLASS, CommandField=0x0030, MessageID=6, **no_data)],
+            [0x0122],
+            1,
+        ),
+        DimseCase(
+            "C-STORE naming CT on the DX context", _store(3, "2.25.41", FILM_DATA, AffectedSOPClassUID=CT), [0x0122], 1
+        ),
+        DimseCase(
+            "C-STORE on the Verification context",
+            _store(1, "2.25.42", FILM_DATA, AffectedSOPClassUID=VERIFICATION),
+            [0x0122],
+            1,
+        ),
+        DimseCase("C-STORE without a data set", _store(3, "2.25.43", b"", **no_data), [0xC210], 1),
+        DimseCase("C-STORE without a Message ID", _store(3, "2.25.44", FILM_DATA, MessageID=None), [], 1, aborted=True),
+        DimseCase("C-STORE-RSP nobody asked for, then a C-ECHO", [_command(3, **rsp), ECHO], [0x0000], 1),
+        DimseCase(
+            "twenty C-FINDs", [_command(1, **on_verification | {"MessageID": n}) for n in range(20)], [0x0211] * 20, 20
+        ),
+        DimseCase("C-ECHO after A-RELEASE-RQ", [RELEASE_RQ, ECHO], [], aborted=True),  # PS3.8 Table 9-10: Sta8, Evt10
+        DimseCase("two A-RELEASE-RQs", [RELEASE_RQ, RELEASE_RQ], [], aborted=True),  # Sta8, Evt12: AA-8
+        DimseCase("max PDU length 2^32-1", [ECHO], [0x0000], rq=_rq_with(max_pdu=0xFFFFFFFF)),
+        DimseCase("user identity of 60 kB", [ECHO], [0x0000], rq=_rq_with(identity)),
+        DimseCase("200 SOP class extended negotiation items", [ECHO], [0x0000], rq=_rq_with(*[extended] * 200)),
+        DimseCase(
+            "asynchronous operations window 65535",
+            [ECHO, ECHO],
+            [0x0000] * 2,
+            rq=_rq_with(item(0x53, struct.pack(">HH", 65535, 65535))),
+        ),
+        DimseCase("128 presentation contexts", [p_data(pdv(255, 0x03, echo_rq()))], [0x0000], rq=associate_rq(many)),
+    ]
+
+
+def _refused_requests(harness: Harness) -> int:
+    with harness.engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT payload FROM audit_events WHERE event_type = 'instance_rejected'"))
+        payloads = [json.loads(row[0]) for row in rows]
+    return sum(p["count"] for p in payloads if p.get("reason") == REQUEST_REFUSED)
+
+
+#: The cases CI runs (``RADTRACE_FULL_FUZZ=1``: all): those that broke an invariant before, and two negotiations.
+CI_DIMSE_CASES = frozenset(
+    {
+        "C-FIND on a storage context",
+        "N-CREATE on a storage context",
+        "N-ACTION",
+        "C-ECHO on a storage context",
+        "C-STORE naming CT on the DX context",
+        "C-STORE without a data set",
+        "C-STORE without a Message ID",
+        "C-STORE-RSP nobody asked for, then a C-ECHO",
+        "user identity of 60 kB",
+        "128 presentation contexts",
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "case", [case for case in dimse_cases() if FULL or case.name in CI_DIMSE_CASES], ids=lambda case: case.name
+)
+def test_a_dimse_request_the_listener_does_not_serve_is_answered_audited_and_breaks_no_invariant(
+    harness: Harness, case: DimseCase
+) -> None:
+    """Before (radtrace.dicom_listener.served): C-FIND, C-MOVE, C-GET on a storage context aborted with an error
+    logged and nothing audited; N-CREATE reached the C-STORE handler (a traceback, 0110H); C-FIND and N-ACTION on the
+    Verification context were answered 0000H; a C-STORE naming CT on the DX context was stored; one without a data set
+    raised (a traceback); one without a Message ID left its data set in .incoming until the next start."""
+    refused_before = _refused_requests(harness)
+    harness.case_index += 1
+    with RawPeer(harness.listener.port, f"127.0.1.{harness.case_index % 250 + 1}") as peer:  # a new source: no wait
+        peer.send(case.rq)
+        peer.read(3, until_types=1)
+        assert pdu_types(peer.received) == [0x02], case.name
+        for step in case.steps:
+            if isinstance(step, float):
+                peer.read(step)
+            else:
+                peer.send(step)
+        if not case.aborted:
+            peer.read(ANSWER_WITHIN_S, until_types=1 + len(case.statuses))
+            peer.send(RELEASE_RQ)
+        assert peer.wait_closed(ANSWER_WITHIN_S), case.name
+    types = pdu_types(peer.received)
+    assert store_statuses(peer.received) == case.statuses, (case.name, types)
+    assert (0x07 in types) == case.aborted, (case.name, types)
+    deadline = time.monotonic() + LIVE_S + 1  # the first of a source's interval at once, the rest LIVE_S later
+    while _refused_requests(harness) < refused_before + case.refused and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _refused_requests(harness) == refused_before + case.refused, case.name
+    harness.check(case.name)
+    echoed, started = echo_seconds(harness.listener.port), time.monotonic()
+    assert harness.store(generate_uid()) == 0x0000
+    stored = time.monotonic() - started
+    assert echoed is not None, case.name
+    assert max(echoed, stored) < 1.0, (case.name, echoed, stored)  # a real sender, associations included

@@ -213,6 +213,7 @@ class Listener:
                 server.admission = self.admission  # one for every port: limits and budgets are counted together
                 server.on_refused = self.handlers.on_connection_refused
                 server.on_timed_out = self.handlers.on_timed_out
+                server.on_request_refused = self.handlers.on_request_refused
                 server.plain_port = port == self.plain_port
                 self._servers.append(server)
         except ConfigError:

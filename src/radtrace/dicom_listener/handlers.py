@@ -49,6 +49,8 @@ from radtrace.dicom_listener.policy import (
 )
 from radtrace.dicom_listener.refusals import RefusalAudit
 from radtrace.dicom_listener.rq_budget import REFUSED_REASON
+from radtrace.dicom_listener.served import REFUSED_REASON as REQUEST_REFUSED
+from radtrace.dicom_listener.served import RequestProblem
 from radtrace.dicom_listener.spool import Spool, StagedFile, out_of_space
 from radtrace.dicom_listener.transport import close_fast_path, take_received
 from radtrace.errors import DicomInputError, RadtraceError
@@ -117,6 +119,13 @@ class ListenerHandlers:
             settings.refusal_audit_interval_s,
             event_type=EventType.INSTANCE_REJECTED,
             items_key="contexts",
+        )
+        #: DIMSE requests refused (radtrace.dicom_listener.served), aggregated likewise, each event naming them
+        self.request_refusals = RefusalAudit(
+            self._audit_many,
+            settings.refusal_audit_interval_s,
+            event_type=EventType.INSTANCE_REJECTED,
+            items_key="requests",
         )
         self.spool = spool
         self.metrics = metrics
@@ -259,10 +268,27 @@ class ListenerHandlers:
             refused=len(refused),
         )
 
+    def on_request_refused(self, assoc: Association, problem: RequestProblem) -> None:
+        """A DIMSE request refused (a service not served, a command that breaks its rules): counted and audited in
+        aggregate per source and port, each event naming the distinct requests and problems it counts."""
+        connection = _connection(assoc)
+        door = self._door_of(connection)
+        self.metrics.rejections.labels(reason=REQUEST_REFUSED, **door_labels(door)).inc()
+        actor = _actor(assoc)
+        self.request_refusals.refused(
+            actor.host or "",
+            REQUEST_REFUSED,
+            calling_ae=actor.ae_title,
+            port=door[0] if connection is not None and connection.port else None,
+            tls=door[1],
+            items=[{"command": problem.command, "problem": problem.problem, "status": problem.status}],
+        )
+
     def flush_refusals(self, *, force: bool = False) -> None:
         """Write the counts of the refusal intervals that have ended (all of them with ``force``)."""
         self.refusals.flush(force=force)
         self.context_refusals.flush(force=force)
+        self.request_refusals.flush(force=force)
 
     def on_cut_off(self, connection: Connection, reason: str) -> None:
         """The watchdog cut a connection off: audited when a deadline (a timeout) was the reason."""

@@ -42,6 +42,7 @@ from radtrace.dicom_listener.pdu_socket import (
 from radtrace.dicom_listener.pixel_budget import instance_byte_limit
 from radtrace.dicom_listener.reactor import REACTOR_IDLE_S, PokingQueue, ReactorGate, UserQueue, Wake
 from radtrace.dicom_listener.rq_budget import REFUSED_REASON
+from radtrace.dicom_listener.served import serve_only_what_is_served
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -120,6 +121,7 @@ class _RequestHandler(RequestHandler):
             dul.on_timed_out = server.on_timed_out
             dul.max_data_set_bytes = instance_byte_limit(admission.settings.max_image_pixels)
             sock.budget = admission.budget
+        serve_only_what_is_served(assoc, getattr(server, "on_request_refused", None))
         # The reactor waits for work instead of polling: what it reads arrives through these queues.
         gate = ReactorGate()
         assoc._reactor_checkpoint = gate
@@ -195,6 +197,10 @@ class ListenerServer(ThreadedAssociationServer):
 
     on_timed_out: Any = None
     """Called with (connection, setting, detail) for a connection that one of pynetdicom's timeouts ended."""
+
+    on_request_refused: Any = None
+    """Called with (association, :class:`~radtrace.dicom_listener.served.RequestProblem`) for each DIMSE request
+    refused."""
 
     def server_bind(self) -> None:
         """Set ``SO_REUSEPORT`` before pynetdicom's own bind (which sets ``SO_REUSEADDR``)."""
