@@ -163,12 +163,13 @@ class PeerLimits:
         """Connections held now."""
         return sum(self.connections.values())
 
-    def admit(self, source: str) -> str | None:
-        """Count a new connection from ``source``, or say why it is refused."""
-        if self.open_connections >= self.max_connections:
-            return f"the server holds {self.max_connections} connections, its limit; try again shortly"
+    def admit(self, source: str, make_room: Callable[[], bool] | None = None) -> str | None:
+        """Count a new connection from ``source``, or say why it is refused. When the server is full,
+        ``make_room`` may close another connection (True when it did)."""
         if self.connections.get(source, 0) >= self.max_per_source and not _listed(source, self.proxies):
             return f"{self.max_per_source} connections from your address are open, the limit; close some first"
+        if self.open_connections >= self.max_connections and (make_room is None or not make_room()):
+            return f"the server holds {self.max_connections} connections, its limit; try again shortly"
         self.connections[source] = self.connections.get(source, 0) + 1
         return None
 

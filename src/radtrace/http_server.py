@@ -6,7 +6,8 @@ thousand slow connections from one address locked everyone out), reads a whole r
 application sees it, and answers every malformed request with the same "Invalid HTTP request received.". Here:
 
 * :class:`GuardedH11Protocol` (the connection): at most ``api.max_connections`` connections, at most
-  ``api.max_connections_per_address`` from one address other than a proxy uvicorn trusts (503 and closed); a
+  ``api.max_connections_per_address`` from one address other than a proxy uvicorn trusts (503 and closed; when
+  full, a newcomer first closes the connection that has waited longest for its peer's request); a
   request's headers must arrive within ``api.header_timeout_s`` of the connection (or of the previous response)
   and its body within ``api.body_timeout_s`` of the headers (408 and closed); a malformed request is answered
   with h11's status (400, 431 headers too large, 501) and its reason; a peer that leaves its answer unread for
@@ -39,7 +40,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Final, cast
+from typing import Any, ClassVar, Final, cast
 
 import h11
 import uvicorn
@@ -107,6 +108,8 @@ class GuardedH11Protocol(H11Protocol):
     """
 
     limits: PeerLimits = PeerLimits()
+    #: The connections waiting for their peer (a request's headers or body, or an idle keep-alive), longest first.
+    waiting: ClassVar[dict[GuardedH11Protocol, None]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -121,7 +124,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._source = self.client[0] if self.client else "-"
-        problem = self.limits.admit(self._source)
+        problem = self.limits.admit(self._source, make_room=self._make_room)
         if problem is not None:
             self._refuse(503, problem, retry_after_s=5)
             return
@@ -129,6 +132,7 @@ class GuardedH11Protocol(H11Protocol):
         self._track()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.waiting.pop(self, None)
         self._cancel_deadline()
         self._stop_send_deadline()
         if self._admitted:
@@ -186,10 +190,14 @@ class GuardedH11Protocol(H11Protocol):
             self._arm(phase, self.limits.header_timeout_s if phase == "headers" else self.limits.body_timeout_s)
         else:
             self._phase = ""
+            self.waiting.pop(self, None)
             self._cancel_deadline()
 
     def _arm(self, phase: str, seconds: float) -> None:
         self._phase = phase
+        self.waiting.pop(self, None)
+        if phase in ("headers", "body"):
+            self.waiting[self] = None  # waited for since now: the newest
         self._cancel_deadline()
         self._deadline = self.loop.call_later(seconds, self._expired, phase, seconds)
 
@@ -212,6 +220,22 @@ class GuardedH11Protocol(H11Protocol):
             self._watch_sending()
             return
         self._refuse(408, f"request {phase} not complete within {seconds:g} s")
+
+    def _make_room(self) -> bool:
+        """The server is full: close the connection that has waited longest for its peer, if any (True)."""
+        for oldest in list(self.waiting):
+            del self.waiting[oldest]
+            if oldest._admitted and not oldest.transport.is_closing():
+                oldest._admitted = False
+                self.limits.release(oldest._source)  # now: connection_lost comes later
+                if oldest._phase == "headers" and not oldest.conn.trailing_data[0] and oldest.cycle is not None:
+                    oldest.transport.close()  # an idle keep-alive connection: nothing to answer
+                else:
+                    limit = self.limits.max_connections
+                    reason = f"the server holds {limit} connections, its limit; this one waited longest for a request"
+                    oldest._refuse(503, reason, retry_after_s=5)
+                return True
+        return False
 
     def _watch_sending(self) -> None:
         """Give the peer :attr:`PeerLimits.send_timeout_s` to take what waits for it (from now): while the send
@@ -257,7 +281,7 @@ class GuardedH11Protocol(H11Protocol):
 
 def protocol_class(limits: PeerLimits) -> type[GuardedH11Protocol]:
     """A :class:`GuardedH11Protocol` bound to ``limits`` (what uvicorn's ``http`` option takes)."""
-    return type("BoundGuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits})
+    return type("BoundGuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits, "waiting": {}})
 
 
 @dataclass
