@@ -6,6 +6,9 @@ building PDU objects or passing through the state machine (which, for a P-DATA-T
 forwards it to DIMSE). The handler then has the file's SHA-256 without reading it back. Everything
 else (command sets, any other PDU or state) goes through pynetdicom unchanged.
 
+The data set file and its hash are :mod:`radtrace.dicom_listener.data_stream`; the state machine's guard (an event
+with no transition closes the connection, not the DUL thread) is :mod:`radtrace.dicom_listener.state_guard`.
+
 Every PDU length is a peer's claim: no buffer is sized by it. A PDU is refused (the peer aborted)
 when it claims more than radtrace negotiated (``listener.max_pdu_bytes`` for a P-DATA-TF, 64 KiB for
 anything else, the A-ASSOCIATE-RQ included).
@@ -14,10 +17,7 @@ anything else, the A-ASSOCIATE-RQ included).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
-import queue
 import socket
 import struct
 import threading
@@ -27,15 +27,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu_primitives import P_DATA
 
 from radtrace.dicom_listener.admission import Admission, Connection
+from radtrace.dicom_listener.data_stream import _Hasher, _Stream
 from radtrace.dicom_listener.dimse_guard import fragment_problem
 from radtrace.dicom_listener.pdu_socket import MAX_CONTROL_PDU, READ_AHEAD, PduRefusedError, WholePduSocket
 from radtrace.dicom_listener.reactor import Wake
 from radtrace.dicom_listener.rq_budget import REFUSED_REASON
 from radtrace.dicom_listener.spool import FileDigest
+from radtrace.dicom_listener.state_guard import guard_state_machine
 from radtrace.logging import escape
 
 if TYPE_CHECKING:
@@ -52,98 +53,6 @@ _A_ASSOCIATE_RQ: Final = 0x01
 _KNOWN_PDU_TYPES: Final = frozenset(range(0x01, 0x08))
 _COMMAND: Final = 0x01  # message control header bits (PS3.8 E.2)
 _LAST: Final = 0x02
-
-
-#: Events made from a primitive the local user queued to send (PS3.8 9.2, Table 9-6).
-_LOCAL_PRIMITIVE_EVENTS: Final = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
-
-
-class _Hasher:
-    """A thread that hashes data set fragments while the DUL thread goes on receiving.
-
-    One per association, started with its first data set; :meth:`close` (at connection close)
-    ends it. ``hashlib`` releases the GIL while it hashes, so this runs on a second core.
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Any, memoryview] | threading.Event | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def update(self, digest: Any, chunk: memoryview) -> None:
-        """Queue ``chunk`` for ``digest`` (the chunk's buffer must not change until :meth:`wait`)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="radtrace-hasher", daemon=True)
-            self._thread.start()
-        self._queue.put((digest, chunk))
-
-    def wait(self) -> None:
-        """Return once every chunk queued so far has been hashed."""
-        if self._thread is None:
-            return
-        done = threading.Event()
-        self._queue.put(done)
-        done.wait()
-
-    def close(self) -> None:
-        """Stop the thread once it has hashed what is queued."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread = None
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if isinstance(item, threading.Event):
-                item.set()
-            else:
-                item[0].update(item[1])
-
-
-class _Stream:
-    """The data set file of the C-STORE being received, and the hash of what was written to it."""
-
-    __slots__ = ("digest", "error", "file", "hasher", "message", "path", "size")
-
-    def __init__(self, message: Any, hasher: _Hasher) -> None:
-        self.message = message  # the DIMSE message being received (pynetdicom makes one per message)
-        self.path = Path(message._data_set_path)
-        self.file = message._data_set_file.file  # the BufferedWriter under NamedTemporaryFile's wrapper
-        self.hasher = hasher
-        self.error: OSError | None = None
-        try:
-            self.file.flush()
-        except OSError as exc:
-            self._failed(exc)
-        self.size = self.file.tell()
-        # pynetdicom has written the preamble and file meta: they are part of the file and of its hash.
-        self.digest = hashlib.sha256(os.pread(self.file.fileno(), self.size, 0))
-
-    def write(self, chunk: memoryview) -> None:
-        """Write a fragment; after a failed write (disk full) the rest of the data set is read and dropped."""
-        if self.error is not None:
-            return
-        try:
-            self.file.write(chunk)
-        except OSError as exc:
-            self._failed(exc)
-            return
-        self.hasher.update(self.digest, chunk)
-        self.size += len(chunk)
-
-    def _failed(self, exc: OSError) -> None:
-        self.error = exc
-        log.warning("could not write a received data set (%s): the rest of it is dropped", exc.strerror or exc)
-        with contextlib.suppress(OSError):
-            os.ftruncate(self.file.fileno(), 0)  # give the space back now; the handler removes the file
-
-    def finish(self) -> FileDigest:
-        """Flush the file and wait for its hash (the digest carries the write error, if any)."""
-        if self.error is None:
-            try:
-                self.file.flush()
-            except OSError as exc:
-                self._failed(exc)
-        self.hasher.wait()
-        return FileDigest(self.digest.hexdigest(), self.size, self.error)
 
 
 def _repeated_context_id(primitive: Any) -> int | None:
@@ -208,7 +117,7 @@ class DatasetFastPathDUL(DULServiceProvider):
         fast.on_timed_out = None
         weakref.finalize(fast, fast.wake.close)  # once the association and its threads are gone
         fast._run_loop_delay = 0  # WholePduSocket.ready does the waiting
-        fast._guard_state_machine()
+        guard_state_machine(fast)
         fast._guard_dimse()
         return fast
 
@@ -249,39 +158,6 @@ class DatasetFastPathDUL(DULServiceProvider):
                 return
 
         dimse.receive_primitive = guarded
-
-    def _guard_state_machine(self) -> None:
-        """Survive an event the state machine has no transition for (or whose action fails), keeping the DUL thread.
-
-        pynetdicom raises from its reactor loop, outside any handler, when for instance the local
-        A-ASSOCIATE-AC comes after a peer's invalid PDU already moved the machine to Sta13: the DUL
-        thread dies and the association, its socket and its buffers stay behind for good. Here the
-        event is dropped and the connection shut, so the machine closes it the usual way (Evt17).
-        """
-        machine = self.state_machine
-        do_action = machine.do_action
-
-        def guarded(event: str) -> None:
-            if event == "Evt18" and machine.current_state == "Sta2":  # ARTIM expired: no A-ASSOCIATE-RQ in time
-                self.acse_timed_out()
-            try:
-                do_action(event)
-                if machine.current_state == "Sta6" and not self.negotiation_charged:
-                    self.charge_negotiation()  # the A-ASSOCIATE-AC is sent: what follows is DIMSE work
-            except Exception as exc:  # any failure: the connection goes, the thread stays
-                if isinstance(exc, InvalidEventError) and event in _LOCAL_PRIMITIVE_EVENTS:
-                    with contextlib.suppress(queue.Empty):  # its primitive waits in the queue: drop it, or it recurs
-                        self.to_provider_queue.get_nowait()
-                what = "dropped" if isinstance(exc, InvalidEventError) else f"failed ({type(exc).__name__}) at"
-                log.info(
-                    "%s %s in %s and closed the connection with %s", what, event, machine.current_state, self._peer()
-                )
-                sock = getattr(self.socket, "socket", None)
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
-
-        machine.do_action = guarded  # type: ignore[method-assign]
 
     def run(self) -> None:
         """pynetdicom's DUL thread; a connection that never got established is charged its CPU at the end."""

@@ -24,14 +24,8 @@ from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from radtrace.dicom_listener.admission import Admission, Connection
-from radtrace.dicom_listener.fast_path import (
-    DatasetFastPathDUL,
-    _Hasher,
-    _pdv_items,
-    _Stream,
-    close_fast_path,
-    take_received,
-)
+from radtrace.dicom_listener.data_stream import _Hasher, _Stream
+from radtrace.dicom_listener.fast_path import DatasetFastPathDUL, _pdv_items, close_fast_path, take_received
 from radtrace.dicom_listener.pdu_socket import (
     MAX_CONTROL_PDU,
     READ_AHEAD,
