@@ -15,6 +15,9 @@ failure (a :class:`radtrace.errors.DicomInputError` whose reason holds the eleme
 from __future__ import annotations
 
 import copy
+import subprocess
+import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -199,6 +202,32 @@ def voi_lut_8_bit(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
     return Variant(ds, SAME)
 
 
+def big_endian_voi_lut(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    """A VOI LUT with LUT Data OW, the file in Explicit VR Big Endian (see :func:`_big_endian`)."""
+    voi_lut_instead_of_window(ds, stored)
+    return Variant(_big_endian(ds, ds.VOILUTSequence[0]), SAME)
+
+
+def big_endian_modality_lut(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    """A Modality LUT with LUT Data OW, the file in Explicit VR Big Endian (see :func:`_big_endian`)."""
+    modality_lut_sequence(ds, stored)
+    return Variant(_big_endian(ds, ds.ModalityLUTSequence[0]), SAME)
+
+
+def _big_endian(ds: Dataset, item: Dataset) -> Dataset:
+    """``ds`` with ``item``'s LUT Data made OW, converted to Explicit VR Big Endian by dcmtk (dcmconv +tb), as an
+    old archive sends it: OW words are in the file's byte order."""
+    data = item.LUTData  # as this module wrote it: US, or OW little endian
+    table = np.frombuffer(data, "<u2") if isinstance(data, bytes) else np.asarray(data, dtype=np.int64)
+    del item[0x00283006]
+    item.add_new(0x00283006, "OW", table.astype("<u2").tobytes())
+    with tempfile.TemporaryDirectory() as folder:
+        source, converted = Path(folder) / "le.dcm", Path(folder) / "be.dcm"
+        dcmwrite(source, as_part10(ds, None), enforce_file_format=True)
+        subprocess.run(["dcmconv", "+tb", str(source), str(converted)], check=True, capture_output=True)
+        return study_image(converted.read_bytes()).dataset
+
+
 def two_windows(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
     windows = _windows(ds) or [((int(stored.min()) + int(stored.max())) / 2 + 0.5, float(np.ptp(stored)) + 1)]
     center, width = windows[0]
@@ -250,6 +279,25 @@ def modality_lut_sequence(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
         ds.pop(keyword, None)
     _set_windows(ds, [(slope * c + 10 - (slope - 1) / 2, slope * w) for c, w in _windows(ds)])
     return Variant(ds, SAME)
+
+
+def modality_lut_as_un(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    """A Modality LUT over every 16-bit input (65,536 entries, 2v + 10 over the film's values) given as US: too
+    long for an explicit US value, pydicom writes it UN (with a warning), as other writers do."""
+    modality_lut_sequence(ds, stored)
+    item = ds.ModalityLUTSequence[0]
+    table = np.full(65536, 65535, dtype=np.int64)
+    slope = 2 if 2 * _top(ds) + 10 <= 65535 else 1
+    table[: _top(ds) + 1] = slope * np.arange(_top(ds) + 1) + 10
+    item.LUTDescriptor = [0, 0, 16]
+    del item[0x00283006]
+    item.LUTData = [int(v) for v in table]
+    item["LUTData"].VR = "US"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "... written as UN": the point
+        buffer = BytesIO()
+        dcmwrite(buffer, as_part10(ds, None), enforce_file_format=True)
+    return Variant(study_image(buffer.getvalue()).dataset, SAME)
 
 
 def padded_border(ds: Dataset, stored: NDArray[np.int64], *, value: int | None = None, limit: bool = False) -> Variant:
@@ -533,12 +581,15 @@ VARIANTS: Final[dict[str, Callable[[Dataset, NDArray[np.int64]], Variant]]] = {
         voi_lut_instead_of_window,
         voi_lut_beside_window,
         voi_lut_8_bit,
+        big_endian_voi_lut,
+        big_endian_modality_lut,
         two_windows,
         sigmoid,
         linear_exact,
         rescaled,
         inverted_by_negative_slope,
         modality_lut_sequence,
+        modality_lut_as_un,
         padded_border,
         padded_range,
         bits_above_stored,

@@ -8,10 +8,11 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRBigEndian
 
 from radtrace.errors import DicomInputError
 
-__all__ = ["MIN_LUT_COVERAGE", "first_mapped", "modality_lut"]
+__all__ = ["MIN_LUT_COVERAGE", "big_endian", "first_mapped", "lut_entries", "modality_lut"]
 
 #: A Modality LUT whose input range holds fewer of the stored values than this is not this image's (the rest would
 #: all be clamped to its first or last entry): the rescale is used instead.
@@ -27,31 +28,33 @@ def modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
     over, recorded, for the rescale."""
     rejected = None
     if "ModalityLUTSequence" in ds:
-        from pydicom.pixels.processing import apply_modality_lut
-
         try:
             item = ds.ModalityLUTSequence[0]
             descriptor = [int(v) for v in item.LUTDescriptor]
-            first = first_mapped(descriptor[1], descriptor[0] or 65536, stored)
-            # pydicom maps from the descriptor as written: a first value read as signed is given to it as the
-            # same shift of the stored values (index = value - first either way)
-            shifted = stored if first == descriptor[1] else stored.astype(np.int64) + (descriptor[1] - first)
-            mapped = np.asarray(apply_modality_lut(shifted, ds), dtype=np.float64)
-        except Exception as exc:  # an empty sequence, missing elements, data pydicom cannot index
+            entries = descriptor[0] or 65536
+            table = np.asarray(lut_entries(item, big_endian=big_endian(ds)), dtype=np.float64)[:entries]
+            if table.size == 0:
+                raise ValueError("no LUT Data")
+        except Exception as exc:  # an empty sequence, missing elements, data that are no numbers
             rejected = f"Modality LUT Sequence unusable ({type(exc).__name__})"
         else:
-            last = first + (descriptor[0] or 65536) - 1
-            covered = float(np.mean((stored >= first) & (stored <= last)))
+            first = first_mapped(descriptor[1], table.size, stored)
+            covered = float(np.mean((stored >= first) & (stored <= first + table.size - 1)))
             if covered < MIN_LUT_COVERAGE:  # the rest would be clamped to one end: a flat picture
                 rejected = f"Modality LUT Sequence maps {covered:.0%} of the pixels (under {MIN_LUT_COVERAGE:.0%})"
         if rejected is None:
-            return mapped, {
+            # below the first mapped value the first entry, above the last the last (PS3.3 C.11.1.1)
+            index = np.subtract(stored, first, dtype=np.int64)
+            np.clip(index, 0, table.size - 1, out=index)
+            step: Step = {
                 "step": "modality_lut",
                 "kind": "lut",
                 "descriptor": descriptor,
                 "type": str(item.get("ModalityLUTType", "")),
-                **({"first_mapped_as_signed": first} if first != descriptor[1] else {}),
             }
+            if first != descriptor[1]:
+                step["first_mapped_as_signed"] = first
+            return table[index], step
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     values = stored.astype(np.float64)
@@ -64,7 +67,7 @@ def modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
                 f"(0028,1053) Rescale Slope {slope:g} and (0028,1052) Rescale Intercept {intercept:g} take the "
                 "pixel values beyond any number"
             )
-    step: Step = {"step": "modality_lut", "kind": "rescale", "slope": slope, "intercept": intercept}
+    step = {"step": "modality_lut", "kind": "rescale", "slope": slope, "intercept": intercept}
     if rejected:
         step["rejected"] = rejected
     return values, step
@@ -86,3 +89,23 @@ def first_mapped(written: int, entries: int, values: NDArray[Any]) -> int:
         return int(np.count_nonzero((values >= first) & (values <= first + entries - 1)))
 
     return signed if covered(signed) > covered(written) else written
+
+
+def lut_entries(item: Dataset, *, big_endian: bool) -> Any:
+    """A Modality or VOI LUT item's LUT Data entries. Given as OW, or as UN (a US value too long for its 16-bit
+    length, as pydicom writes 32,768 entries or more), it is the words as the file holds them: big endian in an
+    Explicit VR Big Endian file (dcmtk's dcmconv +tb writes it so)."""
+    data = item.get("LUTData")
+    if data is None:
+        return []
+    value = data if not hasattr(data, "value") else data.value
+    if isinstance(value, bytes):
+        return np.frombuffer(value, dtype=">u2" if big_endian else "<u2")
+    if isinstance(value, int | float):
+        return [value]
+    return list(value)
+
+
+def big_endian(ds: Dataset) -> bool:
+    """Whether ``ds`` was read in Explicit VR Big Endian (its OW values' words are big endian)."""
+    return bool(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) == ExplicitVRBigEndian)

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 
 from radtrace.errors import DicomInputError
-from radtrace.model.modality_lut import first_mapped
+from radtrace.model.modality_lut import big_endian, first_mapped, lut_entries
 
 __all__ = [
     "BORDER_SPAN",
@@ -116,7 +116,7 @@ def choose_voi(values: FloatImage, ds: Dataset, image: NDArray[np.bool_] | None 
 
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         try:
-            display, lut_step = _explicit_voi_lut(values, ds.VOILUTSequence[0])
+            display, lut_step = _explicit_voi_lut(values, ds.VOILUTSequence[0], big_endian=big_endian(ds))
         except DicomInputError as exc:  # malformed: as an unusable window, passed over for the next VOI
             rejected.append({"kind": "lut", "why": exc.reason})
         else:
@@ -238,10 +238,10 @@ def _blankness(display: FloatImage, values: FloatImage, most_levels: int | None 
     return f"leaves {levels} gray levels (under {needed})" if levels < needed else None
 
 
-def _explicit_voi_lut(values: FloatImage, item: Dataset) -> tuple[FloatImage, Step]:
+def _explicit_voi_lut(values: FloatImage, item: Dataset, *, big_endian: bool) -> tuple[FloatImage, Step]:
     try:
         entries, first, bits = (int(v) for v in item.LUTDescriptor)
-        table = np.asarray(_lut_data(item), dtype=np.float64)
+        table = np.asarray(lut_entries(item, big_endian=big_endian), dtype=np.float64)
     except (AttributeError, TypeError, ValueError) as exc:
         raise DicomInputError(f"malformed VOI LUT Sequence: {exc}") from exc
     entries = entries or 65536
@@ -267,18 +267,6 @@ def _explicit_voi_lut(values: FloatImage, item: Dataset) -> tuple[FloatImage, St
     if first != written:
         step["first_mapped_written"] = written  # as US, read as signed
     return np.clip(table[index] / top, 0.0, 1.0), step
-
-
-def _lut_data(item: Dataset) -> Any:
-    data = item.get("LUTData")
-    if data is None:
-        return []
-    value = data if not hasattr(data, "value") else data.value
-    if isinstance(value, bytes):
-        return np.frombuffer(value, dtype="<u2")
-    if isinstance(value, int | float):
-        return [value]
-    return list(value)
 
 
 def _window_values(ds: Dataset) -> tuple[list[float], list[float]]:
