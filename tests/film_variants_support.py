@@ -523,6 +523,41 @@ def one_row(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
     return Variant(ds, "refused: aspect ratio")
 
 
+def overlay_plane(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    """An overlay plane in its own Overlay Data (60xx,3000), a block of text-like marks: a viewer may show it; the
+    model is shown the pixel data alone, never the overlay burned in."""
+    rows, columns = stored.shape
+    marks = np.zeros((rows, columns), dtype=np.uint8)
+    marks[rows // 4 : rows // 4 + 20, columns // 4 : columns // 2] = 1
+    ds.add_new(0x60000010, "US", rows)
+    ds.add_new(0x60000011, "US", columns)
+    ds.add_new(0x60000040, "CS", "G")
+    ds.add_new(0x60000050, "SS", [1, 1])
+    ds.add_new(0x60000100, "US", 1)
+    ds.add_new(0x60000102, "US", 0)
+    ds.add_new(0x60003000, "OW", np.packbits(marks.reshape(-1), bitorder="little").tobytes())
+    return Variant(ds, SAME)
+
+
+def icon_image(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    """An Icon Image Sequence holding a 64 x 64 8-bit thumbnail of its own (inverted): the film is read, not it."""
+    icon = Dataset()
+    icon.Rows = icon.Columns = 64
+    icon.SamplesPerPixel, icon.PhotometricInterpretation = 1, "MONOCHROME2"
+    icon.BitsAllocated, icon.BitsStored, icon.HighBit, icon.PixelRepresentation = 8, 8, 7, 0
+    icon.PixelData = (255 - np.linspace(0, 255, 64 * 64)).astype("u1").tobytes()
+    icon["PixelData"].VR = "OB"
+    ds.IconImageSequence = Sequence([icon])
+    return Variant(ds, SAME)
+
+
+def truncated(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    """Pixel data a tenth shorter than Rows x Columns declare (a transfer cut short)."""
+    data = bytes(ds.PixelData)
+    ds.PixelData = data[: len(data) * 9 // 10 // 2 * 2]
+    return Variant(ds, "refused: pixel data")
+
+
 def burned_in_annotation(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
     ds.BurnedInAnnotation = "YES"
     return Variant(ds, SAME)
@@ -611,6 +646,9 @@ VARIANTS: Final[dict[str, Callable[[Dataset, NDArray[np.int64]], Variant]]] = {
         three_frames,
         odd_width,
         one_row,
+        overlay_plane,
+        icon_image,
+        truncated,
         burned_in_annotation,
         lossy_marked,
         rle_signed,
