@@ -13,14 +13,8 @@ application sees it, and answers every malformed request with the same "Invalid 
   with h11's status (400, 431 headers too large, 501) and its reason; a peer that leaves its answer unread for
   :attr:`~radtrace.http_limits.PeerLimits.send_timeout_s` (the send buffer full, or a closing connection's last
   bytes) is cut off (aborted: closing would wait for it to read).
-* :class:`RequestGuard` (the ASGI middleware): a request with both Content-Length and Transfer-Encoding is 400
-  and the connection closed (RFC 9112 6.1; behind a proxy, a smuggled second request), a URL over
-  :data:`MAX_TARGET_BYTES` is 414, headers over
-  :data:`MAX_HEADER_BYTES` or :data:`MAX_HEADER_LINES` 431, a body over ``api.max_body_bytes`` 413 (read no
-  further); an address with ``api.failed_auth_limit`` failed authentications (a 401, a failed console sign-in)
-  within ``api.failed_auth_window_s`` is refused for ``api.failed_auth_pause_s`` (429; one audit event for the
-  episode instead of one per attempt), and at most :data:`SIGN_INS_PER_SOURCE` console sign-ins per address
-  (:data:`SIGN_INS_IN_FLIGHT` in all) are checked at once.
+* :class:`~radtrace.http_guard.RequestGuard` (the ASGI middleware, :mod:`radtrace.http_guard`): request smuggling
+  shapes, URL, header and body sizes, the failed-authentication throttle and sign-ins checked at once.
 
 The limits live in a :class:`PeerLimits` (:meth:`PeerLimits.for_settings`); the module's constants are the
 settings' defaults.
@@ -34,32 +28,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar, Final, cast
 
 import h11
 import uvicorn
-from starlette.requests import ClientDisconnect
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from radtrace.http_guard import RequestGuard
 from radtrace.http_limits import (
     BACKLOG,
     LINGER_S,
     LOG_EVERY_S,
     MAX_HEADER_BYTES,
-    MAX_HEADER_LINES,
-    MAX_SOURCES,
-    MAX_TARGET_BYTES,
-    SIGN_INS_IN_FLIGHT,
-    SIGN_INS_PER_SOURCE,
     App,
-    Message,
     PeerLimits,
     Receive,
     Scope,
@@ -67,7 +54,6 @@ from radtrace.http_limits import (
     connection_limit,
     refusal,
 )
-from radtrace.logging import escape
 
 __all__ = [
     "DIRECT_PEER",
@@ -81,10 +67,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Paths served to anyone, throttled or not: they need no credentials and record nothing.
-_PUBLIC: Final = ("/healthz", "/docs", "/openapi.json", "/static-offline-docs/", "/console/static/")
-_SIGN_IN: Final = "/console/login"
-_CONSOLE: Final = "/console"
+#: What h11 quotes of the request in its error messages ("illegal header line: bytearray(b'...')", "Illegal header
+#: value b'...'"): the rest of the message, from the quote on.
+_QUOTED: Final = re.compile(r":?\s*(?:bytearray\()?b['\"].*", re.DOTALL)
 
 
 class _RecordingConnection(h11.Connection):
@@ -176,7 +161,10 @@ class GuardedH11Protocol(H11Protocol):
         what = str(error) if error is not None else "unreadable"
         if status == 431:
             what = f"request headers over {self._max_header_bytes} bytes"
-        self._refuse(status, f"malformed HTTP request: {what[:200]}")
+        # h11 quotes the line it could not read: said back to the client, never logged (a path or header may hold
+        # a Study UID or a patient ID).
+        unquoted = _QUOTED.sub("", what)
+        self._refuse(status, f"malformed HTTP request: {what[:200]}", logged=f"malformed HTTP request: {unquoted}")
 
     def _track(self) -> None:
         """Arm the deadline of the phase the request is in: its headers, its body, or none while it is answered."""
@@ -266,9 +254,12 @@ class GuardedH11Protocol(H11Protocol):
             self.cycle.disconnected = True
         self.transport.abort()  # close() would wait for the peer to read what is left
 
-    def _refuse(self, status: int, reason: str, *, retry_after_s: float | None = None) -> None:
-        """Answer ``status`` with ``reason`` on the wire (whatever state h11 is in) and close the connection."""
-        self.limits.refusals.refused(self._source, status, reason)
+    def _refuse(
+        self, status: int, reason: str, *, retry_after_s: float | None = None, logged: str | None = None
+    ) -> None:
+        """Answer ``status`` with ``reason`` on the wire (whatever state h11 is in) and close the connection; the
+        log says ``logged`` where given, else ``reason``."""
+        self.limits.refusals.refused(self._source, status, reason if logged is None else logged)
         if self.cycle is not None:
             self.cycle.disconnected = True  # the application's answer, if any, goes nowhere
         headers, body = refusal(status, reason, retry_after_s=retry_after_s)
@@ -282,211 +273,6 @@ class GuardedH11Protocol(H11Protocol):
 def protocol_class(limits: PeerLimits) -> type[GuardedH11Protocol]:
     """A :class:`GuardedH11Protocol` bound to ``limits`` (what uvicorn's ``http`` option takes)."""
     return type("BoundGuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits, "waiting": {}})
-
-
-@dataclass
-class _Source:
-    failures: deque[float]  # the times of the last failed_auth_limit failures
-    throttled_until: float = 0.0
-    sign_ins: int = 0
-
-
-class RequestGuard:
-    """ASGI middleware: URL, header and body sizes, the failed-authentication throttle and sign-in concurrency.
-
-    ``limits``: the body limit and the throttle (and the refusal log) it shares with the connections.
-    ``on_throttled(address, failures)`` is called (in a thread) once each time an address starts being refused,
-    to record it in the audit log.
-    """
-
-    def __init__(
-        self,
-        app: App,
-        *,
-        limits: PeerLimits | None = None,
-        on_throttled: Callable[[str, int], None] | None = None,
-    ) -> None:
-        self.app = app
-        self.on_throttled = on_throttled
-        self.limits = limits or PeerLimits()
-        self.refusals = self.limits.refusals
-        self.max_body_bytes = self.limits.max_body_bytes
-        self._sources: OrderedDict[str, _Source] = OrderedDict()
-        self._sign_ins = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        source = scope["client"][0] if scope.get("client") else "-"
-        problem = self._size_problem(scope)
-        if problem is not None:
-            await self._refuse(send, source, *problem)
-            return
-        path: str = scope["path"]
-        record = self._source(source)
-        now = time.monotonic()
-        if record.throttled_until > now and not path.startswith(_PUBLIC) and not self._sign_in_form(scope):
-            wait = record.throttled_until - now
-            reason = f"too many failed authentications from your address; try again in {wait:.0f} s"
-            await self._refuse(send, source, 429, reason, wait)
-            return
-        body: list[Message] | None = None
-        if not path.startswith(_CONSOLE) and _has_body(scope):
-            # Read (up to the limit) before the application does: FastAPI would hold any size in memory.
-            body = await self._read_body(scope, receive)
-            if body is None:
-                await self._refuse(send, source, 413, f"request body over {self.max_body_bytes} bytes")
-                return
-        sign_in = scope["method"] == "POST" and path == _SIGN_IN
-        if sign_in:
-            if record.sign_ins >= SIGN_INS_PER_SOURCE:
-                reason = f"{SIGN_INS_PER_SOURCE} sign-ins from your address are being checked; wait for them"
-                await self._refuse(send, source, 429, reason, 1)
-                return
-            if self._sign_ins >= SIGN_INS_IN_FLIGHT:
-                await self._refuse(send, source, 503, "too many sign-ins are being checked; try again shortly", 1)
-                return
-            record.sign_ins += 1
-            self._sign_ins += 1
-        status = 0
-        location = b""
-        capped = _Capped(receive, self.max_body_bytes)
-
-        async def watch(message: Message) -> None:
-            nonlocal status, location
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                location = dict(message.get("headers", [])).get(b"location", b"")
-                if location.startswith((b"http://", b"https://")):  # Starlette's redirects name the Host sent
-                    message["headers"] = [(k, _path_only(v) if k == b"location" else v) for k, v in message["headers"]]
-            await send(message)
-
-        try:
-            await self.app(scope, _replay(body, receive) if body is not None else capped, watch)
-        except ClientDisconnect:  # the peer left, its body passed the limit, or a deadline passed
-            if capped.over and not status:
-                await self._refuse(send, source, 413, f"request body over {self.max_body_bytes} bytes")
-            return
-        finally:
-            if sign_in:
-                record.sign_ins -= 1
-                self._sign_ins -= 1
-        if (status == 401 and not self._sign_in_form(scope)) or (sign_in and status == 303 and b"failed=" in location):
-            await self._failed(source, record)
-
-    def _sign_in_form(self, scope: Scope) -> bool:
-        return bool(scope["method"] == "GET" and scope["path"] == _SIGN_IN)
-
-    def _size_problem(self, scope: Scope) -> tuple[int, str] | None:
-        names = {name for name, _ in scope["headers"]}
-        if b"content-length" in names and b"transfer-encoding" in names:  # RFC 9112 6.1: a smuggling shape
-            return 400, "request with both Content-Length and Transfer-Encoding: send one of them"
-        target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-        if target > MAX_TARGET_BYTES:
-            return 414, f"URL of {target} bytes, over the limit of {MAX_TARGET_BYTES}"
-        if len(scope["headers"]) > MAX_HEADER_LINES:
-            return 431, f"{len(scope['headers'])} request headers, over the limit of {MAX_HEADER_LINES}"
-        headers = sum(len(name) + len(value) + 4 for name, value in scope["headers"])  # ": " and CRLF
-        if headers > MAX_HEADER_BYTES:
-            return 431, f"request headers of {headers} bytes, over the limit of {MAX_HEADER_BYTES}"
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_body_bytes and not scope["path"].startswith(_CONSOLE):
-            return 413, f"request body of {int(declared)} bytes, over the limit of {self.max_body_bytes}"
-        return None
-
-    def _source(self, source: str) -> _Source:
-        record = self._sources.pop(source, None) or _Source(deque(maxlen=self.limits.failed_auth_limit))
-        self._sources[source] = record  # most recent last
-        if len(self._sources) > MAX_SOURCES:
-            self._sources.popitem(last=False)  # the least recent address is forgotten
-        return record
-
-    async def _failed(self, source: str, record: _Source) -> None:
-        now = time.monotonic()
-        limits = self.limits
-        record.failures.append(now)
-        if len(record.failures) < limits.failed_auth_limit or now - record.failures[0] > limits.failed_auth_window_s:
-            return
-        record.throttled_until = now + limits.failed_auth_pause_s
-        record.failures.clear()
-        failures = limits.failed_auth_limit
-        log.warning(
-            "HTTP %s: %d failed authentications; refused for %.0f s (429)",
-            escape(source), failures, limits.failed_auth_pause_s,
-        )  # fmt: skip
-        if self.on_throttled is not None:
-            try:
-                await asyncio.to_thread(self.on_throttled, source, failures)
-            except Exception:
-                log.exception("HTTP %s: the throttle could not be recorded in the audit log", escape(source))
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> list[Message] | None:
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return messages
-            size += len(message.get("body", b""))
-            if size > self.max_body_bytes:
-                return None
-            if not message.get("more_body", False):
-                return messages
-
-    async def _refuse(
-        self, send: Send, source: str, status: int, reason: str, retry_after_s: float | None = None
-    ) -> None:
-        self.refusals.refused(source, status, reason)
-        headers, body = refusal(status, reason, retry_after_s=retry_after_s)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-def _path_only(location: bytes) -> bytes:
-    """An absolute redirect made relative: the host in it is the one the client put in its Host header, which a
-    cache in front would hand to everyone else (the console and the API only ever redirect to themselves)."""
-    path = location.split(b"://", 1)[1].partition(b"/")[2]
-    return b"/" + path
-
-
-def _has_body(scope: Scope) -> bool:
-    headers = dict(scope["headers"])
-    return headers.get(b"content-length", b"0") not in (b"", b"0") or b"transfer-encoding" in headers
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replayed() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replayed
-
-
-class _Capped:
-    """``receive`` that ends the request (a disconnect) after its body passes the limit: for the console's routes,
-    which read forms themselves (16 KiB) and answer some requests without reading the body at all. The message
-    that passes the limit still reaches the application, which may refuse it in its own words."""
-
-    def __init__(self, receive: Receive, limit: int) -> None:
-        self.receive = receive
-        self.limit = limit
-        self.size = 0
-
-    @property
-    def over(self) -> bool:
-        """Whether the body passed the limit."""
-        return self.size > self.limit
-
-    async def __call__(self) -> Message:
-        if self.over:
-            return {"type": "http.disconnect"}
-        message = await self.receive()
-        if message["type"] == "http.request":
-            self.size += len(message.get("body", b""))
-        return message
 
 
 class _FloodFilter(logging.Filter):

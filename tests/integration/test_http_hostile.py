@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import socket
@@ -431,6 +432,35 @@ def test_a_cursor_past_the_largest_database_integer_is_422_naming_it(served: Ser
         (problem,) = answer.json()["detail"]
         assert (problem["loc"][-1], problem["type"]) == ("after_seq", "less_than_equal")
     assert "OverflowError" not in served.log_file.read_text(errors="replace")
+
+
+STUDY_UID = "1.2.826.0.1.3680043.8.498.77311"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        f"GET /console/studies/{STUDY_UID}/1 HTTP/1.1 x\r\nHost: x\r\n\r\n".encode(),
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Study: {STUDY_UID}\x00\r\n\r\n".encode(),
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\n{PATIENT_ID}\r\n\r\n".encode(),
+    ],
+    ids=["request-line", "header-value", "header-line"],
+)
+def test_a_malformed_request_is_logged_without_its_bytes(
+    quick_store: Store, caplog: pytest.LogCaptureFixture, request_bytes: bytes
+) -> None:
+    """h11 quotes the line it could not read; the answer may say it back to the client, the log line must not (a
+    Study UID or patient ID in a path or header). Before: 'HTTP 127.0.0.1 refused: 400 malformed HTTP request:
+    illegal request line: bytearray(b'GET /console/studies/1.2.826...'."""
+    caplog.set_level(logging.WARNING, logger="radtrace.http_server")
+    with _guarded(quick_store, PeerLimits()) as port:
+        answer = _exchange(port, request_bytes, source="127.0.0.15")
+    assert _status(answer) == 400
+    assert STUDY_UID in _detail(answer) or PATIENT_ID in _detail(answer)  # the client is told what was wrong
+    (line,) = [r.getMessage() for r in caplog.records if "refused: 400" in r.getMessage()]
+    assert STUDY_UID not in line
+    assert PATIENT_ID not in line
+    assert line.startswith("HTTP 127.0.0.15 refused: 400 malformed HTTP request: illegal ")
 
 
 def test_headers_arriving_in_pieces_past_the_limit_are_431(served: Served) -> None:
