@@ -228,6 +228,20 @@ def _big_endian(ds: Dataset, item: Dataset) -> Dataset:
         return study_image(converted.read_bytes()).dataset
 
 
+def voi_lut_8_bit_packed(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    """An 8-bit VOI LUT whose entries are packed one a byte in OW LUT Data (as 8-bit palettes are, PS3.3
+    C.7.6.3.1.6; some writers do so for VOI LUTs too, where each entry should take 16 bits)."""
+    first, table = _voi_table(ds, stored, 8)
+    item = _lut_item(first, table, 8)
+    del item[0x00283006]
+    packed = table.astype("u1").tobytes()
+    item.add_new(0x00283006, "OW", packed + b"\0" * (len(packed) % 2))
+    ds.VOILUTSequence = Sequence([item])
+    for keyword in _WINDOW:
+        ds.pop(keyword, None)
+    return Variant(ds, SAME)
+
+
 def two_windows(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
     windows = _windows(ds) or [((int(stored.min()) + int(stored.max())) / 2 + 0.5, float(np.ptp(stored)) + 1)]
     center, width = windows[0]
@@ -616,6 +630,7 @@ VARIANTS: Final[dict[str, Callable[[Dataset, NDArray[np.int64]], Variant]]] = {
         voi_lut_instead_of_window,
         voi_lut_beside_window,
         voi_lut_8_bit,
+        voi_lut_8_bit_packed,
         big_endian_voi_lut,
         big_endian_modality_lut,
         two_windows,

@@ -91,19 +91,33 @@ def first_mapped(written: int, entries: int, values: NDArray[Any]) -> int:
     return signed if covered(signed) > covered(written) else written
 
 
-def lut_entries(item: Dataset, *, big_endian: bool) -> Any:
-    """A Modality or VOI LUT item's LUT Data entries. Given as OW, or as UN (a US value too long for its 16-bit
-    length, as pydicom writes 32,768 entries or more), it is the words as the file holds them: big endian in an
-    Explicit VR Big Endian file (dcmtk's dcmconv +tb writes it so)."""
+def lut_entries(item: Dataset, *, big_endian: bool) -> NDArray[np.int64]:
+    """A Modality or VOI LUT item's LUT Data entries, as many as its LUT Descriptor says where it says.
+
+    Given as OW, or as UN (a US value too long for its 16-bit length, as pydicom writes 32,768 entries or more),
+    the data are the words as the file holds them: big endian in an Explicit VR Big Endian file (dcmtk's dcmconv
+    +tb writes it so). Entries of 8 bits or fewer packed one a byte (half the words the descriptor's count needs,
+    as 8-bit palettes are, PS3.3 C.7.6.3.1.6, and as some writers send VOI LUTs) are unpacked, as dcmtk does.
+
+    Raises:
+        ValueError: LUT Data that are no 16-bit words (an odd number of bytes) or no numbers.
+    """
     data = item.get("LUTData")
     if data is None:
-        return []
+        return np.zeros(0, dtype=np.int64)
     value = data if not hasattr(data, "value") else data.value
     if isinstance(value, bytes):
-        return np.frombuffer(value, dtype=">u2" if big_endian else "<u2")
-    if isinstance(value, int | float):
-        return [value]
-    return list(value)
+        words = np.frombuffer(value, dtype=">u2" if big_endian else "<u2").astype(np.int64)
+    else:
+        words = np.asarray([value] if isinstance(value, int | float) else list(value), dtype=np.int64).reshape(-1)
+    try:
+        entries, _, bits = (int(v) for v in item.LUTDescriptor)
+    except (AttributeError, TypeError, ValueError):
+        return words
+    entries = entries or 65536
+    if bits <= 8 and words.size < entries <= 2 * words.size:  # two 8-bit entries a word, first in the low byte
+        return np.frombuffer(words.astype("<u2").tobytes(), dtype=np.uint8)[:entries].astype(np.int64)
+    return words
 
 
 def big_endian(ds: Dataset) -> bool:
