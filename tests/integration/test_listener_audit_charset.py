@@ -133,10 +133,21 @@ SENT = [
     ),
     ("declared and in the set", "ISO_IR 144", "ЖЛЦ-55".encode("iso8859_5"), None, None, None),
 ]
+RECEIVED = [
+    *SENT,
+    (  # a Windows RIS bridge: Ś (8C) is a C1 control in Latin-2; read in Windows-1250 (the refusals read as SENT)
+        "windows-1250 under ISO_IR 101",
+        "ISO_IR 101",
+        "ŚLĄSK-56".encode("cp1250"),
+        None,
+        ("ISO_IR 101", "cp1250", "windows-code-page"),
+        "character-set-assumed",
+    ),
+]
 
 
 @pytest.mark.parametrize(
-    ("case", "charset", "patient_id", "assumed", "decided", "label"), SENT, ids=[c[0] for c in SENT]
+    ("case", "charset", "patient_id", "assumed", "decided", "label"), RECEIVED, ids=[c[0] for c in RECEIVED]
 )
 def test_the_received_event_records_how_the_text_was_read_and_qa_finds_it_by_its_flag(
     case: str,

@@ -341,11 +341,39 @@ def test_a_latin1_name_that_is_valid_utf8_by_coincidence_is_read_as_utf8_and_fla
     )
 
 
-def test_a_windows_1252_byte_after_a_lead_byte_keeps_the_declaration(tmp_path: Path) -> None:
+def test_a_windows_1252_quote_after_a_lead_byte_is_read_in_the_page(tmp_path: Path) -> None:
     """'Â' (C2) then a Windows-1252 quote (92) is valid UTF-8 for the C1 control U+0092: a UTF-8 writer writes no
-    control, so the declaration stands (pydicom reads the quote as the C1 control, as before)."""
-    _, prepared = _read(_film(tmp_path, b"D\xc2\x92ARC^JEAN", "ISO_IR 100"))
-    assert not [step for step in prepared.sources[0].preparation if "character_set" in step]
+    control, so it is not UTF-8. Before, the declaration stood and pydicom read the quote as the C1 control into
+    every draft, unflagged; a byte in 80-9F that is a letter or a quote in Windows-1252 is now read so, flagged."""
+    header, prepared = _read(_film(tmp_path, b"D\xc2\x92ARC^JEAN", "ISO_IR 100"))
+    assert str(header.PatientName) == "D\xc2\u2019ARC^JEAN"
+    [step] = [step for step in prepared.sources[0].preparation if "character_set" in step]
+    assert step["character_set"] == {"declared": "ISO_IR 100", "read_as": "cp1252", "because": "windows-code-page"}
+
+
+# Modalities and RIS bridges on Windows write the Windows code page that extends the ISO set they declare (or none):
+# its letters and quotes in 80-9F were read as the ISO set's C1 controls into every draft
+WINDOWS = [
+    # (what the modality wrote, (0008,0005), its Windows code page, the name)
+    ("windows-1252 under ISO_IR 100", "ISO_IR 100", "cp1252", "O\u2019Brien^Šárka"),
+    ("windows-1250 under ISO_IR 101", "ISO_IR 101", "cp1250", "Świątek^Źdźisław"),
+    ("windows-1251 under ISO_IR 144", "ISO_IR 144", "cp1251", "Ђорђевић^Љубица"),
+]
+
+
+@pytest.mark.parametrize(("case", "charset", "page", "intended"), WINDOWS, ids=[c[0] for c in WINDOWS])
+def test_windows_code_page_bytes_reach_every_draft_as_written_and_flagged(
+    case: str, charset: str | None, page: str, intended: str, tmp_path: Path
+) -> None:
+    drafts = _drafts(_film(tmp_path, intended.encode(page), charset), tmp_path)
+    _assert_every_draft_carries(drafts, intended)
+    assert f"names and texts read as {page} (Windows code page {page[2:]}:" in drafts["image_notes"]
+    [header_step] = [step for step in drafts["preparation"] if step.get("step") == "header"]
+    assert header_step["character_set"] == {
+        "declared": charset or "",
+        "read_as": page,
+        "because": "windows-code-page",
+    }
 
 
 _ASCII_NAME_CHARS = [chr(c) for c in range(0x20, 0x7F) if chr(c) not in "\\^="]

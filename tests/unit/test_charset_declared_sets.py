@@ -203,6 +203,7 @@ def test_property_the_decision_never_raises(charset: str | None, name: bytes, de
         "assumed",
         "declared-overridden",
         "declared-doubtful",
+        "windows-code-page",
     }
     _read(ds)
     _read(ds, "StudyDescription")
