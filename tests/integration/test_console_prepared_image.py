@@ -9,6 +9,7 @@ two pictures differed, so a radiologist judging a finding was not looking at wha
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from radtrace.model.study import StudyInput
 from radtrace.store.engine import Store
 from radtrace.store.models import Revision, Study
 from radtrace.testing.ablation import apply_change, load_film
+from radtrace.testing.studies import ImageSpec, StudySpec, make_study
 from radtrace.worker.pipeline import Result, StudyPipeline
 from worker_support import spool_study
 
@@ -93,3 +95,37 @@ def test_the_prepared_picture_is_the_one_the_model_was_given(
         assert original.status_code == 200, original.text
         full = np.asarray(Image.open(io.BytesIO(original.content)))
         assert full.shape[:2] == (source.rows, source.columns)
+
+
+def test_a_study_with_images_the_model_did_not_read_says_so_beside_the_ones_it_did(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    """NEMA's RG1 chest film sent twice in one study (JPEG 2000 and JPEG-LS, as a PACS holds both), and a study of a
+    frontal and a lateral under a frontal-only profile: the model reads one image. Before: the page showed that one
+    and nothing else, so the draft looked like a reading of the whole study."""
+    store = sqlite_store
+    settings = console_settings(tmp_path, store)
+    reader = StudyReader(settings.model, data_dir=settings.data_dir,
+                         max_source_pixels=settings.listener.max_image_pixels)  # fmt: skip
+    rg1 = [
+        load_film(FILMS / f"nema-rg1-cr-chest-pa-mono1-{kind}.dcm")[0] for kind in ("j2k-lossy", "jpegls-near-lossless")
+    ]
+    assert rg1[0].StudyInstanceUID == rg1[1].StudyInstanceUID
+    studies = []
+    for datasets in (rg1, make_study(StudySpec(seed=91), [ImageSpec(view="PA"), ImageSpec(view="LL")])):
+        study_uid, number = spool_study(settings, store, datasets)
+        assert StudyPipeline(settings, store, reader, worker="console-test").process(study_uid, number).result \
+            is Result.REPORTED  # fmt: skip
+        studies.append(study_uid)
+    add_user(store, "dr.views", "radiologist")
+    with console_client(store, settings) as client:
+        sign_in(client, "dr.views")
+        for study_uid in studies:
+            page = client.get(study_path(store, study_uid)).text
+            assert page.count('<figure class="viewer"') == 1
+            note = re.search(r'data-testid="images-not-read">(.*?)</p>', page, re.S)
+            assert note is not None, "the page does not say the study has an image the model did not read"
+            assert " ".join(note.group(1).split()) == (
+                "The model read 1 of this study's 2 images; the other is not shown here and not in this draft: "
+                "read it in the PACS."
+            )

@@ -30,6 +30,7 @@ from radtrace.console.worklist import FLAG_LABELS, image_polarity_notes, reading
 from radtrace.errors import PermanentError
 from radtrace.reporting.sr import PolarityNote
 from radtrace.store.engine import Store
+from radtrace.store.instances import revision_instances
 from radtrace.store.models import Revision, RevisionState, Study
 
 __all__ = [
@@ -181,6 +182,14 @@ class StudyReview:
     superseded_by: int | None = None
     #: the site's zone (``qa.time_zone``): the page's times (revisions reported, decisions) are written in it
     zone: ZoneInfo = UTC_ZONE
+    #: how many images (SOP instances) the study had when this revision was read; None when unknown
+    study_images: int | None = None
+
+    @property
+    def images_not_read(self) -> int:
+        """How many of the study's images (as of this revision) the model did not read: this page does not show
+        them (another view, a duplicate, a series the profile leaves out)."""
+        return max(0, (self.study_images or 0) - len(self.images))
 
     def shown(self, at: datetime) -> str:
         """``at`` as this page writes it: in the site's zone, named (UTC, EST, EDT), as the audit explorer does."""
@@ -338,6 +347,7 @@ def load_review(store: Store, study_uid: str, revision: int, zone: ZoneInfo = UT
             if study is not None
             else []
         )
+        study_images = len(revision_instances(session, study.id, revision)) if study is not None else None
     reading: Mapping[str, Any] = payload["reading"]
     reasoning = tuple((str(step.get("section")), str(step.get("text"))) for step in reading.get("reasoning", []))
     per_finding, draft = _decisions(store, study_uid, revision)
@@ -376,6 +386,7 @@ def load_review(store: Store, study_uid: str, revision: int, zone: ZoneInfo = UT
         impression_history=impression_history,
         superseded_by=max(read_later) if read_later else None,
         zone=zone,
+        study_images=study_images,
     )
 
 
