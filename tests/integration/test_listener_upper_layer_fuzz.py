@@ -26,6 +26,7 @@ import os
 import re
 import struct
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -411,6 +412,8 @@ FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root C-FIND: proposed, refused at 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 DIMSE_RQ = associate_rq([*CONTEXTS, presentation_context(5, FIND)])
 REQUEST_REFUSED = "DIMSE request refused"
+VIOLATION = "association aborted: protocol violation"
+CONTEXTS_REFUSED = "presentation contexts refused at negotiation"
 
 
 def _command(context_id: int, **elements: object) -> bytes:
@@ -447,7 +450,8 @@ def _rq_with(*sub_items: bytes, max_pdu: int = 16384) -> bytes:
 
 @dataclass
 class DimseCase:
-    """An association (``rq``) whose requests (``steps``) get these statuses; ``refused`` of them audited as refused."""
+    """An association (``rq``) whose requests (``steps``) get these statuses; ``refused`` of them audited as refused
+    requests, ``violations`` as protocol violations; ``pipelined``: the steps go without waiting for the AC."""
 
     name: str
     steps: list[bytes | float]
@@ -455,6 +459,8 @@ class DimseCase:
     refused: int = 0
     rq: bytes = DIMSE_RQ
     aborted: bool = False
+    violations: int = 0
+    pipelined: bool = False
 
 
 def dimse_cases() -> list[DimseCase]:
@@ -515,8 +521,12 @@ def dimse_cases() -> list[DimseCase]:
         DimseCase(
             "twenty C-FINDs", [_command(1, **on_verification | {"MessageID": n}) for n in range(20)], [0x0211] * 20, 20
         ),
-        DimseCase("C-ECHO after A-RELEASE-RQ", [RELEASE_RQ, ECHO], [], aborted=True),  # PS3.8 Table 9-10: Sta8, Evt10
-        DimseCase("two A-RELEASE-RQs", [RELEASE_RQ, RELEASE_RQ], [], aborted=True),  # Sta8, Evt12: AA-8
+        # PS3.8 Table 9-10: each is AA-8 (A-ABORT) in its state; before, none was audited
+        DimseCase("C-ECHO after A-RELEASE-RQ", [RELEASE_RQ, ECHO], [], aborted=True, violations=1),
+        DimseCase("two A-RELEASE-RQs", [RELEASE_RQ, RELEASE_RQ], [], aborted=True, violations=1),
+        DimseCase("A-RELEASE-RP nobody asked for", [pdu(0x06, bytes(4))], [], aborted=True, violations=1),
+        DimseCase("A-ASSOCIATE-RQ inside the association", [DIMSE_RQ], [], aborted=True, violations=1),
+        DimseCase("C-ECHO before the A-ASSOCIATE-AC", [ECHO], [], aborted=True, violations=1, pipelined=True),
         DimseCase("max PDU length 2^32-1", [ECHO], [0x0000], rq=_rq_with(max_pdu=0xFFFFFFFF)),
         DimseCase("user identity of 60 kB", [ECHO], [0x0000], rq=_rq_with(identity)),
         DimseCase("200 SOP class extended negotiation items", [ECHO], [0x0000], rq=_rq_with(*[extended] * 200)),
@@ -530,11 +540,16 @@ def dimse_cases() -> list[DimseCase]:
     ]
 
 
-def _refused_requests(harness: Harness) -> int:
+def _refusals(harness: Harness, source: str) -> Counter[str]:
+    """The refusals the audit log counts from ``source``, per reason."""
+    query = sa.text("SELECT payload FROM audit_events WHERE actor_host = :host AND event_type IN "
+                    "('instance_rejected', 'association_rejected')")  # fmt: skip
     with harness.engine.connect() as connection:
-        rows = connection.execute(sa.text("SELECT payload FROM audit_events WHERE event_type = 'instance_rejected'"))
-        payloads = [json.loads(row[0]) for row in rows]
-    return sum(p["count"] for p in payloads if p.get("reason") == REQUEST_REFUSED)
+        payloads = [json.loads(row[0]) for row in connection.execute(query, {"host": source})]
+    counted: Counter[str] = Counter()
+    for payload in payloads:
+        counted[payload["reason"]] += payload["count"]
+    return counted
 
 
 #: The cases CI runs (``RADTRACE_FULL_FUZZ=1``: all): those that broke an invariant before, and two negotiations.
@@ -550,6 +565,8 @@ CI_DIMSE_CASES = frozenset(
         "C-STORE-RSP nobody asked for, then a C-ECHO",
         "user identity of 60 kB",
         "128 presentation contexts",
+        "two A-RELEASE-RQs",
+        "C-ECHO before the A-ASSOCIATE-AC",
     }
 )
 
@@ -563,13 +580,15 @@ def test_a_dimse_request_the_listener_does_not_serve_is_answered_audited_and_bre
     """Before (radtrace.dicom_listener.served): C-FIND, C-MOVE, C-GET on a storage context aborted with an error
     logged and nothing audited; N-CREATE reached the C-STORE handler (a traceback, 0110H); C-FIND and N-ACTION on the
     Verification context were answered 0000H; a C-STORE naming CT on the DX context was stored; one without a data set
-    raised (a traceback); one without a Message ID left its data set in .incoming until the next start."""
-    refused_before = _refused_requests(harness)
+    raised (a traceback); one without a Message ID left its data set in .incoming until the next start. A PDU the
+    association's state does not allow was aborted by pynetdicom's state machine, unaudited."""
     harness.case_index += 1
-    with RawPeer(harness.listener.port, f"127.0.1.{harness.case_index % 250 + 1}") as peer:  # a new source: no wait
+    source = f"127.0.1.{harness.case_index % 250 + 1}"  # a new source: its first refusal is audited at once
+    with RawPeer(harness.listener.port, source) as peer:
         peer.send(case.rq)
-        peer.read(3, until_types=1)
-        assert pdu_types(peer.received) == [0x02], case.name
+        if not case.pipelined:
+            peer.read(3, until_types=1)
+            assert pdu_types(peer.received) == [0x02], case.name
         for step in case.steps:
             if isinstance(step, float):
                 peer.read(step)
@@ -582,10 +601,13 @@ def test_a_dimse_request_the_listener_does_not_serve_is_answered_audited_and_bre
     types = pdu_types(peer.received)
     assert store_statuses(peer.received) == case.statuses, (case.name, types)
     assert (0x07 in types) == case.aborted, (case.name, types)
+    expected = Counter({REQUEST_REFUSED: case.refused, VIOLATION: case.violations})
+    if case.rq == DIMSE_RQ:  # its C-FIND context, refused at negotiation (the AC sent or not)
+        expected[CONTEXTS_REFUSED] = 1
     deadline = time.monotonic() + LIVE_S + 1  # the first of a source's interval at once, the rest LIVE_S later
-    while _refused_requests(harness) < refused_before + case.refused and time.monotonic() < deadline:
+    while (audited := _refusals(harness, source)) != +expected and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _refused_requests(harness) == refused_before + case.refused, case.name
+    assert audited == +expected, case.name
     harness.check(case.name)
     echoed, started = echo_seconds(harness.listener.port), time.monotonic()
     assert harness.store(generate_uid()) == 0x0000
