@@ -52,6 +52,9 @@ _PREV_HASH: Final = HASHED_COLUMNS.index("prev_hash")
 _PAYLOAD: Final = HASHED_COLUMNS.index("payload")
 _HASH: Final = len(HASHED_COLUMNS)  # the stored hash follows the hashed columns in verify's query
 VERIFY_BATCH_ROWS: Final = 10_000
+#: Broken rows a verification lists (all are counted): enough to see each place the log was tampered with, while
+#: rows renumbered after an insertion or a deletion, each broken, do not fill the report.
+LISTED_BREAKS: Final = 20
 MAX_CHECKPOINT_BYTES: Final = 64 * 1024
 
 
@@ -90,7 +93,7 @@ def _hash_columns(columns: Sequence[Any]) -> str:
 
 @dataclass(frozen=True)
 class ChainBreak:
-    """The first row at which the chain does not hold, and why."""
+    """A row at which the chain does not hold, and why."""
 
     seq: int
     problem: str
@@ -108,6 +111,10 @@ class Verification:
     #: The highest seq a signed checkpoint vouched for and the row still matched (``None``: no checkpoint held).
     anchored_seq: int | None = None
     checkpoints_checked: int = 0
+    #: The broken rows, in seq order: the first :data:`LISTED_BREAKS` (``first_break`` is the first of them) ...
+    breaks: tuple[ChainBreak, ...] = ()
+    #: ... of this many (rows named by no break in between them are intact and chained).
+    broken_rows: int = 0
 
     @property
     def ok(self) -> bool:
@@ -136,7 +143,10 @@ def verify_chain(
     checkpoints: Sequence[Checkpoint] = (),
     progress: Callable[[int], None] | None = None,
 ) -> Verification:
-    """Walk the audit table in ``seq`` order in constant memory and report the first broken row.
+    """Walk the audit table in ``seq`` order in constant memory and report the broken rows (the first
+    :data:`LISTED_BREAKS` of them, and how many): a row broken after the first is still found, so a log already known
+    to be broken at one row still shows a later edit, deletion or reordering (before, the walk named only the first
+    break, and every later one went unseen behind it for good).
 
     Checks, per row: ``seq`` follows the previous one with no gap; ``prev_hash`` equals the
     previous row's hash; the stored hash equals the recomputed one. With ``checkpoint`` (or several,
@@ -148,7 +158,19 @@ def verify_chain(
     table = AuditEventRow.__table__
     query = sa.select(*hashed_columns(store)).order_by(table.c.seq)
     expected_seq, previous_hash, previous_prev_hash, checked = 1, GENESIS_HASH, None, 0
-    first_break: ChainBreak | None = None
+    breaks: list[ChainBreak] = []
+    broken_rows = 0
+
+    def broken(found: ChainBreak | None) -> None:
+        nonlocal broken_rows
+        # One row can break the checks of the row after it too (a row moved breaks its own hash and the next row's
+        # link to it): it is named once.
+        if found is None or (breaks and breaks[-1].seq == found.seq):
+            return
+        broken_rows += 1
+        if len(breaks) < LISTED_BREAKS:
+            breaks.append(found)
+
     # A checkpoint of the empty log names seq 0, which no row has: its hash is the genesis hash.
     found: dict[int, str] = {0: GENESIS_HASH}
     named = {signed.seq for signed in wanted}
@@ -162,11 +184,9 @@ def verify_chain(
                 checked += 1
                 seq = row[0]
                 if not isinstance(seq, int):  # SQLite keeps a text seq, and sorts it after every number
-                    if first_break is None:
-                        first_break = ChainBreak(expected_seq, f"a row has seq {seq!r}, not a number (row edited)")
+                    broken(ChainBreak(expected_seq, f"a row has seq {seq!r}, not a number (row edited)"))
                     continue
-                if first_break is None:
-                    first_break = _check_row(row, expected_seq, previous_hash, previous_prev_hash)
+                broken(_check_row(row, expected_seq, previous_hash, previous_prev_hash))
                 if seq in named:
                     found[seq] = row[_HASH]
                 expected_seq, previous_hash, previous_prev_hash = seq + 1, row[_HASH], row[_PREV_HASH]
@@ -190,8 +210,9 @@ def verify_chain(
         else:
             anchored = signed.seq
     return Verification(
-        checked, expected_seq - 1, previous_hash, first_break, problems[0] if problems else None, anchored, len(wanted)
-    )
+        checked, expected_seq - 1, previous_hash, breaks[0] if breaks else None, problems[0] if problems else None,
+        anchored, len(wanted), breaks=tuple(breaks), broken_rows=broken_rows,
+    )  # fmt: skip
 
 
 def hashed_columns(store: Store) -> list[sa.ColumnElement[Any]]:

@@ -44,9 +44,12 @@ class AuditVerification:
     @property
     def problems(self) -> list[str]:
         """Everything wrong, first the broken row, then each checkpoint that failed or is not one."""
-        found = []
-        if self.result.first_break is not None:
-            found.append(f"audit chain broken at seq {self.result.first_break.seq}: {self.result.first_break.problem}")
+        result = self.result
+        listed = result.breaks or ((result.first_break,) if result.first_break is not None else ())
+        found = [f"audit chain broken at seq {broken.seq}: {broken.problem}" for broken in listed]
+        if result.broken_rows > len(listed):
+            more = result.broken_rows - len(listed)
+            found.append(f"{more:,} more broken rows after seq {listed[-1].seq}, not listed")
         if self.result.checkpoint_problem is not None:
             found.append(f"checkpoint does not match: {self.result.checkpoint_problem}")
         found += [f"checkpoint refused: {problem}" for problem in self.held.problems]
@@ -87,6 +90,8 @@ def verify_audit_log(
         "first_break": None
         if result.first_break is None
         else {"seq": result.first_break.seq, "problem": result.first_break.problem},
+        "breaks": [{"seq": broken.seq, "problem": broken.problem} for broken in result.breaks],
+        "broken_rows": result.broken_rows,
         "checkpoint_problem": result.checkpoint_problem,
         "checkpoint_files_refused": list(held.problems),
     }

@@ -52,9 +52,11 @@ def audit_verify(
     result = verified.result
     out.print(f"checked {result.rows_checked} events; head seq {result.head_seq}, hash {result.head_hash}")
     if not verified.ok:
-        for problem in verified.problems[1:]:
+        if len(verified.problems) == 1:
+            fail(verified.problems[0])
+        for problem in verified.problems:  # in seq order, then the checkpoints
             err.print(escape(problem), highlight=False)
-        fail(verified.problems[0])
+        fail(f"the audit log does not verify: the {len(verified.problems)} problems above")
     out.print(f"[green]audit chain valid[/]: {escape(verified.covered)}.", highlight=False)
     out.print(f"Not checked: {escape(verified.not_covered)}.", highlight=False)
 
