@@ -273,3 +273,61 @@ def test_a_model_list_of_huge_names_gives_a_short_reason() -> None:
     assert len(raised.value.reason) < 600
     assert "\u202e" not in raised.value.reason
     assert "\x1b" not in raised.value.reason
+
+
+def _answer(body: bytes, status: str = "200 OK", **headers: str) -> object:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.write(connection, _head(status, **{"Content-Length": str(len(body))}, **headers) + body)
+
+    return behave
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b'{"choices": ' + b"[" * 60_000 + b"]" * 60_000 + b"}"],
+    ids=["unclosed", "closed"],
+)
+def test_json_nested_past_the_parser_recursion_is_a_malformed_reply(body: bytes) -> None:
+    """Before: Python's json raised RecursionError (no ValueError), which left the client as no radtrace error at
+    all (the worker's read of the study died with an unexpected exception)."""
+    with hostile_peer(_answer(body)) as peer:
+        error, _, _ = _read_fails(peer.url)
+    assert "JSON" in error.reason
+
+
+@pytest.mark.parametrize("element", [b"[]", b'"ab"', b"1.5"], ids=["lists", "strings", "floats"])
+def test_eight_mebibytes_of_tiny_json_values_is_refused_before_it_is_parsed(element: bytes) -> None:
+    """A reply within MAX_REPLY_BYTES whose values are each a few bytes: parsed, 8 MiB of '[],' was 2.8 million
+    lists, 189 MB of Python objects per request (tracemalloc), times model.max_concurrency requests at once."""
+    count = (MAX_REPLY_BYTES - 64) // (len(element) + 1)
+    body = b'{"choices": [' + b",".join([element] * count) + b"]}"
+
+    with hostile_peer(_answer(body)) as peer:
+        error, _, peak = _read_fails(peer.url, timeout_s=30)
+    assert "JSON values (more than" in error.reason
+    assert peak < 3 * MAX_REPLY_BYTES
+
+
+def test_ten_thousand_choices_read_the_first() -> None:
+    choice = {"index": 0, "message": {"role": "assistant", "content": "<answer>No finding</answer>"}}
+    body = json.dumps({"choices": [choice] * 10_000, "usage": {"completion_tokens": 5}}).encode()
+    with hostile_peer(_answer(body)) as peer:
+        reading = _reader(peer.url, 30).read(_study())
+    assert isinstance(reading, Reading)
+
+
+@pytest.mark.parametrize("status", ["302 Found", "307 Temporary Redirect"])
+def test_a_redirect_is_a_refusal_that_names_where_it_points_and_is_not_followed(status: str) -> None:
+    """Before: the redirect's body was read as the completion (here a whole one: a draft from a reply that was no
+    answer); an empty one said 'not JSON'. The client follows no redirect: the server it was told is the one."""
+    body = _completion("<answer>Cardiomegaly</answer>")
+    where = "http://elsewhere.invalid/v1/chat/completions"
+    with hostile_peer(_answer(body, status, Location=where)) as peer:
+        reader, study = _reader(peer.url), _study()
+        with pytest.raises(ModelRequestError) as raised:
+            reader.read(study)
+        requests = len(peer.received)
+    assert f"answered {status[:3]} to /v1/chat/completions" in raised.value.reason
+    assert "elsewhere.invalid" in raised.value.reason
+    assert "model.vllm_url" in raised.value.reason
+    assert requests == 1

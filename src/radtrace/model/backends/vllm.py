@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ from PIL import Image
 
 from radtrace.errors import ModelError, ModelRequestError, ModelServerError, PeerUnavailableError
 from radtrace.model.backends.base import Backend, Generation
-from radtrace.model.backends.vllm_http import MAX_REPLY_BYTES, VllmHttp, quoted
+from radtrace.model.backends.vllm_http import MAX_REPLY_BYTES, VllmHttp, json_reply, quoted
 from radtrace.model.image import MERGED_PATCH, PreparedPicture
 from radtrace.model.profiles.base import Profile
 from radtrace.model.reading import ModelIdentity
@@ -352,11 +351,11 @@ def _empty_probe_reply(data: bytes) -> str | None:
     """What is missing from a completion probe's reply ("with no completion in it", "with no token"), or None: a
     message with at least one token generated (or, where the server counts none, some text)."""
     try:
-        reply = json.loads(data)
+        reply = json_reply(data, "")
         message = reply["choices"][0]["message"]
         usage = reply.get("usage")
         tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (ModelError, KeyError, IndexError, TypeError, AttributeError):
         return "with no completion in it"
     if not isinstance(message, dict):
         return "with no message in it"

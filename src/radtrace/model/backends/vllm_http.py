@@ -22,11 +22,16 @@ import httpx
 
 from radtrace.errors import ModelError, ModelRequestError, ModelServerError, PeerUnavailableError
 
-__all__ = ["MAX_REPLY_BYTES", "VllmHttp", "quoted"]
+__all__ = ["MAX_JSON_VALUES", "MAX_REPLY_BYTES", "VllmHttp", "json_reply", "quoted"]
 
 #: The most reply bytes read per request: far above any completion (tokens times bytes per token in JSON), far below
 #: what would hurt a worker running ``max_concurrency`` requests at once.
 MAX_REPLY_BYTES: Final = 8 * 1024 * 1024
+#: The most JSON values a reply may hold before it is parsed, counted as the bytes that open or separate one (``[``,
+#: ``{``, ``,``; inside strings too: a count, not a parse). Parsed, each is a Python object of 24 to 64 bytes for as
+#: few as 3 bytes of reply: 8 MiB of ``[],`` is 2.8 million lists, 189 MB. A completion has a few dozen; a model's
+#: text as many as it has commas and brackets, far fewer than its max_new_tokens times a few.
+MAX_JSON_VALUES: Final = 100_000
 _ERROR_BODY_BYTES: Final = 64 * 1024  # enough of a refusal's body to quote its start
 _QUOTED_CHARS: Final = 200
 
@@ -35,6 +40,27 @@ def quoted(text: object, limit: int = _QUOTED_CHARS) -> str:
     """A peer's text for an error reason: cut short and quoted (repr escapes control characters)."""
     value = str(text)
     return repr(value[:limit] + ("…" if len(value) > limit else ""))
+
+
+def json_reply(data: bytes, base_url: str) -> Any:
+    """A reply's JSON, parsed within bounds: at most :data:`MAX_JSON_VALUES` values (see there), nested no deeper
+    than Python's parser can go (it raises RecursionError, not ValueError, past its recursion limit).
+
+    Raises:
+        ModelError: not JSON, too many values, nested too deep.
+    """
+    values = data.count(b"[") + data.count(b"{") + data.count(b",")
+    if values > MAX_JSON_VALUES:
+        raise ModelError(
+            f"vLLM server at {base_url} sent a reply of about {values} JSON values (more than {MAX_JSON_VALUES}): "
+            "not parsed"
+        )
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise ModelError(f"vLLM server at {base_url} sent a reply that is not JSON (nested too deep)") from exc
+    except ValueError as exc:
+        raise ModelError(f"vLLM server at {base_url} sent a reply that is not JSON") from exc
 
 
 class _Deadline:
@@ -99,13 +125,16 @@ class VllmHttp:
 
     def request(self, method: str, path: str, *, timeout_s: float | None = None, **kwargs: Any) -> dict[str, Any]:
         """:meth:`fetch`, then the reply as a JSON object; an error status raises its error (:meth:`_refused`)."""
-        status, retry_after, data = self.fetch(method, path, timeout_s=timeout_s, **kwargs)
+        status, headers, data = self.fetch(method, path, timeout_s=timeout_s, **kwargs)
+        if 300 <= status < 400:  # no redirect is followed: the server configured is the one asked, and its answer
+            raise ModelRequestError(
+                f"vLLM server at {self.base_url} answered {status} to {path}, a redirect to "
+                f"{quoted(headers.get('location', ''), 80)}: radtrace follows no redirect; set model.vllm_url to "
+                "the server itself"
+            )
         if status >= 400:
-            self._refused(path, status, retry_after, data.decode("utf-8", "replace"))
-        try:
-            body = json.loads(data)
-        except ValueError as exc:
-            raise ModelError(f"vLLM server at {self.base_url} sent a reply that is not JSON") from exc
+            self._refused(path, status, headers.get("retry-after"), data.decode("utf-8", "replace"))
+        body = json_reply(data, self.base_url)
         if not isinstance(body, dict):
             raise ModelError(f"vLLM server at {self.base_url} sent a reply that is not a JSON object")
         return body
@@ -119,9 +148,9 @@ class VllmHttp:
         limit: int = MAX_REPLY_BYTES,
         cut: bool = False,
         **kwargs: Any,
-    ) -> tuple[int, str | None, bytes]:
+    ) -> tuple[int, httpx.Headers, bytes]:
         """One request, ended at ``timeout_s`` (default the request timeout) whatever the server does: its status,
-        Retry-After and body (at most ``limit`` bytes: past it, the start with ``cut``, else a :class:`ModelError`;
+        headers and body (at most ``limit`` bytes: past it, the start with ``cut``, else a :class:`ModelError`;
         an error status's body: its first 64 KiB)."""
         seconds = self.timeout_s if timeout_s is None else timeout_s
         deadline = _Deadline(seconds)
@@ -135,7 +164,7 @@ class VllmHttp:
                     data = self._read(response, _ERROR_BODY_BYTES, cut=True)
                 else:
                     data = self._read(response, limit, cut=cut)
-                return status, response.headers.get("retry-after"), data
+                return status, response.headers, data
         except httpx.TimeoutException as exc:
             raise ModelServerError(late) from exc
         except httpx.TransportError as exc:
