@@ -242,6 +242,15 @@ def voi_lut_8_bit_packed(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
     return Variant(ds, SAME)
 
 
+def voi_lut_depth_overstated(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    """A VOI LUT of 12-bit entries whose descriptor says 16 bits (as some CR writers send it)."""
+    first, table = _voi_table(ds, stored, 12)
+    ds.VOILUTSequence = Sequence([_lut_item(first, table, 16)])
+    for keyword in _WINDOW:
+        ds.pop(keyword, None)
+    return Variant(ds, SAME)
+
+
 def two_windows(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
     windows = _windows(ds) or [((int(stored.min()) + int(stored.max())) / 2 + 0.5, float(np.ptp(stored)) + 1)]
     center, width = windows[0]
@@ -631,6 +640,7 @@ VARIANTS: Final[dict[str, Callable[[Dataset, NDArray[np.int64]], Variant]]] = {
         voi_lut_beside_window,
         voi_lut_8_bit,
         voi_lut_8_bit_packed,
+        voi_lut_depth_overstated,
         big_endian_voi_lut,
         big_endian_modality_lut,
         two_windows,

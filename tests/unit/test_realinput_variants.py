@@ -17,7 +17,8 @@ difference 0.41, 108 gray levels); one whose Pixel Padding Value was written so 
 white as anatomy and the film flagged as a suspected negative; a colour capture of the film's negative was not
 checked for polarity at all; a VOI LUT given as OW in a big-endian file was read little endian (correlation 0.14);
 a Modality LUT of 65,536 entries, which pydicom writes UN, was dropped (mean difference 0.25); an 8-bit VOI LUT
-packed one entry a byte was read as 16-bit words (mean difference 0.35).
+packed one entry a byte was read as 16-bit words (mean difference 0.35); a VOI LUT of 12-bit entries whose
+descriptor says 16 bits showed the film in its darkest sixteenth, 16 gray levels (mean difference 0.43).
 """
 
 from __future__ import annotations
@@ -129,13 +130,21 @@ def test_a_signed_films_negative_padding_written_us_is_padding_shown_black(name:
 
 
 @pytest.mark.parametrize(
-    "variant", ["big_endian_voi_lut", "big_endian_modality_lut", "modality_lut_as_un", "voi_lut_8_bit_packed"]
+    "variant",
+    [
+        "big_endian_voi_lut",
+        "big_endian_modality_lut",
+        "modality_lut_as_un",
+        "voi_lut_8_bit_packed",
+        "voi_lut_depth_overstated",
+    ],
 )
 def test_lut_data_is_read_as_the_file_holds_it(variant: str) -> None:
     """OW words in a big-endian file are big endian; a LUT too long for US arrives UN (bytes): before, the Fuji
     film's big-endian VOI LUT was read little endian (correlation 0.14 with the film) and its UN Modality LUT was
     dropped, its window then clipping half the film (mean difference 0.25, 111 gray levels); an 8-bit VOI LUT
-    packed one entry a byte was read as words (mean difference 0.35; the canine film's correlation -0.69)."""
+    packed one entry a byte was read as words (mean difference 0.35; the canine film's correlation -0.69); a VOI LUT
+    of 12-bit entries whose descriptor says 16 bits showed the film in 16 grays (mean difference 0.43)."""
     ds, stored = film("fuji")
     made = VARIANTS[variant](ds, stored)
     shown, steps = display_values(read_back(made.dataset))

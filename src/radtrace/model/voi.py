@@ -253,8 +253,14 @@ def _explicit_voi_lut(values: FloatImage, item: Dataset, *, big_endian: bool) ->
     # then clamp below the first mapped value to the first entry and above the last to the last.
     index = np.clip(np.rint(values).astype(np.int64) - first, 0, table.size - 1)
     top = float(2**bits - 1) if 8 <= bits <= 16 else float(table.max() or 1.0)
-    if table.max() > top:  # descriptors that understate the output depth exist; trust the data
-        top = float(2 ** math.ceil(math.log2(table.max() + 1)) - 1)
+    peak = float(table.max())
+    # Descriptors that understate the output depth exist, and ones that overstate it (16 bits over 12-bit data,
+    # the film then shown in its darkest sixteenth): where the data need 4 bits fewer or any more, their depth
+    # is the LUT's, as Cornerstone derives it from the data (dcmtk: dcm2pnm --ignore-vlut-depth)
+    data_bits = math.ceil(math.log2(peak + 1)) if peak > 0 else 0
+    overstated = peak > 0 and (peak + 1) * 16 <= top + 1
+    if peak > top or overstated:
+        top = float(2**data_bits - 1)
     step: Step = {
         "step": "voi",
         "kind": "lut",
@@ -266,6 +272,8 @@ def _explicit_voi_lut(values: FloatImage, item: Dataset, *, big_endian: bool) ->
     }
     if first != written:
         step["first_mapped_written"] = written  # as US, read as signed
+    if overstated:
+        step["bits_of_data"] = data_bits
     return np.clip(table[index] / top, 0.0, 1.0), step
 
 
