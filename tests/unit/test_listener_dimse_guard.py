@@ -6,9 +6,15 @@ from io import BytesIO
 from types import SimpleNamespace
 
 import pytest
+from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, DIMSEMessage
 
-from radtrace.dicom_listener.dimse_guard import MAX_COMMAND_BYTES, MAX_IN_MEMORY_DATA_SET_BYTES, fragment_problem
+from radtrace.dicom_listener.dimse_guard import (
+    MAX_COMMAND_BYTES,
+    MAX_IN_MEMORY_DATA_SET_BYTES,
+    command_problem,
+    fragment_problem,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -80,3 +86,27 @@ def test_a_streamed_data_set_is_bounded_by_the_image_limit() -> None:
     assert fragment_problem(message, ACCEPTED, 3, 0x00, 25, max_data_set_bytes=1024) == (
         "a data set longer than 1024 bytes (listener.max_image_pixels)"
     )
+
+
+@pytest.mark.parametrize(
+    ("elements", "problem"),
+    [
+        ({"CommandField": 0x0001, "MessageID": 1, "AffectedSOPClassUID": "1.2", "Priority": 0,
+          "CommandDataSetType": 0}, "a C-STORE-RQ without Affected SOP Instance UID (0000,1000)"),
+        ({"CommandField": 0x0001, "MessageID": 1, "AffectedSOPClassUID": "1.2", "Priority": 0,
+          "AffectedSOPInstanceUID": "2.25.1"}, "a C-STORE-RQ without Command Data Set Type (0000,0800)"),
+        ({"CommandField": 0x0030, "CommandDataSetType": 0x0101},
+         "a C-ECHO-RQ without Message ID (0000,0110), Affected SOP Class UID (0000,0002)"),
+        ({"MessageID": 1}, "a command set without Command Field (0000,0100)"),
+        ({"CommandField": 0x0030, "MessageID": 1, "AffectedSOPClassUID": "1.2", "CommandDataSetType": 0x0101}, None),
+    ],
+)  # fmt: skip
+def test_a_command_pynetdicom_cannot_decode_is_named_by_the_element_it_lacks(
+    elements: dict[str, object], problem: str | None
+) -> None:
+    """Before, the log and the audit said 'undecodable DIMSE message (AttributeError)' (found fuzzing radtrace listen
+    with a C-STORE-RQ without its Affected SOP Instance UID)."""
+    command = Dataset()
+    for keyword, value in elements.items():
+        setattr(command, keyword, value)
+    assert command_problem(command) == problem

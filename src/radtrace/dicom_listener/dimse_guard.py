@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Container
 from typing import Any, Final
 
-__all__ = ["MAX_COMMAND_BYTES", "MAX_IN_MEMORY_DATA_SET_BYTES", "fragment_problem"]
+__all__ = ["MAX_COMMAND_BYTES", "MAX_IN_MEMORY_DATA_SET_BYTES", "command_problem", "fragment_problem"]
 
 #: Longest command set taken (a C-STORE-RQ's is some 200 bytes; its elements are all short).
 MAX_COMMAND_BYTES: Final = 64 * 1024
@@ -70,3 +70,34 @@ def fragment_problem(
     if max_data_set_bytes is not None and data_file.tell() + length > max_data_set_bytes:
         return f"a data set longer than {max_data_set_bytes} bytes (listener.max_image_pixels)"
     return None
+
+
+#: The command elements of the requests served that pynetdicom cannot do without (PS3.7 9.3.1.1, 9.3.5.1), and
+#: Command Data Set Type for any command, as the messages name them.
+_ELEMENTS: Final = {
+    "MessageID": "Message ID (0000,0110)",
+    "AffectedSOPClassUID": "Affected SOP Class UID (0000,0002)",
+    "Priority": "Priority (0000,0700)",
+    "CommandDataSetType": "Command Data Set Type (0000,0800)",
+    "AffectedSOPInstanceUID": "Affected SOP Instance UID (0000,1000)",
+}
+_REQUIRED: Final = {
+    0x0001: ("C-STORE-RQ", tuple(_ELEMENTS)),
+    0x0030: ("C-ECHO-RQ", ("MessageID", "AffectedSOPClassUID", "CommandDataSetType")),
+}
+
+
+def command_problem(command_set: Any) -> str | None:
+    """The required elements a decoded command set (a pydicom ``Dataset``) lacks, named, or ``None``.
+
+    For the log and audit of a command pynetdicom failed to turn into a request: ``undecodable DIMSE message
+    (AttributeError)`` said nothing of which element was missing.
+    """
+    if command_set is None:
+        return None
+    field = command_set.get("CommandField")
+    if field is None:
+        return "a command set without Command Field (0000,0100)"
+    name, required = _REQUIRED.get(int(field), (f"command 0x{int(field):04X}", ("CommandDataSetType",)))
+    missing = [keyword for keyword in required if keyword not in command_set]
+    return f"a {name} without {', '.join(_ELEMENTS[k] for k in missing)}" if missing else None

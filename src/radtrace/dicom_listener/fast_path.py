@@ -31,7 +31,7 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from radtrace.dicom_listener.admission import Admission, Connection
 from radtrace.dicom_listener.data_stream import _Hasher, _Stream
-from radtrace.dicom_listener.dimse_guard import fragment_problem
+from radtrace.dicom_listener.dimse_guard import command_problem, fragment_problem
 from radtrace.dicom_listener.pdu_socket import MAX_CONTROL_PDU, READ_AHEAD, PduRefusedError, WholePduSocket
 from radtrace.dicom_listener.reactor import Wake
 from radtrace.dicom_listener.rq_budget import REFUSED_REASON
@@ -153,7 +153,8 @@ class DatasetFastPathDUL(DULServiceProvider):
                         receive(single)
                         continue
                     except Exception as exc:  # the peer's bytes, not our bug: one line, no traceback
-                        problem = f"undecodable DIMSE message ({type(exc).__name__})"
+                        missing = command_problem(getattr(dimse.message, "command_set", None))
+                        problem = missing or f"undecodable DIMSE message ({type(exc).__name__})"
                 self._refuse(problem)
                 return
 
