@@ -29,6 +29,7 @@ __all__ = [
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_SOURCE",
     "SEND_TIMEOUT_S",
+    "SHUTDOWN_GRACE_S",
     "PeerLimits",
     "RefusalLog",
     "connection_limit",
@@ -51,6 +52,9 @@ THROTTLE_S: Final[float] = _API["failed_auth_pause_s"].default
 #: A peer must take (read) an answer it asked for: once it has left the server's send buffer full (or a closing
 #: connection's last bytes unread) this long, the connection is cut off.
 SEND_TIMEOUT_S: Final = 30.0
+#: On SIGTERM, connections still open this long after the server stopped accepting are dropped (requests in progress
+#: cancelled): under radtrace-api.service's TimeoutStopSec=30 and Kubernetes' default grace of 30 s.
+SHUTDOWN_GRACE_S: Final = 20.0
 LINGER_S: Final = 1.0  # a body left unread after the answer is discarded this long, then the connection closed
 MAX_TARGET_BYTES: Final = 8 * 1024
 MAX_HEADER_BYTES: Final = 16 * 1024
@@ -133,6 +137,7 @@ class PeerLimits:
     body_timeout_s: float = BODY_TIMEOUT_S
     max_body_bytes: int = MAX_BODY_BYTES
     send_timeout_s: float = SEND_TIMEOUT_S
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S
     failed_auth_limit: int = FAILED_AUTH_BURST
     failed_auth_window_s: float = FAILED_AUTH_WINDOW_S
     failed_auth_pause_s: float = THROTTLE_S

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import socket
 import time
@@ -105,6 +106,7 @@ class GuardedH11Protocol(H11Protocol):
         self._phase = ""
         self._deadline: asyncio.TimerHandle | None = None
         self._sending: asyncio.TimerHandle | None = None
+        self._stopping = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -152,6 +154,12 @@ class GuardedH11Protocol(H11Protocol):
         self._watch_sending()
 
     def shutdown(self) -> None:
+        """The server is stopping (SIGTERM): a request whose body is still awaited is refused (503) at once, and a
+        peer slow to read its answer gets half of ``shutdown_grace_s`` (uvicorn cancels what is left after it)."""
+        self._stopping = True
+        if self._phase == "body" and not self.transport.is_closing():
+            self._refuse(503, "the server is shutting down; try again shortly", retry_after_s=5)
+            return
         super().shutdown()
         self._watch_sending()
 
@@ -235,7 +243,11 @@ class GuardedH11Protocol(H11Protocol):
             if answering or self._sending is not None:
                 return  # a response still being written, taken as fast as it is written
         self._stop_send_deadline()
-        self._sending = self.loop.call_later(self.limits.send_timeout_s, self._send_expired)
+        self._sending = self.loop.call_later(self._send_timeout_s(), self._send_expired)
+
+    def _send_timeout_s(self) -> float:
+        limits = self.limits
+        return min(limits.send_timeout_s, limits.shutdown_grace_s / 2) if self._stopping else limits.send_timeout_s
 
     def _stop_send_deadline(self) -> None:
         if self._sending is not None:
@@ -248,7 +260,7 @@ class GuardedH11Protocol(H11Protocol):
             return
         if self.cycle is not None and not self.cycle.response_complete and not self.flow.write_paused:
             return  # a later response, still being written and taken
-        seconds = self.limits.send_timeout_s
+        seconds = self._send_timeout_s()
         self.limits.refusals.cut_off(self._source, f"the answer was not taken (read) within {seconds:g} s")
         if self.cycle is not None:
             self.cycle.disconnected = True
@@ -358,6 +370,7 @@ def guarded_config(
         access_log=False,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         proxy_headers=False,
+        timeout_graceful_shutdown=math.ceil(limits.shutdown_grace_s),  # uvicorn's default: wait for ever
     )
     return config
 

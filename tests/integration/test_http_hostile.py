@@ -251,6 +251,34 @@ def test_connections_beyond_the_caps_are_refused_503_and_others_still_served(qui
         assert _status(_answer(held[0])) == 503
 
 
+def test_sigterm_is_not_held_up_by_a_peer_that_never_reads(quick_store: Store) -> None:
+    """uvicorn waits for every connection to close before it exits, with no limit by default. Before: a real radtrace
+    api with one peer not reading its answer was still 'Waiting for connections to close' 120 s after SIGTERM
+    (systemd's TimeoutStopSec=30 then kills it; /work/notes/hostile-http/shutdown_with_slow_reader.sh); with the
+    send deadline alone it took 31 s. Now such a peer has half of ``shutdown_grace_s``, and a request whose body is
+    still awaited is 503 at once (before: it waited for the body deadline, 30 s)."""
+    limits = PeerLimits(send_timeout_s=60, shutdown_grace_s=0.5)
+    port = free_port()
+    server = uvicorn.Server(guarded_config(create_api(quick_store), limits=limits, port=port))
+    thread = threading.Thread(target=server.run, name="guarded-uvicorn", daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the guarded server did not start"
+        time.sleep(0.02)
+    with socket.socket() as reader, _connect(port, "127.0.0.1") as uploader:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect(("127.0.0.1", port))
+        reader.sendall(b"GET /static-offline-docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n" * 4)
+        assert reader.recv(16).startswith(b"HTTP/1.1 200 OK")
+        uploader.sendall(b"POST /v1/events/search HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        time.sleep(0.5)  # the kernel's buffers full: the answer now waits for the peer
+        server.should_exit = True
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "the server still waits for the connection"
+        stopped = _answer(uploader)
+    assert (_status(stopped), _detail(stopped)) == (503, "the server is shutting down; try again shortly")
+
+
 def test_when_full_the_connection_that_waited_longest_for_a_request_makes_room(quick_store: Store) -> None:
     """Slow peers from more addresses than the total cap allows for (here 3 x 4 against 10) no longer keep everyone
     else out: a newcomer closes the connection that has waited longest for its peer (dripped headers, an idle
