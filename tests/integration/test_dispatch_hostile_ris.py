@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import time
@@ -20,6 +21,7 @@ MESSAGE = f"MSH|^~\\&|RADTRACE|H|RIS|H|20261205||ORU^R01^ORU_R01|{CONTROL_ID}|P|
 TIMEOUT_S = 1.0
 #: What a loaded machine (two pytest workers on two cores) may add to a deadline kept; the peers here hold on for 30 s.
 SLACK_S = 2.0
+RAW = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]")
 
 
 def _ack(code: str = "AA", control_id: str = CONTROL_ID, rest: str = "") -> bytes:
@@ -30,7 +32,7 @@ def _send(peer: HostilePeer, message: bytes = MESSAGE, timeout_s: float = TIMEOU
     started = time.monotonic()
     try:
         outcome: object = send_message(message, peer.host, peer.port, timeout_s=timeout_s)
-    except DispatchError as exc:
+    except (DispatchError, PeerUnavailableError) as exc:
         outcome = exc
     return outcome, time.monotonic() - started
 
@@ -148,3 +150,43 @@ def test_each_retry_sends_the_same_control_id() -> None:
     assert isinstance(first, DispatchError)
     assert getattr(second, "code", None) == "AA"
     assert [message_control_id(data.strip(b"\x0b\x1c\r")) for data in received] == [CONTROL_ID, CONTROL_ID]
+
+
+ANSWERS = {
+    "garbage": frame(b"\x00\xff\x1b[2J\r\n2026-12-05 INFO forged \xe2\x80\xae not HL7"),
+    "no-msa": frame(_ack().split(b"\rMSA")[0] + b"\r"),
+    "msa-without-id": frame(_ack().split(b"\rMSA")[0] + b"\rMSA|AA\r"),
+    "utf-16": frame(_ack().decode().encode("utf-16")),
+    "start-block-then-close": b"\x0b",
+}
+
+
+@pytest.mark.parametrize("answer", ANSWERS, ids=list(ANSWERS))
+def test_an_answer_that_is_no_ack_is_retryable_at_once_with_a_short_plain_reason(answer: str) -> None:
+    """Nothing delivered, nothing waited for past the answer, and the reason (outbox row, audit, console) holds
+    none of the peer's bytes raw."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.write(connection, ANSWERS[answer])
+
+    with _serve(behave) as peer:
+        error, elapsed = _send(peer, timeout_s=10)
+    assert isinstance(error, DispatchError | PeerUnavailableError)
+    assert error.retryable
+    assert elapsed < SLACK_S  # the peer closed: no timeout waited for
+    assert len(error.reason) < 200
+    assert RAW.search(error.reason) is None, error.reason
+    if answer == "utf-16":
+        assert "UTF-16" in error.reason
+
+
+def test_a_start_block_and_then_silence_ends_at_the_timeout() -> None:
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if peer.write(connection, b"\x0b" + _ack()):  # all but the end block
+            peer.stop.wait(30)
+
+    with _serve(behave) as peer:
+        error, elapsed = _send(peer)
+    assert isinstance(error, DispatchError)
+    assert "within 1 s" in error.reason
+    assert elapsed < TIMEOUT_S + SLACK_S

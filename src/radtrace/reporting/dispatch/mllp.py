@@ -66,7 +66,9 @@ def parse_ack(data: bytes) -> Ack:
     segments = _segments(data.decode("utf-8", errors="replace"))
     msa = next((s for s in segments if s[0] == "MSA"), None)
     if msa is None or len(msa) < 3:
-        raise DispatchError("the ACK has no MSA segment with a code and control ID")
+        # ER7 is text in an encoding whose delimiters are ASCII bytes; NULs are UTF-16 (or no text at all)
+        said = " (it holds NUL bytes: UTF-16, or not text)" if b"\x00" in data else ""
+        raise DispatchError(f"the ACK has no MSA segment with a code and control ID{said}")
     text = msa[3] if len(msa) > 3 else ""
     err = next((s for s in segments if s[0] == "ERR"), None)
     if err is not None and not text:
