@@ -181,6 +181,21 @@ def dimse_cases() -> list[DimseCase]:
         DimseCase(
             "twenty C-FINDs", [_command(1, **on_verification | {"MessageID": n}) for n in range(20)], [0x0211] * 20, 20
         ),
+        DimseCase(
+            "a C-STORE command set sent as data",
+            [p_data(pdv(3, 0x02, _command(3, AffectedSOPClassUID=SOP_CLASS, CommandField=0x0001, MessageID=8)[12:]))],
+            [],
+            aborted=True,
+            violations=1,
+        ),
+        DimseCase(
+            "C-ECHO on the context refused at negotiation",
+            [p_data(pdv(5, 0x03, echo_rq()))],
+            [],
+            0,
+            aborted=True,
+            violations=1,
+        ),
         # PS3.8 Table 9-10: each is AA-8 (A-ABORT) in its state; before, none was audited
         DimseCase("C-ECHO after A-RELEASE-RQ", [RELEASE_RQ, ECHO], [], aborted=True, violations=1),
         DimseCase("two A-RELEASE-RQs", [RELEASE_RQ, RELEASE_RQ], [], aborted=True, violations=1),
