@@ -6,8 +6,10 @@ prometheus_client's server starts one thread per connection and reads a request 
 that never finish their headers held 500 threads for as long as they stayed open (measured with
 prometheus_client 0.26), in the listener's, the workers' and the ATNA forwarder's processes alike. Here a
 connection gets a thread only within :data:`MAX_CONNECTIONS` (:data:`MAX_CONNECTIONS_PER_SOURCE` from one
-address); beyond, it is answered 503 with the reason and closed at once; and a connection still open
-:data:`DEADLINE_S` after it was accepted is shut down (one reaper thread per server), whatever it is doing.
+address); beyond, it is answered 503 with the reason and closed at once, except that when the total is reached a
+newcomer first shuts down the oldest connection open over :data:`EVICT_AFTER_S` (slow peers from several addresses
+would otherwise keep Prometheus out for as long as they reconnect); and a connection still open :data:`DEADLINE_S`
+after it was accepted is shut down (one reaper thread per server), whatever it is doing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = ["DEADLINE_S", "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_SOURCE", "start
 MAX_CONNECTIONS: Final = 16
 MAX_CONNECTIONS_PER_SOURCE: Final = 4
 DEADLINE_S: Final = 10.0
+EVICT_AFTER_S: Final = 1.0
 
 
 class BoundedMetricsServer(ThreadingHTTPServer):
@@ -56,15 +59,16 @@ class BoundedMetricsServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         source = str(client_address[0])
+        now = time.monotonic()
         with self._lock:
             per_source = sum(1 for known, _ in self._open.values() if known == source)
-            if len(self._open) >= self.max_connections:
-                problem = f"the metrics server holds {self.max_connections} connections, its limit"
-            elif per_source >= self.max_per_source:
+            if per_source >= self.max_per_source:
                 problem = f"{self.max_per_source} connections from your address are open, the limit"
+            elif len(self._open) >= self.max_connections and not self._make_room(now):
+                problem = f"the metrics server holds {self.max_connections} connections, its limit"
             else:
                 problem = None
-                self._open[request] = (source, time.monotonic())
+                self._open[request] = (source, now)
         if problem is not None:
             body = json.dumps({"detail": problem}).encode()
             head = f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
@@ -76,6 +80,17 @@ class BoundedMetricsServer(ThreadingHTTPServer):
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
+
+    def _make_room(self, now: float) -> bool:
+        """Full: shut down the oldest connection if it has been open over :data:`EVICT_AFTER_S` (a scrape takes
+        milliseconds: that one is slow); True when one was. Called holding the lock."""
+        oldest = min(self._open, key=lambda peer: self._open[peer][1])
+        if now - self._open[oldest][1] < EVICT_AFTER_S:
+            return False
+        del self._open[oldest]  # its thread ends once its read fails
+        with contextlib.suppress(OSError):
+            oldest.shutdown(socket.SHUT_RDWR)
+        return True
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

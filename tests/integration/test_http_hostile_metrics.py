@@ -68,3 +68,28 @@ def test_slow_and_greedy_peers_hold_a_bounded_number_of_threads_for_a_bounded_ti
         for peer in held:
             with contextlib.suppress(OSError):
                 peer.close()
+
+
+def test_when_full_a_scrape_closes_the_oldest_connection_instead_of_being_refused() -> None:
+    """Slow peers from several addresses (here 4 x 2 against a total of 8) no longer keep Prometheus out for as long
+    as they reconnect: a connection open over a second is closed for a newcomer. Before: every scrape 503 while they
+    held the connections (up to the deadline, then again as they reconnected)."""
+    registry = CollectorRegistry()
+    Counter("radtrace_test_total", "a counter", registry=registry).inc()
+    port = free_port()
+    server, _ = start_metrics_server(port, registry=registry, deadline_s=30.0, max_connections=8, max_per_source=3)
+    held: list[socket.socket] = []
+    try:
+        held = [_slow(port, f"127.0.0.{n}") for n in range(2, 6) for _ in range(2)]
+        time.sleep(1.2)
+        scrape = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert scrape.status_code == 200
+        assert "radtrace_test_total 1.0" in scrape.text
+        held[0].settimeout(2)
+        assert held[0].recv(4096) == b""  # the oldest, closed without an answer
+    finally:
+        for peer in held:
+            with contextlib.suppress(OSError):
+                peer.close()
+        server.shutdown()
+        server.server_close()
