@@ -108,7 +108,7 @@ def status(
             out.print(f"  reason: {escape(terminal_text(oldest.reason))}", highlight=False)
     for title, revisions in (("failed", report.failed), ("skipped", report.skipped)):
         if revisions:
-            out.print(_ended_table(title, revisions, program))
+            out.print(_ended_table(title, revisions, program), crop=False)  # the commands whole, at any width
     if broker and report.broker_error:
         raise typer.Exit(EXIT_FAILED)
 
