@@ -10,16 +10,21 @@ import struct
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from dicom_peer_support import associate_ac, command_set, p_data, pdu, pdv
 from private_servers import HostilePeer, hostile_peer, stream_forever
-from radtrace.config import DicomDestination, ReportingSettings
+from radtrace.config import DicomDestination, DispatchSettings, ReportingSettings
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
 from radtrace.reporting.dispatch.cstore import MAX_PEER_BYTES, MIN_PACS_PDU, StoreResult, store_instance
+from radtrace.reporting.dispatch.outbox import ReportFiles, planned_deliveries
 from radtrace.reporting.sr import build_sr, sr_bytes
+from radtrace.store.engine import Store
+from radtrace.store.models import OutboxState, Revision, RevisionState, Study
 from reporting_support import sr_cases
+from worker_support import audit_events, deliveries_over, outbox_rows
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +207,51 @@ def test_a_pacs_that_never_answers_the_release_still_delivers_within_the_timeout
     assert isinstance(result, StoreResult)
     assert result.status == 0
     assert elapsed < TIMEOUT_S + SLACK_S
+
+
+def _four_gibibyte_ac(peer: HostilePeer, connection: socket.socket) -> None:
+    if peer.write(connection, struct.pack(">BBL", 0x02, 0, 0xFFFFFFF0)):
+        stream_forever(peer, connection, bytes(65536), limit=256 * 1024 * 1024)
+
+
+def _tiny_pdus(peer: HostilePeer, connection: socket.socket) -> None:
+    if peer.write(connection, associate_ac(peer.received[-1], max_pdu=8)):
+        while connection.recv(65536):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("behave", "state", "said"),
+    [(_four_gibibyte_ac, OutboxState.PENDING, "sent a PDU of 4294967280 bytes"),
+     (_tiny_pdus, OutboxState.FAILED, "accepts PDUs of at most 8 bytes")],
+    ids=["4-GiB-ac", "tiny-pdus"],
+)  # fmt: skip
+def test_through_the_outbox_the_reason_reaches_the_row_and_the_audit(
+    store: Store, tmp_path: Path, behave: Callable[[HostilePeer, socket.socket], None], state: OutboxState, said: str
+) -> None:
+    """The worker's delivery step at its production timeouts (30 s): a definite outcome at once, retried with
+    backoff or failed, with the same reason on the outbox row (console, status) and in the audit."""
+    reading, sources = sr_cases()["normal"]
+    sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
+    reports = ReportFiles(str(sr.SOPInstanceUID), sr_bytes(sr), None, None)
+    with store.session() as session:
+        study = Study(study_uid=str(sources[0].StudyInstanceUID), study_key="p" * 16, accession="RTACC000002")
+        revision = Revision(study=study, number=1, state=RevisionState.REPORTED)
+        session.add_all([study, revision])
+        session.flush()
+        revision_id = revision.id
+    with hostile_peer(behave, read=_read_pdu) as peer:
+        pacs = DicomDestination(ae_title="HOSTILE", host=peer.host, port=peer.port)
+        settings = DispatchSettings(pacs=[pacs], max_attempts=3)
+        deliveries = deliveries_over(store, settings, tmp_path / "payloads")
+        [outbox_id] = deliveries.outbox.enqueue(revision_id, planned_deliveries(settings, reports))
+        started = time.monotonic()
+        result = deliveries.dispatch(outbox_id)
+        elapsed = time.monotonic() - started
+    assert result.delivery.state is state
+    assert elapsed < SLACK_S
+    [row] = outbox_rows(store)
+    assert row.last_error is not None
+    assert said in row.last_error
+    errors = [payload["error"] for _, _, payload in audit_events(store) if "error" in payload]
+    assert errors == [row.last_error]

@@ -295,7 +295,7 @@ def test_json_nested_past_the_parser_recursion_is_a_malformed_reply(body: bytes)
     assert "JSON" in error.reason
 
 
-@pytest.mark.parametrize("element", [b"[]", b'"ab"', b"1.5"], ids=["lists", "strings", "floats"])
+@pytest.mark.parametrize("element", [b"[]", b'"ab"'], ids=["lists", "strings"])
 def test_eight_mebibytes_of_tiny_json_values_is_refused_before_it_is_parsed(element: bytes) -> None:
     """A reply within MAX_REPLY_BYTES whose values are each a few bytes: parsed, 8 MiB of '[],' was 2.8 million
     lists, 189 MB of Python objects per request (tracemalloc), times model.max_concurrency requests at once."""
