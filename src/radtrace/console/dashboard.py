@@ -51,7 +51,7 @@ from radtrace.console.charts import (
     time_series_svg,
 )
 from radtrace.console.dashboard_agreement import WHOLE_DRAFT, agreement_studies
-from radtrace.console.dashboard_figures import LATENCY_STAGES, Figures, read_figures, top_values
+from radtrace.console.dashboard_figures import LATENCY_STAGES, Figures, Section, read_figures, top_values
 from radtrace.console.dashboard_queries import Window
 from radtrace.console.pages import (
     PREFIX,
@@ -175,7 +175,10 @@ async def chart_csv(
     if chart not in CHARTS:
         raise HTTPException(404, detail=f"no chart {chart!r}; the charts are: {', '.join(CHARTS)}")
     window = _window(state, first, last, period)
-    figures = await run_in_threadpool(read_figures, state.store, window, datetime.now(UTC))
+    needs = _SECTIONS[chart]
+    if needs & {"mix", "rates"}:  # counted from the worklist's projection, brought up to date as the page does
+        await run_in_threadpool(sync_worklist, state)
+    figures = await run_in_threadpool(read_figures, state.store, window, datetime.now(UTC), needs)
     rows = _TABLES[chart](figures)
     await run_in_threadpool(_record, request, state, user, EventType.AUDIT_EXPORTED, chart=chart, rows=len(rows) - 1,
                             **_params(window))  # fmt: skip
@@ -341,6 +344,14 @@ _TABLES: Final[dict[str, Callable[[Figures], list[list[object]]]]] = {
     "agreement_periods": _agreement_period_rows,
     "prevalence": _prevalence_rows, "failures": _failure_rows, "mix": _mix_rows, "rates": _rates_rows,
     "models": _model_rows,
+}  # fmt: skip
+#: The reads each chart's CSV needs (:func:`read_figures` reads only these).
+_SECTIONS: Final[dict[str, frozenset[Section]]] = {
+    "volume": frozenset({"volume"}), "queue": frozenset({"queue"}), "latency": frozenset({"latency"}),
+    "agreement": frozenset({"agreement"}), "agreement_models": frozenset({"agreement", "agreement_by_model"}),
+    "agreement_periods": frozenset({"agreement_periods"}), "prevalence": frozenset({"drift"}),
+    "failures": frozenset({"volume"}), "mix": frozenset({"mix"}), "rates": frozenset({"rates"}),
+    "models": frozenset({"models"}),
 }  # fmt: skip
 
 

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import sqlalchemy as sa
 
@@ -74,6 +74,7 @@ __all__ = [
     "LATENCY_TARGETS_S",
     "Figures",
     "Queue",
+    "Section",
     "read_figures",
 ]
 
@@ -94,6 +95,9 @@ LATENCY_TARGETS_S: Final = {"settle": 30.0, "queue_wait": 60.0, "read_and_report
 #: Latency percentiles over more studies than this come from an evenly spread sample of about this many (every
 #: k-th revision by ID): p95's standard error at 10,000 is about 0.2 percentile points, and the query stays fast.
 LATENCY_SAMPLE: Final = 10_000
+#: The dashboard's independent reads (:func:`read_figures` reads them all, or the few one chart's CSV needs).
+Section = Literal["mix", "volume", "latency", "agreement", "agreement_by_model", "agreement_periods", "drift",
+                  "rates", "models", "queue"]  # fmt: skip
 #: How many of the dashboard's independent reads run at once (each on its own connection).
 READERS: Final = 4
 MIX_ATTRIBUTES: Final = (
@@ -156,8 +160,10 @@ class Figures:
 # --- reading ---------------------------------------------------------------------------------------------------
 
 
-def read_figures(store: Store, window: Window, now: datetime) -> Figures:
-    """Every figure of the dashboard for ``window`` (see the module doc); ``now`` dates the queue's waits.
+def read_figures(store: Store, window: Window, now: datetime, sections: Collection[Section] | None = None) -> Figures:
+    """Every figure of the dashboard for ``window`` (see the module doc), or only those of ``sections`` (one chart's
+    CSV: before, each CSV read every figure, a year's input mix included, to write one table); ``now`` dates the
+    queue's waits.
 
     The sections are independent reads, so they run side by side, each in its own session (SQLite in WAL mode
     and PostgreSQL both serve concurrent readers; the database does the work, with the GIL released)."""
@@ -187,20 +193,21 @@ def read_figures(store: Store, window: Window, now: datetime) -> Figures:
             for day, counts in per_day.items():
                 per_period.setdefault(fold(day), Counter()).update(counts)
 
-    sections = [
-        lambda session: _mix(session, store, window, figures, fold),
-        lambda session: _volume(session, store, window, figures, fold),
-        lambda session: _latencies(session, store, window, figures, fold),
-        agreement,
-        agreement_by_model,
-        agreement_periods,
-        lambda session: _drift(session, store, window, figures, fold),
-        lambda session: _rates(session, store, window, figures, fold),
-        lambda session: _models(session, store, window, figures, fold),
-        queue,
-    ]
+    reads: dict[Section, Callable[[Any], None]] = {
+        "mix": lambda session: _mix(session, store, window, figures, fold),
+        "volume": lambda session: _volume(session, store, window, figures, fold),
+        "latency": lambda session: _latencies(session, store, window, figures, fold),
+        "agreement": agreement,
+        "agreement_by_model": agreement_by_model,
+        "agreement_periods": agreement_periods,
+        "drift": lambda session: _drift(session, store, window, figures, fold),
+        "rates": lambda session: _rates(session, store, window, figures, fold),
+        "models": lambda session: _models(session, store, window, figures, fold),
+        "queue": queue,
+    }
+    wanted = [read for name, read in reads.items() if sections is None or name in sections]
     with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="qa-dashboard") as pool:
-        for done in [pool.submit(section(read)) for read in sections]:
+        for done in [pool.submit(section(read)) for read in wanted]:
             done.result()  # re-raises a section's error here
     return figures
 
