@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ from fastapi.testclient import TestClient
 from console_support import add_user, console_client, console_settings, csrf_of, reported_study, sign_in, study_path
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
+from radtrace.console.schema import ConsoleSession, ConsoleUser
 from radtrace.model.reader import StudyReader
+from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import Revision, RevisionState, Study
 
@@ -294,3 +297,34 @@ def test_a_study_page_says_when_later_images_are_waiting_or_were_not_read(store:
         reopened = client.get(url).text
         assert 'data-testid="later-revision"' not in reopened
         assert 'id="superseded"' in reopened
+
+
+def test_next_study_offers_again_a_study_opened_by_a_radiologist_no_longer_signed_in(
+    store: Store, settings: Settings
+) -> None:
+    """The day radiologist opened the STAT study and went home without deciding it. Before: "next study" skipped
+    a study anyone else had ever opened, so the night radiologist's `n` never offered it (it led to the routine
+    one, then the worklist). Now only while its opener is signed in (a session used within the idle timeout)."""
+    reader = StudyReader(settings.model, data_dir=settings.data_dir)
+    stat = reported_study(settings, store, reader, seed=80, stat=True)
+    routine = reported_study(settings, store, reader, seed=81, age_s=60)
+
+    def seen(at: datetime) -> None:
+        with store.session() as session:
+            day_id = session.scalar(sa.select(ConsoleUser.id).where(ConsoleUser.name == "dr.day"))
+            session.execute(sa.update(ConsoleSession).where(ConsoleSession.user_id == day_id).values(last_seen_at=at))
+
+    with _signed_in(store, settings, "dr.day") as day, _signed_in(store, settings, "dr.night") as night:
+
+        def offered() -> str:
+            return str(night.get("/console/next", follow_redirects=False).headers["location"])
+
+        assert day.get(study_path(store, stat)).status_code == 200  # dr.day opens it: theirs while at work
+        assert offered() == study_path(store, routine)
+        seen(utc_now() - timedelta(seconds=settings.console.idle_timeout_s + 1))  # dr.day's session went idle
+        assert offered() == study_path(store, stat)
+        seen(utc_now())  # still at work after all
+        assert offered() == study_path(store, routine)
+        worklist = day.get("/console/worklist").text
+        assert day.post("/console/logout", data={"csrf_token": csrf_of(worklist)}).status_code == 200  # signs out
+        assert offered() == study_path(store, stat)

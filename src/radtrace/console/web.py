@@ -196,7 +196,8 @@ def next_one(
     Study UID), or the worklist when none is left."""
     sync_worklist(state)
     skipped = state.links.study_uid(STUDY, after) if after else study
-    found = next_study(state.store, user.account.name, (skipped, revision) if skipped and revision else None)
+    found = next_study(state.store, user.account.name, (skipped, revision) if skipped and revision else None,
+                       state.settings.console.idle_timeout_s)  # fmt: skip
     if found is None:
         return redirect(f"{PREFIX}/worklist")
     return redirect(study_path(state, *found))

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, aliased
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console.schema import ReviewItem
+from radtrace.console.schema import ConsoleSession, ConsoleUser, ReviewItem
 from radtrace.dicom_charset import (
     CHARACTER_SET_ASSUMED,
     CHARACTER_SET_DOUBTFUL,
@@ -249,10 +249,24 @@ def failed_page(
     return tuple(rows), int(total)
 
 
-def next_study(store: Store, user: str, after: tuple[str, int] | None) -> tuple[str, int] | None:
-    """The first unassessed revision in worklist order that nobody else has opened, skipping ``after``."""
-    where = [*_conditions(WorklistFilter.UNASSESSED, user),
-             sa.or_(ReviewItem.opened_by.is_(None), ReviewItem.opened_by == user)]  # fmt: skip
+def next_study(
+    store: Store, user: str, after: tuple[str, int] | None, idle_timeout_s: float | None = None
+) -> tuple[str, int] | None:
+    """The first unassessed revision in worklist order that nobody else is reading, skipping ``after``: not
+    opened by another radiologist, or opened by one who is no longer signed in (no session used within
+    ``idle_timeout_s``; None: opened by another is always skipped). A study opened by a radiologist who has gone
+    home (a STAT one too) is offered again, not skipped by everyone's "next study" for good."""
+    held = [ReviewItem.opened_by.is_(None), ReviewItem.opened_by == user]
+    if idle_timeout_s is not None:
+        since = now() - timedelta(seconds=idle_timeout_s)
+        reading = (
+            sa.select(ConsoleSession.id)
+            .join(ConsoleUser, ConsoleSession.user_id == ConsoleUser.id)
+            .where(ConsoleUser.name == ReviewItem.opened_by, ConsoleSession.ended_at.is_(None),
+                   ConsoleSession.last_seen_at > since)
+        )  # fmt: skip
+        held.append(~sa.exists(reading))
+    where = [*_conditions(WorklistFilter.UNASSESSED, user), sa.or_(*held)]
     if after is not None:
         where.append(sa.not_(sa.and_(ReviewItem.study_uid == after[0], ReviewItem.revision == after[1])))
     with store.session("finding the next study") as session:
