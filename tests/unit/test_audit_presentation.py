@@ -80,6 +80,31 @@ def test_stages_run_from_the_first_opening_event_to_the_first_closing_one_after_
     assert build_timeline("1.2.3", []).entries == ()
 
 
+def test_a_stage_an_operator_retried_runs_from_the_retry() -> None:
+    """`radtrace study retry` hours after a failure: the model's reading is the retried reading, not the two hours
+    from the failed attempt's start (7,220 s before); the whole path still runs from the first image."""
+    events = [
+        _record(1, "instance_received", 0),
+        _record(2, "study_queued", 15),
+        _record(3, "inference_started", 20),
+        _record(4, "study_failed", 30, outcome="serious_failure"),
+        _record(5, "study_retried", 7200),
+        _record(6, "inference_started", 7201),
+        _record(7, "inference_completed", 7240),
+        _record(8, "report_created", 7241),
+        _record(9, "dispatch_delivered", 7243),
+    ]
+    stages = {stage.name: (stage.from_seq, stage.to_seq, stage.seconds) for stage in build_timeline("1", events).stages}
+    assert stages == {
+        "receive_to_queue": (1, 2, 15.0),
+        "queue_wait": (2, 3, 5.0),
+        "inference": (6, 7, 39.0),
+        "report": (7, 8, 1.0),
+        "dispatch": (8, 9, 2.0),
+        "total": (1, 9, 7243.0),
+    }
+
+
 def test_csv_is_written_in_chunks_that_join_into_one_parsable_document() -> None:
     records = [
         _record(n, "inference_completed", n, labels=("Cardiomegaly", 'Say "hi"'), payload={"raw": "a,b\nc", "n": n})

@@ -442,6 +442,7 @@ def build_timeline(study_uid: str, events: list[AuditRecord]) -> Timeline:
 
 def _stages(events: list[AuditRecord]) -> tuple[StageDuration, ...]:
     stages: list[StageDuration] = []
+    retries = [event.seq for event in events if event.event_type == EventType.STUDY_RETRIED.value]
     for name, opened_by, closed_by in STAGES:
         start = next((event for event in events if event.event_type == opened_by.value), None)
         if start is None:
@@ -449,6 +450,13 @@ def _stages(events: list[AuditRecord]) -> tuple[StageDuration, ...]:
         end = next((e for e in events if e.seq > start.seq and e.event_type == closed_by.value), None)
         if end is None:
             continue
+        # An operator's `radtrace study retry` in between (hours after the failure): the stage ran again after it,
+        # and that run is the one that ended (the model's reading was the failed attempt's start to the retried
+        # reading's end before). The whole path, which opened only once, keeps its first start.
+        retried = [seq for seq in retries if start.seq < seq < end.seq]
+        if retried:
+            start = next((e for e in events if retried[-1] < e.seq < end.seq and e.event_type == opened_by.value),
+                         start)  # fmt: skip
         if start.recorded_at is None or end.recorded_at is None:
             continue
         seconds = (end.recorded_at - start.recorded_at).total_seconds()
