@@ -75,3 +75,25 @@ def test_more_rows_than_read_say_the_counts_are_a_floor(sqlite_store: Store) -> 
     assert recent.truncated
     assert sum(g.count for g in recent.groups) == 3
     assert "(at least: more rows than read)" in recent.lines()[0]
+
+
+def test_refused_dimse_requests_are_named_as_requests_not_as_instances_or_contexts(sqlite_store: Store) -> None:
+    """A C-FIND answered 0211H (radtrace.dicom_listener.served) is an instance_rejected event; before, status called it
+    an 'instance/context refusal', sending the reader to look for a refused image or SOP class."""
+    payload = {
+        "reason": "DIMSE request refused",
+        "count": 1,
+        "aggregated": False,
+        "port": 11112,
+        "tls": False,
+        "requests": [{"command": "C-FIND-RQ", "problem": "not served (C-STORE and C-ECHO only)", "status": 529}],
+    }
+    AuditRecorder(sqlite_store).record_many([
+        AuditEvent(EventType.INSTANCE_REJECTED, Actor(ae_title="RIS", host="10.0.0.9"), outcome=Outcome.MINOR_FAILURE,
+                   payload=payload),
+    ])  # fmt: skip
+    with sqlite_store.session() as session:
+        [group] = recent_refusals(session, utc_now()).groups
+    assert group.describe() == (
+        "port 11112 (no TLS): 1 DIMSE request refusal(s): DIMSE request refused; from RIS at 10.0.0.9"
+    )

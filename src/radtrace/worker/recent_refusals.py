@@ -34,6 +34,10 @@ SOURCES_SHOWN = 5
 
 _TYPES = (EventType.ASSOCIATION_REJECTED.value, EventType.INSTANCE_REJECTED.value)
 
+#: Refusals whose kind is not their event type's (``radtrace.dicom_listener.served``'s refused DIMSE requests are
+#: ``instance_rejected`` events, but no instance or context was refused).
+_KINDS = {"DIMSE request refused": "DIMSE request"}
+
 
 @dataclass(frozen=True)
 class RefusalGroup:
@@ -58,7 +62,9 @@ class RefusalGroup:
         more = len(self.sources) - SOURCES_SHOWN
         if more > 0:
             shown += f" and {more} more"
-        kind = "association" if self.event_type == EventType.ASSOCIATION_REJECTED.value else "instance/context"
+        kind = _KINDS.get(self.reason) or (
+            "association" if self.event_type == EventType.ASSOCIATION_REJECTED.value else "instance/context"
+        )
         return f"{self.door()}: {self.count} {kind} refusal(s): {self.reason}; from {shown or 'unknown'}"
 
     def as_json(self) -> dict[str, object]:
