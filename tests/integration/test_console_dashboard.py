@@ -320,3 +320,20 @@ def test_a_charts_csv_reads_only_what_it_writes_and_equals_the_full_reading(site
     finally:
         sa.event.remove(site.store.engine, "before_cursor_execute", seen)
     assert {chart for chart, read in touched.items() if read} == {"mix", "latency"}  # before: every chart
+
+
+def test_a_sampled_latency_says_so_in_its_csv(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over LATENCY_SAMPLE studies read, the latency CSV's studies are one in every k: its sampled_every column says
+    k (before, the CSV gave the sample's count as "studies", a tenth of the volume CSV's read, and nothing else)."""
+    from radtrace.console import dashboard_figures
+
+    read = sum(int(row["read"]) for row in site.csv("volume"))
+    monkeypatch.setattr(dashboard_figures, "LATENCY_SAMPLE", read // 4)
+    every = -(-read // (read // 4))
+    rows = site.csv("latency")
+    assert {row["sampled_every"] for row in rows} == {str(every)}
+    (total,) = [row for row in rows if row["period"] == "whole window" and row["stage"] == "total"]
+    assert int(total["studies"]) == pytest.approx(read / every, rel=0.2)
+    assert f"one in every {every} of the {read} studies read" in site.clients["qa"].get("/console/dashboard").text
+    monkeypatch.undo()
+    assert {row["sampled_every"] for row in site.csv("latency")} == {"1"}

@@ -232,15 +232,19 @@ def _queue_rows(f: Figures) -> list[list[object]]:
 
 
 def _latency_rows(f: Figures) -> list[list[object]]:
-    rows: list[list[object]] = [["period", "stage", "studies", "p50_s", "p95_s", "target_s", "over_target_share"]]
+    # Over LATENCY_SAMPLE studies the percentiles come from one in every k of them: "studies" counts the sample, and
+    # sampled_every says so (before, a sampled day's 27 "studies" stood beside the volume CSV's 275 read).
+    every = f.latency_sample[1]
+    rows: list[list[object]] = [["period", "stage", "studies", "p50_s", "p95_s", "target_s", "over_target_share",
+                                 "sampled_every"]]  # fmt: skip
     for s in f.latencies:
         over = s.over_target.rate if s.over_target else None
-        rows.append(["whole window", s.stage, s.count, s.p50, s.p95, s.target_s, over])
+        rows.append(["whole window", s.stage, s.count, s.p50, s.p95, s.target_s, over, every])
     target = next((s.target_s for s in f.latencies if s.stage == "total"), None)
     for p in f.periods:
         if p in f.total_latency:
             p50, p95, n = f.total_latency[p]
-            rows.append([p, "total", n, p50, p95, target, None])
+            rows.append([p, "total", n, p50, p95, target, None, every])
     return rows
 
 
