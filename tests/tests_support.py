@@ -86,8 +86,10 @@ def fill_file_system(folder: Path) -> Path:
     return filler
 
 
-def radtrace(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real command in a subprocess, without the caller's RADTRACE_* variables."""
+def radtrace(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command in a subprocess (in ``cwd``), without the caller's RADTRACE_* variables."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
     environment.update({"COLUMNS": "200"} | (env or {}))
     return subprocess.run(
@@ -97,6 +99,7 @@ def radtrace(*args: str, env: dict[str, str] | None = None, timeout: float = 120
         env=environment,
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
 
 

@@ -61,6 +61,9 @@ def _as_another_user(*args: str, data: Path, **env: str) -> subprocess.Completed
     )  # fmt: skip
 
 
+_NOT_STARTED = "radtrace: listener not started: start-up checks failed ({}); see the log lines above"
+
+
 def _says_whose_it_is(text: str, data: Path) -> None:
     assert "Traceback" not in text
     assert f"may not use data directory {data}" in text
@@ -80,6 +83,9 @@ def test_a_command_in_another_users_data_directory_names_the_owner(command: list
     result = _as_another_user(*command, data=foreign_data_dir)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if command == ["listen"]:  # a service: its check's log line (journald), then that it did not start
+        assert lines[1:] == [_NOT_STARTED.format("data directory")], result.stderr
+        lines = lines[:1]
     assert len(lines) == 1, result.stderr
     _says_whose_it_is(lines[0], foreign_data_dir)
 
@@ -114,7 +120,8 @@ def test_listen_on_a_privileged_port_without_the_privilege_names_the_setting(tmp
     result = _as_another_user("listen", data=tmp_path / "var", RADTRACE_LISTENER__PORT="104")
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
+    assert lines[1:] == [_NOT_STARTED.format("DICOM port")], result.stderr
+    assert "start-up check 'DICOM port' failed: port 104 needs privileges" in lines[0]
     assert "RADTRACE_LISTENER__PORT" in lines[0]
     assert "above 1023" in lines[0]
 

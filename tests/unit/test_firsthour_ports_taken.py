@@ -146,10 +146,14 @@ def test_listen_and_worker_name_their_metrics_port_taken_by_another_program(
         result = radtrace(*command, env=_env(tmp_path, **{variable: str(port)}), timeout=90)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"radtrace: port {port} on 0.0.0.0 is already in use by another program ({setting}): choose a free port or "
-        "stop that program"
+    *logged, last = result.stderr.strip().splitlines()
+    assert logged[-1].endswith(  # one log line (journald), as each start-up check a command run alone refuses
+        "ERROR   radtrace.cli.startup: start-up check 'metrics ports' failed: "
+        f"port {port} on 0.0.0.0 is already in use by another program ({setting}): choose a free port or stop that "
+        "program"
     )
+    assert last.startswith("radtrace: ")
+    assert "not started: start-up checks failed (metrics ports)" in last
 
 
 def test_listen_names_its_dicom_port_bound_by_another_program(tmp_path: Path) -> None:

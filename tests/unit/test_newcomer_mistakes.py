@@ -289,7 +289,7 @@ def test_listen_below_the_free_space_limit_starts_and_refuses_as_when_running_sa
     log = log_file.read_text()
     assert listener.returncode == 0, log
     assert "Temporary Congestion" in echo.stderr, echo.stderr
-    [line] = [line for line in log.splitlines() if "free disk space:" in line]
+    [line] = [line for line in log.splitlines() if "start-up check 'free disk space' warning:" in line]
     assert "RADTRACE_LISTENER__MIN_FREE_BYTES" in line, line
     assert "the listener starts and refuses associations (rejected-transient" in line, line
     store = Store.from_url(database_url)

@@ -111,6 +111,9 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    started_by_serve: Annotated[
+        bool, typer.Option("--started-by-serve", hidden=True, help="serve's children: serve said the warnings.")
+    ] = False,
 ) -> None:
     # Checked here: a bad value passed on as a setting would be blamed on RADTRACE_LOGGING__*, which is not set.
     if log_format is not None and log_format not in LOG_FORMATS:

@@ -10,18 +10,19 @@ import signal
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, fail, open_store, out, settings_of
 from radtrace.cli.interrupt import EXIT_INTERRUPTED, hand_over
+from radtrace.cli.startup import say_checks
 from radtrace.errors import ConfigError, ModelLoadError, RadtraceError
 from radtrace.preflight import (
     Check,
+    Service,
     api_bind_problem,
     bind_api_socket,
     check_ports,
@@ -55,21 +56,12 @@ def serve(ctx: typer.Context) -> None:
         checks = for_serve(run_preflight(settings))
         if not failed_checks(checks):
             checks += check_ports(settings)
-    colour = {"ok": "green", "warning": "yellow", "failed": "red"}
-    table = Table("check", "result", "detail", title="radtrace serve: start-up checks", title_justify="left")
-    for check in checks:
-        table.add_row(check.name, f"[{colour[check.status]}]{check.status}[/]", escape(check.detail))
-    out.print(table)
-    failed = failed_checks(checks)
-    if failed:
-        fail(
-            f"start-up checks failed ({', '.join(check.name for check in failed)}); see the table above",
-            EXIT_USAGE if all(check.config_error for check in failed) else EXIT_FAILED,
-        )
-    # The children load the same settings: the same config file, environment and logging options.
+    say_checks(ctx, checks, service="serve")
+    # The children load the same settings: the same config file, environment and logging options; the warnings of
+    # their own checks were in the table above.
     config = ctx.find_root().params.get("config")
     root_args = ["--config", str(config)] if config is not None else []
-    root_args += ["--log-format", settings.logging.format, "--log-level", settings.logging.level]
+    root_args += ["--log-format", settings.logging.format, "--log-level", settings.logging.level, "--started-by-serve"]
 
     def what_next() -> None:  # once the listener answers; one unwrapped line each: the commands must copy whole
         if not wait_for_listener(settings, timeout_s=120):
@@ -114,13 +106,9 @@ def _ctrl_c_before_start() -> Iterator[None]:
         fail("interrupted (Ctrl-C) during the start-up checks; nothing was started", EXIT_INTERRUPTED)
 
 
-def _refuse_failed_checks(checks: list[Check]) -> None:
-    """A child's start-up checks failed: one line, exit 2 when only the configuration can fix them (serve then
-    stops instead of restarting it for ever), else 1."""
-    failed = failed_checks(checks)
-    if failed:
-        code = EXIT_USAGE if all(check.config_error for check in failed) else EXIT_FAILED
-        fail("; ".join(f"{check.name}: {check.detail}" for check in failed), code)
+def _port_check(name: str, problem: str | None) -> list[Check]:
+    """A port this command binds, as a start-up check: nothing when it is free, else a configuration error."""
+    return [] if problem is None else [Check(name, "failed", problem, config_error=True)]
 
 
 @app.command()
@@ -138,17 +126,13 @@ def listen(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     # Below listener.min_free_bytes: started, refusing associations (transient) as when the disk fills while it runs
     # (exit 1 was a systemd restart every 5 s); on a disk too full for its checks it waits there, the port closed.
-    checks = start_checks(settings, run_preflight, service="listener")
-    _refuse_failed_checks(checks)
-    for check in checks:
-        if check.name == "free disk space" and check.status == "warning":
-            log.warning("%s: %s", check.name, check.detail)
-    if (problem := listener_port_problem(settings)) is not None:
-        fail(problem, EXIT_USAGE)
-    # A metrics port another program holds was an EADDRINUSE blamed on listener.port below.
-    listener_metrics = [(port, setting) for port, setting in metrics_ports(settings) if setting.startswith("listener.")]
-    if (problem := metrics_port_problem(settings, listener_metrics)) is not None:
-        fail(problem, EXIT_USAGE)
+    checks = start_checks(settings, partial(run_preflight, service="listener"), service="listener")
+    if not failed_checks(checks):
+        checks += _port_check("DICOM port", listener_port_problem(settings))
+        # A metrics port another program holds was an EADDRINUSE blamed on listener.port below.
+        listener_metrics = [(port, name) for port, name in metrics_ports(settings) if name.startswith("listener.")]
+        checks += _port_check("metrics ports", metrics_port_problem(settings, listener_metrics))
+    say_checks(ctx, checks, service="listener")
     try:
         with listener_locks(settings):
             code = run_listener_processes(settings)
@@ -190,12 +174,14 @@ def worker(
         queue_names(settings, roles)
     except ConfigError as exc:
         fail(exc.reason, EXIT_USAGE)
-    _refuse_failed_checks(worker_start_checks(settings, run_preflight))  # a full disk: waits, no restart loop
-    if settings.broker.metrics_port is not None:  # taken: an OSError traceback, and serve restarted it for ever
-        plus = f" + {metrics_offset} (--metrics-offset)" if metrics_offset else ""
+    service: Service = "worker" if "gpu" in roles else "dispatcher"
+    checks = worker_start_checks(settings, partial(run_preflight, service=service))  # a full disk: waits, no restarts
+    if settings.broker.metrics_port is not None and not failed_checks(checks):  # taken: an OSError traceback, and
+        plus = f" + {metrics_offset} (--metrics-offset)" if metrics_offset else ""  # serve restarted it for ever
         setting = f"broker.metrics_port{plus}, RADTRACE_BROKER__METRICS_PORT"
-        if problem := metrics_port_problem(settings, [(settings.broker.metrics_port + metrics_offset, setting)]):
-            fail(problem, EXIT_USAGE)
+        port = settings.broker.metrics_port + metrics_offset
+        checks += _port_check("metrics ports", metrics_port_problem(settings, [(port, setting)]))
+    say_checks(ctx, checks, service=service)
     _quiet_celery_root_warning()
     try:
         run_worker(
@@ -241,12 +227,18 @@ def api(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     host, port = settings.api.host, settings.api.port
+    checks = run_preflight(settings, service="api")
     # Bound here, not by uvicorn: its bind error is a log line and exit 3, which serve took for a crash and
     # restarted for ever; a port another program holds is a configuration error (exit 2, naming api.port).
-    try:
-        listening = bind_api_socket(settings)
-    except OSError as exc:
-        fail(api_bind_problem(host, port, exc), EXIT_USAGE)
+    listening = None
+    if not failed_checks(checks):
+        try:
+            listening = bind_api_socket(settings)
+        except OSError as exc:
+            checks += _port_check("QA API port", api_bind_problem(host, port, exc))
+    say_checks(ctx, checks, service="api")
+    if listening is None:  # pragma: no cover - say_checks has refused the start
+        raise typer.Exit(EXIT_FAILED)
     with listening, open_store(settings) as store:
         bootstrap = settings.api.bootstrap_admin_token
         if bootstrap is not None:

@@ -1,14 +1,15 @@
 """Start-up checks shared by every long-running radtrace service.
 
-Each check is a plain value; the CLI prints them and refuses to start on a failed *required* one.
-A missing model is a warning here (the listener and dispatcher run without it); the worker treats
-it as fatal.
+Each check is a plain value; the CLI says them (:mod:`radtrace.cli.startup`) and refuses to start on a failed one.
+Each service runs the checks that apply to it (:func:`run_preflight`): a model that cannot read is a warning for
+``serve`` and the inference worker (which waits for it) and no concern of the listener, dispatcher or QA API.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from radtrace.config import Settings, unread_dotenv
 from radtrace.preflight.broker import embedded_broker, external_broker
@@ -28,6 +29,7 @@ from radtrace.preflight.ports import (
 
 __all__ = [
     "Check",
+    "Service",
     "api_bind_problem",
     "bind_api_socket",
     "bind_problem",
@@ -42,6 +44,10 @@ __all__ = [
     "run_preflight",
     "store_problem",
 ]
+
+#: Who runs the checks: ``serve`` (all of them), or one of the commands the deployments start alone (``radtrace
+#: listen``, ``worker`` with the gpu queue, a dispatch-only ``worker``, ``api``).
+Service = Literal["serve", "listener", "worker", "dispatcher", "api"]
 
 
 def for_serve(checks: list[Check]) -> list[Check]:
@@ -65,19 +71,27 @@ def for_serve(checks: list[Check]) -> list[Check]:
     return judged
 
 
-def run_preflight(settings: Settings) -> list[Check]:
-    """Run every start-up check, creating the data directories on the way."""
+def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]:
+    """Run ``service``'s start-up checks, creating the data directories on the way.
+
+    Every service: the settings (a ``./.env`` not in effect), the data directory, the work database. The listener,
+    workers and serve: the spool, quarantine and free space, the broker. The QA API: the broker only with the review
+    console (which rings the dispatcher). The model backend: serve and the inference worker only."""
     dotenv = unread_dotenv(Path.cwd(), os.environ)
     checks = [Check("settings", "ok", "loaded and valid") if dotenv is None else Check("settings", "warning", dotenv)]
     problem = data_dir_problem(settings.data_dir, create=True)
     if problem is not None:  # every other check would fail on it too: say it once, with what to change
         return [*checks, Check("data directory", "failed", problem, config_error=True)]
-    checks += [
-        writable_directory("data directory", settings.data_dir),
-        writable_directory("spool", settings.spool_dir),
-        writable_directory("quarantine", settings.quarantine_dir),
-    ]
-    checks += [free_space(settings), database_check(settings)]
-    checks.append(embedded_broker(settings) or external_broker(settings))
-    checks.append(check_model_weights(settings))
+    checks.append(writable_directory("data directory", settings.data_dir))
+    if service != "api":
+        checks += [
+            writable_directory("spool", settings.spool_dir),
+            writable_directory("quarantine", settings.quarantine_dir),
+            free_space(settings),
+        ]
+    checks.append(database_check(settings))
+    if service != "api" or settings.console.enabled:
+        checks.append(embedded_broker(settings) or external_broker(settings))
+    if service in ("serve", "worker"):
+        checks.append(check_model_weights(settings))
     return checks
