@@ -14,6 +14,7 @@ from typing import Literal
 from radtrace.config import Settings, unread_dotenv
 from radtrace.preflight.broker import embedded_broker, external_broker
 from radtrace.preflight.check import Check, failed_checks
+from radtrace.preflight.clock import clock_check
 from radtrace.preflight.database import database_check, store_problem
 from radtrace.preflight.directories import data_dir_problem, free_space, writable_directory
 from radtrace.preflight.model import check_model_weights
@@ -26,6 +27,7 @@ from radtrace.preflight.ports import (
     metrics_port_problem,
     metrics_ports,
 )
+from radtrace.preflight.tls import tls_check
 
 __all__ = [
     "Check",
@@ -74,9 +76,10 @@ def for_serve(checks: list[Check]) -> list[Check]:
 def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]:
     """Run ``service``'s start-up checks, creating the data directories on the way.
 
-    Every service: the settings (a ``./.env`` not in effect), the data directory, the work database. The listener,
-    workers and serve: the spool, quarantine and free space, the broker. The QA API: the broker only with the review
-    console (which rings the dispatcher). The model backend: serve and the inference worker only."""
+    Every service: the settings (a ``./.env`` not in effect), the data directory, the work database (on PostgreSQL,
+    this machine's clock against the server's). The listener, workers and serve: the spool, quarantine and free
+    space, the broker. The listener and serve: the TLS files. The QA API: the broker only with the review console
+    (which rings the dispatcher). The model backend: serve and the inference worker only."""
     dotenv = unread_dotenv(Path.cwd(), os.environ)
     checks = [Check("settings", "ok", "loaded and valid") if dotenv is None else Check("settings", "warning", dotenv)]
     problem = data_dir_problem(settings.data_dir, create=True)
@@ -89,7 +92,11 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
             writable_directory("quarantine", settings.quarantine_dir),
             free_space(settings),
         ]
-    checks.append(database_check(settings))
+    if service in ("serve", "listener") and (tls := tls_check(settings)) is not None:
+        checks.append(tls)
+    checks.append(database := database_check(settings))
+    if database.status != "failed" and (clock := clock_check(settings)) is not None:
+        checks.append(clock)
     if service != "api" or settings.console.enabled:
         checks.append(embedded_broker(settings) or external_broker(settings))
     if service in ("serve", "worker"):
