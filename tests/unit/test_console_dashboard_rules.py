@@ -43,3 +43,31 @@ def test_a_weekly_window_starts_on_a_monday_and_its_baseline_is_whole_weeks() ->
 def test_csv_cells_that_a_spreadsheet_would_run_become_text(value: object, cell: str) -> None:
     text = _csv([["head"], [value]])
     assert text.split("\r\n")[1].strip('"') == cell
+
+
+def test_free_text_failure_reasons_are_named_up_to_ten_and_the_rest_summed() -> None:
+    """A year of model errors ("generation failed: CUDA out of memory. Tried to allocate 2.31 GiB ...") made one page
+    row and one volume CSV column per distinct text, hundreds of them; now ten, the last "(other reasons)"."""
+    from collections import Counter
+
+    from radtrace.console.dashboard import _volume_rows
+    from radtrace.console.dashboard_figures import OTHER_REASONS, SHOWN_REASONS, Figures
+
+    window = Window(date(2026, 3, 2), date(2026, 3, 3))
+    figures = Figures(window, window.periods())
+    texts = [f"generation failed: CUDA out of memory. Tried to allocate {n / 100:.2f} GiB" for n in range(200, 240)]
+    figures.failed = {
+        date(2026, 3, 2): Counter({text: 1 + n % 3 for n, text in enumerate(texts[:25])}),
+        date(2026, 3, 3): Counter({text: 2 for text in texts[20:]} | {"gave up after 3 attempts: model timeout": 50}),
+    }
+    shown = figures.failure_reasons()
+    assert len(shown) == SHOWN_REASONS  # before: 41
+    assert shown[0] == ("gave up after 3 attempts: model timeout", 50)
+    assert shown[-1][0] == OTHER_REASONS
+    assert sum(count for _, count in shown) == sum(sum(c.values()) for c in figures.failed.values())
+    header, *rows = _volume_rows(figures)
+    reasons = [column for column in header if str(column).startswith("failed: ")]
+    assert len(reasons) == SHOWN_REASONS
+    assert reasons[-1] == f"failed: {OTHER_REASONS}"
+    for row in rows:
+        assert sum(row[len(header) - SHOWN_REASONS :]) == row[header.index("failed")]

@@ -51,7 +51,14 @@ from radtrace.console.charts import (
     time_series_svg,
 )
 from radtrace.console.dashboard_agreement import WHOLE_DRAFT, agreement_studies
-from radtrace.console.dashboard_figures import LATENCY_STAGES, Figures, Section, read_figures, top_values
+from radtrace.console.dashboard_figures import (
+    LATENCY_STAGES,
+    OTHER_REASONS,
+    Figures,
+    Section,
+    read_figures,
+    top_values,
+)
 from radtrace.console.dashboard_queries import Window
 from radtrace.console.pages import (
     PREFIX,
@@ -221,8 +228,15 @@ def _volume_rows(f: Figures) -> list[list[object]]:
     for p in f.periods:
         skipped, failed = f.skipped.get(p, Counter()), f.failed.get(p, Counter())
         rows.append([p, f.received.get(p, 0), f.read.get(p, 0), sum(skipped.values()), sum(failed.values()),
-                     f.delivered.get(p, 0), *(skipped[r] for r in skip), *(failed[r] for r in fail)])  # fmt: skip
+                     f.delivered.get(p, 0), *_by_reason(skipped, skip), *_by_reason(failed, fail)])  # fmt: skip
     return rows
+
+
+def _by_reason(counts: Counter[str], shown: list[str]) -> list[int]:
+    """A period's count for each reason shown, the reasons not shown summed under OTHER_REASONS."""
+    named = [reason for reason in shown if reason != OTHER_REASONS]
+    other = sum(counts.values()) - sum(counts[reason] for reason in named)
+    return [other if reason == OTHER_REASONS else counts[reason] for reason in shown]
 
 
 def _queue_rows(f: Figures) -> list[list[object]]:

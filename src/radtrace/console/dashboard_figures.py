@@ -72,10 +72,13 @@ from radtrace.worker.attempts import JOB_KIND
 __all__ = [
     "LATENCY_STAGES",
     "LATENCY_TARGETS_S",
+    "OTHER_REASONS",
+    "SHOWN_REASONS",
     "Figures",
     "Queue",
     "Section",
     "read_figures",
+    "shown_reasons",
 ]
 
 #: The latency stages, in pipeline order, and how the dashboard names them.
@@ -98,6 +101,9 @@ LATENCY_SAMPLE: Final = 10_000
 #: The dashboard's independent reads (:func:`read_figures` reads them all, or the few one chart's CSV needs).
 Section = Literal["mix", "volume", "latency", "agreement", "agreement_by_model", "agreement_periods", "drift",
                   "rates", "models", "queue"]  # fmt: skip
+#: Skip and failure reasons named one by one on the page and in the volume CSV; the rest count as one.
+SHOWN_REASONS: Final = 10
+OTHER_REASONS: Final = "(other reasons)"
 #: How many of the dashboard's independent reads run at once (each on its own connection).
 READERS: Final = 4
 MIX_ATTRIBUTES: Final = (
@@ -149,12 +155,22 @@ class Figures:
     models: dict[date, Counter[str]] = field(default_factory=dict)
 
     def skip_reasons(self) -> list[tuple[str, int]]:
-        """Every skip reason in the window with its count, most frequent first."""
-        return sum(self.skipped.values(), Counter[str]()).most_common()
+        """The skip reasons in the window with their counts, most frequent first (see :func:`shown_reasons`)."""
+        return shown_reasons(sum(self.skipped.values(), Counter[str]()))
 
     def failure_reasons(self) -> list[tuple[str, int]]:
-        """Every failure reason in the window with its count, most frequent first."""
-        return sum(self.failed.values(), Counter[str]()).most_common()
+        """The failure reasons in the window with their counts, most frequent first (see :func:`shown_reasons`)."""
+        return shown_reasons(sum(self.failed.values(), Counter[str]()))
+
+
+def shown_reasons(counts: Counter[str]) -> list[tuple[str, int]]:
+    """The :data:`SHOWN_REASONS` most frequent reasons with their counts, then, when there are more, one entry
+    :data:`OTHER_REASONS` with the rest's sum. A reason is free text (a model server's error message, an exception):
+    before, a year of them made one table row and one volume CSV column each, hundreds of them."""
+    ranked = counts.most_common()
+    if len(ranked) <= SHOWN_REASONS:
+        return ranked
+    return [*ranked[: SHOWN_REASONS - 1], (OTHER_REASONS, sum(count for _, count in ranked[SHOWN_REASONS - 1 :]))]
 
 
 # --- reading ---------------------------------------------------------------------------------------------------
