@@ -81,6 +81,10 @@ def _user_name(uid: int) -> str:
 
 
 def writable_directory(name: str, directory: Path) -> Check:
+    """``directory`` made if missing and written to. A data directory made with folders above it (``/mnt/nas``
+    for ``/mnt/nas/radtrace``) is a warning: that is what a shared file system that is not mounted looks like, and
+    radtrace then spools studies onto the local disk that the other hosts do not see."""
+    made = next((folder for folder in reversed(directory.absolute().parents) if not folder.exists()), None)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".radtrace-write-probe"
@@ -88,7 +92,19 @@ def writable_directory(name: str, directory: Path) -> Check:
         probe.unlink()
     except OSError as exc:
         return Check(name, "failed", f"{directory}: {exc.strerror or exc}")
+    if made is not None and name == "data directory":
+        return Check(name, "warning", f"{directory.resolve()} was made, and {made} above it, on {_mount_point(made)}: "
+                     "if a file system (NFS, a volume) should be mounted there, it is not; mount it and start again. "
+                     "A new folder chosen on purpose says nothing from the next start on")  # fmt: skip
     return Check(name, "ok", str(directory.resolve()))
+
+
+def _mount_point(path: Path) -> str:
+    """The file system ``path`` is on, by its mount point (``/`` for the root disk)."""
+    path = path.absolute()
+    while not os.path.ismount(path) and path.parent != path:
+        path = path.parent
+    return f"the file system mounted at {path}"
 
 
 def free_space(settings: Settings) -> Check:
