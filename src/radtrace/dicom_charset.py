@@ -59,15 +59,19 @@ set has C1 controls, which no real text of the set holds. So where the text is n
 come first), some byte is in 80-9F, every value decodes in the page (no byte the page leaves undefined) and every
 character of that reading past ASCII is a letter of the page's script or a name's punctuation (curly quotes, en and
 em dash), the text is read in the page (``read_as`` ``cp1250`` ..., ``because`` ``windows-code-page``), flagged
-``character-set-assumed``. Measured (every word of Faker's person, address, company and lorem lists, Babel's CLDR
-names and pycountry's translated names in the languages written in each page, as written, upper and title case):
-of 31,724 / 45,184 / 78,202 / 18,374 / 3,218 distinct encodings in 1252 / 1250 / 1251 / 1253 / 1254, the reading
-before the rule was wrong for 845 / 11,954 / 78,202 / 2,359 / 14 (flagged only where undeclared or valid UTF-8);
-with it 4 / 972 / 77,119 / 2,357 / 0 still are: the pages' other differences lie in A0-FF (Polish ``ą``, B9, is
-Latin-2's ``š``; Greek ``Ά``, A2, is ISO 8859-7's quote; Windows-1251 places the Russian alphabet elsewhere than
-ISO 8859-5), where both readings are letters and nothing here tells them apart: such text is read as declared, as
-before. Genuine ISO 8859 text never holds 80-9F: none of the 18,551 to 77,735 encodings of all those words in each
-ISO set is read otherwise, nor any of their 178,574 UTF-8 encodings (the UTF-8 rules decide those first).
+``character-set-assumed``. Windows-1251 places the Russian alphabet elsewhere than ISO 8859-5 (C0-FF, not B0-EF), so
+its text mostly has no byte in 80-9F; read as ISO 8859-5 it is Cyrillic letters in no word's shape: ``ПЕТРОВ`` is
+``ЯХваЮТ``, ``Петров`` is ``Яхђ№ют``. So under ISO_IR 144 text is also read in Windows-1251 where that reading
+could be words and names (every run of letters upper, lower or title case; past ASCII only Cyrillic letters) and
+the ISO reading could not (a run in mixed case, or a symbol such as ``№`` between two letters). Measured (every word
+of Faker's person, address, company and lorem lists, Babel's CLDR names and pycountry's translated names in the
+languages written in each page, as written, upper and title case): of 31,724 / 45,184 / 78,202 / 18,374 / 3,218
+distinct encodings in 1252 / 1250 / 1251 / 1253 / 1254, the reading before these rules was wrong for 845 / 11,954
+/ 78,202 / 2,359 / 14 (flagged only where undeclared or valid UTF-8); with them 4 / 972 / 26,003 / 2,357 / 0 still
+are. Those differ only in A0-FF where both readings are words (Polish ``ą``, B9, is Latin-2's ``š``; Greek ``Ά``,
+A2, is ISO 8859-7's quote; ``ИВАНОВ`` in 1251 is ``ШТРЭЮТ`` in ISO 8859-5), and are read as declared, as before.
+None of the 18,551 to 77,735 encodings of all those words in each ISO set is read otherwise, nor any of their
+178,574 UTF-8 encodings (the UTF-8 rules decide those first).
 
 What was decided is a :class:`CharsetChoice`: the image's preparation records it (audit), as does the listener's
 ``instance_received`` event (its ``character_set`` and label), the drafts flag it (``character-set-assumed``, or
@@ -161,6 +165,8 @@ _MISSPELT_SINGLE: Final = re.compile(r"^ISO[^_]IR")
 _MISSPELT_EXTENSION: Final = re.compile(r"^(?=ISO.2022.IR.)(?!ISO 2022 IR )")
 _CODE_STRING: Final = re.compile(r"[A-Z0-9 _]{1,16}")
 _TERM_TEXT: Final = re.compile(r"[A-Za-z0-9 _.\\-]{1,64}")
+_LETTER_RUN: Final = re.compile(r"[^\W\d_]+")
+_BETWEEN_LETTERS: Final = re.compile(r"[^\W\d_][^\x00-\x7f\w][^\W\d_]")
 _PYDICOM_CHARSET_WARNINGS: Final = r"(Unknown encoding|Incorrect value for Specific Character Set)"
 
 
@@ -173,9 +179,10 @@ class CharsetChoice:
     term as pydicom corrects its spelling), ``assumed`` (the site's setting) or ``declared-overridden`` (a declared
     :data:`OVERRIDABLE_TERMS` term over bytes that are valid multi-byte UTF-8) or ``declared-doubtful`` (read as the
     declared :data:`OWN_CHARACTERS_ONLY` term, though its bytes are also valid multi-byte UTF-8 whose reading that set
-    could not carry: ``read_as`` is the declared term) or ``windows-code-page`` (bytes in 80-9F, C1 controls in the
-    declared, corrected or assumed ISO set, that read as letters and punctuation in its :data:`WINDOWS_PAGES` page:
-    ``read_as`` is the page, e.g. ``cp1250``, which is no DICOM term); ``ascii``: the text was all ASCII, so nothing
+    could not carry: ``read_as`` is the declared term) or ``windows-code-page`` (text in the declared, corrected or
+    assumed ISO set's :data:`WINDOWS_PAGES` page: bytes in 80-9F, C1 controls in the set, that are letters and
+    punctuation there, or Windows-1251 that ISO 8859-5 reads as no word; ``read_as`` is the page, e.g. ``cp1250``,
+    which is no DICOM term); ``ascii``: the text was all ASCII, so nothing
     was guessed (not flagged)."""
 
     declared: str
@@ -209,8 +216,8 @@ class CharsetChoice:
             "which text in the declared set almost never is",
             "declared-doubtful": "as declared, though its bytes are also valid UTF-8, which would read as characters "
             "the declared set does not hold: either reading may be wrong",
-            "windows-code-page": f"Windows code page {self.read_as.removeprefix('cp')}: bytes the ISO set reads as "
-            "control characters are letters or punctuation there",
+            "windows-code-page": f"Windows code page {self.read_as.removeprefix('cp')}: read in the ISO set, its "
+            "bytes are control characters or letters in no word's shape",
         }.get(self.because, "all ASCII")
         return (
             f"Specific Character Set {declared}: names and texts read as {self.read_as} ({why}); check the "
@@ -358,13 +365,19 @@ def _undeclared_choice(terms: list[str], values: list[bytes], assumed: str) -> C
 
 def _windows_page(values: list[bytes], term: str) -> bool:
     """Whether text to be read in ``term`` (an ISO set, read so because it is not UTF-8) is in the term's
-    :data:`WINDOWS_PAGES` page instead: some byte is in 80-9F (a C1 control in the set, never in its real text), no
-    ESC, every value decodes in the page, and every character of that reading past ASCII is a letter of the page's
-    script or a name's punctuation."""
+    :data:`WINDOWS_PAGES` page instead: no ESC, every value decodes in the page, every character of that reading past
+    ASCII is a letter of the page's script or a name's punctuation, and some byte is in 80-9F (a C1 control in the
+    set, never in its real text); or, for Windows-1251 under ISO_IR 144 without one, the page's reading could be
+    words and names (:func:`_words`) and the ISO reading could not (``ЯХваЮТ`` is ``ПЕТРОВ``'s bytes read as ISO
+    8859-5)."""
     page = WINDOWS_PAGES.get(term)
-    if page is None or not any(0x80 <= byte <= 0x9F for value in values for byte in value):
+    if page is None or all(value.isascii() for value in values):
+        return False
+    control = any(0x80 <= byte <= 0x9F for value in values for byte in value)
+    if not control and page != "cp1251":
         return False
     script = _WINDOWS_SCRIPTS[page]
+    texts = []
     for value in values:
         if ESC in value:
             return False
@@ -377,7 +390,19 @@ def _windows_page(values: list[bytes], term: str) -> bool:
                 continue
             if unicodedata.category(char)[0] != "L" or not unicodedata.name(char, "").startswith(script):
                 return False
-    return True
+        texts.append(text)
+    if control:
+        return True
+    return all(map(_words, texts)) and not all(_words(value.decode(python_encoding[term])) for value in values)
+
+
+def _words(text: str) -> bool:
+    """Whether ``text`` could be words and names: every run of letters is upper case, lower case or title case, and
+    no character past ASCII other than a letter stands between two letters (``Петров`` in Windows-1251 read as
+    ISO 8859-5 is ``Яхђ№ют``)."""
+    if _BETWEEN_LETTERS.search(text):
+        return False
+    return all(run.isupper() or run.islower() or run.istitle() for run in _LETTER_RUN.findall(text))
 
 
 def _multibyte_utf8(values: list[bytes]) -> bool:

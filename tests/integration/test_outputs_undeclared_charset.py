@@ -357,7 +357,7 @@ WINDOWS = [
     # (what the modality wrote, (0008,0005), its Windows code page, the name)
     ("windows-1252 under ISO_IR 100", "ISO_IR 100", "cp1252", "O\u2019Brien^Šárka"),
     ("windows-1250 under ISO_IR 101", "ISO_IR 101", "cp1250", "Świątek^Źdźisław"),
-    ("windows-1251 under ISO_IR 144", "ISO_IR 144", "cp1251", "Ђорђевић^Љубица"),
+    ("windows-1251 under ISO_IR 144", "ISO_IR 144", "cp1251", "Петров^Сергей"),
 ]
 
 
