@@ -10,7 +10,7 @@ and the same decision sent twice from one page is recorded once.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -215,12 +215,22 @@ def check_draft_decision(verdict: str, reason_code: str, comment: str | None) ->
     """Refuse a whole-draft decision that cannot be recorded, before anything is built for it; returns the checked
     comment (:func:`checked_comment`), the one the audit records and the assessment SR carries."""
     try:
-        DraftDecision(verdict)
+        chosen = DraftDecision(verdict)
     except ValueError as exc:
         raise DecisionError(f"a draft decision is accept or reject, not {verdict!r}") from exc
     if reason_code not in DRAFT_REASONS:
         raise DecisionError(f"unknown reason code {reason_code!r}")
+    # A reason of the other verdict's family would be recorded and sent as "rejected: Agrees with my reading".
+    if reason_code.startswith(_CONTRADICTING[chosen]):
+        doing = "rejecting" if chosen is DraftDecision.REJECT else "accepting"
+        raise DecisionError(
+            f"{reason_code} “{DRAFT_REASONS[reason_code]}” is not a reason for {doing} the draft: choose one that is"
+        )
     return checked_comment(comment)
+
+
+#: The reason codes that contradict each whole-draft verdict (RT-O1, Other, goes with both).
+_CONTRADICTING: Final[Mapping[DraftDecision, str]] = {DraftDecision.ACCEPT: "RT-R", DraftDecision.REJECT: "RT-A"}
 
 
 def _current_draft(

@@ -42,10 +42,12 @@ __all__ = [
     "DecisionConflictError",
     "DecisionError",
     "DraftDecision",
+    "EarlierDecisions",
     "Expected",
     "FindingDecision",
     "FindingReview",
     "StudyReview",
+    "decisions_by_revision",
     "decisions_in",
     "evidence_sentences",
     "latest_decision",
@@ -127,6 +129,8 @@ class Decision:
     #: the radiologist's impression, for a modified impression
     text: str | None = None
     at_unreadable: str | None = None
+    #: what the model said of the finding when it was decided (its ``model_status``); None for the impression
+    model_status: str | None = None
 
     def when(self, zone: ZoneInfo = UTC_ZONE) -> str:
         """When it was recorded, as a page says it: in the site's zone (``qa.time_zone``), named (UTC, EST, EDT),
@@ -158,6 +162,22 @@ class FindingReview:
 
 
 @dataclass(frozen=True)
+class EarlierDecisions:
+    """The current decisions recorded on an earlier revision of the study: they were made on that revision's draft
+    and images, before newer (corrected, added) images were read as a later revision. A later revision's page names
+    them; it never carries them over."""
+
+    revision: int
+    #: (the finding's label, or :data:`IMPRESSION`; its current decision), in the order they were first decided
+    findings: tuple[tuple[str, Decision], ...]
+    draft: Decision | None
+
+    def finding(self, label: str) -> Decision | None:
+        """The current decision on ``label`` (a finding, or :data:`IMPRESSION`) on that revision, or None."""
+        return next((decision for key, decision in self.findings if key == label), None)
+
+
+@dataclass(frozen=True)
 class StudyReview:
     """Everything the study page shows about one revision."""
 
@@ -184,12 +204,37 @@ class StudyReview:
     zone: ZoneInfo = UTC_ZONE
     #: how many images (SOP instances) the study had when this revision was read; None when unknown
     study_images: int | None = None
+    #: the decisions recorded on earlier revisions of the study, newest revision first (those with any)
+    earlier_decisions: tuple[EarlierDecisions, ...] = ()
+
+    def decided_earlier(self, label: str) -> tuple[tuple[int, Decision], ...]:
+        """(revision, current decision there) for ``label`` (a finding, or :data:`IMPRESSION`) on each earlier
+        revision that decided it, newest first: work done on the earlier images, shown beside this draft's."""
+        found = ((earlier.revision, earlier.finding(label)) for earlier in self.earlier_decisions)
+        return tuple((number, decision) for number, decision in found if decision is not None)
 
     @property
     def images_not_read(self) -> int:
         """How many of the study's images (as of this revision) the model did not read: this page does not show
         them (another view, a duplicate, a series the profile leaves out)."""
         return max(0, (self.study_images or 0) - len(self.images))
+
+    def when(self, decision: Decision) -> str:
+        """When ``decision`` was recorded, as this page writes it (the site's zone, named)."""
+        return decision.when(self.zone)
+
+    @property
+    def default_reason(self) -> str:
+        """The coded reason the whole-draft form starts on; it never contradicts what was recorded. The current
+        whole-draft decision's reason while no finding or impression was decided after it; otherwise RT-A2
+        ("Agrees after minor corrections to findings") once a finding or the impression was modified or rejected,
+        and RT-A1 ("Agrees with my reading") only while none was."""
+        recorded = self.draft_decision.reason if self.draft_decision is not None else None
+        if recorded is not None and recorded in DRAFT_REASONS and not self.decided_since_draft:
+            return recorded
+        current = [finding.decision for finding in self.findings] + [self.impression_decision]
+        corrected = any(d is not None and d.verdict != FindingDecision.ACCEPT.value for d in current)
+        return "RT-A2" if corrected else "RT-A1"
 
     def shown(self, at: datetime) -> str:
         """``at`` as this page writes it: in the site's zone, named (UTC, EST, EDT), as the audit explorer does."""
@@ -275,21 +320,23 @@ def evidence_sentences(label: str, reasoning: Sequence[tuple[str, str]], given: 
     return tuple(found[:6])
 
 
-def _decisions(store: Store, study_uid: str, revision: int) -> tuple[dict[str, list[Decision]], list[Decision]]:
-    with store.session("reading decisions") as session:
-        return decisions_in(session, store, study_uid, revision)
-
-
 def decisions_in(
     session: Session, store: Store, study_uid: str, revision: int
 ) -> tuple[dict[str, list[Decision]], list[Decision]]:
     """The decisions recorded on one revision, oldest first: per finding label (and :data:`IMPRESSION`), and the
     whole draft's."""
+    return decisions_by_revision(session, store, study_uid).get(revision, ({}, []))
+
+
+def decisions_by_revision(
+    session: Session, store: Store, study_uid: str
+) -> dict[int, tuple[dict[str, list[Decision]], list[Decision]]]:
+    """The decisions recorded on each revision of a study, oldest first: per finding label (and
+    :data:`IMPRESSION`), and the whole draft's, as :func:`decisions_in` gives them for one."""
     # Read as the audit log's own readers do (record_columns, AuditRecord): a row edited in the database (a time
     # that is no time, a payload that is no JSON) is shown as such, not a 500 on the study for as long as it stays.
     table = AuditEventRow
-    per_finding: dict[str, list[Decision]] = {}
-    draft: list[Decision] = []
+    found: dict[int, tuple[dict[str, list[Decision]], list[Decision]]] = {}
     rows = session.execute(
         sa.select(*record_columns(store))
         .where(
@@ -300,7 +347,8 @@ def decisions_in(
     ).mappings()
     for record in map(AuditRecord.from_row, rows):
         payload, kind = record.payload, record.event_type
-        if payload.get("revision") != revision:
+        number = payload.get("revision")
+        if not isinstance(number, int) or isinstance(number, bool):
             continue
         decision = Decision(
             seq=record.seq,
@@ -314,12 +362,29 @@ def decisions_in(
             supersedes=payload.get("supersedes"),
             assessment_sr=(payload.get("assessment_sr") or {}).get("sop_instance_uid"),
             text=payload.get("impression") if isinstance(payload.get("impression"), str) else None,
+            model_status=payload.get("model_status") if isinstance(payload.get("model_status"), str) else None,
         )
+        per_finding, draft = found.setdefault(number, ({}, []))
         if kind == EventType.DRAFT_ASSESSED.value:
             draft.append(decision)
         else:
             per_finding.setdefault(str(payload.get("finding")), []).append(decision)
-    return per_finding, draft
+    return found
+
+
+def _earlier(
+    found: Mapping[int, tuple[dict[str, list[Decision]], list[Decision]]], revision: int
+) -> tuple[EarlierDecisions, ...]:
+    """The current decisions of each revision before ``revision`` that has any, newest first."""
+    return tuple(
+        EarlierDecisions(
+            revision=number,
+            findings=tuple((key, history[-1]) for key, history in per_finding.items() if history),
+            draft=latest_decision(draft),
+        )
+        for number, (per_finding, draft) in sorted(found.items(), reverse=True)
+        if number < revision and (per_finding or draft)
+    )
 
 
 def latest_decision(decisions: Sequence[Decision]) -> Decision | None:
@@ -348,9 +413,11 @@ def load_review(store: Store, study_uid: str, revision: int, zone: ZoneInfo = UT
             else []
         )
         study_images = len(revision_instances(session, study.id, revision)) if study is not None else None
+        by_revision = decisions_by_revision(session, store, study_uid)
     reading: Mapping[str, Any] = payload["reading"]
     reasoning = tuple((str(step.get("section")), str(step.get("text"))) for step in reading.get("reasoning", []))
-    per_finding, draft = _decisions(store, study_uid, revision)
+    per_finding, draft = by_revision.get(revision, ({}, []))
+    per_finding = dict(per_finding)  # the impression's history is taken out of this copy
     impression_history = tuple(per_finding.pop(IMPRESSION, ()))
     findings = tuple(
         FindingReview(
@@ -387,6 +454,7 @@ def load_review(store: Store, study_uid: str, revision: int, zone: ZoneInfo = UT
         superseded_by=max(read_later) if read_later else None,
         zone=zone,
         study_images=study_images,
+        earlier_decisions=_earlier(by_revision, revision),
     )
 
 

@@ -171,6 +171,28 @@
     status.focus();
     status.dataset.pending = "modify";
   }, true);
+  // A whole-draft decision with a reason of the other verdict (Reject with "RT-A1 Agrees with my reading", Accept
+  // with "RT-R1 …") contradicts itself: say so beside the reason list and send nothing (the server refuses it, 422).
+  document.addEventListener("submit", (e) => {
+    const form = e.target, button = e.submitter;
+    if (form.id !== "draft-form" || !button) return;
+    const reason = $("#draft-reason", form);
+    const against = button.value === "reject" ? "RT-A" : "RT-R";
+    if (!reason || !reason.value.startsWith(against)) return;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    let said = $(".unchanged", form);
+    if (!said) {
+      said = document.createElement("p");
+      said.className = "unchanged";
+      said.setAttribute("role", "alert");
+      form.appendChild(said);
+    }
+    said.textContent = reason.selectedOptions[0].textContent + " is not a reason for " +
+      (button.value === "reject" ? "rejecting" : "accepting") + " the draft: choose one that is.";
+    reason.focus();
+    form.dataset.pending = button.value;
+  }, true);
   function unsent() {
     return $$(".finding-form textarea, .finding-form input.comment, #draft-form input[name=comment]")
       .some((f) => f.value !== f.defaultValue)
