@@ -96,14 +96,14 @@ def _patients(page: Page) -> list[str]:
 
 def test_worklist_lists_stat_first_then_oldest_and_filters(page: Page, site: Site, tmp_path: Path) -> None:
     _sign_in(page, site, "dr.keys")
-    assert _patients(page) == ["DOE JANE", "ROE RICHARD", "POE EDGAR", "LOE LUCY"]
+    assert _patients(page) == ["DOE, JANE", "ROE, RICHARD", "POE, EDGAR", "LOE, LUCY"]
     first = page.locator("#worklist tbody tr.row").first
     expect(first).to_contain_text("STAT")
     expect(page.locator("#worklist tbody tr.row").nth(2)).to_contain_text("AP / portable")
     expect(page.get_by_test_id("total")).to_have_text("4 drafts")
     _screenshot(page, tmp_path, "ui-worklist.png")
     page.locator("a[data-filter=flagged]").click()
-    assert _patients(page) == ["POE EDGAR"]
+    assert _patients(page) == ["POE, EDGAR"]
     page.locator("a[data-filter=mine]").click()
     assert _patients(page) == []
     page.locator("a[data-filter=all]").click()
@@ -111,13 +111,13 @@ def test_worklist_lists_stat_first_then_oldest_and_filters(page: Page, site: Sit
     # j moves the selection, Enter opens it
     page.keyboard.press("j")
     page.keyboard.press("Enter")
-    expect(page.get_by_test_id("patient")).to_contain_text("ROE RICHARD")
+    expect(page.get_by_test_id("patient")).to_contain_text("ROE, RICHARD")
 
 
 def test_a_radiologist_reviews_a_study_with_the_keyboard_alone(page: Page, site: Site, tmp_path: Path) -> None:
     _sign_in(page, site, "dr.keys")
     page.keyboard.press("n")  # start reading: the STAT study
-    expect(page.get_by_test_id("patient")).to_contain_text("DOE JANE")
+    expect(page.get_by_test_id("patient")).to_contain_text("DOE, JANE")
     expect(page.locator(".box").first).to_be_attached()  # the DeepMedix boxes are drawn on the image
     rows = page.locator("#findings tr.finding-row")
     first_label = rows.nth(0).get_attribute("data-label")
@@ -135,9 +135,15 @@ def test_a_radiologist_reviews_a_study_with_the_keyboard_alone(page: Page, site:
     page.keyboard.press("o")  # the original at full resolution
     expect(page.locator(".viewer img").first).to_have_attribute("src", re.compile(r"original\.png$"))
     page.keyboard.press("+")
+    # a finding was rejected: the reason starts on "agrees after corrections", not "agrees with my reading"
+    expect(page.locator("#draft-reason")).to_have_value("RT-A2")
+    page.locator("#draft-reject").click()  # Reject with an accepting reason contradicts itself: nothing is sent
+    expect(page.locator("#draft-form .unchanged")).to_contain_text("is not a reason for rejecting the draft")
+    expect(page.get_by_test_id("draft-decision")).to_have_count(0)
+    page.keyboard.press("Escape")
     page.keyboard.press("Shift+A")  # whole draft: accept with the default reason
     page.keyboard.press("Enter")
-    expect(page.get_by_test_id("draft-decision")).to_contain_text("accepted by dr.keys: RT-A1")
+    expect(page.get_by_test_id("draft-decision")).to_contain_text("accepted by dr.keys: RT-A2")
     expect(page.locator("#assessment-sr")).to_be_visible()  # the assessment SR of this decision is kept
     page.evaluate("window.scrollTo(0, 0)")
     _screenshot(page, tmp_path, "ui-study.png")
@@ -155,7 +161,7 @@ def test_a_radiologist_reviews_a_study_with_the_keyboard_alone(page: Page, site:
         f"{first_label} (changed to {status} by dr.keys). The whole-draft decision and its assessment SR"
     )
     page.keyboard.press("n")  # next study: the oldest routine one
-    expect(page.get_by_test_id("patient")).to_contain_text("ROE RICHARD")
+    expect(page.get_by_test_id("patient")).to_contain_text("ROE, RICHARD")
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(f"{site.url}/console/login")
 
@@ -180,7 +186,7 @@ def test_a_radiologist_reviews_a_study_with_the_keyboard_alone(page: Page, site:
 def test_qa_reads_but_cannot_decide_and_a_post_without_csrf_is_refused(page: Page, site: Site) -> None:
     _sign_in(page, site, "qa.quinn")
     page.goto(f"{site.url}{study_path(site.store, site.studies['newest'])}")
-    expect(page.get_by_test_id("patient")).to_contain_text("LOE LUCY")
+    expect(page.get_by_test_id("patient")).to_contain_text("LOE, LUCY")
     expect(page.locator(".note")).to_contain_text("only radiologists record decisions")
     assert page.locator(".finding-form").count() == 0
     page.keyboard.press("a")  # the shortcut finds no form to submit
@@ -207,7 +213,7 @@ def test_a_key_pressed_as_soon_as_the_study_shows_is_not_lost(page: Page, site: 
     network.send("Network.emulateNetworkConditions",
                  {"offline": False, "latency": 700, "downloadThroughput": -1, "uploadThroughput": -1})  # fmt: skip
     page.goto(f"{site.url}{study_path(site.store, site.studies['ap'])}", wait_until="commit")
-    expect(page.get_by_test_id("patient")).to_contain_text("POE EDGAR")
+    expect(page.get_by_test_id("patient")).to_contain_text("POE, EDGAR")
     page.keyboard.press("a")  # at once, as a radiologist who knows the study does
     expect(page.get_by_test_id("decision-0")).to_contain_text("accepted by dr.quick")
     page.keyboard.press("c")  # and typing straight after: the comment gets every character

@@ -70,7 +70,7 @@ def test_a_review_session_sends_no_uid_in_any_url(
     page.get_by_label("Password").fill(PASSWORD)
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{site.url}{first}")  # back at the study after signing in
-    expect(page.get_by_test_id("patient")).to_contain_text("ROE RITA")
+    expect(page.get_by_test_id("patient")).to_contain_text("ROE, RITA")
     page.keyboard.press("o")  # the original picture, then the prepared one again (the script's data-* links)
     expect(page.locator(".viewer img").first).to_have_attribute("src", re.compile(r"original\.png$"))
     page.keyboard.press("p")
@@ -80,11 +80,11 @@ def test_a_review_session_sends_no_uid_in_any_url(
     expect(page.get_by_test_id("decision-0")).to_contain_text("accepted by dr.links")
     page.locator("#then-next").check()
     page.locator("#draft-accept").click()  # the whole draft, then the next study
-    expect(page.get_by_test_id("patient")).to_contain_text("DOE DORA")
+    expect(page.get_by_test_id("patient")).to_contain_text("DOE, DORA")
     page.get_by_role("link", name="Worklist").first.click()
     expect(page.locator("#worklist tbody tr.row")).to_have_count(1)
     page.keyboard.press("Enter")  # the selected row, opened by the script
-    expect(page.get_by_test_id("patient")).to_contain_text("DOE DORA")
+    expect(page.get_by_test_id("patient")).to_contain_text("DOE, DORA")
     page.keyboard.press("n")  # next study: none left, the worklist
     expect(page).to_have_url(f"{site.url}/console/worklist")
 

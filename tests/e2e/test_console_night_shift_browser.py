@@ -118,9 +118,9 @@ def page(browser: Any) -> Iterator[Page]:
 def test_hostile_and_very_long_text_is_inert_and_the_study_stays_usable(page: Page, site: Site) -> None:
     sign_in(page, site.url, "dr.night")
     # No '=' in the name: it is PN's group delimiter, and the console writes the groups apart (console/names.py).
-    expect(page.locator("#worklist")).to_contain_text("EVIL <script>alert(1)</script>")
+    expect(page.locator("#worklist")).to_contain_text("EVIL, <script>alert(1)</script>")
     page.goto(f"{site.url}{study_path(site.store, site.studies['hostile'])}")
-    expect(page.get_by_test_id("patient")).to_contain_text("EVIL <script>alert(1)</script>")
+    expect(page.get_by_test_id("patient")).to_contain_text("EVIL, <script>alert(1)</script>")
     expect(page.locator("#finding-0 td.label")).to_have_text(HOSTILE_LABEL)
     expect(page.get_by_test_id("impression")).to_contain_text("<b>not bold</b>")
     # the page does not grow sideways: the 20k-character token and the long impression wrap

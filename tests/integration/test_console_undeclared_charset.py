@@ -54,9 +54,9 @@ def _undeclared_study(settings: Settings, store: Store, reader: StudyReader, see
 @pytest.mark.parametrize(
     ("assumed", "name", "shown"),
     [
-        ("ISO_IR 100", UTF8_NAME, "Müller Jürgen"),  # valid UTF-8: read as UTF-8 whatever the site assumes
-        ("ISO_IR 144", UTF8_NAME, "Müller Jürgen"),
-        ("ISO_IR 144", CYRILLIC_NAME, "Иванов Иван"),  # not UTF-8: the site's set
+        ("ISO_IR 100", UTF8_NAME, "Müller, Jürgen"),  # valid UTF-8: read as UTF-8 whatever the site assumes
+        ("ISO_IR 144", UTF8_NAME, "Müller, Jürgen"),
+        ("ISO_IR 144", CYRILLIC_NAME, "Иванов, Иван"),  # not UTF-8: the site's set
     ],
 )
 def test_worklist_and_study_page_show_an_undeclared_name_as_read_and_flag_it(

@@ -43,7 +43,7 @@ def test_a_failed_study_is_listed_as_failed_with_its_reason(store: Store, tmp_pa
         assert page.status_code == 200
         rows = re.findall(r'<tr class="row failed".*?</tr>', page.text, re.S)
         assert len(rows) == 1
-        assert "FAIL &lt;b&gt;FRED&lt;/b&gt;" in rows[0]
+        assert "FAIL, &lt;b&gt;FRED&lt;/b&gt;" in rows[0]
         assert "RT0000092" in rows[0]
         assert "ACC000092" in rows[0]
         assert REASON in rows[0]
