@@ -14,6 +14,7 @@ from lxml import etree
 
 from radtrace.audit.atna.forwarder import AtnaForwarder, AtnaMetrics, CursorFile, transport_for
 from radtrace.audit.atna.message import AuditSource, validate_audit_message
+from radtrace.audit.atna.syslog import SyslogUnavailableError
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import AtnaSettings
@@ -234,3 +235,61 @@ def test_udp_delivers_each_message_as_one_datagram(tmp_path: Path, sqlite_store:
     assert [message.seq for message in received] == list(range(1, 31))
     for message in received:
         validate_audit_message(message.msg.encode("utf-8"))
+
+
+def test_hostile_rows_arrive_whole_at_an_rsyslog_with_its_default_size_limit(
+    tmp_path: Path, sqlite_store: Store, pki: Pki
+) -> None:
+    """rsyslog as shipped takes 8096 bytes a message. Before: a 15 kB message over TLS arrived cut (XML broken) and
+    the rest of its frame as further messages with no seq; over UDP cut too. Now every row arrives once, whole."""
+    receiver = Rsyslog(tmp_path / "rsyslog", free_port(), pki, udp_port=free_port())
+    receiver.start()
+    hostile = [
+        ("&" * 1024, "MODALITY1"),  # model text full of what XML escapes, at the recorder's limit
+        ("\U0001f600" * 5000, '"]\\' * 300),  # 4-byte characters; an AE title made of what RFC 5424 escapes
+        ("x\x00\x1b\ufffe" * 250_000, "AE\nFORGED"),  # 1 MB with control characters and a non-character
+    ]
+    events = []
+    for reason, ae in hostile:
+        peer = Actor(ae_title=ae, host="127.0.0.1", process="p")
+        events.append(AuditEvent(EventType.INFERENCE_FAILED, peer, outcome=Outcome.SERIOUS_FAILURE, study_uid=STUDY,
+                                 payload={"reason": reason}))  # fmt: skip
+        events.append(AuditEvent(EventType.INFERENCE_COMPLETED, PEER, study_uid=STUDY))
+    AuditRecorder(sqlite_store).record_many(events)
+    try:
+        assert receiver.udp_port is not None
+        for transport, port in (("tls", receiver.port), ("udp", receiver.udp_port)):
+            settings = settings_for(receiver, pki, transport=transport, port=port)
+            cursor = CursorFile(tmp_path / transport / "cursor.json")
+            running = Running(sqlite_store, settings, cursor)
+            try:
+                wait_for(lambda: cursor.read().seq == len(events))  # noqa: B023 (waited for within the loop)
+                time.sleep(0.5)  # anything rsyslog would make of a cut frame's rest is written by now
+            finally:
+                running.stop()
+        received = receiver.received()
+    finally:
+        receiver.stop()
+    assert [message.seq for message in received] == [*range(1, 7), *range(1, 7)]
+    for message in received:
+        validate_audit_message(message.msg.encode("utf-8"))
+        root = etree.fromstring(message.msg.encode("utf-8"))
+        kinds = {code.get("csd-code") for code in root.iterfind("EventIdentification/EventTypeCode")}
+        assert kinds & {"inference_failed", "inference_completed"}
+
+
+@pytest.mark.parametrize("wrong", ["server_name", "ca_bundle"])
+def test_a_certificate_that_does_not_verify_names_the_setting_and_sends_nothing(
+    tmp_path: Path, rsyslog: Rsyslog, pki: Pki, wrong: str
+) -> None:
+    """A repository whose certificate was renewed by another CA, or is presented for another name: the error names
+    the setting to check (before: only the OpenSSL text) and nothing goes out in plain text instead."""
+    overrides: dict[str, object] = (
+        {"server_name": "atna.other.example"} if wrong == "server_name" else {"ca_bundle": make_pki(tmp_path / "o").ca}
+    )
+    transport = transport_for(settings_for(rsyslog, pki, **overrides))
+    with pytest.raises(SyslogUnavailableError) as refused:
+        transport.connect()
+    assert f"atna.{wrong}" in refused.value.reason
+    assert ("Hostname mismatch" if wrong == "server_name" else "certificate signature failure") in refused.value.reason
+    assert rsyslog.received() == []

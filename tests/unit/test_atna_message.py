@@ -9,6 +9,7 @@ import pytest
 from lxml import etree
 
 from radtrace.audit.atna.message import (
+    NO_PATIENT,
     AuditMessageInvalidError,
     AuditSource,
     audit_message_xml,
@@ -64,7 +65,7 @@ def test_every_event_type_builds_a_valid_message_with_its_dicom_event(event_type
     assert [s.get("ParticipantObjectID") for s in study] == [STUDY]
     assert study[0].find("ParticipantObjectDescription/Accession").get("Number") == "ACC123"
     patient = message.xpath("ParticipantObjectIdentification[@ParticipantObjectTypeCodeRole='1']")
-    assert [p.get("ParticipantObjectID") for p in patient] == ["PAT-7"]
+    assert [p.get("ParticipantObjectID") for p in patient] == ([] if event_type in NO_PATIENT else ["PAT-7"])
     seq = message.xpath("ParticipantObjectIdentification[@ParticipantObjectID='urn:radtrace:audit:42']")
     details = {
         d.get("type"): base64.b64decode(d.get("value")).decode() for d in seq[0].iterfind("ParticipantObjectDetail")

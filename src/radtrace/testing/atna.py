@@ -134,9 +134,11 @@ class Rsyslog:
         plain_port: int | None = None,
         udp_port: int | None = None,
         driver: str = "gtls",
+        max_message_size: str | None = None,
     ) -> None:
         self.directory, self.port, self.pki, self.plain_port = directory, port, pki, plain_port
         self.udp_port = udp_port
+        self.max_message_size = max_message_size  # None: rsyslog's default (8096 bytes), as a hospital runs it
         self.driver = driver  # gtls (GnuTLS) or ossl (OpenSSL: sends TLS 1.3 session tickets after the handshake)
         self.output = directory / "received.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -165,11 +167,11 @@ class Rsyslog:
             )
         if self.udp_port is not None:  # RFC 5426: one message per datagram
             plain += f'module(load="imudp")\ninput(type="imudp" address="127.0.0.1" port="{self.udp_port}")\n'
+        size = f'  maxMessageSize="{self.max_message_size}"\n' if self.max_message_size else ""
         return f"""
 global(
   workDirectory="{self.directory / "work"}"
-  maxMessageSize="256k"
-  parser.escapeControlCharactersOnReceive="off"
+{size}  parser.escapeControlCharactersOnReceive="off"
 {tls_globals})
 main_queue(queue.type="Direct")
 module(load="imtcp"{driver})

@@ -46,6 +46,7 @@ from radtrace.audit.atna.syslog import (
     SyslogTransport,
     UdpTransport,
     frame,
+    room_for_message,
     tls_context,
 )
 from radtrace.audit.chain import GENESIS_HASH
@@ -262,8 +263,9 @@ class AtnaForwarder:
         )  # fmt: skip
         try:
             if self._connected and self.transport.alive():
-                xml = audit_message_xml(alert, self.source)
                 stamp = event_time(alert)
+                room = room_for_message(self.header, seq=seq, row_hash="", timestamp=stamp, failure=True)
+                xml = audit_message_xml(alert, self.source, max_bytes=room)
                 self.transport.send([frame(self.header, xml, seq=seq, row_hash="", timestamp=stamp, failure=True)])
             else:
                 return ConfigError(problem)
@@ -277,23 +279,18 @@ class AtnaForwarder:
         return ConfigError(problem)
 
     def _message(self, record: AuditRecord) -> bytes:
+        stamp, failure = event_time(record), record.outcome != Outcome.SUCCESS.value
+        room = room_for_message(self.header, seq=record.seq, row_hash=record.hash, timestamp=stamp, failure=failure)
         try:
-            xml = audit_message_xml(record, self.source)
+            xml = audit_message_xml(record, self.source, max_bytes=room)
         except (ValueError, TypeError, AuditMessageInvalidError) as exc:
             # A row edited in the database into something no audit message can carry must not stop the
             # forwarder for good (everything after it would never leave the host): the repository gets a
             # Security Alert under the row's seq and hash instead, saying so.
             log.error("audit seq %s cannot be sent as stored (%s): a tamper alert is sent in its place", record.seq,
                       exc)  # fmt: skip
-            xml = audit_message_xml(_unsendable(record, str(exc)), self.source)
-        return frame(
-            self.header,
-            xml,
-            seq=record.seq,
-            row_hash=record.hash,
-            timestamp=event_time(record),
-            failure=record.outcome != Outcome.SUCCESS.value,
-        )
+            xml = audit_message_xml(_unsendable(record, str(exc)), self.source, max_bytes=room)
+        return frame(self.header, xml, seq=record.seq, row_hash=record.hash, timestamp=stamp, failure=failure)
 
     def _connect(self, timeout_s: float | None = None) -> None:
         self.transport.connect() if timeout_s is None else self.transport.connect(timeout_s)

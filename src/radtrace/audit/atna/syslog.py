@@ -31,6 +31,7 @@ from typing import Final, Protocol
 from radtrace.errors import PermanentError, RetryableError
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
     "SD_ID",
     "StreamTransport",
     "SyslogHeader",
@@ -39,6 +40,7 @@ __all__ = [
     "UdpTransport",
     "frame",
     "octet_counted",
+    "room_for_message",
     "tls_context",
 ]
 
@@ -51,6 +53,11 @@ SEVERITY_NOTICE: Final = 5
 SEVERITY_WARNING: Final = 4
 BOM: Final = b"\xef\xbb\xbf"  # RFC 5424 MSG-UTF8 begins with a byte order mark
 MAX_UDP_PAYLOAD: Final = 65507
+#: The largest SYSLOG-MSG sent (header, structured data and the audit message, in bytes): rsyslog's default
+#: maxMessageSize. RFC 5425 section 4.3.1 asks receivers to take 2048 bytes and says they SHOULD take 8192. Over
+#: TLS, rsyslog cuts a longer message there and reads the rest of its frame as further messages (no structured
+#: data, XML cut anywhere): the repository would hold a broken message and garbage under no seq.
+MAX_MESSAGE_BYTES: Final = 8096
 _PRINTUSASCII: Final = re.compile(r"[^\x21-\x7e]")
 
 
@@ -83,6 +90,12 @@ def frame(
     structured = f'[{SD_ID} seq="{_param_value(str(seq))}" hash="{_param_value(row_hash)}"]'
     head = f"<{FACILITY_AUTH * 8 + severity}>1 {stamp} {header.hostname} {header.app_name} {header.procid} {MSGID} "
     return f"{head}{structured} ".encode("ascii") + BOM + message
+
+
+def room_for_message(header: SyslogHeader, *, seq: int, row_hash: str, timestamp: datetime, failure: bool) -> int:
+    """How many bytes the audit message may take in a :func:`frame` that stays within :data:`MAX_MESSAGE_BYTES`."""
+    empty = frame(header, b"", seq=seq, row_hash=row_hash, timestamp=timestamp, failure=failure)
+    return MAX_MESSAGE_BYTES - len(empty)
 
 
 def _param_value(text: str) -> str:
@@ -172,7 +185,12 @@ class StreamTransport:
             sock.settimeout(self.timeout_s)
         except ssl.SSLCertVerificationError as exc:
             raw.close()
-            raise SyslogUnavailableError(f"{where} certificate refused: {exc}") from exc
+            raise SyslogUnavailableError(
+                f"{where} certificate refused ({exc.verify_message or exc.reason}): atna.ca_bundle "
+                "(RADTRACE_ATNA__CA_BUNDLE) must hold the CA that signed the repository's current certificate, and "
+                f"atna.server_name (RADTRACE_ATNA__SERVER_NAME, now {self.server_name!r}) a name in it; nothing is "
+                "sent until it verifies"
+            ) from exc
         except TimeoutError as exc:
             raw.close()
             raise SyslogUnavailableError(f"{where} did not finish the TLS handshake within {budget:.1f} s") from exc
