@@ -32,6 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
+from radtrace.model.image_marks import BURNED_IN_ANNOTATION, LOSSY_COMPRESSION, WINDOW_NOT_APPLIED
 from radtrace.model.stored_pixels import decode_first_frame
 from radtrace.model.study import study_image
 from radtrace.model.voi import apply_window
@@ -49,6 +50,16 @@ SAME_INSIDE: Final = "same inside the padding"
 ALIKE: Final = "alike"
 NEGATIVE: Final = "negative"
 BORDER: Final = 12  # pixels of padding written round a film
+
+#: The variants whose picture the draft must flag (beside what the film's own header says: the RG1 films are
+#: lossy): :func:`radtrace.model.image_marks.image_marks`' flags.
+MARKED: Final = {
+    "burned_in_annotation": {BURNED_IN_ANNOTATION},
+    "lossy_marked": {LOSSY_COMPRESSION},
+    "jpeg_baseline": {LOSSY_COMPRESSION},
+    "modality_lut_unusable": {WINDOW_NOT_APPLIED},
+    "modality_lut_without_data": {WINDOW_NOT_APPLIED},
+}
 
 _WINDOW: Final = ("WindowCenter", "WindowWidth", "VOILUTFunction", "WindowCenterWidthExplanation")
 
@@ -323,6 +334,27 @@ def modality_lut_as_un(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
     return Variant(study_image(buffer.getvalue()).dataset, SAME)
 
 
+def modality_lut_unusable(ds: Dataset, stored: NDArray[np.int64], *, data: bool = True) -> Variant:
+    """A Modality LUT Sequence (stored x 4 + 100) with the windows written for its output, that cannot be applied:
+    its descriptor says 16 entries (it maps under half the values), or (``data`` False) it has no LUT Data. The
+    rescale is used instead, and the windows, in the LUT's units, are not applied to it: the range is."""
+    item = Dataset()
+    item.LUTDescriptor = [16, 0, 16]
+    item["LUTDescriptor"].VR = "US"
+    if data:
+        _set_lut_data(item, 4 * np.arange(16) + 100)
+    ds.ModalityLUTSequence = Sequence([item])
+    for keyword in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
+        ds.pop(keyword, None)
+    windows = _windows(ds) or [((int(stored.min()) + int(stored.max())) / 2, int(stored.max()) - int(stored.min()) + 1)]
+    _set_windows(ds, [(4 * c + 100, 4 * w) for c, w in windows])
+    return Variant(ds, ALIKE)
+
+
+def modality_lut_without_data(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    return modality_lut_unusable(ds, stored, data=False)
+
+
 def padded_border(ds: Dataset, stored: NDArray[np.int64], *, value: int | None = None, limit: bool = False) -> Variant:
     """A border of :data:`BORDER` pixels holding Pixel Padding Value (one value, or a range with Range Limit)."""
     top = _top(ds)
@@ -578,7 +610,13 @@ def truncated(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
     """Pixel data a tenth shorter than Rows x Columns declare (a transfer cut short)."""
     data = bytes(ds.PixelData)
     ds.PixelData = data[: len(data) * 9 // 10 // 2 * 2]
-    return Variant(ds, "refused: pixel data")
+    return Variant(ds, "refused: (7FE0,0010) Pixel Data")
+
+
+def rescale_slope_zero(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    """Rescale Slope 0 (every modality value the intercept): refused naming the element, never read as 1."""
+    ds.RescaleSlope, ds.RescaleIntercept = 0, float(ds.get("RescaleIntercept", 0) or 0)
+    return Variant(ds, "refused: (0028,1053) Rescale Slope")
 
 
 def burned_in_annotation(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
@@ -591,6 +629,26 @@ def lossy_marked(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
     ds.LossyImageCompressionRatio = 10
     ds.LossyImageCompressionMethod = "ISO_10918_1"
     return Variant(ds, SAME)
+
+
+def jpeg_baseline(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
+    """The film's own picture in 8 bits, MONOCHROME2, as JPEG Baseline (Pillow, quality 90), with no Lossy Image
+    Compression element: the transfer syntax alone says the model reads a lossy image."""
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    gray = _rgb(ds, stored)[..., 0]
+    for keyword in (*_WINDOW, "RescaleSlope", "RescaleIntercept", "RescaleType", "PresentationLUTShape"):
+        ds.pop(keyword, None)
+    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "MONOCHROME2", 8, 8, 7
+    ds.PixelRepresentation = 0
+    buffer = BytesIO()
+    Image.fromarray(gray.astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    return Variant(ds, ALIKE)
 
 
 def rle_signed(ds: Dataset, stored: NDArray[np.int64]) -> Variant:
@@ -650,6 +708,8 @@ VARIANTS: Final[dict[str, Callable[[Dataset, NDArray[np.int64]], Variant]]] = {
         inverted_by_negative_slope,
         modality_lut_sequence,
         modality_lut_as_un,
+        modality_lut_unusable,
+        modality_lut_without_data,
         padded_border,
         padded_range,
         bits_above_stored,
@@ -674,8 +734,10 @@ VARIANTS: Final[dict[str, Callable[[Dataset, NDArray[np.int64]], Variant]]] = {
         overlay_plane,
         icon_image,
         truncated,
+        rescale_slope_zero,
         burned_in_annotation,
         lossy_marked,
+        jpeg_baseline,
         rle_signed,
         jpeg_ls_signed,
         jpeg_2000_signed,

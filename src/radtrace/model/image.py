@@ -41,6 +41,7 @@ from pydicom.dataset import Dataset
 
 from radtrace.dicom_listener.attributes import pixel_aspect_ratio
 from radtrace.errors import DicomInputError
+from radtrace.model.image_marks import source_step
 from radtrace.model.modality_lut import modality_lut
 from radtrace.model.polarity import PROBABLY_INVERTED, header_polarity, polarity_plausibility
 from radtrace.model.stored_pixels import MAX_SOURCE_PIXELS, decode_first_frame, padding_mask, palette_luminance
@@ -105,6 +106,7 @@ def prepare_picture(
     max_pixels: int,
     factor: int = MERGED_PATCH,
     max_source_pixels: int = MAX_SOURCE_PIXELS,
+    modality_lut_dropped: bool = False,
 ) -> PreparedPicture:
     """Turn a DICOM image into an RGB picture within ``min_pixels``..``max_pixels`` (see the module doc).
 
@@ -113,7 +115,7 @@ def prepare_picture(
             or a shape the model cannot take; an image over ``max_source_pixels`` (header or codestream),
             checked before decoding.
     """
-    gray, steps = display_values(ds, max_source_pixels=max_source_pixels)
+    gray, steps = display_values(ds, max_source_pixels=max_source_pixels, modality_lut_dropped=modality_lut_dropped)
     gray *= 255.0  # in place: a 50-megapixel image is 400 MB a float copy
     np.rint(gray, out=gray)
     eight_bit = gray.astype(np.uint8)
@@ -155,8 +157,15 @@ def prepare_picture(
     return PreparedPicture(pixels=rgb, source_rows=rows, source_columns=columns, steps=tuple(steps))
 
 
-def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -> tuple[FloatImage, list[Step]]:
+def display_values(
+    ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS, modality_lut_dropped: bool = False
+) -> tuple[FloatImage, list[Step]]:
     """Stored pixels to display values in [0, 1] (0 = black, air), with the steps taken.
+
+    ``modality_lut_dropped``: ``ds`` is a working copy whose unusable Modality LUT Sequence was dropped (the
+    worker's normalised header). Where a Modality LUT is dropped here or there, the header's VOI (windows, VOI
+    LUT), written for the LUT's output, is not applied to the rescaled values: the range VOI shows the image,
+    recorded as ``header_voi_not_applied``.
 
     Raises:
         DicomInputError: as for :func:`prepare_picture`.
@@ -173,6 +182,8 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
                 stored, steps = candidate, candidate_steps
                 steps[0]["frames_passed_over"] = frame
                 break
+    if (source := source_step(ds)) is not None:  # lossy, text burned in: the draft says so
+        steps.append(source)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if stored.ndim == 2 and photometric == "PALETTE COLOR":
         gray, palette_step = palette_luminance(stored, ds)
@@ -192,7 +203,8 @@ def display_values(ds: Dataset, *, max_source_pixels: int = MAX_SOURCE_PIXELS) -
         steps.append(padding_step)
     values, modality_step = modality_lut(stored, ds)
     steps.append(modality_step)
-    display, voi_step = choose_voi(values, ds, None if padding is None else ~padding)
+    lut_dropped = modality_lut_dropped or "rejected" in modality_step
+    display, voi_step = choose_voi(values, ds, None if padding is None else ~padding, header_voi=not lut_dropped)
     steps.append(voi_step)
     steps.append(_checked_polarity(display, padding, ds, photometric))
     if padding is not None:

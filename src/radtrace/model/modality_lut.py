@@ -55,7 +55,15 @@ def modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
             if first != descriptor[1]:
                 step["first_mapped_as_signed"] = first
             return table[index], step
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    written = ds.get("RescaleSlope")
+    slope = 1.0 if written is None or written == "" else float(written)
+    if slope == 0.0:
+        # Not read as 1: a slope of 0 makes every modality value the intercept (PS3.3 C.11.1.1.2), and what the
+        # sender meant by it (unset? a slope lost on the way?) is not known; the windows are in units it decides.
+        raise DicomInputError(
+            "(0028,1053) Rescale Slope is 0: every pixel's value would be the Rescale Intercept, the image shows "
+            "nothing to read (the sender's header is wrong)"
+        )
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     values = stored.astype(np.float64)
     if (slope, intercept) != (1.0, 0.0):

@@ -13,6 +13,7 @@ Each returns the plain-data step it records for :class:`radtrace.model.image.Pre
 from __future__ import annotations
 
 import itertools
+import math
 import struct
 import warnings
 from typing import Any, Final
@@ -97,7 +98,7 @@ def decode_first_frame(
         check_dataset(ds, max_source_pixels)  # a decoder believes the codestream's size: a bomb stops here
     except PixelMismatchError as exc:
         raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown'}): {exc.reason}") from exc
-    if (problem := _samples_problem(ds)) is not None:
+    if (problem := _samples_problem(ds) or _short_native(ds)) is not None:
         raise DicomInputError(f"cannot decode the pixel data ({syntax or 'unknown'}): {problem}")
     # A 12-bit JPEG Extended image is given to the one plugin that reads it (radtrace.decoders), not to pydicom's
     # search, where each plugin that refuses it first logs an ERROR with a traceback.
@@ -213,6 +214,27 @@ def _samples_problem(ds: Dataset) -> str | None:
     if components != samples:
         return f"(0028,0002) Samples per Pixel is {samples}, the codestream has {components} components"
     return None
+
+
+def _short_native(ds: Dataset) -> str | None:
+    """Why native pixel data cannot hold the image its header declares (shorter than Rows x Columns x Samples per
+    Pixel x Number of Frames x Bits Allocated), naming (7FE0,0010) as the listener does; else None. pydicom's own
+    refusal names no element ("the number of bytes of pixel data is less than expected")."""
+    data = ds.get("PixelData")
+    if _encapsulated(ds) or not isinstance(data, bytes):
+        return None
+    try:
+        counts = [int(ds.get(k, 1) or 1) for k in ("Rows", "Columns", "SamplesPerPixel", "NumberOfFrames")]
+        allocated = int(ds.get("BitsAllocated", 0) or 0)
+    except (TypeError, ValueError):
+        return None  # pydicom refuses it, naming the element
+    need = math.ceil(math.prod(counts) * allocated / 8)
+    if allocated not in (1, 8, 16, 32, 64) or len(data) >= need:  # pydicom refuses other depths, naming them
+        return None
+    return (
+        f"(7FE0,0010) Pixel Data holds {len(data)} bytes, the header's image needs {need} (Rows x Columns x "
+        "Samples per Pixel x Number of Frames x Bits Allocated): cut short"
+    )
 
 
 def _aligned_at_high_bit(ds: Dataset) -> tuple[Dataset, int]:

@@ -186,7 +186,12 @@ def prepare_study(
                 image = image.whole()
                 dataset, normalisations = normalised(image.dataset, "model")
             picture = prepare_picture(
-                dataset, min_pixels=min_pixels, max_pixels=max_pixels, max_source_pixels=max_source_pixels
+                dataset,
+                min_pixels=min_pixels,
+                max_pixels=max_pixels,
+                max_source_pixels=max_source_pixels,
+                # its windows are in the dropped LUT's units: not applied (model.voi.choose_voi)
+                modality_lut_dropped=any(n.startswith("ModalityLUTSequence:") for n in normalisations),
             )
         except DicomInputError:
             if role == "frontal":

@@ -97,10 +97,15 @@ def apply_window(values: FloatImage, center: float, width: float, function: str 
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def choose_voi(values: FloatImage, ds: Dataset, image: NDArray[np.bool_] | None = None) -> tuple[FloatImage, Step]:
+def choose_voi(
+    values: FloatImage, ds: Dataset, image: NDArray[np.bool_] | None = None, *, header_voi: bool = True
+) -> tuple[FloatImage, Step]:
     """The first usable VOI of the header (LUT, then each window in order), else the full range.
 
-    ``image``: the pixels that are the image (padding excluded), which alone are measured.
+    ``image``: the pixels that are the image (padding excluded), which alone are measured. ``header_voi`` False:
+    the header's VOI LUT and windows are not applied (they are written for a Modality LUT's output, and that LUT
+    was not applied: on the rescaled values a window can clip the film without leaving it blank); the range is
+    used and, where the header had a VOI, ``header_voi_not_applied`` recorded.
 
     A VOI is unusable when its function refuses its width, or when it leaves fewer than
     :data:`MIN_VISIBLE` of the pixels between black and white or fewer than :data:`MIN_GRAY_LEVELS` gray levels
@@ -114,6 +119,11 @@ def choose_voi(values: FloatImage, ds: Dataset, image: NDArray[np.bool_] | None 
     def seen(display: FloatImage) -> FloatImage:
         return display if image is None else display[image]
 
+    if not header_voi:
+        display, range_step = _range_voi(values, inside)
+        if ("VOILUTSequence" in ds and len(ds.VOILUTSequence)) or any(_window_values(ds)):
+            range_step["header_voi_not_applied"] = "written for the Modality LUT's output, which was not applied"
+        return display, range_step
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         try:
             display, lut_step = _explicit_voi_lut(values, ds.VOILUTSequence[0], big_endian=big_endian(ds))

@@ -41,6 +41,7 @@ from pydicom.uid import generate_uid
 from radtrace.config import ReportingSettings
 from radtrace.dicom_charset import recorded_choice
 from radtrace.errors import ReportError
+from radtrace.model.image_marks import image_marks
 from radtrace.model.polarity import (
     POLARITY_CONTRADICTION,
     SCORE_MARGIN,
@@ -137,11 +138,14 @@ def output_flags(reading: Reading, *, sanitised: bool, extra: Sequence[str] = ()
     """The flags an output lists: the reading's own, ``suspected-negative`` and ``polarity-contradiction`` for any
     image read whose inversion step found them (as the worklist flags them; :func:`polarity_notes` says them on the
     image's line), ``text-sanitised`` when the output had to change a text of the model's to carry it, and any
-    ``extra`` (e.g. ``header-normalised``), and ``character-set-assumed`` when an image's text was read in a
+    ``extra`` (e.g. ``header-normalised``), ``lossy-compression``, ``burned-in-annotation`` and
+    ``window-not-applied`` for an image whose preparation recorded them
+    (:func:`radtrace.model.image_marks.image_marks`), and ``character-set-assumed`` when an image's text was read in a
     character set its header did not declare, ``character-set-doubtful`` when it was read as declared though it may
     be UTF-8 (:mod:`radtrace.dicom_charset`: the patient's name may be wrong)."""
     flags = {flag.value for flag in reading.flags} | set(extra)
     flags.update(note.kind for image in reading.images for note in polarity_notes(image.preparation))
+    flags.update(mark.flag for image in reading.images for mark in image_marks(image.preparation))
     for image in reading.images:
         if (choice := recorded_choice(image.preparation)) and choice.flagged:
             flags.add(choice.flag)
@@ -221,11 +225,13 @@ def _check_figures(record: PolarityRecord) -> str:
 def image_notes(reading: Reading) -> str:
     """How the images the model read were taken, one line per image with anything to say ('' when none): a
     picture that looks like a negative (the model read a negative), a header that contradicts itself on the
-    polarity, an AP or portable film (what the heart's size means), a view guessed from text (may be wrong), a
-    character set the header did not declare (the names and texts may read wrongly)."""
+    polarity, lossy compression or text burned in, an AP or portable film (what the heart's size means), a view
+    guessed from text (may be wrong), a character set the header did not declare (the names and texts may read
+    wrongly)."""
     lines = []
     for image in reading.images:
         notes = [note.text for note in polarity_notes(image.preparation)]
+        notes += [mark.text for mark in image_marks(image.preparation)]
         if (choice := recorded_choice(image.preparation)) and choice.flagged:
             notes.append(choice.sentence())
         notes += [_VIEW_FLAG_NOTES.get(flag, flag) for flag in image.view_flags]
