@@ -278,18 +278,32 @@ def test_hostile_rows_arrive_whole_at_an_rsyslog_with_its_default_size_limit(
         assert kinds & {"inference_failed", "inference_completed"}
 
 
-@pytest.mark.parametrize("wrong", ["server_name", "ca_bundle"])
+@pytest.mark.parametrize("wrong", ["server_name", "ca_bundle", "expired"])
 def test_a_certificate_that_does_not_verify_names_the_setting_and_sends_nothing(
-    tmp_path: Path, rsyslog: Rsyslog, pki: Pki, wrong: str
+    tmp_path: Path, pki: Pki, wrong: str
 ) -> None:
-    """A repository whose certificate was renewed by another CA, or is presented for another name: the error names
-    the setting to check (before: only the OpenSSL text) and nothing goes out in plain text instead."""
-    overrides: dict[str, object] = (
-        {"server_name": "atna.other.example"} if wrong == "server_name" else {"ca_bundle": make_pki(tmp_path / "o").ca}
-    )
-    transport = transport_for(settings_for(rsyslog, pki, **overrides))
-    with pytest.raises(SyslogUnavailableError) as refused:
-        transport.connect()
-    assert f"atna.{wrong}" in refused.value.reason
-    assert ("Hostname mismatch" if wrong == "server_name" else "certificate signature failure") in refused.value.reason
-    assert rsyslog.received() == []
+    """A repository whose certificate was renewed by another CA, is presented for another name, or expired: the
+    error says what to check, naming the settings (before: only the OpenSSL text), and nothing goes out in plain
+    text instead."""
+    served = make_pki(tmp_path / "expired", server_expired=True) if wrong == "expired" else pki
+    receiver = Rsyslog(tmp_path / "rsyslog", free_port(), served)
+    receiver.start()
+    overrides: dict[str, object] = {"server_name": "atna.other.example"} if wrong == "server_name" else {}
+    if wrong == "ca_bundle":
+        overrides["ca_bundle"] = make_pki(tmp_path / "other").ca
+    try:
+        transport = transport_for(settings_for(receiver, served, **overrides))
+        with pytest.raises(SyslogUnavailableError) as refused:
+            transport.connect()
+        received = receiver.received()
+    finally:
+        receiver.stop()
+    reason = refused.value.reason
+    assert "atna.ca_bundle" in reason
+    assert "atna.server_name" in reason
+    assert {
+        "server_name": "Hostname mismatch, certificate is not valid for 'atna.other.example'",
+        "ca_bundle": "certificate signature failure",
+        "expired": "certificate has expired): the repository's certificate is outside its validity dates",
+    }[wrong] in reason
+    assert received == []

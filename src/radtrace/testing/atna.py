@@ -50,8 +50,11 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     )
 
 
-def make_pki(directory: Path) -> Pki:
-    """A CA that signed a server certificate (localhost, 127.0.0.1) and a client certificate."""
+def make_pki(directory: Path, *, server_expired: bool = False) -> Pki:
+    """A CA that signed a server certificate (localhost, 127.0.0.1) and a client certificate.
+
+    ``server_expired``: the server certificate's validity ended a minute ago (a repository that missed its renewal).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -70,16 +73,19 @@ def make_pki(directory: Path) -> Pki:
     paths = Pki(*(directory / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")))
     paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
-    def leaf(common_name: str, usage: x509.ObjectIdentifier, cert_path: Path, key_path: Path) -> None:
+    def leaf(
+        common_name: str, usage: x509.ObjectIdentifier, cert_path: Path, key_path: Path, *, expired: bool = False
+    ) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
+        ends = now - dt.timedelta(minutes=1) if expired else now + dt.timedelta(days=1)
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
             .issuer_name(ca.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
+            .not_valid_before(min(now, ends) - dt.timedelta(minutes=5))
+            .not_valid_after(ends)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
                 x509.SubjectAlternativeName(
@@ -91,7 +97,7 @@ def make_pki(directory: Path) -> Pki:
         cert_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
         _write_key(key, key_path)
 
-    leaf("localhost", ExtendedKeyUsageOID.SERVER_AUTH, paths.server_cert, paths.server_key)
+    leaf("localhost", ExtendedKeyUsageOID.SERVER_AUTH, paths.server_cert, paths.server_key, expired=server_expired)
     leaf("radtrace-client", ExtendedKeyUsageOID.CLIENT_AUTH, paths.client_cert, paths.client_key)
     return paths
 

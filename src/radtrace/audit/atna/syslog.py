@@ -59,6 +59,7 @@ MAX_UDP_PAYLOAD: Final = 65507
 #: data, XML cut anywhere): the repository would hold a broken message and garbage under no seq.
 MAX_MESSAGE_BYTES: Final = 8096
 _PRINTUSASCII: Final = re.compile(r"[^\x21-\x7e]")
+_OUTSIDE_VALIDITY: Final = frozenset({9, 10})  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
 
 
 class SyslogUnavailableError(RetryableError):
@@ -185,11 +186,10 @@ class StreamTransport:
             sock.settimeout(self.timeout_s)
         except ssl.SSLCertVerificationError as exc:
             raw.close()
+            why = exc.verify_message or exc.reason
+            hint = self._refusal_hint(exc)
             raise SyslogUnavailableError(
-                f"{where} certificate refused ({exc.verify_message or exc.reason}): atna.ca_bundle "
-                "(RADTRACE_ATNA__CA_BUNDLE) must hold the CA that signed the repository's current certificate, and "
-                f"atna.server_name (RADTRACE_ATNA__SERVER_NAME, now {self.server_name!r}) a name in it; nothing is "
-                "sent until it verifies"
+                f"{where} certificate refused ({why}): {hint}; nothing is sent until it verifies"
             ) from exc
         except TimeoutError as exc:
             raw.close()
@@ -198,6 +198,17 @@ class StreamTransport:
             raw.close()
             raise SyslogUnavailableError(f"{where} unreachable: {exc}") from exc
         self._sock = sock
+
+    def _refusal_hint(self, exc: ssl.SSLCertVerificationError) -> str:
+        """What to check for a repository certificate that did not verify, naming the settings."""
+        settings = (
+            "atna.ca_bundle (RADTRACE_ATNA__CA_BUNDLE) must hold the CA that signed the repository's current "
+            f"certificate, and atna.server_name (RADTRACE_ATNA__SERVER_NAME, now {self.server_name!r}) a name in it"
+        )
+        if exc.verify_code in _OUTSIDE_VALIDITY:
+            outside = "the repository's certificate is outside its validity dates: renew it there (or check this clock)"
+            return f"{outside}; {settings}"
+        return settings
 
     def send(self, messages: Sequence[bytes]) -> None:
         """Write the messages octet-counted, then wait until the peer's TCP stack acknowledged all of them."""
