@@ -75,7 +75,7 @@ def test_the_planted_drift_and_burst_are_flagged_and_nothing_else(page: Page, si
             assert flagged >= 7
         else:
             assert flagged == 0, label
-    failures = page.locator("#drift figure").filter(has_text="Failed of read + failed")
+    failures = page.locator("#drift figure").filter(has_text="Failed reading attempts of read + failed")
     expect(failures.locator("circle.chart-flag")).to_have_count(1)
     screenshot(page, tmp_path, "ui-dashboard.png")
     box = page.locator("#drift .small-multiples").first.bounding_box()

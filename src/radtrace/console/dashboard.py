@@ -54,6 +54,7 @@ from radtrace.console.dashboard_agreement import WHOLE_DRAFT, agreement_studies
 from radtrace.console.dashboard_figures import (
     LATENCY_STAGES,
     OTHER_REASONS,
+    FailedStudies,
     Figures,
     Section,
     read_figures,
@@ -325,10 +326,13 @@ def _prevalence_rows(f: Figures) -> list[list[object]]:
 def _failure_rows(f: Figures) -> list[list[object]]:
     bursts = {b.start for b in f.bursts}
     base = f.baseline_failures
-    rows: list[list[object]] = [["period", "failed", "ended", "rate", "baseline_rate", "burst"]]
+    rows: list[list[object]] = [["period", "failed_attempts", "attempts", "rate", "baseline_rate", "burst",
+                                 "studies_failed", "recovered", "still_failed", "retrying"]]  # fmt: skip
     for p in f.failures:
+        studies = f.failed_studies.get(p.start, FailedStudies())
         rows.append([p.start, p.count, p.total, _rate(p.count, p.total), base.rate if base else None,
-                     p.start in bursts])  # fmt: skip
+                     p.start in bursts, studies.studies, studies.recovered, studies.still_failed,
+                     studies.retrying])  # fmt: skip
     return rows
 
 
@@ -409,7 +413,7 @@ def _charts(f: Figures) -> dict[str, Any]:
         "read": [float(f.read.get(p, 0)) for p in f.periods],
         "skipped": [float(sum(f.skipped.get(p, Counter()).values())) for p in f.periods],
         "failed": [float(sum(f.failed.get(p, Counter()).values())) for p in f.periods],
-    }, title="Studies read, skipped and failed", colours=VOLUME_COLOURS)  # fmt: skip
+    }, title="Studies read and skipped, reading attempts failed", colours=VOLUME_COLOURS)  # fmt: skip
     target = next((s.target_s for s in f.latencies if s.stage == "total"), None)
     charts["latency"] = time_series_svg(
         labels,
@@ -452,7 +456,7 @@ def _charts(f: Figures) -> dict[str, Any]:
         labels,
         [Series("failed share", [_rate(p.count, p.total) for p in f.failures],
                 flagged=[p.start in bursts for p in f.failures])],
-        title="Failed of read + failed", y_format=percent,
+        title="Failed reading attempts of read + failed", y_format=percent,
         target=base.high if base else None, target_name="baseline (upper 95 % bound)",
     )  # fmt: skip
     charts["rates"] = time_series_svg(

@@ -32,6 +32,7 @@ comes from:
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
@@ -66,7 +67,7 @@ from radtrace.qa.intervals import Proportion, percentile
 from radtrace.qa.operations import LatencySummary, stage_latencies
 from radtrace.qa.recorded_times import readable_time
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, Job, OutboxMessage, Revision, RevisionState
+from radtrace.store.models import Instance, Job, OutboxMessage, Revision, RevisionState, Study
 from radtrace.worker.attempts import JOB_KIND
 
 __all__ = [
@@ -103,6 +104,9 @@ Section = Literal["mix", "volume", "latency", "agreement", "agreement_by_model",
                   "rates", "models", "queue"]  # fmt: skip
 #: Skip and failure reasons named one by one on the page and in the volume CSV; the rest count as one.
 SHOWN_REASONS: Final = 10
+NO_REASON: Final = "(no reason recorded)"
+#: Study UIDs per ``IN (...)`` when the failed studies' states are read.
+IN_CHUNK: Final = 500
 OTHER_REASONS: Final = "(other reasons)"
 #: How many of the dashboard's independent reads run at once (each on its own connection).
 READERS: Final = 4
@@ -122,6 +126,27 @@ class Queue:
     oldest_wait_s: float | None
 
 
+@dataclass(frozen=True)
+class FailedStudies:
+    """Study revisions with at least one failed reading attempt, by what became of them: read after a retry
+    (``recovered``: reported, or its draft delivered), ``still_failed``, or queued or reading again (the rest)."""
+
+    studies: int = 0
+    recovered: int = 0
+    still_failed: int = 0
+
+    @classmethod
+    def of(cls, studies: Collection[tuple[str, int | None]], states: Mapping[tuple[str, int], str]) -> FailedStudies:
+        now = [states.get((uid, number)) if number is not None else None for uid, number in studies]
+        read = (RevisionState.REPORTED.value, RevisionState.DISPATCHED.value)
+        failed = sum(state == RevisionState.FAILED.value for state in now)
+        return cls(len(now), sum(state in read for state in now), failed)
+
+    @property
+    def retrying(self) -> int:
+        return self.studies - self.recovered - self.still_failed
+
+
 @dataclass
 class Figures:
     """Everything the dashboard draws, per period start (``periods``)."""
@@ -131,7 +156,11 @@ class Figures:
     received: dict[date, int] = field(default_factory=dict)
     read: dict[date, int] = field(default_factory=dict)
     skipped: dict[date, Counter[str]] = field(default_factory=dict)
+    #: Failed reading attempts (``study_failed`` events) per period, by reason; a retried study's too.
     failed: dict[date, Counter[str]] = field(default_factory=dict)
+    #: Per period, the study revisions that failed in it; and in the whole window (each revision once).
+    failed_studies: dict[date, FailedStudies] = field(default_factory=dict)
+    failed_in_window: FailedStudies = FailedStudies()
     delivered: dict[date, int] = field(default_factory=dict)
     queue: Queue = Queue(0, 0, 0, None)
     latencies: list[LatencySummary] = field(default_factory=list)
@@ -273,19 +302,14 @@ def _volume(session: Any, store: Store, window: Window, figures: Figures, fold: 
     for day, count in read_by_day.items():
         if as_date(day) >= first:
             figures.read[fold(day)] = figures.read.get(fold(day), 0) + count
-    failed_by_day: dict[str, int] = {}
-    for state, target in ((RevisionState.SKIPPED, figures.skipped), (RevisionState.FAILED, figures.failed)):
-        rows = session.execute(
-            sa.select(local_day(store, window, Revision.finished_at), Revision.reason, sa.func.count())
-            .where(Revision.state == state, window.within(Revision.finished_at, base_first, last))
-            .group_by(sa.literal_column("1"), Revision.reason)
-        )
-        for day, reason, count in rows:
-            if state is RevisionState.FAILED:
-                key = as_date(day).isoformat()
-                failed_by_day[key] = failed_by_day.get(key, 0) + count
-            if as_date(day) >= first:
-                target.setdefault(fold(day), Counter())[reason or "(no reason recorded)"] += count
+    rows = session.execute(
+        sa.select(local_day(store, window, Revision.finished_at), Revision.reason, sa.func.count())
+        .where(Revision.state == RevisionState.SKIPPED, window.within(Revision.finished_at, first, last))
+        .group_by(sa.literal_column("1"), Revision.reason)
+    )
+    for day, reason, count in rows:
+        figures.skipped.setdefault(fold(day), Counter())[reason or NO_REASON] += count
+    failed_by_day = _failure_events(session, store, window, figures, fold)
     delivered = session.execute(
         sa.select(local_day(store, window, OutboxMessage.delivered_at),
                   sa.func.count(sa.distinct(OutboxMessage.revision_id)))
@@ -298,8 +322,61 @@ def _volume(session: Any, store: Store, window: Window, figures: Figures, fold: 
     _failures(window, figures, fold, read_by_day, failed_by_day)
 
 
+def _failure_events(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> dict[str, int]:
+    """The ``study_failed`` events of the window and its baseline, per local day (returned, for the failure share):
+    every failed reading attempt when it happened, with its reason, whatever became of the study later. Before,
+    the figures counted revisions whose state is failed *now*, so once operators retried a burst's studies
+    (``radtrace study retry``) the burst and its reasons left the dashboard. The window's failed studies are
+    counted too (:class:`FailedStudies`), with how many were read after a retry."""
+    rows = session.execute(
+        sa.select(local_day(store, window, AuditEventRow.recorded_at), AuditEventRow.study_uid, AuditEventRow.payload)
+        .where(AuditEventRow.event_type == EventType.STUDY_FAILED.value,
+               window.within(AuditEventRow.recorded_at, window.baseline[0], window.last),
+               readable_time(store, AuditEventRow.recorded_at))
+    )  # fmt: skip
+    by_day: dict[str, int] = {}
+    studies: dict[date, set[tuple[str, int | None]]] = {}
+    for day, uid, payload in rows:
+        key = as_date(str(day)).isoformat()
+        by_day[key] = by_day.get(key, 0) + 1
+        if as_date(key) < window.start:
+            continue
+        details = _payload(payload)
+        reason, number = details.get("reason"), details.get("revision")
+        figures.failed.setdefault(fold(key), Counter())[str(reason) if reason else NO_REASON] += 1
+        studies.setdefault(fold(key), set()).add((str(uid), number if isinstance(number, int) else None))
+    states = _revision_states(session, {study for each in studies.values() for study in each})
+    figures.failed_studies = {p: FailedStudies.of(each, states) for p, each in studies.items()}
+    figures.failed_in_window = FailedStudies.of({study for each in studies.values() for study in each}, states)
+    return by_day
+
+
+def _payload(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _revision_states(session: Any, studies: Collection[tuple[str, int | None]]) -> dict[tuple[str, int], str]:
+    """The state now of each (Study Instance UID, revision number), read in chunks of :data:`IN_CHUNK` UIDs."""
+    uids = sorted({uid for uid, _ in studies})
+    states: dict[tuple[str, int], str] = {}
+    for at in range(0, len(uids), IN_CHUNK):
+        rows = session.execute(
+            sa.select(Study.study_uid, Revision.number, Revision.state)
+            .join(Revision, Revision.study_id == Study.id)
+            .where(Study.study_uid.in_(uids[at : at + IN_CHUNK]))
+        )
+        for uid, number, state in rows:
+            states[(uid, number)] = RevisionState(state).value
+    return states
+
+
 def _failures(window: Window, figures: Figures, fold: Any, read: Mapping[str, int], failed: Mapping[str, int]) -> None:
-    """Failure share per period (failed of read + failed) against the baseline's, and the bursts."""
+    """Failure share per period (failed attempts of read + failed attempts) against the baseline's, and the bursts.
+    A study read after a retry counts once failed and once read: the share is of reading attempts."""
     per_period: dict[date, list[int]] = {}
     for day in set(read) | set(failed):
         counts = per_period.setdefault(fold(day), [0, 0])
