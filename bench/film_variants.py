@@ -3,7 +3,8 @@
 The variants are tests/film_variants_support.py's (the real films in tests/data/real-cxr encoded other ways:
 colour, signed, padded, LUTs, a 4,280 x 3,520 matrix ...). Each is built once and read as the worker reads a
 spooled instance; then ``display_values`` is timed (median of ``--runs``) and its Python-allocated peak measured
-(tracemalloc, numpy's arrays included). Run against another checkout's code with PYTHONPATH=<its src> to compare.
+(tracemalloc, numpy's arrays included), also in bytes per pixel of one frame (Rows x Columns). Run against
+another checkout's code with PYTHONPATH=<its src> to compare.
 
     .venv/bin/python bench/film_variants.py [--runs 5] [--films fuji,nih] [--variants film,rgb,signed_padding]
 """
@@ -33,7 +34,7 @@ def main() -> None:
     from radtrace.model.image import display_values
 
     print(f"radtrace from {Path(radtrace.__file__).parent}")
-    print(f"{'film':8} {'variant':24} {'median ms':>10} {'peak MB':>9}")
+    print(f"{'film':8} {'variant':24} {'median ms':>10} {'peak MB':>9} {'B/pixel':>8}")
     for name in args.films.split(","):
         for variant in args.variants.split(","):
             if variant != "film" and variant not in VARIANTS:
@@ -51,7 +52,11 @@ def main() -> None:
             display_values(source)
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-            print(f"{name:8} {variant:24} {statistics.median(times) * 1000:10.1f} {peak / 2**20:9.1f}")
+            pixels = int(source.Rows) * int(source.Columns)
+            print(
+                f"{name:8} {variant:24} {statistics.median(times) * 1000:10.1f} {peak / 2**20:9.1f} "
+                f"{peak / pixels:8.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -202,6 +202,7 @@ def display_values(
     if padding_step is not None:
         steps.append(padding_step)
     values, modality_step = modality_lut(stored, ds)
+    del stored  # 2 to 8 bytes a pixel no longer needed while the VOI holds two float images
     steps.append(modality_step)
     lut_dropped = modality_lut_dropped or "rejected" in modality_step
     display, voi_step = choose_voi(values, ds, None if padding is None else ~padding, header_voi=not lut_dropped)

@@ -67,8 +67,9 @@ def modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     values = stored.astype(np.float64)
     if (slope, intercept) != (1.0, 0.0):
-        with np.errstate(over="ignore", invalid="ignore"):
-            values = values * slope + intercept
+        with np.errstate(over="ignore", invalid="ignore"):  # in place: a 15-megapixel film is 120 MB a copy
+            values *= slope
+            values += intercept
         if not np.isfinite(values).all():
             # 1e308 x 2 overflows: the range, the levels and the window of infinities are NaN (and bincount failed)
             raise DicomInputError(

@@ -184,12 +184,13 @@ def _range_voi(values: FloatImage, inside: FloatImage) -> tuple[FloatImage, Step
     if high <= low:
         raise DicomInputError("every pixel holds the same value: the image shows nothing to read")
     best: Step = {"step": "voi", "kind": "full_range", "low": low, "high": high}
-    levels = int(np.count_nonzero(_levels(_scaled(inside, low, high))))
+    levels = int(np.count_nonzero(_levels(inside, (low, high))))
     candidates: list[tuple[str, float, float]] = []
     extremes = float(max(np.mean(inside == low), np.mean(inside == high)))
-    interior = inside[(inside > low) & (inside < high)]
-    if extremes > EXTREME_SHARE and interior.size >= MIN_VISIBLE * inside.size:
-        interior_low, interior_high = float(interior.min()), float(interior.max())
+    between = (inside > low) & (inside < high)  # measured in place: a copy of them is 8 bytes a pixel
+    if extremes > EXTREME_SHARE and np.count_nonzero(between) >= MIN_VISIBLE * inside.size:
+        interior_low = float(np.min(inside, where=between, initial=high))
+        interior_high = float(np.max(inside, where=between, initial=low))
         if interior_high - interior_low < BORDER_SPAN * (high - low):  # the extreme lies far from the image
             candidates.append(("range_without_extremes", interior_low, interior_high))
     if levels < MIN_GRAY_LEVELS:
@@ -198,7 +199,7 @@ def _range_voi(values: FloatImage, inside: FloatImage) -> tuple[FloatImage, Step
     for kind, robust_low, robust_high in candidates:
         if robust_high <= robust_low:
             continue
-        found = int(np.count_nonzero(_levels(_scaled(inside, robust_low, robust_high))))
+        found = int(np.count_nonzero(_levels(inside, (robust_low, robust_high))))
         if found > levels:
             best = {"step": "voi", "kind": kind, "low": robust_low, "high": robust_high, "full_range": [low, high]}
             if kind == "percentile_range":
@@ -217,16 +218,23 @@ def _scaled(values: FloatImage, low: float, high: float) -> FloatImage:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _levels(display: FloatImage) -> NDArray[np.int64]:
-    """How many pixels hold each of the 256 gray levels once ``display`` (in [0, 1]) is in 8 bits.
+def _levels(display: FloatImage, scale: tuple[float, float] | None = None) -> NDArray[np.int64]:
+    """How many pixels hold each of the 256 gray levels once ``display`` (in [0, 1]) is in 8 bits; ``scale``:
+    ``display`` is modality values, taken from ``low`` to ``high`` onto [0, 1] first (as :func:`_scaled` does).
 
-    Counted a million pixels at a time: whole, the scaled copy and its integers added 16 bytes a pixel to the
-    images already held, the worker's peak on a 49-megapixel film."""
+    Counted a million pixels at a time, each chunk scaled in its own buffer: whole, the scaled copy and its
+    integers added 16 to 24 bytes a pixel to the images already held, the worker's peak on a 49-megapixel film."""
     counts = np.zeros(256, dtype=np.int64)
     flat = display.reshape(-1)
     for start in range(0, flat.size, _LEVELS_CHUNK):
-        scaled = np.rint(flat[start : start + _LEVELS_CHUNK] * 255.0)
-        counts += np.bincount(scaled.astype(np.int64), minlength=256)[:256]
+        chunk = flat[start : start + _LEVELS_CHUNK]
+        if scale is None:
+            scaled = np.multiply(chunk, 255.0)
+        else:
+            scaled = _scaled(chunk, *scale)
+            scaled *= 255.0
+        np.rint(scaled, out=scaled)  # in place, then 1 byte a pixel
+        counts += np.bincount(scaled.astype(np.uint8), minlength=256)[:256]
     return counts
 
 
@@ -243,7 +251,7 @@ def _blankness(display: FloatImage, values: FloatImage, most_levels: int | None 
         return None
     low, high = float(values.min()), float(values.max())
     span = high - low
-    possible = int(np.count_nonzero(_levels((values - low) / span))) if span > 0 else 1
+    possible = int(np.count_nonzero(_levels(values, (low, high)))) if span > 0 else 1
     needed = min(MIN_GRAY_LEVELS, possible, most_levels or MIN_GRAY_LEVELS)
     return f"leaves {levels} gray levels (under {needed})" if levels < needed else None
 
