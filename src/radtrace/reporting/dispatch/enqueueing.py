@@ -35,10 +35,13 @@ from radtrace.config import DispatchSettings
 from radtrace.errors import DispatchRejectedError
 from radtrace.reporting.dispatch.cstore import describe_destination
 from radtrace.reporting.dispatch.kinds import (
+    ASSESSMENT_KINDS,
     KIND_ASSESSMENT,
+    KIND_ASSESSMENT_FILE,
     KIND_ASSESSMENT_HL7,
     KIND_GSPS,
     PlannedDelivery,
+    file_drop_deliveries,
     payload_suffix,
 )
 from radtrace.reporting.dispatch.payloads import PayloadFiles, StagedPayloads
@@ -183,8 +186,9 @@ class OutboxRows:
         staged: StagedPayloads,
     ) -> list[dict[str, object]]:  # fmt: skip
         """Store an assessment SR and add one pending row per configured PACS (and, given ``hl7``, one for the RIS
-        with that ORU), in ``session``: the caller's transaction, which records the decision's audit event naming
-        these rows (no ``report_created``). The payload files are written pending into ``staged``
+        with that ORU), and with ``dispatch.file_drop_dir`` one per file (``<SR UID>.assessment.dcm`` and, given
+        ``hl7``, ``<SR UID>.assessment.hl7``), in ``session``: the caller's transaction, which records the decision's
+        audit event naming these rows (no ``report_created``). The payload files are written pending into ``staged``
         (:meth:`staged`): the caller keeps them after its commit, or discards them.
 
         Keyed by (revision, kind, destination, ``document_uid``): adding the same SR again adds nothing and
@@ -198,6 +202,11 @@ class OutboxRows:
         planned = [(KIND_ASSESSMENT, describe_destination(pacs), payload) for pacs in self.settings.pacs]
         if hl7 is not None and self.settings.ris is not None:
             planned.append((KIND_ASSESSMENT_HL7, f"{self.settings.ris.host}:{self.settings.ris.port}", hl7))
+        dropped = [(".assessment.dcm", payload), (".assessment.hl7", hl7)]  # named apart from the drafts' files
+        planned += [
+            (d.kind, d.destination, d.payload)
+            for d in file_drop_deliveries(self.settings, KIND_ASSESSMENT_FILE, document_uid, dropped)
+        ]
         rows: list[dict[str, object]] = []
         for kind, destination, data in planned:
             relative, digest = self.payloads.store(data, payload_suffix(kind, destination), staged)
@@ -246,7 +255,7 @@ class OutboxRows:
                     Revision.number < revision.number,
                     Revision.number.not_in(sorted(except_revisions)),
                     OutboxMessage.payload_path.like("%.dcm"),
-                    OutboxMessage.kind.not_in([KIND_GSPS, KIND_ASSESSMENT]),  # not drafts: never predecessors
+                    OutboxMessage.kind.not_in([KIND_GSPS, *ASSESSMENT_KINDS]),  # not drafts: never predecessors
                 )
                 .order_by(Revision.number, OutboxMessage.id)
             ).all()

@@ -3,6 +3,7 @@ payload) the settings ask for (:func:`planned_deliveries`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -13,6 +14,7 @@ from radtrace.reporting.dispatch.cstore import describe_destination
 __all__ = [
     "ASSESSMENT_KINDS",
     "KIND_ASSESSMENT",
+    "KIND_ASSESSMENT_FILE",
     "KIND_ASSESSMENT_HL7",
     "KIND_COMPANION",
     "KIND_FHIR",
@@ -22,6 +24,7 @@ __all__ = [
     "KIND_SR",
     "PlannedDelivery",
     "ReportFiles",
+    "file_drop_deliveries",
     "payload_suffix",
     "planned_deliveries",
 ]
@@ -36,8 +39,9 @@ KIND_FILE: Final = "file"
 #: records ``report_created`` nor counts when settlement decides the revision's dispatched/failed state.
 KIND_ASSESSMENT: Final = "assessment"
 KIND_ASSESSMENT_HL7: Final = "assessment-hl7"  # the same assessment as an ORU for the RIS (console.assessment_hl7)
+KIND_ASSESSMENT_FILE: Final = "assessment-file"  # the assessment SR (and its ORU) written into the file drop
 #: The kinds that carry a radiologist's assessment, not the revision's draft.
-ASSESSMENT_KINDS: Final = (KIND_ASSESSMENT, KIND_ASSESSMENT_HL7)
+ASSESSMENT_KINDS: Final = (KIND_ASSESSMENT, KIND_ASSESSMENT_HL7, KIND_ASSESSMENT_FILE)
 _SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_COMPANION: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json",
                   KIND_ASSESSMENT: ".dcm", KIND_ASSESSMENT_HL7: ".hl7"}  # fmt: skip
 
@@ -79,15 +83,21 @@ def planned_deliveries(settings: DispatchSettings, reports: ReportFiles) -> list
         ]
     if settings.ris is not None and reports.hl7 is not None:
         planned.append(PlannedDelivery(KIND_HL7, f"{settings.ris.host}:{settings.ris.port}", reports.hl7))
-    if settings.file_drop_dir is not None:
-        stem = settings.file_drop_dir / reports.sr_sop_instance_uid  # a UID: no patient data in names
-        planned.append(PlannedDelivery(KIND_FILE, f"{stem}.dcm", reports.sr))
-        if reports.hl7 is not None:
-            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.hl7", reports.hl7))
-        if reports.fhir is not None:
-            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.fhir.json", reports.fhir))
-        if reports.gsps is not None:
-            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.gsps.dcm", reports.gsps))
-        if reports.companion is not None:
-            planned.append(PlannedDelivery(KIND_FILE, f"{stem}.companion.dcm", reports.companion))
+    planned += file_drop_deliveries(
+        settings, KIND_FILE, reports.sr_sop_instance_uid,
+        [(".dcm", reports.sr), (".hl7", reports.hl7), (".fhir.json", reports.fhir), (".gsps.dcm", reports.gsps),
+         (".companion.dcm", reports.companion)],
+    )  # fmt: skip
     return planned
+
+
+def file_drop_deliveries(
+    settings: DispatchSettings, kind: str, uid: str, files: Sequence[tuple[str, bytes | None]]
+) -> list[PlannedDelivery]:
+    """The file drop's deliveries (none without ``dispatch.file_drop_dir``): ``<folder>/<uid><suffix>`` for each
+    (suffix, payload) of ``files`` that is not None; ``uid`` is the document's SOP Instance UID, so no patient data
+    is in a name, and a retry writes the same name again (:func:`radtrace.reporting.dispatch.filedrop.drop_file`)."""
+    if settings.file_drop_dir is None:
+        return []
+    stem = settings.file_drop_dir / uid
+    return [PlannedDelivery(kind, f"{stem}{suffix}", payload) for suffix, payload in files if payload is not None]

@@ -55,6 +55,7 @@ from radtrace.reporting.dispatch.enqueueing import OutboxRows
 from radtrace.reporting.dispatch.kinds import (
     ASSESSMENT_KINDS,
     KIND_ASSESSMENT,
+    KIND_ASSESSMENT_FILE,
     KIND_ASSESSMENT_HL7,
     KIND_COMPANION,
     KIND_FHIR,
@@ -75,6 +76,7 @@ from radtrace.store.models import OutboxMessage, OutboxState, RevisionState, Stu
 __all__ = [
     "ASSESSMENT_KINDS",
     "KIND_ASSESSMENT",
+    "KIND_ASSESSMENT_FILE",
     "KIND_ASSESSMENT_HL7",
     "KIND_COMPANION",
     "KIND_FHIR",

@@ -12,6 +12,7 @@ from radtrace.reporting.dispatch.cstore import LONGEST_STORE_S, describe_destina
 from radtrace.reporting.dispatch.filedrop import drop_file
 from radtrace.reporting.dispatch.kinds import (
     KIND_ASSESSMENT,
+    KIND_ASSESSMENT_FILE,
     KIND_ASSESSMENT_HL7,
     KIND_COMPANION,
     KIND_FILE,
@@ -62,4 +63,5 @@ def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
         return None
 
     return {KIND_SR: send_sr, KIND_GSPS: send_sr, KIND_COMPANION: send_sr, KIND_ASSESSMENT: send_sr,
-            KIND_HL7: send_hl7, KIND_ASSESSMENT_HL7: send_hl7, KIND_FILE: send_file}  # fmt: skip
+            KIND_HL7: send_hl7, KIND_ASSESSMENT_HL7: send_hl7,
+            KIND_FILE: send_file, KIND_ASSESSMENT_FILE: send_file}  # fmt: skip
