@@ -84,6 +84,9 @@ log = logging.getLogger(__name__)
 
 LOGIN_CSRF_COOKIE: Final = "radtrace_login_csrf"
 _STATIC: Final = Path(__file__).with_name("static")
+#: The largest revision number the database holds (an INTEGER column, 32 bits on PostgreSQL): a larger one in a
+#: query is 422 naming it, not a 500 from the database driver.
+MAX_REVISION: Final = 2**31 - 1
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -190,7 +193,7 @@ def next_one(
     user: UserDep,
     after: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9A-Za-z_-]+$")] = None,
     study: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9.]+$")] = None,
-    revision: Annotated[int | None, Query(ge=1)] = None,
+    revision: Annotated[int | None, Query(ge=1, le=MAX_REVISION)] = None,
 ) -> RedirectResponse:
     """The next unassessed study in worklist order after the study of handle ``after`` (``study``: an old link's
     Study UID), or the worklist when none is left."""
