@@ -445,8 +445,9 @@ def _charts(f: Figures) -> dict[str, Any]:
             labels,
             [Series(label, [p.rate for p in points], flagged=[(label, p.start) in drifting for p in points])],
             band=Band([p.lower if p.total else None for p in points], [p.upper if p.total else None for p in points],
-                      points[0].centre if points else None, "95 % limits"),
-            title=label, y_format=percent, width=460, height=180,
+                      points[0].centre, "95 % limits") if points and points[0].centre is not None else None,
+            title=label if points and points[0].centre is not None else f"{label} (no baseline)",
+            y_format=percent, width=460, height=180,
         )
         for label, points in f.prevalence.items()
     }  # fmt: skip

@@ -62,6 +62,7 @@ from radtrace.qa.drift import (
     drift_alerts,
     failure_bursts,
     period_start,
+    unlimited_prevalence,
 )
 from radtrace.qa.intervals import Proportion, percentile
 from radtrace.qa.operations import LatencySummary, stage_latencies
@@ -487,7 +488,7 @@ def _drift(session: Any, store: Store, window: Window, figures: Figures, fold: A
         totals, present, baseline=(base_first, base_last), monitored=monitored, run=window.drift_run
     )
     if window.period == "day":
-        figures.prevalence = charts
+        figures.prevalence = _with_unlimited(charts, totals, present, monitored)
         return
     weekly: dict[date, int] = {}
     for day, count in totals.items():
@@ -497,9 +498,25 @@ def _drift(session: Any, store: Store, window: Window, figures: Figures, fold: A
         per_week = weekly_present.setdefault(label, {})
         for day, count in per_day.items():
             per_week[fold(day)] = per_week.get(fold(day), 0) + count
-    figures.prevalence, _ = drift_alerts(
+    weekly_charts, _ = drift_alerts(
         weekly, weekly_present, baseline=(base_first, base_last), monitored=monitored, run=window.drift_run
     )
+    figures.prevalence = _with_unlimited(weekly_charts, weekly, weekly_present, (fold(window.start), window.last))
+
+
+def _with_unlimited(
+    charts: dict[str, list[ChartPoint]],
+    totals: Mapping[date, int],
+    present: Mapping[str, Mapping[date, int]],
+    monitored: tuple[date, date],
+) -> dict[str, list[ChartPoint]]:
+    """``charts`` and, for each label present in the window that has none (no reading in the baseline), its
+    rates without limits (:func:`radtrace.qa.drift.unlimited_prevalence`), in label order."""
+    in_window = {
+        label: counts for label, counts in present.items()
+        if label not in charts and any(monitored[0] <= day <= monitored[1] and n for day, n in counts.items())
+    }  # fmt: skip
+    return dict(sorted({**charts, **unlimited_prevalence(totals, in_window, monitored=monitored)}.items()))
 
 
 def _mix(session: Any, store: Store, window: Window, figures: Figures, fold: Any) -> None:

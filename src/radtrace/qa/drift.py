@@ -90,10 +90,12 @@ class ChartPoint:
     count: int
     total: int
     rate: float | None
-    centre: float
-    lower: float
-    upper: float
-    side: Side | None  # where the rate lies outside its limits, or None when within (or no studies)
+    #: The baseline's rate and this period's limits; None when the baseline holds no reading
+    #: (:func:`unlimited_prevalence`).
+    centre: float | None
+    lower: float | None
+    upper: float | None
+    side: Side | None  # where the rate lies outside its limits, or None when within (or no studies, or limits)
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,24 @@ def drift_alerts(
             for side, first, last, length in runs_out_of_control(points, run)
         ]
     return charts, alerts
+
+
+def unlimited_prevalence(
+    totals: Mapping[date, int], present: Mapping[str, Mapping[date, int]], *, monitored: tuple[date, date]
+) -> dict[str, list[ChartPoint]]:
+    """Each label's rate per period over the ``monitored`` periods with no centre, limits or side: for the labels
+    :func:`drift_alerts` leaves out because the baseline holds no reading (a window that starts at go-live), so
+    the window's own figures are still shown (before, their charts disappeared)."""
+    first, last = monitored
+    periods = sorted((start, total) for start, total in totals.items() if first <= start <= last)
+    return {
+        label: [
+            ChartPoint(start, counts.get(start, 0), total, counts.get(start, 0) / total if total else None,
+                       None, None, None, None)
+            for start, total in periods
+        ]
+        for label, counts in sorted(present.items())
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)

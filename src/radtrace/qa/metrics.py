@@ -118,7 +118,7 @@ def evaluate_rules(
                     break
                 run += 1
         latest = with_studies[-1].rate if with_studies else None
-        centre = points[0].centre if points else 0.0
+        centre = (points[0].centre if points else None) or 0.0  # drift_alerts charts only labels with a baseline
         # The run that reaches the latest day is what an alert means now; past runs are the dashboard's.
         states.append(LabelRule(label, latest, centre, run, run >= rules.drift_run_days))
 
