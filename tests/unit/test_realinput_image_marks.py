@@ -9,17 +9,20 @@ film of tests/data/real-cxr (tests/film_variants_support.py), read by the worker
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime
 
 import hl7
 import pydicom
 import pytest
+from rich.console import Console
 
 from film_variants_support import FILMS, REAL, VARIANTS, film, read_back
 from radtrace.config import ReportingSettings
 from radtrace.model.image import display_values
 from radtrace.model.image_marks import BURNED_IN_ANNOTATION, LOSSY_COMPRESSION, image_marks, source_step
+from radtrace.model.presentation import reading_view
 from radtrace.reporting import codes
 from radtrace.reporting.fhir import build_fhir_bundle
 from radtrace.reporting.hl7 import build_oru, observation_texts
@@ -61,6 +64,11 @@ def test_a_lossy_or_annotated_film_is_flagged_and_said_in_the_sr_oru_and_fhir_dr
     [report] = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
     assert report["conclusion"].endswith(notes)
     assert flag in report["conclusion"]
+    out = io.StringIO()  # radtrace model read: the image's flags column and its warning line
+    Console(file=out, width=400, color_system=None, force_terminal=False).print(reading_view(read))
+    printed = " ".join(out.getvalue().split())
+    assert flag in printed
+    assert f"frontal: {said}" in printed
 
 
 def test_the_film_as_stored_is_not_flagged() -> None:

@@ -15,6 +15,7 @@ from radtrace.config import ModelSettings
 from radtrace.errors import ModelLoadError
 from radtrace.logging import escape as escape_controls
 from radtrace.model.identity import weight_files, weights_sha256
+from radtrace.model.image_marks import image_marks
 from radtrace.model.loading import resolve_checkpoint
 from radtrace.model.polarity import SUSPECTED_NEGATIVE, polarity_records
 from radtrace.model.profiles import get_profile
@@ -88,7 +89,12 @@ def reading_view(reading: Reading) -> RenderableType:
     warnings: list[str] = []
     for image in reading.images:
         polarity = _polarity_notes(image.preparation)
-        image_flags = [*image.view_flags, *(["probably inverted"] if SUSPECTED_NEGATIVE in polarity else [])]
+        marks = image_marks(image.preparation)  # lossy, text burned in, a window not applied: as the drafts say
+        image_flags = [
+            *image.view_flags,
+            *(["probably inverted"] if SUSPECTED_NEGATIVE in polarity else []),
+            *(mark.flag for mark in marks),
+        ]
         images.add_row(
             _shown(image.role or "-"),
             _shown(image.view or "?"),
@@ -98,6 +104,7 @@ def reading_view(reading: Reading) -> RenderableType:
             _shown(", ".join(image_flags) or "-"),
         )
         warnings.extend(f"{image.role or 'image'}: {note}" for note in polarity.values())
+        warnings.extend(f"{image.role or 'image'}: {mark.text}" for mark in marks)
     parts.append(images)
     for warning in warnings:
         parts.append(Text(_shown(warning), style="bold yellow"))
