@@ -17,6 +17,7 @@ import pytest
 from dicom_peer_support import associate_ac, command_set, p_data, pdu, pdv
 from private_servers import HostilePeer, hostile_peer, stream_forever
 from radtrace.config import DicomDestination, DispatchSettings, ReportingSettings
+from radtrace.dicom_listener.scu import NoAssociationError, SendResult, send_files
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
 from radtrace.reporting.dispatch.cstore import MAX_PEER_BYTES, MIN_PACS_PDU, StoreResult, store_instance
 from radtrace.reporting.dispatch.outbox import ReportFiles, planned_deliveries
@@ -89,16 +90,7 @@ def _store(peer: HostilePeer, timeout_s: float = TIMEOUT_S) -> tuple[StoreResult
 @pytest.mark.parametrize("pdu_type", [0x02, 0x04], ids=["associate-ac", "c-store-rsp"])
 def test_a_pdu_claiming_four_gibibytes_is_not_read(pdu_type: int) -> None:
     """Before, pynetdicom read all a PDU claimed: an A-ASSOCIATE-AC of 4 GiB held 6.3 GB (ru_maxrss) for 16 s."""
-
-    def behave(peer: HostilePeer, connection: socket.socket) -> None:
-        if pdu_type == 0x04:  # an A-ASSOCIATE-AC first, then the C-STORE-RSP's P-DATA-TF
-            if not peer.write(connection, associate_ac(peer.received[-1])):
-                return
-            _read_store_rq(connection)
-        if peer.write(connection, struct.pack(">BBL", pdu_type, 0, 0xFFFFFFF0)):
-            stream_forever(peer, connection, bytes(65536), limit=256 * 1024 * 1024)
-
-    with hostile_peer(behave, read=_read_pdu) as peer:
+    with hostile_peer(_four_gibibyte_pdu(pdu_type), read=_read_pdu) as peer:
         error, elapsed, peak = _store(peer, timeout_s=10)
     assert isinstance(error, DispatchError | PeerUnavailableError)
     assert error.retryable
@@ -123,6 +115,49 @@ def test_a_response_whose_last_fragment_never_comes_is_cut_at_one_mebibyte() -> 
     assert f"more than {MAX_PEER_BYTES} bytes in one association: not read" in error.reason
     assert peak < 16 * 1024 * 1024
     assert sent < 16 * MAX_PEER_BYTES
+    assert elapsed < SLACK_S
+
+
+def _four_gibibyte_pdu(pdu_type: int) -> Callable[[HostilePeer, socket.socket], None]:
+    """A peer whose A-ASSOCIATE-AC (type 2), or C-STORE-RSP (type 4, after a real AC), claims 4 GiB, then streams."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if pdu_type == 0x04:  # an A-ASSOCIATE-AC first, then the C-STORE-RSP's P-DATA-TF
+            if not peer.write(connection, associate_ac(peer.received[-1])):
+                return
+            _read_store_rq(connection)
+        if peer.write(connection, struct.pack(">BBL", pdu_type, 0, 0xFFFFFFF0)):
+            stream_forever(peer, connection, bytes(65536), limit=256 * 1024 * 1024)
+
+    return behave
+
+
+@pytest.mark.parametrize("pdu_type", [0x02, 0x04], ids=["associate-ac", "c-store-rsp"])
+def test_radtrace_send_reads_no_pdu_claiming_four_gibibytes(pdu_type: int, tmp_path: Path) -> None:
+    """``radtrace send`` (scu.send_files) is bounded as the dispatch SCU is. Before, it read all a PDU claimed: either
+    case read the 256 MiB this peer streams (ru_maxrss 273 -> 788 MB), and said only 'aborted' or 'no response'."""
+    sr = tmp_path / "sr.dcm"
+    sr.write_bytes(_payload())
+    with hostile_peer(_four_gibibyte_pdu(pdu_type), read=_read_pdu) as peer:
+        tracemalloc.start()
+        started = time.monotonic()
+        try:
+            outcome: list[SendResult] | NoAssociationError = send_files(
+                [sr], peer.host, peer.port, called_ae="HOSTILE", timeout_s=TIMEOUT_S
+            )
+        except NoAssociationError as exc:
+            outcome = exc
+        finally:
+            elapsed = time.monotonic() - started
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+    said = f"HOSTILE at {peer.host}:{peer.port} sent a PDU of 4294967280 bytes (more than 65536 accepted): not read"
+    if pdu_type == 0x02:
+        assert isinstance(outcome, NoAssociationError)
+        assert outcome.reason == said
+    else:
+        assert outcome == [SendResult(sr, None, said)]
+    assert peak < 16 * 1024 * 1024
     assert elapsed < SLACK_S
 
 
@@ -198,20 +233,22 @@ def test_a_failure_or_unknown_status_is_no_delivery(status: int, error: type[Exc
     assert f"0x{status:04X}" in str(outcome)
 
 
-# pynetdicom 3.0.4: its network timeout (Evt18, to Sta13) races the abort after the release timed out (Evt15 in Sta13
-# is invalid) and its reactor thread ends with InvalidEventError; the association is over either way
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_a_pacs_that_never_answers_the_release_still_delivers_within_the_timeout() -> None:
+def test_a_pacs_that_never_answers_the_release_still_delivers_within_the_timeout_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, pynetdicom 3.0.4's network timeout raced the abort after the release timed out (Evt15 in Sta13): its
+    reader thread died with InvalidEventError, a traceback on stderr (pytest's unhandled-thread warning, an error
+    here: 3 of 3 runs). Now the release is aborted after half the timeout, and one log line says so."""
+    caplog.set_level(logging.WARNING)
     with hostile_peer(_answering(0x0000, release=False), read=_read_pdu) as peer:
         result, elapsed, _ = _store(peer)
     assert isinstance(result, StoreResult)
     assert result.status == 0
     assert elapsed < TIMEOUT_S + SLACK_S
-
-
-def _four_gibibyte_ac(peer: HostilePeer, connection: socket.socket) -> None:
-    if peer.write(connection, struct.pack(">BBL", 0x02, 0, 0xFFFFFFF0)):
-        stream_forever(peer, connection, bytes(65536), limit=256 * 1024 * 1024)
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("radtrace")]
+    assert said == [
+        f"HOSTILE@{peer.host}:{peer.port} did not answer the A-RELEASE-RQ in 0.5 s: the association was aborted"
+    ]
 
 
 def _tiny_pdus(peer: HostilePeer, connection: socket.socket) -> None:
@@ -220,17 +257,26 @@ def _tiny_pdus(peer: HostilePeer, connection: socket.socket) -> None:
             pass
 
 
+_OUTBOX_PEERS: dict[str, Callable[[HostilePeer, socket.socket], None]] = {
+    "4-GiB-ac": _four_gibibyte_pdu(0x02),
+    "tiny-pdus": _tiny_pdus,
+}
+
+
 @pytest.mark.parametrize(
-    ("behave", "state", "said"),
-    [(_four_gibibyte_ac, OutboxState.PENDING, "sent a PDU of 4294967280 bytes"),
-     (_tiny_pdus, OutboxState.FAILED, "accepts PDUs of at most 8 bytes")],
+    ("peer_kind", "state", "said"),
+    [("4-GiB-ac", OutboxState.PENDING, "sent a PDU of 4294967280 bytes"),
+     ("tiny-pdus", OutboxState.FAILED, "accepts PDUs of at most 8 bytes")],
     ids=["4-GiB-ac", "tiny-pdus"],
 )  # fmt: skip
 def test_through_the_outbox_the_reason_reaches_the_row_and_the_audit(
-    store: Store, tmp_path: Path, behave: Callable[[HostilePeer, socket.socket], None], state: OutboxState, said: str
+    store: Store, tmp_path: Path, peer_kind: str, state: OutboxState, said: str
 ) -> None:
     """The worker's delivery step at its production timeouts (30 s): a definite outcome at once, retried with
-    backoff or failed, with the same reason on the outbox row (console, status) and in the audit."""
+    backoff or failed, with the same reason on the outbox row (console, status) and in the audit. (The peer is
+    named by a string: conftest picks the store by a hash of the parameters, and a function's repr differs between
+    xdist workers, which then collected different tests.)"""
+    behave = _OUTBOX_PEERS[peer_kind]
     reading, sources = sr_cases()["normal"]
     sr = build_sr(reading, sources, settings=ReportingSettings(), revision=1)
     reports = ReportFiles(str(sr.SOPInstanceUID), sr_bytes(sr), None, None)

@@ -10,6 +10,11 @@ kept; a file refused at negotiation or unreadable is reported as such, never as 
 No association is :class:`NoAssociationError`: an A-ASSOCIATE-RJ's result, source and reason as the peer sent them
 (read from pynetdicom's A-ASSOCIATE primitive, never from its log text) and put in plain words per PS3.8 table 9-21
 (:class:`Rejection`), or whether the peer answered with bytes that are no DICOM PDU.
+
+Bounded whatever the peer sends (:class:`PduGuard`, which the dispatch C-STORE client uses too): a PDU claiming more
+than :data:`MAX_PEER_PDU` bytes, or more than the association's byte budget in all, is refused before it is read
+(pynetdicom would buffer all a PDU header claims: up to 4 GiB). The release is bounded too (:func:`release`): a peer
+that never answers the A-RELEASE-RQ is aborted after the timeout, with one log line.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -37,7 +42,10 @@ from pynetdicom.presentation import build_context
 from radtrace.errors import DicomInputError, PeerUnavailableError
 
 __all__ = [
+    "MAX_PEER_BYTES",
+    "MAX_PEER_PDU",
     "NoAssociationError",
+    "PduGuard",
     "PeerAnswer",
     "Rejection",
     "SendResult",
@@ -45,6 +53,7 @@ __all__ = [
     "close_socket",
     "collect_files",
     "quoted_answer",
+    "release",
     "send_files",
     "summarise",
 ]
@@ -75,6 +84,66 @@ PDU_TYPES = frozenset(range(0x01, 0x08))
 QUOTED_CHARS = 40  # of a peer's answer, in a reason: enough for an HTTP status line
 #: The reasons pynetdicom 3.0's A-ASSOCIATE primitive takes (its setter refuses the rest with a ValueError).
 PYNETDICOM_REASONS = frozenset({1, 2, 3, 7})
+#: The longest PDU read from a peer this side called: an A-ASSOCIATE-AC (as the listener bounds an RQ) or a
+#: C-STORE-RSP, far above what either holds, and above the P-DATA length this side accepts (pynetdicom's 16382 bytes).
+MAX_PEER_PDU: Final = 64 * 1024
+#: The most read from a peer in one association that stores one instance: its A-ASSOCIATE-AC, one C-STORE-RSP and the
+#: A-RELEASE-RP are a few KiB; pynetdicom keeps every fragment of a response whose last fragment never comes.
+MAX_PEER_BYTES: Final = 1024 * 1024
+#: What each further instance stored in the same association adds to that budget (a C-STORE-RSP with an LO Error
+#: Comment is under 300 bytes).
+PER_INSTANCE_BYTES: Final = 4096
+
+
+class PduGuard:
+    """Bounds what is read from a peer this side called, before it is read: a PDU that claims more than
+    :data:`MAX_PEER_PDU` bytes (pynetdicom reads a PDU's length, then asks its socket for all of it at once) or more
+    than ``max_bytes`` in all. The refusal is an OSError, which pynetdicom takes as the connection lost (the
+    association ends at once); :meth:`reason` says why. Pass :meth:`handlers` to ``AE.associate``."""
+
+    def __init__(self, max_bytes: int = MAX_PEER_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.read = 0
+        self.refused: str | None = None
+
+    def handlers(self) -> list[EventHandlerType]:
+        return [(evt.EVT_CONN_OPEN, self._opened)]
+
+    def _opened(self, event: Any) -> None:
+        transport = event.assoc.dul.socket
+        read = transport.recv
+
+        def recv(nr_bytes: int) -> bytearray:
+            if nr_bytes > MAX_PEER_PDU:
+                self.refused = f"a PDU of {nr_bytes} bytes (more than {MAX_PEER_PDU} accepted)"
+            elif self.read + nr_bytes > self.max_bytes:
+                self.refused = f"more than {self.max_bytes} bytes in one association"
+            if self.refused is not None:
+                raise ConnectionAbortedError(self.refused)
+            self.read += nr_bytes
+            data: bytearray = read(nr_bytes)
+            return data
+
+        transport.recv = recv
+
+    def reason(self, where: str) -> str | None:
+        """``<where> sent <what>: not read``, once a PDU was refused; else None."""
+        return None if self.refused is None else f"{where} sent {self.refused}: not read"
+
+
+def release(assoc: Association, where: str, timeout_s: float) -> None:
+    """Release ``assoc`` within ``timeout_s``, quietly: a peer that does not answer the A-RELEASE-RQ in half of it is
+    aborted (the other half waits for it to close the connection), and one log line says so.
+
+    pynetdicom alone took up to twice its timeout, and its network timeout raced the release's abort: the second
+    abort (Evt15 in Sta13) killed its reader thread with an InvalidEventError traceback on stderr."""
+    if not assoc.is_established:
+        return
+    assoc.network_timeout = None  # the idle timer's abort is what raced; the ACSE timeout below bounds the release
+    assoc.acse_timeout = timeout_s / 2  # the A-RELEASE-RP, then (the ARTIM timer) the close after an A-ABORT
+    assoc.release()
+    if not assoc.is_released:
+        log.warning("%s did not answer the A-RELEASE-RQ in %.1f s: the association was aborted", where, timeout_s / 2)
 
 
 @dataclass(frozen=True)
@@ -384,6 +453,7 @@ def send_files(
             if progress is not None:
                 progress(results[path])
     pairs = sorted(set(identities.values()))[:MAX_REQUESTED_CONTEXTS]
+    where = f"{called_ae} at {host}:{port}"
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ae.maximum_pdu_size = 0
@@ -392,20 +462,21 @@ def send_files(
     _config.STORE_SEND_CHUNKED_DATASET = True  # send the bytes on disk, unchanged, streamed
     try:
         if pairs:
-            answer = PeerAnswer()
+            answer, guard = PeerAnswer(), PduGuard(MAX_PEER_BYTES + PER_INSTANCE_BYTES * len(identities))
             started = time.monotonic()
-            assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=answer.handlers())
+            assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=answer.handlers() + guard.handlers())
             if not assoc.is_established:
                 close_socket(assoc)
-                where = f"association with {called_ae} at {host}:{port}"
+                if (too_long := guard.reason(where)) is not None:
+                    raise NoAssociationError(too_long)
                 rejection = answer.rejection(assoc)
                 if rejection is not None:
-                    raise NoAssociationError(f"{where} rejected ({rejection.codes})", rejection=rejection)
+                    raise NoAssociationError(f"association with {where} rejected ({rejection.codes})",
+                                             rejection=rejection)  # fmt: skip
                 why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
-                peer = f"{called_ae} at {host}:{port}"
-                said = answer.no_answer(peer) or answer.silence(peer, time.monotonic() - started)
+                said = answer.no_answer(where) or answer.silence(where, time.monotonic() - started)
                 raise NoAssociationError(
-                    said or f"{where} {why}",
+                    said or f"association with {where} {why}",
                     not_dicom=answer.not_dicom,
                     http=answer.http,
                 )
@@ -425,13 +496,16 @@ def send_files(
                             results[path] = SendResult(path, None, "association lost")
                         else:
                             status = int(response.Status) if "Status" in response else None
-                            comment = str(response.get("ErrorComment", "")) if status is not None else "no response"
+                            comment = (
+                                str(response.get("ErrorComment", ""))
+                                if status is not None
+                                else guard.reason(where) or "no response"
+                            )
                             results[path] = SendResult(path, status, comment)
                     if progress is not None:
                         progress(results[path])
             finally:
-                if assoc.is_established:
-                    assoc.release()
+                release(assoc, where, timeout_s)
                 close_socket(assoc)
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = previous

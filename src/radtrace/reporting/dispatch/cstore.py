@@ -13,10 +13,12 @@ as ``radtrace send`` says it; a peer that closes without a word, or answers in s
 server's ``400``), is said so at once with its first line quoted safely (:meth:`radtrace.dicom_listener.scu.PeerAnswer.
 no_answer`), not left to the ACSE timeout.
 
-Bounded whatever the PACS sends (:class:`_PduGuard`): a PDU claiming more than :data:`MAX_PEER_PDU` bytes is not read
-(pynetdicom would buffer all it claims: up to 4 GiB for one A-ASSOCIATE-AC), and a PACS that accepts PDUs of fewer
-than :data:`MIN_PACS_PDU` bytes is not sent to (pynetdicom queues every P-DATA of a message at once: a 1 MB SR in
-8-byte PDUs is half a million queued primitives, sent one by one long past any timeout).
+Bounded whatever the PACS sends (:class:`radtrace.dicom_listener.scu.PduGuard`, as ``radtrace send`` is): a PDU
+claiming more than :data:`MAX_PEER_PDU` bytes is not read (pynetdicom would buffer all it claims: up to 4 GiB for one
+A-ASSOCIATE-AC), a PACS that accepts PDUs of fewer than :data:`MIN_PACS_PDU` bytes is not sent to (pynetdicom queues
+every P-DATA of a message at once: a 1 MB SR in 8-byte PDUs is half a million queued primitives, sent one by one long
+past any timeout), and one that never answers the A-RELEASE-RQ is aborted within the timeout
+(:func:`radtrace.dicom_listener.scu.release`).
 """
 
 from __future__ import annotations
@@ -33,15 +35,25 @@ from typing import Any, Final
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from radtrace.config import DicomDestination
-from radtrace.dicom_listener.scu import PeerAnswer, Rejection, close_socket
+from radtrace.dicom_listener.scu import (
+    MAX_PEER_BYTES,
+    MAX_PEER_PDU,
+    PduGuard,
+    PeerAnswer,
+    Rejection,
+    close_socket,
+    release,
+)
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
 
 __all__ = [
     "LONGEST_STORE_S",
+    "MAX_PEER_BYTES",
+    "MAX_PEER_PDU",
     "STORE_TIMEOUT_S",
     "AssociationRejectedError",
     "StoreResult",
@@ -59,12 +71,6 @@ _WARNINGS: Final = frozenset({0x0001, 0x0107, 0x0116})
 _PERMANENT: Final = {0x0122, 0x0124}
 _COMMENT_CHARS: Final = 64  # an Error Comment is an LO; a PACS may send kilobytes
 _COMPREHENSIVE_3D_SR: Final = "1.2.840.10008.5.1.4.1.1.88.34"
-#: The longest PDU read from a PACS: an A-ASSOCIATE-AC (as the listener bounds an RQ) or a C-STORE-RSP, far above
-#: what either holds, and above the P-DATA length this side accepts (pynetdicom's 16382 bytes).
-MAX_PEER_PDU: Final = 64 * 1024
-#: The most read from a PACS in one association: its A-ASSOCIATE-AC, one C-STORE-RSP and the A-RELEASE-RP are a few
-#: KiB; pynetdicom keeps every fragment of a response whose last fragment never comes.
-MAX_PEER_BYTES: Final = 1024 * 1024
 #: The smallest maximum PDU length a PACS may accept (dcmtk's ASC_MINIMUMPDUSIZE); 0 is no limit.
 MIN_PACS_PDU: Final = 4096
 
@@ -75,40 +81,6 @@ class StoreResult:
 
     status: int
     warning: str | None = None
-
-
-class _PduGuard:
-    """Bounds what is read from the PACS, before it is read: a PDU that claims more than :data:`MAX_PEER_PDU` bytes
-    (pynetdicom reads a PDU's length, then asks its socket for all of it at once) or more than
-    :data:`MAX_PEER_BYTES` in all. The refusal is an OSError, which pynetdicom takes as the connection lost (the
-    association ends at once); :meth:`reason` says why."""
-
-    def __init__(self) -> None:
-        self.read = 0
-        self.refused: str | None = None
-
-    def handlers(self) -> list[tuple[Any, Any]]:
-        return [(evt.EVT_CONN_OPEN, self._opened)]
-
-    def _opened(self, event: Any) -> None:
-        transport = event.assoc.dul.socket
-        read = transport.recv
-
-        def recv(nr_bytes: int) -> bytearray:
-            if nr_bytes > MAX_PEER_PDU:
-                self.refused = f"a PDU of {nr_bytes} bytes (more than {MAX_PEER_PDU} accepted)"
-            elif self.read + nr_bytes > MAX_PEER_BYTES:
-                self.refused = f"more than {MAX_PEER_BYTES} bytes in one association"
-            if self.refused is not None:
-                raise ConnectionAbortedError(self.refused)
-            self.read += nr_bytes
-            data: bytearray = read(nr_bytes)
-            return data
-
-        transport.recv = recv
-
-    def reason(self, where: str) -> str | None:
-        return None if self.refused is None else f"{where} sent {self.refused}: not read"
 
 
 def describe_destination(destination: DicomDestination) -> str:
@@ -244,7 +216,7 @@ def store_instance(
         options["tls_args"] = (ssl.create_default_context(ssl.Purpose.SERVER_AUTH), destination.host)
     # The RJ as the PACS sent it (scu.PeerAnswer): one with a reason the standard reserves (1/1/5, say) no
     # longer kills pynetdicom's reader thread and leaves the store to the ACSE timeout.
-    answer, guard = PeerAnswer(), _PduGuard()
+    answer, guard = PeerAnswer(), PduGuard()
     options["evt_handlers"] = answer.handlers() + guard.handlers()
     started = time.monotonic()
     try:
@@ -279,5 +251,4 @@ def store_instance(
             raise DispatchError(f"no C-STORE response from {where} (timeout or abort)")
         return _classify(int(response.Status), str(response.get("ErrorComment", "") or ""), where)
     finally:
-        if assoc.is_established:
-            assoc.release()
+        release(assoc, where, timeout_s)
