@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from radtrace.config import Settings
+from radtrace.logging import study_key
 from radtrace.store.models import Priority
 from radtrace.worker.app import DISPATCH_TASK, PROCESS_TASK, create_app
 from radtrace.worker.broker_space import is_disk_full, ring_failed_on_full_disk
@@ -40,14 +41,16 @@ def _sender(settings: Settings) -> Any:
         return app
 
 
-def _ring(settings: Settings, task: str, args: list[Any], queue: str, at: datetime | None) -> bool:
+def _ring(settings: Settings, task: str, args: list[Any], queue: str, at: datetime | None, *, subject: str) -> bool:
+    """Send ``task(*args)``; ``subject`` names it in a log line (a study by its key only, never its UID)."""
     try:
         _sender(settings).send_task(task, args=args, queue=queue, eta=at)
     except Exception as exc:  # kombu/redis raise many types; none may reach the caller
         if is_disk_full(exc, settings.broker_url):  # one line a minute, not one per study
             ring_failed_on_full_disk(settings.broker_url)
             return False
-        log.warning("doorbell %s %s not rung (%s: %s); the reconciler rings again", task, args, type(exc).__name__, exc)
+        said = f"{type(exc).__name__}: {exc}"
+        log.warning("doorbell %s for %s not rung (%s); the reconciler rings again", task, subject, said)
         return False
     return True
 
@@ -65,9 +68,11 @@ def ring_process(
     Returns whether the broker took the message.
     """
     queue = settings.broker.stat_queue if priority is Priority.STAT else settings.broker.gpu_queue
-    return _ring(settings, PROCESS_TASK, [study_uid, revision], queue, at)
+    subject = f"study {study_key(study_uid)} revision {revision}"
+    return _ring(settings, PROCESS_TASK, [study_uid, revision], queue, at, subject=subject)
 
 
 def ring_dispatch(settings: Settings, outbox_id: int, *, at: datetime | None = None) -> bool:
     """Ask a dispatcher to attempt delivery of outbox row ``outbox_id`` (at ``at``, or now)."""
-    return _ring(settings, DISPATCH_TASK, [outbox_id], settings.broker.dispatch_queue, at)
+    queue = settings.broker.dispatch_queue
+    return _ring(settings, DISPATCH_TASK, [outbox_id], queue, at, subject=f"outbox row {outbox_id}")
