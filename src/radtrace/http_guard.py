@@ -5,7 +5,9 @@ RFC 9112 6.1, a smuggled second request behind a proxy), a URL over :data:`MAX_T
 :data:`MAX_HEADER_BYTES` or :data:`MAX_HEADER_LINES` (431), a body over ``api.max_body_bytes`` (413, read no
 further); it throttles an address after ``api.failed_auth_limit`` failed authentications (429, one audit event for
 the episode) and checks at most :data:`SIGN_INS_PER_SOURCE` console sign-ins per address
-(:data:`SIGN_INS_IN_FLIGHT` in all) at once. :mod:`radtrace.http_server` puts it in front of the application, behind
+(:data:`SIGN_INS_IN_FLIGHT` in all) at once; and it lets requests be answered in fair turns
+(:class:`~radtrace.http_limits.FairShare`: ``PeerLimits.in_flight_per_source`` of one address at once, a few more
+waiting, beyond them 503 with Retry-After). :mod:`radtrace.http_server` puts it in front of the application, behind
 the connection limits of its protocol.
 """
 
@@ -103,6 +105,29 @@ class RequestGuard:
             if body is None:
                 await self._refuse(send, source, 413, f"request body over {self.max_body_bytes} bytes")
                 return
+        refused = await self.limits.fair.enter(source)
+        if refused is not None:
+            await self._refuse(send, source, 503, refused, 1)
+            return
+        answering = True
+
+        def answered() -> None:  # the turn ends as the answer's last part is handed over, before the next request
+            nonlocal answering  # on the connection (pipelined) starts: it does not wait behind its predecessor
+            if answering:
+                answering = False
+                self.limits.fair.leave(source)
+
+        try:
+            replayed = _replay(body, receive) if body is not None else receive
+            await self._answer(scope, replayed, send, source, record, answered)
+        finally:
+            answered()
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, source: str, record: _Source, answered: Callable[[], None]
+    ) -> None:
+        """Pass the request on (its turn come), count sign-ins being checked and failed authentications."""
+        path: str = scope["path"]
         sign_in = scope["method"] == "POST" and path == _SIGN_IN
         if sign_in:
             if record.sign_ins >= SIGN_INS_PER_SOURCE:
@@ -125,10 +150,12 @@ class RequestGuard:
                 location = dict(message.get("headers", [])).get(b"location", b"")
                 if location.startswith((b"http://", b"https://")):  # Starlette's redirects name the Host sent
                     message["headers"] = [(k, _path_only(v) if k == b"location" else v) for k, v in message["headers"]]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered()
             await send(message)
 
         try:
-            await self.app(scope, _replay(body, receive) if body is not None else capped, watch)
+            await self.app(scope, capped, watch)
         except ClientDisconnect:  # the peer left, its body passed the limit, or a deadline passed
             if capped.over and not status:
                 await self._refuse(send, source, 413, f"request body over {self.max_body_bytes} bytes")

@@ -8,6 +8,7 @@ them, to the connection (uvicorn's h11 protocol) and to the request (an ASGI gua
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -15,6 +16,7 @@ import logging
 import os
 import resource
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -30,6 +32,7 @@ __all__ = [
     "MAX_CONNECTIONS_PER_SOURCE",
     "SEND_TIMEOUT_S",
     "SHUTDOWN_GRACE_S",
+    "FairShare",
     "PeerLimits",
     "RefusalLog",
     "connection_limit",
@@ -55,6 +58,13 @@ SEND_TIMEOUT_S: Final = 30.0
 #: On SIGTERM, connections still open this long after the server stopped accepting are dropped (requests in progress
 #: cancelled): under radtrace-api.service's TimeoutStopSec=30 and Kubernetes' default grace of 30 s.
 SHUTDOWN_GRACE_S: Final = 20.0
+#: Requests answered at once, in all (anyio's thread pool, which runs the database queries, has 40 threads) and from
+#: one address; a request beyond waits its turn, at most QUEUED_PER_SOURCE of one address (more: 503 at once). They
+#: wait rather than being refused: refused, a flooding client reconnects at once, and 640 connections doing so filled
+#: the listening socket's queue, where another client's connection waited 5 s (the kernel dropped its SYN).
+IN_FLIGHT: Final = 32
+IN_FLIGHT_PER_SOURCE: Final = 4
+QUEUED_PER_SOURCE: Final = MAX_CONNECTIONS_PER_SOURCE
 LINGER_S: Final = 1.0  # a body left unread after the answer is discarded this long, then the connection closed
 MAX_TARGET_BYTES: Final = 8 * 1024
 MAX_HEADER_BYTES: Final = 16 * 1024
@@ -116,6 +126,102 @@ class RefusalLog:
         log.warning("HTTP %s %s%s", escape(source), what, more)
 
 
+class FairShare:
+    """Turns at being answered, shared fairly between addresses: at most ``per_source`` requests of one address and
+    ``total`` in all are answered at once; the others wait, at most ``queued_per_source`` of one address (beyond:
+    refused; :meth:`drop_one` refuses one that waits), and each freed turn goes to the address that has waited
+    longest since its last turn. An address sending many requests at once delays its own, not everyone else's (640
+    connections from 20 addresses asking /healthz over and over made a client from another address wait 8 s).
+
+    ``exempt(address)``: addresses held only to ``total`` (proxies, whose requests name no client).
+    Used from one event loop only.
+    """
+
+    def __init__(
+        self, total: int, per_source: int, queued_per_source: int, exempt: Callable[[str], bool] = lambda _: False
+    ) -> None:
+        self.total = total
+        self.per_source = per_source
+        self.queued_per_source = queued_per_source
+        self.exempt = exempt
+        self.running = 0
+        self._running: dict[str, int] = {}
+        self._waiting: OrderedDict[str, deque[asyncio.Future[str | None]]] = OrderedDict()  # longest since a turn first
+
+    async def enter(self, source: str) -> str | None:
+        """Wait for a turn of ``source`` (then :meth:`leave` after the answer): None, or why it is refused."""
+        if source not in self._waiting and self._may_run(source):
+            self._start(source)
+            return None
+        queue = self._waiting.get(source)
+        if queue is not None and len(queue) >= self.queued_per_source and not self.exempt(source):
+            answered = self._running.get(source, 0)
+            return (
+                f"{answered} requests from your address are being answered and {len(queue)} wait their turn, "
+                "the limit; try again shortly"
+            )
+        turn: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(source, deque()).append(turn)
+        try:
+            return await turn  # None: its turn; or why it was dropped (drop_one)
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled() and turn.result() is None:
+                self.leave(source)  # given its turn, then cancelled before it started
+            elif source in self._waiting and turn in self._waiting[source]:
+                self._waiting[source].remove(turn)
+                if not self._waiting[source]:
+                    del self._waiting[source]
+            raise
+
+    def drop_one(self, reason: str) -> bool:
+        """Refuse (``reason``) the request that came last of the address with the most waiting, if any (True)."""
+        for source in sorted(self._waiting, key=lambda waiting: len(self._waiting[waiting]), reverse=True):
+            queue = self._waiting[source]
+            while queue:
+                turn = queue.pop()
+                if not turn.done():
+                    turn.set_result(reason)
+                    if not queue:
+                        del self._waiting[source]
+                    return True
+            del self._waiting[source]
+        return False
+
+    def queued(self, source: str) -> int:
+        """Requests of ``source`` waiting for their turn now."""
+        return len(self._waiting.get(source, ()))
+
+    def leave(self, source: str) -> None:
+        """A request of ``source`` that :meth:`enter` let in is answered: the next turn goes out."""
+        self.running -= 1
+        left = self._running.get(source, 0) - 1
+        if left > 0:
+            self._running[source] = left
+        else:
+            self._running.pop(source, None)
+        while self.running < self.total:
+            source = next((waiting for waiting in self._waiting if self._may_run(waiting)), "")
+            if not source:
+                return
+            queue = self._waiting[source]
+            turn = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(source)  # its next request waits for the others' turns
+            else:
+                del self._waiting[source]
+            if not turn.done():  # not given up (cancelled) while waiting
+                self._start(source)
+                turn.set_result(None)
+
+    def _may_run(self, source: str) -> bool:
+        cap = self.total if self.exempt(source) else self.per_source
+        return self.running < self.total and self._running.get(source, 0) < cap
+
+    def _start(self, source: str) -> None:
+        self.running += 1
+        self._running[source] = self._running.get(source, 0) + 1
+
+
 def forwarded_allow_ips(configured: list[str] | None) -> list[str]:
     """The proxies believed: ``api.forwarded_allow_ips`` where set, else uvicorn's FORWARDED_ALLOW_IPS (what the
     documentation named before the setting existed), else 127.0.0.1 and ::1."""
@@ -141,11 +247,22 @@ class PeerLimits:
     failed_auth_limit: int = FAILED_AUTH_BURST
     failed_auth_window_s: float = FAILED_AUTH_WINDOW_S
     failed_auth_pause_s: float = THROTTLE_S
+    in_flight: int = IN_FLIGHT
+    in_flight_per_source: int = IN_FLIGHT_PER_SOURCE
+    queued_per_source: int = QUEUED_PER_SOURCE
     connections: dict[str, int] = field(default_factory=dict)
     refusals: RefusalLog = field(default_factory=RefusalLog)
     #: Proxies (``api.forwarded_allow_ips``): their connections carry many clients, so only the total cap applies,
     #: and the clients they name in X-Forwarded-For are counted instead.
     proxies: str | list[str] = field(default_factory=lambda: forwarded_allow_ips(None))
+    #: Turns at being answered (:class:`FairShare`), from the three limits above.
+    fair: FairShare = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        proxies = self.proxies
+        self.fair = FairShare(
+            self.in_flight, self.in_flight_per_source, self.queued_per_source, lambda source: _listed(source, proxies)
+        )
 
     @classmethod
     def for_settings(cls, api: ApiSettings) -> PeerLimits:
@@ -154,6 +271,7 @@ class PeerLimits:
         return cls(
             max_connections=connection_limit(api.max_connections),
             max_per_source=api.max_connections_per_address,
+            queued_per_source=api.max_connections_per_address,
             header_timeout_s=api.header_timeout_s,
             body_timeout_s=api.body_timeout_s,
             max_body_bytes=api.max_body_bytes,

@@ -6,13 +6,13 @@ thousand slow connections from one address locked everyone out), reads a whole r
 application sees it, and answers every malformed request with the same "Invalid HTTP request received.". Here:
 
 * :class:`GuardedH11Protocol` (the connection): at most ``api.max_connections`` connections, at most
-  ``api.max_connections_per_address`` from one address other than a proxy uvicorn trusts (503 and closed; when
-  full, a newcomer first closes the connection that has waited longest for its peer's request); a
-  request's headers must arrive within ``api.header_timeout_s`` of the connection (or of the previous response)
-  and its body within ``api.body_timeout_s`` of the headers (408 and closed); a malformed request is answered
-  with h11's status (400, 431 headers too large, 501) and its reason; a peer that leaves its answer unread for
-  :attr:`~radtrace.http_limits.PeerLimits.send_timeout_s` (the send buffer full, or a closing connection's last
-  bytes) is cut off (aborted: closing would wait for it to read).
+  ``api.max_connections_per_address`` from one address other than a proxy uvicorn trusts (503 and closed; when full,
+  a newcomer first closes the connection that has waited longest for its peer's request, else refuses a request
+  waiting its turn); a request's headers must arrive within ``api.header_timeout_s`` of the connection (or of the
+  previous response) and its body within ``api.body_timeout_s`` of the headers (408 and closed); a malformed request
+  is answered with h11's status (400, 431 headers too large, 501) and its reason; a peer that leaves its answer
+  unread for :attr:`~radtrace.http_limits.PeerLimits.send_timeout_s` (the send buffer full, or a closing
+  connection's last bytes) is cut off (aborted: closing would wait for it to read).
 * :class:`~radtrace.http_guard.RequestGuard` (the ASGI middleware, :mod:`radtrace.http_guard`): request smuggling
   shapes, URL, header and body sizes, the failed-authentication throttle and sign-ins checked at once.
 
@@ -218,7 +218,8 @@ class GuardedH11Protocol(H11Protocol):
         self._refuse(408, f"request {phase} not complete within {seconds:g} s")
 
     def _make_room(self) -> bool:
-        """The server is full: close the connection that has waited longest for its peer, if any (True)."""
+        """The server is full: close the connection that has waited longest for its peer, else refuse a request
+        waiting its turn, if any (True)."""
         for oldest in list(self.waiting):
             del self.waiting[oldest]
             if oldest._admitted and not oldest.transport.is_closing():
@@ -231,7 +232,11 @@ class GuardedH11Protocol(H11Protocol):
                     reason = f"the server holds {limit} connections, its limit; this one waited longest for a request"
                     oldest._refuse(503, reason, retry_after_s=5)
                 return True
-        return False
+        # Else a request still waiting its turn (FairShare) is refused, of the address with the most waiting; its
+        # connection is counted until it closes, just after its answer.
+        limit = self.limits.max_connections
+        reason = f"the server holds {limit} connections, its limit; this request waited its turn behind others of yours"
+        return self.limits.fair.drop_one(reason)
 
     def _watch_sending(self) -> None:
         """Give the peer :attr:`PeerLimits.send_timeout_s` to take what waits for it (from now): while the send

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -172,10 +173,37 @@ QaCaller = Annotated[Caller, Depends(_role(Role.QA))]
 AdminCaller = Annotated[Caller, Depends(_role(Role.ADMIN))]
 
 
+#: /healthz asks the database at most once in this long, however often it is asked (anyone may ask, at any rate).
+HEALTH_TTL_S: Final = 1.0
+
+
+class _SchemaCheck:
+    """The database's schema revision (or the error asking for it), asked at most once per :data:`HEALTH_TTL_S`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._asked = -HEALTH_TTL_S
+        self._answer: str | None = None
+        self._error: Exception | None = None
+
+    def revision(self, store: Store) -> str | None:
+        with self._lock:  # one query at a time; the others take its answer
+            if time.monotonic() - self._asked >= HEALTH_TTL_S:
+                try:
+                    self._answer, self._error = current_revision(store), None
+                except Exception as exc:
+                    self._answer, self._error = None, exc
+                self._asked = time.monotonic()
+            if self._error is not None:
+                raise self._error
+            return self._answer
+
+
 @router.get("/healthz", tags=["service"], responses={503: _PROBLEMS[503]})
-def healthz(store: StoreDep) -> Health:
-    """Whether the database answers and is migrated (no token needed; records nothing)."""
-    current, needed = current_revision(store), head_revision()
+def healthz(request: Request, store: StoreDep) -> Health:
+    """Whether the database answers and is migrated, as seen at most a second ago (no token needed; records
+    nothing)."""
+    current, needed = request.app.state.schema_check.revision(store), head_revision()
     if current != needed:
         raise HTTPException(
             503, detail=f"database schema is at {current or 'none'}, needs {needed}: run 'radtrace db upgrade'"
@@ -306,10 +334,14 @@ def get_study_draft(
 ) -> dict[str, Any]:
     """One kept draft read back from its SR: findings, impression, reasoning, and its files as the listing
     names them (recorded as draft_accessed)."""
+    if not any(kept.revision == revision for kept in list_drafts(drafts, study_uid)):
+        raise HTTPException(404, detail=f"no draft is kept for revision {revision} of this study")
     try:
         view = read_draft(drafts, study_uid, revision)
-    except ReportError as exc:
-        raise HTTPException(404, detail=exc.reason) from exc
+    except ReportError as exc:  # its reason names the file on the server: for the server's log and CLI, not a client
+        log.error("GET draft: the kept SR of revision %d of a study cannot be read (%s)", revision, type(exc).__name__)
+        detail = f"the kept SR of revision {revision} of this study cannot be read ('radtrace drafts show' says why)"
+        raise HTTPException(500, detail=detail) from exc
     _record_draft_use(store, caller, EventType.DRAFT_ACCESSED, study_uid, revision=revision)
     files = _draft_files(request, view.study_uid, view.revision, view.files)
     return {**view.as_json(), "files": [file.model_dump() for file in files]}
@@ -439,6 +471,7 @@ def create_api(
     app.state.store = store
     app.state.drafts_dir = drafts_dir
     app.state.checkpoints = checkpoints
+    app.state.schema_check = _SchemaCheck()
     app.include_router(router)
     app.middleware("http")(_access_log)
     app.add_exception_handler(StoreUnavailableError, _on_store_unavailable)
