@@ -26,7 +26,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.presentation import defuse_formula
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console import explorer
+from radtrace.console import explorer_verify
 from radtrace.store.engine import Store, is_postgresql
 
 pytestmark = pytest.mark.integration
@@ -314,7 +314,7 @@ def test_a_second_verify_while_one_runs_is_refused_and_progress_is_reported(
     site: Explorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release, reached = threading.Event(), threading.Event()
-    real = explorer.verify_audit_log
+    real = explorer_verify.verify_audit_log
 
     def slow(store: Store, asked_by: Actor, **options: Any) -> Any:
         options["progress"](7)  # as verify_chain reports every VERIFY_BATCH_ROWS rows
@@ -322,7 +322,7 @@ def test_a_second_verify_while_one_runs_is_refused_and_progress_is_reported(
         assert release.wait(30)
         return real(store, asked_by, **options)
 
-    monkeypatch.setattr(explorer, "verify_audit_log", slow)
+    monkeypatch.setattr(explorer_verify, "verify_audit_log", slow)
     with site.as_user("ad.min") as admin, TestClient(admin.app, base_url="http://testserver") as second:
         sign_in(second, "ad.min")  # a second session (another tab or another admin) on the same server
         page = admin.get("/console/audit/verify")

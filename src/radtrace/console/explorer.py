@@ -29,19 +29,17 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from radtrace.audit.checkpoints import CheckpointSource
-from radtrace.audit.events import Actor, EventType, Outcome, canonical_json
-from radtrace.audit.operations import AuditVerification, verify_audit_log
+from radtrace.audit.events import EventType, Outcome, canonical_json
 from radtrace.audit.presentation import csv_chunks, recorded_text
 from radtrace.audit.queries import (
     STAGES,
@@ -54,8 +52,8 @@ from radtrace.audit.queries import (
     run_query,
     study_timeline,
 )
-from radtrace.audit.schema import AuditEventRow
 from radtrace.console.accounts import ConsoleRole, SignedIn
+from radtrace.console.explorer_verify import Verifier, VerifyRun
 from radtrace.console.links import LINK_TTL_S, TIMELINE, UID, ConsoleLinks
 from radtrace.console.pages import (
     PREFIX,
@@ -72,8 +70,6 @@ from radtrace.console.pages import (
     request_actor,
 )
 from radtrace.console.times import shown_time
-from radtrace.errors import RadtraceError
-from radtrace.store.engine import Store
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "VerifyRun", "router"]
 
@@ -428,70 +424,6 @@ def export_page(request: Request, state: StateDep, user: UserDep) -> Response:
 
 
 # --- verification ----------------------------------------------------------------------------
-
-
-@dataclass
-class VerifyRun:
-    """One walk of the chain started from the console: who, when, how far, and how it ended."""
-
-    started_by: str
-    started_at: datetime
-    total: int = 0
-    checked: int = 0
-    finished_at: datetime | None = None
-    result: AuditVerification | None = None
-    error: str | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def running(self) -> bool:
-        """Whether the walk is still going."""
-        return not self.done.is_set()
-
-    def as_json(self) -> dict[str, Any]:
-        """What the progress poll returns."""
-        return {"running": self.running, "checked": self.checked, "total": self.total}
-
-
-class Verifier:
-    """At most one verification at a time per console process, in a thread of its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.current: VerifyRun | None = None
-
-    def start(self, store: Store, actor: Actor, checkpoints: CheckpointSource) -> tuple[VerifyRun, bool]:
-        """Start a walk unless one is running; returns the run to show and whether this call started it."""
-        with self._lock:
-            if self.current is not None and self.current.running:
-                return self.current, False
-            run = VerifyRun(started_by=actor.user or "?", started_at=datetime.now(UTC))
-            self.current = run
-        threading.Thread(
-            target=self._walk, args=(store, actor, checkpoints, run), name="console-audit-verify", daemon=True
-        ).start()
-        return run, True
-
-    @staticmethod
-    def _walk(store: Store, actor: Actor, checkpoints: CheckpointSource, run: VerifyRun) -> None:
-        def advance(checked: int) -> None:
-            run.checked = checked
-
-        try:
-            table = AuditEventRow.__table__
-            with store.session("reading the audit head") as session:
-                run.total = int(session.scalar(sa.select(sa.func.max(table.c.seq))) or 0)
-            run.result = verify_audit_log(store, actor, checkpoints=checkpoints, progress=advance)
-            run.checked = run.result.result.rows_checked
-        except RadtraceError as exc:
-            run.error = exc.reason
-            log.warning("console: audit verification failed: %s", exc.reason)
-        except Exception:  # the page must say it ended, whatever went wrong
-            run.error = "internal error (see the service's log)"
-            log.exception("console: audit verification failed")
-        finally:
-            run.finished_at = datetime.now(UTC)
-            run.done.set()
 
 
 def _verifier(request: Request) -> Verifier:
