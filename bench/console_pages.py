@@ -1,6 +1,7 @@
 """Server time of the review console's pages at scale: the worklist's filters and last page, next study, a study
-page (also one with a long decision history), and recording a finding's decision, over a worklist of N studies
-with audit events for each (SQLite, and PostgreSQL with --postgresql).
+page (also one with a long decision history), recording a finding's decision, and the study page's pictures of
+an image (as the model read it, and the original) for the synthetic study and for a real JPEG-LS film (NEMA RG1,
+2.7 MB), over a worklist of N studies with audit events for each (SQLite, and PostgreSQL with --postgresql).
 
 Medians of repeated requests through the ASGI app (the code path uvicorn runs, without the socket), as
 tests/integration/test_console_scale.py measures, on one real study read by the pipeline (demo backend) among N
@@ -40,7 +41,13 @@ from radtrace.console.worklist import sync_review_items
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
+from radtrace.testing.ablation import load_film
 from radtrace.testing.console import seed_worklist
+from radtrace.worker.pipeline import Result, StudyPipeline
+from worker_support import spool_study
+
+#: A real film whose pixel data is compressed (JPEG-LS near-lossless): every picture of it decodes the file.
+FILM = Path(__file__).resolve().parents[1] / "tests/data/real-cxr/nema-rg1-cr-chest-pa-mono1-jpegls-near-lossless.dcm"
 
 
 @contextlib.contextmanager
@@ -88,6 +95,11 @@ def main() -> None:
         _audit_load(store, args.studies)
         reader = StudyReader(settings.model, data_dir=settings.data_dir)
         fresh, busy = (reported_study(settings, store, reader, seed=seed) for seed in (1, 2))
+        [film] = load_film(FILM)
+        film.AccessionNumber = "ACC-BENCH-FILM"
+        film_uid, number = spool_study(settings, store, [film])
+        read = StudyPipeline(settings, store, reader, worker="bench").process(film_uid, number)
+        assert read.result is Result.REPORTED, read
         sync_review_items(store, settings.spool_dir)
         review = load_review(store, busy, 1)
         assert review is not None
@@ -110,7 +122,7 @@ def main() -> None:
                 return call
 
             last = -(-(args.studies + 2) // settings.console.page_size)
-            url = study_path(store, fresh)
+            url, film_url = study_path(store, fresh), study_path(store, film_uid)
             label = load_review(store, fresh, 1).findings[0].label  # type: ignore[union-attr]
 
             def decide() -> object:
@@ -130,6 +142,10 @@ def main() -> None:
                 "study page": get(url),
                 f"study page, {args.decisions} decisions": get(study_path(store, busy)),
                 "finding decision (page + POST)": decide,
+                "image as the model read it (synthetic)": get(f"{url}/images/0/prepared.png"),
+                "image, original (synthetic)": get(f"{url}/images/0/original.png"),
+                "image as the model read it (JPEG-LS film)": get(f"{film_url}/images/0/prepared.png"),
+                "image, original (JPEG-LS film)": get(f"{film_url}/images/0/original.png"),
                 "peer: the stylesheet (the app's floor)": get("/console/static/console.css"),
             }
             for what, call in figures.items():

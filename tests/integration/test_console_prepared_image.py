@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from console_support import add_user, console_client, console_settings, sign_in, study_path
+from console_support import add_user, console_client, console_settings, reported_study, sign_in, study_path
+from radtrace.audit.schema import AuditEventRow
 from radtrace.dicom_listener.attributes import by_keyword
 from radtrace.model.backends.demo import DemoBackend
 from radtrace.model.profiles.base import Profile
@@ -26,7 +27,7 @@ from radtrace.model.reader import StudyReader
 from radtrace.model.reading import Reading
 from radtrace.model.study import StudyInput
 from radtrace.store.engine import Store
-from radtrace.store.models import Revision, Study
+from radtrace.store.models import Instance, Revision, Study
 from radtrace.testing.ablation import apply_change, load_film
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study
 from radtrace.worker.pipeline import Result, StudyPipeline
@@ -129,3 +130,63 @@ def test_a_study_with_images_the_model_did_not_read_says_so_beside_the_ones_it_d
                 "The model read 1 of this study's 2 images; the other is not shown here and not in this draft: "
                 "read it in the PACS."
             )
+
+
+def test_the_pictures_are_made_once_per_revision_and_never_served_for_a_changed_file(
+    sqlite_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: every request for "as the model read it" prepared the whole study again, and every "original"
+    decoded the file again (bench/console_pages.py: 1.0 s and 2.0 s a request for the real JPEG-LS film, at load
+    average ~10): each image, each switch between the two and each reload paid it. Now both are kept per revision,
+    keyed by the spooled files' SHA-256 as hashed on each request: a file changed since is made again, and refused."""
+    from radtrace.console import images
+
+    store = sqlite_store
+    settings = console_settings(tmp_path, store)
+    reader = StudyReader(settings.model, data_dir=settings.data_dir)
+    study_uid = reported_study(settings, store, reader, seed=93)
+    made = {"prepared": 0, "original": 0}
+    prepare, display = StudyReader.prepare, images.display_values
+
+    def counted_prepare(self: StudyReader, *args: object, **kwargs: object) -> object:
+        made["prepared"] += 1
+        return prepare(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    def counted_display(*args: object, **kwargs: object) -> object:
+        made["original"] += 1
+        return display(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StudyReader, "prepare", counted_prepare)
+    monkeypatch.setattr(images, "display_values", counted_display)
+    add_user(store, "dr.cache", "radiologist")
+    with console_client(store, settings) as client:
+        sign_in(client, "dr.cache")
+        image = f"{study_path(store, study_uid)}/images/0"
+        for kind in ("prepared", "original"):
+            answers = [client.get(f"{image}/{kind}.png") for _ in range(3)]
+            assert [a.status_code for a in answers] == [200, 200, 200]
+            assert answers[0].content == answers[1].content == answers[2].content
+        assert made == {"prepared": 1, "original": 1}
+        # each request is still an image_viewed audit event
+        with store.session() as session:
+            viewed = session.scalar(sa.select(sa.func.count()).select_from(AuditEventRow)
+                                    .where(AuditEventRow.event_type == "image_viewed"))  # fmt: skip
+        assert viewed == 6
+        # the spooled file changes: never answered from the cache, refused as before
+        with store.session() as session:
+            [path] = session.scalars(sa.select(Instance.path).join(Study).where(Study.study_uid == study_uid)).all()
+        spooled = settings.spool_dir / path
+        spooled.write_bytes(spooled.read_bytes() + b"\0\0")
+        for kind in ("prepared", "original"):
+            assert client.get(f"{image}/{kind}.png").status_code == 404
+        spooled.unlink()
+        assert client.get(f"{image}/prepared.png").status_code == 404
+    # bounded: the least recently used pictures go first
+    cache = images.PictureCache(max_bytes=1000)
+    for n in range(10):
+        cache.put((f"2.25.{n}", 1, ("d",), "prepared"), {"1.2.3": bytes(200)})
+    assert cache.size_bytes <= 1000
+    assert cache.get(("2.25.9", 1, ("d",), "prepared"), "1.2.3") is not None
+    assert cache.get(("2.25.0", 1, ("d",), "prepared"), "1.2.3") is None
+    cache.put(("2.25.big", 1, ("d",), "original"), {"1.2.3": bytes(400)})  # over a quarter of the bound: not kept
+    assert cache.get(("2.25.big", 1, ("d",), "original"), "1.2.3") is None

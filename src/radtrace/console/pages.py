@@ -25,6 +25,7 @@ from radtrace import __version__
 from radtrace.audit.events import Actor
 from radtrace.config import Settings
 from radtrace.console.accounts import SignedIn, resume_session, start_session
+from radtrace.console.images import PictureCache
 from radtrace.console.links import ConsoleLinks
 from radtrace.console.worklist import FLAG_LABELS, sync_review_items
 from radtrace.http_server import direct_peer_host
@@ -78,6 +79,8 @@ class ConsoleState:
     last_sync: float = 0.0
     #: Rings the dispatcher for an outbox row (``radtrace.worker.doorbell.ring_dispatch`` unless a test sets one).
     ring_dispatch: Callable[[int], bool] | None = None
+    #: The study page's pictures made so far (bounded; see :mod:`.images`).
+    pictures: PictureCache = field(default_factory=PictureCache)
     #: Study handles and saved searches (kept in the database: every console process reads a link alike).
     links: ConsoleLinks = field(init=False)
 

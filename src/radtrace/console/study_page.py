@@ -142,7 +142,7 @@ def study_image(
         raise HTTPException(404, detail="the model did not read this image")
     sop_uid = str(review.images[number].get("sop_instance_uid"))
     try:
-        data = render_image(state.store, state.settings, study_uid, revision, sop_uid, kind)
+        data = render_image(state.store, state.settings, study_uid, revision, sop_uid, kind, state.pictures)
     except (OSError, RadtraceError) as exc:
         log.warning("console: image could not be rendered: %s", type(exc).__name__)
         raise HTTPException(404, detail="the image could not be read from the spool") from exc
