@@ -505,3 +505,14 @@ def test_an_event_whose_time_was_edited_into_a_non_time_is_shown_as_unreadable(
     assert "unreadable: &#39;yesterday&#39;" in timeline.text
     assert export.status_code == 200
     assert "unreadable: 'yesterday'" in export.text
+
+
+def test_a_refused_or_failed_event_shows_its_reason_in_the_row_not_only_in_the_payload(site: Explorer) -> None:
+    """Before, a failure's reason sat in the collapsed payload; QA scanning a page of failures saw none of them."""
+    with site.as_user("qa.quinn") as qa:
+        html = qa.get("/console/audit", params={"event_type": "association_rejected"}).text
+    rows = re.findall(r'<tr class="event [^"]*" data-seq="\d+"[^>]*>(.*?)</tr>', html, re.S)
+    assert rows
+    for row in rows:
+        shown = row.split("<details>")[0]
+        assert '<p class="event-reason" data-testid="event-reason">calling AE not allowed</p>' in shown, row

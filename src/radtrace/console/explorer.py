@@ -79,6 +79,7 @@ DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 200
 PAGE_SIZES: Final = (25, 50, 100, 200)
 PAYLOAD_SHOWN_CHARS: Final = 2000
+REASON_SHOWN_CHARS: Final = 300
 #: The form's filters, in the order shown; each is a field of :class:`AuditFilter`.
 FILTERS: Final = (
     "since", "until", "event_type", "outcome", "study_uid", "accession", "patient_id", "actor", "model_name",
@@ -247,6 +248,9 @@ class EventRow:
     timeline_url: str | None
     recorded: str  # to the second; "unreadable: '...'" for a row whose time was edited into a non-time
     recorded_ms: str  # to the millisecond (the timeline)
+    #: The payload's ``reason`` of an event that did not succeed (a study failed or skipped, an instance refused, a
+    #: delivery given up), shown in the row: before, it sat in the collapsed payload. Cut at REASON_SHOWN_CHARS.
+    reason: str = ""
 
 
 def _row(event: AuditRecord, handles: Mapping[str, str], zone: ZoneInfo) -> EventRow:
@@ -263,7 +267,15 @@ def _row(event: AuditRecord, handles: Mapping[str, str], zone: ZoneInfo) -> Even
         f"{PREFIX}/audit/timeline/{handle}" if handle else None,
         recorded_text(event, lambda at: shown_time(at, zone)),
         recorded_text(event, lambda at: shown_time(at, zone, ms=True)),
+        _reason(event),
     )
+
+
+def _reason(event: AuditRecord) -> str:
+    reason = event.payload.get("reason") if event.payload and event.outcome != Outcome.SUCCESS.value else None
+    if not isinstance(reason, str) or not reason:
+        return ""
+    return reason if len(reason) <= REASON_SHOWN_CHARS else reason[:REASON_SHOWN_CHARS] + " …"
 
 
 def _explorer(request: Request, state: ConsoleState, user: SignedIn, status: int = 200, **context: Any) -> HTMLResponse:
