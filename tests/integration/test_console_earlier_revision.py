@@ -1,7 +1,8 @@
 """Corrected images after decisions: a study decided on revision 1 is sent again with a corrected image and read as
-revision 2. Revision 2's page names the decisions made on revision 1 (who, what, that they were made on the earlier
-images, with a link), beside each finding too, and carries none of them over; the whole-draft reason the form
-starts on never contradicts the decisions recorded, and a reason of the other verdict is refused.
+revision 2. The worklist's row says revision 1 was decided; revision 2's page names the decisions made on
+revision 1 (who, what, that they were made on the earlier images, with a link), beside each finding too, and
+carries none of them over; the whole-draft reason the form starts on never contradicts the decisions recorded, and
+a reason of the other verdict is refused.
 
 Both revisions are read by the real pipeline (demo backend, console_support); checked through the pages and the
 audit rows.
@@ -103,6 +104,12 @@ def test_revision_2_names_the_decisions_made_on_revision_1_and_carries_none_over
 
     second = study_path(store, study_uid, 2)
     with _signed_in(store, settings, "dr.two") as two:
+        # the worklist lists revision 2 as new, and says revision 1 was decided (on the earlier images)
+        worklist = two.get("/console/worklist").text
+        earlier = re.findall(r'data-testid="earlier">([^<]*)</div>', worklist)
+        assert [html.unescape(text) for text in earlier] == [
+            "revision 1 accepted by dr.one (earlier images; not carried over)"
+        ]
         page = two.get(second).text
         card = re.search(r'data-testid="earlier-decisions"[^>]*>(.*?)</section>', page, re.S)
         assert card is not None, "revision 2's page does not name revision 1's decisions"

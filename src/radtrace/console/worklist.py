@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -116,6 +116,9 @@ class WorklistRow:
     decision: str | None
     decided_by: str | None
     opened_by: str | None
+    #: the whole-draft decision of the newest earlier revision that has one ("revision 1 accepted by dr.one"): made
+    #: on the images before this revision's, not carried over (the study page names it)
+    earlier: str | None = None
 
     def waiting_s(self, now: datetime) -> float:
         """Seconds since the draft was reported."""
@@ -162,11 +165,30 @@ def worklist_page(store: Store, which: WorklistFilter, user: str, page: int, pag
         items = session.scalars(
             sa.select(ReviewItem).where(*where).order_by(*order).offset((page - 1) * page_size).limit(page_size)
         ).all()
-        rows = tuple(_row(item) for item in items)
+        earlier = _earlier_decisions(session, [item for item in items if item.revision > 1])
+        rows = tuple(_row(item, earlier.get((item.study_uid, item.revision))) for item in items)
     return WorklistPage(rows, int(total), page, page_size)
 
 
-def _row(item: ReviewItem) -> WorklistRow:
+def _earlier_decisions(session: Session, items: Sequence[ReviewItem]) -> dict[tuple[str, int], str]:
+    """For each of ``items`` (study UID, revision), the newest whole-draft decision on an earlier revision of its
+    study, as the worklist's status says it; one query for the page."""
+    if not items:
+        return {}
+    found: dict[tuple[str, int], str] = {}
+    decided = session.execute(
+        sa.select(ReviewItem.study_uid, ReviewItem.revision, ReviewItem.decision, ReviewItem.decided_by)
+        .where(ReviewItem.study_uid.in_({item.study_uid for item in items}), ReviewItem.assessed.is_(True))
+        .order_by(ReviewItem.revision)
+    ).all()
+    for item in items:
+        for study_uid, number, decision, user in decided:
+            if study_uid == item.study_uid and number < item.revision and decision:
+                found[(item.study_uid, item.revision)] = f"revision {number} {decision} by {user or 'someone'}"
+    return found
+
+
+def _row(item: ReviewItem, earlier: str | None = None) -> WorklistRow:
     return WorklistRow(
         study_uid=item.study_uid,
         revision=item.revision,
@@ -184,6 +206,7 @@ def _row(item: ReviewItem) -> WorklistRow:
         decision=item.decision,
         decided_by=item.decided_by,
         opened_by=item.opened_by,
+        earlier=earlier,
     )
 
 
