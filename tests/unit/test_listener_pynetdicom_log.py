@@ -8,13 +8,18 @@ test_listener_upper_layer_fuzz.py): noise that reads as a crash at night.
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
+import threading
 
 import pytest
+from pynetdicom.association import Association
 from pynetdicom.utils import decode_bytes
 
+from radtrace.dicom_listener.admission import Connection
 from radtrace.dicom_listener.ae import quiet_pynetdicom
+from radtrace.dicom_listener.idle_close import IDLE_TIMEOUT_MESSAGE
 
 pytestmark = pytest.mark.unit
 
@@ -38,3 +43,38 @@ def test_an_exception_logged_by_any_pynetdicom_module_is_one_line(captured_log: 
     [line] = captured_log.getvalue().splitlines()
     assert "ValueError: Invalid 'Calling AE Title'" in line
     assert "\\x0a2026-01-01" in line  # the peer's newline, escaped: no second line
+
+
+class _AssociationThread(threading.Thread):
+    """Where pynetdicom logs from: its association's own thread (what the filter reads of it)."""
+
+    def __init__(self, *, acceptor: bool) -> None:
+        super().__init__()
+        self.is_acceptor = acceptor
+        self.radtrace_connection = Connection("127.0.0.2", 0.0, port=11112)
+
+    def run(self) -> None:
+        association_log = logging.getLogger("pynetdicom.association")
+        association_log.error(IDLE_TIMEOUT_MESSAGE)
+        association_log.error("Association request failed: unable to connect to remote")
+
+
+def test_only_the_listener_s_own_idle_close_is_left_to_its_line(captured_log: io.StringIO) -> None:
+    """pynetdicom's ``Network timeout reached`` (ERROR) is dropped in an association the listener accepted, whose
+    handlers log the close at INFO; an SCU's own timeout and every other pynetdicom ERROR stay ERROR."""
+    quiet_pynetdicom()
+    for acceptor in (True, False):
+        thread = _AssociationThread(acceptor=acceptor)
+        thread.start()
+        thread.join()
+    logging.getLogger("pynetdicom.association").error(IDLE_TIMEOUT_MESSAGE)  # not an association's thread
+    lines = captured_log.getvalue().splitlines()
+    assert [IDLE_TIMEOUT_MESSAGE in line for line in lines] == [False, True, False, True]  # acceptor, SCU, other
+    assert all("ERROR" in line and "pynetdicom.association" in line for line in lines)
+
+
+def test_pynetdicom_still_says_its_idle_timeout_as_the_filter_expects() -> None:
+    """The filter matches pynetdicom 3's record and attribute by name: an upgrade that changes them fails here."""
+    reactor = inspect.getsource(Association._run_reactor)
+    assert f'LOGGER.error("{IDLE_TIMEOUT_MESSAGE}")' in reactor
+    assert isinstance(inspect.getattr_static(Association, "is_acceptor"), property)

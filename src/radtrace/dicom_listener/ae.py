@@ -27,6 +27,7 @@ from radtrace.dicom_listener.completion import CompletionTimer
 from radtrace.dicom_listener.contexts import supported_contexts
 from radtrace.dicom_listener.filtering import FilterRule
 from radtrace.dicom_listener.handlers import ListenerHandlers
+from radtrace.dicom_listener.idle_close import ListenerSaysIdleClose
 from radtrace.dicom_listener.metrics import ListenerMetrics
 from radtrace.dicom_listener.shared_counts import SharedSourceCounts
 from radtrace.dicom_listener.spool import Spool
@@ -61,11 +62,12 @@ class _OneLineExceptions(logging.Filter):
 
 
 _ONE_LINE = _OneLineExceptions()
+_IDLE_CLOSE = ListenerSaysIdleClose()
 
 
 def quiet_pynetdicom() -> None:
-    """Never log C-STORE identifiers (patient data), log pynetdicom's exceptions on one line each, and stream
-    received datasets to files."""
+    """Never log C-STORE identifiers (patient data), log pynetdicom's exceptions on one line each, leave an idle
+    association's end to the listener's own line, and stream received datasets to files."""
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
@@ -74,6 +76,8 @@ def quiet_pynetdicom() -> None:
     for name in list(logging.root.manager.loggerDict):
         if name == "pynetdicom" or name.startswith("pynetdicom."):
             logging.getLogger(name).addFilter(_ONE_LINE)  # the same object twice is kept once
+    # an idle association's end is the listener's to say, at INFO (idle_close.py), not pynetdicom's ERROR
+    logging.getLogger("pynetdicom.association").addFilter(_IDLE_CLOSE)
 
 
 def server_ssl_context(tls: TlsSettings) -> ssl.SSLContext | None:

@@ -25,6 +25,7 @@ from radtrace.dicom_listener.admission import Admission, Connection, timeout_set
 from radtrace.dicom_listener.contexts import refused_pairs
 from radtrace.dicom_listener.encoding import RELABELLED_SYNTAXES, relabel_mismatched_encoding
 from radtrace.dicom_listener.headers import ReceivedHeader, read_header, refused_identity
+from radtrace.dicom_listener.idle_close import log_idle_close
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
 from radtrace.dicom_listener.metrics import Door, ListenerMetrics, door_labels
 from radtrace.dicom_listener.pixel_budget import (
@@ -296,14 +297,15 @@ class ListenerHandlers:
         if setting is not None:
             self.on_timed_out(connection, setting, reason)
 
-    def on_timed_out(self, connection: Connection, setting: str, detail: str) -> None:
-        """A timeout ended the connection: counted and audited in aggregate like a refusal, once per connection.
+    def on_timed_out(self, connection: Connection, setting: str, detail: str) -> bool:
+        """A timeout ended the connection: counted and audited in aggregate like a refusal, once per connection
+        (whether this call was that once).
 
         The event names the source, the calling AE title when the A-ASSOCIATE-RQ was read, the setting whose limit
         was passed and the bytes the peer had sent.
         """
         if not connection.mark_timed_out():
-            return
+            return False
         assoc = connection.assoc
         primitive = getattr(getattr(assoc, "requestor", None), "primitive", None)
         calling = str(getattr(primitive, "calling_ae_title", "") or "").strip() or None
@@ -322,11 +324,13 @@ class ListenerHandlers:
             tls=connection.tls,
             bytes_received=received if isinstance(received, int) else None,
         )
+        return True
 
     def on_connection_lost(self, event: evt.Event) -> None:
         """Free the slot at once; drop the partial file of a C-STORE cut off mid-dataset (left open by pynetdicom).
 
-        An association that pynetdicom aborted for its network timeout (idle too long) is audited here.
+        An association that pynetdicom aborted for its network timeout (idle too long) is audited and logged here
+        (one INFO line: :mod:`~radtrace.dicom_listener.idle_close`).
         """
         connection = _connection(event.assoc)
         dul = getattr(event.assoc, "dul", None)
@@ -334,7 +338,8 @@ class ListenerHandlers:
         self.admission.release(connection)  # first: the audit below writes to the database
         if idle and connection is not None:
             detail = f"no PDU for {self.settings.network_timeout_s:g} s"
-            self.on_timed_out(connection, "listener.network_timeout_s", detail)
+            if self.on_timed_out(connection, "listener.network_timeout_s", detail):
+                log_idle_close(event.assoc, connection, self.settings.network_timeout_s)
         close_fast_path(event.assoc)
         message = getattr(getattr(event.assoc, "dimse", None), "message", None)
         partial = getattr(message, "_data_set_file", None)
