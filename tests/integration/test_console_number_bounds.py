@@ -22,6 +22,9 @@ pytestmark = pytest.mark.integration
 ASKED = [
     ("revision", "/console/next?study=1.2.3&revision=2147483648"),
     ("revision", "/console/next?study=1.2.3&revision=99999999999999999999"),
+    ("revision", "/console/studies/1.2.3/2147483648"),
+    ("revision", "/console/studies/1.2.3/99999999999999999999"),
+    ("seq", "/console/studies/1.2.3/1/assessments/9223372036854775808.dcm"),
 ]
 
 

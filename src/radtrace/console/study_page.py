@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Annotated
+from typing import Annotated, Final
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Request
@@ -18,6 +18,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 
 from radtrace.audit.events import AuditEvent, EventType
+from radtrace.audit.queries import MAX_SEQ
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.console.assessment_files import settle_pending
 from radtrace.console.draft_recording import assessments_root
@@ -45,7 +46,10 @@ log = logging.getLogger(__name__)
 #: A study in a console address: its handle (:mod:`.links`); the Study UID of an old address is still read (see
 #: :func:`study_of`), never written.
 StudyRef = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z._-]+$")]
-RevisionNumber = Annotated[int, PathParam(ge=1)]
+#: The largest revision number the database holds (an INTEGER column, 32 bits on PostgreSQL): a larger one in a
+#: path or query is 422 naming it, not a 500 from the database driver.
+MAX_REVISION: Final = 2**31 - 1
+RevisionNumber = Annotated[int, PathParam(ge=1, le=MAX_REVISION)]
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -159,7 +163,7 @@ def assessment_file(
     request: Request,
     study: StudyRef,
     revision: RevisionNumber,
-    seq: Annotated[int, PathParam(ge=1)],
+    seq: Annotated[int, PathParam(ge=1, le=MAX_SEQ)],
     state: StateDep,
     user: UserDep,
 ) -> Response:

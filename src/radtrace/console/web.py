@@ -60,7 +60,7 @@ from radtrace.console.pages import (
     wants_page,
 )
 from radtrace.console.review import DRAFT_REASONS
-from radtrace.console.study_page import study_path
+from radtrace.console.study_page import MAX_REVISION, study_path
 from radtrace.console.times import shown_time
 from radtrace.console.worklist import (
     FailedRow,
@@ -84,10 +84,6 @@ log = logging.getLogger(__name__)
 
 LOGIN_CSRF_COOKIE: Final = "radtrace_login_csrf"
 _STATIC: Final = Path(__file__).with_name("static")
-#: The largest revision number the database holds (an INTEGER column, 32 bits on PostgreSQL): a larger one in a
-#: query is 422 naming it, not a 500 from the database driver.
-MAX_REVISION: Final = 2**31 - 1
-
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
