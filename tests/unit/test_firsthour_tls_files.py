@@ -14,11 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from certificate_support import certificate_pair as _pair
 from radtrace.config import Settings, load_settings
 from radtrace.preflight.tls import tls_check
 from radtrace.testing.services import free_port
@@ -27,27 +24,6 @@ from tests_support import radtrace
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 12, 5, 18, 0, tzinfo=UTC)
-
-
-def _pair(
-    folder: Path, name: str, start: datetime, end: datetime, passphrase: bytes | None = None
-) -> tuple[Path, Path]:
-    """A self-signed certificate valid from ``start`` to ``end`` and its key, as PEM files in ``folder``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "radtrace.example")])
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    encryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
-    )  # fmt: skip
-    (folder / f"{name}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (folder / f"{name}.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    )
-    return folder / f"{name}.pem", folder / f"{name}.key"
 
 
 def _settings(folder: Path, certificate: Path, key: Path) -> Settings:

@@ -206,12 +206,17 @@ def audit_forward(
     import threading
 
     from radtrace.audit.atna.forwarder import ONCE_GIVE_UP_S, forwarder_from_settings
+    from radtrace.cli.startup import say_checks
     from radtrace.errors import RadtraceError
     from radtrace.metrics_server import start_metrics_server
+    from radtrace.preflight import atna_tls_check
 
     settings = settings_of(ctx)
     if not settings.atna.host:
         fail("atna.host is not set (RADTRACE_ATNA__HOST): there is no repository to forward to", EXIT_USAGE)
+    # The CA bundle and client certificate judged now, not at the first connection in the night (exit 2, or a
+    # warning for a certificate ending soon): radtrace.preflight.tls, as serve and the listener do.
+    say_checks(ctx, [tls] if (tls := atna_tls_check(settings)) is not None else [], service="atna forwarder")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

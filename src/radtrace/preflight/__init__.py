@@ -27,12 +27,13 @@ from radtrace.preflight.ports import (
     metrics_port_problem,
     metrics_ports,
 )
-from radtrace.preflight.tls import tls_check
+from radtrace.preflight.tls import atna_tls_check, pacs_tls_check, tls_check
 
 __all__ = [
     "Check",
     "Service",
     "api_bind_problem",
+    "atna_tls_check",
     "bind_api_socket",
     "bind_problem",
     "check_model_weights",
@@ -78,7 +79,9 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
 
     Every service: the settings (a ``./.env`` not in effect), the data directory, the work database (on PostgreSQL,
     this machine's clock against the server's). The listener, workers and serve: the spool, quarantine and free
-    space, the broker. The listener and serve: the TLS files. The QA API: the broker only with the review console
+    space, the broker. The listener and serve: the listener's TLS files. Serve and the workers that deliver: the CA
+    store a TLS PACS is checked against; serve: the ATNA forwarder's TLS files (``radtrace audit forward`` checks
+    them itself, :func:`atna_tls_check`). The QA API: the broker only with the review console
     (which rings the dispatcher). The model backend: serve and the inference worker only."""
     dotenv = unread_dotenv(Path.cwd(), os.environ)
     checks = [Check("settings", "ok", "loaded and valid") if dotenv is None else Check("settings", "warning", dotenv)]
@@ -92,8 +95,9 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
             writable_directory("quarantine", settings.quarantine_dir),
             free_space(settings),
         ]
-    if service in ("serve", "listener") and (tls := tls_check(settings)) is not None:
-        checks.append(tls)
+    outbound = {"serve": (tls_check, pacs_tls_check, atna_tls_check), "listener": (tls_check,),
+                "worker": (pacs_tls_check,), "dispatcher": (pacs_tls_check,)}  # fmt: skip
+    checks += [tls for judge in outbound.get(service, ()) if (tls := judge(settings)) is not None]
     checks.append(database := database_check(settings))
     if database.status != "failed" and (clock := clock_check(settings)) is not None:
         checks.append(clock)

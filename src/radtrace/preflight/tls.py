@@ -1,14 +1,20 @@
-"""The listener's TLS files (``listener.tls``): there, readable, the key the certificate's, the certificate in date.
+"""TLS files judged at start, with one function for each side that has them: the listener's own certificate
+(``listener.tls``), the ATNA forwarder's client certificate and CA bundle (``atna.*`` with ``transport = "tls"``)
+and the CA store the dispatcher checks a TLS PACS against (``dispatch.pacs[].tls``).
 
 Before, the listener found a missing file or a key of another certificate itself, in words that named neither the
 file nor the setting ("cannot load certificate, key or CA bundle: [Errno 2] No such file or directory"); a key
 encrypted with a passphrase made OpenSSL ask for it on the terminal (a systemd unit has none); and a certificate
 that had expired, or that this machine's clock (set back) found not yet valid, started without a word: every PACS
-that checks the certificate then failed its TLS handshakes.
+that checks the certificate then failed its TLS handshakes. The outbound side was found only at the first delivery,
+at night: the ATNA forwarder started with a missing CA bundle or client key and logged a reconnect error every
+minute; a passphrase key made it ask on the terminal; an expired client certificate started without a word; an
+``SSL_CERT_FILE`` naming a missing file left every TLS PACS failing its handshake on "certificate verify failed".
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,14 +22,15 @@ from pathlib import Path
 from radtrace.config import Settings
 from radtrace.preflight.check import Check
 
-__all__ = ["EXPIRY_WARNING", "tls_check"]
+__all__ = ["EXPIRY_WARNING", "atna_tls_check", "certificate_files_check", "pacs_tls_check", "tls_check"]
 
 #: A certificate that ends within this is said at each start, with the day it ends.
 EXPIRY_WARNING = timedelta(days=14)
 
 
-def _setting(name: str) -> str:
-    return f"listener.tls.{name} (RADTRACE_LISTENER__TLS__{name.upper()})"
+def _named(prefix: str) -> tuple[str, str]:
+    """``listener.tls.`` -> (``listener.tls.``, ``RADTRACE_LISTENER__TLS__``): the setting and its variable."""
+    return prefix, "RADTRACE_" + prefix.replace(".", "__").upper()
 
 
 def _no_passphrase() -> str:
@@ -35,41 +42,114 @@ class _EncryptedKeyError(Exception):
 
 
 def tls_check(settings: Settings, now: datetime | None = None) -> Check | None:
-    """The ``TLS certificate`` check (None: ``listener.tls.enabled`` is off). Missing, unreadable or mismatched files
-    fail (exit 2: the settings or files must change); a certificate out of date is a warning (the plain port, and
-    PACS that do not check it, still work), naming its dates and this machine's clock."""
+    """The listener's ``TLS certificate`` check (None: ``listener.tls.enabled`` is off). A certificate out of date
+    is a warning (the plain port, and PACS that do not check it, still work)."""
     tls = settings.listener.tls
     if not tls.enabled or tls.certificate is None or tls.private_key is None:
         return None
-    files = (("certificate", tls.certificate), ("private_key", tls.private_key), ("ca_bundle", tls.ca_bundle))
-    for name, path in files:
+    return certificate_files_check(
+        "TLS certificate", "listener.tls.", tls.certificate, tls.private_key, tls.ca_bundle,
+        server=True, refused_by="a PACS that checks it refuses TLS associations", now=now,
+    )  # fmt: skip
+
+
+def atna_tls_check(settings: Settings, now: datetime | None = None) -> Check | None:
+    """The ATNA forwarder's ``ATNA TLS`` check (None: forwarding off, not over TLS, or no file to judge)."""
+    atna = settings.atna
+    if not atna.enabled or atna.transport != "tls":
+        return None
+    if atna.certificate is None and atna.ca_bundle is None:
+        return None  # this machine's CA store and no client certificate: nothing of ours to read
+    return certificate_files_check(
+        "ATNA TLS", "atna.", atna.certificate, atna.private_key, atna.ca_bundle, server=False,
+        refused_by="an audit record repository that asks for it refuses the connection (the audit trail waits)",
+        now=now,
+    )  # fmt: skip
+
+
+def certificate_files_check(
+    name: str,
+    prefix: str,
+    certificate: Path | None,
+    private_key: Path | None,
+    ca_bundle: Path | None,
+    *,
+    server: bool,
+    refused_by: str,
+    now: datetime | None = None,
+) -> Check:
+    """Check ``name``: the files of the settings ``<prefix>certificate``, ``private_key`` and ``ca_bundle`` (each
+    may be unset). Missing, unreadable, a directory, a key of another certificate, a key with a passphrase, a CA
+    bundle with no PEM certificate: failed (exit 2, the settings or files must change). The certificate expired, not
+    valid yet by this machine's clock, or ending within :data:`EXPIRY_WARNING`: a warning with its dates, where
+    ``refused_by`` says who then refuses."""
+    setting, variable = _named(prefix)
+
+    def named(field: str) -> str:
+        return f"{setting}{field} ({variable}{field.upper()})"
+
+    for field, path in (("certificate", certificate), ("private_key", private_key), ("ca_bundle", ca_bundle)):
         if path is not None and (problem := _file_problem(path)) is not None:
-            return Check("TLS certificate", "failed", f"{_setting(name)} {path} {problem}", config_error=True)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(tls.certificate, tls.private_key, password=_no_passphrase)
-    except _EncryptedKeyError:
-        return Check("TLS certificate", "failed", f"{_setting('private_key')} {tls.private_key} is encrypted with a "
-                     "passphrase, which a service cannot be asked for: give it the key without one (openssl pkey -in "
-                     "KEY -out PLAIN.key; keep it readable by the service's user only)", config_error=True)  # fmt: skip
-    except ssl.SSLError as exc:
-        if exc.reason == "KEY_VALUES_MISMATCH":
-            detail = (f"{_setting('private_key')} {tls.private_key} is not the key of {_setting('certificate')} "
-                      f"{tls.certificate}: give the key the certificate was issued for")  # fmt: skip
-        else:
-            detail = (f"{_setting('certificate')} {tls.certificate} and {_setting('private_key')} {tls.private_key} "
-                      f"are not a PEM certificate and its key ({exc.reason or exc})")  # fmt: skip
-        return Check("TLS certificate", "failed", detail, config_error=True)
-    if tls.ca_bundle is not None:
+            return Check(name, "failed", f"{named(field)} {path} {problem}", config_error=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    if certificate is not None and private_key is not None:
         try:
-            context.load_verify_locations(tls.ca_bundle)
+            context.load_cert_chain(certificate, private_key, password=_no_passphrase)
+        except _EncryptedKeyError:
+            return Check(name, "failed", f"{named('private_key')} {private_key} is encrypted with a passphrase, "
+                         "which a service cannot be asked for: give it the key without one (openssl pkey -in KEY -out "
+                         "PLAIN.key; keep it readable by the service's user only)", config_error=True)  # fmt: skip
         except ssl.SSLError as exc:
-            return Check("TLS certificate", "failed", f"{_setting('ca_bundle')} {tls.ca_bundle} holds no PEM CA "
-                         f"certificate ({exc.reason or exc})", config_error=True)  # fmt: skip
-    return _dates(tls.certificate, now or datetime.now(UTC))
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                detail = (f"{named('private_key')} {private_key} is not the key of {named('certificate')} "
+                          f"{certificate}: give the key the certificate was issued for")  # fmt: skip
+            else:
+                detail = (f"{named('certificate')} {certificate} and {named('private_key')} {private_key} are not a "
+                          f"PEM certificate and its key ({exc.reason or exc})")  # fmt: skip
+            return Check(name, "failed", detail, config_error=True)
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(ca_bundle)
+        except ssl.SSLError as exc:
+            return Check(name, "failed", f"{named('ca_bundle')} {ca_bundle} holds no PEM CA certificate "
+                         f"({exc.reason or exc})", config_error=True)  # fmt: skip
+    if certificate is None:
+        return Check(name, "ok", f"{ca_bundle}")
+    return _dates(name, f"{named('certificate')} {certificate}", certificate, refused_by, now or datetime.now(UTC))
 
 
-def _file_problem(path: Path) -> str | None:
+def pacs_tls_check(settings: Settings) -> Check | None:
+    """The ``PACS TLS`` check (None: no ``dispatch.pacs`` entry has ``tls``): the dispatcher checks a TLS PACS's
+    certificate against this machine's CA store (Python's default paths, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``).
+    A variable naming a file or folder that is not there, or a store with no CA at all, fails every delivery's
+    handshake with "certificate verify failed": said at start instead."""
+    tls = [f"dispatch.pacs[{i}].tls" for i, pacs in enumerate(settings.dispatch.pacs) if pacs.tls]
+    if not tls:
+        return None
+    named = " and ".join(tls)
+    paths = ssl.get_default_verify_paths()
+    for variable, kind in ((paths.openssl_cafile_env, "file"), (paths.openssl_capath_env, "folder")):
+        path = os.environ.get(variable)  # the hospital's CA, meant to be added, would not be: a mistake to say now
+        if path and (problem := _file_problem(Path(path), folder=kind == "folder")) is not None:
+            return Check("PACS TLS", "failed", f"{named}: the PACS certificate is checked against the CA {kind} "
+                         f"{variable}={path}, which {problem}; or unset {variable} for this machine's CA store",
+                         config_error=True)  # fmt: skip
+    cafile = os.environ.get(paths.openssl_cafile_env) or paths.openssl_cafile
+    capath = Path(os.environ.get(paths.openssl_capath_env) or paths.openssl_capath)
+    in_file = ssl.create_default_context(ssl.Purpose.SERVER_AUTH).cert_store_stats()["x509_ca"]
+    in_folder = sum(1 for _ in capath.glob("*.[0-9]")) if capath.is_dir() else 0  # OpenSSL's hashed names
+    if in_file == 0 and in_folder == 0:
+        return Check("PACS TLS", "warning", f"{named}: this machine's CA store (file {cafile}, folder {capath}) holds "
+                     "no CA certificate, so every PACS certificate fails to verify: install the hospital's CA "
+                     f"(update-ca-certificates) or set {paths.openssl_cafile_env} to a PEM CA bundle")  # fmt: skip
+    return Check("PACS TLS", "ok", f"{named}: CA store {cafile} ({in_file} CAs), {capath} ({in_folder} CAs)")
+
+
+def _file_problem(path: Path, *, folder: bool = False) -> str | None:
+    if folder:
+        if not path.is_dir():
+            return "is not a folder" if path.exists() else "does not exist"
+        return None
     try:
         path.read_bytes()
     except FileNotFoundError:
@@ -83,30 +163,29 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def _dates(certificate: Path, now: datetime) -> Check:
+def _dates(name: str, named: str, certificate: Path, refused_by: str, now: datetime) -> Check:
     from cryptography import x509
 
     try:
         issued = x509.load_pem_x509_certificate(certificate.read_bytes())
     except (ValueError, OSError) as exc:  # OpenSSL read it: a form cryptography does not; say nothing of dates
-        return Check("TLS certificate", "ok", f"{certificate} (its dates not read: {exc})")
+        return Check(name, "ok", f"{certificate} (its dates not read: {exc})")
     start, end = issued.not_valid_before_utc, issued.not_valid_after_utc
-    named, clock = f"{_setting('certificate')} {certificate}", f"this machine's clock says {now:%Y-%m-%d %H:%M} UTC"
+    clock = f"this machine's clock says {now:%Y-%m-%d %H:%M} UTC"
     if end <= now:
         detail = (
-            f"{named} expired on {end:%Y-%m-%d %H:%M} UTC ({clock}): a PACS that checks it refuses TLS "
-            "associations; install a renewed certificate, or correct the clock if it is wrong (timedatectl)"
+            f"{named} expired on {end:%Y-%m-%d %H:%M} UTC ({clock}): {refused_by}; install a renewed certificate, "
+            "or correct the clock if it is wrong (timedatectl)"
         )
     elif start > now:
         detail = (
             f"{named} is not valid before {start:%Y-%m-%d %H:%M} UTC and {clock}: correct this machine's clock "
-            "(timedatectl; NTP) or use a certificate valid now; until then a PACS that checks it refuses TLS "
-            "associations"
+            f"(timedatectl; NTP) or use a certificate valid now; until then {refused_by}"
         )
     elif end - now <= EXPIRY_WARNING:
         detail = f"{named} expires on {end:%Y-%m-%d %H:%M} UTC, in {(end - now).days} day(s): renew it before then"
     else:
         detail = ""
     if detail:
-        return Check("TLS certificate", "warning", detail)
-    return Check("TLS certificate", "ok", f"{certificate}, valid until {end:%Y-%m-%d}")
+        return Check(name, "warning", detail)
+    return Check(name, "ok", f"{certificate}, valid until {end:%Y-%m-%d}")
