@@ -1,0 +1,72 @@
+"""The QA dashboard's input-mix read over a long window on PostgreSQL: with the section's own work_mem
+(``dashboard_figures.MIX_WORK_MEM``, SET LOCAL in its transaction) against the server's default (the peer: the same
+read with ``MIX_WORK_MEM = None``, as before), side by side in one run, plus the query plan's aggregate node of each.
+
+Needs a PostgreSQL database already holding a history (e.g. tests/dashboard_support.seed_history(days=365)); it
+only reads. Medians of ``--repeat`` reads of ``read_figures(..., sections={"mix"})`` over the last ``--days`` days.
+
+.venv/bin/python bench/qa_dashboard.py --url postgresql+psycopg://postgres@127.0.0.1:5432/qa_console_scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from radtrace.console import dashboard_figures
+from radtrace.console.dashboard_queries import Window
+from radtrace.store.engine import Store
+
+#: The input mix's aggregate as the plan shows it (UTC days: the grouping keys and row count are what matter).
+PLAN = (
+    "EXPLAIN (ANALYZE, COSTS OFF) SELECT date(received_at), transfer_syntax_uid, modality, body_part, sop_class_uid,"
+    " calling_ae, manufacturer, manufacturer_model, pixel_spacing_mm, photometric, count(*) FROM instances"
+    " WHERE received_at >= now() - make_interval(days => :days) GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
+)
+
+
+def _read_ms(store: Store, window: Window, work_mem: str | None, repeat: int) -> tuple[float, int]:
+    dashboard_figures.MIX_WORK_MEM = work_mem  # type: ignore[misc]
+    times, values = [], 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        figures = dashboard_figures.read_figures(store, window, datetime.now(UTC), sections={"mix"})
+        times.append((time.perf_counter() - started) * 1000)
+        values = sum(len(c) for per_day in figures.mix.values() for c in per_day.values())
+    return statistics.median(times), values
+
+
+def _plan(store: Store, days: int, work_mem: str | None) -> str:
+    with store.engine.connect() as connection, connection.begin():
+        if work_mem:
+            connection.execute(sa.text(f"SET LOCAL work_mem = '{work_mem}'"))
+        lines = [row[0] for row in connection.execute(sa.text(PLAN), {"days": days})]
+    kept = [line.strip() for line in lines if any(k in line for k in ("Aggregate", "Sort Method", "Execution"))]
+    return "; ".join(kept)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True, help="a PostgreSQL database with a history")
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    store = Store.from_url(args.url)
+    today = datetime.now(UTC).date()
+    window = Window(today - timedelta(days=args.days - 1), today)
+    tuned = dashboard_figures.MIX_WORK_MEM
+    print(f"input mix over {args.days} days, median of {args.repeat}")
+    print(f"{'read':<34} {'ms':>8} {'values':>8}")
+    for name, work_mem in (("server default work_mem (peer)", None), (f"SET LOCAL work_mem '{tuned}'", tuned)):
+        ms, values = _read_ms(store, window, work_mem, args.repeat)
+        print(f"{name:<34} {ms:8.0f} {values:8d}")
+        print(f"  plan: {_plan(store, args.days, work_mem)}")
+    store.dispose()
+
+
+if __name__ == "__main__":
+    main()
