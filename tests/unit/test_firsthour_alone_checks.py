@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from radtrace.preflight.broker import BROKER_DOWN
 from radtrace.testing.services import free_port
 from tests_support import radtrace
 
@@ -66,6 +67,9 @@ def test_a_command_started_alone_logs_its_warnings_and_refusal(tmp_path: Path, s
     (dotenv,) = [entry["message"] for entry in checks if entry["check"] == "settings"]
     assert f"{tmp_path / '.env'} sets RADTRACE_LISTENER__PORT, but radtrace does not read .env files" in dotenv
     assert ("broker", "warning", service, "WARNING") in said  # the review console rings the dispatcher too
+    (broker,) = [entry["message"] for entry in checks if entry["check"] == "broker"]
+    assert broker.endswith(f"; {BROKER_DOWN[service]} (broker.url, RADTRACE_BROKER__URL)")  # in its own words:
+    assert service != "api" or "studies are received" not in broker  # before, the api said the listener's
     (refused,) = [entry for entry in checks if entry["result"] == "failed"]
     assert port_variable in refused["message"]
     assert "already in use by another program" in refused["message"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from radtrace.config import Settings, unread_dotenv
-from radtrace.preflight.broker import embedded_broker, external_broker
+from radtrace.preflight.broker import BROKER_DOWN, embedded_broker, external_broker
 from radtrace.preflight.check import Check, failed_checks
 from radtrace.preflight.clock import clock_check
 from radtrace.preflight.database import database_check, store_problem
@@ -65,7 +65,7 @@ def for_serve(checks: list[Check]) -> list[Check]:
         if check.name == "free disk space" and check.status == "failed":
             check = Check(check.name, "failed", check.detail, config_error=True)
         elif check.name == "broker" and check.status == "warning":
-            detail = check.detail.split("; studies are received", 1)[0]
+            detail = check.detail.split(f"; {BROKER_DOWN['serve']}", 1)[0]
             check = Check(
                 "broker", "failed", f"{detail}: start it, correct broker.url (RADTRACE_BROKER__URL), or unset "
                 "broker.url for the embedded broker (one machine)", config_error=True,
@@ -102,7 +102,7 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
     if database.status != "failed" and (clock := clock_check(settings)) is not None:
         checks.append(clock)
     if service != "api" or settings.console.enabled:
-        checks.append(embedded_broker(settings) or external_broker(settings))
+        checks.append(embedded_broker(settings) or external_broker(settings, service))
     if service in ("serve", "worker"):
         checks.append(check_model_weights(settings))
     return checks

@@ -7,7 +7,17 @@ import time
 from radtrace.config import Settings
 from radtrace.preflight.check import Check
 
-__all__ = ["embedded_broker", "external_broker"]
+__all__ = ["BROKER_DOWN", "embedded_broker", "external_broker"]
+
+#: What a broker that does not answer means, for each service, in its own log line. Before, the one sentence
+#: "studies are received and wait until it does" was said by every service, the QA API included, which receives none.
+BROKER_DOWN = {
+    "serve": "studies are received and wait until it does",
+    "listener": "studies are received and wait until it does",
+    "worker": "this worker reads no study until it does; studies received wait in 'queued'",
+    "dispatcher": "no report is delivered until it does; each waits in the outbox",
+    "api": "reports approved in the review console wait in the outbox until it does",
+}
 
 
 def embedded_broker(settings: Settings) -> Check | None:
@@ -31,10 +41,11 @@ def embedded_broker(settings: Settings) -> Check | None:
     return Check("embedded broker", "failed", f"{settings.broker_url}: {problem}")
 
 
-def external_broker(settings: Settings) -> Check:
+def external_broker(settings: Settings, service: str = "serve") -> Check:
     """A Redis (or other external) broker answers. Only a warning: the database is the record and the broker a
     doorbell, so studies are still received and the reconciler rings for them once it answers; but a mistyped
-    broker.url should be said at start, not only in the workers' reconnect lines."""
+    broker.url should be said at start, not only in the workers' reconnect lines. ``service`` says what it means
+    for that service (:data:`BROKER_DOWN`)."""
     from radtrace.config_reference import masked_settings
     from radtrace.worker.app import create_app
 
@@ -46,7 +57,6 @@ def external_broker(settings: Settings) -> Check:
         return Check(
             "broker",
             "warning",
-            f"{shown} does not answer ({exc}); studies are received and wait until it does "
-            "(broker.url, RADTRACE_BROKER__URL)",
+            f"{shown} does not answer ({exc}); {BROKER_DOWN[service]} (broker.url, RADTRACE_BROKER__URL)",
         )
     return Check("broker", "ok", shown)
