@@ -241,7 +241,8 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
        note="from the negotiated presentation context, not from the data set"),
     # Modality LUT (C.11.1), VOI LUT (C.11.2), Presentation LUT (C.11.6 / DX C.8.11.3)
     _a("RescaleIntercept", "Modality LUT", "1C", "model"),
-    _a("RescaleSlope", "Modality LUT", "1C", "model"),
+    _a("RescaleSlope", "Modality LUT", "1C", "listener", "model",
+       note="0 is **refused** where no Modality LUT Sequence is present: every pixel would be the intercept"),
     _a("ModalityLUTSequence", "Modality LUT", "1C", "model"),
     _a("WindowCenter", "VOI LUT", "1C", "model"),
     _a("WindowWidth", "VOI LUT", "1C", "model"),

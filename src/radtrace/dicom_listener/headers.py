@@ -40,6 +40,7 @@ from radtrace.dicom_charset import DEFAULT_ASSUMED_CHARACTER_SET, CharsetChoice,
 from radtrace.dicom_deflated import read_bounded
 from radtrace.dicom_listener.attributes import (
     ATTRIBUTES,
+    IMAGE_SOP_CLASSES,
     MAX_DEVIATIONS,
     Deviation,
     by_keyword,
@@ -347,6 +348,25 @@ def _pixel_data_problem(ds: Dataset, path: Path) -> str | None:
     return None if second == _ITEM else "encapsulated without any frame"
 
 
+def _rescale_slope_problem(ds: Dataset) -> str | None:
+    """Rescale Slope 0 in an image the worker would read by its rescale (a class the model reads, pixel data, no
+    Modality LUT Sequence): every pixel's value would be the Rescale Intercept, and the worker refuses the study
+    (:func:`radtrace.model.modality_lut.modality_lut`), so it is refused here, while the sender can still be told.
+    An unusable value is only a deviation (the worker's :func:`~radtrace.dicom_listener.attributes.normalised` copy
+    drops it); with a Modality LUT Sequence the slope is not read unless the LUT cannot be applied, which only the
+    pixels tell."""
+    slope = by_keyword("RescaleSlope")
+    if slope.tag not in ds or "PixelData" not in ds or "ModalityLUTSequence" in ds or problem_of(ds, slope):
+        return None
+    if str(ds.get("SOPClassUID", "")) not in IMAGE_SOP_CLASSES:
+        return None
+    try:
+        zero = float(ds.RescaleSlope) == 0.0  # as the worker reads it: "0", "-0", "0.0E5", "1e-400"
+    except (TypeError, ValueError):
+        return None
+    return "0, every pixel would be the intercept" if zero else None
+
+
 def read_header(
     path: Path,
     *,
@@ -369,6 +389,9 @@ def read_header(
             problem = unparsable.pop(tag, None) if tag in unparsable else problem_of(ds, attribute)
             if problem is None and attribute.keyword == "PixelData" and tag in ds and _decodable(ds):
                 problem = _pixel_data_problem(ds, path)
+            refused = _rescale_slope_problem(ds) if attribute.keyword == "RescaleSlope" else None
+            if refused is not None:
+                raise DicomInputError(Deviation(format_tag(tag), attribute.keyword, refused).comment())
             if problem is None:
                 continue
             deviation = Deviation(format_tag(tag), attribute.keyword, problem)
