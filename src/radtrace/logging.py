@@ -361,10 +361,24 @@ def _exception_lines(exception: BaseException) -> list[str]:
     return lines
 
 
+def _template_on_one_line(record: logging.LogRecord) -> None:
+    """A library's own multi-line message template (a string constant of the module that logs it, such as Celery's
+    ``CONNECTION_ERROR``, 'consumer: Cannot connect to %s: %s.\\n%s\\n') joined into one line before formatting,
+    so its lines read 'refused.. Trying again in 2.00 seconds' instead of '\\x0aTrying again'. Only the template's
+    newlines: the code wrote them, not a peer, and the arguments formatted into it are escaped as any message is."""
+    template = record.msg
+    if not isinstance(template, str) or "\n" not in template or not record.args:
+        return
+    module = sys.modules.get(record.name)
+    if module is not None and any(template is value for value in vars(module).values()):
+        record.msg = " ".join(part.strip() for part in template.splitlines() if part.strip())
+
+
 class PatientDataFilter(logging.Filter):
     """Handler filter that formats each record's message, then scrubs patient identifiers from it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        _template_on_one_line(record)
         extra_values = _dataset_values(record.args)
         with redacting(*extra_values):
             try:
