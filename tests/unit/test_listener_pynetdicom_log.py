@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
 import logging
 import threading
+from types import SimpleNamespace
 
 import pytest
 from pynetdicom.association import Association
@@ -19,7 +21,7 @@ from pynetdicom.utils import decode_bytes
 
 from radtrace.dicom_listener.admission import Connection
 from radtrace.dicom_listener.ae import quiet_pynetdicom
-from radtrace.dicom_listener.idle_close import IDLE_TIMEOUT_MESSAGE
+from radtrace.dicom_listener.idle_close import IDLE_TIMEOUT_MESSAGE, log_idle_close
 
 pytestmark = pytest.mark.unit
 
@@ -78,3 +80,17 @@ def test_pynetdicom_still_says_its_idle_timeout_as_the_filter_expects() -> None:
     reactor = inspect.getsource(Association._run_reactor)
     assert f'LOGGER.error("{IDLE_TIMEOUT_MESSAGE}")' in reactor
     assert isinstance(inspect.getattr_static(Association, "is_acceptor"), property)
+
+
+def test_the_idle_close_line_escapes_the_peer_and_names_a_tls_port(captured_log: io.StringIO) -> None:
+    """What the listener says instead: one line, the calling AE and address escaped (a peer's bytes cannot start a
+    forged line), the port and whether it is the TLS one."""
+    assoc = SimpleNamespace(requestor=SimpleNamespace(ae_title="PACS\n2026 ERROR x"))
+    log_idle_close(assoc, Connection("fe80::1%eth0\r", 0.0, port=2762, tls=True), 60.0)
+    [line] = captured_log.getvalue().splitlines()
+    assert "INFO" in line
+    message = json.loads(line)["message"] if line.startswith("{") else line.split(": ", 1)[1]
+    assert message == (
+        "ended the idle association from 'PACS\\n2026 ERROR x' at fe80::1%eth0\\x0d on port 2762 (TLS) with an "
+        "A-ABORT: nothing received for 60 s (listener.network_timeout_s)"
+    )
