@@ -64,9 +64,6 @@ NOT_HEADER_ATTRIBUTES = {
     "ImageType": "compared: changed by a lossy re-encoding",
     "SourceImageSequence": "compared: changed by a lossy re-encoding",
     "DerivationCodeSequence": "compared: changed by a lossy re-encoding",
-    "LossyImageCompression": "compared: changed by a lossy re-encoding",
-    "LossyImageCompressionRatio": "compared: changed by a lossy re-encoding",
-    "LossyImageCompressionMethod": "compared: changed by a lossy re-encoding",
 }
 _READ = re.compile(r"""(?:\.\w+\(|getattr\(\w+, |\w+\(\w+, )"([A-Z][A-Za-z]+)"|"([A-Z][A-Za-z]+)" (?:not )?in \w+""")
 # Any quoted keyword (in a tuple of keywords looped over, a set copied into an output, a mapping), and an attribute

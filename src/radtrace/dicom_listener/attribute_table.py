@@ -175,6 +175,18 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a("ImageComments", "Image", "3", "model", note="view, when no coded or positional one"),
     _a("AcquisitionDeviceProcessingDescription", "Image", "3", "model", note="view, when no other"),
     _a("ViewCodeSequence", "Image", "3", "model", note="view (CID 4010)"),
+    # Type 1 (Burned In Annotation) and 1C (Lossy Image Compression) in the DX Image module, 3 in CR's General Image:
+    # listed as 3, so a CR film without them records no deviation.
+    _a(
+        "BurnedInAnnotation", "Image", "3", "model", ablate=False,
+        note="YES: the drafts are flagged burned-in-annotation",
+    ),
+    _a(
+        "LossyImageCompression", "Image", "3", "model", ablate=False,
+        note="01, or a lossy transfer syntax: the drafts are flagged lossy-compression",
+    ),
+    _a("LossyImageCompressionRatio", "Image", "3", "model", ablate=False, note="named in the lossy-compression flag"),
+    _a("LossyImageCompressionMethod", "Image", "3", "model", ablate=False, note="named in the lossy-compression flag"),
     _a(
         "ImagerPixelSpacing", "Image", "3", "listener", "model", "reporting",
         note="input mix: the detector's spacing; pixel proportions when Pixel Spacing has none",
