@@ -151,13 +151,9 @@
   // lost by leaving the page (n, a link, the back button): the browser asks first. Sending a form never asks.
   let sending = false;
   document.addEventListener("submit", () => { sending = true; });
-  // Modify with the model's own status still chosen (m, Enter before choosing) changes nothing: say so beside the
-  // status list and send nothing, so the comment typed stays (the server refuses it too, 422).
-  document.addEventListener("submit", (e) => {
-    const form = e.target, button = e.submitter;
-    if (!form.classList.contains("finding-form") || !button || button.value !== "modify") return;
-    const status = $("select.status", form);
-    if (!status || !status.selectedOptions.length || !status.selectedOptions[0].defaultSelected) return;
+  // A decision the page can tell is self-contradictory is not sent: the reason is said beside the form (an alert,
+  // one per form) and the text typed stays.
+  function refuseBeside(e, form, text) {
     e.preventDefault();
     e.stopImmediatePropagation();
     let said = $(".unchanged", form);
@@ -167,7 +163,16 @@
       said.setAttribute("role", "alert");
       form.appendChild(said);
     }
-    said.textContent = "The model says " + status.value + ": choose another status to modify it, or accept it.";
+    said.textContent = text;
+  }
+  // Modify with the model's own status still chosen (m, Enter before choosing) changes nothing: say so beside the
+  // status list and send nothing, so the comment typed stays (the server refuses it too, 422).
+  document.addEventListener("submit", (e) => {
+    const form = e.target, button = e.submitter;
+    if (!form.classList.contains("finding-form") || !button || button.value !== "modify") return;
+    const status = $("select.status", form);
+    if (!status || !status.selectedOptions.length || !status.selectedOptions[0].defaultSelected) return;
+    refuseBeside(e, form, "The model says " + status.value + ": choose another status to modify it, or accept it.");
     status.focus();
     status.dataset.pending = "modify";
   }, true);
@@ -179,17 +184,8 @@
     const reason = $("#draft-reason", form);
     const against = button.value === "reject" ? "RT-A" : "RT-R";
     if (!reason || !reason.value.startsWith(against)) return;
-    e.preventDefault();
-    e.stopImmediatePropagation();
-    let said = $(".unchanged", form);
-    if (!said) {
-      said = document.createElement("p");
-      said.className = "unchanged";
-      said.setAttribute("role", "alert");
-      form.appendChild(said);
-    }
-    said.textContent = reason.selectedOptions[0].textContent + " is not a reason for " +
-      (button.value === "reject" ? "rejecting" : "accepting") + " the draft: choose one that is.";
+    refuseBeside(e, form, reason.selectedOptions[0].textContent + " is not a reason for " +
+      (button.value === "reject" ? "rejecting" : "accepting") + " the draft: choose one that is.");
     reason.focus();
     form.dataset.pending = button.value;
   }, true);
