@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import unicodedata
-import warnings
 from typing import Any
 
 import pytest
@@ -22,9 +21,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread, dcmwrite
 from pydicom.charset import python_encoding
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
+from charset_support import raw_header, text_of
 from radtrace.console.worklist import FLAG_LABELS, reading_flags
 from radtrace.dicom_charset import (
     CHARACTER_SET_ASSUMED,
@@ -39,30 +38,6 @@ from radtrace.dicom_charset import (
 from radtrace.reporting.sr_header import HeaderNote, person_name
 
 pytestmark = pytest.mark.unit
-
-NAME, DESCRIPTION, CHARSET = 0x00100010, 0x00081030, 0x00080005
-
-
-def _header(charset: str | None, name: bytes, description: bytes | None = None) -> Dataset:
-    """A data set holding these raw bytes, written and read back as a received header is (values unconverted)."""
-    ds = Dataset()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's, about raw values and terms it would not write itself
-        if charset is not None:
-            ds.add(DataElement(CHARSET, "CS", charset))
-        ds.add(DataElement(NAME, "PN", name))
-        if description is not None:
-            ds.add(DataElement(DESCRIPTION, "LO", description))
-        dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
-        buffer.seek(0)
-        return dcmread(buffer, force=True)
-
-
-def _read(ds: Dataset, keyword: str = "PatientName") -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's, about bytes its codec replaces
-        return str(ds.get(keyword, ""))
 
 
 OVERRIDDEN = [
@@ -82,14 +57,14 @@ OVERRIDDEN = [
 
 @pytest.mark.parametrize(("case", "term", "name"), OVERRIDDEN, ids=[c[0] for c in OVERRIDDEN])
 def test_utf8_under_a_declared_set_is_read_as_utf8_and_flagged(case: str, term: str, name: str) -> None:
-    ds = _header(term, name.encode(), "THORAX ÜBERSICHT".encode() if term.endswith("101") else None)
+    ds = raw_header(term, name.encode(), "THORAX ÜBERSICHT".encode() if term.endswith("101") else None)
     choice = read_text_as(ds)
     assert choice == CharsetChoice(term, "ISO_IR 192", "declared-overridden")
     assert choice.flagged
     assert choice.flag == CHARACTER_SET_ASSUMED
-    assert _read(ds) == name
+    assert text_of(ds) == name
     if term.endswith("101"):
-        assert _read(ds, "StudyDescription") == "THORAX ÜBERSICHT"
+        assert text_of(ds, "StudyDescription") == "THORAX ÜBERSICHT"
 
 
 DOUBTFUL = [
@@ -109,13 +84,13 @@ DOUBTFUL = [
 def test_text_valid_in_both_readings_is_read_as_declared_and_flagged_doubtful(
     case: str, term: str, name: bytes
 ) -> None:
-    ds = _header(term, name)
+    ds = raw_header(term, name)
     choice = read_text_as(ds)
     assert choice == CharsetChoice(term, term, "declared-doubtful")
     assert choice.flagged
     assert choice.flag == CHARACTER_SET_DOUBTFUL
     assert "either reading may be wrong" in choice.sentence()
-    assert _read(ds) == name.decode(python_encoding[term])
+    assert text_of(ds) == name.decode(python_encoding[term])
 
 
 KEPT = [
@@ -130,9 +105,9 @@ KEPT = [
 @pytest.mark.parametrize(("case", "term", "name"), KEPT, ids=[c[0] for c in KEPT])
 def test_text_in_the_declared_set_is_read_as_declared_unflagged(case: str, term: str, name: bytes) -> None:
     description = "PRZEGLĄDOWE".encode("iso8859_2") if case.startswith("utf-8") else None
-    ds = _header(term, name, description)
+    ds = raw_header(term, name, description)
     assert read_text_as(ds) is None
-    assert _read(ds) == name.decode(python_encoding[term])
+    assert text_of(ds) == name.decode(python_encoding[term])
 
 
 def test_the_audit_record_keeps_only_code_strings() -> None:
@@ -193,7 +168,7 @@ _PAIRS = {term: _pairs(term) for term in _SINGLE_BYTE}
 )
 def test_property_the_decision_never_raises(charset: str | None, name: bytes, description: bytes | None) -> None:
     """Any bytes under any term: a choice of a known kind or None, never an exception, and the text then reads."""
-    ds = _header(charset, name, description)
+    ds = raw_header(charset, name, description)
     with without_charset_warnings():
         choice = read_text_as(ds)
     assert choice is None or choice.because in {
@@ -205,8 +180,8 @@ def test_property_the_decision_never_raises(charset: str | None, name: bytes, de
         "declared-doubtful",
         "windows-code-page",
     }
-    _read(ds)
-    _read(ds, "StudyDescription")
+    text_of(ds)
+    text_of(ds, "StudyDescription")
 
 
 def _components(term: str, shaped: bool) -> st.SearchStrategy[str]:
@@ -232,9 +207,9 @@ def test_property_names_read_right_or_flagged_without_controls_and_the_sr_gives_
     * what the SR writes of it (its PN, under the SR's ISO_IR 192) reads back as the same name."""
     written = f"{data.draw(_components(term, shaped))}^{data.draw(_components(term, shaped))}"
     encoded = written.encode("utf-8" if utf8 else python_encoding[term])
-    ds = _header(term, encoded)
+    ds = raw_header(term, encoded)
     choice = read_text_as(ds)
-    read = _read(ds)
+    read = text_of(ds)
     event(f"{'utf-8' if utf8 else 'in the set'}: {choice.because if choice else 'as declared'}")
     assert not any(unicodedata.category(char) == "Cc" for char in read), (written, read)
     if utf8:

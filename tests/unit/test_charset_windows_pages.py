@@ -11,19 +11,15 @@ script and name punctuation are read in the page, flagged ``character-set-assume
 
 from __future__ import annotations
 
-import io
 import unicodedata
-import warnings
 from typing import Any
 
 import pytest
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
-from pydicom import dcmread, dcmwrite
 from pydicom.charset import python_encoding
-from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
 
+from charset_support import raw_header, text_of
 from radtrace.dicom_charset import (
     CHARACTER_SET_ASSUMED,
     WINDOWS_PAGES,
@@ -35,30 +31,6 @@ from radtrace.dicom_charset import (
 )
 
 pytestmark = pytest.mark.unit
-
-NAME, DESCRIPTION, CHARSET = 0x00100010, 0x00081030, 0x00080005
-
-
-def _header(charset: str | None, name: bytes, description: bytes | None = None) -> Dataset:
-    """A data set holding these raw bytes, written and read back as a received header is (values unconverted)."""
-    ds = Dataset()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's, about raw values and terms it would not write itself
-        if charset is not None:
-            ds.add(DataElement(CHARSET, "CS", charset))
-        ds.add(DataElement(NAME, "PN", name))
-        if description is not None:
-            ds.add(DataElement(DESCRIPTION, "LO", description))
-        dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
-        buffer.seek(0)
-        return dcmread(buffer, force=True)
-
-
-def _read(ds: Dataset, keyword: str = "PatientName") -> str:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom's, about bytes its codec replaces
-        return str(ds.get(keyword, ""))
 
 
 QUOTE, DASH = "\u2019", "\u2013"  # right single quotation mark, en dash: 92 and 96 in every page
@@ -87,12 +59,12 @@ WINDOWS = [
 def test_windows_bytes_under_the_iso_term_are_read_in_the_page_and_flagged(
     case: str, term: str | None, page: str, name: str
 ) -> None:
-    ds = _header(term, name.encode(page))
+    ds = raw_header(term, name.encode(page))
     choice = read_text_as(ds)
     assert choice == CharsetChoice(term or "", page, "windows-code-page")
     assert choice.flagged
     assert choice.flag == CHARACTER_SET_ASSUMED
-    assert _read(ds) == name
+    assert text_of(ds) == name
     assert f"read as {page} (Windows code page {page[2:]}:" in choice.sentence()
     assert audit_record(choice) == {"declared": term or "", "read_as": page, "because": "windows-code-page"}
     step = {"step": "header", "character_set": charset_record(choice)}
@@ -101,16 +73,16 @@ def test_windows_bytes_under_the_iso_term_are_read_in_the_page_and_flagged(
 
 def test_every_text_value_is_read_in_the_page() -> None:
     """A name without a byte in 80-9F, a description with one: the whole header is Windows-1250."""
-    ds = _header("ISO_IR 101", "Dąbrowska^Anna".encode("cp1250"), f"PŁUCA {DASH} ŚRÓDPIERSIE".encode("cp1250"))
+    ds = raw_header("ISO_IR 101", "Dąbrowska^Anna".encode("cp1250"), f"PŁUCA {DASH} ŚRÓDPIERSIE".encode("cp1250"))
     assert read_text_as(ds) == CharsetChoice("ISO_IR 101", "cp1250", "windows-code-page")
-    assert _read(ds) == "Dąbrowska^Anna"
-    assert _read(ds, "StudyDescription") == f"PŁUCA {DASH} ŚRÓDPIERSIE"
+    assert text_of(ds) == "Dąbrowska^Anna"
+    assert text_of(ds, "StudyDescription") == f"PŁUCA {DASH} ŚRÓDPIERSIE"
 
 
 def test_a_site_assuming_cyrillic_reads_undeclared_windows_1251_in_the_page() -> None:
-    ds = _header(None, "Јовановић^Љиљана".encode("cp1251"))
+    ds = raw_header(None, "Јовановић^Љиљана".encode("cp1251"))
     assert read_text_as(ds, assumed="ISO_IR 144") == CharsetChoice("", "cp1251", "windows-code-page")
-    assert _read(ds) == "Јовановић^Љиљана"
+    assert text_of(ds) == "Јовановић^Љиљана"
 
 
 KEPT = [
@@ -129,25 +101,25 @@ KEPT = [
 
 @pytest.mark.parametrize(("case", "term", "name"), KEPT, ids=[c[0] for c in KEPT])
 def test_bytes_that_are_not_the_page_s_letters_keep_the_declaration(case: str, term: str, name: bytes) -> None:
-    ds = _header(term, name)
+    ds = raw_header(term, name)
     choice = read_text_as(ds)
     assert choice is None or choice.because != "windows-code-page"
 
 
 def test_undeclared_bytes_not_in_the_page_are_read_in_the_assumed_set_as_before() -> None:
-    ds = _header(None, b"M\x81LLER^HANS")
+    ds = raw_header(None, b"M\x81LLER^HANS")
     assert read_text_as(ds) == CharsetChoice("", "ISO_IR 100", "assumed")
 
 
 def test_utf8_is_decided_first() -> None:
     """UTF-8 ``Łukasz`` holds 81 (a C1 control in Latin-2, undefined in Windows-1250); UTF-8 ``Đorđe`` holds 90
     (``ђ`` read in Windows-1251 after ``Д``): the UTF-8 rules read both as written."""
-    polish = _header("ISO_IR 101", "Wójcik^Łukasz".encode())
+    polish = raw_header("ISO_IR 101", "Wójcik^Łukasz".encode())
     assert read_text_as(polish) == CharsetChoice("ISO_IR 101", "ISO_IR 192", "declared-overridden")
-    assert _read(polish) == "Wójcik^Łukasz"
-    serbian = _header(None, "Đorđević^Ђорђе".encode())
+    assert text_of(polish) == "Wójcik^Łukasz"
+    serbian = raw_header(None, "Đorđević^Ђорђе".encode())
     assert read_text_as(serbian) == CharsetChoice("", "ISO_IR 192", "utf-8")
-    assert _read(serbian) == "Đorđević^Ђорђе"
+    assert text_of(serbian) == "Đorđević^Ђорђе"
 
 
 # Properties: per page, the letters it holds at the same byte as the ISO set and its letters in 80-9F
@@ -200,14 +172,14 @@ def test_property_a_page_s_name_under_its_iso_term_is_read_as_written_and_flagge
     position = data.draw(st.integers(0, len(written)))
     written = written[:position] + data.draw(st.sampled_from(_C1[term])) + written[position:]
     encoded = written.encode(page)
-    ds = _header(term, encoded)
+    ds = raw_header(term, encoded)
     choice = read_text_as(ds)
     assert choice is not None, written
     assert choice.flag == CHARACTER_SET_ASSUMED, (written, choice)
     event(choice.because)
     if choice.because == "windows-code-page":
         assert choice.read_as == page
-        assert _read(ds) == written.rstrip(" ")
+        assert text_of(ds) == written.rstrip(" ")
     else:
         encoded.decode("utf-8")  # only valid UTF-8 is decided otherwise
         assert choice.because == "declared-overridden", choice
@@ -224,9 +196,9 @@ def test_property_a_genuine_iso_name_is_never_read_in_the_page(term: str, data: 
         encoded = written.encode(python_encoding[term])
     except UnicodeEncodeError:  # a letter whose other case the set lacks (ÿ, ß)
         assume(False)
-    ds = _header(term, encoded)
+    ds = raw_header(term, encoded)
     choice = read_text_as(ds)
     event(choice.because if choice else "as declared")
     assert choice is None or choice.because in {"declared-overridden", "declared-doubtful"}
     if choice is None:
-        assert _read(ds) == written
+        assert text_of(ds) == written
