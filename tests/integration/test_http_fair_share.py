@@ -15,45 +15,23 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
+from http_support import guarded_serving
 from radtrace.audit.api import HEALTH_TTL_S, create_api
-from radtrace.http_limits import App, PeerLimits, Receive, Scope, Send
-from radtrace.http_server import guarded_config
+from radtrace.http_limits import PeerLimits, Receive, Scope, Send
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
-from radtrace.testing.services import free_port
 
 pytestmark = pytest.mark.integration
 
 FULL = os.environ.get("RADTRACE_FULL_FUZZ") == "1"
 INNOCENT = "127.0.7.1"  # not 127.0.0.1: uvicorn trusts that one as a proxy, held only to the total
-
-
-@contextlib.contextmanager
-def _serving(app: App, limits: PeerLimits) -> Iterator[int]:
-    """``app`` behind the guarded server, in a thread; yields its port."""
-    port = free_port()
-    server = uvicorn.Server(guarded_config(app, limits=limits, port=port))
-    thread = threading.Thread(target=server.run, name="fair-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the guarded server did not start"
-        assert thread.is_alive(), "the guarded server did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 class _Held:
@@ -117,7 +95,7 @@ def test_many_requests_from_each_address_wait_their_turn_and_another_address_is_
     each = 16 if FULL else 8
     limits = PeerLimits(in_flight=4, in_flight_per_source=2, queued_per_source=2)
     app = _Held()
-    with _serving(app, limits) as port:
+    with guarded_serving(app, limits) as port:
         asked = {address: [_ask(port, address) for _ in range(each)] for address in addresses}
         # The first two addresses take the four turns and queue two more each; the others only queue two.
         kept = {address: 4 if n < 2 else 2 for n, address in enumerate(addresses)}
@@ -153,7 +131,7 @@ def test_when_full_of_requests_waiting_their_turn_a_newcomer_is_let_in_and_one_o
     connection waiting for its peer was closed to make room)."""
     limits = PeerLimits(max_connections=10, max_per_source=8, in_flight=2, in_flight_per_source=1, queued_per_source=8)
     app = _Held()
-    with _serving(app, limits) as port:
+    with guarded_serving(app, limits) as port:
         asked = [_ask(port, address) for address in ("127.0.6.21", "127.0.6.22") for _ in range(5)]
         deadline = time.monotonic() + 10
         while limits.fair.queued("127.0.6.21") + limits.fair.queued("127.0.6.22") != 8:
@@ -190,7 +168,7 @@ def test_healthz_asks_the_database_at_most_once_a_second_however_often_it_is_ask
 
     sa.event.listen(store.engine, "before_cursor_execute", counted)
     try:
-        with _serving(create_api(store), PeerLimits()) as port:
+        with guarded_serving(create_api(store), PeerLimits()) as port:
             url = f"http://127.0.0.1:{port}/healthz"
             started = time.monotonic()
             with httpx.Client(timeout=10) as client:

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,18 +28,16 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from http_support import guarded_serving, start_guarded
 from radtrace.audit.api import create_api
 from radtrace.audit.events import Actor
 from radtrace.audit.tokens import create_token
 from radtrace.http_limits import MAX_BODY_BYTES, PeerLimits
-from radtrace.http_server import guarded_config
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
-from radtrace.testing.services import free_port
 from tests_support import running_api
 
 pytestmark = pytest.mark.integration
@@ -151,23 +148,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         store.dispose()
 
 
-@contextlib.contextmanager
-def _guarded(store: Store, limits: PeerLimits) -> Iterator[int]:
+def _guarded(store: Store, limits: PeerLimits) -> contextlib.AbstractContextManager[int]:
     """The guarded server over ``store`` with ``limits``, in a thread; yields its port."""
-    port = free_port()
-    server = uvicorn.Server(guarded_config(create_api(store), limits=limits, port=port))
-    thread = threading.Thread(target=server.run, name="guarded-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the guarded server did not start"
-        assert thread.is_alive(), "the guarded server did not start"
-        time.sleep(0.02)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return guarded_serving(create_api(store), limits)
 
 
 @pytest.fixture(scope="module")
@@ -258,13 +241,7 @@ def test_sigterm_is_not_held_up_by_a_peer_that_never_reads(quick_store: Store) -
     send deadline alone it took 31 s. Now such a peer has half of ``shutdown_grace_s``, and a request whose body is
     still awaited is 503 at once (before: it waited for the body deadline, 30 s)."""
     limits = PeerLimits(send_timeout_s=60, shutdown_grace_s=0.5)
-    port = free_port()
-    server = uvicorn.Server(guarded_config(create_api(quick_store), limits=limits, port=port))
-    thread = threading.Thread(target=server.run, name="guarded-uvicorn", daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the guarded server did not start"
-        time.sleep(0.02)
+    port, server, thread = start_guarded(create_api(quick_store), limits)
     with socket.socket() as reader, _connect(port, "127.0.0.1") as uploader:
         reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         reader.connect(("127.0.0.1", port))
