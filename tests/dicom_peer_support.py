@@ -199,6 +199,17 @@ def fragments(context_id: int, data: bytes, size: int, *, command: bool, last: b
     ]
 
 
+def read_pdu(connection: socket.socket) -> bytes:
+    """One whole PDU from ``connection`` (what came before the peer closed, if it closed first)."""
+    data = b""
+    while len(data) < 6 or len(data) < 6 + int.from_bytes(data[2:6], "big"):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def pdu_types(data: bytes) -> list[int]:
     """The types of the whole PDUs in ``data``, in order."""
     types, at = [], 0

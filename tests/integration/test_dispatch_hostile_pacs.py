@@ -21,6 +21,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotific
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Comprehensive3DSRStorage  # type: ignore[attr-defined]
 
+from dicom_peer_support import read_pdu
 from private_servers import HostilePeer, hostile_peer
 from radtrace.config import DicomDestination, ReportingSettings
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
@@ -226,16 +227,6 @@ def test_tls_to_a_peer_that_never_answers_the_handshake_ends_at_the_timeout() ->
     assert elapsed < 3 * TIMEOUT_S
 
 
-def _read_pdu(connection: socket.socket) -> bytes:
-    data = b""
-    while len(data) < 6 or len(data) < 6 + int.from_bytes(data[2:6], "big"):
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def _accept_all_then_read_slowly(peer: HostilePeer, connection: socket.socket) -> None:
     """A-ASSOCIATE-AC by hand: every context accepted, maximum PDU length 0 (unlimited, so the whole SR may come as
     one P-DATA), then 64 KiB read every 0.2 s: slow, never stalled."""
@@ -271,7 +262,7 @@ def test_a_pacs_reading_a_large_sr_slowly_in_one_unlimited_pdu_ends_at_the_timeo
     long_text = (ReasoningStep(section="lungs", text="w" * (16 * 1024 * 1024)),)
     payload = sr_bytes(build_sr(reading.model_copy(update={"reasoning": long_text}), sources,
                                 settings=ReportingSettings(), revision=1))  # fmt: skip
-    with hostile_peer(_accept_all_then_read_slowly, read=_read_pdu) as peer:
+    with hostile_peer(_accept_all_then_read_slowly, read=read_pdu) as peer:
         destination = DicomDestination(ae_title="HOSTILE", host=peer.host, port=peer.port)
         started = time.monotonic()
         with pytest.raises(DispatchError) as raised:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_peer_support import associate_ac, command_set, p_data, pdu, pdv
+from dicom_peer_support import associate_ac, command_set, p_data, pdu, pdv, read_pdu
 from private_servers import HostilePeer, hostile_peer, stream_forever
 from radtrace.config import DicomDestination, DispatchSettings, ReportingSettings
 from radtrace.dicom_listener.scu import NoAssociationError, SendResult, send_files
@@ -37,17 +37,6 @@ SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 def _payload() -> bytes:
     reading, sources = sr_cases()["normal"]
     return sr_bytes(build_sr(reading, sources, settings=ReportingSettings(), revision=1))
-
-
-def _read_pdu(connection: socket.socket) -> bytes:
-    """One whole PDU."""
-    data = b""
-    while len(data) < 6 or len(data) < 6 + int.from_bytes(data[2:6], "big"):
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def _read_store_rq(connection: socket.socket) -> None:
@@ -90,7 +79,7 @@ def _store(peer: HostilePeer, timeout_s: float = TIMEOUT_S) -> tuple[StoreResult
 @pytest.mark.parametrize("pdu_type", [0x02, 0x04], ids=["associate-ac", "c-store-rsp"])
 def test_a_pdu_claiming_four_gibibytes_is_not_read(pdu_type: int) -> None:
     """Before, pynetdicom read all a PDU claimed: an A-ASSOCIATE-AC of 4 GiB held 6.3 GB (ru_maxrss) for 16 s."""
-    with hostile_peer(_four_gibibyte_pdu(pdu_type), read=_read_pdu) as peer:
+    with hostile_peer(_four_gibibyte_pdu(pdu_type), read=read_pdu) as peer:
         error, elapsed, peak = _store(peer, timeout_s=10)
     assert isinstance(error, DispatchError | PeerUnavailableError)
     assert error.retryable
@@ -107,7 +96,7 @@ def test_a_response_whose_last_fragment_never_comes_is_cut_at_one_mebibyte() -> 
             _read_store_rq(connection)
             stream_forever(peer, connection, p_data(pdv(1, 0x01, bytes(16000))), limit=256 * 1024 * 1024)
 
-    with hostile_peer(behave, read=_read_pdu) as peer:
+    with hostile_peer(behave, read=read_pdu) as peer:
         error, elapsed, peak = _store(peer, timeout_s=10)
         sent = peer.sent
     assert isinstance(error, DispatchError)
@@ -138,7 +127,7 @@ def test_radtrace_send_reads_no_pdu_claiming_four_gibibytes(pdu_type: int, tmp_p
     case read the 256 MiB this peer streams (ru_maxrss 273 -> 788 MB), and said only 'aborted' or 'no response'."""
     sr = tmp_path / "sr.dcm"
     sr.write_bytes(_payload())
-    with hostile_peer(_four_gibibyte_pdu(pdu_type), read=_read_pdu) as peer:
+    with hostile_peer(_four_gibibyte_pdu(pdu_type), read=read_pdu) as peer:
         tracemalloc.start()
         started = time.monotonic()
         try:
@@ -171,7 +160,7 @@ def test_a_pacs_accepting_tiny_pdus_is_not_sent_to_and_told_what_to_change(max_p
             while connection.recv(65536):
                 pass
 
-    with hostile_peer(behave, read=_read_pdu) as peer:
+    with hostile_peer(behave, read=read_pdu) as peer:
         error, elapsed, _ = _store(peer)
     assert isinstance(error, DispatchRejectedError)
     assert f"accepts PDUs of at most {max_pdu} bytes (fewer than {MIN_PACS_PDU}): not sent" in error.reason
@@ -192,7 +181,7 @@ def _answering(status: int, comment: str = "", *, release: bool = True) -> Calla
                              CommandDataSetType=0x0101, Status=status, **extra)  # fmt: skip
         if not peer.write(connection, p_data(pdv(1, 0x03, answer))):
             return
-        _read_pdu(connection)  # the A-RELEASE-RQ
+        read_pdu(connection)  # the A-RELEASE-RQ
         if release:
             peer.write(connection, pdu(0x06, bytes(4)))
         else:
@@ -208,7 +197,7 @@ def test_every_warning_status_is_a_delivery_and_its_comment_stays_out_of_the_log
     """PS3.7 C.4: 0001, Bxxx, 0107 and 0116 are warnings, the instance stored. Before, all but B000/B006/B007 were
     'did not store' and sent again max_attempts times; the delivery ended failed with the SR in the PACS."""
     caplog.set_level(logging.DEBUG)
-    with hostile_peer(_answering(status, "Doe^Jane PID-31337\r\n2026-12-05 INFO forged"), read=_read_pdu) as peer:
+    with hostile_peer(_answering(status, "Doe^Jane PID-31337\r\n2026-12-05 INFO forged"), read=read_pdu) as peer:
         result, _, _ = _store(peer)
     assert isinstance(result, StoreResult)
     assert result.status == status
@@ -227,7 +216,7 @@ def test_every_warning_status_is_a_delivery_and_its_comment_stays_out_of_the_log
     [(0xA7FF, DispatchError), (0xFF00, DispatchError), (0x1234, DispatchError), (0xC0FF, DispatchRejectedError)],
 )  # fmt: skip
 def test_a_failure_or_unknown_status_is_no_delivery(status: int, error: type[Exception]) -> None:
-    with hostile_peer(_answering(status), read=_read_pdu) as peer:
+    with hostile_peer(_answering(status), read=read_pdu) as peer:
         outcome, _, _ = _store(peer)
     assert type(outcome) is error
     assert f"0x{status:04X}" in str(outcome)
@@ -240,7 +229,7 @@ def test_a_pacs_that_never_answers_the_release_still_delivers_within_the_timeout
     reader thread died with InvalidEventError, a traceback on stderr (pytest's unhandled-thread warning, an error
     here: 3 of 3 runs). Now the release is aborted after half the timeout, and one log line says so."""
     caplog.set_level(logging.WARNING)
-    with hostile_peer(_answering(0x0000, release=False), read=_read_pdu) as peer:
+    with hostile_peer(_answering(0x0000, release=False), read=read_pdu) as peer:
         result, elapsed, _ = _store(peer)
     assert isinstance(result, StoreResult)
     assert result.status == 0
@@ -286,7 +275,7 @@ def test_through_the_outbox_the_reason_reaches_the_row_and_the_audit(
         session.add_all([study, revision])
         session.flush()
         revision_id = revision.id
-    with hostile_peer(behave, read=_read_pdu) as peer:
+    with hostile_peer(behave, read=read_pdu) as peer:
         pacs = DicomDestination(ae_title="HOSTILE", host=peer.host, port=peer.port)
         settings = DispatchSettings(pacs=[pacs], max_attempts=3)
         deliveries = deliveries_over(store, settings, tmp_path / "payloads")
