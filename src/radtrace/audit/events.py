@@ -188,7 +188,8 @@ class Actor:
 
 @dataclass(frozen=True)
 class AuditEvent:
-    """One event to append. ``payload`` must be JSON data (str, int, float, bool, None, lists, dicts).
+    """One event to append. ``payload`` should be JSON data (str, int, float, bool, None, lists, dicts); whatever
+    it holds, and whatever text any field holds, the event is recorded (:mod:`radtrace.audit.recordable` says how).
 
     Patient identifiers go in ``patient_id`` only when the event needs them (e.g. a query by patient
     ID); inference events carry the model identity, prompt, input hashes and the full raw output in
@@ -213,7 +214,6 @@ class AuditEvent:
             raise TypeError(f"audit outcome must be an Outcome, not {self.outcome!r}")
         if any("," in label for label in self.labels):
             raise ValueError("audit labels must not contain commas")
-        canonical_json(dict(self.payload))  # fail now, in the caller, if the payload is not JSON data
 
 
 def canonical_json(value: Any) -> str:

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from radtrace.audit.chain import GENESIS_HASH, row_hash
-from radtrace.audit.events import Actor, AuditEvent, canonical_json
+from radtrace.audit.events import Actor, AuditEvent
+from radtrace.audit.recordable import column_text, payload_json
 from radtrace.audit.schema import AuditEventRow
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store, is_postgresql, is_sqlite
@@ -33,6 +34,10 @@ AUDIT_LOCK_KEY: Final = int.from_bytes(hashlib.sha256(b"radtrace.audit_events").
 
 
 _AUDIT_TABLE: Final = cast(sa.Table, AuditEventRow.__table__)
+#: Each text column's width (None: unbounded text), which PostgreSQL enforces and SQLite does not.
+_COLUMN_WIDTHS: Final[dict[str, int | None]] = {
+    column.name: getattr(column.type, "length", None) for column in _AUDIT_TABLE.columns
+}
 
 
 @dataclass(frozen=True)
@@ -90,14 +95,10 @@ class AuditRecorder:
             raise RuntimeError("audit events on SQLite must be recorded in a Store.session(immediate=True)")
 
     def _row_values(self, event: AuditEvent, seq: int, previous_hash: str) -> dict[str, Any]:
+        """The row as stored: any text the event carries made storable and bounded (radtrace.audit.recordable)."""
         actor = event.actor
         labels = sorted({label.strip() for label in event.labels if label.strip()})
-        return {
-            "seq": seq,
-            "recorded_at": utc_now(),
-            "event_type": event.type.value,
-            "dicom_event_id": event.type.dicom.code,
-            "outcome": event.outcome.value,
+        text = {
             "actor_ae": actor.ae_title,
             "actor_host": actor.host,
             "actor_user": actor.user,
@@ -108,6 +109,14 @@ class AuditRecorder:
             "model_name": event.model_name,
             "model_version": event.model_version,
             "labels": f",{','.join(labels)}," if labels else None,
-            "payload": canonical_json(dict(event.payload)),
+        }
+        return {
+            "seq": seq,
+            "recorded_at": utc_now(),
+            "event_type": event.type.value,
+            "dicom_event_id": event.type.dicom.code,
+            "outcome": event.outcome.value,
+            **{name: column_text(value, _COLUMN_WIDTHS[name]) for name, value in text.items()},
+            "payload": payload_json(event.payload),
             "prev_hash": previous_hash,
         }
