@@ -95,11 +95,14 @@ _registered_values: contextvars.ContextVar[frozenset[str]] = contextvars.Context
 )
 
 
-# C0 controls, DEL, C1 controls, the Unicode line and paragraph separators, and the bidirectional controls
-# (which make a line read as something else than it holds: U+202E turns the rest of it around).
+# C0 controls, DEL, C1 controls, the Unicode line and paragraph separators, the bidirectional controls (which make
+# a line read as something else than it holds: U+202E turns the rest of it around), and lone surrogates (bytes a
+# file name or a peer's text decoded with surrogateescape: no UTF-8 stream can write them, and logging's error
+# handler would print the record's raw arguments instead).
 _BIDI: Final = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_CONTROL: Final = re.compile(rf"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
-_CONTROL_BUT_NEWLINE: Final = re.compile(rf"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
+_SURROGATE: Final = r"\ud800-\udfff"
+_CONTROL: Final = re.compile(rf"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}{_SURROGATE}]")
+_CONTROL_BUT_NEWLINE: Final = re.compile(rf"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029{_BIDI}{_SURROGATE}]")
 # A record's message, an extra's value and an exception's message are cut to this many characters (before
 # escaping): a peer's megabyte-long value must not become a megabyte-long log line.
 MAX_MESSAGE_CHARS: Final = 8_000

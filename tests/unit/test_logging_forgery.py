@@ -126,3 +126,24 @@ def test_values_quoted_by_pydicom_and_highdicom_warnings_are_redacted(captured_l
     assert "unlikely to represent the intended person name" in output
     for value in ("19561303x", "Mueller"):
         assert value not in output, f"{value!r} leaked into: {output}"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_lone_surrogate_is_written_escaped_to_a_strict_utf8_stream(
+    log_format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file name or peer bytes decoded with surrogateescape hold lone surrogates. Before: they reached the handler
+    raw, a strict UTF-8 stream (a log file, stdout) could not encode them, and logging's handleError printed the
+    record's raw arguments to stderr ("--- Logging error ---", "Arguments: ('a\\udcffb DOE^JANE',)")."""
+    from radtrace.logging import configure_logging
+
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
+    handler = configure_logging(log_format, "DEBUG", stream=stream)
+    try:
+        logging.getLogger("radtrace.dicom_listener").warning("file %s not read", "a\udcffb\udc80")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    output = raw.getvalue().decode("utf-8")  # strict: nothing undecodable was written
+    assert "a\\udcffb\\udc80" in (json.loads(output)["message"] if log_format == "json" else output), output
+    assert "Logging error" not in capsys.readouterr().err
