@@ -81,7 +81,9 @@ def create_store_engine(url: str, *, pool_size: int = 5, connect_timeout_s: floa
                 directory.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"store: cannot create the database directory {directory}: {exc.strerror}") from exc
-        engine = sa.create_engine(parsed, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = sa.create_engine(
+            parsed, echo=echo, hide_parameters=True, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -91,6 +93,7 @@ def create_store_engine(url: str, *, pool_size: int = 5, connect_timeout_s: floa
         return sa.create_engine(
             parsed,
             echo=echo,
+            hide_parameters=True,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
