@@ -69,9 +69,11 @@ def seed_history(
     today: date | None = None,
     model: tuple[str, str] = MODEL,
     decisions: tuple[tuple[str, float], ...] = DECISIONS,
+    failure_reasons: tuple[str, ...] = (),
 ) -> Seeded:
     """Write ``days`` days of history ending ``today`` (see the module doc), read by ``model`` (name, version),
-    radiologists deciding each finding with the weights ``decisions``; returns what was planted where."""
+    radiologists deciding each finding with the weights ``decisions``; returns what was planted where. With
+    ``failure_reasons`` the failed studies fail for these reasons in turn (revision and ``study_failed`` alike)."""
     today = today or datetime.now(UTC).date()
     history = synthetic_history(seed=seed, days=days, per_day=per_day, drift_from_day=days - 20, burst_day=days - 10)
     shift = (today - timedelta(days=days - 1)) - START
@@ -80,13 +82,17 @@ def seed_history(
     events: list[tuple[datetime, dict[str, Any]]] = []
     readings = iter(history.readings)
     ids = _first_ids(store)
+    failures = 0
     for number, outcome in enumerate(history.outcomes):
         when = outcome.when + shift if isinstance(outcome.when, datetime) else None
         assert when is not None
         study_id, uid = ids + number, f"1.2.826.0.1.3680043.10.1017.{ids + number}"
         ending = "skipped" if rng.random() < 0.03 else outcome.ending
         labels = next(readings)[1] if outcome.ending == "reported" else ()
-        _study(tables, events, rng, study_id, uid, when, ending, outcome.reason, labels, assessed, model, decisions)
+        reason = outcome.reason
+        if ending == "failed" and failure_reasons:
+            reason, failures = failure_reasons[failures % len(failure_reasons)], failures + 1
+        _study(tables, events, rng, study_id, uid, when, ending, reason, labels, assessed, model, decisions)
     written = _insert(store, tables, events)
     return Seeded(
         len(history.outcomes),

@@ -28,7 +28,7 @@ from radtrace.audit import chain
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console import explorer
+from radtrace.console import explorer_verify
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 
@@ -152,7 +152,7 @@ def test_admin_verifies_watching_the_progress_and_exports(
     page: Page, site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(chain, "VERIFY_BATCH_ROWS", 4)  # progress every 4 rows ...
-    real = explorer.verify_audit_log
+    real = explorer_verify.verify_audit_log
 
     def slowed(store: Store, asked_by: Actor, **options: Any) -> Any:
         report = options.pop("progress")
@@ -163,7 +163,7 @@ def test_admin_verifies_watching_the_progress_and_exports(
 
         return real(store, asked_by, progress=progress, **options)
 
-    monkeypatch.setattr(explorer, "verify_audit_log", slowed)
+    monkeypatch.setattr(explorer_verify, "verify_audit_log", slowed)
     _sign_in(page, site, "ad.min")
     page.get_by_role("link", name="Audit", exact=True).click()
     page.locator("#verify-link").click()
