@@ -203,7 +203,8 @@ def test_property_names_read_right_or_flagged_without_controls_and_the_sr_gives_
 
     * its text is read without a C0 or C1 control (the set decodes it cleanly: the rule never makes it worse);
     * written in UTF-8 it is read as written (flagged where it holds a non-ASCII letter); written in the set it is
-      read as written, or the choice is flagged (overridden: a coincidence; doubtful: read as written);
+      read as written, or the choice is flagged (overridden or a Windows page: a coincidence; doubtful: read as
+      written);
     * what the SR writes of it (its PN, under the SR's ISO_IR 192) reads back as the same name."""
     written = f"{data.draw(_components(term, shaped))}^{data.draw(_components(term, shaped))}"
     encoded = written.encode("utf-8" if utf8 else python_encoding[term])
@@ -216,8 +217,11 @@ def test_property_names_read_right_or_flagged_without_controls_and_the_sr_gives_
         assert read == written
         assert (choice is not None) == (not encoded.isascii())
     elif read != written:
+        # Letters drawn at random are no name: a coincidence taken as UTF-8, or (Cyrillic) a mixed-case run such as
+        # 'AA' + Cyrillic small a, which cp1251 reads as a word ('AA' + capital ER; fc76133's rule, with no false read
+        # over real names), is read otherwise than written, and flagged.
         assert choice is not None, (written, read)
-        assert choice.because == "declared-overridden", (written, read, choice)
+        assert choice.because in {"declared-overridden", "windows-code-page"}, (written, read, choice)
     if choice is not None:
         assert choice.flagged
         if choice.because == "declared-doubtful":

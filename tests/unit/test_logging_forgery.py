@@ -140,10 +140,17 @@ def test_a_lone_surrogate_is_written_escaped_to_a_strict_utf8_stream(
     raw = io.BytesIO()
     stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
     handler = configure_logging(log_format, "DEBUG", stream=stream)
+    logging.getLogger().removeHandler(handler)
+    # Only radtrace's handler sees the record: pytest's own capture would carry the raw surrogates into the test
+    # report, which pytest-xdist cannot send between processes.
+    logger = logging.getLogger("radtrace.dicom_listener.surrogate_test")
+    logger.addHandler(handler)
+    logger.propagate = False
     try:
-        logging.getLogger("radtrace.dicom_listener").warning("file %s not read", "a\udcffb\udc80")
+        logger.warning("file %s not read", "a\udcffb\udc80")
     finally:
-        logging.getLogger().removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.propagate = True
     output = raw.getvalue().decode("utf-8")  # strict: nothing undecodable was written
     assert "a\\udcffb\\udc80" in (json.loads(output)["message"] if log_format == "json" else output), output
     assert "Logging error" not in capsys.readouterr().err
