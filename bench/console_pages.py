@@ -18,7 +18,7 @@ import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the console tests' helpers
@@ -29,6 +29,7 @@ from console_support import (
     console_settings,
     csrf_of,
     median_ms,
+    page_call,
     reported_study,
     sign_in,
     study_path,
@@ -113,14 +114,6 @@ def main() -> None:
         with console_client(store, settings) as client:
             sign_in(client, "dr.bench")
 
-            def get(url: str) -> Callable[[], object]:
-                def call() -> object:
-                    answer = client.get(url, follow_redirects=False)
-                    assert answer.status_code in (200, 303), (url, answer.status_code)
-                    return answer
-
-                return call
-
             last = -(-(args.studies + 2) // settings.console.page_size)
             url, film_url = study_path(store, fresh), study_path(store, film_uid)
             label = load_review(store, fresh, 1).findings[0].label  # type: ignore[union-attr]
@@ -134,19 +127,19 @@ def main() -> None:
                 return answer
 
             figures = {
-                "worklist unassessed, page 1": get("/console/worklist"),
-                f"worklist all, last page ({last})": get(f"/console/worklist?filter=all&page={last}"),
-                "worklist flagged, page 1": get("/console/worklist?filter=flagged"),
-                "worklist mine, page 1": get("/console/worklist?filter=mine"),
-                "next study": get("/console/next"),
-                "study page": get(url),
-                f"study page, {args.decisions} decisions": get(study_path(store, busy)),
+                "worklist unassessed, page 1": page_call(client, "/console/worklist"),
+                f"worklist all, last page ({last})": page_call(client, f"/console/worklist?filter=all&page={last}"),
+                "worklist flagged, page 1": page_call(client, "/console/worklist?filter=flagged"),
+                "worklist mine, page 1": page_call(client, "/console/worklist?filter=mine"),
+                "next study": page_call(client, "/console/next"),
+                "study page": page_call(client, url),
+                f"study page, {args.decisions} decisions": page_call(client, study_path(store, busy)),
                 "finding decision (page + POST)": decide,
-                "image as the model read it (synthetic)": get(f"{url}/images/0/prepared.png"),
-                "image, original (synthetic)": get(f"{url}/images/0/original.png"),
-                "image as the model read it (JPEG-LS film)": get(f"{film_url}/images/0/prepared.png"),
-                "image, original (JPEG-LS film)": get(f"{film_url}/images/0/original.png"),
-                "peer: the stylesheet (the app's floor)": get("/console/static/console.css"),
+                "image as the model read it (synthetic)": page_call(client, f"{url}/images/0/prepared.png"),
+                "image, original (synthetic)": page_call(client, f"{url}/images/0/original.png"),
+                "image as the model read it (JPEG-LS film)": page_call(client, f"{film_url}/images/0/prepared.png"),
+                "image, original (JPEG-LS film)": page_call(client, f"{film_url}/images/0/original.png"),
+                "peer: the stylesheet (the app's floor)": page_call(client, "/console/static/console.css"),
             }
             for what, call in figures.items():
                 print(f"  {what:<40} {median_ms(call, args.repeat):7.1f} ms")

@@ -156,6 +156,18 @@ def serving(store: Store, settings: Settings) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def page_call(client: TestClient, url: str) -> Callable[[], object]:
+    """A call that GETs ``url`` as the signed-in ``client`` (no redirect followed) and checks it answered 200 or
+    303, for :func:`median_ms`."""
+
+    def call() -> object:
+        answer = client.get(url, follow_redirects=False)
+        assert answer.status_code in (200, 303), (url, answer.status_code)
+        return answer
+
+    return call
+
+
 def median_ms(call: Callable[[], object], repeat: int) -> float:
     """Server time of ``call`` in milliseconds: the median of ``repeat`` calls after one warm-up (the first use of a
     statement, a template, the pages of an index)."""
