@@ -94,6 +94,12 @@ def _patients(page: Page) -> list[str]:
     return [text.strip() for text in page.locator("#worklist tbody tr.row td:nth-child(2) a").all_inner_texts()]
 
 
+def _filter(page: Page, site: Site, name: str) -> None:
+    page.locator(f"a[data-filter={name}]").click()
+    expect(page).to_have_url(f"{site.url}/console/worklist?filter={name}")
+    page.wait_for_load_state("load")
+
+
 def test_worklist_lists_stat_first_then_oldest_and_filters(page: Page, site: Site, tmp_path: Path) -> None:
     _sign_in(page, site, "dr.keys")
     assert _patients(page) == ["DOE, JANE", "ROE, RICHARD", "POE, EDGAR", "LOE, LUCY"]
@@ -102,12 +108,15 @@ def test_worklist_lists_stat_first_then_oldest_and_filters(page: Page, site: Sit
     expect(page.locator("#worklist tbody tr.row").nth(2)).to_contain_text("AP / portable")
     expect(page.get_by_test_id("total")).to_have_text("4 drafts")
     _screenshot(page, tmp_path, "ui-worklist.png")
-    page.locator("a[data-filter=flagged]").click()
-    assert _patients(page) == ["POE, EDGAR"]
-    page.locator("a[data-filter=mine]").click()
-    assert _patients(page) == []
-    page.locator("a[data-filter=all]").click()
-    assert len(_patients(page)) == 4
+    # each filter is a link: a new page, read only once it has loaded (reading at once raced the navigation and
+    # found the table of the page being left, or none)
+    names = page.locator("#worklist tbody tr.row td:nth-child(2) a")
+    _filter(page, site, "flagged")
+    expect(names).to_have_text(["POE, EDGAR"])
+    _filter(page, site, "mine")
+    expect(names).to_have_count(0)
+    _filter(page, site, "all")
+    expect(names).to_have_count(4)
     # j moves the selection, Enter opens it
     page.keyboard.press("j")
     page.keyboard.press("Enter")
