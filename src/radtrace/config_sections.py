@@ -279,6 +279,20 @@ class MllpDestination(Section):
     host: str = Field(description="host name or address")
     port: int = Field(ge=1, le=65535, description="MLLP port")
     timeout_s: float = Field(default=30.0, gt=0, description="wait this long for the ACK")
+    tls: bool = Field(default=False, description="MLLP over TLS 1.2+ (IHE ATNA secure node), RIS certificate verified")
+    ca_bundle: Path | None = Field(default=None, description="CAs the RIS's certificate chains to (default: system's)")
+    server_name: str | None = Field(default=None, description="name checked in the RIS's certificate (default host)")
+    certificate: Path | None = Field(default=None, description="client certificate (PEM) for mutual TLS, if asked")
+    private_key: Path | None = Field(default=None, description="client certificate's private key (PEM, no passphrase)")
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> MllpDestination:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        given = [name for name in ("ca_bundle", "server_name", "certificate") if getattr(self, name) is not None]
+        if given and not self.tls:  # else the ORU would leave in plain text, whoever believed it secured
+            raise ValueError(f"{', '.join(given)} set but tls is off: set tls = true, or remove them")
+        return self
 
 
 class DispatchSettings(Section):
