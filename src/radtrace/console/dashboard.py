@@ -54,12 +54,12 @@ from radtrace.console.dashboard_agreement import WHOLE_DRAFT, agreement_studies
 from radtrace.console.dashboard_figures import (
     LATENCY_STAGES,
     OTHER_REASONS,
-    FailedStudies,
     Figures,
     Section,
     read_figures,
     top_values,
 )
+from radtrace.console.dashboard_operations import FailedStudies
 from radtrace.console.dashboard_queries import Window
 from radtrace.console.pages import (
     PREFIX,
