@@ -358,7 +358,10 @@ def palette_luminance(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, St
     for colour in PALETTE_COLOURS:
         if f"{colour}PaletteColorLookupTableData" in ds:
             data = bytes(ds[f"{colour}PaletteColorLookupTableData"].value)
-            packed = bits == 8 and len(data) < 2 * entries  # 8-bit entries one per byte
+            # 8-bit entries one a byte where the data is exactly their count in bytes (to a whole word), else one a
+            # word (PS3.3 C.7.6.3.1.6; some writers pad them): a table one word short of its count is short, not
+            # packed (read as bytes, a film's gray palette was noise, mean difference 0.34-0.41)
+            packed = bits == 8 and len(data) in (entries, entries + 1)
             table = np.frombuffer(data, dtype=np.uint8 if packed else (">u2" if big_endian else "<u2"))[:entries]
         else:  # segmented (PS3.3 C.7.9.2): pydicom expands it
             segmented = True

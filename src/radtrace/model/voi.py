@@ -290,6 +290,8 @@ def _explicit_voi_lut(values: FloatImage, item: Dataset, *, big_endian: bool) ->
     }
     if first != written:
         step["first_mapped_written"] = written  # as US, read as signed
+    if table.size < entries:  # the data hold fewer entries than the descriptor counts: inputs above clamp to the last
+        step["entries_written"] = entries
     if overstated:
         step["bits_of_data"] = data_bits
     return np.clip(table[index] / top, 0.0, 1.0), step
