@@ -296,7 +296,13 @@ def _open_session(session: sa.orm.Session, recorder: AuditRecorder, user: Consol
 
 
 def resume_session(store: Store, cookie: str, settings: ConsoleSettings) -> SignedIn | None:
-    """The live session a cookie names, its idle clock restarted; None when unknown, ended or idle too long."""
+    """The live session a cookie names, its idle clock restarted; None when unknown, ended or idle too long.
+
+    The reads and the write (the session ended, or its idle clock restarted) are two transactions: on SQLite a
+    transaction that has read cannot take the write lock once another connection has committed since, and SQLite
+    refuses it at once ("database is locked", no busy wait), so any decision or audit event landing between the two
+    made a radiologist's request a 503. The write is a conditional UPDATE in its own write transaction.
+    """
     now = utc_now()
     with store.session("resuming a console session") as session:
         found = session.execute(
@@ -307,14 +313,27 @@ def resume_session(store: Store, cookie: str, settings: ConsoleSettings) -> Sign
         if found is None:
             return None
         row, user = found[0], found[1]
-        if now - row.last_seen_at > timedelta(seconds=settings.idle_timeout_s):
-            row.ended_at = now
-            return None
-        if account_problem(store, session, user.name, user.role, user.password_hash, writing=False) is not None:
-            return None
-        if now - row.last_seen_at > timedelta(seconds=5):  # one write per few seconds, not per request
-            row.last_seen_at = now
-        return SignedIn(Account(user.id, user.name, ConsoleRole(user.role)), row.id, row.csrf_token)
+        idle = now - row.last_seen_at > timedelta(seconds=settings.idle_timeout_s)
+        refused = (
+            idle or account_problem(store, session, user.name, user.role, user.password_hash, writing=False) is not None
+        )
+        resumed = SignedIn(Account(user.id, user.name, ConsoleRole(user.role)), row.id, row.csrf_token)
+        last_seen = row.last_seen_at
+    if idle:
+        _update_live_session(store, resumed.session_id, "ending an idle console session", ended_at=now)
+    elif not refused and now - last_seen > timedelta(seconds=5):  # one write per few seconds, not per request
+        _update_live_session(store, resumed.session_id, "resuming a console session", last_seen_at=now)
+    return None if refused else resumed
+
+
+def _update_live_session(store: Store, session_id: int, doing: str, **values: datetime) -> None:
+    """Set ``values`` on a console session that has not ended, in a write transaction of its own."""
+    with store.session(doing, immediate=True) as session:
+        session.execute(
+            sa.update(ConsoleSession)
+            .where(ConsoleSession.id == session_id, ConsoleSession.ended_at.is_(None))
+            .values(**values)
+        )
 
 
 def end_session(store: Store, signed_in: SignedIn, *, host: str | None) -> None:
