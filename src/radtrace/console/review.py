@@ -28,6 +28,7 @@ from radtrace.console.schema import ReviewItem
 from radtrace.console.times import UTC_ZONE, shown_time
 from radtrace.console.worklist import FLAG_LABELS, image_polarity_notes, reading_for_revision, recorded_objects
 from radtrace.errors import PermanentError
+from radtrace.model.image_marks import ImageMark, image_marks
 from radtrace.reporting.sr import PolarityNote
 from radtrace.store.engine import Store
 from radtrace.store.instances import revision_instances
@@ -273,6 +274,14 @@ class StudyReview:
     def flag_labels(self) -> tuple[str, ...]:
         """The flags as the page words them."""
         return tuple(FLAG_LABELS.get(flag, flag) for flag in self.flags)
+
+    @staticmethod
+    def image_marks(image: Mapping[str, Any]) -> tuple[ImageMark, ...]:
+        """What one image's recorded preparation says the drafts flag on its line: a lossy image, text burned into
+        the pixels, a window not applied (:func:`radtrace.model.image_marks.image_marks`). Read from the reading,
+        so a worklist row added before a flag existed does not hide it here."""
+        steps = image.get("preparation")
+        return image_marks(steps) if isinstance(steps, list) else ()
 
     @property
     def polarity_warnings(self) -> tuple[tuple[str, PolarityNote], ...]:

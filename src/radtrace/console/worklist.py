@@ -36,6 +36,7 @@ from radtrace.dicom_charset import (
 from radtrace.dicom_deflated import read_bounded
 from radtrace.dicom_listener.headers import DEFAULT_MAX_INFLATED_BYTES
 from radtrace.errors import DicomInputError
+from radtrace.model.image_marks import BURNED_IN_ANNOTATION, LOSSY_COMPRESSION, WINDOW_NOT_APPLIED, image_marks
 from radtrace.reporting.sr import POLARITY_CONTRADICTION, SUSPECTED_NEGATIVE, PolarityNote, polarity_notes
 from radtrace.reporting.text import dicom_text, fhir_text
 from radtrace.store.base import utc_now
@@ -78,6 +79,9 @@ FLAG_LABELS: Final = {
     POLARITY_CONTRADICTION: "polarity header contradiction",
     CHARACTER_SET_ASSUMED: "character set assumed",
     CHARACTER_SET_DOUBTFUL: "character set doubtful",
+    LOSSY_COMPRESSION: "lossy image",
+    BURNED_IN_ANNOTATION: "burned-in annotation",
+    WINDOW_NOT_APPLIED: "window not applied",
 }
 _HEADER_TAGS: Final = ["PatientName", "PatientID", "PatientAge", "PatientSex", "StudyDate", "PatientBirthDate"]
 #: A spooled image's header is read as the worker reads it: values longer than this are not kept.
@@ -333,7 +337,9 @@ def reading_for_revision(session: Session, study_uid: str, revision: int) -> Map
 
 def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list[str]:
     """The worklist's flags for a reading: the model's own, view unknown, AP/portable, SC, text sanitised, and for
-    any image it read, a picture that looks like a negative or a header that contradicts itself on polarity.
+    any image it read, a picture that looks like a negative or a header that contradicts itself on polarity, a lossy
+    image, text burned into the pixels, a window not applied (:func:`radtrace.model.image_marks.image_marks`, as the
+    drafts flag them) and text read in a character set the header did not declare.
 
     ``reading`` is a recorded one (``inference_completed``'s), which may have been edited in the database into any
     shape: what is not what the worker records (an image entry that is no object, flags that are no list of text,
@@ -343,8 +349,10 @@ def reading_flags(reading: Mapping[str, Any], sop_class_uid: str | None) -> list
     for image in images:
         flags.update(note.kind for note in image_polarity_notes(image))
         steps = image.get("preparation")
-        if isinstance(steps, list) and (choice := recorded_choice(steps)) is not None and choice.flagged:
-            flags.add(choice.flag)
+        if isinstance(steps, list):
+            flags.update(mark.flag for mark in image_marks(steps))
+            if (choice := recorded_choice(steps)) is not None and choice.flagged:
+                flags.add(choice.flag)
     frontal = recorded_frontal(reading)
     if not _text(frontal.get("view")):
         flags.add("view-unknown")
