@@ -4,11 +4,13 @@ It parses what it receives with python-hl7 and answers with python-hl7's ``creat
 script, one behaviour per message received (the last one repeats): an acknowledgment code (``AA``,
 ``CA``, ``AE``, ``AR``, ``CR``), the same late (``AA+25``: 25 s after the message), ``wrong-id`` (an AA for
 another control ID), ``silent`` (never answers) or ``close`` (drops the connection without answering).
+With ``tls`` (a server context) it takes MLLP over TLS only, as a secure node's RIS does (asyncio's TLS).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -39,7 +41,9 @@ class MllpReceiver:
         return self.script[index]
 
 
-async def _serve(receiver: MllpReceiver, ready: threading.Event, stop: asyncio.Event) -> None:
+async def _serve(
+    receiver: MllpReceiver, ready: threading.Event, stop: asyncio.Event, tls: ssl.SSLContext | None
+) -> None:
     async def handle(reader: hl7.mllp.HL7StreamReader, writer: hl7.mllp.HL7StreamWriter) -> None:
         try:
             while not reader.at_eof():
@@ -69,15 +73,17 @@ async def _serve(receiver: MllpReceiver, ready: threading.Event, stop: asyncio.E
             with suppress(Exception):
                 await writer.wait_closed()
 
-    server = await hl7.mllp.start_hl7_server(handle, receiver.host, receiver.port, encoding="utf-8")
+    server = await hl7.mllp.start_hl7_server(handle, receiver.host, receiver.port, encoding="utf-8", ssl=tls)
     ready.set()
     async with server:
         await stop.wait()
 
 
 @contextmanager
-def mllp_receiver(script: Sequence[str] = ("AA",), port: int | None = None) -> Iterator[MllpReceiver]:
-    """Run a receiver on ``port`` (default: a free local port) for the duration of the block."""
+def mllp_receiver(
+    script: Sequence[str] = ("AA",), port: int | None = None, tls: ssl.SSLContext | None = None
+) -> Iterator[MllpReceiver]:
+    """Run a receiver on ``port`` (default: a free local port) for the duration of the block; over TLS with ``tls``."""
     receiver = MllpReceiver("127.0.0.1", port or free_port(), list(script))
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -85,7 +91,7 @@ def mllp_receiver(script: Sequence[str] = ("AA",), port: int | None = None) -> I
 
     def run() -> None:
         asyncio.set_event_loop(loop)
-        loop.run_until_complete(_serve(receiver, ready, stop))
+        loop.run_until_complete(_serve(receiver, ready, stop, tls))
         pending = asyncio.all_tasks(loop)
         for task in pending:
             task.cancel()

@@ -18,7 +18,7 @@ import pytest
 from certificate_support import certificate_pair as _pair
 from radtrace.config import Settings, load_settings
 from radtrace.preflight import run_preflight
-from radtrace.preflight.tls import atna_tls_check, pacs_tls_check
+from radtrace.preflight.tls import atna_tls_check, pacs_tls_check, ris_tls_check, tls_check
 from tests_support import radtrace
 
 pytestmark = pytest.mark.unit
@@ -133,3 +133,70 @@ def test_audit_forward_refuses_a_missing_ca_bundle_in_one_log_line_with_exit_2(t
     assert logged[-1].endswith(f"start-up check 'ATNA TLS' failed: atna.ca_bundle (RADTRACE_ATNA__CA_BUNDLE) {missing} "
                                "does not exist: correct the path, or put the file there")  # fmt: skip
     assert last == "radtrace: atna forwarder not started: start-up checks failed (ATNA TLS); see the log lines above"
+
+
+def _bundle(folder: Path, name: str, *validity: tuple[timedelta, timedelta]) -> Path:
+    """A CA bundle of self-signed certificates, each valid from NOW + start to NOW + end (each radtrace.example)."""
+    pems = [
+        _pair(folder, f"{name}-{i}", NOW + start, NOW + end)[0].read_bytes() for i, (start, end) in enumerate(validity)
+    ]
+    (bundle := folder / f"{name}.pem").write_bytes(b"".join(pems))
+    return bundle
+
+
+def test_an_atna_ca_bundle_out_of_date_is_said_with_its_dates_and_refused_only_when_every_ca_expired(
+    tmp_path: Path,
+) -> None:
+    day = timedelta(days=1)
+    mixed = _bundle(tmp_path, "mixed", (-900 * day, 900 * day), (-900 * day, -2 * day), (-80 * day, 10 * day))
+    status, detail, config_error = _judged(tmp_path, ca_bundle=mixed)
+    assert (status, config_error) == ("warning", False)  # before: ("ok", str(mixed)): only a client certificate's dates
+    assert detail == (
+        f"{ATNA.format('ca_bundle', 'CA_BUNDLE')} {mixed}: 2 of its 3 CA certificate(s) out of date or ending soon: "
+        "'CN=radtrace.example' expired on 2026-12-03 18:00 UTC; 'CN=radtrace.example' expires on 2026-12-15 18:00 UTC, "
+        "in 10 day(s) (this machine's clock says 2026-12-05 18:00 UTC); a peer certificate they signed fails to verify "
+        "then: install their renewed certificates"
+    )
+    cert, key = _pair(tmp_path, "client", NOW - 30 * day, NOW + 300 * day)  # a good client certificate: still said
+    assert _judged(tmp_path, ca_bundle=mixed, certificate=cert, private_key=key) == ("warning", detail, False)
+
+    dead = _bundle(tmp_path, "dead", (-900 * day, -2 * day), (-400 * day, -1 * day))
+    status, detail, config_error = _judged(tmp_path, ca_bundle=dead)
+    assert (status, config_error) == ("failed", True)  # exit 2: nothing could ever be delivered
+    assert detail == (
+        f"{ATNA.format('ca_bundle', 'CA_BUNDLE')} {dead}: every CA certificate in it has expired "
+        "('CN=radtrace.example' expired on 2026-12-03 18:00 UTC; 'CN=radtrace.example' expired on 2026-12-04 18:00 "
+        "UTC; this machine's clock says 2026-12-05 18:00 UTC), so no certificate the peer shows can verify against it "
+        "(OpenSSL refuses a chain whose CA has expired): nothing would be delivered; install the CA's renewed "
+        "certificate, or correct the clock if wrong (timedatectl)"
+    )
+
+    # the listener's bundle (client certificates of PACS) all expired: a warning, its plain port still works
+    server_cert, server_key = _pair(tmp_path, "server", NOW - 30 * day, NOW + 300 * day)
+    listener = load_settings(data_dir=tmp_path / "var", listener={"tls": {
+        "enabled": True, "certificate": server_cert, "private_key": server_key, "ca_bundle": dead}})  # fmt: skip
+    check = tls_check(listener, now=NOW)
+    assert check is not None
+    assert (check.status, check.config_error) == ("warning", False)
+    assert check.detail.startswith(f"listener.tls.ca_bundle (RADTRACE_LISTENER__TLS__CA_BUNDLE) {dead}: every CA ")
+    assert check.detail.endswith("): every client certificate is refused; install the CA's renewed certificate")
+
+
+def test_the_ris_tls_files_are_judged_by_whoever_sends_the_oru(tmp_path: Path) -> None:
+    cert, key = _pair(tmp_path, "ris-client", NOW - timedelta(days=1), NOW + timedelta(days=300), b"pw")
+    ca, _ = _pair(tmp_path, "ris-ca", NOW - timedelta(days=30), NOW + timedelta(days=3000))
+    ris = {"host": "ris", "port": 2575, "tls": True, "ca_bundle": ca, "certificate": cert, "private_key": key}
+    settings = load_settings(data_dir=tmp_path / "var", dispatch={"ris": ris})
+
+    def judged(service: str) -> list[tuple[str, str, bool]]:
+        checks = run_preflight(settings, service)  # type: ignore[arg-type]
+        return [(c.status, c.detail, c.config_error) for c in checks if c.name == "RIS TLS"]
+
+    refused = ("failed", f"dispatch.ris.private_key (in RADTRACE_DISPATCH__RIS) {key} is encrypted with a passphrase, "
+               "which a service cannot be asked for: give it the key without one (openssl pkey -in KEY -out PLAIN.key; "
+               "keep it readable by the service's user only)", True)  # fmt: skip
+    assert judged("dispatcher") == [refused]  # before: no check; the first ORU at night found it
+    assert judged("worker") == [refused]
+    assert judged("serve") == [refused]
+    assert judged("listener") == []
+    assert ris_tls_check(load_settings(data_dir=tmp_path, dispatch={"ris": {"host": "ris", "port": 2575}})) is None

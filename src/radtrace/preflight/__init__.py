@@ -27,7 +27,7 @@ from radtrace.preflight.ports import (
     metrics_port_problem,
     metrics_ports,
 )
-from radtrace.preflight.tls import atna_tls_check, pacs_tls_check, tls_check
+from radtrace.preflight.tls import atna_tls_check, pacs_tls_check, ris_tls_check, tls_check
 
 __all__ = [
     "Check",
@@ -44,6 +44,7 @@ __all__ = [
     "listener_port_problem",
     "metrics_port_problem",
     "metrics_ports",
+    "ris_tls_check",
     "run_preflight",
     "store_problem",
 ]
@@ -80,9 +81,10 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
     Every service: the settings (a ``./.env`` not in effect), the data directory, the work database (on PostgreSQL,
     this machine's clock against the server's). The listener, workers and serve: the spool, quarantine and free
     space, the broker. The listener and serve: the listener's TLS files. Serve and the workers that deliver: the CA
-    store a TLS PACS is checked against; serve: the ATNA forwarder's TLS files (``radtrace audit forward`` checks
-    them itself, :func:`atna_tls_check`). The QA API: the broker only with the review console
-    (which rings the dispatcher). The model backend: serve and the inference worker only."""
+    store a TLS PACS is checked against, and the RIS's TLS files (:func:`ris_tls_check`); serve: the ATNA
+    forwarder's TLS files (``radtrace audit forward`` checks them itself, :func:`atna_tls_check`). The QA API: the
+    broker only with the review console (which rings the dispatcher). The model backend: serve and the inference
+    worker only."""
     dotenv = unread_dotenv(Path.cwd(), os.environ)
     checks = [Check("settings", "ok", "loaded and valid") if dotenv is None else Check("settings", "warning", dotenv)]
     problem = data_dir_problem(settings.data_dir, create=True)
@@ -95,8 +97,8 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
             writable_directory("quarantine", settings.quarantine_dir),
             free_space(settings),
         ]
-    outbound = {"serve": (tls_check, pacs_tls_check, atna_tls_check), "listener": (tls_check,),
-                "worker": (pacs_tls_check,), "dispatcher": (pacs_tls_check,)}  # fmt: skip
+    outbound = {"serve": (tls_check, pacs_tls_check, ris_tls_check, atna_tls_check), "listener": (tls_check,),
+                "worker": (pacs_tls_check, ris_tls_check), "dispatcher": (pacs_tls_check, ris_tls_check)}  # fmt: skip
     checks += [tls for judge in outbound.get(service, ()) if (tls := judge(settings)) is not None]
     checks.append(database := database_check(settings))
     if database.status != "failed" and (clock := clock_check(settings)) is not None:

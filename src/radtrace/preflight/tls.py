@@ -19,26 +19,30 @@ import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from radtrace.config import Settings
+from radtrace.audit.atna.syslog import PassphraseNeededError, no_passphrase
+from radtrace.config import Settings, environment_variable
 from radtrace.preflight.check import Check
 
-__all__ = ["EXPIRY_WARNING", "atna_tls_check", "certificate_files_check", "pacs_tls_check", "tls_check"]
+__all__ = [
+    "EXPIRY_WARNING",
+    "atna_tls_check",
+    "certificate_files_check",
+    "pacs_tls_check",
+    "ris_tls_check",
+    "tls_check",
+]
 
 #: A certificate that ends within this is said at each start, with the day it ends.
 EXPIRY_WARNING = timedelta(days=14)
 
 
-def _named(prefix: str) -> tuple[str, str]:
-    """``listener.tls.`` -> (``listener.tls.``, ``RADTRACE_LISTENER__TLS__``): the setting and its variable."""
-    return prefix, "RADTRACE_" + prefix.replace(".", "__").upper()
-
-
-def _no_passphrase() -> str:
-    raise _EncryptedKeyError
-
-
-class _EncryptedKeyError(Exception):
-    """The private key needs a passphrase: nobody is there to type it."""
+def _named(prefix: str, field: str) -> str:
+    """``listener.tls.`` and ``certificate`` -> ``listener.tls.certificate (RADTRACE_LISTENER__TLS__CERTIFICATE)``:
+    the setting and the variable that holds it (``dispatch.ris.*`` are in the JSON of ``RADTRACE_DISPATCH__RIS``)."""
+    parts = [*prefix.rstrip(".").split("."), field]
+    variable = environment_variable(parts)
+    held = variable == "RADTRACE_" + "__".join(parts).upper()
+    return f"{prefix}{field} ({variable if held else f'in {variable}'})"
 
 
 def tls_check(settings: Settings, now: datetime | None = None) -> Check | None:
@@ -67,6 +71,18 @@ def atna_tls_check(settings: Settings, now: datetime | None = None) -> Check | N
     )  # fmt: skip
 
 
+def ris_tls_check(settings: Settings, now: datetime | None = None) -> Check | None:
+    """The ``RIS TLS`` check of ``dispatch.ris`` over TLS: its CA bundle and client certificate (None: no RIS, not
+    over TLS, or no file of ours: the RIS certificate is then checked against this machine's CA store)."""
+    ris = settings.dispatch.ris
+    if ris is None or not ris.tls or (ris.certificate is None and ris.ca_bundle is None):
+        return None
+    return certificate_files_check(
+        "RIS TLS", "dispatch.ris.", ris.certificate, ris.private_key, ris.ca_bundle, server=False,
+        refused_by="a RIS that asks for it refuses the connection (HL7 results wait in the outbox)", now=now,
+    )  # fmt: skip
+
+
 def certificate_files_check(
     name: str,
     prefix: str,
@@ -82,11 +98,11 @@ def certificate_files_check(
     may be unset). Missing, unreadable, a directory, a key of another certificate, a key with a passphrase, a CA
     bundle with no PEM certificate: failed (exit 2, the settings or files must change). The certificate expired, not
     valid yet by this machine's clock, or ending within :data:`EXPIRY_WARNING`: a warning with its dates, where
-    ``refused_by`` says who then refuses."""
-    setting, variable = _named(prefix)
+    ``refused_by`` says who then refuses. The CA bundle's certificates the same (:func:`_bundle_dates`): a warning
+    naming each one out of date, and failed when a client's bundle holds none that has not expired."""
 
     def named(field: str) -> str:
-        return f"{setting}{field} ({variable}{field.upper()})"
+        return _named(prefix, field)
 
     for field, path in (("certificate", certificate), ("private_key", private_key), ("ca_bundle", ca_bundle)):
         if path is not None and (problem := _file_problem(path)) is not None:
@@ -94,8 +110,8 @@ def certificate_files_check(
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     if certificate is not None and private_key is not None:
         try:
-            context.load_cert_chain(certificate, private_key, password=_no_passphrase)
-        except _EncryptedKeyError:
+            context.load_cert_chain(certificate, private_key, password=no_passphrase)
+        except PassphraseNeededError:
             return Check(name, "failed", f"{named('private_key')} {private_key} is encrypted with a passphrase, "
                          "which a service cannot be asked for: give it the key without one (openssl pkey -in KEY -out "
                          "PLAIN.key; keep it readable by the service's user only)", config_error=True)  # fmt: skip
@@ -113,9 +129,16 @@ def certificate_files_check(
         except ssl.SSLError as exc:
             return Check(name, "failed", f"{named('ca_bundle')} {ca_bundle} holds no PEM CA certificate "
                          f"({exc.reason or exc})", config_error=True)  # fmt: skip
+    now = now or datetime.now(UTC)
+    authorities = _bundle_dates(name, named("ca_bundle"), ca_bundle, server, now) if ca_bundle is not None else None
+    if authorities is not None and authorities.status == "failed":
+        return authorities
     if certificate is None:
-        return Check(name, "ok", f"{ca_bundle}")
-    return _dates(name, f"{named('certificate')} {certificate}", certificate, refused_by, now or datetime.now(UTC))
+        return authorities or Check(name, "ok", f"{ca_bundle}")
+    own = _dates(name, f"{named('certificate')} {certificate}", certificate, refused_by, now)
+    if authorities is None:
+        return own
+    return authorities if own.status == "ok" else Check(name, "warning", f"{own.detail}; {authorities.detail}")
 
 
 def pacs_tls_check(settings: Settings) -> Check | None:
@@ -161,6 +184,51 @@ def _file_problem(path: Path, *, folder: bool = False) -> str | None:
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
     return None
+
+
+def _bundle_dates(name: str, named: str, ca_bundle: Path, server: bool, now: datetime) -> Check | None:
+    """The CA bundle's certificates out of date, or None when each is valid beyond :data:`EXPIRY_WARNING`.
+
+    Before, only the client certificate's dates were read: a repository CA that had expired (OpenSSL then refuses
+    every certificate it signed, "certificate has expired") started without a word and failed each connection at
+    night. Expired, not yet valid or ending soon: a warning naming each with its dates. Every one expired: failed
+    for a client (``server=False``: no peer certificate can verify, nothing would ever be delivered); for the
+    listener a warning (its plain port, and PACS that send no client certificate, still work)."""
+    from cryptography import x509
+
+    try:
+        authorities = x509.load_pem_x509_certificates(ca_bundle.read_bytes())
+    except (ValueError, OSError):  # OpenSSL read it: a form cryptography does not; say nothing of dates
+        return None
+    clock = f"this machine's clock says {now:%Y-%m-%d %H:%M} UTC"
+    expired, dated = 0, []
+    for authority in authorities:
+        start, end = authority.not_valid_before_utc, authority.not_valid_after_utc
+        text = authority.subject.rfc4514_string()  # quoted: a name with a line break cannot end the log line
+        subject = repr(text[:80] + ("…" if len(text) > 80 else ""))
+        if end <= now:
+            expired += 1
+            dated.append(f"{subject} expired on {end:%Y-%m-%d %H:%M} UTC")
+        elif start > now:
+            dated.append(f"{subject} is not valid before {start:%Y-%m-%d %H:%M} UTC")
+        elif end - now <= EXPIRY_WARNING:
+            dated.append(f"{subject} expires on {end:%Y-%m-%d %H:%M} UTC, in {(end - now).days} day(s)")
+    if not dated:
+        return None
+    listed = "; ".join(dated)
+    if expired == len(authorities):
+        refusal = (
+            f"{named} {ca_bundle}: every CA certificate in it has expired ({listed}; {clock}), so no certificate "
+            "the peer shows can verify against it (OpenSSL refuses a chain whose CA has expired)"
+        )
+        if not server:
+            return Check(name, "failed", f"{refusal}: nothing would be delivered; install the CA's renewed "
+                         "certificate, or correct the clock if wrong (timedatectl)", config_error=True)  # fmt: skip
+        return Check(name, "warning", f"{refusal}: every client certificate is refused; install the CA's renewed "
+                     "certificate")  # fmt: skip
+    return Check(name, "warning", f"{named} {ca_bundle}: {len(dated)} of its {len(authorities)} CA certificate(s) "
+                 f"out of date or ending soon: {listed} ({clock}); a peer certificate they signed fails to verify "
+                 "then: install their renewed certificates")  # fmt: skip
 
 
 def _dates(name: str, named: str, certificate: Path, refused_by: str, now: datetime) -> Check:

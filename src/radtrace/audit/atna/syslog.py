@@ -28,17 +28,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol
 
-from radtrace.errors import PermanentError, RetryableError
+from radtrace.errors import ConfigError, PermanentError, RetryableError
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "SD_ID",
+    "PassphraseNeededError",
     "StreamTransport",
     "SyslogHeader",
     "SyslogTransport",
     "SyslogUnavailableError",
     "UdpTransport",
     "frame",
+    "no_passphrase",
     "octet_counted",
     "room_for_message",
     "tls_context",
@@ -122,16 +124,47 @@ class SyslogTransport(Protocol):
     def close(self) -> None: ...
 
 
-def tls_context(ca_bundle: Path | None, certificate: Path | None, private_key: Path | None) -> ssl.SSLContext:
-    """A client context (TLS 1.2+, server certificate verified; RFC 5425 section 5) with an optional client cert."""
-    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+class PassphraseNeededError(Exception):
+    """A private key asked for its passphrase: nobody is there to type it (a service has no terminal)."""
+
+
+def no_passphrase() -> str:
+    """The password callback for ``load_cert_chain``: without one, OpenSSL asks for an encrypted key's passphrase on
+    the terminal ("Enter PEM pass phrase:") and waits there."""
+    raise PassphraseNeededError
+
+
+def tls_context(
+    ca_bundle: Path | None, certificate: Path | None, private_key: Path | None, *, setting: str = "atna."
+) -> ssl.SSLContext:
+    """A client context (TLS 1.2+, the server's certificate verified: RFC 5425 section 5, and MLLP over TLS) with an
+    optional client certificate; ``setting`` names the settings the files come from (``atna.``, ``dispatch.ris.``).
+
+    It never asks for anything: a key encrypted with a passphrase, or a file it cannot load, is a
+    :class:`ConfigError` naming the setting. (The start-up checks, :mod:`radtrace.preflight.tls`, say the same before;
+    this is for a file changed since, or a caller that ran none.)"""
+    try:
+        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load {setting}ca_bundle {ca_bundle}: {_why(exc)}") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if certificate is not None and private_key is not None:
         try:
-            context.load_cert_chain(str(certificate), str(private_key))
+            context.load_cert_chain(str(certificate), str(private_key), password=no_passphrase)
+        except PassphraseNeededError:
+            raise ConfigError(
+                f"{setting}private_key {private_key} is encrypted with a passphrase, which a service cannot be asked "
+                "for: give it the key without one (openssl pkey -in KEY -out PLAIN.key; readable by its user only)"
+            ) from None
         except (OSError, ssl.SSLError) as exc:
-            raise PermanentError(f"cannot load the ATNA client certificate {certificate}: {exc}") from exc
+            raise ConfigError(
+                f"cannot load {setting}certificate {certificate} with {setting}private_key {private_key}: {_why(exc)}"
+            ) from exc
     return context
+
+
+def _why(exc: OSError | ssl.SSLError) -> str:
+    return str(getattr(exc, "reason", None) or exc.strerror or exc)
 
 
 def _unacknowledged_bytes(sock: socket.socket) -> int:

@@ -13,13 +13,25 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Final
 
+from radtrace.audit.atna.syslog import tls_context
+from radtrace.config import MllpDestination
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
 
-__all__ = ["END_BLOCK", "START_BLOCK", "Ack", "frame", "message_control_id", "parse_ack", "send_message"]
+__all__ = [
+    "END_BLOCK",
+    "START_BLOCK",
+    "Ack",
+    "frame",
+    "message_control_id",
+    "parse_ack",
+    "ris_tls_context",
+    "send_message",
+]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +43,19 @@ _TEXT_CHARS: Final = 200  # of its MSA-3 / ERR text
 _ACCEPTED: Final = {"AA", "CA"}
 _RETRY: Final = {"AE", "CE"}
 _REJECTED: Final = {"AR", "CR"}
+_PLAIN_HINT: Final = (
+    "dispatch.ris.tls is on, and a RIS that takes plain MLLP on that port never answers TLS: give its TLS port, or "
+    "ask the RIS team whether it listens there (nothing was sent)"
+)
+_OUR_CERTIFICATE: Final = (
+    "dispatch.ris.certificate and private_key (in RADTRACE_DISPATCH__RIS) must be a certificate issued by a CA the "
+    "RIS trusts, and valid now"
+)
+_CLIENT_HINT: Final = f"the RIS refused our client certificate, or asked for one and got none: {_OUR_CERTIFICATE}"
+#: TLS 1.3 finishes the client's handshake before the RIS judges its certificate; one that refuses it may just close
+_CLOSED_OVER_TLS: Final = (
+    f"over TLS, a RIS that asks for our client certificate closes so when it refuses it or got none: {_OUR_CERTIFICATE}"
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +114,47 @@ def _said(ack: Ack) -> str:
     return f": {_quoted(ack.text, _TEXT_CHARS)}" if ack.text.strip() else ""
 
 
+def ris_tls_context(ris: MllpDestination) -> ssl.SSLContext | None:
+    """The client context of ``dispatch.ris`` (None: not over TLS). It never asks for a passphrase: a key with one,
+    or a file it cannot load, is a :class:`~radtrace.errors.ConfigError` naming the setting."""
+    if not ris.tls:
+        return None
+    return tls_context(ris.ca_bundle, ris.certificate, ris.private_key, setting="dispatch.ris.")
+
+
+def _tls_why(exc: ssl.SSLError) -> str:
+    return str(getattr(exc, "verify_message", None) or exc.reason or exc.strerror or exc)
+
+
+def _secured(
+    raw: socket.socket, context: ssl.SSLContext, server_name: str, where: str, timeout_s: float
+) -> ssl.SSLSocket:
+    """The TLS session over ``raw`` (its timeout: what is left of the send's deadline), or a retryable error
+    that says why and which setting to check."""
+    try:
+        return context.wrap_socket(raw, server_hostname=server_name)
+    except ssl.SSLCertVerificationError as exc:
+        raise PeerUnavailableError(
+            f"{where}: the RIS's TLS certificate was refused ({_tls_why(exc)}): dispatch.ris.ca_bundle (in "
+            "RADTRACE_DISPATCH__RIS; unset: this machine's CA store) must hold the CA that signed it, and "
+            f"dispatch.ris.server_name (now {server_name!r}) a name in it; nothing is sent until it verifies"
+        ) from exc
+    except TimeoutError as exc:
+        raise PeerUnavailableError(
+            f"{where} did not complete a TLS handshake within {timeout_s:g} s: {_PLAIN_HINT}"
+        ) from exc
+    except (ssl.SSLError, ConnectionError) as exc:
+        why = _tls_why(exc) if isinstance(exc, ssl.SSLError) else (exc.strerror or str(exc))
+        hint = _CLIENT_HINT if _about_our_certificate(exc) else _PLAIN_HINT
+        raise PeerUnavailableError(f"{where} did not complete a TLS handshake ({why}): {hint}") from exc
+
+
+def _about_our_certificate(exc: OSError) -> bool:
+    """The RIS's TLS alert says it refused our certificate (or that we sent none)."""
+    reason = str(getattr(exc, "reason", "") or "")
+    return any(word in reason for word in ("CERTIFICATE", "UNKNOWN_CA", "HANDSHAKE_FAILURE"))
+
+
 def _read_block(sock: socket.socket, deadline: float) -> bytes:
     buffer = b""
     while END_BLOCK not in buffer:
@@ -106,28 +172,42 @@ def _read_block(sock: socket.socket, deadline: float) -> bytes:
     return buffer[start + 1 if start >= 0 else 0 : buffer.index(END_BLOCK)]
 
 
-def send_message(message: bytes, host: str, port: int, *, timeout_s: float) -> Ack:
-    """Send one message and return its positive ACK.
+def send_message(
+    message: bytes,
+    host: str,
+    port: int,
+    *,
+    timeout_s: float,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
+) -> Ack:
+    """Send one message and return its positive ACK; over TLS with ``tls`` (the RIS's certificate checked for
+    ``server_name``, default ``host``: the settings ``dispatch.ris.*``, :func:`ris_tls_context`).
 
-    Raises :class:`PeerUnavailableError` (cannot connect, connection dropped), :class:`DispatchError`
-    (no ACK in time, AE/CE, an ACK for another control ID, an unreadable ACK) or
-    :class:`DispatchRejectedError` (AR/CR).
+    Raises :class:`PeerUnavailableError` (cannot connect, connection dropped, no TLS session: its certificate
+    refused, or a RIS that does not speak TLS there), :class:`DispatchError` (no ACK in time, AE/CE, an ACK for
+    another control ID, an unreadable ACK) or :class:`DispatchRejectedError` (AR/CR).
     """
     control_id = message_control_id(message)
     where = f"{host}:{port}"
     deadline = time.monotonic() + timeout_s
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))  # one deadline for connect, send and ACK
-            sock.sendall(frame(message))
-            reply = _read_block(sock, deadline)
+        with socket.create_connection((host, port), timeout=timeout_s) as raw:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw.settimeout(max(deadline - time.monotonic(), 0.001))  # one deadline for connect, TLS, send and ACK
+            with _secured(raw, tls, server_name or host, where, timeout_s) if tls is not None else raw as sock:
+                sock.sendall(frame(message))
+                reply = _read_block(sock, deadline)
     except TimeoutError as exc:
         raise DispatchError(f"no ACK from {where} within {timeout_s:g} s") from exc
     except ConnectionRefusedError as exc:
         raise PeerUnavailableError(f"MLLP connection to {where} refused") from exc
+    except ssl.SSLError as exc:  # after the handshake: e.g. TLS 1.3 tells a refused client certificate only now
+        hint = _CLIENT_HINT if _about_our_certificate(exc) else _CLOSED_OVER_TLS
+        raise PeerUnavailableError(f"MLLP over TLS to {where} failed ({_tls_why(exc)}): {hint}") from exc
     except OSError as exc:
-        raise PeerUnavailableError(f"MLLP connection to {where} failed: {exc.strerror or exc}") from exc
+        closed = f" ({_CLOSED_OVER_TLS})" if tls is not None and isinstance(exc, ConnectionError) else ""
+        raise PeerUnavailableError(f"MLLP connection to {where} failed: {exc.strerror or exc}{closed}") from exc
     ack = parse_ack(reply)
     if ack.control_id != control_id:
         raise DispatchError(f"ACK from {where} is for control ID {_quoted(ack.control_id)}, not {control_id!r}")

@@ -1,8 +1,9 @@
 """The production senders: one per outbox kind, bound to the configured destinations (C-STORE to a PACS, an ORU
-over MLLP to the RIS, a file drop), and how long one send may take at most."""
+over MLLP to the RIS, plain or over TLS, a file drop), and how long one send may take at most."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -20,7 +21,7 @@ from radtrace.reporting.dispatch.kinds import (
     KIND_HL7,
     KIND_SR,
 )
-from radtrace.reporting.dispatch.mllp import send_message
+from radtrace.reporting.dispatch.mllp import ris_tls_context, send_message
 
 __all__ = ["LEASE_MARGIN_S", "Sender", "default_senders", "longest_send_s"]
 
@@ -51,11 +52,17 @@ def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
             raise ConfigError(f"PACS destination {destination} is no longer configured (dispatch.pacs)")
         return store_instance(payload, pacs[destination], calling_ae_title=settings.calling_ae_title).warning
 
+    ris_tls: list[ssl.SSLContext | None] = []  # dispatch.ris's TLS context, loaded at the first ORU sent
+
     def send_hl7(destination: str, payload: bytes) -> str | None:
         ris = settings.ris
         if ris is None or destination != f"{ris.host}:{ris.port}":  # the draft's ORU or an assessment's
             raise ConfigError(f"RIS destination {destination} is no longer configured (dispatch.ris)")
-        ack = send_message(payload, ris.host, ris.port, timeout_s=ris.timeout_s)
+        if not ris_tls:
+            ris_tls.append(ris_tls_context(ris))
+        ack = send_message(
+            payload, ris.host, ris.port, timeout_s=ris.timeout_s, tls=ris_tls[0], server_name=ris.server_name
+        )
         return None if ack.code == "AA" else f"ACK {ack.code}"
 
     def send_file(destination: str, payload: bytes) -> str | None:
