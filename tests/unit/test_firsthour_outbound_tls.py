@@ -148,14 +148,15 @@ def test_an_atna_ca_bundle_out_of_date_is_said_with_its_dates_and_refused_only_w
     tmp_path: Path,
 ) -> None:
     day = timedelta(days=1)
-    mixed = _bundle(tmp_path, "mixed", (-900 * day, 900 * day), (-900 * day, -2 * day), (-80 * day, 10 * day))
+    mixed = _bundle(tmp_path, "mixed", (-900 * day, 900 * day), (-900 * day, -2 * day), (-80 * day, 10 * day),
+                    (2 * day, 900 * day))  # fmt: skip
     status, detail, config_error = _judged(tmp_path, ca_bundle=mixed)
     assert (status, config_error) == ("warning", False)  # before: ("ok", str(mixed)): only a client certificate's dates
     assert detail == (
-        f"{ATNA.format('ca_bundle', 'CA_BUNDLE')} {mixed}: 2 of its 3 CA certificate(s) out of date or ending soon: "
+        f"{ATNA.format('ca_bundle', 'CA_BUNDLE')} {mixed}: 3 of its 4 CA certificate(s) out of date or ending soon: "
         "'CN=radtrace.example' expired on 2026-12-03 18:00 UTC; 'CN=radtrace.example' expires on 2026-12-15 18:00 UTC, "
-        "in 10 day(s) (this machine's clock says 2026-12-05 18:00 UTC); a peer certificate they signed fails to verify "
-        "then: install their renewed certificates"
+        "in 10 day(s); 'CN=radtrace.example' is not valid before 2026-12-07 18:00 UTC (this machine's clock says "
+        "2026-12-05 18:00 UTC); a peer certificate they signed fails to verify then: install their renewed certificates"
     )
     cert, key = _pair(tmp_path, "client", NOW - 30 * day, NOW + 300 * day)  # a good client certificate: still said
     assert _judged(tmp_path, ca_bundle=mixed, certificate=cert, private_key=key) == ("warning", detail, False)
