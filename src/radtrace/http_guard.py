@@ -5,7 +5,9 @@ RFC 9112 6.1, a smuggled second request behind a proxy), a URL over :data:`MAX_T
 :data:`MAX_HEADER_BYTES` or :data:`MAX_HEADER_LINES` (431), a body over ``api.max_body_bytes`` (413, read no
 further); it throttles an address after ``api.failed_auth_limit`` failed authentications (429, one audit event for
 the episode) and checks at most :data:`SIGN_INS_PER_SOURCE` console sign-ins per address
-(:data:`SIGN_INS_IN_FLIGHT` in all) at once; and it lets requests be answered in fair turns
+(from their arrival; :data:`SIGN_INS_IN_FLIGHT` in all, while checked) at once; it reads a request's body (up to
+``api.max_body_bytes``, a console form's up to :data:`~radtrace.http_limits.MAX_FORM_BYTES`) before the request
+waits its turn, so that a peer dripping one holds no turn; and it lets requests be answered in fair turns
 (:class:`~radtrace.http_limits.FairShare`: ``PeerLimits.in_flight_per_source`` of one address at once, a few more
 waiting, beyond them 503 with Retry-After). :mod:`radtrace.http_server` puts it in front of the application, behind
 the connection limits of its protocol.
@@ -24,6 +26,7 @@ from typing import Final
 from starlette.requests import ClientDisconnect
 
 from radtrace.http_limits import (
+    MAX_FORM_BYTES,
     MAX_HEADER_BYTES,
     MAX_HEADER_LINES,
     MAX_SOURCES,
@@ -98,13 +101,40 @@ class RequestGuard:
             reason = f"too many failed authentications from your address; try again in {wait:.0f} s"
             await self._refuse(send, source, 429, reason, wait)
             return
-        body: list[Message] | None = None
-        if not path.startswith(_CONSOLE) and _has_body(scope):
-            # Read (up to the limit) before the application does: FastAPI would hold any size in memory.
-            body = await self._read_body(scope, receive)
-            if body is None:
-                await self._refuse(send, source, 413, f"request body over {self.max_body_bytes} bytes")
+        sign_in = scope["method"] == "POST" and path == _SIGN_IN
+        if sign_in:  # counted from its arrival: its own address's third waits for none of them
+            if record.sign_ins >= SIGN_INS_PER_SOURCE:
+                reason = f"{SIGN_INS_PER_SOURCE} sign-ins from your address are being checked; wait for them"
+                await self._refuse(send, source, 429, reason, 1)
                 return
+            record.sign_ins += 1
+        try:
+            await self._read_then_answer(scope, receive, send, source, record, sign_in)
+        finally:
+            if sign_in:
+                record.sign_ins -= 1
+
+    async def _read_then_answer(
+        self, scope: Scope, receive: Receive, send: Send, source: str, record: _Source, sign_in: bool
+    ) -> None:
+        """Read the request's body, then wait for its turn and pass it on."""
+        console = scope["path"].startswith(_CONSOLE)
+        limit = min(self.max_body_bytes, MAX_FORM_BYTES) if console else self.max_body_bytes
+        body: list[Message] | None = None
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        unread = int(declared) if console and declared.isdigit() and int(declared) > limit else 0
+        if unread:
+            body = []  # a form declared past its limit: the console refuses it by its length, the body unread
+        elif _has_body(scope):
+            # Read (up to the limit) before the application does, and before the request takes a turn: FastAPI
+            # would hold any size in memory, and a peer dripping a body (a console form) held the turn for
+            # body_timeout_s. A console form past its limit is refused by the console, in its own words.
+            body, over = await self._read_body(receive, limit)
+            if over and not console:
+                await self._refuse(send, source, 413, f"request body over {limit} bytes")
+                return
+            if body[-1]["type"] != "http.request":
+                return  # the peer left, or its body was not complete in time (408): no one to answer
         refused = await self.limits.fair.enter(source)
         if refused is not None:
             await self._refuse(send, source, 503, refused, 1)
@@ -119,29 +149,30 @@ class RequestGuard:
 
         try:
             replayed = _replay(body, receive) if body is not None else receive
-            await self._answer(scope, replayed, send, source, record, answered)
+            capped = _Capped(replayed, limit, size=unread)
+            await self._answer(scope, capped, send, source, record, sign_in, answered)
         finally:
             answered()
 
     async def _answer(
-        self, scope: Scope, receive: Receive, send: Send, source: str, record: _Source, answered: Callable[[], None]
+        self,
+        scope: Scope,
+        capped: _Capped,
+        send: Send,
+        source: str,
+        record: _Source,
+        sign_in: bool,
+        answered: Callable[[], None],
     ) -> None:
-        """Pass the request on (its turn come), count sign-ins being checked and failed authentications."""
-        path: str = scope["path"]
-        sign_in = scope["method"] == "POST" and path == _SIGN_IN
+        """Pass the request on (its turn come, its body read), count sign-ins being checked and failed
+        authentications."""
         if sign_in:
-            if record.sign_ins >= SIGN_INS_PER_SOURCE:
-                reason = f"{SIGN_INS_PER_SOURCE} sign-ins from your address are being checked; wait for them"
-                await self._refuse(send, source, 429, reason, 1)
-                return
             if self._sign_ins >= SIGN_INS_IN_FLIGHT:
                 await self._refuse(send, source, 503, "too many sign-ins are being checked; try again shortly", 1)
                 return
-            record.sign_ins += 1
             self._sign_ins += 1
         status = 0
         location = b""
-        capped = _Capped(receive, self.max_body_bytes)
 
         async def watch(message: Message) -> None:
             nonlocal status, location
@@ -158,11 +189,10 @@ class RequestGuard:
             await self.app(scope, capped, watch)
         except ClientDisconnect:  # the peer left, its body passed the limit, or a deadline passed
             if capped.over and not status:
-                await self._refuse(send, source, 413, f"request body over {self.max_body_bytes} bytes")
+                await self._refuse(send, source, 413, f"request body over {capped.limit} bytes")
             return
         finally:
             if sign_in:
-                record.sign_ins -= 1
                 self._sign_ins -= 1
         if (status == 401 and not self._sign_in_form(scope)) or (sign_in and status == 303 and b"failed=" in location):
             await self._failed(source, record)
@@ -213,19 +243,21 @@ class RequestGuard:
             except Exception:
                 log.exception("HTTP %s: the throttle could not be recorded in the audit log", escape(source))
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> list[Message] | None:
+    async def _read_body(self, receive: Receive, limit: int) -> tuple[list[Message], bool]:
+        """The request's body messages, read until it ends, the peer leaves or it passes ``limit`` bytes; and
+        whether it passed the limit (the message that did is the last one read)."""
         messages: list[Message] = []
         size = 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
-                return messages
+                return messages, False
             size += len(message.get("body", b""))
-            if size > self.max_body_bytes:
-                return None
+            if size > limit:
+                return messages, True
             if not message.get("more_body", False):
-                return messages
+                return messages, False
 
     async def _refuse(
         self, send: Send, source: str, status: int, reason: str, retry_after_s: float | None = None
@@ -258,14 +290,15 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 
 class _Capped:
-    """``receive`` that ends the request (a disconnect) after its body passes the limit: for the console's routes,
-    which read forms themselves (16 KiB) and answer some requests without reading the body at all. The message
-    that passes the limit still reaches the application, which may refuse it in its own words."""
+    """``receive`` that ends the request (a disconnect) after its body passes the limit (``size``: bytes counted
+    already): for the console's routes, which read forms themselves (16 KiB) and answer some requests without
+    reading the body at all. The message that passes the limit still reaches the application, which may refuse it
+    in its own words."""
 
-    def __init__(self, receive: Receive, limit: int) -> None:
+    def __init__(self, receive: Receive, limit: int, *, size: int = 0) -> None:
         self.receive = receive
         self.limit = limit
-        self.size = 0
+        self.size = size
 
     @property
     def over(self) -> bool:

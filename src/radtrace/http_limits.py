@@ -30,6 +30,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_SOURCE",
+    "MAX_FORM_BYTES",
     "SEND_TIMEOUT_S",
     "SHUTDOWN_GRACE_S",
     "FairShare",
@@ -67,6 +68,8 @@ IN_FLIGHT_PER_SOURCE: Final = 4
 QUEUED_PER_SOURCE: Final = MAX_CONNECTIONS_PER_SOURCE
 LINGER_S: Final = 1.0  # a body left unread after the answer is discarded this long, then the connection closed
 MAX_TARGET_BYTES: Final = 8 * 1024
+#: The console's forms are read up to this (radtrace.console.pages.MAX_FORM_BYTES, its own limit), before their turn.
+MAX_FORM_BYTES: Final = 16 * 1024
 MAX_HEADER_BYTES: Final = 16 * 1024
 MAX_HEADER_LINES: Final = 100
 SIGN_INS_PER_SOURCE: Final = 2
