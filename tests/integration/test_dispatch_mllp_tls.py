@@ -7,7 +7,12 @@ takes MLLP over TLS only (IHE ATNA secure node, mutual authentication) could not
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
 import ssl
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from radtrace.reporting.dispatch.kinds import KIND_HL7
 from radtrace.reporting.dispatch.senders import default_senders
 from radtrace.reporting.hl7 import build_oru
 from radtrace.testing.atna import Pki, make_pki
+from radtrace.testing.services import free_port
 from reporting_support import sr_cases
 
 pytestmark = pytest.mark.integration
@@ -122,3 +128,36 @@ def test_tls_configured_against_a_plain_text_ris_says_so_and_sends_nothing(tmp_p
 def test_tls_files_given_with_tls_off_are_refused_at_load(tmp_path: Path, pki: Pki) -> None:
     with pytest.raises(ConfigError, match="ca_bundle set but tls is off: set tls = true, or remove them"):
         load_settings(data_dir=tmp_path, dispatch={"ris": {"host": "h", "port": 2575, "ca_bundle": pki.ca}})
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="Debian's openssl package is not installed")
+@pytest.mark.parametrize(("version", "alert"), [("-tls1_2", "SSLV3_ALERT_HANDSHAKE_FAILURE"),
+                                                ("-tls1_3", "TLSV13_ALERT_CERTIFICATE_REQUIRED")])  # fmt: skip
+def test_a_ris_alert_refusing_our_missing_certificate_names_the_client_settings(
+    tmp_path: Path, pki: Pki, version: str, alert: str
+) -> None:
+    """OpenSSL's own server, which (unlike asyncio's) sends its alert: during the handshake in TLS 1.2, after it in
+    TLS 1.3."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["openssl", "s_server", "-accept", str(port), "-cert", str(pki.server_cert), "-key", str(pki.server_key),
+         "-CAfile", str(pki.ca), "-Verify", "1", version, "-quiet"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.05)
+        with pytest.raises(PeerUnavailableError) as refused:
+            _send(tmp_path, port, timeout_s=5, tls=True, ca_bundle=pki.ca)
+    finally:
+        server.kill()
+        server.wait(5)
+        assert server.stdin is not None  # kept open: s_server reads it while a client is connected
+        server.stdin.close()
+    assert refused.value.retryable
+    assert f"({alert}): the RIS refused our client certificate, or asked for one and got none: dispatch.ris." \
+        "certificate and private_key (in RADTRACE_DISPATCH__RIS) must be a certificate issued by a CA the RIS " \
+        "trusts, and valid now" in refused.value.reason  # fmt: skip
