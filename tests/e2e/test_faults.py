@@ -7,10 +7,12 @@ straight to radtrace's listener, so each test controls exactly when instances ar
 are private to it (:mod:`private_servers`); the others are the shared ones with a private database and key
 prefix. Timings are shortened by settings (:func:`pipeline_support.service_env`).
 
-CI runs the kills and restarts (worker, serve, listener, Redis, PostgreSQL, the PACS); five cases whose path an
-integration test also takes run only with ``RADTRACE_FULL_FAULTS=1`` (about 2 minutes): Redis flushed while it runs
-(Redis restarted empty loses the same keys and also drops every connection), the RIS down (the PACS down takes the
-same outbox retry; ``test_dispatch_mllp`` covers a refused MLLP connection), draft processes killed again and again
+CI runs the kills and restarts (worker, serve, listener, Redis, PostgreSQL); six cases whose path an integration test
+also takes run only with ``RADTRACE_FULL_FAULTS=1`` (about 2.5 minutes): Redis flushed while it runs (Redis restarted
+empty loses the same keys and also drops every connection), the PACS and the RIS down for a while (the outbox's retry
+until a peer is back: ``test_dispatch_outbox``'s RIS down then up, the same retry for every kind, and
+``test_dispatch_cstore``'s PACS nobody listens on; a revision reported, not dispatched, while its delivery waits, and
+dispatched once it is sent: ``test_dispatch_destination_hold``), draft processes killed again and again
 (``test_worker_drafting``), the same study sent twice (``test_listener_faults``) and images after the SR
 (``test_listener_completion``, ``test_dispatch_outbox``'s later revision).
 """
@@ -314,6 +316,7 @@ def test_postgresql_restarted_mid_flight(tmp_path: Path, tiny_model_dir: Path, r
             check_invariants(service.store_url, pacs, service.env, accepted=_uids(first + second), ris=ris)
 
 
+@_FULL_ONLY
 def test_pacs_down_for_a_while_gets_its_sr_once_it_is_back(
     tmp_path: Path, tiny_model_dir: Path, postgres_url: str, redis_namespace: RedisNamespace
 ) -> None:

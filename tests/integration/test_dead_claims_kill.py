@@ -232,7 +232,16 @@ def test_a_send_slower_than_the_heartbeat_by_a_dispatcher_in_another_pid_namespa
 TAKEN_OVER_BY_A_RUNNING_DISPATCHER_WITHIN_S = 25.0
 
 
-@pytest.mark.parametrize("namespace", ["another", "this"])
+#: CI takes the other-namespace case (released by its overdue heartbeat); this namespace's (released at once, its pid
+#: gone) also runs with ``RADTRACE_FULL_KILLS=1``: a restarted dispatcher takes this namespace's path in
+#: test_a_dispatcher_killed_mid_send_is_taken_over_by_the_next_in_seconds_and_the_ris_gets_the_oru_once.
+_THIS_NAMESPACE = pytest.param(
+    "this",
+    marks=pytest.mark.skipif(os.environ.get("RADTRACE_FULL_KILLS") != "1", reason="set RADTRACE_FULL_KILLS=1"),
+)
+
+
+@pytest.mark.parametrize("namespace", ["another", _THIS_NAMESPACE])
 def test_a_dispatcher_killed_mid_send_is_taken_over_by_one_already_running_within_its_reconcile_interval(
     tmp_path: Path, sqlite_store: Store, namespace: str
 ) -> None:
