@@ -416,6 +416,21 @@ class ApiSettings(Section):
         description="connections one client address may hold (503 past it); a proxy in forwarded_allow_ips is "
         "held only to max_connections",
     )
+    requests_in_flight: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="requests the QA API and console answer at once, from all clients (database queries run in a "
+        "pool of 40 threads); the others wait their turn",
+    )
+    requests_in_flight_per_address: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="requests of one client address answered at once (the others wait their turn, each freed turn "
+        "going to the address that waited longest); a proxy in forwarded_allow_ips is held only to "
+        "requests_in_flight and its clients are counted by their X-Forwarded-For address",
+    )
     forwarded_allow_ips: list[str] | None = Field(
         default=None,
         description="reverse proxies (addresses or networks, * for any) whose X-Forwarded-For and "
@@ -463,6 +478,11 @@ class ApiSettings(Section):
     def _per_address(self) -> ApiSettings:
         if self.max_connections_per_address > self.max_connections:
             raise ValueError("max_connections_per_address must not exceed max_connections")
+        if self.requests_in_flight_per_address > self.requests_in_flight:
+            raise ValueError(
+                f"requests_in_flight_per_address ({self.requests_in_flight_per_address}) must not exceed "
+                f"requests_in_flight ({self.requests_in_flight})"
+            )
         return self
 
 

@@ -59,12 +59,13 @@ SEND_TIMEOUT_S: Final = 30.0
 #: On SIGTERM, connections still open this long after the server stopped accepting are dropped (requests in progress
 #: cancelled): under radtrace-api.service's TimeoutStopSec=30 and Kubernetes' default grace of 30 s.
 SHUTDOWN_GRACE_S: Final = 20.0
-#: Requests answered at once, in all (anyio's thread pool, which runs the database queries, has 40 threads) and from
-#: one address; a request beyond waits its turn, at most QUEUED_PER_SOURCE of one address (more: 503 at once). They
-#: wait rather than being refused: refused, a flooding client reconnects at once, and 640 connections doing so filled
-#: the listening socket's queue, where another client's connection waited 5 s (the kernel dropped its SYN).
-IN_FLIGHT: Final = 32
-IN_FLIGHT_PER_SOURCE: Final = 4
+#: Requests answered at once, in all (api.requests_in_flight: anyio's thread pool, which runs the database queries,
+#: has 40 threads) and from one address (api.requests_in_flight_per_address); a request beyond waits its turn, at
+#: most QUEUED_PER_SOURCE of one address (more: 503 at once). They wait rather than being refused: refused, a
+#: flooding client reconnects at once, and 640 connections doing so filled the listening socket's queue, where
+#: another client's connection waited 5 s (the kernel dropped its SYN).
+IN_FLIGHT: Final[int] = _API["requests_in_flight"].default
+IN_FLIGHT_PER_SOURCE: Final[int] = _API["requests_in_flight_per_address"].default
 QUEUED_PER_SOURCE: Final = MAX_CONNECTIONS_PER_SOURCE
 LINGER_S: Final = 1.0  # a body left unread after the answer is discarded this long, then the connection closed
 MAX_TARGET_BYTES: Final = 8 * 1024
@@ -274,6 +275,8 @@ class PeerLimits:
         return cls(
             max_connections=connection_limit(api.max_connections),
             max_per_source=api.max_connections_per_address,
+            in_flight=api.requests_in_flight,
+            in_flight_per_source=api.requests_in_flight_per_address,
             queued_per_source=api.max_connections_per_address,
             header_timeout_s=api.header_timeout_s,
             body_timeout_s=api.body_timeout_s,

@@ -391,9 +391,17 @@ def serve_http(
     (:meth:`PeerLimits.for_settings`; default: the api.* settings' defaults)."""
     limits = limits or PeerLimits(max_connections=connection_limit())
     log.info(
-        "HTTP limits: %d connections (%d per address), headers within %g s, body within %g s and %d bytes",
-        limits.max_connections, limits.max_per_source, limits.header_timeout_s, limits.body_timeout_s,
-        limits.max_body_bytes,
+        "HTTP limits: %d connections (%d per address), %d requests answered at once (%d per address), headers "
+        "within %g s, body within %g s and %d bytes",
+        limits.max_connections, limits.max_per_source, limits.in_flight, limits.in_flight_per_source,
+        limits.header_timeout_s, limits.body_timeout_s, limits.max_body_bytes,
     )  # fmt: skip
+    if limits.in_flight_per_source >= limits.in_flight > 1:
+        log.warning(
+            "HTTP: api.requests_in_flight_per_address is api.requests_in_flight (%d): one address may take every "
+            "turn and the others wait behind it; behind a reverse proxy, list it in api.forwarded_allow_ips "
+            "instead, so that each client is counted by its own address",
+            limits.in_flight,
+        )
     config = guarded_config(app, limits=limits, on_throttled=on_throttled)
     uvicorn.Server(config).run(sockets=[listening])

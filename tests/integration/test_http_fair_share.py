@@ -8,6 +8,7 @@ address being answered at once, and they took the thread pool's turns first come
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import select
@@ -21,10 +22,13 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+import uvicorn
 
 from http_support import guarded_serving
 from radtrace.audit.api import HEALTH_TTL_S, create_api
+from radtrace.config import ConfigError, load_settings
 from radtrace.http_limits import PeerLimits, Receive, Scope, Send
+from radtrace.http_server import serve_http
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 
@@ -186,3 +190,62 @@ def test_healthz_asks_the_database_at_most_once_a_second_however_often_it_is_ask
             assert "database schema is at 0001" in answer.json()["detail"]
     finally:
         store.dispose()
+
+
+def test_the_turns_are_settings_so_that_one_address_behind_an_untrusted_proxy_may_take_more(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A hospital's reverse proxy not in api.forwarded_allow_ips (or sending no X-Forwarded-For) brings every
+    request from one address. Before: 4 of them answered at once, whatever the configuration (constants).
+    RADTRACE_API__REQUESTS_IN_FLIGHT_PER_ADDRESS=8 (of 12 in all): 8 of the proxy's 10 at once, 2 waiting."""
+    proxy = "127.0.6.40"
+    monkeypatch.setenv("RADTRACE_API__REQUESTS_IN_FLIGHT", "12")
+    monkeypatch.setenv("RADTRACE_API__REQUESTS_IN_FLIGHT_PER_ADDRESS", "8")
+    limits = PeerLimits.for_settings(load_settings(data_dir=tmp_path).api)
+    app = _Held()
+    with guarded_serving(app, limits) as port:
+        asked = [_ask(port, proxy) for _ in range(10)]
+        deadline = time.monotonic() + 10
+        while limits.fair.queued(proxy) != 2:
+            assert time.monotonic() < deadline, "the requests did not reach the queue"
+            time.sleep(0.01)
+        assert app.now[proxy] == 8  # before: 4, and 6 waiting
+        app.release.set()
+        answers = [_read(peer) for peer in asked]
+    assert [_status(answer) for answer in answers] == [200] * 10
+    assert app.most[proxy] == 8
+
+
+@pytest.mark.parametrize(
+    ("in_all", "per_address", "error"),
+    [
+        ("4", "8", "requests_in_flight_per_address (8) must not exceed requests_in_flight (4)"),
+        ("0", "1", "api.requests_in_flight: Input should be greater than or equal to 1"),
+    ],
+)
+def test_turns_that_cannot_be_are_refused_at_start_naming_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, in_all: str, per_address: str, error: str
+) -> None:
+    monkeypatch.setenv("RADTRACE_API__REQUESTS_IN_FLIGHT", in_all)
+    monkeypatch.setenv("RADTRACE_API__REQUESTS_IN_FLIGHT_PER_ADDRESS", per_address)
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        load_settings(data_dir=tmp_path)
+
+
+def test_turns_of_one_address_equal_to_all_are_warned_of_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    """Fairness between addresses is moot then: the start-up lines say so, and what to do behind a proxy."""
+    started: list[Any] = []
+    warned: dict[int, list[str]] = {}
+    with socket.socket() as listening, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(uvicorn.Server, "run", lambda _self, sockets: started.append(sockets))
+        for per_address in (8, 4):
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="radtrace.http_server"):
+                serve_http(_Held(), listening, limits=PeerLimits(in_flight=8, in_flight_per_source=per_address))
+            lines = [record.getMessage() for record in caplog.records]
+            assert f"8 requests answered at once ({per_address} per address)" in lines[0]
+            warned[per_address] = [line for line in lines if "one address may take every turn" in line]
+    assert len(started) == 2
+    assert warned[4] == []
+    (warning,) = warned[8]
+    assert "list it in api.forwarded_allow_ips instead" in warning
