@@ -7,8 +7,9 @@ reads a few thousand aggregate rows. Weeks are folded from days here
 comes from:
 
 * **volume** — the work tables: revisions opened (received), reported (read), skipped and failed (with their
-  ``reason``), and draft SRs delivered (``outbox`` rows of kind ``sr``); the queue now (``queued`` and
-  ``processing`` revisions, oldest first); read by :mod:`.dashboard_operations`, with the failures below;
+  ``reason``), and draft SRs delivered (each revision once, on its first ``outbox`` row of kind ``sr``
+  delivered); the queue now (``queued`` and ``processing`` revisions, oldest first); read by
+  :mod:`.dashboard_operations`, with the failures below;
 * **latency** — per revision read in the window, the instants the pipeline writes in the same transactions as the
   audit timeline's events: last image received (``instances``), queued, first claim, reported, first draft SR
   delivered to a PACS. The stages: *settle* (last image → queued), *queue wait*, *read and report* (the model's

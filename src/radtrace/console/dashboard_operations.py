@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
@@ -99,13 +99,22 @@ def read_volume(session: Any, store: Store, window: Window, figures: Figures, fo
     for day, reason, count in rows:
         figures.skipped.setdefault(fold(day), Counter())[reason or NO_REASON] += count
     failed_by_day = _failure_events(session, store, window, figures, fold)
-    delivered = session.execute(
-        sa.select(local_day(store, window, OutboxMessage.delivered_at),
-                  sa.func.count(sa.distinct(OutboxMessage.revision_id)))
+    # A revision's draft SR counts once, on the day it first reached a PACS (as the latency's dispatch stage): the
+    # draft goes to every configured PACS, one outbox row each, and a PACS down overnight takes it the next day.
+    # Before, each day counted its distinct revisions and the days were summed, so such a draft counted twice in
+    # the week and the window.
+    first_delivered = sa.func.min(OutboxMessage.delivered_at)
+    drafts = (
+        sa.select(first_delivered.label("at"))
         .where(OutboxMessage.kind == "sr", OutboxMessage.state == "delivered",
-               window.within(OutboxMessage.delivered_at, first, last))
-        .group_by(sa.literal_column("1"))
+               OutboxMessage.delivered_at < window.midnight(last + timedelta(days=1)))
+        .group_by(OutboxMessage.revision_id)
+        .having(first_delivered >= window.midnight(first))
+        .subquery()
     )  # fmt: skip
+    delivered = session.execute(
+        sa.select(local_day(store, window, drafts.c.at), sa.func.count()).group_by(sa.literal_column("1"))
+    )
     for day, count in delivered:
         figures.delivered[fold(day)] = figures.delivered.get(fold(day), 0) + count
     _failures(window, figures, fold, read_by_day, failed_by_day)
