@@ -1,4 +1,5 @@
-"""The TLS contexts built at run time (the ATNA forwarder's, ``dispatch.ris``'s) never ask for a passphrase.
+"""The TLS contexts built at run time (the listener's, the ATNA forwarder's, ``dispatch.ris``'s) never ask for a
+passphrase.
 
 Before, ``tls_context`` loaded the client key with no password callback: for a key encrypted with a passphrase,
 OpenSSL wrote "Enter PEM pass phrase:" on the terminal and waited there for ever (in a service: no terminal, or a
@@ -33,6 +34,11 @@ RIS = """
 from radtrace.config import MllpDestination
 from radtrace.reporting.dispatch.mllp import ris_tls_context
 ris_tls_context(MllpDestination(host="h", port=2575, tls=True, certificate=CERT, private_key=KEY))
+"""
+LISTENER = """
+from radtrace.config import TlsSettings
+from radtrace.dicom_listener.ae import server_ssl_context
+server_ssl_context(TlsSettings(enabled=True, certificate=CERT, private_key=KEY))
 """
 
 
@@ -71,7 +77,11 @@ def _on_a_terminal(code: str, certificate: Path, key: Path, wait_s: float = 8.0)
         os.close(main)
 
 
-@pytest.mark.parametrize(("code", "setting"), [(ATNA, "atna."), (RIS, "dispatch.ris.")], ids=["atna", "ris"])
+@pytest.mark.parametrize(
+    ("code", "setting"),
+    [(ATNA, "atna."), (RIS, "dispatch.ris."), (LISTENER, "listener.tls.")],
+    ids=["atna", "ris", "listener"],
+)
 def test_a_passphrase_key_is_a_clear_error_naming_the_setting_not_a_prompt(
     tmp_path: Path, code: str, setting: str
 ) -> None:

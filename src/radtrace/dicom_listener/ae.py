@@ -35,6 +35,7 @@ from radtrace.dicom_listener.transport import ListenerServer
 from radtrace.errors import ConfigError, RadtraceError
 from radtrace.listener_lock import listener_ports
 from radtrace.store.engine import Store
+from radtrace.tls_keys import load_key_pair
 
 __all__ = ["Listener", "build_ae", "quiet_pynetdicom", "server_ssl_context"]
 
@@ -89,7 +90,7 @@ def server_ssl_context(tls: TlsSettings) -> ssl.SSLContext | None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(tls.certificate, tls.private_key)
+        load_key_pair(context, tls.certificate, tls.private_key, setting="listener.tls.")
         if tls.ca_bundle is not None:
             context.load_verify_locations(tls.ca_bundle)
     except (OSError, ssl.SSLError) as exc:

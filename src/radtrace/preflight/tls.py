@@ -19,9 +19,9 @@ import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from radtrace.audit.atna.syslog import PassphraseNeededError, no_passphrase
 from radtrace.config import Settings, environment_variable
 from radtrace.preflight.check import Check
+from radtrace.tls_keys import PassphraseNeededError, no_passphrase
 
 __all__ = [
     "EXPIRY_WARNING",

@@ -29,18 +29,17 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from radtrace.errors import ConfigError, PermanentError, RetryableError
+from radtrace.tls_keys import load_key_pair
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "SD_ID",
-    "PassphraseNeededError",
     "StreamTransport",
     "SyslogHeader",
     "SyslogTransport",
     "SyslogUnavailableError",
     "UdpTransport",
     "frame",
-    "no_passphrase",
     "octet_counted",
     "room_for_message",
     "tls_context",
@@ -124,16 +123,6 @@ class SyslogTransport(Protocol):
     def close(self) -> None: ...
 
 
-class PassphraseNeededError(Exception):
-    """A private key asked for its passphrase: nobody is there to type it (a service has no terminal)."""
-
-
-def no_passphrase() -> str:
-    """The password callback for ``load_cert_chain``: without one, OpenSSL asks for an encrypted key's passphrase on
-    the terminal ("Enter PEM pass phrase:") and waits there."""
-    raise PassphraseNeededError
-
-
 def tls_context(
     ca_bundle: Path | None, certificate: Path | None, private_key: Path | None, *, setting: str = "atna."
 ) -> ssl.SSLContext:
@@ -150,12 +139,7 @@ def tls_context(
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if certificate is not None and private_key is not None:
         try:
-            context.load_cert_chain(str(certificate), str(private_key), password=no_passphrase)
-        except PassphraseNeededError:
-            raise ConfigError(
-                f"{setting}private_key {private_key} is encrypted with a passphrase, which a service cannot be asked "
-                "for: give it the key without one (openssl pkey -in KEY -out PLAIN.key; readable by its user only)"
-            ) from None
+            load_key_pair(context, certificate, private_key, setting=setting)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
                 f"cannot load {setting}certificate {certificate} with {setting}private_key {private_key}: {_why(exc)}"
