@@ -8,7 +8,10 @@ transfer syntax:
 - Lossy Image Compression (0028,2110) ``01``, with its ratio (0028,2112) and method (0028,2114), as written;
 - else a transfer syntax that is lossy whatever its codestream holds (JPEG Baseline and Extended, the video
   syntaxes, JPEG XL's JPEG recompression), or one that may be and whose codestream says it is: JPEG-LS with a
-  NEAR above 0 (ITU-T T.87 C.2.3), JPEG 2000 or HTJ2K with the irreversible 9-7 wavelet (ITU-T T.800 A.6.1);
+  NEAR above 0 (ITU-T T.87 C.2.3), JPEG 2000 or HTJ2K with the irreversible 9-7 wavelet (ITU-T T.800 A.6.1),
+  or with the reversible 5-3 wavelet and coding passes left out (a rate-limited coding, read from the packet
+  headers by :mod:`radtrace.model.j2k_passes`); under a "Lossless Only" JPEG 2000 syntax too, which a sender may
+  put on a lossy codestream;
 - Burned In Annotation (0028,0301) ``YES``.
 
 :func:`image_marks` reads them back (and what :func:`radtrace.model.voi.choose_voi` recorded when it left the
@@ -28,6 +31,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from radtrace.dicom_listener.codestream import SizeError, first_fragment
+from radtrace.model.j2k_passes import passes_complete
 
 __all__ = [
     "BURNED_IN_ANNOTATION",
@@ -53,6 +57,11 @@ _LOSSY_SYNTAXES: Final = frozenset(
 )
 _JPEG_LS_NEAR_LOSSLESS: Final = "1.2.840.10008.1.2.4.81"
 _WAVELET_SYNTAXES: Final = frozenset({"1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.93", "1.2.840.10008.1.2.4.203"})
+#: JPEG 2000 (Part 1 and 2) and HTJ2K "Lossless Only": a codestream under them that is lossy (the 9-7 wavelet,
+#: coding passes left out) is a sender's mislabel, flagged as the codestream says.
+_LOSSLESS_WAVELET_SYNTAXES: Final = frozenset(
+    {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202"}
+)
 _MAYBE_LOSSY: Final = frozenset({"1.2.840.10008.1.2.4.112"})  # JPEG XL: lossy or not, not read here
 Step = dict[str, Any]
 
@@ -90,10 +99,13 @@ def _lossy_syntax(syntax: str, data: object) -> str | None:
         return f"{UID(syntax).name}: a lossy transfer syntax"
     if syntax in _MAYBE_LOSSY:
         return "transfer syntax allows lossy compression (codestream not inspected)"
-    if syntax not in _WAVELET_SYNTAXES and syntax != _JPEG_LS_NEAR_LOSSLESS:
+    lossless_only = syntax in _LOSSLESS_WAVELET_SYNTAXES
+    if syntax not in _WAVELET_SYNTAXES and syntax != _JPEG_LS_NEAR_LOSSLESS and not lossless_only:
         return None
     try:
-        head = first_fragment(data) if isinstance(data, bytes) else b""
+        # the first frame whole for JPEG 2000, whose packet headers are read; JPEG-LS's scan header comes first
+        limit = len(data) if isinstance(data, bytes) and syntax != _JPEG_LS_NEAR_LOSSLESS else 64 * 1024
+        head = first_fragment(data, limit=limit) if isinstance(data, bytes) else b""
     except SizeError:
         head = b""
     if syntax == _JPEG_LS_NEAR_LOSSLESS:
@@ -101,10 +113,15 @@ def _lossy_syntax(syntax: str, data: object) -> str | None:
         if near is None:
             return "transfer syntax allows lossy compression (codestream not read)"
         return f"JPEG-LS NEAR {near}: each value within {near} of the original" if near else None
+    mislabel = f" under {UID(syntax).name}" if lossless_only else ""
     irreversible = _irreversible_wavelet(head)
     if irreversible is None:
-        return "transfer syntax allows lossy compression (codestream not read)"
-    return "JPEG 2000 irreversible 9-7 wavelet" if irreversible else None
+        return None if lossless_only else "transfer syntax allows lossy compression (codestream not read)"
+    if irreversible:
+        return f"JPEG 2000 irreversible 9-7 wavelet{mislabel}"
+    if passes_complete(head) is False:  # None: not read here, taken as the reversible wavelet says (lossless)
+        return f"JPEG 2000 reversible 5-3 wavelet with coding passes left out (a rate-limited coding){mislabel}"
+    return None
 
 
 def _jpeg_ls_near(head: bytes) -> int | None:
