@@ -69,7 +69,7 @@ IN_FLIGHT_PER_SOURCE: Final[int] = _API["requests_in_flight_per_address"].defaul
 QUEUED_PER_SOURCE: Final = MAX_CONNECTIONS_PER_SOURCE
 LINGER_S: Final = 1.0  # a body left unread after the answer is discarded this long, then the connection closed
 MAX_TARGET_BYTES: Final = 8 * 1024
-#: The console's forms are read up to this (radtrace.console.pages.MAX_FORM_BYTES, its own limit), before their turn.
+#: The console's forms are read up to this before their turn, and refused above it (radtrace.console.pages).
 MAX_FORM_BYTES: Final = 16 * 1024
 MAX_HEADER_BYTES: Final = 16 * 1024
 MAX_HEADER_LINES: Final = 100

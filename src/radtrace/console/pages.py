@@ -28,6 +28,7 @@ from radtrace.console.accounts import SignedIn, resume_session, start_session
 from radtrace.console.images import PictureCache
 from radtrace.console.links import ConsoleLinks
 from radtrace.console.worklist import FLAG_LABELS, sync_review_items
+from radtrace.http_limits import MAX_FORM_BYTES  # one limit: what the guard reads before the turn is what is parsed
 from radtrace.http_server import direct_peer_host
 from radtrace.store.engine import Store
 
@@ -59,7 +60,6 @@ __all__ = [
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 PREFIX: Final = "/console"
 SESSION_COOKIE: Final = "radtrace_session"
-MAX_FORM_BYTES: Final = 16 * 1024
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
