@@ -149,6 +149,35 @@ def test_events_are_filtered_paged_and_each_read_is_recorded_as_the_token(api: A
     ]  # fmt: skip
 
 
+def test_events_page_newest_first_and_back_with_before_seq_and_the_default_is_unchanged(api: Api) -> None:
+    """order=desc lists the newest events first and pages back with next_before_seq; a cursor out of range is a
+    422 naming before_seq, as after_seq's is. Without the new parameters a page is what it was (oldest first)."""
+    expected = [s.seq for s in api.seeded if s.event.study_uid == STUDY_A][::-1]
+
+    def page(**params: object) -> dict[str, object]:
+        answer = api.client.get("/v1/events", params={"study_uid": STUDY_A, "limit": 5, **params}, headers=api.qa)
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    newest = page(order="desc")
+    assert [event["seq"] for event in newest["events"]] == expected[:5]
+    assert (newest["next_after_seq"], newest["next_before_seq"]) == (None, expected[4])
+    older = page(order="desc", before_seq=newest["next_before_seq"])
+    assert [event["seq"] for event in older["events"]] == expected[5:]
+    assert older["next_before_seq"] is None
+    default = page()
+    assert [event["seq"] for event in default["events"]] == expected[::-1][:5]
+    assert (default["next_after_seq"], default["next_before_seq"]) == (expected[::-1][4], None)
+    for value in ("0", str(2**63)):
+        refused = api.client.get("/v1/events", params={"before_seq": value}, headers=api.qa)
+        assert refused.status_code == 422, refused.text
+        (problem,) = refused.json()["detail"]
+        assert problem["loc"][-1] == "before_seq"
+    crossed = api.client.get("/v1/events", params={"after_seq": 9, "before_seq": 4}, headers=api.qa)
+    assert crossed.status_code == 422
+    assert "after_seq (9) is not below before_seq (4)" in crossed.text
+
+
 def test_timeline_and_404_for_a_study_without_events(api: Api) -> None:
     timeline = api.client.get(f"/v1/studies/{STUDY_A}/timeline", headers=api.qa).json()
     assert [entry["seconds_since_previous"] for entry in timeline["entries"]][:3] == [None, 2.0, 12.0]

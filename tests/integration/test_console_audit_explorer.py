@@ -108,7 +108,7 @@ def test_each_filter_selects_what_was_seeded_and_the_query_is_recorded_under_the
     with site.as_user("qa.quinn") as qa:
 
         def shown(**filters: str) -> list[int]:
-            page = qa.get("/console/audit", params={"limit": "200", **filters})
+            page = qa.get("/console/audit", params={"limit": "200", "order": "asc", **filters})
             assert page.status_code == 200, page.text
             return _shown_seqs(page.text)
 
@@ -150,6 +150,10 @@ def test_each_filter_selects_what_was_seeded_and_the_query_is_recorded_under_the
         ({"limit": "500"}, "limit: at most 200 events a page (got &#39;500&#39;)"),
         ({"limit": "ten"}, "limit: Input should be a valid integer"),
         ({"after_seq": "-1"}, "after_seq: Input should be greater than or equal to 0"),
+        ({"before_seq": "0"}, "before_seq: Input should be greater than or equal to 1"),
+        ({"before_seq": str(2**63)}, "before_seq: Input should be less than or equal to"),
+        ({"after_seq": "9", "before_seq": "4"}, "after_seq (9) is not below before_seq (4)"),
+        ({"order": "sideways"}, "order: asc (oldest first) or desc (newest first) (got &#39;sideways&#39;)"),
         ({"label": "A,B"}, "a label never contains a comma"),
         ({"accession": "x" * 65}, "accession: String should have at most 64 characters"),
     ],
@@ -157,7 +161,7 @@ def test_each_filter_selects_what_was_seeded_and_the_query_is_recorded_under_the
 def test_a_bad_filter_gets_a_400_page_naming_it(site: Explorer, params: dict[str, str], reason: str) -> None:
     with site.as_user("ad.min") as admin:
         for path in ("/console/audit", "/console/audit/export.csv"):
-            if path.endswith(".csv") and set(params) & {"limit", "after_seq"}:
+            if path.endswith(".csv") and set(params) & {"limit", "after_seq", "before_seq", "order"}:
                 continue  # the export has no page
             page = admin.get(path, params=params)
             assert page.status_code == 400, (path, page.text)
@@ -171,7 +175,7 @@ def test_pages_follow_each_other_with_no_event_missed_or_repeated(site: Explorer
     received = site.seqs("instance_received")
     assert len(received) == 7
     with site.as_user("qa.quinn") as qa:
-        url: str | None = "/console/audit?event_type=instance_received&limit=3"
+        url: str | None = "/console/audit?event_type=instance_received&limit=3&order=asc"
         pages = []
         while url is not None:
             page = qa.get(url)
@@ -183,7 +187,7 @@ def test_pages_follow_each_other_with_no_event_missed_or_repeated(site: Explorer
         # events appended meanwhile (the queries themselves) do not disturb the pages
     assert pages == [received[:3], received[3:6], received[6:]]
     with site.as_user("qa.quinn") as qa:  # a time to the microsecond survives into the next page's link
-        page = qa.get("/console/audit", params={"since": "2025-03-03T08:00:00.000001Z", "limit": "1"})
+        page = qa.get("/console/audit", params={"since": "2025-03-03T08:00:00.000001Z", "limit": "1", "order": "asc"})
         after_t0 = [s.seq for s in site.seeded if s.at > T0]
         assert _shown_seqs(page.text) == after_t0[:1]
         next_url = _next_url(page.text)
@@ -191,6 +195,40 @@ def test_pages_follow_each_other_with_no_event_missed_or_repeated(site: Explorer
         assert _shown_seqs(qa.get(next_url).text) == after_t0[1:2]
     cursors = [json.loads(payload)["next_after_seq"] for *_, payload in site.events("audit_queried")]
     assert cursors[:3] == [received[2], received[5], None]
+
+
+def _link(html: str, rel: str) -> str | None:
+    found = re.search(rf'<a href="([^"]+)" rel="{rel}"', html)
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+def test_the_explorer_lists_newest_first_and_pages_to_older_and_back_to_newer_events(site: Explorer) -> None:
+    """QA staff look for what happened last night: the list opens on the newest events (before: on the oldest, the
+    day the site was installed), pages back to older ones and returns to newer ones, none missed or repeated."""
+    received = site.seqs("instance_received")[::-1]
+    with site.as_user("qa.quinn") as qa:
+        page = qa.get("/console/audit", params={"event_type": "instance_received", "limit": "3"})
+        assert page.status_code == 200
+        assert 'id="order-note">Newest first<' in page.text
+        assert _link(page.text, "prev") is None  # nothing newer
+        pages, html = [_shown_seqs(page.text)], page.text
+        while (older := _link(html, "next")) is not None:
+            html = qa.get(older).text
+            pages.append(_shown_seqs(html))
+        assert pages == [received[:3], received[3:6], received[6:]]  # before: received[:3] oldest first
+        assert "last page" in html
+        back = []
+        while (newer := _link(html, "prev")) is not None:
+            html = qa.get(newer).text
+            back.append(_shown_seqs(html))
+        assert back == [received[3:6], received[:3]]
+        first = _link(html, "first")
+        assert first is not None
+        assert _shown_seqs(qa.get(first).text) == received[:3]
+        oldest = qa.get("/console/audit", params={"event_type": "instance_received", "limit": "3", "order": "asc"})
+        assert _shown_seqs(oldest.text) == received[::-1][:3]
+    recorded = [json.loads(payload)["filters"] for *_, payload in site.events("audit_queried")]
+    assert {"event_type": "instance_received", "limit": 3, "after_seq": 0, "order": "desc"} in recorded
 
 
 def test_the_timeline_shows_every_event_and_the_stages_with_their_durations(site: Explorer) -> None:
@@ -416,7 +454,7 @@ def test_patient_id_and_accession_never_travel_in_a_url(site: Explorer) -> None:
         assert "q=" in location
         page = admin.get(location)
         assert page.headers["referrer-policy"] == "no-referrer"
-        assert _shown_seqs(page.text) == received[:2]
+        assert _shown_seqs(page.text) == received[1::-1]  # newest first
         assert 'value="PAT-0001"' in page.text  # the form shows them, from the server
         links = re.findall(r'href="([^"]*)"', page.text)
         assert not [link for link in links if "PAT-0001" in link or "ACC-1001" in link]
@@ -456,7 +494,7 @@ def test_a_study_uid_never_travels_in_a_url(site: Explorer) -> None:
         seen = [searched]
         page = admin.get(searched.headers["location"])
         seen.append(page)
-        assert _shown_seqs(page.text) == [s.seq for s in site.seeded if s.event.study_uid == STUDY_A][:25]
+        assert _shown_seqs(page.text) == [s.seq for s in site.seeded if s.event.study_uid == STUDY_A][::-1][:25]
         timeline_link = re.search(r'href="([^"]+)" class="timeline-link">', page.text)
         assert timeline_link is not None
         timeline = admin.get(timeline_link.group(1))

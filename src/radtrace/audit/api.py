@@ -217,7 +217,9 @@ def list_events(query: Annotated[AuditQuery, Query()], caller: QaCaller, store: 
     accession number, prefer ``POST /v1/events/search``: a query string is logged by proxies).
 
     Pass the page's ``next_after_seq`` as ``after_seq`` to get the next page; it is ``null`` on the
-    last one. Paging stays stable while new events are appended. The query is itself recorded.
+    last one. With ``order=desc`` the page is the newest events, newest first: pass its ``next_before_seq`` as
+    ``before_seq`` for the older ones. Paging stays stable while new events are appended. The query is itself
+    recorded.
     """
     return run_query(store, query, caller.actor)
 

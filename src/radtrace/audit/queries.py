@@ -1,8 +1,9 @@
 """QA queries over the audit log: typed filters, stable keyset pages, and every query itself audited.
 
-A query is an :class:`AuditQuery` (filters plus a page: ``limit`` rows after ``after_seq``). Pages
-are keyed on ``seq``, which only grows, so paging with ``next_after_seq`` neither repeats nor skips
-an event while new ones are appended. Whoever asks is recorded as an ``audit_queried`` event
+A query is an :class:`AuditQuery` (filters plus a page: ``limit`` rows with ``after_seq < seq < before_seq``,
+oldest first, or newest first with ``order="desc"``). Pages are keyed on ``seq``, which only grows, so paging
+forward with ``next_after_seq`` or back with ``next_before_seq`` neither repeats nor skips an event while new ones
+are appended. Whoever asks is recorded as an ``audit_queried`` event
 (an export as ``audit_exported``) with the filters used; a query by patient ID carries that ID in
 the event's own ``patient_id`` column, so "who looked up this patient" is itself a query.
 
@@ -22,7 +23,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 import sqlalchemy as sa
 from pydantic import (
@@ -45,10 +46,12 @@ from radtrace.store.engine import Store, is_postgresql
 __all__ = [
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
+    "MAX_SEQ",
     "STAGES",
     "AuditFilter",
     "AuditQuery",
     "AuditRecord",
+    "Order",
     "QueryError",
     "QueryPage",
     "StageDuration",
@@ -162,11 +165,38 @@ class AuditFilter(BaseModel):
 MAX_SEQ: Final = 2**63 - 1
 
 
+#: Seq order of a page: ``asc`` oldest first (the API's default, as before), ``desc`` newest first.
+Order = Literal["asc", "desc"]
+
+
 class AuditQuery(AuditFilter):
-    """Filters plus one page: at most ``limit`` events with ``seq`` greater than ``after_seq``, in seq order."""
+    """Filters plus one page: at most ``limit`` events with ``after_seq < seq < before_seq``, the oldest of them in
+    seq order (``order="asc"``) or the newest, newest first (``order="desc"``)."""
 
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="events per page")
     after_seq: int = Field(default=0, ge=0, le=MAX_SEQ, description="keyset cursor: the previous page's next_after_seq")
+    before_seq: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SEQ,
+        description="keyset cursor: only events with a seq below it (newest first: the previous page's "
+        "next_before_seq)",
+    )
+    order: Order = Field(default="asc", description="asc: oldest first; desc: newest first (page back with before_seq)")
+
+    @model_validator(mode="after")
+    def _seq_range(self) -> Self:
+        if self.before_seq is not None and self.after_seq >= self.before_seq:
+            raise ValueError(f"after_seq ({self.after_seq}) is not below before_seq ({self.before_seq})")
+        return self
+
+    def recorded_filters(self) -> dict[str, Any]:
+        """As :meth:`AuditFilter.recorded_filters`, with the page; the default order (oldest first) is left out, so
+        a query recorded before ``order`` existed and one recorded now read alike."""
+        recorded = super().recorded_filters()
+        if self.order == "asc":
+            del recorded["order"]
+        return recorded
 
 
 @dataclass(frozen=True)
@@ -270,11 +300,13 @@ def _payload(stored: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class QueryPage:
-    """One page of a query; ``next_after_seq`` is the cursor of the next page, ``None`` when this is the last."""
+    """One page of a query and the cursor of the next one in its order, ``None`` when this is the last:
+    ``next_after_seq`` oldest first, ``next_before_seq`` newest first (the other is then ``None``)."""
 
     query: AuditQuery
     events: tuple[AuditRecord, ...]
     next_after_seq: int | None
+    next_before_seq: int | None = None
 
 
 def _has_label(store: Store, column: sa.ColumnElement[Any], label: str) -> sa.ColumnElement[bool]:
@@ -315,21 +347,28 @@ def run_query(store: Store, query: AuditQuery, asked_by: Actor) -> QueryPage:
     without leaving a trace.
     """
     table = AuditEventRow.__table__
-    statement = _select(store, query).where(table.c.seq > query.after_seq).limit(query.limit + 1)
+    statement = _select(store, query).where(table.c.seq > query.after_seq)
+    if query.before_seq is not None:
+        statement = statement.where(table.c.seq < query.before_seq)
+    if query.order == "desc":
+        statement = statement.order_by(None).order_by(table.c.seq.desc())
     with store.session("querying the audit log") as session:
-        rows = session.execute(statement).mappings().all()
+        rows = session.execute(statement.limit(query.limit + 1)).mappings().all()
     events = tuple(AuditRecord.from_row(row) for row in rows[: query.limit])
-    next_after_seq = events[-1].seq if len(rows) > query.limit else None
-    payload = {
+    cursor = events[-1].seq if len(rows) > query.limit else None
+    next_after_seq, next_before_seq = (cursor, None) if query.order == "asc" else (None, cursor)
+    payload: dict[str, Any] = {
         "view": "events",
         "filters": query.recorded_filters(),
         "returned": len(events),
         "next_after_seq": next_after_seq,
     }
+    if query.order == "desc":
+        payload["next_before_seq"] = next_before_seq
     AuditRecorder(store).record(
         AuditEvent(EventType.AUDIT_QUERIED, asked_by, patient_id=query.patient_id, payload=payload)
     )
-    return QueryPage(query, events, next_after_seq)
+    return QueryPage(query, events, next_after_seq, next_before_seq)
 
 
 def export_records(store: Store, selection: AuditFilter, asked_by: Actor) -> Iterator[AuditRecord]:

@@ -6,7 +6,11 @@ the console user), a study's timeline :func:`~radtrace.audit.queries.study_timel
 :func:`~radtrace.audit.operations.verify_audit_log` (``audit_verified``, and ``tamper_detected`` when broken) and
 the CSV export :func:`~radtrace.audit.queries.export_records` (``audit_exported``, recorded before the first byte).
 
-Pages are keyset-paged on ``seq`` as the API is (``after_seq``; at most :data:`MAX_PAGE_SIZE` events a page).
+Events are listed newest first unless the form asks for oldest first (``order=asc``): QA staff come here to find
+what happened last night, and oldest first opened on the day the site was installed, so reaching last night meant
+paging through the whole log or typing a time. Pages are keyset-paged on ``seq`` as the API is, both ways: a page
+older than the one shown is ``before_seq`` (read newest first), a newer one ``after_seq`` (read oldest first), each
+shown in the form's order (at most :data:`MAX_PAGE_SIZE` events a page).
 Times are shown, and read from the form, in the site's zone ``qa.time_zone`` (default UTC), as the QA dashboard's
 days are, and each page names it (a ``datetime-local`` field has no zone: its time is that zone's, a DST overlap's
 first occurrence); a time given with a zone in the URL is kept. The CSV export keeps UTC (ISO 8601 with its offset).
@@ -46,7 +50,9 @@ from radtrace.audit.queries import (
     AuditFilter,
     AuditQuery,
     AuditRecord,
+    Order,
     QueryError,
+    QueryPage,
     Timeline,
     export_records,
     run_query,
@@ -71,13 +77,18 @@ from radtrace.console.pages import (
 )
 from radtrace.console.times import shown_time
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "VerifyRun", "router"]
+__all__ = ["DEFAULT_ORDER", "DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "VerifyRun", "router"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 200
 PAGE_SIZES: Final = (25, 50, 100, 200)
+#: The list's order unless the form asks otherwise: newest first (see the module doc).
+DEFAULT_ORDER: Final[Order] = "desc"
+ORDERS: Final[dict[str, str]] = {"desc": "newest first", "asc": "oldest first"}
+#: A page's parameters beside the filters.
+PAGE_PARAMS: Final = ("limit", "after_seq", "before_seq", "order")
 PAYLOAD_SHOWN_CHARS: Final = 2000
 REASON_SHOWN_CHARS: Final = 300
 #: The form's filters, in the order shown; each is a field of :class:`AuditFilter`.
@@ -181,7 +192,7 @@ def _identifiers_in_url(request: Request, path: str) -> Response | None:
     if not _typed(request.query_params, PATIENT_FILTERS):
         return None
     given = _typed(request.query_params, FILTERS)
-    page = _typed(request.query_params, ("limit", "after_seq"))
+    page = _typed(request.query_params, PAGE_PARAMS)
     return redirect(_address(request, path, given, **page))
 
 
@@ -201,17 +212,49 @@ def _selection(given: dict[str, str], zone: ZoneInfo) -> dict[str, str]:
     return {name: _in_zone(value, zone) if name in ("since", "until") else value for name, value in given.items()}
 
 
-def _query(request: Request, given: dict[str, str], zone: ZoneInfo) -> AuditQuery:
-    """The page the request asks for; raises :class:`QueryError` naming each bad value."""
+def _query(request: Request, given: dict[str, str], zone: ZoneInfo) -> tuple[AuditQuery, Order]:
+    """The page the request asks for, and the order to show it in; raises :class:`QueryError` naming each bad
+    value."""
     _check_characters(given)
-    return _query_of(given, request.query_params.get("limit", ""), request.query_params.get("after_seq", ""), zone)
+    return _query_of(given, _typed(request.query_params, PAGE_PARAMS), zone)
 
 
-def _query_of(given: dict[str, str], limit: str, after_seq: str, zone: ZoneInfo) -> AuditQuery:
-    limit = limit.strip() or str(DEFAULT_PAGE_SIZE)
+def _query_of(given: dict[str, str], page: Mapping[str, str], zone: ZoneInfo) -> tuple[AuditQuery, Order]:
+    """The query of a page (its own order: the rows nearest its cursor, newest first below ``before_seq``, oldest
+    first above ``after_seq``), and the order the list is shown in."""
+    limit = page.get("limit", str(DEFAULT_PAGE_SIZE))
     if limit.isdigit() and int(limit) > MAX_PAGE_SIZE:
         raise QueryError(f"invalid audit query: limit: at most {MAX_PAGE_SIZE} events a page (got {limit!r})")
-    return AuditQuery.parse(**_selection(given, zone), limit=limit, after_seq=after_seq.strip() or "0")
+    shown = page.get("order", DEFAULT_ORDER)
+    if shown not in ORDERS:
+        raise QueryError(f"invalid audit query: order: asc (oldest first) or desc (newest first) (got {shown!r})")
+    before, after = page.get("before_seq"), page.get("after_seq", "0")
+    read = "desc" if before is not None else "asc" if after != "0" else shown
+    query = AuditQuery.parse(**_selection(given, zone), limit=limit, after_seq=after, before_seq=before, order=read)
+    return query, "desc" if shown == "desc" else "asc"
+
+
+@dataclass(frozen=True)
+class Pager:
+    """The links around a page: to the first page of the list (newest or oldest), to older and to newer events."""
+
+    first: str | None
+    older: str | None
+    newer: str | None
+
+
+def _pager(query: AuditQuery, page: QueryPage, kept: dict[str, str]) -> Pager:
+    """Older and newer links exist when events lie that way: past the page in its reading order when its query found
+    more, and on the side it was reached from (a page reached through a cursor has a neighbour there)."""
+    more = (page.next_after_seq if query.order == "asc" else page.next_before_seq) is not None
+    reached = query.before_seq is not None or query.after_seq > 0
+    seqs = [event.seq for event in page.events]
+    older = newer = None
+    if seqs and ((query.order == "desc" and more) or (query.order == "asc" and query.after_seq > 0)):
+        older = _link("/audit", kept, before_seq=min(seqs))
+    if seqs and ((query.order == "asc" and more) or (query.order == "desc" and query.before_seq is not None)):
+        newer = _link("/audit", kept, after_seq=max(seqs))
+    return Pager(_link("/audit", kept) if reached else None, older, newer)
 
 
 def _check_characters(given: dict[str, str]) -> None:
@@ -279,15 +322,17 @@ def _reason(event: AuditRecord) -> str:
 
 
 def _explorer(request: Request, state: ConsoleState, user: SignedIn, status: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("order", DEFAULT_ORDER)
     return render_page(request, state, "audit.html", status, user=user, filters=FILTERS, page_sizes=PAGE_SIZES,
-                       zone_name=zone_of(state).key,
+                       zone_name=zone_of(state).key, orders=ORDERS,
                        event_types=[t.value for t in EventType], outcomes=[o.value for o in Outcome],
                        is_admin=user.account.role is ConsoleRole.ADMIN, **context)  # fmt: skip
 
 
 @router.get("/audit")
 def explorer_page(request: Request, state: StateDep, user: UserDep) -> Response:
-    """One page of audit events matching the form's filters, oldest first (the query is recorded)."""
+    """One page of audit events matching the form's filters, newest first unless asked otherwise (the query is
+    recorded)."""
     _reader(user)
     moved = _identifiers_in_url(request, "/audit")
     if moved is not None:
@@ -295,7 +340,7 @@ def explorer_page(request: Request, state: StateDep, user: UserDep) -> Response:
     given: dict[str, str] = {}
     try:
         given = _given(request)
-        query = _query(request, given, zone_of(state))
+        query, shown_order = _query(request, given, zone_of(state))
     except QueryError as exc:
         return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
                          rows=None)  # fmt: skip
@@ -304,13 +349,12 @@ def explorer_page(request: Request, state: StateDep, user: UserDep) -> Response:
     values = _form_values(query, zone)
     token = {"q": request.query_params["q"]} if _typed(values, PATIENT_FILTERS) else {}
     shown = {name: value for name, value in values.items() if name not in PATIENT_FILTERS}
-    kept = {**shown, **token, "limit": str(query.limit)}
+    kept = {**shown, **token, "limit": str(query.limit), "order": shown_order}
     handles = _timeline_handles(request, page.events)
+    events = page.events if query.order == shown_order else page.events[::-1]
     return _explorer(
-        request, state, user, values=values, limit=query.limit, rows=[_row(e, handles, zone) for e in page.events],
-        after_seq=query.after_seq,
-        first_url=_link("/audit", kept) if query.after_seq else None,
-        next_url=_link("/audit", kept, after_seq=page.next_after_seq) if page.next_after_seq is not None else None,
+        request, state, user, values=values, limit=query.limit, rows=[_row(e, handles, zone) for e in events],
+        order=shown_order, pager=_pager(query, page, kept),
         export_url=_link("/audit/export.csv", {**shown, **token}),
     )  # fmt: skip
 
@@ -323,10 +367,10 @@ async def explorer_search(request: Request, state: StateDep, user: UserDep) -> R
     check_csrf(user.csrf_token, form)
     _reader(user)
     given = _typed(form, FILTERS)
-    page = _typed(form, ("limit",))
+    page = _typed(form, ("limit", "order"))
     try:
         _check_characters(given)
-        _query_of(given, page.get("limit", ""), "0", zone_of(state))
+        _query_of(given, page, zone_of(state))
     except QueryError as exc:  # answered here, with the form as typed: nothing was searched, nothing recorded
         return _explorer(request, state, user, 400, error=exc.reason, values=given, limit=DEFAULT_PAGE_SIZE,
                          rows=None)  # fmt: skip
