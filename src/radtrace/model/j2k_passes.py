@@ -11,6 +11,7 @@ encoders' defaults); anything else is left unread (None), for :mod:`radtrace.mod
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -103,7 +104,7 @@ def passes_complete(stream: bytes) -> bool | None:
     code-blocks, a malformed header)."""
     try:
         return _read_passes(stream)
-    except (_UnreadError, IndexError, struct.error, ValueError):
+    except (_UnreadError, IndexError, struct.error, ValueError, ArithmeticError):  # a malformed header
         return None
 
 
@@ -128,6 +129,8 @@ def _read_passes(stream: bytes) -> bool:
         ">HIIIIIIIIH", siz
     )
     step_x, step_y = siz[37], siz[38]
+    if not (tile_width and tile_height and step_x and step_y and x0 < width and y0 < height):
+        raise _UnreadError("no tile or sample grid")
     scod, order, layers, _, levels, xcb, ycb, style = struct.unpack_from(">BBHBBBBB", cod)
     if components != 1 or rsiz & 0x4000 or style & 0x41:  # several components, HTJ2K, selective bypass
         raise _UnreadError("several components, HT or bypass")
@@ -223,10 +226,12 @@ def _tile_complete(
 ) -> bool:
     """Whether a tile's packets give each code-block they include all its passes (T.800 B.10, B.12)."""
     present = [r for r, resolution in enumerate(bands) if resolution is not None]
-    if order == 0:  # LRCP; with one precinct and one component the others go resolution by resolution
-        sequence = [(r, layer) for layer in range(layers) for r in present]
+    # LRCP; with one precinct and one component the others go resolution by resolution (generated: 65,535 layers
+    # of 33 resolutions would be two million pairs, for a codestream whose packets run out long before)
+    if order == 0:
+        sequence: Iterator[tuple[int, int]] = ((r, layer) for layer in range(layers) for r in present)
     else:
-        sequence = [(r, layer) for r in present for layer in range(layers)]
+        sequence = ((r, layer) for r in present for layer in range(layers))
     at = 0
     for r, layer in sequence:
         if scod & 2 and data[at : at + 2] == b"\xff\x91":  # SOP
