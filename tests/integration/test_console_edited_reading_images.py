@@ -90,3 +90,31 @@ def test_a_reading_with_image_entries_edited_into_anything_still_reaches_the_wor
         for edit, study_uid in edited.items():
             page = client.get(study_path(store, study_uid))
             assert page.status_code == 200, (edit, page.status_code)
+
+
+def test_a_reading_edited_into_more_flags_than_the_row_holds_keeps_whole_flags(store: Store, tmp_path: Path) -> None:
+    """The row's flags column holds 255 characters: the joined flags were cut there, so the last one shown could be
+    half a flag ('burned-in-annot') and lose radtrace's own; now radtrace's own are kept first, then as many whole
+    flags as fit."""
+    settings = console_settings(tmp_path, store)
+    study_uid = reported_study(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), seed=21)
+    with store.session() as session:
+        seq, text = session.execute(
+            sa.select(AuditEventRow.seq, AuditEventRow.payload).where(
+                AuditEventRow.study_uid == study_uid, AuditEventRow.event_type == EventType.INFERENCE_COMPLETED.value
+            )
+        ).one()
+    payload = json.loads(text)
+    edited = [f"edited-flag-{n:02d}-{'x' * 20}" for n in range(12)]  # 12 x 35 characters: past 255 mid-flag
+    payload["reading"]["flags"] = ["refused", *edited]
+    quoted = json.dumps(payload).replace("'", "''")
+    as_superuser(store, f"UPDATE audit_events SET payload = '{quoted}' WHERE seq = {seq}")  # noqa: S608
+
+    assert sync_review_items(store, settings.spool_dir) == 1
+    _, flags, _, flagged = _rows(store)[study_uid]
+    shown = flags.split(",")
+    assert len(flags) <= 255
+    assert flagged
+    assert set(shown) <= {"refused", *edited}  # before: the last one cut ('edi')
+    assert "refused" in shown  # radtrace's own first (before: sorted after the edited ones, cut off)
+    assert len(shown) == 7  # then every whole flag that fits

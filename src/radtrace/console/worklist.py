@@ -144,6 +144,16 @@ class WorklistPage:
         return max(1, -(-self.total // self.page_size))
 
 
+def _whole_flags(flags: list[str], limit: int) -> str:
+    """``flags`` joined by commas, as many whole flags as fit in ``limit`` characters (the column), radtrace's own
+    (:data:`FLAG_LABELS`) first: cutting the joined text left half a flag, and could drop a known one."""
+    kept: list[str] = []
+    for flag in sorted(flags, key=lambda flag: flag not in FLAG_LABELS):
+        if len(",".join([*kept, flag])) <= limit:
+            kept.append(flag)
+    return ",".join(sorted(kept))
+
+
 def _split(text: str) -> tuple[str, ...]:
     return tuple(part for part in text.split(",") if part)
 
@@ -465,7 +475,7 @@ def _item(session: Session, spool_dir: Path, revision: Revision, study: Study, a
         study_date=(header["StudyDate"] or "")[:8] or None,
         view=(_text(frontal.get("view")) or "")[:16] or None,
         findings=",".join(label.replace(",", " ") for label in present)[:1024],
-        flags=",".join(flags)[:255],
+        flags=_whole_flags(flags, 255),
         flagged=bool(flags),
         model_name=(_text(identity.get("model_name")) or "")[:255] or None,
         sr_sop_instance_uid=revision.sr_sop_instance_uid,
