@@ -92,6 +92,10 @@ def decode_first_frame(
     if bits_stored < 1:  # pydicom reads 0 bits as all zeros: a black picture, or "every pixel holds one value"
         raise DicomInputError(f"(0028,0101) Bits Stored is {bits_stored}: the pixels hold no value")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and not UID(str(syntax)).is_transfer_syntax:
+        # JPEG XL, Deflated Image Frame Compression, a private syntax: pydicom knows none (its UID raised
+        # ValueError "UID is not a transfer syntax" wherever it was asked whether the data is encapsulated)
+        raise DicomInputError(f"cannot decode the pixel data ({syntax}): a transfer syntax no installed decoder knows")
     ds, distrusted = _without_untrusted_offset_tables(ds)
     source, shift = _aligned_at_high_bit(ds)
     try:
