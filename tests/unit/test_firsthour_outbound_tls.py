@@ -121,6 +121,39 @@ def test_serve_and_the_dispatcher_judge_the_outbound_tls_the_listener_does_not(
                                    "holds no CA certificate, so every PACS certificate fails to verify")  # fmt: skip
 
 
+def test_a_ris_over_tls_without_its_own_ca_bundle_has_this_machines_ca_store_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, ``dispatch.ris.tls`` without ``ca_bundle`` was judged by nothing at start (the PACS's check looked at
+    the CA store for TLS PACS only): an SSL_CERT_FILE naming a missing file failed every ORU's handshake."""
+    missing = tmp_path / "no-such-bundle.pem"
+    monkeypatch.setenv("SSL_CERT_FILE", str(missing))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    plain_certificate, plain_key = _pair(tmp_path, "client", NOW - timedelta(days=1), NOW + timedelta(days=90))
+    for client in ({}, {"certificate": plain_certificate, "private_key": plain_key}):
+        settings = load_settings(data_dir=tmp_path / "var",
+                                 dispatch={"ris": {"host": "h", "port": 2575, "tls": True, **client}})  # fmt: skip
+        check = ris_tls_check(settings)
+        assert check is not None, client
+        assert (check.name, check.status, check.detail) == (
+            "RIS TLS", "failed", f"dispatch.ris.tls (no dispatch.ris.ca_bundle): the RIS certificate is checked "
+            f"against the CA file SSL_CERT_FILE={missing}, which does not exist: correct the path, or put the file "
+            "there; or unset SSL_CERT_FILE for this machine's CA store",
+        )  # fmt: skip
+        assert judged_names(settings, "dispatcher") == {"RIS TLS"}
+
+    monkeypatch.delenv("SSL_CERT_FILE")
+    settings = load_settings(data_dir=tmp_path / "var", dispatch={"ris": {"host": "h", "port": 2575, "tls": True}})
+    check = ris_tls_check(settings)
+    assert check is not None
+    assert check.status in ("ok", "warning")  # this machine's store, whatever it holds
+    assert check.detail.startswith("dispatch.ris.tls (no dispatch.ris.ca_bundle): ")
+
+
+def judged_names(settings: object, service: str) -> set[str]:
+    return {c.name for c in run_preflight(settings, service) if c.name.endswith("TLS")}  # type: ignore[arg-type]
+
+
 def test_audit_forward_refuses_a_missing_ca_bundle_in_one_log_line_with_exit_2(tmp_path: Path) -> None:
     missing = tmp_path / "missing-ca.pem"
     env = {"RADTRACE_DATA_DIR": str(tmp_path / "var"), "RADTRACE_ATNA__ENABLED": "true",

@@ -72,15 +72,21 @@ def atna_tls_check(settings: Settings, now: datetime | None = None) -> Check | N
 
 
 def ris_tls_check(settings: Settings, now: datetime | None = None) -> Check | None:
-    """The ``RIS TLS`` check of ``dispatch.ris`` over TLS: its CA bundle and client certificate (None: no RIS, not
-    over TLS, or no file of ours: the RIS certificate is then checked against this machine's CA store)."""
+    """The ``RIS TLS`` check of ``dispatch.ris`` over TLS (None: no RIS, or not over TLS): its CA bundle and client
+    certificate; without ``ca_bundle``, this machine's CA store the RIS certificate is then checked against."""
     ris = settings.dispatch.ris
-    if ris is None or not ris.tls or (ris.certificate is None and ris.ca_bundle is None):
+    if ris is None or not ris.tls:
         return None
-    return certificate_files_check(
+    store = None
+    if ris.ca_bundle is None:
+        store = _ca_store_check("RIS TLS", "the RIS", "dispatch.ris.tls (no dispatch.ris.ca_bundle)")
+        if ris.certificate is None or store.status == "failed":
+            return store
+    files = certificate_files_check(
         "RIS TLS", "dispatch.ris.", ris.certificate, ris.private_key, ris.ca_bundle, server=False,
         refused_by="a RIS that asks for it refuses the connection (HL7 results wait in the outbox)", now=now,
     )  # fmt: skip
+    return store if store is not None and files.status == "ok" and store.status != "ok" else files
 
 
 def certificate_files_check(
@@ -143,18 +149,23 @@ def certificate_files_check(
 
 def pacs_tls_check(settings: Settings) -> Check | None:
     """The ``PACS TLS`` check (None: no ``dispatch.pacs`` entry has ``tls``): the dispatcher checks a TLS PACS's
-    certificate against this machine's CA store (Python's default paths, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``).
-    A variable naming a file or folder that is not there, or a store with no CA at all, fails every delivery's
-    handshake with "certificate verify failed": said at start instead."""
+    certificate against this machine's CA store (:func:`_ca_store_check`)."""
     tls = [f"dispatch.pacs[{i}].tls" for i, pacs in enumerate(settings.dispatch.pacs) if pacs.tls]
     if not tls:
         return None
-    named = " and ".join(tls)
+    return _ca_store_check("PACS TLS", "the PACS", " and ".join(tls))
+
+
+def _ca_store_check(name: str, peer: str, named: str) -> Check:
+    """Check ``name`` of this machine's CA store (Python's default paths, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``),
+    which ``peer``'s certificate is verified against for the settings ``named``. A variable naming a file or folder
+    that is not there, or a store with no CA at all, fails every handshake with "certificate verify failed": said at
+    start instead."""
     paths = ssl.get_default_verify_paths()
     for variable, kind in ((paths.openssl_cafile_env, "file"), (paths.openssl_capath_env, "folder")):
         path = os.environ.get(variable)  # the hospital's CA, meant to be added, would not be: a mistake to say now
         if path and (problem := _file_problem(Path(path), folder=kind == "folder")) is not None:
-            return Check("PACS TLS", "failed", f"{named}: the PACS certificate is checked against the CA {kind} "
+            return Check(name, "failed", f"{named}: {peer} certificate is checked against the CA {kind} "
                          f"{variable}={path}, which {problem}; or unset {variable} for this machine's CA store",
                          config_error=True)  # fmt: skip
     cafile = os.environ.get(paths.openssl_cafile_env) or paths.openssl_cafile
@@ -162,10 +173,11 @@ def pacs_tls_check(settings: Settings) -> Check | None:
     in_file = ssl.create_default_context(ssl.Purpose.SERVER_AUTH).cert_store_stats()["x509_ca"]
     in_folder = sum(1 for _ in capath.glob("*.[0-9]")) if capath.is_dir() else 0  # OpenSSL's hashed names
     if in_file == 0 and in_folder == 0:
-        return Check("PACS TLS", "warning", f"{named}: this machine's CA store (file {cafile}, folder {capath}) holds "
-                     "no CA certificate, so every PACS certificate fails to verify: install the hospital's CA "
-                     f"(update-ca-certificates) or set {paths.openssl_cafile_env} to a PEM CA bundle")  # fmt: skip
-    return Check("PACS TLS", "ok", f"{named}: CA store {cafile} ({in_file} CAs), {capath} ({in_folder} CAs)")
+        return Check(name, "warning", f"{named}: this machine's CA store (file {cafile}, folder {capath}) holds "
+                     f"no CA certificate, so every {peer.removeprefix('the ')} certificate fails to verify: install "
+                     f"the hospital's CA (update-ca-certificates) or set {paths.openssl_cafile_env} to a PEM CA "
+                     "bundle")  # fmt: skip
+    return Check(name, "ok", f"{named}: CA store {cafile} ({in_file} CAs), {capath} ({in_folder} CAs)")
 
 
 def _file_problem(path: Path, *, folder: bool = False) -> str | None:
