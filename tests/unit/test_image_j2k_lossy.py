@@ -22,7 +22,7 @@ from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000, JPEG2000Lossless
 
-from film_variants_support import film, read_back
+from film_variants_support import VARIANTS, film, read_back
 from radtrace.model.image import display_values
 from radtrace.model.image_marks import LOSSY_COMPRESSION, image_marks
 
@@ -132,3 +132,31 @@ def test_a_damaged_codestream_is_read_or_left_unread_never_an_error() -> None:
     answers.add(passes_complete(bytes(tiles)))
     assert answers <= {True, False, None}
     assert passes_complete(bytes(tiles)) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "coding"),
+    [(name, coding) for name in ("fuji", "canine") for coding in ("lossless", "rate_20", "rate_20_rct")],
+)
+def test_a_colour_capture_of_a_film_coded_5_3_is_flagged_lossy_as_its_codestream_says(name: str, coding: str) -> None:
+    """The film's picture as an RGB secondary capture, JPEG 2000 5-3 under .91 in three components (with the
+    reversible colour transform, YBR_RCT, or none). Before, a codestream of several components was left unread:
+    at 20:1 (values off by up to 35) it went unflagged."""
+    ds = VARIANTS["rgb"](*film(name)).dataset  # the film's picture, three 8-bit samples a pixel
+    reference, _ = display_values(film(name)[0])
+    rgb = np.frombuffer(ds.PixelData, dtype=np.uint8).reshape(int(ds.Rows), int(ds.Columns), 3)
+    options = {**REVERSIBLE, "mct": int(coding.endswith("rct"))}
+    if coding != "lossless":
+        options.update(quality_mode="rates", quality_layers=[20])
+    buffer = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buffer, format="JPEG2000", no_jp2=True, **options)
+    ds.PhotometricInterpretation = "YBR_RCT" if options["mct"] else "RGB"
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000
+    shown, steps = display_values(read_back(ds))
+    assert (LOSSY_COMPRESSION in {mark.flag for mark in image_marks(steps)}) is (coding != "lossless")
+    if coding == "lossless":
+        assert float(np.abs(shown - reference).max()) <= 0.005
+    else:
+        assert float(np.corrcoef(shown.ravel(), reference.ravel())[0, 1]) >= 0.99

@@ -4,8 +4,9 @@ With the reversible 5-3 wavelet a coding is lossless only so: a rate-allocated o
 ``quality_layers``, Kakadu's ``-rate`` with ``Creversible=yes``), or quality layers cut off, leaves passes out and
 the image is lossy whatever its wavelet; the transfer syntax 1.2.840.10008.1.2.4.91 allows either, and a sender
 may label either .90. The packet headers say how many passes each code-block got; its zero bit-planes and the
-subband's exponent (QCD) how many it has. Read for one-component codestreams with one precinct a resolution (the
-encoders' defaults); anything else is left unread (None), for :mod:`radtrace.model.image_marks` to say so.
+subband's exponent (QCD) how many it has. Read for codestreams with one precinct a resolution and one coding and
+quantisation for every component (the encoders' defaults); anything else is left unread (None), for
+:mod:`radtrace.model.image_marks` to say so.
 """
 
 from __future__ import annotations
@@ -96,11 +97,11 @@ def _ceil_div(value: int, divisor: int) -> int:
 
 
 def passes_complete(stream: bytes) -> bool | None:
-    """Whether every code-block a one-component JPEG 2000 codestream includes holds all its coding passes, down
+    """Whether every code-block a JPEG 2000 codestream includes holds all its coding passes, down
     to the last bit-plane (T.800 B.10, E.1: 3 (Mb - P) - 2 passes, Mb = G + exponent - 1 from QCD, P its zero
     bit-planes): with the reversible 5-3 wavelet, what a lossless coding is. A rate-allocated coding (OpenJPEG's
     and Kakadu's rates, quality layers cut) leaves passes out, or whole tiles: False. None where the codestream
-    is not followed here (several components or precincts, COC/QCC/RGN/POC/PPM/PPT, selective bypass, HT
+    is not followed here (several precincts a resolution, COC/QCC/RGN/POC/PPM/PPT, selective bypass, HT
     code-blocks, a malformed header)."""
     try:
         return _read_passes(stream)
@@ -128,12 +129,14 @@ def _read_passes(stream: bytes) -> bool:
     rsiz, width, height, x0, y0, tile_width, tile_height, tile_x0, tile_y0, components = struct.unpack_from(
         ">HIIIIIIIIH", siz
     )
-    step_x, step_y = siz[37], siz[38]
-    if not (tile_width and tile_height and step_x and step_y and x0 < width and y0 < height):
+    steps = [(siz[37 + 3 * c], siz[38 + 3 * c]) for c in range(components)]
+    if not (tile_width and tile_height and components and all(a and b for a, b in steps)):
         raise _UnreadError("no tile or sample grid")
+    if not (x0 < width and y0 < height):
+        raise _UnreadError("no image area")
     scod, order, layers, _, levels, xcb, ycb, style = struct.unpack_from(">BBHBBBBB", cod)
-    if components != 1 or rsiz & 0x4000 or style & 0x41:  # several components, HTJ2K, selective bypass
-        raise _UnreadError("several components, HT or bypass")
+    if rsiz & 0x4000 or style & 0x41:  # HTJ2K, selective bypass
+        raise _UnreadError("HT or bypass")
     precincts = list(cod[10 : 10 + levels + 1]) if scod & 1 else [0xFF] * (levels + 1)
     guard, exponents = qcd[0] >> 5, [b >> 3 for b in qcd[1:]]
     if qcd[0] & 0x1F or len(exponents) < 3 * levels + 1:
@@ -158,9 +161,17 @@ def _read_passes(stream: bytes) -> bool:
         p, q = index % across, index // across
         tx0, ty0 = max(tile_x0 + p * tile_width, x0), max(tile_y0 + q * tile_height, y0)
         tx1, ty1 = min(tile_x0 + (p + 1) * tile_width, width), min(tile_y0 + (q + 1) * tile_height, height)
-        box = (_ceil_div(tx0, step_x), _ceil_div(ty0, step_y), _ceil_div(tx1, step_x), _ceil_div(ty1, step_y))
-        most_planes = [guard + exponent - 1 for exponent in exponents]
-        bands = _tile_bands(box, levels, (xcb + 2, ycb + 2), precincts, most_planes)
+        most_planes = [guard + exponent - 1 for exponent in exponents]  # every component's: no QCC
+        bands = [
+            _tile_bands(
+                (_ceil_div(tx0, sx), _ceil_div(ty0, sy), _ceil_div(tx1, sx), _ceil_div(ty1, sy)),
+                levels,
+                (xcb + 2, ycb + 2),
+                precincts,
+                most_planes,
+            )
+            for sx, sy in steps
+        ]
         if not _tile_complete(b"".join(parts), bands, scod, order, layers, bool(style & 0x04)):
             return False
     return True
@@ -221,24 +232,36 @@ def _pass_count(bits: _Bits) -> int:
     return 37 + bits.bits(7)
 
 
+def _packet_order(order: int, layers: int, resolutions: int, components: int) -> Iterator[tuple[int, int, int]]:
+    """(component, resolution, layer) in the progression ``order`` (T.800 B.12.1), one precinct each: every
+    precinct starts at the tile's origin, so the position-led orders reduce to resolution or component first.
+    Generated: 65,535 layers of 33 resolutions would be two million triples, for packets that run out first."""
+    span = range(layers)
+    if order == 0:  # LRCP
+        return ((c, r, layer) for layer in span for r in range(resolutions) for c in range(components))
+    if order == 1:  # RLCP
+        return ((c, r, layer) for r in range(resolutions) for layer in span for c in range(components))
+    if order == 2:  # RPCL
+        return ((c, r, layer) for r in range(resolutions) for c in range(components) for layer in span)
+    if order in (3, 4):  # PCRL, CPRL
+        return ((c, r, layer) for c in range(components) for r in range(resolutions) for layer in span)
+    raise _UnreadError("unknown progression order")
+
+
 def _tile_complete(
-    data: bytes, bands: list[list[_Band] | None], scod: int, order: int, layers: int, terminated: bool
+    data: bytes, bands: list[list[list[_Band] | None]], scod: int, order: int, layers: int, terminated: bool
 ) -> bool:
-    """Whether a tile's packets give each code-block they include all its passes (T.800 B.10, B.12)."""
-    present = [r for r, resolution in enumerate(bands) if resolution is not None]
-    # LRCP; with one precinct and one component the others go resolution by resolution (generated: 65,535 layers
-    # of 33 resolutions would be two million pairs, for a codestream whose packets run out long before)
-    if order == 0:
-        sequence: Iterator[tuple[int, int]] = ((r, layer) for layer in range(layers) for r in present)
-    else:
-        sequence = ((r, layer) for r in present for layer in range(layers))
+    """Whether a tile's packets (``bands``: each component's resolutions) give each code-block they include all
+    its passes (T.800 B.10, B.12)."""
     at = 0
-    for r, layer in sequence:
+    for component, r, layer in _packet_order(order, layers, len(bands[0]), len(bands)):
+        if bands[component][r] is None:
+            continue  # a resolution with no samples has no precinct, no packet
         if scod & 2 and data[at : at + 2] == b"\xff\x91":  # SOP
             at += 6
         bits, body = _Bits(data, at), 0
         if bits.bit():  # not an empty packet
-            for band in bands[r] or []:
+            for band in bands[component][r] or []:
                 for block in range(band.columns * band.rows):
                     first = band.passes[block] is None
                     if not (band.inclusion.below(bits, block, layer + 1) if first else bits.bit()):
@@ -264,7 +287,7 @@ def _tile_complete(
         at += body
         if at > len(data):
             return False  # the tile's data cut short
-    for resolution in bands:
+    for resolution in (resolution for component in bands for resolution in component):
         for band in resolution or []:
             for got, zero in zip(band.passes, band.zero_planes, strict=True):
                 if got is None:
