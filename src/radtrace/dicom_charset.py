@@ -52,26 +52,23 @@ when any text value is not valid UTF-8. Why this is safe:
 * A multi-byte or code-extension set (GB18030, ISO 2022 with ESC) and several declared terms are read as declared.
 
 Modalities and RIS bridges running on Windows also write the Windows code page that extends the ISO set they
-declare (or that the site assumes for undeclared text): Windows-1252 under ISO_IR 100, 1250 under ISO_IR 101, 1251
-under ISO_IR 144, 1253 under ISO_IR 126, 1254 under ISO_IR 148 (:data:`WINDOWS_PAGES`). Those pages put letters and
-punctuation in 80-9F (``Š Ž š ž Œ``, curly quotes and dashes; ``Ś Ź ś ź Ť``; ``Ђ Љ Њ Ћ Џ``), where every ISO 8859
-set has C1 controls, which no real text of the set holds. So where the text is not read as UTF-8 (the rules above
-come first), some byte is in 80-9F, every value decodes in the page (no byte the page leaves undefined) and every
-character of that reading past ASCII is a letter of the page's script or a name's punctuation (curly quotes, en and
-em dash), the text is read in the page (``read_as`` ``cp1250`` ..., ``because`` ``windows-code-page``), flagged
-``character-set-assumed``. Windows-1251 places the Russian alphabet elsewhere than ISO 8859-5 (C0-FF, not B0-EF), so
-its text mostly has no byte in 80-9F; read as ISO 8859-5 it is Cyrillic letters in no word's shape: ``ПЕТРОВ`` is
-``ЯХваЮТ``, ``Петров`` is ``Яхђ№ют``. So under ISO_IR 144 text is also read in Windows-1251 where that reading
-could be words and names (every run of letters upper, lower or title case; past ASCII only Cyrillic letters) and
-the ISO reading could not (a run in mixed case, or a symbol such as ``№`` between two letters). Measured (every word
-of Faker's person, address, company and lorem lists, Babel's CLDR names and pycountry's translated names in the
-languages written in each page, as written, upper and title case): of 31,724 / 45,184 / 78,202 / 18,374 / 3,218
-distinct encodings in 1252 / 1250 / 1251 / 1253 / 1254, the reading before these rules was wrong for 845 / 11,954
-/ 78,202 / 2,359 / 14 (flagged only where undeclared or valid UTF-8); with them 4 / 972 / 26,003 / 2,357 / 0 still
-are. Those differ only in A0-FF where both readings are words (Polish ``ą``, B9, is Latin-2's ``š``; Greek ``Ά``,
-A2, is ISO 8859-7's quote; ``ИВАНОВ`` in 1251 is ``ШТРЭЮТ`` in ISO 8859-5), and are read as declared, as before.
-None of the 18,551 to 77,735 encodings of all those words in each ISO set is read otherwise, nor any of their
-178,574 UTF-8 encodings (the UTF-8 rules decide those first).
+declare (or that the site assumes for undeclared text): Windows-1252 under ISO_IR 100, 1250 under 101, 1251 under
+144, 1253 under 126, 1254 under 148, 1255 under 138, 1256 under 127, 874 under 166, 1257 under 110
+(:data:`WINDOWS_PAGES`). Where the text is not read as UTF-8 (the rules above come first),
+:mod:`radtrace.dicom_charset_windows` reads it in the page (``read_as`` ``cp1250`` ..., ``because``
+``windows-code-page``, flagged ``character-set-assumed``) where some byte is one the ISO set never writes (80-9F, or
+a byte it leaves undefined) or the ISO reading is in no word's shape while the page's is, and only letters of the
+page's script and name punctuation; where both readings of Windows-1251 or 1253 text could be words (``ИВАНОВ`` is
+``ШТРЭЮТ`` in ISO 8859-5, Greek ``Ά``, A2, is ISO 8859-7's curly apostrophe) it is read as declared and flagged
+``character-set-doubtful`` (``because`` ``windows-doubtful``). Measured (/work/notes/charset-win/measure.py: every
+word of Faker's person, address, company and lorem lists, Babel's CLDR names and pycountry's translated names in
+the languages written in each page, as written, upper and title case), wrong and unflagged before -> after: 1250
+859 -> 637 of 46,263 distinct encodings, 1251 26,542 -> 52 of 80,321 (9,189 flagged doubtful), 1253 2,374 -> 0 of
+18,539 (flagged), 1255 254 -> 0 of 4,266, 1256 5,735 -> 3,153 of 5,973, 1257 5,990 -> 5,968 of 7,420 (its letters
+lie in A0-FF where ISO 8859-4 has other letters: still read as declared); 1252, 1254 and 874: 0. None of the 4,033
+to 79,835 encodings of all those words in each ISO set is read otherwise, nor any of their 204,511 UTF-8 encodings;
+2,877 of the 79,835 ISO 8859-5 ones (words of the alphabet's second half, which Windows-1251 reads as words of its
+first) and 1 of 18,765 ISO 8859-7 ones are flagged doubtful.
 
 What was decided is a :class:`CharsetChoice`: the image's preparation records it (audit), as does the listener's
 ``instance_received`` event (its ``character_set`` and label), the drafts flag it (``character-set-assumed``, or
@@ -94,6 +91,8 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
+
+from radtrace.dicom_charset_windows import WINDOWS_PAGES, windows_reading
 
 __all__ = [
     "CHARACTER_SET_ASSUMED",
@@ -137,25 +136,6 @@ OVERRIDABLE_TERMS: Final = frozenset(
 OWN_CHARACTERS_ONLY: Final = frozenset(
     f"{prefix} {number}" for prefix in ("ISO_IR", "ISO 2022 IR") for number in (101, 109, 110, 126, 144, 166)
 )
-#: The Windows code page that a Windows writer puts under each ISO 8859 term (the term declared, corrected or
-#: assumed): where text holds a byte in 80-9F (a C1 control in the set) and reads as letters of the page's script
-#: (:data:`_WINDOWS_SCRIPTS`) and name punctuation, it is read in the page (the module's docstring: rule, figures).
-WINDOWS_PAGES: Final = {
-    f"{prefix} {number}": page
-    for prefix in ("ISO_IR", "ISO 2022 IR")
-    for number, page in ((100, "cp1252"), (101, "cp1250"), (144, "cp1251"), (126, "cp1253"), (148, "cp1254"))
-}
-# The script (the start of its letters' Unicode names) of each page's letters past ASCII
-_WINDOWS_SCRIPTS: Final = {
-    "cp1252": "LATIN",
-    "cp1250": "LATIN",
-    "cp1254": "LATIN",
-    "cp1251": "CYRILLIC",
-    "cp1253": "GREEK",
-}
-# The only characters past ASCII other than letters that a Windows page's reading may hold: a name's apostrophes,
-# quotes and dashes (80-9F in every page), not its symbols (bullet, trade mark, per mille ...)
-_NAME_PUNCTUATION: Final = frozenset("\u2019\u2018\u201c\u201d\u201e\u2013\u2014")
 # What the UTF-8 reading of overridden text may not hold: controls (a C1 control is Latin-1's reading of a
 # Windows-1252 byte), unassigned and private-use code points; a UTF-8 writer's names and texts hold none
 _NOT_TEXT: Final = frozenset({"Cc", "Cn", "Co"})
@@ -165,8 +145,6 @@ _MISSPELT_SINGLE: Final = re.compile(r"^ISO[^_]IR")
 _MISSPELT_EXTENSION: Final = re.compile(r"^(?=ISO.2022.IR.)(?!ISO 2022 IR )")
 _CODE_STRING: Final = re.compile(r"[A-Z0-9 _]{1,16}")
 _TERM_TEXT: Final = re.compile(r"[A-Za-z0-9 _.\\-]{1,64}")
-_LETTER_RUN: Final = re.compile(r"[^\W\d_]+")
-_BETWEEN_LETTERS: Final = re.compile(r"[^\W\d_][^\x00-\x7f\w][^\W\d_]")
 _PYDICOM_CHARSET_WARNINGS: Final = r"(Unknown encoding|Incorrect value for Specific Character Set)"
 
 
@@ -179,11 +157,11 @@ class CharsetChoice:
     term as pydicom corrects its spelling), ``assumed`` (the site's setting) or ``declared-overridden`` (a declared
     :data:`OVERRIDABLE_TERMS` term over bytes that are valid multi-byte UTF-8) or ``declared-doubtful`` (read as the
     declared :data:`OWN_CHARACTERS_ONLY` term, though its bytes are also valid multi-byte UTF-8 whose reading that set
-    could not carry: ``read_as`` is the declared term) or ``windows-code-page`` (text in the declared, corrected or
-    assumed ISO set's :data:`WINDOWS_PAGES` page: bytes in 80-9F, C1 controls in the set, that are letters and
-    punctuation there, or Windows-1251 that ISO 8859-5 reads as no word; ``read_as`` is the page, e.g. ``cp1250``,
-    which is no DICOM term); ``ascii``: the text was all ASCII, so nothing
-    was guessed (not flagged)."""
+    could not carry: ``read_as`` is the declared term) or ``windows-doubtful`` (read as the declared term, though
+    its bytes may be its Windows page's, which reads them as other words) or ``windows-code-page`` (text in the
+    declared, corrected or assumed ISO set's :data:`WINDOWS_PAGES` page: bytes the set never writes that are
+    letters and punctuation there, or text the set reads as no word; ``read_as`` is the page, e.g. ``cp1250``,
+    which is no DICOM term); ``ascii``: the text was all ASCII, so nothing was guessed (not flagged)."""
 
     declared: str
     read_as: str
@@ -198,7 +176,8 @@ class CharsetChoice:
     def flag(self) -> str:
         """The drafts' flag for a flagged choice: :data:`CHARACTER_SET_DOUBTFUL` where the declaration was kept over
         text that may be UTF-8, else :data:`CHARACTER_SET_ASSUMED`."""
-        return CHARACTER_SET_DOUBTFUL if self.because == "declared-doubtful" else CHARACTER_SET_ASSUMED
+        doubtful = self.because in {"declared-doubtful", "windows-doubtful"}
+        return CHARACTER_SET_DOUBTFUL if doubtful else CHARACTER_SET_ASSUMED
 
     def sentence(self) -> str:
         """The choice as the drafts say it (the declared term is a code string the header's own sender wrote)."""
@@ -217,7 +196,10 @@ class CharsetChoice:
             "declared-doubtful": "as declared, though its bytes are also valid UTF-8, which would read as characters "
             "the declared set does not hold: either reading may be wrong",
             "windows-code-page": f"Windows code page {self.read_as.removeprefix('cp')}: read in the ISO set, its "
-            "bytes are control characters or letters in no word's shape",
+            "bytes are control characters, bytes it leaves undefined or letters in no word's shape",
+            "windows-doubtful": "as declared, though its bytes may be Windows code page "
+            f"{WINDOWS_PAGES.get(self.read_as, '').removeprefix('cp')}, which reads them as other words: either "
+            "reading may be wrong",
         }.get(self.because, "all ASCII")
         return (
             f"Specific Character Set {declared}: names and texts read as {self.read_as} ({why}); check the "
@@ -333,8 +315,10 @@ def read_text_as(ds: Dataset, *, assumed: str = DEFAULT_ASSUMED_CHARACTER_SET) -
             if terms[0] in OWN_CHARACTERS_ONLY and not _utf8_in_the_set(values, terms[0]):
                 return CharsetChoice(terms[0], terms[0], "declared-doubtful")  # read as declared: nothing to change
             choice = CharsetChoice(terms[0], UTF8_TERM, "declared-overridden")
-        elif _windows_page(values, terms[0]):
-            choice = CharsetChoice(terms[0], WINDOWS_PAGES[terms[0]], "windows-code-page")
+        elif (windows := windows_reading(values, terms[0])) == "windows-doubtful":
+            return CharsetChoice(terms[0], terms[0], windows)  # read as declared: nothing to change
+        elif windows:
+            choice = CharsetChoice(terms[0], WINDOWS_PAGES[terms[0]], windows)
         else:
             return None
     else:
@@ -356,53 +340,11 @@ def _undeclared_choice(terms: list[str], values: list[bytes], assumed: str) -> C
         return CharsetChoice("\\".join(terms), corrected or "ISO_IR 6", "ascii")
     if ESC not in data and all(_is_utf8(value) for value in values):
         return CharsetChoice("\\".join(terms), UTF8_TERM, "utf-8")
-    if _windows_page(values, corrected or assumed):
+    if windows_reading(values, corrected or assumed) == "windows-code-page":
         return CharsetChoice("\\".join(terms), WINDOWS_PAGES[corrected or assumed], "windows-code-page")
     if corrected:
         return CharsetChoice("\\".join(terms), corrected, "corrected")
     return CharsetChoice("\\".join(terms), assumed, "assumed")
-
-
-def _windows_page(values: list[bytes], term: str) -> bool:
-    """Whether text to be read in ``term`` (an ISO set, read so because it is not UTF-8) is in the term's
-    :data:`WINDOWS_PAGES` page instead: no ESC, every value decodes in the page, every character of that reading past
-    ASCII is a letter of the page's script or a name's punctuation, and some byte is in 80-9F (a C1 control in the
-    set, never in its real text); or, for Windows-1251 under ISO_IR 144 without one, the page's reading could be
-    words and names (:func:`_words`) and the ISO reading could not (``ЯХваЮТ`` is ``ПЕТРОВ``'s bytes read as ISO
-    8859-5)."""
-    page = WINDOWS_PAGES.get(term)
-    if page is None or all(value.isascii() for value in values):
-        return False
-    control = any(0x80 <= byte <= 0x9F for value in values for byte in value)
-    if not control and page != "cp1251":
-        return False
-    script = _WINDOWS_SCRIPTS[page]
-    texts = []
-    for value in values:
-        if ESC in value:
-            return False
-        try:
-            text = value.decode(page)
-        except UnicodeDecodeError:  # a byte the page leaves undefined (81 8D 8F 90 9D in 1252 ...)
-            return False
-        for char in text:
-            if char.isascii() or char in _NAME_PUNCTUATION:
-                continue
-            if unicodedata.category(char)[0] != "L" or not unicodedata.name(char, "").startswith(script):
-                return False
-        texts.append(text)
-    if control:
-        return True
-    return all(map(_words, texts)) and not all(_words(value.decode(python_encoding[term])) for value in values)
-
-
-def _words(text: str) -> bool:
-    """Whether ``text`` could be words and names: every run of letters is upper case, lower case or title case, and
-    no character past ASCII other than a letter stands between two letters (``Петров`` in Windows-1251 read as
-    ISO 8859-5 is ``Яхђ№ют``)."""
-    if _BETWEEN_LETTERS.search(text):
-        return False
-    return all(run.isupper() or run.islower() or run.istitle() for run in _LETTER_RUN.findall(text))
 
 
 def _multibyte_utf8(values: list[bytes]) -> bool:

@@ -179,6 +179,7 @@ def test_property_the_decision_never_raises(charset: str | None, name: bytes, de
         "declared-overridden",
         "declared-doubtful",
         "windows-code-page",
+        "windows-doubtful",
     }
     text_of(ds)
     text_of(ds, "StudyDescription")
