@@ -6,6 +6,10 @@ Needs a PostgreSQL database already holding a history (e.g. tests/dashboard_supp
 only reads. Medians of ``--repeat`` reads of ``read_figures(..., sections={"mix"})`` over the last ``--days`` days.
 
 .venv/bin/python bench/qa_dashboard.py --url postgresql+psycopg://postgres@127.0.0.1:5432/qa_console_scale
+
+``--outside-sql`` instead times every section of the dashboard's read over the window, one at a time, and the whole
+read (sections side by side): wall time, time in SQL (the driver's execute, summed over the statements) and the rest,
+the Python side; run it on two checkouts (PYTHONPATH=<checkout>/src) for a before/after.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import argparse
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
 from radtrace.console import dashboard_figures
+from radtrace.console.dashboard_figures import Section
 from radtrace.console.dashboard_queries import Window
 from radtrace.store.engine import Store
 
@@ -49,15 +55,57 @@ def _plan(store: Store, days: int, work_mem: str | None) -> str:
     return "; ".join(kept)
 
 
+SECTIONS: tuple[Section, ...] = ("mix", "volume", "latency", "agreement", "agreement_by_model",
+                                 "agreement_periods", "drift", "rates", "models", "queue")  # fmt: skip
+
+
+def _outside_sql(store: Store, window: Window, repeat: int) -> None:
+    """Per section and for the whole read: median wall, SQL and outside-SQL milliseconds of ``repeat`` reads."""
+    spent: list[float] = []
+
+    def started(conn: object, cursor: object, statement: str, params: object, context: Any, many: bool) -> None:
+        context.bench_started = time.perf_counter()
+
+    def ended(conn: object, cursor: object, statement: str, params: object, context: Any, many: bool) -> None:
+        spent.append(time.perf_counter() - context.bench_started)
+
+    sa.event.listen(store.engine, "before_cursor_execute", started)
+    sa.event.listen(store.engine, "after_cursor_execute", ended)
+    dashboard_figures.read_figures(store, window, datetime.now(UTC))  # warm: connections, the decisions' copy
+    print(f"{window.period} periods, {(window.last - window.start).days + 1} days, median of {repeat}")
+    print(f"{'section':<20} {'wall ms':>8} {'SQL ms':>8} {'outside':>8}")
+    names: tuple[Section | None, ...] = (*SECTIONS, None)
+    for name in names:
+        walls, sqls = [], []
+        for _ in range(repeat):
+            spent.clear()
+            begun = time.perf_counter()
+            dashboard_figures.read_figures(store, window, datetime.now(UTC), sections=None if name is None else {name})
+            walls.append((time.perf_counter() - begun) * 1000)
+            sqls.append(sum(spent) * 1000)
+        wall, sql = statistics.median(walls), statistics.median(sqls)
+        # The whole read runs its sections side by side: their SQL overlaps, so only the wall time is meaningful.
+        shown = f"{wall - sql:8.0f}" if name else f"{'':>8}"
+        print(f"{name or 'all (side by side)':<20} {wall:8.0f} {sql:8.0f} {shown}")
+    sa.event.remove(store.engine, "before_cursor_execute", started)
+    sa.event.remove(store.engine, "after_cursor_execute", ended)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="a PostgreSQL database with a history")
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--outside-sql", action="store_true", help="time each section's SQL and Python instead")
+    parser.add_argument("--period", choices=("day", "week"), default="day")
     args = parser.parse_args()
     store = Store.from_url(args.url)
     today = datetime.now(UTC).date()
-    window = Window(today - timedelta(days=args.days - 1), today)
+    window = Window(today - timedelta(days=args.days - 1), today, args.period)
+    if args.outside_sql:
+        _outside_sql(store, window, args.repeat)
+        store.dispose()
+        return
     tuned = dashboard_figures.MIX_WORK_MEM
     print(f"input mix over {args.days} days, median of {args.repeat}")
     print(f"{'read':<34} {'ms':>8} {'values':>8}")
