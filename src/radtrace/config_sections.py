@@ -348,6 +348,14 @@ class AtnaSettings(Section):
     backoff_initial_s: float = Field(default=1.0, gt=0, description="first reconnect delay; doubles each failure")
     backoff_max_s: float = Field(default=60.0, gt=0, description="longest reconnect delay")
     metrics_port: int | None = Field(default=None, ge=1, le=65535, description="Prometheus metrics of the forwarder")
+    max_message_bytes: int = Field(
+        default=8096,
+        ge=8096,
+        le=65507,
+        description="the longest syslog message sent, header included: the repository's limit (rsyslog's "
+        "maxMessageSize, 8k by default); a message over it has its longest values cut, marked. Raise it only with "
+        "the repository's limit",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> AtnaSettings:

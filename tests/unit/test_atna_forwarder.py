@@ -334,3 +334,40 @@ def test_a_stopped_forwarder_restarted_by_the_supervisor_alerts_once_per_distinc
     assert [len(repository.received) for repository in repositories] == [1, 0, 0]
     assert b"forwarding stopped at seq 51" in repositories[0].received[0]
     assert cursor.read().seq == 50
+
+
+def test_a_repository_that_takes_longer_messages_gets_values_cut_only_past_its_limit(
+    store: Store, tmp_path: Path
+) -> None:
+    """``atna.max_message_bytes``: a site whose repository takes 64 kB (rsyslog ``maxMessageSize="64k"``) gets a row
+    with eight values of 1,000 characters whole; before, every message was cut to 8,096 bytes whatever the
+    repository took."""
+    import socket
+
+    from audit_support import as_superuser
+    from radtrace.audit.atna.syslog import UdpTransport
+
+    columns = {"actor_process": "p", "actor_user": "u", "actor_host": "h", "actor_ae": "e", "accession": "a",
+               "patient_id": "i", "model_name": "m", "model_version": "v"}  # fmt: skip
+    values = ", ".join(f"{column} = printf('%.*c', 1000, '{letter}')" for column, letter in columns.items())
+    as_superuser(store, f"UPDATE audit_events SET {values} WHERE seq = 120")  # noqa: S608
+    received: dict[int, bytes] = {}
+    for limit in (8096, 65507):
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        receiver.settimeout(5)
+        transport = UdpTransport("127.0.0.1", receiver.getsockname()[1])
+        cursor = CursorFile(tmp_path / f"cursor-{limit}.json")
+        forwarder = AtnaForwarder(store, settings(max_message_bytes=limit), cursor, transport, AuditSource("s"))
+        forwarder.run(RecordingStop(), until_caught_up=True)
+        got = [receiver.recv(65536) for _ in range(120)]
+        receiver.close()
+        assert seqs(got) == list(range(1, 121))
+        assert max(len(message) for message in got) <= limit
+        received[limit] = got[-1]
+    assert b"p" * 1000 not in received[8096]  # cut to fit rsyslog's default
+    assert b"p" * 1000 in received[65507]  # whole, as the repository takes it
+    assert len(received[65507]) > 8096
+    with pytest.raises(ValueError, match="greater than or equal to 8096"):
+        settings(max_message_bytes=2048)  # the cut values of the worst message need 7,520 bytes

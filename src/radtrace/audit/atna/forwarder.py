@@ -264,7 +264,8 @@ class AtnaForwarder:
         try:
             if self._connected and self.transport.alive():
                 stamp = event_time(alert)
-                room = room_for_message(self.header, seq=seq, row_hash="", timestamp=stamp, failure=True)
+                room = room_for_message(self.header, seq=seq, row_hash="", timestamp=stamp, failure=True,
+                                        limit=self.settings.max_message_bytes)  # fmt: skip
                 xml = audit_message_xml(alert, self.source, max_bytes=room)
                 self.transport.send([frame(self.header, xml, seq=seq, row_hash="", timestamp=stamp, failure=True)])
             else:
@@ -280,7 +281,8 @@ class AtnaForwarder:
 
     def _message(self, record: AuditRecord) -> bytes:
         stamp, failure = event_time(record), record.outcome != Outcome.SUCCESS.value
-        room = room_for_message(self.header, seq=record.seq, row_hash=record.hash, timestamp=stamp, failure=failure)
+        room = room_for_message(self.header, seq=record.seq, row_hash=record.hash, timestamp=stamp, failure=failure,
+                                limit=self.settings.max_message_bytes)  # fmt: skip
         try:
             xml = audit_message_xml(record, self.source, max_bytes=room)
         except (ValueError, TypeError, AuditMessageInvalidError) as exc:

@@ -57,7 +57,8 @@ MAX_UDP_PAYLOAD: Final = 65507
 #: The largest SYSLOG-MSG sent (header, structured data and the audit message, in bytes): rsyslog's default
 #: maxMessageSize. RFC 5425 section 4.3.1 asks receivers to take 2048 bytes and says they SHOULD take 8192. Over
 #: TLS, rsyslog cuts a longer message there and reads the rest of its frame as further messages (no structured
-#: data, XML cut anywhere): the repository would hold a broken message and garbage under no seq.
+#: data, XML cut anywhere): the repository would hold a broken message and garbage under no seq. The default of
+#: ``atna.max_message_bytes``, and its least: every message fits it with its values cut (worst case 7,520 bytes).
 MAX_MESSAGE_BYTES: Final = 8096
 _PRINTUSASCII: Final = re.compile(r"[^\x21-\x7e]")
 _OUTSIDE_VALIDITY: Final = frozenset({9, 10})  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
@@ -94,10 +95,19 @@ def frame(
     return f"{head}{structured} ".encode("ascii") + BOM + message
 
 
-def room_for_message(header: SyslogHeader, *, seq: int, row_hash: str, timestamp: datetime, failure: bool) -> int:
-    """How many bytes the audit message may take in a :func:`frame` that stays within :data:`MAX_MESSAGE_BYTES`."""
+def room_for_message(
+    header: SyslogHeader,
+    *,
+    seq: int,
+    row_hash: str,
+    timestamp: datetime,
+    failure: bool,
+    limit: int = MAX_MESSAGE_BYTES,
+) -> int:
+    """How many bytes the audit message may take in a :func:`frame` that stays within ``limit`` bytes
+    (``atna.max_message_bytes``; :data:`MAX_MESSAGE_BYTES`, the default, is the smallest the forwarder takes)."""
     empty = frame(header, b"", seq=seq, row_hash=row_hash, timestamp=timestamp, failure=failure)
-    return MAX_MESSAGE_BYTES - len(empty)
+    return limit - len(empty)
 
 
 def _param_value(text: str) -> str:
