@@ -1,10 +1,12 @@
-"""Release at once the claims of a process on this host that provably ended (kill -9, a crash, the OOM killer).
+"""Release early the claims of a process that provably ended on this host, or whose heartbeat stopped on another.
 
 A claim is only a lease: an outbox row being sent has ``next_attempt_at`` pushed a lease ahead (300 s or more,
 :mod:`radtrace.reporting.dispatch.outbox`) and its holder and heartbeat in ``claimed_by`` and ``heartbeat_at``
 (:mod:`radtrace.reporting.dispatch.claims`), a revision being read has ``claimed_by`` and ``claim_expires_at``
 (``broker.claim_timeout_s``, :mod:`radtrace.worker.claims`). A holder that dies is found only once its lease runs
-out, so on a one-machine site "kill -9 it and start it again" stalled a delivery about six minutes.
+out, so on a one-machine site "kill -9 it and start it again" stalled a delivery about six minutes, and on a
+multi-node site (several nodes on one database) a node that died (power, a kernel panic, its container killed)
+stalled each of its deliveries that long and each of its reads for the claim timeout.
 
 Each reconciler pass (the first one as a dispatcher or GPU worker starts) asks :func:`release_dead_claims` to look at
 the live claims named after this host whose holder provably ended: no process has the pid, or the one that has it
@@ -24,8 +26,23 @@ lands before it is released). Each such claim is ended as its lease running out 
 * a revision's claim expires now: the next worker takes it over through the usual take-over (the lost attempt
   counted, ``failed`` after ``broker.max_attempts``), audited ``inference_failed`` with the reason.
 
-Each release is a conditional UPDATE (the row still as it was read), so two reconcilers release it once. Claims of
-processes on other hosts are never released early: their liveness cannot be known here; the lease decides.
+Claims of processes on other hosts (another host name) are released by sightings alone: the same claim (row, holder,
+its beat; a revision's ``claim_expires_at``, renewed with each beat) seen unchanged by passes of this process for the
+holder's beat interval plus the slack, measured on this process's monotonic clock (a delivery 5 + 10 s, a revision a
+third of ``broker.claim_timeout_s`` + 10 s: 50 s at the default), by passes no more than :data:`SIGHTINGS_GAP_S`
+apart (while such a claim is seen, passes come every :data:`radtrace.reporting.dispatch.claims.HEARTBEAT_S`). Both
+beats are written from the holder's clock (``heartbeat_at`` and ``claim_expires_at`` are the holder's
+``utc_now()``, not the database's): they are compared only with themselves, never with this host's clock, so hosts
+whose clocks differ by minutes neither release a live holder early nor keep a dead one. A live holder renews, so its
+claim is never seen unchanged that long (a send slower than the heartbeat is never sent twice); after a database
+outage this process's passes failed too, the gap starts the sightings again, and the holder's beat lands first. A
+holder cut off from the database alone (a network partition of its node) cannot be told from a dead one: its send
+may then be repeated (never lost, the peer sees a repeat), and its late outcome is not recorded over the new holder's
+(:meth:`radtrace.reporting.dispatch.outbox.Outbox._record`). Such a release says so: "claimed by
+radtrace@gpu-node-7:4242, whose heartbeat stopped at 10:03:47 UTC by its clock, as seen from gpu-node-2: the same beat
+seen for 15 s by this process ...", and the event names ``released_by_host``.
+
+Each release is a conditional UPDATE (the row still as it was read), so two reconcilers release it once.
 """
 
 from __future__ import annotations
@@ -33,6 +50,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,13 +79,45 @@ RENEWAL_SLACK_S = 10.0
 #: At most this many claimed rows of each kind are looked at per pass (the oldest claims first).
 LOOK_AT_MOST = 500
 
-#: Claims of another PID namespace whose beat a pass of this process found overdue, (outbox id, claimed_by, the beat)
-#: -> (when first found, when last found): released only :data:`radtrace.reporting.dispatch.claims.CONFIRM_OVERDUE_S`
-#: after the first, by passes no more than :data:`SIGHTINGS_GAP_S` apart (a longer gap: this process's passes failed,
-#: the database was away for it too, and the holder's beat may be about to land: it is looked at as if new).
-_OVERDUE_SINCE: dict[tuple[int, str, datetime], tuple[datetime, datetime]] = {}
+#: Passes of this process further apart than this (its passes failed: the database was away for it too, and a holder's
+#: beat may be about to land) do not carry a sighting over: the claim is looked at as if new.
 SIGHTINGS_GAP_S = 10.0
-_OVERDUE_LOCK = threading.Lock()
+
+
+class Sightings:
+    """What passes of this process saw of claims, keyed by what would change if their holder were alive (row, holder,
+    the beat): when each was first and last seen, by passes no more than :data:`SIGHTINGS_GAP_S` apart on the clock
+    the caller gives (a gap: seen as new). What a pass did not see again (renewed, recorded, released) is forgotten by
+    :meth:`forget_all_but`."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[object, ...], tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def seen_for(self, key: tuple[object, ...], at: float) -> float:
+        """Record a sighting of ``key`` at ``at`` (seconds); how long it has been seen since, unchanged, by passes
+        no more than :data:`SIGHTINGS_GAP_S` apart (0 if this is the first)."""
+        with self._lock:
+            first, last = self._seen.get(key, (at, at))
+            if at - last > SIGHTINGS_GAP_S:
+                first = at
+            self._seen[key] = (first, max(at, last))
+            return round(at - first, 6)  # whole microseconds: a datetime's timestamp() is not exact
+
+    def forget_all_but(self, kept: set[tuple[object, ...]], kind: str) -> None:
+        """Forget the sightings of kind ``kind`` (a key's first item) that are not in ``kept``."""
+        with self._lock:
+            for key in [key for key in self._seen if key[0] == kind and key not in kept]:
+                del self._seen[key]
+
+
+#: Claims of another PID namespace of this host whose beat a pass found overdue, on the clock the pass was given
+#: (``now``: the holder's beat was written from this host's clock too): released only
+#: :data:`radtrace.reporting.dispatch.claims.CONFIRM_OVERDUE_S` after the first such pass.
+_OVERDUE = Sightings()
+#: Claims of other hosts, the same (row, holder, beat) seen unchanged, on this process's monotonic clock: the beat is
+#: written from the holder's clock, which is never compared with this host's (see :func:`_release_deliveries`).
+_UNCHANGED = Sightings()
 
 
 @dataclass
@@ -93,41 +143,62 @@ def release_dead_claims(
     *,
     claim_timeout_s: float,
     gone: Callable[[str, datetime | None], str | None] = claimer_gone,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Released:
     """Release the live claims held by processes of this host that provably ended (see the module docstring); a
     revision's claim only once its heartbeat (every third of ``claim_timeout_s``) has missed a beat, a delivery's once
     its heartbeat is overdue."""
     released = Released()
-    _release_deliveries(store, recorder, now, released)
-    unrenewed_since = now + timedelta(seconds=claim_timeout_s * 2 / 3 - RENEWAL_SLACK_S)
-    _release_revisions(store, recorder, now, unrenewed_since, gone, released)
+    seen_at = monotonic()  # sightings of other hosts' claims: this process's clock alone
+    _release_deliveries(store, recorder, now, seen_at, released)
+    _release_revisions(store, recorder, now, seen_at, claim_timeout_s, gone, released)
     if released.deliveries or released.revisions:
         log.warning(
-            "released the claims of processes of this host that are not running: %d deliveries due again now, "
+            "released the claims of processes that ended or whose heartbeat stopped: %d deliveries due again now, "
             "%d revisions to take over", len(released.deliveries), len(released.revisions),
         )  # fmt: skip
     return released
 
 
-def _release_deliveries(store: Store, recorder: AuditRecorder, now: datetime, released: Released) -> None:
+def _release_deliveries(
+    store: Store, recorder: AuditRecorder, now: datetime, seen_at: float, released: Released
+) -> None:
     host = socket.gethostname()
     overdue = claims.overdue_before(now)
-    confirm = timedelta(seconds=claims.CONFIRM_OVERDUE_S)
-    seen: set[tuple[int, str, datetime]] = set()
+    confirm = claims.CONFIRM_OVERDUE_S
+    stopped_after = claims.HEARTBEAT_S + claims.RENEWAL_SLACK_S
+    overdue_seen: set[tuple[object, ...]] = set()
+    unchanged_seen: set[tuple[object, ...]] = set()
     with store.session("finding deliveries claimed by a process that ended") as session:
         rows = session.execute(
             sa.select(OutboxMessage.id, OutboxMessage.attempts, OutboxMessage.claimed_by, OutboxMessage.heartbeat_at)
             .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.attempts > 0,
-                   OutboxMessage.next_attempt_at > now, OutboxMessage.heartbeat_at.is_not(None),
-                   OutboxMessage.claimed_by.contains(f"@{host}:", autoescape=True))
+                   OutboxMessage.heartbeat_at.is_not(None), OutboxMessage.claimed_by.is_not(None),
+                   # this host's lease, by this host's clock; another host's lease was written from its clock
+                   sa.or_(OutboxMessage.next_attempt_at > now,
+                          ~OutboxMessage.claimed_by.contains(f"@{host}:", autoescape=True)))
             .order_by(OutboxMessage.heartbeat_at)
             .limit(LOOK_AT_MOST)
         ).all()  # fmt: skip
     for outbox_id, attempts, claimed_by, heartbeat_at in rows:
         holder = claims.ClaimHolder.parse(str(claimed_by))
-        if holder is None or not holder.on_this_host or heartbeat_at is None:
+        if holder is None or heartbeat_at is None:
             continue
-        why = holder.ended()  # provably ended (its pid in this namespace and boot is gone): nothing sends it now
+        key = ("delivery", outbox_id, str(claimed_by), heartbeat_at)
+        why: str | None
+        if not holder.on_this_host:  # its liveness shows only in its beat, written from its clock: see _UNCHANGED
+            unchanged_seen.add(key)
+            unchanged_for = _UNCHANGED.seen_for(key, seen_at)
+            if unchanged_for < stopped_after:  # looked at again within SIGHTINGS_GAP_S, or the sightings start over
+                released.look_again(now + timedelta(seconds=min(claims.HEARTBEAT_S, stopped_after - unchanged_for)))
+                continue
+            why = (
+                f"whose heartbeat stopped at {heartbeat_at:%H:%M:%S} UTC by its clock, as seen from {host}: the same "
+                f"beat seen for {unchanged_for:.0f} s by this process (another host: its beat every "
+                f"{claims.HEARTBEAT_S:.0f} s is all that tells it is alive)"
+            )
+        else:
+            why = holder.ended()  # provably ended (its pid in this namespace and boot is gone): nothing sends it now
         if why is None:
             if holder.beside_us:  # alive here; if it sends on (its beat renewed), look again soon: a kill -9 now
                 if heartbeat_at > overdue:  # is then found in seconds, not a whole reconcile interval later
@@ -136,9 +207,10 @@ def _release_deliveries(store: Store, recorder: AuditRecorder, now: datetime, re
             if heartbeat_at > overdue:  # another namespace, renewed lately: look again once it would be overdue
                 released.look_again(heartbeat_at + (now - overdue))
                 continue
-            first_seen = _first_seen_overdue(outbox_id, str(claimed_by), heartbeat_at, now, seen)
-            if now < first_seen + confirm:  # the database may just be back: its holder's retried beat lands first
-                released.look_again(first_seen + confirm)
+            overdue_seen.add(key)
+            overdue_for = _OVERDUE.seen_for(key, now.timestamp())
+            if overdue_for < confirm:  # the database may just be back: its holder's retried beat lands first
+                released.look_again(now + timedelta(seconds=confirm - overdue_for))
                 continue
             why = (
                 f"whose heartbeat stopped at {heartbeat_at:%H:%M:%S} UTC ({(now - heartbeat_at).total_seconds():.0f}"
@@ -162,7 +234,7 @@ def _release_deliveries(store: Store, recorder: AuditRecorder, now: datetime, re
             payload = {"outbox_id": row.id, "kind": row.kind, "destination": row.destination, "attempt": row.attempts,
                        "payload_sha256": row.payload_sha256, "error": reason, "next_attempt_at": now.isoformat(),
                        "released_claim_of": holder.process, "claimed_by": str(claimed_by),
-                       "heartbeat_at": heartbeat_at.isoformat()}  # fmt: skip
+                       "heartbeat_at": heartbeat_at.isoformat(), "released_by_host": host}  # fmt: skip
             recorder.record(
                 AuditEvent(EventType.DISPATCH_RETRY_SCHEDULED, recorder.default_actor, Outcome.MINOR_FAILURE,
                            study_uid=study.study_uid, accession=study.accession, payload=payload),
@@ -171,48 +243,58 @@ def _release_deliveries(store: Store, recorder: AuditRecorder, now: datetime, re
             destination = row.destination
         log.warning("outbox %s %s: %s", outbox_id, destination, reason)
         released.deliveries.append(outbox_id)
-    with _OVERDUE_LOCK:  # forget the beats no longer overdue (renewed, recorded, released)
-        for key in set(_OVERDUE_SINCE) - seen:
-            del _OVERDUE_SINCE[key]
-
-
-def _first_seen_overdue(
-    outbox_id: int, claimed_by: str, heartbeat_at: datetime, now: datetime, seen: set[tuple[int, str, datetime]]
-) -> datetime:
-    """When a pass of this process first found this claim's beat overdue, its passes since no more than
-    :data:`SIGHTINGS_GAP_S` apart (``now`` if this is the first)."""
-    key = (outbox_id, claimed_by, heartbeat_at)
-    seen.add(key)
-    with _OVERDUE_LOCK:
-        first, last = _OVERDUE_SINCE.get(key, (now, now))
-        if now - last > timedelta(seconds=SIGHTINGS_GAP_S):
-            first = now
-        _OVERDUE_SINCE[key] = (first, max(now, last))
-        return first
+    _OVERDUE.forget_all_but(overdue_seen, "delivery")  # the beats no longer seen (renewed, recorded, released)
+    _UNCHANGED.forget_all_but(unchanged_seen, "delivery")
 
 
 def _release_revisions(
     store: Store,
     recorder: AuditRecorder,
     now: datetime,
-    unrenewed_since: datetime,
+    seen_at: float,
+    claim_timeout_s: float,
     gone: Callable[[str, datetime | None], str | None],
     released: Released,
 ) -> None:
     host = socket.gethostname()
+    unrenewed_since = now + timedelta(seconds=claim_timeout_s * 2 / 3 - RENEWAL_SLACK_S)
+    stopped_after = claim_timeout_s / 3 + RENEWAL_SLACK_S  # a beat every third of the claim, and the same slack
+    columns = (Revision.id, Revision.attempts, Revision.claimed_by, Revision.claim_expires_at, Job.started_at)
+    held = sa.and_(Job.revision_id == Revision.id, Job.attempt == Revision.attempts, Job.worker == Revision.claimed_by)
     with store.session("finding revisions claimed by a process that ended") as session:
-        rows = session.execute(
-            sa.select(Revision.id, Revision.attempts, Revision.claimed_by, Revision.claim_expires_at, Job.started_at)
-            .outerjoin(Job, sa.and_(Job.revision_id == Revision.id, Job.attempt == Revision.attempts,
-                                    Job.worker == Revision.claimed_by))
+        ours = session.execute(
+            sa.select(*columns).outerjoin(Job, held)
             .where(Revision.state == RevisionState.PROCESSING, Revision.claim_expires_at > now,
                    Revision.claim_expires_at <= unrenewed_since,  # its heartbeat missed a beat: see RENEWAL_SLACK_S
                    Revision.claimed_by.startswith(f"{host}:", autoescape=True))
             .order_by(Revision.claim_expires_at)
             .limit(LOOK_AT_MOST)
         ).all()  # fmt: skip
-    for revision_id, attempts, claimed_by, expires, claimed_at in rows:
-        why = gone(str(claimed_by), claimed_at)  # no job row: no claim time, so only a pid nobody has counts
+        others = session.execute(  # another host's claim and beat, written from its clock: sightings alone tell
+            sa.select(*columns).outerjoin(Job, held)
+            .where(Revision.state == RevisionState.PROCESSING, Revision.claim_expires_at.is_not(None),
+                   Revision.claimed_by.contains(":"),  # host:pid, as a worker names itself
+                   ~Revision.claimed_by.startswith(f"{host}:", autoescape=True))
+            .order_by(Revision.id)
+            .limit(LOOK_AT_MOST)
+        ).all()  # fmt: skip
+    unchanged_seen: set[tuple[object, ...]] = set()
+    for revision_id, attempts, claimed_by, expires, claimed_at in [*ours, *others]:
+        why: str | None
+        if str(claimed_by).startswith(f"{host}:"):
+            why = gone(str(claimed_by), claimed_at)  # no job row: no claim time, so only a pid nobody has counts
+        else:
+            key = ("revision", revision_id, str(claimed_by), attempts, expires)
+            unchanged_seen.add(key)
+            unchanged_for = _UNCHANGED.seen_for(key, seen_at)
+            if unchanged_for < stopped_after:  # looked at again within SIGHTINGS_GAP_S, or the sightings start over
+                released.look_again(now + timedelta(seconds=min(claims.HEARTBEAT_S, stopped_after - unchanged_for)))
+                continue
+            why = (
+                f"whose heartbeat stopped (its claim last renewed until {expires:%H:%M:%S} UTC by its clock), as seen "
+                f"from {host}: the same claim seen for {unchanged_for:.0f} s by this process (another host: its beat "
+                f"every {claim_timeout_s / 3:.0f} s is all that tells it is alive)"
+            )
         if why is None:
             continue
         reason = (f"claimed by worker {claimed_by}, {why}: its claim released now for another worker to take over "
@@ -235,8 +317,9 @@ def _release_revisions(
                 AuditEvent(EventType.INFERENCE_FAILED, recorder.default_actor, Outcome.MINOR_FAILURE,
                            study_uid=study.study_uid, accession=study.accession,
                            payload={"revision": revision.number, "attempt": attempts, "worker": claimed_by,
-                                    "error": reason, "released_claim_of": claimed_by}),
+                                    "error": reason, "released_claim_of": claimed_by, "released_by_host": host}),
                 session=session,
             )  # fmt: skip
             released.revisions.append((revision_id, study.study_uid, revision.number, revision.priority))
         log.warning("revision %s: %s", revision_id, reason)
+    _UNCHANGED.forget_all_but(unchanged_seen, "revision")

@@ -10,8 +10,8 @@ and ``radtrace study show``, which otherwise show a wait that nothing will end a
   dispatch event is ``dispatch_attempted`` is in flight (:func:`in_flight`), held by the process its ``claimed_by``
   names (migration 0014). When that process is gone (kill -9, a crash), a dispatcher's reconciler releases the claim
   (:mod:`radtrace.worker.dead_claims`): within about 10 s when it ran in this PID namespace, once its heartbeat is
-  10 s overdue when it ran in another, at the lease's end when it ran on another host or before 0014
-  (:meth:`InFlight.describe` says which).
+  10 s overdue when it ran in another, once its heartbeat has been seen unchanged for 15 s when it ran on another
+  host, at the lease's end before 0014 (:meth:`InFlight.describe` says which).
 * :func:`claimer_gone` says whether the holder of a claim (an outbox row's dispatcher, a revision's worker) has
   provably ended, for :mod:`radtrace.worker.dead_claims`, which releases its claims at once: it ran on this host
   (the host part exactly as :func:`socket.gethostname` writes it) and either no process has its pid now, or the

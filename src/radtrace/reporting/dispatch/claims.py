@@ -14,8 +14,10 @@ whose claim was released and taken again never records over the new one). :meth:
 such a holder provably ended: only when it shares this process's host name, boot and PID namespace, and its pid is
 gone, a zombie, or now belongs to a process started at another time. The dead-claim release
 (:mod:`radtrace.worker.dead_claims`) releases such a claim at once; a claim whose holder cannot be looked at here
-(another PID namespace or boot under this host name) once its heartbeat is :data:`RENEWAL_SLACK_S` overdue: a live
-holder renews, so a send slower than the heartbeat is never released and sent twice.
+(another PID namespace or boot under this host name) once its heartbeat is :data:`RENEWAL_SLACK_S` overdue; one of
+another host once the same beat has been seen unchanged for :data:`HEARTBEAT_S` + :data:`RENEWAL_SLACK_S` by the
+releasing process's own (monotonic) clock: ``heartbeat_at`` is written from the holder's clock, never compared with
+another host's. A live holder renews, so a send slower than the heartbeat is never released and sent twice.
 """
 
 from __future__ import annotations
