@@ -200,7 +200,8 @@ def test_a_delivery_sent_by_a_dispatcher_in_another_pid_namespace_is_not_said_to
 def test_a_delivery_in_flight_says_what_will_release_it(site: Site, holder: str) -> None:
     """What status and study show say happens to a delivery whose dispatcher is gone is what the dead-claim release
     does (radtrace.worker.dead_claims): a holder of this PID namespace is released within about 10 s by a running
-    dispatcher (not at its lease's end, as the text said before); one on another host at its lease's end."""
+    dispatcher (not at its lease's end, as the text said before); one on another host once a dispatcher has seen its
+    heartbeat stand still for 15 s (eba1319; before: at its lease's end)."""
     revision_id = _study(site, RevisionState.REPORTED)
     ns, boot = claims.namespace()
     if holder == "another host":
@@ -234,8 +235,8 @@ def test_a_delivery_in_flight_says_what_will_release_it(site: Site, holder: str)
     expected = {
         "dead here": f"({process}, not running: {released}",
         "alive here": f"({process}; if it dies, {released}",
-        "another host": f"({process}, another host; if it died, its claim expires at "
-        f"{claimed_at + timedelta(seconds=300):%H:%M:%S} UTC, then the next dispatcher pass sends it again)",
+        "another host": f"({process}, another host, last heartbeat {claimed_at:%H:%M:%S} UTC by its clock; if it "
+        "stopped, a running dispatcher releases its claim once it has seen the same beat for 15 s and sends it again)",
     }[holder]
     assert expected in text, text
     status = site.status("status", "--no-broker").stdout

@@ -165,6 +165,11 @@ class InFlight:
                     f"{self.heartbeat_at:%H:%M:%S} UTC; if it stopped, a dispatcher releases its claim once the "
                     f"heartbeat is 10 s overdue (from {overdue:%H:%M:%S} UTC, a few seconds more to confirm) and sends "
                     "it again)")  # fmt: skip
+        if self.holder_at == OTHER_HOST and self.heartbeat_at is not None:
+            watched = HEARTBEAT_S + RENEWAL_SLACK_S
+            return (f"{since}, another host, last heartbeat {self.heartbeat_at:%H:%M:%S} UTC by its clock; if it "
+                    "stopped, a running dispatcher releases its claim once it has seen the same beat for "
+                    f"{watched:.0f} s and sends it again)")  # fmt: skip
         if self.holder_at == OTHER_HOST:
             return f"{since}, another host; if it died, {expires})"
         if self.gone:
