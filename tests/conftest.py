@@ -36,6 +36,13 @@ if TYPE_CHECKING:
 for _inherited in ("COLUMNS", "LINES"):
     os.environ.pop(_inherited, None)
 
+# SQLITE_UPGRADE_REPORT=<file>: record SQLite transactions that read and then write, in this process and the ones the
+# tests start (tests/sqlite_upgrade_support.py).
+if os.environ.get("SQLITE_UPGRADE_REPORT"):
+    from sqlite_upgrade_support import install_from_environment
+
+    install_from_environment()
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,7 +63,7 @@ def reported_study(
     spec = StudySpec(patient_name=name, patient_id=f"RT{seed:07d}", accession=f"ACC{seed:06d}", seed=seed)
     datasets = make_study(spec, [image or ImageSpec()])
     study_uid, number = spool_study(settings, store, datasets)
-    with store.session() as session:
+    with store.session("setting a study's priority", immediate=True) as session:  # reads, then writes
         revision = session.scalar(sa.select(Revision).join(Study).where(Study.study_uid == study_uid))
         assert revision is not None
         revision.priority = Priority.STAT if stat else Priority.ROUTINE

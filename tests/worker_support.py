@@ -95,7 +95,9 @@ def spool_study(
     listener would; returns (study UID, revision number)."""
     study_uid = str(datasets[0].StudyInstanceUID)
     paths = write_study(datasets, settings.spool_dir / study_uid)
-    with store.session() as session:
+    # The write lock up front, as the listener takes it: a transaction that read could not take it once a worker
+    # running beside the test had committed (SQLite: "database is locked" at once; tests/sqlite_upgrade_support.py).
+    with store.session("spooling a study", immediate=True) as session:
         study = session.scalar(sa.select(Study).where(Study.study_uid == study_uid)) or Study(
             study_uid=study_uid, study_key=study_key(study_uid), accession=str(datasets[0].AccessionNumber)
         )

@@ -67,11 +67,19 @@ def upgrade(store: Store, *, app_role: str | None = None) -> str:
     """Migrate the database to the newest schema (idempotent). Returns the revision it is at.
 
     ``app_role`` (PostgreSQL) also creates a login role with INSERT/SELECT only on the audit table.
+
+    Every migration runs in one transaction, which on SQLite takes the write lock at BEGIN. Alembic reads (the
+    schema's revision, a migration's rows) and then writes, and on SQLite it committed each migration on its own;
+    SQLite refuses a transaction that has read the write lock at once ("database is locked", no busy wait) once
+    another connection has committed since, so a listener, API or console still writing made the migration fail,
+    part done. Other writers now wait for it (the busy timeout), as they did once it had written.
     """
     try:
         with store.engine.connect() as connection:
-            command.upgrade(_config(connection, app_role), "head")
-            connection.commit()
+            if is_sqlite(store.engine):
+                connection.info["radtrace_begin"] = "IMMEDIATE"  # read by the engine's BEGIN (store.engine)
+            with connection.begin():  # alembic then runs every migration in it (an external transaction)
+                command.upgrade(_config(connection, app_role), "head")
     except sa.exc.SQLAlchemyError as exc:
         raise translate_db_error(exc, "migrating the database") from exc
     revision = current_revision(store)
