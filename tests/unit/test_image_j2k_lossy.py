@@ -6,7 +6,8 @@ out and is lossy, its wavelet notwithstanding. Before, a 5-3 codestream was take
 codestreams under the "Lossless Only" syntax 1.2.840.10008.1.2.4.90 were not read at all: the real films coded 5-3
 at 20:1 under .91 (Fuji: values off by up to 16, the RG1 CR film by 627), in two quality layers 40:1 and 10:1, or 9-7
 at 10:1 or 5-3 at 20:1 labelled .90, with no Lossy Image Compression (0028,2110), left no flag for the drafts. A
-lossless coding (one layer; or layers 40:1, 10:1 and lossless, values identical) is still not flagged.
+lossless coding (one layer; or layers 40:1, 10:1 and lossless, values identical) is still not flagged. Later:
+precincts of 128 (LRCP) were left unread, and 5-3 at 20:1 so coded unflagged (values off by up to 20 on Fuji).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ CODINGS: dict[str, tuple[dict[str, Any] | str, str, bool]] = {
     "reversible_rate_10_sop_eph": ({**REVERSIBLE, "quality_mode": "rates", "quality_layers": [10], "add_sop": True},
                                    JPEG2000, True),
     "reversible_rate_20_labelled_lossless": (RATE_20, JPEG2000Lossless, True),
+    "reversible_precincts_64_lossless": ({**REVERSIBLE, "precinct_size": (64, 64)}, JPEG2000, False),
+    "reversible_precincts_128_rate_20": ({**RATE_20, "precinct_size": (128, 128)}, JPEG2000, True),
     "irreversible_labelled_lossless": ("9-7", JPEG2000Lossless, True),
 }  # fmt: skip
 
@@ -100,11 +103,13 @@ def test_tiles_and_a_resolution_first_order_are_read(name: str) -> None:
 
 
 def test_codestreams_not_followed_are_left_unread() -> None:
-    """Several precincts a resolution, a 9-7 (quantised) coding, no codestream: None, never a guess."""
+    """Several precincts a resolution in a position-led order (RPCL), a 9-7 (quantised) coding, no codestream:
+    None, never a guess."""
     from radtrace.model.j2k_passes import passes_complete
 
     _, stored = film("canine")
-    assert passes_complete(_codestream(stored, 8, {**REVERSIBLE, "precinct_size": (64, 64)})) is None
+    precincts = {**REVERSIBLE, "precinct_size": (64, 64), "progression": "RPCL"}
+    assert passes_complete(_codestream(stored, 8, precincts)) is None
     assert passes_complete(_codestream(stored, 8, "9-7")) is None
     assert passes_complete(b"\xff\xd8\xff\xe0") is None
 

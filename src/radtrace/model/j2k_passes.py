@@ -4,9 +4,9 @@ With the reversible 5-3 wavelet a coding is lossless only so: a rate-allocated o
 ``quality_layers``, Kakadu's ``-rate`` with ``Creversible=yes``), or quality layers cut off, leaves passes out and
 the image is lossy whatever its wavelet; the transfer syntax 1.2.840.10008.1.2.4.91 allows either, and a sender
 may label either .90. The packet headers say how many passes each code-block got; its zero bit-planes and the
-subband's exponent (QCD) how many it has. Read for codestreams with one precinct a resolution and one coding and
-quantisation for every component (the encoders' defaults); anything else is left unread (None), for
-:mod:`radtrace.model.image_marks` to say so.
+subband's exponent (QCD) how many it has. Read for codestreams with one coding and quantisation for every
+component, and precincts of any size in the orders LRCP and RLCP (one a resolution in the others); anything
+else is left unread (None), for :mod:`radtrace.model.image_marks` to say so.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ __all__ = ["passes_complete"]
 #: in more tiles than this is left to the decoder (the encoders' default is one).
 _MOST_PLANES: Final = 40
 _MOST_TILES: Final = 4096
+#: ... and one whose precincts, over a tile's resolutions, are more than this (precincts of 32 on a 4,096-pixel-square
+#: film at its finest resolution are 16,384; a damaged header's 1-pixel ones, one per sample, cost seconds)
+_MOST_PRECINCTS: Final = 16384
 
 
 class _UnreadError(Exception):
@@ -62,18 +65,23 @@ class _Bits:
 
 
 class _TagTree:
-    """A tag tree over ``columns`` x ``rows`` leaves (T.800 B.10.2), decoded as OpenJPEG does."""
+    """A tag tree over ``columns`` x ``rows`` leaves (T.800 B.10.2), decoded as OpenJPEG does. Its nodes are made
+    on first use: most of a damaged header's precincts are never reached, and making them all cost seconds."""
 
     def __init__(self, columns: int, rows: int) -> None:
         self.shapes = [(columns, rows)]
-        while columns * rows > 1:
-            columns, rows = (columns + 1) // 2, (rows + 1) // 2
-            self.shapes.append((columns, rows))
-        self.value = [[1 << 30] * (c * r) for c, r in self.shapes]
-        self.low = [[0] * (c * r) for c, r in self.shapes]
+        self.value: list[list[int]] = []
+        self.low: list[list[int]] = []
 
     def below(self, bits: _Bits, leaf: int, threshold: int) -> bool:
         """Whether the leaf's value is below ``threshold``, reading what bits that takes."""
+        if not self.value:
+            columns, rows = self.shapes[0]
+            while columns * rows > 1:
+                columns, rows = (columns + 1) // 2, (rows + 1) // 2
+                self.shapes.append((columns, rows))
+            self.value = [[1 << 30] * (c * r) for c, r in self.shapes]
+            self.low = [[0] * (c * r) for c, r in self.shapes]
         columns = self.shapes[0][0]
         x, y = leaf % columns, leaf // columns
         path = []
@@ -101,7 +109,7 @@ def passes_complete(stream: bytes) -> bool | None:
     to the last bit-plane (T.800 B.10, E.1: 3 (Mb - P) - 2 passes, Mb = G + exponent - 1 from QCD, P its zero
     bit-planes): with the reversible 5-3 wavelet, what a lossless coding is. A rate-allocated coding (OpenJPEG's
     and Kakadu's rates, quality layers cut) leaves passes out, or whole tiles: False. None where the codestream
-    is not followed here (several precincts a resolution, COC/QCC/RGN/POC/PPM/PPT, selective bypass, HT
+    is not followed here (several precincts in a position-led order, COC/QCC/RGN/POC/PPM/PPT, selective bypass, HT
     code-blocks, a malformed header)."""
     try:
         return _read_passes(stream)
@@ -179,7 +187,7 @@ def _read_passes(stream: bytes) -> bool:
 
 @dataclass
 class _Band:
-    """One subband's code-blocks in a tile's one precinct: their tag trees and what the packets gave each."""
+    """One subband's code-blocks in one precinct of a tile: their tag trees and what the packets gave each."""
 
     columns: int
     rows: int
@@ -194,28 +202,53 @@ class _Band:
 
 def _tile_bands(
     box: tuple[int, int, int, int], levels: int, blocks: tuple[int, int], precincts: list[int], most_planes: list[int]
-) -> list[list[_Band] | None]:
-    """Each resolution's subbands (None: a resolution with no samples), one precinct each (T.800 B.5-B.7)."""
-    resolutions: list[list[_Band] | None] = []
+) -> list[list[list[_Band]]]:
+    """Each resolution's precincts (none: a resolution with no samples), each its subbands' code-blocks, as
+    OpenJPEG lays them out (T.800 B.5-B.7: precincts partition the resolution from 0 in steps of 2^PPx, halved
+    in the subbands of a resolution above the lowest; code-blocks partition each precinct's part of a subband)."""
+    resolutions: list[list[list[_Band]]] = []
+    counted = 0
     for r in range(levels + 1):
         rx0, ry0, rx1, ry1 = (_ceil_div(v, 1 << (levels - r)) for v in box)
         if rx1 <= rx0 or ry1 <= ry0:
-            resolutions.append(None)
+            resolutions.append([])
             continue
         ppx, ppy = precincts[r] & 0xF, precincts[r] >> 4
-        if (_ceil_div(rx1, 1 << ppx) - (rx0 >> ppx)) * (_ceil_div(ry1, 1 << ppy) - (ry0 >> ppy)) != 1:
-            raise _UnreadError("several precincts")
-        xcb, ycb = min(blocks[0], ppx - (r > 0)), min(blocks[1], ppy - (r > 0))
+        across = _ceil_div(rx1, 1 << ppx) - (rx0 >> ppx)
+        down = _ceil_div(ry1, 1 << ppy) - (ry0 >> ppy)
+        counted += across * down
+        if counted > _MOST_PRECINCTS:
+            raise _UnreadError("precincts past the reader's bound")
+        cpx, cpy = ppx - (r > 0), ppy - (r > 0)  # a precinct's size in its subbands
+        xcb, ycb = min(blocks[0], cpx), min(blocks[1], cpy)
         level = levels if r == 0 else levels - r + 1
-        bands = []
+        geometry = []
         for band, (xo, yo) in enumerate([(0, 0)] if r == 0 else [(1, 0), (0, 1), (1, 1)]):
             dx, dy = (xo << level >> 1), (yo << level >> 1)
-            bx0, by0 = _ceil_div(box[0] - dx, 1 << level), _ceil_div(box[1] - dy, 1 << level)
-            bx1, by1 = _ceil_div(box[2] - dx, 1 << level), _ceil_div(box[3] - dy, 1 << level)
-            columns = _ceil_div(bx1, 1 << xcb) - (bx0 >> xcb) if bx1 > bx0 else 0
-            rows = _ceil_div(by1, 1 << ycb) - (by0 >> ycb) if by1 > by0 else 0
-            bands.append(_Band(columns, rows, most_planes[0 if r == 0 else 1 + 3 * (r - 1) + band]))
-        resolutions.append(bands)
+            geometry.append(
+                (
+                    _ceil_div(box[0] - dx, 1 << level),
+                    _ceil_div(box[1] - dy, 1 << level),
+                    _ceil_div(box[2] - dx, 1 << level),
+                    _ceil_div(box[3] - dy, 1 << level),
+                    most_planes[0 if r == 0 else 1 + 3 * (r - 1) + band],
+                )
+            )
+        start_x, start_y = (rx0 >> ppx) << ppx, (ry0 >> ppy) << ppy
+        if r:
+            start_x, start_y = _ceil_div(start_x, 2), _ceil_div(start_y, 2)
+        cells = []
+        for k in range(across * down):
+            gx0, gy0 = start_x + (k % across << cpx), start_y + (k // across << cpy)
+            bands = []
+            for bx0, by0, bx1, by1, planes in geometry:
+                x0, x1 = max(gx0, bx0), min(gx0 + (1 << cpx), bx1)
+                y0, y1 = max(gy0, by0), min(gy0 + (1 << cpy), by1)
+                columns = _ceil_div(x1, 1 << xcb) - (x0 >> xcb) if x1 > x0 else 0
+                rows = _ceil_div(y1, 1 << ycb) - (y0 >> ycb) if y1 > y0 else 0
+                bands.append(_Band(columns if rows else 0, rows if columns else 0, planes))
+            cells.append(bands)
+        resolutions.append(cells)
     return resolutions
 
 
@@ -232,36 +265,38 @@ def _pass_count(bits: _Bits) -> int:
     return 37 + bits.bits(7)
 
 
-def _packet_order(order: int, layers: int, resolutions: int, components: int) -> Iterator[tuple[int, int, int]]:
-    """(component, resolution, layer) in the progression ``order`` (T.800 B.12.1), one precinct each: every
-    precinct starts at the tile's origin, so the position-led orders reduce to resolution or component first.
-    Generated: 65,535 layers of 33 resolutions would be two million triples, for packets that run out first."""
-    span = range(layers)
+def _packet_order(order: int, layers: int, counts: list[list[int]]) -> Iterator[tuple[int, int, int, int]]:
+    """(component, resolution, layer, precinct) in the progression ``order`` (T.800 B.12.1); ``counts``: each
+    component's precincts a resolution. With one precinct each, every precinct starts at the tile's origin and
+    the position-led orders reduce to resolution or component first; with more, only LRCP and RLCP are followed.
+    Generated: 65,535 layers of 33 resolutions would be two million entries, for packets that run out first."""
+    span, components, resolutions = range(layers), range(len(counts)), range(len(counts[0]))
+    if order not in (0, 1) and any(n > 1 for row in counts for n in row):
+        raise _UnreadError("several precincts in a position-led order")
     if order == 0:  # LRCP
-        return ((c, r, layer) for layer in span for r in range(resolutions) for c in range(components))
+        return ((c, r, la, p) for la in span for r in resolutions for c in components for p in range(counts[c][r]))
     if order == 1:  # RLCP
-        return ((c, r, layer) for r in range(resolutions) for layer in span for c in range(components))
+        return ((c, r, la, p) for r in resolutions for la in span for c in components for p in range(counts[c][r]))
     if order == 2:  # RPCL
-        return ((c, r, layer) for r in range(resolutions) for c in range(components) for layer in span)
+        return ((c, r, la, p) for r in resolutions for c in components for la in span for p in range(counts[c][r]))
     if order in (3, 4):  # PCRL, CPRL
-        return ((c, r, layer) for c in range(components) for r in range(resolutions) for layer in span)
+        return ((c, r, la, p) for c in components for r in resolutions for la in span for p in range(counts[c][r]))
     raise _UnreadError("unknown progression order")
 
 
 def _tile_complete(
-    data: bytes, bands: list[list[list[_Band] | None]], scod: int, order: int, layers: int, terminated: bool
+    data: bytes, bands: list[list[list[list[_Band]]]], scod: int, order: int, layers: int, terminated: bool
 ) -> bool:
     """Whether a tile's packets (``bands``: each component's resolutions) give each code-block they include all
     its passes (T.800 B.10, B.12)."""
     at = 0
-    for component, r, layer in _packet_order(order, layers, len(bands[0]), len(bands)):
-        if bands[component][r] is None:
-            continue  # a resolution with no samples has no precinct, no packet
+    counts = [[len(resolution) for resolution in component] for component in bands]
+    for component, r, layer, precinct in _packet_order(order, layers, counts):
         if scod & 2 and data[at : at + 2] == b"\xff\x91":  # SOP
             at += 6
         bits, body = _Bits(data, at), 0
         if bits.bit():  # not an empty packet
-            for band in bands[component][r] or []:
+            for band in bands[component][r][precinct]:
                 for block in range(band.columns * band.rows):
                     first = band.passes[block] is None
                     if not (band.inclusion.below(bits, block, layer + 1) if first else bits.bit()):
@@ -287,8 +322,8 @@ def _tile_complete(
         at += body
         if at > len(data):
             return False  # the tile's data cut short
-    for resolution in (resolution for component in bands for resolution in component):
-        for band in resolution or []:
+    for cell in (cell for component in bands for resolution in component for cell in resolution):
+        for band in cell:
             for got, zero in zip(band.passes, band.zero_planes, strict=True):
                 if got is None:
                     continue  # never included: all its coefficients 0, or left out (not told apart)
