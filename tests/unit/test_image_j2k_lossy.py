@@ -114,6 +114,18 @@ def test_codestreams_not_followed_are_left_unread() -> None:
     assert passes_complete(b"\xff\xd8\xff\xe0") is None
 
 
+def test_a_codestream_in_more_code_blocks_than_the_reader_allows_is_left_unread_at_once() -> None:
+    """A film coded in 4 x 4 code-blocks (a sender may; the encoders' default is 64 x 64): read in Python at about
+    60 us a block, the packet headers of a 1,024-pixel square took 3-4 s and of a 2,048 one 22 s, on the worker, for
+    every image. Past 32,768 code-blocks the reader leaves the codestream unread (None), as the decoder reads it."""
+    from radtrace.model.j2k_passes import passes_complete
+
+    picture = np.random.default_rng(7).integers(0, 256, (768, 768))  # 36,864 blocks of 4 x 4
+    stream = _codestream(picture, 8, {**REVERSIBLE, "codeblock_size": (4, 4)})
+    assert passes_complete(stream) is None  # before: True, after reading 36,864 blocks' headers (2 s)
+    assert passes_complete(_codestream(picture[:256, :256], 8, {**REVERSIBLE, "codeblock_size": (4, 4)})) is True
+
+
 def test_a_damaged_codestream_is_read_or_left_unread_never_an_error() -> None:
     """A peer's codestream with bytes changed or cut (the header's first 400 bytes, or anywhere): True, False or
     None, never an exception out of the flagging step. Before, a tile width of 0 raised ZeroDivisionError (found

@@ -26,6 +26,12 @@ _MOST_TILES: Final = 4096
 #: ... and one whose precincts, over a tile's resolutions, are more than this (precincts of 32 on a 4,096-pixel-square
 #: film at its finest resolution are 16,384; a damaged header's 1-pixel ones, one per sample, cost seconds)
 _MOST_PRECINCTS: Final = 16384
+#: ... and one of more code-blocks than this in all (a 4,280 x 3,520 film in the encoders' 64 x 64 blocks has 3,700,
+#: in 32 x 32 ones 14,800), or whose packets would have the reader look at code-blocks more often than
+#: :data:`_MOST_VISITS` times: read in Python at about 60 us a block, a film coded in 4 x 4 blocks (a sender may) took
+#: 22 s at 2,048 pixels square and would take minutes at a CR film's size, on the worker, for every image.
+_MOST_BLOCKS: Final = 32768
+_MOST_VISITS: Final = 2_000_000
 
 
 class _UnreadError(Exception):
@@ -110,7 +116,7 @@ def passes_complete(stream: bytes) -> bool | None:
     bit-planes): with the reversible 5-3 wavelet, what a lossless coding is. A rate-allocated coding (OpenJPEG's
     and Kakadu's rates, quality layers cut) leaves passes out, or whole tiles: False. None where the codestream
     is not followed here (several precincts in a position-led order, COC/QCC/RGN/POC/PPM/PPT, selective bypass, HT
-    code-blocks, a malformed header)."""
+    code-blocks, a malformed header, more code-blocks or packets than :class:`_Budget` allows)."""
     try:
         return _read_passes(stream)
     except (_UnreadError, IndexError, struct.error, ValueError, ArithmeticError):  # a malformed header
@@ -150,6 +156,7 @@ def _read_passes(stream: bytes) -> bool:
     if qcd[0] & 0x1F or len(exponents) < 3 * levels + 1:
         raise _UnreadError("quantised")
     tiles: dict[int, list[bytes]] = {}
+    budget = _Budget()
     while stream[offset : offset + 2] == b"\xff\x90":  # each tile-part
         index, size = struct.unpack_from(">HI", stream, offset + 4)
         end = offset + size if size else len(stream) - 2 * stream.endswith(b"\xff\xd9")
@@ -177,12 +184,31 @@ def _read_passes(stream: bytes) -> bool:
                 (xcb + 2, ycb + 2),
                 precincts,
                 most_planes,
+                budget,
             )
             for sx, sy in steps
         ]
-        if not _tile_complete(b"".join(parts), bands, scod, order, layers, bool(style & 0x04)):
+        if not _tile_complete(b"".join(parts), bands, scod, order, layers, bool(style & 0x04), budget):
             return False
     return True
+
+
+class _Budget:
+    """What one codestream's reading may cost: code-blocks made (:data:`_MOST_BLOCKS`) and looked at
+    (:data:`_MOST_VISITS`); past either it is left unread."""
+
+    def __init__(self) -> None:
+        self._blocks = self._visits = 0
+
+    def blocks(self, count: int) -> None:
+        self._blocks += count
+        if self._blocks > _MOST_BLOCKS:
+            raise _UnreadError("code-blocks past the reader's bound")
+
+    def visits(self, count: int) -> None:
+        self._visits += count
+        if self._visits > _MOST_VISITS:
+            raise _UnreadError("packets past the reader's bound")
 
 
 @dataclass
@@ -201,7 +227,12 @@ class _Band:
 
 
 def _tile_bands(
-    box: tuple[int, int, int, int], levels: int, blocks: tuple[int, int], precincts: list[int], most_planes: list[int]
+    box: tuple[int, int, int, int],
+    levels: int,
+    blocks: tuple[int, int],
+    precincts: list[int],
+    most_planes: list[int],
+    budget: _Budget,
 ) -> list[list[list[_Band]]]:
     """Each resolution's precincts (none: a resolution with no samples), each its subbands' code-blocks, as
     OpenJPEG lays them out (T.800 B.5-B.7: precincts partition the resolution from 0 in steps of 2^PPx, halved
@@ -246,6 +277,7 @@ def _tile_bands(
                 y0, y1 = max(gy0, by0), min(gy0 + (1 << cpy), by1)
                 columns = _ceil_div(x1, 1 << xcb) - (x0 >> xcb) if x1 > x0 else 0
                 rows = _ceil_div(y1, 1 << ycb) - (y0 >> ycb) if y1 > y0 else 0
+                budget.blocks(columns * rows if columns and rows else 0)
                 bands.append(_Band(columns if rows else 0, rows if columns else 0, planes))
             cells.append(bands)
         resolutions.append(cells)
@@ -285,7 +317,13 @@ def _packet_order(order: int, layers: int, counts: list[list[int]]) -> Iterator[
 
 
 def _tile_complete(
-    data: bytes, bands: list[list[list[list[_Band]]]], scod: int, order: int, layers: int, terminated: bool
+    data: bytes,
+    bands: list[list[list[list[_Band]]]],
+    scod: int,
+    order: int,
+    layers: int,
+    terminated: bool,
+    budget: _Budget,
 ) -> bool:
     """Whether a tile's packets (``bands``: each component's resolutions) give each code-block they include all
     its passes (T.800 B.10, B.12)."""
@@ -297,6 +335,7 @@ def _tile_complete(
         bits, body = _Bits(data, at), 0
         if bits.bit():  # not an empty packet
             for band in bands[component][r][precinct]:
+                budget.visits(band.columns * band.rows)
                 for block in range(band.columns * band.rows):
                     first = band.passes[block] is None
                     if not (band.inclusion.below(bits, block, layer + 1) if first else bits.bit()):
