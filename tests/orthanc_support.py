@@ -28,12 +28,15 @@ from radtrace.testing.services import free_port
 
 ORTHANC = "/usr/sbin/Orthanc"
 
-#: Orthanc Lua: on a stable study, C-STORE its non-SR instances not yet forwarded to the modality "radtrace".
+#: Orthanc Lua: on a stable study, C-STORE its non-SR instances not yet forwarded to the modality "radtrace"
+#: (synchronously: the C-STOREs are answered when the POST returns). Each run ends with a line in Orthanc's log,
+#: :data:`STABLE_STUDY_LINE`, which tells a test that the study was judged with its SRs in it.
 AUTO_FORWARD_LUA = """
 forwarded = {}
 
 function OnStableStudy(studyId, tags, metadata)
   local pending = {}
+  local reports = 0
   for _, series in ipairs(ParseJson(RestApiGet('/studies/' .. studyId .. '/series'))) do
     if series['MainDicomTags']['Modality'] ~= 'SR' then
       for _, instance in ipairs(series['Instances']) do
@@ -41,6 +44,8 @@ function OnStableStudy(studyId, tags, metadata)
           table.insert(pending, instance)
         end
       end
+    else
+      reports = reports + #series['Instances']
     end
   end
   if #pending > 0 then
@@ -50,8 +55,11 @@ function OnStableStudy(studyId, tags, metadata)
     end
     print('forwarded ' .. #pending .. ' instances of study ' .. studyId .. ' to radtrace')
   end
+  print('stable study ' .. studyId .. ' with ' .. reports .. ' SR instance(s): ' .. #pending .. ' forwarded')
 end
 """
+#: How the line :data:`AUTO_FORWARD_LUA` logs at the end of each run begins (format with study and reports).
+STABLE_STUDY_LINE = "Lua says: stable study {study} with {reports} SR instance(s): "
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,13 @@ Orthanc, where the REST API shows it in the same study, and sends the HL7 draft 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import hl7
 import pytest
 
 from mllp_support import mllp_receiver
-from orthanc_support import running_orthanc
+from orthanc_support import STABLE_STUDY_LINE, running_orthanc
 from pipeline_invariants import check_invariants
 from pipeline_support import running_service, service_env
 from radtrace.dicom_listener.dcmtk import storescu
@@ -98,8 +97,12 @@ def test_orthanc_routes_a_study_to_radtrace_and_holds_its_sr_in_the_same_study(
             assert study_uid in text
             assert str(sr.SOPInstanceUID) in text
 
-            # radtrace's SR arriving at Orthanc made the study stable again: nothing may come back to radtrace
-            time.sleep(3)
+            # radtrace's SR and companion arriving at Orthanc made the study stable again: once Orthanc's script has
+            # run on it with both in it (it forwards synchronously), nothing may have come back to radtrace
+            stable_again = STABLE_STUDY_LINE.format(study=orthanc_study["ID"], reports=2)
+            orthanc_log = tmp_path / "orthanc" / "orthanc.log"
+            wait_until(lambda: stable_again in orthanc_log.read_text(errors="replace"), 60,
+                       "Orthanc's script run on the study with the SR and the companion", service.log_file)  # fmt: skip
             observed = check_invariants(service.store_url, pacs, service.env, accepted=revision.instances, ris=ris)
             assert len(observed.of(study_uid)) == 1
 
