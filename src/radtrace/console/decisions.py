@@ -40,6 +40,7 @@ from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import Revision, Study
 
 __all__ = [
+    "DecisionsChangedError",
     "check_draft_decision",
     "checked_comment",
     "decide_draft",
@@ -47,6 +48,11 @@ __all__ = [
     "decide_impression",
     "repeated_draft_decision",
 ]
+
+
+class DecisionsChangedError(DecisionConflictError):
+    """A finding or impression decision was recorded between loading the review a whole-draft decision was built
+    from (its payload, its assessment SR) and recording it: build it again from the decisions as they are now."""
 
 
 def checked_comment(comment: str | None) -> str | None:
@@ -236,8 +242,9 @@ _CONTRADICTING: Final[Mapping[DraftDecision, str]] = {DraftDecision.ACCEPT: "RT-
 def _current_draft(
     session: Session, store: Store, review: StudyReview, actor: Actor, chosen: DraftDecision, reason_code: str,
     text: str | None, expected: Expected | None,
-) -> tuple[Decision | None, Decision | None]:  # fmt: skip
-    """The current draft decision, and the same one when this decision is a repeat (see :func:`_check_current`)."""
+) -> tuple[Decision | None, Decision | None, dict[str, list[Decision]]]:  # fmt: skip
+    """The current draft decision, the same one when this decision is a repeat (see :func:`_check_current`), and
+    the findings' and the impression's decision histories."""
     _lock_decisions(session)
     _check_revision(session, review)
     findings, drafts = decisions_in(session, store, review.study_uid, review.revision)
@@ -246,7 +253,26 @@ def _current_draft(
                               (chosen.value, reason_code, text), "the whole draft", review.zone)  # fmt: skip
     if repeated is None and expected is not None and expected.findings is not None:
         _check_findings_seen(findings, expected.findings, actor, review.zone)
-    return current, repeated
+    return current, repeated, findings
+
+
+def _check_review_current(findings: Mapping[str, Sequence[Decision]], review: StudyReview) -> None:
+    """Raise :class:`DecisionsChangedError` when a finding's or the impression's current decision is not the one
+    ``review`` (what a whole-draft decision's payload and assessment SR are built from) was loaded with: one was
+    recorded meanwhile (by this radiologist in another tab, or by a client that does not send ``seen``), and the
+    decision would be recorded after it while saying it was not made."""
+    loaded: dict[str, int | None] = {f.label: f.decision.seq if f.decision else None for f in review.findings}
+    loaded[IMPRESSION] = review.impression_decision.seq if review.impression_decision else None
+    newer = [latest for key, history in findings.items()
+             if key in loaded and (latest := latest_decision(history)) is not None
+             and latest.seq != loaded[key]]  # fmt: skip
+    if newer:
+        key_of = {d.seq: key for key, history in findings.items() for d in history}
+        newest = max(newer, key=lambda d: d.seq)
+        what = "the impression" if key_of[newest.seq] == IMPRESSION else key_of[newest.seq]
+        raise DecisionsChangedError(
+            _recorded_since(newest, what, review.zone, ", while this whole-draft decision was being recorded")
+        )
 
 
 def repeated_draft_decision(
@@ -257,8 +283,8 @@ def repeated_draft_decision(
     (a double submit), None when it may be recorded; :class:`DecisionConflictError` when it may not."""
     text = check_draft_decision(verdict, reason_code, comment)
     with store.session("checking a draft decision", immediate=True) as session:
-        _current, repeated = _current_draft(session, store, review, actor, DraftDecision(verdict), reason_code, text,
-                                            expected)  # fmt: skip
+        _current, repeated, _findings = _current_draft(session, store, review, actor, DraftDecision(verdict),
+                                                       reason_code, text, expected)  # fmt: skip
     return repeated.seq if repeated else None
 
 
@@ -272,13 +298,16 @@ def decide_draft(
     assessment_sr: Mapping[str, str] | None = None,
     add_outbox_rows: Callable[[Session, int], list[dict[str, object]]] | None = None,
     expected: Expected | None = None,
-) -> int:
+) -> tuple[int, bool]:
     """Record the whole draft's decision (``draft_assessed``, naming its assessment SR when one was kept) and
-    mirror it on the worklist; returns its seq.
+    mirror it on the worklist; returns its seq, and False when it was a repeat (nothing recorded: ``assessment_sr``
+    is not named by any decision and goes).
 
     ``add_outbox_rows(session, revision_id)`` queues the assessment SR for the PACS in the same transaction
     (:meth:`radtrace.reporting.dispatch.outbox.Outbox.add_assessments`); the event names the rows (``outbox``).
-    ``expected`` works as for :func:`decide_finding` (a repeat queues nothing more)."""
+    ``expected`` works as for :func:`decide_finding` (a repeat queues nothing more). The payload and the SR are
+    built from ``review``: when a finding or impression decision was recorded since it was loaded,
+    :class:`DecisionsChangedError` (nothing recorded; build them again)."""
     text = check_draft_decision(verdict, reason_code, comment)
     chosen = DraftDecision(verdict)
     payload: dict[str, Any] = {
@@ -296,9 +325,11 @@ def decide_draft(
     }
     now = utc_now()
     with store.session("recording a draft decision", immediate=True) as session:
-        current, repeated = _current_draft(session, store, review, actor, chosen, reason_code, text, expected)
+        current, repeated, findings = _current_draft(session, store, review, actor, chosen, reason_code, text,
+                                                     expected)  # fmt: skip
         if repeated is not None:
-            return repeated.seq
+            return repeated.seq, False
+        _check_review_current(findings, review)
         payload["supersedes"] = current.seq if current else None
         if add_outbox_rows is not None:
             revision_id = session.scalar(
@@ -318,4 +349,4 @@ def decide_draft(
             .where(ReviewItem.study_uid == review.study_uid, ReviewItem.revision == review.revision)
             .values(assessed=True, decision=f"{chosen.value}ed", decided_by=actor.user, decided_at=now)
         )
-    return recorded.seq
+    return recorded.seq, True

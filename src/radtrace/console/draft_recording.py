@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy.orm import Session
 
@@ -18,9 +18,14 @@ from radtrace.audit.events import Actor
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.console.assessment_files import PendingAssessment, keep_pending
-from radtrace.console.decisions import check_draft_decision, decide_draft, repeated_draft_decision
+from radtrace.console.decisions import (
+    DecisionsChangedError,
+    check_draft_decision,
+    decide_draft,
+    repeated_draft_decision,
+)
 from radtrace.console.pages import ConsoleState
-from radtrace.console.review import DRAFT_REASONS, Expected, StudyReview
+from radtrace.console.review import DRAFT_REASONS, Expected, StudyReview, load_review
 from radtrace.console.worklist import now
 from radtrace.errors import ReportError
 
@@ -37,6 +42,11 @@ def assessments_root(settings: Settings) -> Path:
     return settings.data_dir / "assessments"
 
 
+#: How many times a whole-draft decision is built again when a finding or impression decision was recorded while
+#: it was being built (:class:`DecisionsChangedError`); past that, the radiologist is told (409) to reload.
+_ATTEMPTS: Final = 3
+
+
 def record_draft_decision(
     state: ConsoleState, review: StudyReview, actor: Actor, observer: str, verdict: str, reason: str,
     comment: str | None, expected: Expected | None,
@@ -45,8 +55,26 @@ def record_draft_decision(
 
     Refused (:class:`~radtrace.console.review.DecisionError`) or found repeated before an assessment SR is built.
     The SR is written pending, the decision and its outbox rows are committed, then the SR is kept; when the
-    decision is not recorded (a conflict, an error) the pending SR is removed, and after a crash in between
-    :func:`radtrace.console.assessment_files.settle_pending` settles it."""
+    decision is not recorded (a conflict, an error, a repeat found only then) the pending SR is removed, and after
+    a crash in between :func:`radtrace.console.assessment_files.settle_pending` settles it. When a finding or the
+    impression was decided while the SR was being built (this radiologist in another tab: someone else's is a
+    conflict already), the review is read again and the SR built again from it."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return _record_once(state, review, actor, observer, verdict, reason, comment, expected)
+        except DecisionsChangedError:
+            fresh = load_review(state.store, review.study_uid, review.revision, review.zone)
+            if attempt == _ATTEMPTS or fresh is None:
+                raise
+            log.info("console: a finding was decided while a whole-draft decision was built; building it again")
+            review = fresh
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _record_once(
+    state: ConsoleState, review: StudyReview, actor: Actor, observer: str, verdict: str, reason: str,
+    comment: str | None, expected: Expected | None,
+) -> tuple[int, list[int]]:  # fmt: skip
     text = check_draft_decision(verdict, reason, comment)  # the comment recorded is the one the SR carries
     repeated = repeated_draft_decision(state.store, review, actor, verdict, reason, text, expected)
     if repeated is not None:
@@ -54,19 +82,24 @@ def record_draft_decision(
     built = _assessment_sr(state.settings, review, observer, verdict, reason, text)
     queued: list[int] = []
     if built is None:
-        return decide_draft(state.store, review, actor, verdict, reason, text, None, None, expected), queued
+        seq, _recorded = decide_draft(state.store, review, actor, verdict, reason, text, None, None, expected)
+        return seq, queued
     from radtrace.reporting.dispatch.outbox import StagedPayloads
     from radtrace.worker.pipeline import payload_dir
 
     pending, hl7 = built
     staged = StagedPayloads(payload_dir(state.settings))
     try:
-        seq = decide_draft(state.store, review, actor, verdict, reason, text, pending.record(),
-                           _outbox_rows(state, pending, hl7, queued, staged), expected)  # fmt: skip
+        seq, recorded = decide_draft(state.store, review, actor, verdict, reason, text, pending.record(),
+                                     _outbox_rows(state, pending, hl7, queued, staged), expected)  # fmt: skip
     except BaseException:
         pending.discard()
         staged.discard()
         raise
+    if not recorded:  # the same decision, recorded from the same page by a request that came just before
+        pending.discard()
+        staged.discard()
+        return seq, []
     pending.promote()
     staged.keep()
     return seq, queued
