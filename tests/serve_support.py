@@ -10,12 +10,27 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from radtrace.dicom_listener.dcmtk import echoscu
 
-__all__ = ["RunningServe", "alive", "descendants", "running_serve", "tiny_service_env", "wait_until"]
+__all__ = [
+    "RunningServe",
+    "alive",
+    "descendants",
+    "kill_tree",
+    "killed_at_end",
+    "running_serve",
+    "tiny_service_env",
+    "wait_until",
+]
+
+
+#: A process (``subprocess.Popen``), text or bytes.
+P = TypeVar("P", bound="subprocess.Popen[bytes] | subprocess.Popen[str]")
 
 
 def tiny_service_env(
@@ -71,6 +86,32 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def kill_tree(pid: int) -> set[int]:
+    """kill -9 ``pid`` and every process below it, at once; returns them. The tree is frozen (SIGSTOP) first, so
+    that no child started meanwhile escapes (an orphan is no longer below ``pid``), then killed."""
+    frozen: set[int] = set()
+    while fresh := ({pid} | descendants(pid)) - frozen:
+        for each in fresh:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(each, signal.SIGSTOP)
+        frozen |= fresh
+    for each in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)
+    return frozen
+
+
+@contextlib.contextmanager
+def killed_at_end(running: AbstractContextManager[P]) -> Iterator[P]:
+    """``running`` (a context manager of a process, e.g. ``worker_support.running_worker``), its process killed with
+    what it started (:func:`kill_tree`) once the block has passed, before its own stop: for a test that asserts
+    nothing about stopping. A graceful stop (a Celery worker's warm shutdown) took seconds of each test. A failing
+    block gets ``running``'s own stop."""
+    with running as process:
+        yield process
+        kill_tree(process.pid)
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie."""
     try:
@@ -100,6 +141,11 @@ class RunningServe:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout)
 
+    def kill(self) -> None:
+        """kill -9 serve and every process below it, at once (:func:`kill_tree`)."""
+        self.seen |= kill_tree(self.process.pid) - {self.process.pid}
+        self.process.wait(timeout=10)
+
 
 @contextlib.contextmanager
 def running_serve(
@@ -109,10 +155,15 @@ def running_serve(
     listener_port: int,
     config: Path | None = None,
     ready_timeout: float = 60,
+    graceful_stop: bool = True,
 ) -> Iterator[RunningServe]:
     """``radtrace [--config CONFIG] serve`` with ``env`` (added to ours, without our RADTRACE_* variables), its
     listener answering C-ECHO within ``ready_timeout`` s; afterwards it and every process it started are stopped,
-    killed if need be (even when the test failed)."""
+    killed if need be (even when the test failed).
+
+    ``graceful_stop=False``: the end of the block kills them at once (:meth:`RunningServe.kill`) instead of SIGTERM
+    and waiting, for a test that asserts nothing about stopping: the Celery workers' warm shutdown took 8 to 14 s of
+    each such test on a loaded machine. A test that does (``test_serve_end_to_end``) calls ``serve.stop`` itself."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
     environment.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"} | env)
     root_args = ["--config", str(config)] if config is not None else []
@@ -135,6 +186,8 @@ def running_serve(
             serve.note_children()
             yield serve
         finally:
+            if process.poll() is None and not graceful_stop:
+                serve.kill()
             if process.poll() is None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     serve.stop(timeout=30)

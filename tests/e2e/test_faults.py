@@ -209,8 +209,8 @@ def test_listener_killed_mid_study_loses_nothing_it_accepted(
             try:
                 assert _store(assoc, study[0])
                 assert _store(assoc, study[1])
-                service.kill("listener")
-                time.sleep(0.5)
+                listener = service.kill("listener")
+                wait_until(lambda: not alive(listener), 10, "the listener dead", service.log_file)
                 assert not any(_store(assoc, ds) for ds in study[2:])
             finally:
                 assoc.abort()

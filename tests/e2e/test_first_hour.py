@@ -9,11 +9,9 @@ draft is printed and must stay under two minutes (issue 15: it took a newcomer a
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from radtrace.testing.services import free_port
+from serve_support import kill_tree
 
 pytestmark = pytest.mark.e2e
 
@@ -88,13 +87,10 @@ def make_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output, di
     try:
         yield process, output, env
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        # kill -9, not Ctrl-C: nothing here is about stopping, and serve's graceful stop (the Celery workers' warm
+        # shutdown) was seconds of this test's time
+        kill_tree(process.pid)
+        process.wait(timeout=10)
         reader.join(timeout=10)
         if process.stdout is not None:
             process.stdout.close()

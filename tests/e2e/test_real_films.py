@@ -62,7 +62,7 @@ def test_real_films_get_valid_drafts_and_the_lateral_a_reasoned_skip(tmp_path: P
             for name, path in files.items()}  # fmt: skip
     assert len(set(uids.values())) == 6  # six studies
     log_file = tmp_path / "serve.log"
-    with running_serve(env, log_file, listener_port=listener_port):
+    with running_serve(env, log_file, listener_port=listener_port, graceful_stop=False):  # nothing on stopping
         for name in [*FRONTAL, JPEG_12_BIT, LATERAL]:  # `radtrace send`, as the README has it: a film a study
             sent = radtrace("send", str(files[name]), "--port", str(listener_port), env=env)
             assert sent.returncode == 0, f"{name}: {sent.stdout}{sent.stderr}"
