@@ -30,7 +30,7 @@ from radtrace.console.assessment_files import PENDING
 from radtrace.model.reader import StudyReader
 from radtrace.reporting.dispatch.outbox import KIND_ASSESSMENT
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxMessage
+from radtrace.store.models import OutboxMessage, Revision, RevisionState, Study
 from radtrace.testing.services import free_port
 
 pytestmark = pytest.mark.integration
@@ -259,3 +259,35 @@ def _texts(dataset: pydicom.Dataset) -> str:
 
     walk(dataset.get("ContentSequence", []))
     return " ".join(found)
+
+
+def test_a_whole_draft_decision_built_while_a_later_revision_is_read_is_refused_and_sends_nothing(
+    store: Store, settings: Settings, study_uid: str, clients: Callable[..., TestClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Revision 2 (more images) is read while revision 1's whole-draft decision is being built: nothing is recorded
+    on either revision, nothing is queued or kept, and the 409 page's reload link opens revision 2. Before: refused
+    with nothing sent, but the link reloaded revision 1 (the review as loaded before revision 2 was read)."""
+    url = study_path(store, study_uid)
+    client = clients("dr.late")
+    draft = _draft_form(client.get(url).text)
+    build = draft_recording._assessment_sr
+
+    def building(*args: Any, **kwargs: Any) -> Any:
+        with store.session() as session:  # the worker reports revision 2 now
+            study = session.scalar(sa.select(Study).where(Study.study_uid == study_uid))
+            assert study is not None
+            session.add(Revision(study=study, number=2, state=RevisionState.REPORTED))
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(draft_recording, "_assessment_sr", building)
+    answer = client.post(f"{url}/draft", data={**draft, "decision": "accept", "reason": "RT-A1"},
+                         follow_redirects=False)  # fmt: skip
+    assert answer.status_code == 409
+    assert "revision 2 of this study has been read" in answer.text
+    reload = re.search(r'id="reload-study" href="([^"]+)"', answer.text)
+    assert reload is not None
+    assert reload.group(1) == study_path(store, study_uid, 2)
+    assert _decisions(store) == []
+    assert _assessments_out(store) == []
+    assert _kept_assessments(settings) == []

@@ -43,6 +43,7 @@ from radtrace.console.review import (
     DecisionError,
     Expected,
     StudyReview,
+    load_review,
 )
 from radtrace.console.study_page import RevisionNumber, StudyRef, review_or_404, study_handle, study_of, study_path
 
@@ -133,8 +134,11 @@ def _seen(form: dict[str, str], field: str) -> Expected | None:
 
 def _conflict(request: Request, state: ConsoleState, user: SignedIn, review: StudyReview, reason: str,
               unsent: UnsentDecision) -> Response:  # fmt: skip
-    """409: the decision was made on a page that is out of date; nothing was recorded (shown back)."""
+    """409: the decision was made on a page that is out of date; nothing was recorded (shown back). The review is
+    read again: the one the decision was checked against may predate what made it out of date (a later revision
+    read meanwhile, which the reload link must open)."""
     log.info("console: a decision from an out-of-date page was refused (409)")
+    review = load_review(state.store, review.study_uid, review.revision, review.zone) or review
     return render_page(request, state, "conflict.html", 409, user=user, review=review, reason=reason,
                        handle=study_handle(state, review.study_uid), unsent=unsent)  # fmt: skip
 
