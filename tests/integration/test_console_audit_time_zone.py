@@ -58,7 +58,7 @@ def test_the_explorer_shows_and_reads_times_in_the_sites_zone(sqlite_store: Stor
         assert "recorded (America/New_York)" in page
         assert "From (America/New_York)" in page
         assert "Times are in America/New_York (the setting qa.time_zone), as on the QA dashboard" in page
-        assert _rows(page) == ["2026-01-09 22:30:00 EST", "2026-07-09 23:30:00 EDT"]
+        assert _rows(page) == ["2026-07-09 23:30:00 EDT", "2026-01-09 22:30:00 EST"]  # newest first
         # the form's times are the site's: 22:00 to 23:00 on 9 January, New York, holds the winter event
         found = client.get("/console/audit", params={"since": "2026-01-09T22:00", "until": "2026-01-09T23:00"}).text
         assert _rows(found) == ["2026-01-09 22:30:00 EST"]
@@ -75,6 +75,6 @@ def test_a_site_in_utc_sees_utc_as_before(sqlite_store: Store, tmp_path: Path) -
         sign_in(client, "qa.zone")
         page = client.get("/console/audit", params={"event_type": "study_queued"}).text
         assert "recorded (UTC)" in page
-        assert _rows(page) == ["2026-01-10 03:30:00", "2026-07-10 03:30:00"]
+        assert _rows(page) == ["2026-07-10 03:30:00", "2026-01-10 03:30:00"]  # newest first
         found = client.get("/console/audit", params={"since": "2026-01-09T22:00", "until": "2026-01-09T23:00"}).text
         assert _rows(found) == []
