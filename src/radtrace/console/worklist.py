@@ -10,6 +10,7 @@ only ``review_items``, on one index per filter, so the time of a page does not g
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,7 @@ from radtrace.model.image_marks import BURNED_IN_ANNOTATION, LOSSY_COMPRESSION, 
 from radtrace.reporting.sr import POLARITY_CONTRADICTION, SUSPECTED_NEGATIVE, PolarityNote, polarity_notes
 from radtrace.reporting.text import dicom_text, fhir_text
 from radtrace.store.base import utc_now
-from radtrace.store.engine import Store
+from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import Instance, Priority, Revision, RevisionState, Study
 
 __all__ = [
@@ -66,6 +67,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SECONDARY_CAPTURE_PREFIX: Final = "1.2.840.10008.5.1.4.1.1.7"
+#: pg_advisory_xact_lock key of the worklist's sync (a fixed 63-bit key derived from a name, as the audit log's).
+WORKLIST_SYNC_LOCK_KEY: Final = int.from_bytes(hashlib.sha256(b"radtrace.review_items.sync").digest()[:8], "big") >> 1
 #: flag -> what the worklist says
 FLAG_LABELS: Final = {
     "refused": "model refused",
@@ -498,7 +501,16 @@ def sync_review_items(
         .order_by(Revision.id)
         .limit(limit)
     )
-    with store.session("adding reported revisions to the worklist") as session:
+    with store.session("looking for reported revisions missing from the worklist") as session:
+        if session.execute(missing.with_only_columns(Revision.id)).first() is None:
+            return 0  # the usual case: no write lock taken
+    # Reads, then writes, so the write lock is taken first: SQLite refuses a deferred transaction that has read the
+    # write lock once another connection has committed since ("database is locked" at once, no busy wait), which made
+    # a page a 503 whenever a report, a decision or an audit event landed between the two; and on PostgreSQL two API
+    # processes adding the same revision's row would collide on its key. The missing rows are read again under it.
+    with store.session("adding reported revisions to the worklist", immediate=True) as session:
+        if is_postgresql(store.engine):
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": WORKLIST_SYNC_LOCK_KEY})
         found = session.execute(missing).all()
         for revision, study in found:
             item = _item(session, spool_dir, revision, study, assumed_character_set)
