@@ -24,6 +24,7 @@ from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
 from radtrace.testing.studies import StudySpec, make_study
 from radtrace.worker.doorbell import ring_process
+from serve_support import killed_at_end
 from tests_support import fill_file_system, radtrace, small_tmpfs
 from worker_support import revision_row, running_worker, spool_study, wait_for_state, worker_env, worker_settings
 
@@ -61,7 +62,7 @@ def test_a_full_broker_disk_loses_nothing_and_the_worker_waits_for_space(
     settings: Settings, sqlite_store: Store, tmp_path: Path
 ) -> None:
     log_file = tmp_path / "worker.log"
-    with running_worker(settings, log_file=log_file) as worker:
+    with killed_at_end(running_worker(settings, log_file=log_file)) as worker:  # nothing on stopping
         wait_for_line(log_file, " taking ")
         os.kill(worker.pid, signal.SIGSTOP)  # the worker takes nothing while the doorbell rings and the disk fills
         try:
@@ -111,7 +112,7 @@ def test_a_worker_started_on_a_full_disk_waits_and_starts_once_there_is_space(
     assert ring_process(settings, uid, 1)
     filler = fill(settings.data_dir)
     log_file = tmp_path / "worker.log"
-    with running_worker(settings, log_file=log_file) as worker:
+    with killed_at_end(running_worker(settings, log_file=log_file)) as worker:  # nothing on stopping
         line = wait_for_line(log_file, "the worker starts once there is space")
         assert f"disk full: {settings.data_dir}, 0 MB free: the worker starts once there is space" in line
         time.sleep(8)

@@ -21,6 +21,7 @@ from radtrace.testing.studies import StudySpec, make_study
 from radtrace.worker.doorbell import ring_dispatch, ring_process
 from radtrace.worker.reconciler import Reconciler
 from radtrace.worker.status import queue_depths
+from serve_support import killed_at_end
 from tests_support import radtrace
 from worker_support import running_worker, spool_study, wait_for_state, worker_env, worker_settings
 
@@ -86,7 +87,7 @@ def test_redis_carries_a_study_to_its_sr_with_postgresql(
     assert client.llen(redis_namespace.key(settings.broker.gpu_queue)) == 1  # our message, under our prefix only
     log_file = tmp_path / "worker.log"
     try:
-        with running_worker(settings, "--no-reconcile", log_file=log_file):
+        with killed_at_end(running_worker(settings, "--no-reconcile", log_file=log_file)):  # nothing on stopping
             _assert_delivered(settings, store, study_uid, log_file)
     finally:
         client.close()
@@ -117,7 +118,7 @@ def test_after_redis_lost_every_message_the_reconciler_rings_again(
     try:
         client.delete(*client.scan_iter(match=f"{redis_namespace.prefix}*"))  # Redis flushed: the message is gone
         log_file = tmp_path / "worker.log"
-        with running_worker(settings, log_file=log_file):
+        with killed_at_end(running_worker(settings, log_file=log_file)):  # nothing on stopping
             _assert_delivered(settings, sqlite_store, lost_before_start, log_file)  # the start-up pass
             # queued while the worker runs, its doorbell never rung (the listener died, Redis flushed …)
             never_rung = spool_study(settings, sqlite_store, make_study(StudySpec(seed=12)))[0]
@@ -156,7 +157,7 @@ def test_a_stat_study_rung_after_a_routine_one_is_read_first(
     assert (depths[settings.broker.stat_queue], depths[settings.broker.gpu_queue]) == (1, 1)
 
     log_file = tmp_path / "worker.log"
-    with running_worker(settings, "--no-reconcile", log_file=log_file):
+    with killed_at_end(running_worker(settings, "--no-reconcile", log_file=log_file)):  # nothing on stopping
         _assert_delivered(settings, sqlite_store, stat, log_file)
         _assert_delivered(settings, sqlite_store, routine, log_file)
     stat_started = revision_row(sqlite_store, stat).started_at
