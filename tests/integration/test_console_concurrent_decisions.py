@@ -29,6 +29,7 @@ from radtrace.config import Settings, load_settings
 from radtrace.console.assessment_files import PENDING
 from radtrace.model.reader import StudyReader
 from radtrace.reporting.dispatch.outbox import KIND_ASSESSMENT
+from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, Revision, RevisionState, Study
 from radtrace.testing.services import free_port
@@ -291,3 +292,28 @@ def test_a_whole_draft_decision_built_while_a_later_revision_is_read_is_refused_
     assert _decisions(store) == []
     assert _assessments_out(store) == []
     assert _kept_assessments(settings) == []
+
+
+def test_a_page_of_revision_1_cannot_decide_once_revision_2_was_read_even_if_its_delivery_failed(
+    store: Store, study_uid: str, clients: Callable[..., TestClient]
+) -> None:
+    """Revision 2 (more images) was read and drafted, then its draft's delivery to the PACS failed for good: the
+    dispatcher's settlement leaves such a revision FAILED with its reported_at. Before: revision 1's page took
+    decisions again (303, recorded on revision 1) and showed its forms, as if revision 2 had never been read."""
+    url = study_path(store, study_uid)
+    client = clients("dr.stale")
+    page = client.get(url).text
+    with store.session() as session:
+        study = session.scalar(sa.select(Study).where(Study.study_uid == study_uid))
+        assert study is not None
+        session.add(Revision(study=study, number=2, state=RevisionState.FAILED, reported_at=utc_now(),
+                             reason="delivery to pacs PACS@127.0.0.1:11112 failed: association rejected"))  # fmt: skip
+    stale = client.post(f"{url}/findings", data={**_finding_form(page), "decision": "accept"}, follow_redirects=False)
+    assert stale.status_code == 409
+    assert "revision 2 of this study has been read" in stale.text
+    stale = client.post(f"{url}/draft", data={**_draft_form(page), "decision": "accept", "reason": "RT-A1"},
+                        follow_redirects=False)  # fmt: skip
+    assert stale.status_code == 409
+    assert 'class="finding-form"' not in client.get(url).text
+    assert _decisions(store) == []
+    assert _assessments_out(store) == []

@@ -77,7 +77,7 @@ def _check_revision(session: Session, review: StudyReview) -> None:
         sa.select(sa.func.max(Revision.number))
         .join(Study)
         .where(Study.study_uid == review.study_uid, Revision.number > review.revision,
-               Revision.state.in_(READ_STATES))
+               sa.or_(Revision.state.in_(READ_STATES), Revision.reported_at.is_not(None)))  # as review.was_read
     )  # fmt: skip
     if later is not None:
         raise DecisionConflictError(

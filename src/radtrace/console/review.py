@@ -53,6 +53,7 @@ __all__ = [
     "evidence_sentences",
     "latest_decision",
     "load_review",
+    "was_read",
 ]
 
 MAX_COMMENT: Final = 2000
@@ -63,6 +64,13 @@ MAX_IMPRESSION: Final = 4000
 IMPRESSION: Final = "(impression)"
 #: The revision states whose reading is a draft: a later revision in one of them replaces an earlier one.
 READ_STATES: Final = (RevisionState.REPORTED, RevisionState.DISPATCHED)
+
+
+def was_read(state: str, reported_at: datetime | None) -> bool:
+    """Whether a revision was read (its draft made): in :data:`READ_STATES`, or reported once (``reported_at``):
+    a draft whose delivery failed for good leaves its revision ``failed`` with the time it was reported, and it
+    replaces an earlier revision as much as a delivered one does."""
+    return reported_at is not None or state in {str(read) for read in READ_STATES}
 
 
 class FindingDecision(enum.StrEnum):
@@ -254,9 +262,8 @@ class StudyReview:
         skipped), which this draft does not cover. Empty once a later one is read (:attr:`superseded_by`)."""
         if self.superseded_by is not None:
             return ()
-        read = {str(state) for state in READ_STATES}
-        return tuple((number, state) for number, state, _at in self.revisions if number > self.revision
-                     and state not in read)  # fmt: skip
+        return tuple((number, state) for number, state, at in self.revisions if number > self.revision
+                     and not was_read(state, at))  # fmt: skip
 
     @property
     def decided_since_draft(self) -> tuple[tuple[str, Decision], ...]:
@@ -441,7 +448,7 @@ def load_review(store: Store, study_uid: str, revision: int, zone: ZoneInfo = UT
         for f in reading.get("findings", [])
     )
     flags = tuple(item.flags.split(",")) if item is not None and item.flags else tuple(reading.get("flags", []))
-    read_later = [number for number, state, _at in revisions if number > revision and state in READ_STATES]
+    read_later = [number for number, state, at in revisions if number > revision and was_read(str(state), at)]
     return StudyReview(
         study_uid=study_uid,
         revision=revision,
