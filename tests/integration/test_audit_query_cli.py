@@ -90,6 +90,26 @@ def test_query_in_each_format_a_timeline_and_a_bad_filter(seeded_env: tuple[Stor
     store.dispose()
 
 
+def test_query_newest_first_pages_back_with_before_seq(seeded_env: tuple[Store, dict[str, str]]) -> None:
+    """QA staff looking into last night start from the newest events (the console's explorer does since aef9031);
+    before, the CLI had only --after-seq, oldest first."""
+    store, env = seeded_env
+    study_a = [s.seq for s in seed_audit_log(store) if s.event.study_uid == STUDY_A]
+    newest = radtrace("audit", "query", "--study-uid", STUDY_A, "--limit", "2", "--newest-first", "--format", "json",
+                      env=env)  # fmt: skip
+    assert newest.returncode == 0, newest.stderr
+    page = json.loads(newest.stdout)
+    assert [event["seq"] for event in page["events"]] == study_a[::-1][:2]
+    assert (page["next_after_seq"], page["next_before_seq"]) == (None, study_a[-2])
+    older = radtrace("audit", "query", "--study-uid", STUDY_A, "--limit", "100", "--newest-first", "--before-seq",
+                     str(page["next_before_seq"]), "--format", "json", env=env)  # fmt: skip
+    assert older.returncode == 0, older.stderr
+    last = json.loads(older.stdout)
+    assert [event["seq"] for event in last["events"]] == study_a[::-1][2:]
+    assert last["next_before_seq"] is None  # the oldest page
+    store.dispose()
+
+
 def asked_seqs(store: Store) -> list[int]:
     """Seqs of the audit_queried events, oldest first."""
     with store.engine.connect() as connection:

@@ -51,7 +51,7 @@ def _adapter(kind: type[Any]) -> TypeAdapter[Any]:
 
 
 def page_json(page: QueryPage) -> str:
-    """The page as one JSON document: the query, its events and ``next_after_seq``."""
+    """The page as one JSON document: the query, its events and ``next_after_seq`` (``next_before_seq``)."""
     return _adapter(QueryPage).dump_json(page, indent=2).decode("utf-8")
 
 
@@ -170,6 +170,8 @@ def page_table(page: QueryPage) -> Table:
         )
     if page.next_after_seq is not None:
         table.caption = f"more events: --after-seq {page.next_after_seq}"
+    elif page.next_before_seq is not None:
+        table.caption = f"older events: --newest-first --before-seq {page.next_before_seq}"
     return table
 
 

@@ -110,12 +110,18 @@ def audit_query(
     actor: Annotated[str | None, typer.Option(help="The user who acted (console user or API token name).")] = None,
     limit: Annotated[int, typer.Option(help="Events per page, 1-1000.")] = 100,
     after_seq: Annotated[int, typer.Option(help="Only events after this seq (the previous page's cursor).")] = 0,
+    before_seq: Annotated[
+        int | None, typer.Option(help="Only events before this seq (with --newest-first: the previous page's cursor).")
+    ] = None,
+    newest_first: Annotated[
+        bool, typer.Option("--newest-first", help="The newest events first (page back with --before-seq).")
+    ] = False,
     output_format: Annotated[QueryFormat, typer.Option("--format", help="How to print the page.")] = "table",
     timeline: Annotated[
         bool, typer.Option("--timeline", help="With --study-uid: the study's timeline (as `audit timeline`).")
     ] = False,
 ) -> None:
-    """Query audit events for QA, oldest first, one page at a time. The query itself is recorded."""
+    """Query audit events for QA, oldest first (or newest first), one page at a time. The query itself is recorded."""
     from radtrace.audit.operations import local_operator
     from radtrace.audit.presentation import csv_chunks, page_json, page_table
     from radtrace.audit.queries import AuditQuery, QueryError, run_query
@@ -130,7 +136,8 @@ def audit_query(
         query = AuditQuery.parse(
             study_uid=study_uid, accession=accession, patient_id=patient_id, since=since, until=until,
             event_type=event_type, model_name=model_name, model_version=model_version, label=label,
-            outcome=outcome, actor=actor, limit=limit, after_seq=after_seq,
+            outcome=outcome, actor=actor, limit=limit, after_seq=after_seq, before_seq=before_seq,
+            order="desc" if newest_first else "asc",
         )  # fmt: skip
     except QueryError as exc:
         fail(exc.reason, EXIT_USAGE)
