@@ -51,9 +51,8 @@ def test_two_radiologists_deciding_one_draft_at_once_one_is_recorded_the_other_s
         day.get_by_label("comment on the draft").fill("misses the line tip")
         night.locator("#draft-accept").click(no_wait_after=True)  # both sent before either answer is back
         day.locator("#draft-reject").click(no_wait_after=True)
-        settled = "document.readyState === 'complete' && !!document.querySelector('#conflict-reason, #draft')"
-        night.wait_for_function(settled)
-        day.wait_for_function(settled)
+        for page in (night, day):  # each answer shown: the conflict page, or the study with the decision recorded
+            expect(page.locator("#conflict-reason, [data-testid=draft-decision]")).to_be_visible()
         refused = [p for p in (night, day) if p.locator("#conflict-reason").count()]
         assert len(refused) == 1
         winner = "dr.day" if refused[0] is night else "dr.night"
