@@ -57,3 +57,29 @@ def test_a_failed_study_is_listed_as_failed_with_its_reason(store: Store, tmp_pa
             session.add(Revision(study=study, number=2, state=RevisionState.QUEUED))
         assert "failed (0)" in client.get("/console/worklist").text
         assert '<tr class="row failed"' not in client.get("/console/worklist?filter=failed").text
+
+
+def test_a_draft_whose_delivery_failed_before_the_worklist_saw_it_is_listed_and_named_as_not_delivered(
+    store: Store, tmp_path: Path
+) -> None:
+    """Read and drafted, then its delivery to the PACS failed for good before any console page brought the worklist up
+    to date (the dispatcher leaves the revision failed with its reported_at): before, the draft never reached the
+    worklist (only reported and dispatched revisions were added) and the failed list said "no draft exists"."""
+    settings = console_settings(tmp_path, store)
+    uid = reported_study(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), seed=93,
+                         name="UNSENT^ULLA")  # fmt: skip
+    reason = "delivery to pacs PACS@127.0.0.1:11112 failed: association rejected (permanent)"
+    with store.session() as session:
+        revision = session.scalar(sa.select(Revision).join(Study).where(Study.study_uid == uid))
+        assert revision is not None
+        assert revision.reported_at is not None
+        revision.state, revision.reason, revision.finished_at = RevisionState.FAILED, reason, utc_now()
+    add_user(store, "dr.unsent", "radiologist")
+    with console_client(store, settings) as client:
+        sign_in(client, "dr.unsent")
+        worklist = client.get("/console/worklist?filter=all").text
+        assert "UNSENT, ULLA" in worklist  # the draft is there to be reviewed
+        failed = client.get("/console/worklist?filter=failed").text
+        [row] = re.findall(r'<tr class="row failed".*?</tr>', failed, re.S)
+        assert "draft not delivered" in row
+        assert reason in row

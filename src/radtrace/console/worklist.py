@@ -239,6 +239,8 @@ class FailedRow:
     accession: str | None
     patient_name: str | None
     patient_id: str | None
+    #: read and drafted, then its draft's delivery failed for good: the draft is on the worklist
+    drafted: bool = False
 
 
 def _failed_where() -> list[sa.ColumnElement[bool]]:
@@ -263,7 +265,8 @@ def failed_page(
     *,
     assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
 ) -> tuple[tuple[FailedRow, ...], int]:
-    """One page of failed revisions (newest failure first) with patient and reason, and how many there are."""
+    """One page of failed revisions (newest failure first) with patient and reason, and how many there are; a
+    revision read and drafted whose draft's delivery then failed for good is one (``drafted``)."""
     page = max(1, page)
     with store.session("reading failed studies") as session:
         total = session.scalar(sa.select(sa.func.count()).select_from(Revision).where(*_failed_where())) or 0
@@ -285,6 +288,7 @@ def failed_page(
                 study_uid=study.study_uid, revision=revision.number, stat=revision.priority is Priority.STAT,
                 finished_at=revision.finished_at, reason=revision.reason, accession=study.accession,
                 patient_name=header["PatientName"], patient_id=header["PatientID"],
+                drafted=revision.reported_at is not None,
             ))  # fmt: skip
     return tuple(rows), int(total)
 
@@ -495,7 +499,11 @@ def sync_review_items(
         .join(Study, Revision.study_id == Study.id)
         .outerjoin(ReviewItem, ReviewItem.revision_id == Revision.id)
         .where(
-            Revision.state.in_([RevisionState.REPORTED, RevisionState.DISPATCHED]),
+            sa.or_(
+                Revision.state.in_([RevisionState.REPORTED, RevisionState.DISPATCHED]),
+                # read, its draft made, then its delivery failed for good: the draft is there to be reviewed
+                sa.and_(Revision.state == RevisionState.FAILED, Revision.reported_at.is_not(None)),
+            ),
             ReviewItem.revision_id.is_(None),
         )
         .order_by(Revision.id)
