@@ -160,6 +160,21 @@ def release_dead_claims(
     return released
 
 
+def _unchanged_long_enough(
+    key: tuple[object, ...], seen_at: float, stopped_after: float, now: datetime, released: Released,
+    seen: set[tuple[object, ...]],
+) -> float | None:  # fmt: skip
+    """How long this process has seen another host's claim ``key`` unchanged, once that is ``stopped_after`` or
+    more; None before (a pass is asked for when it will be: looked at again within SIGHTINGS_GAP_S, or the sightings
+    start over). ``seen`` collects the keys this pass looked at."""
+    seen.add(key)
+    unchanged_for = _UNCHANGED.seen_for(key, seen_at)
+    if unchanged_for < stopped_after:
+        released.look_again(now + timedelta(seconds=min(claims.HEARTBEAT_S, stopped_after - unchanged_for)))
+        return None
+    return unchanged_for
+
+
 def _release_deliveries(
     store: Store, recorder: AuditRecorder, now: datetime, seen_at: float, released: Released
 ) -> None:
@@ -187,10 +202,8 @@ def _release_deliveries(
         key = ("delivery", outbox_id, str(claimed_by), heartbeat_at)
         why: str | None
         if not holder.on_this_host:  # its liveness shows only in its beat, written from its clock: see _UNCHANGED
-            unchanged_seen.add(key)
-            unchanged_for = _UNCHANGED.seen_for(key, seen_at)
-            if unchanged_for < stopped_after:  # looked at again within SIGHTINGS_GAP_S, or the sightings start over
-                released.look_again(now + timedelta(seconds=min(claims.HEARTBEAT_S, stopped_after - unchanged_for)))
+            unchanged_for = _unchanged_long_enough(key, seen_at, stopped_after, now, released, unchanged_seen)
+            if unchanged_for is None:
                 continue
             why = (
                 f"whose heartbeat stopped at {heartbeat_at:%H:%M:%S} UTC by its clock, as seen from {host}: the same "
@@ -285,10 +298,8 @@ def _release_revisions(
             why = gone(str(claimed_by), claimed_at)  # no job row: no claim time, so only a pid nobody has counts
         else:
             key = ("revision", revision_id, str(claimed_by), attempts, expires)
-            unchanged_seen.add(key)
-            unchanged_for = _UNCHANGED.seen_for(key, seen_at)
-            if unchanged_for < stopped_after:  # looked at again within SIGHTINGS_GAP_S, or the sightings start over
-                released.look_again(now + timedelta(seconds=min(claims.HEARTBEAT_S, stopped_after - unchanged_for)))
+            unchanged_for = _unchanged_long_enough(key, seen_at, stopped_after, now, released, unchanged_seen)
+            if unchanged_for is None:
                 continue
             why = (
                 f"whose heartbeat stopped (its claim last renewed until {expires:%H:%M:%S} UTC by its clock), as seen "
