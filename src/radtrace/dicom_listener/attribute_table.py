@@ -183,7 +183,8 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     ),
     _a(
         "LossyImageCompression", "Image", "3", "model", ablate=False,
-        note="01, or a lossy transfer syntax: the drafts are flagged lossy-compression",
+        note="01, or a lossy transfer syntax, or a JPEG 2000 codestream (either wavelet, under .90 or .91) whose "
+        "packet headers leave coding passes out: the drafts are flagged lossy-compression",
     ),
     _a("LossyImageCompressionRatio", "Image", "3", "model", ablate=False, note="named in the lossy-compression flag"),
     _a("LossyImageCompressionMethod", "Image", "3", "model", ablate=False, note="named in the lossy-compression flag"),
