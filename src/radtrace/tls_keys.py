@@ -1,4 +1,5 @@
-"""Loading a certificate and its private key without ever asking for a passphrase.
+"""Loading a certificate and its private key without ever asking for a passphrase, and the client context of
+radtrace's outbound TLS (the ATNA repository, the RIS).
 
 Without a password callback, OpenSSL asks for an encrypted key's passphrase on the terminal ("Enter PEM pass
 phrase:") and waits there: a service has no terminal, and an operator's shell hangs. Every TLS context radtrace builds
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from radtrace.errors import ConfigError
 
-__all__ = ["PassphraseNeededError", "load_key_pair", "no_passphrase"]
+__all__ = ["PassphraseNeededError", "load_key_pair", "no_passphrase", "tls_context"]
 
 
 class PassphraseNeededError(Exception):
@@ -34,3 +35,31 @@ def load_key_pair(context: ssl.SSLContext, certificate: Path | str, private_key:
             f"{setting}private_key {private_key} is encrypted with a passphrase, which a service cannot be asked "
             "for: give it the key without one (openssl pkey -in KEY -out PLAIN.key; readable by its user only)"
         ) from None
+
+
+def tls_context(
+    ca_bundle: Path | None, certificate: Path | None, private_key: Path | None, *, setting: str = "atna."
+) -> ssl.SSLContext:
+    """A client context (TLS 1.2+, the server's certificate verified: RFC 5425 section 5, and MLLP over TLS) with an
+    optional client certificate; ``setting`` names the settings the files come from (``atna.``, ``dispatch.ris.``).
+
+    It never asks for anything: a key encrypted with a passphrase, or a file it cannot load, is a
+    :class:`ConfigError` naming the setting. (The start-up checks, :mod:`radtrace.preflight.tls`, say the same before;
+    this is for a file changed since, or a caller that ran none.)"""
+    try:
+        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load {setting}ca_bundle {ca_bundle}: {_why(exc)}") from exc
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certificate is not None and private_key is not None:
+        try:
+            load_key_pair(context, certificate, private_key, setting=setting)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load {setting}certificate {certificate} with {setting}private_key {private_key}: {_why(exc)}"
+            ) from exc
+    return context
+
+
+def _why(exc: OSError | ssl.SSLError) -> str:
+    return str(getattr(exc, "reason", None) or exc.strerror or exc)

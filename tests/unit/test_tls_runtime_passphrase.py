@@ -27,7 +27,7 @@ from certificate_support import certificate_pair
 pytestmark = pytest.mark.unit
 
 ATNA = """
-from radtrace.audit.atna.syslog import tls_context
+from radtrace.tls_keys import tls_context
 tls_context(None, CERT, KEY)
 """
 RIS = """

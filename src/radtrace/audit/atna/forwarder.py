@@ -47,7 +47,6 @@ from radtrace.audit.atna.syslog import (
     UdpTransport,
     frame,
     room_for_message,
-    tls_context,
 )
 from radtrace.audit.chain import GENESIS_HASH
 from radtrace.audit.events import EventType, Outcome
@@ -57,6 +56,7 @@ from radtrace.config import AtnaSettings, Settings
 from radtrace.durable import fsync_directory
 from radtrace.errors import ConfigError, RadtraceError, RetryableError
 from radtrace.store.engine import Store, is_postgresql
+from radtrace.tls_keys import tls_context
 
 __all__ = [
     "ONCE_GIVE_UP_S",

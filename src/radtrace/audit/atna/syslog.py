@@ -25,11 +25,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Final, Protocol
 
-from radtrace.errors import ConfigError, PermanentError, RetryableError
-from radtrace.tls_keys import load_key_pair
+from radtrace.errors import PermanentError, RetryableError
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -42,7 +40,6 @@ __all__ = [
     "frame",
     "octet_counted",
     "room_for_message",
-    "tls_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -131,34 +128,6 @@ class SyslogTransport(Protocol):
     def send(self, messages: Sequence[bytes]) -> None: ...
     def alive(self) -> bool: ...
     def close(self) -> None: ...
-
-
-def tls_context(
-    ca_bundle: Path | None, certificate: Path | None, private_key: Path | None, *, setting: str = "atna."
-) -> ssl.SSLContext:
-    """A client context (TLS 1.2+, the server's certificate verified: RFC 5425 section 5, and MLLP over TLS) with an
-    optional client certificate; ``setting`` names the settings the files come from (``atna.``, ``dispatch.ris.``).
-
-    It never asks for anything: a key encrypted with a passphrase, or a file it cannot load, is a
-    :class:`ConfigError` naming the setting. (The start-up checks, :mod:`radtrace.preflight.tls`, say the same before;
-    this is for a file changed since, or a caller that ran none.)"""
-    try:
-        context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load {setting}ca_bundle {ca_bundle}: {_why(exc)}") from exc
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if certificate is not None and private_key is not None:
-        try:
-            load_key_pair(context, certificate, private_key, setting=setting)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"cannot load {setting}certificate {certificate} with {setting}private_key {private_key}: {_why(exc)}"
-            ) from exc
-    return context
-
-
-def _why(exc: OSError | ssl.SSLError) -> str:
-    return str(getattr(exc, "reason", None) or exc.strerror or exc)
 
 
 def _unacknowledged_bytes(sock: socket.socket) -> int:

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-from radtrace.audit.atna.syslog import tls_context
 from radtrace.config import MllpDestination
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
+from radtrace.tls_keys import tls_context
 
 __all__ = [
     "END_BLOCK",
