@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 
 from radtrace.audit.events import AuditEvent
@@ -154,3 +157,49 @@ def test_negotiation_budget_says_once_per_interval_that_a_source_is_refused() ->
     clock.now += 61
     assert budget.first_refusal("10.0.0.1", 60)
     assert budget.details("10.0.0.1") == {"balance_cpu_s": -1.0, "rate_cpu_s_per_s": 0.0, "burst_cpu_s": 1.0}
+
+
+class _Threads(threading.Thread):
+    """An association's two threads (the association's and its DUL's), as the sweep sees them."""
+
+    def __init__(self) -> None:
+        super().__init__(target=lambda: None)
+        self.dul = threading.Thread(target=lambda: None)
+        self.dul.socket = None  # type: ignore[attr-defined]
+        self.is_established = False
+
+    def run_both(self) -> None:
+        for thread in (self, self.dul):
+            thread.start()
+            thread.join()
+
+
+def test_an_association_not_yet_started_is_not_taken_for_one_that_has_ended() -> None:
+    # pynetdicom makes the association, triggers EVT_CONN_OPEN, then starts its thread: on a loaded machine that
+    # took over ABORT_GRACE_S after the accept, and the sweep shut the socket of an association about to begin
+    # (seen in CI: one of 120 short associations aborted, 'rejected False, aborted True').
+    clock = _Clock()
+    admission = Admission(_settings(), clock=clock)
+    connection = admission.open("10.0.0.1")
+    assert isinstance(connection, Connection)
+    ours, peer = socket.socketpair()
+    threads = _Threads()
+    connection.sock, connection.assoc = ours, threads
+    clock.now += ABORT_GRACE_S + 0.5
+    assert admission.sweep() == []
+    assert admission.connections == [connection]
+    assert not _shut(peer), "the socket of an association about to start was shut"
+    threads.run_both()  # it ran and ended without our handlers hearing of it: forgotten, its socket shut
+    assert admission.sweep() == []
+    assert admission.connections == []
+    assert _shut(peer)
+    ours.close()
+    peer.close()
+
+
+def _shut(peer: socket.socket) -> bool:
+    """Whether the other end of ``peer`` was shut (end of file), not merely silent."""
+    try:
+        return peer.recv(1, socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False

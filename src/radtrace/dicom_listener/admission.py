@@ -300,10 +300,18 @@ class Admission:
 
 
 def _ended(connection: Connection) -> bool:
-    """Whether both threads of the connection's association (the association's and its DUL's) have ended."""
+    """Whether both threads of the connection's association (the association's and its DUL's) have ended.
+
+    Not merely "not alive": pynetdicom makes the association, triggers EVT_CONN_OPEN and only then starts its
+    thread (which starts the DUL's), and on a loaded machine that came over :data:`ABORT_GRACE_S` after the accept;
+    the sweep took the association not yet started for one that had ended and shut its socket. A thread's ``ident``
+    is set once it has started.
+    """
     assoc = connection.assoc
     dul = getattr(assoc, "dul", None)
-    return assoc is not None and not assoc.is_alive() and (dul is None or not dul.is_alive())
+    return (
+        assoc is not None and assoc.ident is not None and not assoc.is_alive() and (dul is None or not dul.is_alive())
+    )
 
 
 def _free_ended(connection: Connection) -> None:
