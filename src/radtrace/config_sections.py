@@ -521,6 +521,14 @@ class ConsoleSettings(Section):
         description="also send each assessment to dispatch.ris as an HL7 ORU^R01 (result status "
         "reporting.hl7_result_status: P or R, never F); the assessment SR goes to every PACS either way",
     )
+    picture_cache_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=0,
+        le=4 * 1024**3,
+        description="bytes of study-page pictures (PNGs) each console process keeps, least recently used out first; "
+        "0 keeps none (each picture is made on every request, 0.25-2 s); a study purged from the spool is dropped "
+        "within seconds",
+    )
 
 
 class LoggingSettings(Section):

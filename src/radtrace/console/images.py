@@ -14,16 +14,25 @@ synthetic study and 1 to 2 s for a real JPEG-LS film on a loaded 2-core machine 
 every picture asked for (each image, each switch between the two, each reload). A :class:`PictureCache` keeps
 the PNGs made, per study revision and image, keyed by the SHA-256 of each spooled file the revision reads, as
 hashed again on every request: a file changed or gone since is never answered from the cache (it is made again,
-and its check refuses it as before). Bounded in bytes, least recently used first out.
+and its check refuses it as before). Bounded in bytes (``console.picture_cache_bytes``), least recently used first
+out.
+
+A study purged from the spool (the site's retention job deletes ``spool/<study>``; another process, which tells the
+console nothing) is not kept either: a request that finds a file gone or changed drops every picture of the study
+at once, and while the cache holds anything a checker thread looks at the files each picture was made from every
+:data:`CHECK_EVERY_S` (a ``stat`` each, no hashing) and drops the pictures of any file gone or changed, so a purged
+study's pixels leave each console process's memory within seconds, asked for again or not.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,29 +49,67 @@ from radtrace.store.engine import Store
 from radtrace.store.instances import revision_instances
 from radtrace.store.models import Study
 
-__all__ = ["PICTURE_CACHE_BYTES", "PictureCache", "render_image"]
+__all__ = ["CHECK_EVERY_S", "PICTURE_CACHE_BYTES", "PictureCache", "render_image"]
 
-#: The most bytes of PNGs a console process keeps (a prepared picture is ~0.1-0.3 MB, an original 1-5 MB).
+log = logging.getLogger(__name__)
+
+#: The most bytes of PNGs a console process keeps by default (``console.picture_cache_bytes``; a prepared picture
+#: is ~0.1-0.3 MB, an original 1-5 MB).
 PICTURE_CACHE_BYTES: Final = 64 * 1024 * 1024
+
+#: How often (seconds) the pictures kept are checked against their spooled files: a study purged meanwhile is
+#: dropped within this long.
+CHECK_EVERY_S: Final = 2.0
 
 #: (study UID, revision, the SHA-256 of each spooled file the revision reads, in SOP order, kind)
 _Key = tuple[str, int, tuple[str, ...], str]
 
+#: A spooled file as a picture was made from it: its path and (device, inode, size, mtime in ns)
+_Source = tuple[Path, tuple[int, int, int, int]]
+
+
+def _fingerprint(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _unchanged(sources: tuple[_Source, ...]) -> bool:
+    """Whether every file is still there, the same file (device, inode), size and modification time."""
+    for path, fingerprint in sources:
+        try:
+            if _fingerprint(path.stat()) != fingerprint:
+                return False
+        except OSError:
+            return False
+    return True
+
 
 class PictureCache:
     """The pictures made for the study page, per revision (see the module): at most ``max_bytes`` of PNGs, least
-    recently used out first; safe to share between the threads serving requests."""
+    recently used out first, none kept past its spooled files (purged, changed); safe to share between the
+    threads serving requests."""
+
+    #: how often a checker thread, running while anything is kept, looks at those files (None: only :meth:`sweep`
+    #: and the requests do)
+    check_every_s: float | None = CHECK_EVERY_S
 
     def __init__(self, max_bytes: int = PICTURE_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[tuple[_Key, str], bytes] = OrderedDict()
+        self._sources: dict[_Key, tuple[_Source, ...]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
+        self._checker: threading.Thread | None = None
+        self._closed = threading.Event()
 
     @property
     def size_bytes(self) -> int:
         """The bytes of PNGs kept now."""
         return self._bytes
+
+    def studies(self) -> set[str]:
+        """The Study Instance UIDs some picture is kept for."""
+        with self._lock:
+            return {key[0] for key, _sop in self._entries}
 
     def get(self, key: _Key, sop_uid: str) -> bytes | None:
         with self._lock:
@@ -71,18 +118,82 @@ class PictureCache:
                 self._entries.move_to_end((key, sop_uid))
             return found
 
-    def put(self, key: _Key, pictures: Mapping[str, bytes]) -> None:
-        """Keep ``pictures`` (SOP Instance UID: PNG) under ``key``; one larger than a quarter of the bound is not
-        kept (it would push out most of the others)."""
+    def put(self, key: _Key, pictures: Mapping[str, bytes], sources: tuple[_Source, ...] = ()) -> None:
+        """Keep ``pictures`` (SOP Instance UID: PNG) under ``key``, made from the spooled files ``sources`` (dropped
+        once one is gone or changed); one larger than a quarter of the bound is not kept (it would push out most
+        of the others)."""
         with self._lock:
             for sop_uid, data in pictures.items():
                 if len(data) > self.max_bytes // 4 or (key, sop_uid) in self._entries:
                     continue
                 self._entries[(key, sop_uid)] = data
                 self._bytes += len(data)
+                self._sources[key] = sources
             while self._bytes > self.max_bytes:
-                _key, dropped = self._entries.popitem(last=False)
+                (dropped_key, _sop), dropped = self._entries.popitem(last=False)
                 self._bytes -= len(dropped)
+                if not any(k == dropped_key for k, _s in self._entries):
+                    self._sources.pop(dropped_key, None)
+            self._start_checker()
+
+    def forget(self, study_uid: str) -> int:
+        """Drop every picture of ``study_uid`` (all revisions); returns the bytes freed."""
+        with self._lock:
+            return self._drop(lambda key: key[0] == study_uid)
+
+    def sweep(self) -> int:
+        """Drop the pictures whose spooled files are gone or changed since they were made (a ``stat`` of each, no
+        hashing); returns the bytes freed."""
+        with self._lock:
+            kept = dict(self._sources)
+        stale = {key for key, sources in kept.items() if not _unchanged(sources)}
+        if not stale:
+            return 0
+        purged = {key[0] for key in stale}  # a study whose file is gone is dropped whole (all its revisions)
+        with self._lock:
+            return self._drop(lambda key: key[0] in purged)
+
+    def close(self) -> None:
+        """Stop the checker thread (the pictures kept stay until dropped)."""
+        self._closed.set()
+        checker = self._checker
+        if checker is not None and checker is not threading.current_thread():
+            checker.join(timeout=5)
+
+    def _drop(self, which: Callable[[_Key], bool]) -> int:
+        """Under the lock: drop the pictures whose key ``which`` says."""
+        freed = 0
+        for entry in [entry for entry in self._entries if which(entry[0])]:
+            freed += len(self._entries.pop(entry))
+        for key in [key for key in self._sources if which(key)]:
+            del self._sources[key]
+        self._bytes -= freed
+        return freed
+
+    def _start_checker(self) -> None:
+        """Under the lock: start the checker when something is kept and none runs."""
+        if self.check_every_s is None or self._checker is not None or not self._entries or self._closed.is_set():
+            return
+        self._checker = threading.Thread(target=self._check, name="console-picture-check", daemon=True)
+        self._checker.start()
+
+    def _check(self) -> None:
+        """The checker: every ``check_every_s``, :meth:`sweep`; ends once nothing is kept (a later :meth:`put`
+        starts it again) or on :meth:`close`."""
+        while not self._closed.wait(self.check_every_s or CHECK_EVERY_S):
+            try:
+                freed = self.sweep()
+            except Exception:  # never leave pictures held without a checker: log, go on
+                log.exception("console: the picture cache could not be checked against the spool")
+                continue
+            if freed:
+                log.info("console: %d bytes of pictures dropped: their spooled files are gone or changed", freed)
+            with self._lock:
+                if not self._entries:
+                    self._checker = None
+                    return
+        with self._lock:
+            self._checker = None
 
 
 def _newest(store: Store, study_uid: str, revision: int) -> dict[str, tuple[str, str]]:
@@ -103,26 +214,31 @@ def _revision_images(settings: Settings, newest: Mapping[str, tuple[str, str]]) 
 
 
 def _cache_key(settings: Settings, study_uid: str, revision: int, newest: Mapping[str, tuple[str, str]],
-               kind: str) -> _Key | None:  # fmt: skip
-    """The cache key of a revision's pictures: None when a spooled file is gone, unreadable or no longer hashes to
-    its recorded SHA-256 (then the picture is made, and refused, as without a cache)."""
-    digests = []
+               kind: str) -> tuple[_Key, tuple[_Source, ...]] | None:  # fmt: skip
+    """The cache key of a revision's pictures, and the files they are made from as hashed: None when a spooled file
+    is gone, unreadable or no longer hashes to its recorded SHA-256 (then the picture is made, and refused, as
+    without a cache)."""
+    digests, sources = [], []
     for _sop, (path, recorded) in sorted(newest.items()):
+        spooled = Path(settings.spool_dir / path)
         try:
-            with Path(settings.spool_dir / path).open("rb") as file:
+            with spooled.open("rb") as file:
+                stat = os.fstat(file.fileno())
                 digest = hashlib.file_digest(file, "sha256").hexdigest()
         except OSError:
             return None
         if digest != recorded:
             return None
         digests.append(digest)
-    return (study_uid, revision, tuple(digests), kind)
+        sources.append((spooled, _fingerprint(stat)))
+    return (study_uid, revision, tuple(digests), kind), tuple(sources)
 
 
 def render_image(store: Store, settings: Settings, study_uid: str, revision: int, sop_uid: str, kind: str,
                  cache: PictureCache | None = None) -> bytes:  # fmt: skip
     """A PNG of ``sop_uid`` as the model read it in this revision: ``prepared`` or ``original`` (see the module),
-    from ``cache`` when it was made already from the same spooled files (and kept there once made).
+    from ``cache`` when it was made already from the same spooled files (and kept there once made). A study whose
+    revision or spooled files are gone or changed has every picture dropped from ``cache`` first.
 
     Raises:
         DicomInputError: the image is no longer in the spool, no longer matches its recorded SHA-256, cannot be
@@ -131,13 +247,18 @@ def render_image(store: Store, settings: Settings, study_uid: str, revision: int
     """
     newest = _newest(store, study_uid, revision)
     if sop_uid not in newest:
+        if cache is not None:
+            cache.forget(study_uid)
         raise DicomInputError("the image is no longer in the spool")
-    key = _cache_key(settings, study_uid, revision, newest, kind) if cache is not None else None
-    if key is not None and cache is not None and (kept := cache.get(key, sop_uid)) is not None:
-        return kept
+    keyed = _cache_key(settings, study_uid, revision, newest, kind) if cache is not None else None
+    if cache is not None:
+        if keyed is None:  # purged or changed: nothing of this study is served from, or kept in, the cache
+            cache.forget(study_uid)
+        elif (kept := cache.get(keyed[0], sop_uid)) is not None:
+            return kept
     pictures = _make(settings, _revision_images(settings, newest), sop_uid, kind)
-    if key is not None and cache is not None:
-        cache.put(key, pictures)
+    if keyed is not None and cache is not None:
+        cache.put(keyed[0], pictures, keyed[1])
     if sop_uid not in pictures:
         raise DicomInputError("the worker's preparation does not read this image")
     return pictures[sop_uid]

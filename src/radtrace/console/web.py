@@ -37,6 +37,7 @@ from radtrace.console.accounts import LoginFailed, SignedIn, end_session, log_in
 from radtrace.console.assessment_files import settle_pending
 from radtrace.console.dashboard_agreement import current_agreement
 from radtrace.console.draft_recording import assessments_root
+from radtrace.console.images import PictureCache
 from radtrace.console.links import STUDY, UID
 from radtrace.console.names import person_name
 from radtrace.console.pages import (
@@ -294,7 +295,8 @@ def _outbox(store: Store, settings: Settings) -> Outbox:
 
 def mount_console(app: FastAPI, store: Store, settings: Settings) -> None:
     """Serve the console under ``/console`` of ``app`` (the QA API), with its static files."""
-    app.state.console = ConsoleState(store, settings, templates())
+    pictures = PictureCache(settings.console.picture_cache_bytes)
+    app.state.console = ConsoleState(store, settings, templates(), pictures=pictures)
     try:  # assessment SRs and their outbox payloads left pending by a crash between writing and recording them
         settle_pending(store, assessments_root(settings))
         _outbox(store, settings).settle_pending()
