@@ -26,13 +26,20 @@ from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
 from radtrace.console.times import UTC_ZONE, shown_time
-from radtrace.console.worklist import FLAG_LABELS, image_polarity_notes, reading_for_revision, recorded_objects
+from radtrace.console.worklist import (
+    FLAG_LABELS,
+    READ_STATES,
+    image_polarity_notes,
+    reading_for_revision,
+    recorded_objects,
+    was_read,
+)
 from radtrace.errors import PermanentError
 from radtrace.model.image_marks import ImageMark, image_marks
 from radtrace.reporting.sr import PolarityNote
 from radtrace.store.engine import Store
 from radtrace.store.instances import revision_instances
-from radtrace.store.models import Revision, RevisionState, Study
+from radtrace.store.models import Revision, Study
 
 __all__ = [
     "DRAFT_REASONS",
@@ -62,15 +69,6 @@ MAX_IMPRESSION: Final = 4000
 #: The ``finding`` an impression decision names in its ``finding_assessed`` event (and its label in qa_decisions):
 #: parenthesised, so no finding label can be it.
 IMPRESSION: Final = "(impression)"
-#: The revision states whose reading is a draft: a later revision in one of them replaces an earlier one.
-READ_STATES: Final = (RevisionState.REPORTED, RevisionState.DISPATCHED)
-
-
-def was_read(state: str, reported_at: datetime | None) -> bool:
-    """Whether a revision was read (its draft made): in :data:`READ_STATES`, or reported once (``reported_at``):
-    a draft whose delivery failed for good leaves its revision ``failed`` with the time it was reported, and it
-    replaces an earlier revision as much as a delivered one does."""
-    return reported_at is not None or state in {str(read) for read in READ_STATES}
 
 
 class FindingDecision(enum.StrEnum):

@@ -46,6 +46,7 @@ from radtrace.store.models import Instance, Priority, Revision, RevisionState, S
 
 __all__ = [
     "FLAG_LABELS",
+    "READ_STATES",
     "FailedRow",
     "WorklistFilter",
     "WorklistPage",
@@ -56,11 +57,13 @@ __all__ = [
     "image_polarity_notes",
     "mark_opened",
     "next_study",
+    "read_where",
     "reading_flags",
     "reading_for_revision",
     "recorded_frontal",
     "recorded_objects",
     "sync_review_items",
+    "was_read",
     "worklist_page",
 ]
 
@@ -69,6 +72,26 @@ log = logging.getLogger(__name__)
 SECONDARY_CAPTURE_PREFIX: Final = "1.2.840.10008.5.1.4.1.1.7"
 #: pg_advisory_xact_lock key of the worklist's sync (a fixed 63-bit key derived from a name, as the audit log's).
 WORKLIST_SYNC_LOCK_KEY: Final = int.from_bytes(hashlib.sha256(b"radtrace.review_items.sync").digest()[:8], "big") >> 1
+#: The revision states whose reading is a draft: a later revision in one of them replaces an earlier one.
+READ_STATES: Final = (RevisionState.REPORTED, RevisionState.DISPATCHED)
+
+
+def was_read(state: str, reported_at: datetime | None) -> bool:
+    """Whether a revision was read (its draft made): the one rule of what the worklist lists and what supersedes an
+    earlier revision on the study page and in decisions (:func:`read_where` is it in SQL). In :data:`READ_STATES`,
+    or reported once (``reported_at``, never cleared): a draft whose delivery failed for good leaves its revision
+    ``failed`` with the time it was reported, and ``radtrace study retry`` of one with no failed delivery to send
+    again queues it with that time kept (the pipeline finds its outbox rows and finishes it, not reads it again).
+    Such a draft was made, and may have reached the PACS: it is there to be reviewed and replaces an earlier
+    revision as much as a delivered one does."""
+    return reported_at is not None or state in {str(read) for read in READ_STATES}
+
+
+def read_where() -> sa.ColumnElement[bool]:
+    """:func:`was_read` in SQL: a condition on :class:`Revision`."""
+    return sa.or_(Revision.state.in_(READ_STATES), Revision.reported_at.is_not(None))
+
+
 #: flag -> what the worklist says
 FLAG_LABELS: Final = {
     "refused": "model refused",
@@ -493,17 +516,14 @@ def _item(session: Session, spool_dir: Path, revision: Revision, study: Study, a
 def sync_review_items(
     store: Store, spool_dir: Path, *, limit: int = 500, assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET
 ) -> int:
-    """Add the worklist rows of reported revisions that have none yet (at most ``limit``); returns how many."""
+    """Add the worklist rows of read revisions (:func:`was_read`) that have none yet (at most ``limit``); returns how
+    many."""
     missing = (
         sa.select(Revision, Study)
         .join(Study, Revision.study_id == Study.id)
         .outerjoin(ReviewItem, ReviewItem.revision_id == Revision.id)
         .where(
-            sa.or_(
-                Revision.state.in_([RevisionState.REPORTED, RevisionState.DISPATCHED]),
-                # read, its draft made, then its delivery failed for good: the draft is there to be reviewed
-                sa.and_(Revision.state == RevisionState.FAILED, Revision.reported_at.is_not(None)),
-            ),
+            read_where(),
             ReviewItem.revision_id.is_(None),
         )
         .order_by(Revision.id)
