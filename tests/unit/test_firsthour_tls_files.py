@@ -17,7 +17,7 @@ import pytest
 
 from certificate_support import certificate_pair as _pair
 from radtrace.config import Settings, load_settings
-from radtrace.preflight.tls import tls_check
+from radtrace.preflight.tls import EXPIRY_WARNING, certificate_files_check, tls_check
 from radtrace.testing.services import free_port
 from tests_support import radtrace
 
@@ -98,3 +98,32 @@ def test_listen_refuses_a_key_of_another_certificate_in_one_log_line_with_exit_2
                                f"listener.tls.certificate (RADTRACE_LISTENER__TLS__CERTIFICATE) {certificate}: give "
                                "the key the certificate was issued for")  # fmt: skip
     assert last == "radtrace: listener not started: start-up checks failed (TLS certificate); see the log lines above"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "words"),
+    [
+        (NOW - timedelta(days=400), NOW, "expired on 2026-12-05 18:00 UTC"),
+        (NOW - timedelta(days=30), NOW + EXPIRY_WARNING, "expires on 2026-12-19 18:00 UTC, in 14 day(s)"),
+        (NOW - timedelta(days=30), NOW + EXPIRY_WARNING + timedelta(minutes=1), None),
+        (NOW + timedelta(minutes=1), NOW + timedelta(days=300), "is not valid before 2026-12-05 18:01 UTC"),
+        (NOW, NOW + timedelta(days=300), None),
+    ],
+    ids=["ends-now", "ends-at-the-warning", "ends-after-it", "starts-in-a-minute", "starts-now"],
+)
+def test_a_certificate_s_dates_are_judged_alike_as_the_listener_s_own_and_in_its_ca_bundle(
+    tmp_path: Path, start: datetime, end: datetime, words: str | None
+) -> None:
+    """One reading of a certificate's dates at their edges: the same certificate as ``listener.tls.certificate`` and
+    as the one CA of ``listener.tls.ca_bundle`` is out of date (or ending soon) in the same words, or in neither."""
+    certificate, key = _pair(tmp_path, "edge", start, end)
+    own = certificate_files_check("TLS certificate", "listener.tls.", certificate, key, None, server=True,
+                                  refused_by="a PACS refuses it", now=NOW)  # fmt: skip
+    bundle = certificate_files_check("TLS certificate", "listener.tls.", None, None, certificate, server=True,
+                                     refused_by="a PACS refuses it", now=NOW)  # fmt: skip
+    if words is None:
+        assert (own.status, bundle.status) == ("ok", "ok"), (own, bundle)
+        return
+    assert (own.status, bundle.status) == ("warning", "warning")
+    assert f"(RADTRACE_LISTENER__TLS__CERTIFICATE) {certificate} {words}" in own.detail
+    assert f"'CN=radtrace.example' {words}" in bundle.detail

@@ -14,14 +14,20 @@ minute; a passphrase key made it ask on the terminal; an expired client certific
 
 from __future__ import annotations
 
+import enum
 import os
 import ssl
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from radtrace.config import Settings, environment_variable
 from radtrace.preflight.check import Check
 from radtrace.tls_keys import PassphraseNeededError, no_passphrase
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 __all__ = [
     "EXPIRY_WARNING",
@@ -212,19 +218,13 @@ def _bundle_dates(name: str, named: str, ca_bundle: Path, server: bool, now: dat
         authorities = x509.load_pem_x509_certificates(ca_bundle.read_bytes())
     except (ValueError, OSError):  # OpenSSL read it: a form cryptography does not; say nothing of dates
         return None
-    clock = f"this machine's clock says {now:%Y-%m-%d %H:%M} UTC"
-    expired, dated = 0, []
+    clock, expired, dated = _clock(now), 0, []
     for authority in authorities:
-        start, end = authority.not_valid_before_utc, authority.not_valid_after_utc
         text = authority.subject.rfc4514_string()  # quoted: a name with a line break cannot end the log line
         subject = repr(text[:80] + ("…" if len(text) > 80 else ""))
-        if end <= now:
-            expired += 1
-            dated.append(f"{subject} expired on {end:%Y-%m-%d %H:%M} UTC")
-        elif start > now:
-            dated.append(f"{subject} is not valid before {start:%Y-%m-%d %H:%M} UTC")
-        elif end - now <= EXPIRY_WARNING:
-            dated.append(f"{subject} expires on {end:%Y-%m-%d %H:%M} UTC, in {(end - now).days} day(s)")
+        if (found := _out_of_date(subject, authority, now)) is not None:
+            expired += found.when is _When.EXPIRED
+            dated.append(found.words)
     if not dated:
         return None
     listed = "; ".join(dated)
@@ -244,28 +244,56 @@ def _bundle_dates(name: str, named: str, ca_bundle: Path, server: bool, now: dat
 
 
 def _dates(name: str, named: str, certificate: Path, refused_by: str, now: datetime) -> Check:
+    """The certificate's dates: a warning when it is out of date or ends within :data:`EXPIRY_WARNING`, saying
+    what then fails (``refused_by``) and what to do."""
     from cryptography import x509
 
     try:
         issued = x509.load_pem_x509_certificate(certificate.read_bytes())
     except (ValueError, OSError) as exc:  # OpenSSL read it: a form cryptography does not; say nothing of dates
         return Check(name, "ok", f"{certificate} (its dates not read: {exc})")
-    start, end = issued.not_valid_before_utc, issued.not_valid_after_utc
-    clock = f"this machine's clock says {now:%Y-%m-%d %H:%M} UTC"
-    if end <= now:
-        detail = (
-            f"{named} expired on {end:%Y-%m-%d %H:%M} UTC ({clock}): {refused_by}; install a renewed certificate, "
-            "or correct the clock if it is wrong (timedatectl)"
-        )
-    elif start > now:
-        detail = (
-            f"{named} is not valid before {start:%Y-%m-%d %H:%M} UTC and {clock}: correct this machine's clock "
-            f"(timedatectl; NTP) or use a certificate valid now; until then {refused_by}"
-        )
-    elif end - now <= EXPIRY_WARNING:
-        detail = f"{named} expires on {end:%Y-%m-%d %H:%M} UTC, in {(end - now).days} day(s): renew it before then"
+    found = _out_of_date(named, issued, now)
+    if found is None:
+        return Check(name, "ok", f"{certificate}, valid until {issued.not_valid_after_utc:%Y-%m-%d}")
+    if found.when is _When.EXPIRED:
+        detail = (f"{found.words} ({_clock(now)}): {refused_by}; install a renewed certificate, or correct the clock "
+                  "if it is wrong (timedatectl)")  # fmt: skip
+    elif found.when is _When.NOT_YET:
+        detail = (f"{found.words} and {_clock(now)}: correct this machine's clock (timedatectl; NTP) or use a "
+                  f"certificate valid now; until then {refused_by}")  # fmt: skip
     else:
-        detail = ""
-    if detail:
-        return Check(name, "warning", detail)
-    return Check(name, "ok", f"{certificate}, valid until {end:%Y-%m-%d}")
+        detail = f"{found.words}: renew it before then"
+    return Check(name, "warning", detail)
+
+
+class _When(enum.Enum):
+    """How a certificate's dates stand against this machine's clock, when they are to be said."""
+
+    EXPIRED = "expired"
+    NOT_YET = "not valid yet"
+    ENDING = "ending soon"
+
+
+@dataclass(frozen=True)
+class _OutOfDate:
+    when: _When
+    #: "<who> expired on …", "<who> is not valid before …", "<who> expires on …, in N day(s)"
+    words: str
+
+
+def _out_of_date(who: str, certificate: x509.Certificate, now: datetime) -> _OutOfDate | None:
+    """The one reading of a certificate's dates (the listener's, a client's and each CA's in a bundle): expired,
+    not valid yet by ``now``, or ending within :data:`EXPIRY_WARNING`, in words naming ``who``; None when valid
+    beyond that."""
+    start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    if end <= now:
+        return _OutOfDate(_When.EXPIRED, f"{who} expired on {end:%Y-%m-%d %H:%M} UTC")
+    if start > now:
+        return _OutOfDate(_When.NOT_YET, f"{who} is not valid before {start:%Y-%m-%d %H:%M} UTC")
+    if end - now <= EXPIRY_WARNING:
+        return _OutOfDate(_When.ENDING, f"{who} expires on {end:%Y-%m-%d %H:%M} UTC, in {(end - now).days} day(s)")
+    return None
+
+
+def _clock(now: datetime) -> str:
+    return f"this machine's clock says {now:%Y-%m-%d %H:%M} UTC"
