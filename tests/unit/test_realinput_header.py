@@ -81,6 +81,10 @@ def _slope(value: str, *, lut: bool = False, sop_class: str | None = None) -> tu
         ("0", {}, True),
         ("-0.0", {}, True),
         ("1e-400", {}, True),  # a valid DS the worker reads as 0
+        ("0.0E5", {}, True),
+        ("+0", {}, True),
+        (" 0", {}, True),  # padded in front
+        ("", {}, False),  # empty: read as 1 by both
         ("0.5", {}, False),
         ("zero", {}, False),  # not a DS: a deviation, dropped from the worker's copy (read as 1)
         ("0", {"lut": True}, False),  # the Modality LUT Sequence is read, not the slope

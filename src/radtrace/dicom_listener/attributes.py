@@ -67,6 +67,7 @@ __all__ = [
     "pixel_aspect_ratio",
     "pixel_padding_range",
     "problem_of",
+    "rescale_slope",
     "value_length",
     "vr_problem",
 ]
@@ -285,6 +286,17 @@ def pixel_aspect_ratio(ds: Dataset) -> float | None:
         if vertical > 0 and horizontal > 0 and math.isfinite(vertical / horizontal):
             return vertical / horizontal
     return None
+
+
+def rescale_slope(ds: Dataset) -> float:
+    """Rescale Slope (0028,1053) as the rescale applies it (PS3.3 C.11.1.1.2): 1 where absent or empty, else its value.
+
+    The one reading of the slope for the worker's rescale (:func:`radtrace.model.modality_lut.modality_lut`) and the
+    listener's refusal of a slope of 0 (:mod:`radtrace.dicom_listener.headers`), so the listener refuses exactly
+    what the worker would: "0", "-0", "0.0E5", "1e-400" are all 0. A value that is no number raises ValueError or
+    TypeError (several values: TypeError); the worker's :func:`normalised` copy holds none such."""
+    written = ds.get("RescaleSlope")
+    return 1.0 if written is None or written == "" else float(written)
 
 
 def palette_problem(ds: Dataset) -> str | None:

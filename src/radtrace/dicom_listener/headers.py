@@ -46,6 +46,7 @@ from radtrace.dicom_listener.attributes import (
     by_keyword,
     format_tag,
     problem_of,
+    rescale_slope,
     value_length,
     vr_problem,
 )
@@ -361,7 +362,7 @@ def _rescale_slope_problem(ds: Dataset) -> str | None:
     if str(ds.get("SOPClassUID", "")) not in IMAGE_SOP_CLASSES:
         return None
     try:
-        zero = float(ds.RescaleSlope) == 0.0  # as the worker reads it: "0", "-0", "0.0E5", "1e-400"
+        zero = rescale_slope(ds) == 0.0  # as the worker reads it
     except (TypeError, ValueError):
         return None
     return "0, every pixel would be the intercept" if zero else None

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRBigEndian
 
+from radtrace.dicom_listener.attributes import rescale_slope
 from radtrace.errors import DicomInputError
 
 __all__ = ["MIN_LUT_COVERAGE", "big_endian", "first_mapped", "lut_entries", "modality_lut"]
@@ -55,8 +56,7 @@ def modality_lut(stored: NDArray[Any], ds: Dataset) -> tuple[FloatImage, Step]:
             if first != descriptor[1]:
                 step["first_mapped_as_signed"] = first
             return table[index], step
-    written = ds.get("RescaleSlope")
-    slope = 1.0 if written is None or written == "" else float(written)
+    slope = rescale_slope(ds)
     if slope == 0.0:
         # Not read as 1: a slope of 0 makes every modality value the intercept (PS3.3 C.11.1.1.2), and what the
         # sender meant by it (unset? a slope lost on the way?) is not known; the windows are in units it decides.
