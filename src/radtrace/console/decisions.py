@@ -5,10 +5,16 @@ A decision is an append-only ``finding_assessed`` or ``draft_assessed`` event na
 decisions (no later revision has been read) and only when the decision its page showed is still the current one
 (:class:`~radtrace.console.review.Expected`): otherwise :class:`~radtrace.console.review.DecisionConflictError`,
 and the same decision sent twice from one page is recorded once.
+
+A client that sends no ``seen`` (a script) may send an idempotency key instead (:data:`IDEMPOTENCY_KEY`): the
+decision is recorded with it (``idempotency_key`` in its payload), and the same key sent again by the same user on
+the same revision records nothing more (a retry after a timeout: the first request may have been recorded) and
+answers as the first did; the key sent again with another decision is refused (:class:`DecisionError`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -17,7 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
+from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
+from radtrace.audit.schema import AuditEventRow
 from radtrace.console.review import (
     DRAFT_REASONS,
     IMPRESSION,
@@ -40,6 +48,7 @@ from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import Revision, Study
 
 __all__ = [
+    "IDEMPOTENCY_KEY",
     "DecisionsChangedError",
     "check_draft_decision",
     "checked_comment",
@@ -48,6 +57,10 @@ __all__ = [
     "decide_impression",
     "repeated_draft_decision",
 ]
+
+
+#: An idempotency key as a client may send it: 8 to 128 letters, digits and ``._:+/=~-`` (a UUID, a ULID, base64).
+IDEMPOTENCY_KEY: Final = re.compile(r"[A-Za-z0-9._:+/=~-]{8,128}")
 
 
 class DecisionsChangedError(DecisionConflictError):
@@ -70,6 +83,35 @@ def _lock_decisions(session: Session) -> None:
     on PostgreSQL the audit chain's advisory lock (re-entrant, taken again by the recorder)."""
     if is_postgresql(session.get_bind()):
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+
+
+def _sent_before(
+    session: Session, store: Store, review: StudyReview, actor: Actor, kind: EventType, key: str | None,
+    sent: Mapping[str, Any],
+) -> int | None:  # fmt: skip
+    """The seq of the ``kind`` event ``actor`` recorded on this revision with idempotency key ``key``, when its
+    payload holds ``sent`` (the same decision sent again); None when the key was not used (or none was sent).
+    :class:`DecisionError` when it was, for another decision. Under the decisions' lock (the first request's
+    commit is seen, or it is not yet recorded and waits for this one)."""
+    if key is None:
+        return None
+    table = AuditEventRow
+    rows = session.execute(
+        sa.select(*record_columns(store))
+        .where(table.study_uid == review.study_uid, table.event_type == kind.value, table.actor_user == actor.user)
+        .order_by(table.seq)
+    ).mappings()
+    for record in map(AuditRecord.from_row, rows):
+        payload = record.payload
+        if payload.get("idempotency_key") != key or payload.get("revision") != review.revision:
+            continue
+        if all(payload.get(name) == value for name, value in sent.items()):
+            return record.seq
+        raise DecisionError(
+            "this idempotency key was sent before with another decision (recorded as audit event "
+            f"{record.seq}); a new decision needs a new key"
+        )
+    return None
 
 
 def _check_revision(session: Session, review: StudyReview) -> None:
@@ -139,13 +181,14 @@ def _verdict(verdict: str, what: str) -> FindingDecision:
 
 def decide_finding(
     store: Store, review: StudyReview, actor: Actor, label: str, verdict: str, status: str | None,
-    comment: str | None, expected: Expected | None = None,
+    comment: str | None, expected: Expected | None = None, key: str | None = None,
 ) -> int:  # fmt: skip
     """Record one finding's decision (``finding_assessed``); returns its audit seq.
 
     With ``expected`` (what the page showed), a decision recorded since is a :class:`DecisionConflictError`, and
-    the same decision sent twice from one page is recorded once (its seq is returned). A revision superseded by a
-    later read one takes no decisions."""
+    the same decision sent twice from one page is recorded once (its seq is returned). With an idempotency ``key``
+    (see the module), the same decision sent again with it is recorded once. A revision superseded by a later read
+    one takes no decisions."""
     finding = next((f for f in review.findings if f.label == label), None)
     if finding is None:
         raise DecisionError(f"the draft has no finding {label!r}")
@@ -161,30 +204,37 @@ def decide_finding(
     fields = {"model_status": finding.status, "decision": chosen.value, "status": new_status, "comment": text}
     return _record_decision(store, review, actor, label, label, expected,
                             lambda d: (d.verdict, d.status, d.comment) == (chosen.value, new_status, text),
-                            fields, labels=(label,) if "," not in label else ())  # fmt: skip
+                            fields, labels=(label,) if "," not in label else (), key=key)  # fmt: skip
 
 
 def _record_decision(
-    store: Store, review: StudyReview, actor: Actor, key: str, what: str, expected: Expected | None,
+    store: Store, review: StudyReview, actor: Actor, finding: str, what: str, expected: Expected | None,
     same: Callable[[Decision], bool], fields: dict[str, Any], labels: tuple[str, ...] = (),
+    key: str | None = None,
 ) -> int:  # fmt: skip
-    """Record a ``finding_assessed`` event for ``key`` (a finding's label, or :data:`IMPRESSION`) with ``fields``,
-    under the decisions' lock, once the revision still takes decisions and none was recorded since the page was
-    loaded (``expected``); the same decision sent twice is recorded once. Returns its seq."""
+    """Record a ``finding_assessed`` event for ``finding`` (a finding's label, or :data:`IMPRESSION`) with
+    ``fields``, under the decisions' lock, once the revision still takes decisions and none was recorded since the
+    page was loaded (``expected``); the same decision sent twice (from one page, or with one idempotency ``key``)
+    is recorded once. Returns its seq."""
     with store.session(f"recording a decision on {what}", immediate=True) as session:
         _lock_decisions(session)
+        sent = {"finding": finding, **fields}
+        if (earlier := _sent_before(session, store, review, actor, EventType.FINDING_ASSESSED, key, sent)) is not None:
+            return earlier
         _check_revision(session, review)
-        current = latest_decision(decisions_in(session, store, review.study_uid, review.revision)[0].get(key, []))
+        current = latest_decision(decisions_in(session, store, review.study_uid, review.revision)[0].get(finding, []))
         repeated = _check_current(current, expected, actor, same, what, review.zone)
         if repeated is not None:
             return repeated.seq
         payload: dict[str, Any] = {
             "revision": review.revision,
-            "finding": key,
+            "finding": finding,
             **fields,
             "supersedes": current.seq if current else None,
             "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
         }
+        if key is not None:
+            payload["idempotency_key"] = key
         event = AuditEvent(EventType.FINDING_ASSESSED, actor, study_uid=review.study_uid, accession=review.accession,
                            labels=labels, payload=payload)  # fmt: skip
         return AuditRecorder(store).record(event, session=session).seq
@@ -192,11 +242,11 @@ def _record_decision(
 
 def decide_impression(
     store: Store, review: StudyReview, actor: Actor, verdict: str, text: str | None, comment: str | None,
-    expected: Expected | None = None,
+    expected: Expected | None = None, key: str | None = None,
 ) -> int:  # fmt: skip
     """Record the impression's decision: accept, reject, or modify with the radiologist's impression (a
     ``finding_assessed`` event naming :data:`IMPRESSION`, so QA counts it beside the findings); returns its seq.
-    ``expected`` works as for :func:`decide_finding`."""
+    ``expected`` and ``key`` work as for :func:`decide_finding`."""
     if not (review.impression or "").strip():
         raise DecisionError("the draft has no impression to decide on")
     chosen = _verdict(verdict, "an impression decision")
@@ -214,7 +264,7 @@ def decide_impression(
               "comment": note}  # fmt: skip
     same = (chosen.value, corrected, note)
     return _record_decision(store, review, actor, IMPRESSION, "the impression", expected,
-                            lambda d: (d.verdict, d.text, d.comment) == same, fields)  # fmt: skip
+                            lambda d: (d.verdict, d.text, d.comment) == same, fields, key=key)  # fmt: skip
 
 
 def check_draft_decision(verdict: str, reason_code: str, comment: str | None) -> str | None:
@@ -241,11 +291,16 @@ _CONTRADICTING: Final[Mapping[DraftDecision, str]] = {DraftDecision.ACCEPT: "RT-
 
 def _current_draft(
     session: Session, store: Store, review: StudyReview, actor: Actor, chosen: DraftDecision, reason_code: str,
-    text: str | None, expected: Expected | None,
-) -> tuple[Decision | None, Decision | None, dict[str, list[Decision]]]:  # fmt: skip
-    """The current draft decision, the same one when this decision is a repeat (see :func:`_check_current`), and
-    the findings' and the impression's decision histories."""
+    text: str | None, expected: Expected | None, key: str | None,
+) -> tuple[Decision | None, int | None, dict[str, list[Decision]]]:  # fmt: skip
+    """The current draft decision, the seq of the same one when this decision is a repeat (sent with the same
+    idempotency ``key``, or see :func:`_check_current`), and the findings' and the impression's decision
+    histories."""
     _lock_decisions(session)
+    sent = {"decision": chosen.value, "reason_code": reason_code, "comment": text}
+    earlier = _sent_before(session, store, review, actor, EventType.DRAFT_ASSESSED, key, sent)
+    if earlier is not None:  # recorded already: answered as it was then, whatever came after it
+        return None, earlier, {}
     _check_revision(session, review)
     findings, drafts = decisions_in(session, store, review.study_uid, review.revision)
     current = latest_decision(drafts)
@@ -253,7 +308,7 @@ def _current_draft(
                               (chosen.value, reason_code, text), "the whole draft", review.zone)  # fmt: skip
     if repeated is None and expected is not None and expected.findings is not None:
         _check_findings_seen(findings, expected.findings, actor, review.zone)
-    return current, repeated, findings
+    return current, repeated.seq if repeated else None, findings
 
 
 def _check_review_current(findings: Mapping[str, Sequence[Decision]], review: StudyReview) -> None:
@@ -277,15 +332,16 @@ def _check_review_current(findings: Mapping[str, Sequence[Decision]], review: St
 
 def repeated_draft_decision(
     store: Store, review: StudyReview, actor: Actor, verdict: str, reason_code: str, comment: str | None,
-    expected: Expected | None,
+    expected: Expected | None, key: str | None = None,
 ) -> int | None:  # fmt: skip
     """Before anything is built for a whole-draft decision: its seq when it is already recorded from the same page
-    (a double submit), None when it may be recorded; :class:`DecisionConflictError` when it may not."""
+    (a double submit) or with the same idempotency ``key`` (a retry), None when it may be recorded;
+    :class:`DecisionConflictError` when it may not."""
     text = check_draft_decision(verdict, reason_code, comment)
     with store.session("checking a draft decision", immediate=True) as session:
         _current, repeated, _findings = _current_draft(session, store, review, actor, DraftDecision(verdict),
-                                                       reason_code, text, expected)  # fmt: skip
-    return repeated.seq if repeated else None
+                                                       reason_code, text, expected, key)  # fmt: skip
+    return repeated
 
 
 def decide_draft(
@@ -298,6 +354,7 @@ def decide_draft(
     assessment_sr: Mapping[str, str] | None = None,
     add_outbox_rows: Callable[[Session, int], list[dict[str, object]]] | None = None,
     expected: Expected | None = None,
+    key: str | None = None,
 ) -> tuple[int, bool]:
     """Record the whole draft's decision (``draft_assessed``, naming its assessment SR when one was kept) and
     mirror it on the worklist; returns its seq, and False when it was a repeat (nothing recorded: ``assessment_sr``
@@ -305,8 +362,8 @@ def decide_draft(
 
     ``add_outbox_rows(session, revision_id)`` queues the assessment SR for the PACS in the same transaction
     (:meth:`radtrace.reporting.dispatch.outbox.Outbox.add_assessments`); the event names the rows (``outbox``).
-    ``expected`` works as for :func:`decide_finding` (a repeat queues nothing more). The payload and the SR are
-    built from ``review``: when a finding or impression decision was recorded since it was loaded,
+    ``expected`` and ``key`` work as for :func:`decide_finding` (a repeat queues nothing more). The payload and the
+    SR are built from ``review``: when a finding or impression decision was recorded since it was loaded,
     :class:`DecisionsChangedError` (nothing recorded; build them again)."""
     text = check_draft_decision(verdict, reason_code, comment)
     chosen = DraftDecision(verdict)
@@ -323,12 +380,14 @@ def decide_draft(
         "impression": review.impression_decision.verdict if review.impression_decision else None,
         "assessment_sr": dict(assessment_sr) if assessment_sr else None,
     }
+    if key is not None:
+        payload["idempotency_key"] = key
     now = utc_now()
     with store.session("recording a draft decision", immediate=True) as session:
         current, repeated, findings = _current_draft(session, store, review, actor, chosen, reason_code, text,
-                                                     expected)  # fmt: skip
+                                                     expected, key)  # fmt: skip
         if repeated is not None:
-            return repeated.seq, False
+            return repeated, False
         _check_review_current(findings, review)
         payload["supersedes"] = current.seq if current else None
         if add_outbox_rows is not None:

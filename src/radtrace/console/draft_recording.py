@@ -49,9 +49,11 @@ _ATTEMPTS: Final = 3
 
 def record_draft_decision(
     state: ConsoleState, review: StudyReview, actor: Actor, observer: str, verdict: str, reason: str,
-    comment: str | None, expected: Expected | None,
+    comment: str | None, expected: Expected | None, key: str | None = None,
 ) -> tuple[int, list[int]]:  # fmt: skip
-    """Record a whole-draft decision; returns its audit seq and the outbox rows queued (to ring after).
+    """Record a whole-draft decision; returns its audit seq and the outbox rows queued (to ring after). With an
+    idempotency ``key`` (:mod:`.decisions`), the same decision sent again with it returns the first one's seq and
+    queues nothing: one assessment SR goes out, however many times a client retried.
 
     Refused (:class:`~radtrace.console.review.DecisionError`) or found repeated before an assessment SR is built.
     The SR is written pending, the decision and its outbox rows are committed, then the SR is kept; when the
@@ -61,7 +63,7 @@ def record_draft_decision(
     conflict already), the review is read again and the SR built again from it."""
     for attempt in range(1, _ATTEMPTS + 1):
         try:
-            return _record_once(state, review, actor, observer, verdict, reason, comment, expected)
+            return _record_once(state, review, actor, observer, verdict, reason, comment, expected, key)
         except DecisionsChangedError:
             fresh = load_review(state.store, review.study_uid, review.revision, review.zone)
             if attempt == _ATTEMPTS or fresh is None:
@@ -73,16 +75,16 @@ def record_draft_decision(
 
 def _record_once(
     state: ConsoleState, review: StudyReview, actor: Actor, observer: str, verdict: str, reason: str,
-    comment: str | None, expected: Expected | None,
+    comment: str | None, expected: Expected | None, key: str | None,
 ) -> tuple[int, list[int]]:  # fmt: skip
     text = check_draft_decision(verdict, reason, comment)  # the comment recorded is the one the SR carries
-    repeated = repeated_draft_decision(state.store, review, actor, verdict, reason, text, expected)
+    repeated = repeated_draft_decision(state.store, review, actor, verdict, reason, text, expected, key)
     if repeated is not None:
         return repeated, []
     built = _assessment_sr(state.settings, review, observer, verdict, reason, text)
     queued: list[int] = []
     if built is None:
-        seq, _recorded = decide_draft(state.store, review, actor, verdict, reason, text, None, None, expected)
+        seq, _recorded = decide_draft(state.store, review, actor, verdict, reason, text, None, None, expected, key)
         return seq, queued
     from radtrace.reporting.dispatch.outbox import StagedPayloads
     from radtrace.worker.pipeline import payload_dir
@@ -91,12 +93,12 @@ def _record_once(
     staged = StagedPayloads(payload_dir(state.settings))
     try:
         seq, recorded = decide_draft(state.store, review, actor, verdict, reason, text, pending.record(),
-                                     _outbox_rows(state, pending, hl7, queued, staged), expected)  # fmt: skip
+                                     _outbox_rows(state, pending, hl7, queued, staged), expected, key)  # fmt: skip
     except BaseException:
         pending.discard()
         staged.discard()
         raise
-    if not recorded:  # the same decision, recorded from the same page by a request that came just before
+    if not recorded:  # the same decision, recorded from the same page (or key) by a request that came just before
         pending.discard()
         staged.discard()
         return seq, []

@@ -8,6 +8,11 @@ the conflict page; one the rules refuse is a 422 with the reason. A decision fro
 ended (signed in again since: its CSRF token is the old session's) records nothing and is answered 403 with a
 page that says so. Every page that answers a decision it did not record (these, and the signed-out page of
 :mod:`.web`) shows it back (:func:`unsent_decision`): what it was, and the text the radiologist typed, to copy.
+
+A client that sends no ``seen`` field (a script) sends an ``Idempotency-Key`` header (or an ``idempotency_key``
+field; a quoted header value, as the IETF draft writes it, is unquoted) to make a retry safe: the same decision sent
+again with the same key is recorded once and answered as the first was (the same redirect); the key with another
+decision is a 422. Without either, each request is a decision of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from radtrace.audit.events import Actor
 from radtrace.console.accounts import SignedIn
-from radtrace.console.decisions import decide_finding, decide_impression
+from radtrace.console.decisions import IDEMPOTENCY_KEY, decide_finding, decide_impression
 from radtrace.console.draft_recording import record_draft_decision, ring
 from radtrace.console.pages import (
     PREFIX,
@@ -132,6 +137,20 @@ def _seen(form: dict[str, str], field: str) -> Expected | None:
     return Expected(int(seen))
 
 
+def _idempotency_key(request: Request, form: Mapping[str, str]) -> str | None:
+    """The idempotency key the client sent: its ``Idempotency-Key`` header or ``idempotency_key`` field (None
+    without either); 422 when it is not one (:data:`IDEMPOTENCY_KEY`) or the two differ."""
+    header, field = request.headers.get("idempotency-key"), form.get("idempotency_key")
+    if header is not None and len(header) >= 2 and header[0] == header[-1] == '"':
+        header = header[1:-1]  # a structured-field string, as the IETF draft's examples send it
+    if header is not None and field is not None and header != field:
+        raise HTTPException(422, detail="the Idempotency-Key header and the idempotency_key field differ")
+    key = header if header is not None else field
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise HTTPException(422, detail="an idempotency key is 8 to 128 letters, digits or ._:+/=~- (a UUID)")
+    return key
+
+
 def _conflict(request: Request, state: ConsoleState, user: SignedIn, review: StudyReview, reason: str,
               unsent: UnsentDecision) -> Response:  # fmt: skip
     """409: the decision was made on a page that is out of date; nothing was recorded (shown back). The review is
@@ -156,7 +175,7 @@ async def _decide(
     state: ConsoleState,
     user: SignedIn,
     action: str,
-    decide: Callable[[dict[str, str], StudyReview, Actor], int],
+    decide: Callable[[dict[str, str], StudyReview, Actor, str | None], int],
 ) -> tuple[dict[str, str], StudyReview | Response]:
     """Record one decision a radiologist posted (CSRF-checked, radiologists only): the form and the review, or
     the conflict page in its place when a decision was recorded since the page was loaded (409); a decision the
@@ -166,10 +185,11 @@ async def _decide(
     if refused is not None:
         return form, refused
     _decider(user)
+    key = _idempotency_key(request, form)
     study_uid = await run_in_threadpool(study_of, state, study, old_address=True)
     review = await run_in_threadpool(review_or_404, state, study_uid, revision)
     try:
-        await run_in_threadpool(decide, form, review, request_actor(request, user))
+        await run_in_threadpool(decide, form, review, request_actor(request, user), key)
     except DecisionConflictError as exc:
         unsent = unsent_decision(action, form)
         return form, await run_in_threadpool(_conflict, request, state, user, review, exc.reason, unsent)
@@ -184,9 +204,9 @@ async def finding_decision(
 ) -> Response:
     """Accept, reject or modify one finding (a new audit event; a later one supersedes it)."""
 
-    def decide(form: dict[str, str], review: StudyReview, actor: Actor) -> int:
+    def decide(form: dict[str, str], review: StudyReview, actor: Actor, key: str | None) -> int:
         return decide_finding(state.store, review, actor, form.get("label", ""), form.get("decision", ""),
-                              form.get("status") or None, form.get("comment"), _expected(form))  # fmt: skip
+                              form.get("status") or None, form.get("comment"), _expected(form), key)  # fmt: skip
 
     form, review = await _decide(request, study, revision, state, user, "findings", decide)
     if isinstance(review, Response):
@@ -207,9 +227,9 @@ async def impression_decision(
 ) -> Response:
     """Accept, reject or modify (with the radiologist's own text) the draft's impression (a new audit event)."""
 
-    def decide(form: dict[str, str], review: StudyReview, actor: Actor) -> int:
+    def decide(form: dict[str, str], review: StudyReview, actor: Actor, key: str | None) -> int:
         return decide_impression(state.store, review, actor, form.get("decision", ""), form.get("impression"),
-                                 form.get("comment"), _expected(form))  # fmt: skip
+                                 form.get("comment"), _expected(form), key)  # fmt: skip
 
     _form, review = await _decide(request, study, revision, state, user, "impression", decide)
     if isinstance(review, Response):
@@ -229,13 +249,14 @@ async def draft_decision(
     if refused is not None:
         return refused
     _decider(user)
+    key = _idempotency_key(request, form)
     study_uid = await run_in_threadpool(study_of, state, study, old_address=True)
     review = await run_in_threadpool(review_or_404, state, study_uid, revision)
     verdict, reason, comment = form.get("decision", ""), form.get("reason", ""), form.get("comment")
     try:
         _seq, queued = await run_in_threadpool(record_draft_decision, state, review, request_actor(request, user),
                                                user.account.name, verdict, reason, comment,
-                                               _expected(form))  # fmt: skip
+                                               _expected(form), key)  # fmt: skip
     except DecisionConflictError as exc:
         unsent = unsent_decision("draft", form)
         return await run_in_threadpool(_conflict, request, state, user, review, exc.reason, unsent)
