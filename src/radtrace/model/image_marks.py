@@ -62,6 +62,9 @@ _WAVELET_SYNTAXES: Final = frozenset({"1.2.840.10008.1.2.4.91", "1.2.840.10008.1
 _LOSSLESS_WAVELET_SYNTAXES: Final = frozenset(
     {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202"}
 )
+#: The basis said where the transfer syntax allows lossy compression and the codestream could not tell: the
+#: draft says the image may have been (not that it was).
+_UNVERIFIED: Final = "transfer syntax allows lossy compression"
 _MAYBE_LOSSY: Final = frozenset({"1.2.840.10008.1.2.4.112"})  # JPEG XL: lossy or not, not read here
 Step = dict[str, Any]
 
@@ -72,6 +75,7 @@ def source_step(ds: Dataset) -> Step | None:
     step: Step = {}
     lossy = str(ds.get("LossyImageCompression", "") or "").strip()
     syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    unjudged: list[str] = []
     if lossy == "01":
         step["lossy"] = {"basis": "(0028,2110) Lossy Image Compression 01"}
         ratios, methods = (_listed(ds.get(k)) for k in ("LossyImageCompressionRatio", "LossyImageCompressionMethod"))
@@ -79,8 +83,10 @@ def source_step(ds: Dataset) -> Step | None:
             step["lossy"]["ratio"] = ratios
         if methods:
             step["lossy"]["method"] = methods
-    elif (basis := _lossy_syntax(syntax, ds.get("PixelData"))) is not None:
+    elif (basis := _lossy_syntax(syntax, ds.get("PixelData"), unjudged)) is not None:
         step["lossy"] = {"basis": basis, "transfer_syntax": syntax}
+    elif unjudged:  # a "Lossless Only" label taken as said: recorded that the codestream did not confirm it
+        step["lossless_not_verified"] = {"basis": unjudged[0], "transfer_syntax": syntax}
     if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
         step["burned_in_annotation"] = True
     return {"step": "source", **step} if step else None
@@ -93,12 +99,13 @@ def _listed(value: object) -> list[str]:
     return [str(v).strip() for v in values if str(v).strip()][:4]
 
 
-def _lossy_syntax(syntax: str, data: object) -> str | None:
-    """Why the transfer syntax makes the image lossy, or None."""
+def _lossy_syntax(syntax: str, data: object, unjudged: list[str]) -> str | None:
+    """Why the transfer syntax makes the image lossy, or None (with, in ``unjudged``, why a "Lossless Only"
+    JPEG 2000 codestream's coding passes were not read, where they were not)."""
     if syntax in _LOSSY_SYNTAXES:
         return f"{UID(syntax).name}: a lossy transfer syntax"
     if syntax in _MAYBE_LOSSY:
-        return "transfer syntax allows lossy compression (codestream not inspected)"
+        return f"{_UNVERIFIED} (codestream not inspected)"
     lossless_only = syntax in _LOSSLESS_WAVELET_SYNTAXES
     if syntax not in _WAVELET_SYNTAXES and syntax != _JPEG_LS_NEAR_LOSSLESS and not lossless_only:
         return None
@@ -111,16 +118,21 @@ def _lossy_syntax(syntax: str, data: object) -> str | None:
     if syntax == _JPEG_LS_NEAR_LOSSLESS:
         near = _jpeg_ls_near(head)
         if near is None:
-            return "transfer syntax allows lossy compression (codestream not read)"
+            return f"{_UNVERIFIED} (codestream not read)"
         return f"JPEG-LS NEAR {near}: each value within {near} of the original" if near else None
     mislabel = f" under {UID(syntax).name}" if lossless_only else ""
     irreversible = _irreversible_wavelet(head)
     if irreversible is None:
-        return None if lossless_only else "transfer syntax allows lossy compression (codestream not read)"
+        return None if lossless_only else f"{_UNVERIFIED} (codestream not read)"
     if irreversible:
         return f"JPEG 2000 irreversible 9-7 wavelet{mislabel}"
-    if passes_complete(head) is False:  # None: not read here, taken as the reversible wavelet says (lossless)
+    complete = passes_complete(head)
+    if complete is False:
         return f"JPEG 2000 reversible 5-3 wavelet with coding passes left out (a rate-limited coding){mislabel}"
+    if complete is None and not lossless_only:  # HT code-blocks, bypass, past the reader's bounds: not judged
+        return f"{_UNVERIFIED} (reversible 5-3 wavelet, coding passes not read)"
+    if complete is None:
+        unjudged.append("reversible 5-3 wavelet, coding passes not read (HT code-blocks, or past the reader)")
     return None
 
 
@@ -183,10 +195,12 @@ def image_marks(preparation: Iterable[object]) -> tuple[ImageMark, ...]:
                 method = [m for m in (_code(v) for v in _sequence(lossy.get("method"))) if m is not None]
                 said = f", ratio {' and '.join(f'{r:g}:1' for r in ratio)}" if ratio else ""
                 said += f", {' and '.join(method)}" if method else ""
+                basis = lossy.get("basis")
+                was = "may have been" if isinstance(basis, str) and basis.startswith(_UNVERIFIED) else "was"
                 marks.append(
                     ImageMark(
                         LOSSY_COMPRESSION,
-                        f"the image was lossy compressed{said}: artefacts may hide or mimic a fine finding",
+                        f"the image {was} lossy compressed{said}: artefacts may hide or mimic a fine finding",
                     )
                 )
             if step.get("burned_in_annotation") is True:
