@@ -21,7 +21,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-__all__ = ["HeaderNote", "SourceHeader", "is_uid", "name_group", "read_header", "values_of"]
+__all__ = ["UNREADABLE", "HeaderNote", "SourceHeader", "is_uid", "name_group", "read_header", "values_of"]
 
 _UID: Final = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _DATE_FORMS: Final = (
@@ -31,6 +31,13 @@ _DATE_FORMS: Final = (
 _TIME: Final = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
 _AGE: Final = re.compile(r"\d{3}[DWMY]")
 _SEX: Final = frozenset({"M", "F", "O"})
+#: What pydicom reads in place of bytes the character set cannot decode (it warns, and carries on with them).
+UNREADABLE: Final = "\ufffd"
+#: Identifiers other than Patient ID (:func:`radtrace.reporting.sr_header.draft_patient_ids` rules on that one).
+_IDENTIFIER_UNREADABLE: Final = (
+    "bytes not valid in the character set it was read in; left out of every draft (SR, HL7, FHIR), never altered"
+)
+_TEXT_UNREADABLE: Final = "bytes not valid in the character set it was read in; carried with U+FFFD in their place"
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,21 @@ class _Reader:
             self.note(keyword, f"{len(values)} values where one is allowed; the first kept")
         return values[0] if values else ""
 
+    def identifier(self, keyword: str) -> str:
+        """An identifier read exactly, or '' (noted) where some of its bytes could not be read: one with U+FFFD in
+        their place would name an identifier the source never held."""
+        text = self.single(keyword)
+        if UNREADABLE in text:
+            self.note(keyword, _IDENTIFIER_UNREADABLE)
+            return ""
+        return text
+
+    def texts(self, keyword: str, values: tuple[str, ...]) -> tuple[str, ...]:
+        """Names and texts are carried as read; where some bytes could not be read, the drafts say so."""
+        if any(UNREADABLE in value for value in values):
+            self.note(keyword, _TEXT_UNREADABLE)
+        return values
+
     def date(self, keyword: str) -> date | None:
         text = self.single(keyword)
         if not text:
@@ -176,23 +198,23 @@ def read_header(ds: Dataset) -> SourceHeader:
     patient_ids = reader.values("PatientID")
     if len(patient_ids) > 1:
         reader.note("PatientID", f"{len(patient_ids)} values where one is allowed; all kept as separate identifiers")
-    names = reader.values("PatientName")
+    names = reader.texts("PatientName", reader.values("PatientName"))
     if len(names) > 1:
         reader.note("PatientName", f"{len(names)} values where one is allowed")
     header = SourceHeader(
         study_instance_uid=str(ds.StudyInstanceUID),
         patient_ids=patient_ids,
-        issuer_of_patient_id=reader.single("IssuerOfPatientID"),
+        issuer_of_patient_id=reader.identifier("IssuerOfPatientID"),
         patient_names=names,
         birth_date=reader.date("PatientBirthDate"),
         sex=reader.coded("PatientSex", _SEX),
         age=reader.coded("PatientAge", _AGE),
         study_date=reader.date("StudyDate"),
         study_time=reader.time("StudyTime"),
-        accession_number=reader.single("AccessionNumber"),
-        study_id=reader.single("StudyID"),
-        study_description=reader.single("StudyDescription"),
-        referring_physician=reader.single("ReferringPhysicianName"),
+        accession_number=reader.identifier("AccessionNumber"),
+        study_id=reader.identifier("StudyID"),
+        study_description=reader.texts("StudyDescription", (reader.single("StudyDescription"),))[0],
+        referring_physician=reader.texts("ReferringPhysicianName", (reader.single("ReferringPhysicianName"),))[0],
         timezone_offset=reader.coded("TimezoneOffsetFromUTC", re.compile(r"[+-]\d{4}")),
     )
     return replace(header, notes=tuple(reader.notes))

@@ -16,7 +16,7 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from radtrace.reporting.header import HeaderNote, SourceHeader, is_uid, read_header, values_of
+from radtrace.reporting.header import UNREADABLE, HeaderNote, SourceHeader, is_uid, read_header, values_of
 from radtrace.reporting.text import DICOM_MAX_BYTES, DicomTextVR, cut_utf8, dicom_text, fits_dicom
 
 __all__ = [
@@ -36,8 +36,9 @@ PATIENT_ID_OMITTED: Final = "patient-id-omitted"
 #: The header note every draft carries when it did.
 PATIENT_ID_LEFT_OUT: Final = HeaderNote(
     "PatientID",
-    "holds what a DICOM LO cannot (a control character, or over 64 bytes); left out of every draft (SR, HL7 PID-3, "
-    "FHIR), never altered: the drafts name the study and accession only",
+    "holds what a DICOM LO cannot (a control character, or over 64 bytes), or bytes not valid in the character set it "
+    "was read in; left out of every draft (SR, HL7 PID-3, FHIR), never altered: the drafts name the study and "
+    "accession only",
 )
 
 _PROJECTION: Final = frozenset({"CR", "DX", "IO", "MG", "PX", "RF", "RG", "XA"})  # highdicom's TID 1603 set
@@ -184,8 +185,9 @@ def draft_patient_ids(header: SourceHeader) -> tuple[tuple[str, ...], list[Heade
     hold it unchanged (PS3.5 6.2: no control character, no backslash, at most 64 bytes), which also makes it a valid
     HL7 ST (CX.1: printable characters only, so no ``\\Xhh\\`` of a control) and a FHIR string. Any other value is
     left out of every draft, never altered: an ID with a character taken out or replaced can name another patient,
-    and one written with its control characters is an invalid SR that a strict PACS refuses."""
-    carried = tuple(value for value in header.patient_ids if fits_dicom(value, "LO"))
+    and one written with its control characters is an invalid SR that a strict PACS refuses. A value with bytes its
+    character set could not read (pydicom reads U+FFFD in their place) is left out the same way."""
+    carried = tuple(value for value in header.patient_ids if fits_dicom(value, "LO") and UNREADABLE not in value)
     return carried, [PATIENT_ID_LEFT_OUT] if len(carried) < len(header.patient_ids) else []
 
 

@@ -1,10 +1,10 @@
 """MLLP client: send one HL7 v2 message and check its ACK (HL7 v2.5.1 Appendix C, MLLP release 1).
 
-Framing is ``0x0B <message> 0x1C 0x0D``. The ACK's MSA-2 must equal the message's MSH-10; then MSA-1
-decides: ``AA``/``CA`` delivered; ``AE``/``CE`` an error on the receiver's side that may pass (retry);
-``AR``/``CR`` rejected for good. No answer within the timeout, a refused or dropped connection, an ACK
-for another message or one that cannot be read are all retryable: the outbox sends the same bytes
-again, so the receiver sees the same control ID and can discard the duplicate.
+Framing is ``0x0B <message> 0x1C 0x0D``. The answer must be an ACK (MSH-9) whose MSA-2 equals the message's
+MSH-10; then MSA-1 decides: ``AA``/``CA`` delivered; ``AE``/``CE`` an error on the receiver's side that may pass
+(retry); ``AR``/``CR`` rejected for good. No answer within the timeout, a refused or dropped connection, an ACK for
+another message, another kind of message, or one that cannot be read are all retryable: the outbox sends the same
+bytes again, so the receiver sees the same control ID and can discard the duplicate.
 
 This module is a thin edge: every socket error leaves it as a radtrace error.
 """
@@ -86,9 +86,22 @@ def message_control_id(message: bytes) -> str:
     return segments[0][9]  # MSH-1 is the separator itself, so MSH-10 is index 9
 
 
+def _message_type(msh: list[str]) -> str:
+    """MSH-9.1 (the message code) of a split MSH segment; '' when it has none."""
+    if len(msh) < 9:
+        return ""
+    component = msh[1][:1] or "^"  # MSH-2's first character
+    return msh[8].split(component)[0].strip()
+
+
 def parse_ack(data: bytes) -> Ack:
-    """Read MSA (and ERR) from an ACK. Raises :class:`DispatchError` if there is no MSA."""
+    """Read MSA (and ERR) from an ACK. Raises :class:`DispatchError` if there is no MSA, or if the answer's MSH
+    names a message other than an ``ACK`` (an interface engine routing another channel's message, or ours looped
+    back, onto the connection: its MSA acknowledges nothing)."""
     segments = _segments(data.decode("utf-8", errors="replace"))
+    msh = next((s for s in segments if s[0] == "MSH"), None)
+    if msh is not None and (kind := _message_type(msh)).upper() != "ACK":
+        raise DispatchError(f"the answer is a {_quoted(kind)} message, not an ACK (MSH-9)")
     msa = next((s for s in segments if s[0] == "MSA"), None)
     if msa is None or len(msa) < 3:
         # ER7 is text in an encoding whose delimiters are ASCII bytes; NULs are UTF-16 (or no text at all)
