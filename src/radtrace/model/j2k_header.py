@@ -20,6 +20,8 @@ __all__ = ["Component", "Header", "Progression", "Tile", "UnreadError", "read_he
 #: and no component is read past this many (a colour film has 3; Csiz allows 16,384).
 MOST_TILES: Final = 4096
 _MOST_COMPONENTS: Final = 64
+#: ... and no tile past this many progression volumes (POC; an encoder writes a few, a marker holds 9,000)
+_MOST_VOLUMES: Final = 256
 
 _SIZ, _COD, _COC, _QCD, _QCC, _RGN, _POC, _PPM, _PPT = 0x51, 0x52, 0x53, 0x5C, 0x5D, 0x5E, 0x5F, 0x60, 0x61
 _SOT, _SOD = 0x90, 0x93
@@ -139,7 +141,7 @@ def _progressions(segment: bytes, components: int) -> list[Progression]:
     """A POC segment's progression volumes (T.800 A.6.6)."""
     wide = 2 if components > 256 else 1
     size = 5 + 2 * wide
-    if not segment or len(segment) % size:
+    if not segment or len(segment) % size or len(segment) // size > _MOST_VOLUMES:
         raise UnreadError("POC length")
     volumes = []
     for at in range(0, len(segment), size):
@@ -247,6 +249,8 @@ def read_header(stream: bytes) -> Header:
         if order > 4:
             raise UnreadError("unknown progression order")
         most_levels = max(component.levels for component in coded)
+        if len(markers.poc or main.poc) > _MOST_VOLUMES:
+            raise UnreadError("progression order changes past the reader's bound")
         progression = markers.poc or main.poc or [Progression(order, (0, most_levels + 1), (0, components), layers)]
         ppt = [(s[0], s[1:]) for _, segs in tile_parts for m, s in segs if m == _PPT]
         headers = None

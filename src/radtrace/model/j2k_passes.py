@@ -303,13 +303,13 @@ def _packet_order(
         first, end = volume.resolutions
         components = range(volume.components[0], min(volume.components[1], len(counts)))
         if volume.order in (0, 1):
+            budget.visits(volume.layers * max(end - first, 1) * max(len(components), 1))  # before, not as it goes
             spans = (
                 ((la, r) for la in range(volume.layers) for r in range(first, end))
                 if volume.order == 0
                 else ((la, r) for r in range(first, end) for la in range(volume.layers))
             )
             for layer, r in spans:
-                budget.visits(len(components))
                 for c in components:
                     for p in range(counts[c][r] if r < len(counts[c]) else 0):
                         if done[c][r][p] == layer:
@@ -321,7 +321,7 @@ def _packet_order(
         precincts = [
             (c, r, p) for c in components for r in range(first, min(end, len(counts[c]))) for p in range(counts[c][r])
         ]
-        budget.visits(len(precincts))
+        budget.visits(max(len(precincts), 1))
         for c, r, p in sorted(precincts, key=lambda cell: _position_key(volume.order, cell, places)):
             for layer in range(done[c][r][p], volume.layers):
                 yield c, r, layer, p
