@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import uvicorn
 
 from radtrace.http_limits import App, PeerLimits
@@ -38,3 +39,14 @@ def guarded_serving(app: App, limits: PeerLimits) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def throttled_behind(proxy: httpx.Client) -> tuple[int, int]:
+    """Twenty wrong tokens through ``proxy`` from the client it forwards as 10.9.9.9, then one more from it and one
+    from 10.9.9.8: their statuses, (429, 401) where the throttle counts each forwarded client, not the proxy."""
+    for n in range(20):
+        wrong = {"Authorization": f"Bearer wrong-{n}", "X-Forwarded-For": "10.9.9.9"}
+        assert proxy.get("/v1/events", headers=wrong).status_code == 401
+    attacker = proxy.get("/v1/events", headers={"Authorization": "Bearer x", "X-Forwarded-For": "10.9.9.9"})
+    other = proxy.get("/v1/events", headers={"Authorization": "Bearer x", "X-Forwarded-For": "10.9.9.8"})
+    return attacker.status_code, other.status_code

@@ -19,7 +19,20 @@ from dataclasses import dataclass, field
 import hl7
 import hl7.mllp
 
+from radtrace.testing.atna import Pki
 from radtrace.testing.services import free_port
+
+
+def ris_tls(server: Pki, *clients: Pki) -> ssl.SSLContext:
+    """The server context of a RIS over TLS presenting ``server``'s certificate; with ``clients``, mutual TLS: a client
+    certificate of one of their CAs is required."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(server.server_cert, server.server_key)
+    if clients:
+        context.verify_mode = ssl.CERT_REQUIRED
+        for client in clients:
+            context.load_verify_locations(client.ca)
+    return context
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from mllp_support import mllp_receiver
+from mllp_support import mllp_receiver, ris_tls
 from radtrace.config import ReportingSettings, load_settings
 from radtrace.errors import ConfigError, PeerUnavailableError
 from radtrace.reporting.dispatch.kinds import KIND_HL7
@@ -44,15 +43,6 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("other-pki"))  # a CA that signed nothing of this RIS
 
 
-def _ris_context(pki: Pki, *, client_certificates: bool) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.server_cert, pki.server_key)
-    if client_certificates:  # mutual TLS: a client without a certificate of this CA is refused
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(pki.ca)
-    return context
-
-
 def _message() -> tuple[bytes, str]:
     reading, sources = sr_cases()["typical"]
     oru = build_oru(reading, sources[0], settings=ReportingSettings(), sr_sop_instance_uid=SR_UID)
@@ -71,7 +61,7 @@ def _send(tmp_path: Path, port: int, timeout_s: float = 10, **ris: Any) -> str |
 
 @pytest.fixture
 def mutual_ris(pki: Pki) -> Iterator[Any]:
-    with mllp_receiver(["AA"], tls=_ris_context(pki, client_certificates=True)) as receiver:
+    with mllp_receiver(["AA"], tls=ris_tls(pki, pki)) as receiver:
         yield receiver
 
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import ssl
 from pathlib import Path
 
 import pytest
 
-from mllp_support import mllp_receiver
+from mllp_support import mllp_receiver, ris_tls
 from radtrace.config import ReportingSettings, load_settings
 from radtrace.errors import ConfigError
 from radtrace.reporting.dispatch.kinds import KIND_HL7
@@ -43,16 +42,6 @@ def old(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture(scope="module")
 def new(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("new-pki"))  # the renewal: another CA, server and client certificate
-
-
-def _ris(server: Pki, *clients: Pki) -> ssl.SSLContext:
-    """A RIS presenting ``server``'s certificate that takes client certificates of ``clients``' CAs only."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(server.server_cert, server.server_key)
-    context.verify_mode = ssl.CERT_REQUIRED
-    for client in clients:
-        context.load_verify_locations(client.ca)
-    return context
 
 
 def _files(folder: Path, pki: Pki) -> dict[str, Path]:
@@ -94,14 +83,14 @@ def test_a_renewed_ca_bundle_and_client_certificate_are_used_from_the_next_oru(
     files = _files(tmp_path / "tls", old)
     port = free_port()
     send = _sender(tmp_path, port, files)
-    with mllp_receiver(["AA"], port=port, tls=_ris(old, old)) as ris:
+    with mllp_receiver(["AA"], port=port, tls=ris_tls(old, old)) as ris:
         assert send(f"127.0.0.1:{port}", payload) is None  # AA
         assert ris.control_ids == [control_id]
     # the night's renewal: the RIS presents a certificate of the new CA and takes client certificates of it only; our
     # CA bundle, certificate and key are renamed over on disk, radtrace is not restarted
     for setting, source in (("ca_bundle", new.ca), ("certificate", new.client_cert), ("private_key", new.client_key)):
         _renamed_over(files[setting], source)
-    with mllp_receiver(["AA"], port=port, tls=_ris(new, new)) as ris:
+    with mllp_receiver(["AA"], port=port, tls=ris_tls(new, new)) as ris:
         assert send(f"127.0.0.1:{port}", payload) is None  # before: PeerUnavailableError, the RIS's certificate refused
         assert ris.control_ids == [control_id]
 
@@ -116,7 +105,7 @@ def test_a_renewal_caught_half_way_keeps_the_files_loaded_before_until_the_new_o
     files = _files(tmp_path / "tls", old)
     port = free_port()
     send = _sender(tmp_path, port, files)
-    with mllp_receiver(["AA"] * 3, port=port, tls=_ris(old, old)) as ris:
+    with mllp_receiver(["AA"] * 3, port=port, tls=ris_tls(old, old)) as ris:
         assert send(f"127.0.0.1:{port}", payload) is None
         files["certificate"].write_bytes(new.client_cert.read_bytes())  # in place: the same file, its key not yet
         with caplog.at_level(logging.INFO, logger=SENDERS):
@@ -130,7 +119,7 @@ def test_a_renewal_caught_half_way_keeps_the_files_loaded_before_until_the_new_o
     assert said.endswith("still using the ones loaded before, and trying again at each send")
     caplog.clear()
     files["private_key"].write_bytes(new.client_key.read_bytes())
-    with mllp_receiver(["AA"], port=port, tls=_ris(old, new)) as ris, caplog.at_level(logging.INFO):
+    with mllp_receiver(["AA"], port=port, tls=ris_tls(old, new)) as ris, caplog.at_level(logging.INFO):
         assert send(f"127.0.0.1:{port}", payload) is None  # before: refused, the old client certificate still sent
         assert ris.control_ids == [control_id]
     assert "dispatch.ris files changed on disk: loaded again" in caplog.messages
