@@ -10,15 +10,18 @@ only when the form was sent).
 
 from __future__ import annotations
 
+import base64
 import json
+import random
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from browser_support import Page, expect, needs_chromium, sign_in, tab
+from browser_support import Page, expect, needs_chromium, sign_in, tab, wait_until
 from console_support import (
     PASSWORD,
     add_user,
@@ -155,12 +158,15 @@ def test_another_account_is_not_offered_it_and_old_entries_go(browser: Any, site
         expect(page.locator("#impression .typed-offer q")).to_have_text("Typed by dr.typist, not sent.")
 
 
-def test_outside_a_secure_context_the_text_stays_in_the_tab_only(browser: Any, site: Site) -> None:
+def test_over_plain_http_the_text_is_kept_encrypted_and_survives_closing_the_tab(browser: Any, site: Site) -> None:
     """Plain HTTP to a host name that is not localhost (``radtrace.test``, resolved to this machine by Chromium's own
-    resolver rule) is not a secure context: no WebCrypto, so nothing goes to localStorage; the text is kept, plain, in
-    the tab's sessionStorage, offered back in that tab after signing in again, and not in another tab."""
+    resolver rule) is not a secure context: no WebCrypto. Before: the text was kept, plain, in the tab's
+    sessionStorage only, and gone with the tab (a console on the hospital network without TLS). Now aes_gcm.js
+    encrypts it into localStorage as WebCrypto would (Python's AES-GCM opens it with the page's key), and it is
+    offered back in another tab once the session expired and the tab was closed."""
     port = site.url.rsplit(":", 1)[1]
     url = f"http://{HOST}:{port}{study_path(site.store, site.studies['rules'])}"
+    typed = "typed over plain HTTP: «pneumothorax?» 気胸"
     resolving = browser.browser_type.launch(  # the module's Playwright, a second Chromium with the resolver rule
         executable_path=shutil.which("chromium"), args=["--no-sandbox", f"--host-resolver-rules=MAP {HOST} 127.0.0.1"]
     )
@@ -168,21 +174,69 @@ def test_outside_a_secure_context_the_text_stays_in_the_tab_only(browser: Any, s
         with tab(resolving, allowed=("status of 401",)) as page:
             sign_in(page, f"http://{HOST}:{port}", "dr.typist")
             page.goto(url)
-            assert page.evaluate("window.isSecureContext") is False
-            page.locator("#finding-0 input.comment").fill("typed over plain HTTP")
+            assert page.evaluate("[window.isSecureContext, typeof crypto.subtle]") == [False, "undefined"]
+            key = base64.b64decode(str(page.locator("section.review").get_attribute("data-typed-key")))
+            page.locator("#finding-0 input.comment").fill(typed)
             page.keyboard.press("Escape")
-            page.wait_for_timeout(200)
-            assert page.evaluate("localStorage.length") == 0
-            [value] = page.evaluate("Object.values(Object.assign({}, sessionStorage))")
-            assert json.loads(value)["plain"] == {"comment": "typed over plain HTTP"}
+            wait_until(page, "localStorage.length === 1")
+            assert page.evaluate("sessionStorage.length") == 0
+            [(name, value)] = page.evaluate("Object.entries(Object.assign({}, localStorage))")
+            assert name.startswith("radtrace.typed.")
+            assert not any(part in name for part in (*PATIENT, site.studies["rules"]))
+            entry = json.loads(value)
+            assert set(entry) == {"at", "seen", "sent", "iv", "data"}
+            assert "plain HTTP" not in value
+            opened = AESGCM(key).decrypt(base64.b64decode(entry["iv"]), base64.b64decode(entry["data"]), None)
+            assert json.loads(opened) == {"comment": typed}
             page.context.clear_cookies()  # the session expired
-            page.goto(url)
-            _sign_in_here(page, "dr.typist")
-            expect(page.locator("#finding-0 .typed-offer q")).to_have_text("typed over plain HTTP")
-            other = page.context.new_page()  # another tab has its own sessionStorage: nothing offered there
-            other.goto(url)
-            expect(other.locator("#finding-0 input.comment")).to_be_visible()
-            other.wait_for_timeout(300)
-            expect(other.locator(".typed-offer")).to_have_count(0)
+            again = page.context.new_page()  # and the tab is closed without sending anything
+            page.close()
+            again.goto(url)
+            _sign_in_here(again, "dr.typist")
+            expect(again).to_have_url(url)
+            expect(again.locator("#finding-0 .typed-offer q")).to_have_text(typed)
+            again.locator("#finding-0").get_by_role("button", name="Restore what I typed").click()
+            expect(again.locator("#finding-0 input.comment")).to_have_value(typed)
+            expect(again.locator(".typed-offer")).to_have_count(0)
     finally:
         resolving.close()
+
+
+def test_the_scripts_aes_gcm_is_webcryptos_and_pythons(browser: Any, site: Site) -> None:
+    """aes_gcm.js (what keeps typed text outside a secure context) against two references, on 16-, 24- and 32-byte
+    keys and texts of 0 to 3000 bytes: Chromium's WebCrypto in the same page (localhost is a secure context; it has
+    no 192-bit AES) and Python's cryptography; a changed byte is refused (null), as WebCrypto refuses it."""
+    chance = random.Random(20261206)
+    lengths = [*range(0, 40), 255, 256, 257, *(chance.randrange(0, 3000) for _ in range(40))]
+    cases = [
+        (chance.randbytes(chance.choice([16, 24, 32])), chance.randbytes(12), chance.randbytes(n)) for n in lengths
+    ]
+    with tab(browser) as page:
+        page.goto(f"{site.url}/console/login")
+        answers = page.evaluate(
+            """async (cases) => {
+                const h = (t) => Uint8Array.from(t.match(/../g) || [], (b) => parseInt(b, 16));
+                const x = (b) => Array.from(new Uint8Array(b), (v) => v.toString(16).padStart(2, "0")).join("");
+                const out = [];
+                for (const [k, iv, text] of cases) {
+                    const ours = window.RadtraceAesGcm.encrypt(h(k), h(iv), h(text));
+                    let theirs = ours; // Chromium's WebCrypto has no 192-bit AES: Python's is the reference
+                    if (k.length !== 48) {
+                        const key = await crypto.subtle.importKey("raw", h(k), "AES-GCM", false, ["encrypt"]);
+                        theirs = await crypto.subtle.encrypt({ name: "AES-GCM", iv: h(iv) }, key, h(text));
+                    }
+                    const opened = window.RadtraceAesGcm.decrypt(h(k), h(iv), new Uint8Array(theirs));
+                    const changed = Uint8Array.from(ours);
+                    changed[changed.length - 1 - (out.length % changed.length)] ^= 0x40;
+                    const refused = window.RadtraceAesGcm.decrypt(h(k), h(iv), changed);
+                    out.push([x(ours), x(theirs), opened && x(opened), refused]);
+                }
+                return out;
+            }""",
+            [(k.hex(), iv.hex(), text.hex()) for k, iv, text in cases],
+        )
+    assert len(answers) == len(cases)
+    for (key, iv, text), (ours, webcrypto, opened, refused) in zip(cases, answers, strict=True):
+        assert ours == webcrypto == AESGCM(key).encrypt(iv, text, None).hex(), (len(key), len(text))
+        assert opened == text.hex()
+        assert refused is None

@@ -252,10 +252,12 @@
 // tab was closed or left: nothing had been sent. Each form's typed fields (comment, corrected status, impression,
 // draft reason) are kept as they change, under a key naming only the study's console handle, the revision, the
 // finding's label and the account's key id (never a patient identifier), and offered back when the same account
-// opens the same revision again. In a secure context (HTTPS, or localhost) they go to localStorage encrypted with
-// AES-GCM under the account's key, which only a signed-in page of that account carries (the page names it); else
-// only to this tab's sessionStorage. An entry goes when its decision is recorded, when a newer revision of the
-// study is open, when it is discarded, and after 12 hours (one shift).
+// opens the same revision again. They go to localStorage encrypted with AES-GCM under the account's key, which only
+// a signed-in page of that account carries (the page names it): with WebCrypto in a secure context (HTTPS, or
+// localhost), and elsewhere (plain HTTP to a host name, where the browser gives no crypto.subtle) with the same
+// AES-GCM in script (aes_gcm.js), so closing the tab loses nothing there either. Only a browser with neither keeps
+// them, plain, in this tab's sessionStorage. An entry goes when its decision is recorded, when a newer revision of
+// the study is open, when it is discarded, and after 12 hours (one shift).
 (function () {
   "use strict";
   const PREFIX = "radtrace.typed.";
@@ -296,28 +298,37 @@
     purge(study, revision, latest);
     if (!latest) return; // decisions are recorded on the latest revision only
     const subtle = window.isSecureContext && window.crypto && window.crypto.subtle;
+    // outside a secure context: the script's AES-GCM (crypto.getRandomValues is there for the IV)
+    const scripted = !subtle && window.RadtraceAesGcm && window.crypto && window.crypto.getRandomValues
+      ? window.RadtraceAesGcm : null;
+    const sealed = Boolean(subtle || scripted);
     let store = null;
-    try { store = subtle ? window.localStorage : window.sessionStorage; } catch (e) { return; }
+    try { store = sealed ? window.localStorage : window.sessionStorage; } catch (e) { return; }
     if (!store) return;
+    function rawKey() {
+      try { return unb64(review.dataset.typedKey || ""); } catch (e) { return null; }
+    }
     const keyPromise = subtle
-      ? subtle.importKey("raw", unb64(review.dataset.typedKey), "AES-GCM", false, ["encrypt", "decrypt"]).catch(() => null)
-      : Promise.resolve(null);
+      ? subtle.importKey("raw", rawKey(), "AES-GCM", false, ["encrypt", "decrypt"]).catch(() => null)
+      : Promise.resolve(scripted ? rawKey() : null);
 
     async function seal(values) {
       const key = await keyPromise;
-      if (!subtle) return { plain: values };
-      if (!key) return null;
+      if (!sealed) return { plain: values };
+      if (!key || (scripted && key.length !== 32)) return null; // no key on the page: nothing kept
       const iv = window.crypto.getRandomValues(new Uint8Array(12));
-      const data = await subtle.encrypt({ name: "AES-GCM", iv }, key, new TextEncoder().encode(JSON.stringify(values)));
+      const text = new TextEncoder().encode(JSON.stringify(values));
+      const data = subtle ? await subtle.encrypt({ name: "AES-GCM", iv }, key, text) : scripted.encrypt(key, iv, text);
       return { iv: b64(iv), data: b64(data) };
     }
     async function open(entry) {
-      if (entry.plain) return subtle ? null : entry.plain;
+      if (entry.plain) return sealed ? null : entry.plain;
       const key = await keyPromise;
       if (!key || !entry.iv) return null;
       try {
-        const data = await subtle.decrypt({ name: "AES-GCM", iv: unb64(entry.iv) }, key, unb64(entry.data));
-        return JSON.parse(new TextDecoder().decode(data));
+        const iv = unb64(entry.iv), data = unb64(entry.data);
+        const text = subtle ? await subtle.decrypt({ name: "AES-GCM", iv }, key, data) : scripted.decrypt(key, iv, data);
+        return text ? JSON.parse(new TextDecoder().decode(text)) : null;
       } catch (e) { return null; } // another account's, or damaged: not offered
     }
 
