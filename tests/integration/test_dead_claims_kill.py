@@ -405,6 +405,6 @@ def test_a_node_killed_mid_read_is_taken_over_by_another_node_before_its_claim_t
     events = audit_events(sqlite_store)
     [released] = [p for kind, _, p in events if kind == "inference_failed" and "released_claim_of" in p]
     assert released["released_claim_of"] == f"{OTHER_HOST}:{first.pid}"
-    assert f"by its clock), as seen from {socket.gethostname()}" in str(released["error"])
+    assert f"by the database's clock), as seen from {socket.gethostname()}" in str(released["error"])
     started = [p for kind, _, p in events if kind == "inference_started"]
     assert started[-1]["taken_over_from"] == f"{OTHER_HOST}:{first.pid}"

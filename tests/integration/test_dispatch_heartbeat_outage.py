@@ -178,7 +178,8 @@ def test_an_overdue_claim_of_another_namespace_is_released_once_a_later_pass_fin
     released = release_dead_claims(store, recorder, now + timedelta(seconds=3), claim_timeout_s=120)
     assert released.deliveries == [outbox_id]
     row = _row(store, outbox_id)
-    assert (row.claimed_by, row.next_attempt_at) == (None, now + timedelta(seconds=3))
+    assert row.claimed_by is None
+    assert row.next_attempt_at <= now + timedelta(seconds=3)  # due now (and for hosts in step with the database)
     assert "whose heartbeat stopped at" in str(row.last_error)
 
 

@@ -153,14 +153,17 @@ def test_a_stale_claim_is_taken_over_and_a_live_one_is_left_alone(
 ) -> None:
     study_uid, number = spool_study(wsettings, store, make_study())
     clock = Clock()
+    expires = datetime.now(UTC) + timedelta(seconds=3)  # on the database's clock (radtrace.worker.claims)
     _set(store, study_uid, state=RevisionState.PROCESSING, attempts=1, claimed_by="dead-worker",
-         claim_expires_at=clock.now + timedelta(seconds=30))  # fmt: skip
+         claim_expires_at=expires)  # fmt: skip
     pipeline = StudyPipeline(wsettings, store, reader, worker="w2", clock=clock)
 
     assert pipeline.process(study_uid, number).result is Result.NOT_CLAIMED
     assert revision_row(store, study_uid).claimed_by == "dead-worker"
+    clock.advance(31)  # this worker's clock past the expiry: not the clock claims expire on
+    assert pipeline.process(study_uid, number).result is Result.NOT_CLAIMED
 
-    clock.advance(31)
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.2)
     assert pipeline.process(study_uid, number).result is Result.REPORTED
     rev = revision_row(store, study_uid)
     assert (rev.state, rev.attempts, rev.claimed_by) == (RevisionState.REPORTED, 2, None)

@@ -116,7 +116,8 @@ def test_a_holder_on_another_host_whose_beat_stopped_is_released_after_15_s_of_s
     assert passes.look().deliveries == []  # released once
     row = _row(passes.store, outbox_id)
     assert (row.state, row.attempts, row.claimed_by, row.heartbeat_at) == (OutboxState.PENDING, 1, None, None)
-    assert row.next_attempt_at == passes.now  # due now, by this host's clock
+    # due now: for this host, and for hosts in step with the database's clock (this host's is not the lease's clock)
+    assert row.next_attempt_at <= passes.now
     with passes.store.session() as session:
         [payload] = [
             p for p in session.scalars(sa.select(AuditEventRow.payload).where(
@@ -191,7 +192,7 @@ def test_a_read_by_another_host_is_released_50_s_after_its_beat_stopped_never_wh
 ) -> None:
     """gpu-node-7 renews every 40 s for 2 minutes (passes every 5 s here): never released, its clock 10 minutes off
     ours. Then it stops: its claim seen unchanged for 49.9 s is kept, for 50 s (40 s beat + 10 s slack) released: its
-    claim expires now, by this host's clock, for a worker here to take it over (audited naming it)."""
+    claim expires now, by the database's clock, for a worker here to take it over (audited naming it)."""
     skew = timedelta(seconds=skew_s)
     revision_id = _read_by_other_host(passes.store, passes.now + skew)
     for tick in range(24):
@@ -210,7 +211,9 @@ def test_a_read_by_another_host_is_released_50_s_after_its_beat_stopped_never_wh
     [released] = passes.look().revisions
     assert released[0] == revision_id
     assert passes.look().revisions == []  # released once
-    assert _claim_expires(passes.store, revision_id) == passes.now
+    expired = _claim_expires(passes.store, revision_id)
+    assert expired is not None
+    assert expired <= utc_now()  # expired now by the database's clock, the one take-overs judge it on
     with passes.store.session() as session:
         [payload] = session.scalars(
             sa.select(AuditEventRow.payload).where(AuditEventRow.event_type == "inference_failed")
@@ -222,4 +225,7 @@ def test_a_read_by_another_host_is_released_50_s_after_its_beat_stopped_never_wh
         f"claimed by worker {WORKER}, whose heartbeat stopped (its claim last renewed until {expires:%H:%M:%S} UTC"
         in (details["error"])
     )
-    assert f"by its clock), as seen from {socket.gethostname()}: the same claim seen for 50 s" in details["error"]
+    assert (
+        f"by the database's clock), as seen from {socket.gethostname()}: the same claim seen for 50 s"
+        in (details["error"])
+    )

@@ -37,6 +37,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import DispatchError, RadtraceError, is_retryable
+from radtrace.reporting.dispatch.claims import database_now
 from radtrace.reporting.draft_store import DraftsDiskFullError, DraftsNotStoredError, failure_event_type
 from radtrace.store.engine import Store
 from radtrace.store.models import Job, JobState, Revision, RevisionState, Study
@@ -128,12 +129,12 @@ class RevisionAttempts:
 
     def renew(self, claim: Claim) -> bool:
         """Push our claim's expiry ``claim_timeout_s`` ahead; False when the claim is no longer ours."""
-        now = self.clock()
         with self.store.session("renewing a claim", immediate=True) as session:
+            expires = database_now(session) + timedelta(seconds=self.settings.broker.claim_timeout_s)
             renewed = session.execute(
                 sa.update(Revision)
                 .where(*held_by(claim, self.worker))
-                .values(claim_expires_at=now + timedelta(seconds=self.settings.broker.claim_timeout_s))
+                .values(claim_expires_at=expires)  # on the database's clock: radtrace.worker.claims
                 .execution_options(synchronize_session=False)
             )
             return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
@@ -149,9 +150,9 @@ class RevisionAttempts:
             if row is None:
                 return ProcessResult(Result.MISSING)
             rev, study = row[0], row[1]
-            decision = claim_decision(
-                rev.state, rev.claim_expires_at, rev.next_attempt_at, now, ours=rev.claimed_by == self.worker
-            )
+            lease_now = database_now(session)  # claims expire on the database's clock, not this worker's
+            decision = claim_decision(rev.state, rev.claim_expires_at, rev.next_attempt_at, now,
+                                      ours=rev.claimed_by == self.worker, lease_now=lease_now)  # fmt: skip
             if decision not in ("claim", "take-over"):
                 return ProcessResult(Result.NOT_CLAIMED, rev.state, rev.reason, rev.next_attempt_at)
             earlier = session.scalar(
@@ -165,12 +166,19 @@ class RevisionAttempts:
                 return ProcessResult(Result.NOT_CLAIMED, rev.state, f"waiting for revision {earlier}")
             taken = session.execute(
                 sa.update(Revision)
-                .where(Revision.id == rev.id, Revision.state == rev.state, Revision.attempts == rev.attempts)
+                .where(
+                    Revision.id == rev.id,
+                    Revision.state == rev.state,
+                    Revision.attempts == rev.attempts,
+                    Revision.claim_expires_at.is_(None)
+                    if rev.claim_expires_at is None
+                    else Revision.claim_expires_at == rev.claim_expires_at,
+                )  # as read: not renewed since
                 .values(
                     state=RevisionState.PROCESSING,
                     attempts=rev.attempts + 1,
                     claimed_by=self.worker,
-                    claim_expires_at=now + timedelta(seconds=self.settings.broker.claim_timeout_s),
+                    claim_expires_at=lease_now + timedelta(seconds=self.settings.broker.claim_timeout_s),
                     next_attempt_at=None,
                     started_at=rev.started_at or now,
                     updated_at=now,

@@ -4,6 +4,11 @@ A claim is the conditional UPDATE that moves a revision ``queued → processing`
 expiry (:class:`radtrace.worker.pipeline.StudyPipeline` takes it). A GPU worker reading a batch holds several at
 once; one heartbeat thread renews all of them every third of ``broker.claim_timeout_s``, so a reading longer
 than the timeout is not taken over, and a worker that dies stops renewing: its claims lapse.
+
+The expiry (``claim_expires_at``) is written and judged on the database's clock
+(:func:`radtrace.reporting.dispatch.claims.database_now`: on PostgreSQL the one clock every node shares), never on a
+worker's wall clock: a node whose clock runs minutes ahead does not take a live reading over, and one behind does not
+hold a dead one's up (:func:`claim_decision`'s ``lease_now``).
 """
 
 from __future__ import annotations
@@ -72,17 +77,21 @@ def claim_decision(
     now: datetime,
     *,
     ours: bool = False,
+    lease_now: datetime | None = None,
 ) -> ClaimDecision:
     """Whether a worker may take a revision now (pure).
 
     ``ours``: the live claim is this worker's own. A worker takes revisions only while it holds none (one
     batch at a time), so finding its own claim means an earlier attempt of its died without releasing it (the
     database went away while it recorded the failure): take it over now rather than wait ``claim_timeout_s``.
+    ``lease_now``: the database's clock, which ``claim_expires_at`` is written on (``now``, this worker's, when not
+    given); a retry's ``next_attempt_at`` is this worker's schedule, judged on ``now``.
     """
     if state is RevisionState.QUEUED:
         return "claim" if next_attempt_at is None or next_attempt_at <= now else "not-due"
     if state is RevisionState.PROCESSING:
-        return "take-over" if ours or claim_expires_at is None or claim_expires_at <= now else "busy"
+        expired = claim_expires_at is None or claim_expires_at <= (now if lease_now is None else lease_now)
+        return "take-over" if ours or expired else "busy"
     if state is RevisionState.RECEIVING:
         return "not-due"
     return "done"

@@ -185,12 +185,13 @@ def _release_deliveries(
     overdue_seen: set[tuple[object, ...]] = set()
     unchanged_seen: set[tuple[object, ...]] = set()
     with store.session("finding deliveries claimed by a process that ended") as session:
+        database_now = claims.database_now(session)  # the lease's clock (radtrace.reporting.dispatch.claims)
         rows = session.execute(
             sa.select(OutboxMessage.id, OutboxMessage.attempts, OutboxMessage.claimed_by, OutboxMessage.heartbeat_at)
             .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.attempts > 0,
                    OutboxMessage.heartbeat_at.is_not(None), OutboxMessage.claimed_by.is_not(None),
-                   # this host's lease, by this host's clock; another host's lease was written from its clock
-                   sa.or_(OutboxMessage.next_attempt_at > now,
+                   # this host's lease not over yet (over: any dispatcher may claim it); another's: sightings tell
+                   sa.or_(OutboxMessage.next_attempt_at > database_now,
                           ~OutboxMessage.claimed_by.contains(f"@{host}:", autoescape=True)))
             .order_by(OutboxMessage.heartbeat_at)
             .limit(LOOK_AT_MOST)
@@ -201,13 +202,14 @@ def _release_deliveries(
             continue
         key = ("delivery", outbox_id, str(claimed_by), heartbeat_at)
         why: str | None
-        if not holder.on_this_host:  # its liveness shows only in its beat, written from its clock: see _UNCHANGED
+        if not holder.on_this_machine:  # its liveness shows only in its beat, written from its clock: see _UNCHANGED
             unchanged_for = _unchanged_long_enough(key, seen_at, stopped_after, now, released, unchanged_seen)
             if unchanged_for is None:
                 continue
+            elsewhere = "another host" if not holder.on_this_host else "another boot under this host name"
             why = (
                 f"whose heartbeat stopped at {heartbeat_at:%H:%M:%S} UTC by its clock, as seen from {host}: the same "
-                f"beat seen for {unchanged_for:.0f} s by this process (another host: its beat every "
+                f"beat seen for {unchanged_for:.0f} s by this process ({elsewhere}: its beat every "
                 f"{claims.HEARTBEAT_S:.0f} s is all that tells it is alive)"
             )
         else:
@@ -236,7 +238,8 @@ def _release_deliveries(
                 .where(OutboxMessage.id == outbox_id, OutboxMessage.state == OutboxState.PENDING,
                        OutboxMessage.attempts == attempts, OutboxMessage.claimed_by == claimed_by,
                        OutboxMessage.heartbeat_at == heartbeat_at)
-                .values(next_attempt_at=now, last_error=reason, claimed_by=None, heartbeat_at=None)
+                # due now for this dispatcher and for those whose clock is in step with the database's
+                .values(next_attempt_at=min(now, database_now), last_error=reason, claimed_by=None, heartbeat_at=None)
                 .execution_options(synchronize_session=False)
             )  # fmt: skip
             if done.rowcount != 1:  # type: ignore[attr-defined]  # recorded, renewed or released meanwhile
@@ -245,7 +248,8 @@ def _release_deliveries(
             assert row is not None
             study = row.revision.study
             payload = {"outbox_id": row.id, "kind": row.kind, "destination": row.destination, "attempt": row.attempts,
-                       "payload_sha256": row.payload_sha256, "error": reason, "next_attempt_at": now.isoformat(),
+                       "payload_sha256": row.payload_sha256, "error": reason,
+                       "next_attempt_at": min(now, database_now).isoformat(),
                        "released_claim_of": holder.process, "claimed_by": str(claimed_by),
                        "heartbeat_at": heartbeat_at.isoformat(), "released_by_host": host}  # fmt: skip
             recorder.record(
@@ -270,14 +274,15 @@ def _release_revisions(
     released: Released,
 ) -> None:
     host = socket.gethostname()
-    unrenewed_since = now + timedelta(seconds=claim_timeout_s * 2 / 3 - RENEWAL_SLACK_S)
     stopped_after = claim_timeout_s / 3 + RENEWAL_SLACK_S  # a beat every third of the claim, and the same slack
     columns = (Revision.id, Revision.attempts, Revision.claimed_by, Revision.claim_expires_at, Job.started_at)
     held = sa.and_(Job.revision_id == Revision.id, Job.attempt == Revision.attempts, Job.worker == Revision.claimed_by)
     with store.session("finding revisions claimed by a process that ended") as session:
+        database_now = claims.database_now(session)  # claim_expires_at is written on it (radtrace.worker.claims)
+        unrenewed_since = database_now + timedelta(seconds=claim_timeout_s * 2 / 3 - RENEWAL_SLACK_S)
         ours = session.execute(
             sa.select(*columns).outerjoin(Job, held)
-            .where(Revision.state == RevisionState.PROCESSING, Revision.claim_expires_at > now,
+            .where(Revision.state == RevisionState.PROCESSING, Revision.claim_expires_at > database_now,
                    Revision.claim_expires_at <= unrenewed_since,  # its heartbeat missed a beat: see RENEWAL_SLACK_S
                    Revision.claimed_by.startswith(f"{host}:", autoescape=True))
             .order_by(Revision.claim_expires_at)
@@ -302,9 +307,9 @@ def _release_revisions(
             if unchanged_for is None:
                 continue
             why = (
-                f"whose heartbeat stopped (its claim last renewed until {expires:%H:%M:%S} UTC by its clock), as seen "
-                f"from {host}: the same claim seen for {unchanged_for:.0f} s by this process (another host: its beat "
-                f"every {claim_timeout_s / 3:.0f} s is all that tells it is alive)"
+                f"whose heartbeat stopped (its claim last renewed until {expires:%H:%M:%S} UTC by the database's "
+                f"clock), as seen from {host}: the same claim seen for {unchanged_for:.0f} s by this process (another "
+                f"host: its beat every {claim_timeout_s / 3:.0f} s is all that tells it is alive)"
             )
         if why is None:
             continue
@@ -316,7 +321,7 @@ def _release_revisions(
                 .where(Revision.id == revision_id, Revision.state == RevisionState.PROCESSING,
                        Revision.claimed_by == claimed_by, Revision.attempts == attempts,
                        Revision.claim_expires_at == expires)
-                .values(claim_expires_at=now)
+                .values(claim_expires_at=claims.database_now(session))  # over, by the clock take-overs judge it on
                 .execution_options(synchronize_session=False)
             )  # fmt: skip
             if done.rowcount != 1:  # type: ignore[attr-defined]

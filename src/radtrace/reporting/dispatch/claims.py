@@ -17,7 +17,20 @@ gone, a zombie, or now belongs to a process started at another time. The dead-cl
 (another PID namespace or boot under this host name) once its heartbeat is :data:`RENEWAL_SLACK_S` overdue; one of
 another host once the same beat has been seen unchanged for :data:`HEARTBEAT_S` + :data:`RENEWAL_SLACK_S` by the
 releasing process's own (monotonic) clock: ``heartbeat_at`` is written from the holder's clock, never compared with
-another host's. A live holder renews, so a send slower than the heartbeat is never released and sent twice.
+another machine's (a holder of another boot under this host name may be another machine: sightings alone, too). A live
+holder renews, so a send slower than the heartbeat is never released and sent twice.
+
+The lease itself (``next_attempt_at`` while ``claimed_by`` is set) is written and judged on the database's clock
+(:func:`database_now`: PostgreSQL's ``clock_timestamp()``, the one clock every node of a multi-node site shares; the
+embedded SQLite database is on this machine), never on a node's wall clock: a node whose clock is minutes ahead does
+not take a live send over, and one behind does not hold a dead one up.
+
+*Fencing*: a dispatcher cut off from the database cannot renew its claim, and after :data:`HEARTBEAT_S` +
+:data:`RENEWAL_SLACK_S` without a beat another node may release it and send again. So a send is begun only while this
+claim was last known held (the claim's own transaction, or a beat that landed, measured from the moment it was sent
+on this process's monotonic clock) less than :data:`SEND_FENCE_S` ago; past that, the claim is renewed first, and a
+claim that cannot be renewed is not sent (:class:`Fence`). A send already begun runs to its end (its timeouts bound
+it, shorter than the lease): a node cut off in the middle of a send may still send a copy that another node repeats.
 """
 
 from __future__ import annotations
@@ -38,9 +51,11 @@ from pathlib import Path
 from typing import Final
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from radtrace.errors import RadtraceError
-from radtrace.store.engine import Store
+from radtrace.store.base import utc_now
+from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import OutboxMessage, OutboxState
 
 __all__ = [
@@ -48,8 +63,11 @@ __all__ = [
     "CONFIRM_OVERDUE_S",
     "HEARTBEAT_S",
     "RENEWAL_SLACK_S",
+    "SEND_FENCE_S",
     "ClaimHolder",
+    "Fence",
     "claim_text",
+    "database_now",
     "kept_alive",
     "namespace",
     "new_claim",
@@ -74,10 +92,27 @@ BEAT_RETRY_S: Final = 1.0
 #: within this once it is back.
 CONFIRM_OVERDUE_S: Final = 3.0
 
+#: A send is begun only while this claim was last known held (its claim, or a beat that landed) less than this ago, by
+#: this process's monotonic clock; past it, the claim is renewed first (:class:`Fence`). Another node may release the
+#: claim :data:`HEARTBEAT_S` + :data:`RENEWAL_SLACK_S` (15 s) after the last beat it saw: the 5 s left are the margin
+#: for the time between the check and the first bytes on the wire, and for the releaser's passes.
+SEND_FENCE_S: Final = HEARTBEAT_S + RENEWAL_SLACK_S - 5.0
+
 _CLAIMED_BY: Final = re.compile(
     r"^(?P<process>\S+@(?P<host>[^\s@]*):(?P<pid>\d{1,7})) pidns=(?P<ns>\d+|\?) boot=(?P<boot>[0-9a-f-]+|\?) "
     r"start=(?P<start>\d+|\?)(?: claim=[0-9a-f]{1,32})?$"
 )
+
+
+def database_now(session: Session) -> datetime:
+    """The database's clock, the one every node of a site shares, for leases and claims: PostgreSQL's
+    ``clock_timestamp()`` (the time now, not the transaction's start); the embedded SQLite database is on this
+    machine, so this machine's clock. Leases written and judged on it do not depend on any node's wall clock."""
+    if is_postgresql(session.get_bind()):
+        found = session.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+        assert isinstance(found, datetime)
+        return found
+    return utc_now()
 
 
 def overdue_before(now: datetime, interval_s: float = HEARTBEAT_S) -> datetime:
@@ -168,6 +203,12 @@ class ClaimHolder:
         return self.host == socket.gethostname()
 
     @property
+    def on_this_machine(self) -> bool:
+        """Its host name and the kernel's boot id are this process's: the same machine, so the same wall clock (a
+        container on the host's network shares them). Another boot under this host name may be another machine."""
+        return self.on_this_host and self.boot_id is not None and self.boot_id == _boot_id()
+
+    @property
     def beside_us(self) -> bool:
         """It ran on this host name, in this boot and this PID namespace: its pid can be looked at here."""
         return (self.on_this_host and self.pid_ns is not None and self.pid_ns == _pid_namespace()
@@ -195,6 +236,48 @@ class ClaimHolder:
         return "which is not running (a zombie, killed)" if stat.rpartition(")")[2].split()[:1] == ["Z"] else None
 
 
+class Fence:
+    """When this process last knew its claim held, on its monotonic clock: the moment the claim's transaction, or the
+    latest beat that landed, was sent (the row could not show that beat to another node before). :meth:`refusal` says
+    whether a send may begin now (see the module docstring)."""
+
+    def __init__(self, renew: Callable[[], bool], held_since: float, monotonic: Callable[[], float]) -> None:
+        self._renew, self._monotonic = renew, monotonic
+        self.held_since = held_since
+        self._lock = threading.Lock()
+
+    def renew(self) -> bool:
+        """Renew the claim now; True when it landed (the fence moves to when it was sent), False when the claim is no
+        longer this one's. Raises RadtraceError when the database is away."""
+        sent_at = self._monotonic()
+        if not self._renew():
+            return False
+        with self._lock:
+            self.held_since = max(self.held_since, sent_at)
+        return True
+
+    def age(self) -> float:
+        """Seconds since the claim was last known held."""
+        with self._lock:
+            return self._monotonic() - self.held_since
+
+    def refusal(self) -> str | None:
+        """None when a send may begin now: the claim was known held less than :data:`SEND_FENCE_S` ago, or a renewal
+        now lands. Otherwise why not (the claim is not renewed for so long that another node may have taken it over,
+        or it is another's already)."""
+        age = self.age()
+        if age < SEND_FENCE_S:
+            return None
+        try:
+            if self.renew():
+                return None
+        except RadtraceError as exc:
+            return (f"not sent: this dispatcher's claim was last renewed {age:.0f} s ago and cannot be renewed now "
+                    f"({exc.reason}); after {HEARTBEAT_S + RENEWAL_SLACK_S:.0f} s without a beat another dispatcher "
+                    "may send it")  # fmt: skip
+        return "not sent: this dispatcher's claim was released meanwhile (another dispatcher may be sending it)"
+
+
 @contextlib.contextmanager
 def kept_alive(
     store: Store,
@@ -203,8 +286,13 @@ def kept_alive(
     attempts: int,
     clock: Callable[[], datetime],
     interval_s: float = HEARTBEAT_S,
-) -> Iterator[None]:
-    """Renew the claim's ``heartbeat_at`` every ``interval_s`` on one thread while the body (the send) runs.
+    *,
+    held_since: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Iterator[Fence]:
+    """Renew the claim's ``heartbeat_at`` every ``interval_s`` on one thread while the body (the send) runs; the
+    yielded :class:`Fence` says whether the send may begin (``held_since``: when the claim's transaction was sent, on
+    ``monotonic``; now if not given).
 
     Renewed only while the row is still this claim (same holder and attempt, pending): a claim found released is not
     renewed again. A database that is away is logged (once, and when a beat lands again) and the beat is tried again
@@ -224,11 +312,13 @@ def kept_alive(
             )  # fmt: skip
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
+    fence = Fence(renew, monotonic() if held_since is None else held_since, monotonic)
+
     def beat() -> None:
         wait, failing_since = interval_s, None
         while not stop.wait(wait):
             try:
-                if not renew():
+                if not fence.renew():
                     log.warning("outbox %s: claim lost while sending (released or recorded by another)", outbox_id)
                     return
             except RadtraceError as exc:
@@ -246,7 +336,7 @@ def kept_alive(
     thread = threading.Thread(target=beat, name=f"radtrace-outbox-{outbox_id}", daemon=True)
     thread.start()
     try:
-        yield
+        yield fence
     finally:
         stop.set()
         thread.join()

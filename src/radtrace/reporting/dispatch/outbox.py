@@ -5,12 +5,16 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
 ``deliver(outbox_id)`` makes one attempt if the row is pending and due:
 
 1. *claim*: one conditional UPDATE raises ``attempts`` and pushes ``next_attempt_at`` past a lease (longer than the
-   longest send may take: the RIS ACK timeout or a C-STORE's timed phases, plus a margin),
-   only if nobody else did so first; a concurrent dispatcher (or a doorbell rung twice) finds the row
+   longest send may take: the RIS ACK timeout or a C-STORE's timed phases, plus a margin), written and judged on the
+   database's clock (:func:`.claims.database_now`, never a node's wall clock: a node whose clock is minutes ahead
+   does not take a send in flight on another), only if nobody else did so first; a concurrent dispatcher (or a doorbell rung twice) finds the row
    not due and does nothing, so one attempt is in flight per row at a time. ``dispatch_attempted`` is
    audited in the same transaction, and the row names its holder (``claimed_by``, :mod:`.claims`);
 2. *send*, outside any transaction, through the sender for the row's kind (C-STORE, MLLP, file drop), while a
-   thread renews the claim's ``heartbeat_at`` every :data:`.claims.HEARTBEAT_S`;
+   thread renews the claim's ``heartbeat_at`` every :data:`.claims.HEARTBEAT_S`. The send begins only while the claim
+   was known held less than :data:`.claims.SEND_FENCE_S` ago, or a renewal lands first (:class:`.claims.Fence`): a
+   dispatcher cut off from its database (or stalled) past the moment another may take the claim over sends nothing,
+   and the row is due again a beat later, that attempt not counted (``not_sent``);
 3. *record*: delivered (``dispatch_delivered``), or a retry scheduled with exponential backoff
    (``dispatch_retry_scheduled``), or failed for good after a permanent error or ``max_attempts``
    (``dispatch_failed`` with the reason, visible to QA; never silent). A PACS that rejects the association
@@ -25,9 +29,10 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
    in flight, or a retry scheduled) or failed marks it delivered (the peer has the report), and the new holder's
    outcome is moot: audited, never written over the delivered row.
 
-If the process dies between claim and record, a dispatcher on the same host releases the claim
+If the process dies between claim and record, another dispatcher releases the claim
 (:mod:`radtrace.worker.dead_claims`: at once when the holder's pid in this PID namespace is gone, once its heartbeat is
-overdue when it ran in another), or else the lease expires, and the row is tried again: delivery
+overdue when it ran in another, once its beat has been seen unchanged for 15 s when it ran on another machine), or
+else the lease expires, and the row is tried again: delivery
 is at-least-once, and the payload is byte-identical each time (same SR UIDs, same HL7 control ID) so
 peers can recognise a repeat.
 """
@@ -130,6 +135,7 @@ class Outbox(OutboxRows):
         actor: Actor | None = None,
         lease_s: float = 300.0,
         heartbeat_s: float = claims.HEARTBEAT_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.recorder = recorder
@@ -142,6 +148,7 @@ class Outbox(OutboxRows):
         # A claim that ran out while its send still waited would let a second dispatcher send the row again.
         self.lease = timedelta(seconds=max(lease_s, longest_send_s(settings) + LEASE_MARGIN_S))
         self.heartbeat_s = heartbeat_s  # how often a send in flight renews its claim
+        self.monotonic = monotonic  # the fence's clock (claims.Fence): how long ago the claim was known held
         self._settled_at = -SETTLE_EVERY_S  # monotonic time of the last settle_pending (none yet)
 
     # --- deliver -------------------------------------------------------------------------------
@@ -156,11 +163,20 @@ class Outbox(OutboxRows):
         with self.store.session("listing due outbox rows") as session:
             rows = session.scalars(
                 sa.select(OutboxMessage.id)
-                .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at <= self.clock())
+                .where(OutboxMessage.state == OutboxState.PENDING, self._due_now(session))
                 .where(OutboxMessage.destination.not_in(holds.held()))
                 .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
             )
             return list(rows)
+
+    def _due_now(self, session: Session) -> sa.ColumnElement[bool]:
+        """A row is due: unclaimed, its retry due by this dispatcher's clock; claimed, its lease over by the database's
+        (:func:`.claims.database_now`: never a node's wall clock, see :mod:`.claims`)."""
+        return sa.or_(
+            sa.and_(OutboxMessage.claimed_by.is_(None), OutboxMessage.next_attempt_at <= self.clock()),
+            sa.and_(OutboxMessage.claimed_by.is_not(None),
+                    OutboxMessage.next_attempt_at <= claims.database_now(session)),
+        )  # fmt: skip
 
     def deliver_due(self) -> list[Delivery]:
         """One attempt for every due row (what a dispatcher's reconcile loop runs), after settling payloads left
@@ -198,10 +214,13 @@ class Outbox(OutboxRows):
     def _claim(self, outbox_id: int) -> tuple[OutboxMessage, Study] | Delivery:
         now = self.clock()
         with self.store.session("claiming an outbox row", immediate=True) as session:
+            database_now = claims.database_now(session)  # leases: the database's clock, never this node's
             row = session.get(OutboxMessage, outbox_id)
             if row is None:
                 raise DispatchRejectedError(f"outbox row {outbox_id} does not exist")
-            if row.state is not OutboxState.PENDING or row.next_attempt_at > now:
+            # claimed: its lease ends at next_attempt_at by the database's clock; else a retry due by ours
+            due_at = database_now if row.claimed_by is not None else now
+            if row.state is not OutboxState.PENDING or row.next_attempt_at > due_at:
                 return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts)
             hold = holds.hold_of(session, row.destination)
             if hold is not None:  # no association, no attempt, no event: looked at again later only to find the hold
@@ -214,11 +233,14 @@ class Outbox(OutboxRows):
                     OutboxMessage.id == outbox_id,
                     OutboxMessage.state == OutboxState.PENDING,
                     OutboxMessage.attempts == row.attempts,
-                    OutboxMessage.next_attempt_at <= now,
+                    OutboxMessage.next_attempt_at == row.next_attempt_at,  # the row as read: due
+                    OutboxMessage.claimed_by.is_(None)
+                    if row.claimed_by is None
+                    else OutboxMessage.claimed_by == row.claimed_by,
                 )
                 .values(
                     attempts=row.attempts + 1,
-                    next_attempt_at=now + self.lease,
+                    next_attempt_at=database_now + self.lease,
                     claimed_by=claims.new_claim(),
                     heartbeat_at=now,
                 )
@@ -237,6 +259,7 @@ class Outbox(OutboxRows):
         """Make one attempt for one row if it is pending and due (see the module docstring); now and then (every
         :data:`SETTLE_EVERY_S`) settle the payloads a crash left pending first."""
         self._settle()
+        claim_sent = self.monotonic()  # the claim cannot be seen by another node before this
         claimed = self._claim(outbox_id)
         if isinstance(claimed, Delivery):
             return claimed
@@ -245,13 +268,19 @@ class Outbox(OutboxRows):
         holder, attempt = row.claimed_by, row.attempts
         note: str | None = None
         error: RadtraceError | None = None
+        refusal: str | None = None
         try:
             sender = self.senders.get(row.kind)
             if sender is None:
                 raise ConfigError(f"no sender for outbox kind {row.kind!r}")
             payload = self.payloads.read(row.payload_path, row.payload_sha256)
-            with claims.kept_alive(self.store, row.id, holder, attempt, self.clock, self.heartbeat_s):
-                note = sender(row.destination, payload)
+            with claims.kept_alive(self.store, row.id, holder, attempt, self.clock, self.heartbeat_s,
+                                   held_since=claim_sent, monotonic=self.monotonic) as fence:  # fmt: skip
+                refusal = fence.refusal()  # cut off from the database too long: another node may be sending it
+                if refusal is None:
+                    note = sender(row.destination, payload)
+            if refusal is not None:
+                return self._record_fenced(outbox_id, holder, attempt, refusal)
         except RadtraceError as exc:
             error = exc
         except Exception as exc:  # a bug in a sender must not leave the row claimed and unexplained
@@ -324,6 +353,33 @@ class Outbox(OutboxRows):
             return Delivery(
                 outbox_id, row.state, attempted=True, attempts=row.attempts, error=error_text, held=held_now
             )
+
+    def _record_fenced(self, outbox_id: int, holder: str, attempt: int, refusal: str) -> Delivery:
+        """Nothing was sent (:class:`.claims.Fence`: the claim could not be renewed in time): the row is due again a
+        beat later, this attempt not counted, audited ``dispatch_retry_scheduled`` with ``not_sent``, while it is
+        still this claim; one released meanwhile is another's to send (logged only). Raises RadtraceError when the
+        database is still away: the claim then ends as an unrecorded one does (released, or its lease runs out)."""
+        log.warning("outbox %s: %s", outbox_id, refusal)
+        with self.store.session("recording a delivery not sent", immediate=True) as session:
+            due = self.clock() + timedelta(seconds=self.heartbeat_s)
+            put_back = session.execute(
+                sa.update(OutboxMessage)
+                .where(OutboxMessage.id == outbox_id, OutboxMessage.state == OutboxState.PENDING,
+                       OutboxMessage.attempts == attempt, OutboxMessage.claimed_by == holder)
+                .values(attempts=attempt - 1, next_attempt_at=due, last_error=refusal, claimed_by=None,
+                        heartbeat_at=None)
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            row = session.get(OutboxMessage, outbox_id)
+            assert row is not None  # rows are never deleted
+            if put_back.rowcount != 1:  # type: ignore[attr-defined]
+                return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts, error=refusal)
+            self.recorder.record(
+                self._event(row, row.revision.study, EventType.DISPATCH_RETRY_SCHEDULED, Outcome.MINOR_FAILURE,
+                            error=refusal, not_sent=True, attempt_counted=False, next_attempt_at=due.isoformat()),
+                session=session,
+            )  # fmt: skip
+            return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts, error=refusal)
 
     def _record_superseded(
         self,
