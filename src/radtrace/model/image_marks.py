@@ -11,7 +11,9 @@ transfer syntax:
   NEAR above 0 (ITU-T T.87 C.2.3), JPEG 2000 or HTJ2K with the irreversible 9-7 wavelet (ITU-T T.800 A.6.1),
   or with the reversible 5-3 wavelet and coding passes left out (a rate-limited coding, read from the packet
   headers by :mod:`radtrace.model.j2k_passes`); under a "Lossless Only" JPEG 2000 syntax too, which a sender may
-  put on a lossy codestream;
+  put on a lossy codestream. Where the codestream cannot say (JPEG XL, HTJ2K code-blocks, a 5-3 codestream the
+  reader leaves unread), a syntax that allows lossy coding is flagged as the image having maybe been lossy
+  compressed; under a "Lossless Only" one the label is taken, and ``lossless_not_verified`` recorded;
 - Burned In Annotation (0028,0301) ``YES``.
 
 :func:`image_marks` reads them back (and what :func:`radtrace.model.voi.choose_voi` recorded when it left the
