@@ -73,7 +73,42 @@ def _embedded_transport(polling_interval_s: float) -> type[Any]:
         return engine
 
     channel = type("EmbeddedChannel", (Channel,), {"_engine_from_config": engine_from_config, "_get": _get_unless_full})
-    return type("EmbeddedTransport", (Transport,), {"polling_interval": polling_interval_s, "Channel": channel})
+    return type(
+        "EmbeddedTransport",
+        (Transport,),
+        {"polling_interval": polling_interval_s, "Channel": channel, "drain_events": _drain_events_until_stopping},
+    )
+
+
+def _drain_events_until_stopping(transport: Any, connection: Any, timeout: float | None = None) -> Any:
+    """kombu's ``drain_events`` (poll, sleep ``polling_interval``, until a message or ``timeout``), which also ends
+    once the worker is stopping (the embedded transport's).
+
+    Celery's loop asks for events with a 2 s timeout and looks whether SIGTERM asked it to stop only between two such
+    calls: an idle worker went on polling for up to 2 s after the signal, and a message that came meanwhile was
+    taken and read (a whole study on the solo pool) before it stopped. Now the wait is sliced at the polling interval
+    and ends (``socket.timeout``, what Celery's loop expects of an idle wait) as soon as a warm or cold shutdown has
+    been asked for; nothing more is taken. A message being handled is not interrupted: that happens inside a slice.
+    """
+    import time
+
+    from celery.worker import state
+    from kombu.transport.sqlalchemy import Transport
+
+    def stopping() -> bool:  # as celery.worker.state.maybe_shutdown reads them: a warm stop sets should_stop to 0
+        return any(flag is not None and flag is not False for flag in (state.should_stop, state.should_terminate))
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not stopping():
+        try:  # timeout 0: one look at the queues, no sleep
+            return Transport.drain_events(transport, connection, timeout=0)  # type: ignore[no-untyped-call]
+        except TimeoutError:  # socket.timeout
+            pass
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            break
+        time.sleep(transport.polling_interval if remaining is None else min(transport.polling_interval, remaining))
+    raise TimeoutError  # socket.timeout: what Celery's loop expects of a wait that took nothing
 
 
 def _get_unless_full(channel: Any, queue: str) -> Any:

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 QUEUE_ROLES = ("gpu", "dispatch")
 #: How often a worker waiting for weights that cannot be loaded looks whether their directory changed.
 WEIGHTS_RECHECK_S = 10.0
+#: How long a stopped worker waits for its reconciler's pass under way before it exits. A pass cut there loses nothing:
+#: each release of a dead claim is its own transaction (rolled back when cut), and a row released but not rung yet is
+#: overdue at the next pass of any reconciler.
+RECONCILER_JOIN_S = 1.0
 
 
 def queue_names(settings: Settings, roles: Sequence[str]) -> list[str]:
@@ -77,8 +81,7 @@ def run_worker(
     takes_gpu = settings.broker.gpu_queue in queues
     if takes_gpu and not _warm_until_stopped(runtime):
         return  # stopped (SIGTERM) while waiting for loadable weights: nothing was taken
-    if reconcile:
-        Reconciler(settings, runtime.pipeline.store).start()
+    reconciler = Reconciler(settings, runtime.pipeline.store).start() if reconcile else None
     if settings.broker.metrics_port is not None:
         from radtrace.worker.metrics import serve_metrics
 
@@ -99,7 +102,13 @@ def run_worker(
     ]
     log.info("worker %s taking %s (%s pool of %d; broker %s)", name, ", ".join(queues), pool, workers,
              mask_url_password(settings.broker_url))  # fmt: skip
-    app.worker_main(argv)
+    app.worker_main(argv)  # returns once Celery's warm shutdown has finished what was in hand
+    # The caller ends the process without the interpreter's teardown (radtrace.process_exit): stop and close first.
+    if reconciler is not None:
+        thread, stop = reconciler
+        stop.set()
+        thread.join(timeout=RECONCILER_JOIN_S)
+    runtime.pipeline.store.dispose()
 
 
 def _warm_until_stopped(runtime: WorkerRuntime) -> bool:
