@@ -31,7 +31,6 @@ from radtrace.console.review import (
     IMPRESSION,
     MAX_COMMENT,
     MAX_IMPRESSION,
-    READ_STATES,
     Decision,
     DecisionConflictError,
     DecisionError,
@@ -43,6 +42,7 @@ from radtrace.console.review import (
     latest_decision,
 )
 from radtrace.console.schema import ReviewItem
+from radtrace.console.worklist import read_where
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import Revision, Study
@@ -118,9 +118,8 @@ def _check_revision(session: Session, review: StudyReview) -> None:
     later = session.scalar(
         sa.select(sa.func.max(Revision.number))
         .join(Study)
-        .where(Study.study_uid == review.study_uid, Revision.number > review.revision,
-               sa.or_(Revision.state.in_(READ_STATES), Revision.reported_at.is_not(None)))  # as review.was_read
-    )  # fmt: skip
+        .where(Study.study_uid == review.study_uid, Revision.number > review.revision, read_where())
+    )
     if later is not None:
         raise DecisionConflictError(
             f"revision {later} of this study has been read since this page was loaded; decisions on revision "
