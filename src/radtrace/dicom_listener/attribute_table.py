@@ -184,7 +184,9 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a(
         "LossyImageCompression", "Image", "3", "model", ablate=False,
         note="01, or a lossy transfer syntax, or a JPEG 2000 codestream (either wavelet, under .90 or .91) whose "
-        "packet headers leave coding passes out: the drafts are flagged lossy-compression",
+        "packet headers leave coding passes out: the drafts are flagged lossy-compression; a 5-3 codestream whose "
+        "passes are not read (HTJ2K code-blocks, selective bypass, past the reader's bounds) is flagged as possibly "
+        "lossy under .91, .93 or .203, and recorded as not verified under .90, .92, .201 or .202",
     ),
     _a("LossyImageCompressionRatio", "Image", "3", "model", ablate=False, note="named in the lossy-compression flag"),
     _a("LossyImageCompressionMethod", "Image", "3", "model", ablate=False, note="named in the lossy-compression flag"),
