@@ -7,11 +7,12 @@ data set does not match the SOP class, ``Cxxx`` cannot understand, ``0122`` SOP 
 and ``0124`` not authorised are permanent, and so is an association the PACS rejects permanently (A-ASSOCIATE-RJ
 result 1, PS3.8 9.3.4: an AE title it does not know; :class:`AssociationRejectedError`, whose reason says what to
 change); any other failure, a missing response, an association rejected transiently, aborted or that cannot be
-opened are retryable. Every pynetdicom error leaves as a
-radtrace error. A refused association is said with its A-ASSOCIATE-RJ codes and PS3.8 table 9-21's words,
-as ``radtrace send`` says it; a peer that closes without a word, or answers in something other than DICOM (an HTTP
-server's ``400``), is said so at once with its first line quoted safely (:meth:`radtrace.dicom_listener.scu.PeerAnswer.
-no_answer`), not left to the ACSE timeout.
+opened are retryable, and so is an answer that is not the C-STORE-RSP to our request (a C-ECHO-RSP, a C-STORE-RSP
+to another message ID or about another instance: pynetdicom takes the first DIMSE message as the answer, whatever
+it is). Every pynetdicom error leaves as a radtrace error. A refused association is said with its A-ASSOCIATE-RJ
+codes and PS3.8 table 9-21's words, as ``radtrace send`` says it; a peer that closes without a word, or answers in
+something other than DICOM (an HTTP server's ``400``), is said so at once with its first line quoted safely
+(:meth:`radtrace.dicom_listener.scu.PeerAnswer.no_answer`), not left to the ACSE timeout.
 
 Bounded whatever the PACS sends (:class:`radtrace.dicom_listener.scu.PduGuard`, as ``radtrace send`` is): a PDU
 claiming more than :data:`MAX_PEER_PDU` bytes is not read (pynetdicom would buffer all it claims: up to 4 GiB for one
@@ -35,7 +36,7 @@ from typing import Any, Final
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 
 from radtrace.config import DicomDestination
@@ -71,6 +72,8 @@ _WARNINGS: Final = frozenset({0x0001, 0x0107, 0x0116})
 _PERMANENT: Final = {0x0122, 0x0124}
 _COMMENT_CHARS: Final = 64  # an Error Comment is an LO; a PACS may send kilobytes
 _COMPREHENSIVE_3D_SR: Final = "1.2.840.10008.5.1.4.1.1.88.34"
+#: The Message ID of our one C-STORE on an association; the PACS's answer must name it.
+_MESSAGE_ID: Final = 1
 #: The smallest maximum PDU length a PACS may accept (dcmtk's ASC_MINIMUMPDUSIZE); 0 is no limit.
 MIN_PACS_PDU: Final = 4096
 
@@ -96,6 +99,45 @@ def _quoted_comment(comment: str) -> str:
 def _not_accepted(where: str, sop_class: str) -> DispatchRejectedError:
     hint = " (try reporting.sr_flavour=comprehensive)" if sop_class == _COMPREHENSIVE_3D_SR else ""
     return DispatchRejectedError(f"{where} does not accept SOP class {sop_class}{hint}")
+
+
+class _Answers:
+    """What the PACS sent back on the association (EVT_DIMSE_RECV, before pynetdicom queues it): ``send_c_store``
+    takes the first DIMSE message that arrives, whatever it is, as its answer."""
+
+    def __init__(self) -> None:
+        self.first: tuple[str, int | None, str] | None = None
+
+    def handlers(self) -> list[tuple[evt.EventType, Any]]:
+        return [(evt.EVT_DIMSE_RECV, self._received)]
+
+    def _received(self, event: evt.Event) -> None:
+        if self.first is not None:
+            return
+        command = getattr(event.message, "command_set", None)
+        kind = type(event.message).__name__.replace("_", "-")  # C-STORE-RSP, C-ECHO-RSP ...
+        try:
+            responded_to = int(command.MessageIDBeingRespondedTo) if command is not None else None
+        except (AttributeError, TypeError, ValueError):
+            responded_to = None
+        instance = str(getattr(command, "AffectedSOPInstanceUID", "") or "") if command is not None else ""
+        self.first = (kind, responded_to, instance)
+
+    def not_ours(self, message_id: int, sop_instance_uid: str, where: str) -> str | None:
+        """Why the answer pynetdicom returned is not the C-STORE-RSP to our request (our message ID and, where the
+        PACS names one, our instance), or None when it is."""
+        if self.first is None:
+            return None
+        kind, responded_to, instance = self.first
+        if kind != "C-STORE-RSP":
+            what = f"a {kind}"
+        elif responded_to != message_id:
+            what = f"a C-STORE-RSP to message {responded_to}, not {message_id}"
+        elif instance and instance != sop_instance_uid:
+            what = f"a C-STORE-RSP about instance {_quoted_comment(instance)}, not ours"
+        else:
+            return None
+        return f"{where} answered the C-STORE with {what}: not counted as stored"
 
 
 def _classify(status: int, comment: str, where: str) -> StoreResult:
@@ -216,8 +258,8 @@ def store_instance(
         options["tls_args"] = (ssl.create_default_context(ssl.Purpose.SERVER_AUTH), destination.host)
     # The RJ as the PACS sent it (scu.PeerAnswer): one with a reason the standard reserves (1/1/5, say) no
     # longer kills pynetdicom's reader thread and leaves the store to the ACSE timeout.
-    answer, guard = PeerAnswer(), PduGuard()
-    options["evt_handlers"] = answer.handlers() + guard.handlers()
+    answer, guard, answers = PeerAnswer(), PduGuard(), _Answers()
+    options["evt_handlers"] = answer.handlers() + guard.handlers() + answers.handlers()
     started = time.monotonic()
     try:
         assoc = ae.associate(destination.host, destination.port, **options)
@@ -242,13 +284,15 @@ def store_instance(
                 f"{where}"
             )
         try:
-            response = assoc.send_c_store(dataset)
+            response = assoc.send_c_store(dataset, msg_id=_MESSAGE_ID)
         except (OSError, RuntimeError, ValueError, AttributeError) as exc:
             raise DispatchError(f"C-STORE to {where} failed: {exc}") from exc
         if "Status" not in response:
             if (too_long := guard.reason(where)) is not None:
                 raise DispatchError(too_long)
             raise DispatchError(f"no C-STORE response from {where} (timeout or abort)")
+        if (not_ours := answers.not_ours(_MESSAGE_ID, str(dataset.SOPInstanceUID), where)) is not None:
+            raise DispatchError(not_ours)
         return _classify(int(response.Status), str(response.get("ErrorComment", "") or ""), where)
     finally:
         release(assoc, where, timeout_s)
