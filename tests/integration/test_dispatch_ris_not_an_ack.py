@@ -5,7 +5,8 @@ was: an interface engine that routes another channel's ``ADT^A01`` (or our own O
 with an MSA in it, had the draft marked delivered although the RIS never acknowledged it (found with a fake RIS
 answering ``ADT^A01`` to ``radtrace serve``). Now the answer's MSH-9 must name an ``ACK`` (HL7 v2.5.1 2.9.2: the
 original-mode acknowledgment of an ORU^R01 is ``ACK^R01^ACK``); any other message type is a retryable error that names
-it, quoted, so the delivery is tried again and, if the RIS keeps answering so, fails with that reason.
+it, quoted, so the delivery is tried again and, if the RIS keeps answering so, fails with that reason. An MSH that
+names no type at all (a hand-written ACK) is still read by its MSA, as before.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def test_an_answer_that_is_not_an_ack_is_not_a_delivery_and_names_its_type(messa
 
 @pytest.mark.parametrize(
     ("message_type", "separator"),
-    [("ACK", "|"), ("ACK^R01", "|"), ("ACK^R01^ACK", "|"), ("ack^r01", "|"), ("ACK^R01^ACK", "#")],
-    ids=["ack", "ack-r01", "ack-r01-ack", "lower-case", "other-field-separator"],
+    [("ACK", "|"), ("ACK^R01", "|"), ("ACK^R01^ACK", "|"), ("ack^r01", "|"), ("ACK^R01^ACK", "#"), ("", "|")],
+    ids=["ack", "ack-r01", "ack-r01-ack", "lower-case", "other-field-separator", "no-message-type"],
 )
 def test_every_form_of_an_ack_is_still_a_delivery(message_type: str, separator: str) -> None:
     outcome = _send_answered(_answer(message_type, separator))

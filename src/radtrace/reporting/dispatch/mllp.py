@@ -100,7 +100,7 @@ def parse_ack(data: bytes) -> Ack:
     back, onto the connection: its MSA acknowledges nothing)."""
     segments = _segments(data.decode("utf-8", errors="replace"))
     msh = next((s for s in segments if s[0] == "MSH"), None)
-    if msh is not None and (kind := _message_type(msh)).upper() != "ACK":
+    if msh is not None and (kind := _message_type(msh)) and kind.upper() != "ACK":  # none said: read the MSA
         raise DispatchError(f"the answer is a {_quoted(kind)} message, not an ACK (MSH-9)")
     msa = next((s for s in segments if s[0] == "MSA"), None)
     if msa is None or len(msa) < 3:
