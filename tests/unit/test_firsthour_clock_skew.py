@@ -45,3 +45,18 @@ def test_the_embedded_database_has_no_other_clock(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path)
     assert clock_check(settings) is None
     assert "clock" not in {check.name for check in run_preflight(settings, service="api")}
+
+
+def test_the_warning_says_what_the_difference_still_affects_now_that_leases_run_on_the_databases_clock(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Claims and leases expire on the database's clock (tests/integration/test_claims_clock_skew.py): the warning
+    no longer says they are compared across hosts, and says what is still written from this clock."""
+    settings = load_settings(data_dir=tmp_path, store={"url": postgres_url})
+    ahead = clock_check(settings, now=lambda: datetime.now(UTC) + timedelta(minutes=10))
+    assert ahead is not None
+    assert ahead.status == "warning"
+    assert "claims and leases do not depend on it (they expire on the database's clock)" in ahead.detail
+    assert "the audit times, the times in the reports sent (HL7 MSH-7, the SR's content time)" in ahead.detail
+    assert "the retries it schedules may wait that much longer for other hosts" in ahead.detail
+    assert "claims, heartbeats and audit times are compared across hosts" not in ahead.detail

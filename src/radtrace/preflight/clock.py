@@ -1,10 +1,14 @@
 """This machine's clock against the database server's (PostgreSQL: the store every host of a multi-node site shares).
 
-Claims, heartbeats, settle timers and audit times are written by each host from its own clock and compared by the
-others: a host whose clock is minutes off (no NTP, a VM restored from a snapshot) takes a live dispatcher's claim for
-stale, or holds a study back, without a word. The start-up checks compare it with the database server's clock (the
-one clock every host reaches) and say the difference when it passes :data:`CLOCK_SKEW_WARNING_S`. The embedded SQLite
-database is on this machine: nothing to compare.
+Claims and leases do not depend on it: a read's claim and a delivery's lease expire on the database's clock
+(:func:`radtrace.reporting.dispatch.claims.database_now`), and another host's dead holder is found by sightings on the
+finder's monotonic clock (:mod:`radtrace.worker.dead_claims`). What each host still writes from its own clock: audit
+times (``recorded_at``: events of two hosts out of order in time), the times in the reports it sends (HL7 MSH-7 and
+OBR/OBX times, the SR's content date and time), the stage latencies on the dashboard (a study queued on one host and
+read on another), and retry schedules (a delivery's or a reading's next attempt, judged by the other hosts on their
+clocks: one may pick it up as much later as the clocks differ). The start-up checks compare it with the database
+server's clock (the one clock every host reaches) and say the difference, and what it still affects, when it passes
+:data:`CLOCK_SKEW_WARNING_S`. The embedded SQLite database is on this machine: nothing to compare.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ def clock_check(settings: Settings, now: Callable[[], datetime] = lambda: dateti
         "clock",
         "warning",
         f"this machine's clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the database server's "
-        f"({ours:%H:%M:%S} UTC here, {server.astimezone(UTC):%H:%M:%S} UTC there): claims, heartbeats and audit times "
-        "are compared across hosts; synchronise every host's clock (timedatectl set-ntp true; chronyc tracking)",
+        f"({ours:%H:%M:%S} UTC here, {server.astimezone(UTC):%H:%M:%S} UTC there): claims and leases do not depend "
+        "on it (they expire on the database's clock), but the audit times, the times in the reports sent (HL7 MSH-7, "
+        "the SR's content time) and the dashboard's stage latencies are written from it, and the retries it schedules "
+        "may wait that much longer for other hosts; synchronise every host's clock (timedatectl set-ntp true; "
+        "chronyc tracking)",
     )
