@@ -2,9 +2,13 @@
 
 `make run DEMO=1` (the Makefile's own command line) → the "what next" lines it prints → the send command they
 give, with the real Fuji CR film → `radtrace drafts list` until the draft is there → `radtrace drafts show` prints
-it. The only settings added are the isolation a shared CI machine needs (a fresh data directory and free ports);
-the README's commands are checked against what `make run` prints. The wall time from `make run` to the opened
-draft is printed and must stay under two minutes (issue 15: it took a newcomer about 23).
+it. The settings added are the isolation a shared CI machine needs (a fresh data directory and free ports) and one
+more, below; the README's commands are checked against what `make run` prints. The wall time from `make run` to the
+opened draft is printed and must stay under two minutes (issue 15: it took a newcomer about 23).
+
+One setting is not the newcomer's: the study settles in 1 s, not ``listener.settle_seconds``' default 10 s (a fixed
+wait, 9 s of CI time: the one-image study is complete when ``send`` returns). The newcomer's time printed and held
+to the budget adds the 9 s back.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from radtrace.config_listener import ListenerSettings
 from radtrace.testing.services import free_port
 from serve_support import kill_tree
 
@@ -31,6 +36,9 @@ ROOT = Path(__file__).parents[2]
 VENV = Path(sys.prefix)
 BUDGET_S = 120.0
 DEMO_MARK = "DEMO \u2013 NOT A MODEL READING"
+SETTLE_S = 1.0
+#: The settle a newcomer waits and this test does not.
+SETTLE_NOT_WAITED_S = float(ListenerSettings.model_fields["settle_seconds"].default) - SETTLE_S
 
 
 def quick_start() -> list[list[str]]:
@@ -67,6 +75,7 @@ def make_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Output, di
         "RADTRACE_DATA_DIR": str(tmp_path / "var"),  # a fresh data directory
         "RADTRACE_LISTENER__PORT": str(free_port()),  # free ports: CI runs other services
         "RADTRACE_API__PORT": str(free_port()),
+        "RADTRACE_LISTENER__SETTLE_SECONDS": str(SETTLE_S),  # not a newcomer's: the time adds the rest back
         "COLUMNS": "200",
     }
     stamp = VENV / ".radtrace-installed"  # the environment is already set up: do not reinstall
@@ -112,7 +121,7 @@ def test_from_make_run_to_an_opened_draft_in_under_two_minutes(
     process, output, env = make_run
     send_readme, status_readme, list_readme, show_readme = (shlex.split(line) for line in quick_start()[1])
 
-    deadline = started + BUDGET_S
+    deadline = started + BUDGET_S - SETTLE_NOT_WAITED_S
     while (printed := output.find("Send a test study: ")) is None:
         assert process.poll() is None, f"make run stopped (exit {process.returncode}):\n{output.tail()}"
         assert time.monotonic() < deadline, f"no 'what next' after {BUDGET_S:.0f} s:\n{output.tail()}"
@@ -145,12 +154,13 @@ def test_from_make_run_to_an_opened_draft_in_under_two_minutes(
         time.sleep(1)
 
     shown = _run(_program(show_readme), env)
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - started + SETTLE_NOT_WAITED_S  # the newcomer's, with the default settle
     assert shown.returncode == 0, shown.stderr
     for expected in (f"Draft report: study {study_uid}", "Findings", "Impression", "Reasoning", DEMO_MARK):
         assert expected in shown.stdout, shown.stdout
     assert "UNVERIFIED" in shown.stdout
-    print(f"\nnewcomer run: make run DEMO=1 → opened draft in {elapsed:.1f} s (budget {BUDGET_S:.0f} s)")
+    print(f"\nnewcomer run: make run DEMO=1 → opened draft in {elapsed:.1f} s (budget {BUDGET_S:.0f} s; the default "
+          f"settle's {SETTLE_NOT_WAITED_S:.0f} s counted, not waited)")  # fmt: skip
     assert elapsed < BUDGET_S
     # and nothing on the way that would send a newcomer looking for a fault that is not there
     for alarming in ("Traceback", "superuser privileges", "Connection to broker lost", "ERROR"):
