@@ -6,14 +6,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from radtrace.console.chart_timeline import Stage, stage_timeline_svg
 from radtrace.console.charts import (
     Band,
     Series,
-    Stage,
     bar_chart_svg,
     horizontal_bars_svg,
     percent,
-    stage_timeline_svg,
     time_series_svg,
 )
 

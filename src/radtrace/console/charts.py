@@ -12,7 +12,7 @@ from data cannot inject markup. Colours are presentation attributes that ``conso
 * :func:`bar_chart_svg` — stacked vertical bars per period (volume), one colour per stack;
 * :func:`horizontal_bars_svg` — one bar per row with an optional interval whisker and target line (latency per
   stage, agreement shares);
-* :func:`stage_timeline_svg` — one study's stages as a Gantt-like chart (label, start offset, duration, seconds).
+* :func:`.chart_timeline.stage_timeline_svg` — one study's stages as a Gantt-like chart (in its own module).
 
 Every chart carries ``role="img"``, a ``<title>`` and a ``<desc>`` for screen readers, the desc of a time series or
 bar chart with every value, period by period; the numbers themselves are offered as CSV next to each chart by the
@@ -34,12 +34,11 @@ from markupsafe import Markup
 __all__ = [
     "PALETTE",
     "Band",
+    "Marker",
     "Series",
-    "Stage",
     "bar_chart_svg",
     "horizontal_bars_svg",
     "percent",
-    "stage_timeline_svg",
     "time_series_svg",
 ]
 
@@ -51,6 +50,8 @@ GRID_COLOUR: Final = "#3a424d"
 BAND_COLOUR: Final = "#4cc38a"
 TARGET_COLOUR: Final = "#e3b341"
 TARGET_DASH: Final = "6 3"
+MARKER_COLOUR: Final = "#d2a8ff"
+MARKER_DASH: Final = "4 2"
 FONT: Final = 11
 _MARGIN_LEFT: Final = 52
 _MARGIN_RIGHT: Final = 12
@@ -61,11 +62,25 @@ _ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class Series:
-    """One line: a value (or None for a gap) per x position, and which positions are flagged."""
+    """One line: a value (or None for a gap) per x position, which positions are flagged, what each point's
+    tooltip adds after its value (``notes``, e.g. "12 of 15 decisions": the n behind a share), and which points
+    rest on too few cases to read much into (``few``: drawn hollow)."""
 
     name: str
     values: Sequence[float | None]
     flagged: Sequence[bool] = ()
+    notes: Sequence[str | None] = ()
+    few: Sequence[bool] = ()
+
+
+@dataclass(frozen=True)
+class Marker:
+    """An event between periods, drawn as a vertical line at the start of period ``index`` (e.g. a model version
+    first reading), titled ``name``; ``short`` is written beside it at the top of the plot."""
+
+    index: int
+    name: str
+    short: str
 
 
 @dataclass(frozen=True)
@@ -76,15 +91,6 @@ class Band:
     upper: Sequence[float | None]
     centre: float | None = None
     name: str = "control limits"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage of one study: what it is, when it started (seconds after the first event), how long it took."""
-
-    label: str
-    start_s: float
-    duration_s: float
 
 
 def _text(value: object) -> str:
@@ -281,10 +287,13 @@ def time_series_svg(
     width: int = 640,
     height: int = 220,
     css_class: str = "chart-series",
+    markers: Sequence[Marker] = (),
 ) -> Markup:
-    """Lines over ordered periods (``labels``, e.g. dates), each point titled with its value; flagged points are
-    drawn larger, in red, with class ``chart-flag``. ``band`` shades per-period limits and draws its centre dashed;
-    ``target`` draws a horizontal line. ``y_max`` fixes the axis top (else a round value above the data)."""
+    """Lines over ordered periods (``labels``, e.g. dates), each point titled with its value and its note; flagged
+    points are drawn larger, in red, with class ``chart-flag``, points on few cases hollow (``chart-few``).
+    ``band`` shades per-period limits and draws its centre dashed; ``target`` draws a horizontal line; each of
+    ``markers`` a vertical dashed line (``chart-marker``) at its period's start. ``y_max`` fixes the axis top
+    (else a round value above the data)."""
     description = f"{len(labels)} periods; series: " + ", ".join(s.name for s in series)
     values_text = _values_text(labels, {s.name: s.values for s in series}, y_format)
     description += f". {values_text}" if values_text else ""
@@ -296,6 +305,10 @@ def time_series_svg(
         entries.append((band.name, BAND_COLOUR))
     if target is not None:
         entries.append((target_name, TARGET_COLOUR))
+    shown_markers = [m for m in markers if 0 <= m.index < len(labels)]
+    if shown_markers:
+        entries.append(("model version change", MARKER_COLOUR))
+        marks["model version change"] = f"dash:{MARKER_DASH}"
     legend = _legend_rows(entries, width, _MARGIN_LEFT)
     plot_bottom = height - _MARGIN_BOTTOM
     height += 14 * (legend[-1][3] if legend else 0)
@@ -320,18 +333,37 @@ def time_series_svg(
             f'stroke="{TARGET_COLOUR}" stroke-width="1.5" stroke-dasharray="{TARGET_DASH}">'
             f"<title>{_text(target_name)}: {_text(y_format(target))}</title></line>"
         )
+    half = (x(1) - x(0)) / 2 if count > 1 else (right - left) / 2
+    for marker in shown_markers:
+        at = x(marker.index) - half
+        parts.append(
+            f'<line class="chart-marker" x1="{at:.1f}" x2="{at:.1f}" y1="{top:.1f}" y2="{bottom:.1f}" '
+            f'stroke="{MARKER_COLOUR}" stroke-width="1.5" stroke-dasharray="{MARKER_DASH}">'
+            f"<title>{_text(marker.name)}</title></line>"
+            f'<text class="chart-marker-label" x="{at + 3:.1f}" y="{top + 9:.1f}" font-size="{FONT - 1}" '
+            f'fill="{MARKER_COLOUR}">{_text(marker.short)}</text>'
+        )
     for n, line in enumerate(series):
         colour = PALETTE[n % len(PALETTE)]
         _polyline(parts, line, x, y, colour, n)
+        name = _text(line.name)
         for i, value in enumerate(line.values[:count]):
             if value is None:
                 continue
             flagged = i < len(line.flagged) and line.flagged[i]
+            few = not flagged and i < len(line.few) and line.few[i]
+            note = line.notes[i] if i < len(line.notes) else None
+            if flagged:
+                kind, look = "chart-flag", f'r="4" fill="{FLAG_COLOUR}"'
+            elif few:
+                kind, look = "chart-few", f'r="2.6" fill="none" stroke="{colour}"'
+            else:
+                kind, look = "chart-point", f'r="2.2" fill="{colour}"'
+            after = f" ({_text(note)})" if note else ""
+            after += " (flagged)" if flagged else " (few cases)" if few else ""
             parts.append(
-                f'<circle class="{"chart-flag" if flagged else "chart-point"}" cx="{x(i):.1f}" cy="{y(value):.1f}" '
-                f'r="{4 if flagged else 2.2}" fill="{FLAG_COLOUR if flagged else colour}">'
-                f"<title>{_text(line.name)}, {_text(labels[i])}: {_text(y_format(value))}"
-                f"{' (flagged)' if flagged else ''}</title></circle>"
+                f'<circle class="{kind}" cx="{x(i):.1f}" cy="{y(value):.1f}" {look}>'
+                f"<title>{name}, {_text(labels[i])}: {_text(y_format(value))}{after}</title></circle>"
             )
     _x_labels(parts, labels, x, bottom, right - left)
     _legend(parts, legend, plot_bottom + _MARGIN_BOTTOM - 5, marks)
@@ -508,57 +540,5 @@ def horizontal_bars_svg(
             f'<line class="chart-target" x1="{x(target):.1f}" x2="{x(target):.1f}" y1="{_MARGIN_TOP - 4}" '
             f'y2="{height - 18}" stroke="{TARGET_COLOUR}" stroke-width="1.5" stroke-dasharray="{TARGET_DASH}">'
             f"<title>{_text(target_name)}: {_text(x_format(target))}</title></line>"
-        )
-    return _close(parts)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def stage_timeline_svg(
-    stages: Sequence[Stage],
-    *,
-    title: str = "Stages",
-    width: int = 640,
-    row_height: int = 22,
-    label_width: int = 130,
-    css_class: str = "chart-timeline",
-) -> Markup:
-    """One study's stages as horizontal bars on a common time axis (seconds from its first event): each bar starts
-    at ``start_s`` and lasts ``duration_s``, titled and labelled with its duration. Stages are drawn in the order
-    given (e.g. :data:`radtrace.audit.queries.STAGES`' order); negative times are treated as 0."""
-    height = _MARGIN_TOP + row_height * max(1, len(stages)) + 22
-    parts = _open(width, height, title, f"{len(stages)} stages", css_class)
-    if not stages:
-        return _empty(parts, width, height, "no stage recorded")
-    left, right = label_width, width - 70
-    end = max(max(0.0, s.start_s) + max(0.0, s.duration_s) for s in stages)
-    top_value = _nice_max(end) if end > 0 else 1.0
-
-    def x(value: float) -> float:
-        return left + (right - left) * (max(0.0, value) / top_value)
-
-    _x_grid(parts, x, top_value, height, _duration)
-    for i, stage in enumerate(stages):
-        top = _MARGIN_TOP + i * row_height
-        start, duration = max(0.0, stage.start_s), max(0.0, stage.duration_s)
-        colour = PALETTE[i % len(PALETTE)]
-        parts.append(
-            f'<g class="chart-stage" data-stage={_attr(stage.label)}>'
-            f'<text class="chart-axis" x="{left - 6}" y="{top + row_height / 2 + 4:.1f}" text-anchor="end" '
-            f'font-size="{FONT}" fill="{TEXT_COLOUR}">{_text(stage.label)}</text>'
-            f'<rect class="chart-bar chart-bar-{i % len(PALETTE)}" x="{x(start):.1f}" y="{top + 3:.1f}" '
-            f'width="{max(1.0, x(start + duration) - x(start)):.1f}" height="{row_height - 6}" fill="{colour}">'
-            f"<title>{_text(stage.label)}: {_text(_duration(duration))}, from {_text(_duration(start))}</title>"
-            f"</rect>"
-            f'<text class="chart-value" x="{x(start + duration) + 4:.1f}" y="{top + row_height / 2 + 4:.1f}" '
-            f'font-size="{FONT}" fill="{TEXT_COLOUR}">{_text(_duration(duration))}</text></g>'
         )
     return _close(parts)

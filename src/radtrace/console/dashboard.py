@@ -44,6 +44,7 @@ from radtrace.audit.presentation import defuse_formula
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.console.charts import (
     Band,
+    Marker,
     Series,
     bar_chart_svg,
     horizontal_bars_svg,
@@ -86,6 +87,9 @@ CHARTS: Final = ("volume", "queue", "latency", "agreement", "agreement_models", 
                   "failures", "mix", "rates", "models")  # fmt: skip
 DECISION_NAMES: Final = {"accept": "accepted", "reject": "rejected", "modify": "modified"}
 VOLUME_COLOURS: Final = {"read": "#56b4e9", "skipped": "#e69f00", "failed": "#ff5a4f"}
+#: A share resting on fewer cases than this (decisions, readings) is drawn hollow: its 95 % interval spans
+#: tens of points either way, so a lone high or low point says little.
+FEW: Final = 10
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -147,6 +151,7 @@ def dashboard_page(
     _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window))
     return render_page(request, state, "dashboard.html", user=user, f=figures, window=window, params=_params(window),
                        charts=_charts(figures), alerts=_alerts(figures), stage_names=LATENCY_STAGES,
+                       model_changes=model_changes(figures), few=FEW,
                        by_model=_label_model_agreement(figures),
                        decisions=DECISION_NAMES, whole_draft=WHOLE_DRAFT)  # fmt: skip
 
@@ -406,8 +411,28 @@ def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
 
 
+def model_changes(f: Figures) -> list[tuple[int, date, str]]:
+    """(period index, period start, model) for each model version whose first reading in the window falls after
+    its first period: a version rolled out in the window, marked on every chart over time (before, only the model
+    chart at the foot of the page showed it, and a shift in agreement or prevalence at a rollout looked like drift
+    of the cases)."""
+    first: dict[str, int] = {}
+    for i, p in enumerate(f.periods):
+        for model, count in sorted(f.models.get(p, Counter()).items()):
+            if count and model not in first:
+                first[model] = i
+    return [(i, f.periods[i], model) for model, i in first.items() if i > 0]
+
+
+def _markers(f: Figures) -> list[Marker]:
+    when = "week of " if f.window.period == "week" else ""
+    return [Marker(i, f"{model}: first reading {when}{start}", model.rsplit(" ", 1)[-1])
+            for i, start, model in model_changes(f)]  # fmt: skip
+
+
 def _charts(f: Figures) -> dict[str, Any]:
     labels = [_label(p, f.window.period) for p in f.periods]
+    marks = _markers(f)
     charts: dict[str, Any] = {}
     charts["volume"] = bar_chart_svg(labels, {
         "read": [float(f.read.get(p, 0)) for p in f.periods],
@@ -421,7 +446,7 @@ def _charts(f: Figures) -> dict[str, Any]:
          Series("p95", [f.total_latency[p][1] if p in f.total_latency else None for p in f.periods],
                 flagged=[p in f.total_latency and target is not None and f.total_latency[p][1] > target
                          for p in f.periods])],
-        title="Last image → SR at the PACS", target=target, y_format=_seconds,
+        title="Last image → SR at the PACS", target=target, y_format=_seconds, markers=marks,
     )  # fmt: skip
     charts["stages"] = horizontal_bars_svg(
         [(LATENCY_STAGES.get(s.stage, s.stage), s.p95, s.p50, s.p95) for s in f.latencies],
@@ -434,8 +459,8 @@ def _charts(f: Figures) -> dict[str, Any]:
     )  # fmt: skip
     charts["agreement_periods"] = {
         label: time_series_svg(
-            labels, [Series("accepted", [_share_accepted(per_period.get(p)) for p in f.periods])],
-            title=label, y_format=percent, y_max=1.0, width=460, height=180,
+            labels, [_accepted_series([per_period.get(p) for p in f.periods])],
+            title=label, y_format=percent, y_max=1.0, width=460, height=180, markers=marks,
         )
         for label, per_period in f.agreement_periods.items()
     }  # fmt: skip
@@ -443,11 +468,13 @@ def _charts(f: Figures) -> dict[str, Any]:
     charts["prevalence"] = {
         label: time_series_svg(
             labels,
-            [Series(label, [p.rate for p in points], flagged=[(label, p.start) in drifting for p in points])],
+            [Series(label, [p.rate for p in points], flagged=[(label, p.start) in drifting for p in points],
+                    notes=[f"{p.count} of {p.total} readings" if p.total else None for p in points],
+                    few=[0 < p.total < FEW for p in points])],
             band=Band([p.lower if p.total else None for p in points], [p.upper if p.total else None for p in points],
                       points[0].centre, "95 % limits") if points and points[0].centre is not None else None,
             title=label if points and points[0].centre is not None else f"{label} (no baseline)",
-            y_format=percent, width=460, height=180,
+            y_format=percent, width=460, height=180, markers=marks,
         )
         for label, points in f.prevalence.items()
     }  # fmt: skip
@@ -456,15 +483,16 @@ def _charts(f: Figures) -> dict[str, Any]:
     charts["failures"] = time_series_svg(
         labels,
         [Series("failed share", [_rate(p.count, p.total) for p in f.failures],
-                flagged=[p.start in bursts for p in f.failures])],
-        title="Failed reading attempts of read + failed", y_format=percent,
+                flagged=[p.start in bursts for p in f.failures],
+                notes=[f"{p.count} of {p.total} attempts" if p.total else None for p in f.failures])],
+        title="Failed reading attempts of read + failed", y_format=percent, markers=marks,
         target=base.high if base else None, target_name="baseline (upper 95 % bound)",
     )  # fmt: skip
     charts["rates"] = time_series_svg(
         labels,
         [Series("refused", [f.refused[p].rate if p in f.refused else None for p in f.periods]),
          Series("text sanitised", [f.sanitised[p].rate if p in f.sanitised else None for p in f.periods])],
-        title="Refusals and sanitised texts, share of readings", y_format=percent,
+        title="Refusals and sanitised texts, share of readings", y_format=percent, markers=marks,
     )  # fmt: skip
     charts["mix"] = {
         name: _mix_chart(labels, f.periods, per_period, name, uid_names=name in ("transfer syntax", "SOP class"))
@@ -474,9 +502,14 @@ def _charts(f: Figures) -> dict[str, Any]:
     return charts
 
 
-def _share_accepted(counts: Counter[str] | None) -> float | None:
-    total = sum(counts[d] for d in DECISIONS) if counts else 0
-    return counts["accept"] / total if counts and total else None  # no decision: a gap, not 0 %
+def _accepted_series(per_period: list[Counter[str] | None]) -> Series:
+    """The share accepted per period, each point with its n ("12 of 15 decisions"), hollow under :data:`FEW`
+    decisions; a period without a decision is a gap, not 0 %. Before, a day's 1 of 4 showed as a bare 25 %."""
+    totals = [sum(c[d] for d in DECISIONS) if c else 0 for c in per_period]
+    accepted = [c["accept"] if c else 0 for c in per_period]
+    return Series("accepted", [a / t if t else None for a, t in zip(accepted, totals, strict=True)],
+                  notes=[f"{a} of {t} decisions" if t else None for a, t in zip(accepted, totals, strict=True)],
+                  few=[0 < t < FEW for t in totals])  # fmt: skip
 
 
 def _uid_name(value: str) -> str:

@@ -441,7 +441,7 @@ def timeline_page(request: Request, handle: str, state: StateDep, user: UserDep)
 
 def _chart(timeline: Timeline) -> str:
     """The measured stages as bars on the study's time axis (SVG from the console's chart module); "" if none."""
-    from radtrace.console.charts import Stage, stage_timeline_svg
+    from radtrace.console.chart_timeline import Stage, stage_timeline_svg
 
     if not timeline.stages:
         return ""
