@@ -6,7 +6,7 @@ its queues (serve: the GPU worker's and the dispatcher's) and ``IDLE_S`` more, s
 serve, each child's exit too. Peer: another checkout's code in the same run (``PYTHONPATH=<its src>``), e.g. a git
 worktree of the commit before.
 
-    .venv/bin/python bench/stop.py --runs 5 [--what worker|serve|both] [--model DIR]
+    .venv/bin/python bench/stop.py --runs 5 [--what worker|serve|both] [--model DIR] [--env NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: ``--env NAME=VALUE`` settings added to every run (e.g. RADTRACE_BROKER__URL=redis://127.0.0.1:6379/0).
+EXTRA_ENV: dict[str, str] = {}
+
+
 def _env(data_dir: Path, model: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")}
     env.update(
@@ -48,7 +52,7 @@ def _env(data_dir: Path, model: Path) -> dict[str, str]:
         RADTRACE_LISTENER__MIN_FREE_BYTES="0",
         RADTRACE_API__PORT=str(_free_port()),
     )
-    return env
+    return env | EXTRA_ENV
 
 
 def _wait_for(log: Path, needle: str, count: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -126,7 +130,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--what", choices=["worker", "serve", "both"], default="both")
     parser.add_argument("--model", type=Path, help="the model directory (default: a tiny random one, built here)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a setting for every run")
     args = parser.parse_args()
+    EXTRA_ENV.update(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory(prefix="radtrace-stop-model-") as tmp:
         model = args.model
         if model is None:
