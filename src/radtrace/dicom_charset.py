@@ -68,9 +68,10 @@ the languages written in each page, as written, upper and title case), wrong and
 lie in A0-FF where ISO 8859-4 has other letters); 1252, 1254 and 874: 0. Then each run's letters of one language
 (Baltic, Central European, any Latin-script one for the ISO reading) and Arabic vowel marks where a writer puts
 them, with a doubtful flag where ISO 8859-4 reads a Baltic word as another language's or Windows-1256's reading
-begins with the article (measured again on the current word lists): 1257 4,545 -> 569 of 5,312 (3,470 flagged),
-1256 3,146 -> 1,326 of 5,974 (648 flagged), 1250 620 -> 521 of 42,475, at a cost of 2 of 5,302 Baltic words in
-ISO 8859-4 and 14 of 5,211 ISO 8859-6 ones flagged doubtful. None of the 4,033
+begins with the article or a Polish word's ``ą`` is Latin-2 ``š`` (measured again on the current word lists): 1257
+4,545 -> 569 of 5,312 (3,470 flagged), 1256 3,146 -> 1,326 of 5,974 (648 flagged), 1250 620 -> 334 of 42,475 (187
+flagged), at a cost of 2 of 5,302 Baltic words in ISO 8859-4, 14 of 5,211 ISO 8859-6 ones and 40 of 66,942 Latin-2
+ones flagged doubtful. None of the 4,033
 to 79,835 encodings of all those words in each ISO set is read otherwise, nor any of their 204,511 UTF-8 encodings;
 2,877 of the 79,835 ISO 8859-5 ones (words of the alphabet's second half, which Windows-1251 reads as words of its
 first) and 1 of 18,765 ISO 8859-7 ones are flagged doubtful.

@@ -28,16 +28,18 @@ hold only letters and marks of the page's script, the script's own punctuation a
   tells them apart; for Windows-1257 where the ISO reading is a word of no language of :data:`_ISO_LANGUAGES`
   (Lithuanian ``MARIŲ`` is Danish-looking ``MARIØ``, ``Eglė`` Albanian-looking ``Eglë``); for Windows-1256 where
   the page's reading begins a word with the article ``ال`` (ISO ``اف``) or the ISO reading holds tanween (final
-  ``ي``, ``ى``). A flag on every word of both shapes would fall on too much of the ISO sets' own text (Windows-1250
+  ``ي``, ``ى``); for Windows-1250 where a word holds ``ą`` (Latin-2 ``š``: ``Dąbrowski`` is ``Dšbrowski``) and
+  what Czech, Slovak, Slovene and Croatian rarely write (``w``, ``sz``, ``cz``, ``rz``, ``dz``, ``ł ż ś ń ź``). A
+  flag on every word of both shapes would fall on too much of the ISO sets' own text (Windows-1250
   8 %, 1257 54 %, 1256 20 % of the measured ISO encodings): the rest is read as declared, unflagged.
 
 Measured (/work/notes/charset-win/measure.py, words of Faker, Babel CLDR and pycountry in each page's languages, as
 written, upper and title case), Windows text declared ISO read wrong and unflagged: 1257 under ISO_IR 110 5,312
 encodings, 4,545 -> 569 (3,470 flagged); 1256 under ISO_IR 127 5,974, 3,146 -> 1,326 (648 flagged); 1250 under
-ISO_IR 101 42,475, 620 -> 521. Genuine ISO text read otherwise: 0 of 51,998 / 5,211 / 66,942 encodings (every word of
-every language the set encodes); flagged doubtful: 2 of 5,302 Baltic and 2,405 of the 51,998 ISO 8859-4 ones (``ø``
-1,276: Danish and Norwegian; ``ë`` 673: Albanian, Dutch; ``â`` 266), 14 of the 5,211 ISO 8859-6 ones (words
-beginning ``اف``).
+ISO_IR 101 42,475, 620 -> 334 (187 flagged). Genuine ISO text read otherwise: 0 of 51,998 / 5,211 / 66,942
+encodings (every word of every language the set encodes); flagged doubtful: 2 of 5,302 Baltic and 2,405 of the
+51,998 ISO 8859-4 ones (``ø`` 1,276: Danish and Norwegian; ``ë`` 673: Albanian, Dutch; ``â`` 266), 14 of the 5,211
+ISO 8859-6 ones (words beginning ``اف``), 40 of the 66,942 Latin-2 ones (Czech words with ``w`` and ``š``).
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ _SHADDA: Final = "\u0651"
 # The Arabic article beginning a word, alone or after a one-letter prefix (wa-, bi-, fa-, ka-, li-): Windows-1256
 # ``ال`` (C7 E1) is ISO 8859-6 ``اف``
 _ARTICLE: Final = re.compile("(?<!\\w)[\u0648\u0628\u0641\u0643]?\u0627\u0644|(?<!\\w)\u0644\u0644")
+# A Polish word holding ``ą`` (Windows-1250 B9, Latin-2 ``š``: ``Dąbrowski`` reads as ``Dšbrowski``) and a letter or
+# digraph that Czech, Slovak, Slovene and Croatian rarely write: ``w``, ``sz``, ``cz``, ``rz``, ``dz``, ``ł ż ś ń ź``
+_POLISH_OGONEK_A: Final = re.compile(
+    "(?i)(?=[^\\W\\d_]*\u0105)[^\\W\\d_]*(?:w|sz|cz|rz|dz|[\u0142\u017c\u015b\u0144\u017a])"
+)
 _LETTER_RUN: Final = re.compile(r"[^\W\d_]+")
 _ASCII_LETTER: Final = re.compile(r"[A-Za-z]")
 # A character past ASCII that is no letter, digit or apostrophe, next to a letter (``Яхђ№ют``, ``Тшђюьш№``)
@@ -224,6 +231,8 @@ def windows_reading(values: list[bytes], term: str) -> str | None:
     if page in _ISO_LANGUAGES and not all(_words(text, latin, cyrillic, _ISO_LANGUAGES[page]) for text in iso):
         return "windows-doubtful"
     if arabic and (any(map(_TANWEEN.search, iso)) or any(map(_ARTICLE.search, texts))):
+        return "windows-doubtful"
+    if page == "cp1250" and any(map(_POLISH_OGONEK_A.search, texts)):
         return "windows-doubtful"
     return "windows-doubtful" if page in _DOUBTFUL_PAGES else None
 
