@@ -60,21 +60,20 @@ declare (or that the site assumes for undeclared text): Windows-1252 under ISO_I
 a byte it leaves undefined) or the ISO reading is in no word's shape while the page's is, and only letters of the
 page's script and name punctuation; where both readings of Windows-1251 or 1253 text could be words (``ИВАНОВ`` is
 ``ШТРЭЮТ`` in ISO 8859-5, Greek ``Ά``, A2, is ISO 8859-7's curly apostrophe) it is read as declared and flagged
-``character-set-doubtful`` (``because`` ``windows-doubtful``). Measured (/work/notes/charset-win/measure.py: every
-word of Faker's person, address, company and lorem lists, Babel's CLDR names and pycountry's translated names in
-the languages written in each page, as written, upper and title case), wrong and unflagged before -> after: 1250
-859 -> 637 of 46,263 distinct encodings, 1251 26,542 -> 52 of 80,321 (9,189 flagged doubtful), 1253 2,374 -> 0 of
-18,539 (flagged), 1255 254 -> 0 of 4,266, 1256 5,735 -> 3,153 of 5,973, 1257 5,990 -> 5,968 of 7,420 (its letters
-lie in A0-FF where ISO 8859-4 has other letters); 1252, 1254 and 874: 0. Then each run's letters of one language
-(Baltic, Central European, any Latin-script one for the ISO reading) and Arabic vowel marks where a writer puts
-them, with a doubtful flag where ISO 8859-4 reads a Baltic word as another language's or Windows-1256's reading
-begins with the article or a Polish word's ``ą`` is Latin-2 ``š`` (measured again on the current word lists): 1257
-4,545 -> 569 of 5,312 (3,470 flagged), 1256 3,146 -> 1,326 of 5,974 (648 flagged), 1250 620 -> 334 of 42,475 (187
-flagged), at a cost of 2 of 5,302 Baltic words in ISO 8859-4, 14 of 5,211 ISO 8859-6 ones and 40 of 66,942 Latin-2
-ones flagged doubtful. None of the 4,033
-to 79,835 encodings of all those words in each ISO set is read otherwise, nor any of their 204,511 UTF-8 encodings;
-2,877 of the 79,835 ISO 8859-5 ones (words of the alphabet's second half, which Windows-1251 reads as words of its
-first) and 1 of 18,765 ISO 8859-7 ones are flagged doubtful.
+``character-set-doubtful`` (``because`` ``windows-doubtful``). Measured (/work/notes/charset-win/measure.py: every word
+of Faker's person, address, company and lorem lists, Babel's CLDR names and pycountry's translated names in the
+languages written in each page, as written, upper and title case), wrong and unflagged before -> after: 1250 859 -> 637
+of 46,263 distinct encodings, 1251 26,542 -> 52 of 80,321 (9,189 flagged doubtful), 1253 2,374 -> 0 of 18,539 (flagged),
+1255 254 -> 0 of 4,266, 1256 5,735 -> 3,153 of 5,973, 1257 5,990 -> 5,968 of 7,420 (its letters lie in A0-FF where ISO
+8859-4 has other letters); 1252, 1254 and 874: 0. None of the 4,033 to 79,835 encodings of all those words in each ISO
+set is read otherwise, nor any of their 204,511 UTF-8 encodings; 2,877 of the 79,835 ISO 8859-5 ones (words of the
+alphabet's second half, which Windows-1251 reads as words of its first) and 1 of 18,765 ISO 8859-7 ones are flagged
+doubtful. Then each run's letters of one language (Baltic, Central European, any Latin-script one for the ISO reading)
+and Arabic vowel marks where a writer puts them, with a doubtful flag where ISO 8859-4 reads a Baltic word as another
+language's or Windows-1256's reading begins with the article or ISO 8859-6 reads ``م ع ط`` as the rarer ``ك غ ظ`` or a
+Polish word's ``ą`` is Latin-2 ``š`` (measured again on the current word lists): 1257 4,545 -> 569 of 5,312 (3,470
+flagged), 1256 3,146 -> 659 of 5,974 (1,315 flagged), 1250 620 -> 334 of 42,475 (187 flagged), at a cost of 2 of 5,302
+Baltic words in ISO 8859-4, 205 of 5,211 ISO 8859-6 ones (3.9 %) and 40 of 66,942 Latin-2 ones flagged doubtful.
 
 What was decided is a :class:`CharsetChoice`: the image's preparation records it (audit), as does the listener's
 ``instance_received`` event (its ``character_set`` and label), the drafts flag it (``character-set-assumed``, or

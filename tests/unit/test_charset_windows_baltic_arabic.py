@@ -8,13 +8,13 @@ the letters of each run must be one language's (:data:`radtrace.dicom_charset_wi
 reading mixing letters no language uses together (``BĮRZIŌĐ``) is read in the page; one that is a word of a
 language other than the Baltic ones only (Danish ``ø``, Albanian ``ë``, French ``â``) is flagged doubtful.
 
-Windows-1256 puts ``ي`` and ``ى`` at ED and EC, ISO 8859-6's kasratan and dammatan; and Arabic has no case, so no
-Arabic text was ever "in a word's shape": only bytes the ISO set never writes were read in the page. Now an
-Arabic reading is words where each vowel mark follows a letter and tanween ends its word (``افحسٍلٍ``, the ISO
-reading of ``الحسيني``, is not); both readings words, the Windows one beginning with the article ``ال`` (ISO
-``اف``) or the ISO one holding tanween is flagged doubtful. Polish ``ą`` (Windows-1250 B9) is Latin-2 ``š``, so
-``Dąbrowski`` read as ``Dšbrowski``: flagged where the word also holds what Czech, Slovak, Slovene and Croatian
-rarely write (``w``, ``sz``, ``cz``, ``rz``, ``dz``, ``ł ż ś ń ź``).
+Windows-1256 puts ``ي`` and ``ى`` at ED and EC, ISO 8859-6's kasratan and dammatan; and Arabic has no case, so no Arabic
+text was ever "in a word's shape": only bytes the ISO set never writes were read in the page. Now an Arabic reading is
+words where each vowel mark follows a letter and tanween ends its word (``افحسٍلٍ``, the ISO reading of ``الحسيني``, is
+not); both readings words, the Windows one beginning with the article ``ال`` (ISO ``اف``) or the ISO one holding tanween
+or ``ك غ ظ`` (the page's commoner ``م ع ط``) is flagged doubtful. Polish ``ą`` (Windows-1250 B9) is Latin-2 ``š``, so
+``Dąbrowski`` read as ``Dšbrowski``: flagged where the word also holds what Czech, Slovak, Slovene and Croatian rarely
+write (``w``, ``sz``, ``cz``, ``rz``, ``dz``, ``ł ż ś ń ź``).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ DOUBTFUL = [
     ("polish, ą as Slovak Ľ beside w", "ISO_IR 101", "cp1250", "DĄBROWSKI^JERZY", "DĽBROWSKI^JERZY"),
     ("polish, ą as Czech š beside ł", "ISO_IR 101", "cp1250", "Gołąb^Wacław", "Gołšb^Wacław"),
     ("arabic, the article", "ISO_IR 127", "cp1256", "النجار^منى", "افلجار^كلٌ"),
+    ("arabic, meem and ain as kaf and ghain", "ISO_IR 127", "cp1256", "محمد^عبد", "كحكد^غبد"),
     ("arabic, final yeh as kasratan", "ISO_IR 127", "cp1256", "المصري^سامي", "افكصرٍ^ساكٍ"),
 ]
 
