@@ -30,15 +30,18 @@ Claims of processes on other hosts (another host name) are released by sightings
 its beat; a revision's ``claim_expires_at``, renewed with each beat) seen unchanged by passes of this process for the
 holder's beat interval plus the slack, measured on this process's monotonic clock (a delivery 5 + 10 s, a revision a
 third of ``broker.claim_timeout_s`` + 10 s: 50 s at the default), by passes no more than :data:`SIGHTINGS_GAP_S`
-apart (while such a claim is seen, passes come every :data:`radtrace.reporting.dispatch.claims.HEARTBEAT_S`). Both
-beats are written from the holder's clock (``heartbeat_at`` and ``claim_expires_at`` are the holder's
-``utc_now()``, not the database's): they are compared only with themselves, never with this host's clock, so hosts
-whose clocks differ by minutes neither release a live holder early nor keep a dead one. A live holder renews, so its
+apart (while such a claim is seen, passes come every :data:`radtrace.reporting.dispatch.claims.HEARTBEAT_S`). A
+delivery's beat (``heartbeat_at``) is written from the holder's clock, a read's (``claim_expires_at``) from the
+database's (:func:`radtrace.reporting.dispatch.claims.database_now`, as are the leases, so that no take-over depends
+on a node's wall clock): sightings compare them only with themselves, never with this host's clock, so hosts whose
+clocks differ by minutes neither release a live holder early nor keep a dead one. A holder of another boot under
+this host name (perhaps another machine with the same name) is looked at the same way. A live holder renews, so its
 claim is never seen unchanged that long (a send slower than the heartbeat is never sent twice); after a database
 outage this process's passes failed too, the gap starts the sightings again, and the holder's beat lands first. A
-holder cut off from the database alone (a network partition of its node) cannot be told from a dead one: its send
-may then be repeated (never lost, the peer sees a repeat), and its late outcome is not recorded over the new holder's
-(:meth:`radtrace.reporting.dispatch.outbox.Outbox._record`). Such a release says so: "claimed by
+holder cut off from the database alone (a network partition of its node) cannot be told from a dead one; it begins
+no send once its claim may have been released (:class:`radtrace.reporting.dispatch.claims.Fence`), but a send already
+begun may then be repeated (never lost, the peer sees a repeat), and its late outcome is not recorded over the new
+holder's (:meth:`radtrace.reporting.dispatch.outbox.Outbox._record`). Such a release says so: "claimed by
 radtrace@gpu-node-7:4242, whose heartbeat stopped at 10:03:47 UTC by its clock, as seen from gpu-node-2: the same beat
 seen for 15 s by this process ...", and the event names ``released_by_host``.
 
