@@ -26,6 +26,7 @@ from radtrace.testing.services import (
     temporary_postgres_database,
     temporary_redis_namespace,
 )
+from sqlite_upgrade_support import in_production, install_from_environment, watching
 
 if TYPE_CHECKING:
     from radtrace.model.loading import LoadedVLM
@@ -36,12 +37,11 @@ if TYPE_CHECKING:
 for _inherited in ("COLUMNS", "LINES"):
     os.environ.pop(_inherited, None)
 
-# SQLITE_UPGRADE_REPORT=<file>: record SQLite transactions that read and then write, in this process and the ones the
-# tests start (tests/sqlite_upgrade_support.py).
-if os.environ.get("SQLITE_UPGRADE_REPORT"):
-    from sqlite_upgrade_support import install_from_environment
-
-    install_from_environment()
+# SQLite transactions that read and then write without the write lock are watched in every test's process (a check
+# per statement) and fail the test that made one in radtrace's code (_no_sqlite_write_after_read);
+# SQLITE_UPGRADE_REPORT=<file> also records them, test code's too, in this process and the ones the tests start
+# (tests/sqlite_upgrade_support.py).
+install_from_environment(always=True)
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +54,21 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _no_sqlite_write_after_read() -> Iterator[None]:
+    """A radtrace transaction on SQLite that read and then wrote without taking the write lock at BEGIN fails the test
+    that ran it. SQLite refuses such a transaction the write lock at once ("database is locked", no busy wait) when
+    another connection committed since its read: under load (listener, workers, dispatcher, API on one file) a random
+    503 or failure. Take the lock up front (``store.session(..., immediate=True)``) or split the read from a
+    conditional write. Only this process is watched (and the threads the test runs); a test that makes one on
+    purpose wraps it in ``sqlite_upgrade_support.expected()``."""
+    with watching() as offenders:
+        yield
+    found = in_production(offenders)
+    if found:
+        pytest.fail("SQLite write after a read without the write lock:\n" + "\n".join(found), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

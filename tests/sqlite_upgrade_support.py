@@ -27,16 +27,19 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
-__all__ = ["OFFENDERS", "Offender", "install", "summarize", "watching"]
+__all__ = ["OFFENDERS", "Offender", "expected", "in_production", "install", "summarize", "watching"]
 
 REPORT_VARIABLE = "SQLITE_UPGRADE_REPORT"
 SITE_DIRECTORY = Path(__file__).resolve().parent / "sqlite_upgrade_site"
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")  # DDL takes the write lock too
 _STATE = "sqlite_upgrade_transaction"
 _SEP = os.sep
+#: Transactions begun here are not production's: radtrace.testing's seeding, and the migrations a test drives through
+#: alembic itself (radtrace's upgrade() runs them in one BEGIN IMMEDIATE transaction: test_store_migrate_concurrent).
+NOT_PRODUCTION = ("radtrace/testing/", "radtrace/store/migrations/")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,13 @@ class Offender:
     stack: tuple[str, ...]
     test: str | None = None
     pid: int = field(default_factory=os.getpid)
+    begun_at: str | None = None  # the innermost radtrace or test line that began the transaction
+
+    @property
+    def production(self) -> bool:
+        """Whether radtrace code (not a test, not radtrace.testing, not a migration a test drives) began it."""
+        where = self.begun_at or self.write_at
+        return where.startswith("radtrace/") and not where.startswith(NOT_PRODUCTION)
 
     @property
     def key(self) -> tuple[str | None, str]:
@@ -59,6 +69,7 @@ class Offender:
 @dataclass
 class _Transaction:
     doing: str | None
+    begun_at: str | None = None
     read_at: str | None = None
     wrote: bool = False
 
@@ -67,31 +78,54 @@ OFFENDERS: list[Offender] = []
 _installed: dict[str, Path | None] = {}
 
 
+_SHORT_NAMES: dict[CodeType, str | None] = {}
+
+
+def _short_name(code: CodeType) -> str | None:
+    """radtrace/… or tests/… for radtrace's and the tests' code (not the store's engine module, not this one), else
+    None; kept per code object (this runs at each BEGIN and first read of every transaction of the suite)."""
+    try:
+        return _SHORT_NAMES[code]
+    except KeyError:
+        pass
+    filename, short = code.co_filename, None
+    if not filename.endswith(("store/engine.py", "sqlite_upgrade_support.py")):
+        for root in (f"{_SEP}radtrace{_SEP}", f"{_SEP}tests{_SEP}"):
+            if root in filename:
+                short = filename[filename.rindex(root) + 1 :]
+                break
+    _SHORT_NAMES[code] = short
+    return short
+
+
 def _radtrace_frames(frame: FrameType | None, limit: int = 6) -> list[str]:
     """file:line of the innermost radtrace (or test) frames, not the store's engine module, innermost first."""
     found: list[str] = []
     while frame is not None and len(found) < limit:
-        filename = frame.f_code.co_filename
-        for root in (f"{_SEP}radtrace{_SEP}", f"{_SEP}tests{_SEP}"):
-            if root in filename and not filename.endswith(("store/engine.py", "sqlite_upgrade_support.py")):
-                short = filename[filename.rindex(root) + 1 :]
-                found.append(f"{short}:{frame.f_lineno} ({frame.f_code.co_name})")
-                break
+        short = _short_name(frame.f_code)
+        if short is not None:
+            found.append(f"{short}:{frame.f_lineno} ({frame.f_code.co_name})")
         frame = frame.f_back
     return found
 
 
-def _session_doing(frame: FrameType | None) -> str | None:
-    """The ``doing`` of the Store.session that is beginning, when BEGIN comes from one."""
+def _beginning(frame: FrameType | None) -> tuple[str | None, str | None]:
+    """The ``doing`` of the Store.session that is beginning (when BEGIN comes from one) and the innermost radtrace or
+    test line that began it (the session's caller), in one walk up the stack."""
     from radtrace.store.engine import Store
 
     code = Store.session.__wrapped__.__code__  # type: ignore[attr-defined]
+    doing = None
     while frame is not None:
         if frame.f_code is code:
-            doing = frame.f_locals.get("doing")
-            return str(doing) if doing is not None else None
+            value = frame.f_locals.get("doing")
+            doing = str(value) if value is not None else None
+        else:
+            short = _short_name(frame.f_code)
+            if short is not None:
+                return doing, f"{short}:{frame.f_lineno} ({frame.f_code.co_name})"
         frame = frame.f_back
-    return None
+    return doing, None
 
 
 def _first_word(statement: str) -> str:
@@ -115,7 +149,7 @@ def _before_cursor_execute(conn: Any, _cursor: Any, statement: str, *_args: Any)
     if word == "BEGIN":
         mode = statement.split()[1].upper() if len(statement.split()) > 1 else "DEFERRED"
         if mode == "DEFERRED":
-            conn.info[_STATE] = _Transaction(_session_doing(sys._getframe(1)))
+            conn.info[_STATE] = _Transaction(*_beginning(sys._getframe(1)))
         else:
             conn.info.pop(_STATE, None)
         return
@@ -134,6 +168,7 @@ def _before_cursor_execute(conn: Any, _cursor: Any, statement: str, *_args: Any)
                     statement=" ".join(statement.split())[:120],
                     stack=tuple(stack),
                     test=os.environ.get("PYTEST_CURRENT_TEST"),
+                    begun_at=transaction.begun_at,
                 )
             )
     elif word in ("SELECT", "WITH") and transaction.read_at is None:
@@ -167,10 +202,14 @@ def install(report: Path | None = None) -> None:
     _installed["report"] = report
 
 
-def install_from_environment() -> None:
-    """Install when SQLITE_UPGRADE_REPORT names a report file, and have the processes this one starts do so too."""
+def install_from_environment(*, always: bool = False) -> None:
+    """Install when SQLITE_UPGRADE_REPORT names a report file, and have the processes this one starts do so too.
+
+    ``always`` (tests/conftest.py): watch this process even without a report file (cheap: a check per statement)."""
     report = os.environ.get(REPORT_VARIABLE)
     if not report:
+        if always:
+            install(None)
         return
     install(Path(report))
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
@@ -190,6 +229,24 @@ def watching() -> Iterator[list[Offender]]:
         seen.extend(OFFENDERS[start:])
 
 
+def in_production(offenders: list[Offender]) -> list[str]:
+    """The production offenders among ``offenders``, one line each (where it began, read and wrote)."""
+    return [
+        f"{o.write_at} ({o.doing}; begun at {o.begun_at}, read at {o.read_at}): {o.statement[:80]}"
+        for o in offenders
+        if o.production
+    ]
+
+
+@contextlib.contextmanager
+def expected() -> Iterator[list[Offender]]:
+    """Like :func:`watching`, for a test that makes offenders on purpose: what the block recorded is taken back out
+    of :data:`OFFENDERS` (so the suite's guard, tests/conftest.py, does not count it) and given to the test."""
+    with watching() as seen:
+        yield seen
+    del OFFENDERS[len(OFFENDERS) - len(seen) :]
+
+
 def summarize(report: Path) -> list[tuple[int, dict[str, Any]]]:
     """Distinct offenders of a report file (by doing and write line), most frequent first, with one example each."""
     grouped: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
@@ -206,3 +263,4 @@ if __name__ == "__main__":
         print(f"       read  {example['read_at']}\n       write {example['write_at']}: {example['statement']}")
         print("       stack " + " <- ".join(example["stack"][1:4]))
         print(f"       test  {example['test']}")
+        print(f"       begun {example.get('begun_at')}")
