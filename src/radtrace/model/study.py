@@ -22,6 +22,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -50,6 +51,7 @@ __all__ = [
     "Skipped",
     "StudyImage",
     "StudyInput",
+    "carry_unparsable",
     "identity_conflict",
     "is_bulk",
     "load_study_images",
@@ -57,6 +59,7 @@ __all__ = [
     "spooled_as_received",
     "spooled_image",
     "study_image",
+    "unparsable_keywords",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,29 @@ MAX_INFLATED_BYTES: Final = instance_byte_limit(MAX_SOURCE_PIXELS)
 PATIENT_IDENTITY_CONFLICT: Final = "patient identity conflict"
 #: The view flag of a frontal image stored as Secondary Capture (digitised or converted film).
 SECONDARY_CAPTURE: Final = "secondary-capture"
+#: The Python attribute (never a DICOM element) of a read dataset that names the elements left out of it because no
+#: reader can convert their value (:func:`unparsable_keywords`).
+_UNPARSABLE: Final = "radtrace_unparsable"
+
+
+def unparsable_keywords(ds: Dataset) -> tuple[str, ...]:
+    """The top-level elements of the instance that were left out of ``ds`` as read because no reader can convert
+    their value (a wrong VR or length, which the listener accepted as a recorded deviation): each by its keyword, or
+    ``(gggg,eeee)`` for one the dictionary does not name. The drafts note each
+    (:func:`radtrace.reporting.header.read_header`): an attribute never vanishes from them silently."""
+    return tuple(getattr(ds, _UNPARSABLE, ()))
+
+
+def carry_unparsable(source: Dataset, copy: Dataset) -> None:
+    """Give ``copy`` (a dataset made from ``source``'s elements) the record of what ``source`` left out."""
+    if dropped := unparsable_keywords(source):
+        setattr(copy, _UNPARSABLE, dropped)
+
+
+def _record_unparsable(ds: Dataset, tags: Sequence[Any]) -> None:
+    if tags:
+        dropped = [keyword_for_tag(tag) or f"({tag.group:04X},{tag.element:04X})" for tag in tags]
+        setattr(ds, _UNPARSABLE, tuple(dict.fromkeys([*unparsable_keywords(ds), *dropped])))
 
 
 @dataclass(frozen=True)
@@ -205,7 +231,9 @@ def prepare_study(
         header_record: dict[str, object] = {"step": "header", "normalised": normalisations}
         if image.character_set is not None and image.character_set.flagged:
             header_record["character_set"] = charset_record(image.character_set)
-        header_step = (header_record,) if normalisations or "character_set" in header_record else ()
+        if unparsable := unparsable_keywords(image.dataset):  # left out as read: the record says which
+            header_record["unparsable"] = list(unparsable)
+        header_step = (header_record,) if len(header_record) > 2 or normalisations else ()
         sources.append(
             SourceImage(
                 sop_instance_uid=str(image.dataset.get("SOPInstanceUID", "")),
@@ -335,6 +363,7 @@ def spooled_image(
         raise DicomInputError(f"not a readable DICOM file: {exc}") from exc
     choice = read_text_as(full, assumed=assumed_character_set)
     header = Dataset()
+    dropped: list[Any] = []
     for tag in list(full.keys()):
         raw = full.get_item(tag, keep_deferred=True)
         if is_bulk(tag):
@@ -346,6 +375,8 @@ def spooled_image(
                 header.add(full[tag])
             except Exception:  # a value no reader can convert: the listener recorded it as a deviation
                 logger.debug("dropping unparsable element %s", tag)
+                dropped.append(tag)
+    _record_unparsable(header, dropped)
     header.file_meta = full.file_meta
     implicit_vr, little_endian = full.original_encoding
     header.set_original_encoding(implicit_vr, little_endian, full.original_character_set)
@@ -366,13 +397,17 @@ def spooled_image(
 
 def _drop_unparsable(dataset: Dataset) -> None:
     """Remove the top-level elements no reader can convert (a wrong VR or length): the listener accepted the
-    instance and recorded each as a deviation; here they would fail whatever touches them."""
+    instance and recorded each as a deviation; here they would fail whatever touches them. Which were removed is
+    kept with the dataset (:func:`unparsable_keywords`), for the drafts to say so."""
+    dropped: list[Any] = []
     for tag in list(dataset.keys()):
         try:
             dataset[tag]
         except Exception:  # pydicom raises many types for a value it cannot convert
             logger.debug("dropping unparsable element %s", tag)
+            dropped.append(tag)
             del dataset[tag]
+    _record_unparsable(dataset, dropped)
 
 
 def load_study_images(path: Path, *, assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET) -> list[StudyImage]:

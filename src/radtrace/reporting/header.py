@@ -21,6 +21,8 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from radtrace.model.study import unparsable_keywords
+
 __all__ = ["UNREADABLE", "HeaderNote", "SourceHeader", "is_uid", "name_group", "read_header", "values_of"]
 
 _UID: Final = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -38,6 +40,8 @@ _IDENTIFIER_UNREADABLE: Final = (
     "bytes not valid in the character set it was read in; left out of every draft (SR, HL7, FHIR), never altered"
 )
 _TEXT_UNREADABLE: Final = "bytes not valid in the character set it was read in; carried with U+FFFD in their place"
+#: An attribute left out as the image was read (:func:`radtrace.model.study.unparsable_keywords`).
+_UNPARSABLE: Final = "a value no reader can convert (a wrong VR or length); left out of every draft"
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,9 @@ class SourceHeader:
     referring_physician: str = ""
     timezone_offset: str = ""
     notes: tuple[HeaderNote, ...] = field(default=())
+    #: The source has a Patient ID that could not be read at all (its value unconvertible): the drafts carry none,
+    #: and say so (:func:`radtrace.reporting.sr_header.draft_patient_ids`).
+    patient_id_unreadable: bool = False
 
 
 _REPRESENTATIONS: Final = ("A", "I", "P")  # HL7 table 4000: alphabetic, ideographic, phonetic
@@ -195,6 +202,11 @@ def read_header(ds: Dataset) -> SourceHeader:
     """Read the patient and study attributes of ``ds`` as checked values, noting what was omitted or read
     leniently. Never raises (the Study Instance UID is a key attribute the listener has checked)."""
     reader = _Reader(ds)
+    unparsable = unparsable_keywords(ds)
+    for keyword in unparsable:  # left out as read: every draft says so, whether or not it would have carried it
+        if tag_for_keyword(keyword) is not None:
+            reader.note(keyword, _UNPARSABLE)
+    patient_id_unreadable = "PatientID" in unparsable or values_of(ds, "PatientID") is None
     patient_ids = reader.values("PatientID")
     if len(patient_ids) > 1:
         reader.note("PatientID", f"{len(patient_ids)} values where one is allowed; all kept as separate identifiers")
@@ -216,5 +228,6 @@ def read_header(ds: Dataset) -> SourceHeader:
         study_description=reader.texts("StudyDescription", (reader.single("StudyDescription"),))[0],
         referring_physician=reader.texts("ReferringPhysicianName", (reader.single("ReferringPhysicianName"),))[0],
         timezone_offset=reader.coded("TimezoneOffsetFromUTC", re.compile(r"[+-]\d{4}")),
+        patient_id_unreadable=patient_id_unreadable,
     )
     return replace(header, notes=tuple(reader.notes))

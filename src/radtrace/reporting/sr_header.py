@@ -36,9 +36,9 @@ PATIENT_ID_OMITTED: Final = "patient-id-omitted"
 #: The header note every draft carries when it did.
 PATIENT_ID_LEFT_OUT: Final = HeaderNote(
     "PatientID",
-    "holds what a DICOM LO cannot (a control character, or over 64 bytes), or bytes not valid in the character set it "
-    "was read in; left out of every draft (SR, HL7 PID-3, FHIR), never altered: the drafts name the study and "
-    "accession only",
+    "holds what a DICOM LO cannot (a control character, or over 64 bytes), bytes not valid in the character set it "
+    "was read in, or a value no reader can convert; left out of every draft (SR, HL7 PID-3, FHIR), never altered: the "
+    "drafts name the study and accession only",
 )
 
 _PROJECTION: Final = frozenset({"CR", "DX", "IO", "MG", "PX", "RF", "RG", "XA"})  # highdicom's TID 1603 set
@@ -186,9 +186,11 @@ def draft_patient_ids(header: SourceHeader) -> tuple[tuple[str, ...], list[Heade
     HL7 ST (CX.1: printable characters only, so no ``\\Xhh\\`` of a control) and a FHIR string. Any other value is
     left out of every draft, never altered: an ID with a character taken out or replaced can name another patient,
     and one written with its control characters is an invalid SR that a strict PACS refuses. A value with bytes its
-    character set could not read (pydicom reads U+FFFD in their place) is left out the same way."""
+    character set could not read (pydicom reads U+FFFD in their place) is left out the same way, and so is one no
+    reader could convert at all (``header.patient_id_unreadable``: the drafts carry no Patient ID, and say so)."""
     carried = tuple(value for value in header.patient_ids if fits_dicom(value, "LO") and UNREADABLE not in value)
-    return carried, [PATIENT_ID_LEFT_OUT] if len(carried) < len(header.patient_ids) else []
+    left_out = len(carried) < len(header.patient_ids) or header.patient_id_unreadable
+    return carried, [PATIENT_ID_LEFT_OUT] if left_out else []
 
 
 def patient_id_flags(notes: Sequence[HeaderNote]) -> list[str]:

@@ -36,7 +36,7 @@ from radtrace.config import ReportingSettings, Settings
 from radtrace.errors import DraftProcessLostError
 from radtrace.logging import configure_logging, patient_values, redacting, registered
 from radtrace.model.reading import Reading
-from radtrace.model.study import is_bulk
+from radtrace.model.study import carry_unparsable, is_bulk
 from radtrace.reporting.draft_store import BuiltDrafts, build_and_keep, drafts_root
 
 __all__ = ["DraftJob", "Drafter", "InlineDrafter", "PoolDrafter", "drafter_for", "drafts_of", "headers_only"]
@@ -52,6 +52,7 @@ def headers_only(dataset: Dataset) -> Dataset:
         copy.file_meta = meta
     implicit_vr, little_endian = dataset.original_encoding
     copy.set_original_encoding(implicit_vr, little_endian, dataset.original_character_set)
+    carry_unparsable(dataset, copy)  # what was left out as read: the drafts say so
     return copy
 
 
