@@ -190,7 +190,7 @@ def test_a_delivery_sent_by_a_dispatcher_in_another_pid_namespace_is_not_said_to
 
     assert shown.returncode == 0, shown.stderr
     text = " ".join(shown.stdout.split()).replace("│ ", "")
-    assert f"({unseen}, another PID namespace or boot of this host, last heartbeat " in text, text
+    assert f"({unseen}, another PID namespace of this host, last heartbeat " in text, text
     assert "if it stopped, a dispatcher releases its claim once the heartbeat is 10 s overdue (from " in text, text
     assert "its claim expires at" not in text, text
     assert "not running" not in site.status("status", "--no-broker").stdout

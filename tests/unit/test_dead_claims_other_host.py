@@ -229,3 +229,43 @@ def test_a_read_by_another_host_is_released_50_s_after_its_beat_stopped_never_wh
         f"by the database's clock), as seen from {socket.gethostname()}: the same claim seen for 50 s"
         in (details["error"])
     )
+
+
+#: A dispatcher under this host's name but of another boot: perhaps another machine given the same host name (two
+#: nodes whose containers are named alike), whose clock is its own.
+OTHER_BOOT = claims.claim_text(f"radtrace@{socket.gethostname()}:4242", 4026531836,
+                               "0b7c2f4e-1d2a-4c55-9a3e-000000000000", 123456) + " claim=ef56ab"  # fmt: skip
+
+
+def _claimed_by_other_boot(store: Store, holder_now: datetime) -> int:
+    """As :func:`_claimed`, by a dispatcher of another boot under this host name; its lease on the database's clock."""
+    outbox_id = _claimed(store, holder_now)
+    with store.session() as session:
+        session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == outbox_id)
+                        .values(claimed_by=OTHER_BOOT, next_attempt_at=utc_now() + timedelta(seconds=300)))  # fmt: skip
+    return outbox_id
+
+
+@SKEWS
+def test_a_holder_of_another_boot_under_this_host_name_is_judged_by_sightings_not_by_this_hosts_clock(
+    passes: Passes, skew_s: float
+) -> None:
+    """Its beats are written from its clock, 10 minutes off ours. Before, its beat was compared with this host's clock:
+    behind, a live holder renewing every 5 s was released (its beat 600 s "overdue", the same beat seen by two passes
+    3 s apart) and its ORU sent twice; ahead, a dead one was kept for 10 minutes. Now: live, never released; its beat
+    stopped, released after 15 s of sightings."""
+    skew = timedelta(seconds=skew_s)
+    outbox_id = _claimed_by_other_boot(passes.store, passes.now + skew)
+    for tick in range(30):  # 60 s alive: a beat every 6 s (passes every 2 s)
+        if tick and tick % 3 == 0:
+            _renew(passes.store, outbox_id, passes.now + skew)
+        assert passes.look().deliveries == [], tick
+        passes.advance(2.0)
+    _renew(passes.store, outbox_id, passes.now + skew)  # its last beat
+    for step in (0.0, 5.0, 5.0, 4.9):  # then it stops
+        passes.advance(step)
+        assert passes.look().deliveries == []
+    passes.advance(0.1)
+    assert passes.look().deliveries == [outbox_id]
+    row = _row(passes.store, outbox_id)
+    assert "another boot under this host name" in str(row.last_error)

@@ -10,8 +10,9 @@ and ``radtrace study show``, which otherwise show a wait that nothing will end a
   dispatch event is ``dispatch_attempted`` is in flight (:func:`in_flight`), held by the process its ``claimed_by``
   names (migration 0014). When that process is gone (kill -9, a crash), a dispatcher's reconciler releases the claim
   (:mod:`radtrace.worker.dead_claims`): within about 10 s when it ran in this PID namespace, once its heartbeat is
-  10 s overdue when it ran in another, once its heartbeat has been seen unchanged for 15 s when it ran on another
-  host, at the lease's end before 0014 (:meth:`InFlight.describe` says which).
+  10 s overdue when it ran in another of this machine (same boot), once its heartbeat has been seen unchanged for 15 s
+  when it ran on another host (or another boot under this host name), at the lease's end before 0014
+  (:meth:`InFlight.describe` says which).
 * :func:`claimer_gone` says whether the holder of a claim (an outbox row's dispatcher, a revision's worker) has
   provably ended, for :mod:`radtrace.worker.dead_claims`, which releases its claims at once: it ran on this host
   (the host part exactly as :func:`socket.gethostname` writes it) and either no process has its pid now, or the
@@ -161,7 +162,7 @@ class InFlight:
             return f"{since}, not running: {released})" if self.gone else f"{since}; if it dies, {released})"
         if self.holder_at == OTHER_NAMESPACE and self.heartbeat_at is not None:
             overdue = self.heartbeat_at + timedelta(seconds=HEARTBEAT_S + RENEWAL_SLACK_S)
-            return (f"{since}, another PID namespace or boot of this host, last heartbeat "
+            return (f"{since}, another PID namespace of this host, last heartbeat "
                     f"{self.heartbeat_at:%H:%M:%S} UTC; if it stopped, a dispatcher releases its claim once the "
                     f"heartbeat is 10 s overdue (from {overdue:%H:%M:%S} UTC, a few seconds more to confirm) and sends "
                     "it again)")  # fmt: skip
@@ -220,7 +221,8 @@ def _holder_at(holder: ClaimHolder | None) -> str:
         return UNNAMED
     if holder.beside_us:
         return HERE
-    return OTHER_NAMESPACE if holder.on_this_host else OTHER_HOST
+    # another boot under this host name may be another machine: released by sightings, as another host's
+    return OTHER_NAMESPACE if holder.on_this_machine else OTHER_HOST
 
 
 def _gone(process: str, claimed_by: str | None) -> bool:
