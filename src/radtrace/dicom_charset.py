@@ -71,8 +71,8 @@ alphabet's second half, which Windows-1251 reads as words of its first) and 1 of
 doubtful. Then each run's letters of one language (Baltic, Central European, any Latin-script one for the ISO reading)
 and Arabic vowel marks where a writer puts them, with a doubtful flag where ISO 8859-4 reads a Baltic word as another
 language's or Windows-1256's reading begins with the article or ISO 8859-6 reads ``م ع ط`` as the rarer ``ك غ ظ`` or a
-Polish word's ``ą`` is Latin-2 ``š`` (measured again on the current word lists): 1257 4,545 -> 569 of 5,312 (3,470
-flagged), 1256 3,146 -> 659 of 5,974 (1,315 flagged), 1250 620 -> 334 of 42,475 (187 flagged), at a cost of 2 of 5,302
+Polish word's ``ą`` is Latin-2 ``š`` (measured again on the current word lists): 1257 4,545 -> 407 of 5,312 (3,632
+flagged), 1256 3,146 -> 659 of 5,974 (1,315 flagged), 1250 620 -> 334 of 42,475 (187 flagged), at a cost of 5 of 5,302
 Baltic words in ISO 8859-4, 205 of 5,211 ISO 8859-6 ones (3.9 %) and 40 of 66,942 Latin-2 ones flagged doubtful.
 
 What was decided is a :class:`CharsetChoice`: the image's preparation records it (audit), as does the listener's

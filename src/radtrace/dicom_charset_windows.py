@@ -26,19 +26,19 @@ hold only letters and marks of the page's script, the script's own punctuation a
 * **read as declared, flagged** ``windows-doubtful`` where both readings could be words, for Windows-1251 and 1253
   (``ИВАНОВ`` is ``ШТРЭЮТ`` in ISO 8859-5; Greek ``Ά``, A2, is ISO 8859-7's curly apostrophe): nothing in the bytes
   tells them apart; for Windows-1257 where the ISO reading is a word of no language of :data:`_ISO_LANGUAGES`
-  (Lithuanian ``MARIŲ`` is Danish-looking ``MARIØ``, ``Eglė`` Albanian-looking ``Eglë``); for Windows-1256 where the
-  page's reading begins a word with the article ``ال`` (ISO ``اف``) or the ISO reading holds tanween (final ``ي``,
-  ``ى``) or ``ك غ ظ``, which the page reads as the commoner ``م ع ط`` (``محمد`` is ISO ``كحكد``); for Windows-1250 where
-  a word holds ``ą`` (Latin-2 ``š``: ``Dąbrowski`` is ``Dšbrowski``) and what Czech, Slovak, Slovene and Croatian rarely
-  write (``w``, ``sz``, ``cz``, ``rz``, ``dz``, ``ł ż ś ń ź``). A flag on every word of both shapes would fall on too
-  much of the ISO sets' own text (Windows-1250 8 %, 1257 54 %, 1256 20 % of the measured ISO encodings): the rest is
-  read as declared, unflagged.
+  (Lithuanian ``MARIŲ`` is Danish-looking ``MARIØ``, ``Eglė`` Albanian-looking ``Eglë``) or holds ``į`` (the page's
+  Latvian ``ē``); for Windows-1256 where the page's reading begins a word with the article ``ال`` (ISO ``اف``) or the
+  ISO reading holds tanween (final ``ي``, ``ى``) or ``ك غ ظ``, which the page reads as the commoner ``م ع ط`` (``محمد``
+  is ISO ``كحكد``); for Windows-1250 where a word holds ``ą`` (Latin-2 ``š``: ``Dąbrowski`` is ``Dšbrowski``) and what
+  Czech, Slovak, Slovene and Croatian rarely write (``w``, ``sz``, ``cz``, ``rz``, ``dz``, ``ł ż ś ń ź``). A flag on
+  every word of both shapes would fall on too much of the ISO sets' own text (Windows-1250 8 %, 1257 54 %, 1256 20 % of
+  the measured ISO encodings): the rest is read as declared, unflagged.
 
 Measured (/work/notes/charset-win/measure.py, words of Faker, Babel CLDR and pycountry in each page's languages, as
 written, upper and title case), Windows text declared ISO read wrong and unflagged: 1257 under ISO_IR 110 5,312
-encodings, 4,545 -> 569 (3,470 flagged); 1256 under ISO_IR 127 5,974, 3,146 -> 659 (1,315 flagged); 1250 under
+encodings, 4,545 -> 407 (3,632 flagged); 1256 under ISO_IR 127 5,974, 3,146 -> 659 (1,315 flagged); 1250 under
 ISO_IR 101 42,475, 620 -> 334 (187 flagged). Genuine ISO text read otherwise: 0 of 51,998 / 5,211 / 66,942
-encodings (every word of every language the set encodes); flagged doubtful: 2 of 5,302 Baltic and 2,405 of the
+encodings (every word of every language the set encodes); flagged doubtful: 5 of 5,302 Baltic and 2,408 of the
 51,998 ISO 8859-4 ones (``ø`` 1,276: Danish and Norwegian; ``ë`` 673: Albanian, Dutch; ``â`` 266), 205 of the 5,211
 ISO 8859-6 ones (``ك غ ظ``, words beginning ``اف``), 40 of the 66,942 Latin-2 ones (Czech words with ``w`` and ``š``).
 """
@@ -102,8 +102,10 @@ _ARTICLE: Final = re.compile("(?<!\\w)[\u0648\u0628\u0641\u0643]?\u0627\u0644|(?
 _POLISH_OGONEK_A: Final = re.compile(
     "(?i)(?=[^\\W\\d_]*\u0105)[^\\W\\d_]*(?:w|sz|cz|rz|dz|[\u0142\u017c\u015b\u0144\u017a])"
 )
-# ISO 8859-6 letters that Windows-1256 reads as commoner ones: kaf, ghain, zah (E3, DA, D9) are its meem, ain, tah
-_RARER: Final = re.compile("[\u0643\u063a\u0638]")
+# Letters of the ISO reading that the page reads as commoner ones, where both readings are words: ISO 8859-6 kaf,
+# ghain, zah (E3, DA, D9) are Windows-1256 meem, ain, tah; ISO 8859-4 Lithuanian ``į`` (E7, C7) is Windows-1257
+# Latvian ``ē`` (Latvian ``PĒTERIS`` is ``PĮTERIS``)
+_RARER: Final = {"cp1256": "\u0643\u063a\u0638", "cp1257": "\u012f\u012e"}
 _LETTER_RUN: Final = re.compile(r"[^\W\d_]+")
 _ASCII_LETTER: Final = re.compile(r"[A-Za-z]")
 # A character past ASCII that is no letter, digit or apostrophe, next to a letter (``Яхђ№ют``, ``Тшђюьш№``)
@@ -233,7 +235,9 @@ def windows_reading(values: list[bytes], term: str) -> str | None:
         return "windows-code-page"
     if page in _ISO_LANGUAGES and not all(_words(text, latin, cyrillic, _ISO_LANGUAGES[page]) for text in iso):
         return "windows-doubtful"
-    if arabic and any(_TANWEEN.search(text) or _RARER.search(text) for text in iso):
+    if any(char in _RARER.get(page, "") for text in iso for char in text):
+        return "windows-doubtful"
+    if arabic and any(map(_TANWEEN.search, iso)):
         return "windows-doubtful"
     if arabic and any(map(_ARTICLE.search, texts)):
         return "windows-doubtful"

@@ -65,6 +65,7 @@ DOUBTFUL = [
     ("lithuanian, š as Croatian đ", "ISO_IR 110", "cp1257", "Šeštokas^Vytautas", "Đeđtokas^Vytautas"),
     ("lithuanian, ų as Danish ø", "ISO_IR 110", "cp1257", "ADOMAITIS^MARIŲ", "ADOMAITIS^MARIØ"),
     ("latvian, ā as French â", "ISO_IR 110", "cp1257", "Liepiņa^Māra", "Liepiōa^Mâra"),
+    ("latvian, ē as Lithuanian į", "ISO_IR 110", "cp1257", "Jēkabsons^Pēteris", "Jįkabsons^Pįteris"),
     ("polish, ą as Slovak Ľ beside w", "ISO_IR 101", "cp1250", "DĄBROWSKI^JERZY", "DĽBROWSKI^JERZY"),
     ("polish, ą as Czech š beside ł", "ISO_IR 101", "cp1250", "Gołąb^Wacław", "Gołšb^Wacław"),
     ("arabic, the article", "ISO_IR 127", "cp1256", "النجار^منى", "افلجار^كلٌ"),
