@@ -10,6 +10,9 @@ only reads. Medians of ``--repeat`` reads of ``read_figures(..., sections={"mix"
 ``--outside-sql`` instead times every section of the dashboard's read over the window, one at a time, and the whole
 read (sections side by side): wall time, time in SQL (the driver's execute, summed over the statements) and the rest,
 the Python side; run it on two checkouts (PYTHONPATH=<checkout>/src) for a before/after.
+
+``--charts`` times the drawing of the page's charts (SVG) from figures read once: median wall and CPU
+milliseconds of ``--repeat``, and the size of the SVG drawn; any database with a history (SQLite too), e.g. ``--url sqlite:////tmp/qa/year.db``.
 """
 
 from __future__ import annotations
@@ -91,6 +94,26 @@ def _outside_sql(store: Store, window: Window, repeat: int) -> None:
     sa.event.remove(store.engine, "after_cursor_execute", ended)
 
 
+def _charts(store: Store, window: Window, repeat: int) -> None:
+    """Median milliseconds of drawing every chart of the page from figures read once, and the SVG's size."""
+    from radtrace.console import dashboard
+
+    figures = dashboard_figures.read_figures(store, window, datetime.now(UTC))
+    times, cpu, size = [], [], 0
+    for _ in range(repeat):
+        started, used = time.perf_counter(), time.process_time()
+        charts = dashboard._charts(figures)
+        times.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - used) * 1000)
+        size = sum(len(str(c)) for chart in charts.values() for c in (chart.values() if isinstance(chart, dict)
+                                                                       else [chart]))  # fmt: skip
+    print(
+        f"charts of {len(figures.periods)} {window.period} periods: {statistics.median(times):.0f} ms "
+        f"(median of {repeat}, min {min(times):.0f}; CPU {statistics.median(cpu):.0f} ms, the figure to compare on "
+        f"a shared host), {size:,} bytes of SVG"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="a PostgreSQL database with a history")
@@ -98,10 +121,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--outside-sql", action="store_true", help="time each section's SQL and Python instead")
     parser.add_argument("--period", choices=("day", "week"), default="day")
+    parser.add_argument("--charts", action="store_true", help="time drawing the charts instead")
     args = parser.parse_args()
     store = Store.from_url(args.url)
     today = datetime.now(UTC).date()
     window = Window(today - timedelta(days=args.days - 1), today, args.period)
+    if args.charts:
+        _charts(store, window, args.repeat)
+        store.dispose()
+        return
     if args.outside_sql:
         _outside_sql(store, window, args.repeat)
         store.dispose()
