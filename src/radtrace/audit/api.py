@@ -28,6 +28,8 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
@@ -55,7 +57,7 @@ from radtrace.reporting.draft_store import DraftRevision, list_drafts, read_draf
 from radtrace.store.engine import Store
 from radtrace.store.migrate import current_revision, head_revision
 
-__all__ = ["Caller", "DraftFile", "Health", "KeptRevision", "VerificationReport", "create_api"]
+__all__ = ["Caller", "DraftFile", "Health", "KeptRevision", "VerificationReport", "create_api", "on_invalid_request"]
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +438,28 @@ async def _on_query_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _reason(exc)}, status_code=422)
 
 
+async def on_invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 for invalid parameters (each problem's location, message and input), answered here so that it
+    can always be encoded: FastAPI's own handler echoes each invalid input, and one holding a lone surrogate (a JSON
+    ``"\\ud800"``, which pydantic refuses as no text) could not be encoded in UTF-8, a 500 whose logged traceback
+    held the request's values. Each lone surrogate is said as its escape. The console's handler answers an API
+    client with this too (:mod:`radtrace.console.web`)."""
+    if not isinstance(exc, RequestValidationError):  # pragma: no cover - registered for this class only
+        raise exc
+    return JSONResponse({"detail": _encodable(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+def _encodable(value: object) -> object:
+    """``value`` (JSON data) with each lone surrogate written as its escape (``\\ud800``), so it encodes as UTF-8."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        return [_encodable(item) for item in value]
+    if isinstance(value, dict):
+        return {_encodable(key): _encodable(item) for key, item in value.items()}
+    return value
+
+
 async def _on_radtrace_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("QA API %s %s failed: %s", request.method, _route(request), _reason(exc))
     return JSONResponse({"detail": _reason(exc)}, status_code=500)
@@ -478,5 +502,6 @@ def create_api(
     app.middleware("http")(_access_log)
     app.add_exception_handler(StoreUnavailableError, _on_store_unavailable)
     app.add_exception_handler(QueryError, _on_query_error)
+    app.add_exception_handler(RequestValidationError, on_invalid_request)
     app.add_exception_handler(RadtraceError, _on_radtrace_error)
     return app

@@ -22,15 +22,15 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from radtrace.audit.api import on_invalid_request
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.console import dashboard, explorer, study_decisions, study_page
@@ -263,20 +263,7 @@ async def _on_invalid_request(request: Request, exc: Exception) -> Response:
     if wants_page(request):
         problems = "; ".join(f"{error['loc'][-1]}: {error['msg']}" for error in exc.errors())
         return await run_in_threadpool(_problem_page, request, 422, problems)
-    # FastAPI's own answer echoes each invalid input; one holding a lone surrogate (a JSON "\ud800", which pydantic
-    # refuses as no text) could not be encoded: a 500 whose logged traceback held the request's values
-    return JSONResponse({"detail": _encodable(jsonable_encoder(exc.errors()))}, status_code=422)
-
-
-def _encodable(value: object) -> object:
-    """``value`` (JSON data) with each lone surrogate written as its escape (``\\ud800``), so it encodes as UTF-8."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, list):
-        return [_encodable(item) for item in value]
-    if isinstance(value, dict):
-        return {_encodable(key): _encodable(item) for key, item in value.items()}
-    return value
+    return await on_invalid_request(request, exc)  # the QA API's answer: always encodable
 
 
 def templates() -> Environment:
