@@ -44,6 +44,7 @@ from radtrace.errors import DicomInputError, PeerUnavailableError
 __all__ = [
     "MAX_PEER_BYTES",
     "MAX_PEER_PDU",
+    "DimseAnswers",
     "NoAssociationError",
     "PduGuard",
     "PeerAnswer",
@@ -82,6 +83,9 @@ REJECT_REASONS = {
 #: PDU types (PS3.8 table 9-11): a first byte outside them is no DICOM upper-layer answer.
 PDU_TYPES = frozenset(range(0x01, 0x08))
 QUOTED_CHARS = 40  # of a peer's answer, in a reason: enough for an HTTP status line
+_UID_CHARS: Final = 64  # of a UID a peer names, in a reason (a UI holds 64)
+#: The Message ID of each C-STORE ``radtrace send`` makes (one at a time): the peer's answer must name it.
+_MESSAGE_ID: Final = 1
 #: The reasons pynetdicom 3.0's A-ASSOCIATE primitive takes (its setter refuses the rest with a ValueError).
 PYNETDICOM_REASONS = frozenset({1, 2, 3, 7})
 #: The longest PDU read from a peer this side called: an A-ASSOCIATE-AC (as the listener bounds an RQ) or a
@@ -335,6 +339,52 @@ class PeerAnswer:
         )
 
 
+class DimseAnswers:
+    """The first DIMSE message the peer sent since :meth:`expect` (EVT_DIMSE_RECV, before pynetdicom queues it):
+    ``send_c_store`` takes the first DIMSE message that arrives, whatever it is, as its answer, so a C-ECHO-RSP or a
+    C-STORE-RSP to another request would count as ours. Used by ``radtrace send`` and the PACS dispatcher
+    (:mod:`radtrace.reporting.dispatch.cstore`)."""
+
+    def __init__(self) -> None:
+        self.first: tuple[str, int | None, str] | None = None
+
+    def handlers(self) -> list[EventHandlerType]:
+        return [(evt.EVT_DIMSE_RECV, self._received)]
+
+    def expect(self) -> None:
+        """Forget what came before: the next message is the answer to the request about to be sent."""
+        self.first = None
+
+    def _received(self, event: Any) -> None:
+        if self.first is not None:
+            return
+        command = getattr(event.message, "command_set", None)
+        kind = type(event.message).__name__.replace("_", "-")  # C-STORE-RSP, C-ECHO-RSP ...
+        try:
+            responded_to = int(command.MessageIDBeingRespondedTo) if command is not None else None
+        except (AttributeError, TypeError, ValueError):
+            responded_to = None
+        instance = str(getattr(command, "AffectedSOPInstanceUID", "") or "") if command is not None else ""
+        self.first = (kind, responded_to, instance)
+
+    def not_ours(self, message_id: int, sop_instance_uid: str, where: str) -> str | None:
+        """Why the answer pynetdicom returned is not the C-STORE-RSP to our request (our message ID and, where the
+        peer names one, our instance), or None when it is."""
+        if self.first is None:
+            return None
+        kind, responded_to, instance = self.first
+        if kind != "C-STORE-RSP":
+            what = f"a {kind}"
+        elif responded_to != message_id:
+            what = f"a C-STORE-RSP to message {responded_to}, not {message_id}"
+        elif instance and instance != sop_instance_uid:
+            shown = repr(instance[:_UID_CHARS] + ("…" if len(instance) > _UID_CHARS else ""))
+            what = f"a C-STORE-RSP about instance {shown}, not ours"
+        else:
+            return None
+        return f"{where} answered the C-STORE with {what}: not counted as stored"
+
+
 def quoted_answer(data: bytes | bytearray) -> str:
     """A peer's first bytes for a reason or a log line: its first line (up to CR or LF), at most
     :data:`QUOTED_CHARS` characters, quoted, every byte but printable ASCII written ``\\xNN`` (the quote and the
@@ -397,10 +447,11 @@ def collect_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def _file_identity(path: Path) -> tuple[str, str]:
+def _file_identity(path: Path) -> tuple[str, str, str]:
+    """(SOP class, transfer syntax, SOP instance) of the file."""
     try:
         meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
-        return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
+        return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID), str(meta.MediaStorageSOPInstanceUID)
     except InvalidDicomError:
         return _bare_identity(path)
     except (AttributeError, OSError, ValueError) as exc:
@@ -423,9 +474,9 @@ def _bare_dataset(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
     return ds
 
 
-def _bare_identity(path: Path) -> tuple[str, str]:
+def _bare_identity(path: Path) -> tuple[str, str, str]:
     meta = _bare_dataset(path, stop_before_pixels=True).file_meta
-    return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
+    return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID), str(meta.MediaStorageSOPInstanceUID)
 
 
 def send_files(
@@ -444,7 +495,7 @@ def send_files(
     established at all: with the peer's A-ASSOCIATE-RJ codes where it rejected it.
     """
     results: dict[Path, SendResult] = {}
-    identities: dict[Path, tuple[str, str]] = {}
+    identities: dict[Path, tuple[str, str, str]] = {}
     for path in files:
         try:
             identities[path] = _file_identity(path)
@@ -452,7 +503,7 @@ def send_files(
             results[path] = SendResult(path, None, exc.reason)
             if progress is not None:
                 progress(results[path])
-    pairs = sorted(set(identities.values()))[:MAX_REQUESTED_CONTEXTS]
+    pairs = sorted({identity[:2] for identity in identities.values()})[:MAX_REQUESTED_CONTEXTS]
     where = f"{called_ae} at {host}:{port}"
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
@@ -463,8 +514,10 @@ def send_files(
     try:
         if pairs:
             answer, guard = PeerAnswer(), PduGuard(MAX_PEER_BYTES + PER_INSTANCE_BYTES * len(identities))
+            answers = DimseAnswers()
             started = time.monotonic()
-            assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=answer.handlers() + guard.handlers())
+            handlers = answer.handlers() + guard.handlers() + answers.handlers()
+            assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=handlers)
             if not assoc.is_established:
                 close_socket(assoc)
                 if (too_long := guard.reason(where)) is not None:
@@ -482,26 +535,22 @@ def send_files(
                 )
             try:
                 accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
-                for path, identity in identities.items():
-                    if identity not in accepted:
+                for path, (sop_class, syntax, sop_instance) in identities.items():
+                    if (sop_class, syntax) not in accepted:
                         results[path] = SendResult(path, None, "no accepted presentation context")
                     elif not assoc.is_established:
                         results[path] = SendResult(path, None, "association lost")
                     else:
                         with path.open("rb") as handle:  # no "DICM" at 128: sent as its data set
                             has_meta = handle.read(132)[128:] == b"DICM"
+                        answers.expect()
                         try:
-                            response = assoc.send_c_store(path if has_meta else _bare_dataset(path))
+                            response = assoc.send_c_store(path if has_meta else _bare_dataset(path), msg_id=_MESSAGE_ID)
                         except RuntimeError:  # the peer went away between the check above and the send
                             results[path] = SendResult(path, None, "association lost")
                         else:
-                            status = int(response.Status) if "Status" in response else None
-                            comment = (
-                                str(response.get("ErrorComment", ""))
-                                if status is not None
-                                else guard.reason(where) or "no response"
-                            )
-                            results[path] = SendResult(path, status, comment)
+                            results[path] = _result(path, response, answers.not_ours(_MESSAGE_ID, sop_instance, where),
+                                                    guard.reason(where))  # fmt: skip
                     if progress is not None:
                         progress(results[path])
             finally:
@@ -510,6 +559,16 @@ def send_files(
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = previous
     return [results[path] for path in files]
+
+
+def _result(path: Path, response: Dataset, not_ours: str | None, too_long: str | None) -> SendResult:
+    """One file's result from the C-STORE's answer: no status where none came, or where the message taken for the
+    answer was not the C-STORE-RSP to this request (``not_ours``: nothing says the file was stored)."""
+    if "Status" not in response:
+        return SendResult(path, None, too_long or "no response")
+    if not_ours is not None:
+        return SendResult(path, None, not_ours)
+    return SendResult(path, int(response.Status), str(response.get("ErrorComment", "")))
 
 
 def close_socket(assoc: Association) -> None:

@@ -36,13 +36,14 @@ from typing import Any, Final
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from radtrace.config import DicomDestination
 from radtrace.dicom_listener.scu import (
     MAX_PEER_BYTES,
     MAX_PEER_PDU,
+    DimseAnswers,
     PduGuard,
     PeerAnswer,
     Rejection,
@@ -99,45 +100,6 @@ def _quoted_comment(comment: str) -> str:
 def _not_accepted(where: str, sop_class: str) -> DispatchRejectedError:
     hint = " (try reporting.sr_flavour=comprehensive)" if sop_class == _COMPREHENSIVE_3D_SR else ""
     return DispatchRejectedError(f"{where} does not accept SOP class {sop_class}{hint}")
-
-
-class _Answers:
-    """What the PACS sent back on the association (EVT_DIMSE_RECV, before pynetdicom queues it): ``send_c_store``
-    takes the first DIMSE message that arrives, whatever it is, as its answer."""
-
-    def __init__(self) -> None:
-        self.first: tuple[str, int | None, str] | None = None
-
-    def handlers(self) -> list[tuple[evt.EventType, Any]]:
-        return [(evt.EVT_DIMSE_RECV, self._received)]
-
-    def _received(self, event: evt.Event) -> None:
-        if self.first is not None:
-            return
-        command = getattr(event.message, "command_set", None)
-        kind = type(event.message).__name__.replace("_", "-")  # C-STORE-RSP, C-ECHO-RSP ...
-        try:
-            responded_to = int(command.MessageIDBeingRespondedTo) if command is not None else None
-        except (AttributeError, TypeError, ValueError):
-            responded_to = None
-        instance = str(getattr(command, "AffectedSOPInstanceUID", "") or "") if command is not None else ""
-        self.first = (kind, responded_to, instance)
-
-    def not_ours(self, message_id: int, sop_instance_uid: str, where: str) -> str | None:
-        """Why the answer pynetdicom returned is not the C-STORE-RSP to our request (our message ID and, where the
-        PACS names one, our instance), or None when it is."""
-        if self.first is None:
-            return None
-        kind, responded_to, instance = self.first
-        if kind != "C-STORE-RSP":
-            what = f"a {kind}"
-        elif responded_to != message_id:
-            what = f"a C-STORE-RSP to message {responded_to}, not {message_id}"
-        elif instance and instance != sop_instance_uid:
-            what = f"a C-STORE-RSP about instance {_quoted_comment(instance)}, not ours"
-        else:
-            return None
-        return f"{where} answered the C-STORE with {what}: not counted as stored"
 
 
 def _classify(status: int, comment: str, where: str) -> StoreResult:
@@ -258,7 +220,7 @@ def store_instance(
         options["tls_args"] = (ssl.create_default_context(ssl.Purpose.SERVER_AUTH), destination.host)
     # The RJ as the PACS sent it (scu.PeerAnswer): one with a reason the standard reserves (1/1/5, say) no
     # longer kills pynetdicom's reader thread and leaves the store to the ACSE timeout.
-    answer, guard, answers = PeerAnswer(), PduGuard(), _Answers()
+    answer, guard, answers = PeerAnswer(), PduGuard(), DimseAnswers()
     options["evt_handlers"] = answer.handlers() + guard.handlers() + answers.handlers()
     started = time.monotonic()
     try:
