@@ -105,3 +105,31 @@ def test_each_share_over_time_says_its_n_and_a_small_one_is_hollow(page: Page, s
     prevalence = page.locator(f'#drift figure[data-label="{label}"] circle title').first
     expect(prevalence).to_contain_text(" readings)")
     expect(page.locator("#drift > figure circle title").first).to_contain_text(" attempts)")
+
+
+def test_the_alert_boxes_say_not_checked_where_there_is_no_baseline_or_no_data(page: Page, site: Site) -> None:
+    """A window from go-live (no reading in the baseline before it) and one without any study: before, both said
+    "No label drifted." and "No failure burst." in green, though nothing was checked."""
+    sign_in(page, site.url, "qa.quinn")
+    first = datetime.now(UTC).date() - timedelta(days=39)  # the seeded history's first day: nothing before it
+    page.goto(f"{site.url}/console/dashboard?from={first}")
+    drift, bursts = page.get_by_test_id("drift-alerts"), page.get_by_test_id("failure-bursts")
+    baseline = f"({first - timedelta(days=28)} to {first - timedelta(days=1)})"
+    expect(drift.get_by_test_id("drift-unchecked")).to_have_text(
+        f"Not checked: no reading in the baseline {baseline}, so no control limits to hold the window's shares against."
+    )
+    expect(drift.locator(".ok")).to_have_count(0)
+    expect(bursts.get_by_test_id("bursts-unchecked")).to_contain_text(f"no reading attempt in the baseline {baseline}")
+    expect(bursts.locator(".ok")).to_have_count(0)
+    answer = page.request.get(f"{site.url}/console/dashboard/failures.csv?from={first}")
+    rows = list(csv.DictReader(io.StringIO(answer.text())))
+    failed, attempts = sum(int(r["failed_attempts"]) for r in rows), sum(int(r["attempts"]) for r in rows)
+    expect(bursts).to_contain_text(f"In the window {failed} of {attempts} attempts failed.")
+
+    page.goto(f"{site.url}/console/dashboard?from=2020-01-01&to=2020-01-31")
+    expect(drift.get_by_test_id("drift-unchecked")).to_have_text("Not checked: no study read in this window.")
+    expect(bursts.get_by_test_id("bursts-unchecked")).to_have_text("Not checked: no reading attempt in this window.")
+    expect(page.locator(".alert-box .ok")).to_have_count(0)
+
+    page.goto(f"{site.url}/console/dashboard")  # 30 days with a baseline before them: checked, as before
+    expect(page.locator(".alert-box [data-testid$='-unchecked']")).to_have_count(0)

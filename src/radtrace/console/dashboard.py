@@ -151,7 +151,7 @@ def dashboard_page(
     _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window))
     return render_page(request, state, "dashboard.html", user=user, f=figures, window=window, params=_params(window),
                        charts=_charts(figures), alerts=_alerts(figures), stage_names=LATENCY_STAGES,
-                       model_changes=model_changes(figures), few=FEW,
+                       model_changes=model_changes(figures), few=FEW, checks=_drift_checks(figures),
                        by_model=_label_model_agreement(figures),
                        decisions=DECISION_NAMES, whole_draft=WHOLE_DRAFT)  # fmt: skip
 
@@ -398,6 +398,14 @@ def _drift_periods(f: Figures) -> set[tuple[str, date]]:
 
 def _label(p: date, period: str) -> str:
     return p.strftime("%d %b") if period == "day" else f"wk {p.strftime('%d %b')}"
+
+
+def _drift_checks(f: Figures) -> dict[str, list[str]]:
+    """The labels present in the window whose drift was checked (a baseline, so control limits) and those that
+    were not: the alert box says "No label drifted" only of the first. Before, it said so at go-live, when no
+    label had a baseline and nothing was checked."""
+    checked = [label for label, points in f.prevalence.items() if points and points[0].centre is not None]
+    return {"checked": checked, "unchecked": [label for label in f.prevalence if label not in checked]}
 
 
 def _alerts(f: Figures) -> dict[str, list[DriftAlert]]:
