@@ -126,10 +126,11 @@ def listener_port() -> int:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Qwen2.5-VL built offline once per test session (see radtrace.model.tiny_model)."""
-    from radtrace.model.tiny_model import build_tiny_model
+    """A tiny random Qwen2.5-VL built offline once per test run, shared by the xdist workers (see
+    radtrace.model.tiny_model and tests/tiny_model_support.py); read-only to tests."""
+    from tiny_model_support import shared_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+    return shared_tiny_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
