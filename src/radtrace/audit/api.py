@@ -202,9 +202,10 @@ class _SchemaCheck:
 
 
 @router.get("/healthz", tags=["service"], responses={503: _PROBLEMS[503]})
+@router.head("/healthz", include_in_schema=False)  # load balancers' health checks ask with HEAD
 def healthz(request: Request, store: StoreDep) -> Health:
     """Whether the database answers and is migrated, as seen at most a second ago (no token needed; records
-    nothing)."""
+    nothing). ``HEAD`` answers the same status without the body."""
     current, needed = request.app.state.schema_check.revision(store), head_revision()
     if current != needed:
         raise HTTPException(
