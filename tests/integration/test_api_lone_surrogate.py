@@ -5,7 +5,7 @@ Before: ``POST /v1/events/search`` with ``{"patient_id": "MRN-4711\\ud800"}`` wa
 string), and FastAPI's answer, which echoes each invalid input, could not be encoded in UTF-8: the client got a bare
 ``500 Internal Server Error`` and the log of ``radtrace serve`` a traceback holding the input, the patient ID this
 endpoint exists to keep out of logs (found with curl against ``radtrace serve``). The QA API is served as ``radtrace
-api`` serves it, with its console (``console.enabled = false`` leaves FastAPI's own handler: see the hostile report).
+api`` serves it, with its console; test_api_lone_surrogate_without_console checks ``create_api`` alone (6838a45).
 """
 
 from __future__ import annotations
