@@ -333,3 +333,82 @@ def answering_peer(answer: bytes, *, close: bool = False) -> Iterator[int]:
             server.shutdown(socket.SHUT_RDWR)
         server.close()
         thread.join(timeout=20)
+
+
+def read_store_request(connection: socket.socket) -> tuple[int, bytes]:
+    """Read P-DATA-TF PDUs (however the bytes arrive) up to a C-STORE-RQ's last data set fragment: its presentation
+    context ID and command set."""
+    buffer, command = b"", b""
+    while True:
+        while len(buffer) < 6 or len(buffer) < 6 + int.from_bytes(buffer[2:6], "big"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before the data set")
+            buffer += chunk
+        end = 6 + int.from_bytes(buffer[2:6], "big")
+        data, buffer = buffer[:end], buffer[end:]
+        if data[0] != 0x04:
+            raise ConnectionError(f"no P-DATA: {data[:1].hex()}")
+        at = 6
+        while at + 6 <= len(data):
+            (length,) = struct.unpack_from(">L", data, at)
+            context_id, control = data[at + 4], data[at + 5]
+            fragment = data[at + 6 : at + 4 + length]
+            at += 4 + length
+            if control & 0x01:
+                command += fragment
+            elif control & 0x02:
+                return context_id, command
+
+
+#: The answers :func:`store_answering_peer` gives a C-STORE-RQ: only ``right`` and ``right-without-instance`` are the
+#: C-STORE-RSP to it.
+STORE_ANSWERS: Final = ("echo", "other-message", "other-instance", "right", "right-without-instance")
+
+
+def _store_answer(answer: str, request: Dataset) -> bytes:
+    """The command set answering ``request`` (a C-STORE-RQ's command set) as ``answer`` says, status 0000."""
+    message_id, instance = int(request.MessageID), str(request.AffectedSOPInstanceUID)
+    store_rsp = {"AffectedSOPClassUID": str(request.AffectedSOPClassUID), "CommandField": 0x8001}
+    fields = {
+        "echo": {"AffectedSOPClassUID": VERIFICATION, "CommandField": 0x8030, "MessageIDBeingRespondedTo": message_id},
+        "other-message": {**store_rsp, "MessageIDBeingRespondedTo": message_id + 1, "AffectedSOPInstanceUID": instance},
+        "other-instance": {**store_rsp, "MessageIDBeingRespondedTo": message_id, "AffectedSOPInstanceUID": "1.2.3.4"},
+        "right": {**store_rsp, "MessageIDBeingRespondedTo": message_id, "AffectedSOPInstanceUID": instance},
+        "right-without-instance": {**store_rsp, "MessageIDBeingRespondedTo": message_id},
+    }[answer]
+    return command_set(**fields, CommandDataSetType=0x0101, Status=0x0000)
+
+
+@contextmanager
+def store_answering_peer(answer: str) -> Iterator[int]:
+    """A port whose hand-made upper-layer peer accepts any association, reads one C-STORE-RQ and answers it as
+    ``answer`` (one of :data:`STORE_ANSWERS`) says, whatever pynetdicom would allow: a C-ECHO-RSP, a C-STORE-RSP to
+    another message or about another instance, or the right one; then answers an A-RELEASE-RQ."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            with connection, contextlib.suppress(OSError):
+                connection.settimeout(10)
+                connection.sendall(associate_ac(read_pdu(connection)))
+                context_id, command = read_store_request(connection)
+                response = _store_answer(answer, dcmread(DicomBytesIO(command), force=True))
+                connection.sendall(p_data(pdv(context_id, 0x03, response)))
+                if read_pdu(connection)[:1] == b"\x05":  # A-RELEASE-RQ
+                    connection.sendall(RELEASE_RP)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stopping.set()
+        thread.join(timeout=5)
+        server.close()

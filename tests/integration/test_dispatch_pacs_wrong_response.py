@@ -10,18 +10,12 @@ Instance UID, where the PACS gives one); anything else is a retryable error that
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import struct
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from pydicom import dcmread
-from pydicom.filebase import DicomBytesIO
 
-from dicom_peer_support import RELEASE_RP, associate_ac, command_set, p_data, pdv, read_pdu
+from dicom_peer_support import store_answering_peer
 from radtrace.config import DicomDestination, ReportingSettings
 from radtrace.errors import DispatchError
 from radtrace.reporting.dispatch.cstore import StoreResult, store_instance
@@ -30,84 +24,16 @@ from reporting_support import sr_cases
 
 pytestmark = pytest.mark.integration
 
-VERIFICATION = "1.2.840.10008.1.1"
-
 
 def _payload() -> bytes:
     reading, sources = sr_cases()["normal"]
     return sr_bytes(build_sr(reading, sources, settings=ReportingSettings(), revision=1))
 
 
-def _store_request(connection: socket.socket) -> tuple[int, bytes]:
-    """Read P-DATA-TF PDUs (however the bytes arrive) until the data set's last fragment: the context ID and the
-    request's command set."""
-    buffer, command = b"", b""
-    while True:
-        while len(buffer) < 6 or len(buffer) < 6 + int.from_bytes(buffer[2:6], "big"):
-            chunk = connection.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed before the data set")
-            buffer += chunk
-        end = 6 + int.from_bytes(buffer[2:6], "big")
-        data, buffer = buffer[:end], buffer[end:]
-        if data[0] != 0x04:
-            raise ConnectionError(f"no P-DATA: {data[:1].hex()}")
-        at = 6
-        while at + 6 <= len(data):
-            (length,) = struct.unpack_from(">L", data, at)
-            context_id, control = data[at + 4], data[at + 5]
-            fragment = data[at + 6 : at + 4 + length]
-            at += 4 + length
-            if control & 0x01:
-                command += fragment
-            elif control & 0x02:
-                return context_id, command
-
-
 @contextmanager
 def _pacs(answer: str) -> Iterator[DicomDestination]:
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stopping = threading.Event()
-
-    def serve() -> None:
-        while not stopping.is_set():
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                continue
-            with connection, contextlib.suppress(OSError):
-                connection.settimeout(10)
-                connection.sendall(associate_ac(read_pdu(connection)))
-                context_id, command = _store_request(connection)
-                request = dcmread(DicomBytesIO(command), force=True)
-                sop_class, sop_instance = str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)
-                message_id = int(request.MessageID)
-                store_rsp = {"AffectedSOPClassUID": sop_class, "CommandField": 0x8001}
-                fields = {
-                    "echo": {"AffectedSOPClassUID": VERIFICATION, "CommandField": 0x8030,
-                             "MessageIDBeingRespondedTo": message_id},
-                    "other-message": {**store_rsp, "MessageIDBeingRespondedTo": message_id + 1,
-                                      "AffectedSOPInstanceUID": sop_instance},
-                    "other-instance": {**store_rsp, "MessageIDBeingRespondedTo": message_id,
-                                       "AffectedSOPInstanceUID": "1.2.3.4"},
-                    "right": {**store_rsp, "MessageIDBeingRespondedTo": message_id,
-                              "AffectedSOPInstanceUID": sop_instance},
-                    "right-without-instance": {**store_rsp, "MessageIDBeingRespondedTo": message_id},
-                }[answer]  # fmt: skip
-                response = command_set(**fields, CommandDataSetType=0x0101, Status=0x0000)
-                connection.sendall(p_data(pdv(context_id, 0x03, response)))
-                if read_pdu(connection)[:1] == b"\x05":  # A-RELEASE-RQ
-                    connection.sendall(RELEASE_RP)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield DicomDestination(ae_title="RAWPACS", host="127.0.0.1", port=server.getsockname()[1])
-    finally:
-        stopping.set()
-        thread.join(timeout=5)
-        server.close()
+    with store_answering_peer(answer) as port:
+        yield DicomDestination(ae_title="RAWPACS", host="127.0.0.1", port=port)
 
 
 @pytest.mark.parametrize("answer", ["echo", "other-message", "other-instance"])
