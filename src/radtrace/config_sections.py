@@ -305,6 +305,14 @@ class DispatchSettings(Section):
     max_attempts: int = Field(default=8, ge=1, le=100, description="delivery attempts before dispatch_failed")
     backoff_initial_s: float = Field(default=5.0, gt=0, description="first retry delay; doubles each attempt")
     backoff_max_s: float = Field(default=600.0, gt=0, description="longest retry delay")
+    max_sends_per_destination: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="sends to one destination at a time in one dispatcher process; a delivery beyond it waits, "
+        "unclaimed, and is tried again 2 s later, so a destination that never answers holds at most this many of "
+        "the dispatcher's threads (--concurrency, 4): keep it below them",
+    )
 
     _ae = field_validator("calling_ae_title")(check_ae_title)
 

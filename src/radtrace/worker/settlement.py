@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import sqlalchemy as sa
 
 from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
+from radtrace.reporting.dispatch.claims import DEFERRED_RETRY_S
 from radtrace.reporting.dispatch.outbox import ASSESSMENT_KINDS, Delivery, Outbox
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
@@ -62,6 +63,8 @@ class Deliveries:
     def dispatch(self, outbox_id: int) -> DispatchResult:
         """One delivery attempt for one outbox row (if due), then settle its revision's state."""
         delivery = self.outbox.deliver(outbox_id)
+        if delivery.deferred:  # its destination's sends in flight here are at the cap: ring again shortly
+            return DispatchResult(delivery, None, self.clock() + timedelta(seconds=DEFERRED_RETRY_S))
         state = self.settle(outbox_id)
         retry_at = None
         if delivery.state is OutboxState.PENDING:

@@ -112,7 +112,8 @@ def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | Non
         except RadtraceError as exc:  # e.g. no such row: nothing to deliver, nothing to retry
             log.warning("dispatch %s refused: %s", outbox_id, exc.reason)
             return "refused"
-        if result.retry_at is not None and result.delivery.attempted:
+        # attempted: its retry; deferred (its destination's sends here at the cap): shortly
+        if result.retry_at is not None and (result.delivery.attempted or result.delivery.deferred):
             ring_dispatch(settings, outbox_id, at=result.retry_at)
         return result.delivery.state.value
 

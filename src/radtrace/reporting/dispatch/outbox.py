@@ -7,9 +7,10 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
 1. *claim*: one conditional UPDATE raises ``attempts`` and pushes ``next_attempt_at`` past a lease (longer than the
    longest send may take: the RIS ACK timeout or a C-STORE's timed phases, plus a margin), written and judged on the
    database's clock (:func:`.claims.database_now`, never a node's wall clock: a node whose clock is minutes ahead
-   does not take a send in flight on another), only if nobody else did so first; a concurrent dispatcher (or a doorbell rung twice) finds the row
-   not due and does nothing, so one attempt is in flight per row at a time. ``dispatch_attempted`` is
-   audited in the same transaction, and the row names its holder (``claimed_by``, :mod:`.claims`);
+   does not take a send in flight on another), only if nobody else did so first; a concurrent dispatcher (or a
+   doorbell rung twice) finds the row not due and does nothing, so one attempt is in flight per row at a time.
+   ``dispatch_attempted`` is audited in the same transaction, and the row names its holder (``claimed_by``,
+   :mod:`.claims`);
 2. *send*, outside any transaction, through the sender for the row's kind (C-STORE, MLLP, file drop), while a
    thread renews the claim's ``heartbeat_at`` every :data:`.claims.HEARTBEAT_S`. The send begins only while the claim
    was known held less than :data:`.claims.SEND_FENCE_S` ago, or a renewal lands first (:class:`.claims.Fence`): a
@@ -28,6 +29,10 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
    ``dispatch_delivered``: the peer did get it). Such a late success on a row still pending (the new holder's send
    in flight, or a retry scheduled) or failed marks it delivered (the peer has the report), and the new holder's
    outcome is moot: audited, never written over the delivered row.
+
+Each process sends to one destination at most ``dispatch.max_sends_per_destination`` rows at a time
+(:class:`.claims.DestinationSlots`); a row over it is left unclaimed (``deferred``) and rung again shortly, so a RIS
+that never answers (each send waits its timeout) does not hold up the SRs to a PACS that does.
 
 If the process dies between claim and record, another dispatcher releases the claim
 (:mod:`radtrace.worker.dead_claims`: at once when the holder's pid in this PID namespace is gone, once its heartbeat is
@@ -115,6 +120,9 @@ class Delivery:
     attempts: int
     error: str | None = None
     held: bool = False  # its destination is on hold (radtrace.reporting.dispatch.holds): it waits, pending
+    #: not claimed: this process has ``dispatch.max_sends_per_destination`` sends to its destination in flight
+    #: (:class:`.claims.DestinationSlots`); it waits, due, and is tried again soon
+    deferred: bool = False
     #: its claim was released while it was sending and the row is another holder's now: its outcome is audited
     #: (``stale_claim``) but not recorded on the row (:meth:`Outbox._record_superseded`)
     superseded: bool = False
@@ -150,6 +158,7 @@ class Outbox(OutboxRows):
         self.heartbeat_s = heartbeat_s  # how often a send in flight renews its claim
         self.monotonic = monotonic  # the fence's clock (claims.Fence): how long ago the claim was known held
         self._settled_at = -SETTLE_EVERY_S  # monotonic time of the last settle_pending (none yet)
+        self.slots = claims.DestinationSlots(settings.max_sends_per_destination)  # a dead destination's share
 
     # --- deliver -------------------------------------------------------------------------------
 
@@ -257,8 +266,29 @@ class Outbox(OutboxRows):
 
     def deliver(self, outbox_id: int) -> Delivery:
         """Make one attempt for one row if it is pending and due (see the module docstring); now and then (every
-        :data:`SETTLE_EVERY_S`) settle the payloads a crash left pending first."""
+        :data:`SETTLE_EVERY_S`) settle the payloads a crash left pending first. A row whose destination has
+        ``dispatch.max_sends_per_destination`` sends in flight in this process is not claimed (``deferred``): a
+        destination that never answers must not hold every thread while deliveries to the others wait."""
         self._settle()
+        destination = self._destination_of(outbox_id)
+        if destination is not None and not self.slots.take(destination):  # its sends in flight are at the cap
+            return Delivery(outbox_id, OutboxState.PENDING, attempted=False, attempts=0, deferred=True)
+        try:
+            return self._deliver(outbox_id)
+        finally:
+            if destination is not None:
+                self.slots.give_back(destination)
+
+    def _destination_of(self, outbox_id: int) -> str | None:
+        """The row's destination if it is pending (a plain read: a deferral takes no write lock)."""
+        with self.store.session("reading an outbox row's destination") as session:
+            return session.scalar(
+                sa.select(OutboxMessage.destination).where(
+                    OutboxMessage.id == outbox_id, OutboxMessage.state == OutboxState.PENDING
+                )
+            )
+
+    def _deliver(self, outbox_id: int) -> Delivery:
         claim_sent = self.monotonic()  # the claim cannot be seen by another node before this
         claimed = self._claim(outbox_id)
         if isinstance(claimed, Delivery):
