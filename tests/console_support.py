@@ -69,7 +69,7 @@ def reported_study(
         revision.priority = Priority.STAT if stat else Priority.ROUTINE
     result = StudyPipeline(settings, store, reader, worker="console-test").process(study_uid, number)
     assert result.result is Result.REPORTED, result
-    with store.session() as session:
+    with store.session("back-dating a study's report", immediate=True) as session:  # reads, then writes
         revision = session.scalar(sa.select(Revision).join(Study).where(Study.study_uid == study_uid))
         assert revision is not None
         assert revision.state is RevisionState.REPORTED
