@@ -47,7 +47,9 @@ def test_a_pass_rings_what_is_overdue_once_per_period(store: Store, tmp_path: Pa
         fresh = _revision(session, "fresh", RevisionState.QUEUED, queued_at=NOW - timedelta(seconds=5))
         _revision(session, "backing-off", RevisionState.QUEUED, next_attempt_at=NOW + timedelta(seconds=30))
         lost = _revision(session, "lost", RevisionState.PROCESSING, claimed_by="w", claim_expires_at=NOW)
-        _revision(session, "busy", RevisionState.PROCESSING, claimed_by="w", claim_expires_at=NOW + timedelta(1))
+        # a claim expires on the database's clock (the real time), whatever the reconciler's clock says
+        _revision(session, "busy", RevisionState.PROCESSING, claimed_by="w",
+                  claim_expires_at=datetime.now(UTC) + timedelta(1))  # fmt: skip
         _revision(session, "failed", RevisionState.FAILED, reason="bad", finished_at=AGO)
         reported = _revision(session, "reported", RevisionState.REPORTED, reported_at=AGO)
         pending = _outbox(session, reported, OutboxState.PENDING, AGO)

@@ -7,6 +7,12 @@ Overdue means (:func:`revision_overdue`, :func:`outbox_overdue`, pure):
 * a ``processing`` revision whose claim expired (its worker died): ringing lets a worker take it over;
 * a ``pending`` outbox row due for ``broker.overdue_after_s`` (a claimed row is pushed a lease ahead,
   so a dispatcher that died mid-send is found too);
+
+A claim's expiry (``claim_expires_at``) and a claimed row's lease (``next_attempt_at`` while ``claimed_by`` is set) are
+written on the database's clock (:func:`radtrace.reporting.dispatch.claims.database_now`), so they are judged on it,
+never on this node's: a reconciler whose clock is behind would leave a dead worker's study (or a dead dispatcher's
+delivery) unrung for as long as it is behind, and one ahead would ring live claims. Retries (``next_attempt_at`` of
+an unclaimed row or a queued revision) are their writer's schedule, judged on ``clock``, as the claims judge them.
 * a ``reported`` revision with outbox rows none of which is pending, for ``overdue_after_s``: the
   dispatcher died between delivering and settling; a ``dispatch`` ring for one row settles it.
 
@@ -33,6 +39,7 @@ from radtrace.audit.events import Actor
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError
+from radtrace.reporting.dispatch.claims import database_now
 from radtrace.reporting.dispatch.outbox import ASSESSMENT_KINDS
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
@@ -57,21 +64,34 @@ def revision_overdue(
     next_attempt_at: datetime | None = None,
     claim_expires_at: datetime | None = None,
     rung_at: datetime | None = None,
+    lease_now: datetime | None = None,
 ) -> bool:
-    """Whether a revision's doorbell must be rung again (pure; see the module docstring)."""
+    """Whether a revision's doorbell must be rung again (pure; see the module docstring). ``lease_now``: the
+    database's clock, which ``claim_expires_at`` is written on (``now`` when not given)."""
     if state is RevisionState.QUEUED:
         since = max((t for t in (queued_at, next_attempt_at, rung_at) if t is not None), default=None)
         return since is None or since + after <= now
     if state is RevisionState.PROCESSING:
         if claim_expires_at is None:
             return rung_at is None or rung_at + after <= now
-        return claim_expires_at <= now and (rung_at is None or rung_at + after <= now or rung_at < claim_expires_at)
+        expired = claim_expires_at <= (now if lease_now is None else lease_now)
+        return expired and (rung_at is None or rung_at + after <= now or rung_at < claim_expires_at)
     return False
 
 
-def outbox_overdue(state: OutboxState, next_attempt_at: datetime, *, now: datetime, after: timedelta) -> bool:
-    """Whether an outbox row's doorbell must be rung again (pure)."""
-    return state is OutboxState.PENDING and next_attempt_at + after <= now
+def outbox_overdue(
+    state: OutboxState,
+    next_attempt_at: datetime,
+    *,
+    now: datetime,
+    after: timedelta,
+    claimed: bool = False,
+    lease_now: datetime | None = None,
+) -> bool:
+    """Whether an outbox row's doorbell must be rung again (pure). A ``claimed`` row's ``next_attempt_at`` is its
+    lease, on the database's clock (``lease_now``; ``now`` when not given); an unclaimed row's is its retry."""
+    reference = lease_now if claimed and lease_now is not None else now
+    return state is OutboxState.PENDING and next_attempt_at + after <= reference
 
 
 @dataclass
@@ -132,6 +152,7 @@ class Reconciler:
             else:
                 done.not_rung += 1
         with self.store.session("finding overdue revisions") as session:
+            lease_now = database_now(session)  # what claims and leases expire on (see the module docstring)
             revisions = session.execute(
                 sa.select(
                     Revision.id,
@@ -149,10 +170,12 @@ class Reconciler:
                 .order_by(sa.case((Revision.priority == Priority.STAT, 0), else_=1), Revision.queued_at, Revision.id)
             ).all()
             pending = session.execute(
-                sa.select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.next_attempt_at)
-                .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at <= now - after)
+                sa.select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.next_attempt_at,
+                          OutboxMessage.claimed_by.is_not(None))
+                .where(OutboxMessage.state == OutboxState.PENDING,
+                       OutboxMessage.next_attempt_at <= max(now, lease_now) - after)
                 .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-            ).all()
+            ).all()  # fmt: skip
             unsettled = session.execute(
                 sa.select(sa.func.min(OutboxMessage.id))
                 .join(Revision, OutboxMessage.revision_id == Revision.id)
@@ -177,16 +200,16 @@ class Reconciler:
         ) in revisions:
             if rev_id not in rung and revision_overdue(
                 state, now=now, after=after, queued_at=queued_at, next_attempt_at=next_attempt_at,
-                claim_expires_at=claim_expires_at, rung_at=rung_at,
+                claim_expires_at=claim_expires_at, rung_at=rung_at, lease_now=lease_now,
             ):  # fmt: skip
                 if self.ring_process(study_uid, number, priority):
                     rung.append(rev_id)
                     done.processes.append((study_uid, number))
                 else:
                     done.not_rung += 1
-        for outbox_id, outbox_state, next_attempt_at in pending:
+        for outbox_id, outbox_state, next_attempt_at, claimed in pending:
             if outbox_id not in released.deliveries and outbox_overdue(
-                outbox_state, next_attempt_at, now=now, after=after
+                outbox_state, next_attempt_at, now=now, after=after, claimed=claimed, lease_now=lease_now
             ):
                 if self.ring_dispatch(outbox_id):
                     done.dispatches.append(outbox_id)

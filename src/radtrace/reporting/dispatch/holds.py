@@ -39,6 +39,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
+from radtrace.reporting.dispatch import claims
 from radtrace.reporting.dispatch.cstore import AssociationRejectedError, describe_destination
 from radtrace.store.base import Base, UtcDateTime
 from radtrace.store.engine import Store, is_postgresql
@@ -198,10 +199,11 @@ def lift_hold(
         .order_by(OutboxMessage.id)
     ).all()
     in_flight: list[int] = []
+    lease_now = claims.database_now(session)  # a claim's lease is on the database's clock, never the lifter's
     for row in rows:
-        if row.claimed_by is not None and row.next_attempt_at > now:  # being sent now (claimed before the hold): its
-            in_flight.append(row.id)  # holder records it; reset, another would send it again meanwhile, and the
-            continue  # holder's record would no longer be its claim's (Outbox._record)
+        if row.claimed_by is not None and row.next_attempt_at > lease_now:  # being sent now (claimed before the
+            in_flight.append(row.id)  # hold): its holder records it; reset, another would send it again meanwhile,
+            continue  # and the holder's record would no longer be its claim's (Outbox._record)
         row.attempts, row.next_attempt_at, row.last_error = 0, now, None
         if target is not None and target != destination and not taken(session, row, target):
             row.destination = target
