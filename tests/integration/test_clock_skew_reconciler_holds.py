@@ -132,3 +132,32 @@ def test_lifting_a_hold_on_a_host_whose_clock_is_ahead_leaves_a_delivery_being_s
         assert (row.state, row.attempts) == (OutboxState.PENDING, 1)
         assert row.claimed_by is not None
         assert session.scalar(sa.select(sa.func.count()).select_from(DestinationHold)) == 0
+
+
+def test_a_hold_lifted_and_failed_deliveries_asked_again_on_a_host_ahead_are_due_at_once(
+    tmp_path: Path, store: Store
+) -> None:
+    """``radtrace dispatch retry`` on a host 10 minutes ahead: the held and the failed deliveries are due at once for a
+    dispatcher whose clock is right (before: 10 minutes later, 'due now' by the requester's clock)."""
+    dispatch = DispatchSettings(pacs=[DicomDestination(ae_title="PACS", host="127.0.0.1", port=11112)])
+    outbox = Outbox(store, AuditRecorder(store), dispatch, tmp_path / "payloads")
+    held_id = _claimed_delivery(store, tmp_path, dispatch, 60.0)
+    with store.session() as session:
+        revision_id = session.get(OutboxMessage, held_id).revision_id  # type: ignore[union-attr]
+        session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == held_id)
+                        .values(claimed_by=None, last_error="refused 1/1/3"))  # fmt: skip
+        failed = OutboxMessage(revision_id=revision_id, kind="sr", destination="PACS@127.0.0.1:11112",
+                               document_uid="1.2.826.0.1.3680043.8.498.99", payload_path="x.dcm",
+                               payload_sha256="0" * 64, state=OutboxState.FAILED,
+                               attempts=8, next_attempt_at=datetime.now(UTC), last_error="gave up")  # fmt: skip
+        session.add(failed)
+        session.add(DestinationHold(destination="PACS@127.0.0.1:11112", reason="refused 1/1/3", codes="1/1/3",
+                                    held_since=datetime.now(UTC), outbox_id=held_id, calling_ae_title="RADTRACE",
+                                    ae_title="PACS", host="127.0.0.1", port=11112))  # fmt: skip
+        session.flush()
+        failed_id = failed.id
+    done = redeliver_failed(store, dispatch, "PACS@127.0.0.1:11112", Actor(), clock=skewed(TEN_MINUTES))
+    assert done.lifted is not None
+    assert done.lifted.released == [held_id]
+    assert done.outbox_ids == [failed_id]
+    assert sorted(outbox.due()) == sorted([held_id, failed_id])  # the dispatcher's clock is right

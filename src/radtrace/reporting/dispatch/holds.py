@@ -200,11 +200,12 @@ def lift_hold(
     ).all()
     in_flight: list[int] = []
     lease_now = claims.database_now(session)  # a claim's lease is on the database's clock, never the lifter's
+    due = min(now, lease_now)  # due now by the lifter's clock and the database's: a lifter ahead delays nothing
     for row in rows:
         if row.claimed_by is not None and row.next_attempt_at > lease_now:  # being sent now (claimed before the
             in_flight.append(row.id)  # hold): its holder records it; reset, another would send it again meanwhile,
             continue  # and the holder's record would no longer be its claim's (Outbox._record)
-        row.attempts, row.next_attempt_at, row.last_error = 0, now, None
+        row.attempts, row.next_attempt_at, row.last_error = 0, due, None
         if target is not None and target != destination and not taken(session, row, target):
             row.destination = target
         lifted.released.append(row.id)
@@ -212,7 +213,7 @@ def lift_hold(
                                   **hold_payload(LIFTED, lifted.since, lifted.reason),
                                   "held_s": round((now - lifted.since).total_seconds(), 1), "lifted_by": lifted_by,
                                   "requested_by": lifted_by, "released": len(lifted.released),
-                                  "outbox_ids": lifted.released, "next_attempt_at": now.isoformat()}  # fmt: skip
+                                  "outbox_ids": lifted.released, "next_attempt_at": due.isoformat()}  # fmt: skip
     if in_flight:
         payload["in_flight_outbox_ids"] = in_flight  # left to their holders: recorded as their sends end
     if target is not None and target != destination:

@@ -28,6 +28,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
 from radtrace.errors import PermanentError
+from radtrace.reporting.dispatch import claims
 from radtrace.reporting.dispatch.cstore import describe_destination
 from radtrace.reporting.dispatch.holds import DestinationHold, Lifted, lift_hold, taken
 from radtrace.store.base import utc_now
@@ -175,13 +176,14 @@ def deliver_again(
     """One failed delivery pending again (to ``target`` if given), attempts from 0, due now, audited as the
     operator's ``dispatch_retry_scheduled`` with the error it had; its (outbox id, "kind destination")."""
     previous_error, previous_destination = row.last_error, row.destination
-    row.state, row.attempts, row.next_attempt_at, row.last_error = OutboxState.PENDING, 0, now, None
+    due = min(now, claims.database_now(session))  # due by the requester's clock and the database's (one ahead)
+    row.state, row.attempts, row.next_attempt_at, row.last_error = OutboxState.PENDING, 0, due, None
     row.destination = target or previous_destination
     study = row.revision.study
     payload: dict[str, object] = {
         "outbox_id": row.id, "kind": row.kind, "destination": row.destination, "attempt": 0,
         "payload_sha256": row.payload_sha256, "previous_error": previous_error,
-        "next_attempt_at": now.isoformat(), "requested_by": "operator",
+        "next_attempt_at": due.isoformat(), "requested_by": "operator",
     }  # fmt: skip
     if row.destination != previous_destination:
         payload["previous_destination"] = previous_destination
