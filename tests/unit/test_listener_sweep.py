@@ -31,7 +31,7 @@ def test_a_connection_whose_association_thread_ended_is_shut_as_it_is_forgotten(
         connection = admission.open("10.0.0.1")
         assert isinstance(connection, Connection)
         connection.sock = ours
-        connection.assoc = SimpleNamespace(is_established=False, is_alive=lambda: False)
+        connection.assoc = SimpleNamespace(is_established=False, is_alive=lambda: False, ident=1)  # started, ended
         clock.now += ABORT_GRACE_S + 0.1
         admission.sweep()
         assert admission.connections == []
