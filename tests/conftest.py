@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import heavy_sampling
 from radtrace.config import Settings, load_settings
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
@@ -176,9 +177,32 @@ def store(database_url: str) -> Iterator[Store]:
 #: are picked with ``-k`` (``-k sqlite``); otherwise (``make test``, CI) each runs on one of the two, chosen by a
 #: stable hash of its name, so both stores carry about half of them (CI's 30-minute budget).
 FULL_STORES = os.environ.get("RADTRACE_FULL_STORES") == "1"
+#: The heavy tests (tests/heavy_tests.txt) all run with ``RADTRACE_FULL_HEAVY=1`` or ``-k``; otherwise about half of
+#: them, by a seed (tests/heavy_sampling.py).
+FULL_HEAVY = os.environ.get("RADTRACE_FULL_HEAVY") == "1"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if FULL_HEAVY or config.option.keyword:
+        return "heavy tests: all (RADTRACE_FULL_HEAVY=1 or -k)"
+    return f"heavy tests: about half, RADTRACE_HEAVY_SEED={heavy_sampling.seed()} (RADTRACE_FULL_HEAVY=1 runs all)"
+
+
+def _leave_out_half_of_the_heavy_tests(items: list[pytest.Item]) -> None:
+    names = heavy_sampling.heavy_names()
+    run_seed = heavy_sampling.seed()
+    reason = f"heavy test left out of this run (RADTRACE_HEAVY_SEED={run_seed}; RADTRACE_FULL_HEAVY=1 runs it)"
+    for item in items:
+        name = f"{item.nodeid.split('::')[0]}::{getattr(item, 'originalname', item.name)}"
+        if name in names and heavy_sampling.left_out(name, run_seed):
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if FULL_HEAVY or config.option.keyword:
+        pass
+    else:
+        _leave_out_half_of_the_heavy_tests(items)
     if FULL_STORES or config.option.keyword:
         return
     kept: list[pytest.Item] = []
