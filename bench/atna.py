@@ -34,7 +34,7 @@ from rich.table import Table
 
 from radtrace.audit.atna.forwarder import AtnaForwarder, CursorFile, transport_for
 from radtrace.audit.atna.message import AuditSource, audit_message_xml
-from radtrace.audit.atna.syslog import StreamTransport, tls_context
+from radtrace.audit.atna.syslog import StreamTransport
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.queries import AuditRecord
 from radtrace.audit.recorder import AuditRecorder
@@ -43,6 +43,7 @@ from radtrace.config import AtnaSettings
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
 from radtrace.testing.atna import Rsyslog, free_port, make_pki
+from radtrace.tls_keys import tls_context
 
 PEER = Actor(ae_title="MODALITY1", host="10.20.30.40", process="radtrace@bench:1")
 

@@ -1,12 +1,15 @@
-"""How long an idle ``radtrace worker`` and an idle ``radtrace serve`` take to stop on SIGTERM (median of --runs).
+"""How long an idle ``radtrace worker``, ``radtrace listen`` and ``radtrace serve`` take to stop on SIGTERM (median
+of --runs).
 
 Each run starts the command on a fresh data directory (embedded SQLite and broker, the tiny random model on the CPU,
 built once with ``radtrace model make-tiny`` unless ``--model``), waits for the line where each Celery worker names
-its queues (serve: the GPU worker's and the dispatcher's) and ``IDLE_S`` more, sends SIGTERM and times the exit; for
-serve, each child's exit too. Peer: another checkout's code in the same run (``PYTHONPATH=<its src>``), e.g. a git
-worktree of the commit before.
+its queues (serve: the GPU worker's and the dispatcher's; listen: the line naming its port) and ``IDLE_S`` more, sends
+SIGTERM and times the exit; for serve, each child's exit too. Peer: another checkout's code in the same run
+(``PYTHONPATH=<its src>``), e.g. a git worktree of the commit before.
 
-    .venv/bin/python bench/stop.py --runs 5 [--what worker|serve|both] [--model DIR] [--env NAME=VALUE ...]
+    .venv/bin/python bench/stop.py --runs 5 [--what worker|listen|serve|both|all] [--model DIR] [--env NAME=VALUE ...]
+
+``both`` is worker and serve; ``all`` adds listen.
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ def one_stop(what: str, model: Path, children: dict[str, list[float]]) -> float:
             try:
                 # Celery's own "ready." is below radtrace's level for its loggers: the worker's line naming its queues
                 # (serve: the worker's and the dispatcher's), then a few seconds for Celery to start consuming.
-                _wait_for(log, "(solo pool of 1" if what == "worker" else "(threads pool of", 1, process)
+                ready = {"worker": "(solo pool of 1", "listen": "DICOM listener", "serve": "(threads pool of"}[what]
+                _wait_for(log, ready, 1, process)
                 if what == "serve":
                     _wait_for(log, "(solo pool of 1", 1, process)
                 time.sleep(IDLE_S)
@@ -128,7 +132,7 @@ def one_stop(what: str, model: Path, children: dict[str, list[float]]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--what", choices=["worker", "serve", "both"], default="both")
+    parser.add_argument("--what", choices=["worker", "listen", "serve", "both", "all"], default="both")
     parser.add_argument("--model", type=Path, help="the model directory (default: a tiny random one, built here)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a setting for every run")
     args = parser.parse_args()
@@ -141,7 +145,8 @@ def main() -> None:
                            capture_output=True)  # fmt: skip
         print("| command | runs | median s | min s | max s |")
         print("|---|---|---|---|---|")
-        for what in ["worker", "serve"] if args.what == "both" else [args.what]:
+        chosen = {"both": ["worker", "serve"], "all": ["worker", "listen", "serve"]}.get(args.what, [args.what])
+        for what in chosen:
             children: dict[str, list[float]] = {}
             times = [one_stop(what, model, children) for _ in range(args.runs)]
             print(f"| radtrace {what} (idle), SIGTERM to exit | {args.runs} | {statistics.median(times):.2f} | "

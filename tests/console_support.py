@@ -8,6 +8,7 @@ exactly what a worker leaves. :func:`sign_in` logs in through the login form lik
 from __future__ import annotations
 
 import contextlib
+import html
 import re
 import statistics
 import threading
@@ -178,3 +179,11 @@ def median_ms(call: Callable[[], object], repeat: int) -> float:
         call()
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
+
+
+def finding_evidence(page: str, label: str) -> list[str]:
+    """The evidence sentences a study page shows in the row of the finding ``label``, unescaped."""
+    pattern = rf'<tr id="finding-\d+"[^>]*data-label="{re.escape(label)}".*?<td class="evidence">(.*?)</td>'
+    row = re.search(pattern, page, re.S)
+    assert row is not None, label
+    return [html.unescape(q) for q in re.findall(r"<q>(.*?)</q>", row.group(1), re.S)]

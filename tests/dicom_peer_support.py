@@ -1,14 +1,17 @@
-"""DICOM peers for tests: a pynetdicom Storage SCP that answers C-STORE with statuses chosen by the test, and
-:class:`RawPeer`, a hand-made upper-layer peer whose PDUs (PS3.8 9.3) can be wrong in any byte."""
+"""DICOM peers for tests: a pynetdicom Storage SCP that answers C-STORE with statuses chosen by the test,
+:class:`RawPeer`, a hand-made upper-layer peer whose PDUs (PS3.8 9.3) can be wrong in any byte, and dcmtk's storescp
+(:func:`storescp`), an independent implementation."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
+import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -21,6 +24,7 @@ from pydicom.uid import Comprehensive3DSRStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 
 from radtrace.testing.services import free_port
+from tests_support import dicom_tool
 
 
 @dataclass
@@ -381,10 +385,9 @@ def _store_answer(answer: str, request: Dataset) -> bytes:
 
 
 @contextmanager
-def store_answering_peer(answer: str) -> Iterator[int]:
-    """A port whose hand-made upper-layer peer accepts any association, reads one C-STORE-RQ and answers it as
-    ``answer`` (one of :data:`STORE_ANSWERS`) says, whatever pynetdicom would allow: a C-ECHO-RSP, a C-STORE-RSP to
-    another message or about another instance, or the right one; then answers an A-RELEASE-RQ."""
+def hand_made_peer(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A local port whose accept loop runs ``handle`` on each connection in turn (10 s socket timeout; an OSError of
+    its ends that connection, which is closed after); yields the port, stopped at the end."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(0.2)
     stopping = threading.Event()
@@ -393,16 +396,13 @@ def store_answering_peer(answer: str) -> Iterator[int]:
         while not stopping.is_set():
             try:
                 connection, _ = server.accept()
-            except OSError:
+            except TimeoutError:
                 continue
+            except OSError:
+                return
             with connection, contextlib.suppress(OSError):
                 connection.settimeout(10)
-                connection.sendall(associate_ac(read_pdu(connection)))
-                context_id, command = read_store_request(connection)
-                response = _store_answer(answer, dcmread(DicomBytesIO(command), force=True))
-                connection.sendall(p_data(pdv(context_id, 0x03, response)))
-                if read_pdu(connection)[:1] == b"\x05":  # A-RELEASE-RQ
-                    connection.sendall(RELEASE_RP)
+                handle(connection)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -412,3 +412,48 @@ def store_answering_peer(answer: str) -> Iterator[int]:
         stopping.set()
         thread.join(timeout=5)
         server.close()
+
+
+@contextmanager
+def store_answering_peer(answer: str) -> Iterator[int]:
+    """A port whose hand-made upper-layer peer accepts any association, reads one C-STORE-RQ and answers it as
+    ``answer`` (one of :data:`STORE_ANSWERS`) says, whatever pynetdicom would allow: a C-ECHO-RSP, a C-STORE-RSP to
+    another message or about another instance, or the right one; then answers an A-RELEASE-RQ."""
+
+    def answer_one_store(connection: socket.socket) -> None:
+        connection.sendall(associate_ac(read_pdu(connection)))
+        context_id, command = read_store_request(connection)
+        response = _store_answer(answer, dcmread(DicomBytesIO(command), force=True))
+        connection.sendall(p_data(pdv(context_id, 0x03, response)))
+        if read_pdu(connection)[:1] == b"\x05":  # A-RELEASE-RQ
+            connection.sendall(RELEASE_RP)
+
+    with hand_made_peer(answer_one_store) as port:
+        yield port
+
+
+@contextmanager
+def storescp(*options: str) -> Iterator[int]:
+    """dcmtk's storescp with ``options`` on a free local port: the port, once it accepts connections (RuntimeError
+    where it exits first or has not within 10 s); killed at the end."""
+    port = free_port()
+    process = subprocess.Popen(
+        [dicom_tool("storescp"), *options, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("storescp did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.kill()
+        process.wait(10)

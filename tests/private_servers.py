@@ -203,11 +203,13 @@ def private_redis(directory: Path) -> Iterator[PrivateRedis]:
 
 @dataclass
 class HostilePeer:
-    """Where the peer listens, what it received and how many bytes it wrote."""
+    """Where the peer listens, what it received (and when: ``time.monotonic()`` once each request was read) and how
+    many bytes it wrote."""
 
     host: str
     port: int
     received: list[bytes] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
     sent: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -290,6 +292,7 @@ def hostile_peer(
             connection.settimeout(30)
             try:
                 peer.received.append(read(connection))
+                peer.arrivals.append(time.monotonic())
                 behave(peer, connection)
             except OSError:
                 pass

@@ -187,7 +187,10 @@ class Harness:
         with self.engine.connect() as connection:
             rows = connection.execute(sa.text("SELECT sop_instance_uid, path, sha256 FROM instances")).all()
         stored = {uid: (path, sha) for uid, path, sha in rows}
-        assert set(stored) == set(self.acknowledged), f"{where}: rows {sorted(stored)} != acknowledged"
+        unacknowledged = sorted(set(stored) - set(self.acknowledged))
+        lost = sorted(set(self.acknowledged) - set(stored))
+        assert not unacknowledged, f"{where}: rows of instances never acknowledged: {unacknowledged}"
+        assert not lost, f"{where}: acknowledged instances without a row: {lost}"
         for uid, sent in self.acknowledged.items():
             path, sha = stored[uid]
             file = self.listener.data_dir / "spool" / path

@@ -369,6 +369,9 @@ class FakeVllm:
     wedged: bool = False
     empty: bool = False
     probes: int = 0
+    #: When each completion that is not a probe arrived (``time.monotonic`` once its head was read), in order; one
+    #: whose body the client's deadline cut short (a loaded machine) is counted in ``requests`` too.
+    arrivals: list[float] = field(default_factory=list)
     #: The handler threads count under it: ``requests += 1`` from four at once lost one now and then under load.
     counting: threading.Lock = field(default_factory=threading.Lock)
 
@@ -426,13 +429,20 @@ def fake_vllm_server(port: int | None = None) -> Iterator[FakeVllm]:
             self.wfile.write(body)
 
         def do_POST(self) -> None:
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            probe = request.get("max_tokens") == 1
+            arrived = time.monotonic()  # its head read: the client's deadline may cut its body (a busy machine)
+            try:
+                request: dict[str, Any] | None = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            except (OSError, ValueError):
+                request = None  # cut short by the client: still a completion it asked for
+            probe = request is not None and request.get("max_tokens") == 1
             with server.counting:
                 if probe:
                     server.probes += 1
                 else:
                     server.requests += 1
+                    server.arrivals.append(arrived)
+            if request is None:
+                return
             if server.wedged:  # hangs until the client gives up (or the engine is unwedged: then no answer either)
                 deadline = time.monotonic() + 30
                 while server.wedged and not server.released.is_set() and time.monotonic() < deadline:

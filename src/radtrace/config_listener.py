@@ -19,6 +19,7 @@ __all__ = [
     "ListenerSettings",
     "RoutingSettings",
     "Section",
+    "SenderCharset",
     "TlsSettings",
     "ae_title_problem",
     "check_ae_title",
@@ -63,6 +64,38 @@ class CallerRule(Section):
         if value is not None:
             ipaddress.ip_network(value, strict=False)
         return value
+
+
+class SenderCharset(Section):
+    """The character set one calling AE's text is really in (a modality that declares ISO 8859-6 and writes
+    Windows-1256): read in it, nothing guessed, the rule named in the records."""
+
+    ae_title: str = Field(description="calling AE title whose text this is")
+    declared: str | None = Field(
+        default=None,
+        description="only where its Specific Character Set (0008,0005) is exactly this (e.g. ISO_IR 127; values "
+        "joined by a backslash); unset: whatever it declares",
+    )
+    actual: str = Field(
+        description="what its text is really in: a DICOM defined term without code extensions (ISO_IR 192 ...) or a "
+        "Windows code page (cp1250 ... cp1257, cp874)"
+    )
+
+    _ae = field_validator("ae_title")(check_ae_title)
+
+    @field_validator("declared")
+    @classmethod
+    def _declared(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Z0-9 _\\]{1,64}", value):
+            raise ValueError("must be a Specific Character Set value: upper-case letters, digits, spaces, '_', '\\'")
+        return value
+
+    @field_validator("actual")
+    @classmethod
+    def _actual(cls, value: str) -> str:
+        from radtrace.dicom_charset import check_actual  # pydicom: only when the setting is given
+
+        return check_actual(value)
 
 
 class TlsSettings(Section):
@@ -193,7 +226,9 @@ class ListenerSettings(Section):
         description="largest image accepted: rows x columns x samples x frames, from the header and the codestream",
     )
     refusal_audit_interval_s: float = Field(
-        default=60.0, gt=0, description="refused associations are audited once per source and reason per interval"
+        default=60.0,
+        gt=0,
+        description="refused associations are audited, and logged, once per source and reason per interval",
     )
     negotiation_cpu_rate_s: float = Field(
         default=0.2,
@@ -236,6 +271,12 @@ class ListenerSettings(Section):
         description="what a header's text is read as when its Specific Character Set is absent, ISO_IR 6 or unknown "
         "and its bytes are not UTF-8 (valid UTF-8 is read as UTF-8); drafts are flagged character-set-assumed",
     )
+    sender_character_sets: list[SenderCharset] = Field(
+        default_factory=list,
+        description="per calling AE (optionally per declared Specific Character Set), the character set its text is "
+        'really in, e.g. [{ae_title = "CR_ROOM_3", declared = "ISO_IR 127", actual = "cp1256"}]; the first '
+        "rule that fits applies, where every text value decodes in it (else the usual reading, with its flags)",
+    )
     tls: TlsSettings = Field(default_factory=TlsSettings)
     plain_port: int | None = Field(
         default=None,
@@ -259,6 +300,16 @@ class ListenerSettings(Section):
         from radtrace.dicom_charset import check_assumed  # pydicom: only when the setting is given
 
         return check_assumed(value)
+
+    @field_validator("sender_character_sets")
+    @classmethod
+    def _one_rule_each(cls, value: list[SenderCharset]) -> list[SenderCharset]:
+        seen: set[tuple[str, str | None]] = set()
+        for index, rule in enumerate(value):
+            if (rule.ae_title, rule.declared) in seen:
+                raise ValueError(f"rule {index} repeats an earlier rule's ae_title and declared")
+            seen.add((rule.ae_title, rule.declared))
+        return value
 
     @field_validator("plain_port")
     @classmethod

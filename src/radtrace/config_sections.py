@@ -268,9 +268,24 @@ class DicomDestination(Section):
     ae_title: str = Field(description="the destination's AE title")
     host: str = Field(description="host name or address")
     port: int = Field(ge=1, le=65535, description="DICOM port")
-    tls: bool = Field(default=False, description="use TLS for this association")
+    tls: bool = Field(default=False, description="use TLS for this association (PACS certificate verified)")
+    ca_bundle: Path | None = Field(default=None, description="CAs the PACS's certificate chains to (default: system's)")
+    server_name: str | None = Field(default=None, description="name checked in the PACS's certificate (default host)")
+    certificate: Path | None = Field(
+        default=None, description="client certificate (PEM, with its intermediates) for mutual TLS (PS3.15 B.9)"
+    )
+    private_key: Path | None = Field(default=None, description="client certificate's private key (PEM, no passphrase)")
 
     _ae = field_validator("ae_title")(check_ae_title)
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> DicomDestination:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        given = [name for name in ("ca_bundle", "server_name", "certificate") if getattr(self, name) is not None]
+        if given and not self.tls:  # else the SR would leave in plain text, whoever believed it secured
+            raise ValueError(f"{', '.join(given)} set but tls is off: set tls = true, or remove them")
+        return self
 
 
 class MllpDestination(Section):
@@ -309,9 +324,10 @@ class DispatchSettings(Section):
         default=2,
         ge=1,
         le=64,
-        description="sends to one destination at a time in one dispatcher process; a delivery beyond it waits, "
-        "unclaimed, and is tried again 2 s later, so a destination that never answers holds at most this many of "
-        "the dispatcher's threads (--concurrency, 4): keep it below them",
+        description="sends to one destination at a time on the whole site (every dispatcher process and node on "
+        "the database together: a RIS that allows 2 connections gets at most 2); a delivery beyond it waits, "
+        "unclaimed, until a send to that destination ends and rings it, so a destination that never answers holds "
+        "at most this many dispatcher threads: keep it below --concurrency (4)",
     )
 
     _ae = field_validator("calling_ae_title")(check_ae_title)

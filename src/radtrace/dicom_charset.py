@@ -74,6 +74,38 @@ language's or Windows-1256's reading begins with the article or ISO 8859-6 reads
 Polish word's ``ą`` is Latin-2 ``š`` (measured again on the current word lists): 1257 4,545 -> 407 of 5,312 (3,632
 flagged), 1256 3,146 -> 659 of 5,974 (1,315 flagged), 1250 620 -> 334 of 42,475 (187 flagged), at a cost of 5 of 5,302
 Baltic words in ISO 8859-4, 205 of 5,211 ISO 8859-6 ones (3.9 %) and 40 of 66,942 Latin-2 ones flagged doubtful.
+Then, where both readings of Windows-1257, 1250 or 1256 text are words, the text is flagged doubtful where the page's
+reading is the likelier word by the measured words' letter bigrams (trigrams for 1256, instead of the article,
+tanween and ``ك غ ظ`` rules): wrong and unflagged 522 -> 25 of 5,828, 723 -> 241 of 6,132, 381 -> 17 of 51,295
+encodings of a larger corpus (bench/charset_windows.py), genuine ISO text read otherwise 3 -> 0, flagged doubtful
+5.3 -> 5.5 %, 4.3 -> 2.3 %, 0.3 -> 1.5 % of it (:mod:`radtrace.dicom_charset_windows` gives the figures).
+
+Senders also write a code page of another script than the one they declare, or than the site assumes for undeclared
+text: Arabic Windows-1256 or DOS 720, Cyrillic 1251 or DOS 866, Greek 1253 or 737, Hebrew 1255 or 862, Thai 874 under
+no declaration or a hard-coded ``ISO_IR 100`` (or one script's page under another's ISO term). Their bytes were read
+as Latin-1 mojibake, C1 controls or U+FFFD, and under a declaration unflagged. Where the declared, corrected or
+assumed single-byte set reads the text (that is not UTF-8 nor in the set's own Windows page) as controls, bytes it
+leaves undefined or letters in no word's shape of its script (Latin: a run of three letters all past ASCII, or a
+run's letters no one language's), each page of :data:`OTHER_SCRIPT_PAGES` is tried: one whose reading is at least 4
+letters of its script in words' shapes (each run one case, one Cyrillic alphabet, Arabic marks where a writer puts
+them; a Cyrillic or Greek run of three letters or more holds a vowel, Greek ``ς`` and Hebrew finals end a run, Thai
+marks follow a letter) is taken, flagged ``character-set-assumed`` (``because`` ``other-script``), or flagged
+``character-set-doubtful`` where another page of that script reads other words (``other-script-doubtful``:
+Windows-1256 and ISO 8859-6). Where pages of two scripts read words, or none does and the set's reading holds a
+control or an undefined byte, the text is read as declared and flagged ``character-set-doubtful``
+(``code-page-doubtful``); a Windows page of Cyrillic or Greek the rules above chose whose reading holds a run of 5
+letters without a vowel gives way to another script's page, flagged doubtful. Measured (bench/charset_other_scripts.py,
+the Faker, Babel CLDR and pycountry words of each script's languages, as written, upper and title case), read wrong
+and unflagged under ``ISO_IR 100`` 8ca5b11 -> now: Windows-1256 6,096 -> 768 of 6,132, DOS 720 4,944 -> 504 of
+5,380, Windows-1251 73,301 -> 3,386 of 73,875, DOS 866 55,257 -> 1,409 of 55,769, Windows-1253 19,939 -> 425 of
+19,940, DOS 737 19,703 -> 39 of 19,913, Windows-1255 4,003 -> 634 of 4,003, DOS 862 3,944 -> 0 of 4,003, Windows-874
+4,041 -> 1,316 of 4,185 (the rest flagged; read as written: 0 -> 61 % on average); undeclared, all were flagged
+(assumed) and none read as written, now 36-85 % are (Hebrew 2-11 %). Genuine Latin-1 words of every language (55,044
+encodings) read otherwise or newly flagged: 0, declared or not; the Windows-page figures below unchanged. And text
+declared ISO_IR 127 whose ISO 8859-6 reading holds dammatan or kasratan (EC, ED) where Windows-1256 reads ``ى`` or
+``ي`` in Arabic words is flagged doubtful, read as declared (names carry no vowel marks: ``أخرى`` is ``أخرٌ``):
+bench/charset_windows.py --held-out, Windows-1256 wrong and unflagged 218 -> 200 of 3,061 (whole corpus 241 -> 222
+of 6,132), genuine ISO 8859-6 flagged unchanged (98 of 2,681; 126 of 5,380), 0 read otherwise.
 
 What was decided is a :class:`CharsetChoice`: the image's preparation records it (audit), as does the listener's
 ``instance_received`` event (its ``character_set`` and label), the drafts flag it (``character-set-assumed``, or
@@ -86,7 +118,7 @@ import logging
 import re
 import unicodedata
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
@@ -97,17 +129,21 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR
 
-from radtrace.dicom_charset_windows import WINDOWS_PAGES, windows_reading
+from radtrace.dicom_charset_windows import _LATIN_LANGUAGES, WINDOWS_PAGES, windows_reading
+from radtrace.dicom_charset_windows import _words as _could_be_words
 
 __all__ = [
     "CHARACTER_SET_ASSUMED",
     "CHARACTER_SET_DOUBTFUL",
     "DEFAULT_ASSUMED_CHARACTER_SET",
     "OVERRIDABLE_TERMS",
+    "SITE_RULE",
     "WINDOWS_PAGES",
     "CharsetChoice",
+    "SiteCharset",
     "audit_record",
     "charset_record",
+    "check_actual",
     "check_assumed",
     "read_text_as",
     "recorded_choice",
@@ -151,6 +187,61 @@ _MISSPELT_EXTENSION: Final = re.compile(r"^(?=ISO.2022.IR.)(?!ISO 2022 IR )")
 _CODE_STRING: Final = re.compile(r"[A-Z0-9 _]{1,16}")
 _TERM_TEXT: Final = re.compile(r"[A-Za-z0-9 _.\\-]{1,64}")
 _PYDICOM_CHARSET_WARNINGS: Final = r"(Unknown encoding|Incorrect value for Specific Character Set)"
+#: ``because`` of a choice the site made: a ``listener.sender_character_sets`` rule for the calling AE.
+SITE_RULE: Final = "site-rule"
+#: The code pages of other scripts that senders write under a wrong or empty (0008,0005), by script: the script's
+#: Windows page, its DOS page, its ISO set (a defined term), in that order (:func:`_other_script`).
+OTHER_SCRIPT_PAGES: Final = (
+    ("ARABIC", ("cp1256", "cp720", "ISO_IR 127")),
+    ("CYRILLIC", ("cp1251", "cp866", "ISO_IR 144")),
+    ("GREEK", ("cp1253", "cp737", "ISO_IR 126")),
+    ("HEBREW", ("cp1255", "cp862", "ISO_IR 138")),
+    ("THAI", ("cp874",)),  # TIS 620 (ISO_IR 166) reads as Windows-874 wherever it is defined
+)
+# The script of each single-byte term's letters past ASCII
+_TERM_SCRIPTS: Final = {
+    f"{prefix} {number}": script
+    for prefix in ("ISO_IR", "ISO 2022 IR")
+    for number, script in (
+        (100, "LATIN"), (101, "LATIN"), (109, "LATIN"), (110, "LATIN"), (148, "LATIN"), (144, "CYRILLIC"),
+        (127, "ARABIC"), (126, "GREEK"), (138, "HEBREW"), (166, "THAI"),
+    )
+}  # fmt: skip
+#: The fewest letters past ASCII a reading in another script must hold to be taken for it (``À`` alone in a French
+#: description is Windows-1251's Cyrillic A)
+OTHER_SCRIPT_FEWEST_LETTERS: Final = 4
+# A Cyrillic or Greek run of this many letters without a vowel is no word (abbreviations are shorter)
+_VOWELLESS_RUN: Final = 5
+_VOWELS: Final = {
+    "CYRILLIC": frozenset("аеёиоуыэюяіїєў"),
+    "GREEK": frozenset("αεηιουωάέήίόύώϊϋΐΰ"),
+}
+_HEBREW_FINALS: Final = frozenset("\u05da\u05dd\u05df\u05e3\u05e5")
+_THAI_LEADING_VOWELS: Final = frozenset("\u0e40\u0e41\u0e42\u0e43\u0e44")
+_OTHER_PUNCTUATION: Final = frozenset("\u2019\u2018\u201c\u201d\u201e\u2013\u2014\u200c\u200d")
+# The choices read as declared (or in a page) though another reading may be the right one: flagged doubtful
+_DOUBTFUL_BECAUSE: Final = frozenset(
+    {"declared-doubtful", "windows-doubtful", "other-script-doubtful", "code-page-doubtful"}
+)
+_LETTERS: Final = re.compile(r"[^\W\d_]+")
+# The letters and marks a reading in a script other than Latin may hold past ASCII (no modifier letters: Greek
+# ypogegrammeni is Latin-1's feminine ordinal read in ISO 8859-7)
+_SCRIPT_CATEGORIES: Final = frozenset({"Lu", "Ll", "Lt", "Lo", "Mn", "Mc"})
+# Spanish and Portuguese ordinal indicators after a letter or digit (``Mª``, ``Nº``, ``1ª``): no letters of a word
+_ORDINALS: Final = re.compile("(?<=[A-Za-z0-9])[\u00aa\u00ba]")
+_ASCII_LETTERS: Final = re.compile("[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class SiteCharset:
+    """A site's rule that text a sender writes is in ``actual`` (a defined term, or a Windows page such as
+    ``cp1256``), whatever it declares, or only where it declares ``declared`` (None: any declaration, none
+    included). ``rule`` names the setting it came from (``listener.sender_character_sets[0]``): what the
+    records say, never the text."""
+
+    rule: str
+    declared: str | None
+    actual: str
 
 
 @dataclass(frozen=True)
@@ -171,21 +262,28 @@ class CharsetChoice:
     declared: str
     read_as: str
     because: str
+    rule: str = ""
 
     @property
     def flagged(self) -> bool:
-        """Whether a reader of the drafts must be told: any choice that was not between equal readings."""
-        return self.because != "ascii"
+        """Whether a reader of the drafts must be told: any choice that was not between equal readings, nor the
+        site's own rule for the sender (:data:`SITE_RULE`: nothing was guessed)."""
+        return self.because not in {"ascii", SITE_RULE}
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the image's preparation records the choice: a flagged one, and a site rule's (which rule)."""
+        return self.flagged or self.because == SITE_RULE
 
     @property
     def flag(self) -> str:
         """The drafts' flag for a flagged choice: :data:`CHARACTER_SET_DOUBTFUL` where the declaration was kept over
         text that may be UTF-8, else :data:`CHARACTER_SET_ASSUMED`."""
-        doubtful = self.because in {"declared-doubtful", "windows-doubtful"}
-        return CHARACTER_SET_DOUBTFUL if doubtful else CHARACTER_SET_ASSUMED
+        return CHARACTER_SET_DOUBTFUL if self.because in _DOUBTFUL_BECAUSE else CHARACTER_SET_ASSUMED
 
     def sentence(self) -> str:
         """The choice as the drafts say it (the declared term is a code string the header's own sender wrote)."""
+        where = "declared" if _usable(self.declared.split("\\")) else "the assumed set"
         if not self.declared:
             declared = "not declared"
         elif _TERM_TEXT.fullmatch(self.declared):
@@ -202,6 +300,14 @@ class CharsetChoice:
             "the declared set does not hold: either reading may be wrong",
             "windows-code-page": f"Windows code page {self.read_as.removeprefix('cp')}: read in the ISO set, its "
             "bytes are control characters, bytes it leaves undefined or letters in no word's shape",
+            SITE_RULE: f"the site's rule {self.rule} for this sender",
+            "other-script": f"read {where}, its bytes are control characters, bytes it leaves undefined or letters "
+            "in no word's shape; in this code page of another script they are its words",
+            "other-script-doubtful": f"read {where}, its bytes are no words; this code page of another script reads "
+            "them as words, and so does another page of that script, as other words: either reading may be wrong",
+            "code-page-doubtful": f"{where}, though so its bytes are control characters, bytes it leaves undefined "
+            "or letters in no word's shape, or code pages of more than one script read them as words: the name may "
+            "be wrong",
             "windows-doubtful": "as declared, though its bytes may be Windows code page "
             f"{WINDOWS_PAGES.get(self.read_as, '').removeprefix('cp')}, which reads them as other words: either "
             "reading may be wrong",
@@ -304,15 +410,57 @@ def check_assumed(term: str) -> str:
     return term
 
 
-def read_text_as(ds: Dataset, *, assumed: str = DEFAULT_ASSUMED_CHARACTER_SET) -> CharsetChoice | None:
+def check_actual(term: str) -> str:
+    """``term`` if a site may say a sender's text is in it (``listener.sender_character_sets``' ``actual``): a
+    defined term without code extensions other than ASCII (UTF-8 included), or a Windows page of
+    :data:`WINDOWS_PAGES` (``cp1256``); else ValueError saying what is."""
+    if term in set(WINDOWS_PAGES.values()):
+        return term
+    if term not in python_encoding or term in _ASCII_ONLY or term.startswith("ISO 2022"):
+        pages = ", ".join(sorted(set(WINDOWS_PAGES.values())))
+        raise ValueError(
+            "must be a DICOM defined term without code extensions, other than ASCII (e.g. ISO_IR 127, ISO_IR 192), "
+            f"or a Windows code page ({pages}); not {term!r}"
+        )
+    return term
+
+
+def _site_choice(ds: Dataset, terms: list[str], site: Sequence[SiteCharset]) -> CharsetChoice | None:
+    """The first of ``site``'s rules for this declaration, where the text is not all ASCII (nothing to decide) and
+    every text value decodes in its set (else the rule cannot be what the sender wrote: the usual reading, and its
+    flags, decide instead)."""
+    declared = "\\".join(terms)
+    rule = next((rule for rule in site if rule.declared is None or rule.declared == declared), None)
+    if rule is None:
+        return None
+    values = list(_text_bytes(ds))
+    if all(value.isascii() and ESC not in value for value in values):
+        return None
+    codec = python_encoding.get(rule.actual, rule.actual)
+    try:
+        for value in values:
+            value.decode(codec)
+    except UnicodeDecodeError:
+        logger.warning("text does not decode in %s of %s: read as usual instead", rule.actual, rule.rule)
+        return None
+    return CharsetChoice(declared, rule.actual, SITE_RULE, rule.rule)
+
+
+def read_text_as(
+    ds: Dataset, *, assumed: str = DEFAULT_ASSUMED_CHARACTER_SET, site: Sequence[SiteCharset] = ()
+) -> CharsetChoice | None:
     """Decide the character set of ``ds``'s text where its header does not declare a usable one, or declares an
     :data:`OVERRIDABLE_TERMS` term over text that is multi-byte UTF-8, and make pydicom read the text in it (call
     before any text value is read: values already read keep their text). None when the header's declared terms
     are read as declared; else the :class:`CharsetChoice` (``because`` ``ascii`` when nothing needed guessing).
-    ``assumed`` is the site's character set for undeclared bytes that are not UTF-8 (a defined term)."""
+    ``assumed`` is the site's character set for undeclared bytes that are not UTF-8 (a defined term). ``site``: the
+    site's rules for the sender (:class:`SiteCharset`); where one applies the text is read in its set, nothing
+    guessed (``because`` :data:`SITE_RULE`, not flagged, the rule named)."""
     check_assumed(assumed)
     terms = _declared(ds)
-    if _usable(terms):
+    if site and (chosen := _site_choice(ds, terms, site)) is not None:
+        choice = chosen
+    elif _usable(terms):
         if len(terms) != 1 or terms[0] not in OVERRIDABLE_TERMS:
             return None
         values = list(_text_bytes(ds))
@@ -323,9 +471,13 @@ def read_text_as(ds: Dataset, *, assumed: str = DEFAULT_ASSUMED_CHARACTER_SET) -
         elif (windows := windows_reading(values, terms[0])) == "windows-doubtful":
             return CharsetChoice(terms[0], terms[0], windows)  # read as declared: nothing to change
         elif windows:
-            choice = CharsetChoice(terms[0], WINDOWS_PAGES[terms[0]], windows)
+            choice = _page_or_other_script(values, CharsetChoice(terms[0], WINDOWS_PAGES[terms[0]], windows), terms[0])
+        elif (other := _other_script(values, terms[0], terms[0])) is None:
+            return CharsetChoice(terms[0], terms[0], "windows-doubtful") if _tanween_for_yeh(values, terms[0]) else None
+        elif other.read_as == terms[0]:
+            return other  # read as declared, flagged: nothing to change
         else:
-            return None
+            choice = other
     else:
         choice = _undeclared_choice(terms, list(_text_bytes(ds)), assumed)
     with without_charset_warnings():
@@ -346,10 +498,153 @@ def _undeclared_choice(terms: list[str], values: list[bytes], assumed: str) -> C
     if ESC not in data and all(_is_utf8(value) for value in values):
         return CharsetChoice("\\".join(terms), UTF8_TERM, "utf-8")
     if windows_reading(values, corrected or assumed) == "windows-code-page":
-        return CharsetChoice("\\".join(terms), WINDOWS_PAGES[corrected or assumed], "windows-code-page")
+        page = CharsetChoice("\\".join(terms), WINDOWS_PAGES[corrected or assumed], "windows-code-page")
+        return _page_or_other_script(values, page, corrected or assumed)
+    other = _other_script(values, corrected or assumed, "\\".join(terms))
+    if other is not None and other.read_as != (corrected or assumed):  # else flagged below, as assumed or corrected
+        return other
     if corrected:
         return CharsetChoice("\\".join(terms), corrected, "corrected")
     return CharsetChoice("\\".join(terms), assumed, "assumed")
+
+
+def _other_script(values: list[bytes], term: str, declared: str, *, own_checked: bool = False) -> CharsetChoice | None:
+    """Where ``values`` (text that is not UTF-8, nor in ``term``'s Windows page) read in ``term`` (a single-byte set
+    declared, corrected or assumed) are controls, undefined bytes or no words of its script, the code page of
+    another script (:data:`OTHER_SCRIPT_PAGES`) that reads them as words of its script: ``because``
+    ``other-script`` (flagged assumed); ``other-script-doubtful`` where another page of that script reads other
+    words; ``code-page-doubtful`` (read as ``term``, flagged doubtful) where ``term`` reads controls or undefined
+    bytes and no page reads words, or pages of several scripts do, or ``term``'s Windows page reads letters of its
+    script (and symbols) there. None: ``term``'s reading is words (``own_checked``: it is known not to be), or no
+    page reads words and ``term``'s reading holds no control."""
+    script = _TERM_SCRIPTS.get(term)
+    if script is None or all(value.isascii() for value in values):
+        return None
+    own = _reading(values, term)
+    if own is not None and not own_checked and _own_words(own, script):
+        return None
+    found: dict[str, list[tuple[str, list[str]]]] = {}
+    codec = python_encoding[term]
+    for other, pages in OTHER_SCRIPT_PAGES:
+        for page in pages:
+            if python_encoding.get(page, page) == codec:
+                continue
+            texts = _reading(values, page)
+            if texts is not None and texts != own and _script_words(texts, other, OTHER_SCRIPT_FEWEST_LETTERS):
+                found.setdefault(other, []).append((page, texts))
+    if len(found) == 1 and script not in found and script != "LATIN" and _own_letters(values, term, script):
+        found[script] = []  # its own Windows page reads its words, with a symbol or so: two scripts' readings
+    if len(found) == 1:
+        [readings] = found.values()
+        page, texts = readings[0]
+        doubtful = any(texts != others for _, others in readings[1:])
+        return CharsetChoice(declared, page, "other-script-doubtful" if doubtful else "other-script")
+    if found or own is None:
+        return CharsetChoice(declared, term, "code-page-doubtful")
+    return None
+
+
+def _page_or_other_script(values: list[bytes], page: CharsetChoice, term: str) -> CharsetChoice:
+    """``page`` (text read in ``term``'s Windows page), or where that page is Cyrillic or Greek and its reading holds
+    a run of :data:`_VOWELLESS_RUN` letters without a vowel (Windows-1253 Greek declared ISO_IR 144 is read by
+    Windows-1251 as Cyrillic letters without one), the other script's page :func:`_other_script` finds, flagged
+    doubtful."""
+    script = _TERM_SCRIPTS[term]
+    texts = _reading(values, page.read_as)
+    vowels = _VOWELS.get(script)
+    runs = (run for text in texts or () for run in _LETTERS.findall(text.lower()) if len(run) >= _VOWELLESS_RUN)
+    if vowels is None or not any(vowels.isdisjoint(run) for run in runs):
+        return page
+    other = _other_script(values, term, page.declared, own_checked=True)
+    if other is None or other.read_as == term:
+        return page
+    # the page's reading has a word's shape, if not a name's: either reading may be right
+    return CharsetChoice(page.declared, other.read_as, "other-script-doubtful")
+
+
+def _tanween_for_yeh(values: list[bytes], term: str) -> bool:
+    """Whether ISO 8859-6 text (``term`` ISO_IR 127) reads a tanween where Windows-1256 reads yeh or alef maksura (EC,
+    ED) and the page's reading is Arabic words: names are written without vowel marks, and ``ي``/``ى`` end most
+    (``أخرى`` is ISO 8859-6 ``أخرٌ``), so both readings are flagged doubtful, read as declared."""
+    if WINDOWS_PAGES.get(term) != "cp1256" or not any(byte in (0xEC, 0xED) for value in values for byte in value):
+        return False
+    texts = _reading(values, "cp1256")
+    return texts is not None and _script_words(texts, "ARABIC", 1, vowel_run=0)
+
+
+def _reading(values: list[bytes], codec: str) -> list[str] | None:
+    """``values`` read in ``codec`` (a defined term or a Python codec), None where a byte is undefined there, read as
+    a control past ASCII (80-9F in the ISO sets) or an ESC stands in them."""
+    texts = []
+    for value in values:
+        if ESC in value:
+            return None
+        try:
+            text = value.decode(python_encoding.get(codec, codec))
+        except UnicodeDecodeError:
+            return None
+        if any(ord(char) >= 0x80 and unicodedata.category(char) in _NOT_TEXT for char in text):
+            return None
+        texts.append(text)
+    return texts
+
+
+def _own_letters(values: list[bytes], term: str, script: str) -> bool:
+    """Whether ``term``'s Windows page reads ``values`` as words of ``script`` once its symbols are left out
+    (Windows-1255 Hebrew with a trade mark sign)."""
+    texts = _reading(values, WINDOWS_PAGES[term])
+    if texts is None:
+        return False
+    plain = ["".join(" " if unicodedata.category(char)[0] == "S" else char for char in text) for text in texts]
+    return _script_words(plain, script, 1)
+
+
+def _own_words(texts: list[str], script: str) -> bool:
+    """Whether ``texts``, read in a set of ``script``, could be its words (as :func:`_script_words`; Latin: each
+    run's letters past ASCII one language's)."""
+    if script == "LATIN":  # and no run of three letters or more is all past ASCII (Hebrew ``כהן`` is ``ëäï``)
+        texts = [_ORDINALS.sub(" ", text) for text in texts]
+        runs = (run for text in texts for run in _LETTERS.findall(text))
+        if any(len(run) >= 3 and not _ASCII_LETTERS.search(run) for run in runs):
+            return False
+        return all(_could_be_words(text, True, False, tuple(_LATIN_LANGUAGES)) for text in texts)
+    return _script_words(texts, script, 0, vowel_run=0)
+
+
+def _script_words(texts: list[str], script: str, fewest: int, *, vowel_run: int = 3) -> bool:
+    """Whether ``texts`` could be words of ``script`` (Arabic, Cyrillic, Greek, Hebrew, Thai): at least ``fewest``
+    letters past ASCII, all of them of the script (or its marks, a name's curly quotes and dashes, the zero-width
+    non-joiner), no run of letters mixing them with ASCII ones, each run upper, lower or title case
+    (:func:`radtrace.dicom_charset_windows._words`: Cyrillic runs one language's alphabet, Arabic vowel marks where
+    a writer puts them), and: a Thai or Hebrew mark follows a letter and a Thai leading vowel goes before one; a
+    Cyrillic or Greek run of ``vowel_run`` letters or more holds a vowel (0: any run), and where that is 3 (the
+    readings of other scripts), Greek ``ς`` and Hebrew final letters end a run. The declared set's own reading is
+    judged with 0 (abbreviations such as ``ГКБ``)."""
+    letters = 0
+    for text in texts:
+        previous = ""
+        for index, char in enumerate(text):
+            if char.isascii() or char in _OTHER_PUNCTUATION:
+                previous = char
+                continue
+            category = unicodedata.category(char)
+            if category not in _SCRIPT_CATEGORIES or not unicodedata.name(char, "").startswith(script):
+                return False
+            if category == "Mn" and script in {"THAI", "HEBREW"} and not previous.isalpha() and previous[-1:] != "M":
+                return False
+            if char in _THAI_LEADING_VOWELS and not text[index + 1 : index + 2].isalpha():
+                return False
+            letters += char.isalpha()
+            previous = char if category != "Mn" else "M"
+        plain = "".join(char for char in text if unicodedata.category(char) != "Mn") if script != "ARABIC" else text
+        if not _could_be_words(plain, False, script == "CYRILLIC", None, script == "ARABIC"):
+            return False
+        for run in _LETTERS.findall(plain.lower()) if vowel_run else ():
+            if (vowels := _VOWELS.get(script)) and len(run) >= vowel_run and not vowels.intersection(run):
+                return False
+            if vowel_run <= 3 and any(char in "ς" or char in _HEBREW_FINALS for char in run[:-1]):
+                return False
+    return letters >= fewest
 
 
 def _multibyte_utf8(values: list[bytes]) -> bool:
@@ -395,8 +690,12 @@ def _is_utf8(data: bytes) -> bool:
 
 
 def charset_record(choice: CharsetChoice) -> dict[str, str]:
-    """The choice as an image's preparation records it (audit payload: code strings only, no patient text)."""
-    return {"declared": choice.declared, "read_as": choice.read_as, "because": choice.because}
+    """The choice as an image's preparation records it (audit payload: code strings only, no patient text; a site
+    rule's name, e.g. ``listener.sender_character_sets[0]``)."""
+    record = {"declared": choice.declared, "read_as": choice.read_as, "because": choice.because}
+    if choice.rule:
+        record["rule"] = choice.rule
+    return record
 
 
 def audit_record(choice: CharsetChoice) -> dict[str, str]:
@@ -419,5 +718,6 @@ def recorded_choice(preparation: Iterable[object]) -> CharsetChoice | None:
         if isinstance(record, Mapping):
             declared, read_as, because = (record.get(key) for key in ("declared", "read_as", "because"))
             if isinstance(declared, str) and isinstance(read_as, str) and isinstance(because, str):
-                return CharsetChoice(declared, read_as, because)
+                rule = record.get("rule")
+                return CharsetChoice(declared, read_as, because, rule if isinstance(rule, str) else "")
     return None

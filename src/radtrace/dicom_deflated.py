@@ -55,6 +55,7 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pydicom.values import converters
 
 from radtrace.errors import DicomInputError
+from radtrace.logging import InstanceRead, warnings_once_per_instance
 
 __all__ = [
     "MAX_DEPTH",
@@ -429,15 +430,33 @@ def read_deflated(
             beyond ``max_inflated_bytes`` (:class:`InflateLimitError`); nesting beyond the bounds
             (:class:`NestingLimitError`).
     """
-    read_preamble(fileobj, False)
-    meta = _read_file_meta_info(fileobj)
-    if not is_deflated(meta):
-        raise DicomInputError("(0002,0010) Transfer Syntax UID: not deflated")
-    stream = _Inflating(fileobj, max_inflated_bytes)
-    parser = _Parser(stream, keep_bulk=keep_bulk, defer_bytes=defer_bytes, keep_deferred=keep_deferred)
-    dataset = parser.dataset(None, default_encoding, False)
-    dataset.file_meta = meta
+    with warnings_once_per_instance() as read:
+        read_preamble(fileobj, False)
+        meta = _read_file_meta_info(fileobj)
+        if not is_deflated(meta):
+            raise DicomInputError("(0002,0010) Transfer Syntax UID: not deflated")
+        stream = _Inflating(fileobj, max_inflated_bytes)
+        parser = _Parser(stream, keep_bulk=keep_bulk, defer_bytes=defer_bytes, keep_deferred=keep_deferred)
+        dataset = parser.dataset(None, default_encoding, False)
+        dataset.file_meta = meta
+        _identify(read, dataset)
     return dataset
+
+
+def _uid(dataset: Dataset, tag: int) -> str:
+    """A UID as read, not converted (a text value converted before its character set is decided keeps the
+    wrong one); '' when absent."""
+    element = dataset.get_item(BaseTag(tag), keep_deferred=True) if tag in dataset else None
+    value = getattr(element, "value", None)
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip("\x00 ")
+    return str(value or "")
+
+
+def _identify(read: InstanceRead, dataset: Dataset) -> None:
+    """Names the instance read, for pydicom's warnings about it (:func:`radtrace.logging.warnings_once_per_instance`:
+    said once per instance in a process, however many times it is read)."""
+    read.identify(_uid(dataset, 0x00080018), _uid(dataset, 0x0020000D))
 
 
 def _plain_encoding(fileobj: BinaryIO, syntax: str | None) -> tuple[bool, bool]:
@@ -488,7 +507,25 @@ def read_bounded(
             sequence or item, naming the sequence and its tag path; deflated: as :func:`read_deflated`. The top-level
             elements read before it are then appended to ``partial`` (a :class:`Dataset`), where one is given.
         InvalidDicomError: not Part 10 and not ``force``.
+
+    pydicom's warnings while reading (an unknown Specific Character Set) are logged once per instance in this process
+    (:func:`radtrace.logging.warnings_once_per_instance`), however many times it is read.
     """
+    with warnings_once_per_instance() as read:
+        dataset = _read_bounded(fileobj, keep_bulk, defer_bytes, max_inflated_bytes, keep_deferred, force, partial)
+        _identify(read, dataset)
+    return dataset
+
+
+def _read_bounded(
+    fileobj: BinaryIO,
+    keep_bulk: bool,
+    defer_bytes: int,
+    max_inflated_bytes: int,
+    keep_deferred: bool,
+    force: bool,
+    partial: list[Dataset] | None,
+) -> Dataset:
     preamble = read_preamble(fileobj, force)
     meta = _read_file_meta_info(fileobj)
     deflated = is_deflated(meta)

@@ -19,6 +19,11 @@ hand), waits up to ``stop_timeout_s``, then kills what is left; the supervisor t
 outright (``kill -9``) takes its children with it at once (:mod:`radtrace.parent_death`, SIGKILL): a new serve can
 start straight away, and what they had in hand is recovered as after any ``kill -9``.
 
+While it runs, serve is a row of the database's ``nodes`` table (a migration is refused under it) and watches the
+database's floor (:class:`radtrace.store.compat.NodeWatch`): once a newer radtrace has raised it or migrated the
+database, serve stops every child as on SIGTERM and exits 2 with one line naming both versions ("this node runs
+radtrace X (schema A); the database needs radtrace >= Y (schema B or newer …): upgrade this node").
+
 Without usable model weights the worker is not started: the listener keeps accepting and studies wait in
 ``queued`` (the row is the truth). Missing files, and files that are there but cannot be loaded (a truncated
 safetensors file, a config.json that is not JSON: :func:`radtrace.model.loading.checkpoint_problem`), are said once
@@ -52,11 +57,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from radtrace.config import Settings
+from radtrace.config_reference import mask_url_password
 from radtrace.dicom_listener.policy import AssociationRequest, caller_rules
 from radtrace.parent_death import ending_with_parent
-from radtrace.preflight import check_model_weights
+
+if TYPE_CHECKING:
+    from radtrace.store.compat import NodeWatch
 
 __all__ = [
     "Component",
@@ -79,6 +88,10 @@ HEALTHY_AFTER_S = 60.0
 WEIGHTS_RECHECK_S = 10.0
 POLL_S = 0.2
 STOP_NOTICE_S = 3.0  # after Ctrl-C, say who is still stopping once this long has passed
+#: In each child's environment: the child runs under ``radtrace serve``, whose row in ``nodes`` and floor watch
+#: (:class:`radtrace.store.compat.NodeWatch`) stand for it, so it starts no watch of its own (radtrace.cli.services).
+#: Not a ``RADTRACE_`` name: those are settings.
+SERVED_CHILD_ENV = "SERVED_BY_RADTRACE"
 
 
 @dataclass(frozen=True)
@@ -127,8 +140,14 @@ class Supervisor:
         root_args: Sequence[str] = (),
         stop_timeout_s: float = 30.0,
         on_started: Callable[[], None] | None = None,
+        watch: NodeWatch | None = None,
     ) -> None:
         self.settings = settings
+        # This service's row in the nodes table and the watch on the database's floor (radtrace.store.compat): a
+        # newer radtrace that raised the floor or migrated the database stops every child (as on SIGTERM) and serve
+        # exits 2, saying so; restarting this version cannot help.
+        self.watch = watch
+        self.incompatible: str | None = None
         self.on_started = on_started
         self.children = [_Child(component) for component in components]
         self.root_args = list(root_args)
@@ -141,6 +160,8 @@ class Supervisor:
         self._follow_supervisor = ending_with_parent(signal.SIGKILL)
 
     def _weights_ready(self) -> tuple[bool, str]:
+        from radtrace.preflight import check_model_weights  # here: 'radtrace send' imports this module for a constant
+
         check = check_model_weights(self.settings)
         return check.status == "ok", check.detail
 
@@ -175,6 +196,7 @@ class Supervisor:
             child.waiting_for_weights, child.weights_said, child.weights_fingerprint = False, "", None
         child.process = subprocess.Popen(
             self._argv(child.component),
+            env={**os.environ, SERVED_CHILD_ENV: "1"},  # serve's own node watch stands for its children
             stdin=subprocess.DEVNULL,
             process_group=0,  # Ctrl-C reaches the supervisor only; it stops the children in order
             preexec_fn=self._follow_supervisor,  # only prctl and getppid between fork and exec
@@ -183,10 +205,17 @@ class Supervisor:
         log.info("started %s (pid %d): radtrace %s", child.component.name, child.process.pid,
                  " ".join(child.component.command))  # fmt: skip
 
+    def on_incompatible(self, problem: str) -> None:
+        """The watch's finding that this code may no longer work on the database: stop every child, exit 2."""
+        self.incompatible = problem
+        self._stopping.set()
+
     def _on_exit(self, child: _Child, code: int, now: float) -> int | None:
         """Handle a child that exited by itself; returns an exit status when the whole service must stop."""
         name = child.component.name
         child.process = None
+        if self.watch is not None and self.watch.check() is not None:  # its start-up check refused a newer database
+            return EXIT_CONFIG
         if code == EXIT_CONFIG:
             log.error("%s refused its configuration (exit %d); stopping radtrace serve", name, code)
             return EXIT_CONFIG
@@ -232,6 +261,9 @@ class Supervisor:
             self._stop_children()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if self.incompatible is not None:
+            log.error("radtrace serve stopped: %s", self.incompatible)
+            return EXIT_CONFIG
         return status
 
     def _stop_children(self) -> None:
@@ -366,6 +398,20 @@ def _program(cwd: Path) -> str:
     return str(script)
 
 
+def _state_variables(settings: Settings, data_dir: Path, cwd: Path) -> list[str]:
+    """The variables another terminal needs to reach this service's state (no config file): the data directory
+    where it is not ./var, and the database and broker URLs where they are set (a URL's password masked: the
+    command then says where to put it). Without the database's URL, 'radtrace status' looked for SQLite in the
+    data directory and said no radtrace database was there."""
+    variables = []
+    if data_dir != (cwd / "var").absolute():
+        variables.append(f"RADTRACE_DATA_DIR={shlex.quote(str(data_dir))}")
+    for name, url in (("RADTRACE_STORE__URL", settings.store.url), ("RADTRACE_BROKER__URL", settings.broker.url)):
+        if url is not None:
+            variables.append(f"{name}={shlex.quote(mask_url_password(url))}")
+    return variables
+
+
 def next_steps(settings: Settings, *, config: Path | None = None, cwd: Path | None = None) -> list[str]:
     """What ``radtrace serve`` prints once it has started: who may send, where drafts go, what to run next."""
     cwd = cwd or Path.cwd()
@@ -374,8 +420,8 @@ def next_steps(settings: Settings, *, config: Path | None = None, cwd: Path | No
     prefix = shlex.quote(_program(cwd))
     if config is not None:
         prefix = f"{prefix} --config {shlex.quote(str(config))}"
-    elif data_dir != (cwd / "var").absolute():
-        prefix = f"RADTRACE_DATA_DIR={shlex.quote(str(data_dir))} {prefix}"
+    else:
+        prefix = " ".join([*_state_variables(settings, data_dir, cwd), prefix])
     steps = [f"Data directory: {data_dir}"]
     if listener.accept_unknown_callers:
         steps.append("Callers allowed: ANY calling AE (listener.accept_unknown_callers = true; first setup only)")
@@ -418,6 +464,8 @@ def next_steps(settings: Settings, *, config: Path | None = None, cwd: Path | No
     else:
         steps.append(f"Send a test study: first allow a caller (above), then: {prefix} send --calling-ae AE PATH")
     steps.append(f"Follow it: {prefix} status; then read the draft: {prefix} drafts show <Study UID>")
+    if ":***@" in prefix:
+        steps.append("(the database or broker URL's password is shown as ***: give the real one in its place)")
     steps.append(f"QA API: http://{settings.api.host}:{settings.api.port}/docs")
     if settings.console.enabled:
         steps.append(
@@ -438,4 +486,13 @@ def run_serve(
     components = serve_components()
     if settings.atna.enabled:  # the audit trail to the hospital's audit record repository (radtrace.audit.atna)
         components.append(Component("atna", ("audit", "forward")))
-    return Supervisor(settings, components, root_args=root_args, on_started=on_started).run()
+    from radtrace.store.compat import NodeWatch
+
+    watch = NodeWatch(settings.store_url, "serve", connect_timeout_s=settings.store.connect_timeout_s)
+    supervisor = Supervisor(settings, components, root_args=root_args, on_started=on_started, watch=watch)
+    watch.on_incompatible = supervisor.on_incompatible
+    watch.start()
+    try:
+        return supervisor.run()
+    finally:
+        watch.stop()

@@ -99,6 +99,12 @@ def test_at_200_percent_zoom_the_pages_reflow_and_decisions_stay_reachable(brows
             assert box is not None
             assert box["x"] >= 0
             assert box["x"] + box["width"] <= 680
+            # and it is not under anything: in one column the image panel stayed in view (sticky) over the findings
+            on_top = ("b => { const r = b.getBoundingClientRect(); "
+                      "return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === b; }")  # fmt: skip
+            for button in page.locator("#findings tr.finding-row button.accept").all():
+                button.scroll_into_view_if_needed()
+                assert button.evaluate(on_top), f"{button.get_attribute('aria-label')} is covered"
     finally:
         context.close()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.e2e, needs_chromium]
 
 HOSTILE_LABEL = "<script>alert('label')</script>"
 RLO = "\u202e"
+#: A long name (the worklist's widest column), on a row whose view is unknown
+EDGE_NAME = "Wolfeschlegelsteinhausenbergerdorff^Hubert Blaine Wolfe Schlegel"
 
 
 @dataclass
@@ -52,8 +54,8 @@ class Site:
         return [(user, json.loads(payload)) for user, payload in rows]
 
 
-def _hostile_reading(store: Store, study_uid: str) -> None:
-    """Record a second reading of revision 1 with a 20k-character token and hostile text in every field."""
+def _record_reading(store: Store, study_uid: str, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Record a second reading of revision 1: the first, changed by ``edit`` (its ``reading``)."""
     with store.session() as session:
         text = session.scalar(
             sa.select(AuditEventRow.payload).where(
@@ -62,7 +64,14 @@ def _hostile_reading(store: Store, study_uid: str) -> None:
         )
     assert text is not None
     payload = json.loads(text)
-    reading = payload["reading"]
+    edit(payload["reading"])
+    AuditRecorder(store).record(
+        AuditEvent(EventType.INFERENCE_COMPLETED, Actor(user="worker"), study_uid=study_uid, payload=payload)
+    )
+
+
+def _hostile(reading: dict[str, Any]) -> None:
+    """A 20k-character token and hostile text in every field."""
     reading["reasoning"] = [
         {"section": "image quality", "text": "Image quality: adequate. " + "A" * 20_000 + ". Effusion seen.\r\nCR"},
         {"section": "lungs", "text": "The lungs show a small opacity near the hilum. " * 400},
@@ -71,9 +80,14 @@ def _hostile_reading(store: Store, study_uid: str) -> None:
     reading["findings"][0]["label"] = HOSTILE_LABEL
     reading["findings"][1]["evidence"] = f"{RLO}override in the evidence"
     reading["impression"] = "שלום עולם <b>not bold</b>\r\nsecond line " + "B" * 3000
-    AuditRecorder(store).record(
-        AuditEvent(EventType.INFERENCE_COMPLETED, Actor(user="worker"), study_uid=study_uid, payload=payload)
-    )
+
+
+def _long_evidence(reading: dict[str, Any]) -> None:
+    """The first finding's evidence a long sentence (its row several lines high), the view of its image unknown, the
+    second finding the label with the longest word."""
+    reading["images"][0]["view"] = None
+    reading["findings"][1]["label"] = "Enlarged Cardiomediastinum"
+    reading["findings"][0]["evidence"] = "The finding is described at length: " + "a long observation, " * 40 + "end."
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +102,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "double": reported_study(settings, store, reader, seed=82, name="DOUBLE^DORA"),
         "shared": reported_study(settings, store, reader, seed=83, name="SHARED^SAM"),
         "impression": reported_study(settings, store, reader, seed=85, name="IMPRESSION^IDA"),
+        "edge": reported_study(settings, store, reader, seed=86, name=EDGE_NAME),
     }
-    _hostile_reading(store, studies["hostile"])
+    _record_reading(store, studies["hostile"], _hostile)
+    _record_reading(store, studies["edge"], _long_evidence)
     spool_study(settings, store, make_study(StudySpec(patient_id="RT0000084", seed=84), [ImageSpec()]),
                 state=RevisionState.FAILED)  # fmt: skip
     for name in ("dr.night", "dr.day"):
@@ -152,6 +168,63 @@ def test_a_double_clicked_decision_is_recorded_once_and_back_shows_it(page: Page
     expect(page.get_by_test_id("decision-0")).to_contain_text("rejected by dr.night")
     decided = [(p["finding"] is not None, p["decision"]) for _user, p in site.decisions(study_uid)]
     assert decided == [(True, "accept"), (True, "reject")]
+
+
+def test_a_click_on_accept_in_a_row_running_past_the_windows_edge_is_recorded(browser: Any, site: Site) -> None:
+    """Pressing Accept with the mouse in a finding row whose end is below the window: the row, taking the focus,
+    scrolled itself into view between the press and the release, the release landed off the button, and no click
+    happened (nothing recorded, the page jumped)."""
+    with tab(browser, height=500) as page:
+        sign_in(page, site.url, "dr.night")
+        page.goto(f"{site.url}{study_path(site.store, site.studies['edge'])}")
+        row, accept = page.locator("#finding-0"), page.locator("#finding-0 button.accept")
+        # the button's bottom 4 px above the window's bottom, the rest of its row below the window
+        accept.evaluate("b => window.scrollBy(0, b.getBoundingClientRect().bottom - window.innerHeight + 4)")
+        box, row_box, height = accept.bounding_box(), row.bounding_box(), page.evaluate("window.innerHeight")
+        assert box is not None
+        assert row_box is not None
+        assert box["y"] + box["height"] <= height < row_box["y"] + row_box["height"] - 60
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        expect(page.get_by_test_id("decision-0")).to_contain_text("accepted by dr.night")
+
+
+def test_on_a_laptop_the_worklist_writes_each_view_whole_beside_a_long_name(browser: Any, site: Site) -> None:
+    """1366 by 768: the View column of a row with a long patient name read "unknow" over "n" (its cells could be
+    broken anywhere, so the table squeezed the short columns to give the name its width)."""
+    with tab(browser, height=768) as page:
+        page.set_viewport_size({"width": 1366, "height": 768})
+        sign_in(page, site.url, "dr.day")
+        row = page.locator("#worklist tr.row", has_text="Wolfeschlegelsteinhausenbergerdorff")
+        view = row.locator("td").nth(5)  # Priority, Patient, Age/Sex, Accession, Study date, View
+        expect(view).to_have_text("unknown")
+        tops = "[...r.getClientRects()].map((x) => Math.round(x.top))"
+        lines = view.evaluate(
+            f"td => {{ const r = document.createRange(); r.selectNodeContents(td); return new Set({tops}).size; }}"
+        )
+        assert lines == 1
+
+
+def test_on_a_laptop_no_finding_label_is_broken_inside_a_word(browser: Any, site: Site) -> None:
+    """1366 by 768: "Enlarged Cardiomediastinum" read "Cardiomediastin" over "um" (label cells may break anywhere, so
+    hostile text cannot widen the page, and the column was narrower than the longest label's word)."""
+    with tab(browser, height=768) as page:
+        page.set_viewport_size({"width": 1366, "height": 768})
+        sign_in(page, site.url, "dr.day")
+        page.goto(f"{site.url}{study_path(site.store, site.studies['edge'])}")
+        expect(page.locator("#finding-1 td.label")).to_have_text("Enlarged Cardiomediastinum")
+        broken = page.locator("#findings td.label").evaluate_all(
+            """cells => cells.flatMap((cell) => {
+                 const text = cell.firstChild, words = [];
+                 for (const m of text.data.matchAll(/\\S+/g)) {
+                   const r = document.createRange();
+                   r.setStart(text, m.index);
+                   r.setEnd(text, m.index + m[0].length);
+                   if (new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size > 1) words.push(m[0]);
+                 }
+                 return words;
+               })"""
+        )
+        assert broken == []
 
 
 def test_two_radiologists_on_one_finding_the_second_is_told_not_overwritten(browser: Any, site: Site) -> None:

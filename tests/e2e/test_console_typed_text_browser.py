@@ -240,3 +240,28 @@ def test_the_scripts_aes_gcm_is_webcryptos_and_pythons(browser: Any, site: Site)
         assert ours == webcrypto == AESGCM(key).encrypt(iv, text, None).hex(), (len(key), len(text))
         assert opened == text.hex()
         assert refused is None
+
+
+def test_a_pasted_control_character_is_refused_with_its_reason_and_the_way_back_offers_the_text(
+    browser: Any, site: Site
+) -> None:
+    """A comment pasted with a vertical tab (a word processor's line break) was recorded with it, invisible; now it
+    is refused with its reason, the refusal leads back to the study, and there the typed text is offered back."""
+    study_uid = site.studies["rules"]
+    url = f"{site.url}{study_path(site.store, study_uid)}"
+    pasted = "effusion\x0bsee prior"
+    with tab(browser, allowed=("status of 422",)) as page:
+        sign_in(page, site.url, "dr.typist")
+        page.goto(url)
+        page.locator("#finding-2 input.comment").fill(pasted)
+        status = page.locator("#finding-2 select.status")
+        status.select_option("present" if status.input_value() == "absent" else "absent")  # not the model's
+        page.locator("#finding-2 button.modify").click()
+        expect(page.locator("#problem-reason")).to_have_text(
+            "comment: control characters (such as NUL) are not allowed; nothing was recorded"
+        )
+        assert site.decisions(study_uid) == []
+        page.locator("#problem-back").focus()
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(url)
+        expect(page.locator("#finding-2 .typed-offer")).to_contain_text("see prior")

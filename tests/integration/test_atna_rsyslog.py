@@ -170,17 +170,19 @@ def test_receiver_and_forwarder_killed_mid_stream_leave_no_gap_and_duplicates_ar
     settings = settings_for(rsyslog, pki, batch_size=25)
     cursor = CursorFile(tmp_path / "atna" / "cursor.json")
     running = Running(sqlite_store, settings, cursor)
-    # 1. The repository crashes mid-stream (SIGKILL) and stays down while the log grows.
-    wait_for(lambda: rsyslog.count_lines() > 400 and cursor.read().seq > 0)
-    rsyslog.kill()
-    first_cursor = cursor.read().seq
-    record_events(sqlite_store, 200)
-    time.sleep(1.0)
-    assert running.metrics.backlog._value.get() > 0
-    rsyslog.start()
-    # 2. The forwarder is stopped mid-stream, losing its unsettled window, and a new one takes over.
-    wait_for(lambda: len(rsyslog.received()) > 1500 and cursor.read().seq > first_cursor)
-    running.stop()
+    try:  # a failure must not leave a forwarder retrying in this process (later tests would see its log lines)
+        # 1. The repository crashes mid-stream (SIGKILL) and stays down while the log grows.
+        wait_for(lambda: rsyslog.count_lines() > 400 and cursor.read().seq > 0)
+        rsyslog.kill()
+        first_cursor = cursor.read().seq
+        record_events(sqlite_store, 200)
+        time.sleep(1.0)
+        assert running.metrics.backlog._value.get() > 0
+        rsyslog.start()
+        # 2. The forwarder is stopped mid-stream, losing its unsettled window, and a new one takes over.
+        wait_for(lambda: len(rsyslog.received()) > 1500 and cursor.read().seq > first_cursor)
+    finally:
+        running.stop()
     second_cursor = cursor.read().seq  # what the stopped forwarder had settled
     running = Running(sqlite_store, settings, cursor)
     try:

@@ -11,14 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
+from migration_support import store_at_migration
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.console.dashboard_agreement import current_agreement, sync_decisions
 from radtrace.console.schema import QaAgreementCount, QaDecision
 from radtrace.store.engine import Store
-from radtrace.store.migrate import _config, current_revision, head_revision, upgrade
+from radtrace.store.migrate import current_revision, head_revision, upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -26,12 +26,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def old_store(database_url: str) -> Iterator[Store]:
     """A database at migration 0009 (the schema before the reason codes)."""
-    store = Store.from_url(database_url)
-    with store.engine.connect() as connection:
-        command.upgrade(_config(connection), "0009")
-        connection.commit()
-    yield store
-    store.dispose()
+    with store_at_migration(database_url, "0009") as store:
+        yield store
 
 
 def _decide(store: Store, study: str, user: str, decision: str, reason: str | None = None,

@@ -219,7 +219,7 @@ def test_a_link_made_by_one_console_process_works_in_another_and_after_a_restart
     with console_client(store, settings) as first:
         sign_in(first, "ad.crawl")
         worklist = first.get("/console/worklist?filter=all").text
-        study_link = re.findall(r'<td><a href="(/console/studies/[^"]+)">', worklist)[0]
+        study_link = re.findall(r'<td><a href="(/console/studies/[^"]+)"[^>]*>', worklist)[0]
         form = first.get("/console/audit").text
         search = first.post("/console/audit", data={"csrf_token": csrf_of(form), "study_uid": uids[1]},
                             follow_redirects=False).headers["location"]  # fmt: skip
@@ -377,7 +377,7 @@ def test_links_cross_real_console_processes_both_ways(
     settings, uids = seeded
     with console_client(store, settings) as here:
         sign_in(here, "ad.crawl")
-        study_link = re.findall(r'<td><a href="(/console/studies/[^"]+)">', here.get("/console/worklist").text)[0]
+        study_link = re.findall(r'<td><a href="(/console/studies/[^"]+)"[^>]*>', here.get("/console/worklist").text)[0]
         search = here.post("/console/audit", data={"csrf_token": csrf_of(here.get("/console/audit").text),
                                                    "study_uid": uids[0]}, follow_redirects=False)  # fmt: skip
         results = here.get(search.headers["location"]).text

@@ -72,7 +72,7 @@ def console(store: Store, tmp_path: Path) -> Console:
 def _worklist_patients(client: TestClient, which: str = "unassessed") -> list[str]:
     page = client.get(f"/console/worklist?filter={which}")
     assert page.status_code == 200
-    return re.findall(r'<div class="sub">(RT\d+)</div>', page.text)
+    return re.findall(r'<div class="sub" data-testid="patient-id"><bdo dir="ltr" class="id">(RT\d+)</bdo>', page.text)
 
 
 def _decide(client: TestClient, study_uid: str, what: str, **form: str) -> int:
@@ -190,15 +190,25 @@ def test_worklist_puts_stat_first_then_the_oldest_and_filters(console: Console) 
         page = client.get("/console/worklist")
         assert "STAT" in page.text
         assert "AP / portable" in page.text
-        assert "057Y / F" in page.text
+        assert "57 y / F" in page.text  # the header's "057Y", as every page writes an age
         assert _worklist_patients(client, "flagged") == ["RT0000014"]
+        # a screen reader is told which filter is shown (the highlight alone is visual)
+        assert re.findall(r'data-filter="(\w+)" aria-current="page"', page.text) == ["unassessed"]
+        flagged = client.get("/console/worklist?filter=flagged").text
+        assert re.findall(r'data-filter="(\w+)" aria-current="page"', flagged) == ["flagged"]
         assert _worklist_patients(client, "mine") == []
         assert client.get(study_path(console.store, newer)).status_code == 200
         assert _worklist_patients(client, "mine") == ["RT0000011"]
         assert _decide(client, newer, "draft", decision="accept", reason="RT-A1") == 303
         assert "RT0000011" not in _worklist_patients(client)
         assert _worklist_patients(client, "all") == ["RT0000013", "RT0000012", "RT0000014", "RT0000011"]
-        assert "accepted by dr.eve" in client.get("/console/worklist?filter=all").text
+        listed = client.get("/console/worklist?filter=all").text
+        assert "accepted by dr.eve" in listed
+        # a decided draft waits no longer: its row does not count the time since it was reported
+        row = r'<tr [^>]*class="row[^"]*"[^>]*>(?:(?!</tr>).)*RT0000011(?:(?!</tr>).)*</tr>'
+        decided = re.search(row, listed, re.S)
+        assert decided is not None
+        assert re.search(r'<td class="num"[^>]*>\s*(?:<[^>]+>)?\d+ (?:s|min|h|d)', decided.group(0)) is None
         # "next study" skips what is decided and opened by someone else
         assert client.get("/console/next", follow_redirects=False).headers["location"].endswith("/1")
     with console.client() as other:

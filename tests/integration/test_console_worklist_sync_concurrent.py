@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import radtrace.console.worklist as worklist
+import radtrace.console.worklist_sync as worklist
 from console_support import console_settings, reported_study
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder

@@ -1,6 +1,7 @@
-"""One process sends to one destination at most ``dispatch.max_sends_per_destination`` rows at a time: a row over the
+"""The site sends to one destination at most ``dispatch.max_sends_per_destination`` rows at a time: a row over the
 cap is not claimed (``deferred``: no attempt counted, no event, nobody's), while rows to other destinations go on;
-once a send ends, the deferred row is delivered as usual. (With a real dispatcher and a silent RIS:
+once a send ends, it names the deferred row to ring (``wake``) and that row is delivered as usual. (Two processes on
+PostgreSQL: test_dispatch_site_wide_cap.py.) (With a real dispatcher and a silent RIS:
 test_dispatch_dead_ris_head_of_line.py.)"""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DicomDestination, DispatchSettings, MllpDestination
-from radtrace.reporting.dispatch.outbox import KIND_HL7, KIND_SR, Outbox, planned_deliveries
+from radtrace.reporting.dispatch.outbox import KIND_HL7, KIND_SR, Delivery, Outbox, planned_deliveries
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
 from reporting_support import reported_revision, typical_report_files
@@ -56,7 +57,8 @@ def test_a_destination_at_its_cap_defers_its_rows_and_the_others_go_on(store: St
             )
     orus = [rows[revision_id][KIND_HL7] for revision_id in revisions]
 
-    hanging = [threading.Thread(target=outbox.deliver, args=(oru,)) for oru in orus[:2]]
+    ended: list[Delivery] = []
+    hanging = [threading.Thread(target=lambda oru=oru: ended.append(outbox.deliver(oru))) for oru in orus[:2]]
     for thread in hanging:
         thread.start()
     try:
@@ -69,7 +71,7 @@ def test_a_destination_at_its_cap_defers_its_rows_and_the_others_go_on(store: St
             row = session.get(OutboxMessage, orus[2])
             assert row is not None
             assert (row.state, row.attempts, row.claimed_by) == (OutboxState.PENDING, 0, None)
-        assert outbox.slots.in_flight(RIS) == 2
+        assert outbox.sends_in_flight(RIS) == 2
         # the PACS is not held up by the RIS
         for revision_id in revisions:
             delivered = outbox.deliver(rows[revision_id][KIND_SR])
@@ -78,7 +80,8 @@ def test_a_destination_at_its_cap_defers_its_rows_and_the_others_go_on(store: St
         release.set()
         for thread in hanging:
             thread.join(10)
-    assert outbox.slots.in_flight(RIS) == 0
+    assert outbox.sends_in_flight(RIS) == 0
+    assert orus[2] in {woken for delivery in ended for woken in delivery.wake}  # rung once a send ends
     after = outbox.deliver(orus[2])
     assert after.attempted
     assert after.state is OutboxState.DELIVERED

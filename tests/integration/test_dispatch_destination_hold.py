@@ -31,7 +31,6 @@ from radtrace.audit.schema import AuditEventRow
 from radtrace.config import DispatchSettings
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.migrate import upgrade
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
 from tests_support import radtrace
 from worker_support import audit_events, deliveries_over
@@ -39,14 +38,6 @@ from worker_support import audit_events, deliveries_over
 pytestmark = pytest.mark.integration
 
 NIGHT = 12  # the night's drafts
-
-
-@pytest.fixture
-def pg_store(postgres_url: str) -> Iterator[Store]:
-    store = Store.from_url(postgres_url)
-    upgrade(store)
-    yield store
-    store.dispose()
 
 
 @pytest.fixture

@@ -34,6 +34,10 @@ from reporting_support import sr_cases
 pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 1.0
+# A send the 1 s timeout ends, or a failure at once, may take up to this long: a third of the 30 s each hostile peer
+# here holds on for (the wrong behaviour is waiting it out; 50 s for the slow reader). The association, TLS and the
+# SR's encoding count too, and a busy machine stretched one to 3.3 s where the bound was 3 s.
+CUT_OFF_S = 10 * TIMEOUT_S
 
 
 def _payload() -> bytes:
@@ -72,14 +76,14 @@ def test_a_pacs_that_aborts_during_the_store_is_retryable_at_once() -> None:
         error, elapsed = _store(destination)
     assert isinstance(error, DispatchError)
     assert error.retryable
-    assert elapsed < 4 * TIMEOUT_S
+    assert elapsed < CUT_OFF_S
 
 
 def test_a_pacs_that_stalls_after_the_association_ends_at_the_timeout() -> None:
     release = threading.Event()
 
     def on_store(event: evt.Event) -> int:
-        release.wait(10)
+        release.wait(30)
         return 0x0000
 
     with _pacs(on_store) as destination:
@@ -88,7 +92,7 @@ def test_a_pacs_that_stalls_after_the_association_ends_at_the_timeout() -> None:
     assert isinstance(error, DispatchError)
     assert error.retryable
     assert "no C-STORE response" in error.reason
-    assert elapsed < 4 * TIMEOUT_S
+    assert elapsed < CUT_OFF_S
 
 
 def test_a_slow_pacs_within_the_timeout_is_a_delivery() -> None:
@@ -112,7 +116,7 @@ def test_a_peer_that_accepts_tcp_and_never_answers_the_association_ends_at_the_t
             store_instance(_payload(), destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
         elapsed = time.monotonic() - started
     assert raised.value.retryable
-    assert elapsed < 4 * TIMEOUT_S
+    assert elapsed < CUT_OFF_S
 
 
 # pydicom warns about the ESC while decoding (a warning in production; pytest would raise it in pynetdicom's thread)
@@ -156,7 +160,7 @@ def test_a_pacs_that_refuses_the_sr_sop_class_is_a_permanent_failure_that_says_s
     assert isinstance(error, DispatchRejectedError)
     assert "does not accept SOP class 1.2.840.10008.5.1.4.1.1.88.34" in error.reason
     assert "sr_flavour" in error.reason
-    assert elapsed < 3 * TIMEOUT_S
+    assert elapsed < CUT_OFF_S
 
 
 def test_a_pacs_that_stops_reading_during_a_large_sr_ends_at_the_timeout() -> None:
@@ -172,7 +176,7 @@ def test_a_pacs_that_stops_reading_during_a_large_sr_ends_at_the_timeout() -> No
     def on_pdu(event: evt.Event) -> None:
         if type(event.pdu).__name__ == "P_DATA_TF":
             associations.append(event.assoc)
-            stalled.wait(20)  # the PACS's reader stops: nothing more is read from the socket
+            stalled.wait(30)  # the PACS's reader stops: nothing more is read from the socket
 
     ae = AE(ae_title="HOSTILE")
     ae.add_supported_context(Comprehensive3DSRStorage, ExplicitVRLittleEndian)
@@ -200,7 +204,7 @@ def test_a_pacs_that_stops_reading_during_a_large_sr_ends_at_the_timeout() -> No
                 partial.close()
                 Path(partial.name).unlink(missing_ok=True)
     assert raised.value.retryable
-    assert elapsed < 4 * TIMEOUT_S
+    assert elapsed < CUT_OFF_S
 
 
 def test_tls_to_a_pacs_that_speaks_plain_dicom_is_retryable_at_once() -> None:
@@ -211,7 +215,7 @@ def test_tls_to_a_pacs_that_speaks_plain_dicom_is_retryable_at_once() -> None:
             store_instance(_payload(), destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
         elapsed = time.monotonic() - started
     assert raised.value.retryable
-    assert elapsed < 3 * TIMEOUT_S
+    assert elapsed < CUT_OFF_S
 
 
 def test_tls_to_a_peer_that_never_answers_the_handshake_ends_at_the_timeout() -> None:
@@ -224,7 +228,7 @@ def test_tls_to_a_peer_that_never_answers_the_handshake_ends_at_the_timeout() ->
         with pytest.raises(PeerUnavailableError):
             store_instance(_payload(), destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
         elapsed = time.monotonic() - started
-    assert elapsed < 3 * TIMEOUT_S
+    assert elapsed < CUT_OFF_S
 
 
 def _accept_all_then_read_slowly(peer: HostilePeer, connection: socket.socket) -> None:
@@ -269,4 +273,4 @@ def test_a_pacs_reading_a_large_sr_slowly_in_one_unlimited_pdu_ends_at_the_timeo
             store_instance(payload, destination, calling_ae_title="RADTRACE", timeout_s=TIMEOUT_S)
         elapsed = time.monotonic() - started
     assert raised.value.retryable
-    assert elapsed < 4 * TIMEOUT_S  # 16 MB at 320 KiB/s would take 50 s
+    assert elapsed < CUT_OFF_S  # 16 MB at 320 KiB/s would take 50 s

@@ -19,8 +19,10 @@ pytestmark = pytest.mark.integration
 CONTROL_ID = "RT-7f3a9c"
 MESSAGE = f"MSH|^~\\&|RADTRACE|H|RIS|H|20261205||ORU^R01^ORU_R01|{CONTROL_ID}|P|2.5.1\rOBR|1\r".encode()
 TIMEOUT_S = 1.0
-#: What a loaded machine (two pytest workers on two cores) may add to a deadline kept; the peers here hold on for 30 s.
-SLACK_S = 2.0
+#: What a send ended by its 1 s deadline, or at once, may take: a third of the 30 s or more the wrong behaviour costs
+#: here (the peers hold on for 30 s, the ACK drips for 40 s, the at-once cases' timeout is 30 s). A deadline plus a
+#: loaded machine's slack (2 s) was the bound, and the drip lasted 4 s: too close on both sides.
+CUT_OFF_S = 10.0
 RAW = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]")
 
 
@@ -50,20 +52,20 @@ def test_an_ack_that_never_ends_is_cut_at_one_mebibyte() -> None:
         sent = peer.sent
     assert isinstance(error, DispatchError)
     assert error.retryable
-    assert "larger than 1 MiB" in error.reason
+    assert f"the ACK from {peer.host}:{peer.port} is larger than 1 MiB" in error.reason  # the RIS named
     assert elapsed < 10
     assert sent < 32 * MAX_ACK_BYTES
 
 
 def test_an_ack_dripped_one_byte_at_a_time_ends_at_the_timeout() -> None:
     def behave(peer: HostilePeer, connection: socket.socket) -> None:
-        drip(peer, connection, frame(_ack()), every_s=0.05)
+        drip(peer, connection, frame(_ack()), every_s=0.5)  # each byte within the 1 s read timeout
 
     with _serve(behave) as peer:
         error, elapsed = _send(peer)
     assert isinstance(error, DispatchError)
     assert "within 1 s" in error.reason
-    assert elapsed < TIMEOUT_S + SLACK_S
+    assert elapsed < CUT_OFF_S
 
 
 def test_a_ris_that_accepts_and_never_reads_ends_at_the_timeout() -> None:
@@ -77,7 +79,7 @@ def test_a_ris_that_accepts_and_never_reads_ends_at_the_timeout() -> None:
         error, elapsed = _send(peer, big)
     assert isinstance(error, DispatchError)
     assert error.retryable
-    assert elapsed < TIMEOUT_S + SLACK_S
+    assert elapsed < CUT_OFF_S
 
 
 @pytest.mark.parametrize("where", ["control-id", "code"])
@@ -128,10 +130,10 @@ def test_a_connection_reset_after_the_message_is_retryable() -> None:
     with _serve(behave) as peer:
         started = time.monotonic()
         with pytest.raises(PeerUnavailableError) as raised:
-            send_message(MESSAGE, peer.host, peer.port, timeout_s=5)
+            send_message(MESSAGE, peer.host, peer.port, timeout_s=30)
         elapsed = time.monotonic() - started
     assert raised.value.retryable
-    assert elapsed < 2
+    assert elapsed < CUT_OFF_S  # not the 30 s timeout waited out
 
 
 def test_each_retry_sends_the_same_control_id() -> None:
@@ -170,10 +172,10 @@ def test_an_answer_that_is_no_ack_is_retryable_at_once_with_a_short_plain_reason
         peer.write(connection, ANSWERS[answer])
 
     with _serve(behave) as peer:
-        error, elapsed = _send(peer, timeout_s=10)
+        error, elapsed = _send(peer, timeout_s=30)
     assert isinstance(error, DispatchError | PeerUnavailableError)
     assert error.retryable
-    assert elapsed < SLACK_S  # the peer closed: no timeout waited for
+    assert elapsed < CUT_OFF_S  # the peer closed: not the 30 s timeout waited out
     assert len(error.reason) < 200
     assert RAW.search(error.reason) is None, error.reason
     if answer == "utf-16":
@@ -189,4 +191,4 @@ def test_a_start_block_and_then_silence_ends_at_the_timeout() -> None:
         error, elapsed = _send(peer)
     assert isinstance(error, DispatchError)
     assert "within 1 s" in error.reason
-    assert elapsed < TIMEOUT_S + SLACK_S
+    assert elapsed < CUT_OFF_S

@@ -69,7 +69,9 @@ def test_no_ack_in_time_is_a_retryable_timeout() -> None:
         started = time.monotonic()
         with pytest.raises(DispatchError, match=r"no ACK .* within 0.5 s") as raised:
             send_message(payload, receiver.host, receiver.port, timeout_s=0.5)
-        assert time.monotonic() - started < 3
+        # the silent receiver never answers (the wrong behaviour: waiting for ever); 20 timeouts, not 6, for a busy
+        # machine
+        assert time.monotonic() - started < 10
     assert raised.value.retryable
 
 

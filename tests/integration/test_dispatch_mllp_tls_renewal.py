@@ -12,12 +12,12 @@ does) and rewritten in place.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from certificate_support import renamed_over
 from mllp_support import mllp_receiver, ris_tls
 from radtrace.config import ReportingSettings, load_settings
 from radtrace.errors import ConfigError
@@ -53,13 +53,6 @@ def _files(folder: Path, pki: Pki) -> dict[str, Path]:
     return files
 
 
-def _renamed_over(target: Path, source: Path) -> None:
-    """``source``'s content put at ``target`` as certbot and Ansible do: a new file renamed over the old one."""
-    staged = target.with_name(f".{target.name}.new")
-    shutil.copyfile(source, staged)
-    os.replace(staged, target)
-
-
 def _sender(tmp_path: Path, port: int, files: dict[str, Path]) -> Sender:
     settings = load_settings(
         data_dir=tmp_path / "var",
@@ -89,7 +82,7 @@ def test_a_renewed_ca_bundle_and_client_certificate_are_used_from_the_next_oru(
     # the night's renewal: the RIS presents a certificate of the new CA and takes client certificates of it only; our
     # CA bundle, certificate and key are renamed over on disk, radtrace is not restarted
     for setting, source in (("ca_bundle", new.ca), ("certificate", new.client_cert), ("private_key", new.client_key)):
-        _renamed_over(files[setting], source)
+        renamed_over(files[setting], source)
     with mllp_receiver(["AA"], port=port, tls=ris_tls(new, new)) as ris:
         assert send(f"127.0.0.1:{port}", payload) is None  # before: PeerUnavailableError, the RIS's certificate refused
         assert ris.control_ids == [control_id]

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from dicom_peer_support import associate_ac, command_set, p_data, pdu, pdv, read_pdu
+from dicom_peer_support import associate_ac, command_set, p_data, pdu, pdu_types, pdv, read_pdu
 from private_servers import HostilePeer, hostile_peer, stream_forever
 from radtrace.config import DicomDestination, DispatchSettings, ReportingSettings
 from radtrace.dicom_listener.scu import NoAssociationError, SendResult, send_files
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
 from radtrace.reporting.dispatch.cstore import MAX_PEER_BYTES, MIN_PACS_PDU, StoreResult, store_instance
 from radtrace.reporting.dispatch.outbox import ReportFiles, planned_deliveries
+from radtrace.reporting.dispatch.outcomes import PeerRefusedError, PeerRefusedForNowError
 from radtrace.reporting.sr import build_sr, sr_bytes
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxState, Revision, RevisionState, Study
@@ -30,7 +31,10 @@ from worker_support import audit_events, deliveries_over, outbox_rows
 pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 1.0
-SLACK_S = 2.0  # two pytest workers on two cores
+# What a definite outcome "at once" may take: a third of the 30 s the wrong behaviour costs here (waiting out a 30 s
+# timeout, or a peer holding on for 30 s; the streams are 256 MiB), not 2 s of slack for a busy machine, which also
+# runs the SCU under tracemalloc here.
+CUT_OFF_S = 10.0
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
@@ -80,12 +84,12 @@ def _store(peer: HostilePeer, timeout_s: float = TIMEOUT_S) -> tuple[StoreResult
 def test_a_pdu_claiming_four_gibibytes_is_not_read(pdu_type: int) -> None:
     """Before, pynetdicom read all a PDU claimed: an A-ASSOCIATE-AC of 4 GiB held 6.3 GB (ru_maxrss) for 16 s."""
     with hostile_peer(_four_gibibyte_pdu(pdu_type), read=read_pdu) as peer:
-        error, elapsed, peak = _store(peer, timeout_s=10)
+        error, elapsed, peak = _store(peer, timeout_s=30)
     assert isinstance(error, DispatchError | PeerUnavailableError)
     assert error.retryable
     assert "sent a PDU of 4294967280 bytes (more than 65536 accepted): not read" in error.reason
     assert peak < 16 * 1024 * 1024
-    assert elapsed < SLACK_S
+    assert elapsed < CUT_OFF_S
 
 
 def test_a_response_whose_last_fragment_never_comes_is_cut_at_one_mebibyte() -> None:
@@ -97,14 +101,14 @@ def test_a_response_whose_last_fragment_never_comes_is_cut_at_one_mebibyte() -> 
             stream_forever(peer, connection, p_data(pdv(1, 0x01, bytes(16000))), limit=256 * 1024 * 1024)
 
     with hostile_peer(behave, read=read_pdu) as peer:
-        error, elapsed, peak = _store(peer, timeout_s=10)
+        error, elapsed, peak = _store(peer, timeout_s=30)
         sent = peer.sent
     assert isinstance(error, DispatchError)
     assert error.retryable
     assert f"more than {MAX_PEER_BYTES} bytes in one association: not read" in error.reason
     assert peak < 16 * 1024 * 1024
     assert sent < 16 * MAX_PEER_BYTES
-    assert elapsed < SLACK_S
+    assert elapsed < CUT_OFF_S
 
 
 def _four_gibibyte_pdu(pdu_type: int) -> Callable[[HostilePeer, socket.socket], None]:
@@ -147,7 +151,7 @@ def test_radtrace_send_reads_no_pdu_claiming_four_gibibytes(pdu_type: int, tmp_p
     else:
         assert outcome == [SendResult(sr, None, said)]
     assert peak < 16 * 1024 * 1024
-    assert elapsed < SLACK_S
+    assert elapsed < CUT_OFF_S
 
 
 @pytest.mark.parametrize("max_pdu", [1, 8, MIN_PACS_PDU - 1])
@@ -155,17 +159,27 @@ def test_a_pacs_accepting_tiny_pdus_is_not_sent_to_and_told_what_to_change(max_p
     """Before: 1 failed as 'fragment_length cannot be between 1 and 7' (retried); 8 sent a 1 MB SR as half a
     million PDUs, all queued at once: 38 s past a 2 s timeout, +100 MB."""
 
+    after_ac: list[bytes] = []
+
     def behave(peer: HostilePeer, connection: socket.socket) -> None:
         if peer.write(connection, associate_ac(peer.received[-1], max_pdu=max_pdu)):
-            while connection.recv(65536):
-                pass
+            data = b""
+            while chunk := connection.recv(65536):
+                data += chunk
+            after_ac.append(data)
 
     with hostile_peer(behave, read=read_pdu) as peer:
         error, elapsed, _ = _store(peer)
+        deadline = time.monotonic() + 10
+        while not after_ac and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert isinstance(error, DispatchRejectedError)
     assert f"accepts PDUs of at most {max_pdu} bytes (fewer than {MIN_PACS_PDU}): not sent" in error.reason
     assert "radtrace dispatch retry HOSTILE@" in error.reason
-    assert elapsed < TIMEOUT_S  # aborted at once, no release waited for
+    # aborted at once: what the PACS received after its A-ASSOCIATE-AC is one A-ABORT, no P-DATA and no
+    # A-RELEASE-RQ to wait on (a wall time under the 1 s timeout was the check: 0.5 s above a release's wait)
+    assert pdu_types(after_ac[0]) == [0x07]
+    assert elapsed < CUT_OFF_S
 
 
 def _answering(status: int, comment: str = "", *, release: bool = True) -> Callable[[HostilePeer, socket.socket], None]:
@@ -213,9 +227,12 @@ def test_every_warning_status_is_a_delivery_and_its_comment_stays_out_of_the_log
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(0xA7FF, DispatchError), (0xFF00, DispatchError), (0x1234, DispatchError), (0xC0FF, DispatchRejectedError)],
+    [(0xA7FF, PeerRefusedForNowError), (0xFF00, DispatchError), (0x1234, DispatchError),
+     (0xC0FF, PeerRefusedError)],
 )  # fmt: skip
 def test_a_failure_or_unknown_status_is_no_delivery(status: int, error: type[Exception]) -> None:
+    """A failure status is the PACS's refusal (it stored nothing: outcomes), retried (A7xx) or not (Cxxx); a status
+    no C-STORE may answer (pending, unknown) is a retryable failure whose result at the PACS is not known."""
     with hostile_peer(_answering(status), read=read_pdu) as peer:
         outcome, _, _ = _store(peer)
     assert type(outcome) is error
@@ -233,7 +250,7 @@ def test_a_pacs_that_never_answers_the_release_still_delivers_within_the_timeout
         result, elapsed, _ = _store(peer)
     assert isinstance(result, StoreResult)
     assert result.status == 0
-    assert elapsed < TIMEOUT_S + SLACK_S
+    assert elapsed < CUT_OFF_S
     said = [r.getMessage() for r in caplog.records if r.name.startswith("radtrace")]
     assert said == [
         f"HOSTILE@{peer.host}:{peer.port} did not answer the A-RELEASE-RQ in 0.5 s: the association was aborted"
@@ -284,7 +301,7 @@ def test_through_the_outbox_the_reason_reaches_the_row_and_the_audit(
         result = deliveries.dispatch(outbox_id)
         elapsed = time.monotonic() - started
     assert result.delivery.state is state
-    assert elapsed < SLACK_S
+    assert elapsed < CUT_OFF_S
     [row] = outbox_rows(store)
     assert row.last_error is not None
     assert said in row.last_error

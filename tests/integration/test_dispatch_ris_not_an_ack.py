@@ -11,6 +11,7 @@ names no type at all (a hand-written ACK) is still read by its MSA, as before.
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -54,6 +55,7 @@ def test_an_answer_that_is_not_an_ack_is_not_a_delivery_and_names_its_type(messa
     assert isinstance(outcome, DispatchError), outcome
     assert outcome.retryable
     assert "not an ACK" in outcome.reason
+    assert re.search(r"the answer from 127\.0\.0\.1:\d+ is a ", outcome.reason), outcome.reason  # the RIS named
     assert repr(message_type.split("^")[0])[1:-1] in outcome.reason  # named, quoted
     assert not any(char in outcome.reason for char in "\x1b\r\n\u202e")
 

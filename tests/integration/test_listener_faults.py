@@ -135,6 +135,12 @@ def test_low_disk_answers_out_of_resources_refuses_associations_and_recovers(
     assert len(rows(store, Instance)) == 1
     assert not list((settings.spool_dir / ".incoming").iterdir())
     assert {"instance_rejected", "association_rejected", "instance_received"} <= set(audit_types(store))
+    with store.engine.connect() as connection:
+        [payload] = connection.execute(
+            sa.text("SELECT payload FROM audit_events WHERE event_type = 'instance_rejected'")
+        ).scalars()
+    # the port it came in on: radtrace status groups refusals by port (it said "port not recorded" before)
+    assert (json.loads(payload)["reason"], json.loads(payload)["port"]) == ("spool disk nearly full", listener_port)
 
 
 def test_two_associations_sending_one_study_at_once(tmp_path: Path, store: Store, listener_port: int) -> None:

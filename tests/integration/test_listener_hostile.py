@@ -14,7 +14,7 @@ from pynetdicom import AE
 from listener_support import listener_settings, running
 from radtrace.dicom_listener.ae import Listener
 from radtrace.dicom_listener.dcmtk import echoscu
-from radtrace.dicom_listener.refusals import LIVE_S
+from radtrace.dicom_listener.refusals import LIVE_S, SERVICES_NOT_OFFERED
 from radtrace.store.engine import Store
 
 pytestmark = pytest.mark.integration
@@ -171,7 +171,8 @@ def test_associations_proposing_only_what_is_not_taken_are_audited_once_per_inte
     """An admitted caller proposing, association after association, SOP classes and transfer syntaxes the listener
     does not take: before, one instance_rejected row each (200 in 4 s from one source in the hostile-peer session);
     now the first of the interval with the contexts, then the count of the rest, with the distinct contexts the later
-    associations proposed (before, those that the first had not proposed were in no event)."""
+    associations proposed (before, those that the first had not proposed were in no event). Contexts of other services
+    than storage (C-FIND, C-MOVE) are aggregated the same way under their own reason (ab702e4)."""
     settings = listener_settings(tmp_path, listener_port)
     with Listener(settings, store):
         for n in range(15):
@@ -185,18 +186,22 @@ def test_associations_proposing_only_what_is_not_taken_are_audited_once_per_inte
             assoc = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE")
             assert assoc.is_established
             assoc.release()
-    first, *rest = _rejections(store, "instance_rejected")
-    assert (first["count"], first["aggregated"], first["refused"]) == (1, False, 2), first
-    assert [c["result"] for c in first["contexts"]] == [3, 4]  # PS3.8 Table 9-18: abstract syntax, transfer syntax
-    assert all(r["aggregated"] for r in rest), rest
-    assert sum(r["count"] for r in rest) == 14, rest
-    later = {(c["sop_class_uid"], c.get("transfer_syntax"), c["result"]) for r in rest for c in r["contexts"]}
-    assert later == {
-        ("1.2.840.10008.5.1.4.1.2.2.1", None, 3),
-        ("1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.1.2.4.100", 4),
-        ("1.2.840.10008.5.1.4.1.2.2.2", None, 3),
-        ("1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.1.2.4.110", 4),
-    }, rest
+    rejections = _rejections(store, "instance_rejected")
+    storage = [r for r in rejections if r["reason"] == "presentation contexts refused at negotiation"]
+    services = [r for r in rejections if r["reason"] == SERVICES_NOT_OFFERED]  # C-FIND, C-MOVE: audited apart
+    assert len(storage) + len(services) == len(rejections), rejections
+    for events, first_results, later_expected in (
+        (storage, [4], {("1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.1.2.4.100", 4),
+                        ("1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.1.2.4.110", 4)}),
+        (services, [3], {("1.2.840.10008.5.1.4.1.2.2.1", None, 3), ("1.2.840.10008.5.1.4.1.2.2.2", None, 3)}),
+    ):  # fmt: skip
+        first, *rest = events
+        assert (first["count"], first["aggregated"], first["refused"]) == (1, False, 1), first
+        assert [c["result"] for c in first["contexts"]] == first_results  # PS3.8 Table 9-18: 3 SOP class, 4 syntax
+        assert all(r["aggregated"] for r in rest), rest
+        assert sum(r["count"] for r in rest) == 14, rest
+        later = {(c["sop_class_uid"], c.get("transfer_syntax"), c["result"]) for r in rest for c in r["contexts"]}
+        assert later == later_expected, rest
 
 
 def _rejections(store: Store, event_type: str = "association_rejected") -> list[dict[str, object]]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from certificate_support import listener_pki
 from listener_support import listener_settings, running
 from radtrace.dicom_listener.dcmtk import echoscu
 from radtrace.store.engine import Store
@@ -17,29 +17,8 @@ from serve_support import wait_until
 pytestmark = pytest.mark.integration
 
 
-def make_pki(directory: Path) -> dict[str, Path]:
-    """A throw-away CA that signed a server (CN localhost) and a client certificate, with openssl."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files = {
-        name: directory / name for name in ("ca.key", "ca.pem", "server.key", "server.pem", "client.key", "client.pem")
-    }
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=radtrace test CA",
-        "-keyout", str(files["ca.key"]), "-out", str(files["ca.pem"]))  # fmt: skip
-    for who in ("server", "client"):
-        csr = directory / f"{who}.csr"
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={'localhost' if who == 'server' else 'PACS'}",
-            "-keyout", str(files[f"{who}.key"]), "-out", str(csr))  # fmt: skip
-        run("x509", "-req", "-in", str(csr), "-CA", str(files["ca.pem"]), "-CAkey", str(files["ca.key"]),
-            "-CAcreateserial", "-days", "2", "-out", str(files[f"{who}.pem"]))  # fmt: skip
-    return files
-
-
 def test_tls_listener_with_client_certificates(tmp_path: Path, listener_port: int) -> None:
-    pki = make_pki(tmp_path / "pki")
+    pki = listener_pki(tmp_path / "pki")
     tls = {
         "enabled": True,
         "certificate": str(pki["server.pem"]),
@@ -69,7 +48,7 @@ def test_tls_handshakes_are_charged_to_the_source_negotiation_budget(tmp_path: P
     not charged, so handshakes alone (never an A-ASSOCIATE-RQ) escaped the per-source budget."""
     import ssl
 
-    pki = make_pki(tmp_path / "pki")
+    pki = listener_pki(tmp_path / "pki")
     tls = {"enabled": True, "certificate": str(pki["server.pem"]), "private_key": str(pki["server.key"])}
     # A handshake costs milliseconds, which the default rate (0.2 s a second) earns back within a moment: under
     # load the balance was full again before it was read. Earned back a thousand times slower here.

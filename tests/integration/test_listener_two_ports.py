@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
+from certificate_support import listener_pki
 from listener_support import audit_payloads, listener_env, listener_settings, rows, running
 from radtrace.config import Settings
 from radtrace.dicom_listener.ae import Listener
@@ -44,25 +45,8 @@ pytestmark = [
 ]
 
 
-def _server_pki(directory: Path) -> dict[str, Path]:
-    """A throw-away CA and a server certificate for localhost, with openssl."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files = {name: directory / name for name in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")}
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=radtrace test CA",
-        "-keyout", str(files["ca.key"]), "-out", str(files["ca.pem"]))  # fmt: skip
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-        "-keyout", str(files["server.key"]), "-out", str(files["server.csr"]))  # fmt: skip
-    run("x509", "-req", "-in", str(files["server.csr"]), "-CA", str(files["ca.pem"]), "-CAkey", str(files["ca.key"]),
-        "-CAcreateserial", "-days", "2", "-out", str(files["server.pem"]))  # fmt: skip
-    return files
-
-
 def _settings(tmp_path: Path, port: int, **listener: object) -> tuple[Settings, dict[str, Path]]:
-    pki = _server_pki(tmp_path / "pki")
+    pki = listener_pki(tmp_path / "pki")
     tls = {"enabled": True, "certificate": str(pki["server.pem"]), "private_key": str(pki["server.key"])}
     return listener_settings(tmp_path, port, tls=tls, **listener), pki
 
@@ -126,7 +110,7 @@ def _two_port_env(
     tmp_path: Path, port: int, plain_port: int, database_url: str
 ) -> tuple[dict[str, str], dict[str, Path]]:
     """A listener with TLS on ``port`` for PACS and MODALITY, and MODALITY alone (from 127.0.0.1) on ``plain_port``."""
-    pki = _server_pki(tmp_path / "pki")
+    pki = listener_pki(tmp_path / "pki")
     env = listener_env(tmp_path, port, database_url) | {
         "RADTRACE_LISTENER__ALLOWED_CALLERS": '[{"ae_title": "PACS"}, {"ae_title": "MODALITY"}]',
         "RADTRACE_LISTENER__TLS__ENABLED": "true",

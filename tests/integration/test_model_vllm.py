@@ -45,6 +45,11 @@ class FakeVllm:
     raw_reply: bytes | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each completion request's arrival
+    hold_for: int = 0  # answer no completion until this many are in at once (or 10 s have passed)
+    in_flight: int = 0
+    most_in_flight: int = 0
+    arrived: threading.Condition = field(default_factory=threading.Condition)
 
 
 @pytest.fixture
@@ -69,10 +74,18 @@ def server() -> Iterator[tuple[str, FakeVllm]]:
                 self._reply(404, b'{"detail": "Not Found"}')
 
         def do_POST(self) -> None:
+            state.arrivals.append(time.monotonic())  # its head read (a client gone since leaves its body buffered)
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state.requests.append(body)
             state.headers.append(dict(self.headers))
+            with state.arrived:
+                state.in_flight += 1
+                state.most_in_flight = max(state.most_in_flight, state.in_flight)
+                state.arrived.notify_all()
+                state.arrived.wait_for(lambda: state.most_in_flight >= state.hold_for, timeout=10)
             time.sleep(state.delay_s)
+            with state.arrived:
+                state.in_flight -= 1
             if state.raw_reply is not None:
                 self._reply(200, state.raw_reply)
                 return
@@ -144,15 +157,16 @@ def test_reading_through_the_server(server: tuple[str, FakeVllm]) -> None:
 
 
 def test_batched_studies_are_concurrent_requests(server: tuple[str, FakeVllm]) -> None:
+    """The server holds every completion until the batch's four are in at once: one after another, each request
+    would wait out the hold (10 s) alone and the server would have seen one at a time. Counted, not timed: a wall
+    time under 4 x 0.3 s failed at load 15 (the images' preparation counts too)."""
     url, state = server
-    state.delay_s = 0.3
+    state.hold_for = 4
     reader = reader_for(url, batch_size=4, vllm_model="nv-reason-cxr-3b")
-    started = time.perf_counter()
     outcomes = reader.read_many([study(300 + 50 * i, 300) for i in range(4)])
-    elapsed = time.perf_counter() - started
     assert all(isinstance(outcome, Reading) for outcome in outcomes)
     assert len(state.requests) == 4
-    assert elapsed < 4 * 0.3  # not one after another
+    assert state.most_in_flight == 4  # not one after another
 
 
 def test_length_finish_is_truncated_and_reasoning_content_is_put_back(server: tuple[str, FakeVllm]) -> None:
@@ -176,11 +190,16 @@ def test_server_down_is_a_retryable_peer_error() -> None:
 
 def test_slow_server_times_out(server: tuple[str, FakeVllm]) -> None:
     url, state = server
-    state.delay_s = 5.0
-    started = time.perf_counter()
+    state.delay_s = 30.0
     with pytest.raises(ModelError, match="did not answer") as caught:
         reader_for(url, request_timeout_s=0.3, vllm_model="m").read(study())
-    assert time.perf_counter() - started < 4  # the image's preparation counts too: on a busy machine about 1 s
+    # from the request's arrival, not from the start (the image's preparation took up to 10 s at load 13), and
+    # under half of waiting the answer out (4 s from the start was the bound, with a 5 s answer)
+    raised = time.monotonic()
+    while not state.arrivals and time.monotonic() < raised + 10:  # the server's thread may not have seen it yet
+        time.sleep(0.01)
+    assert len(state.arrivals) == 1
+    assert raised - state.arrivals[0] < state.delay_s / 2
     assert caught.value.retryable
 
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from audit_support import as_superuser
+from migration_support import store_at_migration
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.console.dashboard_agreement import NO_READING, WHOLE_DRAFT, read_agreement_by_model, sync_decisions
@@ -31,12 +32,8 @@ OLD, NEW = ("NV-Reason-CXR-3B", "rev-2026-10"), ("NV-Reason-CXR-3B", "rev-2026-1
 @pytest.fixture
 def old_store(database_url: str) -> Iterator[Store]:
     """A database at migration 0013 (decisions without their reading's model)."""
-    store = Store.from_url(database_url)
-    with store.engine.connect() as connection:
-        command.upgrade(_config(connection), "0013")
-        connection.commit()
-    yield store
-    store.dispose()
+    with store_at_migration(database_url, "0013") as store:
+        yield store
 
 
 def _read(store: Store, study: str, revision: object, model: tuple[str, str]) -> None:

@@ -19,8 +19,16 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from pynetdicom import AE
+from pynetdicom.sop_class import (
+    ModalityWorklistInformationFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
 from listener_support import audit_payloads, listener_settings, running
+from radtrace.dicom_listener.contexts import SERVICES_NOT_OFFERED
 from radtrace.dicom_listener.dcmtk import echoscu
 from radtrace.dicom_listener.refusals import LIVE_S
 from radtrace.store.base import utc_now
@@ -96,8 +104,8 @@ def test_status_says_nothing_of_refusals_when_there_were_none(tmp_path: Path, st
 
     assert shown.returncode == 0, shown.stderr
     assert "listener refusals" not in shown.stdout
-    assert data["listener_refusals"] == {"since": data["listener_refusals"]["since"], "total": 0, "truncated": False,
-                                         "groups": [], "again": []}  # fmt: skip
+    assert data["listener_refusals"] == {"since": data["listener_refusals"]["since"], "total": 0, "other_services": 0,
+                                         "truncated": False, "groups": [], "again": []}  # fmt: skip
 
 
 def test_status_counts_the_later_refusals_of_a_group_within_seconds_not_at_the_intervals_end(
@@ -121,3 +129,59 @@ def test_status_counts_the_later_refusals_of_a_group_within_seconds_not_at_the_i
             time.sleep(0.25)
     assert seen[-1] == 3, seen  # before: 1 until the interval's end
     assert LIVE_S == 3
+
+
+def test_other_services_a_pacs_proposes_with_its_echo_are_not_counted_as_refusals(
+    tmp_path: Path, store: Store, database_url: str, listener_port: int
+) -> None:
+    """Orthanc's C-ECHO (and many a modality's association) also proposes Query/Retrieve and worklist contexts. The
+    listener refuses them (it offers storage and verification only), and before each was audited and counted as a
+    refusal: ``radtrace status`` said "listener refusals … 2" and RadtraceIntakeRefused paged for a working PACS. A
+    SOP class pynetdicom does not know (a private storage class) stays a refusal: an instance may have been lost."""
+    settings = listener_settings(tmp_path, listener_port)
+    private_storage = "1.2.826.0.1.3680043.9.7433.1.1"
+    with running(settings, store):
+        peer = AE(ae_title="PACS")
+        for context in (Verification, StudyRootQueryRetrieveInformationModelFind, ModalityWorklistInformationFind):
+            peer.add_requested_context(context)
+        association = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE")
+        assert association.is_established
+        assert association.send_c_echo().Status == 0x0000
+        association.release()
+        peer = AE(ae_title="PACS")
+        peer.add_requested_context(Verification)
+        peer.add_requested_context(private_storage)
+        association = peer.associate("127.0.0.1", listener_port, ae_title="RADTRACE")
+        assert association.is_established
+        association.release()
+    config = tmp_path / "settings.toml"
+    config.write_text(f'data_dir = "{settings.data_dir}"\n[store]\nurl = "{database_url}"\n', encoding="utf-8")
+
+    shown = radtrace("--config", str(config), "status", "--no-broker", env={"COLUMNS": "400"})
+    data = json.loads(radtrace("--config", str(config), "status", "--no-broker", "--json").stdout)
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    [head] = [line for line in lines if line.startswith("listener refusals since ")]
+    assert head.endswith("(last hour): 1"), shown.stdout  # the private storage class's association; before: 2
+    [other] = [line for line in lines if line.startswith("other services proposed since ")]
+    assert other.endswith("(not offered; no instance refused): 1"), shown.stdout  # the echo's association
+    assert lines[lines.index(other) + 1] == (
+        f"  port {listener_port} (no TLS): 1 association(s) proposed other services, not offered; from PACS at "
+        "127.0.0.1"
+    ), shown.stdout
+    assert data["listener_refusals"]["total"] == 1, data["listener_refusals"]
+    assert data["listener_refusals"]["other_services"] == 1, data["listener_refusals"]
+    [services] = [group for group in data["listener_refusals"]["groups"] if group["reason"] == SERVICES_NOT_OFFERED]
+    assert services["event_type"] == "instance_rejected", services
+    [written] = [json.loads(p) for p in audit_payloads(store, "instance_rejected")
+                 if json.loads(p)["reason"] == SERVICES_NOT_OFFERED]  # fmt: skip
+    assert sorted(item["sop_class_uid"] for item in written["contexts"]) == sorted(
+        [str(StudyRootQueryRetrieveInformationModelFind), str(ModalityWorklistInformationFind)]
+    ), written
+
+
+def test_the_intake_alert_does_not_page_for_services_not_offered() -> None:
+    rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/prometheus/radtrace-rules.yml").read_text())
+    [alert] = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "RadtraceIntakeRefused"]
+    assert 'reason!="service not offered"' in alert["expr"], alert["expr"]

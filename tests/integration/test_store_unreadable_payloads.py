@@ -14,15 +14,15 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from audit_support import as_superuser
+from migration_support import store_at_migration
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.console.dashboard_agreement import copyable_assessment, current_agreement, sync_decisions
 from radtrace.console.schema import QaDecision
 from radtrace.store.engine import Store
-from radtrace.store.migrate import _config, current_revision, head_revision, upgrade
+from radtrace.store.migrate import current_revision, head_revision, upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,8 @@ UNREADABLE = {
 @pytest.fixture
 def old_store(database_url: str) -> Iterator[Store]:
     """A database at migration 0007 (before the dashboard's copy of the decisions)."""
-    store = Store.from_url(database_url)
-    with store.engine.connect() as connection:
-        command.upgrade(_config(connection), "0007")
-        connection.commit()
-    yield store
-    store.dispose()
+    with store_at_migration(database_url, "0007") as store:
+        yield store
 
 
 def _decide(store: Store, study: str, decision: str, finding: str | None = None) -> int:

@@ -29,6 +29,9 @@ from tests_support import DICOMDIR_WARNING, PRIVATE_SCHEME_WARNING, dciodvfy_lin
 pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 1.0
+# what a read cut off by the 1 s deadline may take from its request's arrival: a third of the shortest way to
+# miss the deadline here (the hang is 30 s, the drips 250 s and 500 s), so a busy machine's scheduling cannot break it
+CUT_OFF_S = 10 * TIMEOUT_S
 
 
 def _reader(url: str, timeout_s: float = TIMEOUT_S) -> StudyReader:
@@ -62,20 +65,23 @@ def _completion(text: str) -> bytes:
     ).encode()
 
 
-def _read_fails(url: str, timeout_s: float = TIMEOUT_S) -> tuple[ModelError, float, int]:
-    """Read one study; return the error, the seconds it took and the peak of Python allocations meanwhile."""
-    reader, study = _reader(url, timeout_s), _study()
+def _read_fails(peer: HostilePeer, timeout_s: float = TIMEOUT_S) -> tuple[ModelError, float, int]:
+    """Read one study from ``peer``; return the error, the seconds from the request's arrival to the error (not
+    from the start: the picture's preparation, traced, took seconds on a busy machine) and the peak of Python
+    allocations meanwhile."""
+    reader, study = _reader(peer.url, timeout_s), _study()
     tracemalloc.start()
-    started = time.monotonic()
     try:
         with pytest.raises(ModelError) as raised:
             reader.read(study)
-        elapsed = time.monotonic() - started
+        ended = time.monotonic()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert raised.value.retryable
-    return raised.value, elapsed, peak
+    while not peer.arrivals and time.monotonic() < ended + 10:  # the peer's thread may not have noted it yet
+        time.sleep(0.01)
+    return raised.value, ended - peer.arrivals[0], peak
 
 
 def test_a_body_that_announces_hundreds_of_megabytes_is_refused_without_reading_it() -> None:
@@ -84,7 +90,7 @@ def test_a_body_that_announces_hundreds_of_megabytes_is_refused_without_reading_
             stream_forever(peer, connection, b" " * 65536, limit=64 * 1024 * 1024)
 
     with hostile_peer(behave) as peer:
-        error, elapsed, peak = _read_fails(peer.url, timeout_s=30)
+        error, elapsed, peak = _read_fails(peer, timeout_s=30)
     assert "larger than" in error.reason
     assert "MiB" in error.reason
     assert elapsed < 10
@@ -100,7 +106,7 @@ def test_a_body_that_never_ends_is_cut_at_the_reply_limit() -> None:
             stream_forever(peer, connection, b"%x\r\n" % len(chunk) + chunk + b"\r\n", limit=128 * 1024 * 1024)
 
     with hostile_peer(behave) as peer:
-        error, elapsed, peak = _read_fails(peer.url, timeout_s=30)
+        error, elapsed, peak = _read_fails(peer, timeout_s=30)
         sent = peer.sent
     assert "larger than" in error.reason
     assert elapsed < 20
@@ -117,10 +123,10 @@ def test_a_body_dripped_one_byte_at_a_time_ends_at_the_request_timeout() -> None
             drip(peer, connection, body, every_s=0.05)
 
     with hostile_peer(behave) as peer:
-        error, elapsed, _ = _read_fails(peer.url)
+        error, elapsed, _ = _read_fails(peer)
     assert "did not answer" in error.reason
     assert "within 1 s" in error.reason
-    assert elapsed < 3 * TIMEOUT_S
+    assert elapsed < CUT_OFF_S
 
 
 def test_headers_dripped_one_byte_at_a_time_end_at_the_request_timeout() -> None:
@@ -128,9 +134,9 @@ def test_headers_dripped_one_byte_at_a_time_end_at_the_request_timeout() -> None
         drip(peer, connection, b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10000, every_s=0.05)
 
     with hostile_peer(behave) as peer:
-        error, elapsed, _ = _read_fails(peer.url)
+        error, elapsed, _ = _read_fails(peer)
     assert "did not answer" in error.reason
-    assert elapsed < 3 * TIMEOUT_S
+    assert elapsed < CUT_OFF_S
 
 
 def test_a_server_that_accepts_and_never_answers_ends_at_the_request_timeout() -> None:
@@ -138,9 +144,9 @@ def test_a_server_that_accepts_and_never_answers_ends_at_the_request_timeout() -
         peer.stop.wait(30)
 
     with hostile_peer(behave) as peer:
-        error, elapsed, _ = _read_fails(peer.url)
+        error, elapsed, _ = _read_fails(peer)
     assert "did not answer" in error.reason
-    assert elapsed < 3 * TIMEOUT_S
+    assert elapsed < CUT_OFF_S
 
 
 @pytest.mark.parametrize(
@@ -160,7 +166,7 @@ def test_http_200_with_an_error_object_or_a_broken_completion_names_what_the_ser
         peer.write(connection, _head(**{"Content-Length": str(len(body))}) + body)
 
     with hostile_peer(behave) as peer:
-        error, _, _ = _read_fails(peer.url)
+        error, _, _ = _read_fails(peer)
     assert expected in error.reason
 
 
@@ -172,7 +178,7 @@ def test_overload_with_retry_after_is_retryable_and_says_when(status: str) -> No
         peer.write(connection, _head(status, **{"Content-Length": str(len(body)), "Retry-After": "30"}) + body)
 
     with hostile_peer(behave) as peer:
-        error, _, _ = _read_fails(peer.url)
+        error, _, _ = _read_fails(peer)
     assert f"answered {status[:3]}" in error.reason
     assert "retry after 30 s" in error.reason
 
@@ -185,10 +191,9 @@ def test_an_endless_error_body_is_not_read_to_the_end() -> None:
 
     with hostile_peer(behave) as peer:
         reader, study = _reader(peer.url, 30), _study()
-        started = time.monotonic()
         with pytest.raises(ModelRequestError) as raised:
             reader.read(study)
-        elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - peer.arrivals[0]
         sent = peer.sent
     assert sent < 32 * 1024 * 1024  # the client read the start of the error, not all of it
     assert "refused" in str(raised.value)
@@ -252,7 +257,7 @@ def test_hostile_token_counts_are_a_malformed_completion(usage: bytes) -> None:
         peer.write(connection, _head(**{"Content-Length": str(len(body))}) + body)
 
     with hostile_peer(behave) as peer:
-        error, _, _ = _read_fails(peer.url)
+        error, _, _ = _read_fails(peer)
     assert "malformed completion" in error.reason
 
 
@@ -291,7 +296,7 @@ def test_json_nested_past_the_parser_recursion_is_a_malformed_reply(body: bytes)
     """Before: Python's json raised RecursionError (no ValueError), which left the client as no radtrace error at
     all (the worker's read of the study died with an unexpected exception)."""
     with hostile_peer(_answer(body)) as peer:
-        error, _, _ = _read_fails(peer.url)
+        error, _, _ = _read_fails(peer)
     assert "JSON" in error.reason
 
 
@@ -303,7 +308,7 @@ def test_eight_mebibytes_of_tiny_json_values_is_refused_before_it_is_parsed(elem
     body = b'{"choices": [' + b",".join([element] * count) + b"]}"
 
     with hostile_peer(_answer(body)) as peer:
-        error, _, peak = _read_fails(peer.url, timeout_s=30)
+        error, _, peak = _read_fails(peer, timeout_s=30)
     assert "JSON values (more than" in error.reason
     assert peak < 3 * MAX_REPLY_BYTES
 

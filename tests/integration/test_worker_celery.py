@@ -64,7 +64,7 @@ def test_the_embedded_broker_carries_a_study_to_its_sr_without_redis(
     assert shown.returncode == 0, shown.stderr
     status = json.loads(shown.stdout)
     assert status["studies"]["dispatched"] == status["revisions"]["dispatched"] == 1
-    assert status["outbox"] == {"pending": 0, "delivered": 4, "failed": 0}
+    assert status["outbox"] == {"pending": 0, "delivered": 4, "failed": 0, "cancelled": 0}
     assert status["queues"] == {settings.broker.stat_queue: 0, settings.broker.gpu_queue: 0,
                                 settings.broker.dispatch_queue: 0}  # fmt: skip
     assert status["oldest_waiting"] is None

@@ -90,7 +90,7 @@ def test_a_pass_rings_what_is_overdue_once_per_period(store: Store, tmp_path: Pa
     assert status.studies == status.revisions  # one revision per study here
     assert status.revisions["queued"] == 3
     assert status.revisions["processing"] == 2
-    assert status.outbox == {"pending": 2, "delivered": 2, "failed": 0}
+    assert status.outbox == {"pending": 2, "delivered": 2, "failed": 0, "cancelled": 0}
     assert status.oldest_waiting is not None
     assert status.oldest_waiting.waiting_s == 600
     assert [(f.study_key, f.reason) for f in status.failed] == [("failedkkkkkkkkkk", "bad")]
@@ -139,3 +139,61 @@ def test_the_pass_says_its_doorbells_wait_for_the_brokers_disk_not_that_the_brok
         assert line == f"reconciler rang 0 revisions, 0 deliveries, 0 settles ({said}; 1 not rung: broker down?)"
     else:
         assert line == f"reconciler rang 0 revisions, 1 deliveries, 0 settles ({said})"
+
+
+def test_a_pass_rings_a_destinations_waiting_rows_up_to_its_cap_oldest_first(store: Store, tmp_path: Path) -> None:
+    """A backlog to a dead RIS: every pass rang every overdue row (100 dispatch tasks a pass, each deferred at once
+    over the destination's cap). Now the oldest ``dispatch.max_sends_per_destination`` of each destination; a
+    claimed row whose lease ran out (its dispatcher died) is always rung, and counts."""
+    settings = worker_settings(tmp_path, "sqlite://", Path("unused"), broker={"overdue_after_s": 60},
+                               dispatch={"max_sends_per_destination": 2})  # fmt: skip
+    with store.session() as session:
+        reported = _revision(session, "reported", RevisionState.REPORTED, reported_at=AGO)
+        ris = [_outbox(session, reported, OutboxState.PENDING, AGO + timedelta(seconds=i), kind=f"hl7-{i}")
+               for i in range(100)]  # fmt: skip
+        session.execute(sa.update(OutboxMessage).where(OutboxMessage.id.in_(ris)).values(destination="RIS@r:2575"))
+        pacs = [_outbox(session, reported, OutboxState.PENDING, AGO + timedelta(seconds=i), kind=f"sr-{i}")
+                for i in range(3)]  # fmt: skip
+        dead = _outbox(session, reported, OutboxState.PENDING, AGO - timedelta(seconds=1), kind="hl7-dead")
+        session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == dead)
+                        .values(destination="RIS@r:2575", claimed_by="radtrace@gone:1"))  # fmt: skip
+    dispatches: list[int] = []
+
+    def ring_dispatch(outbox_id: int) -> bool:
+        dispatches.append(outbox_id)
+        return True
+
+    reconciler = Reconciler(settings, store, ring_process=lambda *_: True, ring_dispatch=ring_dispatch,
+                            clock=lambda: NOW)  # fmt: skip
+    done = reconciler.run_once()
+
+    assert dispatches == [dead, ris[0], pacs[0], ris[1], pacs[1]], dispatches  # oldest first; before: all 104
+    assert done.dispatches == dispatches
+
+
+def test_a_pass_whose_withdrawal_sweep_fails_still_rings_what_is_overdue(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault in the withdrawal sweep (a bug, the database gone mid-sweep) must not stop the pass before its rings:
+    before, every pass ended there, and no overdue study or delivery was rung again while it lasted."""
+    settings = worker_settings(tmp_path, "sqlite://", Path("unused"), broker={"overdue_after_s": 60})
+    with store.session() as session:
+        queued = _revision(session, "queued", RevisionState.QUEUED)
+        uid = queued.study.study_uid
+
+    def broken_sweep(outbox: object) -> list[object]:
+        raise RuntimeError("a withdrawal bug")
+
+    monkeypatch.setattr("radtrace.worker.reconciler.sweep_withdrawals", broken_sweep)
+    processes: list[tuple[str, int]] = []
+
+    def ring_process(study_uid: str, number: int, priority: Priority) -> bool:
+        processes.append((study_uid, number))
+        return True
+
+    for now in (NOW, NOW + timedelta(seconds=61)):  # two passes: the fault logged in full once, then one line
+        Reconciler(settings, store, ring_process=ring_process, ring_dispatch=lambda outbox_id: True,
+                   clock=lambda now=now: now).run_once()  # fmt: skip
+    assert processes == [(uid, 1), (uid, 1)]
+    faults = [record for record in caplog.records if "withdrawing drafts failed" in record.getMessage()]
+    assert len(faults) == 2

@@ -40,6 +40,8 @@ DECIDED: dict[EventType, tuple[str, str, str | None, bool]] = {
     EventType.INSTANCE_NEW_VERSION: ("110104", "U", None, True),
     EventType.INSTANCE_REJECTED: ("110104", "C", None, True),  # also a refused DIMSE request (C-FIND, wrong class)
     EventType.INSTANCE_QUARANTINED: ("110104", "C", None, True),
+    EventType.INSTANCE_REASSIGNED: ("110113", "E", None, True),  # on the old study, with the patient it was filed under
+    EventType.INSTANCE_REJECTION_NOTED: ("110113", "E", None, True),  # IOCM rejection note: on the rejected's study
     EventType.STUDY_QUEUED: ("110103", "R", None, True),
     EventType.STUDY_SKIPPED: ("110103", "R", None, True),
     EventType.STUDY_FAILED: ("110103", "R", None, True),
@@ -49,6 +51,7 @@ DECIDED: dict[EventType, tuple[str, str, str | None, bool]] = {
     EventType.INFERENCE_FAILED: ("110103", "R", None, True),  # model outages: each study's attempt fails so
     EventType.REPORT_CREATED: ("110103", "C", None, True),
     EventType.REPORT_FAILED: ("110103", "R", None, True),  # reading_kept rides in the payload
+    EventType.REPORT_WITHDRAWN: ("110113", "E", None, True),  # a sent draft withdrawn from the PACS/RIS: its study
     EventType.DRAFT_ACCESSED: ("110103", "R", None, True),
     EventType.DRAFT_EXPORTED: ("110106", "R", None, True),
     EventType.STUDY_RETRIED: ("110103", "R", None, True),
@@ -77,6 +80,7 @@ DECIDED: dict[EventType, tuple[str, str, str | None, bool]] = {
     EventType.IMAGE_VIEWED: ("110103", "R", None, True),
     EventType.FINDING_ASSESSED: ("110103", "C", None, True),
     EventType.DRAFT_ASSESSED: ("110103", "C", None, True),
+    EventType.IMAGE_FLAGS_CHECKED: ("110103", "R", None, True),  # a radiologist checked a moved/rejected image's draft
 }
 
 

@@ -100,6 +100,9 @@ def test_serve_runs_the_forwarder_as_a_child_only_when_atna_is_enabled(
         def run(self) -> int:
             return 0
 
+        def on_incompatible(self, problem: str) -> None:  # the node watch's (radtrace.store.compat.NodeWatch)
+            raise AssertionError(problem)
+
     monkeypatch.setattr(supervisor, "Supervisor", Recorder)
     supervisor.run_serve(load_settings(data_dir=tmp_path))
     supervisor.run_serve(load_settings(data_dir=tmp_path, atna={"enabled": True, "host": "arr.example.org"}))

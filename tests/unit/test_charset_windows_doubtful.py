@@ -128,8 +128,6 @@ KEPT = [
     ("arabic in ISO 8859-6", "ISO_IR 127", "قاسم^فريد".encode("iso8859_6")),
     ("hebrew in ISO 8859-8", "ISO_IR 138", "כהן^דוד".encode("iso8859_8")),
     ("thai in TIS 620", "ISO_IR 166", "สมชาย^ใจดี".encode("tis_620")),
-    ("windows-1256 latin letters (é, E9) after an undefined byte", "ISO_IR 127", b"\xdd\xe9"),
-    ("windows-1255 trade mark (99)", "ISO_IR 138", "כהן^דוד".encode("iso8859_8") + b"\x99"),
     ("czech in Latin-2, š is Windows-1250's ą", "ISO_IR 101", "Hrušková^Božena".encode("iso8859_2")),
     ("slovak in Latin-2, Ľ is Windows-1250's Ą", "ISO_IR 101", "ĽUBOMÍR^Ľubica".encode("iso8859_2")),
     ("greek elision in ISO 8859-7 (flagged at most)", "ISO_IR 126", "Σ\u2019ΑΓΑΠΩ".encode("iso8859_7")),  # noqa: RUF001
@@ -141,6 +139,24 @@ def test_the_iso_set_s_own_text_and_other_bytes_keep_the_declaration(case: str, 
     ds = raw_header(term, data)
     choice = read_text_as(ds)
     assert choice is None or choice.because == "windows-doubtful"
+    assert text_of(ds) == data.decode(python_encoding[term], "replace")
+
+
+UNREADABLE = [
+    # (bytes the ISO set leaves undefined or reads as a C1 control, that no code page reads as words of one script:
+    # read as declared, flagged doubtful; they were read so unflagged)
+    ("windows-1256 latin letters (é, E9) after an undefined byte", "ISO_IR 127", b"\xdd\xe9"),
+    ("windows-1255 trade mark (99)", "ISO_IR 138", "כהן^דוד".encode("iso8859_8") + b"\x99"),
+]
+
+
+@pytest.mark.parametrize(("case", "term", "data"), UNREADABLE, ids=[c[0] for c in UNREADABLE])
+def test_bytes_the_iso_set_cannot_read_keep_the_declaration_flagged_doubtful(case: str, term: str, data: bytes) -> None:
+    ds = raw_header(term, data)
+    choice = read_text_as(ds)
+    assert choice == CharsetChoice(term, term, "code-page-doubtful")
+    assert choice.flag == CHARACTER_SET_DOUBTFUL
+    assert "the name may be wrong" in choice.sentence()
     assert text_of(ds) == data.decode(python_encoding[term], "replace")
 
 
@@ -162,5 +178,9 @@ def test_property_windows_1251_under_iso_ir_144_is_read_right_or_flagged(data: A
     assert choice.flagged
     if choice.because == "windows-code-page":
         assert text_of(ds) == name
+    elif choice.because == "other-script-doubtful":
+        # a run of five consonants drawn at random ('Бббгк'): no Cyrillic word, so another script's page that
+        # reads the bytes as its words (Windows-1253 Greek) is taken, flagged doubtful
+        assert choice.flag == CHARACTER_SET_DOUBTFUL
     else:
         assert choice == CharsetChoice("ISO_IR 144", "ISO_IR 144", "windows-doubtful"), (name, choice)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from radtrace.console.worklist import _header
+from radtrace.console.worklist_header import patient_header as _header
 from radtrace.testing.deflate_abuse import shape_film
 
 pytestmark = pytest.mark.unit

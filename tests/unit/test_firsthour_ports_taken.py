@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from certificate_support import listener_pki
 from radtrace.testing.services import free_port
 from tests_support import radtrace, startup_table
 
@@ -34,16 +34,11 @@ def _held(port: int, *, listening: bool = True) -> Iterator[None]:
         yield
 
 
-def _self_signed(directory: Path) -> dict[str, str]:
-    key, certificate = directory / "server.key", directory / "server.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-keyout", str(key), "-out", str(certificate)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+def _listener_tls(directory: Path) -> dict[str, str]:
+    pki = listener_pki(directory / "pki")
     return {
-        "RADTRACE_LISTENER__TLS__ENABLED": "true", "RADTRACE_LISTENER__TLS__CERTIFICATE": str(certificate),
-        "RADTRACE_LISTENER__TLS__PRIVATE_KEY": str(key),
+        "RADTRACE_LISTENER__TLS__ENABLED": "true", "RADTRACE_LISTENER__TLS__CERTIFICATE": str(pki["server.pem"]),
+        "RADTRACE_LISTENER__TLS__PRIVATE_KEY": str(pki["server.key"]),
     }  # fmt: skip
 
 
@@ -84,7 +79,7 @@ def test_serve_says_the_dicom_port_is_taken_by_another_program(tmp_path: Path, l
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 def test_serve_says_the_plain_dicom_port_is_taken_by_another_program(tmp_path: Path) -> None:
     plain = free_port()
-    env = _env(tmp_path, RADTRACE_LISTENER__PLAIN_PORT=str(plain)) | _self_signed(tmp_path)
+    env = _env(tmp_path, RADTRACE_LISTENER__PLAIN_PORT=str(plain)) | _listener_tls(tmp_path)
     detail = _refused_for("DICOM port", env, plain)
     assert detail.startswith(f"port {plain} is already in use by another program (listener.plain_port, "
                              "RADTRACE_LISTENER__PLAIN_PORT)")  # fmt: skip

@@ -1,4 +1,4 @@
-"""The heavy-test list names tests that exist, and each seed leaves out about half of them, another half per seed."""
+"""The heavy-test list names tests that exist, and each seed runs about a third of them, another third per seed."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ def test_every_listed_heavy_test_exists_and_the_always_run_ones_are_not_listed()
         assert not [name for name in names if f"/{module}::" in name]
 
 
-def test_each_seed_leaves_out_about_half_and_another_half_than_the_next() -> None:
+def test_each_seed_runs_about_a_third_and_another_third_than_the_next() -> None:
     names = sorted(heavy_sampling.heavy_names())
     left = {seed: {name for name in names if heavy_sampling.left_out(name, seed)} for seed in ("a1b2c3", "d4e5f6")}
     for chosen in left.values():
-        assert len(names) * 0.3 < len(chosen) < len(names) * 0.7
+        assert len(names) * 0.5 < len(chosen) < len(names) * 0.8  # about two in three left out
     assert left["a1b2c3"] != left["d4e5f6"]
     assert all(heavy_sampling.left_out(name, "a1b2c3") == (name in left["a1b2c3"]) for name in names)  # stable
 

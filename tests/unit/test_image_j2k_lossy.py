@@ -103,24 +103,26 @@ def test_tiles_and_a_resolution_first_order_are_read(name: str) -> None:
 
 
 def test_codestreams_not_followed_are_left_unread() -> None:
-    """A 9-7 (quantised) coding, no codestream: None, never a guess. (Several precincts a resolution in a
-    position-led order, once here, are read now: tests/unit/test_image_j2k_orders.py.)"""
+    """No codestream: None, never a guess. A 9-7 coding, once left unread here, is lossy as it is: False, wherever
+    its COD or COC is (tests/unit/test_j2k_lossless_only.py). (Several precincts a resolution in a position-led
+    order, once here, are read now: tests/unit/test_image_j2k_orders.py.)"""
     from radtrace.model.j2k_passes import passes_complete
 
     _, stored = film("canine")
-    assert passes_complete(_codestream(stored, 8, "9-7")) is None
+    assert passes_complete(_codestream(stored, 8, "9-7")) is False
     assert passes_complete(b"\xff\xd8\xff\xe0") is None
 
 
 def test_a_codestream_in_more_code_blocks_than_the_reader_allows_is_left_unread_at_once() -> None:
     """A film coded in 4 x 4 code-blocks (a sender may; the encoders' default is 64 x 64): read in Python at about
     60 us a block, the packet headers of a 1,024-pixel square took 3-4 s and of a 2,048 one 22 s, on the worker, for
-    every image. Past 32,768 code-blocks the reader leaves the codestream unread (None), as the decoder reads it."""
+    every image. Past 65,536 code-blocks (32,768 until a film in precincts of 32 needed more: RG1's 57,536, read at
+    about 30 us a block now) the reader leaves the codestream unread (None), as the decoder reads it."""
     from radtrace.model.j2k_passes import passes_complete
 
-    picture = np.random.default_rng(7).integers(0, 256, (768, 768))  # 36,864 blocks of 4 x 4
+    picture = np.random.default_rng(7).integers(0, 256, (1088, 1088))  # 73,984 blocks of 4 x 4, and 24,000 more
     stream = _codestream(picture, 8, {**REVERSIBLE, "codeblock_size": (4, 4)})
-    assert passes_complete(stream) is None  # before: True, after reading 36,864 blocks' headers (2 s)
+    assert passes_complete(stream) is None
     assert passes_complete(_codestream(picture[:256, :256], 8, {**REVERSIBLE, "codeblock_size": (4, 4)})) is True
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from radtrace.model.parsing import CHEXPERT_LABELS, MAX_REASONING_STEPS, canonical_label, split_sections
+from radtrace.model.parsing import CHEXPERT_LABELS, MAX_REASONING_STEPS, canonical_label, findings_from, split_sections
 from radtrace.model.profiles import get_profile
 from radtrace.model.profiles.deepmedix_r1 import boxed_answer
 from radtrace.model.reading import REASONING_SECTIONS, FindingStatus, ReadingFlag, SourceImage
@@ -248,3 +248,11 @@ def test_text_alternating_headings_gives_a_bounded_number_of_steps_and_keeps_tex
 @pytest.mark.parametrize("name", sorted(path.name for path in FIXTURES.glob("nv_*.txt")))
 def test_no_fixture_trace_comes_near_the_step_limit(name: str) -> None:
     assert len(nv(name).reasoning) <= MAX_REASONING_STEPS // 2
+
+
+def test_a_findings_evidence_is_its_whole_sentence_not_cut_at_a_decimal_point() -> None:
+    """The evidence of a finding is the sentence naming it: "ratio above 0." was cut at the decimal point of 0.5 (found
+    in the review console's trial; the FHIR note, the HL7 and SR text carried the cut sentence)."""
+    reasoning = "Lungs are clear. Cardiomegaly, the cardiothoracic ratio above 0.5 on this PA view. No effusion."
+    [finding] = [f for f in findings_from(["Cardiomegaly"], reasoning) if f.label == "Cardiomegaly"]
+    assert finding.evidence == "Cardiomegaly, the cardiothoracic ratio above 0.5 on this PA view."

@@ -69,9 +69,14 @@ def test_a_header_value_of_only_unicode_whitespace_does_not_fail_the_bundle(keyw
     assert blank not in json.dumps(bundle, ensure_ascii=False)
 
 
-@pytest.mark.parametrize("blank", ["\u3000", "\u2028", "\x85"])
+@pytest.mark.parametrize("blank", ["\u3000", "\u2028"])
 def test_model_evidence_of_only_unicode_whitespace_does_not_fail_the_bundle(blank: str) -> None:
     assert "note" not in _resource(_bundle(_sources(), evidence=blank), "Observation")
+
+
+def test_model_evidence_of_a_c1_whitespace_control_is_carried_replaced_as_in_every_draft() -> None:
+    # NEL (U+0085) is a C1 control: every draft's text rule (text.draft_text) replaces it by U+FFFD, visibly
+    assert _resource(_bundle(_sources(), evidence="\x85"), "Observation")["note"] == [{"text": "\ufffd"}]
 
 
 def test_a_patient_id_fhir_cannot_carry_unchanged_is_left_out_and_flagged_not_altered() -> None:

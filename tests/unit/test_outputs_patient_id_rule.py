@@ -16,24 +16,21 @@ it; every SR checked by dciodvfy and strict pydicom, every ORU parsed by hl7apy 
 from __future__ import annotations
 
 import io
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.parser import parse_message
 from pydicom import config, dcmread
 from pydicom.multival import MultiValue
 
+from drafts_readback_support import read_back
 from radtrace.config import ReportingSettings
 from radtrace.model.study import study_image
 from radtrace.reporting import codes
 from radtrace.reporting.drafts import build_drafts
 from radtrace.reporting.hl7 import unescape
 from reporting_support import reading, shown
-from tests_support import dciodvfy_lines
 
 pytestmark = pytest.mark.unit
 
@@ -53,39 +50,16 @@ def _drafts(patient_id: str, tmp_path: Path) -> dict[str, Any]:
     files = build_drafts(
         reading([source], images=shown([source])), [source], settings=ReportingSettings(), revision=1, created_at=WHEN
     )
-    assert files.hl7 is not None
-    assert files.fhir is not None
     assert files.companion is not None
-    (tmp_path / "sr.dcm").write_bytes(files.sr)
-    errors = [line for line in dciodvfy_lines(tmp_path / "sr.dcm") if "Error" in line]
+    drafts = read_back(files, tmp_path)
+    errors, texts, oru_texts = drafts.sr_errors, drafts.sr_texts, drafts.oru_texts
     with config.strict_reading():
         sr = dcmread(io.BytesIO(files.sr))
         for element in sr.iterall():
             _ = element.value
-    texts: dict[str, str] = {}
-
-    def walk(items: Any) -> None:
-        for item in items:
-            if item.ValueType == "TEXT":
-                texts[item.ConceptNameCodeSequence[0].CodeValue] = item.TextValue
-            walk(item.get("ContentSequence", []))
-
-    walk(sr.ContentSequence)
-    text = files.hl7.decode("utf-8")
-    parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
-    segments = {segment.split("|")[0]: segment for segment in reversed(text.split("\r")) if segment}
-    pid3 = segments["PID"].split("|")[3]
+    pid3 = drafts.segment("PID")[3]
     oru_ids = [] if pid3 == '""' else [unescape(rep.split("^")[0]) for rep in pid3.split("~")]
-    oru_texts: dict[str, str] = {}
-    for segment in text.split("\r"):
-        fields = segment.split("|")
-        if fields[0] == "OBX" and fields[2] == "TX":
-            key = fields[3].split("^")[0]
-            oru_texts[key] = oru_texts.get(key, "") + unescape(fields[5])
-    bundle = json.loads(files.fhir)
-    resources = [entry["resource"] for entry in bundle["entry"]]
-    [patient] = [r for r in resources if r["resourceType"] == "Patient"]
-    [report] = [r for r in resources if r["resourceType"] == "DiagnosticReport"]
+    patient, report = drafts.fhir_patient, drafts.fhir_report
     fhir_flags = next(
         (line.removeprefix("Model output flags: ") for line in report["conclusion"].split("\n") if "flags:" in line), ""
     )

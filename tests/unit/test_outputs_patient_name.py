@@ -86,6 +86,7 @@ def test_a_name_of_only_delimiters_is_not_reported_as_too_long(name: str) -> Non
 def test_a_name_too_long_for_pid5_is_still_noted() -> None:
     _, _, text = _drafts("A" * 60 + "^" + "B" * 3 + "=" + "山" * 200)
     assert "too long for PID-5" not in text  # 60 characters fit the XPN
-    pid, _, text = _drafts("=" + "山" * 21 + "^" + "太" * 200)  # the given name alone is far beyond hl7apy's limit
-    assert pid[5] == '""'
-    assert "too long for PID-5" in text
+    # the given name alone is far beyond hl7apy's limit, and a DICOM PN's: every draft carries the PN cut to 64 bytes
+    pid, _, text = _drafts("=" + "山" * 21 + "^" + "太" * 200)
+    assert pid[5] == "山" * 20 + "^^^^^^^I"
+    assert "(0010,0010) PatientName: characters or lengths PN does not allow; normalised" in text

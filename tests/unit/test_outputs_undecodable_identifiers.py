@@ -17,24 +17,20 @@ by dciodvfy, the ORU parsed by hl7apy STRICT.
 from __future__ import annotations
 
 import io
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.parser import parse_message
 from pydicom import dcmread
 from pydicom.dataelem import DataElement
 
+from drafts_readback_support import read_back
 from radtrace.config import ReportingSettings
 from radtrace.model.study import study_image
 from radtrace.reporting import codes
 from radtrace.reporting.drafts import build_drafts
-from radtrace.reporting.hl7 import unescape
 from reporting_support import reading, shown
-from tests_support import dciodvfy_lines
 
 # pydicom warns and reads the bad bytes as U+FFFD, as in the service; the suite's warnings-as-errors would make the
 # read fail instead (and the value vanish without a note), which is not what a running worker does
@@ -58,35 +54,14 @@ def _drafts(tmp_path: Path, **raw: tuple[str, bytes]) -> dict[str, Any]:
     files = build_drafts(
         reading([source], images=shown([source])), [source], settings=ReportingSettings(), revision=1, created_at=WHEN
     )
-    assert files.hl7 is not None
-    assert files.fhir is not None
     assert files.companion is not None
-    (tmp_path / "sr.dcm").write_bytes(files.sr)
-    sr = dcmread(io.BytesIO(files.sr))
-    texts: dict[str, str] = {}
-
-    def walk(items: Any) -> None:
-        for item in items:
-            if item.ValueType == "TEXT":
-                texts[item.ConceptNameCodeSequence[0].CodeValue] = item.TextValue
-            walk(item.get("ContentSequence", []))
-
-    walk(sr.ContentSequence)
-    text = files.hl7.decode("utf-8")
-    parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
-    fields = {segment[:3]: segment.split("|") for segment in reversed(text.split("\r")) if segment}
-    oru_texts: dict[str, str] = {}
-    for segment in text.split("\r"):
-        parts = segment.split("|")
-        if parts[0] == "OBX" and parts[2] == "TX":
-            key = parts[3].split("^")[0]
-            oru_texts[key] = oru_texts.get(key, "") + unescape(parts[5])
-    resources = [entry["resource"] for entry in json.loads(files.fhir)["entry"]]
-    [patient] = [r for r in resources if r["resourceType"] == "Patient"]
-    [report] = [r for r in resources if r["resourceType"] == "DiagnosticReport"]
+    drafts = read_back(files, tmp_path)
+    sr, texts, oru_texts = drafts.sr, drafts.sr_texts, drafts.oru_texts
+    fields = {segment[0]: segment for segment in reversed(drafts.segments)}
+    patient, report = drafts.fhir_patient, drafts.fhir_report
     companion = dcmread(io.BytesIO(files.companion))
     return {
-        "sr_errors": [line for line in dciodvfy_lines(tmp_path / "sr.dcm") if "Error" in line],
+        "sr_errors": drafts.sr_errors,
         "sr": sr,
         "companion": companion,
         "pid": fields["PID"],
@@ -98,7 +73,7 @@ def _drafts(tmp_path: Path, **raw: tuple[str, bytes]) -> dict[str, Any]:
         "oru_flags": oru_texts.get(codes.READING_FLAGS.value, ""),
         "sr_notes": texts.get(codes.HEADER_NOTES.value, ""),
         "oru_notes": oru_texts.get(codes.HEADER_NOTES.value, ""),
-        "hl7": text,
+        "hl7": drafts.hl7,
         "fhir": files.fhir.decode("utf-8"),
     }
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import struct
 from datetime import UTC, datetime
@@ -27,20 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.parser import parse_message
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import ExplicitVRLittleEndian
 
+from drafts_readback_support import read_back
 from radtrace.config import ReportingSettings
 from radtrace.model.study import StudyInput, prepare_study, spooled_image, study_image, unparsable_keywords
 from radtrace.reporting import codes
 from radtrace.reporting.drafts import build_drafts
-from radtrace.reporting.hl7 import unescape
 from radtrace.worker.drafting import headers_only
 from reporting_support import reading, shown
-from tests_support import dciodvfy_lines
 
 pytestmark = pytest.mark.unit
 
@@ -111,35 +107,11 @@ def _drafts(tmp_path: Path, data: bytes, *, spooled: bool = True) -> dict[str, A
     files = build_drafts(
         reading([source], images=shown([source])), [source], settings=ReportingSettings(), revision=1, created_at=WHEN
     )
-    assert files.hl7 is not None
-    assert files.fhir is not None
-    (tmp_path / "sr.dcm").write_bytes(files.sr)
-    sr = dcmread(io.BytesIO(files.sr))
-    texts: dict[str, str] = {}
-
-    def walk(items: Any) -> None:
-        for item in items:
-            if item.ValueType == "TEXT":
-                texts[item.ConceptNameCodeSequence[0].CodeValue] = item.TextValue
-            walk(item.get("ContentSequence", []))
-
-    walk(sr.ContentSequence)
-    hl7 = files.hl7.decode("utf-8")
-    parse_message(hl7, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
-    oru_texts: dict[str, str] = {}
-    pid: list[str] = []
-    for segment in hl7.split("\r"):
-        parts = segment.split("|")
-        if parts[0] == "PID":
-            pid = parts
-        if parts[0] == "OBX" and parts[2] == "TX":
-            key = parts[3].split("^")[0]
-            oru_texts[key] = oru_texts.get(key, "") + unescape(parts[5])
-    resources = [entry["resource"] for entry in json.loads(files.fhir)["entry"]]
-    [patient] = [r for r in resources if r["resourceType"] == "Patient"]
-    [report] = [r for r in resources if r["resourceType"] == "DiagnosticReport"]
+    drafts = read_back(files, tmp_path)
+    sr, texts, oru_texts = drafts.sr, drafts.sr_texts, drafts.oru_texts
+    pid, patient, report = drafts.segment("PID"), drafts.fhir_patient, drafts.fhir_report
     return {
-        "sr_errors": [line for line in dciodvfy_lines(tmp_path / "sr.dcm") if "Error" in line],
+        "sr_errors": drafts.sr_errors,
         "sr": sr,
         "pid": pid,
         "fhir_patient": patient,

@@ -46,7 +46,9 @@ def test_a_server_that_answers_its_health_check_but_completes_nothing_is_a_warni
         elapsed = time.monotonic() - started
     assert check.status == "warning", check.detail
     assert said in check.detail, check.detail
-    assert elapsed < 2 * LIMIT_S + 1.0  # health and list, then the probe: each under its own deadline
+    # health and list, then the probe, each under its own 1 s deadline: under a third of the 30 s a wedged engine
+    # holds a completion (the wrong behaviour: waiting it out), not under 3 s, which a busy machine can reach
+    assert elapsed < 10.0
     assert server.probes == (1 if mode != "engine_dead" else 0)
 
 

@@ -3,10 +3,11 @@
 The text strategies mix arbitrary Unicode (surrogates included) with every C0/C1 control, the HL7 delimiters,
 ESC and the stand-in the HL7 builder uses for hex escapes. What a user would notice, and what is asserted:
 
-* the SR reads back with *strict* pydicom and its TEXT items hold exactly the DICOM-safe text;
+* the SR reads back with *strict* pydicom and its TEXT items hold exactly the text every draft carries
+  (``draft_text``: controls other than LF and CR replaced by U+FFFD), DICOM-safe;
 * the ORU parses with hl7apy (STRICT) and python-hl7, holds no raw control character inside any field, and
-  its unescaped OBX-5 values are exactly the HL7-safe text;
-* the FHIR Bundle is UTF-8 JSON whose conclusion holds the FHIR-safe text;
+  its unescaped OBX-5 values are exactly that same text;
+* the FHIR Bundle is UTF-8 JSON whose conclusion holds that same text;
 * each output says ``text-sanitised`` exactly when it had to change the model's text;
 * a multi-valued Patient ID comes out as PID-3 repetitions and FHIR identifiers, never as a Python list.
 
@@ -46,6 +47,7 @@ from radtrace.reporting.text import (
     REPLACEMENT,
     TEXT_SANITISED,
     dicom_text,
+    draft_text,
     fhir_text,
     fits_dicom,
     hl7_escape,
@@ -182,8 +184,9 @@ def test_sr_reads_back_strictly_with_the_dicom_safe_text_and_the_flag(impression
     changed = False
     for code, raw in ((codes.IMPRESSION.value, impression), (codes.reasoning_code("lungs").value, reasoning)):
         if raw.strip():
-            safe = dicom_text(raw, "UT")
-            changed |= safe.changed
+            drafted = draft_text(raw)  # the rule of every draft (the ORU's and FHIR's text too), then UT
+            safe = dicom_text(drafted.text, "UT")
+            changed |= safe.changed or drafted.changed
             assert texts[code] == [safe.text.rstrip()]
         else:
             assert code not in texts
@@ -257,12 +260,12 @@ def test_hl7_parses_back_with_both_parsers_to_the_hl7_safe_text(impression: str,
     assert _hl7apy(oru.text) == by_python_hl7
     expected = {}
     if impression.strip():
-        expected[(codes.IMPRESSION.value, "")] = hl7_text(impression).text
+        expected[(codes.IMPRESSION.value, "")] = draft_text(impression).text
     if reasoning:
-        expected[(codes.reasoning_code("lungs").value, "R1")] = hl7_text(reasoning).text
+        expected[(codes.reasoning_code("lungs").value, "R1")] = draft_text(reasoning).text
     assert {key: by_python_hl7.get(key) for key in expected} == expected
     flags = by_python_hl7.get((codes.READING_FLAGS.value, ""), "")
-    assert (TEXT_SANITISED in flags) == any(hl7_text(text).changed for text in (impression, reasoning))
+    assert (TEXT_SANITISED in flags) == any(draft_text(text).changed for text in (impression, reasoning))
     assert len(message.segments("PID")) == 1
 
 
@@ -280,12 +283,12 @@ def test_fhir_bundle_is_utf8_json_with_the_fhir_safe_text(impression: str, evide
     resources = {entry["resource"]["resourceType"]: entry["resource"] for entry in bundle["entry"]}
     conclusion = resources["DiagnosticReport"]["conclusion"]
     if impression:
-        assert fhir_text(impression).text in conclusion
-    if fhir_text(evidence).text.strip():
-        assert resources["Observation"]["note"] == [{"text": fhir_text(evidence).text}]
-    else:  # nothing but whitespace (U+0085, U+3000 …): a FHIR string cannot be blank, so no note
+        assert draft_text(impression).text in conclusion
+    if draft_text(evidence).text.strip():
+        assert resources["Observation"]["note"] == [{"text": draft_text(evidence).text}]
+    else:  # nothing but whitespace (U+3000 …): a FHIR string cannot be blank, so no note
         assert "note" not in resources["Observation"]
-    assert (TEXT_SANITISED in conclusion) == (fhir_text(impression).changed or fhir_text(evidence).changed)
+    assert (TEXT_SANITISED in conclusion) == (draft_text(impression).changed or draft_text(evidence).changed)
 
 
 def test_a_100k_character_trace_of_every_hostile_character_reaches_all_three_outputs() -> None:
@@ -293,11 +296,11 @@ def test_a_100k_character_trace_of_every_hostile_character_reaches_all_three_out
     trace = (trace * (100_000 // len(trace) + 1))[:100_000]
     read = _reading("Impression\x0b\x1c with \ud800", trace)
     sr = _strict_read(sr_bytes(build_sr(read, SOURCES, settings=ReportingSettings(), revision=1)))
-    assert _sr_texts(sr)[codes.reasoning_code("lungs").value] == [dicom_text(trace, "UT").text.rstrip()]
+    assert _sr_texts(sr)[codes.reasoning_code("lungs").value] == [draft_text(trace).text.rstrip()]
     oru = build_oru(read, SOURCES[0], settings=ReportingSettings(), sr_sop_instance_uid=SR_UID, created_at=WHEN)
     _assert_no_raw_control_in_a_field(oru.text)
     by_python_hl7, message = _python_hl7(oru.text)
-    assert by_python_hl7[(codes.reasoning_code("lungs").value, "R1")] == hl7_text(trace).text
+    assert by_python_hl7[(codes.reasoning_code("lungs").value, "R1")] == draft_text(trace).text  # the SR's text
     assert all(len(str(segment[5])) <= 199 for segment in message.segments("OBX"))
     bundle = build_fhir_bundle(read, SOURCES[0], settings=ReportingSettings(), revision=1, created_at=WHEN)
     assert json.loads(bundle.encode("utf-8"))["resourceType"] == "Bundle"

@@ -84,3 +84,22 @@ def test_with_tls_and_no_plain_port_it_says_how_to_send_instead(tmp_path: Path) 
     assert "--port 11999" not in line
     assert "storescu +tls" in line
     assert "listener.plain_port" in line
+
+
+def test_the_commands_it_prints_reach_a_postgresql_and_redis_service(tmp_path: Path) -> None:
+    """Found serving with RADTRACE_STORE__URL (PostgreSQL) and RADTRACE_BROKER__URL (Redis) in the environment: the
+    printed 'radtrace status' carried only RADTRACE_DATA_DIR, and run so in another terminal it answered 'no radtrace
+    database at <data dir>/radtrace.db'. Now it carries both URLs, a password masked and said so."""
+    store_url = "postgresql+psycopg://radtrace@db.example.org:5432/radtrace"
+    broker_url = "redis://:s3cret@redis.example.org:6379/0"
+    settings = load_settings(data_dir=tmp_path / "var", store={"url": store_url}, broker={"url": broker_url})
+    steps = next_steps(settings, cwd=tmp_path)
+    follow = shlex.split(_line(steps, "Follow it: ").removeprefix("Follow it: ").split(";")[0])
+    assert follow[:2] == [
+        f"RADTRACE_STORE__URL={store_url}",
+        "RADTRACE_BROKER__URL=redis://:***@redis.example.org:6379/0",
+    ]
+    assert Path(follow[2]).name == "radtrace"
+    assert follow[3] == "status"
+    assert "s3cret" not in "\n".join(steps)
+    assert "shown as ***" in _line(steps, "(the database or broker URL's password")

@@ -95,7 +95,7 @@ def test_the_worker_s_breaker_gives_up_and_probes_as_its_settings_say(down_serve
     started = time.monotonic()
     assert held.server_down()
     assert held.hold() is Hold.GAVE_UP  # after 0.3 s, not the default 2 h
-    assert 0.25 < time.monotonic() - started < 2.0
+    assert 0.25 < time.monotonic() - started < 60  # 0.3 s as set; the default (the wrong one) is 2 h
     assert held.gave_up
     assert len(probes) >= 3  # every 0.1 s at most, not 2 s doubling to 60 s
 

@@ -34,6 +34,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
 
 from radtrace import __version__
 from radtrace.audit.checkpoints import CheckpointSource
@@ -426,8 +428,27 @@ def _reason(exc: Exception) -> str:
 
 def _route(request: Request) -> str:
     # The route's template (/v1/studies/{study_uid}/timeline), never the path or query string, which
-    # carry study UIDs and patient IDs that must not reach a log line.
-    return str(getattr(request.scope.get("route"), "path", "(no route)"))
+    # carry study UIDs and patient IDs that must not reach a log line. A mount's (the console's static files,
+    # /console/static/{path}) is its path and {path}.
+    route = _served_by(request)
+    if isinstance(route, Mount):
+        return f"{route.path}/{{path}}"
+    return str(getattr(route, "path", "(no route)"))
+
+
+def _served_by(request: Request) -> object:
+    """The route, or the mount, that served the request (None: none did)."""
+    return request.scope.get("route") or _mount(request)
+
+
+def _mount(request: Request) -> Mount | None:
+    """The mount that served the request: FastAPI (0.165) sets no ``route`` in the scope for a mount, only the
+    application it handed the request to (``endpoint``)."""
+    endpoint = request.scope.get("endpoint")
+    if endpoint is None:
+        return None
+    routes = getattr(request.scope.get("app"), "routes", ())
+    return next((route for route in routes if isinstance(route, Mount) and route.app is endpoint), None)
 
 
 async def _on_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -467,12 +488,19 @@ async def _on_radtrace_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """One log line per request, naming the route template instead of the path (see ``_route``)."""
+    """One log line per request, naming the route template instead of the path (see ``_route``); a static file
+    served, at DEBUG."""
     started = time.perf_counter()
     response = await call_next(request)
     client = request.client.host if request.client else "-"
     elapsed_ms = (time.perf_counter() - started) * 1000
-    log.info("%s %s %s -> %d (%.0f ms)", client, request.method, _route(request), response.status_code, elapsed_ms)
+    # a static file answered (a console page's styles and scripts, several a page) is no event: DEBUG
+    route = _served_by(request)
+    static = isinstance(route, Mount) and isinstance(route.app, StaticFiles) and response.status_code < 400
+    level = logging.DEBUG if static else logging.INFO
+    log.log(
+        level, "%s %s %s -> %d (%.0f ms)", client, request.method, _route(request), response.status_code, elapsed_ms
+    )
     return response
 
 

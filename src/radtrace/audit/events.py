@@ -55,6 +55,8 @@ class EventType(enum.StrEnum):
     INSTANCE_NEW_VERSION = "instance_new_version"
     INSTANCE_REJECTED = "instance_rejected"
     INSTANCE_QUARANTINED = "instance_quarantined"
+    INSTANCE_REASSIGNED = "instance_reassigned"
+    INSTANCE_REJECTION_NOTED = "instance_rejection_noted"
     STUDY_QUEUED = "study_queued"
     STUDY_SKIPPED = "study_skipped"
     STUDY_FAILED = "study_failed"
@@ -64,6 +66,7 @@ class EventType(enum.StrEnum):
     INFERENCE_FAILED = "inference_failed"
     REPORT_CREATED = "report_created"
     REPORT_FAILED = "report_failed"
+    REPORT_WITHDRAWN = "report_withdrawn"
     DRAFT_ACCESSED = "draft_accessed"
     DRAFT_EXPORTED = "draft_exported"
     STUDY_RETRIED = "study_retried"
@@ -92,6 +95,7 @@ class EventType(enum.StrEnum):
     IMAGE_VIEWED = "image_viewed"
     FINDING_ASSESSED = "finding_assessed"
     DRAFT_ASSESSED = "draft_assessed"
+    IMAGE_FLAGS_CHECKED = "image_flags_checked"
 
     @property
     def dicom(self) -> DicomAuditEvent:
@@ -108,6 +112,10 @@ _DICOM_EVENT: Final[Mapping[EventType, DicomAuditEvent]] = {
     EventType.INSTANCE_NEW_VERSION: INSTANCES_TRANSFERRED,
     EventType.INSTANCE_REJECTED: INSTANCES_TRANSFERRED,
     EventType.INSTANCE_QUARANTINED: INSTANCES_TRANSFERRED,
+    # Security Alert: an image a draft was read from was re-sent by the PACS under another patient or study.
+    EventType.INSTANCE_REASSIGNED: SECURITY_ALERT,
+    # Security Alert: the PACS rejected (IHE IOCM rejection note) an image a draft was read from.
+    EventType.INSTANCE_REJECTION_NOTED: SECURITY_ALERT,
     EventType.STUDY_QUEUED: INSTANCES_ACCESSED,
     EventType.STUDY_SKIPPED: INSTANCES_ACCESSED,
     EventType.STUDY_FAILED: INSTANCES_ACCESSED,
@@ -118,6 +126,9 @@ _DICOM_EVENT: Final[Mapping[EventType, DicomAuditEvent]] = {
     EventType.INFERENCE_FAILED: INSTANCES_ACCESSED,
     EventType.REPORT_CREATED: INSTANCES_ACCESSED,
     EventType.REPORT_FAILED: INSTANCES_ACCESSED,
+    # Security Alert: a draft already sent, read from an image the PACS moved or rejected, is withdrawn from the
+    # PACS and the RIS (radtrace.reporting.dispatch.withdrawals); its unsent deliveries are cancelled.
+    EventType.REPORT_WITHDRAWN: SECURITY_ALERT,
     EventType.DRAFT_ACCESSED: INSTANCES_ACCESSED,
     EventType.DRAFT_EXPORTED: EXPORT,
     EventType.STUDY_RETRIED: INSTANCES_ACCESSED,
@@ -154,6 +165,8 @@ _DICOM_EVENT: Final[Mapping[EventType, DicomAuditEvent]] = {
     EventType.IMAGE_VIEWED: INSTANCES_ACCESSED,
     EventType.FINDING_ASSESSED: INSTANCES_ACCESSED,
     EventType.DRAFT_ASSESSED: INSTANCES_ACCESSED,
+    # A radiologist checked a draft read from an image the PACS moved or rejected (radtrace.console.reassigned_flags).
+    EventType.IMAGE_FLAGS_CHECKED: INSTANCES_ACCESSED,
 }
 
 

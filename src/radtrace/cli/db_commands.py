@@ -15,8 +15,13 @@ def db_upgrade(
     app_role: Annotated[
         str | None, typer.Option(help="PostgreSQL: also create this login role, INSERT/SELECT only on the audit log.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Migrate even while other radtrace processes are seen working on it.")
+    ] = False,
 ) -> None:
-    """Create or migrate the work and audit tables to the latest revision (safe to repeat)."""
+    """Create or migrate the work and audit tables to the latest revision (safe to repeat).
+
+    A database with a schema is not migrated while other radtrace processes work on it (stop every node first)."""
     from radtrace.audit.checkpoints import CheckpointSource
     from radtrace.audit.operations import ChainNotVerifiedError, local_operator
     from radtrace.audit.rebind import rebind_after_upgrade
@@ -28,6 +33,7 @@ def db_upgrade(
         current_revision,
         head_revision,
         one_at_a_time,
+        refuse_while_others_work,
         upgrade,
     )
 
@@ -35,6 +41,11 @@ def db_upgrade(
     with open_store(settings, create=True) as store, one_at_a_time(store):  # a service starting on it: its turn
         before = current_revision(store)
         refuse_newer(before)
+        if before not in (None, head_revision()) and not force:  # no rolling upgrade (radtrace.store.compat)
+            try:
+                refuse_while_others_work(store, before, head_revision())
+            except StartMigrationError as exc:
+                fail(exc.reason)
         if is_sqlite(store.engine) and before not in (None, head_revision()):  # as serve keeps one at start
             try:
                 kept = backup_sqlite(store, before)

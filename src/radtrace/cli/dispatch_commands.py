@@ -28,7 +28,8 @@ def dispatch_retry(
 
     A PACS that rejected the association permanently (an AE title it does not know) is on hold: its deliveries wait,
     held, until this is run (radtrace status shows it). When dispatch.pacs now names that PACS with another AE title,
-    the deliveries go to it.
+    the deliveries go to it. The deliveries asked for again are counted as refused by the peer (it answered that it
+    did not take them: fix what it said first) or failed (no answer, a timeout, a dropped connection).
     """
     from radtrace.audit.operations import local_operator
     from radtrace.reporting.dispatch.redelivery import RedeliveryError, redeliver_failed
@@ -50,12 +51,20 @@ def dispatch_retry(
             highlight=False,
         )
     if done.outbox_ids or done.lifted is None:
+        refused = len(done.refused)
+        how = f" ({refused} refused by the peer, {len(done.outbox_ids) - refused} failed)" if done.outbox_ids else ""
         out.print(
-            f"{len(done.outbox_ids)} failed deliveries to {escape(done.destination)}{moved} are pending again; "
+            f"{len(done.outbox_ids)} failed deliveries to {escape(done.destination)}{moved} are pending again{how}; "
             f"{done.revisions} revisions reported again",
             highlight=False,
         )
     if done.left_failed:
         out.print(f"left failed (already delivered there): outbox rows {', '.join(map(str, done.left_failed))}")
+    if done.not_built:
+        out.print(
+            f"left failed (withdrawals that could not be built, nothing to send: withdraw those drafts at the peer "
+            f"by hand; radtrace study show UID): outbox rows {', '.join(map(str, done.not_built))}",
+            highlight=False,
+        )
     if unrung:
         out.print(f"the broker did not answer for {unrung} of them: the reconciler will pick them up", highlight=False)

@@ -34,12 +34,14 @@ def send(
         str, typer.Option(help="Our AE title; the default is the caller 'make run' admits from this machine.")
     ] = LOCAL_CALLER,
 ) -> None:
-    """Send DICOM files to a peer by C-STORE (operator and test tool); exit 1 unless all succeed.
+    """Send DICOM files to a peer by C-STORE (operator and test tool); exit 1 unless all succeed (a DICOMDIR, the
+    index of a CD's files, and files in a folder that are no DICOM at all are skipped and listed).
 
     Files go as they are on disk, in their own transfer syntax, over one association. A peer that refuses the
     association is named with its reason and what to change (exit 2 for a permanent refusal: AE titles).
     """
-    from radtrace.dicom_listener.scu import NoAssociationError, collect_files, send_files, summarise
+    from radtrace.dicom_listener.scu import NoAssociationError, send_files, summarise
+    from radtrace.dicom_listener.scu_files import collect_files
 
     settings = settings_of(ctx)
     files = collect_files(paths)
@@ -66,6 +68,7 @@ def send(
             results = send_files(
                 files, host, port, called_ae=called_ae, calling_ae=calling_ae,
                 progress=lambda _result: progress.advance(task),
+                found_in_folders=set(files) - {p for p in paths if not p.is_dir()},
             )  # fmt: skip
         except NoAssociationError as exc:
             progress.stop()
@@ -81,8 +84,10 @@ def send(
         table.add_row(status, str(count))
     out.print(table)
     for failed in (r for r in results if not r.ok):
-        err.print(f"{escape(str(failed.path))}: {failed.note or 'failed'}", highlight=False)
-    if not all(r.ok for r in results):
+        said = f"skipped: {failed.note}" if failed.skipped else failed.note or "failed"
+        err.print(f"{escape(str(failed.path))}: {said}", highlight=False)
+    sent = [r for r in results if not r.skipped]  # a DICOMDIR is listed, not sent: the films decide
+    if not sent or not all(r.ok for r in sent):
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -7,12 +7,13 @@ import errno
 import logging
 import os
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,26 +21,28 @@ from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, app, fail, open_store, 
 from radtrace.cli.interrupt import EXIT_INTERRUPTED, hand_over
 from radtrace.cli.startup import say_checks
 from radtrace.errors import ConfigError, ModelLoadError, RadtraceError
-from radtrace.preflight import (
-    Check,
-    Service,
-    api_bind_problem,
-    bind_api_socket,
-    check_ports,
-    failed_checks,
-    for_serve,
-    listener_port_problem,
-    metrics_port_problem,
-    metrics_ports,
-    run_preflight,
-)
 from radtrace.process_exit import end_process
 
+# The start-up checks (radtrace.preflight) and each service are imported by the command that runs them: importing
+# them here cost every radtrace command, 'radtrace --help' included, their imports (SQLAlchemy, TLS, metrics).
 if TYPE_CHECKING:
+    from radtrace.config import Settings
     from radtrace.http_limits import PeerLimits
+    from radtrace.preflight import Check, Service
     from radtrace.store.engine import Store
 
 log = logging.getLogger(__name__)
+
+
+def _watch_this_node(settings: Settings, service: Service) -> None:
+    """After the start-up checks passed: this process's row in ``nodes`` (a migration is refused while it runs) and
+    the watch that stops it, as on SIGTERM, once a newer radtrace has raised the database's floor or migrated it
+    (:func:`radtrace.preflight.start_node_watch`). Under ``radtrace serve`` none: serve's own watch stands for it."""
+    from radtrace.preflight import start_node_watch
+    from radtrace.supervisor import SERVED_CHILD_ENV
+
+    if not os.environ.get(SERVED_CHILD_ENV):
+        start_node_watch(settings, service)
 
 
 @app.command()
@@ -50,6 +53,7 @@ def serve(ctx: typer.Context) -> None:
     reconciler) and the QA API, as supervised child processes logging to stderr; one that dies is
     restarted with backoff. Without model weights the worker waits for them; studies stay queued.
     """
+    from radtrace.preflight import check_ports, failed_checks, for_serve, run_preflight
     from radtrace.supervisor import next_steps, run_serve, wait_for_listener
 
     settings = settings_of(ctx)
@@ -95,19 +99,31 @@ def _ctrl_c_before_start() -> Iterator[None]:
         pressed.set()
         raise KeyboardInterrupt
 
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:  # a KeyboardInterrupt lost in a GC callback: said once below, no traceback
+        if info.exc_type is KeyboardInterrupt:
+            pressed.set()
+            return
+        previous_hook(info)
+
     previous = signal.signal(signal.SIGINT, interrupt)
+    sys.unraisablehook = unraisable
     try:
         yield
     except KeyboardInterrupt:
         pressed.set()
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
     if pressed.is_set():
         fail("interrupted (Ctrl-C) during the start-up checks; nothing was started", EXIT_INTERRUPTED)
 
 
 def _port_check(name: str, problem: str | None) -> list[Check]:
     """A port this command binds, as a start-up check: nothing when it is free, else a configuration error."""
+    from radtrace.preflight import Check
+
     return [] if problem is None else [Check(name, "failed", problem, config_error=True)]
 
 
@@ -121,6 +137,13 @@ def listen(ctx: typer.Context) -> None:
     """
     from radtrace.dicom_listener.service import run_listener_processes
     from radtrace.listener_lock import listener_locks, listener_ports
+    from radtrace.preflight import (
+        failed_checks,
+        listener_port_problem,
+        metrics_port_problem,
+        metrics_ports,
+        run_preflight,
+    )
     from radtrace.worker.space_at_start import start_checks
 
     settings = settings_of(ctx)
@@ -133,6 +156,7 @@ def listen(ctx: typer.Context) -> None:
         listener_metrics = [(port, name) for port, name in metrics_ports(settings) if name.startswith("listener.")]
         checks += _port_check("metrics ports", metrics_port_problem(settings, listener_metrics))
     say_checks(ctx, checks, service="listener")
+    _watch_this_node(settings, "listener")
     try:
         with listener_locks(settings):
             code = run_listener_processes(settings)
@@ -143,8 +167,10 @@ def listen(ctx: typer.Context) -> None:
             raise
         ports = " or ".join(f"port {port} ({setting})" for port, setting in listener_ports(settings))
         fail(f"{ports} is already in use", EXIT_USAGE)
-    if code:
-        raise typer.Exit(code)
+    # Stopped, its locks released: without the interpreter's teardown of pynetdicom, pydicom and SQLAlchemy (0.5 to
+    # 0.8 s of CPU, most of an idle listener's stop). An association thread still storing an instance is a daemon
+    # thread, which Python's own exit did not wait for either: what it had not committed it had not acknowledged.
+    end_process(code)
 
 
 @app.command()
@@ -165,6 +191,7 @@ def worker(
     Runs the start-up checks first (the embedded SQLite database is migrated; an out-of-date
     PostgreSQL schema is refused).
     """
+    from radtrace.preflight import failed_checks, metrics_port_problem, run_preflight
     from radtrace.worker.service import queue_names, run_worker
     from radtrace.worker.space_at_start import worker_start_checks
 
@@ -182,6 +209,7 @@ def worker(
         port = settings.broker.metrics_port + metrics_offset
         checks += _port_check("metrics ports", metrics_port_problem(settings, [(port, setting)]))
     say_checks(ctx, checks, service=service)
+    _watch_this_node(settings, service)
     _quiet_celery_root_warning()
     try:
         run_worker(
@@ -224,6 +252,7 @@ def api(ctx: typer.Context) -> None:
     from radtrace.audit.tokens import ensure_bootstrap_admin
     from radtrace.http_limits import PeerLimits
     from radtrace.http_server import serve_http
+    from radtrace.preflight import api_bind_problem, bind_api_socket, failed_checks, run_preflight
     from radtrace.reporting.draft_store import drafts_root
 
     settings = settings_of(ctx)
@@ -238,6 +267,7 @@ def api(ctx: typer.Context) -> None:
         except OSError as exc:
             checks += _port_check("QA API port", api_bind_problem(host, port, exc))
     say_checks(ctx, checks, service="api")
+    _watch_this_node(settings, "api")
     if listening is None:  # pragma: no cover - say_checks has refused the start
         raise typer.Exit(EXIT_FAILED)
     with listening, open_store(settings) as store:

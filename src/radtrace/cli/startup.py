@@ -16,13 +16,16 @@ failure (systemd's ``RestartPreventExitStatus=2`` then stops restarting it, serv
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from radtrace.cli.common import EXIT_FAILED, EXIT_USAGE, fail, out
-from radtrace.preflight import Check, failed_checks
+
+if TYPE_CHECKING:
+    from radtrace.preflight import Check
 
 __all__ = ["say_checks"]
 
@@ -34,6 +37,8 @@ _COLOUR = {"ok": "green", "warning": "yellow", "failed": "red"}
 def say_checks(ctx: typer.Context, checks: list[Check], *, service: str) -> None:
     """Say ``service``'s start-up ``checks`` (serve: a table; alone: a log line for each that is not ok) and exit
     with serve's refusal status when one failed."""
+    from radtrace.preflight import failed_checks
+
     if service == "serve":
         table = Table("check", "result", "detail", title="radtrace serve: start-up checks", title_justify="left")
         for check in checks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Group
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -34,7 +35,9 @@ from radtrace.errors import RadtraceError
 from radtrace.logging import escape as terminal_text
 
 if TYPE_CHECKING:
-    from radtrace.reporting.draft_store import DraftView
+    from radtrace.dicom_listener.reassigned import FlaggedRevision
+    from radtrace.reporting.draft_store import DraftRevision, DraftView
+    from radtrace.store.engine import Store
     from radtrace.worker.status import FailedRevision
 
 
@@ -80,6 +83,8 @@ def status(
     for state, count in report.outbox.items():
         table.add_row(state, str(count))
     out.print(table)
+    for line in report.flag_lines():  # drafts read from an image the PACS re-sent elsewhere or rejected
+        out.print(line, highlight=False, soft_wrap=True)
     for line in report.in_flight_lines():  # a dispatcher killed mid-send: its claim must expire first
         out.print(escape(terminal_text(line)), highlight=False, soft_wrap=True)
     for line in report.hold_lines():  # a PACS that rejected us for good: its deliveries wait for the command
@@ -111,6 +116,15 @@ def status(
             out.print(_ended_table(title, revisions, program), crop=False)  # the commands whole, at any width
     if broker and report.broker_error:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _reassigned(store: Store, study_uid: str | None = None, mark: str = "reassigned_at") -> list[FlaggedRevision]:
+    """Revisions read from an image the PACS re-sent under another patient or study (``rejected_at``: that it
+    rejected), of one study or all."""
+    from radtrace.dicom_listener.reassigned import flagged_revisions
+
+    with store.session() as session:
+        return flagged_revisions(session, study_uid, mark)
 
 
 def _program(ctx: typer.Context) -> str:
@@ -184,10 +198,17 @@ def study_show(
 
     with open_store(settings_of(ctx)) as store:
         detail = study_detail(store, study_uid)
+        reassigned = _reassigned(store, study_uid)
+        rejected = _reassigned(store, study_uid, mark="rejected_at")
     if detail is None:
         fail(f"no study {study_uid} was received (radtrace status lists failed and skipped ones)")
     if as_json:
-        typer.echo(json.dumps(detail.as_json(), indent=2))
+        marks = {
+            "reassigned_revisions": [r.revision for r in reassigned],
+            "rejected_revisions": [r.revision for r in rejected],
+            "checked_revisions": sorted({r.revision for r in [*reassigned, *rejected] if r.checked_at is not None}),
+        }
+        typer.echo(json.dumps(detail.as_json() | marks, indent=2))
         return
     # The accession is what a peer sent: shown as text (no rich markup), control characters as in the log.
     accession = terminal_text(detail.accession or "—")
@@ -202,6 +223,22 @@ def study_show(
         )  # fmt: skip
     table.columns[-1].overflow = "fold"
     out.print(table)
+    for flagged in reassigned:
+        out.print(f"revision {flagged.revision}: an image it read was re-sent by the PACS under another patient/study "
+                  f"({flagged.marked_at:%Y-%m-%d %H:%M:%S} UTC): {_checked(flagged)} "
+                  "(audit: instance_reassigned)", highlight=False, soft_wrap=True, markup=False)  # fmt: skip
+    for flagged in rejected:
+        out.print(f"revision {flagged.revision}: an image it read was rejected by the PACS (rejection note, "
+                  f"{flagged.marked_at:%Y-%m-%d %H:%M:%S} UTC): {_checked(flagged)} "
+                  "(audit: instance_rejection_noted)", highlight=False, soft_wrap=True, markup=False)  # fmt: skip
+
+
+def _checked(flagged: FlaggedRevision) -> str:
+    """Whether a radiologist checked a flagged revision (the console's Checked: accepting its draft is allowed)."""
+    if flagged.checked_at is None:
+        return "do not sign its draft before checking"
+    return (f"checked by {terminal_text(flagged.checked_by or '?')} ({flagged.checked_at:%Y-%m-%d %H:%M:%S} UTC; "
+            "audit: image_flags_checked)")  # fmt: skip
 
 
 @study_app.command("retry")
@@ -213,7 +250,9 @@ def study_retry(
     """Ask again for a failed or skipped revision (audited as study_retried).
 
     A reading is queued as a new attempt. A revision that failed for a delivery is not read again: its failed
-    deliveries are made pending again (as 'radtrace dispatch retry' does, for this revision only).
+    deliveries are made pending again (as 'radtrace dispatch retry' does, for this revision only). A revision flagged
+    because an image it read was re-sent under another patient/study or rejected by the PACS is not retried (its
+    draft stays withdrawn): the refusal names the revision that reads the study's images now.
     """
     from radtrace.audit.operations import local_operator
     from radtrace.worker.doorbell import ring_dispatch, ring_process
@@ -262,7 +301,8 @@ def drafts_list(
     study_uid: Annotated[str | None, typer.Argument(help="Only this Study Instance UID.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List the kept drafts, newest first, with the folder of each."""
+    """List the kept drafts, newest first: each study's key (as log lines name it), accession, study date, modality
+    and state, and its Study UID (for drafts show)."""
     from radtrace.reporting.draft_store import drafts_root, list_drafts
 
     settings = settings_of(ctx)
@@ -272,20 +312,100 @@ def drafts_list(
         kept = list_drafts(root, study_uid)
     except RadtraceError as exc:
         fail(exc.reason, EXIT_USAGE)
-    if as_json:
-        typer.echo(json.dumps([draft.as_json() for draft in kept], indent=2))
-        return
-    if not kept:
+    if not kept and not as_json:
         refuse_missing_database(settings)  # no drafts because this is not the data directory in use?
         out.print(f"no drafts kept under {root}", highlight=False)
         return
+    recorded, unread = _recorded_revisions(settings, {draft.study_uid for draft in kept})
+    rows = [_draft_row(draft, recorded.get((draft.study_uid, draft.revision))) for draft in kept]
+    if as_json:
+        typer.echo(json.dumps([draft.as_json() | row for draft, row in zip(kept, rows, strict=True)], indent=2))
+        return
     out.print(f"drafts under {root}/<Study UID>/<revision>/ (newest first; read one: radtrace drafts show UID)")
-    for draft in kept:
-        names = ", ".join(path.name for path in draft.files.values())
-        out.print(f"{draft.study_uid}", soft_wrap=True, highlight=False, markup=False)
-        out.print(
-            f"    revision {draft.revision} · written {draft.modified:%Y-%m-%d %H:%M:%S} · {names}", highlight=False
-        )
+    table = Table("study key", "accession", "study date", "modality", "rev", "state", "written", "Study UID",
+                  box=None, pad_edge=False, header_style="bold")  # fmt: skip
+    for draft, row in zip(kept, rows, strict=True):
+        table.add_row(
+            row["study_key"], *(Text(terminal_text(row[name] or "—")) for name in ("accession", "study_date",
+            "modality")), str(draft.revision), row["state"] or "—", f"{draft.modified:%Y-%m-%d %H:%M}",
+            Text(terminal_text(draft.study_uid)),
+        )  # fmt: skip
+    # each draft on one line, its columns whole (the UID to paste into drafts show): a narrow terminal wraps the
+    # line rather than rich squeezing the columns to nothing
+    table.width = out.measure(table, options=out.options.update(max_width=100_000)).maximum
+    out.print(table, crop=False)
+    if unread:
+        out.print(f"state and modality not shown: {escape(terminal_text(unread))}", highlight=False, soft_wrap=True)
+
+
+def _draft_row(draft: DraftRevision, recorded: tuple[str, str | None] | None) -> dict[str, str | None]:
+    """What identifies a kept draft to a person: the study's key, accession and study date as its SR holds them
+    (the film's), and the modality and state the work database records (None where unknown)."""
+    from pydicom import dcmread
+
+    from radtrace.logging import study_key
+
+    accession = study_date = None
+    with contextlib.suppress(Exception):  # an SR that cannot be read: drafts show says why
+        sr = dcmread(draft.files["sr"], stop_before_pixels=True, specific_tags=["AccessionNumber", "StudyDate"])
+        accession, study_date = str(sr.get("AccessionNumber", "")) or None, str(sr.get("StudyDate", "")) or None
+    if study_date and len(study_date) == 8 and study_date.isdigit():
+        study_date = f"{study_date[:4]}-{study_date[4:6]}-{study_date[6:]}"
+    state, modality = recorded or (None, None)
+    return {
+        "study_key": study_key(draft.study_uid),
+        "accession": accession,
+        "study_date": study_date,
+        "modality": modality,
+        "state": state,
+    }
+
+
+def _recorded_revisions(
+    settings: Settings, study_uids: set[str]
+) -> tuple[dict[tuple[str, int], tuple[str, str | None]], str | None]:
+    """Each revision's state and its images' modalities ('CR', 'CR/DX') by (Study UID, number), from the work
+    database; with what kept them from being read instead (the drafts are listed all the same)."""
+    import sqlalchemy as sa
+
+    from radtrace.store.engine import Store, is_sqlite
+    from radtrace.store.models import Instance, Revision, Study
+
+    if not study_uids:
+        return {}, None
+    if is_sqlite(settings.store_url) and not settings.store.url and not (settings.data_dir / "radtrace.db").is_file():
+        return {}, f"no radtrace database at {(settings.data_dir / 'radtrace.db').resolve()}"
+    found: dict[tuple[str, int], tuple[str, str | None]] = {}
+    store: Store | None = None
+    try:
+        store = Store.from_url(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
+        uids = sorted(study_uids)
+        with store.session("listing the kept drafts") as session:
+            for start in range(0, len(uids), 500):
+                chunk = uids[start : start + 500]
+                modalities: dict[tuple[str, int], set[str]] = {}
+                for uid, number, modality in session.execute(
+                    sa.select(Study.study_uid, Revision.number, Instance.modality)
+                    .join(Revision, Instance.revision_id == Revision.id)
+                    .join(Study, Revision.study_id == Study.id)
+                    .where(Study.study_uid.in_(chunk), Instance.modality.is_not(None))
+                    .distinct()
+                ):
+                    if modality:
+                        modalities.setdefault((uid, number), set()).add(modality)
+                for uid, number, state in session.execute(
+                    sa.select(Study.study_uid, Revision.number, Revision.state)
+                    .join(Study, Revision.study_id == Study.id)
+                    .where(Study.study_uid.in_(chunk))
+                ):
+                    seen = modalities.get((uid, number))
+                    found[(uid, number)] = (str(state.value), "/".join(sorted(seen)) if seen else None)
+    except RadtraceError as exc:
+        return found, exc.reason
+    finally:
+        if store is not None:
+            store.dispose()
+    return found, None
 
 
 @drafts_app.command("show")
@@ -308,18 +428,30 @@ def drafts_show(
     if as_json:
         typer.echo(json.dumps(view.as_json(), indent=2, ensure_ascii=False))
         return
-    out.print(draft_renderable(view))
+    print_draft(out, view)
 
 
-def draft_renderable(view: DraftView) -> Group:
-    """A kept draft as text for a terminal."""
-    lines: list[Any] = [
-        Text(f"Draft report: study {view.study_uid}, revision {view.revision}", style="bold"),
+def print_draft(console: Console, view: DraftView) -> None:
+    """A kept draft as text for a terminal. Its UIDs and file paths are never folded at the console's width (80
+    columns when piped): folded, a path was copied back broken ("…/report.fhir.jso" and "n," on the next line), and
+    a Study UID under ``/var/lib/radtrace/drafts`` makes every path longer than that."""
+    console.print(Text(f"Draft report: study {view.study_uid}, revision {view.revision}", style="bold"), soft_wrap=True)
+    console.print(
         Text(
             f"accession {view.accession or '—'} · SR {view.sr_sop_instance_uid} · written {view.content_datetime}"
             f" · {view.completion} / {view.verification}"
         ),
-    ]
+        soft_wrap=True,
+    )
+    console.print(draft_renderable(view))
+    console.print(Text("Files:", style="dim"))
+    for path in view.files.values():
+        console.print(Text(f"  {path}", style="dim"), soft_wrap=True)
+
+
+def draft_renderable(view: DraftView) -> Group:
+    """A kept draft's body (model, notices, findings, impression, reasoning) as text for a terminal."""
+    lines: list[Any] = []
     if view.observer:
         lines.append(Text(f"model: {view.observer}"))
     lines += [Text(notice, style="bold yellow") for notice in view.notices]
@@ -331,7 +463,7 @@ def draft_renderable(view: DraftView) -> Group:
     lines += [Text(""), Text("Impression", style="bold"), Text(view.impression or "—")]
     lines += [Text(""), Text("Reasoning", style="bold")]
     lines += [_step(section, text) for section, text in view.reasoning] or [Text("—")]
-    lines += [Text(""), Text("Files: " + ", ".join(str(path) for path in view.files.values()), style="dim")]
+    lines.append(Text(""))
     return Group(*lines)
 
 

@@ -50,69 +50,98 @@ WHOLE_DRAFT: Final = "(whole draft)"
 
 def sync_decisions(store: Store) -> int:
     """Copy the assessment events recorded since the last copy into ``qa_decisions`` (label, revision and decision
-    from each payload); returns how many. Safe to run concurrently: a row already copied is skipped."""
-    table = AuditEventRow
+    from each payload); returns how many. Safe to run concurrently: a row already copied is skipped.
+
+    Every dashboard and agreement view calls it. It first looks, in a read-only transaction, for an event it would
+    copy, and takes SQLite's write lock only when there is one: before, each view took the lock (``BEGIN
+    IMMEDIATE``) even with nothing new, and a radiologist's decision recorded meanwhile waited for it."""
+    with store.session("looking for assessment events the QA dashboard has not copied") as session:
+        if not _copyable_after(session, store, session.scalar(sa.select(sa.func.max(QaDecision.seq)))):
+            return 0
     # SQLite's write lock from BEGIN: two copies at once (two console requests) read the same last seq and then
     # both write; the second one's write failed at once with "database is locked" instead of waiting its turn.
     with store.session("copying assessment events for the QA dashboard", immediate=True) as session:
-        last_seq = session.scalar(sa.select(sa.func.max(QaDecision.seq)))
-        # A row whose time was edited into a non-time (SQLite) is never copied: the figures cannot place it.
-        conditions: list[sa.ColumnElement[bool]] = [
-            # Through coalesce(): an index on event_type would have SQLite walk every assessment ever recorded
-            # (0.96 s at 50,000) instead of the primary key's range of the rows after last_seq.
-            sa.func.coalesce(table.event_type, "").in_([EventType.FINDING_ASSESSED.value,
-                                                        EventType.DRAFT_ASSESSED.value]),
-            readable_time(store, table.recorded_at),
-        ]  # fmt: skip
-        if last_seq is not None:
-            # The seq alone (the primary key: a range scan of the new rows). Before, only rows recorded at most a
-            # minute before the last copied one's time were taken too, so a host clock set back further (NTP, a VM
-            # snapshot) left the decisions recorded until it caught up out of the figures for good.
-            conditions.append(table.seq > last_seq)
-        # A payload edited into something the SQL below cannot read (not JSON, a revision that is not a whole
-        # number) made every later copy fail, and the agreement page with it; such a row is left out, as migration
-        # 0008 leaves it out (radtrace audit verify reports the edit).
-        unreadable = [seq for seq, payload in session.execute(sa.select(table.seq, table.payload).where(*conditions))
-                      if not copyable_assessment(payload)]  # fmt: skip
-        if unreadable:
-            conditions.append(table.seq.not_in(unreadable))
-        label = sa.case(
-            (table.event_type == EventType.DRAFT_ASSESSED.value, sa.literal("")),
-            else_=sa.func.substr(sa.func.coalesce(json_text(store, table.payload, "finding"), ""), 1, 255),
+        return _copy(session, store)
+
+
+def _new_assessments(store: Store, last_seq: int | None) -> list[sa.ColumnElement[bool]]:
+    """The assessment events after ``last_seq`` (all when None) whose recorded time the figures can place."""
+    table = AuditEventRow
+    # A row whose time was edited into a non-time (SQLite) is never copied: the figures cannot place it.
+    conditions: list[sa.ColumnElement[bool]] = [
+        # Through coalesce(): an index on event_type would have SQLite walk every assessment ever recorded
+        # (0.96 s at 50,000) instead of the primary key's range of the rows after last_seq.
+        sa.func.coalesce(table.event_type, "").in_([EventType.FINDING_ASSESSED.value,
+                                                    EventType.DRAFT_ASSESSED.value]),
+        readable_time(store, table.recorded_at),
+    ]  # fmt: skip
+    if last_seq is not None:
+        # The seq alone (the primary key: a range scan of the new rows). Before, only rows recorded at most a
+        # minute before the last copied one's time were taken too, so a host clock set back further (NTP, a VM
+        # snapshot) left the decisions recorded until it caught up out of the figures for good (migration 0017
+        # copied those a site had lost).
+        conditions.append(table.seq > last_seq)
+    return conditions
+
+
+def _copyable_after(session: Any, store: Store, last_seq: int | None) -> bool:
+    """Whether an event after ``last_seq`` would be copied (read only; stops at the first one). A row left out for
+    good (an unreadable payload) does not count, or every view would take the write lock again for it."""
+    rows = session.execute(
+        sa.select(AuditEventRow.payload).where(*_new_assessments(store, last_seq)).order_by(AuditEventRow.seq)
+    )
+    return any(copyable_assessment(payload) for (payload,) in rows)
+
+
+def _copy(session: Any, store: Store) -> int:
+    """Under the write lock: copy the new assessment events (see :func:`sync_decisions`); returns how many."""
+    table = AuditEventRow
+    last_seq = session.scalar(sa.select(sa.func.max(QaDecision.seq)))
+    conditions = _new_assessments(store, last_seq)
+    # A payload edited into something the SQL below cannot read (not JSON, a revision that is not a whole
+    # number) made every later copy fail, and the agreement page with it; such a row is left out, as migration
+    # 0008 leaves it out (radtrace audit verify reports the edit).
+    unreadable = [seq for seq, payload in session.execute(sa.select(table.seq, table.payload).where(*conditions))
+                  if not copyable_assessment(payload)]  # fmt: skip
+    if unreadable:
+        conditions.append(table.seq.not_in(unreadable))
+    label = sa.case(
+        (table.event_type == EventType.DRAFT_ASSESSED.value, sa.literal("")),
+        else_=sa.func.substr(sa.func.coalesce(json_text(store, table.payload, "finding"), ""), 1, 255),
+    )
+    reason = sa.case(  # a whole draft's reason code (the agreement page counts them)
+        (table.event_type == EventType.DRAFT_ASSESSED.value,
+         sa.func.substr(json_text(store, table.payload, "reason_code"), 1, 16)),
+        else_=sa.null(),
+    )  # fmt: skip
+    source = sa.select(
+        table.seq,
+        table.recorded_at,
+        sa.func.coalesce(table.study_uid, ""),
+        sa.cast(sa.func.coalesce(json_text(store, table.payload, "revision"), "0"), sa.Integer),
+        label,
+        sa.func.substr(sa.func.coalesce(json_text(store, table.payload, "decision"), ""), 1, 16),
+        reason,
+    ).where(*conditions)
+    insert = postgresql.insert if is_postgresql(store.engine) else sqlite.insert
+    columns = ["seq", "recorded_at", "study_uid", "revision", "label", "decision", "reason_code"]
+    statement = insert(QaDecision).from_select(columns, source).on_conflict_do_nothing()
+    # RETURNING counts the rows copied on both databases (psycopg reports no rowcount for this statement).
+    # Each decision copied counts once, each one a later decision replaces is taken away: in this transaction.
+    copied: list[Any] = list(
+        session.execute(
+            statement.returning(QaDecision.label, QaDecision.decision, QaDecision.reason_code, QaDecision.seq,
+                                QaDecision.study_uid, QaDecision.revision)
         )
-        reason = sa.case(  # a whole draft's reason code (the agreement page counts them)
-            (table.event_type == EventType.DRAFT_ASSESSED.value,
-             sa.func.substr(json_text(store, table.payload, "reason_code"), 1, 16)),
-            else_=sa.null(),
-        )  # fmt: skip
-        source = sa.select(
-            table.seq,
-            table.recorded_at,
-            sa.func.coalesce(table.study_uid, ""),
-            sa.cast(sa.func.coalesce(json_text(store, table.payload, "revision"), "0"), sa.Integer),
-            label,
-            sa.func.substr(sa.func.coalesce(json_text(store, table.payload, "decision"), ""), 1, 16),
-            reason,
-        ).where(*conditions)
-        insert = postgresql.insert if is_postgresql(store.engine) else sqlite.insert
-        columns = ["seq", "recorded_at", "study_uid", "revision", "label", "decision", "reason_code"]
-        statement = insert(QaDecision).from_select(columns, source).on_conflict_do_nothing()
-        # RETURNING counts the rows copied on both databases (psycopg reports no rowcount for this statement).
-        # Each decision copied counts once, each one a later decision replaces is taken away: in this transaction.
-        copied: list[Any] = list(
-            session.execute(
-                statement.returning(QaDecision.label, QaDecision.decision, QaDecision.reason_code, QaDecision.seq,
-                                    QaDecision.study_uid, QaDecision.revision)
-            )
-        )  # fmt: skip
-        if copied:
-            _copy_models(session, [(seq, uid, revision) for *_, seq, uid, revision in copied])
-            counts: Counter[tuple[str, str, str]] = Counter()
-            for sign, rows in ((1, [row[:3] for row in copied]), (-1, _supersede(session, last_seq or 0))):
-                for label, verdict, reason in rows:
-                    counts[(str(label), str(verdict), str(reason or ""))] += sign
-            _add_counts(session, store, counts)
-        return len(copied)
+    )  # fmt: skip
+    if copied:
+        _copy_models(session, [(seq, uid, revision) for *_, seq, uid, revision in copied])
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for sign, rows in ((1, [row[:3] for row in copied]), (-1, _supersede(session, last_seq or 0))):
+            for label, verdict, reason in rows:
+                counts[(str(label), str(verdict), str(reason or ""))] += sign
+        _add_counts(session, store, counts)
+    return len(copied)
 
 
 #: Study UIDs per query when the readings of copied decisions are looked up (each a short ``IN`` list on the

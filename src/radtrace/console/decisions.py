@@ -26,6 +26,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
 from radtrace.audit.schema import AuditEventRow
+from radtrace.console.reassigned_flags import MAX_CHECK_REASON, flag_check
 from radtrace.console.review import (
     DRAFT_REASONS,
     IMPRESSION,
@@ -50,7 +51,9 @@ from radtrace.store.models import Revision, Study
 __all__ = [
     "IDEMPOTENCY_KEY",
     "DecisionsChangedError",
+    "FlagsNotCheckedError",
     "check_draft_decision",
+    "check_flags",
     "checked_comment",
     "decide_draft",
     "decide_finding",
@@ -61,6 +64,11 @@ __all__ = [
 
 #: An idempotency key as a client may send it: 8 to 128 letters, digits and ``._:+/=~-`` (a UUID, a ULID, base64).
 IDEMPOTENCY_KEY: Final = re.compile(r"[A-Za-z0-9._:+/=~-]{8,128}")
+
+
+class FlagsNotCheckedError(DecisionError):
+    """Accepting a draft (or a finding, the impression) read from an image the PACS moved or rejected since, before a
+    radiologist recorded that they checked it."""
 
 
 class DecisionsChangedError(DecisionConflictError):
@@ -125,6 +133,59 @@ def _check_revision(session: Session, review: StudyReview) -> None:
             f"revision {later} of this study has been read since this page was loaded; decisions on revision "
             f"{review.revision} are closed. Open revision {later} and decide there."
         )
+
+
+def _check_flags_checked(session: Session, review: StudyReview, doing: str) -> None:
+    """Refuse (:class:`FlagsNotCheckedError`) ``doing`` on a revision read from an image the PACS moved or rejected
+    since, until a radiologist recorded that they checked it (:func:`check_flags`)."""
+    check = flag_check(session, review.study_uid, review.revision)
+    refusal = check.refusal(doing) if check is not None else None
+    if refusal is not None:
+        raise FlagsNotCheckedError(refusal)
+
+
+def check_flags(store: Store, review: StudyReview, actor: Actor, reason: str | None, shown: str | None) -> int:
+    """Record that ``actor`` checked the flags of ``review``'s revision (an image it was read from was moved to another
+    patient/study or rejected by the PACS): who, when and ``reason`` on the revision, and an ``image_flags_checked``
+    event; returns its seq. Accepting its draft is allowed from then on. ``shown``: the marks the page showed
+    (:attr:`FlagCheck.shown`). :class:`DecisionError` when the revision is not flagged, the reason is empty or too
+    long, or the form does not say what it showed; :class:`DecisionConflictError` when the marks changed since the
+    page was loaded (a check covers only what the radiologist saw). The decisions' lock is the audit chain's, which
+    the listener holds from before it marks until it commits: no mark lands between the comparison and the check."""
+    text = (reason or "").replace("\r\n", "\n").strip()
+    if not text:
+        raise DecisionError("say what you checked: a reason is required")
+    if len(text) > MAX_CHECK_REASON:
+        raise DecisionError(f"a reason is at most {MAX_CHECK_REASON} characters")
+    if not shown:
+        raise DecisionError("the form does not say which flags it showed (marks_shown): reload the study page")
+    now = utc_now()
+    with store.session("recording a check of a flagged draft", immediate=True) as session:
+        _lock_decisions(session)
+        check = flag_check(session, review.study_uid, review.revision)
+        if check is None:
+            raise DecisionError(f"revision {review.revision} of this study is not flagged: nothing to check")
+        if check.shown != shown:
+            raise DecisionConflictError(
+                "the PACS moved or rejected an image of this draft since this page was loaded: your check would cover "
+                "a flag you have not seen. Reload the study page, read its warnings, then record your check."
+            )
+        study_id = sa.select(Study.id).where(Study.study_uid == review.study_uid).scalar_subquery()
+        session.execute(
+            sa.update(Revision)
+            .where(Revision.study_id == study_id, Revision.number == review.revision)
+            .values(flags_checked_at=now, flags_checked_by=actor.user, flags_checked_reason=text)
+        )
+        payload: dict[str, Any] = {
+            "revision": review.revision,
+            "flags": list(check.marks),
+            "reason": text,
+            "supersedes_check": check.checked_at.isoformat() if check.checked_at else None,
+            "sr_sop_instance_uid": review.item.sr_sop_instance_uid if review.item else None,
+        }
+        event = AuditEvent(EventType.IMAGE_FLAGS_CHECKED, actor, study_uid=review.study_uid,
+                           accession=review.accession, payload=payload)  # fmt: skip
+        return AuditRecorder(store).record(event, session=session).seq
 
 
 def _check_current(
@@ -221,6 +282,9 @@ def _record_decision(
         if (earlier := _sent_before(session, store, review, actor, EventType.FINDING_ASSESSED, key, sent)) is not None:
             return earlier
         _check_revision(session, review)
+        verdict = fields.get("decision")
+        if verdict != FindingDecision.REJECT.value:  # accepting or modifying says what the image shows
+            _check_flags_checked(session, review, f"{'Modifying' if verdict == 'modify' else 'Accepting'} {what}")
         current = latest_decision(decisions_in(session, store, review.study_uid, review.revision)[0].get(finding, []))
         repeated = _check_current(current, expected, actor, same, what, review.zone)
         if repeated is not None:
@@ -301,6 +365,8 @@ def _current_draft(
     if earlier is not None:  # recorded already: answered as it was then, whatever came after it
         return None, earlier, {}
     _check_revision(session, review)
+    if chosen is DraftDecision.ACCEPT:
+        _check_flags_checked(session, review, "Accepting the whole draft")
     findings, drafts = decisions_in(session, store, review.study_uid, review.revision)
     current = latest_decision(drafts)
     repeated = _check_current(current, expected, actor, lambda d: (d.verdict, d.reason, d.comment) ==

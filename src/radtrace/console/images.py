@@ -38,16 +38,17 @@ from typing import Any, Final
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from radtrace.config import Settings
+from radtrace.console.worklist import reading_for_revision, recorded_inputs
 from radtrace.dicom_listener.attributes import normalised
 from radtrace.errors import DicomInputError
 from radtrace.model.image import display_values
 from radtrace.model.reader import StudyReader
 from radtrace.model.study import Skipped, StudyImage, spooled_as_received
 from radtrace.store.engine import Store
-from radtrace.store.instances import revision_instances
-from radtrace.store.models import Study
+from radtrace.store.models import Instance, Revision, Study
 
 __all__ = ["CHECK_EVERY_S", "PICTURE_CACHE_BYTES", "PictureCache", "render_image"]
 
@@ -196,19 +197,63 @@ class PictureCache:
             self._checker = None
 
 
-def _newest(store: Store, study_uid: str, revision: int) -> dict[str, tuple[str, str]]:
-    """Of every revision up to this one, the newest version of each SOP instance (as the worker selects them):
-    its spool path and recorded SHA-256."""
+def _newest(store: Store, study_uid: str, revision: int) -> tuple[dict[str, tuple[str, str]], dict[str, str | None]]:
+    """The images this revision's reading was made from (:func:`read_images`): their spool path and the SHA-256 the
+    reading recorded; and the calling AE of each spooled file, where the site has
+    ``listener.sender_character_sets`` (as the worker's pipeline reads them)."""
     with store.session("selecting a revision's images") as session:
         study_id = session.scalar(sa.select(Study.id).where(Study.study_uid == study_uid))
-        return revision_instances(session, study_id, revision) if study_id is not None else {}
+        if study_id is None:
+            return {}, {}
+        senders = {
+            str(path): calling
+            for path, calling in session.execute(
+                sa.select(Instance.path, Instance.calling_ae).where(Instance.study_id == study_id)
+            )
+        }
+        return read_images(session, study_id, study_uid, revision), senders
 
 
-def _revision_images(settings: Settings, newest: Mapping[str, tuple[str, str]]) -> dict[str, StudyImage]:
+def read_images(session: Session, study_id: int, study_uid: str, revision: int) -> dict[str, tuple[str, str]]:
+    """Exactly the images this revision's reading was made from (its ``inference_completed`` inputs), each as the
+    version of the study's own instance whose bytes hashed to what the reading recorded: ``{SOP Instance UID:
+    (path under the spool, SHA-256)}``, in SOP Instance UID order.
+
+    Not the revision's instances as the console would choose among them again: a later revision leaves out an
+    image the PACS moved to another study or rejected (:mod:`radtrace.worker.read_instances`), and the view choice
+    made again over every instance could show that image where the model read another. Where no spooled version
+    has the recorded SHA-256 any more, the newest is given with the recorded one (its check then refuses it):
+    a picture is never made from bytes the model did not read."""
+    recorded = recorded_inputs(reading_for_revision(session, study_uid, revision))
+    if not recorded:
+        return {}
+    rows = session.execute(
+        sa.select(Instance.sop_instance_uid, Instance.path, Instance.sha256)
+        .join(Revision, Instance.revision_id == Revision.id)
+        .where(
+            Instance.study_id == study_id,
+            Revision.number <= revision,
+            Instance.sop_instance_uid.in_(list(recorded)),
+        )
+        .order_by(Instance.sop_instance_uid, Instance.version)
+    ).all()
+    newest: dict[str, str] = {}
+    matched: dict[str, str] = {}
+    for sop, path, digest in rows:
+        newest[str(sop)] = str(path)
+        if str(digest) == recorded[str(sop)]:
+            matched[str(sop)] = str(path)
+    return {sop: (matched.get(sop, path), recorded[sop]) for sop, path in sorted(newest.items())}
+
+
+def _revision_images(
+    settings: Settings, newest: Mapping[str, tuple[str, str]], senders: Mapping[str, str | None]
+) -> dict[str, StudyImage]:
     """The instances the worker read for this revision, as headers whose pixel data is read (and its SHA-256
-    checked) on use."""
+    checked) on use; their text read as the worker reads it, with the site's rule for the AE that sent each
+    (``listener.sender_character_sets``)."""
     return {
-        sop: spooled_as_received(settings.spool_dir / path, digest, settings.listener)
+        sop: spooled_as_received(settings.spool_dir / path, digest, settings.listener, senders.get(path))
         for sop, (path, digest) in newest.items()
     }
 
@@ -245,7 +290,7 @@ def render_image(store: Store, settings: Settings, study_uid: str, revision: int
             decoded, or is not one the worker's preparation reads.
         OSError: the spool cannot be read.
     """
-    newest = _newest(store, study_uid, revision)
+    newest, senders = _newest(store, study_uid, revision)
     if sop_uid not in newest:
         if cache is not None:
             cache.forget(study_uid)
@@ -256,7 +301,7 @@ def render_image(store: Store, settings: Settings, study_uid: str, revision: int
             cache.forget(study_uid)
         elif (kept := cache.get(keyed[0], sop_uid)) is not None:
             return kept
-    pictures = _make(settings, _revision_images(settings, newest), sop_uid, kind)
+    pictures = _make(settings, _revision_images(settings, newest, senders), sop_uid, kind)
     if keyed is not None and cache is not None:
         cache.put(keyed[0], pictures, keyed[1])
     if sop_uid not in pictures:

@@ -37,6 +37,7 @@ __all__ = [
     "PREFIX",
     "SECURITY_HEADERS",
     "SESSION_COOKIE",
+    "TYPED_TEXT_FIELDS",
     "ConsoleState",
     "LoginRequiredError",
     "StateDep",
@@ -58,6 +59,12 @@ __all__ = [
 
 #: C0 controls but tab, LF and CR, and DEL: never in a name, a code or a filter (PostgreSQL refuses NUL outright).
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: The fields of the console's forms a person types free text in (a decision's comment, a modified impression, a
+#: flags check's reason): recorded as typed in the audit and written into the assessment SR and ORU, so a control
+#: character in one (C0 but tab, LF and CR, DEL, C1: invisible on the page, changed or dropped by the SR's and
+#: HL7's text rules) is refused with its reason rather than recorded as a text no page shows and no report carries.
+TYPED_TEXT_FIELDS: Final = frozenset({"comment", "impression", "reason"})
+_TYPED_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 PREFIX: Final = "/console"
 SESSION_COOKIE: Final = "radtrace_session"
 SECURITY_HEADERS: Final = {
@@ -173,9 +180,11 @@ def redirect(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
 
 
-async def read_form(request: Request) -> dict[str, str]:
+async def read_form(request: Request, *, typed_text_checked: bool = True) -> dict[str, str]:
     """The request's URL-encoded form, the last value of each field; 413 above :data:`MAX_FORM_BYTES` (read no
-    further: a stranger's endless body never fills the memory), 400 when it cannot be read."""
+    further: a stranger's endless body never fills the memory), 400 when it cannot be read, 422 when a field of
+    free text (:data:`TYPED_TEXT_FIELDS`) holds a control character (unless not ``typed_text_checked``: a form
+    only shown back)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
         raise HTTPException(413, detail="form too large")
@@ -191,7 +200,12 @@ async def read_form(request: Request) -> dict[str, str]:
         fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=32)
     except (UnicodeDecodeError, ValueError) as exc:
         raise HTTPException(400, detail="unreadable form") from exc
-    return {name: values[-1] for name, values in fields.items()}
+    form = {name: values[-1] for name, values in fields.items()}
+    typed = sorted(name for name, value in form.items() if name in TYPED_TEXT_FIELDS and _TYPED_CONTROL.search(value))
+    if typed and typed_text_checked:
+        reason = f"{', '.join(typed)}: control characters (such as NUL) are not allowed; nothing was recorded"
+        raise HTTPException(422, detail=reason)
+    return form
 
 
 def check_csrf(expected: str | None, form: dict[str, str]) -> None:
@@ -205,9 +219,7 @@ def sync_worklist(state: ConsoleState) -> None:
     """Bring the worklist's projection up to date, at most every ``console.sync_interval_s``."""
     if time.monotonic() - state.last_sync >= state.settings.console.sync_interval_s:
         state.last_sync = time.monotonic()
-        sync_review_items(
-            state.store, state.settings.spool_dir, assumed_character_set=state.settings.listener.assumed_character_set
-        )
+        sync_review_items(state.store, state.settings.spool_dir, listener=state.settings.listener)
 
 
 def control_character_problem(fields: dict[str, str]) -> str | None:

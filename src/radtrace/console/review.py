@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -31,6 +31,7 @@ from radtrace.console.worklist import (
     READ_STATES,
     image_polarity_notes,
     reading_for_revision,
+    recorded_inputs,
     recorded_objects,
     was_read,
 )
@@ -39,7 +40,8 @@ from radtrace.model.image_marks import ImageMark, image_marks
 from radtrace.reporting.sr import PolarityNote
 from radtrace.store.engine import Store
 from radtrace.store.instances import revision_instances
-from radtrace.store.models import Revision, Study
+from radtrace.store.models import Instance, Revision, Study
+from radtrace.worker.read_instances import withdrawn_instances
 
 __all__ = [
     "DRAFT_REASONS",
@@ -302,35 +304,97 @@ class StudyReview:
         return tuple(warnings)
 
 
-_SENTENCE: Final = re.compile(r"[^.!?\n]+[.!?]?")
+#: A sentence of the model's text: up to a full stop, "!" or "?" that a space, a line's end or the text's end follows.
+#: One inside a word or a number ("a cardiothoracic ratio above 0.55") does not end it: cut there, the evidence of a
+#: finding read "a cardiothoracic ratio above 0." A run of marks ("...") stays with its sentence.
+SENTENCE: Final = re.compile(r"(?:[^.!?\n]|[.!?]+(?=[^\s.!?]))+[.!?]*|[.!?]+")
+#: Words naming a finding, besides its label: each matched as a whole word (a stem with ``\w*``), so "line" does not
+#: name Support Devices in "the trachea is midline" or "linear atelectasis", nor "tube" in "tuberculosis".
 _ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
-    "Pleural Effusion": ("effusion",),
-    "Enlarged Cardiomediastinum": ("cardiomediastin", "mediastin"),
-    "Cardiomegaly": ("cardiomegaly", "heart size", "cardiac silhouette", "enlarged heart"),
-    "Lung Opacity": ("opacit",),
-    "Lung Lesion": ("lesion", "nodule", "mass"),
-    "Support Devices": ("device", "tube", "catheter", "line", "pacemaker", "wire"),
-    "Pneumothorax": ("pneumothora",),
-    "Atelectasis": ("atelecta",),
-    "Consolidation": ("consolidat",),
-    "Pneumonia": ("pneumonia",),
-    "Edema": ("edema", "oedema"),
-    "Fracture": ("fracture",),
-    "Pleural Other": ("pleural thickening", "pleural plaque"),
+    "Pleural Effusion": (r"effusions?",),
+    "Enlarged Cardiomediastinum": (r"cardiomediastin\w*", r"mediastin\w*"),
+    "Cardiomegaly": (r"cardiomegaly", r"heart size", r"cardiac silhouette", r"enlarged heart"),
+    "Lung Opacity": (r"opacit\w*",),
+    "Lung Lesion": (r"lesions?", r"nodul\w*", r"mass(?:es)?"),
+    "Support Devices": (r"devices?", r"tubes?", r"catheters?", r"lines?", r"pacemakers?", r"wires?"),
+    "Pneumothorax": (r"pneumothora\w*",),
+    "Atelectasis": (r"atelecta\w*",),
+    "Consolidation": (r"consolidat\w*",),
+    "Pneumonia": (r"pneumonias?",),
+    "Edema": (r"edema\w*", r"oedema\w*"),
+    "Fracture": (r"fractur\w*",),
+    "Pleural Other": (r"pleural thickening", r"pleural plaques?"),
 }
 
 
-def evidence_sentences(label: str, reasoning: Sequence[tuple[str, str]], given: str | None) -> tuple[str, ...]:
-    """The sentences of the reasoning that concern ``label``: the parser's evidence first, then any naming it."""
-    words = (label.lower(), *_ALIASES.get(label, ()))
+def _naming(label: str) -> re.Pattern[str]:
+    """Whole words naming ``label`` (the label itself, or one of its :data:`_ALIASES`), any case, any spacing."""
+    words = (re.escape(label).replace("\\ ", " "), *_ALIASES.get(label, ()))
+    return re.compile(r"(?<!\w)(?:" + "|".join(words).replace(" ", r"\s+") + r")(?!\w)", re.IGNORECASE)
+
+
+NO_FINDING: Final = "No Finding"
+#: A sentence saying the whole film is normal: what supports "No Finding", which no word names ("Normal chest
+#: radiograph without acute cardiopulmonary abnormality.", "No acute cardiopulmonary process.", "No acute findings.").
+#: A part of the chest found normal ("Heart size is normal.", "No acute fracture.", "No acute abnormality of the
+#: ribs.") is not one, nor a finding of nothing in particular ("No finding to suggest pneumonia.").
+_WHOLE_FILM_NORMAL: Final = re.compile(
+    r"(?<!\w)(?:"
+    r"no\s+findings?"
+    r"|(?:no|without)\s+(?:(?:radiographic\s+)?evidence\s+of\s+)?(?:an?\s+|any\s+)?"
+    r"(?:(?:(?:acute|active|significant)\s+)?(?:cardiopulmonary|intrathoracic|thoracic)|acute|active|significant)\s+"
+    r"(?:abnormalit(?:y|ies)|process(?:es)?|disease|findings?|pathology)"
+    r"|no\s+(?:radiographic\s+)?abnormalit(?:y|ies)\s+(?:is\s+|are\s+)?(?:seen|detected|identified|demonstrated)"
+    r"|(?:normal|unremarkable)\s+(?:(?:PA|AP|frontal|portable|upright)\s+)?(?:chest\s+)?"
+    r"(?:radiograph|x-?ray|film|study|examination|exam|CXR)"
+    r"|(?:chest\s+(?:radiograph|x-?ray|film|study|examination|exam)|radiograph|CXR)\s+(?:is|appears)\s+"
+    r"(?:normal|unremarkable|within\s+normal\s+limits)"
+    r")(?!\w)(?!\s+(?:of|in|on|at|involving|to|for|that|which|suggest\w*|concerning)(?!\w))",
+    re.IGNORECASE,
+)
+#: What makes such a sentence no evidence of a normal film: an exception ("Otherwise normal chest radiograph."), a
+#: hedge or a negation ("not a normal study", "cannot exclude"), or a comparison (a prior film's being normal).
+_NOT_WHOLE_FILM: Final = re.compile(
+    r"(?<!\w)(?:otherwise|except\w*|apart\s+from|aside\s+from|other\s+than|besides|but|however|although|though"
+    r"|whereas|while|not|no\s+longer|cannot|can\s*not|may|might|could|possibl[ey]|questionabl[ey]|suspic\w*"
+    r"|suspect\w*|likely|probabl[ey]|equivocal|uncertain|indeterminate|concerning|prior|previous\w*|compar\w*"
+    r"|interval|new|since|than)(?!\w)|\?",
+    re.IGNORECASE,
+)
+
+
+def _names(label: str, status: str | None) -> Callable[[str], bool]:
+    """Whether a sentence concerns ``label``: it names it (:func:`_naming`); for "No Finding" (unless absent), it says
+    the whole film is normal (:data:`_WHOLE_FILM_NORMAL`) with nothing taking it back (:data:`_NOT_WHOLE_FILM`)."""
+    if label != NO_FINDING:
+        naming = _naming(label)
+        return lambda sentence: naming.search(sentence) is not None
+    if status == "absent":
+        return lambda _sentence: False
+    return lambda sentence: bool(_WHOLE_FILM_NORMAL.search(sentence)) and not _NOT_WHOLE_FILM.search(sentence)
+
+
+def evidence_sentences(
+    label: str, reasoning: Sequence[tuple[str, str]], given: str | None, status: str | None = None
+) -> tuple[str, ...]:
+    """The sentences of the reasoning that concern ``label``: the parser's evidence first, then any naming it (for
+    "No Finding", saying the whole film is normal: :func:`_names`). The parser's evidence cut inside a word or a number
+    of its sentence (a recorded reading's "ratio above 0." of "ratio above 0.55.") is shown as that whole sentence."""
+    names = _names(label, status)
+    sentences = [
+        sentence
+        for _section, text in reasoning
+        for match in SENTENCE.finditer(text)
+        if (sentence := match.group(0).strip())
+    ]
     found: list[str] = []
     if given and given.strip():
-        found.append(given.strip())
-    for _section, text in reasoning:
-        for match in _SENTENCE.finditer(text):
-            sentence = match.group(0).strip()
-            if sentence and any(word in sentence.lower() for word in words) and sentence not in found:
-                found.append(sentence)
+        given = given.strip()
+        whole = (s for s in sentences if s.startswith(given) and len(s) > len(given) and not s[len(given)].isspace())
+        found.append(next(whole, given))
+    for sentence in sentences:
+        if names(sentence) and sentence not in found:
+            found.append(sentence)
     return tuple(found[:6])
 
 
@@ -401,6 +465,11 @@ def _earlier(
     )
 
 
+#: Modalities of documents a study may hold (an echoed SR, a rejection note, a presentation state): never an image a
+#: revision reads, so never one the page tells a radiologist to read in the PACS.
+DOCUMENT_MODALITIES: Final = ("SR", "KO", "PR")
+
+
 def latest_decision(decisions: Sequence[Decision]) -> Decision | None:
     """The current decision of a history (the last one), or None."""
     return decisions[-1] if decisions else None
@@ -426,7 +495,7 @@ def load_review(store: Store, study_uid: str, revision: int, zone: ZoneInfo = UT
             if study is not None
             else []
         )
-        study_images = len(revision_instances(session, study.id, revision)) if study is not None else None
+        study_images = _study_images(session, study.id, payload, revision) if study is not None else None
         by_revision = decisions_by_revision(session, store, study_uid)
     reading: Mapping[str, Any] = payload["reading"]
     reasoning = tuple((str(step.get("section")), str(step.get("text"))) for step in reading.get("reasoning", []))
@@ -438,7 +507,7 @@ def load_review(store: Store, study_uid: str, revision: int, zone: ZoneInfo = UT
             label=str(f["label"]),
             status=str(f["status"]),
             confidence=f.get("confidence"),
-            evidence=evidence_sentences(str(f["label"]), reasoning, f.get("evidence")),
+            evidence=evidence_sentences(str(f["label"]), reasoning, f.get("evidence"), str(f["status"])),
             boxes=tuple(f.get("boxes") or ()),
             decision=latest_decision(per_finding.get(str(f["label"]), [])),
             history=tuple(per_finding.get(str(f["label"]), ())),
@@ -470,6 +539,26 @@ def load_review(store: Store, study_uid: str, revision: int, zone: ZoneInfo = UT
         study_images=study_images,
         earlier_decisions=_earlier(by_revision, revision),
     )
+
+
+def _study_images(session: Session, study_id: int, payload: Mapping[str, Any], revision: int) -> int:
+    """How many of the study's images this revision had to read: those its reading read (its ``inference_completed``
+    inputs) and those of the study up to it that are still its own (none the PACS moved to another study or
+    rejected, which the worker leaves out: :mod:`radtrace.worker.read_instances`), documents left out (an SR, a
+    rejection note: no revision reads one). The page tells the radiologist
+    to read the others in the PACS; never one now filed under another patient."""
+    withdrawn = withdrawn_instances(session, study_id)
+    documents = set(
+        session.scalars(
+            sa.select(Instance.sop_instance_uid).where(
+                Instance.study_id == study_id, Instance.modality.in_(DOCUMENT_MODALITIES)
+            )
+        )
+    )
+    held = [
+        sop for sop in revision_instances(session, study_id, revision) if sop not in withdrawn and sop not in documents
+    ]
+    return len(set(held) | set(recorded_inputs(payload)))
 
 
 def _recorded_object(value: object) -> dict[str, Any]:

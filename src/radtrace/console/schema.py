@@ -98,6 +98,17 @@ class ReviewItem(Base):
     decision: Mapped[str | None] = mapped_column(sa.String(16), doc="accepted or rejected (latest draft decision)")
     decided_by: Mapped[str | None] = mapped_column(sa.String(64))
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    names_read_as: Mapped[str | None] = mapped_column(
+        sa.String(16),
+        doc="the character-set settings the patient header was read under (radtrace.console.worklist.names_reading); "
+        "NULL: added before migration 0020. A row read under others is read again (the site's rule reaches it)",
+    )
+    sender: Mapped[str | None] = mapped_column(
+        sa.String(16),
+        doc="the calling AE title of the image its patient header was read from ('' none recorded): names_read_as is "
+        "that sender's digest, so a rule's change re-reads only its rows. NULL: added before migration 0025 (every "
+        "rule's digest, as before; recorded when it is next read)",
+    )
 
 
 class QaDecision(Base):

@@ -9,6 +9,10 @@ ended (signed in again since: its CSRF token is the old session's) records nothi
 page that says so. Every page that answers a decision it did not record (these, and the signed-out page of
 :mod:`.web`) shows it back (:func:`unsent_decision`): what it was, and the text the radiologist typed, to copy.
 
+A draft read from an image the PACS moved to another patient/study or rejected since (its revision flagged,
+:mod:`.reassigned_flags`) takes no accepting or modifying decision (422, with the reason) until a radiologist posts
+``flags-checked`` with what they checked; a rejection is always taken.
+
 A client that sends no ``seen`` field (a script) sends an ``Idempotency-Key`` header (or an ``idempotency_key``
 field; a quoted header value, as the IETF draft writes it, is unquoted) to make a retry safe: the same decision sent
 again with the same key is recorded once and answered as the first was (the same redirect); the key with another
@@ -28,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from radtrace.audit.events import Actor
 from radtrace.console.accounts import SignedIn
-from radtrace.console.decisions import IDEMPOTENCY_KEY, decide_finding, decide_impression
+from radtrace.console.decisions import IDEMPOTENCY_KEY, check_flags, decide_finding, decide_impression
 from radtrace.console.draft_recording import record_draft_decision, ring
 from radtrace.console.pages import (
     PREFIX,
@@ -268,3 +272,27 @@ async def draft_decision(
     if form.get("then") == "next":
         return redirect(f"{PREFIX}/next?after={handle}&revision={revision}")
     return redirect(f"{PREFIX}/studies/{handle}/{revision}#draft")
+
+
+@router.post("/studies/{study}/{revision}/flags-checked")
+async def flags_checked(
+    request: Request, study: StudyRef, revision: RevisionNumber, state: StateDep, user: UserDep
+) -> Response:
+    """Record that the radiologist checked a draft read from an image the PACS moved to another patient/study or
+    rejected (``reason``: what they checked, required; an ``image_flags_checked`` event): the warning stays, as
+    checked by them, and accepting the draft is allowed from then on. CSRF-checked, radiologists only. The form's
+    ``marks_shown`` says which marks the page showed: 409 with the reason when they changed since it was loaded."""
+    form = await read_form(request)
+    check_csrf(user.csrf_token, dict(form))
+    _decider(user)
+    study_uid = await run_in_threadpool(study_of, state, study, old_address=True)
+    review = await run_in_threadpool(review_or_404, state, study_uid, revision)
+    try:
+        await run_in_threadpool(check_flags, state.store, review, request_actor(request, user), form.get("reason"),
+                                form.get("marks_shown"))  # fmt: skip
+    except DecisionConflictError as exc:  # a new flag since the page was loaded: the check would not cover it
+        raise HTTPException(409, detail=exc.reason) from exc
+    except DecisionError as exc:
+        raise HTTPException(422, detail=exc.reason) from exc
+    handle = await run_in_threadpool(study_handle, state, study_uid)
+    return redirect(f"{PREFIX}/studies/{handle}/{revision}#reassigned-warning")

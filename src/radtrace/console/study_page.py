@@ -35,7 +35,8 @@ from radtrace.console.pages import (
     request_actor,
     sync_worklist,
 )
-from radtrace.console.review import DRAFT_REASONS, StudyReview, load_review
+from radtrace.console.reassigned_flags import flag_check
+from radtrace.console.review import DRAFT_REASONS, SENTENCE, StudyReview, load_review
 from radtrace.console.worklist import mark_opened
 from radtrace.errors import RadtraceError
 
@@ -49,6 +50,8 @@ StudyRef = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[0-9
 #: The largest revision number the database holds (an INTEGER column, 32 bits on PostgreSQL): a larger one in a
 #: path or query is 422 naming it, not a 500 from the database driver.
 MAX_REVISION: Final = 2**31 - 1
+#: The reasoning as the page shows it: each sentence (:data:`SENTENCE`) with the space after it, and line breaks.
+_PARTS: Final = re.compile(rf"(?:{SENTENCE.pattern})\s*|\n+")
 RevisionNumber = Annotated[int, PathParam(ge=1, le=MAX_REVISION)]
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -93,7 +96,7 @@ def _sentences(review: StudyReview) -> list[tuple[str, list[tuple[str, list[str]
             by_sentence.setdefault(sentence, []).append(finding.label)
     sections = []
     for section, text in review.reasoning:
-        parts = [match.group(0) for match in re.finditer(r"[^.!?\n]+[.!?]?\s*|\n+", text)]
+        parts = [match.group(0) for match in _PARTS.finditer(text)]
         sections.append((section, [(part, by_sentence.get(part.strip(), [])) for part in parts]))
     return sections
 
@@ -123,8 +126,10 @@ def study_page(
     if user.account.role.may_decide:
         mark_opened(state.store, study_uid, revision, user.account.name)
     typed_key, typed_id = state.links.typed_text_key(user.account.name)
+    with state.store.session("reading a draft's flag check") as session:
+        check = flag_check(session, study_uid, revision)  # the warning says who checked it, when and why
     return render_page(request, state, "study.html", user=user, review=review, sections=_sentences(review),
-                       reasons=DRAFT_REASONS, handle=study, typed_key=typed_key, typed_id=typed_id,
+                       flag_check=check, reasons=DRAFT_REASONS, handle=study, typed_key=typed_key, typed_id=typed_id,
                        may_decide=user.account.role.may_decide and review.superseded_by is None)  # fmt: skip
 
 

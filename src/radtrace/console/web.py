@@ -13,11 +13,13 @@ Routes are ``async`` only to read form bodies; database and image work runs in t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -35,12 +37,14 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.console import dashboard, explorer, study_decisions, study_page
 from radtrace.console.accounts import LoginFailed, SignedIn, end_session, log_in
+from radtrace.console.ages import shown_age
 from radtrace.console.assessment_files import settle_pending
 from radtrace.console.dashboard_agreement import current_agreement
 from radtrace.console.draft_recording import assessments_root
+from radtrace.console.identifiers import shown_id, shown_id_text
 from radtrace.console.images import PictureCache
 from radtrace.console.links import STUDY, UID
-from radtrace.console.names import person_name
+from radtrace.console.names import shown_name, shown_name_text
 from radtrace.console.pages import (
     PREFIX,
     SESSION_COOKIE,
@@ -172,7 +176,7 @@ def worklist(
     if show is WorklistFilter.FAILED:  # the page counts the failed revisions it lists: not counted twice
         failed, failed_total = failed_page(
             state.store, state.settings.spool_dir, page, size,
-            assumed_character_set=state.settings.listener.assumed_character_set,
+            listener=state.settings.listener,
         )  # fmt: skip
         listed = WorklistPage((), failed_total, page, size)
     else:
@@ -221,18 +225,15 @@ async def _on_needs_login(request: Request, exc: Exception) -> Response:
     say) is answered 401 with a page that says nothing was recorded and leads to the sign-in form, then back to
     the study the form was on. An old address with a Study UID leads back nowhere: the UID is not said again, in
     ``next`` or anywhere."""
-    study = re.fullmatch(
-        rf"({PREFIX}/studies/([0-9A-Za-z_-]{{24}}|[0-9.]{{1,64}})/[0-9]{{1,9}})(/findings|/draft|/impression)?",
-        request.url.path,
-    )
+    study = _study_form(request)
     back = _safe_next(study.group(1)) if study and not UID.match(study.group(2)) else None
     if request.method == "GET":
         page = back if study and not study.group(3) else None
         return redirect(f"{PREFIX}/login" + (f"?next={quote(page)}" if page else ""))
     unsent = None
     if study and study.group(3):  # the decision and what the radiologist wrote are shown back, not lost
-        try:
-            form = await read_form(request)
+        try:  # a control character in typed text is refused once signed in: here the text is shown back whole
+            form = await read_form(request, typed_text_checked=False)
         except HTTPException:
             form = {}
         unsent = study_decisions.unsent_decision(study.group(3)[1:], form)
@@ -240,13 +241,26 @@ async def _on_needs_login(request: Request, exc: Exception) -> Response:
                        unsent=unsent)  # fmt: skip
 
 
+def _study_form(request: Request) -> re.Match[str] | None:
+    """The study page (group 1), its handle or old Study UID (2) and its form (3: /findings, /draft, /impression)
+    an address is of, or None."""
+    return re.fullmatch(
+        rf"({PREFIX}/studies/([0-9A-Za-z_-]{{24}}|[0-9.]{{1,64}})/[0-9]{{1,9}})(/findings|/draft|/impression)?",
+        request.url.path,
+    )
+
+
 def _problem_page(request: Request, status: int, reason: str) -> Response:
+    """A refusal as a page with its reason; a decision refused on a study (a comment too long, a control character)
+    leads back to that study, where the radiologist goes on, as well as to the worklist."""
     state = console_state(request)
     try:
         user: SignedIn | None = signed_in_user(request, state)
     except LoginRequiredError:
         user = None
-    return render_page(request, state, "problem.html", status, user=user, reason=reason)
+    study = _study_form(request)
+    back = _safe_next(study.group(1)) if study and study.group(3) and not UID.match(study.group(2)) else None
+    return render_page(request, state, "problem.html", status, user=user, reason=reason, back=back)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
@@ -275,7 +289,11 @@ def templates() -> Environment:
         lstrip_blocks=True,
     )
     environment.filters["waiting"] = _waiting
-    environment.filters["person_name"] = person_name
+    environment.filters["age"] = shown_age
+    environment.filters["shown_name"] = shown_name
+    environment.filters["shown_name_text"] = shown_name_text
+    environment.filters["shown_id"] = shown_id
+    environment.filters["shown_id_text"] = shown_id_text
     return environment
 
 
@@ -317,3 +335,21 @@ def mount_console(app: FastAPI, store: Store, settings: Settings) -> None:
     # A refusal (4xx) reaches a browser as a console page with its reason; scripts and CSVs get FastAPI's JSON.
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_invalid_request)
+    _close_on_shutdown(app, pictures)
+
+
+def _close_on_shutdown(app: FastAPI, pictures: PictureCache) -> None:
+    """Stop the picture cache's checker thread when the server shuts down (its lifespan's end), after whatever
+    lifespan ``app`` had: left running, it kept looking at the spool every few seconds in a process whose server
+    had stopped (a test's, or a process embedding the console)."""
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(application: Any) -> AsyncIterator[Any]:
+        try:
+            async with inner(application) as state:
+                yield state
+        finally:
+            await run_in_threadpool(pictures.close)
+
+    app.router.lifespan_context = lifespan

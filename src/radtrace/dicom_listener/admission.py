@@ -16,10 +16,14 @@ the :class:`Watchdog` thread applies it.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import logging
 import socket
 import ssl
+import struct
+import termios
 import threading
 import time
 from collections import Counter
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from radtrace.config import ListenerSettings
+from radtrace.dicom_listener.peer_log import PeerLog
 from radtrace.dicom_listener.rq_budget import NegotiationBudget
 from radtrace.dicom_listener.shared_counts import SharedSourceCounts
 from radtrace.logging import escape
@@ -44,6 +49,8 @@ ABORT_GRACE_S: Final = 1.0
 FORGET_AFTER_S: Final = 30.0
 #: A-ABORT PDU, source 2 (service provider), reason 0 (not specified): PS3.8 9.3.8.
 A_ABORT_BY_PROVIDER: Final = b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x00"
+#: ``SO_LINGER`` on, 0 s: closing the socket sends a TCP reset and drops what is unsent.
+RESET_ON_CLOSE: Final = struct.pack("ii", 1, 0)
 
 
 class BufferBudget:
@@ -97,7 +104,11 @@ class Connection:
     shut_at: float | None = None
     """When the watchdog shut the socket of this closing connection (it is forgotten once its threads end)."""
     cut_reason: str | None = None
+    """Why it was aborted or cut off (the first reason given)."""
     timed_out: bool = False
+    shut_down: bool = False
+    """Whether :meth:`shut` has run: what its socket reads from then on is no PDU of the peer's (on TLS, the raw
+    records: the shut ends the TLS layer), and nothing more is said of it."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def pdu_begins(self, now: float, expected: int) -> None:
@@ -122,15 +133,36 @@ class Connection:
 
         With ``abort`` an A-ABORT (source: service provider) goes first, so that an established peer
         learns why (PS3.8 9.3.8); never on TLS, whose socket only its own thread may write.
+
+        Where the peer's bytes wait unread (:func:`_unread`), the close that follows (by the association's thread) ends
+        the connection with a reset (RST), not an orderly FIN: a sender mid-C-STORE whose data had filled the listener's
+        receive window (a listener slow to read) was otherwise left waiting. A connection with nothing unread (released,
+        idle) still ends with a FIN: a reset there is an error at the peer (pynetdicom's own requestor then leaves its
+        socket open). The association's thread reads what was queued before it closes, so no reset was due, and the
+        kernel kept the closed socket in FIN-WAIT-2 for ``tcp_fin_timeout`` (60 s), answering the sender's zero-window
+        probes with the last window it advertised, 0: the sender, with nothing it may send, was told nothing for a
+        minute, whether a stop or the watchdog (a deadline passed mid-transfer) had cut it off. The A-ABORT and the FIN
+        are sent at once; only what the peer would not take by the close is dropped.
         """
         sock = self.sock
         if sock is None:
             return
+        self.shut_down = True
         if abort and not isinstance(sock, ssl.SSLSocket):
             with contextlib.suppress(OSError):  # a full send buffer: the peer is not reading, it just goes
                 sock.send(A_ABORT_BY_PROVIDER, socket.MSG_DONTWAIT)
+        with contextlib.suppress(OSError, ValueError):  # closed already (ValueError: a TLS socket detached)
+            if _unread(sock):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+
+
+def _unread(sock: socket.socket) -> int:
+    """How many of the peer's bytes wait in the socket's receive queue, unread (FIONREAD; a TLS socket's raw bytes)."""
+    count = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+    return count[0]
 
 
 class Admission:
@@ -147,6 +179,8 @@ class Admission:
             settings, table=None if shared is None else shared.negotiation
         )
         self.clock = clock
+        #: the log lines peers cause (refusals, aborts, cut-offs): one per source and kind per interval
+        self.peer_log = PeerLog(settings.refusal_audit_interval_s, clock=clock)
         self._connections: set[Connection] = set()
         self._lock = threading.Lock()
 
@@ -202,9 +236,16 @@ class Admission:
                 self._publish()
 
     def abort(self, connection: Connection, reason: str) -> None:
-        """Free the connection's slot now and shut its socket after :data:`ABORT_GRACE_S` (for an A-ABORT to go)."""
+        """Free the connection's slot now and shut its socket after :data:`ABORT_GRACE_S` (for an A-ABORT to go).
+
+        Whoever decides the abort logs it, once, there: the socket's shut after the grace is never logged (nor
+        returned by :meth:`sweep`), whether or not the connection's threads have ended by then. Before, the
+        watchdog logged an abort a second time when a thread outlived the grace (a C-STORE handler on a slow
+        disk), unless the caller had remembered to say it had logged it.
+        """
         with self._lock:
-            connection.cut_reason = connection.cut_reason or reason
+            if connection.cut_reason is None:
+                connection.cut_reason = reason
             if connection.closing_since is None:
                 connection.closing_since = self.clock()
                 if connection.admitted:
@@ -258,7 +299,11 @@ class Admission:
         return None
 
     def sweep(self) -> list[tuple[Connection, str]]:
-        """Cut off every overdue connection and forget closed ones; what was cut and why."""
+        """Cut off every overdue connection and forget closed ones; what was cut here, for a deadline, and why.
+
+        A connection aborted by someone else (:meth:`abort`) is shut here once its grace is over, and not listed:
+        its abort was logged where it was decided.
+        """
         now = self.clock()
         cut = []
         for connection in self.connections:
@@ -277,24 +322,21 @@ class Admission:
             if reason is None:
                 continue
             if reason == "aborted":
-                reason = connection.cut_reason or reason
-                shut_before = connection.shut_at is not None
-                if not shut_before:
+                if connection.shut_at is None:
                     connection.shut_at = now
                     connection.shut()
                 # kept (holding no slot) until its threads have ended, so that what they held is given back now
                 if assoc is None or _ended(connection) or now - connection.shut_at > FORGET_AFTER_S:
                     self._forget(connection)
                     _free_ended(connection)
-                if shut_before:
-                    continue
-            else:  # cut off here. The listener sends only small PDUs, each whole in one send: none is split
-                self.abort(connection, reason)
-                connection.shut_at = now
-                connection.shut(abort=connection.established_at is not None)
-                if assoc is None or _ended(connection):
-                    self._forget(connection)
-                    _free_ended(connection)
+                continue  # not a cut of the watchdog's: whoever aborted it logged why
+            # cut off here. The listener sends only small PDUs, each whole in one send: none is split
+            self.abort(connection, reason)
+            connection.shut_at = now
+            connection.shut(abort=connection.established_at is not None)
+            if assoc is None or _ended(connection):
+                self._forget(connection)
+                _free_ended(connection)
             cut.append((connection, reason))
         return cut
 
@@ -377,11 +419,16 @@ class Watchdog:
 
     def _run(self) -> None:
         while not self._stop.wait(WATCHDOG_INTERVAL_S):
-            try:
-                for connection, reason in self.admission.sweep():
-                    if reason != "aborted":
-                        log.warning("cut off a connection from %s: %s", escape(connection.host), reason)
-                        self._on_cut(connection, reason)
-                self._on_sweep()
-            except Exception:  # the watchdog must outlive any one connection's oddity
-                log.exception("listener watchdog failed a sweep")
+            self.sweep_once()
+
+    def sweep_once(self) -> None:
+        """One turn: cut off the overdue connections, each with its log line (only the watchdog's own cuts)."""
+        try:
+            for connection, reason in self.admission.sweep():
+                suffix = self.admission.peer_log.admit(connection.host, "cut off")
+                if suffix is not None:
+                    log.warning("cut off a connection from %s: %s%s", escape(connection.host), escape(reason), suffix)
+                self._on_cut(connection, reason)
+            self._on_sweep()
+        except Exception:  # the watchdog must outlive any one connection's oddity
+            log.exception("listener watchdog failed a sweep")

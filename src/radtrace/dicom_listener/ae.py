@@ -8,15 +8,19 @@ instances never sit in memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import cast
+from typing import Any, Final, cast
 
+from prometheus_client import CollectorRegistry
 from pynetdicom import AE, _config
+from pynetdicom.association import Association
 from pynetdicom.transport import ThreadedAssociationServer
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
@@ -27,6 +31,7 @@ from radtrace.dicom_listener.completion import CompletionTimer
 from radtrace.dicom_listener.contexts import supported_contexts
 from radtrace.dicom_listener.filtering import FilterRule
 from radtrace.dicom_listener.handlers import ListenerHandlers
+from radtrace.dicom_listener.handshake_failures import HANDSHAKE_FAILED, audit_details
 from radtrace.dicom_listener.idle_close import ListenerSaysIdleClose
 from radtrace.dicom_listener.metrics import ListenerMetrics
 from radtrace.dicom_listener.shared_counts import SharedSourceCounts
@@ -36,10 +41,22 @@ from radtrace.errors import ConfigError, RadtraceError
 from radtrace.listener_lock import listener_ports
 from radtrace.store.engine import Store
 from radtrace.tls_keys import load_key_pair
+from radtrace.tls_renewal import RenewedContext, renewing_server_context, watch_tls_expiry
 
-__all__ = ["Listener", "build_ae", "quiet_pynetdicom", "server_ssl_context"]
+__all__ = [
+    "AuditedListenerServer",
+    "Listener",
+    "build_ae",
+    "quiet_pynetdicom",
+    "renewed_server_context",
+    "server_ssl_context",
+]
 
 log = logging.getLogger(__name__)
+
+#: How long a stop waits, in all, for the associations' threads to end once their sockets are shut (each ends within
+#: milliseconds unless a handler is still writing its instance or audit event).
+STOP_GRACE_S: Final = 2.0
 
 
 class _OneLineExceptions(logging.Filter):
@@ -101,6 +118,24 @@ def server_ssl_context(tls: TlsSettings) -> ssl.SSLContext | None:
     return context
 
 
+def renewed_server_context(tls: TlsSettings, registry: CollectorRegistry | None = None) -> ssl.SSLContext | None:
+    """:func:`server_ssl_context`, loaded now (a :class:`ConfigError` for files that do not load), then again at each
+    handshake whose files (``listener.tls.certificate``, ``private_key``, ``ca_bundle``) changed on disk since: a
+    renewed certificate is presented from the next association on, without a restart and without ending the
+    associations open; a renewal caught half-way keeps the pair loaded before (one warning). ``None`` when off.
+    ``registry``: where the seconds left to its certificate and CA are served (radtrace.tls_renewal)."""
+    if not tls.enabled:
+        return None
+    files = (tls.certificate, tls.private_key, tls.ca_bundle)
+    renewed = RenewedContext(
+        lambda: server_ssl_context(tls), files, "listener.tls", attempt="association", logger=log,
+        certificate=tls.certificate, ca_bundle=tls.ca_bundle,
+    )  # fmt: skip
+    if registry is not None:
+        watch_tls_expiry(registry)
+    return renewing_server_context(renewed)
+
+
 def build_ae(settings: Settings) -> AE:
     """The AE with our title, contexts, limits and timeouts (policy checks are done by the handlers)."""
     listener = settings.listener
@@ -116,6 +151,30 @@ def build_ae(settings: Settings) -> AE:
     ae.require_called_aet = False  # checked, and audited, by the handlers' policy
     ae.require_calling_aet = []
     return ae
+
+
+class AuditedListenerServer(ListenerServer):
+    """The listener's server, whose failed TLS handshakes are audited as well as logged.
+
+    A peer that fails the handshake (no client certificate, one that ``listener.tls.ca_bundle`` does not accept, one
+    that does not trust ours, plain DICOM to the TLS port) failed node authentication: IHE ATNA's Security Alert, type
+    Node Authentication (PS3.15 A.5.3.11). Before, nothing was audited (no association was ever asked for). Each is a
+    refusal now (``on_refused``: counted in the metrics, recorded as ``association_rejected`` with the reason
+    :data:`~radtrace.dicom_listener.handshake_failures.HANDSHAKE_FAILED`, the door, why and OpenSSL's reason code),
+    aggregated per source and ``listener.refusal_audit_interval_s`` as every refusal is
+    (:class:`~radtrace.dicom_listener.refusals.RefusalAudit`): a thousand failures from one source write one event
+    at once and one with the count of the others at the interval's end. Not for a handshake that the watchdog cut
+    (its timeout is audited) nor one ended by a stop: :meth:`_handshake` calls this only for the others.
+    """
+
+    def _handshake_failed(self, client_address: Any, exc: BaseException) -> None:
+        super()._handshake_failed(client_address, exc)
+        on_refused = self.on_refused
+        if on_refused is None:
+            return
+        host = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+        with contextlib.suppress(Exception):  # the connection is closed already; the audit logs its own failures
+            on_refused(host, HANDSHAKE_FAILED, **audit_details(exc, self.ae.acse_timeout), **self.door())
 
 
 class Listener:
@@ -171,6 +230,7 @@ class Listener:
         self.redirect_tempdir = redirect_tempdir
         self._server: ThreadedAssociationServer | None = None
         self._servers: list[ListenerServer] = []
+        self._ae: AE | None = None
         self._stopped = threading.Event()
 
     @property
@@ -193,8 +253,9 @@ class Listener:
             # pynetdicom streams into tempfile's directory: on the spool's file system, staging is a rename.
             tempfile.tempdir = str(self.spool.incoming)
         listener = self.settings.listener
-        ae = build_ae(self.settings)
-        doors: list[tuple[int, ssl.SSLContext | None]] = [(listener.port, server_ssl_context(listener.tls))]
+        ae = self._ae = build_ae(self.settings)
+        tls = renewed_server_context(listener.tls, self.metrics.registry)  # its expiry served with the counters
+        doors: list[tuple[int, ssl.SSLContext | None]] = [(listener.port, tls)]
         if self.plain_port is not None:
             doors.append((self.plain_port, None))
         try:
@@ -206,7 +267,7 @@ class Listener:
                             (listener.host, port),
                             evt_handlers=self.handlers.bindings(),
                             ssl_context=context,
-                            server_class=ListenerServer,
+                            server_class=AuditedListenerServer,
                         ),
                     )
                 except OSError as exc:
@@ -252,12 +313,25 @@ class Listener:
             self._server, self._servers = None, []
             if self.watchdog is not None:
                 self.watchdog.stop()
-            for connection in self.admission.connections:  # nothing outlives the listener
+            for connection in self.admission.connections:  # nothing outlives the listener (each is reset: shut())
                 connection.shut()
+            self._wait_for_associations()
             self.handlers.flush_refusals(force=True)
             self.timer.stop()
             self._audit(EventType.APPLICATION_STOPPED, port)
         self._stopped.set()
+
+    def _wait_for_associations(self) -> None:
+        """Give the associations' threads, their sockets shut, up to :data:`STOP_GRACE_S` in all to end.
+
+        A connection that a timeout had just closed is audited by its thread after the peer saw the close (pynetdicom's
+        network timeout: the A-ABORT, then its handler): a stop at that moment ended the process under that write, and
+        the connection's audit event was lost (test_listener_timeouts_audited, under load). Its write now ends first.
+        """
+        deadline = time.monotonic() + STOP_GRACE_S
+        for thread in threading.enumerate():
+            if isinstance(thread, Association) and thread.ae is self._ae and thread is not threading.current_thread():
+                thread.join(max(deadline - time.monotonic(), 0.0))
 
     def serve_forever(self) -> None:
         """Start and block until :meth:`stop` is called (e.g. from a signal handler)."""

@@ -139,7 +139,8 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a("RequestingService", "General Study", "3", "reporting", ablate=False),
     _a("ConsultingPhysicianName", "General Study", "3", "reporting", ablate=False),
     # General Series (C.7.3.1), CR Series (C.8.1.1), DX Positioning (C.8.11.5)
-    _a("Modality", "General Series", "1", "listener", note="routing: CR or DX is read"),
+    _a("Modality", "General Series", "1", "listener",
+       note="routing: CR or DX is read; absent on a CR or DX image, its SOP class's modality counts (PS3.3 A.2, A.26)"),
     _a("SeriesInstanceUID", "General Series", "1", "listener", "reporting", key=True),
     _a("SeriesDescription", "General Series", "3", "model", note="view, when no coded or positional one"),
     _a("ProtocolName", "General Series", "3", "model", note="view, when no coded or positional one"),
@@ -183,9 +184,10 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     ),
     _a(
         "LossyImageCompression", "Image", "3", "model", ablate=False,
-        note="01, or a lossy transfer syntax, or a JPEG 2000 codestream (either wavelet, under .90 or .91) whose "
-        "packet headers leave coding passes out: the drafts are flagged lossy-compression; a 5-3 codestream whose "
-        "passes are not read (HTJ2K code-blocks, selective bypass, past the reader's bounds) is flagged as possibly "
+        note="01, or a lossy transfer syntax, or a JPEG 2000 codestream (under .90 or .91, HTJ2K too) that is lossy "
+        "as it is: the 9-7 wavelet in any COD or COC, coding passes left out, or cut short (packets or tile-parts "
+        "missing): the drafts are flagged lossy-compression; a 5-3 codestream whose passes are not read (HTJ2K "
+        "code-blocks, a region of interest's background planes, past the reader's bounds) is flagged as possibly "
         "lossy under .91, .93 or .203, and recorded as not verified under .90, .92, .201 or .202",
     ),
     _a("LossyImageCompressionRatio", "Image", "3", "model", ablate=False, note="named in the lossy-compression flag"),

@@ -111,6 +111,8 @@ def complete_due(
         completed = _complete_one(store, recorder, revision_id, now, settle_seconds, actor or Actor(), rule)
         if completed is None:
             continue
+        # after the commit: a transaction that failed (disk full, database gone) said "queued" before
+        log.info("study %s revision %d %s", completed.study_key, completed.number, completed.state.value)
         if doorbell is not None and completed.state is RevisionState.QUEUED:
             # never raises; False: the reconciler rings
             ring_process(doorbell, completed.study_uid, completed.number, priority=completed.priority)
@@ -173,7 +175,6 @@ def _complete_one(
                 payload=payload | {"reason": decision.reason},
             )
         recorder.record(event, session=session)
-        log.info("study %s revision %d %s", study.study_key, revision.number, revision.state.value)
         return CompletedRevision(
             revision.id, study.study_key, revision.state, decision.reason, study.study_uid, revision.number,
             decision.priority,
@@ -183,8 +184,13 @@ def _complete_one(
 class CompletionTimer:
     """A daemon thread that completes due revisions: at the next due time, on :meth:`poke`, at start.
 
-    Its only state is the database's, so a restart rebuilds every pending timer.
+    Its only state is the database's, so a restart rebuilds every pending timer. While completing fails (the
+    database away, its disk full) it tries again every :attr:`retry_s` and says so once, then once every
+    :attr:`repeat_warning_s` with a count, and once when it works again: not a line every 2 s.
     """
+
+    retry_s: float = 2.0
+    repeat_warning_s: float = 60.0
 
     def __init__(
         self,
@@ -210,6 +216,9 @@ class CompletionTimer:
         self._next_wake = 0.0  # time.monotonic() of the loop's next planned run
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="radtrace-completion", daemon=True)
+        self._failing_since: float | None = None  # time.monotonic() of the first failure in a row
+        self._warned_at = 0.0
+        self._failures = 0
 
     def start(self) -> None:
         """Start the loop (it first completes whatever became due while no listener ran)."""
@@ -231,6 +240,24 @@ class CompletionTimer:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def _failed(self, reason: str, exc: BaseException | None = None) -> None:
+        """One completion pass failed: a warning the first time and every :attr:`repeat_warning_s` after."""
+        now = time.monotonic()
+        self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = self._warned_at = now
+            log.warning("study completion failed, retrying every %g s: %s", self.retry_s, reason, exc_info=exc)
+        elif now - self._warned_at >= self.repeat_warning_s:
+            self._warned_at = now
+            log.warning("study completion still failing after %d tries in %.0f s, retrying: %s", self._failures,
+                        now - self._failing_since, reason)  # fmt: skip
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None:
+            log.info("study completion works again after %d failed tries in %.0f s", self._failures,
+                     time.monotonic() - self._failing_since)  # fmt: skip
+        self._failing_since, self._failures = None, 0
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._next_wake = float("inf")  # a poke while the database is read makes the wait below return
@@ -247,11 +274,13 @@ class CompletionTimer:
                     # a short floor: a study whose last image came just after its first is due a moment later
                     sleep_s = min(sleep_s, max(0.005, (due_at - utc_now()).total_seconds() + 0.002))
             except RadtraceError as exc:  # database down: try again shortly, never die
-                log.warning("study completion failed, retrying: %s", exc.reason)
-                sleep_s = min(sleep_s, 2.0)
-            except Exception:
-                log.exception("study completion failed unexpectedly, retrying")
-                sleep_s = min(sleep_s, 2.0)
+                self._failed(exc.reason)
+                sleep_s = min(sleep_s, self.retry_s)
+            except Exception as exc:
+                self._failed(f"unexpected {type(exc).__name__}", exc)
+                sleep_s = min(sleep_s, self.retry_s)
+            else:
+                self._recovered()
             self._next_wake = time.monotonic() + sleep_s
             self._wake.wait(sleep_s)
             self._wake.clear()

@@ -29,12 +29,19 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import _STORAGE_CLASSES as _ALL_STORAGE  # the full PS3.4 Annex B table
+from pynetdicom.sop_class import uid_to_service_class
+
+from radtrace.dicom_listener.refusals import SERVICES_NOT_OFFERED
 
 __all__ = [
+    "KEY_OBJECT_SELECTION",
     "RADIOGRAPH_SOP_CLASSES",
+    "SERVICES_NOT_OFFERED",
     "TRANSFER_SYNTAXES",
     "VERIFICATION",
+    "another_service",
     "refused_pairs",
     "storage_sop_classes",
     "supported_contexts",
@@ -68,10 +75,16 @@ TRANSFER_SYNTAXES: Final[tuple[str, ...]] = (
 )
 
 
+#: Key Object Selection Document Storage: how a PACS sends an IHE IOCM rejection note
+#: (:mod:`.rejection_note`), offered under either ``listener.non_chest_policy``.
+KEY_OBJECT_SELECTION: Final = "1.2.840.10008.5.1.4.1.1.88.59"
+
+
 def storage_sop_classes(non_chest_policy: Literal["accept-and-skip", "reject"]) -> list[str]:
-    """The storage SOP classes offered: radiographs only, or every storage class pynetdicom knows."""
+    """The storage SOP classes offered: radiographs and Key Object Selection (rejection notes: a PACS withdrawing an
+    image radtrace read must be heard under either policy), or every storage class pynetdicom knows."""
     if non_chest_policy == "reject":
-        return sorted(RADIOGRAPH_SOP_CLASSES)
+        return sorted(RADIOGRAPH_SOP_CLASSES | {KEY_OBJECT_SELECTION})
     return sorted({str(uid) for uid in _ALL_STORAGE.values()} | RADIOGRAPH_SOP_CLASSES)
 
 
@@ -80,6 +93,16 @@ def supported_contexts(non_chest_policy: Literal["accept-and-skip", "reject"]) -
     contexts = [build_context(VERIFICATION)]
     contexts.extend(build_context(uid, list(TRANSFER_SYNTAXES)) for uid in storage_sop_classes(non_chest_policy))
     return contexts
+
+
+def another_service(context: PresentationContext) -> bool:
+    """Whether ``context`` was refused for its SOP class (PS3.8 Table 9-18 result 3) and that SOP class belongs to a
+    known DICOM service other than storage and verification. A SOP class pynetdicom does not know (a private storage
+    class: an instance refused) or a transfer syntax refused (result 4) is a refusal as before."""
+    if context.result != 3:
+        return False
+    service = uid_to_service_class(str(context.abstract_syntax))
+    return service is not ServiceClass and not issubclass(service, StorageServiceClass)
 
 
 def refused_pairs(refused: Iterable[PresentationContext], request: Any) -> Iterator[dict[str, str | int]]:

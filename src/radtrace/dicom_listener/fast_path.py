@@ -51,6 +51,15 @@ _PDV_LENGTH: Final = struct.Struct(">L")
 _P_DATA_TF: Final = 0x04
 _A_ASSOCIATE_RQ: Final = 0x01
 _KNOWN_PDU_TYPES: Final = frozenset(range(0x01, 0x08))
+#: The PDUs a peer may not send before its A-ASSOCIATE-RQ (PS3.8 Table 9-10, Sta2), by type code.
+_NOT_FIRST: Final = {
+    0x02: "A-ASSOCIATE-AC",
+    0x03: "A-ASSOCIATE-RJ",
+    0x04: "P-DATA-TF",
+    0x05: "A-RELEASE-RQ",
+    0x06: "A-RELEASE-RP",
+    0x07: "A-ABORT",
+}
 _COMMAND: Final = 0x01  # message control header bits (PS3.8 E.2)
 _LAST: Final = 0x02
 
@@ -114,6 +123,7 @@ class DatasetFastPathDUL(DULServiceProvider):
         fast.max_data_set_bytes = None
         fast.refused = False
         fast.negotiation_charged = False
+        fast.rq_read = False
         fast.on_timed_out = None
         weakref.finalize(fast, fast.wake.close)  # once the association and its threads are gone
         fast._run_loop_delay = 0  # WholePduSocket.ready does the waiting
@@ -194,6 +204,11 @@ class DatasetFastPathDUL(DULServiceProvider):
         connection = self.connection
         if connection is None or self.state_machine.current_state not in ("Sta1", "Sta2"):  # Sta1: Evt5 not yet run
             return
+        with connection.lock:  # the DUL thread's ARTIM and the association thread's wait may both get here
+            if connection.cut_reason is not None:  # aborted or cut off already, and logged there
+                return
+            connection.cut_reason = "ACSE timeout"
+        log.info("no A-ASSOCIATE-RQ from %s within the ACSE timeout: closed the connection", self._peer())
         if self.admission is not None:
             self.admission.abort(connection, "ACSE timeout")
         connection.shut()
@@ -251,6 +266,9 @@ class DatasetFastPathDUL(DULServiceProvider):
                 ):
                     break
                 sock.give_back()
+                # A PDU came: not idle. pynetdicom restarts this timer only when this method returns, and a data set
+                # streamed without a pause for longer than listener.network_timeout_s was aborted as idle mid-transfer.
+                self._idle_timer.restart()
                 if self.refused or self._stream is None or not self.to_provider_queue.empty() or not sock.ready:
                     return
             try:
@@ -270,14 +288,16 @@ class DatasetFastPathDUL(DULServiceProvider):
                 if self.refused:  # garbage after an abort: the connection is shut, nothing more said
                     self._refuse(None)
                     return
-                log.error(
-                    "undecodable PDU (type 0x%02X, %d bytes) from %s: %s: %s",
-                    header[0],
-                    len(body),
-                    self._peer(),
-                    type(exc).__name__,
-                    escape(str(exc)[:200]),
-                )
+                if (suffix := self._peer_log("undecodable PDU")) is not None:
+                    log.error(
+                        "undecodable PDU (type 0x%02X, %d bytes) from %s: %s: %s%s",
+                        header[0],
+                        len(body),
+                        self._peer(),
+                        type(exc).__name__,
+                        escape(str(exc)[:200]),
+                        suffix,
+                    )
                 self._refuse(None)
                 return
             self.event_queue.put(event)
@@ -294,6 +314,10 @@ class DatasetFastPathDUL(DULServiceProvider):
     def _peer(self) -> str:
         return escape(self._host())
 
+    def _peer_log(self, kind: str) -> str | None:
+        """Whether to log a line of ``kind`` about this peer (:class:`.peer_log.PeerLog`), and its suffix."""
+        return "" if self.admission is None else self.admission.peer_log.admit(self._host(), kind)
+
     def _limit(self, pdu_type: int) -> int:
         """The most body bytes a PDU of this type may claim here."""
         if pdu_type == _P_DATA_TF and self.state_machine.current_state != "Sta2":
@@ -306,6 +330,8 @@ class DatasetFastPathDUL(DULServiceProvider):
     """The longest C-STORE data set taken (``None``: unbounded)."""
     refused: bool
     """Whether the association is being aborted: nothing more it sends is taken."""
+    rq_read: bool
+    """Whether the peer's A-ASSOCIATE-RQ has been read (before it, no other PDU is taken)."""
 
     def _refuse(self, reason: str | None) -> None:
         """Abort the association (A-ABORT, then the socket is shut), free its slot now, and have it audited.
@@ -317,11 +343,12 @@ class DatasetFastPathDUL(DULServiceProvider):
         """
         if self.refused:
             return
-        if reason is not None:
-            log.warning("aborted the association with %s: %s", self._peer(), reason)
+        if reason is not None and (suffix := self._peer_log("aborted")) is not None:
+            log.warning("aborted the association with %s: %s%s", self._peer(), reason, suffix)
         self.refused = True
         self.event_queue.put("Evt19")  # invalid PDU: A-ABORT
         if self.connection is not None and self.admission is not None:
+            # logged: above, or by the caller before (the undecodable PDU's line, with what did not decode)
             self.admission.abort(self.connection, reason or "undecodable PDU")
         if self.on_refused is not None:
             with contextlib.suppress(Exception):  # the abort stands; the audit logs its own failures
@@ -357,13 +384,22 @@ class DatasetFastPathDUL(DULServiceProvider):
                 sock.widen()
         try:
             header = sock.recv(6)
-            if len(header) < 6:
+            if len(header) < 6 or (connection is not None and connection.shut_down):
+                # closed, or shut by the listener (a cut-off, an abort's end, a stop): what it read is not the peer's
+                # to judge (a TLS socket, once shut, reads the raw records: 'unknown PDU type 0x17' was logged)
                 self.event_queue.put("Evt17")  # transport connection closed
                 return None
             pdu_type, _, length = _PDU_HEADER.unpack(header)
             if pdu_type not in _KNOWN_PDU_TYPES:
                 self._refuse(f"unknown PDU type 0x{pdu_type:02X}")
                 return None
+            if not self.rq_read and pdu_type in _NOT_FIRST:
+                # A probe of the port, or a peer out of step. The state machine would answer with an A-ABORT (AA-1)
+                # and say nothing; judged here, as read, it is named even when more bytes follow at once.
+                self._refuse(f"{_NOT_FIRST[pdu_type]} (PDU type 0x{pdu_type:02X}) before any A-ASSOCIATE-RQ")
+                return None
+            if pdu_type == _A_ASSOCIATE_RQ:
+                self.rq_read = True
             if (
                 pdu_type == _A_ASSOCIATE_RQ
                 and self.admission is not None
@@ -382,14 +418,30 @@ class DatasetFastPathDUL(DULServiceProvider):
             self._refuse(exc.reason)
             return None
         except (OSError, TimeoutError):
-            log.info("connection from %s closed before the entire PDU was received", self._peer())
+            if (suffix := self._closed_line()) is not None:
+                log.info("connection from %s closed before the entire PDU was received%s", self._peer(), suffix)
             self.event_queue.put("Evt17")
             return None
-        if len(body) != length:
-            log.info("connection from %s closed mid-PDU (%d of %d bytes)", self._peer(), len(body), length)
+        if len(body) != length or (connection is not None and connection.shut_down):
+            if len(body) != length and (suffix := self._closed_line()) is not None:
+                log.info(
+                    "connection from %s closed mid-PDU (%d of %d bytes)%s", self._peer(), len(body), length, suffix
+                )
             self.event_queue.put("Evt17")
             return None
         return header, body
+
+    def _closed_line(self) -> str | None:
+        """Whether to say that the connection closed mid-PDU, and the line's suffix (:meth:`_peer_log`).
+
+        Not once the association is aborted here, or its connection shut by the listener: their line said why, and the
+        close that follows is theirs (the socket shut after the grace, a TLS peer's reset, the end of a peer that sent
+        garbage and went). Before, garbage after a TLS handshake wrote two lines per association, the abort's
+        (``unknown PDU type 0x47``) and this one.
+        """
+        if self.refused or (self.connection is not None and self.connection.shut_down):  # said where it was decided
+            return None
+        return self._peer_log("closed mid-PDU")
 
     def _stream_pdvs(self, body: bytearray) -> bool:
         """Hand a P-DATA-TF's PDVs to DIMSE, writing data set fragments straight to their file."""

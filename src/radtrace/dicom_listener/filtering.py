@@ -7,6 +7,10 @@ Examined, Requested Procedure Priority, calling AE) and the study's description,
 chest, a screenshot. Those are stored (nothing received is thrown away) and their revision is
 skipped with a reason a person can read.
 
+A CR or DX image sent without Modality (Type 1, yet old digitisers and gateways leave it out) has its IOD's modality:
+the SOP class says what it is (PS3.3 A.2 and A.26 fix Modality to CR and DX). A Secondary Capture image names no
+modality of its own and needs the attribute.
+
 A Secondary Capture image whose Modality is CR or DX is a radiograph that was digitised or converted
 (archives hold many such chest films, e.g. the NIH ChestX-ray14 set): it counts as a radiograph here, and the
 worker flags its reading ``secondary-capture``. A Secondary Capture of any other modality is skipped.
@@ -17,13 +21,28 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
+
+from pydicom.uid import (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+)
 
 from radtrace.config import RoutingSettings
 from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, names_body_part
 from radtrace.dicom_listener.contexts import RADIOGRAPH_SOP_CLASSES
 from radtrace.store.models import Priority
 
-__all__ = ["Decision", "FilterRule", "InstanceFacts", "decide", "priority_of"]
+__all__ = ["Decision", "FilterRule", "InstanceFacts", "decide", "never_read", "priority_of"]
+
+
+#: The modality each radiograph IOD fixes (PS3.3 A.2, A.26): the one such an instance has when it was sent without it.
+IOD_MODALITY: Final = {
+    str(ComputedRadiographyImageStorage): "CR",
+    str(DigitalXRayImageStorageForPresentation): "DX",
+    str(DigitalXRayImageStorageForProcessing): "DX",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,11 @@ class InstanceFacts:
     body_part: str | None
     requested_priority: str | None = None
     calling_ae: str | None = None
+
+    @property
+    def modality_or_iods(self) -> str:
+        """Modality as sent (upper case), else the one the SOP class fixes, else ``""``."""
+        return (self.modality or "").strip().upper() or IOD_MODALITY.get(self.sop_class_uid, "")
 
 
 def _upper(values: Sequence[str]) -> frozenset[str]:
@@ -107,10 +131,10 @@ def decide(
     if not instances:
         return Decision(False, "no instances")
     radiographs = [
-        i for i in instances if i.sop_class_uid in rule.sop_classes and (i.modality or "").upper() in rule.modalities
+        i for i in instances if i.sop_class_uid in rule.sop_classes and i.modality_or_iods in rule.modalities
     ]
     if not radiographs:
-        modalities = sorted({(i.modality or "unknown").upper() for i in instances})
+        modalities = sorted({i.modality_or_iods or "UNKNOWN" for i in instances})
         if all(i.sop_class_uid in SECONDARY_CAPTURE_SOP_CLASSES for i in instances):
             return Decision(False, f"secondary capture, not a radiograph (modality {', '.join(modalities)})")
         return Decision(False, f"no CR/DX radiograph (modality {', '.join(modalities)})")
@@ -126,6 +150,17 @@ def decide(
     if other is None:  # anatomy stated nowhere (e.g. NIH ChestX-ray14 films): the model refuses a non-chest film
         return Decision(True, priority=priority_of(instances, study_description, rule))
     return Decision(False, f"not a chest radiograph (no body part, description names {other.group(0).upper()})")
+
+
+def never_read(instance: InstanceFacts, rule: FilterRule | None = None) -> str | None:
+    """Why the model reads nothing of ``instance`` whatever else its study holds (it is no CR/DX radiograph: an SR,
+    a presentation state, a key object selection, an image of another modality), as :func:`decide` would skip a
+    revision of it alone; ``None`` for a radiograph, whose body part and study description :func:`decide` weighs
+    with the rest of its revision."""
+    rule = rule or FilterRule.default()
+    if instance.sop_class_uid in rule.sop_classes and instance.modality_or_iods in rule.modalities:
+        return None
+    return decide([instance], None, rule).reason
 
 
 def priority_of(instances: Sequence[InstanceFacts], study_description: str | None, rule: FilterRule) -> Priority:

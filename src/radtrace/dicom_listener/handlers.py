@@ -22,8 +22,9 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ListenerSettings
 from radtrace.dicom_charset import audit_record
 from radtrace.dicom_listener.admission import Admission, Connection, timeout_setting
-from radtrace.dicom_listener.contexts import refused_pairs
+from radtrace.dicom_listener.contexts import SERVICES_NOT_OFFERED, another_service, refused_pairs
 from radtrace.dicom_listener.encoding import RELABELLED_SYNTAXES, relabel_mismatched_encoding
+from radtrace.dicom_listener.filtering import FilterRule
 from radtrace.dicom_listener.headers import ReceivedHeader, read_header, refused_identity
 from radtrace.dicom_listener.idle_close import log_idle_close
 from radtrace.dicom_listener.ingest import IngestOutcome, record_instance
@@ -53,9 +54,11 @@ from radtrace.dicom_listener.rq_budget import REFUSED_REASON
 from radtrace.dicom_listener.served import REFUSED_REASON as REQUEST_REFUSED
 from radtrace.dicom_listener.served import RequestProblem
 from radtrace.dicom_listener.spool import Spool, StagedFile, out_of_space
+from radtrace.dicom_listener.structure import MalformedDataSetError, check_structure
 from radtrace.dicom_listener.transport import close_fast_path, take_received
 from radtrace.errors import DicomInputError, RadtraceError
-from radtrace.logging import escape, redacting, study_key
+from radtrace.logging import escape, nonconformant_uid_lines_ended, redacting, study_key
+from radtrace.sender_charset import sender_rules
 from radtrace.store.engine import Store
 
 if TYPE_CHECKING:
@@ -82,6 +85,7 @@ _STATUS_OF: dict[type[DicomInputError], int] = {
     SopClassMismatchError: STATUS_SOP_CLASS_MISMATCH,
     ImageTooLargeError: STATUS_IMAGE_TOO_LARGE,
     PixelMismatchError: STATUS_PIXEL_MISMATCH,
+    MalformedDataSetError: STATUS_CANNOT_UNDERSTAND,  # whatever element it names (a UID's: not a missing identifier)
 }
 
 
@@ -109,6 +113,7 @@ class ListenerHandlers:
         admission: Admission | None = None,
     ) -> None:
         self.settings = settings
+        self.rule = FilterRule.from_settings(settings.routing)
         self.store = store
         self.recorder = AuditRecorder(store)
         self.admission = admission or Admission(settings)
@@ -183,14 +188,19 @@ class ListenerHandlers:
         self._charge_negotiation(connection)
         self.metrics.associations.labels(result="rejected", **door).inc()
         self.metrics.rejections.labels(reason=rejection.reason, **door).inc()
-        log.warning(
-            "rejected association from %s at %s to %s: %s; %s",
-            escape(repr(calling)),
-            escape(request.peer_host),
-            escape(repr(called)),
-            rejection.reason,
-            escape(how_to_allow(rejection, request, self.settings)),
-        )
+        # per caller too: someone correcting a refused AE title sees the next refusal's line (and what to set) at once
+        kind = f"rejected association: {rejection.reason}: {calling!r} to {called!r}"
+        suffix = self.admission.peer_log.admit(request.peer_host, kind)
+        if suffix is not None:
+            log.warning(
+                "rejected association from %s at %s to %s: %s; %s%s",
+                escape(repr(calling)),
+                escape(request.peer_host),
+                escape(repr(called)),
+                rejection.reason,
+                escape(how_to_allow(rejection, request, self.settings)),
+                suffix,
+            )
         assoc.acse.send_reject(rejection.result, rejection.source, rejection.diagnostic)
         self.refusals.refused(
             request.peer_host,
@@ -257,17 +267,25 @@ class ListenerHandlers:
         if not refused:
             return
         door = self._door_of(connection)
-        self.metrics.rejections.labels(reason="presentation context refused", **door_labels(door)).inc(len(refused))
         actor = _actor(event.assoc)
-        self.context_refusals.refused(
-            actor.host or "",
-            "presentation contexts refused at negotiation",
-            calling_ae=actor.ae_title,
-            port=door[0] if connection is not None and connection.port else None,
-            tls=door[1],
-            items=refused_pairs(refused, getattr(event.assoc.requestor, "primitive", None)),
-            refused=len(refused),
-        )
+        services = [context for context in refused if another_service(context)]
+        storage = [context for context in refused if not another_service(context)]
+        for contexts, reason, label in (
+            (storage, "presentation contexts refused at negotiation", "presentation context refused"),
+            (services, SERVICES_NOT_OFFERED, "service not offered"),  # no instance refused: not paged
+        ):
+            if not contexts:
+                continue
+            self.metrics.rejections.labels(reason=label, **door_labels(door)).inc(len(contexts))
+            self.context_refusals.refused(
+                actor.host or "",
+                reason,
+                calling_ae=actor.ae_title,
+                port=door[0] if connection is not None and connection.port else None,
+                tls=door[1],
+                items=refused_pairs(contexts, getattr(event.assoc.requestor, "primitive", None)),
+                refused=len(contexts),
+            )
 
     def on_request_refused(self, assoc: Association, problem: RequestProblem) -> None:
         """A DIMSE request refused (a service not served, a command that breaks its rules): counted and audited in
@@ -336,6 +354,12 @@ class ListenerHandlers:
         dul = getattr(event.assoc, "dul", None)
         idle = connection is not None and connection.cut_reason is None and dul is not None and dul.idle_timer_expired()
         self.admission.release(connection)  # first: the audit below writes to the database
+        if unlogged := nonconformant_uid_lines_ended(event.assoc):  # pynetdicom's line per C-STORE: the first logged
+            log.warning(
+                "%d more of pynetdicom's 'Non-conformant ... UID' warnings in the association with %s not logged",
+                unlogged,
+                escape(str(getattr(event.assoc.requestor, "address", "") or "?")),
+            )
         if idle and connection is not None:
             detail = f"no PDU for {self.settings.network_timeout_s:g} s"
             if self.on_timed_out(connection, "listener.network_timeout_s", detail):
@@ -347,10 +371,13 @@ class ListenerHandlers:
             return
         try:
             partial.close()
-            Path(partial.name).unlink(missing_ok=True)
-            log.warning("association ended mid-transfer; the partial instance was discarded")
+            Path(partial.name).unlink()
+        except FileNotFoundError:
+            return  # discarded already: an abort comes here twice (EVT_ABORTED, then EVT_CONN_CLOSE)
         except OSError as exc:
             log.warning("could not remove a partial transfer: %s", exc.strerror)
+            return
+        log.warning("association ended mid-transfer; the partial instance was discarded")
 
     def on_echo(self, event: evt.Event) -> int:
         """C-ECHO: success (the association policy already admitted the caller)."""
@@ -389,7 +416,12 @@ class ListenerHandlers:
                         EventType.INSTANCE_REJECTED,
                         actor,
                         outcome=Outcome.MINOR_FAILURE,
-                        payload={"reason": "spool disk nearly full", "sop_instance_uid": self._requested_sop(event)},
+                        payload={
+                            "reason": "spool disk nearly full",
+                            "sop_instance_uid": self._requested_sop(event),
+                            "port": door[0],
+                            "tls": door[1],
+                        },  # radtrace status groups refusals by port
                     )
                 )
                 return self._answer(door, STATUS_OUT_OF_RESOURCES, "out of resources: spool disk nearly full")
@@ -405,7 +437,10 @@ class ListenerHandlers:
             try:
                 limit = instance_byte_limit(self.settings.max_image_pixels)
                 header = read_header(
-                    staged.path, max_inflated_bytes=limit, assumed_character_set=self.settings.assumed_character_set
+                    staged.path,
+                    max_inflated_bytes=limit,
+                    assumed_character_set=self.settings.assumed_character_set,
+                    site=sender_rules(self.settings, actor.ae_title),
                 )
                 scope.enter_context(redacting(*header.patient_values()))
                 if relabelled is not None:
@@ -423,6 +458,7 @@ class ListenerHandlers:
                 actor,
                 max_image_pixels=self.settings.max_image_pixels,
                 door=self._door(event.assoc),
+                rule=self.rule,
             )
             staged = None
             self.metrics.instances.labels(outcome=result.outcome.value, **labels).inc()
@@ -465,6 +501,9 @@ class ListenerHandlers:
         if context is not None and str(context) != header.sop_class_uid:
             raise SopClassMismatchError("SOP Class UID in the dataset differs from the presentation context")
         check_file(path, self.settings.max_image_pixels)  # before anything decodes it
+        # the whole data set walked to its end (the header read stops at Pixel Data): a PDV sent twice, a value cut
+        # short or run long is refused here, not acknowledged and read shifted by the worker
+        check_structure(path, max_inflated_bytes=instance_byte_limit(self.settings.max_image_pixels))
 
     def _out_of_space(self, received: Path, exc: OSError, actor: Actor, event: evt.Event, door: Door) -> Dataset:
         """The spool filled up while the instance arrived: A700, the partial file removed, serving goes on."""
@@ -479,7 +518,12 @@ class ListenerHandlers:
                 EventType.INSTANCE_REJECTED,
                 actor,
                 outcome=Outcome.MINOR_FAILURE,
-                payload={"reason": "spool disk full during transfer", "sop_instance_uid": self._requested_sop(event)},
+                payload={
+                    "reason": "spool disk full during transfer",
+                    "sop_instance_uid": self._requested_sop(event),
+                    "port": door[0],
+                    "tls": door[1],
+                },
             )
         )
         return self._answer(door, STATUS_OUT_OF_RESOURCES, "out of resources: spool disk full")
@@ -499,6 +543,7 @@ class ListenerHandlers:
             staged.path,
             max_inflated_bytes=instance_byte_limit(self.settings.max_image_pixels),
             assumed_character_set=self.settings.assumed_character_set,
+            site=sender_rules(self.settings, actor.ae_title),
         )
         scope.enter_context(redacting(*identity.patient_values()))
         where = self.spool.quarantine(staged, exc.reason)
@@ -511,10 +556,10 @@ class ListenerHandlers:
             "size_bytes": staged.size,
             "quarantine_file": where.name,
         }
-        # how the header's text was read where that was guessed, as instance_received says: from the header read
-        # before the refusal, else from the identity's own read of the refused file
+        # how the header's text was read where that was guessed or a site rule's, as instance_received says: from the
+        # header read before the refusal, else from the identity's own read of the refused file
         guessed = header.character_set if header is not None else identity.character_set
-        if guessed is not None and not guessed.flagged:
+        if guessed is not None and not guessed.recorded:
             guessed = None
         if guessed is not None:
             payload["character_set"] = audit_record(guessed)
@@ -526,7 +571,7 @@ class ListenerHandlers:
                 study_uid=identity.study_uid,
                 accession=identity.accession,
                 patient_id=identity.patient_id,
-                labels=(guessed.flag,) if guessed is not None else (),
+                labels=(guessed.flag,) if guessed is not None and guessed.flagged else (),
                 payload=payload,
             )
         )

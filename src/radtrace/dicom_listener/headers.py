@@ -14,8 +14,9 @@ is converted and checked against its VR and VM. What happens next is the attribu
 A file that is not DICOM, or is truncated, is refused as before. pydicom's warnings about invalid values are
 silenced here (they quote values, i.e. patient data): the deviations say the same, without the values. Text is
 read in the character set the worker reads it in (:func:`radtrace.dicom_charset.read_text_as`, with
-``listener.assumed_character_set``), so the audit's patient ID and accession are the ones QA searches for; only
-text values over 4 KiB, which stay on disk here, are not looked at (the worker looks at those up to 1 MiB).
+``listener.assumed_character_set`` and the ``listener.sender_character_sets`` rules for the calling AE), so the
+audit's patient ID and accession are the ones QA searches for; only text values over 4 KiB, which stay on disk
+here, are not looked at (the worker looks at those up to 1 MiB).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, UncompressedTransferSyntaxes
 
-from radtrace.dicom_charset import DEFAULT_ASSUMED_CHARACTER_SET, CharsetChoice, read_text_as
+from radtrace.dicom_charset import DEFAULT_ASSUMED_CHARACTER_SET, CharsetChoice, SiteCharset, read_text_as
 from radtrace.dicom_deflated import read_bounded
 from radtrace.dicom_listener.attributes import (
     ATTRIBUTES,
@@ -53,6 +54,7 @@ from radtrace.dicom_listener.attributes import (
 from radtrace.dicom_listener.pixel_budget import ImageTooLargeError, instance_byte_limit
 from radtrace.dicom_listener.spool import check_uid
 from radtrace.errors import DicomInputError
+from radtrace.logging import warnings_once_per_instance
 
 __all__ = ["DEFAULT_MAX_INFLATED_BYTES", "ReceivedHeader", "RefusedIdentity", "read_header", "refused_identity"]
 
@@ -163,6 +165,7 @@ def refused_identity(
     *,
     max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
     assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
+    site: tuple[SiteCharset, ...] = (),
 ) -> RefusedIdentity:
     """The identifiers of an instance :func:`read_header` refused, so that QA finds the refusal by study or
     accession, and how their text was read. Parsed as :func:`read_header` parses (the same bounds: a deflated data set
@@ -173,7 +176,7 @@ def refused_identity(
         partial: list[Dataset] = []
         choice: CharsetChoice | None = None
         try:
-            ds, _, choice = _parse(path, max_inflated_bytes, assumed_character_set, partial)
+            ds, _, choice = _parse(path, max_inflated_bytes, assumed_character_set, site, partial)
         except DicomInputError:
             if not partial:
                 return RefusedIdentity()
@@ -246,7 +249,11 @@ def _check_inflated_size(path: Path, limit: int) -> None:
 
 
 def _parse(
-    path: Path, max_inflated_bytes: int, assumed_character_set: str, partial: list[Dataset] | None = None
+    path: Path,
+    max_inflated_bytes: int,
+    assumed_character_set: str,
+    site: tuple[SiteCharset, ...] = (),
+    partial: list[Dataset] | None = None,
 ) -> tuple[Dataset, dict[int, str], CharsetChoice | None]:
     """The dataset with every small element converted, text in the character set
     :func:`~radtrace.dicom_charset.read_text_as` decides, the elements that could not be: ``{tag: problem}``, and
@@ -271,7 +278,7 @@ def _parse(
                 partial=partial,
             )
         try:  # before any value is converted: converted values keep their text
-            choice = read_text_as(ds, assumed=assumed_character_set)
+            choice = read_text_as(ds, assumed=assumed_character_set, site=site)
         except Exception:  # the decision never refuses an instance: its text is then read as pydicom's default
             logger.debug("character set not decided; reading the header as pydicom does", exc_info=True)
         for tag in list(ds.keys()):
@@ -373,16 +380,19 @@ def read_header(
     *,
     max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
     assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
+    site: tuple[SiteCharset, ...] = (),
 ) -> ReceivedHeader:
     """Parse a Part 10 file's header; :class:`DicomInputError` naming the element when it cannot be accepted.
 
     A deflated data set that inflates beyond ``max_inflated_bytes`` is refused before pydicom inflates it. Text
     whose character set the header does not declare usably is read as the worker reads it
-    (``assumed_character_set``: ``listener.assumed_character_set``).
+    (``assumed_character_set``: ``listener.assumed_character_set``; ``site``: the calling AE's
+    ``listener.sender_character_sets`` rules, :func:`radtrace.sender_charset.sender_rules`).
     """
-    with warnings.catch_warnings():
+    # pydicom's log lines, one per value converted: once per kind and instance (57 for control characters in each)
+    with warnings.catch_warnings(), warnings_once_per_instance():
         warnings.simplefilter("ignore")  # pydicom warns, quoting values, about every invalid one
-        ds, unparsable, choice = _parse(path, max_inflated_bytes, assumed_character_set)
+        ds, unparsable, choice = _parse(path, max_inflated_bytes, assumed_character_set, site)
         meta = ds.file_meta
         found: list[Deviation] = []
         for attribute in ATTRIBUTES:

@@ -30,7 +30,13 @@ from typing import Any, Final
 
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 
-__all__ = ["ITEM_CHARS", "LIVE_S", "MAX_ITEMS", "MAX_KEYS", "DistinctItems", "RefusalAudit"]
+#: The audit reason of contexts refused for a SOP class of another DICOM service than storage (Query/Retrieve,
+#: worklist, MPPS, storage commitment …; :func:`.contexts.another_service`): no instance was refused. A PACS's C-ECHO
+#: (Orthanc's) and many modalities propose them with every association; counted as refusals they paged hospital IT
+#: for nothing. Here, not in :mod:`.contexts`, so ``radtrace status`` reads it without importing pynetdicom.
+SERVICES_NOT_OFFERED: Final = "services other than storage proposed, not offered"
+
+__all__ = ["ITEM_CHARS", "LIVE_S", "MAX_ITEMS", "MAX_KEYS", "SERVICES_NOT_OFFERED", "DistinctItems", "RefusalAudit"]
 
 log = logging.getLogger(__name__)
 

@@ -25,20 +25,25 @@ import select
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import build_context
 
+from radtrace.dicom_listener.scu_files import (
+    DICOMDIR_NOTE,
+    MEDIA_STORAGE_DIRECTORY,
+    NOT_DICOM_NOTE,
+    bare_dataset,
+    file_identity,
+    says_dicom,
+)
 from radtrace.errors import DicomInputError, PeerUnavailableError
 
 __all__ = [
@@ -52,7 +57,6 @@ __all__ = [
     "SendResult",
     "answers_http",
     "close_socket",
-    "collect_files",
     "quoted_answer",
     "release",
     "send_files",
@@ -62,7 +66,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_REQUESTED_CONTEXTS = 128  # PS3.8 9.3.2.2: odd context IDs 1..255
-
 #: A-ASSOCIATE-RJ PDU fields, PS3.8 table 9-21: Result, Source, and Reason/Diag. by Source.
 REJECT_RESULTS = {1: "rejected permanent", 2: "rejected transient"}
 REJECT_SOURCES = {
@@ -137,17 +140,30 @@ class PduGuard:
 
 def release(assoc: Association, where: str, timeout_s: float) -> None:
     """Release ``assoc`` within ``timeout_s``, quietly: a peer that does not answer the A-RELEASE-RQ in half of it is
-    aborted (the other half waits for it to close the connection), and one log line says so.
+    aborted (the other half waits for it to close the connection), and one log line says so (another where the
+    connection was gone at once: a peer that reset it did not leave the A-RELEASE-RQ unanswered). Its socket is closed
+    in any case (:func:`close_socket`), an association already over (lost, aborted) too: every association this side
+    calls ends here.
 
     pynetdicom alone took up to twice its timeout, and its network timeout raced the release's abort: the second
     abort (Evt15 in Sta13) killed its reader thread with an InvalidEventError traceback on stderr."""
-    if not assoc.is_established:
-        return
-    assoc.network_timeout = None  # the idle timer's abort is what raced; the ACSE timeout below bounds the release
-    assoc.acse_timeout = timeout_s / 2  # the A-RELEASE-RP, then (the ARTIM timer) the close after an A-ABORT
-    assoc.release()
-    if not assoc.is_released:
-        log.warning("%s did not answer the A-RELEASE-RQ in %.1f s: the association was aborted", where, timeout_s / 2)
+    try:
+        if not assoc.is_established:
+            return
+        assoc.network_timeout = None  # the idle timer's abort is what raced; the ACSE timeout below bounds the release
+        assoc.acse_timeout = timeout_s / 2  # the A-RELEASE-RP, then (the ARTIM timer) the close after an A-ABORT
+        started = time.monotonic()
+        assoc.release()
+        if assoc.is_released:
+            return
+        if time.monotonic() - started < timeout_s / 4:  # no wait: the connection was gone (a reset), not silent
+            log.warning("%s closed or reset the connection instead of answering the A-RELEASE-RQ", where)
+        else:
+            log.warning(
+                "%s did not answer the A-RELEASE-RQ in %.1f s: the association was aborted", where, timeout_s / 2
+            )
+    finally:
+        close_socket(assoc)
 
 
 @dataclass(frozen=True)
@@ -429,54 +445,13 @@ class SendResult:
     path: Path
     status: int | None
     note: str = ""
+    #: Not meant to be sent (a DICOMDIR): listed, never proposed, not a failure of the send.
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
         """Success (0x0000) or a warning status (0x0001, 0xBxxx)."""
         return self.status is not None and (self.status in (0x0000, 0x0001) or self.status >> 12 == 0xB)
-
-
-def collect_files(paths: Iterable[Path]) -> list[Path]:
-    """Files named, and every file under folders named (sorted, hidden files skipped)."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
-        else:
-            found.append(path)
-    return found
-
-
-def _file_identity(path: Path) -> tuple[str, str, str]:
-    """(SOP class, transfer syntax, SOP instance) of the file."""
-    try:
-        meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
-        return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID), str(meta.MediaStorageSOPInstanceUID)
-    except InvalidDicomError:
-        return _bare_identity(path)
-    except (AttributeError, OSError, ValueError) as exc:
-        raise DicomInputError(f"not a DICOM file with file meta ({type(exc).__name__})") from exc
-
-
-def _bare_dataset(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
-    """A data set stored without preamble or file meta (old CR files): its transfer syntax from its encoding."""
-    try:
-        ds = dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
-        implicit, little = ds.original_encoding
-        sop_class = str(ds.SOPClassUID)
-    except (InvalidDicomError, AttributeError, OSError, ValueError, TypeError) as exc:
-        raise DicomInputError(f"not a DICOM file ({type(exc).__name__})") from exc
-    syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
-    ds.file_meta.MediaStorageSOPInstanceUID = UID(str(ds.get("SOPInstanceUID", "")))
-    ds.file_meta.TransferSyntaxUID = syntax
-    return ds
-
-
-def _bare_identity(path: Path) -> tuple[str, str, str]:
-    meta = _bare_dataset(path, stop_before_pixels=True).file_meta
-    return str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID), str(meta.MediaStorageSOPInstanceUID)
 
 
 def send_files(
@@ -488,8 +463,13 @@ def send_files(
     calling_ae: str = "RADTRACE",
     timeout_s: float = 60.0,
     progress: Callable[[SendResult], None] | None = None,
+    found_in_folders: Collection[Path] = (),
 ) -> list[SendResult]:
     """Send ``files`` over one association; returns one :class:`SendResult` per file, in order.
+
+    A file of ``found_in_folders`` (not named itself) that is no DICOM at all (no "DICM" at byte 128, and not
+    readable as a data set without file meta: a CD's README, AUTORUN.INF or viewer) is listed as skipped; a file
+    that says it is DICOM and cannot be read, or any file named, is a failure.
 
     Raises :class:`NoAssociationError` (a :class:`PeerUnavailableError`) when the association cannot be
     established at all: with the peer's A-ASSOCIATE-RJ codes where it rejected it.
@@ -498,11 +478,17 @@ def send_files(
     identities: dict[Path, tuple[str, str, str]] = {}
     for path in files:
         try:
-            identities[path] = _file_identity(path)
+            identity = file_identity(path)
         except DicomInputError as exc:
-            results[path] = SendResult(path, None, exc.reason)
-            if progress is not None:
-                progress(results[path])
+            foreign = path in found_in_folders and not says_dicom(path)
+            results[path] = SendResult(path, None, NOT_DICOM_NOTE if foreign else exc.reason, skipped=foreign)
+        else:
+            if identity[0] != MEDIA_STORAGE_DIRECTORY:
+                identities[path] = identity
+                continue
+            results[path] = SendResult(path, None, DICOMDIR_NOTE, skipped=True)
+        if progress is not None:
+            progress(results[path])
     pairs = sorted({identity[:2] for identity in identities.values()})[:MAX_REQUESTED_CONTEXTS]
     where = f"{called_ae} at {host}:{port}"
     ae = AE(ae_title=calling_ae)
@@ -545,7 +531,7 @@ def send_files(
                             has_meta = handle.read(132)[128:] == b"DICM"
                         answers.expect()
                         try:
-                            response = assoc.send_c_store(path if has_meta else _bare_dataset(path), msg_id=_MESSAGE_ID)
+                            response = assoc.send_c_store(path if has_meta else bare_dataset(path), msg_id=_MESSAGE_ID)
                         except RuntimeError:  # the peer went away between the check above and the send
                             results[path] = SendResult(path, None, "association lost")
                         else:
@@ -554,8 +540,7 @@ def send_files(
                     if progress is not None:
                         progress(results[path])
             finally:
-                release(assoc, where, timeout_s)
-                close_socket(assoc)
+                release(assoc, where, timeout_s)  # closes its socket too
     finally:
         _config.STORE_SEND_CHUNKED_DATASET = previous
     return [results[path] for path in files]
@@ -572,8 +557,12 @@ def _result(path: Path, response: Dataset, not_ours: str | None, too_long: str |
 
 
 def close_socket(assoc: Association) -> None:
-    """Close the association's socket, whatever became of it."""
-    # pynetdicom skips close() when shutdown() fails on a connection the peer reset (it was killed).
+    """Close the association's socket, whatever became of it.
+
+    pynetdicom skips close() when shutdown() fails on a connection the peer reset (a PACS killed, a firewall or load
+    balancer's RST: ENOTCONN), and keeps the socket on the Association, which its threads hold in reference cycles:
+    the descriptor stayed open until the cycle collector ran, one per association (200 stores against a PACS that
+    resets mid P-DATA left 200 open with the collector off, 9 to 12 lingering with it on)."""
     transport = getattr(assoc.dul, "socket", None)
     raw = getattr(transport, "socket", None)
     if raw is not None:
@@ -581,5 +570,7 @@ def close_socket(assoc: Association) -> None:
 
 
 def summarise(results: Sequence[SendResult]) -> Counter[str]:
-    """Count results by status (``0x0000``…, or ``not sent``)."""
-    return Counter(f"0x{r.status:04X}" if r.status is not None else "not sent" for r in results)
+    """Count results by status (``0x0000``…, ``skipped`` or ``not sent``)."""
+    return Counter(
+        f"0x{r.status:04X}" if r.status is not None else "skipped" if r.skipped else "not sent" for r in results
+    )

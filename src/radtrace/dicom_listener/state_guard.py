@@ -3,7 +3,9 @@
 And a PDU the peer may not send in the association's state (PS3.8 Table 9-10: an A-ASSOCIATE-RQ or -AC inside an
 association, a P-DATA-TF before the A-ASSOCIATE-AC or after an A-RELEASE-RQ, a second A-RELEASE-RQ, an A-RELEASE-RP
 nothing asked for), which the state machine answers with an A-ABORT (AA-8), is logged in one line and audited like
-the protocol violations the fast path finds; before, only pynetdicom's debug log said so. A local primitive the
+the protocol violations the fast path finds; before, only pynetdicom's debug log said so. A connection refused before
+any association (its first PDU not an A-ASSOCIATE-RQ: the fast path's reader logs it) is shut once the A-ABORT is
+sent, not after the abort's grace or the ARTIM timer. A local primitive the
 machine has no transition for (the A-ASSOCIATE-AC after such an abort) is dropped without pynetdicom's ERROR line.
 
 Used by :class:`radtrace.dicom_listener.fast_path.DatasetFastPathDUL`.
@@ -73,18 +75,25 @@ def guard_state_machine(dul: Any) -> None:
             do_action(event)
             if machine.current_state == "Sta6" and not dul.negotiation_charged:
                 dul.charge_negotiation()  # the A-ASSOCIATE-AC is sent: what follows is DIMSE work
+            if state == "Sta2" and event == "Evt19":  # refused before any association: AA-1 has sent the A-ABORT,
+                _shut(dul)  # the socket is shut now, not after the abort's grace or the ARTIM timer (30 s)
         except Exception as exc:  # any failure: the connection goes, the thread stays
             if isinstance(exc, InvalidEventError) and event in _LOCAL_PRIMITIVE_EVENTS:
                 with contextlib.suppress(queue.Empty):  # its primitive waits in the queue: drop it, or it recurs
                     dul.to_provider_queue.get_nowait()
             what = "dropped" if isinstance(exc, InvalidEventError) else f"failed ({type(exc).__name__}) at"
             log.info("%s %s in %s and closed the connection with %s", what, event, machine.current_state, dul._peer())
-            sock = getattr(dul.socket, "socket", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            _shut(dul)
 
     machine.do_action = guarded
+
+
+def _shut(dul: Any) -> None:
+    """Shut the connection's socket both ways: the DUL's read ends, and the machine closes it the usual way."""
+    sock = getattr(dul.socket, "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _violation(dul: Any, what: str) -> None:

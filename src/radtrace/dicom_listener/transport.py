@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import socket
 import ssl
 import threading
@@ -23,9 +24,11 @@ from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
+from radtrace.dicom_listener.accept_loop import WakeableAcceptLoop
 from radtrace.dicom_listener.admission import Admission, Connection
 from radtrace.dicom_listener.data_stream import _Hasher, _Stream
 from radtrace.dicom_listener.fast_path import DatasetFastPathDUL, _pdv_items, close_fast_path, take_received
+from radtrace.dicom_listener.handshake_failures import HANDSHAKE_FAILED, describe_failure, peer_address
 from radtrace.dicom_listener.pdu_socket import (
     MAX_CONTROL_PDU,
     READ_AHEAD,
@@ -37,9 +40,12 @@ from radtrace.dicom_listener.pixel_budget import instance_byte_limit
 from radtrace.dicom_listener.reactor import REACTOR_IDLE_S, PokingQueue, ReactorGate, UserQueue, Wake
 from radtrace.dicom_listener.rq_budget import REFUSED_REASON
 from radtrace.dicom_listener.served import serve_only_what_is_served
+from radtrace.logging import escape
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
+
+log = logging.getLogger(__name__)
 
 #: Shortest time between two full garbage collections by the accept loop.
 GC_INTERVAL_S: Final = 2.0
@@ -129,10 +135,11 @@ def _host(address: Any) -> str:
     return str(address[0]) if isinstance(address, tuple) else str(address)
 
 
-class ListenerServer(ThreadedAssociationServer):
+class ListenerServer(WakeableAcceptLoop, ThreadedAssociationServer):
     """pynetdicom's threaded server with :class:`WholePduSocket` and ``SO_REUSEPORT``.
 
-    The kernel spreads incoming connections over the sockets of the processes sharing the port.
+    The kernel spreads incoming connections over the sockets of the processes sharing the port. Its accept loop
+    ends as soon as :meth:`shutdown` is called (:class:`~radtrace.dicom_listener.accept_loop.WakeableAcceptLoop`).
     """
 
     admission: Admission | None = None
@@ -227,16 +234,17 @@ class ListenerServer(ThreadedAssociationServer):
         """In the connection's thread: the TLS handshake (deadline: the ACSE timeout; the half-open limits and the
         negotiation deadline apply while it runs), then the association."""
         if self.ssl_context is not None:
-            wrapped = self._handshake(request, _host(client_address))
+            wrapped = self._handshake(request, client_address)
             if wrapped is None:
                 return
             request = wrapped
         super().process_request_thread(request, client_address)
 
-    def _handshake(self, client: socket.socket, host: str) -> ssl.SSLSocket | None:
+    def _handshake(self, client: socket.socket, client_address: Any) -> ssl.SSLSocket | None:
         """The server side of the TLS handshake on ``client``; ``None`` (the socket closed, its half-open place
-        freed) when it fails or runs past its deadline."""
+        freed, one log line said) when it fails or runs past its deadline."""
         assert self.ssl_context is not None
+        host = _host(client_address)
         with self._pending_lock:
             connection = self._pending.pop(id(client), None)
         client.settimeout(self.ae.acse_timeout)
@@ -248,10 +256,13 @@ class ListenerServer(ThreadedAssociationServer):
             if connection is not None:
                 connection.sock = wrapped  # the negotiation deadline shuts it mid-handshake
             wrapped.do_handshake()
-        except (OSError, ValueError, AttributeError):  # AttributeError: shut by the watchdog mid-handshake
+        except (OSError, ValueError, AttributeError) as exc:  # AttributeError: shut by the watchdog mid-handshake
             (wrapped or client).close()
+            cut = connection is not None and connection.cut_reason is not None  # the watchdog said why
             if connection is not None and self.admission is not None:
                 self.admission.release(connection)
+            if not cut and not self._stop_asked:
+                self._handshake_failed(client_address, exc)
             return None
         finally:  # the handshake (a private-key operation, milliseconds) is negotiation CPU too
             if self.admission is not None:
@@ -263,9 +274,28 @@ class ListenerServer(ThreadedAssociationServer):
                 self._pending[id(wrapped)] = connection
         return wrapped
 
+    def _handshake_failed(self, client_address: Any, exc: BaseException) -> None:
+        """The failed handshake's one log line, unless its source has had one this interval (then it is counted)."""
+        admission = self.admission
+        suffix = "" if admission is None else admission.peer_log.admit(_host(client_address), HANDSHAKE_FAILED)
+        if suffix is not None:
+            log.warning(
+                "TLS handshake with %s on port %d failed: %s%s",
+                escape(peer_address(client_address)),
+                self.server_address[1],
+                escape(describe_failure(exc, self.ae.acse_timeout)),
+                suffix,
+            )
+
     def server_activate(self) -> None:
         """Use the faster per-association socket, then listen."""
         self.RequestHandlerClass = _RequestHandler
         self._pending: dict[int, Connection] = {}
         self._pending_lock = threading.Lock()
+        self.open_wake_pipe()
         super().server_activate()
+
+    def server_close(self) -> None:
+        """Close the listening socket and the accept loop's wake-up pipe."""
+        super().server_close()
+        self.close_wake_pipe()

@@ -10,10 +10,13 @@ transfer syntax:
   syntaxes, JPEG XL's JPEG recompression), or one that may be and whose codestream says it is: JPEG-LS with a
   NEAR above 0 (ITU-T T.87 C.2.3), JPEG 2000 or HTJ2K with the irreversible 9-7 wavelet (ITU-T T.800 A.6.1),
   or with the reversible 5-3 wavelet and coding passes left out (a rate-limited coding, read from the packet
-  headers by :mod:`radtrace.model.j2k_passes`); under a "Lossless Only" JPEG 2000 syntax too, which a sender may
-  put on a lossy codestream. Where the codestream cannot say (JPEG XL, HTJ2K code-blocks, a 5-3 codestream the
-  reader leaves unread), a syntax that allows lossy coding is flagged as the image having maybe been lossy
-  compressed; under a "Lossless Only" one the label is taken, and ``lossless_not_verified`` recorded;
+  headers by :mod:`radtrace.model.j2k_passes`), or a codestream cut short (packets or tile-parts missing: quality
+  layers dropped), or the 9-7 wavelet in a tile's or a component's own coding; under a "Lossless Only" JPEG 2000
+  syntax too, which a sender may put on a lossy codestream (HTJ2K's code-blocks read as well: quality layers dropped
+  under .201 are flagged). Where the codestream cannot say (JPEG XL, an HT code-block past its first HT set, a 5-3
+  codestream the reader leaves unread), a syntax that allows lossy coding is flagged as the
+  image having maybe been lossy compressed; under a "Lossless Only" one the label is taken, and
+  ``lossless_not_verified`` recorded;
 - Burned In Annotation (0028,0301) ``YES``.
 
 :func:`image_marks` reads them back (and what :func:`radtrace.model.voi.choose_voi` recorded when it left the
@@ -33,7 +36,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from radtrace.dicom_listener.codestream import SizeError, first_fragment
-from radtrace.model.j2k_passes import passes_complete
+from radtrace.model.j2k_passes import PASSES_LEFT_OUT, verdict
 
 __all__ = [
     "BURNED_IN_ANNOTATION",
@@ -123,18 +126,19 @@ def _lossy_syntax(syntax: str, data: object, unjudged: list[str]) -> str | None:
             return f"{_UNVERIFIED} (codestream not read)"
         return f"JPEG-LS NEAR {near}: each value within {near} of the original" if near else None
     mislabel = f" under {UID(syntax).name}" if lossless_only else ""
-    irreversible = _irreversible_wavelet(head)
-    if irreversible is None:
+    if not head:
         return None if lossless_only else f"{_UNVERIFIED} (codestream not read)"
+    irreversible = _irreversible_wavelet(head)  # None: no COD in the main header (a tile-part's may rule)
     if irreversible:
         return f"JPEG 2000 irreversible 9-7 wavelet{mislabel}"
-    complete = passes_complete(head)
-    if complete is False:
-        return f"JPEG 2000 reversible 5-3 wavelet with coding passes left out (a rate-limited coding){mislabel}"
-    if complete is None and not lossless_only:  # HT code-blocks, bypass, past the reader's bounds: not judged
-        return f"{_UNVERIFIED} (reversible 5-3 wavelet, coding passes not read)"
+    complete, why = verdict(head)
+    if complete is False:  # passes left out, the codestream cut short, or 9-7 in a tile's or component's coding
+        return f"JPEG 2000 {'reversible 5-3 wavelet with ' if why == PASSES_LEFT_OUT else ''}{why}{mislabel}"
+    wavelet = "reversible 5-3 wavelet, coding passes" if irreversible is False else "codestream"
+    if complete is None and not lossless_only:  # HT sets past the first, an ROI, past the bounds: not judged
+        return f"{_UNVERIFIED} ({wavelet} not read)"
     if complete is None:
-        unjudged.append("reversible 5-3 wavelet, coding passes not read (HT code-blocks, or past the reader)")
+        unjudged.append(f"{wavelet} not read ({why})")  # the reader's words, no data
     return None
 
 
@@ -154,7 +158,8 @@ def _jpeg_ls_near(head: bytes) -> int | None:
 
 def _irreversible_wavelet(head: bytes) -> bool | None:
     """Whether a JPEG 2000 codestream's COD segment (FF52, in the main header) names the 9-7 irreversible
-    wavelet: its last SPcod byte, 0 (9-7) or 1 (5-3, reversible)."""
+    wavelet: its last SPcod byte, 0 (9-7) or 1 (5-3, reversible); None where the main header holds none (a
+    tile-part header's COD is read by :func:`radtrace.model.j2k_passes.verdict`)."""
     if not head.startswith(b"\xff\x4f"):
         start = head.find(b"\xff\x4f\xff\x51")  # a JP2 file: its codestream box
         if start < 0:

@@ -5,7 +5,10 @@ COC, main COD), region-of-interest shifts (RGN), progression order changes (POC)
 main header (PPM) or a tile-part header (PPT), and each tile's data.
 
 Anything it does not follow raises :class:`UnreadError`; a malformed header may raise ``IndexError``,
-``struct.error`` or ``ValueError`` besides, which the caller takes as "left unread".
+``struct.error`` or ``ValueError`` besides, which the caller takes as "left unread". What the headers alone show
+lossy is kept for the caller: a component coded with the irreversible 9-7 wavelet in any COD or COC (the main
+header's or a tile's: :attr:`Component.irreversible`), and a codestream cut short (:attr:`Header.cut_short`: a
+tile-part running past the end, fewer tile-parts than a tile's TNsot, or tiles missing).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ MOST_TILES: Final = 4096
 _MOST_COMPONENTS: Final = 64
 #: ... and no tile past this many progression volumes (POC; an encoder writes a few, a marker holds 9,000)
 _MOST_VOLUMES: Final = 256
+#: ... and no codestream past this many tile-parts (at most 255 a tile; OpenJPEG's -TP R writes one a resolution:
+#: 952 tiles of 128 on a 4,280 x 3,520 film in 6 resolutions are 5,712). 10 MB of 14-byte tile-parts are 750,000.
+_MOST_TILE_PARTS: Final = 16384
 
 _SIZ, _COD, _COC, _QCD, _QCC, _RGN, _POC, _PPM, _PPT = 0x51, 0x52, 0x53, 0x5C, 0x5D, 0x5E, 0x5F, 0x60, 0x61
 _SOT, _SOD = 0x90, 0x93
@@ -43,6 +49,7 @@ class Component:
     precincts: tuple[int, ...]
     most_planes: tuple[int, ...]
     shift: int  # RGN's (T.800 A.6.3, H.1): a region's coefficients scaled up past the others' bit-planes
+    irreversible: bool = False  # the 9-7 wavelet (SPcod/SPcoc transform 0): lossy, its passes are not read
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,9 @@ class Header:
     size: tuple[int, int, int, int]  # image area x0, y0, x1, y1 on the reference grid
     tile_grid: tuple[int, int, int, int]  # tile width, height, origin x, y
     steps: list[tuple[int, int]]  # each component's sampling (XRsiz, YRsiz)
-    ht: bool  # Rsiz says HTJ2K (T.814): its code-blocks are not read here
+    ht: bool  # Rsiz says HTJ2K (T.814): its code-blocks are read by j2k_passes (their first HT set)
     tiles: list[Tile]
+    cut_short: bool = False  # a tile-part past the codestream's end, or fewer tile-parts than a tile's TNsot
 
 
 @dataclass
@@ -179,17 +187,32 @@ def _coding(main: _Markers, tile: _Markers, components: int) -> tuple[list[Compo
         levels, xcb, ycb, style, transform = spcod[:5]
         if levels > 32 or xcb > 8 or ycb > 8 or xcb + ycb > 8:
             raise UnreadError("code-block or decomposition bounds")
+        if transform == 0:  # 9-7: quantised, lossy whatever its passes; nothing more is read of it
+            coded.append(Component(levels, (xcb + 2, ycb + 2), style, (), (), 0, irreversible=True))
+            continue
         if transform != 1:
-            raise UnreadError("irreversible wavelet")
+            raise UnreadError("a wavelet of Part 2 (ATK)")
         precincts = tuple(spcod[5 : 5 + levels + 1]) if precinct_defined else (0xFF,) * (levels + 1)
         if len(precincts) < levels + 1 or any(r and not (p & 0xF and p >> 4) for r, p in enumerate(precincts)):
             raise UnreadError("precinct sizes")
-        if qcd[0] & 0x1F or len(qcd) < 3 * levels + 2:
-            raise UnreadError("quantised")
         guard, shift = qcd[0] >> 5, main.rgn.get(c, 0) if c not in tile.rgn else tile.rgn[c]
-        most = tuple(guard + (b >> 3) - 1 + shift for b in qcd[1 : 3 * levels + 2])
+        most = tuple(guard + exponent - 1 + shift for exponent in _exponents(qcd, levels))
         coded.append(Component(levels, (xcb + 2, ycb + 2), style, precincts, most, shift))
     return coded, cod
+
+
+def _exponents(qcd: bytes, levels: int) -> list[int]:
+    """Each subband's exponent (T.800 A.6.4, E.1), LL first: one byte each with no quantisation (SPqcd >> 3), or
+    two bytes each as scalar expounded (>> 11). With the 5-3 wavelet a step is 1 whatever the mantissa (OpenJPEG
+    decodes such a codestream to the values of the unquantised one): the exponent is what counts, the
+    coefficients' bit-planes. Scalar derived (the LL's exponent alone, the others made smaller a resolution: E-5)
+    does not fit 5-3's exponents, which grow with the subbands' gain: left unread."""
+    style, count = qcd[0] & 0x1F, 3 * levels + 1
+    if style == 0 and len(qcd) >= 1 + count:
+        return [b >> 3 for b in qcd[1 : 1 + count]]
+    if style == 2 and len(qcd) >= 1 + 2 * count:
+        return [v >> 11 for v in struct.unpack_from(f">{count}H", qcd, 1)]
+    raise UnreadError("quantisation style or QCD length")
 
 
 def read_header(stream: bytes) -> Header:
@@ -219,13 +242,19 @@ def read_header(stream: bytes) -> Header:
     if across * down > MOST_TILES:
         raise UnreadError("tiles past the reader's bound")
     parts: dict[int, list[tuple[bytes, list[tuple[int, bytes]]]]] = {}
-    count = 0
+    declared: dict[int, int] = {}  # each tile's TNsot, where a tile-part says it
+    count, cut_short = 0, False
     while stream[offset : offset + 2] == b"\xff\x90":  # each tile-part
-        index, size = struct.unpack_from(">HI", stream, offset + 4)
+        index, size, _, total = struct.unpack_from(">HIBB", stream, offset + 4)
         if index >= across * down:
             raise UnreadError("tile index past the grid")
+        if count >= _MOST_TILE_PARTS:
+            raise UnreadError("tile-parts past the reader's bound")
+        if total:
+            declared[index] = total
         end = offset + size if size else len(stream) - 2 * stream.endswith(b"\xff\xd9")
         if end > len(stream) or end < offset + 14:
+            cut_short = cut_short or end > len(stream)
             end = len(stream)  # cut short: what there is is read, and found short
         tile_segments, at = _segments(stream, offset + 12, _SOD)
         body = stream[at + 2 : end]
@@ -236,6 +265,8 @@ def read_header(stream: bytes) -> Header:
         parts.setdefault(index, []).append((body, tile_segments))
         count += 1
         offset = end
+    cut_short = cut_short or any(len(parts.get(index, ())) < total for index, total in declared.items())
+    cut_short = cut_short or len(parts) < across * down
     tiles = []
     for index, tile_parts in sorted(parts.items()):
         markers = _Markers()
@@ -248,6 +279,9 @@ def read_header(stream: bytes) -> Header:
         order, layers = cod[1], struct.unpack_from(">H", cod, 2)[0]
         if order > 4:
             raise UnreadError("unknown progression order")
+        if any(component.irreversible for component in coded):
+            tiles.append(Tile(index, coded))  # lossy as it is: its packets are not read
+            continue
         most_levels = max(component.levels for component in coded)
         if len(markers.poc or main.poc) > _MOST_VOLUMES:
             raise UnreadError("progression order changes past the reader's bound")
@@ -260,7 +294,8 @@ def read_header(stream: bytes) -> Header:
             headers = b"".join(s for _, s in sorted(ppt, key=lambda z: z[0]))
         data = b"".join(body for body, _ in tile_parts)
         tiles.append(Tile(index, coded, progression, cod[0] & 6, data, headers))
-    return Header((x0, y0, x1, y1), (tile_width, tile_height, tile_x0, tile_y0), steps, bool(rsiz & 0x4000), tiles)
+    grid = (tile_width, tile_height, tile_x0, tile_y0)
+    return Header((x0, y0, x1, y1), grid, steps, bool(rsiz & 0x4000), tiles, cut_short)
 
 
 def _ppm_chunks(data: bytes) -> list[bytes]:

@@ -4,42 +4,80 @@ With the reversible 5-3 wavelet a coding is lossless only so: a rate-allocated o
 ``quality_layers``, Kakadu's ``-rate`` with ``Creversible=yes``), or quality layers cut off, leaves passes out and
 the image is lossy whatever its wavelet; the transfer syntax 1.2.840.10008.1.2.4.91 allows either, and a sender
 may label either .90. The packet headers say how many passes each code-block got; its zero bit-planes and the
-subband's exponent (QCD, QCC) how many it has. Read in every progression order (position-led ones with any
-precincts too) and its changes (POC), with tiles and tile-parts, each component's own coding (COC, QCC), packet
-headers moved to the main or a tile-part header (PPM, PPT), and a region of interest (RGN: its own bit-planes;
-where only the bit-planes below the region's are left out, not judged). The headers are read by
-:mod:`radtrace.model.j2k_header`. Left unread (None), for :mod:`radtrace.model.image_marks` to say so: HT
-code-blocks (HTJ2K), selective bypass, a quantised component, a malformed header, more than the bounds below.
+subband's exponent (QCD, QCC: unquantised, or scalar derived or expounded, whose steps a 5-3 decoding takes as
+1) how many it has. Read in every progression order (position-led ones with any precincts too) and its changes
+(POC), with tiles and tile-parts, each component's own coding (COC, QCC), packet
+headers moved to the main or a tile-part header (PPM, PPT), each pass terminated or selective arithmetic coding
+bypass (their codeword segments, T.800 D.4-D.6), a region of interest (RGN: its own bit-planes), and HT
+code-blocks (HTJ2K, ITU-T T.814: the same packet headers, an HT set a cleanup segment of one pass and a refinement
+segment of SigProp and MagRef; lossless where the cleanup reaches bit-plane 0, or bit-plane 1 with both refinement
+passes: :func:`_ht_complete`; quality layers dropped are packets missing, as in Part 1). The headers
+are read by :mod:`radtrace.model.j2k_header`. Lossy as the codestream is, passes aside (False): a codestream cut
+short (a packet past the tile's data, a tile-part past the end, tile-parts or tiles missing: quality layers
+dropped, a transfer stopped), the 9-7 wavelet in any COD or COC. Left unread (None), for
+:mod:`radtrace.model.image_marks` to say so: an HT code-block past its first HT set (placeholder passes: a layered
+HT coding's later sets; cut short is still seen), HT and Part 1 code-blocks mixed, a quantisation style or a wavelet
+of Part 2, a malformed header, more than the bounds below, and:
 
-Not told apart: a pass left out that would have changed nothing. OpenJPEG asked for a rate above the lossless
-size leaves out the last cleanup pass of code-blocks where it finds no new coefficient (values decoded equal):
-flagged lossy, on the safe side (``bench/j2k_verdicts.py``: ``-r 1.5``).
+- a region of interest whose only left-out bit-planes are those below the region's shift: with Maxshift (T.800
+  H.1) they hold the background alone, and a codestream with no background (OpenJPEG's ``-ROI`` scales the whole
+  component: lossless, every code-block stops exactly 3 x shift passes short) is pass for pass the one whose
+  background was dropped. The region's shape is not in the codestream.
+
+Not told apart, and not decoded (``bench/j2k_verdicts.py``: ``-r 1.5``, ``-r 1.05``, flagged lossy on the safe
+side): a pass left out that would have changed nothing. OpenJPEG asked for a rate above the lossless size leaves
+out a code-block's last pass, the cleanup of bit-plane 0, where it would find no new coefficient (no distortion
+gained): 9 of the canine film's 25 code-blocks and 41 of the Fuji film's 70, values decoded equal. The pass's bits
+are not in the codestream, so what it would have found cannot be read from it: decoding the passes that are there
+(MQ decoding and the context modelling of T.800 C, D) says only which coefficients the missing cleanup would visit
+(still insignificant, not reached by the SigProp pass of bit-plane 0), never whether one of them was 1; it could
+clear only a code-block where it would visit none, and a film's flat areas leave such coefficients in most. The
+same one-pass gap is in truly lossy codings too (-r 20: 2 of canine's code-blocks, 3 of Fuji's, beside others far
+shorter), so it is no sign of its own. And the decoding is not cheap: it is a sequential arithmetic decoder, a
+step for every coefficient in every pass (some 24 passes for a 10-bit film's code-block), in Python at least tens
+of seconds for a CR film, where these headers take a fraction of a second; bounded, it would leave most films
+unread. The Lossy Image Compression attribute (0028,2110), where the sender sets it, is what can say otherwise.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Final
 
 from radtrace.model.j2k_header import Tile, UnreadError, read_header
 
-__all__ = ["passes_complete"]
+__all__ = ["CUT_SHORT", "IRREVERSIBLE", "PASSES_LEFT_OUT", "passes_complete", "verdict"]
+
+#: Why a codestream is lossy, as :func:`verdict` says it.
+PASSES_LEFT_OUT: Final = "coding passes left out (a rate-limited coding)"
+CUT_SHORT: Final = "codestream cut short (packets or tile-parts missing)"
+IRREVERSIBLE: Final = "irreversible 9-7 wavelet in a tile's or a component's coding (COD, COC)"
 
 
 #: Bounds on what is read: no subband has more bit-planes (Mb <= 7 guard bits + 31 + 1 + an RGN shift of up to
 #: 37, T.800 E.1, A.6.3) ...
 _MOST_PLANES: Final = 80
 #: ... and one whose precincts, over a tile's resolutions, are more than this (precincts of 32 on a 4,096-pixel-square
-#: film at its finest resolution are 16,384; a damaged header's 1-pixel ones, one per sample, cost seconds)
-_MOST_PRECINCTS: Final = 16384
+#: film at its finest resolution are 16,384; the encoders halve them a resolution down to 1 pixel: the RG1 CR film,
+#: 1,955 x 1,841 in precincts of 32, has 21,576 over its 6 resolutions; a damaged header's 1-pixel ones at every
+#: resolution, one per sample, would cost seconds) ...
+_MOST_PRECINCTS: Final = 32768
 #: ... and one of more code-blocks than this in all (a 4,280 x 3,520 film in the encoders' 64 x 64 blocks has 3,700,
-#: in 32 x 32 ones 14,800), or whose packets would have the reader look at code-blocks more often than
-#: :data:`_MOST_VISITS` times: read in Python at about 60 us a block, a film coded in 4 x 4 blocks (a sender may) took
-#: 22 s at 2,048 pixels square and would take minutes at a CR film's size, on the worker, for every image.
-_MOST_BLOCKS: Final = 32768
+#: in 32 x 32 ones 14,800; the RG1 film in precincts of 32, one block a subband of each, 57,536), or whose packets
+#: would have the reader look at code-blocks more often than :data:`_MOST_VISITS` times: read in Python at about
+#: 30 us a block (RG1's 57,536: 1.4-1.8 s on a loaded 2-core machine), a film coded in 4 x 4 blocks (a sender may)
+#: took 22 s at 2,048 pixels square and would take minutes at a CR film's size, on the worker, for every image.
+_MOST_BLOCKS: Final = 65536
 _MOST_VISITS: Final = 2_000_000
+#: ... and no codeword segment's length in more bits than this (OpenJPEG's bound: a length of 32 bits is 4 GB)
+_MOST_LENGTH_BITS: Final = 32
+#: The code-block style's HT bit (T.814 A.2: SPcod/SPcoc bit 6); bit 7 with it, HT and Part 1 code-blocks mixed.
+_HT: Final = 0x40
+
+
+class _PastTheEndError(UnreadError):
+    """A packet header runs past the bytes that hold it: in a tile's data, the codestream was cut short."""
 
 
 class _Bits:
@@ -51,7 +89,7 @@ class _Bits:
     def bit(self) -> int:
         if not self.left:
             if self.offset >= len(self.data):
-                raise UnreadError("packet header past the tile's data")
+                raise _PastTheEndError("packet header past the tile's data")
             self.left = 7 if self.byte == 0xFF else 8
             self.byte = self.data[self.offset]
             self.offset += 1
@@ -60,8 +98,17 @@ class _Bits:
 
     def bits(self, count: int) -> int:
         value = 0
-        for _ in range(count):
-            value = value << 1 | self.bit()
+        while count:
+            if not self.left:
+                if self.offset >= len(self.data):
+                    raise _PastTheEndError("packet header past the tile's data")
+                self.left = 7 if self.byte == 0xFF else 8
+                self.byte = self.data[self.offset]
+                self.offset += 1
+            taken = count if count < self.left else self.left
+            self.left -= taken
+            value = value << taken | (self.byte >> self.left) & ((1 << taken) - 1)
+            count -= taken
         return value
 
     def end(self) -> int:
@@ -70,38 +117,41 @@ class _Bits:
 
 
 class _TagTree:
-    """A tag tree over ``columns`` x ``rows`` leaves (T.800 B.10.2), decoded as OpenJPEG does. Its nodes are made
-    on first use: most of a damaged header's precincts are never reached, and making them all cost seconds."""
+    """A tag tree over ``columns`` x ``rows`` leaves (T.800 B.10.2), decoded as OpenJPEG does. Made when a packet
+    first reaches its subband (:meth:`_Band.open`): most of a damaged header's precincts are never reached."""
+
+    __slots__ = ("low", "value", "widths")
 
     def __init__(self, columns: int, rows: int) -> None:
-        self.shapes = [(columns, rows)]
-        self.value: list[list[int]] = []
-        self.low: list[list[int]] = []
+        if columns * rows == 1:  # a precinct's subband of one code-block: most of them, in small precincts
+            self.widths, self.value, self.low = [1], [[1 << 30]], [[0]]
+            return
+        shapes = [(columns, rows)]
+        while columns * rows > 1:
+            columns, rows = (columns + 1) // 2, (rows + 1) // 2
+            shapes.append((columns, rows))
+        self.widths = [c for c, _ in shapes]
+        self.value = [[1 << 30] * (c * r) for c, r in shapes]
+        self.low = [[0] * (c * r) for c, r in shapes]
 
     def below(self, bits: _Bits, leaf: int, threshold: int) -> bool:
         """Whether the leaf's value is below ``threshold``, reading what bits that takes."""
-        if not self.value:
-            columns, rows = self.shapes[0]
-            while columns * rows > 1:
-                columns, rows = (columns + 1) // 2, (rows + 1) // 2
-                self.shapes.append((columns, rows))
-            self.value = [[1 << 30] * (c * r) for c, r in self.shapes]
-            self.low = [[0] * (c * r) for c, r in self.shapes]
-        columns = self.shapes[0][0]
-        x, y = leaf % columns, leaf // columns
+        x, y = leaf % self.widths[0], leaf // self.widths[0]
         path = []
-        for level, (width, _) in enumerate(self.shapes):
-            path.append((level, y * width + x))
-            x, y = x // 2, y // 2
+        for width in self.widths:
+            path.append(y * width + x)
+            x, y = x >> 1, y >> 1
         low = 0
-        for level, index in reversed(path):
-            low = max(low, self.low[level][index])
-            while low < threshold and low < self.value[level][index]:
+        for level in range(len(path) - 1, -1, -1):
+            index, values, lows = path[level], self.value[level], self.low[level]
+            low = lows[index] if lows[index] > low else low
+            value = values[index]
+            while low < threshold and low < value:
                 if bits.bit():
-                    self.value[level][index] = low
+                    values[index] = value = low
                 else:
                     low += 1
-            self.low[level][index] = low
+            lows[index] = low
         return self.value[0][leaf] < threshold
 
 
@@ -114,27 +164,42 @@ def passes_complete(stream: bytes) -> bool | None:
     to the last bit-plane (T.800 B.10, E.1: 3 (Mb - P) - 2 passes, Mb = G + exponent - 1 from QCD or QCC, plus
     an RGN shift, P its zero bit-planes): with the reversible 5-3 wavelet, what a lossless coding is. A
     rate-allocated coding (OpenJPEG's and Kakadu's rates, quality layers cut) leaves passes out, or whole tiles:
-    False. None where the codestream is not followed here (HT code-blocks, selective bypass, a quantised
-    component, a malformed header, more code-blocks or packets than :class:`_Budget` allows)."""
+    False; so does a codestream cut short or one coding a tile or component with the 9-7 wavelet. None where the
+    codestream is not followed here (HT code-blocks past their first HT set, a Part 2 wavelet, a malformed header, more
+    code-blocks or packets than :class:`_Budget` allows). :func:`verdict` says why as well."""
+    return verdict(stream)[0]
+
+
+def verdict(stream: bytes) -> tuple[bool | None, str]:
+    """:func:`passes_complete`'s answer and why: "" for True, one of :data:`PASSES_LEFT_OUT`, :data:`CUT_SHORT`,
+    :data:`IRREVERSIBLE` for False, and for None what was not followed."""
     try:
-        return _read_passes(stream)
-    except (UnreadError, IndexError, struct.error, ValueError, ArithmeticError):  # a malformed header
-        return None
+        _read_passes(stream)
+    except _LossyError as lossy:
+        return False, str(lossy)
+    except (UnreadError, IndexError, struct.error, ValueError, ArithmeticError) as error:  # a malformed header
+        return None, str(error) if isinstance(error, UnreadError) else f"malformed header ({type(error).__name__})"
+    return True, ""
 
 
-def _read_passes(stream: bytes) -> bool:
+class _LossyError(Exception):
+    """What the codestream shows lossy (its text, one of :data:`PASSES_LEFT_OUT`, :data:`CUT_SHORT`,
+    :data:`IRREVERSIBLE`)."""
+
+
+def _read_passes(stream: bytes) -> None:
     header = read_header(stream)
-    if header.ht:
-        raise UnreadError("HT code-blocks")
+    if any(component.irreversible for tile in header.tiles for component in tile.components):
+        raise _LossyError(IRREVERSIBLE)
+    if header.cut_short:  # a tile-part past the end, tile-parts or whole tiles missing: whatever the coding
+        raise _LossyError(CUT_SHORT)
     x0, y0, x1, y1 = header.size
     tile_width, tile_height, tile_x0, tile_y0 = header.tile_grid
-    across, down = _ceil_div(x1 - tile_x0, tile_width), _ceil_div(y1 - tile_y0, tile_height)
-    if len(header.tiles) < across * down:
-        return False  # whole tiles left out
+    across = _ceil_div(x1 - tile_x0, tile_width)
     budget = _Budget()
     for tile in header.tiles:
-        if any(component.style & 0x41 for component in tile.components):  # selective bypass, HT (T.814)
-            raise UnreadError("bypass or HT code-blocks")
+        if any(component.style & 0x80 for component in tile.components):  # HT and Part 1 code-blocks mixed
+            raise UnreadError("HT code-blocks mixed with others")
         p, q = tile.index % across, tile.index // across
         tx0, ty0 = max(tile_x0 + p * tile_width, x0), max(tile_y0 + q * tile_height, y0)
         tx1, ty1 = min(tile_x0 + (p + 1) * tile_width, x1), min(tile_y0 + (q + 1) * tile_height, y1)
@@ -154,8 +219,7 @@ def _read_passes(stream: bytes) -> bool:
             raise UnreadError("a position-led order over sampling steps not a power of 2")  # OpenJPEG's own reading
         places = _precinct_places(tile, header.steps, (tx0, ty0, tx1), bands)
         if not _tile_complete(tile, bands, places, budget):
-            return False
-    return True
+            raise _LossyError(PASSES_LEFT_OUT)
 
 
 class _Budget:
@@ -176,20 +240,36 @@ class _Budget:
             raise UnreadError("packets past the reader's bound")
 
 
-@dataclass
 class _Band:
-    """One subband's code-blocks in one precinct of a tile: their tag trees and what the packets gave each."""
+    """One subband's code-blocks in one precinct of a tile: their tag trees and what the packets gave each, made
+    when a packet first reaches them (:meth:`open`: a film in 1-pixel precincts has some 60,000 such bands, and
+    making each whole up front was most of its reading)."""
 
-    columns: int
-    rows: int
-    most_planes: int  # Mb (T.800 E.1), with the RGN shift
-    shift: int  # RGN's: the bit-planes below it hold only the coefficients outside the region
+    __slots__ = (
+        "columns",
+        "inclusion",
+        "lblock",
+        "most_planes",
+        "passes",
+        "rows",
+        "segments",
+        "shift",
+        "zero_planes",
+        "zeros",
+    )
 
-    def __post_init__(self) -> None:
+    def __init__(self, columns: int, rows: int, most_planes: int, shift: int) -> None:
+        self.columns, self.rows = columns, rows
+        self.most_planes = most_planes  # Mb (T.800 E.1), with the RGN shift
+        self.shift = shift  # RGN's: the bit-planes below it hold only the coefficients outside the region
+        self.passes: list[int | None] = []  # none yet: no packet has reached the subband
+
+    def open(self) -> None:
         count = self.columns * self.rows
         self.inclusion, self.zeros = _TagTree(self.columns, self.rows), _TagTree(self.columns, self.rows)
-        self.passes: list[int | None] = [None] * count
+        self.passes = [None] * count
         self.zero_planes, self.lblock = [0] * count, [3] * count
+        self.segments = [(0, 0)] * count  # the passes the last codeword segment holds, and has
 
 
 def _tile_bands(
@@ -337,6 +417,62 @@ def _position_key(
     return (r, y, x, c) if order == 2 else (y, x, c, r) if order == 3 else (c, y, x, r)
 
 
+def _packet(bits: _Bits, bands: list[_Band], layer: int, style: int, budget: _Budget) -> int:
+    """Read one packet's header (T.800 B.10): what each of its code-blocks gets, into ``bands``; its body's
+    length. A code-block's new passes are signalled as codeword segments, one length each (B.10.7.2): one segment
+    in all (109 passes), or one a pass where each is terminated (``style`` 0x04), or under selective bypass (0x01)
+    the first 10 passes, then two raw passes and one arithmetic-coded cleanup pass in turn (D.6), as OpenJPEG
+    reads them."""
+    if not bits.bit():  # an empty packet
+        return 0
+    body = 0
+    for band in bands:
+        budget.visits(band.columns * band.rows)
+        if band.columns and not band.passes:
+            band.open()
+        for block in range(band.columns * band.rows):
+            first = band.passes[block] is None
+            if not (band.inclusion.below(bits, block, layer + 1) if first else bits.bit()):
+                continue
+            if first:  # its zero bit-planes: the leaf's value, read whole (the same bits as one threshold a time)
+                if not band.zeros.below(bits, block, _MOST_PLANES):
+                    raise UnreadError("zero bit-planes past any subband's")
+                band.zero_planes[block], band.passes[block] = band.zeros.value[0][block], 0
+                band.segments[block] = (_segment_size(style, 0), 0)
+            passes = _pass_count(bits)
+            while bits.bit():  # Lblock's increase, a comma code: ones as long as the data (0.3 s a 256 KB)
+                band.lblock[block] += 1
+                if band.lblock[block] > _MOST_LENGTH_BITS:
+                    raise UnreadError("a codeword segment's length past 32 bits")
+            size, used = band.segments[block]
+            left = passes
+            while left:
+                if used == size and style & _HT and size == 2:
+                    raise UnreadError("HT code-block past its first HT set")
+                if used == size:
+                    size, used = _segment_size(style, size), 0
+                taken = min(size - used, left)
+                body += bits.bits(band.lblock[block] + taken.bit_length() - 1)
+                used, left = used + taken, left - taken
+            band.segments[block] = (size, used)
+            band.passes[block] = (band.passes[block] or 0) + passes
+            if style & _HT and (band.passes[block] or 0) > 3:  # placeholder passes, or a second HT set
+                raise UnreadError("HT code-block past its first HT set")
+    return body
+
+
+def _segment_size(style: int, before: int) -> int:
+    """How many passes a code-block's next codeword segment holds (T.800 D.4.1, D.6; OpenJPEG's opj_t2_init_seg),
+    after one of ``before`` passes (0: the first)."""
+    if style & _HT:  # an HT set: the cleanup pass, then SigProp and MagRef in one refinement segment (T.814)
+        return 1 if not before else 2
+    if style & 0x04:  # each pass terminated
+        return 1
+    if style & 0x01:  # selective bypass: 10, then 2 raw and 1 arithmetic-coded in turn
+        return 10 if not before else 2 if before in (1, 10) else 1
+    return 109
+
+
 def _tile_complete(
     tile: Tile, bands: list[list[list[list[_Band]]]], places: list[list[list[tuple[int, int]]]], budget: _Budget
 ) -> bool:
@@ -351,29 +487,13 @@ def _tile_complete(
         if tile.sop_eph & 2 and data[at : at + 2] == b"\xff\x91":  # SOP
             at += 6
         bits, body = _Bits(source, at if headers is None else read), 0
-        terminated = tile.components[component].style & 0x04
-        if bits.bit():  # not an empty packet
-            for band in bands[component][r][precinct]:
-                budget.visits(band.columns * band.rows)
-                for block in range(band.columns * band.rows):
-                    first = band.passes[block] is None
-                    if not (band.inclusion.below(bits, block, layer + 1) if first else bits.bit()):
-                        continue
-                    if first:
-                        zero = 1
-                        while not band.zeros.below(bits, block, zero):
-                            zero += 1
-                            if zero > _MOST_PLANES:
-                                raise UnreadError("zero bit-planes past any subband's")
-                        band.zero_planes[block], band.passes[block] = zero - 1, 0
-                    passes = _pass_count(bits)
-                    while bits.bit():
-                        band.lblock[block] += 1
-                    if terminated:  # each pass its own segment
-                        body += sum(bits.bits(band.lblock[block]) for _ in range(passes))
-                    else:
-                        body += bits.bits(band.lblock[block] + passes.bit_length() - 1)
-                    band.passes[block] = (band.passes[block] or 0) + passes
+        style = tile.components[component].style
+        try:
+            body = _packet(bits, bands[component][r][precinct], layer, style, budget)
+        except _PastTheEndError:
+            if headers is None:  # the tile's data ends before its packets do
+                raise _LossyError(CUT_SHORT) from None
+            raise
         end = bits.end()
         if tile.sop_eph & 4 and source[end : end + 2] == b"\xff\x92":  # EPH
             end += 2
@@ -382,10 +502,14 @@ def _tile_complete(
         else:
             read, at = end, at + body
         if at > len(data):
-            return False  # the tile's data cut short
+            raise _LossyError(CUT_SHORT)  # a packet's body past the tile's data
     background = False
-    for cell in (cell for component in bands for resolution in component for cell in resolution):
-        for band in cell:
+    for coding, levels in zip(tile.components, bands, strict=True):
+        if coding.style & _HT:
+            if not all(_ht_complete(band) for resolution in levels for cell in resolution for band in cell):
+                return False
+            continue
+        for band in (band for resolution in levels for cell in resolution for band in cell if band.passes):
             for got, zero in zip(band.passes, band.zero_planes, strict=True):
                 if got is None:
                     continue  # never included: all its coefficients 0, or left out (not told apart)
@@ -398,4 +522,23 @@ def _tile_complete(
                 background = True
     if background:  # OpenJPEG's -ROI scales a whole component: nothing is outside, and its lossless coding so
         raise UnreadError("an ROI's background bit-planes left out: not told from no background")
+    return True
+
+
+def _ht_complete(band: _Band) -> bool:
+    """Whether a subband's HT code-blocks (T.814) are coded to bit-plane 0. An HT set's cleanup pass codes every
+    bit-plane from the most significant down to Mb - 1 - P (P the packet header's zero bit-planes, "missing MSBs"),
+    its SigProp and MagRef passes the one below: lossless, one pass with P = Mb - 1 (OpenJPH's reversible coding), or
+    all three with P = Mb - 2. Fewer (a layer's refinement dropped) or a cleanup above those: False. Refinement
+    below bit-plane 0, or an RGN shift: left unread."""
+    if band.shift:
+        raise UnreadError("a region of interest in HT code-blocks")
+    for got, zero in zip(band.passes, band.zero_planes if band.passes else (), strict=True):
+        if got is None:
+            continue  # never included: all its coefficients 0, or left out (not told apart)
+        cleanup = band.most_planes - 1 - zero  # the cleanup pass's lowest bit-plane
+        if cleanup < 0 or (got > 1 and cleanup < 1):
+            raise UnreadError("an HT code-block coded below bit-plane 0")
+        if cleanup > (got == 3):
+            return False
     return True

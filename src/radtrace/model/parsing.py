@@ -360,7 +360,7 @@ def _clauses(text: str) -> list[tuple[int, int]]:
 
 def _sentence_around(text: str, position: int) -> str:
     start = max(text.rfind(mark, 0, position) for mark in (". ", "\n", "! ", "? ")) + 1
-    ends = [i for i in (text.find(mark, position) for mark in (".", "\n", "!", "?")) if i != -1]
+    ends = [i for i in (text.find(mark, position) for mark in (". ", "\n", "! ", "? ")) if i != -1]  # not 0.5's "."
     end = min(ends) + 1 if ends else len(text)
     return text[start:end].strip()
 

@@ -32,6 +32,7 @@ from radtrace.config import ListenerSettings
 from radtrace.dicom_charset import (
     DEFAULT_ASSUMED_CHARACTER_SET,
     CharsetChoice,
+    SiteCharset,
     charset_record,
     read_text_as,
     without_charset_warnings,
@@ -40,9 +41,11 @@ from radtrace.dicom_deflated import read_bounded
 from radtrace.dicom_listener.attributes import SECONDARY_CAPTURE_SOP_CLASSES, normalised
 from radtrace.dicom_listener.pixel_budget import instance_byte_limit
 from radtrace.errors import DicomInputError
+from radtrace.logging import warnings_once_per_instance
 from radtrace.model.image import MAX_SOURCE_PIXELS, PreparedPicture, prepare_picture
 from radtrace.model.reading import SourceImage
 from radtrace.model.views import choose_views
+from radtrace.sender_charset import sender_rules
 
 __all__ = [
     "PATIENT_IDENTITY_CONFLICT",
@@ -229,7 +232,7 @@ def prepare_study(
         if role == "frontal" and str(dataset.get("SOPClassUID", "")) in SECONDARY_CAPTURE_SOP_CLASSES:
             flags = (*flags, SECONDARY_CAPTURE)
         header_record: dict[str, object] = {"step": "header", "normalised": normalisations}
-        if image.character_set is not None and image.character_set.flagged:
+        if image.character_set is not None and image.character_set.recorded:
             header_record["character_set"] = charset_record(image.character_set)
         if unparsable := unparsable_keywords(image.dataset):  # left out as read: the record says which
             header_record["unparsable"] = list(unparsable)
@@ -258,6 +261,7 @@ def study_image(
     *,
     assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
     max_inflated_bytes: int = MAX_INFLATED_BYTES,
+    site: Sequence[SiteCharset] = (),
 ) -> StudyImage:
     """Parse one file's bytes (Part 10, or a bare legacy dataset without File Meta). Text whose character set
     the header does not declare usably is read as :func:`radtrace.dicom_charset.read_text_as` decides
@@ -269,10 +273,15 @@ def study_image(
     Raises:
         DicomInputError: not DICOM, deflated beyond ``max_inflated_bytes``, or nested past the bounds.
     """
-    return _study_image(BytesIO(data), hashlib.sha256(data).hexdigest(), assumed_character_set, max_inflated_bytes)
+    return _study_image(
+        BytesIO(data), hashlib.sha256(data).hexdigest(), assumed_character_set, max_inflated_bytes, site
+    )
 
 
-def _study_image(stream: BinaryIO, sha256: str, assumed_character_set: str, max_inflated_bytes: int) -> StudyImage:
+@warnings_once_per_instance()  # pydicom's lines as its values are converted: once per kind (57 for one hostile film)
+def _study_image(
+    stream: BinaryIO, sha256: str, assumed_character_set: str, max_inflated_bytes: int, site: Sequence[SiteCharset]
+) -> StudyImage:
     """:func:`study_image` from a stream (a file's bytes, or the file itself: then only what is kept is held)."""
     try:
         with without_charset_warnings():
@@ -300,7 +309,7 @@ def _study_image(stream: BinaryIO, sha256: str, assumed_character_set: str, max_
             )
     except Exception as exc:
         raise DicomInputError(f"not a readable DICOM file: {exc}") from exc
-    choice = read_text_as(dataset, assumed=assumed_character_set)
+    choice = read_text_as(dataset, assumed=assumed_character_set, site=site)
     _drop_unparsable(dataset)
     return StudyImage(dataset=dataset, sha256=sha256, character_set=choice)
 
@@ -318,8 +327,11 @@ def is_bulk(tag: Any) -> bool:
     return bool(tag.group == 0x7FE0 or (0x6000 <= tag.group <= 0x601E and tag.element == 0x3000))
 
 
-def spooled_as_received(path: Path, sha256: str, listener: ListenerSettings) -> StudyImage:
-    """:func:`spooled_image` read as the site's listener took it in: text in its ``assumed_character_set``, and a
+def spooled_as_received(
+    path: Path, sha256: str, listener: ListenerSettings, calling_ae: str | None = None
+) -> StudyImage:
+    """:func:`spooled_image` read as the site's listener took it in: text in its ``assumed_character_set``, or as
+    its ``sender_character_sets`` say for the AE that sent it (``calling_ae``, the instance's row), and a
     deflated data set up to what ``max_image_pixels`` let the listener accept (else a site that raised it would
     have the worker refuse what the listener stored)."""
     return spooled_image(
@@ -327,15 +339,18 @@ def spooled_as_received(path: Path, sha256: str, listener: ListenerSettings) -> 
         sha256,
         assumed_character_set=listener.assumed_character_set,
         max_inflated_bytes=instance_byte_limit(listener.max_image_pixels),
+        site=sender_rules(listener, calling_ae),
     )
 
 
+@warnings_once_per_instance()  # pydicom's lines as the header is converted: once per kind and instance
 def spooled_image(
     path: Path,
     sha256: str,
     *,
     assumed_character_set: str = DEFAULT_ASSUMED_CHARACTER_SET,
     max_inflated_bytes: int = MAX_INFLATED_BYTES,
+    site: Sequence[SiteCharset] = (),
 ) -> StudyImage:
     """A spooled instance's header, its pixel and overlay data left on disk, and ``whole`` to read all of it.
 
@@ -361,7 +376,7 @@ def spooled_image(
         raise
     except Exception as exc:  # pydicom raises many types for a malformed file
         raise DicomInputError(f"not a readable DICOM file: {exc}") from exc
-    choice = read_text_as(full, assumed=assumed_character_set)
+    choice = read_text_as(full, assumed=assumed_character_set, site=site)
     header = Dataset()
     dropped: list[Any] = []
     for tag in list(full.keys()):
@@ -388,7 +403,7 @@ def spooled_image(
                 if hashlib.file_digest(handle, "sha256").hexdigest() != sha256:
                     raise DicomInputError("the spooled instance does not match its recorded SHA-256")
                 handle.seek(0)
-                return _study_image(handle, sha256, assumed_character_set, max_inflated_bytes)
+                return _study_image(handle, sha256, assumed_character_set, max_inflated_bytes, site)
         except OSError as exc:
             raise DicomInputError(f"the spooled instance cannot be read: {exc.strerror}") from exc
 

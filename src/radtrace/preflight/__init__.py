@@ -15,7 +15,7 @@ from radtrace.config import Settings, unread_dotenv
 from radtrace.preflight.broker import BROKER_DOWN, embedded_broker, external_broker
 from radtrace.preflight.check import Check, failed_checks
 from radtrace.preflight.clock import clock_check
-from radtrace.preflight.database import database_check, store_problem
+from radtrace.preflight.database import database_check, start_node_watch, store_problem
 from radtrace.preflight.directories import data_dir_problem, free_space, writable_directory
 from radtrace.preflight.model import check_model_weights
 from radtrace.preflight.ports import (
@@ -46,6 +46,7 @@ __all__ = [
     "metrics_ports",
     "ris_tls_check",
     "run_preflight",
+    "start_node_watch",
     "store_problem",
 ]
 

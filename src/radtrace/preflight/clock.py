@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
-
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError
 from radtrace.preflight.check import Check
@@ -31,6 +29,8 @@ CLOCK_SKEW_WARNING_S = 10.0
 def clock_check(settings: Settings, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Check | None:
     """The ``clock`` check against the PostgreSQL server (None: an embedded database, or one that does not answer,
     which the database check says)."""
+    import sqlalchemy as sa
+
     from radtrace.store.engine import Store, is_sqlite
 
     if is_sqlite(settings.store_url):

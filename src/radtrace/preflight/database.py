@@ -10,9 +10,10 @@ from radtrace.errors import RadtraceError
 from radtrace.preflight.check import Check
 
 if TYPE_CHECKING:
+    from radtrace.store.compat import NodeWatch
     from radtrace.store.engine import Store
 
-__all__ = ["database_check", "store_problem"]
+__all__ = ["database_check", "start_node_watch", "store_problem"]
 
 
 # libpq's words for a store.url that names a database, user, password or host that is not there: a setting to
@@ -45,7 +46,11 @@ def database_check(settings: Settings) -> Check:
     """The work database is reachable and at the newest schema; the embedded SQLite one is migrated here (an older
     one after a copy is kept beside it: :func:`radtrace.store.migrate.migrate_at_start`). A database a newer radtrace
     migrated is refused on either store, saying so (before: alembic's "Can't locate revision" traceback on SQLite,
-    "run 'radtrace db upgrade'" on PostgreSQL, which cannot help)."""
+    "run 'radtrace db upgrade'" on PostgreSQL, which cannot help), and so is one whose floor this code is below
+    (:func:`radtrace.store.compat.running_problem`: "this node runs radtrace X; the database needs >= Y"). A database
+    with a schema is not migrated while other radtrace processes work on it
+    (:func:`radtrace.store.migrate.refuse_while_others_work`)."""
+    from radtrace.store.compat import running_problem
     from radtrace.store.engine import Store, is_sqlite
     from radtrace.store.migrate import (
         StartMigrationError,
@@ -60,6 +65,8 @@ def database_check(settings: Settings) -> Check:
     except RadtraceError as exc:
         return _database_failed(settings, exc)
     try:
+        if (too_old := running_problem(store)) is not None:  # before migrating: a floor this code is below
+            return Check("database", "failed", too_old)
         if is_sqlite(store.engine):
             migrated = migrate_at_start(store)
             return _after_upgrade(settings, store) or Check(
@@ -77,6 +84,15 @@ def database_check(settings: Settings) -> Check:
         return _database_failed(settings, exc)
     finally:
         store.dispose()
+
+
+def start_node_watch(settings: Settings, service: str) -> NodeWatch:
+    """After the start-up checks passed: this process's row in the database's ``nodes`` table (a migration is refused
+    while it runs) and the watch that stops it, as on SIGTERM with one line naming both versions, once a newer
+    radtrace has raised the database's floor or migrated it (:class:`radtrace.store.compat.NodeWatch`)."""
+    from radtrace.store.compat import NodeWatch
+
+    return NodeWatch(settings.store_url, service, connect_timeout_s=settings.store.connect_timeout_s).start()
 
 
 def _after_upgrade(settings: Settings, store: Store) -> Check | None:

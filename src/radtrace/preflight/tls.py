@@ -1,6 +1,7 @@
 """TLS files judged at start, with one function for each side that has them: the listener's own certificate
 (``listener.tls``), the ATNA forwarder's client certificate and CA bundle (``atna.*`` with ``transport = "tls"``)
-and the CA store the dispatcher checks a TLS PACS against (``dispatch.pacs[].tls``).
+and each TLS PACS's CA bundle and client certificate (``dispatch.pacs[i].*``; without ``ca_bundle``, the CA store
+the dispatcher checks it against).
 
 Before, the listener found a missing file or a key of another certificate itself, in words that named neither the
 file nor the setting ("cannot load certificate, key or CA bundle: [Errno 2] No such file or directory"); a key
@@ -18,13 +19,14 @@ import enum
 import os
 import ssl
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from radtrace.config import Settings, environment_variable
 from radtrace.preflight.check import Check
 from radtrace.tls_keys import PassphraseNeededError, no_passphrase
+from radtrace.tls_renewal import EXPIRY_WARNING
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -38,14 +40,14 @@ __all__ = [
     "tls_check",
 ]
 
-#: A certificate that ends within this is said at each start, with the day it ends.
-EXPIRY_WARNING = timedelta(days=14)
+# EXPIRY_WARNING: a certificate that ends within it is said at each start, with the day it ends; the same threshold
+# says it once a day while a service runs (radtrace.tls_renewal, where it is defined, for both).
 
 
 def _named(prefix: str, field: str) -> str:
     """``listener.tls.`` and ``certificate`` -> ``listener.tls.certificate (RADTRACE_LISTENER__TLS__CERTIFICATE)``:
     the setting and the variable that holds it (``dispatch.ris.*`` are in the JSON of ``RADTRACE_DISPATCH__RIS``)."""
-    parts = [*prefix.rstrip(".").split("."), field]
+    parts = [part.split("[")[0] for part in (*prefix.rstrip(".").split("."), field)]  # dispatch.pacs[0]: in a list
     variable = environment_variable(parts)
     held = variable == "RADTRACE_" + "__".join(parts).upper()
     return f"{prefix}{field} ({variable if held else f'in {variable}'})"
@@ -153,13 +155,32 @@ def certificate_files_check(
     return authorities if own.status == "ok" else Check(name, "warning", f"{own.detail}; {authorities.detail}")
 
 
-def pacs_tls_check(settings: Settings) -> Check | None:
-    """The ``PACS TLS`` check (None: no ``dispatch.pacs`` entry has ``tls``): the dispatcher checks a TLS PACS's
-    certificate against this machine's CA store (:func:`_ca_store_check`)."""
-    tls = [f"dispatch.pacs[{i}].tls" for i, pacs in enumerate(settings.dispatch.pacs) if pacs.tls]
+def pacs_tls_check(settings: Settings, now: datetime | None = None) -> Check | None:
+    """The ``PACS TLS`` check (None: no ``dispatch.pacs`` entry has ``tls``): each TLS PACS's CA bundle and client
+    certificate (:func:`certificate_files_check`, as the RIS's), and this machine's CA store for those without
+    ``ca_bundle`` (:func:`_ca_store_check`). The worst of them is said (a failure, else a warning, else all ok)."""
+    pacs = [(f"dispatch.pacs[{i}]", destination) for i, destination in enumerate(settings.dispatch.pacs)]
+    tls = [(setting, destination) for setting, destination in pacs if destination.tls]
     if not tls:
         return None
-    return _ca_store_check("PACS TLS", "the PACS", " and ".join(tls))
+    checks: list[Check] = []
+    on_store = [f"{setting}.tls" for setting, destination in tls if destination.ca_bundle is None]
+    if on_store:
+        checks.append(_ca_store_check("PACS TLS", "the PACS", " and ".join(on_store)))
+    for setting, destination in tls:
+        if destination.certificate is None and destination.ca_bundle is None:
+            continue  # this machine's CA store and no client certificate: judged above
+        checks.append(certificate_files_check(
+            "PACS TLS", f"{setting}.", destination.certificate, destination.private_key, destination.ca_bundle,
+            server=False, refused_by="a PACS that asks for it refuses the association (SRs wait in the outbox)",
+            now=now,
+        ))  # fmt: skip
+    worst: tuple[Literal["failed", "warning"], ...] = ("failed", "warning")
+    for status in worst:
+        if found := [check for check in checks if check.status == status]:
+            return found[0] if len(found) == 1 else Check("PACS TLS", status, "; ".join(c.detail for c in found),
+                                                          config_error=any(c.config_error for c in found))  # fmt: skip
+    return checks[0] if len(checks) == 1 else Check("PACS TLS", "ok", "; ".join(check.detail for check in checks))
 
 
 def _ca_store_check(name: str, peer: str, named: str) -> Check:
@@ -244,25 +265,38 @@ def _bundle_dates(name: str, named: str, ca_bundle: Path, server: bool, now: dat
 
 
 def _dates(name: str, named: str, certificate: Path, refused_by: str, now: datetime) -> Check:
-    """The certificate's dates: a warning when it is out of date or ends within :data:`EXPIRY_WARNING`, saying
-    what then fails (``refused_by``) and what to do."""
+    """The dates of each certificate of the file (ours, then the intermediates a chain file sends): a warning when
+    one is out of date or ends within :data:`EXPIRY_WARNING` (an expired one first, then one not valid yet, then
+    the first to end), naming it by subject when the file holds more than ours, saying what then fails
+    (``refused_by``) and what to do. Before, only the first was read: an intermediate that had ended (every peer
+    refuses the chain) started without a word."""
     from cryptography import x509
 
     try:
-        issued = x509.load_pem_x509_certificate(certificate.read_bytes())
+        chain = x509.load_pem_x509_certificates(certificate.read_bytes())
     except (ValueError, OSError) as exc:  # OpenSSL read it: a form cryptography does not; say nothing of dates
         return Check(name, "ok", f"{certificate} (its dates not read: {exc})")
-    found = _out_of_date(named, issued, now)
-    if found is None:
-        return Check(name, "ok", f"{certificate}, valid until {issued.not_valid_after_utc:%Y-%m-%d}")
-    if found.when is _When.EXPIRED:
-        detail = (f"{found.words} ({_clock(now)}): {refused_by}; install a renewed certificate, or correct the clock "
+    found: list[tuple[_OutOfDate, datetime]] = []
+    for index, issued in enumerate(chain):
+        who = named
+        if len(chain) > 1:
+            text = issued.subject.rfc4514_string()  # quoted: a name with a line break cannot end the log line
+            who += f": its {'certificate' if index == 0 else 'intermediate'} {text[:80]!r}"
+        if (dated := _out_of_date(who, issued, now)) is not None:
+            found.append((dated, issued.not_valid_after_utc))
+    if not found:
+        end = min(issued.not_valid_after_utc for issued in chain)
+        return Check(name, "ok", f"{certificate}, valid until {end:%Y-%m-%d}")
+    order = (_When.EXPIRED, _When.NOT_YET, _When.ENDING)
+    worst, _ = min(found, key=lambda pair: (order.index(pair[0].when), pair[1]))
+    if worst.when is _When.EXPIRED:
+        detail = (f"{worst.words} ({_clock(now)}): {refused_by}; install a renewed certificate, or correct the clock "
                   "if it is wrong (timedatectl)")  # fmt: skip
-    elif found.when is _When.NOT_YET:
-        detail = (f"{found.words} and {_clock(now)}: correct this machine's clock (timedatectl; NTP) or use a "
+    elif worst.when is _When.NOT_YET:
+        detail = (f"{worst.words} and {_clock(now)}: correct this machine's clock (timedatectl; NTP) or use a "
                   f"certificate valid now; until then {refused_by}")  # fmt: skip
     else:
-        detail = f"{found.words}: renew it before then"
+        detail = f"{worst.words}: renew it before then"
     return Check(name, "warning", detail)
 
 

@@ -29,15 +29,11 @@ import os
 import pwd
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from radtrace.audit.events import EventType
 from radtrace.durable import fsync_directory
@@ -50,6 +46,8 @@ from radtrace.errors import (
 )
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
     from radtrace.config import ReportingSettings, Settings
     from radtrace.model.reading import Reading
     from radtrace.reporting.dispatch.outbox import Outbox, ReportFiles
@@ -215,18 +213,25 @@ def _not_stored(directory: Path, exc: OSError) -> ReportError | DraftsNotStoredE
     return DraftsNotStoredError(what)
 
 
-def kept_srs(root: Path, study_uid: str, before: int) -> list[Dataset]:
+def kept_srs(root: Path, study_uid: str, before: int, *, withdrawn: Collection[int] = ()) -> list[Dataset]:
     """The SR documents kept for the study's revisions before ``before`` (its TID 1500 drafts and companions, for
     Predecessor Documents), oldest revision first, headers only.
 
     They are kept whether or not a destination is configured, so a later revision names them also where the
     outbox never held them. A revision with no kept SR (skipped, failed) adds nothing; a kept file that cannot
-    be read is a :class:`ReportError` (a predecessor silently left out would hide the earlier draft).
+    be read is a :class:`ReportError` (a predecessor silently left out would hide the earlier draft). The revisions
+    numbered in ``withdrawn`` add nothing, unread: their drafts were withdrawn (an image they read was moved to
+    another patient or rejected by the PACS: :func:`radtrace.dicom_listener.reassigned.withdrawn_revisions`), and
+    a later draft includes nothing of theirs (PS3.3 C.17.2: a predecessor is a document whose content this one
+    includes). Their files stay kept, for ``radtrace drafts show`` and the audit's hashes.
     """
+    import pydicom  # here: 'radtrace status' imports this module (pydicom and numpy: about 0.4 s of CPU)
+    from pydicom.errors import InvalidDicomError
+
     study = _study_dir(root, study_uid)
     numbers = sorted(int(p.name) for p in study.iterdir() if p.name.isdigit()) if study.is_dir() else []
     found: list[Dataset] = []
-    for number in (n for n in numbers if n < before):
+    for number in (n for n in numbers if n < before and n not in withdrawn):
         for kind in ("sr", "companion"):
             path = study / str(number) / DRAFT_FILES[kind]
             if not path.is_file():
@@ -431,6 +436,9 @@ def read_draft(root: Path, study_uid: str, revision: int | None = None) -> Draft
         which = f"revision {revision} of study" if revision is not None else "study"
         raise ReportError(f"no draft is kept for {which} {study_uid} under {root}")
     draft = max(kept, key=lambda d: d.revision)
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         sr = pydicom.dcmread(io.BytesIO(draft.files["sr"].read_bytes()))
     except (OSError, InvalidDicomError) as exc:

@@ -55,11 +55,17 @@ def build_drafts(
         if settings.companion_document
         else None
     )
-    first_shown = next(ds for ds in sources if ds.SOPInstanceUID == reading.images[0].sop_instance_uid)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+    first_shown, *others = [by_uid[image.sop_instance_uid] for image in reading.images]  # the SR's (build_sr)
     oru = build_oru(
-        reading, first_shown, settings=settings, sr_sop_instance_uid=str(sr.SOPInstanceUID), created_at=when
+        reading,
+        first_shown,
+        settings=settings,
+        sr_sop_instance_uid=str(sr.SOPInstanceUID),
+        created_at=when,
+        others=others,
     )
-    fhir = build_fhir_bundle(reading, first_shown, settings=settings, revision=revision, created_at=when)
+    fhir = build_fhir_bundle(reading, first_shown, settings=settings, revision=revision, created_at=when, others=others)
     gsps = (
         build_gsps(reading, sources, settings=settings, revision=revision, content_datetime=when)
         if settings.gsps

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -26,17 +27,18 @@ from radtrace.errors import ReportError
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
-from radtrace.reporting.header import SourceHeader, name_group, read_header
+from radtrace.reporting.draft_header import DraftHeader, draft_flags, draft_header
+from radtrace.reporting.header import SourceHeader, name_group
 from radtrace.reporting.sr import (
     DRAFT_NOTICE_TEXT,
-    HEADER_NORMALISED,
+    draft_identity,
     image_notes,
+    labels_sanitised,
     output_flags,
     reasoning_sha256,
     sr_uids,
 )
-from radtrace.reporting.sr_header import draft_patient_ids, patient_id_flags
-from radtrace.reporting.text import fhir_text
+from radtrace.reporting.text import draft_text, fhir_text
 
 __all__ = ["build_fhir_bundle"]
 
@@ -68,20 +70,19 @@ def _study_datetime(header: SourceHeader) -> str | None:
     return date  # a FHIR dateTime with a time needs a zone; DICOM times without one stay a date
 
 
-def _patient(header: SourceHeader) -> tuple[dict[str, Any], bool]:
-    """The Patient: every value of Patient ID as an identifier, every value of Patient Name as a name; and
-    whether an identifier (or its issuer) had to be left out because FHIR cannot carry it unchanged."""
+def _patient(draft: DraftHeader) -> dict[str, Any]:
+    """The Patient: every value of Patient ID the drafts carry as an identifier, every value of Patient Name as a name
+    (:func:`~radtrace.reporting.draft_header.draft_header`: the SR's and the ORU's values, its notes say what was
+    left out or replaced)."""
+    header = draft.source
     patient: dict[str, Any] = {"resourceType": "Patient"}
-    issuer = _identifier(header.issuer_of_patient_id)
+    issuer = draft.issuer_of_patient_id
     assigner = {"assigner": {"display": issuer}} if issuer else {}
-    carried, _ = draft_patient_ids(header)  # the SR's and the ORU's rule: the note and flag are the caller's
-    ids = [value for value in (_identifier(value) for value in carried) if value]
-    if ids:
-        patient["identifier"] = [{"value": value, **assigner} for value in ids]
-    omitted = len(ids) < len(header.patient_ids) or bool(header.issuer_of_patient_id and not issuer)
+    if draft.patient_ids:
+        patient["identifier"] = [{"value": value, **assigner} for value in draft.patient_ids]
     names = []
-    for value in header.patient_names:
-        (family, given, middle, _, _), _ = name_group(_text(value))
+    for value in draft.patient_names:
+        (family, given, middle, _, _), _ = name_group(value)
         given_names = [name for name in (given, middle) if name.strip()]
         if family.strip() or given_names:
             names.append({"family": family.strip() or None, "given": given_names or None})
@@ -91,24 +92,18 @@ def _patient(header: SourceHeader) -> tuple[dict[str, Any], bool]:
         patient["birthDate"] = header.birth_date.isoformat()
     if header.sex in _GENDER:
         patient["gender"] = _GENDER[header.sex]
-    return patient, omitted
+    return patient
 
 
 def _text(value: str) -> str:
-    return fhir_text(value).text
+    """The model's text as every draft carries it (:func:`draft_text`), which a FHIR string holds unchanged."""
+    return fhir_text(draft_text(value).text).text
 
 
 def _blank(value: str) -> bool:
     """Whether a FHIR ``string`` cannot hold ``value``: empty or only whitespace (Unicode's, U+3000 and U+2028
     included: fhir.resources' ``[ \\r\\n\\t\\S]+`` refuses them, and with them the whole Bundle)."""
     return not value.strip()
-
-
-def _identifier(value: str) -> str:
-    """``value`` as an identifier's text, or '' when FHIR cannot carry it unchanged: an identifier is copied
-    exactly or left out (as in the SR), never altered."""
-    safe = fhir_text(value)
-    return "" if safe.changed or _blank(safe.text) else safe.text
 
 
 def build_fhir_bundle(
@@ -118,12 +113,16 @@ def build_fhir_bundle(
     settings: ReportingSettings,
     revision: int,
     created_at: datetime | None = None,
+    others: Sequence[Dataset] = (),
 ) -> str:
-    """The FHIR R4 Bundle (JSON) for one reading of one study revision, validated before it is returned."""
+    """The FHIR R4 Bundle (JSON) for one reading of one study revision, validated before it is returned. ``source``
+    is the image whose patient and study it reports, ``others`` the other images the model was shown: the header
+    notes of all are in the conclusion, as in the SR's and the ORU's header notes."""
     status = settings.fhir_status
     if status not in _OBSERVATION_STATUS:  # the setting refuses "final"; a draft must never claim it
         raise ReportError(f"FHIR status {status!r} is not allowed for a draft")
-    header = read_header(source)
+    draft = draft_header(source, others)
+    header = draft.source
     study_uid = header.study_instance_uid
     uids = sr_uids(study_uid, revision, reading.identity)
 
@@ -134,8 +133,8 @@ def build_fhir_bundle(
     study_ref = {"type": "ImagingStudy", "identifier": {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{study_uid}"}}
     effective = _study_datetime(header)
     model_texts = [reading.impression or "", reading.reasoning_text, *(f.evidence or "" for f in reading.findings)]
-    sanitised = any(fhir_text(text).changed for text in model_texts)
-    identity = reading.identity
+    sanitised = any(draft_text(text).changed for text in model_texts) or labels_sanitised(reading)
+    identity = draft_identity(reading.identity)  # the SR's and the ORU's names of the model
     patient_url, device_url, report_url = urn("patient"), urn("device"), urn("report")
 
     device: dict[str, Any] = {
@@ -186,12 +185,10 @@ def build_fhir_bundle(
         observations.append((urn("observation", str(index)), observation))
 
     trace = _text(reading.reasoning_text)
-    patient, identifier_omitted = _patient(header)
-    accession = _identifier(header.accession_number)
-    identifier_omitted |= bool(header.accession_number and not accession)
-    normalised = bool(header.notes) or identifier_omitted
-    extra = [HEADER_NORMALISED, *patient_id_flags(draft_patient_ids(header)[1])] if normalised else []
-    flags = output_flags(reading, sanitised=sanitised, extra=extra)
+    patient = _patient(draft)
+    accession = draft.accession_number
+    flags = output_flags(reading, sanitised=sanitised, extra=draft_flags(draft.notes))
+    header_notes = "\n".join(str(note) for note in draft.notes)
     impression = _text(reading.impression) if reading.impression else None
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
@@ -211,7 +208,13 @@ def build_fhir_bundle(
         "result": [{"reference": url} for url, _ in observations],
         "conclusion": "\n".join(
             part
-            for part in (DRAFT_NOTICE_TEXT, impression, flags and f"Model output flags: {flags}", image_notes(reading))
+            for part in (
+                DRAFT_NOTICE_TEXT,
+                impression,
+                flags and f"Model output flags: {flags}",
+                image_notes(reading),
+                header_notes and f"Header notes:\n{header_notes}",
+            )
             if part
         ),
     }

@@ -50,11 +50,15 @@ class HeaderNote:
 
     keyword: str
     problem: str
+    #: Which image's header, where the drafts do not copy it (another image the model was shown); '' for the one
+    #: they copy (:func:`radtrace.reporting.draft_header.draft_header`).
+    image: str = ""
 
     def __str__(self) -> str:
         tag = tag_for_keyword(self.keyword)
         where = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) " if tag is not None else ""
-        return f"{where}{self.keyword}: {self.problem}"
+        which = f"{self.image}: " if self.image else ""
+        return f"{which}{where}{self.keyword}: {self.problem}"
 
 
 @dataclass(frozen=True)

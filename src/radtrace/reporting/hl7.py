@@ -12,9 +12,12 @@ Segments: MSH, PID, PV1, ORC, OBR, NTE (the AI-draft notice and the model), then
 Result status (OBR-25, OBX-11) comes from settings: ``P`` by default, ``R`` allowed, ``F`` never. All
 text goes through :func:`radtrace.reporting.text.hl7_escape` (``\\ | ^ & ~`` and every control character
 as ``\\Xhh\\``; hl7apy does not escape assigned strings), and the message is ``UNICODE UTF-8`` (MSH-18).
-Concatenating the unescaped OBX-5 values of one OBX-3/OBX-4 gives the text back exactly (lone
-surrogates, which UTF-8 cannot carry, become U+FFFD and the flags say ``text-sanitised``). Patient and
-study attributes come from :func:`radtrace.reporting.header.read_header`: each value of a multi-valued
+Concatenating the unescaped OBX-5 values of one OBX-3/OBX-4 gives back the model's text as every draft
+carries it (:func:`radtrace.reporting.text.draft_text`: the SR's and FHIR's text, controls other than LF and CR
+replaced by U+FFFD, and then the flags say ``text-sanitised``). Patient and
+study attributes come from :func:`radtrace.reporting.draft_header.draft_header`, the one rule of every draft
+(names with their controls replaced by U+FFFD, as in the SR and FHIR; identifiers exact or left out): each value of a
+multi-valued
 Patient ID or Patient Name is one repetition of PID-3 / PID-5; what a field cannot hold is omitted and
 listed in a header-notes OBX, never shortened. PID-3 carries the Patient ID values the SR carries, no others
 (:func:`~radtrace.reporting.sr_header.draft_patient_ids`: one a DICOM LO cannot hold is left out of every draft
@@ -40,10 +43,17 @@ from radtrace.errors import ReportError
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
-from radtrace.reporting.header import HeaderNote, SourceHeader, name_group, read_header
-from radtrace.reporting.sr import DRAFT_NOTICE_TEXT, HEADER_NORMALISED, image_notes, output_flags, reasoning_sha256
-from radtrace.reporting.sr_header import draft_patient_ids, patient_id_flags
-from radtrace.reporting.text import hl7_escape, hl7_text
+from radtrace.reporting.draft_header import DraftHeader, draft_flags, draft_header
+from radtrace.reporting.header import HeaderNote, SourceHeader, name_group
+from radtrace.reporting.sr import (
+    DRAFT_NOTICE_TEXT,
+    draft_identity,
+    image_notes,
+    labels_sanitised,
+    output_flags,
+    reasoning_sha256,
+)
+from radtrace.reporting.text import draft_text, hl7_escape
 
 __all__ = [
     "MAX_OBX_VALUE",
@@ -162,12 +172,12 @@ def _study_datetime(header: SourceHeader) -> str:
     return moment + header.study_time.strftime("%H%M%S") if header.study_time else moment
 
 
-def _person_names(header: SourceHeader) -> list[str]:
+def _person_names(draft: DraftHeader) -> list[str]:
     """Each value of Patient Name as an XPN: DICOM PN family^given^middle^prefix^suffix → HL7
     family^given^middle^suffix^prefix, from the alphabetic group, or from the first later group that holds the
     name, with XPN.8 (Name Representation Code) ``I`` or ``P`` saying which."""
     names = []
-    for value in header.patient_names:
+    for value in draft.patient_names:  # the PN values every draft carries (controls already replaced, noted)
         (family, given, middle, prefix, suffix), representation = name_group(value)
         parts = [_esc(part.strip(" ")) for part in (family, given, middle, suffix, prefix)]
         if representation != "A":
@@ -178,10 +188,10 @@ def _person_names(header: SourceHeader) -> list[str]:
     return names
 
 
-def _patient_ids(ids: Sequence[str], header: SourceHeader, *, issuer: bool = True) -> list[str]:
+def _patient_ids(ids: Sequence[str], draft: DraftHeader, *, issuer: bool = True) -> list[str]:
     """Each value of Patient ID the drafts carry (``ids``, :func:`~radtrace.reporting.sr_header.draft_patient_ids`)
     as one CX repetition of PID-3, with the issuer (CX.4) on each."""
-    authority = _esc(header.issuer_of_patient_id) if issuer else ""
+    authority = _esc(draft.issuer_of_patient_id) if issuer else ""
     return [f"{_esc(value)}^^^{authority}" if authority else _esc(value) for value in ids]
 
 
@@ -260,11 +270,11 @@ def _narrative(
     reading: Reading, obx: _Observations, study_uid: str, sr_sop_instance_uid: str, notes: Sequence[HeaderNote]
 ) -> None:
     texts = [reading.impression or "", *(step.text for step in reading.reasoning), reading.raw_text]
-    sanitised = any(hl7_text(text).changed for text in (*texts, *(f.label for f in reading.findings)))
+    # the model's text as the SR and FHIR carry it (draft_text: controls but LF and CR replaced), then escaped
+    sanitised = any(draft_text(text).changed for text in texts) or labels_sanitised(reading)
     if reading.impression and reading.impression.strip():
-        obx.text(codes.IMPRESSION, reading.impression)
-    extra = [HEADER_NORMALISED, *patient_id_flags(notes)] if notes else []
-    flags = output_flags(reading, sanitised=sanitised, extra=extra)
+        obx.text(codes.IMPRESSION, draft_text(reading.impression).text)
+    flags = output_flags(reading, sanitised=sanitised, extra=draft_flags(notes))
     if flags:
         obx.text(codes.READING_FLAGS, flags)
     if taken := image_notes(reading):
@@ -273,9 +283,9 @@ def _narrative(
         obx.text(codes.HEADER_NOTES, "\n".join(str(note) for note in notes))
     for index, step in enumerate(reading.reasoning, 1):
         if step.text:
-            obx.text(codes.reasoning_code(step.section), step.text, sub_id=f"R{index}")
+            obx.text(codes.reasoning_code(step.section), draft_text(step.text).text, sub_id=f"R{index}")
     if not reading.reasoning and reading.raw_text.strip():
-        obx.text(codes.RAW_OUTPUT, reading.raw_text)
+        obx.text(codes.RAW_OUTPUT, draft_text(reading.raw_text).text)
     obx.note_cut()
     obx.add("ST", codes.REASONING_SHA256, reasoning_sha256(reading))
     obx.add("ST", STUDY_UID, study_uid)
@@ -289,16 +299,17 @@ def _oru(
     when: datetime,
     notes: Sequence[str],
     observe: Callable[[_Observations, SourceHeader, list[HeaderNote]], None],
+    others: Sequence[Dataset] = (),
 ) -> OruMessage:
     """An ORU^R01 (MSH, PID, PV1, ORC, OBR, NTE ``notes``) about ``source``'s patient and study, its OBX segments
     added by ``observe``; STRICT-validated. Raises :class:`ReportError` for result status F or an invalid message."""
     status = settings.hl7_result_status
     if status not in ("P", "R"):  # the setting refuses F already; a draft must never claim final
         raise ReportError(f"HL7 result status {status!r} is not allowed for a draft")
-    header = read_header(source)
-    ids, left_out = draft_patient_ids(header)
-    header_notes = [*header.notes, *left_out]
-    accession = _esc(header.accession_number)
+    draft = draft_header(source, others)  # the SR's and FHIR's values and notes (one rule)
+    header, ids = draft.source, draft.patient_ids
+    header_notes = list(draft.notes)
+    accession = _esc(draft.accession_number)
     try:
         message = Message("ORU_R01", version="2.5.1", validation_level=VALIDATION_LEVEL.STRICT)
         msh = message.msh
@@ -317,15 +328,15 @@ def _oru(
         patient = result.add_group("ORU_R01_PATIENT")
         pid = patient.pid
         pid.pid_1 = "1"
-        if _assign(pid, "pid_3", _patient_ids(ids, header)):
+        if _assign(pid, "pid_3", _patient_ids(ids, draft)):
             pass
-        elif header.issuer_of_patient_id and _assign(pid, "pid_3", _patient_ids(ids, header, issuer=False)):
+        elif draft.issuer_of_patient_id and _assign(pid, "pid_3", _patient_ids(ids, draft, issuer=False)):
             header_notes.append(_omitted("IssuerOfPatientID", "PID-3 CX.4"))
         else:
             if ids:
                 header_notes.append(_omitted("PatientID", "PID-3"))
             pid.pid_3 = '""'  # required: an explicit null, never a made-up identifier
-        names = _person_names(header)
+        names = _person_names(draft)
         if not _assign(pid, "pid_5", names):
             if names:  # a name PID-5 could not hold (a name of only delimiters is no name: nothing omitted)
                 header_notes.append(_omitted("PatientName", "PID-5"))
@@ -374,13 +385,15 @@ def build_oru(
     sr_sop_instance_uid: str,
     control_id: str | None = None,
     created_at: datetime | None = None,
+    others: Sequence[Dataset] = (),
 ) -> OruMessage:
-    """Build the ORU^R01 for one reading; ``source`` is the image whose patient and study it reports.
+    """Build the ORU^R01 for one reading; ``source`` is the image whose patient and study it reports, ``others`` the
+    other images the model was shown (their header notes are listed too, as in the SR and FHIR).
 
     Raises :class:`ReportError` if the result status would be ``F`` or the message fails hl7apy's
     STRICT validation.
     """
-    identity = reading.identity
+    identity = draft_identity(reading.identity)  # the SR's and FHIR's names of the model
     notes = [
         DRAFT_NOTICE_TEXT,
         f"Model: {identity.model_name} {identity.revision or ''} (profile {identity.profile} "
@@ -392,7 +405,7 @@ def build_oru(
         _narrative(reading, observations, header.study_instance_uid, sr_sop_instance_uid, header_notes)
 
     control = control_id or control_id_for(sr_sop_instance_uid)
-    return _oru(source, settings, control, created_at or datetime.now(UTC), notes, observe)
+    return _oru(source, settings, control, created_at or datetime.now(UTC), notes, observe, others)
 
 
 @dataclass(frozen=True)

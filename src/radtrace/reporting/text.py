@@ -17,6 +17,11 @@ these before they are written into an output:
 * :func:`fhir_text` — JSON escapes everything itself, but UTF-8 cannot carry a lone surrogate and FHIR's
   ``string`` (R4 2.1.28.0.1) allows no character below U+0020 other than TAB, CR and LF.
 
+The model's text (impression, reasoning, raw output, evidence) first passes :func:`draft_text`, the one rule of all
+three drafts, so that they carry the same text: lone surrogates and every control character other than LF and CR
+(C0, DEL, C1; FF, which FHIR refuses) become U+FFFD, a TAB a space; each format's function then changes nothing more
+(the HL7 escaping of LF and CR is lossless).
+
 Each safe function returns a :class:`SafeText`; its ``changed`` says that a character was replaced or the
 text was cut, so the output can say so (the ``text-sanitised`` flag). The audit trail keeps the raw text.
 """
@@ -35,6 +40,7 @@ __all__ = [
     "SafeText",
     "cut_utf8",
     "dicom_text",
+    "draft_text",
     "fhir_text",
     "fits_dicom",
     "hl7_escape",
@@ -70,6 +76,7 @@ _FORBIDDEN: Final = {
 _HL7_DELIMITERS: Final = {"\\": "E", "|": "F", "^": "S", "&": "T", "~": "R"}
 _HL7_CONTROL: Final = re.compile(f"[{_C0_C1}]")
 _FHIR_FORBIDDEN: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_DRAFT_FORBIDDEN: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # keeps TAB (below), LF, CR
 
 
 @dataclass(frozen=True)
@@ -145,3 +152,13 @@ def fhir_text(text: str) -> SafeText:
     surrogates = without_lone_surrogates(text)
     cleaned, count = _FHIR_FORBIDDEN.subn(REPLACEMENT, surrogates.text)
     return SafeText(cleaned, surrogates.changed or count > 0)
+
+
+def draft_text(text: str) -> SafeText:
+    """The model's ``text`` as every draft carries it (the SR, the ORU and FHIR alike): lone surrogates and every
+    control character but LF and CR replaced by U+FFFD, a TAB by a space (DICOM's text VRs list no TAB, and dciodvfy
+    refuses it). ``changed`` says the drafts flag ``text-sanitised``."""
+    surrogates = without_lone_surrogates(text)
+    cleaned, count = _DRAFT_FORBIDDEN.subn(REPLACEMENT, surrogates.text)
+    tabs = cleaned.count("\t")
+    return SafeText(cleaned.replace("\t", " "), surrogates.changed or count > 0 or tabs > 0)

@@ -22,6 +22,7 @@ from radtrace.errors import PermanentError
 from radtrace.store.engine import Store, is_sqlite, translate_db_error
 
 __all__ = [
+    "OthersAtWorkError",
     "StartMigration",
     "StartMigrationError",
     "backup_sqlite",
@@ -30,6 +31,7 @@ __all__ = [
     "migrate_at_start",
     "newer_schema_problem",
     "one_at_a_time",
+    "refuse_while_others_work",
     "upgrade",
 ]
 
@@ -90,6 +92,29 @@ def upgrade(store: Store, *, app_role: str | None = None) -> str:
 
 class StartMigrationError(PermanentError):
     """The database cannot be migrated at start: a newer radtrace migrated it, or its backup cannot be kept."""
+
+
+class OthersAtWorkError(StartMigrationError):
+    """Other radtrace processes work on the database: migrating it under them is refused (no rolling upgrade)."""
+
+
+def refuse_while_others_work(store: Store, before: str, head: str) -> None:
+    """Raise :class:`OthersAtWorkError` naming each radtrace process seen working on the database
+    (:func:`radtrace.store.compat.others_at_work`): a migration from ``before`` to ``head`` under a running process
+    of the older code is what failed the last rolling upgrade (an older dispatcher on the outbox state
+    ``cancelled``)."""
+    from radtrace.store.compat import NODE_STALE_S, others_at_work
+
+    others = others_at_work(store)
+    if not others:
+        return
+    shown = "; ".join(others[:10]) + (f"; and {len(others) - 10} more" if len(others) > 10 else "")
+    raise OthersAtWorkError(
+        f"not migrating the database from schema {before} to {head}: other radtrace processes work on it: {shown}. "
+        "Stop every radtrace process on every node first (docs/operations.md, Upgrades and migrations), then migrate; "
+        f"a process stopped without saying so (kill -9, a machine gone) is seen for {NODE_STALE_S:.0f} s more, a "
+        "read or send it had in hand until its claim expires. 'radtrace db upgrade --force' migrates anyway"
+    )
 
 
 def newer_schema_problem(revision: str | None) -> str | None:
@@ -170,7 +195,10 @@ def migrate_at_start(store: Store) -> StartMigration:
 
     Processes starting together on one SQLite database (systemd units for listen and worker) take turns
     (:func:`one_at_a_time`): the first copies and migrates, the next finds the newest schema. Before, both copied
-    it, both said they migrated it, and two copies written under one temporary name failed both starts."""
+    it, both said they migrated it, and two copies written under one temporary name failed both starts.
+
+    A database with a schema is not migrated while other radtrace processes work on it
+    (:func:`refuse_while_others_work`, raised as :class:`OthersAtWorkError`)."""
     with one_at_a_time(store):
         before, head = current_revision(store), head_revision()
         if (problem := newer_schema_problem(before)) is not None:
@@ -179,6 +207,7 @@ def migrate_at_start(store: Store) -> StartMigration:
             return StartMigration(before, head)
         backup = None
         if before is not None:
+            refuse_while_others_work(store, before, head)
             log.info("the database %s is at schema %s; migrating it to %s", store.engine.url.database, before, head)
             if is_sqlite(store.engine):
                 backup = backup_sqlite(store, before)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from radtrace.store.base import Base, UtcDateTime, utc_now
 
 __all__ = [
+    "DeliveryOutcome",
     "Instance",
     "Job",
     "JobState",
@@ -73,6 +74,20 @@ class OutboxState(enum.StrEnum):
 
     PENDING = "pending"
     DELIVERED = "delivered"
+    FAILED = "failed"
+    #: Never to be sent, on purpose: a draft delivery of a revision whose draft was withdrawn before it was sent
+    #: (radtrace.reporting.dispatch.withdrawals). Settled, never retried, never a failed delivery.
+    CANCELLED = "cancelled"
+
+
+class DeliveryOutcome(enum.StrEnum):
+    """How the last recorded attempt of one delivery ended (radtrace.reporting.dispatch.outcomes)."""
+
+    DELIVERED = "delivered"
+    #: The peer answered that it did not take it (a C-STORE failure status, an HL7 AE/AR/CE/CR, an association it
+    #: rejected, a SOP class or PDU size it refused): it stored nothing.
+    REFUSED = "refused"
+    #: No answer, a timeout, a dropped connection, or any other error: the peer may have stored it.
     FAILED = "failed"
 
 
@@ -136,6 +151,24 @@ class Revision(Base):
     priority: Mapped[Priority] = mapped_column(
         _enum(Priority, "revision_priority"), default=Priority.ROUTINE, server_default=Priority.ROUTINE.value
     )
+    reassigned_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime,
+        index=True,
+        doc="an image it read was re-sent by the PACS under another patient or study (first time)",
+    )
+    rejected_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime,
+        index=True,
+        doc="an image it read was rejected by the PACS: an IHE IOCM rejection note (first time)",
+    )
+    rejection_code: Mapped[str | None] = mapped_column(
+        sa.String(16), doc="the title (DCM code, CID 7011) of the rejection note that set rejected_at"
+    )
+    # A radiologist checked the flags above (radtrace.console.flag_checks): accepting its draft is allowed from then
+    # on; a later mark clears the check (it did not cover it).
+    flags_checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, doc="its flags were checked")
+    flags_checked_by: Mapped[str | None] = mapped_column(sa.String(255), doc="the console user who checked them")
+    flags_checked_reason: Mapped[str | None] = mapped_column(sa.Text, doc="what they checked, in their words")
 
     study: Mapped[Study] = relationship(back_populates="revisions")
     instances: Mapped[list[Instance]] = relationship(back_populates="revision")
@@ -193,6 +226,12 @@ class Instance(Base):
     sha256: Mapped[str] = mapped_column(SHA256_HEX, index=True)
     calling_ae: Mapped[str | None] = mapped_column(sa.String(16))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    rejected_at: Mapped[datetime | None] = mapped_column(
+        UtcDateTime, doc="an IHE IOCM rejection note named this version: no later reading reads it"
+    )
+    rejection_code: Mapped[str | None] = mapped_column(
+        sa.String(16), doc="the title (DCM code, CID 7011) of the rejection note that set rejected_at"
+    )
 
     study: Mapped[Study] = relationship(back_populates="instances")
     revision: Mapped[Revision] = relationship(back_populates="instances")
@@ -250,6 +289,14 @@ class OutboxMessage(Base):
     )
     heartbeat_at: Mapped[datetime | None] = mapped_column(
         UtcDateTime, doc="renewed by that dispatcher while its send is in flight"
+    )
+    last_outcome: Mapped[DeliveryOutcome | None] = mapped_column(
+        _enum(DeliveryOutcome, "delivery_outcome"), doc="how its last recorded attempt ended; None: none recorded"
+    )
+    reached: Mapped[bool] = mapped_column(
+        server_default=sa.false(),
+        doc="the peer has, or may have, the payload: set by each claim (a send in flight may reach it), set back by "
+        "an attempt the peer refused (radtrace.reporting.dispatch.outcomes)",
     )
 
     revision: Mapped[Revision] = relationship(back_populates="outbox")

@@ -50,10 +50,16 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     )
 
 
+#: How long the CA and its certificates are valid: beyond radtrace.tls_renewal.EXPIRY_WARNING, as a site's are, so
+#: that a running service says nothing of their dates (a day made every process using them warn of its end).
+VALID_FOR = dt.timedelta(days=365)
+
+
 def make_pki(directory: Path, *, server_expired: bool = False) -> Pki:
     """A CA that signed a server certificate (localhost, 127.0.0.1) and a client certificate.
 
     ``server_expired``: the server certificate's validity ended a minute ago (a repository that missed its renewal).
+    Otherwise each is valid for :data:`VALID_FOR`.
     """
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
@@ -65,7 +71,7 @@ def make_pki(directory: Path, *, server_expired: bool = False) -> Pki:
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_after(now + VALID_FOR)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
@@ -77,7 +83,7 @@ def make_pki(directory: Path, *, server_expired: bool = False) -> Pki:
         common_name: str, usage: x509.ObjectIdentifier, cert_path: Path, key_path: Path, *, expired: bool = False
     ) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
-        ends = now - dt.timedelta(minutes=1) if expired else now + dt.timedelta(days=1)
+        ends = now - dt.timedelta(minutes=1) if expired else now + VALID_FOR
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
@@ -126,6 +132,18 @@ class Received:
     @property
     def seq(self) -> int:
         return int(self.structured_data.split('seq="', 1)[1].split('"', 1)[0])
+
+
+def _last_whole_record(line: str) -> str:
+    """The record a line of the output holds. A line with more than one tab (a MSG is JSON-escaped, so it holds
+    none) is a record rsyslogd was writing when it was killed (SIGKILL, :meth:`Rsyslog.kill`) followed by the next
+    rsyslogd's first: the torn one is what that repository lost in its crash, the second starts where the torn one's
+    first structured-data element recurs."""
+    if line.count("\t") <= 1:
+        return line
+    structured, _, rest = line.partition("\t")
+    element = structured.split(" ", 1)[0]  # e.g. '[radtrace@32473': every record begins with it
+    return rest[rest.rfind(element, 0, rest.rfind("\t")) :]
 
 
 class Rsyslog:
@@ -247,7 +265,7 @@ action(type="omfile" file="{self.output}" template="atna" flushOnTXEnd="on" asyn
             return []
         messages = []
         for line in self.output.read_text(encoding="utf-8").splitlines():
-            structured, _, escaped = line.partition("\t")
+            structured, _, escaped = _last_whole_record(line).partition("\t")
             msg = json.loads(f'"{escaped}"')
             messages.append(Received(structured, msg.removeprefix("\ufeff")))
         return messages

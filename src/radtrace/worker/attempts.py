@@ -247,13 +247,13 @@ class RevisionAttempts:
         stamps: dict[str, Any] = {"reported_at": now} if state is RevisionState.REPORTED else {"finished_at": now}
         with self.store.session("finishing a revision", immediate=True) as session:
             if not self._release(session, claim, now, state=state, reason=reason, **stamps):
-                log.warning("revision %s: claim lost before finishing; leaving it to its new holder", claim.revision_id)
+                log.warning("%s: claim lost before finishing; leaving it to its new holder", claim.names())
                 return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
             self._job_done(session, claim, JobState.SUCCEEDED, now, None)
             if state is RevisionState.SKIPPED:
                 self.recorder.record(self.event(claim, EventType.STUDY_SKIPPED, reason=reason), session=session)
             following = self._next_revision(session, claim)
-        log.info("revision %s %s (attempt %d)", claim.revision_id, state, claim.attempt)
+        log.info("%s %s (attempt %d)%s", claim.names(), state, claim.attempt, f": {reason}" if reason else "")
         if state.is_final:
             self.observer.finished_in(state.value)
         result = Result.REPORTED if state is RevisionState.REPORTED else Result.SKIPPED
@@ -277,7 +277,7 @@ class RevisionAttempts:
             values = {"state": RevisionState.FAILED, "reason": reason, "finished_at": now}
         with self.store.session("recording a failed attempt", immediate=True) as session:
             if not self._release(session, claim, now, **values):
-                log.warning("revision %s: claim lost before recording a failure", claim.revision_id)
+                log.warning("%s: claim lost before recording a failure", claim.names())
                 return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
             self._job_done(session, claim, JobState.RETRYING if retry else JobState.FAILED, now, error.reason)
             events = [
@@ -296,7 +296,7 @@ class RevisionAttempts:
                 events.append(self.event(claim, EventType.STUDY_FAILED, Outcome.SERIOUS_FAILURE, reason=reason))
                 following = self._next_revision(session, claim)
             self.recorder.record_many(events, session=session)
-        log.warning("revision %s attempt %d failed (%s): %s", claim.revision_id, claim.attempt, values["state"], reason)
+        log.warning("%s attempt %d failed (%s): %s", claim.names(), claim.attempt, values["state"], reason)
         if retry:
             return ProcessResult(Result.RETRY, RevisionState.QUEUED, reason, retry_at)
         self.observer.finished_in(RevisionState.FAILED.value)
@@ -315,7 +315,7 @@ class RevisionAttempts:
             values = {"state": RevisionState.QUEUED, "attempts": claim.attempt - 1, "next_attempt_at": due,
                       "reason": reason}  # fmt: skip
             if not self._release(session, claim, now, **values):
-                log.warning("revision %s: claim lost before giving it back", claim.revision_id)
+                log.warning("%s: claim lost before giving it back", claim.names())
                 return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
             self._job_done(session, claim, JobState.FAILED, now, f"not counted: {error.reason}")
             self.recorder.record(
@@ -324,7 +324,7 @@ class RevisionAttempts:
                            **stored_details(error)),
                 session=session,
             )  # fmt: skip
-        log.info("revision %s given back (attempt %d not counted): %s", claim.revision_id, claim.attempt,
+        log.info("%s given back (attempt %d not counted): %s", claim.names(), claim.attempt,
                  reason)  # fmt: skip
         return ProcessResult(Result.RETRY, RevisionState.QUEUED, reason, due)
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.config import BrokerSettings
 from radtrace.errors import RadtraceError
+from radtrace.logging import study_key
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, Priority, Revision, RevisionState, Study
 
@@ -63,6 +64,11 @@ class Claim:
     attempt: int
     job_id: int
     study_id: int
+
+    def names(self) -> str:
+        """How a log line names it: the study's key and the revision's number, as the listener's lines do (the
+        revision's row ID alone matched nothing an operator sees in ``radtrace status`` or the listener's log)."""
+        return f"study {study_key(self.study_uid)} revision {self.number}"
 
 
 def worker_name() -> str:
@@ -167,9 +173,9 @@ class Heartbeat:
         for claim in claims:
             try:
                 if not renew(claim) and self.drop(claim):  # not dropped meanwhile (its attempt ended): lost
-                    log.warning("revision %s: claim lost while processing", claim.revision_id)
+                    log.warning("%s: claim lost while processing", claim.names())
             except RadtraceError as exc:
-                log.warning("revision %s: claim not renewed: %s", claim.revision_id, exc.reason)
+                log.warning("%s: claim not renewed: %s", claim.names(), exc.reason)
 
 
 @contextlib.contextmanager

@@ -236,13 +236,13 @@ def _release_deliveries(
             )
         reason = f"claimed by {holder.process}, {why}: sent again now (released by {recorder.default_actor.process})"
         with store.session("releasing a delivery claimed by a process that ended", immediate=True) as session:
+            due = claims.due_now(session, now)  # due now for this dispatcher and those whose clock is the database's
             done = session.execute(
                 sa.update(OutboxMessage)
                 .where(OutboxMessage.id == outbox_id, OutboxMessage.state == OutboxState.PENDING,
                        OutboxMessage.attempts == attempts, OutboxMessage.claimed_by == claimed_by,
                        OutboxMessage.heartbeat_at == heartbeat_at)
-                # due now for this dispatcher and for those whose clock is in step with the database's
-                .values(next_attempt_at=min(now, database_now), last_error=reason, claimed_by=None, heartbeat_at=None)
+                .values(next_attempt_at=due, last_error=reason, claimed_by=None, heartbeat_at=None)
                 .execution_options(synchronize_session=False)
             )  # fmt: skip
             if done.rowcount != 1:  # type: ignore[attr-defined]  # recorded, renewed or released meanwhile
@@ -252,7 +252,7 @@ def _release_deliveries(
             study = row.revision.study
             payload = {"outbox_id": row.id, "kind": row.kind, "destination": row.destination, "attempt": row.attempts,
                        "payload_sha256": row.payload_sha256, "error": reason,
-                       "next_attempt_at": min(now, database_now).isoformat(),
+                       "next_attempt_at": due.isoformat(),
                        "released_claim_of": holder.process, "claimed_by": str(claimed_by),
                        "heartbeat_at": heartbeat_at.isoformat(), "released_by_host": host}  # fmt: skip
             recorder.record(

@@ -17,12 +17,20 @@ patient-data filter, warnings captured) when it starts, and builds each study's 
 identifiers registered (:func:`radtrace.logging.redacting`): those the worker had registered when it handed the
 job over, and those in the job's headers. Without it a library's warning there (pydicom, highdicom, hl7apy) went
 to stderr as it was written, the patient's name included.
+
+A draft process ends with its worker, however the worker ends: it watches its parent and exits once it has gone.
+Before, a worker killed with ``kill -9`` (out of memory, or ``radtrace serve`` killed outright) left its draft
+process (about 240 MB) and multiprocessing's resource tracker running for ever, orphaned; each crash of a worker that
+``radtrace serve`` restarted added two more.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -42,6 +50,9 @@ from radtrace.reporting.draft_store import BuiltDrafts, build_and_keep, drafts_r
 __all__ = ["DraftJob", "Drafter", "InlineDrafter", "PoolDrafter", "drafter_for", "drafts_of", "headers_only"]
 
 log = logging.getLogger(__name__)
+
+#: How often a draft process looks whether its worker is still there.
+PARENT_CHECK_S = 1.0
 
 
 def headers_only(dataset: Dataset) -> Dataset:
@@ -88,9 +99,19 @@ def _build(reporting: ReportingSettings, root: Path, job: DraftJob) -> BuiltDraf
     )  # fmt: skip
 
 
-def _start_draft_process(fmt: str, level: str) -> None:
-    """A draft process's initializer: radtrace's logging, as its worker configured it (stderr, the worker's)."""
+def _start_draft_process(fmt: str, level: str, worker_pid: int | None = None) -> None:
+    """A draft process's initializer: radtrace's logging, as its worker configured it (stderr, the worker's), and a
+    thread that ends the process once ``worker_pid`` is no longer its parent (the worker ended, even by SIGKILL)."""
     configure_logging(fmt, level)
+    if worker_pid is not None:
+        threading.Thread(target=_end_with, args=(worker_pid,), name="radtrace-draft-parent", daemon=True).start()
+
+
+def _end_with(worker_pid: int) -> None:
+    """Exit this process at once when its parent is no longer ``worker_pid`` (re-parented: the worker has ended)."""
+    while os.getppid() == worker_pid:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)  # nothing to hand back: the worker that would take it is gone
 
 
 def _build_redacting(reporting: ReportingSettings, root: Path, job: DraftJob, values: frozenset[str]) -> BuiltDrafts:
@@ -138,7 +159,7 @@ class PoolDrafter:
             self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_draft_process,
-            initargs=self.log_settings,
+            initargs=(*self.log_settings, os.getpid()),
         )
 
     def submit(self, job: DraftJob) -> Future[BuiltDrafts]:

@@ -8,7 +8,11 @@ payloads' waits were audited so from 6262050 until the event became ``report_fai
 reading (no room, not read: :class:`~radtrace.worker.disk_space.NoRoomForDraftsError`) says ``read: false``. The next
 attempt of that revision drafts from the recorded reading when, newest first, the revision's events after it are only
 such failures: anything
-else (the drafts could not be built, the study was retried by hand, a reading of its own) means it is read again.
+else (the drafts could not be built, the study was retried by hand, a reading of its own) means it is read again. So
+does a reading one of whose images the revision would no longer read (:func:`.read_instances.still_readable`: the
+PACS moved it to another patient or study, or rejected it, while the revision waited to retry): the listener does
+not mark a revision that waits (it is read again without the image), so a draft of the kept reading would describe
+another patient's image unflagged. Read again, the draft is of the study's own images only, and needs no check.
 
 One query per batch: the batch's studies' events by the indexed Study Instance UID, their kinds picked here. With the
 kinds in the query too, SQLite chose the event type's index for several studies, a cost growing with the whole audit
@@ -29,6 +33,7 @@ from radtrace.audit.schema import AuditEventRow
 from radtrace.model.reading import Reading
 from radtrace.store.engine import Store
 from radtrace.worker.claims import Claim
+from radtrace.worker.read_instances import still_readable
 
 __all__ = ["kept_readings"]
 
@@ -50,6 +55,15 @@ _FAILED: Final = (EventType.REPORT_FAILED.value, EventType.INFERENCE_FAILED.valu
 
 def _kept(events: Sequence[tuple[str, dict[str, Any]]]) -> Reading | None:
     """The reading to draft again from one revision's events (oldest first), or None (see the module)."""
+    kept = _kept_with_inputs(events)
+    return kept[0] if kept is not None else None
+
+
+def _kept_with_inputs(
+    events: Sequence[tuple[str, dict[str, Any]]],
+) -> tuple[Reading, list[tuple[str, str]] | None] | None:
+    """The reading to draft again from one revision's events (oldest first) with the images it read, or None (see
+    the module)."""
     waited_after_reading = False
     for kind, payload in reversed(events):
         if kind == EventType.REPORT_FAILED.value and payload.get("read") is False:
@@ -59,12 +73,21 @@ def _kept(events: Sequence[tuple[str, dict[str, Any]]]) -> Reading | None:
             continue
         if kind == EventType.INFERENCE_COMPLETED.value and waited_after_reading and "reading" in payload:
             try:
-                return Reading.model_validate(payload["reading"])
+                return Reading.model_validate(payload["reading"]), _inputs(payload)
             except ValueError as exc:  # recorded by another version of radtrace: read again
                 log.info("a recorded reading cannot be used again (%s); reading again", type(exc).__name__)
                 return None
         return None
     return None
+
+
+def _inputs(payload: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """``(SOP Instance UID, SHA-256)`` of each image the recorded reading read (None: not recorded)."""
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list):
+        return None
+    found = [(item.get("sop_instance_uid"), item.get("sha256")) for item in inputs if isinstance(item, dict)]
+    return [(str(sop), str(digest)) for sop, digest in found if sop and digest] if len(found) == len(inputs) else None
 
 
 def kept_readings(store: Store, claims: Sequence[Claim]) -> dict[int, Reading]:
@@ -89,7 +112,18 @@ def kept_readings(store: Store, claims: Sequence[Claim]) -> dict[int, Reading]:
             for kind, payload in by_study.get(claim.study_uid, [])
             if payload.get("revision") == claim.number or kind == EventType.STUDY_RETRIED.value
         ]
-        reading = _kept(events)
-        if reading is not None:
+        kept = _kept_with_inputs(events)
+        if kept is None:
+            continue
+        reading, inputs = kept
+        with store.session("checking a kept reading's images") as session:
+            readable = inputs is not None and still_readable(session, claim.study_id, claim.number, inputs)
+        if readable:
             found[claim.revision_id] = reading
+        else:  # drafted from, it would describe an image now another patient's (or withdrawn): unflagged
+            log.warning(
+                "%s: its recorded reading was of an image the PACS has since moved to another study or rejected "
+                "(or changed); reading it again without it",
+                claim.names(),
+            )
     return found

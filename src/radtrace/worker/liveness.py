@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
-from radtrace.reporting.dispatch.claims import HEARTBEAT_S, RENEWAL_SLACK_S, ClaimHolder
+from radtrace.reporting.dispatch.claims import HEARTBEAT_S, RENEWAL_SLACK_S, ClaimHolder, database_now
 from radtrace.store.models import OutboxMessage
 
 __all__ = ["InFlight", "claimer_gone", "in_flight", "listener_holder", "process_gone", "process_started_at"]
@@ -148,6 +148,8 @@ class InFlight:
     #: 0014: no holder, no heartbeat; its lease decides)
     holder_at: str = UNNAMED
     heartbeat_at: datetime | None = None
+    #: seconds until the lease ends, by the database's clock (the clock it is written on), whatever this node's says
+    lease_left_s: float | None = None
 
     def describe(self) -> str:
         """What holds the delivery and what will happen if that process is gone, as the dead-claim release
@@ -178,10 +180,13 @@ class InFlight:
         return f"{since}; if it died, {expires})"
 
 
-def in_flight(session: Session, rows: Iterable[tuple[int, str, datetime]], now: datetime) -> dict[int, InFlight]:
-    """Of the pending outbox rows given as (outbox id, study UID, next attempt at), those in flight: claimed (due
-    after ``now``) and their latest dispatch event ``dispatch_attempted``."""
-    claimed = {outbox_id: (study_uid, due) for outbox_id, study_uid, due in rows if due > now}
+def in_flight(session: Session, rows: Iterable[tuple[int, str, datetime]]) -> dict[int, InFlight]:
+    """Of the pending outbox rows given as (outbox id, study UID, next attempt at), those in flight: their lease not
+    over by the database's clock (:func:`radtrace.reporting.dispatch.claims.database_now`, the clock a lease is written
+    and judged on: a node whose clock is 10 minutes off shows the same) and their latest dispatch event
+    ``dispatch_attempted``."""
+    lease_now = database_now(session)
+    claimed = {outbox_id: (study_uid, due) for outbox_id, study_uid, due in rows if due > lease_now}
     if not claimed:
         return {}
     latest: dict[int, tuple[str, str, datetime]] = {}  # outbox id -> (event type, process, recorded at)
@@ -211,8 +216,10 @@ def in_flight(session: Session, rows: Iterable[tuple[int, str, datetime]], now: 
             continue
         claimed_by, heartbeat_at = holders.get(outbox_id, (None, None))
         holder = ClaimHolder.parse(claimed_by) if claimed_by else None
-        found[outbox_id] = InFlight(outbox_id, process, recorded_at, claimed[outbox_id][1], _gone(process, claimed_by),
-                                    _holder_at(holder), heartbeat_at)  # fmt: skip
+        lease_until = claimed[outbox_id][1]
+        found[outbox_id] = InFlight(outbox_id, process, recorded_at, lease_until, _gone(process, claimed_by),
+                                    _holder_at(holder), heartbeat_at,
+                                    round((lease_until - lease_now).total_seconds(), 1))  # fmt: skip
     return found
 
 

@@ -31,6 +31,7 @@ from radtrace.config import Settings
 from radtrace.errors import RadtraceError
 from radtrace.metrics_server import start_metrics_server
 from radtrace.store.engine import Store
+from radtrace.tls_renewal import watch_tls_expiry
 
 __all__ = ["STAGES", "QueueDepthCollector", "WorkerMetrics", "serve_metrics"]
 
@@ -146,6 +147,7 @@ def serve_metrics(settings: Settings, store: Store, metrics: WorkerMetrics, port
 
     metrics.registry.register(QueueDepthCollector(settings, store))
     metrics.registry.register(QaRuleCollector(settings, store))
+    watch_tls_expiry(metrics.registry)  # dispatch.ris's certificate and CA, when this worker sends to the RIS
     host = settings.listener.metrics_bind_host  # unauthenticated: only as exposed as the listener
     start_metrics_server(port, addr=host, registry=metrics.registry)  # bounded: slow scrapers hold no threads
     log.info("worker metrics on %s:%d", host, port)

@@ -46,10 +46,12 @@ from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from pydicom.dataset import Dataset
+from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
+from radtrace.dicom_listener.reassigned import withdrawn_revisions
 from radtrace.errors import DicomInputError, ModelServerUnavailableError, RadtraceError, ReadsHeldError
 from radtrace.logging import patient_values, redacting, study_key
 from radtrace.model.reading import FindingStatus, Reading
@@ -58,8 +60,7 @@ from radtrace.reporting.dispatch.outbox import Outbox
 from radtrace.reporting.draft_store import BuiltDrafts, drafts_root, enqueue_built, kept_srs
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.instances import revision_instances
-from radtrace.store.models import OutboxMessage, Priority, Revision, RevisionState, Study
+from radtrace.store.models import Instance, OutboxMessage, Priority, Revision, RevisionState, Study
 from radtrace.worker.attempts import ProcessResult, Result, RevisionAttempts
 from radtrace.worker.breaker import Hold, ModelServerBreaker
 from radtrace.worker.claims import (
@@ -78,6 +79,7 @@ from radtrace.worker.kept_readings import kept_readings
 from radtrace.worker.model_failures import affects_every_study
 from radtrace.worker.outage import OutageNotice, model_server_key
 from radtrace.worker.output_guard import OutputGuard
+from radtrace.worker.read_instances import readable_instances
 from radtrace.worker.settlement import Deliveries, DispatchResult, StageObserver
 
 __all__ = [
@@ -341,12 +343,15 @@ class StudyPipeline:
     def _predecessors(self, claim: Claim) -> list[Dataset]:
         """The study's earlier SRs for Predecessor Documents: the kept drafts of its earlier revisions (kept
         whether or not any destination is configured), after those the outbox holds for revisions with none kept
-        (drafts from before drafts were kept), one per SOP Instance UID. Each file is read once: a kept SR's
+        (drafts from before drafts were kept), one per SOP Instance UID; none of a revision whose draft was withdrawn
+        (:func:`radtrace.dicom_listener.reassigned.withdrawn_revisions`). Each file is read once: a kept SR's
         Instance Number is its revision's (build_sr), whose outbox copies are not read."""
-        kept = kept_srs(drafts_root(self.settings), claim.study_uid, claim.number)
+        with self.store.session("finding withdrawn drafts") as session:  # never predecessors (PS3.3 C.17.2)
+            withdrawn = withdrawn_revisions(session, claim.study_id)
+        kept = kept_srs(drafts_root(self.settings), claim.study_uid, claim.number, withdrawn=withdrawn)
         known = {str(ds.SOPInstanceUID) for ds in kept}
         have = {int(ds.InstanceNumber) for ds in kept if ds.get("InstanceNumber") is not None}
-        sent = self.outbox.earlier_srs(claim.revision_id, except_revisions=have)
+        sent = self.outbox.earlier_srs(claim.revision_id, except_revisions=have | withdrawn)
         return [*(ds for ds in sent if str(ds.SOPInstanceUID) not in known), *kept]
 
     def _settle(self, in_hand: Sequence[_InHand], settled: OnResult, heartbeat: Heartbeat) -> None:
@@ -511,11 +516,13 @@ class StudyPipeline:
             return list(rows)
 
     def _images(self, revision_id: int) -> tuple[list[StudyImage], list[Any]]:
-        """The study's instances up to this revision, the newest version of each SOP instance."""
+        """The study's instances up to this revision, the newest version of each SOP instance, less those the PACS
+        moved to another study or rejected (:mod:`radtrace.worker.read_instances`)."""
         with self.store.session("selecting images") as session:
             rev = session.get(Revision, revision_id)
             assert rev is not None  # claimed a moment ago; revisions are never deleted
-            newest = revision_instances(session, rev.study_id, rev.number)
+            newest = readable_instances(session, rev.study_id, rev.number)  # none moved away or rejected
+            senders = self._senders(session, rev.study_id)
         if not newest:
             raise DicomInputError("the revision has no instances")
         images: list[StudyImage] = []
@@ -527,8 +534,15 @@ class StudyPipeline:
             except OSError as exc:
                 raise DicomInputError(f"spooled instance {sop} cannot be read: {exc.strerror}") from exc
             # the header: pixel data is read for the chosen views only
-            images.append(spooled_as_received(file, digest, self.settings.listener))
+            images.append(spooled_as_received(file, digest, self.settings.listener, senders.get(path)))
         return images, [image.dataset for image in images]
+
+    def _senders(self, session: Session, study_id: int) -> dict[str, str | None]:
+        """The calling AE of each of the study's spooled files, where the site has ``sender_character_sets``."""
+        if not self.settings.listener.sender_character_sets:
+            return {}
+        rows = session.execute(sa.select(Instance.path, Instance.calling_ae).where(Instance.study_id == study_id))
+        return {str(path): calling for path, calling in rows}
 
     def _record_reading(self, claim: Claim, reading: Reading) -> None:
         identity = reading.identity

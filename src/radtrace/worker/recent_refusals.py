@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
+from radtrace.dicom_listener.refusals import SERVICES_NOT_OFFERED
 
 __all__ = ["ROW_LIMIT", "WINDOW", "RecentRefusals", "RefusalGroup", "recent_refusals"]
 
@@ -62,6 +63,11 @@ class RefusalGroup:
         more = len(self.sources) - SOURCES_SHOWN
         if more > 0:
             shown += f" and {more} more"
+        if self.reason == SERVICES_NOT_OFFERED:
+            return (
+                f"{self.door()}: {self.count} association(s) proposed other services, not offered; "
+                f"from {shown or 'unknown'}"
+            )
         kind = _KINDS.get(self.reason) or (
             "association" if self.event_type == EventType.ASSOCIATION_REJECTED.value else "instance/context"
         )
@@ -93,22 +99,39 @@ class RecentRefusals:
         types = [t for t in _TYPES if any(group.event_type == t for group in self.groups)]
         return [f"radtrace audit query --event-type {t} --since {since}" for t in types]
 
+    def refusals(self) -> list[RefusalGroup]:
+        """The groups that refused something a peer sends or would send (not :meth:`other_services`)."""
+        return [group for group in self.groups if group.reason != SERVICES_NOT_OFFERED]
+
+    def other_services(self) -> list[RefusalGroup]:
+        """Contexts of other services than storage that peers proposed (a PACS's C-ECHO proposes Query/Retrieve and
+        worklist too): no instance refused, so shown apart and not counted as refusals."""
+        return [group for group in self.groups if group.reason == SERVICES_NOT_OFFERED]
+
     def lines(self) -> list[str]:
         """How ``radtrace status`` shows them (nothing when there were none)."""
         if not self.groups:
             return []
-        total = sum(group.count for group in self.groups)
         floor = " (at least: more rows than read)" if self.truncated else ""
-        head = f"listener refusals since {self.since:%Y-%m-%d %H:%M:%S} UTC (last hour): {total}{floor}"
-        return [head, *(f"  {group.describe()}" for group in self.groups)] + [
-            f"  again: {command}" for command in self.commands()
-        ]
+        since = f"since {self.since:%Y-%m-%d %H:%M:%S} UTC (last hour)"
+        lines = []
+        if refusals := self.refusals():
+            lines.append(f"listener refusals {since}: {sum(group.count for group in refusals)}{floor}")
+            lines.extend(f"  {group.describe()}" for group in refusals)
+        if others := self.other_services():
+            lines.append(
+                f"other services proposed {since} (not offered; no instance refused): "
+                f"{sum(group.count for group in others)}{floor}"
+            )
+            lines.extend(f"  {group.describe()}" for group in others)
+        return lines + [f"  again: {command}" for command in self.commands()]
 
     def as_json(self) -> dict[str, object]:
         """Plain JSON data."""
         return {
             "since": self.since.isoformat(),
-            "total": sum(group.count for group in self.groups),
+            "total": sum(group.count for group in self.refusals()),
+            "other_services": sum(group.count for group in self.other_services()),
             "truncated": self.truncated,
             "groups": [group.as_json() for group in self.groups],
             "again": self.commands(),

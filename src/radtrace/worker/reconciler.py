@@ -6,7 +6,10 @@ Overdue means (:func:`revision_overdue`, :func:`outbox_overdue`, pure):
   or the reconciler last rang it) with no worker on it;
 * a ``processing`` revision whose claim expired (its worker died): ringing lets a worker take it over;
 * a ``pending`` outbox row due for ``broker.overdue_after_s`` (a claimed row is pushed a lease ahead,
-  so a dispatcher that died mid-send is found too);
+  so a dispatcher that died mid-send is found too); of the unclaimed ones, at most
+  ``dispatch.max_sends_per_destination`` per destination and pass, oldest first: the others would only be deferred
+  over the destination's cap (a backlog of 100 to a dead RIS was 100 tasks a pass), and each send that ends wakes the
+  next (:func:`radtrace.reporting.dispatch.destination_cap.to_wake`);
 
 A claim's expiry (``claim_expires_at``) and a claimed row's lease (``next_attempt_at`` while ``claimed_by`` is set) are
 written on the database's clock (:func:`radtrace.reporting.dispatch.claims.database_now`), so they are judged on it,
@@ -15,6 +18,12 @@ delivery) unrung for as long as it is behind, and one ahead would ring live clai
 an unclaimed row or a queued revision) are their writer's schedule, judged on ``clock``, as the claims judge them.
 * a ``reported`` revision with outbox rows none of which is pending, for ``overdue_after_s``: the
   dispatcher died between delivering and settling; a ``dispatch`` ring for one row settles it.
+
+Each pass also withdraws the drafts of revisions marked ``reassigned_at`` or ``rejected_at`` (an image they read was
+moved to another patient or study, or rejected, by the PACS): their deliveries still pending are cancelled and each
+peer that got the draft is sent its withdrawal (:func:`radtrace.reporting.dispatch.withdrawals.sweep`, from the
+stored rows alone, once: a peer that refused the draft on every attempt, its recorded outcome, gets none); the
+withdrawals it queued are rung at once. A revision whose draft reached no peer is not selected again, pass after pass.
 
 Before looking, each pass releases the live claims of processes of this host that provably ended
 (:mod:`radtrace.worker.dead_claims`: a dispatcher or worker killed -9) and rings them at once, so a process killed
@@ -29,9 +38,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Final
 
 import sqlalchemy as sa
 
@@ -40,7 +51,8 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError
 from radtrace.reporting.dispatch.claims import database_now
-from radtrace.reporting.dispatch.outbox import ASSESSMENT_KINDS
+from radtrace.reporting.dispatch.outbox import NOT_DRAFT_KINDS, Outbox
+from radtrace.reporting.dispatch.withdrawals import sweep as sweep_withdrawals
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import OutboxMessage, OutboxState, Priority, Revision, RevisionState, Study
@@ -50,6 +62,10 @@ from radtrace.worker.dead_claims import release_dead_claims
 __all__ = ["Reconciler", "Reconciliation", "outbox_overdue", "revision_overdue"]
 
 log = logging.getLogger(__name__)
+
+#: A revision with a draft row in one of these states is not rung to settle: pending, it settles once that row is
+#: recorded; cancelled (its draft withdrawn before it was sent), it is settled already (it stays ``reported``).
+_NOT_SETTLING: Final = (OutboxState.PENDING, OutboxState.CANCELLED)
 
 BROKER_KEEP = timedelta(hours=1)
 BROKER_PURGE_EVERY_S = 600.0
@@ -104,6 +120,7 @@ class Reconciliation:
     not_rung: int = 0
     not_rung_disk_full: int = 0  # of ``not_rung``: refused because the embedded broker's disk is full
     released: int = 0  # claims of processes of this host that ended, released (and rung) this pass
+    withdrawals: list[int] = field(default_factory=list)  # withdrawals of drafts queued (and rung) this pass
 
 
 class Reconciler:
@@ -127,6 +144,8 @@ class Reconciler:
         self.clock = clock
         self.recorder = AuditRecorder(store, Actor())
         self.look_again_at: datetime | None = None  # see _next_pass_in_s
+        self._outbox: Outbox | None = None  # made at the first withdrawal sweep (see _withdraw_drafts)
+        self._withdrawal_error: str | None = None  # the sweep's last fault, logged in full once (_withdrawal_fault)
 
     def run_once(self, *, overdue_after_s: float | None = None) -> Reconciliation:
         """One pass: ring every overdue row; ``overdue_after_s`` overrides the setting (0 at start-up)."""
@@ -151,6 +170,12 @@ class Reconciler:
                 done.dispatches.append(outbox_id)
             else:
                 done.not_rung += 1
+        try:
+            self._withdraw_drafts(done)
+        except Exception as exc:  # a withdrawal's fault must not stop the rings below, pass after pass
+            self._withdrawal_fault(exc)
+        else:
+            self._withdrawal_error = None
         with self.store.session("finding overdue revisions") as session:
             lease_now = database_now(session)  # what claims and leases expire on (see the module docstring)
             revisions = session.execute(
@@ -171,7 +196,7 @@ class Reconciler:
             ).all()
             pending = session.execute(
                 sa.select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.next_attempt_at,
-                          OutboxMessage.claimed_by.is_not(None))
+                          OutboxMessage.claimed_by.is_not(None), OutboxMessage.destination)
                 .where(OutboxMessage.state == OutboxState.PENDING,
                        OutboxMessage.next_attempt_at <= max(now, lease_now) - after)
                 .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
@@ -182,10 +207,11 @@ class Reconciler:
                 .where(
                     Revision.state == RevisionState.REPORTED,
                     Revision.reported_at <= now - after,
-                    OutboxMessage.kind.not_in(ASSESSMENT_KINDS),  # settlement counts the draft's rows only
+                    OutboxMessage.kind.not_in(NOT_DRAFT_KINDS),  # settlement counts the draft's rows only
                 )
                 .group_by(Revision.id)
-                .having(sa.func.sum(sa.case((OutboxMessage.state == OutboxState.PENDING, 1), else_=0)) == 0)
+                # a draft withdrawn before it was all sent (rows cancelled) stays reported: settled, not rung again
+                .having(sa.func.sum(sa.case((OutboxMessage.state.in_(_NOT_SETTLING), 1), else_=0)) == 0)
             ).all()
         for (
             rev_id,
@@ -207,10 +233,15 @@ class Reconciler:
                     done.processes.append((study_uid, number))
                 else:
                     done.not_rung += 1
-        for outbox_id, outbox_state, next_attempt_at, claimed in pending:
+        waiting_rung: Counter[str] = Counter()  # unclaimed rows rung this pass, per destination
+        cap = max(1, self.settings.dispatch.max_sends_per_destination)
+        for outbox_id, outbox_state, next_attempt_at, claimed, destination in pending:
             if outbox_id not in released.deliveries and outbox_overdue(
                 outbox_state, next_attempt_at, now=now, after=after, claimed=claimed, lease_now=lease_now
             ):
+                if not claimed and waiting_rung[destination] >= cap:
+                    continue  # over the destination's cap: deferred again at once; a send that ends wakes the next
+                waiting_rung[destination] += not claimed
                 if self.ring_dispatch(outbox_id):
                     done.dispatches.append(outbox_id)
                 else:
@@ -224,12 +255,41 @@ class Reconciler:
             with self.store.session("noting rung doorbells") as session:
                 session.execute(sa.update(Revision).where(Revision.id.in_(rung)).values(rung_at=now))
         done.not_rung_disk_full = min(done.not_rung, broker_space.refused_rings() - refused_before)
-        if done.processes or done.dispatches or done.settles or done.not_rung:
+        if done.processes or done.dispatches or done.settles or done.withdrawals or done.not_rung:
+            withdrawn = f", {len(done.withdrawals)} withdrawals" if done.withdrawals else ""
             log.info(
-                "reconciler rang %d revisions, %d deliveries, %d settles (%s)",
-                len(done.processes), len(done.dispatches), len(done.settles), self._why_not_rung(done),
+                "reconciler rang %d revisions, %d deliveries, %d settles%s (%s)",
+                len(done.processes), len(done.dispatches), len(done.settles), withdrawn, self._why_not_rung(done),
             )  # fmt: skip
         return done
+
+    def _withdrawal_fault(self, exc: Exception) -> None:
+        """The withdrawal sweep failed (the database went away mid-sweep, or a bug): the pass goes on to ring what is
+        overdue, and the next pass sweeps again. The fault is logged with its traceback when it first appears, then
+        one line a pass while it lasts."""
+        what = f"{type(exc).__name__}: {exc}"
+        if what != self._withdrawal_error:
+            log.error(
+                "withdrawing drafts failed in this pass; overdue work is rung anyway, the next pass tries again",
+                exc_info=exc,
+            )
+        else:
+            log.warning("withdrawing drafts failed again (%s); the next pass tries again", type(exc).__name__)
+        self._withdrawal_error = what
+
+    def _withdraw_drafts(self, done: Reconciliation) -> None:
+        """Withdraw the drafts of marked revisions (:func:`radtrace.reporting.dispatch.withdrawals.sweep`) and ring
+        the withdrawals queued. One not rung now is rung as any overdue delivery, by a later pass."""
+        if self._outbox is None:
+            self._outbox = Outbox(
+                self.store, self.recorder, self.settings.dispatch, self.settings.data_dir / "outbox", clock=self.clock
+            )  # the folder of radtrace.worker.pipeline.payload_dir
+        for withdrawn in sweep_withdrawals(self._outbox):
+            for outbox_id in withdrawn.queued:
+                if self.ring_dispatch(outbox_id):
+                    done.withdrawals.append(outbox_id)
+                else:
+                    done.not_rung += 1
 
     def _why_not_rung(self, done: Reconciliation) -> str:
         """'N not rung: …': the broker's disk is full (the embedded broker could not write its file; the doorbell

@@ -32,6 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from radtrace.config import Settings
+from radtrace.dicom_listener.reassigned import FlaggedRevision, flagged_revisions
+from radtrace.reporting.dispatch.claims import database_now
 from radtrace.store.base import UtcDateTime, utc_now
 from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState, Study
@@ -49,9 +51,13 @@ __all__ = [
     "FailedRevision",
     "ServiceStatus",
     "WaitingRevision",
+    "WithdrawnDrafts",
     "collect_status",
     "queue_depths",
 ]
+
+#: Study UIDs named per flag line of ``radtrace status`` (the rest counted; ``--json`` lists them all).
+FLAGGED_SHOWN = 10
 
 _WAITING = (RevisionState.RECEIVING, RevisionState.QUEUED, RevisionState.PROCESSING, RevisionState.REPORTED)
 
@@ -82,10 +88,14 @@ class FailedRevision:
     accession: str | None = None
     state: RevisionState = RevisionState.FAILED
     failed_deliveries: tuple[str, ...] = ()  # destinations of its failed deliveries: it failed on delivery
+    flagged: bool = False  # an image it read was re-sent under another patient/study or rejected: its draft withdrawn
 
     @property
     def again(self) -> list[str]:
-        """The command(s) that ask for it again: per failed destination when a delivery failed, else the study's."""
+        """The command(s) that ask for it again: per failed destination when a delivery failed, else the study's;
+        for a flagged revision none (``radtrace study retry`` refuses it, its draft stays withdrawn): where to look."""
+        if self.flagged:
+            return [f"radtrace study show {self.study_uid}"]
         if self.failed_deliveries:
             return [f"radtrace dispatch retry {shlex.quote(name)}" for name in self.failed_deliveries]
         return [f"radtrace study retry {self.study_uid}"]
@@ -107,6 +117,29 @@ class FailedRevision:
 
 
 @dataclass(frozen=True)
+class WithdrawnDrafts:
+    """Drafts withdrawn (an image they read was moved to another patient or rejected by the PACS:
+    :mod:`radtrace.reporting.dispatch.withdrawals`): how many revisions, their deliveries cancelled before they were
+    sent, and their withdrawals per outbox state."""
+
+    revisions: int = 0
+    cancelled: int = 0
+    withdrawals: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str | None:
+        """``withdrawn drafts: N (…)``; None when there is none."""
+        if not self.revisions:
+            return None
+        sent = ", ".join(f"{count} {state}" for state, count in self.withdrawals.items() if count)
+        return (f"withdrawn drafts: {self.revisions} ({self.cancelled} deliveries cancelled before they were sent; "
+                f"withdrawals sent to the peers the drafts reached: {sent or 'none'})")  # fmt: skip
+
+    def as_json(self) -> dict[str, object]:
+        """Plain JSON data."""
+        return {"revisions": self.revisions, "cancelled": self.cancelled, "withdrawals": self.withdrawals}
+
+
+@dataclass(frozen=True)
 class ServiceStatus:
     """Everything ``radtrace status`` prints."""
 
@@ -123,6 +156,38 @@ class ServiceStatus:
     stops: list[OpenOutage] = field(default_factory=list)  # model servers whose reading is stopped (garbage output)
     stop_after: int = STOP_AFTER  # model.unparsed_stop_after: after how many more a resumed model stops again
     refusals: RecentRefusals | None = None  # the listener's refusals of the last hour, per port and reason
+    reassigned: list[FlaggedRevision] = field(default_factory=list)  # read an image re-sent under another patient
+    rejected: list[FlaggedRevision] = field(default_factory=list)  # read an image the PACS rejected (IOCM)
+    withdrawn: WithdrawnDrafts = field(default_factory=WithdrawnDrafts)  # drafts withdrawn from the peers
+
+    def flag_lines(self) -> list[str]:
+        """Drafts read from an image the PACS re-sent under another patient or study, or rejected: not to be signed
+        before checking (at most :data:`FLAGGED_SHOWN` study UIDs each; ``radtrace study show UID`` says more)."""
+        lines = []
+        for flagged, what in ((self.reassigned, "reassigned images: {studies} study(ies), {revisions} revision(s) "
+                               "read from an image the PACS re-sent under another patient/study"),
+                              (self.rejected, "rejected images: {studies} study(ies), {revisions} revision(s) read "
+                               "from an image the PACS rejected (rejection note)")):  # fmt: skip
+            if not flagged:
+                continue
+            studies = sorted({revision.study_uid for revision in flagged})
+            shown = ", ".join(studies[:FLAGGED_SHOWN]) + (
+                f" and {len(studies) - FLAGGED_SHOWN} more" if len(studies) > FLAGGED_SHOWN else ""
+            )
+            head = what.format(studies=len(studies), revisions=len(flagged))
+            checked = sum(revision.checked_at is not None for revision in flagged)
+            if checked:  # a radiologist recorded the check on the study page: accepting those drafts is allowed
+                head = head.replace(" revision(s)", f" revision(s) ({checked} checked on the console)", 1)
+            if checked == len(flagged):  # nothing left to check: the line says so, not "check them"
+                advice = "each one checked by a radiologist on the console"
+            elif checked:
+                advice = f"do not sign the {len(flagged) - checked} unchecked one(s) before checking"
+            else:
+                advice = "do not sign their drafts before checking"
+            lines.append(f"{head}: {advice} (details: radtrace study show UID): {shown}")
+        if (withdrawn := self.withdrawn.line()) is not None:
+            lines.append(withdrawn)
+        return lines
 
     def in_flight_lines(self) -> list[str]:
         """Deliveries in flight whose dispatcher is not running: they wait for its claim to expire."""
@@ -180,6 +245,9 @@ class ServiceStatus:
             "holds": [hold.as_json() for hold in self.holds],
             "model_stops": [{**stop.as_json(), "again": self.resume_command(stop)} for stop in self.stops],
             "listener_refusals": None if self.refusals is None else self.refusals.as_json(),
+            "reassigned_images": _flagged_json(self.reassigned),
+            "rejected_images": _flagged_json(self.rejected),
+            "withdrawn_drafts": self.withdrawn.as_json(),
             "broker_error": self.broker_error,
             "in_flight": [
                 {
@@ -187,12 +255,21 @@ class ServiceStatus:
                     "process": f.process,
                     "since": f.since.isoformat(),
                     "lease_until": f.lease_until.isoformat(),
+                    "lease_left_s": f.lease_left_s,
                     "process_gone": f.gone,
                     "describe": f.describe(),
                 }
                 for f in self.in_flight
             ],
         }
+
+
+def _flagged_json(flagged: list[FlaggedRevision]) -> dict[str, object]:
+    return {
+        "studies": sorted({revision.study_uid for revision in flagged}),
+        "revisions": len(flagged),
+        "checked": sum(revision.checked_at is not None for revision in flagged),
+    }
 
 
 def _listener_note(settings: Settings, oldest: WaitingRevision) -> str | None:
@@ -266,15 +343,19 @@ def collect_status(
         ).first()
         failed = _ended(session, RevisionState.FAILED, failed_limit)
         skipped = _ended(session, RevisionState.SKIPPED, failed_limit)
-        flights = in_flight(session, _claimed_rows(session, now), now)
+        lease_now = database_now(session)  # claims and leases: the database's clock, never this node's
+        flights = in_flight(session, _claimed_rows(session, lease_now))
         refusals = recent_refusals(session, now)
+        reassigned = flagged_revisions(session, mark="reassigned_at")
+        rejected = flagged_revisions(session, mark="rejected_at")
+        withdrawn = _withdrawn_drafts(session)
     oldest = None
     if oldest_row is not None:
         key, number, state, started, uid, reason, claimed_by, claim_expires_at = oldest_row
         oldest = WaitingRevision(
             key, number, RevisionState(state), started, (now - started).total_seconds(), uid, reason
         )
-        note = _listener_note(settings, oldest) or _claim_note(claimed_by, claim_expires_at, now)
+        note = _listener_note(settings, oldest) or _claim_note(claimed_by, claim_expires_at, lease_now)
         if reason is None and note is not None:
             oldest = WaitingRevision(key, number, oldest.state, started, oldest.waiting_s, uid, note)
     queues, broker_error = queue_depths_and_error(settings) if with_queues else ({}, None)
@@ -283,11 +364,29 @@ def collect_status(
         stops = [outage for outage in open_outages(session) if outage.stop]
     return ServiceStatus(studies, revisions, outbox, queues, oldest, failed, skipped, holds, broker_error,
                          sorted(flights.values(), key=lambda f: f.outbox_id), stops,
-                         settings.model.unparsed_stop_after, refusals)  # fmt: skip
+                         settings.model.unparsed_stop_after, refusals, reassigned, rejected, withdrawn)  # fmt: skip
+
+
+def _withdrawn_drafts(session: Session) -> WithdrawnDrafts:
+    """Revisions with a delivery cancelled (their draft withdrawn before it was sent) or a withdrawal queued."""
+    from radtrace.reporting.dispatch.kinds import WITHDRAWAL_KINDS  # here: it imports pynetdicom
+
+    withdrawal = OutboxMessage.kind.in_(WITHDRAWAL_KINDS)
+    cancelled = OutboxMessage.state == OutboxState.CANCELLED
+    revisions = session.scalar(sa.select(sa.func.count(sa.distinct(OutboxMessage.revision_id))).where(
+        sa.or_(withdrawal, cancelled)))  # fmt: skip
+    deliveries = session.scalar(sa.select(sa.func.count()).where(cancelled))
+    withdrawals = {state.value: 0 for state in OutboxState if state is not OutboxState.CANCELLED}
+    for state, count in session.execute(
+        sa.select(OutboxMessage.state, sa.func.count()).where(withdrawal).group_by(OutboxMessage.state)
+    ):
+        withdrawals[OutboxState(state).value] = int(count)
+    return WithdrawnDrafts(int(revisions or 0), int(deliveries or 0), withdrawals)
 
 
 def _claim_note(worker: str | None, expires: datetime | None, now: datetime) -> str | None:
-    """A revision processing under a claim that ran out: its worker stopped renewing it (killed, lost)."""
+    """A revision processing under a claim that ran out: its worker stopped renewing it (killed, lost). ``now``: the
+    database's clock, which ``claim_expires_at`` is written on (:mod:`radtrace.worker.claims`)."""
     if worker is None or expires is None or expires > now:
         return None
     ago = (now - expires).total_seconds()
@@ -297,9 +396,9 @@ def _claim_note(worker: str | None, expires: datetime | None, now: datetime) -> 
     )
 
 
-def _claimed_rows(session: Session, now: datetime, limit: int = 100) -> list[tuple[int, str, datetime]]:
-    """Pending outbox rows tried at least once and not due yet (claimed, or waiting for a retry): (id, study UID,
-    next attempt at)."""
+def _claimed_rows(session: Session, lease_now: datetime, limit: int = 100) -> list[tuple[int, str, datetime]]:
+    """Pending outbox rows tried at least once and not due yet by the database's clock ``lease_now`` (claimed: a
+    lease is written on it; or waiting for a retry): (id, study UID, next attempt at)."""
     return [
         (int(outbox_id), str(uid), due)
         for outbox_id, uid, due in session.execute(
@@ -307,7 +406,7 @@ def _claimed_rows(session: Session, now: datetime, limit: int = 100) -> list[tup
             .join(Revision, OutboxMessage.revision_id == Revision.id)
             .join(Study, Revision.study_id == Study.id)
             .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.attempts > 0,
-                   OutboxMessage.next_attempt_at > now)
+                   OutboxMessage.next_attempt_at > lease_now)
             .order_by(OutboxMessage.next_attempt_at)
             .limit(limit)
         )
@@ -318,7 +417,8 @@ def _ended(session: Session, state: RevisionState, limit: int, study_uid: str | 
     """The latest revisions in ``state`` (of one study when ``study_uid``), newest first."""
     query = (
         sa.select(Study.study_key, Revision.number, Revision.reason, Revision.attempts, Revision.finished_at,
-                  Study.study_uid, Study.accession, Revision.state, Revision.id)
+                  Study.study_uid, Study.accession, Revision.state, Revision.id,
+                  sa.or_(Revision.reassigned_at.is_not(None), Revision.rejected_at.is_not(None)))
         .join(Study, Revision.study_id == Study.id)
         .where(Revision.state == state)
         .order_by(Revision.finished_at.desc(), Revision.id.desc())
@@ -337,6 +437,8 @@ def _ended(session: Session, state: RevisionState, limit: int, study_uid: str | 
             if destination not in failed.setdefault(revision_id, []):
                 failed[revision_id].append(destination)
     return [
-        FailedRevision(*row[:7], state=RevisionState(row[7]), failed_deliveries=tuple(failed.get(row[8], ())))
+        FailedRevision(
+            *row[:7], state=RevisionState(row[7]), failed_deliveries=tuple(failed.get(row[8], ())), flagged=bool(row[9])
+        )
         for row in rows
     ]

@@ -8,9 +8,8 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxState, RevisionState, Study
+from radtrace.store.models import DeliveryOutcome, OutboxMessage, OutboxState, RevisionState, Study
 from radtrace.worker.liveness import in_flight
 
 __all__ = ["RevisionDetail", "StudyDetail", "study_detail"]
@@ -64,6 +63,14 @@ class StudyDetail:
         }
 
 
+def _delivery_state(row: OutboxMessage) -> str:
+    """An outbox row's state as ``radtrace study show`` says it: a failed one the peer refused (it answered that it did
+    not take it: fix what it said) told apart from one that failed without its answer (it may hold the payload)."""
+    if row.state is OutboxState.FAILED and row.last_outcome is DeliveryOutcome.REFUSED:
+        return "failed (refused by the peer)"
+    return OutboxState(row.state).value
+
+
 def study_detail(store: Store, study_uid: str) -> StudyDetail | None:
     """A study's revisions with their states, reasons and deliveries; None when no study has that UID."""
     from radtrace.reporting.dispatch.holds import held  # here: it imports pynetdicom
@@ -73,9 +80,8 @@ def study_detail(store: Store, study_uid: str) -> StudyDetail | None:
         if study is None:
             return None
         on_hold = {str(name) for name in session.scalars(held())}
-        now = utc_now()
         flights = in_flight(session, [(row.id, study.study_uid, row.next_attempt_at) for rev in study.revisions
-                                      for row in rev.outbox if row.state is OutboxState.PENDING], now)  # fmt: skip
+                                      for row in rev.outbox if row.state is OutboxState.PENDING])  # fmt: skip
         revisions = []
         for rev in sorted(study.revisions, key=lambda r: r.number):
             deliveries = {
@@ -83,7 +89,7 @@ def study_detail(store: Store, study_uid: str) -> StudyDetail | None:
                 if row.state is OutboxState.PENDING and row.destination in on_hold
                 else f"pending: {flights[row.id].describe()}"
                 if row.id in flights
-                else OutboxState(row.state).value
+                else _delivery_state(row)
                 for row in rev.outbox
             }
             revisions.append(

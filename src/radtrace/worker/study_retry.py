@@ -3,6 +3,14 @@
 are made pending again, each audited as ``dispatch_retry_scheduled`` as ``radtrace dispatch retry`` does, and it goes
 back to ``reported``. Before, it was queued, the pipeline found its outbox rows, left them failed, and the revision
 failed again.
+
+A revision flagged because an image it read was re-sent by the PACS under another patient or study (``reassigned_at``)
+or rejected by an IHE IOCM note (``rejected_at``) is not retried: its draft is withdrawn for good (an IOCM withdrawal
+cannot be undone), a new reading of it would read the images it had, as they were filed then (after A -> B -> A, A's
+first version again), and be withdrawn in turn, and a retried delivery would make a withdrawn draft's deliveries
+pending again. The refusal says why and which revision reads the study's images as the PACS files them now (the
+study's latest unflagged one: retry that one if it failed); it changes nothing, so it is not audited, as no refusal
+of a retry is.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.recorder import AuditRecorder
@@ -28,18 +37,54 @@ class StudyNotRetriableError(PermanentError):
 
 
 def failed_deliveries(*revision_ids: int) -> sa.Select[OutboxMessage]:
-    """The failed deliveries of a draft (assessments' deliveries are not the revision's: the settlement leaves them
-    out too), oldest first."""
-    from radtrace.reporting.dispatch.outbox import ASSESSMENT_KINDS  # here: it imports pynetdicom (0.5 s at start)
+    """The failed deliveries of a draft (assessments' and withdrawals' deliveries are not the draft's: the settlement
+    leaves them out too; a draft's delivery cancelled when it was withdrawn is ``cancelled``, never failed, so never
+    asked for again), oldest first."""
+    from radtrace.reporting.dispatch.kinds import NOT_DRAFT_KINDS  # here: it imports pynetdicom (0.5 s at start)
 
     return (
         sa.select(OutboxMessage)
         .where(
             OutboxMessage.revision_id.in_(revision_ids),
             OutboxMessage.state == OutboxState.FAILED,
-            OutboxMessage.kind.not_in(ASSESSMENT_KINDS),
+            OutboxMessage.kind.not_in(NOT_DRAFT_KINDS),
         )
         .order_by(OutboxMessage.id)
+    )
+
+
+def _flagged(session: Session, rev: Revision, study_uid: str) -> str:
+    """Why a flagged revision is not retried, and what reads the study's images now (its latest revision, where that
+    is a later one, not flagged), as the refusal says it."""
+    why = (
+        "an image it read was re-sent by the PACS under another patient or study (audit: instance_reassigned)"
+        if rev.reassigned_at is not None
+        else "an image it read was rejected by the PACS (IOCM rejection note; audit: instance_rejection_noted)"
+    )
+    said = (
+        f"revision {rev.number} of study {study_uid} is not retried: {why}; its draft is withdrawn and stays so, and "
+        "reading it again would read the images it had, as they were filed then"
+    )
+    later = session.execute(
+        sa.select(Revision.number, Revision.state, Revision.reassigned_at, Revision.rejected_at)
+        .where(Revision.study_id == rev.study_id, Revision.number > rev.number)
+        .order_by(Revision.number.desc())
+        .limit(1)
+    ).first()  # the study's latest revision: it reads every image the study holds now
+    if later is None or later.reassigned_at is not None or later.rejected_at is not None:
+        return (
+            f"{said}. No later revision reads the study's images as the PACS files them now: one opens when the PACS "
+            f"sends the study a new or corrected image (radtrace study show {study_uid})"
+        )
+    number, state = int(later.number), RevisionState(later.state)
+    if state in _RETRIABLE:
+        return (
+            f"{said}. Revision {number} reads the study's images as the PACS files them now and is {state.value}: "
+            f"radtrace study retry {study_uid} --revision {number}"
+        )
+    return (
+        f"{said}. Revision {number} reads the study's images as the PACS files them now ({state.value}): "
+        f"radtrace study show {study_uid}"
     )
 
 
@@ -63,7 +108,8 @@ def retry_revision(store: Store, study_uid: str, number: int | None, actor: Acto
     ``study_retried`` records who asked and what the revision had ended with (``redelivery``: the destinations).
 
     Raises:
-        StudyNotRetriableError: no such study or revision, or one that is not failed or skipped.
+        StudyNotRetriableError: no such study or revision, one that is not failed or skipped, or one flagged (an
+            image it read re-sent under another patient or study, or rejected by the PACS): see the module docstring.
     """
     now = utc_now()
     recorder = AuditRecorder(store, actor)
@@ -85,6 +131,8 @@ def retry_revision(store: Store, study_uid: str, number: int | None, actor: Acto
             raise StudyNotRetriableError(
                 f"revision {rev.number} of study {study_uid} is {previous.value}: only failed or skipped ones retry"
             )
+        if rev.reassigned_at is not None or rev.rejected_at is not None:
+            raise StudyNotRetriableError(_flagged(session, rev, study_uid))
         # locked as read (as redeliver_failed does): a released holder's late success marking one delivered waits,
         # then finds it pending again and marks it delivered; unlocked, it was written back to pending and sent again
         undelivered = (

@@ -14,10 +14,12 @@ import threading
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import Reject
 from celery.signals import worker_shutting_down
 
 from radtrace.config import Settings
 from radtrace.errors import RadtraceError, RetryableError
+from radtrace.logging import study_key
 from radtrace.worker.app import DISPATCH_TASK, PROCESS_TASK
 from radtrace.worker.doorbell import ring_dispatch, ring_process
 from radtrace.worker.metrics import WorkerMetrics
@@ -87,6 +89,23 @@ def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | Non
         if result.next_revision is not None:
             ring_process(settings, uid, result.next_revision)
 
+    def retry_or_leave(task: Any, exc: RetryableError, what: str) -> str:
+        """Ask the broker to run ``task`` again after a backoff; where it cannot (the retries spent, or the broker
+        itself unreachable, e.g. the embedded broker on a full disk), leave the row to the reconciler, which rings
+        it again once overdue, and say so in one line: Celery logged each as a multi-line traceback."""
+        if task.request.retries >= max_retries:
+            log.warning("%s: %s; retries spent (%d): the reconciler rings it again once overdue", what, exc.reason,
+                        max_retries)  # fmt: skip
+            return "left to the reconciler"
+        countdown = retry_delay(settings.broker, task.request.retries + 1).total_seconds()
+        try:
+            task.retry(exc=exc, countdown=countdown)
+        except Reject as rejected:  # Celery's answer when the retry's message could not be published
+            log.warning("%s: %s; its retry could not be queued (broker: %s): the reconciler rings it again once "
+                        "overdue", what, exc.reason, rejected.reason)  # fmt: skip
+            return "left to the reconciler"
+        raise AssertionError("Task.retry returned")  # pragma: no cover - it raises Retry
+
     def process_and_ring(study_uid: str, revision: int) -> Result:
         """Process the named revision with a batch of other due ones (and, with draft processes, the batches
         due after it); ring what each needs next as soon as it is settled."""
@@ -100,21 +119,20 @@ def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | Non
                 process_and_ring(*stat)
             return process_and_ring(study_uid, revision).value
         except RetryableError as exc:
-            countdown = retry_delay(settings.broker, self.request.retries + 1).total_seconds()
-            raise self.retry(exc=exc, countdown=countdown) from exc
+            return retry_or_leave(self, exc, f"study {study_key(study_uid)} revision {revision} not processed")
 
     def dispatch(self: Any, outbox_id: int) -> str:
         try:
             result = held.pipeline.dispatch(outbox_id)
         except RetryableError as exc:
-            countdown = retry_delay(settings.broker, self.request.retries + 1).total_seconds()
-            raise self.retry(exc=exc, countdown=countdown) from exc
+            return retry_or_leave(self, exc, f"dispatch {outbox_id} not attempted")
         except RadtraceError as exc:  # e.g. no such row: nothing to deliver, nothing to retry
             log.warning("dispatch %s refused: %s", outbox_id, exc.reason)
             return "refused"
-        # attempted: its retry; deferred (its destination's sends here at the cap): shortly
-        if result.retry_at is not None and (result.delivery.attempted or result.delivery.deferred):
+        if result.retry_at is not None and result.delivery.attempted:  # its retry
             ring_dispatch(settings, outbox_id, at=result.retry_at)
+        for waiting in result.delivery.wake:  # its send freed a slot of its destination: a waiting row goes next
+            ring_dispatch(settings, waiting)
         return result.delivery.state.value
 
     def stop_taking_batches(**_: Any) -> None:

@@ -133,7 +133,7 @@ def test_a_body_left_unread_after_the_answer_is_not_read_for_ever(served: Served
         peer.sendall(b"POST /console/studies/1.2.3/1/impression HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                      b"Content-Type: application/x-www-form-urlencoded\r\n\r\n")  # fmt: skip
         started, closed = time.monotonic(), False
-        while time.monotonic() - started < 6:
+        while time.monotonic() - started < 30:
             try:
                 peer.sendall(b"400\r\n" + b"a" * 1024 + b"\r\n")
             except OSError:
@@ -141,4 +141,5 @@ def test_a_body_left_unread_after_the_answer_is_not_read_for_ever(served: Served
                 break
             time.sleep(0.05)
     assert closed
-    assert time.monotonic() - started < 4
+    # a third of the 30 s this peer keeps sending (the wrong behaviour: read for as long as it does), not 4 s
+    assert time.monotonic() - started < 10

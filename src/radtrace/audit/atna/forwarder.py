@@ -57,6 +57,7 @@ from radtrace.durable import fsync_directory
 from radtrace.errors import ConfigError, RadtraceError, RetryableError
 from radtrace.store.engine import Store, is_postgresql
 from radtrace.tls_keys import tls_context
+from radtrace.tls_renewal import RenewedContext, watch_tls_expiry
 
 __all__ = [
     "ONCE_GIVE_UP_S",
@@ -159,6 +160,7 @@ class AtnaMetrics:
             "Connections to the repository that failed or broke",
             registry=self.registry,
         )
+        watch_tls_expiry(self.registry)  # atna's certificate and CA: seconds left, read at each scrape
 
 
 def transport_for(settings: AtnaSettings) -> SyslogTransport:
@@ -167,11 +169,19 @@ def transport_for(settings: AtnaSettings) -> SyslogTransport:
         raise ConfigError("atna.host is not set (RADTRACE_ATNA__HOST)")
     if settings.transport == "udp":
         return UdpTransport(settings.host, settings.port)
-    context = (
-        tls_context(settings.ca_bundle, settings.certificate, settings.private_key)
-        if settings.transport == "tls"
-        else None
-    )
+    context: RenewedContext | None = None
+    if settings.transport == "tls":  # loaded now (a ConfigError at start), again at a connection after a renewal
+        files = (settings.ca_bundle, settings.certificate, settings.private_key)
+        context = RenewedContext(
+            lambda: tls_context(settings.ca_bundle, settings.certificate, settings.private_key),
+            files,
+            "atna",
+            attempt="connection",
+            logger=log,
+            certificate=settings.certificate,
+            ca_bundle=settings.ca_bundle,
+        )
+        context.get()
     return StreamTransport(settings.host, settings.port, context, server_name=settings.server_name)
 
 

@@ -14,7 +14,9 @@ message's shape follows the event's DICOM type (:attr:`radtrace.audit.events.Eve
 * Audit Source (A.5.2.2): the configured source ID and enterprise site, type 4 (application server process).
 * Participant Objects (A.5.2.4): the study (Study Instance UID, 110180, with its accession number), the patient
   (Patient ID, where the row or its payload carries one), the query (for audit-log queries: the filters,
-  base64), and the audit log record itself (its ``seq`` and hash), so a repository can recognise a duplicate.
+  base64), the alert subject of a Security Alert about a node (a refused peer, a destination on hold: Node ID,
+  110182, with its Alert Description), and the audit log record itself (its ``seq`` and hash), so a repository can
+  recognise a duplicate.
 
 The schema text we carry (A.5.1.1) requires a Participant Object Name or Query on every participant object.
 radtrace does not hold patient names, so the name repeats the object's identifier.
@@ -310,6 +312,17 @@ def _description(record: AuditRecord) -> str | None:
     return None
 
 
+def _refusal_description(payload: dict[str, Any]) -> str:
+    """A refusal's alert description: its reason, and why (the first of an interval) or how many (the count of the
+    others: :mod:`radtrace.dicom_listener.refusals` aggregates them per source), e.g. ``TLS handshake failed: the peer
+    sent no client certificate (…)``, or ``TLS handshake failed (12 more from this source)``."""
+    reason, detail, count = payload.get("reason"), payload.get("detail"), payload.get("count")
+    text = str(reason) if isinstance(reason, str) and reason.strip() else "association refused"
+    if payload.get("aggregated") is True and isinstance(count, int):
+        return f"{text} ({count} more from this source)"
+    return f"{text}: {detail}" if isinstance(detail, str) and detail.strip() else text
+
+
 def build_audit_message(record: AuditRecord, source: AuditSource) -> etree._Element:
     """The PS3.15 A.5 ``AuditMessage`` element for one recorded audit event (not yet validated)."""
     event_type = _event_type(record)
@@ -396,6 +409,10 @@ def build_audit_message(record: AuditRecord, source: AuditSource) -> etree._Elem
             name="Security Audit Log",
             query=canonical_json(filters).encode("utf-8")[:MAX_QUERY_BYTES] if filters is not None else None,
         )
+    if event_type is EventType.ASSOCIATION_REJECTED and record.actor_host:
+        # Security Alert (A.5.3.11), Node Authentication: its alert subject is the refused node, by its address
+        _object(root, record.actor_host, ("110182", "DCM", "Node ID"), type_code="2", role="13",
+                details={"Alert Description": _refusal_description(record.payload)})  # fmt: skip
     destination = record.payload.get("destination")
     if event_type in _NODE_ALERTS and isinstance(destination, str) and destination.strip():
         reason = record.payload.get("hold_reason") or record.payload.get("reason")

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from radtrace.errors import PermanentError, RetryableError
+from radtrace.tls_renewal import RenewedContext
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -141,7 +142,12 @@ def _unacknowledged_bytes(sock: socket.socket) -> int:
 
 
 class StreamTransport:
-    """Octet-counted syslog over TLS (RFC 5425) or, with ``context=None``, plain TCP."""
+    """Octet-counted syslog over TLS (RFC 5425) or, with ``context=None``, plain TCP.
+
+    With a :class:`~radtrace.tls_renewal.RenewedContext`, each connection (the first, and every reconnection after a
+    failure) uses the TLS files as they are on disk then: an ``atna.certificate``, ``private_key`` or ``ca_bundle``
+    renewed is used from the next connection on, without a restart; the connection open goes on with the files it
+    began with."""
 
     acknowledged = True
 
@@ -149,7 +155,7 @@ class StreamTransport:
         self,
         host: str,
         port: int,
-        context: ssl.SSLContext | None,
+        context: ssl.SSLContext | RenewedContext | None,
         *,
         server_name: str | None = None,
         timeout_s: float = 10.0,
@@ -178,7 +184,8 @@ class StreamTransport:
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             raw.settimeout(max(0.001, deadline - time.monotonic()))  # what is left of the budget, for the handshake
-            sock = self.context.wrap_socket(raw, server_hostname=self.server_name) if self.context else raw
+            context = self.context.get() if isinstance(self.context, RenewedContext) else self.context
+            sock = context.wrap_socket(raw, server_hostname=self.server_name) if context else raw
             sock.settimeout(self.timeout_s)
         except ssl.SSLCertVerificationError as exc:
             raw.close()

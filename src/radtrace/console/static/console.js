@@ -11,14 +11,16 @@
   let current = -1;
   // focusRow: a finding (or the impression) selected from the keyboard takes the focus, so a screen reader says its
   // name (the finding, what the model said, the current decision) and Tab goes on to its own controls.
-  function select(index, focusRow) {
+  // scroll: false when the focus came in by itself (a click, Tab): the browser has shown the focused control, and a
+  // scroll between a button's press and its release moved it from under the pointer, so the click was lost.
+  function select(index, focusRow, scroll = true) {
     if (!rows.length || !Number.isFinite(index)) return;
     current = Math.max(0, Math.min(rows.length - 1, index));
     rows.forEach((row, i) => {
       row.classList.toggle("selected", i === current);
       if (i === current) row.setAttribute("aria-current", "true"); else row.removeAttribute("aria-current");
     });
-    rows[current].scrollIntoView({ block: "nearest" });
+    if (scroll) rows[current].scrollIntoView({ block: "nearest" });
     const row = rows[current];
     if (focusRow && row.hasAttribute("tabindex") && !row.contains(document.activeElement)) row.focus({ preventScroll: true });
     // a screen reader hears what j / k selected (the highlight alone is visual)
@@ -205,7 +207,7 @@
     rows = $$("#worklist tr.row").concat($$("#findings tr.finding-row, #impression.finding-row"));
     $$(".viewer").forEach(setupViewer);
     $$("#worklist tr.row").forEach((row, i) => row.addEventListener("click", (e) => { if (e.target.tagName !== "A") { select(i); } }));
-    $$("#findings tr.finding-row, #impression.finding-row").forEach((row, i) => row.addEventListener("focusin", () => select(i)));
+    $$("#findings tr.finding-row, #impression.finding-row").forEach((row, i) => row.addEventListener("focusin", () => select(i, false, false)));
     $$(".finding-form input, .finding-form select, .finding-form textarea, #draft-form select, #draft-form input").forEach((f) => f.addEventListener("keydown", onFieldKey));
     // ?focus=N selects the N-th row and gives it the focus (after a decision: the next finding, so the keyboard
     // goes on from there); anything else selects the first.

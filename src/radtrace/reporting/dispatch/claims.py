@@ -68,6 +68,7 @@ __all__ = [
     "Fence",
     "claim_text",
     "database_now",
+    "due_now",
     "kept_alive",
     "namespace",
     "new_claim",
@@ -80,9 +81,6 @@ log = logging.getLogger("radtrace.reporting.dispatch.outbox")
 
 #: How often a dispatcher renews ``heartbeat_at`` while a send is in flight.
 HEARTBEAT_S: Final = 5.0
-#: A delivery not claimed because its destination has all its sends in flight in this process
-#: (:class:`DestinationSlots`) is rung again this much later.
-DEFERRED_RETRY_S: Final = 2.0
 #: A claim whose heartbeat is this much overdue (a beat missed by more than a loaded machine or a slow commit delays
 #: one) may be released; the same slack as a revision's (:data:`radtrace.worker.dead_claims.RENEWAL_SLACK_S`).
 RENEWAL_SLACK_S: Final = 10.0
@@ -116,6 +114,14 @@ def database_now(session: Session) -> datetime:
         assert isinstance(found, datetime)
         return found
     return utc_now()
+
+
+def due_now(session: Session, now: datetime) -> datetime:
+    """When to make a row due "now" so that every node finds it due at once: the earlier of this node's clock (``now``)
+    and the database's (:func:`database_now`). An unclaimed row's ``next_attempt_at`` is judged on each dispatcher's
+    own clock and a claimed one's on the database's: a node whose clock is ahead writing its own "now" would leave
+    the row waiting, for as long as it is ahead, for every dispatcher whose clock is right."""
+    return min(now, database_now(session))
 
 
 def overdue_before(now: datetime, interval_s: float = HEARTBEAT_S) -> datetime:
@@ -343,37 +349,3 @@ def kept_alive(
     finally:
         stop.set()
         thread.join()
-
-
-class DestinationSlots:
-    """How many sends to each destination this process has in flight, capped (``dispatch.max_sends_per_destination``):
-    a destination that never answers (each send waits out its timeout) holds at most ``limit`` of the dispatcher's
-    threads, and deliveries to the others go on meanwhile. A delivery over the cap is not claimed: it waits, due, and
-    its doorbell is rung again :data:`DEFERRED_RETRY_S` later (:meth:`radtrace.worker.settlement.Deliveries.dispatch`).
-    Per process: each dispatcher process caps its own threads."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = max(1, limit)
-        self._lock = threading.Lock()
-        self._in_flight: dict[str, int] = {}
-
-    def take(self, destination: str) -> bool:
-        """Take a slot for one send to ``destination``; ``False`` (nothing taken) when all its slots are taken."""
-        with self._lock:
-            taken = self._in_flight.get(destination, 0)
-            if taken >= self.limit:
-                return False
-            self._in_flight[destination] = taken + 1
-            return True
-
-    def give_back(self, destination: str) -> None:
-        with self._lock:
-            left = self._in_flight.get(destination, 0) - 1
-            if left > 0:
-                self._in_flight[destination] = left
-            else:
-                self._in_flight.pop(destination, None)
-
-    def in_flight(self, destination: str) -> int:
-        with self._lock:
-            return self._in_flight.get(destination, 0)

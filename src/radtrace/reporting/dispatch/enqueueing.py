@@ -35,11 +35,11 @@ from radtrace.config import DispatchSettings
 from radtrace.errors import DispatchRejectedError
 from radtrace.reporting.dispatch.cstore import describe_destination
 from radtrace.reporting.dispatch.kinds import (
-    ASSESSMENT_KINDS,
     KIND_ASSESSMENT,
     KIND_ASSESSMENT_FILE,
     KIND_ASSESSMENT_HL7,
     KIND_GSPS,
+    NOT_DRAFT_KINDS,
     PlannedDelivery,
     file_drop_deliveries,
     payload_suffix,
@@ -255,7 +255,7 @@ class OutboxRows:
                     Revision.number < revision.number,
                     Revision.number.not_in(sorted(except_revisions)),
                     OutboxMessage.payload_path.like("%.dcm"),
-                    OutboxMessage.kind.not_in([KIND_GSPS, *ASSESSMENT_KINDS]),  # not drafts: never predecessors
+                    OutboxMessage.kind.not_in([KIND_GSPS, *NOT_DRAFT_KINDS]),  # not drafts: never predecessors
                 )
                 .order_by(Revision.number, OutboxMessage.id)
             ).all()

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,10 +40,12 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
 from radtrace.reporting.dispatch import claims
-from radtrace.reporting.dispatch.cstore import AssociationRejectedError, describe_destination
 from radtrace.store.base import Base, UtcDateTime
 from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import OutboxMessage, OutboxState
+
+if TYPE_CHECKING:
+    from radtrace.reporting.dispatch.cstore import AssociationRejectedError
 
 __all__ = [
     "DestinationHold",
@@ -142,6 +144,9 @@ def place_hold(
 ) -> bool:
     """Put ``row``'s destination on hold for ``error`` in ``session``; False when it was held already (a concurrent
     refusal placed it first: PostgreSQL's insert waits for that one's commit, then adds nothing)."""
+    # here: cstore imports pynetdicom and pydicom, which the migrations (env.py) and 'radtrace status' need not
+    from radtrace.reporting.dispatch.cstore import describe_destination
+
     pacs = next((p for p in settings.pacs if describe_destination(p) == row.destination), None)
     values = {
         "destination": row.destination, "reason": error.reason, "codes": error.rejection.codes[:16],
@@ -200,7 +205,7 @@ def lift_hold(
     ).all()
     in_flight: list[int] = []
     lease_now = claims.database_now(session)  # a claim's lease is on the database's clock, never the lifter's
-    due = min(now, lease_now)  # due now by the lifter's clock and the database's: a lifter ahead delays nothing
+    due = claims.due_now(session, now)  # by the lifter's clock and the database's: a lifter ahead delays nothing
     for row in rows:
         if row.claimed_by is not None and row.next_attempt_at > lease_now:  # being sent now (claimed before the
             in_flight.append(row.id)  # hold): its holder records it; reset, another would send it again meanwhile,
@@ -241,6 +246,8 @@ def taken(session: Session, row: OutboxMessage, target: str) -> bool:
 
 def configuration_changes(hold: DestinationHold, settings: DispatchSettings) -> list[str]:
     """What differs in the configuration now from the one the PACS refused (nothing lifts the hold but the command)."""
+    from radtrace.reporting.dispatch.cstore import describe_destination
+
     changes: list[str] = []
     if hold.calling_ae_title != settings.calling_ae_title:
         changes.append(f"dispatch.calling_ae_title is {settings.calling_ae_title!r} (was {hold.calling_ae_title!r})")

@@ -13,6 +13,7 @@ from radtrace.reporting.dispatch.cstore import describe_destination
 
 __all__ = [
     "ASSESSMENT_KINDS",
+    "DRAFT_KINDS",
     "KIND_ASSESSMENT",
     "KIND_ASSESSMENT_FILE",
     "KIND_ASSESSMENT_HL7",
@@ -22,6 +23,11 @@ __all__ = [
     "KIND_GSPS",
     "KIND_HL7",
     "KIND_SR",
+    "KIND_WITHDRAWAL",
+    "KIND_WITHDRAWAL_FILE",
+    "KIND_WITHDRAWAL_HL7",
+    "NOT_DRAFT_KINDS",
+    "WITHDRAWAL_KINDS",
     "PlannedDelivery",
     "ReportFiles",
     "file_drop_deliveries",
@@ -42,8 +48,22 @@ KIND_ASSESSMENT_HL7: Final = "assessment-hl7"  # the same assessment as an ORU f
 KIND_ASSESSMENT_FILE: Final = "assessment-file"  # the assessment SR (and its ORU) written into the file drop
 #: The kinds that carry a radiologist's assessment, not the revision's draft.
 ASSESSMENT_KINDS: Final = (KIND_ASSESSMENT, KIND_ASSESSMENT_HL7, KIND_ASSESSMENT_FILE)
+#: The withdrawal of a draft already sent (radtrace.reporting.dispatch.withdrawals): the IOCM rejection note to a
+#: PACS, the corrected ORU to the RIS, both into the file drop.
+KIND_WITHDRAWAL: Final = "withdrawal"
+KIND_WITHDRAWAL_HL7: Final = "withdrawal-hl7"
+KIND_WITHDRAWAL_FILE: Final = "withdrawal-file"
+#: The kinds that withdraw a draft already sent.
+WITHDRAWAL_KINDS: Final = (KIND_WITHDRAWAL, KIND_WITHDRAWAL_HL7, KIND_WITHDRAWAL_FILE)
+#: The kinds of a revision's rows that are not its draft: a radiologist's assessment, a draft's withdrawal. They are
+#: delivered as any row but never decide the revision's state (settlement, the reconciler's unsettled revisions), and
+#: ``radtrace study retry`` leaves them alone.
+NOT_DRAFT_KINDS: Final = (*ASSESSMENT_KINDS, *WITHDRAWAL_KINDS)
+#: The kinds that carry the revision's draft: never sent once the revision is marked (reassigned or rejected).
+DRAFT_KINDS: Final = (KIND_SR, KIND_GSPS, KIND_COMPANION, KIND_HL7, KIND_FHIR, KIND_FILE)
 _SUFFIX: Final = {KIND_SR: ".dcm", KIND_GSPS: ".dcm", KIND_COMPANION: ".dcm", KIND_HL7: ".hl7", KIND_FHIR: ".json",
-                  KIND_ASSESSMENT: ".dcm", KIND_ASSESSMENT_HL7: ".hl7"}  # fmt: skip
+                  KIND_ASSESSMENT: ".dcm", KIND_ASSESSMENT_HL7: ".hl7", KIND_WITHDRAWAL: ".dcm",
+                  KIND_WITHDRAWAL_HL7: ".hl7"}  # fmt: skip
 
 
 def payload_suffix(kind: str, destination: str) -> str:

@@ -20,6 +20,7 @@ from typing import Final
 
 from radtrace.config import MllpDestination
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
+from radtrace.reporting.dispatch.outcomes import PeerRefusedError, PeerRefusedForNowError
 from radtrace.tls_keys import tls_context
 
 __all__ = [
@@ -94,19 +95,20 @@ def _message_type(msh: list[str]) -> str:
     return msh[8].split(component)[0].strip()
 
 
-def parse_ack(data: bytes) -> Ack:
+def parse_ack(data: bytes, where: str = "the RIS") -> Ack:
     """Read MSA (and ERR) from an ACK. Raises :class:`DispatchError` if there is no MSA, or if the answer's MSH
     names a message other than an ``ACK`` (an interface engine routing another channel's message, or ours looped
-    back, onto the connection: its MSA acknowledges nothing)."""
+    back, onto the connection: its MSA acknowledges nothing). ``where``: the RIS (``host:port``), named in the
+    reason: a site with several interfaces reads which one answered so from the reason alone."""
     segments = _segments(data.decode("utf-8", errors="replace"))
     msh = next((s for s in segments if s[0] == "MSH"), None)
     if msh is not None and (kind := _message_type(msh)) and kind.upper() != "ACK":  # none said: read the MSA
-        raise DispatchError(f"the answer is a {_quoted(kind)} message, not an ACK (MSH-9)")
+        raise DispatchError(f"the answer from {where} is a {_quoted(kind)} message, not an ACK (MSH-9)")
     msa = next((s for s in segments if s[0] == "MSA"), None)
     if msa is None or len(msa) < 3:
         # ER7 is text in an encoding whose delimiters are ASCII bytes; NULs are UTF-16 (or no text at all)
         said = " (it holds NUL bytes: UTF-16, or not text)" if b"\x00" in data else ""
-        raise DispatchError(f"the ACK has no MSA segment with a code and control ID{said}")
+        raise DispatchError(f"the ACK from {where} has no MSA segment with a code and control ID{said}")
     text = msa[3] if len(msa) > 3 else ""
     err = next((s for s in segments if s[0] == "ERR"), None)
     if err is not None and not text:
@@ -168,7 +170,7 @@ def _about_our_certificate(exc: OSError) -> bool:
     return any(word in reason for word in ("CERTIFICATE", "UNKNOWN_CA", "HANDSHAKE_FAILURE"))
 
 
-def _read_block(sock: socket.socket, deadline: float) -> bytes:
+def _read_block(sock: socket.socket, deadline: float, where: str) -> bytes:
     buffer = b""
     while END_BLOCK not in buffer:
         remaining = deadline - time.monotonic()
@@ -180,7 +182,7 @@ def _read_block(sock: socket.socket, deadline: float) -> bytes:
             raise ConnectionResetError("connection closed before the ACK was complete")
         buffer += chunk
         if len(buffer) > MAX_ACK_BYTES:
-            raise DispatchError("the ACK is larger than 1 MiB")
+            raise DispatchError(f"the ACK from {where} is larger than 1 MiB")
     start = buffer.find(START_BLOCK)
     return buffer[start + 1 if start >= 0 else 0 : buffer.index(END_BLOCK)]
 
@@ -198,8 +200,9 @@ def send_message(
     ``server_name``, default ``host``: the settings ``dispatch.ris.*``, :func:`ris_tls_context`).
 
     Raises :class:`PeerUnavailableError` (cannot connect, connection dropped, no TLS session: its certificate
-    refused, or a RIS that does not speak TLS there), :class:`DispatchError` (no ACK in time, AE/CE, an ACK for
-    another control ID, an unreadable ACK) or :class:`DispatchRejectedError` (AR/CR).
+    refused, or a RIS that does not speak TLS there), :class:`DispatchError` (no ACK in time, an ACK for another
+    control ID, an unreadable ACK), :class:`.outcomes.PeerRefusedForNowError` (AE/CE: retried) or
+    :class:`.outcomes.PeerRefusedError` (AR/CR), both a DispatchError / DispatchRejectedError as before.
     """
     control_id = message_control_id(message)
     where = f"{host}:{port}"
@@ -210,7 +213,7 @@ def send_message(
             raw.settimeout(max(deadline - time.monotonic(), 0.001))  # one deadline for connect, TLS, send and ACK
             with _secured(raw, tls, server_name or host, where, timeout_s) if tls is not None else raw as sock:
                 sock.sendall(frame(message))
-                reply = _read_block(sock, deadline)
+                reply = _read_block(sock, deadline, where)
     except TimeoutError as exc:
         raise DispatchError(f"no ACK from {where} within {timeout_s:g} s") from exc
     except ConnectionRefusedError as exc:
@@ -221,14 +224,17 @@ def send_message(
     except OSError as exc:
         closed = f" ({_CLOSED_OVER_TLS})" if tls is not None and isinstance(exc, ConnectionError) else ""
         raise PeerUnavailableError(f"MLLP connection to {where} failed: {exc.strerror or exc}{closed}") from exc
-    ack = parse_ack(reply)
+    ack = parse_ack(reply, where)
     if ack.control_id != control_id:
         raise DispatchError(f"ACK from {where} is for control ID {_quoted(ack.control_id)}, not {control_id!r}")
     if ack.code in _ACCEPTED:
         log.info("HL7 message %s accepted by %s (%s)", control_id, where, ack.code)
         return ack
+    # AR/CR and AE/CE: the RIS answered, and did not take the message (outcomes.PeerRefusalError)
     if ack.code in _REJECTED:
-        raise DispatchRejectedError(f"{where} rejected the message ({ack.code}){_said(ack)}")
+        raise PeerRefusedError(f"{where} rejected the message ({ack.code}){_said(ack)}", destination=where,
+                               code=ack.code, refused="the message")  # fmt: skip
     if ack.code in _RETRY:
-        raise DispatchError(f"{where} answered {ack.code}{_said(ack)}")
+        raise PeerRefusedForNowError(f"{where} answered {ack.code}{_said(ack)}", destination=where, code=ack.code,
+                                     refused="the message")  # fmt: skip
     raise DispatchError(f"{where} answered an unknown acknowledgment code {_quoted(ack.code)}")

@@ -2,7 +2,8 @@
 
 Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqueue``, ``add_assessments``,
 ``settle_pending``); the kinds and the planned deliveries are in :mod:`.kinds`, the senders in :mod:`.senders`.
-``deliver(outbox_id)`` makes one attempt if the row is pending and due:
+``deliver(outbox_id)`` makes one attempt if the row is pending and due (what it did: :class:`.delivery.Delivery`;
+an outcome whose claim was released meanwhile: :mod:`.superseded`):
 
 1. *claim*: one conditional UPDATE raises ``attempts`` and pushes ``next_attempt_at`` past a lease (longer than the
    longest send may take: the RIS ACK timeout or a C-STORE's timed phases, plus a margin), written and judged on the
@@ -18,7 +19,9 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
    and the row is due again a beat later, that attempt not counted (``not_sent``);
 3. *record*: delivered (``dispatch_delivered``), or a retry scheduled with exponential backoff
    (``dispatch_retry_scheduled``), or failed for good after a permanent error or ``max_attempts``
-   (``dispatch_failed`` with the reason, visible to QA; never silent). A PACS that rejects the association
+   (``dispatch_failed`` with the reason, visible to QA; never silent). The row keeps how the attempt ended
+   (``last_outcome``: delivered, refused by the peer, failed) and whether the peer has or may have the payload
+   (``reached``: set by the claim, put back by a refusal): :mod:`.outcomes`. A PACS that rejects the association
    permanently (an AE title it does not know) puts the destination on hold (:mod:`.holds`, ``dispatch_held``): this
    row and every other
    delivery to it wait, held, without an association, until ``radtrace dispatch retry DESTINATION``
@@ -30,9 +33,14 @@ Rows and payload files are added by its enqueue half (:mod:`.enqueueing`: ``enqu
    in flight, or a retry scheduled) or failed marks it delivered (the peer has the report), and the new holder's
    outcome is moot: audited, never written over the delivered row.
 
-Each process sends to one destination at most ``dispatch.max_sends_per_destination`` rows at a time
-(:class:`.claims.DestinationSlots`); a row over it is left unclaimed (``deferred``) and rung again shortly, so a RIS
-that never answers (each send waits its timeout) does not hold up the SRs to a PACS that does.
+The site sends to one destination at most ``dispatch.max_sends_per_destination`` rows at a time, counted over every
+dispatcher node in the claim's own conditional UPDATE (:mod:`.destination_cap`); a row over it is left unclaimed
+(``deferred``), and the send that ends next rings the oldest such row once (``Delivery.wake``), so a RIS that never
+answers (each send waits its timeout) does not hold up the SRs to a PACS that does, nor a hospital RIS that allows 2
+connections see a third.
+
+A draft's row of a revision read from an image the PACS moved to another patient or study, or rejected, is never
+claimed: it is cancelled, and the draft withdrawn from the peers it reached (:mod:`.withdrawals`).
 
 If the process dies between claim and record, another dispatcher releases the claim
 (:mod:`radtrace.worker.dead_claims`: at once when the holder's pid in this PID namespace is gone, once its heartbeat is
@@ -47,7 +55,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -59,11 +66,13 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings
 from radtrace.errors import ConfigError, DispatchRejectedError, RadtraceError, is_retryable
-from radtrace.reporting.dispatch import claims, holds, redelivery
+from radtrace.reporting.dispatch import claims, destination_cap, holds, withdrawals
 from radtrace.reporting.dispatch.cstore import AssociationRejectedError
+from radtrace.reporting.dispatch.delivery import Delivery, row_event
 from radtrace.reporting.dispatch.enqueueing import OutboxRows
 from radtrace.reporting.dispatch.kinds import (
     ASSESSMENT_KINDS,
+    DRAFT_KINDS,
     KIND_ASSESSMENT,
     KIND_ASSESSMENT_FILE,
     KIND_ASSESSMENT_HL7,
@@ -73,15 +82,21 @@ from radtrace.reporting.dispatch.kinds import (
     KIND_GSPS,
     KIND_HL7,
     KIND_SR,
+    KIND_WITHDRAWAL,
+    KIND_WITHDRAWAL_FILE,
+    KIND_WITHDRAWAL_HL7,
+    NOT_DRAFT_KINDS,
     PlannedDelivery,
     ReportFiles,
     planned_deliveries,
 )
+from radtrace.reporting.dispatch.outcomes import outcome_of
 from radtrace.reporting.dispatch.payloads import PayloadFiles, StagedPayloads
 from radtrace.reporting.dispatch.senders import LEASE_MARGIN_S, Sender, default_senders, longest_send_s
+from radtrace.reporting.dispatch.superseded import SupersededRecords
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxMessage, OutboxState, RevisionState, Study
+from radtrace.store.models import DeliveryOutcome, OutboxMessage, OutboxState, Study
 
 __all__ = [
     "ASSESSMENT_KINDS",
@@ -94,6 +109,10 @@ __all__ = [
     "KIND_GSPS",
     "KIND_HL7",
     "KIND_SR",
+    "KIND_WITHDRAWAL",
+    "KIND_WITHDRAWAL_FILE",
+    "KIND_WITHDRAWAL_HL7",
+    "NOT_DRAFT_KINDS",
     "Delivery",
     "Outbox",
     "PlannedDelivery",
@@ -110,25 +129,7 @@ log = logging.getLogger(__name__)
 SETTLE_EVERY_S: Final = 600.0
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """What one ``deliver`` call did."""
-
-    outbox_id: int
-    state: OutboxState
-    attempted: bool
-    attempts: int
-    error: str | None = None
-    held: bool = False  # its destination is on hold (radtrace.reporting.dispatch.holds): it waits, pending
-    #: not claimed: this process has ``dispatch.max_sends_per_destination`` sends to its destination in flight
-    #: (:class:`.claims.DestinationSlots`); it waits, due, and is tried again soon
-    deferred: bool = False
-    #: its claim was released while it was sending and the row is another holder's now: its outcome is audited
-    #: (``stale_claim``) but not recorded on the row (:meth:`Outbox._record_superseded`)
-    superseded: bool = False
-
-
-class Outbox(OutboxRows):
+class Outbox(OutboxRows, SupersededRecords):
     """Enqueues and delivers outbound reports; the only writer of ``outbox`` rows."""
 
     def __init__(
@@ -158,7 +159,6 @@ class Outbox(OutboxRows):
         self.heartbeat_s = heartbeat_s  # how often a send in flight renews its claim
         self.monotonic = monotonic  # the fence's clock (claims.Fence): how long ago the claim was known held
         self._settled_at = -SETTLE_EVERY_S  # monotonic time of the last settle_pending (none yet)
-        self.slots = claims.DestinationSlots(settings.max_sends_per_destination)  # a dead destination's share
 
     # --- deliver -------------------------------------------------------------------------------
 
@@ -208,28 +208,31 @@ class Outbox(OutboxRows):
     def _event(
         self, row: OutboxMessage, study: Study, kind: EventType, outcome: Outcome, **details: object
     ) -> AuditEvent:
-        payload: dict[str, object] = {
-            "outbox_id": row.id,
-            "kind": row.kind,
-            "destination": row.destination,
-            "attempt": row.attempts,
-            "payload_sha256": row.payload_sha256,
-        }
-        payload.update({key: value for key, value in details.items() if value is not None})
-        return AuditEvent(
-            kind, self.actor, outcome, study_uid=study.study_uid, accession=study.accession, payload=payload
-        )
+        return row_event(self.actor, row, study, kind, outcome, **details)
 
-    def _claim(self, outbox_id: int) -> tuple[OutboxMessage, Study] | Delivery:
+    def sends_in_flight(self, destination: str) -> int:
+        """Sends to ``destination`` in flight now, on every dispatcher node (its live claims)."""
+        with self.store.session("counting sends in flight") as session:
+            return destination_cap.live_sends(session, destination, claims.database_now(session))
+
+    def _claim(self, outbox_id: int) -> tuple[OutboxMessage, bool] | Delivery:
+        """Claim the row (see the module docstring): the row claimed and whether its peer had, or may have had, the
+        payload before this claim (``reached``: the claim sets it, a refusal puts it back), or what happened
+        instead."""
         now = self.clock()
         with self.store.session("claiming an outbox row", immediate=True) as session:
-            database_now = claims.database_now(session)  # leases: the database's clock, never this node's
             row = session.get(OutboxMessage, outbox_id)
             if row is None:
                 raise DispatchRejectedError(f"outbox row {outbox_id} does not exist")
+            if row.state is not OutboxState.PENDING:
+                return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts)
+            if row.kind in DRAFT_KINDS and withdrawals.is_marked(row.revision):  # never sent: see _withdraw
+                return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts, withdrawn=True)
+            destination_cap.lock_destination(session, row.destination)  # other nodes' claims to it wait for ours
+            database_now = claims.database_now(session)  # leases: the database's clock, never this node's
             # claimed: its lease ends at next_attempt_at by the database's clock; else a retry due by ours
             due_at = database_now if row.claimed_by is not None else now
-            if row.state is not OutboxState.PENDING or row.next_attempt_at > due_at:
+            if row.next_attempt_at > due_at:
                 return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts)
             hold = holds.hold_of(session, row.destination)
             if hold is not None:  # no association, no attempt, no event: looked at again later only to find the hold
@@ -246,54 +249,47 @@ class Outbox(OutboxRows):
                     OutboxMessage.claimed_by.is_(None)
                     if row.claimed_by is None
                     else OutboxMessage.claimed_by == row.claimed_by,
+                    # site-wide: fewer than the cap of sends to its destination in flight, on any node
+                    destination_cap.room_for_one_more(
+                        row.destination, database_now, self.settings.max_sends_per_destination, outbox_id
+                    ),
                 )
                 .values(
                     attempts=row.attempts + 1,
                     next_attempt_at=database_now + self.lease,
                     claimed_by=claims.new_claim(),
                     heartbeat_at=now,
+                    reached=True,  # a send in flight, or one a crash leaves unrecorded, may reach the peer
                 )
                 .execution_options(synchronize_session=False)
             )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]  # someone else claimed it first
-                return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts)
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]  # someone else claimed it first, or the cap
+                full = (destination_cap.live_sends(session, row.destination, database_now, besides=outbox_id)
+                        >= self.settings.max_sends_per_destination)  # fmt: skip
+                return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts, deferred=full)
+            was_reached = bool(row.reached)
             session.refresh(row)
             study = row.revision.study
             self.recorder.record(
                 self._event(row, study, EventType.DISPATCH_ATTEMPTED, Outcome.SUCCESS), session=session
             )
-            return row, study
+            return row, was_reached
 
     def deliver(self, outbox_id: int) -> Delivery:
         """Make one attempt for one row if it is pending and due (see the module docstring); now and then (every
         :data:`SETTLE_EVERY_S`) settle the payloads a crash left pending first. A row whose destination has
-        ``dispatch.max_sends_per_destination`` sends in flight in this process is not claimed (``deferred``): a
-        destination that never answers must not hold every thread while deliveries to the others wait."""
+        ``dispatch.max_sends_per_destination`` sends in flight on the site is not claimed (``deferred``): a
+        destination that never answers must not hold every thread while deliveries to the others wait, and a RIS that
+        allows 2 connections must not be opened a third by another node (:mod:`.destination_cap`)."""
         self._settle()
-        destination = self._destination_of(outbox_id)
-        if destination is not None and not self.slots.take(destination):  # its sends in flight are at the cap
-            return Delivery(outbox_id, OutboxState.PENDING, attempted=False, attempts=0, deferred=True)
-        try:
-            return self._deliver(outbox_id)
-        finally:
-            if destination is not None:
-                self.slots.give_back(destination)
-
-    def _destination_of(self, outbox_id: int) -> str | None:
-        """The row's destination if it is pending (a plain read: a deferral takes no write lock)."""
-        with self.store.session("reading an outbox row's destination") as session:
-            return session.scalar(
-                sa.select(OutboxMessage.destination).where(
-                    OutboxMessage.id == outbox_id, OutboxMessage.state == OutboxState.PENDING
-                )
-            )
+        return self._deliver(outbox_id)
 
     def _deliver(self, outbox_id: int) -> Delivery:
         claim_sent = self.monotonic()  # the claim cannot be seen by another node before this
         claimed = self._claim(outbox_id)
         if isinstance(claimed, Delivery):
-            return claimed
-        row, _ = claimed
+            return self._withdraw(claimed) if claimed.withdrawn else claimed
+        row, was_reached = claimed
         assert row.claimed_by is not None  # written by the claim
         holder, attempt = row.claimed_by, row.attempts
         note: str | None = None
@@ -310,22 +306,47 @@ class Outbox(OutboxRows):
                 if refusal is None:
                     note = sender(row.destination, payload)
             if refusal is not None:
-                return self._record_fenced(outbox_id, holder, attempt, refusal)
+                return self._record_fenced(outbox_id, holder, attempt, refusal, was_reached)
         except RadtraceError as exc:
             error = exc
         except Exception as exc:  # a bug in a sender must not leave the row claimed and unexplained
             log.exception("unexpected error delivering outbox row %s", outbox_id)
             error = DispatchRejectedError(f"unexpected {type(exc).__name__}: {exc}")
-        return self._record(outbox_id, holder, attempt, note, error)
+        return self._record(outbox_id, holder, attempt, note, error, was_reached)
+
+    def _withdraw(self, refused: Delivery) -> Delivery:
+        """A draft's delivery of a revision marked reassigned or rejected, found before it was claimed: it is cancelled
+        and the draft withdrawn from the peers it reached, at once (:func:`.withdrawals.withdraw`; the reconciler's
+        sweep would do it on its next pass), and the withdrawals queued are rung (``wake``)."""
+        with self.store.session("reading an outbox row") as session:
+            revision_id = session.scalar(
+                sa.select(OutboxMessage.revision_id).where(OutboxMessage.id == refused.outbox_id)
+            )
+        if revision_id is None:
+            return refused
+        done = withdrawals.withdraw(self, revision_id)
+        with self.store.session("reading an outbox row") as session:
+            row = session.get(OutboxMessage, refused.outbox_id)
+            assert row is not None  # rows are never deleted
+            return Delivery(refused.outbox_id, row.state, attempted=False, attempts=row.attempts,
+                            error=row.last_error, withdrawn=True, wake=done.queued)  # fmt: skip
 
     def _record(
-        self, outbox_id: int, holder: str, attempt: int, note: str | None, error: RadtraceError | None
+        self,
+        outbox_id: int,
+        holder: str,
+        attempt: int,
+        note: str | None,
+        error: RadtraceError | None,
+        was_reached: bool,
     ) -> Delivery:
         """Record the outcome of attempt ``attempt`` by claim ``holder``, only while the row is still that claim: the
         claim is ended by a conditional UPDATE (which also locks the row on PostgreSQL; SQLite's write lock is taken
         at BEGIN). A claim released meanwhile (its heartbeat stopped: :mod:`radtrace.worker.dead_claims`) and not
         claimed again is recorded all the same (the row was nobody's); one claimed again, or already recorded by its
-        new holder, is not touched: see :meth:`_record_superseded`."""
+        new holder, is not touched: see :meth:`_record_superseded`. ``last_outcome`` says how it ended (delivered,
+        refused by the peer, failed: :mod:`.outcomes`); a refusal puts ``reached`` back to ``was_reached``, what it
+        was before this attempt's claim (the peer stored nothing this time)."""
         now = self.clock()
         with self.store.session("recording a delivery attempt", immediate=True) as session:
             mine = sa.and_(OutboxMessage.id == outbox_id, OutboxMessage.state == OutboxState.PENDING,
@@ -350,6 +371,9 @@ class Outbox(OutboxRows):
             row = session.get(OutboxMessage, outbox_id)
             assert row is not None  # claimed a moment ago; rows are never deleted
             study = row.revision.study
+            row.last_outcome = outcome_of(error)
+            if row.last_outcome is DeliveryOutcome.REFUSED:
+                row.reached = was_reached
             if error is None:
                 row.state, row.delivered_at, row.last_error = OutboxState.DELIVERED, now, note
                 event = self._event(row, study, EventType.DISPATCH_DELIVERED, Outcome.SUCCESS, note=note,
@@ -377,14 +401,16 @@ class Outbox(OutboxRows):
                 event = self._event(row, study, EventType.DISPATCH_FAILED, Outcome.SERIOUS_FAILURE, error=reason,
                                     claim_released=released)  # fmt: skip
             self.recorder.record(event, session=session)
-            log.info("outbox %s %s %s: %s (attempt %d)", outbox_id, row.kind, row.destination, row.state, row.attempts)
+            log.info("study %s revision %d: outbox %s %s %s: %s (attempt %d)", study.study_key, row.revision.number,
+                     outbox_id, row.kind, row.destination, row.state, row.attempts)  # fmt: skip
             held_now = isinstance(error, AssociationRejectedError)
             error_text = row.last_error if error else None
-            return Delivery(
-                outbox_id, row.state, attempted=True, attempts=row.attempts, error=error_text, held=held_now
-            )
+            cap = self.settings.max_sends_per_destination
+            wake = destination_cap.to_wake(session, row.destination, cap, now, besides=outbox_id)  # its slot is free
+            return Delivery(outbox_id, row.state, attempted=True, attempts=row.attempts, error=error_text,
+                            held=held_now, wake=wake)  # fmt: skip
 
-    def _record_fenced(self, outbox_id: int, holder: str, attempt: int, refusal: str) -> Delivery:
+    def _record_fenced(self, outbox_id: int, holder: str, attempt: int, refusal: str, was_reached: bool) -> Delivery:
         """Nothing was sent (:class:`.claims.Fence`: the claim could not be renewed in time): the row is due again a
         beat later, this attempt not counted, audited ``dispatch_retry_scheduled`` with ``not_sent``, while it is
         still this claim; one released meanwhile is another's to send (logged only). Raises RadtraceError when the
@@ -397,7 +423,7 @@ class Outbox(OutboxRows):
                 .where(OutboxMessage.id == outbox_id, OutboxMessage.state == OutboxState.PENDING,
                        OutboxMessage.attempts == attempt, OutboxMessage.claimed_by == holder)
                 .values(attempts=attempt - 1, next_attempt_at=due, last_error=refusal, claimed_by=None,
-                        heartbeat_at=None)
+                        heartbeat_at=None, reached=was_reached)  # nothing was sent
                 .execution_options(synchronize_session=False)
             )  # fmt: skip
             row = session.get(OutboxMessage, outbox_id)
@@ -409,134 +435,9 @@ class Outbox(OutboxRows):
                             error=refusal, not_sent=True, attempt_counted=False, next_attempt_at=due.isoformat()),
                 session=session,
             )  # fmt: skip
-            return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts, error=refusal)
-
-    def _record_superseded(
-        self,
-        session: Session,
-        outbox_id: int,
-        holder: str,
-        attempt: int,
-        note: str | None,
-        error: RadtraceError | None,
-    ) -> Delivery:
-        """The outcome of an attempt whose claim was released while it was sending (its heartbeat stopped: another PID
-        namespace, or its database away for longer than the slack) and that another holder has claimed again since,
-        or recorded already. The row is its new holder's: nothing of it is written here. The outcome is audited all the
-        same, as what happened, never dropped: a send that reached the peer is ``dispatch_delivered`` (the peer got
-        this copy too: it can tell a repeat by the same HL7 control ID or SR UIDs) and a failed one
-        ``dispatch_retry_scheduled``, each with ``stale_claim`` saying the delivery is recorded by its new holder, the
-        row's attempt and state now (``recorded_by_attempt``, ``row_state``) and this attempt's number."""
-        row = session.get(OutboxMessage, outbox_id)
-        assert row is not None  # rows are never deleted
-        if error is None:
-            settled = self._stale_success(session, row, holder, attempt, note)
-            if settled is not None:
-                return settled
-        study = row.revision.study
-        if row.state is OutboxState.DELIVERED and row.attempts == attempt and row.claimed_by is None:
-            # not claimed since this attempt, yet delivered: an earlier attempt's late success was recorded over it
-            what = "sent" if error is None else "failed"
-            moot = (f"{what} after an earlier attempt, whose claim had been released, had reached the peer and been "
-                    "recorded delivered: this attempt's outcome is moot")  # fmt: skip
-            return self._audit_stale(session, row, study, holder, attempt, note, error, moot)
-        now_holder = claims.ClaimHolder.parse(row.claimed_by) if row.claimed_by else None
-        by = f" ({now_holder.process})" if now_holder is not None else ""
-        recorded = {
-            OutboxState.DELIVERED: f"recorded delivered by attempt {row.attempts}",
-            OutboxState.FAILED: f"recorded failed by attempt {row.attempts}",
-        }.get(row.state, f"attempt {row.attempts}{by} is in flight and records it" if row.claimed_by else
-              f"pending again after attempt {row.attempts}")  # fmt: skip
-        what = "sent" if error is None else "failed"
-        stale = (f"{what} by a holder whose claim had been released (its heartbeat stopped); the delivery is recorded "
-                 f"by its new holder: {recorded}")  # fmt: skip
-        return self._audit_stale(session, row, study, holder, attempt, note, error, stale)
-
-    def _audit_stale(
-        self,
-        session: Session,
-        row: OutboxMessage,
-        study: Study,
-        holder: str,
-        attempt: int,
-        note: str | None,
-        error: RadtraceError | None,
-        stale: str,
-    ) -> Delivery:
-        """Audit an outcome not written on the row (``stale_claim`` says why); see :meth:`_record_superseded`."""
-        outbox_id = row.id
-        details: dict[str, object] = {"attempt": attempt, "claimed_by": holder, "stale_claim": stale,
-                                      "recorded_by_attempt": row.attempts, "row_state": row.state.value}  # fmt: skip
-        if error is None:
-            event = self._event(row, study, EventType.DISPATCH_DELIVERED, Outcome.SUCCESS, note=note, **details)
-        else:
-            event = self._event(row, study, EventType.DISPATCH_RETRY_SCHEDULED, Outcome.MINOR_FAILURE,
-                                error=error.reason, **details)  # fmt: skip
-        self.recorder.record(event, session=session)
-        log.warning("outbox %s %s %s: attempt %d %s", outbox_id, row.kind, row.destination, attempt, stale)
-        return Delivery(outbox_id, row.state, attempted=True, attempts=attempt,
-                        error=error.reason if error is not None else None, superseded=True)  # fmt: skip
-
-    def _stale_success(
-        self, session: Session, row: OutboxMessage, holder: str, attempt: int, note: str | None
-    ) -> Delivery | None:
-        """A released holder's send reached the peer while the row is pending (another holder's send in flight, or a
-        retry scheduled) or failed: the peer has the report, so the row is marked delivered by this attempt (at its
-        time, with its note), conditionally on the row as read, and the other holder's outcome, recorded or to come,
-        is moot (its record then finds the row delivered: :meth:`_record_superseded`). A retry would send a duplicate;
-        a ``failed`` row would count and alert as undelivered, and the radiologist would see the report as not sent,
-        though the PACS/RIS has it. ``None`` when the row is delivered already (nothing to change)."""
-        for _ in range(3):  # the other holder may record between the read and the update: read again
-            if row.state is OutboxState.DELIVERED:
-                return None
-            was_state, was_attempts, was_claim = row.state, row.attempts, row.claimed_by
-            now = self.clock()
-            same_claim = (
-                OutboxMessage.claimed_by.is_(None) if was_claim is None else OutboxMessage.claimed_by == was_claim
-            )
-            changed = session.execute(
-                sa.update(OutboxMessage)
-                .where(OutboxMessage.id == row.id, OutboxMessage.state == was_state,
-                       OutboxMessage.attempts == was_attempts, same_claim)
-                .values(state=OutboxState.DELIVERED, delivered_at=now, last_error=note, claimed_by=None,
-                        heartbeat_at=None)
-                .execution_options(synchronize_session=False)
-            )  # fmt: skip
-            if changed.rowcount != 1:  # type: ignore[attr-defined]
-                session.refresh(row)
-                continue
-            if was_claim is not None:
-                other = claims.ClaimHolder.parse(was_claim)
-                by = f" ({other.process})" if other is not None else ""
-                moot = f"attempt {was_attempts}{by}, in flight, is moot: its outcome will not be recorded"
-            elif was_state is OutboxState.FAILED:
-                moot = f"attempt {was_attempts}'s failure is moot: the row is no longer failed"
-            else:
-                moot = f"the retry scheduled after attempt {was_attempts} is moot: it will not be sent again"
-            stale = ("sent by a holder whose claim had been released (its heartbeat stopped); the peer has the "
-                     f"report, so the delivery is recorded delivered by this attempt: {moot}")  # fmt: skip
-            superseded_error = row.last_error if was_state is OutboxState.FAILED else None
-            session.refresh(row)
-            revision = row.revision
-            study = revision.study
-            reopened = None
-            if (was_state is OutboxState.FAILED and revision.state is RevisionState.FAILED
-                    and (revision.reason or "").startswith(redelivery.DELIVERY_FAILURE)):  # fmt: skip
-                # failed by this row's failure: reported again, the settlement that follows decides (dispatched once
-                # every row is delivered, failed again if another row failed)
-                reopened = revision.reason
-                revision.state, revision.reason, revision.finished_at = RevisionState.REPORTED, None, None
-            details: dict[str, object] = {"attempt": attempt, "claimed_by": holder, "stale_claim": stale,
-                                          "superseded_attempt": was_attempts, "superseded_state": was_state.value,
-                                          "superseded_error": superseded_error, "revision_failed_before": reopened,
-                                          "row_state": row.state.value}  # fmt: skip
-            self.recorder.record(
-                self._event(row, study, EventType.DISPATCH_DELIVERED, Outcome.SUCCESS, note=note, **details),
-                session=session,
-            )
-            log.warning("outbox %s %s %s: attempt %d %s", row.id, row.kind, row.destination, attempt, stale)
-            return Delivery(row.id, OutboxState.DELIVERED, attempted=True, attempts=attempt)
-        return None
+            cap = self.settings.max_sends_per_destination
+            wake = destination_cap.to_wake(session, row.destination, cap, self.clock(), besides=outbox_id)
+            return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts, error=refusal, wake=wake)
 
     def _held(
         self, session: Session, row: OutboxMessage, study: Study, error: AssociationRejectedError, now: datetime

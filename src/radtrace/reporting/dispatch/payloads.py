@@ -96,4 +96,6 @@ class PayloadFiles:
             raise DispatchRejectedError(f"payload file {relative} cannot be read: {exc.strerror}") from exc
         if hashlib.sha256(payload).hexdigest() != sha256:
             raise DispatchRejectedError(f"payload file {relative} does not match its recorded SHA-256")
+        if not payload:  # no delivery is empty: a withdrawal that could not be built is stored so (withdrawals)
+            raise DispatchRejectedError(f"payload file {relative} is empty: there is nothing to send")
         return payload

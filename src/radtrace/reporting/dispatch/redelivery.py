@@ -31,9 +31,10 @@ from radtrace.errors import PermanentError
 from radtrace.reporting.dispatch import claims
 from radtrace.reporting.dispatch.cstore import describe_destination
 from radtrace.reporting.dispatch.holds import DestinationHold, Lifted, lift_hold, taken
+from radtrace.reporting.dispatch.withdrawals import NOT_BUILT_PREFIX
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
+from radtrace.store.models import DeliveryOutcome, OutboxMessage, OutboxState, Revision, RevisionState
 
 __all__ = ["Redelivery", "RedeliveryError", "deliver_again", "failed_destinations", "redeliver_failed"]
 
@@ -56,6 +57,12 @@ class Redelivery:
     revisions: int = 0
     left_failed: list[int] = field(default_factory=list)
     lifted: Lifted | None = None  # the hold lifted, with the held deliveries it released
+    #: Withdrawals that could not be built (their draft's payload unreadable): there is nothing to send, so they stay
+    #: failed; the draft must be withdrawn at the peer by hand (docs/operations.md).
+    not_built: list[int] = field(default_factory=list)
+    #: Of ``outbox_ids``, those the peer had refused (its answer: a failure status, an AR; ``last_outcome``), the rest
+    #: having failed without its answer (no answer, a timeout, a dropped connection; :mod:`.outcomes`).
+    refused: list[int] = field(default_factory=list)
 
 
 def failed_destinations(store: Store) -> dict[str, int]:
@@ -131,10 +138,17 @@ def redeliver_failed(
         retried: list[int] = []
         left: list[int] = []
         revisions: dict[int, Revision] = {}
+        not_built: list[int] = []
+        refused: list[int] = []
         for row in rows:
+            if (row.last_error or "").startswith(NOT_BUILT_PREFIX):
+                not_built.append(row.id)
+                continue
             if target != destination and taken(session, row, target):
                 left.append(row.id)
                 continue
+            if row.last_outcome is DeliveryOutcome.REFUSED:
+                refused.append(row.id)
             deliver_again(session, recorder, actor, row, now, target=target)
             retried.append(row.id)
             revisions.setdefault(row.revision_id, row.revision)
@@ -156,7 +170,9 @@ def redeliver_failed(
             f"no failed delivery to {destination}, and it is not on hold (failed deliveries by destination: {others}; "
             f"on hold: {', '.join(_held_names(store)) or 'none'})"
         )
-    return Redelivery(retried, target, destination if target != destination else None, reported, left, lifted)
+    return Redelivery(
+        retried, target, destination if target != destination else None, reported, left, lifted, not_built, refused
+    )
 
 
 def _held_names(store: Store) -> list[str]:
@@ -174,15 +190,18 @@ def deliver_again(
     target: str | None = None,
 ) -> tuple[int, str]:
     """One failed delivery pending again (to ``target`` if given), attempts from 0, due now, audited as the
-    operator's ``dispatch_retry_scheduled`` with the error it had; its (outbox id, "kind destination")."""
+    operator's ``dispatch_retry_scheduled`` with the error and outcome it had; its (outbox id, "kind destination").
+    Its ``reached`` is kept: an earlier attempt may have reached the peer whatever the next one meets
+    (:mod:`.outcomes`)."""
     previous_error, previous_destination = row.last_error, row.destination
-    due = min(now, claims.database_now(session))  # due by the requester's clock and the database's (one ahead)
+    due = claims.due_now(session, now)  # due by the requester's clock and the database's (one ahead)
     row.state, row.attempts, row.next_attempt_at, row.last_error = OutboxState.PENDING, 0, due, None
     row.destination = target or previous_destination
     study = row.revision.study
     payload: dict[str, object] = {
         "outbox_id": row.id, "kind": row.kind, "destination": row.destination, "attempt": 0,
         "payload_sha256": row.payload_sha256, "previous_error": previous_error,
+        "previous_outcome": row.last_outcome.value if row.last_outcome is not None else None,
         "next_attempt_at": due.isoformat(), "requested_by": "operator",
     }  # fmt: skip
     if row.destination != previous_destination:

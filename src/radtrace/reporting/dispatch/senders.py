@@ -1,25 +1,25 @@
 """The production senders: one per outbox kind, bound to the configured destinations (C-STORE to a PACS, an ORU
 over MLLP to the RIS, plain or over TLS, a file drop), and how long one send may take at most.
 
-The RIS's TLS context (:class:`RenewedContext`) is loaded at the first ORU and again whenever one of its files
-(``dispatch.ris.ca_bundle``, ``certificate``, ``private_key``) changed on disk: a hospital renews certificates at
-night without restarting radtrace. Before, it was loaded once for the life of the dispatcher: a renewed client
-certificate or CA bundle went unused (every ORU refused by the RIS once the old certificate expired) until a restart.
+The RIS's TLS context (:class:`~radtrace.tls_renewal.RenewedContext`) is loaded at the first ORU and again whenever
+one of its files (``dispatch.ris.ca_bundle``, ``certificate``, ``private_key``) changed on disk: a hospital renews
+certificates at night without restarting radtrace. Before, it was loaded once for the life of the dispatcher: a renewed
+client certificate or CA bundle went unused (every ORU refused by the RIS once the old certificate expired) until a
+restart. Each PACS over TLS (``dispatch.pacs[i]``: ``ca_bundle``, ``certificate``, ``private_key``) is held so too,
+from the next association on, and served in the TLS expiry gauges as ``setting="dispatch.pacs[i]"``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import ssl
-import threading
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
 from radtrace.config import DispatchSettings
 from radtrace.errors import ConfigError
-from radtrace.reporting.dispatch.cstore import LONGEST_STORE_S, describe_destination, store_instance
+from radtrace.reporting.dispatch.cstore import LONGEST_STORE_S, describe_destination, pacs_tls_context, store_instance
 from radtrace.reporting.dispatch.filedrop import drop_file
 from radtrace.reporting.dispatch.kinds import (
     KIND_ASSESSMENT,
@@ -30,8 +30,12 @@ from radtrace.reporting.dispatch.kinds import (
     KIND_GSPS,
     KIND_HL7,
     KIND_SR,
+    KIND_WITHDRAWAL,
+    KIND_WITHDRAWAL_FILE,
+    KIND_WITHDRAWAL_HL7,
 )
 from radtrace.reporting.dispatch.mllp import ris_tls_context, send_message
+from radtrace.tls_renewal import RenewedContext
 
 __all__ = ["LEASE_MARGIN_S", "RenewedContext", "Sender", "default_senders", "longest_send_s"]
 
@@ -46,57 +50,6 @@ def longest_send_s(settings: DispatchSettings) -> float:
     return max(settings.ris.timeout_s if settings.ris is not None else 0.0, LONGEST_STORE_S)
 
 
-#: One version of a file: its content's SHA-256, None when it cannot be read now. By content, not by its modification
-#: time: a file rewritten in place within the clock tick of its last write (Linux stamps files with a coarse clock, a
-#: few ms) keeps its time and often its size (a renewed certificate of the same CA and key type).
-_Stamp = bytes | None
-
-
-def _stamp(path: Path) -> _Stamp:
-    try:
-        return hashlib.sha256(path.read_bytes()).digest()  # through a symbolic link (certbot's live/): its file now
-    except OSError:
-        return None
-
-
-class RenewedContext:
-    """A TLS context built from ``files`` by ``build``, built again when the content of one of them changed on disk
-    since (read at each :meth:`get`: three files of a few kB, next to a TLS handshake).
-
-    Renewed files in place are used from the next send on. A renewal caught half-way (the certificate replaced, its
-    key not yet: the files do not load together) keeps the context loaded before, which still works, says so once
-    in the log naming the setting, and is tried again at each send until the files load; with no context loaded
-    before, the error is raised (the first send, as when the context was loaded once)."""
-
-    def __init__(self, build: Callable[[], ssl.SSLContext | None], files: Sequence[Path | None], setting: str) -> None:
-        self._build, self._files, self._setting = build, tuple(path for path in files if path is not None), setting
-        self._lock = threading.Lock()
-        self._context: ssl.SSLContext | None = None
-        self._built: tuple[_Stamp, ...] | None = None  # the files' stamps when the context in use was built
-        self._refused: tuple[_Stamp, ...] | None = None  # the stamps last refused (said once in the log)
-
-    def get(self) -> ssl.SSLContext | None:
-        """The context for the files as they are now."""
-        with self._lock:
-            stamps = tuple(_stamp(path) for path in self._files)
-            if stamps == self._built:
-                return self._context
-            try:
-                context = self._build()
-            except ConfigError as exc:
-                if self._built is None:
-                    raise
-                if stamps != self._refused:
-                    self._refused = stamps
-                    log.warning("%s files changed on disk but cannot be loaded (%s); still using the ones loaded "
-                                "before, and trying again at each send", self._setting, exc.reason)  # fmt: skip
-                return self._context
-            if self._built is not None:
-                log.info("%s files changed on disk: loaded again", self._setting)
-            self._context, self._built, self._refused = context, stamps, None
-            return context
-
-
 class Sender(Protocol):
     """Delivers one payload to one destination; returns a note to keep (e.g. a DICOM warning) or None.
 
@@ -106,23 +59,60 @@ class Sender(Protocol):
     def __call__(self, destination: str, payload: bytes) -> str | None: ...
 
 
+def _system_ca_file() -> Path | None:
+    """This machine's CA file (``SSL_CERT_FILE``, or OpenSSL's default), watched for a PACS without ``ca_bundle``:
+    before, its context was built at each association, so ``update-ca-certificates`` counted from the next one; it
+    still does."""
+    cafile = ssl.get_default_verify_paths().cafile
+    return Path(cafile) if cafile else None
+
+
 def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
     """The production senders for each kind, bound to the configured destinations."""
     pacs = {describe_destination(destination): destination for destination in settings.pacs}
+    pacs_settings = {describe_destination(destination): f"dispatch.pacs[{index}]"
+                     for index, destination in enumerate(settings.pacs)}  # fmt: skip
+    pacs_tls = {
+        where: RenewedContext(
+            functools.partial(pacs_tls_context, pacs[where], setting),
+            (pacs[where].ca_bundle or _system_ca_file(), pacs[where].certificate, pacs[where].private_key),
+            setting,
+            attempt="association",
+            logger=log,
+            certificate=pacs[where].certificate,
+            ca_bundle=pacs[where].ca_bundle,
+        )
+        for where, setting in pacs_settings.items()
+        if pacs[where].tls
+    }
 
-    def send_sr(destination: str, payload: bytes) -> str | None:  # the SR, the GSPS or the companion
+    def send_sr(destination: str, payload: bytes) -> str | None:  # the SR, GSPS, companion or rejection note
         if destination not in pacs:
             raise ConfigError(f"PACS destination {destination} is no longer configured (dispatch.pacs)")
-        return store_instance(payload, pacs[destination], calling_ae_title=settings.calling_ae_title).warning
+        renewed = pacs_tls.get(destination)
+        return store_instance(
+            payload,
+            pacs[destination],
+            calling_ae_title=settings.calling_ae_title,
+            tls=renewed.get() if renewed is not None else None,
+            setting=pacs_settings[destination],
+        ).warning
 
     ris = settings.ris
     ris_tls = (
-        RenewedContext(lambda: ris_tls_context(ris), (ris.ca_bundle, ris.certificate, ris.private_key), "dispatch.ris")
+        RenewedContext(
+            lambda: ris_tls_context(ris),
+            (ris.ca_bundle, ris.certificate, ris.private_key),
+            "dispatch.ris",
+            logger=log,
+            certificate=ris.certificate,
+            ca_bundle=ris.ca_bundle,
+        )
         if ris is not None
         else None
     )
 
-    def send_hl7(destination: str, payload: bytes) -> str | None:  # the draft's ORU or an assessment's
+    def send_hl7(destination: str, payload: bytes) -> str | None:  # the draft's ORU, an assessment's, a withdrawal
         if ris is None or ris_tls is None or destination != f"{ris.host}:{ris.port}":
             raise ConfigError(f"RIS destination {destination} is no longer configured (dispatch.ris)")
         ack = send_message(
@@ -135,5 +125,6 @@ def default_senders(settings: DispatchSettings) -> dict[str, Sender]:
         return None
 
     return {KIND_SR: send_sr, KIND_GSPS: send_sr, KIND_COMPANION: send_sr, KIND_ASSESSMENT: send_sr,
-            KIND_HL7: send_hl7, KIND_ASSESSMENT_HL7: send_hl7,
-            KIND_FILE: send_file, KIND_ASSESSMENT_FILE: send_file}  # fmt: skip
+            KIND_WITHDRAWAL: send_sr, KIND_HL7: send_hl7, KIND_ASSESSMENT_HL7: send_hl7,
+            KIND_WITHDRAWAL_HL7: send_hl7, KIND_FILE: send_file, KIND_ASSESSMENT_FILE: send_file,
+            KIND_WITHDRAWAL_FILE: send_file}  # fmt: skip

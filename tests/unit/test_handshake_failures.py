@@ -1,0 +1,37 @@
+"""How a failed TLS handshake on the listener's port is said (radtrace.dicom_listener.handshake_failures): the
+peer's address as ``host:port`` (``[host]:port`` for IPv6), and why in words with OpenSSL's reason code."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from radtrace.dicom_listener.handshake_failures import describe_failure, peer_address
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_peer_address_is_host_and_port_with_ipv6_in_brackets() -> None:
+    assert peer_address(("192.0.2.7", 50123)) == "192.0.2.7:50123"
+    assert peer_address(("2001:db8::7", 50123, 0, 0)) == "[2001:db8::7]:50123"
+    assert peer_address("/run/radtrace.sock") == "/run/radtrace.sock"
+
+
+def test_each_failure_is_said_in_words_with_its_reason_code() -> None:
+    plain = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    plain.reason = "WRONG_VERSION_NUMBER"
+    assert describe_failure(plain, 30).endswith("to the TLS port?) (WRONG_VERSION_NUMBER)")
+    unknown = ssl.SSLError(1, "[SSL: SOMETHING_NEW] something new")
+    unknown.reason = "SOMETHING_NEW"
+    assert describe_failure(unknown, 30) == "SOMETHING_NEW"
+    alert = ssl.SSLError(1, "[SSL: TLSV1_ALERT_INTERNAL_ERROR] tlsv1 alert internal error")
+    alert.reason = "TLSV1_ALERT_INTERNAL_ERROR"
+    assert describe_failure(alert, 30) == "the peer ended the handshake with an alert (TLSV1_ALERT_INTERNAL_ERROR)"
+    assert describe_failure(TimeoutError("timed out"), 30) == "no handshake within 30 s (listener.acse_timeout_s)"
+    assert describe_failure(ConnectionResetError(104, "Connection reset by peer"), 30) == (
+        "the peer reset the connection mid-handshake"
+    )
+    assert describe_failure(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), 30) == (
+        "the peer closed the connection mid-handshake"
+    )
