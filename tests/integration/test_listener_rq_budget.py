@@ -11,6 +11,7 @@ innocent echoscu's latency (the figures in the listener's report).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pynetdicom.acse import ACSE
 
 from dicom_peer_support import ABORT, RawPeer, associate_rq, pdu_types, presentation_context
 from listener_support import audit_payloads, listener_env, listener_settings, running, start_listener
@@ -103,6 +105,36 @@ def test_a_pacs_opening_a_few_associations_a_second_never_meets_the_budget(
     with running(listener_settings(tmp_path, listener_port), sqlite_store) as listener:
         assert all(echoscu(listener_port).returncode == 0 for _ in range(10))
         assert listener.admission.negotiation.balance("127.0.0.1") > listener.admission.negotiation.burst * 0.8
+    assert audit_payloads(sqlite_store, "association_rejected") == []
+
+
+def test_a_garbage_collection_run_during_negotiation_is_not_charged_to_the_peer(
+    tmp_path: Path, sqlite_store: Store, listener_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full collection sweeps the whole listener's heap in whichever thread's allocation set it off. In CI one
+    landed in a PACS's negotiation (3.5 CPU s charged) and its next association was refused. Here every
+    negotiation runs a full collection over a heap of 2.5 million lists: together they take more than the budget,
+    and no association is refused, nor is the budget charged for them."""
+    heap = [[n] for n in range(2_500_000)]
+    collections: list[float] = []
+    negotiate_as_acceptor = ACSE._negotiate_as_acceptor
+
+    def collecting(self: ACSE) -> None:
+        started = time.thread_time()
+        gc.collect()
+        collections.append(time.thread_time() - started)
+        negotiate_as_acceptor(self)
+
+    monkeypatch.setattr(ACSE, "_negotiate_as_acceptor", collecting)
+    with running(listener_settings(tmp_path, listener_port), sqlite_store) as listener:
+        listener.admission.negotiation = NegotiationBudget(rate=0.0, burst=0.4)
+        answers = [echoscu(listener_port).returncode for _ in range(8)]
+        spent = 0.4 - listener.admission.negotiation.balance("127.0.0.1")
+    del heap
+    assert len(collections) == 8
+    assert sum(collections) > 0.4, collections  # the charge the peer would have had: past the budget
+    assert answers == [0] * 8
+    assert spent < sum(collections) / 2, (spent, collections)
     assert audit_payloads(sqlite_store, "association_rejected") == []
 
 

@@ -34,7 +34,7 @@ from radtrace.dicom_listener.data_stream import _Hasher, _Stream
 from radtrace.dicom_listener.dimse_guard import command_problem, fragment_problem
 from radtrace.dicom_listener.pdu_socket import MAX_CONTROL_PDU, READ_AHEAD, PduRefusedError, WholePduSocket
 from radtrace.dicom_listener.reactor import Wake
-from radtrace.dicom_listener.rq_budget import REFUSED_REASON
+from radtrace.dicom_listener.rq_budget import REFUSED_REASON, thread_cpu_s
 from radtrace.dicom_listener.spool import FileDigest
 from radtrace.dicom_listener.state_guard import guard_state_machine
 from radtrace.logging import escape
@@ -189,7 +189,7 @@ class DatasetFastPathDUL(DULServiceProvider):
         if self.negotiation_charged or self.admission is None or threading.get_ident() != self.ident:
             return
         self.negotiation_charged = True
-        self.admission.negotiation.charge(self._host(), time.thread_time())
+        self.admission.negotiation.charge(self._host(), thread_cpu_s())
 
     on_timed_out: Any
     """Called with (connection, setting, detail) when a timeout of pynetdicom's ends the connection."""

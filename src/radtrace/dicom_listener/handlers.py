@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -50,7 +49,7 @@ from radtrace.dicom_listener.policy import (
     how_to_allow,
 )
 from radtrace.dicom_listener.refusals import RefusalAudit
-from radtrace.dicom_listener.rq_budget import REFUSED_REASON
+from radtrace.dicom_listener.rq_budget import REFUSED_REASON, thread_cpu_s
 from radtrace.dicom_listener.served import REFUSED_REASON as REQUEST_REFUSED
 from radtrace.dicom_listener.served import RequestProblem
 from radtrace.dicom_listener.spool import Spool, StagedFile, out_of_space
@@ -254,7 +253,7 @@ class ListenerHandlers:
 
         Called once, from that thread, when the association is accepted or rejected (the DUL thread charges its own).
         """
-        self.admission.negotiation.charge(connection.host, time.thread_time())
+        self.admission.negotiation.charge(connection.host, thread_cpu_s())
 
     def on_accepted(self, event: evt.Event) -> None:
         """Audit presentation contexts refused at negotiation (a SOP class or transfer syntax we do not take)."""

@@ -5,7 +5,8 @@ pynetdicom builds objects for every item, so 128 presentation contexts x 12 tran
 RQ) cost some 40 ms of CPU to decode and answer. One host sending such RQs back to back took a core.
 
 Each connection's negotiation is charged to its source here, as the CPU its DUL and association threads used
-until the association was established (or the connection ended): :meth:`NegotiationBudget.charge`. A source
+until the association was established (or the connection ended), less the garbage collections that ran in them
+(:func:`thread_cpu_s`): :meth:`NegotiationBudget.charge`. A source
 starts with ``listener.negotiation_cpu_burst_s`` (default :data:`BURST_CPU_S`) and earns
 ``listener.negotiation_cpu_rate_s`` (default :data:`RATE_CPU_S_PER_S`) back each second; a source in debt has its
 next connections closed at once, before a byte is read or a TLS handshake made (:meth:`~NegotiationBudget.allows`),
@@ -24,7 +25,9 @@ spent, and is earned back as any debt.
 from __future__ import annotations
 
 import functools
+import gc
 import ipaddress
+import threading
 import time
 from collections.abc import Callable
 from typing import Final
@@ -32,7 +35,7 @@ from typing import Final
 from radtrace.config import ListenerSettings
 from radtrace.dicom_listener.shared_counts import BUDGET_SOURCES, Bucket, SharedBuckets
 
-__all__ = ["BURST_CPU_S", "RATE_CPU_S_PER_S", "REFUSED_REASON", "NegotiationBudget", "source_key"]
+__all__ = ["BURST_CPU_S", "RATE_CPU_S_PER_S", "REFUSED_REASON", "NegotiationBudget", "source_key", "thread_cpu_s"]
 
 #: CPU seconds per second one source earns back by default (``listener.negotiation_cpu_rate_s``): a fifth of the
 #: listener process's core (pynetdicom holds the GIL, so a process uses one core at most).
@@ -45,6 +48,34 @@ BURST_CPU_S: Final[float] = ListenerSettings.model_fields["negotiation_cpu_burst
 MAX_SOURCES: Final = BUDGET_SOURCES
 #: The reason in the audit log, the metrics and the log line.
 REFUSED_REASON: Final = "negotiation CPU budget of this source spent"
+
+
+_collections = threading.local()  # per thread: ``started`` (a collection's start) and ``spent`` (CPU s in all)
+
+
+def _count_collection(phase: str, info: dict[str, int]) -> None:
+    """A :data:`gc.callbacks` entry: the CPU each collection took, added to the thread it ran in."""
+    now = time.thread_time()
+    if phase == "start":
+        _collections.started = now
+        return
+    started = getattr(_collections, "started", None)
+    if started is not None:
+        _collections.spent = getattr(_collections, "spent", 0.0) + now - started
+        _collections.started = None
+
+
+gc.callbacks.append(_count_collection)
+
+
+def thread_cpu_s() -> float:
+    """This thread's CPU seconds so far, less the garbage collections that ran in it.
+
+    A collection sweeps the whole process's heap, in whichever thread's allocation set it off: in a listener that
+    has held many datasets a full one takes a second or more, which is not the peer's cost (a PACS's second
+    association was refused once for the listener's own collection).
+    """
+    return time.thread_time() - getattr(_collections, "spent", 0.0)
 
 
 @functools.lru_cache(maxsize=MAX_SOURCES)

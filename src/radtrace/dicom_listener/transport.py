@@ -38,7 +38,7 @@ from radtrace.dicom_listener.pdu_socket import (
 )
 from radtrace.dicom_listener.pixel_budget import instance_byte_limit
 from radtrace.dicom_listener.reactor import REACTOR_IDLE_S, PokingQueue, ReactorGate, UserQueue, Wake
-from radtrace.dicom_listener.rq_budget import REFUSED_REASON
+from radtrace.dicom_listener.rq_budget import REFUSED_REASON, thread_cpu_s
 from radtrace.dicom_listener.served import serve_only_what_is_served
 from radtrace.logging import escape
 
@@ -248,7 +248,7 @@ class ListenerServer(WakeableAcceptLoop, ThreadedAssociationServer):
         with self._pending_lock:
             connection = self._pending.pop(id(client), None)
         client.settimeout(self.ae.acse_timeout)
-        started = time.thread_time()
+        started = thread_cpu_s()
         wrapped: ssl.SSLSocket | None = None
         try:
             # wrapping takes the descriptor from ``client``: the watchdog must be given the wrapped socket to shut
@@ -266,7 +266,7 @@ class ListenerServer(WakeableAcceptLoop, ThreadedAssociationServer):
             return None
         finally:  # the handshake (a private-key operation, milliseconds) is negotiation CPU too
             if self.admission is not None:
-                self.admission.negotiation.charge(host, time.thread_time() - started)
+                self.admission.negotiation.charge(host, thread_cpu_s() - started)
         wrapped.settimeout(None)
         if connection is not None:
             connection.sock = wrapped
