@@ -77,6 +77,7 @@ def systematic_cases() -> list[Case]:
         Case("RQ claims 4 GiB", [pdu(0x01, body, length=0xFFFFFFFF)]),
         Case("RQ cut in the middle of an item", [pdu(0x01, body[:90])]),
         Case("presentation context item longer than the PDU", [RQ.replace(b"\x20\x00\x00", b"\x20\x00\xff", 1)]),
+        Case("presentation context item without its abstract syntax", [RQ[:102] + b"\x00\x04" + RQ[104:]]),
         Case("duplicate presentation context IDs", [associate_rq([*CONTEXTS, presentation_context(1, SOP_CLASS)])]),
         Case("no presentation context", [associate_rq([])]),
         Case("even presentation context ID", [associate_rq([presentation_context(2, VERIFICATION)]), ECHO]),

@@ -18,6 +18,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from pynetdicom import evt
@@ -122,12 +123,60 @@ class _RequestHandler(RequestHandler):
             dul.max_data_set_bytes = instance_byte_limit(admission.settings.max_image_pixels)
             sock.budget = admission.budget
         serve_only_what_is_served(assoc, getattr(server, "on_request_refused", None))
+        _guard_negotiation(assoc, dul)
         # The reactor waits for work instead of polling: what it reads arrives through these queues.
         gate = ReactorGate()
         assoc._reactor_checkpoint = gate
         assoc.dimse.msg_queue = PokingQueue(gate)
         assoc.dul.to_user_queue = UserQueue(gate, assoc.dul)
         return assoc
+
+
+#: The reason of the audit event of an association whose A-ASSOCIATE-RQ could not be negotiated (as the DUL's
+#: protocol violations: :mod:`radtrace.dicom_listener.state_guard`).
+NEGOTIATION_FAILED: Final = "association aborted: protocol violation"
+
+
+def _guard_negotiation(assoc: Association, dul: DatasetFastPathDUL) -> None:
+    """An A-ASSOCIATE-RQ that pynetdicom decodes but cannot negotiate is aborted, logged and audited.
+
+    pynetdicom raised from the association's thread, outside any handler, for a presentation context item without
+    its abstract syntax sub-item (``TypeError: 'abstract_syntax' must be str, bytes or UID, not 'NoneType'`` in
+    ``negotiate_as_acceptor``), found by fuzzing the item lengths: a 20-line traceback on stderr for each such
+    request, no answer to the peer (it waited for the network timeout), and no audit event. Whatever negotiation
+    raises now ends the association as a protocol violation: an A-ABORT (service provider), one line per source
+    and interval (:class:`~radtrace.dicom_listener.peer_log.PeerLog`), an ``association_rejected`` audit.
+    """
+    acse = assoc.acse
+    negotiate = acse.negotiate_association
+
+    def guarded() -> None:
+        try:
+            negotiate()
+        except Exception as exc:  # a peer's request: whatever pynetdicom raises, the peer is refused
+            _negotiation_failed(assoc, dul, exc)
+
+    acse.negotiate_association = guarded  # type: ignore[method-assign]
+
+
+def _negotiation_failed(assoc: Association, dul: DatasetFastPathDUL, exc: BaseException) -> None:
+    """End the association whose negotiation raised ``exc``; never raises (the thread then closes the socket)."""
+    where = traceback.extract_tb(exc.__traceback__)[-1].name if exc.__traceback__ is not None else "?"
+    what = f"A-ASSOCIATE-RQ that could not be negotiated ({type(exc).__name__} in {where})"  # never the message
+    dul.refused = True  # what the peer sends after is read and dropped
+    try:
+        if (suffix := dul._peer_log(NEGOTIATION_FAILED)) is not None:
+            log.warning("aborted the association with %s: %s%s", dul._peer(), escape(what), suffix)
+        if dul.connection is not None and dul.admission is not None:
+            dul.admission.abort(dul.connection, what)
+        if dul.on_refused is not None:
+            dul.on_refused(dul._host(), NEGOTIATION_FAILED, detail=what)
+    except Exception as failure:  # the abort below must still go
+        log.error("could not record the aborted association (%s)", type(failure).__name__)
+    with contextlib.suppress(Exception):  # the peer may be gone already
+        if not assoc.is_aborted:
+            assoc.acse.send_abort(0x02)
+    assoc.kill()
 
 
 def _host(address: Any) -> str:
