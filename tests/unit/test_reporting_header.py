@@ -114,14 +114,15 @@ def test_dates_and_times_in_the_old_and_iso_forms_are_read_and_nonsense_is_dropp
         ds.PatientSex, ds.PatientAge = "male", "58"
     header = read_header(ds)
     assert (header.study_date, header.study_time, header.birth_date) == (date(1995, 7, 20), time(10, 15), None)
-    assert (header.sex, header.age) == ("", "")
+    assert (header.sex, header.age) == ("", "058Y")  # bare digits: years, as the console reads them
     problems = {note.keyword: note.problem for note in header.notes}
     assert problems == {
         "StudyDate": "not in DICOM DA form; read as a date",
         "StudyTime": "not in DICOM TM form; read as a time",
         "PatientBirthDate": "not a valid date; omitted",
         "PatientSex": "not a defined value; omitted",
-        "PatientAge": "not a defined value; omitted",
+        "PatientAge": "not in PS3.5 AS form (a number without a unit, read as years; 2 digits where AS has 3); "
+        "written as an AS of 3 digits and Y",
     }
     assert all(str(value) not in str(note) for note in header.notes for value in ("1995", "male", "1940"))
 

@@ -21,6 +21,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from radtrace.dicom_age import read_age
 from radtrace.model.study import unparsable_keywords
 
 __all__ = ["UNREADABLE", "HeaderNote", "SourceHeader", "is_uid", "name_group", "read_header", "values_of"]
@@ -31,7 +32,6 @@ _DATE_FORMS: Final = (
     re.compile(r"(\d{4})[-.](\d{2})[-.](\d{2})"),  # ISO 8601, and ACR-NEMA's 1995.07.20
 )
 _TIME: Final = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
-_AGE: Final = re.compile(r"\d{3}[DWMY]")
 _SEX: Final = frozenset({"M", "F", "O"})
 #: What pydicom reads in place of bytes the character set cannot decode (it warns, and carries on with them).
 UNREADABLE: Final = "\ufffd"
@@ -193,6 +193,21 @@ class _Reader:
         self.note(keyword, "not a valid time; omitted")
         return None
 
+    def age(self) -> str:
+        """Patient's Age as an AS, read as the console reads it (:func:`radtrace.dicom_age.read_age`: bare digits
+        are years, written "058Y" with a note saying so; no age, or several values, omitted with a note)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value: Any = self.ds.get("PatientAge")
+        except Exception:  # a raw element pydicom cannot convert: unreadable, whatever the reason
+            self.note("PatientAge", "unreadable; omitted")
+            return ""
+        reading = read_age(value)
+        if reading.problem:
+            self.note("PatientAge", reading.problem)
+        return reading.age or ""
+
     def coded(self, keyword: str, allowed: frozenset[str] | re.Pattern[str]) -> str:
         text = self.single(keyword)
         valid = text in allowed if isinstance(allowed, frozenset) else allowed.fullmatch(text) is not None
@@ -224,7 +239,7 @@ def read_header(ds: Dataset) -> SourceHeader:
         patient_names=names,
         birth_date=reader.date("PatientBirthDate"),
         sex=reader.coded("PatientSex", _SEX),
-        age=reader.coded("PatientAge", _AGE),
+        age=reader.age(),
         study_date=reader.date("StudyDate"),
         study_time=reader.time("StudyTime"),
         accession_number=reader.identifier("AccessionNumber"),
