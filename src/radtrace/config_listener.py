@@ -77,8 +77,9 @@ class SenderCharset(Section):
         "joined by a backslash); unset: whatever it declares",
     )
     actual: str = Field(
-        description="what its text is really in: a DICOM defined term without code extensions (ISO_IR 192 ...) or a "
-        "Windows code page (cp1250 ... cp1257, cp874)"
+        description="what its text is really in: a DICOM defined term without code extensions (ISO_IR 192 ...), a "
+        "Windows code page (cp1250 ... cp1257, cp874) or a DOS one (cp720 Arabic, cp737 Greek, cp862 Hebrew, cp866 "
+        "Cyrillic)"
     )
 
     _ae = field_validator("ae_title")(check_ae_title)

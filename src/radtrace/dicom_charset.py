@@ -137,6 +137,7 @@ __all__ = [
     "CHARACTER_SET_DOUBTFUL",
     "DEFAULT_ASSUMED_CHARACTER_SET",
     "OVERRIDABLE_TERMS",
+    "SITE_PAGES",
     "SITE_RULE",
     "WINDOWS_PAGES",
     "CharsetChoice",
@@ -198,6 +199,13 @@ OTHER_SCRIPT_PAGES: Final = (
     ("HEBREW", ("cp1255", "cp862", "ISO_IR 138")),
     ("THAI", ("cp874",)),  # TIS 620 (ISO_IR 166) reads as Windows-874 wherever it is defined
 )
+#: The code pages a site may name as what a sender's text is really in (``listener.sender_character_sets``'
+#: ``actual``, :func:`check_actual`), besides defined terms: each ISO set's Windows page (:data:`WINDOWS_PAGES`) and
+#: the DOS pages of :data:`OTHER_SCRIPT_PAGES` (Arabic 720, Greek 737, Hebrew 862, Cyrillic 866), which DOS-era
+#: modalities and RIS bridges write and which no guess can always tell from Latin-1 or another page
+SITE_PAGES: Final = frozenset(WINDOWS_PAGES.values()) | frozenset(
+    page for _, pages in OTHER_SCRIPT_PAGES for page in pages if page not in python_encoding
+)
 # The script of each single-byte term's letters past ASCII
 _TERM_SCRIPTS: Final = {
     f"{prefix} {number}": script
@@ -234,10 +242,10 @@ _ASCII_LETTERS: Final = re.compile("[A-Za-z]")
 
 @dataclass(frozen=True)
 class SiteCharset:
-    """A site's rule that text a sender writes is in ``actual`` (a defined term, or a Windows page such as
-    ``cp1256``), whatever it declares, or only where it declares ``declared`` (None: any declaration, none
-    included). ``rule`` names the setting it came from (``listener.sender_character_sets[0]``): what the
-    records say, never the text."""
+    """A site's rule that text a sender writes is in ``actual`` (a defined term, or a code page of
+    :data:`SITE_PAGES` such as Windows ``cp1256`` or DOS ``cp866``), whatever it declares, or only where it declares
+    ``declared`` (None: any declaration, none included). ``rule`` names the setting it came from
+    (``listener.sender_character_sets[0]``): what the records say, never the text."""
 
     rule: str
     declared: str | None
@@ -412,15 +420,14 @@ def check_assumed(term: str) -> str:
 
 def check_actual(term: str) -> str:
     """``term`` if a site may say a sender's text is in it (``listener.sender_character_sets``' ``actual``): a
-    defined term without code extensions other than ASCII (UTF-8 included), or a Windows page of
-    :data:`WINDOWS_PAGES` (``cp1256``); else ValueError saying what is."""
-    if term in set(WINDOWS_PAGES.values()):
+    defined term without code extensions other than ASCII (UTF-8 included), or a code page of :data:`SITE_PAGES`
+    (Windows ``cp1256``, DOS ``cp866``); else ValueError saying what is."""
+    if term in SITE_PAGES:
         return term
     if term not in python_encoding or term in _ASCII_ONLY or term.startswith("ISO 2022"):
-        pages = ", ".join(sorted(set(WINDOWS_PAGES.values())))
         raise ValueError(
             "must be a DICOM defined term without code extensions, other than ASCII (e.g. ISO_IR 127, ISO_IR 192), "
-            f"or a Windows code page ({pages}); not {term!r}"
+            f"or a Windows or DOS code page ({', '.join(sorted(SITE_PAGES))}); not {term!r}"
         )
     return term
 

@@ -117,3 +117,42 @@ def test_a_repeated_rule_is_refused_at_start() -> None:
     rule = {"ae_title": "CR_ROOM_3", "declared": "ISO_IR 127", "actual": "cp1256"}
     with pytest.raises(ConfigError, match=r"listener\.sender_character_sets.*rule 1 repeats"):
         load_settings(listener={"sender_character_sets": [rule, rule | {"actual": "cp1252"}]})
+
+
+# A DOS-era modality's name in each DOS code page, declared ISO_IR 100 (hard-coded Latin-1): read as C1 controls
+# (Cyrillic, Greek capitals at 80-9F) or other letters by the guess, flagged at best
+DOS_NAMES = {"cp866": "ПЕТРОВ^ИВАН", "cp737": "ΠΑΠΑΔΟΠΟΥΛΟΣ^ΓΙΩΡΓΟΣ", "cp720": "الحسيني^محمد", "cp862": "כהן^משה"}
+
+
+@pytest.mark.parametrize("page", sorted(DOS_NAMES))
+def test_a_dos_code_page_can_be_named_for_a_sender_and_reads_its_name_unflagged(page: str) -> None:
+    """cp866, cp720, cp737 and cp862 were refused at start ("not 'cp866'"): a site whose DOS-era modality writes
+    one could not say so, and its names were read as Latin-1 controls or another page's letters."""
+    listener = load_settings(
+        listener={"sender_character_sets": [{"ae_title": "DOS_CR", "declared": "ISO_IR 100", "actual": page}]}
+    ).listener
+    [rule] = sender_rules(listener, "DOS_CR")
+    assert rule == SiteCharset(rule="listener.sender_character_sets[0]", declared="ISO_IR 100", actual=page)
+    name = DOS_NAMES[page]
+    guessed = _header(name.encode(page), "ISO_IR 100")
+    without = read_text_as(guessed)  # the guess: another reading, or the name flagged
+    assert str(guessed.PatientName) != name or (without is not None and without.flagged)
+    ds = _header(name.encode(page), "ISO_IR 100")
+    choice = read_text_as(ds, site=[rule])
+    assert str(ds.PatientName) == name
+    assert choice == CharsetChoice("ISO_IR 100", page, SITE_RULE, "listener.sender_character_sets[0]")
+    assert not choice.flagged
+    assert charset_record(choice) == {
+        "declared": "ISO_IR 100",
+        "read_as": page,
+        "because": SITE_RULE,
+        "rule": "listener.sender_character_sets[0]",
+    }
+
+
+def test_a_refused_page_s_message_names_the_dos_pages_too() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(listener={"sender_character_sets": [{"ae_title": "DOS_CR", "actual": "cp437"}]})
+    assert "not 'cp437'" in str(raised.value)
+    assert "cp866" in str(raised.value)
+    assert "cp1256" in str(raised.value)
