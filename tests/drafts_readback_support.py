@@ -20,6 +20,8 @@ from radtrace.reporting.hl7 import unescape
 from tests_support import dciodvfy_lines
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from radtrace.reporting.dispatch.outbox import ReportFiles
 
 
@@ -39,6 +41,22 @@ class ReadBack:
     def segment(self, name: str) -> list[str]:
         """The first segment called ``name`` (PID, ORC, OBR …)."""
         return next(parts for parts in self.segments if parts[0] == name)
+
+
+def one_image_drafts(source: Dataset, created_at: datetime, **reading_fields: Any) -> ReportFiles:
+    """The drafts (revision 1, the default reporting settings) of a reading of the one image ``source``, shown as it
+    was read: :func:`reporting_support.reading` with ``reading_fields`` (impression, findings, identity …)."""
+    from radtrace.config import ReportingSettings
+    from radtrace.reporting.drafts import build_drafts
+    from reporting_support import reading, shown
+
+    return build_drafts(
+        reading([source], images=shown([source]), **reading_fields),
+        [source],
+        settings=ReportingSettings(),
+        revision=1,
+        created_at=created_at,
+    )
 
 
 def read_back(files: ReportFiles, tmp_path: Path) -> ReadBack:

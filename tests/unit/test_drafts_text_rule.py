@@ -32,15 +32,13 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
-from drafts_readback_support import read_back
-from radtrace.config import ReportingSettings
+from drafts_readback_support import one_image_drafts, read_back
 from radtrace.model.reading import Finding, FindingStatus
 from radtrace.model.study import study_image
 from radtrace.reporting import codes
-from radtrace.reporting.drafts import build_drafts
 from radtrace.reporting.header import name_group, values_of
 from radtrace.reporting.hl7 import unescape
-from reporting_support import IDENTITY, SPECIAL_CHARACTERS, reading, shown
+from reporting_support import IDENTITY, SPECIAL_CHARACTERS
 from tests_support import dciodvfy_lines
 
 pytestmark = pytest.mark.unit
@@ -54,9 +52,7 @@ BIDI = ["\u202e", "\u202d", "\u200f", "\u2066", "\u2069"]
 
 def drafts_of(source: Dataset, tmp_path: Path) -> dict[str, Any]:
     """Every value the three drafts of ``source`` carry about the patient and the study, parsed back."""
-    files = build_drafts(
-        reading([source], images=shown([source])), [source], settings=ReportingSettings(), revision=1, created_at=WHEN
-    )
+    files = one_image_drafts(source, WHEN)
     drafts = read_back(files, tmp_path)
     sr, sr_texts, oru_texts = drafts.sr, drafts.sr_texts, drafts.oru_texts
     fields = {segment[0]: segment for segment in reversed(drafts.segments)}
@@ -131,13 +127,7 @@ def test_a_c1_control_in_the_model_text_is_the_same_replacement_in_the_sr_the_or
     """Before: U+FFFD in the SR's impression, ``\\XC285\\`` (a raw NEL once unescaped) in the ORU and the raw
     character in FHIR; only the SR flagged ``text-sanitised``."""
     source = dcmread(FILM, stop_before_pixels=True)
-    files = build_drafts(
-        reading([source], images=shown([source]), impression="Small effusion\x85 right\tbase."),
-        [source],
-        settings=ReportingSettings(),
-        revision=1,
-        created_at=WHEN,
-    )
+    files = one_image_drafts(source, WHEN, impression="Small effusion\x85 right\tbase.")
     assert files.hl7 is not None
     assert files.fhir is not None
     carried = f"Small effusion{REPLACEMENT} right base."
@@ -171,13 +161,7 @@ def test_a_model_name_with_controls_is_the_same_name_in_every_draft_and_the_sr_i
     invalid for this VR'), the ORU's NTE its hex escapes, FHIR's Device the raw controls."""
     source = dcmread(FILM, stop_before_pixels=True)
     identity = IDENTITY.model_copy(update={"model_name": "CXR\x85model\x01|^~&\\v2"})
-    files = build_drafts(
-        reading([source], images=shown([source]), identity=identity),
-        [source],
-        settings=ReportingSettings(),
-        revision=1,
-        created_at=WHEN,
-    )
+    files = one_image_drafts(source, WHEN, identity=identity)
     assert files.hl7 is not None
     assert files.fhir is not None
     (tmp_path / "sr.dcm").write_bytes(files.sr)
@@ -196,13 +180,7 @@ def test_a_model_label_that_had_to_change_is_flagged_in_every_draft(tmp_path: Pa
     Code Meaning, an LO, in all three drafts); the ORU flagged only lone surrogates, FHIR never."""
     source = dcmread(FILM, stop_before_pixels=True)
     findings = [Finding(label=label, status=FindingStatus.PRESENT, confidence=0.7)]
-    files = build_drafts(
-        reading([source], images=shown([source]), findings=findings, impression="Nodule."),
-        [source],
-        settings=ReportingSettings(),
-        revision=1,
-        created_at=WHEN,
-    )
+    files = one_image_drafts(source, WHEN, findings=findings, impression="Nodule.")
     assert files.hl7 is not None
     assert files.fhir is not None
     [report] = [

@@ -24,13 +24,10 @@ import pytest
 from pydicom import config, dcmread
 from pydicom.multival import MultiValue
 
-from drafts_readback_support import read_back
-from radtrace.config import ReportingSettings
+from drafts_readback_support import one_image_drafts, read_back
 from radtrace.model.study import study_image
 from radtrace.reporting import codes
-from radtrace.reporting.drafts import build_drafts
 from radtrace.reporting.hl7 import unescape
-from reporting_support import reading, shown
 
 pytestmark = pytest.mark.unit
 
@@ -47,9 +44,7 @@ def _drafts(patient_id: str, tmp_path: Path) -> dict[str, Any]:
     source = study_image(path.read_bytes()).dataset
     sent = source.PatientID
     assert ("\\".join(sent) if isinstance(sent, MultiValue) else sent) == patient_id  # read as sent
-    files = build_drafts(
-        reading([source], images=shown([source])), [source], settings=ReportingSettings(), revision=1, created_at=WHEN
-    )
+    files = one_image_drafts(source, WHEN)
     assert files.companion is not None
     drafts = read_back(files, tmp_path)
     errors, texts, oru_texts = drafts.sr_errors, drafts.sr_texts, drafts.oru_texts

@@ -25,12 +25,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataelem import DataElement
 
-from drafts_readback_support import read_back
-from radtrace.config import ReportingSettings
+from drafts_readback_support import one_image_drafts, read_back
 from radtrace.model.study import study_image
 from radtrace.reporting import codes
-from radtrace.reporting.drafts import build_drafts
-from reporting_support import reading, shown
 
 # pydicom warns and reads the bad bytes as U+FFFD, as in the service; the suite's warnings-as-errors would make the
 # read fail instead (and the value vanish without a note), which is not what a running worker does
@@ -51,9 +48,7 @@ def _drafts(tmp_path: Path, **raw: tuple[str, bytes]) -> dict[str, Any]:
     path = tmp_path / "film.dcm"
     ds.save_as(path, enforce_file_format=True)
     source = study_image(path.read_bytes()).dataset
-    files = build_drafts(
-        reading([source], images=shown([source])), [source], settings=ReportingSettings(), revision=1, created_at=WHEN
-    )
+    files = one_image_drafts(source, WHEN)
     assert files.companion is not None
     drafts = read_back(files, tmp_path)
     sr, texts, oru_texts = drafts.sr, drafts.sr_texts, drafts.oru_texts

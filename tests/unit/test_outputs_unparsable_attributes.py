@@ -30,13 +30,10 @@ from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import ExplicitVRLittleEndian
 
-from drafts_readback_support import read_back
-from radtrace.config import ReportingSettings
+from drafts_readback_support import one_image_drafts, read_back
 from radtrace.model.study import StudyInput, prepare_study, spooled_image, study_image, unparsable_keywords
 from radtrace.reporting import codes
-from radtrace.reporting.drafts import build_drafts
 from radtrace.worker.drafting import headers_only
-from reporting_support import reading, shown
 
 pytestmark = pytest.mark.unit
 
@@ -104,9 +101,7 @@ def _drafts(tmp_path: Path, data: bytes, *, spooled: bool = True) -> dict[str, A
     path = tmp_path / "film.dcm"
     path.write_bytes(data)
     source = headers_only(spooled_image(path, "0" * 64).dataset) if spooled else study_image(data).dataset
-    files = build_drafts(
-        reading([source], images=shown([source])), [source], settings=ReportingSettings(), revision=1, created_at=WHEN
-    )
+    files = one_image_drafts(source, WHEN)
     drafts = read_back(files, tmp_path)
     sr, texts, oru_texts = drafts.sr, drafts.sr_texts, drafts.oru_texts
     pid, patient, report = drafts.segment("PID"), drafts.fhir_patient, drafts.fhir_report
