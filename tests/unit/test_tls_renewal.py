@@ -51,6 +51,30 @@ def _age(path: Path) -> None:
     os.utime(path, ns=(past, past))
 
 
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every path ``Path.read_bytes`` reads from now on."""
+    reads: list[Path] = []
+    read_bytes = Path.read_bytes
+
+    def counted(path: Path) -> bytes:
+        reads.append(path)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    return reads
+
+
+def _rewrite_unseen(files: tuple[Path, ...], new: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rewrite ``files`` (CA, certificate, key) with ``new``'s, their status frozen as it was before: a rewrite the
+    file system's status does not show."""
+    import radtrace.tls_renewal as tls_renewal
+
+    frozen = tuple(tls_renewal._status(path) for path in files)
+    monkeypatch.setattr(tls_renewal, "_status", lambda path: frozen[files.index(path)])
+    for target, source in zip(files, (new.ca, new.client_cert, new.client_key), strict=True):
+        target.write_bytes(source.read_bytes())
+
+
 def _context(files: tuple[Path, ...]) -> tuple[RenewedContext, list[int]]:
     """A RenewedContext over ``files`` (CA bundle, certificate, key) and the count of its builds."""
     builds: list[int] = []
@@ -80,14 +104,7 @@ def test_files_unchanged_are_not_read_at_each_use_and_a_swapped_certbot_link_is_
         link.symlink_to(target)
     renewed, builds = _context(links)
     before = renewed.get()
-    reads: list[Path] = []
-    read_bytes = Path.read_bytes
-
-    def counted(path: Path) -> bytes:
-        reads.append(path)
-        return read_bytes(path)
-
-    monkeypatch.setattr(Path, "read_bytes", counted)
+    reads = _reads(monkeypatch)
     for _ in range(200):
         assert renewed.get() is before
     assert reads == []  # before: 600 reads, three files at each use
@@ -114,10 +131,7 @@ def test_a_rewrite_whose_status_does_not_show_is_found_within_check_every_s(
     files = _install(tmp_path / "tls", old)
     renewed, builds = _context(files)
     before = renewed.get()
-    frozen = tuple(tls_renewal._status(path) for path in files)
-    monkeypatch.setattr(tls_renewal, "_status", lambda path: frozen[files.index(path)])
-    for target, source in zip(files, (new.ca, new.client_cert, new.client_key), strict=True):
-        target.write_bytes(source.read_bytes())
+    _rewrite_unseen(files, new, monkeypatch)
     clock[0] += tls_renewal.CHECK_EVERY_S - 1
     assert renewed.get() is before
     clock[0] += 1
@@ -140,24 +154,14 @@ def test_a_file_modified_within_racy_s_is_read_at_each_use_until_it_is_older(
         os.utime(path, ns=(now, now))
     renewed, builds = _context(files)
     before = renewed.get()
-    frozen = tuple(tls_renewal._status(path) for path in files)
-    monkeypatch.setattr(tls_renewal, "_status", lambda path: frozen[files.index(path)])
-    for target, source in zip(files, (new.ca, new.client_cert, new.client_key), strict=True):
-        target.write_bytes(source.read_bytes())
+    _rewrite_unseen(files, new, monkeypatch)
     after = renewed.get()
     assert after is not before
     assert len(builds) == 2
     # older than RACY_S (the wall clock moved on): the status is trusted again, nothing read
     monkeypatch.setattr(tls_renewal, "_wall_ns", lambda: now + int(tls_renewal.RACY_S * 1e9) + 1)
     renewed.get()  # read once more: the look before found the files fresh
-    reads: list[Path] = []
-    read_bytes = Path.read_bytes
-
-    def counted(path: Path) -> bytes:
-        reads.append(path)
-        return read_bytes(path)
-
-    monkeypatch.setattr(Path, "read_bytes", counted)
+    reads = _reads(monkeypatch)
     for _ in range(50):
         assert renewed.get() is after
     assert reads == []
