@@ -167,21 +167,32 @@ def test_the_start_up_checks_and_the_running_service_share_one_threshold() -> No
     assert preflight_tls.EXPIRY_WARNING is EXPIRY_WARNING == timedelta(days=14)
 
 
+def _bundle_with_an_ended_ca(tmp_path: Path, *, ca_days: float) -> dict[str, Path]:
+    """``dispatch.ris``'s files (its CA ending in ``ca_days``), its bundle holding also a CA that ended 30 days ago."""
+    files = _pki(tmp_path / "tls", certificate_days=300, ca_days=ca_days)
+    old = _pki(tmp_path / "old", certificate_days=300, ca_days=-30)
+    files["ca_bundle"].write_bytes(files["ca_bundle"].read_bytes() + old["ca_bundle"].read_bytes())
+    return files
+
+
+def _ca_gauge_after_uses(files: dict[str, Path], caplog: pytest.LogCaptureFixture) -> float | None:
+    """The CA gauge of ``dispatch.ris`` after its context was used 10 times (what was said: in ``caplog``, INFO up)."""
+    renewed = _renewed(files)
+    registry = _registry()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        for _ in range(10):
+            renewed.get()
+        return _gauge(registry, AUTHORITY, "dispatch.ris")
+
+
 def test_an_expired_ca_kept_beside_the_renewed_one_is_one_info_line_and_the_gauge_follows_the_renewed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The RIS's bundle still holds last year's CA beside the renewed one. An ended CA verifies nothing: the CA gauge
     follows the renewed one (before: negative, last year's, and RadtraceTlsCaExpiring fired until it was removed),
     and the ended one is said once, as information."""
-    files = _pki(tmp_path / "tls", certificate_days=300, ca_days=400)
-    old = _pki(tmp_path / "old", certificate_days=300, ca_days=-30)
-    files["ca_bundle"].write_bytes(files["ca_bundle"].read_bytes() + old["ca_bundle"].read_bytes())
-    renewed = _renewed(files)
-    registry = _registry()
-    with caplog.at_level(logging.INFO, logger=LOGGER):
-        for _ in range(10):
-            renewed.get()
-        ca_left = _gauge(registry, AUTHORITY, "dispatch.ris")
+    files = _bundle_with_an_ended_ca(tmp_path, ca_days=400)
+    ca_left = _ca_gauge_after_uses(files, caplog)
     assert ca_left is not None
     assert abs(ca_left - 400 * DAY) < 120
     [said] = caplog.records
@@ -195,15 +206,8 @@ def test_a_bundle_whose_every_ca_ended_is_one_error_and_a_negative_ca_gauge(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Nothing in the bundle can verify the peer: the first CA to end is served, negative, and said as an error."""
-    files = _pki(tmp_path / "tls", certificate_days=300, ca_days=-10)
-    old = _pki(tmp_path / "old", certificate_days=300, ca_days=-30)
-    files["ca_bundle"].write_bytes(files["ca_bundle"].read_bytes() + old["ca_bundle"].read_bytes())
-    renewed = _renewed(files)
-    registry = _registry()
-    with caplog.at_level(logging.INFO, logger=LOGGER):
-        for _ in range(10):
-            renewed.get()
-        ca_left = _gauge(registry, AUTHORITY, "dispatch.ris")
+    files = _bundle_with_an_ended_ca(tmp_path, ca_days=-10)
+    ca_left = _ca_gauge_after_uses(files, caplog)
     assert ca_left is not None
     assert abs(ca_left + 30 * DAY) < 120
     [said] = caplog.records
