@@ -16,10 +16,11 @@ Such a copy is no duplicate of A's old version (:func:`duplicate_candidates`: a 
 in the study where the PACS filed the image last): it is A's next version, so B's revisions that read it are flagged
 here (their drafts are withdrawn: :mod:`radtrace.reporting.dispatch.withdrawals`) and A's next revision reads it
 again, from A's own images; A's earlier revision keeps its flag (its draft stays withdrawn, and a later SR does not
-name it as a predecessor: :func:`withdrawn_revisions`). So does a PACS that undoes a patient change within one study
-(A/P1 -> A/P9 -> A/P1, the last copy byte for byte the first): a copy is a duplicate only of a version held under the
-study and Patient ID of the newest (:func:`filed_now`), so the return is A's next version, the P9-era revision is
-flagged (its draft withdrawn) and A's next revision reads the image again under P1.
+name it as a predecessor: :func:`radtrace.store.withdrawn.withdrawn_revisions`, the store-level query the worker
+shares, re-exported here). So does a PACS that undoes a patient change within one study (A/P1 -> A/P9 -> A/P1, the
+last copy byte for byte the first): a copy is a duplicate only of a version held under the study and Patient ID of the
+newest (:func:`filed_now`), so the return is A's next version, the P9-era revision is flagged (its draft withdrawn)
+and A's next revision reads the image again under P1.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from radtrace.audit.schema import AuditEventRow
 from radtrace.dicom_listener.headers import ReceivedHeader
 from radtrace.logging import study_key
 from radtrace.store.models import Instance, Revision, RevisionState, Study
+from radtrace.store.withdrawn import withdrawn_revisions
 
 __all__ = [
     "REASSIGNED_FLAG",
@@ -268,19 +270,6 @@ def have_read() -> sa.ColumnElement[bool]:
     (tests/integration/test_reassigned_mark_race.py). Locking the revisions here (``FOR UPDATE``) would add nothing
     but a deadlock: the listener would wait for the claim's row while the claim waits for the audit lock."""
     return _REVISIONS.c.state.not_in([RevisionState.RECEIVING, RevisionState.QUEUED])
-
-
-def withdrawn_revisions(session: Session, study_id: int) -> frozenset[int]:
-    """The numbers of the study's revisions whose drafts are withdrawn, or never to be sent: an image each read was
-    re-sent under another patient or study (``reassigned_at``) or rejected by the PACS (``rejected_at``). No later
-    draft names theirs in its Predecessor Documents Sequence: PS3.3 C.17.2 (Table C.17-2) has it "refer to SR SOP
-    Instances (e.g., prior or preliminary reports) whose content has been wholly or partially included in this
-    document", and a later reading includes nothing of a draft about another patient's image, nor of one an IHE IOCM
-    rejection note (sent by radtrace: :mod:`radtrace.reporting.withdrawal`) took out of the PACS; a viewer that
-    follows the sequence would offer the withdrawn draft as the earlier version of the new one."""
-    marked = sa.or_(_REVISIONS.c.reassigned_at.is_not(None), _REVISIONS.c.rejected_at.is_not(None))
-    rows = session.execute(sa.select(_REVISIONS.c.number).where(_REVISIONS.c.study_id == study_id, marked))
-    return frozenset(int(number) for number in rows.scalars())
 
 
 #: A revision's check of its marks cleared: a new mark is one the radiologist has not checked.

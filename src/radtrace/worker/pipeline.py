@@ -51,7 +51,6 @@ from sqlalchemy.orm import Session
 from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
-from radtrace.dicom_listener.reassigned import withdrawn_revisions
 from radtrace.errors import DicomInputError, ModelServerUnavailableError, RadtraceError, ReadsHeldError
 from radtrace.logging import patient_values, redacting, study_key
 from radtrace.model.reading import FindingStatus, Reading
@@ -61,6 +60,7 @@ from radtrace.reporting.draft_store import BuiltDrafts, drafts_root, enqueue_bui
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, OutboxMessage, Priority, Revision, RevisionState, Study
+from radtrace.store.withdrawn import withdrawn_revisions
 from radtrace.worker.attempts import ProcessResult, Result, RevisionAttempts
 from radtrace.worker.breaker import Hold, ModelServerBreaker
 from radtrace.worker.claims import (
@@ -344,14 +344,16 @@ class StudyPipeline:
         """The study's earlier SRs for Predecessor Documents: the kept drafts of its earlier revisions (kept
         whether or not any destination is configured), after those the outbox holds for revisions with none kept
         (drafts from before drafts were kept), one per SOP Instance UID; none of a revision whose draft was withdrawn
-        (:func:`radtrace.dicom_listener.reassigned.withdrawn_revisions`). Each file is read once: a kept SR's
-        Instance Number is its revision's (build_sr), whose outbox copies are not read."""
-        with self.store.session("finding withdrawn drafts") as session:  # never predecessors (PS3.3 C.17.2)
+        (:func:`radtrace.store.withdrawn.withdrawn_revisions`). One session finds the withdrawn revisions and the
+        outbox's SR payloads, and no file is read while it is open. Each file is read once: a kept SR's Instance
+        Number is its revision's (build_sr), whose outbox copies are not read."""
+        with self.store.session("finding earlier SRs") as session:  # withdrawn: never predecessors (PS3.3 C.17.2)
             withdrawn = withdrawn_revisions(session, claim.study_id)
+            enqueued = self.outbox.earlier_sr_payloads(session, claim.revision_id, except_revisions=withdrawn)
         kept = kept_srs(drafts_root(self.settings), claim.study_uid, claim.number, withdrawn=withdrawn)
         known = {str(ds.SOPInstanceUID) for ds in kept}
         have = {int(ds.InstanceNumber) for ds in kept if ds.get("InstanceNumber") is not None}
-        sent = self.outbox.earlier_srs(claim.revision_id, except_revisions=have | withdrawn)
+        sent = self.outbox.read_earlier_srs(enqueued, have=have)
         return [*(ds for ds in sent if str(ds.SOPInstanceUID) not in known), *kept]
 
     def _settle(self, in_hand: Sequence[_InHand], settled: OnResult, heartbeat: Heartbeat) -> None:

@@ -244,23 +244,39 @@ class OutboxRows:
         their SRs already (the kept drafts, :func:`radtrace.reporting.draft_store.kept_srs`).
         """
         with self.store.session("finding earlier SRs") as session:
-            revision = session.get(Revision, revision_id)
-            if revision is None:
-                raise DispatchRejectedError(f"revision {revision_id} does not exist")
-            rows = session.execute(
-                sa.select(OutboxMessage.payload_path, OutboxMessage.payload_sha256)
-                .join(Revision, OutboxMessage.revision_id == Revision.id)
-                .where(
-                    Revision.study_id == revision.study_id,
-                    Revision.number < revision.number,
-                    Revision.number.not_in(sorted(except_revisions)),
-                    OutboxMessage.payload_path.like("%.dcm"),
-                    OutboxMessage.kind.not_in([KIND_GSPS, *NOT_DRAFT_KINDS]),  # not drafts: never predecessors
-                )
-                .order_by(Revision.number, OutboxMessage.id)
-            ).all()
+            payloads = self.earlier_sr_payloads(session, revision_id, except_revisions=except_revisions)
+        return self.read_earlier_srs(payloads)
+
+    def earlier_sr_payloads(
+        self, session: Session, revision_id: int, *, except_revisions: Collection[int] = ()
+    ) -> list[tuple[int, str]]:
+        """The payloads :meth:`earlier_srs` reads, found in the caller's session (nothing read from disk): (revision
+        number, payload path) of each SR row of the study's earlier revisions but those numbered in
+        ``except_revisions``, oldest revision first. The worker finds these and the withdrawn revisions in one
+        transaction (:meth:`radtrace.worker.pipeline.StudyPipeline._predecessors`)."""
+        revision = session.get(Revision, revision_id)
+        if revision is None:
+            raise DispatchRejectedError(f"revision {revision_id} does not exist")
+        rows = session.execute(
+            sa.select(Revision.number, OutboxMessage.payload_path)
+            .join(Revision, OutboxMessage.revision_id == Revision.id)
+            .where(
+                Revision.study_id == revision.study_id,
+                Revision.number < revision.number,
+                Revision.number.not_in(sorted(except_revisions)),
+                OutboxMessage.payload_path.like("%.dcm"),
+                OutboxMessage.kind.not_in([KIND_GSPS, *NOT_DRAFT_KINDS]),  # not drafts: never predecessors
+            )
+            .order_by(Revision.number, OutboxMessage.id)
+        ).all()
+        return [(int(number), str(path)) for number, path in rows]
+
+    def read_earlier_srs(self, payloads: Sequence[tuple[int, str]], *, have: Collection[int] = ()) -> list[Dataset]:
+        """The SR documents of ``payloads`` (:meth:`earlier_sr_payloads`), headers only, in their order, one per SOP
+        Instance UID and each file read once; those of the revisions numbered in ``have`` are left out unread (the
+        caller has their SRs already). A payload that cannot be read is a :class:`DispatchRejectedError`."""
         found: dict[str, Dataset] = {}
-        for path in dict.fromkeys(path for path, _ in rows):  # one file per payload; order kept
+        for path in dict.fromkeys(path for number, path in payloads if number not in have):  # order kept
             try:
                 dataset = pydicom.dcmread(self.payload_dir / path, stop_before_pixels=True)
             except (OSError, InvalidDicomError) as exc:
