@@ -53,6 +53,30 @@ class StoreSettings(Section):
     echo_sql: bool = Field(default=False, description="log every SQL statement (debugging only)")
     pool_size: int = Field(default=5, ge=1, le=100, description="connections per process (PostgreSQL)")
     connect_timeout_s: float = Field(default=10.0, gt=0, description="give up connecting after this long")
+    node_watch_interval_s: float = Field(
+        default=10.0,
+        ge=1,
+        le=300,
+        description="how often each running service renews its row in the nodes table and compares its code with "
+        "the database's schema floor (a node below it stops taking work within this long)",
+    )
+    node_stale_after_s: float = Field(
+        default=30.0, ge=2, le=3600,
+        description="a nodes row not renewed for this long is a service that ended without saying so (kill -9, a "
+        "machine gone), no longer in the way of 'radtrace db upgrade'; at least twice node_watch_interval_s, and "
+        "the same on every node",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _node_rows(self) -> StoreSettings:
+        # A row is renewed every interval: a limit under two intervals would take a live node whose one beat was
+        # late (a slow database) for one that ended, and migrate under it.
+        if self.node_stale_after_s < 2 * self.node_watch_interval_s:
+            raise ValueError(
+                f"node_stale_after_s ({self.node_stale_after_s:g}) must be at least twice node_watch_interval_s "
+                f"({self.node_watch_interval_s:g}): a live node renews its row once per interval"
+            )
+        return self
 
 
 class BrokerSettings(Section):

@@ -488,7 +488,10 @@ def run_serve(
         components.append(Component("atna", ("audit", "forward")))
     from radtrace.store.compat import NodeWatch
 
-    watch = NodeWatch(settings.store_url, "serve", connect_timeout_s=settings.store.connect_timeout_s)
+    watch = NodeWatch(
+        settings.store_url, "serve", interval_s=settings.store.node_watch_interval_s,
+        connect_timeout_s=settings.store.connect_timeout_s,
+    )  # fmt: skip
     supervisor = Supervisor(settings, components, root_args=root_args, on_started=on_started, watch=watch)
     watch.on_incompatible = supervisor.on_incompatible
     watch.start()

@@ -1,9 +1,10 @@
-"""``radtrace db upgrade`` while a real radtrace of the version before the floor (commit 8ca5b11, schema 0022, run from
+"""``radtrace db upgrade`` while a real radtrace of the version before the floor (commit 977afda, schema 0016, run from
 its own source) still works on the database: refused, naming it, unless ``--force``.
 
 The last rolling upgrade migrated the database under an older dispatcher, which then failed on the outbox state
 ``cancelled`` and marked draft withdrawals ``failed``. That version writes no ``nodes`` row; what shows it is its
-PostgreSQL connection (no application name: this version names its own ``radtrace``) and, on SQLite, its DICOM
+PostgreSQL connection (no application name, as a role that may write radtrace's tables: this version names its own
+``radtrace <pid>@<host>``) and, on SQLite, its DICOM
 listener's lock in the data directory (radtrace.store.compat.others_at_work)."""
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from tests_support import radtrace, running_api
 
 pytestmark = pytest.mark.integration
 
-BEFORE_THE_FLOOR = "8ca5b11"  # the last commit without radtrace.store.compat: schema 0022
+BEFORE_THE_FLOOR = "977afda"  # the last commit of main without radtrace.store.compat: schema 0016
+BEFORE = "0016"
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
@@ -58,16 +60,16 @@ def _old(env: dict[str, str], old_source: Path) -> dict[str, str]:
     return env | {"PYTHONPATH": str(old_source)}
 
 
-def _at_0022(url: str) -> None:
-    """The database as the version before the floor migrated it (the same migrations 0001 to 0022)."""
+def _at_before(url: str) -> None:
+    """The database as the version before the floor migrated it (the same migrations, up to :data:`BEFORE`)."""
     store = Store.from_url(url)
     try:
         with store.engine.connect() as connection:
-            command.upgrade(_config(connection), "0022")
+            command.upgrade(_config(connection), BEFORE)
             connection.commit()
     finally:
         store.dispose()
-    assert _revision(url) == "0022"
+    assert _revision(url) == BEFORE
 
 
 def _refused_then_forced(env: dict[str, str], url: str, seen: str) -> None:
@@ -76,10 +78,10 @@ def _refused_then_forced(env: dict[str, str], url: str, seen: str) -> None:
     assert refused.returncode == 1, shown
     assert "Traceback" not in shown
     said = " ".join(shown.split())
-    assert f"not migrating the database from schema 0022 to {head_revision()}: other radtrace processes work on" in said
+    assert f"not migrating the database from schema {BEFORE} to {head_revision()}: other radtrace processes" in said
     assert seen in said, shown
     assert "Stop every radtrace process on every node first" in said
-    assert _revision(url) == "0022"  # untouched
+    assert _revision(url) == BEFORE  # untouched
     forced = radtrace("db", "upgrade", "--force", env=env)
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert _revision(url) == head_revision()
@@ -88,9 +90,9 @@ def _refused_then_forced(env: dict[str, str], url: str, seen: str) -> None:
 def test_postgresql_an_old_api_still_connected_refuses_the_migration(old_source: Path, tmp_path: Path) -> None:
     with temporary_postgres_database() as url:
         env = {"RADTRACE_DATA_DIR": str(tmp_path / "var"), "RADTRACE_STORE__URL": url}
-        _at_0022(url)
+        _at_before(url)
         with running_api(_old(env, old_source), tmp_path / "old-api.log"):  # answered /healthz: connected
-            _refused_then_forced(env, url, "with no application name (an older radtrace)")
+            _refused_then_forced(env, url, "that may write radtrace's tables (an older radtrace?)")
 
 
 @contextlib.contextmanager
@@ -123,6 +125,6 @@ def test_sqlite_an_old_listener_still_running_refuses_the_migration(old_source: 
         "RADTRACE_LISTENER__PORT": str(port), "RADTRACE_LISTENER__MIN_FREE_BYTES": "0",
         "RADTRACE_LISTENER__ALLOWED_CALLERS": json.dumps([{"ae_title": "PACS"}]),
     }  # fmt: skip
-    _at_0022(url)
+    _at_before(url)
     with _old_listener(env, old_source, port, tmp_path / "old-listener.log"):
         _refused_then_forced(env, url, f"a DICOM listener holding {data_dir.resolve() / 'listener.lock'}")

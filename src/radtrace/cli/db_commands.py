@@ -43,9 +43,14 @@ def db_upgrade(
         refuse_newer(before)
         if before not in (None, head_revision()) and not force:  # no rolling upgrade (radtrace.store.compat)
             try:
-                refuse_while_others_work(store, before, head_revision())
+                clients = refuse_while_others_work(
+                    store, before, head_revision(), stale_after_s=settings.store.node_stale_after_s
+                )
             except StartMigrationError as exc:
                 fail(exc.reason)
+            if clients:  # psql, a monitoring exporter: not radtrace, named so that nobody wonders
+                err.print(f"also connected, not radtrace (not waited for): {'; '.join(clients)}", soft_wrap=True,
+                          highlight=False, markup=False)  # fmt: skip
         if is_sqlite(store.engine) and before not in (None, head_revision()):  # as serve keeps one at start
             try:
                 kept = backup_sqlite(store, before)

@@ -68,7 +68,7 @@ def database_check(settings: Settings) -> Check:
         if (too_old := running_problem(store)) is not None:  # before migrating: a floor this code is below
             return Check("database", "failed", too_old)
         if is_sqlite(store.engine):
-            migrated = migrate_at_start(store)
+            migrated = migrate_at_start(store, stale_after_s=settings.store.node_stale_after_s)
             return _after_upgrade(settings, store) or Check(
                 "database", "ok", f"SQLite {migrated.describe()} ({store.engine.url.database})"
             )
@@ -92,7 +92,10 @@ def start_node_watch(settings: Settings, service: str) -> NodeWatch:
     radtrace has raised the database's floor or migrated it (:class:`radtrace.store.compat.NodeWatch`)."""
     from radtrace.store.compat import NodeWatch
 
-    return NodeWatch(settings.store_url, service, connect_timeout_s=settings.store.connect_timeout_s).start()
+    return NodeWatch(
+        settings.store_url, service, interval_s=settings.store.node_watch_interval_s,
+        connect_timeout_s=settings.store.connect_timeout_s,
+    ).start()  # fmt: skip
 
 
 def _after_upgrade(settings: Settings, store: Store) -> Check | None:

@@ -8,12 +8,14 @@ stops taking work, when its code does not know the floor's migration or the data
 failed on the outbox state ``cancelled`` and marked draft withdrawals ``failed``.
 
 *Nodes*: each long-running process is a row of ``nodes`` while it runs (:class:`NodeWatch`): written when it starts,
-``seen_at`` renewed every :data:`WATCH_INTERVAL_S` on the database's clock, removed when it stops; a row not renewed
-for :data:`NODE_STALE_S` is a process that ended without saying so (kill -9, a machine gone). A migration is refused
-while another process is seen (:func:`others_at_work`): a fresh row, a study's read or a delivery's send in hand (the
-claims every radtrace writes, older ones too), a DICOM listener holding the data directory's lock (SQLite), and on
-PostgreSQL a connection to the database with no application name (radtrace before the schema floor gave none; this one
-names its connections ``radtrace``: :func:`radtrace.store.engine.create_store_engine`).
+``seen_at`` renewed every ``store.node_watch_interval_s`` (10 s) on the database's clock, removed when it stops; a row
+not renewed for ``store.node_stale_after_s`` (30 s) is a process that ended without saying so (kill -9, a machine gone).
+A migration is refused while another process is seen (:func:`others_at_work`): a fresh row, a study's read or a
+delivery's send in hand (the claims every radtrace writes, older ones too), a DICOM listener holding the data
+directory's lock (SQLite), and on PostgreSQL another radtrace process's connection (named ``radtrace <pid>@<host>``:
+:func:`radtrace.store.engine.application_name`); radtrace before the floor named none, so until the floor's migration an
+unnamed connection whose role may write radtrace's tables counts too (:func:`_connections`). Other clients (psql, a
+monitoring exporter) are named, never counted.
 """
 
 from __future__ import annotations
@@ -38,8 +40,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from radtrace.errors import PermanentError, RadtraceError
+from radtrace.logging.redaction import escape
 from radtrace.store.base import Base, UtcDateTime, utc_now
-from radtrace.store.engine import Store, is_postgresql, is_sqlite, translate_db_error
+from radtrace.store.engine import (
+    APPLICATION_NAME,
+    Store,
+    application_name,
+    is_postgresql,
+    is_sqlite,
+    translate_db_error,
+)
 from radtrace.store.models import OutboxMessage, Revision
 
 __all__ = [
@@ -59,14 +69,17 @@ __all__ = [
     "read_floor",
     "refuse_too_old",
     "running_problem",
+    "survey",
     "too_old_problem",
 ]
 
 log = logging.getLogger(__name__)
 
-#: How often a running process renews its row and compares its code with the database's floor and revision.
+#: How often a running process renews its row and compares its code with the database's floor and revision: the
+#: default of ``store.node_watch_interval_s``.
 WATCH_INTERVAL_S: Final = 10.0
-#: A row not renewed for this long is a process that ended (three beats missed).
+#: A row not renewed for this long is a process that ended (three beats missed): the default of
+#: ``store.node_stale_after_s``.
 NODE_STALE_S: Final = 3 * WATCH_INTERVAL_S
 #: A delivery whose claim's beat (every 5 s, radtrace.reporting.dispatch.claims) is this recent is being sent now.
 SENDING_WITHIN_S: Final = 60.0
@@ -154,13 +167,26 @@ def read_floor(connection: sa.Connection) -> Floor | None:
 
 
 def too_old_problem(floor: Floor | None) -> str | None:
-    """Why this code must not run against a database with ``floor``; None when it may."""
+    """Why this code must not run against a database with ``floor``; None when it may.
+
+    The floor is judged by migration (``min_schema``), never by version: the version (``pyproject.toml``, read by
+    :func:`code_version`) is words for the operator. It is raised only by a release, so a build between two releases
+    (or a release that did not raise it) says the same version as the code that raised the floor: then the words name
+    the schema and the build, not an upgrade "to" the version this node already runs."""
     if floor is None or floor.min_schema in known_revisions():
         return None
+    runs = f"this node runs radtrace {code_version()} (schema {_head()})"
+    if code_version() == floor.min_version:
+        return (
+            f"{runs}; the database needs radtrace code that knows schema {floor.min_schema} ({floor.reason}), which "
+            f"the radtrace that migrated it ships (it also says it is radtrace {floor.min_version}: the version was "
+            "not raised with that migration, so it cannot tell the two apart): install the radtrace build that "
+            "migrated the database on this node, then start it again (docs/operations.md, Upgrades and migrations)"
+        )
     return (
-        f"this node runs radtrace {code_version()} (schema {_head()}); the database needs radtrace >= "
-        f"{floor.min_version} (schema {floor.min_schema} or newer; {floor.reason}): upgrade this node to "
-        f"radtrace {floor.min_version} or newer, then start it again (docs/operations.md, Upgrades and migrations)"
+        f"{runs}; the database needs radtrace >= {floor.min_version} (schema {floor.min_schema} or newer; "
+        f"{floor.reason}): upgrade this node to radtrace {floor.min_version} or newer, then start it again "
+        "(docs/operations.md, Upgrades and migrations)"
     )
 
 
@@ -263,9 +289,10 @@ def _ended_here(host: str, pid: int) -> bool:
     return False
 
 
-def live_nodes(store: Store, *, excluding: Iterable[str] = ()) -> list[SeenNode]:
-    """The processes the ``nodes`` table says work on the database now (renewed within :data:`NODE_STALE_S`, and not
-    a process of this host that has ended), but those ``excluding``; none before the floor's migration."""
+def live_nodes(store: Store, *, excluding: Iterable[str] = (), stale_after_s: float = NODE_STALE_S) -> list[SeenNode]:
+    """The processes the ``nodes`` table says work on the database now (renewed within ``stale_after_s``:
+    ``store.node_stale_after_s``, and not a process of this host that has ended), but those ``excluding``; none before
+    the floor's migration."""
     left_out = set(excluding)
     try:
         with store.engine.connect() as connection:
@@ -275,7 +302,7 @@ def live_nodes(store: Store, *, excluding: Iterable[str] = ()) -> list[SeenNode]
             rows = connection.execute(
                 sa.select(Node.id, Node.host, Node.pid, Node.role, Node.version, Node.schema,
                           Node.seen_at)
-                .where(Node.seen_at >= now - timedelta(seconds=NODE_STALE_S))
+                .where(Node.seen_at >= now - timedelta(seconds=stale_after_s))
                 .order_by(Node.host, Node.pid)
             ).all()  # fmt: skip
     except sa.exc.SQLAlchemyError as exc:
@@ -316,22 +343,74 @@ def _work_in_hand(connection: sa.Connection) -> list[str]:
     return found
 
 
-def _unnamed_connections(connection: sa.Connection) -> list[str]:
-    """PostgreSQL: the other connections to this database with no application name (radtrace before the schema floor
-    named none; this one names its connections ``radtrace``, psql and most tools name theirs)."""
+@dataclass(frozen=True)
+class _Client:
+    """Connections to this database of one application name, role and client address (PostgreSQL)."""
+
+    application: str
+    user: str
+    address: str | None
+    count: int
+    since: datetime | None
+    may_write: bool
+
+    def describe(self, what: str) -> str:
+        # pg_stat_activity shows no address for a local socket, nor another role's to a role without pg_read_all_stats
+        where = f"from {self.address}" if self.address is not None else "with no address shown"
+        many = "connections" if self.count > 1 else "connection"
+        started = f", since {self.since:%Y-%m-%d %H:%M} UTC" if self.since is not None else ""
+        return f"{self.count} {what} {many} {where} as {escape(self.user)}{started}"
+
+
+def _clients(connection: sa.Connection) -> list[_Client]:
+    """PostgreSQL: the other client connections to this database, grouped by application name, role and address.
+    ``may_write``: the role may update the outbox (what every radtrace's role may do; a monitoring role, pg_monitor
+    or the like, may not)."""
     rows = connection.execute(
         sa.text(
-            "SELECT usename, client_addr, backend_start FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND COALESCE(backend_type, 'client backend') = 'client backend' "
-            "AND COALESCE(application_name, '') = '' ORDER BY backend_start"
+            "SELECT COALESCE(application_name, ''), COALESCE(usename, '?'), host(client_addr), count(*), "
+            "min(backend_start), bool_or(COALESCE(CASE WHEN to_regclass('outbox') IS NULL THEN true "
+            "ELSE has_table_privilege(usesysid, to_regclass('outbox'), 'UPDATE') END, true)) "
+            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND COALESCE(backend_type, 'client backend') = 'client backend' "
+            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         )
     ).all()
-    found = []
-    for user, address, since in rows:
-        where = f"from {address}" if address is not None else "on this server's socket"
-        started = f" since {since:%Y-%m-%d %H:%M} UTC" if isinstance(since, datetime) else ""
-        found.append(f"a connection {where} as {user or '?'}{started} with no application name (an older radtrace)")
-    return found
+    return [
+        _Client(str(application)[:64], str(user)[:64], address, int(count),
+                since if isinstance(since, datetime) else None, bool(may_write))
+        for application, user, address, count, since, may_write in rows
+    ]  # fmt: skip
+
+
+def _connections(connection: sa.Connection, nodes: Iterable[SeenNode] = ()) -> tuple[list[str], list[str]]:
+    """PostgreSQL: (the connections of other radtrace processes, the other clients'), in words.
+
+    radtrace's: every engine radtrace opens names its connections ``radtrace <pid>@<host>``
+    (:func:`radtrace.store.engine.application_name`; the floor's first code named them ``radtrace``); this process's
+    own are left out, and those of a process ``nodes`` names already. radtrace before the schema floor named none, so
+    while the database has no floor (before migration 0024) a connection with no application name whose role may write
+    radtrace's tables is counted too: an older radtrace, idle, shows nothing else. From the floor on, an older radtrace
+    cannot be at work unless a migration was forced under it: on PostgreSQL it refuses to start on a schema other than
+    its newest, and the floor's migration was refused while it was connected. Every other client (psql, a monitoring
+    exporter, a DBA's tool, an unnamed connection once the floor is there) is named, never counted."""
+    before_floor = not sa.inspect(connection).has_table("schema_floor")
+    named = {application_name()} | {
+        f"{APPLICATION_NAME} {node.pid}@{node.host.encode('ascii', 'replace').decode('ascii')[:40]}" for node in nodes
+    }
+    ours: list[str] = []
+    others: list[str] = []
+    for client in _clients(connection):
+        if client.application == APPLICATION_NAME or client.application.startswith(f"{APPLICATION_NAME} "):
+            if client.application not in named:
+                ours.append(client.describe(f"'{escape(client.application)}'"))
+        elif not client.application and before_floor and client.may_write:
+            ours.append(client.describe("unnamed") + " that may write radtrace's tables (an older radtrace?)")
+        elif client.application:
+            others.append(client.describe(f"'{escape(client.application)}'"))
+        else:
+            others.append(client.describe("unnamed"))
+    return ours, others
 
 
 def _listener_lock(store: Store) -> list[str]:
@@ -353,18 +432,29 @@ def _listener_lock(store: Store) -> list[str]:
     return []
 
 
-def others_at_work(store: Store, *, excluding: Iterable[str] = ()) -> list[str]:
+def others_at_work(store: Store, *, excluding: Iterable[str] = (), stale_after_s: float = NODE_STALE_S) -> list[str]:
     """Each radtrace process seen working on the database now, in words (see the module docstring); empty when none
-    is seen. ``excluding``: node ids of this process's own."""
-    found = [node.describe() for node in live_nodes(store, excluding=excluding)]
+    is seen. ``excluding``: node ids of this process's own; ``stale_after_s``: see :func:`live_nodes`."""
+    return survey(store, excluding=excluding, stale_after_s=stale_after_s)[0]
+
+
+def survey(
+    store: Store, *, excluding: Iterable[str] = (), stale_after_s: float = NODE_STALE_S
+) -> tuple[list[str], list[str]]:
+    """(each radtrace process seen working on the database now, each other client connected to it: PostgreSQL, not
+    radtrace, never counted), in words (see :func:`others_at_work` and :func:`_connections`)."""
+    nodes = live_nodes(store, excluding=excluding, stale_after_s=stale_after_s)
+    found = [node.describe() for node in nodes]
+    others: list[str] = []
     try:
         with store.engine.connect() as connection:
             found += _work_in_hand(connection)
             if is_postgresql(connection):
-                found += _unnamed_connections(connection)
+                ours, others = _connections(connection, nodes)
+                found += ours
     except sa.exc.SQLAlchemyError as exc:
         raise translate_db_error(exc, "looking for radtrace processes working on the database") from exc
-    return found + _listener_lock(store)
+    return found + _listener_lock(store), others
 
 
 class NodeWatch:

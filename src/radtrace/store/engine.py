@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,22 @@ from sqlalchemy.orm import Session
 
 from radtrace.errors import ConfigError, PermanentError, StoreUnavailableError
 
-__all__ = ["Store", "create_store_engine", "is_postgresql", "is_sqlite", "translate_db_error"]
+__all__ = [
+    "APPLICATION_NAME",
+    "Store",
+    "application_name",
+    "create_store_engine",
+    "is_postgresql",
+    "is_sqlite",
+    "translate_db_error",
+]
 
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-#: PostgreSQL's application_name of every connection radtrace opens (pg_stat_activity); radtrace before the schema floor
-#: left it empty.
+#: PostgreSQL: every connection radtrace opens is named ``radtrace <pid>@<host>`` (application_name, in
+#: pg_stat_activity: :func:`application_name`); radtrace before the schema floor left it empty, the first floor's code
+#: named it ``radtrace``.
 APPLICATION_NAME = "radtrace"
 
 
@@ -45,6 +56,20 @@ def _backend(target: Engine | sa.Connection | URL | str) -> str:
     if isinstance(target, Engine | sa.Connection):
         return str(target.dialect.name)
     return (make_url(target) if isinstance(target, str) else target).get_backend_name()
+
+
+def application_name() -> str:
+    """This process's PostgreSQL application name, ``radtrace <pid>@<host>``: a DBA sees which process holds a
+    connection, and a migration tells this process's own connections from other radtrace processes'
+    (:func:`radtrace.store.compat.others_at_work`). Within PostgreSQL's 63 bytes, ASCII (PostgreSQL shows any other
+    character as ``?``)."""
+    host = socket.gethostname().encode("ascii", "replace").decode("ascii")[:40]
+    return f"{APPLICATION_NAME} {os.getpid()}@{host}"
+
+
+def _name_connection(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+    # At each connect, not at the engine's creation: a process forked after it (a Celery pool child) names its own.
+    params["application_name"] = application_name()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -71,7 +96,7 @@ def create_store_engine(url: str, *, pool_size: int = 5, connect_timeout_s: floa
 
     SQLite: WAL, ``synchronous=FULL``, foreign keys on, a busy timeout, explicit BEGIN. The
     directory of the file is created. PostgreSQL: psycopg 3, pre-ping, a bounded connect timeout, the application
-    name ``radtrace``.
+    name ``radtrace <pid>@<host>`` (:func:`application_name`).
     """
     try:
         parsed = make_url(url)
@@ -94,16 +119,18 @@ def create_store_engine(url: str, *, pool_size: int = 5, connect_timeout_s: floa
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(
+        engine = sa.create_engine(
             parsed,
             echo=echo,
             hide_parameters=True,
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
-            # Named: a migration tells radtrace's connections from others' (radtrace.store.compat.others_at_work)
-            connect_args={"connect_timeout": max(1, int(connect_timeout_s)), "application_name": APPLICATION_NAME},
+            connect_args={"connect_timeout": max(1, int(connect_timeout_s))},
         )
+        # Named: a migration tells radtrace's connections from others' (radtrace.store.compat.others_at_work)
+        event.listen(engine, "do_connect", _name_connection)
+        return engine
     raise ConfigError(f"store.url: unsupported database '{backend}' (use sqlite or postgresql)")
 
 

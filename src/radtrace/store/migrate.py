@@ -98,22 +98,26 @@ class OthersAtWorkError(StartMigrationError):
     """Other radtrace processes work on the database: migrating it under them is refused (no rolling upgrade)."""
 
 
-def refuse_while_others_work(store: Store, before: str, head: str) -> None:
+def refuse_while_others_work(store: Store, before: str, head: str, *, stale_after_s: float | None = None) -> list[str]:
     """Raise :class:`OthersAtWorkError` naming each radtrace process seen working on the database
     (:func:`radtrace.store.compat.others_at_work`): a migration from ``before`` to ``head`` under a running process
     of the older code is what failed the last rolling upgrade (an older dispatcher on the outbox state
-    ``cancelled``)."""
-    from radtrace.store.compat import NODE_STALE_S, others_at_work
+    ``cancelled``). ``stale_after_s``: a ``nodes`` row not renewed for this long is a process that ended
+    (``store.node_stale_after_s``). Returns the other clients connected (PostgreSQL: psql, a monitoring exporter),
+    in words: not radtrace, not waited for, for the caller to name."""
+    from radtrace.store.compat import NODE_STALE_S, survey
 
-    others = others_at_work(store)
+    stale = NODE_STALE_S if stale_after_s is None else stale_after_s
+    others, clients = survey(store, stale_after_s=stale)
     if not others:
-        return
+        return clients
     shown = "; ".join(others[:10]) + (f"; and {len(others) - 10} more" if len(others) > 10 else "")
+    also = f" (Not radtrace, not waited for: {'; '.join(clients[:10])}.)" if clients else ""
     raise OthersAtWorkError(
         f"not migrating the database from schema {before} to {head}: other radtrace processes work on it: {shown}. "
         "Stop every radtrace process on every node first (docs/operations.md, Upgrades and migrations), then migrate; "
-        f"a process stopped without saying so (kill -9, a machine gone) is seen for {NODE_STALE_S:.0f} s more, a "
-        "read or send it had in hand until its claim expires. 'radtrace db upgrade --force' migrates anyway"
+        f"a process stopped without saying so (kill -9, a machine gone) is seen for {stale:.0f} s more, a "
+        "read or send it had in hand until its claim expires. 'radtrace db upgrade --force' migrates anyway" + also
     )
 
 
@@ -187,7 +191,7 @@ class StartMigration:
         return f"migrated from schema {self.before} to {self.after}{kept}"
 
 
-def migrate_at_start(store: Store) -> StartMigration:
+def migrate_at_start(store: Store, *, stale_after_s: float | None = None) -> StartMigration:
     """Migrate the embedded (SQLite) database at a service's start, saying so first when it has a schema already:
     a database a newer radtrace migrated is refused (:func:`newer_schema_problem`, raised as
     :class:`StartMigrationError`), an older one is copied beside itself first (:func:`backup_sqlite`) and migrated
@@ -198,7 +202,8 @@ def migrate_at_start(store: Store) -> StartMigration:
     it, both said they migrated it, and two copies written under one temporary name failed both starts.
 
     A database with a schema is not migrated while other radtrace processes work on it
-    (:func:`refuse_while_others_work`, raised as :class:`OthersAtWorkError`)."""
+    (:func:`refuse_while_others_work`, raised as :class:`OthersAtWorkError`; ``stale_after_s``: its
+    ``store.node_stale_after_s``)."""
     with one_at_a_time(store):
         before, head = current_revision(store), head_revision()
         if (problem := newer_schema_problem(before)) is not None:
@@ -207,7 +212,7 @@ def migrate_at_start(store: Store) -> StartMigration:
             return StartMigration(before, head)
         backup = None
         if before is not None:
-            refuse_while_others_work(store, before, head)
+            refuse_while_others_work(store, before, head, stale_after_s=stale_after_s)
             log.info("the database %s is at schema %s; migrating it to %s", store.engine.url.database, before, head)
             if is_sqlite(store.engine):
                 backup = backup_sqlite(store, before)
