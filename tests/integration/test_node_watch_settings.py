@@ -43,6 +43,29 @@ def test_a_service_watches_at_its_setting(tmp_path: Path, monkeypatch: pytest.Mo
     assert watch.interval_s == 4.0
 
 
+def test_serve_watches_at_its_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from radtrace import supervisor
+
+    watched: list[float] = []
+
+    class NoChildren:  # serve's supervisor, without starting the components
+        def __init__(self, *_args: object, **_kwargs: object) -> None:
+            pass
+
+        def on_incompatible(self, _problem: str) -> None:
+            pass
+
+        def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(NodeWatch, "start", lambda self: watched.append(self.interval_s) or self)
+    monkeypatch.setattr(NodeWatch, "stop", lambda self: None)
+    monkeypatch.setattr(supervisor, "Supervisor", NoChildren)
+    settings = load_settings(data_dir=tmp_path, store={"node_watch_interval_s": 7, "node_stale_after_s": 21})
+    assert supervisor.run_serve(settings) == 0
+    assert watched == [7.0]
+
+
 def _seen_ago(store: Store, seconds: float) -> None:
     with store.session() as session:
         session.execute(
