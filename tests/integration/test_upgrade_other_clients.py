@@ -177,3 +177,32 @@ def test_db_upgrade_migrates_beside_an_unnamed_client_and_names_it(postgres_url:
     assert f"database at revision {head_revision()} (upgraded from 0024)" in shown
     said = " ".join(done.stderr.split())
     assert "also connected, not radtrace (not waited for): 1 unnamed connection from 127.0.0.1 as " in said, shown
+
+
+def test_a_migrating_role_without_pg_read_all_stats_still_tells_radtrace_from_others(postgres_url: str) -> None:
+    """Such a role sees another role's sessions without address, start or backend type (NULL): radtrace's are still
+    counted by their names, an unnamed client is still only named."""
+    role = f"radtrace_test_owner_{uuid.uuid4().hex[:8]}"
+    store = Store.from_url(postgres_url)
+    try:
+        upgrade(store)
+    finally:
+        store.dispose()
+    with psycopg.connect(_libpq(postgres_url), autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+    limited = Store.from_url(_libpq(postgres_url, role).replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with psycopg.connect(_libpq(postgres_url)):  # an unnamed client of another role
+            assert refuse_while_others_work(limited, "0024", head_revision()) == [
+                "1 unnamed connection with no address shown as postgres"
+            ]
+            with _radtrace_command(postgres_url) as pid, pytest.raises(OthersAtWorkError) as refused:
+                refuse_while_others_work(limited, "0024", head_revision())
+    finally:
+        limited.dispose()
+        with psycopg.connect(_libpq(postgres_url), autocommit=True) as admin:
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+    name = f"radtrace {pid}@{socket.gethostname()[:40]}"
+    assert f"work on it: 1 '{name}' connection with no address shown as postgres." in refused.value.reason

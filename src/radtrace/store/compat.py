@@ -365,12 +365,16 @@ class _Client:
 def _clients(connection: sa.Connection) -> list[_Client]:
     """PostgreSQL: the other client connections to this database, grouped by application name, role and address.
     ``may_write``: the role may update the outbox (what every radtrace's role may do; a monitoring role, pg_monitor
-    or the like, may not)."""
+    or the like, may not; a process of no role, an autovacuum worker, may not either).
+
+    Measured on PostgreSQL 15: a role without pg_read_all_stats sees another role's sessions with their
+    ``application_name`` and ``usename`` but no ``client_addr``, ``backend_start`` nor ``backend_type`` (NULL), so
+    a NULL ``backend_type`` is taken for a client and the names still tell radtrace's connections from others'."""
     rows = connection.execute(
         sa.text(
             "SELECT COALESCE(application_name, ''), COALESCE(usename, '?'), host(client_addr), count(*), "
             "min(backend_start), bool_or(COALESCE(CASE WHEN to_regclass('outbox') IS NULL THEN true "
-            "ELSE has_table_privilege(usesysid, to_regclass('outbox'), 'UPDATE') END, true)) "
+            "ELSE has_table_privilege(usesysid, to_regclass('outbox'), 'UPDATE') END, false)) "
             "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
             "AND COALESCE(backend_type, 'client backend') = 'client backend' "
             "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
