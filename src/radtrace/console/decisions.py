@@ -26,7 +26,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType
 from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console.reassigned_flags import MAX_CHECK_REASON, flag_check
+from radtrace.console.reassigned_flags import MAX_CHECK_REASON, MovedTo, flag_check
 from radtrace.console.review import (
     DRAFT_REASONS,
     IMPRESSION,
@@ -68,7 +68,14 @@ IDEMPOTENCY_KEY: Final = re.compile(r"[A-Za-z0-9._:+/=~-]{8,128}")
 
 class FlagsNotCheckedError(DecisionError):
     """Accepting a draft (or a finding, the impression) read from an image the PACS moved or rejected since, before a
-    radiologist recorded that they checked it."""
+    radiologist recorded that they checked it; ``moved_to``: the studies the PACS re-sent its images under."""
+
+    def __init__(self, reason: str, moved_to: tuple[MovedTo, ...] = ()) -> None:
+        super().__init__(reason)
+        self.moved_to = moved_to
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.reason, self.moved_to)
 
 
 class DecisionsChangedError(DecisionConflictError):
@@ -141,7 +148,7 @@ def _check_flags_checked(session: Session, review: StudyReview, doing: str) -> N
     check = flag_check(session, review.study_uid, review.revision)
     refusal = check.refusal(doing) if check is not None else None
     if refusal is not None:
-        raise FlagsNotCheckedError(refusal)
+        raise FlagsNotCheckedError(refusal, check.moved_to if check is not None else ())
 
 
 def check_flags(store: Store, review: StudyReview, actor: Actor, reason: str | None, shown: str | None) -> int:

@@ -15,6 +15,7 @@ later mark clears the check (:data:`radtrace.dicom_listener.reassigned.UNCHECKED
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -26,13 +27,14 @@ from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.schema import ReviewItem
 from radtrace.dicom_listener.reassigned import REASSIGNED_FLAG
-from radtrace.store.models import Revision, Study
+from radtrace.store.models import Revision, RevisionState, Study
 
 __all__ = [
     "MAX_CHECK_REASON",
     "REASSIGNED_FLAG",
     "REJECTED_FLAG",
     "FlagCheck",
+    "MovedTo",
     "flag_check",
     "flag_reassigned_items",
     "revision_marks",
@@ -102,6 +104,15 @@ MAX_CHECK_REASON: Final = 2000
 
 
 @dataclass(frozen=True)
+class MovedTo:
+    """A study the PACS re-sent an image of a flagged revision under (a wrong-patient or wrong-study correction):
+    its Study UID and its newest revision with a draft (None: none read yet), the draft that now covers the image."""
+
+    study_uid: str
+    revision: int | None
+
+
+@dataclass(frozen=True)
 class FlagCheck:
     """A flagged revision's marks (:data:`REASSIGNED_FLAG`, :data:`REJECTED_FLAG`) and its check, if any: who
     checked them, when, and what they wrote."""
@@ -113,6 +124,8 @@ class FlagCheck:
     #: the marks as a page shows them (their times, and the newest marking event of the study): the study page's
     #: Checked form sends it back, and a check is recorded only while it is unchanged (radtrace.console.decisions)
     shown: str = ""
+    #: the other studies the PACS re-sent this revision's images under (a wrong-patient correction), oldest first
+    moved_to: tuple[MovedTo, ...] = ()
 
     @property
     def checked(self) -> bool:
@@ -155,7 +168,35 @@ def flag_check(session: Session, study_uid: str, revision: int) -> FlagCheck | N
         )
     )
     shown = ";".join([*(at.isoformat() if at is not None else "-" for at in (row[0], row[1])), str(newest)])
-    return FlagCheck(marks, row[2], row[3], row[4], shown)
+    moved = _moved_to(session, study_uid, revision) if REASSIGNED_FLAG in marks else ()
+    return FlagCheck(marks, row[2], row[3], row[4], shown, moved)
+
+
+def _moved_to(session: Session, study_uid: str, revision: int) -> tuple[MovedTo, ...]:
+    """The other studies the study's ``instance_reassigned`` events (radtrace.dicom_listener.reassigned) say an image
+    ``revision`` read went to, each with its newest revision that has a draft."""
+    payloads = session.scalars(
+        sa.select(AuditEventRow.payload)
+        .where(AuditEventRow.study_uid == study_uid, AuditEventRow.event_type == EventType.INSTANCE_REASSIGNED.value)
+        .order_by(AuditEventRow.seq)
+    ).all()
+    targets: list[str] = []
+    for text in payloads:
+        payload = json.loads(text)
+        target = payload.get("new_study_uid")
+        if isinstance(target, str) and target != study_uid and target not in targets \
+                and revision in payload.get("revisions", ()):  # fmt: skip
+            targets.append(target)
+    read = (RevisionState.REPORTED, RevisionState.DISPATCHED)
+    return tuple(MovedTo(target, _newest_read(session, target, read)) for target in targets)
+
+
+def _newest_read(session: Session, study_uid: str, read: tuple[RevisionState, ...]) -> int | None:
+    return session.scalar(
+        sa.select(sa.func.max(Revision.number))
+        .join(Study, Study.id == Revision.study_id)
+        .where(Study.study_uid == study_uid, Revision.state.in_(read))
+    )
 
 
 #: The events that mark a study's revisions (radtrace.dicom_listener.reassigned, .rejection_note).

@@ -11,7 +11,8 @@ page that says so. Every page that answers a decision it did not record (these, 
 
 A draft read from an image the PACS moved to another patient/study or rejected since (its revision flagged,
 :mod:`.reassigned_flags`) takes no accepting or modifying decision (422, with the reason) until a radiologist posts
-``flags-checked`` with what they checked; a rejection is always taken.
+``flags-checked`` with what they checked; a rejection is always taken. Where the image went to another study whose
+draft is read, the refusal leads to that draft (its address in the reason, and a link on the page).
 
 A client that sends no ``seen`` field (a script) sends an ``Idempotency-Key`` header (or an ``idempotency_key``
 field; a quoted header value, as the IETF draft writes it, is unquoted) to make a retry safe: the same decision sent
@@ -32,7 +33,13 @@ from starlette.concurrency import run_in_threadpool
 
 from radtrace.audit.events import Actor
 from radtrace.console.accounts import SignedIn
-from radtrace.console.decisions import IDEMPOTENCY_KEY, check_flags, decide_finding, decide_impression
+from radtrace.console.decisions import (
+    IDEMPOTENCY_KEY,
+    FlagsNotCheckedError,
+    check_flags,
+    decide_finding,
+    decide_impression,
+)
 from radtrace.console.draft_recording import record_draft_decision, ring
 from radtrace.console.pages import (
     PREFIX,
@@ -166,6 +173,23 @@ def _conflict(request: Request, state: ConsoleState, user: SignedIn, review: Stu
                        handle=study_handle(state, review.study_uid), unsent=unsent)  # fmt: skip
 
 
+def _refused(
+    request: Request, state: ConsoleState, user: SignedIn, review: StudyReview, exc: DecisionError
+) -> Response:
+    """422 with the reason the rules refused a decision; a draft read from an image the PACS moved to another study
+    leads to the draft that covers the image now (that study's newest read revision): its address in the reason,
+    and a link on the page."""
+    moved = exc.moved_to if isinstance(exc, FlagsNotCheckedError) else ()
+    current = next((study_path(state, to.study_uid, to.revision) for to in reversed(moved) if to.revision), None)
+    if current is None:
+        raise HTTPException(422, detail=exc.reason) from exc
+    if not wants_page(request):
+        raise HTTPException(422, detail=f"{exc.reason} The image is now in another study, whose draft is {current}.")
+    log.info("console: a decision on a draft whose image the PACS moved was refused (422)")
+    return render_page(request, state, "problem.html", 422, user=user, reason=exc.reason, current=current,
+                       back=study_path(state, review.study_uid, review.revision))  # fmt: skip
+
+
 def _decider(user: SignedIn) -> None:
     if not user.account.role.may_decide:
         raise HTTPException(403, detail=f"only a radiologist records decisions; you are signed in as "
@@ -198,7 +222,7 @@ async def _decide(
         unsent = unsent_decision(action, form)
         return form, await run_in_threadpool(_conflict, request, state, user, review, exc.reason, unsent)
     except DecisionError as exc:
-        raise HTTPException(422, detail=exc.reason) from exc
+        return form, await run_in_threadpool(_refused, request, state, user, review, exc)
     return form, review
 
 
@@ -265,7 +289,7 @@ async def draft_decision(
         unsent = unsent_decision("draft", form)
         return await run_in_threadpool(_conflict, request, state, user, review, exc.reason, unsent)
     except DecisionError as exc:
-        raise HTTPException(422, detail=exc.reason) from exc
+        return await run_in_threadpool(_refused, request, state, user, review, exc)
     if queued:
         await run_in_threadpool(ring, state, queued)
     handle = await run_in_threadpool(study_handle, state, study_uid)

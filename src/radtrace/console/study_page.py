@@ -128,8 +128,10 @@ def study_page(
     typed_key, typed_id = state.links.typed_text_key(user.account.name)
     with state.store.session("reading a draft's flag check") as session:
         check = flag_check(session, study_uid, revision)  # the warning says who checked it, when and why
+    moved_handles = state.links.study_handles([to.study_uid for to in check.moved_to]) if check else {}
     return render_page(request, state, "study.html", user=user, review=review, sections=_sentences(review),
-                       flag_check=check, reasons=DRAFT_REASONS, handle=study, typed_key=typed_key, typed_id=typed_id,
+                       flag_check=check, moved_handles=moved_handles, reasons=DRAFT_REASONS, handle=study,
+                       typed_key=typed_key, typed_id=typed_id,
                        may_decide=user.account.role.may_decide and review.superseded_by is None)  # fmt: skip
 
 
