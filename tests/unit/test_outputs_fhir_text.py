@@ -49,6 +49,13 @@ def _sources(**values: str) -> list[Dataset]:
     return sources
 
 
+#: The sentences of reporting_support's reasoning that name Atelectasis (the console's evidence besides the parser's).
+ATELECTASIS_SENTENCES = (
+    "Patchy opacity at the right base, consistent with atelectasis.",
+    "Right basal atelectasis and small effusion; lines and tubes as described.",
+)
+
+
 def _bundle(sources: list[Dataset], evidence: str | None = None) -> dict[str, Any]:
     findings = None
     if evidence is not None:
@@ -71,12 +78,20 @@ def test_a_header_value_of_only_unicode_whitespace_does_not_fail_the_bundle(keyw
 
 @pytest.mark.parametrize("blank", ["\u3000", "\u2028"])
 def test_model_evidence_of_only_unicode_whitespace_does_not_fail_the_bundle(blank: str) -> None:
-    assert "note" not in _resource(_bundle(_sources(), evidence=blank), "Observation")
+    # the notes are the sentences the console shows (radtrace.model.evidence): a blank one is none of them
+    notes = [note["text"] for note in _resource(_bundle(_sources(), evidence=blank), "Observation")["note"]]
+    assert notes == list(ATELECTASIS_SENTENCES)  # the reasoning's, no blank
 
 
 def test_model_evidence_of_a_c1_whitespace_control_is_carried_replaced_as_in_every_draft() -> None:
-    # NEL (U+0085) is a C1 control: every draft's text rule (text.draft_text) replaces it by U+FFFD, visibly
-    assert _resource(_bundle(_sources(), evidence="\x85"), "Observation")["note"] == [{"text": "\ufffd"}]
+    # NEL (U+0085) is a C1 control: every draft's text rule (text.draft_text) replaces it by U+FFFD, visibly; alone,
+    # it is whitespace, no sentence the console shows (radtrace.model.evidence), so no note
+    notes = [note["text"] for note in _resource(_bundle(_sources(), evidence="\x85"), "Observation")["note"]]
+    assert notes == list(ATELECTASIS_SENTENCES)
+    notes = [
+        note["text"] for note in _resource(_bundle(_sources(), evidence="Basal\x85opacity"), "Observation")["note"]
+    ]
+    assert notes[0] == "Basal\ufffdopacity"
 
 
 def test_a_patient_id_fhir_cannot_carry_unchanged_is_left_out_and_flagged_not_altered() -> None:

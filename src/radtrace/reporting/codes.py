@@ -217,6 +217,8 @@ HEADER_NOTES: Final = local_code("RT-HDR", "Source header attributes omitted or 
 IMAGE_NOTES: Final = local_code("RT-IMG", "How the images read were taken")
 NOT_ASSESSED: Final = local_code("RT-F-NA", "No finding assessed (model output without findings)")
 CONFIDENCE: Final = local_code("RT-CONF", "Model confidence")
+#: A sentence of the model's reasoning that is a finding's evidence (radtrace.model.evidence), in its group or OBX.
+EVIDENCE: Final = local_code("RT-EVID", "Model evidence")
 
 
 def reasoning_code(section: str) -> Code:

@@ -1,4 +1,5 @@
-"""The FHIR draft: a collection Bundle with a DiagnosticReport, one Observation per finding, the model
+"""The FHIR draft: a collection Bundle with a DiagnosticReport, one Observation per finding (its evidence
+sentences as notes, those the review console shows: :func:`radtrace.model.evidence.finding_evidence`), the model
 as a Device and the Patient, validated with fhir.resources (R4B models: FHIR R4's technical correction,
 identical for these resources' elements used here).
 
@@ -24,6 +25,7 @@ from pydicom.dataset import Dataset
 
 from radtrace.config import ReportingSettings
 from radtrace.errors import ReportError
+from radtrace.model.evidence import finding_evidence
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
@@ -180,8 +182,10 @@ def build_fhir_bundle(
                     },
                 }
             ]
-        if finding.evidence and not _blank(_text(finding.evidence)):
-            observation["note"] = [{"text": _text(finding.evidence)}]
+        # the sentences the review console shows as its evidence (one rule: radtrace.model.evidence), one note each
+        notes = [{"text": text} for text in map(_text, finding_evidence(reading, finding)) if not _blank(text)]
+        if notes:
+            observation["note"] = notes
         observations.append((urn("observation", str(index)), observation))
 
     trace = _text(reading.reasoning_text)

@@ -5,8 +5,10 @@ Segments: MSH, PID, PV1, ORC, OBR, NTE (the AI-draft notice and the model), then
 * per finding (sub-ID ``n``): a CWE OBX coding the finding (OBX-3) and its presence (OBX-5: Present /
   Absent / Indeterminate, SNOMED CT); an NM OBX with the model's confidence where known; CWE OBX per
   support device type named in the reasoning;
-* the impression, the model's flags, and the reasoning trace as TX OBX lines (one OBX-3 code per
-  section; long text split over many OBX so that no OBX-5 exceeds 199 characters);
+* the impression, the model's flags, each finding's evidence (``RT-EVID`` under the finding's sub-ID: the
+  sentences the review console shows, :func:`radtrace.model.evidence.finding_evidence`), and the reasoning trace
+  as TX OBX lines (one OBX-3 code per section; long text split over many OBX so that no OBX-5 exceeds 199
+  characters);
 * the SHA-256 of the trace, the Study Instance UID and the SR's SOP Instance UID as ST OBX.
 
 Result status (OBR-25, OBX-11) comes from settings: ``P`` by default, ``R`` allowed, ``F`` never. All
@@ -40,6 +42,7 @@ from pydicom.dataset import Dataset
 
 from radtrace.config import ReportingSettings
 from radtrace.errors import ReportError
+from radtrace.model.evidence import finding_evidence
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
@@ -281,6 +284,12 @@ def _narrative(
         obx.text(codes.IMAGE_NOTES, taken)
     if notes:
         obx.text(codes.HEADER_NOTES, "\n".join(str(note) for note in notes))
+    # each finding's evidence, as the review console shows it (one rule: radtrace.model.evidence), under the
+    # finding's OBX-4; after the impression, so a reasoning too long for the message never pushes that out
+    for index, finding in enumerate(reading.findings, 1):
+        for sentence in finding_evidence(reading, finding):
+            if (text := draft_text(sentence).text).strip():
+                obx.text(codes.EVIDENCE, text, sub_id=str(index))
     for index, step in enumerate(reading.reasoning, 1):
         if step.text:
             obx.text(codes.reasoning_code(step.section), draft_text(step.text).text, sub_id=f"R{index}")

@@ -11,8 +11,9 @@ Structure (PS3.16 TID 1500 "Measurement Report", built with highdicom):
 * imaging measurements: present findings first, then uncertain, then absent; one group per finding,
   TID 1501 (no box) or TID 1410 (one per box, the box as a closed SCOORD POLYLINE in the source image's
   pixels); each with the coded finding (Finding Type), its presence (Present / Absent / Indeterminate),
-  the model's confidence when known, device types for support devices, and TID 4019 algorithm
-  identification;
+  the model's confidence when known, device types for support devices, TID 4019 algorithm
+  identification, and each sentence of the reasoning that is its evidence, as the review console shows it
+  (:func:`radtrace.model.evidence.finding_evidence`: for "No Finding", the sentence saying the film is normal);
 * qualitative evaluations (TID 1500 row 12, UMLS C0034375): the model's flags, the source header notes,
   the reasoning trace as one TEXT item per section ("Model reasoning: <section>"), and the SHA-256 of the
   trace and of the raw output.
@@ -41,6 +42,7 @@ from pydicom.uid import generate_uid
 from radtrace.config import ReportingSettings
 from radtrace.dicom_charset import recorded_choice
 from radtrace.errors import ReportError
+from radtrace.model.evidence import finding_evidence
 from radtrace.model.image_marks import image_marks
 from radtrace.model.polarity import (
     POLARITY_CONTRADICTION,
@@ -387,13 +389,16 @@ class _Groups:
         coded = _concept(codes.finding_code(finding.label).code)
         if not finding.boxes:
             return [
-                hd.sr.MeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=self._tracking(finding.label, index, 0),
-                    finding_type=coded,
-                    algorithm_id=self.algorithm,
-                    qualitative_evaluations=self._evaluations(finding),
-                    measurements=self._measurements(finding),
-                    source_images=self._source_images(),
+                self._with_evidence(
+                    hd.sr.MeasurementsAndQualitativeEvaluations(
+                        tracking_identifier=self._tracking(finding.label, index, 0),
+                        finding_type=coded,
+                        algorithm_id=self.algorithm,
+                        qualitative_evaluations=self._evaluations(finding),
+                        measurements=self._measurements(finding),
+                        source_images=self._source_images(),
+                    ),
+                    finding,
                 )
             ]
         groups = []
@@ -406,16 +411,33 @@ class _Groups:
                 source_image=hd.sr.SourceImageForRegion.from_source_image(source),
             )
             groups.append(
-                hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=self._tracking(finding.label, index, number),
-                    referenced_region=region,
-                    finding_type=coded,
-                    algorithm_id=self.algorithm,
-                    qualitative_evaluations=self._evaluations(finding),
-                    measurements=self._measurements(finding),
+                self._with_evidence(
+                    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                        tracking_identifier=self._tracking(finding.label, index, number),
+                        referenced_region=region,
+                        finding_type=coded,
+                        algorithm_id=self.algorithm,
+                        qualitative_evaluations=self._evaluations(finding),
+                        measurements=self._measurements(finding),
+                    ),
+                    finding,
                 )
             )
         return groups
+
+    def _with_evidence(self, group: Any, finding: Finding) -> Any:
+        """``group`` with a TEXT item per evidence sentence of ``finding``: the sentences the review console shows
+        for it (:func:`radtrace.model.evidence.finding_evidence`), by the rule of every draft's model text."""
+        texts = [_safe(sentence, "UT", []) for sentence in finding_evidence(self.reading, finding)]
+        # (a change by the text rule changed the reasoning too: flagged in _narrative)
+        for text in texts:
+            if text.strip():
+                group[0].ContentSequence.append(_text(codes.EVIDENCE, text))
+        if any(text.strip() for text in texts):
+            # SEPARATE, as the document's: renderers label each sentence ("Model evidence: ...") instead of running
+            # it on after the image reference as one unlabelled paragraph
+            group[0].ContinuityOfContent = "SEPARATE"
+        return group
 
 
 def _narrative(
