@@ -69,6 +69,17 @@ def read_first(pipeline: StudyPipeline, store: Store, port: int, film: Path, stu
     assert pipeline.process(study_uid, revision).result is Result.REPORTED
 
 
+def read_filed(
+    tmp_path: Path, pipeline: StudyPipeline, store: Store, port: int, *, study_uid: str, sop_uid: str, accession: str
+) -> Path:
+    """The NIH film of patient P1 (ONE^PAT) filed under ``study_uid`` as ``sop_uid`` at ``tmp_path/a.dcm``, sent
+    through the running listener on ``port`` and read as revision 1 (:func:`read_first`): the film."""
+    film = film_as(tmp_path / "a.dcm", study_uid=study_uid, sop_uid=sop_uid, patient_id="P1", name="ONE^PAT",
+                   accession=accession)  # fmt: skip
+    read_first(pipeline, store, port, film, study_uid)
+    return film
+
+
 def read_again_after_withdrawal(
     tmp_path: Path,
     pipeline: StudyPipeline,

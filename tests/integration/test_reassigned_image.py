@@ -31,6 +31,7 @@ from reassigned_support import (
     cli_env,
     film_as,
     new_pipeline,
+    read_filed,
     read_first,
     reassigned_settings,
     revision_states,
@@ -54,10 +55,7 @@ def test_an_image_re_sent_under_another_patient_and_study_flags_the_old_studys_d
     pipeline = new_pipeline(settings, store)
     add_user(store, "rad.one", "radiologist")
     with running(settings, store), console_client(store, settings) as client:
-        filed = film_as(
-            tmp_path / "a.dcm", study_uid=study_a, sop_uid=sop, patient_id="P1", name="ONE^PAT", accession="ACCA"
-        )
-        read_first(pipeline, store, listener_port, filed, study_a)
+        read_filed(tmp_path, pipeline, store, listener_port, study_uid=study_a, sop_uid=sop, accession="ACCA")
         sign_in(client, "rad.one")
         page_a = study_path(store, study_a)
         before = client.get("/console/worklist?filter=all")
@@ -121,10 +119,7 @@ def test_a_corrected_image_in_the_same_study_and_patient_flags_nothing(
     study, sop = generate_uid(), generate_uid()
     pipeline = new_pipeline(settings, store)
     with running(settings, store):
-        first = film_as(
-            tmp_path / "a.dcm", study_uid=study, sop_uid=sop, patient_id="P1", name="ONE^PAT", accession="ACCA"
-        )
-        read_first(pipeline, store, listener_port, first, study)
+        first = read_filed(tmp_path, pipeline, store, listener_port, study_uid=study, sop_uid=sop, accession="ACCA")
         ds = pydicom.dcmread(first)
         ds.StudyDescription = "CHEST PA (corrected)"
         ds.save_as(tmp_path / "again.dcm", enforce_file_format=True)
@@ -145,10 +140,7 @@ def test_an_image_re_sent_in_the_same_study_under_another_patient_flags_it_as_a_
     study, sop = generate_uid(), generate_uid()
     pipeline = new_pipeline(settings, store)
     with running(settings, store):
-        first = film_as(
-            tmp_path / "a.dcm", study_uid=study, sop_uid=sop, patient_id="P1", name="ONE^PAT", accession="A"
-        )
-        read_first(pipeline, store, listener_port, first, study)
+        read_filed(tmp_path, pipeline, store, listener_port, study_uid=study, sop_uid=sop, accession="A")
         other = film_as(
             tmp_path / "b.dcm", study_uid=study, sop_uid=sop, patient_id="P9", name="NINE^PAT", accession="A"
         )

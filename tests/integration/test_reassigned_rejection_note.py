@@ -26,6 +26,7 @@ from reassigned_support import (
     cli_env,
     film_as,
     new_pipeline,
+    read_filed,
     read_first,
     reassigned_settings,
     rejected_for_patient_safety,
@@ -49,10 +50,7 @@ def test_a_rejection_note_naming_a_read_image_flags_its_draft(tmp_path: Path, st
     pipeline = new_pipeline(settings, store)
     add_user(store, "rad.one", "radiologist")
     with running(settings, store), console_client(store, settings) as client:
-        film = film_as(
-            tmp_path / "a.dcm", study_uid=study, sop_uid=sop, patient_id="P1", name="ONE^PAT", accession="A1"
-        )
-        read_first(pipeline, store, listener_port, film, study)
+        film = read_filed(tmp_path, pipeline, store, listener_port, study_uid=study, sop_uid=sop, accession="A1")
         sign_in(client, "rad.one")
         page = study_path(store, study)
         assert FLAG_LABEL not in worklist_row(client.get("/console/worklist?filter=all").text, page)
@@ -84,10 +82,7 @@ def test_a_key_object_selection_with_another_title_flags_nothing(
     study, sop = generate_uid(), generate_uid()
     pipeline = new_pipeline(settings, store)
     with running(settings, store):
-        film = film_as(
-            tmp_path / "a.dcm", study_uid=study, sop_uid=sop, patient_id="P1", name="ONE^PAT", accession="A1"
-        )
-        read_first(pipeline, store, listener_port, film, study)
+        film = read_filed(tmp_path, pipeline, store, listener_port, study_uid=study, sop_uid=sop, accession="A1")
         assert send([rejection_note(tmp_path / "key.dcm", film, "113000", "Of Interest")], listener_port) == [0x0000]
         wait_until(lambda: len(audit_payloads(store, "instance_received")) == 2)
     assert audit_payloads(store, "instance_rejection_noted") == []
