@@ -29,7 +29,8 @@ from radtrace.model.reading import (
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study
 
 if TYPE_CHECKING:
-    from radtrace.reporting.dispatch.outbox import ReportFiles
+    from radtrace.config import DispatchSettings
+    from radtrace.reporting.dispatch.outbox import Outbox, ReportFiles
     from radtrace.store.engine import Store
 
 ROWS, COLUMNS = 96, 80
@@ -286,3 +287,31 @@ def reported_revision(store: Store, study_key: str, accession: str) -> tuple[int
         session.add_all([study, revision])
         session.flush()
         return revision.id, study.study_uid
+
+
+def oru_backlog(
+    store: Store, outbox: Outbox, settings: DispatchSettings, count: int, study_key: str, accession: str
+) -> list[int]:
+    """``count`` reported revisions of one study (:func:`reported_revision`, then numbers 2 to ``count``), each with
+    the ``typical`` report enqueued for the destinations ``settings`` plans: the outbox ids of their ORUs to the
+    RIS, by revision."""
+    import sqlalchemy as sa
+
+    from radtrace.reporting.dispatch.outbox import KIND_HL7, planned_deliveries
+    from radtrace.store.models import OutboxMessage, Revision, RevisionState
+
+    first, _ = reported_revision(store, study_key, accession)
+    with store.session() as session:
+        study_id = session.get(Revision, first).study_id  # type: ignore[union-attr]
+        later = [Revision(study_id=study_id, number=n, state=RevisionState.REPORTED) for n in range(2, count + 1)]
+        session.add_all(later)
+        session.flush()
+        revisions = [first, *(revision.id for revision in later)]
+    orus: list[int] = []
+    for revision_id in revisions:
+        ids = outbox.enqueue(revision_id, planned_deliveries(settings, typical_report_files()))
+        with store.session() as session:
+            orus += session.scalars(
+                sa.select(OutboxMessage.id).where(OutboxMessage.id.in_(ids), OutboxMessage.kind == KIND_HL7)
+            ).all()
+    return orus

@@ -23,11 +23,11 @@ import sqlalchemy as sa
 
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import DispatchSettings, MllpDestination
-from radtrace.reporting.dispatch.outbox import KIND_HL7, Outbox, planned_deliveries
+from radtrace.reporting.dispatch.outbox import Outbox
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
-from radtrace.store.models import OutboxMessage, OutboxState, Revision, RevisionState
-from reporting_support import reported_revision, typical_report_files
+from radtrace.store.models import OutboxMessage, OutboxState
+from reporting_support import oru_backlog
 
 pytestmark = pytest.mark.integration
 
@@ -102,26 +102,6 @@ def counting_ris() -> Iterator[CountingRis]:
         ris.listener.close()
 
 
-def _backlog(store: Store, outbox: Outbox, settings: DispatchSettings) -> list[int]:
-    """``ORUS`` reported revisions of one study, each with its ORU to the RIS enqueued; their outbox ids."""
-    first, _ = reported_revision(store, "sitewidecap00001", "RTACC-SITECAP")
-    with store.session() as session:
-        study_id = session.get(Revision, first).study_id  # type: ignore[union-attr]
-        later = [Revision(study_id=study_id, number=n, state=RevisionState.REPORTED) for n in range(2, ORUS + 1)]
-        session.add_all(later)
-        session.flush()
-        revisions = [first, *(revision.id for revision in later)]
-    orus = []
-    for revision_id in revisions:
-        ids = outbox.enqueue(revision_id, planned_deliveries(settings, typical_report_files()))
-        with store.session() as session:
-            orus += session.scalars(
-                sa.select(OutboxMessage.id).where(OutboxMessage.id.in_(ids), OutboxMessage.kind == KIND_HL7)
-            ).all()
-    assert len(orus) == ORUS
-    return orus
-
-
 def _all_delivered(store: Store, orus: list[int]) -> bool:
     with store.session() as session:
         return not session.scalar(
@@ -138,7 +118,8 @@ def test_two_dispatcher_nodes_on_one_database_keep_to_the_cap_at_the_ris(postgre
         nodes = [first, *(Store.from_url(postgres_url) for _ in range(NODES - 1))]
         try:
             outboxes = [Outbox(node, AuditRecorder(node), settings, tmp_path / "payloads") for node in nodes]
-            orus = _backlog(first, outboxes[0], settings)
+            orus = oru_backlog(first, outboxes[0], settings, ORUS, "sitewidecap00001", "RTACC-SITECAP")
+            assert len(orus) == ORUS
             start = threading.Barrier(NODES * THREADS_PER_NODE)
             deadline = time.monotonic() + 60
             errors: list[BaseException] = []

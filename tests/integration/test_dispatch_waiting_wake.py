@@ -17,20 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from celery import Celery
 
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings, load_settings
 from radtrace.errors import PeerUnavailableError
-from radtrace.reporting.dispatch.outbox import KIND_HL7, Outbox, planned_deliveries
+from radtrace.reporting.dispatch.outbox import KIND_HL7, Outbox
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import OutboxMessage, Revision, RevisionState
 from radtrace.worker import tasks
 from radtrace.worker.app import DISPATCH_TASK
 from radtrace.worker.settlement import Deliveries
-from reporting_support import reported_revision, typical_report_files
+from reporting_support import oru_backlog
 from worker_support import Unobserved
 
 pytestmark = pytest.mark.integration
@@ -82,24 +80,6 @@ class _Runtime:
         self.stopping = threading.Event()
 
 
-def _backlog(store: Store, outbox: Outbox, settings: Settings) -> list[int]:
-    first, _ = reported_revision(store, "deadrisbacklog01", "RTACC-DEADRIS")
-    with store.session() as session:
-        study_id = session.get(Revision, first).study_id  # type: ignore[union-attr]
-        later = [Revision(study_id=study_id, number=n, state=RevisionState.REPORTED) for n in range(2, BACKLOG + 1)]
-        session.add_all(later)
-        session.flush()
-        revisions = [first, *(revision.id for revision in later)]
-    orus: list[int] = []
-    for revision_id in revisions:
-        ids = outbox.enqueue(revision_id, planned_deliveries(settings.dispatch, typical_report_files()))
-        with store.session() as session:
-            orus += session.scalars(
-                sa.select(OutboxMessage.id).where(OutboxMessage.id.in_(ids), OutboxMessage.kind == KIND_HL7)
-            ).all()
-    return orus
-
-
 def test_a_dead_ris_with_a_backlog_costs_a_ring_per_send_that_ends(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,7 +102,7 @@ def test_a_dead_ris_with_a_backlog_costs_a_ring_per_send_that_ends(
 
     recorder = AuditRecorder(store)
     outbox = Outbox(store, recorder, settings.dispatch, tmp_path / "payloads", senders={KIND_HL7: dead_ris})
-    orus = _backlog(store, outbox, settings)
+    orus = oru_backlog(store, outbox, settings.dispatch, BACKLOG, "deadrisbacklog01", "RTACC-DEADRIS")
     doorbells = Doorbells()
     monkeypatch.setattr(tasks, "ring_dispatch", doorbells.ring)
     app = Celery("dispatch-wake-test", set_as_current=False)
