@@ -107,6 +107,20 @@ declared ISO_IR 127 whose ISO 8859-6 reading holds dammatan or kasratan (EC, ED)
 bench/charset_windows.py --held-out, Windows-1256 wrong and unflagged 218 -> 200 of 3,061 (whole corpus 241 -> 222
 of 6,132), genuine ISO 8859-6 flagged unchanged (98 of 2,681; 126 of 5,380), 0 read otherwise.
 
+Most words still read wrong and unflagged under ``ISO_IR 100`` were short: a page's reading of fewer than 4 letters
+is not taken (Latin-1 ``Ä`` alone in a German description is Windows-1251 ``Д``), so Windows-1251 ``АДА`` (Latin-1
+``ÀÄÀ``, no word's shape) or ``ви`` (``âè``) was read as Latin-1 with no flag, and DOS 866's lower-case letters of
+A0-AF (Latin-1's no-break space and symbols) made readings without a letter, which passed as words (``железо`` is
+``¦¥«¥§®``). Now two characters past ASCII side by side that are no letter nor digit are no Latin word's, and the
+text is read as declared and flagged ``character-set-doubtful`` (``code-page-doubtful``) where a page reads words of
+2 letters or more and the set's reading is no words, or is Latin with a run of two letters both past ASCII. Measured
+(bench/charset_other_scripts.py, 0c82f62 -> now), wrong and unflagged under ``ISO_IR 100``: Windows-1256 768 -> 39,
+DOS 720 504 -> 29, Windows-1251 3,386 -> 155, DOS 866 1,409 -> 42, Windows-1253 425 -> 20, DOS 737 39 -> 5,
+Windows-1255 634 -> 24, DOS 862 0 -> 0, Windows-874 1,316 -> 40 (the rest flagged; read as written unchanged);
+genuine Latin-1 words read otherwise 0 -> 0, flagged beyond assumed 0 -> 2 of 55,044 (Turkish ``üç``, ``Üç``, which
+Latin-5 writes; Windows-1253 reads ``όη``), undeclared unchanged. What is left is mostly one letter past ASCII
+(Latin-1 ``ä`` is Arabic ``ن`` in Windows-1256) and two-letter words with an ASCII letter or a lone symbol.
+
 What was decided is a :class:`CharsetChoice`: the image's preparation records it (audit), as does the listener's
 ``instance_received`` event (its ``character_set`` and label), the drafts flag it (``character-set-assumed``, or
 ``character-set-doubtful``) and say it on the image's line, so a wrong guess is visible, never silent.
@@ -218,6 +232,11 @@ _TERM_SCRIPTS: Final = {
 #: The fewest letters past ASCII a reading in another script must hold to be taken for it (``À`` alone in a French
 #: description is Windows-1251's Cyrillic A)
 OTHER_SCRIPT_FEWEST_LETTERS: Final = 4
+# The fewest letters past ASCII a reading in another script must hold for text whose own reading is no word (or
+# Latin of two letters past ASCII side by side) to be flagged doubtful, read as declared (``code-page-doubtful``): a
+# word too short to be read in that page (Windows-1251 ``АДА`` is Latin-1 ``ÀÄÀ``, ``ви`` is ``âè``); one letter
+# is not enough (a lone Latin-1 ordinal ``ª`` is Windows-1251 ``Є``)
+_SHORT_WORD_LETTERS: Final = 2
 # A Cyrillic or Greek run of this many letters without a vowel is no word (abbreviations are shorter)
 _VOWELLESS_RUN: Final = 5
 _VOWELS: Final = {
@@ -238,6 +257,9 @@ _SCRIPT_CATEGORIES: Final = frozenset({"Lu", "Ll", "Lt", "Lo", "Mn", "Mc"})
 # Spanish and Portuguese ordinal indicators after a letter or digit (``Mª``, ``Nº``, ``1ª``): no letters of a word
 _ORDINALS: Final = re.compile("(?<=[A-Za-z0-9])[\u00aa\u00ba]")
 _ASCII_LETTERS: Final = re.compile("[A-Za-z]")
+# Two characters past ASCII side by side that are no letter nor digit (symbols, no-break spaces): no word's, in none
+# of 55,044 measured Latin-1 encodings of words; DOS 866's lower-case letters of A0-AF are Latin-1's symbols
+_SYMBOL_PAIR: Final = re.compile(r"[^\x00-\x7f\w]{2}")
 
 
 @dataclass(frozen=True)
@@ -529,16 +551,16 @@ def _other_script(values: list[bytes], term: str, declared: str, *, own_checked:
         return None
     own = _reading(values, term)
     if own is not None and not own_checked and _own_words(own, script):
+        if script == "LATIN" and _accented_pair(own) and _page_readings(values, own, term):
+            return CharsetChoice(declared, term, "code-page-doubtful")  # a short word of another script, maybe
         return None
     found: dict[str, list[tuple[str, list[str]]]] = {}
-    codec = python_encoding[term]
-    for other, pages in OTHER_SCRIPT_PAGES:
-        for page in pages:
-            if python_encoding.get(page, page) == codec:
-                continue
-            texts = _reading(values, page)
-            if texts is not None and texts != own and _script_words(texts, other, OTHER_SCRIPT_FEWEST_LETTERS):
-                found.setdefault(other, []).append((page, texts))
+    candidates = _page_readings(values, own, term)
+    for other, page, texts, letters in candidates:
+        if letters >= OTHER_SCRIPT_FEWEST_LETTERS:
+            found.setdefault(other, []).append((page, texts))
+    # own no words (known here unless own_checked), and a page reads words too short to be read in it
+    short = own is not None and not own_checked and bool(candidates)
     if len(found) == 1 and script not in found and script != "LATIN" and _own_letters(values, term, script):
         found[script] = []  # its own Windows page reads its words, with a symbol or so: two scripts' readings
     if len(found) == 1:
@@ -546,9 +568,32 @@ def _other_script(values: list[bytes], term: str, declared: str, *, own_checked:
         page, texts = readings[0]
         doubtful = any(texts != others for _, others in readings[1:])
         return CharsetChoice(declared, page, "other-script-doubtful" if doubtful else "other-script")
-    if found or own is None:
+    if found or own is None or short:
         return CharsetChoice(declared, term, "code-page-doubtful")
     return None
+
+
+def _page_readings(values: list[bytes], own: list[str] | None, term: str) -> list[tuple[str, str, list[str], int]]:
+    """Each page of :data:`OTHER_SCRIPT_PAGES` (but ``term``'s own set) that reads ``values`` as other text than
+    ``own`` (``term``'s reading), words of its script of at least :data:`_SHORT_WORD_LETTERS` letters past ASCII:
+    (script, page, its reading, how many such letters)."""
+    found = []
+    codec = python_encoding[term]
+    for script, pages in OTHER_SCRIPT_PAGES:
+        for page in pages:
+            if python_encoding.get(page, page) == codec:
+                continue
+            texts = _reading(values, page)
+            if texts is not None and texts != own and _script_words(texts, script, _SHORT_WORD_LETTERS):
+                letters = sum(not char.isascii() and char.isalpha() for text in texts for char in text)
+                found.append((script, page, texts, letters))
+    return found
+
+
+def _accented_pair(texts: list[str]) -> bool:
+    """Whether a run of letters of ``texts`` (Latin) is two letters, both past ASCII (``âè``: Windows-1251 ``ви``);
+    of 55,044 measured Latin-1 encodings of words, only Turkish ``üç`` (which Latin-5 writes)."""
+    return any(len(run) == 2 and not _ASCII_LETTERS.search(run) for text in texts for run in _LETTERS.findall(text))
 
 
 def _page_or_other_script(values: list[bytes], page: CharsetChoice, term: str) -> CharsetChoice:
@@ -613,6 +658,8 @@ def _own_words(texts: list[str], script: str) -> bool:
         texts = [_ORDINALS.sub(" ", text) for text in texts]
         runs = (run for text in texts for run in _LETTERS.findall(text))
         if any(len(run) >= 3 and not _ASCII_LETTERS.search(run) for run in runs):
+            return False
+        if any(map(_SYMBOL_PAIR.search, texts)):  # DOS 866 ``железо`` is ``¦¥«¥§®``
             return False
         return all(_could_be_words(text, True, False, tuple(_LATIN_LANGUAGES)) for text in texts)
     return _script_words(texts, script, 0, vowel_run=0)

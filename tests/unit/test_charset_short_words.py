@@ -1,0 +1,74 @@
+"""Short words of another script's code page under ISO_IR 100, and DOS 866 words that Latin-1 reads as symbols.
+
+A word of another script's page takes 4 letters to be read in that page (Latin-1 ``Ä`` alone in a German description
+is Windows-1251's ``Д``). Shorter ones were read as Latin-1 with no flag even where that reading was no word:
+Windows-1251 ``АДА`` is ``ÀÄÀ``, ``Шаг`` is ``Øàã`` (no language writes ``ø`` and ``ã``), Thai ``เก`` is ``à¡`` (a
+symbol beside a letter). Now, where the Latin-1 reading is no word and a page reads words of two letters or more, it
+is read as declared and flagged doubtful (``code-page-doubtful``); and likewise where the Latin-1 reading is two
+letters past ASCII side by side (``âè`` is Windows-1251 ``ви``; among the measured Latin-1 words only Turkish
+``üç``). DOS 866's lower-case letters of A0-AF are Latin-1's no-break space and symbols, and a reading without a
+letter passed as words: ``железо`` was ``¦¥«¥§®`` unflagged; two such characters side by side are no word's now, so
+it is flagged (DOS 866 reads it, and so do DOS 737 and Windows-874: doubtful). bench/charset_other_scripts.py gives
+the figures; no Latin-1 word is read otherwise.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from charset_support import raw_header, text_of
+from radtrace.dicom_charset import CHARACTER_SET_DOUBTFUL, CharsetChoice, read_text_as
+
+SHORT = [
+    ("АДА", "cp1251"),  # ÀÄÀ: three letters past ASCII, no word's
+    ("Шаг", "cp1251"),  # Øàã: letters of no one language
+    ("ви", "cp1251"),  # âè: two letters past ASCII side by side
+    ("Ли", "cp1251"),  # Ëè
+    ("เก", "cp874"),  # à¡: a symbol beside a letter
+    ("דל", "cp1255"),  # ãì
+    ("سر", "cp1256"),  # ÓÑ
+    ("ΘΑ", "cp1253"),  # ÈÁ
+    ("жа", "cp866"),  # ¦ and a no-break space
+]
+
+
+@pytest.mark.parametrize(("word", "page"), SHORT, ids=[f"{c[1]}-{c[0]}" for c in SHORT])
+def test_a_short_word_of_another_script_s_page_under_iso_ir_100_is_flagged_doubtful(word: str, page: str) -> None:
+    data = word.encode(page)
+    ds = raw_header("ISO_IR 100", data)
+    choice = read_text_as(ds)
+    assert choice == CharsetChoice("ISO_IR 100", "ISO_IR 100", "code-page-doubtful")
+    assert choice.flag == CHARACTER_SET_DOUBTFUL
+    assert text_of(ds) == data.decode("latin-1")  # read as declared: the flag says it may be wrong
+
+
+@pytest.mark.parametrize("word", ["железо", "пеле", "алоапам", "бамбам^гогодала"])
+def test_dos_866_lower_case_words_that_latin1_reads_as_symbols_are_flagged(word: str) -> None:
+    """DOS 737 (Greek ``οξτξπχ``) and Windows-874 (Thai consonants) read the same bytes as words too: pages of
+    several scripts, so read as declared and flagged doubtful."""
+    data = word.encode("cp866")
+    ds = raw_header("ISO_IR 100", data)
+    choice = read_text_as(ds)
+    assert choice == CharsetChoice("ISO_IR 100", "ISO_IR 100", "code-page-doubtful")
+    assert text_of(ds) == data.decode("latin-1")
+
+
+GENUINE = [
+    "à^Åsa",  # lone letters past ASCII: words
+    "Ö^Å",
+    "Mª^Nº",
+    "ª",  # a lone ordinal (Windows-1251 Є): one letter is not enough to flag
+    "Müller^Seán",
+    "Hòa^Bé",
+    "To³³Ba²¹",
+    "Ó Súilleabháin",
+    "René\xa0Marie^Zoë",  # a no-break space between words
+    "45°C",
+]
+
+
+@pytest.mark.parametrize("name", GENUINE)
+def test_latin1_words_under_iso_ir_100_are_read_as_written_unflagged(name: str) -> None:
+    ds = raw_header("ISO_IR 100", name.encode("latin-1"))
+    assert read_text_as(ds) is None
+    assert text_of(ds) == name
