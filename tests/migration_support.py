@@ -34,3 +34,14 @@ def run_sql(url: str, statement: str) -> list[tuple[object, ...]]:
             return [tuple(row) for row in result] if result.returns_rows else []
     finally:
         engine.dispose()
+
+
+def schema_revision(url: str) -> str | None:
+    """The Alembic revision the database at ``url`` records (``alembic_version``; None: none recorded), read with an
+    engine of its own."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from alembic import command
 
+from migration_support import schema_revision
 from radtrace.dicom_listener.dcmtk import echoscu
 from radtrace.store.engine import Store
 from radtrace.store.migrate import _config, head_revision
@@ -47,15 +47,6 @@ def old_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target / "src"
 
 
-def _revision(url: str) -> str | None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    finally:
-        engine.dispose()
-
-
 def _old(env: dict[str, str], old_source: Path) -> dict[str, str]:
     return env | {"PYTHONPATH": str(old_source)}
 
@@ -69,7 +60,7 @@ def _at_before(url: str) -> None:
             connection.commit()
     finally:
         store.dispose()
-    assert _revision(url) == BEFORE
+    assert schema_revision(url) == BEFORE
 
 
 def _refused_then_forced(env: dict[str, str], url: str, seen: str) -> None:
@@ -81,10 +72,10 @@ def _refused_then_forced(env: dict[str, str], url: str, seen: str) -> None:
     assert f"not migrating the database from schema {BEFORE} to {head_revision()}: other radtrace processes" in said
     assert seen in said, shown
     assert "Stop every radtrace process on every node first" in said
-    assert _revision(url) == BEFORE  # untouched
+    assert schema_revision(url) == BEFORE  # untouched
     forced = radtrace("db", "upgrade", "--force", env=env)
     assert forced.returncode == 0, forced.stdout + forced.stderr
-    assert _revision(url) == head_revision()
+    assert schema_revision(url) == head_revision()
 
 
 def test_postgresql_an_old_api_still_connected_refuses_the_migration(old_source: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from migration_support import schema_revision
 from radtrace.store.engine import Store
 from radtrace.store.migrate import _config, head_revision, upgrade
 from radtrace.testing.services import free_port, temporary_postgres_database
@@ -39,15 +40,6 @@ def _env(data_dir: Path, **more: str) -> dict[str, str]:
         "RADTRACE_DATA_DIR": str(data_dir), "RADTRACE_LISTENER__PORT": str(free_port()),
         "RADTRACE_API__PORT": str(free_port()), "RADTRACE_MODEL__BACKEND": "demo", "RADTRACE_MODEL__DEMO": "true",
     } | more  # fmt: skip
-
-
-def _revision(url: str) -> str | None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    finally:
-        engine.dispose()
 
 
 def _stamp(url: str, revision: str) -> None:
@@ -98,7 +90,7 @@ def test_serve_refuses_a_database_a_newer_radtrace_migrated(newer_database: tupl
     assert "radtrace db upgrade" not in detail  # it cannot help
     assert result.stderr.strip() == "radtrace: start-up checks failed (database); see the table above", shown
     assert "started" not in result.stderr  # no child
-    assert _revision(url) == FUTURE  # untouched
+    assert schema_revision(url) == FUTURE  # untouched
 
 
 def _old_sqlite_database(data_dir: Path) -> str:
@@ -171,7 +163,7 @@ def test_serve_migrates_an_older_sqlite_database_after_saying_so_and_keeping_a_c
         assert copy.execute("SELECT study_uid FROM studies").fetchall() == [(STUDY_UID,)]
     assert not backup.with_name(backup.name + "-wal").exists()
     assert not list(data_dir.glob("*.partial"))
-    assert _revision(url) == head
+    assert schema_revision(url) == head
     with sqlite3.connect(data_dir / "radtrace.db") as migrated:
         assert migrated.execute("SELECT study_uid FROM studies").fetchall() == [(STUDY_UID,)]
 
