@@ -36,6 +36,7 @@ from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import build_context
 
+from radtrace.dicom_listener.scu_contexts import NO_CONTEXT, refused_contexts
 from radtrace.dicom_listener.scu_files import (
     DICOMDIR_NOTE,
     MEDIA_STORAGE_DIRECTORY,
@@ -512,6 +513,13 @@ def send_files(
                 if rejection is not None:
                     raise NoAssociationError(f"association with {where} rejected ({rejection.codes})",
                                              rejection=rejection)  # fmt: skip
+                if assoc.rejected_contexts and not assoc.accepted_contexts:  # an A-ASSOCIATE-AC refusing each one
+                    refused = refused_contexts(assoc)
+                    for path, (sop_class, syntax, _) in identities.items():
+                        results[path] = SendResult(path, None, refused.get((sop_class, syntax), NO_CONTEXT))
+                        if progress is not None:
+                            progress(results[path])
+                    return [results[path] for path in files]
                 why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
                 said = answer.no_answer(where) or answer.silence(where, time.monotonic() - started)
                 raise NoAssociationError(
@@ -521,9 +529,10 @@ def send_files(
                 )
             try:
                 accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+                refused = refused_contexts(assoc)
                 for path, (sop_class, syntax, sop_instance) in identities.items():
                     if (sop_class, syntax) not in accepted:
-                        results[path] = SendResult(path, None, "no accepted presentation context")
+                        results[path] = SendResult(path, None, refused.get((sop_class, syntax), NO_CONTEXT))
                     elif not assoc.is_established:
                         results[path] = SendResult(path, None, "association lost")
                     else:
