@@ -221,7 +221,7 @@ def kept_srs(root: Path, study_uid: str, before: int, *, withdrawn: Collection[i
     outbox never held them. A revision with no kept SR (skipped, failed) adds nothing; a kept file that cannot
     be read is a :class:`ReportError` (a predecessor silently left out would hide the earlier draft). The revisions
     numbered in ``withdrawn`` add nothing, unread: their drafts were withdrawn (an image they read was moved to
-    another patient or rejected by the PACS: :func:`radtrace.dicom_listener.reassigned.withdrawn_revisions`), and
+    another patient or rejected by the PACS: :func:`radtrace.store.withdrawn.withdrawn_revisions`), and
     a later draft includes nothing of theirs (PS3.3 C.17.2: a predecessor is a document whose content this one
     includes). Their files stay kept, for ``radtrace drafts show`` and the audit's hashes.
     """
