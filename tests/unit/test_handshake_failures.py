@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 
-from radtrace.dicom_listener.handshake_failures import describe_failure, peer_address
+from radtrace.dicom_listener.handshake_failures import audit_details, describe_failure, peer_address
 
 pytestmark = pytest.mark.unit
 
@@ -35,3 +35,19 @@ def test_each_failure_is_said_in_words_with_its_reason_code() -> None:
     assert describe_failure(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), 30) == (
         "the peer closed the connection mid-handshake"
     )
+
+
+def test_pythons_own_reset_error_and_failures_that_are_not_the_peers_are_said_without_a_false_reason_code() -> None:
+    """ssl.py raises its own SSLError (no OpenSSL library, its message as 'reason') when the peer sent data and reset
+    before the handshake began; the audit said that sentence as if it were OpenSSL's reason code."""
+    reset = ssl.SSLError(104, "Closed before TLS handshake with data in recv buffer.")
+    reset.reason, reset.library = "Closed before TLS handshake with data in recv buffer.", None
+    assert describe_failure(reset, 30) == "the peer reset the connection mid-handshake"
+    assert audit_details(reset, 30) == {"detail": "the peer reset the connection mid-handshake"}
+    assert describe_failure(MemoryError(), 30) == "the listener failed during the handshake (MemoryError)"
+    assert describe_failure(AttributeError("'NoneType' object has no attribute 'do_handshake'"), 30) == (
+        "the connection was closed mid-handshake"
+    )
+    openssl = ssl.SSLError(1, "[SSL: NO_SHARED_CIPHER] no shared cipher")
+    openssl.reason, openssl.library = "NO_SHARED_CIPHER", "SSL"
+    assert audit_details(openssl, 30)["tls_reason"] == "NO_SHARED_CIPHER"

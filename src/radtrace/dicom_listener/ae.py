@@ -8,7 +8,6 @@ instances never sit in memory.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import ssl
 import tempfile
@@ -16,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, cast
+from typing import Final, cast
 
 from prometheus_client import CollectorRegistry
 from pynetdicom import AE, _config
@@ -31,7 +30,6 @@ from radtrace.dicom_listener.completion import CompletionTimer
 from radtrace.dicom_listener.contexts import supported_contexts
 from radtrace.dicom_listener.filtering import FilterRule
 from radtrace.dicom_listener.handlers import ListenerHandlers
-from radtrace.dicom_listener.handshake_failures import HANDSHAKE_FAILED, audit_details
 from radtrace.dicom_listener.idle_close import ListenerSaysIdleClose
 from radtrace.dicom_listener.metrics import ListenerMetrics
 from radtrace.dicom_listener.shared_counts import SharedSourceCounts
@@ -44,7 +42,6 @@ from radtrace.tls_keys import load_key_pair
 from radtrace.tls_renewal import RenewedContext, renewing_server_context, watch_tls_expiry
 
 __all__ = [
-    "AuditedListenerServer",
     "Listener",
     "build_ae",
     "quiet_pynetdicom",
@@ -153,30 +150,6 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
-class AuditedListenerServer(ListenerServer):
-    """The listener's server, whose failed TLS handshakes are audited as well as logged.
-
-    A peer that fails the handshake (no client certificate, one that ``listener.tls.ca_bundle`` does not accept, one
-    that does not trust ours, plain DICOM to the TLS port) failed node authentication: IHE ATNA's Security Alert, type
-    Node Authentication (PS3.15 A.5.3.11). Before, nothing was audited (no association was ever asked for). Each is a
-    refusal now (``on_refused``: counted in the metrics, recorded as ``association_rejected`` with the reason
-    :data:`~radtrace.dicom_listener.handshake_failures.HANDSHAKE_FAILED`, the door, why and OpenSSL's reason code),
-    aggregated per source and ``listener.refusal_audit_interval_s`` as every refusal is
-    (:class:`~radtrace.dicom_listener.refusals.RefusalAudit`): a thousand failures from one source write one event
-    at once and one with the count of the others at the interval's end. Not for a handshake that the watchdog cut
-    (its timeout is audited) nor one ended by a stop: :meth:`_handshake` calls this only for the others.
-    """
-
-    def _handshake_failed(self, client_address: Any, exc: BaseException) -> None:
-        super()._handshake_failed(client_address, exc)
-        on_refused = self.on_refused
-        if on_refused is None:
-            return
-        host = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
-        with contextlib.suppress(Exception):  # the connection is closed already; the audit logs its own failures
-            on_refused(host, HANDSHAKE_FAILED, **audit_details(exc, self.ae.acse_timeout), **self.door())
-
-
 class Listener:
     """A running listener: ``with Listener(settings, store): ...`` or :meth:`serve_forever`."""
 
@@ -267,7 +240,7 @@ class Listener:
                             (listener.host, port),
                             evt_handlers=self.handlers.bindings(),
                             ssl_context=context,
-                            server_class=AuditedListenerServer,
+                            server_class=ListenerServer,
                         ),
                     )
                 except OSError as exc:

@@ -29,6 +29,7 @@ HANDSHAKE_FAILED: Final = "TLS handshake failed"
 
 _NOT_TLS: Final = "the peer does not speak TLS (plain DICOM, or another protocol, to the TLS port?)"
 _NOT_TRUSTED: Final = "the peer does not trust this listener's certificate (listener.tls.certificate's CA)"
+_RESET: Final = "the peer reset the connection mid-handshake"
 _NOTHING_IN_COMMON: Final = "no TLS version or cipher in common (the listener takes TLS 1.2 and later)"
 
 #: OpenSSL's reason codes, in words (the code itself ends the line: what to search the web for).
@@ -69,6 +70,8 @@ def describe_failure(exc: BaseException, timeout_s: float | None) -> str:
         )
     if isinstance(exc, ssl.SSLEOFError):
         return _REASONS["UNEXPECTED_EOF_WHILE_READING"]
+    if isinstance(exc, ssl.SSLError) and _not_openssl(exc):
+        return _RESET  # Python's own: "Closed before TLS handshake with data in recv buffer."
     if isinstance(exc, ssl.SSLError):
         code = exc.reason or type(exc).__name__
         words = _REASONS.get(code)
@@ -78,19 +81,26 @@ def describe_failure(exc: BaseException, timeout_s: float | None) -> str:
     if isinstance(exc, TimeoutError):
         return f"no handshake within {timeout_s or 0:g} s (listener.acse_timeout_s)"
     if isinstance(exc, ConnectionResetError):
-        return "the peer reset the connection mid-handshake"
+        return _RESET
     if isinstance(exc, BrokenPipeError):
         return "the peer closed the connection mid-handshake"
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
-    return type(exc).__name__
+    if isinstance(exc, (ValueError, AttributeError)):  # the socket shut (or closed) by the listener mid-handshake
+        return "the connection was closed mid-handshake"
+    return f"the listener failed during the handshake ({type(exc).__name__})"
+
+
+def _not_openssl(exc: ssl.SSLError) -> bool:
+    """An :class:`ssl.SSLError` that Python's ssl module made itself (no OpenSSL library, no reason code)."""
+    return getattr(exc, "library", None) is None and "TLS handshake" in str(getattr(exc, "reason", "") or "")
 
 
 def audit_details(exc: BaseException, timeout_s: float | None) -> dict[str, str]:
     """What the audit event of a failed handshake says beyond its reason: ``detail`` (:func:`describe_failure`) and,
     where OpenSSL gave one, ``tls_reason`` (its reason code, one of its constants: never the peer's text)."""
     details = {"detail": describe_failure(exc, timeout_s)}
-    code = exc.reason if isinstance(exc, ssl.SSLError) else None
+    code = exc.reason if isinstance(exc, ssl.SSLError) and not _not_openssl(exc) else None
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = "CERTIFICATE_VERIFY_FAILED"
     if isinstance(code, str) and code:

@@ -29,7 +29,7 @@ from radtrace.dicom_listener.accept_loop import WakeableAcceptLoop
 from radtrace.dicom_listener.admission import Admission, Connection
 from radtrace.dicom_listener.data_stream import _Hasher, _Stream
 from radtrace.dicom_listener.fast_path import DatasetFastPathDUL, _pdv_items, close_fast_path, take_received
-from radtrace.dicom_listener.handshake_failures import HANDSHAKE_FAILED, describe_failure, peer_address
+from radtrace.dicom_listener.handshake_failures import HANDSHAKE_FAILED, audit_details, describe_failure, peer_address
 from radtrace.dicom_listener.pdu_socket import (
     MAX_CONTROL_PDU,
     READ_AHEAD,
@@ -179,6 +179,21 @@ def _negotiation_failed(assoc: Association, dul: DatasetFastPathDUL, exc: BaseEx
     assoc.kill()
 
 
+def _made_by(exc: BaseException) -> ssl.SSLSocket | None:
+    """The TLS socket that ``wrap_socket`` made before it raised ``exc``, if any: it holds the connection's descriptor.
+
+    ssl.py's constructor takes the descriptor from the accepted socket first, then asks for the peer's address; a peer
+    that reset the connection by then raises ``ConnectionResetError`` from that constructor, and the half-made socket,
+    never returned, kept the descriptor until the garbage collector closed it (with a ResourceWarning)."""
+    frames = exc.__traceback__
+    while frames is not None:
+        made = frames.tb_frame.f_locals.get("self")
+        if isinstance(made, ssl.SSLSocket):
+            return made
+        frames = frames.tb_next
+    return None
+
+
 def _host(address: Any) -> str:
     """The host of a socket address (``(host, port, ...)`` for TCP)."""
     return str(address[0]) if isinstance(address, tuple) else str(address)
@@ -305,8 +320,10 @@ class ListenerServer(WakeableAcceptLoop, ThreadedAssociationServer):
             if connection is not None:
                 connection.sock = wrapped  # the negotiation deadline shuts it mid-handshake
             wrapped.do_handshake()
-        except (OSError, ValueError, AttributeError) as exc:  # AttributeError: shut by the watchdog mid-handshake
-            (wrapped or client).close()
+            wrapped.settimeout(None)  # a socket the watchdog closed meanwhile raises here (EBADF)
+        except Exception as exc:  # any failure: the socket closed, its place freed, one line, one audit, no traceback
+            with contextlib.suppress(Exception):
+                (wrapped or _made_by(exc) or client).close()
             cut = connection is not None and connection.cut_reason is not None  # the watchdog said why
             if connection is not None and self.admission is not None:
                 self.admission.release(connection)
@@ -316,7 +333,6 @@ class ListenerServer(WakeableAcceptLoop, ThreadedAssociationServer):
         finally:  # the handshake (a private-key operation, milliseconds) is negotiation CPU too
             if self.admission is not None:
                 self.admission.negotiation.charge(host, thread_cpu_s() - started)
-        wrapped.settimeout(None)
         if connection is not None:
             connection.sock = wrapped
             with self._pending_lock:
@@ -324,17 +340,36 @@ class ListenerServer(WakeableAcceptLoop, ThreadedAssociationServer):
         return wrapped
 
     def _handshake_failed(self, client_address: Any, exc: BaseException) -> None:
-        """The failed handshake's one log line, unless its source has had one this interval (then it is counted)."""
-        admission = self.admission
-        suffix = "" if admission is None else admission.peer_log.admit(_host(client_address), HANDSHAKE_FAILED)
-        if suffix is not None:
-            log.warning(
-                "TLS handshake with %s on port %d failed: %s%s",
-                escape(peer_address(client_address)),
-                self.server_address[1],
-                escape(describe_failure(exc, self.ae.acse_timeout)),
-                suffix,
-            )
+        """A failed handshake: its one log line, unless its source has had one this interval (then it is counted), and
+        its audit event.
+
+        A peer that fails the handshake (no client certificate, one that ``listener.tls.ca_bundle`` does not accept,
+        one that does not trust ours, plain DICOM to the TLS port) failed node authentication: IHE ATNA's Security
+        Alert, type Node Authentication (PS3.15 A.5.3.11). Each is a refusal (``on_refused``: counted in the metrics,
+        recorded as ``association_rejected`` with the reason :data:`HANDSHAKE_FAILED`, the door, why and OpenSSL's
+        reason code), aggregated per source and ``listener.refusal_audit_interval_s`` as every refusal is
+        (:class:`~radtrace.dicom_listener.refusals.RefusalAudit`). Not for a handshake that the watchdog cut (its
+        timeout is audited) nor one ended by a stop: :meth:`_handshake` calls this only for the others. Never raises.
+        """
+        host = _host(client_address)
+        try:
+            admission = self.admission
+            suffix = "" if admission is None else admission.peer_log.admit(host, HANDSHAKE_FAILED)
+            if suffix is not None:
+                log.warning(
+                    "TLS handshake with %s on port %d failed: %s%s",
+                    escape(peer_address(client_address)),
+                    self.server_address[1],
+                    escape(describe_failure(exc, self.ae.acse_timeout)),
+                    suffix,
+                )
+        except Exception as failure:  # the audit below must still be written
+            log.error("could not log a failed TLS handshake (%s)", type(failure).__name__)
+        on_refused = self.on_refused
+        if on_refused is None:
+            return
+        with contextlib.suppress(Exception):  # the connection is closed already; the audit logs its own failures
+            on_refused(host, HANDSHAKE_FAILED, **audit_details(exc, self.ae.acse_timeout), **self.door())
 
     def server_activate(self) -> None:
         """Use the faster per-association socket, then listen."""
