@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 from celery.signals import worker_shutting_down
 
 from radtrace.config import Settings
@@ -100,6 +100,10 @@ def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | Non
         countdown = retry_delay(settings.broker, task.request.retries + 1).total_seconds()
         try:
             task.retry(exc=exc, countdown=countdown)
+        except Retry:  # queued: said here, or a database outage mid-study left no line at all (Celery's is DEBUG)
+            log.warning("%s: %s; tried again in %.0f s (retry %d of %d)", what, exc.reason, countdown,
+                        task.request.retries + 1, max_retries)  # fmt: skip
+            raise
         except Reject as rejected:  # Celery's answer when the retry's message could not be published
             log.warning("%s: %s; its retry could not be queued (broker: %s): the reconciler rings it again once "
                         "overdue", what, exc.reason, rejected.reason)  # fmt: skip
