@@ -21,6 +21,7 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import ListenerSettings
 from radtrace.dicom_charset import audit_record
 from radtrace.dicom_listener.admission import Admission, Connection, timeout_setting
+from radtrace.dicom_listener.association_lines import QuarantineLines
 from radtrace.dicom_listener.contexts import SERVICES_NOT_OFFERED, another_service, refused_pairs
 from radtrace.dicom_listener.encoding import RELABELLED_SYNTAXES, relabel_mismatched_encoding
 from radtrace.dicom_listener.filtering import FilterRule
@@ -56,7 +57,7 @@ from radtrace.dicom_listener.spool import Spool, StagedFile, out_of_space
 from radtrace.dicom_listener.structure import MalformedDataSetError, check_structure
 from radtrace.dicom_listener.transport import close_fast_path, take_received
 from radtrace.errors import DicomInputError, RadtraceError
-from radtrace.logging import escape, nonconformant_uid_lines_ended, redacting, study_key
+from radtrace.logging import escape, redacting, study_key
 from radtrace.sender_charset import sender_rules
 from radtrace.store.engine import Store
 
@@ -133,6 +134,7 @@ class ListenerHandlers:
             items_key="requests",
         )
         self.spool = spool
+        self.quarantine_lines = QuarantineLines()
         self.metrics = metrics
         self.free_bytes = free_bytes
         self.on_instance = on_instance
@@ -353,9 +355,9 @@ class ListenerHandlers:
         dul = getattr(event.assoc, "dul", None)
         idle = connection is not None and connection.cut_reason is None and dul is not None and dul.idle_timer_expired()
         self.admission.release(connection)  # first: the audit below writes to the database
-        if unlogged := nonconformant_uid_lines_ended(event.assoc):  # pynetdicom's line per C-STORE: the first logged
+        if unlogged := self.quarantine_lines.ended(event.assoc):  # per instance: the first of each kind logged
             log.warning(
-                "%d more of pynetdicom's 'Non-conformant ... UID' warnings in the association with %s not logged",
+                "%s in the association with %s not logged",
                 unlogged,
                 escape(str(getattr(event.assoc.requestor, "address", "") or "?")),
             )
@@ -547,7 +549,8 @@ class ListenerHandlers:
         scope.enter_context(redacting(*identity.patient_values()))
         where = self.spool.quarantine(staged, exc.reason)
         self.metrics.instances.labels(outcome="quarantined", **door_labels(door)).inc()
-        log.warning("quarantined an unusable instance as %s: %s", where.name, exc.reason)
+        if self.quarantine_lines.first(event.assoc, exc.reason):
+            log.warning("quarantined an unusable instance as %s: %s", where.name, exc.reason)
         payload: dict[str, object] = {
             "reason": exc.reason,
             "sop_instance_uid": self._requested_sop(event),

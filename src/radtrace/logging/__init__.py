@@ -103,6 +103,7 @@ def configure_logging(fmt: str = "text", level: str = "INFO", stream: IO[str] | 
     if not any(isinstance(existing, HeldWhileReading) for existing in pydicom_logger.filters):
         pydicom_logger.addFilter(HeldWhileReading())
     pydicom_logger.addFilter(REQUEST_LINES)  # the same object twice is kept once
+    pydicom_logger.addFilter(NONCONFORMANT)  # after REQUEST_LINES, as on pynetdicom.utils
     utils_logger = logging.getLogger("pynetdicom.utils")
     if REQUEST_LINES not in utils_logger.filters:
         utils_logger.filters.insert(0, REQUEST_LINES)  # before NONCONFORMANT: what it drops is not counted there

@@ -18,34 +18,54 @@ from radtrace.logging.pydicom_reads import warning_kind
 __all__ = ["NONCONFORMANT", "REQUEST_LINES", "nonconformant_uid_lines_ended", "quiet_libraries"]
 
 
+#: pydicom's WARNING for a UI value that breaks PS3.5 9.1, as pynetdicom decodes a C-STORE request's command set and
+#: the listener reads its data set: eight per instance whose SOP Instance UID has a leading zero in a component.
+_PYDICOM_UID: Final = "Invalid value for VR UI"
+
+
+def _uid_kind(record: logging.LogRecord) -> str | None:
+    """Which per-association UID warning ``record`` is: pynetdicom's, pydicom's, or neither (``None``)."""
+    if not isinstance(record.msg, str):
+        return None
+    if record.msg.startswith("Non-conformant "):
+        return "pynetdicom"
+    if record.name.startswith("pydicom") and record.msg.startswith(_PYDICOM_UID):
+        return "pydicom"
+    return None
+
+
 class _NonconformantOncePerAssociation(logging.Filter):
     """pynetdicom.utils' WARNING ``Non-conformant '<name>' value '<uid>'`` (a peer's UID that breaks PS3.5 9.1, e.g.
-    a leading zero: written as pynetdicom decodes each C-STORE request): the first of an association's, the others
-    counted, the count logged when the association ends (:func:`nonconformant_uid_lines_ended`). Before, it was one
-    line per C-STORE: a peer could fill the log at the rate it sends. Lines logged outside an association's threads
-    pass."""
+    a leading zero: written as pynetdicom decodes each C-STORE request) and pydicom's ``Invalid value for VR UI`` for
+    the same UIDs (eight per instance: the command set's and the data set's UIDs, each read more than once): the
+    first of each per association, the others counted, the count logged in one line when the association ends
+    (:func:`nonconformant_uid_lines_ended`). Before, a 300-instance association of such UIDs wrote 2,401 of
+    pydicom's lines (pynetdicom's were bounded already): a peer could fill the log at the rate it sends. Lines
+    logged outside an association's threads pass."""
 
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._counts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._counts: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not isinstance(record.msg, str) or not record.msg.startswith("Non-conformant "):
+        kind = _uid_kind(record)
+        if kind is None:
             return True
         association = _association_of(threading.current_thread())
         if association is None:
             return True
         with self._lock:
-            seen = self._counts.get(association, 0)
-            self._counts[association] = seen + 1
+            counts = self._counts.setdefault(association, {})
+            seen = counts.get(kind, 0)
+            counts[kind] = seen + 1
         return seen == 0
 
     def ended(self, association: Any) -> int:
         """Forget the association; how many of its lines were not logged."""
         with self._lock:
-            seen = self._counts.pop(association, 0)
-        return max(seen - 1, 0)
+            counts = self._counts.pop(association, {})
+        return sum(max(seen - 1, 0) for seen in counts.values())
 
 
 def _association_of(thread: threading.Thread) -> Any:
