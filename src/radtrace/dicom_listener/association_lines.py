@@ -2,12 +2,13 @@
 once, the others counted into one line when the association ends.
 
 A peer sending instances whose SOP Instance UID breaks PS3.5 9.1 (a component with a leading zero, ``...498.07.1``)
-wrote, per instance, eight of pydicom's ``Invalid value for VR UI`` warnings, pynetdicom's ``Non-conformant ... UID``
+wrote, per instance, nine of pydicom's ``Invalid value for VR UI`` warnings, pynetdicom's ``Non-conformant ... UID``
 (bounded per association already) and the listener's ``quarantined an unusable instance as <file>: (0008,0018) SOP
-Instance UID: not a valid UID``: 2,703 lines for a 300-instance association, at the rate the peer sent. Each
-quarantined instance is still audited (``instance_quarantined``: its file, its reason) and counted in the metrics;
-the log says the first of each reason, then how many more when the association ends. pynetdicom's and pydicom's UID
-warnings are bounded by :data:`radtrace.logging.pynetdicom_lines.NONCONFORMANT`, whose count the same line says.
+Instance UID: not a valid UID``: 3,002 lines (612 kB) for a 300-instance association, at the rate the peer sent; 4
+now. Each quarantined instance is still audited (``instance_quarantined``: its file, its reason) and counted in the
+metrics; the log says the first of each reason, then how many more when the association ends. pynetdicom's and
+pydicom's UID warnings are bounded by :data:`radtrace.logging.pynetdicom_lines.NONCONFORMANT`, whose count the same
+line says.
 """
 
 from __future__ import annotations

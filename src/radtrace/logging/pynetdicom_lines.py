@@ -19,7 +19,7 @@ __all__ = ["NONCONFORMANT", "REQUEST_LINES", "nonconformant_uid_lines_ended", "q
 
 
 #: pydicom's WARNING for a UI value that breaks PS3.5 9.1, as pynetdicom decodes a C-STORE request's command set and
-#: the listener reads its data set: eight per instance whose SOP Instance UID has a leading zero in a component.
+#: the listener reads its data set: nine per instance whose SOP Instance UID has a leading zero in a component.
 _PYDICOM_UID: Final = "Invalid value for VR UI"
 
 
@@ -37,9 +37,9 @@ def _uid_kind(record: logging.LogRecord) -> str | None:
 class _NonconformantOncePerAssociation(logging.Filter):
     """pynetdicom.utils' WARNING ``Non-conformant '<name>' value '<uid>'`` (a peer's UID that breaks PS3.5 9.1, e.g.
     a leading zero: written as pynetdicom decodes each C-STORE request) and pydicom's ``Invalid value for VR UI`` for
-    the same UIDs (eight per instance: the command set's and the data set's UIDs, each read more than once): the
+    the same UIDs (nine per instance: the command set's and the data set's UIDs, each read more than once): the
     first of each per association, the others counted, the count logged in one line when the association ends
-    (:func:`nonconformant_uid_lines_ended`). Before, a 300-instance association of such UIDs wrote 2,401 of
+    (:func:`nonconformant_uid_lines_ended`). Before, a 300-instance association of such UIDs wrote 2,700 of
     pydicom's lines (pynetdicom's were bounded already): a peer could fill the log at the rate it sends. Lines
     logged outside an association's threads pass."""
 
