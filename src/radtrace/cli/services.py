@@ -211,6 +211,7 @@ def worker(
     say_checks(ctx, checks, service=service)
     _watch_this_node(settings, service)
     _quiet_celery_root_warning()
+    _quiet_celery_connection_loss_warning()
     try:
         run_worker(
             settings, roles=roles, gpu=gpu, concurrency=concurrency, reconcile=reconcile, metrics_offset=metrics_offset
@@ -235,6 +236,20 @@ def _quiet_celery_root_warning() -> None:
         return
     log.info("worker running as root; it accepts JSON messages only (run it as a service user where you can)")
     warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges")
+
+
+def _quiet_celery_connection_loss_warning() -> None:
+    """Celery warns on every lost broker connection, whatever worker_cancel_long_running_tasks_on_connection_loss
+    says, that a future release may cancel tasks in hand then: six lines (escaped into one) about Celery 5.1 under
+    its own "Connection to broker lost. Trying to re-establish the connection..." warning, each time Redis goes.
+    radtrace keeps Celery's behaviour (a reading in hand is finished: its claim is in the database, not the broker),
+    so the warning says nothing an operator can act on. Filtered from the log (``logging.captureWarnings`` routes it
+    to ``py.warnings``): Celery's worker puts ``always`` in front of any warnings filter set before it starts."""
+    logging.getLogger("py.warnings").addFilter(_not_celery_connection_loss_notice)
+
+
+def _not_celery_connection_loss_notice(record: logging.LogRecord) -> bool:
+    return "In Celery 5.1 we introduced an optional breaking change" not in record.getMessage()
 
 
 # --- QA API ------------------------------------------------------------------------------------
