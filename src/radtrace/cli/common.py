@@ -285,9 +285,15 @@ def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
 
 @contextlib.contextmanager
 def row_progress(description: str) -> Iterator[Callable[[int], None]]:
-    """A progress line on stderr counting rows; yields the callback that advances it."""
+    """A progress line on stderr counting rows, on a terminal only; yields the callback that advances it. Where
+    stderr is a file, a pipe or the journal (cron, a systemd timer, a script), rich printed the line once at the
+    end, spinner and all, with the count of its last refresh ("⠙ verifying audit chain 0 rows" after 7 rows)."""
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"), console=err
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,} rows"),
+        console=err,
+        disable=not err.is_terminal,
     ) as progress:
         task = progress.add_task(description, total=None)
         yield lambda done: progress.update(task, completed=done)
