@@ -194,6 +194,9 @@ def create_app(settings: Settings, *, with_tasks: bool = True) -> Celery:
         broker_url=url,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
+        # Celery's default, 100 tries 2 s to 30 s apart, ended every worker ~46 min into a Redis outage with
+        # "Unrecoverable error" and a traceback, exit 1: a worker waits the outage out, as at its start
+        broker_connection_max_retries=None,
         broker_connection_timeout=5,
         task_serializer="json",
         accept_content=["json"],
