@@ -59,7 +59,7 @@ def test_a_draft_whose_image_moved_to_another_study_links_to_that_studys_draft(
         assert refused.status_code == 422  # type: ignore[attr-defined]
         body = refused.text  # type: ignore[attr-defined]
         assert "Accepting" in html.unescape(body)
-        current = re.search(r'<a class="button" href="([^"]+)" id="problem-current">', body)
+        current = re.search(r'<a class="button" href="([^"]+)" id="problem-current"', body)
         assert current is not None, body
         assert current.group(1) == page_b
         assert study_b not in body
