@@ -294,6 +294,28 @@ class ListenerServer(WakeableAcceptLoop, ThreadedAssociationServer):
             raise OSError(REFUSED_REASON)  # socketserver drops the request quietly
         return client, address
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """socketserver's: the connection's own thread. Where that thread cannot start (``RuntimeError: can't start
+        new thread``: the process's or the cgroup's thread limit reached, a flood of connections), the admission
+        record :meth:`verify_request` made is dropped and its half-open place freed at once; socketserver then says
+        it (``handle_error``: one line) and closes the socket.
+
+        Before, the record stayed: the place until the negotiation deadline (``listener.max_half_open`` such failures
+        refused every connection until then), and the entry keyed by the socket's ``id()`` for good, handed to a later
+        socket that came to have the same ``id()`` (its host and port then those of the failed one); and the thread
+        never started stayed in socketserver's list, whose join at stop raised ``cannot join thread before it is
+        started`` when it was the last connection's."""
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            connection = self.take_connection(request)
+            if connection is not None and self.admission is not None:
+                self.admission.release(connection)
+            threads = getattr(self, "_threads", None)
+            if threads is not None:  # the thread never started: server_close's join would raise on it
+                threads.reap()
+            raise
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """In the connection's thread: the TLS handshake (deadline: the ACSE timeout; the half-open limits and the
         negotiation deadline apply while it runs), then the association."""
