@@ -101,7 +101,10 @@ def other_script(values: list[bytes], term: str, *, own_checked: bool = False) -
         if letters >= OTHER_SCRIPT_FEWEST_LETTERS:
             found.setdefault(other, []).append((page, texts))
     # own no words (known here unless own_checked), and a page reads words too short to be read in it
-    short = own is not None and not own_checked and term in _SHORT_WORD_TERMS and bool(candidates)
+    short = own is not None and not own_checked and term in _SHORT_WORD_TERMS
+    # ... or reads none, where Latin-1 reads a run of three letters past ASCII (Windows-1251 ``ЦМРБанк``, ``ЮниКредит``,
+    # whose Cyrillic readings have no word's shape: no vowel, case within a run): in no measured Latin-1 word
+    short = short and (bool(candidates) or _accented_run(own or [], 3))
     if len(found) == 1 and script not in found and script != "LATIN" and _own_letters(values, term, script):
         found[script] = []  # its own Windows page reads its words, with a symbol or so: two scripts' readings
     if len(found) == 1:
@@ -135,6 +138,13 @@ def _accented_pair(texts: list[str]) -> bool:
     """Whether a run of letters of ``texts`` (Latin) is two letters, both past ASCII (``âè``: Windows-1251 ``ви``);
     of 55,044 measured Latin-1 encodings of words, only Turkish ``üç`` (which Latin-5 writes)."""
     return any(len(run) == 2 and not _ASCII_LETTERS.search(run) for text in texts for run in _LETTERS.findall(text))
+
+
+def _accented_run(texts: list[str], fewest: int) -> bool:
+    """Whether a run of letters of ``texts`` (Latin, ordinal indicators after a letter or digit left out) is at
+    least ``fewest`` letters, none of them ASCII."""
+    runs = (run for text in texts for run in _LETTERS.findall(_ORDINALS.sub(" ", text)))
+    return any(len(run) >= fewest and not _ASCII_LETTERS.search(run) for run in runs)
 
 
 def page_or_other_script(values: list[bytes], page: str, term: str) -> str | None:

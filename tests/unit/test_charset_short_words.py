@@ -83,3 +83,14 @@ def test_short_words_of_other_latin_sets_are_not_flagged(term: str, name: str) -
     ds = raw_header(term, name.encode(python_encoding[term]))
     assert read_text_as(ds) is None
     assert text_of(ds) == name
+
+
+@pytest.mark.parametrize("word", ["ЦМРБанк", "ЮниКредит", "ФортеИнвест"])
+def test_latin1_runs_of_three_letters_past_ascii_are_flagged_though_no_page_reads_words(word: str) -> None:
+    """Windows-1251 abbreviations and run-together names read as Latin-1 runs of letters past ASCII (``ÖÌÐÁàíê``),
+    in no measured Latin-1 word; their Cyrillic readings have no word's shape either (no vowel, a capital inside a
+    run), so no page was taken and the Latin-1 reading went unflagged."""
+    data = word.encode("cp1251")
+    ds = raw_header("ISO_IR 100", data)
+    assert read_text_as(ds) == CharsetChoice("ISO_IR 100", "ISO_IR 100", "code-page-doubtful")
+    assert text_of(ds) == data.decode("latin-1")
