@@ -212,7 +212,15 @@ def _own_words(texts: list[str], script: str) -> bool:
         if any(map(_SYMBOL_PAIR.search, texts)):  # DOS 866 ``железо`` is ``¦¥«¥§®``
             return False
         return all(_could_be_words(text, True, False, tuple(_LATIN_LANGUAGES)) for text in texts)
+    # the set's own modifier letters are no letters of a word's shape: Greek ypogegrammeni (ISO 8859-7 AA), lower case
+    # with no capital (no upper-case run holding it was a word), Arabic tatweel (ISO 8859-6 E0, a name's kashida
+    # ``بـ``), Thai mai yamok (TIS 620 E6)
+    texts = ["".join(char for char in text if not _own_modifier(char, script)) for text in texts]
     return _script_words(texts, script, 0, vowel_run=0)
+
+
+def _own_modifier(char: str, script: str) -> bool:
+    return unicodedata.category(char) == "Lm" and unicodedata.name(char, "").startswith(script)
 
 
 def _script_words(texts: list[str], script: str, fewest: int, *, vowel_run: int = 3) -> bool:

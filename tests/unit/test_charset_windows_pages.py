@@ -168,6 +168,19 @@ _ISO_LETTERS = {term: _letters(iso, 0x41, 0x100) for term, (_, iso) in _PAIRS.it
 _LATIN_TERMS = {"ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 148"}
 
 
+def _thai_out_of_order(text: str) -> bool:
+    """Whether Thai letters drawn at random break Thai's order: a leading vowel (``เ แ โ ใ ไ``) with no letter after
+    it, or a vowel or tone mark after no letter nor mark (``ก^กะเ``, found with --hypothesis-seed=103: read as
+    ISO 8859-5 Cyrillic, flagged). Such text is no Thai word, as letters drawn at random are no Latin one."""
+    for index, char in enumerate(text):
+        if "\u0e40" <= char <= "\u0e44" and not text[index + 1 : index + 2].isalpha():
+            return True
+        before = text[index - 1 : index]
+        if unicodedata.category(char) == "Mn" and not (before.isalpha() or unicodedata.category(before or "^") == "Mn"):
+            return True
+    return False
+
+
 def _name(pieces: list[str], shaped: bool = False) -> st.SearchStrategy[str]:
     """Two components of ``pieces``; ``shaped``: each upper case, lower case or title case, as a real name is."""
     component = st.lists(st.sampled_from(pieces), min_size=1, max_size=8).map("".join)
@@ -261,6 +274,8 @@ def test_property_a_genuine_iso_name_is_never_read_in_the_page(term: str, data: 
     if term in _LATIN_TERMS and any(
         (len(run) >= 3 and not re.search("[A-Za-z]", run)) or re.search("[µªº]", run) for run in runs
     ):
+        doubtful |= {"other-script", "other-script-doubtful"}
+    if term == "ISO_IR 166" and _thai_out_of_order(written):  # no Thai word either
         doubtful |= {"other-script", "other-script-doubtful"}
     assert choice is None or choice.because in {"declared-overridden", *doubtful}, (written, choice)
     if choice is None or choice.because in {"windows-doubtful", "code-page-doubtful"}:  # read as written
