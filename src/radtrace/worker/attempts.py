@@ -4,8 +4,16 @@
 ``claim_expires_at``, ``attempts`` + 1, a ``jobs`` row and ``inference_started`` in the same transaction. A
 revision already ``processing`` under a live claim, or past ``processing``, is left alone; one whose claim
 expired (its worker died) is taken over, and that lost attempt counts, so a study that kills its worker ends
-``failed`` after ``broker.max_attempts``. A later revision waits until the study's earlier ones are past
-``processing`` (its SR names theirs as predecessors); the end of the earlier one says which revision to ring next.
+``failed`` after ``broker.max_attempts``. One exception: an attempt this very worker process left ``processing``
+because the database went away before its end could be recorded (:meth:`RevisionAttempts.lost_to_database`, noted as
+the error left the pipeline) is no fault of the study's. Taking it over, the worker first records the end it could not
+(``report_failed`` ``reading_kept: true`` when that attempt's ``inference_completed`` is in the audit log, else
+``inference_failed`` ``read: false``; both ``attempt_counted: false``), and the attempt is not counted: three short
+database outages no longer fail a study, and the reading is drafted again, not read again
+(:mod:`radtrace.worker.kept_readings`). Only this process's own note counts: a worker that died (the claim of another
+process, or of this pid after a restart) may have died of the study, and its attempt counts as before.
+A later revision waits until the study's earlier ones are past ``processing`` (its SR names theirs as predecessors);
+the end of the earlier one says which revision to ring next.
 
 *End*: ``reported`` or ``skipped`` (:meth:`RevisionAttempts.finish`), or a failed attempt
 (:meth:`RevisionAttempts.failed`): a retryable error puts the revision back to ``queued`` with
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +44,7 @@ from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
+from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
 from radtrace.errors import DispatchError, RadtraceError, is_retryable
 from radtrace.reporting.dispatch.claims import database_now
@@ -126,6 +136,20 @@ class RevisionAttempts:
         self.worker = worker
         self.clock = clock
         self.observer = observer
+        self._lost: dict[int, tuple[Claim, str]] = {}  # revision id -> (claim, reason): lost to the database here
+
+    def lost_to_database(self, claims: Sequence[Claim], reason: str) -> None:
+        """Note attempts whose end could not be recorded because the database was unavailable (``reason``): they stay
+        ``processing`` under this worker, and taking one over is not counted (see the module)."""
+        for claim in claims:
+            self._lost[claim.revision_id] = (claim, reason)
+            log.warning("%s attempt %d: its end could not be recorded (%s); taken over, not counted, once the "
+                        "database is back", claim.names(), claim.attempt, reason)  # fmt: skip
+
+    def lost(self) -> list[tuple[str, int]]:
+        """The revisions (study UID, number) of attempts noted by :meth:`lost_to_database` and not taken over yet:
+        a batch takes them first, as they wait for no one's claim to expire."""
+        return [(claim.study_uid, claim.number) for claim, _ in list(self._lost.values())]
 
     def renew(self, claim: Claim) -> bool:
         """Push our claim's expiry ``claim_timeout_s`` ahead; False when the claim is no longer ours."""
@@ -150,10 +174,12 @@ class RevisionAttempts:
             if row is None:
                 return ProcessResult(Result.MISSING)
             rev, study = row[0], row[1]
+            lost = self._lost.get(rev.id)  # dropped once taken over, or when the row says it no longer applies
             lease_now = database_now(session)  # claims expire on the database's clock, not this worker's
             decision = claim_decision(rev.state, rev.claim_expires_at, rev.next_attempt_at, now,
                                       ours=rev.claimed_by == self.worker, lease_now=lease_now)  # fmt: skip
             if decision not in ("claim", "take-over"):
+                self._lost.pop(rev.id, None)  # ended after all, or someone else's now
                 return ProcessResult(Result.NOT_CLAIMED, rev.state, rev.reason, rev.next_attempt_at)
             earlier = session.scalar(
                 sa.select(sa.func.min(Revision.number)).where(
@@ -164,6 +190,10 @@ class RevisionAttempts:
             )
             if earlier is not None:  # its SR must exist first: this one names it as predecessor
                 return ProcessResult(Result.NOT_CLAIMED, rev.state, f"waiting for revision {earlier}")
+            ours = decision == "take-over" and rev.claimed_by == self.worker
+            # the attempt this process lost to the database, still as it left it
+            uncounted = lost[1] if ours and lost and lost[0].attempt == rev.attempts else None
+            attempt = rev.attempts if uncounted is not None else rev.attempts + 1
             taken = session.execute(
                 sa.update(Revision)
                 .where(
@@ -176,7 +206,7 @@ class RevisionAttempts:
                 )  # as read: not renewed since
                 .values(
                     state=RevisionState.PROCESSING,
-                    attempts=rev.attempts + 1,
+                    attempts=attempt,
                     claimed_by=self.worker,
                     claim_expires_at=lease_now + timedelta(seconds=self.settings.broker.claim_timeout_s),
                     next_attempt_at=None,
@@ -186,26 +216,32 @@ class RevisionAttempts:
                 .execution_options(synchronize_session=False)
             )
             if taken.rowcount != 1:  # type: ignore[attr-defined]  # another worker claimed it first
+                self._lost.pop(rev.id, None)
                 return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
-            attempt = rev.attempts + 1
             waited: dict[str, float | None] = {"start": seconds_between(rev.next_attempt_at or rev.queued_at, now)}
             if attempt == 1:
                 waited["complete"] = seconds_between(last_received(session, rev.id), rev.queued_at)
             if decision == "take-over":
-                self._close_lost_jobs(session, rev.id, now)
+                lost_as = f"not counted: {uncounted}" if uncounted is not None else "worker lost: claim expired"
+                self._close_lost_jobs(session, rev.id, now, lost_as)
             job = Job(revision_id=rev.id, kind=JOB_KIND, attempt=attempt, state=JobState.RUNNING, worker=self.worker)
             session.add(job)
             session.flush()
             claim = Claim(rev.id, study.study_uid, study.accession, rev.number, attempt, job.id, study.id)
-            self.recorder.record(
+            events = [] if uncounted is None else [self._lost_end(session, claim, uncounted)]
+            events.append(
                 self.event(
                     claim,
                     EventType.INFERENCE_STARTED,
                     worker=self.worker,
                     taken_over_from=rev.claimed_by if decision == "take-over" else None,
-                ),
-                session=session,
+                )
             )
+            self.recorder.record_many(events, session=session)
+        self._lost.pop(rev.id, None)  # committed: taken over (a claim that failed to commit keeps its note)
+        if uncounted is not None:
+            log.info("%s: attempt %d taken over, not counted (the database was unavailable: %s)", claim.names(),
+                     attempt, uncounted)  # fmt: skip
         self._observe(waited)
         if decision == "take-over" and attempt > self.settings.broker.max_attempts:
             reason = f"gave up after {attempt - 1} attempts: the worker was lost (claim expired)"
@@ -217,12 +253,36 @@ class RevisionAttempts:
             if seconds is not None:
                 self.observer.observe(stage, seconds)
 
-    def _close_lost_jobs(self, session: Session, revision_id: int, now: datetime) -> None:
+    def _close_lost_jobs(self, session: Session, revision_id: int, now: datetime, error: str) -> None:
         session.execute(
             sa.update(Job)
             .where(Job.revision_id == revision_id, Job.kind == JOB_KIND, Job.state == JobState.RUNNING)
-            .values(state=JobState.FAILED, finished_at=now, error="worker lost: claim expired")
+            .values(state=JobState.FAILED, finished_at=now, error=error)
             .execution_options(synchronize_session=False)
+        )
+
+    def _lost_end(self, session: Session, claim: Claim, reason: str) -> AuditEvent:
+        """The end an attempt lost to the database could not record, as it would have been recorded (``claim``
+        has its number): its reading kept when it was audited, else not read. The study's events are found by the
+        indexed Study Instance UID alone and their kind picked here (as :mod:`radtrace.worker.kept_readings` does)."""
+        rows = session.execute(
+            sa.select(AuditEventRow.event_type, AuditEventRow.payload).where(AuditEventRow.study_uid == claim.study_uid)
+        ).all()
+        read = any(
+            kind == EventType.INFERENCE_COMPLETED.value
+            and (payload := json.loads(text)).get("revision") == claim.number
+            and payload.get("attempt") == claim.attempt
+            and "reading" in payload
+            for kind, text in rows
+        )
+        return self.event(
+            claim,
+            EventType.REPORT_FAILED if read else EventType.INFERENCE_FAILED,
+            Outcome.MINOR_FAILURE,
+            error=reason,
+            retryable=True,
+            attempt_counted=False,
+            **({"reading_kept": True} if read else {"read": False}),
         )
 
     def _release(self, session: Session, claim: Claim, now: datetime, **values: Any) -> bool:

@@ -14,6 +14,13 @@ PACS moved it to another patient or study, or rejected it, while the revision wa
 not mark a revision that waits (it is read again without the image), so a draft of the kept reading would describe
 another patient's image unflagged. Read again, the draft is of the study's own images only, and needs no check.
 
+A reading that is the revision's newest event, with no end after it, is read again: its attempt died (the worker was
+killed, or lost its claim), perhaps of the reading itself (drafts that crash or exhaust the worker), and a reading
+drafted again every attempt would die the same way each time without ever being read afresh. Only an audited end says
+the reading was not the fault. An attempt whose end could not be recorded because the database was away has one too:
+its own worker, which outlived the outage, records it (``report_failed``, ``reading_kept: true``, ``attempt_counted:
+false``) as it takes the attempt over (:mod:`radtrace.worker.attempts`), so that reading is drafted again.
+
 One query per batch: the batch's studies' events by the indexed Study Instance UID, their kinds picked here. With the
 kinds in the query too, SQLite chose the event type's index for several studies, a cost growing with the whole audit
 log (16 studies among 2,000 read: 10 ms; 0.5 ms now, 0.3 ms for 16 never read).

@@ -9,7 +9,9 @@ The database is the truth and every step is safe to run twice (DESIGN.md, princi
 3. build and keep the SR, companion, HL7 and FHIR (:mod:`radtrace.worker.drafting`: in the worker's thread,
    or in draft processes while the worker reads the next batch) and write the outbox rows (``Outbox.enqueue``
    keeps existing rows, and the SR UID is derived from the study and revision, so a second run adds nothing);
-4. ``reported``, only if the claim is still ours; a failed attempt is retried or ends ``failed(reason)``.
+4. ``reported``, only if the claim is still ours; a failed attempt is retried or ends ``failed(reason)``. An
+   attempt whose end the database was away for is taken over by its worker, not counted, and its audited reading
+   drafted again (:meth:`radtrace.worker.attempts.RevisionAttempts.lost_to_database`).
 
 While a worker holds claims it renews them every third of ``broker.claim_timeout_s`` (one heartbeat for all,
 :mod:`radtrace.worker.claims`), so an inference longer than the timeout is not taken over; a worker that dies
@@ -51,7 +53,13 @@ from sqlalchemy.orm import Session
 from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
-from radtrace.errors import DicomInputError, ModelServerUnavailableError, RadtraceError, ReadsHeldError
+from radtrace.errors import (
+    DicomInputError,
+    ModelServerUnavailableError,
+    RadtraceError,
+    ReadsHeldError,
+    StoreUnavailableError,
+)
 from radtrace.logging import patient_values, redacting, study_key
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.model.study import Skipped, StudyImage, identity_conflict, spooled_as_received
@@ -248,10 +256,24 @@ class StudyPipeline:
         tried = {(study_uid, revision)}
         if not isinstance(first, Claim):
             settled((study_uid, revision), first)
-        if size > 1:
-            self._claim_more(claims, tried, size, settled)
-        if not claims:
-            return results
+        taken: list[Claim] = []  # the following batches' claims (draft processes: see the docstring above)
+        try:
+            if size > 1:
+                self._claim_more(claims, tried, size, settled)
+            if claims:
+                self._process_claimed(claims, tried, size, settled, taken)
+        except StoreUnavailableError as exc:  # their ends could not be recorded: taken over, not counted
+            ended = {key for key, _ in results}
+            held = [claim for claim in [*claims, *taken] if (claim.study_uid, claim.number) not in ended]
+            self.attempts.lost_to_database(held, exc.reason)
+            raise
+        results.sort(key=lambda item: item[0] != (study_uid, revision))  # the named revision first
+        return results
+
+    def _process_claimed(
+        self, claims: list[Claim], tried: set[Key], size: int, settled: OnResult, taken: list[Claim]
+    ) -> None:
+        """Read, draft and end the claimed batch, and the following ones (their claims go into ``taken``)."""
         deadline = time.monotonic() + self.settings.broker.visibility_timeout_s / 2
         interval = self.settings.broker.claim_timeout_s / 3
         with (
@@ -262,7 +284,10 @@ class StudyPipeline:
             in_hand = self._read_and_submit(claims)
             while self.drafter.overlaps and not self.stopping() and time.monotonic() < deadline:
                 following: list[Claim] = []
-                self._claim_more(following, tried, size, settled)
+                try:
+                    self._claim_more(following, tried, size, settled)
+                finally:
+                    taken.extend(following)
                 if not following:
                     break
                 heartbeat.add(following)
@@ -272,8 +297,6 @@ class StudyPipeline:
             self._settle(in_hand, settled, heartbeat)
             for finished in finishing:
                 finished.result()  # an error of the store reaches the task, as in the worker's own thread
-        results.sort(key=lambda item: item[0] != (study_uid, revision))  # the named revision first
-        return results
 
     def _claim_more(self, claims: list[Claim], tried: set[Key], size: int, settled: OnResult) -> None:
         """Fill ``claims`` with due revisions up to ``size``, waiting once for a shallow queue when a batch has begun;
@@ -284,7 +307,8 @@ class StudyPipeline:
                 if not claims or len(claims) >= size or self.settings.model.batch_wait_ms == 0:
                     return  # no batch to fill (a doorbell for a revision already done), or a full one
                 time.sleep(self.settings.model.batch_wait_ms / 1000)
-            for key in due_revisions(self.store, self.clock(), limit=2 * size, besides=[c.revision_id for c in claims]):
+            due = due_revisions(self.store, self.clock(), limit=2 * size, besides=[c.revision_id for c in claims])
+            for key in [*self.attempts.lost(), *due]:  # attempts lost to the database first: still claimed by us
                 if len(claims) >= size:
                     return
                 if key in tried:
@@ -320,8 +344,8 @@ class StudyPipeline:
             reused = kept.get(claim.revision_id)
             outcome = reused or readings.pop(0)
             if reused is not None:
-                log.info("revision %s: drafting again from its recorded reading (its drafts could not be stored); "
-                         "not read again", claim.revision_id)  # fmt: skip
+                log.info("%s: drafting again from its recorded reading (its drafts could not be stored, or its "
+                         "end recorded); not read again", claim.names())  # fmt: skip
             if isinstance(outcome, Reading):
                 submit = functools.partial(self._record_and_submit, claim, outcome, item[1], record=reused is None)
                 with redacting(*values):

@@ -1,0 +1,208 @@
+"""A database outage between a claim or a reading and the end of the attempt is no fault of the study's.
+
+Before, the end could not be recorded (the database was down), the revision stayed ``processing`` under its worker,
+and the worker's retried task took its own claim over as a new attempt: the reading was read again (on a GPU, the
+expensive part) and the attempt counted, so three short database outages failed a study (fault trial, item 1). Now
+the worker notes the attempts it lost to the database, records their end when it takes them over (``attempt_counted:
+false``; ``reading_kept: true`` when the reading was audited) and drafts the audited reading again.
+
+The fault is injected at the store: every transaction fails as an unreachable database does (translated as
+``Store.session`` translates it) from the moment named until the test brings the database back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from radtrace.audit.chain import verify_chain
+from radtrace.audit.schema import AuditEventRow
+from radtrace.config import Settings
+from radtrace.errors import StoreUnavailableError
+from radtrace.model.reader import StudyReader
+from radtrace.store.engine import Store, translate_db_error
+from radtrace.store.models import Job, JobState, RevisionState
+from radtrace.testing.studies import make_study
+from radtrace.worker.pipeline import ProcessResult, Result, StudyPipeline
+from worker_support import CountingReader, queue_studies, revision_row, spool_study, worker_settings
+
+pytestmark = pytest.mark.integration
+
+
+class Outage:
+    """The store's transactions fail while ``down`` (the database process stopped)."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.down = False
+        self.refused: list[str] = []
+        real = store.session
+
+        @contextlib.contextmanager
+        def session(doing: str = "using the database", *, immediate: bool = False) -> Iterator[Session]:
+            if self.down:
+                self.refused.append(doing)
+                refused = sa.exc.OperationalError("connect", None, Exception("connection refused"))
+                raise translate_db_error(refused, doing) from refused
+            with real(doing, immediate=immediate) as opened:
+                yield opened
+
+        monkeypatch.setattr(store, "session", session)
+
+
+def _after(target: Any, name: str, then: Callable[[], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``then`` after each call of ``target.name``."""
+    original = getattr(target, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        then()
+        return result
+
+    monkeypatch.setattr(target, name, wrapped)
+
+
+def _events(store: Store, study_uid: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event type, payload) of the study's audit events, in order."""
+    with store.session() as session:
+        rows = session.execute(
+            sa.select(AuditEventRow.event_type, AuditEventRow.payload)
+            .where(AuditEventRow.study_uid == study_uid)
+            .order_by(AuditEventRow.seq)
+        ).all()
+    return [(kind, json.loads(payload)) for kind, payload in rows]
+
+
+def _attempts(store: Store, study_uid: str) -> list[tuple[str, int, bool | None]]:
+    """(kind, attempt, attempt_counted) of the study's attempt events."""
+    kinds = {"inference_started", "inference_completed", "inference_failed", "report_failed"}
+    return [(kind, p["attempt"], p.get("attempt_counted")) for kind, p in _events(store, study_uid) if kind in kinds]
+
+
+@pytest.fixture
+def wsettings(tmp_path: Path, store: Store, tiny_model_dir: Path) -> Settings:
+    return worker_settings(tmp_path, str(store.engine.url.render_as_string(hide_password=False)), tiny_model_dir)
+
+
+def test_a_database_outage_after_the_reading_drafts_that_reading_and_counts_no_attempt(
+    wsettings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study())
+    reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
+    pipeline = StudyPipeline(wsettings, store, reader, worker="w1")
+    outage = Outage(store, monkeypatch)
+    _after(pipeline, "_record_reading", lambda: setattr(outage, "down", True), monkeypatch)  # audited, then down
+
+    with pytest.raises(StoreUnavailableError):  # its end could not be recorded: the task is retried
+        pipeline.process(study_uid, number)
+    assert "recording a failed attempt" in outage.refused
+    outage.down = False
+    rev = revision_row(store, study_uid)
+    assert (rev.state, rev.attempts, rev.claimed_by) == (RevisionState.PROCESSING, 1, "w1")
+
+    again = pipeline.process(study_uid, number)  # the retried task, once the database is back
+
+    assert again.result is Result.REPORTED
+    assert reader.batches == [1]  # read once (before: [1, 1], a second reading)
+    rev = revision_row(store, study_uid)
+    assert (rev.state, rev.attempts) == (RevisionState.REPORTED, 1)  # before: 2
+    assert _attempts(store, study_uid) == [
+        ("inference_started", 1, None),
+        ("inference_completed", 1, None),
+        ("report_failed", 1, False),  # recorded by its worker as it took the attempt over
+        ("inference_started", 1, None),
+    ]
+    lost = next(p for kind, p in _events(store, study_uid) if kind == "report_failed")
+    assert lost["reading_kept"] is True
+    assert lost["error"].startswith("database unavailable while ")
+    taken = [p for kind, p in _events(store, study_uid) if kind == "inference_started"][1]
+    assert taken["taken_over_from"] == "w1"
+    with store.session() as session:
+        jobs = session.execute(sa.select(Job.attempt, Job.state, Job.error).order_by(Job.id)).all()
+    assert [(attempt, state) for attempt, state, _ in jobs] == [(1, JobState.FAILED), (1, JobState.SUCCEEDED)]
+    assert jobs[0][2].startswith("not counted: database unavailable while ")
+    assert verify_chain(store).ok
+
+
+def test_a_database_outage_right_after_the_claim_counts_no_attempt_and_reads_once(
+    wsettings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study())
+    reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
+    pipeline = StudyPipeline(wsettings, store, reader, worker="w1")
+    outage = Outage(store, monkeypatch)
+    down = [True]
+
+    def once() -> None:
+        outage.down, down[0] = down[0], False
+
+    _after(pipeline.attempts, "claim", once, monkeypatch)
+
+    with pytest.raises(StoreUnavailableError):
+        pipeline.process(study_uid, number)
+    outage.down = False
+
+    assert pipeline.process(study_uid, number).result is Result.REPORTED
+    assert reader.batches == [1]
+    assert revision_row(store, study_uid).attempts == 1  # before: 2
+    assert _attempts(store, study_uid) == [
+        ("inference_started", 1, None),
+        ("inference_failed", 1, False),  # not read: nothing kept, read now
+        ("inference_started", 1, None),
+        ("inference_completed", 1, None),
+    ]
+    assert next(p for kind, p in _events(store, study_uid) if kind == "inference_failed")["read"] is False
+
+
+def test_a_batch_lost_to_the_database_keeps_each_reading(
+    tmp_path: Path, store: Store, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = str(store.engine.url.render_as_string(hide_password=False))
+    wsettings = worker_settings(tmp_path, url, tiny_model_dir, model={"batch_size": 2, "batch_wait_ms": 0})
+    uids = queue_studies(wsettings, store, 2)
+    reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
+    pipeline = StudyPipeline(wsettings, store, reader, worker="gpu0")
+    outage = Outage(store, monkeypatch)
+    recorded: list[int] = []
+
+    def second_recorded() -> None:  # both readings audited, then down
+        recorded.append(1)
+        outage.down = len(recorded) == 2
+
+    _after(pipeline, "_record_reading", second_recorded, monkeypatch)
+    with pytest.raises(StoreUnavailableError):
+        pipeline.process_batch(uids[0], 1)
+    outage.down = False
+
+    results: list[ProcessResult] = [result for _, result in pipeline.process_batch(uids[0], 1)]
+
+    assert [result.result for result in results] == [Result.REPORTED, Result.REPORTED]
+    assert reader.batches == [2]  # nothing read again (before: [2, 2])
+    assert [revision_row(store, uid).attempts for uid in uids] == [1, 1]
+
+
+def test_a_new_process_of_the_same_name_counts_the_attempt_and_reads_again(
+    wsettings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the process that lost the attempt knows it was the database: a restarted worker (same host:pid name) may
+    # have died of the study, as a worker killed by its drafts would, and reads again with the attempt counted.
+    study_uid, number = spool_study(wsettings, store, make_study())
+    first = StudyPipeline(wsettings, store, CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir)),
+                          worker="w1")  # fmt: skip
+    outage = Outage(store, monkeypatch)
+    _after(first, "_record_reading", lambda: setattr(outage, "down", True), monkeypatch)
+    with pytest.raises(StoreUnavailableError):
+        first.process(study_uid, number)
+    outage.down = False
+
+    reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
+    assert StudyPipeline(wsettings, store, reader, worker="w1").process(study_uid, number).result is Result.REPORTED
+    assert reader.batches == [1]
+    assert revision_row(store, study_uid).attempts == 2
+    assert [kind for kind, _, _ in _attempts(store, study_uid)].count("inference_completed") == 2
