@@ -117,6 +117,8 @@ class QueueDepthCollector(Collector):
         for name, depth in status.queues.items():
             if depth is not None:
                 queues.add_metric([name], depth)
+        if status.broker_error is not None:
+            log.warning("queue depths not collected: %s", status.broker_error)
         yield queues
         oldest = GaugeMetricFamily(
             "radtrace_oldest_waiting_seconds", "Age of the revision waiting longest in a non-final state"

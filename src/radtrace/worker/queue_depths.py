@@ -31,7 +31,8 @@ def queue_depths_and_error(settings: Settings) -> tuple[dict[str, int | None], s
             _embedded_depths(settings, names) if is_embedded_broker(settings) else _redis_depths(settings, names)
         )
     except Exception as exc:  # broker down or queue never declared: show unknown, not a traceback
-        log.warning("queue depths unavailable: %s: %s", type(exc).__name__, exc)
+        # said by the caller (radtrace status's broker row, the metrics' log line): here it was said twice
+        log.debug("queue depths unavailable: %s: %s", type(exc).__name__, exc)
         url = mask_url_password(settings.broker_url)
         return depths, f"the broker at {url} did not answer ({type(exc).__name__}: {exc}) (broker.url)"
     return depths, None
