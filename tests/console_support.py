@@ -14,6 +14,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from radtrace.console.web import mount_console
 from radtrace.model.reader import StudyReader
 from radtrace.reporting.draft_store import drafts_root
 from radtrace.store.engine import Store
+from radtrace.store.migrate import upgrade
 from radtrace.store.models import Priority, Revision, RevisionState, Study
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study
 from radtrace.worker.pipeline import Result, StudyPipeline
@@ -187,3 +189,28 @@ def finding_evidence(page: str, label: str) -> list[str]:
     row = re.search(pattern, page, re.S)
     assert row is not None, label
     return [html.unescape(q) for q in re.findall(r"<q>(.*?)</q>", row.group(1), re.S)]
+
+
+@dataclass(frozen=True)
+class ServedStudy:
+    """A console served on a local port (``url``) and one study page's path on it."""
+
+    url: str
+    path: str
+
+
+@contextlib.contextmanager
+def served_study(root: Path, seed: int, users: dict[str, str]) -> Iterator[ServedStudy]:
+    """A SQLite console under ``root`` holding one study read by the demo pipeline (``seed``) and ``users`` (name:
+    role), served by :func:`serving`."""
+    store = Store.from_url(f"sqlite:///{root / 'radtrace.db'}")
+    upgrade(store)
+    settings = console_settings(root, store)
+    study = reported_study(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), seed=seed)
+    for name, role in users.items():
+        add_user(store, name, role)
+    try:
+        with serving(store, settings) as url:
+            yield ServedStudy(url, study_path(store, study))
+    finally:
+        store.dispose()

@@ -9,43 +9,27 @@ keys (n, j, a) did nothing there, and the way back to the study was five Tab sto
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from browser_support import expect, needs_chromium, sign_in, tab
-from console_support import add_user, console_settings, reported_study, serving, study_path
-from radtrace.model.reader import StudyReader
-from radtrace.store.engine import Store
-from radtrace.store.migrate import upgrade
+from console_support import ServedStudy, served_study
 
 pytestmark = [pytest.mark.e2e, needs_chromium]
 
 _RING = "e => e.matches(':focus-visible') && getComputedStyle(e).outlineStyle !== 'none'"
 
 
-@dataclass
-class Site:
-    url: str
-    path: str
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    root = tmp_path_factory.mktemp("conflict-keyboard")
-    store = Store.from_url(f"sqlite:///{root / 'radtrace.db'}")
-    upgrade(store)
-    settings = console_settings(root, store)
-    study = reported_study(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), seed=43)
-    add_user(store, "dr.night", "radiologist")
-    add_user(store, "dr.keys", "radiologist")
-    with serving(store, settings) as url:
-        yield Site(url, study_path(store, study))
-    store.dispose()
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedStudy]:
+    with served_study(
+        tmp_path_factory.mktemp("conflict-keyboard"), 43, {"dr.night": "radiologist", "dr.keys": "radiologist"}
+    ) as served:
+        yield served
 
 
-def test_after_a_conflict_enter_reloads_the_study_and_the_keys_go_on(browser: Any, site: Site) -> None:
+def test_after_a_conflict_enter_reloads_the_study_and_the_keys_go_on(browser: Any, site: ServedStudy) -> None:
     url = f"{site.url}{site.path}"
     with tab(browser, allowed=("status of 409",)) as keys, tab(browser) as night:
         sign_in(keys, site.url, "dr.keys")
@@ -65,7 +49,7 @@ def test_after_a_conflict_enter_reloads_the_study_and_the_keys_go_on(browser: An
         expect(keys.get_by_test_id("decision-0")).to_contain_text("rejected by dr.keys")
 
 
-def test_after_a_refused_decision_enter_leads_back_to_the_study(browser: Any, site: Site) -> None:
+def test_after_a_refused_decision_enter_leads_back_to_the_study(browser: Any, site: ServedStudy) -> None:
     with tab(browser, allowed=("status of 422",)) as keys:
         sign_in(keys, site.url, "dr.keys")
         keys.goto(f"{site.url}{site.path}")

@@ -11,16 +11,12 @@ radiologist's decision through the study page, then the qa account's pages.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from browser_support import needs_chromium, sign_in, tab
-from console_support import add_user, console_settings, reported_study, serving, study_path
-from radtrace.model.reader import StudyReader
-from radtrace.store.engine import Store
-from radtrace.store.migrate import upgrade
+from console_support import ServedStudy, served_study
 
 pytestmark = [pytest.mark.e2e, needs_chromium]
 
@@ -28,31 +24,19 @@ pytestmark = [pytest.mark.e2e, needs_chromium]
 WIDTH, HEIGHT = 683, 384
 
 
-@dataclass
-class Site:
-    url: str
-    path: str
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    root = tmp_path_factory.mktemp("qa-zoom")
-    store = Store.from_url(f"sqlite:///{root / 'radtrace.db'}")
-    upgrade(store)
-    settings = console_settings(root, store)
-    study = reported_study(settings, store, StudyReader(settings.model, data_dir=settings.data_dir), seed=41)
-    add_user(store, "dr.reader", "radiologist")
-    add_user(store, "qa.lead", "qa")
-    with serving(store, settings) as url:
-        yield Site(url, study_path(store, study))
-    store.dispose()
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedStudy]:
+    with served_study(tmp_path_factory.mktemp("qa-zoom"), 41, {"dr.reader": "radiologist", "qa.lead": "qa"}) as served:
+        yield served
 
 
 def _overflow(page: Any) -> int:
     return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
 
 
-def test_the_qa_pages_reflow_at_200_percent_and_wide_tables_scroll_in_a_named_region(browser: Any, site: Site) -> None:
+def test_the_qa_pages_reflow_at_200_percent_and_wide_tables_scroll_in_a_named_region(
+    browser: Any, site: ServedStudy
+) -> None:
     with tab(browser) as page:  # a decision, so that the agreement tables have a row
         sign_in(page, site.url, "dr.reader")
         page.goto(f"{site.url}{site.path}")
