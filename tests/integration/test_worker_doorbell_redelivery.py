@@ -122,7 +122,7 @@ def test_a_doorbell_redelivered_during_a_hold_reads_nothing_twice_and_says_nothi
     held = threading.Thread(target=lambda: app.tasks[PROCESS_TASK](*first.decode()[0]), daemon=True)
     held.start()  # the real task: reads, finds the server down, holds the revision under its claim
     deadline = time.monotonic() + 10
-    while not holder.breaker.is_open:
+    while not holder.reading.breaker.is_open:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(VISIBILITY_S + 0.5)  # the doorbell is unacknowledged for longer than the visibility timeout
@@ -138,7 +138,7 @@ def test_a_doorbell_redelivered_during_a_hold_reads_nothing_twice_and_says_nothi
     second_connection.close()
     second_said = [(record.levelno, record.getMessage()) for record in caplog.records]
     assert not [line for level, line in second_said if level >= logging.WARNING], second_said  # nothing noisy
-    assert not other.breaker.is_open  # it read nothing, so found nothing down
+    assert not other.reading.breaker.is_open  # it read nothing, so found nothing down
     rev = revision_row(store, uid)
     assert (rev.state, rev.claimed_by, rev.attempts) == (RevisionState.PROCESSING, "gpu0", 1)
 

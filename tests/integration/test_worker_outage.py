@@ -134,8 +134,9 @@ def test_after_the_breaker_s_limit_studies_fail_with_the_reason_and_reading_resu
 
     late = queue(settings, store, 1, seed=400)[0]  # while it is still down: failed at once, with the same reason
     probes: list[float] = []
-    probe = pipeline.breaker.probe
-    pipeline.breaker.probe = lambda: probes.append(time.monotonic()) or probe()  # type: ignore[func-returns-value]
+    breaker = pipeline.reading.breaker
+    probe = breaker.probe
+    breaker.probe = lambda: probes.append(time.monotonic()) or probe()  # type: ignore[func-returns-value]
     assert pipeline.process(late, 1).result is Result.FAILED
     # asked once whether it is still down, then failed: not held again for server_hold_max_s (probing meanwhile).
     # Counted, not timed (under 1 s was the bound: the study's own work against a 1 s hold, on a busy machine)

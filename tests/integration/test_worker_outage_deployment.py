@@ -83,9 +83,9 @@ def test_two_workers_holding_through_one_outage_write_one_start_and_one_end(
     caplog.set_level(logging.INFO, logger="radtrace")
     first, second = worker(settings, store, "gpu0"), worker(settings, store, "gpu1")
     one = in_thread(lambda: first.process_batch(uids[0], 1))  # claims the two oldest
-    wait_until(lambda: first.breaker.is_open)
+    wait_until(lambda: first.reading.breaker.is_open)
     two = in_thread(lambda: second.process_batch(uids[2], 1))  # the other two
-    wait_until(lambda: second.breaker.is_open)
+    wait_until(lambda: second.reading.breaker.is_open)
     time.sleep(0.5)  # both probing
 
     told = model_outage_events(store)
@@ -121,7 +121,7 @@ def test_an_outage_whose_teller_was_killed_is_joined_not_told_again_and_closed_b
         holder = worker(settings, store, name, stopping=killed.is_set)
         results: list[Result] = []
         thread = in_thread(lambda h=holder, out=results: out.extend(r.result for _, r in h.process_batch(uids[0], 1)))
-        wait_until(lambda h=holder: h.breaker.is_open)
+        wait_until(lambda h=holder: h.reading.breaker.is_open)
         time.sleep(0.3)
         killed.set()  # the claims go back (as they would lapse after a kill), the breaker stays open
         thread.join(timeout=10)
@@ -145,12 +145,12 @@ def test_a_later_outage_is_told_again(settings: Settings, store: Store, port: in
     uids = queue(settings, store, 1)
     first = worker(settings, store, "gpu0")
     holding = in_thread(lambda: first.process_batch(uids[0], 1))
-    wait_until(lambda: first.breaker.is_open)
+    wait_until(lambda: first.reading.breaker.is_open)
     with fake_vllm_server(port):
         holding.join(timeout=30)
     uids += queue(settings, store, 1, seed=700)
     holding = in_thread(lambda: first.process_batch(uids[1], 1))
-    wait_until(lambda: first.breaker.is_open)
+    wait_until(lambda: first.reading.breaker.is_open)
     with fake_vllm_server(port):
         holding.join(timeout=30)
     assert [kind for kind, _ in model_outage_events(store)] == ["application_stopped", "application_started"] * 2

@@ -81,13 +81,13 @@ def down_server_pipeline(tmp_path: Path) -> Iterator[StudyPipeline]:
     reader: Any = SimpleNamespace(backend=SimpleNamespace(unavailable=lambda: "connection refused"))
     pipeline = StudyPipeline(settings, store, reader, worker="w1")
     # the audit entries and waiting reasons of an outage are test_worker_outage's; here only the timing
-    pipeline.breaker.on_open = pipeline.breaker.on_close = pipeline.breaker.on_still_down = None
+    pipeline.reading.breaker.on_open = pipeline.reading.breaker.on_close = pipeline.reading.breaker.on_still_down = None
     yield pipeline
     store.dispose()
 
 
 def test_the_worker_s_breaker_gives_up_and_probes_as_its_settings_say(down_server_pipeline: StudyPipeline) -> None:
-    held = down_server_pipeline.breaker
+    held = down_server_pipeline.reading.breaker
     assert (held.give_up_after_s, held.max_wait_s, held.first_wait_s) == (0.3, 0.1, 0.1)
     probes = []
     held.probe = lambda: probes.append(time.monotonic()) or "connection refused"  # type: ignore[func-returns-value]

@@ -4,7 +4,7 @@ A batch read that fails as a whole is either the *server's* fault, which would h
 server is not reachable, did not answer in time, answered 429 or 5xx), or maybe one study's (a request the server
 refused, a malformed or oversized completion, out of memory for the batch). The first kind is retried as a batch
 after a backoff, each study's attempt counted once; reading each study alone would only wait for the same server
-``batch + 1`` times (:mod:`radtrace.worker.pipeline`). The second kind is read one study at a time, so the study
+``batch + 1`` times (:mod:`radtrace.worker.batch_reading`). The second kind is read one study at a time, so the study
 at fault fails alone and the others are recorded.
 
 The model client says which by the error's type: :class:`~radtrace.errors.PeerUnavailableError` (not reachable)

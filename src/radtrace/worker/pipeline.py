@@ -20,10 +20,8 @@ stops renewing and its claims expire ``claim_timeout_s`` later at most.
 A GPU worker reads in batches (:meth:`StudyPipeline.process_batch`): with the revision its doorbell named it
 claims up to ``model.batch_size - 1`` other due ones (STAT first, then oldest), reads them in one batched call
 (pictures prepared on a thread pool), and records, finishes or fails each revision on its own. A batch the model
-cannot read as a whole is read one study at a time, unless the model server is at fault (not reachable, no answer in
-time, 429 or 5xx): then every revision of it is retried after the backoff (:mod:`radtrace.worker.model_failures`),
-unless the server does not answer a health check either: then the batch is held, no attempt counted, until it does
-(:mod:`radtrace.worker.breaker`, bounded at 2 h).
+cannot read as a whole is read one study at a time, retried after the backoff when its model server is at fault, or
+held while the server does not answer (:mod:`radtrace.worker.batch_reading`).
 With draft processes (``model.draft_processes``) it does not wait for a batch's drafts: while they build it claims
 and reads the next batch of due revisions, and finishes the previous one after that read, until none is due.
 
@@ -44,7 +42,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from pydicom.dataset import Dataset
@@ -55,7 +53,6 @@ from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import (
     DicomInputError,
-    ModelServerUnavailableError,
     RadtraceError,
     ReadsHeldError,
     StoreUnavailableError,
@@ -70,7 +67,7 @@ from radtrace.store.engine import Store
 from radtrace.store.models import Instance, OutboxMessage, Priority, Revision, RevisionState, Study
 from radtrace.store.withdrawn import withdrawn_revisions
 from radtrace.worker.attempts import ProcessResult, Result, RevisionAttempts
-from radtrace.worker.breaker import Hold, ModelServerBreaker
+from radtrace.worker.batch_reading import BatchReading, Reader
 from radtrace.worker.claims import (
     Claim,
     ClaimDecision,
@@ -84,9 +81,7 @@ from radtrace.worker.claims import (
 from radtrace.worker.disk_space import DraftSpace, drafts_size
 from radtrace.worker.drafting import Drafter, DraftJob, InlineDrafter, drafts_of, headers_only
 from radtrace.worker.kept_readings import kept_readings
-from radtrace.worker.model_failures import affects_every_study
 from radtrace.worker.outage import OutageNotice, model_server_key
-from radtrace.worker.output_guard import OutputGuard
 from radtrace.worker.read_instances import readable_instances
 from radtrace.worker.settlement import Deliveries, DispatchResult, StageObserver
 
@@ -94,7 +89,6 @@ __all__ = [
     "ClaimDecision",
     "DispatchResult",
     "ProcessResult",
-    "Reader",
     "Result",
     "StageObserver",
     "StudyPipeline",
@@ -108,18 +102,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_HOLDS_PER_ATTEMPT = 3  # holds for one batch in one attempt: a server that keeps coming back and failing costs attempts
 Key = tuple[str, int]  # (Study Instance UID, revision number)
 OnResult = Callable[[Key, ProcessResult], None]
-
-
-class Reader(Protocol):
-    """What the pipeline needs of the model: :class:`radtrace.model.reader.StudyReader` is one."""
-
-    def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
-        """Read several studies in as few batched calls as the model allows; one outcome per study, in order.
-        A study that cannot be read yields its error; an error of the whole call (the model) is raised."""
-        ...
 
 
 class _Unobserved:
@@ -187,15 +171,9 @@ class StudyPipeline:
         self.drafter: Drafter = drafter or InlineDrafter(settings)
         self.space = DraftSpace(drafts_root(settings))  # a full disk: revisions wait, not read
         self.stopping = stopping  # the worker is shutting down: take no further batch
-        self.outage = OutageNotice(store, self.recorder, self.actor, self.worker, self.observer, clock,
-                                   server=model_server_key(settings.model))  # fmt: skip
-        # garbage output stops reading, held like an outage
-        self.reader = OutputGuard(reader, self.outage.open_reason, stop_after=settings.model.unparsed_stop_after)
-        self.breaker = ModelServerBreaker(self._probe_server, stopping=stopping, on_open=self.outage.opened,
-                                          on_close=self.outage.closed, on_still_down=self.outage.still_down,
-                                          clock=clock, max_wait_s=settings.model.server_probe_max_s,
-                                          give_up_after_s=settings.model.server_hold_max_s,
-                                          recheck=self._hold_may_end)  # fmt: skip
+        outage = OutageNotice(store, self.recorder, self.actor, self.worker, self.observer, clock,
+                              server=model_server_key(settings.model))  # fmt: skip
+        self.reading = BatchReading(settings.model, reader, outage, self.observer, clock=clock, stopping=stopping)
 
     # --- process -------------------------------------------------------------------------------
 
@@ -333,7 +311,7 @@ class StudyPipeline:
         kept = kept_readings(self.store, [claim for claim, _ in gathered])
         to_read = [(claim, item) for claim, item in gathered if claim.revision_id not in kept]
         with redacting(*(value for values in patient.values() for value in values)):  # one batch: every study's
-            readings = self._read_all([item for _, item in to_read], [claim for claim, _ in to_read])
+            readings = self.reading.read([item for _, item in to_read], [claim for claim, _ in to_read])
         done = time.monotonic()
         in_hand: list[_InHand] = []
         for claim, item in zip(claims, inputs, strict=True):
@@ -440,89 +418,6 @@ class StudyPipeline:
 
         with contextlib.ExitStack() as scope:  # around _guarded: its log of an exception is scrubbed too
             return self._guarded(claim, gather)
-
-    def _read_all(
-        self, gathered: list[tuple[list[StudyImage], list[Any]]], claims: Sequence[Claim]
-    ) -> list[Reading | Skipped | RadtraceError]:
-        """Read every gathered study (of ``claims``), batched. When the batch fails as a whole, each study alone,
-        unless the model server is at fault (away, slow, overloaded: :func:`affects_every_study`): then each study's
-        attempt fails with that error and the batch is retried after its backoff; or, when the server does not
-        answer a health check either, the batch is held until it does and read again (:meth:`_hold`)."""
-        if not gathered:
-            return []
-        studies = [images for images, _ in gathered]
-        started = time.monotonic()
-        outcomes = self._read_batch(studies, claims)
-        elapsed = time.monotonic() - started
-        for _ in studies:
-            self.observer.observe("read", elapsed)
-        return outcomes
-
-    def _read_batch(
-        self, studies: list[list[StudyImage]], claims: Sequence[Claim]
-    ) -> list[Reading | Skipped | RadtraceError]:
-        down = self.breaker.is_open and self.breaker.server_down()  # still down since an earlier batch
-        holds = 0
-        while True:
-            if down and (ended := self._hold(claims)) is not None:
-                return [ended] * len(studies)
-            try:
-                outcomes = self.reader.read_each(studies)
-            except RadtraceError as exc:
-                # not the batch's fault when the server is away; but a server that answers its health check and then
-                # fails the batch again and again (flapping) costs attempts again after a few free reads
-                if affects_every_study(exc) and holds < _HOLDS_PER_ATTEMPT and self.breaker.server_down():
-                    down, holds = True, holds + 1
-                    continue
-                if len(studies) == 1 or affects_every_study(exc):  # the server's fault: retried as a batch, later
-                    return [exc] * len(studies)
-                # maybe one study's: read alone, it fails alone and the others are recorded
-                log.warning("a batch of %d failed as a whole (%s); reading each study alone", len(studies), exc.reason)
-                return [self._read_alone(images) for images in studies]
-            except Exception as exc:  # a bug must end in failed(reason), not a claim nobody explains
-                log.exception("unexpected error reading a batch of %d", len(studies))
-                return [RadtraceError(f"unexpected {type(exc).__name__}: {exc}")] * len(studies)
-            if any(isinstance(outcome, Reading) for outcome in outcomes):
-                self.outage.answered()  # the server reads: an outage another worker told and did not end ends here
-            return outcomes
-
-    def _hold(self, claims: Sequence[Claim]) -> RadtraceError | None:
-        """Hold the claimed batch while the model server does not answer (its claims are renewed meanwhile): None
-        once it answers (read it again, same attempt); else the error that ends each attempt: given back uncounted
-        when the worker stops, failed with the reason after the breaker's limit."""
-        self.outage.held = [claim.revision_id for claim in claims]
-        if not self.breaker.gave_up:
-            self.outage.still_down(self.breaker)
-        try:
-            ended = self.breaker.hold()
-        finally:
-            self.outage.held = []
-        if ended is Hold.BACK:
-            return None
-        if ended is Hold.STOPPING:
-            return ReadsHeldError(self.breaker.reason)
-        return ModelServerUnavailableError(self.breaker.reason)
-
-    def _hold_may_end(self) -> bool:
-        """The breaker's recheck, every second of a hold: a stop for garbage output lifted, or a server outage that
-        another worker saw end (:mod:`radtrace.worker.outage`): probe now rather than after the backoff."""
-        return self.reader.lifted() if self.reader.reason is not None else self.outage.ended_elsewhere()
-
-    def _probe_server(self) -> str | None:
-        """The backend's health check of its server (None: it answers, or the model runs in this process), and while
-        reading is stopped for garbage output a probe reading (:mod:`radtrace.worker.output_guard`)."""
-        try:
-            problem = self.reader.unavailable()
-        except Exception:  # a bug in the check must not hold reads: the failed batch is retried as before
-            log.exception("the model server's health check failed unexpectedly")
-            return None
-        return problem if isinstance(problem, str) else None
-
-    def _read_alone(self, images: list[StudyImage]) -> Reading | Skipped | RadtraceError:
-        try:
-            return self.reader.read_each([images])[0]
-        except RadtraceError as exc:
-            return exc
 
     def _guarded(self, claim: Claim, work: Callable[[], _T]) -> _T | RadtraceError:
         """``work()``, with a failure turned into the error that ends this claim's attempt (and no other's)."""

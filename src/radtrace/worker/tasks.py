@@ -63,7 +63,7 @@ class WorkerRuntime:
 
     def warm(self) -> None:
         """Load the model now, before taking work (GPU workers)."""
-        reader = self.pipeline.reader
+        reader = self.pipeline.reading.reader
         backend = getattr(reader, "backend", None)  # StudyReader builds (loads) it on first access
         log.info("model ready: %s", type(backend).__name__)
 
