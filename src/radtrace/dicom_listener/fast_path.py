@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -62,6 +63,12 @@ _NOT_FIRST: Final = {
 }
 _COMMAND: Final = 0x01  # message control header bits (PS3.8 E.2)
 _LAST: Final = 0x02
+#: The audit reason of the protocol violations found here (as :mod:`.state_guard`'s and a failed negotiation's).
+PROTOCOL_VIOLATION: Final = "association aborted: protocol violation"
+#: The :class:`~.peer_log.PeerLog` kind of a connection that sent bytes and ended before any A-ASSOCIATE-RQ.
+ENDED_BEFORE_RQ: Final = "ended before any A-ASSOCIATE-RQ"
+#: How a TLS connection that broke its TLS session (a record it could not read, a fatal alert) is said to end.
+_TLS_BREACH: Final = "TLS records the listener could not read"
 
 
 def _repeated_context_id(primitive: Any) -> int | None:
@@ -352,9 +359,7 @@ class DatasetFastPathDUL(DULServiceProvider):
             self.admission.abort(self.connection, reason or "undecodable PDU")
         if self.on_refused is not None:
             with contextlib.suppress(Exception):  # the abort stands; the audit logs its own failures
-                self.on_refused(
-                    self._host(), "association aborted: protocol violation", detail=reason or "undecodable PDU"
-                )
+                self.on_refused(self._host(), PROTOCOL_VIOLATION, detail=reason or "undecodable PDU")
 
     def _close_unread(self, sock: WholePduSocket) -> None:
         """Close the connection without reading its A-ASSOCIATE-RQ: its source's negotiation budget is spent.
@@ -382,11 +387,14 @@ class DatasetFastPathDUL(DULServiceProvider):
             connection.pdu_begins(time.monotonic(), 6)
             if self.state_machine.current_state == "Sta6":  # established: data sets may come
                 sock.widen()
+        first = not self.rq_read  # no A-ASSOCIATE-RQ yet: bytes that end here are judged (_ended_before_rq)
         try:
             header = sock.recv(6)
             if len(header) < 6 or (connection is not None and connection.shut_down):
                 # closed, or shut by the listener (a cut-off, an abort's end, a stop): what it read is not the peer's
                 # to judge (a TLS socket, once shut, reads the raw records: 'unknown PDU type 0x17' was logged)
+                if first:
+                    self._ended_before_rq(sock, "ended")
                 self.event_queue.put("Evt17")  # transport connection closed
                 return None
             pdu_type, _, length = _PDU_HEADER.unpack(header)
@@ -417,19 +425,56 @@ class DatasetFastPathDUL(DULServiceProvider):
         except PduRefusedError as exc:
             self._refuse(exc.reason)
             return None
-        except (OSError, TimeoutError):
-            if (suffix := self._closed_line()) is not None:
+        except (OSError, TimeoutError) as exc:
+            if (
+                not (first and self._ended_before_rq(sock, _how_it_ended(exc)))
+                and (suffix := self._closed_line()) is not None
+            ):
                 log.info("connection from %s closed before the entire PDU was received%s", self._peer(), suffix)
             self.event_queue.put("Evt17")
             return None
         if len(body) != length or (connection is not None and connection.shut_down):
-            if len(body) != length and (suffix := self._closed_line()) is not None:
+            cut = len(body) != length and not (first and self._ended_before_rq(sock, "ended"))
+            if cut and (suffix := self._closed_line()) is not None:
                 log.info(
                     "connection from %s closed mid-PDU (%d of %d bytes)%s", self._peer(), len(body), length, suffix
                 )
             self.event_queue.put("Evt17")
             return None
         return header, body
+
+    def _ended_before_rq(self, sock: WholePduSocket, how: str) -> bool:
+        """The connection ended (``how``) before a whole first PDU: a protocol violation if the peer had sent bytes.
+
+        Said in one WARNING line per source and interval and audited as the listener's other protocol violations
+        (aggregated per source, reason and door), the same on both ports: bytes that never made an A-ASSOCIATE-RQ
+        (fewer than a header, or an RQ cut short), then a close or a reset (told apart on neither port: over TLS a
+        reset reads as a close), or, after a good TLS handshake, TLS records it cannot read (raw bytes beside
+        the TLS layer, a forged record, a fatal alert such as after a renegotiation refused). Before, such a peer
+        got an INFO line per connection or none, and no audit event. A connection that sent nothing (a health
+        check's connect-and-close, over TLS after its handshake) is left as it was: not judged here (``False``).
+        Neither is one the listener shut or aborted itself: it said why.
+        """
+        if self.refused or (self.connection is not None and self.connection.shut_down):
+            return False
+        received = sock.received_bytes
+        if how.startswith(_TLS_BREACH):  # bytes sent, though none made application data
+            detail = f"{how}, after {received} bytes" if received else how
+        elif received:
+            detail = f"{received} bytes, then the connection {how} before a whole PDU"
+        else:
+            return False
+        self.refused = True  # one line and one audit event per connection, whatever follows
+        if (suffix := self._peer_log(ENDED_BEFORE_RQ)) is not None:
+            log.warning(
+                "connection from %s ended before any A-ASSOCIATE-RQ: %s%s", self._peer(), escape(detail), suffix
+            )
+        if self.connection is not None and self.admission is not None:
+            self.admission.abort(self.connection, detail)
+        if self.on_refused is not None:
+            with contextlib.suppress(Exception):  # the connection is gone; the audit logs its own failures
+                self.on_refused(self._host(), PROTOCOL_VIOLATION, detail=detail)
+        return True
 
     def _closed_line(self) -> str | None:
         """Whether to say that the connection closed mid-PDU, and the line's suffix (:meth:`_peer_log`).
@@ -486,6 +531,18 @@ class DatasetFastPathDUL(DULServiceProvider):
         # pynetdicom's setter wants [ID, PDV] lists (its annotation says tuples)
         primitive.presentation_data_value_list = [cast("tuple[int, bytes]", [context_id, pdv])]
         self.assoc.dimse.receive_primitive(primitive)
+
+
+def _how_it_ended(exc: BaseException) -> str:
+    """How a read that raised ``exc`` ended, in words (an OpenSSL reason code is its constant, never the peer's)."""
+    if isinstance(exc, ssl.SSLError) and not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        code = exc.reason if isinstance(exc.reason, str) and exc.reason else type(exc).__name__
+        if code.startswith(("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")):  # e.g. after a renegotiation refused
+            return f"{_TLS_BREACH} (the peer's alert {code})"
+        return f"{_TLS_BREACH} ({code})"  # raw bytes beside TLS: WRONG_VERSION_NUMBER; a forged record: BAD_RECORD_MAC
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return "ended"  # closed or reset: over TLS a reset reads as a close (a ragged EOF), so both ports say the same
 
 
 def take_received(assoc: Association, path: Path) -> FileDigest | None:
