@@ -39,6 +39,7 @@ from pipeline_invariants import RevisionSeen, check_invariants
 from pipeline_support import Service, running_service, service_env
 from private_servers import private_postgres, private_redis
 from radtrace.dicom_listener.dcmtk import echoscu, storescu
+from radtrace.dicom_listener.scu import close_socket
 from radtrace.store.models import Job, OutboxMessage, RevisionState
 from radtrace.testing.services import RedisNamespace, free_port
 from radtrace.testing.studies import ImageSpec, StudySpec, make_image, make_study, write_study
@@ -214,6 +215,7 @@ def test_listener_killed_mid_study_loses_nothing_it_accepted(
                 assert not any(_store(assoc, ds) for ds in study[2:])
             finally:
                 assoc.abort()
+                close_socket(assoc)  # pynetdicom leaves a socket the listener's death reset open, for the GC
                 sender.shutdown()
             accepted = _uids(study[:2])
             assert [sop for r in service.revisions(study_uid) for sop in r.instances] == accepted
