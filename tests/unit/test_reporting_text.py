@@ -37,6 +37,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from radtrace.config import ReportingSettings
+from radtrace.model.evidence import finding_evidence
 from radtrace.model.reading import Finding, FindingStatus, Reading, ReasoningStep
 from radtrace.reporting import codes
 from radtrace.reporting.drafts import build_drafts
@@ -284,10 +285,15 @@ def test_fhir_bundle_is_utf8_json_with_the_fhir_safe_text(impression: str, evide
     conclusion = resources["DiagnosticReport"]["conclusion"]
     if impression:
         assert draft_text(impression).text in conclusion
+    # one note per evidence sentence the review console shows (the model's evidence first, then the reasoning's
+    # sentences naming the finding: 500fbda), as every draft writes text; a blank one (U+3000 …) is no note, since a
+    # FHIR string cannot be blank
+    [finding] = read.findings
+    shown = [draft_text(sentence).text for sentence in finding_evidence(read, finding)]
+    notes = [{"text": text} for text in shown if text.strip()]
+    assert resources["Observation"].get("note", []) == notes
     if draft_text(evidence).text.strip():
-        assert resources["Observation"]["note"] == [{"text": draft_text(evidence).text}]
-    else:  # nothing but whitespace (U+3000 …): a FHIR string cannot be blank, so no note
-        assert "note" not in resources["Observation"]
+        assert notes[0]["text"].startswith(draft_text(evidence.strip()).text)
     assert (TEXT_SANITISED in conclusion) == (draft_text(impression).changed or draft_text(evidence).changed)
 
 

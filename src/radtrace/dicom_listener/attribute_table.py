@@ -116,7 +116,17 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
     _a("IssuerOfPatientID", "Patient", "3", "worker", "reporting"),
     _a("PatientBirthDate", "Patient", "2", "reporting"),
     _a("PatientSex", "Patient", "2", "reporting", allowed=frozenset({"M", "F", "O"})),
-    _a("PatientAge", "Patient", "3", "reporting"),
+    _a(
+        "PatientAge",
+        "Patient",
+        "3",
+        "reporting",
+        note=(
+            'read as the review console reads it (`radtrace.dicom_age`): bare digits ("58") are years, 1-2 digits or '
+            'a lower-case unit are padded and upper-cased, written as the AS ("058Y") with a header note saying how it '
+            'was read; no age ("abc", "-5Y", past 130 years, a control inside) or several values omitted with a note'
+        ),
+    ),
     # General Study (C.7.2.1)
     _a("StudyInstanceUID", "General Study", "1", "listener", "worker", "reporting", key=True),
     _a("StudyDate", "General Study", "2", "reporting"),
