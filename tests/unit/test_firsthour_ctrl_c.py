@@ -49,10 +49,12 @@ def _before_radtrace_ran(stderr: str) -> bool:
     """Whether Ctrl-C came while Python itself was still importing ``radtrace.cli`` for the console script, before
     :func:`radtrace.cli.main` could install its handler (about 25 ms on an idle machine; a loaded one, such as two
     pytest workers on two cores, stretches it): Python's own KeyboardInterrupt traceback, which no code of radtrace
-    can prevent. Any frame of main() or later is still a failure."""
+    can prevent; or earlier still, while the interpreter imported its ``site`` module ("Fatal Python error:
+    init_import_site", seen in CI under load at delay 0). Any frame of main() or later is still a failure."""
+    in_python_itself = "from radtrace.cli import main" in stderr or "Fatal Python error: init_import_site" in stderr
     return (
         "KeyboardInterrupt" in stderr
-        and "from radtrace.cli import main" in stderr
+        and in_python_itself
         and "exit_while_starting()" not in stderr
         and "radtrace/cli/application.py" not in stderr
     )
