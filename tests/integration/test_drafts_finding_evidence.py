@@ -23,7 +23,8 @@ from pydicom import dcmread
 from console_support import console_settings
 from drafts_readback_support import read_back
 from radtrace.config import ReportingSettings
-from radtrace.console.review import evidence_sentences, load_review
+from radtrace.console.review import load_review
+from radtrace.model.evidence import evidence_sentences
 from radtrace.model.reader import StudyReader
 from radtrace.model.reading import Finding, FindingStatus, ReasoningStep
 from radtrace.reporting.dispatch.kinds import ReportFiles

@@ -8,8 +8,9 @@ from datetime import date
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from radtrace.console.ages import age_from_dates, dicom_age, shown_age
+from radtrace.console.ages import shown_age
 from radtrace.console.worklist_header import patient_age
+from radtrace.dicom_age import age_from_dates, dicom_age
 
 SHOWN: re.Pattern[str] = re.compile(r"(?:0|[1-9]\d{0,2}) (?:d|wk|mo|y)")
 KEPT: re.Pattern[str] = re.compile(r"\d{3}[DWMY]")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from radtrace.console.review import evidence_sentences
+from radtrace.model.evidence import evidence_sentences
 
 SUPPORTING = [
     "Summary: Normal chest radiograph without acute cardiopulmonary abnormality.",

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from radtrace.console.accounts import ConsoleRole
-from radtrace.console.review import Decision, evidence_sentences
+from radtrace.console.review import Decision
 from radtrace.console.web import _waiting
 from radtrace.console.worklist import reading_flags
 from radtrace.console.worklist_header import patient_age as _age
+from radtrace.model.evidence import evidence_sentences
 from radtrace.store.base import utc_now
 
 pytestmark = pytest.mark.unit

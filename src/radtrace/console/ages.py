@@ -7,18 +7,19 @@ form or nothing.
 
 A header value is read as every draft reads it (:mod:`radtrace.dicom_age`, which the drafts import too: the SR's
 Patient's Age and the console's are always the same, or both absent): bare digits ("58", as the NIH ChestX-ray14
-copies carry) are years; "abc", "-5Y", a control character, several values or one past :data:`MAX_YEARS` ("999Y")
-are no age, never shown as written; the row's age then comes from the dates, if they give one
-(:func:`age_from_dates`: none when the birth date is after the study date or after today).
+copies carry) are years; "abc", "-5Y", a control character, several values or one past
+:data:`radtrace.dicom_age.MAX_YEARS` ("999Y") are no age, never shown as written; the row's age then comes from the
+dates, if they give one
+(:func:`radtrace.dicom_age.age_from_dates`: none when the birth date is after the study date or after today).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from radtrace.dicom_age import MAX_YEARS, age_from_dates, dicom_age
+from radtrace.dicom_age import dicom_age
 
-__all__ = ["MAX_YEARS", "age_from_dates", "dicom_age", "shown_age"]
+__all__ = ["shown_age"]
 
 _UNITS: Final = {"D": "d", "W": "wk", "M": "mo", "Y": "y"}
 

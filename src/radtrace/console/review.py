@@ -60,7 +60,6 @@ __all__ = [
     "StudyReview",
     "decisions_by_revision",
     "decisions_in",
-    "evidence_sentences",
     "latest_decision",
     "load_review",
     "was_read",

@@ -16,7 +16,7 @@ from typing import Final
 from pydicom.errors import InvalidDicomError
 
 from radtrace.config import ListenerSettings
-from radtrace.console.ages import age_from_dates, dicom_age
+from radtrace.dicom_age import age_from_dates, dicom_age
 from radtrace.dicom_charset import DEFAULT_ASSUMED_CHARACTER_SET, SiteCharset, read_text_as, without_charset_warnings
 from radtrace.dicom_deflated import read_bounded
 from radtrace.dicom_listener.headers import DEFAULT_MAX_INFLATED_BYTES
