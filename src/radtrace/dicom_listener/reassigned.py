@@ -42,7 +42,6 @@ from radtrace.audit.schema import AuditEventRow
 from radtrace.dicom_listener.headers import ReceivedHeader
 from radtrace.logging import study_key
 from radtrace.store.models import Instance, Revision, RevisionState, Study
-from radtrace.store.withdrawn import withdrawn_revisions
 
 __all__ = [
     "REASSIGNED_FLAG",
@@ -54,7 +53,6 @@ __all__ = [
     "flagged_revisions",
     "have_read",
     "note_reassigned",
-    "withdrawn_revisions",
 ]
 
 log = logging.getLogger(__name__)
