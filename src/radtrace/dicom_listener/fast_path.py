@@ -37,7 +37,7 @@ from radtrace.dicom_listener.pdu_socket import MAX_CONTROL_PDU, READ_AHEAD, PduR
 from radtrace.dicom_listener.reactor import Wake
 from radtrace.dicom_listener.rq_budget import REFUSED_REASON, thread_cpu_s
 from radtrace.dicom_listener.spool import FileDigest
-from radtrace.dicom_listener.state_guard import guard_state_machine
+from radtrace.dicom_listener.state_guard import PROTOCOL_VIOLATION, guard_state_machine
 from radtrace.logging import escape
 
 if TYPE_CHECKING:
@@ -63,8 +63,6 @@ _NOT_FIRST: Final = {
 }
 _COMMAND: Final = 0x01  # message control header bits (PS3.8 E.2)
 _LAST: Final = 0x02
-#: The audit reason of the protocol violations found here (as :mod:`.state_guard`'s and a failed negotiation's).
-PROTOCOL_VIOLATION: Final = "association aborted: protocol violation"
 #: The :class:`~.peer_log.PeerLog` kind of a connection that sent bytes and ended before any A-ASSOCIATE-RQ.
 ENDED_BEFORE_RQ: Final = "ended before any A-ASSOCIATE-RQ"
 #: How a TLS connection that broke its TLS session (a record it could not read, a fatal alert) is said to end.

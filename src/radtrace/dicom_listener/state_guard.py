@@ -21,9 +21,13 @@ from typing import Any, Final
 
 from pynetdicom.fsm import TRANSITION_TABLE, InvalidEventError
 
-__all__ = ["guard_state_machine"]
+__all__ = ["PROTOCOL_VIOLATION", "guard_state_machine"]
 
 log = logging.getLogger(__name__)
+
+#: The audit reason of every protocol violation the listener aborts or judges (here, the fast path, a failed
+#: negotiation).
+PROTOCOL_VIOLATION: Final = "association aborted: protocol violation"
 
 #: Events made from a primitive the local user queued to send (PS3.8 9.2, Table 9-6).
 _LOCAL_PRIMITIVE_EVENTS: Final = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
@@ -105,4 +109,4 @@ def _violation(dul: Any, what: str) -> None:
         dul.admission.abort(dul.connection, what)
     if dul.on_refused is not None:
         with contextlib.suppress(Exception):  # the abort stands; the audit logs its own failures
-            dul.on_refused(dul._host(), "association aborted: protocol violation", detail=what)
+            dul.on_refused(dul._host(), PROTOCOL_VIOLATION, detail=what)

@@ -41,6 +41,7 @@ from radtrace.dicom_listener.pixel_budget import instance_byte_limit
 from radtrace.dicom_listener.reactor import REACTOR_IDLE_S, PokingQueue, ReactorGate, UserQueue, Wake
 from radtrace.dicom_listener.rq_budget import REFUSED_REASON, thread_cpu_s
 from radtrace.dicom_listener.served import serve_only_what_is_served
+from radtrace.dicom_listener.state_guard import PROTOCOL_VIOLATION
 from radtrace.logging import escape
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ class _RequestHandler(RequestHandler):
 
 #: The reason of the audit event of an association whose A-ASSOCIATE-RQ could not be negotiated (as the DUL's
 #: protocol violations: :mod:`radtrace.dicom_listener.state_guard`).
-NEGOTIATION_FAILED: Final = "association aborted: protocol violation"
+NEGOTIATION_FAILED: Final = PROTOCOL_VIOLATION
 
 
 def _guard_negotiation(assoc: Association, dul: DatasetFastPathDUL) -> None:
