@@ -6,6 +6,7 @@ import os
 import pwd
 import shutil
 import stat
+import threading
 from pathlib import Path
 
 from radtrace.config import Settings
@@ -87,7 +88,9 @@ def writable_directory(name: str, directory: Path) -> Check:
     made = next((folder for folder in reversed(directory.absolute().parents) if not folder.exists()), None)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".radtrace-write-probe"
+        # one name per process and thread: serve's children check the same folders at once, and a shared name
+        # was unlinked under another's probe ("spool: No such file or directory", a dispatcher not started)
+        probe = directory / f".radtrace-write-probe-{os.getpid()}-{threading.get_ident()}"
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:
