@@ -141,8 +141,12 @@ class Supervisor:
         stop_timeout_s: float = 30.0,
         on_started: Callable[[], None] | None = None,
         watch: NodeWatch | None = None,
+        banner: str | None = None,
     ) -> None:
         self.settings = settings
+        # Logged once run() has Ctrl-C: before, serve logged it earlier, and Ctrl-C in between printed it followed by
+        # "interrupted while starting; nothing was started", as if the listener it names had been up.
+        self.banner = banner
         # This service's row in the nodes table and the watch on the database's floor (radtrace.store.compat): a
         # newer radtrace that raised the floor or migrated the database stops every child (as on SIGTERM) and serve
         # exits 2, saying so; restarting this version cannot help.
@@ -237,6 +241,8 @@ class Supervisor:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (exit status 0) or a child refuses its configuration (2). Blocking."""
         previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if self.banner is not None:
+            log.info("%s", self.banner)
         status = 0
         try:
             while not self._stopping.is_set():
@@ -482,7 +488,6 @@ def run_serve(
 
     ``on_started`` is called once every child has been started (``serve`` prints :func:`next_steps` there).
     """
-    log.info("radtrace serve (pid %d): %s", os.getpid(), describe(settings))
     components = serve_components()
     if settings.atna.enabled:  # the audit trail to the hospital's audit record repository (radtrace.audit.atna)
         components.append(Component("atna", ("audit", "forward")))
@@ -492,7 +497,10 @@ def run_serve(
         settings.store_url, "serve", interval_s=settings.store.node_watch_interval_s,
         connect_timeout_s=settings.store.connect_timeout_s,
     )  # fmt: skip
-    supervisor = Supervisor(settings, components, root_args=root_args, on_started=on_started, watch=watch)
+    banner = f"radtrace serve (pid {os.getpid()}): {describe(settings)}"
+    supervisor = Supervisor(
+        settings, components, root_args=root_args, on_started=on_started, watch=watch, banner=banner
+    )
     watch.on_incompatible = supervisor.on_incompatible
     watch.start()
     try:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -56,3 +58,55 @@ def test_serve_names_the_component_it_is_still_waiting_for(tmp_path: Path, caplo
     assert "listener" not in waiting[0]
     assert [process.returncode for process in processes if process is not None] == [0, 0]  # stopped, not killed
     assert "killing" not in caplog.text
+
+
+class _SigintHandlerAtBanner(logging.Handler):
+    """Notes which SIGINT handler was installed when serve's banner was logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handlers: list[object] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("radtrace serve (pid"):
+            self.handlers.append(signal.getsignal(signal.SIGINT))
+
+
+def test_serve_names_its_ports_only_once_ctrl_c_stops_the_supervisor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in CI: Ctrl-C 0.7 s into serve printed the banner ("DICOM listener ... on 0.0.0.0:...") and then
+    "interrupted (Ctrl-C) while starting; nothing was started": the banner was logged before the supervisor had
+    Ctrl-C (while serve imported the database's node watch). Now it is logged under the supervisor's handler, so
+    Ctrl-C after it stops the supervisor (status 0, "radtrace serve stopped")."""
+    import radtrace.store.compat
+    import radtrace.supervisor as supervisor_module
+
+    class _NoWatch:
+        on_incompatible: object = None
+
+        def __init__(self, *_args: object, **_kwargs: object) -> None:
+            pass
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(radtrace.store.compat, "NodeWatch", _NoWatch)
+    monkeypatch.setattr(supervisor_module, "serve_components", list)  # no children: run() stops at once
+    seen = _SigintHandlerAtBanner()
+    logger = logging.getLogger("radtrace.supervisor")
+    logger.addHandler(seen)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    try:
+        code = supervisor_module.run_serve(
+            load_settings(data_dir=tmp_path), on_started=lambda: os.kill(os.getpid(), signal.SIGINT)
+        )
+    finally:
+        logger.removeHandler(seen)
+    assert code == 0
+    assert len(seen.handlers) == 1, seen.handlers
+    handler = seen.handlers[0]
+    assert getattr(handler, "__func__", None) is Supervisor.request_stop, handler
