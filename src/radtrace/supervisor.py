@@ -20,7 +20,7 @@ outright (``kill -9``) takes its children with it at once (:mod:`radtrace.parent
 start straight away, and what they had in hand is recovered as after any ``kill -9``.
 
 While it runs, serve is a row of the database's ``nodes`` table (a migration is refused under it) and watches the
-database's floor (:class:`radtrace.store.compat.NodeWatch`): once a newer radtrace has raised it or migrated the
+database's floor (:class:`radtrace.store.node_watch.NodeWatch`): once a newer radtrace has raised it or migrated the
 database, serve stops every child as on SIGTERM and exits 2 with one line naming both versions ("this node runs
 radtrace X (schema A); the database needs radtrace >= Y (schema B or newer …): upgrade this node").
 
@@ -65,7 +65,7 @@ from radtrace.dicom_listener.policy import AssociationRequest, caller_rules
 from radtrace.parent_death import ending_with_parent
 
 if TYPE_CHECKING:
-    from radtrace.store.compat import NodeWatch
+    from radtrace.store.node_watch import NodeWatch
 
 __all__ = [
     "Component",
@@ -89,7 +89,8 @@ WEIGHTS_RECHECK_S = 10.0
 POLL_S = 0.2
 STOP_NOTICE_S = 3.0  # after Ctrl-C, say who is still stopping once this long has passed
 #: In each child's environment: the child runs under ``radtrace serve``, whose row in ``nodes`` and floor watch
-#: (:class:`radtrace.store.compat.NodeWatch`) stand for it, so it starts no watch of its own (radtrace.cli.services).
+#: (:class:`radtrace.store.node_watch.NodeWatch`) stand for it, so it starts no watch of its own
+#: (radtrace.cli.services).
 #: Not a ``RADTRACE_`` name: those are settings.
 SERVED_CHILD_ENV = "SERVED_BY_RADTRACE"
 
@@ -147,7 +148,7 @@ class Supervisor:
         # Logged once run() has Ctrl-C: before, serve logged it earlier, and Ctrl-C in between printed it followed by
         # "interrupted while starting; nothing was started", as if the listener it names had been up.
         self.banner = banner
-        # This service's row in the nodes table and the watch on the database's floor (radtrace.store.compat): a
+        # This service's row in the nodes table and the watch on the database's floor (radtrace.store.node_watch): a
         # newer radtrace that raised the floor or migrated the database stops every child (as on SIGTERM) and serve
         # exits 2, saying so; restarting this version cannot help.
         self.watch = watch
@@ -491,7 +492,7 @@ def run_serve(
     components = serve_components()
     if settings.atna.enabled:  # the audit trail to the hospital's audit record repository (radtrace.audit.atna)
         components.append(Component("atna", ("audit", "forward")))
-    from radtrace.store.compat import NodeWatch
+    from radtrace.store.node_watch import NodeWatch
 
     watch = NodeWatch(
         settings.store_url, "serve", interval_s=settings.store.node_watch_interval_s,

@@ -1,5 +1,5 @@
 """The node watch's interval and the nodes rows' staleness limit are settings (store.node_watch_interval_s,
-store.node_stale_after_s), validated, and what the services and ``radtrace db upgrade`` use (radtrace.store.compat).
+store.node_stale_after_s), validated, and what the services and ``radtrace db upgrade`` use (radtrace.store.nodes).
 Before, they were constants (10 s, 30 s): a site whose database answers slowly could not widen them."""
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from pydantic import ValidationError
 from radtrace.config import load_settings
 from radtrace.config_sections import StoreSettings
 from radtrace.preflight import start_node_watch
-from radtrace.store import compat
+from radtrace.store import census
+from radtrace.store import floor as floors
 from radtrace.store.base import utc_now
-from radtrace.store.compat import NODE_STALE_S, WATCH_INTERVAL_S, NodeWatch, live_nodes
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
+from radtrace.store.node_watch import NodeWatch
+from radtrace.store.nodes import NODE_STALE_S, WATCH_INTERVAL_S, live_nodes
 from tests_support import radtrace
 
 pytestmark = pytest.mark.integration
@@ -83,7 +85,7 @@ def test_a_row_is_stale_after_the_setting_also_for_db_upgrade(tmp_path: Path) ->
         _seen_ago(store, 45)  # a worker on another machine, one slow beat behind a 30 s watch
         assert live_nodes(store) == []  # the default: 30 s
         assert [node.host for node in live_nodes(store, stale_after_s=60)] == ["gpu-node-9"]
-        assert compat.others_at_work(store, stale_after_s=60)
+        assert census.others_at_work(store, stale_after_s=60)
         with store.session() as session:  # the migration a newer radtrace would run: back one revision
             session.execute(sa.text("UPDATE alembic_version SET version_num = '0024'"))
     finally:
@@ -99,13 +101,13 @@ def test_a_row_is_stale_after_the_setting_also_for_db_upgrade(tmp_path: Path) ->
 def test_a_floor_raised_by_a_build_of_the_same_version_names_the_schema_not_an_upgrade_to_this_version() -> None:
     """Every commit says radtrace 0.1.0 (pyproject.toml): a floor raised by a later build of it told a node running
     0.1.0 to "upgrade this node to radtrace 0.1.0 or newer"."""
-    floor = compat.Floor("0999_from_a_newer_build", compat.code_version(), "older code misreads the new tables")
-    problem = compat.too_old_problem(floor)
+    floor = floors.Floor("0999_from_a_newer_build", floors.code_version(), "older code misreads the new tables")
+    problem = floors.too_old_problem(floor)
     assert problem is not None
-    assert f"upgrade this node to radtrace {compat.code_version()} or newer" not in problem
+    assert f"upgrade this node to radtrace {floors.code_version()} or newer" not in problem
     assert "needs radtrace code that knows schema 0999_from_a_newer_build (older code misreads" in problem
-    assert f"it also says it is radtrace {compat.code_version()}: the version was not raised" in problem
+    assert f"it also says it is radtrace {floors.code_version()}: the version was not raised" in problem
     assert "install the radtrace build that migrated the database on this node, then start it again" in problem
-    newer = compat.too_old_problem(compat.Floor("0999_from_a_newer_build", "9.9.0", "older code misreads"))
+    newer = floors.too_old_problem(floors.Floor("0999_from_a_newer_build", "9.9.0", "older code misreads"))
     assert newer is not None
     assert "upgrade this node to radtrace 9.9.0 or newer, then start it again" in newer

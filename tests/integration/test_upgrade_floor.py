@@ -1,5 +1,5 @@
 """The database's floor (the oldest radtrace that may run against it) and the radtrace processes working on it, on
-SQLite and PostgreSQL (radtrace.store.compat).
+SQLite and PostgreSQL (radtrace.store.floor, radtrace.store.node_watch).
 
 The last rolling upgrade left an older dispatcher running while a newer radtrace migrated the database: it failed on
 the outbox state ``cancelled`` and marked draft withdrawals ``failed``. Now a process whose code is below the floor is
@@ -20,12 +20,14 @@ import sqlalchemy as sa
 
 from radtrace.config import load_settings
 from radtrace.preflight.database import database_check
-from radtrace.store import compat
+from radtrace.store import node_watch
 from radtrace.store.base import utc_now
-from radtrace.store.compat import CodeTooOldError, NodeWatch, live_nodes, refuse_too_old, running_problem
 from radtrace.store.engine import Store
+from radtrace.store.floor import CodeTooOldError, refuse_too_old, running_problem
 from radtrace.store.migrate import OthersAtWorkError, head_revision, refuse_while_others_work
 from radtrace.store.models import Revision, RevisionState, Study
+from radtrace.store.node_watch import NodeWatch
+from radtrace.store.nodes import live_nodes
 from tests_support import radtrace
 
 pytestmark = pytest.mark.integration
@@ -34,7 +36,7 @@ FUTURE = "0999_from_a_newer_radtrace"
 
 
 def _raise_floor(url: str, min_schema: str = FUTURE, min_version: str = "9.9.0") -> None:
-    """What a future migration that older code cannot work with writes (radtrace.store.compat.raise_floor)."""
+    """What a future migration that older code cannot work with writes (radtrace.store.floor.raise_floor)."""
     engine = sa.create_engine(url)
     try:
         with engine.begin() as connection:
@@ -115,7 +117,7 @@ def test_a_running_process_stops_taking_work_once_the_floor_is_above_it(
     watch = NodeWatch(url, "dispatcher", interval_s=0.2, on_incompatible=stop).start()
     try:
         assert [node.role for node in live_nodes(store)] == ["dispatcher"]
-        with caplog.at_level(logging.ERROR, logger="radtrace.store.compat"):
+        with caplog.at_level(logging.ERROR, logger="radtrace.store.node_watch"):
             _raise_floor(url)
             assert stopped.wait(30), "the watch did not see the floor rise"
             watch.check()  # a later beat does not say it again
@@ -123,7 +125,7 @@ def test_a_running_process_stops_taking_work_once_the_floor_is_above_it(
         watch.stop()
     assert len(told) == 1
     _expected_refusal(told[0])
-    lines = [record.getMessage() for record in caplog.records if record.name == "radtrace.store.compat"]
+    lines = [record.getMessage() for record in caplog.records if record.name == "radtrace.store.node_watch"]
     assert len(lines) == 1, lines
     assert lines[0].startswith(told[0])
     assert "This dispatcher (pid " in lines[0]
@@ -192,7 +194,7 @@ def test_two_threads_finding_the_floor_risen_together_act_once(
             inside.wait()
         return "too old"
 
-    monkeypatch.setattr(compat, "running_problem", found_together)
+    monkeypatch.setattr(node_watch, "running_problem", found_together)
     try:
         askers = [threading.Thread(target=watch.check) for _ in range(2)]  # serve's loop and the watch's own thread
         for asker in askers:

@@ -1,4 +1,4 @@
-"""``radtrace db upgrade`` on the real PostgreSQL beside clients that are not radtrace (radtrace.store.compat).
+"""``radtrace db upgrade`` on the real PostgreSQL beside clients that are not radtrace (radtrace.store.census).
 
 Before, any connection to the database with no application name held the migration up until ``--force``: a hospital
 DBA's Prometheus postgres_exporter (lib/pq names none), a pgbouncer, a script on psycopg's defaults. What a connection

@@ -1,5 +1,5 @@
 """A radtrace service started on its own (``radtrace api``, ``listen``, ``worker``; not under ``radtrace serve``)
-and an ordinary command, once a newer radtrace raised the database's floor (radtrace.store.compat).
+and an ordinary command, once a newer radtrace raised the database's floor (radtrace.store.floor).
 
 Before, only ``radtrace serve`` watched the floor while it ran: a standalone service, the way a multi-node site runs
 them under systemd, had no row in ``nodes`` (a migration did not see it) and kept working on a database its code may

@@ -100,7 +100,7 @@ def test_serve_runs_the_forwarder_as_a_child_only_when_atna_is_enabled(
         def run(self) -> int:
             return 0
 
-        def on_incompatible(self, problem: str) -> None:  # the node watch's (radtrace.store.compat.NodeWatch)
+        def on_incompatible(self, problem: str) -> None:  # the node watch's (radtrace.store.node_watch.NodeWatch)
             raise AssertionError(problem)
 
     monkeypatch.setattr(supervisor, "Supervisor", Recorder)

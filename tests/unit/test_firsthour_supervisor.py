@@ -79,7 +79,7 @@ def test_serve_names_its_ports_only_once_ctrl_c_stops_the_supervisor(
     "interrupted (Ctrl-C) while starting; nothing was started": the banner was logged before the supervisor had
     Ctrl-C (while serve imported the database's node watch). Now it is logged under the supervisor's handler, so
     Ctrl-C after it stops the supervisor (status 0, "radtrace serve stopped")."""
-    import radtrace.store.compat
+    import radtrace.store.node_watch
     import radtrace.supervisor as supervisor_module
 
     class _NoWatch:
@@ -94,7 +94,7 @@ def test_serve_names_its_ports_only_once_ctrl_c_stops_the_supervisor(
         def stop(self) -> None:
             pass
 
-    monkeypatch.setattr(radtrace.store.compat, "NodeWatch", _NoWatch)
+    monkeypatch.setattr(radtrace.store.node_watch, "NodeWatch", _NoWatch)
     monkeypatch.setattr(supervisor_module, "serve_components", list)  # no children: run() stops at once
     seen = _SigintHandlerAtBanner()
     logger = logging.getLogger("radtrace.supervisor")

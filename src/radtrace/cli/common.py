@@ -268,8 +268,8 @@ def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
             )  # fmt: skip
         except ConfigError as exc:  # store.url itself (an unsupported scheme)
             fail(store_problem(settings, exc)[0], EXIT_USAGE)
-        if not create:  # a newer radtrace raised the floor or migrated: this code may misread it (store.compat)
-            from radtrace.store.compat import refuse_too_old
+        if not create:  # a newer radtrace raised the floor or migrated: this code may misread it (store.floor)
+            from radtrace.store.floor import refuse_too_old
 
             refuse_too_old(store)
         yield store

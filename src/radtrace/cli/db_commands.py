@@ -41,7 +41,7 @@ def db_upgrade(
     with open_store(settings, create=True) as store, one_at_a_time(store):  # a service starting on it: its turn
         before = current_revision(store)
         refuse_newer(before)
-        if before not in (None, head_revision()) and not force:  # no rolling upgrade (radtrace.store.compat)
+        if before not in (None, head_revision()) and not force:  # no rolling upgrade (radtrace.store.census)
             try:
                 clients = refuse_while_others_work(
                     store, before, head_revision(), stale_after_s=settings.store.node_stale_after_s

@@ -10,8 +10,8 @@ from radtrace.errors import RadtraceError
 from radtrace.preflight.check import Check
 
 if TYPE_CHECKING:
-    from radtrace.store.compat import NodeWatch
     from radtrace.store.engine import Store
+    from radtrace.store.node_watch import NodeWatch
 
 __all__ = ["database_check", "start_node_watch", "store_problem"]
 
@@ -47,11 +47,11 @@ def database_check(settings: Settings) -> Check:
     one after a copy is kept beside it: :func:`radtrace.store.migrate.migrate_at_start`). A database a newer radtrace
     migrated is refused on either store, saying so (before: alembic's "Can't locate revision" traceback on SQLite,
     "run 'radtrace db upgrade'" on PostgreSQL, which cannot help), and so is one whose floor this code is below
-    (:func:`radtrace.store.compat.running_problem`: "this node runs radtrace X; the database needs >= Y"). A database
+    (:func:`radtrace.store.floor.running_problem`: "this node runs radtrace X; the database needs >= Y"). A database
     with a schema is not migrated while other radtrace processes work on it
     (:func:`radtrace.store.migrate.refuse_while_others_work`)."""
-    from radtrace.store.compat import running_problem
     from radtrace.store.engine import Store, is_sqlite
+    from radtrace.store.floor import running_problem
     from radtrace.store.migrate import (
         StartMigrationError,
         current_revision,
@@ -89,8 +89,8 @@ def database_check(settings: Settings) -> Check:
 def start_node_watch(settings: Settings, service: str) -> NodeWatch:
     """After the start-up checks passed: this process's row in the database's ``nodes`` table (a migration is refused
     while it runs) and the watch that stops it, as on SIGTERM with one line naming both versions, once a newer
-    radtrace has raised the database's floor or migrated it (:class:`radtrace.store.compat.NodeWatch`)."""
-    from radtrace.store.compat import NodeWatch
+    radtrace has raised the database's floor or migrated it (:class:`radtrace.store.node_watch.NodeWatch`)."""
+    from radtrace.store.node_watch import NodeWatch
 
     return NodeWatch(
         settings.store_url, service, interval_s=settings.store.node_watch_interval_s,

@@ -61,7 +61,7 @@ def _backend(target: Engine | sa.Connection | URL | str) -> str:
 def application_name() -> str:
     """This process's PostgreSQL application name, ``radtrace <pid>@<host>``: a DBA sees which process holds a
     connection, and a migration tells this process's own connections from other radtrace processes'
-    (:func:`radtrace.store.compat.others_at_work`). Within PostgreSQL's 63 bytes, ASCII (PostgreSQL shows any other
+    (:func:`radtrace.store.census.others_at_work`). Within PostgreSQL's 63 bytes, ASCII (PostgreSQL shows any other
     character as ``?``)."""
     host = socket.gethostname().encode("ascii", "replace").decode("ascii")[:40]
     return f"{APPLICATION_NAME} {os.getpid()}@{host}"
@@ -128,7 +128,7 @@ def create_store_engine(url: str, *, pool_size: int = 5, connect_timeout_s: floa
             pool_pre_ping=True,
             connect_args={"connect_timeout": max(1, int(connect_timeout_s))},
         )
-        # Named: a migration tells radtrace's connections from others' (radtrace.store.compat.others_at_work)
+        # Named: a migration tells radtrace's connections from others' (radtrace.store.census.others_at_work)
         event.listen(engine, "do_connect", _name_connection)
         return engine
     raise ConfigError(f"store.url: unsupported database '{backend}' (use sqlite or postgresql)")

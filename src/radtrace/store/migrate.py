@@ -100,12 +100,13 @@ class OthersAtWorkError(StartMigrationError):
 
 def refuse_while_others_work(store: Store, before: str, head: str, *, stale_after_s: float | None = None) -> list[str]:
     """Raise :class:`OthersAtWorkError` naming each radtrace process seen working on the database
-    (:func:`radtrace.store.compat.others_at_work`): a migration from ``before`` to ``head`` under a running process
+    (:func:`radtrace.store.census.others_at_work`): a migration from ``before`` to ``head`` under a running process
     of the older code is what failed the last rolling upgrade (an older dispatcher on the outbox state
     ``cancelled``). ``stale_after_s``: a ``nodes`` row not renewed for this long is a process that ended
     (``store.node_stale_after_s``). Returns the other clients connected (PostgreSQL: psql, a monitoring exporter),
     in words: not radtrace, not waited for, for the caller to name."""
-    from radtrace.store.compat import NODE_STALE_S, survey
+    from radtrace.store.census import survey
+    from radtrace.store.nodes import NODE_STALE_S
 
     stale = NODE_STALE_S if stale_after_s is None else stale_after_s
     others, clients = survey(store, stale_after_s=stale)

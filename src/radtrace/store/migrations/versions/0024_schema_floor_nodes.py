@@ -4,10 +4,10 @@ now (``nodes``).
 A rolling upgrade to 0022 left an older dispatcher running on the new schema: it failed on the outbox state
 ``cancelled`` and marked draft withdrawals ``failed`` ("no sender for outbox kind 'withdrawal-hl7'"). From here on
 every radtrace process compares its code with ``schema_floor`` at start and while it runs, and stops taking work when
-it is too old (:mod:`radtrace.store.compat`); each process is a row of ``nodes`` while it runs, and a migration is
+it is too old (:mod:`radtrace.store.floor`); each process is a row of ``nodes`` while it runs, and a migration is
 refused while another is seen (``radtrace db upgrade --force`` overrides). The floor starts at 0022: code that does
 not know the outbox state ``cancelled`` must not run here. A later migration older code cannot work with raises it
-(:func:`radtrace.store.compat.raise_floor`).
+(:func:`radtrace.store.floor.raise_floor`).
 
 Revision ID: 0024
 Revises: 0023
@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from radtrace.store.compat import raise_floor
+from radtrace.store.floor import raise_floor
 
 revision = "0024"
 down_revision = "0023"
