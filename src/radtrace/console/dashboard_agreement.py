@@ -7,6 +7,13 @@ Agreement is then an index count of the current decisions recorded in the window
 :func:`radtrace.qa.agreement.agreement_by_label` counts, with Wilson 95 % intervals
 (:class:`radtrace.qa.intervals.Proportion`); :func:`read_agreement_by_model` splits the same counts by the model
 version of the reading each decision was about; :func:`agreement_studies` lists the studies behind one count.
+
+Decisions on a draft withdrawn as wrong-patient (:func:`wrong_patient_drafts`: an image it read was re-sent by the
+PACS under another patient or study, or rejected by an IOCM note titled for patient safety or a wrong worklist
+entry) are left out of every agreement figure: a radiologist who rejected the findings of another patient's film
+said nothing about the model's agreement on this patient's. They are counted apart (:class:`LeftOut`, shown with
+the figures); their audit events, and their ``qa_decisions`` rows, stay as recorded. The figures are read as before
+(index-only) and the few decisions on withdrawn drafts, found on ``ix_qa_decisions_key``, are taken away.
 """
 
 from __future__ import annotations
@@ -30,18 +37,23 @@ from radtrace.qa.agreement import DECISIONS, LabelAgreement
 from radtrace.qa.intervals import Proportion
 from radtrace.qa.recorded_times import readable_time
 from radtrace.store.engine import Store, is_postgresql
+from radtrace.store.models import Revision, Study
 
 __all__ = [
     "NO_READING",
     "WHOLE_DRAFT",
+    "WRONG_PATIENT_REJECTIONS",
     "Agreement",
     "AgreementFigures",
+    "LeftOut",
     "agreement_studies",
     "current_agreement",
     "read_agreement",
     "read_agreement_by_model",
     "read_agreement_by_period",
+    "read_left_out",
     "sync_decisions",
+    "wrong_patient_drafts",
 ]
 
 #: How the dashboard names the whole-draft decisions (their ``label`` in ``qa_decisions`` is empty).
@@ -269,18 +281,90 @@ def _current_decisions(window: Window, whole_draft: bool) -> list[sa.ColumnEleme
     ]
 
 
+#: The IOCM rejection note titles (PS3.16 CID 7011) that withdraw a film as another patient's: "Rejected for Patient
+#: Safety Reasons" (the title radtrace's own note gives a draft whose image was re-filed under another patient:
+#: radtrace.reporting.withdrawal) and "Incorrect Modality Worklist Entry" (acquired against another patient's order).
+#: "Rejected for Quality Reasons" and "Data Retention Policy Expired" leave the film this patient's: their drafts'
+#: decisions still say how far the radiologists agreed with the model, and are counted.
+WRONG_PATIENT_REJECTIONS: Final = frozenset({"113037", "113038"})
+#: Study UIDs per query when the decisions on withdrawn drafts are counted (a short ``IN`` list on
+#: ``ix_qa_decisions_key``).
+_WITHDRAWN_BATCH: Final = 500
+
+
+def wrong_patient_drafts(session: Any) -> dict[str, frozenset[int]]:
+    """The drafts withdrawn as wrong-patient, study UID -> revision numbers: an image each read was re-sent by the
+    PACS under another patient or study (``revisions.reassigned_at``: radtrace.dicom_listener.reassigned), or
+    rejected by an IOCM note with one of :data:`WRONG_PATIENT_REJECTIONS` (``rejection_code``). Read on the
+    indexes of ``reassigned_at`` and ``rejected_at``: rows a site has few of."""
+    wrong = sa.or_(
+        Revision.reassigned_at.is_not(None),
+        sa.and_(Revision.rejected_at.is_not(None), Revision.rejection_code.in_(sorted(WRONG_PATIENT_REJECTIONS))),
+    )
+    found: dict[str, set[int]] = {}
+    for uid, number in session.execute(
+        sa.select(Study.study_uid, Revision.number).join(Study, Study.id == Revision.study_id).where(wrong)
+    ):
+        found.setdefault(str(uid), set()).add(int(number))
+    return {uid: frozenset(numbers) for uid, numbers in found.items()}
+
+
+def _on_withdrawn(
+    session: Any, withdrawn: dict[str, frozenset[int]], where: list[sa.ColumnElement[bool]], columns: tuple[Any, ...]
+) -> Counter[tuple[Any, ...]]:
+    """How many decisions matching ``where`` are on the ``withdrawn`` drafts, per value of ``columns`` (a tuple,
+    as the figure's own query groups them: an expression is grouped by its position, as PostgreSQL needs)."""
+    counts: Counter[tuple[Any, ...]] = Counter()
+    studies = sorted(withdrawn)
+    positions: list[sa.ColumnClause[Any]] = [sa.literal_column(str(n)) for n in range(1, len(columns) + 3)]
+    for start in range(0, len(studies), _WITHDRAWN_BATCH):
+        rows = session.execute(
+            sa.select(*columns, QaDecision.study_uid, QaDecision.revision, sa.func.count())
+            .where(*where, QaDecision.study_uid.in_(studies[start : start + _WITHDRAWN_BATCH]))
+            .group_by(*positions)
+        )
+        for *key, uid, revision, count in rows:
+            if int(revision) in withdrawn.get(str(uid), ()):
+                counts[tuple(key)] += int(count)
+    return counts
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """The current decisions left out of the agreement figures because their draft was withdrawn as wrong-patient
+    (:func:`wrong_patient_drafts`), and how many drafts they were on."""
+
+    decisions: int = 0
+    drafts: int = 0
+
+
+def read_left_out(session: Any, window: Window | None) -> LeftOut:
+    """The current decisions recorded in ``window`` (None: all time) that the agreement figures leave out: those on
+    drafts withdrawn as wrong-patient."""
+    where = [~QaDecision.superseded]
+    if window is not None:
+        where.append(window.within(QaDecision.recorded_at, window.start, window.last))
+    per_draft = _on_withdrawn(session, wrong_patient_drafts(session), where, (QaDecision.study_uid,
+                                                                                QaDecision.revision))  # fmt: skip
+    return LeftOut(sum(per_draft.values()), len(per_draft))
+
+
 def read_agreement(session: Any, window: Window) -> list[LabelAgreement]:
     """Accepted, rejected and modified shares per finding label (whole drafts last), of the current decisions
-    recorded in ``window``."""
+    recorded in ``window``; decisions on drafts withdrawn as wrong-patient are left out (:func:`read_left_out`)."""
     counts: dict[str, Counter[str]] = {}
+    withdrawn = wrong_patient_drafts(session)
     for whole_draft in (False, True):
+        where = _current_decisions(window, whole_draft)
         rows = session.execute(
             sa.select(QaDecision.label, QaDecision.decision, sa.func.count())
-            .where(*_current_decisions(window, whole_draft))
+            .where(*where)
             .group_by(QaDecision.label, QaDecision.decision)
-        )
+        ).all()
+        left = _on_withdrawn(session, withdrawn, where, (QaDecision.label, QaDecision.decision))
         for name, verdict, count in rows:
-            counts.setdefault(name or WHOLE_DRAFT, Counter())[str(verdict)] += count
+            if count - left[(name, verdict)] > 0:
+                counts.setdefault(name or WHOLE_DRAFT, Counter())[str(verdict)] += count - left[(name, verdict)]
     return _agreements(counts)
 
 
@@ -298,32 +382,37 @@ def read_agreement_by_model(session: Any, store: Store, window: Window) -> dict[
     reading of each study revision decided was looked up at every request: 1.7 s at 2 versions x 50,000 decisions on
     PostgreSQL). ``store`` is unused, kept for the callers."""
     del store
-    rows = session.execute(
-        sa.select(QaDecision.model_name, QaDecision.model_version, QaDecision.label, QaDecision.decision,
-                  sa.func.count())
-        .where(window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
-        .group_by(QaDecision.model_name, QaDecision.model_version, QaDecision.label, QaDecision.decision)
-    )  # fmt: skip
+    where = [window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded]
+    columns = (QaDecision.model_name, QaDecision.model_version, QaDecision.label, QaDecision.decision)
+    rows = session.execute(sa.select(*columns, sa.func.count()).where(*where).group_by(*columns)).all()
+    left = _on_withdrawn(session, wrong_patient_drafts(session), where, columns)
     counts: dict[str, dict[str, Counter[str]]] = {}
     for name, version, label, verdict, count in rows:
+        kept = count - left[(name, version, label, verdict)]
+        if kept <= 0:
+            continue
         model = f"{name or ''} {version or ''}".strip() or NO_READING
-        counts.setdefault(model, {}).setdefault(label or WHOLE_DRAFT, Counter())[str(verdict)] += count
+        counts.setdefault(model, {}).setdefault(label or WHOLE_DRAFT, Counter())[str(verdict)] += kept
     return {name: _agreements(counts[name]) for name in sorted(counts)}
 
 
 def read_agreement_by_period(session: Any, store: Store, window: Window) -> dict[str, dict[date, Counter[str]]]:
     """:func:`read_agreement`'s counts per label (whole drafts last) and per local day the decision was recorded:
-    label -> day -> decision -> count (an index-only count on ``ix_qa_decisions_recorded_at``)."""
+    label -> day -> decision -> count (an index-only count on ``ix_qa_decisions_recorded_at``; decisions on drafts
+    withdrawn as wrong-patient taken away)."""
+    where = [window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded]
+    columns = (local_day(store, window, QaDecision.recorded_at), QaDecision.label, QaDecision.decision)
     rows = session.execute(
-        sa.select(
-            local_day(store, window, QaDecision.recorded_at), QaDecision.label, QaDecision.decision, sa.func.count()
-        )
-        .where(window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded)
+        sa.select(*columns, sa.func.count())
+        .where(*where)
         .group_by(sa.literal_column("1"), QaDecision.label, QaDecision.decision)
-    )
+    ).all()
+    left = _on_withdrawn(session, wrong_patient_drafts(session), where, columns)
     counts: dict[str, dict[date, Counter[str]]] = {}
     for day, label, verdict, count in rows:
-        counts.setdefault(label or WHOLE_DRAFT, {}).setdefault(as_date(str(day)), Counter())[str(verdict)] += count
+        kept = count - left[(day, label, verdict)]
+        if kept > 0:
+            counts.setdefault(label or WHOLE_DRAFT, {}).setdefault(as_date(str(day)), Counter())[str(verdict)] += kept
     return {name: counts[name] for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n == IMPRESSION, n))}
 
 
@@ -343,15 +432,19 @@ def _agreements(counts: dict[str, Counter[str]]) -> list[LabelAgreement]:
 def agreement_studies(
     store: Store, window: Window, label: str, decision: str, limit: int = 500
 ) -> list[tuple[str, int, datetime, str | None]]:
-    """The studies behind one agreement cell: (study UID, revision, decided at, by whom), newest first."""
+    """The studies behind one agreement cell: (study UID, revision, decided at, by whom), newest first; as the cell
+    counts them, without the drafts withdrawn as wrong-patient."""
     sync_decisions(store)
     whole = label == WHOLE_DRAFT
     with store.session("listing the studies behind an agreement figure") as session:
+        withdrawn = [(uid, number) for uid, numbers in wrong_patient_drafts(session).items() for number in numbers]
+        counted = [sa.tuple_(QaDecision.study_uid, QaDecision.revision).not_in(withdrawn)] if withdrawn else []
         rows = session.execute(
             sa.select(QaDecision.study_uid, QaDecision.revision, QaDecision.recorded_at, AuditEventRow.actor_user)
             .join(AuditEventRow, AuditEventRow.seq == QaDecision.seq)
             .where(
                 *_current_decisions(window, whole),
+                *counted,
                 QaDecision.decision == decision,
                 QaDecision.label == ("" if whole else label),
             )
@@ -390,11 +483,14 @@ class AgreementFigures:
     impression: Agreement
     drafts: Agreement
     reasons: dict[str, int]
+    #: the current decisions left out: on drafts withdrawn as wrong-patient
+    left_out: LeftOut = LeftOut()
 
 
 def current_agreement(store: Store) -> AgreementFigures:
     """The agreement page's figures, all time: per finding label, for the impression and for whole drafts the
-    current decisions (a superseded one is not counted), and the reasons of the current whole-draft decisions.
+    current decisions (a superseded one is not counted), and the reasons of the current whole-draft decisions;
+    decisions on drafts withdrawn as wrong-patient are taken away and counted apart (:attr:`AgreementFigures.left_out`).
 
     Read from ``qa_agreement_counts`` (brought up to date first: :func:`sync_decisions` adds each decision copied and
     takes away each one replaced), a few rows, instead of counting every decision on every request."""
@@ -404,9 +500,15 @@ def current_agreement(store: Store) -> AgreementFigures:
             sa.select(QaAgreementCount.label, QaAgreementCount.decision, QaAgreementCount.reason_code,
                       QaAgreementCount.count)
         ).all()  # fmt: skip
+        withdrawn = wrong_patient_drafts(session)
+        reason_code = sa.func.coalesce(QaDecision.reason_code, "")  # as the counts key it
+        left = _on_withdrawn(session, withdrawn, [~QaDecision.superseded], (QaDecision.label, QaDecision.decision,
+                                                                             reason_code))  # fmt: skip
+        left_out = read_left_out(session, None) if left else LeftOut()
     counts: dict[str, dict[str, int]] = {}
     reasons: Counter[str] = Counter()
-    for label, verdict, reason, count in rows:
+    for label, verdict, reason, stored in rows:
+        count = stored - left[(label, verdict, reason)]
         per = counts.setdefault(label, {"accept": 0, "reject": 0, "modify": 0})
         if verdict in per:
             per[verdict] += count
@@ -416,4 +518,4 @@ def current_agreement(store: Store) -> AgreementFigures:
     impression = counts.pop(IMPRESSION, {"accept": 0, "reject": 0, "modify": 0})
     findings = tuple(Agreement(label, **per) for label, per in sorted(counts.items()) if sum(per.values()))
     return AgreementFigures(findings, Agreement("impression", **impression), Agreement("whole draft", **drafts),
-                            {code: count for code, count in sorted(reasons.items()) if count})  # fmt: skip
+                            {code: count for code, count in sorted(reasons.items()) if count}, left_out)  # fmt: skip

@@ -21,7 +21,7 @@ comes from:
   :func:`radtrace.qa.agreement.agreement_by_label` counts; shares with Wilson 95 % intervals
   (:class:`radtrace.qa.intervals.Proportion`), read by :mod:`.dashboard_agreement`; the same split by the model
   version of the reading each decision was about (its last ``inference_completed`` before the decision), and per
-  label per period;
+  label per period; decisions on drafts withdrawn as wrong-patient are left out of all three and counted apart;
 * **drift** — ``inference_completed`` events (their ``labels`` column: the labels found present) per day, in the
   window and the baseline before it, through :func:`radtrace.qa.drift.drift_alerts`; failures per day (revisions
   failed / failed + read) through :func:`radtrace.qa.drift.failure_bursts`;
@@ -46,9 +46,11 @@ import sqlalchemy as sa
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.dashboard_agreement import (
+    LeftOut,
     read_agreement,
     read_agreement_by_model,
     read_agreement_by_period,
+    read_left_out,
     sync_decisions,
 )
 from radtrace.console.dashboard_operations import FailedStudies, Queue, read_queue, read_volume
@@ -138,6 +140,8 @@ class Figures:
     #: Studies read in the window, and k when the latencies come from every k-th of them (1: all).
     latency_sample: tuple[int, int] = (0, 1)
     agreement: list[LabelAgreement] = field(default_factory=list)
+    #: The current decisions in the window left out of every agreement figure: on drafts withdrawn as wrong-patient.
+    agreement_left_out: LeftOut = field(default_factory=LeftOut)
     #: The same per model (name and version) of the reading decided, models in name order.
     agreement_by_model: dict[str, list[LabelAgreement]] = field(default_factory=dict)
     #: Per label, per period start: the current decisions recorded in that period, by decision.
@@ -197,6 +201,7 @@ def read_figures(store: Store, window: Window, now: datetime, sections: Collecti
 
     def agreement(session: Any) -> None:
         figures.agreement = read_agreement(session, window)
+        figures.agreement_left_out = read_left_out(session, window)
 
     def agreement_by_model(session: Any) -> None:
         figures.agreement_by_model = read_agreement_by_model(session, store, window)

@@ -214,7 +214,7 @@ def agreement_page(request: Request, state: StateDep, user: UserDep) -> HTMLResp
     figures = current_agreement(state.store)
     return render_page(request, state, "agreement.html", user=user, findings=figures.findings,
                        impression=figures.impression, drafts=figures.drafts, reasons=figures.reasons,
-                       reason_meanings=DRAFT_REASONS)  # fmt: skip
+                       reason_meanings=DRAFT_REASONS, left_out=figures.left_out)  # fmt: skip
 
 
 # --- wiring ----------------------------------------------------------------------------------
