@@ -13,8 +13,11 @@ headers hold other forms: the NIH ChestX-ray14 copies carry bare years (``"58"``
   past :data:`MAX_YEARS` ("999Y"), nor are several values (``"58\\60"``): :attr:`AgeReading.problem` says it was
   omitted. No reader shows or writes it as it came.
 
-:func:`age_from_dates` gives the age from Patient's Birth Date to the Study Date where the header gives none (the
-console's worklist; the drafts carry the birth date itself and never derive an age).
+:func:`age_from_dates` gives the age from Patient's Birth Date to the Study Date. :func:`age_at_study` is the one
+rule of every reader: the header's Patient's Age where it is one, else the age from those dates (what a viewer shows,
+and what PS3.3 C.7.2.2 means by Patient's Age: the age at the study), with :attr:`AgeReading.derived` set and a
+:attr:`AgeReading.problem` saying where it came from. The drafts write it (the SR's Patient's Age; the ORU's and the
+FHIR Bundle's notes say where it came from, beside the birth date they carry) and the console's worklist keeps it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Final
 
-__all__ = ["MAX_YEARS", "AgeReading", "age_from_dates", "dicom_age", "read_age"]
+__all__ = ["DERIVED", "MAX_YEARS", "AgeReading", "age_at_study", "age_from_dates", "dicom_age", "read_age"]
 
 #: The oldest age accepted (years): past it, a value is an error (the oldest person recorded lived to 122).
 MAX_YEARS: Final = 130
@@ -40,6 +43,11 @@ _PADDING: Final = (
     "\u2028\u2029\u202f\u205f\u3000\x00"
 )
 _NO_AGE: Final = "not an age (PS3.5 AS: nnnD, nnnW, nnnM or nnnY, at most 130 years); omitted"
+#: What a derived age's note says about where it came from (no values: header notes may be logged).
+DERIVED: Final = (
+    "written as the age from Patient's Birth Date (0010,0030) to Study Date (0008,0020), as the review console "
+    "derives it"
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class AgeReading:
 
     age: str | None
     problem: str = ""
+    #: The age is no header value but the age from the birth date to the study date (:func:`age_at_study`).
+    derived: bool = False
 
 
 def read_age(value: object) -> AgeReading:
@@ -113,6 +123,21 @@ def age_from_dates(born: object, seen: object, today: date | None = None) -> str
         return f"{months:03d}M"
     years = months // 12
     return f"{years:03d}Y" if years <= MAX_YEARS else None
+
+
+def age_at_study(value: object, born: object, seen: object, today: date | None = None) -> AgeReading:
+    """The patient's age at the study, one rule for the console and every draft: Patient's Age ``value`` read as an AS
+    (:func:`read_age`, its note kept); where it gives none (absent, or no age), the age from the birth date ``born``
+    to the study date ``seen`` (DICOM DA: :func:`age_from_dates`), ``derived``, with a note that says so (and what was
+    wrong with the header's value, if it had one); else no age."""
+    reading = read_age(value)
+    if reading.age is not None:
+        return reading
+    derived = age_from_dates(born, seen, today)
+    if derived is None:
+        return reading
+    header = reading.problem.removesuffix("; omitted") if reading.problem else "absent from the header"
+    return AgeReading(derived, f"{header}; {DERIVED}", derived=True)
 
 
 def _date(value: object) -> date | None:

@@ -21,7 +21,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from radtrace.dicom_age import read_age
+from radtrace.dicom_age import DERIVED, age_at_study
 from radtrace.model.study import unparsable_keywords
 
 __all__ = ["UNREADABLE", "HeaderNote", "SourceHeader", "is_uid", "name_group", "read_header", "values_of"]
@@ -194,19 +194,28 @@ class _Reader:
         return None
 
     def age(self) -> str:
-        """Patient's Age as an AS, read as the console reads it (:func:`radtrace.dicom_age.read_age`: bare digits
-        are years, written "058Y" with a note saying so; no age, or several values, omitted with a note)."""
+        """The patient's age at the study as an AS, by the console's rule (:func:`radtrace.dicom_age.age_at_study`):
+        Patient's Age read as the console reads it (bare digits are years, written "058Y" with a note saying so; no
+        age, or several values, noted), else the age from the header's Patient's Birth Date to its Study Date (as DA
+        values, as the console reads them), with a note saying it was derived; else none."""
+        unreadable = False
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 value: Any = self.ds.get("PatientAge")
         except Exception:  # a raw element pydicom cannot convert: unreadable, whatever the reason
-            self.note("PatientAge", "unreadable; omitted")
-            return ""
-        reading = read_age(value)
-        if reading.problem:
+            value, unreadable = None, True
+        reading = age_at_study(value, self._da("PatientBirthDate"), self._da("StudyDate"))
+        if unreadable:
+            self.note("PatientAge", f"unreadable; {DERIVED}" if reading.derived else "unreadable; omitted")
+        elif reading.problem:
             self.note("PatientAge", reading.problem)
         return reading.age or ""
+
+    def _da(self, keyword: str) -> str | None:
+        """The attribute's one value as written (no note: :meth:`date` notes what is wrong with it), or None."""
+        values = values_of(self.ds, keyword)
+        return values[0] if values is not None and len(values) == 1 else None
 
     def coded(self, keyword: str, allowed: frozenset[str] | re.Pattern[str]) -> str:
         text = self.single(keyword)
