@@ -116,6 +116,12 @@ class WorklistRow:
     #: PACS: :mod:`radtrace.console.reassigned_flags`); the flags stay, labelled checked by them
     flags_checked_by: str | None = None
 
+    @property
+    def withdrawn(self) -> bool:
+        """Whether the draft is withdrawn and not yet checked (an image flag no radiologist recorded as checked):
+        "Start reading" does not offer it (:func:`next_study`)."""
+        return self.flags_checked_by is None and any(flag in CHECKED_FLAGS for flag in self.flags)
+
     def checked(self, flag: str) -> bool:
         """Whether ``flag`` is one a radiologist recorded as checked on this draft (the image flags only)."""
         return self.flags_checked_by is not None and flag in CHECKED_FLAGS
@@ -316,7 +322,17 @@ def next_study(
     """The first unassessed revision in worklist order that nobody else is reading, skipping ``after``: not
     opened by another radiologist, or opened by one who is no longer signed in (no session used within
     ``idle_timeout_s``; None: opened by another is always skipped). A study opened by a radiologist who has gone
-    home (a STAT one too) is offered again, not skipped by everyone's "next study" for good."""
+    home (a STAT one too) is offered again, not skipped by everyone's "next study" for good.
+
+    A withdrawn draft is not offered ("Start reading" and ``n`` go past it) until a radiologist recorded that they
+    checked its marks (:func:`radtrace.console.reassigned_flags.flag_check`): one read from an image the PACS
+    re-sent under another patient or study, or rejected. It was reported before the correction, so by worklist
+    order (oldest first) it came first, ahead of every draft a radiologist can sign: before, "Start reading" opened
+    a draft that may be about another patient's film and whose accepting is refused. A radiologist reading the
+    queue expects the drafts they can report on; the withdrawn ones stay on the worklist, marked (their flag, and
+    "not offered by Start reading"), and under the ``flagged`` filter, for whoever checks them against the PACS;
+    once checked they are offered in worklist order like any draft. The marks are read from the revision, not the
+    worklist row's flags, so a mark that came after the row was synced is already heeded."""
     held = [ReviewItem.opened_by.is_(None), ReviewItem.opened_by == user]
     if idle_timeout_s is not None:
         since = now() - timedelta(seconds=idle_timeout_s)
@@ -327,7 +343,12 @@ def next_study(
                    ConsoleSession.last_seen_at > since)
         )  # fmt: skip
         held.append(~sa.exists(reading))
-    where = [*_conditions(WorklistFilter.UNASSESSED, user), sa.or_(*held)]
+    withdrawn = sa.exists().where(
+        Revision.id == ReviewItem.revision_id,
+        sa.or_(Revision.reassigned_at.is_not(None), Revision.rejected_at.is_not(None)),
+        Revision.flags_checked_at.is_(None),
+    )
+    where = [*_conditions(WorklistFilter.UNASSESSED, user), sa.or_(*held), ~withdrawn]
     if after is not None:
         where.append(sa.not_(sa.and_(ReviewItem.study_uid == after[0], ReviewItem.revision == after[1])))
     with store.session("finding the next study") as session:
