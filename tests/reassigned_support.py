@@ -1,22 +1,28 @@
 """Helpers of tests/integration/test_reassigned_*, images the PACS moves or rejects after radtrace read them:
 the NIH real film filed under a study and patient, sending it to an in-process listener, a study's revisions, the
-worklist row of a study page and the environment of the ``radtrace`` command."""
+worklist row of a study page and the environment of the ``radtrace`` command; :func:`first_read`, the opening those
+tests share (a site running, patient P1's film read as revision 1 of a new study, the console signed in if asked)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from listener_support import audit_payloads
+from console_support import add_user, console_client, sign_in
+from listener_support import audit_payloads, running
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings, load_settings
 from radtrace.dicom_listener.rejection_note import KOS_SOP_CLASS
@@ -78,6 +84,47 @@ def read_filed(
                    accession=accession)  # fmt: skip
     read_first(pipeline, store, port, film, study_uid)
     return film
+
+
+@dataclass(frozen=True)
+class FirstRead:
+    """What :func:`first_read` opened: the site, its pipeline, the study and image read, the film's path, and the
+    console client (``None`` unless a radiologist was signed in)."""
+
+    settings: Settings
+    pipeline: StudyPipeline
+    study_uid: str
+    sop_uid: str
+    film: Path
+    client: TestClient | None
+
+    @property
+    def console(self) -> TestClient:
+        """The console client, signed in as the radiologist :func:`first_read` was given."""
+        assert self.client is not None, "first_read(..., radiologist=...) opens the console"
+        return self.client
+
+
+@contextlib.contextmanager
+def first_read(
+    tmp_path: Path, store: Store, port: int, *, accession: str, radiologist: str | None = None
+) -> Iterator[FirstRead]:
+    """The reassignment tests' opening: a demo site (:func:`reassigned_settings`) whose listener runs on ``port``
+    for the ``with`` block, and the NIH film of patient P1 filed under a new study and SOP Instance UID and read as
+    revision 1 (:func:`read_filed`). With ``radiologist``, that account is added first, the console client is opened
+    beside the listener before the read, and it is signed in after it."""
+    settings = reassigned_settings(tmp_path, store, port)
+    study_uid, sop_uid = generate_uid(), generate_uid()
+    pipeline = new_pipeline(settings, store)
+    if radiologist is not None:
+        add_user(store, radiologist, "radiologist")
+    with contextlib.ExitStack() as opened:
+        opened.enter_context(running(settings, store))
+        client = opened.enter_context(console_client(store, settings)) if radiologist is not None else None
+        film = read_filed(tmp_path, pipeline, store, port, study_uid=study_uid, sop_uid=sop_uid, accession=accession)
+        if client is not None and radiologist is not None:
+            sign_in(client, radiologist)
+        yield FirstRead(settings, pipeline, study_uid, sop_uid, film, client)
 
 
 def read_again_after_withdrawal(

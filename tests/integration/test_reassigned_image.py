@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 from pydicom.uid import generate_uid
 
-from console_support import add_user, console_client, sign_in, study_path
-from listener_support import audit_payloads, running
+from console_support import study_path
+from listener_support import audit_payloads
 from radtrace.audit.schema import AuditEventRow
 from radtrace.dicom_listener.reassigned import flagged_revisions
 from radtrace.store.engine import Store
@@ -30,10 +30,8 @@ from radtrace.store.models import Revision
 from reassigned_support import (
     cli_env,
     film_as,
-    new_pipeline,
-    read_filed,
+    first_read,
     read_first,
-    reassigned_settings,
     revision_states,
     send,
     worklist_row,
@@ -50,13 +48,9 @@ FLAG_LABEL = "image re-sent under another patient/study"
 def test_an_image_re_sent_under_another_patient_and_study_flags_the_old_studys_draft(
     tmp_path: Path, store: Store, listener_port: int
 ) -> None:
-    settings = reassigned_settings(tmp_path, store, listener_port)
-    study_a, study_b, sop = generate_uid(), generate_uid(), generate_uid()
-    pipeline = new_pipeline(settings, store)
-    add_user(store, "rad.one", "radiologist")
-    with running(settings, store), console_client(store, settings) as client:
-        read_filed(tmp_path, pipeline, store, listener_port, study_uid=study_a, sop_uid=sop, accession="ACCA")
-        sign_in(client, "rad.one")
+    with first_read(tmp_path, store, listener_port, accession="ACCA", radiologist="rad.one") as site:
+        settings, pipeline, client = site.settings, site.pipeline, site.console
+        study_a, study_b, sop = site.study_uid, generate_uid(), site.sop_uid
         page_a = study_path(store, study_a)
         before = client.get("/console/worklist?filter=all")
         assert before.status_code == 200
@@ -115,12 +109,9 @@ def test_a_corrected_image_in_the_same_study_and_patient_flags_nothing(
     tmp_path: Path, store: Store, listener_port: int
 ) -> None:
     """A new version that keeps its study and patient (a corrected description) is no reassignment."""
-    settings = reassigned_settings(tmp_path, store, listener_port)
-    study, sop = generate_uid(), generate_uid()
-    pipeline = new_pipeline(settings, store)
-    with running(settings, store):
-        first = read_filed(tmp_path, pipeline, store, listener_port, study_uid=study, sop_uid=sop, accession="ACCA")
-        ds = pydicom.dcmread(first)
+    with first_read(tmp_path, store, listener_port, accession="ACCA") as site:
+        sop = site.sop_uid
+        ds = pydicom.dcmread(site.film)
         ds.StudyDescription = "CHEST PA (corrected)"
         ds.save_as(tmp_path / "again.dcm", enforce_file_format=True)
         assert send([tmp_path / "again.dcm"], listener_port) == [0x0000]
@@ -136,11 +127,8 @@ def test_an_image_re_sent_in_the_same_study_under_another_patient_flags_it_as_a_
     tmp_path: Path, store: Store, listener_port: int
 ) -> None:
     """The PACS merges the image's patient (P1 -> P9) and keeps the study: ``changed`` names the patient only."""
-    settings = reassigned_settings(tmp_path, store, listener_port)
-    study, sop = generate_uid(), generate_uid()
-    pipeline = new_pipeline(settings, store)
-    with running(settings, store):
-        read_filed(tmp_path, pipeline, store, listener_port, study_uid=study, sop_uid=sop, accession="A")
+    with first_read(tmp_path, store, listener_port, accession="A") as site:
+        study, sop = site.study_uid, site.sop_uid
         other = film_as(
             tmp_path / "b.dcm", study_uid=study, sop_uid=sop, patient_id="P9", name="NINE^PAT", accession="A"
         )

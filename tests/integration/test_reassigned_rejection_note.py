@@ -16,19 +16,14 @@ import json
 from pathlib import Path
 
 import pytest
-from pydicom.uid import generate_uid
 
-from console_support import add_user, console_client, sign_in, study_path
+from console_support import study_path
 from listener_support import audit_payloads, running
 from radtrace.dicom_listener.reassigned import flagged_revisions
 from radtrace.store.engine import Store
 from reassigned_support import (
     cli_env,
-    film_as,
-    new_pipeline,
-    read_filed,
-    read_first,
-    reassigned_settings,
+    first_read,
     rejected_for_patient_safety,
     rejection_note,
     revision_states,
@@ -45,17 +40,12 @@ FLAG_LABEL = "image rejected by the PACS"
 
 
 def test_a_rejection_note_naming_a_read_image_flags_its_draft(tmp_path: Path, store: Store, listener_port: int) -> None:
-    settings = reassigned_settings(tmp_path, store, listener_port)
-    study, sop = generate_uid(), generate_uid()
-    pipeline = new_pipeline(settings, store)
-    add_user(store, "rad.one", "radiologist")
-    with running(settings, store), console_client(store, settings) as client:
-        film = read_filed(tmp_path, pipeline, store, listener_port, study_uid=study, sop_uid=sop, accession="A1")
-        sign_in(client, "rad.one")
+    with first_read(tmp_path, store, listener_port, accession="A1", radiologist="rad.one") as site:
+        settings, client, study, sop = site.settings, site.console, site.study_uid, site.sop_uid
         page = study_path(store, study)
         assert FLAG_LABEL not in worklist_row(client.get("/console/worklist?filter=all").text, page)
 
-        rejected_for_patient_safety(tmp_path, store, listener_port, film)
+        rejected_for_patient_safety(tmp_path, store, listener_port, site.film)
         [event] = [json.loads(p) for p in audit_payloads(store, "instance_rejection_noted")]
         assert event["title"] == {"code": "113037", "scheme": "DCM", "meaning": "Rejected for Patient Safety Reasons"}
         assert event["sop_instance_uids"] == [sop]
@@ -78,12 +68,9 @@ def test_a_rejection_note_naming_a_read_image_flags_its_draft(tmp_path: Path, st
 def test_a_key_object_selection_with_another_title_flags_nothing(
     tmp_path: Path, store: Store, listener_port: int
 ) -> None:
-    settings = reassigned_settings(tmp_path, store, listener_port)
-    study, sop = generate_uid(), generate_uid()
-    pipeline = new_pipeline(settings, store)
-    with running(settings, store):
-        film = read_filed(tmp_path, pipeline, store, listener_port, study_uid=study, sop_uid=sop, accession="A1")
-        assert send([rejection_note(tmp_path / "key.dcm", film, "113000", "Of Interest")], listener_port) == [0x0000]
+    with first_read(tmp_path, store, listener_port, accession="A1") as site:
+        note = rejection_note(tmp_path / "key.dcm", site.film, "113000", "Of Interest")
+        assert send([note], listener_port) == [0x0000]
         wait_until(lambda: len(audit_payloads(store, "instance_received")) == 2)
     assert audit_payloads(store, "instance_rejection_noted") == []
     with store.session() as session:
@@ -96,12 +83,9 @@ def test_a_rejection_note_is_heard_when_the_listener_refuses_other_classes(
     """With ``listener.non_chest_policy = reject`` only radiographs were offered: the PACS's rejection note (a KOS)
     was refused at negotiation and the draft read from the withdrawn image stayed unflagged. Now the KOS class is
     offered under either policy."""
-    settings = reassigned_settings(tmp_path, store, listener_port)
-    study, sop = generate_uid(), generate_uid()
-    pipeline = new_pipeline(settings, store)
-    film = film_as(tmp_path / "a.dcm", study_uid=study, sop_uid=sop, patient_id="P1", name="ONE^PAT", accession="A1")
-    with running(settings, store):  # the NIH film is a Secondary Capture: read under the default policy
-        read_first(pipeline, store, listener_port, film, study)
+    # the NIH film is a Secondary Capture: read under the default policy
+    with first_read(tmp_path, store, listener_port, accession="A1") as site:
+        settings, study, film = site.settings, site.study_uid, site.film
     rejecting = settings.model_copy(
         update={"listener": settings.listener.model_copy(update={"non_chest_policy": "reject"})}
     )
