@@ -1,16 +1,24 @@
 """What the withdrawal tests share: a demo-model radtrace listening on one port, sending to a real Orthanc as the PACS
-and to a test MLLP RIS; its pipeline, a study sent and read, its outbox rows delivered, and one reconciler pass."""
+and to a test MLLP RIS; its pipeline, a study sent and read, its outbox rows delivered, and one reconciler pass.
+
+Their opening: the module's Orthanc (``from withdrawal_support import orthanc_fixture  # noqa: F401``: pytest knows
+it as ``orthanc``, one per module) and :func:`withdrawal_site` (the RIS and the site for the test), whose
+:meth:`WithdrawalSite.reading` runs the listener with a film sent and read."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
-from listener_support import audit_payloads
-from mllp_support import MllpReceiver
-from orthanc_support import Orthanc
+from listener_support import audit_payloads, running
+from mllp_support import MllpReceiver, mllp_receiver
+from orthanc_support import Orthanc, running_orthanc
 from radtrace.config import Settings, load_settings
 from radtrace.model.reader import StudyReader
 from radtrace.store.engine import Store
@@ -19,6 +27,13 @@ from radtrace.worker.pipeline import Result, StudyPipeline
 from radtrace.worker.reconciler import Reconciler
 from reassigned_support import SETTLE_S, film_as, revision_states, send
 from worker_support import wait_until
+
+
+@pytest.fixture(name="orthanc", scope="module")
+def orthanc_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """A real Orthanc as the PACS, one for the module's tests."""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server
 
 
 def withdrawal_settings(
@@ -96,3 +111,33 @@ def reconcile(settings: Settings, store: Store) -> list[int]:
     """One reconciler pass (its rings answered): the withdrawals it queued."""
     reconciler = Reconciler(settings, store, ring_process=lambda *_: True, ring_dispatch=lambda _: True)
     return reconciler.run_once().withdrawals
+
+
+@dataclass(frozen=True)
+class WithdrawalSite:
+    """A demo-model radtrace (:func:`withdrawal_settings`) on ``store`` and listener ``port``, its drafts to the
+    module's Orthanc and to ``ris``; its pipeline (:func:`pipeline_of`); ``tmp_path``, where its films are written."""
+
+    settings: Settings
+    pipeline: StudyPipeline
+    ris: MllpReceiver
+    store: Store
+    port: int
+    tmp_path: Path
+
+    @contextlib.contextmanager
+    def reading(
+        self, study_uid: str, sop_uid: str, patient: tuple[str, str, str] = ("P1", "ONE^PAT", "ACCA")
+    ) -> Iterator[Path]:
+        """The listener running for the ``with`` block, the real film (``a.dcm``) as ``sop_uid`` of ``study_uid``
+        for ``patient`` sent to it and read (:func:`read_film`): yields the film."""
+        with running(self.settings, self.store):
+            yield read_film(self.pipeline, self.store, self.port, self.tmp_path / "a.dcm", study_uid, sop_uid, patient)
+
+
+@contextlib.contextmanager
+def withdrawal_site(tmp_path: Path, store: Store, port: int, orthanc: Orthanc) -> Iterator[WithdrawalSite]:
+    """An MLLP RIS receiving for the ``with`` block, and the site that sends to it and to ``orthanc``."""
+    with mllp_receiver() as ris:
+        settings = withdrawal_settings(tmp_path, store, port, orthanc, ris)
+        yield WithdrawalSite(settings, pipeline_of(settings, store), ris, store, port, tmp_path)

@@ -17,7 +17,6 @@ import json
 import logging
 import socket
 import subprocess
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,9 +28,8 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from pydicom.uid import generate_uid
 
-from listener_support import audit_payloads, running
-from mllp_support import mllp_receiver
-from orthanc_support import Orthanc, running_orthanc
+from listener_support import audit_payloads
+from orthanc_support import Orthanc
 from radtrace.errors import RadtraceError
 from radtrace.logging import study_key
 from radtrace.reporting.dispatch import claims, withdrawals
@@ -43,26 +41,19 @@ from radtrace.store.models import OutboxMessage, OutboxState, Revision, Revision
 from radtrace.worker.reconciler import Reconciler
 from radtrace.worker.settlement import WITHDRAWN_PREFIX
 from radtrace.worker.status import collect_status
-from reassigned_support import cli_env, film_as, send
+from reassigned_support import cli_env, send
 from tests_support import DICOMDIR_WARNING, dciodvfy_lines, radtrace
 from withdrawal_support import (
     deliver,
+    orthanc_fixture,  # noqa: F401  (the module's Orthanc)
     outbox_rows,
-    pipeline_of,
     re_send_under_another_patient,
-    read_film,
     reconcile,
-    withdrawal_settings,
+    withdrawal_site,
 )
 from worker_support import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-        yield server
 
 
 def _revision(store: Store, study_uid: str) -> list[tuple[RevisionState, str]]:
@@ -83,34 +74,28 @@ def test_a_sent_draft_of_an_image_re_sent_under_another_patient_is_withdrawn_onc
     tmp_path: Path, store: Store, listener_port: int, orthanc: Orthanc
 ) -> None:
     study_a, study_b, sop = generate_uid(), generate_uid(), generate_uid()
-    with mllp_receiver() as ris:
-        settings = withdrawal_settings(tmp_path, store, listener_port, orthanc, ris)
-        pipeline = pipeline_of(settings, store)
-        with running(settings, store):
-            read_film(pipeline, store, listener_port, tmp_path / "a.dcm", study_a, sop)
+    with withdrawal_site(tmp_path, store, listener_port, orthanc) as site:
+        with site.reading(study_a, sop):
             drafts = outbox_rows(store, study_a)
-            deliver(pipeline, [row.id for row in drafts])  # the SR and companion in Orthanc, the ORU in the RIS
-            payloads = [pipeline.outbox.payloads.read(row.payload_path, row.payload_sha256)
+            deliver(site.pipeline, [row.id for row in drafts])  # the SR and companion in Orthanc, the ORU in the RIS
+            payloads = [site.pipeline.outbox.payloads.read(row.payload_path, row.payload_sha256)
                         for row in drafts if row.kind in ("sr", "companion")]  # fmt: skip
             sent = {str(pydicom.dcmread(io.BytesIO(payload)).SOPInstanceUID) for payload in payloads}
             assert len(sent) == 2
-            assert len(ris.received) == 1
-            assert reconcile(settings, store) == []  # nothing to withdraw before the correction
+            assert len(site.ris.received) == 1
+            assert reconcile(site.settings, store) == []  # nothing to withdraw before the correction
 
-            moved = film_as(tmp_path / "b.dcm", study_uid=study_b, sop_uid=sop, patient_id="P2", name="TWO^PAT",
-                            accession="ACCB")  # fmt: skip
-            assert send([moved], listener_port) == [0x0000]
-            wait_until(lambda: len(audit_payloads(store, "instance_reassigned")) == 1)
+            re_send_under_another_patient(store, listener_port, tmp_path / "b.dcm", study_b, sop)
 
-        queued = reconcile(settings, store)
+        queued = reconcile(site.settings, store)
         assert len(queued) == 2
-        deliver(pipeline, queued)
+        deliver(site.pipeline, queued)
         # at-least-once and idempotent: another pass, and every due delivery, send nothing again
-        assert reconcile(settings, store) == []
-        assert pipeline.outbox.deliver_due() == []
-        assert [d.attempted for d in (pipeline.deliveries.dispatch(i).delivery for i in queued)] == [False, False]
+        assert reconcile(site.settings, store) == []
+        assert site.pipeline.outbox.deliver_due() == []
+        assert [d.attempted for d in (site.pipeline.deliveries.dispatch(i).delivery for i in queued)] == [False, False]
 
-        [draft_oru, withdrawal] = ris.received
+        [draft_oru, withdrawal] = site.ris.received
     # the PACS: one rejection note in study A naming radtrace's SR and companion, valid per dciodvfy
     [note_id] = orthanc.study_instances(study_a, "KO")
     note = orthanc.dataset(note_id)
@@ -142,11 +127,11 @@ def test_a_sent_draft_of_an_image_re_sent_under_another_patient_is_withdrawn_onc
     [event] = [json.loads(p) for p in audit_payloads(store, "report_withdrawn")]
     assert event["cancelled"] == []
     assert sorted(w["kind"] for w in event["withdrawals"]) == [KIND_WITHDRAWAL, KIND_WITHDRAWAL_HL7]
-    show = radtrace("study", "show", study_a, env=cli_env(settings, store))
+    show = radtrace("study", "show", study_a, env=cli_env(site.settings, store))
     assert show.returncode == 0, show.stdout + show.stderr
     shown = " ".join(show.stdout.split())
     assert f"withdrawal {orthanc.ae_title}" in shown
-    assert f"withdrawal-hl7 {ris.host}:{ris.port}" in shown
+    assert f"withdrawal-hl7 {site.ris.host}:{site.ris.port}" in shown
     assert orthanc.study_instances(study_b, "KO") == []  # the corrected study's own draft is not withdrawn
 
 
@@ -156,13 +141,8 @@ def test_a_draft_not_yet_sent_when_its_image_is_rejected_is_never_sent_nor_withd
     """The PACS rejects the image (an IOCM rejection note: radtrace's own builder makes it) before the dispatcher
     took the draft: the dispatcher rung for it cancels it, nothing reaches the PACS or the RIS."""
     study, sop = generate_uid(), generate_uid()
-    with mllp_receiver() as ris:
-        settings = withdrawal_settings(tmp_path, store, listener_port, orthanc, ris)
-        pipeline = pipeline_of(settings, store)
-        with running(settings, store):
-            film = read_film(
-                pipeline, store, listener_port, tmp_path / "a.dcm", study, sop, ("P7", "SEVEN^PAT", "ACC7")
-            )
+    with withdrawal_site(tmp_path, store, listener_port, orthanc) as site:
+        with site.reading(study, sop, ("P7", "SEVEN^PAT", "ACC7")) as film:
             rejection = build_rejection_note([pydicom.dcmread(film, stop_before_pixels=True)], "wrong patient",
                                              destination="PACS")  # fmt: skip
             (tmp_path / "reject.dcm").write_bytes(note_bytes(rejection))
@@ -170,16 +150,16 @@ def test_a_draft_not_yet_sent_when_its_image_is_rejected_is_never_sent_nor_withd
             wait_until(lambda: len(audit_payloads(store, "instance_rejection_noted")) == 1)
 
         drafts = outbox_rows(store, study)
-        first = pipeline.deliveries.dispatch(drafts[0].id).delivery  # its doorbell rang before the sweep
+        first = site.pipeline.deliveries.dispatch(drafts[0].id).delivery  # its doorbell rang before the sweep
         assert (first.withdrawn, first.attempted, first.state, first.wake) == (True, False, OutboxState.CANCELLED, ())
-        assert reconcile(settings, store) == []
-        assert pipeline.outbox.deliver_due() == []
+        assert reconcile(site.settings, store) == []
+        assert site.pipeline.outbox.deliver_due() == []
         rows = outbox_rows(store, study)
         assert {(row.kind, row.state, row.attempts) for row in rows} == {
             (row.kind, OutboxState.CANCELLED, 0) for row in drafts
         }
         assert all(str(row.last_error).startswith(withdrawals.CANCELLED_PREFIX) for row in rows)
-        assert ris.received == []
+        assert site.ris.received == []
     assert orthanc.study_instances(study) == []
     [event] = [json.loads(p) for p in audit_payloads(store, "report_withdrawn")]
     assert (len(event["cancelled"]), event["withdrawals"]) == (len(drafts), [])
@@ -194,18 +174,12 @@ def test_a_withdrawal_cut_off_between_its_steps_is_done_whole_once_by_the_next_p
     """A crash after the draft rows were cancelled but before the withdrawals were stored leaves nothing half done
     (one transaction); the next pass cancels, queues and audits it once, and the RIS gets one withdrawal."""
     study_a, study_b, sop = generate_uid(), generate_uid(), generate_uid()
-    with mllp_receiver() as ris:
-        settings = withdrawal_settings(tmp_path, store, listener_port, orthanc, ris)
-        pipeline = pipeline_of(settings, store)
-        with running(settings, store):
-            read_film(pipeline, store, listener_port, tmp_path / "a.dcm", study_a, sop)
+    with withdrawal_site(tmp_path, store, listener_port, orthanc) as site:
+        with site.reading(study_a, sop):
             drafts = outbox_rows(store, study_a)
             [oru] = [row for row in drafts if row.kind == "hl7"]
-            deliver(pipeline, [oru.id])  # the ORU reached the RIS; the SR and companion are still pending
-            moved = film_as(tmp_path / "b.dcm", study_uid=study_b, sop_uid=sop, patient_id="P2", name="TWO^PAT",
-                            accession="ACCB")  # fmt: skip
-            assert send([moved], listener_port) == [0x0000]
-            wait_until(lambda: len(audit_payloads(store, "instance_reassigned")) == 1)
+            deliver(site.pipeline, [oru.id])  # the ORU reached the RIS; the SR and companion are still pending
+            re_send_under_another_patient(store, listener_port, tmp_path / "b.dcm", study_b, sop)
 
         real = withdrawals.build_withdrawal_oru
 
@@ -213,17 +187,17 @@ def test_a_withdrawal_cut_off_between_its_steps_is_done_whole_once_by_the_next_p
             raise RadtraceError("killed between cancelling the drafts and storing the withdrawals")
 
         monkeypatch.setattr(withdrawals, "build_withdrawal_oru", crash)
-        assert reconcile(settings, store) == []  # logged; nothing committed
+        assert reconcile(site.settings, store) == []  # logged; nothing committed
         assert {row.state for row in outbox_rows(store, study_a) if row.id != oru.id} == {OutboxState.PENDING}
         assert audit_payloads(store, "report_withdrawn") == []
         monkeypatch.setattr(withdrawals, "build_withdrawal_oru", real)
 
-        [queued] = reconcile(settings, store)
-        deliver(pipeline, [queued])
-        assert reconcile(settings, store) == []
-        assert pipeline.outbox.deliver_due() == []
-        assert [str(m.segment("OBR")[25]) for m in ris.received] == ["P", "C"]
-        _strict(ris.received[1])
+        [queued] = reconcile(site.settings, store)
+        deliver(site.pipeline, [queued])
+        assert reconcile(site.settings, store) == []
+        assert site.pipeline.outbox.deliver_due() == []
+        assert [str(m.segment("OBR")[25]) for m in site.ris.received] == ["P", "C"]
+        _strict(site.ris.received[1])
     assert orthanc.study_instances(study_a) == []  # the SR and companion were never sent: nothing to withdraw there
     [event] = [json.loads(p) for p in audit_payloads(store, "report_withdrawn")]
     assert sorted(c["kind"] for c in event["cancelled"]) == ["companion", "sr"]
@@ -238,13 +212,10 @@ def test_a_draft_in_flight_when_the_mark_lands_is_waited_for_and_withdrawn_once_
     withdraws, and as that send may have reached the RIS, the RIS gets the withdrawal; the SR and companion, never
     attempted, are cancelled and the PACS gets nothing."""
     study_a, study_b, sop = generate_uid(), generate_uid(), generate_uid()
-    with mllp_receiver() as ris:
-        settings = withdrawal_settings(tmp_path, store, listener_port, orthanc, ris)
-        pipeline = pipeline_of(settings, store)
+    with withdrawal_site(tmp_path, store, listener_port, orthanc) as site:
         dispatcher = subprocess.Popen(["sleep", "120"])  # the dispatcher sending the ORU
         try:
-            with running(settings, store):
-                read_film(pipeline, store, listener_port, tmp_path / "a.dcm", study_a, sop)
+            with site.reading(study_a, sop):
                 [oru] = [row for row in outbox_rows(store, study_a) if row.kind == "hl7"]
                 holder = claims.claim_text(f"radtrace@{socket.gethostname()}:{dispatcher.pid}", *claims.namespace(),
                                            claims.start_ticks(str(dispatcher.pid)))  # fmt: skip
@@ -256,18 +227,18 @@ def test_a_draft_in_flight_when_the_mark_lands_is_waited_for_and_withdrawn_once_
                     )  # fmt: skip
                 re_send_under_another_patient(store, listener_port, tmp_path / "b.dcm", study_b, sop)
 
-            assert reconcile(settings, store) == []  # its send may still reach the RIS: waited for
+            assert reconcile(site.settings, store) == []  # its send may still reach the RIS: waited for
             assert {row.state for row in outbox_rows(store, study_a)} == {OutboxState.PENDING}
             assert audit_payloads(store, "report_withdrawn") == []
         finally:
             dispatcher.kill()
             dispatcher.wait()
 
-        [queued] = reconcile(settings, store)  # the claim of the killed dispatcher released, then withdrawn
-        deliver(pipeline, [queued])
-        assert reconcile(settings, store) == []
-        assert pipeline.outbox.deliver_due() == []
-        [withdrawal] = ris.received
+        [queued] = reconcile(site.settings, store)  # the claim of the killed dispatcher released, then withdrawn
+        deliver(site.pipeline, [queued])
+        assert reconcile(site.settings, store) == []
+        assert site.pipeline.outbox.deliver_due() == []
+        [withdrawal] = site.ris.received
         _strict(withdrawal)
         assert str(withdrawal.segment("OBR")[25]) == "C"
     assert orthanc.study_instances(study_a) == []
@@ -285,14 +256,11 @@ def test_a_draft_withdrawn_half_sent_is_cancelled_never_failed_and_no_retry_send
     state, and neither ``radtrace dispatch retry`` nor ``radtrace study retry`` makes the cancelled ORU pending again
     (the withdrawal audited once)."""
     study, sop = generate_uid(), generate_uid()
-    with mllp_receiver() as ris:
-        settings = withdrawal_settings(tmp_path, store, listener_port, orthanc, ris)
-        pipeline = pipeline_of(settings, store)
-        with running(settings, store):
-            film = read_film(pipeline, store, listener_port, tmp_path / "a.dcm", study, sop, ("P9", "NINE^PAT", "ACC9"))
+    with withdrawal_site(tmp_path, store, listener_port, orthanc) as site:
+        with site.reading(study, sop, ("P9", "NINE^PAT", "ACC9")) as film:
             drafts = outbox_rows(store, study)
             with caplog.at_level(logging.INFO, logger="radtrace.reporting.dispatch.outbox"):
-                deliver(pipeline, [row.id for row in drafts if row.kind != "hl7"])
+                deliver(site.pipeline, [row.id for row in drafts if row.kind != "hl7"])
             [sr] = [row for row in drafts if row.kind == "sr"]
             lines = [r.getMessage() for r in caplog.records if r.name == "radtrace.reporting.dispatch.outbox"]
             # the outbox's line names the study as the worker's and the listener's do
@@ -304,29 +272,31 @@ def test_a_draft_withdrawn_half_sent_is_cancelled_never_failed_and_no_retry_send
             assert send([tmp_path / "reject.dcm"], listener_port) == [0x0000]
             wait_until(lambda: len(audit_payloads(store, "instance_rejection_noted")) == 1)
 
-        [withdrawal] = reconcile(settings, store)
-        deliver(pipeline, [withdrawal])
-        assert ris.received == []
+        [withdrawal] = reconcile(site.settings, store)
+        deliver(site.pipeline, [withdrawal])
+        assert site.ris.received == []
     rows = {row.kind: row for row in outbox_rows(store, study)}
     assert (rows["hl7"].state, rows[KIND_WITHDRAWAL].state) == (OutboxState.CANCELLED, OutboxState.DELIVERED)
     [(state, reason)] = _revision(store, study)
     assert state is RevisionState.REPORTED
-    assert reason.startswith(f"{WITHDRAWN_PREFIX} hl7 {ris.host}:{ris.port}: ")
+    assert reason.startswith(f"{WITHDRAWN_PREFIX} hl7 {site.ris.host}:{site.ris.port}: ")
     assert "rejected by the PACS" in reason
     assert "failed" not in reason
     # settled: the reconciler does not ring it again to settle; no failed delivery counted
     rung: list[int] = []
-    reconciler = Reconciler(settings, store, ring_process=lambda *_: True, ring_dispatch=lambda i: not rung.append(i))
+    reconciler = Reconciler(
+        site.settings, store, ring_process=lambda *_: True, ring_dispatch=lambda i: not rung.append(i)
+    )
     assert (reconciler.run_once().settles, rung) == ([], [])
-    status = collect_status(settings, store, with_queues=False)
+    status = collect_status(site.settings, store, with_queues=False)
     assert (status.outbox["failed"], status.outbox["cancelled"]) == (0, 1)
-    env = cli_env(settings, store)
+    env = cli_env(site.settings, store)
     shown = radtrace("status", "--no-broker", env=env)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert ("withdrawn drafts: 1 (1 deliveries cancelled before they were sent; withdrawals sent to the peers the "
             "drafts reached: 1 delivered)") in " ".join(shown.stdout.split())  # fmt: skip
     # no retry revives the cancelled ORU
-    retried = radtrace("dispatch", "retry", f"{ris.host}:{ris.port}", env=env)
+    retried = radtrace("dispatch", "retry", f"{site.ris.host}:{site.ris.port}", env=env)
     assert retried.returncode != 0, retried.stdout
     again = radtrace("study", "retry", study, env=env)
     assert again.returncode != 0, again.stdout

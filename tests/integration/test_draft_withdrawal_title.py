@@ -8,36 +8,27 @@ demo pipeline, real Orthanc, MLLP RIS; SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from pydicom.uid import generate_uid
 
-from listener_support import audit_payloads, running
-from mllp_support import mllp_receiver
-from orthanc_support import Orthanc, running_orthanc
+from listener_support import audit_payloads
+from orthanc_support import Orthanc
 from radtrace.store.engine import Store
 from radtrace.store.models import Revision, Study
 from reassigned_support import rejection_note, send
 from withdrawal_support import (
     deliver,
+    orthanc_fixture,  # noqa: F401  (the module's Orthanc)
     outbox_rows,
-    pipeline_of,
-    read_film,
     reconcile,
-    withdrawal_settings,
+    withdrawal_site,
 )
 from worker_support import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-        yield server
 
 
 def test_a_draft_read_from_an_image_the_pacs_rejected_for_quality_is_withdrawn_under_the_pacss_own_title(
@@ -46,14 +37,9 @@ def test_a_draft_read_from_an_image_the_pacs_rejected_for_quality_is_withdrawn_u
     """The PACS rejects the film for quality (DCM 113001, CID 7011) after the draft reached Orthanc: the title is
     stored with the mark, and the rejection note radtrace sends mirrors it (was always 113037)."""
     study, sop = generate_uid(), generate_uid()
-    with mllp_receiver() as ris:
-        settings = withdrawal_settings(tmp_path, store, listener_port, orthanc, ris)
-        pipeline = pipeline_of(settings, store)
-        with running(settings, store):
-            film = read_film(
-                pipeline, store, listener_port, tmp_path / "a.dcm", study, sop, ("P8", "EIGHT^PAT", "ACC8")
-            )
-            deliver(pipeline, [row.id for row in outbox_rows(store, study)])
+    with withdrawal_site(tmp_path, store, listener_port, orthanc) as site:
+        with site.reading(study, sop, ("P8", "EIGHT^PAT", "ACC8")) as film:
+            deliver(site.pipeline, [row.id for row in outbox_rows(store, study)])
             note = rejection_note(tmp_path / "quality.dcm", film, "113001", "Rejected for Quality Reasons")
             assert send([note], listener_port) == [0x0000]
             wait_until(lambda: len(audit_payloads(store, "instance_rejection_noted")) == 1)
@@ -61,9 +47,9 @@ def test_a_draft_read_from_an_image_the_pacs_rejected_for_quality_is_withdrawn_u
             assert session.scalar(sa.select(Revision.rejection_code).join(Study).where(Study.study_uid == study)) == (
                 "113001"
             )
-        queued = reconcile(settings, store)
+        queued = reconcile(site.settings, store)
         assert len(queued) == 2  # the PACS's note, the RIS's correction
-        deliver(pipeline, queued)
+        deliver(site.pipeline, queued)
     [note_id] = orthanc.study_instances(study, "KO")
     title = orthanc.dataset(note_id).ConceptNameCodeSequence[0]
     assert (title.CodeValue, title.CodingSchemeDesignator, title.CodeMeaning) == (
