@@ -13,8 +13,10 @@ naming why it is not read) with that revision, and opens none. A new radiograph 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -23,10 +25,11 @@ import sqlalchemy as sa
 from pydicom.uid import generate_uid
 
 from listener_support import audit_payloads, rows, running
+from radtrace.config import Settings
 from radtrace.reporting.draft_store import drafts_root
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, Revision, RevisionState, Study
-from radtrace.worker.pipeline import Result
+from radtrace.worker.pipeline import Result, StudyPipeline
 from reassigned_support import NIH, SETTLE_S, demo_listener_settings, new_pipeline, send
 from tests_support import as_part10
 from worker_support import wait_until
@@ -55,16 +58,24 @@ def _revisions(store: Store, study_uid: str) -> list[tuple[int, str, str | None]
     return [(int(number), RevisionState(state).value, reason) for number, state, reason in found]
 
 
-def test_radtraces_own_draft_sent_back_with_the_study_is_kept_and_leaves_the_study_reported(
-    tmp_path: Path, store: Store, listener_port: int
-) -> None:
-    settings = demo_listener_settings(tmp_path, store, listener_port)
+@contextlib.contextmanager
+def _reported(tmp_path: Path, store: Store, port: int) -> Iterator[tuple[Settings, StudyPipeline, str]]:
+    """A demo site's listener running on ``port`` for the ``with`` block, a new study's film (``film.dcm``) sent to
+    it, queued and read as revision 1 (reported): the site's settings, its pipeline and the Study Instance UID."""
+    settings = demo_listener_settings(tmp_path, store, port)
     study_uid = generate_uid()
     pipeline = new_pipeline(settings, store)
     with running(settings, store):
-        assert send([_film(tmp_path / "film.dcm", study_uid)], listener_port) == [0x0000]
+        assert send([_film(tmp_path / "film.dcm", study_uid)], port) == [0x0000]
         wait_until(lambda: _revisions(store, study_uid) == [(1, "queued", None)])
         assert pipeline.process(study_uid, 1).result is Result.REPORTED
+        yield settings, pipeline, study_uid
+
+
+def test_radtraces_own_draft_sent_back_with_the_study_is_kept_and_leaves_the_study_reported(
+    tmp_path: Path, store: Store, listener_port: int
+) -> None:
+    with _reported(tmp_path, store, listener_port) as (settings, pipeline, study_uid):
         draft = drafts_root(settings) / study_uid / "1"
         echoed = [draft / "sr.dcm", draft / "companion.dcm"]
         assert send(echoed, listener_port) == [0x0000, 0x0000]
@@ -91,13 +102,7 @@ def test_an_sr_that_comes_first_is_still_a_revision_of_its_own_and_skipped(
     tmp_path: Path, store: Store, listener_port: int
 ) -> None:
     """An SR of a study radtrace has not read (nothing to keep it with) is skipped, with its reason, as before."""
-    settings = demo_listener_settings(tmp_path, store, listener_port)
-    study_uid = generate_uid()
-    pipeline = new_pipeline(settings, store)
-    with running(settings, store):
-        assert send([_film(tmp_path / "film.dcm", study_uid)], listener_port) == [0x0000]
-        wait_until(lambda: _revisions(store, study_uid) == [(1, "queued", None)])
-        assert pipeline.process(study_uid, 1).result is Result.REPORTED
+    with _reported(tmp_path, store, listener_port) as (settings, _, study_uid):
         sr = pydicom.dcmread(drafts_root(settings) / study_uid / "1" / "sr.dcm")
         other = generate_uid()
         sr.StudyInstanceUID = other
