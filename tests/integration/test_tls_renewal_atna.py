@@ -25,25 +25,12 @@ from cryptography import x509
 
 from radtrace.audit.atna.forwarder import transport_for
 from radtrace.config import AtnaSettings
-from radtrace.testing.atna import Pki, free_port, make_pki
+from radtrace.testing.atna import Pki, free_port
+from renewal_support import new_pki_fixture, old_pki_fixture, serial_number  # noqa: F401  (the fixtures: old, new)
 
 pytestmark = pytest.mark.integration
 
 FORWARDER = "radtrace.audit.atna.forwarder"
-
-
-@pytest.fixture(scope="module")
-def old(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("old-pki"))
-
-
-@pytest.fixture(scope="module")
-def new(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("new-pki"))  # the renewal: another CA, server and client certificate
-
-
-def _serial(certificate: Path) -> int:
-    return x509.load_pem_x509_certificate(certificate.read_bytes()).serial_number
 
 
 def _server_context(pki: Pki, client_ca: Pki) -> ssl.SSLContext:
@@ -145,7 +132,10 @@ def test_renewed_files_are_used_from_the_next_connection_and_the_open_one_goes_o
         transport.send([b"<85>1 three"])
         _wait_for(lambda: len(repository.connections) == 2 and repository.connections[1][1].endswith(b"three"))
         transport.close()
-    assert [serial for serial, _ in repository.connections] == [_serial(old.client_cert), _serial(new.client_cert)]
+    assert [serial for serial, _ in repository.connections] == [
+        serial_number(old.client_cert),
+        serial_number(new.client_cert),
+    ]
     assert bytes(repository.connections[0][1]) == b"9 <85>1 one9 <85>1 two"
 
 
@@ -181,5 +171,5 @@ def test_a_renewal_caught_half_way_keeps_the_pair_loaded_before_with_one_warning
     assert [r.getMessage() for r in caplog.records if r.name == FORWARDER] == [
         "atna files changed on disk: loaded again"
     ]
-    old_serial, new_serial = _serial(old.client_cert), _serial(new.client_cert)
+    old_serial, new_serial = serial_number(old.client_cert), serial_number(new.client_cert)
     assert [serial for serial, _ in repository.connections] == [old_serial] * 4 + [new_serial]

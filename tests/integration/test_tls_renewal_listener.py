@@ -34,25 +34,12 @@ from radtrace.dicom_listener.dcmtk import echoscu
 from radtrace.dicom_listener.scu import close_socket
 from radtrace.store.engine import Store
 from radtrace.store.migrate import upgrade
-from radtrace.testing.atna import Pki, make_pki
+from radtrace.testing.atna import Pki
+from renewal_support import new_pki_fixture, old_pki_fixture, serial_number  # noqa: F401  (the fixtures: old, new)
 
 pytestmark = pytest.mark.integration
 
 AE_LOG = "radtrace.dicom_listener.ae"
-
-
-@pytest.fixture(scope="module")
-def old(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("old-pki"))
-
-
-@pytest.fixture(scope="module")
-def new(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("new-pki"))  # the renewal: another CA, server and client certificate
-
-
-def _serial(certificate: Path) -> int:
-    return x509.load_pem_x509_certificate(certificate.read_bytes()).serial_number
 
 
 def _client(client: Pki | None, trusted: Pki) -> ssl.SSLContext:
@@ -114,16 +101,16 @@ def test_renewed_files_are_presented_from_the_next_association_and_an_open_one_g
     with _listening(tmp_path, listener_port, tls):
         before = _associate(listener_port, _client(old, old))
         assert before.is_established
-        assert _presented(before) == _serial(old.server_cert)
+        assert _presented(before) == serial_number(old.server_cert)
         assert _echo(before) == 0
         for setting, path in files.items():  # as certbot does: each file renamed over, the one open goes on
             renamed_over(path, renewed[setting])
         after = _associate(listener_port, _client(new, new))
         assert after.is_established  # before: refused, the new CA's client certificate did not verify
-        assert _presented(after) == _serial(new.server_cert)  # before: the old certificate, until a restart
+        assert _presented(after) == serial_number(new.server_cert)  # before: the old certificate, until a restart
         assert _echo(after) == 0
         assert _echo(before) == 0  # the association open across the renewal goes on, with its certificate
-        assert _presented(before) == _serial(old.server_cert)
+        assert _presented(before) == serial_number(old.server_cert)
         refused = _associate(listener_port, _client(old, new))  # the old CA's client certificate
         close_socket(refused)
         assert not refused.is_established  # the old CA is no longer in listener.tls.ca_bundle
@@ -158,7 +145,7 @@ def test_a_renewal_caught_half_way_keeps_the_pair_loaded_before_with_one_warning
         with caplog.at_level(logging.INFO, logger=AE_LOG):
             half_way = [_associate(listener_port, trusting_old) for _ in range(3)]
         assert all(assoc.is_established for assoc in half_way)  # not refused: the old pair still works
-        assert [_presented(assoc) for assoc in half_way] == [_serial(old.server_cert)] * 3
+        assert [_presented(assoc) for assoc in half_way] == [serial_number(old.server_cert)] * 3
         assert [_echo(assoc) for assoc in half_way] == [0] * 3
         said = [record for record in caplog.records if record.name == AE_LOG]
         assert [record.levelno for record in said] == [logging.WARNING]  # once, not at each association
@@ -175,7 +162,7 @@ def test_a_renewal_caught_half_way_keeps_the_pair_loaded_before_with_one_warning
         with caplog.at_level(logging.INFO, logger=AE_LOG):
             renewed = _associate(listener_port, trusting_new)
         assert renewed.is_established
-        assert _presented(renewed) == _serial(new.server_cert)  # before: the old certificate until a restart
+        assert _presented(renewed) == serial_number(new.server_cert)  # before: the old certificate until a restart
         assert _echo(first) == 0
         assert [r.getMessage() for r in caplog.records if r.name == AE_LOG] == [
             "listener.tls files changed on disk: loaded again"
@@ -234,11 +221,11 @@ def test_radtrace_listen_with_two_processes_serves_the_renewed_certificate_from_
             assert time.monotonic() < deadline, "radtrace listen did not answer TLS within 60 s"
             time.sleep(0.2)
         time.sleep(1.0)  # the second process is listening too
-        assert {_served_serial(listener_port, old) for _ in range(12)} == {_serial(old.server_cert)}
+        assert {_served_serial(listener_port, old) for _ in range(12)} == {serial_number(old.server_cert)}
         renamed_over(certificate, new.server_cert)
         renamed_over(key, new.server_key)
         served = [_served_serial(listener_port, new) for _ in range(12)]
-        assert set(served) == {_serial(new.server_cert)}  # before: None (the old certificate, not of the new CA)
+        assert set(served) == {serial_number(new.server_cert)}  # before: None (the old certificate, not of the new CA)
     finally:
         process.terminate()
         try:
