@@ -424,10 +424,11 @@ class DatasetFastPathDUL(DULServiceProvider):
             self._refuse(exc.reason)
             return None
         except (OSError, TimeoutError) as exc:
-            if (
-                not (first and self._ended_before_rq(sock, _how_it_ended(exc)))
-                and (suffix := self._closed_line()) is not None
-            ):
+            # Before any A-ASSOCIATE-RQ the end is judged: bytes sent are a protocol violation, none a health check's
+            # bare reset (silent, as a bare close: before, one INFO line per source and interval on the plain port).
+            if first:
+                self._ended_before_rq(sock, _how_it_ended(exc))
+            elif (suffix := self._closed_line()) is not None:
                 log.info("connection from %s closed before the entire PDU was received%s", self._peer(), suffix)
             self.event_queue.put("Evt17")
             return None
@@ -448,10 +449,17 @@ class DatasetFastPathDUL(DULServiceProvider):
         (aggregated per source, reason and door), the same on both ports: bytes that never made an A-ASSOCIATE-RQ
         (fewer than a header, or an RQ cut short), then a close or a reset (told apart on neither port: over TLS a
         reset reads as a close), or, after a good TLS handshake, TLS records it cannot read (raw bytes beside
-        the TLS layer, a forged record, a fatal alert such as after a renegotiation refused). Before, such a peer
-        got an INFO line per connection or none, and no audit event. A connection that sent nothing (a health
-        check's connect-and-close, over TLS after its handshake) is left as it was: not judged here (``False``).
-        Neither is one the listener shut or aborted itself: it said why.
+        the TLS layer, a forged record, a fatal alert such as after a renegotiation refused), or TLS record bytes
+        that made no application data before a close or reset without close_notify (a record cut short:
+        :meth:`~.pdu_socket.WholePduSocket.tls_bytes_without_data`; before, said nowhere). Before, such a peer got
+        an INFO line per connection or none, and no audit event. A connection that sent nothing (a health check's
+        connect-and-close or reset, over TLS after its handshake, with or without close_notify) is not judged here
+        (``False``) and nothing is said of it. Neither is one the listener shut or aborted itself: it said why.
+
+        Bytes that reached this host are never lost to a reset: the kernel keeps what arrived readable after it (and
+        OpenSSL reads it), so bytes then an immediate reset are judged as bytes then a close. Bytes the peer's own
+        kernel still held (a small TLS record behind Nagle's algorithm, or corked) are discarded there by its reset
+        (SO_LINGER 0, or a close with our session tickets unread): they never came, and that is a bare reset.
         """
         if self.refused or (self.connection is not None and self.connection.shut_down):
             return False
@@ -460,6 +468,8 @@ class DatasetFastPathDUL(DULServiceProvider):
             detail = f"{how}, after {received} bytes" if received else how
         elif received:
             detail = f"{received} bytes, then the connection {how} before a whole PDU"
+        elif unread := sock.tls_bytes_without_data():  # arrived, but the TLS layer never made data of them
+            detail = f"{unread} bytes of TLS records that made no application data, then the connection {how}"
         else:
             return False
         self.refused = True  # one line and one audit event per connection, whatever follows

@@ -5,19 +5,35 @@ pynetdicom 3.0 reads each PDU in 4 KiB ``recv`` calls, appending to a growing ``
 cost. :class:`WholePduSocket` reads ahead up to 1 MiB per ``recv_into``. A PDU body being read grows
 with the bytes that actually arrive, each growth taken from the listener's
 :class:`~radtrace.dicom_listener.admission.BufferBudget`.
+
+Over TLS it also tells what arrived from what the TLS layer gave: :meth:`WholePduSocket.tls_bytes_without_data`.
+A peer that sends part of a TLS record (or records that decrypt to nothing) and then closes or resets gave no
+application data, yet its bytes arrived: the kernel's count of the bytes received (Linux ``TCP_INFO``) says so.
 """
 
 from __future__ import annotations
 
+import fcntl
 import select
+import socket
 import ssl
+import struct
+import termios
 from typing import Final, cast
 
 from pynetdicom.transport import AssociationSocket
 
 from radtrace.dicom_listener.admission import BufferBudget
 
-__all__ = ["HALF_OPEN_WAIT_S", "MAX_CONTROL_PDU", "READY_WAIT_S", "READ_AHEAD", "PduRefusedError", "WholePduSocket"]
+__all__ = [
+    "HALF_OPEN_WAIT_S",
+    "MAX_CONTROL_PDU",
+    "READY_WAIT_S",
+    "READ_AHEAD",
+    "PduRefusedError",
+    "WholePduSocket",
+    "tcp_bytes_received",
+]
 
 #: Longest wait for incoming data per DUL loop. Something to send wakes it at once
 #: (:class:`~radtrace.dicom_listener.reactor.Wake`); the wait bounds how late the DUL notices its
@@ -31,6 +47,37 @@ READ_AHEAD: Final = 1024 * 1024
 _FIRST_READ_AHEAD: Final = 64 * 1024
 #: Largest PDU other than a P-DATA-TF (an A-ASSOCIATE-RQ with every context and item stays far below).
 MAX_CONTROL_PDU: Final = 64 * 1024
+
+
+#: ``tcpi_bytes_received`` in Linux's ``struct tcp_info`` (since 4.1): a u64 at byte 128 (linux/tcp.h).
+_TCPI_BYTES_RECEIVED: Final = struct.Struct("=Q")
+_TCPI_BYTES_RECEIVED_AT: Final = 128
+
+
+def tcp_bytes_received(sock: socket.socket) -> int | None:
+    """The bytes of TCP payload the kernel has received on ``sock`` so far, read or not (``None``: not known here).
+
+    Still answered after the peer's reset: the count, like the unread data, stays with the socket until it is closed.
+    """
+    info_option = getattr(socket, "TCP_INFO", None)
+    if info_option is None:  # not Linux
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, info_option, _TCPI_BYTES_RECEIVED_AT + 8)
+    except (OSError, ValueError):  # closed meanwhile
+        return None
+    if len(info) < _TCPI_BYTES_RECEIVED_AT + 8:  # a kernel before 4.1
+        return None
+    return int(_TCPI_BYTES_RECEIVED.unpack_from(info, _TCPI_BYTES_RECEIVED_AT)[0])
+
+
+def _unread(sock: socket.socket) -> int | None:
+    """The bytes waiting in the kernel to be read from ``sock`` (``FIONREAD``)."""
+    count = struct.pack("i", 0)
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, count))[0])
+    except (OSError, ValueError):
+        return None
 
 
 class PduRefusedError(Exception):
@@ -64,6 +111,15 @@ class WholePduSocket(AssociationSocket):
         fast.budget = None
         fast.held = 0
         fast.received_bytes = 0
+        fast.tls_ragged_end = False
+        fast._tls_start = None
+        tls = fast.socket
+        if isinstance(tls, ssl.SSLSocket):
+            # Nothing has read it since the handshake: what the kernel received minus what waits unread is what the
+            # handshake took. Received first: a packet arriving in between is then counted as after it, not lost.
+            received, unread = tcp_bytes_received(tls), _unread(tls)
+            if received is not None and unread is not None:
+                fast._tls_start = received - unread
         return fast
 
     budget: BufferBudget | None
@@ -71,7 +127,29 @@ class WholePduSocket(AssociationSocket):
     held: int
     """Bytes taken from :attr:`budget` for the PDU being read; :meth:`give_back` returns them."""
     received_bytes: int
-    """Bytes read from the peer so far (for the audit of a connection that timed out)."""
+    """Bytes read from the peer so far (for the audit of a connection that timed out); over TLS, application data."""
+    tls_ragged_end: bool
+    """Over TLS, the connection ended without the peer's close_notify (a close or reset mid-session, or mid-record).
+    The listener's TLS sockets are made with ``suppress_ragged_eofs=False``: such an end is told from a TLS close here,
+    and then read as the end it is (0 bytes), as it was with ssl's default."""
+    _tls_start: int | None
+    """The TCP payload bytes the TLS handshake took (``None``: a plain socket, or not known on this system)."""
+
+    def tls_bytes_without_data(self) -> int:
+        """Over TLS, the bytes that arrived after the handshake when none of them made application data and the
+        connection ended without the peer's close_notify: a record cut short, records that do not decrypt to data.
+
+        0 when some application data came (:attr:`received_bytes` says how much), when the peer ended the TLS session
+        with its close_notify (a health check that closes properly), on the plain port, and where the kernel does not
+        say what it received (not Linux). Bytes that never reached this host are not known to it: a peer whose own
+        kernel still held them (Nagle's algorithm, ``TCP_CORK``) and that resets (SO_LINGER 0, or a close with data
+        of ours unread) discards them unsent, and that is a bare reset on the wire.
+        """
+        start, tls = self._tls_start, self.socket
+        if start is None or tls is None or self.received_bytes or not self.tls_ragged_end:
+            return 0
+        received = tcp_bytes_received(tls)
+        return max(0, received - start) if received is not None else 0
 
     def widen(self) -> None:
         """Read ahead the full :data:`READ_AHEAD` from now on (the association is established)."""
@@ -157,10 +235,10 @@ class WholePduSocket(AssociationSocket):
                         read += got
                         continue
                 if len(buffer) - read >= ahead_size:  # a large remainder goes straight into place
-                    got = sock.recv_into(view[read:], len(buffer) - read)
+                    got = self._recv_into(sock, view[read:], len(buffer) - read)
                     self.received_bytes += got
                 else:
-                    got = sock.recv_into(self._ahead, ahead_size)
+                    got = self._recv_into(sock, self._ahead, ahead_size)
                     self.received_bytes += got
                     self._ahead_start, self._ahead_end = 0, got
                     got = self._take(view[read:])
@@ -172,6 +250,14 @@ class WholePduSocket(AssociationSocket):
         if read < len(buffer):
             del buffer[read:]
         return buffer
+
+    def _recv_into(self, sock: socket.socket, target: memoryview | bytearray, size: int) -> int:
+        """``sock.recv_into``; over TLS, an end without close_notify reads as an end (0), and is noted."""
+        try:
+            return sock.recv_into(target, size)
+        except ssl.SSLEOFError:
+            self.tls_ragged_end = True
+            return 0
 
     def _take(self, target: memoryview) -> int:
         """Copy read-ahead bytes into ``target``; how many."""

@@ -338,8 +338,11 @@ class ListenerServer(WakeableAcceptLoop, ThreadedAssociationServer):
         started = thread_cpu_s()
         wrapped: ssl.SSLSocket | None = None
         try:
-            # wrapping takes the descriptor from ``client``: the watchdog must be given the wrapped socket to shut
-            wrapped = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+            # wrapping takes the descriptor from ``client``: the watchdog must be given the wrapped socket to shut.
+            # An end without close_notify raises: WholePduSocket reads it as the end and tells it from a TLS close.
+            wrapped = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=False
+            )
             if connection is not None:
                 connection.sock = wrapped  # the negotiation deadline shuts it mid-handshake
             wrapped.do_handshake()
