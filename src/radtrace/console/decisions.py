@@ -27,6 +27,7 @@ from radtrace.audit.queries import AuditRecord, record_columns
 from radtrace.audit.recorder import AUDIT_LOCK_KEY, AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.reassigned_flags import MAX_CHECK_REASON, MovedTo, flag_check
+from radtrace.console.recorded_reading import audit_payload
 from radtrace.console.review import (
     DRAFT_REASONS,
     IMPRESSION,
@@ -44,6 +45,7 @@ from radtrace.console.review import (
 )
 from radtrace.console.schema import ReviewItem
 from radtrace.console.worklist import read_where
+from radtrace.dicom_listener.rejection_note import REJECTION_TITLES
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store, is_postgresql
 from radtrace.store.models import Revision, Study
@@ -51,6 +53,7 @@ from radtrace.store.models import Revision, Study
 __all__ = [
     "IDEMPOTENCY_KEY",
     "DecisionsChangedError",
+    "DraftWithdrawnError",
     "FlagsNotCheckedError",
     "check_draft_decision",
     "check_flags",
@@ -76,6 +79,19 @@ class FlagsNotCheckedError(DecisionError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.reason, self.moved_to)
+
+
+class DraftWithdrawnError(DecisionConflictError):
+    """A decision on a revision whose draft was withdrawn (an image it read was re-sent by the PACS corrected, or
+    rejected) after a later revision of the study was read: ``current``, the number of that revision, the study's
+    current draft."""
+
+    def __init__(self, reason: str, current: int) -> None:
+        super().__init__(reason)
+        self.current = current
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.reason, self.current)
 
 
 class DecisionsChangedError(DecisionConflictError):
@@ -130,16 +146,68 @@ def _sent_before(
 
 
 def _check_revision(session: Session, review: StudyReview) -> None:
+    """:class:`DecisionConflictError` when a later revision of the study has been read (this one's decisions are
+    closed); :class:`DraftWithdrawnError` when, besides, this revision's draft was withdrawn."""
     later = session.scalar(
         sa.select(sa.func.max(Revision.number))
         .join(Study)
         .where(Study.study_uid == review.study_uid, Revision.number > review.revision, read_where())
     )
-    if later is not None:
-        raise DecisionConflictError(
-            f"revision {later} of this study has been read since this page was loaded; decisions on revision "
-            f"{review.revision} are closed. Open revision {later} and decide there."
+    if later is None:
+        return
+    why = _withdrawn_because(session, review)
+    if why is not None:
+        raise DraftWithdrawnError(
+            f"the draft of revision {review.revision} was withdrawn: {why}. Revision {later}, read since, is the "
+            f"current draft of this study; decisions on revision {review.revision} are closed. Open revision {later} "
+            "and decide there.",
+            later,
         )
+    raise DecisionConflictError(
+        f"revision {later} of this study has been read since this page was loaded; decisions on revision "
+        f"{review.revision} are closed. Open revision {later} and decide there."
+    )
+
+
+def _withdrawn_because(session: Session, review: StudyReview) -> str | None:
+    """Why the draft of ``review``'s revision was withdrawn, in a radiologist's words; None when it was not (no
+    image it read was re-sent by the PACS under another patient or study, nor rejected)."""
+    row = session.execute(
+        sa.select(Revision.reassigned_at, Revision.rejected_at, Revision.rejection_code)
+        .join(Study)
+        .where(Study.study_uid == review.study_uid, Revision.number == review.revision)
+    ).first()
+    if row is None:
+        return None
+    reasons = []
+    if row[0] is not None:
+        changed = _reassigned_changes(session, review)
+        if changed == {"patient"}:
+            reasons.append("an image it was read from was re-sent by the PACS under another patient in this study "
+                           "(a wrong-patient correction)")  # fmt: skip
+        else:
+            reasons.append("an image it was read from was re-sent by the PACS under another patient or study")
+    if row[1] is not None:
+        title = REJECTION_TITLES.get(str(row[2] or ""))
+        reasons.append("an image it was read from was rejected by the PACS" + (f" ({title})" if title else ""))
+    return "; ".join(reasons) or None
+
+
+def _reassigned_changes(session: Session, review: StudyReview) -> set[str]:
+    """What the PACS changed of the images ``review``'s revision read (``patient``, ``study``), from the study's
+    ``instance_reassigned`` events that name the revision."""
+    changed: set[str] = set()
+    for text in session.scalars(
+        sa.select(AuditEventRow.payload).where(
+            AuditEventRow.study_uid == review.study_uid,
+            AuditEventRow.event_type == EventType.INSTANCE_REASSIGNED.value,
+        )
+    ):
+        payload = audit_payload(text)
+        revisions = payload.get("revisions")
+        if isinstance(revisions, list) and review.revision in revisions:
+            changed.update(str(what) for what in payload.get("changed") or () if isinstance(what, str))
+    return changed
 
 
 def _check_flags_checked(session: Session, review: StudyReview, doing: str) -> None:

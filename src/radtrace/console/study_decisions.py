@@ -3,11 +3,12 @@
 Each is a POST carrying the session's CSRF token, from a radiologist only; it is recorded as an audit event by
 :mod:`.review` (a later one supersedes it, never an edit) and answered by a redirect back to the study page with
 the next item selected, so a keyboard review goes on without a mouse. A decision made on a page that is out of
-date (one was recorded since the page was loaded: its ``seen`` field) records nothing and is answered 409 with
-the conflict page; one the rules refuse is a 422 with the reason. A decision from a page of a session that has
-ended (signed in again since: its CSRF token is the old session's) records nothing and is answered 403 with a
-page that says so. Every page that answers a decision it did not record (these, and the signed-out page of
-:mod:`.web`) shows it back (:func:`unsent_decision`): what it was, and the text the radiologist typed, to copy.
+date (one was recorded since the page was loaded: its ``seen`` field, or a later revision was read) records nothing
+and is answered 409 with the conflict page, which says when the draft was withdrawn and leads to the current one;
+one the rules refuse is a 422 with the reason. A decision from a page of a session that has ended (signed in again
+since: its CSRF token is the old session's) records nothing and is answered 403 with a page that says so. Every
+page that answers a decision it did not record (these, and the signed-out page of :mod:`.web`) shows it back
+(:func:`unsent_decision`): what it was, and the text the radiologist typed, to copy.
 
 A draft read from an image the PACS moved to another patient/study or rejected since (its revision flagged,
 :mod:`.reassigned_flags`) takes no accepting or modifying decision (422, with the reason) until a radiologist posts
@@ -35,6 +36,7 @@ from radtrace.audit.events import Actor
 from radtrace.console.accounts import SignedIn
 from radtrace.console.decisions import (
     IDEMPOTENCY_KEY,
+    DraftWithdrawnError,
     FlagsNotCheckedError,
     check_flags,
     decide_finding,
@@ -162,15 +164,22 @@ def _idempotency_key(request: Request, form: Mapping[str, str]) -> str | None:
     return key
 
 
-def _conflict(request: Request, state: ConsoleState, user: SignedIn, review: StudyReview, reason: str,
-              unsent: UnsentDecision) -> Response:  # fmt: skip
+def _conflict(request: Request, state: ConsoleState, user: SignedIn, review: StudyReview,
+              exc: DecisionConflictError, unsent: UnsentDecision) -> Response:  # fmt: skip
     """409: the decision was made on a page that is out of date; nothing was recorded (shown back). The review is
     read again: the one the decision was checked against may predate what made it out of date (a later revision
-    read meanwhile, which the reload link must open)."""
-    log.info("console: a decision from an out-of-date page was refused (409)")
+    read meanwhile, which the reload link must open). When the draft was withdrawn (a correction at the PACS
+    re-sent its image, and a later revision of the study was read from the corrected one), the page says so and
+    leads to the current draft; a script's 409 says so and names the current draft's address."""
+    current = (study_path(state, review.study_uid, exc.current) if isinstance(exc, DraftWithdrawnError)
+               else None)  # fmt: skip
+    if current is not None and not wants_page(request):
+        raise HTTPException(409, detail=f"{exc.reason} The current draft is {current}.") from exc
+    log.info("console: a decision from an out-of-date page was refused (409%s)", ", draft withdrawn" if current else "")
     review = load_review(state.store, review.study_uid, review.revision, review.zone) or review
-    return render_page(request, state, "conflict.html", 409, user=user, review=review, reason=reason,
-                       handle=study_handle(state, review.study_uid), unsent=unsent)  # fmt: skip
+    return render_page(request, state, "conflict.html", 409, user=user, review=review, reason=exc.reason,
+                       handle=study_handle(state, review.study_uid), unsent=unsent, current=current,
+                       current_revision=exc.current if isinstance(exc, DraftWithdrawnError) else None)  # fmt: skip
 
 
 def _refused(
@@ -220,7 +229,7 @@ async def _decide(
         await run_in_threadpool(decide, form, review, request_actor(request, user), key)
     except DecisionConflictError as exc:
         unsent = unsent_decision(action, form)
-        return form, await run_in_threadpool(_conflict, request, state, user, review, exc.reason, unsent)
+        return form, await run_in_threadpool(_conflict, request, state, user, review, exc, unsent)
     except DecisionError as exc:
         return form, await run_in_threadpool(_refused, request, state, user, review, exc)
     return form, review
@@ -287,7 +296,7 @@ async def draft_decision(
                                                _expected(form), key)  # fmt: skip
     except DecisionConflictError as exc:
         unsent = unsent_decision("draft", form)
-        return await run_in_threadpool(_conflict, request, state, user, review, exc.reason, unsent)
+        return await run_in_threadpool(_conflict, request, state, user, review, exc, unsent)
     except DecisionError as exc:
         return await run_in_threadpool(_refused, request, state, user, review, exc)
     if queued:
