@@ -123,6 +123,15 @@ Windows-1255 634 -> 24, DOS 862 0 -> 0, Windows-874 1,316 -> 40 (the rest flagge
 genuine Latin-1 words read otherwise 0 -> 0, flagged beyond assumed 0 -> 2 of 55,044 (Turkish ``üç``, ``Üç``, which
 Latin-5 writes; Windows-1253 reads ``όη``), undeclared unchanged. What is left is mostly one letter past ASCII
 (Latin-1 ``ä`` is Arabic ``ن`` in Windows-1256) and two-letter words with an ASCII letter or a lone symbol.
+Now a value of Latin-1 symbols alone (no letter nor digit: DOS 720 ``س`` is ``«``, DOS 866 ``в`` is ``¢``) that a
+page reads as a letter of its script is flagged doubtful too, and so is a Latin-1 reading that is no words where it
+holds three letters past ASCII side by side inside a run with ASCII letters (Windows-1251 ``МАКДОНАЛД`` ending in a
+Latin ``C`` is ``ÌÀÊÄÎÍÀËÄC``) or two symbols side by side but a no-break space (DOS 866 ``северный``, a Latin ``C``
+first). Measured (bench/charset_other_scripts.py, wrong and unflagged under ``ISO_IR 100``, e4b2b03 -> now): 294 ->
+214 (DOS 720 29 -> 16, Windows-1251 101 -> 71, DOS 866 42 -> 24, DOS 737 5 -> 3, Windows-874 40 -> 24, Windows-1255
+24 -> 23); genuine Latin-1 words read otherwise 0, flagged beyond assumed 2 (unchanged). A lone Latin-1 letter stays
+unflagged: each is a word or a name of some language Latin-1 writes (French ``à``, Swedish ``Å``), whatever page
+reads it.
 
 What was decided is a :class:`CharsetChoice`: the image's preparation records it (audit), as does the listener's
 ``instance_received`` event (its ``character_set`` and label), the drafts flag it (``character-set-assumed``, or

@@ -76,6 +76,11 @@ _ASCII_LETTERS: Final = re.compile("[A-Za-z]")
 # Two characters past ASCII side by side that are no letter nor digit (symbols, no-break spaces): no word's, in none
 # of 55,044 measured Latin-1 encodings of words; DOS 866's lower-case letters of A0-AF are Latin-1's symbols
 _SYMBOL_PAIR: Final = re.compile(r"[^\x00-\x7f\w]{2}")
+# ... of which neither is a no-break space (French writes one inside guillemets, ``«\xa0THORAX\xa0»``)
+_SYMBOL_PAIR_NO_SPACE: Final = re.compile(r"[^\x00-\x7f\w\xa0]{2}")
+# Three letters past ASCII side by side inside a run that also holds ASCII letters (Windows-1251 ``МАКДОНАЛД`` ending in
+# a Latin ``C`` is Latin-1 ``ÌÀÊÄÎÍÀËÄC``)
+_ACCENTED_THREE: Final = re.compile(r"[^\W\d_A-Za-z]{3}")
 
 
 def other_script(values: list[bytes], term: str, *, own_checked: bool = False) -> tuple[str, str] | None:
@@ -94,6 +99,8 @@ def other_script(values: list[bytes], term: str, *, own_checked: bool = False) -
     if own is not None and not own_checked and _own_words(own, script):
         if term in _SHORT_WORD_TERMS and _accented_pair(own) and _page_readings(values, own, term):
             return term, "code-page-doubtful"  # a short word of another script, maybe
+        if term in _SHORT_WORD_TERMS and _letterless(own) and _page_readings(values, own, term, fewest=1):
+            return term, "code-page-doubtful"  # a value of symbols alone: a one-letter word of another script, maybe
         return None
     found: dict[str, list[tuple[str, list[str]]]] = {}
     candidates = _page_readings(values, own, term)
@@ -104,7 +111,9 @@ def other_script(values: list[bytes], term: str, *, own_checked: bool = False) -
     short = own is not None and not own_checked and term in _SHORT_WORD_TERMS
     # ... or reads none, where Latin-1 reads a run of three letters past ASCII (Windows-1251 ``ЦМРБанк``, ``ЮниКредит``,
     # whose Cyrillic readings have no word's shape: no vowel, case within a run): in no measured Latin-1 word
-    short = short and (bool(candidates) or _accented_run(own or [], 3))
+    # ... or three letters past ASCII side by side inside a run with ASCII letters (a Cyrillic word with a Latin
+    # homoglyph ``C``), or two symbols side by side (no no-break space): in no measured Latin-1 word either
+    short = short and (bool(candidates) or _accented_run(own or [], 3) or _unworded(own or []))
     if len(found) == 1 and script not in found and script != "LATIN" and _own_letters(values, term, script):
         found[script] = []  # its own Windows page reads its words, with a symbol or so: two scripts' readings
     if len(found) == 1:
@@ -117,10 +126,12 @@ def other_script(values: list[bytes], term: str, *, own_checked: bool = False) -
     return None
 
 
-def _page_readings(values: list[bytes], own: list[str] | None, term: str) -> list[tuple[str, str, list[str], int]]:
+def _page_readings(
+    values: list[bytes], own: list[str] | None, term: str, *, fewest: int = _SHORT_WORD_LETTERS
+) -> list[tuple[str, str, list[str], int]]:
     """Each page of :data:`OTHER_SCRIPT_PAGES` (but ``term``'s own set) that reads ``values`` as other text than
-    ``own`` (``term``'s reading), words of its script of at least :data:`_SHORT_WORD_LETTERS` letters past ASCII:
-    (script, page, its reading, how many such letters)."""
+    ``own`` (``term``'s reading), words of its script of at least ``fewest`` letters past ASCII: (script, page, its
+    reading, how many such letters)."""
     found = []
     codec = python_encoding[term]
     for script, pages in OTHER_SCRIPT_PAGES:
@@ -128,7 +139,7 @@ def _page_readings(values: list[bytes], own: list[str] | None, term: str) -> lis
             if python_encoding.get(page, page) == codec:
                 continue
             texts = _reading(values, page)
-            if texts is not None and texts != own and _script_words(texts, script, _SHORT_WORD_LETTERS):
+            if texts is not None and texts != own and _script_words(texts, script, fewest):
                 letters = sum(not char.isascii() and char.isalpha() for text in texts for char in text)
                 found.append((script, page, texts, letters))
     return found
@@ -138,6 +149,21 @@ def _accented_pair(texts: list[str]) -> bool:
     """Whether a run of letters of ``texts`` (Latin) is two letters, both past ASCII (``âè``: Windows-1251 ``ви``);
     of 55,044 measured Latin-1 encodings of words, only Turkish ``üç`` (which Latin-5 writes)."""
     return any(len(run) == 2 and not _ASCII_LETTERS.search(run) for text in texts for run in _LETTERS.findall(text))
+
+
+def _letterless(texts: list[str]) -> bool:
+    """Whether some value of ``texts`` (Latin) holds a character past ASCII and no letter nor digit at all: symbols,
+    no-break spaces, a soft hyphen alone (DOS 720 ``س`` is Latin-1 ``«``, DOS 866 ``в`` is ``¢``). No name nor word
+    is that; where a page reads a letter of its script there, it may be a one-letter word of that script."""
+    return any(not text.isascii() and not any(char.isalnum() for char in text) for text in texts)
+
+
+def _unworded(texts: list[str]) -> bool:
+    """Whether ``texts`` (Latin, ordinal indicators after a letter or digit left out) hold three letters past ASCII
+    side by side (``ÌÀÊÄÎÍÀËÄC``) or two symbols side by side, neither a no-break space (DOS 866 ``северный`` with
+    a Latin ``C`` first is ``C¥¢¥à\xadë©``)."""
+    plain = [_ORDINALS.sub(" ", text) for text in texts]
+    return any(_ACCENTED_THREE.search(text) or _SYMBOL_PAIR_NO_SPACE.search(text) for text in plain)
 
 
 def _accented_run(texts: list[str], fewest: int) -> bool:

@@ -54,6 +54,29 @@ def test_dos_866_lower_case_words_that_latin1_reads_as_symbols_are_flagged(word:
     assert text_of(ds) == data.decode("latin-1")
 
 
+# A value of symbols alone (no letter, no digit) in Latin-1 that a page reads as a one-letter word of its script, and
+# Latin-1 readings of three letters past ASCII side by side beside an ASCII letter (a Latin homoglyph in a Cyrillic
+# word) or of two symbols side by side: were read as Latin-1, unflagged
+UNWORDED = [
+    ("س", "cp720"),  # «
+    ("в", "cp866"),  # ¢
+    ("\u0430", "cp866"),  # Cyrillic a: a no-break space
+    ("π", "cp737"),  # §
+    ("ง", "cp874"),  # §
+    ("МАКДОНАЛД" + "C", "cp1251"),  # ÌÀÊÄÎÍÀËÄC: a Latin C at the end
+    ("A" + "ранска", "cp1251"),  # Aðàíñêà: a Latin A first
+    ("C" + "еверноалтайский", "cp866"),  # C¥¢¥à­® «â ©áª¨©: a Latin C first
+]
+
+
+@pytest.mark.parametrize(("word", "page"), UNWORDED, ids=[f"{c[1]}-{c[0]}" for c in UNWORDED])
+def test_symbols_alone_or_no_latin_word_s_letters_under_iso_ir_100_are_flagged_doubtful(word: str, page: str) -> None:
+    data = word.encode(page)
+    ds = raw_header("ISO_IR 100", data)
+    assert read_text_as(ds) == CharsetChoice("ISO_IR 100", "ISO_IR 100", "code-page-doubtful")
+    assert text_of(ds) == data.decode("latin-1")
+
+
 GENUINE = [
     "à^Åsa",  # lone letters past ASCII: words
     "Ö^Å",
@@ -65,6 +88,9 @@ GENUINE = [
     "Ó Súilleabháin",
     "René\xa0Marie^Zoë",  # a no-break space between words
     "45°C",
+    "37°",  # a symbol after a digit
+    "«\xa0THORAX\xa0»",  # guillemets inside no-break spaces: two symbols side by side
+    "Guðþór^Küçük",  # three letters past ASCII side by side, in words
 ]
 
 
