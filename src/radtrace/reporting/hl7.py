@@ -8,7 +8,10 @@ Segments: MSH, PID, PV1, ORC, OBR, NTE (the AI-draft notice and the model), then
 * the impression, the model's flags, each finding's evidence (``RT-EVID`` under the finding's sub-ID: the
   sentences the review console shows, :func:`radtrace.model.evidence.finding_evidence`), and the reasoning trace
   as TX OBX lines (one OBX-3 code per section; long text split over many OBX so that no OBX-5 exceeds 199
-  characters);
+  characters). The evidence has an allowance of lines of its own (:data:`MAX_EVIDENCE_LINES`), the rest of the text
+  its own (:data:`MAX_TEXT_LINES`), so the reasoning keeps its lines however many findings there are; what does not
+  fit is left out (the SR holds it) and a flags line says how much, and where each kind of text was cut (the
+  reasoning's section and character);
 * the SHA-256 of the trace, the Study Instance UID and the SR's SOP Instance UID as ST OBX.
 
 Result status (OBR-25, OBX-11) comes from settings: ``P`` by default, ``R`` allowed, ``F`` never. All
@@ -59,7 +62,9 @@ from radtrace.reporting.sr import (
 from radtrace.reporting.text import draft_text, hl7_escape
 
 __all__ = [
+    "MAX_EVIDENCE_LINES",
     "MAX_OBX_VALUE",
+    "MAX_TEXT_LINES",
     "Observation",
     "OruMessage",
     "build_observation_oru",
@@ -72,10 +77,15 @@ __all__ = [
 
 MAX_OBX_VALUE: Final = 199  # hl7apy STRICT caps OBX-5; longer text goes over several OBX
 LINE_TARGET: Final = 80  # raw characters per TX line, for readers that show one OBX per line
-#: TX lines of text per message, all texts together (200 kB of plain text, 100 kB of the most escaped): OBX-1 is
-#: an SI of at most 4 digits (9,999 OBX), and hl7apy STRICT builds a few hundred OBX a second. The SR holds the whole
-#: text; the ORU says what it left out.
+#: TX lines of the message's own text per message (impression, flags, notes, reasoning: 200 kB of plain text, 100 kB of
+#: the most escaped): OBX-1 is an SI of at most 4 digits (9,999 OBX), and hl7apy STRICT builds a few hundred OBX a
+#: second. The SR holds the whole text; the ORU says what it left out, and where it cut the reasoning.
 MAX_TEXT_LINES: Final = 2500
+#: TX lines of the findings' evidence, an allowance of its own beside :data:`MAX_TEXT_LINES`: the evidence repeats
+#: sentences of the reasoning (at most :data:`radtrace.model.evidence.MAX_EVIDENCE` per finding), and drawn from the
+#: reasoning's lines it cut the reasoning sooner the more findings a reading had. 400 lines hold six sentences of 150
+#: characters for each of 30 findings.
+MAX_EVIDENCE_LINES: Final = 400
 STUDY_UID: Final = Code("110180", "DCM", "Study Instance UID", "DICOM PS3.16")
 SR_UID: Final = codes.local_code("RT-SR-UID", "SR SOP Instance UID")
 _PRESENCE: Final = {
@@ -218,6 +228,19 @@ def _omitted(keyword: str, field: str) -> HeaderNote:
     return HeaderNote(keyword, f"too long for {field}; omitted from the HL7 message")
 
 
+@dataclass(frozen=True)
+class _Cut:
+    """One text the message could not hold whole: what it is (``place``), and its characters kept and written."""
+
+    kind: Literal["text", "evidence", "reasoning"]
+    place: str
+    kept: int
+    total: int
+
+
+_KIND_NAMES: Final = {"text": "Text", "evidence": "Evidence", "reasoning": "Reasoning"}
+
+
 class _Observations:
     """Appends OBX segments (with their OBSERVATION groups), numbering OBX-1."""
 
@@ -225,8 +248,9 @@ class _Observations:
         self.order = order
         self.status = status
         self.count = 0
-        self.text_room = MAX_TEXT_LINES
-        self.cut_chars = 0  # text left out once the message held MAX_TEXT_LINES lines of it
+        #: TX lines left: the evidence's own allowance, and the rest of the text's.
+        self.rooms = {"text": MAX_TEXT_LINES, "evidence": MAX_EVIDENCE_LINES}
+        self.cuts: list[_Cut] = []  # texts not held whole, in message order
 
     def add(self, value_type: str, identifier: Code, value: str, sub_id: str = "", units: str = "") -> None:
         self.count += 1
@@ -241,20 +265,50 @@ class _Observations:
             obx.obx_6 = units
         obx.obx_11 = self.status
 
-    def text(self, identifier: Code, text: str, sub_id: str = "") -> None:
-        """Add ``text`` as TX lines, as far as the message's room for text goes (cut before splitting: a
-        megabyte of model text costs no more than the lines kept)."""
-        pieces = split_text(text[: self.text_room * LINE_TARGET])[: self.text_room]
-        self.text_room -= len(pieces)
-        self.cut_chars += len(text) - sum(len(piece) for piece in pieces)
+    def text(
+        self,
+        identifier: Code,
+        text: str,
+        sub_id: str = "",
+        *,
+        kind: Literal["text", "evidence", "reasoning"] = "text",
+        place: str = "",
+    ) -> None:
+        """Add ``text`` as TX lines, as far as its allowance goes (the evidence's, else the text's), cut before
+        splitting: a megabyte of model text costs no more than the lines kept. A text not held whole is recorded
+        as ``place`` (what it is, for :meth:`note_cut`)."""
+        pool = "evidence" if kind == "evidence" else "text"
+        room = self.rooms[pool]
+        pieces = split_text(text[: room * LINE_TARGET])[:room]
+        self.rooms[pool] -= len(pieces)
+        kept = sum(len(piece) for piece in pieces)
+        if kept < len(text):
+            self.cuts.append(_Cut(kind, place or identifier.meaning, kept, len(text)))
         for piece in pieces:
             self.add("TX", identifier, _esc(piece), sub_id)
 
     def note_cut(self) -> None:
-        """One TX line saying how much text did not fit, if any."""
-        if self.cut_chars:
-            note = f"{self.cut_chars} characters of text left out (over {MAX_TEXT_LINES} lines); the SR holds them"
-            self.add("TX", codes.READING_FLAGS, _esc(note))
+        """TX lines saying how much text did not fit, if any, and where each kind of text was cut: the first text
+        cut, after how many of its characters, and which texts after it were left out whole."""
+        if not self.cuts:
+            return
+        left_out = sum(cut.total - cut.kept for cut in self.cuts)
+        parts = [
+            f"{left_out} characters of text left out (over {MAX_TEXT_LINES} lines of text and {MAX_EVIDENCE_LINES} "
+            "of evidence); the SR holds them."
+        ]
+        for kind, name in _KIND_NAMES.items():
+            cuts = [cut for cut in self.cuts if cut.kind == kind]
+            if not cuts:
+                continue
+            first, rest = cuts[0], cuts[1:]
+            where = f"{name} cut in {first.place} after {first.kept} of {first.total} characters"
+            if rest:
+                others = rest[0].place if len(rest) == 1 else f"{rest[0].place} to {rest[-1].place}"
+                where += f"; {len(rest)} more left out whole ({others})"
+            parts.append(where + ".")
+        for piece in split_text(" ".join(parts)):
+            self.add("TX", codes.READING_FLAGS, _esc(piece))
 
 
 def _findings(reading: Reading, obx: _Observations) -> None:
@@ -286,13 +340,17 @@ def _narrative(
         obx.text(codes.HEADER_NOTES, "\n".join(str(note) for note in notes))
     # each finding's evidence, as the review console shows it (one rule: radtrace.model.evidence), under the
     # finding's OBX-4; after the impression, so a reasoning too long for the message never pushes that out
+    # under an allowance of their own, so that the reasoning keeps its lines however many findings a reading has
     for index, finding in enumerate(reading.findings, 1):
-        for sentence in finding_evidence(reading, finding):
+        for number, sentence in enumerate(finding_evidence(reading, finding), 1):
             if (text := draft_text(sentence).text).strip():
-                obx.text(codes.EVIDENCE, text, sub_id=str(index))
+                place = f"finding {index}'s sentence {number} (OBX-4 {index})"
+                obx.text(codes.EVIDENCE, text, sub_id=str(index), kind="evidence", place=place)
     for index, step in enumerate(reading.reasoning, 1):
         if step.text:
-            obx.text(codes.reasoning_code(step.section), draft_text(step.text).text, sub_id=f"R{index}")
+            code = codes.reasoning_code(step.section)
+            place = f"R{index} ({step.section})"
+            obx.text(code, draft_text(step.text).text, sub_id=f"R{index}", kind="reasoning", place=place)
     if not reading.reasoning and reading.raw_text.strip():
         obx.text(codes.RAW_OUTPUT, draft_text(reading.raw_text).text)
     obx.note_cut()
