@@ -5,7 +5,7 @@ The last rolling upgrade migrated the database under an older dispatcher, which 
 ``cancelled`` and marked draft withdrawals ``failed``. That version writes no ``nodes`` row; what shows it is its
 PostgreSQL connection (no application name, as a role that may write radtrace's tables: this version names its own
 ``radtrace <pid>@<host>``) and, on SQLite, its DICOM
-listener's lock in the data directory (radtrace.store.compat.others_at_work)."""
+listener's lock in the data directory (radtrace.store.census.others_at_work)."""
 
 from __future__ import annotations
 

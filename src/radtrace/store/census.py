@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,10 +30,12 @@ from radtrace.store.engine import (
     translate_db_error,
 )
 from radtrace.store.models import OutboxMessage, Revision
-from radtrace.store.nodes import NODE_STALE_S, SeenNode, database_now, live_nodes
+from radtrace.store.nodes import NODE_STALE_S, SeenNode, database_now, ended_here, live_nodes
 
 __all__ = ["SENDING_WITHIN_S", "others_at_work", "survey"]
 
+#: Why an idle connection with a radtrace name may be no radtrace at work (:func:`_connections`).
+POOLED: Final = "connection pooler such as pgbouncer keeps a stopped client's name on its idle server connection"
 #: A delivery whose claim's beat (every 5 s, radtrace.reporting.dispatch.claims) is this recent is being sent now.
 SENDING_WITHIN_S: Final = 60.0
 
@@ -74,6 +77,9 @@ class _Client:
     count: int
     since: datetime | None
     may_write: bool
+    #: Seconds since the most recently used of them went idle, when every one is idle (outside a transaction); None
+    #: when one is busy, or their state is not shown (another role's, to a role without pg_read_all_stats).
+    idle_s: float | None = None
 
     def describe(self, what: str) -> str:
         # pg_stat_activity shows no address for a local socket, nor another role's to a role without pg_read_all_stats
@@ -81,6 +87,11 @@ class _Client:
         many = "connections" if self.count > 1 else "connection"
         started = f", since {self.since:%Y-%m-%d %H:%M} UTC" if self.since is not None else ""
         return f"{self.count} {what} {many} {where} as {escape(self.user)}{started}"
+
+    def left_by_a_pooler(self, stale_after_s: float) -> bool:
+        """Idle for longer than ``stale_after_s``: with no live ``nodes`` row of its process (the caller's part),
+        a name a connection pooler kept on its idle server connection after its client left, not radtrace at work."""
+        return self.idle_s is not None and self.idle_s > stale_after_s
 
 
 def _clients(connection: sa.Connection) -> list[_Client]:
@@ -90,12 +101,15 @@ def _clients(connection: sa.Connection) -> list[_Client]:
 
     Measured on PostgreSQL 15: a role without pg_read_all_stats sees another role's sessions with their
     ``application_name`` and ``usename`` but no ``client_addr``, ``backend_start`` nor ``backend_type`` (NULL), so
-    a NULL ``backend_type`` is taken for a client and the names still tell radtrace's connections from others'."""
+    a NULL ``backend_type`` is taken for a client and the names still tell radtrace's connections from others'.
+    Nor does it see their ``state`` and ``state_change``: ``idle_s`` is None then (as for a busy connection)."""
     rows = connection.execute(
         sa.text(
             "SELECT COALESCE(application_name, ''), COALESCE(usename, '?'), host(client_addr), count(*), "
             "min(backend_start), bool_or(COALESCE(CASE WHEN to_regclass('outbox') IS NULL THEN true "
-            "ELSE has_table_privilege(usesysid, to_regclass('outbox'), 'UPDATE') END, false)) "
+            "ELSE has_table_privilege(usesysid, to_regclass('outbox'), 'UPDATE') END, false)), "
+            "CASE WHEN bool_and(COALESCE(state, '') = 'idle' AND state_change IS NOT NULL) "
+            "THEN EXTRACT(EPOCH FROM clock_timestamp() - max(state_change))::float END "
             "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
             "AND COALESCE(backend_type, 'client backend') = 'client backend' "
             "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
@@ -103,17 +117,34 @@ def _clients(connection: sa.Connection) -> list[_Client]:
     ).all()
     return [
         _Client(str(application)[:64], str(user)[:64], address, int(count),
-                since if isinstance(since, datetime) else None, bool(may_write))
-        for application, user, address, count, since, may_write in rows
+                since if isinstance(since, datetime) else None, bool(may_write),
+                None if idle is None else max(0.0, float(idle)))
+        for application, user, address, count, since, may_write, idle in rows
     ]  # fmt: skip
 
 
-def _connections(connection: sa.Connection, nodes: Iterable[SeenNode] = ()) -> tuple[list[str], list[str]]:
+def _pid_of_this_host(application: str) -> int | None:
+    """The process id in the radtrace name ``application`` (``radtrace <pid>@<host>``) when its host is this one."""
+    pid, _, host = application.removeprefix(f"{APPLICATION_NAME} ").partition("@")
+    return int(pid) if pid.isdigit() and host == application_name().partition("@")[2] else None
+
+
+def _connections(
+    connection: sa.Connection, nodes: Iterable[SeenNode] = (), *, stale_after_s: float = NODE_STALE_S
+) -> tuple[list[str], list[str]]:
     """PostgreSQL: (the connections of other radtrace processes, the other clients'), in words.
 
     radtrace's: every engine radtrace opens names its connections ``radtrace <pid>@<host>``
     (:func:`radtrace.store.engine.application_name`; the floor's first code named them ``radtrace``); this process's
-    own are left out, and those of a process ``nodes`` names already. radtrace before the schema floor named none, so
+    own are left out, and those of a process ``nodes`` names already. A connection pooler keeps a name after its
+    client left: pgbouncer sets each server connection's name to its client's and, pooling transactions, resets
+    nothing when the client goes (measured with Debian's pgbouncer 1.18: the name of a radtrace that had ended stayed
+    until pgbouncer closed the connection, ``server_idle_timeout``, 600 s). So a radtrace name on connections all idle
+    for longer than ``stale_after_s`` (``store.node_stale_after_s``) whose process has no live ``nodes`` row is named
+    as the pooler's, not counted: a radtrace at work is in a transaction, used its connection since, or is a service
+    renewing its row (a process without a row that leaves its connection idle longer, ``radtrace audit forward``
+    backing off, is not waited for then). A name of this host is judged by its process instead: counted while it
+    runs, however long idle, named as the pooler's once it has ended. radtrace before the schema floor named none, so
     while the database has no floor (before migration 0024) a connection with no application name whose role may write
     radtrace's tables is counted too: an older radtrace, idle, shows nothing else. From the floor on, an older radtrace
     cannot be at work unless a migration was forced under it: on PostgreSQL it refuses to start on a schema other than
@@ -127,8 +158,22 @@ def _connections(connection: sa.Connection, nodes: Iterable[SeenNode] = ()) -> t
     others: list[str] = []
     for client in _clients(connection):
         if client.application == APPLICATION_NAME or client.application.startswith(f"{APPLICATION_NAME} "):
-            if client.application not in named:
-                ours.append(client.describe(f"'{escape(client.application)}'"))
+            if client.application in named:
+                continue
+            said = client.describe(f"'{escape(client.application)}'")
+            here = _pid_of_this_host(client.application)
+            if here is not None and ended_here(socket.gethostname(), here):
+                others.append(f"{said}, of process {here} of this host, which has ended (a {POOLED})")
+            elif here is not None:
+                ours.append(said)  # a process of this host that runs: counted however long its connection idles
+            elif client.left_by_a_pooler(stale_after_s):
+                others.append(f"{said}, idle {client.idle_s:.0f} s, of no radtrace process seen (a {POOLED})")
+            elif client.idle_s is not None:
+                ours.append(f"{said}, idle {client.idle_s:.0f} s (behind a connection pooler such as pgbouncer it "
+                            "may be a stopped client's name: not waited for once idle for "
+                            f"{stale_after_s:.0f} s)")  # fmt: skip
+            else:
+                ours.append(said)
         elif not client.application and before_floor and client.may_write:
             ours.append(client.describe("unnamed") + " that may write radtrace's tables (an older radtrace?)")
         elif client.application:
@@ -175,7 +220,7 @@ def survey(
         with store.engine.connect() as connection:
             found += _work_in_hand(connection)
             if is_postgresql(connection):
-                ours, others = _connections(connection, nodes)
+                ours, others = _connections(connection, nodes, stale_after_s=stale_after_s)
                 found += ours
     except sa.exc.SQLAlchemyError as exc:
         raise translate_db_error(exc, "looking for radtrace processes working on the database") from exc

@@ -28,6 +28,7 @@ __all__ = [
     "Node",
     "SeenNode",
     "database_now",
+    "ended_here",
     "live_nodes",
     "register_node",
     "remove_node",
@@ -115,7 +116,7 @@ def remove_node(store: Store, node_id: str) -> None:
         session.execute(sa.delete(Node).where(Node.id == node_id))
 
 
-def _ended_here(host: str, pid: int) -> bool:
+def ended_here(host: str, pid: int) -> bool:
     """Whether the process ``pid`` of this host has ended (its row outlived it: kill -9)."""
     if host != socket.gethostname() or pid <= 0:
         return False
@@ -148,7 +149,7 @@ def live_nodes(store: Store, *, excluding: Iterable[str] = (), stale_after_s: fl
         raise translate_db_error(exc, "reading the nodes table") from exc
     seen = []
     for node_id, host, pid, role, version, schema, seen_at in rows:
-        if node_id in left_out or _ended_here(host, pid):
+        if node_id in left_out or ended_here(host, pid):
             continue
         ago = (now - seen_at).total_seconds()
         seen.append(SeenNode(node_id, host, pid, role, version, schema, ago))

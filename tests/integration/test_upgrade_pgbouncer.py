@@ -1,0 +1,239 @@
+"""``radtrace db upgrade`` when radtrace reaches PostgreSQL through a real pgbouncer (Debian's, 1.18).
+
+Measured here: pgbouncer gives each server connection its client's ``application_name`` (a ``SET``). With
+transaction pooling it runs no reset when a client leaves, so the idle server connection keeps the name
+``radtrace <pid>@<host>`` after that process has ended, until pgbouncer closes it (``server_idle_timeout``, 600 s by
+default); with session pooling its ``DISCARD ALL`` leaves the connection unnamed. Before, that left-over name held
+``db upgrade`` up as "another radtrace process at work" for as long as pgbouncer kept the connection. Now a radtrace
+name on a connection idle for longer than ``store.node_stale_after_s``, whose process has no live ``nodes`` row, is
+named (pgbouncer's, not waited for); a radtrace connection in a transaction, or used within that time, still holds
+the migration up (radtrace.store.census)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+from sqlalchemy.engine import make_url
+
+from radtrace.store.engine import Store
+from radtrace.store.migrate import OthersAtWorkError, _config, head_revision, refuse_while_others_work
+from radtrace.testing.services import free_port, temporary_postgres_database
+from tests_support import radtrace
+
+pytestmark = pytest.mark.integration
+
+PGBOUNCER = "/usr/sbin/pgbouncer"
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with temporary_postgres_database("radtrace_upgrade_pgbouncer") as url:
+        store = Store.from_url(url)
+        try:
+            with store.engine.connect() as connection:
+                command.upgrade(_config(connection), "0024")  # the floor and nodes, one migration to go at least
+                connection.commit()
+        finally:
+            store.dispose()
+        yield url
+
+
+@contextlib.contextmanager
+def _pgbouncer(url: str, pool_mode: str) -> Iterator[str]:
+    """A real pgbouncer in front of the database of ``url`` (trust, as the test server); yields its URL."""
+    if shutil.which(PGBOUNCER) is None:
+        raise RuntimeError(f"{PGBOUNCER} not found: apt-get install pgbouncer")
+    parsed = make_url(url)
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="radtrace-pgbouncer-") as folder:
+        directory = Path(folder)
+        directory.chmod(0o755)  # run as root, pgbouncer drops to the postgres user (-u) and reads its files as it
+        users = directory / "users.txt"
+        users.write_text(f'"{parsed.username}" ""\n', encoding="utf-8")
+        config = directory / "pgbouncer.ini"
+        config.write_text(
+            f"[databases]\n{parsed.database} = host={parsed.host} port={parsed.port or 5432} "
+            f"dbname={parsed.database}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n"
+            f"unix_socket_dir =\nauth_type = trust\nauth_file = {users}\npool_mode = {pool_mode}\n"
+            "ignore_startup_parameters = extra_float_digits,options\n",
+            encoding="utf-8",
+        )
+        for path in (users, config):
+            path.chmod(0o644)
+        log = directory / "pgbouncer.log"
+        command_line = [PGBOUNCER, *(["-u", "postgres"] if os.geteuid() == 0 else []), str(config)]
+        with log.open("wb") as written:
+            process = subprocess.Popen(command_line, stdout=written, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # listening: a connection is accepted
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"pgbouncer did not start: {log.read_text(errors='replace')}")
+                time.sleep(0.05)
+            yield parsed.set(port=port).render_as_string(hide_password=False)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _radtrace_process(url: str, *, host: str | None = None, hold_transaction: bool = False) -> subprocess.Popen[str]:
+    """Another process with radtrace's engine (its connections named ``radtrace <pid>@<host>``; ``host``: as if on
+    that machine) on ``url``: one query, then either its end or its transaction held open until stdin closes."""
+    code = (
+        "import socket, sys; import sqlalchemy as sa; "
+        + (f"socket.gethostname = lambda: {host!r}; " if host is not None else "")
+        + "from radtrace.store.engine import Store; "
+        "s = Store.from_url(sys.argv[1]); c = s.engine.connect(); c.execute(sa.text('SELECT 1')); "
+        + (
+            "print('in a transaction', flush=True); sys.stdin.read(); c.rollback()"
+            if hold_transaction
+            else "c.commit()"
+        )
+        + "; c.close(); s.dispose()"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
+def _stopped(url: str, host: str | None = None) -> str:
+    """The name of a radtrace process (of ``host``, else this one) that connected to ``url``, queried, and ended."""
+    stopped = _radtrace_process(url, host=host)
+    stopped.communicate(timeout=60)
+    assert stopped.returncode == 0
+    return f"radtrace {stopped.pid}@{(host or socket.gethostname())[:40]}"
+
+
+def _named(url: str, name: str) -> list[tuple[str, float]]:
+    """The connections named ``name`` in pg_stat_activity: (state, seconds since its last change)."""
+    with psycopg.connect(_libpq(url), application_name="probe", autocommit=True) as probe:
+        rows = probe.execute(
+            "SELECT state, EXTRACT(EPOCH FROM clock_timestamp() - state_change)::float FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            (name,),
+        ).fetchall()
+    return [(str(state), float(idle)) for state, idle in rows]
+
+
+def _idle_for(url: str, name: str, seconds: float, state: str) -> None:
+    """Wait (30 s at most) until the connection named ``name`` has been in ``state`` for over ``seconds``."""
+    deadline = time.monotonic() + 30
+    while not any(found == state and idle > seconds for found, idle in _named(url, name)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no connection {name!r} {state} for {seconds} s: {_named(url, name)}")
+        time.sleep(0.2)
+
+
+def _env(url: str, tmp_path: Path) -> dict[str, str]:
+    return {"RADTRACE_DATA_DIR": str(tmp_path / "var"), "RADTRACE_STORE__URL": url,
+            "RADTRACE_STORE__NODE_WATCH_INTERVAL_S": "1", "RADTRACE_STORE__NODE_STALE_AFTER_S": "2"}  # fmt: skip
+
+
+def test_transaction_pooling_a_stopped_process_s_name_left_on_an_idle_server_connection_is_not_waited_for(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A radtrace of another machine (ris-gw-2) that used pgbouncer and stopped: its name stays on pgbouncer's idle
+    server connection. Used within ``store.node_stale_after_s`` it counts (the words say why); idle longer, it is
+    named and ``db upgrade`` migrates."""
+    with _pgbouncer(postgres_url, "transaction") as bounced:
+        name = _stopped(bounced, "ris-gw-2")
+        assert [state for state, _idle in _named(postgres_url, name)] == ["idle"]  # what pgbouncer left behind
+        store = Store.from_url(postgres_url)
+        try:  # used just now: it may still be a radtrace at work (the default 30 s)
+            with pytest.raises(OthersAtWorkError) as refused:
+                refuse_while_others_work(store, "0024", head_revision())
+        finally:
+            store.dispose()
+        _idle_for(postgres_url, name, 2.5, "idle")
+        done = radtrace("db", "upgrade", env=_env(postgres_url, tmp_path))
+        assert _named(postgres_url, name), "pgbouncer closed its connection: nothing was shown"
+    reason = " ".join(refused.value.reason.split())
+    assert f"work on it: 1 '{name}' connection from 127.0.0.1 as postgres, since " in reason, reason
+    assert re.search(
+        r"idle \d+ s \(behind a connection pooler such as pgbouncer it may be a stopped client's name: "
+        r"not waited for once idle for 30 s\)",
+        reason,
+    ), reason
+    shown = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 0, shown
+    assert f"database at revision {head_revision()} (upgraded from 0024)" in shown, shown
+    assert f"also connected, not radtrace (not waited for): 1 '{name}' connection from 127.0.0.1 as postgres" in shown
+    assert re.search(
+        r"as postgres, since [^;]*, idle \d+ s, of no radtrace process seen \(a connection pooler such as "
+        r"pgbouncer keeps",
+        shown,
+    ), shown
+
+
+def test_transaction_pooling_a_stopped_process_of_this_host_is_not_waited_for_at_once(postgres_url: str) -> None:
+    """A name of this host is judged by its process: ended, it is pgbouncer's left-over, however recent."""
+    with _pgbouncer(postgres_url, "transaction") as bounced:
+        name = _stopped(bounced)
+        assert [state for state, _idle in _named(postgres_url, name)] == ["idle"]
+        store = Store.from_url(postgres_url)
+        try:
+            clients = refuse_while_others_work(store, "0024", head_revision())  # the default 30 s
+        finally:
+            store.dispose()
+    pid = name.split()[1].split("@")[0]
+    assert len(clients) == 1, clients
+    assert clients[0].startswith(f"1 '{name}' connection from 127.0.0.1 as postgres, since "), clients
+    assert clients[0].endswith(
+        f", of process {pid} of this host, which has ended (a connection pooler such as "
+        "pgbouncer keeps a stopped client's name on its idle server connection)"
+    ), clients
+
+
+def test_a_radtrace_process_in_a_transaction_through_pgbouncer_still_holds_up_the_migration(postgres_url: str) -> None:
+    with _pgbouncer(postgres_url, "transaction") as bounced:
+        working = _radtrace_process(bounced, host="gpu-node-3", hold_transaction=True)
+        assert working.stdout is not None
+        assert working.stdin is not None
+        try:
+            assert working.stdout.readline().strip() == "in a transaction"
+            name = f"radtrace {working.pid}@gpu-node-3"
+            _idle_for(postgres_url, name, 2.5, "idle in transaction")  # past the staleness limit, yet in a transaction
+            store = Store.from_url(postgres_url)
+            try:
+                with pytest.raises(OthersAtWorkError) as refused:
+                    refuse_while_others_work(store, "0024", head_revision(), stale_after_s=2)
+            finally:
+                store.dispose()
+        finally:
+            working.stdin.close()
+            working.wait(timeout=60)
+            working.stdout.close()
+    reason = " ".join(refused.value.reason.split())
+    assert f"other radtrace processes work on it: 1 '{name}' connection from 127.0.0.1 as postgres, since " in reason
+    assert "idle" not in reason.split(f"'{name}'")[1].split(". Stop every")[0], reason  # in a transaction
+
+
+def test_session_pooling_leaves_a_stopped_process_s_server_connection_unnamed(postgres_url: str) -> None:
+    """pgbouncer's ``DISCARD ALL`` (session pooling) resets the name: the idle server connection is an unnamed
+    client, named and not waited for (from the floor's migration 0024 on)."""
+    with _pgbouncer(postgres_url, "session") as bounced:
+        assert _named(postgres_url, _stopped(bounced, "ris-gw-2")) == []
+        store = Store.from_url(postgres_url)
+        try:
+            clients = refuse_while_others_work(store, "0024", head_revision())
+        finally:
+            store.dispose()
+    assert [client.split(", since")[0] for client in clients] == ["1 unnamed connection from 127.0.0.1 as postgres"]
