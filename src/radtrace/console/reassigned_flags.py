@@ -31,6 +31,7 @@ from radtrace.store.models import Revision, RevisionState, Study
 
 __all__ = [
     "MAX_CHECK_REASON",
+    "MAX_MOVES",
     "REASSIGNED_FLAG",
     "REJECTED_FLAG",
     "FlagCheck",
@@ -173,22 +174,68 @@ def flag_check(session: Session, study_uid: str, revision: int) -> FlagCheck | N
 
 
 def _moved_to(session: Session, study_uid: str, revision: int) -> tuple[MovedTo, ...]:
-    """The other studies the study's ``instance_reassigned`` events (radtrace.dicom_listener.reassigned) say an image
-    ``revision`` read went to, each with its newest revision that has a draft."""
-    payloads = session.scalars(
-        sa.select(AuditEventRow.payload)
+    """The studies the images ``revision`` read are in now, each with its newest revision that has a draft: each
+    image the study's ``instance_reassigned`` events (radtrace.dicom_listener.reassigned) say went elsewhere is
+    followed from study to study (:func:`_now_in`). An image the PACS moved twice (A -> B -> C) leads to C, whose
+    draft covers it, not to B's, withdrawn in turn; one filed back here (A -> B -> A) leads to this study's later
+    revision that read it again (None while none has)."""
+    payloads = session.execute(
+        sa.select(AuditEventRow.seq, AuditEventRow.payload)
         .where(AuditEventRow.study_uid == study_uid, AuditEventRow.event_type == EventType.INSTANCE_REASSIGNED.value)
         .order_by(AuditEventRow.seq)
     ).all()
     targets: list[str] = []
-    for text in payloads:
-        payload = json.loads(text)
-        target = payload.get("new_study_uid")
-        if isinstance(target, str) and target != study_uid and target not in targets \
-                and revision in payload.get("revisions", ()):  # fmt: skip
-            targets.append(target)
+    for seq, text in payloads:
+        payload = _payload(text)
+        target, sop = payload.get("new_study_uid"), payload.get("sop_instance_uid")
+        if isinstance(target, str) and target != study_uid and revision in payload.get("revisions", ()):
+            now_in = _now_in(session, target, sop, int(seq)) if isinstance(sop, str) else target
+            if now_in not in targets:
+                targets.append(now_in)
     read = (RevisionState.REPORTED, RevisionState.DISPATCHED)
-    return tuple(MovedTo(target, _newest_read(session, target, read)) for target in targets)
+    moved = []
+    for target in targets:
+        newest = _newest_read(session, target, read)
+        if target == study_uid and (newest is None or newest <= revision):
+            newest = None  # filed back here: no later revision has read it yet
+        moved.append(MovedTo(target, newest))
+    return tuple(moved)
+
+
+def _payload(stored: object) -> dict[str, Any]:
+    """An event's payload as a dict; empty for a row edited into something that is not a JSON object (as
+    :func:`radtrace.console.recorded_reading.audit_payload`, which imports this module)."""
+    try:
+        parsed = json.loads(stored)  # type: ignore[arg-type]  # text, or whatever the row was edited into
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+#: The most moves of one image :func:`_now_in` follows: a bound on the walk whatever the audit rows say.
+MAX_MOVES: Final = 32
+
+
+def _now_in(session: Session, study_uid: str, sop_uid: str, since: int) -> str:
+    """The study image ``sop_uid`` is in now, having been re-sent to ``study_uid`` by the event ``since`` (its seq):
+    each later ``instance_reassigned`` event of that study naming the image moves it on, to the next study, and so
+    on. Each step takes an event later than the one before (seq strictly rising), so a cycle (A -> B -> A -> B)
+    ends at the last move, never loops; :data:`MAX_MOVES` bounds the walk besides."""
+    for _ in range(MAX_MOVES):
+        moves = session.execute(
+            sa.select(AuditEventRow.seq, AuditEventRow.payload)
+            .where(AuditEventRow.study_uid == study_uid, AuditEventRow.seq > since,
+                   AuditEventRow.event_type == EventType.INSTANCE_REASSIGNED.value)
+            .order_by(AuditEventRow.seq)
+        ).all()  # fmt: skip
+        onward = next(((int(seq), payload) for seq, payload in ((seq, _payload(text)) for seq, text in moves)
+                       if payload.get("sop_instance_uid") == sop_uid
+                       and isinstance(payload.get("new_study_uid"), str)
+                       and payload["new_study_uid"] != study_uid), None)  # fmt: skip
+        if onward is None:
+            return study_uid
+        since, study_uid = onward[0], str(onward[1]["new_study_uid"])
+    return study_uid
 
 
 def _newest_read(session: Session, study_uid: str, read: tuple[RevisionState, ...]) -> int | None:
