@@ -219,6 +219,9 @@ NOT_ASSESSED: Final = local_code("RT-F-NA", "No finding assessed (model output w
 CONFIDENCE: Final = local_code("RT-CONF", "Model confidence")
 #: A sentence of the model's reasoning that is a finding's evidence (radtrace.model.evidence), in its group or OBX.
 EVIDENCE: Final = local_code("RT-EVID", "Model evidence")
+#: In the SR group of a finding's second or later box: the Tracking Identifier of its first box's group, which holds
+#: the finding's evidence (written once per finding).
+EVIDENCE_IN: Final = local_code("RT-EVID-IN", "Model evidence given in")
 
 
 def reasoning_code(section: str) -> Code:

@@ -13,7 +13,9 @@ Structure (PS3.16 TID 1500 "Measurement Report", built with highdicom):
   pixels); each with the coded finding (Finding Type), its presence (Present / Absent / Indeterminate),
   the model's confidence when known, device types for support devices, TID 4019 algorithm
   identification, and each sentence of the reasoning that is its evidence, as the review console shows it
-  (:func:`radtrace.model.evidence.finding_evidence`: for "No Finding", the sentence saying the film is normal);
+  (:func:`radtrace.model.evidence.finding_evidence`: for "No Finding", the sentence saying the film is normal),
+  once per finding: in its first box's group, each later box's group naming that group's Tracking Identifier
+  (``RT-EVID-IN``);
 * qualitative evaluations (TID 1500 row 12, UMLS C0034375): the model's flags, the source header notes,
   the reasoning trace as one TEXT item per section ("Model reasoning: <section>"), and the SHA-256 of the
   trace and of the raw output.
@@ -95,6 +97,7 @@ _PRESENCE_VALUE: Final = {
     FindingStatus.UNCERTAIN: codes.INDETERMINATE,
 }
 _READING_ORDER: Final = {FindingStatus.PRESENT: 0, FindingStatus.UNCERTAIN: 1, FindingStatus.ABSENT: 2}
+_TRACKING_IDENTIFIER: Final = "112039"  # DCM "Tracking Identifier" (TID 1410, 1501)
 _LEAD_BEFORE: Final = frozenset({"111028", "126010"})  # Image Library, Imaging Measurements
 
 
@@ -401,7 +404,7 @@ class _Groups:
                     finding,
                 )
             ]
-        groups = []
+        groups: list[Any] = []
         for number, box in enumerate(finding.boxes, 1):
             source = self.images[box.sop_instance_uid]
             corners = [(box.x_min, box.y_min), (box.x_max, box.y_min), (box.x_max, box.y_max), (box.x_min, box.y_max)]
@@ -410,20 +413,32 @@ class _Groups:
                 graphic_data=np.array([*corners, corners[0]], dtype=np.float32),  # closed: last = first
                 source_image=hd.sr.SourceImageForRegion.from_source_image(source),
             )
-            groups.append(
-                self._with_evidence(
-                    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                        tracking_identifier=self._tracking(finding.label, index, number),
-                        referenced_region=region,
-                        finding_type=coded,
-                        algorithm_id=self.algorithm,
-                        qualitative_evaluations=self._evaluations(finding),
-                        measurements=self._measurements(finding),
-                    ),
-                    finding,
-                )
+            group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=self._tracking(finding.label, index, number),
+                referenced_region=region,
+                finding_type=coded,
+                algorithm_id=self.algorithm,
+                qualitative_evaluations=self._evaluations(finding),
+                measurements=self._measurements(finding),
             )
+            groups.append(self._with_evidence(group, finding) if number == 1 else self._evidence_in(group, groups[0]))
         return groups
+
+    @staticmethod
+    def _evidence_in(group: Any, first: Any) -> Any:
+        """``group`` (a finding's second or later box) naming the group of its first box, which holds the finding's
+        evidence (when it has any): written once per finding, where one TEXT item per sentence in every box's
+        group repeated six sentences for each box."""
+        held = [i for i in first[0].ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == codes.EVIDENCE.value]
+        if held:
+            tracking = next(
+                str(item.TextValue)
+                for item in first[0].ContentSequence
+                if item.ConceptNameCodeSequence[0].CodeValue == _TRACKING_IDENTIFIER
+            )
+            group[0].ContentSequence.append(_text(codes.EVIDENCE_IN, tracking))
+            group[0].ContinuityOfContent = "SEPARATE"
+        return group
 
     def _with_evidence(self, group: Any, finding: Finding) -> Any:
         """``group`` with a TEXT item per evidence sentence of ``finding``: the sentences the review console shows
