@@ -496,7 +496,7 @@ def run_serve(
 
     watch = NodeWatch(
         settings.store_url, "serve", interval_s=settings.store.node_watch_interval_s,
-        connect_timeout_s=settings.store.connect_timeout_s,
+        stale_after_s=settings.store.node_stale_after_s, connect_timeout_s=settings.store.connect_timeout_s,
     )  # fmt: skip
     banner = f"radtrace serve (pid {os.getpid()}): {describe(settings)}"
     supervisor = Supervisor(

@@ -41,14 +41,15 @@ def test_a_service_watches_at_its_setting(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(NodeWatch, "start", lambda self: self)  # the interval it was given, not a database
     monkeypatch.setenv("RADTRACE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("RADTRACE_STORE__NODE_WATCH_INTERVAL_S", "4")
+    monkeypatch.setenv("RADTRACE_STORE__NODE_STALE_AFTER_S", "12")
     watch = start_node_watch(load_settings(), "worker")
-    assert watch.interval_s == 4.0
+    assert (watch.interval_s, watch.stale_after_s) == (4.0, 12.0)  # what its row says (migration 0026)
 
 
 def test_serve_watches_at_its_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from radtrace import supervisor
 
-    watched: list[float] = []
+    watched: list[tuple[float, float]] = []
 
     class NoChildren:  # serve's supervisor, without starting the components
         def __init__(self, *_args: object, **_kwargs: object) -> None:
@@ -60,12 +61,12 @@ def test_serve_watches_at_its_setting(tmp_path: Path, monkeypatch: pytest.Monkey
         def run(self) -> int:
             return 0
 
-    monkeypatch.setattr(NodeWatch, "start", lambda self: watched.append(self.interval_s) or self)
+    monkeypatch.setattr(NodeWatch, "start", lambda self: watched.append((self.interval_s, self.stale_after_s)) or self)
     monkeypatch.setattr(NodeWatch, "stop", lambda self: None)
     monkeypatch.setattr(supervisor, "Supervisor", NoChildren)
     settings = load_settings(data_dir=tmp_path, store={"node_watch_interval_s": 7, "node_stale_after_s": 21})
     assert supervisor.run_serve(settings) == 0
-    assert watched == [7.0]
+    assert watched == [(7.0, 21.0)]
 
 
 def _seen_ago(store: Store, seconds: float) -> None:
@@ -95,7 +96,7 @@ def test_a_row_is_stale_after_the_setting_also_for_db_upgrade(tmp_path: Path) ->
     said = " ".join((refused.stdout + refused.stderr).split())
     assert refused.returncode == 1, said
     assert "other radtrace processes work on it: worker on gpu-node-9 (pid 4242" in said, said
-    assert "is seen for 120 s more" in said, said
+    assert "'stale after': its store.node_stale_after_s; 120 s for a row that says none" in said, said
 
 
 def test_a_floor_raised_by_a_build_of_the_same_version_names_the_schema_not_an_upgrade_to_this_version() -> None:

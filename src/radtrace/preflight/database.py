@@ -94,7 +94,7 @@ def start_node_watch(settings: Settings, service: str) -> NodeWatch:
 
     return NodeWatch(
         settings.store_url, service, interval_s=settings.store.node_watch_interval_s,
-        connect_timeout_s=settings.store.connect_timeout_s,
+        stale_after_s=settings.store.node_stale_after_s, connect_timeout_s=settings.store.connect_timeout_s,
     ).start()  # fmt: skip
 
 

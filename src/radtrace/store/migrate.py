@@ -102,9 +102,10 @@ def refuse_while_others_work(store: Store, before: str, head: str, *, stale_afte
     """Raise :class:`OthersAtWorkError` naming each radtrace process seen working on the database
     (:func:`radtrace.store.census.others_at_work`): a migration from ``before`` to ``head`` under a running process
     of the older code is what failed the last rolling upgrade (an older dispatcher on the outbox state
-    ``cancelled``). ``stale_after_s``: a ``nodes`` row not renewed for this long is a process that ended
-    (``store.node_stale_after_s``). Returns the other clients connected (PostgreSQL: psql, a monitoring exporter),
-    in words: not radtrace, not waited for, for the caller to name."""
+    ``cancelled``). ``stale_after_s``: a ``nodes`` row that says no limit of its own, not renewed for this long, is a
+    process that ended (this host's ``store.node_stale_after_s``; :func:`radtrace.store.nodes.live_nodes`). Returns
+    the other clients connected (PostgreSQL: psql, a monitoring exporter), in words: not radtrace, not waited for,
+    for the caller to name."""
     from radtrace.store.census import survey
     from radtrace.store.nodes import NODE_STALE_S
 
@@ -117,8 +118,9 @@ def refuse_while_others_work(store: Store, before: str, head: str, *, stale_afte
     raise OthersAtWorkError(
         f"not migrating the database from schema {before} to {head}: other radtrace processes work on it: {shown}. "
         "Stop every radtrace process on every node first (docs/operations.md, Upgrades and migrations), then migrate; "
-        f"a process stopped without saying so (kill -9, a machine gone) is seen for {stale:.0f} s more, a "
-        "read or send it had in hand until its claim expires. 'radtrace db upgrade --force' migrates anyway" + also
+        "a process stopped without saying so (kill -9, a machine gone) is seen until its row is older than the limit "
+        f"it says ('stale after': its store.node_stale_after_s; {stale:.0f} s for a row that says none), a read or "
+        "send it had in hand until its claim expires. 'radtrace db upgrade --force' migrates anyway" + also
     )
 
 

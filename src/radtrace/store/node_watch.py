@@ -15,7 +15,7 @@ from collections.abc import Callable
 from radtrace.errors import RadtraceError
 from radtrace.store.engine import Store
 from radtrace.store.floor import running_problem
-from radtrace.store.nodes import WATCH_INTERVAL_S, register_node, remove_node, renew_node
+from radtrace.store.nodes import NODE_STALE_S, WATCH_INTERVAL_S, register_node, remove_node, renew_node
 
 __all__ = ["NodeWatch"]
 
@@ -32,7 +32,9 @@ class NodeWatch:
     which every radtrace service takes as ``systemctl stop``: no new work, what is in hand finished (a worker's study,
     a listener's association) or, cut short, taken up again by a node that may run (the claims expire; at least once).
     A database that does not answer is waited out (the services say that themselves). :meth:`stop` (also at exit)
-    removes the row."""
+    removes the row. The row says ``interval_s`` and ``stale_after_s`` (``store.node_watch_interval_s``,
+    ``store.node_stale_after_s``): whoever judges it (``radtrace db upgrade``) takes it for ended only once it has not
+    been renewed for that long (:func:`radtrace.store.nodes.live_nodes`)."""
 
     def __init__(
         self,
@@ -40,10 +42,11 @@ class NodeWatch:
         role: str,
         *,
         interval_s: float = WATCH_INTERVAL_S,
+        stale_after_s: float = NODE_STALE_S,
         on_incompatible: Callable[[str], None] | None = None,
         connect_timeout_s: float = 10.0,
     ) -> None:
-        self.store_url, self.role, self.interval_s = store_url, role, interval_s
+        self.store_url, self.role, self.interval_s, self.stale_after_s = store_url, role, interval_s, stale_after_s
         self.on_incompatible = on_incompatible or _stop_this_process
         self.node_id = uuid.uuid4().hex
         self.problem: str | None = None
@@ -60,12 +63,15 @@ class NodeWatch:
             return self
         self._store = Store.from_url(self.store_url, pool_size=1, connect_timeout_s=self._connect_timeout_s)
         with contextlib.suppress(RadtraceError):  # the database away: the thread writes it at its first beat
-            register_node(self._store, self.node_id, self.role)
+            register_node(self._store, self.node_id, self.role, **self._limits())
             self._registered = True
         self._thread = threading.Thread(target=self._run, name=f"radtrace-node-watch-{self.role}", daemon=True)
         self._thread.start()
         atexit.register(self.stop)
         return self
+
+    def _limits(self) -> dict[str, float]:
+        return {"interval_s": self.interval_s, "stale_after_s": self.stale_after_s}
 
     def check(self) -> str | None:
         """One beat: renew the row and compare this code with the database; the reason it may not work on it, or
@@ -80,9 +86,9 @@ class NodeWatch:
             return self.problem
         try:
             if self._registered:
-                renew_node(store, self.node_id, self.role)
+                renew_node(store, self.node_id, self.role, **self._limits())
             else:
-                register_node(store, self.node_id, self.role)
+                register_node(store, self.node_id, self.role, **self._limits())
                 self._registered = True
             problem = running_problem(store)
         except RadtraceError as exc:
