@@ -219,6 +219,24 @@ def test_kubernetes_workers_take_one_gpu_each_and_scale_on_the_gpu_queue_list() 
     assert claim["accessModes"] == ["ReadWriteMany"]
 
 
+def test_every_kubernetes_radtrace_process_mounts_the_shared_data_directory_at_its_data_dir() -> None:
+    """The listener writes the spool, the workers the drafts; the dispatcher sends the drafts and the QA API and
+    console serve them and the study pictures: each reads the one ReadWriteMany claim at RADTRACE_DATA_DIR (the
+    start-up check 'shared data directory' refuses a worker, dispatcher or API without it). The API had no data
+    volume: its data directory was the image's folder on a read-only root file system."""
+    docs = _kustomize()
+    data_dir = _by_name(docs, "ConfigMap")["radtrace-config"]["data"]["RADTRACE_DATA_DIR"]
+    deployments = _by_name(docs, "Deployment")
+    assert {"radtrace-listener", "radtrace-worker", "radtrace-dispatcher", "radtrace-api"} <= set(deployments)
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes", [])
+                  if "persistentVolumeClaim" in v}  # fmt: skip
+        (container,) = pod["containers"]
+        mounted = {m["mountPath"]: claims.get(m["name"]) for m in container.get("volumeMounts", [])}
+        assert mounted.get(data_dir) == "radtrace-data", f"{name} mounts {mounted}, not radtrace-data at {data_dir}"
+
+
 def test_every_secret_the_kubernetes_manifests_name_is_in_the_secrets_example() -> None:
     referenced: set[str] = set()
     for doc in _kustomize():
