@@ -27,6 +27,7 @@ from radtrace.preflight.ports import (
     metrics_port_problem,
     metrics_ports,
 )
+from radtrace.preflight.shared_data import shared_data_check
 from radtrace.preflight.tls import atna_tls_check, pacs_tls_check, ris_tls_check, tls_check
 
 __all__ = [
@@ -80,9 +81,10 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
     """Run ``service``'s start-up checks, creating the data directories on the way.
 
     Every service: the settings (a ``./.env`` not in effect), the data directory, the work database (on PostgreSQL,
-    this machine's clock against the server's). The listener, workers and serve: the spool, quarantine and free
-    space, the broker. The listener and serve: the listener's TLS files. Serve and the workers that deliver: the CA
-    store a TLS PACS is checked against, and the RIS's TLS files (:func:`ris_tls_check`); serve: the ATNA
+    this machine's clock against the server's; for a worker, dispatcher or QA API, that its data directory is the
+    one the listener writes: :func:`shared_data_check`). The listener, workers and serve: the spool, quarantine and
+    free space, the broker. The listener and serve: the listener's TLS files. Serve and the workers that deliver: the
+    CA store a TLS PACS is checked against, and the RIS's TLS files (:func:`ris_tls_check`); serve: the ATNA
     forwarder's TLS files (``radtrace audit forward`` checks them itself, :func:`atna_tls_check`). The QA API: the
     broker only with the review console (which rings the dispatcher). The model backend: serve and the inference
     worker only."""
@@ -104,6 +106,8 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
     checks.append(database := database_check(settings))
     if database.status != "failed" and (clock := clock_check(settings)) is not None:
         checks.append(clock)
+    if database.status != "failed" and (shared := shared_data_check(settings, service)) is not None:
+        checks.append(shared)
     if service != "api" or settings.console.enabled:
         checks.append(embedded_broker(settings) or external_broker(settings, service))
     if service in ("serve", "worker"):
