@@ -500,11 +500,14 @@ def current_agreement(store: Store) -> AgreementFigures:
             sa.select(QaAgreementCount.label, QaAgreementCount.decision, QaAgreementCount.reason_code,
                       QaAgreementCount.count)
         ).all()  # fmt: skip
-        withdrawn = wrong_patient_drafts(session)
         reason_code = sa.func.coalesce(QaDecision.reason_code, "")  # as the counts key it
-        left = _on_withdrawn(session, withdrawn, [~QaDecision.superseded], (QaDecision.label, QaDecision.decision,
-                                                                             reason_code))  # fmt: skip
-        left_out = read_left_out(session, None) if left else LeftOut()
+        per_draft = _on_withdrawn(session, wrong_patient_drafts(session), [~QaDecision.superseded],
+                                  (QaDecision.label, QaDecision.decision, reason_code, QaDecision.study_uid,
+                                   QaDecision.revision))  # fmt: skip
+    left: Counter[tuple[Any, ...]] = Counter()
+    for (label, verdict, reason, *_draft), count in per_draft.items():
+        left[(label, verdict, reason)] += count
+    left_out = LeftOut(sum(per_draft.values()), len({tuple(key[3:]) for key in per_draft}))
     counts: dict[str, dict[str, int]] = {}
     reasons: Counter[str] = Counter()
     for label, verdict, reason, stored in rows:
