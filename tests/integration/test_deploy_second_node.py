@@ -24,7 +24,7 @@ from radtrace.config import load_settings
 from radtrace.preflight import Service, run_preflight
 from radtrace.preflight.check import Check
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance
+from radtrace.store.models import Instance, Revision, RevisionState
 from radtrace.store.nodes import live_nodes
 from radtrace.testing.services import RedisNamespace, free_port
 from serve_support import wait_until
@@ -52,10 +52,11 @@ def _node_env(data_dir: Path, postgres_url: str, redis: RedisNamespace, port: in
 
 
 @contextlib.contextmanager
-def _listening(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _running(env: dict[str, str], log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``radtrace ARGS`` with one host's settings, as its unit starts it; SIGTERM (then SIGKILL) at the end."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RADTRACE_")} | env
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "radtrace", "listen"], stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen([sys.executable, "-m", "radtrace", *args], stdout=out, stderr=subprocess.STDOUT,
                                    env=environment, stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         yield process
@@ -69,13 +70,19 @@ def _listening(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[byte
             process.wait(timeout=10)
 
 
-def _shared_check(env: dict[str, str], service: Service = "worker") -> Check:
+def _check(name: str, env: dict[str, str], service: Service = "worker", **model: object) -> Check:
+    """Check ``name`` of the start-up checks ``service`` runs with this host's settings (``model`` in place of the
+    demo backend)."""
     broker = {"url": env["RADTRACE_BROKER__URL"], "key_prefix": env["RADTRACE_BROKER__KEY_PREFIX"]}
     settings = load_settings(data_dir=Path(env["RADTRACE_DATA_DIR"]), store={"url": env["RADTRACE_STORE__URL"]},
-                             broker=broker, model={"backend": "demo", "demo": True})  # fmt: skip
+                             broker=broker, model=model or {"backend": "demo", "demo": True})  # fmt: skip
     checks = {check.name: check for check in run_preflight(settings, service=service)}
-    assert "shared data directory" in checks, sorted(checks)
-    return checks["shared data directory"]
+    assert name in checks, sorted(checks)
+    return checks[name]
+
+
+def _shared_check(env: dict[str, str], service: Service = "worker") -> Check:
+    return _check("shared data directory", env, service)
 
 
 def test_a_worker_host_whose_data_directory_is_not_the_listeners_is_refused_naming_what_to_mount(
@@ -88,7 +95,7 @@ def test_a_worker_host_whose_data_directory_is_not_the_listeners_is_refused_nami
     assert radtrace("db", "upgrade", env=node_a).returncode == 0
     store = Store.from_url(postgres_url)
     try:
-        with _listening(node_a, tmp_path / "listen.log") as listener:
+        with _running(node_a, tmp_path / "listen.log", "listen") as listener:
             wait_until(lambda: any(node.role == "listener" for node in live_nodes(store)), 60, "listener's nodes row",
                        tmp_path / "listen.log")  # fmt: skip
 
@@ -127,3 +134,44 @@ def test_a_worker_host_whose_data_directory_is_not_the_listeners_is_refused_nami
 def test_a_site_on_sqlite_has_no_shared_data_directory_to_check(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path / "var")
     assert "shared data directory" not in {check.name for check in run_preflight(settings, service="worker")}
+
+
+def test_a_gpu_worker_host_set_up_with_other_model_settings_than_the_running_workers_is_warned_at_start(
+    tmp_path: Path, postgres_url: str, redis_namespace: RedisNamespace
+) -> None:
+    """Node B reads with the demo backend (left on from the first setup); node C is set up for the real model with
+    another token limit. Before, node C's checks passed, and the site's drafts came from two models by chance of
+    which worker took each study."""
+    port = free_port()
+    node_a = _node_env(tmp_path / "data", postgres_url, redis_namespace, port) | {
+        "RADTRACE_LISTENER__SETTLE_SECONDS": "1"
+    }
+    assert radtrace("db", "upgrade", env=node_a).returncode == 0
+    store = Store.from_url(postgres_url)
+
+    def reported() -> bool:
+        with store.session() as session:
+            return session.scalar(sa.select(sa.func.count()).where(Revision.state == RevisionState.REPORTED)) == 1
+
+    try:
+        with (
+            _running(node_a, tmp_path / "listen.log", "listen"),
+            _running(node_a, tmp_path / "worker-b.log", "worker", "--queues=gpu", "--no-reconcile", "--gpu", "0"),
+        ):
+            wait_until(lambda: {"listener", "worker"} <= {node.role for node in live_nodes(store)}, 60,
+                       "the listener's and node B's worker's nodes rows", tmp_path / "worker-b.log")  # fmt: skip
+            none_read = _check("model settings across workers", node_a, backend="transformers")
+            assert (none_read.status, none_read.detail) == ("ok", "the 1 running GPU worker(s) read nothing yet")
+            sent = radtrace("send", "--port", str(port), str(FILM), env=node_a)
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            wait_until(reported, 90, "the film read to a draft on node B", tmp_path / "worker-b.log")
+
+            other = _check("model settings across workers", node_a, backend="transformers", max_new_tokens=48)
+            assert other.status == "warning", other
+            assert other.detail.startswith(f"worker on {os.uname().nodename} (pid ")
+            assert "read with backend 'transformers' here, 'demo' there" in other.detail
+            assert "set the same RADTRACE_MODEL__* on every GPU worker" in other.detail
+            same = _check("model settings across workers", node_a)
+            assert (same.status, same.detail) == ("ok", "as the newest readings of the 1 running GPU worker(s)")
+    finally:
+        store.dispose()
