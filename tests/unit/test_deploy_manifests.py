@@ -96,6 +96,65 @@ def test_compose_refuses_a_misspelt_key_and_a_missing_database_password(tmp_path
     assert "POSTGRES_PASSWORD" in refused.stderr, refused.stderr
 
 
+SITE = {
+    "RADTRACE_STORE__URL": "postgresql+psycopg://radtrace:pw@db.hospital.example:5432/radtrace",
+    "RADTRACE_BROKER__URL": "redis://:pw@redis.hospital.example:6379/0",
+    "RADTRACE_NFS_SERVER": "nas.hospital.example",
+    "RADTRACE_NFS_EXPORT": "/export/radtrace",
+}
+
+
+def _site_steps() -> list[list[str]]:
+    """deploy/README.md's docker compose commands for a multi-host site, as argv."""
+    lines = (DEPLOY / "README.md").read_text().splitlines()
+    return [
+        shlex.split(line.split("#", 1)[0]) for line in lines if "compose.site.yaml" in line and "docker compose" in line
+    ]
+
+
+def _site_project(tmp_path: Path, site: dict[str, str]) -> Path:
+    example = (DEPLOY / "radtrace.env.example").read_text()
+    project = _compose_project(tmp_path, env_text=example + "".join(f"{k}={v}\n" for k, v in site.items()))
+    shutil.copy(DEPLOY / "compose.site.yaml", project / "compose.site.yaml")
+    return project
+
+
+def test_each_host_of_a_compose_site_runs_on_the_sites_database_broker_and_nfs_spool(tmp_path: Path) -> None:
+    """Found following the README's 'a second host running only workers': compose.yaml fixes the URLs to its own
+    unpublished PostgreSQL and Redis (a URL in .env changed nothing), and `up -d worker-gpu0` started them and the
+    migration on the second host as the worker's dependencies: a site of its own, every start-up check passing."""
+    steps = _site_steps()
+    assert len(steps) == 3, steps  # the migration, the first host, a GPU host
+    started: set[str] = set()
+    for argv in steps:
+        assert "--no-deps" in argv, argv  # not compose.yaml's own PostgreSQL, Redis and migration
+        verb = "run" if "run" in argv else "up"
+        started |= {word for word in argv[argv.index(verb) + 1 :] if not word.startswith("-")}
+    assert started == {"migrate", "listener", "dispatcher", "api", "worker-gpu0"}
+
+    files = [word for argv in steps[:1] for i, word in enumerate(argv) if i and argv[i - 1] == "-f"]
+    assert files == ["compose.yaml", "compose.site.yaml"]
+    project = _site_project(tmp_path, SITE)
+    args = [arg for file in files for arg in ("--file", file)]
+    result = _run(_tool("docker-compose"), *args, "--profile", "gpu1", "config", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+    config = yaml.safe_load(result.stdout)
+    for name in sorted(started | {"worker-gpu1"}):
+        environment = config["services"][name]["environment"]
+        assert environment["RADTRACE_STORE__URL"] == SITE["RADTRACE_STORE__URL"], name
+        assert environment["RADTRACE_BROKER__URL"] == SITE["RADTRACE_BROKER__URL"], name
+        assert "radtrace-data:/var/lib/radtrace:rw" in config["services"][name]["volumes"], name
+    assert config["volumes"]["radtrace-data"]["driver_opts"] == {
+        "type": "nfs", "o": "addr=nas.hospital.example,rw,nfsvers=4.1", "device": ":/export/radtrace",
+    }  # fmt: skip
+
+    unset = _site_project(tmp_path / "unset", {k: v for k, v in SITE.items() if k != "RADTRACE_STORE__URL"})
+    refused = _run(_tool("docker-compose"), *args, "config", cwd=unset)
+    assert refused.returncode != 0, refused.stdout
+    assert "set RADTRACE_STORE__URL in deploy/.env to the site's PostgreSQL" in refused.stderr, refused.stderr
+
+
 # --- systemd ------------------------------------------------------------------------------------------
 
 
