@@ -13,13 +13,16 @@ import grp
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "deploy" / "README.md"
 SYSTEMD = ROOT / "deploy" / "systemd"
+UNIT_BINARY = "/opt/radtrace/venv/bin/radtrace"
 _RUN = ("install", "cp", "mkdir")  # the steps that make files; the others need systemd, a user database or pip
 
 
@@ -76,3 +79,56 @@ def test_every_file_an_enabled_unit_requires_is_made_by_the_steps(tmp_path: Path
         made = tmp_path / path.lstrip("/")
         assert made.is_file(), f"{path} is required by a unit the steps enable but no step makes it"
         assert stat.S_IMODE(made.stat().st_mode) == 0o600, f"{path} holds a key: root only"
+
+
+def _site_steps() -> list[str]:
+    """The README's steps for a host of a site of several hosts (after the one-host steps)."""
+    section = README.read_text(encoding="utf-8").split("## systemd: several hosts", 1)[1].split("\n## ", 1)[0]
+    return [line.strip() for line in section.splitlines() if line.startswith("    ") and line.strip()]
+
+
+def test_a_gpu_host_of_a_site_enables_its_workers_alone_and_starts_them_once_the_shared_data_is_mounted(
+    tmp_path: Path,
+) -> None:
+    """Found following the systemd section for a second host: it knew one host only, so a GPU host enabled
+    radtrace.target too (a second listener, a second dispatcher with the reconciler the site must run once, a second
+    API), and nothing held the units until the NFS export was mounted: StateDirectory= made an empty local
+    /var/lib/radtrace and the worker read nothing the listener spooled."""
+    (tmp_path / "etc" / "systemd" / "system").mkdir(parents=True)
+    steps = _site_steps()
+    assert _run_on(tmp_path, _steps() + steps).returncode == 0
+
+    enabling = [step.split("#", 1)[0].split("systemctl enable", 1)[1] for step in steps if "systemctl enable" in step]
+    enabled = [word for words in enabling for word in shlex.split(words) if not word.startswith("-")]
+    assert enabled, steps
+    assert all(unit.startswith("radtrace-worker@") for unit in enabled), enabled  # no second listener or dispatcher
+
+    worker = (SYSTEMD / "radtrace-worker@.service").read_text(encoding="utf-8")
+    data_dir = re.search(r"^Environment=RADTRACE_DATA_DIR=(\S+)$", worker, re.MULTILINE)
+    assert data_dir is not None
+    (fstab,) = [shlex.split(step)[1] for step in steps if step.startswith("echo") and "/etc/fstab" in step]
+    _source, mount_point, kind, options = fstab.split()[:4]
+    assert (mount_point, kind) == (data_dir[1], "nfs4")
+    assert "_netdev" in options.split(",")
+    drop_in = tmp_path / "etc" / "systemd" / "system" / "radtrace-.service.d" / "shared-data.conf"
+    assert f"RequiresMountsFor={data_dir[1]}" in drop_in.read_text(encoding="utf-8").splitlines()
+
+    # systemd applies radtrace-.service.d/ to every radtrace-*.service: verify reads it with the units, clean
+    units = tmp_path / "units"
+    shutil.copytree(tmp_path / "etc" / "systemd" / "system", units)
+    for unit in units.glob("radtrace*"):
+        if unit.is_file():
+            text = unit.read_text(encoding="utf-8")
+            unit.write_text(text.replace(UNIT_BINARY, str(Path(sys.executable).parent / "radtrace")))
+    verify = shutil.which("systemd-analyze")
+    assert verify, "systemd-analyze is not installed (Debian's systemd)"
+    result = subprocess.run([verify, "verify", "--man=no", "radtrace-worker@0.service", "radtrace-listener.service"],
+                            cwd=units, env=os.environ | {"SYSTEMD_UNIT_PATH": f"{units}:"}, capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    drop_in_in_units = units / "radtrace-.service.d" / "shared-data.conf"
+    drop_in_in_units.write_text(drop_in_in_units.read_text(encoding="utf-8") + "RequiresMountsFr=/typo\n")
+    misspelt = subprocess.run([verify, "verify", "--man=no", "radtrace-worker@0.service"], cwd=units,
+                              env=os.environ | {"SYSTEMD_UNIT_PATH": f"{units}:"}, capture_output=True, text=True,
+                              check=False)  # fmt: skip
+    assert "RequiresMountsFr" in misspelt.stderr, misspelt.stderr  # the drop-in is read: a typo in it is said
