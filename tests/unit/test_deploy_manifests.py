@@ -296,6 +296,20 @@ def test_every_kubernetes_radtrace_process_mounts_the_shared_data_directory_at_i
         assert mounted.get(data_dir) == "radtrace-data", f"{name} mounts {mounted}, not radtrace-data at {data_dir}"
 
 
+def test_the_kubernetes_listener_is_one_pod_replaced_not_doubled_and_its_node_can_be_drained() -> None:
+    """A listener refuses a data directory another listener holds (exit 2: listener.lock, flock, which NFS and CephFS
+    make seen by every node of a ReadWriteMany volume; measured here: a second 'radtrace listen' on the same data
+    directory, another port, exit 2 naming the first). The Deployment had 2 replicas and a rolling update (a new
+    pod beside the old): the second crash-looped and a rollout never finished."""
+    docs = _kustomize()
+    listener = _by_name(docs, "Deployment")["radtrace-listener"]["spec"]
+    assert listener["replicas"] == 1
+    assert listener["strategy"] == {"type": "Recreate"}
+    budget = _by_name(docs, "PodDisruptionBudget")["radtrace-listener"]["spec"]
+    assert "minAvailable" not in budget  # minAvailable 1 of 1 pod: no drain of its node ever goes through
+    assert budget["maxUnavailable"] == 1
+
+
 def test_every_secret_the_kubernetes_manifests_name_is_in_the_secrets_example() -> None:
     referenced: set[str] = set()
     for doc in _kustomize():
