@@ -177,6 +177,8 @@ def _before_cursor_execute(conn: Any, _cursor: Any, statement: str, *_args: Any)
 
 
 def _end(conn: Any) -> None:
+    if conn.invalidated:  # its DBAPI connection is gone (the server ended it): conn.info raised PendingRollbackError
+        return  # in the rollback, which replaced the store's StoreUnavailableError with a PermanentError
     conn.info.pop(_STATE, None)
 
 

@@ -168,6 +168,8 @@ def test_a_stale_claim_is_taken_over_and_a_live_one_is_left_alone(
     rev = revision_row(store, study_uid)
     assert (rev.state, rev.attempts, rev.claimed_by) == (RevisionState.REPORTED, 2, None)
     started = [payload for kind, _, payload in audit_events(store) if kind == "inference_started"]
+    assert len(started) == 1
+    assert len(started[0].pop("claim_token")) == 32  # its worker's own: a claim whose reply was lost is found by it
     assert started == [{"revision": 1, "attempt": 2, "worker": "w2", "taken_over_from": "dead-worker"}]
 
 

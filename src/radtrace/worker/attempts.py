@@ -11,7 +11,14 @@ the error left the pipeline) is no fault of the study's. Taking it over, the wor
 ``inference_failed`` ``read: false``; both ``attempt_counted: false``), and the attempt is not counted: three short
 database outages no longer fail a study, and the reading is drafted again, not read again
 (:mod:`radtrace.worker.kept_readings`). Only this process's own note counts: a worker that died (the claim of another
-process, or of this pid after a restart) may have died of the study, and its attempt counts as before.
+process, or of this pid after a restart) may have died of the study, and its attempt counts as before. Only an outage
+counts as away (:func:`radtrace.worker.database_outage.is_database_outage`): a store error that is ours (a statement
+timeout, a deadlock, SQLite's busy timeout) ends the attempt as an ordinary failure, recorded as the worker takes it
+over (``inference_failed`` or ``report_failed`` with that error) and counted, so a bug in our own SQL fails the study
+after ``max_attempts`` instead of being retried forever.
+Each claim writes a token of its own (``claim_token`` in its ``inference_started``): a claim whose commit reached the
+database but whose reply was lost (the connection broke after COMMIT) is found by its worker on the next try, by that
+token, and kept as it is, not taken over as another attempt.
 A later revision waits until the study's earlier ones are past ``processing`` (its SR names theirs as predecessors);
 the end of the earlier one says which revision to ring next.
 
@@ -34,6 +41,7 @@ import enum
 import errno
 import json
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,7 +54,7 @@ from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
-from radtrace.errors import DispatchError, RadtraceError, is_retryable
+from radtrace.errors import DispatchError, RadtraceError, StoreUnavailableError, is_retryable
 from radtrace.reporting.dispatch.claims import database_now
 from radtrace.reporting.draft_store import DraftsDiskFullError, DraftsNotStoredError, failure_event_type
 from radtrace.store.engine import Store
@@ -60,6 +68,7 @@ from radtrace.worker.claims import (
     retry_delay,
     seconds_between,
 )
+from radtrace.worker.database_outage import is_database_outage
 from radtrace.worker.disk_space import NoRoomForDraftsError
 from radtrace.worker.model_failures import retry_after
 from radtrace.worker.settlement import StageObserver
@@ -115,6 +124,16 @@ class ProcessResult:
     next_revision: int | None = None  # a later revision of the study that waited for this one
 
 
+@dataclass(frozen=True)
+class _Interrupted:
+    """An attempt whose end the store could not record, noted by its worker: ``counted`` unless the database was
+    away (:func:`radtrace.worker.database_outage.is_database_outage`)."""
+
+    claim: Claim
+    reason: str
+    counted: bool
+
+
 class RevisionAttempts:
     """Claims, renews and ends attempts for one worker (named ``worker`` in ``claimed_by``)."""
 
@@ -136,20 +155,27 @@ class RevisionAttempts:
         self.worker = worker
         self.clock = clock
         self.observer = observer
-        self._lost: dict[int, tuple[Claim, str]] = {}  # revision id -> (claim, reason): lost to the database here
+        self._lost: dict[int, _Interrupted] = {}  # revision id -> an attempt of ours whose end was not recorded
+        # (study UID, number) -> the tokens of claims whose commit may have reached the database, their reply not
+        self._unanswered: dict[tuple[str, int], list[str]] = {}
 
-    def lost_to_database(self, claims: Sequence[Claim], reason: str) -> None:
-        """Note attempts whose end could not be recorded because the database was unavailable (``reason``): they stay
-        ``processing`` under this worker, and taking one over is not counted (see the module)."""
+    def lost_to_database(self, claims: Sequence[Claim], error: StoreUnavailableError) -> None:
+        """Note attempts whose end could not be recorded because of ``error``: they stay ``processing`` under this
+        worker, which takes them over on its next try. Not counted when the database was away, counted (an
+        ordinary failure) when the error was ours (see the module)."""
+        counted = not is_database_outage(error)
         for claim in claims:
-            self._lost[claim.revision_id] = (claim, reason)
-            log.warning("%s attempt %d: its end could not be recorded (%s); taken over, not counted, once the "
-                        "database is back", claim.names(), claim.attempt, reason)  # fmt: skip
+            self._lost[claim.revision_id] = _Interrupted(claim, error.reason, counted)
+            log.warning("%s attempt %d: its end could not be recorded (%s); taken over, %s, on the next try",
+                        claim.names(), claim.attempt, error.reason,
+                        "counted (the database answered)" if counted else "not counted")  # fmt: skip
 
     def lost(self) -> list[tuple[str, int]]:
-        """The revisions (study UID, number) of attempts noted by :meth:`lost_to_database` and not taken over yet:
-        a batch takes them first, as they wait for no one's claim to expire."""
-        return [(claim.study_uid, claim.number) for claim, _ in list(self._lost.values())]
+        """The revisions (study UID, number) of attempts noted by :meth:`lost_to_database` and not taken over yet,
+        then those whose claim's reply was lost: a batch takes them first, as they wait for no one's claim to
+        expire."""
+        noted = [(lost.claim.study_uid, lost.claim.number) for lost in list(self._lost.values())]
+        return [*noted, *(key for key in list(self._unanswered) if key not in noted)]
 
     def renew(self, claim: Claim) -> bool:
         """Push our claim's expiry ``claim_timeout_s`` ahead; False when the claim is no longer ours."""
@@ -164,6 +190,22 @@ class RevisionAttempts:
             return bool(renewed.rowcount == 1)  # type: ignore[attr-defined]
 
     def claim(self, study_uid: str, number: int) -> Claim | ProcessResult:
+        """Claim the revision, take a lost attempt of it over, or say why not (see the module)."""
+        key = (study_uid, number)
+        unanswered = list(self._unanswered.get(key, ()))  # claims of ours that may have committed, their reply lost
+        token = uuid.uuid4().hex
+        self._unanswered[key] = [*unanswered, token]  # until this claim's answer is in
+        try:
+            result = self._claim(study_uid, number, token, unanswered)
+        except StoreUnavailableError:
+            raise  # committed or not: the next try finds out by its token
+        except BaseException:
+            self._unanswered.pop(key, None)  # not a store outage: nothing was committed
+            raise
+        self._unanswered.pop(key, None)
+        return result
+
+    def _claim(self, study_uid: str, number: int, token: str, unanswered: Sequence[str]) -> Claim | ProcessResult:
         now = self.clock()
         with self.store.session("claiming a revision", immediate=True) as session:
             row = session.execute(
@@ -191,8 +233,11 @@ class RevisionAttempts:
             if earlier is not None:  # its SR must exist first: this one names it as predecessor
                 return ProcessResult(Result.NOT_CLAIMED, rev.state, f"waiting for revision {earlier}")
             ours = decision == "take-over" and rev.claimed_by == self.worker
-            # the attempt this process lost to the database, still as it left it
-            uncounted = lost[1] if ours and lost and lost[0].attempt == rev.attempts else None
+            if ours and unanswered and (kept := self._answered(session, rev, study, unanswered, lease_now)) is not None:
+                return kept
+            # the attempt this process could not end, still as it left it
+            noted = lost if ours and lost and lost.claim.attempt == rev.attempts else None
+            uncounted = noted.reason if noted is not None and not noted.counted else None
             attempt = rev.attempts if uncounted is not None else rev.attempts + 1
             taken = session.execute(
                 sa.update(Revision)
@@ -222,19 +267,20 @@ class RevisionAttempts:
             if attempt == 1:
                 waited["complete"] = seconds_between(last_received(session, rev.id), rev.queued_at)
             if decision == "take-over":
-                lost_as = f"not counted: {uncounted}" if uncounted is not None else "worker lost: claim expired"
-                self._close_lost_jobs(session, rev.id, now, lost_as)
+                lost_as = "worker lost: claim expired" if noted is None else noted.reason
+                self._close_lost_jobs(session, rev.id, now, f"not counted: {uncounted}" if uncounted else lost_as)
             job = Job(revision_id=rev.id, kind=JOB_KIND, attempt=attempt, state=JobState.RUNNING, worker=self.worker)
             session.add(job)
             session.flush()
             claim = Claim(rev.id, study.study_uid, study.accession, rev.number, attempt, job.id, study.id)
-            events = [] if uncounted is None else [self._lost_end(session, claim, uncounted)]
+            events = [] if noted is None else [self._lost_end(session, noted)]
             events.append(
                 self.event(
                     claim,
                     EventType.INFERENCE_STARTED,
                     worker=self.worker,
                     taken_over_from=rev.claimed_by if decision == "take-over" else None,
+                    claim_token=token,
                 )
             )
             self.recorder.record_many(events, session=session)
@@ -242,9 +288,13 @@ class RevisionAttempts:
         if uncounted is not None:
             log.info("%s: attempt %d taken over, not counted (the database was unavailable: %s)", claim.names(),
                      attempt, uncounted)  # fmt: skip
+        elif noted is not None:
+            log.info("%s: attempt %d failed (%s); taken over as attempt %d", claim.names(), noted.claim.attempt,
+                     noted.reason, attempt)  # fmt: skip
         self._observe(waited)
         if decision == "take-over" and attempt > self.settings.broker.max_attempts:
-            reason = f"gave up after {attempt - 1} attempts: the worker was lost (claim expired)"
+            lost_by = "the worker was lost (claim expired)" if noted is None else noted.reason
+            reason = f"gave up after {attempt - 1} attempts: {lost_by}"
             return self.failed(claim, RadtraceError(reason), final=True)
         return claim
 
@@ -261,29 +311,57 @@ class RevisionAttempts:
             .execution_options(synchronize_session=False)
         )
 
-    def _lost_end(self, session: Session, claim: Claim, reason: str) -> AuditEvent:
-        """The end an attempt lost to the database could not record, as it would have been recorded (``claim``
-        has its number): its reading kept when it was audited, else not read. The study's events are found by the
-        indexed Study Instance UID alone and their kind picked here (as :mod:`radtrace.worker.kept_readings` does)."""
-        rows = session.execute(
-            sa.select(AuditEventRow.event_type, AuditEventRow.payload).where(AuditEventRow.study_uid == claim.study_uid)
-        ).all()
+    def _lost_end(self, session: Session, lost: _Interrupted) -> AuditEvent:
+        """The end an attempt of ours could not record, as it would have been recorded: ``report_failed`` when its
+        reading was audited, else ``inference_failed``. Lost to the database (not counted): its reading kept, or
+        ``read: false``. Ended by a store error of ours: an ordinary failed attempt, counted, read again."""
+        claim = lost.claim
         read = any(
-            kind == EventType.INFERENCE_COMPLETED.value
-            and (payload := json.loads(text)).get("revision") == claim.number
-            and payload.get("attempt") == claim.attempt
-            and "reading" in payload
-            for kind, text in rows
+            payload.get("attempt") == claim.attempt and "reading" in payload
+            for payload in _events_of(session, claim, EventType.INFERENCE_COMPLETED)
         )
+        kept: dict[str, Any] = {} if lost.counted else {"attempt_counted": False}
+        if not lost.counted:
+            kept.update({"reading_kept": True} if read else {"read": False})
         return self.event(
             claim,
             EventType.REPORT_FAILED if read else EventType.INFERENCE_FAILED,
             Outcome.MINOR_FAILURE,
-            error=reason,
+            error=lost.reason,
             retryable=True,
-            attempt_counted=False,
-            **({"reading_kept": True} if read else {"read": False}),
+            **kept,
         )
+
+    def _answered(
+        self, session: Session, rev: Revision, study: Study, tokens: Sequence[str], lease_now: datetime
+    ) -> Claim | None:
+        """Our claim of ``rev`` whose commit reached the database but whose reply did not (one of ``tokens`` is in
+        its ``inference_started``), kept as it is and renewed; None when none of them committed."""
+        probe = Claim(rev.id, study.study_uid, study.accession, rev.number, rev.attempts, 0, study.id)
+        if not any(
+            payload.get("attempt") == rev.attempts and payload.get("claim_token") in tokens
+            for payload in _events_of(session, probe, EventType.INFERENCE_STARTED)
+        ):
+            return None
+        job_id = session.scalar(
+            sa.select(sa.func.max(Job.id)).where(
+                Job.revision_id == rev.id, Job.kind == JOB_KIND, Job.attempt == rev.attempts,
+                Job.state == JobState.RUNNING, Job.worker == self.worker,
+            )
+        )  # fmt: skip
+        if job_id is None:  # pragma: no cover - the claim's transaction wrote both
+            return None
+        claim = Claim(rev.id, study.study_uid, study.accession, rev.number, rev.attempts, int(job_id), study.id)
+        session.execute(
+            sa.update(Revision)
+            .where(*held_by(claim, self.worker))
+            .values(claim_expires_at=lease_now + timedelta(seconds=self.settings.broker.claim_timeout_s))
+            .execution_options(synchronize_session=False)
+        )
+        self._lost.pop(rev.id, None)  # a take-over of it that committed recorded its end
+        log.info("%s: attempt %d was claimed (its commit reached the database, its reply was lost); kept, not "
+                 "claimed again", claim.names(), claim.attempt)  # fmt: skip
+        return claim
 
     def _release(self, session: Session, claim: Claim, now: datetime, **values: Any) -> bool:
         """Apply ``values`` to the revision only while our claim holds; False when it was lost."""
@@ -419,3 +497,14 @@ class RevisionAttempts:
 
     def event(self, claim: Claim, kind: EventType, outcome: Outcome = Outcome.SUCCESS, **details: Any) -> AuditEvent:
         return claim_event(self.actor, claim, kind, outcome, **details)
+
+
+def _events_of(session: Session, claim: Claim, kind: EventType) -> list[dict[str, Any]]:
+    """The payloads of the revision's ``kind`` events. Found by the indexed Study Instance UID alone, their kind and
+    revision picked here (as :mod:`radtrace.worker.kept_readings` does: with the kind in the query, SQLite chose the
+    event type's index, a cost growing with the whole audit log)."""
+    rows = session.execute(
+        sa.select(AuditEventRow.event_type, AuditEventRow.payload).where(AuditEventRow.study_uid == claim.study_uid)
+    ).all()
+    payloads = [json.loads(text) for event_type, text in rows if event_type == kind.value]
+    return [payload for payload in payloads if payload.get("revision") == claim.number]

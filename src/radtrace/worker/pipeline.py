@@ -11,7 +11,8 @@ The database is the truth and every step is safe to run twice (DESIGN.md, princi
    keeps existing rows, and the SR UID is derived from the study and revision, so a second run adds nothing);
 4. ``reported``, only if the claim is still ours; a failed attempt is retried or ends ``failed(reason)``. An
    attempt whose end the database was away for is taken over by its worker, not counted, and its audited reading
-   drafted again (:meth:`radtrace.worker.attempts.RevisionAttempts.lost_to_database`).
+   drafted again (:meth:`radtrace.worker.attempts.RevisionAttempts.lost_to_database`); one a store error of ours
+   ended (a statement timeout: :func:`radtrace.worker.database_outage.is_database_outage`) counts.
 
 While a worker holds claims it renews them every third of ``broker.claim_timeout_s`` (one heartbeat for all,
 :mod:`radtrace.worker.claims`), so an inference longer than the timeout is not taken over; a worker that dies
@@ -240,10 +241,10 @@ class StudyPipeline:
                 self._claim_more(claims, tried, size, settled)
             if claims:
                 self._process_claimed(claims, tried, size, settled, taken)
-        except StoreUnavailableError as exc:  # their ends could not be recorded: taken over, not counted
+        except StoreUnavailableError as exc:  # their ends could not be recorded: taken over (counted unless an outage)
             ended = {key for key, _ in results}
             held = [claim for claim in [*claims, *taken] if (claim.study_uid, claim.number) not in ended]
-            self.attempts.lost_to_database(held, exc.reason)
+            self.attempts.lost_to_database(held, exc)
             raise
         results.sort(key=lambda item: item[0] != (study_uid, revision))  # the named revision first
         return results
