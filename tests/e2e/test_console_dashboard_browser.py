@@ -84,7 +84,7 @@ def test_the_planted_drift_and_burst_are_flagged_and_nothing_else(page: Page, si
     screenshot(page, tmp_path, "ui-dashboard-drift.png", full_page=True,
                 clip={"x": 0, "y": top, "width": 1360, "height": min(box["height"] + 70, 900)})  # fmt: skip
 
-    page.get_by_label("by").select_option("week")
+    page.locator("select[name=period]").select_option("week")  # the period form's "by" select
     page.get_by_role("button", name="Show").click()
     page.wait_for_url("**/console/dashboard?*period=week*")
     expect(page.get_by_test_id("drift-alerts").locator(".alert")).to_have_count(1)  # the rule is daily either way
