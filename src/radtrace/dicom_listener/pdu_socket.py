@@ -80,6 +80,23 @@ def _unread(sock: socket.socket) -> int | None:
         return None
 
 
+#: Readings of :func:`_handshake_bytes` before it gives up on a peer whose bytes keep arriving.
+_STEADY_TRIES: Final = 8
+
+
+def _handshake_bytes(tls: ssl.SSLSocket) -> int | None:
+    """The TCP payload bytes the TLS handshake took, on a TLS socket nothing has read from since its handshake: what
+    the kernel received less what waits unread. Counted between two equal readings of the received bytes (a packet
+    arriving in between would be counted twice); ``None`` when not known."""
+    for _ in range(_STEADY_TRIES):
+        before, unread, after = tcp_bytes_received(tls), _unread(tls), tcp_bytes_received(tls)
+        if before is None or unread is None or after is None:
+            return None
+        if before == after:
+            return after - unread
+    return None  # bytes kept arriving: left unjudged rather than miscounted (they will be read and judged as data)
+
+
 class PduRefusedError(Exception):
     """A PDU that may not be read: larger than negotiated, or past the listener's memory budget."""
 
@@ -113,13 +130,8 @@ class WholePduSocket(AssociationSocket):
         fast.received_bytes = 0
         fast.tls_ragged_end = False
         fast._tls_start = None
-        tls = fast.socket
-        if isinstance(tls, ssl.SSLSocket):
-            # Nothing has read it since the handshake: what the kernel received minus what waits unread is what the
-            # handshake took. Received first: a packet arriving in between is then counted as after it, not lost.
-            received, unread = tcp_bytes_received(tls), _unread(tls)
-            if received is not None and unread is not None:
-                fast._tls_start = received - unread
+        if isinstance(fast.socket, ssl.SSLSocket):
+            fast._tls_start = _handshake_bytes(fast.socket)
         return fast
 
     budget: BufferBudget | None
