@@ -11,13 +11,18 @@ the same two declarations (genuine text): read otherwise (must stay 0 where it w
 Corpus as bench/charset_windows.py's (Faker, Babel CLDR, pycountry: ``pip install --target DIR faker babel
 pycountry``). Another commit's code: ``PYTHONPATH=<its src>``.
 
-    .venv/bin/python bench/charset_other_scripts.py --corpus-path /tmp/charset-corpus [--json]
+``--write-table FILE`` writes instead each script's letter bigrams of its languages' words (lower case, ``_`` a
+word's edge) into FILE's ``scripts`` (src/radtrace/dicom_charset_ngrams.json, the rest of it kept):
+:mod:`radtrace.dicom_charset_scripts` weighs the readings of pages of several scripts with them.
+
+    .venv/bin/python bench/charset_other_scripts.py --corpus-path /tmp/charset-corpus [--json] [--write-table FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,28 @@ SCRIPTS = [
     ("Thai", ("th",), ("cp874",)),
 ]
 DECLARED = (None, "ISO_IR 100")
+# What is no letter of a word: an edge in the bigrams
+_NOT_LETTER = re.compile(r"[^\w]|[\d_]")
+# A bigram counted fewer times than this is left out of the table (an unseen one's weight)
+_FEWEST = 2
+
+
+def script_table(words: dict[str, set[str]]) -> dict[str, dict[str, Any]]:
+    """For each script (its Unicode name's start, ``CYRILLIC``), the counts of the letter bigrams holding a
+    character past ASCII in the distinct lower-case words of its languages (``_`` a word's edge), those counted at
+    least :data:`_FEWEST` times, and the total of all."""
+    table: dict[str, dict[str, Any]] = {}
+    for script, languages, _ in SCRIPTS:
+        counts: dict[str, int] = {}
+        for word in {w.lower() for language in languages for w in words.get(language, ())}:
+            edged = "_" + _NOT_LETTER.sub("_", word) + "_"
+            for index in range(len(edged) - 1):
+                gram = edged[index : index + 2]
+                if not gram.isascii():
+                    counts[gram] = counts.get(gram, 0) + 1
+        kept = {gram: count for gram, count in sorted(counts.items()) if count >= _FEWEST}
+        table[script.upper()] = {"n": 2, "total": sum(counts.values()), "counts": kept}
+    return table
 
 
 def _read(term: str | None, data: bytes) -> tuple[str, str]:
@@ -112,9 +139,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus-path", action="append", default=[], help="a folder holding faker/babel/pycountry")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write-table", type=Path, help="write the scripts' bigrams into this n-gram table file")
     args = parser.parse_args()
     sys.path[:0] = args.corpus_path
     words, sources = corpus()
+    if args.write_table:
+        tables = json.loads(args.write_table.read_text("utf-8")) if args.write_table.exists() else {}
+        tables["scripts"] = script_table(words)
+        args.write_table.write_text(json.dumps(tables, ensure_ascii=False, separators=(",", ":")) + "\n", "utf-8")
+        print(f"wrote {args.write_table} ({args.write_table.stat().st_size:,} bytes)")
+        return
     rows = measure(words)
     if args.json:
         print(json.dumps({"corpus": sources, "rows": rows}, indent=2))

@@ -277,8 +277,9 @@ def main() -> None:
     args = parser.parse_args()
     sys.path[:0] = args.corpus_path
     words, sources = corpus()
-    if args.write_table:
-        table = {"corpus": "; ".join(sources), "ngrams": ngram_table(words)}
+    if args.write_table:  # the other scripts' bigrams (bench/charset_other_scripts.py) are kept
+        table = json.loads(args.write_table.read_text("utf-8")) if args.write_table.exists() else {}
+        table.update({"corpus": "; ".join(sources), "ngrams": ngram_table(words)})
         args.write_table.write_text(json.dumps(table, ensure_ascii=False, separators=(",", ":")) + "\n", "utf-8")
         print(f"wrote {args.write_table} ({args.write_table.stat().st_size:,} bytes)")
         return

@@ -132,6 +132,8 @@ first). Measured (bench/charset_other_scripts.py, wrong and unflagged under ``IS
 24 -> 23); genuine Latin-1 words read otherwise 0, flagged beyond assumed 2 (unchanged). A lone Latin-1 letter stays
 unflagged: each is a word or a name of some language Latin-1 writes (French ``à``, Swedish ``Å``), whatever page
 reads it.
+Where pages of several scripts read words, the likeliest script's reading by far is read, flagged doubtful
+(:mod:`radtrace.dicom_charset_scripts` gives the rule and the figures).
 
 What was decided is a :class:`CharsetChoice`: the image's preparation records it (audit), as does the listener's
 ``instance_received`` event (its ``character_set`` and label), the drafts flag it (``character-set-assumed``, or

@@ -283,9 +283,17 @@ def _ngram_bits(page: str) -> tuple[int, dict[str, float]]:
 
 @cache
 def _ngram_table() -> dict[str, Any]:
-    """The shipped table, read once a process (94 kB: 3 to 9 ms with the three pages' weights)."""
-    table: dict[str, Any] = json.loads(resources.files("radtrace").joinpath(_NGRAMS).read_text("utf-8"))["ngrams"]
+    """The shipped table of the pages' n-grams (:func:`ngram_file`)."""
+    table: dict[str, Any] = ngram_file()["ngrams"]
     return table
+
+
+@cache
+def ngram_file() -> dict[str, Any]:
+    """The shipped n-gram tables, read once a process (140 kB: 3 to 9 ms with the three pages' weights): ``ngrams``,
+    each Windows page's; ``scripts``, each other script's (:mod:`radtrace.dicom_charset_scripts`)."""
+    tables: dict[str, Any] = json.loads(resources.files("radtrace").joinpath(_NGRAMS).read_text("utf-8"))
+    return tables
 
 
 def ngram_bits(grams: dict[str, Any]) -> tuple[int, dict[str, float]]:
