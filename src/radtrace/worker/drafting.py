@@ -18,6 +18,12 @@ identifiers registered (:func:`radtrace.logging.redacting`): those the worker ha
 job over, and those in the job's headers. Without it a library's warning there (pydicom, highdicom, hl7apy) went
 to stderr as it was written, the patient's name included.
 
+A worker warms its drafter at start, before it takes a study (:meth:`PoolDrafter.warm`, from
+:meth:`radtrace.worker.tasks.WorkerRuntime.warm`, while the model loads): the draft processes are spawned and import
+what a study's drafts import on first use (:func:`warm_drafting`: highdicom, hl7apy's v2.5.1 library, the FHIR
+resource models). Before, the first study after a start waited for all of it: about 4 s of its time to
+"reported" on a loaded 2-core machine (bench/first_draft.py), the draft process's start, its imports and first build.
+
 A draft process ends with its worker, however the worker ends: it watches its parent and exits once it has gone.
 Before, a worker killed with ``kill -9`` (out of memory, or ``radtrace serve`` killed outright) left its draft
 process (about 240 MB) and multiprocessing's resource tracker running for ever, orphaned; each crash of a worker that
@@ -31,10 +37,11 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,12 +54,51 @@ from radtrace.model.reading import Reading
 from radtrace.model.study import carry_unparsable, is_bulk
 from radtrace.reporting.draft_store import BuiltDrafts, build_and_keep, drafts_root
 
-__all__ = ["DraftJob", "Drafter", "InlineDrafter", "PoolDrafter", "drafter_for", "drafts_of", "headers_only"]
+__all__ = [
+    "DraftJob",
+    "Drafter",
+    "InlineDrafter",
+    "PoolDrafter",
+    "drafter_for",
+    "drafts_of",
+    "headers_only",
+    "warm_drafting",
+]
 
 log = logging.getLogger(__name__)
 
 #: How often a draft process looks whether its worker is still there.
 PARENT_CHECK_S = 1.0
+#: The HL7 version of the ORU draft (radtrace.reporting.hl7): hl7apy loads its library on the first message.
+_HL7_VERSION = "2.5.1"
+#: The FHIR R4B models a draft's Bundle validates (radtrace.reporting.fhir), its resources and their elements:
+#: fhir.resources imports each on the first validation that meets it.
+_FHIR_MODELS = (
+    "Patient", "Device", "Observation", "DiagnosticReport", "Annotation", "Attachment", "CodeableConcept", "Coding",
+    "HumanName", "Identifier", "Quantity", "Reference",
+)  # fmt: skip
+
+
+def warm_drafting() -> None:
+    """Import now what building a study's first drafts imports on first use: the builders (highdicom, hl7apy,
+    fhir.resources, by :mod:`radtrace.reporting.drafts`), hl7apy's v2.5.1 library, the FHIR models a draft's Bundle
+    holds, and ``datetime.strptime``'s module; so that the first study's drafts cost what any study's do. Builds
+    nothing and writes nothing."""
+    import hl7apy
+    from fhir.resources.R4B import get_fhir_model_class
+
+    import radtrace.reporting.drafts  # noqa: F401  # imported by build_and_keep when it first builds
+
+    datetime.strptime("20260101", "%Y%m%d")  # its first call imports _strptime
+    hl7apy.load_library(_HL7_VERSION)
+    for name in _FHIR_MODELS:
+        get_fhir_model_class(name)
+
+
+def _warm_draft_process() -> int:
+    """A draft process's warm-up job (:meth:`PoolDrafter.warm`): its pid, once warm."""
+    warm_drafting()
+    return os.getpid()
 
 
 def headers_only(dataset: Dataset) -> Dataset:
@@ -85,6 +131,11 @@ class Drafter(Protocol):
 
     def submit(self, job: DraftJob) -> Future[BuiltDrafts]:
         """Start building ``job``'s drafts; the future holds them, or the error that ends the attempt."""
+        ...
+
+    def warm(self) -> Callable[[], None]:
+        """Start getting ready for the first drafts (at the worker's start, before it takes a study); the function
+        returned waits until ready."""
         ...
 
     def close(self) -> None:
@@ -129,6 +180,10 @@ class InlineDrafter:
         self.reporting = settings.reporting
         self.root = drafts_root(settings)
 
+    def warm(self) -> Callable[[], None]:
+        warm_drafting()  # in the worker's own process: it builds the drafts
+        return lambda: None
+
     def submit(self, job: DraftJob) -> Future[BuiltDrafts]:
         future: Future[BuiltDrafts] = Future()
         try:
@@ -161,6 +216,26 @@ class PoolDrafter:
             initializer=_start_draft_process,
             initargs=(*self.log_settings, os.getpid()),
         )
+
+    def warm(self) -> Callable[[], None]:
+        """Spawn the draft processes now and warm each (:func:`warm_drafting`); the function returned waits for them
+        and logs how long it took. A process that fails to warm up is logged, not raised: its first draft imports
+        what it needs, as before."""
+        if self._executor is None:
+            self._executor = self._make_executor()
+        started = time.monotonic()
+        warming = [self._executor.submit(_warm_draft_process) for _ in range(self.processes)]
+
+        def ready() -> None:
+            try:
+                pids = {future.result() for future in warming}
+            except Exception as exc:  # a process that died warming: the pool is rebuilt on the first submit
+                log.warning("the draft processes could not be warmed (%s: %s); the first drafts warm them",
+                            type(exc).__name__, exc)  # fmt: skip
+                return
+            log.info("draft processes ready: %d warmed in %.1f s", len(pids), time.monotonic() - started)
+
+        return ready
 
     def submit(self, job: DraftJob) -> Future[BuiltDrafts]:
         if self._executor is None:

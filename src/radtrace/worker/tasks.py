@@ -62,10 +62,14 @@ class WorkerRuntime:
             return self._pipeline
 
     def warm(self) -> None:
-        """Load the model now, before taking work (GPU workers)."""
+        """Load the model and warm the drafter now, before taking work (GPU workers): the draft processes start and
+        import while the model loads (:meth:`radtrace.worker.drafting.PoolDrafter.warm`), not on the first study's
+        clock."""
+        drafts_ready = self.pipeline.drafter.warm()
         reader = self.pipeline.reading.reader
         backend = getattr(reader, "backend", None)  # StudyReader builds (loads) it on first access
         log.info("model ready: %s", type(backend).__name__)
+        drafts_ready()
 
 
 def register_tasks(app: Celery, settings: Settings, runtime: WorkerRuntime | None = None) -> WorkerRuntime:
