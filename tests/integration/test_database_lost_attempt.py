@@ -97,7 +97,7 @@ def test_a_database_outage_after_the_reading_drafts_that_reading_and_counts_no_a
     reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
     pipeline = StudyPipeline(wsettings, store, reader, worker="w1")
     outage = Outage(store, monkeypatch)
-    _after(pipeline, "_record_reading", lambda: setattr(outage, "down", True), monkeypatch)  # audited, then down
+    _after(pipeline.recording, "record", lambda: setattr(outage, "down", True), monkeypatch)  # audited, then down
 
     with pytest.raises(StoreUnavailableError):  # its end could not be recorded: the task is retried
         pipeline.process(study_uid, number)
@@ -175,7 +175,7 @@ def test_a_batch_lost_to_the_database_keeps_each_reading(
         recorded.append(1)
         outage.down = len(recorded) == 2
 
-    _after(pipeline, "_record_reading", second_recorded, monkeypatch)
+    _after(pipeline.recording, "record", second_recorded, monkeypatch)
     with pytest.raises(StoreUnavailableError):
         pipeline.process_batch(uids[0], 1)
     outage.down = False
@@ -196,7 +196,7 @@ def test_a_new_process_of_the_same_name_counts_the_attempt_and_reads_again(
     first = StudyPipeline(wsettings, store, CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir)),
                           worker="w1")  # fmt: skip
     outage = Outage(store, monkeypatch)
-    _after(first, "_record_reading", lambda: setattr(outage, "down", True), monkeypatch)
+    _after(first.recording, "record", lambda: setattr(outage, "down", True), monkeypatch)
     with pytest.raises(StoreUnavailableError):
         first.process(study_uid, number)
     outage.down = False

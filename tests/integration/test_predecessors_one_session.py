@@ -44,7 +44,7 @@ class _Sessions:
         self.for_predecessors: list[str] = []
         self.read_inside: list[Path] = []
         self._open = 0
-        real_session, real_predecessors, real_read = store.session, pipeline._predecessors, pydicom.dcmread
+        real_session, real_predecessors, real_read = store.session, pipeline.recording.predecessors, pydicom.dcmread
 
         @contextlib.contextmanager
         def session(doing: str = "using the database", **kwargs: Any) -> Iterator[Any]:
@@ -69,7 +69,7 @@ class _Sessions:
             return real_read(fp, *args, **kwargs)
 
         monkeypatch.setattr(store, "session", session)
-        monkeypatch.setattr(pipeline, "_predecessors", finding)
+        monkeypatch.setattr(pipeline.recording, "predecessors", finding)
         monkeypatch.setattr(pydicom, "dcmread", dcmread)
 
 

@@ -124,7 +124,7 @@ def test_a_statement_timeout_of_ours_counts_the_attempt(
         reader = CountingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir))
         pipeline = StudyPipeline(wsettings, timed, reader, worker="w1")
         lock = RevisionLock(pg_url)
-        _after(pipeline, "_record_reading", lock.take, monkeypatch)  # audited, then its end cannot be written
+        _after(pipeline.recording, "record", lock.take, monkeypatch)  # audited, then its end cannot be written
 
         try:
             with pytest.raises(StoreUnavailableError, match="statement timeout"):
@@ -173,7 +173,7 @@ def test_statement_timeouts_of_ours_fail_the_study_after_max_attempts(
             locks.append(RevisionLock(pg_url))
             locks[-1].take()
 
-        _after(pipeline, "_record_reading", lock, monkeypatch, times=2)
+        _after(pipeline.recording, "record", lock, monkeypatch, times=2)
         for _ in range(2):  # the same bug each time
             try:
                 with pytest.raises(StoreUnavailableError, match="statement timeout"):
@@ -217,7 +217,7 @@ def test_the_server_terminating_our_connection_is_an_outage_not_counted(
         lock.take()
         killer.start()
 
-    _after(pipeline, "_record_reading", lock_and_kill, monkeypatch)
+    _after(pipeline.recording, "record", lock_and_kill, monkeypatch)
     try:
         with pytest.raises(StoreUnavailableError):
             pipeline.process(study_uid, number)

@@ -4,8 +4,9 @@ The database is the truth and every step is safe to run twice (DESIGN.md, princi
 
 1. *claim* the revision (:mod:`radtrace.worker.attempts`: one conditional UPDATE, a lost worker's claim is
    taken over, a later revision waits for the study's earlier ones);
-2. select the revision's images from the spool, ``model.read`` them: a skip ends ``skipped(reason)``;
-   a reading is audited as ``inference_completed`` (model identity, input hashes, prompt, raw output);
+2. select the revision's images from the spool (:mod:`radtrace.worker.revision_inputs`), ``model.read`` them: a
+   skip ends ``skipped(reason)``; a reading is audited as ``inference_completed`` (model identity, input hashes,
+   prompt, raw output) and handed to the drafter (:mod:`radtrace.worker.reading_record`);
 3. build and keep the SR, companion, HL7 and FHIR (:mod:`radtrace.worker.drafting`: in the worker's thread,
    or in draft processes while the worker reads the next batch) and write the outbox rows (``Outbox.enqueue``
    keeps existing rows, and the SR UID is derived from the study and revision, so a second run adds nothing);
@@ -34,8 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -46,27 +45,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from pydicom.dataset import Dataset
-from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
 from radtrace.config import Settings
 from radtrace.errors import (
-    DicomInputError,
     RadtraceError,
     ReadsHeldError,
     StoreUnavailableError,
 )
 from radtrace.logging import patient_values, redacting, study_key
-from radtrace.model.reading import FindingStatus, Reading
-from radtrace.model.study import Skipped, StudyImage, identity_conflict, spooled_as_received
+from radtrace.model.reading import Reading
+from radtrace.model.study import Skipped, StudyImage, identity_conflict
 from radtrace.reporting.dispatch.outbox import Outbox
-from radtrace.reporting.draft_store import BuiltDrafts, drafts_root, enqueue_built, kept_srs
+from radtrace.reporting.draft_store import BuiltDrafts, drafts_root, enqueue_built
 from radtrace.store.base import utc_now
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, OutboxMessage, Priority, Revision, RevisionState, Study
-from radtrace.store.withdrawn import withdrawn_revisions
+from radtrace.store.models import Priority, Revision, RevisionState, Study
 from radtrace.worker.attempts import ProcessResult, Result, RevisionAttempts
 from radtrace.worker.batch_reading import BatchReading, Reader
 from radtrace.worker.claims import (
@@ -80,10 +75,11 @@ from radtrace.worker.claims import (
     worker_name,
 )
 from radtrace.worker.disk_space import DraftSpace, drafts_size
-from radtrace.worker.drafting import Drafter, DraftJob, InlineDrafter, drafts_of, headers_only
+from radtrace.worker.drafting import Drafter, InlineDrafter, drafts_of
 from radtrace.worker.kept_readings import kept_readings
 from radtrace.worker.outage import OutageNotice, model_server_key
-from radtrace.worker.read_instances import readable_instances
+from radtrace.worker.reading_record import ReadingRecord
+from radtrace.worker.revision_inputs import RevisionInputs
 from radtrace.worker.settlement import Deliveries, DispatchResult, StageObserver
 
 __all__ = [
@@ -126,15 +122,6 @@ class _InHand:
     patient_values: tuple[str, ...] = ()  # scrubbed from the log while it is finished (another thread)
 
 
-def _file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, read in 1 MiB pieces (a film is not held whole to be hashed)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while piece := handle.read(1 << 20):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
 def payload_dir(settings: Settings) -> Path:
     """Where the outbox keeps its payload files (content-addressed)."""
     return settings.data_dir / "outbox"
@@ -170,6 +157,8 @@ class StudyPipeline:
         self.attempts = RevisionAttempts(settings, store, self.recorder, actor=self.actor, worker=self.worker,
                                          clock=clock, observer=self.observer)  # fmt: skip
         self.drafter: Drafter = drafter or InlineDrafter(settings)
+        self.inputs = RevisionInputs(settings, store)  # what a claimed revision is read from
+        self.recording = ReadingRecord(settings, store, self.recorder, self.attempts, self.outbox, self.drafter)
         self.space = DraftSpace(drafts_root(settings))  # a full disk: revisions wait, not read
         self.stopping = stopping  # the worker is shutting down: take no further batch
         outage = OutageNotice(store, self.recorder, self.actor, self.worker, self.observer, clock,
@@ -326,38 +315,12 @@ class StudyPipeline:
                 log.info("%s: drafting again from its recorded reading (its drafts could not be stored, or its "
                          "end recorded); not read again", claim.names())  # fmt: skip
             if isinstance(outcome, Reading):
-                submit = functools.partial(self._record_and_submit, claim, outcome, item[1], record=reused is None)
+                submit = functools.partial(self.recording.submit, claim, outcome, item[1], record=reused is None)
                 with redacting(*values):
                     in_hand.append(_InHand(claim, self._guarded(claim, submit), outcome, done, values))
             else:
                 in_hand.append(_InHand(claim, outcome, None, done, values))
         return in_hand + waiting
-
-    def _record_and_submit(
-        self, claim: Claim, reading: Reading, sources: list[Any], *, record: bool = True
-    ) -> Future[BuiltDrafts]:
-        if record:
-            self._record_reading(claim, reading)
-        # Drafts are kept under <data_dir>/drafts whether or not a destination is configured (issue 15).
-        job = DraftJob(claim.study_uid, claim.number, reading, [headers_only(ds) for ds in sources],
-                       self._predecessors(claim))  # fmt: skip
-        return self.drafter.submit(job)
-
-    def _predecessors(self, claim: Claim) -> list[Dataset]:
-        """The study's earlier SRs for Predecessor Documents: the kept drafts of its earlier revisions (kept
-        whether or not any destination is configured), after those the outbox holds for revisions with none kept
-        (drafts from before drafts were kept), one per SOP Instance UID; none of a revision whose draft was withdrawn
-        (:func:`radtrace.store.withdrawn.withdrawn_revisions`). One session finds the withdrawn revisions and the
-        outbox's SR payloads, and no file is read while it is open. Each file is read once: a kept SR's Instance
-        Number is its revision's (build_sr), whose outbox copies are not read."""
-        with self.store.session("finding earlier SRs") as session:  # withdrawn: never predecessors (PS3.3 C.17.2)
-            withdrawn = withdrawn_revisions(session, claim.study_id)
-            enqueued = self.outbox.earlier_sr_payloads(session, claim.revision_id, except_revisions=withdrawn)
-        kept = kept_srs(drafts_root(self.settings), claim.study_uid, claim.number, withdrawn=withdrawn)
-        known = {str(ds.SOPInstanceUID) for ds in kept}
-        have = {int(ds.InstanceNumber) for ds in kept if ds.get("InstanceNumber") is not None}
-        sent = self.outbox.read_earlier_srs(enqueued, have=have)
-        return [*(ds for ds in sent if str(ds.SOPInstanceUID) not in known), *kept]
 
     def _settle(self, in_hand: Sequence[_InHand], settled: OnResult, heartbeat: Heartbeat) -> None:
         """End each revision's attempt once its drafts are built: enqueue their deliveries and finish it (its
@@ -401,10 +364,10 @@ class StudyPipeline:
         values go into ``patient`` once its headers are read, and are scrubbed from the log from then on."""
 
         def gather() -> tuple[list[StudyImage], list[Any]] | list[int] | Skipped:
-            outbox_ids = self._existing_outbox(claim.revision_id)
+            outbox_ids = self.inputs.existing_outbox(claim.revision_id)
             if outbox_ids:
                 return outbox_ids
-            images, sources = self._images(claim.revision_id)
+            images, sources = self.inputs.images(claim.revision_id)
             patient[claim.revision_id] = patient_values(sources)
             scope.enter_context(redacting(*patient[claim.revision_id]))
             if (conflict := identity_conflict(images)) is not None:  # two patients' images: never read together
@@ -429,63 +392,6 @@ class StudyPipeline:
         except Exception as exc:  # a bug must end in failed(reason), not a claim nobody explains
             log.exception("unexpected error processing revision %s", claim.revision_id)
             return RadtraceError(f"unexpected {type(exc).__name__}: {exc}")
-
-    def _existing_outbox(self, revision_id: int) -> list[int]:
-        with self.store.session("reading the outbox") as session:
-            rows = session.scalars(
-                sa.select(OutboxMessage.id).where(OutboxMessage.revision_id == revision_id).order_by(OutboxMessage.id)
-            )
-            return list(rows)
-
-    def _images(self, revision_id: int) -> tuple[list[StudyImage], list[Any]]:
-        """The study's instances up to this revision, the newest version of each SOP instance, less those the PACS
-        moved to another study or rejected (:mod:`radtrace.worker.read_instances`)."""
-        with self.store.session("selecting images") as session:
-            rev = session.get(Revision, revision_id)
-            assert rev is not None  # claimed a moment ago; revisions are never deleted
-            newest = readable_instances(session, rev.study_id, rev.number)  # none moved away or rejected
-            senders = self._senders(session, rev.study_id)
-        if not newest:
-            raise DicomInputError("the revision has no instances")
-        images: list[StudyImage] = []
-        for sop, (path, digest) in newest.items():
-            file = self.settings.spool_dir / path
-            try:
-                if _file_sha256(file) != digest:  # changed on disk since it was accepted
-                    raise DicomInputError(f"spooled instance {sop} does not match its recorded SHA-256")
-            except OSError as exc:
-                raise DicomInputError(f"spooled instance {sop} cannot be read: {exc.strerror}") from exc
-            # the header: pixel data is read for the chosen views only
-            images.append(spooled_as_received(file, digest, self.settings.listener, senders.get(path)))
-        return images, [image.dataset for image in images]
-
-    def _senders(self, session: Session, study_id: int) -> dict[str, str | None]:
-        """The calling AE of each of the study's spooled files, where the site has ``sender_character_sets``."""
-        if not self.settings.listener.sender_character_sets:
-            return {}
-        rows = session.execute(sa.select(Instance.path, Instance.calling_ae).where(Instance.study_id == study_id))
-        return {str(path): calling for path, calling in rows}
-
-    def _record_reading(self, claim: Claim, reading: Reading) -> None:
-        identity = reading.identity
-        present = [f.label for f in reading.findings if f.status is FindingStatus.PRESENT]
-        self.recorder.record(
-            self.attempts.event(
-                claim,
-                EventType.INFERENCE_COMPLETED,
-                model_name=identity.model_name,
-                model_version=identity.revision or identity.weights_sha256,
-                labels=present,
-                identity=identity.model_dump(mode="json"),
-                inputs=[
-                    {"sop_instance_uid": i.sop_instance_uid, "sha256": i.sha256, "role": i.role, "view": i.view}
-                    for i in reading.images
-                ],
-                prompt=identity.prompt,
-                raw_output=reading.raw_text,
-                reading=json.loads(reading.to_json()),
-            )
-        )
 
     # --- dispatch ------------------------------------------------------------------------------
 
