@@ -10,7 +10,8 @@ Patient's Age and the console's are always the same, or both absent): bare digit
 copies carry) are years; "abc", "-5Y", a control character, several values or one past
 :data:`radtrace.dicom_age.MAX_YEARS` ("999Y") are no age, never shown as written; the row's age then comes from the
 dates, if they give one
-(:func:`radtrace.dicom_age.age_from_dates`: none when the birth date is after the study date or after today).
+(:func:`radtrace.dicom_age.age_from_dates`: none when the birth date is after the study date or after today). The
+drafts derive it the same way (:func:`radtrace.dicom_age.age_at_study`, one rule for the row and every draft).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Final
 from pydicom.errors import InvalidDicomError
 
 from radtrace.config import ListenerSettings
-from radtrace.dicom_age import age_from_dates, dicom_age
+from radtrace.dicom_age import age_at_study
 from radtrace.dicom_charset import DEFAULT_ASSUMED_CHARACTER_SET, SiteCharset, read_text_as, without_charset_warnings
 from radtrace.dicom_deflated import read_bounded
 from radtrace.dicom_listener.headers import DEFAULT_MAX_INFLATED_BYTES
@@ -67,7 +67,6 @@ def patient_header(
 
 def patient_age(header: Mapping[str, str | None]) -> str | None:
     """The age the header gives (Patient's Age read as a DICOM AS), else the age from birth to the study date, as an
-    AS such as ``064Y`` or ``007M`` (None when neither is usable: :mod:`radtrace.console.ages`)."""
-    return dicom_age(header.get("PatientAge")) or age_from_dates(
-        header.get("PatientBirthDate"), header.get("StudyDate")
-    )
+    AS such as ``064Y`` or ``007M`` (None when neither is usable): :func:`radtrace.dicom_age.age_at_study`, the rule
+    the drafts follow."""
+    return age_at_study(header.get("PatientAge"), header.get("PatientBirthDate"), header.get("StudyDate")).age
