@@ -63,8 +63,8 @@ class StoreSettings(Section):
     node_stale_after_s: float = Field(
         default=30.0, ge=2, le=3600,
         description="a nodes row not renewed for this long is a service that ended without saying so (kill -9, a "
-        "machine gone), no longer in the way of 'radtrace db upgrade'; at least twice node_watch_interval_s, and "
-        "the same on every node",
+        "machine gone), no longer in the way of 'radtrace db upgrade'; at least twice node_watch_interval_s; each "
+        "node writes its own limit in its row and is judged by it",
     )  # fmt: skip
 
     @model_validator(mode="after")
