@@ -124,7 +124,9 @@ ATTRIBUTES: Final[tuple[Attribute, ...]] = (
         note=(
             'read as the review console reads it (`radtrace.dicom_age`): bare digits ("58") are years, 1-2 digits or '
             'a lower-case unit are padded and upper-cased, written as the AS ("058Y") with a header note saying how it '
-            'was read; no age ("abc", "-5Y", past 130 years, a control inside) or several values omitted with a note'
+            'was read; no age ("abc", "-5Y", past 130 years, a control inside) or several values omitted with a note; '
+            "where it gives none (absent, no age, several values), the age from Patient's Birth Date to Study Date "
+            "(both DA), as the console derives it (`radtrace.dicom_age.age_at_study`), with a header note saying so"
         ),
     ),
     # General Study (C.7.2.1)
