@@ -4,7 +4,7 @@ them out of a later draft's Predecessor Documents) share.
 A revision is withdrawn once an image it read was re-sent by the PACS under another patient or study
 (``reassigned_at``, set by :mod:`radtrace.dicom_listener.reassigned`) or rejected by the PACS (``rejected_at``,
 :mod:`radtrace.dicom_listener.rejection_note`). The query runs in the caller's session, so that the worker finds a
-revision's predecessors in one transaction (:meth:`radtrace.worker.pipeline.StudyPipeline._predecessors`).
+revision's predecessors in one transaction (:meth:`radtrace.worker.reading_record.ReadingRecord.predecessors`).
 """
 
 from __future__ import annotations

@@ -253,7 +253,7 @@ class OutboxRows:
         """The payloads :meth:`earlier_srs` reads, found in the caller's session (nothing read from disk): (revision
         number, payload path) of each SR row of the study's earlier revisions but those numbered in
         ``except_revisions``, oldest revision first. The worker finds these and the withdrawn revisions in one
-        transaction (:meth:`radtrace.worker.pipeline.StudyPipeline._predecessors`)."""
+        transaction (:meth:`radtrace.worker.reading_record.ReadingRecord.predecessors`)."""
         revision = session.get(Revision, revision_id)
         if revision is None:
             raise DispatchRejectedError(f"revision {revision_id} does not exist")
