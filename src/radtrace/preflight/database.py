@@ -3,6 +3,7 @@ when it is not."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from radtrace.config import Settings
@@ -13,7 +14,27 @@ if TYPE_CHECKING:
     from radtrace.store.engine import Store
     from radtrace.store.node_watch import NodeWatch
 
-__all__ = ["database_check", "start_node_watch", "store_problem"]
+__all__ = ["database_check", "judged_on_postgresql", "start_node_watch", "store_problem"]
+
+
+def judged_on_postgresql(settings: Settings, judge: Callable[[Settings, Store], Check]) -> Check | None:
+    """``judge``'s check of the work database, for checks of a site of several hosts: ``None`` on SQLite (the
+    embedded database is one host's) and when the database does not answer or ``judge`` cannot read it (the database
+    check says why)."""
+    from radtrace.store.engine import Store, is_sqlite
+
+    try:
+        store = Store.from_url(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
+    except RadtraceError:
+        return None
+    try:
+        if is_sqlite(store.engine):
+            return None
+        return judge(settings, store)
+    except RadtraceError:
+        return None
+    finally:
+        store.dispose()
 
 
 # libpq's words for a store.url that names a database, user, password or host that is not there: a setting to

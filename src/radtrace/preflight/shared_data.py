@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from radtrace.config import Settings
-from radtrace.errors import RadtraceError
 from radtrace.preflight.check import Check
+from radtrace.preflight.database import judged_on_postgresql
 
 if TYPE_CHECKING:
     from radtrace.store.engine import Store
@@ -43,22 +43,9 @@ def shared_data_check(settings: Settings, service: str) -> Check | None:
     when a listener runs on the database and this data directory has no ``listener.lock`` of any listener; ok when
     one is found; ok saying so when there is nothing yet to compare. A database that does not answer is left to the
     database check."""
-    from radtrace.store.engine import Store, is_sqlite
-
     if service not in ("worker", "dispatcher", "api"):
         return None
-    try:
-        store = Store.from_url(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
-    except RadtraceError:
-        return None
-    try:
-        if is_sqlite(store.engine):
-            return None
-        return _judge(settings, store)
-    except RadtraceError:
-        return None
-    finally:
-        store.dispose()
+    return judged_on_postgresql(settings, _judge)
 
 
 def _judge(settings: Settings, store: Store) -> Check:

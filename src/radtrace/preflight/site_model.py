@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from radtrace.config import Settings
-from radtrace.errors import RadtraceError
 from radtrace.preflight.check import Check
+from radtrace.preflight.database import judged_on_postgresql
 
 if TYPE_CHECKING:
     from radtrace.store.engine import Store
@@ -36,20 +36,7 @@ def site_model_check(settings: Settings) -> Check | None:
     """For a GPU worker on PostgreSQL: ``ok`` when the running workers' newest readings used what this worker's model
     settings give, a ``warning`` naming each difference and the worker (host, pid) otherwise; ``None`` on SQLite (one
     host) or when the database does not answer (the database check says it)."""
-    from radtrace.store.engine import Store, is_sqlite
-
-    try:
-        store = Store.from_url(settings.store_url, connect_timeout_s=settings.store.connect_timeout_s)
-    except RadtraceError:
-        return None
-    try:
-        if is_sqlite(store.engine):
-            return None
-        return _judge(settings, store)
-    except RadtraceError:
-        return None
-    finally:
-        store.dispose()
+    return judged_on_postgresql(settings, _judge)
 
 
 def expected_identity(settings: Settings) -> dict[str, Any]:
