@@ -4,6 +4,12 @@ Every database error that leaves this module is a radtrace error: an unreachable
 is :class:`~radtrace.errors.StoreUnavailableError` (retryable), anything else a
 :class:`~radtrace.errors.PermanentError` naming the operation. Nothing else in radtrace catches
 SQLAlchemy exceptions.
+
+A retryable error is worded by whose it is (:func:`is_outage`, the rule an attempt's count follows in
+:mod:`radtrace.worker.database_outage`): the database's outage reads "database unavailable while …"; an error of
+ours that the database answered reads as what it was ("statement timed out while …", "lock wait timed out while …",
+"deadlock while …", "database locked past the busy timeout while …", "no pooled database connection free while …"),
+so that a job row or an audit error does not call a statement of ours that ran too long an outage.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ import contextlib
 import logging
 import os
 import socket
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -28,6 +35,7 @@ __all__ = [
     "Store",
     "application_name",
     "create_store_engine",
+    "is_outage",
     "is_postgresql",
     "is_sqlite",
     "translate_db_error",
@@ -40,6 +48,28 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: pg_stat_activity: :func:`application_name`); radtrace before the schema floor left it empty, the first floor's code
 #: named it ``radtrace``.
 APPLICATION_NAME = "radtrace"
+
+#: PostgreSQL SQLSTATE classes of an outage (Appendix A, "PostgreSQL Error Codes"): 08 connection exception,
+#: 53 insufficient resources (disk full, out of memory, too many connections), 58 system error (I/O).
+_OUTAGE_CLASSES: Final = frozenset({"08", "53", "58"})
+#: Class 57 (operator intervention) is an outage except 57014 query_canceled, which a statement timeout (or a DBA
+#: cancelling one statement) raises: 57P01 admin_shutdown (also pg_terminate_backend), 57P02 crash_shutdown,
+#: 57P03 cannot_connect_now (starting up, or in recovery), 57P04 database_dropped, 57P05 idle_session_timeout.
+_OUTAGE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
+#: SQLite primary result codes of an outage: the file cannot be written, read or opened, or memory ran out. BUSY and
+#: LOCKED (a lock held past the busy timeout) are a transaction of ours held too long, as lock_timeout is.
+_SQLITE_OUTAGE: Final = frozenset(
+    {sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN}
+)
+_SQLITE_LOCKED: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+#: What a retryable PostgreSQL error of ours was, by SQLSTATE (its driver's line follows in the reason).
+_OURS_BY_SQLSTATE: Final = {
+    "57014": "statement timed out",  # query_canceled: statement_timeout (the line says when a DBA cancelled it)
+    "55P03": "lock wait timed out",  # lock_not_available: lock_timeout
+    "40P01": "deadlock",  # deadlock_detected
+    "40001": "serialization failure",  # serialization_failure
+    "25P03": "transaction left idle past its timeout",  # idle_in_transaction_session_timeout
+}
 
 
 def is_sqlite(target: Engine | sa.Connection | URL | str) -> bool:
@@ -134,12 +164,53 @@ def create_store_engine(url: str, *, pool_size: int = 5, connect_timeout_s: floa
     raise ConfigError(f"store.url: unsupported database '{backend}' (use sqlite or postgresql)")
 
 
+def is_outage(cause: BaseException | None) -> bool:
+    """Whether the error behind a retryable store error (the SQLAlchemy error, or the driver's) is the database's
+    outage rather than ours.
+
+    An outage: the connection could not be made or was lost without the server's answer (no SQLSTATE: refused,
+    reset, closed), or the server said it cannot serve anyone now (SQLSTATE classes 08, 53, 58; 57P01-57P05:
+    shutting down, terminated, starting up); on SQLite, the file cannot be opened, read or written, or is full.
+    Ours: the server answered our statement with an error (57014 a statement timeout, 55P03 a lock timeout, 40P01
+    a deadlock, 40001 a serialization failure, anything else with a SQLSTATE), SQLite's busy timeout ran out or its
+    SQL failed, or this process's connection pool had no connection to give in time. Decided on the driver's own
+    error (the SQLSTATE, SQLite's result code), never on the message text; no cause at all counts as an outage.
+    """
+    if isinstance(cause, sa.exc.TimeoutError):  # the pool's: every connection of this process was in use
+        return False
+    driver = cause.orig if isinstance(cause, sa.exc.DBAPIError) else cause
+    if isinstance(driver, sqlite3.Error):
+        code = getattr(driver, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _SQLITE_OUTAGE
+    sqlstate = getattr(driver, "sqlstate", None)
+    if not isinstance(sqlstate, str) or not sqlstate:
+        return True  # no answer from the server at all: it could not be reached, or the connection broke
+    return sqlstate[:2] in _OUTAGE_CLASSES or sqlstate in _OUTAGE_STATES
+
+
+def _what_failed(exc: sa.exc.SQLAlchemyError) -> str:
+    """How a retryable store error's reason begins: "database unavailable" for an outage (:func:`is_outage`), else
+    what of ours failed."""
+    if is_outage(exc):
+        return "database unavailable"
+    if isinstance(exc, sa.exc.TimeoutError):
+        return "no pooled database connection free"
+    driver = exc.orig if isinstance(exc, sa.exc.DBAPIError) else None
+    if isinstance(driver, sqlite3.Error):
+        code = getattr(driver, "sqlite_errorcode", None)
+        locked = code is not None and code & 0xFF in _SQLITE_LOCKED
+        return "database locked past the busy timeout" if locked else "database error"
+    return _OURS_BY_SQLSTATE.get(str(getattr(driver, "sqlstate", "")), "database error")
+
+
 def translate_db_error(exc: sa.exc.SQLAlchemyError, doing: str) -> Exception:
-    """Map a SQLAlchemy error to radtrace's tree: unreachable/busy → retryable, the rest permanent."""
+    """Map a SQLAlchemy error to radtrace's tree: unreachable/busy → retryable, the rest permanent. A retryable one
+    reads "database unavailable while …" only when the database was away (:func:`is_outage`); one of ours says what
+    it was ("statement timed out while …")."""
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError):
         original = getattr(exc, "orig", None)
         detail = str(original or exc).strip().splitlines()[0] if str(original or exc).strip() else type(exc).__name__
-        return StoreUnavailableError(f"database unavailable while {doing}: {detail}")
+        return StoreUnavailableError(f"{_what_failed(exc)} while {doing}: {detail}")
     # The driver's first line names the constraint or trigger; later lines (DETAIL) may quote row values.
     first_line = str(getattr(exc, "orig", None) or "").strip().splitlines()[:1]
     detail = f": {first_line[0]}" if first_line else ""

@@ -11,37 +11,22 @@ failure does, so that a bug in our own SQL fails its study after ``broker.max_at
 being retried forever unseen.
 
 :func:`is_database_outage` is that rule, decided on the driver's own error (the SQLSTATE on PostgreSQL, the result
-code on SQLite), never on the message text.
+code on SQLite), never on the message text. It is the store's :func:`radtrace.store.engine.is_outage`, which also
+words the error by it: "database unavailable while …" for an outage, "statement timed out while …" (and the like) for
+one of ours, so a job row or an audit error reads as the attempt was counted.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Final
-
-import sqlalchemy as sa
-
 from radtrace.errors import StoreUnavailableError
+from radtrace.store.engine import is_outage
 
 __all__ = ["is_database_outage"]
-
-#: PostgreSQL SQLSTATE classes of an outage (Appendix A, "PostgreSQL Error Codes"): 08 connection exception,
-#: 53 insufficient resources (disk full, out of memory, too many connections), 58 system error (I/O).
-_OUTAGE_CLASSES: Final = frozenset({"08", "53", "58"})
-#: Class 57 (operator intervention) is an outage except 57014 query_canceled, which a statement timeout (or a DBA
-#: cancelling one statement) raises: 57P01 admin_shutdown (also pg_terminate_backend), 57P02 crash_shutdown,
-#: 57P03 cannot_connect_now (starting up, or in recovery), 57P04 database_dropped, 57P05 idle_session_timeout.
-_OUTAGE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
-#: SQLite primary result codes of an outage: the file cannot be written, read or opened, or memory ran out. BUSY and
-#: LOCKED (a lock held past the busy timeout) are a transaction of ours held too long, as lock_timeout is.
-_SQLITE_OUTAGE: Final = frozenset(
-    {sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN}
-)
 
 
 def is_database_outage(error: StoreUnavailableError) -> bool:
     """Whether a store error is the database's outage (an attempt it ends is not counted, and tried again) rather
-    than ours (it counts, like any failed attempt).
+    than ours (it counts, like any failed attempt): :func:`radtrace.store.engine.is_outage` on its cause.
 
     An outage: the connection could not be made or was lost without the server's answer (no SQLSTATE: refused,
     reset, closed), or the server said it cannot serve anyone now (SQLSTATE classes 08, 53, 58; 57P01-57P05:
@@ -50,14 +35,4 @@ def is_database_outage(error: StoreUnavailableError) -> bool:
     a deadlock, 40001 a serialization failure, anything else with a SQLSTATE), SQLite's busy timeout ran out or its
     SQL failed, or this process's connection pool had no connection to give in time.
     """
-    cause = error.__cause__
-    if isinstance(cause, sa.exc.TimeoutError):  # the pool's: every connection of this process was in use
-        return False
-    driver = cause.orig if isinstance(cause, sa.exc.DBAPIError) else cause
-    if isinstance(driver, sqlite3.Error):
-        code = getattr(driver, "sqlite_errorcode", None)
-        return code is not None and code & 0xFF in _SQLITE_OUTAGE
-    sqlstate = getattr(driver, "sqlstate", None)
-    if not isinstance(sqlstate, str) or not sqlstate:
-        return True  # no answer from the server at all: it could not be reached, or the connection broke
-    return sqlstate[:2] in _OUTAGE_CLASSES or sqlstate in _OUTAGE_STATES
+    return is_outage(error.__cause__)
