@@ -208,7 +208,13 @@ def audit_forward(
         ),
     ] = False,
 ) -> None:
-    """Send the audit log to the audit record repository (IHE ATNA, settings atna.*): in order, at least once."""
+    """Send the audit log to the audit record repository (IHE ATNA, settings atna.*): in order, at least once.
+
+    Run on its own, it is a row of the database's ``nodes`` table while it runs (``radtrace db upgrade`` sees it) and
+    watches the database's floor, as ``listen``, ``worker`` and ``api`` do; a newer radtrace that raised the floor or
+    migrated the database stops it (exit 2, the watch's line naming both versions). Under ``radtrace serve``, serve's
+    row and watch stand for it."""
+    import os
     import signal
     import threading
 
@@ -216,7 +222,8 @@ def audit_forward(
     from radtrace.cli.startup import say_checks
     from radtrace.errors import RadtraceError
     from radtrace.metrics_server import start_metrics_server
-    from radtrace.preflight import atna_tls_check
+    from radtrace.preflight import atna_tls_check, start_node_watch
+    from radtrace.supervisor import SERVED_CHILD_ENV
 
     settings = settings_of(ctx)
     if not settings.atna.host:
@@ -227,7 +234,10 @@ def audit_forward(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    with open_store(settings) as store:
+    with open_store(settings) as store:  # refused (exit 1) on a database already above this code's floor
+        # The watch's SIGTERM, once a newer radtrace raised the floor, is the handler's above: the forwarder stops at
+        # its next step, the cursor kept at what the repository has settled.
+        watch = None if os.environ.get(SERVED_CHILD_ENV) else start_node_watch(settings, "atna forwarder")
         try:
             forwarder = forwarder_from_settings(store, settings)
             if settings.atna.metrics_port is not None:
@@ -241,6 +251,13 @@ def audit_forward(
             forwarder.run(stop, until_caught_up=once, give_up_after_s=ONCE_GIVE_UP_S if once else None)
         except RadtraceError as exc:
             fail(exc.reason, EXIT_USAGE if not exc.retryable else 1)
+        finally:
+            if watch is not None:
+                watch.stop()  # its row removed
+    if watch is not None and watch.problem is not None:  # the watch's log line said why, naming both versions
+        fail(f"audit forwarder stopped with audit events delivered up to seq {forwarder.cursor.seq}: this radtrace "
+             "may no longer work on the database (the line above); the rest wait for an upgraded forwarder, from "
+             "its cursor", EXIT_USAGE)  # fmt: skip
     err.print(f"audit events delivered up to seq {forwarder.cursor.seq}")
 
 
