@@ -311,6 +311,8 @@ class StudyPipeline:
                 continue
             reused = kept.get(claim.revision_id)
             outcome = reused or readings.pop(0)
+            if isinstance(outcome, RadtraceError):  # a view's pixel data this node could not read: retried
+                outcome = self.inputs.read_failure(outcome)
             if reused is not None:
                 log.info("%s: drafting again from its recorded reading (its drafts could not be stored, or its "
                          "end recorded); not read again", claim.names())  # fmt: skip
@@ -348,7 +350,8 @@ class StudyPipeline:
         if isinstance(outcome, ReadsHeldError):  # held for a model server that is down, and the worker stops
             return self.attempts.put_back(claim, outcome)
         if isinstance(outcome, RadtraceError):
-            return self.attempts.failed(claim, outcome)
+            with redacting(*getattr(outcome, "identifiers", ())):  # a spooled file's path: UIDs (SpoolReadError)
+                return self.attempts.failed(claim, outcome)
         if isinstance(outcome, Skipped):
             return self.attempts.finish(claim, RevisionState.SKIPPED, reason=outcome.reason)
         result = self.attempts.finish(claim, RevisionState.REPORTED, outbox_ids=outcome)

@@ -4,11 +4,20 @@ source datasets, or, when an earlier attempt already enqueued its deliveries, th
 :class:`RevisionInputs` is one of :class:`radtrace.worker.pipeline.StudyPipeline`'s two seams (the other:
 :mod:`radtrace.worker.reading_record`); the pipeline guards each call (a failure ends that revision's attempt only)
 and audits a patient identity conflict among the images.
+
+A spooled file that this node cannot read (opening or reading it raised ``OSError``: missing, permission denied, an
+I/O error, a stale NFS handle on a shared data directory) is the node's failure, not the study's: another node, or
+this one after a remount, may read it. Its attempt ends with :class:`SpoolReadError` (retryable: the attempt counts
+and is retried after the backoff; a study no node can read ends ``failed`` after ``broker.max_attempts`` with that
+reason, which names the file relative to ``data_dir`` and the node, never patient data; a log line scrubs the UIDs
+of its path). A file that is read but is not what was accepted (another SHA-256) or not DICOM is the study's:
+:class:`~radtrace.errors.DicomInputError`, failed at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +25,20 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from radtrace.config import Settings
-from radtrace.errors import DicomInputError
+from radtrace.errors import DicomInputError, RadtraceError, RetryableError
 from radtrace.model.study import StudyImage, spooled_as_received
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, OutboxMessage, Revision
 from radtrace.worker.read_instances import readable_instances
 
-__all__ = ["RevisionInputs"]
+__all__ = ["RevisionInputs", "SpoolReadError"]
+
+
+class SpoolReadError(RetryableError):
+    """A spooled file this node could not read (an ``OSError``, see the module): retried, the attempt counted.
+    ``identifiers``: the UIDs its path is made of, which a log line scrubs (a line names a study by its key)."""
+
+    identifiers: tuple[str, ...] = ()
 
 
 def _file_sha256(path: Path) -> str:
@@ -63,13 +79,45 @@ class RevisionInputs:
         for sop, (path, digest) in newest.items():
             file = self.settings.spool_dir / path
             try:
-                if _file_sha256(file) != digest:  # changed on disk since it was accepted
-                    raise DicomInputError(f"spooled instance {sop} does not match its recorded SHA-256")
+                matches = _file_sha256(file) == digest
             except OSError as exc:
-                raise DicomInputError(f"spooled instance {sop} cannot be read: {exc.strerror}") from exc
-            # the header: pixel data is read for the chosen views only
-            images.append(spooled_as_received(file, digest, self.settings.listener, senders.get(path)))
+                raise self._unreadable(exc, file) from exc
+            if not matches:  # changed on disk since it was accepted: the study's bytes, not this node's
+                raise DicomInputError(f"spooled instance {sop} does not match its recorded SHA-256")
+            try:  # the header: pixel data is read for the chosen views only
+                images.append(spooled_as_received(file, digest, self.settings.listener, senders.get(path)))
+            except DicomInputError as exc:
+                failure = self.read_failure(exc, file)
+                if failure is exc:  # read, and not DICOM: the study's
+                    raise
+                raise failure from exc.__cause__
         return images, [image.dataset for image in images]
+
+    def read_failure(self, error: RadtraceError, file: Path | None = None) -> RadtraceError:
+        """``error`` as the attempt should end: a :class:`DicomInputError` that an ``OSError`` of the file system
+        caused (the header or, as the model reads, the pixel data could not be read from the spool) is this node's
+        (:class:`SpoolReadError`); any other error is returned as it is."""
+        cause = error.__cause__
+        if isinstance(error, DicomInputError) and isinstance(cause, OSError) and cause.errno is not None:
+            return self._unreadable(cause, file)
+        return error
+
+    def _unreadable(self, exc: OSError, file: Path | None) -> SpoolReadError:
+        """The retryable error for a spooled file this node could not read: its path relative to ``data_dir``
+        (``spool/<Study Instance UID>/<SOP Instance UID>.dcm``), this node's name and the system's word."""
+        where = Path(exc.filename) if isinstance(exc.filename, str) and exc.filename else file
+        shown, identifiers = "a spooled file", ("", "")
+        if where is not None:
+            try:
+                shown = f"spooled file {where.relative_to(self.settings.data_dir)}"
+            except ValueError:  # not under data_dir (a symlinked spool): its name alone, no host path
+                shown = f"spooled file {where.name}"
+            identifiers = (where.parent.name, where.name.split(".v")[0].removesuffix(".dcm"))
+        why = exc.strerror or type(exc).__name__
+        error = SpoolReadError(f"{shown} cannot be read on {socket.gethostname()}: {why}")
+        error.identifiers = tuple(value for value in identifiers if value)
+        error.__cause__ = exc
+        return error
 
     def _senders(self, session: Session, study_id: int) -> dict[str, str | None]:
         """The calling AE of each of the study's spooled files, where the site has ``sender_character_sets``."""
