@@ -96,7 +96,9 @@ def test_the_upgrade_copies_the_decisions_a_clock_step_back_lost_once(store_at_0
     _leave_out_as_the_old_copy_did(store, lost)
     gap = _snapshot(store)
     assert gap != reference
-    assert current_agreement(store).drafts.total == 0  # the lost whole-draft decision is not counted
+    # the lost whole-draft decision (label "") is not counted; read from the counts table, as the console's page
+    # reads columns of later migrations (withdrawn drafts: 0018) that a database at 0016 does not have
+    assert [row for row in gap[1] if row[0] == ""] == []
     later = _decide(store, "1.2.3.3", "accept", "Edema")  # after the last copied seq: the console copies it
 
     assert upgrade(store) == current_revision(store) == head_revision()
