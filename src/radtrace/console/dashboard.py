@@ -268,6 +268,24 @@ def _latency_rows(f: Figures) -> list[list[object]]:
     return rows
 
 
+#: The two last columns of every agreement CSV: the page's note "N decisions on M drafts withdrawn as wrong-patient"
+#: (:class:`~radtrace.console.dashboard_agreement.LeftOut`), the window's figures, the same on every row (as the
+#: latency CSV's ``sampled_every``): columns, not a comment line, so a CSV reader's first line stays the header.
+LEFT_OUT_COLUMNS: Final = ("left_out_wrong_patient_decisions", "left_out_wrong_patient_drafts")
+
+
+def _with_left_out(
+    f: Figures, header: list[object], rows: list[list[object]], empty: list[object]
+) -> list[list[object]]:
+    """``rows`` under ``header``, each ending with :data:`LEFT_OUT_COLUMNS`. When every decision in the window was
+    left out there is no row to carry them: one row ``empty`` (no label, 0 decisions) says so, instead of a CSV with
+    a header only, as if nobody had decided anything."""
+    left = [f.agreement_left_out.decisions, f.agreement_left_out.drafts]
+    if not rows and f.agreement_left_out.decisions:
+        rows = [empty]
+    return [[*header, *LEFT_OUT_COLUMNS]] + [[*row, *left] for row in rows]
+
+
 def _agreement_header(first: list[object]) -> list[object]:
     header = [*first, "decisions"]
     for name in DECISIONS:
@@ -283,21 +301,25 @@ def _agreement_row(first: list[object], a: Any) -> list[object]:
     return row
 
 
+def _no_agreement(first: int) -> list[object]:
+    """An agreement row of no label: 0 decisions, no share."""
+    return [""] * first + [0] + [0, None, None, None] * len(DECISIONS)
+
+
 def _agreement_rows(f: Figures) -> list[list[object]]:
-    return [_agreement_header(["label"])] + [_agreement_row([a.label], a) for a in f.agreement]
+    rows = [_agreement_row([a.label], a) for a in f.agreement]
+    return _with_left_out(f, _agreement_header(["label"]), rows, _no_agreement(1))
 
 
 def _agreement_model_rows(f: Figures) -> list[list[object]]:
     """The page's table "by model version": per label, each model's counts in turn."""
-    return [_agreement_header(["label", "model"])] + [
-        _agreement_row([a.label, model], a) for a, model in _label_model_agreement(f)
-    ]
+    rows = [_agreement_row([a.label, model], a) for a, model in _label_model_agreement(f)]
+    return _with_left_out(f, _agreement_header(["label", "model"]), rows, _no_agreement(2))
 
 
 def _agreement_period_rows(f: Figures) -> list[list[object]]:
     """Per label, per period with decisions: the page's "share accepted per period" charts' numbers."""
-    rows: list[list[object]] = [["period", "label", "decisions", "accepted", "accepted_share", "rejected",
-                                 "modified"]]  # fmt: skip
+    rows: list[list[object]] = []
     for label, per_period in f.agreement_periods.items():
         for p in f.periods:
             counts = per_period.get(p, Counter())
@@ -305,7 +327,8 @@ def _agreement_period_rows(f: Figures) -> list[list[object]]:
             if total:
                 rows.append([p, label, total, counts["accept"], counts["accept"] / total, counts["reject"],
                              counts["modify"]])  # fmt: skip
-    return rows
+    header: list[object] = ["period", "label", "decisions", "accepted", "accepted_share", "rejected", "modified"]
+    return _with_left_out(f, header, rows, ["", "", 0, 0, None, 0, 0])
 
 
 def _label_model_agreement(f: Figures) -> list[tuple[Any, str]]:
@@ -375,8 +398,9 @@ _TABLES: Final[dict[str, Callable[[Figures], list[list[object]]]]] = {
 #: The reads each chart's CSV needs (:func:`read_figures` reads only these).
 _SECTIONS: Final[dict[str, frozenset[Section]]] = {
     "volume": frozenset({"volume"}), "queue": frozenset({"queue"}), "latency": frozenset({"latency"}),
-    "agreement": frozenset({"agreement"}), "agreement_models": frozenset({"agreement", "agreement_by_model"}),
-    "agreement_periods": frozenset({"agreement_periods"}), "prevalence": frozenset({"drift"}),
+    "agreement": frozenset({"agreement", "agreement_left_out"}),
+    "agreement_models": frozenset({"agreement", "agreement_by_model", "agreement_left_out"}),
+    "agreement_periods": frozenset({"agreement_periods", "agreement_left_out"}), "prevalence": frozenset({"drift"}),
     "failures": frozenset({"volume"}), "mix": frozenset({"mix"}), "rates": frozenset({"rates"}),
     "models": frozenset({"models"}),
 }  # fmt: skip

@@ -103,8 +103,8 @@ LATENCY_TARGETS_S: Final = {"settle": 30.0, "queue_wait": 60.0, "read_and_report
 #: k-th revision by ID): p95's standard error at 10,000 is about 0.2 percentile points, and the query stays fast.
 LATENCY_SAMPLE: Final = 10_000
 #: The dashboard's independent reads (:func:`read_figures` reads them all, or the few one chart's CSV needs).
-Section = Literal["mix", "volume", "latency", "agreement", "agreement_by_model", "agreement_periods", "drift",
-                  "rates", "models", "queue"]  # fmt: skip
+Section = Literal["mix", "volume", "latency", "agreement", "agreement_by_model", "agreement_periods",
+                  "agreement_left_out", "drift", "rates", "models", "queue"]  # fmt: skip
 #: Skip and failure reasons named one by one on the page and in the volume CSV; the rest count as one.
 SHOWN_REASONS: Final = 10
 OTHER_REASONS: Final = "(other reasons)"
@@ -201,6 +201,8 @@ def read_figures(store: Store, window: Window, now: datetime, sections: Collecti
 
     def agreement(session: Any) -> None:
         figures.agreement = read_agreement(session, window)
+
+    def agreement_left_out(session: Any) -> None:  # the page's note and every agreement CSV's two last columns
         figures.agreement_left_out = read_left_out(session, window)
 
     def agreement_by_model(session: Any) -> None:
@@ -219,6 +221,7 @@ def read_figures(store: Store, window: Window, now: datetime, sections: Collecti
         "agreement": agreement,
         "agreement_by_model": agreement_by_model,
         "agreement_periods": agreement_periods,
+        "agreement_left_out": agreement_left_out,
         "drift": lambda session: _drift(session, store, window, figures, fold),
         "rates": lambda session: _rates(session, store, window, figures, fold),
         "models": lambda session: _models(session, store, window, figures, fold),
