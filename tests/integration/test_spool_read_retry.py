@@ -207,3 +207,26 @@ def test_pixel_data_this_node_could_not_read_as_the_model_read_is_retried(wsetti
     clock.advance(60)
     assert pipeline.process(study_uid, number).result is Result.REPORTED
     assert revision_row(store, study_uid).attempts == 2
+
+
+def test_a_spool_file_changed_on_disk_fails_at_once_naming_it_and_no_uid_in_the_log(
+    wsettings: Settings, store: Store, log_lines: io.StringIO
+) -> None:
+    study_uid, number = spool_study(wsettings, store, make_study(SPEC, [ImageSpec(view="PA")]))
+    file = _spooled(wsettings, store, study_uid)
+    file.write_bytes(b"not dicom at all")  # read, and not what was accepted: the study's, on any node
+
+    result = StudyPipeline(wsettings, store, _NoModel()).process(study_uid, number)
+
+    changed = f"spooled file {file.relative_to(wsettings.data_dir)} does not match its recorded SHA-256"
+    assert (result.result, result.reason) == (Result.FAILED, changed)
+    assert revision_row(store, study_uid).attempts == 1
+    logged = log_lines.getvalue()
+    assert "does not match its recorded SHA-256" in logged
+    for identifier in (study_uid, file.stem):  # before, the line named the SOP Instance UID
+        assert identifier not in logged
+
+
+class _NoModel:
+    def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
+        raise AssertionError("a study whose spooled file changed is not read")

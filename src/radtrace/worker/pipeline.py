@@ -350,7 +350,8 @@ class StudyPipeline:
         if isinstance(outcome, ReadsHeldError):  # held for a model server that is down, and the worker stops
             return self.attempts.put_back(claim, outcome)
         if isinstance(outcome, RadtraceError):
-            with redacting(*getattr(outcome, "identifiers", ())):  # a spooled file's path: UIDs (SpoolReadError)
+            # a spooled file's path in its reason: UIDs, scrubbed from the log (SpoolReadError, SpoolChangedError)
+            with redacting(*getattr(outcome, "identifiers", ())):
                 return self.attempts.failed(claim, outcome)
         if isinstance(outcome, Skipped):
             return self.attempts.finish(claim, RevisionState.SKIPPED, reason=outcome.reason)

@@ -31,12 +31,19 @@ from radtrace.store.engine import Store
 from radtrace.store.models import Instance, OutboxMessage, Revision
 from radtrace.worker.read_instances import readable_instances
 
-__all__ = ["RevisionInputs", "SpoolReadError"]
+__all__ = ["RevisionInputs", "SpoolChangedError", "SpoolReadError"]
 
 
 class SpoolReadError(RetryableError):
     """A spooled file this node could not read (an ``OSError``, see the module): retried, the attempt counted.
     ``identifiers``: the UIDs its path is made of, which a log line scrubs (a line names a study by its key)."""
+
+    identifiers: tuple[str, ...] = ()
+
+
+class SpoolChangedError(DicomInputError):
+    """A spooled file read whole whose bytes no longer hash to the SHA-256 recorded when it was accepted: the study's
+    (failed at once). ``identifiers`` as for :class:`SpoolReadError`."""
 
     identifiers: tuple[str, ...] = ()
 
@@ -48,6 +55,12 @@ def _file_sha256(path: Path) -> str:
         while piece := handle.read(1 << 20):
             digest.update(piece)
     return digest.hexdigest()
+
+
+def _path_identifiers(file: Path) -> tuple[str, ...]:
+    """The UIDs a spooled file's path is made of: its study's directory and its SOP Instance UID (``<sop>.dcm`` or
+    ``<sop>.v<N>.dcm``)."""
+    return tuple(value for value in (file.parent.name, file.name.split(".v")[0].removesuffix(".dcm")) if value)
 
 
 class RevisionInputs:
@@ -76,14 +89,16 @@ class RevisionInputs:
         if not newest:
             raise DicomInputError("the revision has no instances")
         images: list[StudyImage] = []
-        for sop, (path, digest) in newest.items():
+        for path, digest in newest.values():
             file = self.settings.spool_dir / path
             try:
                 matches = _file_sha256(file) == digest
             except OSError as exc:
                 raise self._unreadable(exc, file) from exc
             if not matches:  # changed on disk since it was accepted: the study's bytes, not this node's
-                raise DicomInputError(f"spooled instance {sop} does not match its recorded SHA-256")
+                changed = SpoolChangedError(f"{self._shown(file)} does not match its recorded SHA-256")
+                changed.identifiers = _path_identifiers(file)
+                raise changed
             try:  # the header: pixel data is read for the chosen views only
                 images.append(spooled_as_received(file, digest, self.settings.listener, senders.get(path)))
             except DicomInputError as exc:
@@ -106,18 +121,20 @@ class RevisionInputs:
         """The retryable error for a spooled file this node could not read: its path relative to ``data_dir``
         (``spool/<Study Instance UID>/<SOP Instance UID>.dcm``), this node's name and the system's word."""
         where = Path(exc.filename) if isinstance(exc.filename, str) and exc.filename else file
-        shown, identifiers = "a spooled file", ("", "")
-        if where is not None:
-            try:
-                shown = f"spooled file {where.relative_to(self.settings.data_dir)}"
-            except ValueError:  # not under data_dir (a symlinked spool): its name alone, no host path
-                shown = f"spooled file {where.name}"
-            identifiers = (where.parent.name, where.name.split(".v")[0].removesuffix(".dcm"))
         why = exc.strerror or type(exc).__name__
+        shown = "a spooled file" if where is None else self._shown(where)
         error = SpoolReadError(f"{shown} cannot be read on {socket.gethostname()}: {why}")
-        error.identifiers = tuple(value for value in identifiers if value)
+        error.identifiers = () if where is None else _path_identifiers(where)
         error.__cause__ = exc
         return error
+
+    def _shown(self, file: Path) -> str:
+        """How a reason names a spooled file: relative to ``data_dir`` (``spool/<Study UID>/<SOP UID>.dcm``), or by
+        its name alone where it is not under it (a symlinked spool): never a host path."""
+        try:
+            return f"spooled file {file.relative_to(self.settings.data_dir)}"
+        except ValueError:
+            return f"spooled file {file.name}"
 
     def _senders(self, session: Session, study_id: int) -> dict[str, str | None]:
         """The calling AE of each of the study's spooled files, where the site has ``sender_character_sets``."""
