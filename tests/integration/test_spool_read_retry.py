@@ -230,3 +230,33 @@ def test_a_spool_file_changed_on_disk_fails_at_once_naming_it_and_no_uid_in_the_
 class _NoModel:
     def read_each(self, studies: Sequence[Sequence[StudyImage]]) -> list[Reading | Skipped | RadtraceError]:
         raise AssertionError("a study whose spooled file changed is not read")
+
+
+def test_a_lateral_this_node_could_not_read_is_retried_not_left_out_of_the_draft(
+    wsettings: Settings, store: Store, log_lines: io.StringIO
+) -> None:
+    """Before, a lateral whose file could not be read as the model read it (a stale NFS handle, a remount) was
+    dropped with "reading the frontal alone": the draft was made without it, for good, and the warning's traceback
+    named the host path with the study's and the image's UIDs. A lateral that is no readable image stays left out
+    (test_worker_pipeline); one this node could not read is retried like a frontal."""
+    datasets = make_study(SPEC, [ImageSpec(view="PA"), ImageSpec(view="LL")])
+    study_uid, number = spool_study(wsettings, store, datasets)
+    lateral = wsettings.spool_dir / study_uid / f"{datasets[1].SOPInstanceUID}.dcm"
+    assert lateral.is_file()
+    clock = Clock()
+    model = StudyReader(wsettings.model, data_dir=wsettings.data_dir)
+    model.profile = type("WithLateral", (type(model.profile),), {"takes_lateral": True})()  # shown both views
+    reader = _VanishingReader(model, lateral)
+    pipeline = StudyPipeline(wsettings, store, reader, clock=clock)
+
+    first = pipeline.process(study_uid, number)
+
+    assert (first.result, first.reason) == (Result.RETRY, _reason_for(wsettings, lateral, "No such file or directory"))
+    assert "reading the frontal alone" not in log_lines.getvalue()
+    clock.advance(60)
+    assert pipeline.process(study_uid, number).result is Result.REPORTED
+    assert revision_row(store, study_uid).attempts == 2
+    completed = [payload for kind, _outcome, payload in audit_events(store) if kind == "inference_completed"]
+    assert len(completed) == 1
+    assert "reading the frontal alone" not in log_lines.getvalue()
+    assert str(datasets[1].SOPInstanceUID) not in log_lines.getvalue()

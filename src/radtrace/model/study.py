@@ -171,6 +171,14 @@ def identity_conflict(images: Sequence[StudyImage]) -> IdentityConflict | None:
     return IdentityConflict(PATIENT_IDENTITY_CONFLICT, identities=max(2, count))
 
 
+def _node_local(error: DicomInputError) -> bool:
+    """Whether ``error`` is the file system's (an ``OSError`` with an errno: missing, stale NFS handle, permission,
+    I/O), not the file's content: the worker retries such a study (:meth:`radtrace.worker.revision_inputs.
+    RevisionInputs.read_failure`) rather than drafting it from the frontal alone."""
+    cause = error.__cause__
+    return isinstance(cause, OSError) and cause.errno is not None
+
+
 def prepare_study(
     images: Sequence[StudyImage],
     *,
@@ -222,10 +230,11 @@ def prepare_study(
                 # its windows are in the dropped LUT's units: not applied (model.voi.choose_voi)
                 modality_lut_dropped=any(n.startswith("ModalityLUTSequence:") for n in normalisations),
             )
-        except DicomInputError:
-            if role == "frontal":
-                raise
-            logger.warning("the lateral image cannot be prepared; reading the frontal alone", exc_info=True)
+        except DicomInputError as exc:
+            if role == "frontal" or _node_local(exc):
+                raise  # a file this node could not read (NFS, permissions) is retried, not read without its lateral
+            why = type(exc.__cause__ or exc).__name__  # not its text: a path names the study's and image's UIDs
+            logger.warning("the lateral image cannot be prepared (%s); reading the frontal alone", why)
             continue
         view = choice.views[index]
         flags = choice.flags if role == "frontal" else ()
