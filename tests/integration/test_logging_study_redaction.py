@@ -37,7 +37,7 @@ from radtrace.model.study import Skipped, StudyImage
 from radtrace.store.engine import Store
 from radtrace.store.models import RevisionState
 from radtrace.testing.studies import ImageSpec, StudySpec, make_study, write_study
-from radtrace.worker import pipeline
+from radtrace.worker import pipeline, reading_record
 from radtrace.worker.drafting import PoolDrafter
 from radtrace.worker.pipeline import StudyPipeline
 from worker_support import revision_row, spool_study, worker_settings
@@ -123,7 +123,7 @@ def test_what_is_logged_while_the_worker_handles_a_revision_never_names_its_pati
     failing_uid, _ = spool_study(wsettings, store, make_study(failing, [ImageSpec(view="PA")]))
     identity_conflict, headers_only, enqueue_built = (
         pipeline.identity_conflict,
-        pipeline.headers_only,
+        reading_record.headers_only,
         pipeline.enqueue_built,
     )
 
@@ -151,7 +151,7 @@ def test_what_is_logged_while_the_worker_handles_a_revision_never_names_its_pati
             return self.reader.read_each(studies)
 
     monkeypatch.setattr(pipeline, "identity_conflict", conflict)
-    monkeypatch.setattr(pipeline, "headers_only", headers)
+    monkeypatch.setattr(reading_record, "headers_only", headers)
     monkeypatch.setattr(pipeline, "enqueue_built", enqueue)
     worker = StudyPipeline(wsettings, store, LoggingReader(StudyReader(wsettings.model, data_dir=wsettings.data_dir)))
     results = dict(worker.process_batch(read_uid, 1, size=2))
@@ -180,8 +180,8 @@ def test_what_a_draft_process_logs_while_building_a_studys_drafts_never_names_it
     spec = _canaries("D")
     study = make_study(spec, [ImageSpec(view="PA")])
     uid, _ = spool_study(wsettings, store, study)
-    headers_only = pipeline.headers_only
-    monkeypatch.setattr(pipeline, "headers_only", lambda ds: talkative(headers_only(ds)))
+    headers_only = reading_record.headers_only
+    monkeypatch.setattr(reading_record, "headers_only", lambda ds: talkative(headers_only(ds)))
     drafter = PoolDrafter(wsettings, 1)
     try:
         worker = StudyPipeline(wsettings, store, StudyReader(wsettings.model, data_dir=wsettings.data_dir),
