@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import enum
 import errno
-import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -52,7 +51,6 @@ from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.audit.recorder import AuditRecorder
-from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
 from radtrace.errors import DispatchError, RadtraceError, StoreUnavailableError, is_retryable
 from radtrace.reporting.dispatch.claims import database_now
@@ -70,6 +68,7 @@ from radtrace.worker.claims import (
 )
 from radtrace.worker.database_outage import is_database_outage
 from radtrace.worker.disk_space import NoRoomForDraftsError
+from radtrace.worker.kept_readings import audited_events
 from radtrace.worker.model_failures import retry_after
 from radtrace.worker.settlement import StageObserver
 
@@ -500,11 +499,6 @@ class RevisionAttempts:
 
 
 def _events_of(session: Session, claim: Claim, kind: EventType) -> list[dict[str, Any]]:
-    """The payloads of the revision's ``kind`` events. Found by the indexed Study Instance UID alone, their kind and
-    revision picked here (as :mod:`radtrace.worker.kept_readings` does: with the kind in the query, SQLite chose the
-    event type's index, a cost growing with the whole audit log)."""
-    rows = session.execute(
-        sa.select(AuditEventRow.event_type, AuditEventRow.payload).where(AuditEventRow.study_uid == claim.study_uid)
-    ).all()
-    payloads = [json.loads(text) for event_type, text in rows if event_type == kind.value]
-    return [payload for payload in payloads if payload.get("revision") == claim.number]
+    """The payloads of the revision's ``kind`` events (:func:`radtrace.worker.kept_readings.audited_events`)."""
+    events = audited_events(session, [claim.study_uid], (kind.value,)).get(claim.study_uid, [])
+    return [payload for _kind, payload in events if payload.get("revision") == claim.number]

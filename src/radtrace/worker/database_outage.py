@@ -26,13 +26,6 @@ __all__ = ["is_database_outage"]
 
 def is_database_outage(error: StoreUnavailableError) -> bool:
     """Whether a store error is the database's outage (an attempt it ends is not counted, and tried again) rather
-    than ours (it counts, like any failed attempt): :func:`radtrace.store.engine.is_outage` on its cause.
-
-    An outage: the connection could not be made or was lost without the server's answer (no SQLSTATE: refused,
-    reset, closed), or the server said it cannot serve anyone now (SQLSTATE classes 08, 53, 58; 57P01-57P05:
-    shutting down, terminated, starting up); on SQLite, the file cannot be opened, read or written, or is full.
-    Ours: the server answered our statement with an error (57014 a statement timeout, 55P03 a lock timeout, 40P01
-    a deadlock, 40001 a serialization failure, anything else with a SQLSTATE), SQLite's busy timeout ran out or its
-    SQL failed, or this process's connection pool had no connection to give in time.
-    """
+    than ours (it counts, like any failed attempt): :func:`radtrace.store.engine.is_outage`, which lists both, on
+    its cause."""
     return is_outage(error.__cause__)

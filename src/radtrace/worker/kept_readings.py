@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
@@ -42,7 +43,7 @@ from radtrace.store.engine import Store
 from radtrace.worker.claims import Claim
 from radtrace.worker.read_instances import still_readable
 
-__all__ = ["kept_readings"]
+__all__ = ["audited_events", "kept_readings"]
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +98,29 @@ def _inputs(payload: dict[str, Any]) -> list[tuple[str, str]] | None:
     return [(str(sop), str(digest)) for sop, digest in found if sop and digest] if len(found) == len(inputs) else None
 
 
+def audited_events(
+    session: Session, study_uids: Iterable[str], kinds: Collection[str]
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """The studies' audit events of ``kinds`` (event type, payload), oldest first, by Study Instance UID: found by
+    the indexed Study Instance UID alone, their kinds picked here (see the module)."""
+    rows = session.execute(
+        sa.select(AuditEventRow.study_uid, AuditEventRow.event_type, AuditEventRow.payload)
+        .where(AuditEventRow.study_uid.in_(sorted(set(study_uids))))  # by its index only
+        .order_by(AuditEventRow.seq)
+    ).all()
+    by_study: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for uid, kind, payload in rows:
+        if kind in kinds:
+            by_study.setdefault(str(uid), []).append((kind, json.loads(payload)))
+    return by_study
+
+
 def kept_readings(store: Store, claims: Sequence[Claim]) -> dict[int, Reading]:
     """The readings of ``claims`` to draft again instead of reading, by revision id."""
     if not claims:
         return {}
-    uids = sorted({claim.study_uid for claim in claims})
     with store.session("looking for kept readings") as session:
-        rows = session.execute(
-            sa.select(AuditEventRow.study_uid, AuditEventRow.event_type, AuditEventRow.payload)
-            .where(AuditEventRow.study_uid.in_(uids))  # by its index only (see the module)
-            .order_by(AuditEventRow.seq)
-        ).all()
-    by_study: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for uid, kind, payload in rows:
-        if kind in _KINDS:
-            by_study.setdefault(str(uid), []).append((kind, json.loads(payload)))
+        by_study = audited_events(session, {claim.study_uid for claim in claims}, _KINDS)
     found: dict[int, Reading] = {}
     for claim in claims:
         events = [
