@@ -182,6 +182,25 @@ def audit_events(store: Store) -> list[tuple[str, str, dict[str, Any]]]:
         return [(kind, outcome, json.loads(payload)) for kind, outcome, payload in rows]
 
 
+def study_events(store: Store, study_uid: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event type, payload) of the study's audit events, in order."""
+    with store.session() as session:
+        rows = session.execute(
+            sa.select(AuditEventRow.event_type, AuditEventRow.payload)
+            .where(AuditEventRow.study_uid == study_uid)
+            .order_by(AuditEventRow.seq)
+        ).all()
+    return [(kind, json.loads(payload)) for kind, payload in rows]
+
+
+def attempt_events(store: Store, study_uid: str) -> list[tuple[str, int, bool | None]]:
+    """(kind, attempt, attempt_counted) of the study's attempt events, in order."""
+    kinds = {"inference_started", "inference_completed", "inference_failed", "report_failed"}
+    return [
+        (kind, p["attempt"], p.get("attempt_counted")) for kind, p in study_events(store, study_uid) if kind in kinds
+    ]
+
+
 def model_outage_events(store: Store) -> list[tuple[str, dict[str, Any]]]:
     """(event type, payload) of the audit rows that open or close a hold of reading (a model-server outage, a
     garbage-output stop), in order."""

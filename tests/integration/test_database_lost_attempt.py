@@ -13,7 +13,6 @@ The fault is injected at the store: every transaction fails as an unreachable da
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from radtrace.audit.chain import verify_chain
-from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
 from radtrace.errors import StoreUnavailableError
 from radtrace.model.reader import StudyReader
@@ -31,7 +29,15 @@ from radtrace.store.engine import Store, translate_db_error
 from radtrace.store.models import Job, JobState, RevisionState
 from radtrace.testing.studies import make_study
 from radtrace.worker.pipeline import ProcessResult, Result, StudyPipeline
-from worker_support import CountingReader, queue_studies, revision_row, spool_study, worker_settings
+from worker_support import (
+    CountingReader,
+    attempt_events,
+    queue_studies,
+    revision_row,
+    spool_study,
+    study_events,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -68,23 +74,6 @@ def _after(target: Any, name: str, then: Callable[[], None], monkeypatch: pytest
     monkeypatch.setattr(target, name, wrapped)
 
 
-def _events(store: Store, study_uid: str) -> list[tuple[str, dict[str, Any]]]:
-    """(event type, payload) of the study's audit events, in order."""
-    with store.session() as session:
-        rows = session.execute(
-            sa.select(AuditEventRow.event_type, AuditEventRow.payload)
-            .where(AuditEventRow.study_uid == study_uid)
-            .order_by(AuditEventRow.seq)
-        ).all()
-    return [(kind, json.loads(payload)) for kind, payload in rows]
-
-
-def _attempts(store: Store, study_uid: str) -> list[tuple[str, int, bool | None]]:
-    """(kind, attempt, attempt_counted) of the study's attempt events."""
-    kinds = {"inference_started", "inference_completed", "inference_failed", "report_failed"}
-    return [(kind, p["attempt"], p.get("attempt_counted")) for kind, p in _events(store, study_uid) if kind in kinds]
-
-
 @pytest.fixture
 def wsettings(tmp_path: Path, store: Store, tiny_model_dir: Path) -> Settings:
     return worker_settings(tmp_path, str(store.engine.url.render_as_string(hide_password=False)), tiny_model_dir)
@@ -112,16 +101,16 @@ def test_a_database_outage_after_the_reading_drafts_that_reading_and_counts_no_a
     assert reader.batches == [1]  # read once (before: [1, 1], a second reading)
     rev = revision_row(store, study_uid)
     assert (rev.state, rev.attempts) == (RevisionState.REPORTED, 1)  # before: 2
-    assert _attempts(store, study_uid) == [
+    assert attempt_events(store, study_uid) == [
         ("inference_started", 1, None),
         ("inference_completed", 1, None),
         ("report_failed", 1, False),  # recorded by its worker as it took the attempt over
         ("inference_started", 1, None),
     ]
-    lost = next(p for kind, p in _events(store, study_uid) if kind == "report_failed")
+    lost = next(p for kind, p in study_events(store, study_uid) if kind == "report_failed")
     assert lost["reading_kept"] is True
     assert lost["error"].startswith("database unavailable while ")
-    taken = [p for kind, p in _events(store, study_uid) if kind == "inference_started"][1]
+    taken = [p for kind, p in study_events(store, study_uid) if kind == "inference_started"][1]
     assert taken["taken_over_from"] == "w1"
     with store.session() as session:
         jobs = session.execute(sa.select(Job.attempt, Job.state, Job.error).order_by(Job.id)).all()
@@ -151,13 +140,13 @@ def test_a_database_outage_right_after_the_claim_counts_no_attempt_and_reads_onc
     assert pipeline.process(study_uid, number).result is Result.REPORTED
     assert reader.batches == [1]
     assert revision_row(store, study_uid).attempts == 1  # before: 2
-    assert _attempts(store, study_uid) == [
+    assert attempt_events(store, study_uid) == [
         ("inference_started", 1, None),
         ("inference_failed", 1, False),  # not read: nothing kept, read now
         ("inference_started", 1, None),
         ("inference_completed", 1, None),
     ]
-    assert next(p for kind, p in _events(store, study_uid) if kind == "inference_failed")["read"] is False
+    assert next(p for kind, p in study_events(store, study_uid) if kind == "inference_failed")["read"] is False
 
 
 def test_a_batch_lost_to_the_database_keeps_each_reading(
@@ -205,4 +194,4 @@ def test_a_new_process_of_the_same_name_counts_the_attempt_and_reads_again(
     assert StudyPipeline(wsettings, store, reader, worker="w1").process(study_uid, number).result is Result.REPORTED
     assert reader.batches == [1]
     assert revision_row(store, study_uid).attempts == 2
-    assert [kind for kind, _, _ in _attempts(store, study_uid)].count("inference_completed") == 2
+    assert [kind for kind, _, _ in attempt_events(store, study_uid)].count("inference_completed") == 2

@@ -14,7 +14,6 @@ lost is its worker's claim still.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +26,6 @@ import pytest
 import sqlalchemy as sa
 
 from radtrace.audit.chain import verify_chain
-from radtrace.audit.schema import AuditEventRow
 from radtrace.config import Settings
 from radtrace.errors import StoreUnavailableError
 from radtrace.model.reader import StudyReader
@@ -35,7 +33,7 @@ from radtrace.store.engine import Store
 from radtrace.store.models import Job, JobState, RevisionState
 from radtrace.testing.studies import make_study
 from radtrace.worker.pipeline import Result, StudyPipeline
-from worker_support import CountingReader, revision_row, spool_study, worker_settings
+from worker_support import CountingReader, attempt_events, revision_row, spool_study, study_events, worker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -43,21 +41,6 @@ pytestmark = pytest.mark.integration
 def _conninfo(url: str) -> str:
     """A libpq connection string for a SQLAlchemy PostgreSQL URL (the test's own admin connections)."""
     return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _events(store: Store, study_uid: str) -> list[tuple[str, dict[str, Any]]]:
-    with store.session() as session:
-        rows = session.execute(
-            sa.select(AuditEventRow.event_type, AuditEventRow.payload)
-            .where(AuditEventRow.study_uid == study_uid)
-            .order_by(AuditEventRow.seq)
-        ).all()
-    return [(kind, json.loads(payload)) for kind, payload in rows]
-
-
-def _attempts(store: Store, study_uid: str) -> list[tuple[str, int, bool | None]]:
-    kinds = {"inference_started", "inference_completed", "inference_failed", "report_failed"}
-    return [(kind, p["attempt"], p.get("attempt_counted")) for kind, p in _events(store, study_uid) if kind in kinds]
 
 
 def _jobs(store: Store) -> list[tuple[int, JobState, str | None]]:
@@ -139,14 +122,14 @@ def test_a_statement_timeout_of_ours_counts_the_attempt(
         assert again.result is Result.REPORTED
         assert revision_row(pg_store, study_uid).attempts == 2  # counted (before: 1, as an outage)
         assert reader.batches == [1, 1]  # an ordinary failure: read again
-        assert _attempts(pg_store, study_uid) == [
+        assert attempt_events(pg_store, study_uid) == [
             ("inference_started", 1, None),
             ("inference_completed", 1, None),
             ("report_failed", 1, None),  # attempt 1's end, recorded as its worker took it over: counted
             ("inference_started", 2, None),
             ("inference_completed", 2, None),
         ]
-        failed = next(p for kind, p in _events(pg_store, study_uid) if kind == "report_failed")
+        failed = next(p for kind, p in study_events(pg_store, study_uid) if kind == "report_failed")
         assert "statement timeout" in failed["error"]
         assert "reading_kept" not in failed
         jobs = _jobs(pg_store)
@@ -189,7 +172,7 @@ def test_statement_timeouts_of_ours_fail_the_study_after_max_attempts(
         assert "statement timeout" in ended.reason
         rev = revision_row(pg_store, study_uid)
         assert (rev.state, rev.attempts) == (RevisionState.FAILED, 3)
-        assert [kind for kind, _ in _events(pg_store, study_uid)][-1] == "study_failed"
+        assert [kind for kind, _ in study_events(pg_store, study_uid)][-1] == "study_failed"
     finally:
         timed.dispose()
 
@@ -232,7 +215,7 @@ def test_the_server_terminating_our_connection_is_an_outage_not_counted(
     assert again.result is Result.REPORTED
     assert revision_row(pg_store, study_uid).attempts == 1
     assert reader.batches == [1]  # its audited reading drafted again
-    lost = next(p for kind, p in _events(pg_store, study_uid) if kind == "report_failed")
+    lost = next(p for kind, p in study_events(pg_store, study_uid) if kind == "report_failed")
     assert (lost["attempt_counted"], lost["reading_kept"]) == (False, True)
     assert verify_chain(pg_store).ok
 
@@ -333,7 +316,7 @@ def test_a_claim_whose_commit_reply_was_lost_is_kept_not_counted_again(
         assert again.result is Result.REPORTED
         assert revision_row(pg_store, study_uid).attempts == 1  # before: 2, its own claim taken over
         assert reader.batches == [1]
-        assert _attempts(pg_store, study_uid) == [("inference_started", 1, None), ("inference_completed", 1, None)]
+        assert attempt_events(pg_store, study_uid) == [("inference_started", 1, None), ("inference_completed", 1, None)]
         assert [(attempt, state) for attempt, state, _ in _jobs(pg_store)] == [(1, JobState.SUCCEEDED)]
         assert verify_chain(pg_store).ok
     finally:
@@ -361,4 +344,4 @@ def test_a_claim_that_did_not_commit_is_claimed_afresh(
 
     assert pipeline.process(study_uid, number).result is Result.REPORTED
     assert revision_row(pg_store, study_uid).attempts == 1
-    assert [kind for kind, _, _ in _attempts(pg_store, study_uid)] == ["inference_started", "inference_completed"]
+    assert [kind for kind, _, _ in attempt_events(pg_store, study_uid)] == ["inference_started", "inference_completed"]
