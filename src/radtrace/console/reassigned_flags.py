@@ -15,7 +15,6 @@ later mark clears the check (:data:`radtrace.dicom_listener.reassigned.UNCHECKED
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -179,6 +178,8 @@ def _moved_to(session: Session, study_uid: str, revision: int) -> tuple[MovedTo,
     followed from study to study (:func:`_now_in`). An image the PACS moved twice (A -> B -> C) leads to C, whose
     draft covers it, not to B's, withdrawn in turn; one filed back here (A -> B -> A) leads to this study's later
     revision that read it again (None while none has)."""
+    from radtrace.console.recorded_reading import audit_payload  # here: that module imports this one
+
     payloads = session.execute(
         sa.select(AuditEventRow.seq, AuditEventRow.payload)
         .where(AuditEventRow.study_uid == study_uid, AuditEventRow.event_type == EventType.INSTANCE_REASSIGNED.value)
@@ -186,7 +187,7 @@ def _moved_to(session: Session, study_uid: str, revision: int) -> tuple[MovedTo,
     ).all()
     targets: list[str] = []
     for seq, text in payloads:
-        payload = _payload(text)
+        payload = audit_payload(text)
         target, sop = payload.get("new_study_uid"), payload.get("sop_instance_uid")
         if isinstance(target, str) and target != study_uid and revision in payload.get("revisions", ()):
             now_in = _now_in(session, target, sop, int(seq)) if isinstance(sop, str) else target
@@ -202,16 +203,6 @@ def _moved_to(session: Session, study_uid: str, revision: int) -> tuple[MovedTo,
     return tuple(moved)
 
 
-def _payload(stored: object) -> dict[str, Any]:
-    """An event's payload as a dict; empty for a row edited into something that is not a JSON object (as
-    :func:`radtrace.console.recorded_reading.audit_payload`, which imports this module)."""
-    try:
-        parsed = json.loads(stored)  # type: ignore[arg-type]  # text, or whatever the row was edited into
-    except (TypeError, ValueError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
 #: The most moves of one image :func:`_now_in` follows: a bound on the walk whatever the audit rows say.
 MAX_MOVES: Final = 32
 
@@ -221,6 +212,8 @@ def _now_in(session: Session, study_uid: str, sop_uid: str, since: int) -> str:
     each later ``instance_reassigned`` event of that study naming the image moves it on, to the next study, and so
     on. Each step takes an event later than the one before (seq strictly rising), so a cycle (A -> B -> A -> B)
     ends at the last move, never loops; :data:`MAX_MOVES` bounds the walk besides."""
+    from radtrace.console.recorded_reading import audit_payload  # here: that module imports this one
+
     for _ in range(MAX_MOVES):
         moves = session.execute(
             sa.select(AuditEventRow.seq, AuditEventRow.payload)
@@ -228,7 +221,7 @@ def _now_in(session: Session, study_uid: str, sop_uid: str, since: int) -> str:
                    AuditEventRow.event_type == EventType.INSTANCE_REASSIGNED.value)
             .order_by(AuditEventRow.seq)
         ).all()  # fmt: skip
-        onward = next(((int(seq), payload) for seq, payload in ((seq, _payload(text)) for seq, text in moves)
+        onward = next(((int(seq), payload) for seq, payload in ((seq, audit_payload(text)) for seq, text in moves)
                        if payload.get("sop_instance_uid") == sop_uid
                        and isinstance(payload.get("new_study_uid"), str)
                        and payload["new_study_uid"] != study_uid), None)  # fmt: skip
