@@ -406,9 +406,11 @@ def test_systemd_compose_and_kubernetes_run_the_children_of_radtrace_serve() -> 
     assert unit_commands()["radtrace-worker@.service"][-3:] == ["--gpu", "%i", "--metrics-offset=1%i"]
     assert unit_commands()["radtrace-dispatcher.service"] == list(serve_components()[2].command)
     long_running = {command for name, command in units.items() if name not in {
-        "radtrace-db-upgrade.service", "radtrace-audit-checkpoint.service"}}  # fmt: skip
+        "radtrace-db-upgrade.service", "radtrace-audit-checkpoint.service",
+        "radtrace-audit-forward.service"}}  # fmt: skip
     assert long_running == serve
     assert units["radtrace-db-upgrade.service"] == ("db", "upgrade")
+    assert units["radtrace-audit-forward.service"] == ("audit", "forward")  # serve's child 'atna' (atna.enabled)
 
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
     compose_commands = {_without_placement(s["command"]) for s in compose.values() if s.get("image", "").startswith(

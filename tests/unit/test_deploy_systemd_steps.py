@@ -9,7 +9,6 @@ without ``-``) must be made by the steps: a timer enabled without its unit's fil
 
 from __future__ import annotations
 
-import grp
 import os
 import re
 import shlex
@@ -19,39 +18,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from deploy_support import README, install_steps, run_steps_under
+
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "deploy" / "README.md"
 SYSTEMD = ROOT / "deploy" / "systemd"
 UNIT_BINARY = "/opt/radtrace/venv/bin/radtrace"
-_RUN = ("install", "cp", "mkdir")  # the steps that make files; the others need systemd, a user database or pip
-
-
-def _steps() -> list[str]:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## systemd", 1)[1].split("\n## ", 1)[0]
-    return [line.strip() for line in section.splitlines() if line.startswith("    ") and line.strip()]
-
-
-def _run_on(root: Path, steps: list[str]) -> subprocess.CompletedProcess[str]:
-    group = grp.getgrgid(os.getgid()).gr_name
-    script = ["set -e"]
-    for step in steps:
-        for command in step.split("#", 1)[0].split("&&"):
-            words = shlex.split(command)
-            if not words or words[0] not in _RUN:
-                continue
-            words = [
-                group if w == "radtrace" and i and words[i - 1] in ("-g", "-o") else w for i, w in enumerate(words)
-            ]
-            words = [f"{root}{w}" if w.startswith(("/etc/", "/opt/", "/var/")) else w for w in words]
-            script.append(" ".join(w if "*" in w else shlex.quote(w) for w in words))  # a glob stays one
-    return subprocess.run(["bash", "-c", "\n".join(script)], cwd=ROOT, capture_output=True, text=True, check=False)
 
 
 def test_the_systemd_steps_make_their_files_on_a_fresh_host(tmp_path: Path) -> None:
     (tmp_path / "etc" / "systemd" / "system").mkdir(parents=True)  # what a fresh Debian has; not /etc/radtrace
 
-    done = _run_on(tmp_path, _steps())
+    done = run_steps_under(tmp_path, install_steps())
 
     assert done.returncode == 0, done.stderr
     env = tmp_path / "etc" / "radtrace" / "radtrace.env"
@@ -65,8 +42,8 @@ def test_the_systemd_steps_make_their_files_on_a_fresh_host(tmp_path: Path) -> N
 
 def test_every_file_an_enabled_unit_requires_is_made_by_the_steps(tmp_path: Path) -> None:
     (tmp_path / "etc" / "systemd" / "system").mkdir(parents=True)
-    steps = _steps()
-    assert _run_on(tmp_path, steps).returncode == 0
+    steps = install_steps()
+    assert run_steps_under(tmp_path, steps).returncode == 0
     enabled = " ".join(step for step in steps if step.startswith("systemctl enable"))
     units = [unit for unit in SYSTEMD.iterdir() if unit.stem.split("@")[0] in enabled or unit.suffix == ".service"]
     required = {
@@ -96,7 +73,7 @@ def test_a_gpu_host_of_a_site_enables_its_workers_alone_and_starts_them_once_the
     /var/lib/radtrace and the worker read nothing the listener spooled."""
     (tmp_path / "etc" / "systemd" / "system").mkdir(parents=True)
     steps = _site_steps()
-    assert _run_on(tmp_path, _steps() + steps).returncode == 0
+    assert run_steps_under(tmp_path, install_steps() + steps).returncode == 0
 
     enabling = [step.split("#", 1)[0].split("systemctl enable", 1)[1] for step in steps if "systemctl enable" in step]
     enabled = [word for words in enabling for word in shlex.split(words) if not word.startswith("-")]
