@@ -83,7 +83,7 @@ def test_postgresql_an_old_api_still_connected_refuses_the_migration(old_source:
         env = {"RADTRACE_DATA_DIR": str(tmp_path / "var"), "RADTRACE_STORE__URL": url}
         _at_before(url)
         with running_api(_old(env, old_source), tmp_path / "old-api.log"):  # answered /healthz: connected
-            _refused_then_forced(env, url, "that may write radtrace's tables (an older radtrace?)")
+            _refused_then_forced(env, url, "that may write radtrace's tables (an older radtrace? ")
 
 
 @contextlib.contextmanager

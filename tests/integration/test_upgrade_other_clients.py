@@ -163,7 +163,7 @@ def test_before_the_floor_an_unnamed_connection_counts_only_as_a_role_that_may_w
         with psycopg.connect(_libpq(postgres_url), autocommit=True) as admin:
             admin.execute(f'DROP ROLE IF EXISTS "{monitor}"')
     reason = refused.value.reason
-    assert "that may write radtrace's tables (an older radtrace?)" in reason, reason
+    assert "that may write radtrace's tables (an older radtrace? " in reason, reason
     assert f"(Not radtrace, not waited for: 1 unnamed connection from 127.0.0.1 as {monitor}" in reason, reason
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import make_url
 
@@ -237,3 +238,82 @@ def test_session_pooling_leaves_a_stopped_process_s_server_connection_unnamed(po
         finally:
             store.dispose()
     assert [client.split(", since")[0] for client in clients] == ["1 unnamed connection from 127.0.0.1 as postgres"]
+
+
+@pytest.fixture
+def at_0023_url() -> Iterator[str]:
+    """A database at schema 0023, below the floor's migration: an older radtrace named no connection of its own."""
+    with temporary_postgres_database("radtrace_upgrade_pgbouncer_0023") as url:
+        store = Store.from_url(url)
+        try:
+            with store.engine.connect() as connection:
+                command.upgrade(_config(connection), "0023")
+                connection.commit()
+        finally:
+            store.dispose()
+        yield url
+
+
+def _unnamed(url: str) -> list[tuple[str, str]]:
+    """The unnamed connections in pg_stat_activity: (state, last statement)."""
+    with psycopg.connect(_libpq(url), application_name="probe", autocommit=True) as probe:
+        rows = probe.execute(
+            "SELECT state, query FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = '' AND backend_type = 'client backend'"
+        ).fetchall()
+    return [(str(state), str(query)) for state, query in rows]
+
+
+def test_session_pooling_below_the_floor_a_stopped_old_radtrace_s_reset_connection_is_not_waited_for(
+    at_0023_url: str, tmp_path: Path
+) -> None:
+    """Below migration 0024 an unnamed connection whose role may write radtrace's tables is counted (an older
+    radtrace named none). pgbouncer pooling sessions leaves an unnamed idle server connection too once its client has
+    gone, whose last statement is its reset, ``DISCARD ALL``: before, it held ``db upgrade`` up as 'an older
+    radtrace?' until pgbouncer closed it (``server_idle_timeout``, 600 s) or ``--force``. Now it is named as the
+    pooler's and the database migrates."""
+    with _pgbouncer(at_0023_url, "session") as bounced:
+        with psycopg.connect(_libpq(bounced), autocommit=True) as old:  # an older radtrace: psycopg's defaults
+            old.execute("SELECT count(*) FROM outbox")
+        deadline = time.monotonic() + 30
+        while _unnamed(at_0023_url) != [("idle", "DISCARD ALL")]:  # what pgbouncer leaves behind, once it has reset
+            if time.monotonic() > deadline:
+                pytest.fail(f"pgbouncer did not reset its server connection: {_unnamed(at_0023_url)}")
+            time.sleep(0.05)
+        done = radtrace("db", "upgrade", env=_env(at_0023_url, tmp_path))
+        assert _unnamed(at_0023_url), "pgbouncer closed its connection: nothing was shown"
+    shown = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 0, shown
+    assert f"database at revision {head_revision()} (upgraded from 0023)" in shown, shown
+    assert re.search(
+        r"also connected, not radtrace \(not waited for\): 1 unnamed connection from 127\.0\.0\.1 as postgres, since "
+        r"[^;]*, idle after a connection pooler's reset \(its last statement was its server_reset_query, DISCARD ALL",
+        shown,
+    ), shown
+
+
+def test_session_pooling_below_the_floor_an_old_radtrace_still_connected_holds_it_up_and_the_refusal_says_the_way(
+    at_0023_url: str, tmp_path: Path
+) -> None:
+    """An older radtrace still connected through pgbouncer (session pooling: its server connection shows its own
+    last statement, not the reset) holds the migration up; the refusal names pgbouncer's address and says how to
+    close a pooler's idle server connections (RECONNECT, server_idle_timeout). Nothing is migrated."""
+    with _pgbouncer(at_0023_url, "session") as bounced, psycopg.connect(_libpq(bounced), autocommit=True) as old:
+        old.execute("SELECT count(*) FROM outbox")
+        refused = radtrace("db", "upgrade", env=_env(at_0023_url, tmp_path))
+    shown = " ".join((refused.stdout + refused.stderr).split())
+    assert refused.returncode == 1, shown
+    assert "not migrating the database from schema 0023 to" in shown, shown
+    assert re.search(
+        r"1 unnamed connection from 127\.0\.0\.1 as postgres, since [^;]* that may write radtrace's tables \(an older "
+        r"radtrace\? if 127\.0\.0\.1 is a connection pooler \(pgbouncer\) with no radtrace left "
+        r"behind it, close its idle server connections \(pgbouncer's admin console: RECONNECT <database>, or KILL "
+        r"<database> then RESUME <database>\) or wait for its server_idle_timeout",
+        shown,
+    ), shown
+    store = Store.from_url(at_0023_url)
+    try:
+        with store.engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0023"
+    finally:
+        store.dispose()

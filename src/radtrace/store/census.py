@@ -3,8 +3,9 @@
 in hand (the claims every radtrace writes, older ones too), a DICOM listener holding the data directory's lock
 (SQLite), and on PostgreSQL another radtrace process's connection (named ``radtrace <pid>@<host>``:
 :func:`radtrace.store.engine.application_name`); radtrace before the floor (:mod:`radtrace.store.floor`) named none, so
-until the floor's migration an unnamed connection whose role may write radtrace's tables counts too
-(:func:`_connections`). Other clients (psql, a monitoring exporter) are named, never counted.
+until the floor's migration an unnamed connection whose role may write radtrace's tables counts too, unless a
+connection pooler's session reset (DISCARD ALL) was the last statement on it, idle (:func:`_connections`). Other
+clients (psql, a monitoring exporter) are named, never counted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 
@@ -67,9 +68,36 @@ def _work_in_hand(connection: sa.Connection) -> list[str]:
     return found
 
 
+#: What a connection pooler runs on its server connection when a client leaves (pgbouncer's ``server_reset_query``
+#: for session pooling, ``DISCARD ALL`` by default; its older advice ``RESET ALL; SET SESSION AUTHORIZATION DEFAULT``;
+#: pgpool-II's ``reset_query_list`` ends with ``DISCARD ALL``). radtrace runs none of these statements.
+SESSION_RESETS: Final = frozenset({"discard all", "reset all", "set session authorization default", "deallocate all",
+                                   "close all", "unlisten *", "select pg_advisory_unlock_all()", "discard plans",
+                                   "discard sequences", "discard temp"})  # fmt: skip
+#: How the refusal tells hospital IT the way through when a pooler's idle server connection is not recognised.
+POOLER_WAY: Final = (
+    "if that address is a connection pooler (pgbouncer) with no radtrace left behind it, close its idle server "
+    "connections (pgbouncer's admin console: RECONNECT <database>, or KILL <database> then RESUME <database>) or wait "
+    "for its server_idle_timeout, then migrate; an idle server connection whose last statement was the pooler's "
+    "reset (server_reset_query, DISCARD ALL) is recognised and not waited for"
+)
+
+
+def session_reset(query: str | None) -> bool:
+    """Whether ``query`` (a connection's last statement, pg_stat_activity) is a connection pooler's session reset
+    (:data:`SESSION_RESETS`, one or several of them): what pgbouncer in session pooling leaves on a server connection
+    its client has left."""
+    if not query:
+        return False
+    statements = [" ".join(part.split()).lower() for part in query.split(";")]
+    statements = [statement for statement in statements if statement]
+    return bool(statements) and all(statement in SESSION_RESETS for statement in statements)
+
+
 @dataclass(frozen=True)
 class _Client:
-    """Connections to this database of one application name, role and client address (PostgreSQL)."""
+    """Connections to this database of one application name, role and client address (PostgreSQL), and whether
+    they are a pooler's idle server connections after its reset."""
 
     application: str
     user: str
@@ -80,6 +108,10 @@ class _Client:
     #: Seconds since the most recently used of them went idle, when every one is idle (outside a transaction); None
     #: when one is busy, or their state is not shown (another role's, to a role without pg_read_all_stats).
     idle_s: float | None = None
+    #: Every one is idle and its last statement was a pooler's session reset (:func:`session_reset`).
+    reset: bool = False
+    #: Their state and last statement are shown to this role (its own role's, or it has pg_read_all_stats).
+    shown: bool = True
 
     def describe(self, what: str) -> str:
         # pg_stat_activity shows no address for a local socket, nor another role's to a role without pg_read_all_stats
@@ -95,32 +127,43 @@ class _Client:
 
 
 def _clients(connection: sa.Connection) -> list[_Client]:
-    """PostgreSQL: the other client connections to this database, grouped by application name, role and address.
-    ``may_write``: the role may update the outbox (what every radtrace's role may do; a monitoring role, pg_monitor
-    or the like, may not; a process of no role, an autovacuum worker, may not either).
+    """PostgreSQL: the other client connections to this database, grouped by application name, role, address and
+    whether they are a pooler's idle server connections after its reset (:func:`session_reset`). ``may_write``: the
+    role may update the outbox (what every radtrace's role may do; a monitoring role, pg_monitor or the like, may
+    not; a process of no role, an autovacuum worker, may not either).
 
     Measured on PostgreSQL 15: a role without pg_read_all_stats sees another role's sessions with their
     ``application_name`` and ``usename`` but no ``client_addr``, ``backend_start`` nor ``backend_type`` (NULL), so
     a NULL ``backend_type`` is taken for a client and the names still tell radtrace's connections from others'.
-    Nor does it see their ``state`` and ``state_change``: ``idle_s`` is None then (as for a busy connection)."""
+    Nor does it see their ``state``, ``state_change`` and ``query`` (NULL, '<insufficient privilege>'): ``idle_s``
+    is None then (as for a busy connection), ``reset`` False and ``shown`` False."""
     rows = connection.execute(
         sa.text(
-            "SELECT COALESCE(application_name, ''), COALESCE(usename, '?'), host(client_addr), count(*), "
-            "min(backend_start), bool_or(COALESCE(CASE WHEN to_regclass('outbox') IS NULL THEN true "
-            "ELSE has_table_privilege(usesysid, to_regclass('outbox'), 'UPDATE') END, false)), "
-            "CASE WHEN bool_and(COALESCE(state, '') = 'idle' AND state_change IS NOT NULL) "
-            "THEN EXTRACT(EPOCH FROM clock_timestamp() - max(state_change))::float END "
+            "SELECT COALESCE(application_name, ''), COALESCE(usename, '?'), host(client_addr), backend_start, "
+            "COALESCE(CASE WHEN to_regclass('outbox') IS NULL THEN true "
+            "ELSE has_table_privilege(usesysid, to_regclass('outbox'), 'UPDATE') END, false), "
+            "state, CASE WHEN state = 'idle' AND state_change IS NOT NULL "
+            "THEN EXTRACT(EPOCH FROM clock_timestamp() - state_change)::float END, query "
             "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND COALESCE(backend_type, 'client backend') = 'client backend' "
-            "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            "AND COALESCE(backend_type, 'client backend') = 'client backend'"
         )
     ).all()
-    return [
-        _Client(str(application)[:64], str(user)[:64], address, int(count),
-                since if isinstance(since, datetime) else None, bool(may_write),
-                None if idle is None else max(0.0, float(idle)))
-        for application, user, address, count, since, may_write, idle in rows
-    ]  # fmt: skip
+    groups: dict[tuple[str, str, str, bool], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        application, user, address, _since, _may_write, state, _idle, query = row
+        reset = state == "idle" and session_reset(query)
+        groups.setdefault((str(application)[:64], str(user)[:64], address or "", reset), []).append(tuple(row))
+    clients = []
+    for (application, user, address, reset), members in sorted(groups.items()):
+        starts = [row[3] for row in members if isinstance(row[3], datetime)]
+        idles = [row[6] for row in members]
+        clients.append(
+            _Client(application, user, address or None, len(members), min(starts, default=None),
+                    any(bool(row[4]) for row in members),
+                    None if None in idles else max(0.0, min(float(idle) for idle in idles)),
+                    reset, all(row[5] is not None for row in members))
+        )  # fmt: skip
+    return clients
 
 
 def _pid_of_this_host(application: str) -> int | None:
@@ -146,7 +189,13 @@ def _connections(
     backing off, is not waited for then). A name of this host is judged by its process instead: counted while it
     runs, however long idle, named as the pooler's once it has ended. radtrace before the schema floor named none, so
     while the database has no floor (before migration 0024) a connection with no application name whose role may write
-    radtrace's tables is counted too: an older radtrace, idle, shows nothing else. From the floor on, an older radtrace
+    radtrace's tables is counted too: an older radtrace, idle, shows nothing else; unless it is idle after a
+    connection pooler's session reset (:func:`session_reset`): pgbouncer pooling sessions runs ``DISCARD ALL`` on a
+    server connection its client left, which clears the name too (measured with Debian's pgbouncer 1.18), and radtrace
+    runs no such statement, so a radtrace behind the pooler, connected, shows its own last statement instead (a client
+    that has just connected and sent nothing yet shows the reset too: radtrace queries at once on connecting). Where
+    this role is not shown the statement, the words say how to close the pooler's idle connections
+    (:data:`POOLER_WAY`). From the floor on, an older radtrace
     cannot be at work unless a migration was forced under it: on PostgreSQL it refuses to start on a schema other than
     its newest, and the floor's migration was refused while it was connected. Every other client (psql, a monitoring
     exporter, a DBA's tool, an unnamed connection once the floor is there) is named, never counted."""
@@ -174,8 +223,19 @@ def _connections(
                             f"{stale_after_s:.0f} s)")  # fmt: skip
             else:
                 ours.append(said)
+        elif not client.application and before_floor and client.may_write and client.reset:
+            others.append(f"{client.describe('unnamed')}, idle after a connection pooler's reset (its last statement "
+                          "was its server_reset_query, DISCARD ALL: pgbouncer in session pooling keeps such a "
+                          "connection after its client left)")  # fmt: skip
         elif not client.application and before_floor and client.may_write:
-            ours.append(client.describe("unnamed") + " that may write radtrace's tables (an older radtrace?)")
+            hidden = "" if client.shown else (
+                "; its state and last statement are not shown to this role: with pg_read_all_stats granted to it, "
+                "a pooler's idle server connection is recognised"
+            )  # fmt: skip
+            ours.append(
+                f"{client.describe('unnamed')} that may write radtrace's tables (an older radtrace? "
+                f"{POOLER_WAY.replace('that address', client.address or 'its address', 1)}{hidden})"
+            )
         elif client.application:
             others.append(client.describe(f"'{escape(client.application)}'"))
         else:
