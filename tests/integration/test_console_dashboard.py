@@ -296,7 +296,7 @@ def test_the_input_mix_counts_each_images_detector_photometric_and_spacing(site:
 def test_a_charts_csv_reads_only_what_it_writes_and_equals_the_full_reading(site: Site) -> None:
     """Each CSV used to read every figure of the window (a year's input mix for the failures CSV: 4.5 s of the
     5 s on a year of 100,000 studies); now only its own, with the same rows as from every figure read."""
-    from radtrace.console.dashboard import _TABLES, _csv
+    from radtrace.console.dashboard_csv import TABLES, csv_text
     from radtrace.console.dashboard_figures import read_figures
     from radtrace.console.dashboard_queries import Window
 
@@ -310,13 +310,13 @@ def test_a_charts_csv_reads_only_what_it_writes_and_equals_the_full_reading(site
     touched: dict[str, bool] = {}
     sa.event.listen(site.store.engine, "before_cursor_execute", seen)
     try:
-        for chart in _TABLES:
+        for chart in TABLES:
             statements.clear()
             answer = site.clients["qa"].get(f"/console/dashboard/{chart}.csv")
             assert answer.status_code == 200
             touched[chart] = any("FROM instances" in statement for statement in statements)
             if chart != "queue":  # its oldest wait is timed by the request
-                assert answer.text == _csv(_TABLES[chart](full)), chart
+                assert answer.text == csv_text(TABLES[chart](full)), chart
     finally:
         sa.event.remove(site.store.engine, "before_cursor_execute", seen)
     assert {chart for chart, read in touched.items() if read} == {"mix", "latency"}  # before: every chart

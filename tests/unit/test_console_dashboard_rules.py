@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from radtrace.console.dashboard import _csv
+from radtrace.console.dashboard_csv import csv_text
 from radtrace.console.dashboard_queries import Window
 
 
@@ -41,7 +41,7 @@ def test_a_weekly_window_starts_on_a_monday_and_its_baseline_is_whole_weeks() ->
     ],
 )
 def test_csv_cells_that_a_spreadsheet_would_run_become_text(value: object, cell: str) -> None:
-    text = _csv([["head"], [value]])
+    text = csv_text([["head"], [value]])
     assert text.split("\r\n")[1].strip('"') == cell
 
 
@@ -50,7 +50,7 @@ def test_free_text_failure_reasons_are_named_up_to_ten_and_the_rest_summed() -> 
     row and one volume CSV column per distinct text, hundreds of them; now ten, the last "(other reasons)"."""
     from collections import Counter
 
-    from radtrace.console.dashboard import _volume_rows
+    from radtrace.console.dashboard_csv import TABLES
     from radtrace.console.dashboard_figures import OTHER_REASONS, SHOWN_REASONS, Figures
 
     window = Window(date(2026, 3, 2), date(2026, 3, 3))
@@ -65,7 +65,7 @@ def test_free_text_failure_reasons_are_named_up_to_ten_and_the_rest_summed() -> 
     assert shown[0] == ("gave up after 3 attempts: model timeout", 50)
     assert shown[-1][0] == OTHER_REASONS
     assert sum(count for _, count in shown) == sum(sum(c.values()) for c in figures.failed.values())
-    header, *rows = _volume_rows(figures)
+    header, *rows = TABLES["volume"](figures)
     reasons = [column for column in header if str(column).startswith("failed: ")]
     assert len(reasons) == SHOWN_REASONS
     assert reasons[-1] == f"failed: {OTHER_REASONS}"
