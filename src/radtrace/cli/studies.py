@@ -50,17 +50,20 @@ def status(
     """Show revisions per state, outbox deliveries, queue depths, the oldest waiting and failures with reasons.
 
     Exits 1 when the broker does not answer (with --broker, the default), after printing the rest."""
+    from radtrace.cli.node_rows import node_rows, node_rows_table
     from radtrace.worker.disk_space import data_disk_line
     from radtrace.worker.status import collect_status
 
     settings = settings_of(ctx)
     with open_store(settings) as store:  # its errors: one line, a database that does not answer naming store.url
         report = collect_status(settings, store, with_queues=broker)
+        nodes = node_rows(store, stale_after_s=settings.store.node_stale_after_s)  # which hosts run what
     program = _program(ctx)
     disk = data_disk_line(settings.data_dir, settings.listener.min_free_bytes)  # None while the data disk has room
     if as_json:
         data = report.as_json()
         data["data_disk"] = disk
+        data["nodes"] = [row.as_json() for row in nodes]
         for ended in (*data["failed"], *data["skipped"], *data["holds"], *data["model_stops"]):  # type: ignore[misc]
             again = ended["again"]
             ended["again"] = [_pasteable(c, program) for c in again] if isinstance(again, list) else _pasteable(
@@ -75,6 +78,7 @@ def status(
         return
     if disk is not None:
         out.print(escape(terminal_text(disk)), highlight=False, soft_wrap=True)
+    out.print(node_rows_table(nodes) if nodes else "radtrace processes (nodes table): none running", highlight=False)
     table = Table("state", "studies", "revisions", title="studies (by latest revision)", title_justify="left")
     for state, count in report.revisions.items():
         table.add_row(state, str(report.studies[state]), str(count))
