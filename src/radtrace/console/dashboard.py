@@ -13,13 +13,13 @@ By week, the figures cover whole ISO weeks: from the Monday of ``from``'s week, 
 day counted. Agreement is shown per label, per label and model version of the reading decided, and per label and
 period (the share accepted).
 
-Every chart's numbers download as CSV (:mod:`.dashboard_csv`) from ``/console/dashboard/<chart>.csv`` with the
-same parameters; a text cell that a spreadsheet would run as a formula (``= + - @``, tab, CR) is prefixed with an
-apostrophe. The studies
-behind an agreement figure are listed at ``/console/dashboard/agreement`` (label and decision), each linked to
-its study page by the study's handle (:mod:`.links`), never its UID. Viewing the dashboard and listing studies
-are recorded as ``audit_queried``, a CSV download as ``audit_exported`` (``view: dashboard``), naming the console
-user, like every other use of the console.
+Every chart's numbers download as CSV (:mod:`.dashboard_csv`) from ``/console/dashboard/<chart>.csv`` with the same
+parameters; a text cell that a spreadsheet would run as a formula (``= + - @``, tab, CR) is prefixed with an
+apostrophe. The studies behind an agreement figure are listed at ``/console/dashboard/agreement`` (label and
+decision), each linked to its study page by the study's handle (:mod:`.links`), never its UID; the decisions left
+out of them (drafts withdrawn as wrong-patient) at ``/console/dashboard/left-out``, paged, and as CSV
+(``left-out/export.csv``). Viewing the dashboard and listing studies are recorded as ``audit_queried``, a CSV
+download as ``audit_exported`` (``view: dashboard``), naming the console user, like every other use of the console.
 
 radtrace keeps no site per study: the page says it shows a single site.
 """
@@ -56,6 +56,7 @@ from radtrace.console.dashboard_csv import (
     csv_text,
     drift_periods,
     label_model_agreement,
+    left_out_rows,
     rate,
 )
 from radtrace.console.dashboard_figures import (
@@ -64,6 +65,7 @@ from radtrace.console.dashboard_figures import (
     read_figures,
     top_values,
 )
+from radtrace.console.dashboard_left_out import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, all_left_out, left_out_page
 from radtrace.console.dashboard_queries import Window
 from radtrace.console.pages import (
     PREFIX,
@@ -177,6 +179,43 @@ def agreement_cell(
     handles = state.links.study_handles(uid for uid, *_ in studies)  # each linked by its handle, not its UID
     return render_page(request, state, "dashboard_studies.html", user=user, window=window, params=_params(window),
                        label=label, decision=DECISION_NAMES[decision], studies=studies, handles=handles)  # fmt: skip
+
+
+LeftOutLimit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="decisions a page")]
+Cursor = Annotated[int | None, Query(ge=0, description="a decision's audit seq")]
+
+
+@router.get("/dashboard/left-out")
+def left_out_list(
+    request: Request, state: StateDep, user: UserDep, first: FromDate = None, last: ToDate = None,
+    period: Granularity = "day", before_seq: Cursor = None, after_seq: Cursor = None,
+    limit: LeftOutLimit = DEFAULT_PAGE_SIZE,
+) -> HTMLResponse:  # fmt: skip
+    """The decisions behind the agreement section's note: each current decision of the window left out because its
+    draft was withdrawn as wrong-patient, newest first, a page at a time (:mod:`.dashboard_left_out`)."""
+    _qa(user)
+    window = _window(state, first, last, period)
+    page = left_out_page(state.store, window, before_seq=before_seq, after_seq=after_seq, limit=limit)
+    _record(request, state, user, EventType.AUDIT_QUERIED, **_params(window), list="left_out",
+            returned=len(page.decisions))  # fmt: skip
+    handles = state.links.study_handles(d.study_uid for d in page.decisions)  # linked by handle, never the UID
+    return render_page(request, state, "dashboard_left_out.html", user=user, window=window, params=_params(window),
+                       page=page, handles=handles, decisions=DECISION_NAMES, limit=limit)  # fmt: skip
+
+
+@router.get("/dashboard/left-out/export.csv")
+def left_out_csv(
+    request: Request, state: StateDep, user: UserDep, first: FromDate = None, last: ToDate = None,
+    period: Granularity = "day",
+) -> Response:  # fmt: skip
+    """Every decision of :func:`left_out_list` in the window, as CSV (text cells formula-safe)."""
+    _qa(user)
+    window = _window(state, first, last, period)
+    rows = left_out_rows(window, all_left_out(state.store, window))
+    _record(request, state, user, EventType.AUDIT_EXPORTED, chart="left_out", rows=len(rows) - 1, **_params(window))
+    name = f"radtrace-left-out-{window.first}-{window.last}-{window.period}.csv"
+    return Response(csv_text(rows), media_type="text/csv; charset=utf-8",
+                    headers={**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
 
 
 @router.get("/dashboard/{chart}.csv")

@@ -17,11 +17,24 @@ from typing import Any, Final
 
 from radtrace.audit.presentation import defuse_formula
 from radtrace.console.dashboard_figures import OTHER_REASONS, Figures, Section
+from radtrace.console.dashboard_left_out import LeftOutDecision
 from radtrace.console.dashboard_operations import FailedStudies
+from radtrace.console.dashboard_queries import Window
+from radtrace.console.identifiers import shown_id_text
 from radtrace.qa.agreement import DECISIONS
 
-__all__ = ["DECISION_NAMES", "LEFT_OUT_COLUMNS", "SECTIONS", "TABLES", "csv_text", "drift_periods",
-           "label_model_agreement", "rate"]  # fmt: skip
+__all__ = [
+    "DECISION_NAMES",
+    "LEFT_OUT_COLUMNS",
+    "LEFT_OUT_LIST_COLUMNS",
+    "SECTIONS",
+    "TABLES",
+    "csv_text",
+    "drift_periods",
+    "label_model_agreement",
+    "left_out_rows",
+    "rate",
+]  # fmt: skip
 
 DECISION_NAMES: Final = {"accept": "accepted", "reject": "rejected", "modify": "modified"}
 
@@ -239,3 +252,21 @@ def drift_periods(f: Figures) -> set[tuple[str, date]]:
             if p <= alert.last and end >= alert.first:
                 covered.add((alert.label, p))
     return covered
+
+
+#: The columns of the left-out decisions' CSV (``/console/dashboard/left-out/export.csv``).
+LEFT_OUT_LIST_COLUMNS: Final = ("decided_at", "study_uid", "revision", "accession", "label", "decision", "reader",
+                                "left_out_because", "audit_seq")  # fmt: skip
+
+
+def left_out_rows(window: Window, decisions: Iterable[LeftOutDecision]) -> list[list[object]]:
+    """One row per decision left out of the agreement figures (:mod:`.dashboard_left_out`), newest first: when
+    (the site's local time, with its UTC offset), the study and revision, the accession as the console shows it
+    (invisible characters as visible escapes), the finding, the decision, the reader, why the draft was withdrawn,
+    and the decision's audit ``seq`` (to find it in the audit log)."""
+    rows: list[list[object]] = [list(LEFT_OUT_LIST_COLUMNS)]
+    for d in decisions:
+        rows.append([window.local(d.recorded_at).isoformat(timespec="seconds"), d.study_uid, d.revision,
+                     shown_id_text(d.accession), d.label, DECISION_NAMES.get(d.decision, d.decision), d.reader,
+                     d.because, d.seq])  # fmt: skip
+    return rows
