@@ -28,6 +28,7 @@ from radtrace.preflight.ports import (
     metrics_ports,
 )
 from radtrace.preflight.shared_data import shared_data_check
+from radtrace.preflight.site_broker import site_broker_check
 from radtrace.preflight.site_model import site_model_check
 from radtrace.preflight.tls import atna_tls_check, pacs_tls_check, ris_tls_check, tls_check
 
@@ -87,9 +88,10 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
     free space, the broker. The listener and serve: the listener's TLS files. Serve and the workers that deliver: the
     CA store a TLS PACS is checked against, and the RIS's TLS files (:func:`ris_tls_check`); serve: the ATNA
     forwarder's TLS files (``radtrace audit forward`` checks them itself, :func:`atna_tls_check`). The QA API: the
-    broker only with the review console (which rings the dispatcher). The model backend: serve and the inference
-    worker only; the inference worker on PostgreSQL: its model settings against the running workers' newest readings
-    (:func:`site_model_check`)."""
+    broker only with the review console (which rings the dispatcher). Each that uses the broker, on PostgreSQL with
+    Redis: its database number and key prefix against the site's (:func:`site_broker_check`). The model backend:
+    serve and the inference worker only; the inference worker on PostgreSQL: its model settings against the running
+    workers' newest readings (:func:`site_model_check`)."""
     dotenv = unread_dotenv(Path.cwd(), os.environ)
     checks = [Check("settings", "ok", "loaded and valid") if dotenv is None else Check("settings", "warning", dotenv)]
     problem = data_dir_problem(settings.data_dir, create=True)
@@ -112,6 +114,8 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
         checks.append(shared)
     if service != "api" or settings.console.enabled:
         checks.append(embedded_broker(settings) or external_broker(settings, service))
+        if database.status != "failed" and (site := site_broker_check(settings, service)) is not None:
+            checks.append(site)  # a Redis database number or key prefix the site's other nodes do not use
     if service in ("serve", "worker"):
         checks.append(check_model_weights(settings))
     if service == "worker" and database.status != "failed" and (model := site_model_check(settings)) is not None:

@@ -13,6 +13,7 @@ from radtrace.reporting.dispatch import holds as _dispatch_holds  # noqa: F401
 from radtrace.store import floor as _floor_table  # noqa: F401
 from radtrace.store import models as _work_tables  # noqa: F401
 from radtrace.store import nodes as _nodes_table  # noqa: F401
+from radtrace.store import site_settings as _site_settings_table  # noqa: F401
 from radtrace.store.base import Base
 from radtrace.worker import outage_table as _outage_table  # noqa: F401
 
