@@ -239,6 +239,8 @@ class Outbox(OutboxRows, SupersededRecords):
                 row.next_attempt_at = now + holds.recheck_after(self.settings)
                 return Delivery(outbox_id, row.state, attempted=False, attempts=row.attempts, error=hold.reason,
                                 held=True)  # fmt: skip
+            if row.attempts >= self.settings.max_attempts:  # spent by sends that ended unrecorded: see _spent
+                return self._spent(session, row, now)
             claimed = session.execute(
                 sa.update(OutboxMessage)
                 .where(
@@ -274,6 +276,51 @@ class Outbox(OutboxRows, SupersededRecords):
                 self._event(row, study, EventType.DISPATCH_ATTEMPTED, Outcome.SUCCESS), session=session
             )
             return row, was_reached
+
+    def _spent(self, session: Session, row: OutboxMessage, now: datetime) -> Delivery:
+        """A due row whose attempts are all spent: ``failed`` for good, not claimed again. Only an attempt that ended
+        without an outcome leaves a row pending so (a recorded one fails the row at ``max_attempts``): its dispatcher
+        killed mid-send, its claim then released (:mod:`radtrace.worker.dead_claims`) or its lease run out. A send
+        that kills its dispatcher every time (an OOM kill, a peer whose answer crashes it) was otherwise sent again
+        after every release, for ever, and its draft never said that it would not arrive. (Or ``max_attempts``
+        lowered below a row's count, which is failed as its setting now says.) The row stays ``reached``: the last
+        send may have reached the peer."""
+        attempts, previous = row.attempts, row.last_error or ""
+        if row.claimed_by is not None:  # its lease ran out (why it is due), nobody released it
+            holder = claims.ClaimHolder.parse(row.claimed_by)
+            said = f"claimed by {holder.process if holder else row.claimed_by}, whose lease ran out"
+        elif previous.startswith("claimed by "):  # released: dead_claims' words, less what it did next
+            said = previous.partition(": sent again now")[0]
+        else:
+            said = ""
+        reason = (
+            f"gave up after {attempts} attempts: attempt {attempts} ended without an outcome ({said}: its dispatcher "
+            "stopped mid-send); the peer may have the payload"
+            if said
+            else f"gave up after {attempts} attempts (dispatch.max_attempts is {self.settings.max_attempts}): "
+            f"{previous or 'no outcome recorded'}"
+        )
+        failed = session.execute(
+            sa.update(OutboxMessage)
+            .where(OutboxMessage.id == row.id, OutboxMessage.state == OutboxState.PENDING,
+                   OutboxMessage.attempts == attempts, OutboxMessage.next_attempt_at == row.next_attempt_at,
+                   OutboxMessage.claimed_by.is_(None) if row.claimed_by is None
+                   else OutboxMessage.claimed_by == row.claimed_by)  # the row as read: nobody recorded it meanwhile
+            .values(state=OutboxState.FAILED, last_error=reason, last_outcome=DeliveryOutcome.FAILED,
+                    claimed_by=None, heartbeat_at=None)
+            .execution_options(synchronize_session=False)
+        )  # fmt: skip
+        if failed.rowcount != 1:  # type: ignore[attr-defined]  # recorded or claimed meanwhile: theirs
+            return Delivery(row.id, row.state, attempted=False, attempts=attempts)
+        session.refresh(row)
+        study = row.revision.study
+        self.recorder.record(self._event(row, study, EventType.DISPATCH_FAILED, Outcome.SERIOUS_FAILURE,
+                                         error=reason, unrecorded_attempt=bool(said)), session=session)  # fmt: skip
+        log.warning("study %s revision %d: outbox %s %s %s: failed, its %d attempts spent", study.study_key,
+                    row.revision.number, row.id, row.kind, row.destination, attempts)  # fmt: skip
+        cap = self.settings.max_sends_per_destination
+        wake = destination_cap.to_wake(session, row.destination, cap, now, besides=row.id)
+        return Delivery(row.id, OutboxState.FAILED, attempted=False, attempts=attempts, error=reason, wake=wake)
 
     def deliver(self, outbox_id: int) -> Delivery:
         """Make one attempt for one row if it is pending and due (see the module docstring); now and then (every
