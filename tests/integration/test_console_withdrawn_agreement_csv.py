@@ -3,10 +3,12 @@
 Decisions on drafts withdrawn as wrong-patient are left out of every agreement figure (5a457c8); the page says "N
 decisions on M drafts withdrawn as wrong-patient … stay in the audit log". Before, the CSVs (``agreement``,
 ``agreement_models``, ``agreement_periods``) left the same decisions out without a word: a QA analyst working from
-the download saw smaller counts than the audit log holds and no reason. Now each ends with two columns,
-``left_out_wrong_patient_decisions`` and ``left_out_wrong_patient_drafts`` (the window's figures, on every row; the
-columns before them as they were, so a reader by column name or position reads what it read), and a window whose
-every decision was left out gets one row saying so rather than a header alone. Both stores.
+the download saw smaller counts than the audit log holds and no reason. Now ``agreement`` and ``agreement_models``
+end with two columns, ``left_out_wrong_patient_decisions`` and ``left_out_wrong_patient_drafts`` (the window's
+figures, on every row; the columns before them as they were, so a reader by column name or position reads what it
+read), and a window whose every decision was left out gets one row saying so rather than a header alone.
+``agreement_periods`` ends with each row's own decisions left out (its label's, in its period), a column that sums
+to the window's: test_console_dashboard_left_out_periods.py. Both stores.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ FIRST_COLUMNS = {
     "agreement_periods": ["period", "label", "decisions", "accepted", "accepted_share", "rejected", "modified"],
 }
 LEFT_OUT = ["left_out_wrong_patient_decisions", "left_out_wrong_patient_drafts"]
+#: The per-period CSV's last column: the row's own decisions left out, not the window's.
+ROW_LEFT_OUT = "left_out_wrong_patient_decisions_this_row"
 
 
 def _seed(store: Store, start: datetime, withdrawn: int, kept: int) -> None:
@@ -93,11 +97,16 @@ def test_each_agreement_csv_says_how_many_decisions_on_how_many_drafts_it_leaves
     for chart, rows in downloads.items():
         header, body = rows[0], rows[1:]
         assert header[: len(FIRST_COLUMNS[chart])] == FIRST_COLUMNS[chart], chart
-        assert header[-2:] == LEFT_OUT, chart
         assert body, chart
+        if chart == "agreement_periods":  # one day, two labels: each row carries its own 3 (the 3 drafts' each)
+            assert header[-1] == ROW_LEFT_OUT
+            assert sorted(dict(zip(header, row, strict=True))[ROW_LEFT_OUT] for row in body) == ["3", "3"]
+        else:
+            assert header[-2:] == LEFT_OUT, chart
         for row in body:
             fields = dict(zip(header, row, strict=True))
-            assert (fields[LEFT_OUT[0]], fields[LEFT_OUT[1]]) == ("6", "3"), (chart, fields)
+            if chart != "agreement_periods":
+                assert (fields[LEFT_OUT[0]], fields[LEFT_OUT[1]]) == ("6", "3"), (chart, fields)
             assert fields["decisions"] == "2", (chart, fields)  # the kept studies' decisions only
             assert fields["accepted"] == "2", (chart, fields)
         assert {dict(zip(header, row, strict=True))["label"] for row in body} == {"Cardiomegaly", "(whole draft)"}
@@ -107,6 +116,13 @@ def test_a_window_whose_every_decision_was_left_out_says_so_in_one_row(store: St
     _seed(store, _early_today(), withdrawn=2, kept=0)
     downloads, note = _downloads(store, tmp_path)
     assert "4 decisions on 2 drafts withdrawn as wrong-patient" in note, note
+    header, *body = downloads.pop("agreement_periods")
+    periods = [dict(zip(header, row, strict=True)) for row in body]
+    # each label's row of the day, 0 decisions counted and its own left out (before: one unlabelled row)
+    assert {(row["label"], row["decisions"], row["accepted_share"], row[ROW_LEFT_OUT]) for row in periods} == {
+        ("Cardiomegaly", "0", "", "2"),
+        ("(whole draft)", "0", "", "2"),
+    }
     for chart, rows in downloads.items():
         assert len(rows) == 2, (chart, rows)  # before: the header alone, as if nobody had decided anything
         fields = dict(zip(rows[0], rows[1], strict=True))
@@ -121,4 +137,5 @@ def test_nothing_left_out_is_a_zero_and_no_extra_row(store: Store, tmp_path: Pat
     for chart, rows in downloads.items():
         body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
         assert {row["label"] for row in body} == {"Cardiomegaly", "(whole draft)"}, chart
-        assert {(row[LEFT_OUT[0]], row[LEFT_OUT[1]]) for row in body} == {("0", "0")}, chart
+        left = LEFT_OUT if chart != "agreement_periods" else [ROW_LEFT_OUT, ROW_LEFT_OUT]
+        assert {(row[left[0]], row[left[1]]) for row in body} == {("0", "0")}, chart

@@ -48,10 +48,12 @@ __all__ = [
     "LeftOut",
     "agreement_studies",
     "current_agreement",
+    "label_order",
     "read_agreement",
     "read_agreement_by_model",
     "read_agreement_by_period",
     "read_left_out",
+    "read_left_out_by_period",
     "sync_decisions",
     "wrong_patient_drafts",
 ]
@@ -413,13 +415,31 @@ def read_agreement_by_period(session: Any, store: Store, window: Window) -> dict
         kept = count - left[(day, label, verdict)]
         if kept > 0:
             counts.setdefault(label or WHOLE_DRAFT, {}).setdefault(as_date(str(day)), Counter())[str(verdict)] += kept
-    return {name: counts[name] for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n == IMPRESSION, n))}
+    return {name: counts[name] for name in sorted(counts, key=label_order)}
+
+
+def read_left_out_by_period(session: Any, store: Store, window: Window) -> dict[str, dict[date, int]]:
+    """The decisions :func:`read_agreement_by_period` takes away, per label (whole drafts last) and per local day
+    they were recorded: label -> day -> how many current decisions on drafts withdrawn as wrong-patient. Summed
+    over labels and days, :func:`read_left_out`'s ``decisions``."""
+    where = [window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded]
+    columns = (local_day(store, window, QaDecision.recorded_at), QaDecision.label)
+    counts: dict[str, dict[date, int]] = {}
+    for (day, label), count in _on_withdrawn(session, wrong_patient_drafts(session), where, columns).items():
+        per_day = counts.setdefault(label or WHOLE_DRAFT, {})
+        per_day[as_date(str(day))] = per_day.get(as_date(str(day)), 0) + count
+    return {name: counts[name] for name in sorted(counts, key=label_order)}
+
+
+def label_order(name: str) -> tuple[bool, bool, str]:
+    """Where a label's row goes in the agreement figures: findings by name, then the impression, then whole drafts."""
+    return (name == WHOLE_DRAFT, name == IMPRESSION, name)
 
 
 def _agreements(counts: dict[str, Counter[str]]) -> list[LabelAgreement]:
     """Shares per label from decision counts: findings, then the impression, then whole drafts."""
     result = []
-    for name in sorted(counts, key=lambda n: (n == WHOLE_DRAFT, n == IMPRESSION, n)):
+    for name in sorted(counts, key=label_order):
         per = counts[name]
         total = sum(per[d] for d in DECISIONS)
         result.append(

@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from typing import Any, Final
 
 from radtrace.audit.presentation import defuse_formula
+from radtrace.console.dashboard_agreement import label_order
 from radtrace.console.dashboard_figures import OTHER_REASONS, Figures, Section
 from radtrace.console.dashboard_left_out import LeftOutDecision
 from radtrace.console.dashboard_operations import FailedStudies
@@ -27,6 +28,7 @@ __all__ = [
     "DECISION_NAMES",
     "LEFT_OUT_COLUMNS",
     "LEFT_OUT_LIST_COLUMNS",
+    "PERIOD_LEFT_OUT_COLUMN",
     "SECTIONS",
     "TABLES",
     "csv_text",
@@ -105,9 +107,10 @@ def _latency_rows(f: Figures) -> list[list[object]]:
     return rows
 
 
-#: The two last columns of every agreement CSV: the page's note "N decisions on M drafts withdrawn as wrong-patient"
-#: (:class:`~radtrace.console.dashboard_agreement.LeftOut`), the window's figures, the same on every row (as the
-#: latency CSV's ``sampled_every``): columns, not a comment line, so a CSV reader's first line stays the header.
+#: The two last columns of the agreement and agreement-by-model CSVs: the page's note "N decisions on M drafts
+#: withdrawn as wrong-patient" (:class:`~radtrace.console.dashboard_agreement.LeftOut`), the window's figures, the
+#: same on every row (as the latency CSV's ``sampled_every``): columns, not a comment line, so a CSV reader's first
+#: line stays the header. The per-period CSV has its rows' own instead (:data:`PERIOD_LEFT_OUT_COLUMN`).
 LEFT_OUT_COLUMNS: Final = ("left_out_wrong_patient_decisions", "left_out_wrong_patient_drafts")
 
 
@@ -154,18 +157,29 @@ def _agreement_model_rows(f: Figures) -> list[list[object]]:
     return _with_left_out(f, _agreement_header(["label", "model"]), rows, _no_agreement(2))
 
 
+#: The last column of the agreement-per-period CSV: the row's own decisions left out (its label's, recorded in its
+#: period), so that the column sums to the window's; named apart from :data:`LEFT_OUT_COLUMNS` (the window's
+#: figures on every row of the other two agreement CSVs), which a reader by name would otherwise sum wrongly.
+PERIOD_LEFT_OUT_COLUMN: Final = "left_out_wrong_patient_decisions_this_row"
+
+
 def _agreement_period_rows(f: Figures) -> list[list[object]]:
-    """Per label, per period with decisions: the page's "share accepted per period" charts' numbers."""
+    """Per label, per period with decisions counted or left out: the page's "share accepted per period" charts'
+    numbers, and the decisions of the same label and period left out (:data:`PERIOD_LEFT_OUT_COLUMN`). A period
+    whose decisions on a label were all left out has its row, with 0 decisions and no share. Before, this CSV
+    ended with the window's two left-out figures repeated on every row, a column that summed to nonsense."""
+    labels = sorted(set(f.agreement_periods) | set(f.agreement_periods_left_out), key=label_order)
     rows: list[list[object]] = []
-    for label, per_period in f.agreement_periods.items():
+    for label in labels:
+        per_period, left = f.agreement_periods.get(label, {}), f.agreement_periods_left_out.get(label, {})
         for p in f.periods:
             counts = per_period.get(p, Counter())
             total = sum(counts[d] for d in DECISIONS)
-            if total:
-                rows.append([p, label, total, counts["accept"], counts["accept"] / total, counts["reject"],
-                             counts["modify"]])  # fmt: skip
-    header: list[object] = ["period", "label", "decisions", "accepted", "accepted_share", "rejected", "modified"]
-    return _with_left_out(f, header, rows, ["", "", 0, 0, None, 0, 0])
+            if total or left.get(p, 0):
+                rows.append([p, label, total, counts["accept"], rate(counts["accept"], total), counts["reject"],
+                             counts["modify"], left.get(p, 0)])  # fmt: skip
+    return [["period", "label", "decisions", "accepted", "accepted_share", "rejected", "modified",
+             PERIOD_LEFT_OUT_COLUMN], *rows]  # fmt: skip
 
 
 def label_model_agreement(f: Figures) -> list[tuple[Any, str]]:
@@ -237,7 +251,7 @@ SECTIONS: Final[dict[str, frozenset[Section]]] = {
     "volume": frozenset({"volume"}), "queue": frozenset({"queue"}), "latency": frozenset({"latency"}),
     "agreement": frozenset({"agreement", "agreement_left_out"}),
     "agreement_models": frozenset({"agreement", "agreement_by_model", "agreement_left_out"}),
-    "agreement_periods": frozenset({"agreement_periods", "agreement_left_out"}), "prevalence": frozenset({"drift"}),
+    "agreement_periods": frozenset({"agreement_periods"}), "prevalence": frozenset({"drift"}),
     "failures": frozenset({"volume"}), "mix": frozenset({"mix"}), "rates": frozenset({"rates"}),
     "models": frozenset({"models"}),
 }  # fmt: skip

@@ -51,6 +51,7 @@ from radtrace.console.dashboard_agreement import (
     read_agreement_by_model,
     read_agreement_by_period,
     read_left_out,
+    read_left_out_by_period,
     sync_decisions,
 )
 from radtrace.console.dashboard_operations import FailedStudies, Queue, read_queue, read_volume
@@ -146,6 +147,9 @@ class Figures:
     agreement_by_model: dict[str, list[LabelAgreement]] = field(default_factory=dict)
     #: Per label, per period start: the current decisions recorded in that period, by decision.
     agreement_periods: dict[str, dict[date, Counter[str]]] = field(default_factory=dict)
+    #: Per label, per period start: the current decisions recorded in that period left out of the agreement figures
+    #: (on drafts withdrawn as wrong-patient); they sum to :attr:`agreement_left_out`'s decisions.
+    agreement_periods_left_out: dict[str, dict[date, int]] = field(default_factory=dict)
     prevalence: dict[str, list[ChartPoint]] = field(default_factory=dict)
     drift: list[DriftAlert] = field(default_factory=list)
     failures: list[PeriodCount] = field(default_factory=list)
@@ -213,6 +217,10 @@ def read_figures(store: Store, window: Window, now: datetime, sections: Collecti
             per_period = figures.agreement_periods.setdefault(label, {})
             for day, counts in per_day.items():
                 per_period.setdefault(fold(day), Counter()).update(counts)
+        for label, left_per_day in read_left_out_by_period(session, store, window).items():
+            left = figures.agreement_periods_left_out.setdefault(label, {})
+            for day, count in left_per_day.items():
+                left[fold(day)] = left.get(fold(day), 0) + count
 
     reads: dict[Section, Callable[[Any], None]] = {
         "mix": lambda session: _mix(session, store, window, figures, fold),
