@@ -234,7 +234,9 @@ def audit_forward(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    with open_store(settings) as store:  # refused (exit 1) on a database already above this code's floor
+    # A database already above this code's floor: exit 2, as when the watch stops it, so that systemd does not restart
+    # it every few seconds until this host's radtrace is upgraded (deploy/systemd: RestartPreventExitStatus=2).
+    with open_store(settings, too_old_exit=EXIT_USAGE) as store:
         # The watch's SIGTERM, once a newer radtrace raised the floor, is the handler's above: the forwarder stops at
         # its next step, the cursor kept at what the repository has settled.
         watch = None if os.environ.get(SERVED_CHILD_ENV) else start_node_watch(settings, "atna forwarder")

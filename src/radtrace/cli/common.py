@@ -245,9 +245,11 @@ def refuse_missing_database(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
+def open_store(settings: Settings, *, create: bool = False, too_old_exit: int = EXIT_FAILED) -> Iterator[Store]:
     """The work database, with database errors turned into a clear message naming store.url: exit 1 (2 when it is
-    store.url that must change: no such database, user or host, an unsupported scheme).
+    store.url that must change: no such database, user or host, an unsupported scheme). A database this code may not
+    work on (a newer radtrace raised its floor or migrated it) exits ``too_old_exit``: 2 for a service that systemd
+    must not restart in a loop until this host's radtrace is upgraded (``radtrace audit forward``).
 
     An embedded SQLite database that does not exist is refused (exit 1, naming the data directory) unless
     ``create``: a command run from the wrong folder must not leave an empty database behind.
@@ -269,9 +271,12 @@ def open_store(settings: Settings, *, create: bool = False) -> Iterator[Store]:
         except ConfigError as exc:  # store.url itself (an unsupported scheme)
             fail(store_problem(settings, exc)[0], EXIT_USAGE)
         if not create:  # a newer radtrace raised the floor or migrated: this code may misread it (store.floor)
-            from radtrace.store.floor import refuse_too_old
+            from radtrace.store.floor import CodeTooOldError, refuse_too_old
 
-            refuse_too_old(store)
+            try:
+                refuse_too_old(store)
+            except CodeTooOldError as exc:
+                fail(exc.reason, too_old_exit)
         yield store
     except StoreUnavailableError as exc:  # reaching the database, not the work: name the setting
         problem, wrong_url = store_problem(settings, exc)
