@@ -33,9 +33,9 @@ def test_status_lists_each_hosts_processes_and_marks_the_stale_one(
     pg_store: Store, postgres_url: str, tmp_path: Path
 ) -> None:
     _row(pg_store, "a", "gpu-node-7.hospital.example", "worker", 41234, seen_ago=timedelta(seconds=2),
-         schema="0026_nodes_own_limits")  # fmt: skip
+         schema="0026")  # fmt: skip
     _row(pg_store, "b", "pacs-gw-1.hospital.example", "listener", 987, seen_ago=timedelta(hours=3, minutes=5),
-         schema="0025_review_items_sender")  # fmt: skip
+         schema="0025")  # fmt: skip
     env = {"RADTRACE_STORE__URL": postgres_url, "RADTRACE_DATA_DIR": str(tmp_path / "var")}
 
     shown = radtrace("status", "--no-broker", env=env)
@@ -45,8 +45,8 @@ def test_status_lists_each_hosts_processes_and_marks_the_stale_one(
     assert any("radtrace processes (nodes table)" in line for line in lines), shown.stdout
     worker = next(line for line in lines if "gpu-node-7.hospital.example" in line)
     listener = next(line for line in lines if "pacs-gw-1.hospital.example" in line)
-    for line, role, pid, schema in ((worker, "worker", "41234", "0026_nodes_own_limits"),
-                                    (listener, "listener", "987", "0025_review_items_sender")):  # fmt: skip
+    for line, role, pid, schema in ((worker, "worker", "41234", "0026"),
+                                    (listener, "listener", "987", "0025")):  # fmt: skip
         assert {role, pid, "0.2.0", schema} <= set(line.replace("│", " ").split()), line
     assert "running" in worker, worker
     assert "STALE" not in worker, worker
@@ -58,8 +58,8 @@ def test_status_lists_each_hosts_processes_and_marks_the_stale_one(
     assert as_json.returncode == 0, as_json.stderr
     nodes = json.loads(as_json.stdout)["nodes"]
     assert [(n["host"], n["role"], n["pid"], n["schema"], n["state"]) for n in nodes] == [
-        ("gpu-node-7.hospital.example", "worker", 41234, "0026_nodes_own_limits", "running"),
-        ("pacs-gw-1.hospital.example", "listener", 987, "0025_review_items_sender", "STALE"),
+        ("gpu-node-7.hospital.example", "worker", 41234, "0026", "running"),
+        ("pacs-gw-1.hospital.example", "listener", 987, "0025", "STALE"),
     ]
     assert set(nodes[0]) == {"host", "role", "pid", "version", "schema", "seen_at", "seen_s_ago", "stale_after_s",
                              "state"}  # fmt: skip
