@@ -1,0 +1,111 @@
+"""JPEG Lossless and 12-bit JPEG Extended frames (GDCM alone reads them here) are decoded in a child process that
+is kept for the next frame, not started again for each.
+
+Before: every such frame started ``python -m radtrace.model.isolated_decode`` anew, its interpreter and imports
+included: 0.5-1.2 s a frame on a loaded 2-core machine for films GDCM decodes in 0.005-0.3 s (the Fuji CR and
+the NIH film re-encoded by dcmtk ``dcmcjpeg +e1``, the 3.6-megapixel NEMA RG1 film; notes/report-realinput.md),
+and twice that for a multi-frame image whose first frame is blank. JPEG Lossless is the lossless syntax most PACS
+send. What stays: a frame that aborts GDCM fails its study with the reason, and the next frame gets a new child.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import JPEGLosslessSV1
+
+from radtrace.errors import DicomInputError
+from radtrace.model.isolated_decode import close_idle_children, decode_in_child, idle_children
+from radtrace.model.stored_pixels import decode_first_frame
+from radtrace.testing.decode_abuse import NIH, REAL_FILMS, _nih_jpeg_lossless
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def no_waiting_children() -> Iterator[None]:
+    """Each test starts with no child waiting (another test of this process may have left some)."""
+    close_idle_children()
+    yield
+    close_idle_children()
+
+
+@pytest.fixture(scope="module")
+def nih_pixels() -> np.ndarray:
+    return dcmread(REAL_FILMS / NIH).pixel_array
+
+
+@pytest.fixture(scope="module")
+def lossless() -> Dataset:
+    """The NIH film in JPEG Lossless SV1 (GDCM's encoder)."""
+    return _nih_jpeg_lossless(b"", b"")
+
+
+def _decode(ds: Dataset) -> np.ndarray:
+    pixels, _ = decode_in_child(ds, 0, "", str(JPEGLosslessSV1))
+    return pixels
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_one_child_decodes_frame_after_frame(lossless: Dataset, nih_pixels: np.ndarray) -> None:
+    assert np.array_equal(_decode(lossless), nih_pixels)
+    [child] = idle_children()  # kept, waiting for the next frame
+    assert np.array_equal(_decode(lossless), nih_pixels)
+    pixels, steps = decode_first_frame(lossless)  # the worker's path
+    assert np.array_equal(pixels, nih_pixels)
+    assert steps[0]["transfer_syntax"] == JPEGLosslessSV1
+    assert idle_children() == [child]
+
+
+def test_an_abort_fails_its_frame_and_the_next_frame_gets_a_new_child(
+    lossless: Dataset, nih_pixels: np.ndarray
+) -> None:
+    _decode(lossless)
+    [before] = idle_children()
+    damaged = _nih_jpeg_lossless(b"\xff\xc4", b"\xff\xff")  # its DHT marker lost: GDCM aborts the process
+    with pytest.raises(DicomInputError, match=r"\(1\.2\.840\.10008\.1\.2\.4\.70\): the decoder aborted \(signal SIG"):
+        _decode(damaged)
+    assert np.array_equal(_decode(lossless), nih_pixels)
+    [after] = idle_children()
+    assert after != before  # the one that decoded the damaged frame has ended
+    assert _gone(before)
+
+
+def test_a_waiting_child_that_was_killed_is_replaced(lossless: Dataset, nih_pixels: np.ndarray) -> None:
+    _decode(lossless)
+    [waiting] = idle_children()
+    os.kill(waiting, signal.SIGKILL)
+    while Path(f"/proc/{waiting}/status").exists() and "zombie" not in Path(f"/proc/{waiting}/status").read_text():
+        time.sleep(0.01)
+    assert np.array_equal(_decode(lossless), nih_pixels)  # not failed: the frame went to a new child
+    assert waiting not in idle_children()
+
+
+def test_a_child_refuses_what_is_not_a_request_of_its_release() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "radtrace.model.isolated_decode"],
+        input=b"\x80\x05" + bytes(64),  # a bare pickle, as the release before wrote its one request
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == b""
+    assert b"not a request of this radtrace release" in done.stderr
