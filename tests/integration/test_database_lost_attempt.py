@@ -90,7 +90,7 @@ def test_a_database_outage_after_the_reading_drafts_that_reading_and_counts_no_a
 
     with pytest.raises(StoreUnavailableError):  # its end could not be recorded: the task is retried
         pipeline.process(study_uid, number)
-    assert "recording a failed attempt" in outage.refused
+    assert "giving a revision back" in outage.refused  # its end (the outage's: given back, uncounted) not recorded
     outage.down = False
     rev = revision_row(store, study_uid)
     assert (rev.state, rev.attempts, rev.claimed_by) == (RevisionState.PROCESSING, 1, "w1")

@@ -70,6 +70,7 @@ from radtrace.worker.database_outage import is_database_outage
 from radtrace.worker.disk_space import NoRoomForDraftsError
 from radtrace.worker.kept_readings import audited_events
 from radtrace.worker.model_failures import retry_after
+from radtrace.worker.revision_reasons import WAITING, after_wait, retried, waiting
 from radtrace.worker.settlement import StageObserver
 
 __all__ = ["JOB_KIND", "ProcessResult", "Result", "RevisionAttempts", "stored_details", "waits_for_space"]
@@ -238,6 +239,11 @@ class RevisionAttempts:
             noted = lost if ours and lost and lost.claim.attempt == rev.attempts else None
             uncounted = noted.reason if noted is not None and not noted.counted else None
             attempt = rev.attempts if uncounted is not None else rev.attempts + 1
+            lost_as = "worker lost: claim expired" if noted is None else noted.reason  # its job row's error
+            lost_by = "the worker was lost (claim expired)" if noted is None else noted.reason
+            # a wait is over once claimed; a lost attempt that counts is the failure this attempt follows
+            reason = (retried(rev.attempts, self.settings.broker.max_attempts, lost_by, now)
+                      if decision == "take-over" and uncounted is None else after_wait(rev.reason))  # fmt: skip
             taken = session.execute(
                 sa.update(Revision)
                 .where(
@@ -254,6 +260,7 @@ class RevisionAttempts:
                     claimed_by=self.worker,
                     claim_expires_at=lease_now + timedelta(seconds=self.settings.broker.claim_timeout_s),
                     next_attempt_at=None,
+                    reason=reason,
                     started_at=rev.started_at or now,
                     updated_at=now,
                 )
@@ -266,7 +273,6 @@ class RevisionAttempts:
             if attempt == 1:
                 waited["complete"] = seconds_between(last_received(session, rev.id), rev.queued_at)
             if decision == "take-over":
-                lost_as = "worker lost: claim expired" if noted is None else noted.reason
                 self._close_lost_jobs(session, rev.id, now, f"not counted: {uncounted}" if uncounted else lost_as)
             job = Job(revision_id=rev.id, kind=JOB_KIND, attempt=attempt, state=JobState.RUNNING, worker=self.worker)
             session.add(job)
@@ -292,9 +298,7 @@ class RevisionAttempts:
                      noted.reason, attempt)  # fmt: skip
         self._observe(waited)
         if decision == "take-over" and attempt > self.settings.broker.max_attempts:
-            lost_by = "the worker was lost (claim expired)" if noted is None else noted.reason
-            reason = f"gave up after {attempt - 1} attempts: {lost_by}"
-            return self.failed(claim, RadtraceError(reason), final=True)
+            return self.failed(claim, RadtraceError(f"gave up after {attempt - 1} attempts: {lost_by}"), final=True)
         return claim
 
     def _observe(self, durations: dict[str, float | None]) -> None:
@@ -315,10 +319,7 @@ class RevisionAttempts:
         reading was audited, else ``inference_failed``. Lost to the database (not counted): its reading kept, or
         ``read: false``. Ended by a store error of ours: an ordinary failed attempt, counted, read again."""
         claim = lost.claim
-        read = any(
-            payload.get("attempt") == claim.attempt and "reading" in payload
-            for payload in _events_of(session, claim, EventType.INFERENCE_COMPLETED)
-        )
+        read = self._read_in(session, claim)
         kept: dict[str, Any] = {} if lost.counted else {"attempt_counted": False}
         if not lost.counted:
             kept.update({"reading_kept": True} if read else {"read": False})
@@ -329,6 +330,14 @@ class RevisionAttempts:
             error=lost.reason,
             retryable=True,
             **kept,
+        )
+
+    @staticmethod
+    def _read_in(session: Session, claim: Claim) -> bool:
+        """Whether the attempt's reading was audited (its ``inference_completed``)."""
+        return any(
+            payload.get("attempt") == claim.attempt and "reading" in payload
+            for payload in _events_of(session, claim, EventType.INFERENCE_COMPLETED)
         )
 
     def _answered(
@@ -397,15 +406,19 @@ class RevisionAttempts:
         return ProcessResult(result, state, reason, outbox_ids=tuple(outbox_ids), next_revision=following)
 
     def failed(self, claim: Claim, error: RadtraceError, *, final: bool = False) -> ProcessResult:
-        if not final and waits_for_space(error):  # no fault of the study: wait for space, uncounted
-            return self.put_back(claim, error, after=self._uncounted_delay(claim))
+        if not final and (waits_for_space(error) or _database_away(error)):  # no fault of the study: uncounted
+            return self.put_back(claim, error, backoff=True)
         now = self.clock()
         max_attempts = self.settings.broker.max_attempts
         retry = not final and is_retryable(error) and claim.attempt < max_attempts
         if retry:
             retry_at = now + self._retry_delay(claim, error)
-            values: dict[str, Any] = {"state": RevisionState.QUEUED, "next_attempt_at": retry_at}
             reason = error.reason
+            values: dict[str, Any] = {
+                "state": RevisionState.QUEUED,
+                "next_attempt_at": retry_at,
+                "reason": retried(claim.attempt, max_attempts, error.reason, retry_at),
+            }
         else:
             retry_at = None
             reason = error.reason
@@ -439,39 +452,45 @@ class RevisionAttempts:
         self.observer.finished_in(RevisionState.FAILED.value)
         return ProcessResult(Result.FAILED, RevisionState.FAILED, reason, next_revision=following)
 
-    def put_back(self, claim: Claim, error: RadtraceError, *, after: timedelta | None = None) -> ProcessResult:
-        """Give a claimed revision back, its attempt not counted: ``queued`` and due now (or ``after`` from now),
-        ``attempts`` as before the claim. For a read held for a model server that is down when the worker stops
-        (:mod:`radtrace.worker.breaker`) and for drafts that wait for disk space (:func:`waits_for_space`): an
-        outage is no fault of the study's."""
+    def put_back(self, claim: Claim, error: RadtraceError, *, backoff: bool = False) -> ProcessResult:
+        """Give a claimed revision back, its attempt not counted: ``queued`` and due now (or, with ``backoff``, after
+        the backoff its tries so far call for: :meth:`_uncounted_delay`), ``attempts`` as before the claim. For a
+        read held for a model server that is down when the worker stops (:mod:`radtrace.worker.breaker`), for drafts
+        that wait for disk space (:func:`waits_for_space`) and for an attempt the database was away for, back before
+        its end was recorded (:func:`_database_away`): an outage is no fault of the study's. Its reason says what it
+        waits for, and the failed attempt before it, if any (:mod:`radtrace.worker.revision_reasons`)."""
         now = self.clock()
-        due = now + (after or timedelta(0))
-        when = f"; tried again at {due:%H:%M:%S} UTC" if after else ""
-        reason = f"waiting: {error.reason}{when}; no attempt counted"
         with self.store.session("giving a revision back", immediate=True) as session:
+            due = now + (self._uncounted_delay(session, claim) if backoff else timedelta(0))
+            when = f"; tried again at {due:%H:%M:%S} UTC" if backoff else ""
+            why = f"{WAITING}{error.reason}{when}; no attempt counted"
+            reason = waiting(why, session.scalar(sa.select(Revision.reason).where(Revision.id == claim.revision_id)))
             values = {"state": RevisionState.QUEUED, "attempts": claim.attempt - 1, "next_attempt_at": due,
                       "reason": reason}  # fmt: skip
             if not self._release(session, claim, now, **values):
                 log.warning("%s: claim lost before giving it back", claim.names())
                 return ProcessResult(Result.NOT_CLAIMED, RevisionState.PROCESSING)
             self._job_done(session, claim, JobState.FAILED, now, f"not counted: {error.reason}")
+            kind, stored = failure_event_type(error), stored_details(error)
+            if _database_away(error):  # as its worker records an attempt lost to the database (_lost_end)
+                read = self._read_in(session, claim)
+                kind = EventType.REPORT_FAILED if read else EventType.INFERENCE_FAILED
+                stored = {"reading_kept": True} if read else {"read": False}
             self.recorder.record(
-                self.event(claim, failure_event_type(error), Outcome.MINOR_FAILURE, error=error.reason,
-                           retryable=True, attempt_counted=False, next_attempt_at=due.isoformat(),
-                           **stored_details(error)),
+                self.event(claim, kind, Outcome.MINOR_FAILURE, error=error.reason, retryable=True,
+                           attempt_counted=False, next_attempt_at=due.isoformat(), **stored),
                 session=session,
             )  # fmt: skip
         log.info("%s given back (attempt %d not counted): %s", claim.names(), claim.attempt,
                  reason)  # fmt: skip
         return ProcessResult(Result.RETRY, RevisionState.QUEUED, reason, due)
 
-    def _uncounted_delay(self, claim: Claim) -> timedelta:
+    def _uncounted_delay(self, session: Session, claim: Claim) -> timedelta:
         """The backoff for an attempt that is not counted: doubling with the revision's tries so far (its jobs),
         as a counted one does with its attempts."""
-        with self.store.session("counting a revision's tries") as session:
-            tries = session.scalar(
-                sa.select(sa.func.count(Job.id)).where(Job.revision_id == claim.revision_id, Job.kind == JOB_KIND)
-            )
+        tries = session.scalar(
+            sa.select(sa.func.count(Job.id)).where(Job.revision_id == claim.revision_id, Job.kind == JOB_KIND)
+        )
         return retry_delay(self.settings.broker, int(tries or 1))
 
     def _retry_delay(self, claim: Claim, error: RadtraceError) -> timedelta:
@@ -496,6 +515,12 @@ class RevisionAttempts:
 
     def event(self, claim: Claim, kind: EventType, outcome: Outcome = Outcome.SUCCESS, **details: Any) -> AuditEvent:
         return claim_event(self.actor, claim, kind, outcome, **details)
+
+
+def _database_away(error: BaseException) -> bool:
+    """Whether a failed attempt's error is the database's outage (:func:`is_database_outage`) that was over by the
+    time its end was recorded: the attempt waits, not counted, as one whose end could not be recorded at all."""
+    return isinstance(error, StoreUnavailableError) and is_database_outage(error)
 
 
 def _events_of(session: Session, claim: Claim, kind: EventType) -> list[dict[str, Any]]:

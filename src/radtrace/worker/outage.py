@@ -7,7 +7,9 @@
   (who told it). See *One outage, told once* below;
 * the waiting reason, "waiting: model server unavailable since …; no attempt counted", on the batch held under its
   claims and on every queued revision, refreshed at each probe (studies that arrive during the outage too), where
-  ``radtrace study show``, ``radtrace status --json`` and the console show a revision's reason; cleared on close;
+  ``radtrace study show``, ``radtrace status --json`` and the console show a revision's reason, followed by the
+  failed attempt a revision waits after (:mod:`radtrace.worker.revision_reasons`); back to that failure, or to none,
+  when the outage ends (its worker's probe, or another worker's read);
 * each queued revision counted as rung at each probe, so the reconciler does not ring it again every
   ``broker.overdue_after_s`` of the outage (its first doorbell is still in the broker);
 * per worker, as before: its breaker's warning lines and its ``radtrace_model_server_unavailable`` gauge
@@ -60,6 +62,7 @@ from radtrace.store.models import Revision, RevisionState
 from radtrace.worker.breaker import ModelServerBreaker
 from radtrace.worker.outage_table import ModelOutageRow
 from radtrace.worker.output_guard import STOPPED_MARK
+from radtrace.worker.revision_reasons import rewrite
 
 __all__ = [
     "COMPONENT",
@@ -143,15 +146,15 @@ class OutageNotice:
         self._tell_observer(breaker)
         self._tell(opening=False, seen="probe", worker_down_s=round(down_s, 1))
         self._next_check = time.monotonic() + OUTAGE_RECHECK_S
+        self._waits_over()
+
+    def _waits_over(self) -> None:
+        """The server answers: the waiting revisions' reasons go back to the failed attempt each waited after, or to
+        none (:func:`radtrace.worker.revision_reasons.after_wait`)."""
         try:
             with self.store.session("clearing waiting reasons", immediate=True) as session:
-                session.execute(
-                    sa.update(Revision)
-                    .where(Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
-                           Revision.reason.like(f"{WAITING_FOR_SERVER}%"))
-                    .values(reason=None)
-                    .execution_options(synchronize_session=False)
-                )  # fmt: skip
+                rewrite(session, Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
+                        Revision.reason.like(f"{WAITING_FOR_SERVER}%"))  # fmt: skip
         except RadtraceError as exc:
             log.warning("waiting reasons not cleared: %s", exc.reason)
 
@@ -170,8 +173,8 @@ class OutageNotice:
         except RadtraceError as exc:
             log.warning("open model server outage not looked for: %s", exc.reason)
             return
-        if told:
-            self._tell(opening=False, seen="read")
+        if told and self._tell(opening=False, seen="read"):
+            self._waits_over()  # the worker that held them saw no probe answer: their reasons say it here
 
     def ended_elsewhere(self) -> bool:
         """The breaker's recheck while it holds for a server that is down: whether the server's outage, seen open
@@ -208,8 +211,9 @@ class OutageNotice:
         self._next_away_warning = float("-inf")
         return self._last_stop
 
-    def _tell(self, *, opening: bool, **details: Any) -> None:
-        """Append the outage's entry unless the audit log already says so (decided under its append lock)."""
+    def _tell(self, *, opening: bool, **details: Any) -> bool:
+        """Append the outage's entry unless the audit log already says so (decided under its append lock); whether
+        this worker appended it."""
         try:
             with self.store.session("telling a model server outage", immediate=True) as session:
                 if is_postgresql(session.get_bind()):  # the recorder takes it again below: one transaction, held once
@@ -228,32 +232,28 @@ class OutageNotice:
                     told_by = told.worker if told is not None else None
                     log.info("model server %s: the audit log has its outage's %s already%s", self.server,
                              "start" if opening else "end", f" (told by {told_by})" if told_by else "")  # fmt: skip
-                    return
+                    return False
         except RadtraceError as exc:
             log.error("could not record the model server outage's %s: %s", "start" if opening else "end", exc.reason)
+            return False
+        return True
 
     def still_down(self, breaker: ModelServerBreaker) -> None:
-        """The waiting reason on the held batch and on every queued revision (a queued revision's own retry reason
-        is kept), and the queued ones counted as rung now."""
+        """The waiting reason on the held batch and on every queued revision, each keeping the failed attempt it
+        waits after (:func:`radtrace.worker.revision_reasons.waiting`: a retry's "tried again at" is not what happens
+        next while the server is down), and the queued ones counted as rung now."""
         reason = f"waiting: {breaker.reason}; no attempt counted"
         now = self.clock()
         try:
             with self.store.session("marking waiting revisions", immediate=True) as session:
-                session.execute(
-                    sa.update(Revision)
-                    .where(Revision.id.in_(list(self.held)), Revision.claimed_by == self.worker)
-                    .values(reason=reason)
-                    .execution_options(synchronize_session=False)
-                )
+                held = sa.and_(Revision.id.in_(list(self.held)), Revision.claimed_by == self.worker)
+                rewrite(session, sa.or_(held, Revision.state == RevisionState.QUEUED), why=reason)
                 session.execute(
                     sa.update(Revision)
                     .where(Revision.state == RevisionState.QUEUED)
-                    .values(rung_at=now, reason=sa.case(
-                        (sa.or_(Revision.reason.is_(None), Revision.reason.like(f"{WAITING_FOR_SERVER}%")), reason),
-                        else_=Revision.reason,
-                    ))
+                    .values(rung_at=now)
                     .execution_options(synchronize_session=False)
-                )  # fmt: skip
+                )
         except RadtraceError as exc:
             log.warning("waiting reasons not recorded: %s", exc.reason)
 
@@ -350,13 +350,8 @@ def lift_stop(store: Store, actor: Actor, clock: Callable[[], datetime], server:
                            payload={key: value for key, value in payload.items() if value is not None})  # fmt: skip
         recorder.record(event, session=session)
         session.execute(sa.delete(ModelOutageRow).where(ModelOutageRow.server == stop.server))
-        session.execute(
-            sa.update(Revision)
-            .where(Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
-                   Revision.reason.like(f"{WAITING_FOR_SERVER}%{STOPPED_MARK}%"))
-            .values(reason=None)
-            .execution_options(synchronize_session=False)
-        )  # fmt: skip
+        rewrite(session, Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
+                Revision.reason.like(f"{WAITING_FOR_SERVER}%{STOPPED_MARK}%"))  # fmt: skip
     return Lifted(stop.server, stop.since, stop.reason, down_s)
 
 
