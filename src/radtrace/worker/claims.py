@@ -18,6 +18,8 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,10 +30,12 @@ from sqlalchemy.orm import Session
 
 from radtrace.audit.events import Actor, AuditEvent, EventType, Outcome
 from radtrace.config import BrokerSettings
-from radtrace.errors import RadtraceError
+from radtrace.errors import RadtraceError, StoreUnavailableError
 from radtrace.logging import study_key
+from radtrace.reporting.dispatch.claims import BEAT_RETRY_S
 from radtrace.store.engine import Store
 from radtrace.store.models import Instance, Priority, Revision, RevisionState, Study
+from radtrace.worker.database_outage import is_database_outage
 
 __all__ = [
     "Claim",
@@ -147,11 +151,22 @@ def due_revisions(store: Store, now: datetime, *, limit: int, besides: Sequence[
 
 
 class Heartbeat:
-    """The claims one heartbeat renews; a pipelined worker adds the next batch's while the last one's drafts build."""
+    """The claims one heartbeat renews; a pipelined worker adds the next batch's while the last one's drafts build.
+
+    A renewal that fails is told and counted by whose error it is (:func:`.database_outage.is_database_outage`, the
+    rule an attempt's count follows): the database's outage ("database unavailable while renewing a claim"), said once
+    per outage with the claims it leaves unrenewed, the rest of that beat not tried (each would wait for the same
+    connection timeout), and the beat tried again every :data:`BEAT_RETRY_S` so the claims are renewed within a
+    second of its return, before another worker takes a live attempt over and counts it; or an error of ours the
+    database answered (a statement or lock timeout, a deadlock, a pool with no connection free), said for each claim
+    as ours, not an outage, and tried again at the next beat, not every second (the same statement would only time
+    out again). :attr:`missed` counts the renewals missed each way."""
 
     def __init__(self, claims: Sequence[Claim]) -> None:
         self._alive = list(claims)
         self._lock = threading.Lock()
+        self.missed: Counter[str] = Counter()  # renewals not made, by whose error: "outage" or "ours"
+        self._away_since: float | None = None  # time.monotonic() when a beat first found the database away
 
     def add(self, claims: Sequence[Claim]) -> None:
         """Renew these too, from the next beat on."""
@@ -166,16 +181,39 @@ class Heartbeat:
             self._alive.remove(claim)
             return True
 
-    def beat(self, renew: Callable[[Claim], bool]) -> None:
-        """Renew every claim once; one found lost is not renewed again."""
+    def beat(self, renew: Callable[[Claim], bool]) -> bool:
+        """Renew every claim once; one found lost is not renewed again. False when the database was away (the rest
+        of the beat not tried): beat again in :data:`BEAT_RETRY_S`."""
         with self._lock:
             claims = list(self._alive)
-        for claim in claims:
+        for number, claim in enumerate(claims):
             try:
                 if not renew(claim) and self.drop(claim):  # not dropped meanwhile (its attempt ended): lost
                     log.warning("%s: claim lost while processing", claim.names())
-            except RadtraceError as exc:
-                log.warning("%s: claim not renewed: %s", claim.names(), exc.reason)
+            except StoreUnavailableError as exc:
+                if not is_database_outage(exc):
+                    self._ours(claim, exc)
+                    continue
+                unrenewed = len(claims) - number
+                self.missed["outage"] += unrenewed
+                if self._away_since is None:
+                    self._away_since = time.monotonic()
+                    log.warning("%d claim(s) not renewed: %s; trying again every %.0f s (a claim not renewed for "
+                                "broker.claim_timeout_s lapses, and another worker may take its attempt over)",
+                                unrenewed, exc.reason, BEAT_RETRY_S)  # fmt: skip
+                return False
+            except RadtraceError as exc:  # a permanent store error: a statement of ours the database refused
+                self._ours(claim, exc)
+        if self._away_since is not None:
+            log.warning("claims renewed again after %.1f s of the database unavailable (%d renewal(s) missed)",
+                        time.monotonic() - self._away_since, self.missed["outage"])  # fmt: skip
+            self._away_since = None
+        return True
+
+    def _ours(self, claim: Claim, exc: RadtraceError) -> None:
+        self.missed["ours"] += 1
+        log.error("%s: claim not renewed: %s (an error of ours the database answered, not its outage; tried again at "
+                  "the next beat)", claim.names(), exc.reason)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -184,15 +222,17 @@ def claims_kept_alive(claims: Sequence[Claim], renew: Callable[[Claim], bool], i
     """Renew every claim in ``claims`` (and those added to the yielded :class:`Heartbeat`) each ``interval_s`` on
     one thread while the body runs.
 
-    A claim found lost (``renew`` returned False) is not renewed again; a database that is away is only logged:
-    the claims may lapse, and finishing them will tell.
+    A claim found lost (``renew`` returned False) is not renewed again; a database that is away is logged and the
+    beat tried again every :data:`BEAT_RETRY_S` (:class:`Heartbeat`): the claims may lapse, and finishing them will
+    tell.
     """
     stop = threading.Event()
     heartbeat = Heartbeat(claims)
 
     def beat() -> None:
-        while not stop.wait(interval_s):
-            heartbeat.beat(renew)
+        wait = interval_s
+        while not stop.wait(wait):
+            wait = interval_s if heartbeat.beat(renew) else min(BEAT_RETRY_S, interval_s)
 
     first = claims[0].revision_id if claims else 0
     thread = threading.Thread(target=beat, name=f"radtrace-claims-{first}", daemon=True)
