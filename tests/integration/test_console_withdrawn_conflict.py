@@ -18,12 +18,10 @@ import re
 from pathlib import Path
 
 import pytest
-from pydicom.uid import generate_uid
 
-from console_support import add_user, console_client, csrf_of, sign_in, study_path
-from listener_support import running
+from console_support import csrf_of, study_path
 from radtrace.store.engine import Store
-from reassigned_support import film_as, new_pipeline, read_first, reassigned_settings
+from reassigned_support import film_as, first_read, read_first
 
 pytestmark = pytest.mark.integration
 
@@ -41,21 +39,14 @@ def _reject_first_finding(client: object, page: str, shown: str, headers: dict[s
 def test_a_decision_on_a_draft_withdrawn_within_its_study_says_so_and_leads_to_the_current_draft(
     tmp_path: Path, store: Store, listener_port: int
 ) -> None:
-    settings = reassigned_settings(tmp_path, store, listener_port)
-    study, sop = generate_uid(), generate_uid()
-    pipeline = new_pipeline(settings, store)
-    add_user(store, "rad.one", "radiologist")
-    with running(settings, store), console_client(store, settings) as client:
-        first = film_as(tmp_path / "a.dcm", study_uid=study, sop_uid=sop, patient_id="P1", name="ONE^PAT",
-                        accession="A")  # fmt: skip
-        read_first(pipeline, store, listener_port, first, study)
-        sign_in(client, "rad.one")
+    with first_read(tmp_path, store, listener_port, accession="A", radiologist="rad.one") as site:
+        client, study = site.console, site.study_uid
         page_1, page_2 = study_path(store, study, 1), study_path(store, study, 2)
         shown = client.get(page_1).text  # the radiologist opens revision 1
 
-        corrected = film_as(tmp_path / "b.dcm", study_uid=study, sop_uid=sop, patient_id="P9", name="NINE^PAT",
-                            accession="A")  # fmt: skip
-        read_first(pipeline, store, listener_port, corrected, study, revision=2)
+        corrected = film_as(tmp_path / "b.dcm", study_uid=study, sop_uid=site.sop_uid, patient_id="P9",
+                            name="NINE^PAT", accession="A")  # fmt: skip
+        read_first(site.pipeline, store, listener_port, corrected, study, revision=2)
 
         refused = _reject_first_finding(client, page_1, shown, {"accept": "text/html"}, seen=True)
         assert refused.status_code == 409  # type: ignore[attr-defined]

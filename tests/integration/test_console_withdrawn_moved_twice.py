@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 from pydicom.uid import generate_uid
 
-from console_support import add_user, console_client, csrf_of, sign_in, study_path
-from listener_support import running
+from console_support import csrf_of, study_path
 from radtrace.store.engine import Store
-from reassigned_support import film_as, new_pipeline, read_first, reassigned_settings
+from reassigned_support import film_as, first_read, read_first
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +33,13 @@ def _moved_links(client: object, page: str) -> list[str]:
 def test_an_image_moved_twice_leads_straight_to_the_study_it_is_in_now(
     tmp_path: Path, store: Store, listener_port: int
 ) -> None:
-    settings = reassigned_settings(tmp_path, store, listener_port)
-    study_a, study_b, study_c, sop = generate_uid(), generate_uid(), generate_uid(), generate_uid()
-    pipeline = new_pipeline(settings, store)
-    add_user(store, "rad.one", "radiologist")
-    with running(settings, store), console_client(store, settings) as client:
-        for n, (study, patient) in enumerate(((study_a, "P1"), (study_b, "P2"), (study_c, "P3"))):
-            film = film_as(tmp_path / f"{n}.dcm", study_uid=study, sop_uid=sop, patient_id=patient,
+    study_b, study_c = generate_uid(), generate_uid()
+    with first_read(tmp_path, store, listener_port, accession="A0", radiologist="rad.one") as site:
+        client, study_a = site.console, site.study_uid
+        for n, (study, patient) in enumerate(((study_b, "P2"), (study_c, "P3")), 1):
+            film = film_as(tmp_path / f"{n}.dcm", study_uid=study, sop_uid=site.sop_uid, patient_id=patient,
                            name=f"PAT^{patient}", accession=f"A{n}")  # fmt: skip
-            read_first(pipeline, store, listener_port, film, study)
-        sign_in(client, "rad.one")
+            read_first(site.pipeline, store, listener_port, film, study)
         page_a, page_b, page_c = (study_path(store, study) for study in (study_a, study_b, study_c))
         assert _moved_links(client, page_a) == [page_c]
         assert _moved_links(client, page_b) == [page_c]
@@ -65,19 +61,13 @@ def test_an_image_moved_twice_leads_straight_to_the_study_it_is_in_now(
 def test_an_image_filed_back_leads_to_the_revision_that_read_it_again(
     tmp_path: Path, store: Store, listener_port: int
 ) -> None:
-    settings = reassigned_settings(tmp_path, store, listener_port)
-    study_a, study_b, sop = generate_uid(), generate_uid(), generate_uid()
-    pipeline = new_pipeline(settings, store)
-    add_user(store, "rad.one", "radiologist")
-    with running(settings, store), console_client(store, settings) as client:
-        first = film_as(tmp_path / "a.dcm", study_uid=study_a, sop_uid=sop, patient_id="P1", name="ONE^PAT",
-                        accession="A")  # fmt: skip
-        read_first(pipeline, store, listener_port, first, study_a)
-        moved = film_as(tmp_path / "b.dcm", study_uid=study_b, sop_uid=sop, patient_id="P2", name="TWO^PAT",
+    study_b = generate_uid()
+    with first_read(tmp_path, store, listener_port, accession="A", radiologist="rad.one") as site:
+        client, study_a, pipeline = site.console, site.study_uid, site.pipeline
+        moved = film_as(tmp_path / "b.dcm", study_uid=study_b, sop_uid=site.sop_uid, patient_id="P2", name="TWO^PAT",
                         accession="B")  # fmt: skip
         read_first(pipeline, store, listener_port, moved, study_b)
-        read_first(pipeline, store, listener_port, first, study_a, revision=2)  # the PACS undoes its correction
-        sign_in(client, "rad.one")
+        read_first(pipeline, store, listener_port, site.film, study_a, revision=2)  # the PACS undoes its correction
         back = study_path(store, study_a, 2)
         assert _moved_links(client, study_path(store, study_a, 1)) == [back]
         assert _moved_links(client, study_path(store, study_b)) == [back]
