@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dicom_peer_support import associate_ac, command_set, p_data, pdu, pdu_types, pdv, read_pdu
-from private_servers import HostilePeer, hostile_peer, stream_forever
+from private_servers import HostilePeer, drip, hostile_peer, stream_forever
 from radtrace.config import DicomDestination, DispatchSettings, ReportingSettings
 from radtrace.dicom_listener.scu import NoAssociationError, SendResult, send_files
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
@@ -123,6 +123,53 @@ def _four_gibibyte_pdu(pdu_type: int) -> Callable[[HostilePeer, socket.socket], 
             stream_forever(peer, connection, bytes(65536), limit=256 * 1024 * 1024)
 
     return behave
+
+
+#: A PDU the PACS begins and never finishes: its first byte, its header, half of it; or all of it one byte every 0.4 s
+#: (each byte within the 1 s timeout). The A-ASSOCIATE-AC, or the C-STORE-RSP after a real AC.
+PART_PDUS = ["ac-first-byte", "ac-header", "ac-half", "ac-dripped", "rsp-half", "rsp-dripped"]
+
+
+def _part_of_a_pdu(case: str, held: list[str]) -> Callable[[HostilePeer, socket.socket], None]:
+    """A PACS that sends part of a PDU, then holds the connection open without a word until the test ends; ``held``
+    gets 'held' once it stopped holding it (the test's end)."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        whole = associate_ac(peer.received[-1])
+        if case.startswith("rsp-"):
+            if not peer.write(connection, whole):
+                return
+            _read_store_rq(connection)
+            answer = command_set(AffectedSOPClassUID=SR_CLASS, CommandField=0x8001, MessageIDBeingRespondedTo=1,
+                                 CommandDataSetType=0x0101, Status=0x0000)  # fmt: skip
+            whole = p_data(pdv(1, 0x03, answer))
+        what = case.partition("-")[2]
+        if what == "dripped":
+            drip(peer, connection, whole, every_s=0.4)
+        else:
+            peer.write(connection, whole[: {"first-byte": 1, "header": 6, "half": len(whole) // 2}[what]])
+        peer.stop.wait(120)
+        held.append("held")
+
+    return behave
+
+
+@pytest.mark.parametrize("case", PART_PDUS)
+def test_a_pacs_that_sends_part_of_a_pdu_and_holds_on_is_cut_off_at_the_timeout(case: str) -> None:
+    """Before, pynetdicom waited for the rest of a PDU on a socket with no timeout until the association was
+    established: part of an A-ASSOCIATE-AC held a store with a 1 s timeout for as long as the PACS kept the connection
+    open (90 s against a PACS holding on for 90 s), and the dispatcher's thread and a slot of its destination with it.
+    Now the store ends while the PACS still holds on."""
+    held: list[str] = []
+    with hostile_peer(_part_of_a_pdu(case, held), read=read_pdu) as peer:
+        error, _, _ = _store(peer)
+        still_held = not held  # the store ended on its own, not because the PACS let go
+    assert still_held
+    assert isinstance(error, DispatchError | PeerUnavailableError)
+    assert error.retryable
+    assert error.reason == (
+        f"HOSTILE@{peer.host}:{peer.port} did not send the rest of a PDU within 1 s (it stalled or dripped it): cut off"
+    )
 
 
 @pytest.mark.parametrize("pdu_type", [0x02, 0x04], ids=["associate-ac", "c-store-rsp"])

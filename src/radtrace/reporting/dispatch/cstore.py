@@ -48,7 +48,7 @@ from typing import Any, Final, cast
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 
 from radtrace.config import DicomDestination
@@ -153,6 +153,59 @@ def _tune_socket(assoc: Any, timeout_s: float) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(timeout_s)
+
+
+class _ReadDeadline:
+    """Each read pynetdicom makes of a PDU part (its 6-byte header, then all its body, one ``recv`` call each) ends
+    within ``timeout_s``: a :class:`TimeoutError`, which pynetdicom takes as the connection lost (the association
+    ends at once, as :class:`~radtrace.dicom_listener.scu.PduGuard`'s refusal does). pynetdicom reads a PDU until it
+    has all of it, on a socket with no timeout before the association is established: a PACS that sent one byte of
+    its A-ASSOCIATE-AC and then nothing held the store (and the dispatcher's thread, and a slot of its destination)
+    for as long as it kept the connection open, whatever the timeouts (a 1 s timeout took 90 s against a PACS
+    holding on for 90 s); one that drips a PDU a byte at a time is cut too. Its handler must come before the guard's:
+    the guard wraps this read (it counts, then reads through it)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.cut = False
+
+    def handlers(self) -> list[Any]:
+        return [(evt.EVT_CONN_OPEN, self._opened)]
+
+    def reason(self, where: str) -> str | None:
+        """Why the association ended, once a read was cut off; else None."""
+        if not self.cut:
+            return None
+        return f"{where} did not send the rest of a PDU within {self.timeout_s:g} s (it stalled or dripped it): cut off"
+
+    def _opened(self, event: Any) -> None:
+        transport = event.assoc.dul.socket
+
+        def recv(nr_bytes: int) -> bytearray:
+            sock = transport.socket
+            deadline = time.monotonic() + self.timeout_s
+            data = bytearray()
+            try:
+                while len(data) < nr_bytes:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self.cut = True
+                        raise TimeoutError(f"a PDU not received in full within {self.timeout_s:g} s")
+                    sock.settimeout(left)
+                    try:
+                        chunk = sock.recv(min(nr_bytes - len(data), 65536))
+                    except TimeoutError:
+                        self.cut = True
+                        raise
+                    if not chunk:  # closed: what was read, as pynetdicom's own read returns it
+                        return data
+                    data.extend(chunk)
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(self.timeout_s)  # pynetdicom sends on it too, from this thread
+            return data
+
+        transport.recv = recv
 
 
 class AssociationRejectedError(PeerRefusedError):
@@ -345,7 +398,8 @@ def store_instance(
     # The RJ as the PACS sent it (scu.PeerAnswer): one with a reason the standard reserves (1/1/5, say) no
     # longer kills pynetdicom's reader thread and leaves the store to the ACSE timeout.
     answer, guard, answers = PeerAnswer(), PduGuard(), DimseAnswers()
-    options["evt_handlers"] = answer.handlers() + guard.handlers() + answers.handlers()
+    deadline = _ReadDeadline(timeout_s)  # before the guard's handler: the guard reads through it
+    options["evt_handlers"] = answer.handlers() + deadline.handlers() + guard.handlers() + answers.handlers()
     started = time.monotonic()
     try:
         assoc = ae.associate(destination.host, destination.port, **options)
@@ -356,7 +410,7 @@ def store_instance(
         waited_s = time.monotonic() - started
         if wrapping is not None and (tls_error := wrapping.error) is not None:
             raise _tls_refused(tls_error, where, setting, destination.server_name or destination.host)
-        if (too_long := guard.reason(where)) is not None:
+        if (too_long := guard.reason(where) or deadline.reason(where)) is not None:
             raise PeerUnavailableError(too_long)
         raise _not_established(assoc, answer, destination, calling_ae_title, str(dataset.SOPClassUID), waited_s)
     _tune_socket(assoc, timeout_s)
@@ -379,7 +433,7 @@ def store_instance(
         except (OSError, RuntimeError, ValueError, AttributeError) as exc:
             raise DispatchError(f"C-STORE to {where} failed: {exc}") from exc
         if "Status" not in response:
-            if (too_long := guard.reason(where)) is not None:
+            if (too_long := guard.reason(where) or deadline.reason(where)) is not None:
                 raise DispatchError(too_long)
             if wrapping is not None and (tls_error := wrapping.error) is not None:
                 raise _tls_refused(tls_error, where, setting, destination.server_name or destination.host)
