@@ -4,7 +4,8 @@ The PACS re-sent the image of the oldest draft under another patient. "Start rea
 radiologist can sign, not the withdrawn one (before: the withdrawn one, first by age); the worklist row of the
 withdrawn draft says it is not offered, without widening the page. A radiologist rejects a finding of the withdrawn
 draft (rejecting is always taken): QA's dashboard leaves that decision out of the agreement table and says so
-(before: counted as a rejection of the model's finding).
+(before: counted as a rejection of the model's finding), and its note lists the decision (reader, decision, why)
+without widening the page, with a CSV and a link to the study.
 """
 
 from __future__ import annotations
@@ -96,6 +97,27 @@ def test_start_reading_skips_a_withdrawn_draft_and_the_dashboard_leaves_its_deci
             _fits(page)
             left_out.scroll_into_view_if_needed()
             screenshot(page, tmp_path, "withdrawn-dashboard.png")
+            left_out.get_by_role("link", name="List them").click()  # the decision behind the note
+            rows = page.locator("#left-out tbody tr")
+            expect(rows).to_have_count(1)
+            expect(rows.first).to_contain_text("dr.read")
+            expect(rows.first).to_contain_text("rejected")
+            expect(rows.first).to_contain_text("re-sent by the PACS under another patient or study")
+            _fits(page)  # the Study UID column scrolls inside its region, not the page
+            for cell in ("accession", "reader"):  # read whole: before, "ACC00031 / 1" and "dr.rea / d" at 1366
+                tops = rows.first.get_by_test_id(cell).evaluate(
+                    "e => { const r = document.createRange(); r.selectNodeContents(e);"
+                    " return new Set([...r.getClientRects()].map((x) => Math.round(x.top))).size; }"
+                )
+                assert tops == 1, cell
+            screenshot(page, tmp_path, "withdrawn-left-out.png")
+            with page.expect_download() as download:
+                page.locator('a[data-csv="left-out"]').click()
+            assert Path(download.value.path()).read_text(encoding="utf-8").count("\n") == 2  # header and the row
+            rows.first.get_by_test_id("study-link").click()
+            page.wait_for_url(f"**{study_path(store, withdrawn)}")
+            expect(page.get_by_test_id("image-reassigned")).to_be_visible()
+            page.goto(f"{url}/console/dashboard")
             page.goto(f"{url}/console/agreement")
             expect(page.locator("#agreement-left-out")).to_contain_text("1 decision on 1 draft")
             _fits(page)
