@@ -18,6 +18,10 @@ rule of every reader: the header's Patient's Age where it is one, else the age f
 and what PS3.3 C.7.2.2 means by Patient's Age: the age at the study), with :attr:`AgeReading.derived` set and a
 :attr:`AgeReading.problem` saying where it came from. The drafts write it (the SR's Patient's Age; the ORU's and the
 FHIR Bundle's notes say where it came from, beside the birth date they carry) and the console's worklist keeps it.
+
+:func:`age_quantity` turns a written AS into the number and UCUM unit of time a message carries (the ORU's age OBX,
+the FHIR Bundle's age Observation): ``D`` days ``d``, ``W`` weeks ``wk``, ``M`` months ``mo``, ``Y`` years ``a``, the
+codes of FHIR's age-units value set (http://hl7.org/fhir/ValueSet/age-units).
 """
 
 from __future__ import annotations
@@ -28,13 +32,27 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Final
 
-__all__ = ["DERIVED", "MAX_YEARS", "AgeReading", "age_at_study", "age_from_dates", "dicom_age", "read_age"]
+__all__ = [
+    "DERIVED",
+    "MAX_YEARS",
+    "UCUM_AGE_UNITS",
+    "AgeQuantity",
+    "AgeReading",
+    "age_at_study",
+    "age_from_dates",
+    "age_quantity",
+    "dicom_age",
+    "read_age",
+]
 
 #: The oldest age accepted (years): past it, a value is an error (the oldest person recorded lived to 122).
 MAX_YEARS: Final = 130
 _AS: Final = re.compile(r"(\d{1,3})([DWMY]?)", re.ASCII | re.IGNORECASE)
 _DAYS_PER: Final = {"D": 1.0, "W": 7.0, "M": 365.25 / 12, "Y": 365.25}
 _UNIT_NAMES: Final = {"D": "days", "W": "weeks", "M": "months", "Y": "years"}
+#: The UCUM code of each AS unit (FHIR's age-units value set: d, wk, mo, a; displayed as days, weeks, months, years).
+UCUM_AGE_UNITS: Final = {"D": "d", "W": "wk", "M": "mo", "Y": "a"}
+_WRITTEN_AS: Final = re.compile(r"\d{3}[DWMY]", re.ASCII)
 _DATE: Final = re.compile(r"\d{8}", re.ASCII)
 #: What surrounds a value without being part of it: every whitespace character (what ``str.strip()`` removes) and NUL,
 #: so a value is read alike whether or not its reader stripped it first.
@@ -138,6 +156,25 @@ def age_at_study(value: object, born: object, seen: object, today: date | None =
         return reading
     header = reading.problem.removesuffix("; omitted") if reading.problem else "absent from the header"
     return AgeReading(derived, f"{header}; {DERIVED}", derived=True)
+
+
+@dataclass(frozen=True)
+class AgeQuantity:
+    """An age as a quantity: ``value`` units of time, ``ucum`` the unit's UCUM code, ``unit`` its name."""
+
+    value: int
+    ucum: str
+    unit: str
+
+
+def age_quantity(age: object) -> AgeQuantity | None:
+    """The AS ``age`` as written by :func:`read_age` / :func:`age_at_study` (``"058Y"``) as a quantity (58, ``a``,
+    years), or None for anything that is not exactly such an AS (three digits and an upper-case unit, at most
+    :data:`MAX_YEARS`): a value read any other way never reaches a message."""
+    if not isinstance(age, str) or _WRITTEN_AS.fullmatch(age) is None or read_age(age).age != age:
+        return None
+    unit = age[3]
+    return AgeQuantity(int(age[:3]), UCUM_AGE_UNITS[unit], _UNIT_NAMES[unit])
 
 
 def _date(value: object) -> date | None:

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -80,6 +81,11 @@ def _oru_evidence(text: str) -> dict[str, list[str]]:
     return found
 
 
+def _finding(resource: dict[str, Any]) -> bool:
+    """A finding's Observation (imaging), not the patient's age (radtrace.reporting.draft_age)."""
+    return resource["resourceType"] == "Observation" and "category" in resource
+
+
 def test_a_real_films_demo_no_finding_carries_the_consoles_sentence_in_every_draft(tmp_path: Path) -> None:
     store = Store.from_url(f"sqlite:///{tmp_path / 'radtrace.db'}")
     upgrade(store)
@@ -126,7 +132,7 @@ def test_a_real_films_demo_no_finding_carries_the_consoles_sentence_in_every_dra
     assert coded[3].startswith("111286^")  # DCM "No abnormality"
     # FHIR: each Observation's notes
     bundle = json.loads(files.fhir or b"{}")
-    observations = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    observations = [e["resource"] for e in bundle["entry"] if _finding(e["resource"])]
     assert [[note["text"] for note in o.get("note", [])] for o in observations] == [shown[label] for label in order]
 
 
@@ -163,5 +169,5 @@ def test_each_findings_evidence_is_the_same_in_the_sr_the_oru_and_fhir_as_the_co
     assert {f.label: oru.get(str(i), []) for i, f in enumerate(read.findings, 1)} == expected
     parse_message(back.hl7, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
     bundle = json.loads(files.fhir or b"{}")
-    observations = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+    observations = [e["resource"] for e in bundle["entry"] if _finding(e["resource"])]
     assert [[n["text"] for n in o.get("note", [])] for o in observations] == list(expected.values())

@@ -1,4 +1,5 @@
-"""The FHIR draft: a Bundle that fhir.resources validates, preliminary, one Observation per finding."""
+"""The FHIR draft: a Bundle that fhir.resources validates, preliminary, one Observation per finding (and one of the
+patient's age at the study, listed here as "Observation (age)")."""
 
 from __future__ import annotations
 
@@ -29,18 +30,27 @@ def _bundle(name: str, settings: ReportingSettings | None = None) -> tuple[Any, 
     data = json.loads(text)
     by_type: dict[str, list[dict[str, Any]]] = {}
     for entry in data["entry"]:
-        by_type.setdefault(entry["resource"]["resourceType"], []).append(entry["resource"])
+        resource = entry["resource"]
+        kind = resource["resourceType"]
+        if kind == "Observation" and resource["code"]["coding"][0]["system"] == "http://loinc.org":
+            kind = "Observation (age)"  # radtrace.reporting.draft_age: no finding
+        by_type.setdefault(kind, []).append(resource)
     return data, by_type
 
 
 @pytest.mark.parametrize("name", sorted(sr_cases()))
 def test_every_reading_gives_a_valid_bundle(name: str) -> None:
     reading, _ = sr_cases()[name]
-    _, resources = _bundle(name)
+    data, resources = _bundle(name)
     [report] = resources["DiagnosticReport"]
     assert report["status"] == "preliminary"
     assert len(resources.get("Observation", [])) == len(reading.findings)
     assert {r["status"] for r in resources.get("Observation", [])} <= {"preliminary"}
+    [age] = resources["Observation (age)"]  # the factory's header: Patient's Age 057Y beside its birth date
+    assert (age["status"], age["code"]["coding"][0]["code"]) == ("preliminary", "30525-0")
+    assert age["valueQuantity"] == {"value": 57, "unit": "years", "system": "http://unitsofmeasure.org", "code": "a"}
+    age_url = next(e["fullUrl"] for e in data["entry"] if e["resource"] == age)
+    assert age_url not in {result["reference"] for result in report.get("result", [])}  # no result of the model's
     assert len(resources["Device"]) == 1
     assert report["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{STUDY.study_instance_uid}"
 

@@ -281,7 +281,8 @@ def test_fhir_bundle_is_utf8_json_with_the_fhir_safe_text(impression: str, evide
     bundle = json.loads(
         build_fhir_bundle(read, SOURCES[0], settings=ReportingSettings(), revision=1, created_at=WHEN).encode("utf-8")
     )
-    resources = {entry["resource"]["resourceType"]: entry["resource"] for entry in bundle["entry"]}
+    # the first resource of each type: the finding's Observation, not the age's after it (reporting.draft_age)
+    resources = {entry["resource"]["resourceType"]: entry["resource"] for entry in bundle["entry"][::-1]}
     conclusion = resources["DiagnosticReport"]["conclusion"]
     if impression:
         assert draft_text(impression).text in conclusion

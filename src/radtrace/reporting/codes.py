@@ -41,14 +41,16 @@ SNOMED_FHIR_SYSTEM: Final = "http://snomed.info/sct"
 DCM_FHIR_SYSTEM: Final = "http://dicom.nema.org/resources/ontology/DCM"
 RADLEX_FHIR_SYSTEM: Final = "http://radlex.org"
 LOCAL_FHIR_SYSTEM: Final = "urn:radtrace:codes"
+LOINC_FHIR_SYSTEM: Final = "http://loinc.org"
 
 _FHIR_SYSTEMS: Final = {
     "SCT": SNOMED_FHIR_SYSTEM,
     "DCM": DCM_FHIR_SYSTEM,
     "RADLEX": RADLEX_FHIR_SYSTEM,
     LOCAL_SCHEME: LOCAL_FHIR_SYSTEM,
+    "LN": LOINC_FHIR_SYSTEM,
 }
-_HL7_SYSTEMS: Final = {"SCT": "SCT", "DCM": "DCM", "RADLEX": "RADLEX", LOCAL_SCHEME: LOCAL_SCHEME}
+_HL7_SYSTEMS: Final = {"SCT": "SCT", "DCM": "DCM", "RADLEX": "RADLEX", LOCAL_SCHEME: LOCAL_SCHEME, "LN": "LN"}
 
 PS3_16: Final = "DICOM PS3.16"
 SNOMED_INTERNATIONAL: Final = "SNOMED CT International Edition"

@@ -1,6 +1,8 @@
 """The FHIR draft: a collection Bundle with a DiagnosticReport, one Observation per finding (its evidence
-sentences as notes, those the review console shows: :func:`radtrace.model.evidence.finding_evidence`), the model
-as a Device and the Patient, validated with fhir.resources (R4B models: FHIR R4's technical correction,
+sentences as notes, those the review console shows: :func:`radtrace.model.evidence.finding_evidence`), an
+Observation of the patient's age at the study where the drafts have one (LOINC 30525-0 or 29553-5, an ``Age`` in
+UCUM units: :mod:`radtrace.reporting.draft_age`; not among the report's results), the model as a Device and the
+Patient, validated with fhir.resources (R4B models: FHIR R4's technical correction,
 identical for these resources' elements used here).
 
 The DiagnosticReport's status comes from settings (``preliminary`` by default; ``final`` is not
@@ -29,6 +31,7 @@ from radtrace.model.evidence import finding_evidence
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
+from radtrace.reporting.draft_age import UCUM_SYSTEM, draft_age
 from radtrace.reporting.draft_header import DraftHeader, draft_flags, draft_header
 from radtrace.reporting.header import SourceHeader, name_group
 from radtrace.reporting.sr import (
@@ -95,6 +98,36 @@ def _patient(draft: DraftHeader) -> dict[str, Any]:
     if header.sex in _GENDER:
         patient["gender"] = _GENDER[header.sex]
     return patient
+
+
+def _age(
+    draft: DraftHeader, patient_url: str, study_ref: dict[str, Any], effective: str | None, when: str, status: str
+) -> dict[str, Any] | None:
+    """The patient's age at the study, where the drafts have one (:func:`~radtrace.reporting.draft_age.draft_age`: the
+    SR's Patient's Age; a FHIR Patient has no age element): an Observation coded LOINC 30525-0 "Age", or 29553-5 "Age
+    calculated" where it was derived from the birth and study dates, its value an ``Age`` (UCUM ``a``, ``mo``,
+    ``wk``, ``d``), effective at the study, derived from the study's header. Not among the report's results: it is
+    no finding of the model's."""
+    age = draft_age(draft.source)
+    if age is None:
+        return None
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": status,
+        "code": _concept(age.code),
+        "subject": {"reference": patient_url},
+        "issued": when,
+        "valueQuantity": {
+            "value": age.quantity.value,
+            "unit": age.quantity.unit,
+            "system": UCUM_SYSTEM,
+            "code": age.quantity.ucum,
+        },
+        "derivedFrom": [study_ref],
+    }
+    if effective:
+        observation["effectiveDateTime"] = effective
+    return observation
 
 
 def _text(value: str) -> str:
@@ -188,6 +221,7 @@ def build_fhir_bundle(
             observation["note"] = notes
         observations.append((urn("observation", str(index)), observation))
 
+    age = _age(draft, patient_url, study_ref, effective, when, _OBSERVATION_STATUS[status])
     trace = _text(reading.reasoning_text)
     patient = _patient(draft)
     accession = draft.accession_number
@@ -244,6 +278,7 @@ def build_fhir_bundle(
     entries = [
         (report_url, report),
         *observations,
+        *([(urn("age"), age)] if age else []),
         (patient_url, patient),
         (device_url, {k: v for k, v in device.items() if v is not None}),
     ]

@@ -71,7 +71,10 @@ class SourceHeader:
     patient_names: tuple[str, ...] = ()
     birth_date: date | None = None
     sex: str = ""
+    #: The age at the study as an AS (:func:`radtrace.dicom_age.age_at_study`), '' when none.
     age: str = ""
+    #: ``age`` is no header value but the age from Patient's Birth Date to Study Date (a calculated age).
+    age_derived: bool = False
     study_date: date | None = None
     study_time: time | None = None
     accession_number: str = ""
@@ -124,6 +127,7 @@ class _Reader:
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
         self.notes: list[HeaderNote] = []
+        self.age_derived = False  # set by age()
 
     def note(self, keyword: str, problem: str) -> None:
         self.notes.append(HeaderNote(keyword, problem))
@@ -206,6 +210,7 @@ class _Reader:
         except Exception:  # a raw element pydicom cannot convert: unreadable, whatever the reason
             value, unreadable = None, True
         reading = age_at_study(value, self._da("PatientBirthDate"), self._da("StudyDate"))
+        self.age_derived = reading.derived
         if unreadable:
             self.note("PatientAge", f"unreadable; {DERIVED}" if reading.derived else "unreadable; omitted")
         elif reading.problem:
@@ -249,6 +254,7 @@ def read_header(ds: Dataset) -> SourceHeader:
         birth_date=reader.date("PatientBirthDate"),
         sex=reader.coded("PatientSex", _SEX),
         age=reader.age(),
+        age_derived=reader.age_derived,
         study_date=reader.date("StudyDate"),
         study_time=reader.time("StudyTime"),
         accession_number=reader.identifier("AccessionNumber"),

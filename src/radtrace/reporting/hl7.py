@@ -2,6 +2,9 @@
 
 Segments: MSH, PID, PV1, ORC, OBR, NTE (the AI-draft notice and the model), then OBX:
 
+* the patient's age at the study, where the drafts have one (PID has no age field; the SR's Patient's Age): an NM
+  OBX coded LOINC 30525-0 "Age", or 29553-5 "Age calculated" where it was derived from the birth and study dates,
+  its units UCUM (``a``, ``mo``, ``wk``, ``d``), observed at OBR-7 (the study) (:mod:`radtrace.reporting.draft_age`);
 * per finding (sub-ID ``n``): a CWE OBX coding the finding (OBX-3) and its presence (OBX-5: Present /
   Absent / Indeterminate, SNOMED CT); an NM OBX with the model's confidence where known; CWE OBX per
   support device type named in the reasoning;
@@ -49,6 +52,7 @@ from radtrace.model.evidence import finding_evidence
 from radtrace.model.reading import FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
+from radtrace.reporting.draft_age import draft_age
 from radtrace.reporting.draft_header import DraftHeader, draft_flags, draft_header
 from radtrace.reporting.header import HeaderNote, SourceHeader, name_group
 from radtrace.reporting.sr import (
@@ -311,6 +315,16 @@ class _Observations:
             self.add("TX", codes.READING_FLAGS, _esc(piece))
 
 
+def _age(header: SourceHeader, obx: _Observations) -> None:
+    """The patient's age at the study (PID has no age field): an NM OBX coded in LOINC, its units UCUM, with the value
+    every draft carries (:func:`~radtrace.reporting.draft_age.draft_age`). No OBX-14: the observation's time is then
+    OBR-7's, the study's (HL7 v2.5.1 7.4.2.14)."""
+    age = draft_age(header)
+    if age is not None:
+        unit = age.quantity
+        obx.add("NM", age.code, str(unit.value), units=f"{unit.ucum}^{unit.unit}^UCUM")
+
+
 def _findings(reading: Reading, obx: _Observations) -> None:
     for index, finding in enumerate(reading.findings, 1):
         sub_id = str(index)
@@ -468,6 +482,7 @@ def build_oru(
     ]
 
     def observe(observations: _Observations, header: SourceHeader, header_notes: list[HeaderNote]) -> None:
+        _age(header, observations)
         _findings(reading, observations)
         _narrative(reading, observations, header.study_instance_uid, sr_sop_instance_uid, header_notes)
 
