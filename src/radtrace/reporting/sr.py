@@ -15,7 +15,7 @@ Structure (PS3.16 TID 1500 "Measurement Report", built with highdicom):
   identification, and each sentence of the reasoning that is its evidence, as the review console shows it
   (:func:`radtrace.model.evidence.finding_evidence`: for "No Finding", the sentence saying the film is normal),
   once per finding: in its first box's group, each later box's group naming that group's Tracking Identifier
-  (``RT-EVID-IN``);
+  (``RT-EVID-IN``): built by :class:`radtrace.reporting.sr_groups.MeasurementGroups`;
 * qualitative evaluations (TID 1500 row 12, UMLS C0034375): the model's flags, the source header notes,
   the reasoning trace as one TEXT item per section ("Model reasoning: <section>"), and the SHA-256 of the
   trace and of the raw output.
@@ -36,7 +36,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import highdicom as hd
-import numpy as np
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -44,7 +43,6 @@ from pydicom.uid import generate_uid
 from radtrace.config import ReportingSettings
 from radtrace.dicom_charset import recorded_choice
 from radtrace.errors import ReportError
-from radtrace.model.evidence import finding_evidence
 from radtrace.model.image_marks import image_marks
 from radtrace.model.polarity import (
     POLARITY_CONTRADICTION,
@@ -53,13 +51,14 @@ from radtrace.model.polarity import (
     PolarityRecord,
     polarity_records,
 )
-from radtrace.model.reading import Finding, FindingStatus, ModelIdentity, Reading
+from radtrace.model.reading import ModelIdentity, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
 from radtrace.reporting.draft_header import HEADER_NORMALISED, draft_flags
 from radtrace.reporting.header import HeaderNote
+from radtrace.reporting.sr_groups import MeasurementGroups, concept, safe_text, text_item
 from radtrace.reporting.sr_header import checked_references, lo_value
-from radtrace.reporting.text import TEXT_SANITISED, DicomTextVR, dicom_text, draft_text
+from radtrace.reporting.text import TEXT_SANITISED, dicom_text
 
 __all__ = [
     "HEADER_NORMALISED",
@@ -90,14 +89,6 @@ DRAFT_NOTICE_TEXT: Final = (
 )
 UTF8: Final = "ISO_IR 192"
 _QUALITATIVE_EVALUATIONS: Final = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
-_NO_UNITS: Final = hd.sr.CodedConcept("1", "UCUM", "no units")
-_PRESENCE_VALUE: Final = {
-    FindingStatus.PRESENT: codes.PRESENT,
-    FindingStatus.ABSENT: codes.ABSENT,
-    FindingStatus.UNCERTAIN: codes.INDETERMINATE,
-}
-_READING_ORDER: Final = {FindingStatus.PRESENT: 0, FindingStatus.UNCERTAIN: 1, FindingStatus.ABSENT: 2}
-_TRACKING_IDENTIFIER: Final = "112039"  # DCM "Tracking Identifier" (TID 1410, 1501)
 _LEAD_BEFORE: Final = frozenset({"111028", "126010"})  # Image Library, Imaging Measurements
 
 
@@ -273,27 +264,6 @@ def image_notes(reading: Reading) -> str:
     return "\n".join(lines)
 
 
-def _concept(code: Code) -> hd.sr.CodedConcept:
-    return hd.sr.CodedConcept(code.value, code.scheme, code.meaning)
-
-
-def _text(code: Code, value: str) -> hd.sr.TextContentItem:
-    # Trailing spaces in TEXT are not significant (and are stripped on read): drop them up front so the
-    # document reads back exactly as written. The value is already UT-safe (see _Narrative).
-    return hd.sr.TextContentItem(
-        name=_concept(code), value=value.rstrip(), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
-    )
-
-
-def _safe(value: str, vr: DicomTextVR, changed: list[bool]) -> str:
-    """``value`` in ``vr``; the model's text (UT) by the rule of every draft first (:func:`draft_text`)."""
-    drafted = draft_text(value) if vr == "UT" else None
-    safe = dicom_text(drafted.text if drafted else value, vr)
-    if safe.changed or (drafted and drafted.changed):
-        changed.append(True)
-    return safe.text
-
-
 def _algorithm(identity: ModelIdentity) -> hd.sr.AlgorithmIdentification:
     identity = draft_identity(identity)
     version = identity.revision or identity.profile_version
@@ -327,134 +297,6 @@ def observation_context(identity: ModelIdentity, device_uid: str) -> hd.sr.Obser
     )
 
 
-class _Groups:
-    """Builds the measurement groups of one reading (one per finding, one per box)."""
-
-    def __init__(self, reading: Reading, images: dict[str, Dataset], sop_uid: str) -> None:
-        self.reading = reading
-        self.images = images
-        self.sop_uid = sop_uid
-        self.sanitised: list[bool] = []  # a model label had to change to fit its LO
-        self.algorithm = _algorithm(reading.identity)
-        self.shown = [images[image.sop_instance_uid] for image in reading.images]
-
-    def build(self) -> list[Any]:
-        groups: list[Any] = []
-        # Present findings first, then uncertain, then absent (a radiologist's reading order); a finding keeps
-        # its index in the reading, so its tracking UIDs do not depend on the order.
-        numbered = sorted(enumerate(self.reading.findings, 1), key=lambda pair: _READING_ORDER[pair[1].status])
-        for index, finding in numbered:
-            groups += self._finding_groups(index, finding)
-        if not groups:
-            # TID 1500 needs one group; a refused or unparsed reading says that nothing was assessed.
-            groups.append(
-                hd.sr.MeasurementsAndQualitativeEvaluations(
-                    tracking_identifier=self._tracking("no findings", 0, 0),
-                    finding_type=_concept(codes.NOT_ASSESSED),
-                    algorithm_id=self.algorithm,
-                    source_images=self._source_images(),
-                )
-            )
-        return groups
-
-    def _tracking(self, label: str, index: int, box: int) -> hd.sr.TrackingIdentifier:
-        uid = generate_uid(entropy_srcs=[self.sop_uid, "finding", str(index), str(box)])
-        identifier = f"{label} #{box}" if box else label
-        return hd.sr.TrackingIdentifier(uid=str(uid), identifier=_safe(identifier, "LO", self.sanitised) or "finding")
-
-    def _source_images(self) -> list[hd.sr.SourceImageForMeasurementGroup]:
-        return [hd.sr.SourceImageForMeasurementGroup.from_source_image(ds) for ds in self.shown]
-
-    def _evaluations(self, finding: Finding) -> list[hd.sr.QualitativeEvaluation]:
-        evaluations = [hd.sr.QualitativeEvaluation(_concept(codes.PRESENCE), _concept(_PRESENCE_VALUE[finding.status]))]
-        if finding.label.casefold() == "support devices" and finding.status is not FindingStatus.ABSENT:
-            device_text = finding.evidence or " ".join(
-                step.text for step in self.reading.reasoning if step.section == "devices"
-            )
-            evaluations += [
-                hd.sr.QualitativeEvaluation(_concept(codes.DEVICE), _concept(device))
-                for device in codes.device_codes(device_text)
-            ]
-        return evaluations
-
-    def _measurements(self, finding: Finding) -> list[hd.sr.Measurement]:
-        if finding.confidence is None:
-            return []
-        return [
-            hd.sr.Measurement(
-                name=_concept(codes.CONFIDENCE),
-                value=round(finding.confidence, 6),
-                unit=_NO_UNITS,
-            )
-        ]
-
-    def _finding_groups(self, index: int, finding: Finding) -> list[Any]:
-        coded = _concept(codes.finding_code(finding.label).code)
-        if not finding.boxes:
-            return [
-                self._with_evidence(
-                    hd.sr.MeasurementsAndQualitativeEvaluations(
-                        tracking_identifier=self._tracking(finding.label, index, 0),
-                        finding_type=coded,
-                        algorithm_id=self.algorithm,
-                        qualitative_evaluations=self._evaluations(finding),
-                        measurements=self._measurements(finding),
-                        source_images=self._source_images(),
-                    ),
-                    finding,
-                )
-            ]
-        groups: list[Any] = []
-        for number, box in enumerate(finding.boxes, 1):
-            source = self.images[box.sop_instance_uid]
-            corners = [(box.x_min, box.y_min), (box.x_max, box.y_min), (box.x_max, box.y_max), (box.x_min, box.y_max)]
-            region = hd.sr.ImageRegion(
-                graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                graphic_data=np.array([*corners, corners[0]], dtype=np.float32),  # closed: last = first
-                source_image=hd.sr.SourceImageForRegion.from_source_image(source),
-            )
-            group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=self._tracking(finding.label, index, number),
-                referenced_region=region,
-                finding_type=coded,
-                algorithm_id=self.algorithm,
-                qualitative_evaluations=self._evaluations(finding),
-                measurements=self._measurements(finding),
-            )
-            groups.append(self._with_evidence(group, finding) if number == 1 else self._evidence_in(group, groups[0]))
-        return groups
-
-    @staticmethod
-    def _evidence_in(group: Any, first: Any) -> Any:
-        """``group`` (a finding's second or later box) naming the group of its first box, which holds the finding's
-        evidence (when it has any): written once per finding, where one TEXT item per sentence in every box's
-        group repeated six sentences for each box."""
-        held = [i for i in first[0].ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == codes.EVIDENCE.value]
-        if held:
-            tracking = next(
-                str(item.TextValue)
-                for item in first[0].ContentSequence
-                if item.ConceptNameCodeSequence[0].CodeValue == _TRACKING_IDENTIFIER
-            )
-            group[0].ContentSequence.append(_text(codes.EVIDENCE_IN, tracking))
-            group[0].ContinuityOfContent = "SEPARATE"
-        return group
-
-    def _with_evidence(self, group: Any, finding: Finding) -> Any:
-        """``group`` with a TEXT item per evidence sentence of ``finding``: the sentences the review console shows
-        for it (:func:`radtrace.model.evidence.finding_evidence`), by the rule of every draft's model text."""
-        texts = [_safe(sentence, "UT", []) for sentence in finding_evidence(self.reading, finding)]
-        # (a change by the text rule changed the reasoning too: flagged in _narrative)
-        for text in texts:
-            if text.strip():
-                group[0].ContentSequence.append(_text(codes.EVIDENCE, text))
-        if any(text.strip() for text in texts):
-            # SEPARATE, as the document's: renderers label each sentence ("Model evidence: ...") instead of running
-            # it on after the image reference as one unlabelled paragraph
-            group[0].ContinuityOfContent = "SEPARATE"
-        return group
-
-
 def _narrative(
     reading: Reading, notes: Sequence[HeaderNote], label_sanitised: bool
 ) -> tuple[list[hd.sr.TextContentItem], hd.sr.ContainerContentItem]:
@@ -465,26 +307,26 @@ def _narrative(
     )
     changed: list[bool] = [label_sanitised] if label_sanitised else []
     texts: list[tuple[Code, str]] = []
-    lead = [_text(codes.DRAFT_NOTICE, DRAFT_NOTICE_TEXT)]
+    lead = [text_item(codes.DRAFT_NOTICE, DRAFT_NOTICE_TEXT)]
     if reading.impression and reading.impression.strip():
-        lead.append(_text(codes.IMPRESSION, _safe(reading.impression, "UT", changed)))
+        lead.append(text_item(codes.IMPRESSION, safe_text(reading.impression, "UT", changed)))
     for step in reading.reasoning:
         if step.text.strip():
-            texts.append((codes.reasoning_code(step.section), _safe(step.text, "UT", changed)))
+            texts.append((codes.reasoning_code(step.section), safe_text(step.text, "UT", changed)))
     if not reading.reasoning and reading.raw_text.strip():
         # Nothing parsed (refused, unparsed): the model's own words are what a reviewer must see.
-        texts.append((codes.RAW_OUTPUT, _safe(reading.raw_text, "UT", changed)))
+        texts.append((codes.RAW_OUTPUT, safe_text(reading.raw_text, "UT", changed)))
     items = []
     flags = output_flags(reading, sanitised=bool(changed), extra=draft_flags(notes))
     if flags:
-        items.append(_text(codes.READING_FLAGS, flags))
+        items.append(text_item(codes.READING_FLAGS, flags))
     if taken := image_notes(reading):
-        items.append(_text(codes.IMAGE_NOTES, taken))
+        items.append(text_item(codes.IMAGE_NOTES, taken))
     if notes:
-        items.append(_text(codes.HEADER_NOTES, "\n".join(str(note) for note in notes)))
-    items += [_text(code, text) for code, text in texts]
-    items.append(_text(codes.REASONING_SHA256, reasoning_sha256(reading)))
-    items.append(_text(codes.RAW_OUTPUT_SHA256, text_sha256(reading.raw_text)))
+        items.append(text_item(codes.HEADER_NOTES, "\n".join(str(note) for note in notes)))
+    items += [text_item(code, text) for code, text in texts]
+    items.append(text_item(codes.REASONING_SHA256, reasoning_sha256(reading)))
+    items.append(text_item(codes.RAW_OUTPUT_SHA256, text_sha256(reading.raw_text)))
     container.ContentSequence = hd.sr.ContentSequence(items)
     return lead, container
 
@@ -521,10 +363,10 @@ def build_sr(
     uids = sr_uids(study_uid, revision, reading.identity)
     images, notes = checked_references(shown[0], [originals[uid] for uid in dict.fromkeys(needed)], shown[1:])
 
-    groups = _Groups(reading, images, uids.sop_instance_uid)
+    groups = MeasurementGroups(reading, images, uids.sop_instance_uid, _algorithm(reading.identity))
     report = hd.sr.MeasurementReport(
         observation_context=observation_context(reading.identity, uids.device_observer_uid),
-        procedure_reported=_concept(codes.CHEST_XRAY),
+        procedure_reported=concept(codes.CHEST_XRAY),
         imaging_measurements=groups.build(),
         referenced_images=[images[image.sop_instance_uid] for image in reading.images],
     )
