@@ -80,7 +80,7 @@ def test_serve_refuses_a_database_a_newer_radtrace_migrated(newer_database: tupl
     env, url = newer_database
     result = radtrace("serve", env=env)
     shown = result.stdout + result.stderr
-    assert result.returncode == 1, shown
+    assert result.returncode == 2, shown  # a change on this host (its radtrace), not a restart, fixes it
     assert "Traceback" not in shown
     assert "Can't locate revision" not in shown
     detail = startup_table(result.stdout)["database"][1]

@@ -249,7 +249,9 @@ def open_store(settings: Settings, *, create: bool = False, too_old_exit: int = 
     """The work database, with database errors turned into a clear message naming store.url: exit 1 (2 when it is
     store.url that must change: no such database, user or host, an unsupported scheme). A database this code may not
     work on (a newer radtrace raised its floor or migrated it) exits ``too_old_exit``: 2 for a service that systemd
-    must not restart in a loop until this host's radtrace is upgraded (``radtrace audit forward``).
+    must not restart in a loop until this host's radtrace is upgraded (``radtrace audit forward``, ``radtrace api``;
+    ``listen`` and ``worker`` are refused by their start-up checks, also with 2). One-shot commands keep 1: run by
+    hand or by a timer (``radtrace audit checkpoint``), nothing restarts them, and 1 is "the work failed".
 
     An embedded SQLite database that does not exist is refused (exit 1, naming the data directory) unless
     ``create``: a command run from the wrong folder must not leave an empty database behind.

@@ -285,7 +285,7 @@ def api(ctx: typer.Context) -> None:
     _watch_this_node(settings, "api")
     if listening is None:  # pragma: no cover - say_checks has refused the start
         raise typer.Exit(EXIT_FAILED)
-    with listening, open_store(settings) as store:
+    with listening, open_store(settings, too_old_exit=EXIT_USAGE) as store:  # a floor raised since the checks
         bootstrap = settings.api.bootstrap_admin_token
         if bootstrap is not None:
             token = ensure_bootstrap_admin(store, bootstrap.get_secret_value(), local_operator())

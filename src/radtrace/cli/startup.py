@@ -9,8 +9,10 @@ were not in effect, an external broker that did not answer, weights the worker c
 check at all. Started by ``serve`` (``--started-by-serve``), whose table already said the warnings, a child says only
 its failures.
 
-A failed check refuses the start either way, with the same exit status: 2 when only the configuration can fix every
-failure (systemd's ``RestartPreventExitStatus=2`` then stops restarting it, serve stops), else 1.
+A failed check refuses the start either way, with the same exit status: 2 when only a change on this host can fix
+every failure, a setting or this host's radtrace below the database's floor (systemd's ``RestartPreventExitStatus=2``
+then stops restarting it, serve stops), else 1 (a PostgreSQL schema older than this code is 1: the unit starts by
+itself once 'radtrace db upgrade' has run).
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ class Check:
     status: Literal["ok", "warning", "failed"]
     detail: str
     config_error: bool = False
-    """A failure the configuration must change for (a port another program holds): exit 2, not 1."""
+    """A failure that only a change on this host fixes, which a restart cannot: a setting to correct (a port another
+    program holds), or this host's radtrace to upgrade (the database's floor is above it): exit 2, not 1, so systemd's
+    ``RestartPreventExitStatus=2`` does not restart the service every few seconds."""
 
 
 def failed_checks(checks: list[Check]) -> list[Check]:

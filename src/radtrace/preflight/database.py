@@ -68,7 +68,9 @@ def database_check(settings: Settings) -> Check:
     one after a copy is kept beside it: :func:`radtrace.store.migrate.migrate_at_start`). A database a newer radtrace
     migrated is refused on either store, saying so (before: alembic's "Can't locate revision" traceback on SQLite,
     "run 'radtrace db upgrade'" on PostgreSQL, which cannot help), and so is one whose floor this code is below
-    (:func:`radtrace.store.floor.running_problem`: "this node runs radtrace X; the database needs >= Y"). A database
+    (:func:`radtrace.store.floor.running_problem`: "this node runs radtrace X; the database needs >= Y"): a failure
+    only this host's upgrade fixes, so exit 2 (``config_error``) and systemd does not restart the service every few
+    seconds until then (before: exit 1, a restart loop on every host left on the old version). A database
     with a schema is not migrated while other radtrace processes work on it
     (:func:`radtrace.store.migrate.refuse_while_others_work`)."""
     from radtrace.store.engine import Store, is_sqlite
@@ -87,7 +89,7 @@ def database_check(settings: Settings) -> Check:
         return _database_failed(settings, exc)
     try:
         if (too_old := running_problem(store)) is not None:  # before migrating: a floor this code is below
-            return Check("database", "failed", too_old)
+            return Check("database", "failed", too_old, config_error=True)  # exit 2: upgrade this host, no restarts
         if is_sqlite(store.engine):
             migrated = migrate_at_start(store, stale_after_s=settings.store.node_stale_after_s)
             return _after_upgrade(settings, store) or Check(
@@ -95,7 +97,7 @@ def database_check(settings: Settings) -> Check:
             )
         current, head = current_revision(store), head_revision()
         if (newer := newer_schema_problem(current)) is not None:
-            return Check("database", "failed", newer)
+            return Check("database", "failed", newer, config_error=True)
         if current != head:
             return Check("database", "failed", f"schema {current or 'empty'}, newest {head}: run 'radtrace db upgrade'")
         return Check("database", "ok", f"{store.engine.url.get_backend_name()} at schema {current}")
