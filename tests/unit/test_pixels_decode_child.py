@@ -24,8 +24,10 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEGLosslessSV1
 
+from radtrace.config_sections import ModelSettings
 from radtrace.errors import DicomInputError
-from radtrace.model.isolated_decode import close_idle_children, decode_in_child, idle_children
+from radtrace.model.isolated_decode import close_idle_children, decode_in_child, idle_children, max_idle_children
+from radtrace.model.reader import StudyReader
 from radtrace.model.stored_pixels import decode_first_frame
 from radtrace.testing.decode_abuse import NIH, REAL_FILMS, _nih_jpeg_lossless
 
@@ -109,3 +111,18 @@ def test_a_child_refuses_what_is_not_a_request_of_its_release() -> None:
     assert done.returncode == 2
     assert done.stdout == b""
     assert b"not a request of this radtrace release" in done.stderr
+
+
+@pytest.mark.parametrize("cores", [2, 16, 64])
+def test_as_many_children_are_kept_as_the_worker_prepares_pictures_at_once(
+    cores: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU node's worker prepares a batch's pictures on one thread a core (up to 16): with fewer children kept
+    than threads, some were started again for every batch."""
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    reader = StudyReader(ModelSettings(batch_size=64))
+    try:
+        threads = reader._pool()._max_workers
+    finally:
+        reader.close()
+    assert max_idle_children() == threads

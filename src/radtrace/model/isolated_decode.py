@@ -13,9 +13,10 @@ A child serves one request after another and is kept for the next frame: JPEG Lo
 most PACS send, and a child started for each frame cost its interpreter and imports every time (0.7-1.4 s a
 frame where GDCM decodes a 440 x 440 one in 0.01 s and a 3.6-megapixel one in 0.2 s). A child that aborted, ran
 past :data:`DECODE_TIMEOUT_S` or is found ended is dropped, and the next frame gets a new one; idle children wait
-on their stdin and end when it closes (this process ending, even by ``kill -9``). At most :data:`MAX_IDLE_CHILDREN`
-wait at a time (the worker prepares pictures on a few threads, each using one child at a time), and a child is
-replaced after :data:`MAX_FRAMES_PER_CHILD` frames, so that memory a decoder kept is given back.
+on their stdin and end when it closes (this process ending, even by ``kill -9``). At most :func:`max_idle_children`
+wait at a time (the worker prepares pictures on one thread a core, each using one child at a time: fewer kept
+would start some again for every batch), and a child is replaced after :data:`MAX_FRAMES_PER_CHILD` frames, so
+that memory a decoder kept is given back.
 """
 
 from __future__ import annotations
@@ -45,20 +46,20 @@ from radtrace.errors import DicomInputError
 __all__ = [
     "DECODE_TIMEOUT_S",
     "MAX_FRAMES_PER_CHILD",
-    "MAX_IDLE_CHILDREN",
     "close_idle_children",
     "decode_in_child",
     "idle_children",
+    "max_idle_children",
 ]
 
 #: Longest a child may take for one frame (GDCM reads a 50-megapixel JPEG Lossless frame in a few seconds).
 DECODE_TIMEOUT_S: Final = 300.0
-#: Children kept waiting for the next frame, at most.
-MAX_IDLE_CHILDREN: Final = 4
 #: Frames one child decodes before it is replaced.
 MAX_FRAMES_PER_CHILD: Final = 256
 
 _LENGTH: Final = struct.Struct("<Q")
+#: The most children kept waiting, whatever the number of cores (the worker's picture threads are as many).
+_MOST_IDLE: Final = 16
 #: What each request starts with: a child started from another radtrace release on disk (an upgrade while the
 #: worker runs) that reads requests otherwise says so and ends, instead of misreading one.
 _MAGIC: Final = b"radtrace-decode-1\n"
@@ -168,7 +169,7 @@ def _take() -> _Child:
 
 def _give_back(child: _Child) -> None:
     with _lock:
-        if len(_idle) < MAX_IDLE_CHILDREN and child.frames < MAX_FRAMES_PER_CHILD and child.alive():
+        if len(_idle) < max_idle_children() and child.frames < MAX_FRAMES_PER_CHILD and child.alive():
             _idle.append(child)
             return
     child.close()
@@ -181,6 +182,13 @@ def close_idle_children() -> None:
         children, _idle[:] = list(_idle), []
     for child in children:
         child.close()
+
+
+def max_idle_children() -> int:
+    """Children kept waiting for the next frame, at most: as many as the worker's picture threads decode at once
+    (:class:`radtrace.model.reader.StudyReader`'s pool: one a core, up to 16), about 70 MB each while they wait.
+    Fewer would start some again for every batch."""
+    return max(1, min(os.cpu_count() or 1, _MOST_IDLE))
 
 
 def idle_children() -> list[int]:
