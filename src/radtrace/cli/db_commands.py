@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import signal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from radtrace.cli.common import db_app, err, fail, open_store, out, settings_of
+from radtrace.cli.common import EXIT_FAILED, db_app, err, fail, open_store, out, settings_of
+from radtrace.cli.interrupt import EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    from radtrace.store.engine import Store
+
+#: PostgreSQL: how long the migration may wait for a lock another client holds before it is stopped (--lock-wait).
+LOCK_WAIT_S = 30.0
 
 
 @db_app.command("upgrade")
@@ -18,6 +26,15 @@ def db_upgrade(
     force: Annotated[
         bool, typer.Option("--force", help="Migrate even while other radtrace processes are seen working on it.")
     ] = False,
+    lock_wait: Annotated[
+        float,
+        typer.Option(
+            "--lock-wait",
+            min=0,
+            help="PostgreSQL: seconds the migration may wait for a lock another client holds (a DBA's psql in a "
+            "transaction) before it is stopped, nothing changed, naming that client; 0 waits as long as it takes.",
+        ),
+    ] = LOCK_WAIT_S,
 ) -> None:
     """Create or migrate the work and audit tables to the latest revision (safe to repeat).
 
@@ -34,7 +51,6 @@ def db_upgrade(
         head_revision,
         one_at_a_time,
         refuse_while_others_work,
-        upgrade,
     )
 
     settings = settings_of(ctx)
@@ -58,7 +74,7 @@ def db_upgrade(
                 fail(exc.reason)
             out.print(f"kept a copy of the database as it was (revision {before}) in {kept}", soft_wrap=True)
         with err.status("migrating the database …"):
-            revision = upgrade(store, app_role=app_role)
+            revision = _migrate(store, before, head_revision(), app_role=app_role, lock_wait_s=lock_wait)
         outcome = f"upgraded from {before}" if before not in (None, revision) else "already; nothing to do"
         out.print(f"database at revision {revision} ({'created' if before is None else outcome})")
         try:
@@ -67,6 +83,65 @@ def db_upgrade(
             fail(f"tokens and accounts from before this version are not recorded in the audit log ({exc.reason}); "
                  "until 'radtrace audit rebind' records them they are refused")  # fmt: skip
     report_rebound(done)  # tokens and accounts from before credentials were bound to the audit log
+
+
+def _migrate(store: Store, before: str | None, head: str, *, app_role: str | None, lock_wait_s: float) -> str:
+    """:func:`radtrace.store.migrate.upgrade`, and when it does not end (the database went away, a lock held past
+    ``lock_wait_s``, SIGTERM or Ctrl-C, an error) exit 1 saying so and where the database is now
+    (:func:`_where_now`): before, a restart of PostgreSQL said only "database unavailable while migrating", and
+    SIGTERM or Ctrl-C nothing at all, so hospital IT could not tell whether the schema was half done."""
+    from radtrace.errors import RadtraceError
+    from radtrace.store.census import LockWatch
+    from radtrace.store.migrate import upgrade
+
+    end_it = "end that transaction, or SELECT pg_terminate_backend(<pid>) as a superuser"
+
+    def waiting(holders: list[str]) -> None:
+        limit = f"stopped, nothing changed, after {lock_wait_s:.0f} s" if lock_wait_s else "waiting as long as it takes"
+        err.print(f"the migration waits for a lock held by {'; '.join(holders)} ({limit}: {end_it})", soft_wrap=True,
+                  highlight=False, markup=False)  # fmt: skip
+
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # systemd's stop: a KeyboardInterrupt too
+    watch = LockWatch(store, limit_s=lock_wait_s, on_wait=waiting)
+    code = EXIT_FAILED
+    try:
+        with watch:
+            return upgrade(store, app_role=app_role)
+    except KeyboardInterrupt:
+        cause, code = "it was interrupted (SIGTERM or Ctrl-C)", EXIT_INTERRUPTED
+    except RadtraceError as exc:
+        cause = str(exc)
+        if watch.holders:
+            cause = (f"it waited {lock_wait_s:.0f} s for a lock held by {'; '.join(watch.holders)} and was stopped "
+                     f"(--lock-wait; {end_it})")  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    where = _where_now(store, before, head)
+    fail(f"the migration from {_schema(before)} to schema {head} did not finish: {cause}; {where}", code)
+
+
+def _schema(revision: str | None) -> str:
+    return "an empty database" if revision is None else f"schema {revision}"
+
+
+def _where_now(store: Store, before: str | None, head: str) -> str:
+    """Where the database is after a migration that did not finish, in words: every migration runs in one
+    transaction (radtrace.store.migrate.upgrade), which PostgreSQL and SQLite undo whole when it is cut short."""
+    from radtrace.errors import RadtraceError
+    from radtrace.store.migrate import current_revision
+
+    again = "run 'radtrace db upgrade' again once the cause is gone"
+    try:
+        now = current_revision(store)
+    except RadtraceError as exc:
+        return (f"its schema cannot be read now ({exc}): the migration runs in one transaction, which the database "
+                f"undoes when it is cut short, so it is at {_schema(before)}, untouched (or at schema {head} had it "
+                f"just committed); {again}: it migrates, or says it is done")  # fmt: skip
+    if now == before:
+        return f"the database is at {_schema(before)}, untouched (the migration runs in one transaction); {again}"
+    if now == head:
+        return f"the migration had committed: the database is at schema {head}; run 'radtrace db upgrade' again"
+    return f"the database is at schema {now}; {again}"  # pragma: no cover - one transaction: before or head
 
 
 @db_app.command("current")

@@ -13,10 +13,13 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -33,7 +36,7 @@ from radtrace.store.engine import (
 from radtrace.store.models import OutboxMessage, Revision
 from radtrace.store.nodes import NODE_STALE_S, SeenNode, database_now, ended_here, live_nodes
 
-__all__ = ["SENDING_WITHIN_S", "others_at_work", "survey"]
+__all__ = ["SENDING_WITHIN_S", "LockWatch", "lock_waits", "others_at_work", "session_reset", "survey"]
 
 #: Why an idle connection with a radtrace name may be no radtrace at work (:func:`_connections`).
 POOLED: Final = "connection pooler such as pgbouncer keeps a stopped client's name on its idle server connection"
@@ -285,3 +288,94 @@ def survey(
     except sa.exc.SQLAlchemyError as exc:
         raise translate_db_error(exc, "looking for radtrace processes working on the database") from exc
     return found + _listener_lock(store), others
+
+
+def lock_waits(connection: sa.Connection, application: str) -> list[tuple[int, list[str]]]:
+    """PostgreSQL: each session named ``application`` (this process's, :func:`application_name`) but the asking one
+    that waits for a lock: its pid and the sessions that hold it up (``pg_blocking_pids``), in words: pid,
+    application name, address, role, state and since when its transaction runs (for ``pg_terminate_backend``)."""
+    waits = []
+    for pid, blocking in connection.execute(
+        sa.text("SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity WHERE application_name = :name "
+                "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"),
+        {"name": application},
+    ).all():  # fmt: skip
+        holders = connection.execute(
+            sa.text("SELECT pid, COALESCE(application_name, ''), COALESCE(usename, '?'), host(client_addr), "
+                    "COALESCE(state, 'state not shown'), xact_start FROM pg_stat_activity WHERE pid = ANY(:pids) "
+                    "ORDER BY pid"),
+            {"pids": [int(holder) for holder in blocking or ()]},
+        ).all()  # fmt: skip
+        words = []
+        for holder, name, user, address, state, since in holders:
+            who = f"'{escape(str(name)[:64])}'" if name else "unnamed"
+            where = f"from {address}" if address is not None else "with no address shown"
+            started = f", its transaction since {since:%Y-%m-%d %H:%M:%S} UTC" if isinstance(since, datetime) else ""
+            words.append(f"pid {holder} ({who} {where} as {escape(str(user)[:64])}, {state}{started})")
+        waits.append((int(pid), words or ["a session that has ended since"]))
+    return waits
+
+
+class LockWatch:
+    """While ``radtrace db upgrade`` migrates a PostgreSQL database (a context manager): a thread that, every
+    ``poll_s``, looks for this process's sessions waiting for a lock (:func:`lock_waits`). Another client holding
+    one (a DBA's psql idle in a transaction, a report) held the migration up without a word for as long as it
+    stayed, every other session on that table queued behind the migration's lock. Now ``on_wait`` is told who holds
+    it once the wait has lasted ``tell_after_s``, and after ``limit_s`` (0: never) the waiting statement is
+    cancelled (``pg_cancel_backend``), so that the migration fails, rolled back in whole, and :attr:`holders` names
+    them for the refusal."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        limit_s: float,
+        on_wait: Callable[[list[str]], None],
+        tell_after_s: float = 2.0,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.limit_s = limit_s
+        self.on_wait = on_wait
+        self.tell_after_s = tell_after_s
+        self.poll_s = poll_s
+        #: The sessions that held the migration up when it was cancelled; empty while it was not.
+        self.holders: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="migration-lock-watch", daemon=True)
+
+    def __enter__(self) -> LockWatch:
+        if is_postgresql(self.store.engine):
+            self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        since: float | None = None
+        told = False
+        while not self._stop.wait(self.poll_s):
+            try:
+                with self.store.engine.connect() as connection:
+                    waits = lock_waits(connection, application_name())
+                    if not waits:
+                        since = None
+                        continue
+                    since = time.monotonic() if since is None else since
+                    waited = time.monotonic() - since
+                    holders = sorted({holder for _pid, held_by in waits for holder in held_by})
+                    if not told and waited >= min(self.tell_after_s, self.limit_s or self.tell_after_s):
+                        self.on_wait(holders)
+                        told = True
+                    if self.limit_s and waited >= self.limit_s:
+                        self.holders = holders
+                        for pid, _held_by in waits:
+                            connection.execute(sa.text("SELECT pg_cancel_backend(:pid)"), {"pid": pid})
+                        return
+            except sa.exc.SQLAlchemyError:
+                continue  # the database went away: the migration itself fails and says so
