@@ -7,6 +7,7 @@ said ``/1``)."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from radtrace.config import load_settings
 from radtrace.preflight.site_broker import site_broker_check
 from radtrace.store.engine import Store
 from radtrace.store.nodes import Node, database_now
-from radtrace.store.site_settings import read_site_setting
+from radtrace.store.site_settings import SiteSetting, read_site_setting
 from radtrace.testing.services import RedisNamespace
 from tests_support import radtrace
 
@@ -99,3 +100,68 @@ def test_another_key_prefix_is_refused_and_a_stopped_site_takes_the_new_broker(
 def test_the_embedded_broker_and_sqlite_are_not_judged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RADTRACE_DATA_DIR", str(tmp_path))
     assert site_broker_check(load_settings(), "worker") is None
+
+
+def test_a_node_with_other_queue_names_than_the_site_is_refused_naming_each(
+    pg_store: Store, postgres_url: str, redis_namespace: RedisNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in _on(redis_namespace, 0, postgres_url, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    first = site_broker_check(load_settings(), "listener")
+    assert first is not None
+    assert first.status == "ok", first.detail
+    _running_listener(pg_store)
+    monkeypatch.setenv("RADTRACE_BROKER__GPU_QUEUE", "chest.gpu")  # a GPU host's env file from another site
+    monkeypatch.setenv("RADTRACE_BROKER__DISPATCH_QUEUE", "chest.dispatch")
+
+    refused = site_broker_check(load_settings(), "worker")
+
+    assert refused is not None
+    assert refused.status == "failed", refused.detail
+    assert refused.config_error  # exit 2: not restarted by systemd
+    detail = refused.detail
+    assert "broker.gpu_queue (RADTRACE_BROKER__GPU_QUEUE) is 'chest.gpu' here, 'radtrace.gpu' on the site" in detail
+    assert "broker.dispatch_queue (RADTRACE_BROKER__DISPATCH_QUEUE) is 'chest.dispatch' here, 'radtrace.dispatch'" in (
+        detail
+    )
+    assert "stat_queue (" not in detail  # the same as the site's: not named
+    assert "listener on pacs-gw-1.hospital.example" in detail, detail
+    recorded = read_site_setting(pg_store, "broker")
+    assert recorded is not None
+    assert json.loads(recorded.value)["queues"] == {
+        "dispatch_queue": "radtrace.dispatch", "gpu_queue": "radtrace.gpu", "stat_queue": "radtrace.gpu.stat"
+    }  # fmt: skip
+
+    monkeypatch.setenv("RADTRACE_BROKER__GPU_QUEUE", "radtrace.gpu")
+    monkeypatch.setenv("RADTRACE_BROKER__DISPATCH_QUEUE", "radtrace.dispatch")
+    same = site_broker_check(load_settings(), "worker")
+    assert same is not None
+    assert same.status == "ok", same.detail
+
+
+def test_a_record_made_before_queue_names_were_recorded_is_completed_then_judged(
+    pg_store: Store, postgres_url: str, redis_namespace: RedisNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _on(redis_namespace, 0, postgres_url, tmp_path)
+    server = env["RADTRACE_BROKER__URL"].split("://", 1)[1].rsplit("/", 1)[0]
+    older = json.dumps({"server": server, "db": "0", "key_prefix": redis_namespace.prefix}, sort_keys=True)
+    with pg_store.session() as session:  # as radtrace at d3e7351 recorded it: no queue names
+        session.execute(sa.insert(SiteSetting).values(
+            name="broker", value=older, recorded_at=database_now(session.connection()), recorded_by="listener on a",
+        ))  # fmt: skip
+    _running_listener(pg_store)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    agrees = site_broker_check(load_settings(), "worker")
+
+    assert agrees is not None
+    assert agrees.status == "ok", agrees.detail
+    recorded = read_site_setting(pg_store, "broker")
+    assert recorded is not None
+    assert json.loads(recorded.value)["queues"]["stat_queue"] == "radtrace.gpu.stat"
+    monkeypatch.setenv("RADTRACE_BROKER__STAT_QUEUE", "radtrace.stat")
+    refused = site_broker_check(load_settings(), "listener")
+    assert refused is not None
+    assert refused.status == "failed", refused.detail
+    assert "broker.stat_queue (RADTRACE_BROKER__STAT_QUEUE) is 'radtrace.stat' here" in refused.detail

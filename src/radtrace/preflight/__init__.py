@@ -89,9 +89,9 @@ def run_preflight(settings: Settings, service: Service = "serve") -> list[Check]
     CA store a TLS PACS is checked against, and the RIS's TLS files (:func:`ris_tls_check`); serve: the ATNA
     forwarder's TLS files (``radtrace audit forward`` checks them itself, :func:`atna_tls_check`). The QA API: the
     broker only with the review console (which rings the dispatcher). Each that uses the broker, on PostgreSQL with
-    Redis: its database number and key prefix against the site's (:func:`site_broker_check`). The model backend:
-    serve and the inference worker only; the inference worker on PostgreSQL: its model settings against the running
-    workers' newest readings (:func:`site_model_check`)."""
+    Redis: its database number, key prefix and queue names against the site's (:func:`site_broker_check`). The model
+    backend: serve and the inference worker only; the inference worker on PostgreSQL: its model settings against the
+    running workers' newest readings (:func:`site_model_check`)."""
     dotenv = unread_dotenv(Path.cwd(), os.environ)
     checks = [Check("settings", "ok", "loaded and valid") if dotenv is None else Check("settings", "warning", dotenv)]
     problem = data_dir_problem(settings.data_dir, create=True)

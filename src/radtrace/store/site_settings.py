@@ -3,7 +3,8 @@
 A setting that differs between the nodes of one site without any single node being wrong on its own (each passes
 its own start-up checks) is recorded here by the first node that starts (``site_settings``: one row per name), and
 each node started later compares its own value with it (:mod:`radtrace.preflight.site_broker`: the broker's Redis
-database number and key prefix). No patient data: setting values (passwords never) and the host that recorded them.
+database number, key prefix and queue names). No patient data: setting values (passwords never) and the host that
+recorded them.
 """
 
 from __future__ import annotations
