@@ -114,10 +114,11 @@ def model_key(identity: ModelIdentity) -> tuple[str, ...]:
 
 def draft_identity(identity: ModelIdentity) -> ModelIdentity:
     """``identity`` as every draft names the model (the SR's observer and algorithm, the ORU's NTE, FHIR's Device):
-    its name, revision, profile and profile version as a DICOM LO holds them (a control character or backslash as
-    U+FFFD, at most 64 bytes). A model server names the model it serves: a name with a control character made an SR
-    dciodvfy refuses, the escape in the ORU and the raw character in FHIR. The UIDs are derived from the identity as
-    recorded (:func:`model_key`), never from this copy."""
+    its name, revision, profile, profile version and weights digest as a DICOM LO holds them (a control character or
+    backslash as U+FFFD, at most 64 bytes: a SHA-256 in hex fits). A model server names the model it serves: a name
+    with a control character made an SR dciodvfy refuses, the escape in the ORU and the raw character in FHIR; the
+    ONNX Runtime backend reads the digest from its manifest, whose NUL reached the SR's UT items and FHIR's Device
+    note. The UIDs are derived from the identity as recorded (:func:`model_key`), never from this copy."""
     fields = {
         "model_name": identity.model_name,
         "profile": identity.profile,
@@ -125,9 +126,10 @@ def draft_identity(identity: ModelIdentity) -> ModelIdentity:
     }
     if identity.revision:
         fields["revision"] = identity.revision
-    return identity.model_copy(
-        update={name: dicom_text(value, "LO").text or "unnamed" for name, value in fields.items()}
-    )
+    update: dict[str, str | None] = {name: dicom_text(value, "LO").text or "unnamed" for name, value in fields.items()}
+    if identity.weights_sha256:
+        update["weights_sha256"] = dicom_text(identity.weights_sha256, "LO").text.strip() or None
+    return identity.model_copy(update=update)
 
 
 def sr_uids(study_uid: str, revision: int, identity: ModelIdentity) -> SrUids:
