@@ -33,6 +33,29 @@ attempt drafts from the reading already recorded (:mod:`radtrace.worker.kept_rea
 system has no room a revision waits without being read (:mod:`radtrace.worker.disk_space`).
 Both are audited (``inference_failed`` or ``report_failed``, and
 ``study_failed`` for the end). Every end applies only while the claim is still ours.
+
+What a restart loses
+--------------------
+The two notes above live in this process's memory only, by design: the attempts it lost to the database
+(:meth:`RevisionAttempts.lost_to_database`) and the tokens of its claims whose reply it did not hear. A worker killed
+-9 (or its node lost) and started again is another process, another ``host:pid`` in ``claimed_by``, and knows
+neither. They are not persisted, because at-least-once does not rest on them, only the count does:
+
+* the revision stays ``processing`` under the dead process's claim, which lapses (``broker.claim_timeout_s`` after its
+  last beat, sooner where :mod:`radtrace.worker.dead_claims` proves the process gone); the next worker takes it over
+  as any lost worker's attempt: read again, or, when the lost attempt had written its outbox rows, those rows kept
+  and not read again (:meth:`radtrace.worker.revision_inputs.RevisionInputs.existing_outbox`); finished once, its
+  deliveries once (outbox rows per revision and destination, SR UIDs derived from the study and revision). A live
+  claim is never taken over: nothing is read twice at once;
+* the attempt counts. That is the safe side, not an accident: a process that died after its note may have died of
+  the study (its drafts, its reading), and the note cannot say it did not; a study that kills its worker must fail
+  after ``max_attempts``, not kill workers forever. A note that outlived the process would have to be written while
+  the database is away (a file per host and pid on local disk) and would spare one counted attempt in a double fault
+  (the database away, then the worker killed before it came back);
+* the cost of that double fault on a study's last attempt: it ends ``failed`` ("gave up after N attempts: the worker
+  was lost (claim expired)"), listed by ``radtrace status`` and queued again by ``radtrace study retry``.
+
+``tests/integration/test_database_lost_attempt.py`` shows each outcome (the ``…_killed_…`` cases).
 """
 
 from __future__ import annotations
