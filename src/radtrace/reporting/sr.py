@@ -252,17 +252,20 @@ def image_notes(reading: Reading) -> str:
     picture that looks like a negative (the model read a negative), a header that contradicts itself on the
     polarity, lossy compression or text burned in, an AP or portable film (what the heart's size means), a view
     guessed from text (may be wrong), a character set the header did not declare (the names and texts may read
-    wrongly)."""
+    wrongly). The view and a view flag of no known meaning are said as a DICOM LO holds them (a control character
+    as U+FFFD): a reading rebuilt from its recorded JSON may hold any text there, which reached the SR's TEXT raw
+    (dciodvfy refused it) and FHIR's conclusion, and one line per image stays one line."""
     lines = []
     for image in reading.images:
         notes = [note.text for note in polarity_notes(image.preparation)]
         notes += [mark.text for mark in image_marks(image.preparation)]
         if (choice := recorded_choice(image.preparation)) and choice.flagged:
             notes.append(choice.sentence())
-        notes += [_VIEW_FLAG_NOTES.get(flag, flag) for flag in image.view_flags]
+        notes += [_VIEW_FLAG_NOTES.get(flag) or dicom_text(flag, "LO").text for flag in image.view_flags]
         if notes:
             which = f"{image.role} image" if image.role else "image"
-            lines.append(f"{which} ({image.view or 'view unknown'}): {'; '.join(notes)}")
+            view = (image.view and dicom_text(image.view, "LO").text) or "view unknown"
+            lines.append(f"{which} ({view}): {'; '.join(notes)}")
     return "\n".join(lines)
 
 
