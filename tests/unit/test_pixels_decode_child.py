@@ -26,6 +26,7 @@ from pydicom.uid import JPEGLosslessSV1
 
 from radtrace.config_sections import ModelSettings
 from radtrace.errors import DicomInputError
+from radtrace.model import isolated_decode
 from radtrace.model.isolated_decode import close_idle_children, decode_in_child, idle_children, max_idle_children
 from radtrace.model.reader import StudyReader
 from radtrace.model.stored_pixels import decode_first_frame
@@ -126,3 +127,16 @@ def test_as_many_children_are_kept_as_the_worker_prepares_pictures_at_once(
     finally:
         reader.close()
     assert max_idle_children() == threads
+
+
+def test_a_child_that_a_frame_left_large_is_not_kept(
+    lossless: Dataset, nih_pixels: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame of tens of megapixels leaves its child holding hundreds of MB (293 MB after a 49-megapixel one):
+    such a child ends instead of waiting, so a node's waiting children do not each hold their largest frame."""
+    monkeypatch.setattr(isolated_decode, "MAX_IDLE_RSS_BYTES", 1 << 20)  # below any Python's resident memory
+    assert np.array_equal(_decode(lossless), nih_pixels)
+    assert idle_children() == []
+    monkeypatch.setattr(isolated_decode, "MAX_IDLE_RSS_BYTES", 1 << 40)
+    assert np.array_equal(_decode(lossless), nih_pixels)
+    assert len(idle_children()) == 1

@@ -15,8 +15,8 @@ frame where GDCM decodes a 440 x 440 one in 0.01 s and a 3.6-megapixel one in 0.
 past :data:`DECODE_TIMEOUT_S` or is found ended is dropped, and the next frame gets a new one; idle children wait
 on their stdin and end when it closes (this process ending, even by ``kill -9``). At most :func:`max_idle_children`
 wait at a time (the worker prepares pictures on one thread a core, each using one child at a time: fewer kept
-would start some again for every batch), and a child is replaced after :data:`MAX_FRAMES_PER_CHILD` frames, so
-that memory a decoder kept is given back.
+would start some again for every batch), and a child is replaced after :data:`MAX_FRAMES_PER_CHILD` frames, or
+at once when a large frame left it above :data:`MAX_IDLE_RSS_BYTES`, so that memory a decoder kept is given back.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import os
 import pickle
+import resource
 import select
 import signal
 import struct
@@ -35,6 +36,7 @@ import tempfile
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import IO, Any, Final
 
 import numpy as np
@@ -46,6 +48,7 @@ from radtrace.errors import DicomInputError
 __all__ = [
     "DECODE_TIMEOUT_S",
     "MAX_FRAMES_PER_CHILD",
+    "MAX_IDLE_RSS_BYTES",
     "close_idle_children",
     "decode_in_child",
     "idle_children",
@@ -56,6 +59,9 @@ __all__ = [
 DECODE_TIMEOUT_S: Final = 300.0
 #: Frames one child decodes before it is replaced.
 MAX_FRAMES_PER_CHILD: Final = 256
+#: A child whose resident memory is above this after a frame is not kept: a 49-megapixel JPEG Lossless frame left
+#: one at 293 MB, which a 3.6-megapixel frame after it brought down to 140 MB only (about 95 MB after the first).
+MAX_IDLE_RSS_BYTES = 256 << 20
 
 _LENGTH: Final = struct.Struct("<Q")
 #: The most children kept waiting, whatever the number of cores (the worker's picture threads are as many).
@@ -92,6 +98,14 @@ class _Child:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def resident_bytes(self) -> int:
+        """The child's resident memory now (0 where /proc cannot say)."""
+        try:
+            pages = int(Path(f"/proc/{self.process.pid}/statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            return 0
+        return pages * resource.getpagesize()
 
     def ask(self, request: bytes, timeout: float) -> Any:
         """Send one request, wait for its answer (raises TimeoutError, :class:`_ChildEndedError`)."""
@@ -169,7 +183,12 @@ def _take() -> _Child:
 
 def _give_back(child: _Child) -> None:
     with _lock:
-        if len(_idle) < max_idle_children() and child.frames < MAX_FRAMES_PER_CHILD and child.alive():
+        if (
+            len(_idle) < max_idle_children()
+            and child.frames < MAX_FRAMES_PER_CHILD
+            and child.alive()
+            and child.resident_bytes() <= MAX_IDLE_RSS_BYTES
+        ):
             _idle.append(child)
             return
     child.close()
@@ -186,7 +205,7 @@ def close_idle_children() -> None:
 
 def max_idle_children() -> int:
     """Children kept waiting for the next frame, at most: as many as the worker's picture threads decode at once
-    (:class:`radtrace.model.reader.StudyReader`'s pool: one a core, up to 16), about 70 MB each while they wait.
+    (:class:`radtrace.model.reader.StudyReader`'s pool: one a core, up to 16), 70-150 MB each while they wait.
     Fewer would start some again for every batch."""
     return max(1, min(os.cpu_count() or 1, _MOST_IDLE))
 
