@@ -14,7 +14,7 @@ import copy
 import io
 import json
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from pydicom.tag import Tag
 
 from drafts_readback_support import read_back
 from radtrace.config import ReportingSettings
-from radtrace.dicom_age import read_age
+from radtrace.dicom_age import age_at_study
 from radtrace.model.reading import Finding, FindingStatus, ReasoningStep
 from radtrace.model.study import study_image
 from radtrace.reporting.drafts import build_drafts
@@ -68,6 +68,12 @@ AGE_BYTES = st.one_of(
 SOURCE = source_study()[0]
 FINDING = Finding(label="Pleural Effusion", status=FindingStatus.PRESENT, confidence=0.61)
 STEP = ReasoningStep(section="pleura", text="Small right pleural effusion.")
+#: Patient's Birth Date: none, real dates (infants' too, the study is 20250314), and what is no date.
+BIRTH_DATES = st.one_of(
+    st.none(),
+    st.dates(min_value=date(1880, 1, 1), max_value=date(2025, 3, 14)).map(lambda d: d.strftime("%Y%m%d")),
+    st.sampled_from(["20250230", "2025-03-01", "20300101", "abcdefgh"]),
+)
 
 
 def _with(ds: Dataset, age: bytes | None, born: str | None = None) -> Dataset:
@@ -160,32 +166,38 @@ def test_a_header_age_beside_a_birth_date_is_the_one_every_draft_carries(tmp_pat
 
 # 60 generated (about 0.1 s each: hl7apy STRICT builds and parses the ORU) beside the explicit edges: a heavy test
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(value=st.one_of(AGE_BYTES, st.none()))
-@example(value=b"58")
-@example(value=b"007m")
-@example(value=b"000D")
-@example(value=b"130Y")
-@example(value=b"131Y")
-@example(value=b"999Y")
-@example(value=b"5|Y")
-@example(value=b"5^Y")
-@example(value=b"58\\60")
-@example(value=b"-5Y")
-@example(value=b"0001W")
+@given(value=st.one_of(AGE_BYTES, st.none()), born=BIRTH_DATES)
+@example(value=b"58", born=None)
+@example(value=b"007m", born=None)
+@example(value=b"000D", born=None)
+@example(value=b"130Y", born=None)
+@example(value=b"131Y", born=None)
+@example(value=b"999Y", born=None)
+@example(value=b"5|Y", born=None)
+@example(value=b"5^Y", born=None)
+@example(value=b"58\\60", born=None)
+@example(value=b"-5Y", born=None)
+@example(value=b"0001W", born=None)
+@example(value=None, born="20250301")  # 13 days before the study: 013D, calculated
+@example(value=b"abc", born="19400305")  # no age in the header: the dates' 085Y, calculated
+@example(value=b"058Y", born="20250314")  # the header's age wins over the dates (0 days)
 def test_property_any_patient_age_gives_the_srs_age_or_none_in_a_strict_oru_and_a_valid_bundle(
-    value: bytes | None,
+    value: bytes | None, born: str | None
 ) -> None:
-    ds = _as_read(_with(SOURCE, value))  # no birth date: the header's age or none
-    expected = read_age(ds.get("PatientAge")).age  # the SR's Patient's Age (test_drafts_patient_age)
+    ds = _as_read(_with(SOURCE, value, born))
+    # the one rule (the SR's Patient's Age, the console's age): test_drafts_patient_age, test_drafts_derived_age
+    rule = age_at_study(ds.get("PatientAge"), born, str(ds.StudyDate))
     read = reading([ds], findings=[FINDING], reasoning=[STEP])  # a short message: hl7apy STRICT is slow per OBX
     oru = build_oru(read, ds, settings=ReportingSettings(), sr_sop_instance_uid="1.2.3", created_at=WHEN).text
     parse_message(oru, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True).validate()
     fhir = build_fhir_bundle(read, ds, settings=ReportingSettings(), revision=1, created_at=WHEN)  # validated there
     obx, ages = _oru_ages(oru), _fhir_ages(fhir)
-    if expected is None:  # no age, malformed or absent: none reaches a message
+    if rule.age is None:  # no age, malformed or absent, and no dates to derive one: none reaches a message
         assert (obx, ages) == ([], [])
         return
-    number, (ucum, unit) = int(expected[:3]), UNITS[expected[3]]
-    assert [s[2:7] for s in obx] == [["NM", "30525-0^Age^LN", "", str(number), f"{ucum}^{unit}^UCUM"]]
+    number, (ucum, unit) = int(rule.age[:3]), UNITS[rule.age[3]]
+    code = "29553-5^Age calculated^LN" if rule.derived else "30525-0^Age^LN"
+    assert [s[2:7] for s in obx] == [["NM", code, "", str(number), f"{ucum}^{unit}^UCUM"]]
     assert [a["valueQuantity"] for a in ages] == [{"value": number, "unit": unit, "system": UCUM, "code": ucum}]
-    assert number * {"D": 1, "W": 7, "M": 30.4375, "Y": 365.25}[expected[3]] <= 130 * 365.25
+    assert [a["code"]["coding"][0]["code"] for a in ages] == [code.split("^")[0]]
+    assert number * {"D": 1, "W": 7, "M": 30.4375, "Y": 365.25}[rule.age[3]] <= 130 * 365.25
