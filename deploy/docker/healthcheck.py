@@ -1,8 +1,9 @@
 """Container health check for radtrace: exit 0 when the component in this container answers, 1 when not.
 
-Usage: ``healthcheck.py [listen|api|worker]``; without an argument the component is read from PID 1's command
-line (``radtrace listen``, ``radtrace api``, ``radtrace worker ...``), so one image-level HEALTHCHECK serves every
-role. Nothing here writes to the audit log:
+A command held after exit 2 (``hold_on_exit_2.py``: its file ``HOLD_ON_EXIT_2_FILE`` exists) is unhealthy, with
+the file's words. Usage: ``healthcheck.py [listen|api|worker]``; without an argument the component is read from PID
+1's command line (``radtrace listen``, ``radtrace api``, ``radtrace worker ...``), so one image-level HEALTHCHECK
+serves every role. Nothing here writes to the audit log:
 
 * listen: a TCP connection to the DICOM port, closed before any association (a C-ECHO would be an audited,
   allow-listed association every interval);
@@ -70,6 +71,10 @@ def _check_worker() -> None:
 
 
 def main(argv: list[str]) -> int:
+    held = Path(os.environ.get("HOLD_ON_EXIT_2_FILE", "/tmp/radtrace-held"))  # noqa: S108 - hold_on_exit_2.py's
+    if held.exists():  # a command that exited 2 and is held, not restarted: unhealthy, saying why
+        print(f"healthcheck: unhealthy: {held.read_text().strip()}", file=sys.stderr)
+        return 1
     role = argv[1] if len(argv) > 1 else _role_of_pid1()
     if role is None:
         return 0

@@ -63,7 +63,7 @@ def _compose_project(tmp_path: Path, env_text: str | None = None) -> Path:
 
 
 def _compose_config(project: Path) -> subprocess.CompletedProcess[str]:
-    profiles = ["--profile", "demo", "--profile", "gpu1", "--profile", "vllm"]
+    profiles = ["--profile", "demo", "--profile", "gpu1", "--profile", "vllm", "--profile", "atna"]
     return _run(_tool("docker-compose"), "--file", "compose.yaml", *profiles, "config", cwd=project)
 
 
@@ -96,6 +96,27 @@ def test_compose_refuses_a_misspelt_key_and_a_missing_database_password(tmp_path
     assert "POSTGRES_PASSWORD" in refused.stderr, refused.stderr
 
 
+def test_the_compose_atna_forwarder_is_held_not_restarted_after_exit_2_and_started_again_after_a_reboot(
+    tmp_path: Path,
+) -> None:
+    """compose.yaml had no ATNA forwarder. Docker cannot exclude an exit status from a restart policy: under
+    unless-stopped an exit 2 (a newer floor, a refused setting) was a restart every few seconds, and on-failure does
+    not start the container again after a reboot. It runs under hold_on_exit_2.py (tests/unit/
+    test_deploy_hold_on_exit_2.py), which the CPU image ships, with unless-stopped."""
+    result = _compose_config(_compose_project(tmp_path))
+    assert result.returncode == 0, result.stderr
+    forwarder = yaml.safe_load(result.stdout)["services"]["atna-forwarder"]
+    assert forwarder["entrypoint"] == ["/opt/radtrace/venv/bin/python", "/opt/radtrace/hold_on_exit_2.py", "radtrace"]
+    assert forwarder["command"] == ["audit", "forward"]
+    assert forwarder["restart"] == "unless-stopped"
+    assert forwarder["profiles"] == ["atna"]  # started once RADTRACE_ATNA__* are set, by name or --profile atna
+    assert "radtrace-data:/var/lib/radtrace:rw" in forwarder["volumes"]  # its cursor
+    assert "/tmp" in forwarder["tmpfs"]  # the hold file: gone at the container's next start
+    dockerfile = (DEPLOY / "docker" / "Dockerfile.cpu").read_text()
+    assert "COPY deploy/docker/hold_on_exit_2.py /opt/radtrace/hold_on_exit_2.py" in dockerfile
+    assert "!deploy/docker/hold_on_exit_2.py" in (DEPLOY / "docker" / "Dockerfile.cpu.dockerignore").read_text()
+
+
 SITE = {
     "RADTRACE_STORE__URL": "postgresql+psycopg://radtrace:pw@db.hospital.example:5432/radtrace",
     "RADTRACE_BROKER__URL": "redis://:pw@redis.hospital.example:6379/0",
@@ -124,13 +145,13 @@ def test_each_host_of_a_compose_site_runs_on_the_sites_database_broker_and_nfs_s
     unpublished PostgreSQL and Redis (a URL in .env changed nothing), and `up -d worker-gpu0` started them and the
     migration on the second host as the worker's dependencies: a site of its own, every start-up check passing."""
     steps = _site_steps()
-    assert len(steps) == 3, steps  # the migration, the first host, a GPU host
+    assert len(steps) == 4, steps  # the migration, the first host, the ATNA forwarder's host, a GPU host
     started: set[str] = set()
     for argv in steps:
         assert "--no-deps" in argv, argv  # not compose.yaml's own PostgreSQL, Redis and migration
         verb = "run" if "run" in argv else "up"
         started |= {word for word in argv[argv.index(verb) + 1 :] if not word.startswith("-")}
-    assert started == {"migrate", "listener", "dispatcher", "api", "worker-gpu0"}
+    assert started == {"migrate", "listener", "dispatcher", "api", "atna-forwarder", "worker-gpu0"}
 
     files = [word for argv in steps[:1] for i, word in enumerate(argv) if i and argv[i - 1] == "-f"]
     assert files == ["compose.yaml", "compose.site.yaml"]
@@ -310,6 +331,20 @@ def test_the_kubernetes_listener_is_one_pod_replaced_not_doubled_and_its_node_ca
     assert budget["maxUnavailable"] == 1
 
 
+def test_the_kubernetes_atna_forwarder_is_one_pod_at_most_whose_exit_reason_is_its_termination_message() -> None:
+    """A Deployment restarts its pod whatever the exit (restartPolicy Always only): an exit 2 is CrashLoopBackOff, and
+    the line that says why is kept as the pod's termination message (kubectl describe pod: Last State, Message)."""
+    docs = _kustomize()
+    spec = _by_name(docs, "Deployment")["radtrace-atna-forwarder"]["spec"]
+    assert spec["replicas"] == 0  # 1 in the site's overlay once RADTRACE_ATNA__HOST is set; never 2 (one cursor)
+    assert spec["strategy"] == {"type": "Recreate"}  # the old pod gone before the new one: never two forwarding
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["args"] == ["audit", "forward"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert spec["template"]["spec"].get("restartPolicy", "Always") == "Always"
+    assert "radtrace-atna-forwarder" not in _by_name(docs, "PodDisruptionBudget")  # 0 or 1 pod: nothing to keep up
+
+
 def test_every_secret_the_kubernetes_manifests_name_is_in_the_secrets_example() -> None:
     referenced: set[str] = set()
     for doc in _kustomize():
@@ -415,11 +450,11 @@ def test_systemd_compose_and_kubernetes_run_the_children_of_radtrace_serve() -> 
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
     compose_commands = {_without_placement(s["command"]) for s in compose.values() if s.get("image", "").startswith(
         "${RADTRACE_")}  # fmt: skip
-    assert compose_commands == serve | {("db", "upgrade")}
+    assert compose_commands == serve | {("db", "upgrade"), ("audit", "forward")}
 
     k8s = {_without_placement(doc["spec"]["template"]["spec"]["containers"][0]["args"])
            for doc in _kustomize() if doc["kind"] == "Deployment"}  # fmt: skip
-    assert k8s == serve
+    assert k8s == serve | {("audit", "forward")}
 
 
 def test_env_example_names_every_setting() -> None:
