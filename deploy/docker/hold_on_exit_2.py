@@ -1,6 +1,6 @@
 """Run a command in a container, and hold it stopped instead of exiting when the command exits 2.
 
-Usage (compose.yaml's atna-forwarder): ``hold_on_exit_2.py radtrace audit forward``.
+Usage (compose.yaml's radtrace services, as their entrypoint): ``hold_on_exit_2.py radtrace audit forward``.
 
 systemd stops restarting a radtrace service that exits 2 (``RestartPreventExitStatus=2``): restarting cannot help
 (a newer radtrace raised the database's floor, a refused setting, an audit log that does not chain onto what was

@@ -96,25 +96,33 @@ def test_compose_refuses_a_misspelt_key_and_a_missing_database_password(tmp_path
     assert "POSTGRES_PASSWORD" in refused.stderr, refused.stderr
 
 
-def test_the_compose_atna_forwarder_is_held_not_restarted_after_exit_2_and_started_again_after_a_reboot(
-    tmp_path: Path,
-) -> None:
-    """compose.yaml had no ATNA forwarder. Docker cannot exclude an exit status from a restart policy: under
-    unless-stopped an exit 2 (a newer floor, a refused setting) was a restart every few seconds, and on-failure does
-    not start the container again after a reboot. It runs under hold_on_exit_2.py (tests/unit/
-    test_deploy_hold_on_exit_2.py), which the CPU image ships, with unless-stopped."""
+HOLDER = ["/opt/radtrace/venv/bin/python", "/opt/radtrace/hold_on_exit_2.py", "radtrace"]
+
+
+def test_compose_services_are_held_not_restarted_after_exit_2_and_started_again_after_a_reboot(tmp_path: Path) -> None:
+    """compose.yaml had no ATNA forwarder, and its radtrace services (unless-stopped) were restarted after an exit 2
+    (a newer radtrace raised the database's floor, a refused setting): Docker cannot exclude an exit status from a
+    restart policy, and on-failure does not start a container again after a reboot. Each runs under
+    hold_on_exit_2.py (tests/unit/test_deploy_hold_on_exit_2.py), which both images ship, with unless-stopped."""
     result = _compose_config(_compose_project(tmp_path))
     assert result.returncode == 0, result.stderr
-    forwarder = yaml.safe_load(result.stdout)["services"]["atna-forwarder"]
-    assert forwarder["entrypoint"] == ["/opt/radtrace/venv/bin/python", "/opt/radtrace/hold_on_exit_2.py", "radtrace"]
+    services = yaml.safe_load(result.stdout)["services"]
+    radtrace_services = {name for name, service in services.items() if "radtrace" in service["image"]}
+    assert radtrace_services == {"migrate", "listener", "worker-gpu0", "worker-gpu1", "dispatcher", "api",
+                                 "atna-forwarder"}  # fmt: skip
+    for name in sorted(radtrace_services - {"migrate"}):  # the migration is a one-off run: restart "no", not held
+        assert services[name]["entrypoint"] == HOLDER, name
+        assert services[name]["restart"] == "unless-stopped", name
+        assert "/tmp" in services[name]["tmpfs"], name  # the hold file: gone at the container's next start
+    forwarder = services["atna-forwarder"]
     assert forwarder["command"] == ["audit", "forward"]
-    assert forwarder["restart"] == "unless-stopped"
     assert forwarder["profiles"] == ["atna"]  # started once RADTRACE_ATNA__* are set, by name or --profile atna
     assert "radtrace-data:/var/lib/radtrace:rw" in forwarder["volumes"]  # its cursor
-    assert "/tmp" in forwarder["tmpfs"]  # the hold file: gone at the container's next start
-    dockerfile = (DEPLOY / "docker" / "Dockerfile.cpu").read_text()
-    assert "COPY deploy/docker/hold_on_exit_2.py /opt/radtrace/hold_on_exit_2.py" in dockerfile
-    assert "!deploy/docker/hold_on_exit_2.py" in (DEPLOY / "docker" / "Dockerfile.cpu.dockerignore").read_text()
+    for image in ("cpu", "gpu"):
+        dockerfile = (DEPLOY / "docker" / f"Dockerfile.{image}").read_text()
+        assert "COPY deploy/docker/hold_on_exit_2.py /opt/radtrace/hold_on_exit_2.py" in dockerfile
+        ignore = (DEPLOY / "docker" / f"Dockerfile.{image}.dockerignore").read_text()
+        assert "!deploy/docker/hold_on_exit_2.py" in ignore.splitlines()
 
 
 SITE = {
