@@ -11,6 +11,7 @@ send. What stays: a frame that aborts GDCM fails its study with the reason, and 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -140,3 +141,21 @@ def test_a_child_that_a_frame_left_large_is_not_kept(
     monkeypatch.setattr(isolated_decode, "MAX_IDLE_RSS_BYTES", 1 << 40)
     assert np.array_equal(_decode(lossless), nih_pixels)
     assert len(idle_children()) == 1
+
+
+def test_a_frame_is_decoded_in_a_process_with_more_than_1024_files_open(
+    lossless: Dataset, nih_pixels: np.ndarray
+) -> None:
+    """A worker that holds many files and sockets (systemd's LimitNOFILE is far above 1024) gets pipe descriptors
+    above select()'s FD_SETSIZE: waiting on them must still work."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit on open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert np.array_equal(_decode(lossless), nih_pixels)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

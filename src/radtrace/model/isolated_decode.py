@@ -128,9 +128,11 @@ class _Child:
     def _read(fd: int, size: int, deadline: float) -> bytes:
         chunks: list[bytes] = []
         left = size
+        ready = select.poll()  # not select(): a worker's descriptors may be above its FD_SETSIZE of 1024
+        ready.register(fd, select.POLLIN)
         while left:
             wait = deadline - time.monotonic()
-            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+            if wait <= 0 or not ready.poll(wait * 1000):
                 raise TimeoutError
             chunk = os.read(fd, min(left, 1 << 20))
             if not chunk:
