@@ -153,6 +153,30 @@
   // lost by leaving the page (n, a link, the back button): the browser asks first. Sending a form never asks.
   let sending = false;
   document.addEventListener("submit", () => { sending = true; });
+  // A decision can take seconds to be recorded when the database is slow: the form says at once that it is being
+  // sent (a status a screen reader hears too), so nothing looks lost and no second key press seems needed (a repeat
+  // is recorded once anyway). A form the page refuses to send (below: capture phase, stopped there) never says so.
+  document.addEventListener("submit", (e) => {
+    const form = e.target;
+    if (e.defaultPrevented || !(form.classList.contains("finding-form") || form.id === "draft-form")) return;
+    form.setAttribute("aria-busy", "true");
+    let said = $(".sending", form);
+    if (!said) {
+      said = document.createElement("p");
+      said.className = "sending";
+      said.setAttribute("role", "status");
+      form.appendChild(said);
+    }
+    const verb = { accept: "accepting", reject: "rejecting", modify: "modifying" }[e.submitter && e.submitter.value];
+    said.textContent = "Sending" + (verb ? " (" + verb + ")" : "") + "… the page changes when it is recorded.";
+  });
+  // A page the back button brings back from the browser's cache is not sending anything.
+  window.addEventListener("pageshow", (e) => {
+    if (!e.persisted) return;
+    sending = false;
+    $$(".sending").forEach((said) => said.remove());
+    $$("form[aria-busy]").forEach((form) => form.removeAttribute("aria-busy"));
+  });
   // A decision the page can tell is self-contradictory is not sent: the reason is said beside the form (an alert,
   // one per form) and the text typed stays.
   function refuseBeside(e, form, text) {
