@@ -192,3 +192,30 @@ def test_a_start_block_and_then_silence_ends_at_the_timeout() -> None:
     assert isinstance(error, DispatchError)
     assert "within 1 s" in error.reason
     assert elapsed < CUT_OFF_S
+
+
+#: A NAK whose text (MSA-3, echoing what the RIS was sent, or its own message) carries a segment break and a positive
+#: MSA of its own; the same in ERR; a NAK frame followed by an AA frame on the same connection.
+INJECTED = {
+    "cr-in-msa-3": frame(_ack("AE", rest=f"|bad value\rMSA|AA|{CONTROL_ID}")),
+    "lf-in-msa-3": frame(_ack("AE", rest=f"|bad value\nMSA|AA|{CONTROL_ID}")),
+    "cr-in-err": frame(_ack("AE") + f"ERR||PID^1|103^x\rMSA|AA|{CONTROL_ID}\r".encode()),
+    "end-block-in-msa-3": frame(_ack("AE", rest="|x\x1c\r")) + frame(_ack("AA")),
+    "nak-frame-then-ack-frame": frame(_ack("AE")) + frame(_ack("AA")),
+}
+
+
+@pytest.mark.parametrize("answer", INJECTED, ids=list(INJECTED))
+def test_a_nak_carrying_an_injected_positive_msa_is_not_a_delivery(answer: str) -> None:
+    """The first MSA of the first frame is the answer: text after a segment break (or a second frame) cannot turn the
+    RIS's NAK into AA, and the reason quotes none of it raw."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        peer.write(connection, INJECTED[answer])
+
+    with _serve(behave) as peer:
+        error, _ = _send(peer)
+    assert isinstance(error, DispatchError)
+    assert error.retryable
+    assert "answered AE" in error.reason
+    assert RAW.search(error.reason) is None, error.reason
