@@ -49,6 +49,7 @@ __all__ = [
     "agreement_studies",
     "current_agreement",
     "label_order",
+    "on_withdrawn",
     "read_agreement",
     "read_agreement_by_model",
     "read_agreement_by_period",
@@ -311,7 +312,7 @@ def wrong_patient_drafts(session: Any) -> dict[str, frozenset[int]]:
     return {uid: frozenset(numbers) for uid, numbers in found.items()}
 
 
-def _on_withdrawn(
+def on_withdrawn(
     session: Any, withdrawn: dict[str, frozenset[int]], where: list[sa.ColumnElement[bool]], columns: tuple[Any, ...]
 ) -> Counter[tuple[Any, ...]]:
     """How many decisions matching ``where`` are on the ``withdrawn`` drafts, per value of ``columns`` (a tuple,
@@ -346,7 +347,7 @@ def read_left_out(session: Any, window: Window | None) -> LeftOut:
     where = [~QaDecision.superseded]
     if window is not None:
         where.append(window.within(QaDecision.recorded_at, window.start, window.last))
-    per_draft = _on_withdrawn(session, wrong_patient_drafts(session), where, (QaDecision.study_uid,
+    per_draft = on_withdrawn(session, wrong_patient_drafts(session), where, (QaDecision.study_uid,
                                                                                 QaDecision.revision))  # fmt: skip
     return LeftOut(sum(per_draft.values()), len(per_draft))
 
@@ -363,7 +364,7 @@ def read_agreement(session: Any, window: Window) -> list[LabelAgreement]:
             .where(*where)
             .group_by(QaDecision.label, QaDecision.decision)
         ).all()
-        left = _on_withdrawn(session, withdrawn, where, (QaDecision.label, QaDecision.decision))
+        left = on_withdrawn(session, withdrawn, where, (QaDecision.label, QaDecision.decision))
         for name, verdict, count in rows:
             if count - left[(name, verdict)] > 0:
                 counts.setdefault(name or WHOLE_DRAFT, Counter())[str(verdict)] += count - left[(name, verdict)]
@@ -387,7 +388,7 @@ def read_agreement_by_model(session: Any, store: Store, window: Window) -> dict[
     where = [window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded]
     columns = (QaDecision.model_name, QaDecision.model_version, QaDecision.label, QaDecision.decision)
     rows = session.execute(sa.select(*columns, sa.func.count()).where(*where).group_by(*columns)).all()
-    left = _on_withdrawn(session, wrong_patient_drafts(session), where, columns)
+    left = on_withdrawn(session, wrong_patient_drafts(session), where, columns)
     counts: dict[str, dict[str, Counter[str]]] = {}
     for name, version, label, verdict, count in rows:
         kept = count - left[(name, version, label, verdict)]
@@ -409,7 +410,7 @@ def read_agreement_by_period(session: Any, store: Store, window: Window) -> dict
         .where(*where)
         .group_by(sa.literal_column("1"), QaDecision.label, QaDecision.decision)
     ).all()
-    left = _on_withdrawn(session, wrong_patient_drafts(session), where, columns)
+    left = on_withdrawn(session, wrong_patient_drafts(session), where, columns)
     counts: dict[str, dict[date, Counter[str]]] = {}
     for day, label, verdict, count in rows:
         kept = count - left[(day, label, verdict)]
@@ -425,7 +426,7 @@ def read_left_out_by_period(session: Any, store: Store, window: Window) -> dict[
     where = [window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded]
     columns = (local_day(store, window, QaDecision.recorded_at), QaDecision.label)
     counts: dict[str, dict[date, int]] = {}
-    for (day, label), count in _on_withdrawn(session, wrong_patient_drafts(session), where, columns).items():
+    for (day, label), count in on_withdrawn(session, wrong_patient_drafts(session), where, columns).items():
         per_day = counts.setdefault(label or WHOLE_DRAFT, {})
         per_day[as_date(str(day))] = per_day.get(as_date(str(day)), 0) + count
     return {name: counts[name] for name in sorted(counts, key=label_order)}
@@ -521,7 +522,7 @@ def current_agreement(store: Store) -> AgreementFigures:
                       QaAgreementCount.count)
         ).all()  # fmt: skip
         reason_code = sa.func.coalesce(QaDecision.reason_code, "")  # as the counts key it
-        per_draft = _on_withdrawn(session, wrong_patient_drafts(session), [~QaDecision.superseded],
+        per_draft = on_withdrawn(session, wrong_patient_drafts(session), [~QaDecision.superseded],
                                   (QaDecision.label, QaDecision.decision, reason_code, QaDecision.study_uid,
                                    QaDecision.revision))  # fmt: skip
     left: Counter[tuple[Any, ...]] = Counter()

@@ -26,6 +26,7 @@ from radtrace.audit.schema import AuditEventRow
 from radtrace.console.dashboard_agreement import (
     WHOLE_DRAFT,
     WRONG_PATIENT_REJECTIONS,
+    on_withdrawn,
     sync_decisions,
     wrong_patient_drafts,
 )
@@ -39,7 +40,7 @@ __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "LeftOutDecision", "LeftOutPage
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 200
-#: Study UIDs per query (a short ``IN`` list on ``ix_qa_decisions_key``, as the count reads them).
+#: Study UIDs (or decisions) per query when the drafts' reasons (or the page's rows) are read.
 _BATCH: Final = 500
 #: Why a draft was withdrawn as wrong-patient, in QA's words.
 RE_SENT: Final = "an image it read was re-sent by the PACS under another patient or study"
@@ -79,20 +80,12 @@ class LeftOutPage:
 
 def _keys(session: Any, window: Window) -> list[tuple[int, str, int]]:
     """(seq, study UID, revision) of every current decision recorded in ``window`` on a draft withdrawn as
-    wrong-patient, newest first: the decisions :func:`~radtrace.console.dashboard_agreement.read_left_out` counts."""
-    withdrawn = wrong_patient_drafts(session)
-    studies = sorted(withdrawn)
-    found: list[tuple[int, str, int]] = []
-    for start in range(0, len(studies), _BATCH):
-        rows = session.execute(
-            sa.select(QaDecision.seq, QaDecision.study_uid, QaDecision.revision).where(
-                ~QaDecision.superseded,
-                window.within(QaDecision.recorded_at, window.start, window.last),
-                QaDecision.study_uid.in_(studies[start : start + _BATCH]),
-            )
-        )
-        found += [(int(seq), str(uid), int(rev)) for seq, uid, rev in rows if int(rev) in withdrawn.get(str(uid), ())]
-    return sorted(found, reverse=True)
+    wrong-patient, newest first: the decisions :func:`~radtrace.console.dashboard_agreement.read_left_out` counts,
+    found as it finds them."""
+    where = [~QaDecision.superseded, window.within(QaDecision.recorded_at, window.start, window.last)]
+    columns = (QaDecision.seq, QaDecision.study_uid, QaDecision.revision)
+    found = on_withdrawn(session, wrong_patient_drafts(session), where, columns)
+    return sorted(((int(seq), str(uid), int(rev)) for seq, uid, rev in found), reverse=True)
 
 
 def _because(session: Any, drafts: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
