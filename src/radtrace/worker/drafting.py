@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 PARENT_CHECK_S = 1.0
 #: The HL7 version of the ORU draft (radtrace.reporting.hl7): hl7apy loads its library on the first message.
 _HL7_VERSION = "2.5.1"
+#: highdicom's cached readers of the standard's tables (highdicom._standard_utils), each read on an SR's first build:
+#: the module-attribute map is 22 MB of JSON, 0.5 s and more of the first study's drafts.
+_HIGHDICOM_TABLES = ("get_sop_class_iod_map", "get_iod_module_map", "get_module_attribute_map")
 #: The FHIR R4B models a draft's Bundle validates (radtrace.reporting.fhir), its resources and their elements:
 #: fhir.resources imports each on the first validation that meets it.
 _FHIR_MODELS = (
@@ -82,15 +85,21 @@ _FHIR_MODELS = (
 def warm_drafting() -> None:
     """Import now what building a study's first drafts imports on first use: the builders (highdicom, hl7apy,
     fhir.resources, by :mod:`radtrace.reporting.drafts`), hl7apy's v2.5.1 library, the FHIR models a draft's Bundle
-    holds, and ``datetime.strptime``'s module; so that the first study's drafts cost what any study's do. Builds
-    nothing and writes nothing."""
+    holds, and ``datetime.strptime``'s module; and read the DICOM standard's tables highdicom checks an SR against
+    (which modules an IOD has, which attributes a module has: JSON it reads once, on its first SR); so that the first
+    study's drafts cost what any study's do. Builds nothing and writes nothing."""
     import hl7apy
     from fhir.resources.R4B import get_fhir_model_class
+    from highdicom import _standard_utils as highdicom_standard
 
     import radtrace.reporting.drafts  # noqa: F401  # imported by build_and_keep when it first builds
 
     datetime.strptime("20260101", "%Y%m%d")  # its first call imports _strptime
     hl7apy.load_library(_HL7_VERSION)
+    for table in _HIGHDICOM_TABLES:  # cached once read; ~0.5 s of the first study's drafts (the 22 MB module table)
+        load = getattr(highdicom_standard, table, None)
+        if callable(load):  # highdicom's own (0.28): a version without one only loses its warm-up
+            load()
     for name in _FHIR_MODELS:
         get_fhir_model_class(name)
 
