@@ -11,6 +11,7 @@ send. What stays: a frame that aborts GDCM fails its study with the reason, and 
 from __future__ import annotations
 
 import os
+import pickle
 import resource
 import signal
 import subprocess
@@ -102,10 +103,15 @@ def test_a_waiting_child_that_was_killed_is_replaced(lossless: Dataset, nih_pixe
     assert waiting not in idle_children()
 
 
-def test_a_child_refuses_what_is_not_a_request_of_its_release() -> None:
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"GET / HTTP/1.1\r\n\r\n" + bytes(64), b"\x80\x05" + bytes(64)],
+    ids=["not-a-pickle", "a-broken-bare-pickle"],
+)
+def test_a_child_refuses_what_is_not_a_request(request_bytes: bytes) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "radtrace.model.isolated_decode"],
-        input=b"\x80\x05" + bytes(64),  # a bare pickle, as the release before wrote its one request
+        input=request_bytes,
         capture_output=True,
         timeout=60,
         check=False,
@@ -113,6 +119,25 @@ def test_a_child_refuses_what_is_not_a_request_of_its_release() -> None:
     assert done.returncode == 2
     assert done.stdout == b""
     assert b"not a request of this radtrace release" in done.stderr
+
+
+def test_a_child_answers_the_one_request_of_a_worker_started_before_kept_children(
+    lossless: Dataset, nih_pixels: np.ndarray
+) -> None:
+    """A worker started from the release before (its code in memory) spawns this release's child from disk until it
+    is restarted: its request is one bare pickle on stdin, its answer one bare pickle on stdout (that release's
+    ``decode_in_child``). Before, the child refused it and each JPEG Lossless film that worker read failed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "radtrace.model.isolated_decode"],
+        input=pickle.dumps((lossless, 0, ""), protocol=pickle.HIGHEST_PROTOCOL),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-400:]
+    answer = pickle.loads(done.stdout)  # noqa: S301  (our own child)
+    assert answer[0] == "ok"
+    assert np.array_equal(answer[1], nih_pixels)
 
 
 @pytest.mark.parametrize("cores", [2, 16, 64])

@@ -275,16 +275,36 @@ def _decode(source: Dataset, frame: int, plugin: str) -> tuple[Any, ...]:
         return ("ok", np.ascontiguousarray(pixels), [str(w.message)[:200] for w in caught[:4]])
 
 
+#: How a request of the release before kept children begins: its whole stdin is one pickle (protocol 2 or later).
+_PREVIOUS_RELEASE: Final = b"\x80"
+
+
+def _answer_previous_release(request: bytes, answers: IO[bytes]) -> None:
+    """One request of a worker started before the kept children (its code in memory, this release on disk, until it
+    is restarted): the whole stdin is the pickled (dataset, frame, plugin), the answer one bare pickle, then exit.
+    Without this, every JPEG Lossless film such a worker read in that interval failed as undecodable."""
+    try:
+        source, frame, plugin = pickle.loads(request)  # noqa: S301  (written by our parent)
+    except Exception:  # a truncated or foreign pickle: any unpickling error
+        sys.stderr.write("radtrace.model.isolated_decode: not a request of this radtrace release or the one before\n")
+        sys.exit(2)
+    answers.write(pickle.dumps(_decode(source, frame, plugin), protocol=pickle.HIGHEST_PROTOCOL))
+    answers.flush()
+
+
 def main() -> None:
     """The child: pickled (dataset, frame, plugin) requests on stdin, each after :data:`_MAGIC` and its length,
-    one length-prefixed pickled answer each on stdout, until stdin closes; exit status 2 for bytes that are not
-    such a request."""
+    one length-prefixed pickled answer each on stdout, until stdin closes; the previous release's one request (a
+    bare pickle) is answered as it expects; exit status 2 for bytes that are neither."""
     requests = sys.stdin.buffer
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever a decoder prints goes to stderr, not the answers
     while True:
         head = requests.read(len(_MAGIC) + _LENGTH.size)
         if not head:
+            return
+        if head.startswith(_PREVIOUS_RELEASE) and not head.startswith(_MAGIC):
+            _answer_previous_release(head + requests.read(), answers)
             return
         if len(head) < len(_MAGIC) + _LENGTH.size or not head.startswith(_MAGIC):
             sys.stderr.write(
