@@ -172,6 +172,36 @@ def test_a_pacs_that_sends_part_of_a_pdu_and_holds_on_is_cut_off_at_the_timeout(
     )
 
 
+#: Command sets pynetdicom's reader thread could not decode (no Command Field): one with a Message ID alone, and a
+#: C-STORE-RSP without its (0000,0100).
+UNDECODABLE = {
+    "message-id-alone": command_set(MessageIDBeingRespondedTo=1),
+    "no-command-field": command_set(AffectedSOPClassUID=SR_CLASS, MessageIDBeingRespondedTo=1,
+                                    CommandDataSetType=0x0101, Status=0x0000),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", UNDECODABLE)
+def test_an_answer_pynetdicom_cannot_decode_is_said_and_kills_no_thread(case: str) -> None:
+    """Before, the exception killed pynetdicom's reader thread (a traceback on stderr, which pytest reports as an
+    unhandled thread exception) and the store said 'no C-STORE response (timeout or abort)' after the DIMSE timeout."""
+
+    def behave(peer: HostilePeer, connection: socket.socket) -> None:
+        if peer.write(connection, associate_ac(peer.received[-1])):
+            _read_store_rq(connection)
+            peer.write(connection, p_data(pdv(1, 0x03, UNDECODABLE[case])))
+            peer.stop.wait(30)
+
+    with hostile_peer(behave, read=read_pdu) as peer:
+        error, _, _ = _store(peer)
+    assert isinstance(error, DispatchError)
+    assert error.retryable
+    assert error.reason == (
+        f"HOSTILE@{peer.host}:{peer.port} answered with a DIMSE message that cannot be decoded (AttributeError): "
+        "aborted"
+    )
+
+
 @pytest.mark.parametrize("pdu_type", [0x02, 0x04], ids=["associate-ac", "c-store-rsp"])
 def test_radtrace_send_reads_no_pdu_claiming_four_gibibytes(pdu_type: int, tmp_path: Path) -> None:
     """``radtrace send`` (scu.send_files) is bounded as the dispatch SCU is. Before, it read all a PDU claimed: either

@@ -208,6 +208,38 @@ class _ReadDeadline:
         transport.recv = recv
 
 
+class _UndecodableAnswer:
+    """An answer pynetdicom cannot decode ends the association at once, saying so. pynetdicom decodes a DIMSE message
+    in its reader thread and handles only some failures (an invalid message: A-ABORT): a command set without a Command
+    Field raised there and killed the thread (its traceback on stderr, outside the log's escaping), and the store
+    waited out the DIMSE timeout to say 'no C-STORE response (timeout or abort)'. Such an error is now answered as
+    pynetdicom answers an invalid PDU (Evt19: A-ABORT) and named in the reason."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+    def watch(self, assoc: Any) -> None:
+        """Wrap ``assoc``'s DIMSE receiver (the reader thread calls it for each P-DATA): before anything is sent."""
+        dimse = assoc.dimse
+        receive = dimse.receive_primitive
+
+        def receive_primitive(primitive: Any) -> None:
+            try:
+                receive(primitive)
+            except Exception as exc:  # whatever the PACS's bytes made pynetdicom raise
+                self.error = type(exc).__name__
+                dimse.message = None
+                assoc.dul.event_queue.put("Evt19")  # an invalid PDU: pynetdicom's own answer (A-ABORT)
+
+        dimse.receive_primitive = receive_primitive
+
+    def reason(self, where: str) -> str | None:
+        """Why there was no response, once an answer could not be decoded; else None."""
+        if self.error is None:
+            return None
+        return f"{where} answered with a DIMSE message that cannot be decoded ({self.error}): aborted"
+
+
 class AssociationRejectedError(PeerRefusedError):
     """The PACS rejected the association *permanently* (A-ASSOCIATE-RJ result 1, PS3.8 9.3.4): asking again unchanged
     cannot help, so the delivery is not retried; it waits, failed with this reason, until someone changes the
@@ -414,6 +446,8 @@ def store_instance(
             raise PeerUnavailableError(too_long)
         raise _not_established(assoc, answer, destination, calling_ae_title, str(dataset.SOPClassUID), waited_s)
     _tune_socket(assoc, timeout_s)
+    undecodable = _UndecodableAnswer()
+    undecodable.watch(assoc)
     try:
         if not any(cx.abstract_syntax == dataset.SOPClassUID for cx in assoc.accepted_contexts):
             raise _not_accepted(where, str(dataset.SOPClassUID))
@@ -433,7 +467,7 @@ def store_instance(
         except (OSError, RuntimeError, ValueError, AttributeError) as exc:
             raise DispatchError(f"C-STORE to {where} failed: {exc}") from exc
         if "Status" not in response:
-            if (too_long := guard.reason(where) or deadline.reason(where)) is not None:
+            if (too_long := guard.reason(where) or deadline.reason(where) or undecodable.reason(where)) is not None:
                 raise DispatchError(too_long)
             if wrapping is not None and (tls_error := wrapping.error) is not None:
                 raise _tls_refused(tls_error, where, setting, destination.server_name or destination.host)
