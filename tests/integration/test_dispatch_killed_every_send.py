@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -86,13 +88,21 @@ def _row(store: Store, outbox_id: int) -> OutboxMessage:
         return row
 
 
-def _round(store: Store, ris: MllpReceiver, payloads: Path, outbox_id: int) -> str:
+def _round(
+    store: Store,
+    ris: MllpReceiver,
+    payloads: Path,
+    outbox_id: int,
+    max_attempts: int = MAX_ATTEMPTS,
+    release: bool = True,
+) -> str:
     """Start a dispatcher for the row; kill -9 it once the RIS got one more ORU, and release its claim as the next
-    dispatcher's reconciler pass would. Returns 'killed', or what the dispatcher printed when it ended by itself."""
+    dispatcher's reconciler pass would (``release``; else the claim is left to its lease). Returns 'killed', or what
+    the dispatcher printed when it ended by itself."""
     before = len(ris.received)
     with subprocess.Popen(
         [sys.executable, "-c", DISPATCHER, store.engine.url.render_as_string(hide_password=False), str(payloads),
-         ris.host, str(ris.port), str(outbox_id), str(MAX_ATTEMPTS)],
+         ris.host, str(ris.port), str(outbox_id), str(max_attempts)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     ) as child:  # fmt: skip
         try:
@@ -105,8 +115,9 @@ def _round(store: Store, ris: MllpReceiver, payloads: Path, outbox_id: int) -> s
         finally:
             os.kill(child.pid, signal.SIGKILL) if child.poll() is None else None
             child.communicate(timeout=10)
-    released = release_dead_claims(store, AuditRecorder(store), utc_now(), claim_timeout_s=120)
-    assert released.deliveries == [outbox_id]
+    if release:
+        released = release_dead_claims(store, AuditRecorder(store), utc_now(), claim_timeout_s=120)
+        assert released.deliveries == [outbox_id]
     return "killed"
 
 
@@ -146,3 +157,27 @@ def test_a_delivery_whose_every_send_kills_its_dispatcher_fails_after_max_attemp
     [(_, failed)] = [(kind, payload) for kind, payload in events if kind == "dispatch_failed"]
     assert failed["error"] == row.last_error
     assert failed["attempt"] == MAX_ATTEMPTS
+
+
+def test_a_last_attempt_whose_dispatcher_died_fails_once_its_lease_ran_out(store: Store, tmp_path: Path) -> None:
+    """No release (the holder on another host nobody sighted, say): the claim's lease running out makes the row due;
+    with its attempts spent it fails naming the holder, not sent again."""
+    with mllp_receiver(["silent"]) as ris:
+        settings = _settings(ris)
+        outbox = Outbox(store, AuditRecorder(store), settings, tmp_path / "payloads")
+        outbox_id = _enqueue(store, outbox, settings)
+        first = _round(store, ris, tmp_path / "payloads", outbox_id, max_attempts=1, release=False)
+        with store.session() as session:  # the lease (300 s and more on the database's clock) runs out
+            session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == outbox_id)
+                            .values(next_attempt_at=utc_now() - timedelta(seconds=1)))  # fmt: skip
+        second = _round(store, ris, tmp_path / "payloads", outbox_id, max_attempts=1, release=False)
+        sent = len(ris.received)
+    row = _row(store, outbox_id)
+    assert (first, second, sent) == ("killed", "failed 1", 1)
+    assert row.claimed_by is None
+    assert row.last_error is not None
+    assert re.fullmatch(
+        r"gave up after 1 attempts: attempt 1 ended without an outcome \(claimed by \S+@\S+:\d+, whose lease ran out: "
+        r"its dispatcher stopped mid-send\); the peer may have the payload",
+        row.last_error,
+    ), row.last_error
