@@ -135,8 +135,8 @@ def _where_now(store: Store, before: str | None, head: str) -> str:
         now = current_revision(store)
     except RadtraceError as exc:
         return (f"its schema cannot be read now ({exc}): the migration runs in one transaction, which the database "
-                f"undoes when it is cut short, so it is at {_schema(before)}, untouched (or at schema {head} had it "
-                f"just committed); {again}: it migrates, or says it is done")  # fmt: skip
+                f"undoes whole when it is cut short, so the database is at {_schema(before)}, untouched, or at schema "
+                f"{head} if it had committed, never in between; {again}: it migrates, or says it is done")  # fmt: skip
     if now == before:
         return f"the database is at {_schema(before)}, untouched (the migration runs in one transaction); {again}"
     if now == head:
