@@ -206,3 +206,42 @@ def test_a_migrating_role_without_pg_read_all_stats_still_tells_radtrace_from_ot
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
     name = f"radtrace {pid}@{socket.gethostname()[:40]}"
     assert f"work on it: 1 '{name}' connection with no address shown as postgres." in refused.value.reason
+
+
+def test_below_the_floor_a_pooler_s_reset_connection_is_recognised_only_by_a_role_shown_its_statement(
+    postgres_url: str,
+) -> None:
+    """An unnamed connection whose last statement was a pooler's reset (``DISCARD ALL``, what pgbouncer pooling
+    sessions runs when a client leaves), idle, is the pooler's. A role without pg_read_all_stats is not shown another
+    role's statement: it still counts it, and the words say how to let it tell (pg_read_all_stats) or close the
+    pooler's connections; granted pg_read_all_stats, the same role names it and does not wait for it."""
+    _at(postgres_url, "0023")
+    role = f"radtrace_test_owner_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_libpq(postgres_url), autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+    limited = Store.from_url(_libpq(postgres_url, role).replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with psycopg.connect(_libpq(postgres_url), autocommit=True) as pooled:  # as pgbouncer leaves it
+            pooled.execute("DISCARD ALL")
+            with pytest.raises(OthersAtWorkError) as refused:
+                refuse_while_others_work(limited, "0023", head_revision())
+            with psycopg.connect(_libpq(postgres_url), autocommit=True) as admin:
+                admin.execute(f'GRANT pg_read_all_stats TO "{role}"')
+            limited.dispose()  # a fresh session: the grant is read at its start
+            clients = refuse_while_others_work(limited, "0023", head_revision())
+    finally:
+        limited.dispose()
+        with psycopg.connect(_libpq(postgres_url), autocommit=True) as admin:
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+    reason = " ".join(refused.value.reason.split())
+    assert "work on it: 1 unnamed connection with no address shown as postgres that may write radtrace's tables " \
+           "(an older radtrace? if its address is a connection pooler (pgbouncer)" in reason, reason  # fmt: skip
+    assert "its state and last statement are not shown to this role: with pg_read_all_stats granted to it, a " \
+           "pooler's idle server connection is recognised)" in reason, reason  # fmt: skip
+    assert len(clients) == 1, clients
+    assert clients[0].startswith("1 unnamed connection from 127.0.0.1 as postgres, since "), clients
+    assert clients[0].endswith(", idle after a connection pooler's reset (its last statement was its "
+                               "server_reset_query, DISCARD ALL: pgbouncer in session pooling keeps such a "
+                               "connection after its client left)"), clients  # fmt: skip
