@@ -315,11 +315,12 @@ class _Observations:
             self.add("TX", codes.READING_FLAGS, _esc(piece))
 
 
-def _age(header: SourceHeader, obx: _Observations) -> None:
+def _age(header: SourceHeader, obx: _Observations, recorded_in: Dataset | None = None) -> None:
     """The patient's age at the study (PID has no age field): an NM OBX coded in LOINC, its units UCUM, with the value
-    every draft carries (:func:`~radtrace.reporting.draft_age.draft_age`). No OBX-14: the observation's time is then
-    OBR-7's, the study's (HL7 v2.5.1 7.4.2.14)."""
-    age = draft_age(header)
+    every draft carries (:func:`~radtrace.reporting.draft_age.draft_age`; ``recorded_in`` the draft SR ``header`` was
+    read from, for the assessment ORU). No OBX-14: the observation's time is then OBR-7's, the study's (HL7 v2.5.1
+    7.4.2.14)."""
+    age = draft_age(header, recorded_in=recorded_in)
     if age is not None:
         unit = age.quantity
         obx.add("NM", age.code, str(unit.value), units=f"{unit.ucum}^{unit.unit}^UCUM")
@@ -512,9 +513,12 @@ def build_observation_oru(
 ) -> OruMessage:
     """An ORU^R01 about ``source``'s patient and study carrying ``observations`` (e.g. a radiologist's assessment
     of a draft: :mod:`radtrace.console.assessment`), with the same header, result status rule (P or R, never F)
-    and escaping as the draft's; NTE ``notes`` say what it is."""
+    and escaping as the draft's; NTE ``notes`` say what it is. Its first OBX is the patient's age at the study where
+    the source has one, as the draft ORU's (``source`` the draft SR: its Patient's Age, calculated where the SR's
+    header notes say it was derived)."""
 
     def observe(obx: _Observations, header: SourceHeader, header_notes: list[HeaderNote]) -> None:
+        _age(header, obx, recorded_in=source)
         for item in observations:
             if isinstance(item.value, Code):
                 obx.add("CWE", item.identifier, _cwe(item.value), item.sub_id)
