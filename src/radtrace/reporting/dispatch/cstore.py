@@ -162,8 +162,9 @@ class _ReadDeadline:
     has all of it, on a socket with no timeout before the association is established: a PACS that sent one byte of
     its A-ASSOCIATE-AC and then nothing held the store (and the dispatcher's thread, and a slot of its destination)
     for as long as it kept the connection open, whatever the timeouts (a 1 s timeout took 90 s against a PACS
-    holding on for 90 s); one that drips a PDU a byte at a time is cut too. Its handler must come before the guard's:
-    the guard wraps this read (it counts, then reads through it)."""
+    holding on for 90 s); one that drips a PDU a byte at a time is cut too. It replaces pynetdicom's read, so its
+    handler must come first: :class:`~radtrace.dicom_listener.scu.PeerAnswer` and the guard wrap it (they look and
+    count, then read through it); registered after them, it would cut them out."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
@@ -430,8 +431,8 @@ def store_instance(
     # The RJ as the PACS sent it (scu.PeerAnswer): one with a reason the standard reserves (1/1/5, say) no
     # longer kills pynetdicom's reader thread and leaves the store to the ACSE timeout.
     answer, guard, answers = PeerAnswer(), PduGuard(), DimseAnswers()
-    deadline = _ReadDeadline(timeout_s)  # before the guard's handler: the guard reads through it
-    options["evt_handlers"] = answer.handlers() + deadline.handlers() + guard.handlers() + answers.handlers()
+    deadline = _ReadDeadline(timeout_s)  # first: it replaces pynetdicom's read; the others wrap it, in this order
+    options["evt_handlers"] = deadline.handlers() + answer.handlers() + guard.handlers() + answers.handlers()
     started = time.monotonic()
     try:
         assoc = ae.associate(destination.host, destination.port, **options)
