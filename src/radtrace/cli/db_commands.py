@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -54,7 +56,7 @@ def db_upgrade(
     )
 
     settings = settings_of(ctx)
-    with open_store(settings, create=True) as store, one_at_a_time(store):  # a service starting on it: its turn
+    with open_store(settings, create=True) as store, one_at_a_time(store), _one_upgrade_at_a_time(store):
         before = current_revision(store)
         refuse_newer(before)
         if before not in (None, head_revision()) and not force:  # no rolling upgrade (radtrace.store.census)
@@ -83,6 +85,38 @@ def db_upgrade(
             fail(f"tokens and accounts from before this version are not recorded in the audit log ({exc.reason}); "
                  "until 'radtrace audit rebind' records them they are refused")  # fmt: skip
     report_rebound(done)  # tokens and accounts from before credentials were bound to the audit log
+
+
+@contextlib.contextmanager
+def _one_upgrade_at_a_time(store: Store) -> Iterator[None]:
+    """PostgreSQL: hold :data:`radtrace.store.census.UPGRADE_LOCK` (a session's advisory lock, released when this
+    ends or its connection goes) from before the census to the end, so that several ``radtrace db upgrade`` started
+    together (systemd's radtrace-db-upgrade.service on each host, a Kubernetes Job beside it) take turns: the first
+    migrates, the next find it done. Before, each counted the others' connections as radtrace at work and all three
+    refused, leaving the database unmigrated. The census leaves out those waiting (radtrace.store.census)."""
+    import sqlalchemy as sa
+
+    from radtrace.store.census import UPGRADE_LOCK
+    from radtrace.store.engine import is_postgresql, translate_db_error
+
+    if not is_postgresql(store.engine):
+        yield  # SQLite: one_at_a_time's file lock
+        return
+    keys = {"first": UPGRADE_LOCK[0], "second": UPGRADE_LOCK[1]}
+    try:
+        with store.engine.connect() as connection:
+            if not connection.execute(sa.text("SELECT pg_try_advisory_lock(:first, :second)"), keys).scalar_one():
+                err.print("another 'radtrace db upgrade' is migrating this database: waiting for it to end",
+                          highlight=False, markup=False)  # fmt: skip
+                connection.execute(sa.text("SELECT pg_advisory_lock(:first, :second)"), keys)
+            connection.commit()  # a session's lock: held until unlocked, or this connection ends
+            try:
+                yield
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:first, :second)"), keys)
+                connection.commit()
+    except sa.exc.SQLAlchemyError as exc:
+        raise translate_db_error(exc, "taking the turn to migrate the database") from exc
 
 
 def _migrate(store: Store, before: str | None, head: str, *, app_role: str | None, lock_wait_s: float) -> str:

@@ -36,10 +36,13 @@ from radtrace.store.engine import (
 from radtrace.store.models import OutboxMessage, Revision
 from radtrace.store.nodes import NODE_STALE_S, SeenNode, database_now, ended_here, live_nodes
 
-__all__ = ["SENDING_WITHIN_S", "LockWatch", "lock_waits", "others_at_work", "session_reset", "survey"]
+__all__ = ["SENDING_WITHIN_S", "UPGRADE_LOCK", "LockWatch", "lock_waits", "others_at_work", "session_reset", "survey"]
 
 #: Why an idle connection with a radtrace name may be no radtrace at work (:func:`_connections`).
 POOLED: Final = "connection pooler such as pgbouncer keeps a stopped client's name on its idle server connection"
+#: ``pg_advisory_lock(int4, int4)``'s keys (a key space of its own, beside the bigint keys of the audit log and the
+#: others) that ``radtrace db upgrade`` holds on PostgreSQL from before its census to its end: 'radt', 'upgr'.
+UPGRADE_LOCK: Final = (0x72616474, 0x75706772)
 #: A delivery whose claim's beat (every 5 s, radtrace.reporting.dispatch.claims) is this recent is being sent now.
 SENDING_WITHIN_S: Final = 60.0
 
@@ -148,8 +151,14 @@ def _clients(connection: sa.Connection) -> list[_Client]:
             "state, CASE WHEN state = 'idle' AND state_change IS NOT NULL "
             "THEN EXTRACT(EPOCH FROM clock_timestamp() - state_change)::float END, query "
             "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND COALESCE(backend_type, 'client backend') = 'client backend'"
-        )
+            "AND COALESCE(backend_type, 'client backend') = 'client backend' "
+            # a process with a session waiting for UPGRADE_LOCK: another db upgrade waiting its turn
+            "AND COALESCE(application_name, '') NOT IN (SELECT application_name FROM pg_stat_activity "
+            "WHERE application_name LIKE :radtrace AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+            "AND NOT granted AND objsubid = 2 AND database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database()) AND classid::bigint = :first AND objid::bigint = :second))"
+        ),
+        {"radtrace": f"{APPLICATION_NAME} %", "first": UPGRADE_LOCK[0], "second": UPGRADE_LOCK[1]},
     ).all()
     groups: dict[tuple[str, str, str, bool], list[tuple[Any, ...]]] = {}
     for row in rows:
@@ -201,7 +210,9 @@ def _connections(
     (:data:`POOLER_WAY`). From the floor on, an older radtrace
     cannot be at work unless a migration was forced under it: on PostgreSQL it refuses to start on a schema other than
     its newest, and the floor's migration was refused while it was connected. Every other client (psql, a monitoring
-    exporter, a DBA's tool, an unnamed connection once the floor is there) is named, never counted."""
+    exporter, a DBA's tool, an unnamed connection once the floor is there) is named, never counted. Left out: the
+    connections of a process with a session waiting for :data:`UPGRADE_LOCK`, another ``radtrace db upgrade``
+    waiting its turn (before, three started together on one database refused each other, none migrated)."""
     before_floor = not sa.inspect(connection).has_table("schema_floor")
     named = {application_name()} | {
         f"{APPLICATION_NAME} {node.pid}@{node.host.encode('ascii', 'replace').decode('ascii')[:40]}" for node in nodes

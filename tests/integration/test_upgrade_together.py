@@ -1,0 +1,71 @@
+"""Several ``radtrace db upgrade`` started together on one PostgreSQL database (systemd's radtrace-db-upgrade.service
+on each host of a site, a Kubernetes Job beside a compose ``migrate``): they take turns (an advisory lock,
+radtrace.store.census.UPGRADE_LOCK), the first migrates and the others find it done.
+
+Before, each counted the others' connections as radtrace processes at work: three started together all refused
+('not migrating the database from schema 0016 to …: other radtrace processes work on it: 1 'radtrace 22088@vm'
+connection …'), and the database stayed at 0016. Here the turn is held by the test until both wait for it (no
+timing), then given up."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from migration_support import run_sql, schema_revision, store_at_migration
+from radtrace.store.migrate import head_revision
+from radtrace.testing.services import temporary_postgres_database
+
+pytestmark = pytest.mark.integration
+
+BEFORE = "0016"
+UPGRADE_LOCK = (0x72616474, 0x75706772)  # radtrace.store.census.UPGRADE_LOCK, written out: a lock of the protocol
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with temporary_postgres_database("radtrace_upgrade_together") as found:
+        with store_at_migration(found, BEFORE):
+            pass
+        run_sql(found, "INSERT INTO studies (study_uid, study_key, created_at) VALUES ('1.2.3', 'k1', now())")
+        yield found
+
+
+def _upgrade(url: str, tmp_path: Path) -> subprocess.Popen[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("RADTRACE_")}
+    environment |= {"RADTRACE_DATA_DIR": str(tmp_path / "var"), "RADTRACE_STORE__URL": url, "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "radtrace", "db", "upgrade"], env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def test_two_upgrades_started_together_take_turns_and_the_database_is_migrated_once(url: str, tmp_path: Path) -> None:
+    with psycopg.connect(_libpq(url), application_name="test", autocommit=True) as turn:  # the turn is taken
+        turn.execute("SELECT pg_advisory_lock(%s, %s)", UPGRADE_LOCK)
+        upgrades = [_upgrade(url, tmp_path), _upgrade(url, tmp_path)]
+        deadline = time.monotonic() + 60
+        while (turn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                            "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2",
+                            UPGRADE_LOCK).fetchone() or (0,))[0] < 2:  # fmt: skip
+            if any(upgrade.poll() is not None for upgrade in upgrades) or time.monotonic() > deadline:
+                pytest.fail(f"both did not wait for their turn: {[upgrade.communicate() for upgrade in upgrades]}")
+            time.sleep(0.05)
+        turn.execute("SELECT pg_advisory_unlock(%s, %s)", UPGRADE_LOCK)
+        said = [" ".join(upgrade.communicate(timeout=300)[0].split()) for upgrade in upgrades]
+    assert [upgrade.returncode for upgrade in upgrades] == [0, 0], said
+    assert all("another 'radtrace db upgrade' is migrating this database: waiting for it to end" in s for s in said)
+    outcomes = sorted(s.rsplit("database at revision", 1)[1] for s in said)
+    assert outcomes == [f" {head_revision()} (already; nothing to do)", f" {head_revision()} (upgraded from {BEFORE})"]
+    assert schema_revision(url) == head_revision()
+    assert run_sql(url, "SELECT study_uid FROM studies") == [("1.2.3",)]
