@@ -20,8 +20,8 @@ from pydicom import dcmread
 from drafts_readback_support import read_back
 from radtrace.config import ReportingSettings
 from radtrace.reporting import codes
+from radtrace.reporting.draft_notes import image_notes
 from radtrace.reporting.drafts import build_drafts
-from radtrace.reporting.sr import image_notes
 from radtrace.reporting.text import draft_text
 from reporting_support import REAL_FILMS, SPECIAL_CHARACTERS, reading, shown
 

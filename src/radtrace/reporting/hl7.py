@@ -54,13 +54,11 @@ from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
 from radtrace.reporting.draft_age import draft_age
 from radtrace.reporting.draft_header import DraftHeader, draft_flags, draft_header
+from radtrace.reporting.draft_notes import image_notes, labels_sanitised, output_flags
 from radtrace.reporting.header import HeaderNote, SourceHeader, name_group
 from radtrace.reporting.sr import (
     DRAFT_NOTICE_TEXT,
     draft_identity,
-    image_notes,
-    labels_sanitised,
-    output_flags,
     reasoning_sha256,
 )
 from radtrace.reporting.text import draft_text, hl7_escape

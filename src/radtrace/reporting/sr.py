@@ -16,9 +16,9 @@ Structure (PS3.16 TID 1500 "Measurement Report", built with highdicom):
   (:func:`radtrace.model.evidence.finding_evidence`: for "No Finding", the sentence saying the film is normal),
   once per finding: in its first box's group, each later box's group naming that group's Tracking Identifier
   (``RT-EVID-IN``): built by :class:`radtrace.reporting.sr_groups.MeasurementGroups`;
-* qualitative evaluations (TID 1500 row 12, UMLS C0034375): the model's flags, the source header notes,
-  the reasoning trace as one TEXT item per section ("Model reasoning: <section>"), and the SHA-256 of the
-  trace and of the raw output.
+* qualitative evaluations (TID 1500 row 12, UMLS C0034375): the model's flags and image notes (every draft's:
+  :mod:`radtrace.reporting.draft_notes`), the source header notes, the reasoning trace as one TEXT item per section
+  ("Model reasoning: <section>"), and the SHA-256 of the trace and of the raw output.
 
 The document is COMPLETE + UNVERIFIED + PRELIMINARY, UTF-8 (``ISO_IR 192``), in the source study, in a
 new series described as an unverified AI draft. Series, instance and device UIDs are derived from
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -41,25 +41,27 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from radtrace.config import ReportingSettings
-from radtrace.dicom_charset import recorded_choice
 from radtrace.errors import ReportError
-from radtrace.model.image_marks import image_marks
-from radtrace.model.polarity import (
-    POLARITY_CONTRADICTION,
-    SCORE_MARGIN,
-    SUSPECTED_NEGATIVE,
-    PolarityRecord,
-    polarity_records,
-)
 from radtrace.model.reading import ModelIdentity, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
 from radtrace.reporting.draft_header import HEADER_NORMALISED, draft_flags
+from radtrace.reporting.draft_notes import (
+    POLARITY_CONTRADICTION,
+    SUSPECTED_NEGATIVE,
+    PolarityNote,
+    image_notes,
+    labels_sanitised,
+    output_flags,
+    polarity_notes,
+)
 from radtrace.reporting.header import HeaderNote
 from radtrace.reporting.sr_groups import MeasurementGroups, concept, safe_text, text_item
 from radtrace.reporting.sr_header import checked_references, lo_value
-from radtrace.reporting.text import TEXT_SANITISED, dicom_text
+from radtrace.reporting.text import dicom_text
 
+# HEADER_NORMALISED (draft_header's), the polarity names, PolarityNote, image_notes, labels_sanitised, output_flags and
+# polarity_notes (draft_notes': every draft's) are named here too, for the modules that import them from here.
 __all__ = [
     "HEADER_NORMALISED",
     "POLARITY_CONTRADICTION",
@@ -151,122 +153,6 @@ def text_sha256(text: str) -> str:
     """SHA-256 (hex) of ``text`` in UTF-8; a lone surrogate (never in decoded model output, but possible in
     a hand-built reading) is hashed as its surrogate-escaped bytes rather than failing the draft."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def output_flags(reading: Reading, *, sanitised: bool, extra: Sequence[str] = ()) -> str:
-    """The flags an output lists: the reading's own, ``suspected-negative`` and ``polarity-contradiction`` for any
-    image read whose inversion step found them (as the worklist flags them; :func:`polarity_notes` says them on the
-    image's line), ``text-sanitised`` when the output had to change a text of the model's to carry it, and any
-    ``extra`` (e.g. ``header-normalised``), ``lossy-compression``, ``burned-in-annotation`` and
-    ``window-not-applied`` for an image whose preparation recorded them
-    (:func:`radtrace.model.image_marks.image_marks`), and ``character-set-assumed`` when an image's text was read in a
-    character set its header did not declare, ``character-set-doubtful`` when it was read as declared though it may
-    be UTF-8 (:mod:`radtrace.dicom_charset`: the patient's name may be wrong)."""
-    flags = {flag.value for flag in reading.flags} | set(extra)
-    flags.update(note.kind for image in reading.images for note in polarity_notes(image.preparation))
-    flags.update(mark.flag for image in reading.images for mark in image_marks(image.preparation))
-    for image in reading.images:
-        if (choice := recorded_choice(image.preparation)) and choice.flagged:
-            flags.add(choice.flag)
-    if sanitised:
-        flags.add(TEXT_SANITISED)
-    return ", ".join(sorted(flags))
-
-
-def labels_sanitised(reading: Reading) -> bool:
-    """Whether a finding label of the model's had to change to be carried (every draft names an unknown label by its
-    LO-safe meaning, :func:`radtrace.reporting.codes.finding_code`): ``text-sanitised`` in all three drafts alike."""
-    return any(dicom_text(finding.label, "LO").changed for finding in reading.findings)
-
-
-# What each view flag of a source image means for whoever reads the draft (model.views, model.study).
-_VIEW_FLAG_NOTES: Final = {
-    "ap": "AP projection: the heart and mediastinum look larger than on a PA film",
-    "portable": "portable (bedside) film",
-    "view-from-description": "view taken from the series or image description, not from a coded view",
-    "view-unknown": "view recorded nowhere: read as a frontal film",
-    "secondary-capture": "secondary capture (a digitised or screen-captured film)",
-}
-
-
-@dataclass(frozen=True)
-class PolarityNote:
-    """Something an image's inversion step recorded against the picture's polarity, as the drafts and the console
-    say it: ``kind`` is :data:`SUSPECTED_NEGATIVE` or :data:`POLARITY_CONTRADICTION`; ``text`` one clause naming
-    what was found and what the header said; ``figures`` the check's measures ('' for a contradiction)."""
-
-    kind: str
-    text: str
-    figures: str = ""
-
-
-def polarity_notes(preparation: Iterable[object]) -> tuple[PolarityNote, ...]:
-    """What an image's preparation (``SourceImage.preparation``, or its JSON in ``inference_completed``) recorded
-    against its polarity (read by :func:`radtrace.model.polarity.polarity_records`): a picture that looks like a
-    negative (a Photometric Interpretation that is probably wrong, so the model read a negative), a Presentation
-    LUT Shape that contradicts the Photometric Interpretation (not followed). Only code-string header values and
-    finite numbers are said; a contradiction whose header values are not code strings is not said."""
-    notes: list[PolarityNote] = []
-    for record in polarity_records(preparation):
-        photometric, shape = record.photometric, record.presentation_lut_shape
-        if record.kind == SUSPECTED_NEGATIVE:
-            said = f"the header says {photometric or 'another Photometric Interpretation'}"
-            if shape:
-                said += f" with Presentation LUT Shape {shape}"
-            found = f"polarity score {record.score:+.2f}; {said}" if record.score is not None else said
-            notes.append(
-                PolarityNote(
-                    SUSPECTED_NEGATIVE,
-                    f"the picture the model read looks like a negative ({found}): the Photometric Interpretation "
-                    "may be wrong; check the film before trusting the findings",
-                    _check_figures(record),
-                )
-            )
-        elif shape and photometric:
-            notes.append(
-                PolarityNote(
-                    POLARITY_CONTRADICTION,
-                    f"the header contradicts itself on polarity (Presentation LUT Shape {shape} with Photometric "
-                    f"Interpretation {photometric}): read as {photometric} says, the shape not followed; a viewer "
-                    "that follows the shape shows the film the other way round",
-                )
-            )
-    return tuple(notes)
-
-
-def _check_figures(record: PolarityRecord) -> str:
-    parts = [
-        f"{name} {value:+.2f}"
-        for name, value in (
-            ("mediastinum over lungs", record.mediastinum_over_lungs),
-            ("centre over border", record.centre_over_border),
-        )
-        if value is not None
-    ]
-    parts.append(f"a score below {-SCORE_MARGIN:+.2f} reads as a negative, above {SCORE_MARGIN:+.2f} as a film")
-    return "; ".join(parts)
-
-
-def image_notes(reading: Reading) -> str:
-    """How the images the model read were taken, one line per image with anything to say ('' when none): a
-    picture that looks like a negative (the model read a negative), a header that contradicts itself on the
-    polarity, lossy compression or text burned in, an AP or portable film (what the heart's size means), a view
-    guessed from text (may be wrong), a character set the header did not declare (the names and texts may read
-    wrongly). The view and a view flag of no known meaning are said as a DICOM LO holds them (a control character
-    as U+FFFD): a reading rebuilt from its recorded JSON may hold any text there, which reached the SR's TEXT raw
-    (dciodvfy refused it) and FHIR's conclusion, and one line per image stays one line."""
-    lines = []
-    for image in reading.images:
-        notes = [note.text for note in polarity_notes(image.preparation)]
-        notes += [mark.text for mark in image_marks(image.preparation)]
-        if (choice := recorded_choice(image.preparation)) and choice.flagged:
-            notes.append(choice.sentence())
-        notes += [_VIEW_FLAG_NOTES.get(flag) or dicom_text(flag, "LO").text for flag in image.view_flags]
-        if notes:
-            which = f"{image.role} image" if image.role else "image"
-            view = (image.view and dicom_text(image.view, "LO").text) or "view unknown"
-            lines.append(f"{which} ({view}): {'; '.join(notes)}")
-    return "\n".join(lines)
 
 
 def _algorithm(identity: ModelIdentity) -> hd.sr.AlgorithmIdentification:
