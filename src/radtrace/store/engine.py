@@ -49,6 +49,13 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: named it ``radtrace``.
 APPLICATION_NAME = "radtrace"
 
+#: psycopg's prepare_threshold on every PostgreSQL connection: None, no server-side prepared statement. psycopg's
+#: default (5) prepares a statement that a connection has run 5 times; behind a pgbouncer pooling transactions (1.18;
+#: from 1.21 only with max_prepared_statements) the next transaction may run on another server connection, and a
+#: repeated call failed permanently with 'prepared statement "_pg3_N" does not exist' (or 'already exists'): the node
+#: heartbeat (nodes.renew_node) among them. Prepared, PostgreSQL may also plan a statement once for any values (a
+#: generic plan), seconds slower for a batched IN look-up (the QA dashboard's); unprepared, each is planned for its own.
+PREPARE_THRESHOLD: Final = None
 #: PostgreSQL SQLSTATE classes of an outage (Appendix A, "PostgreSQL Error Codes"): 08 connection exception,
 #: 53 insufficient resources (disk full, out of memory, too many connections), 58 system error (I/O).
 _OUTAGE_CLASSES: Final = frozenset({"08", "53", "58"})
@@ -126,7 +133,8 @@ def create_store_engine(url: str, *, pool_size: int = 5, connect_timeout_s: floa
 
     SQLite: WAL, ``synchronous=FULL``, foreign keys on, a busy timeout, explicit BEGIN. The
     directory of the file is created. PostgreSQL: psycopg 3, pre-ping, a bounded connect timeout, the application
-    name ``radtrace <pid>@<host>`` (:func:`application_name`).
+    name ``radtrace <pid>@<host>`` (:func:`application_name`), no server-side prepared statements
+    (:data:`PREPARE_THRESHOLD`).
     """
     try:
         parsed = make_url(url)
@@ -156,7 +164,7 @@ def create_store_engine(url: str, *, pool_size: int = 5, connect_timeout_s: floa
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
-            connect_args={"connect_timeout": max(1, int(connect_timeout_s))},
+            connect_args={"connect_timeout": max(1, int(connect_timeout_s)), "prepare_threshold": PREPARE_THRESHOLD},
         )
         # Named: a migration tells radtrace's connections from others' (radtrace.store.census.others_at_work)
         event.listen(engine, "do_connect", _name_connection)
