@@ -22,9 +22,10 @@ there were, naming the study by :func:`study_key`.
 
 The pieces, one module each: :mod:`.redaction` (what a line may hold: escaping, patient values, the study key),
 :mod:`.tracebacks` (an exception's text), :mod:`.records` (the handler's filter and the JSON format),
-:mod:`.pydicom_reads` (pydicom's warnings once per instance) and :mod:`.pynetdicom_lines` (pynetdicom's identifiers,
-non-conformant UID lines, and its and pydicom's lines about an A-ASSOCIATE-RQ the listener decodes). What other
-modules use is imported from here.
+:mod:`.pydicom_reads` (pydicom's warnings once per instance), :mod:`.pynetdicom_lines` (pynetdicom's identifiers,
+non-conformant UID lines, and its and pydicom's lines about an A-ASSOCIATE-RQ the listener decodes) and
+:mod:`.uncaught` (an exception that ends a thread or the process: one record, its type and place, not its message).
+What other modules use is imported from here.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from radtrace.logging.redaction import (
     registered,
     study_key,
 )
+from radtrace.logging.uncaught import install_exception_hooks
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
@@ -95,6 +97,7 @@ def configure_logging(fmt: str = "text", level: str = "INFO", stream: IO[str] | 
     root.addHandler(handler)
     root.setLevel(level)
     quiet_libraries()
+    install_exception_hooks()  # an exception nobody caught (any thread's) is one record here, not raw on stderr
     logging.captureWarnings(True)
     captured_warnings = logging.getLogger("py.warnings")
     if not any(isinstance(existing, LoggedByPydicom) for existing in captured_warnings.filters):
