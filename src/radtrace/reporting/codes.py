@@ -177,9 +177,11 @@ def finding_code(label: str) -> FindingCode:
     known = FINDING_CODES.get(label.strip().casefold())
     if known is not None:
         return known
-    # The model's label is the meaning: made safe once, for the strictest place it goes (SR Code Meaning, LO).
+    # The model's label is the meaning: made safe once, for the strictest place it goes (SR Code Meaning, LO), and the
+    # label every draft names it by (the companion's and the GSPS' lines too: the raw label put a control character
+    # in their text).
     meaning = dicom_text(label.strip(), "LO").text or "Unnamed finding"
-    return FindingCode(label, local_code(f"RT-X-{_slug(label)}", meaning), note="label not in the table")
+    return FindingCode(meaning, local_code(f"RT-X-{_slug(label)}", meaning), note="label not in the table")
 
 
 _NEGATED: Final = re.compile(r"\b(no|not|without|removed|absent|resolved)\b", re.I)

@@ -21,7 +21,7 @@ from radtrace.config import ReportingSettings
 from radtrace.errors import ReportError
 from radtrace.model.reading import BoundingBox, FindingStatus, Reading
 from radtrace.reporting import codes
-from radtrace.reporting.sr import MANUFACTURER, UTF8, model_key
+from radtrace.reporting.sr import MANUFACTURER, UTF8, draft_identity, model_key
 from radtrace.reporting.sr_header import checked_references, lo_value, with_checked_header
 from radtrace.reporting.text import dicom_text
 
@@ -92,7 +92,7 @@ def build_gsps(
     study_uid = str(images[boxes[0][1].sop_instance_uid].StudyInstanceUID)
     key = list(model_key(reading.identity))
     when = (content_datetime or datetime.now(UTC)).astimezone(UTC)
-    identity = reading.identity
+    identity = draft_identity(reading.identity)  # the names every draft gives the model, LO-safe (its digest too)
     try:
         gsps = hd.pr.GrayscaleSoftcopyPresentationState(
             referenced_images=[images[uid] for uid in by_image],
