@@ -378,7 +378,7 @@ def _insert(
         values["hash"] = previous = row_hash(values)
         rows.append(values)
     for model in (Study, Revision, Instance, OutboxMessage, ReviewItem):
-        for chunk in _chunks(tables[model]):
+        for chunk in _chunks(tables.get(model, [])):
             with store.session("seeding") as session:
                 session.execute(sa.insert(model), chunk)
     for chunk in _chunks(rows):
@@ -443,3 +443,52 @@ def seed_decisions(store: Store, decisions: int, *, seed: int = 23, changed: flo
             expected["reasons"][reason] += 1
     _insert(store, {Study: [], Revision: [], Instance: [], OutboxMessage: [], ReviewItem: []}, events)
     return expected
+
+
+# --- drafts withdrawn as wrong-patient (the agreement figures' left-out tests) ------------------------------------
+
+
+def draft_tables(
+    root: str, start: datetime, studies: dict[str, dict[int, dict[str, Any]]], accessions: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[Any, list[dict[str, Any]]]]:
+    """Study UIDs (``root``.1, .2, … in order) and ``studies`` and ``revisions`` rows for :func:`_insert`: each
+    study named in ``studies`` with its revisions (number -> the revision row's marks, e.g. ``reassigned_at`` or
+    ``rejected_at`` and ``rejection_code``), reported at ``start``; accession ``accessions[name]`` or ``ACC<n>``."""
+    uids = {name: f"{root}.{n}" for n, name in enumerate(studies, 1)}
+    tables: dict[Any, list[dict[str, Any]]] = {model: [] for model in (Study, Revision, Instance, OutboxMessage,
+                                                                        ReviewItem)}  # fmt: skip
+    for n, (name, revisions) in enumerate(studies.items(), 1):
+        tables[Study].append({"id": n, "study_uid": uids[name], "study_key": f"{n:016x}",
+                              "accession": (accessions or {}).get(name, f"ACC{n}"), "created_at": start,
+                              "last_instance_at": start})  # fmt: skip
+        for number, marks in revisions.items():
+            tables[Revision].append({"id": len(tables[Revision]) + 1, "study_id": n, "number": number, "attempts": 1,
+                                     "state": "reported", "opened_at": start, "reported_at": start,
+                                     "updated_at": start, "priority": "routine", **marks})  # fmt: skip
+    return uids, tables
+
+
+def decided(
+    uid: str, label: str | None, decision: str, *, revision: int = 1, user: str = "dr.hand", **columns: Any
+) -> dict[str, Any]:
+    """A radiologist's decision as the console records it: on finding ``label``, or (None) on the whole draft (reason
+    RT-A1 when accepted, RT-R1 otherwise, unless ``reason_code`` is given)."""
+    if label is None:
+        reason = columns.pop("reason_code", "RT-A1" if decision == "accept" else "RT-R1")
+        payload: dict[str, Any] = {"revision": revision, "decision": decision, "reason_code": reason}
+        return _event(EventType.DRAFT_ASSESSED, uid, payload, user=user, **columns)
+    payload = {"revision": revision, "finding": label, "decision": decision, "model_status": "present"}
+    return _event(EventType.FINDING_ASSESSED, uid, payload, user=user, **columns)
+
+
+def reading(uid: str, revision: int = 1, model: tuple[str, str] = MODEL) -> dict[str, Any]:
+    """The ``inference_completed`` event of a study revision's reading by ``model`` (name, version)."""
+    return _event(EventType.INFERENCE_COMPLETED, uid, {"revision": revision, "attempt": 1}, model_name=model[0],
+                  model_version=model[1])  # fmt: skip
+
+
+def insert_story(
+    store: Store, tables: dict[Any, list[dict[str, Any]]], story: list[dict[str, Any]], start: datetime
+) -> None:
+    """:func:`_insert` the rows of ``tables`` and the events of ``story``, a minute apart from ``start``."""
+    _insert(store, tables, [(start + timedelta(minutes=n), event) for n, event in enumerate(story)])

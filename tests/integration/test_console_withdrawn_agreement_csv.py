@@ -3,12 +3,13 @@
 Decisions on drafts withdrawn as wrong-patient are left out of every agreement figure (5a457c8); the page says "N
 decisions on M drafts withdrawn as wrong-patient … stay in the audit log". Before, the CSVs (``agreement``,
 ``agreement_models``, ``agreement_periods``) left the same decisions out without a word: a QA analyst working from
-the download saw smaller counts than the audit log holds and no reason. Now ``agreement`` and ``agreement_models``
-end with two columns, ``left_out_wrong_patient_decisions`` and ``left_out_wrong_patient_drafts`` (the window's
-figures, on every row; the columns before them as they were, so a reader by column name or position reads what it
-read), and a window whose every decision was left out gets one row saying so rather than a header alone.
-``agreement_periods`` ends with each row's own decisions left out (its label's, in its period), a column that sums
-to the window's: test_console_dashboard_left_out_periods.py. Both stores.
+the download saw smaller counts than the audit log holds and no reason. Then ``agreement`` and
+``agreement_models`` ended with the window's two figures (``left_out_wrong_patient_decisions``,
+``left_out_wrong_patient_drafts``) repeated on every row: a pivot table summed them into nonsense. Now every agreement
+CSV ends with its rows' own, ``left_out_wrong_patient_decisions_this_row`` (the decisions on the row's label, and
+model or period, left out), a column that sums to the page's note; the columns before it are as they were, and a
+label (or label and model) whose every decision was left out has its row with 0 decisions and no share. The
+per-period CSV's own test: test_console_dashboard_left_out_periods.py. Both stores.
 """
 
 from __future__ import annotations
@@ -38,14 +39,17 @@ FIRST_COLUMNS = {
     "agreement_models": ["label", "model", "decisions", "accepted", "accepted_share"],
     "agreement_periods": ["period", "label", "decisions", "accepted", "accepted_share", "rejected", "modified"],
 }
-LEFT_OUT = ["left_out_wrong_patient_decisions", "left_out_wrong_patient_drafts"]
-#: The per-period CSV's last column: the row's own decisions left out, not the window's.
+#: Every agreement CSV's last column: the row's own decisions left out, not the window's.
 ROW_LEFT_OUT = "left_out_wrong_patient_decisions_this_row"
+#: The columns of the window's figures repeated on every row, before: gone.
+WINDOW_COLUMNS = {"left_out_wrong_patient_decisions", "left_out_wrong_patient_drafts"}
+MODEL = "NV-Reason-CXR-3B rev-2026-10"
 
 
-def _seed(store: Store, start: datetime, withdrawn: int, kept: int) -> None:
+def _seed(store: Store, start: datetime, withdrawn: int, kept: int, withdrawn_version: str = "rev-2026-10") -> None:
     """``withdrawn`` studies whose draft's image the PACS re-sent under another patient (each: a rejected
-    Cardiomegaly, a rejected whole draft) and ``kept`` studies with an accepted Cardiomegaly and an accepted draft."""
+    Cardiomegaly, a rejected whole draft; read by model version ``withdrawn_version``) and ``kept`` studies with an
+    accepted Cardiomegaly and an accepted draft (read by rev-2026-10)."""
     tables: dict[Any, list[dict[str, Any]]] = {model: [] for model in (Study, Revision, Instance, OutboxMessage,
                                                                         ReviewItem)}  # fmt: skip
     story = []
@@ -59,7 +63,7 @@ def _seed(store: Store, start: datetime, withdrawn: int, kept: int) -> None:
         decision = "reject" if wrong else "accept"
         story += [
             _event(EventType.INFERENCE_COMPLETED, uid, {"revision": 1, "attempt": 1}, model_name="NV-Reason-CXR-3B",
-                   model_version="rev-2026-10"),
+                   model_version=withdrawn_version if wrong else "rev-2026-10"),
             _event(EventType.FINDING_ASSESSED, uid, {"revision": 1, "finding": "Cardiomegaly", "decision": decision,
                                                      "model_status": "present"}, user="dr.csv"),
             _event(EventType.DRAFT_ASSESSED, uid, {"revision": 1, "decision": decision,
@@ -88,46 +92,61 @@ def _downloads(store: Store, tmp_path: Path) -> tuple[dict[str, list[list[str]]]
     return found, " ".join(note.split())
 
 
-def test_each_agreement_csv_says_how_many_decisions_on_how_many_drafts_it_leaves_out(
-    store: Store, tmp_path: Path
-) -> None:
+def _rows(rows: list[list[str]]) -> list[dict[str, str]]:
+    header, *body = rows
+    assert header[-1] == ROW_LEFT_OUT, header
+    assert not WINDOW_COLUMNS & set(header), header  # the window's figures, which no row can sum, are gone
+    return [dict(zip(header, row, strict=True)) for row in body]
+
+
+def test_each_agreement_csv_says_what_each_row_leaves_out_in_a_column_that_sums(store: Store, tmp_path: Path) -> None:
     _seed(store, _early_today(), withdrawn=3, kept=2)
     downloads, note = _downloads(store, tmp_path)
     assert "6 decisions on 3 drafts withdrawn as wrong-patient" in note, note
     for chart, rows in downloads.items():
-        header, body = rows[0], rows[1:]
-        assert header[: len(FIRST_COLUMNS[chart])] == FIRST_COLUMNS[chart], chart
-        assert body, chart
-        if chart == "agreement_periods":  # one day, two labels: each row carries its own 3 (the 3 drafts' each)
-            assert header[-1] == ROW_LEFT_OUT
-            assert sorted(dict(zip(header, row, strict=True))[ROW_LEFT_OUT] for row in body) == ["3", "3"]
-        else:
-            assert header[-2:] == LEFT_OUT, chart
-        for row in body:
-            fields = dict(zip(header, row, strict=True))
-            if chart != "agreement_periods":
-                assert (fields[LEFT_OUT[0]], fields[LEFT_OUT[1]]) == ("6", "3"), (chart, fields)
-            assert fields["decisions"] == "2", (chart, fields)  # the kept studies' decisions only
-            assert fields["accepted"] == "2", (chart, fields)
-        assert {dict(zip(header, row, strict=True))["label"] for row in body} == {"Cardiomegaly", "(whole draft)"}
+        assert rows[0][: len(FIRST_COLUMNS[chart])] == FIRST_COLUMNS[chart], chart
+        body = _rows(rows)
+        # one day, two labels, one model: each row carries its own 3 (the 3 drafts' each), not the window's 6
+        assert [(row["label"], row["decisions"], row["accepted"], row[ROW_LEFT_OUT]) for row in body] == [
+            ("Cardiomegaly", "2", "2", "3"),
+            ("(whole draft)", "2", "2", "3"),
+        ], chart
+        assert sum(int(row[ROW_LEFT_OUT]) for row in body) == 6, chart  # the note's figure
+        if chart == "agreement_models":
+            assert {row["model"] for row in body} == {MODEL}
 
 
-def test_a_window_whose_every_decision_was_left_out_says_so_in_one_row(store: Store, tmp_path: Path) -> None:
+def test_a_window_whose_every_decision_was_left_out_has_each_labels_row(store: Store, tmp_path: Path) -> None:
     _seed(store, _early_today(), withdrawn=2, kept=0)
     downloads, note = _downloads(store, tmp_path)
     assert "4 decisions on 2 drafts withdrawn as wrong-patient" in note, note
-    header, *body = downloads.pop("agreement_periods")
-    periods = [dict(zip(header, row, strict=True)) for row in body]
-    # each label's row of the day, 0 decisions counted and its own left out (before: one unlabelled row)
-    assert {(row["label"], row["decisions"], row["accepted_share"], row[ROW_LEFT_OUT]) for row in periods} == {
-        ("Cardiomegaly", "0", "", "2"),
-        ("(whole draft)", "0", "", "2"),
-    }
     for chart, rows in downloads.items():
-        assert len(rows) == 2, (chart, rows)  # before: the header alone, as if nobody had decided anything
-        fields = dict(zip(rows[0], rows[1], strict=True))
-        assert (fields["label"], fields["decisions"], fields["accepted"]) == ("", "0", "0"), (chart, fields)
-        assert (fields[LEFT_OUT[0]], fields[LEFT_OUT[1]]) == ("4", "2"), (chart, fields)
+        # each label's row, 0 decisions counted, no share, and its own left out (before: one unlabelled row with
+        # the window's figures in agreement and agreement_models)
+        assert {(row["label"], row["decisions"], row["accepted_share"], row[ROW_LEFT_OUT]) for row in _rows(rows)} == {
+            ("Cardiomegaly", "0", "", "2"),
+            ("(whole draft)", "0", "", "2"),
+        }, chart
+
+
+def test_a_model_whose_every_decision_was_left_out_has_its_rows_after_the_counted_ones(
+    store: Store, tmp_path: Path
+) -> None:
+    """The withdrawn drafts were read by another model version than the kept ones: agreement_models has, per label,
+    the counted model's row (its own 0 left out) and then the other model's (0 counted, its decisions left out)."""
+    _seed(store, _early_today(), withdrawn=3, kept=2, withdrawn_version="rev-2026-11")
+    downloads, _note = _downloads(store, tmp_path)
+    other = "NV-Reason-CXR-3B rev-2026-11"
+    got = [(row["label"], row["model"], row["decisions"], row["accepted_share"], row[ROW_LEFT_OUT])
+           for row in _rows(downloads["agreement_models"])]  # fmt: skip
+    assert got == [
+        ("Cardiomegaly", MODEL, "2", "1.0", "0"),
+        ("Cardiomegaly", other, "0", "", "3"),
+        ("(whole draft)", MODEL, "2", "1.0", "0"),
+        ("(whole draft)", other, "0", "", "3"),
+    ]
+    by_label = [(row["label"], row["decisions"], row[ROW_LEFT_OUT]) for row in _rows(downloads["agreement"])]
+    assert by_label == [("Cardiomegaly", "2", "3"), ("(whole draft)", "2", "3")]
 
 
 def test_nothing_left_out_is_a_zero_and_no_extra_row(store: Store, tmp_path: Path) -> None:
@@ -135,7 +154,6 @@ def test_nothing_left_out_is_a_zero_and_no_extra_row(store: Store, tmp_path: Pat
     downloads, note = _downloads(store, tmp_path)
     assert note == ""  # the page says nothing either
     for chart, rows in downloads.items():
-        body = [dict(zip(rows[0], row, strict=True)) for row in rows[1:]]
-        assert {row["label"] for row in body} == {"Cardiomegaly", "(whole draft)"}, chart
-        left = LEFT_OUT if chart != "agreement_periods" else [ROW_LEFT_OUT, ROW_LEFT_OUT]
-        assert {(row[left[0]], row[left[1]]) for row in body} == {("0", "0")}, chart
+        body = _rows(rows)
+        assert [row["label"] for row in body] == ["Cardiomegaly", "(whole draft)"], chart
+        assert {row[ROW_LEFT_OUT] for row in body} == {"0"}, chart

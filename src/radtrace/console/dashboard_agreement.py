@@ -49,11 +49,13 @@ __all__ = [
     "agreement_studies",
     "current_agreement",
     "label_order",
+    "model_named",
     "on_withdrawn",
     "read_agreement",
     "read_agreement_by_model",
     "read_agreement_by_period",
     "read_left_out",
+    "read_left_out_by_model",
     "read_left_out_by_period",
     "sync_decisions",
     "wrong_patient_drafts",
@@ -358,6 +360,30 @@ def read_left_out(session: Any, window: Window | None) -> LeftOut:
     return LeftOut(sum(per_draft.values()), len(per_draft))
 
 
+def read_left_out_by_model(session: Any, window: Window) -> tuple[LeftOut, dict[str, dict[str, int]]]:
+    """:func:`read_left_out` for ``window`` and the same decisions per model (named as
+    :func:`read_agreement_by_model` names it) and label (whole drafts as :data:`WHOLE_DRAFT`): model -> label -> how
+    many. Summed over models, a label's decisions left out; over both, ``LeftOut.decisions``. One look-up."""
+    where = [window.within(QaDecision.recorded_at, window.start, window.last), ~QaDecision.superseded]
+    columns = (QaDecision.model_name, QaDecision.model_version, QaDecision.label, QaDecision.study_uid,
+               QaDecision.revision)  # fmt: skip
+    per_model: dict[str, dict[str, int]] = {}
+    drafts = set()
+    for (name, version, label, uid, revision), count in on_withdrawn(
+        session, wrong_patient_drafts(session), where, columns
+    ).items():
+        drafts.add((uid, revision))
+        per_label = per_model.setdefault(model_named(name, version), {})
+        per_label[label or WHOLE_DRAFT] = per_label.get(label or WHOLE_DRAFT, 0) + count
+    total = sum(count for per_label in per_model.values() for count in per_label.values())
+    return LeftOut(total, len(drafts)), {model: per_model[model] for model in sorted(per_model)}
+
+
+def model_named(name: str | None, version: str | None) -> str:
+    """How the agreement figures name the model (name and version) of the reading a decision was about."""
+    return f"{name or ''} {version or ''}".strip() or NO_READING
+
+
 def read_agreement(session: Any, window: Window) -> list[LabelAgreement]:
     """Accepted, rejected and modified shares per finding label (whole drafts last), of the current decisions
     recorded in ``window``; decisions on drafts withdrawn as wrong-patient are left out (:func:`read_left_out`)."""
@@ -400,8 +426,8 @@ def read_agreement_by_model(session: Any, store: Store, window: Window) -> dict[
         kept = count - left[(name, version, label, verdict)]
         if kept <= 0:
             continue
-        model = f"{name or ''} {version or ''}".strip() or NO_READING
-        counts.setdefault(model, {}).setdefault(label or WHOLE_DRAFT, Counter())[str(verdict)] += kept
+        per_label = counts.setdefault(model_named(name, version), {})
+        per_label.setdefault(label or WHOLE_DRAFT, Counter())[str(verdict)] += kept
     return {name: _agreements(counts[name]) for name in sorted(counts)}
 
 

@@ -26,9 +26,8 @@ from radtrace.qa.agreement import DECISIONS
 
 __all__ = [
     "DECISION_NAMES",
-    "LEFT_OUT_COLUMNS",
     "LEFT_OUT_LIST_COLUMNS",
-    "PERIOD_LEFT_OUT_COLUMN",
+    "ROW_LEFT_OUT_COLUMN",
     "SECTIONS",
     "TABLES",
     "csv_text",
@@ -107,23 +106,12 @@ def _latency_rows(f: Figures) -> list[list[object]]:
     return rows
 
 
-#: The two last columns of the agreement and agreement-by-model CSVs: the page's note "N decisions on M drafts
-#: withdrawn as wrong-patient" (:class:`~radtrace.console.dashboard_agreement.LeftOut`), the window's figures, the
-#: same on every row (as the latency CSV's ``sampled_every``): columns, not a comment line, so a CSV reader's first
-#: line stays the header. The per-period CSV has its rows' own instead (:data:`PERIOD_LEFT_OUT_COLUMN`).
-LEFT_OUT_COLUMNS: Final = ("left_out_wrong_patient_decisions", "left_out_wrong_patient_drafts")
-
-
-def _with_left_out(
-    f: Figures, header: list[object], rows: list[list[object]], empty: list[object]
-) -> list[list[object]]:
-    """``rows`` under ``header``, each ending with :data:`LEFT_OUT_COLUMNS`. When every decision in the window was
-    left out there is no row to carry them: one row ``empty`` (no label, 0 decisions) says so, instead of a CSV with
-    a header only, as if nobody had decided anything."""
-    left = [f.agreement_left_out.decisions, f.agreement_left_out.drafts]
-    if not rows and f.agreement_left_out.decisions:
-        rows = [empty]
-    return [[*header, *LEFT_OUT_COLUMNS]] + [[*row, *left] for row in rows]
+#: The last column of every agreement CSV: the decisions of the row's label (and model, or period) left out because
+#: their draft was withdrawn as wrong-patient, so that the column sums to the page's note "N decisions on M drafts
+#: withdrawn as wrong-patient". Before, ``agreement`` and ``agreement_models`` ended with the window's two figures
+#: (``left_out_wrong_patient_decisions``, ``left_out_wrong_patient_drafts``) repeated on every row: a pivot table
+#: summed them into nonsense. The drafts figure, which no row can carry (a draft has many labels), is the page's.
+ROW_LEFT_OUT_COLUMN: Final = "left_out_wrong_patient_decisions_this_row"
 
 
 def _agreement_header(first: list[object]) -> list[object]:
@@ -141,31 +129,47 @@ def _agreement_row(first: list[object], a: Any) -> list[object]:
     return row
 
 
-def _no_agreement(first: int) -> list[object]:
-    """An agreement row of no label: 0 decisions, no share."""
-    return [""] * first + [0] + [0, None, None, None] * len(DECISIONS)
+def _no_agreement(first: list[object]) -> list[object]:
+    """An agreement row of ``first`` (a label, a model) with no decision counted: 0 decisions, no share."""
+    return [*first, 0] + [0, None, None, None] * len(DECISIONS)
 
 
 def _agreement_rows(f: Figures) -> list[list[object]]:
-    rows = [_agreement_row([a.label], a) for a in f.agreement]
-    return _with_left_out(f, _agreement_header(["label"]), rows, _no_agreement(1))
+    """Per label: the page's agreement table, and the label's decisions left out (:data:`ROW_LEFT_OUT_COLUMN`). A
+    label whose decisions were all left out has its row, with 0 decisions and no share."""
+    left: Counter[str] = Counter()
+    for per_label in f.agreement_left_out_by_model.values():
+        left.update(per_label)
+    counted = {a.label: a for a in f.agreement}
+    rows: list[list[object]] = []
+    for label in sorted(set(counted) | set(left), key=label_order):
+        row = _agreement_row([label], counted[label]) if label in counted else _no_agreement([label])
+        rows.append([*row, left[label]])
+    return [[*_agreement_header(["label"]), ROW_LEFT_OUT_COLUMN], *rows]
 
 
 def _agreement_model_rows(f: Figures) -> list[list[object]]:
-    """The page's table "by model version": per label, each model's counts in turn."""
-    rows = [_agreement_row([a.label, model], a) for a, model in label_model_agreement(f)]
-    return _with_left_out(f, _agreement_header(["label", "model"]), rows, _no_agreement(2))
-
-
-#: The last column of the agreement-per-period CSV: the row's own decisions left out (its label's, recorded in its
-#: period), so that the column sums to the window's; named apart from :data:`LEFT_OUT_COLUMNS` (the window's
-#: figures on every row of the other two agreement CSVs), which a reader by name would otherwise sum wrongly.
-PERIOD_LEFT_OUT_COLUMN: Final = "left_out_wrong_patient_decisions_this_row"
+    """The page's table "by model version": per label, each model's counts in turn, and the decisions of that label
+    and model left out (:data:`ROW_LEFT_OUT_COLUMN`); a (label, model) whose decisions were all left out has its row
+    (0 decisions, no share), after the label's counted models."""
+    counted = {(a.label, model): a for a, model in label_model_agreement(f)}
+    left = {(label, model): count for model, per_label in f.agreement_left_out_by_model.items()
+            for label, count in per_label.items()}  # fmt: skip
+    labels = sorted({label for label, _ in [*counted, *left]}, key=label_order)
+    rows: list[list[object]] = []
+    for label in labels:
+        keys = [key for key in counted if key[0] == label]
+        keys += sorted(key for key in left if key[0] == label and key not in counted)
+        for key in keys:
+            a = counted.get(key)
+            row = _agreement_row(list(key), a) if a is not None else _no_agreement(list(key))
+            rows.append([*row, left.get(key, 0)])
+    return [[*_agreement_header(["label", "model"]), ROW_LEFT_OUT_COLUMN], *rows]
 
 
 def _agreement_period_rows(f: Figures) -> list[list[object]]:
     """Per label, per period with decisions counted or left out: the page's "share accepted per period" charts'
-    numbers, and the decisions of the same label and period left out (:data:`PERIOD_LEFT_OUT_COLUMN`). A period
+    numbers, and the decisions of the same label and period left out (:data:`ROW_LEFT_OUT_COLUMN`). A period
     whose decisions on a label were all left out has its row, with 0 decisions and no share. Before, this CSV
     ended with the window's two left-out figures repeated on every row, a column that summed to nonsense."""
     labels = sorted(set(f.agreement_periods) | set(f.agreement_periods_left_out), key=label_order)
@@ -179,7 +183,7 @@ def _agreement_period_rows(f: Figures) -> list[list[object]]:
                 rows.append([p, label, total, counts["accept"], rate(counts["accept"], total), counts["reject"],
                              counts["modify"], left.get(p, 0)])  # fmt: skip
     return [["period", "label", "decisions", "accepted", "accepted_share", "rejected", "modified",
-             PERIOD_LEFT_OUT_COLUMN], *rows]  # fmt: skip
+             ROW_LEFT_OUT_COLUMN], *rows]  # fmt: skip
 
 
 def label_model_agreement(f: Figures) -> list[tuple[Any, str]]:

@@ -50,7 +50,7 @@ from radtrace.console.dashboard_agreement import (
     read_agreement,
     read_agreement_by_model,
     read_agreement_by_period,
-    read_left_out,
+    read_left_out_by_model,
     read_left_out_by_period,
     sync_decisions,
 )
@@ -145,6 +145,9 @@ class Figures:
     agreement_left_out: LeftOut = field(default_factory=LeftOut)
     #: The same per model (name and version) of the reading decided, models in name order.
     agreement_by_model: dict[str, list[LabelAgreement]] = field(default_factory=dict)
+    #: Per model (as :attr:`agreement_by_model` names it), per label: the current decisions in the window left out
+    #: (:attr:`agreement_left_out`'s decisions, split): the agreement CSVs' per-row column.
+    agreement_left_out_by_model: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Per label, per period start: the current decisions recorded in that period, by decision.
     agreement_periods: dict[str, dict[date, Counter[str]]] = field(default_factory=dict)
     #: Per label, per period start: the current decisions recorded in that period left out of the agreement figures
@@ -206,8 +209,8 @@ def read_figures(store: Store, window: Window, now: datetime, sections: Collecti
     def agreement(session: Any) -> None:
         figures.agreement = read_agreement(session, window)
 
-    def agreement_left_out(session: Any) -> None:  # the page's note and every agreement CSV's two last columns
-        figures.agreement_left_out = read_left_out(session, window)
+    def agreement_left_out(session: Any) -> None:  # the page's note and the agreement CSVs' per-row column
+        figures.agreement_left_out, figures.agreement_left_out_by_model = read_left_out_by_model(session, window)
 
     def agreement_by_model(session: Any) -> None:
         figures.agreement_by_model = read_agreement_by_model(session, store, window)

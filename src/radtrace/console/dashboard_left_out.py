@@ -17,8 +17,9 @@ and only the page's rows are read in full.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -36,7 +37,15 @@ from radtrace.dicom_listener.rejection_note import REJECTION_TITLES
 from radtrace.store.engine import Store
 from radtrace.store.models import Revision, Study
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "LeftOutDecision", "LeftOutPage", "all_left_out", "left_out_page"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "LeftOutDecision",
+    "LeftOutPage",
+    "all_left_out",
+    "left_out_days",
+    "left_out_page",
+]
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 200
@@ -167,3 +176,21 @@ def all_left_out(store: Store, window: Window) -> list[LeftOutDecision]:
     sync_decisions(store)
     with store.session("exporting the decisions left out of the agreement figures") as session:
         return _read(session, [seq for seq, *_ in _keys(session, window)])
+
+
+def left_out_days(store: Store, time_zone: str) -> tuple[date, date] | None:
+    """The site-local days (``time_zone``) of the first and the last current decision, all time, left out of the
+    agreement figures (None: none): the window of the all-time agreement page's link to the list."""
+    sync_decisions(store)
+    with store.session("dating the decisions left out of the agreement figures") as session:
+        seqs = sorted(int(seq) for (seq,) in on_withdrawn(session, wrong_patient_drafts(session),
+                                                         [~QaDecision.superseded], (QaDecision.seq,)))  # fmt: skip
+        times: list[datetime] = []
+        for start in range(0, len(seqs), _BATCH):
+            times += session.scalars(
+                sa.select(QaDecision.recorded_at).where(QaDecision.seq.in_(seqs[start : start + _BATCH]))
+            ).all()
+    if not times:
+        return None
+    zone = ZoneInfo(time_zone)
+    return min(times).astimezone(zone).date(), max(times).astimezone(zone).date()

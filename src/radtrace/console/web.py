@@ -18,6 +18,7 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import quote
@@ -40,6 +41,7 @@ from radtrace.console.accounts import LoginFailed, SignedIn, end_session, log_in
 from radtrace.console.ages import shown_age
 from radtrace.console.assessment_files import settle_pending
 from radtrace.console.dashboard_agreement import current_agreement
+from radtrace.console.dashboard_left_out import left_out_days
 from radtrace.console.draft_recording import assessments_root
 from radtrace.console.identifiers import shown_id, shown_id_text
 from radtrace.console.images import PictureCache
@@ -210,11 +212,20 @@ def next_one(
 
 @router.get("/agreement")
 def agreement_page(request: Request, state: StateDep, user: UserDep) -> HTMLResponse:
-    """How often radiologists accept, reject or modify each finding and whole drafts (current decisions only)."""
+    """How often radiologists accept, reject or modify each finding and whole drafts (current decisions only). The
+    note on the decisions left out links QA and admin users (who may see it) to the list of them, over the days
+    they were recorded on (at most the dashboard's longest window, the latest days); other roles see the count."""
     figures = current_agreement(state.store)
+    listed: dict[str, str] | None = None
+    if figures.left_out.decisions and user.account.role.value in ("qa", "admin"):
+        days = left_out_days(state.store, state.settings.qa.time_zone)
+        if days is not None:
+            first, last = max(days[0], days[1] - timedelta(days=dashboard.MAX_DAYS - 1)), days[1]
+            listed = {"from": first.isoformat(), "to": last.isoformat(), "all": "yes" if first == days[0] else ""}
     return render_page(request, state, "agreement.html", user=user, findings=figures.findings,
                        impression=figures.impression, drafts=figures.drafts, reasons=figures.reasons,
-                       reason_meanings=DRAFT_REASONS, left_out=figures.left_out)  # fmt: skip
+                       reason_meanings=DRAFT_REASONS, left_out=figures.left_out, listed=listed,
+                       max_days=dashboard.MAX_DAYS)  # fmt: skip
 
 
 # --- wiring ----------------------------------------------------------------------------------
