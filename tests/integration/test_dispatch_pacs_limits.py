@@ -231,6 +231,32 @@ def test_radtrace_send_reads_no_pdu_claiming_four_gibibytes(pdu_type: int, tmp_p
     assert elapsed < CUT_OFF_S
 
 
+@pytest.mark.parametrize("case", PART_PDUS)
+def test_radtrace_send_to_a_peer_that_sends_part_of_a_pdu_and_holds_on_is_cut_off(case: str, tmp_path: Path) -> None:
+    """``radtrace send`` (scu.send_files) shares the dispatch SCU's read deadline (scu_reads.ReadDeadline). Before,
+    half an A-ASSOCIATE-AC and silence held a 1 s send for as long as the peer held on (120 s against a peer holding
+    on for 120 s), and part of a C-STORE-RSP ended at the DIMSE timeout as 'no response'."""
+    sr = tmp_path / "sr.dcm"
+    sr.write_bytes(_payload())
+    held: list[str] = []
+    with hostile_peer(_part_of_a_pdu(case, held), read=read_pdu) as peer:
+        try:
+            outcome: list[SendResult] | NoAssociationError = send_files(
+                [sr], peer.host, peer.port, called_ae="HOSTILE", timeout_s=TIMEOUT_S
+            )
+        except NoAssociationError as exc:
+            outcome = exc
+        still_held = not held  # the send ended on its own, not because the peer let go
+    assert still_held
+    said = f"HOSTILE at {peer.host}:{peer.port} did not send the rest of a PDU within 1 s (it stalled or dripped it): "
+    said += "cut off"
+    if case.startswith("ac-"):
+        assert isinstance(outcome, NoAssociationError)
+        assert outcome.reason == said
+    else:
+        assert outcome == [SendResult(sr, None, said)]
+
+
 @pytest.mark.parametrize("max_pdu", [1, 8, MIN_PACS_PDU - 1])
 def test_a_pacs_accepting_tiny_pdus_is_not_sent_to_and_told_what_to_change(max_pdu: int) -> None:
     """Before: 1 failed as 'fragment_length cannot be between 1 and 7' (retried); 8 sent a 1 MB SR as half a

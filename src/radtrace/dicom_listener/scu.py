@@ -13,8 +13,9 @@ No association is :class:`NoAssociationError`: an A-ASSOCIATE-RJ's result, sourc
 
 Bounded whatever the peer sends (:class:`PduGuard`, which the dispatch C-STORE client uses too): a PDU claiming more
 than :data:`MAX_PEER_PDU` bytes, or more than the association's byte budget in all, is refused before it is read
-(pynetdicom would buffer all a PDU header claims: up to 4 GiB). The release is bounded too (:func:`release`): a peer
-that never answers the A-RELEASE-RQ is aborted after the timeout, with one log line.
+(pynetdicom would buffer all a PDU header claims: up to 4 GiB), and a PDU not sent in full within the timeout is cut
+off (:class:`~radtrace.dicom_listener.scu_reads.ReadDeadline`, shared with it too). The release is bounded too
+(:func:`release`): a peer that never answers the A-RELEASE-RQ is aborted after the timeout, with one log line.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from radtrace.dicom_listener.scu_files import (
     file_identity,
     says_dicom,
 )
+from radtrace.dicom_listener.scu_reads import ReadDeadline
 from radtrace.errors import DicomInputError, PeerUnavailableError
 
 __all__ = [
@@ -501,13 +503,14 @@ def send_files(
     try:
         if pairs:
             answer, guard = PeerAnswer(), PduGuard(MAX_PEER_BYTES + PER_INSTANCE_BYTES * len(identities))
-            answers = DimseAnswers()
+            answers, deadline = DimseAnswers(), ReadDeadline(timeout_s)
             started = time.monotonic()
-            handlers = answer.handlers() + guard.handlers() + answers.handlers()
+            # The deadline first: it replaces pynetdicom's read, which the others wrap (scu_reads.ReadDeadline).
+            handlers = deadline.handlers() + answer.handlers() + guard.handlers() + answers.handlers()
             assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=handlers)
             if not assoc.is_established:
                 close_socket(assoc)
-                if (too_long := guard.reason(where)) is not None:
+                if (too_long := guard.reason(where) or deadline.reason(where)) is not None:
                     raise NoAssociationError(too_long)
                 rejection = answer.rejection(assoc)
                 if rejection is not None:
@@ -545,7 +548,7 @@ def send_files(
                             results[path] = SendResult(path, None, "association lost")
                         else:
                             results[path] = _result(path, response, answers.not_ours(_MESSAGE_ID, sop_instance, where),
-                                                    guard.reason(where))  # fmt: skip
+                                                    guard.reason(where) or deadline.reason(where))  # fmt: skip
                     if progress is not None:
                         progress(results[path])
             finally:

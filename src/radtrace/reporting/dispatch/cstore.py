@@ -48,7 +48,7 @@ from typing import Any, Final, cast
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from radtrace.config import DicomDestination
@@ -62,6 +62,7 @@ from radtrace.dicom_listener.scu import (
     close_socket,
     release,
 )
+from radtrace.dicom_listener.scu_reads import ReadDeadline
 from radtrace.errors import DispatchError, DispatchRejectedError, PeerUnavailableError
 from radtrace.reporting.dispatch.outcomes import PeerBusyError, PeerRefusedError, PeerRefusedForNowError
 from radtrace.tls_keys import tls_context
@@ -153,60 +154,6 @@ def _tune_socket(assoc: Any, timeout_s: float) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(timeout_s)
-
-
-class _ReadDeadline:
-    """Each read pynetdicom makes of a PDU part (its 6-byte header, then all its body, one ``recv`` call each) ends
-    within ``timeout_s``: a :class:`TimeoutError`, which pynetdicom takes as the connection lost (the association
-    ends at once, as :class:`~radtrace.dicom_listener.scu.PduGuard`'s refusal does). pynetdicom reads a PDU until it
-    has all of it, on a socket with no timeout before the association is established: a PACS that sent one byte of
-    its A-ASSOCIATE-AC and then nothing held the store (and the dispatcher's thread, and a slot of its destination)
-    for as long as it kept the connection open, whatever the timeouts (a 1 s timeout took 90 s against a PACS
-    holding on for 90 s); one that drips a PDU a byte at a time is cut too. It replaces pynetdicom's read, so its
-    handler must come first: :class:`~radtrace.dicom_listener.scu.PeerAnswer` and the guard wrap it (they look and
-    count, then read through it); registered after them, it would cut them out."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self.cut = False
-
-    def handlers(self) -> list[Any]:
-        return [(evt.EVT_CONN_OPEN, self._opened)]
-
-    def reason(self, where: str) -> str | None:
-        """Why the association ended, once a read was cut off; else None."""
-        if not self.cut:
-            return None
-        return f"{where} did not send the rest of a PDU within {self.timeout_s:g} s (it stalled or dripped it): cut off"
-
-    def _opened(self, event: Any) -> None:
-        transport = event.assoc.dul.socket
-
-        def recv(nr_bytes: int) -> bytearray:
-            sock = transport.socket
-            deadline = time.monotonic() + self.timeout_s
-            data = bytearray()
-            try:
-                while len(data) < nr_bytes:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self.cut = True
-                        raise TimeoutError(f"a PDU not received in full within {self.timeout_s:g} s")
-                    sock.settimeout(left)
-                    try:
-                        chunk = sock.recv(min(nr_bytes - len(data), 65536))
-                    except TimeoutError:
-                        self.cut = True
-                        raise
-                    if not chunk:  # closed: what was read, as pynetdicom's own read returns it
-                        return data
-                    data.extend(chunk)
-            finally:
-                with contextlib.suppress(OSError):
-                    sock.settimeout(self.timeout_s)  # pynetdicom sends on it too, from this thread
-            return data
-
-        transport.recv = recv
 
 
 class _UndecodableAnswer:
@@ -431,7 +378,7 @@ def store_instance(
     # The RJ as the PACS sent it (scu.PeerAnswer): one with a reason the standard reserves (1/1/5, say) no
     # longer kills pynetdicom's reader thread and leaves the store to the ACSE timeout.
     answer, guard, answers = PeerAnswer(), PduGuard(), DimseAnswers()
-    deadline = _ReadDeadline(timeout_s)  # first: it replaces pynetdicom's read; the others wrap it, in this order
+    deadline = ReadDeadline(timeout_s)  # first: it replaces pynetdicom's read; the others wrap it, in this order
     options["evt_handlers"] = deadline.handlers() + answer.handlers() + guard.handlers() + answers.handlers()
     started = time.monotonic()
     try:
