@@ -256,6 +256,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
             "RADTRACE_MODEL__REQUEST_TIMEOUT_S": str(model.request_timeout_s),
             "RADTRACE_MODEL__SERVER_PROBE_MAX_S": str(model.server_probe_max_s),
         })  # fmt: skip
+        if model.vllm_api_key is not None:
+            env["RADTRACE_MODEL__VLLM_API_KEY"] = model.vllm_api_key.get_secret_value()
     return env
 
 
@@ -391,6 +393,9 @@ class FakeVllm:
     #: When each completion that is not a probe arrived (``time.monotonic`` once its head was read), in order; one
     #: whose body the client's deadline cut short (a loaded machine) is counted in ``requests`` too.
     arrivals: list[float] = field(default_factory=list)
+    #: Whether ``/health`` answers a client 503 as if its engine were dead, by its ``Authorization`` header ("" when
+    #: none): lets a test decide which worker's probe finds the server back (each worker its own ``vllm_api_key``).
+    dead_to: Callable[[str], bool] = lambda authorization: False
     #: The handler threads count under it: ``requests += 1`` from four at once lost one now and then under load.
     counting: threading.Lock = field(default_factory=threading.Lock)
 
@@ -435,7 +440,8 @@ def fake_vllm_server(port: int | None = None) -> Iterator[FakeVllm]:
             if self.path == "/health":
                 with server.counting:
                     server.health_checks += 1
-                status = 404 if not server.has_health else 503 if server.engine_dead else 200
+                dead = server.dead_to(self.headers.get("Authorization", "")) or server.engine_dead  # asked at each
+                status = 404 if not server.has_health else 503 if dead else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -1,19 +1,20 @@
-"""A model server outage's end reaches every held ``radtrace worker`` process in about a second (be3aa86).
+"""A model server outage's end reaches every held ``radtrace worker`` process without its own backoff (be3aa86).
 
 Each worker's breaker probes on its own backoff (2 s doubling to ``model.server_probe_max_s``, 60 s): after a vLLM
 engine came back, the first worker to probe read again and the others waited for their own next probe. Now a held
 worker asks every second whether the outage it saw open is closed (its ``model_outages`` row gone) and probes then.
 
 Two real workers on one PostgreSQL and one Redis, each holding one study while the tests' vLLM-like server's engine is
-dead (``/health`` 503, completions 500); w2 starts holding 8-14 s after w1, and the engine comes back after both
-holds' 14 s probes, so w1's next probe (30 s) closes the outage and w2's own (30 s into its hold) is 8-14 s later.
-Measured: from the outage's ``application_started`` to each held study's ``inference_completed``: before
-[0.12, 13.97] s (w2 waited for its probe), now [0.12, 1.1] and [0.16, 0.89] s.
+dead (``/health`` 503, completions 500). Each worker has its own bearer token, so the server tells their probes apart:
+the engine comes back for w1 (its probes every 2 s) while it stays dead to w2 until w2's log says it saw the outage
+closed by another worker. So w2 reads only by that path, whatever the machine's load: by the order of events, not by
+the clock. Before be3aa86 w2 never saw it (its own probes only) and never read (measured with wall time before: from
+the outage's end to w2's reading 13.97 s before, 0.89-1.1 s after).
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,11 @@ from worker_support import (
 
 pytestmark = pytest.mark.integration
 
+#: What a held worker logs when the outage it saw open was closed by another worker (radtrace.worker.outage).
+CLOSED_ELSEWHERE = "was closed by another worker; probing it now"
+#: The breaker's line once its probe finds the server answering (radtrace.worker.breaker).
+ANSWERS_AGAIN = "model server answers again"
+
 
 @pytest.fixture
 def server() -> Iterator[FakeVllm]:
@@ -45,44 +51,66 @@ def server() -> Iterator[FakeVllm]:
         yield fake
 
 
-def test_every_held_worker_reads_within_seconds_of_the_outage_s_end(
+def test_a_held_worker_reads_once_it_sees_the_outage_closed_by_another_worker(
     tmp_path: Path, server: FakeVllm, postgres_url: str, redis_namespace: RedisNamespace
 ) -> None:
     (tmp_path / "drop").mkdir()
-    settings = vllm_worker_settings(
-        tmp_path, server.port, batch_size=1, store={"url": postgres_url},
-        model={"server_probe_max_s": 60.0, "request_timeout_s": 10.0}, dispatch={"file_drop_dir": tmp_path / "drop"},
-        broker={"url": redis_namespace.url, "key_prefix": redis_namespace.prefix},
-    )  # fmt: skip
+    common = {"store": {"url": postgres_url}, "dispatch": {"file_drop_dir": tmp_path / "drop"},
+              "broker": {"url": redis_namespace.url, "key_prefix": redis_namespace.prefix}}  # fmt: skip
+    model = {"request_timeout_s": 10.0}
+    w1_settings = vllm_worker_settings(tmp_path, server.port, batch_size=1, **common,
+                                       model={**model, "vllm_api_key": "w1", "server_probe_max_s": 2.0})  # fmt: skip
+    w2_settings = vllm_worker_settings(tmp_path, server.port, batch_size=1, **common,
+                                       model={**model, "vllm_api_key": "w2", "server_probe_max_s": 60.0})  # fmt: skip
+    w2_log = tmp_path / "w2.log"
+    w2_checks: list[bool] = []  # each /health of w2: whether it found the engine dead
+    counting = threading.Lock()
+
+    def dead_to_w2(authorization: str) -> bool:
+        if authorization != "Bearer w2":
+            return False
+        dead = not (w2_log.exists() and CLOSED_ELSEWHERE in w2_log.read_text(errors="replace"))
+        with counting:
+            w2_checks.append(dead)
+        return dead
+
     server.engine_dead = True
-    with migrated_store(settings) as store:
-        uids = queue_studies(settings, store, 2, seed=880)
-        with running_worker(settings, log_file=tmp_path / "w1.log"):
-            assert ring_process(settings, uids[0], 1)
-            wait_until(lambda: revision_row(store, uids[0]).claimed_by is not None, timeout_s=90)
-            w1_held = time.monotonic()  # its probes 2, 6, 14, 30 s after
-            time.sleep(7)
-            with running_worker(settings, log_file=tmp_path / "w2.log"):
-                assert ring_process(settings, uids[1], 1)
-                wait_until(lambda: revision_row(store, uids[1]).claimed_by is not None, timeout_s=90)
-                w2_held = time.monotonic()  # its own probes, 6 s or more behind w1's (the process's start)
-                claimed = {revision_row(store, uid).claimed_by for uid in uids}
-                assert len(claimed) == 2, claimed  # two workers, each holding one study
-                wait_until(lambda: bool(model_outage_events(store)), timeout_s=30)
-                # back after both holds' 14 s probes and before w1's 30 s one, which closes the outage; w2's next is
-                # 30 s into its own hold, 8-14 s later: it read then before, within about a second of the close now
-                assert 8 <= w2_held - w1_held < 14, w2_held - w1_held
-                time.sleep(max(max(w1_held + 25, w2_held + 15) - time.monotonic(), 0))
-                server.engine_dead = False
+    server.dead_to = dead_to_w2
+    with migrated_store(w1_settings) as store:
+        uids = queue_studies(w1_settings, store, 2, seed=880)
+        with running_worker(w1_settings, log_file=tmp_path / "w1.log"):
+            assert ring_process(w1_settings, uids[0], 1)
+            wait_until(lambda: bool(model_outage_events(store)), timeout_s=90)  # w1 holds: it opened the outage
+            w1 = revision_row(store, uids[0]).claimed_by
+            with running_worker(w2_settings, log_file=w2_log):
+                assert ring_process(w2_settings, uids[1], 1)
+                # w2 holds too: its health check that opened its breaker and its probes 2 s and 6 s into its hold,
+                # with the rechecks between them that see the outage's row open
+                wait_until(lambda: len(w2_checks) >= 3, timeout_s=90)
+                w2 = revision_row(store, uids[1]).claimed_by
+                assert w1 is not None
+                assert w2 not in (None, w1), (w1, w2)  # two workers, each holding one study
+                assert revision_row(store, uids[0]).claimed_by == w1
+                server.engine_dead = False  # back for w1; for w2 only once it says it saw the outage closed
                 wait_until(lambda: len(model_outage_events(store)) == 2, timeout_s=90)
                 with store.session() as session:
-                    ended_seq, ended_at = session.execute(
-                        sa.select(AuditEventRow.seq, AuditEventRow.recorded_at)
-                        .where(AuditEventRow.event_type == "application_started")
-                        .order_by(AuditEventRow.seq.desc()).limit(1)
-                    ).one()  # fmt: skip
+                    ended_seq = session.scalar(
+                        sa.select(sa.func.max(AuditEventRow.seq)).where(
+                            AuditEventRow.event_type == "application_started"
+                        )
+                    )
+                assert ended_seq is not None
                 wait_until(lambda: set(uids) <= set(readings_after(store, ended_seq - 1)), timeout_s=90)
-        first = readings_after(store, ended_seq - 1)
-        latencies = sorted(round((first[uid] - ended_at).total_seconds(), 2) for uid in uids)
-        print(f"outage end to each worker's reading: {latencies} s")
-        assert latencies[-1] < 5, latencies
+        (opened, opened_by), (closed, closed_by) = model_outage_events(store)
+    assert (opened, closed) == ("application_stopped", "application_started")
+    assert opened_by["worker"] == w1, opened_by  # told once, by w1, which found it down first
+    assert (closed_by["worker"], closed_by["seen"], closed_by["opened_by"]) == (w1, "probe", w1), closed_by
+    lines = w2_log.read_text(errors="replace").splitlines()
+    seen_closed = next(i for i, line in enumerate(lines) if CLOSED_ELSEWHERE in line)
+    answered = next(i for i, line in enumerate(lines) if ANSWERS_AGAIN in line)
+    assert seen_closed < answered, lines[seen_closed:]  # w2's hold ended by the probe its recheck called
+    assert any("the audit log has its outage's end already" in line for line in lines[answered:]), lines[answered:]
+    # w2's probes found the engine dead until it saw the outage closed elsewhere, then back: at least one of each
+    assert w2_checks[0], w2_checks
+    assert not w2_checks[-1], w2_checks
+    assert w2_checks == sorted(w2_checks, reverse=True), w2_checks

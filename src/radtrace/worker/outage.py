@@ -191,6 +191,9 @@ class OutageNotice:
             self._seen_open = True
             return False
         seen, self._seen_open = self._seen_open, False
+        if seen:
+            log.info("model server %s: its outage, open during this hold, was closed by another worker; probing it "
+                     "now", self.server)  # fmt: skip
         return seen
 
     def open_reason(self) -> str | None:
