@@ -15,6 +15,12 @@ It says the *current* state, never an older one:
   (``reported``): the last attempt's, never an earlier attempt's or a wait's.
 
 The job rows and the audit log keep every attempt's own error; the reason is the one line a person reads first.
+
+The earlier failure is found by structure, not by a marker that peer text could forge: a waiting reason is the wait,
+then :data:`EARLIER`, then the failure, and the wait never contains :data:`EARLIER` (:func:`waiting` writes each one
+in it as :data:`EARLIER_IN_WAIT`: a model server's error body, an OS error, is the peer's text and may say anything).
+So the first :data:`EARLIER` of a waiting reason is where its failure begins, and that failure is kept as it was,
+whatever its own error says.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from sqlalchemy.orm import Session
 
 from radtrace.store.models import Revision
 
-__all__ = ["EARLIER", "WAITING", "after_wait", "retried", "rewrite", "waiting"]
+__all__ = ["EARLIER", "EARLIER_IN_WAIT", "WAITING", "after_wait", "retried", "rewrite", "waiting"]
 
 #: How a waiting reason begins.
 WAITING: Final = "waiting: "
 #: What joins a wait to the failed attempt before it.
 EARLIER: Final = "; earlier, "
+#: How :data:`EARLIER` reads inside a wait's own text (its peer's words), so the wait cannot contain it.
+EARLIER_IN_WAIT: Final = ", earlier, "
 _FAILED_ATTEMPT: Final = "attempt "  # how a retried attempt's reason begins
 
 
@@ -43,8 +51,9 @@ def retried(attempt: int, max_attempts: int, error: str, at: datetime) -> str:
 
 
 def after_wait(reason: str | None) -> str | None:
-    """What ``reason`` says once its wait is over: the failed attempt it was written after, or None. A retried
-    attempt's reason is kept; any other (a wait with no failure before it, a reason older code left) is none."""
+    """What ``reason`` says once its wait is over: the failed attempt it was written after (all that follows the
+    wait's first :data:`EARLIER`), or None. A retried attempt's reason is kept; any other (a wait with no failure
+    before it, a reason older code left) is none."""
     if reason is None:
         return None
     if reason.startswith(_FAILED_ATTEMPT):
@@ -57,7 +66,12 @@ def after_wait(reason: str | None) -> str | None:
 
 def waiting(why: str, before: str | None) -> str:
     """The reason of a revision that waits for ``why`` (a whole ``waiting: …`` text), after ``before`` (its reason so
-    far: the failed attempt in it is kept, an earlier wait is replaced)."""
+    far: the failed attempt in it is kept, an earlier wait is replaced). Each :data:`EARLIER` in ``why`` is written
+    as :data:`EARLIER_IN_WAIT`, again until none is left (one written so may make another with the text before it:
+    "; earlier" then "; earlier, " reads "; earlier, earlier, "), so :func:`after_wait` finds the failure by
+    structure."""
+    while EARLIER in why:  # ends: each pass writes one ";" fewer
+        why = why.replace(EARLIER, EARLIER_IN_WAIT)
     earlier = after_wait(before)
     return why if earlier is None else f"{why}{EARLIER}{earlier}"
 
