@@ -65,7 +65,7 @@ def _upgrade(url: str, tmp_path: Path, *args: str) -> subprocess.Popen[str]:
 
 def _waiting_for_a_lock(url: str, process: subprocess.Popen[str]) -> None:
     """Until the migration of ``process`` waits for a lock (60 s at most)."""
-    name = f"radtrace {process.pid}@{socket.gethostname()[:40]}"
+    name = f"radtrace db upgrade {process.pid}@{socket.gethostname()[:40]}"[:63]  # census.upgrade_application_name
     with psycopg.connect(_libpq(url), application_name="probe", autocommit=True) as probe:
         deadline = time.monotonic() + 60
         while not probe.execute(

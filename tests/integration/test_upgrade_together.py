@@ -69,3 +69,67 @@ def test_two_upgrades_started_together_take_turns_and_the_database_is_migrated_o
     assert outcomes == [f" {head_revision()} (already; nothing to do)", f" {head_revision()} (upgraded from {BEFORE})"]
     assert schema_revision(url) == head_revision()
     assert run_sql(url, "SELECT study_uid FROM studies") == [("1.2.3",)]
+
+
+#: Run by each upgrade of the barrier test: radtrace's modules imported, then ready, then ``db upgrade`` at the go.
+_AT_THE_GO = """
+import os, runpy, sys, time
+from pathlib import Path
+import radtrace.cli, radtrace.cli.db_commands, radtrace.store.migrate, radtrace.store.census, radtrace.audit.rebind
+ready, go, after_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+Path(ready).touch()
+while not os.path.exists(go):
+    time.sleep(0.0002)
+time.sleep(after_s)
+sys.argv = ["radtrace", "db", "upgrade"]
+runpy.run_module("radtrace", run_name="__main__", alter_sys=True)
+"""
+#: Rounds, upgrades in each, the step between their releases (seconds).
+ROUNDS, TOGETHER, STEP_S = 3, 8, 0.004
+
+
+def test_upgrades_released_at_once_never_count_each_other_as_radtrace_at_work(tmp_path: Path) -> None:
+    """``TOGETHER`` ``db upgrade`` released by a barrier (each imports radtrace, says it is ready and waits for one
+    file), the i-th i * ``STEP_S`` after it so that some connect while the first holds the turn and counts, round after
+    round on a fresh database at 0016: each ends 0, the database is at head, migrated once. Before, the one holding
+    the turn counted another that had connected but not yet asked for its turn (its first statements, milliseconds) as
+    'radtrace at work' and refused, exit 1 (in 3 of 3 runs of 3 rounds on this machine)."""
+    with temporary_postgres_database("radtrace_upgrade_barrier") as template:
+        with store_at_migration(template, BEFORE):
+            pass
+        template_name = make_url(template).database
+        admin = _libpq(make_url(template).set(database="postgres").render_as_string(hide_password=False))
+        for round_ in range(ROUNDS):
+            name = f"{template_name}_r{round_}"
+            with psycopg.connect(admin, autocommit=True) as connection:
+                connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
+            url = make_url(template).set(database=name).render_as_string(hide_password=False)
+            try:
+                here = tmp_path / f"round{round_}"
+                here.mkdir()
+                environment = {key: value for key, value in os.environ.items() if not key.startswith("RADTRACE_")}
+                environment |= {"RADTRACE_DATA_DIR": str(here / "var"), "RADTRACE_STORE__URL": url, "COLUMNS": "200"}
+                upgrades = [
+                    subprocess.Popen([sys.executable, "-c", _AT_THE_GO, str(here / f"ready{i}"), str(here / "go"),
+                                      str(i * STEP_S)],
+                                     env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    for i in range(TOGETHER)
+                ]  # fmt: skip
+                deadline = time.monotonic() + 120
+                while not all((here / f"ready{i}").exists() for i in range(TOGETHER)):
+                    if any(upgrade.poll() is not None for upgrade in upgrades) or time.monotonic() > deadline:
+                        pytest.fail(f"not all ready: {[upgrade.communicate() for upgrade in upgrades]}")
+                    time.sleep(0.01)
+                (here / "go").touch()
+                said = [" ".join(upgrade.communicate(timeout=300)[0].split()) for upgrade in upgrades]
+                assert [upgrade.returncode for upgrade in upgrades] == [0] * TOGETHER, [
+                    f"round {round_}: {s}" for s, upgrade in zip(said, upgrades, strict=True) if upgrade.returncode
+                ]
+                outcomes = sorted(s.rsplit("database at revision", 1)[1] for s in said)
+                assert outcomes == [f" {head_revision()} (already; nothing to do)"] * (TOGETHER - 1) + [
+                    f" {head_revision()} (upgraded from {BEFORE})"
+                ], said
+                assert schema_revision(url) == head_revision()
+            finally:
+                with psycopg.connect(admin, autocommit=True) as connection:
+                    connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -93,15 +93,19 @@ def _one_upgrade_at_a_time(store: Store) -> Iterator[None]:
     ends or its connection goes) from before the census to the end, so that several ``radtrace db upgrade`` started
     together (systemd's radtrace-db-upgrade.service on each host, a Kubernetes Job beside it) take turns: the first
     migrates, the next find it done. Before, each counted the others' connections as radtrace at work and all three
-    refused, leaving the database unmigrated. The census leaves out those waiting (radtrace.store.census)."""
+    refused, leaving the database unmigrated. The census leaves out those waiting (radtrace.store.census), and, while
+    this process holds the turn, every connection named as another ``db upgrade``'s: this one's are named so from here
+    on (census.name_as_upgrade), before their first statement, so that one just connected, not yet asking for its
+    turn, is not taken for a radtrace at work either."""
     import sqlalchemy as sa
 
-    from radtrace.store.census import UPGRADE_LOCK
+    from radtrace.store.census import UPGRADE_LOCK, name_as_upgrade
     from radtrace.store.engine import is_postgresql, translate_db_error
 
     if not is_postgresql(store.engine):
         yield  # SQLite: one_at_a_time's file lock
         return
+    name_as_upgrade(store)
     keys = {"first": UPGRADE_LOCK[0], "second": UPGRADE_LOCK[1]}
     try:
         with store.engine.connect() as connection:

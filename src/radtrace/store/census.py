@@ -36,15 +36,51 @@ from radtrace.store.engine import (
 from radtrace.store.models import OutboxMessage, Revision
 from radtrace.store.nodes import NODE_STALE_S, SeenNode, database_now, ended_here, live_nodes
 
-__all__ = ["SENDING_WITHIN_S", "UPGRADE_LOCK", "LockWatch", "lock_waits", "others_at_work", "session_reset", "survey"]
+__all__ = [
+    "SENDING_WITHIN_S",
+    "UPGRADE_APPLICATION",
+    "UPGRADE_LOCK",
+    "LockWatch",
+    "lock_waits",
+    "name_as_upgrade",
+    "others_at_work",
+    "session_reset",
+    "survey",
+    "upgrade_application_name",
+]
 
 #: Why an idle connection with a radtrace name may be no radtrace at work (:func:`_connections`).
 POOLED: Final = "connection pooler such as pgbouncer keeps a stopped client's name on its idle server connection"
 #: ``pg_advisory_lock(int4, int4)``'s keys (a key space of its own, beside the bigint keys of the audit log and the
 #: others) that ``radtrace db upgrade`` holds on PostgreSQL from before its census to its end: 'radt', 'upgr'.
 UPGRADE_LOCK: Final = (0x72616474, 0x75706772)
+#: ``radtrace db upgrade`` names its PostgreSQL connections ``radtrace db upgrade <pid>@<host>``
+#: (:func:`upgrade_application_name`), from the connection's start: the one holding :data:`UPGRADE_LOCK` tells another
+#: ``db upgrade`` that has connected but not yet asked for its turn from a radtrace at work (:func:`_clients`).
+UPGRADE_APPLICATION: Final = f"{APPLICATION_NAME} db upgrade"
 #: A delivery whose claim's beat (every 5 s, radtrace.reporting.dispatch.claims) is this recent is being sent now.
 SENDING_WITHIN_S: Final = 60.0
+
+
+def upgrade_application_name() -> str:
+    """This process's application name as ``radtrace db upgrade`` (:data:`UPGRADE_APPLICATION`): ``radtrace db upgrade
+    <pid>@<host>``, cut to PostgreSQL's 63 bytes (ASCII) as PostgreSQL would cut it."""
+    return f"{UPGRADE_APPLICATION} {application_name().removeprefix(f'{APPLICATION_NAME} ')}"[:63]
+
+
+def _name_as_upgrade(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+    params["application_name"] = upgrade_application_name()
+
+
+def name_as_upgrade(store: Store) -> None:
+    """Name every connection ``store`` opens from now on as ``radtrace db upgrade``'s
+    (:func:`upgrade_application_name`; after the engine's own naming, which it replaces), and close those it keeps
+    under the other name. The name is in the connection's start-up packet: pg_stat_activity shows it from the
+    session's first moment, before any statement, so no census sees a ``db upgrade`` under another name."""
+    if not is_postgresql(store.engine):
+        return
+    sa.event.listen(store.engine, "do_connect", _name_as_upgrade)
+    store.engine.dispose()
 
 
 def _work_in_hand(connection: sa.Connection) -> list[str]:
@@ -156,9 +192,21 @@ def _clients(connection: sa.Connection) -> list[_Client]:
             "AND COALESCE(application_name, '') NOT IN (SELECT application_name FROM pg_stat_activity "
             "WHERE application_name LIKE :radtrace AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
             "AND NOT granted AND objsubid = 2 AND database = (SELECT oid FROM pg_database "
-            "WHERE datname = current_database()) AND classid::bigint = :first AND objid::bigint = :second))"
+            "WHERE datname = current_database()) AND classid::bigint = :first AND objid::bigint = :second)) "
+            # another db upgrade's connection (by its name, from its first moment) while this process has the turn:
+            # it waits for it, or is about to ask for it; none migrates
+            "AND NOT (COALESCE(application_name, '') LIKE :upgrade AND EXISTS (SELECT 1 FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid::bigint = :first AND l.objid::bigint = :second AND a.application_name = ANY(:ours)))"
         ),
-        {"radtrace": f"{APPLICATION_NAME} %", "first": UPGRADE_LOCK[0], "second": UPGRADE_LOCK[1]},
+        {
+            "radtrace": f"{APPLICATION_NAME} %",
+            "first": UPGRADE_LOCK[0],
+            "second": UPGRADE_LOCK[1],
+            "upgrade": f"{UPGRADE_APPLICATION} %",
+            "ours": [application_name(), upgrade_application_name()],
+        },
     ).all()
     groups: dict[tuple[str, str, str, bool], list[tuple[Any, ...]]] = {}
     for row in rows:
@@ -212,7 +260,11 @@ def _connections(
     its newest, and the floor's migration was refused while it was connected. Every other client (psql, a monitoring
     exporter, a DBA's tool, an unnamed connection once the floor is there) is named, never counted. Left out: the
     connections of a process with a session waiting for :data:`UPGRADE_LOCK`, another ``radtrace db upgrade``
-    waiting its turn (before, three started together on one database refused each other, none migrated)."""
+    waiting its turn (before, three started together on one database refused each other, none migrated); and while
+    this process holds that turn, every connection named as another ``radtrace db upgrade``'s
+    (:data:`UPGRADE_APPLICATION`): one that had connected but not yet asked for its turn (its first statements, a
+    few milliseconds) was counted, and the one holding the turn refused (8 released at once, 4 ms apart: a refusal in
+    most rounds of 3)."""
     before_floor = not sa.inspect(connection).has_table("schema_floor")
     named = {application_name()} | {
         f"{APPLICATION_NAME} {node.pid}@{node.host.encode('ascii', 'replace').decode('ascii')[:40]}" for node in nodes
@@ -301,15 +353,16 @@ def survey(
     return found + _listener_lock(store), others
 
 
-def lock_waits(connection: sa.Connection, application: str) -> list[tuple[int, list[str]]]:
-    """PostgreSQL: each session named ``application`` (this process's, :func:`application_name`) but the asking one
+def lock_waits(connection: sa.Connection, *applications: str) -> list[tuple[int, list[str]]]:
+    """PostgreSQL: each session named one of ``applications`` (this process's: :func:`application_name`,
+    :func:`upgrade_application_name`) but the asking one
     that waits for a lock: its pid and the sessions that hold it up (``pg_blocking_pids``), in words: pid,
     application name, address, role, state and since when its transaction runs (for ``pg_terminate_backend``)."""
     waits = []
     for pid, blocking in connection.execute(
-        sa.text("SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity WHERE application_name = :name "
+        sa.text("SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity WHERE application_name = ANY(:names) "
                 "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"),
-        {"name": application},
+        {"names": list(applications)},
     ).all():  # fmt: skip
         holders = connection.execute(
             sa.text("SELECT pid, COALESCE(application_name, ''), COALESCE(usename, '?'), host(client_addr), "
@@ -373,7 +426,7 @@ class LockWatch:
         while not self._stop.wait(self.poll_s):
             try:
                 with self.store.engine.connect() as connection:
-                    waits = lock_waits(connection, application_name())
+                    waits = lock_waits(connection, application_name(), upgrade_application_name())
                     if not waits:
                         since = None
                         continue
