@@ -75,11 +75,11 @@ step = st.builds(
     st.dictionaries(st.sampled_from(STEP_KEYS[1:]) | text, json_value, max_size=4),
 )
 finite = st.floats(allow_nan=False, allow_infinity=False)
-#: A box's corners lie on its image, as the model's boxes are clipped (radtrace.model.image.source_box); a stored corner
-#: off the image is another matter, left open: a negative one makes the GSPS raise (highdicom: "Graphic data must be
-#: non-negative"), one past float32's range overflows into the SR's SCOORD.
-columns = st.floats(0, float(FILM.Columns), width=32)
-rows = st.floats(0, float(FILM.Rows), width=32)
+#: A box's corners anywhere: the model's boxes are clipped to their image (radtrace.model.image.to_source_pixels), a
+#: stored reading's need not be. Before sr_groups.box_outline, a negative corner made the GSPS raise highdicom's
+#: ValueError ("Graphic data must be non-negative") and one past float32's range put infinity in the SR's SCOORD.
+columns = finite | st.floats(0, float(FILM.Columns), width=32)
+rows = finite | st.floats(0, float(FILM.Rows), width=32)
 
 
 @st.composite
@@ -205,6 +205,30 @@ def test_an_unknown_label_is_named_in_the_companion_and_the_gsps_as_the_sr_names
     [label] = [v for k, v in _dicom_strings(gsps) if k == "UnformattedTextValue"]
     assert label == "Nod\ufffdule\ufffd (AI draft)"
     assert codes.finding_code(finding.label).code.meaning == "Nod\ufffdule\ufffd"  # the SR's, ORU's and FHIR's name
+
+
+def test_a_stored_box_off_its_image_is_drawn_on_the_image_in_the_sr_and_the_gsps(tmp_path: Path) -> None:
+    # A box the model path would have clipped (radtrace.model.image.to_source_pixels): a corner below 0 made the GSPS
+    # raise highdicom's ValueError, not a ReportError; one past float32's range put infinity in the SR's SCOORD.
+    box = BoundingBox(sop_instance_uid=SOP, x_min=-50.0, y_min=-1e39, x_max=1e39, y_max=float(FILM.Rows) + 7)
+    finding = Finding(label="Atelectasis", status=FindingStatus.PRESENT, confidence=0.5, boxes=(box,))
+    read = Reading.from_json(reading([FILM], findings=[finding]).to_json())
+    files = build_drafts(read, [FILM], settings=ReportingSettings(gsps=True), revision=1, created_at=WHEN)
+    assert files.gsps is not None
+    on_image = [0.0, 0.0, float(FILM.Columns), 0.0, float(FILM.Columns), float(FILM.Rows), 0.0, float(FILM.Rows)]
+    for name, data, keyword in (("sr", files.sr, "GraphicData"), ("gsps", files.gsps, "GraphicData")):
+        assert _dciodvfy_errors(data, tmp_path / f"{name}.dcm") == [], name
+        [outline] = [list(e.value) for e in _elements(dcmread(io.BytesIO(data))) if e.keyword == keyword]
+        assert outline == [*on_image, 0.0, 0.0], name  # closed, every corner on the image
+
+
+def _elements(ds: Dataset) -> Iterator[Any]:
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                yield from _elements(item)
+        else:
+            yield element
 
 
 # No shrinking: each example runs dciodvfy three times; the falsifying example is printed as generated.

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Final
 
 import highdicom as hd
-import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -22,6 +21,7 @@ from radtrace.errors import ReportError
 from radtrace.model.reading import BoundingBox, FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.sr import MANUFACTURER, UTF8, draft_identity, model_key
+from radtrace.reporting.sr_groups import box_outline
 from radtrace.reporting.sr_header import checked_references, lo_value, with_checked_header
 from radtrace.reporting.text import dicom_text
 
@@ -68,11 +68,11 @@ def build_gsps(
     for uid, drawn in by_image.items():
         graphics, texts = [], []
         for label, box in drawn:
-            corners = [(box.x_min, box.y_min), (box.x_max, box.y_min), (box.x_max, box.y_max), (box.x_min, box.y_max)]
+            outline = box_outline(box, images[uid])
             graphics.append(
                 hd.pr.GraphicObject(
                     graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
-                    graphic_data=np.array([*corners, corners[0]], dtype=np.float32),
+                    graphic_data=outline,
                     units=hd.pr.AnnotationUnitsValues.PIXEL,
                 )
             )
@@ -80,7 +80,7 @@ def build_gsps(
                 hd.pr.TextObject(
                     text_value=dicom_text(f"{codes.finding_code(label).label} (AI draft)", "LO").text,
                     units=hd.pr.AnnotationUnitsValues.PIXEL,
-                    anchor_point=(box.x_min, box.y_min),
+                    anchor_point=(float(outline[0][0]), float(outline[0][1])),
                     anchor_point_visible=False,
                 )
             )

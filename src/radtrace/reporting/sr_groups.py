@@ -18,16 +18,17 @@ from typing import Any, Final
 
 import highdicom as hd
 import numpy as np
+from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from radtrace.model.evidence import finding_evidence
-from radtrace.model.reading import Finding, FindingStatus, Reading
+from radtrace.model.reading import BoundingBox, Finding, FindingStatus, Reading
 from radtrace.reporting import codes
 from radtrace.reporting.codes import Code
 from radtrace.reporting.text import DicomTextVR, dicom_text, draft_text
 
-__all__ = ["MeasurementGroups", "concept", "safe_text", "text_item"]
+__all__ = ["MeasurementGroups", "box_outline", "concept", "safe_text", "text_item"]
 
 _NO_UNITS: Final = hd.sr.CodedConcept("1", "UCUM", "no units")
 _PRESENCE_VALUE: Final = {
@@ -60,6 +61,22 @@ def safe_text(value: str, vr: DicomTextVR, changed: list[bool]) -> str:
     if safe.changed or (drafted and drafted.changed):
         changed.append(True)
     return safe.text
+
+
+def box_outline(box: BoundingBox, source: Dataset) -> NDArray[np.float32]:
+    """``box`` as the closed polyline the SR's SCOORD and the GSPS draw (last point = first), in ``source``'s pixels
+    and on it: each coordinate clipped to 0 .. Columns (x) or 0 .. Rows (y), a NaN taken as 0. The model's boxes
+    are clipped so already (radtrace.model.image.to_source_pixels); a stored reading's box off its image (a corner
+    below 0, or past float32's range) made the GSPS raise highdicom's ValueError instead of a ReportError, and the
+    SR's SCOORD hold infinity."""
+
+    def on(value: float, limit: int) -> float:
+        return min(max(value, 0.0), float(limit)) if value == value else 0.0  # NaN != NaN
+
+    columns, rows = int(source.get("Columns", 0) or 0), int(source.get("Rows", 0) or 0)
+    x0, x1 = on(box.x_min, columns), on(box.x_max, columns)
+    y0, y1 = on(box.y_min, rows), on(box.y_max, rows)
+    return np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)], dtype=np.float32)
 
 
 class MeasurementGroups:
@@ -148,10 +165,9 @@ class MeasurementGroups:
         groups: list[Any] = []
         for number, box in enumerate(finding.boxes, 1):
             source = self.images[box.sop_instance_uid]
-            corners = [(box.x_min, box.y_min), (box.x_max, box.y_min), (box.x_max, box.y_max), (box.x_min, box.y_max)]
             region = hd.sr.ImageRegion(
                 graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-                graphic_data=np.array([*corners, corners[0]], dtype=np.float32),  # closed: last = first
+                graphic_data=box_outline(box, source),
                 source_image=hd.sr.SourceImageForRegion.from_source_image(source),
             )
             group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
