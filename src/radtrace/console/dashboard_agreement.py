@@ -322,12 +322,9 @@ def on_withdrawn(
     counts: Counter[tuple[Any, ...]] = Counter()
     studies = sorted(withdrawn)
     positions: list[sa.ColumnClause[Any]] = [sa.literal_column(str(n)) for n in range(1, len(columns) + 3)]
-    if studies and session.get_bind().dialect.name == "postgresql":
-        # psycopg prepares a statement a connection has run 5 times, and PostgreSQL then plans it once for any 500
-        # study UIDs (a generic plan): from a console process's third dashboard view on, each batch took 0.5-1 s
-        # instead of 5-30 ms (2,000 withdrawn drafts: the note's count 2-5 s). Planned for its values each time, in
-        # this transaction only (SET LOCAL: safe behind a transaction-pooling pgbouncer).
-        session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    # Each batch is planned for its own 500 study UIDs: radtrace prepares no statement (store.engine.PREPARE_THRESHOLD).
+    # Prepared by psycopg (before e23d1b7), PostgreSQL planned it once for any UIDs from a connection's third view on
+    # (a generic plan): 0.5-1 s a batch instead of 5-30 ms.
     for start in range(0, len(studies), _WITHDRAWN_BATCH):
         rows = session.execute(
             sa.select(*columns, QaDecision.study_uid, QaDecision.revision, sa.func.count())
