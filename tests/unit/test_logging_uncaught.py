@@ -112,3 +112,32 @@ def test_an_exception_raised_from_another_names_both_types_and_a_thread_exit_sta
     assert len(records) == 1, done.stderr
     assert "thread chained ended on an exception nobody caught: RuntimeError raised in chained" in records[0]
     assert records[0].endswith(", after KeyError")
+
+
+def test_an_exception_ignored_in_a_finalizer_is_one_record_without_the_object_repr() -> None:
+    """Before, Python printed 'Exception ignored in: <the object's repr>' and the traceback with its message raw."""
+    script = textwrap.dedent(
+        f"""
+        import gc
+        from radtrace.logging import configure_logging
+
+        configure_logging("text", "INFO")
+
+        class PeerBuffer:
+            def __repr__(self):
+                return "PeerBuffer({NAME})\\r\\n{FORGED}"
+
+            def __del__(self):
+                raise OSError("closing {NAME}\\r\\n{FORGED}")
+
+        PeerBuffer()
+        gc.collect()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert NAME not in done.stderr
+    assert "audit chain verified" not in done.stderr
+    records = [line for line in done.stderr.splitlines() if RECORD_START.match(line)]
+    assert len(records) == 1, done.stderr
+    assert " WARNING " in records[0]
+    assert "an exception ignored in PeerBuffer.__del__: OSError raised in __del__ (<string>:" in records[0]

@@ -2,10 +2,11 @@
 traceback on stderr.
 
 Python prints an exception nobody caught (``threading.excepthook`` for a thread: pynetdicom's reactor, a Celery or
-SQLAlchemy thread, one of radtrace's own; ``sys.excepthook`` for the main thread) straight to stderr, outside the
-log's escaping and redaction: its message may hold a peer's bytes (a CR/LF and a forged line), a pydicom data set's
-repr or an HL7 segment (a patient's name). :func:`install_exception_hooks` (called by
-:func:`~radtrace.logging.configure_logging`, so in every process that sets up logging) logs it instead, on
+SQLAlchemy thread, one of radtrace's own; ``sys.excepthook`` for the main thread; ``sys.unraisablehook`` for one
+raised in a ``__del__`` or a finalizer, with the object's repr) straight to stderr, outside the log's escaping and
+redaction: its message may hold a peer's bytes (a CR/LF and a forged line), a pydicom data set's repr or an HL7
+segment (a patient's name). An object's repr is left out too (its type is named). :func:`install_exception_hooks`
+(called by :func:`~radtrace.logging.configure_logging`, so in every process that sets up logging) logs it instead, on
 ``radtrace.uncaught``: the thread, the exception's type and where it was raised, and the frames (the code's own
 lines). The exception's message and notes are left out, and so are those of the exceptions it was raised from or
 during (their types are named): nothing a peer or a data set wrote reaches the line. A ``SystemExit`` in a thread
@@ -19,8 +20,11 @@ import logging
 import sys
 import threading
 import traceback
-from types import TracebackType
-from typing import Final
+from types import BuiltinFunctionType, FunctionType, MethodType, TracebackType
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
 
 __all__ = ["MAX_CHAIN_NAMED", "describe_uncaught", "install_exception_hooks"]
 
@@ -73,7 +77,7 @@ def describe_uncaught(exception: BaseException, traceback_: TracebackType | None
 
 def _log(level: int, who: str, exception: BaseException, traceback_: TracebackType | None) -> None:
     summary, frames = describe_uncaught(exception, traceback_)
-    message = "%s ended on an exception nobody caught: %s"
+    message = "%s: %s" if who.startswith("an exception ignored") else "%s ended on an exception nobody caught: %s"
     record = log.makeRecord(log.name, level, __file__, 0, message, (who, summary), None)
     record.exc_text = frames  # escaped and scrubbed by PatientDataFilter as any traceback
     log.handle(record)
@@ -99,6 +103,24 @@ def _process_hook(kind: type[BaseException], exception: BaseException, traceback
         sys.stderr.write(f"radtrace: ended on {kind.__name__} (not logged: the log failed)\n")
 
 
+def _unraisable_hook(unraisable: UnraisableHookArgs) -> None:
+    """An exception Python could not raise (in a ``__del__``, a finalizer, a generator closed by the collector): the
+    object's type, never its repr (a data set's, a peer's bytes)."""
+    if unraisable.exc_value is None:
+        return
+    found = unraisable.object
+    if isinstance(found, FunctionType | MethodType | BuiltinFunctionType):
+        where = found.__qualname__  # code's name ('PeerBuffer.__del__'), not a value
+    else:
+        where = f"an object of type {type(found).__qualname__}" if found is not None else "Python"
+    try:
+        _log(logging.WARNING, f"an exception ignored in {where}", unraisable.exc_value, unraisable.exc_traceback)
+    except Exception:
+        sys.stderr.write(
+            f"radtrace: an exception ignored ({unraisable.exc_type.__name__}; not logged: the log failed)\n"
+        )
+
+
 def install_exception_hooks() -> None:
     """Route exceptions nobody caught (any thread's, the main thread's) through radtrace's log handler, where Python's
     own hook is in place: one another program installed (a test runner's, a debugger's) is kept."""
@@ -106,3 +128,5 @@ def install_exception_hooks() -> None:
         threading.excepthook = _thread_hook
     if sys.excepthook is sys.__excepthook__:
         sys.excepthook = _process_hook
+    if sys.unraisablehook is sys.__unraisablehook__:
+        sys.unraisablehook = _unraisable_hook
