@@ -21,12 +21,9 @@ import pytest
 import sqlalchemy as sa
 
 from console_support import add_user, console_client, console_settings, sign_in, study_path
-from dashboard_support import _event, _insert
-from radtrace.audit.events import EventType
+from dashboard_support import decided, draft_tables, insert_story
 from radtrace.audit.schema import AuditEventRow
-from radtrace.console.schema import ReviewItem
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, OutboxMessage, Revision, Study
 
 pytestmark = pytest.mark.integration
 
@@ -46,37 +43,28 @@ CSV_COLUMNS = ["decided_at", "study_uid", "revision", "accession", "label", "dec
 def _seed(store: Store, start: datetime) -> dict[str, str]:
     """Each study of :data:`STUDIES` read once and decided on Cardiomegaly (reject) and as a whole draft (reject) by
     dr.one; the moved study's Atelectasis accepted, then rejected by dr.two (one current decision)."""
-    uids = {name: f"{ROOT}.{n}" for n, name in enumerate(STUDIES, 1)}
-    tables: dict[Any, list[dict[str, Any]]] = {model: [] for model in (Study, Revision, Instance, OutboxMessage,
-                                                                        ReviewItem)}  # fmt: skip
-    story = []
-    for n, (name, (withdrawn, accession)) in enumerate(STUDIES.items(), 1):
-        uid = uids[name]
-        marks: dict[str, Any] = {}
+    revisions: dict[str, dict[int, dict[str, Any]]] = {}
+    for name, (withdrawn, _accession) in STUDIES.items():
         if withdrawn and withdrawn.get("reassigned"):
-            marks["reassigned_at"] = start
+            revisions[name] = {1: {"reassigned_at": start}}
         elif withdrawn:
-            marks.update(rejected_at=start, rejection_code=withdrawn["rejection_code"])
-        tables[Study].append({"id": n, "study_uid": uid, "study_key": f"{n:016x}", "accession": accession,
-                              "created_at": start, "last_instance_at": start})  # fmt: skip
-        tables[Revision].append({"id": n, "study_id": n, "number": 1, "attempts": 1, "state": "reported",
-                                 "opened_at": start, "reported_at": start, "updated_at": start, "priority": "routine",
-                                 **marks})  # fmt: skip
-
-        def decided(payload: dict[str, Any], user: str = "dr.one", kind: EventType = EventType.FINDING_ASSESSED,
-                    uid: str = uid, accession: str = accession) -> dict[str, Any]:  # fmt: skip
-            return _event(kind, uid, {"revision": 1, **payload}, user=user, accession=accession)
-
+            revisions[name] = {1: {"rejected_at": start, "rejection_code": withdrawn["rejection_code"]}}
+        else:
+            revisions[name] = {1: {}}
+    accessions = {name: accession for name, (_, accession) in STUDIES.items()}
+    uids, tables = draft_tables(ROOT, start, revisions, accessions)
+    story = []
+    for name, uid in uids.items():
         story += [
-            decided({"finding": "Cardiomegaly", "decision": "reject", "model_status": "present"}),
-            decided({"decision": "reject", "reason_code": "RT-R1"}, kind=EventType.DRAFT_ASSESSED),
+            decided(uid, "Cardiomegaly", "reject", user="dr.one", accession=accessions[name]),
+            decided(uid, None, "reject", user="dr.one", accession=accessions[name]),
         ]
         if name == "moved":
             story += [
-                decided({"finding": "Atelectasis", "decision": "accept", "model_status": "present"}, user="dr.two"),
-                decided({"finding": "Atelectasis", "decision": "reject", "model_status": "present"}, user="dr.two"),
+                decided(uid, "Atelectasis", "accept", user="dr.two", accession=accessions[name]),
+                decided(uid, "Atelectasis", "reject", user="dr.two", accession=accessions[name]),
             ]
-    _insert(store, tables, [(start + timedelta(minutes=n), event) for n, event in enumerate(story)])
+    insert_story(store, tables, story, start)
     return uids
 
 

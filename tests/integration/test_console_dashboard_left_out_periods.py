@@ -21,12 +21,9 @@ from typing import Any
 import pytest
 
 from console_support import add_user, console_client, console_settings, sign_in
-from dashboard_support import _event, _insert
-from radtrace.audit.events import EventType
-from radtrace.console.schema import ReviewItem
+from dashboard_support import _insert, decided, draft_tables
 from radtrace.qa.drift import period_start
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, OutboxMessage, Revision, Study
 
 pytestmark = pytest.mark.integration
 
@@ -46,25 +43,15 @@ def _seed(store: Store) -> None:
     Day C: K2's Cardiomegaly."""
     a, b, c = _days()
     start = datetime.combine(a, time(), tzinfo=UTC)
-    studies = {"W1": {"reassigned_at": start}, "W2": {"rejected_at": start, "rejection_code": "113037"}, "K1": {},
-               "K2": {}}  # fmt: skip
-    tables: dict[Any, list[dict[str, Any]]] = {model: [] for model in (Study, Revision, Instance, OutboxMessage,
-                                                                        ReviewItem)}  # fmt: skip
-    for n, (name, marks) in enumerate(studies.items(), 1):
-        tables[Study].append({"id": n, "study_uid": f"{ROOT}.{n}", "study_key": f"{n:016x}", "accession": name,
-                              "created_at": start, "last_instance_at": start})  # fmt: skip
-        tables[Revision].append({"id": n, "study_id": n, "number": 1, "attempts": 1, "state": "reported",
-                                 "opened_at": start, "reported_at": start, "updated_at": start, "priority": "routine",
-                                 **marks})  # fmt: skip
-    uid = {name: f"{ROOT}.{n}" for n, name in enumerate(studies, 1)}
+    studies = {"W1": {1: {"reassigned_at": start}}, "W2": {1: {"rejected_at": start, "rejection_code": "113037"}},
+               "K1": {1: {}}, "K2": {1: {}}}  # fmt: skip
+    uids, tables = draft_tables(ROOT, start, studies, accessions={name: name for name in studies})
 
     def finding(name: str, label: str, decision: str) -> dict[str, Any]:
-        payload = {"revision": 1, "finding": label, "decision": decision, "model_status": "present"}
-        return _event(EventType.FINDING_ASSESSED, uid[name], payload, user="dr.days")
+        return decided(uids[name], label, decision, user="dr.days")
 
     def draft(name: str, decision: str) -> dict[str, Any]:
-        payload = {"revision": 1, "decision": decision, "reason_code": "RT-R1"}
-        return _event(EventType.DRAFT_ASSESSED, uid[name], payload, user="dr.days")
+        return decided(uids[name], None, decision, user="dr.days", reason_code="RT-R1")
 
     noon = {day: datetime.combine(day, time(12), tzinfo=UTC) for day in (a, b, c)}
     story = [

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from console_support import add_user, console_client, console_settings, sign_in
-from dashboard_support import _event, _insert
+from dashboard_support import MODEL, decided, draft_tables, insert_story, reading
 from radtrace.audit.events import EventType
 from radtrace.audit.schema import AuditEventRow
 from radtrace.console.dashboard_agreement import (
@@ -35,65 +35,36 @@ from radtrace.console.dashboard_agreement import (
     read_left_out,
 )
 from radtrace.console.dashboard_queries import Window
-from radtrace.console.schema import ReviewItem
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, OutboxMessage, Revision, Study
 
 pytestmark = pytest.mark.integration
 
-MODEL = ("NV-Reason-CXR-3B", "rev-2026-10")
 ROOT = "1.2.826.0.1.3680043.10.1207"
-
-
-def _decided(uid: str, revision: int, label: str | None, decision: str) -> dict[str, Any]:
-    if label is None:
-        reason = "RT-A1" if decision == "accept" else "RT-R1"
-        payload: dict[str, Any] = {"revision": revision, "decision": decision, "reason_code": reason}
-        return _event(EventType.DRAFT_ASSESSED, uid, payload, user="dr.hand")
-    payload = {"revision": revision, "finding": label, "decision": decision, "model_status": "present"}
-    return _event(EventType.FINDING_ASSESSED, uid, payload, user="dr.hand")
-
-
-def _reading(uid: str, revision: int) -> dict[str, Any]:
-    return _event(EventType.INFERENCE_COMPLETED, uid, {"revision": revision, "attempt": 1},
-                  model_name=MODEL[0], model_version=MODEL[1])  # fmt: skip
 
 
 def _seed(store: Store, start: datetime) -> dict[str, str]:
     """Five studies: ``moved`` (its draft's image re-sent under another patient), ``wrong_entry`` (rejected as an
     incorrect worklist entry), ``quality`` (rejected for quality), ``kept`` (nothing withdrawn) and ``corrected``
     (revision 1 withdrawn, revision 2 read from the corrected images)."""
-    uids = {name: f"{ROOT}.{n}" for n, name in enumerate(("moved", "wrong_entry", "quality", "kept", "corrected"), 1)}
-    tables: dict[Any, list[dict[str, Any]]] = {table: [] for table in (Study, Revision, Instance, OutboxMessage,
-                                                                        ReviewItem)}  # fmt: skip
-    marks: dict[tuple[str, int], dict[str, Any]] = {
-        ("moved", 1): {"reassigned_at": start + timedelta(hours=1)},
-        ("wrong_entry", 1): {"rejected_at": start + timedelta(hours=1), "rejection_code": "113038"},
-        ("quality", 1): {"rejected_at": start + timedelta(hours=1), "rejection_code": "113001"},
-        ("corrected", 1): {"reassigned_at": start + timedelta(hours=1)},
-    }
-    revision_id = 0
-    for study_id, (name, uid) in enumerate(uids.items(), 1):
-        tables[Study].append({"id": study_id, "study_uid": uid, "study_key": f"{study_id:016x}",
-                              "accession": f"ACC{study_id}", "created_at": start,
-                              "last_instance_at": start})  # fmt: skip
-        for number in (1, 2) if name == "corrected" else (1,):
-            revision_id += 1
-            tables[Revision].append({"id": revision_id, "study_id": study_id, "number": number, "attempts": 1,
-                                     "state": "reported", "opened_at": start, "reported_at": start,
-                                     "updated_at": start, "priority": "routine",
-                                     **marks.get((name, number), {})})  # fmt: skip
+    later = start + timedelta(hours=1)
+    uids, tables = draft_tables(ROOT, start, {
+        "moved": {1: {"reassigned_at": later}},
+        "wrong_entry": {1: {"rejected_at": later, "rejection_code": "113038"}},
+        "quality": {1: {"rejected_at": later, "rejection_code": "113001"}},
+        "kept": {1: {}},
+        "corrected": {1: {"reassigned_at": later}, 2: {}},
+    })  # fmt: skip
     story = []
     for uid in uids.values():
-        story += [_reading(uid, 1), _decided(uid, 1, "Cardiomegaly", "reject"), _decided(uid, 1, None, "reject")]
+        story += [reading(uid), decided(uid, "Cardiomegaly", "reject"), decided(uid, None, "reject")]
     story += [
-        _decided(uids["moved"], 1, "Atelectasis", "accept"),
-        _decided(uids["moved"], 1, "Atelectasis", "reject"),  # replaces the accept: one current decision
-        _reading(uids["corrected"], 2),
-        _decided(uids["corrected"], 2, "Cardiomegaly", "accept"),
-        _decided(uids["corrected"], 2, None, "accept"),
+        decided(uids["moved"], "Atelectasis", "accept"),
+        decided(uids["moved"], "Atelectasis", "reject"),  # replaces the accept: one current decision
+        reading(uids["corrected"], 2),
+        decided(uids["corrected"], "Cardiomegaly", "accept", revision=2),
+        decided(uids["corrected"], None, "accept", revision=2),
     ]
-    _insert(store, tables, [(start + timedelta(minutes=n), event) for n, event in enumerate(story)])
+    insert_story(store, tables, story, start)
     return uids
 
 

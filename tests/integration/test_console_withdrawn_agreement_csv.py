@@ -18,16 +18,12 @@ import csv
 import io
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from console_support import add_user, console_client, console_settings, sign_in
-from dashboard_support import _event, _insert
-from radtrace.audit.events import EventType
-from radtrace.console.schema import ReviewItem
+from dashboard_support import decided, draft_tables, insert_story, reading
 from radtrace.store.engine import Store
-from radtrace.store.models import Instance, OutboxMessage, Revision, Study
 
 pytestmark = pytest.mark.integration
 
@@ -50,26 +46,17 @@ def _seed(store: Store, start: datetime, withdrawn: int, kept: int, withdrawn_ve
     """``withdrawn`` studies whose draft's image the PACS re-sent under another patient (each: a rejected
     Cardiomegaly, a rejected whole draft; read by model version ``withdrawn_version``) and ``kept`` studies with an
     accepted Cardiomegaly and an accepted draft (read by rev-2026-10)."""
-    tables: dict[Any, list[dict[str, Any]]] = {model: [] for model in (Study, Revision, Instance, OutboxMessage,
-                                                                        ReviewItem)}  # fmt: skip
+    names = [f"W{n}" if n <= withdrawn else f"K{n}" for n in range(1, withdrawn + kept + 1)]
+    moved = {"reassigned_at": start + timedelta(hours=1)}
+    uids, tables = draft_tables(ROOT, start, {name: {1: moved if name[0] == "W" else {}} for name in names})
     story = []
-    for n in range(1, withdrawn + kept + 1):
-        uid, wrong = f"{ROOT}.{n}", n <= withdrawn
-        tables[Study].append({"id": n, "study_uid": uid, "study_key": f"{n:016x}", "accession": f"ACC{n}",
-                              "created_at": start, "last_instance_at": start})  # fmt: skip
-        tables[Revision].append({"id": n, "study_id": n, "number": 1, "attempts": 1, "state": "reported",
-                                 "opened_at": start, "reported_at": start, "updated_at": start, "priority": "routine",
-                                 **({"reassigned_at": start + timedelta(hours=1)} if wrong else {})})  # fmt: skip
+    for name, uid in uids.items():
+        wrong = name[0] == "W"
         decision = "reject" if wrong else "accept"
-        story += [
-            _event(EventType.INFERENCE_COMPLETED, uid, {"revision": 1, "attempt": 1}, model_name="NV-Reason-CXR-3B",
-                   model_version=withdrawn_version if wrong else "rev-2026-10"),
-            _event(EventType.FINDING_ASSESSED, uid, {"revision": 1, "finding": "Cardiomegaly", "decision": decision,
-                                                     "model_status": "present"}, user="dr.csv"),
-            _event(EventType.DRAFT_ASSESSED, uid, {"revision": 1, "decision": decision,
-                                                   "reason_code": "RT-R1" if wrong else "RT-A1"}, user="dr.csv"),
-        ]  # fmt: skip
-    _insert(store, tables, [(start + timedelta(minutes=n), event) for n, event in enumerate(story)])
+        model = ("NV-Reason-CXR-3B", withdrawn_version if wrong else "rev-2026-10")
+        story += [reading(uid, model=model), decided(uid, "Cardiomegaly", decision, user="dr.csv"),
+                  decided(uid, None, decision, user="dr.csv")]  # fmt: skip
+    insert_story(store, tables, story, start)
 
 
 def _early_today() -> datetime:
