@@ -21,7 +21,8 @@ transfer syntax:
 
 :func:`image_marks` reads them back (and what :func:`radtrace.model.voi.choose_voi` recorded when it left the
 header's windows for a Modality LUT it could not apply) as flags and sentences, the one reader for the drafts'
-flags and image lines (:func:`radtrace.reporting.sr.output_flags`, :func:`radtrace.reporting.sr.image_notes`).
+flags and image lines (:func:`radtrace.reporting.draft_notes.output_flags`,
+:func:`radtrace.reporting.draft_notes.image_notes`).
 """
 
 from __future__ import annotations
