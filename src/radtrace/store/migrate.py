@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from radtrace.errors import PermanentError
-from radtrace.store.engine import Store, is_sqlite, translate_db_error
+from radtrace.store.engine import SQLITE_BUSY_TIMEOUT_MS, Store, is_sqlite, translate_db_error
 
 __all__ = [
     "OthersAtWorkError",
@@ -38,6 +39,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: SQLite: the migration waits for another writer's lock in waits this long (ms), a signal taken between them.
+SQLITE_LOCK_STEP_MS = 100
 
 
 def _config(connection: sa.Connection | None = None, app_role: str | None = None) -> Config:
@@ -78,9 +81,8 @@ def upgrade(store: Store, *, app_role: str | None = None) -> str:
     """
     try:
         with store.engine.connect() as connection:
-            if is_sqlite(store.engine):
-                connection.info["radtrace_begin"] = "IMMEDIATE"  # read by the engine's BEGIN (store.engine)
-            with connection.begin():  # alembic then runs every migration in it (an external transaction)
+            transaction = _sqlite_write_lock(connection) if is_sqlite(store.engine) else connection.begin()
+            with transaction:  # alembic then runs every migration in it (an external transaction)
                 command.upgrade(_config(connection, app_role), "head")
     except sa.exc.SQLAlchemyError as exc:
         raise translate_db_error(exc, "migrating the database") from exc
@@ -88,6 +90,30 @@ def upgrade(store: Store, *, app_role: str | None = None) -> str:
     if revision is None:  # pragma: no cover - upgrade always stamps
         raise RuntimeError("migration left no revision")
     return revision
+
+
+def _sqlite_write_lock(connection: sa.Connection) -> sa.RootTransaction:
+    """SQLite: the migration's transaction, begun with the write lock (BEGIN IMMEDIATE), waiting for another writer
+    as long as the store's busy timeout (:data:`radtrace.store.engine.SQLITE_BUSY_TIMEOUT_MS`) in waits of
+    :data:`SQLITE_LOCK_STEP_MS`: between them Python runs its signal handlers, so that SIGTERM or Ctrl-C stops a
+    migration held up by a writer at once. Waiting inside SQLite's own busy handler (one call of up to 30 s, which
+    sqlite3's interrupt() does not cut short either), they took effect only once it returned. Past the timeout, the
+    last 'database is locked' is raised, as before."""
+    driver = connection.connection.driver_connection
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    driver.execute(f"PRAGMA busy_timeout={SQLITE_LOCK_STEP_MS}")  # type: ignore[union-attr]
+    try:
+        while True:
+            connection.info["radtrace_begin"] = "IMMEDIATE"  # read by the engine's BEGIN (store.engine)
+            try:
+                return connection.begin()
+            except sa.exc.OperationalError as exc:
+                code = getattr(exc.orig, "sqlite_errorcode", None)
+                if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or time.monotonic() >= deadline:
+                    raise
+                connection.rollback()
+    finally:
+        driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # type: ignore[union-attr]
 
 
 class StartMigrationError(PermanentError):
