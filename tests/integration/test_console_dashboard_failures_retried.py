@@ -83,7 +83,7 @@ def test_a_retried_failure_stays_on_the_failures_chart_as_failed_then_recovered(
         "0",
     )
     reasons = page.split('id="volume"')[1].split("</table>")[0]
-    assert f'failed attempt: {REASON}</td><td class="num">2<' in reasons
+    assert f'failed attempt: <bdi class="free-text">{REASON}</bdi></td><td class="num">2<' in reasons
     assert 'data-testid="failed-studies"><td>failed at least once</td><td class="num">2<' in reasons
     assert 'data-testid="recovered-studies"><td>… of them read after a retry</td><td class="num">1<' in reasons
     assert "2 studies failed at least once: 1 read after a retry, 1 still failed." in page

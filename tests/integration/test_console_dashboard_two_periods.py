@@ -94,7 +94,7 @@ def test_a_study_failed_and_delivered_in_two_periods_counts_once_in_the_window_a
     for shown in (page, week_page):
         volume_table = shown.split('id="volume"')[1].split("</table>")[0]
         assert 'failed-studies"><td>failed at least once</td><td class="num">1<' in volume_table
-        assert f'failed attempt: {REASON}</td><td class="num">2<' in volume_table
+        assert f'failed attempt: <bdi class="free-text">{REASON}</bdi></td><td class="num">2<' in volume_table
         assert "1 study failed at least once: 1 read after a retry, 0 still failed." in shown
         # before: 2, the draft counted on each day it reached a PACS
         assert '<td>delivered (draft SR at a PACS)</td><td class="num">1<' in volume_table

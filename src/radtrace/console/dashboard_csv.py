@@ -67,7 +67,9 @@ def rate(count: int, total: int) -> float | None:
 def _volume_rows(f: Figures) -> list[list[object]]:
     skip, fail = [r for r, _ in f.skip_reasons()], [r for r, _ in f.failure_reasons()]
     header: list[object] = ["period", "received", "read", "skipped", "failed", "delivered"]
-    header += [f"skipped: {r}" for r in skip] + [f"failed: {r}" for r in fail]
+    # A reason is free text (a peer's, an exception's): its invisible characters as visible escapes, so that a CR or
+    # LF does not break the header line and a right-to-left override does not reverse the column's name.
+    header += [f"skipped: {shown_id_text(r)}" for r in skip] + [f"failed: {shown_id_text(r)}" for r in fail]
     rows = [header]
     for p in f.periods:
         skipped, failed = f.skipped.get(p, Counter()), f.failed.get(p, Counter())

@@ -16,7 +16,7 @@ from typing import Final
 
 from markupsafe import Markup, escape
 
-__all__ = ["INVISIBLE_CATEGORIES", "control_html", "control_text", "shown_id", "shown_id_text"]
+__all__ = ["INVISIBLE_CATEGORIES", "control_html", "control_text", "shown_id", "shown_id_text", "shown_text"]
 
 #: Unicode general categories shown as escapes: controls, format characters (the bidirectional controls, zero-width
 #: characters, the soft hyphen), line and paragraph separators, and unassigned or private-use code points.
@@ -59,3 +59,13 @@ def shown_id(value: object, missing: str = "") -> Markup:
     for character in text:
         parts.append(str(escape(character)) if _escape(character) is None else control_html(character))
     return Markup(f'<bdo dir="ltr" class="id">{"".join(parts)}</bdo>')  # noqa: S704 (every part escaped above)
+
+
+def shown_text(value: object) -> Markup:
+    """Free text from a peer or an exception (a failure or skip reason) as HTML: each invisible character an escape
+    in ``<span class="control">`` (a CR or LF too: the text stays on its one row), isolated from the words around it
+    (``<bdi class="free-text">``) but, unlike :func:`shown_id`, in its own script's direction. Before, a reason
+    holding a right-to-left override (U+202E) showed the rest of its cell reversed on the QA dashboard."""
+    text = "" if value is None else str(value)
+    parts = [str(escape(character)) if _escape(character) is None else control_html(character) for character in text]
+    return Markup(f'<bdi class="free-text">{"".join(parts)}</bdi>')  # noqa: S704 (every part escaped above)
