@@ -35,20 +35,64 @@ def _waiting_in_sqlite(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_a_migration_held_up_by_another_writer_stops_at_once_on_sigterm_or_ctrl_c(
-    stop: signal.Signals, tmp_path: Path
-) -> None:
+def _environment(data_dir: Path, url: str) -> dict[str, str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("RADTRACE_")}
+    return environment | {"RADTRACE_DATA_DIR": str(data_dir), "RADTRACE_STORE__URL": url, "COLUMNS": "200"}
+
+
+def _at_before(tmp_path: Path) -> tuple[Path, str]:
     data_dir = tmp_path / "var"
     url = f"sqlite:///{data_dir / 'radtrace.db'}"
     data_dir.mkdir()
     with store_at_migration(url, BEFORE):
         pass
+    return data_dir, url
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_migration_held_up_by_another_writer_stops_at_once_on_sigterm_or_ctrl_c(
+    stop: signal.Signals, tmp_path: Path
+) -> None:
+    data_dir, url = _at_before(tmp_path)
+    ended_while_held, returncode, said = _stopped_while_held_up(data_dir, url, stop)
+    assert ended_while_held, f"db upgrade ended only once the writer let go: {said}"
+    assert returncode == 130, said
+    assert "did not finish: it was interrupted (SIGTERM or Ctrl-C)" in " ".join(said.split()), said
+    assert "the database is at schema 0016, untouched" in " ".join(said.split()), said
+    assert schema_revision(url) == BEFORE
+
+
+def test_a_run_after_a_cut_keeps_one_copy_of_the_schema_not_two(tmp_path: Path) -> None:
+    """The run cut short kept a copy of the database at 0016; the next one keeps its own (the database as it is now)
+    and removes the older copy of that schema, saying so. Before, each re-run left one more copy of the database."""
+    data_dir, url = _at_before(tmp_path)
+    assert _stopped_while_held_up(data_dir, url, signal.SIGTERM)[1] == 130
+    [cut] = data_dir.glob("radtrace.db.backup-0016-*")
+    earlier = cut.with_name("radtrace.db.backup-0016-20260101T000000Z")  # kept by a run cut short some time ago
+    cut.rename(earlier)
+    again = subprocess.run([sys.executable, "-m", "radtrace", "db", "upgrade"], env=_environment(data_dir, url),
+                           capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    said = " ".join((again.stdout + again.stderr).split())
+    assert again.returncode == 0, said
+    assert f"(upgraded from {BEFORE})" in said, said
+    copies = sorted(data_dir.glob("radtrace.db.backup-*"))
+    assert len(copies) == 1, (copies, said)
+    [kept] = copies
+    assert kept != earlier, said
+    assert kept.name.startswith("radtrace.db.backup-0016-"), said
+    assert (
+        "it replaces an older copy of schema 0016 (a run that did not finish kept it, or it was restored from it): "
+        f"{earlier}" in said
+    )
+    assert schema_revision(f"sqlite:///{kept}") == BEFORE
+
+
+def _stopped_while_held_up(data_dir: Path, url: str, stop: signal.Signals) -> tuple[bool, int, str]:
+    """db upgrade on the database at ``url``, held up by a writer holding its lock, sent ``stop`` once it waits:
+    (whether it ended while the writer still held the lock, its exit status, what it said)."""
     writer = sqlite3.connect(data_dir / "radtrace.db", isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")  # the write lock, held
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("RADTRACE_")}
-    environment |= {"RADTRACE_DATA_DIR": str(data_dir), "RADTRACE_STORE__URL": url, "COLUMNS": "200"}
-    upgrade = subprocess.Popen([sys.executable, "-m", "radtrace", "db", "upgrade"], env=environment,
+    upgrade = subprocess.Popen([sys.executable, "-m", "radtrace", "db", "upgrade"], env=_environment(data_dir, url),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         assert upgrade.stdout is not None
@@ -70,8 +114,4 @@ def test_a_migration_held_up_by_another_writer_stops_at_once_on_sigterm_or_ctrl_
         writer.rollback()
         writer.close()
     said += upgrade.communicate(timeout=120)[0]
-    assert ended_while_held, f"db upgrade ended only once the writer let go: {said}"
-    assert upgrade.returncode == 130, said
-    assert "did not finish: it was interrupted (SIGTERM or Ctrl-C)" in " ".join(said.split()), said
-    assert "the database is at schema 0016, untouched" in " ".join(said.split()), said
-    assert schema_revision(url) == BEFORE
+    return ended_while_held, upgrade.returncode, said

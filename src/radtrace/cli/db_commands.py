@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -53,6 +54,7 @@ def db_upgrade(
         head_revision,
         one_at_a_time,
         refuse_while_others_work,
+        same_schema_backups,
     )
 
     settings = settings_of(ctx)
@@ -70,11 +72,15 @@ def db_upgrade(
                 err.print(f"also connected, not radtrace (not waited for): {'; '.join(clients)}", soft_wrap=True,
                           highlight=False, markup=False)  # fmt: skip
         if is_sqlite(store.engine) and before not in (None, head_revision()):  # as serve keeps one at start
+            older = same_schema_backups(Path(str(store.engine.url.database)), before)
             try:
                 kept = backup_sqlite(store, before)
             except StartMigrationError as exc:
                 fail(exc.reason)
             out.print(f"kept a copy of the database as it was (revision {before}) in {kept}", soft_wrap=True)
+            if replaced := [str(path) for path in older if path != kept]:
+                out.print(f"it replaces an older copy of schema {before} (a run that did not finish kept it, or it "
+                          f"was restored from it): {', '.join(replaced)}", soft_wrap=True)  # fmt: skip
         with err.status("migrating the database …"):
             revision = _migrate(store, before, head_revision(), app_role=app_role, lock_wait_s=lock_wait)
         outcome = f"upgraded from {before}" if before not in (None, revision) else "already; nothing to do"

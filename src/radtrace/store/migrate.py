@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ __all__ = [
     "newer_schema_problem",
     "one_at_a_time",
     "refuse_while_others_work",
+    "same_schema_backups",
     "upgrade",
 ]
 
@@ -169,7 +172,11 @@ def backup_sqlite(store: Store, revision: str) -> Path:
     taken with SQLite's online
     backup API (a copy of the live file could catch a write half done, or miss what is still in the WAL); written to
     a temporary name, synced, then renamed. Raises :class:`StartMigrationError` naming the file when it cannot be made
-    (no space, no permission): nothing is migrated then."""
+    (no space, no permission): nothing is migrated then.
+
+    An older copy of the same revision (:func:`same_schema_backups`: a run that was cut short, or refused, before its
+    migration committed) is removed once this one is in place: the database was at that revision all along, so this
+    copy holds it as it is now, and each re-run after a cut no longer left one more file of its size."""
     database = store.engine.url.database
     if not database or database == ":memory:":  # pragma: no cover - radtrace's SQLite databases are files
         raise PermanentError("an in-memory SQLite database has no file to back up")
@@ -177,6 +184,7 @@ def backup_sqlite(store: Store, revision: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = source_path.with_name(f"{source_path.name}.backup-{revision}-{stamp}")
     partial = source_path.with_name(f"{source_path.name}.backup.partial")  # one name: a copy cut short is replaced
+    older = same_schema_backups(source_path, revision)
     try:
         with contextlib.closing(sqlite3.connect(source_path, timeout=30)) as source:
             partial.unlink(missing_ok=True)
@@ -198,7 +206,20 @@ def backup_sqlite(store: Store, revision: str) -> Path:
             f"cannot keep a backup of {source_path} before migrating it ({exc}): free space beside it or make its "
             "folder writable; nothing was migrated"
         ) from exc
+    for previous in older:
+        if previous != target:
+            with contextlib.suppress(OSError):
+                previous.unlink()
+                log.info("removed %s, an older copy of the same schema %s, now kept in %s", previous, revision, target)
     return target
+
+
+def same_schema_backups(database: Path, revision: str) -> list[Path]:
+    """The copies :func:`backup_sqlite` kept of ``database`` at ``revision`` (``<file>.backup-<revision>-<UTC
+    time>``), oldest first."""
+    pattern = re.compile(re.escape(f"{database.name}.backup-{revision}-") + r"\d{8}T\d{6}Z")
+    return sorted(path for path in database.parent.glob(f"{glob.escape(database.name)}.backup-*")
+                  if pattern.fullmatch(path.name) and path.is_file())  # fmt: skip
 
 
 @dataclass(frozen=True)
