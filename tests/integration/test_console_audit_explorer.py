@@ -553,4 +553,7 @@ def test_a_refused_or_failed_event_shows_its_reason_in_the_row_not_only_in_the_p
     assert rows
     for row in rows:
         shown = row.split("<details>")[0]
-        assert '<p class="event-reason" data-testid="event-reason">calling AE not allowed</p>' in shown, row
+        reason = (
+            '<p class="event-reason" data-testid="event-reason"><bdi class="free-text">calling AE not allowed</bdi>'
+        )
+        assert reason in shown, row

@@ -3,9 +3,10 @@
 A failure (or skip) reason is free text: a model server's error body, an exception's message. QA staff read them on
 the dashboard's volume table and in the volume CSV's column names. Before, a reason with a right-to-left override
 (U+202E) showed the rest of its table cell reversed ("LIAF" read "FAIL"), and its CR/LF went raw into the CSV's
-header line, breaking it across lines in tools that read line by line. Now the page writes each invisible character
-as a visible escape (``⟨U+202E⟩``, marked ``.control``) inside an isolated ``<bdi>``, markup escaped; the CSV's
-column name carries the same escapes. Also: an empty database's dashboard and its operational CSVs answer.
+header line, breaking it across lines in tools that read line by line; the audit explorer's rows showed it raw too.
+Now the page and the explorer write each invisible character as a visible escape (``⟨U+202E⟩``, marked ``.control``)
+inside an isolated ``<bdi>``, markup escaped; the CSV's column name carries the same escapes. Also: an empty
+database's dashboard and its operational CSVs answer.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def test_a_hostile_failure_reason_is_shown_escaped_on_one_line_in_its_own_order(
         sign_in(client, "qa.night")
         page = client.get("/console/dashboard")
         volume = client.get("/console/dashboard/volume.csv")
+        audit = client.get("/console/audit", params={"event_type": "study_failed"})
     assert page.status_code == 200, page.text
     cell = re.search(r'<tr class="bad"><td>failed attempt: (.*?)</td>', page.text, re.S)
     assert cell is not None, page.text
@@ -58,6 +60,12 @@ def test_a_hostile_failure_reason_is_shown_escaped_on_one_line_in_its_own_order(
     for code in ("000D", "000A", "202E", "202C"):
         assert f"⟨U+{code}⟩" in shown, (code, shown)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown
+
+    # the audit explorer's row shows the same reason the same way (before: raw, the override reversing the row)
+    assert audit.status_code == 200, audit.text
+    reason = re.search(r'<p class="event-reason" data-testid="event-reason">(.*?)</p>', audit.text, re.S)
+    assert reason is not None, audit.text
+    assert reason.group(1) == shown, reason.group(1)
 
     assert volume.status_code == 200, volume.text
     header_line = volume.text.split("\r\n", 1)[0]
