@@ -144,8 +144,8 @@ def test_a_wait_for_the_model_server_is_said_first_and_the_failure_before_it_com
     notice.still_down(down)  # type: ignore[arg-type]
 
     waiting = _reason(store, uid)  # before: the retry's reason kept, as if the retry were what happens next
-    assert waiting == f"waiting: {down.reason}; no attempt counted; earlier, {retried}"
-    assert _reason(store, fresh) == f"waiting: {down.reason}; no attempt counted"
+    assert waiting == f"waiting: {down.reason}; server {notice.server}; no attempt counted; earlier, {retried}"
+    assert _reason(store, fresh) == f"waiting: {down.reason}; server {notice.server}; no attempt counted"
     notice.still_down(down)  # type: ignore[arg-type]  # the next probe: the same, not nested
     assert _reason(store, uid) == waiting
 
@@ -171,6 +171,50 @@ def test_an_outage_another_worker_s_read_ends_clears_the_waiting_reasons(wsettin
 
     assert revision_row(store, uid).reason is None  # before: "waiting: model server unavailable …" until claimed
     assert [kind for kind, _ in study_events(store, uid)] == []
+
+
+def _set_reason(store: Store, uid: str, reason: str) -> None:
+    with store.session() as session:
+        session.execute(sa.update(Revision).where(Revision.id == revision_row(store, uid).id).values(reason=reason))
+
+
+@pytest.mark.parametrize("ended_by", ["probe", "read"])
+def test_one_server_s_outage_ending_leaves_the_waits_for_another_server_that_is_still_down(
+    wsettings: Settings, store: Store, ended_by: str
+) -> None:
+    """Two model servers down (each worker reads through its own); A answers again, by its worker's probe or another
+    worker's read through it: B's wait stays on the studies it was written on, until B's outage ends. Before, every
+    "waiting: model server unavailable" reason went back to its failure when any server's outage ended."""
+    uid, number = spool_study(wsettings, store, make_study())
+    unnamed, _ = spool_study(wsettings, store, make_study(StudySpec(seed=7)))
+    clock = Clock()
+    pipeline = _pipeline(wsettings, store, [ModelError("first failure")], clock)
+    pipeline.process(uid, number)
+    retried = _reason(store, uid)
+
+    def notice(worker: str, server: str) -> OutageNotice:
+        return OutageNotice(store, pipeline.recorder, pipeline.actor, worker, object(), utc_now, server=server)
+
+    a, b = notice("wa", "http://gpu-a:8000"), notice("wb", "http://gpu-b:8000")
+    down = _down()
+    for each in (a, b):
+        each.opened(down)  # type: ignore[arg-type]
+    a.still_down(down)  # type: ignore[arg-type]
+    b.still_down(down)  # type: ignore[arg-type]  # B's probe came last: the queued studies say B's wait
+    waiting_for_b = _reason(store, uid)
+    assert waiting_for_b == f"waiting: {down.reason}; server http://gpu-b:8000; no attempt counted; earlier, {retried}"
+    # a wait naming no server (a held batch given back as its worker stopped: attempts.put_back) is any server's
+    _set_reason(store, unnamed, f"waiting: {down.reason}; no attempt counted")
+
+    if ended_by == "probe":
+        a.closed(down, 3.0)  # type: ignore[arg-type]
+    else:
+        notice("wa2", "http://gpu-a:8000").answered()  # another worker's read through A ends A's outage
+    assert _reason(store, uid) == waiting_for_b  # before: the retry's reason, though B is still down
+    assert revision_row(store, unnamed).reason is None
+
+    b.closed(down, 5.0)  # type: ignore[arg-type]
+    assert _reason(store, uid) == retried
 
 
 def test_a_study_claimed_again_after_a_wait_says_the_failure_it_retries_not_the_wait(

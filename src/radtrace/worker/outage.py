@@ -5,11 +5,12 @@
   long it was down) when a worker finds it answering again; payload ``component: "model reading"``, ``server`` (its
   URL without credentials; a loopback URL names the host too: each node's loopback is another server), ``worker``
   (who told it). See *One outage, told once* below;
-* the waiting reason, "waiting: model server unavailable since …; no attempt counted", on the batch held under its
-  claims and on every queued revision, refreshed at each probe (studies that arrive during the outage too), where
-  ``radtrace study show``, ``radtrace status --json`` and the console show a revision's reason, followed by the
-  failed attempt a revision waits after (:mod:`radtrace.worker.revision_reasons`); back to that failure, or to none,
-  when the outage ends (its worker's probe, or another worker's read);
+* the waiting reason, "waiting: model server unavailable since …; server <its key>; no attempt counted", on the
+  batch held under its claims and on every queued revision, refreshed at each probe (studies that arrive during the
+  outage too), where ``radtrace study show``, ``radtrace status --json`` and the console show a revision's reason,
+  followed by the failed attempt a revision waits after (:mod:`radtrace.worker.revision_reasons`); back to that
+  failure, or to none, when *that server's* outage ends (its worker's probe, another worker's read, ``radtrace model
+  resume`` for a stop): a wait written for another server that is still down stays (:func:`waits_for`);
 * each queued revision counted as rung at each probe, so the reconciler does not ring it again every
   ``broker.overdue_after_s`` of the outage (its first doorbell is still in the broker);
 * per worker, as before: its breaker's warning lines and its ``radtrace_model_server_unavailable`` gauge
@@ -62,7 +63,7 @@ from radtrace.store.models import Revision, RevisionState
 from radtrace.worker.breaker import ModelServerBreaker
 from radtrace.worker.outage_table import ModelOutageRow
 from radtrace.worker.output_guard import STOPPED_MARK
-from radtrace.worker.revision_reasons import rewrite
+from radtrace.worker.revision_reasons import rewrite, wait_of
 
 __all__ = [
     "COMPONENT",
@@ -75,6 +76,7 @@ __all__ = [
     "lift_stop",
     "model_server_key",
     "open_outages",
+    "waits_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,28 @@ def model_server_key(model: ModelSettings) -> str:
     except ValueError:
         loopback = False
     return f"{key} on {host}" if loopback else key
+
+
+def _wait_end(server: str) -> str:
+    """How a wait for ``server`` ends (its own words after the breaker's reason, the peer's text inside it)."""
+    return f"; server {server}; no attempt counted"
+
+
+def waits_for(server: str) -> Callable[[str | None], bool]:
+    """Whether a revision's reason is a wait written for ``server``'s outage or stop: its wait
+    (:func:`radtrace.worker.revision_reasons.wait_of`, which no peer text reaches past) ends with the server's key,
+    written by us after the breaker's reason (which ends with its ")"). A wait written for another server is not this
+    one's to end; one that names none (a held batch given back as its worker stopped, a reason older code wrote) is
+    any server's, as before."""
+    end = _wait_end(server)
+
+    def for_it(reason: str | None) -> bool:
+        wait = wait_of(reason)
+        if wait is None:
+            return False
+        return wait.endswith(end) or not wait[wait.rfind(")") + 1 :].startswith("; server ")
+
+    return for_it
 
 
 def _stop_reason(reason: str) -> str:
@@ -154,7 +178,7 @@ class OutageNotice:
         try:
             with self.store.session("clearing waiting reasons", immediate=True) as session:
                 rewrite(session, Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
-                        Revision.reason.like(f"{WAITING_FOR_SERVER}%"))  # fmt: skip
+                        Revision.reason.like(f"{WAITING_FOR_SERVER}%"), only=waits_for(self.server))  # fmt: skip
         except RadtraceError as exc:
             log.warning("waiting reasons not cleared: %s", exc.reason)
 
@@ -245,7 +269,7 @@ class OutageNotice:
         """The waiting reason on the held batch and on every queued revision, each keeping the failed attempt it
         waits after (:func:`radtrace.worker.revision_reasons.waiting`: a retry's "tried again at" is not what happens
         next while the server is down), and the queued ones counted as rung now."""
-        reason = f"waiting: {breaker.reason}; no attempt counted"
+        reason = f"waiting: {breaker.reason}{_wait_end(self.server)}"
         now = self.clock()
         try:
             with self.store.session("marking waiting revisions", immediate=True) as session:
@@ -354,7 +378,7 @@ def lift_stop(store: Store, actor: Actor, clock: Callable[[], datetime], server:
         recorder.record(event, session=session)
         session.execute(sa.delete(ModelOutageRow).where(ModelOutageRow.server == stop.server))
         rewrite(session, Revision.state.in_([RevisionState.QUEUED, RevisionState.PROCESSING]),
-                Revision.reason.like(f"{WAITING_FOR_SERVER}%{STOPPED_MARK}%"))  # fmt: skip
+                Revision.reason.like(f"{WAITING_FOR_SERVER}%{STOPPED_MARK}%"), only=waits_for(stop.server))  # fmt: skip
     return Lifted(stop.server, stop.since, stop.reason, down_s)
 
 

@@ -25,6 +25,7 @@ whatever its own error says.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Final
 
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from radtrace.store.models import Revision
 
-__all__ = ["EARLIER", "EARLIER_IN_WAIT", "WAITING", "after_wait", "retried", "rewrite", "waiting"]
+__all__ = ["EARLIER", "EARLIER_IN_WAIT", "WAITING", "after_wait", "retried", "rewrite", "wait_of", "waiting"]
 
 #: How a waiting reason begins.
 WAITING: Final = "waiting: "
@@ -64,6 +65,14 @@ def after_wait(reason: str | None) -> str | None:
     return None
 
 
+def wait_of(reason: str | None) -> str | None:
+    """The wait a waiting reason says (all before its earlier failure: the ``why`` :func:`waiting` wrote), or None
+    when ``reason`` is no wait."""
+    if reason is None or not reason.startswith(WAITING):
+        return None
+    return reason.split(EARLIER, 1)[0]
+
+
 def waiting(why: str, before: str | None) -> str:
     """The reason of a revision that waits for ``why`` (a whole ``waiting: …`` text), after ``before`` (its reason so
     far: the failed attempt in it is kept, an earlier wait is replaced). Each :data:`EARLIER` in ``why`` is written
@@ -76,14 +85,21 @@ def waiting(why: str, before: str | None) -> str:
     return why if earlier is None else f"{why}{EARLIER}{earlier}"
 
 
-def rewrite(session: Session, *where: sa.ColumnElement[bool], why: str | None = None) -> int:
-    """Set the reason of each revision matching ``where``: :func:`waiting` for ``why`` when given, else
-    :func:`after_wait`. Only the rows whose reason changes are written (one UPDATE by primary key each, in one
-    round trip); returns how many. Read and written in the caller's transaction (take the write lock at BEGIN on
-    SQLite)."""
+def rewrite(
+    session: Session,
+    *where: sa.ColumnElement[bool],
+    why: str | None = None,
+    only: Callable[[str | None], bool] | None = None,
+) -> int:
+    """Set the reason of each revision matching ``where`` (and whose reason ``only`` accepts, when given):
+    :func:`waiting` for ``why`` when given, else :func:`after_wait`. Only the rows whose reason changes are written
+    (one UPDATE by primary key each, in one round trip); returns how many. Read and written in the caller's
+    transaction (take the write lock at BEGIN on SQLite)."""
     rows = session.execute(sa.select(Revision.id, Revision.reason).where(*where)).all()
     updates = []
     for revision_id, reason in rows:
+        if only is not None and not only(reason):
+            continue
         new = waiting(why, reason) if why is not None else after_wait(reason)
         if new != reason:
             updates.append({"id": revision_id, "reason": new})
