@@ -240,18 +240,27 @@ def test_kill_9_of_resume_inside_its_transaction_leaves_the_stop_open_and_a_seco
 
 def test_a_worker_held_for_an_outage_another_worker_saw_end_probes_at_once(store: Store) -> None:
     """Two workers held for the same server that does not answer; A's probe finds it back and closes the outage
-    (its row goes). B, whose next probe was 30 s away, probes within about a second (its hold asks whether the row it
-    saw is gone) and reads. Before, B waited for its backoff (up to model.server_probe_max_s, 60 s)."""
-    answering = [False]
+    (its row goes). B, whose next probe was 30 s away, probes at once (its hold asks every second whether the row it
+    saw is gone) and reads. Before, B waited for its backoff (up to model.server_probe_max_s, 60 s). By the order of
+    events, not wall time: the server answers B only once B's recheck said the outage ended elsewhere, so B's hold
+    ends by that path or not at all (its limit, 60 s, then gives up)."""
+    answering, seen_ended = [False], [False]
 
     def notice(name: str) -> OutageNotice:
         actor = Actor(process=f"radtrace-worker@{name}")
         return OutageNotice(store, AuditRecorder(store, actor), actor, name, object(), utc_now, server=SERVER)
 
     a, b = notice("a"), notice("b")
-    probe = lambda: None if answering[0] else "connection refused"  # noqa: E731
-    breaker_a = ModelServerBreaker(probe, on_open=a.opened, on_close=a.closed, recheck=a.ended_elsewhere)
-    breaker_b = ModelServerBreaker(probe, on_open=b.opened, on_close=b.closed, recheck=b.ended_elsewhere)
+
+    def recheck_b() -> bool:
+        seen_ended[0] = seen_ended[0] or b.ended_elsewhere()
+        return seen_ended[0]
+
+    probe_a = lambda: None if answering[0] else "connection refused"  # noqa: E731
+    probe_b = lambda: None if answering[0] and seen_ended[0] else "connection refused"  # noqa: E731
+    breaker_a = ModelServerBreaker(probe_a, on_open=a.opened, on_close=a.closed, recheck=a.ended_elsewhere)
+    breaker_b = ModelServerBreaker(probe_b, on_open=b.opened, on_close=b.closed, recheck=recheck_b,
+                                   give_up_after_s=60.0)  # fmt: skip
     assert breaker_a.server_down()
     assert breaker_b.server_down()
     breaker_b.first_wait_s = 30.0
@@ -262,8 +271,7 @@ def test_a_worker_held_for_an_outage_another_worker_saw_end_probes_at_once(store
         assert not breaker_a.server_down()  # A's probe: the server answers, the outage closes
 
     threading.Timer(1.5, back).start()
-    started = time.monotonic()
-    assert breaker_b.hold() is Hold.BACK
-    assert time.monotonic() - started < 10.0  # a third of B's own first wait (30 s): A's news, not B's probe
+    assert breaker_b.hold() is Hold.BACK  # B's probe after its recheck saw A's news: the only way it answers B
+    assert seen_ended == [True]
     assert _outages(store) == []
     assert [kind for _, kind, _ in _entries(store)] == ["application_stopped", "application_started"]
