@@ -114,3 +114,45 @@ def test_a_held_worker_reads_once_it_sees_the_outage_closed_by_another_worker(
     assert w2_checks[0], w2_checks
     assert not w2_checks[-1], w2_checks
     assert w2_checks == sorted(w2_checks, reverse=True), w2_checks
+
+
+def test_one_server_back_leaves_the_wait_of_a_study_held_for_another_server_still_down(
+    tmp_path: Path, postgres_url: str, redis_namespace: RedisNamespace
+) -> None:
+    """Two workers, each reading through its own model server (two fake vLLMs), both engines dead, each holding one
+    study. A comes back: w1 reads, and the study w2 holds for B still says B's wait. Before, A's end restored every
+    "waiting: model server unavailable" reason (here: to none) until w2's next probe wrote B's again. The check is made
+    with no probe of B's between A's end and it (B's /health count), so w2 cannot have written it again meanwhile."""
+    (tmp_path / "drop").mkdir()
+    common = {"store": {"url": postgres_url}, "dispatch": {"file_drop_dir": tmp_path / "drop"},
+              "broker": {"url": redis_namespace.url, "key_prefix": redis_namespace.prefix}}  # fmt: skip
+    with fake_vllm_server(free_port()) as a, fake_vllm_server(free_port()) as b:
+        w1_settings = vllm_worker_settings(tmp_path, a.port, batch_size=1, **common,
+                                           model={"request_timeout_s": 10.0, "server_probe_max_s": 2.0})  # fmt: skip
+        w2_settings = vllm_worker_settings(tmp_path, b.port, batch_size=1, **common,
+                                           model={"request_timeout_s": 10.0, "server_probe_max_s": 60.0})  # fmt: skip
+        a.engine_dead = b.engine_dead = True
+        with migrated_store(w1_settings) as store:
+            uids = queue_studies(w1_settings, store, 2, seed=890)
+            with running_worker(w1_settings, log_file=tmp_path / "w1.log"):
+                assert ring_process(w1_settings, uids[0], 1)
+                wait_until(lambda: len(model_outage_events(store)) == 1, timeout_s=90)  # w1 holds for A
+                with running_worker(w2_settings, log_file=tmp_path / "w2.log"):
+                    assert ring_process(w2_settings, uids[1], 1)
+                    # w2 holds for B: the check that opened its breaker, its probes 2 s and 6 s in (the next: 8 s later)
+                    wait_until(lambda: b.health_checks >= 3 and len(model_outage_events(store)) == 2, timeout_s=90)
+                    held_for_b = revision_row(store, uids[1])
+                    assert held_for_b.claimed_by not in (None, revision_row(store, uids[0]).claimed_by)
+                    waiting_for_b = held_for_b.reason or ""
+                    assert waiting_for_b.startswith("waiting: model server unavailable since "), waiting_for_b
+                    assert f"; server http://127.0.0.1:{b.port} on " in waiting_for_b, waiting_for_b
+                    b_checks = b.health_checks
+                    a.engine_dead = False
+                    wait_until(lambda: uids[0] in readings_after(store, 0), timeout_s=90)  # A's outage ended: read
+                    reason = revision_row(store, uids[1]).reason
+                    if b.health_checks == b_checks:  # no probe of B's since: only A's end could have changed it
+                        assert reason == waiting_for_b
+                    assert revision_row(store, uids[1]).state.value == "processing"
+            kinds = [(kind, payload["server"].split(" on ")[0]) for kind, payload in model_outage_events(store)]
+            assert kinds == [("application_stopped", a.url), ("application_stopped", b.url),
+                             ("application_started", a.url)]  # fmt: skip
