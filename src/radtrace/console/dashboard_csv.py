@@ -255,8 +255,8 @@ TABLES: Final[dict[str, Callable[[Figures], list[list[object]]]]] = {
 #: The reads each chart's CSV needs (:func:`read_figures` reads only these).
 SECTIONS: Final[dict[str, frozenset[Section]]] = {
     "volume": frozenset({"volume"}), "queue": frozenset({"queue"}), "latency": frozenset({"latency"}),
-    "agreement": frozenset({"agreement", "agreement_left_out"}),
-    "agreement_models": frozenset({"agreement", "agreement_by_model", "agreement_left_out"}),
+    "agreement": frozenset({"agreement", "agreement_left_out_split"}),
+    "agreement_models": frozenset({"agreement", "agreement_by_model", "agreement_left_out_split"}),
     "agreement_periods": frozenset({"agreement_periods"}), "prevalence": frozenset({"drift"}),
     "failures": frozenset({"volume"}), "mix": frozenset({"mix"}), "rates": frozenset({"rates"}),
     "models": frozenset({"models"}),
