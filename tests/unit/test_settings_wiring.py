@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+import radtrace.cli.node_rows
 import radtrace.cli.studies
 import radtrace.worker.status
 from radtrace.cli import app
@@ -237,6 +238,7 @@ def test_status_prints_why_the_oldest_revision_waits(
 ) -> None:
     monkeypatch.setattr(radtrace.worker.status, "collect_status", lambda *a, **k: _status_with_oldest(reason))
     monkeypatch.setattr(radtrace.cli.studies, "open_store", lambda settings: contextlib.nullcontext(None))
+    monkeypatch.setattr(radtrace.cli.node_rows, "node_rows", lambda *a, **k: [])  # status's nodes table (b7176e7)
     result = CliRunner().invoke(app, ["status", "--no-broker"], env={"RADTRACE_DATA_DIR": str(tmp_path),
                                                                      "COLUMNS": "200"})  # fmt: skip
     assert result.exit_code == 0, result.output
