@@ -95,20 +95,6 @@ def test_upgrades_released_at_once_never_count_each_other_as_radtrace_at_work(tm
     the turn counted another that had connected but not yet asked for its turn (its first statements, milliseconds) as
     'radtrace at work' and refused, exit 1: in 4 of 8 runs of 3 rounds on a 2-CPU machine (the arrivals spread over
     ~0.5 s by the CPUs' load; the next test shows the same without chance)."""
-
-
-def test_a_db_upgrade_just_connected_is_not_counted_by_the_one_migrating(url: str, tmp_path: Path) -> None:
-    """A connection named as another ``db upgrade``'s (census.UPGRADE_APPLICATION), idle, as one is between its
-    connection and its turn's request: the upgrade holding the turn migrates, not counting it. Before, it refused
-    ('other radtrace processes work on it: 1 'radtrace db upgrade 4242@…' connection')."""
-    name = "radtrace db upgrade 4242@another-host"
-    with psycopg.connect(_libpq(url), application_name=name, autocommit=True) as other:
-        other.execute("SELECT 1")
-        upgrade = _upgrade(url, tmp_path)
-        said = " ".join(upgrade.communicate(timeout=300)[0].split())
-    assert upgrade.returncode == 0, said
-    assert f"database at revision {head_revision()} (upgraded from {BEFORE})" in said, said
-    assert schema_revision(url) == head_revision()
     with temporary_postgres_database("radtrace_upgrade_barrier") as template:
         with store_at_migration(template, BEFORE):
             pass
@@ -148,3 +134,17 @@ def test_a_db_upgrade_just_connected_is_not_counted_by_the_one_migrating(url: st
             finally:
                 with psycopg.connect(admin, autocommit=True) as connection:
                     connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_db_upgrade_just_connected_is_not_counted_by_the_one_migrating(url: str, tmp_path: Path) -> None:
+    """A connection named as another ``db upgrade``'s (census.UPGRADE_APPLICATION), idle, as one is between its
+    connection and its turn's request: the upgrade holding the turn migrates, not counting it. Before, it refused
+    ('other radtrace processes work on it: 1 'radtrace db upgrade 4242@…' connection')."""
+    name = "radtrace db upgrade 4242@another-host"
+    with psycopg.connect(_libpq(url), application_name=name, autocommit=True) as other:
+        other.execute("SELECT 1")
+        upgrade = _upgrade(url, tmp_path)
+        said = " ".join(upgrade.communicate(timeout=300)[0].split())
+    assert upgrade.returncode == 0, said
+    assert f"database at revision {head_revision()} (upgraded from {BEFORE})" in said, said
+    assert schema_revision(url) == head_revision()
