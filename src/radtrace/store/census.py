@@ -263,8 +263,8 @@ def _connections(
     waiting its turn (before, three started together on one database refused each other, none migrated); and while
     this process holds that turn, every connection named as another ``radtrace db upgrade``'s
     (:data:`UPGRADE_APPLICATION`): one that had connected but not yet asked for its turn (its first statements, a
-    few milliseconds) was counted, and the one holding the turn refused (8 released at once, 4 ms apart: a refusal in
-    most rounds of 3)."""
+    few milliseconds) was counted, and the one holding the turn refused (8 released together: a refusal in 4 of 8 runs
+    of 3 rounds, tests/integration/test_upgrade_together.py)."""
     before_floor = not sa.inspect(connection).has_table("schema_floor")
     named = {application_name()} | {
         f"{APPLICATION_NAME} {node.pid}@{node.host.encode('ascii', 'replace').decode('ascii')[:40]}" for node in nodes
