@@ -11,14 +11,10 @@ the migration up (radtrace.store.census)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,14 +25,13 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import make_url
 
+from pgbouncer_support import pgbouncer
 from radtrace.store.engine import Store
 from radtrace.store.migrate import OthersAtWorkError, _config, head_revision, refuse_while_others_work
-from radtrace.testing.services import free_port, temporary_postgres_database
+from radtrace.testing.services import temporary_postgres_database
 from tests_support import radtrace
 
 pytestmark = pytest.mark.integration
-
-PGBOUNCER = "/usr/sbin/pgbouncer"
 
 
 def _libpq(url: str) -> str:
@@ -54,46 +49,6 @@ def postgres_url() -> Iterator[str]:
         finally:
             store.dispose()
         yield url
-
-
-@contextlib.contextmanager
-def _pgbouncer(url: str, pool_mode: str) -> Iterator[str]:
-    """A real pgbouncer in front of the database of ``url`` (trust, as the test server); yields its URL."""
-    if shutil.which(PGBOUNCER) is None:
-        raise RuntimeError(f"{PGBOUNCER} not found: apt-get install pgbouncer")
-    parsed = make_url(url)
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="radtrace-pgbouncer-") as folder:
-        directory = Path(folder)
-        directory.chmod(0o755)  # run as root, pgbouncer drops to the postgres user (-u) and reads its files as it
-        users = directory / "users.txt"
-        users.write_text(f'"{parsed.username}" ""\n', encoding="utf-8")
-        config = directory / "pgbouncer.ini"
-        config.write_text(
-            f"[databases]\n{parsed.database} = host={parsed.host} port={parsed.port or 5432} "
-            f"dbname={parsed.database}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n"
-            f"unix_socket_dir =\nauth_type = trust\nauth_file = {users}\npool_mode = {pool_mode}\n"
-            "ignore_startup_parameters = extra_float_digits,options\n",
-            encoding="utf-8",
-        )
-        for path in (users, config):
-            path.chmod(0o644)
-        log = directory / "pgbouncer.log"
-        command_line = [PGBOUNCER, *(["-u", "postgres"] if os.geteuid() == 0 else []), str(config)]
-        with log.open("wb") as written:
-            process = subprocess.Popen(command_line, stdout=written, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while True:  # listening: a connection is accepted
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"pgbouncer did not start: {log.read_text(errors='replace')}")
-                time.sleep(0.05)
-            yield parsed.set(port=port).render_as_string(hide_password=False)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
 
 
 def _radtrace_process(url: str, *, host: str | None = None, hold_transaction: bool = False) -> subprocess.Popen[str]:
@@ -154,7 +109,7 @@ def test_transaction_pooling_a_stopped_process_s_name_left_on_an_idle_server_con
     """A radtrace of another machine (ris-gw-2) that used pgbouncer and stopped: its name stays on pgbouncer's idle
     server connection. Used within ``store.node_stale_after_s`` it counts (the words say why); idle longer, it is
     named and ``db upgrade`` migrates."""
-    with _pgbouncer(postgres_url, "transaction") as bounced:
+    with pgbouncer(postgres_url, "transaction") as bounced:
         name = _stopped(bounced, "ris-gw-2")
         assert [state for state, _idle in _named(postgres_url, name)] == ["idle"]  # what pgbouncer left behind
         store = Store.from_url(postgres_url)
@@ -186,7 +141,7 @@ def test_transaction_pooling_a_stopped_process_s_name_left_on_an_idle_server_con
 
 def test_transaction_pooling_a_stopped_process_of_this_host_is_not_waited_for_at_once(postgres_url: str) -> None:
     """A name of this host is judged by its process: ended, it is pgbouncer's left-over, however recent."""
-    with _pgbouncer(postgres_url, "transaction") as bounced:
+    with pgbouncer(postgres_url, "transaction") as bounced:
         name = _stopped(bounced)
         assert [state for state, _idle in _named(postgres_url, name)] == ["idle"]
         store = Store.from_url(postgres_url)
@@ -204,7 +159,7 @@ def test_transaction_pooling_a_stopped_process_of_this_host_is_not_waited_for_at
 
 
 def test_a_radtrace_process_in_a_transaction_through_pgbouncer_still_holds_up_the_migration(postgres_url: str) -> None:
-    with _pgbouncer(postgres_url, "transaction") as bounced:
+    with pgbouncer(postgres_url, "transaction") as bounced:
         working = _radtrace_process(bounced, host="gpu-node-3", hold_transaction=True)
         assert working.stdout is not None
         assert working.stdin is not None
@@ -230,7 +185,7 @@ def test_a_radtrace_process_in_a_transaction_through_pgbouncer_still_holds_up_th
 def test_session_pooling_leaves_a_stopped_process_s_server_connection_unnamed(postgres_url: str) -> None:
     """pgbouncer's ``DISCARD ALL`` (session pooling) resets the name: the idle server connection is an unnamed
     client, named and not waited for (from the floor's migration 0024 on)."""
-    with _pgbouncer(postgres_url, "session") as bounced:
+    with pgbouncer(postgres_url, "session") as bounced:
         assert _named(postgres_url, _stopped(bounced, "ris-gw-2")) == []
         store = Store.from_url(postgres_url)
         try:
@@ -272,7 +227,7 @@ def test_session_pooling_below_the_floor_a_stopped_old_radtrace_s_reset_connecti
     gone, whose last statement is its reset, ``DISCARD ALL``: before, it held ``db upgrade`` up as 'an older
     radtrace?' until pgbouncer closed it (``server_idle_timeout``, 600 s) or ``--force``. Now it is named as the
     pooler's and the database migrates."""
-    with _pgbouncer(at_0023_url, "session") as bounced:
+    with pgbouncer(at_0023_url, "session") as bounced:
         with psycopg.connect(_libpq(bounced), autocommit=True) as old:  # an older radtrace: psycopg's defaults
             old.execute("SELECT count(*) FROM outbox")
         deadline = time.monotonic() + 30
@@ -298,7 +253,7 @@ def test_session_pooling_below_the_floor_an_old_radtrace_still_connected_holds_i
     """An older radtrace still connected through pgbouncer (session pooling: its server connection shows its own
     last statement, not the reset) holds the migration up; the refusal names pgbouncer's address and says how to
     close a pooler's idle server connections (RECONNECT, server_idle_timeout). Nothing is migrated."""
-    with _pgbouncer(at_0023_url, "session") as bounced, psycopg.connect(_libpq(bounced), autocommit=True) as old:
+    with pgbouncer(at_0023_url, "session") as bounced, psycopg.connect(_libpq(bounced), autocommit=True) as old:
         old.execute("SELECT count(*) FROM outbox")
         refused = radtrace("db", "upgrade", env=_env(at_0023_url, tmp_path))
     shown = " ".join((refused.stdout + refused.stderr).split())
