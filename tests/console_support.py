@@ -184,11 +184,11 @@ def median_ms(call: Callable[[], object], repeat: int) -> float:
 
 
 def finding_evidence(page: str, label: str) -> list[str]:
-    """The evidence sentences a study page shows in the row of the finding ``label``, unescaped."""
+    """The evidence sentences a study page shows in the row of the finding ``label``, as text (no tags, unescaped)."""
     pattern = rf'<tr id="finding-\d+"[^>]*data-label="{re.escape(label)}".*?<td class="evidence">(.*?)</td>'
     row = re.search(pattern, page, re.S)
     assert row is not None, label
-    return [html.unescape(q) for q in re.findall(r"<q>(.*?)</q>", row.group(1), re.S)]
+    return [html.unescape(re.sub(r"<[^>]+>", "", q)) for q in re.findall(r"<q>(.*?)</q>", row.group(1), re.S)]
 
 
 @dataclass(frozen=True)

@@ -81,8 +81,9 @@ def _rows(page: str) -> list[dict[str, str]]:
         cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
         link = re.search(r'href="([^"]+)"', cells[1])
         found.append({"seq": seq, "link": link.group(1) if link else "", "revision": cells[2],
-                      "accession": cells[3], "label": cells[4], "decision": cells[5], "reader": cells[6],
-                      "because": html.unescape(cells[7])})  # fmt: skip
+                      "accession": cells[3], "label": re.sub(r"<[^>]+>", "", cells[4]), "decision": cells[5],
+                      "reader": cells[6],
+                      "because": html.unescape(re.sub(r"<[^>]+>", "", cells[7]))})  # fmt: skip
     return found
 
 

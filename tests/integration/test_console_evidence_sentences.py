@@ -76,7 +76,7 @@ def test_each_finding_shows_its_whole_sentences_and_no_word_that_only_contains_i
     assert finding_evidence(page, "Cardiomegaly") == [HEART]
     assert finding_evidence(page, "Support Devices") == ["Devices: None."]
     # the reasoning shows the heart's sentence as one, marked as the evidence of Cardiomegaly
-    assert f'data-findings="Cardiomegaly">{html.escape(HEART)}</span>' in page
+    assert f'data-findings="Cardiomegaly"><bdi class="free-text">{html.escape(HEART)}</bdi></span>' in page
     # and writes every character of the model's text (a run of marks, "?!" or "...", lost all but its first)
     bones = re.search(r"<h3[^>]*>bones</h3>\s*<p>(.*?)</p>", page, re.S)
     assert bones is not None

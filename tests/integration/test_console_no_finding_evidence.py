@@ -45,7 +45,7 @@ def test_no_finding_shows_the_sentence_saying_the_film_is_normal_and_no_other(tm
     assert 'data-label="No Finding"' in page, "the demo model's normal film was not the one read"
     assert finding_evidence(page, "No Finding") == [SUMMARY]
     # the reasoning marks it as the evidence of No Finding, as it marks the others'
-    assert f'data-findings="No Finding">{html.escape(SUMMARY)}' in page
+    assert f'data-findings="No Finding"><bdi class="free-text">{html.escape(SUMMARY)}' in page
     # the other rows keep their own sentences: a part found normal is not evidence of a normal film
     assert finding_evidence(page, "Cardiomegaly") == ["Heart: Heart size is normal."]
     store.dispose()

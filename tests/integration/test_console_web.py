@@ -241,7 +241,7 @@ def test_decisions_are_append_only_audit_events_and_a_changed_mind_supersedes(co
         page = client.get(study_path(console.store, study_uid)).text
         assert "rejected by dr.gil: RT-R1" in page
         assert "1 earlier, superseded" in page
-        assert "rejected by dr.gil: “not there”" in page
+        assert 'rejected by dr.gil: “<bdi class="free-text">not there</bdi>”' in page
         assert "changed to absent by dr.gil" in page
         assert "accepted by dr.gil" in page
     decided = console.events("finding_assessed", "draft_assessed")

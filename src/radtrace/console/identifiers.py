@@ -16,7 +16,15 @@ from typing import Final
 
 from markupsafe import Markup, escape
 
-__all__ = ["INVISIBLE_CATEGORIES", "control_html", "control_text", "shown_id", "shown_id_text", "shown_text"]
+__all__ = [
+    "INVISIBLE_CATEGORIES",
+    "control_html",
+    "control_text",
+    "shown_id",
+    "shown_id_text",
+    "shown_lines",
+    "shown_text",
+]
 
 #: Unicode general categories shown as escapes: controls, format characters (the bidirectional controls, zero-width
 #: characters, the soft hyphen), line and paragraph separators, and unassigned or private-use code points.
@@ -69,3 +77,17 @@ def shown_text(value: object) -> Markup:
     text = "" if value is None else str(value)
     parts = [str(escape(character)) if _escape(character) is None else control_html(character) for character in text]
     return Markup(f'<bdi class="free-text">{"".join(parts)}</bdi>')  # noqa: S704 (every part escaped above)
+
+
+def shown_lines(value: object) -> Markup:
+    """Long free text (a model's impression or reasoning, a radiologist's corrected impression) as
+    :func:`shown_text` writes it, except that its line breaks stay line breaks (LF, CR LF or a lone CR, each a
+    ``<br>``): every other invisible character, bidirectional controls and zero-width ones included, is a visible
+    escape, inside one isolated ``<bdi class="free-text">``."""
+    text = "" if value is None else str(value)
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    shown = [
+        "".join(str(escape(character)) if _escape(character) is None else control_html(character) for character in line)
+        for line in lines
+    ]
+    return Markup(f'<bdi class="free-text">{"<br>".join(shown)}</bdi>')  # noqa: S704 (every part escaped above)

@@ -43,7 +43,7 @@ from radtrace.console.assessment_files import settle_pending
 from radtrace.console.dashboard_agreement import current_agreement
 from radtrace.console.dashboard_left_out import left_out_days
 from radtrace.console.draft_recording import assessments_root
-from radtrace.console.identifiers import shown_id, shown_id_text, shown_text
+from radtrace.console.identifiers import shown_id, shown_id_text, shown_lines, shown_text
 from radtrace.console.images import PictureCache
 from radtrace.console.links import STUDY, UID
 from radtrace.console.names import shown_name, shown_name_text
@@ -306,6 +306,7 @@ def templates() -> Environment:
     environment.filters["shown_id"] = shown_id
     environment.filters["shown_id_text"] = shown_id_text
     environment.filters["shown_text"] = shown_text
+    environment.filters["shown_lines"] = shown_lines
     return environment
 
 
