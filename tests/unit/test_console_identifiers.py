@@ -4,7 +4,7 @@ checked in tests/e2e/test_console_identifiers_browser.py."""
 
 from __future__ import annotations
 
-from radtrace.console.identifiers import shown_id, shown_id_text
+from radtrace.console.identifiers import shown_id, shown_id_text, shown_lines
 
 
 def test_bidi_controls_and_invisible_characters_become_visible_escapes() -> None:
@@ -23,3 +23,14 @@ def test_the_html_is_escaped_and_isolated_left_to_right() -> None:
     )
     assert str(shown_id(None, "?")) == "?"
     assert str(shown_id("", "<none>")) == "&lt;none&gt;"
+
+
+def test_long_free_text_keeps_its_line_breaks_and_escapes_everything_else_invisible() -> None:
+    shown = str(shown_lines("one\r\ntwo\rthree\nfour \u202eLIAF\u202c zw\u200dj <b>"))
+    assert shown.startswith('<bdi class="free-text">one<br>two<br>three<br>four ')  # CR LF, CR, LF: one break each
+    assert shown.endswith("&lt;b&gt;</bdi>")
+    for code in ("202E", "202C", "200D"):
+        assert f">⟨U+{code}⟩</span>" in shown, code
+    for raw in ("\r", "\n", "\u202e", "\u200d", "<b>"):
+        assert raw not in shown, raw
+    assert str(shown_lines(None)) == '<bdi class="free-text"></bdi>'
