@@ -155,6 +155,11 @@ def test_free_text_from_outside_is_shown_escaped_on_every_console_page(tmp_path:
     decision = re.search(r'data-testid="decision-0">(.*?)</div>', study, re.S)
     assert decision is not None
     _escaped(decision.group(1), "none")  # typed: no line break
+    # what a screen reader or a tooltip says of a finding: the label's invisible characters as escapes there too
+    # (before, the comment field's, the status select's and the three buttons' aria-labels named it raw)
+    said = [html.unescape(v) for v in re.findall(r'\s(?:aria-label|title|data-announce)="([^"]*)"', study)]
+    assert any("Accept Effusion" in value for value in said), said
+    assert [value for value in said if any(raw in value for raw in INVISIBLE)] == []
     # the patient's Arabic name still reads in its own script: letters as they are, no escape
     assert "\u062d\u0633\u0646, \u0639\u0644\u064a" in _visible(study)
 
